@@ -26,6 +26,8 @@ export interface BaseComponent {
    * a module of its part that the main component lacks is looked for here.
    */
   movedOut?: true;
+  /** The class a pipeline's model_index.json gives the folder (`UMT5EncoderModel`); absent outside pipelines. */
+  className?: string;
 }
 
 interface Rule {
@@ -142,4 +144,31 @@ export function movedOutOf(main: BaseComponent, components: readonly BaseCompone
 
 export function partName(part: ModelPart): string {
   return PART_NAMES[part];
+}
+
+/**
+ * The pipeline classes (model_index.json) that hold each of ComfyUI's text encoders, by the name its
+ * model gives them (`text_encoders.<name>.transformer.` in its "Extract and Save Lora" files) and
+ * whose keys after `transformer.` are the transformers model's own: its CLIP and T5 encoders load
+ * transformers' checkpoints as they are. Other names (`llama`, `qwen25_7b`, …) are ComfyUI's own
+ * models of an LLM, named otherwise than a pipeline's folder.
+ */
+const COMFY_ENCODER_CLASSES: Readonly<Record<string, RegExp>> = {
+  clip_l: /^CLIPTextModel(WithProjection)?$/, clip_g: /^CLIPTextModel(WithProjection)?$/, clip_h: /^CLIPTextModel(WithProjection)?$/,
+  t5xxl: /^T5EncoderModel$/, umt5xxl: /^UMT5EncoderModel$/,
+};
+/** The same encoders in a checkpoint whose keys say what they are (base components' `encoder`). */
+const COMFY_ENCODER_KINDS: Readonly<Record<string, EncoderKind>> = { clip_l: 'clip_l', clip_g: 'clip_g', clip_h: 'openclip', t5xxl: 't5' };
+
+/**
+ * Whether a text encoder component can be ComfyUI's encoder of that name: by its pipeline class,
+ * or by what its keys say it is; undefined where neither tells (a pipeline folder of another class).
+ */
+export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
+  if (component.className) {
+    const known = Object.values(COMFY_ENCODER_CLASSES).some((c) => c.test(component.className!));
+    return COMFY_ENCODER_CLASSES[name]?.test(component.className) ?? (known ? false : undefined);
+  }
+  if (component.encoder === undefined) return undefined;
+  return COMFY_ENCODER_KINDS[name] === component.encoder;
 }

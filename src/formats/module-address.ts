@@ -36,6 +36,8 @@ export interface ModuleAddress {
    * `text_encoders.clip_l.`), which ComfyUI never maps to a CLIP-G.
    */
   anyFirstEncoder?: true;
+  /** ComfyUI's name of the text encoder a `text_encoders.<name>.transformer.` prefix names (`clip_l`, `t5xxl`). */
+  comfyEncoder?: string;
 }
 
 interface Prefix {
@@ -43,6 +45,7 @@ interface Prefix {
   part?: ModelPart;
   flat: boolean;
   anyFirstEncoder?: true;
+  comfyEncoder?: string;
 }
 
 /** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
@@ -74,10 +77,10 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'diffusion_model.', part: 'unet', flat: false },
   // ...and its text encoders: `text_encoders.` + the key of ComfyUI's CLIP/T5 model, which names
   // each encoder (comfy/lora.py model_lora_keys_clip's generic form) in transformers' naming.
-  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false },
-  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false },
-  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false },
-  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false },
+  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false, comfyEncoder: 'clip_l' },
+  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false, comfyEncoder: 'clip_g' },
+  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false, comfyEncoder: 'clip_h' },
+  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false, comfyEncoder: 't5xxl' },
   // PEFT's wrapper around the whole model
   { prefix: 'base_model.model.', flat: false },
 ] satisfies Prefix[]).sort((x, y) => y.prefix.length - x.prefix.length);
@@ -98,6 +101,7 @@ export function moduleAddress(name: string): ModuleAddress {
       const address: ModuleAddress = { path: name.slice(p.prefix.length), flat: p.flat };
       if (p.part) address.part = p.part;
       if (p.anyFirstEncoder) address.anyFirstEncoder = true;
+      if (p.comfyEncoder) address.comfyEncoder = p.comfyEncoder;
       return address;
     }
   }
