@@ -15,6 +15,7 @@ import { describe, expect, it } from 'vitest';
 import { buildSafetensors, decodeSafetensors, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { estimateUpdateMagnitudes, memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { expectMerged } from './helpers/expect-merged.js';
 
 const rand = seededRandom(20261210);
@@ -105,5 +106,22 @@ describe('full diffs on fused and transposed tensors', () => {
       { diff: `${S}attn.to_k.diff`, shape: [h, h], key: 'single_blocks.1.linear1.weight', at: h },
       { diff: `${S}proj_mlp.diff`, shape: [4 * h, h], key: 'single_blocks.1.linear1.weight', at: 3 * h },
     ], 1.25);
+  });
+
+  it('are sized for the chart as w·‖diff‖ on a third of in_proj_weight and on the transposed text_projection', async () => {
+    const base = sdxlTensors();
+    const q = tensor(rand, `${CG}q_proj.diff`, [G, G], 'F16'), projection = tensor(rand, 'text_encoders.clip_g.transformer.text_projection.diff', [G, G], 'F16');
+    const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': buildSafetensors(base) }, 'base'),
+      [{ files: memoryInputFileSet({ 'full_diff.safetensors': buildSafetensors([q, projection]) }, 'full_diff.safetensors'), weight: -0.5 }]);
+    const values = new Map(base.map((t) => [t.name, { shape: t.shape, v: Array.from(t.data as ArrayLike<number>) }]));
+    const magnitudes = await estimateUpdateMagnitudes(prepared.plan, async (key, r0, n) => {
+      const t = values.get(key)!;
+      const cols = t.shape.length === 2 ? t.shape[1] : 1;
+      return { dtype: 'F32', data: new Uint8Array(Float32Array.from(t.v.slice(r0 * cols, (r0 + n) * cols)).buffer) };
+    });
+    await prepared.close();
+    const norm = (t: FixtureTensor) => 0.5 * Math.sqrt(Array.from(t.data as ArrayLike<number>).reduce((acc, x) => acc + x * x, 0));
+    expect(magnitudes.find((m) => m.module === q.name.replace(/\.diff$/, ''))!.updateNorm).toBeCloseTo(norm(q), 4);
+    expect(magnitudes.find((m) => m.module === projection.name.replace(/\.diff$/, ''))!.updateNorm).toBeCloseTo(norm(projection), 4);
   });
 });
