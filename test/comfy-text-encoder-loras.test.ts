@@ -18,7 +18,7 @@ import { runCliInProcess } from './helpers/cli.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
-import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { expectMerged } from './helpers/expect-merged.js';
 
 const rand = seededRandom(20261207);
@@ -187,6 +187,27 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     }
   });
 
+  it('leave CLIP-L modules (`lora_te1_`, `text_encoders.clip_l.`) out with a warning on an SDXL refiner, whose only encoder is CLIP-G; CLIP-G\'s and `lora_te_` land there', async () => {
+    // sd_xl_refiner_1.0.safetensors: OpenCLIP-G alone, as conditioner.embedders.0 (comfy/lora.py maps
+    // lora_te1_ and clip_l keys only where a CLIP-L is present, lora_te_ to the refiner's CLIP-G).
+    const RE = 'conditioner.embedders.0.model.';
+    const refiner = [
+      tensor(rand, UNET_Q, [8, 8], 'F16'),
+      tensor(rand, `${RE}transformer.resblocks.0.attn.in_proj_weight`, [3 * G, G], 'F16'), tensor(rand, `${RE}transformer.resblocks.0.mlp.c_fc.weight`, [2 * G, G], 'F16'),
+    ];
+    const { warnings } = await expectLands(refiner, [
+      ...lora('diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q', 8, 8),
+      ...lora(`${CG}encoder.layers.0.self_attn.v_proj`, G, G),
+      ...lora('lora_te_text_model_encoder_layers_0_mlp_fc1', 2 * G, G),
+      ...lora('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', L, L), ...lora(`${CL}mlp.fc1`, 2 * L, L),
+    ], [
+      { key: UNET_Q, lora: 'diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q' },
+      { key: `${RE}transformer.resblocks.0.attn.in_proj_weight`, lora: `${CG}encoder.layers.0.self_attn.v_proj`, at: 2 * G },
+      { key: `${RE}transformer.resblocks.0.mlp.c_fc.weight`, lora: 'lora_te_text_model_encoder_layers_0_mlp_fc1' },
+    ], 0.9);
+    expect(warnings).toEqual([expect.stringMatching(/2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold \(it holds text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\) in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either\) \(lora_te1_text_model_encoder_layers_0_self_attn_q_proj, text_encoders\.clip_l\.transformer\.text_model\.encoder\.layers\.0\.mlp\.fc1\)$/)]);
+  });
+
   it('leave another of ComfyUI\'s text encoders (`text_encoders.umt5xxl.`) out with a warning on a file that holds only the diffusion model', async () => {
     const wan = [tensor(rand, 'model.diffusion_model.blocks.0.self_attn.q.weight', [8, 8], 'BF16'), tensor(rand, 'model.diffusion_model.blocks.0.self_attn.k.weight', [8, 8], 'BF16')];
     const { warnings } = await expectLands(wan, [
@@ -224,13 +245,5 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     } finally {
       await prepared.close();
     }
-  });
-
-  it('refuse a full diff of CLIP-G\'s text_projection (ComfyUI\'s full_diff extract) in one line saying the base stores it transposed', async () => {
-    const problems = await refusalsInMemory({
-      backend: backends.cpu!, base: { 'sd_xl_base_1.0.safetensors': buildSafetensors(sdxlTensors()) },
-      adapters: [{ files: { 'full.safetensors': buildSafetensors([tensor(rand, 'text_encoders.clip_g.transformer.text_projection.diff', [G, G], 'F16')]) }, name: 'full.safetensors' }],
-    });
-    expect(problems).toEqual([`full.safetensors: module "text_encoders.clip_g.transformer.text_projection": full diff on a module whose weight the base stores transposed (${TE2}text_projection, ΔW transposed) is not supported`]);
   });
 });

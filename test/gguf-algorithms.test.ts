@@ -1,12 +1,12 @@
 /**
  * Adapter algorithms beyond plain LoRA onto a GGUF base: a single-file LyCORIS adapter with Hugging
- * Face module names (LoHa on q and gate, LoKr, a full diff, IA3 per input channel, a LoRA with LyCORIS's
+ * Face module names (LoHa on q and gate, LoKr, full diffs on v and on k, IA3 per input channel, a LoRA with LyCORIS's
  * dora_scale, whose norms run over every row slab) and then a PEFT DoRA adapter on a tensor the first
  * one already changed, onto a Q4_K_M-style llama. Checked against float64 truth written here from
  * the algorithms' definitions (W being the base's decoded values), merged in f32 and with the
  * types kept (blocks then equal the reference quantizer's for the f32 merge: requantized once), on
- * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA; IA3 and DoRA there are
- * refused by name.
+ * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA, a full diff on the
+ * permuted k rows likewise; IA3 and DoRA there are refused by name.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -33,7 +33,7 @@ const addScaled = (w: Float64Array, d: Float64Array, s: number) => w.map((x, i) 
 
 const W = (name: string) => base.tensors.get(name)!.values;
 const GATE = 'blk.0.ffn_gate.weight', UP = 'blk.0.ffn_up.weight', DOWN = 'blk.0.ffn_down.weight';
-const V = 'blk.0.attn_v.weight', O = 'blk.0.attn_output.weight', Q = 'blk.0.attn_q.weight';
+const V = 'blk.0.attn_v.weight', O = 'blk.0.attn_output.weight', Q = 'blk.0.attn_q.weight', K = 'blk.0.attn_k.weight';
 
 // Adapter 1 (weight 0.8): a LyCORIS file whose module names are the Hugging Face paths.
 const s1 = 0.8;
@@ -74,6 +74,16 @@ const lycoris: FixtureTensor[] = [];
   const diff = vals(kv * h, 'F16', 0.01);
   t(`${v}.diff`, 'F16', [kv, h], diff);
   truth1[V] = (w) => addScaled(w, diff, s1);
+  // A full diff on k_proj (Q5_K, 128 × 256): a dense ΔW, whose rows land on llama's permuted k
+  // rows as a LoRA's do (HF row o is GGUF row ggufRowOf(o)).
+  const k = 'model.layers.0.self_attn.k_proj';
+  const diffK = vals(kv * h, 'F16', 0.01);
+  t(`${k}.diff`, 'F16', [kv, h], diffK);
+  truth1[K] = (w) => {
+    const out = w.slice();
+    for (let o = 0; o < kv; o++) for (let c = 0; c < h; c++) out[ggufRowOf(o, kv, kvHeads) * h + c] += s1 * diffK[o * h + c];
+    return out;
+  };
   // IA3 per input channel on o_proj (Q4_K, 256 × 256).
   const o = 'model.layers.0.self_attn.o_proj';
   const ia3 = vals(h, 'F32', 0.5);
@@ -107,7 +117,7 @@ const truth2: Record<string, (w: Float64Array) => Float64Array> = {
   [V]: (w) => dora(addScaled(w, mm(peftB, peftA, kv, 4, h), 2), peftM, kv, h, 'out', 0),
 };
 
-const truth = new Map([Q, GATE, UP, V, O, DOWN].map((name) => {
+const truth = new Map([Q, K, GATE, UP, V, O, DOWN].map((name) => {
   let w = W(name);
   for (const step of [truth1, truth2]) if (step[name]) w = step[name](w);
   return [name, w] as const;
@@ -191,7 +201,7 @@ it('refuses IA3 and DoRA on llama\'s q rows (permuted for RoPE), naming the modu
   }
 });
 
-it('refuses PEFT HiRA, RoAd, C3A and MiSS bat on llama\'s q rows (permuted for RoPE), naming the module and the method as users know it in one short line', async () => {
+it('refuses PEFT HiRA, RoAd and MiSS bat on llama\'s q rows (permuted for RoPE), naming the module and the method as users know it in one short line', async () => {
   const q = 'model.layers.0.self_attn.q_proj';
   const folder = (config: object, tensors: FixtureTensor[]) => ({
     'adapter_config.json': JSON.stringify({ target_modules: ['q_proj'], ...config }),
@@ -200,7 +210,6 @@ it('refuses PEFT HiRA, RoAd, C3A and MiSS bat on llama\'s q rows (permuted for R
   const cases: [string, Record<string, string | Uint8Array>][] = [
     ['HiRA (PEFT)', folder({ peft_type: 'HIRA', r: 1 }, [{ name: 'hira_A', dtype: 'F32', shape: [1, h], data: vals(h) }, { name: 'hira_B', dtype: 'F32', shape: [h, 1], data: vals(h) }])],
     ['RoAd (PEFT)', folder({ peft_type: 'ROAD', variant: 'road_2', group_size: 2 }, [{ name: 'road_theta', dtype: 'F32', shape: [h], data: vals(h) }, { name: 'road_alpha', dtype: 'F32', shape: [h], data: vals(h) }])],
-    ['C3A (PEFT)', folder({ peft_type: 'C3A', block_size: h }, [{ name: 'c3a_kernel', dtype: 'F32', shape: [1, 1, h], data: vals(h) }])],
     ['MiSS (PEFT)', folder({ peft_type: 'MISS', r: 2, init_weights: 'bat' }, [{ name: 'miss_block', dtype: 'F32', shape: [h / 2, 2, 2], data: vals(h * 2) }])],
   ];
   for (const [algorithm, files] of cases) {

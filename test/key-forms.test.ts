@@ -90,7 +90,7 @@ describe('module prefixes', () => {
     ['lycoris_transformer_blocks_0_attn_to_q', { part: 'unet', path: 'transformer_blocks_0_attn_to_q', flat: true }],
     ['unet.down_blocks.0.attentions.0.proj_in', { part: 'unet', path: 'down_blocks.0.attentions.0.proj_in', flat: false }],
     ['transformer.transformer_blocks.0.attn.to_q', { part: 'unet', path: 'transformer_blocks.0.attn.to_q', flat: false }],
-    ['text_encoder.text_model.encoder.layers.0.mlp.fc1', { part: 'te1', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false }],
+    ['text_encoder.text_model.encoder.layers.0.mlp.fc1', { part: 'te1', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false, anyFirstEncoder: true }],
     ['text_encoder_2.text_model.encoder.layers.0.mlp.fc1', { part: 'te2', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false }],
     ['diffusion_model.double_blocks.0.img_attn.qkv', { part: 'unet', path: 'double_blocks.0.img_attn.qkv', flat: false }],
     ['base_model.model.model.layers.0.self_attn.q_proj', { path: 'model.layers.0.self_attn.q_proj', flat: false }],

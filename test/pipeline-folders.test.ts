@@ -7,10 +7,10 @@
  * float64 truth.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MergeBackend } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { FLUX, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { FLUX, WAN, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, wanDiffusersTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { mergePipelineAndCheck, type PipelineAdapter } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(77);
@@ -92,6 +92,29 @@ const FLUX_KOHYA: LoraSpec[] = [
 ];
 const fluxKohyaLora = buildSafetensors(loraTensors(rand, FLUX_KOHYA, 'BF16'));
 
+// --- Wan pipeline, a ComfyUI-extracted LoRA with its UMT5 text encoder --------------------------
+// ComfyUI names Wan's text encoder `umt5xxl` (`text_encoders.umt5xxl.transformer.` + transformers'
+// UMT5 keys); the pipeline's model_index.json says text_encoder/ is the UMT5EncoderModel.
+const UMT5 = 'encoder.block.0.layer.0.SelfAttention';
+const wanPipeline = (textEncoder: string): Record<string, Uint8Array | string> => ({
+  'model_index.json': json({
+    _class_name: 'WanPipeline', transformer: ['diffusers', 'WanTransformer3DModel'], text_encoder: ['transformers', textEncoder],
+    tokenizer: ['transformers', 'T5TokenizerFast'], vae: ['diffusers', 'AutoencoderKLWan'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(wanDiffusersTensors(rand, 'BF16')),
+  'text_encoder/model.safetensors': buildSafetensors([
+    tensor(rand, `${UMT5}.q.weight`, [10, 10], 'BF16'), tensor(rand, `${UMT5}.o.weight`, [10, 10], 'BF16'), tensor(rand, 'shared.weight', [30, 10], 'BF16'),
+  ]),
+  'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
+});
+const comfy = (name: string, out: number, inF: number, key: string): LoraSpec => ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+const WAN_COMFY: LoraSpec[] = [
+  comfy('diffusion_model.blocks.0.self_attn.q', WAN.dim, WAN.dim, 'transformer.blocks.0.attn1.to_q.weight'),
+  comfy(`text_encoders.umt5xxl.transformer.${UMT5}.q`, 10, 10, `text_encoder.${UMT5}.q.weight`),
+  comfy(`text_encoders.umt5xxl.transformer.${UMT5}.o`, 10, 10, `text_encoder.${UMT5}.o.weight`),
+];
+const wanComfyLora = buildSafetensors(loraTensors(rand, WAN_COMFY, 'BF16'));
+
 const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
 beforeAll(async () => {
   backends.cpu = await createNodeBackend('cpu');
@@ -120,6 +143,12 @@ for (const kind of ['cpu', 'webgpu'] as const) {
       expect(Object.keys(index.weight_map).sort()).toEqual([...UNET_A, ...UNET_B].sort());
     });
 
+    it('Wan: a ComfyUI-extracted LoRA\'s `text_encoders.umt5xxl.` modules on the folder model_index.json says is the UMT5EncoderModel', async () => {
+      await mergeAndCheck(kind, wanPipeline('UMT5EncoderModel'), [{ file: 'comfyui_extracted_lora.safetensors', bytes: wanComfyLora, specs: WAN_COMFY, weight: 0.6 }], [
+        'transformer/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors',
+      ]);
+    });
+
     it('Flux: BFL-named kohya modules on the diffusers transformer, CLIP-L on text_encoder and T5 on text_encoder_2', async () => {
       await mergeAndCheck(kind, flux, [{ file: 'kohya-flux.safetensors', bytes: fluxKohyaLora, specs: FLUX_KOHYA, weight: 1 }], [
         'transformer/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors', 'text_encoder_2/model.safetensors',
@@ -127,3 +156,31 @@ for (const kind of ['cpu', 'webgpu'] as const) {
     });
   });
 }
+
+describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them, or cannot be told apart', () => {
+  const planOf = async (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
+    try {
+      return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
+    } finally {
+      await prepared.close();
+    }
+  };
+
+  it('leaves `text_encoders.t5xxl.` out with a warning on a Wan pipeline, whose encoder is UMT5, as ComfyUI does not load it there', async () => {
+    const { problems, warnings } = await planOf(wanPipeline('UMT5EncoderModel'), [
+      WAN_COMFY[0], comfy(`text_encoders.t5xxl.transformer.${UMT5}.q`, 10, 10, ''),
+    ]);
+    expect(problems).toEqual([]);
+    expect(warnings).toEqual([expect.stringMatching(/^lora\.safetensors: 1 module left out, not merged: it names text encoder 3 \(T5\), which the base does not hold \(it holds .*text_encoder \(UMT5EncoderModel\).*\) \(text_encoders\.t5xxl\.transformer\.encoder\.block\.0\.layer\.0\.SelfAttention\.q\)$/)]);
+  });
+
+  it('refuses `text_encoders.qwen25_7b.` in one line where no folder\'s class says which it is', async () => {
+    const { problems } = await planOf(wanPipeline('Qwen2_5_VLForConditionalGeneration'), [
+      WAN_COMFY[0], comfy('text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj', 10, 10, ''),
+    ]);
+    expect(problems).toEqual([
+      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration)): not supported',
+    ]);
+  });
+});

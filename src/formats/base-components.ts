@@ -26,6 +26,8 @@ export interface BaseComponent {
    * a module of its part that the main component lacks is looked for here.
    */
   movedOut?: true;
+  /** The class a pipeline's model_index.json gives the folder (`UMT5EncoderModel`); absent outside pipelines. */
+  className?: string;
 }
 
 interface Rule {
@@ -114,17 +116,22 @@ export function baseComponents(keys: Iterable<string>): BaseComponent[] {
 
 /**
  * The component a model part names, as kohya, OneTrainer and diffusers number them: `te` is the
- * first text encoder; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's Flux LoRAs);
- * `te3` is T5. Undefined when the base has no such component.
+ * first text encoder; `te1` the first too, but never a CLIP-G (`anyFirstEncoder` aside: diffusers'
+ * `text_encoder.`): an SDXL refiner's only encoder is CLIP-G, and ComfyUI maps neither `lora_te1_`
+ * nor `text_encoders.clip_l.` there; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's
+ * Flux LoRAs); `te3` is T5. Undefined when the base has no such component.
  */
-export function componentForPart(part: ModelPart, components: readonly BaseComponent[]): BaseComponent | undefined {
+export function componentForPart(part: ModelPart, components: readonly BaseComponent[], anyFirstEncoder = false): BaseComponent | undefined {
   const encoders = components.filter((c) => c.role === 'text-encoder').sort((x, y) => (x.ordinal ?? 9) - (y.ordinal ?? 9));
   const kind = (k: EncoderKind) => encoders.find((c) => c.encoder === k);
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
     case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
     case 'te': return encoders[0];
-    case 'te1': return nth(1);
+    case 'te1': {
+      const first = nth(1);
+      return first?.encoder === 'clip_g' && !anyFirstEncoder ? undefined : first;
+    }
     case 'te2': return kind('clip_g') ?? kind('t5') ?? nth(2);
     case 'te3': return kind('t5') ?? nth(3);
   }
@@ -137,4 +144,31 @@ export function movedOutOf(main: BaseComponent, components: readonly BaseCompone
 
 export function partName(part: ModelPart): string {
   return PART_NAMES[part];
+}
+
+/**
+ * The pipeline classes (model_index.json) that hold each of ComfyUI's text encoders, by the name its
+ * model gives them (`text_encoders.<name>.transformer.` in its "Extract and Save Lora" files) and
+ * whose keys after `transformer.` are the transformers model's own: its CLIP and T5 encoders load
+ * transformers' checkpoints as they are. Other names (`llama`, `qwen25_7b`, …) are ComfyUI's own
+ * models of an LLM, named otherwise than a pipeline's folder.
+ */
+const COMFY_ENCODER_CLASSES: Readonly<Record<string, RegExp>> = {
+  clip_l: /^CLIPTextModel(WithProjection)?$/, clip_g: /^CLIPTextModel(WithProjection)?$/, clip_h: /^CLIPTextModel(WithProjection)?$/,
+  t5xxl: /^T5EncoderModel$/, umt5xxl: /^UMT5EncoderModel$/,
+};
+/** The same encoders in a checkpoint whose keys say what they are (base components' `encoder`). */
+const COMFY_ENCODER_KINDS: Readonly<Record<string, EncoderKind>> = { clip_l: 'clip_l', clip_g: 'clip_g', clip_h: 'openclip', t5xxl: 't5' };
+
+/**
+ * Whether a text encoder component can be ComfyUI's encoder of that name: by its pipeline class,
+ * or by what its keys say it is; undefined where neither tells (a pipeline folder of another class).
+ */
+export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
+  if (component.className) {
+    const known = Object.values(COMFY_ENCODER_CLASSES).some((c) => c.test(component.className!));
+    return COMFY_ENCODER_CLASSES[name]?.test(component.className) ?? (known ? false : undefined);
+  }
+  if (component.encoder === undefined) return undefined;
+  return COMFY_ENCODER_KINDS[name] === component.encoder;
 }

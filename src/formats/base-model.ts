@@ -260,7 +260,7 @@ function pipelineComponent(folder: string, className: string): Omit<BaseComponen
   if (!m) return undefined;
   const ordinal = Number(m[1] ?? 1);
   const encoder: EncoderKind = /T5/i.test(className) ? 't5' : ordinal === 1 ? 'clip_l' : 'clip_g';
-  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix };
+  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix, ...(className ? { className } : {}) };
 }
 
 /** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */

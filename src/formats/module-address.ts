@@ -29,12 +29,23 @@ export interface ModuleAddress {
    * the count names, once for all its experts.
    */
   experts?: { count: number; module: string };
+  /**
+   * The part is the pipeline's first text encoder whatever model it is (diffusers' `text_encoder.`;
+   * ComfyUI maps it, as `lora_te_`, to the CLIP-G of a checkpoint without CLIP-L, an SDXL refiner's).
+   * Without it `te1` is CLIP-L as SDXL numbers its encoders (kohya's `lora_te1_`, ComfyUI's
+   * `text_encoders.clip_l.`), which ComfyUI never maps to a CLIP-G.
+   */
+  anyFirstEncoder?: true;
+  /** ComfyUI's name of the text encoder a `text_encoders.<name>.transformer.` prefix names (`clip_l`, `t5xxl`). */
+  comfyEncoder?: string;
 }
 
 interface Prefix {
   prefix: string;
   part?: ModelPart;
   flat: boolean;
+  anyFirstEncoder?: true;
+  comfyEncoder?: string;
 }
 
 /** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
@@ -61,15 +72,15 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'transformer.', part: 'unet', flat: false },
   { prefix: 'text_encoder_2.', part: 'te2', flat: false },
   { prefix: 'text_encoder_3.', part: 'te3', flat: false },
-  { prefix: 'text_encoder.', part: 'te1', flat: false },
+  { prefix: 'text_encoder.', part: 'te1', flat: false, anyFirstEncoder: true },
   // ComfyUI's "Extract and Save Lora"
   { prefix: 'diffusion_model.', part: 'unet', flat: false },
   // ...and its text encoders: `text_encoders.` + the key of ComfyUI's CLIP/T5 model, which names
   // each encoder (comfy/lora.py model_lora_keys_clip's generic form) in transformers' naming.
-  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false },
-  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false },
-  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false },
-  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false },
+  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false, comfyEncoder: 'clip_l' },
+  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false, comfyEncoder: 'clip_g' },
+  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false, comfyEncoder: 'clip_h' },
+  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false, comfyEncoder: 't5xxl' },
   // PEFT's wrapper around the whole model
   { prefix: 'base_model.model.', flat: false },
 ] satisfies Prefix[]).sort((x, y) => y.prefix.length - x.prefix.length);
@@ -89,6 +100,8 @@ export function moduleAddress(name: string): ModuleAddress {
     if (name.length > p.prefix.length && name.startsWith(p.prefix)) {
       const address: ModuleAddress = { path: name.slice(p.prefix.length), flat: p.flat };
       if (p.part) address.part = p.part;
+      if (p.anyFirstEncoder) address.anyFirstEncoder = true;
+      if (p.comfyEncoder) address.comfyEncoder = p.comfyEncoder;
       return address;
     }
   }

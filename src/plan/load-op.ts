@@ -15,7 +15,7 @@ import { expertTerms } from './fused-experts.js';
 import { transposedBlockTerms } from './transposed-blocks.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
-import { assembleSteps, slabOp, slabSteps, type LoadedStep, type UpdatePiece } from './load-steps.js';
+import { assembleSteps, slabOp, slabSteps, type DenseRows, type LoadedStep, type UpdatePiece } from './load-steps.js';
 import { product } from '../integers.js';
 
 export interface RowRange {
@@ -46,7 +46,7 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
   const out: UpdatePiece[] = [];
   const axisLength = (axis: 'out' | 'in') => (axis === 'out' ? update.outFeatures : update.inFeatures);
   for (const p of await loadModuleUpdate(t.file, t.module, termDeltaDims(update, t))) {
-    if (t.transposedBlocks && p.kind !== 'low-rank') {
+    if (t.transposedBlocks && p.kind !== 'low-rank' && p.kind !== 'dense') {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its rows transposed`);
     }
     if (t.columns && p.kind !== 'low-rank') {
@@ -71,7 +71,7 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
         break;
       }
       case 'dense':
-        out.push({ kind: 'dense', source: { scale: s, rows: (r0, n) => p.rows(r0, n) } });
+        out.push({ kind: 'dense', source: { scale: s, rows: placedDenseRows(p.rows, t, update.cols) } });
         break;
       case 'scale': {
         // IA3's 1 + s·w is computed, not read: carried in float64 (as DoRA's factors are), so no f32
@@ -117,6 +117,53 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
 }
 
 const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+type DenseRowReader = (rowStart: number, rowCount: number) => Promise<DenseRows>;
+
+/**
+ * The stored rows of a dense ΔW where the term lands: ΔW's own rows one to one, the rows its
+ * placement names (a slice of a fused tensor: other rows of the slab get zeros), or its rows in
+ * blocks each transposed (open_clip's text_projection: ΔW's columns are the tensor's rows). A
+ * transposed ΔW needs every one of its rows for any slab, so it is read whole once.
+ */
+function placedDenseRows(read: DenseRowReader, t: PlannedTerm, cols: number): DenseRowReader {
+  if (t.transposedBlocks) {
+    const blocks = t.transposedBlocks;
+    const [deltaRows, inF] = t.module.deltaShape;
+    let whole: Promise<Float32Array | Float64Array> | undefined;
+    return async (rowStart, rowCount) => {
+      const delta = await (whole ??= read(0, deltaRows).then(denseValues));
+      const out = new (delta instanceof Float64Array ? Float64Array : Float32Array)(rowCount * cols);
+      for (let r = 0; r < rowCount; r++) {
+        const block = Math.floor((rowStart + r) / inF), c = (rowStart + r) % inF;
+        const start = blocks.starts[block];
+        for (let j = 0; j < cols; j++) out[r * cols + j] = delta[(start + j) * inF + c];
+      }
+      return denseResult(out);
+    };
+  }
+  const placement = t.placement;
+  if (!placement) return read;
+  return async (rowStart, rowCount) => {
+    const parts: { at: number; values: Float32Array | Float64Array }[] = [];
+    for (const g of placement.segments) {
+      const from = Math.max(g.dst, rowStart), to = Math.min(g.dst + g.count, rowStart + rowCount);
+      if (from < to) parts.push({ at: from - rowStart, values: denseValues(await read(g.src + from - g.dst, to - from)) });
+    }
+    const out = new (parts.some((x) => x.values instanceof Float64Array) ? Float64Array : Float32Array)(rowCount * cols);
+    for (const { at, values } of parts) out.set(values, at * cols);
+    return denseResult(out);
+  };
+}
+
+/** Dense rows as values: f32 as read (exact for F16, BF16, F32), or the f64 values computed. */
+function denseValues(rows: DenseRows): Float32Array | Float64Array {
+  return 'exact' in rows ? rows.exact : decodeToF32(rows.data, rows.dtype);
+}
+
+function denseResult(values: Float32Array | Float64Array): DenseRows {
+  return values instanceof Float64Array ? { exact: values } : { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
+}
 
 /** A rotation piece as the engine's step, each block I + s·Δ. */
 function rotationStep(p: Extract<ModulePiece, { kind: 'rotate' | 'permuted-rotate' }>, s: number): RotateStep | PermutedBlocksStep {

@@ -413,7 +413,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         fail('LIMIT_EXCEEDED', overLimit);
         continue;
       }
-      if (module.update.kind !== 'low-rank' && inParts) {
+      // A dense ΔW (a full diff, a kron of full factors) is placed by rows as a low-rank one is, or
+      // transposed (load-op.ts placedDenseRows); columns in another order are a low-rank update's alone.
+      const denseFits = module.update.kind === 'dense' && !module.experts && location.targets.every((t) => !t.columns);
+      if (module.update.kind !== 'low-rank' && !denseFits && inParts) {
         fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a module ${landing} (${targets}) is not supported`);
         continue;
       }

@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, componentForPart, movedOutOf, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -129,9 +129,9 @@ export class ModuleLocator {
     }
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) {
+      const comfyEncoder = this.comfyEncoder(address);
+      if (comfyEncoder) return comfyEncoder;
       const r = tryLayouts(address, this.whole);
-      const encoderMissing = !r.found && !r.ambiguous && !r.why ? this.comfyEncoderMissing(address) : undefined;
-      if (encoderMissing) return encoderMissing;
       if (r.found || !r.ambiguous || address.part !== undefined || !this.components.some((c) => c.role === 'denoiser')) return describe(r);
       // A bare name that fits several components is the diffusion model's: ComfyUI maps bare names
       // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
@@ -140,8 +140,28 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
-    let component = componentForPart(address.part, this.components);
+    let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
+    // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
+    // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo).
+    const comfy = address.comfyEncoder;
+    if (comfy && component && holdsComfyEncoder(component, comfy) === false) {
+      const others = this.components.filter((c) => c !== component && c.role === 'text-encoder' && holdsComfyEncoder(c, comfy) !== false);
+      if (others.length > 0) {
+        return {
+          found: false, code: 'UNKNOWN_MODULE',
+          message: `names ComfyUI's ${comfy} text encoder (text_encoders.${comfy}.), which is not ${component.name}, and which of ${others.map((c) => c.name).join(', ')} it is cannot be told: not supported`,
+        };
+      }
+      component = undefined;
+    }
     if (!component) {
+      const first = address.part === 'te1' ? componentForPart('te1', this.components, true) : undefined;
+      if (first) {
+        return {
+          found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+          message: `names ${partName(address.part)}, which the base does not hold (it holds ${first.name} in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either)`,
+        };
+      }
       const held = this.components.map((c) => c.name).join(', ');
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
@@ -205,15 +225,29 @@ export class ModuleLocator {
   /**
    * A module of one of ComfyUI's text encoders that names no part of ours (`text_encoders.umt5xxl.`,
    * `text_encoders.qwen25_7b.`: comfy/lora.py's generic form, written by its "Extract and Save
-   * Lora") on a diffusion model that holds no text encoder: left out, as those of a part the base
-   * does not hold are (ComfyUI logs "lora key not loaded" for them).
+   * Lora"). On a base that holds that prefix (a ComfyUI bundle) it lands by name (undefined here);
+   * on a pipeline, on the one text encoder folder whose model_index.json class is that encoder's
+   * (UMT5EncoderModel for `umt5xxl`), by the keys after `transformer.`, which are transformers'
+   * own; left out where the base holds no such encoder (ComfyUI logs "lora key not loaded" for
+   * them), and refused where which encoder it is cannot be told (a folder of another class).
    */
-  private comfyEncoderMissing(address: ModuleAddress): Location | undefined {
-    const named = /^text_encoders\.([^.]+)\./.exec(address.path);
-    if (!named || !this.components.some((c) => c.role === 'denoiser') || this.components.some((c) => c.role === 'text-encoder')) return undefined;
-    if (this.whole.keys.some((k) => k.startsWith(named[0]))) return undefined;
+  private comfyEncoder(address: ModuleAddress): Location | undefined {
+    const named = /^text_encoders\.([^.]+)\.(?:transformer\.(.+))?/.exec(address.path);
+    if (!named || address.part !== undefined) return undefined;
+    const [prefix, name, rest] = [`text_encoders.${named[1]}.`, named[1], named[2]];
+    if (this.whole.keys.some((k) => k.startsWith(prefix))) return undefined;
     const held = this.components.map((c) => c.name).join(', ');
-    return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${named[1]} text encoder (${named[0]}), which the base does not hold (it holds ${held})`, missingComponent: true };
+    const missing: Location = { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), which the base does not hold (it holds ${held})`, missingComponent: true };
+    const encoders = this.components.filter((c) => c.role === 'text-encoder');
+    if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
+    const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
+    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: rest, flat: false }, this.componentView(holding[0])), holding[0]);
+    if (holding.length === 0 && encoders.every((c) => holdsComfyEncoder(c, name) === false)) return missing;
+    const unknown = holding.length > 0 ? holding : encoders.filter((c) => holdsComfyEncoder(c, name) === undefined);
+    return {
+      found: false, code: 'UNKNOWN_MODULE',
+      message: `names ComfyUI's ${name} text encoder (${prefix}), and which of the base's text encoders holds it cannot be told (${unknown.map((c) => c.name).join(', ')}): not supported`,
+    };
   }
 
   private componentView(component: BaseComponent): BaseView {
