@@ -6,7 +6,7 @@
  * the algorithms' definitions (W being the base's decoded values), merged in f32 and with the
  * types kept (blocks then equal the reference quantizer's for the f32 merge: requantized once), on
  * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA, a full diff on the
- * permuted k rows likewise; IA3 and DoRA there are refused by name.
+ * permuted k rows likewise, and so does a PEFT C3A block-circulant update; IA3 and DoRA there are refused by name.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -16,6 +16,7 @@ import { ggufRowOf, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { dora, mm } from './helpers/dense-f64.js';
+import { circulant } from './helpers/peft-delta-truth.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 
@@ -219,4 +220,41 @@ it('refuses PEFT HiRA, RoAd and MiSS bat on llama\'s q rows (permuted for RoPE),
     expect(messages, algorithm).toHaveLength(1);
     expect(messages[0]).toMatch(new RegExp(`^a: module "model\\.layers\\.0\\.self_attn\\.q_proj": ${algorithm.replace(/[()]/g, '\\$&')} on a module whose rows the base stores in another order \\(blk\\.0\\.attn_q\\.weight, its rows reordered\\) is not supported$`));
   }
+});
+
+describe.each(['cpu', 'webgpu'])('PEFT C3A on a GGUF, %s', (name) => {
+  it("lands on llama's permuted q rows: HF row o of W + w·C/in is GGUF row ggufRowOf(o), against float64 truth", async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    // block_size 4 on q_proj (256 × 256): a kernel of (out/4, in/4, 4); C block (m, n) row j, column t is kernel[m][n][(t − j) mod 4].
+    const b = 4, weight = 0.7;
+    const kernel = vals((h / b) * (h / b) * b, 'F32', 0.5);
+    const files = {
+      'adapter_config.json': JSON.stringify({
+        peft_type: 'C3A', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', peft_version: '0.18.0', block_size: b,
+        target_modules: ['q_proj'], bias: 'none', modules_to_save: null, block_size_pattern: {}, init_weights: 'xavier_uniform', inference_mode: true,
+      }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.c3a_kernel', dtype: 'F32', shape: [h / b, h / b, b], data: kernel },
+      ]),
+    };
+    const c = circulant(kernel, h / b, h / b, b);
+    const want = W(Q).slice();
+    for (let o = 0; o < h; o++) for (let col = 0; col < h; col++) want[ggufRowOf(o, h, heads) * h + col] += weight * c[o * h + col] / h;
+    const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(files, 'c3a'), weight }]);
+    let out: ReadGguf;
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend, outDtype: 'f32', slabBytes: 4096 });
+      out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    } finally {
+      await prepared.close();
+    }
+    const got = tensorValues('F32', out.tensors.find((x) => x.name === Q)!.data);
+    const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    expect(worst / scale).toBeLessThan(2e-6);
+  });
 });
