@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { concatBytes, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 
@@ -54,6 +54,25 @@ describe('loramerge with GGUF', () => {
     let worst = 0;
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / 2 ** Math.max(Math.floor(Math.log2(Math.abs(want[i]))) - 10, -24));
     expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('merges a base and an adapter with bytes after their last tensor as llama.cpp loads them, saying the base\'s are not written', async () => {
+    // llama.cpp reads only the tensors' ranges; the output is laid out anew, so the extra bytes have no place in it.
+    const base = q4kmLlama().files['tiny-llama-Q4_K_M.gguf'];
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 256, aType: 'F16', bType: 'F16' }], 8).bytes;
+    const extra = new Uint8Array(100).fill(0x5a);
+    const sound = temp.make({ 'base.gguf': base, 'lora.gguf': lora });
+    const longer = temp.make({ 'base.gguf': concatBytes([base, extra]), 'lora.gguf': concatBytes([lora, extra.subarray(0, 9)]) });
+    const outputs = [];
+    for (const dir of [sound, longer]) {
+      const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu']);
+      expect(result.code, result.stderr).toBe(0);
+      const warnings = result.stderr.split('\n').filter((l) => /after the last tensor/.test(l));
+      expect(warnings).toEqual(dir === sound ? [] : [`warning: ${join(dir, 'base.gguf')}: 100 bytes after the last tensor's data, which llama.cpp does not read, are not written to the output`]);
+      outputs.push(readFileSync(join(dir, 'out.gguf')));
+    }
+    expect(Buffer.compare(outputs[0], outputs[1])).toBe(0);
+    expect(readGguf(outputs[1]).tensors.length).toBe(readGguf(base).tensors.length);
   });
 
   it('--dtype converts every matrix llama-quantize would quantize, merged or not, as llama-quantize --pure does; norms stay F32', async () => {
