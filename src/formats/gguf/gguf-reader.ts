@@ -120,6 +120,24 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   const counts = await source.read(8, 16);
   checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
   const parsed = await parseWithLibrary(source);
+  const headerEnd = parsed.tensorInfoByteRange[1];
+  const header = await checkHeader(source, version, parsed).catch(async (e: unknown) => {
+    throw await explainedByCounts(source, e);
+  });
+  const { metadata, alignment, dataStart, tensors } = header;
+  const trailingBytes = source.size - header.end;
+  // A tensor count that is too low leaves the real data after the counted tensors' end.
+  if (trailingBytes > 0) {
+    // The header, and room for one more tensor info (name, n_dims, 5 dims, type, offset).
+    const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
+    if (miscount) throw new MergeError('INVALID_HEADER', miscount);
+  }
+  return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart, trailingBytes);
+}
+
+/** Everything the parser does not check of the header it read: its metadata, its tensors' layout. */
+async function checkHeader(source: ByteSource, version: number, parsed: Parsed): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
+  const file = source.name;
   const metadata = readMetadata(file, parsed.typedMetadata);
   const alignment = readAlignment(file, metadata);
   const headerEnd = parsed.tensorInfoByteRange[1];
@@ -130,20 +148,7 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   // The parser decodes names leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
   if (parsed.tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, parsed.tensorInfoByteRange);
   const dataStart = roundUp(headerEnd, alignment);
-  let laidOut: { tensors: GgufTensor[]; end: number };
-  try {
-    laidOut = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
-  } catch (e) {
-    throw await explainedByCounts(source, e);
-  }
-  const trailingBytes = source.size - laidOut.end;
-  // A tensor count that is too low leaves the real data after the counted tensors' end.
-  if (trailingBytes > 0) {
-    // The header, and room for one more tensor info (name, n_dims, 5 dims, type, offset).
-    const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
-    if (miscount) throw new MergeError('INVALID_HEADER', miscount);
-  }
-  return new ParsedGguf(source, version, alignment, metadata, laidOut.tensors, dataStart, trailingBytes);
+  return { metadata, alignment, dataStart, ...layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd) };
 }
 
 /**
