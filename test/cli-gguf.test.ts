@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { concatBytes, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 
@@ -32,6 +32,47 @@ describe('loramerge with GGUF', () => {
     let worst = 0;
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / 2 ** Math.max(Math.floor(Math.log2(Math.abs(want[i]))) - 10, -24));
     expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('merges a task LoRA exactly and names its task and prompt prefix, which the merged model no longer carries', async () => {
+    // convert_hf_to_gguf writes these beside jina-embeddings-v3's task LoRAs; llama.cpp only reports them.
+    const base = splitF16Llama();
+    const prefix = 'Represent the query for retrieving evidence documents: ';
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 4, in: LLAMA.hidden, out: 128, aType: 'F32', bType: 'F32' }], 8, 31, [], [
+      ['adapter.lora.task_name', { type: 'string', value: 'retrieval.query' }], ['adapter.lora.prompt_prefix', { type: 'string', value: prefix }],
+    ]);
+    const dir = temp.make({ ...base.files, 'task.gguf': lora.bytes });
+    const out = join(dir, 'merged');
+    const result = await runCli(['merge', '--base', join(dir, 'tiny-llama-F16-00001-of-00002.gguf'), '--adapter', join(dir, 'task.gguf'), '--out', out, '--backend', 'cpu']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr.split('\n')).toContain(`warning: ${join(dir, 'task.gguf')}: adapter.lora.task_name = "retrieval.query", adapter.lora.prompt_prefix = "${prefix}": the merged model does not record them (llama.cpp only reports a task adapter's name and prompt prefix, it applies the weights to every token); prepend that prefix to the merged model's inputs yourself, as llama.cpp leaves it to the caller with the adapter too`);
+    const part1 = readGguf(readFileSync(join(out, 'tiny-llama-F16-00001-of-00002.gguf')));
+    expect([...part1.metadata.keys()].filter((k) => k.startsWith('adapter.'))).toEqual([]);
+    const f = lora.factors.get('blk.0.attn_v.weight')!;
+    const want = truthWithLora(base.tensors.get('blk.0.attn_v.weight')!.values, 128, LLAMA.hidden, f, 8 / 4, false);
+    const got = tensorValues('F16', part1.tensors.find((t) => t.name === 'blk.0.attn_v.weight')!.data);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / 2 ** Math.max(Math.floor(Math.log2(Math.abs(want[i]))) - 10, -24));
+    expect(worst).toBeLessThanOrEqual(1);
+  });
+
+  it('merges a base and an adapter with bytes after their last tensor as llama.cpp loads them, saying the base\'s are not written', async () => {
+    // llama.cpp reads only the tensors' ranges; the output is laid out anew, so the extra bytes have no place in it.
+    const base = q4kmLlama().files['tiny-llama-Q4_K_M.gguf'];
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 256, aType: 'F16', bType: 'F16' }], 8).bytes;
+    const extra = new Uint8Array(100).fill(0x5a);
+    const sound = temp.make({ 'base.gguf': base, 'lora.gguf': lora });
+    const longer = temp.make({ 'base.gguf': concatBytes([base, extra]), 'lora.gguf': concatBytes([lora, extra.subarray(0, 9)]) });
+    const outputs = [];
+    for (const dir of [sound, longer]) {
+      const result = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu']);
+      expect(result.code, result.stderr).toBe(0);
+      const warnings = result.stderr.split('\n').filter((l) => /after the last tensor/.test(l));
+      expect(warnings).toEqual(dir === sound ? [] : [`warning: ${join(dir, 'base.gguf')}: 100 bytes after the last tensor's data, which llama.cpp does not read, are not written to the output`]);
+      outputs.push(readFileSync(join(dir, 'out.gguf')));
+    }
+    expect(Buffer.compare(outputs[0], outputs[1])).toBe(0);
+    expect(readGguf(outputs[1]).tensors.length).toBe(readGguf(base).tensors.length);
   });
 
   it('--dtype converts every matrix llama-quantize would quantize, merged or not, as llama-quantize --pure does; norms stay F32', async () => {
@@ -229,14 +270,20 @@ describe('llama.cpp files that hold no LoRA to merge', () => {
     const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'finetune.gguf': old });
     await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'finetune.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
       /^error: \S*finetune\.gguf: module "blk\.0\.attn_q\.weight": lora_a ne \[8, 256\] is not transposed \(ne \[r, in\] where llama\.cpp takes \[in, r\]\), as adapters from llama\.cpp's old finetune example store it; llama\.cpp no longer loads them either/);
-    // convert_lora_to_gguf transposes A of every *token_embd.weight (Gemma 3n's per_layer_token_embd too): no finetune-era file.
+  });
+
+  it('refuses a LoRA on the per-layer token embedding (Gemma 3n, Gemma 4), which llama.cpp loads but never applies, saying so', async () => {
+    // convert_lora_to_gguf transposes A of every *token_embd.weight, so A is ne [r, vocab] here, as
+    // llama-adapter.cpp checks it; the graphs read per_layer_token_embd with a plain get_rows.
     const perLayer = buildGguf({ metadata: adapterMeta([]), tensors: [
+      factors[0], factors[1],
       { name: 'per_layer_token_embd.weight.lora_a', type: 'F32', ne: [4, 64], data: tensorData('F32', new Float64Array(256)) },
       { name: 'per_layer_token_embd.weight.lora_b', type: 'F32', ne: [4, h], data: tensorData('F32', new Float64Array(4 * h)) },
     ] });
-    writeFileSync(join(dir, 'ple.gguf'), perLayer);
+    const dir = temp.make({ 'base.gguf': q4kmLlama().files['tiny-llama-Q4_K_M.gguf'], 'ple.gguf': perLayer });
     await expectRefused(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'ple.gguf'), '--out', join(dir, 'out.gguf'), '--backend', 'cpu'], dir,
-      /^error: \S*ple\.gguf: module "per_layer_token_embd\.weight": lora_a ne \[4, 64\] does not fit lora_b ne \[4, 256\] \(rank 4\)$/);
+      /^error: \S*ple\.gguf: module "per_layer_token_embd\.weight": a LoRA on the per-layer token embedding, which llama\.cpp loads but never applies \(Gemma 3n and Gemma 4 read that table by token id outside its LoRA path\) and llama-export-lora cannot merge: no llama\.cpp result exists to reproduce; merge the PEFT adapter it was converted from into the safetensors model instead, or convert the adapter without that module$/);
+    expect(listDir(dir).filter((f) => f.startsWith('out') || f.startsWith('.out'))).toEqual([]);
   });
 
   it('inspect names why a PEFT aLoRA folder is refused, rather than listing its factors as a base model', async () => {

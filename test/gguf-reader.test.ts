@@ -133,7 +133,6 @@ describe('GGUF reader', () => {
     ['a gap between tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 64 })] }), 'INVALID_OFFSET', /"b" starts at data offset 64, expected 32/],
     ['overlapping tensors', buildGguf({ tensors: [t(), t({ name: 'b', offset: 0 })] }), 'OVERLAP', /"b" starts at data offset 0, expected 32/],
     ['a truncated tensor', buildGguf({ tensors: [t()] }).subarray(0, -8), 'TRUNCATED', /"blk\.0\.attn_q\.weight" ends at byte/],
-    ['trailing bytes', concatBytes([buildGguf({ tensors: [t()] }), new Uint8Array(5)]), 'TRAILING_BYTES', /5 unexpected bytes/],
     ['a duplicated tensor', buildGguf({ tensors: [t(), t()] }), 'INVALID_HEADER', /declared twice/],
     ['a tensor name over 63 bytes', buildGguf({ tensors: [t({ name: 'x'.repeat(64) })] }), 'INVALID_HEADER', /has a name of 64 bytes, longer than GGML's 63/],
     ['an alignment that is not a power of two', buildGguf({ metadata: [['general.alignment', { type: 'u32', value: 48 }]] }), 'INVALID_HEADER', /power of two/],
@@ -156,6 +155,84 @@ describe('GGUF reader', () => {
     expect(e.code).toBe(code);
     expect(e.message).toMatch(message as RegExp);
     expect(e.message).toContain('model.gguf');
+  });
+
+  it('reads a file with bytes after its last tensor, as llama.cpp does (it reads only the tensors\' ranges), counting them', async () => {
+    const tensors: FixtureTensor[] = [
+      { name: 'a', type: 'F32', ne: [3], data: Uint8Array.from({ length: 12 }, (_, i) => i + 1) },
+      { name: 'b', type: 'F16', ne: [5], data: Uint8Array.from({ length: 10 }, (_, i) => 100 + i) },
+    ];
+    const sound = buildGguf({ metadata: [['general.name', { type: 'string', value: 'x' }]], tensors });
+    for (const extra of [1, 31, 32, 4096]) {
+      const file = await open(concatBytes([sound, new Uint8Array(extra).fill(0xab)]));
+      expect(file.trailingBytes).toBe(extra);
+      expect(file.tensors.map((x) => [x.name, x.offset, x.byteLength])).toEqual((await open(sound)).tensors.map((x) => [x.name, x.offset, x.byteLength]));
+      for (const x of tensors) expect([...(await file.readPart(file.tensor(x.name)!, 0, x.data.byteLength))]).toEqual([...x.data]);
+    }
+    expect((await open(sound)).trailingBytes).toBe(0);
+    // Without the last tensor's padding: nothing after it. Without tensors: all after the header's
+    // padding to the alignment (which a writer may add).
+    expect((await open(buildGguf({ tensors, noTailPadding: true }))).trailingBytes).toBe(0);
+    const empty = buildGguf({ metadata: [['general.name', { type: 'string', value: 'x' }]] });
+    const headerPadding = (32 - (empty.byteLength % 32)) % 32;
+    expect((await open(concatBytes([empty, new Uint8Array(headerPadding)]))).trailingBytes).toBe(0);
+    expect((await open(concatBytes([empty, new Uint8Array(headerPadding + 7)]))).trailingBytes).toBe(7);
+  });
+
+  describe('a header whose metadata or tensor count does not match what follows, said so with the byte', () => {
+    const meta: [string, MetaValue][] = [
+      ['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }],
+      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }], ['general.name', { type: 'string', value: 'tiny' }],
+    ];
+    const tensors: FixtureTensor[] = [
+      { name: 'blk.0.attn_q.weight', type: 'F32', ne: [4, 2], data: new Uint8Array(32).fill(3) },
+      { name: 'blk.0.attn_k.weight', type: 'F32', ne: [4, 2], data: new Uint8Array(32).fill(4) },
+    ];
+    const sound = buildGguf({ metadata: meta, tensors });
+    /** Where metadata entry `i` starts: 24 header bytes, then the entries as the builder encodes them. */
+    const entryStart = (i: number) => 24 + meta.slice(0, i).reduce((n, [k, v]) => n + encodeKv(k, v).byteLength, 0);
+    /** A tensor info: name (8 + bytes), n_dims (4), ne (8 each), type (4), offset (8). */
+    const infoBytes = (x: FixtureTensor) => 8 + x.name.length + 4 + 8 * x.ne.length + 4 + 8;
+    const withKvCount = (count: bigint) => {
+      const out = sound.slice();
+      new DataView(out.buffer).setBigUint64(16, count, true);
+      return out;
+    };
+
+    it.each([
+      ['one metadata entry fewer', 3n, 'declares 3 metadata entries, but 4 are followed by the 2 tensor infos it declares (from byte ENTRY4)'],
+      ['two fewer', 2n, 'declares 2 metadata entries, but 4 are followed by the 2 tensor infos it declares (from byte ENTRY4)'],
+      ['one more', 5n, 'declares 5 metadata entries, but 4 are followed by the 2 tensor infos it declares (from byte ENTRY4)'],
+      ['none', 0n, 'declares 0 metadata entries, but 4 are followed by the 2 tensor infos it declares (from byte ENTRY4)'],
+    ])('%s', async (_what, count, message) => {
+      const e = await failure(withKvCount(count));
+      expect(e.code).toBe('INVALID_HEADER');
+      expect(e.message).toBe(`model.gguf: the header ${message.replace('ENTRY4', String(entryStart(4)))}: the header's metadata count is wrong; the file is damaged: download or convert it again`);
+    });
+
+    it('a tensor count that is too low, which would otherwise leave the real data as bytes after the last tensor', async () => {
+      const second = entryStart(4) + infoBytes(tensors[0]);
+      for (const count of [1n, 0n]) {
+        const e = await failure(withTensorCount(sound, count));
+        expect(e.code).toBe('INVALID_HEADER');
+        const at = count === 1n ? second : entryStart(4);
+        const name = tensors[Number(count)].name;
+        expect(e.message).toBe(`model.gguf: the header declares ${count} tensor${count === 1n ? '' : 's'}, but 2 tensor infos follow its metadata (tensor "${name}" at byte ${at}): the header's tensor count is wrong; the file is damaged: download or convert it again`);
+      }
+    });
+
+    it('a tensor count that is too high, where the file ends with the data of those that follow', async () => {
+      for (const bytes of [sound, buildGguf({ metadata: meta, tensors, noTailPadding: true })]) {
+        const e = await failure(withTensorCount(bytes, 3n));
+        expect(e.code).toBe('INVALID_HEADER');
+        expect(e.message).toBe('model.gguf: the header declares 3 tensors, but 2 tensor infos follow its metadata and the file ends with their data: the header\'s tensor count is wrong; the file is damaged: download or convert it again');
+      }
+    });
+
+    it('counts that fit are not blamed for other damage', async () => {
+      const e = await failure(buildGguf({ metadata: meta, tensors: [tensors[0], { ...tensors[1], offset: 64 }] }));
+      expect(e.code).toBe('INVALID_OFFSET');
+    });
   });
 
   it('writes what it reads: metadata, tensor infos, alignment and padding byte for byte', async () => {

@@ -210,7 +210,7 @@ export function truthWithPeft(w: Float64Array, f: PeftFactors, scale: number): F
 /** A llama.cpp LoRA adapter (convert_lora_to_gguf layout) for `targets`, factors of the given types. */
 export function ggufLoraAdapter(
   targets: { tensor: string; rank: number; in: number; out: number; aType: string; bType: string }[],
-  alpha: number, seed = 31, extra: FixtureTensor[] = [],
+  alpha: number, seed = 31, extra: FixtureTensor[] = [], extraMetadata: [string, MetaValue][] = [],
 ): { bytes: Uint8Array; factors: Map<string, { a: Float64Array; b: Float64Array; rank: number }> } {
   const g = gaussian(seededRandom(seed));
   const tensors: FixtureTensor[] = [];
@@ -233,6 +233,7 @@ export function ggufLoraAdapter(
     ['general.type', { type: 'string', value: 'adapter' }],
     ['adapter.type', { type: 'string', value: 'lora' }],
     ['adapter.lora.alpha', { type: 'f32', value: alpha }],
+    ...extraMetadata,
   ];
   return { bytes: buildGguf({ metadata, tensors: [...tensors, ...extra] }), factors };
 }

@@ -100,6 +100,8 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${t.name}" is neither a .lora_a/.lora_b factor nor a norm vector` });
     }
   }
+  const taskNote = taskMetadataWarning(name, file);
+  if (taskNote) warnings.push(taskNote);
   if (ignored.length > 0) {
     warnings.push(`${name}: ${ignored.length} norm tensor${ignored.length === 1 ? '' : 's'} (${ignored.slice(0, 2).join(', ')}${ignored.length > 2 ? ', …' : ''}) ignored, as llama.cpp ignores them`);
   }
@@ -108,6 +110,10 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
   const modules: AdapterModule[] = [];
   for (const [base, { a, b }] of pairs) {
     const fail = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${base}": ${message}` });
+    if (PER_LAYER_TOKEN_EMBD.test(base)) {
+      fail('UNSUPPORTED_FORMAT', PER_LAYER_TOKEN_EMBD_REFUSAL);
+      continue;
+    }
     if (!a || !b) {
       fail('UNSUPPORTED_FORMAT', `has ${base}.lora_${a ? 'a' : 'b'} but no ${base}.lora_${a ? 'b' : 'a'}`);
       continue;
@@ -131,8 +137,8 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
     // ΔW (out, in) = B·A with A (r, in), B (out, r), as the engine takes them.
     const [inFeatures, aRank] = embedding ? [a.ne[1], a.ne[0]] : [a.ne[0], a.ne[1]];
     const outFeatures = b.ne[1];
-    // Not for another *token_embd.weight (Gemma 3n's per_layer_token_embd): convert_lora_to_gguf
-    // transposes every such A, so [r, vocab] there is no finetune-era file.
+    // Not for another *token_embd.weight: llama.cpp's loader checks every such name as token_embd
+    // (A stored [r, vocab]), so [r, …] there is no finetune-era file.
     if (!embedding && !base.endsWith('token_embd.weight') && aRank !== rank && a.ne[0] === rank && rank >= 1) {
       // llama.cpp's loader: "lora_a tensor is not transposed (hint: adapter from "finetune" example is no longer supported)".
       fail('SHAPE_MISMATCH', `lora_a ne ${fmt(a.ne)} is not transposed (ne [r, in] where llama.cpp takes [in, r]), as adapters from llama.cpp's old finetune example store it; llama.cpp no longer loads them either (convert_lora_to_gguf.py writes lora_a as [in, r] from a PEFT adapter)`);
@@ -176,6 +182,46 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
     config: { 'general.architecture': architecture, 'adapter.lora.alpha': alpha },
   };
 }
+
+/** Written by convert_hf_to_gguf.py with the task LoRAs it extracts (jina-embeddings-v3's). */
+const TASK_KEYS = ['adapter.lora.task_name', 'adapter.lora.prompt_prefix'] as const;
+/** Longer values are cut in the warning: they are named, not reproduced. */
+const MAX_SHOWN_VALUE = 200;
+
+/**
+ * A task adapter's name and prompt prefix, which llama.cpp keeps beside the adapter and reports
+ * (llama-server's /lora-adapters) for the caller to prepend the prefix; it applies the weights to
+ * every token whatever the prompt, so the merge is exact, but the merged model no longer carries
+ * them. llama.cpp keeps non-array values only, as text; an empty one says nothing.
+ */
+function taskMetadataWarning(name: string, file: GgufFile): string | undefined {
+  const shown = TASK_KEYS.flatMap((key) => {
+    const kv = file.value(key);
+    if (!kv || kv.type === GGUFValueType.ARRAY) return [];
+    const text = String(kv.value);
+    if (text === '') return [];
+    const cut = text.length > MAX_SHOWN_VALUE ? `${text.slice(0, MAX_SHOWN_VALUE)}…` : text;
+    return [`${key} = ${JSON.stringify(cut)}`];
+  });
+  if (shown.length === 0) return undefined;
+  const prefix = file.value('adapter.lora.prompt_prefix');
+  const advice = prefix && prefix.type !== GGUFValueType.ARRAY && String(prefix.value) !== ''
+    ? 'prepend that prefix to the merged model\'s inputs yourself, as llama.cpp leaves it to the caller with the adapter too'
+    : 'keep it with the merged model yourself';
+  return `${name}: ${shown.join(', ')}: the merged model does not record ${shown.length === 1 ? 'it' : 'them'} (llama.cpp only reports a task adapter's name and prompt prefix, it applies the weights to every token); ${advice}`;
+}
+
+/** Gemma 3n's and Gemma 4 E2B/E4B's per-layer token embedding table. */
+const PER_LAYER_TOKEN_EMBD = /(^|\.)per_layer_token_embd\.weight$/;
+
+/**
+ * Why a LoRA on the per-layer token embedding is refused: llama-adapter.cpp takes the pair (its
+ * name ends in token_embd.weight, so it is checked as one), but Gemma 3n's and Gemma 4's graphs
+ * read the table with a plain ggml_get_rows, never through the LoRA path, and llama-export-lora
+ * multiplies it as a linear pair, whose shapes then do not fit. No llama.cpp result exists to
+ * reproduce; the trained update (PEFT's) is not what llama.cpp runs either.
+ */
+const PER_LAYER_TOKEN_EMBD_REFUSAL = 'a LoRA on the per-layer token embedding, which llama.cpp loads but never applies (Gemma 3n and Gemma 4 read that table by token id outside its LoRA path) and llama-export-lora cannot merge: no llama.cpp result exists to reproduce; merge the PEFT adapter it was converted from into the safetensors model instead, or convert the adapter without that module';
 
 /** Written by convert_lora_to_gguf.py from a PEFT config's `alora_invocation_tokens`. */
 const ALORA_INVOCATION_TOKENS = 'adapter.alora.invocation_tokens';

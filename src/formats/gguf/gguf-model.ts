@@ -177,7 +177,7 @@ class GgufModel implements BaseModel {
   readonly tensors: ReadonlyMap<string, BaseTensor>;
   readonly shards: readonly BaseShard[];
   readonly format: ContainerFormat;
-  readonly warnings: readonly string[] = [];
+  readonly warnings: readonly string[];
   keptScales?: ReadonlyMap<string, ValueScale>;
   private readonly located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
   /** Weights beside a `.scale` that cannot divide an update, and why (kept-scales.ts). */
@@ -209,6 +209,10 @@ class GgufModel implements BaseModel {
       tensors: file.tensors.map((t) => ({ name: t.name, type: t.type.name, shape: t.shape, byteLength: t.byteLength })),
     }));
     this.format = ggufContainer(parts.map((p) => ({ metadata: p.file.metadata, alignment: p.file.alignment })), this.shards);
+    // The output is laid out anew (header, tensors, padding), so bytes past the last tensor, which
+    // llama.cpp does not read either, have no place in it.
+    this.warnings = parts.filter((p) => p.file.trailingBytes > 0).map(({ path, file }) =>
+      `${parts.length === 1 ? name : `${name} (${path})`}: ${file.trailingBytes} byte${file.trailingBytes === 1 ? '' : 's'} after the last tensor's data, which llama.cpp does not read, are not written to the output`);
   }
 
   /** Reads the `.scale` beside each weight (kept-scales.ts); once, when the model is opened. */

@@ -15,7 +15,10 @@
  *   - INVALID_OFFSET / OVERLAP  tensors not laid out one after the other, in order, each padded
  *                       to the alignment (llama.cpp requires exactly this)
  *   - TRUNCATED         the header or a tensor runs past the end of the file
- *   - TRAILING_BYTES    bytes after the last tensor's padding
+ * Where one of these comes from a wrong metadata or tensor count in the header (another count
+ * fits what follows), the error says that instead (gguf-counts.ts). Bytes after the last tensor's
+ * padding are allowed, as llama.cpp's loader reads only the tensors' ranges (gguf.cpp never checks
+ * the file's end); they are counted in `trailingBytes`, never read.
  * Memory is bounded by the parser's window whatever the header claims; tensor data is read on
  * demand.
  */
@@ -27,6 +30,7 @@ import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { FOREIGN_SNIFF_BYTES, foreignFileKind } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
+import { miscountedHeader } from './gguf-counts.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -73,6 +77,11 @@ export interface GgufFile {
   readonly tensors: readonly GgufTensor[];
   /** Absolute offset of the data section. */
   readonly dataStart: number;
+  /**
+   * Bytes after the last tensor's padding (after the header, in a file without tensors): no
+   * tensor's data, and not read; llama.cpp loads such a file too.
+   */
+  readonly trailingBytes: number;
   /** The tensor named `name`, if the file has one. */
   tensor(name: string): GgufTensor | undefined;
   /** The metadata entry `key`, if the file has one. */
@@ -111,6 +120,24 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   const counts = await source.read(8, 16);
   checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
   const parsed = await parseWithLibrary(source);
+  const headerEnd = parsed.tensorInfoByteRange[1];
+  const header = await checkHeader(source, version, parsed).catch(async (e: unknown) => {
+    throw await explainedByCounts(source, e);
+  });
+  const { metadata, alignment, dataStart, tensors } = header;
+  const trailingBytes = source.size - header.end;
+  // A tensor count that is too low leaves the real data after the counted tensors' end.
+  if (trailingBytes > 0) {
+    // The header, and room for one more tensor info (name, n_dims, 5 dims, type, offset).
+    const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
+    if (miscount) throw new MergeError('INVALID_HEADER', miscount);
+  }
+  return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart, trailingBytes);
+}
+
+/** Everything the parser does not check of the header it read: its metadata, its tensors' layout. */
+async function checkHeader(source: ByteSource, version: number, parsed: Parsed): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
+  const file = source.name;
   const metadata = readMetadata(file, parsed.typedMetadata);
   const alignment = readAlignment(file, metadata);
   const headerEnd = parsed.tensorInfoByteRange[1];
@@ -121,8 +148,17 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   // The parser decodes names leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
   if (parsed.tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, parsed.tensorInfoByteRange);
   const dataStart = roundUp(headerEnd, alignment);
-  const tensors = layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd);
-  return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart);
+  return { metadata, alignment, dataStart, ...layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd) };
+}
+
+/**
+ * `e`, or a header refusal saying the metadata or tensor count is wrong where another count fits
+ * the file: a wrong count makes the parser read a metadata entry as a tensor info, or the reverse,
+ * and `e` then names a metadata key as a tensor.
+ */
+async function explainedByCounts(source: ByteSource, e: unknown): Promise<unknown> {
+  const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES).catch(() => undefined);
+  return miscount ? new MergeError('INVALID_HEADER', miscount, { cause: e }) : e;
 }
 
 /**
@@ -178,6 +214,8 @@ async function parseWithLibrary(source: ByteSource): Promise<Parsed> {
     return await gguf('https://loramerge.invalid/model.gguf', { fetch: serve as typeof fetch, typedMetadata: true });
   } catch (e) {
     if (e instanceof MergeError) throw e;
+    const miscounted = await explainedByCounts(source, e);
+    if (miscounted !== e) throw miscounted;
     const message = (e as Error).message;
     if (e instanceof RangeError) {
       if (source.size > MAX_GGUF_HEADER_BYTES) {
@@ -289,12 +327,15 @@ interface TensorInfo {
   offset: bigint;
 }
 
-/** Validates every tensor info and places it: in order, each padded to the alignment, no gaps. */
-function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): GgufTensor[] {
+/**
+ * Validates every tensor info and places it: in order, each padded to the alignment, no gaps.
+ * `end`: where the last tensor's padding ends (the header's end, with no tensors), or the file's
+ * end where that is sooner.
+ */
+function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): { tensors: GgufTensor[]; end: number } {
   const seen = new Set<string>();
   const tensors: GgufTensor[] = [];
   let expected = 0n;
-  let dataEnd = 0;
   for (const info of infos) {
     // Checked before the name is quoted: the parser takes strings of up to 10 MB.
     const nameBytes = new TextEncoder().encode(info.name).byteLength;
@@ -339,14 +380,11 @@ function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, ali
       offset: Number(start),
       byteLength: Number(bytes),
     });
-    dataEnd = Number(end);
     expected = info.offset + (bytes + BigInt(alignment) - 1n) / BigInt(alignment) * BigInt(alignment);
   }
-  const allowedEnd = tensors.length === 0 ? Math.max(headerEnd, Math.min(fileSize, dataStart)) : dataStart + Number(expected);
-  if (fileSize > allowedEnd) {
-    throw new MergeError('TRAILING_BYTES', `${file}: ${fileSize - allowedEnd} unexpected bytes after the last tensor${dataEnd ? ' and its padding' : ''}`);
-  }
-  return tensors;
+  // Without tensors gguf.cpp does not pad the header; the padding a writer may add is no data either.
+  const end = tensors.length === 0 ? Math.max(headerEnd, Math.min(fileSize, dataStart)) : Math.min(fileSize, dataStart + Number(expected));
+  return { tensors, end };
 }
 
 class ParsedGguf implements GgufFile {
@@ -359,6 +397,7 @@ class ParsedGguf implements GgufFile {
     readonly metadata: readonly GgufKeyValue[],
     readonly tensors: readonly GgufTensor[],
     readonly dataStart: number,
+    readonly trailingBytes: number,
   ) {
     this.byName = new Map(tensors.map((t) => [t.name, t]));
   }

@@ -1,0 +1,230 @@
+/**
+ * Tells a GGUF header whose metadata count or tensor count is wrong from other damage. The two
+ * counts (u64 at bytes 8 and 16) say where the metadata ends and the tensor infos begin; a wrong
+ * one makes a reader take a metadata entry for a tensor info (or the reverse), and the error it
+ * then reports names a metadata key as a tensor, or a truncated file. Here the header is walked
+ * with other counts: where another count gives tensor infos that follow each other exactly as
+ * GGUF lays them out (the first at data offset 0, each at the previous one's end padded to the
+ * alignment, of known GGML types with whole-block rows), that count is what the file holds.
+ * Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
+ * sound files.
+ */
+import type { ByteSource } from '../../io/types.js';
+import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
+import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
+import { ggmlByteSize, ggmlTypeById } from './ggml-types.js';
+import { GGUFValueType } from './gguf-metadata.js';
+
+const DEFAULT_ALIGNMENT = 32;
+/** The fixed header: magic, version, tensor count, metadata count. */
+const FIXED_HEADER_BYTES = 24;
+/** GGML_MAX_NAME less the terminating zero. */
+const MAX_NAME_BYTES = 63;
+/** Read first; doubled while the walk needs more, up to `limit`. */
+const FIRST_WINDOW_BYTES = 1 << 20;
+const FIXED_VALUE_BYTES: Partial<Record<number, number>> = {
+  [GGUFValueType.UINT8]: 1, [GGUFValueType.INT8]: 1, [GGUFValueType.BOOL]: 1,
+  [GGUFValueType.UINT16]: 2, [GGUFValueType.INT16]: 2,
+  [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
+  [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
+};
+const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
+
+/** The walk reached the end of the bytes read so far, before the end of the file. */
+class NeedMoreBytes extends Error {}
+
+/** Little-endian reads of the file's first bytes, each a number, or undefined past the file's end. */
+class HeaderBytes {
+  private readonly view: DataView;
+
+  /** `readable`: the end of what may be read (the file's end, or the limit on header bytes). */
+  constructor(readonly bytes: Uint8Array, private readonly fileSize: number, private readonly readable: number) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  /** Whether `length` bytes at `at` may be read; throws NeedMoreBytes when they may but are not read yet. */
+  has(at: number, length: number): boolean {
+    if (at + length > this.readable) return false;
+    if (at + length > this.bytes.byteLength) throw new NeedMoreBytes();
+    return true;
+  }
+
+  u32(at: number): number | undefined {
+    return this.has(at, 4) ? this.view.getUint32(at, true) : undefined;
+  }
+
+  u64(at: number): bigint | undefined {
+    return this.has(at, 8) ? this.view.getBigUint64(at, true) : undefined;
+  }
+
+  /** A GGUF string of 1 to `maxBytes` bytes of UTF-8 at `at`: its text and end. */
+  name(at: number, maxBytes: number): { text: string; end: number } | undefined {
+    const length = this.u64(at);
+    if (length === undefined || length < 1n || length > BigInt(maxBytes)) return undefined;
+    const n = Number(length);
+    if (!this.has(at + 8, n)) return undefined;
+    const raw = this.bytes.subarray(at + 8, at + 8 + n);
+    if (firstInvalidUtf8(raw) < raw.byteLength) return undefined;
+    return { text: new TextDecoder().decode(raw), end: at + 8 + n };
+  }
+
+  /** The end of a value of `type` at `at`. */
+  valueEnd(type: number, at: number): number | undefined {
+    const fixed = FIXED_VALUE_BYTES[type];
+    if (fixed !== undefined) return this.has(at, fixed) ? at + fixed : undefined;
+    if (type === GGUFValueType.STRING) {
+      const length = this.u64(at);
+      if (length === undefined || length > BigInt(this.fileSize)) return undefined;
+      return this.has(at + 8, Number(length)) ? at + 8 + Number(length) : undefined;
+    }
+    if (type !== GGUFValueType.ARRAY) return undefined;
+    const itemType = this.u32(at);
+    const count = this.u64(at + 4);
+    if (itemType === undefined || count === undefined || itemType === GGUFValueType.ARRAY || count > BigInt(this.fileSize)) return undefined;
+    const itemBytes = FIXED_VALUE_BYTES[itemType];
+    if (itemBytes !== undefined) {
+      const bytes = Number(count) * itemBytes;
+      return this.has(at + 12, bytes) ? at + 12 + bytes : undefined;
+    }
+    let end: number | undefined = at + 12;
+    for (let i = 0; i < Number(count) && end !== undefined; i++) end = this.valueEnd(itemType, end);
+    return end;
+  }
+}
+
+/** One metadata entry: its key, where it ends, and general.alignment's value when it is that. */
+function entryAt(h: HeaderBytes, at: number): { key: string; end: number; alignment?: number } | undefined {
+  const key = h.name(at, h.bytes.byteLength);
+  if (!key) return undefined;
+  const type = h.u32(key.end);
+  if (type === undefined) return undefined;
+  const end = h.valueEnd(type, key.end + 4);
+  if (end === undefined) return undefined;
+  if (key.text === 'general.alignment' && type === GGUFValueType.UINT32) {
+    const a = h.u32(key.end + 4)!;
+    if (a !== 0 && (a & (a - 1)) === 0) return { key: key.text, end, alignment: a };
+  }
+  return { key: key.text, end };
+}
+
+/** A tensor info at `at` whose data would start at data offset `offset`: its name, end and data size. */
+function tensorInfoAt(h: HeaderBytes, at: number, offset: bigint): { name: string; end: number; bytes: bigint } | undefined {
+  const name = h.name(at, MAX_NAME_BYTES);
+  if (!name) return undefined;
+  const nDims = h.u32(name.end);
+  if (nDims === undefined || nDims < 1 || nDims > 5) return undefined;
+  const ne: bigint[] = [];
+  for (let i = 0; i < nDims; i++) {
+    const d = h.u64(name.end + 4 + 8 * i);
+    if (d === undefined || d < 1n || d > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+    ne.push(d);
+  }
+  const typeAt = name.end + 4 + 8 * nDims;
+  const typeId = h.u32(typeAt);
+  const type = typeId === undefined ? undefined : ggmlTypeById(typeId);
+  if (!type || (nDims === 5 && !FIVE_D_TYPES.has(type.name))) return undefined;
+  const bytes = ggmlByteSize(type, ne[0], ne.reduce((n, d) => n * d, 1n));
+  if (bytes === undefined || h.u64(typeAt + 4) !== offset) return undefined;
+  return { name: name.text, end: typeAt + 12, bytes };
+}
+
+/** The tensor infos that follow each other from `at`, at most `most`. */
+interface TensorInfoRun {
+  /** Where each starts, and its name. */
+  starts: number[];
+  names: string[];
+  /** Where the last one ends. */
+  end: number;
+  /** The data section's size to the end of the last tensor's data, without its padding. */
+  used: bigint;
+  /** The same with the last tensor's padding. */
+  padded: bigint;
+}
+
+function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, most: number): TensorInfoRun {
+  const a = BigInt(alignment);
+  const run: TensorInfoRun = { starts: [], names: [], end: at, used: 0n, padded: 0n };
+  while (run.names.length < most) {
+    const info = tensorInfoAt(h, run.end, run.padded);
+    if (!info) break;
+    run.starts.push(run.end);
+    run.names.push(info.name);
+    run.end = info.end;
+    run.used = run.padded + info.bytes;
+    run.padded += (info.bytes + a - 1n) / a * a;
+  }
+  return run;
+}
+
+/** Runs `walk` over the file's first bytes, reading more while it needs them, up to `limit` bytes. */
+async function walkHeader<T>(source: ByteSource, limit: number, first: number, walk: (h: HeaderBytes) => T): Promise<T> {
+  const readable = Math.min(source.size, limit);
+  let length = Math.min(readable, first);
+  for (;;) {
+    try {
+      return walk(new HeaderBytes(await source.read(0, length), source.size, readable));
+    } catch (e) {
+      // Never past `readable`: has() answers false there.
+      if (!(e instanceof NeedMoreBytes)) throw e;
+      length = Math.min(readable, length * 2);
+    }
+  }
+}
+
+/**
+ * Why the header's metadata or tensor count does not describe the file (one line, naming the file
+ * and the byte), when another count does; undefined when the counts fit, or when no other count
+ * fits either (the damage is elsewhere). `limit`: the most header bytes to read; `firstRead`: how
+ * many to read first (the header's size, where it is known).
+ */
+export async function miscountedHeader(source: ByteSource, limit: number, firstRead = FIRST_WINDOW_BYTES): Promise<string | undefined> {
+  if (source.size < FIXED_HEADER_BYTES) return undefined;
+  const counts = new DataView((await source.read(8, 16)).buffer);
+  const tensors = counts.getBigUint64(0, true);
+  const entries = counts.getBigUint64(8, true);
+  if (tensors > BigInt(MAX_TENSORS) || entries > BigInt(MAX_METADATA_ENTRIES)) return undefined;
+  const declaredTensors = Number(tensors);
+  const declaredEntries = Number(entries);
+  const file = source.name;
+  return walkHeader(source, limit, firstRead, (h) => {
+    // Where each metadata entry starts, and the alignment in force after each: `upTo` entries, or
+    // fewer where one does not parse.
+    const starts = [FIXED_HEADER_BYTES];
+    const alignments = [DEFAULT_ALIGNMENT];
+    const walkEntries = (upTo: number) => {
+      while (starts.length <= upTo) {
+        const entry = entryAt(h, starts[starts.length - 1]);
+        if (!entry) return;
+        starts.push(entry.end);
+        alignments.push(entry.alignment ?? alignments[alignments.length - 1]);
+      }
+    };
+    walkEntries(declaredEntries);
+    const dataStart = (run: TensorInfoRun, count: number) => Math.ceil(run.end / alignments[count]) * alignments[count];
+    if (declaredEntries < starts.length) {
+      const infos = tensorInfosFrom(h, starts[declaredEntries], alignments[declaredEntries], MAX_TENSORS + 1);
+      if (infos.names.length > declaredTensors) {
+        return `${file}: the header declares ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, but ${infos.names.length} tensor infos follow its metadata (tensor "${infos.names[declaredTensors]}" at byte ${infos.starts[declaredTensors]}): the header's tensor count is wrong; the file is damaged: download or convert it again`;
+      }
+      if (infos.names.length === declaredTensors) return undefined;
+      // Fewer follow: told only where the file ends with their data, else a damaged info is as likely.
+      const n = infos.names.length;
+      const start = dataStart(infos, declaredEntries);
+      if (n >= 1 && source.size >= start + Number(infos.used) && source.size <= start + Number(infos.padded)) {
+        return `${file}: the header declares ${declaredTensors} tensors, but ${n} tensor info${n === 1 ? '' : 's'} follow${n === 1 ? 's' : ''} its metadata and the file ends with ${n === 1 ? 'its' : 'their'} data: the header's tensor count is wrong; the file is damaged: download or convert it again`;
+      }
+    }
+    if (declaredTensors === 0) return undefined;
+    // Other counts: as many entries as parse.
+    walkEntries(MAX_METADATA_ENTRIES);
+    const fits = [];
+    for (let count = 0; count < starts.length; count++) {
+      if (count === declaredEntries) continue;
+      const infos = tensorInfosFrom(h, starts[count], alignments[count], declaredTensors);
+      if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= source.size) fits.push(count);
+    }
+    if (fits.length !== 1) return undefined;
+    const count = fits[0];
+    return `${file}: the header declares ${declaredEntries} metadata entr${declaredEntries === 1 ? 'y' : 'ies'}, but ${count} ${count === 1 ? 'is' : 'are'} followed by the ${declaredTensors} tensor info${declaredTensors === 1 ? '' : 's'} it declares (from byte ${starts[count]}): the header's metadata count is wrong; the file is damaged: download or convert it again`;
+  });
+}
