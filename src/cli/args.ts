@@ -66,7 +66,7 @@ ${ADAPTER_USAGE}
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
-  --dry-run  print the plan and stop
+  --dry-run  print the plan and stop (--out optional; given, its folder is checked)
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
              an existing output file is replaced without it, also only on success
   inspect    print what a base model or adapter holds
