@@ -215,6 +215,44 @@ for (const name of ['cpu', 'webgpu']) {
         expect(out.report[0].froKept).toBeCloseTo(Math.sqrt(sv.slice(0, rank).reduce((a, x) => a + x * x, 0) / sum2), 5);
       }
     });
+
+    it("resize with a dynamic rule and a maximum rank keeps the rule's rank capped there, as kohya's --new_rank beside --dynamic_method", async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(18);
+      const w = withSpectrum(40, 30, [5, 3, 2, 1, 0.5, 0.2, 0.1, 0.05], rand);
+      const b = randomDense(40, 8, rand);
+      const a = solveFactor(b, w);
+      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]) })));
+      opened.push(adapter);
+      const target = product(b, a);
+      const sv = singularValues(target);
+      const n = 30;
+      // kohya's rank_resize written out: the rule's index + 1, clamped to [1, n − 1] first, then capped at new_rank.
+      const clampIndex = (i: number) => Math.max(1, Math.min(i, n - 1));
+      const sum2 = sv.reduce((p, x) => p + x * x, 0);
+      let froIndex = 0;
+      for (let run = 0; froIndex < n && (run += sv[froIndex] ** 2) / sum2 < 0.999 ** 2;) froIndex++;
+      const ratioRank = clampIndex(sv.filter((x) => x > sv[0] / 1e6).length) + 1;
+      const froRank = clampIndex(froIndex + 1) + 1;
+      const cases: [Parameters<typeof resizeAdapter>[1], number][] = [
+        [{ kind: 'sv_fro', value: 0.999, maxRank: 3 }, Math.min(froRank, 3)],
+        [{ kind: 'sv_fro', value: 0.999, maxRank: 20 }, Math.min(froRank, 20)],
+        // The rule's off-by-one goes past the module's rank 8; a cap above it lets it, as kohya does.
+        [{ kind: 'sv_ratio', value: 1e6, maxRank: 12 }, Math.min(ratioRank, 12)],
+        [{ kind: 'sv_ratio', value: 1e6, maxRank: 2 }, Math.min(ratioRank, 2)],
+      ];
+      expect(froRank).toBeGreaterThan(3);
+      expect(ratioRank).toBe(9);
+      for (const [rule, rank] of cases) {
+        const out = await resizeAdapter(adapter, rule, 'kohya', backend);
+        const m = out.adapter.modules[0];
+        expect(m.rank, JSON.stringify(rule)).toBe(rank);
+        expect(m.alpha / m.rank).toBeCloseTo(4 / 8, 12);
+        const err = Math.sqrt(frob2(minus(applied(m), scaled(target, 0.5))));
+        expect(err, JSON.stringify(rule)).toBeLessThanOrEqual(optimalError(scaled(target, 0.5), rank) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+        expect(out.adapter.metadata.loramerge_rule).toBe(`${rule.kind} ${'value' in rule ? rule.value : ''} at most rank ${'maxRank' in rule ? rule.maxRank : ''}`);
+      }
+    });
   });
 }
 

@@ -11,7 +11,7 @@ import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
 import { q4kmLlama } from './helpers/gguf-models.js';
 import { errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 afterAll(() => temp.removeAll());
@@ -285,6 +285,30 @@ describe('combine and resize', () => {
     expect(file.tensors.get(`${key}.alpha`)!.values[0]).toBeCloseTo(rank * 0.5, 6);
     expect(file.metadata.ss_base_model_version).toBe('sdxl_base_v1-0');
     expect(file.metadata.ss_training_comment).toMatch(/^Dynamic resize with sv_ratio: 3 from 8/);
+  });
+});
+
+describe('resize with a dynamic rule and --rank as its maximum', () => {
+  it("keeps the rule's rank capped at --rank (kohya's --new_rank beside --dynamic_method), and --rank twice is still refused", async () => {
+    const rand = seededRandom(33);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const b = randomDense(40, 8, rand), a = randomDense(8, 30, rand);
+    const dir = temp.make({ 'in.safetensors': kohyaFile([{ name: key, b, a, alpha: 4 }]) });
+    // sv_ratio 1000 written out as kohya's rule: #{σ > σ₁ / 1000}, clamped to [1, n − 1], + 1 (n = 30).
+    const sv = singularValues(product(b, a));
+    const ruleRank = Math.max(1, Math.min(sv.filter((x) => x > sv[0] / 1000).length, 29)) + 1;
+    expect(ruleRank).toBe(9);
+    for (const [cap, want] of [[5, 5], [64, ruleRank]]) {
+      const out = join(dir, `out-${cap}.safetensors`);
+      const r = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--sv-ratio', '1000', '--rank', String(cap), '--out', out, '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      const file = decodeSafetensors(readFileSync(out));
+      expect(file.tensors.get(`${key}.lora_down.weight`)!.shape[0]).toBe(want);
+      expect(file.metadata.loramerge_rule).toBe(`sv_ratio 1000 at most rank ${cap}`);
+    }
+    const twice = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--sv-fro', '0.5', '--rank', '2', '--rank', '3', '--out', join(dir, 'x.safetensors')]);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toMatch(/resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative \(a --sv-\* rule may add --rank, its maximum rank\)/);
   });
 });
 

@@ -75,7 +75,8 @@ ${ADAPTER_USAGE}
              the weighted sum), ties, dare_linear, dare_ties, magnitude_prune (PEFT's rules, which
              need --density D, the share of each update kept)
   resize     the adapter at a lower rank (kohya's resize_lora): --rank K, or per module the rank its
-             singular values give under --sv-ratio, --sv-fro or --sv-cumulative
+             singular values give under --sv-ratio, --sv-fro or --sv-cumulative, at most --rank K
+             where one is given too (kohya's --new_rank with --dynamic_method)
   extract    a LoRA of the difference between a fine-tuned model (--tuned) and its --base (mergekit's
              extract_lora): --rank K, or per module the smallest rank keeping the share --energy X
              of the difference's squared norm`;
