@@ -256,6 +256,74 @@ for (const name of ['cpu', 'webgpu']) {
   });
 }
 
+describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA beside a kohya SDXL one in LDM names)', () => {
+  const diffusersPath = 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q';
+  const ldmKey = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+  const onlyKohya = 'lora_unet_input_blocks_4_1_proj_in';
+  async function pair(seed: number) {
+    const rand = seededRandom(seed);
+    const b1 = randomDense(40, 4, rand), a1 = randomDense(4, 30, rand);
+    const b2 = randomDense(40, 4, rand), a2 = randomDense(4, 30, rand);
+    const b3 = randomDense(40, 2, rand), a3 = randomDense(2, 30, rand);
+    const diffusers = await peft([{ name: diffusersPath, b: b1, a: a1, alpha: 8 }], { target_modules: ['to_q'], base_model_name_or_path: 'stabilityai/stable-diffusion-xl-base-1.0', task_type: null });
+    const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'k.safetensors': kohyaFile([{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]) })));
+    opened.push(kohya);
+    // The update asked for on to_q, in float64: 1 · (8/4)·B₁A₁ + 0.5 · (2/4)·B₂A₂.
+    const target = sum([scaled(product(b1, a1), 2), scaled(product(b2, a2), 0.25)]);
+    return { inputs: [{ adapter: diffusers, weight: 1 }, { adapter: kohya, weight: 0.5 }], target, only: scaled(product(b3, a3), 0.5) };
+  }
+  const cpu = () => backends.cpu!;
+  const outName = `lora_unet_${diffusersPath.replace(/\./g, '_')}`;
+
+  it('svd reduces their sum to its best rank k as one module, named as the first adapter names it', async () => {
+    const { inputs, target, only } = await pair(40);
+    const out = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
+    const [m, rest] = out.adapter.modules;
+    const err = Math.sqrt(frob2(minus(applied(m), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+    expect(relError(applied(rest), only)).toBeLessThan(1e-5);
+  });
+
+  it("the element-wise rules take each adapter's update on the weight as one task (magnitude_prune at density 1: their weighted sum)", async () => {
+    const { inputs, target } = await pair(41);
+    const out = await combineAdapters(inputs, { method: 'magnitude_prune', density: 1, rank: 3, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
+    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+
+  it('ties takes an adapter that names the weight both ways as one task: the sum of its two modules', async () => {
+    const rand = seededRandom(43);
+    const b1 = randomDense(40, 2, rand), a1 = randomDense(2, 30, rand), b2 = randomDense(40, 2, rand), a2 = randomDense(2, 30, rand);
+    const b3 = randomDense(40, 3, rand), a3 = randomDense(3, 30, rand);
+    const both = await openAdapter(await openNodeInputFileSet(temp.make({ 'both.safetensors': kohyaFile([{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]) })));
+    const other = await openAdapter(await openNodeInputFileSet(temp.make({ 'other.safetensors': kohyaFile([{ name: ldmKey, b: b3, a: a3, alpha: 3 }]) })));
+    opened.push(both, other);
+    // PEFT's ties at density 1, in float64: signs elected from T₁ + T₂, the weighted values of that sign averaged over how many have it.
+    const t1 = sum([product(b1, a1), scaled(product(b2, a2), 0.5)]);
+    const t2 = product(b3, a3);
+    const weights = [1, -0.7];
+    const merged = dense(40, 30, (i, j) => {
+      const x = [t1.data[i * 30 + j], t2.data[i * 30 + j]];
+      const sign = x[0] + x[1] >= 0 ? 1 : -1;
+      const agree = [0, 1].filter((t) => Math.sign(x[t]) === sign);
+      return agree.reduce((s, t) => s + weights[t] * x[t], 0) / Math.max(agree.length, 1);
+    });
+    const out = await combineAdapters([{ adapter: both, weight: 1 }, { adapter: other, weight: -0.7 }], { method: 'ties', density: 1, rank: 4, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName]);
+    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), merged)));
+    expect(err).toBeLessThanOrEqual(optimalError(merged, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(merged)));
+  });
+
+  it('cat writes the two as one module of rank 8 holding their sum exactly', async () => {
+    const { inputs, target } = await pair(42);
+    const out = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => [m.name, m.rank])).toEqual([[outName, 8], [onlyKohya, 2]]);
+    expect(relError(applied(out.adapter.modules[0]), target)).toBeLessThan(1e-6);
+  });
+});
+
 it('refuses, naming the module and its method, adapters whose update is no product of two factors (PEFT HRA, SHiRA)', async () => {
   const rand = seededRandom(12);
   const u = Array.from({ length: 16 }, () => gaussian(rand));

@@ -7,6 +7,9 @@
  *   with weights wᵢ (merge-rules.ts), then the best rank-k approximation, as PEFT's `*_svd` variants.
  * SVD outputs put S in B (kohya, PEFT) and have α = rank (scale 1); `clampQuantile` clamps them as
  * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT).
+ * Modules are grouped by the base weight their names land on (landingKey), so a UNet weight one
+ * adapter names the LDM way and another the diffusers way is one module of the output, named as
+ * the first adapter names it, and every method acts on its summed update.
  */
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { clampQuantile } from '../algebra/clamp-quantile.js';
@@ -64,7 +67,9 @@ export async function combineAdapters(
 ): Promise<OpResult> {
   const adapters = inputs.map((i) => i.adapter);
   checkSameBaseModel(adapters, 'combine');
-  const groups = collectModules(adapters, options.format, 'combine');
+  // By the weight modules land on: an adapter naming a UNet weight the LDM way and another the
+  // diffusers way change one weight, whose summed update is what the methods below act on.
+  const groups = collectModules(adapters, options.format, 'combine', true);
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
@@ -114,12 +119,21 @@ export async function combineAdapters(
         }
         decomposed = await decomposeFactors(backend, { rows: shape.out, cols: stackedRank, data: b }, { rows: stackedRank, cols: shape.in, data: a }, rank, run.signal);
       } else {
-        // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too).
+        // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too),
+        // one task per adapter: the sum of its modules on this weight, where it names it twice.
         const tasks: Float32Array[] = [];
         const weights: number[] = [];
-        for (const f of factors) {
-          weights.push(f.weight);
-          tasks.push(await fullUpdate(backend, f.b, f.a, f.scale));
+        const taskOf = new Map<number, Float32Array>();
+        for (const [i, f] of factors.entries()) {
+          const update = await fullUpdate(backend, f.b, f.a, f.scale);
+          const task = taskOf.get(refs[i].adapterIndex);
+          if (task) {
+            for (let j = 0; j < task.length; j++) task[j] += update[j];
+          } else {
+            taskOf.set(refs[i].adapterIndex, update);
+            tasks.push(update);
+            weights.push(f.weight);
+          }
         }
         const merged = applyMergeRule(tasks, weights, {
           rule: options.method, density: options.density ?? 1, majoritySign: options.majoritySign ?? 'total',

@@ -10,6 +10,7 @@ import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapte
 import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
+import { diffusersUnetName } from '../formats/layouts/sd-ldm-unet.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { hasNonFinite } from '../pipeline/value-checks.js';
 
@@ -39,6 +40,22 @@ export function outputName(module: AdapterModule, format: OutputFormat): string 
   if (module.address.flat) return module.key;
   if (format === 'peft') return module.address.path;
   return `lora_${module.address.part ?? kohyaPartFor(module.address.path)}_${module.address.path.replace(/\./g, '_')}`;
+}
+
+/**
+ * The base weight a module lands on, as far as its name alone says: modules of two adapters with
+ * the same key change the same weight. A Stable Diffusion UNet module named as the LDM/SGM
+ * checkpoints name it (kohya's SDXL LoRAs: `input_blocks_4_1_…`) and one named as diffusers' UNet
+ * does (`down_blocks.1.attentions.0.…`, PEFT and most diffusers trainers) are one weight (the
+ * sd-ldm-unet layout's mapping, which needs no base in that direction); other names are their
+ * output name. A guess that only ever joins names that layout joins.
+ */
+export function landingKey(module: AdapterModule, format: OutputFormat): string {
+  const { path, flat } = module.address;
+  const part = module.address.part ?? (flat ? undefined : kohyaPartFor(path));
+  if (part !== 'unet') return outputName(module, format);
+  const flatPath = path.replace(/^(model\.diffusion_model\.|unet\.)/, '').replace(/\./g, '_');
+  return `unet:${diffusersUnetName(flatPath) ?? flatPath}`;
 }
 
 /** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */
