@@ -11,6 +11,8 @@ import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { diffusersUnetName } from '../formats/layouts/sd-ldm-unet.js';
+import { isLokrOfFullFactors, lokrFullFactors } from '../formats/algorithms/lokr.js';
+import { lowRankPiece } from '../formats/algorithms/factor-io.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { hasNonFinite } from '../pipeline/value-checks.js';
 
@@ -81,7 +83,8 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
   for (const adapter of adapters) {
     for (const m of adapter.modules) {
       // Maps of W (OFT, HRA, IA3 …) and dense or sparse updates (full diffs, SHiRA) are no product of two factors.
-      if (m.update.kind === 'transform' || m.update.kind === 'dense') {
+      // A LoKr of two full factors is merged dense where its rank is large, but is a product all the same.
+      if (m.update.kind === 'transform' || (m.update.kind === 'dense' && !isLokrOfFullFactors(m))) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is ${moduleTitle(m)}, whose update is not a low-rank product; ${command} cannot express it as a LoRA (merge it into the base instead)` });
         continue;
       }
@@ -100,7 +103,7 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
 
 /** The module's factors as f32 matrices: B (out × r), A (r × in·k…). */
 export async function readFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<{ b: Mat; a: Mat; rank: number }> {
-  const f = await readModuleFactors(adapter.file, module);
+  const f = isLokrOfFullFactors(module) ? lowRankPiece(await lokrFullFactors(adapter.file, module)) : await readModuleFactors(adapter.file, module);
   const shape = moduleShape(module);
   const a = decodeToF32(f.a.data, f.a.dtype);
   const b = decodeToF32(f.b.data, f.b.dtype);
