@@ -364,34 +364,37 @@ describe('resize of a LyCORIS LoHa', () => {
 });
 
 describe('a LyCORIS LoKr with both factors full', () => {
-  // kron(W₁, W₂) of a 2×3 and an 8×6 matrix: rank 2·6 = 12 of a 16×18 update, which merge applies as a dense update.
+  // kron(W₁, W₂) of a 2×3 and an 8×6 matrix: rank 2·6 = 12 of a 16×18 update, which merge applies as a dense update
+  // (a 2×3 and a 4×5: rank 8 of 8×15, whose least-rank factors hold products of the two).
   const key = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
-  function lokrFile(rand: () => number) {
-    const w1 = randomDense(2, 3, rand), w2 = randomDense(8, 6, rand);
+  function lokrFile(rand: () => number, [a, c, b, d] = [2, 3, 8, 6]) {
+    const w1 = randomDense(a, c, rand), w2 = randomDense(b, d, rand);
     const file = buildSafetensors([
-      { name: `${key}.lokr_w1`, dtype: 'F32', shape: [2, 3], data: w1.data }, { name: `${key}.lokr_w2`, dtype: 'F32', shape: [8, 6], data: w2.data },
+      { name: `${key}.lokr_w1`, dtype: 'F32', shape: [a, c], data: w1.data }, { name: `${key}.lokr_w2`, dtype: 'F32', shape: [b, d], data: w2.data },
       { name: `${key}.alpha`, dtype: 'F32', shape: [], data: [4] },
     ], { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "lokr", "full_matrix": "True"}', ss_network_dim: '100000', ss_network_alpha: '4', ss_base_model_version: 'sdxl_base_v1-0' });
     // LyCORIS applies kron(W₁, W₂) at scale 1 when neither factor is decomposed, whatever α says.
-    const kron = dense(16, 18, (i, j) => w1.data[Math.floor(i / 8) * 3 + Math.floor(j / 6)] * w2.data[(i % 8) * 6 + (j % 6)]);
+    const kron = dense(a * b, c * d, (i, j) => w1.data[Math.floor(i / b) * c + Math.floor(j / d)] * w2.data[(i % b) * d + (j % d)]);
     return { file, kron };
   }
-  const read = (out: string, rank: number) => {
+  const read = (out: string, rank: number, rows = 16, cols = 18) => {
     const file = decodeSafetensors(readFileSync(out));
     const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
     const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
-    expect(down.shape).toEqual([rank, 18]);
-    return product({ rows: 16, cols: rank, data: up.values.map((x) => (x * alpha) / rank) }, { rows: rank, cols: 18, data: down.values });
+    expect(down.shape).toEqual([rank, cols]);
+    return product({ rows, cols: rank, data: up.values.map((x) => (x * alpha) / rank) }, { rows: rank, cols, data: down.values });
   };
 
   it('resize writes the best rank-k approximation of kron(W₁, W₂)', async () => {
-    const { file, kron } = lokrFile(seededRandom(34));
-    const dir = temp.make({ 'lokr.safetensors': file });
-    const out = join(dir, 'lora.safetensors');
-    const r = await runCli(['resize', '--adapter', join(dir, 'lokr.safetensors'), '--rank', '5', '--out', out, '--backend', 'cpu']);
-    expect(r.code, r.stderr).toBe(0);
-    const err = Math.sqrt(frob2(minus(read(out, 5), kron)));
-    expect(err).toBeLessThanOrEqual(optimalError(kron, 5) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(kron)));
+    for (const [shapes, rows, cols] of [[[2, 3, 8, 6], 16, 18], [[2, 3, 4, 5], 8, 15]] as const) {
+      const { file, kron } = lokrFile(seededRandom(34), [...shapes]);
+      const dir = temp.make({ 'lokr.safetensors': file });
+      const out = join(dir, 'lora.safetensors');
+      const r = await runCli(['resize', '--adapter', join(dir, 'lokr.safetensors'), '--rank', '5', '--out', out, '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      const err = Math.sqrt(frob2(minus(read(out, 5, rows, cols), kron)));
+      expect(err).toBeLessThanOrEqual(optimalError(kron, 5) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(kron)));
+    }
   });
 
   it('combine --method cat writes it exactly as a LoRA of rank rank(W₁)·rank(W₂), beside a plain LoRA', async () => {
