@@ -324,6 +324,18 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
   });
 });
 
+it('cat says which modules it writes at a rank above MAX_RANK, which merge refuses, and nothing at that rank', async () => {
+  const rand = seededRandom(44);
+  const lora = (r: number) => peft([{ name: Q, b: randomDense(16, r, rand), a: randomDense(r, 16, rand) }]);
+  const [x, y, z] = [await lora(512), await lora(512), await lora(1)];
+  const atLimit = await combineAdapters([{ adapter: x, weight: 1 }, { adapter: y, weight: 1 }], { method: 'cat', format: 'peft' }, backends.cpu!);
+  expect(atLimit.adapter.modules[0].rank).toBe(1024);
+  expect(atLimit.warnings).toEqual([]);
+  const past = await combineAdapters([{ adapter: x, weight: 1 }, { adapter: y, weight: 1 }, { adapter: z, weight: 1 }], { method: 'cat', format: 'peft' }, backends.cpu!);
+  expect(past.adapter.modules[0].rank).toBe(1025);
+  expect(past.warnings).toEqual([`1 module(s) are written at a rank above 1024 (${Q} (rank 1025)), which loramerge merge refuses (MAX_RANK); --method svd with a --rank writes their best approximation at a rank it takes`]);
+});
+
 it('refuses, naming the module and its method, adapters whose update is no product of two factors (PEFT HRA, SHiRA)', async () => {
   const rand = seededRandom(12);
   const u = Array.from({ length: 16 }, () => gaussian(rand));

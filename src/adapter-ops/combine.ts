@@ -16,6 +16,7 @@ import { clampQuantile } from '../algebra/clamp-quantile.js';
 import { applyMergeRule, type MajoritySign, type MergeRule } from '../algebra/merge-rules.js';
 import type { Mat } from '../algebra/matrix.js';
 import { MergeError, throwIfAborted } from '../errors.js';
+import { MAX_RANK } from '../limits.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
@@ -77,6 +78,7 @@ export async function combineAdapters(
   const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
   let bytesDone = 0;
   const grown: string[] = [];
+  const pastMergeLimit: string[] = [];
   for (const [name, refs] of groups) {
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
@@ -102,6 +104,7 @@ export async function combineAdapters(
         upShape: [shape.out, stackedRank, ...shape.upTail], downShape: [stackedRank, ...shape.downTail],
       });
       report.push({ name, rank: stackedRank, froKept: 1, singularValues: [] });
+      if (stackedRank > MAX_RANK) pastMergeLimit.push(`${name} (rank ${stackedRank})`);
     } else {
       const rank = Math.min(options.rank ?? defaultRank, shape.out, shape.in);
       let decomposed;
@@ -164,6 +167,10 @@ export async function combineAdapters(
   if (grown.length > 0) {
     // The sum of rank-rᵢ updates has rank at most Σrᵢ: past it the SVD finds nothing to keep.
     result.warnings.push(`rank ${options.rank} is above the rank of ${grown.length} module(s)' combined update (${grown.slice(0, 3).join(', ')}${grown.length > 3 ? ', …' : ''}): the rank they gain is zero-filled, so the file grows and the update is exact`);
+  }
+  if (pastMergeLimit.length > 0) {
+    // Other tools load such a file; loramerge's own merge refuses it before reading it (request-checks.ts).
+    result.warnings.push(`${pastMergeLimit.length} module(s) are written at a rank above ${MAX_RANK} (${pastMergeLimit.slice(0, 3).join(', ')}${pastMergeLimit.length > 3 ? ', …' : ''}), which loramerge merge refuses (MAX_RANK); --method svd with a --rank writes their best approximation at a rank it takes`);
   }
   // A tensor saved whole is copied, not weighted (as merge says of it): the output replaces it at
   // full strength whatever --weight its adapter had. (A kohya output leaves it out and says so.)
