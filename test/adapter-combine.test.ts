@@ -324,6 +324,24 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
   });
 });
 
+it("refuses svd where one Flux weight is named BFL's way (qkv) and diffusers' way (to_q, a third of its rows), naming both; cat writes both exactly", async () => {
+  const rand = seededRandom(45);
+  const qkv = 'lora_unet_double_blocks_0_img_attn_qkv';
+  const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'bfl.safetensors': kohyaFile([{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]) })));
+  const diffusers = await peft([{ name: 'transformer_blocks.0.attn.to_q', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }, { name: 'transformer_blocks.0.attn.to_out.0', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_q', 'to_out.0'], task_type: null });
+  opened.push(kohya);
+  const inputs = [{ adapter: kohya, weight: 1 }, { adapter: diffusers, weight: 1 }];
+  for (const method of ['svd', 'ties'] as const) {
+    const refused = await combineAdapters(inputs, { method, density: method === 'ties' ? 0.5 : undefined, format: 'kohya' }, backends.cpu!).catch((e: Error) => e);
+    expect((refused as Error).message).toBe(`combine: "${qkv}" (${kohya.name}) and "lora_unet_transformer_blocks_0_attn_to_q" (${diffusers.name}) name rows of one base weight (double_blocks.0.img_attn.qkv.weight) in two namings, which only the base places; --method ${method} would reduce each on its own, not their sum: combine adapters of one naming, or use --method cat (exact)`);
+  }
+  const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, backends.cpu!);
+  expect(cat.adapter.modules.map((m) => m.name)).toEqual([qkv, 'lora_unet_transformer_blocks_0_attn_to_q', 'lora_unet_transformer_blocks_0_attn_to_out_0']);
+  // Diffusers-named adapters alone (to_q, to_k: different thirds) are no overlap.
+  const other = await peft([{ name: 'transformer_blocks.0.attn.to_k', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_k'], task_type: null });
+  await expect(combineAdapters([{ adapter: diffusers, weight: 1 }, { adapter: other, weight: 1 }], { method: 'svd', format: 'kohya' }, backends.cpu!)).resolves.toBeDefined();
+});
+
 it('cat says which modules it writes at a rank above MAX_RANK, which merge refuses, and nothing at that rank', async () => {
   const rand = seededRandom(44);
   const lora = (r: number) => peft([{ name: Q, b: randomDense(16, r, rand), a: randomDense(r, 16, rand) }]);

@@ -23,6 +23,7 @@ import type { ProgressListener } from '../pipeline/progress.js';
 import { checkSameBaseModel, collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
+import { refuseNamingOverlaps } from './naming-overlaps.js';
 
 /** How several adapters' updates become one: `cat`, `svd`, or one of PEFT's merge rules. */
 export type CombineMethod = 'cat' | 'svd' | MergeRule;
@@ -71,6 +72,7 @@ export async function combineAdapters(
   // By the weight modules land on: an adapter naming a UNet weight the LDM way and another the
   // diffusers way change one weight, whose summed update is what the methods below act on.
   const groups = collectModules(adapters, options.format, 'combine', true);
+  if (options.method !== 'cat') refuseNamingOverlaps(groups, adapters, options.method);
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
