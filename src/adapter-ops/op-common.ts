@@ -58,7 +58,7 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
       }
       const first = refs[0];
       if (first && (first.shape.kind !== shape.kind || first.shape.out !== shape.out || first.shape.in !== shape.in || first.shape.downTail.join() !== shape.downTail.join())) {
-        const names = first.outputName === name ? `module "${name}"` : `modules "${first.outputName}" and "${name}" (one base weight)`;
+        const names = first.outputName === name ? `module "${name}"` : `modules "${first.outputName}" and "${name}" (names of one base weight)`;
         problems.push({
           code: 'SHAPE_MISMATCH',
           message: `${names}: ${adapter.name} has a ${shape.kind} update of ${shape.out}×${shape.downTail.join('×')} but ${adapters[first.adapterIndex].name} has a ${first.shape.kind} update of ${first.shape.out}×${first.shape.downTail.join('×')}`,
