@@ -215,8 +215,144 @@ for (const name of ['cpu', 'webgpu']) {
         expect(out.report[0].froKept).toBeCloseTo(Math.sqrt(sv.slice(0, rank).reduce((a, x) => a + x * x, 0) / sum2), 5);
       }
     });
+
+    it("resize with a dynamic rule and a maximum rank keeps the rule's rank capped there, as kohya's --new_rank beside --dynamic_method", async (ctx) => {
+      const backend = get(ctx.skip);
+      const rand = seededRandom(18);
+      const w = withSpectrum(40, 30, [5, 3, 2, 1, 0.5, 0.2, 0.1, 0.05], rand);
+      const b = randomDense(40, 8, rand);
+      const a = solveFactor(b, w);
+      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]) })));
+      opened.push(adapter);
+      const target = product(b, a);
+      const sv = singularValues(target);
+      const n = 30;
+      // kohya's rank_resize written out: the rule's index + 1, clamped to [1, n − 1] first, then capped at new_rank.
+      const clampIndex = (i: number) => Math.max(1, Math.min(i, n - 1));
+      const sum2 = sv.reduce((p, x) => p + x * x, 0);
+      let froIndex = 0;
+      for (let run = 0; froIndex < n && (run += sv[froIndex] ** 2) / sum2 < 0.999 ** 2;) froIndex++;
+      const ratioRank = clampIndex(sv.filter((x) => x > sv[0] / 1e6).length) + 1;
+      const froRank = clampIndex(froIndex + 1) + 1;
+      const cases: [Parameters<typeof resizeAdapter>[1], number][] = [
+        [{ kind: 'sv_fro', value: 0.999, maxRank: 3 }, Math.min(froRank, 3)],
+        [{ kind: 'sv_fro', value: 0.999, maxRank: 20 }, Math.min(froRank, 20)],
+        // The rule's off-by-one goes past the module's rank 8; a cap above it lets it, as kohya does.
+        [{ kind: 'sv_ratio', value: 1e6, maxRank: 12 }, Math.min(ratioRank, 12)],
+        [{ kind: 'sv_ratio', value: 1e6, maxRank: 2 }, Math.min(ratioRank, 2)],
+      ];
+      expect(froRank).toBeGreaterThan(3);
+      expect(ratioRank).toBe(9);
+      for (const [rule, rank] of cases) {
+        const out = await resizeAdapter(adapter, rule, 'kohya', backend);
+        const m = out.adapter.modules[0];
+        expect(m.rank, JSON.stringify(rule)).toBe(rank);
+        expect(m.alpha / m.rank).toBeCloseTo(4 / 8, 12);
+        const err = Math.sqrt(frob2(minus(applied(m), scaled(target, 0.5))));
+        expect(err, JSON.stringify(rule)).toBeLessThanOrEqual(optimalError(scaled(target, 0.5), rank) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+        expect(out.adapter.metadata.loramerge_rule).toBe(`${rule.kind} ${'value' in rule ? rule.value : ''} at most rank ${'maxRank' in rule ? rule.maxRank : ''}`);
+      }
+    });
   });
 }
+
+describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA beside a kohya SDXL one in LDM names)', () => {
+  const diffusersPath = 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q';
+  const ldmKey = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+  const onlyKohya = 'lora_unet_input_blocks_4_1_proj_in';
+  async function pair(seed: number) {
+    const rand = seededRandom(seed);
+    const b1 = randomDense(40, 4, rand), a1 = randomDense(4, 30, rand);
+    const b2 = randomDense(40, 4, rand), a2 = randomDense(4, 30, rand);
+    const b3 = randomDense(40, 2, rand), a3 = randomDense(2, 30, rand);
+    const diffusers = await peft([{ name: diffusersPath, b: b1, a: a1, alpha: 8 }], { target_modules: ['to_q'], base_model_name_or_path: 'stabilityai/stable-diffusion-xl-base-1.0', task_type: null });
+    const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'k.safetensors': kohyaFile([{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]) })));
+    opened.push(kohya);
+    // The update asked for on to_q, in float64: 1 · (8/4)·B₁A₁ + 0.5 · (2/4)·B₂A₂.
+    const target = sum([scaled(product(b1, a1), 2), scaled(product(b2, a2), 0.25)]);
+    return { inputs: [{ adapter: diffusers, weight: 1 }, { adapter: kohya, weight: 0.5 }], target, only: scaled(product(b3, a3), 0.5) };
+  }
+  const cpu = () => backends.cpu!;
+  const outName = `lora_unet_${diffusersPath.replace(/\./g, '_')}`;
+
+  it('svd reduces their sum to its best rank k as one module, named as the first adapter names it', async () => {
+    const { inputs, target, only } = await pair(40);
+    const out = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
+    const [m, rest] = out.adapter.modules;
+    const err = Math.sqrt(frob2(minus(applied(m), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+    expect(relError(applied(rest), only)).toBeLessThan(1e-5);
+  });
+
+  it("the element-wise rules take each adapter's update on the weight as one task (magnitude_prune at density 1: their weighted sum)", async () => {
+    const { inputs, target } = await pair(41);
+    const out = await combineAdapters(inputs, { method: 'magnitude_prune', density: 1, rank: 3, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
+    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+
+  it('ties takes an adapter that names the weight both ways as one task: the sum of its two modules', async () => {
+    const rand = seededRandom(43);
+    const b1 = randomDense(40, 2, rand), a1 = randomDense(2, 30, rand), b2 = randomDense(40, 2, rand), a2 = randomDense(2, 30, rand);
+    const b3 = randomDense(40, 3, rand), a3 = randomDense(3, 30, rand);
+    const both = await openAdapter(await openNodeInputFileSet(temp.make({ 'both.safetensors': kohyaFile([{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]) })));
+    const other = await openAdapter(await openNodeInputFileSet(temp.make({ 'other.safetensors': kohyaFile([{ name: ldmKey, b: b3, a: a3, alpha: 3 }]) })));
+    opened.push(both, other);
+    // PEFT's ties at density 1, in float64: signs elected from T₁ + T₂, the weighted values of that sign averaged over how many have it.
+    const t1 = sum([product(b1, a1), scaled(product(b2, a2), 0.5)]);
+    const t2 = product(b3, a3);
+    const weights = [1, -0.7];
+    const merged = dense(40, 30, (i, j) => {
+      const x = [t1.data[i * 30 + j], t2.data[i * 30 + j]];
+      const sign = x[0] + x[1] >= 0 ? 1 : -1;
+      const agree = [0, 1].filter((t) => Math.sign(x[t]) === sign);
+      return agree.reduce((s, t) => s + weights[t] * x[t], 0) / Math.max(agree.length, 1);
+    });
+    const out = await combineAdapters([{ adapter: both, weight: 1 }, { adapter: other, weight: -0.7 }], { method: 'ties', density: 1, rank: 4, format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([outName]);
+    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), merged)));
+    expect(err).toBeLessThanOrEqual(optimalError(merged, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(merged)));
+  });
+
+  it('cat writes the two as one module of rank 8 holding their sum exactly', async () => {
+    const { inputs, target } = await pair(42);
+    const out = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
+    expect(out.adapter.modules.map((m) => [m.name, m.rank])).toEqual([[outName, 8], [onlyKohya, 2]]);
+    expect(relError(applied(out.adapter.modules[0]), target)).toBeLessThan(1e-6);
+  });
+});
+
+it("refuses svd where one Flux weight is named BFL's way (qkv) and diffusers' way (to_q, a third of its rows), naming both; cat writes both exactly", async () => {
+  const rand = seededRandom(45);
+  const qkv = 'lora_unet_double_blocks_0_img_attn_qkv';
+  const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'bfl.safetensors': kohyaFile([{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]) })));
+  const diffusers = await peft([{ name: 'transformer_blocks.0.attn.to_q', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }, { name: 'transformer_blocks.0.attn.to_out.0', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_q', 'to_out.0'], task_type: null });
+  opened.push(kohya);
+  const inputs = [{ adapter: kohya, weight: 1 }, { adapter: diffusers, weight: 1 }];
+  for (const method of ['svd', 'ties'] as const) {
+    const refused = await combineAdapters(inputs, { method, density: method === 'ties' ? 0.5 : undefined, format: 'kohya' }, backends.cpu!).catch((e: Error) => e);
+    expect((refused as Error).message).toBe(`combine: "${qkv}" (${kohya.name}) and "lora_unet_transformer_blocks_0_attn_to_q" (${diffusers.name}) name rows of one base weight (double_blocks.0.img_attn.qkv.weight) in two namings, which only the base places; --method ${method} would reduce each on its own, not their sum: combine adapters of one naming, or use --method cat (exact)`);
+  }
+  const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, backends.cpu!);
+  expect(cat.adapter.modules.map((m) => m.name)).toEqual([qkv, 'lora_unet_transformer_blocks_0_attn_to_q', 'lora_unet_transformer_blocks_0_attn_to_out_0']);
+  // Diffusers-named adapters alone (to_q, to_k: different thirds) are no overlap.
+  const other = await peft([{ name: 'transformer_blocks.0.attn.to_k', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_k'], task_type: null });
+  await expect(combineAdapters([{ adapter: diffusers, weight: 1 }, { adapter: other, weight: 1 }], { method: 'svd', format: 'kohya' }, backends.cpu!)).resolves.toBeDefined();
+});
+
+it('cat says which modules it writes at a rank above MAX_RANK, which merge refuses, and nothing at that rank', async () => {
+  const rand = seededRandom(44);
+  const lora = (r: number) => peft([{ name: Q, b: randomDense(16, r, rand), a: randomDense(r, 16, rand) }]);
+  const [x, y, z] = [await lora(512), await lora(512), await lora(1)];
+  const atLimit = await combineAdapters([{ adapter: x, weight: 1 }, { adapter: y, weight: 1 }], { method: 'cat', format: 'peft' }, backends.cpu!);
+  expect(atLimit.adapter.modules[0].rank).toBe(1024);
+  expect(atLimit.warnings).toEqual([]);
+  const past = await combineAdapters([{ adapter: x, weight: 1 }, { adapter: y, weight: 1 }, { adapter: z, weight: 1 }], { method: 'cat', format: 'peft' }, backends.cpu!);
+  expect(past.adapter.modules[0].rank).toBe(1025);
+  expect(past.warnings).toEqual([`1 module(s) are written at a rank above 1024 (${Q} (rank 1025)), which loramerge merge refuses (MAX_RANK); --method svd with a --rank writes their best approximation at a rank it takes`]);
+});
 
 it('refuses, naming the module and its method, adapters whose update is no product of two factors (PEFT HRA, SHiRA)', async () => {
   const rand = seededRandom(12);

@@ -12,7 +12,7 @@ import type { ByteSink, OutputTarget } from '../src/io/types.js';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
-import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
 const gaussianDense = (rows: number, cols: number, rand: () => number, scale = 1): Dense => dense(rows, cols, () => gaussian(rand) * scale);
 const blobBytes = async (blob: Blob) => new Uint8Array(await blob.arrayBuffer());
@@ -120,6 +120,21 @@ describe('resizeLora', () => {
     expect(error.code).toBe('ABORTED');
     expect(error.message).toBe('resize cancelled');
     expect(calls).toEqual(['abort']);
+  });
+});
+
+describe('resizeLora with a dynamic rule and maxRank', () => {
+  it("writes the rule's rank capped at maxRank, the best approximation at that rank", async () => {
+    const rand = seededRandom(19);
+    const b = gaussianDense(24, 6, rand), a = gaussianDense(6, 20, rand);
+    const adapter = memoryInputFileSet(peftFiles([{ name: Q, b, a }]), 'lora');
+    // sv_fro 1 written out as kohya's rule would keep all 6 values and one more (its off-by-one): 7, above the cap.
+    const outcome = await resizeLora({ adapter, rule: { kind: 'sv_fro', value: 1, maxRank: 3 }, backend: 'cpu' });
+    expect(outcome.modules.map((m) => m.rank)).toEqual([3]);
+    const target = product(b, a);
+    const sv = singularValues(target);
+    const kept = Math.sqrt(sv.slice(0, 3).reduce((s, x) => s + x * x, 0) / sv.reduce((s, x) => s + x * x, 0));
+    expect(outcome.modules[0].froKept).toBeCloseTo(kept, 5);
   });
 });
 

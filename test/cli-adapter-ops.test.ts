@@ -11,7 +11,7 @@ import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
 import { q4kmLlama } from './helpers/gguf-models.js';
 import { errorLines, listDir, runCli, runCliActingAtStart } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { dense, frob2, gaussian, minus, optimalError, product, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 afterAll(() => temp.removeAll());
@@ -288,6 +288,30 @@ describe('combine and resize', () => {
   });
 });
 
+describe('resize with a dynamic rule and --rank as its maximum', () => {
+  it("keeps the rule's rank capped at --rank (kohya's --new_rank beside --dynamic_method), and --rank twice is still refused", async () => {
+    const rand = seededRandom(33);
+    const key = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+    const b = randomDense(40, 8, rand), a = randomDense(8, 30, rand);
+    const dir = temp.make({ 'in.safetensors': kohyaFile([{ name: key, b, a, alpha: 4 }]) });
+    // sv_ratio 1000 written out as kohya's rule: #{σ > σ₁ / 1000}, clamped to [1, n − 1], + 1 (n = 30).
+    const sv = singularValues(product(b, a));
+    const ruleRank = Math.max(1, Math.min(sv.filter((x) => x > sv[0] / 1000).length, 29)) + 1;
+    expect(ruleRank).toBe(9);
+    for (const [cap, want] of [[5, 5], [64, ruleRank]]) {
+      const out = join(dir, `out-${cap}.safetensors`);
+      const r = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--sv-ratio', '1000', '--rank', String(cap), '--out', out, '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      const file = decodeSafetensors(readFileSync(out));
+      expect(file.tensors.get(`${key}.lora_down.weight`)!.shape[0]).toBe(want);
+      expect(file.metadata.loramerge_rule).toBe(`sv_ratio 1000 at most rank ${cap}`);
+    }
+    const twice = await runCli(['resize', '--adapter', join(dir, 'in.safetensors'), '--sv-fro', '0.5', '--rank', '2', '--rank', '3', '--out', join(dir, 'x.safetensors')]);
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toMatch(/resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative \(a --sv-\* rule may add --rank, its maximum rank\)/);
+  });
+});
+
 describe('resize to a rank above a module\'s own', () => {
   it('writes the same update with zero-filled rank, and says so naming the modules', async () => {
     const rand = seededRandom(32);
@@ -336,6 +360,55 @@ describe('resize of a LyCORIS LoHa', () => {
     const applied = product({ rows: 20, cols: 4, data: up.values.map((x) => (x * alpha) / 4) }, { rows: 4, cols: 16, data: down.values });
     const err = Math.sqrt(frob2(minus(applied, target)));
     expect(err).toBeLessThanOrEqual(optimalError(target, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+});
+
+describe('a LyCORIS LoKr with both factors full', () => {
+  // kron(W₁, W₂) of a 2×3 and an 8×6 matrix: rank 2·6 = 12 of a 16×18 update, which merge applies as a dense update
+  // (a 2×3 and a 4×5: rank 8 of 8×15, whose least-rank factors hold products of the two).
+  const key = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+  function lokrFile(rand: () => number, [a, c, b, d] = [2, 3, 8, 6]) {
+    const w1 = randomDense(a, c, rand), w2 = randomDense(b, d, rand);
+    const file = buildSafetensors([
+      { name: `${key}.lokr_w1`, dtype: 'F32', shape: [a, c], data: w1.data }, { name: `${key}.lokr_w2`, dtype: 'F32', shape: [b, d], data: w2.data },
+      { name: `${key}.alpha`, dtype: 'F32', shape: [], data: [4] },
+    ], { ss_network_module: 'lycoris.kohya', ss_network_args: '{"algo": "lokr", "full_matrix": "True"}', ss_network_dim: '100000', ss_network_alpha: '4', ss_base_model_version: 'sdxl_base_v1-0' });
+    // LyCORIS applies kron(W₁, W₂) at scale 1 when neither factor is decomposed, whatever α says.
+    const kron = dense(a * b, c * d, (i, j) => w1.data[Math.floor(i / b) * c + Math.floor(j / d)] * w2.data[(i % b) * d + (j % d)]);
+    return { file, kron };
+  }
+  const read = (out: string, rank: number, rows = 16, cols = 18) => {
+    const file = decodeSafetensors(readFileSync(out));
+    const down = file.tensors.get(`${key}.lora_down.weight`)!, up = file.tensors.get(`${key}.lora_up.weight`)!;
+    const alpha = file.tensors.get(`${key}.alpha`)!.values[0];
+    expect(down.shape).toEqual([rank, cols]);
+    return product({ rows, cols: rank, data: up.values.map((x) => (x * alpha) / rank) }, { rows: rank, cols, data: down.values });
+  };
+
+  it('resize writes the best rank-k approximation of kron(W₁, W₂)', async () => {
+    for (const [shapes, rows, cols] of [[[2, 3, 8, 6], 16, 18], [[2, 3, 4, 5], 8, 15]] as const) {
+      const { file, kron } = lokrFile(seededRandom(34), [...shapes]);
+      const dir = temp.make({ 'lokr.safetensors': file });
+      const out = join(dir, 'lora.safetensors');
+      const r = await runCli(['resize', '--adapter', join(dir, 'lokr.safetensors'), '--rank', '5', '--out', out, '--backend', 'cpu']);
+      expect(r.code, r.stderr).toBe(0);
+      const err = Math.sqrt(frob2(minus(read(out, 5, rows, cols), kron)));
+      expect(err).toBeLessThanOrEqual(optimalError(kron, 5) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(kron)));
+    }
+  });
+
+  it('combine --method cat writes it exactly as a LoRA of rank rank(W₁)·rank(W₂), beside a plain LoRA', async () => {
+    const rand = seededRandom(35);
+    const { file, kron } = lokrFile(rand);
+    const b = randomDense(16, 2, rand), a = randomDense(2, 18, rand);
+    const dir = temp.make({ 'lokr.safetensors': file, 'lora.safetensors': kohyaFile([{ name: key, b, a, alpha: 2 }]) });
+    const out = join(dir, 'cat.safetensors');
+    const r = await runCli(['combine', '--adapter', join(dir, 'lokr.safetensors'), '--weight', '0.5', '--adapter', join(dir, 'lora.safetensors'), '--method', 'cat', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    const want = dense(16, 18, (i, j) => 0.5 * kron.data[i * 18 + j] + product(b, a).data[i * 18 + j]);
+    const got = read(out, 12 + 2);
+    // Each value of kron(W₁, W₂) is one f32 product, which a LoRA file holds rounded once (as LyCORIS computes it in f32).
+    expect(Math.sqrt(frob2(minus(got, want)) / frob2(want))).toBeLessThan(1e-6);
   });
 });
 

@@ -565,6 +565,24 @@ describe('malformed files and paths are refused by name', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 
+  it('--dry-run with an --out in a folder that does not exist says so as the real run would (exit 2), and prints no plan', async () => {
+    const outDir = temp.make({ 'a-file': 'x' });
+    const inputs = [join(temp.make({ 'base.safetensors': buildSafetensors(base()) }), 'base.safetensors'), temp.make(adapter())];
+    for (const [out, folder, why] of [
+      [join(outDir, 'missing', 'm.safetensors'), join(outDir, 'missing'), 'does not exist'],
+      [join(outDir, 'a-file', 'm.safetensors'), join(outDir, 'a-file'), 'is not a folder'],
+    ]) {
+      const dry = await runCli(['merge', '--dry-run', '--base', inputs[0], '--adapter', inputs[1], '--out', out]);
+      expect(dry.code, dry.stderr).toBe(2);
+      expect(errorLines(dry.stderr)).toEqual([`error: ${out}: folder ${folder} ${why}; create it or choose another --out`]);
+      expect(dry.stdout).toBe('');
+    }
+    // Without --out a dry run has no output to check, and plans as before.
+    const planned = await runCli(['merge', '--dry-run', '--base', inputs[0], '--adapter', inputs[1]]);
+    expect(planned.code, planned.stderr).toBe(0);
+    expect(listDir(outDir)).toEqual(['a-file']);
+  });
+
   it('an --out whose folder is missing or a file is refused before any input is read or the plan printed (merge, combine, resize, extract)', async () => {
     const outDir = temp.make({ 'a-file': 'x' });
     const inputs = temp.make({ 'base.safetensors': buildSafetensors(base()), ...Object.fromEntries(Object.entries(adapter()).map(([k, x]) => [`lora/${k}`, x])) });

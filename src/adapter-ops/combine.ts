@@ -7,18 +7,23 @@
  *   with weights wᵢ (merge-rules.ts), then the best rank-k approximation, as PEFT's `*_svd` variants.
  * SVD outputs put S in B (kohya, PEFT) and have α = rank (scale 1); `clampQuantile` clamps them as
  * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT).
+ * Modules are grouped by the base weight their names land on (landingKey), so a UNet weight one
+ * adapter names the LDM way and another the diffusers way is one module of the output, named as
+ * the first adapter names it, and every method acts on its summed update.
  */
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { clampQuantile } from '../algebra/clamp-quantile.js';
 import { applyMergeRule, type MajoritySign, type MergeRule } from '../algebra/merge-rules.js';
 import type { Mat } from '../algebra/matrix.js';
 import { MergeError, throwIfAborted } from '../errors.js';
+import { MAX_RANK } from '../limits.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { checkSameBaseModel, collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
+import { refuseNamingOverlaps } from './naming-overlaps.js';
 
 /** How several adapters' updates become one: `cat`, `svd`, or one of PEFT's merge rules. */
 export type CombineMethod = 'cat' | 'svd' | MergeRule;
@@ -64,7 +69,10 @@ export async function combineAdapters(
 ): Promise<OpResult> {
   const adapters = inputs.map((i) => i.adapter);
   checkSameBaseModel(adapters, 'combine');
-  const groups = collectModules(adapters, options.format, 'combine');
+  // By the weight modules land on: an adapter naming a UNet weight the LDM way and another the
+  // diffusers way change one weight, whose summed update is what the methods below act on.
+  const groups = collectModules(adapters, options.format, 'combine', true);
+  if (options.method !== 'cat') refuseNamingOverlaps(groups, adapters, options.method);
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
@@ -72,6 +80,7 @@ export async function combineAdapters(
   const bytesTotal = [...groups.values()].flat().reduce((n, r) => n + factorBytes(r.module), 0);
   let bytesDone = 0;
   const grown: string[] = [];
+  const pastMergeLimit: string[] = [];
   for (const [name, refs] of groups) {
     throwIfAborted(run.signal);
     run.onProgress?.({ phase: 'merge', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal, tensor: name });
@@ -97,6 +106,7 @@ export async function combineAdapters(
         upShape: [shape.out, stackedRank, ...shape.upTail], downShape: [stackedRank, ...shape.downTail],
       });
       report.push({ name, rank: stackedRank, froKept: 1, singularValues: [] });
+      if (stackedRank > MAX_RANK) pastMergeLimit.push(`${name} (rank ${stackedRank})`);
     } else {
       const rank = Math.min(options.rank ?? defaultRank, shape.out, shape.in);
       let decomposed;
@@ -114,12 +124,21 @@ export async function combineAdapters(
         }
         decomposed = await decomposeFactors(backend, { rows: shape.out, cols: stackedRank, data: b }, { rows: stackedRank, cols: shape.in, data: a }, rank, run.signal);
       } else {
-        // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too).
+        // The full updates sᵢ·BᵢAᵢ of the adapters that have this module (PEFT skips the others too),
+        // one task per adapter: the sum of its modules on this weight, where it names it twice.
         const tasks: Float32Array[] = [];
         const weights: number[] = [];
-        for (const f of factors) {
-          weights.push(f.weight);
-          tasks.push(await fullUpdate(backend, f.b, f.a, f.scale));
+        const taskOf = new Map<number, Float32Array>();
+        for (const [i, f] of factors.entries()) {
+          const update = await fullUpdate(backend, f.b, f.a, f.scale);
+          const task = taskOf.get(refs[i].adapterIndex);
+          if (task) {
+            for (let j = 0; j < task.length; j++) task[j] += update[j];
+          } else {
+            taskOf.set(refs[i].adapterIndex, update);
+            tasks.push(update);
+            weights.push(f.weight);
+          }
         }
         const merged = applyMergeRule(tasks, weights, {
           rule: options.method, density: options.density ?? 1, majoritySign: options.majoritySign ?? 'total',
@@ -150,6 +169,10 @@ export async function combineAdapters(
   if (grown.length > 0) {
     // The sum of rank-rᵢ updates has rank at most Σrᵢ: past it the SVD finds nothing to keep.
     result.warnings.push(`rank ${options.rank} is above the rank of ${grown.length} module(s)' combined update (${grown.slice(0, 3).join(', ')}${grown.length > 3 ? ', …' : ''}): the rank they gain is zero-filled, so the file grows and the update is exact`);
+  }
+  if (pastMergeLimit.length > 0) {
+    // Other tools load such a file; loramerge's own merge refuses it before reading it (request-checks.ts).
+    result.warnings.push(`${pastMergeLimit.length} module(s) are written at a rank above ${MAX_RANK} (${pastMergeLimit.slice(0, 3).join(', ')}${pastMergeLimit.length > 3 ? ', …' : ''}), which loramerge merge refuses (MAX_RANK); --method svd with a --rank writes their best approximation at a rank it takes`);
   }
   // A tensor saved whole is copied, not weighted (as merge says of it): the output replaces it at
   // full strength whatever --weight its adapter had. (A kohya output leaves it out and says so.)

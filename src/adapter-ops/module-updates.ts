@@ -10,6 +10,9 @@ import type { AdapterModule, ModuleKind, ParsedAdapter } from '../formats/adapte
 import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
+import { diffusersUnetName } from '../formats/layouts/sd-ldm-unet.js';
+import { isLokrOfFullFactors, lokrFullFactors } from '../formats/algorithms/lokr.js';
+import { lowRankPiece } from '../formats/algorithms/factor-io.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { hasNonFinite } from '../pipeline/value-checks.js';
 
@@ -41,6 +44,22 @@ export function outputName(module: AdapterModule, format: OutputFormat): string 
   return `lora_${module.address.part ?? kohyaPartFor(module.address.path)}_${module.address.path.replace(/\./g, '_')}`;
 }
 
+/**
+ * The base weight a module lands on, as far as its name alone says: modules of two adapters with
+ * the same key change the same weight. A Stable Diffusion UNet module named as the LDM/SGM
+ * checkpoints name it (kohya's SDXL LoRAs: `input_blocks_4_1_…`) and one named as diffusers' UNet
+ * does (`down_blocks.1.attentions.0.…`, PEFT and most diffusers trainers) are one weight (the
+ * sd-ldm-unet layout's mapping, which needs no base in that direction); other names are their
+ * output name. A guess that only ever joins names that layout joins.
+ */
+export function landingKey(module: AdapterModule, format: OutputFormat): string {
+  const { path, flat } = module.address;
+  const part = module.address.part ?? (flat ? undefined : kohyaPartFor(path));
+  if (part !== 'unet') return outputName(module, format);
+  const flatPath = path.replace(/^(model\.diffusion_model\.|unet\.)/, '').replace(/\./g, '_');
+  return `unet:${diffusersUnetName(flatPath) ?? flatPath}`;
+}
+
 /** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */
 export function kohyaPartFor(path: string): 'unet' | 'te' {
   return /^(model\.diffusion_model\.|unet\.)?(down_blocks|up_blocks|mid_block|input_blocks|middle_block|output_blocks|conv_in|conv_out|time_embed|time_embedding|add_embedding|label_emb|transformer_blocks|single_transformer_blocks|x_embedder|context_embedder|proj_out)\b/.test(path)
@@ -64,7 +83,8 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
   for (const adapter of adapters) {
     for (const m of adapter.modules) {
       // Maps of W (OFT, HRA, IA3 …) and dense or sparse updates (full diffs, SHiRA) are no product of two factors.
-      if (m.update.kind === 'transform' || m.update.kind === 'dense') {
+      // A LoKr of two full factors is merged dense where its rank is large, but is a product all the same.
+      if (m.update.kind === 'transform' || (m.update.kind === 'dense' && !isLokrOfFullFactors(m))) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is ${moduleTitle(m)}, whose update is not a low-rank product; ${command} cannot express it as a LoRA (merge it into the base instead)` });
         continue;
       }
@@ -83,7 +103,7 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
 
 /** The module's factors as f32 matrices: B (out × r), A (r × in·k…). */
 export async function readFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<{ b: Mat; a: Mat; rank: number }> {
-  const f = await readModuleFactors(adapter.file, module);
+  const f = isLokrOfFullFactors(module) ? lowRankPiece(await lokrFullFactors(adapter.file, module)) : await readModuleFactors(adapter.file, module);
   const shape = moduleShape(module);
   const a = decodeToF32(f.a.data, f.a.dtype);
   const b = decodeToF32(f.b.data, f.b.dtype);

@@ -83,7 +83,11 @@ export interface CombineLorasOptions<Out = MergeDestination> extends AdapterJobO
 export interface ResizeLoraOptions<Out = MergeDestination> extends AdapterJobOptions<Out> {
   /** The adapter; a Hugging Face Hub URL of a repository, `tree/` page or weights link is read as its PEFT folder. */
   adapter: MergeSource;
-  /** `{ kind: 'rank', rank }`, or one of kohya's dynamic rules `{ kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative', value }`. */
+  /**
+   * `{ kind: 'rank', rank }`, or one of kohya's dynamic rules `{ kind: 'sv_ratio' | 'sv_fro' |
+   * 'sv_cumulative', value, maxRank? }`: `maxRank` caps the rank the rule chooses (kohya's
+   * --new_rank beside --dynamic_method); without it a module keeps at most its own rank.
+   */
   rule: RankRule;
 }
 
@@ -363,17 +367,20 @@ function checkRule(rule: RankRule): void {
   if (rule?.kind === 'rank') {
     checkOptions('rule', rule, ['kind', 'rank'], { value: 'a rank rule gives its rank: { kind: "rank", rank: 8 }' });
   } else if (rule?.kind === 'sv_ratio' || rule?.kind === 'sv_fro' || rule?.kind === 'sv_cumulative') {
-    checkOptions('rule', rule, ['kind', 'value'], { rank: `a ${rule.kind} rule gives its value: { kind: "${rule.kind}", value }; a fixed rank is { kind: "rank", rank }` });
+    checkOptions('rule', rule, ['kind', 'value', 'maxRank'], { rank: `a ${rule.kind} rule gives its value: { kind: "${rule.kind}", value }, its largest rank as maxRank; a fixed rank is { kind: "rank", rank }` });
   }
   switch (rule?.kind) {
     case 'rank': return void positiveInteger('rule.rank', rule.rank);
     case 'sv_ratio':
       if (typeof rule.value !== 'number' || !Number.isFinite(rule.value) || rule.value <= 0) throw badArgument(`sv_ratio must be a positive number, not ${valueText(rule.value)}`);
-      return;
+      break;
     case 'sv_fro':
-    case 'sv_cumulative': return void fraction(rule.kind, rule.value);
-    default: throw badArgument('rule must be { kind: "rank", rank } or { kind: "sv_ratio" | "sv_fro" | "sv_cumulative", value }');
+    case 'sv_cumulative':
+      fraction(rule.kind, rule.value);
+      break;
+    default: throw badArgument('rule must be { kind: "rank", rank } or { kind: "sv_ratio" | "sv_fro" | "sv_cumulative", value, maxRank? }');
   }
+  if (rule.maxRank !== undefined) positiveInteger('rule.maxRank', rule.maxRank);
 }
 
 function positiveInteger(name: string, n: number): void {

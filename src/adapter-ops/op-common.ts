@@ -7,7 +7,7 @@ import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import { guessModelFamily, type ModelFamily } from '../plan/model-family.js';
 import { throwIfProblems } from '../plan/problems.js';
-import { checkFormatFits, checkModules, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
+import { checkFormatFits, checkModules, landingKey, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
 
 /** What combine, resize or extract did to one module. */
 export interface ModuleReport {
@@ -31,26 +31,37 @@ export interface OpResult {
 
 export const LORAMERGE_VERSION = '0.1.0';
 
-/** Modules by output name, in first-seen order; shapes must agree; one module per adapter and name. */
-export function collectModules(adapters: readonly ParsedAdapter[], format: OutputFormat, command: string): Map<string, ModuleRef[]> {
+/**
+ * Modules grouped, in first-seen order, each group under the output name of its first module;
+ * shapes must agree; no adapter names one module twice. `byWeight` groups modules by the base
+ * weight their names say they land on (landingKey: one UNet weight named the LDM and the diffusers
+ * way), so that combine acts on the sum of every update of that weight, not on each name's share;
+ * otherwise by output name (resize, which keeps every module it is given).
+ */
+export function collectModules(adapters: readonly ParsedAdapter[], format: OutputFormat, command: string, byWeight = false): Map<string, ModuleRef[]> {
   checkModules(adapters, command);
   const groups = new Map<string, ModuleRef[]>();
+  const groupOfName = new Map<string, string>();
   const problems: { code: 'SHAPE_MISMATCH' | 'UNSUPPORTED_FORMAT'; message: string }[] = [];
   adapters.forEach((adapter, adapterIndex) => {
     for (const module of adapter.modules) {
       const name = outputName(module, format);
+      // A name already seen joins that module's group: modules written under one name are one module.
+      const key = groupOfName.get(name) ?? (byWeight ? landingKey(module, format) : name);
+      groupOfName.set(name, key);
       const shape = moduleShape(module);
-      const refs = groups.get(name) ?? [];
-      groups.set(name, refs);
-      if (refs.some((r) => r.adapterIndex === adapterIndex)) {
+      const refs = groups.get(key) ?? [];
+      groups.set(key, refs);
+      if (refs.some((r) => r.adapterIndex === adapterIndex && r.outputName === name)) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: two modules are both named "${name}"` });
         continue;
       }
       const first = refs[0];
       if (first && (first.shape.kind !== shape.kind || first.shape.out !== shape.out || first.shape.in !== shape.in || first.shape.downTail.join() !== shape.downTail.join())) {
+        const names = first.outputName === name ? `module "${name}"` : `modules "${first.outputName}" and "${name}" (names of one base weight)`;
         problems.push({
           code: 'SHAPE_MISMATCH',
-          message: `module "${name}": ${adapter.name} has a ${shape.kind} update of ${shape.out}×${shape.downTail.join('×')} but ${adapters[first.adapterIndex].name} has a ${first.shape.kind} update of ${first.shape.out}×${first.shape.downTail.join('×')}`,
+          message: `${names}: ${adapter.name} has a ${shape.kind} update of ${shape.out}×${shape.downTail.join('×')} but ${adapters[first.adapterIndex].name} has a ${first.shape.kind} update of ${first.shape.out}×${first.shape.downTail.join('×')}`,
         });
         continue;
       }
@@ -58,7 +69,8 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
     }
   });
   throwIfProblems(command, problems);
-  return groups;
+  // Keyed by the name written, the first module's (distinct: a name seen before joins its group).
+  return new Map([...groups.values()].filter((refs) => refs.length > 0).map((refs) => [refs[0].outputName, refs]));
 }
 
 /**

@@ -32,7 +32,9 @@ export async function resizeAdapter(
     const { b, a, rank: oldRank } = await readFactors(adapter, ref.module);
     const { svd, total2 } = await decomposeFactors(backend, b, a, oldRank, run.signal);
     const side = Math.min(ref.shape.out, ref.shape.in);
-    const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : oldRank;
+    // A dynamic rule capped by the user stops there (kohya's --new_rank), even past the module's own
+    // rank, as kohya's does; uncapped, it stops at the module's own rank, which holds all the update.
+    const maxRank = rule.kind === 'rank' ? Math.min(rule.rank, side) : rule.maxRank !== undefined ? Math.min(rule.maxRank, side) : oldRank;
     const choice = chooseRank(svd.s, side, rule, maxRank);
     if (choice.rank > oldRank) grown.push(`${name} (rank ${oldRank})`);
     const scale = ref.module.scale;
@@ -45,7 +47,7 @@ export async function resizeAdapter(
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
   const oldRanks = new Set(adapter.modules.map((m) => m.rank));
   const from = oldRanks.size === 1 ? String([...oldRanks][0]) : 'mixed ranks';
-  const how = rule.kind === 'rank' ? `rank ${rule.rank}` : `${rule.kind} ${rule.value}`;
+  const how = rule.kind === 'rank' ? `rank ${rule.rank}` : `${rule.kind} ${rule.value}${rule.maxRank !== undefined ? ` at most rank ${rule.maxRank}` : ''}`;
   const comment = rule.kind === 'rank' ? `dimension is resized from ${from} to ${rule.rank}` : `Dynamic resize with ${rule.kind}: ${rule.value} from ${from}`;
   const previous = typeof adapter.config.ss_training_comment === 'string' ? `; ${adapter.config.ss_training_comment}` : '';
   const result = finishAdapter([adapter], modules, report, format, {

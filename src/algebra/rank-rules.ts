@@ -6,13 +6,17 @@
  *   sv_fro X         keep 2 + (first i with Σ_{j≤i} σⱼ² / Σσ² ≥ X²)
  * each first clamped to [1, n − 1] before the final +1, n = min(out, in) (kohya's full SVD has n
  * values; the ones past the factors' rank are 0). Then a zero update (σ₁ ≤ 1e-6) keeps 1, and no
- * rule keeps more than `maxRank`.
+ * rule keeps more than `maxRank` (kohya's --new_rank, which a dynamic rule takes as its maximum).
  */
 
-/** A fixed rank, or one of kohya's dynamic rules with its value (the CLI's --sv-ratio, --sv-fro, --sv-cumulative). */
+/**
+ * A fixed rank, or one of kohya's dynamic rules with its value (the CLI's --sv-ratio, --sv-fro,
+ * --sv-cumulative) and, optionally, the most rank it may keep (`maxRank`, the CLI's --rank beside
+ * the rule: kohya's --new_rank with a --dynamic_method).
+ */
 export type RankRule =
   | { kind: 'rank'; rank: number }
-  | { kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative'; value: number };
+  | { kind: 'sv_ratio' | 'sv_fro' | 'sv_cumulative'; value: number; maxRank?: number };
 
 export interface RankChoice {
   rank: number;

@@ -44,7 +44,7 @@ export interface ExtractCommand {
 export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
                     --method cat|svd|ties|dare_linear|dare_ties|magnitude_prune [--rank K] [--density D]
                     [--majority-sign total|frequency] [--seed N] [--clamp-quantile Q] --out PATH
-  loramerge resize  --adapter PATH (--rank K | --sv-ratio X | --sv-fro X | --sv-cumulative X) --out PATH
+  loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX]) --out PATH
   loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
     (combine, resize, extract also take [--backend auto|webgpu|cpu] [--overwrite]; an --out ending in
      .safetensors is a kohya file, any other a PEFT folder)`;
@@ -191,8 +191,8 @@ export function parseResize(args: string[]): ResizeCommand {
   }), 'resize', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --out OUTPUT');
   const adapter = nonEmptyPath('adapter', single(values.adapter, 'adapter'), 'an adapter file or folder');
-  const rules: RankRule[] = [];
-  for (const v of values.rank ?? []) rules.push({ kind: 'rank', rank: positiveInteger('rank', v) });
+  const ranks = (values.rank ?? []).map((v) => positiveInteger('rank', v));
+  const rules: Extract<RankRule, { value: number }>[] = [];
   for (const v of values['sv-ratio'] ?? []) {
     const x = plainDecimal(v);
     if (x === undefined || x <= 0) throw outOfRange('sv-ratio', RANGES.svRatio, v);
@@ -200,9 +200,14 @@ export function parseResize(args: string[]): ResizeCommand {
   }
   for (const v of values['sv-fro'] ?? []) rules.push({ kind: 'sv_fro', value: fraction('sv-fro', v) });
   for (const v of values['sv-cumulative'] ?? []) rules.push({ kind: 'sv_cumulative', value: fraction('sv-cumulative', v) });
-  if (rules.length !== 1) throw usageError('resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative');
+  if (ranks.length > 1 || rules.length > 1 || ranks.length + rules.length === 0) {
+    throw usageError('resize takes exactly one of --rank, --sv-ratio, --sv-fro, --sv-cumulative (a --sv-* rule may add --rank, its maximum rank)');
+  }
+  // Beside a dynamic rule --rank is the most rank it keeps, as kohya's --new_rank is beside --dynamic_method.
+  const [rule] = rules;
+  const chosen: RankRule = rule === undefined ? { kind: 'rank', rank: ranks[0] } : ranks.length === 1 ? { ...rule, maxRank: ranks[0] } : rule;
   return {
-    command: 'resize', adapter: adapter!, rule: rules[0], out: single(values.out, 'out')!,
+    command: 'resize', adapter: adapter!, rule: chosen, out: single(values.out, 'out')!,
     backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto', overwrite: values.overwrite ?? false,
   };
 }

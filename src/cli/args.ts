@@ -66,7 +66,7 @@ ${ADAPTER_USAGE}
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
-  --dry-run  print the plan and stop
+  --dry-run  print the plan and stop (--out optional; given, its folder is checked)
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
              an existing output file is replaced without it, also only on success
   inspect    print what a base model or adapter holds
@@ -75,7 +75,8 @@ ${ADAPTER_USAGE}
              the weighted sum), ties, dare_linear, dare_ties, magnitude_prune (PEFT's rules, which
              need --density D, the share of each update kept)
   resize     the adapter at a lower rank (kohya's resize_lora): --rank K, or per module the rank its
-             singular values give under --sv-ratio, --sv-fro or --sv-cumulative
+             singular values give under --sv-ratio, --sv-fro or --sv-cumulative, at most --rank K
+             where one is given too (kohya's --new_rank with --dynamic_method)
   extract    a LoRA of the difference between a fine-tuned model (--tuned) and its --base (mergekit's
              extract_lora): --rank K, or per module the smallest rank keeping the share --energy X
              of the difference's squared norm`;

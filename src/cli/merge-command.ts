@@ -30,9 +30,10 @@ const stdio: MergeOutput = { out: stdoutLine, err: stderrLine };
 
 export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Promise<number> {
   const log = io.err;
-  if (!cmd.dryRun) {
+  // Before any input is read or the plan printed: a folder that cannot take --out fails the run
+  // anyway, and a dry run (which needs no --out) is there to say what the real run would do.
+  if (cmd.out !== '') {
     checkOutputPath(cmd.out);
-    // Before any input is read or the plan printed: a folder that cannot take --out fails the run anyway.
     await checkOutputFolder(cmd.out);
   }
   // URL inputs are opened before the cancel signal exists (it comes with the output): Ctrl-C reaches

@@ -56,6 +56,18 @@ export function fullAsFactors(w: Matrix): Factors {
 }
 
 /**
+ * kron(W₁, W₂) of two full matrices as factors of the least rank, rank(W₁)·rank(W₂) at most
+ * min(a, c)·min(b, d): where that rank allows, kron(W₁, I)·kron(I, W₂) or kron(I, W₁)·kron(W₂, I),
+ * whose values are copies of W₁'s and W₂'s (no product to round), else I·W or W·I on each side.
+ */
+export function fullKronFactors(w1: Matrix, w2: Matrix): Factors {
+  const least = Math.min(w1.rows, w1.cols) * Math.min(w2.rows, w2.cols);
+  if (w1.cols * w2.rows === least) return kronFactors({ b: w1, a: identity(w1.cols) }, { b: identity(w2.rows), a: w2 });
+  if (w1.rows * w2.cols === least) return kronFactors({ b: identity(w1.rows), a: w1 }, { b: w2, a: identity(w2.cols) });
+  return kronFactors(fullAsFactors(w1), fullAsFactors(w2));
+}
+
+/**
  * kron(B₁A₁, B₂A₂) = kron(B₁, B₂)·kron(A₁, A₂) (the mixed-product property), rank r₁·r₂. Each value
  * of the krons is a product of two f32 values, kept in float64 where f32 would round it.
  * With a conv's W₂ flattened to (out₂, in₂·K), kron(W₁, W₂) flattened is the conv kron that

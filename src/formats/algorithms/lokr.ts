@@ -8,7 +8,7 @@
  * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
  * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
  */
-import { kronRows, tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
+import { fullKronFactors, kronRows, tuckerFactors, type Factors } from '../../algorithms/math/low-rank-forms.js';
 import { lokrForm, lokrFullRankUnderRsLora, lokrScale, type KronFactor } from '../../algorithms/math/lokr.js';
 import type { AdapterModule } from '../adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
@@ -127,6 +127,20 @@ export const lokr: Algorithm = {
     return [lowRankPiece(form.factors)];
   },
 };
+
+/** A LoKr module whose W₁ and W₂ are both stored whole (merge may apply it as a dense update). */
+export function isLokrOfFullFactors(module: AdapterModule): boolean {
+  return module.algorithm === lokr.name && module.tensors.w1 !== undefined && module.tensors.w2 !== undefined;
+}
+
+/**
+ * Such a module's update kron(W₁, W₂) (unscaled) as exact low-rank factors, whatever its rank
+ * (combine and resize write it as a LoRA; merge takes the dense form where the rank is large).
+ */
+export async function lokrFullFactors(file: SafetensorsFile, module: AdapterModule): Promise<Factors> {
+  const { w1, w2 } = module.tensors;
+  return fullKronFactors(await readMatrix(file, w1), await readMatrix(file, w2));
+}
 
 async function firstFactor(file: SafetensorsFile, module: AdapterModule): Promise<KronFactor> {
   const { w1, w1a, w1b } = module.tensors;

@@ -122,6 +122,15 @@ export class RenameTable {
     return this.place({ ...claim, from, to, naming: 'split', slice: true }, base);
   }
 
+  /**
+   * The single-file tensor (its name in the block) whose rows [from, to), in units, a module path
+   * names, and in which naming; undefined when no rule names it. Needs no base.
+   */
+  rowsNamed(path: string): { tensor: string; from: number; to: number; naming: 'fused' | 'split' } | undefined {
+    const claim = this.claim(path);
+    return claim && { tensor: tensorName(claim.rule.fused, claim.block), from: claim.from, to: claim.to, naming: claim.naming };
+  }
+
   private place(claim: Claim, base: BaseView): LayoutResolution {
     const { rule, block } = claim;
     const total = rule.parts.reduce((n, p) => n + p.units, 0);
