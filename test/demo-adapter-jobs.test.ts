@@ -191,6 +191,33 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     await page.screenshot({ path: 'test-output/demo-resize.png', fullPage: true });
   });
 
+  it('resize by sv-cumulative with a largest rank: the box shows for the dynamic rules only, and every module is capped at it, within 1e-3 of the rank-2 optimum', async () => {
+    const { modules, path } = kohyaWithSpectra(34);
+    demo = await session.open('?mode=resize');
+    const { page } = demo;
+    const maxHidden = () => page.$eval('#job-resize-max', (e) => (e.closest('.field') as HTMLElement).hidden);
+    expect(await maxHidden()).toBe(true);
+    await upload(page, 'job-adapter-input', path);
+    await factsRead(page, 1);
+    await page.select('#job-resize-rule', 'sv_cumulative');
+    expect(await maxHidden()).toBe(false);
+    // 99 % of Σσ keeps more than two values of either spectrum; the largest rank caps both at 2.
+    await typeInto(page, '#job-resize-value', '0.99');
+    await typeInto(page, '#job-resize-max', '2');
+    await runEnabled(page);
+    await page.click('[data-testid="job-run"]');
+    const updates = kohyaUpdates(await downloadBytes(page, 'job-download-link'));
+    for (const [m, s] of [[modules[0], SPECTRUM_Q], [modules[1], SPECTRUM_K]] as const) {
+      const scale = m.alpha! / s.length;
+      const truth = product({ ...m.b, data: m.b.data.map((x) => x * scale) }, m.a);
+      const optimum = scale * Math.sqrt(s.slice(2).reduce((t, x) => t + x * x, 0));
+      const err = Math.sqrt(frob2(minus(updates.get(m.name)!, truth)));
+      expect(err, m.name).toBeLessThanOrEqual(optimum * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(truth)));
+    }
+    const ranks = await page.$$eval('[data-testid="job-modules"] tbody tr', (trs) => trs.map((tr) => [tr.children[0].textContent, tr.children[1].textContent]));
+    expect(Object.fromEntries(ranks)).toEqual({ [TO_Q]: '2', [TO_K]: '2' });
+  });
+
   it('extract on WebGPU: within 1e-3 of the optimum, a changed norm saved whole', async () => {
     const rand = seededRandom(33);
     const base: Record<string, Dense> = {

@@ -61,9 +61,9 @@ interface RuleInput {
 
 const RESIZE_RULES: Record<RankRule['kind'], RuleInput> = {
   rank: { label: 'Rank', hint: 'Every module gets this rank.', min: '1', max: '', step: '1', value: '8' },
-  sv_ratio: { label: 'Largest σ₁/σᵢ', hint: 'Per module, keep the singular values within this factor of the largest (kohya’s sv_ratio), at most the module’s own rank.', min: '1', max: '', step: '0.5', value: '10' },
-  sv_fro: { label: 'Share of ‖ΔW‖_F', hint: 'Per module, the smallest rank keeping this share of the update’s Frobenius norm (kohya’s sv_fro), at most the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
-  sv_cumulative: { label: 'Share of Σσ', hint: 'Per module, the smallest rank keeping this share of the sum of singular values (kohya’s sv_cumulative), at most the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
+  sv_ratio: { label: 'Largest σ₁/σᵢ', hint: 'Per module, keep the singular values within this factor of the largest (kohya’s sv_ratio), at most the largest rank below, or the module’s own rank.', min: '1', max: '', step: '0.5', value: '10' },
+  sv_fro: { label: 'Share of ‖ΔW‖_F', hint: 'Per module, the smallest rank keeping this share of the update’s Frobenius norm (kohya’s sv_fro), at most the largest rank below, or the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
+  sv_cumulative: { label: 'Share of Σσ', hint: 'Per module, the smallest rank keeping this share of the sum of singular values (kohya’s sv_cumulative), at most the largest rank below, or the module’s own rank.', min: '0', max: '1', step: '0.01', value: '0.9' },
 };
 
 const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
@@ -88,6 +88,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const clamp = byId<HTMLInputElement>('job-clamp');
   const resizeRule = byId<HTMLSelectElement>('job-resize-rule');
   const resizeValue = byId<HTMLInputElement>('job-resize-value');
+  // A dynamic rule's cap (kohya's --new_rank beside a --dynamic_method); empty leaves each module's own rank.
+  const resizeMax = byId<HTMLInputElement>('job-resize-max');
   const extractRule = byId<HTMLSelectElement>('job-extract-rule');
   const extractValue = byId<HTMLInputElement>('job-extract-value');
   const format = byId<HTMLSelectElement>('job-format');
@@ -101,7 +103,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const errorsHeading = byId('job-errors-heading');
   const errorList = byId<HTMLUListElement>('job-error-list');
   const fields = [...section.querySelectorAll<HTMLElement>('.job-options .field')];
-  const controls = [method, rank, density, majority, seed, clamp, resizeRule, resizeValue, extractRule, extractValue, format];
+  const controls = [method, rank, density, majority, seed, clamp, resizeRule, resizeValue, resizeMax, extractRule, extractValue, format];
   const progress = new ProgressView(byId<HTMLProgressElement>('job-progress'), byId('job-progress-text'), 'modules', () => store.inputsRevision);
   const results = new JobResultsView();
   const spectrum = mountSpectrumPanel();
@@ -178,7 +180,9 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         : ruleKind === 'sv_ratio' ? number(resizeValue, 'The ratio', (x) => x > 0, 'above 0')
           : number(resizeValue, 'The share', share, 'above 0 and at most 1');
       if (typeof value !== 'number') return { problem: value ?? `Give the ${RESIZE_RULES[ruleKind].label.toLowerCase()}.` };
-      const rule: RankRule = ruleKind === 'rank' ? { kind: 'rank', rank: value } : { kind: ruleKind, value };
+      const maxRank = ruleKind === 'rank' ? undefined : number(resizeMax, 'Largest rank', positiveInteger, 'a whole number of at least 1 (or empty for the module’s own)');
+      if (typeof maxRank === 'string') return { problem: maxRank };
+      const rule: RankRule = ruleKind === 'rank' ? { kind: 'rank', rank: value } : { kind: ruleKind, value, ...(maxRank !== undefined && { maxRank }) };
       const adapter = s.single!;
       return { spec: { kind: 'resize', adapter: { name: adapter.set.name, files: adapter.set.files }, rule, format: kind } };
     }
@@ -199,7 +203,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     if (s.mode === 'combine') {
       return JSON.stringify(['combine', method.value, rank.value, density.value, majority.value, seed.value, clamp.value, format.value, s.adapters.map((a) => a.weight)]);
     }
-    if (s.mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, format.value]);
+    if (s.mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, resizeRule.value === 'rank' ? '' : resizeMax.value, format.value]);
     return JSON.stringify([s.mode, extractRule.value, extractValue.value, format.value]);
   };
 
@@ -274,7 +278,9 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     for (const field of fields) {
       const modes = field.dataset.modes?.split(' ') ?? [];
       const methods = field.dataset.methods?.split(' ');
-      field.hidden = !modes.includes(s.mode) || (s.mode === 'combine' && methods !== undefined && !methods.includes(m));
+      const rules = field.dataset.rules?.split(' ');
+      field.hidden = !modes.includes(s.mode) || (s.mode === 'combine' && methods !== undefined && !methods.includes(m))
+        || (s.mode === 'resize' && rules !== undefined && !rules.includes(resizeRule.value));
     }
     for (const control of controls) control.disabled = s.busy;
     methodHint.textContent = s.mode === 'combine' ? METHOD_HINTS[m]
