@@ -13,13 +13,11 @@ import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import { ggmlByteSize, ggmlTypeById } from './ggml-types.js';
+import { FIVE_D_TYPES, GGML_MAX_DIMS, GGML_MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
 import { GGUFValueType } from './gguf-metadata.js';
 
-const DEFAULT_ALIGNMENT = 32;
 /** The fixed header: magic, version, tensor count, metadata count. */
 const FIXED_HEADER_BYTES = 24;
-/** GGML_MAX_NAME less the terminating zero. */
-const MAX_NAME_BYTES = 63;
 /** Read first; doubled while the walk needs more, up to `limit`. */
 const FIRST_WINDOW_BYTES = 1 << 20;
 const FIXED_VALUE_BYTES: Partial<Record<number, number>> = {
@@ -28,7 +26,6 @@ const FIXED_VALUE_BYTES: Partial<Record<number, number>> = {
   [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
   [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
 };
-const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 
 /** The walk reached the end of the bytes read so far, before the end of the file. */
 class NeedMoreBytes extends Error {}
@@ -109,10 +106,10 @@ function entryAt(h: HeaderBytes, at: number): { key: string; end: number; alignm
 
 /** A tensor info at `at` whose data would start at data offset `offset`: its name, end and data size. */
 function tensorInfoAt(h: HeaderBytes, at: number, offset: bigint): { name: string; end: number; bytes: bigint } | undefined {
-  const name = h.name(at, MAX_NAME_BYTES);
+  const name = h.name(at, GGML_MAX_NAME_BYTES);
   if (!name) return undefined;
   const nDims = h.u32(name.end);
-  if (nDims === undefined || nDims < 1 || nDims > 5) return undefined;
+  if (nDims === undefined || nDims < 1 || nDims > GGML_MAX_DIMS + 1) return undefined;
   const ne: bigint[] = [];
   for (let i = 0; i < nDims; i++) {
     const d = h.u64(name.end + 4 + 8 * i);
@@ -190,7 +187,7 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
     // Where each metadata entry starts, and the alignment in force after each: `upTo` entries, or
     // fewer where one does not parse.
     const starts = [FIXED_HEADER_BYTES];
-    const alignments = [DEFAULT_ALIGNMENT];
+    const alignments = [GGUF_DEFAULT_ALIGNMENT];
     const walkEntries = (upTo: number) => {
       while (starts.length <= upTo) {
         const entry = entryAt(h, starts[starts.length - 1]);

@@ -31,17 +31,9 @@ import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { FOREIGN_SNIFF_BYTES, foreignFileKind } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { miscountedHeader } from './gguf-counts.js';
+import { FIVE_D_TYPES, GGML_MAX_DIMS as MAX_DIMS, GGML_MAX_NAME_BYTES as MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
-export const GGUF_DEFAULT_ALIGNMENT = 32;
-/** GGML_MAX_DIMS. */
-const MAX_DIMS = 4;
-/**
- * The types a 5-D tensor may have: ComfyUI-GGUF's fix_5d_tensors.py adds a video model's Conv3d
- * patch embedding (Wan's, HunyuanVideo's `patch_embedding.weight`) to its GGUF files as a 5-D F32
- * tensor, which gguf-py and ComfyUI-GGUF's loader read though GGML's own code stops at 4.
- */
-const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 /**
  * ARM-interleaved types that ggml defined in 2024 and then removed from GGUF files (ggml.h keeps
  * their ids commented out): llama.cpp repacks Q4_0 and IQ4_NL at load time instead. Files of them
@@ -50,8 +42,6 @@ const FIVE_D_TYPES: ReadonlySet<string> = new Set(['F32', 'F16', 'BF16']);
 const REMOVED_REPACKED_TYPES: ReadonlyMap<number, string> = new Map([
   [31, 'Q4_0_4_4'], [32, 'Q4_0_4_8'], [33, 'Q4_0_8_8'], [36, 'IQ4_NL_4_4'], [37, 'IQ4_NL_4_8'], [38, 'IQ4_NL_8_8'],
 ]);
-/** GGML_MAX_NAME: names are stored in 64-byte fields with a terminating zero. */
-const MAX_NAME_BYTES = 63;
 /** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
 export const MAX_GGUF_HEADER_BYTES = 50_000_000;
 
