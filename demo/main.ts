@@ -64,7 +64,7 @@ const inputs = () => ({
   base: store.state.base!,
   adapters: store.state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
 });
-const weightsKey = () => store.state.adapters.map((a) => a.weight).join(',');
+const checkSettingsKey = () => JSON.stringify([store.state.outDtype, store.state.adapters.map((a) => a.weight)]);
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** What a new plan says aloud: errors at once; otherwise, politely, what matched, what was left out and each warning's gist. */
@@ -92,14 +92,15 @@ store.onInputsChanged = () => {
   checkRequest++;
   announcer.clearStatus();
   if (!store.state.base || store.state.adapters.length === 0) return;
-  const sent = weightsKey();
+  const sent = checkSettingsKey();
   const { base, adapters } = inputs();
   client.plan(base.name, base.files, adapters).then(
     (plan) => {
       if (request !== planRequest) return;
       const dropped = store.setPlan({ status: 'ready', plan });
       announcePlan(plan, dropped);
-      if (weightsKey() !== sent) scheduleCheck(); // a slider moved while the plan was made
+      // A slider moved while the plan was made, or a dtype is chosen (the plan is made without one).
+      if (checkSettingsKey() !== sent || store.state.outDtype !== 'same') scheduleCheck();
     },
     (error: Error) => {
       if (request !== planRequest) return;
@@ -111,12 +112,12 @@ store.onInputsChanged = () => {
   );
 };
 
-/** Weight 0, the same adapter twice, DoRA at another weight…: the warnings follow the sliders. */
+/** Weight 0, the same adapter twice, DoRA at another weight, a GGUF re-quantized…: the warnings follow the sliders and the dtype menu. */
 function scheduleCheck(): void {
   clearTimeout(checkTimer);
   checkTimer = setTimeout(runCheck, 200);
 }
-store.onWeightsChanged = scheduleCheck;
+store.onCheckSettingsChanged = scheduleCheck;
 
 function runCheck(): void {
   if (store.state.plan.status !== 'ready') return; // a plan on its way checks when it arrives
@@ -124,7 +125,7 @@ function runCheck(): void {
   const forPlan = planRequest;
   const before = new Set(store.state.plan.plan.problems.map((p) => p.message));
   const { base, adapters } = inputs();
-  client.check(base.name, base.files, adapters).then(
+  client.check(base.name, base.files, adapters, store.state.outDtype).then(
     (check) => {
       if (request !== checkRequest || forPlan !== planRequest) return;
       store.setCheck(check);

@@ -182,7 +182,7 @@ function handle(request: WorkerRequest): void {
       break;
     }
     case 'check':
-      checkPlan(pickedFileSet(request.baseName, request.base, 'plan'), weighted(request.adapters, 'plan')).then(
+      checkPlan(pickedFileSet(request.baseName, request.base, 'plan'), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
         (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );

@@ -101,8 +101,8 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   private nextAdapterId = 1;
   /** Called after the base or the adapters changed: the plan must be made again. */
   onInputsChanged: () => void = () => {};
-  /** Called after a weight changed: the plan's warnings depend on the weights (weight 0…). */
-  onWeightsChanged: () => void = () => {};
+  /** Called after a weight or the output dtype changed: the plan's warnings depend on them (weight 0, a GGUF re-quantized…). */
+  onCheckSettingsChanged: () => void = () => {};
 
   constructor() {
     super({ adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' } });
@@ -150,12 +150,14 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     if (!adapter || adapter.weight === weight) return;
     adapter.weight = weight;
     this.settingsChanged();
-    this.onWeightsChanged();
+    this.onCheckSettingsChanged();
   }
 
   setOutDtype(dtype: string): void {
+    if (this.state.outDtype === dtype) return;
     this.state.outDtype = dtype;
     this.settingsChanged();
+    this.onCheckSettingsChanged();
   }
 
   setDtypeMergedOnly(only: boolean): void {

@@ -234,9 +234,13 @@ function checkOf(prepared: PreparedMerge): PlanCheck {
   };
 }
 
-/** The plan's problems at these weights (a slider moved): headers only, nothing measured. */
-export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[]): Promise<PlanCheck> {
-  const prepared = await prepareMerge(base, adapters);
+/**
+ * The plan's problems at these weights and this output dtype (a slider moved, another type
+ * chosen): headers only, nothing measured. A GGUF base's warnings then say what the chosen type
+ * does, not what it would do unless another is chosen.
+ */
+export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[], dtype?: string): Promise<PlanCheck> {
+  const prepared = await prepareMerge(base, adapters, { dtype });
   try {
     return checkOf(prepared);
   } finally {

@@ -68,9 +68,9 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'plan', baseName, base, adapters }).done as Promise<PlanSummary>;
   }
 
-  /** The plan's problems again at the adapters' current weights. */
-  check(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanCheck> {
-    return this.rpc.send({ type: 'check', baseName, base, adapters }).done as Promise<PlanCheck>;
+  /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
+  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
+    return this.rpc.send({ type: 'check', baseName, base, adapters, outDtype }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */

@@ -33,7 +33,8 @@ export type OutputChoice =
 export type WorkerRequest =
   | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
-  | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
+  /** outDtype: the Output dtype menu's choice, so the plan's warnings can name it ('same' keeps each tensor's type). */
+  | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice }
   | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }

@@ -112,9 +112,17 @@ describe('the page offers what the CLI does', PAGE_RETRY, () => {
     expect(await announced(page, /back to keeping each tensor/)).toContain('cannot be written as f8_e5m2');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q4_K .*adds the quantization error once more/);
     // The plan's own requantization warning is listed with the others.
-    expect((await texts(page, '[data-testid="plan-problems"] li')).join('\n')).toMatch(/^warning: .*re-quantized to their own types/m);
+    expect((await texts(page, '[data-testid="plan-problems"] li')).join('\n')).toMatch(/^warning: .*unless another Output dtype is chosen, the merged tensors \(1 Q4_K\) are re-quantized to their own types/m);
     await page.select('[data-testid="out-dtype"]', 'q8_0');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/requantized to Q8_0 .*blocks of 32/);
+    // The plan is checked again at the chosen type: written as Q8_0, nothing is re-quantized to its own type.
+    const requantizeWarningShown = (shown: boolean) => page.waitForFunction(
+      (want) => [...document.querySelectorAll('[data-testid="plan-problems"] li')].some((li) => /re-quantized to their own types/.test(li.textContent ?? '')) === want,
+      { timeout: 30_000 }, shown);
+    await requantizeWarningShown(false);
+    await page.select('[data-testid="out-dtype"]', 'same');
+    await requantizeWarningShown(true);
+    await page.select('[data-testid="out-dtype"]', 'q8_0');
     await page.select('[data-testid="out-dtype"]', 'mxfp4_moe');
     expect(await text(page, '[data-testid="out-dtype-hint"]')).toMatch(/MXFP4_MOE mix \(gpt-oss’s own: stacked expert tensors MXFP4, the other matrices and the output head Q8_0/);
     expect(await page.$$eval('[data-testid="out-dtype"] optgroup', (gs) => gs.map((g) => [(g as HTMLOptGroupElement).label, g.children.length])))
