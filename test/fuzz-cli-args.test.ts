@@ -81,7 +81,8 @@ const EMPTY_FOLDERS = ['emptydir'];
 
 /** What a fault makes of the case (see the module comment); `why` must be in the error line. */
 type FaultKind = 'usage' | 'help' | 'early-usage' | 'input' | 'dtype-usage' | 'late-usage';
-interface Fault { kind: FaultKind; why: RegExp }
+/** `ofOut`: a fault of the --out value drawn first, gone when a later fault replaces that value. */
+interface Fault { kind: FaultKind; why: RegExp; ofOut?: true }
 
 /** One option as it will be typed. */
 interface Opt { name: string; value?: string; eq: boolean }
@@ -234,7 +235,7 @@ function build(r: Recipe): Built {
   }
   if (['combine', 'resize', 'extract'].includes(r.command)) {
     const out = pick(['o.safetensors', 'o-peft', 'emptydir', 'old.safetensors', 'newdir/o.safetensors', '-', 'ü peft', 'peft\nout'], p[15]);
-    if (out.startsWith('newdir/')) b.faults.push({ kind: 'early-usage', why: /newdir.*does not exist; create it or choose another --out/ });
+    if (out.startsWith('newdir/')) b.faults.push({ kind: 'early-usage', why: /newdir.*does not exist; create it or choose another --out/, ofOut: true });
     else b.output = { path: out, kind: out.endsWith('.safetensors') ? 'adapter-file' : 'adapter-folder' };
     b.opts.push(opt('backend', 'cpu'));
     b.opts.push(opt('out', out));
@@ -455,6 +456,8 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const [path, why, kind] = pick(choices, n >> 2);
       out.value = path;
       b.output = undefined;
+      // The --out drawn first is no longer on the line (seed 20261206, case 199: newdir/ replaced by notes).
+      b.faults = b.faults.filter((f) => !f.ofOut);
       b.faults.push({ kind, why });
     },
   ];
