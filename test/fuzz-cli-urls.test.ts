@@ -608,8 +608,8 @@ const label = (b: Behaviour): string => (b.kind === 'redirect' ? `redirect → $
 
 /**
  * What the one GET of a Hub adapter's config (no Range, no HEAD, read whole up to MAX_CONFIG_BYTES)
- * meets: a fault of that request; the config absent (404); text that is no JSON (the served text,
- * or a body cut short or of no bytes: a 206 of other bytes than the whole file); or the config.
+ * meets: a fault of that request; the config absent (404); text that is no JSON; or the config.
+ * A 206 is taken only where its Content-Range is the whole file and the body holds all of it.
  */
 function configRead(c: Case, i: Input): { kind: 'fine' | 'absent' | 'bad-json' } | { kind: 'fault'; expected: Expected } {
   const b = i.behaviours.get(PEFT_CONFIG)!;
@@ -623,18 +623,28 @@ function configRead(c: Case, i: Input): { kind: 'fine' | 'absent' | 'bad-json' }
     case 'loop': return fault();
     case 'status': return inner.at !== 'get' ? { kind: 'fine' } : inner.status === 404 ? { kind: 'absent' } : fault();
     case 'stall-headers': case 'stall-body': case 'long-length': return inner.at === 'get' ? fault() : { kind: 'fine' };
-    case 'short-length': case 'shifted': return inner.at === 'get' ? { kind: 'bad-json' } : { kind: 'fine' };
-    // fetch undoes the gzip. The server sends the compressed text cut to the config's length (as a
-    // range of it): a cut into gzip's 8-byte trailer (CRC and size) is inflated whole and goes
-    // unnoticed (seed 2, case 1307: A's config, 6 bytes cut), one into the deflate data gives text
-    // cut short, or none (seed 1, case 126: B's, 10 bytes cut).
+    // The whole file's Content-Range over a body one byte short: refused as cut short, not parsed.
+    case 'short-length': return inner.at === 'get' ? fault() : { kind: 'fine' };
+    // A Content-Range of `bytes -1-…`, no range at all: refused as part of the file (seed 20261206, case 170).
+    case 'shifted': return inner.at === 'get'
+      ? fault(new RegExp(`^error: ${url}: the server sent part of the file \\(HTTP 206 Partial Content, with a Content-Range that names no byte range\\) when asked for the whole file; serve it whole \\(HTTP 200\\) or download the file first$`))
+      : { kind: 'fine' };
+    // The server sends the compressed text cut to the config's length, as a range of it: where
+    // that is part of the compressed text it is refused as such; where the whole, fetch inflates it.
     case 'gzip': {
       const bytes = configBytes(inner, i.content as 'A' | 'B');
-      return inner.at === 'get' && gzipSync(bytes).byteLength - 8 > bytes.byteLength ? { kind: 'bad-json' } : { kind: 'fine' };
+      return inner.at === 'get' && gzipSync(bytes).byteLength > bytes.byteLength ? fault(partOfTheFile(url)) : { kind: 'fine' };
     }
+    // The whole file's range, of a larger total: part of the file (seed 20261206, case 228).
+    case 'size': return inner.at === 'get' ? fault(partOfTheFile(url)) : { kind: 'fine' };
     // One whole GET: nothing to compare a version or a range with.
     default: return { kind: 'fine' };
   }
+}
+
+/** A config's GET answered with a 206 of part of the file (its Content-Range says which bytes of how many). */
+function partOfTheFile(url: string): RegExp {
+  return new RegExp(`^error: ${url}: the server sent bytes 0–\\d+ of its \\d+ \\(HTTP 206 Partial Content\\) when asked for the whole file; serve it whole \\(HTTP 200\\) or download the file first$`);
 }
 
 /** Where a Hub file's fault strikes: a gated file at its first request, unless the token reaches it. */

@@ -24,7 +24,7 @@ const bytesOf = (x: Uint8Array | string) => (typeof x === 'string' ? new TextEnc
 
 /** How the server misbehaves on the base's range requests, by the first path segment. */
 type Mode = 'big-config' | 'spa' | 'spa-ranges' | 'ok' | 'no-range' | 'long-length' | 'short-length' | 'etag-changes' | 'size-changes' | 'stall' | 'loop' | 'error-500' | 'gzip' | 'gzip-head' | 'gated' | 'gone'
-  | 'config-206-whole' | 'config-206-part' | 'config-206-bare';
+  | 'config-206-whole' | 'config-206-part' | 'config-206-bare' | 'config-206-unreadable' | 'config-206-gzip';
 const rangeRequests = new Map<string, number>();
 let server: Server;
 let origin: string;
@@ -104,9 +104,14 @@ beforeAll(async () => {
     if (!body) return void response.writeHead(404).end();
     if (mode.startsWith('config-206') && path.endsWith('.json') && !request.headers.range && request.method === 'GET') {
       // A GET of the whole config answered 206 Partial Content: of all its bytes, of only the
-      // first 40, or with no Content-Range at all (what it holds cannot be told).
+      // first 40, with no Content-Range at all or one naming no range (what it holds cannot be
+      // told), or all its bytes gzip-compressed (the range counting the compressed ones).
+      if (mode === 'config-206-gzip') {
+        const gz = gzipSync(body);
+        return void response.writeHead(206, { 'Content-Range': `bytes 0-${gz.byteLength - 1}/${gz.byteLength}`, 'Content-Length': gz.byteLength, 'Content-Encoding': 'gzip' }).end(gz);
+      }
       const end = mode === 'config-206-part' ? 39 : body.byteLength - 1;
-      const range = mode === 'config-206-bare' ? {} : { 'Content-Range': `bytes 0-${end}/${body.byteLength}` };
+      const range = mode === 'config-206-bare' ? {} : { 'Content-Range': mode === 'config-206-unreadable' ? `bytes */${body.byteLength}` : `bytes 0-${end}/${body.byteLength}` };
       return void response.writeHead(206, { ...range, 'Content-Length': end + 1 }).end(body.subarray(0, end + 1));
     }
     if (request.headers.range) return serveRange(path === 'llama.safetensors' ? mode : 'ok', request, response, body);
@@ -198,8 +203,8 @@ describe('merge() from misbehaving servers', () => {
     });
   });
 
-  it('a config whose whole-file GET is answered 206 with every byte (Content-Range 0 to the end) is read, and merges exactly', async () => {
-    const { result, out } = await mergeFrom('config-206-whole');
+  it.each<Mode>(['config-206-whole', 'config-206-gzip'])('%s: a config whose whole-file GET is answered 206 with every byte (Content-Range 0 to the end, compressed or not) is read, and merges exactly', async (mode) => {
+    const { result, out } = await mergeFrom(mode);
     await result;
     checkMerged(new Uint8Array(readFileSync(out)), readSafetensors(base), [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }]);
   });
@@ -207,6 +212,7 @@ describe('merge() from misbehaving servers', () => {
   it.each<[Mode, string]>([
     ['config-206-part', 'the server sent bytes 0–39 of its \\d+ \\(HTTP 206 Partial Content\\) when asked for the whole file'],
     ['config-206-bare', 'the server sent part of the file \\(HTTP 206 Partial Content, without a Content-Range\\) when asked for the whole file'],
+    ['config-206-unreadable', 'the server sent part of the file \\(HTTP 206 Partial Content, with a Content-Range that names no byte range\\) when asked for the whole file'],
   ])('%s: a config answered 206 with only part of it is refused in one line naming the URL, not read as JSON; nothing written', async (mode, why) => {
     const { result, dir } = await mergeFrom(mode);
     const error = await result.then(() => undefined, (e: unknown) => e as { code: string; message: string });

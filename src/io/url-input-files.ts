@@ -268,20 +268,26 @@ export function urlInputFileSetWithAuth(
  */
 async function readWholeText(href: string, o: Resolved): Promise<string> {
   let range: { start: number; end: number; total: number } | undefined;
+  let encoded = false;
   const bytes = await fetchBody(href, o, 'the file', {}, MAX_CONFIG_BYTES, (response) => {
     const page = webPage(response);
     if (page || response.status !== 206) return page;
+    encoded = encodingOf(response) !== null;
     const m = /^\s*bytes\s+(\d+)-(\d+)\s*\/\s*(\d+)\s*$/i.exec(response.headers.get('content-range') ?? '');
     const partial = (what: string): Refusal => ({
       code: 'UNSUPPORTED_FORMAT', message: `the server sent ${what} when asked for the whole file; serve it whole (HTTP 200) or download the file first`,
     });
-    if (!m) return partial('part of the file (HTTP 206 Partial Content, without a Content-Range)');
+    if (!m) {
+      const named = response.headers.get('content-range') === null ? 'without a Content-Range' : 'with a Content-Range that names no byte range';
+      return partial(`part of the file (HTTP 206 Partial Content, ${named})`);
+    }
     range = { start: Number(m[1]), end: Number(m[2]), total: Number(m[3]) };
     if (range.start !== 0 || range.end !== range.total - 1) return partial(`bytes ${m[1]}–${m[2]} of its ${m[3]} (HTTP 206 Partial Content)`);
     return undefined;
   }, true);
-  // A whole-file 206 must hold what its Content-Range says: every byte.
-  if (range && bytes.byteLength !== range.total) {
+  // A whole-file 206 must hold what its Content-Range says: every byte. A compressed one counts
+  // the compressed bytes, which fetch has already inflated (and checked) into these.
+  if (range && !encoded && bytes.byteLength !== range.total) {
     const short = new MergeError('TRUNCATED', `${href}: got ${bytes.byteLength} of ${range.total} bytes for the file`);
     requestFailures.add(short);
     throw short;
