@@ -600,7 +600,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           updates.set(baseKey, update);
         }
         if (module.dora) {
-          const dora = planDora(module, adapterIndex, adapter.file, view, fail);
+          const dora = planDora(module, adapterIndex, adapter.file, view, info.shape, fail);
           if (!dora) continue;
           term.dora = dora;
           if (weight !== 1 && module.dora.weighting === 'factor') {
@@ -1037,7 +1037,7 @@ function replacementShapeProblem(key: string, base: readonly number[], rep: read
   return true;
 }
 
-function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
+function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, baseShape: readonly number[], fail: Fail): PlannedDora | null {
   const dora = module.dora!;
   // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
   const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
@@ -1045,6 +1045,12 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
   const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
+    return null;
+  }
+  // A ΔW whose factors flatten the kernel (LoHa, LoKr without Tucker cores) does not say the base's
+  // channels itself: the groups are whole kernels only where the base has that many input channels.
+  if (group > 1 && module.deltaShape.length === 2 && !(baseShape.length >= 3 && baseShape[1] === want)) {
+    fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} has one value per input channel, but the base tensor ${fmt(baseShape)} has ${baseShape.length >= 3 ? baseShape[1] : 'no'} input channels`);
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;

@@ -59,7 +59,7 @@ export const loha: Algorithm = {
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
-      const dora = lycorisDora(doraScale, deltaShape[0], deltaShape[1]);
+      const dora = lycorisDora(doraScale, deltaShape[0], deltaShape[1], deltaShape.length === 2);
       if (!dora) {
         context.report('SHAPE_MISMATCH', `dora_scale ${fmtShape(doraScale.shape)} fits neither ${deltaShape[1]} inputs nor ${deltaShape[0]} outputs`);
         return null;

@@ -103,7 +103,7 @@ export const lokr: Algorithm = {
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
-      const dora = lycorisDora(doraScale, out, deltaShape[1]);
+      const dora = lycorisDora(doraScale, out, deltaShape[1], deltaShape.length === 2);
       if (!dora) {
         context.report('SHAPE_MISMATCH', `dora_scale ${fmtShape(doraScale.shape)} fits neither ${deltaShape[1]} inputs nor ${out} outputs`);
         return null;
