@@ -893,7 +893,9 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   // (Linear) factors on any base whose kernel they fit, factors with the base's own dims, and a 1×1
   // Conv2d's (r, in, 1, 1) on a Linear, which ComfyUI and A1111 apply as the Linear they equal.
   const conv1x1OnLinear = shape.length === 2 && delta.length === 4 && delta[2] === 1 && delta[3] === 1;
-  if (delta.length !== 2 && delta.length !== shape.length && !conv1x1OnLinear) {
+  // PEFT's LoHa and LoKr give a Conv1d's Tucker cores a kernel (k, 1) and reshape ΔW to the layer's (out, in, k).
+  const peftConv1dTucker = shape.length === 3 && delta.length === 4 && delta[3] === 1 && module.options?.peft_conv1d_tucker === true;
+  if (delta.length !== 2 && delta.length !== shape.length && !conv1x1OnLinear && !peftConv1dTucker) {
     return mismatch(`${delta.length}-D factors fit no layer with a ${shape.length}-D weight (expected ${shape.length === 2 ? '2-D factors, or a 1×1 conv\'s 4-D ones' : `2-D or ${shape.length}-D factors`})`);
   }
   let placement: RowPlacement | undefined;

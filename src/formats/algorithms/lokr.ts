@@ -16,6 +16,7 @@ import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
+import { isConv1dTucker } from './tucker-conv1d.js';
 
 /** Significand bits of the dtypes α is saved in; LyCORIS computes it in float32, hence 23 at most. */
 const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23, F16: 10, BF16: 7 };
@@ -102,7 +103,7 @@ export const lokr: Algorithm = {
       tensors: Object.fromEntries(Object.entries({ w1, w1a, w1b, w2, w2a, w2b, t2 }).filter(([, t]) => t)) as Record<string, TensorEntry>,
       update: dense ? { kind: 'dense' } : { kind: 'low-rank', rank: productRank },
       fanInFanOut: false,
-      ...(peftConv1d ? { options: { peft_conv1d_kron: true } } : {}),
+      ...(peftConv1d || (context.options?.peft_lokr === true && t2 && isConv1dTucker(t2)) ? { options: peftConv1d ? { peft_conv1d_kron: true } : { peft_conv1d_tucker: true } } : {}),
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
