@@ -84,6 +84,8 @@ export const KEY_FORMS = [
   { suffix: '.a2.weight', role: 'a2' },
   { suffix: '.b1.weight', role: 'b1' },
   { suffix: '.b2.weight', role: 'b2' },
+  // Its Tucker core for a k×k conv (LyCORIS 3.0 with use_tucker: b2 then 1×1).
+  { suffix: '.bm.weight', role: 'bm' },
   // LyCORIS diag-OFT and BOFT.
   { suffix: '.oft_blocks', role: 'oft_blocks' },
   { suffix: '.rescale', role: 'rescale' },

@@ -257,6 +257,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     options.gralora_k = number('gralora_k', 2, '`in_features % gralora_k` in update_layer raises TypeError');
     options.hybrid_r = number('hybrid_r', 0, '`hybrid_r < 0` in update_layer raises TypeError');
   }
+  // LoKr's kron as PEFT builds it (algorithms/lokr.ts: its Conv1d order); PEFT's Conv1d Tucker cores (r, r, k, 1).
+  if (type === 'LOKR') options.peft_lokr = true;
+  if (type === 'LOHA') options.peft_loha = true;
   if (type === 'BEFT') options.beft_config = true;
   if (type === 'PVERA') options.pvera_config = true;
   if (type === 'UNILORA') {

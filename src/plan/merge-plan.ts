@@ -600,7 +600,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           updates.set(baseKey, update);
         }
         if (module.dora) {
-          const dora = planDora(module, adapterIndex, adapter.file, view, fail);
+          const dora = planDora(module, adapterIndex, adapter.file, view, info.shape, fail);
           if (!dora) continue;
           term.dora = dora;
           if (weight !== 1 && module.dora.weighting === 'factor') {
@@ -893,7 +893,9 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   // (Linear) factors on any base whose kernel they fit, factors with the base's own dims, and a 1×1
   // Conv2d's (r, in, 1, 1) on a Linear, which ComfyUI and A1111 apply as the Linear they equal.
   const conv1x1OnLinear = shape.length === 2 && delta.length === 4 && delta[2] === 1 && delta[3] === 1;
-  if (delta.length !== 2 && delta.length !== shape.length && !conv1x1OnLinear) {
+  // PEFT's LoHa and LoKr give a Conv1d's Tucker cores a kernel (k, 1) and reshape ΔW to the layer's (out, in, k).
+  const peftConv1dTucker = shape.length === 3 && delta.length === 4 && delta[3] === 1 && module.options?.peft_conv1d_tucker === true;
+  if (delta.length !== 2 && delta.length !== shape.length && !conv1x1OnLinear && !peftConv1dTucker) {
     return mismatch(`${delta.length}-D factors fit no layer with a ${shape.length}-D weight (expected ${shape.length === 2 ? '2-D factors, or a 1×1 conv\'s 4-D ones' : `2-D or ${shape.length}-D factors`})`);
   }
   let placement: RowPlacement | undefined;
@@ -1037,7 +1039,7 @@ function replacementShapeProblem(key: string, base: readonly number[], rep: read
   return true;
 }
 
-function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, fail: Fail): PlannedDora | null {
+function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, baseShape: readonly number[], fail: Fail): PlannedDora | null {
   const dora = module.dora!;
   // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
   const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
@@ -1045,6 +1047,12 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
   const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
+    return null;
+  }
+  // A ΔW whose factors flatten the kernel (LoHa, LoKr without Tucker cores) does not say the base's
+  // channels itself: the groups are whole kernels only where the base has that many input channels.
+  if (group > 1 && module.deltaShape.length === 2 && !(baseShape.length >= 3 && baseShape[1] === want)) {
+    fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} has one value per input channel, but the base tensor ${fmt(baseShape)} has ${baseShape.length >= 3 ? baseShape[1] : 'no'} input channels`);
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;

@@ -49,3 +49,42 @@ export function lokrForm(w1: KronFactor, w2: KronFactor, out: number, inF: numbe
   }
   return { kind: 'low-rank', factors: kronFactors(f1, f2) };
 }
+
+/**
+ * PEFT's LoKr on a Conv1d with W₂ stored whole, (b, d, k): its make_kron adds kernel dims to W₁
+ * only beside a 4-D W₂, so torch.kron pads the 2-D W₁ (a, c) at the front to (1, a, c) and the
+ * (b, a·d, c·k) product is reshaped to the layer's (a·b, c·d, k):
+ * ΔW[j·a + i, (q·c + p)·k + t] = W₁[i, p]·W₂[j, q, t]. That is LyCORIS's kron
+ * [i·b + j, (p·d + q)·k + t] with its rows and columns permuted; `row` and `col` map an index of
+ * PEFT's ΔW (columns flattened to c·d·k) to LyCORIS's.
+ */
+export function peftConv1dKronOrder(a: number, c: number, b: number, d: number, k: number): { row(o: number): number; col(x: number): number } {
+  return {
+    row: (o) => (o % a) * b + Math.floor(o / a),
+    col: (x) => {
+      const y = Math.floor(x / k);
+      return ((y % c) * d + Math.floor(y / c)) * k + (x % k);
+    },
+  };
+}
+
+/** Factors of LyCORIS's kron rearranged to PEFT's Conv1d order (B's rows and A's columns moved, exact values with them). */
+export function permutedKronFactors(f: Factors, order: { row(o: number): number; col(x: number): number }): Factors {
+  const rank = f.b.cols, out = f.b.rows, inF = f.a.cols;
+  const rows = <T extends Float32Array | Float64Array>(src: T, make: (n: number) => T): T => {
+    const dst = make(src.length);
+    for (let o = 0; o < out; o++) dst.set(src.subarray(order.row(o) * rank, (order.row(o) + 1) * rank), o * rank);
+    return dst;
+  };
+  const cols = <T extends Float32Array | Float64Array>(src: T, make: (n: number) => T): T => {
+    const dst = make(src.length);
+    for (let r = 0; r < rank; r++) for (let x = 0; x < inF; x++) dst[r * inF + x] = src[r * inF + order.col(x)];
+    return dst;
+  };
+  const f32 = (n: number) => new Float32Array(n), f64 = (n: number) => new Float64Array(n);
+  return {
+    b: { rows: out, cols: rank, data: rows(f.b.data, f32) },
+    a: { rows: rank, cols: inF, data: cols(f.a.data, f32) },
+    ...(f.exact ? { exact: { b: rows(f.exact.b, f64), a: cols(f.exact.a, f64) } } : {}),
+  };
+}

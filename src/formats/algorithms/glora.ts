@@ -3,20 +3,23 @@
  * b1 (out, r), b2 (r, in) or, for a conv, (r, in, kh, kw) with a1, a2, b1 1×1; r = rows of a2.
  * Trained with LyCORIS's rs_lora (kohya's ss_network_args) the scale is α/√r with α as stored.
  * On a conv, W·a1·a2 mixes input channels at every kernel position (einsum "o i ..., i j").
+ * With a Tucker core bm (r, r, kh, kw) (LyCORIS 3.0's use_tucker on a k×k conv; b1 and b2 then
+ * 1×1), b1·b2 is tucker_weight_from_conv: ΔB[o, c, k] = Σ_mn bm[m, n, k]·b1[o, m]·b2[n, c].
  * W is the weight as it stands when GLoRA's turn comes (the base, when it comes first).
  * Old LyCORIS files with a1 and a2 the other way round (which ComfyUI guesses from shapes) are
  * refused unless their shapes read as the current form.
  */
-import { gloraProjection } from '../../algorithms/math/low-rank-forms.js';
+import { gloraProjection, tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
+import { transpose } from '../../algorithms/math/matrix.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
-import { f32Bytes, lowRankPiece, readMatrix } from './factor-io.js';
+import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 
 export const glora: Algorithm = {
   name: 'glora',
   title: 'GLoRA',
   defines: ['a1', 'a2', 'b1', 'b2'],
-  roles: ['a1', 'a2', 'b1', 'b2'],
+  roles: ['a1', 'a2', 'b1', 'b2', 'bm'],
 
   build(tensors, context) {
     const a1 = tensors.get('a1'), a2 = tensors.get('a2'), b1 = tensors.get('b1'), b2 = tensors.get('b2');
@@ -33,29 +36,35 @@ export const glora: Algorithm = {
       context.report('SHAPE_MISMATCH', `GLoRA a1 ${fmtShape(a1.shape)}, a2 ${fmtShape(a2.shape)}, b1 ${fmtShape(b1.shape)}, b2 ${fmtShape(b2.shape)} do not fit together (expected a1 (in, r), a2 (r, in), b1 (out, r), b2 (r, in…))`);
       return null;
     }
-    const kernel = product(b2.shape.slice(2));
+    const bm = tensors.get('bm');
+    if (bm && !(bm.shape.length >= 3 && bm.shape[0] === r && bm.shape[1] === r && ones(b2.shape))) {
+      context.report('SHAPE_MISMATCH', `GLoRA Tucker core bm.weight ${fmtShape(bm.shape)} does not fit b1 ${fmtShape(b1.shape)} and b2 ${fmtShape(b2.shape)} (expected (r, r, kh, kw) and a 1×1 b2)`);
+      return null;
+    }
+    const kernelDims = bm ? bm.shape.slice(2) : b2.shape.slice(2);
+    const kernel = product(kernelDims);
     return {
       ...moduleBasics(context),
       algorithm: glora.name,
-      kind: b2.shape.length > 2 ? 'conv' : 'linear',
-      deltaShape: [b1.shape[0], ...b2.shape.slice(1)],
+      kind: kernelDims.length > 0 ? 'conv' : 'linear',
+      deltaShape: [b1.shape[0], b2.shape[1], ...kernelDims],
       rank: r,
       // LyCORIS's GLoRA stores α itself, so rs_lora's α/√r is known only from the training metadata.
       ...alphaScale(context.alpha, r, context.rsLora || (context.networkArgs?.lycorisRsLora() ?? false)),
-      tensors: { a1, a2, b1, b2 },
+      tensors: { a1, a2, b1, b2, ...(bm ? { bm } : {}) },
       update: { kind: 'transform', cost: 2 * r * kernel + r },
       fanInFanOut: false,
     };
   },
 
   async load(file, module) {
-    const { a1, a2, b1, b2 } = module.tensors;
-    const kernel = product(b2.shape.slice(2));
+    const { a1, a2, b1, b2, bm } = module.tensors;
+    const kernel = product(module.deltaShape.slice(2));
     const { p, q } = gloraProjection(await readMatrix(file, a1), await readMatrix(file, a2), kernel);
+    const b = bm
+      ? tuckerFactors(await readValues(file, bm), kernel, transpose(await readMatrix(file, b1)), await readMatrix(file, b2))
+      : { b: await readMatrix(file, b1), a: await readMatrix(file, b2) };
     // W·a1·a2 is taken from W before b1·b2 is added: both come from the same W.
-    return [
-      { kind: 'project', p: f32Bytes(p.data), q: f32Bytes(q.data), rank: p.cols },
-      lowRankPiece({ b: await readMatrix(file, b1), a: await readMatrix(file, b2) }),
-    ];
+    return [{ kind: 'project', p: f32Bytes(p.data), q: f32Bytes(q.data), rank: p.cols }, lowRankPiece(b)];
   },
 };

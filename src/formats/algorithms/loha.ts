@@ -13,6 +13,7 @@ import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.
 import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
+import { isConv1dTucker } from './tucker-conv1d.js';
 
 export const loha: Algorithm = {
   name: 'loha',
@@ -56,10 +57,11 @@ export const loha: Algorithm = {
       tensors: { w1a, w1b, w2a, w2b, ...(t1 && t2 ? { t1, t2 } : {}) },
       update: { kind: 'low-rank' as const, rank: rank * r2 },
       fanInFanOut: false,
+      ...(context.options?.peft_loha === true && t1 && isConv1dTucker(t1) ? { options: { peft_conv1d_tucker: true } } : {}),
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
-      const dora = lycorisDora(doraScale, deltaShape[0], deltaShape[1]);
+      const dora = lycorisDora(doraScale, deltaShape[0], deltaShape[1], deltaShape.length === 2);
       if (!dora) {
         context.report('SHAPE_MISMATCH', `dora_scale ${fmtShape(doraScale.shape)} fits neither ${deltaShape[1]} inputs nor ${deltaShape[0]} outputs`);
         return null;

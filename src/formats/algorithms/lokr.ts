@@ -9,13 +9,14 @@
  * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
  */
 import { fullKronFactors, kronRows, tuckerFactors, type Factors } from '../../algorithms/math/low-rank-forms.js';
-import { lokrForm, lokrFullRankUnderRsLora, lokrScale, type KronFactor } from '../../algorithms/math/lokr.js';
+import { lokrForm, lokrFullRankUnderRsLora, lokrScale, peftConv1dKronOrder, permutedKronFactors, type KronFactor } from '../../algorithms/math/lokr.js';
 import type { AdapterModule } from '../adapter.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
+import { isConv1dTucker } from './tucker-conv1d.js';
 
 /** Significand bits of the dtypes α is saved in; LyCORIS computes it in float32, hence 23 at most. */
 const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23, F16: 10, BF16: 7 };
@@ -88,6 +89,8 @@ export const lokr: Algorithm = {
     const rankOf = (full: boolean, p: number, q: number, r: number | undefined) => (full ? Math.min(p, q) : r!);
     const productRank = rankOf(first === 'full', a, c, r1) * rankOf(second === 'full', b, product(rest), r2);
     const dense = first === 'full' && second === 'full' && productRank > Math.min(out, inF) / 4;
+    // PEFT (context.options.peft_lokr) on a Conv1d with W₂ whole: its kron of a 2-D W₁ and a 3-D W₂ (peftConv1dKronOrder).
+    const peftConv1d = context.options?.peft_lokr === true && second === 'full' && w2!.shape.length === 3;
     const module: AdapterModule = {
       ...moduleBasics(context),
       algorithm: lokr.name,
@@ -100,10 +103,11 @@ export const lokr: Algorithm = {
       tensors: Object.fromEntries(Object.entries({ w1, w1a, w1b, w2, w2a, w2b, t2 }).filter(([, t]) => t)) as Record<string, TensorEntry>,
       update: dense ? { kind: 'dense' } : { kind: 'low-rank', rank: productRank },
       fanInFanOut: false,
+      ...(peftConv1d || (context.options?.peft_lokr === true && t2 && isConv1dTucker(t2)) ? { options: peftConv1d ? { peft_conv1d_kron: true } : { peft_conv1d_tucker: true } } : {}),
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
-      const dora = lycorisDora(doraScale, out, deltaShape[1]);
+      const dora = lycorisDora(doraScale, out, deltaShape[1], deltaShape.length === 2);
       if (!dora) {
         context.report('SHAPE_MISMATCH', `dora_scale ${fmtShape(doraScale.shape)} fits neither ${deltaShape[1]} inputs nor ${out} outputs`);
         return null;
@@ -116,15 +120,28 @@ export const lokr: Algorithm = {
   async load(file, module) {
     const { w1, w2 } = module.tensors;
     const [f1, f2] = await Promise.all([firstFactor(file, module), secondFactor(file, module)]);
+    const order = peftOrder(module);
     if (module.update.kind === 'dense' && 'full' in f1 && 'full' in f2) {
       const m1 = f1.full, m2 = f2.full;
       // The exact products go to the executor (f32 bytes would round them first: DenseTerm.exact).
-      return [{ kind: 'dense', rows: async (r0: number, n: number) => ({ exact: kronRows(m1, m2, r0, n) }) }];
+      if (!order) return [{ kind: 'dense', rows: async (r0: number, n: number) => ({ exact: kronRows(m1, m2, r0, n) }) }];
+      const cols = m1.cols * m2.cols;
+      return [{
+        kind: 'dense',
+        rows: async (r0: number, n: number) => {
+          const out = new Float64Array(n * cols);
+          for (let r = 0; r < n; r++) {
+            const row = kronRows(m1, m2, order.row(r0 + r), 1);
+            for (let x = 0; x < cols; x++) out[r * cols + x] = row[order.col(x)];
+          }
+          return { exact: out };
+        },
+      }];
     }
     const out = module.deltaShape[0], inF = product(module.deltaShape.slice(1));
     const form = lokrForm(f1, f2, out, inF);
     if (form.kind !== 'low-rank') throw new Error(`LoKr module "${module.name}" (${w1?.name ?? ''} ${w2?.name ?? ''}): planned as a product`);
-    return [lowRankPiece(form.factors)];
+    return [lowRankPiece(order ? permutedKronFactors(form.factors, order) : form.factors)];
   },
 };
 
@@ -139,7 +156,17 @@ export function isLokrOfFullFactors(module: AdapterModule): boolean {
  */
 export async function lokrFullFactors(file: SafetensorsFile, module: AdapterModule): Promise<Factors> {
   const { w1, w2 } = module.tensors;
-  return fullKronFactors(await readMatrix(file, w1), await readMatrix(file, w2));
+  const factors = fullKronFactors(await readMatrix(file, w1), await readMatrix(file, w2));
+  const order = peftOrder(module);
+  return order ? permutedKronFactors(factors, order) : factors;
+}
+
+/** PEFT's order of a Conv1d module's kron (peftConv1dKronOrder), or null for LyCORIS's. */
+function peftOrder(module: AdapterModule): ReturnType<typeof peftConv1dKronOrder> | null {
+  if (module.options?.peft_conv1d_kron !== true) return null;
+  const { w1, w1a, w1b, w2 } = module.tensors;
+  const [a, c] = w1 ? w1.shape : [w1a.shape[0], w1b.shape[1]];
+  return peftConv1dKronOrder(a, c, w2.shape[0], w2.shape[1], w2.shape[2]);
 }
 
 async function firstFactor(file: SafetensorsFile, module: AdapterModule): Promise<KronFactor> {

@@ -121,13 +121,17 @@ export function loraExtraShapeProblem(role: 'magnitude' | 'up_bias', tensor: Ten
 
 /**
  * LyCORIS stores dora_scale as (1, in, 1…) (norms per input feature, its default) or, with
- * wd_on_output, (out, 1, 1…). Null when the shape is neither.
+ * wd_on_output, (out, 1, 1…). Null when the shape is neither. `kernelFlattened`: the module's
+ * factors hold a conv's in·kh·kw as one dim (LoHa's hada_w*_b and LoKr's lokr_w2_b without Tucker
+ * cores), so a conv's (1, in, 1…) holds one value per group of kh·kw of those columns (the plan
+ * checks in against the base's channels).
  */
-export function lycorisDora(magnitude: TensorEntry, outFeatures: number, inFeatures: number): DoraFactor | null {
+export function lycorisDora(magnitude: TensorEntry, outFeatures: number, inFeatures: number, kernelFlattened = false): DoraFactor | null {
   const shape = magnitude.shape;
   const onesFrom = (k: number) => shape.slice(k).every((d) => d === 1);
   let axis: 'in' | 'out' | null = null;
   if (shape.length >= 2 && shape[0] === 1 && shape[1] === inFeatures && onesFrom(2)) axis = 'in';
+  else if (kernelFlattened && shape.length >= 3 && shape[0] === 1 && shape[1] > 0 && inFeatures % shape[1] === 0 && onesFrom(2)) axis = 'in';
   else if (shape.length >= 1 && shape[0] === outFeatures && onesFrom(1)) axis = 'out';
   else if (shape.length === 1 && shape[0] === inFeatures) axis = 'in';
   return axis ? { magnitude, axis, epsilon: LYCORIS_DORA_EPSILON, weighting: 'factor' } : null;
