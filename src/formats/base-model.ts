@@ -22,6 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, pathIn } from './foreign-file.js';
+import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -225,6 +226,7 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   const parts: ComponentFiles[] = [];
   const weightFiles = new Set<string>();
   const warnings: string[] = [];
+  const clips: ClipFolder[] = [];
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -239,15 +241,36 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
     if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
-    parts.push({ folder, layout, component: pipelineComponent(folder, String(value[1] ?? '')) });
+    const component = pipelineComponent(folder, String(value[1] ?? ''));
+    if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
+      clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
+    }
+    parts.push({ folder, layout, component });
   }
   if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
+  for (const [folder, identity] of identifyClipFolders(clips)) {
+    const component = parts.find((p) => p.folder === folder)!.component!;
+    if (identity.encoder) component.encoder = identity.encoder;
+    else {
+      delete component.encoder;
+      component.encoderDoubt = identity.doubt;
+    }
+  }
   return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
 }
 
-/** What a pipeline folder holds, from its name and the class model_index.json gives it. */
+/** A component's config.json, parsed; a pipeline loads none that is not JSON. */
+async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
+  return parseBoundedJson(await files.readText(path), `${files.name}/${path}`);
+}
+
+/**
+ * What a pipeline folder holds, from its name and the class model_index.json gives it (a CLIP
+ * folder's kind by position here, which its config.json may overrule: pipeline-encoders.ts).
+ */
 function pipelineComponent(folder: string, className: string): Omit<BaseComponent, 'keys'> | undefined {
   const prefix = `${folder}.`;
   if (/^(unet|transformer|prior|decoder)$/.test(folder)) return { name: `the ${folder} (${className || 'denoiser'})`, role: 'denoiser', prefix };
@@ -259,8 +282,13 @@ function pipelineComponent(folder: string, className: string): Omit<BaseComponen
   const m = /^text_encoder(?:_(\d))?$/.exec(folder);
   if (!m) return undefined;
   const ordinal = Number(m[1] ?? 1);
-  const encoder: EncoderKind = /T5/i.test(className) ? 't5' : ordinal === 1 ? 'clip_l' : 'clip_g';
-  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix, ...(className ? { className } : {}) };
+  // An LLM's or BERT's folder (HunyuanVideo's Llama, HunyuanDiT's BERT) is no CLIP, whatever its place.
+  const encoder: EncoderKind | undefined = /T5/i.test(className) ? 't5'
+    : className === '' || CLIP_TEXT_CLASS.test(className) ? (ordinal === 1 ? 'clip_l' : 'clip_g') : undefined;
+  return {
+    name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, prefix,
+    ...(encoder ? { encoder } : {}), ...(className ? { className } : {}),
+  };
 }
 
 /** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */

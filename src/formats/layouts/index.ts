@@ -140,6 +140,8 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
+    const doubt = clipDoubt(address, this.components);
+    if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
     let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo).
@@ -265,6 +267,21 @@ export class ModuleLocator {
       shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
     };
   }
+}
+
+/**
+ * Why a module naming a text encoder by which CLIP it is (kohya's `lora_te_`, `lora_te1_`,
+ * `lora_te2_`, ComfyUI's `text_encoders.clip_g.`) cannot be placed: a pipeline whose CLIP folders
+ * cannot be told apart (pipeline-encoders.ts). Diffusers' `text_encoder.` names the first folder
+ * and T5's parts name no CLIP, so neither is held up.
+ */
+function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[]): string | undefined {
+  const byKind = address.part === 'te' || address.part === 'te2' || (address.part === 'te1' && !address.anyFirstEncoder);
+  if (!byKind) return undefined;
+  const doubt = components.find((c) => c.role === 'text-encoder' && c.encoderDoubt)?.encoderDoubt;
+  if (!doubt) return undefined;
+  const named = address.comfyEncoder ? `ComfyUI's ${address.comfyEncoder} text encoder (text_encoders.${address.comfyEncoder}.)` : partName(address.part!);
+  return `names ${named}, but the base's ${doubt}`;
 }
 
 /**
