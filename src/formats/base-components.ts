@@ -29,6 +29,8 @@ export interface BaseComponent {
   movedOut?: true;
   /** The class a pipeline's model_index.json gives the folder (`UMT5EncoderModel`); absent outside pipelines. */
   className?: string;
+  /** The pipeline's own class (model_index.json `_class_name`: `AuraFlowPipeline`); absent outside pipelines. */
+  pipelineClass?: string;
   /**
    * Why which CLIP this text encoder is cannot be told (its config.json and the folders' order
    * disagree: pipeline-encoders.ts); `encoder` is then absent, and a module naming a CLIP by kind is refused.
@@ -158,23 +160,30 @@ export function partName(part: ModelPart): string {
 /**
  * ComfyUI's text encoders, by the name its model gives them (`text_encoders.<name>.transformer.` in
  * its "Extract and Save Lora" files), whose keys after `transformer.` are the transformers model's
- * own: its CLIP and T5 encoders load transformers' checkpoints as they are. Each is held by a
- * pipeline folder of `classes`; a CLIP only by the folder of its kind (pipeline-encoders.ts). Other
- * names (`llama`, `qwen25_7b`, …) are ComfyUI's own models of an LLM, named otherwise than a
- * pipeline's folder.
+ * own: its CLIP, T5 and BERT encoders load transformers' checkpoints as they are (a BERT's under
+ * `bert.`, which a BertModel folder stores without). Each is held by a pipeline folder of `classes`;
+ * a CLIP only by the folder of its kind (pipeline-encoders.ts), a T5 of a pipeline that has its own
+ * (`pipeline`) only there: AuraFlow's UMT5 is ComfyUI's `pile_t5xl`, never Wan's `umt5xxl`, and
+ * HunyuanDiT's T5EncoderModel its `mt5xl`, never a `t5xxl`. Other names (`llama`, `qwen25_7b`, …)
+ * are ComfyUI's own models of an LLM, named otherwise than a pipeline's folder.
  */
-const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind }>> = {
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
   clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
   clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
   t5xxl: { classes: /^T5EncoderModel$/, kind: 't5' },
   umt5xxl: { classes: /^UMT5EncoderModel$/ },
+  // comfy/text_encoders/aura_t5.py (AuraT5Model, name "pile_t5xl") and hydit.py (HyditModel's mt5xl and hydit_clip).
+  pile_t5xl: { classes: /^UMT5EncoderModel$/, pipeline: /^AuraFlow/ },
+  mt5xl: { classes: /^M?T5EncoderModel$/, pipeline: /^HunyuanDiT/ },
+  hydit_clip: { classes: /^BertModel$/, pipeline: /^HunyuanDiT/, keyPrefix: 'bert.' },
 };
 
 /**
  * Whether a text encoder component can be ComfyUI's encoder of that name: by its pipeline folder's
- * class (and kind, for a CLIP), or by what its keys say it is; undefined where neither tells (a
- * folder of another class, a CLIP folder whose kind is in doubt).
+ * class (and kind, for a CLIP; and pipeline, for the encoders only one pipeline has), or by what its
+ * keys say it is; undefined where neither tells (a folder of another class, a CLIP folder whose kind
+ * is in doubt, a pipeline whose class model_index.json leaves out).
  */
 export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
@@ -184,8 +193,21 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
     if (!wanted) return candidates.length > 0 ? false : undefined;
     if (!wanted.classes.test(className)) return false;
     if (CLIP_TEXT_CLASS.test(className)) return component.encoder === undefined ? undefined : component.encoder === wanted.kind;
+    // A class two of ComfyUI's encoders share: the pipeline says which this one is.
+    const owned = candidates.find((e) => e.pipeline && component.pipelineClass && e.pipeline.test(component.pipelineClass));
+    if (owned) return owned === wanted;
+    if (wanted.pipeline) return component.pipelineClass === undefined ? undefined : false;
     return true;
   }
   if (component.encoder === undefined || wanted?.kind === undefined) return component.encoder === undefined ? undefined : false;
   return wanted.kind === component.encoder;
+}
+
+/**
+ * A module path of ComfyUI's encoder `name` (after `transformer.`) as a pipeline folder of its class
+ * stores it: its BERT's `bert.` dropped (transformers' BertModel saves its keys without it).
+ */
+export function comfyEncoderPath(name: string, path: string): string {
+  const prefix = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name].keyPrefix : undefined;
+  return prefix && path.startsWith(prefix) ? path.slice(prefix.length) : path;
 }

@@ -227,6 +227,8 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   const weightFiles = new Set<string>();
   const warnings: string[] = [];
   const clips: ClipFolder[] = [];
+  const className = (spec as Record<string, unknown>)._class_name;
+  const pipelineClass = typeof className === 'string' && className ? className : undefined;
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -241,7 +243,7 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
     if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
-    const component = pipelineComponent(folder, String(value[1] ?? ''));
+    const component = pipelineComponent(folder, String(value[1] ?? ''), pipelineClass);
     if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
       clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
     }
@@ -271,7 +273,7 @@ async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
  * What a pipeline folder holds, from its name and the class model_index.json gives it (a CLIP
  * folder's kind by position here, which its config.json may overrule: pipeline-encoders.ts).
  */
-function pipelineComponent(folder: string, className: string): Omit<BaseComponent, 'keys'> | undefined {
+function pipelineComponent(folder: string, className: string, pipelineClass?: string): Omit<BaseComponent, 'keys'> | undefined {
   const prefix = `${folder}.`;
   if (/^(unet|transformer|prior|decoder)$/.test(folder)) return { name: `the ${folder} (${className || 'denoiser'})`, role: 'denoiser', prefix };
   if (folder === 'vae') return { name: 'the VAE', role: 'vae', prefix };
@@ -287,7 +289,7 @@ function pipelineComponent(folder: string, className: string): Omit<BaseComponen
     : className === '' || CLIP_TEXT_CLASS.test(className) ? (ordinal === 1 ? 'clip_l' : 'clip_g') : undefined;
   return {
     name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, prefix,
-    ...(encoder ? { encoder } : {}), ...(className ? { className } : {}),
+    ...(encoder ? { encoder } : {}), ...(className ? { className } : {}), ...(pipelineClass ? { pipelineClass } : {}),
   };
 }
 

@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -243,7 +243,7 @@ export class ModuleLocator {
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
-    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: rest, flat: false }, this.componentView(holding[0])), holding[0]);
+    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: comfyEncoderPath(name, rest), flat: false }, this.componentView(holding[0])), holding[0]);
     if (holding.length === 0 && encoders.every((c) => holdsComfyEncoder(c, name) === false)) return missing;
     const unknown = holding.length > 0 ? holding : encoders.filter((c) => holdsComfyEncoder(c, name) === undefined);
     return {
