@@ -7,10 +7,11 @@
  * cannot be told apart are refused in one line. Configs as transformers writes them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { kohyaSpec, loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { expectMergedFile } from './helpers/merge-truth.js';
 import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(4242);
@@ -198,6 +199,30 @@ describe('CLIP folders told apart by their config.json', () => {
     expect((await planOf(noFirstConfig, specs)).problems).toEqual([
       expect.stringContaining('both read as CLIP-L (text_encoder by its position (no config.json); text_encoder_2 by its config.json\'s hidden_size 768)'),
       expect.stringContaining('both read as CLIP-L'),
+    ]);
+  });
+});
+
+describe('a CLIP folder given on its own', () => {
+  /** Merges into the folder alone (its name says it is a text encoder) and checks model.safetensors against the truth. */
+  const mergeFolder = async (name: string, folder: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
+    const lora = buildSafetensors(loraTensors(rand, specs, 'F16'));
+    const prepared = await prepareMerge(memoryInputFileSet(folder, name), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 0.5 }]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    expect(prepared.plan.warnings).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const merged = new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer());
+    expectMergedFile(decodeSafetensors(folder['model.safetensors'] as Uint8Array).tensors, decodeSafetensors(merged).tensors, truthTerms(decodeSafetensors(lora).tensors, specs, 0.5));
+  };
+
+  it('HunyuanVideo\'s text_encoder_2/ takes ComfyUI\'s clip_l, its config.json saying CLIP-L; a Stable Cascade prior\'s text_encoder/ takes clip_g', async () => {
+    await mergeFolder('HunyuanVideo/text_encoder_2', { 'config.json': hunyuanVideo['text_encoder_2/config.json'], 'model.safetensors': hunyuanVideo['text_encoder_2/model.safetensors'] }, [
+      comfy(`text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 12, 12, `${TE}.self_attn.q_proj.weight`),
+    ]);
+    await mergeFolder('stable-cascade-prior/text_encoder', { 'config.json': cascadePrior['text_encoder/config.json'], 'model.safetensors': cascadePrior['text_encoder/model.safetensors'] }, [
+      comfy(`text_encoders.clip_g.transformer.${TE}.self_attn.q_proj`, 16, 16, `${TE}.self_attn.q_proj.weight`),
     ]);
   });
 });

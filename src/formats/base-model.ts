@@ -22,7 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, pathIn } from './foreign-file.js';
-import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder } from './pipeline-encoders.js';
+import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -149,8 +149,11 @@ export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBas
   const list = files.list();
   if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
   const layout = await detectLayout(files, list);
+  const folder = files.name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  // A text encoder folder's config.json says its class, and which CLIP a CLIP is.
+  const config = /^text_encoder(_\d)?$/.test(folder) && list.includes('config.json') ? await readConfig(files, 'config.json') : undefined;
   return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
-    (tensors) => folderComponent(files.name, tensors));
+    (tensors) => folderComponent(folder, config, tensors));
 }
 
 interface ComponentFiles {
@@ -251,17 +254,19 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   }
   if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
   // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
-  for (const [folder, identity] of identifyClipFolders(clips)) {
-    const component = parts.find((p) => p.folder === folder)!.component!;
-    if (identity.encoder) component.encoder = identity.encoder;
-    else {
-      delete component.encoder;
-      component.encoderDoubt = identity.doubt;
-    }
-  }
+  for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
   return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
+}
+
+/** Gives a CLIP folder's component the kind its config.json says, or the reason none can be told. */
+function withClipIdentity(component: Omit<BaseComponent, 'keys'>, identity: ClipIdentity): void {
+  if (identity.encoder) component.encoder = identity.encoder;
+  else {
+    delete component.encoder;
+    component.encoderDoubt = identity.doubt;
+  }
 }
 
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */
@@ -293,11 +298,19 @@ function pipelineComponent(folder: string, className: string, pipelineClass?: st
   };
 }
 
-/** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */
-function folderComponent(name: string, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
-  const folder = name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
-  const component = pipelineComponent(folder, '');
-  return component ? [{ ...component, prefix: '', keys: [...tensors.keys()] }] : undefined;
+/**
+ * A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is; a
+ * text encoder's config.json, its class (`architectures`) and, for a CLIP, which one it holds.
+ */
+function folderComponent(folder: string, config: unknown, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
+  const architectures = (config as { architectures?: unknown } | undefined)?.architectures;
+  const className = Array.isArray(architectures) && architectures.length === 1 && typeof architectures[0] === 'string' ? architectures[0] : '';
+  const component = pipelineComponent(folder, className);
+  if (!component) return undefined;
+  if (component.role === 'text-encoder' && CLIP_TEXT_CLASS.test(className)) {
+    withClipIdentity(component, identifyClipFolders([{ folder, ordinal: component.ordinal!, config }]).get(folder)!);
+  }
+  return [{ ...component, prefix: '', keys: [...tensors.keys()] }];
 }
 
 function isWeightFile(path: string): boolean {
