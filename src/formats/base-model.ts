@@ -253,6 +253,14 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     parts.push({ folder, layout, component });
   }
   if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  // Wan 2.2 A14B's low-noise expert beside its high-noise transformer/: diffusers' load_lora_weights
+  // loads into transformer/ unless told load_into_transformer_2, and so does the merge.
+  if (parts.some((p) => p.folder === 'transformer')) {
+    for (const { folder } of parts.filter((p) => /^transformer_\d+$/.test(p.folder))) {
+      const className = (spec as Record<string, unknown[]>)[folder][1];
+      warnings.push(`${files.name}: ${folder}/ (${typeof className === 'string' && className ? className : 'a transformer'}, the second expert of a model with two) is left as it is: a LoRA merges into transformer/, as diffusers' load_lora_weights loads one unless told load_into_transformer_2; to merge into ${folder}/, give that folder as the base`);
+    }
+  }
   // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
   for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
   return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
