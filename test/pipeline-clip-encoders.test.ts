@@ -226,3 +226,29 @@ describe('a CLIP folder given on its own', () => {
     ]);
   });
 });
+
+describe('an SD2 pipeline, whose CLIP-H its config.json tells (hidden_size 1024)', () => {
+  /** stabilityai/stable-diffusion-2-1: OpenCLIP ViT-H's text model as a CLIPTextModel of 23 layers, no projection. */
+  const sd2: Record<string, Uint8Array | string> = {
+    'model_index.json': json({
+      _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.10.0.dev0', unet: ['diffusers', 'UNet2DConditionModel'],
+      text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'], vae: ['diffusers', 'AutoencoderKL'],
+      scheduler: ['diffusers', 'DDIMScheduler'], safety_checker: [null, null], feature_extractor: ['transformers', 'CLIPImageProcessor'], requires_safety_checker: false,
+    }),
+    'unet/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.1.attentions.0.proj_in.weight', [16, 16], 'F16')]),
+    'text_encoder/config.json': clipConfig({ ...CLIP_L_CONFIG, _name_or_path: 'hf-models/stable-diffusion-v2-768x768/text_encoder', hidden_act: 'gelu', hidden_size: 1024, intermediate_size: 4096, num_attention_heads: 16, num_hidden_layers: 23, projection_dim: 512 }, 'CLIPTextModel'),
+    'text_encoder/model.safetensors': clipFolder(16, false),
+    'vae/diffusion_pytorch_model.safetensors': vae(),
+  };
+
+  it('takes ComfyUI\'s clip_h and kohya\'s lora_te_; its text_projection, which ComfyUI\'s model holds as the identity and SD2 never reads, is left out with a warning', async () => {
+    const specs = [
+      comfy(`text_encoders.clip_h.transformer.${TE}.self_attn.q_proj`, 16, 16, `text_encoder.${TE}.self_attn.q_proj.weight`),
+      kohya('lora_te_text_model_encoder_layers_0_mlp_fc1', 32, 16, `text_encoder.${TE}.mlp.fc1.weight`),
+    ];
+    await mergeAndCheck(sd2, specs);
+    const { problems, warnings } = await planOf(sd2, [...specs, comfy('text_encoders.clip_h.transformer.text_projection', 16, 16, '')]);
+    expect(problems).toEqual([]);
+    expect(warnings).toEqual([expect.stringMatching(/^lora\.safetensors: 1 module left out, not merged: it names CLIP-H's text_projection, which text_encoder \(CLIPTextModel\) does not store: ComfyUI gives its CLIP-H an identity projection there.*\(text_encoders\.clip_h\.transformer\.text_projection\)$/)]);
+  });
+});

@@ -84,7 +84,7 @@ export type Location =
     module?: string;
     /**
      * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
-     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipLProjection):
+     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipProjection):
      * left out, as kohya's and ComfyUI's loaders do, and said so.
      */
     missingComponent?: boolean;
@@ -176,10 +176,11 @@ export class ModuleLocator {
       break;
     }
     if (result.found || result.ambiguous) return describe(result, component);
-    if (unstoredClipLProjection(address, component)) {
+    const clip = unstoredClipProjection(address, component);
+    if (clip) {
       return {
         found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
-        message: `names CLIP-L's text_projection, which ${component.name} does not store: ComfyUI gives its CLIP-L an identity projection there, which models whose files leave it out (SD1.x, SDXL, FLUX.1) do not use`,
+        message: `names ${clip}'s text_projection, which ${component.name} does not store: ComfyUI gives its ${clip} an identity projection there, which models whose files leave it out (SD1.x, SD2, SDXL, FLUX.1) do not use`,
       };
     }
     // Say so when the name fits another component: a wrong prefix, not a missing tensor.
@@ -285,14 +286,16 @@ function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[])
 }
 
 /**
- * CLIP-L's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L are
- * transformers' CLIPTextModel, without it). ComfyUI's CLIP model has one, set to the identity, so its
- * "Extract and Save Lora" writes a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection`
- * there too; those models never read the projected output, so the update changes nothing: left out.
+ * CLIP-L's or CLIP-H's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L
+ * and an SD2 pipeline's CLIP-H are transformers' CLIPTextModel, without it): the CLIP's name, else
+ * undefined. ComfyUI's CLIP model has one, set to the identity, so its "Extract and Save Lora" writes
+ * a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection` there too; those models
+ * never read the projected output, so the update changes nothing: left out.
  */
-function unstoredClipLProjection(address: ModuleAddress, component: BaseComponent): boolean {
-  return component.encoder === 'clip_l' && address.path === 'text_projection'
-    && !component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
+function unstoredClipProjection(address: ModuleAddress, component: BaseComponent): string | undefined {
+  const clip = component.encoder === 'clip_l' ? 'CLIP-L' : component.encoder === 'openclip' ? 'CLIP-H' : undefined;
+  const stored = component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
+  return clip && address.path === 'text_projection' && !stored ? clip : undefined;
 }
 
 type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
