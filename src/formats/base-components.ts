@@ -5,6 +5,7 @@
  * land on the UNet because a suffix happens to fit.
  */
 import { PART_NAMES, type ModelPart } from './module-address.js';
+import { CLIP_TEXT_CLASS } from './pipeline-encoders.js';
 
 export type ComponentRole = 'denoiser' | 'text-encoder' | 'vae';
 /** What a text encoder is, when its keys say. */
@@ -28,6 +29,13 @@ export interface BaseComponent {
   movedOut?: true;
   /** The class a pipeline's model_index.json gives the folder (`UMT5EncoderModel`); absent outside pipelines. */
   className?: string;
+  /** The pipeline's own class (model_index.json `_class_name`: `AuraFlowPipeline`); absent outside pipelines. */
+  pipelineClass?: string;
+  /**
+   * Why which CLIP this text encoder is cannot be told (its config.json and the folders' order
+   * disagree: pipeline-encoders.ts); `encoder` is then absent, and a module naming a CLIP by kind is refused.
+   */
+  encoderDoubt?: string;
 }
 
 interface Rule {
@@ -116,10 +124,12 @@ export function baseComponents(keys: Iterable<string>): BaseComponent[] {
 
 /**
  * The component a model part names, as kohya, OneTrainer and diffusers number them: `te` is the
- * first text encoder; `te1` the first too, but never a CLIP-G (`anyFirstEncoder` aside: diffusers'
- * `text_encoder.`): an SDXL refiner's only encoder is CLIP-G, and ComfyUI maps neither `lora_te1_`
- * nor `text_encoders.clip_l.` there; `te2` is CLIP-G, or T5 where there is no CLIP-G (OneTrainer's
- * Flux LoRAs); `te3` is T5. Undefined when the base has no such component.
+ * CLIP-L, else the first text encoder; `te1` the CLIP-L too, else the first encoder unless it is a
+ * CLIP-G (`anyFirstEncoder`, diffusers' `text_encoder.`, is the first folder whatever it holds): an
+ * SDXL refiner's only encoder is CLIP-G, and ComfyUI maps neither `lora_te1_` nor
+ * `text_encoders.clip_l.` there, while HunyuanVideo's CLIP-L is its second folder, behind its Llama,
+ * where ComfyUI maps `lora_te_` and `lora_te1_` to it; `te2` is CLIP-G, or T5 where there is no
+ * CLIP-G (OneTrainer's Flux LoRAs); `te3` is T5. Undefined when the base has no such component.
  */
 export function componentForPart(part: ModelPart, components: readonly BaseComponent[], anyFirstEncoder = false): BaseComponent | undefined {
   const encoders = components.filter((c) => c.role === 'text-encoder').sort((x, y) => (x.ordinal ?? 9) - (y.ordinal ?? 9));
@@ -127,10 +137,11 @@ export function componentForPart(part: ModelPart, components: readonly BaseCompo
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
     case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
-    case 'te': return encoders[0];
+    case 'te': return kind('clip_l') ?? encoders[0];
     case 'te1': {
+      if (anyFirstEncoder) return nth(1);
       const first = nth(1);
-      return first?.encoder === 'clip_g' && !anyFirstEncoder ? undefined : first;
+      return kind('clip_l') ?? (first?.encoder === 'clip_g' ? undefined : first);
     }
     case 'te2': return kind('clip_g') ?? kind('t5') ?? nth(2);
     case 'te3': return kind('t5') ?? nth(3);
@@ -147,28 +158,56 @@ export function partName(part: ModelPart): string {
 }
 
 /**
- * The pipeline classes (model_index.json) that hold each of ComfyUI's text encoders, by the name its
- * model gives them (`text_encoders.<name>.transformer.` in its "Extract and Save Lora" files) and
- * whose keys after `transformer.` are the transformers model's own: its CLIP and T5 encoders load
- * transformers' checkpoints as they are. Other names (`llama`, `qwen25_7b`, …) are ComfyUI's own
- * models of an LLM, named otherwise than a pipeline's folder.
+ * ComfyUI's text encoders, by the name its model gives them (`text_encoders.<name>.transformer.` in
+ * its "Extract and Save Lora" files), whose keys after `transformer.` are the transformers model's
+ * own: its CLIP, T5 and BERT encoders load transformers' checkpoints as they are (a BERT's under
+ * `bert.`, which a BertModel folder stores without). Each is held by a pipeline folder of `classes`;
+ * a CLIP only by the folder of its kind (pipeline-encoders.ts), a T5 of a pipeline that has its own
+ * (`pipeline`) only there: AuraFlow's UMT5 is ComfyUI's `pile_t5xl`, never Wan's `umt5xxl`, and
+ * HunyuanDiT's T5EncoderModel its `mt5xl`, never a `t5xxl`. Other names (`llama`, `qwen25_7b`, …)
+ * are ComfyUI's own models of an LLM, named otherwise than a pipeline's folder.
  */
-const COMFY_ENCODER_CLASSES: Readonly<Record<string, RegExp>> = {
-  clip_l: /^CLIPTextModel(WithProjection)?$/, clip_g: /^CLIPTextModel(WithProjection)?$/, clip_h: /^CLIPTextModel(WithProjection)?$/,
-  t5xxl: /^T5EncoderModel$/, umt5xxl: /^UMT5EncoderModel$/,
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string }>> = {
+  clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
+  clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
+  clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
+  t5xxl: { classes: /^T5EncoderModel$/, kind: 't5' },
+  umt5xxl: { classes: /^UMT5EncoderModel$/ },
+  // comfy/text_encoders/aura_t5.py (AuraT5Model, name "pile_t5xl") and hydit.py (HyditModel's mt5xl and hydit_clip).
+  pile_t5xl: { classes: /^UMT5EncoderModel$/, pipeline: /^AuraFlow/ },
+  mt5xl: { classes: /^M?T5EncoderModel$/, pipeline: /^HunyuanDiT/ },
+  hydit_clip: { classes: /^BertModel$/, pipeline: /^HunyuanDiT/, keyPrefix: 'bert.' },
 };
-/** The same encoders in a checkpoint whose keys say what they are (base components' `encoder`). */
-const COMFY_ENCODER_KINDS: Readonly<Record<string, EncoderKind>> = { clip_l: 'clip_l', clip_g: 'clip_g', clip_h: 'openclip', t5xxl: 't5' };
 
 /**
- * Whether a text encoder component can be ComfyUI's encoder of that name: by its pipeline class,
- * or by what its keys say it is; undefined where neither tells (a pipeline folder of another class).
+ * Whether a text encoder component can be ComfyUI's encoder of that name: by its pipeline folder's
+ * class (and kind, for a CLIP; and pipeline, for the encoders only one pipeline has), or by what its
+ * keys say it is; undefined where neither tells (a folder of another class, a CLIP folder whose kind
+ * is in doubt, a pipeline whose class model_index.json leaves out).
  */
 export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
+  const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
   if (component.className) {
-    const known = Object.values(COMFY_ENCODER_CLASSES).some((c) => c.test(component.className!));
-    return COMFY_ENCODER_CLASSES[name]?.test(component.className) ?? (known ? false : undefined);
+    const className = component.className;
+    const candidates = Object.values(COMFY_ENCODERS).filter((e) => e.classes.test(className));
+    if (!wanted) return candidates.length > 0 ? false : undefined;
+    if (!wanted.classes.test(className)) return false;
+    if (CLIP_TEXT_CLASS.test(className)) return component.encoder === undefined ? undefined : component.encoder === wanted.kind;
+    // A class two of ComfyUI's encoders share: the pipeline says which this one is.
+    const owned = candidates.find((e) => e.pipeline && component.pipelineClass && e.pipeline.test(component.pipelineClass));
+    if (owned) return owned === wanted;
+    if (wanted.pipeline) return component.pipelineClass === undefined ? undefined : false;
+    return true;
   }
-  if (component.encoder === undefined) return undefined;
-  return COMFY_ENCODER_KINDS[name] === component.encoder;
+  if (component.encoder === undefined || wanted?.kind === undefined) return component.encoder === undefined ? undefined : false;
+  return wanted.kind === component.encoder;
+}
+
+/**
+ * A module path of ComfyUI's encoder `name` (after `transformer.`) as a pipeline folder of its class
+ * stores it: its BERT's `bert.` dropped (transformers' BertModel saves its keys without it).
+ */
+export function comfyEncoderPath(name: string, path: string): string {
+  const prefix = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name].keyPrefix : undefined;
+  return prefix && path.startsWith(prefix) ? path.slice(prefix.length) : path;
 }

@@ -22,6 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, pathIn } from './foreign-file.js';
+import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -148,8 +149,11 @@ export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBas
   const list = files.list();
   if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
   const layout = await detectLayout(files, list);
+  const folder = files.name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
+  // A text encoder folder's config.json says its class, and which CLIP a CLIP is.
+  const config = /^text_encoder(_\d)?$/.test(folder) && list.includes('config.json') ? await readConfig(files, 'config.json') : undefined;
   return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
-    (tensors) => folderComponent(files.name, tensors));
+    (tensors) => folderComponent(folder, config, tensors));
 }
 
 interface ComponentFiles {
@@ -225,6 +229,9 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   const parts: ComponentFiles[] = [];
   const weightFiles = new Set<string>();
   const warnings: string[] = [];
+  const clips: ClipFolder[] = [];
+  const className = (spec as Record<string, unknown>)._class_name;
+  const pipelineClass = typeof className === 'string' && className ? className : undefined;
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -239,16 +246,47 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
     if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
-    parts.push({ folder, layout, component: pipelineComponent(folder, String(value[1] ?? '')) });
+    const component = pipelineComponent(folder, String(value[1] ?? ''), pipelineClass);
+    if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
+      clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
+    }
+    parts.push({ folder, layout, component });
   }
   if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  // Wan 2.2 A14B's low-noise expert beside its high-noise transformer/: diffusers' load_lora_weights
+  // loads into transformer/ unless told load_into_transformer_2, and so does the merge.
+  if (parts.some((p) => p.folder === 'transformer')) {
+    for (const { folder } of parts.filter((p) => /^transformer_\d+$/.test(p.folder))) {
+      const className = (spec as Record<string, unknown[]>)[folder][1];
+      warnings.push(`${files.name}: ${folder}/ (${typeof className === 'string' && className ? className : 'a transformer'}, the second expert of a model with two) is left as it is: a LoRA merges into transformer/, as diffusers' load_lora_weights loads one unless told load_into_transformer_2; to merge into ${folder}/, give that folder as the base`);
+    }
+  }
+  // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
+  for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
   return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
 }
 
-/** What a pipeline folder holds, from its name and the class model_index.json gives it. */
-function pipelineComponent(folder: string, className: string): Omit<BaseComponent, 'keys'> | undefined {
+/** Gives a CLIP folder's component the kind its config.json says, or the reason none can be told. */
+function withClipIdentity(component: Omit<BaseComponent, 'keys'>, identity: ClipIdentity): void {
+  if (identity.encoder) component.encoder = identity.encoder;
+  else {
+    delete component.encoder;
+    component.encoderDoubt = identity.doubt;
+  }
+}
+
+/** A component's config.json, parsed; a pipeline loads none that is not JSON. */
+async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
+  return parseBoundedJson(await files.readText(path), `${files.name}/${path}`);
+}
+
+/**
+ * What a pipeline folder holds, from its name and the class model_index.json gives it (a CLIP
+ * folder's kind by position here, which its config.json may overrule: pipeline-encoders.ts).
+ */
+function pipelineComponent(folder: string, className: string, pipelineClass?: string): Omit<BaseComponent, 'keys'> | undefined {
   const prefix = `${folder}.`;
   if (/^(unet|transformer|prior|decoder)$/.test(folder)) return { name: `the ${folder} (${className || 'denoiser'})`, role: 'denoiser', prefix };
   if (folder === 'vae') return { name: 'the VAE', role: 'vae', prefix };
@@ -259,15 +297,28 @@ function pipelineComponent(folder: string, className: string): Omit<BaseComponen
   const m = /^text_encoder(?:_(\d))?$/.exec(folder);
   if (!m) return undefined;
   const ordinal = Number(m[1] ?? 1);
-  const encoder: EncoderKind = /T5/i.test(className) ? 't5' : ordinal === 1 ? 'clip_l' : 'clip_g';
-  return { name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, encoder, prefix, ...(className ? { className } : {}) };
+  // An LLM's or BERT's folder (HunyuanVideo's Llama, HunyuanDiT's BERT) is no CLIP, whatever its place.
+  const encoder: EncoderKind | undefined = /T5/i.test(className) ? 't5'
+    : className === '' || CLIP_TEXT_CLASS.test(className) ? (ordinal === 1 ? 'clip_l' : 'clip_g') : undefined;
+  return {
+    name: `${folder} (${className || 'text encoder'})`, role: 'text-encoder', ordinal, prefix,
+    ...(encoder ? { encoder } : {}), ...(className ? { className } : {}), ...(pipelineClass ? { pipelineClass } : {}),
+  };
 }
 
-/** A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is. */
-function folderComponent(name: string, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
-  const folder = name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
-  const component = pipelineComponent(folder, '');
-  return component ? [{ ...component, prefix: '', keys: [...tensors.keys()] }] : undefined;
+/**
+ * A component folder given on its own (`unet/`, `text_encoder_2/`) says by its name what it is; a
+ * text encoder's config.json, its class (`architectures`) and, for a CLIP, which one it holds.
+ */
+function folderComponent(folder: string, config: unknown, tensors: ReadonlyMap<string, BaseTensor>): BaseComponent[] | undefined {
+  const architectures = (config as { architectures?: unknown } | undefined)?.architectures;
+  const className = Array.isArray(architectures) && architectures.length === 1 && typeof architectures[0] === 'string' ? architectures[0] : '';
+  const component = pipelineComponent(folder, className);
+  if (!component) return undefined;
+  if (component.role === 'text-encoder' && CLIP_TEXT_CLASS.test(className)) {
+    withClipIdentity(component, identifyClipFolders([{ folder, ordinal: component.ordinal!, config }]).get(folder)!);
+  }
+  return [{ ...component, prefix: '', keys: [...tensors.keys()] }];
 }
 
 function isWeightFile(path: string): boolean {

@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -84,7 +84,7 @@ export type Location =
     module?: string;
     /**
      * The module names a component the base does not hold (a Flux LoRA's text-encoder modules on
-     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipLProjection):
+     * a transformer-only file), or a tensor only ComfyUI's model of it has (unstoredClipProjection):
      * left out, as kohya's and ComfyUI's loaders do, and said so.
      */
     missingComponent?: boolean;
@@ -140,6 +140,8 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
+    const doubt = clipDoubt(address, this.components);
+    if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
     let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo).
@@ -174,10 +176,11 @@ export class ModuleLocator {
       break;
     }
     if (result.found || result.ambiguous) return describe(result, component);
-    if (unstoredClipLProjection(address, component)) {
+    const clip = unstoredClipProjection(address, component);
+    if (clip) {
       return {
         found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
-        message: `names CLIP-L's text_projection, which ${component.name} does not store: ComfyUI gives its CLIP-L an identity projection there, which models whose files leave it out (SD1.x, SDXL, FLUX.1) do not use`,
+        message: `names ${clip}'s text_projection, which ${component.name} does not store: ComfyUI gives its ${clip} an identity projection there, which models whose files leave it out (SD1.x, SD2, SDXL, FLUX.1) do not use`,
       };
     }
     // Say so when the name fits another component: a wrong prefix, not a missing tensor.
@@ -241,7 +244,7 @@ export class ModuleLocator {
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
-    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: rest, flat: false }, this.componentView(holding[0])), holding[0]);
+    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: comfyEncoderPath(name, rest), flat: false }, this.componentView(holding[0])), holding[0]);
     if (holding.length === 0 && encoders.every((c) => holdsComfyEncoder(c, name) === false)) return missing;
     const unknown = holding.length > 0 ? holding : encoders.filter((c) => holdsComfyEncoder(c, name) === undefined);
     return {
@@ -268,14 +271,31 @@ export class ModuleLocator {
 }
 
 /**
- * CLIP-L's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L are
- * transformers' CLIPTextModel, without it). ComfyUI's CLIP model has one, set to the identity, so its
- * "Extract and Save Lora" writes a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection`
- * there too; those models never read the projected output, so the update changes nothing: left out.
+ * Why a module naming a text encoder by which CLIP it is (kohya's `lora_te_`, `lora_te1_`,
+ * `lora_te2_`, ComfyUI's `text_encoders.clip_g.`) cannot be placed: a pipeline whose CLIP folders
+ * cannot be told apart (pipeline-encoders.ts). Diffusers' `text_encoder.` names the first folder
+ * and T5's parts name no CLIP, so neither is held up.
  */
-function unstoredClipLProjection(address: ModuleAddress, component: BaseComponent): boolean {
-  return component.encoder === 'clip_l' && address.path === 'text_projection'
-    && !component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
+function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[]): string | undefined {
+  const byKind = address.part === 'te' || address.part === 'te2' || (address.part === 'te1' && !address.anyFirstEncoder);
+  if (!byKind) return undefined;
+  const doubt = components.find((c) => c.role === 'text-encoder' && c.encoderDoubt)?.encoderDoubt;
+  if (!doubt) return undefined;
+  const named = address.comfyEncoder ? `ComfyUI's ${address.comfyEncoder} text encoder (text_encoders.${address.comfyEncoder}.)` : partName(address.part!);
+  return `names ${named}, but the base's ${doubt}`;
+}
+
+/**
+ * CLIP-L's or CLIP-H's `text_projection` on a checkpoint that stores none (SD1.x's and SDXL's CLIP-L
+ * and an SD2 pipeline's CLIP-H are transformers' CLIPTextModel, without it): the CLIP's name, else
+ * undefined. ComfyUI's CLIP model has one, set to the identity, so its "Extract and Save Lora" writes
+ * a (zero) LoRA for it, and comfy/lora.py maps `lora_te1_text_projection` there too; those models
+ * never read the projected output, so the update changes nothing: left out.
+ */
+function unstoredClipProjection(address: ModuleAddress, component: BaseComponent): string | undefined {
+  const clip = component.encoder === 'clip_l' ? 'CLIP-L' : component.encoder === 'openclip' ? 'CLIP-H' : undefined;
+  const stored = component.keys.some((k) => k.endsWith('.text_projection.weight') || k.endsWith('.text_projection'));
+  return clip && address.path === 'text_projection' && !stored ? clip : undefined;
 }
 
 type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };

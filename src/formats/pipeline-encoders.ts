@@ -1,0 +1,81 @@
+/**
+ * Which CLIP each CLIP text encoder folder of a diffusers pipeline holds. model_index.json says
+ * only `CLIPTextModel` or `CLIPTextModelWithProjection` for CLIP-L, CLIP-G and CLIP-H alike, and the
+ * folders' order does not say either (HunyuanVideo's `text_encoder_2` is CLIP-L; Stable Cascade's
+ * only `text_encoder` is CLIP-G), so each folder's config.json decides: `hidden_size` 768 is CLIP-L,
+ * 1280 CLIP-G (OpenCLIP bigG), 1024 CLIP-H (OpenCLIP ViT-H); where it says none of these,
+ * `projection_dim` and `num_hidden_layers` do. Only a folder without a deciding config goes by its
+ * position (the first CLIP-L, a later one CLIP-G, as SDXL and SD3 number them). Two folders that
+ * come out the same CLIP cannot both be it: neither is given a kind, and why is kept for the
+ * modules that name one.
+ */
+import type { EncoderKind } from './base-components.js';
+
+/** The model_index.json classes whose folder holds a transformers CLIP text model. */
+export const CLIP_TEXT_CLASS = /^CLIPTextModel(WithProjection)?$/;
+
+const KIND_NAMES: Readonly<Record<ClipKind, string>> = { clip_l: 'CLIP-L', clip_g: 'CLIP-G', openclip: 'CLIP-H' };
+type ClipKind = Extract<EncoderKind, 'clip_l' | 'clip_g' | 'openclip'>;
+
+/** The config.json values of each CLIP's text model (openai/clip-vit-large-patch14, laion bigG and ViT-H). */
+const SIGNS: Readonly<Record<'hidden_size' | 'projection_dim' | 'num_hidden_layers', Readonly<Record<number, ClipKind>>>> = {
+  hidden_size: { 768: 'clip_l', 1280: 'clip_g', 1024: 'openclip' },
+  projection_dim: { 768: 'clip_l', 1280: 'clip_g', 1024: 'openclip' },
+  num_hidden_layers: { 12: 'clip_l', 32: 'clip_g', 24: 'openclip' },
+};
+
+/** A CLIP text encoder folder of a pipeline, as the caller found it. */
+export interface ClipFolder {
+  folder: string;
+  /** 1 for `text_encoder`, 2 for `text_encoder_2`, … */
+  ordinal: number;
+  /** Its parsed config.json, when the folder has one. */
+  config?: unknown;
+}
+
+/** What a folder was found to hold: a kind, or why it cannot be told. */
+export type ClipIdentity = { encoder: ClipKind; doubt?: undefined } | { encoder?: undefined; doubt: string };
+
+/** The kind of each CLIP folder (by folder name), or why it cannot be told. */
+export function identifyClipFolders(folders: readonly ClipFolder[]): Map<string, ClipIdentity> {
+  const found = new Map<string, { identity: ClipIdentity; by: string }>();
+  for (const f of folders) found.set(f.folder, identify(f));
+  // Two folders of one kind: a config and a position (or two configs) that cannot both be right.
+  for (const [folder, { identity, by }] of found) {
+    if (!identity.encoder) continue;
+    const twins = [...found].filter(([other, o]) => other !== folder && o.identity.encoder === identity.encoder);
+    if (twins.length === 0) continue;
+    const all = [[folder, by], ...twins.map(([other, o]) => [other, o.by])];
+    const doubt = `${all.map(([f]) => f).join(' and ')} both read as ${KIND_NAMES[identity.encoder]} (${all.map(([f, b]) => `${f} by ${b}`).join('; ')}), so which holds which CLIP cannot be told; give each CLIP folder the config.json its model was saved with`;
+    for (const [f] of all) found.get(f)!.identity = { doubt };
+  }
+  return new Map([...found].map(([f, { identity }]) => [f, identity]));
+}
+
+function identify(f: ClipFolder): { identity: ClipIdentity; by: string } {
+  const byPosition: ClipKind = f.ordinal === 1 ? 'clip_l' : 'clip_g';
+  const config = typeof f.config === 'object' && f.config !== null && !Array.isArray(f.config) ? f.config as Record<string, unknown> : undefined;
+  const sign = (field: keyof typeof SIGNS): ClipKind | undefined => {
+    const v = config?.[field];
+    return typeof v === 'number' && Object.hasOwn(SIGNS[field], v) ? SIGNS[field][v] : undefined;
+  };
+  const hidden = sign('hidden_size');
+  if (hidden) return { identity: { encoder: hidden }, by: `its config.json's hidden_size ${String(config!.hidden_size)}` };
+  // hidden_size absent or of no known CLIP (a tiny test model): the other two break the tie.
+  const votes = (['projection_dim', 'num_hidden_layers'] as const).flatMap((field) => {
+    const kind = sign(field);
+    return kind ? [{ field, kind }] : [];
+  });
+  const kinds = [...new Set(votes.map((v) => v.kind))];
+  if (kinds.length === 1) return { identity: { encoder: kinds[0] }, by: `its config.json's ${votes[0].field} ${String(config![votes[0].field])}` };
+  const position = `its position (${config ? 'its config.json naming no CLIP' : 'no config.json'})`;
+  if (kinds.length === 0) return { identity: { encoder: byPosition }, by: position };
+  // The two disagree: the position settles it if it is one of them.
+  if (kinds.includes(byPosition)) return { identity: { encoder: byPosition }, by: position };
+  const said = votes.map((v) => `${v.field} ${String(config![v.field])} says ${KIND_NAMES[v.kind]}`).join(', ');
+  return {
+    identity: { doubt: `${f.folder}/config.json: ${said}, and its position says ${KIND_NAMES[byPosition]}, so which CLIP it holds cannot be told; give it the config.json its model was saved with` },
+    by: position,
+  };
+}
+
