@@ -1,0 +1,72 @@
+/**
+ * Broken inputs whose refusal used to name the wrong thing: a config that is a login page, a Git
+ * LFS pointer or empty (said "Unexpected token" instead of what it is). Through the built CLI: one
+ * line, exit 1, nothing at --out.
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
+import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const rand = seededRandom(7);
+const d = 8;
+const r = 2;
+const q = 'model.layers.0.self_attn.q_proj';
+const k = 'model.layers.0.self_attn.k_proj';
+const qWeight: FixtureTensor = { name: `${q}.weight`, dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) };
+const kWeight: FixtureTensor = { name: `${k}.weight`, dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) };
+const PEFT_WEIGHTS = buildSafetensors([
+  { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
+  { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+]);
+const PEFT_CONFIG = JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, target_modules: ['q_proj'] });
+const LOGIN_PAGE = '<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body>Sign in to continue</body></html>\n';
+const LFS_POINTER = 'version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 475\n';
+
+/** Merges `adapter` into `base` (a folder or a file under it) into a fresh folder; the run and what that folder holds after. */
+async function mergeInto(base: string, adapter: string): Promise<{ code: number; stderr: string; left: string[] }> {
+  const outDir = temp.make();
+  const run = await runCli(mergeArgs(base, adapter, join(outDir, 'merged')));
+  return { ...run, left: listDir(outDir) };
+}
+
+describe('a JSON file that is no JSON is named for what it is', () => {
+  const cases: [string, string, RegExp][] = [
+    ['a login page', LOGIN_PAGE, /: an HTML page, not JSON \(an error or login page saved in place of the file\?\): download the file again$/],
+    ['a Git LFS pointer', LFS_POINTER, /: a Git LFS pointer, not the file it stands for \(the repository was cloned without Git LFS\?\): run "git lfs pull" in the clone, or download the file itself$/],
+    ['an empty file', '', /: empty, not JSON \(an interrupted download\?\): download the file again$/],
+  ];
+
+  it.each(cases)('adapter_config.json that is %s', async (_, text, message) => {
+    const base = temp.make({ 'model.safetensors': buildSafetensors([qWeight]) });
+    const adapter = temp.make({ 'adapter_config.json': text, 'adapter_model.safetensors': PEFT_WEIGHTS });
+    const run = await mergeInto(base, adapter);
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, new RegExp(`^error: ${adapter}/adapter_config\\.json${message.source}`));
+    expect(run.left).toEqual([]);
+  });
+
+  it.each(cases)('a model folder\'s model.safetensors.index.json that is %s', async (_, text, message) => {
+    const base = temp.make({
+      'model-00001-of-00002.safetensors': buildSafetensors([qWeight]),
+      'model-00002-of-00002.safetensors': buildSafetensors([kWeight]),
+      'model.safetensors.index.json': text,
+    });
+    const adapter = temp.make({ 'adapter_config.json': PEFT_CONFIG, 'adapter_model.safetensors': PEFT_WEIGHTS });
+    const run = await mergeInto(base, adapter);
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, new RegExp(`^error: ${base}/model\\.safetensors\\.index\\.json${message.source}`));
+    expect(run.left).toEqual([]);
+  });
+
+  it('a config cut short still says where JSON.parse stopped', async () => {
+    const base = temp.make({ 'model.safetensors': buildSafetensors([qWeight]) });
+    const adapter = temp.make({ 'adapter_config.json': PEFT_CONFIG.slice(0, 30), 'adapter_model.safetensors': PEFT_WEIGHTS });
+    const run = await mergeInto(base, adapter);
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, new RegExp(`^error: ${adapter}/adapter_config\\.json: not valid JSON \\(.+\\)$`));
+  });
+});
