@@ -1,7 +1,8 @@
 /**
  * Broken inputs whose refusal used to name the wrong thing: a config that is a login page, a Git
- * LFS pointer or empty (said "Unexpected token" instead of what it is). Through the built CLI: one
- * line, exit 1, nothing at --out.
+ * LFS pointer or empty (said "Unexpected token" instead of what it is), a shard index that names a
+ * file outside its folder (said "missing"), a tensor in two shards (said "misplaced"). Through the
+ * built CLI: one line, exit 1, nothing at --out.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -68,5 +69,49 @@ describe('a JSON file that is no JSON is named for what it is', () => {
     const run = await mergeInto(base, adapter);
     expect(run.code, run.stderr).toBe(1);
     expectOneLine(run.stderr, new RegExp(`^error: ${adapter}/adapter_config\\.json: not valid JSON \\(.+\\)$`));
+  });
+});
+
+describe('a sharded model\'s index and shards that disagree', () => {
+  const adapter = () => temp.make({ 'adapter_config.json': PEFT_CONFIG, 'adapter_model.safetensors': PEFT_WEIGHTS });
+  const index = (map: Record<string, string>) => JSON.stringify({ metadata: { total_size: 2 * 4 * d * d }, weight_map: map });
+
+  it('a shard named outside the folder (../, an absolute path) is refused as such, not as missing, and never read', async () => {
+    for (const outside of ['../model.safetensors', '/tmp/model.safetensors']) {
+      // A file of that name beside the folder: the index may not reach it.
+      const parent = temp.make({
+        'model.safetensors': buildSafetensors([qWeight]),
+        'sub/model-00001-of-00001.safetensors': buildSafetensors([kWeight]),
+        'sub/model.safetensors.index.json': index({ [qWeight.name]: outside, [kWeight.name]: 'model-00001-of-00001.safetensors' }),
+      });
+      const base = join(parent, 'sub');
+      const run = await mergeInto(base, adapter());
+      expect(run.code, run.stderr).toBe(1);
+      expectOneLine(run.stderr, new RegExp(`^error: ${base}/model\\.safetensors\\.index\\.json: tensor "${q}\\.weight" maps to "${outside.replace(/\./g, '\\.')}", outside the model's folder; an index names shards of its own folder$`));
+      expect(run.left).toEqual([]);
+    }
+  });
+
+  it('a tensor in two shards, one of them where the index puts it, is named as in both', async () => {
+    const base = temp.make({
+      'model-00001-of-00002.safetensors': buildSafetensors([qWeight, kWeight]),
+      'model-00002-of-00002.safetensors': buildSafetensors([kWeight]),
+      'model.safetensors.index.json': index({ [qWeight.name]: 'model-00001-of-00002.safetensors', [kWeight.name]: 'model-00002-of-00002.safetensors' }),
+    });
+    const run = await mergeInto(base, adapter());
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, new RegExp(`^error: ${base}: tensor "${k}\\.weight" is in both model-00002-of-00002\\.safetensors and model-00001-of-00002\\.safetensors$`));
+    expect(run.left).toEqual([]);
+  });
+
+  it('a tensor in one shard that the index puts in another is still named as misplaced', async () => {
+    const base = temp.make({
+      'model-00001-of-00002.safetensors': buildSafetensors([qWeight]),
+      'model-00002-of-00002.safetensors': buildSafetensors([kWeight]),
+      'model.safetensors.index.json': index({ [qWeight.name]: 'model-00002-of-00002.safetensors', [kWeight.name]: 'model-00001-of-00002.safetensors' }),
+    });
+    const run = await mergeInto(base, adapter());
+    expect(run.code, run.stderr).toBe(1);
+    expectOneLine(run.stderr, /model\.safetensors\.index\.json puts tensor "model\.layers\.0\.self_attn\.q_proj\.weight" in model-00002-of-00002\.safetensors but it is in model-00001-of-00002\.safetensors$/);
   });
 });
