@@ -1,8 +1,9 @@
 /**
  * Broken inputs whose refusal used to name the wrong thing: a config that is a login page, a Git
  * LFS pointer or empty (said "Unexpected token" instead of what it is), a shard index that names a
- * file outside its folder (said "missing"), a tensor in two shards (said "misplaced"). Through the
- * built CLI: one line, exit 1, nothing at --out.
+ * file outside its folder (said "missing"), a tensor in two shards (said "misplaced"), and a kohya
+ * LoRA refused by merge that `inspect` listed as a base model. Through the built CLI: one line,
+ * exit 1, nothing at --out.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -113,5 +114,33 @@ describe('a sharded model\'s index and shards that disagree', () => {
     const run = await mergeInto(base, adapter());
     expect(run.code, run.stderr).toBe(1);
     expectOneLine(run.stderr, /model\.safetensors\.index\.json puts tensor "model\.layers\.0\.self_attn\.q_proj\.weight" in model-00002-of-00002\.safetensors but it is in model-00001-of-00002\.safetensors$/);
+  });
+});
+
+describe('inspect of a kohya LoRA that merge refuses', () => {
+  const m = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+  const factors: FixtureTensor[] = [
+    { name: `${m}.lora_down.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
+    { name: `${m}.lora_up.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+  ];
+
+  it('names the refusal (an α of several values), exit 1, instead of listing the LoRA as a base model', async () => {
+    const dir = temp.make({ 'lora.safetensors': buildSafetensors([...factors, { name: `${m}.alpha`, dtype: 'F32', shape: [r], data: [4, 4] }]) });
+    const run = await runCli(['inspect', join(dir, 'lora.safetensors')]);
+    expect(run.code, run.stderr).toBe(1);
+    expect(run.stdout).toBe('');
+    expectOneLine(run.stderr, new RegExp(`module "${m}" has an alpha that is not one finite number: ${m}\\.alpha is F32 \\(2\\) with 2 values$`));
+  });
+
+  it('still lists a model whose tensors only partly fit adapter names as a base model', async () => {
+    // A VAE-like block named `.up.weight` beside plain weights and biases: a model, not an adapter.
+    const dir = temp.make({ 'model.safetensors': buildSafetensors([
+      { name: 'decoder.mid.up.weight', dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) },
+      { name: 'decoder.mid.proj.weight', dtype: 'F32', shape: [d, d], data: randomValues(d * d, rand) },
+      { name: 'decoder.mid.proj.bias', dtype: 'F32', shape: [d], data: randomValues(d, rand) },
+    ]) });
+    const run = await runCli(['inspect', join(dir, 'model.safetensors')]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/model\.safetensors: base model \(/);
   });
 });
