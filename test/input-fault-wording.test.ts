@@ -2,12 +2,14 @@
  * Broken inputs whose refusal used to name the wrong thing: a config that is a login page, a Git
  * LFS pointer or empty (said "Unexpected token" instead of what it is), a shard index that names a
  * file outside its folder (said "missing"), a tensor in two shards (said "misplaced"), and a kohya
- * LoRA refused by merge that `inspect` listed as a base model. Through the built CLI: one line,
- * exit 1, nothing at --out.
+ * LoRA refused by merge that `inspect` listed as a base model, an input path behind a link loop or
+ * a locked folder (said "no such file or folder"). Through the built CLI: one line, nothing at --out.
  */
+import { chmodSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
+import { canDropPrivileges, runCliUnprivileged } from './helpers/cli-faults.js';
 import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -142,5 +144,43 @@ describe('inspect of a kohya LoRA that merge refuses', () => {
     const run = await runCli(['inspect', join(dir, 'model.safetensors')]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/model\.safetensors: base model \(/);
+  });
+});
+
+describe('an input path that is there but cannot be followed', () => {
+  const peft = () => temp.make({ 'adapter_config.json': PEFT_CONFIG, 'adapter_model.safetensors': PEFT_WEIGHTS });
+
+  it('a link loop and a file used as a folder are named as such, not as missing (base, adapter, inspect)', async () => {
+    const dir = temp.make({ 'model.safetensors': buildSafetensors([qWeight]) });
+    symlinkSync('loop-b', join(dir, 'loop-a'));
+    symlinkSync('loop-a', join(dir, 'loop-b'));
+    const loop = join(dir, 'loop-a');
+    const underFile = join(dir, 'model.safetensors', 'adapter');
+    const looped = new RegExp(`^error: ${loop}: too many levels of symbolic links while reading its status \\(ELOOP\\); check the input path$`);
+    const notFolder = new RegExp(`^error: ${underFile}: a part of the path is not a folder while reading its status \\(ENOTDIR\\); check the input path$`);
+    const runs = await Promise.all([
+      runCli(mergeArgs(loop, peft(), join(dir, 'merged.safetensors'))),
+      runCli(mergeArgs(join(dir, 'model.safetensors'), loop, join(dir, 'merged.safetensors'))),
+      runCli(['inspect', loop]),
+      runCli(mergeArgs(join(dir, 'model.safetensors'), underFile, join(dir, 'merged.safetensors'))),
+    ]);
+    for (const [i, run] of runs.entries()) {
+      expect(run.code, run.stderr).not.toBe(0);
+      expectOneLine(run.stderr, i === 3 ? notFolder : looped);
+    }
+    expect(listDir(dir)).toEqual(['loop-a', 'loop-b', 'model.safetensors']);
+  });
+
+  it.skipIf(!canDropPrivileges)('a folder this user may not enter is "permission denied", not missing', async () => {
+    const locked = temp.make({ 'lora/adapter_config.json': PEFT_CONFIG, 'lora/adapter_model.safetensors': PEFT_WEIGHTS });
+    chmodSync(locked, 0o700); // others may not enter it
+    const base = temp.make({ 'model.safetensors': buildSafetensors([qWeight]) });
+    chmodSync(base, 0o755);
+    const outDir = temp.make();
+    chmodSync(outDir, 0o777);
+    const run = await runCliUnprivileged(mergeArgs(join(base, 'model.safetensors'), join(locked, 'lora'), join(outDir, 'merged.safetensors')));
+    expect(run.code, run.stderr).not.toBe(0);
+    expectOneLine(run.stderr, new RegExp(`^error: ${locked}/lora: permission denied while reading its status \\(EACCES\\); check its permissions \\(inputs are only read\\)$`));
+    expect(listDir(outDir)).toEqual([]);
   });
 });
