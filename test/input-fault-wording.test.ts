@@ -10,6 +10,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectOneLine, listDir, mergeArgs, runCli } from './helpers/cli.js';
 import { canDropPrivileges, runCliUnprivileged } from './helpers/cli-faults.js';
+import { MergeError } from '../src/errors.js';
+import { openGguf } from '../src/formats/gguf/gguf-reader.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
+import { bytesSource } from '../src/io/memory-source.js';
+import { merge } from '../src/node.js';
 import { buildSafetensors, randomValues, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -182,5 +187,34 @@ describe('an input path that is there but cannot be followed', () => {
     expect(run.code, run.stderr).not.toBe(0);
     expectOneLine(run.stderr, new RegExp(`^error: ${locked}/lora: permission denied while reading its status \\(EACCES\\); check its permissions \\(inputs are only read\\)$`));
     expect(listDir(outDir)).toEqual([]);
+  });
+});
+
+describe('the code of a weight file that is something else', () => {
+  const ascii = (s: string) => new TextEncoder().encode(s);
+  /** torch.save's legacy format: pickle protocol 2, then its magic number (long enough to pass for a header length). */
+  const pickle = new Uint8Array([0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, ...new Uint8Array(40)]);
+  const page = ascii(LOGIN_PAGE);
+  const refusal = async (open: () => Promise<unknown>): Promise<MergeError> => {
+    const e = await open().then(() => undefined, (x: unknown) => x);
+    expect(e).toBeInstanceOf(MergeError);
+    return e as MergeError;
+  };
+
+  it('is PICKLE_REFUSED for a pickle and UNSUPPORTED_FORMAT for a page, read as safetensors or GGUF, not a header-length or truncation code', async () => {
+    for (const [bytes, code] of [[pickle, 'PICKLE_REFUSED'], [page, 'UNSUPPORTED_FORMAT'], [page.subarray(0, 40), 'UNSUPPORTED_FORMAT']] as const) {
+      for (const [name, open] of [['model.safetensors', openSafetensors], ['model.gguf', openGguf]] as const) {
+        const e = await refusal(() => open(bytesSource(bytes, name)));
+        expect([e.code, e.message]).toEqual([code, expect.stringMatching(new RegExp(`^${name.replace('.', '\\.')}: (a PyTorch pickle checkpoint|an HTML page)`))]);
+      }
+    }
+  });
+
+  it('reaches a caller of merge() from loramerge/node, with the CLI\'s line', async () => {
+    const dir = temp.make({ 'model.safetensors': pickle, 'lora/adapter_config.json': PEFT_CONFIG, 'lora/adapter_model.safetensors': PEFT_WEIGHTS });
+    const e = await refusal(() => merge({ base: join(dir, 'model.safetensors'), adapters: [join(dir, 'lora')], out: join(dir, 'merged.safetensors'), backend: 'cpu' }));
+    expect(e.code).toBe('PICKLE_REFUSED');
+    expect(e.message).toMatch(/model\.safetensors: a PyTorch pickle checkpoint .*convert it to safetensors first$/);
+    expect(listDir(dir)).toEqual(['lora', 'model.safetensors']);
   });
 });

@@ -6,6 +6,8 @@
  * "header length 5789751444030890300 bytes".
  */
 
+import { MergeError } from '../errors.js';
+
 /** How many leading bytes foreignFileKind looks at. */
 export const FOREIGN_SNIFF_BYTES = 512;
 
@@ -58,6 +60,19 @@ export function foreignFileKind(head: Uint8Array, expected: ExpectedFormat): str
     return 'a safetensors file under a .gguf name: name it .safetensors (or give the .safetensors file itself)';
   }
   return undefined;
+}
+
+/**
+ * The refusal of a weight file named `file` whose first bytes `head` show it to be something else
+ * (see foreignFileKind), undefined when they show nothing known. Its code says what kind of failure
+ * it is, for callers that branch on it: PICKLE_REFUSED for a pickle, as a pickle found by its name
+ * is refused, UNSUPPORTED_FORMAT for anything else (not the header-length or truncation codes that
+ * the bytes, read as a header, would give).
+ */
+export function foreignFileRefusal(file: string, head: Uint8Array, expected: 'safetensors' | 'gguf'): MergeError | undefined {
+  const kind = foreignFileKind(head, expected);
+  if (kind === undefined) return undefined;
+  return new MergeError(kind === pickleKind(expected) ? 'PICKLE_REFUSED' : 'UNSUPPORTED_FORMAT', `${file}: ${kind}`);
 }
 
 function pickleKind(expected: ExpectedFormat): string {
