@@ -155,7 +155,7 @@ describe('a config that is no JSON', () => {
       const dir = temp.make({ 'base.safetensors': BASE });
       const run = await cli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', typed, '--out', join(dir, 'm.safetensors'), '--backend', 'cpu']);
       expect(run.code, typed).toBe(1);
-      expect(oneError(run), typed).toMatch(new RegExp(`^error: ${hubUrl('org/html-config/resolve/main/adapter_config.json').replace(/[.?]/g, '\\$&')}: not valid JSON \\(`));
+      expect(oneError(run), typed).toMatch(new RegExp(`^error: ${hubUrl('org/html-config/resolve/main/adapter_config.json').replace(/[.?]/g, '\\$&')}: an HTML page, not JSON \\(an error or login page saved in place of the file\\?\\): download the file again$`));
       expect(listDir(dir)).toEqual(['base.safetensors']);
     }
   });

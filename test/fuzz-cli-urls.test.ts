@@ -611,13 +611,14 @@ const label = (b: Behaviour): string => (b.kind === 'redirect' ? `redirect → $
  * meets: a fault of that request; the config absent (404); text that is no JSON; or the config.
  * A 206 is taken only where its Content-Range is the whole file and the body holds all of it.
  */
-function configRead(c: Case, i: Input): { kind: 'fine' | 'absent' | 'bad-json' } | { kind: 'fault'; expected: Expected } {
+function configRead(c: Case, i: Input): { kind: 'fine' | 'absent' } | { kind: 'bad-json'; html?: boolean } | { kind: 'fault'; expected: Expected } {
   const b = i.behaviours.get(PEFT_CONFIG)!;
   const inner = b.kind === 'redirect' ? b.to : b;
   const url = escapeRe(`${i.hub!.folder}${PEFT_CONFIG}`);
   const fault = (why: RegExp = faultMessage(b, url, loginOf(c, true, b, i.hub!.transport), 'the file')) => ({ kind: 'fault' as const, expected: { code: 1, why: [why], what: `Hub config: ${label(b)}` } });
   switch (inner.kind) {
-    case 'not-json': case 'html': return { kind: 'bad-json' };
+    case 'not-json': return { kind: 'bad-json' };
+    case 'html': return { kind: 'bad-json', html: true };
     case 'oversize': return fault(new RegExp(`^error: ${url}: more than ${MAX_CONFIG_BYTES} bytes is too large for a config or index \\(the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES}\\)$`));
     case 'gated': return c.token && !(b.kind === 'redirect' && b.elsewhere) ? { kind: 'fine' } : fault();
     case 'loop': return fault();
@@ -654,7 +655,12 @@ const hubStrikesAt = (c: Case, b: Behaviour, tokenScope: boolean): At | undefine
 function hubOpened(c: Case, i: Input): Expected | undefined {
   const h = i.hub!;
   const read = configRead(c, i);
-  if (read.kind === 'bad-json') return { code: 1, why: [new RegExp(`^error: ${escapeRe(`${h.folder}${PEFT_CONFIG}`)}: not valid JSON \\(.+\\)$`)], what: `Hub config: ${label(i.behaviours.get(PEFT_CONFIG)!)} (not JSON)` };
+  if (read.kind === 'bad-json') {
+    // A login page is named for what it is; text cut short to nothing is empty.
+    const why = read.html ? 'an HTML page, not JSON \\(an error or login page saved in place of the file\\?\\): download the file again'
+      : '(not valid JSON \\(.+\\)|empty, not JSON \\(an interrupted download\\?\\): download the file again)';
+    return { code: 1, why: [new RegExp(`^error: ${escapeRe(`${h.folder}${PEFT_CONFIG}`)}: ${why}$`)], what: `Hub config: ${label(i.behaviours.get(PEFT_CONFIG)!)} (not JSON)` };
+  }
   const alone = read.kind === 'absent';
   const b = i.behaviours.get(PEFT_WEIGHTS)!;
   const tokenScope = alone ? h.typedTokenScope : true;

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
-import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from '../io/node-input-files.js';
+import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet, statOrNotFound } from '../io/node-input-files.js';
 import { hfAuthFor } from '../io/hf-token.js';
 import { decodedSegment, explainLoneHubWeights, folderUrlRefusal, isLoneWeightsRefusal, openHubSource, PEFT_WEIGHTS } from '../io/hub-adapters.js';
 import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
@@ -155,8 +155,7 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
     // A split GGUF gives a split output, a folder, as on disk (even of one part).
     return parts ? { text, files, url: true, many: true, diskPaths: [] } : { text, files, url: true, many: false, diskPaths: [], fileName };
   }
-  let info = options.splitGguf ? await stat(text).catch(() => undefined) : undefined;
-  if (options.splitGguf && !info) throw new MergeError('NOT_FOUND', `${text}: no such file or folder`);
+  let info = options.splitGguf ? await statOrNotFound(text, text) : undefined;
   const split = info !== undefined && info.isFile() && isGgufSplitPart(text);
   const files = split ? await openNodeGgufSplitSet(text) : await openNodeInputFileSet(text); // refuses what is missing or no file or folder
   info ??= await stat(text);

@@ -12,7 +12,7 @@ import { parsePeftAdapter } from './peft.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
-import { looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
+import { isSingleFileAdapterThroughout, looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 import { archiveRefusal, pathIn } from './foreign-file.js';
@@ -267,7 +267,9 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
     if (hasMlxFactorNames(file)) throw mlxWithoutConfig(files.name, file.source.name);
-    if (looksLikeSingleFileAdapter(file)) return parseSingleFileAdapter(files.name, file);
+    if (looksLikeSingleFileAdapter(file)) {
+      return parseSingleFileAdapter(files.name, file).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+    }
     // The base model picked as an adapter too, or in its place, is the likeliest such file.
     const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));
     const hint = model ? `; it holds a model's weights (${file.tensors.length} tensors such as ${file.tensors[0].name}): is it the base model, given as an adapter?` : '';

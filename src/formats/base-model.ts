@@ -420,6 +420,10 @@ function parseIndex(where: string, text: string): ShardIndex {
     if (typeof shard !== 'string' || !SAFETENSORS.test(shard)) {
       throw new MergeError('BAD_CONFIG', `${where}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, not a .safetensors file`);
     }
+    // A path out of the folder is no shard of it: said so, rather than "missing (incomplete download?)".
+    if (/^([\\/]|[A-Za-z]:)/.test(shard) || shard.split(/[\\/]/).includes('..')) {
+      throw new MergeError('BAD_CONFIG', `${where}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, outside the model's folder; an index names shards of its own folder`);
+    }
   }
   return parsed as ShardIndex;
 }
@@ -440,9 +444,12 @@ function collectTensors(
       if (earlier) throw new MergeError('BAD_CONFIG', `${name}: tensor "${entry.name}" is in both ${earlier.shard} and ${path}`);
       const listed = index && Object.hasOwn(index.weight_map, entry.name) ? folder + index.weight_map[entry.name] : undefined;
       if (index && listed !== path) {
+        // A tensor in two shards, one of them the listed one, is named as such, not as misplaced.
+        const alsoListed = listed !== undefined && shards.some((s) => s.path === listed && s.file.tensors.some((t) => t.name === entry.name));
         throw new MergeError(
           'BAD_CONFIG',
-          listed === undefined
+          alsoListed ? `${name}: tensor "${entry.name}" is in both ${listed} and ${path}`
+          : listed === undefined
             ? `${name}: tensor "${entry.name}" in ${path} is not listed in ${indexPath}`
             : `${name}: ${indexPath} puts tensor "${entry.name}" in ${listed} but it is in ${path}`,
         );

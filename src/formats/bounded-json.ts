@@ -6,6 +6,7 @@
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES } from '../limits.js';
+import { FOREIGN_SNIFF_BYTES, foreignFileKind } from './foreign-file.js';
 
 /** JSON.parse(text), after checking nesting depth and value count against limits.ts. */
 export function parseBoundedJson(text: string, file: string, code: MergeErrorCode = 'BAD_CONFIG'): unknown {
@@ -18,7 +19,11 @@ export function parseBoundedJson(text: string, file: string, code: MergeErrorCod
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new MergeError(code, `${file}: not valid JSON (${(e as Error).message})`, { cause: e });
+    // An empty file, a login page or a Git LFS pointer is what an interrupted or mistaken download
+    // leaves; JSON.parse's "Unexpected token '<'" says neither that nor what to do.
+    const kind = text.trim() === '' ? 'empty, not JSON (an interrupted download?): download the file again'
+      : foreignFileKind(new TextEncoder().encode(text.slice(0, FOREIGN_SNIFF_BYTES)), 'json');
+    throw new MergeError(code, `${file}: ${kind ?? `not valid JSON (${(e as Error).message})`}`, { cause: e });
   }
 }
 

@@ -6,6 +6,8 @@
  * "header length 5789751444030890300 bytes".
  */
 
+import { MergeError } from '../errors.js';
+
 /** How many leading bytes foreignFileKind looks at. */
 export const FOREIGN_SNIFF_BYTES = 512;
 
@@ -17,21 +19,24 @@ const startsWith = (head: Uint8Array, bytes: readonly number[]): boolean =>
 
 const EXTRACT = 'extract it and give the weight file (or the adapter or model folder) inside';
 
+/** The formats a file may be read as, which foreignFileKind tells other files apart from. */
+export type ExpectedFormat = 'safetensors' | 'gguf' | 'json';
+
 /**
  * What `head` (a file's first bytes, up to FOREIGN_SNIFF_BYTES) shows the file to be, with what to
  * do, as the end of a message that starts with the file's name; undefined when it is nothing known.
  * `expected` is the format the file was read as, so that the other one is told apart from it.
  */
-export function foreignFileKind(head: Uint8Array, expected: 'safetensors' | 'gguf'): string | undefined {
+export function foreignFileKind(head: Uint8Array, expected: ExpectedFormat): string | undefined {
   const text = new TextDecoder('latin1').decode(head).replace(/^\uFEFF/, '').trimStart();
   const lower = text.slice(0, 64).toLowerCase();
   if (lower.startsWith('<!doctype html') || lower.startsWith('<html') || lower.startsWith('<head') || lower.startsWith('<?xml')) {
-    return `an ${lower.startsWith('<?xml') ? 'XML' : 'HTML'} page, not model weights (an error or login page saved in place of the file?): download the file again`;
+    return `an ${lower.startsWith('<?xml') ? 'XML' : 'HTML'} page, not ${expected === 'json' ? 'JSON' : 'model weights'} (an error or login page saved in place of the file?): download the file again`;
   }
   if (text.startsWith('version https://git-lfs.github.com/spec/')) {
     return 'a Git LFS pointer, not the file it stands for (the repository was cloned without Git LFS?): run "git lfs pull" in the clone, or download the file itself';
   }
-  if (text.startsWith('{') || text.startsWith('[')) {
+  if (expected !== 'json' && (text.startsWith('{') || text.startsWith('['))) {
     return 'a JSON document, not model weights (an error message saved in place of the file?): download the file again';
   }
   if (startsWith(head, [0x50, 0x4b, 0x03, 0x04])) {
@@ -57,8 +62,21 @@ export function foreignFileKind(head: Uint8Array, expected: 'safetensors' | 'ggu
   return undefined;
 }
 
-function pickleKind(expected: 'safetensors' | 'gguf'): string {
-  return `a PyTorch pickle checkpoint (what .bin, .pt and .ckpt files hold), not ${expected === 'gguf' ? 'GGUF' : 'safetensors'}: loramerge does not read pickles (loading one can run code); convert it to safetensors first`;
+/**
+ * The refusal of a weight file named `file` whose first bytes `head` show it to be something else
+ * (see foreignFileKind), undefined when they show nothing known. Its code says what kind of failure
+ * it is, for callers that branch on it: PICKLE_REFUSED for a pickle, as a pickle found by its name
+ * is refused, UNSUPPORTED_FORMAT for anything else (not the header-length or truncation codes that
+ * the bytes, read as a header, would give).
+ */
+export function foreignFileRefusal(file: string, head: Uint8Array, expected: 'safetensors' | 'gguf'): MergeError | undefined {
+  const kind = foreignFileKind(head, expected);
+  if (kind === undefined) return undefined;
+  return new MergeError(kind === pickleKind(expected) ? 'PICKLE_REFUSED' : 'UNSUPPORTED_FORMAT', `${file}: ${kind}`);
+}
+
+function pickleKind(expected: ExpectedFormat): string {
+  return `a PyTorch pickle checkpoint (what .bin, .pt and .ckpt files hold), not ${expected === 'gguf' ? 'GGUF' : expected === 'json' ? 'JSON' : 'safetensors'}: loramerge does not read pickles (loading one can run code); convert it to safetensors first`;
 }
 
 /**

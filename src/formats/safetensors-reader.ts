@@ -14,13 +14,15 @@
  *   - SIZE_MISMATCH     the shape's byte size differs from the offsets' span
  *   - OVERLAP           two tensors share bytes
  *   - TRAILING_BYTES    bytes after the last tensor (refused, as the reference implementation does)
+ * A file whose first bytes show it to be something else (a web page, a pickle: foreign-file.ts) is
+ * UNSUPPORTED_FORMAT, or PICKLE_REFUSED for a pickle, whatever its bytes read as a header would say.
  */
 import { DTYPE_BYTES, isDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { ByteSource } from '../io/types.js';
 import { parseSafetensorsHeader, WrittenNumber, type ParsedHeader } from './safetensors-header.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { FOREIGN_SNIFF_BYTES, foreignFileKind } from './foreign-file.js';
+import { FOREIGN_SNIFF_BYTES, foreignFileRefusal } from './foreign-file.js';
 
 /** Headers above this are refused before reading them (the reference implementation's cap). */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -35,24 +37,25 @@ export async function openSafetensors(source: ByteSource): Promise<SafetensorsFi
   const prefix = await source.read(0, 8);
   const headerLength = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) {
-    const kind = await sniffForeign(source);
+    const foreign = await sniffForeign(source);
+    if (foreign) throw foreign;
     // Without the header's "{" the length is no length but other bytes (random or encrypted data,
     // a format the sniffer does not know), and its digits mean nothing.
     const json = await jsonHeaderFollows(source);
     throw new MergeError(
       'HEADER_TOO_LARGE',
-      kind ? `${file}: ${kind}`
-        : json ? `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`
+      json ? `${file}: header length ${headerLength} bytes is above the ${MAX_HEADER_BYTES}-byte limit (not a safetensors file?)`
           : `${file}: not a safetensors file (it does not start with a header length and a JSON header): another kind of file, or a damaged one; check that this is the file you meant, or download it again`,
     );
   }
   const dataStart = 8 + Number(headerLength);
   if (dataStart > source.size) {
     // A header cut short still starts its JSON; anything else there is another kind of file.
-    const kind = source.size > 8 && !(await jsonHeaderFollows(source)) ? await sniffForeign(source) : undefined;
+    const foreign = source.size > 8 && !(await jsonHeaderFollows(source)) ? await sniffForeign(source) : undefined;
+    if (foreign) throw foreign;
     throw new MergeError(
       'TRUNCATED',
-      kind ? `${file}: ${kind}` : `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?): download the file again`,
+      `${file}: header claims ${headerLength} bytes but the file has only ${source.size - 8} after the length prefix (truncated download?): download the file again`,
     );
   }
   // The parsed header is not kept in a variable: this async function's locals live until it
@@ -67,9 +70,9 @@ async function jsonHeaderFollows(source: ByteSource): Promise<boolean> {
   return source.size > 8 && (await source.read(8, 1))[0] === 0x7b;
 }
 
-/** What the file is instead of safetensors, from its first bytes (see foreignFileKind). */
-async function sniffForeign(source: ByteSource): Promise<string | undefined> {
-  return foreignFileKind(await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'safetensors');
+/** The refusal of what the file is instead of safetensors, from its first bytes (see foreignFileRefusal). */
+async function sniffForeign(source: ByteSource): Promise<MergeError | undefined> {
+  return foreignFileRefusal(source.name, await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'safetensors');
 }
 
 /** An entry before the layout check: offsets relative to the data section. */

@@ -33,6 +33,19 @@ export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
   });
 }
 
+/**
+ * Is every tensor of the file an adapter's (a key form other than a plain `.weight`, or a bundled
+ * embedding)? A model always holds plain weights or biases besides, so such a file is an adapter
+ * even where it is refused: `inspect` shows that refusal rather than list the file as a model.
+ */
+export function isSingleFileAdapterThroughout(file: SafetensorsFile): boolean {
+  return file.tensors.length > 0 && file.tensors.every((t) => {
+    if (BUNDLED_EMBEDDING.test(t.name)) return true;
+    const split = splitTensorName(t.name);
+    return split !== null && split.role !== 'weight';
+  });
+}
+
 /** Which tool's naming the file follows, for messages and the output's provenance. */
 function formatOf(modules: readonly string[]): AdapterFormat {
   if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer|Hunyuan_video_I2V_lora)_/.test(m))) return 'kohya';

@@ -9,7 +9,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
-import { inputFsError } from './fs-errors.js';
+import { errnoOf, inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -70,11 +70,17 @@ function notRegular(path: string, info: Stats, expected: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${path}: is ${kind}, not ${expected}; give the model's or adapter's file or folder`);
 }
 
-async function statOrNotFound(path: string, name: string) {
+/**
+ * stat() of an input path, following links. Only a path that is not there is "no such file or
+ * folder": a link loop, a folder this user may not enter or a file used as a folder is named as
+ * such (all three read as missing before, sending the user to look for a path that exists).
+ */
+export async function statOrNotFound(path: string, name: string): Promise<Stats> {
   try {
-    return await stat(path); // follows links
+    return await stat(path);
   } catch (e) {
-    throw new MergeError('NOT_FOUND', `${name}: no such file or folder`, { cause: e });
+    if (errnoOf(e) === 'ENOENT') throw new MergeError('NOT_FOUND', `${name}: no such file or folder`, { cause: e });
+    throw inputFsError(e, name, 'reading its status');
   }
 }
 

@@ -28,7 +28,7 @@ import { MergeError } from '../../errors.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
-import { FOREIGN_SNIFF_BYTES, foreignFileKind } from '../foreign-file.js';
+import { FOREIGN_SNIFF_BYTES, foreignFileRefusal } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { miscountedHeader } from './gguf-counts.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS as MAX_DIMS, GGML_MAX_NAME_BYTES as MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
@@ -97,8 +97,8 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   }
   const head = new DataView((await source.read(0, 8)).buffer);
   if (head.getUint32(0, true) !== MAGIC) {
-    const kind = foreignFileKind(await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'gguf');
-    throw new MergeError('INVALID_HEADER', `${file}: ${kind ?? 'not a GGUF file (no "GGUF" magic)'}`);
+    throw foreignFileRefusal(file, await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'gguf')
+      ?? new MergeError('INVALID_HEADER', `${file}: not a GGUF file (no "GGUF" magic)`);
   }
   const version = head.getUint32(4, true);
   if ((version & 0xffff) === 0 && version !== 0) {
