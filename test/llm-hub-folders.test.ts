@@ -1,0 +1,84 @@
+/**
+ * LLM model folders as they come from the Hugging Face Hub, with the adapters people train on
+ * them: each base carries its model's real key names and config.json fields (sizes scaled down),
+ * each adapter PEFT's, and each merged tensor is compared with float64 truth written out here.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { expectValues, product } from './helpers/merge-truth.js';
+
+const rand = seededRandom(4404);
+let backend: MergeBackend;
+beforeAll(async () => {
+  backend = await createNodeBackend('cpu');
+});
+afterAll(() => backend.dispose());
+
+type Files = Record<string, string | Uint8Array>;
+
+async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
+  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter1'), weight: 1 }]);
+}
+
+async function merge(prepared: PreparedMerge): Promise<MergedFolder> {
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+  return readMergedFolder(files);
+}
+
+/** W + s·ΔW, as doubles. */
+function plus(w: DecodedTensor, s: number, delta: Float64Array): Float64Array {
+  return w.values.map((v, i) => v + s * delta[i]);
+}
+
+/** Raw bytes of a U8 tensor, as a FixtureTensor. */
+function bytesTensor(name: string, shape: number[]): FixtureTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return { name, dtype: 'U8', shape, data: Uint8Array.from({ length: n }, () => Math.floor(rand() * 256)) };
+}
+
+// --- gpt-oss as openai ships it: MXFP4 experts, every other weight bf16 ------------------------
+
+describe('gpt-oss with MXFP4 experts (quantization_config mxfp4)', () => {
+  const E = 4;
+  // openai/gpt-oss-20b's names; the experts' fused parameters as `_blocks` (E, out, in/32, 16) and `_scales` (E, out, in/32).
+  const base: FixtureTensor[] = [
+    randomTensor('model.embed_tokens.weight', [32, 8], 'BF16', rand),
+    randomTensor('model.layers.0.self_attn.q_proj.weight', [16, 8], 'BF16', rand),
+    randomTensor('model.layers.0.self_attn.q_proj.bias', [16], 'BF16', rand),
+    randomTensor('model.layers.0.self_attn.sinks', [2], 'BF16', rand),
+    randomTensor('model.layers.0.mlp.router.weight', [E, 8], 'BF16', rand),
+    bytesTensor('model.layers.0.mlp.experts.gate_up_proj_blocks', [E, 12, 1, 16]),
+    bytesTensor('model.layers.0.mlp.experts.gate_up_proj_scales', [E, 12, 1]),
+    randomTensor('model.layers.0.mlp.experts.gate_up_proj_bias', [E, 12], 'BF16', rand),
+    randomTensor('lm_head.weight', [32, 8], 'BF16', rand),
+  ];
+  const config = {
+    architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', torch_dtype: 'bfloat16', hidden_size: 8, num_local_experts: E,
+    tie_word_embeddings: false,
+    quantization_config: { quant_method: 'mxfp4', modules_to_not_convert: ['model.layers.*.self_attn', 'model.layers.*.mlp.router', 'model.embed_tokens', 'lm_head'] },
+  };
+  const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+
+  it('a LoRA on the attention merges into its bf16 weight; the MXFP4 experts and the config are kept as they are', async () => {
+    const adapter = [randomTensor(`${q}.lora_A.weight`, [2, 8], 'F32', rand, 0.5), randomTensor(`${q}.lora_B.weight`, [16, 2], 'F32', rand, 0.5)];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared);
+    const a = decoded(adapter);
+    const b = decoded(base);
+    const key = 'model.layers.0.self_attn.q_proj.weight';
+    expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`${q}.lora_B.weight`)!, a.get(`${q}.lora_A.weight`)!)));
+    for (const [name, t] of b) if (name !== key) expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
+    expect(merged.json('config.json').quantization_config).toEqual(config.quantization_config);
+  });
+});
