@@ -81,4 +81,56 @@ describe('gpt-oss with MXFP4 experts (quantization_config mxfp4)', () => {
     for (const [name, t] of b) if (name !== key) expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
     expect(merged.json('config.json').quantization_config).toEqual(config.quantization_config);
   });
+
+  it('a LoRA on the MXFP4 experts (target_parameters) is refused, naming the blocks and scales', async () => {
+    const experts = 'base_model.model.model.layers.0.mlp.experts';
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, 2 * E], 'F32', rand)];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(
+      { r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.17.1' }, adapter,
+    ));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": the base stores this parameter as MXFP4 (model.layers.0.mlp.experts.gate_up_proj_blocks ' +
+        'and model.layers.0.mlp.experts.gate_up_proj_scales), which transformers unpacks when it loads the model; merging into MXFP4 experts is not supported: ' +
+        'merge into the model with bf16 experts (gpt-oss dequantized)',
+    ]);
+  });
+});
+
+describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint with one tensor per expert', () => {
+  const E = 2;
+  it('Qwen3-MoE: refused, naming the per-expert tensor the checkpoint holds', async () => {
+    const base: FixtureTensor[] = [];
+    for (let e = 0; e < E; e++) {
+      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.gate_proj.weight`, [6, 8], 'BF16', rand));
+      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.up_proj.weight`, [6, 8], 'BF16', rand));
+      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.down_proj.weight`, [8, 6], 'BF16', rand));
+    }
+    const experts = 'base_model.model.model.layers.0.mlp.experts';
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, 2 * E], 'F32', rand)];
+    const prepared = await prepare(
+      hfModelFolder(base, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16', num_experts: E }),
+      peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.18.0' }, adapter),
+    );
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": the base stores this parameter one tensor per expert (model.layers.0.mlp.experts.0.gate_proj.weight, …), ' +
+        'which transformers 5 fuses into gate_up_proj when it loads the checkpoint; a LoRA on the fused parameter is not split into them here: merge into a checkpoint that stores gate_up_proj fused',
+    ]);
+  });
+
+  it("Mixtral: its checkpoint's block_sparse_moe.experts.N.w2 is named for a LoRA on mlp.experts.down_proj", async () => {
+    const base = [randomTensor('model.layers.0.block_sparse_moe.experts.0.w2.weight', [8, 6], 'BF16', rand), randomTensor('model.layers.0.block_sparse_moe.experts.1.w2.weight', [8, 6], 'BF16', rand)];
+    const experts = 'base_model.model.model.layers.0.mlp.experts';
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 6], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [8, 2 * E], 'F32', rand)];
+    const prepared = await prepare(
+      hfModelFolder(base, { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', torch_dtype: 'bfloat16', num_local_experts: E }),
+      peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.down_proj'], peft_version: '0.18.0' }, adapter),
+    );
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.down_proj": the base stores this parameter one tensor per expert (model.layers.0.block_sparse_moe.experts.0.w2.weight, …), ' +
+        'which transformers 5 fuses into down_proj when it loads the checkpoint; a LoRA on the fused parameter is not split into them here: merge into a checkpoint that stores down_proj fused',
+    ]);
+  });
 });
