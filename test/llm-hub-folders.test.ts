@@ -134,3 +134,37 @@ describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint w
     ]);
   });
 });
+
+describe("the adapter's tokenizer and the base's chat_template.jinja", () => {
+  const base = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand)];
+  const config = { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', torch_dtype: 'bfloat16', tie_word_embeddings: false };
+  // Qwen's repositories as transformers 4.5x saves them: the template in its own file.
+  const baseFolder = () => hfModelFolder(base, config, {
+    extra: { 'tokenizer.json': '{"base":1}', 'tokenizer_config.json': '{"eos_token":"<|im_end|>"}', 'chat_template.jinja': '{{ base }}' },
+  });
+  const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+  const lora = () => [randomTensor(`${q}.lora_A.weight`, [1, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 1], 'F32', rand)];
+
+  it('a tokenizer_config.json holding the adapter\'s template: the base\'s template file is left out, as transformers would read it over the adapter\'s', async () => {
+    const tokenizerConfig = '{"eos_token":"<|im_end|>","chat_template":"{{ adapter }}"}';
+    const prepared = await prepare(baseFolder(), peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, lora(), {
+      'tokenizer.json': '{"adapter":1}', 'tokenizer_config.json': tokenizerConfig,
+    }));
+    expect(prepared.plan.notes).toContain(
+      "the base's chat_template.jinja is left out: transformers reads a chat template from that file over the one in tokenizer_config.json, and adapter1's tokenizer_config.json says the adapter's",
+    );
+    const merged = await merge(prepared);
+    expect([...merged.files.keys()].filter((p) => !p.endsWith('.safetensors')).sort()).toEqual(['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(merged.text('tokenizer_config.json')).toBe(tokenizerConfig);
+  });
+
+  it('an adapter that carries its own chat_template.jinja: it replaces the base\'s', async () => {
+    const prepared = await prepare(baseFolder(), peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, lora(), {
+      'tokenizer_config.json': '{"eos_token":"<|im_end|>"}', 'chat_template.jinja': '{{ adapter }}',
+    }));
+    expect(prepared.plan.notes.some((n) => n.includes('left out'))).toBe(false);
+    const merged = await merge(prepared);
+    expect(merged.text('chat_template.jinja')).toBe('{{ adapter }}');
+    expect(merged.text('tokenizer.json')).toBe('{"base":1}');
+  });
+});
