@@ -168,3 +168,24 @@ describe("the adapter's tokenizer and the base's chat_template.jinja", () => {
     expect(merged.text('tokenizer.json')).toBe('{"base":1}');
   });
 });
+
+describe('weights a Hub folder holds besides the model the merge writes', () => {
+  it("Mistral's consolidated.safetensors and gpt-oss's original/ beside the indexed shards: not written, and the plan says so", async () => {
+    const shards = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand), randomTensor('model.norm.weight', [8], 'BF16', rand)];
+    const folder = hfModelFolder(shards, { architectures: ['MistralForCausalLM'], model_type: 'mistral', torch_dtype: 'bfloat16' }, { shards: 2 });
+    // mistral-inference's own copy of the model, under its own names, and params.json beside it.
+    const consolidated = hfModelFolder([randomTensor('layers.0.attention.wq.weight', [8, 8], 'BF16', rand)], {})['model.safetensors'];
+    const base = { ...folder, 'consolidated.safetensors': consolidated, 'params.json': '{"dim":8}', 'original/model.safetensors': consolidated, 'original/config.json': '{}' };
+    const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+    const prepared = await prepare(base, peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, [
+      randomTensor(`${q}.lora_A.weight`, [1, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 1], 'F32', rand),
+    ]));
+    expect(prepared.plan.warnings).toContain(
+      'base: consolidated.safetensors, original/model.safetensors not written (the merge writes model-00001-of-00002.safetensors, model-00002-of-00002.safetensors)',
+    );
+    const merged = await merge(prepared);
+    expect([...merged.files.keys()].sort()).toEqual([
+      'config.json', 'generation_config.json', 'model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors', 'model.safetensors.index.json', 'original/config.json', 'params.json',
+    ]);
+  });
+});

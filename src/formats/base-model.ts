@@ -148,7 +148,12 @@ export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBas
   const list = files.list();
   if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
   const layout = await detectLayout(files, list);
-  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
+  // Weights beside the model's own (Mistral's consolidated.safetensors, gpt-oss's original/,
+  // a pytorch_model.bin copy) are neither merged nor copied: said, as for a pipeline's components.
+  const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
+  const dropped = list.filter((p) => isWeightFile(p) && !used.has(p));
+  const warnings = dropped.length ? [`${files.name}: ${dropped.join(', ')} not written (the merge writes ${layout.shardPaths.join(', ')})`] : [];
+  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), warnings,
     (tensors) => folderComponent(files.name, tensors));
 }
 
