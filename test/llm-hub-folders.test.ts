@@ -189,3 +189,18 @@ describe('weights a Hub folder holds besides the model the merge writes', () => 
     ]);
   });
 });
+
+describe('one adapter that sets trainable tokens and also changes the tensor they live in', () => {
+  it('Qwen2 (tied): trainable tokens on the embedding and a LoRA on lm_head in one adapter are refused without asking to merge them one after the other', async () => {
+    const base = [randomTensor('model.embed_tokens.weight', [16, 8], 'BF16', rand), randomTensor('model.norm.weight', [8], 'BF16', rand)];
+    const config = { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', torch_dtype: 'bfloat16', tie_word_embeddings: true };
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 1, lora_alpha: 1, target_modules: ['lm_head'], trainable_token_indices: { embed_tokens: [3, 4] } }, [
+      randomTensor('base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta', [2, 8], 'F32', rand),
+      randomTensor('base_model.model.lm_head.lora_A.weight', [1, 8], 'F32', rand), randomTensor('base_model.model.lm_head.lora_B.weight', [16, 1], 'F32', rand),
+    ]));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: sets rows of lm_head.weight (trainable tokens), and its module "lm_head" also updates it; one adapter that does both is not supported',
+    ]);
+  });
+});
