@@ -204,3 +204,29 @@ describe('one adapter that sets trainable tokens and also changes the tensor the
     ]);
   });
 });
+
+describe("a trainer's output folder given as the adapter", () => {
+  const weights = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand)];
+  const base = () => hfModelFolder(weights, { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'bfloat16' });
+  const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+  const lora = () => [randomTensor(`${q}.lora_A.weight`, [1, 8], 'F32', rand), randomTensor(`${q}.lora_B.weight`, [8, 1], 'F32', rand)];
+  const adapter = (tensors: FixtureTensor[]) => peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, tensors);
+  const under = (folder: string, files: Files): Files => Object.fromEntries(Object.entries(files).map(([p, v]) => [`${folder}/${p}`, v]));
+
+  it('two checkpoints side by side (checkpoint-500/, checkpoint-1000/) are refused, naming both, rather than one merged by listing order', async () => {
+    const files = { ...under('checkpoint-500', adapter(lora())), ...under('checkpoint-1000', adapter(lora())), 'README.md': '' };
+    await expect(prepare(base(), files)).rejects.toThrow(
+      'adapter1: holds 2 adapters side by side (checkpoint-1000, checkpoint-500); give the folder of the one to merge',
+    );
+  });
+
+  it("PEFT's save of several adapters (the default at the top, others in their own folders): the top one, as PeftModel.from_pretrained loads it", async () => {
+    const top = lora();
+    const prepared = await prepare(base(), { ...adapter(top), ...under('math', adapter(lora())) });
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared);
+    const a = decoded(top);
+    const key = 'model.layers.0.self_attn.q_proj.weight';
+    expectValues(key, merged.tensors.get(key)!, plus(decoded(weights).get(key)!, 1, product(a.get(`${q}.lora_B.weight`)!, a.get(`${q}.lora_A.weight`)!)));
+  });
+});
