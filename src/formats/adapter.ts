@@ -214,7 +214,14 @@ const PICKLE_FILE = /\.(bin|pt|pth|ckpt|pkl)$/i;
  */
 export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   const list = files.list();
-  const configPath = findByBaseName(list, PEFT_CONFIG);
+  const configs = shallowestByBaseName(list, PEFT_CONFIG);
+  // A trainer's output folder holds one adapter per checkpoint (checkpoint-500/, checkpoint-1000/):
+  // which one is meant cannot be told, and picking by listing order would merge either silently.
+  if (configs.length > 1) {
+    const folders = configs.map((p) => p.slice(0, -PEFT_CONFIG.length - 1)).sort();
+    throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${configs.length} adapters side by side (${folders.slice(0, 3).join(', ')}${folders.length > 3 ? ', …' : ''}); give the folder of the one to merge`);
+  }
+  const configPath = configs[0];
   if (configPath !== undefined) {
     const dir = configPath.slice(0, configPath.length - PEFT_CONFIG.length);
     const configText = await files.readText(configPath);
@@ -300,10 +307,12 @@ async function withFile(
 }
 
 /** The shallowest path whose last segment is `base` (a folder may hold the adapter one level down). */
-function findByBaseName(list: readonly string[], base: string): string | undefined {
+/** The paths of files named `base` that lie least deep in the set (none, one, or several side by side). */
+function shallowestByBaseName(list: readonly string[], base: string): string[] {
   const hits = list.filter((p) => p === base || p.endsWith(`/${base}`));
-  hits.sort((a, b) => a.split('/').length - b.split('/').length);
-  return hits[0];
+  const depth = (p: string) => p.split('/').length;
+  const least = Math.min(...hits.map(depth));
+  return hits.filter((p) => depth(p) === least);
 }
 
 /** mlx-lm keeps the scale in adapter_config.json only, so its adapter file alone cannot be merged. */

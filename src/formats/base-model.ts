@@ -152,7 +152,12 @@ export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBas
   const folder = files.name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
   // A text encoder folder's config.json says its class, and which CLIP a CLIP is.
   const config = /^text_encoder(_\d)?$/.test(folder) && list.includes('config.json') ? await readConfig(files, 'config.json') : undefined;
-  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), [],
+  // Weights beside the model's own (Mistral's consolidated.safetensors, gpt-oss's original/,
+  // a pytorch_model.bin copy) are neither merged nor copied: said, as for a pipeline's components.
+  const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
+  const dropped = list.filter((p) => isWeightFile(p) && !used.has(p));
+  const warnings = dropped.length ? [`${files.name}: ${dropped.join(', ')} not written (the merge writes ${layout.shardPaths.join(', ')})`] : [];
+  return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), warnings,
     (tensors) => folderComponent(folder, config, tensors));
 }
 

@@ -1,7 +1,7 @@
 /**
  * The merged folder's files other than weights: the base's, copied as they are, except config.json
  * when the merge changes what it says (plan/model-folder.ts) and tokenizer files an adapter folder
- * carries, which take the place of the base's.
+ * carries, which take the place of the base's (and of a base chat template that would override theirs).
  */
 import type { FloatDType } from '../dtype.js';
 import { throwIfAborted } from '../errors.js';
@@ -20,7 +20,7 @@ export async function writeModelFiles(
   folder.tokenizer?.names.forEach((name, i) => fromAdapter.set(name, folder.tokenizer!.paths[i]));
   for (const path of prepared.base.otherFiles) {
     throwIfAborted(signal);
-    if (fromAdapter.has(path)) continue;
+    if (fromAdapter.has(path) || folder.tokenizer?.leftOut?.includes(path)) continue;
     const widened = folder.widened?.find((c) => c.path === path);
     if (widened) {
       await writeJson(output, path, rewriteModelConfig(widened.raw, widened.changes));

@@ -163,7 +163,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const folder = base.kind !== 'file' && base.kind !== 'gguf';
     const modelFolder = await planModelFolder(
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
-      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder },
+      { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder, baseFiles: base.otherFiles },
     );
     const widened = await planWidenedConfigs(baseFiles, base.shards, plan);
     if (widened.length > 0) modelFolder.widened = widened;

@@ -1144,12 +1144,15 @@ function checkSharedTensors(
   for (const set of rowSets.values()) {
     const t = set.terms[0];
     const update = updates.get(set.baseKey)?.terms[0];
-    const other = update
-      ? `${update.adapter} (module "${update.moduleName}") also updates it`
-      : replacements.has(set.baseKey) ? `${replacements.get(set.baseKey)!.adapter} replaces it whole` : undefined;
-    if (other) {
-      problems.push({ adapter: t.adapter, module: set.baseKey, code: 'PLAN_INVALID', message: `${t.adapter}: sets rows of ${set.baseKey} (trainable tokens), and ${other}; merge them one after the other` });
-    }
+    const by = update ?? replacements.get(set.baseKey);
+    if (by === undefined) continue;
+    // Two adapters can be merged one after the other; one adapter doing both cannot be split so.
+    const same = by.adapterIndex === t.adapterIndex;
+    let other: string;
+    if (update) other = same ? `its module "${update.moduleName}" also updates it` : `${update.adapter} (module "${update.moduleName}") also updates it`;
+    else other = same ? 'it also replaces it whole' : `${by.adapter} replaces it whole`;
+    const fix = same ? 'one adapter that does both is not supported' : 'merge them one after the other';
+    problems.push({ adapter: t.adapter, module: set.baseKey, code: 'PLAN_INVALID', message: `${t.adapter}: sets rows of ${set.baseKey} (trainable tokens), and ${other}; ${fix}` });
   }
   for (const rep of replacements.values()) {
     const lora = updates.get(rep.baseKey)?.terms[0] ?? biases.get(rep.baseKey)?.terms[0];

@@ -36,8 +36,11 @@ export interface ModelFolderPlan {
   /** The base's config.json, when it is a transformers config the merge may rewrite. */
   config?: ModelConfig;
   changes: Omit<ConfigChanges, 'dtype'>;
-  /** Tokenizer files (relative names) taken from an adapter folder; `paths` are inside `files`. */
-  tokenizer?: { adapter: string; files: InputFileSet; names: string[]; paths: string[] };
+  /**
+   * Tokenizer files (relative names) taken from an adapter folder; `paths` are inside `files`.
+   * `leftOut`: the base's files not written, as the adapter's tokenizer says what they would say.
+   */
+  tokenizer?: { adapter: string; files: InputFileSet; names: string[]; paths: string[]; leftOut?: string[] };
 }
 
 const EMBEDDING = /(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$/;
@@ -46,7 +49,7 @@ const HEAD = /(^|\.)(lm_head|embed_out)\.weight$/;
 /** The folder's plan; its notes, warnings and problems go into `plan`. */
 export async function planModelFolder(
   base: BaseTensorIndex, config: ModelConfig | undefined, adapters: readonly AdapterFolder[], plan: MergePlan,
-  decisions: { untied: boolean; dequantized: boolean; folder: boolean },
+  decisions: { untied: boolean; dequantized: boolean; folder: boolean; baseFiles?: readonly string[] },
 ): Promise<ModelFolderPlan> {
   const folder: ModelFolderPlan = { changes: {} };
   if (config) folder.config = config;
@@ -78,10 +81,26 @@ export async function planModelFolder(
   }
   if (folder.tokenizer) {
     plan.notes.push(`tokenizer files come from ${folder.tokenizer.adapter} (${folder.tokenizer.names.join(', ')})`);
+    const leftOut = templateLeftOut(folder.tokenizer.names, decisions.baseFiles ?? []);
+    if (leftOut) {
+      folder.tokenizer.leftOut = [leftOut];
+      plan.notes.push(`the base's ${leftOut} is left out: transformers reads a chat template from that file over the one in tokenizer_config.json, and ${folder.tokenizer.adapter}'s tokenizer_config.json says the adapter's`);
+    }
   } else if (folder.changes.vocabSize !== undefined) {
     plan.warnings.push(`the vocabulary grows to ${folder.changes.vocabSize} tokens but no adapter folder carries tokenizer files: the base's tokenizer does not know the added tokens`);
   }
   return folder;
+}
+
+/**
+ * The base's `chat_template.jinja` where the adapter's tokenizer comes without one: transformers
+ * (4.47 and later) reads the template from that file in place of tokenizer_config.json's, so the
+ * base's would replace the template the adapter's tokenizer_config.json holds (or its lack of one)
+ * in the merged folder. A tokenizer saved with a template file carries it, and it replaces the base's.
+ */
+function templateLeftOut(names: readonly string[], baseFiles: readonly string[]): string | undefined {
+  const template = 'chat_template.jinja';
+  return names.includes('tokenizer_config.json') && !names.includes(template) && baseFiles.includes(template) ? template : undefined;
 }
 
 /** Tokenizer files beside an adapter's adapter_config.json. */

@@ -32,6 +32,15 @@ function scaleSibling(tensors: ReadonlyMap<string, unknown>, stem: string): stri
 /** Methods the merge reads itself: bitsandbytes bases are dequantized by formats/bnb. */
 const READ_METHODS = new Set(['bitsandbytes']);
 
+/**
+ * Methods that store their quantized parameters under names of their own, so a float `.weight`
+ * beside them is one the method left unquantized: transformers' MXFP4 (gpt-oss) replaces only the
+ * experts' fused parameters, as `<param>_blocks` and `<param>_scales`; attention, router,
+ * embedding and head stay bf16 weights (`modules_to_not_convert`).
+ */
+const FLOAT_WEIGHTS_UNQUANTIZED = new Set(['mxfp4']);
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16']);
+
 /** Why a weight the file stores in a quantized format not read here (`format`: what the file says) takes no update. */
 export function quantizedFormatRefusal(baseKey: string, format: string): string {
   return `the base tensor ${baseKey} is stored quantized: ${format}; merge into the unquantized model, or a float8_e4m3fn one`;
@@ -49,6 +58,8 @@ export function quantizedWeightProblems(
     if (format) return quantizedFormatRefusal(baseKey, format);
     const stem = baseKey.slice(0, -'weight'.length);
     const sibling = scaleSibling(tensors, stem);
+    const dtype = (tensors.get(baseKey) as { dtype?: unknown } | undefined)?.dtype;
+    if (!sibling && configMethod && FLOAT_WEIGHTS_UNQUANTIZED.has(configMethod) && FLOAT_DTYPES.has(String(dtype))) return undefined;
     if (sibling) {
       const named = configMethod ? ` (config.json quantization_config: ${configMethod})` : '';
       return `the base tensor ${baseKey} is stored quantized, with its scale in ${stem}${sibling}${named}; merging into quantized weights of this kind is not supported: use the unquantized model`;
