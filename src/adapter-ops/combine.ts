@@ -9,7 +9,8 @@
  * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT).
  * Modules are grouped by the base weight their names land on (landingKey), so a UNet weight one
  * adapter names the LDM way and another the diffusers way is one module of the output, named as
- * the first adapter names it, and every method acts on its summed update.
+ * the first adapter names it, and every method acts on its summed update; likewise a text encoder
+ * weight named kohya's and diffusers' way, or open_clip's and transformers' (module-updates.ts).
  */
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { clampQuantile } from '../algebra/clamp-quantile.js';
