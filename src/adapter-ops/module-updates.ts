@@ -103,6 +103,17 @@ export function moduleShape(m: AdapterModule): ModuleShape {
   return { kind: m.kind, out: d[0], in: inner, downTail: d.slice(1), upTail: m.kind === 'conv' ? d.slice(2).map(() => 1) : [] };
 }
 
+/**
+ * The rank of a module's factors as readFactors gives them: its LoRA rank, or for a LoKr of two
+ * full factors (whose rank says 1: no factor is decomposed) kron(W₁, W₂)'s, min(a, c)·min(b, d·k…)
+ * (low-rank-forms.ts fullKronFactors), which is at most min(out, in).
+ */
+export function factorRank(m: AdapterModule): number {
+  if (!isLokrOfFullFactors(m)) return m.rank;
+  const least = (shape: readonly number[]) => Math.min(shape[0], shape.slice(1).reduce((n, x) => n * x, 1));
+  return least(m.tensors.w1!.shape) * least(m.tensors.w2!.shape);
+}
+
 /** Bytes of every tensor the module's update is read from (for progress). */
 export function factorBytes(m: AdapterModule): number {
   return Object.values(m.tensors).reduce((n, t) => n + t.byteLength, 0);
