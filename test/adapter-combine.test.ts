@@ -394,3 +394,60 @@ function solveFactor(b: Dense, w: Dense): Dense {
   }
   return x;
 }
+
+describe('one text encoder weight named two ways (kohya beside diffusers; open_clip beside transformers)', () => {
+  const file = async (name: string, modules: FixtureModule[]) => {
+    const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
+    opened.push(a);
+    return a;
+  };
+  const cpu = () => backends.cpu!;
+
+  it("SD1.x's encoder: kohya's lora_te_ and diffusers' text_encoder. are one module, for svd and cat", async () => {
+    const rand = seededRandom(46);
+    const b1 = randomDense(24, 4, rand), a1 = randomDense(4, 16, rand), b2 = randomDense(24, 2, rand), a2 = randomDense(2, 16, rand);
+    const kohyaName = 'lora_te_text_model_encoder_layers_0_self_attn_q_proj';
+    const kohya = await file('kohya.safetensors', [{ name: kohyaName, b: b1, a: a1, alpha: 2 }]);
+    const diffusers = await file('diffusers.safetensors', [{ name: 'text_encoder.text_model.encoder.layers.0.self_attn.q_proj', b: b2, a: a2, alpha: 4 }]);
+    const inputs = [{ adapter: kohya, weight: 1 }, { adapter: diffusers, weight: 0.5 }];
+    // In float64: 1 · (2/4)·B₁A₁ + 0.5 · (4/2)·B₂A₂, the update of the first encoder's q_proj.
+    const target = sum([scaled(product(b1, a1), 0.5), scaled(product(b2, a2), 1)]);
+    const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
+    expect(cat.adapter.modules.map((m) => [m.name, m.rank])).toEqual([[kohyaName, 6]]);
+    expect(relError(applied(cat.adapter.modules[0]), target)).toBeLessThan(1e-6);
+    const svd = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
+    expect(svd.adapter.modules.map((m) => m.name)).toEqual([kohyaName]);
+    const err = Math.sqrt(frob2(minus(applied(svd.adapter.modules[0]), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
+
+  it("SDXL's second encoder: open_clip's names (LDM checkpoint) and transformers' are one module each, for svd and cat", async () => {
+    const rand = seededRandom(47);
+    const f = () => ({ b: randomDense(32, 2, rand), a: randomDense(2, 16, rand) });
+    const [fc1Open, fc1Hf, outOpen, outHf] = [f(), f(), f(), f()];
+    const open = await file('ldm.safetensors', [
+      { name: 'conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_fc', ...fc1Open, alpha: 1 },
+      { name: 'lora_te2_transformer_resblocks_0_attn_out_proj', ...outOpen, alpha: 2 },
+    ]);
+    const hf = await file('hf.safetensors', [
+      { name: 'lora_te2_text_model_encoder_layers_0_mlp_fc1', ...fc1Hf, alpha: 2 },
+      { name: 'text_encoder_2.text_model.encoder.layers.0.self_attn.out_proj', ...outHf, alpha: 4 },
+    ]);
+    const inputs = [{ adapter: hf, weight: 1 }, { adapter: open, weight: -0.5 }];
+    // In float64, per landing weight: Σ wᵢ · (αᵢ/rᵢ) · BᵢAᵢ.
+    const target = {
+      lora_te2_text_model_encoder_layers_0_mlp_fc1: sum([scaled(product(fc1Hf.b, fc1Hf.a), 1), scaled(product(fc1Open.b, fc1Open.a), -0.25)]),
+      lora_te2_text_model_encoder_layers_0_self_attn_out_proj: sum([scaled(product(outHf.b, outHf.a), 2), scaled(product(outOpen.b, outOpen.a), -0.5)]),
+    };
+    const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
+    expect(cat.adapter.modules.map((m) => [m.name, m.rank])).toEqual(Object.keys(target).map((n) => [n, 4]));
+    for (const m of cat.adapter.modules) expect(relError(applied(m), target[m.name as keyof typeof target]), m.name).toBeLessThan(1e-6);
+    const svd = await combineAdapters(inputs, { method: 'svd', rank: 2, format: 'kohya' }, cpu());
+    expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(target));
+    for (const m of svd.adapter.modules) {
+      const want = target[m.name as keyof typeof target];
+      const err = Math.sqrt(frob2(minus(applied(m), want)));
+      expect(err, m.name).toBeLessThanOrEqual(optimalError(want, 2) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want)));
+    }
+  });
+});

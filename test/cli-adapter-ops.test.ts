@@ -410,6 +410,19 @@ describe('a LyCORIS LoKr with both factors full', () => {
     // Each value of kron(W₁, W₂) is one f32 product, which a LoRA file holds rounded once (as LyCORIS computes it in f32).
     expect(Math.sqrt(frob2(minus(got, want)) / frob2(want))).toBeLessThan(1e-6);
   });
+
+  it('combine --method svd without --rank takes kron(W₁, W₂)\'s rank (2·6 = 12) as the largest input rank, not the 1 its file implies', async () => {
+    const rand = seededRandom(36);
+    const one = lokrFile(rand), two = lokrFile(rand);
+    const dir = temp.make({ 'one.safetensors': one.file, 'two.safetensors': two.file });
+    const out = join(dir, 'svd.safetensors');
+    const r = await runCli(['combine', '--adapter', join(dir, 'one.safetensors'), '--adapter', join(dir, 'two.safetensors'), '--weight', '-0.5', '--method', 'svd', '--out', out, '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    // In float64: kron₁ − 0.5·kron₂ (rank up to 16), whose best rank-12 approximation is the optimum.
+    const target = dense(16, 18, (i, j) => one.kron.data[i * 18 + j] - 0.5 * two.kron.data[i * 18 + j]);
+    const err = Math.sqrt(frob2(minus(read(out, 12), target)));
+    expect(err).toBeLessThanOrEqual(optimalError(target, 12) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
+  });
 });
 
 describe('bad input: one line, nothing left at --out', () => {

@@ -6,10 +6,12 @@
  * - `ties`, `dare_linear`, `dare_ties`, `magnitude_prune`: PEFT's rules on the full updates sᵢ·BᵢAᵢ
  *   with weights wᵢ (merge-rules.ts), then the best rank-k approximation, as PEFT's `*_svd` variants.
  * SVD outputs put S in B (kohya, PEFT) and have α = rank (scale 1); `clampQuantile` clamps them as
- * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT).
+ * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT; a
+ * LoKr of two full factors counts as the rank of kron(W₁, W₂), not its stated 1).
  * Modules are grouped by the base weight their names land on (landingKey), so a UNet weight one
  * adapter names the LDM way and another the diffusers way is one module of the output, named as
- * the first adapter names it, and every method acts on its summed update.
+ * the first adapter names it, and every method acts on its summed update; likewise a text encoder
+ * weight named kohya's and diffusers' way, or open_clip's and transformers' (module-updates.ts).
  */
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { clampQuantile } from '../algebra/clamp-quantile.js';
@@ -21,7 +23,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { checkSameBaseModel, collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
-import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, factorRank, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeDense, decomposeFactors, froKept, moduleFromSvd } from './reduce.js';
 import { refuseNamingOverlaps } from './naming-overlaps.js';
 
@@ -73,7 +75,8 @@ export async function combineAdapters(
   // diffusers way change one weight, whose summed update is what the methods below act on.
   const groups = collectModules(adapters, options.format, 'combine', true);
   if (options.method !== 'cat') refuseNamingOverlaps(groups, adapters, options.method);
-  const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map((m) => m.rank)));
+  // PEFT's default, the largest input rank: a full-factor LoKr's is its Kronecker product's (factorRank).
+  const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map(factorRank)));
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
   let done = 0;

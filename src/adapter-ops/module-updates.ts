@@ -49,15 +49,46 @@ export function outputName(module: AdapterModule, format: OutputFormat): string 
  * the same key change the same weight. A Stable Diffusion UNet module named as the LDM/SGM
  * checkpoints name it (kohya's SDXL LoRAs: `input_blocks_4_1_…`) and one named as diffusers' UNet
  * does (`down_blocks.1.attentions.0.…`, PEFT and most diffusers trainers) are one weight (the
- * sd-ldm-unet layout's mapping, which needs no base in that direction); other names are their
- * output name. A guess that only ever joins names that layout joins.
+ * sd-ldm-unet layout's mapping, which needs no base in that direction); so are a text encoder's
+ * two namings (textEncoderLanding); other names are their output name. A guess that only ever joins names that layout joins.
  */
 export function landingKey(module: AdapterModule, format: OutputFormat): string {
   const { path, flat } = module.address;
+  const encoder = textEncoderLanding(module);
+  if (encoder) return encoder;
   const part = module.address.part ?? (flat ? undefined : kohyaPartFor(path));
   if (part !== 'unet') return outputName(module, format);
   const flatPath = path.replace(/^(model\.diffusion_model\.|unet\.)/, '').replace(/\./g, '_');
   return `unet:${diffusersUnetName(flatPath) ?? flatPath}`;
+}
+
+/** SDXL's second text encoder in its LDM checkpoint, in open_clip's naming. */
+const OPENCLIP_G = 'conditioner.embedders.1.model.';
+/** open_clip's name of a block's linear (flattened) → transformers' (openclip-text.ts places the latter on the former). */
+const OPENCLIP_LINEAR = /^transformer_resblocks_(\d+)_(attn_out_proj|mlp_c_fc|mlp_c_proj)$/;
+const TRANSFORMERS_LINEAR: Readonly<Record<string, string>> = { attn_out_proj: 'self_attn_out_proj', mlp_c_fc: 'mlp_fc1', mlp_c_proj: 'mlp_fc2' };
+
+/**
+ * The text encoder weight a module's name lands on, where two namings name it:
+ * - the model's first text encoder: kohya's `lora_te_` (SD1.x, SD2.x; ComfyUI's CLIP-G of a
+ *   refiner) and diffusers' `text_encoder.`, both in transformers' naming; loaders place both on
+ *   the first encoder whatever it is (base-components.ts componentForPart);
+ * - SDXL's second encoder, named by transformers (`lora_te2_text_model_…`, `text_encoder_2.`) or
+ *   by open_clip as its LDM checkpoint stores it (`conditioner.embedders.1.model.transformer.
+ *   resblocks.N.` or `lora_te2_transformer_resblocks_N_`): out_proj, c_fc and c_proj are
+ *   transformers' out_proj, fc1 and fc2 row for row (kohya's sdxl_model_util.py conversion).
+ * Undefined for other modules.
+ */
+function textEncoderLanding(module: AdapterModule): string | undefined {
+  const { path, part, flat, anyFirstEncoder } = module.address;
+  const flatten = (p: string) => p.replace(/\./g, '_');
+  const second = part === 'te2' ? path : part === undefined && !flat && path.startsWith(OPENCLIP_G) ? path.slice(OPENCLIP_G.length) : undefined;
+  if (second !== undefined) {
+    const open = OPENCLIP_LINEAR.exec(flatten(second));
+    return `te2:${open ? `text_model_encoder_layers_${open[1]}_${TRANSFORMERS_LINEAR[open[2]]}` : flatten(second)}`;
+  }
+  if (part === 'te' || (part === 'te1' && anyFirstEncoder)) return `te-first:${flatten(path)}`;
+  return undefined;
 }
 
 /** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */
@@ -70,6 +101,17 @@ export function moduleShape(m: AdapterModule): ModuleShape {
   const d = m.deltaShape;
   const inner = d.slice(1).reduce((n: number, x: number) => n * x, 1);
   return { kind: m.kind, out: d[0], in: inner, downTail: d.slice(1), upTail: m.kind === 'conv' ? d.slice(2).map(() => 1) : [] };
+}
+
+/**
+ * The rank of a module's factors as readFactors gives them: its LoRA rank, or for a LoKr of two
+ * full factors (whose rank says 1: no factor is decomposed) kron(W₁, W₂)'s, min(a, c)·min(b, d·k…)
+ * (low-rank-forms.ts fullKronFactors), which is at most min(out, in).
+ */
+export function factorRank(m: AdapterModule): number {
+  if (!isLokrOfFullFactors(m)) return m.rank;
+  const least = (shape: readonly number[]) => Math.min(shape[0], shape.slice(1).reduce((n, x) => n * x, 1));
+  return least(m.tensors.w1!.shape) * least(m.tensors.w2!.shape);
 }
 
 /** Bytes of every tensor the module's update is read from (for progress). */

@@ -8,31 +8,19 @@
  */
 import { MergeError } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
-import { AURAFLOW_RULES } from '../formats/layouts/auraflow.js';
-import { ANIMA_ADAPTER_RULES, COSMOS_RULES } from '../formats/layouts/cosmos.js';
-import { COSMOS1_RULES } from '../formats/layouts/cosmos1.js';
-import { FLUX_RULES } from '../formats/layouts/flux-bfl.js';
-import { FLUX2_RULES } from '../formats/layouts/flux2-bfl.js';
-import { RenameTable, type RenameRule } from '../formats/layouts/fused-renames.js';
-import { HUNYUAN_DIT_RULES } from '../formats/layouts/hunyuan-dit.js';
-import { HUNYUAN_IMAGE_RULES, HUNYUAN_VIDEO_15_FUSED_RULES, HUNYUAN_VIDEO_15_RULES, HUNYUAN_VIDEO_RULES } from '../formats/layouts/hunyuan-video.js';
-import { LTX_VIDEO_RULES } from '../formats/layouts/ltx-video.js';
-import { LTX2_CONNECTOR_RULES, LTX2_RULES } from '../formats/layouts/ltx2.js';
-import { LUMINA2_RULES } from '../formats/layouts/lumina2.js';
-import { MOCHI_RULES } from '../formats/layouts/mochi.js';
-import { PIXART_RULES } from '../formats/layouts/pixart.js';
-import { SANA_RULES, SANA_SPRINT_RULES } from '../formats/layouts/sana.js';
-import { SD3_RULES } from '../formats/layouts/sd3-sai.js';
-import { STABLE_CASCADE_RULES } from '../formats/layouts/stable-cascade.js';
-import { WAN_RULES } from '../formats/layouts/wan-original.js';
-import { Z_IMAGE_RULES } from '../formats/layouts/z-image.js';
+import { LAYOUTS } from '../formats/layouts/index.js';
+import type { RenameTable } from '../formats/layouts/fused-renames.js';
 import type { ModuleRef } from './module-updates.js';
 
-const RULE_SETS: readonly (readonly RenameRule[])[] = [
-  FLUX_RULES, FLUX2_RULES, SD3_RULES, AURAFLOW_RULES, COSMOS_RULES, ANIMA_ADAPTER_RULES, COSMOS1_RULES, HUNYUAN_DIT_RULES,
-  HUNYUAN_VIDEO_RULES, HUNYUAN_IMAGE_RULES, HUNYUAN_VIDEO_15_RULES, HUNYUAN_VIDEO_15_FUSED_RULES, LTX_VIDEO_RULES, LTX2_RULES,
-  LTX2_CONNECTOR_RULES, LUMINA2_RULES, MOCHI_RULES, PIXART_RULES, SANA_RULES, SANA_SPRINT_RULES, STABLE_CASCADE_RULES, WAN_RULES, Z_IMAGE_RULES,
-];
+/**
+ * Every layout's rename tables (Layout.renames), the registry's last layout first. The registry
+ * tries a model's own layout before the general one whose names it shares (Hunyuan's before
+ * FLUX.1's, Sana's before PixArt's): without a base, the general naming is the one a refusal
+ * names the tensor in.
+ */
+function renameTables(): RenameTable[] {
+  return [...new Set([...LAYOUTS].reverse().flatMap((layout) => layout.renames ?? []))];
+}
 let tables: RenameTable[] | undefined;
 
 interface Named {
@@ -48,7 +36,7 @@ interface Named {
  * name) name overlapping rows of one single-file tensor, one in each naming; `method` words why.
  */
 export function refuseNamingOverlaps(groups: ReadonlyMap<string, readonly ModuleRef[]>, adapters: readonly ParsedAdapter[], method: string): void {
-  tables ??= RULE_SETS.map((rules) => new RenameTable(rules, () => false));
+  tables ??= renameTables();
   const byTensor = new Map<string, Named[]>();
   for (const [name, refs] of groups) {
     const { module, adapterIndex } = refs[0];

@@ -97,6 +97,7 @@ const LLM_ADAPTER_MISS: LayoutResolution = {
 
 export const cosmos: Layout = {
   name: 'cosmos',
+  renames: [...renamed.renames, ...conditioner.renames],
   resolve(address, base) {
     const r = renamed.resolve(address, base);
     if (r || (address.part !== undefined && address.part !== 'unet') || !LLM_ADAPTER.test(address.path)) return r;

@@ -63,6 +63,7 @@ const table = new RenameTable(FLUX_RULES, () => false);
 
 export const fluxBfl: Layout = {
   name: 'flux-bfl',
+  renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     // HunyuanVideo/HunyuanImage share these block names; their own layout places them.

@@ -104,6 +104,7 @@ export const FLUX1_MISS: LayoutResolution = {
 
 export const flux2Bfl: Layout = {
   name: 'flux2-bfl',
+  renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!isFlux2(base)) return undefined;

@@ -96,8 +96,9 @@ const bySuffix: KeyLookup = (base, name) => base.index.resolveDotted(name);
 export class RenameTable {
   private readonly compiled: Compiled[];
 
+  /** `rules`: the renames this table places, read also without a base (adapter-ops/naming-overlaps.ts). */
   constructor(
-    rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean, private readonly lookup: KeyLookup = bySuffix,
+    readonly rules: readonly RenameRule[], private readonly lastBlock: (base: BaseView, block: string) => boolean, private readonly lookup: KeyLookup = bySuffix,
   ) {
     this.compiled = rules.map((rule) => ({
       rule, fused: [rule.fused, ...(rule.aliases ?? [])].map(template), parts: rule.parts.map((p) => template(p.name)),

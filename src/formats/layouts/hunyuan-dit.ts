@@ -76,6 +76,7 @@ const table = new RenameTable(HUNYUAN_DIT_RULES, () => false, HUNYUAN_DIT.lookup
 /** The HunyuanDiT layout, in the registry (./index.ts) before the base's own names are tried. */
 export const hunyuanDit: Layout = {
   name: 'hunyuan-dit',
+  renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     const prefix = HUNYUAN_DIT.of(base);

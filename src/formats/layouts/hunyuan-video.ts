@@ -165,6 +165,7 @@ const SAVED_PREFIX = /^(transformer|diffusion_model)\./;
 
 export const hunyuanVideo: Layout = {
   name: 'hunyuan-video',
+  renames: TABLES,
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!isHunyuanDit(base)) return undefined;

@@ -8,6 +8,7 @@
 import type { RowSegment } from '../../engine/merge-op.js';
 import type { ModuleAddress } from '../module-address.js';
 import type { BaseKeyIndex } from './base-key-index.js';
+import type { RenameTable } from './fused-renames.js';
 
 export type { RowSegment } from '../../engine/merge-op.js';
 
@@ -85,6 +86,13 @@ export interface Layout {
   readonly name: string;
   /** Where the module lands, or undefined when its name is not one this layout reads. */
   resolve(address: ModuleAddress, base: BaseView): LayoutResolution | undefined;
+  /**
+   * The tables by which this layout translates a model's single-file naming to diffusers' by rows
+   * of a tensor (fused-renames.ts), where it does. Which rows a name means depends on the base, so
+   * combine, which has none, reads these to refuse reducing modules that name one tensor in both
+   * namings (adapter-ops/naming-overlaps.ts). Tables used only to refuse a naming are not listed.
+   */
+  readonly renames?: readonly RenameTable[];
 }
 
 /** A single base key (or a miss) as a resolution with one whole-tensor target. */

@@ -104,6 +104,7 @@ const NOT_IN_CONNECTORS = miss('is in a text connector, but diffusers\' `connect
 
 export const ltx2: Layout = {
   name: 'ltx2',
+  renames: [...renamed.renames, ...connectors.renames],
   resolve(address, base) {
     const r = renamed.resolve(address, base);
     if (r || (address.part !== undefined && address.part !== 'unet') || !CONNECTOR.test(address.path)) return r;

@@ -68,6 +68,7 @@ const last = modelLayout('mochi', MOCHI, LAST_MOD_Y);
 
 export const mochi: Layout = {
   name: 'mochi',
+  renames: main.renames,
   resolve(address, base) {
     const r = main.resolve(address, base);
     // Only the last block's mod_y has diffusers' other name; every other miss stands.

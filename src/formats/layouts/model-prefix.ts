@@ -48,11 +48,12 @@ export function prefixBefore(key: string, match: RegExpExecArray): string {
   return key.slice(0, match.index + match[1].length);
 }
 
-/** A layout of one model part (the diffusion model), answering only on that model's bases. */
-export function modelLayout(name: string, prefix: ModelPrefix, rules: readonly RenameRule[]): Layout {
+/** A layout of one model part (the diffusion model), answering only on that model's bases; its renames are its one table. */
+export function modelLayout(name: string, prefix: ModelPrefix, rules: readonly RenameRule[]): Layout & { renames: readonly RenameTable[] } {
   const table = new RenameTable(rules, () => false, prefix.lookup);
   return {
     name,
+    renames: [table],
     resolve(address, base) {
       if (address.part !== undefined && address.part !== 'unet') return undefined;
       if (prefix.of(base) === null) return undefined;

@@ -86,6 +86,7 @@ const PEFT_UNDER_UNET = 'base_model.model.';
 /** The PixArt layout, in the registry (./index.ts). */
 export const pixart: Layout = {
   name: 'pixart',
+  renames: byName.renames,
   resolve(address, base) {
     if (address.part === 'unet' && !address.flat && address.path.startsWith(PEFT_UNDER_UNET)) {
       return byName.resolve({ ...address, path: address.path.slice(PEFT_UNDER_UNET.length) }, base);

@@ -84,6 +84,7 @@ const sprint = new RenameTable(SANA_SPRINT_RULES, () => false, SANA.lookup);
 /** The Sana layout, in the registry (./index.ts) before PixArt's, whose original names Sana's share. */
 export const sana: Layout = {
   name: 'sana',
+  renames: [plain, sprint],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     const p = SANA.of(base);

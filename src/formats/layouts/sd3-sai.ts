@@ -58,6 +58,7 @@ const table = new RenameTable(SD3_RULES, isLastBlock);
 
 export const sd3Sai: Layout = {
   name: 'sd3-sai',
+  renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     return table.resolve(address.path, base);

@@ -76,6 +76,7 @@ const table = new RenameTable(WAN_RULES, () => false);
 
 export const wanOriginal: Layout = {
   name: 'wan-original',
+  renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     return table.resolve(address.path, base);
