@@ -98,7 +98,9 @@ export function kohyaPartFor(path: string): 'unet' | 'te' {
 }
 
 export function moduleShape(m: AdapterModule): ModuleShape {
-  const d = m.deltaShape;
+  // PEFT's Conv1d Tucker LoHa/LoKr build ΔW (out, in, k, 1) and reshape it to the layer's
+  // (out, in, k): a LoRA for that layer is an nn.Conv1d pair, A (r, in, k) and B (out, r, 1).
+  const d = m.options?.peft_conv1d_tucker === true ? m.deltaShape.slice(0, 3) : m.deltaShape;
   const inner = d.slice(1).reduce((n: number, x: number) => n * x, 1);
   return { kind: m.kind, out: d[0], in: inner, downTail: d.slice(1), upTail: m.kind === 'conv' ? d.slice(2).map(() => 1) : [] };
 }

@@ -85,7 +85,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     // Its modules are the diffusion model's, as every loader reads them (ComfyUI prefixes `diffusion_model.`).
     if (split && control) split.module = control.moduleName(split.module);
     if (!split) {
-      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
+      const owner = kohyaOwner(entry.name);
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: owner ? unknownTensor(fileName, owner, entry.name) : `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
       continue;
     }
     let roles = groups.get(split.module);
@@ -96,6 +97,13 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       continue;
     }
     roles.set(split.role, entry);
+  }
+
+  for (const [key, roles] of groups) {
+    const owner = unknownTensorOwner(key, roles, groups);
+    if (owner === undefined) continue;
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensor(fileName, owner, roles.get('weight')!.name) });
+    groups.delete(key);
   }
 
   const modules: AdapterModule[] = [];
@@ -126,6 +134,33 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
   ];
   return { name, format, file, modules, replacements, warnings, config };
+}
+
+/**
+ * The module a lone `….weight` belongs to when the name is another module's plus a suffix
+ * (`<module>.x.weight` beside `<module>.lora_down.weight`), or a kohya module's (whose names hold no
+ * dot): an unknown tensor of that module, not a module of its own. Undefined otherwise.
+ */
+function unknownTensorOwner(key: string, roles: ReadonlyMap<Role, TensorEntry>, groups: ReadonlyMap<string, unknown>): string | undefined {
+  if (roles.size !== 1 || !roles.has('weight')) return undefined;
+  let owner: string | undefined;
+  for (const other of groups.keys()) {
+    if (other !== key && key.startsWith(`${other}.`) && (owner === undefined || other.length > owner.length)) owner = other;
+  }
+  return owner ?? kohyaOwner(key);
+}
+
+/** The kohya module (`lora_unet_…`, no dots) a dotted name starts with, if it does. */
+function kohyaOwner(name: string): string | undefined {
+  const dot = name.indexOf('.');
+  const head = dot < 0 ? name : name.slice(0, dot);
+  return dot > 0 && isKohyaModuleName(head) ? head : undefined;
+}
+
+/** The refusal of a tensor of a known module under an ending no algorithm reads, naming both. */
+function unknownTensor(fileName: string, owner: string, name: string): string {
+  return `${fileName}: module "${owner}": unknown tensor "${name.slice(owner.length + 1)}" ("${name}"), which no adapter algorithm reads ` +
+    '(LoRA: lora_down.weight, lora_up.weight, alpha; LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b); remove it or name it as one of those';
 }
 
 /** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */
