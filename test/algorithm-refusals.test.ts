@@ -416,6 +416,11 @@ async function peftMergeRefusal(base: FixtureTensor[], config: object, tensors: 
 it.each<[string, FixtureTensor[], object, FixtureTensor[], RegExp]>([
   ['OFT block_share blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true },
     [t(`${A}.oft_R.weight`, [1, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": blocks of 3 do not divide the layer's 8 inputs/],
+  // PEFT sizes a conv's rotation as in·kh² (kernel_size[0] twice): on a 3×1 kernel, 2·9 inputs, not the 2·3 there are.
+  ['OFT block_share on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true },
+    [t(`${A}.oft_R.weight`, [1, 3])], /OFT \(PEFT\) with block_share sizes its rotation for a conv's in·kh² inputs, as PEFT builds it; "model\.layers\.0\.self_attn\.q_proj\.weight" has a 3×1 kernel, on which PEFT cannot build it/],
+  ['OFT (PEFT 0.14) block_share on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true, module_dropout: 0, init_weights: true },
+    [t(`${A}.oft_r`, [1, 3, 3]), t(`${A}.oft_s`, [8, 1])], /with block_share sizes its rotation for a conv's in·kh² inputs, as PEFT builds it; "model\.layers\.0\.self_attn\.q_proj\.weight" has a 3×1 kernel/],
   ['OFT (PEFT 0.13) 4 blocks of 3 on 8 outputs', peftBase, { peft_type: 'OFT', r: 4, module_dropout: 0, init_weights: true },
     [t(`${A}.oft_r`, [4, 3, 3])], /OFT module "model\.layers\.0\.self_attn\.q_proj": oft_r \(4, 3, 3\) does not hold 4 blocks of ⌈8 \/ 4⌉ over the layer's 8 outputs/],
   ['OFT (PEFT 0.14) shared blocks of 3 on 8 inputs', peftBase, { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true, module_dropout: 0, init_weights: true },

@@ -72,6 +72,14 @@ describe('combine refuses, for every rename in the layout registry, a module nam
   }
 });
 
+describe('mochi: the last block\'s text modulation, which diffusers names norm1_context.linear_1', () => {
+  it('blocks.<last>.mod_y beside transformer_blocks.<last>.norm1_context.linear_1 is refused for svd', () => {
+    const message = refusal('blocks.47.mod_y', 'transformer_blocks.47.norm1_context.linear_1');
+    expect(message).toMatch(/name rows of one base weight \(blocks\.47\.mod_y\.weight\) in two namings/);
+    expect(message).toContain('--method svd');
+  });
+});
+
 describe('every rename-rule set a layout file defines is one the registry lists', () => {
   it('each exported rule set is a registered layout table\'s rules', () => {
     const exported = Object.entries(layoutModules).flatMap(([file, exports]) =>

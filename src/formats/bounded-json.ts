@@ -17,7 +17,7 @@ export function parseBoundedJson(text: string, file: string, code: MergeErrorCod
   }
   checkJsonBounds(text, file);
   try {
-    return JSON.parse(text);
+    return parsePythonJson(text);
   } catch (e) {
     // An empty file, a login page or a Git LFS pointer is what an interrupted or mistaken download
     // leaves; JSON.parse's "Unexpected token '<'" says neither that nor what to do.
@@ -25,6 +25,53 @@ export function parseBoundedJson(text: string, file: string, code: MergeErrorCod
       : foreignFileKind(new TextEncoder().encode(text.slice(0, FOREIGN_SNIFF_BYTES)), 'json');
     throw new MergeError(code, `${file}: ${kind ?? `not valid JSON (${(e as Error).message})`}`, { cause: e });
   }
+}
+
+/**
+ * JSON.parse, accepting as Python's json.loads does (json.dumps writes them) the bare literals
+ * `NaN`, `Infinity` and `-Infinity` outside strings: a config saved from a float that was NaN still
+ * loads in PEFT and transformers, and the field checks then judge the value where it matters.
+ */
+function parsePythonJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    const replaced = replaceNonFiniteLiterals(text);
+    if (replaced === undefined) throw e;
+    // A NaN becomes a string no key or value of the text holds, turned back into NaN as it is read.
+    return JSON.parse(replaced.text, (_key, v: unknown) => (v === replaced.nan ? Number.NaN : v));
+  }
+}
+
+/**
+ * The text with each bare NaN, Infinity or -Infinity outside strings replaced by JSON that parses
+ * to it (Infinity as 1e999, which JSON.parse reads as Infinity; NaN as a unique string); undefined
+ * when there is none. Any other bare word is left for JSON.parse to refuse.
+ */
+function replaceNonFiniteLiterals(text: string): { text: string; nan: string } | undefined {
+  // A string can hold NUL only as the escape \u0000 (JSON.parse refuses it raw), so one of more
+  // NULs than the text writes in a row is no string of the text.
+  let nuls = 1;
+  while (text.includes('\\u0000'.repeat(nuls))) nuls++;
+  const nan = `NaN${'\u0000'.repeat(nuls)}`;
+  const parts: string[] = [];
+  let from = 0;
+  let found = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      continue;
+    }
+    const word = text.startsWith('NaN', i) ? 'NaN' : text.startsWith('Infinity', i) ? 'Infinity' : undefined;
+    // Only a whole word: `NaNx` or `xNaN` is not Python's literal either.
+    if (!word || /[\w.]/.test(text[i - 1] ?? '') || /[\w.]/.test(text[i + word.length] ?? '')) continue;
+    parts.push(text.slice(from, i), word === 'NaN' ? JSON.stringify(nan) : '1e999');
+    from = i + word.length;
+    i = from - 1;
+    found = true;
+  }
+  return found ? { text: parts.join('') + text.slice(from), nan } : undefined;
 }
 
 /**

@@ -66,6 +66,8 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const variantState = new Map<string, string[]>();
   /** Variant-state tensors of a variant the config does not set. */
   const strayState: Record<'velora' | 'monteclora', string[]> = { velora: [], monteclora: [] };
+  /** Tensors that are no factor and no known saved tensor: a saved base tensor, or a module's unknown one. */
+  const loose: TensorEntry[] = [];
   for (const entry of file.tensors) {
     const key = entry.name;
     const factor = FACTOR_KEY.exec(key);
@@ -129,13 +131,23 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
       replacements.push(replacement(name, key, entry, `${baseLayer[1].replaceAll('.base_layer', '')}.${baseLayer[2]}`, 'base_layer'));
       continue;
     }
-    if (PLAIN_PARAMETER_KEY.test(key)) {
+    // Whether these are a LoRA module's unknown tensors is known once every factor is read (below).
+    loose.push(entry);
+  }
+  for (const entry of loose) {
+    const key = entry.name;
+    const owner = wrappedOwner(key, groups);
+    if (owner !== undefined) {
+      // Under a LoRA-wrapped module PEFT saves only the factors and base_layer's tensors: anything
+      // else is no parameter of the model, so it is not a saved base tensor either.
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensor(fileName, owner, key) });
+    } else if (PLAIN_PARAMETER_KEY.test(key)) {
       // bias="all" biases of unwrapped modules, embedding layers saved because the vocabulary was
       // resized: tensors PEFT loads into the model as they are.
       replacements.push(replacement(name, key, entry, key, 'saved'));
-      continue;
+    } else {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is neither a LoRA factor nor listed in modules_to_save` });
     }
-    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${key}" is neither a LoRA factor nor listed in modules_to_save` });
   }
   for (const [kind, keys] of Object.entries(strayState)) {
     if (keys.length === 0) continue;
@@ -180,6 +192,21 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
   }
   return { name, format: 'peft', file, modules, replacements, tokenRows, warnings, config: config.raw, configFile };
+}
+
+/** The LoRA module (factor key, longest first) a tensor name lies under, if any. */
+function wrappedOwner(key: string, groups: ReadonlyMap<string, unknown>): string | undefined {
+  let owner: string | undefined;
+  for (const group of groups.keys()) {
+    if (key.startsWith(`${group}.`) && (owner === undefined || group.length > owner.length)) owner = group;
+  }
+  return owner;
+}
+
+/** The refusal of a tensor under a LoRA module with an ending PEFT does not save, naming both. */
+function unknownTensor(fileName: string, owner: string, key: string): string {
+  return `${fileName}: module "${stripPrefix(owner)}": unknown tensor "${key.slice(owner.length + 1)}" ("${key}"), which no adapter algorithm reads ` +
+    '(PEFT LoRA: lora_A.weight, lora_B.weight, lora_B.bias, lora_embedding_A, lora_embedding_B, lora_magnitude_vector, base_layer.weight, base_layer.bias); remove it or name it as one of those';
 }
 
 /** Reads `lora_A.default.weight`-style tails: which parameter, and the adapter name if any. */

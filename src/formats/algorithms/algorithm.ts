@@ -24,13 +24,15 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  *   keep blocks of `rowBlock` rows together. `anyLayout`: the map also works on a weight stored
  *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
  *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
+ *   `squareKernel`: sized, as its tool builds it, for a conv's in·kh² inputs (kernel_size[0] twice),
+ *   so refused on a conv whose kh ≠ kw, where that tool cannot build the layer.
  * - `none`: W is left as it is; the module only patches its bias (ComfyUI's `diff_b` alone).
  */
 export type UpdateShape =
   | { kind: 'none' }
   | { kind: 'low-rank'; rank: number }
   | { kind: 'dense' }
-  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number };
+  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number; squareKernel?: boolean };
 
 /**
  * One part of a module's update as loaded for the engine, for a module scale s (user weight · the

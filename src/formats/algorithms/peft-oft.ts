@@ -53,7 +53,9 @@ export const peftOft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : {}) },
+      // Shared, its size is not checked against the layer's: PEFT sizes a conv's as in·kh², which
+      // holds only for a square kernel.
+      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : {}), ...(shared ? { squareKernel: true } : {}) },
       fanInFanOut: false,
       options,
     };

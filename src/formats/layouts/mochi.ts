@@ -52,7 +52,7 @@ export const MOCHI_RULES: readonly RenameRule[] = [
   oneToOne('final_layer.linear', 'proj_out'),
 ];
 /** The last block's text modulation, which diffusers names `linear_1` (its stream ends there). */
-const LAST_MOD_Y: readonly RenameRule[] = [oneToOne(`${O}.mod_y`, `${D}.norm1_context.linear_1`)];
+export const LAST_MOD_Y: readonly RenameRule[] = [oneToOne(`${O}.mod_y`, `${D}.norm1_context.linear_1`)];
 
 const MARKER = /(^|\.)(blocks\.\d+\.attn\.qkv_y|transformer_blocks\.\d+\.attn1\.add_q_proj)\.weight$/;
 const MOCHI = modelPrefix((key, base) => {
@@ -68,7 +68,8 @@ const last = modelLayout('mochi', MOCHI, LAST_MOD_Y);
 
 export const mochi: Layout = {
   name: 'mochi',
-  renames: main.renames,
+  // The last block's table too: combine refuses `blocks.<last>.mod_y` beside its `linear_1` name.
+  renames: [...main.renames, ...last.renames],
   resolve(address, base) {
     const r = main.resolve(address, base);
     // Only the last block's mod_y has diffusers' other name; every other miss stands.

@@ -1,0 +1,47 @@
+/**
+ * Python's json.dumps writes a float that is NaN or infinite as the bare literal NaN, Infinity or
+ * -Infinity, and json.loads (PEFT, transformers) reads it back: such a config is JSON as they read
+ * it. A non-finite value where it does not matter (lora_dropout, which PEFT compares with 0 and so
+ * leaves out) is accepted; one where it does (lora_alpha, r) is refused naming the field and value.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseBoundedJson } from '../src/formats/bounded-json.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { randomTensor } from './helpers/hf-folder.js';
+import { planProblems, planRefusal, type Files } from './helpers/plan-problems.js';
+
+const rand = seededRandom(4242);
+const Q = 'model.layers.0.self_attn.q_proj';
+const llama = (): Files => ({ 'model.safetensors': buildSafetensors([randomTensor(`${Q}.weight`, [8, 8], 'F32', rand)]) });
+/** A PEFT folder whose adapter_config.json is `config` as written (Python's json.dumps output). */
+const adapter = (config: string): Files => ({
+  'adapter_config.json': config,
+  'adapter_model.safetensors': buildSafetensors([
+    randomTensor(`base_model.model.${Q}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`base_model.model.${Q}.lora_B.weight`, [8, 2], 'F32', rand),
+  ]),
+});
+
+describe('JSON configs with Python\'s NaN / Infinity literals', () => {
+  it('reads the literals outside strings as json.loads does, and leaves strings alone', () => {
+    const v = parseBoundedJson('{"a": NaN, "b": -Infinity, "c": [Infinity, 1], "s": "NaN \\" Infinity", "z": "NaN\\u0000"}', 'c.json') as Record<string, unknown>;
+    expect(v.a).toBeNaN();
+    expect(v.b).toBe(-Infinity);
+    expect(v.c).toEqual([Infinity, 1]);
+    expect(v.s).toBe('NaN " Infinity');
+    expect(v.z).toBe('NaN\u0000');
+  });
+
+  it('refuses what json.loads refuses: -NaN, nan, NaNx', () => {
+    for (const text of ['{"a": -NaN}', '{"a": nan}', '{"a": NaNx}']) expect(() => parseBoundedJson(text, 'c.json')).toThrow(/c\.json: not valid JSON/);
+  });
+
+  it('"lora_dropout": NaN merges (PEFT leaves the dropout out, as NaN > 0 is false)', async () => {
+    const config = '{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "lora_dropout": NaN, "target_modules": ["q_proj"]}';
+    expect(await planProblems(llama(), { adapter: adapter(config) })).toEqual([]);
+  });
+
+  it('"lora_alpha": Infinity is refused naming lora_alpha and the value', async () => {
+    const config = '{"peft_type": "LORA", "r": 2, "lora_alpha": Infinity, "lora_dropout": 0.0, "target_modules": ["q_proj"]}';
+    expect(await planRefusal(llama(), { adapter: adapter(config) })).toMatch(/adapter_config\.json: "lora_alpha" must be a (finite )?number, got Infinity/);
+  });
+});
