@@ -5,8 +5,9 @@
  * (Lumina Image 2.0's Gemma2Model). ComfyUI's model keeps the language model under `model.` and
  * Qwen2.5-VL's vision tower under `visual.` (comfy/text_encoders/llama.py); each lands on the folder
  * of that class whose config.json says that LLM, under the names that folder's header stores, against
- * float64 truth. A Qwen2.5-VL 3B is left out with a warning; a folder without config.json, or one
- * storing the language model both ways, is refused in one line.
+ * float64 truth (and on its text_encoder/ folder given alone). A Qwen2.5-VL 3B is left out with a
+ * warning; a folder without config.json, or one storing the language model both ways, is refused
+ * in one line.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -160,6 +161,20 @@ describe('ComfyUI\'s LLM text encoders on a pipeline\'s folder', () => {
       comfy(`text_encoders.gemma2_2b.transformer.model.${Q}`, 12, 12, `text_encoder.${Q}.weight`),
       comfy(`text_encoders.gemma2_2b.transformer.model.${DOWN}`, 12, 20, `text_encoder.${DOWN}.weight`),
     ], ['text_encoder/model.safetensors']);
+  });
+
+  it('Qwen-Image\'s text_encoder/ folder given on its own: `text_encoders.qwen25_7b.` lands by its config.json and keys', async () => {
+    const whole = qwenImage({ newNames: true });
+    const folder = { 'config.json': whole['text_encoder/config.json'], 'model.safetensors': whole['text_encoder/model.safetensors'] };
+    const specs = [comfy(`text_encoders.qwen25_7b.transformer.model.${Q}`, 12, 12, `model.language_model.${Q}.weight`)];
+    const prepared = await prepareMerge(memoryInputFileSet(folder, 'text_encoder'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      expect(prepared.plan.warnings).toEqual([]);
+      expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual([`model.language_model.${Q}.weight`]);
+    } finally {
+      await prepared.close();
+    }
   });
 
   it('leaves `qwen25_7b` out with a warning on a Qwen2.5-VL 3B, and `llama` on Qwen-Image, as ComfyUI does', async () => {
