@@ -193,6 +193,11 @@ describe('ComfyUI\'s LLM text encoders on a pipeline\'s folder', () => {
     expect(noConfig.problems).toEqual([
       'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl, hidden_size 3584) from another model of its class): not supported',
     ]);
+    const llava = JSON.parse(hunyuanVideo['model_index.json'] as string) as Record<string, unknown>;
+    const i2v = { ...hunyuanVideo, 'model_index.json': json({ ...llava, _class_name: 'HunyuanVideoImageToVideoPipeline', text_encoder: ['transformers', 'LlavaForConditionalGeneration'] }) };
+    expect((await planOf(i2v, [comfy(`text_encoders.llama.transformer.model.${Q}`, 12, 12, '')])).problems).toEqual([
+      'lora.safetensors: module "text_encoders.llama.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s llama text encoder (text_encoders.llama.), and which of the base\'s text encoders holds it cannot be told (text_encoder (LlavaForConditionalGeneration)): not supported',
+    ]);
     const both = await planOf(qwenImage({ newNames: true, both: true }), [comfy(`text_encoders.qwen25_7b.transformer.model.${Q}`, 12, 12, '')]);
     expect(both.problems).toEqual([
       'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), but text_encoder (Qwen2_5_VLForConditionalGeneration) stores model.layers. and model.language_model.layers. both, so which holds ComfyUI\'s model.layers. cannot be told: not supported',

@@ -215,7 +215,9 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
     const className = component.className;
     const candidates = Object.values(COMFY_ENCODERS).filter((e) => e.classes.test(className));
     if (!wanted) return candidates.length > 0 ? false : undefined;
-    if (!wanted.classes.test(className)) return false;
+    // An LLM on a folder of a class none of ComfyUI's encoders has (HunyuanVideo I2V's
+    // LlavaForConditionalGeneration): which LLM that is, and where it keeps its layers, is not known.
+    if (!wanted.classes.test(className)) return wanted.llm && candidates.length === 0 ? undefined : false;
     if (CLIP_TEXT_CLASS.test(className)) return component.encoder === undefined ? undefined : component.encoder === wanted.kind;
     // An LLM: its config.json says which (none: cannot be told).
     if (wanted.llm) {
