@@ -175,12 +175,12 @@ describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them,
     expect(warnings).toEqual([expect.stringMatching(/^lora\.safetensors: 1 module left out, not merged: it names text encoder 3 \(T5\), which the base does not hold \(it holds .*text_encoder \(UMT5EncoderModel\).*\) \(text_encoders\.t5xxl\.transformer\.encoder\.block\.0\.layer\.0\.SelfAttention\.q\)$/)]);
   });
 
-  it('refuses `text_encoders.qwen25_7b.` in one line where no folder\'s class says which it is', async () => {
+  it('refuses `text_encoders.qwen25_7b.` in one line where its folder has no config.json to say which Qwen2.5-VL it is', async () => {
     const { problems } = await planOf(wanPipeline('Qwen2_5_VLForConditionalGeneration'), [
       WAN_COMFY[0], comfy('text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj', 10, 10, ''),
     ]);
     expect(problems).toEqual([
-      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration)): not supported',
+      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl, hidden_size 3584) from another model of its class): not supported',
     ]);
   });
 });

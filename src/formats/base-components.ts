@@ -36,6 +36,8 @@ export interface BaseComponent {
    * disagree: pipeline-encoders.ts); `encoder` is then absent, and a module naming a CLIP by kind is refused.
    */
   encoderDoubt?: string;
+  /** An LLM folder's config.json `model_type` and `hidden_size`, which say which LLM it holds. */
+  config?: { modelType?: string; hiddenSize?: number };
 }
 
 interface Rule {
@@ -164,10 +166,13 @@ export function partName(part: ModelPart): string {
  * `bert.`, which a BertModel folder stores without). Each is held by a pipeline folder of `classes`;
  * a CLIP only by the folder of its kind (pipeline-encoders.ts), a T5 of a pipeline that has its own
  * (`pipeline`) only there: AuraFlow's UMT5 is ComfyUI's `pile_t5xl`, never Wan's `umt5xxl`, and
- * HunyuanDiT's T5EncoderModel its `mt5xl`, never a `t5xxl`. Other names (`llama`, `qwen25_7b`, …)
- * are ComfyUI's own models of an LLM, named otherwise than a pipeline's folder.
+ * HunyuanDiT's T5EncoderModel its `mt5xl`, never a `t5xxl`. ComfyUI's LLMs (`llama`, `qwen25_7b`,
+ * `gemma2_2b`: comfy/text_encoders/llama.py) keep the language model under `model.` (and
+ * Qwen2.5-VL's vision tower under `visual.`) with transformers' names below it; each is held by a
+ * folder of its classes whose config.json says its `model_type` and `hidden_size` (`llm`), as
+ * Qwen2.5-VL 7B and 3B share a class; where the folder stores them is LLM_STORED's.
  */
-const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string }>> = {
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelType: string; hiddenSize: number } }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
   clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
   clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
@@ -177,6 +182,25 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   pile_t5xl: { classes: /^UMT5EncoderModel$/, pipeline: /^AuraFlow/ },
   mt5xl: { classes: /^M?T5EncoderModel$/, pipeline: /^HunyuanDiT/ },
   hydit_clip: { classes: /^BertModel$/, pipeline: /^HunyuanDiT/, keyPrefix: 'bert.' },
+  // HunyuanVideo's llava-llama-3-8b and HiDream's Llama 3.1 8B (hunyuan_video.py, hidream.py: name "llama").
+  llama: { classes: /^Llama(Model|ForCausalLM)$/, llm: { modelType: 'llama', hiddenSize: 4096 } },
+  // Qwen-Image's Qwen2.5-VL 7B (qwen_image.py), Lumina Image 2.0's Gemma 2 2B (lumina2.py).
+  qwen25_7b: { classes: /^Qwen2_5_VLForConditionalGeneration$/, llm: { modelType: 'qwen2_5_vl', hiddenSize: 3584 } },
+  gemma2_2b: { classes: /^Gemma2(Model|ForCausalLM)$/, llm: { modelType: 'gemma2', hiddenSize: 2304 } },
+};
+
+/**
+ * Where a folder of each transformers class stores what ComfyUI's LLM keeps under `model.` and
+ * `visual.`: a base model class without `model.`, a causal LM under it, and Qwen2.5-VL under
+ * `model.` and `visual.` as transformers before 4.52 saved it, or `model.language_model.` and
+ * `model.visual.` as later ones do; which of these a folder uses, its keys say.
+ */
+const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly string[]>>>> = {
+  LlamaModel: { 'model.': [''] },
+  LlamaForCausalLM: { 'model.': ['model.'] },
+  Gemma2Model: { 'model.': [''] },
+  Gemma2ForCausalLM: { 'model.': ['model.'] },
+  Qwen2_5_VLForConditionalGeneration: { 'model.': ['model.', 'model.language_model.'], 'visual.': ['visual.', 'model.visual.'] },
 };
 
 /**
@@ -191,8 +215,16 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
     const className = component.className;
     const candidates = Object.values(COMFY_ENCODERS).filter((e) => e.classes.test(className));
     if (!wanted) return candidates.length > 0 ? false : undefined;
-    if (!wanted.classes.test(className)) return false;
+    // An LLM on a folder of a class none of ComfyUI's encoders has (HunyuanVideo I2V's
+    // LlavaForConditionalGeneration): which LLM that is, and where it keeps its layers, is not known.
+    if (!wanted.classes.test(className)) return wanted.llm && candidates.length === 0 ? undefined : false;
     if (CLIP_TEXT_CLASS.test(className)) return component.encoder === undefined ? undefined : component.encoder === wanted.kind;
+    // An LLM: its config.json says which (none: cannot be told).
+    if (wanted.llm) {
+      const config = component.config;
+      if (config?.modelType === undefined || config.hiddenSize === undefined) return undefined;
+      return config.modelType === wanted.llm.modelType && config.hiddenSize === wanted.llm.hiddenSize;
+    }
     // A class two of ComfyUI's encoders share: the pipeline says which this one is.
     const owned = candidates.find((e) => e.pipeline && component.pipelineClass && e.pipeline.test(component.pipelineClass));
     if (owned) return owned === wanted;
@@ -204,10 +236,33 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
 }
 
 /**
- * A module path of ComfyUI's encoder `name` (after `transformer.`) as a pipeline folder of its class
- * stores it: its BERT's `bert.` dropped (transformers' BertModel saves its keys without it).
+ * Why a folder of one of ComfyUI's LLM's classes cannot be told to hold it or not: its config.json
+ * does not say its `model_type` and `hidden_size`; undefined for any other folder.
  */
-export function comfyEncoderPath(name: string, path: string): string {
-  const prefix = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name].keyPrefix : undefined;
-  return prefix && path.startsWith(prefix) ? path.slice(prefix.length) : path;
+export function comfyEncoderDoubt(component: BaseComponent, name: string): string | undefined {
+  const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  if (!wanted?.llm || !component.className || !wanted.classes.test(component.className)) return undefined;
+  if (component.config?.modelType !== undefined && component.config.hiddenSize !== undefined) return undefined;
+  const lacks = component.config ? 'its config.json does not say its model_type and hidden_size' : 'it has no config.json to say its model_type and hidden_size';
+  return `${lacks}, which tell ComfyUI's ${name} (${wanted.llm.modelType}, hidden_size ${wanted.llm.hiddenSize}) from another model of its class`;
+}
+
+/**
+ * A module path of ComfyUI's encoder `name` (after `transformer.`) as the pipeline folder holding it
+ * stores it: its BERT's `bert.` dropped (transformers' BertModel saves its keys without it), an
+ * LLM's `model.` and `visual.` put where that folder's class and keys have them (LLM_STORED); or
+ * why that cannot be told.
+ */
+export function comfyEncoderPath(name: string, path: string, component: BaseComponent): { path: string; doubt?: undefined } | { doubt: string; path?: undefined } {
+  const encoder = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  if (encoder?.keyPrefix && path.startsWith(encoder.keyPrefix)) return { path: path.slice(encoder.keyPrefix.length) };
+  const stored = encoder?.llm && component.className && Object.hasOwn(LLM_STORED, component.className) ? LLM_STORED[component.className] : undefined;
+  const top = stored ? Object.keys(stored).find((p) => path.startsWith(p)) : undefined;
+  if (!stored || top === undefined) return { path };
+  const rest = path.slice(top.length);
+  const head = `${rest.split('.')[0]}.`;
+  const held = stored[top].filter((p) => component.keys.some((k) => k.startsWith(`${component.prefix}${p}${head}`)));
+  // One place, or none (the miss then names the path as the class stores it).
+  if (held.length <= 1) return { path: `${held[0] ?? stored[top][0]}${rest}` };
+  return { doubt: `${component.name} stores ${held.map((p) => `${p}${head}`).join(' and ')} both, so which holds ComfyUI's ${top}${head} cannot be told` };
 }

@@ -254,6 +254,8 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     const component = pipelineComponent(folder, String(value[1] ?? ''), pipelineClass);
     if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
       clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
+    } else if (component?.role === 'text-encoder' && inside.includes('config.json')) {
+      withLlmConfig(component, await readConfig(files, `${folder}/config.json`));
     }
     parts.push({ folder, layout, component });
   }
@@ -280,6 +282,21 @@ function withClipIdentity(component: Omit<BaseComponent, 'keys'>, identity: Clip
     delete component.encoder;
     component.encoderDoubt = identity.doubt;
   }
+}
+
+/**
+ * Gives a text encoder the `model_type` and `hidden_size` its config.json says, which tell which
+ * LLM a folder holds (Qwen2.5-VL 7B and 3B share a class).
+ */
+function withLlmConfig(component: Omit<BaseComponent, 'keys'>, config: unknown): void {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return;
+  const { model_type: modelType, text_config: text } = config as Record<string, unknown>;
+  // transformers 5 writes a vision-language model's sizes only in its text_config.
+  const hiddenSize = (config as Record<string, unknown>).hidden_size ?? (typeof text === 'object' && text !== null ? (text as Record<string, unknown>).hidden_size : undefined);
+  component.config = {
+    ...(typeof modelType === 'string' ? { modelType } : {}),
+    ...(typeof hiddenSize === 'number' ? { hiddenSize } : {}),
+  };
 }
 
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */
@@ -322,7 +339,7 @@ function folderComponent(folder: string, config: unknown, tensors: ReadonlyMap<s
   if (!component) return undefined;
   if (component.role === 'text-encoder' && CLIP_TEXT_CLASS.test(className)) {
     withClipIdentity(component, identifyClipFolders([{ folder, ordinal: component.ordinal!, config }]).get(folder)!);
-  }
+  } else if (component.role === 'text-encoder') withLlmConfig(component, config);
   return [{ ...component, prefix: '', keys: [...tensors.keys()] }];
 }
 

@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -247,12 +247,16 @@ export class ModuleLocator {
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
-    if (holding.length === 1 && rest !== undefined) return describe(tryLayouts({ path: comfyEncoderPath(name, rest), flat: false }, this.componentView(holding[0])), holding[0]);
+    if (holding.length === 1 && rest !== undefined) {
+      const stored = comfyEncoderPath(name, rest, holding[0]);
+      if (stored.doubt !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), but ${stored.doubt}: not supported` };
+      return describe(tryLayouts({ path: stored.path, flat: false }, this.componentView(holding[0])), holding[0]);
+    }
     if (holding.length === 0 && encoders.every((c) => holdsComfyEncoder(c, name) === false)) return missing;
     const unknown = holding.length > 0 ? holding : encoders.filter((c) => holdsComfyEncoder(c, name) === undefined);
     return {
       found: false, code: 'UNKNOWN_MODULE',
-      message: `names ComfyUI's ${name} text encoder (${prefix}), and which of the base's text encoders holds it cannot be told (${unknown.map((c) => c.name).join(', ')}): not supported`,
+      message: `names ComfyUI's ${name} text encoder (${prefix}), and which of the base's text encoders holds it cannot be told (${unknown.map((c) => [c.name, comfyEncoderDoubt(c, name)].filter(Boolean).join(': ')).join(', ')}): not supported`,
     };
   }
 
