@@ -12,7 +12,7 @@ import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
-import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
+import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(4242);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -40,8 +40,7 @@ const T5 = 'encoder.block.0.layer.0.SelfAttention';
 const t5Folder = () => buildSafetensors([tensor(rand, `${T5}.q.weight`, [10, 10], 'BF16'), tensor(rand, `${T5}.k.weight`, [10, 10], 'BF16'), tensor(rand, 'shared.weight', [30, 10], 'BF16')]);
 const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]);
 
-/** A ComfyUI "Extract and Save Lora" module (lora_up/lora_down, no alpha: scale 1). */
-const comfy = (name: string, out: number, inF: number, key: string): LoraSpec => ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+const comfy = comfyExtracted;
 const kohya = (name: string, out: number, inF: number, key: string) => kohyaSpec(name, 2, out, inF, [{ key }], 1);
 
 const backends: Partial<Record<'cpu', MergeBackend>> = {};
@@ -54,14 +53,7 @@ const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpe
   mergePipelineAndCheck(backends.cpu!, base, [{ file, bytes: buildSafetensors(loraTensors(rand, specs, 'F16')), specs, weight: 0.7 }],
     Object.keys(base).filter((p) => /^text_encoder(_\d)?\/model\.safetensors$/.test(p)));
 
-const planOf = async (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'F16')) }, 'lora.safetensors'), weight: 1 }]);
-  try {
-    return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
-  } finally {
-    await prepared.close();
-  }
-};
+const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand, 'F16');
 
 // --- the pipelines, as diffusers' model_index.json and transformers' config.json name them ------
 const sdxl = (te1Config = clipConfig(CLIP_L_CONFIG, 'CLIPTextModel'), te2Config = clipConfig(CLIP_G_CONFIG, 'CLIPTextModelWithProjection')): Record<string, Uint8Array | string> => ({

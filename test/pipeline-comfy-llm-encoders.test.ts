@@ -14,7 +14,7 @@ import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/inde
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
+import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(7331);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -107,7 +107,7 @@ const lumina2: Record<string, Uint8Array | string> = {
 };
 
 /** A ComfyUI "Extract and Save Lora" module (lora_up/lora_down, no alpha: scale 1) on `key`. */
-const comfy = (name: string, out: number, inF: number, key: string): LoraSpec => ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+const comfy = comfyExtracted;
 const Q = 'layers.0.self_attn.q_proj';
 const DOWN = 'layers.0.mlp.down_proj';
 
@@ -120,14 +120,7 @@ afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[]) =>
   mergePipelineAndCheck(backends.cpu!, base, [{ file: 'lora.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 0.7 }], written);
 
-const planOf = async (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
-  try {
-    return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
-  } finally {
-    await prepared.close();
-  }
-};
+const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand);
 
 describe('ComfyUI\'s LLM text encoders on a pipeline\'s folder', () => {
   it('HunyuanVideo: `text_encoders.llama.transformer.model.` on its LlamaModel, stored without `model.`; `clip_l` on its CLIP-L text_encoder_2/', async () => {

@@ -8,11 +8,11 @@
  * pipeline class to say which, refused in one line.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import type { MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { mergePipelineAndCheck } from './helpers/pipeline-merge.js';
+import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(5151);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -70,8 +70,7 @@ const wan: Record<string, Uint8Array | string> = {
   'text_encoder/model.safetensors': t5Folder(),
 };
 
-/** A ComfyUI "Extract and Save Lora" module (lora_up/lora_down, no alpha: scale 1). */
-const comfy = (name: string, out: number, inF: number, key: string): LoraSpec => ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+const comfy = comfyExtracted;
 
 const backends: Partial<Record<'cpu', MergeBackend>> = {};
 beforeAll(async () => {
@@ -82,14 +81,7 @@ afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[]) =>
   mergePipelineAndCheck(backends.cpu!, base, [{ file: 'lora.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 0.8 }], written);
 
-const planOf = async (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
-  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
-  try {
-    return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
-  } finally {
-    await prepared.close();
-  }
-};
+const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand);
 
 describe('ComfyUI\'s encoders of one pipeline on its folders', () => {
   it('AuraFlow: `text_encoders.pile_t5xl.` on its UMT5EncoderModel text_encoder/', async () => {

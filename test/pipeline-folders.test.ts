@@ -7,11 +7,11 @@
  * float64 truth.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import type { MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, WAN, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, wanDiffusersTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { mergePipelineAndCheck, type PipelineAdapter } from './helpers/pipeline-merge.js';
+import { comfyExtracted, mergePipelineAndCheck, pipelinePlan, type PipelineAdapter } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(77);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -107,7 +107,7 @@ const wanPipeline = (textEncoder: string): Record<string, Uint8Array | string> =
   ]),
   'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
 });
-const comfy = (name: string, out: number, inF: number, key: string): LoraSpec => ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+const comfy = comfyExtracted;
 const WAN_COMFY: LoraSpec[] = [
   comfy('diffusion_model.blocks.0.self_attn.q', WAN.dim, WAN.dim, 'transformer.blocks.0.attn1.to_q.weight'),
   comfy(`text_encoders.umt5xxl.transformer.${UMT5}.q`, 10, 10, `text_encoder.${UMT5}.q.weight`),
@@ -158,14 +158,7 @@ for (const kind of ['cpu', 'webgpu'] as const) {
 }
 
 describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them, or cannot be told apart', () => {
-  const planOf = async (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => {
-    const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
-    try {
-      return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
-    } finally {
-      await prepared.close();
-    }
-  };
+  const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand);
 
   it('leaves `text_encoders.t5xxl.` out with a warning on a Wan pipeline, whose encoder is UMT5, as ComfyUI does not load it there', async () => {
     const { problems, warnings } = await planOf(wanPipeline('UMT5EncoderModel'), [

@@ -5,8 +5,8 @@
  */
 import { expect } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../../src/index.js';
-import { decodeSafetensors } from './fixtures.js';
-import { truthTerms, type LoraSpec } from './diffusion-fixtures.js';
+import { buildSafetensors, decodeSafetensors, type FixtureDType } from './fixtures.js';
+import { loraTensors, truthTerms, type LoraSpec, type Rand } from './diffusion-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './merge-truth.js';
 
 export interface PipelineAdapter { file: string; bytes: Uint8Array; specs: LoraSpec[]; weight: number }
@@ -36,4 +36,19 @@ export async function mergePipelineAndCheck(
     else expect(out.get(path), `${path} is mirrored byte for byte`).toEqual(bytes);
   }
   return { out, warnings };
+}
+
+/** A ComfyUI "Extract and Save Lora" module named `name` (lora_up/lora_down, rank 2, no alpha: scale 1), landing on `key`. */
+export const comfyExtracted = (name: string, out: number, inF: number, key: string): LoraSpec =>
+  ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
+
+/** The plan's problems and warnings for one LoRA of `specs` (values from `rand`, stored as `dtype`) on the pipeline folder `base`, at weight 1. */
+export async function pipelinePlan(base: Record<string, Uint8Array | string>, specs: LoraSpec[], rand: Rand, dtype: FixtureDType = 'BF16') {
+  const lora = buildSafetensors(loraTensors(rand, specs, dtype));
+  const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
+  try {
+    return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
+  } finally {
+    await prepared.close();
+  }
 }
