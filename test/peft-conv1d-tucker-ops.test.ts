@@ -14,6 +14,7 @@ import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { tuckerConv1d } from './helpers/peft-delta-truth.js';
 import { dense, frob2, minus, optimalError, product, type Dense } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
@@ -30,16 +31,8 @@ const t = (name: string, shape: number[], data: Float64Array): FixtureTensor => 
 const P = 'base_model.model.model.encoder.conv1';
 const OUT = 8, IN = 6, K = 3, R = 2, ALPHA = 3;
 
-/** einsum("i j k, i p, j q -> p q k", core (R, R, K), wa (R, P), wb (R, Q)): (P, Q·K) row-major. */
-function cp(core: Float64Array, wa: Float64Array, wb: Float64Array, p: number, q: number): Float64Array {
-  const out = new Float64Array(p * q * K);
-  for (let a = 0; a < p; a++) for (let b = 0; b < q; b++) for (let k = 0; k < K; k++) {
-    let s = 0;
-    for (let i = 0; i < R; i++) for (let j = 0; j < R; j++) s += core[(i * R + j) * K + k] * wa[i * p + a] * wb[j * q + b];
-    out[(a * q + b) * K + k] = s;
-  }
-  return out;
-}
+/** PEFT's Tucker core of this test's rank and kernel: (p, q, K) row-major. */
+const cp = (core: Float64Array, wa: Float64Array, wb: Float64Array, p: number, q: number) => tuckerConv1d(core, wa, wb, R, p, q, K);
 
 async function open(config: object, tensors: FixtureTensor[]): Promise<ParsedAdapter> {
   const adapter = await openAdapter(await openNodeInputFileSet(temp.make(peftFolder(config, tensors))));

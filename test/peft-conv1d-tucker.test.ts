@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { tuckerConv1d } from './helpers/peft-delta-truth.js';
 import { mergePeftFolder } from './helpers/peft-method-folder.js';
 
 const backend = new CpuBackend('test');
@@ -16,16 +17,8 @@ const MODULE = 'model.encoder.conv1';
 const P = `base_model.model.${MODULE}`;
 const OUT = 8, IN = 6, K = 3, R = 2, ALPHA = 3, WEIGHT = 0.5;
 
-/** einsum("i j k, i p, j q -> p q k", core (R, R, K), wa (R, P), wb (R, Q)): (P, Q, K). */
-function cp(core: Float64Array, wa: Float64Array, wb: Float64Array, p: number, q: number): Float64Array {
-  const out = new Float64Array(p * q * K);
-  for (let a = 0; a < p; a++) for (let b = 0; b < q; b++) for (let k = 0; k < K; k++) {
-    let s = 0;
-    for (let i = 0; i < R; i++) for (let j = 0; j < R; j++) s += core[(i * R + j) * K + k] * wa[i * p + a] * wb[j * q + b];
-    out[(a * q + b) * K + k] = s;
-  }
-  return out;
-}
+/** PEFT's Tucker core of this test's rank and kernel: (p, q, K) row-major. */
+const cp = (core: Float64Array, wa: Float64Array, wb: Float64Array, p: number, q: number) => tuckerConv1d(core, wa, wb, R, p, q, K);
 
 function expectMerged(got: ArrayLike<number>, w: Float64Array, delta: Float64Array): void {
   const want = w.map((x, i) => x + WEIGHT * (ALPHA / R) * delta[i]);

@@ -88,3 +88,17 @@ export function batTruth(w: Float64Array, blocks: Float64Array, out: number, inF
   }
   return res;
 }
+
+/**
+ * PEFT's Tucker core for a Conv1d (use_effective_conv2d): einsum("i j k, i p, j q -> p q k",
+ * core (r, r, k), wa (r, p), wb (r, q)), as (p, q, k) row-major.
+ */
+export function tuckerConv1d(core: Float64Array, wa: Float64Array, wb: Float64Array, r: number, p: number, q: number, k: number): Float64Array {
+  const out = new Float64Array(p * q * k);
+  for (let a = 0; a < p; a++) for (let b = 0; b < q; b++) for (let t = 0; t < k; t++) {
+    let s = 0;
+    for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) s += core[(i * r + j) * k + t] * wa[i * p + a] * wb[j * q + b];
+    out[(a * q + b) * k + t] = s;
+  }
+  return out;
+}
