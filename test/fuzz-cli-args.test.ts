@@ -259,6 +259,9 @@ function build(r: Recipe): Built {
   return b;
 }
 
+/** A file's path with a trailing slash: a file used as a folder, named as such (exit 1, as a missing input). */
+const UNDER_A_FILE = /base\.safetensors\/: a part of the path is not a folder while reading its status \(ENOTDIR\); check the input path/;
+
 /** One fault of the catalogue, chosen by `which`, applied to the built command line. */
 function applyFault(b: Built, which: number, n: number, opt: (name: string, value?: string) => Opt): void {
   const usage = (why: RegExp) => b.faults.push({ kind: 'usage', why });
@@ -423,13 +426,13 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         // (inspect's PATH, unless a fault emptied it already: that one stands)
         if (b.command !== 'inspect' || b.positionals[0] === '') return faults[16]();
         b.positionals = [pick(['nope.safetensors', 'missing/dir', 'base.safetensors/'], n)];
-        return void b.faults.push({ kind: 'input', why: new RegExp(`${escape(b.positionals[0])}: no such file or folder`) });
+        return void b.faults.push({ kind: 'input', why: b.positionals[0] === 'base.safetensors/' ? UNDER_A_FILE : new RegExp(`${escape(b.positionals[0])}: no such file or folder`) });
       }
       const target = pick(inputs, n);
       const choices: [string, RegExp][] = [
         ['nope.safetensors', /nope\.safetensors: no such file or folder/],
         ['missing/adapter', /missing\/adapter: no such file or folder/],
-        ['base.safetensors/', /base\.safetensors\/: no such file or folder/],
+        ['base.safetensors/', UNDER_A_FILE],
         ['emptydir', target.name === 'adapter' ? /emptydir: no adapter found/ : /emptydir: no \.safetensors weights found/],
       ];
       if (target.name === 'adapter') choices.push(['base.safetensors', /base\.safetensors: not a LoRA adapter.*is it the base model/]);

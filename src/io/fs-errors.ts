@@ -67,7 +67,10 @@ export function inputFsError(e: unknown, path: string, doing: string): unknown {
     : code === 'EMFILE' || code === 'ENFILE' || code === 'EIO' ? known.fix
     : 'check the input path';
   const what = known ? known.what : `failed (${code}: ${(e as Error).message.replace(/^[A-Z]+: /, '')})`;
-  return new MergeError('FILESYSTEM', `${path}: ${what} while ${doing} (${code}); ${fix}`, { cause: e });
+  // A link loop or a file used as a folder: the path, as typed, leads to no input (exit 1, as a
+  // missing one), where a refusal of the filesystem itself (permissions, I/O) is exit 3.
+  const leadsNowhere = code === 'ELOOP' || code === 'ENOTDIR';
+  return new MergeError(leadsNowhere ? 'NOT_FOUND' : 'FILESYSTEM', `${path}: ${what} while ${doing} (${code}); ${fix}`, { cause: e });
 }
 
 /** Runs a filesystem call, turning its errno failure into one clear line about `path`. */
