@@ -137,7 +137,9 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   for (const entry of loose) {
     const key = entry.name;
     const owner = wrappedOwner(key, groups);
-    if (owner !== undefined) {
+    // The module's own weight or bias is a saved base tensor (bias="all" before PEFT named it
+    // base_layer.bias, an embedding saved by save_embedding_layers beside its LoRA).
+    if (owner !== undefined && !OWN_PARAMETER.test(key.slice(owner.length + 1))) {
       // Under a LoRA-wrapped module PEFT saves only the factors and base_layer's tensors: anything
       // else is no parameter of the model, so it is not a saved base tensor either.
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensor(fileName, owner, key) });
@@ -193,6 +195,9 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   }
   return { name, format: 'peft', file, modules, replacements, tokenRows, warnings, config: config.raw, configFile };
 }
+
+/** A LoRA-wrapped module's own parameters, as a PEFT file may save them under the module's name. */
+const OWN_PARAMETER = /^(weight|bias)$/;
 
 /** The LoRA module (factor key, longest first) a tensor name lies under, if any. */
 function wrappedOwner(key: string, groups: ReadonlyMap<string, unknown>): string | undefined {
