@@ -22,6 +22,13 @@ const adapter = (config: string): Files => ({
 });
 
 describe('JSON configs with Python\'s NaN / Infinity literals', () => {
+  it('reads a NaN beside a string of 100000 escaped NULs, which it tells apart from the NaN, without a scan per NUL', () => {
+    const nuls = '\\u0000'.repeat(100_000);
+    const v = parseBoundedJson(`{"a": NaN, "s": "NaN${nuls}"}`, 'c.json') as Record<string, unknown>;
+    expect(v.a).toBeNaN();
+    expect(v.s).toBe(`NaN${'\u0000'.repeat(100_000)}`);
+  });
+
   it('reads the literals outside strings as json.loads does, and leaves strings alone', () => {
     const v = parseBoundedJson('{"a": NaN, "b": -Infinity, "c": [Infinity, 1], "s": "NaN \\" Infinity", "z": "NaN\\u0000"}', 'c.json') as Record<string, unknown>;
     expect(v.a).toBeNaN();

@@ -50,10 +50,11 @@ function parsePythonJson(text: string): unknown {
  */
 function replaceNonFiniteLiterals(text: string): { text: string; nan: string } | undefined {
   // A string can hold NUL only as the escape \u0000 (JSON.parse refuses it raw), so one of more
-  // NULs than the text writes in a row is no string of the text.
-  let nuls = 1;
-  while (text.includes('\\u0000'.repeat(nuls))) nuls++;
-  const nan = `NaN${'\u0000'.repeat(nuls)}`;
+  // NULs than the text writes in a row is no string of the text. The longest run is measured in one
+  // pass: a hostile config of a long run must not cost a scan per NUL.
+  let longest = 0;
+  for (const run of text.matchAll(/(?:\\u0000)+/g)) longest = Math.max(longest, run[0].length / 6);
+  const nan = `NaN${'\u0000'.repeat(longest + 1)}`;
   const parts: string[] = [];
   let from = 0;
   let found = false;
