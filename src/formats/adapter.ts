@@ -306,8 +306,10 @@ async function withFile(
   }
 }
 
-/** The shallowest path whose last segment is `base` (a folder may hold the adapter one level down). */
-/** The paths of files named `base` that lie least deep in the set (none, one, or several side by side). */
+/**
+ * The paths of files named `base` that lie least deep in the set (none, one, or several side by
+ * side): a folder may hold the adapter one level down.
+ */
 function shallowestByBaseName(list: readonly string[], base: string): string[] {
   const hits = list.filter((p) => p === base || p.endsWith(`/${base}`));
   const depth = (p: string) => p.split('/').length;
