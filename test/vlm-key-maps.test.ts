@@ -7,11 +7,11 @@
  * model transformers' conversion splits, refused with what differs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { checkpointKeyMapArchitectures } from '../src/formats/layouts/checkpoint-key-maps.js';
 import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, mergeIntoFolder, randomTensor, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(5207);
@@ -29,17 +29,7 @@ async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
   return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter1'), weight: 1 }]);
 }
 
-async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend: backends[kind]! });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return readMergedFolder(files);
-}
+const merge = (prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> => mergeIntoFolder(prepared, backends[kind]!);
 
 /** W + s·ΔW, as doubles. */
 function plus(w: DecodedTensor, s: number, delta: Float64Array): Float64Array {

@@ -3,6 +3,7 @@
  * model.safetensors.index.json, generation_config.json and tokenizer files; PEFT adapter folders;
  * and reading a merged folder back. Imports nothing from the library.
  */
+import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../../src/index.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 
 /** A tensor with random values on its dtype's grid. */
@@ -94,4 +95,17 @@ export function readMergedFolder(files: Map<string, Uint8Array>): MergedFolder {
     return new TextDecoder().decode(bytes);
   };
   return { tensors, metadata, shardOf, tensorBytes, files, json: (path) => JSON.parse(text(path)), text };
+}
+
+/** Merges `prepared` on `backend` into memory (closing it either way) and reads the folder written. */
+export async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend): Promise<MergedFolder> {
+  const output = createBlobOutputTarget();
+  try {
+    await mergeModel({ prepared, output, backend });
+  } finally {
+    await prepared.close();
+  }
+  const files = new Map<string, Uint8Array>();
+  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
+  return readMergedFolder(files);
 }
