@@ -139,6 +139,23 @@ for (const kind of ['cpu', 'webgpu'] as const) {
       expect(merged.tensors.get('scaled_fp8')).toMatchObject({ dtype: 'F8_E5M2', shape: [0] });
     });
 
+    // ComfyUI's older scaled fp8 layers copied a scale_weight into their float32 parameter, so one
+    // stored as an fp8 code is read as its value (here e4m3fn's code 0x34, 0.75).
+    it('scaled fp8 (e5m2) with a scale_weight stored as float8_e4m3fn: merged in place by that scale', async () => {
+      const decoded = decodeSafetensors(fp8Flux('F8_E5M2', true));
+      const scaleKey = 'double_blocks.0.img_attn.qkv.scale_weight';
+      const tensors = [...decoded.tensors].map(([name, t]): FixtureTensor => (name === scaleKey
+        ? { name, dtype: 'F8_E4M3', shape: [], data: [0.75] }
+        : { name, dtype: t.dtype, shape: t.shape, data: t.bytes }));
+      const base = buildSafetensors(tensors);
+      const original = decodeSafetensors(base).tensors;
+      expect(original.get(scaleKey)!.values[0]).toBe(0.75);
+      const merged = await merge(base, kind);
+      const scaleOf = (key: string) => original.get(key.replace(/\.weight$/, '.scale_weight'))!.values[0];
+      expectMergedFile(original, merged.tensors, terms(scaleOf));
+      expect(Buffer.from(merged.tensors.get(scaleKey)!.bytes)).toEqual(Buffer.from(original.get(scaleKey)!.bytes));
+    });
+
     // A subnormal scale_weight takes ΔW / scale past float32 (1e-40: about 1e38 to 1e39 here); the
     // exact code + ΔW / scale is finite, and e5m2 saturates it at ±57344 (the merge was refused,
     // its values "too large for any float dtype": the fp8 rounding went through float32).

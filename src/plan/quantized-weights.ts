@@ -54,6 +54,9 @@ export function quantizedWeightProblems(
   const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
   const why = (baseKey: string): string | undefined => {
     if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
+    // Under `keep` the plan merges every weight with a scale_weight in place (ΔW / scale), whatever
+    // the scale's dtype, as ComfyUI's older scaled fp8 layers read one into their float32 parameter.
+    if (scaled?.rule === 'keep' && scaled.unread.includes(baseKey)) return undefined;
     const format = scaled?.unreadWhy?.get(baseKey);
     if (format) return quantizedFormatRefusal(baseKey, format);
     const stem = baseKey.slice(0, -'weight'.length);
