@@ -126,6 +126,35 @@ describe('full diffs on fused and transposed tensors', () => {
     ], -0.6);
   });
 
+  it('land a diffusers-named FLUX LoRA\'s lora_B.bias (PEFT lora_bias) on its rows of BFL\'s fused qkv.bias, its ΔW on the same rows of qkv.weight', async () => {
+    // No α and no metadata: scale 1 for ΔW = B·A and for the bias alike (PEFT adds lora_B's bias times the scaling).
+    const { h } = FLUX;
+    const r = 2;
+    const K = 'transformer.transformer_blocks.0.attn.to_k.';
+    const base = fluxBflTensors(rand, 'BF16');
+    const a = tensor(rand, `${K}lora_A.weight`, [r, h], 'BF16', 0.5), b = tensor(rand, `${K}lora_B.weight`, [h, r], 'BF16', 0.5);
+    const bias = tensor(rand, `${K}lora_B.bias`, [h], 'BF16', 0.5);
+    const adapterBytes = buildSafetensors([a, b, bias]);
+    const weight = 0.7;
+    const baseBytes = buildSafetensors(base);
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'lora.safetensors': adapterBytes }, name: 'lora.safetensors', weight }] });
+    const adapter = decodeSafetensors(adapterBytes).tensors;
+    const [A, B, Bb] = [a, b, bias].map((t) => adapter.get(t.name)!.values);
+    for (const [key, w] of decodeSafetensors(baseBytes).tensors) {
+      const got = tensors.get(key)!;
+      const want = w.values.slice();
+      if (key === 'double_blocks.0.img_attn.qkv.weight') {
+        for (let o = 0; o < h; o++) for (let i = 0; i < h; i++) for (let k = 0; k < r; k++) want[(h + o) * h + i] += weight * B[o * r + k] * A[k * h + i];
+      } else if (key === 'double_blocks.0.img_attn.qkv.bias') {
+        for (let o = 0; o < h; o++) want[h + o] += weight * Bb[o];
+      } else {
+        expect(got.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+        continue;
+      }
+      expectMerged(got.values, want, got.dtype, key);
+    }
+  });
+
   it('are sized for the chart as w·‖diff‖ on a third of in_proj_weight and on the transposed text_projection', async () => {
     const base = sdxlTensors();
     const q = tensor(rand, `${CG}q_proj.diff`, [G, G], 'F16'), projection = tensor(rand, 'text_encoders.clip_g.transformer.text_projection.diff', [G, G], 'F16');
