@@ -5,8 +5,8 @@
  * `qwen3_4b` on its Qwen3Model, FLUX.2 [klein] 9B's `qwen3_8b` on its Qwen3ForCausalLM,
  * HunyuanVideo I2V's `llama` on the language model inside its LlavaForConditionalGeneration (as
  * transformers before and after 4.52 store it), HunyuanVideo 1.5's `qwen25_7b` on its
- * Qwen2_5_VLTextModel and `byt5_small` on its byT5 T5EncoderModel, OmniGen2's `qwen25_3b` and
- * NewBie's `gemma3_4b`; each against float64 truth. An encoder of another size, or one the pipeline
+ * Qwen2_5_VLTextModel and `byt5_small` on its byT5 T5EncoderModel, OmniGen2's `qwen25_3b`,
+ * NewBie's `gemma3_4b` and LTX-2's `gemma3_12b`; each against float64 truth. An encoder of another size, or one the pipeline
  * has no folder for, is left out with a warning, as ComfyUI leaves its keys unloaded.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -188,5 +188,19 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
     await mergeAndCheck(oneLlm('NewbiePipeline', 'Gemma3ForConditionalGeneration', {
       architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', text_config: { hidden_size: 2560, model_type: 'gemma3_text', num_hidden_layers: 34 },
     }, 'model.language_model.'), [comfy(`text_encoders.gemma3_4b.transformer.model.${DOWN}`, 12, 20, `text_encoder.model.language_model.${DOWN}.weight`)], ['text_encoder/model.safetensors']);
+  });
+
+  it('LTX-2: `text_encoders.gemma3_12b.` on the language model of its Gemma3ForConditionalGeneration (transformers < 4.52 names); `gemma3_4b` left out there', async () => {
+    const ltx2 = oneLlm('LTX2Pipeline', 'Gemma3ForConditionalGeneration', {
+      architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', mm_tokens_per_image: 256,
+      text_config: { head_dim: 256, hidden_size: 3840, intermediate_size: 15360, model_type: 'gemma3_text', num_attention_heads: 16, num_hidden_layers: 48, num_key_value_heads: 8 },
+      vision_config: { hidden_size: 1152, model_type: 'siglip_vision_model', num_hidden_layers: 27 },
+    }, 'language_model.model.');
+    const { warnings } = await mergeAndCheck(ltx2, [
+      comfy(`text_encoders.gemma3_12b.transformer.model.${Q}`, 12, 12, `text_encoder.language_model.model.${Q}.weight`),
+      comfy(`text_encoders.gemma3_12b.transformer.model.${DOWN}`, 12, 20, `text_encoder.language_model.model.${DOWN}.weight`),
+      comfy(`text_encoders.gemma3_4b.transformer.model.${Q}`, 12, 12, ''),
+    ], ['text_encoder/model.safetensors']);
+    expect(warnings.join('\n')).toMatch(/1 module left out, not merged: it names ComfyUI's gemma3_4b text encoder \(text_encoders\.gemma3_4b\.\), which the base does not hold/);
   });
 });

@@ -196,6 +196,8 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   // Lumina Image 2.0's Gemma 2 2B (lumina2.py); NewBie's Gemma 3 4B (lumina2.py's gemma3_4b: its language model).
   gemma2_2b: { classes: /^Gemma2(Model|ForCausalLM)$/, llm: { modelTypes: ['gemma2'], hiddenSize: 2304 } },
   gemma3_4b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 2560 } },
+  // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
+  gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
   // 9B; anima.py's qwen3_06b): Qwen3_4B, Qwen3_8B and Qwen3_06B in llama.py.
   qwen3_06b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 1024 } },
