@@ -2,12 +2,13 @@
  * ComfyUI's newer LLM and byT5 text encoders on a diffusers pipeline's folder, as its "Extract and
  * Save Lora" names them (`text_encoders.<name>.transformer.` + ComfyUI's own keys, which are
  * transformers' below `model.`: comfy/text_encoders/llama.py, hunyuan_image.py): Z-Image's
- * `qwen3_4b` on its Qwen3Model, FLUX.2 [klein] 9B's `qwen3_8b` on its Qwen3ForCausalLM,
- * HunyuanVideo I2V's `llama` on the language model inside its LlavaForConditionalGeneration (as
- * transformers before and after 4.52 store it), HunyuanVideo 1.5's `qwen25_7b` on its
- * Qwen2_5_VLTextModel and `byt5_small` on its byT5 T5EncoderModel, OmniGen2's `qwen25_3b`,
- * NewBie's `gemma3_4b` and LTX-2's `gemma3_12b`; each against float64 truth. An encoder of another size, or one the pipeline
- * has no folder for, is left out with a warning, as ComfyUI leaves its keys unloaded.
+ * `qwen3_4b` on its Qwen3Model, Ovis-Image's `qwen3_2b` on its own, FLUX.2 [klein] 9B's `qwen3_8b`
+ * on its Qwen3ForCausalLM, HunyuanVideo I2V's `llama` on the language model inside its
+ * LlavaForConditionalGeneration (as transformers before and after 4.52 store it), HunyuanVideo
+ * 1.5's `qwen25_7b` on its Qwen2_5_VLTextModel and `byt5_small` on its byT5 T5EncoderModel,
+ * OmniGen2's `qwen25_3b`, NewBie's `gemma3_4b` and LTX-2's `gemma3_12b`; each against float64
+ * truth. An encoder of another size, or one the pipeline has no folder for, is left out with a
+ * warning, as ComfyUI leaves its keys unloaded; a part the folder's class lacks is refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
@@ -141,6 +142,14 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
       ], ['text_encoder/model.safetensors']);
     });
   }
+
+  it('Ovis-Image: `text_encoders.qwen3_2b.` (ComfyUI\'s Ovis 2.5 LLM) on its Qwen3Model of hidden_size 2048', async () => {
+    const ovis = oneLlm('OvisImagePipeline', 'Qwen3Model', { ...QWEN3_4B, architectures: ['Qwen3Model'], hidden_size: 2048, intermediate_size: 6144, num_hidden_layers: 28, num_attention_heads: 16 }, '');
+    await mergeAndCheck(ovis, [
+      comfy(`text_encoders.qwen3_2b.transformer.model.${K}`, 4, 12, `text_encoder.${K}.weight`),
+      comfy(`text_encoders.qwen3_2b.transformer.model.${DOWN}`, 12, 20, `text_encoder.${DOWN}.weight`),
+    ], ['text_encoder/model.safetensors']);
+  });
 
   it('FLUX.2 [klein] 9B: `text_encoders.qwen3_8b.` on its Qwen3ForCausalLM under `model.`; `qwen3_4b` left out, as ComfyUI leaves it', async () => {
     const { warnings } = await mergeAndCheck(klein9b, [

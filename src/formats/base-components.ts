@@ -199,8 +199,10 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
   gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
-  // 9B; anima.py's qwen3_06b): Qwen3_4B, Qwen3_8B and Qwen3_06B in llama.py.
+  // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM): llama.py's Qwen3_4B,
+  // Qwen3_8B, Qwen3_06B and Ovis25_2B.
   qwen3_06b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 1024 } },
+  qwen3_2b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 2048 } },
   qwen3_4b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 2560 } },
   qwen3_8b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 4096 } },
   // HunyuanImage 2.1's and HunyuanVideo 1.5's byT5 (hunyuan_image.py's ByT5SmallModel: a T5 under `transformer.`).
