@@ -114,12 +114,12 @@ const hunyuan15: Record<string, Uint8Array | string> = {
   'vae/diffusion_pytorch_model.safetensors': vae(),
 };
 
-/** A pipeline whose text_encoder/ is `cls` (`config` its config.json), stored under `lm`. */
-const oneLlm = (pipeline: string, cls: string, config: object, lm: string): Record<string, Uint8Array | string> => ({
+/** A pipeline whose text_encoder/ is `cls` (`config` its config.json), stored under `lm`, with `extra` tensors beside. */
+const oneLlm = (pipeline: string, cls: string, config: object, lm: string, extra: ReturnType<typeof tensor>[] = []): Record<string, Uint8Array | string> => ({
   'model_index.json': json({ _class_name: pipeline, text_encoder: ['transformers', cls], transformer: ['diffusers', 'Transformer2DModel'], vae: ['diffusers', 'AutoencoderKL'] }),
   'transformer/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]),
   'text_encoder/config.json': json(config),
-  'text_encoder/model.safetensors': buildSafetensors(llmLayer(lm)),
+  'text_encoder/model.safetensors': buildSafetensors([...llmLayer(lm), ...extra]),
   'vae/diffusion_pytorch_model.safetensors': vae(),
 });
 
@@ -197,6 +197,25 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
     await mergeAndCheck(oneLlm('NewbiePipeline', 'Gemma3ForConditionalGeneration', {
       architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', text_config: { hidden_size: 2560, model_type: 'gemma3_text', num_hidden_layers: 34 },
     }, 'model.language_model.'), [comfy(`text_encoders.gemma3_4b.transformer.model.${DOWN}`, 12, 20, `text_encoder.model.language_model.${DOWN}.weight`)], ['text_encoder/model.safetensors']);
+  });
+
+  it('`text_encoders.qwen3vl_8b.` on the language model of a Qwen3-VL 8B folder, as a Qwen3VLModel and a Qwen3VLForConditionalGeneration store it', async () => {
+    const config = { architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', text_config: { hidden_size: 4096, model_type: 'qwen3_vl_text', num_hidden_layers: 36 } };
+    for (const [cls, lm] of [['Qwen3VLModel', 'language_model.'], ['Qwen3VLForConditionalGeneration', 'model.language_model.']] as const) {
+      await mergeAndCheck(oneLlm('JoyImageEditPipeline', cls, config, lm), [
+        comfy(`text_encoders.qwen3vl_8b.transformer.model.${Q}`, 12, 12, `text_encoder.${lm}${Q}.weight`),
+      ], ['text_encoder/model.safetensors']);
+    }
+  });
+
+  it('refuses in one line a part of ComfyUI\'s model kept elsewhere or not at all by the folder\'s class (Gemma 3\'s vision tower, ComfyUI\'s own naming)', async () => {
+    const newbie = oneLlm('NewbiePipeline', 'Gemma3ForConditionalGeneration', {
+      architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', text_config: { hidden_size: 2560, model_type: 'gemma3_text' },
+    }, 'model.language_model.', [tensor(rand, 'model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight', [6, 6], 'BF16')]);
+    const { problems } = await pipelinePlan(newbie, [comfy('text_encoders.gemma3_4b.transformer.vision_model.encoder.layers.0.self_attn.q_proj', 6, 6, '')], rand);
+    expect(problems).toEqual([
+      'lora.safetensors: module "text_encoders.gemma3_4b.transformer.vision_model.encoder.layers.0.self_attn.q_proj": names ComfyUI\'s gemma3_4b text encoder (text_encoders.gemma3_4b.), but text_encoder (Gemma3ForConditionalGeneration) does not hold ComfyUI\'s vision_model. (a Gemma3ForConditionalGeneration holds only its model.): not supported',
+    ]);
   });
 
   it('LTX-2: `text_encoders.gemma3_12b.` on the language model of its Gemma3ForConditionalGeneration (transformers < 4.52 names); `gemma3_4b` left out there', async () => {

@@ -171,7 +171,8 @@ export function partName(part: ModelPart): string {
  * (and Qwen2.5-VL's vision tower under `visual.`) with transformers' names below it; each is held
  * by a folder of its classes whose config.json says one of its `model_type`s and its `hidden_size`
  * (`llm`), as Qwen2.5-VL 7B and 3B, and Qwen3 0.6B, 4B and 8B, share a class; where the folder
- * stores them is LLM_STORED's. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
+ * stores them is LLM_STORED's, and a part of its model that a folder's class holds elsewhere or not at
+ * all is refused. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
  * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel.
  */
 const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number } }>> = {
@@ -198,6 +199,9 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   gemma3_4b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 2560 } },
   // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
   gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
+  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model; its vision tower is ComfyUI's own).
+  qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 } },
+  qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 } },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
   // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM): llama.py's Qwen3_4B,
   // Qwen3_8B, Qwen3_06B and Ovis25_2B.
@@ -231,6 +235,8 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
   Qwen2_5_VLForConditionalGeneration: { 'model.': ['model.', 'model.language_model.'], 'visual.': ['visual.', 'model.visual.'] },
   Qwen2_5_VLTextModel: { 'model.': ['', 'model.'] },
   Qwen3Model: { 'model.': ['', 'model.'] },
+  Qwen3VLModel: { 'model.': ['language_model.'] },
+  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'] },
   Qwen3ForCausalLM: { 'model.': ['model.'] },
 };
 
@@ -289,11 +295,11 @@ export function comfyEncoderPath(name: string, path: string, component: BaseComp
   if (encoder?.keyPrefix && path.startsWith(encoder.keyPrefix)) return { path: path.slice(encoder.keyPrefix.length) };
   const stored = encoder?.llm && component.className && Object.hasOwn(LLM_STORED, component.className) ? LLM_STORED[component.className] : undefined;
   const top = stored ? Object.keys(stored).find((p) => path.startsWith(p)) : undefined;
+  // A part of ComfyUI's model that this folder's class is not known to hold where ComfyUI has it
+  // (Qwen2.5-VL's `visual.` on HunyuanVideo 1.5's Qwen2_5_VLTextModel, Gemma 3's `vision_model.`,
+  // which ComfyUI names its own way): refused, not looked up by its bare name in the folder.
   if (stored && top === undefined) {
-    // A part ComfyUI's model has that this folder's class leaves out (Qwen2.5-VL's `visual.` on
-    // HunyuanVideo 1.5's Qwen2_5_VLTextModel): say so, not just that no tensor matches.
-    const part = Object.entries(LLM_STORED).flatMap(([cls, places]) => (encoder!.classes.test(cls) ? Object.keys(places) : [])).find((p) => path.startsWith(p));
-    if (part) return { doubt: `${component.name} does not hold ComfyUI's ${part} (a ${component.className} holds only its ${Object.keys(stored).join(' and ')})` };
+    return { doubt: `${component.name} does not hold ComfyUI's ${path.split('.')[0]}. (a ${component.className} holds only its ${Object.keys(stored).join(' and ')})` };
   }
   if (!stored || top === undefined) return { path };
   const rest = path.slice(top.length);
