@@ -11,7 +11,7 @@
  * warning, as ComfyUI leaves its keys unloaded; a part the folder's class lacks is refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MergeBackend } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
@@ -142,6 +142,21 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
       ], ['text_encoder/model.safetensors']);
     });
   }
+
+  it('Z-Image\'s text_encoder/ folder given on its own (its config.json says Qwen3ForCausalLM): `qwen3_4b` lands on the names its keys use', async () => {
+    for (const lm of ['', 'model.']) {
+      const whole = zImage(lm);
+      const folder = { 'config.json': whole['text_encoder/config.json'], 'model.safetensors': whole['text_encoder/model.safetensors'] };
+      const specs = [comfy(`text_encoders.qwen3_4b.transformer.model.${Q}`, 12, 12, `${lm}${Q}.weight`)];
+      const prepared = await prepareMerge(memoryInputFileSet(folder, 'text_encoder'), [{ files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors(loraTensors(rand, specs, 'BF16')) }, 'lora.safetensors'), weight: 1 }]);
+      try {
+        expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+        expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual([`${lm}${Q}.weight`]);
+      } finally {
+        await prepared.close();
+      }
+    }
+  });
 
   it('Ovis-Image: `text_encoders.qwen3_2b.` (ComfyUI\'s Ovis 2.5 LLM) on its Qwen3Model of hidden_size 2048', async () => {
     const ovis = oneLlm('OvisImagePipeline', 'Qwen3Model', { ...QWEN3_4B, architectures: ['Qwen3Model'], hidden_size: 2048, intermediate_size: 6144, num_hidden_layers: 28, num_attention_heads: 16 }, '');
