@@ -114,6 +114,20 @@ describe('ComfyUI\'s linear1_qkv', () => {
     ]);
     for (const m of [...hunyuan, ...flux]) expect(m).not.toContain('\n');
   });
+
+  it('refuses a bias change beside it in one line, on FLUX.1 (BFL and diffusers) and FLUX.2: ComfyUI, its one reader, never loads it', async () => {
+    // comfy/lora.py files `linear1_qkv.diff_b` under the bias of its (key, offset) pair cut short,
+    // which is no tensor of the model, and logs it NOT LOADED: the weight change alone is what ComfyUI applies.
+    const withBias = (out: number, inF: number): LoraSpec[] => [{
+      ...comfy('single_blocks.0.linear1_qkv', 2, out, inF, []), extra: [{ name: 'diffusion_model.single_blocks.0.linear1_qkv.diff_b', dtype: 'BF16', shape: [out], data: Array.from({ length: out }, (_, i) => i / 64) }],
+    }];
+    const line = 'lora.safetensors: module "diffusion_model.single_blocks.0.linear1_qkv": has diffusion_model.single_blocks.0.linear1_qkv.diff_b, a change of its bias, but ComfyUI, the one tool that reads the name linear1_qkv, leaves a bias change there unloaded (it logs the patch as NOT LOADED), so it cannot be merged as ComfyUI applies it: remove the bias tensor to merge the weight change alone';
+    expect(await planProblemsOf(file('flux1-dev.safetensors', fluxBflTensors(rand, 'BF16')), 'flux1-dev.safetensors', withBias(3 * h, h), rand)).toEqual([line]);
+    expect(await planProblemsOf(folder('FluxTransformer2DModel', fluxDiffusersTensors(rand, 'BF16')), 'transformer', withBias(3 * h, h), rand)).toEqual([line]);
+    expect(await planProblemsOf(file('flux2-dev.safetensors', flux2BflTensors(rand, 'BF16')), 'flux2-dev.safetensors', withBias(3 * FLUX2.h, FLUX2.h), rand)).toEqual([line]);
+    // Without the bias tensor the same module is merged.
+    expect(await planProblemsOf(file('flux1-dev.safetensors', fluxBflTensors(rand, 'BF16')), 'flux1-dev.safetensors', [comfy('single_blocks.0.linear1_qkv', 2, 3 * h, h, [])], rand)).toEqual([]);
+  });
 });
 
 describe('a FLUX.1 GGUF (ComfyUI-GGUF, Q8_0) with a linear1_qkv LoRA', () => {

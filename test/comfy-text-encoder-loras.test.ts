@@ -217,6 +217,22 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     expect(warnings).toEqual([expect.stringMatching(/1 module left out, not merged: it names ComfyUI's umt5xxl text encoder \(text_encoders\.umt5xxl\.\), which the base does not hold \(it holds the UNet\/transformer \(model\.diffusion_model\.\)\) \(text_encoders\.umt5xxl\.transformer\.encoder\.block\.0\.layer\.0\.SelfAttention\.q\)$/)]);
   });
 
+  it('land ComfyUI\'s Qwen3 (`text_encoders.qwen3_4b.`) by name on a Z-Image all-in-one file that bundles it, and leave a `qwen3_8b` module out with a warning', async () => {
+    const TE = 'text_encoders.qwen3_4b.transformer.model.layers.0.';
+    const zImage = [
+      tensor(rand, 'model.diffusion_model.layers.0.attention.out.weight', [8, 8], 'BF16'),
+      tensor(rand, `${TE}self_attn.q_proj.weight`, [12, 12], 'BF16'), tensor(rand, `${TE}self_attn.k_proj.weight`, [4, 12], 'BF16'),
+      tensor(rand, `${TE}mlp.down_proj.weight`, [12, 20], 'BF16'), tensor(rand, `${TE}self_attn.q_norm.weight`, [6], 'BF16'),
+    ];
+    const { warnings } = await expectLands(zImage, [
+      ...lora(`${TE}self_attn.k_proj`, 4, 12), ...lora(`${TE}mlp.down_proj`, 12, 20),
+      ...lora('text_encoders.qwen3_8b.transformer.model.layers.0.self_attn.q_proj', 12, 12),
+    ], [
+      { key: `${TE}self_attn.k_proj.weight`, lora: `${TE}self_attn.k_proj` }, { key: `${TE}mlp.down_proj.weight`, lora: `${TE}mlp.down_proj` },
+    ], 0.6);
+    expect(warnings).toEqual([expect.stringMatching(/1 module left out, not merged: it names ComfyUI's qwen3_8b text encoder \(text_encoders\.qwen3_8b\.\), which the base does not hold/)]);
+  });
+
   it('leave the text encoders out with a warning on a file that holds only the diffusion model', async () => {
     const flux = [tensor(rand, 'double_blocks.0.img_attn.proj.weight', [8, 8], 'BF16'), tensor(rand, 'double_blocks.0.img_attn.qkv.weight', [24, 8], 'BF16')];
     const { warnings } = await expectLands(flux, [

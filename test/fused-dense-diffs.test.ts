@@ -7,7 +7,9 @@
  * - CLIP-G's q/k/v diffs (and their `.diff_b`) on thirds of open_clip's `in_proj_weight`/`in_proj_bias`;
  * - CLIP-G's `text_projection` diff on open_clip's bare parameter, transposed;
  * - a diffusers-named FLUX LoRA's to_q/to_k/to_v diffs on rows of BFL's fused `qkv`, a single
- *   block's on rows of `linear1` (q, k, v, then proj_mlp).
+ *   block's on rows of `linear1` (q, k, v, then proj_mlp), and their `.diff_b` on the same rows of
+ *   the fused bias (diffusers' own model has a bias per Linear; ComfyUI files a bias diff of a key
+ *   it maps with an offset under no tensor of its model, so it cannot be the judge here).
  * Slabs of a few rows, so a slab cuts across the rows of a slice. CPU and WebGPU against float64
  * truth written out here: W[rows] += weight · diff, W += weight · diffᵀ.
  */
@@ -106,6 +108,51 @@ describe('full diffs on fused and transposed tensors', () => {
       { diff: `${S}attn.to_k.diff`, shape: [h, h], key: 'single_blocks.1.linear1.weight', at: h },
       { diff: `${S}proj_mlp.diff`, shape: [4 * h, h], key: 'single_blocks.1.linear1.weight', at: 3 * h },
     ], 1.25);
+  });
+
+  it('land a diffusers-named FLUX bias diff beside its weight diff on its rows of BFL\'s fused qkv.bias and linear1.bias', async () => {
+    // As diffusers adds a to_k bias change to the to_k Linear of its own model: on BFL's fused bias,
+    // the to_k rows (h…2h) of qkv.bias, proj_mlp's rows (3h…7h) of linear1.bias; the rest untouched.
+    const { h } = FLUX;
+    const D = 'transformer.transformer_blocks.0.attn.';
+    const S = 'transformer.single_transformer_blocks.1.';
+    await expectLands(fluxBflTensors(rand, 'BF16'), 'BF16', [
+      { diff: `${D}to_k.diff`, shape: [h, h], key: 'double_blocks.0.img_attn.qkv.weight', at: h },
+      { diff: `${D}to_k.diff_b`, shape: [h], key: 'double_blocks.0.img_attn.qkv.bias', at: h },
+      { diff: `${D}add_v_proj.diff`, shape: [h, h], key: 'double_blocks.0.txt_attn.qkv.weight', at: 2 * h },
+      { diff: `${D}add_v_proj.diff_b`, shape: [h], key: 'double_blocks.0.txt_attn.qkv.bias', at: 2 * h },
+      { diff: `${S}proj_mlp.diff`, shape: [4 * h, h], key: 'single_blocks.1.linear1.weight', at: 3 * h },
+      { diff: `${S}proj_mlp.diff_b`, shape: [4 * h], key: 'single_blocks.1.linear1.bias', at: 3 * h },
+    ], -0.6);
+  });
+
+  it('land a diffusers-named FLUX LoRA\'s lora_B.bias (PEFT lora_bias) on its rows of BFL\'s fused qkv.bias, its ΔW on the same rows of qkv.weight', async () => {
+    // No α and no metadata: scale 1 for ΔW = B·A and for the bias alike (PEFT adds lora_B's bias times the scaling).
+    const { h } = FLUX;
+    const r = 2;
+    const K = 'transformer.transformer_blocks.0.attn.to_k.';
+    const base = fluxBflTensors(rand, 'BF16');
+    const a = tensor(rand, `${K}lora_A.weight`, [r, h], 'BF16', 0.5), b = tensor(rand, `${K}lora_B.weight`, [h, r], 'BF16', 0.5);
+    const bias = tensor(rand, `${K}lora_B.bias`, [h], 'BF16', 0.5);
+    const adapterBytes = buildSafetensors([a, b, bias]);
+    const weight = 0.7;
+    const baseBytes = buildSafetensors(base);
+    const { tensors } = await mergeInMemory({ backend: backends.cpu!, base: { 'flux1-dev.safetensors': baseBytes }, adapters: [{ files: { 'lora.safetensors': adapterBytes }, name: 'lora.safetensors', weight }] });
+    const adapter = decodeSafetensors(adapterBytes).tensors;
+    const [A, B, Bb] = [a, b, bias].map((t) => adapter.get(t.name)!.values);
+    for (const [key, w] of decodeSafetensors(baseBytes).tensors) {
+      const got = tensors.get(key)!;
+      const want = w.values.slice();
+      if (key === 'double_blocks.0.img_attn.qkv.weight') {
+        for (let o = 0; o < h; o++) for (let i = 0; i < h; i++) for (let k = 0; k < r; k++) want[(h + o) * h + i] += weight * B[o * r + k] * A[k * h + i];
+      } else if (key === 'double_blocks.0.img_attn.qkv.bias') {
+        for (let o = 0; o < h; o++) want[h + o] += weight * Bb[o];
+      } else {
+        expect(got.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+        continue;
+      }
+      expectMerged(got.values, want, got.dtype, key);
+    }
   });
 
   it('are sized for the chart as w·‖diff‖ on a third of in_proj_weight and on the transposed text_projection', async () => {

@@ -6,8 +6,8 @@
  * Qwen2.5-VL's vision tower under `visual.` (comfy/text_encoders/llama.py); each lands on the folder
  * of that class whose config.json says that LLM, under the names that folder's header stores, against
  * float64 truth (and on its text_encoder/ folder given alone). A Qwen2.5-VL 3B is left out with a
- * warning; a folder without config.json, or one storing the language model both ways, is refused
- * in one line.
+ * warning; a folder without config.json (HunyuanVideo I2V's Llava, Qwen-Image's Qwen2.5-VL), or one
+ * storing the language model both ways, is refused in one line.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -184,12 +184,14 @@ describe('ComfyUI\'s LLM text encoders on a pipeline\'s folder', () => {
   it('refuses in one line where the folder has no config.json to say which LLM, or stores the language model both ways', async () => {
     const noConfig = await planOf(qwenImage({ newNames: true, config: null }), [comfy(`text_encoders.qwen25_7b.transformer.model.${Q}`, 12, 12, '')]);
     expect(noConfig.problems).toEqual([
-      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl, hidden_size 3584) from another model of its class): not supported',
+      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl or qwen2_5_vl_text, hidden_size 3584) from another model of its class): not supported',
     ]);
+    // A Llava folder whose config.json is missing: which LLM it holds cannot be told.
     const llava = JSON.parse(hunyuanVideo['model_index.json'] as string) as Record<string, unknown>;
-    const i2v = { ...hunyuanVideo, 'model_index.json': json({ ...llava, _class_name: 'HunyuanVideoImageToVideoPipeline', text_encoder: ['transformers', 'LlavaForConditionalGeneration'] }) };
+    const i2v = Object.fromEntries(Object.entries({ ...hunyuanVideo, 'model_index.json': json({ ...llava, _class_name: 'HunyuanVideoImageToVideoPipeline', text_encoder: ['transformers', 'LlavaForConditionalGeneration'] }) })
+      .filter(([path]) => path !== 'text_encoder/config.json'));
     expect((await planOf(i2v, [comfy(`text_encoders.llama.transformer.model.${Q}`, 12, 12, '')])).problems).toEqual([
-      'lora.safetensors: module "text_encoders.llama.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s llama text encoder (text_encoders.llama.), and which of the base\'s text encoders holds it cannot be told (text_encoder (LlavaForConditionalGeneration)): not supported',
+      'lora.safetensors: module "text_encoders.llama.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s llama text encoder (text_encoders.llama.), and which of the base\'s text encoders holds it cannot be told (text_encoder (LlavaForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s llama (llama or llava, hidden_size 4096) from another model of its class): not supported',
     ]);
     const both = await planOf(qwenImage({ newNames: true, both: true }), [comfy(`text_encoders.qwen25_7b.transformer.model.${Q}`, 12, 12, '')]);
     expect(both.problems).toEqual([

@@ -173,7 +173,7 @@ describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them,
       WAN_COMFY[0], comfy('text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj', 10, 10, ''),
     ]);
     expect(problems).toEqual([
-      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl, hidden_size 3584) from another model of its class): not supported',
+      'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl or qwen2_5_vl_text, hidden_size 3584) from another model of its class): not supported',
     ]);
   });
 });

@@ -167,12 +167,15 @@ export function partName(part: ModelPart): string {
  * a CLIP only by the folder of its kind (pipeline-encoders.ts), a T5 of a pipeline that has its own
  * (`pipeline`) only there: AuraFlow's UMT5 is ComfyUI's `pile_t5xl`, never Wan's `umt5xxl`, and
  * HunyuanDiT's T5EncoderModel its `mt5xl`, never a `t5xxl`. ComfyUI's LLMs (`llama`, `qwen25_7b`,
- * `gemma2_2b`: comfy/text_encoders/llama.py) keep the language model under `model.` (and
- * Qwen2.5-VL's vision tower under `visual.`) with transformers' names below it; each is held by a
- * folder of its classes whose config.json says its `model_type` and `hidden_size` (`llm`), as
- * Qwen2.5-VL 7B and 3B share a class; where the folder stores them is LLM_STORED's.
+ * `gemma2_2b`, `qwen3_4b`, …: comfy/text_encoders/llama.py) keep the language model under `model.`
+ * (and Qwen2.5-VL's vision tower under `visual.`) with transformers' names below it; each is held
+ * by a folder of its classes whose config.json says one of its `model_type`s and its `hidden_size`
+ * (`llm`), as Qwen2.5-VL 7B and 3B, and Qwen3 0.6B, 4B and 8B, share a class; where the folder
+ * stores them is LLM_STORED's, and a part of its model that a folder's class holds elsewhere or not at
+ * all is refused. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
+ * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel.
  */
-const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelType: string; hiddenSize: number } }>> = {
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number } }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
   clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
   clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
@@ -182,25 +185,59 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   pile_t5xl: { classes: /^UMT5EncoderModel$/, pipeline: /^AuraFlow/ },
   mt5xl: { classes: /^M?T5EncoderModel$/, pipeline: /^HunyuanDiT/ },
   hydit_clip: { classes: /^BertModel$/, pipeline: /^HunyuanDiT/, keyPrefix: 'bert.' },
-  // HunyuanVideo's llava-llama-3-8b and HiDream's Llama 3.1 8B (hunyuan_video.py, hidream.py: name "llama").
-  llama: { classes: /^Llama(Model|ForCausalLM)$/, llm: { modelType: 'llama', hiddenSize: 4096 } },
-  // Qwen-Image's Qwen2.5-VL 7B (qwen_image.py), Lumina Image 2.0's Gemma 2 2B (lumina2.py).
-  qwen25_7b: { classes: /^Qwen2_5_VLForConditionalGeneration$/, llm: { modelType: 'qwen2_5_vl', hiddenSize: 3584 } },
-  gemma2_2b: { classes: /^Gemma2(Model|ForCausalLM)$/, llm: { modelType: 'gemma2', hiddenSize: 2304 } },
+  // HunyuanVideo's llava-llama-3-8b and HiDream's Llama 3.1 8B (hunyuan_video.py, hidream.py: name "llama");
+  // HunyuanVideo I2V's pipeline holds the same language model inside its LlavaForConditionalGeneration
+  // (ComfyUI loads only the language model as its `llama`, the image tower apart as a CLIP vision model).
+  llama: { classes: /^(Llama(Model|ForCausalLM)|LlavaForConditionalGeneration)$/, llm: { modelTypes: ['llama', 'llava'], hiddenSize: 4096 } },
+  // Qwen-Image's and HunyuanImage 2.1's Qwen2.5-VL 7B (qwen_image.py, hunyuan_image.py); HunyuanVideo
+  // 1.5's pipeline keeps only its language model, as a Qwen2_5_VLTextModel.
+  qwen25_7b: { classes: /^Qwen2_5_VL(ForConditionalGeneration|TextModel)$/, llm: { modelTypes: ['qwen2_5_vl', 'qwen2_5_vl_text'], hiddenSize: 3584 } },
+  // OmniGen2's Qwen2.5-VL 3B (omnigen2.py: only its language model).
+  qwen25_3b: { classes: /^Qwen2_5_VL(ForConditionalGeneration|TextModel)$/, llm: { modelTypes: ['qwen2_5_vl', 'qwen2_5_vl_text'], hiddenSize: 2048 } },
+  // Lumina Image 2.0's Gemma 2 2B (lumina2.py); NewBie's Gemma 3 4B (lumina2.py's gemma3_4b: its language model).
+  gemma2_2b: { classes: /^Gemma2(Model|ForCausalLM)$/, llm: { modelTypes: ['gemma2'], hiddenSize: 2304 } },
+  gemma3_4b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 2560 } },
+  // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
+  gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
+  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model; its vision tower is ComfyUI's own).
+  qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 } },
+  qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 } },
+  // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
+  // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM): llama.py's Qwen3_4B,
+  // Qwen3_8B, Qwen3_06B and Ovis25_2B.
+  qwen3_06b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 1024 } },
+  qwen3_2b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 2048 } },
+  qwen3_4b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 2560 } },
+  qwen3_8b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 4096 } },
+  // HunyuanImage 2.1's and HunyuanVideo 1.5's byT5 (hunyuan_image.py's ByT5SmallModel: a T5 under `transformer.`).
+  byt5_small: { classes: /^T5EncoderModel$/, pipeline: /^Hunyuan(Image|Video15)/ },
 };
 
 /**
  * Where a folder of each transformers class stores what ComfyUI's LLM keeps under `model.` and
- * `visual.`: a base model class without `model.`, a causal LM under it, and Qwen2.5-VL under
- * `model.` and `visual.` as transformers before 4.52 saved it, or `model.language_model.` and
- * `model.visual.` as later ones do; which of these a folder uses, its keys say.
+ * `visual.`: a base model class without `model.`, a causal LM under it, and a vision-language
+ * model's language model under `language_model.model.` (Llava, Gemma 3) or `model.` (Qwen2.5-VL,
+ * with `visual.`) as transformers before 4.52 saved them, or `model.language_model.` (and
+ * `model.visual.`) as later ones do; which of these a folder uses, its keys say. A base model class
+ * of the newer LLMs may also hold its causal LM's `model.` names (transformers loads either into
+ * it), so its keys choose there too. A part no entry names (Gemma 3's vision tower, which ComfyUI names its own way) keeps its
+ * path, and so matches no tensor and is refused.
  */
 const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly string[]>>>> = {
   LlamaModel: { 'model.': [''] },
   LlamaForCausalLM: { 'model.': ['model.'] },
+  LlavaForConditionalGeneration: { 'model.': ['language_model.model.', 'model.language_model.'] },
   Gemma2Model: { 'model.': [''] },
   Gemma2ForCausalLM: { 'model.': ['model.'] },
+  Gemma3TextModel: { 'model.': ['', 'model.'] },
+  Gemma3ForCausalLM: { 'model.': ['model.'] },
+  Gemma3ForConditionalGeneration: { 'model.': ['language_model.model.', 'model.language_model.'] },
   Qwen2_5_VLForConditionalGeneration: { 'model.': ['model.', 'model.language_model.'], 'visual.': ['visual.', 'model.visual.'] },
+  Qwen2_5_VLTextModel: { 'model.': ['', 'model.'] },
+  Qwen3Model: { 'model.': ['', 'model.'] },
+  Qwen3VLModel: { 'model.': ['language_model.'] },
+  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'] },
+  Qwen3ForCausalLM: { 'model.': ['model.'] },
 };
 
 /**
@@ -223,7 +260,7 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
     if (wanted.llm) {
       const config = component.config;
       if (config?.modelType === undefined || config.hiddenSize === undefined) return undefined;
-      return config.modelType === wanted.llm.modelType && config.hiddenSize === wanted.llm.hiddenSize;
+      return wanted.llm.modelTypes.includes(config.modelType) && config.hiddenSize === wanted.llm.hiddenSize;
     }
     // A class two of ComfyUI's encoders share: the pipeline says which this one is.
     const owned = candidates.find((e) => e.pipeline && component.pipelineClass && e.pipeline.test(component.pipelineClass));
@@ -244,7 +281,7 @@ export function comfyEncoderDoubt(component: BaseComponent, name: string): strin
   if (!wanted?.llm || !component.className || !wanted.classes.test(component.className)) return undefined;
   if (component.config?.modelType !== undefined && component.config.hiddenSize !== undefined) return undefined;
   const lacks = component.config ? 'its config.json does not say its model_type and hidden_size' : 'it has no config.json to say its model_type and hidden_size';
-  return `${lacks}, which tell ComfyUI's ${name} (${wanted.llm.modelType}, hidden_size ${wanted.llm.hiddenSize}) from another model of its class`;
+  return `${lacks}, which tell ComfyUI's ${name} (${wanted.llm.modelTypes.join(' or ')}, hidden_size ${wanted.llm.hiddenSize}) from another model of its class`;
 }
 
 /**
@@ -258,6 +295,12 @@ export function comfyEncoderPath(name: string, path: string, component: BaseComp
   if (encoder?.keyPrefix && path.startsWith(encoder.keyPrefix)) return { path: path.slice(encoder.keyPrefix.length) };
   const stored = encoder?.llm && component.className && Object.hasOwn(LLM_STORED, component.className) ? LLM_STORED[component.className] : undefined;
   const top = stored ? Object.keys(stored).find((p) => path.startsWith(p)) : undefined;
+  // A part of ComfyUI's model that this folder's class is not known to hold where ComfyUI has it
+  // (Qwen2.5-VL's `visual.` on HunyuanVideo 1.5's Qwen2_5_VLTextModel, Gemma 3's `vision_model.`,
+  // which ComfyUI names its own way): refused, not looked up by its bare name in the folder.
+  if (stored && top === undefined) {
+    return { doubt: `${component.name} does not hold ComfyUI's ${path.split('.')[0]}. (a ${component.className} holds only its ${Object.keys(stored).join(' and ')})` };
+  }
   if (!stored || top === undefined) return { path };
   const rest = path.slice(top.length);
   const head = `${rest.split('.')[0]}.`;

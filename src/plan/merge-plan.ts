@@ -440,6 +440,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         if (unplaced.startsWith('the placement needs ')) misfits.push(problems[problems.length - 1]);
         continue;
       }
+      // A bias change where the tool that reads the name loads none (Placement.biasUnread): said once.
+      const bias = module.biasB ?? module.biasScale ?? module.biasMap;
+      const biasUnread = bias && location.targets.find((t) => t.biasUnread)?.biasUnread;
+      if (bias && biasUnread) {
+        fail('UNSUPPORTED_FORMAT', `has ${bias.name}, a change of its bias, but ${biasUnread}`);
+        continue;
+      }
       for (const target of location.targets) {
         const baseKey = target.baseKey;
         const info = startOf(baseKey);

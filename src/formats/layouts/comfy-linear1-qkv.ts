@@ -10,7 +10,10 @@
  * base the first 3·in rows of `attn.to_qkv_mlp_proj`.
  *
  * ComfyUI reads the name on Flux-family models only: on a Hunyuan DiT (whose single blocks are
- * named alike) it is refused saying so.
+ * named alike) it is refused saying so. A bias change beside it (`linear1_qkv.diff_b`, a LoRA's
+ * `lora_B.bias`) ComfyUI files under the bias of a key it maps with an offset, which comes out as no
+ * tensor of its model (comfy/lora.py load_lora cuts ".weight" off the (key, offset) pair), so the
+ * bias is never loaded: such a module is refused (Placement.biasUnread), not merged as no tool does.
  */
 import { oneToOne, RenameTable } from './fused-renames.js';
 import { FLUX_RULES } from './flux-bfl.js';
@@ -22,6 +25,8 @@ const NAME = /^single_blocks[._](\d+)[._]linear1_qkv$/;
 const flux1 = new RenameTable(FLUX_RULES, () => false);
 // FLUX.2's linear1 is one tensor in both namings; the rows are cut from it below.
 const flux2 = new RenameTable([oneToOne('single_blocks.{i}.linear1', 'single_transformer_blocks.{i}.attn.to_qkv_mlp_proj')], () => false, FLUX2_LOOKUP);
+
+const BIAS_UNREAD = 'ComfyUI, the one tool that reads the name linear1_qkv, leaves a bias change there unloaded (it logs the patch as NOT LOADED), so it cannot be merged as ComfyUI applies it: remove the bias tensor to merge the weight change alone';
 
 const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
 
@@ -47,11 +52,11 @@ export const comfyLinear1Qkv: Layout = {
       const key = r.targets[0].baseKey;
       const rows = base.shape(key)?.[0] ?? 0;
       if (rows < 3 * hidden) return miss(`needs 3·${hidden} rows of ${key}, which has ${rows}`);
-      return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: 0, count: 3 * hidden }] }] };
+      return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: 0, count: 3 * hidden }], biasUnread: BIAS_UNREAD }] };
     }
     // The 7-unit split gives q, k, v 3·rows/7 rows: ComfyUI's 3·hidden_size only when a unit is the hidden width.
     const placed = r.targets.reduce((n, t) => n + (t.rows ? t.rows.reduce((c, g) => c + g.count, 0) : base.shape(t.baseKey)?.[0] ?? 0), 0);
     if (placed !== 3 * hidden) return miss(`lands on 3·${hidden} rows of linear1 as ComfyUI places it, but the base's linear1 is not 3·${hidden} q, k, v rows and 4·${hidden} MLP rows`);
-    return r;
+    return { ...r, targets: r.targets.map((t) => ({ ...t, biasUnread: BIAS_UNREAD })) };
   },
 };

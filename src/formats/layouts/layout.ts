@@ -31,6 +31,11 @@ export interface Placement {
    * both whole and split): it gets ΔW as well, and does not count toward each ΔW row landing once.
    */
   copy?: true;
+  /**
+   * Why a change of the module's bias cannot land here: the one tool that reads this name leaves it
+   * unloaded (ComfyUI's `linear1_qkv`). A module with one is refused, naming this.
+   */
+  biasUnread?: string;
 }
 
 /**
