@@ -6,6 +6,7 @@
  * a file on disk. Used by `npm run bench` and by the large-model page test.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -30,11 +31,23 @@ export async function serveDemo() {
   };
 }
 
+/**
+ * The Chromium to start: as root (where Chromium would raise its threads' priority above the CLI's,
+ * whose niceness the bench's own is) through bench/chromium-same-nice.sh where `setpriv` exists, so
+ * that page and CLI run at the same niceness.
+ */
+function benchChromium() {
+  const chromium = process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium';
+  const asRoot = process.getuid?.() === 0;
+  if (!asRoot || !['/usr/bin/setpriv', '/bin/setpriv'].some((p) => existsSync(p))) return { executablePath: chromium, env: process.env };
+  return { executablePath: join(root, 'bench', 'chromium-same-nice.sh'), env: { ...process.env, LORAMERGE_BENCH_CHROMIUM: chromium } };
+}
+
 /** A fresh headless Chromium with WebGPU on whatever adapter it finds (SwiftShader without a GPU). */
 export async function launchBenchBrowser() {
   const { default: puppeteer } = await import('puppeteer');
   return puppeteer.launch({
-    executablePath: process.env.PUPPETEER_EXECUTABLE_PATH ?? '/usr/bin/chromium',
+    ...benchChromium(),
     headless: true,
     args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new',
       '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
