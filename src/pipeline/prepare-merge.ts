@@ -17,7 +17,7 @@ import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../pl
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { badArgument, checkDtypeName, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
-import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
+import { packedModuleProblems, quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
@@ -150,6 +150,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     plan.warnings.push(...identityWarnings, ...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8), ...widenedScaledProblems(plan, scaledFp8));
+    packedModuleProblems(plan.problems, opened.tensors, config);
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
     if (modelopt?.algo === 'NONE') {
