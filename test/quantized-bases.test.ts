@@ -169,6 +169,23 @@ describe('quantized layers stored without a weight are refused naming the method
     expect(existsSync(out)).toBe(false);
   });
 
+  it("a module naming a parent of quantized layers (HQQ's q_proj under self_attn) is a missing tensor, not a quantized one", async () => {
+    const parent = 'model.layers.0.self_attn';
+    const adapter = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 8, target_modules: ['self_attn'] }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${parent}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
+        { name: `base_model.model.${parent}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+      ]),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet({
+      'model.safetensors': buildSafetensors(cases[0].tensors),
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', quantization_config: cases[0].quantization }),
+    }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([`adapter: module "${parent}": no matching tensor in the base model`]);
+  });
+
   it('without a quantization method in config.json, a module with no weight is still a missing tensor', async () => {
     const prepared = await prepareMerge(memoryInputFileSet({
       'model.safetensors': buildSafetensors(cases[0].tensors),

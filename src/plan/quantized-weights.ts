@@ -97,7 +97,9 @@ export function packedModuleProblems(problems: PlanProblem[], tensors: ReadonlyM
     const p = problems[i];
     if (p.code !== 'UNKNOWN_MODULE' || p.module === '' || tensors.has(`${p.module}.weight`)) continue;
     const stored = [...tensors.keys()].filter((k) => k.startsWith(`${p.module}.`)).map((k) => k.slice(p.module.length + 1));
-    if (stored.length === 0) continue;
+    // The module's own tensors only (`W_q`, `weight._data`): a parent module's name (`mlp`) covers
+    // its children's weights, which say nothing of how the module is stored.
+    if (stored.length === 0 || !stored.every((e) => /^(weight\.)?[^.]+$/.test(e))) continue;
     const shown = stored.slice(0, 3).join(', ') + (stored.length > 3 ? ', …' : '');
     problems[i] = {
       ...p, code: 'UNSUPPORTED_FORMAT',
