@@ -109,6 +109,7 @@ describe('names that differ as people\'s folders do are not warned about', () =>
     ['a fine-tune named without a family word', llamaConfig, 'mlabonne/NeuralDaredevil-8B-abliterated'],
     ['a fine-tune whose name holds "phi" inside a word (Yi 1.5 is a Llama model)', llamaConfig, 'cognitivecomputations/dolphin-2.9.1-yi-1.5-34b'],
     ['a base config.json that keeps no name', { ...llamaConfig, _name_or_path: undefined }, 'meta-llama/Llama-3.1-8B'],
+    ['Falcon3 (a Llama model), its config.json keeping no name', { ...llamaConfig, _name_or_path: undefined }, 'tiiuae/Falcon3-7B-Instruct'],
     ['SmolLM2 (a Llama model)', { ...llamaConfig, _name_or_path: '' }, 'HuggingFaceTB/SmolLM2-135M-Instruct'],
     ['a LLaVA-NeXT base whose language model is Mistral', {
       _name_or_path: '', architectures: ['LlavaNextForConditionalGeneration'], model_type: 'llava_next', text_config: { model_type: 'mistral', hidden_size: hidden },

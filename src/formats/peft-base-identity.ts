@@ -29,7 +29,8 @@ const FAMILIES: readonly { word: string; inName: RegExp; inBase: readonly string
   { word: 'Gemma', inName: /gemma/, inBase: ['gemma'] },
   // "phi" inside a word ("dolphin") is no family; Phi's names give a version after it (phi-2, Phi-3.5, phi4).
   { word: 'Phi', inName: /(^|[^a-z])phi[-_]?\d/, inBase: ['phi'] },
-  { word: 'Falcon', inName: /falcon/, inBase: ['falcon'] },
+  // Falcon3 is a Llama model; Falcon-H1 and Falcon-Mamba have model_types of their own.
+  { word: 'Falcon', inName: /falcon/, inBase: ['falcon', 'llama'] },
   { word: 'OLMo', inName: /olmo/, inBase: ['olmo'] },
   { word: 'Granite', inName: /granite/, inBase: ['granite'] },
   // SmolLM and SmolLM2 are Llama models; SmolLM3 has a model_type of its own.
