@@ -1033,7 +1033,7 @@ function expertMatrixRowsProblem(laidOut: readonly ExpertLayout[], what: string)
   const wrong = picked.findIndex((row, i) => row !== i);
   if (wrong >= 0) return `row ${Math.min(wrong, picked[wrong])} of ${what} lands ${picked[wrong] < wrong ? 'twice' : 'nowhere'}`;
   if (picked.length < rows) return `rows ${picked.length}–${rows - 1} of ${what} land nowhere`;
-  return picked.length > rows ? `the tensors hold ${picked.length} rows of ${what}'s ${rows}` : null;
+  return picked.length > rows ? `the tensors hold ${picked.length} rows of ${what}, which has ${rows}` : null;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */
