@@ -99,6 +99,11 @@ describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint w
   const E = 2;
   const r = 2;
   const experts = 'base_model.model.model.layers.0.mlp.experts';
+  let gpu: MergeBackend;
+  beforeAll(async () => {
+    gpu = await createNodeBackend('webgpu');
+  });
+  afterAll(() => gpu.dispose());
   const qwenBase: FixtureTensor[] = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand)];
   for (let e = 0; e < E; e++) {
     qwenBase.push(randomTensor(`model.layers.0.mlp.experts.${e}.gate_proj.weight`, [6, 8], 'BF16', rand));
@@ -126,17 +131,18 @@ describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint w
     return { rows: aCols, cols: bRows, values: T };
   }
 
-  for (const [form, version, aShape, bShape] of [
-    ['e-o-i', '0.19.1', [r * E, 8], [12, r * E]],
-    ['e-i-o', '0.18.0', [r * E, 12], [8, r * E]],
+  for (const [form, version, aShape, bShape, kind] of [
+    ['e-o-i', '0.19.1', [r * E, 8], [12, r * E], 'cpu'],
+    ['e-o-i', '0.19.1', [r * E, 8], [12, r * E], 'webgpu'],
+    ['e-i-o', '0.18.0', [r * E, 12], [8, r * E], 'cpu'],
   ] as const) {
-    it(`Qwen3-MoE gate_up_proj (PEFT ${version}, ${form}): each expert's gate rows land on experts.e.gate_proj, its up rows on experts.e.up_proj, exactly`, async () => {
+    it(`Qwen3-MoE gate_up_proj (PEFT ${version}, ${form}): each expert's gate rows land on experts.e.gate_proj, its up rows on experts.e.up_proj, exactly, on ${kind}`, async () => {
       const adapter = [randomTensor(`${experts}.lora_A.weight`, [...aShape], 'F32', rand, 0.5), randomTensor(`${experts}.lora_B.weight`, [...bShape], 'F32', rand, 0.5)];
       const prepared = await prepare(hfModelFolder(qwenBase, qwenConfig), peftFolder({ r, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: version }, adapter));
       expect(prepared.plan.problems).toEqual([]);
       const changed = Array.from({ length: E }, (_, e) => [`model.layers.0.mlp.experts.${e}.gate_proj.weight`, `model.layers.0.mlp.experts.${e}.up_proj.weight`]).flat();
       expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(changed.map((k) => [k, 'per-expert-tensors']).sort());
-      const merged = await merge(prepared);
+      const merged = kind === 'cpu' ? await merge(prepared) : await mergeIntoFolder(prepared, gpu);
       const a = decoded(adapter);
       const b = decoded(qwenBase);
       for (let e = 0; e < E; e++) {
