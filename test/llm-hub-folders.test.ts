@@ -87,40 +87,107 @@ describe('gpt-oss with MXFP4 experts (quantization_config mxfp4)', () => {
   });
 });
 
+/**
+ * A LoRA trained on transformers 5, which fuses a per-expert checkpoint's experts when it loads it
+ * (gate_up_proj: each expert's gate_proj rows, then its up_proj rows; down_proj: the experts
+ * stacked), merged into that checkpoint: expert e's ΔW on its own tensors, as transformers 5 writes
+ * the merged parameter back split. PEFT's ParamWrapper factors: lora_A (r·E, ·) with expert e's rows
+ * at [e·r, (e+1)·r), lora_B (·, r·E) with expert e's column k at k·E + e; ΔW_e = B_e·A_e from PEFT
+ * 0.19.1 on (E, out, in) experts, (B_e·A_e)ᵀ before 0.19.
+ */
 describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint with one tensor per expert', () => {
   const E = 2;
-  it('Qwen3-MoE: refused, naming the per-expert tensor the checkpoint holds', async () => {
-    const base: FixtureTensor[] = [];
-    for (let e = 0; e < E; e++) {
-      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.gate_proj.weight`, [6, 8], 'BF16', rand));
-      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.up_proj.weight`, [6, 8], 'BF16', rand));
-      base.push(randomTensor(`model.layers.0.mlp.experts.${e}.down_proj.weight`, [8, 6], 'BF16', rand));
-    }
-    const experts = 'base_model.model.model.layers.0.mlp.experts';
-    const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, 2 * E], 'F32', rand)];
-    const prepared = await prepare(
-      hfModelFolder(base, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16', num_experts: E }),
-      peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.18.0' }, adapter),
-    );
-    await prepared.close();
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
-      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": the base stores this parameter one tensor per expert (model.layers.0.mlp.experts.0.gate_proj.weight, …), ' +
-        'which transformers 5 fuses into gate_up_proj when it loads the checkpoint; a LoRA on the fused parameter is not split into them here: merge into a checkpoint that stores gate_up_proj fused',
-    ]);
+  const r = 2;
+  const experts = 'base_model.model.model.layers.0.mlp.experts';
+  let gpu: MergeBackend;
+  beforeAll(async () => {
+    gpu = await createNodeBackend('webgpu');
   });
+  afterAll(() => gpu.dispose());
+  const qwenBase: FixtureTensor[] = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand)];
+  for (let e = 0; e < E; e++) {
+    qwenBase.push(randomTensor(`model.layers.0.mlp.experts.${e}.gate_proj.weight`, [6, 8], 'BF16', rand));
+    qwenBase.push(randomTensor(`model.layers.0.mlp.experts.${e}.up_proj.weight`, [6, 8], 'BF16', rand));
+    qwenBase.push(randomTensor(`model.layers.0.mlp.experts.${e}.down_proj.weight`, [8, 6], 'BF16', rand));
+  }
+  const qwenConfig = { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16', num_experts: E };
 
-  it("Mixtral: its checkpoint's block_sparse_moe.experts.N.w2 is named for a LoRA on mlp.experts.down_proj", async () => {
+  /** Expert e's ΔW (out × in of the fused parameter) from PEFT's factors, in float64. */
+  function expertDelta(A: DecodedTensor, B: DecodedTensor, e: number, form: 'e-o-i' | 'e-i-o'): { rows: number; cols: number; values: Float64Array } {
+    const aCols = A.shape[1];
+    const bRows = B.shape[0];
+    // M = B_e·A_e, bRows × aCols.
+    const M = new Float64Array(bRows * aCols);
+    for (let o = 0; o < bRows; o++) {
+      for (let i = 0; i < aCols; i++) {
+        let sum = 0;
+        for (let k = 0; k < r; k++) sum += B.values[o * r * E + k * E + e] * A.values[(e * r + k) * aCols + i];
+        M[o * aCols + i] = sum;
+      }
+    }
+    if (form === 'e-o-i') return { rows: bRows, cols: aCols, values: M };
+    const T = new Float64Array(bRows * aCols);
+    for (let o = 0; o < bRows; o++) for (let i = 0; i < aCols; i++) T[i * bRows + o] = M[o * aCols + i];
+    return { rows: aCols, cols: bRows, values: T };
+  }
+
+  for (const [form, version, aShape, bShape, kind] of [
+    ['e-o-i', '0.19.1', [r * E, 8], [12, r * E], 'cpu'],
+    ['e-o-i', '0.19.1', [r * E, 8], [12, r * E], 'webgpu'],
+    ['e-i-o', '0.18.0', [r * E, 12], [8, r * E], 'cpu'],
+  ] as const) {
+    it(`Qwen3-MoE gate_up_proj (PEFT ${version}, ${form}): each expert's gate rows land on experts.e.gate_proj, its up rows on experts.e.up_proj, exactly, on ${kind}`, async () => {
+      const adapter = [randomTensor(`${experts}.lora_A.weight`, [...aShape], 'F32', rand, 0.5), randomTensor(`${experts}.lora_B.weight`, [...bShape], 'F32', rand, 0.5)];
+      const prepared = await prepare(hfModelFolder(qwenBase, qwenConfig), peftFolder({ r, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: version }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      const changed = Array.from({ length: E }, (_, e) => [`model.layers.0.mlp.experts.${e}.gate_proj.weight`, `model.layers.0.mlp.experts.${e}.up_proj.weight`]).flat();
+      expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(changed.map((k) => [k, 'per-expert-tensors']).sort());
+      const merged = kind === 'cpu' ? await merge(prepared) : await mergeIntoFolder(prepared, gpu);
+      const a = decoded(adapter);
+      const b = decoded(qwenBase);
+      for (let e = 0; e < E; e++) {
+        const delta = expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, form);
+        expect([delta.rows, delta.cols]).toEqual([12, 8]);
+        for (const [part, from] of [['gate_proj', 0], ['up_proj', 6]] as const) {
+          const key = `model.layers.0.mlp.experts.${e}.${part}.weight`;
+          expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 4 / r, delta.values.slice(from * 8, (from + 6) * 8)));
+        }
+      }
+      for (const [name, t] of b) if (!changed.includes(name)) expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
+    });
+  }
+
+  it("Mixtral down_proj: expert e's ΔW lands on block_sparse_moe.experts.e.w2, exactly", async () => {
     const base = [randomTensor('model.layers.0.block_sparse_moe.experts.0.w2.weight', [8, 6], 'BF16', rand), randomTensor('model.layers.0.block_sparse_moe.experts.1.w2.weight', [8, 6], 'BF16', rand)];
-    const experts = 'base_model.model.model.layers.0.mlp.experts';
-    const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 6], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [8, 2 * E], 'F32', rand)];
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [r * E, 6], 'F32', rand, 0.5), randomTensor(`${experts}.lora_B.weight`, [8, r * E], 'F32', rand, 0.5)];
     const prepared = await prepare(
       hfModelFolder(base, { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', torch_dtype: 'bfloat16', num_local_experts: E }),
-      peftFolder({ r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.down_proj'], peft_version: '0.18.0' }, adapter),
+      peftFolder({ r, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.down_proj'], peft_version: '0.19.1' }, adapter),
     );
-    await prepared.close();
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
-      'adapter1: module "model.layers.0.mlp.experts.down_proj": the base stores this parameter one tensor per expert (model.layers.0.block_sparse_moe.experts.0.w2.weight, …), ' +
-        'which transformers 5 fuses into down_proj when it loads the checkpoint; a LoRA on the fused parameter is not split into them here: merge into a checkpoint that stores down_proj fused',
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared);
+    const a = decoded(adapter);
+    const b = decoded(base);
+    for (let e = 0; e < E; e++) {
+      const key = `model.layers.0.block_sparse_moe.experts.${e}.w2.weight`;
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 4 / r, expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, 'e-o-i').values));
+    }
+  });
+
+  it('refused in one line: an expert without its up_proj, factors for another count of experts', async () => {
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [r * E, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, r * E], 'F32', rand)];
+    const config = { r, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.19.1' };
+    const noUp = qwenBase.filter((t) => t.name !== 'model.layers.0.mlp.experts.1.up_proj.weight');
+    const first = await prepare(hfModelFolder(noUp, qwenConfig), peftFolder(config, adapter));
+    await first.close();
+    expect(first.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": the base stores this parameter one tensor per expert, but expert 1 has no model.layers.0.mlp.experts.1.up_proj.weight',
+    ]);
+    const four = [randomTensor(`${experts}.lora_A.weight`, [r * 4, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, r * 4], 'F32', rand)];
+    const second = await prepare(hfModelFolder(qwenBase, qwenConfig), peftFolder(config, four));
+    await second.close();
+    expect(second.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.0.gate_proj.weight: lora_A (8, 8) holds 4 experts of rank 2; the parameter (2, 12, 8) is not (4, ·, ·)',
     ]);
   });
 });

@@ -95,3 +95,103 @@ describe('quantized bases the merge does not read are refused by name', () => {
     }
   });
 });
+
+/**
+ * Bases that store a quantized layer under names of their own and no `weight` at all: HQQ as
+ * transformers saves it (HQQLinear's state dict: `W_q` packed 4-bit codes of the weight reshaped to
+ * rows of group_size, `scale` and `zero` per group, the meta fields as tensors) and optimum-quanto
+ * (`weight._data` int8 codes, `weight._scale` per output channel). The module finds no tensor; the
+ * refusal names the quantization method rather than saying the module is missing.
+ */
+describe('quantized layers stored without a weight are refused naming the method', () => {
+  const d = 256;
+  const groups = (d * d) / 64;
+  const norm: FixtureTensor = { name: 'model.norm.weight', dtype: 'BF16', shape: [d], data: randomValues(d, rand) };
+  const cases: { name: string; method: string; tensors: FixtureTensor[]; quantization: Record<string, unknown>; stored: string }[] = [
+    {
+      name: 'HQQ 4-bit, group_size 64, axis 1 (transformers HqqConfig)', method: 'hqq',
+      tensors: [
+        { name: `${q}.W_q`, dtype: 'U8', shape: [groups / 2, 64], data: Array.from({ length: (groups / 2) * 64 }, (_, i) => (i * 37) % 256) },
+        { name: `${q}.scale`, dtype: 'F16', shape: [groups, 1], data: Array(groups).fill(0.0625) },
+        { name: `${q}.zero`, dtype: 'F16', shape: [groups, 1], data: Array(groups).fill(7.5) },
+        { name: `${q}.shape`, dtype: 'I64', shape: [2], data: [d, d] },
+        { name: `${q}.nbits`, dtype: 'I64', shape: [], data: [4] },
+        { name: `${q}.group_size`, dtype: 'I64', shape: [], data: [64] },
+        norm,
+      ],
+      quantization: {
+        quant_method: 'hqq', skip_modules: ['lm_head'],
+        quant_config: { offload_meta: false, scale_quant_params: null, zero_quant_params: null, weight_quant_params: { nbits: 4, group_size: 64, axis: 1, channel_wise: true, optimize: true, round_zero: true, view_as_float: false } },
+      },
+      stored: `${q}.{W_q, scale, zero, …}`,
+    },
+    {
+      name: 'optimum-quanto int8 weights (QuantoConfig)', method: 'quanto',
+      tensors: [
+        { name: `${q}.weight._data`, dtype: 'I8', shape: [d, d], data: Array.from({ length: d * d }, (_, i) => ((i * 13) % 255) - 127) },
+        { name: `${q}.weight._scale`, dtype: 'BF16', shape: [d, 1], data: Array(d).fill(0.0078125) },
+        { name: `${q}.input_scale`, dtype: 'F32', shape: [], data: [1] },
+        { name: `${q}.output_scale`, dtype: 'F32', shape: [], data: [1] },
+        norm,
+      ],
+      quantization: { quant_method: 'quanto', weights: 'int8', activations: null, modules_to_not_convert: null },
+      stored: `${q}.{weight._data, weight._scale, input_scale, …}`,
+    },
+  ];
+
+  for (const c of cases) {
+    it(c.name, async () => {
+      const prepared = await prepareMerge(memoryInputFileSet({
+        'model.safetensors': buildSafetensors(c.tensors),
+        'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', quantization_config: c.quantization }),
+      }, 'model'), [{ files: memoryInputFileSet(peftLora, 'adapter'), weight: 1 }]);
+      await prepared.close();
+      expect(prepared.plan.problems.map((p) => [p.code, p.message])).toEqual([[
+        'UNSUPPORTED_FORMAT',
+        `adapter: module "${q}": config.json says the base is quantized with ${c.method} (quantization_config.quant_method), which stores this module as ${c.stored} and no float weight; merging into such weights is not supported: use the unquantized model`,
+      ]]);
+    });
+  }
+
+  it('the CLI says so for HQQ in one line and writes nothing', async () => {
+    const c = cases[0];
+    const dir = temp.make({
+      'base/model.safetensors': buildSafetensors(c.tensors),
+      'base/config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', quantization_config: c.quantization }),
+      ...Object.fromEntries(Object.entries(peftLora).map(([k, v]) => [`adapter/${k}`, v])),
+    });
+    const out = join(dir, 'merged');
+    const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu']);
+    expect(run.code).not.toBe(0);
+    const errorLines = run.stderr.trim().split('\n').filter((l) => l.startsWith('error'));
+    expect(errorLines).toHaveLength(1);
+    expect(errorLines[0]).toContain('quantized with hqq (quantization_config.quant_method), which stores this module as');
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it("a module naming a parent of quantized layers (HQQ's q_proj under self_attn) is a missing tensor, not a quantized one", async () => {
+    const parent = 'model.layers.0.self_attn';
+    const adapter = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 8, target_modules: ['self_attn'] }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `base_model.model.${parent}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: randomValues(r * d, rand) },
+        { name: `base_model.model.${parent}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: randomValues(d * r, rand) },
+      ]),
+    };
+    const prepared = await prepareMerge(memoryInputFileSet({
+      'model.safetensors': buildSafetensors(cases[0].tensors),
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', quantization_config: cases[0].quantization }),
+    }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([`adapter: module "${parent}": no matching tensor in the base model`]);
+  });
+
+  it('without a quantization method in config.json, a module with no weight is still a missing tensor', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet({
+      'model.safetensors': buildSafetensors(cases[0].tensors),
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }),
+    }, 'model'), [{ files: memoryInputFileSet(peftLora, 'adapter'), weight: 1 }]);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([`adapter: module "${q}": no matching tensor in the base model`]);
+  });
+});

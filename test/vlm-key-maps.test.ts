@@ -587,3 +587,101 @@ describe("InternVL's original checkpoints (remote code) next to transformers' co
     ], 'cpu');
   });
 });
+
+/**
+ * Vision-language checkpoints whose classes keep the names they save (no checkpoint conversion in
+ * transformers, or remote code): an adapter trained on them names the same tensors, language model,
+ * vision tower and projector alike, and lands by name. Idefics3 (HuggingFaceM4/Idefics3-8B-Llama3)
+ * and SmolVLM (HuggingFaceTB/SmolVLM2-2.2B-Instruct) hold `model.text_model.`, `model.vision_model.`
+ * (SigLIP, whose q_proj shares the language model's suffix) and `model.connector.`; Phi-3.5-vision
+ * (microsoft/Phi-3.5-vision-instruct, remote code Phi3VForCausalLM) holds the language model at
+ * `model.layers.` with fused qkv_proj and gate_up_proj, and its CLIP tower and projector under
+ * `model.vision_embed_tokens.`.
+ */
+describe('vision-language checkpoints whose names need no map', () => {
+  const idefics = (architecture: string, modelType: string) => ({
+    title: `${architecture} (model_type ${modelType})`,
+    config: {
+      architectures: [architecture], model_type: modelType, torch_dtype: 'bfloat16', scale_factor: 3,
+      text_config: { model_type: 'llama', hidden_size: 16, vocab_size: 40 }, vision_config: { model_type: `${modelType}_vision`, hidden_size: 12 },
+    },
+    base: [
+      t('model.text_model.embed_tokens.weight', [40, 16]),
+      t('model.text_model.layers.0.self_attn.q_proj.weight', [16, 16]),
+      t('model.text_model.layers.0.self_attn.k_proj.weight', [8, 16]),
+      t('model.text_model.layers.0.mlp.down_proj.weight', [16, 20]),
+      t('model.text_model.norm.weight', [16]),
+      t('model.vision_model.encoder.layers.0.self_attn.q_proj.weight', [12, 12]),
+      t('model.vision_model.encoder.layers.0.mlp.fc1.weight', [24, 12]),
+      t('model.vision_model.post_layernorm.weight', [12]),
+      // scale_factor² × the vision hidden size in, the text hidden size out.
+      t('model.connector.modality_projection.proj.weight', [16, 108]),
+      t('lm_head.weight', [40, 16]),
+    ],
+    modules: [
+      ['model.text_model.layers.0.self_attn.q_proj', 16, 16, 2], ['model.text_model.layers.0.self_attn.k_proj', 8, 16, 1],
+      ['model.text_model.layers.0.mlp.down_proj', 16, 20, 3], ['model.vision_model.encoder.layers.0.self_attn.q_proj', 12, 12, 2],
+      ['model.connector.modality_projection.proj', 16, 108, 2],
+    ] as [string, number, number, number][],
+    name: architecture === 'Idefics3ForConditionalGeneration' ? 'HuggingFaceM4/Idefics3-8B-Llama3' : 'HuggingFaceTB/SmolVLM2-2.2B-Instruct',
+  });
+  const families = [
+    idefics('Idefics3ForConditionalGeneration', 'idefics3'),
+    idefics('SmolVLMForConditionalGeneration', 'smolvlm'),
+    {
+      title: 'Phi3VForCausalLM (Phi-3.5-vision, remote code)',
+      config: { architectures: ['Phi3VForCausalLM'], model_type: 'phi3_v', torch_dtype: 'bfloat16', hidden_size: 16, vocab_size: 40, embd_layer: { embedding_cls: 'image' } },
+      base: [
+        t('model.embed_tokens.weight', [40, 16]),
+        t('model.layers.0.self_attn.qkv_proj.weight', [48, 16]),
+        t('model.layers.0.self_attn.o_proj.weight', [16, 16]),
+        t('model.layers.0.mlp.gate_up_proj.weight', [40, 16]),
+        t('model.layers.0.mlp.down_proj.weight', [16, 20]),
+        t('model.norm.weight', [16]),
+        t('model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.self_attn.q_proj.weight', [12, 12]),
+        t('model.vision_embed_tokens.img_projection.0.weight', [16, 48]),
+        t('model.vision_embed_tokens.img_projection.2.weight', [16, 16]),
+        t('lm_head.weight', [40, 16]),
+      ],
+      modules: [
+        ['model.layers.0.self_attn.qkv_proj', 48, 16, 2], ['model.layers.0.mlp.gate_up_proj', 40, 16, 1], ['model.layers.0.mlp.down_proj', 16, 20, 3],
+        ['model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.self_attn.q_proj', 12, 12, 2], ['model.vision_embed_tokens.img_projection.2', 16, 16, 2],
+      ] as [string, number, number, number][],
+      name: 'microsoft/Phi-3.5-vision-instruct',
+    },
+  ];
+
+  for (const family of families) {
+    it(`${family.title}: every module lands on the tensor of its name, exactly, on cpu`, async () => {
+      const adapter = family.modules.flatMap(([path, out, inF, r]) => [
+        randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5),
+        randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5),
+      ]);
+      const rankPattern = Object.fromEntries(family.modules.map(([path, , , r]) => [path, r]));
+      const prepared = await prepare(hfModelFolder(family.base, family.config), peftFolder({ base_model_name_or_path: family.name, r: 2, lora_alpha: 4, rank_pattern: rankPattern }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.warnings).toEqual([]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(family.modules.map(([path]) => `${path}.weight`).sort());
+      const merged = await merge(prepared, 'cpu');
+      const b = decoded(family.base);
+      const a = decoded(adapter);
+      for (const [path, , , r] of family.modules) {
+        const name = `base_model.model.${path}`;
+        expectValues(`${path}.weight`, merged.tensors.get(`${path}.weight`)!, plus(b.get(`${path}.weight`)!, 4 / r, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+      }
+      const changed = family.modules.map(([path]) => `${path}.weight`);
+      for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+    });
+  }
+
+  it('SmolVLM: an adapter trained on its language model alone (SmolLM2, model.layers.…) is refused module by module, as PEFT cannot load it there', async () => {
+    const family = families[1];
+    const adapter = [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [2, 16], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [16, 2], 'F32', rand),
+    ];
+    const prepared = await prepare(hfModelFolder(family.base, family.config), peftFolder({ r: 2, base_model_name_or_path: 'HuggingFaceTB/SmolLM2-1.7B-Instruct' }, adapter));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
+  });
+});

@@ -8,6 +8,7 @@ import type { BaseModel } from '../formats/base-model.js';
 import { isSafetensorsModel } from '../formats/base-model-view.js';
 import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
+import { baseIdentityWarning } from '../formats/peft-base-identity.js';
 import { openModel } from '../formats/open-model.js';
 import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
@@ -16,7 +17,7 @@ import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../pl
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
 import { badArgument, checkDtypeName, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
-import { quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
+import { packedModuleProblems, quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
 import { readModelOptQuantization } from '../formats/modelopt-config.js';
 import { quantizedBaseView } from '../formats/quantized-views.js';
@@ -119,8 +120,12 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     for (const input of adapterInputs) {
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
+    // An adapter whose config names another model family than the base's config.json: said, not refused.
+    const identityWarnings: string[] = [];
     for (const { adapter } of adapters) {
       if (adapter.format !== 'peft') continue;
+      const identity = baseIdentityWarning(adapter.name, adapter.config, config);
+      if (identity) identityWarnings.push(identity);
       const paths = adapter.modules.filter((m) => !m.address.tensor).map((m) => m.name);
       const configFile = adapter.configFile ?? `${adapter.name}/adapter_config.json`;
       // Whether ensure_weight_tying ties the head to the embedding is the base's (its config.json).
@@ -142,9 +147,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const scaledFp8 = viewed?.scaled ?? await findScaledFp8(opened, config, modelopt);
     const plan = buildMergePlan(planIndex(base, config, scaledFp8), tie.adapters);
     plan.warnings.unshift(...base.warnings);
-    plan.warnings.push(...(await repeatedAdapterWarnings(adapters)));
+    plan.warnings.push(...identityWarnings, ...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8), ...widenedScaledProblems(plan, scaledFp8));
+    packedModuleProblems(plan.problems, opened.tensors, config);
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
     if (modelopt?.algo === 'NONE') {

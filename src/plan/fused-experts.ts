@@ -10,7 +10,9 @@
  * way round. The factors' shapes decide when d1 ≠ d2; a square tensor needs the version.
  *
  * The merge views W as (E·d1) × d2 and adds one rank-r term per expert on its d1 rows: `e-o-i`
- * with B_e and A_e as they are, `e-i-o` with Aᵀ_e as the left factor and Bᵀ_e as the right.
+ * with B_e and A_e as they are, `e-i-o` with Aᵀ_e as the left factor and Bᵀ_e as the right. A
+ * checkpoint that stores each expert as a tensor of its own (ExpertLayout.expert) gets its one
+ * expert's term on each.
  *
  * A base converted to another layout (llama.cpp's GGUF: each expert (out, in), gate_up split into
  * gate and up) holds the parameter laid out again; the layout says how (`ExpertLayout`,
@@ -35,6 +37,8 @@ export interface ExpertSplit {
   transposed?: boolean;
   /** Rows of each expert's (transposed) ΔW the base tensor holds, in its order; absent: all. */
   rows?: readonly number[];
+  /** The base tensor holds this expert alone (ExpertLayout.expert): its one term, on rows 0…; absent: every expert. */
+  only?: number;
   /**
    * Where the base stores each expert divided by a scale of its own (llama.cpp's per-expert
    * `.scale`): those scales, each expert's term's scale divided by its own; absent: none.
@@ -71,7 +75,10 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
     // The tensor as the converter wrote it: E experts of the picked rows of each (transposed) matrix.
     const [rows, cols] = laidOut.transposed ? [d2, d1] : [d1, d2];
     rowsPerExpert = laidOut.rows?.length ?? rows;
-    const expected = [experts.count * rowsPerExpert, cols];
+    if (laidOut.expert !== undefined && !(laidOut.expert >= 0 && laidOut.expert < experts.count)) {
+      return { ok: false, ambiguous: false, message: `the base holds expert ${laidOut.expert}, past the ${experts.count} experts of lora_A ${fmt(a)}` };
+    }
+    const expected = [(laidOut.expert === undefined ? experts.count : 1) * rowsPerExpert, cols];
     if (shape.length !== 2 || shape[0] !== expected[0] || shape[1] !== expected[1] || laidOut.rows?.some((i) => !(i >= 0 && i < rows))) {
       return { ok: false, ambiguous: false, message: `the base tensor ${fmt(shape)} does not hold the parameter ${fmt(param)} as ${fmt(expected)}` };
     }
@@ -93,6 +100,7 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   const split: ExpertSplit = { count: experts.count, rank: r, form, rowsPerExpert };
   if (laidOut?.transposed) split.transposed = true;
   if (laidOut?.rows) split.rows = laidOut.rows;
+  if (laidOut?.expert !== undefined) split.only = laidOut.expert;
   return { ok: true, split };
 }
 
@@ -116,13 +124,16 @@ export function expertTerms(a: FloatTensorBytes, b: FloatTensorBytes, split: Exp
   const { count: E, rank: r, rowsPerExpert: rows } = split;
   const terms: LowRankTerm[] = [];
   for (let e = 0; e < E; e++) {
+    if (split.only !== undefined && e !== split.only) continue;
+    // A tensor of one expert alone holds its rows from 0.
+    const at = split.only === undefined ? e : 0;
     const { left, right } = expertFactors(A, B, split, e);
     const term: LowRankTerm = {
       a: { dtype: 'F32', data: new Uint8Array(right.buffer) },
       b: { dtype: 'F32', data: new Uint8Array(left.buffer) },
       rank: r,
       scale: split.scales ? scale / split.scales[e] : scale,
-      placement: { deltaRows: rows, segments: [{ src: 0, dst: e * rows, count: rows }] },
+      placement: { deltaRows: rows, segments: [{ src: 0, dst: at * rows, count: rows }] },
     };
     if (exact) {
       const f64 = expertFactors(exact.a, exact.b, split, e);

@@ -29,6 +29,7 @@ import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/resha
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
+import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
 import { trainedFor } from '../formats/trained-for.js';
@@ -504,10 +505,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
           if (!fit.ok) {
             fail(fit.ambiguous ? 'AMBIGUOUS_MODULE' : 'SHAPE_MISMATCH', `on ${baseKey}: ${fit.message}`);
+            // Tensors of one expert each share one parameter shape (per-expert-tensors.ts checks
+            // them alike), so what misfits the first misfits all: one line for the module.
+            if (target.experts?.expert !== undefined) break;
             continue;
           }
           experts = fit.split;
-          const rows = fit.split.count * fit.split.rowsPerExpert;
+          const rows = (fit.split.only === undefined ? fit.split.count : 1) * fit.split.rowsPerExpert;
           const cols = info.shape[info.shape.length - 1];
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
         } else if (target.transposedBlocks) {
@@ -1010,16 +1014,33 @@ function unplacedRows(targets: readonly Placement[], deltaRows: number): string 
  * of an expert's matrix on exactly one of them, or why not; null when it does.
  */
 function expertRowsProblem(targets: readonly Placement[]): string | null {
-  if (targets.length === 1 && !targets[0].experts?.rows) return null;
+  if (targets.length === 1 && !targets[0].experts?.rows && targets[0].experts?.expert === undefined) return null;
   const laidOut = targets.map((t) => t.experts);
-  if (laidOut.some((x) => !x?.rows)) return 'the parameter is split over several tensors without saying which rows each holds';
-  const [, d1, d2] = laidOut[0]!.paramShape;
-  const rows = laidOut[0]!.transposed ? d2 : d1;
-  const picked = laidOut.flatMap((x) => x!.rows!).sort((x, y) => x - y);
+  if (laidOut.some((x) => !x)) return 'the parameter is split over several tensors without saying which rows each holds';
+  const alone = laidOut.filter((x) => x!.expert !== undefined);
+  if (alone.length === 0) return expertMatrixRowsProblem(laidOut as ExpertLayout[], "each expert's matrix");
+  // One tensor per expert (or per part of one): every expert once, each with all its rows.
+  if (alone.length !== laidOut.length) return 'the parameter is split over stacked and per-expert tensors';
+  const count = laidOut[0]!.paramShape[0];
+  for (let e = 0; e < count; e++) {
+    const mine = alone.filter((x) => x!.expert === e) as ExpertLayout[];
+    if (mine.length === 0) return `expert ${e} has no tensor`;
+    const problem = mine.length === 1 && !mine[0].rows ? null : expertMatrixRowsProblem(mine, `expert ${e}'s matrix`);
+    if (problem) return problem;
+  }
+  return null;
+}
+
+/** Whether the tensors' `rows` cover the rows of one expert's matrix (`what`) once each. */
+function expertMatrixRowsProblem(laidOut: readonly ExpertLayout[], what: string): string | null {
+  if (laidOut.some((x) => !x.rows)) return 'the parameter is split over several tensors without saying which rows each holds';
+  const [, d1, d2] = laidOut[0].paramShape;
+  const rows = laidOut[0].transposed ? d2 : d1;
+  const picked = laidOut.flatMap((x) => x.rows!).sort((x, y) => x - y);
   const wrong = picked.findIndex((row, i) => row !== i);
-  if (wrong >= 0) return `row ${Math.min(wrong, picked[wrong])} of each expert's matrix lands ${picked[wrong] < wrong ? 'twice' : 'nowhere'}`;
-  if (picked.length < rows) return `rows ${picked.length}–${rows - 1} of each expert's matrix land nowhere`;
-  return picked.length > rows ? `the tensors hold ${picked.length} rows of each expert's ${rows}` : null;
+  if (wrong >= 0) return `row ${Math.min(wrong, picked[wrong])} of ${what} lands ${picked[wrong] < wrong ? 'twice' : 'nowhere'}`;
+  if (picked.length < rows) return `rows ${picked.length}–${rows - 1} of ${what} land nowhere`;
+  return picked.length > rows ? `the tensors hold ${picked.length} rows of ${what}, which has ${rows}` : null;
 }
 
 /** Why a layout's row placement does not fit ΔW's and the base's rows, or null when it does. */

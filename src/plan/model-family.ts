@@ -41,10 +41,15 @@ export function guessModelFamily(names: Iterable<string>): ModelFamily | undefin
   return best && best[1] * 2 >= total ? best[0] : undefined;
 }
 
-/** A base's family: as guessModelFamily, but a language model only with a token table or head. */
+/**
+ * A base's family: as guessModelFamily, but a language model only with a token table or head, and
+ * one whose language model is named `text_model.` (Idefics3, SmolVLM) beside an output head of its
+ * own is no text encoder.
+ */
 export function guessBaseFamily(tensorNames: Iterable<string>): ModelFamily | undefined {
   const names = [...tensorNames];
   const family = guessModelFamily(names);
+  if (family === 'text encoder' && names.some((n) => /(^|\.)lm_head\.weight$/.test(n) && !TEXT_ENCODER.test(n))) return 'language model';
   if (family === 'language model' && !names.some((n) => TOKEN_TABLE.test(n) && !TEXT_ENCODER.test(n))) return undefined;
   return family;
 }

@@ -88,6 +88,30 @@ export function quantizedWeightProblems(
 }
 
 /**
+ * A module the plan found no tensor for, in a base whose config.json names a quantization method
+ * not read here and which stores that module under other names than `weight` (HQQ's `W_q`, `scale`,
+ * `zero` and its meta fields; optimum-quanto's `weight._data` and `weight._scale`): its "no matching
+ * tensor" problem is replaced by one naming the method, which is what the user can act on.
+ */
+export function packedModuleProblems(problems: PlanProblem[], tensors: ReadonlyMap<string, unknown>, config: ModelConfig | undefined): void {
+  const method = quantizationMethod(config);
+  if (method === undefined || READ_METHODS.has(method)) return;
+  for (let i = 0; i < problems.length; i++) {
+    const p = problems[i];
+    if (p.code !== 'UNKNOWN_MODULE' || p.module === '' || tensors.has(`${p.module}.weight`)) continue;
+    const stored = [...tensors.keys()].filter((k) => k.startsWith(`${p.module}.`)).map((k) => k.slice(p.module.length + 1));
+    // The module's own tensors only (`W_q`, `weight._data`): a parent module's name (`mlp`) covers
+    // its children's weights, which say nothing of how the module is stored.
+    if (stored.length === 0 || !stored.every((e) => /^(weight\.)?[^.]+$/.test(e))) continue;
+    const shown = stored.slice(0, 3).join(', ') + (stored.length > 3 ? ', …' : '');
+    problems[i] = {
+      ...p, code: 'UNSUPPORTED_FORMAT',
+      message: `${p.adapter}: module "${p.module}": config.json says the base is quantized with ${method} (quantization_config.quant_method), which stores this module as ${p.module}.{${shown}} and no float weight; merging into such weights is not supported: use the unquantized model`,
+    };
+  }
+}
+
+/**
  * The first weight stored beside a scale tensor that no reader here takes (neither `scaled` reads
  * it nor names its format): converting the model with --dtype would write its codes as if they
  * were the weights. Undefined when there is none.

@@ -61,6 +61,11 @@ export interface ExpertLayout {
   transposed: boolean;
   /** Rows of each expert's (transposed) matrix the base tensor holds, in its order; absent: all. */
   rows?: readonly number[];
+  /**
+   * The tensor holds this one expert's matrix alone (a checkpoint that stores one tensor per expert,
+   * `experts.3.gate_proj.weight`), not all of them stacked; absent: all.
+   */
+  expert?: number;
 }
 
 export type LayoutResolution =

@@ -1,0 +1,74 @@
+/**
+ * Layout: a fused expert parameter named by PEFT `target_parameters`
+ * (`model.layers.0.mlp.experts.gate_up_proj`, as PEFT's ParamWrapper saves it) on a checkpoint that
+ * stores one tensor per expert (`experts.3.gate_proj.weight`; Mixtral's `block_sparse_moe.experts.3.w1`).
+ * transformers 5 builds the fused parameter from those when it loads Qwen-MoE, Mixtral, DeepSeek and
+ * other MoE checkpoints (its weight converters: MergeModulelist(dim=0) stacks the experts, then for
+ * gate_up_proj Concatenate(dim=1) puts each expert's gate rows before its up rows), and writes them
+ * back split when it saves. So the parameter is (E, 2·inter, hidden) for gate_up_proj and (E,
+ * hidden, inter) for down_proj, stored (E, out, in); expert e's ΔW lands on its own tensors: gate
+ * rows [0, inter) on `experts.e.gate_proj` (`w1`), up rows [inter, 2·inter) on `experts.e.up_proj`
+ * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`).
+ */
+import type { BaseView, Layout, LayoutResolution, Placement } from './layout.js';
+
+const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj)$/;
+
+/** The per-expert projections of each fused parameter, by naming: transformers' and Mixtral's. */
+const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
+  gate_up_proj: [['gate_proj', 'up_proj'], ['w1', 'w3']],
+  down_proj: [['down_proj'], ['w2']],
+};
+
+function unplaceable(why: string): LayoutResolution {
+  return { found: false, ambiguous: false, candidates: [], why };
+}
+
+export const perExpertTensors: Layout = {
+  name: 'per-expert-tensors',
+  resolve(address, base) {
+    const m = address.tensor && !address.flat ? FUSED.exec(address.path) : null;
+    if (!m || base.index.resolveDotted(address.path).found) return undefined;
+    const [, experts, param] = m;
+    // Mixtral's checkpoints keep the experts under `block_sparse_moe`, which transformers 5 renames `mlp`.
+    const stems = [experts, experts.replace(/(^|\.)mlp\.experts$/, '$1block_sparse_moe.experts')];
+    for (const stem of stems) {
+      for (const names of PER_EXPERT[param]) {
+        if (base.index.resolveDotted(`${stem}.0.${names[0]}.weight`).found) return placeExperts(stem, names, param, base);
+      }
+    }
+    return undefined;
+  },
+};
+
+/** Each expert's tensors, the rows of its matrix each holds; or why they do not make one parameter. */
+function placeExperts(stem: string, names: readonly string[], param: string, base: BaseView): LayoutResolution {
+  const keys: string[][] = [];
+  for (let e = 0; ; e++) {
+    const found = names.map((n) => base.index.resolveDotted(`${stem}.${e}.${n}.weight`));
+    if (found.every((f) => !f.found)) break;
+    const missing = found.findIndex((f) => !f.found);
+    if (missing >= 0) return unplaceable(`the base stores this parameter one tensor per expert, but expert ${e} has no ${stem}.${e}.${names[missing]}.weight`);
+    keys.push(found.map((f) => (f as { key: string }).key));
+  }
+  const shape = base.shape(keys[0][0]);
+  if (!shape || shape.length !== 2) return unplaceable(`${keys[0][0]} is not a matrix, so it is no expert's part of ${param}`);
+  const [out, inDim] = shape;
+  const other = keys.flat().find((k) => {
+    const s = base.shape(k);
+    return !s || s.length !== 2 || s[0] !== out || s[1] !== inDim;
+  });
+  if (other) {
+    return unplaceable(`${other} (${base.shape(other)?.join(' × ')}) and ${keys[0][0]} (${out} × ${inDim}) differ in shape, so the experts' tensors do not stack into ${param}`);
+  }
+  const parts = names.length;
+  const paramShape: [number, number, number] = [keys.length, parts * out, inDim];
+  const targets: Placement[] = keys.flatMap((perPart, e) => perPart.map((baseKey, part) => ({
+    baseKey,
+    experts: {
+      paramShape, storedInOut: false, transposed: false, expert: e,
+      ...(parts > 1 ? { rows: Array.from({ length: out }, (_, i) => part * out + i) } : {}),
+    },
+  })));
+  return { found: true, targets };
+}
