@@ -54,6 +54,13 @@ async function peft(modules: FixtureModule[], config: Record<string, unknown> = 
   return a;
 }
 
+/** A kohya file of `modules` saved as `name`, opened. */
+async function file(name: string, modules: FixtureModule[]): Promise<ParsedAdapter> {
+  const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
+  opened.push(a);
+  return a;
+}
+
 /** The module's update as the output applies it: α/r · up · down. */
 function applied(m: WrittenModule): Dense {
   const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
@@ -190,8 +197,7 @@ for (const name of ['cpu', 'webgpu']) {
       // B = U·√S, A = √S·Vᵀ of w: any factorisation of the same product.
       const b = randomDense(40, 8, rand);
       const pinv = solveFactor(b, w);
-      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a: pinv, alpha: 4 }]) })));
-      opened.push(adapter);
+      const adapter = await file('x.safetensors', [{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a: pinv, alpha: 4 }]);
       const target = product(b, pinv);
       const sv = singularValues(target);
       const n = Math.min(40, 30);
@@ -222,8 +228,7 @@ for (const name of ['cpu', 'webgpu']) {
       const w = withSpectrum(40, 30, [5, 3, 2, 1, 0.5, 0.2, 0.1, 0.05], rand);
       const b = randomDense(40, 8, rand);
       const a = solveFactor(b, w);
-      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]) })));
-      opened.push(adapter);
+      const adapter = await file('x.safetensors', [{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]);
       const target = product(b, a);
       const sv = singularValues(target);
       const n = 30;
@@ -266,8 +271,7 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const b2 = randomDense(40, 4, rand), a2 = randomDense(4, 30, rand);
     const b3 = randomDense(40, 2, rand), a3 = randomDense(2, 30, rand);
     const diffusers = await peft([{ name: diffusersPath, b: b1, a: a1, alpha: 8 }], { target_modules: ['to_q'], base_model_name_or_path: 'stabilityai/stable-diffusion-xl-base-1.0', task_type: null });
-    const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'k.safetensors': kohyaFile([{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]) })));
-    opened.push(kohya);
+    const kohya = await file('k.safetensors', [{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]);
     // The update asked for on to_q, in float64: 1 · (8/4)·B₁A₁ + 0.5 · (2/4)·B₂A₂.
     const target = sum([scaled(product(b1, a1), 2), scaled(product(b2, a2), 0.25)]);
     return { inputs: [{ adapter: diffusers, weight: 1 }, { adapter: kohya, weight: 0.5 }], target, only: scaled(product(b3, a3), 0.5) };
@@ -297,9 +301,8 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const rand = seededRandom(43);
     const b1 = randomDense(40, 2, rand), a1 = randomDense(2, 30, rand), b2 = randomDense(40, 2, rand), a2 = randomDense(2, 30, rand);
     const b3 = randomDense(40, 3, rand), a3 = randomDense(3, 30, rand);
-    const both = await openAdapter(await openNodeInputFileSet(temp.make({ 'both.safetensors': kohyaFile([{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]) })));
-    const other = await openAdapter(await openNodeInputFileSet(temp.make({ 'other.safetensors': kohyaFile([{ name: ldmKey, b: b3, a: a3, alpha: 3 }]) })));
-    opened.push(both, other);
+    const both = await file('both.safetensors', [{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]);
+    const other = await file('other.safetensors', [{ name: ldmKey, b: b3, a: a3, alpha: 3 }]);
     // PEFT's ties at density 1, in float64: signs elected from T₁ + T₂, the weighted values of that sign averaged over how many have it.
     const t1 = sum([product(b1, a1), scaled(product(b2, a2), 0.5)]);
     const t2 = product(b3, a3);
@@ -327,9 +330,8 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
 it("refuses svd where one Flux weight is named BFL's way (qkv) and diffusers' way (to_q, a third of its rows), naming both; cat writes both exactly", async () => {
   const rand = seededRandom(45);
   const qkv = 'lora_unet_double_blocks_0_img_attn_qkv';
-  const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'bfl.safetensors': kohyaFile([{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]) })));
+  const kohya = await file('bfl.safetensors', [{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]);
   const diffusers = await peft([{ name: 'transformer_blocks.0.attn.to_q', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }, { name: 'transformer_blocks.0.attn.to_out.0', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_q', 'to_out.0'], task_type: null });
-  opened.push(kohya);
   const inputs = [{ adapter: kohya, weight: 1 }, { adapter: diffusers, weight: 1 }];
   for (const method of ['svd', 'ties'] as const) {
     const refused = await combineAdapters(inputs, { method, density: method === 'ties' ? 0.5 : undefined, format: 'kohya' }, backends.cpu!).catch((e: Error) => e);
@@ -396,11 +398,6 @@ function solveFactor(b: Dense, w: Dense): Dense {
 }
 
 describe('one text encoder weight named two ways (kohya beside diffusers; open_clip beside transformers)', () => {
-  const file = async (name: string, modules: FixtureModule[]) => {
-    const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
-    opened.push(a);
-    return a;
-  };
   const cpu = () => backends.cpu!;
 
   it("SD1.x's encoder: kohya's lora_te_ and diffusers' text_encoder. are one module, for svd and cat", async () => {
@@ -453,11 +450,6 @@ describe('one text encoder weight named two ways (kohya beside diffusers; open_c
 });
 
 describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_model., SDXL conditioner.embedders.) beside kohya's and diffusers'", () => {
-  const file = async (name: string, modules: FixtureModule[]) => {
-    const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
-    opened.push(a);
-    return a;
-  };
   const cpu = () => backends.cpu!;
   /** The update Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ in float64. */
   const target = (parts: { m: { b: Dense; a: Dense; alpha: number }; w: number }[]) =>
