@@ -54,6 +54,13 @@ async function peft(modules: FixtureModule[], config: Record<string, unknown> = 
   return a;
 }
 
+/** A kohya file of `modules` saved as `name`, opened. */
+async function file(name: string, modules: FixtureModule[]): Promise<ParsedAdapter> {
+  const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
+  opened.push(a);
+  return a;
+}
+
 /** The module's update as the output applies it: α/r · up · down. */
 function applied(m: WrittenModule): Dense {
   const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
@@ -190,8 +197,7 @@ for (const name of ['cpu', 'webgpu']) {
       // B = U·√S, A = √S·Vᵀ of w: any factorisation of the same product.
       const b = randomDense(40, 8, rand);
       const pinv = solveFactor(b, w);
-      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a: pinv, alpha: 4 }]) })));
-      opened.push(adapter);
+      const adapter = await file('x.safetensors', [{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a: pinv, alpha: 4 }]);
       const target = product(b, pinv);
       const sv = singularValues(target);
       const n = Math.min(40, 30);
@@ -222,8 +228,7 @@ for (const name of ['cpu', 'webgpu']) {
       const w = withSpectrum(40, 30, [5, 3, 2, 1, 0.5, 0.2, 0.1, 0.05], rand);
       const b = randomDense(40, 8, rand);
       const a = solveFactor(b, w);
-      const adapter = await openAdapter(await openNodeInputFileSet(temp.make({ 'x.safetensors': kohyaFile([{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]) })));
-      opened.push(adapter);
+      const adapter = await file('x.safetensors', [{ name: 'lora_unet_mid_block_attentions_0_proj_in', b, a, alpha: 4 }]);
       const target = product(b, a);
       const sv = singularValues(target);
       const n = 30;
@@ -266,8 +271,7 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const b2 = randomDense(40, 4, rand), a2 = randomDense(4, 30, rand);
     const b3 = randomDense(40, 2, rand), a3 = randomDense(2, 30, rand);
     const diffusers = await peft([{ name: diffusersPath, b: b1, a: a1, alpha: 8 }], { target_modules: ['to_q'], base_model_name_or_path: 'stabilityai/stable-diffusion-xl-base-1.0', task_type: null });
-    const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'k.safetensors': kohyaFile([{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]) })));
-    opened.push(kohya);
+    const kohya = await file('k.safetensors', [{ name: ldmKey, b: b2, a: a2, alpha: 2 }, { name: onlyKohya, b: b3, a: a3, alpha: 2 }]);
     // The update asked for on to_q, in float64: 1 · (8/4)·B₁A₁ + 0.5 · (2/4)·B₂A₂.
     const target = sum([scaled(product(b1, a1), 2), scaled(product(b2, a2), 0.25)]);
     return { inputs: [{ adapter: diffusers, weight: 1 }, { adapter: kohya, weight: 0.5 }], target, only: scaled(product(b3, a3), 0.5) };
@@ -297,9 +301,8 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const rand = seededRandom(43);
     const b1 = randomDense(40, 2, rand), a1 = randomDense(2, 30, rand), b2 = randomDense(40, 2, rand), a2 = randomDense(2, 30, rand);
     const b3 = randomDense(40, 3, rand), a3 = randomDense(3, 30, rand);
-    const both = await openAdapter(await openNodeInputFileSet(temp.make({ 'both.safetensors': kohyaFile([{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]) })));
-    const other = await openAdapter(await openNodeInputFileSet(temp.make({ 'other.safetensors': kohyaFile([{ name: ldmKey, b: b3, a: a3, alpha: 3 }]) })));
-    opened.push(both, other);
+    const both = await file('both.safetensors', [{ name: outName, b: b1, a: a1, alpha: 2 }, { name: ldmKey, b: b2, a: a2, alpha: 1 }]);
+    const other = await file('other.safetensors', [{ name: ldmKey, b: b3, a: a3, alpha: 3 }]);
     // PEFT's ties at density 1, in float64: signs elected from T₁ + T₂, the weighted values of that sign averaged over how many have it.
     const t1 = sum([product(b1, a1), scaled(product(b2, a2), 0.5)]);
     const t2 = product(b3, a3);
@@ -327,9 +330,8 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
 it("refuses svd where one Flux weight is named BFL's way (qkv) and diffusers' way (to_q, a third of its rows), naming both; cat writes both exactly", async () => {
   const rand = seededRandom(45);
   const qkv = 'lora_unet_double_blocks_0_img_attn_qkv';
-  const kohya = await openAdapter(await openNodeInputFileSet(temp.make({ 'bfl.safetensors': kohyaFile([{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]) })));
+  const kohya = await file('bfl.safetensors', [{ name: qkv, b: randomDense(24, 2, rand), a: randomDense(2, 8, rand) }]);
   const diffusers = await peft([{ name: 'transformer_blocks.0.attn.to_q', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }, { name: 'transformer_blocks.0.attn.to_out.0', b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) }], { target_modules: ['to_q', 'to_out.0'], task_type: null });
-  opened.push(kohya);
   const inputs = [{ adapter: kohya, weight: 1 }, { adapter: diffusers, weight: 1 }];
   for (const method of ['svd', 'ties'] as const) {
     const refused = await combineAdapters(inputs, { method, density: method === 'ties' ? 0.5 : undefined, format: 'kohya' }, backends.cpu!).catch((e: Error) => e);
@@ -396,11 +398,6 @@ function solveFactor(b: Dense, w: Dense): Dense {
 }
 
 describe('one text encoder weight named two ways (kohya beside diffusers; open_clip beside transformers)', () => {
-  const file = async (name: string, modules: FixtureModule[]) => {
-    const a = await openAdapter(await openNodeInputFileSet(temp.make({ [name]: kohyaFile(modules) })));
-    opened.push(a);
-    return a;
-  };
   const cpu = () => backends.cpu!;
 
   it("SD1.x's encoder: kohya's lora_te_ and diffusers' text_encoder. are one module, for svd and cat", async () => {
@@ -448,6 +445,85 @@ describe('one text encoder weight named two ways (kohya beside diffusers; open_c
       const want = target[m.name as keyof typeof target];
       const err = Math.sqrt(frob2(minus(applied(m), want)));
       expect(err, m.name).toBeLessThanOrEqual(optimalError(want, 2) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want)));
+    }
+  });
+});
+
+describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_model., SDXL conditioner.embedders.) beside kohya's and diffusers'", () => {
+  const cpu = () => backends.cpu!;
+  /** The update Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ in float64. */
+  const target = (parts: { m: { b: Dense; a: Dense; alpha: number }; w: number }[]) =>
+    sum(parts.map(({ m, w }) => scaled(product(m.b, m.a), (w * m.alpha) / m.b.cols)));
+  const withinOptimal = (got: Dense, want: Dense, k: number) =>
+    Math.sqrt(frob2(minus(got, want))) <= optimalError(want, k) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want));
+
+  it("SD2's OpenCLIP-H in open_clip's naming (cond_stage_model.model.…resblocks) is kohya's lora_te_ and diffusers' text_encoder. module, for svd", async () => {
+    const rand = seededRandom(61);
+    const f = (alpha: number) => ({ b: randomDense(32, 2, rand), a: randomDense(2, 16, rand), alpha });
+    const [outLdm, fc2Ldm, outKohya, fc2Diffusers] = [f(1), f(2), f(4), f(2)];
+    const ldm = await file('sd2-ldm.safetensors', [
+      { name: 'cond_stage_model.model.transformer.resblocks.3.attn.out_proj', ...outLdm },
+      { name: 'cond_stage_model.model.transformer.resblocks.3.mlp.c_proj', ...fc2Ldm },
+    ]);
+    const kohya = await file('sd2-kohya.safetensors', [{ name: 'lora_te_text_model_encoder_layers_3_self_attn_out_proj', ...outKohya }]);
+    const diffusers = await file('sd2-diffusers.safetensors', [{ name: 'text_encoder.text_model.encoder.layers.3.mlp.fc2', ...fc2Diffusers }]);
+    const inputs = [{ adapter: kohya, weight: 1 }, { adapter: ldm, weight: 0.5 }, { adapter: diffusers, weight: -1 }];
+    const want: Record<string, Dense> = {
+      lora_te_text_model_encoder_layers_3_self_attn_out_proj: target([{ m: outKohya, w: 1 }, { m: outLdm, w: 0.5 }]),
+      lora_te_cond_stage_model_model_transformer_resblocks_3_mlp_c_proj: target([{ m: fc2Ldm, w: 0.5 }, { m: fc2Diffusers, w: -1 }]),
+    };
+    const svd = await combineAdapters(inputs, { method: 'svd', rank: 2, format: 'kohya' }, cpu());
+    expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
+    for (const m of svd.adapter.modules) expect(withinOptimal(applied(m), want[m.name], 2), m.name).toBe(true);
+  });
+
+  it("SDXL's CLIP-L as its checkpoint names it (conditioner.embedders.0.transformer.), lora_te1_ and text_encoder. are one module; its CLIP-G's stays apart", async () => {
+    const rand = seededRandom(62);
+    const f = (alpha: number) => ({ b: randomDense(24, 3, rand), a: randomDense(3, 16, rand), alpha });
+    const [qSgm, qKohya, qDiffusers, qG] = [f(3), f(1.5), f(6), f(3)];
+    const sgm = await file('sdxl-sgm.safetensors', [{ name: 'conditioner.embedders.0.transformer.text_model.encoder.layers.5.self_attn.q_proj', ...qSgm }]);
+    const kohya = await file('sdxl-kohya.safetensors', [
+      { name: 'lora_te1_text_model_encoder_layers_5_self_attn_q_proj', ...qKohya },
+      { name: 'lora_te2_text_model_encoder_layers_5_self_attn_q_proj', ...qG },
+    ]);
+    const diffusers = await file('sdxl-diffusers.safetensors', [{ name: 'text_encoder.text_model.encoder.layers.5.self_attn.q_proj', ...qDiffusers }]);
+    const inputs = [{ adapter: kohya, weight: 0.75 }, { adapter: diffusers, weight: 1 }, { adapter: sgm, weight: 2 }];
+    const want: Record<string, Dense> = {
+      lora_te1_text_model_encoder_layers_5_self_attn_q_proj: target([{ m: qKohya, w: 0.75 }, { m: qDiffusers, w: 1 }, { m: qSgm, w: 2 }]),
+      lora_te2_text_model_encoder_layers_5_self_attn_q_proj: target([{ m: qG, w: 0.75 }]),
+    };
+    const svd = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
+    expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
+    for (const m of svd.adapter.modules) expect(withinOptimal(applied(m), want[m.name], 3), m.name).toBe(true);
+    // kohya's two spellings of the CLIP-L alone (lora_te_ is the CLIP-L wherever lora_te1_ lands).
+    const kohyaTe = await file('sdxl-kohya-te.safetensors', [{ name: 'lora_te_text_model_encoder_layers_5_self_attn_q_proj', ...qSgm }]);
+    const pair = await combineAdapters([{ adapter: kohyaTe, weight: 1 }, { adapter: kohya, weight: 1 }], { method: 'svd', rank: 3, format: 'kohya' }, cpu());
+    expect(pair.adapter.modules.map((m) => m.name)).toEqual(['lora_te_text_model_encoder_layers_5_self_attn_q_proj', 'lora_te2_text_model_encoder_layers_5_self_attn_q_proj']);
+    expect(withinOptimal(applied(pair.adapter.modules[0]), target([{ m: qSgm, w: 1 }, { m: qKohya, w: 1 }]), 3)).toBe(true);
+  });
+
+  it("a bare text_model. module, SD1's checkpoint naming and a combine output's kohya name of it are one module with lora_te_ and text_encoder.'s, whatever order the adapters come in", async () => {
+    const rand = seededRandom(63);
+    const f = (alpha: number) => ({ b: randomDense(20, 2, rand), a: randomDense(2, 12, rand), alpha });
+    const named: [string, string][] = [
+      ['bare', 'text_model.encoder.layers.0.mlp.fc1'],
+      ['kohya', 'lora_te_text_model_encoder_layers_0_mlp_fc1'],
+      ['diffusers', 'text_encoder.text_model.encoder.layers.0.mlp.fc1'],
+      ['ldm', 'cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1'],
+      // What combine writes for the LDM name in a kohya file (kohyaPartFor): the same output name.
+      ['combined', 'lora_te_cond_stage_model_transformer_text_model_encoder_layers_0_mlp_fc1'],
+    ];
+    const weighted = await Promise.all(named.map(async ([label, name], i) => {
+      const m = f(i + 1);
+      return { adapter: await file(`${label}.safetensors`, [{ name, ...m }]), weight: [1, -0.5, 2, 0.25, -1][i], m };
+    }));
+    const want = target(weighted.map(({ m, weight }) => ({ m, w: weight })));
+    const orders = (xs: number[]): number[][] => (xs.length <= 1 ? [xs] : xs.flatMap((x) => orders(xs.filter((y) => y !== x)).map((o) => [x, ...o])));
+    for (const order of orders([0, 1, 2, 3, 4])) {
+      const inputs = order.map((i) => ({ adapter: weighted[i].adapter, weight: weighted[i].weight }));
+      const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
+      expect(cat.adapter.modules.map((m) => m.rank), `order ${order}`).toEqual([10]);
+      expect(relError(applied(cat.adapter.modules[0]), want), `order ${order}`).toBeLessThan(1e-6);
     }
   });
 });

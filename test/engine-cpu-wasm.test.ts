@@ -4,7 +4,8 @@
  * threads (order, reuse of a tensor's factors across slabs, cancellation, non-finite results).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -294,5 +295,77 @@ describe('what the pool posts to its workers', () => {
     expect(arrays.some(([path]) => path === 'job.certify.gnl')).toBe(true);
     for (const [path, view] of arrays) expect(view.buffer instanceof SharedArrayBuffer, path).toBe(true);
     backend.dispose();
+  });
+});
+
+describe('workers start when an op has pieces for them', () => {
+  it('a merge of one small tensor starts none of --threads 8; larger ones start one per piece past the calling thread, never more than asked', async () => {
+    // Workers that run the real job handler on this thread, counted as they start.
+    const kernel = createWasmKernel();
+    let started = 0;
+    const start = (): PoolWorker => {
+      started++;
+      let reply: (r: Awaited<ReturnType<typeof runWorkerJob>>) => void = () => {};
+      let queue = Promise.resolve();
+      return {
+        post: (job) => { queue = queue.then(async () => reply(await runWorkerJob(kernel, job))); },
+        listen: (onReply) => { reply = onReply; },
+        hold: () => {},
+        terminate: () => {},
+      };
+    };
+    const pool = new RowBlockPool({ count: 7, start }, () => new Promise((r) => setTimeout(r, 0)));
+    const backend = new CpuBackend('test', { pool });
+    expect(pool.threads).toBe(8);
+    expect(started).toBe(0);
+    // 4 rows (of 16384 columns: the backend sends ops of 64 Ki elements or more to the pool): one
+    // block of 4, the smallest, which the calling thread takes.
+    const small = randomOp(90, { rows: 4, cols: 16384, baseDtype: 'F16', outDtype: 'F16', ranks: [2] });
+    expectAccurate(small, await backend.merge(small));
+    expect(started).toBe(0);
+    // 12 rows: three blocks of 4 (two per thread would be 16 pieces), so two workers.
+    const three = randomOp(91, { rows: 12, cols: 16384, baseDtype: 'F16', outDtype: 'F16', ranks: [2] });
+    expectAccurate(three, await backend.merge(three));
+    expect(started).toBe(2);
+    const big = randomOp(92, { rows: 640, cols: 128, baseDtype: 'BF16', outDtype: 'BF16', ranks: [3] });
+    expectAccurate(big, await backend.merge(big));
+    expect(started).toBe(7);
+    expectAccurate(big, await backend.merge(big));
+    expect([started, pool.workersStarted]).toEqual([7, 7]);
+    backend.dispose();
+  });
+
+  it("Node's pool of 8 threads merges a small tensor with no worker started, and a script that never disposes a pool whose workers ran ends on its own", async () => {
+    const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+    const pool = new CpuWorkerPool(pathToFileURL(workerScript), 8);
+    const backend = new CpuBackend('test', { pool });
+    const small = randomOp(93, { rows: 4, cols: 16384, baseDtype: 'F32', outDtype: 'F16', ranks: [4] });
+    expectAccurate(small, await backend.merge(small));
+    expect(pool.workersStarted).toBe(0);
+    backend.dispose();
+    const dist = (path: string) => JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', path)).href);
+    const script = `
+      const { CpuWorkerPool } = await import(${dist('engine/cpu/cpu-worker-pool.js')});
+      const { CpuBackend } = await import(${dist('engine/cpu/cpu-backend.js')});
+      const pool = new CpuWorkerPool(new URL(${JSON.stringify(pathToFileURL(workerScript).href)}), 4);
+      const backend = new CpuBackend('script', { pool });
+      const rows = 512, cols = 256;
+      await backend.merge({
+        name: 'w', rows, cols, rowStart: 0, rowCount: rows, layout: 'out-in', outDtype: 'F32',
+        base: { dtype: 'F32', data: new Uint8Array(rows * cols * 4) },
+        terms: [{ a: { dtype: 'F32', data: new Uint8Array(cols * 4) }, b: { dtype: 'F32', data: new Uint8Array(rows * 4) }, rank: 1, scale: 1 }],
+      });
+      console.log(pool.workersStarted);
+    `;
+    // A script file: workers inherit the process's flags, and `--input-type` is refused in a worker.
+    const dir = mkdtempSync(join(tmpdir(), 'loramerge-pool-'));
+    try {
+      writeFileSync(join(dir, 'run.mjs'), script);
+      // A timeout (a worker keeping the process alive) fails the test.
+      const out = execFileSync(process.execPath, [join(dir, 'run.mjs')], { encoding: 'utf8', timeout: 60_000 });
+      expect(Number(out.trim())).toBe(3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,13 +6,13 @@
  * config.json, index and metadata.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorLines, runCli } from './helpers/cli.js';
 import { roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder, prepareFolders as prepare } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(1212);
@@ -23,13 +23,6 @@ beforeAll(async () => {
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
-type Files = Record<string, string | Uint8Array>;
-
-async function prepare(base: Files, adapters: Files[], weights: number[] = []): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((files, i) => ({
-    files: memoryInputFileSet(files, `adapter${i + 1}`), weight: weights[i] ?? 1,
-  })));
-}
 
 async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu', outDtype?: 'F32' | 'F16' | 'BF16'): Promise<MergedFolder> {
   const output = createBlobOutputTarget();

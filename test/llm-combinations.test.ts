@@ -10,13 +10,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { merge as browserMerge } from '../src/merge.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder, prepareFolders as prepare, type Files } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 import { buildGguf, readGguf, tensorValues, type MetaValue } from './helpers/gguf-builder.js';
 
@@ -32,13 +32,8 @@ afterAll(() => {
   dirs.removeAll();
 });
 
-type Files = Record<string, string | Uint8Array>;
 const KINDS = ['cpu', 'webgpu'] as const;
 const P = 'base_model.model';
-
-async function prepare(base: Files, adapters: Files[]): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((files, i) => ({ files: memoryInputFileSet(files, `adapter${i + 1}`) })));
-}
 
 async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu', options: { outDtype?: string; onWarning?: (w: string) => void } = {}): Promise<MergedFolder> {
   const output = createBlobOutputTarget();

@@ -4,10 +4,10 @@
  * each adapter PEFT's, and each merged tensor is compared with float64 truth written out here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, mergeIntoFolder, randomTensor, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, mergeIntoFolder, randomTensor, type MergedFolder, prepareOne as prepare, type Files } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(4404);
@@ -17,11 +17,6 @@ beforeAll(async () => {
 });
 afterAll(() => backend.dispose());
 
-type Files = Record<string, string | Uint8Array>;
-
-async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter1'), weight: 1 }]);
-}
 
 const merge = (prepared: PreparedMerge): Promise<MergedFolder> => mergeIntoFolder(prepared, backend);
 

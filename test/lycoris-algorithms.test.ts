@@ -12,6 +12,7 @@ import { estimateUpdateMagnitudes } from '../src/plan/update-magnitudes.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { mm } from './helpers/dense-f64.js';
+import { tuckerConv1d as tucker } from './helpers/peft-delta-truth.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 
@@ -27,17 +28,6 @@ function rnd(rand: () => number, shape: number[], dtype: FixtureDType = 'F32', s
 
 const fx = (name: string, t: T): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.v });
 const scalar = (name: string, value: number, dtype: FixtureDType = 'F32'): FixtureTensor => ({ name, dtype, shape: [], data: [value] });
-
-/** Tucker: ΔW[p, q, k] = Σ_ij t[i, j, k]·wa[i, p]·wb[j, q]; t (ri, rj, K), wa (ri, P), wb (rj, Q). */
-function tucker(t: Float64Array, wa: Float64Array, wb: Float64Array, ri: number, rj: number, K: number, P: number, Q: number): Float64Array {
-  const out = new Float64Array(P * Q * K);
-  for (let p = 0; p < P; p++) for (let q = 0; q < Q; q++) for (let k = 0; k < K; k++) {
-    let s = 0;
-    for (let i = 0; i < ri; i++) for (let j = 0; j < rj; j++) s += t[(i * rj + j) * K + k] * wa[i * P + p] * wb[j * Q + q];
-    out[(p * Q + q) * K + k] = s;
-  }
-  return out;
-}
 
 /** kron(W1 (a × c), W2 (b × d·K)) as LyCORIS builds it for (a·b, c·d, k…): [o1·b + o2, (i1·d + i2)·K + k]. */
 function kron(w1: Float64Array, a: number, c: number, w2: Float64Array, b: number, dK: number): Float64Array {
@@ -150,7 +140,7 @@ const a1 = (() => {
     const n = `lycoris_${flat(KEYS.conv1)}`;
     const w1 = rnd(rand, [4, 2], 'F32'), t2 = rnd(rand, [3, 3, 3, 3], 'F32', 0.5), w2a = rnd(rand, [3, 4], 'F16'), w2b = rnd(rand, [3, 4], 'F16');
     t.push(fx(`${n}.lokr_w1`, w1), fx(`${n}.lokr_t2`, t2), fx(`${n}.lokr_w2_a`, w2a), fx(`${n}.lokr_w2_b`, w2b), scalar(`${n}.alpha`, 6));
-    truth[KEYS.conv1] = (w) => addScaled(w, kron(w1.v, 4, 2, tucker(t2.v, w2a.v, w2b.v, 3, 3, 9, 4, 4), 4, 36), s * 2);
+    truth[KEYS.conv1] = (w) => addScaled(w, kron(w1.v, 4, 2, tucker(t2.v, w2a.v, w2b.v, 3, 4, 4, 9), 4, 36), s * 2);
   }
   // LoKr with both factors full on to_k (40 × 60): W1 (4 × 6), W2 (10 × 10), a huge stored α, scale exactly 1.
   {
@@ -222,7 +212,7 @@ const a2 = (() => {
     t.push(fx(`${n}.lora_up.weight`, up), fx(`${n}.lora_mid.weight`, mid), fx(`${n}.lora_down.weight`, down), scalar(`${n}.alpha`, 1));
     // up (16, 2) is wa transposed: wa[i, p] = up[p, i].
     const upT = new Float64Array(32).map((_, j) => up.v[(j % 16) * 2 + Math.floor(j / 16)]);
-    truth[KEYS.conv1] = (w) => addScaled(w, tucker(mid.v, upT, down.v, 2, 2, 9, 16, 8), s * 0.5);
+    truth[KEYS.conv1] = (w) => addScaled(w, tucker(mid.v, upT, down.v, 2, 16, 8, 9), s * 0.5);
   }
   // LoHa with Tucker cores on conv2 (8, 16, 3, 3), r = 2, α = 4 → 2 (after adapter 1's full diff).
   {
@@ -231,7 +221,7 @@ const a2 = (() => {
     const t2 = rnd(rand, [2, 2, 3, 3], 'BF16'), w2a = rnd(rand, [2, 8], 'BF16'), w2b = rnd(rand, [2, 16], 'BF16');
     t.push(fx(`${n}.hada_t1`, t1), fx(`${n}.hada_w1_a`, w1a), fx(`${n}.hada_w1_b`, w1b),
       fx(`${n}.hada_t2`, t2), fx(`${n}.hada_w2_a`, w2a), fx(`${n}.hada_w2_b`, w2b), scalar(`${n}.alpha`, 4, 'BF16'));
-    const d1 = tucker(t1.v, w1a.v, w1b.v, 2, 2, 9, 8, 16), d2 = tucker(t2.v, w2a.v, w2b.v, 2, 2, 9, 8, 16);
+    const d1 = tucker(t1.v, w1a.v, w1b.v, 2, 8, 16, 9), d2 = tucker(t2.v, w2a.v, w2b.v, 2, 8, 16, 9);
     truth[KEYS.conv2] = (w) => addScaled(w, d1.map((x, i) => x * d2[i]), s * 2);
   }
   // IA3 per output channel on time_emb_proj (16 × 20), per input channel on ff.net.2 (20 × 36).
@@ -321,7 +311,7 @@ describe('random shapes, forms, ranks and dtypes', () => {
       } else {
         const r2 = decomposed ?? int(1, 3), core = rnd(r, [r2, r2, ...kernel], 'F32', 0.5), fa = rnd(r, [r2, b], fDtype), fb = rnd(r, [r2, d], fDtype);
         t.push(fx(`${n}.lokr_t2`, core), fx(`${n}.lokr_w2_a`, fa), fx(`${n}.lokr_w2_b`, fb));
-        w2 = tucker(core.v, fa.v, fb.v, r2, r2, K, b, d);
+        w2 = tucker(core.v, fa.v, fb.v, r2, b, d, K);
         decomposed ??= r2;
       }
       const alpha = int(1, 8);
@@ -334,7 +324,7 @@ describe('random shapes, forms, ranks and dtypes', () => {
         const [c1, c2] = [rnd(r, [rh, rh, ...kernel], 'F32'), rnd(r, [rh, rh, ...kernel], 'F32')];
         const [a1, b1, a2, b2] = [rnd(r, [rh, out], fDtype), rnd(r, [rh, inF], fDtype), rnd(r, [rh, out], fDtype), rnd(r, [rh, inF], fDtype)];
         t2.push(fx(`${n}.hada_t1`, c1), fx(`${n}.hada_w1_a`, a1), fx(`${n}.hada_w1_b`, b1), fx(`${n}.hada_t2`, c2), fx(`${n}.hada_w2_a`, a2), fx(`${n}.hada_w2_b`, b2));
-        const x = tucker(c1.v, a1.v, b1.v, rh, rh, K, out, inF), y = tucker(c2.v, a2.v, b2.v, rh, rh, K, out, inF);
+        const x = tucker(c1.v, a1.v, b1.v, rh, out, inF, K), y = tucker(c2.v, a2.v, b2.v, rh, out, inF, K);
         dh = x.map((v, i) => v * y[i]);
       } else {
         const [a1, b1, a2, b2] = [rnd(r, [out, rh], fDtype), rnd(r, [rh, inF], fDtype), rnd(r, [out, rh], fDtype), rnd(r, [rh, inF], fDtype)];

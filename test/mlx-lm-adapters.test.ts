@@ -12,7 +12,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder, prepareFolders as prepare, type Files } from './helpers/hf-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { readGguf, tensorValues } from './helpers/gguf-builder.js';
@@ -31,7 +31,6 @@ afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const dirs = tempDirs();
 afterAll(() => dirs.removeAll());
 
-type Files = Record<string, string | Uint8Array>;
 const KINDS = ['cpu', 'webgpu'] as const;
 
 // A Llama checkpoint, sizes scaled down and odd: hidden 10, 6 key/value features, MLP 14, vocabulary 17.
@@ -87,12 +86,6 @@ function doraRows(v: Float64Array, rows: number, m: DecodedTensor): Float64Array
     for (let c = 0; c < cols; c++) out[r * cols + c] = f * v[r * cols + c];
   }
   return out;
-}
-
-async function prepare(base: Files, adapters: Files[], weights: number[] = []): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((files, i) => ({
-    files: memoryInputFileSet(files, `adapter${i + 1}`), weight: weights[i] ?? 1,
-  })));
 }
 
 const merge = (prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> => mergeIntoFolder(prepared, backends[kind]!);

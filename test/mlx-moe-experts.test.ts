@@ -10,14 +10,14 @@
  * slabs that end inside experts. The mlx files carry `format: mlx`, as mx.save_safetensors writes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { seededRandom, tempDirs, type DecodedTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { mlxFolder } from './helpers/mlx-lm-folder.js';
@@ -31,7 +31,6 @@ beforeAll(async () => {
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const KINDS = ['cpu', 'webgpu'] as const;
-type Files = Record<string, string | Uint8Array>;
 const dirs = tempDirs();
 afterAll(() => dirs.removeAll());
 
@@ -66,10 +65,6 @@ function expertTruth(w: ArrayLike<number>, a: DecodedTensor, b: DecodedTensor, e
     merged[o * inF + i] += scale * sum;
   }
   return merged;
-}
-
-async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
 }
 
 describe('LoRASwitchLinear on a Hugging Face checkpoint with one tensor per expert', () => {

@@ -12,13 +12,13 @@
  * W + α/r·B·A on one expert's slab), on the CPU and WebGPU.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { mergeFolders } from './helpers/cli.js';
 import { roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { expectValues } from './helpers/merge-truth.js';
 import { linearTruth, mlxFolder } from './helpers/mlx-lm-folder.js';
@@ -34,7 +34,6 @@ afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const KINDS = ['cpu', 'webgpu'] as const;
 const dirs = tempDirs();
 afterAll(() => dirs.removeAll());
-type Files = Record<string, string | Uint8Array>;
 /** mx.save_safetensors (mlx_lm.convert) writes `format: mlx` into each shard's metadata. */
 const MLX = { format: 'mlx' };
 
@@ -100,10 +99,6 @@ function switchTruth(w: Float64Array, a: DecodedTensor, b: DecodedTensor, scale:
     merged[(e * out + o) * inF + i] += scale * sum;
   }
   return merged;
-}
-
-async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
 }
 
 describe('mlx\'s packing, as written here', () => {

@@ -6,13 +6,12 @@
  * Llama) and a Stable Cascade prior (its only CLIP is CLIP-G), against float64 truth; folders that
  * cannot be told apart are refused in one line. Configs as transformers writes them.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { createNodeBackend } from '../src/node.js';
+import { describe, expect, it } from 'vitest';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
-import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
+import { comfyExtracted, onePipelineLora } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(4242);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -43,17 +42,10 @@ const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4
 const comfy = comfyExtracted;
 const kohya = (name: string, out: number, inF: number, key: string) => kohyaSpec(name, 2, out, inF, [{ key }], 1);
 
-const backends: Partial<Record<'cpu', MergeBackend>> = {};
-beforeAll(async () => {
-  backends.cpu = await createNodeBackend('cpu');
-});
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
-
+const pipelines = onePipelineLora(rand, 0.7, 'F16');
 const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpec[], file = 'lora.safetensors') =>
-  mergePipelineAndCheck(backends.cpu!, base, [{ file, bytes: buildSafetensors(loraTensors(rand, specs, 'F16')), specs, weight: 0.7 }],
-    Object.keys(base).filter((p) => /^text_encoder(_\d)?\/model\.safetensors$/.test(p)));
-
-const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand, 'F16');
+  pipelines.mergeAndCheck(base, specs, Object.keys(base).filter((p) => /^text_encoder(_\d)?\/model\.safetensors$/.test(p)), file);
+const planOf = pipelines.planOf;
 
 // --- the pipelines, as diffusers' model_index.json and transformers' config.json name them ------
 const sdxl = (te1Config = clipConfig(CLIP_L_CONFIG, 'CLIPTextModel'), te2Config = clipConfig(CLIP_G_CONFIG, 'CLIPTextModelWithProjection')): Record<string, Uint8Array | string> => ({
@@ -203,7 +195,7 @@ describe('a CLIP folder given on its own', () => {
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
     expect(prepared.plan.warnings).toEqual([]);
     const output = createBlobOutputTarget();
-    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await mergeModel({ prepared, output, backend: pipelines.backend() });
     await prepared.close();
     const merged = new Uint8Array(await output.files().find((f) => f.path === 'model.safetensors')!.blob.arrayBuffer());
     expectMergedFile(decodeSafetensors(folder['model.safetensors'] as Uint8Array).tensors, decodeSafetensors(merged).tensors, truthTerms(decodeSafetensors(lora).tensors, specs, 0.5));

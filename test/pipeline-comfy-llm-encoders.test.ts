@@ -9,12 +9,11 @@
  * warning; a folder without config.json (HunyuanVideo I2V's Llava, Qwen-Image's Qwen2.5-VL), or one
  * storing the language model both ways, is refused in one line.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
-import { createNodeBackend } from '../src/node.js';
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
+import { loraTensors, tensor } from './helpers/diffusion-fixtures.js';
+import { comfyExtracted, onePipelineLora } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(7331);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -111,16 +110,7 @@ const comfy = comfyExtracted;
 const Q = 'layers.0.self_attn.q_proj';
 const DOWN = 'layers.0.mlp.down_proj';
 
-const backends: Partial<Record<'cpu', MergeBackend>> = {};
-beforeAll(async () => {
-  backends.cpu = await createNodeBackend('cpu');
-});
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
-
-const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[]) =>
-  mergePipelineAndCheck(backends.cpu!, base, [{ file: 'lora.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 0.7 }], written);
-
-const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand);
+const { mergeAndCheck, planOf } = onePipelineLora(rand, 0.7);
 
 describe('ComfyUI\'s LLM text encoders on a pipeline\'s folder', () => {
   it('HunyuanVideo: `text_encoders.llama.transformer.model.` on its LlamaModel, stored without `model.`; `clip_l` on its CLIP-L text_encoder_2/', async () => {

@@ -7,12 +7,10 @@
  * Wan's `umt5xxl` on AuraFlow and `t5xxl` on HunyuanDiT's mT5; where model_index.json has no
  * pipeline class to say which, refused in one line.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MergeBackend } from '../src/index.js';
-import { createNodeBackend } from '../src/node.js';
+import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { kohyaSpec, loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { comfyExtracted, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
+import { kohyaSpec, tensor } from './helpers/diffusion-fixtures.js';
+import { comfyExtracted, onePipelineLora } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(5151);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -72,16 +70,7 @@ const wan: Record<string, Uint8Array | string> = {
 
 const comfy = comfyExtracted;
 
-const backends: Partial<Record<'cpu', MergeBackend>> = {};
-beforeAll(async () => {
-  backends.cpu = await createNodeBackend('cpu');
-});
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
-
-const mergeAndCheck = (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[]) =>
-  mergePipelineAndCheck(backends.cpu!, base, [{ file: 'lora.safetensors', bytes: buildSafetensors(loraTensors(rand, specs, 'BF16')), specs, weight: 0.8 }], written);
-
-const planOf = (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand);
+const { mergeAndCheck, planOf } = onePipelineLora(rand, 0.8);
 
 describe('ComfyUI\'s encoders of one pipeline on its folders', () => {
   it('AuraFlow: `text_encoders.pile_t5xl.` on its UMT5EncoderModel text_encoder/', async () => {

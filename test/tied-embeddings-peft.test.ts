@@ -7,13 +7,13 @@
  * checked against float64 math written out here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(4511);
@@ -23,11 +23,6 @@ beforeAll(async () => {
 });
 afterAll(() => cpu.dispose());
 
-type Files = Record<string, string | Uint8Array>;
-
-async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]);
-}
 
 async function merge(prepared: PreparedMerge): Promise<MergedFolder> {
   const output = createBlobOutputTarget();
@@ -104,7 +99,7 @@ describe('a config.json without tie_word_embeddings: the config class default', 
     it(`${name} (its config class defaults to false): the head's tied LoRA is refused, as PEFT finds no tied layer`, async () => {
       const prepared = prepare(hfModelFolder(tiedBase(), config), peftFolder({ r: R, lora_alpha: R, ensure_weight_tying: true, target_modules: ['embed_tokens'] }, embeddingLora(true)));
       await expect(prepared).rejects.toThrow(
-        `adapter/adapter_config.json: module "lm_head" is in adapter/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (not targeted by target_modules ["embed_tokens"] otherwise), but the base's config.json has no tie_word_embeddings and model_type "${config.model_type}" defaults to false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`,
+        `adapter1/adapter_config.json: module "lm_head" is in adapter1/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (not targeted by target_modules ["embed_tokens"] otherwise), but the base's config.json has no tie_word_embeddings and model_type "${config.model_type}" defaults to false, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`,
       );
     });
   }
@@ -214,10 +209,10 @@ describe('T5: shared, encoder.embed_tokens, decoder.embed_tokens and lm_head are
 
   it('a LoRA on lm_head, on shared, on encoder/decoder embed_tokens, or a saved shared is refused, naming the module and the tie', async () => {
     const cases: [object, FixtureTensor[], string][] = [
-      [{ target_modules: ['lm_head'] }, lora('lm_head', V, H), 'adapter: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged'],
-      [{ target_modules: ['shared'] }, embedding('shared'), 'adapter: module "shared" lands on shared.weight, which the model ties to encoder.embed_tokens.weight, decoder.embed_tokens.weight, lm_head.weight'],
-      [{ target_modules: ['embed_tokens'] }, [...embedding('encoder.embed_tokens'), ...embedding('decoder.embed_tokens')], 'adapter: module "encoder.embed_tokens" lands on encoder.embed_tokens.weight, which the model ties to shared.weight, decoder.embed_tokens.weight, lm_head.weight'],
-      [{ target_modules: ['q'], modules_to_save: ['shared'] }, [...lora('encoder.block.0.layer.0.SelfAttention.q', H, H), randomTensor('base_model.model.shared.weight', [V, H], 'F32', rand)], 'adapter: saved tensor "base_model.model.shared.weight" lands on shared.weight'],
+      [{ target_modules: ['lm_head'] }, lora('lm_head', V, H), 'adapter1: module "lm_head" lands on lm_head.weight, which the model ties to shared.weight, encoder.embed_tokens.weight, decoder.embed_tokens.weight (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged'],
+      [{ target_modules: ['shared'] }, embedding('shared'), 'adapter1: module "shared" lands on shared.weight, which the model ties to encoder.embed_tokens.weight, decoder.embed_tokens.weight, lm_head.weight'],
+      [{ target_modules: ['embed_tokens'] }, [...embedding('encoder.embed_tokens'), ...embedding('decoder.embed_tokens')], 'adapter1: module "encoder.embed_tokens" lands on encoder.embed_tokens.weight, which the model ties to shared.weight, decoder.embed_tokens.weight, lm_head.weight'],
+      [{ target_modules: ['q'], modules_to_save: ['shared'] }, [...lora('encoder.block.0.layer.0.SelfAttention.q', H, H), randomTensor('base_model.model.shared.weight', [V, H], 'F32', rand)], 'adapter1: saved tensor "base_model.model.shared.weight" lands on shared.weight'],
     ];
     for (const [config, tensors, message] of cases) {
       await expect(prepare(hfModelFolder(base(), T5), peftFolder({ r: R, lora_alpha: R, ...config }, tensors))).rejects.toThrow(message);
@@ -232,7 +227,7 @@ describe('T5: shared, encoder.embed_tokens, decoder.embed_tokens and lm_head are
       randomTensor('model.decoder.layers.0.self_attn.q_proj.weight', [H, H], 'F32', rand),
     ];
     await expect(prepare(hfModelFolder(b, bart), peftFolder({ r: R, lora_alpha: R, target_modules: ['embed_tokens'] }, embedding('model.encoder.embed_tokens'))))
-      .rejects.toThrow('adapter: module "model.encoder.embed_tokens" lands on model.encoder.embed_tokens.weight, which the model ties to model.shared.weight, model.decoder.embed_tokens.weight, lm_head.weight (one shared tensor)');
+      .rejects.toThrow('adapter1: module "model.encoder.embed_tokens" lands on model.encoder.embed_tokens.weight, which the model ties to model.shared.weight, model.decoder.embed_tokens.weight, lm_head.weight (one shared tensor)');
     const q = lora('model.encoder.layers.0.self_attn.q_proj', H, H);
     const prepared = await prepare(hfModelFolder(b, bart), peftFolder({ r: R, lora_alpha: R, target_modules: ['q_proj'] }, q));
     expect(prepared.plan.problems).toEqual([]);

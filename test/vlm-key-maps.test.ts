@@ -7,11 +7,11 @@
  * model transformers' conversion splits, refused with what differs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { checkpointKeyMapArchitectures } from '../src/formats/layouts/checkpoint-key-maps.js';
 import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, peftFolder, mergeIntoFolder, randomTensor, type MergedFolder } from './helpers/hf-folder.js';
+import { decoded, hfModelFolder, peftFolder, mergeIntoFolder, randomTensor, type MergedFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(5207);
@@ -23,11 +23,6 @@ beforeAll(async () => {
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
 const KINDS = ['cpu', 'webgpu'] as const;
-type Files = Record<string, string | Uint8Array>;
-
-async function prepare(base: Files, adapter: Files): Promise<PreparedMerge> {
-  return prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter1'), weight: 1 }]);
-}
 
 const merge = (prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> => mergeIntoFolder(prepared, backends[kind]!);
 

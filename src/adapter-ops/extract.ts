@@ -21,6 +21,7 @@ import type { ProgressListener } from '../pipeline/progress.js';
 import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
 import { baseComponents, type BaseComponent } from '../formats/base-components.js';
+import { transformersLinearName } from '../formats/layouts/openclip-text.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
 import { product } from '../integers.js';
 
@@ -216,10 +217,6 @@ export interface KohyaNames {
   fusedQkv(path: string, inProjKey: string): [string, string, string] | undefined;
 }
 
-// open_clip's names of a text-encoder layer's linears, and transformers' (kohya's, ComfyUI's) for them.
-const OPENCLIP_LINEAR = /^resblocks\.(\d+)\.(attn\.out_proj|mlp\.c_fc|mlp\.c_proj)$/;
-const TRANSFORMERS_LINEAR: Readonly<Record<string, string>> = { 'attn.out_proj': 'self_attn.out_proj', 'mlp.c_fc': 'mlp.fc1', 'mlp.c_proj': 'mlp.fc2' };
-
 /**
  * kohya's name of each module of a model, from the components its keys reveal (base-components.ts),
  * as ComfyUI's and kohya's loaders read them: the denoiser's modules are `lora_unet_` + its own key
@@ -257,8 +254,8 @@ export function kohyaNamer(keys: Iterable<string>): KohyaNames {
       const named = encoderPath(c, path);
       if (c.encoder === 't5') return /^encoder\./.test(named) ? `lora_${partOf(c)}_${underscored(named)}` : undefined;
       if (/^text_model\./.test(named)) return `lora_${partOf(c)}_${underscored(named)}`;
-      const openclip = OPENCLIP_LINEAR.exec(named);
-      return openclip ? `lora_${partOf(c)}_text_model_encoder_layers_${openclip[1]}_${underscored(TRANSFORMERS_LINEAR[openclip[2]])}` : undefined;
+      const openclip = transformersLinearName(named);
+      return openclip ? `lora_${partOf(c)}_${underscored(openclip)}` : undefined;
     },
     fusedQkv(path, inProjKey) {
       const c = owner.get(inProjKey);

@@ -11,6 +11,7 @@ import type { Mat } from '../algebra/matrix.js';
 import { readModuleFactors } from '../plan/module-factors.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { diffusersUnetName } from '../formats/layouts/sd-ldm-unet.js';
+import { transformersLinearName } from '../formats/layouts/openclip-text.js';
 import { isLokrOfFullFactors, lokrFullFactors } from '../formats/algorithms/lokr.js';
 import { lowRankPiece } from '../formats/algorithms/factor-io.js';
 import { throwIfProblems } from '../plan/problems.js';
@@ -50,7 +51,7 @@ export function outputName(module: AdapterModule, format: OutputFormat): string 
  * checkpoints name it (kohya's SDXL LoRAs: `input_blocks_4_1_…`) and one named as diffusers' UNet
  * does (`down_blocks.1.attentions.0.…`, PEFT and most diffusers trainers) are one weight (the
  * sd-ldm-unet layout's mapping, which needs no base in that direction); so are a text encoder's
- * two namings (textEncoderLanding); other names are their output name. A guess that only ever joins names that layout joins.
+ * namings (textEncoderLanding); other names are their output name. A guess that only ever joins names that layout joins.
  */
 export function landingKey(module: AdapterModule, format: OutputFormat): string {
   const { path, flat } = module.address;
@@ -62,33 +63,52 @@ export function landingKey(module: AdapterModule, format: OutputFormat): string 
   return `unet:${diffusersUnetName(flatPath) ?? flatPath}`;
 }
 
-/** SDXL's second text encoder in its LDM checkpoint, in open_clip's naming. */
-const OPENCLIP_G = 'conditioner.embedders.1.model.';
-/** open_clip's name of a block's linear (flattened) → transformers' (openclip-text.ts places the latter on the former). */
-const OPENCLIP_LINEAR = /^transformer_resblocks_(\d+)_(attn_out_proj|mlp_c_fc|mlp_c_proj)$/;
-const TRANSFORMERS_LINEAR: Readonly<Record<string, string>> = { attn_out_proj: 'self_attn_out_proj', mlp_c_fc: 'mlp_fc1', mlp_c_proj: 'mlp_fc2' };
+/**
+ * Single-file checkpoints' text encoder prefixes (LDM's and SGM's), as a bare module path names
+ * them, and the encoder each is in kohya's and diffusers' numbering: SDXL's second encoder
+ * (OpenCLIP-G, open_clip naming) is `te2`; every other one is its model's first encoder (SD1's
+ * CLIP-L, SD2's OpenCLIP-H, SDXL's CLIP-L, the SDXL refiner's OpenCLIP-G). Each prefix exists in
+ * one model's checkpoint only, where `lora_te_`, `lora_te1_` and `text_encoder.` land on that encoder.
+ */
+const SINGLE_FILE_ENCODERS: readonly [string, 'te2' | 'first'][] = [
+  ['conditioner.embedders.1.model.', 'te2'],
+  ['conditioner.embedders.0.transformer.', 'first'],
+  ['conditioner.embedders.0.model.', 'first'],
+  ['cond_stage_model.transformer.', 'first'],
+  ['cond_stage_model.model.', 'first'],
+];
 
 /**
- * The text encoder weight a module's name lands on, where two namings name it:
+ * The text encoder weight a module's name lands on, where several namings name it; every naming
+ * joined here lands on the same weight on every base where both land (base-components.ts
+ * componentForPart):
  * - the model's first text encoder: kohya's `lora_te_` (SD1.x, SD2.x; ComfyUI's CLIP-G of a
- *   refiner) and diffusers' `text_encoder.`, both in transformers' naming; loaders place both on
- *   the first encoder whatever it is (base-components.ts componentForPart);
+ *   refiner) and `lora_te1_` (CLIP-L, which is the first encoder wherever a base has one: SD1.x,
+ *   SDXL, SD3, FLUX.1; a refiner has none, and a CLIP-G update's shape is not CLIP-L's),
+ *   diffusers' `text_encoder.`, ComfyUI's `text_encoders.clip_l.`, and the single-file prefixes
+ *   of a first encoder (SINGLE_FILE_ENCODERS). A bare `text_model.…` joins them by its output
+ *   name (collectModules): a kohya output writes it as `lora_te_`, a PEFT one writes
+ *   `text_encoder.…` as the bare path;
  * - SDXL's second encoder, named by transformers (`lora_te2_text_model_…`, `text_encoder_2.`) or
  *   by open_clip as its LDM checkpoint stores it (`conditioner.embedders.1.model.transformer.
- *   resblocks.N.` or `lora_te2_transformer_resblocks_N_`): out_proj, c_fc and c_proj are
- *   transformers' out_proj, fc1 and fc2 row for row (kohya's sdxl_model_util.py conversion).
- * Undefined for other modules.
+ *   resblocks.N.` or `lora_te2_transformer_resblocks_N_`).
+ * An open_clip block's out_proj, c_fc and c_proj are transformers' out_proj, fc1 and fc2 row for
+ * row (openclip-text.ts), so either naming of one is one key. `lora_te_` and `lora_te2_` stay
+ * apart: they are one weight on an SDXL refiner only. Undefined for other modules.
  */
 function textEncoderLanding(module: AdapterModule): string | undefined {
-  const { path, part, flat, anyFirstEncoder } = module.address;
-  const flatten = (p: string) => p.replace(/\./g, '_');
-  const second = part === 'te2' ? path : part === undefined && !flat && path.startsWith(OPENCLIP_G) ? path.slice(OPENCLIP_G.length) : undefined;
-  if (second !== undefined) {
-    const open = OPENCLIP_LINEAR.exec(flatten(second));
-    return `te2:${open ? `text_model_encoder_layers_${open[1]}_${TRANSFORMERS_LINEAR[open[2]]}` : flatten(second)}`;
+  const { path, part, flat } = module.address;
+  let encoder: 'te2' | 'first' | undefined;
+  let rest = path;
+  if (part === 'te2') encoder = 'te2';
+  else if (part === 'te' || part === 'te1') encoder = 'first';
+  else if (part === undefined && !flat) {
+    const single = SINGLE_FILE_ENCODERS.find(([prefix]) => path.startsWith(prefix));
+    if (single) [encoder, rest] = [single[1], path.slice(single[0].length)];
   }
-  if (part === 'te' || (part === 'te1' && anyFirstEncoder)) return `te-first:${flatten(path)}`;
-  return undefined;
+  if (encoder === undefined) return undefined;
+  const flatten = (p: string) => p.replace(/\./g, '_');
+  return `${encoder === 'te2' ? 'te2' : 'te-first'}:${flatten(transformersLinearName(rest) ?? rest)}`;
 }
 
 /** kohya's prefix for a module path: the diffusion model's blocks are `unet`, the rest text encoders. */

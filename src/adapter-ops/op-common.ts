@@ -36,27 +36,41 @@ export const LORAMERGE_VERSION = '0.1.0';
  * shapes must agree; no adapter names one module twice. `byWeight` groups modules by the base
  * weight their names say they land on (landingKey: one UNet weight named the LDM and the diffusers
  * way), so that combine acts on the sum of every update of that weight, not on each name's share;
- * otherwise by output name (resize, which keeps every module it is given).
+ * otherwise by output name (resize, which keeps every module it is given). Modules written under
+ * one name are one module too, so a group is every module linked to another by either: which
+ * modules are one does not depend on the order the adapters are given in.
  */
 export function collectModules(adapters: readonly ParsedAdapter[], format: OutputFormat, command: string, byWeight = false): Map<string, ModuleRef[]> {
   checkModules(adapters, command);
-  const groups = new Map<string, ModuleRef[]>();
-  const groupOfName = new Map<string, string>();
+  const refs = adapters.flatMap((adapter, adapterIndex) => adapter.modules.map((module) => ({ adapterIndex, module, outputName: outputName(module, format), shape: moduleShape(module) })));
+  // Union–find over the modules: one set per output name and per landing key.
+  const parent = refs.map((_, i) => i);
+  const root = (i: number): number => (parent[i] === i ? i : (parent[i] = root(parent[i])));
+  const firstWith = new Map<string, number>();
+  const link = (key: string, i: number) => {
+    const j = firstWith.get(key);
+    if (j === undefined) firstWith.set(key, i);
+    else parent[Math.max(root(i), root(j))] = Math.min(root(i), root(j));
+  };
+  refs.forEach((r, i) => {
+    link(`name:${r.outputName}`, i);
+    if (byWeight) link(`weight:${landingKey(r.module, format)}`, i);
+  });
+  // Each set's members in first-seen order, under its first member's root (the smallest index).
+  const groups = new Map<number, ModuleRef[]>();
+  refs.forEach((r, i) => groups.set(root(i), [...(groups.get(root(i)) ?? []), r]));
   const problems: { code: 'SHAPE_MISMATCH' | 'UNSUPPORTED_FORMAT'; message: string }[] = [];
-  adapters.forEach((adapter, adapterIndex) => {
-    for (const module of adapter.modules) {
-      const name = outputName(module, format);
-      // A name already seen joins that module's group: modules written under one name are one module.
-      const key = groupOfName.get(name) ?? (byWeight ? landingKey(module, format) : name);
-      groupOfName.set(name, key);
-      const shape = moduleShape(module);
-      const refs = groups.get(key) ?? [];
-      groups.set(key, refs);
-      if (refs.some((r) => r.adapterIndex === adapterIndex && r.outputName === name)) {
+  const kept = new Map<string, ModuleRef[]>();
+  for (const members of groups.values()) {
+    const group: ModuleRef[] = [];
+    for (const ref of members) {
+      const { adapterIndex, outputName: name, shape } = ref;
+      const adapter = adapters[adapterIndex];
+      if (group.some((r) => r.adapterIndex === adapterIndex && r.outputName === name)) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: two modules are both named "${name}"` });
         continue;
       }
-      const first = refs[0];
+      const first = group[0];
       if (first && (first.shape.kind !== shape.kind || first.shape.out !== shape.out || first.shape.in !== shape.in || first.shape.downTail.join() !== shape.downTail.join())) {
         const names = first.outputName === name ? `module "${name}"` : `modules "${first.outputName}" and "${name}" (names of one base weight)`;
         problems.push({
@@ -65,12 +79,13 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
         });
         continue;
       }
-      refs.push({ adapterIndex, module, outputName: name, shape });
+      group.push(ref);
     }
-  });
+    // Keyed by the name written, the first module's (distinct: modules of one name are one set).
+    kept.set(group[0].outputName, group);
+  }
   throwIfProblems(command, problems);
-  // Keyed by the name written, the first module's (distinct: a name seen before joins its group).
-  return new Map([...groups.values()].filter((refs) => refs.length > 0).map((refs) => [refs[0].outputName, refs]));
+  return kept;
 }
 
 /**

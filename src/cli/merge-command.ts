@@ -129,8 +129,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
 }
 
 /**
- * What a `--threads` count above the machine's processors costs: every thread starts at once and
- * holds its own engine (about 14 MiB), and the ones past the processors add no speed, so a slip
+ * What a `--threads` count above the machine's processors costs: every thread a large tensor has
+ * pieces for starts and holds its own engine (about 14 MiB), and the ones past the processors add no speed, so a slip
  * such as 100 for 10 costs over a gigabyte and seconds of start-up. Said, not refused: the count is
  * the user's choice.
  */

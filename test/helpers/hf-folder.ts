@@ -3,7 +3,7 @@
  * model.safetensors.index.json, generation_config.json and tokenizer files; PEFT adapter folders;
  * and reading a merged folder back. Imports nothing from the library.
  */
-import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../../src/index.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 
 /** A tensor with random values on its dtype's grid. */
@@ -95,6 +95,19 @@ export function readMergedFolder(files: Map<string, Uint8Array>): MergedFolder {
     return new TextDecoder().decode(bytes);
   };
   return { tensors, metadata, shardOf, tensorBytes, files, json: (path) => JSON.parse(text(path)), text };
+}
+
+/** A folder's files in memory, by path. */
+export type Files = Record<string, string | Uint8Array>;
+
+/** A merge of in-memory folders prepared: the base, named `base`, and adapters named `adapter1`, `adapter2`, … at `weights` (1 where not given). */
+export function prepareFolders(base: Files, adapters: Files[], weights: number[] = []): Promise<PreparedMerge> {
+  return prepareMerge(memoryInputFileSet(base, 'base'), adapters.map((files, i) => ({ files: memoryInputFileSet(files, `adapter${i + 1}`), weight: weights[i] ?? 1 })));
+}
+
+/** {@link prepareFolders} of one adapter (`adapter1`) at weight 1. */
+export function prepareOne(base: Files, adapter: Files): Promise<PreparedMerge> {
+  return prepareFolders(base, [adapter]);
 }
 
 /** Merges `prepared` on `backend` into memory (closing it either way) and reads the folder written. */

@@ -91,7 +91,8 @@ export function batTruth(w: Float64Array, blocks: Float64Array, out: number, inF
 
 /**
  * PEFT's Tucker core for a Conv1d (use_effective_conv2d): einsum("i j k, i p, j q -> p q k",
- * core (r, r, k), wa (r, p), wb (r, q)), as (p, q, k) row-major.
+ * core (r, r, k), wa (r, p), wb (r, q)), as (p, q, k) row-major. LyCORIS's Tucker forms (lora_mid,
+ * LoHa's and LoKr's t) are the same einsum, with a conv's kh·kw taps as k.
  */
 export function tuckerConv1d(core: Float64Array, wa: Float64Array, wb: Float64Array, r: number, p: number, q: number, k: number): Float64Array {
   const out = new Float64Array(p * q * k);

@@ -3,8 +3,9 @@
  * weight file against its base file plus the float64 truth's terms on its folder's keys
  * (`<folder>.<name>`), every other weight file mirrored byte for byte, and the configs copied.
  */
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../../src/index.js';
+import { createNodeBackend } from '../../src/node.js';
 import { buildSafetensors, decodeSafetensors, type FixtureDType } from './fixtures.js';
 import { loraTensors, truthTerms, type LoraSpec, type Rand } from './diffusion-fixtures.js';
 import { expectMergedFile, type TruthTerm } from './merge-truth.js';
@@ -51,4 +52,24 @@ export async function pipelinePlan(base: Record<string, Uint8Array | string>, sp
   } finally {
     await prepared.close();
   }
+}
+
+/**
+ * A test file's merges of one LoRA of `specs` (values from `rand`, stored as `dtype`) at `weight`
+ * into pipeline folders, on a CPU backend made before the file's tests and disposed after them:
+ * merged and checked (mergePipelineAndCheck; `backend()` for merges of the test's own), or only
+ * planned (pipelinePlan).
+ */
+export function onePipelineLora(rand: Rand, weight: number, dtype: FixtureDType = 'BF16') {
+  let cpu: MergeBackend | undefined;
+  beforeAll(async () => {
+    cpu = await createNodeBackend('cpu');
+  });
+  afterAll(() => cpu?.dispose());
+  return {
+    backend: () => cpu!,
+    mergeAndCheck: (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[], file = 'lora.safetensors') =>
+      mergePipelineAndCheck(cpu!, base, [{ file, bytes: buildSafetensors(loraTensors(rand, specs, dtype)), specs, weight }], written),
+    planOf: (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand, dtype),
+  };
 }

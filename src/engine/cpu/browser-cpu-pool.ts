@@ -53,7 +53,7 @@ export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}):
   if (threads < 2) return undefined;
   const start = options.createWorker
     ?? (() => new Worker(new URL('./browser-cpu-worker.js', import.meta.url), { type: 'module', name: 'loramerge-cpu' }));
-  return new RowBlockPool(Array.from({ length: caller ? threads - 1 : threads }, () => webWorker(start())), yieldToEvents, caller,
+  return new RowBlockPool({ count: caller ? threads - 1 : threads, start: () => webWorker(start()) }, yieldToEvents, caller,
     { sharedSlabs: options.sharedSlabs ?? false });
 }
 

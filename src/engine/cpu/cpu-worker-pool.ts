@@ -36,7 +36,7 @@ export class CpuWorkerPool extends RowBlockPool {
    * which Node's file writes take; false copies them through the pool's scratch, as pages do.
    */
   constructor(url: URL, threads: number, options: { sharedSlabs?: boolean } = {}) {
-    super(Array.from({ length: Math.max(1, threads) - 1 }, () => nodeWorker(url)), () => new Promise((r) => setImmediate(r)), true,
+    super({ count: Math.max(1, threads) - 1, start: () => nodeWorker(url) }, () => new Promise((r) => setImmediate(r)), true,
       { sharedSlabs: options.sharedSlabs ?? true });
   }
 }

@@ -2,7 +2,7 @@
  * Worker threads for the CPU backend (browser-safe; the threads come from outside): an op's rows are cut into blocks that the calling thread
  * and the workers take from one queue (so a slow core does not hold the others up). The calling
  * thread would otherwise sit waiting, so it takes blocks too and one core needs no worker (each
- * costs about 10 MiB). W and the output are shared memory the threads use in place (slabs read
+ * costs about 10 MiB); workers start when an op first has pieces for them (WorkerStarter). W and the output are shared memory the threads use in place (slabs read
  * into {@link RowBlockPool.slabMemory}, outputs taken from it) or else go through one scratch
  * SharedArrayBuffer, and each worker is sent a tensor's right factor only once. Cancellation
  * stops handing out blocks; those in flight finish.
@@ -42,6 +42,16 @@ export interface PoolWorker {
   hold(busy: boolean): void;
   /** Stops the worker. */
   terminate(): void;
+}
+
+/**
+ * Workers started when work first needs them, `count` at most: a merge of one small tensor, cut
+ * into fewer pieces than there are threads, starts only as many as take a piece (each costs about
+ * 10 MiB and a start-up), whatever `--threads` said.
+ */
+export interface WorkerStarter {
+  readonly count: number;
+  start(): PoolWorker;
 }
 
 interface Slot {
@@ -106,6 +116,8 @@ export type YieldToEvents = () => Promise<void>;
 export class RowBlockPool implements CpuMergePool {
   readonly threads: number;
   private slots: Slot[];
+  /** Starts the workers not started yet (none when they were given started). */
+  private readonly starter: WorkerStarter;
   private nextId = 1;
   private readonly scratch = new SharedScratch();
   private readonly factorScratch = new SharedScratch();
@@ -130,13 +142,30 @@ export class RowBlockPool implements CpuMergePool {
    * that must stay free for I/O, such as a page's worker writing synchronously to disk).
    * `sharedSlabs`: offer {@link slabMemory}.
    */
-  constructor(workers: PoolWorker[], private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true,
+  constructor(workers: readonly PoolWorker[] | WorkerStarter, private readonly yieldToEvents: YieldToEvents, private readonly callerTakesBlocks = true,
     options: { sharedSlabs?: boolean } = {}) {
     if (options.sharedSlabs) this.slabMemory = (bytes) => new SharedArrayBuffer(bytes);
-    this.threads = workers.length + (callerTakesBlocks ? 1 : 0);
-    this.slots = workers.map((worker) => this.adopt(worker));
+    const started = 'start' in workers ? [] : workers;
+    this.starter = 'start' in workers ? workers : { count: started.length, start: () => { throw new Error('no worker to start'); } };
+    this.threads = this.starter.count + (callerTakesBlocks ? 1 : 0);
+    this.slots = started.map((worker) => this.adopt(worker));
     this.local = createWasmKernel();
     this.local.catch(() => {}); // reported by the first merge
+  }
+
+  /** Workers started so far. */
+  get workersStarted(): number {
+    return this.slots.length;
+  }
+
+  /**
+   * The workers to drain `pieces` pieces with, starting those missing: one per piece the calling
+   * thread does not take, `threads − 1` (or `threads`) at most.
+   */
+  private workersFor(pieces: number): Slot[] {
+    const want = Math.min(this.starter.count, Math.max(0, this.callerTakesBlocks ? pieces - 1 : pieces));
+    while (this.slots.length < want) this.slots.push(this.adopt(this.starter.start()));
+    return this.slots;
   }
 
   private adopt(worker: PoolWorker): Slot {
@@ -208,17 +237,18 @@ export class RowBlockPool implements CpuMergePool {
     const outInPlace = plan.mode !== 'f64-values' && out.buffer instanceof SharedArrayBuffer;
     const wScratchBytes = wInPlace ? 0 : align16(w.byteLength);
     const scratchBytes = wScratchBytes + (outInPlace ? 0 : rows * cols * kb);
+    // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
+    // (measured on a 4 MiB f16 slab: 3.7 ms against 4.7 ms with 16 blocks of 256 KiB). The cap
+    // bounds each worker's memory and how long cancellation waits on a huge unslabbed op.
+    const step = Math.max(4, Math.min(rowsPerBlock(plan, BLOCK_CAP_BYTES), Math.ceil(rows / (this.threads * 2) / 4) * 4));
+    const slots = this.workersFor(Math.ceil(rows / step));
     const lent = scratchBytes > 0 ? this.scratch.take(scratchBytes) : undefined;
     const scratch = lent?.buffer;
-    const shared = this.slots.length > 0 ? this.shareFactors(plan) : undefined;
+    const shared = slots.length > 0 ? this.shareFactors(plan) : undefined;
     const wAt: Place = wInPlace ? { buffer: w.buffer as SharedArrayBuffer, offset: w.byteOffset } : { buffer: scratch!, offset: 0 };
     const kAt: Place = outInPlace ? { buffer: out.buffer as SharedArrayBuffer, offset: out.byteOffset } : { buffer: scratch!, offset: wScratchBytes };
     try {
       if (!wInPlace) new Uint8Array(scratch!, 0, w.byteLength).set(w);
-      // Two blocks per worker even out uneven progress; bigger ones amortise the messages better
-      // (measured on a 4 MiB f16 slab: 3.7 ms against 4.7 ms with 16 blocks of 256 KiB). The cap
-      // bounds each worker's memory and how long cancellation waits on a huge unslabbed op.
-      const step = Math.max(4, Math.min(rowsPerBlock(plan, BLOCK_CAP_BYTES), Math.ceil(rows / (this.threads * 2) / 4) * 4));
       let finite = true;
       const cursor = pieceCursor(rows, step, signal);
       const take = cursor.take;
@@ -246,7 +276,7 @@ export class RowBlockPool implements CpuMergePool {
           await this.yieldToEvents();
         }
       };
-      await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
       if (plan.mode !== 'f64-values' && !outInPlace) out.set(kernelOut(0, rows));
       if (!finite && !settleNonFinite(plan, out, stats)) throw nonFiniteError(op.name, op.outDtype);
@@ -304,6 +334,7 @@ export class RowBlockPool implements CpuMergePool {
     const rows = shape.rowCount;
     const granule = stepRowGranule(op, shape);
     const step = Math.max(granule, Math.ceil(rows / (this.threads * 2) / granule) * granule);
+    const slots = this.workersFor(Math.ceil(rows / step));
     const cursor = pieceCursor(rows, step, signal);
     const take = cursor.take;
     const drain = async (slot: Slot): Promise<void> => {
@@ -322,7 +353,7 @@ export class RowBlockPool implements CpuMergePool {
         await this.yieldToEvents();
       }
     };
-    await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+    await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
     if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
   }
 
@@ -337,12 +368,13 @@ export class RowBlockPool implements CpuMergePool {
     const blocks = values.length / blockSize;
     const srcBytes = values.byteLength;
     const dstOffset = align16(srcBytes);
+    // Pieces of 16 KiB of output at least; two per thread even out uneven progress.
+    const step = Math.max(Math.ceil(16384 / blockBytes), Math.ceil(blocks / (this.threads * 2)));
+    const slots = this.workersFor(Math.ceil(blocks / step));
     const lent = this.scratch.take(dstOffset + blocks * blockBytes);
     const shared = lent.buffer;
     try {
       new Float32Array(shared, 0, values.length).set(values);
-      // Pieces of 16 KiB of output at least; two per thread even out uneven progress.
-      const step = Math.max(Math.ceil(16384 / blockBytes), Math.ceil(blocks / (this.threads * 2)));
       const cursor = pieceCursor(blocks, step, signal);
       const take = cursor.take;
       const drain = async (slot: Slot): Promise<void> => {
@@ -363,7 +395,7 @@ export class RowBlockPool implements CpuMergePool {
           await this.yieldToEvents();
         }
       };
-      await Promise.all([...this.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
     } finally {

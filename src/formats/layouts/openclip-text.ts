@@ -26,6 +26,21 @@ const OUTSIDE: Readonly<Record<string, string>> = {
   final_layer_norm: 'ln_final.weight', embeddings_token_embedding: 'token_embedding.weight', embeddings_position_embedding: 'positional_embedding',
 };
 
+/** open_clip's name of a block's linear, dotted or flattened (kohya's `_`), `transformer.` optional. */
+const OPENCLIP_LINEAR = /^(?:transformer[._])?resblocks[._](\d+)[._](attn[._]out_proj|mlp[._]c_fc|mlp[._]c_proj)$/;
+const TRANSFORMERS_LINEAR: Readonly<Record<string, string>> = { attn_out_proj: 'self_attn.out_proj', mlp_c_fc: 'mlp.fc1', mlp_c_proj: 'mlp.fc2' };
+
+/**
+ * An open_clip block linear's transformers name (`transformer.resblocks.3.mlp.c_fc` →
+ * `text_model.encoder.layers.3.mlp.fc1`), the same weight row for row (kohya's sdxl_model_util.py
+ * conversion, which this layout undoes); undefined for other names. The fused `attn.in_proj` has
+ * no one transformers name (its thirds are q, k and v).
+ */
+export function transformersLinearName(openclipPath: string): string | undefined {
+  const m = OPENCLIP_LINEAR.exec(openclipPath);
+  return m ? `text_model.encoder.layers.${m[1]}.${TRANSFORMERS_LINEAR[m[2].replace('.', '_')]}` : undefined;
+}
+
 export const openclipText: Layout = {
   name: 'openclip-text',
   resolve(address, base) {
