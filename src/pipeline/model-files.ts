@@ -42,6 +42,22 @@ export async function writeModelFiles(
 /** A rewritten config, as transformers and diffusers write theirs (two-space indent, final newline). */
 async function writeJson(output: OutputTarget, path: string, value: unknown): Promise<void> {
   const sink = await output.createFile(path);
-  await sink.write(new TextEncoder().encode(JSON.stringify(value, null, 2) + '\n'));
+  await sink.write(new TextEncoder().encode(pythonJson(value, '') + '\n'));
   await sink.close();
+}
+
+/**
+ * JSON.stringify(value, null, 2), but a NaN or an infinite number written as Python's json.dumps
+ * writes it (`NaN`, `Infinity`, `-Infinity`), as the base's config held it and transformers reads
+ * it back: JSON.stringify turned such a field into null, another value.
+ */
+function pythonJson(value: unknown, indent: string): string {
+  if (typeof value === 'number' && !Number.isFinite(value)) return Number.isNaN(value) ? 'NaN' : value > 0 ? 'Infinity' : '-Infinity';
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value) ?? 'null';
+  const inner = `${indent}  `;
+  if (Array.isArray(value)) {
+    return value.length === 0 ? '[]' : `[\n${value.map((v) => inner + pythonJson(v, inner)).join(',\n')}\n${indent}]`;
+  }
+  const entries = Object.entries(value).filter(([, v]) => v !== undefined);
+  return entries.length === 0 ? '{}' : `{\n${entries.map(([k, v]) => `${inner}${JSON.stringify(k)}: ${pythonJson(v, inner)}`).join(',\n')}\n${indent}}`;
 }
