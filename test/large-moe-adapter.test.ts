@@ -57,16 +57,14 @@ describe('an adapter with 36,096 modules (every expert of Qwen3-235B-A22B)', () 
     expect(took).toBeLessThan(1000);
   });
 
-  it('the whole plan, as the CLI prints it, names every module once and comes in seconds', async () => {
-    const started = performance.now();
+  it("the whole plan, as the CLI prints it, names every module once, within the test's timeout", async () => {
     const prepared = await prepareMerge(files.base, [{ files: files.adapter, weight: 1 }]);
     const text = describePlan(prepared, false);
-    const took = performance.now() - started;
     const n = layers * experts * 3;
     const lines = text.split('\n');
     expect(lines[1]).toBe(`adapter 1: experts-lora (peft, ${n} modules, weight 1, α = ${alpha}, α/r = ${alpha / r})`);
     expect(lines[2]).toMatch(new RegExp(`^plan: ${n} tensors change, ${n} module updates, `));
-    // About 2 s of CPU here; the bound leaves room for a loaded machine, not for quadratic work.
-    expect(took).toBeLessThan(30_000);
+    // About 2 s of CPU alone; quadratic work shows as the test's timeout, set wide for a full suite
+    // on two cores (speed itself is the bench's to show).
   }, 120_000);
 });
