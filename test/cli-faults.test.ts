@@ -81,6 +81,35 @@ describe('signals and pipes', () => {
     expect(listDir(outDir)).toEqual([]);
   });
 
+  it('Ctrl-C while the program is still loading (before any argument is read): exit 130 and the one line, not a silent death', async () => {
+    // The engine's modules take a third of a second to load; main.ts had them as static imports, so
+    // its handlers came after them and a signal in that time ended the process by the signal, with
+    // nothing printed. A module hook sends SIGINT when run-cli.js is asked for and holds it back for
+    // a while: the signal lands exactly in that time.
+    const { baseFile: base, adapter } = inputs();
+    const outDir = temp.make();
+    const hooks = temp.make({
+      'hooks.mjs': `export async function resolve(specifier, context, next) {
+        if (specifier.endsWith('/run-cli.js')) {
+          process.kill(process.pid, 'SIGINT');
+          await new Promise((r) => setTimeout(r, 3000));
+        }
+        return next(specifier, context);
+      }`,
+      'register.mjs': `import { register } from 'node:module'; register(new URL('./hooks.mjs', import.meta.url));`,
+    });
+    const out = join(outDir, 'merged.safetensors');
+    const run = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, ['--import', join(hooks, 'register.mjs'), CLI, ...mergeArgs(base, adapter, out)], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('exit', (code, signal) => resolve({ code, signal, stderr }));
+    });
+    expect({ code: run.code, signal: run.signal }, run.stderr).toEqual({ code: 130, signal: null });
+    expect(errorLines(run.stderr)).toEqual([`error: merge cancelled; nothing was written to ${out}`]);
+    expect(listDir(outDir)).toEqual([]);
+  });
+
   it('signals that keep coming while it cleans up do not end it early: exit 130, nothing left, not even the lock', async () => {
     // Each command took its handlers off once its cancelled part had ended; a second signal in the
     // moments before the exit killed the process by the signal (no exit code), often before the

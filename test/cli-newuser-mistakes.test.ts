@@ -43,6 +43,26 @@ describe('a LoRA given as the base', () => {
   });
 });
 
+describe("a folder's config file given where the folder was meant", () => {
+  // The adapter's was refused as "has adapter_config.json but no adapter_model.safetensors", which
+  // the folder has; the base's as "no .safetensors weights found".
+  it('adapter_config.json as --adapter, config.json as --base: each named a JSON file, with the folder to give', async () => {
+    const { files } = llamaWithPeft(7);
+    const dir = temp.make({ 'model/model.safetensors': files['llama.safetensors'], 'model/config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama' }), 'llama-lora/adapter_config.json': files['llama-lora/adapter_config.json'], 'llama-lora/adapter_model.safetensors': files['llama-lora/adapter_model.safetensors'] });
+    const lora = join(dir, 'llama-lora'), model = join(dir, 'model');
+    for (const [base, adapter, given, folder] of [[model, join(lora, 'adapter_config.json'), join(lora, 'adapter_config.json'), lora], [join(model, 'config.json'), lora, join(model, 'config.json'), model]]) {
+      const run = await runCli(mergeArgs(base, adapter, join(dir, 'merged')));
+      expect(run.code, run.stderr).toBe(1);
+      expectOneLine(run.stderr, new RegExp(`^error: ${escape(given)}: a JSON file, not the weights: give the folder that holds it \\(${escape(folder)}\\), not the file$`));
+    }
+    const inspect = await runCli(['inspect', join(lora, 'adapter_config.json')]);
+    expectOneLine(inspect.stderr, /adapter_config\.json: a JSON file, not the weights: give the folder that holds it \(.*llama-lora\), not the file$/);
+    expect(listDir(dir).sort()).toEqual(['llama-lora', 'model']);
+  });
+});
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 describe('a GGUF model given as the adapter', () => {
   // Said: a GGUF file whose general.type is null, not "adapter" (a model converted before
   // general.type existed has none), without saying the file is a model.

@@ -494,6 +494,14 @@ describe('block FP8 bases: configs and scales the format does not define, refuse
       .toBe(`${QC}.weight_block_size is [128,0]; expected two positive block sizes`);
   });
 
+  it('a weight_block_size with NaN or Infinity in it (Python\'s json.dumps literals) is quoted with them, not as null', async () => {
+    for (const [literal, shown] of [['[NaN, 128]', '[NaN,128]'], ['[128, Infinity]', '[128,Infinity]'], ['[1e400, -Infinity]', '[Infinity,-Infinity]']]) {
+      const folder = fp8Base({ ...FP8, weight_block_size: 'SIZES' });
+      folder['config.json'] = (folder['config.json'] as string).replace('"SIZES"', literal);
+      expect(await refusal(openInt(folder, 'llama-fp8'), 'UNSUPPORTED_FORMAT')).toBe(`${QC}.weight_block_size is ${shown}; expected two positive block sizes`);
+    }
+  });
+
   it('a negative block scale is refused naming the tensor, the value and the element', async () => {
     expect(await refusal(openInt(fp8Base(FP8, fp8Tensors(-0.002)), 'llama-fp8'), 'UNSUPPORTED_FORMAT'))
       .toBe(`llama-fp8: tensor "${QP}.weight_scale_inv" holds the scale ${Math.fround(-0.002)} (element 0); scales must be finite and not negative`);

@@ -229,6 +229,34 @@ describe('GGUF reader', () => {
       }
     });
 
+    it('a tensor count that is too high elsewhere: bytes after the data, a file that ends after its header, a file of metadata only', async () => {
+      // llama.cpp loads a file with bytes after its last tensor, so such bytes do not tell a wrong
+      // count from a damaged info: the line names both, and the count, and the byte. Before, these
+      // were a tensor "" at data offset 216172782113783808, or a header that "runs to byte 289".
+      const infosEnd = entryStart(4) + infoBytes(tensors[0]) + infoBytes(tensors[1]);
+      const dataStart = Math.ceil(infosEnd / 32) * 32;
+      const trailing = concatBytes([sound, new Uint8Array(100).fill(7)]);
+      const headerOnly = sound.slice(0, dataStart);
+      const metadataOnly = buildGguf({ metadata: meta, tensors: [] });
+      const tail = ': the header\'s tensor count is wrong, or the file is cut short or damaged: download or convert it again';
+      for (const [bytes, count, message] of [
+        [trailing, 3n, `declares 3 tensors, but only 2 tensor infos follow its metadata (byte ${infosEnd} starts no other)`],
+        [headerOnly, 3n, `declares 3 tensors, but only 2 tensor infos follow its metadata (byte ${infosEnd} starts no other)`],
+        [metadataOnly, 1n, `declares 1 tensor, but no tensor info follows its metadata (the file ends at byte ${metadataOnly.byteLength})`],
+      ] as const) {
+        const e = await failure(withTensorCount(bytes, count));
+        expect(e.code).toBe('INVALID_HEADER');
+        expect(e.message).toBe(`model.gguf: the header ${message}${tail}`);
+      }
+      // The same files with their own counts: read (bytes after the data), or refused as truncated.
+      expect((await open(trailing)).trailingBytes).toBe(100);
+      expect(await failure(headerOnly)).toEqual({ code: 'TRUNCATED', message: `model.gguf: tensor "${tensors[0].name}" ends at byte ${dataStart + 32} but the file has only ${dataStart} (truncated download?): download the file again` });
+      // A count past what any file holds is refused before anything is walked, naming it.
+      expect(await failure(withTensorCount(metadataOnly, 2n ** 63n))).toEqual({
+        code: 'LIMIT_EXCEEDED', message: 'model.gguf: the header declares 9223372036854775808 tensors, more than 160000 (the limit MAX_TENSORS); not a model this tool merges',
+      });
+    });
+
     it('counts that fit are not blamed for other damage', async () => {
       const e = await failure(buildGguf({ metadata: meta, tensors: [tensors[0], { ...tensors[1], offset: 64 }] }));
       expect(e.code).toBe('INVALID_OFFSET');

@@ -347,6 +347,29 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
     await expect(prepareMerge(memoryInputFileSet({ ...base, 'model.safetensors': buildSafetensors(tensors) }, 'model'), [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]))
       .rejects.toThrow(/q_proj\.weight is not an NVFP4 weight as ModelOpt writes it \(.*q_proj\.weight_scale has 6 scales per row for 208 inputs in groups of 16\)/);
   });
+
+  it('a group_size that is no positive whole number is refused naming the file and the field, also where the scales fit it', async () => {
+    // 6.5 inputs per scale over 208 columns is 32 scales a row: with such a table the weights were
+    // decoded with fractional groups, which neither ModelOpt nor vLLM reads.
+    const withScales = (n: number) => buildSafetensors([...original].map(([name, t]): FixtureTensor => (name.endsWith('.weight_scale') && t.dtype === 'F8_E4M3'
+      ? { name, dtype: 'F8_E4M3', shape: [t.shape[0], n], data: Array.from({ length: t.shape[0] * n }, () => 1) }
+      : { name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) })));
+    const cases: [string, number, Record<string, Uint8Array | string>, RegExp][] = [];
+    for (const [text, scales, shown] of [['6.5', 32, '6.5'], ['NaN', 13, 'NaN'], ['-16', 13, '-16'], ['0', 13, '0'], ['Infinity', 13, 'Infinity'], ['1e300', 1, '1e+300'], ['"16"', 13, '"16"']] as const) {
+      cases.push([text, scales, {
+        'config.json': JSON.stringify({ ...CONFIG, quantization_config: { ...CONFIG.quantization_config, group_size: 16 } }).replace('"group_size":16', `"group_size":${text}`),
+      }, new RegExp(`^model: config\\.json quantization_config\\.group_size is ${shown.replace(/[.+]/g, '\\$&')}; ModelOpt's group_size is a positive whole number of inputs per scale$`)]);
+      cases.push([text, scales, {
+        'config.json': JSON.stringify({ ...CONFIG, quantization_config: undefined }),
+        'hf_quant_config.json': JSON.stringify(HF_QUANT).replace('"group_size":16', `"group_size":${text}`),
+      }, new RegExp(`^model: hf_quant_config\\.json quantization\\.group_size is ${shown.replace(/[.+]/g, '\\$&')}; ModelOpt's group_size is a positive whole number of inputs per scale$`)]);
+    }
+    for (const [text, scales, files, message] of cases) {
+      const folder = memoryInputFileSet({ ...base, ...files, 'model.safetensors': withScales(scales) }, 'model');
+      const error = await prepareMerge(folder, [{ files: memoryInputFileSet(adapter, 'adapter'), weight: 1 }]).then(() => undefined, (e: Error) => e);
+      expect(error?.message ?? 'no error: prepared', `${text}: ${Object.keys(files).join(', ')}`).toMatch(message);
+    }
+  });
 });
 
 // --- ModelOpt KV-cache-only -------------------------------------------------------------------

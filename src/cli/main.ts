@@ -2,9 +2,10 @@
  * `loramerge` on Node: run the command line and exit with its code. Set LORAMERGE_DEBUG=1 to see
  * stack traces.
  */
+// Only small modules here: the cancel handlers below must be in place before the engine loads (a
+// third of a second), or a Ctrl-C in that time ends the process by the signal, without a word.
 import { cancelledMessage, handleCancelSignals, outArgument } from './cancel-signals.js';
 import { EXIT_CANCELLED } from './exit-codes.js';
-import { runCommandLine } from './run-cli.js';
 import { oneLine, stderrLine } from './terminal-text.js';
 
 // `loramerge inspect X | head -1`: a reader that goes away is not an error worth a stack trace.
@@ -37,6 +38,7 @@ handleCancelSignals((code) => {
   process.exit(code);
 }, () => finished ?? EXIT_CANCELLED);
 
+const { runCommandLine } = await import('./run-cli.js');
 runCommandLine(process.argv.slice(2)).then(async (code) => {
   finished = code;
   await Promise.all([drained(process.stdout), drained(process.stderr)]);

@@ -15,7 +15,7 @@ import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { isSingleFileAdapterThroughout, looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
-import { archiveRefusal, pathIn } from './foreign-file.js';
+import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
@@ -231,7 +231,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
       const mlxWeights = list.find((p) => p === dir + MLX_WEIGHTS);
       if (mlxWeights === undefined) {
         const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
-        throw new MergeError('NOT_FOUND', `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
+        throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
       }
       return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
@@ -239,7 +239,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
     if (weights === undefined) {
       const pickle = list.find((p) => p.startsWith(dir) && PICKLE_FILE.test(p));
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
-      throw new MergeError('NOT_FOUND', `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
+      throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
     return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
   }

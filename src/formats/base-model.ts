@@ -21,7 +21,7 @@ import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex 
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
-import { archiveRefusal, pathIn } from './foreign-file.js';
+import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
@@ -393,7 +393,7 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   const other = list.find((p) => OTHER_WEIGHTS.test(p));
   if (other) throw new MergeError('UNSUPPORTED_FORMAT', `${pathIn(files.name, other, ': ')} is neither a safetensors nor a GGUF file; loramerge reads weights from .safetensors and .gguf files only`);
   const archive = list.length === 1 ? archiveRefusal(files.name, list[0]) : undefined;
-  throw new MergeError('NOT_FOUND', archive ?? `${files.name}: no .safetensors weights found`);
+  throw new MergeError('NOT_FOUND', archive ?? configFileRefusal(files.name, list) ?? `${files.name}: no .safetensors weights found`);
 }
 
 /** A set made from one file names itself after it (a path ending in it, or just its name). */

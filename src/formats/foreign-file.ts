@@ -89,6 +89,16 @@ export function archiveRefusal(name: string, path: string): string | undefined {
 }
 
 /**
+ * Why the input `name`, one JSON file (`config.json`, `adapter_config.json`, an index), holds no
+ * weights: it is the folder's config, given where its folder was meant; undefined for anything else.
+ */
+export function configFileRefusal(name: string, list: readonly string[]): string | undefined {
+  if (list.length !== 1 || /^https?:/i.test(name) || !/\.json$/i.test(list[0]) || !(name === list[0] || name.endsWith(`/${list[0]}`) || name.endsWith(`\\${list[0]}`))) return undefined;
+  const folder = name === list[0] ? '' : name.slice(0, name.length - list[0].length - 1);
+  return `${name}: a JSON file, not the weights: give the folder that holds it${folder ? ` (${folder})` : ''}, not the file`;
+}
+
+/**
  * The file `path` of the input `name` as a message names it: a file given alone is its own input,
  * named once (`lora.ckpt`, not `lora.ckpt/lora.ckpt`); a file in a folder is `name`, `separator`, `path`.
  */

@@ -5,6 +5,7 @@
  * exports, config.json's `quantization_config` with `quant_method: "modelopt"` and `quant_algo`
  * at its top level (or under `quantization`). `quant_algo` is compared upper-cased, as vLLM does.
  */
+import { MergeError } from '../errors.js';
 import type { InputFileSet } from '../io/types.js';
 import { parseBoundedJson } from './bounded-json.js';
 import { modelOptFields, modelOptWeightsUnquantized, type ModelConfig } from './model-config.js';
@@ -30,11 +31,18 @@ export async function readModelOptQuantization(files: InputFileSet, config: Mode
   const file = files.list().includes(HF_QUANT_CONFIG_FILE) ? HF_QUANT_CONFIG_FILE : undefined;
   const hf = file ? record(parseBoundedJson(await files.readText(file), `${files.name}/${file}`)) : undefined;
   const fromFile = hf && record(record(hf.producer))?.name === 'modelopt' ? record(hf.quantization) : undefined;
-  const fromConfig = modelOptFields(record(config?.raw.quantization_config));
+  const qc = record(config?.raw.quantization_config);
+  const fromConfig = modelOptFields(qc);
   const q = fromConfig ?? fromFile;
   if (!q) return undefined;
+  const group = q.group_size;
+  // A group of inputs per scale is a whole number (vLLM and ModelOpt index by it); a fractional one
+  // whose table happened to fit would decode every weight with groups no tool uses.
+  if (group !== undefined && group !== null && (typeof group !== 'number' || !Number.isSafeInteger(group) || group < 1)) {
+    const field = fromConfig ? `config.json quantization_config${fromConfig === qc ? '' : '.quantization'}.group_size` : `${HF_QUANT_CONFIG_FILE} quantization.group_size`;
+    throw new MergeError('BAD_CONFIG', `${files.name}: ${field} is ${typeof group === 'string' ? JSON.stringify(group) : String(group)}; ModelOpt's group_size is a positive whole number of inputs per scale`);
+  }
   const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : modelOptWeightsUnquantized(q) ? 'NONE' : 'unknown';
   const kvCache = typeof q.kv_cache_quant_algo === 'string' ? q.kv_cache_quant_algo.toUpperCase() : undefined;
-  const group = q.group_size;
   return { algo, ...(kvCache ? { kvCache } : {}), ...(typeof group === 'number' ? { groupSize: group } : {}), ...(file ? { file } : {}) };
 }

@@ -23,7 +23,10 @@ export function scaleFacts(modules: readonly AdapterModule[]): string[] {
     if (!origin || m.update.kind === 'none') continue;
     const label = origin.kind === 'alpha' ? origin.rule : `scale = ${origin.what}`;
     if (origin.kind === 'alpha') (origin.stated ? stated : unstated).push(m.alpha);
-    byRule.set(label, [...(byRule.get(label) ?? []), m.scale]);
+    // Pushed, not copied: a MoE adapter has tens of thousands of modules under one rule.
+    const scales = byRule.get(label);
+    if (scales) scales.push(m.scale);
+    else byRule.set(label, [m.scale]);
   }
   const facts: string[] = [];
   if (stated.length) facts.push(`α = ${valueRange(stated)}`);

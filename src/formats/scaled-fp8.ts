@@ -24,6 +24,7 @@
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { shownValue } from './bounded-json.js';
 import { isScaledFp8Marker, type BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
 import { findComfyQuant } from './comfy-quant.js';
@@ -242,7 +243,9 @@ function compressedTensorsBlocks(qc: Record<string, unknown>, where: string): [n
 function blockShape(value: unknown, where: string): [number, number] {
   const parsed = typeof value === 'string' ? value.split('x').map(Number) : value;
   if (!Array.isArray(parsed) || parsed.length !== 2 || !parsed.every((n) => Number.isSafeInteger(n) && n > 0)) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${JSON.stringify(value)}; expected two positive block sizes`);
+    // Numbers as read: JSON.stringify shows NaN and Infinity (Python's literals, 1e400) as null.
+    const quoted = Array.isArray(value) ? `[${value.map(shownValue).join(',')}]` : shownValue(value);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where} is ${quoted}; expected two positive block sizes`);
   }
   return [parsed[0], parsed[1]];
 }

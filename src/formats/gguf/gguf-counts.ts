@@ -27,6 +27,9 @@ const FIXED_VALUE_BYTES: Partial<Record<number, number>> = {
   [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
 };
 
+/** Longer than any tensor name a writer would store (llama.cpp's limit is 63 bytes): no name at all. */
+const PLAUSIBLE_NAME_BYTES = 4096;
+
 /** The walk reached the end of the bytes read so far, before the end of the file. */
 class NeedMoreBytes extends Error {}
 
@@ -198,6 +201,9 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
     };
     walkEntries(declaredEntries);
     const dataStart = (run: TensorInfoRun, count: number) => Math.ceil(run.end / alignments[count]) * alignments[count];
+    // Fewer tensor infos than declared, and where the next would start no name of one: the count
+    // is too high, or the file is cut or damaged there. Said after a metadata count that fits.
+    let fewer: string | undefined;
     if (declaredEntries < starts.length) {
       const infos = tensorInfosFrom(h, starts[declaredEntries], alignments[declaredEntries], MAX_TENSORS + 1);
       if (infos.names.length > declaredTensors) {
@@ -210,8 +216,15 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
       if (n >= 1 && source.size >= start + Number(infos.used) && source.size <= start + Number(infos.padded)) {
         return `${file}: the header declares ${declaredTensors} tensors, but ${n} tensor info${n === 1 ? '' : 's'} follow${n === 1 ? 's' : ''} its metadata and the file ends with ${n === 1 ? 'its' : 'their'} data: the header's tensor count is wrong; the file is damaged: download or convert it again`;
       }
+      // A damaged info keeps its own refusal (its name, type or offset): one starts with a string's
+      // length, where a wrong count leaves zero padding, tensor data or the file's end.
+      const length = h.has(infos.end, 8) ? h.u64(infos.end)! : 0n;
+      if (length < 1n || length > BigInt(PLAUSIBLE_NAME_BYTES) || !h.has(infos.end + 8, Number(length))) {
+        const there = infos.end >= source.size ? `the file ends at byte ${source.size}` : `byte ${infos.end} starts no other`;
+        fewer = `${file}: the header declares ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, but ${n === 0 ? 'no tensor info follows' : `only ${n} tensor info${n === 1 ? ' follows' : 's follow'}`} its metadata (${there}): the header's tensor count is wrong, or the file is cut short or damaged: download or convert it again`;
+      }
     }
-    if (declaredTensors === 0) return undefined;
+    if (declaredTensors === 0) return fewer;
     // Other counts: as many entries as parse.
     walkEntries(MAX_METADATA_ENTRIES);
     const fits = [];
@@ -220,7 +233,7 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
       const infos = tensorInfosFrom(h, starts[count], alignments[count], declaredTensors);
       if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= source.size) fits.push(count);
     }
-    if (fits.length !== 1) return undefined;
+    if (fits.length !== 1) return fewer;
     const count = fits[0];
     return `${file}: the header declares ${declaredEntries} metadata entr${declaredEntries === 1 ? 'y' : 'ies'}, but ${count} ${count === 1 ? 'is' : 'are'} followed by the ${declaredTensors} tensor info${declaredTensors === 1 ? '' : 's'} it declares (from byte ${starts[count]}): the header's metadata count is wrong; the file is damaged: download or convert it again`;
   });
