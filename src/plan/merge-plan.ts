@@ -527,7 +527,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           continue;
         }
         if (module.update.kind === 'transform' && module.update.squareKernel && info.shape.length === 4 && info.shape[2] !== info.shape[3]) {
-          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} with block_share sizes its rotation for a conv's in·kh² inputs, as PEFT builds it; "${baseKey}" has a ${info.shape[2]}×${info.shape[3]} kernel, on which PEFT cannot build it`);
+          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} sizes its update for a conv's in·kh² inputs (kernel_size[0] twice), as PEFT builds and merges it; "${baseKey}" has a ${info.shape[2]}×${info.shape[3]} kernel, on which PEFT cannot merge it`);
           continue;
         }
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {
