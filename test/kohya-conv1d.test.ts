@@ -5,7 +5,8 @@
  * lora_down (r, in, 1), lora_mid (r, r, k); LoHa's hada_w*_b (r, in·k), or with use_tucker
  * hada_t* (r, r, k) and hada_w*_a (r, out), hada_w*_b (r, in); LoKr's lokr_w2 (out/a, in/c, k) whole,
  * or lokr_w2_b (r, (in/c)·k). Truth in float64 from LyCORIS's formulas (locon.py, loha.py, lokr.py
- * make_weight / rebuild_tucker), written out plainly below.
+ * make_weight / rebuild_tucker), written out plainly below; LyCORIS DoRA (`dora_scale` (1, in, 1)) from its
+ * apply_weight_decompose, one norm per input channel over out and k.
  */
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
@@ -73,6 +74,18 @@ const FORMS: [string, FixtureTensor[], Float64Array, number][] = [
   ['LoKr, lokr_w2_b (r, (in/c)·k)', [t(`${MODULE}.lokr_w1`, [2, 2], k1), t(`${MODULE}.lokr_w2_a`, [4, R], k2a), t(`${MODULE}.lokr_w2_b`, [R, 2 * K], k2b), alpha(1)], lokrLow, 1 / R],
 ];
 
+/** LyCORIS DoRA: V = W + scale·ΔW; W' = V·(s·(m[c] / (‖V[:, c, :]‖ + eps) − 1) + 1), eps float32's. */
+function doraTruth(d: Float64Array, scale: number, m: Float64Array, s: number): Float64Array {
+  const v = w.map((x, i) => x + scale * d[i]);
+  const out = new Float64Array(v.length);
+  for (let c = 0; c < IN; c++) {
+    const norm = Math.sqrt(sum(OUT, (o) => sum(K, (k) => v[(o * IN + c) * K + k] ** 2)));
+    const f = s * (m[c] / (norm + 2 ** -23) - 1) + 1;
+    for (let o = 0; o < OUT; o++) for (let k = 0; k < K; k++) out[(o * IN + c) * K + k] = v[(o * IN + c) * K + k] * f;
+  }
+  return out;
+}
+
 function expectClose(got: ArrayLike<number>, want: Float64Array): void {
   const scale = want.reduce((a, x) => Math.max(a, Math.abs(x)), 0);
   for (let i = 0; i < want.length; i++) if (Math.abs(got[i] - want[i]) > 1e-6 * scale) expect.fail(`[${i}]: got ${got[i]}, truth ${want[i]}`);
@@ -89,5 +102,16 @@ describe('kohya/LyCORIS adapters on a Conv1d (out, in, k)', () => {
         expectClose(out.get(KEY)!.values, w.map((x, i) => x + s * scale * d[i]));
       });
     }
+  }
+
+  const m = values(IN).map((x) => 1 + Math.abs(x));
+  for (const s of [1, 0.5]) {
+    it(`LoCon with dora_scale (1, in, 1) at weight ${s}: LyCORIS's per-input-channel magnitude over out and k`, async () => {
+      const tensors = [...FORMS[0][1], t(`${MODULE}.dora_scale`, [1, IN, 1], m)];
+      const { tensors: out } = await mergeInMemory({
+        backend, base: { 'model.safetensors': buildSafetensors([t(KEY, [OUT, IN, K], w)]) }, adapters: [{ files: { 'a.safetensors': buildSafetensors(tensors) }, weight: s }],
+      });
+      expectClose(out.get(KEY)!.values, doraTruth(locon, 1 / R, m, s));
+    });
   }
 });
