@@ -430,6 +430,13 @@ it.each<[string, FixtureTensor[], object, FixtureTensor[], RegExp]>([
     [t(`${A}.hra_u`, [6, 2])], SQUARE_KERNEL_ONLY('HRA \\(PEFT\\)')],
   ['BOFT on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'BOFT', boft_block_size: 3, boft_n_butterfly_factor: 1 },
     [t(`${A}.boft_R`, [1, 2, 3, 3]), t(`${A}.boft_s`, [8, 1])], SQUARE_KERNEL_ONLY('BOFT \\(PEFT\\)')],
+  // Sized as PEFT sizes them, for in·kh² = 2·9 inputs: named the same way, not as a size mismatch.
+  ['OFT sized for in·kh² on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'OFT', r: 0, oft_block_size: 3, peft_version: '0.18.0' },
+    [t(`${A}.oft_R.weight`, [6, 3])], SQUARE_KERNEL_ONLY('OFT \\(PEFT\\)')],
+  ['HRA sized for in·kh² on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'HRA', r: 2 },
+    [t(`${A}.hra_u`, [18, 2])], SQUARE_KERNEL_ONLY('HRA \\(PEFT\\)')],
+  ['BOFT sized for in·kh² on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'BOFT', boft_block_size: 3, boft_n_butterfly_factor: 1 },
+    [t(`${A}.boft_R`, [1, 6, 3, 3]), t(`${A}.boft_s`, [8, 1])], SQUARE_KERNEL_ONLY('BOFT \\(PEFT\\)')],
   ['OFT (PEFT 0.14) block_share on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'OFT', r: 0, oft_block_size: 3, block_share: true, module_dropout: 0, init_weights: true },
     [t(`${A}.oft_r`, [1, 3, 3]), t(`${A}.oft_s`, [8, 1])], SQUARE_KERNEL_ONLY('OFT \\(PEFT before 0\\.16\\)')],
   ['OFT (PEFT 0.14) on a conv with a 3×1 kernel', [t(`${Q}.weight`, [8, 2, 3, 1])], { peft_type: 'OFT', r: 2, oft_block_size: 0, module_dropout: 0, init_weights: true },
