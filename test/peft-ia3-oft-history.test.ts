@@ -130,9 +130,12 @@ it('(IA)³: without feedforward_modules a Linear\'s ia3_l says its side by its s
   expect(await problem(base, { peft_type: 'IA3' }, [fx('base_model.model.m.conv.ia3_l', rnd([1, 4, 1, 1]))])).toMatch(/module "m\.conv" needs feedforward_modules/);
   expect(await problem(base, { peft_type: 'IA3', feedforward_modules: ['q'] }, [fx('base_model.model.m.q.ia3_l', rnd([4, 1]))])).toMatch(/ia3_l \(4, 1\) does not fit a feedforward module/);
   expect(await problem(base, { peft_type: 'IA3', feedforward_modules: '(a+)+\\1' }, [fx('base_model.model.m.q.ia3_l', rnd([4, 1]))])).toMatch(/feedforward_modules .* not a pattern this tool can match safely/);
-  // Another method's tensors are named; a saved parameter must exist in the base, as in LoRA folders.
+  // Another method's tensors are named: under an (IA)³ module as its unknown tensor, elsewhere as no IA3
+  // tensor; a saved parameter must exist in the base, as in LoRA folders.
   expect(await problem(base, { peft_type: 'IA3', feedforward_modules: [] }, [fx('base_model.model.m.q.ia3_l', rnd([4, 1])), fx('base_model.model.m.q.lora_A.weight', rnd([2, 6]))]))
-    .toMatch(/"base_model\.model\.m\.q\.lora_A\.weight" is neither a IA3 tensor .* nor listed in modules_to_save/);
+    .toMatch(/module "m\.q": unknown tensor "lora_A\.weight" \("base_model\.model\.m\.q\.lora_A\.weight"\), which no adapter algorithm reads \(PEFT \(IA\)³: ia3_l, /);
+  expect(await problem(base, { peft_type: 'IA3', feedforward_modules: [] }, [fx('base_model.model.m.q.ia3_l', rnd([4, 1])), fx('base_model.model.m.k.lora_A.weight', rnd([2, 6]))]))
+    .toMatch(/"base_model\.model\.m\.k\.lora_A\.weight" is neither a IA3 tensor .* nor listed in modules_to_save/);
   expect(await problem(base, { peft_type: 'IA3', feedforward_modules: [] }, [fx('base_model.model.m.q.ia3_l', rnd([4, 1])), fx('base_model.model.m.other.weight', rnd([2]))]))
     .toMatch(/saved tensor base_model\.model\.m\.other\.weight: no matching tensor in the base model/);
 });

@@ -32,6 +32,7 @@ import { lookupPattern, patterns } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { owningModule, roleEndings, unknownTensorMessage } from './unknown-tensor.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
@@ -71,6 +72,8 @@ interface MethodConfig {
    * the copy in for the layer.
    */
   layerCopy?: string;
+  /** The endings a module's tensors have, for messages, when not those of its roles in the key-form table. */
+  endings?: string;
   /** Tensors one per adapter, shared by every module (`base_model.vera_A`), by role; and why a file without them is refused. */
   shared?: { names: Readonly<Record<string, Role>>; missing: string };
 }
@@ -90,7 +93,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   IA3: { title: '(IA)³', wraps: ['Linear', 'Conv1D', 'Conv2d', 'Conv3d'], fanInFanOutByLayer: true, algorithms: ['peft-ia3'], roles: ['ia3_l'], r: 0, alpha: 1 },
   // AdaLoRA's r is init_r (its `r` field is ignored by PEFT); its rank_pattern holds boolean masks.
   // LN tuning trains a deep copy of each target layer (PEFT tuners/ln_tuning) and merges by swapping it in.
-  LN_TUNING: { title: 'LN tuning', algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
+  LN_TUNING: { title: 'LN tuning', endings: 'ln_tuning_layers.<parameter>', algorithms: [], roles: [], r: 0, alpha: 1, layerCopy: 'ln_tuning_layers' },
   HRA: { rNull: R_COMPARED, title: 'HRA', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-hra'], roles: ['hra_u'], r: 8, alpha: 1 },
   HIRA: { rNull: R_COMPARED, title: 'HiRA', wraps: ['Linear', 'Conv1D', 'Conv1d', 'Conv2d', 'Conv3d', 'Embedding'], fanInFanOutByLayer: true, algorithms: ['peft-hira'], roles: ['hira_A', 'hira_B', 'hira_embedding_A', 'hira_embedding_B'], r: 32, alpha: 1 },
   ROAD: { title: 'RoAd', wraps: ['Linear'], algorithms: ['peft-road'], roles: ['road_theta', 'road_alpha'], r: 0, alpha: 1 },
@@ -98,7 +101,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   MISS: { rNull: R_COMPARED, title: 'MiSS', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['miss_block'], r: 64, alpha: 1 },
   BONE: { rNull: R_COMPARED, title: 'Bone', wraps: ['Linear'], algorithms: ['peft-miss'], roles: ['bone_block'], r: 64, alpha: 1 },
   SHIRA: { rNull: R_COMPARED, title: 'SHiRA', wraps: ['Linear'], algorithms: ['peft-shira'], roles: ['shira_weight', 'shira_indices'], r: 32, alpha: 1 },
-  ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
+  ADALORA: { rNull: '`r < 0` in update_layer raises TypeError', alphaNull: '`lora_alpha > 0` in update_layer raises TypeError', title: 'AdaLoRA', endings: 'lora_A, lora_E, lora_B', wraps: ['Linear', 'Conv1D', 'Conv2d'], fanInFanOutByLayer: true, algorithms: ['peft-adalora'], roles: ['down', 'lora_E', 'up'], r: 12, alpha: 8, rKey: 'init_r', alphaKey: 'lora_alpha' },
   // FourierFT's n_frequency sizes the spectrum (its r), its scaling multiplies ΔW (its α).
   FOURIERFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`ifft2(…).real * scaling` in get_delta_weight raises TypeError', title: 'FourierFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-fourierft'], roles: ['fourierft_spectrum'], r: 1000, alpha: 150, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
   WAVEFT: { rNull: '`n_frequency <= 0` in update_layer raises TypeError', alphaNull: '`dense_spectrum * scaling` in get_delta_weight raises TypeError', title: 'WaveFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-waveft'], roles: ['waveft_spectrum'], r: 2592, alpha: 25, rKey: 'n_frequency', alphaKey: 'scaling', rPatternKey: 'n_frequency_pattern' },
@@ -131,7 +134,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   DEFT: { rNull: R_COMPARED, title: 'DEFT', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-deft'], roles: ['deft_P', 'deft_R'], r: 8, alpha: 0 },
   // PEANuT's scaling multiplies ΔW (its α); its config has no rank_pattern.
   PEANUT: {
-    rNull: '`self.r <= 0` in PeanutConfig.__post_init__ raises TypeError', alphaNull: '`delta_w * scaling` in _compute_delta_weight raises TypeError', title: 'PEANuT', wraps: ['Linear'], algorithms: ['peft-peanut'],
+    rNull: '`self.r <= 0` in PeanutConfig.__post_init__ raises TypeError', alphaNull: '`delta_w * scaling` in _compute_delta_weight raises TypeError', title: 'PEANuT', endings: 'peanut_A.weight, peanut_B.weight, peanut_encoders.<i>.weight, peanut_decoders.<i>.weight', wraps: ['Linear'], algorithms: ['peft-peanut'],
     roles: ['peanut_A', 'peanut_B', ...Array.from({ length: PEANUT_MAX_DEPTH }, (_, i) => [`peanut_enc_${i}`, `peanut_dec_${i}`] as Role[]).flat()], r: 32, alpha: 1, alphaKey: 'scaling',
   },
   GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
@@ -360,6 +363,10 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   const shared = new Map<Role, TensorEntry>();
   const replacements: TensorReplacement[] = [];
   const leftOut: string[] = [];
+  /** The keys of the modules the method's tensors (or LN tuning's layer copies) lie under. */
+  const owners = new Set<string>();
+  /** Tensors that are not the method's own: saved base tensors, or a module's unknown ones. */
+  const loose: { entry: TensorEntry; foreign: boolean }[] = [];
   for (const entry of file.tensors) {
     const sharedRole = method.shared?.names[entry.name];
     if (sharedRole) {
@@ -371,23 +378,36 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
       const layer = entry.name.slice(0, copied), param = entry.name.slice(copied + method.layerCopy!.length + 2);
       const path = `${layer.startsWith(PEFT_PREFIX) ? layer.slice(PEFT_PREFIX.length) : layer}.${param}`;
       replacements.push({ adapter: name, key: entry.name, tensor: entry, path, origin: 'saved' });
+      owners.add(layer);
       continue;
     }
     const split = splitTensorName(entry.name);
     if (!split || !method.roles.includes(split.role)) {
-      // Another method's adapter tensor (`lora_A.weight`, `hada_w1_a` …) is named as such, not taken
-      // for a saved model parameter; a saved layer's names end in `.weight` or `.bias`.
-      const foreign = split !== null && split.role !== 'weight' && !/\.modules_to_save\./.test(entry.name);
-      const saved = foreign ? null : savedTensor(name, entry, modulesToSave);
-      if (saved === 'left out') leftOut.push(entry.name);
-      else if (saved) replacements.push(saved);
-      else problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is neither a ${type} tensor this tool understands nor listed in modules_to_save` });
+      // Whether it lies under one of the method's modules is known once every tensor is grouped (below).
+      loose.push({ entry, foreign: split !== null && split.role !== 'weight' });
       continue;
     }
+    owners.add(split.module);
     const path = split.module.startsWith(PEFT_PREFIX) ? split.module.slice(PEFT_PREFIX.length) : split.module;
     let roles = groups.get(path);
     if (!roles) groups.set(path, (roles = new Map()));
     roles.set(split.role, entry);
+  }
+  for (const { entry, foreign } of loose) {
+    const owner = owningModule(entry.name, owners);
+    if (owner !== undefined && !OWN_TENSOR.test(entry.name.slice(owner.length + 1))) {
+      // Under a module the method wraps PEFT saves only the method's tensors and the layer's own
+      // (`weight`, `bias`, `base_layer.…`): anything else is no model parameter either.
+      const reads = `PEFT ${method.title}: ${method.endings ?? roleEndings(method.roles).join(', ')}, base_layer.weight, base_layer.bias`;
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensorMessage(fileName, owner, entry.name, reads, owner.startsWith(PEFT_PREFIX) ? owner.slice(PEFT_PREFIX.length) : owner) });
+      continue;
+    }
+    // Another method's adapter tensor (`lora_A.weight`, `hada_w1_a` …) is named as such, not taken
+    // for a saved model parameter; a saved layer's names end in `.weight` or `.bias`.
+    const saved = foreign && !/\.modules_to_save\./.test(entry.name) ? null : savedTensor(name, entry, modulesToSave);
+    if (saved === 'left out') leftOut.push(entry.name);
+    else if (saved) replacements.push(saved);
+    else problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is neither a ${type} tensor this tool understands nor listed in modules_to_save` });
   }
   if (method.shared && groups.size > 0 && Object.values(method.shared.names).some((role) => !shared.has(role))) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
@@ -458,6 +478,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
   return { name, format: 'peft', file, modules, replacements, warnings, config: raw, configFile };
 }
+
+/**
+ * The endings under a wrapped module that are the layer's own tensors, saved as they are (bias="all",
+ * `base_layer.weight`), or copies PEFT keeps (`modules_to_save.<name>.…`, `original_module.…`).
+ */
+const OWN_TENSOR = /^((base_layer\.)*(weight|bias)|(modules_to_save|original_module)\..+)$/;
 
 /** The rank the factors were trained at (LoHa's, or LoKr's decomposed factor); undefined for LoKr with two full factors. */
 function storedRank(module: AdapterModule): number | undefined {

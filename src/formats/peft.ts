@@ -12,6 +12,7 @@ import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, 
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { owningModule, unknownTensorMessage } from './unknown-tensor.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
@@ -136,13 +137,13 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   }
   for (const entry of loose) {
     const key = entry.name;
-    const owner = wrappedOwner(key, groups);
+    const owner = owningModule(key, groups.keys());
     // The module's own weight or bias is a saved base tensor (bias="all" before PEFT named it
     // base_layer.bias, an embedding saved by save_embedding_layers beside its LoRA).
     if (owner !== undefined && !OWN_PARAMETER.test(key.slice(owner.length + 1))) {
       // Under a LoRA-wrapped module PEFT saves only the factors and base_layer's tensors: anything
       // else is no parameter of the model, so it is not a saved base tensor either.
-      problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensor(fileName, owner, key) });
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensorMessage(fileName, owner, key, LORA_ENDINGS, stripPrefix(owner)) });
     } else if (PLAIN_PARAMETER_KEY.test(key)) {
       // bias="all" biases of unwrapped modules, embedding layers saved because the vocabulary was
       // resized: tensors PEFT loads into the model as they are.
@@ -199,20 +200,8 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
 /** A LoRA-wrapped module's own parameters, as a PEFT file may save them under the module's name. */
 const OWN_PARAMETER = /^(weight|bias)$/;
 
-/** The LoRA module (factor key, longest first) a tensor name lies under, if any. */
-function wrappedOwner(key: string, groups: ReadonlyMap<string, unknown>): string | undefined {
-  let owner: string | undefined;
-  for (const group of groups.keys()) {
-    if (key.startsWith(`${group}.`) && (owner === undefined || group.length > owner.length)) owner = group;
-  }
-  return owner;
-}
-
-/** The refusal of a tensor under a LoRA module with an ending PEFT does not save, naming both. */
-function unknownTensor(fileName: string, owner: string, key: string): string {
-  return `${fileName}: module "${stripPrefix(owner)}": unknown tensor "${key.slice(owner.length + 1)}" ("${key}"), which no adapter algorithm reads ` +
-    '(PEFT LoRA: lora_A.weight, lora_B.weight, lora_B.bias, lora_embedding_A, lora_embedding_B, lora_magnitude_vector, base_layer.weight, base_layer.bias); remove it or name it as one of those';
-}
+/** What PEFT LoRA saves under a wrapped module, for the refusal of any other ending there. */
+const LORA_ENDINGS = 'PEFT LoRA: lora_A.weight, lora_B.weight, lora_B.bias, lora_embedding_A, lora_embedding_B, lora_magnitude_vector, base_layer.weight, base_layer.bias';
 
 /** Reads `lora_A.default.weight`-style tails: which parameter, and the adapter name if any. */
 function splitSuffix(kind: string, first: string | undefined, second: string | undefined): { param?: string; adapterName?: string } | null {

@@ -21,6 +21,7 @@ import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { owningModule, unknownTensorMessage } from './unknown-tensor.js';
 import { product } from '../integers.js';
 
 type Problem = { code: MergeErrorCode; message: string };
@@ -86,7 +87,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (split && control) split.module = control.moduleName(split.module);
     if (!split) {
       const owner = kohyaOwner(entry.name);
-      problems.push({ code: 'UNSUPPORTED_FORMAT', message: owner ? unknownTensor(fileName, owner, entry.name) : `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: owner ? unknownTensorMessage(fileName, owner, entry.name, SINGLE_FILE_ENDINGS) : `${fileName}: tensor "${entry.name}" is not an adapter tensor this tool recognises` });
       continue;
     }
     let roles = groups.get(split.module);
@@ -102,7 +103,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   for (const [key, roles] of groups) {
     const owner = unknownTensorOwner(key, roles, groups);
     if (owner === undefined) continue;
-    problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensor(fileName, owner, roles.get('weight')!.name) });
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensorMessage(fileName, owner, roles.get('weight')!.name, SINGLE_FILE_ENDINGS) });
     groups.delete(key);
   }
 
@@ -143,11 +144,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
  */
 function unknownTensorOwner(key: string, roles: ReadonlyMap<Role, TensorEntry>, groups: ReadonlyMap<string, unknown>): string | undefined {
   if (roles.size !== 1 || !roles.has('weight')) return undefined;
-  let owner: string | undefined;
-  for (const other of groups.keys()) {
-    if (other !== key && key.startsWith(`${other}.`) && (owner === undefined || other.length > owner.length)) owner = other;
-  }
-  return owner ?? kohyaOwner(key);
+  return owningModule(key, groups.keys()) ?? kohyaOwner(key);
 }
 
 /** The kohya module (`lora_unet_…`, no dots) a dotted name starts with, if it does. */
@@ -157,11 +154,8 @@ function kohyaOwner(name: string): string | undefined {
   return dot > 0 && isKohyaModuleName(head) ? head : undefined;
 }
 
-/** The refusal of a tensor of a known module under an ending no algorithm reads, naming both. */
-function unknownTensor(fileName: string, owner: string, name: string): string {
-  return `${fileName}: module "${owner}": unknown tensor "${name.slice(owner.length + 1)}" ("${name}"), which no adapter algorithm reads ` +
-    '(LoRA: lora_down.weight, lora_up.weight, alpha; LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b); remove it or name it as one of those';
-}
+/** What single-file adapters read under a module, for the refusal of any other ending there. */
+const SINGLE_FILE_ENDINGS = 'LoRA: lora_down.weight, lora_up.weight, alpha; LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b';
 
 /** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */
 const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;

@@ -516,6 +516,10 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };
         } else if (target.transposedBlocks) {
           view = transposedView(module, target.transposedBlocks, baseKey, info.shape, fail);
+        } else if (module.update.kind === 'transform' && module.update.squareKernel && info.shape.length === 4 && info.shape[2] !== info.shape[3]) {
+          // Before the sizes are compared: an update sized in·kh², as PEFT sizes it, fits no kh ≠ kw weight either.
+          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} sizes its update for a conv's in·kh² inputs (kernel_size[0] twice), as PEFT builds and merges it; "${baseKey}" has a ${info.shape[2]}×${info.shape[3]} kernel, on which PEFT cannot merge it`);
+          continue;
         } else {
           const widened = widenedShape(module, adapter.format, target, info.shape, base, baseKey, updates.get(baseKey));
           if (typeof widened === 'string') {
@@ -535,10 +539,6 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         const layer = baseLayerClass(module, info.shape, view);
         if (module.wraps && !module.wraps.layers.includes(layer)) {
           wrapsRefusal(module.wraps, layer, false);
-          continue;
-        }
-        if (module.update.kind === 'transform' && module.update.squareKernel && info.shape.length === 4 && info.shape[2] !== info.shape[3]) {
-          fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} with block_share sizes its rotation for a conv's in·kh² inputs, as PEFT builds it; "${baseKey}" has a ${info.shape[2]}×${info.shape[3]} kernel, on which PEFT cannot build it`);
           continue;
         }
         if (module.update.kind !== 'low-rank' && !(module.update.kind === 'transform' && module.update.anyLayout) && view.layout !== 'out-in') {

@@ -25,7 +25,7 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
  *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
  *   `squareKernel`: sized, as its tool builds it, for a conv's in·kh² inputs (kernel_size[0] twice),
- *   so refused on a conv whose kh ≠ kw, where that tool cannot build the layer.
+ *   so refused on a conv whose kh ≠ kw, where that tool cannot run or merge it.
  * - `none`: W is left as it is; the module only patches its bias (ComfyUI's `diff_b` alone).
  */
 export type UpdateShape =

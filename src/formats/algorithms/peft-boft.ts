@@ -53,7 +53,8 @@ export const peftBoft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { r, s },
-      update: { kind: 'transform', cost: factors * h, block: h },
+      // PEFT sizes boft_R for a conv's in·kh² inputs and views the weight so when it merges: square kernels only.
+      update: { kind: 'transform', cost: factors * h, block: h, squareKernel: true },
       fanInFanOut: false,
     };
   },

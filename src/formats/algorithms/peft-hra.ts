@@ -78,13 +78,14 @@ export const peftHra: Algorithm = {
       ...moduleBasics(context),
       algorithm: peftHra.name,
       kind: 'linear',
-      // Outputs are whatever the base has; the reflected axis is its inputs (a conv's in·kh·kw).
+      // Outputs are whatever the base has; the reflected axis is its inputs (a conv's in·kh·kw, kh = kw).
       deltaShape: [-1, u.shape[0]],
       rank: u.shape[1],
       alpha: 1,
       scale: 1,
       tensors: { u },
-      update: { kind: 'transform', cost: 2 * u.shape[1] },
+      // PEFT sizes hra_u for a conv's in·kh² inputs and views the weight so when it merges: square kernels only.
+      update: { kind: 'transform', cost: 2 * u.shape[1], squareKernel: true },
       fanInFanOut: false,
       options: o,
     };

@@ -68,8 +68,8 @@ export const peftOftLegacy: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { r, ...(s ? { s } : {}) },
-      // Inputs rotated with shared blocks (0.14–0.15): PEFT sizes a conv's as in·kh², square kernels only.
-      update: s ? { kind: 'transform', cost: n, block: n, ...(shared ? { squareKernel: true } : {}) } : { kind: 'transform', cost: n, rowBlock: n, block: n },
+      // Inputs rotated (0.14–0.15): PEFT sizes a conv's rotation and views its weight as in·kh², square kernels only.
+      update: s ? { kind: 'transform', cost: n, block: n, squareKernel: true } : { kind: 'transform', cost: n, rowBlock: n, block: n },
       fanInFanOut: false,
       options,
     };

@@ -53,9 +53,9 @@ export const peftOft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      // Shared, its size is not checked against the layer's: PEFT sizes a conv's as in·kh², which
-      // holds only for a square kernel.
-      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : {}), ...(shared ? { squareKernel: true } : {}) },
+      // PEFT sizes a conv's rotation for in·kh² inputs and views the weight so when it merges, which
+      // holds only for a square kernel (shared blocks would otherwise fit any kernel).
+      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : { squareKernel: true }) },
       fanInFanOut: false,
       options,
     };
