@@ -40,6 +40,14 @@ const baseFiles = (c: CellCase) => ({ 'Llama-3.2-1B-BF16.gguf': cellBaseGguf(c, 
 const prepare = (c: CellCase, adapter: Record<string, Uint8Array | string>) =>
   prepareMerge(memoryInputFileSet(baseFiles(c), 'base'), [{ files: memoryInputFileSet(adapter, 'peft') }]);
 
+/** The head's tied copy PEFT gives lm_head under ensure_weight_tying: lora_A = Bᵀ (r, H), lora_B = Aᵀ (V, r). */
+function headMirror(f: { a: Float64Array; b: Float64Array }, r: number): FixtureTensor[] {
+  return [
+    { name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [r, H], data: Float64Array.from({ length: r * H }, (_, x) => f.b[(x % H) * r + Math.floor(x / H)]) },
+    { name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [V, r], data: Float64Array.from({ length: V * r }, (_, x) => f.a[(x % r) * V + Math.floor(x / r)]) },
+  ];
+}
+
 describe('an embedding update on a tied GGUF', () => {
   it('refuses a PEFT LoRA on embed_tokens: it would change the head that token_embd also is', async () => {
     await expect(prepare(tied, cellPeftAdapter(tied).files)).rejects.toThrow(
@@ -70,6 +78,28 @@ describe('an embedding update on a tied GGUF', () => {
       backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: adapter.files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
     });
     expectCellsMerged(bytes, base, adapter.factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('under ensure_weight_tying with the head\'s tied copy saved: the file tells the tie (no output.weight), the update is merged once, as float64 truth says', async () => {
+    const config = { ensure_weight_tying: true };
+    const { factors } = cellPeftAdapter(tied, tied.targets, config);
+    const { files } = cellPeftAdapter(tied, tied.targets, config, headMirror(factors[0], tied.rank));
+    const prepared = await prepare(tied, files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual(["the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"]);
+    await prepared.close();
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {
+    const config = { ensure_weight_tying: true };
+    const { factors } = cellPeftAdapter(untied, untied.targets, config);
+    const { files } = cellPeftAdapter(untied, untied.targets, config, headMirror(factors[0], untied.rank));
+    await expect(prepare(untied, files)).rejects.toThrow(/module "lm_head" is in peft\/adapter_model\.safetensors only as a layer tied to the embedding under ensure_weight_tying/);
   });
 
   it('merges a llama.cpp LoRA\'s token_embd pair into the one tensor, as export-lora does (float64 truth)', async () => {
