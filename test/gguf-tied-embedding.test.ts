@@ -5,10 +5,13 @@
  * refused in one line. Under ensure_weight_tying PEFT applies it to both: merged once, float64
  * truth. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import type { FixtureTensor } from './helpers/fixtures.js';
+import { tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { runCli } from './helpers/cli.js';
 import { cellBaseGguf, cellPeftAdapter, expectCellsMerged, transposedWhole, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 import { mergeFileInMemory } from './helpers/merge-backends.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
@@ -18,6 +21,8 @@ beforeAll(async () => {
   cpu = await createNodeBackend('cpu');
 });
 afterAll(() => cpu?.dispose());
+const temp = tempDirs();
+afterAll(temp.removeAll);
 
 const H = 64, V = 48;
 /** Llama 3.2 1B's shape of file, shrunk: tied, so no output.weight. */
@@ -53,6 +58,16 @@ describe('an embedding update on a tied GGUF', () => {
     await expect(prepare(tied, cellPeftAdapter(tied).files)).rejects.toThrow(
       'peft: a LoRA on model.embed_tokens lands on token_embd.weight, which this GGUF also uses as its output head (it has no output.weight: the model ties them), while training changed the input embedding alone; merged here it would change the head too, so it is not merged (merge into the safetensors model, where the head is written as its own tensor, or train with ensure_weight_tying)',
     );
+  });
+
+  it('refuses it on the command line in one line, leaving nothing at --out', async () => {
+    const adapter = cellPeftAdapter(tied).files;
+    const dir = temp.make({ 'Llama-3.2-1B-BF16.gguf': cellBaseGguf(tied, []).bytes, 'adapter_config.json': adapter['adapter_config.json'], 'adapter_model.safetensors': adapter['adapter_model.safetensors'] });
+    const out = join(dir, 'merged.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'Llama-3.2-1B-BF16.gguf'), '--adapter', dir, '--out', out, '--backend', 'cpu']);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^error: ${dir}: a LoRA on model\\.embed_tokens lands on token_embd\\.weight, which this GGUF also uses as its output head`))]);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('refuses a modules_to_save copy of embed_tokens likewise', async () => {
