@@ -110,6 +110,13 @@ describe('an embedding update on a tied GGUF', () => {
     expectCellsMerged(bytes, base, factors, tied.rank, tied.alpha / tied.rank);
   });
 
+  it('refuses the head\'s tied LoRA under ensure_weight_tying without the embedding LoRA it would mirror, rather than drop it', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'] };
+    const { factors } = cellPeftAdapter(tied, tied.targets, config);
+    const { files } = cellPeftAdapter(tied, [tied.targets[1]], config, headMirror(factors[0], tied.rank));
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no output.weight of its own (it uses token_embd.weight as its head), so it is not merged');
+  });
+
   it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {
     const config = { ensure_weight_tying: true };
     const { factors } = cellPeftAdapter(untied, untied.targets, config);

@@ -176,15 +176,23 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
     const refuse = (what: string) => {
       throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${what} lands on ${embedding}, which this GGUF also uses as its output head (it has no ${head}: the model ties them), while training changed the input embedding alone; merged here it would change the head too, so it is not merged (merge into the safetensors model, where the head is written as its own tensor, or train with ensure_weight_tying)`);
     };
+    const headModules: string[] = [];
+    let onEmbedding = false;
     for (const m of adapter.modules) {
       const at = locator.locate(m.address);
       if (!at.found) continue;
       for (const t of at.targets) {
-        if (t.baseKey === head && ensured) mirrors.set(adapter.name, (mirrors.get(adapter.name) ?? new Set<string>()).add(m.key));
+        if (t.baseKey === head && ensured) headModules.push(m.key);
         else if (t.baseKey === embedding && !ensured) refuse(`a LoRA on ${m.name}`);
-        else if (t.baseKey === embedding) ensuredOnEmbedding = true;
+        else if (t.baseKey === embedding) onEmbedding = true;
       }
     }
+    if (headModules.length > 0) {
+      // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
+      if (!onEmbedding) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no ${head} of its own (it uses ${embedding} as its head), so it is not merged`);
+      mirrors.set(adapter.name, new Set(headModules));
+    }
+    ensuredOnEmbedding ||= onEmbedding;
     for (const r of adapter.replacements) {
       const at = resolveReplacement(locator, r.path, (key) => tensors.get(key)?.shape[0]);
       if (at.found && at.key === embedding && !ensured) refuse(`a saved ${r.path}`);
