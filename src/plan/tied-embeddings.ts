@@ -114,6 +114,10 @@ export function resolveTiedEmbeddings(
       const at = locator.resolveTensorPath(r.path);
       if (at.found) classify(at.key, 'trainable tokens', true);
     }
+    // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
+    if (mirrors.has(adapter.name) && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged`);
+    }
   }
   const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
     const dropped = mirrors.get(a.adapter.name);
