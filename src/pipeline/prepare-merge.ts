@@ -71,6 +71,15 @@ function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: Sca
   return index;
 }
 
+/**
+ * A GGUF holding token_embd.weight and no output.weight stands for a model that ties its head to
+ * its embedding, as a config.json saying tie_word_embeddings would; undefined for other bases.
+ */
+function ggufTiedConfig(base: BaseModel): ModelConfig | undefined {
+  if (isSafetensorsModel(base) || !base.metadata || !base.tensors.has('token_embd.weight') || base.tensors.has('output.weight')) return undefined;
+  return { path: base.name, raw: { tie_word_embeddings: true } };
+}
+
 /** The base's tensors as the plan sees them: a weight read through a view (ComfyUI's nvfp4) in the view's dtype and shape. */
 function viewedTensors(tensors: BaseModel['tensors'], scaled: ScaledFp8Base | undefined): BaseModel['tensors'] {
   const views = [...scaled?.weights.values() ?? []].filter((w) => w.view);
@@ -128,8 +137,9 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       if (identity) identityWarnings.push(identity);
       const paths = adapter.modules.filter((m) => !m.address.tensor).map((m) => m.name);
       const configFile = adapter.configFile ?? `${adapter.name}/adapter_config.json`;
-      // Whether ensure_weight_tying ties the head to the embedding is the base's (its config.json).
-      checkWeightTyingTargets(adapter.config, config, paths, configFile, adapter.file.source.name);
+      // Whether ensure_weight_tying ties the head to the embedding is the base's (its config.json;
+      // a GGUF without output.weight is a tied model: the converter writes no head for one).
+      checkWeightTyingTargets(adapter.config, config ?? ggufTiedConfig(opened), paths, configFile, adapter.file.source.name);
       // "all-linear" leaves out the model's own output head, which only the base's config.json names.
       if (targetsAllLinear(adapter.config)) checkAllLinearHead(adapter.config, config, paths, configFile, adapter.file.source.name);
     }

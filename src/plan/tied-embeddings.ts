@@ -19,6 +19,7 @@ import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/b
 import { ModuleLocator } from '../formats/layouts/index.js';
 import { tiesWordEmbeddings, type ModelConfig } from '../formats/model-config.js';
 import type { WeightedAdapter } from './merge-plan.js';
+import { resolveReplacement } from './replacement-target.js';
 
 /** Where models keep the input embedding, and where their head goes when it is written. */
 const EMBEDDING_TO_HEAD: readonly (readonly [embedding: string, head: string])[] = [
@@ -64,9 +65,10 @@ export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
 ): TieOutcome {
   // GGUF keeps its own rule (llama.cpp reads token_embd when a file has no output head).
-  if (isSafetensorsModel(base)) refuseSharedEmbeddingChanges(base, config, adapters, architectures);
-  const pair = isSafetensorsModel(base) ? tiedPair(base, config) : undefined;
-  if (!pair || !isSafetensorsModel(base)) return { base, adapters: [...adapters] };
+  if (!isSafetensorsModel(base)) return resolveTiedGguf(base, adapters, architectures);
+  refuseSharedEmbeddingChanges(base, config, adapters, architectures);
+  const pair = tiedPair(base, config);
+  if (!pair) return { base, adapters: [...adapters] };
   const embeddingInfo = base.tensors.get(pair.embedding)!;
   const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
   tensors.set(pair.head, { shape: embeddingInfo.shape });
@@ -112,6 +114,10 @@ export function resolveTiedEmbeddings(
       const at = locator.resolveTensorPath(r.path);
       if (at.found) classify(at.key, 'trainable tokens', true);
     }
+    // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
+    if (mirrors.has(adapter.name) && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged`);
+    }
   }
   const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
     const dropped = mirrors.get(a.adapter.name);
@@ -144,6 +150,67 @@ export function resolveTiedEmbeddings(
     decision: 'untied',
     note: `${pair.head} is written as its own tensor and tie_word_embeddings set to false: ${changed.adapter} brings ${changed.what}, ` +
       `which changes ${onHead.includes(changed) ? 'the output head' : 'the input embedding'} only`,
+  };
+}
+
+/**
+ * A GGUF with `token_embd.weight` and no `output.weight` is a tied model: convert_hf_to_gguf writes
+ * no head for it and llama.cpp multiplies by token_embd as the head. A PEFT LoRA or saved copy on
+ * `embed_tokens` trained the input embedding alone (PEFT wraps the Embedding, not the head that
+ * shares its weight), so adding it there would change the head too, which no file here can keep
+ * apart: refused, as the head's update is (hf-to-gguf.ts tiedHead). Under `ensure_weight_tying`
+ * PEFT applies the update to both, so it is merged once and the head's tied copy is dropped; PEFT's
+ * trainable tokens are shared by both too. Other formats follow their own tools: llama.cpp's
+ * export-lora adds a `token_embd` pair to the one tensor, and mlx-lm's LoRAEmbedding applies its
+ * update in `as_linear`, the tied head, as well.
+ */
+function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], architectures: readonly string[]): TieOutcome {
+  const embedding = 'token_embd.weight', head = 'output.weight';
+  const unchanged: TieOutcome = { base, adapters: [...adapters] };
+  if (!base.metadata || !base.tensors.has(embedding) || base.tensors.has(head)) return unchanged;
+  // The head as if stored, so that a module naming it (lm_head) is told apart from a miss.
+  const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
+  tensors.set(head, { shape: base.tensors.get(embedding)!.shape });
+  const locator = new ModuleLocator({ tensors, architectures, components: base.components, metadata: (key) => base.metadata!(key) });
+  const mirrors = new Map<string, Set<string>>();
+  let ensuredOnEmbedding = false;
+  for (const { adapter } of adapters) {
+    if (adapter.format !== 'peft') continue;
+    const ensured = adapter.config.ensure_weight_tying === true;
+    const refuse = (what: string) => {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${what} lands on ${embedding}, which this GGUF also uses as its output head (it has no ${head}: the model ties them), while training changed the input embedding alone; merged here it would change the head too, so it is not merged (merge into the safetensors model, where the head is written as its own tensor, or train with ensure_weight_tying)`);
+    };
+    const headModules: string[] = [];
+    let onEmbedding = false;
+    for (const m of adapter.modules) {
+      const at = locator.locate(m.address);
+      if (!at.found) continue;
+      for (const t of at.targets) {
+        if (t.baseKey === head && ensured) headModules.push(m.key);
+        else if (t.baseKey === embedding && !ensured) refuse(`a LoRA on ${m.name}`);
+        else if (t.baseKey === embedding) onEmbedding = true;
+      }
+    }
+    if (headModules.length > 0) {
+      // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
+      if (!onEmbedding) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no ${head} of its own (it uses ${embedding} as its head), so it is not merged`);
+      mirrors.set(adapter.name, new Set(headModules));
+    }
+    ensuredOnEmbedding ||= onEmbedding;
+    for (const r of adapter.replacements) {
+      const at = resolveReplacement(locator, r.path, (key) => tensors.get(key)?.shape[0]);
+      if (at.found && at.key === embedding && !ensured) refuse(`a saved ${r.path}`);
+    }
+  }
+  if (mirrors.size === 0 && !ensuredOnEmbedding) return unchanged;
+  return {
+    base,
+    adapters: adapters.map((a) => {
+      const dropped = mirrors.get(a.adapter.name);
+      return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+    }),
+    decision: 'kept',
+    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}`,
   };
 }
 

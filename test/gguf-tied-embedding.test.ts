@@ -1,0 +1,145 @@
+/**
+ * A tied model in GGUF (token_embd.weight and no output.weight: convert_hf_to_gguf writes no head
+ * for it and llama.cpp multiplies by token_embd as the head). A PEFT LoRA or saved copy on
+ * embed_tokens trained the input embedding alone, so merging it would change the head too: it is
+ * refused in one line. Under ensure_weight_tying PEFT applies it to both: merged once, float64
+ * truth. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { runCli } from './helpers/cli.js';
+import { cellBaseGguf, cellPeftAdapter, expectCellsMerged, transposedWhole, whole, type CellCase } from './helpers/gguf-cell-truth.js';
+import { mergeFileInMemory } from './helpers/merge-backends.js';
+import { ggufLoraAdapter } from './helpers/gguf-models.js';
+
+let cpu: MergeBackend;
+beforeAll(async () => {
+  cpu = await createNodeBackend('cpu');
+});
+afterAll(() => cpu?.dispose());
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const H = 64, V = 48;
+/** Llama 3.2 1B's shape of file, shrunk: tied, so no output.weight. */
+const tied: CellCase = {
+  arch: 'llama', hfModel: 'meta-llama/Llama-3.2-1B',
+  tensors: [['token_embd.weight', [H, V]], ['blk.0.attn_v.weight', [H, 32]], ['blk.0.attn_norm.weight', [H]], ['output_norm.weight', [H]]],
+  metadata: [
+    ['llama.block_count', { type: 'u32', value: 1 }], ['llama.embedding_length', { type: 'u32', value: H }],
+    ['llama.attention.head_count', { type: 'u32', value: 4 }], ['llama.attention.head_count_kv', { type: 'u32', value: 2 }],
+  ],
+  targets: [
+    { module: 'model.embed_tokens', out: H, in: V, lands: transposedWhole('token_embd.weight'), embedding: true },
+    { module: 'model.layers.0.self_attn.v_proj', out: 32, in: H, lands: whole('blk.0.attn_v.weight') },
+  ],
+  rank: 4, alpha: 8,
+};
+const untied: CellCase = { ...tied, tensors: [...tied.tensors, ['output.weight', [H, V]]] };
+
+const baseFiles = (c: CellCase) => ({ 'Llama-3.2-1B-BF16.gguf': cellBaseGguf(c, []).bytes });
+const prepare = (c: CellCase, adapter: Record<string, Uint8Array | string>) =>
+  prepareMerge(memoryInputFileSet(baseFiles(c), 'base'), [{ files: memoryInputFileSet(adapter, 'peft') }]);
+
+/** The head's tied copy PEFT gives lm_head under ensure_weight_tying: lora_A = Bᵀ (r, H), lora_B = Aᵀ (V, r). */
+function headMirror(f: { a: Float64Array; b: Float64Array }, r: number): FixtureTensor[] {
+  return [
+    { name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [r, H], data: Float64Array.from({ length: r * H }, (_, x) => f.b[(x % H) * r + Math.floor(x / H)]) },
+    { name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [V, r], data: Float64Array.from({ length: V * r }, (_, x) => f.a[(x % r) * V + Math.floor(x / r)]) },
+  ];
+}
+
+describe('an embedding update on a tied GGUF', () => {
+  it('refuses a PEFT LoRA on embed_tokens: it would change the head that token_embd also is', async () => {
+    await expect(prepare(tied, cellPeftAdapter(tied).files)).rejects.toThrow(
+      'peft: a LoRA on model.embed_tokens lands on token_embd.weight, which this GGUF also uses as its output head (it has no output.weight: the model ties them), while training changed the input embedding alone; merged here it would change the head too, so it is not merged (merge into the safetensors model, where the head is written as its own tensor, or train with ensure_weight_tying)',
+    );
+  });
+
+  it('refuses it on the command line in one line, leaving nothing at --out', async () => {
+    const adapter = cellPeftAdapter(tied).files;
+    const dir = temp.make({ 'Llama-3.2-1B-BF16.gguf': cellBaseGguf(tied, []).bytes, 'adapter_config.json': adapter['adapter_config.json'], 'adapter_model.safetensors': adapter['adapter_model.safetensors'] });
+    const out = join(dir, 'merged.gguf');
+    const result = await runCli(['merge', '--base', join(dir, 'Llama-3.2-1B-BF16.gguf'), '--adapter', dir, '--out', out, '--backend', 'cpu']);
+    expect(result.code).toBe(1);
+    expect(result.stderr.trim().split('\n')).toEqual([expect.stringMatching(new RegExp(`^error: ${dir}: a LoRA on model\\.embed_tokens lands on token_embd\\.weight, which this GGUF also uses as its output head`))]);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('refuses a modules_to_save copy of embed_tokens likewise', async () => {
+    const saved: FixtureTensor = { name: 'base_model.model.model.embed_tokens.modules_to_save.default.weight', dtype: 'F32', shape: [V, H], data: new Float64Array(V * H).fill(0.25) };
+    const { files } = cellPeftAdapter(tied, [tied.targets[1]], { modules_to_save: ['embed_tokens'] }, [saved]);
+    await expect(prepare(tied, files)).rejects.toThrow(/^peft: a saved model\.embed_tokens\.weight lands on token_embd\.weight, which this GGUF also uses as its output head/);
+  });
+
+  it('merges the same LoRA into a GGUF whose output.weight is its own tensor', async () => {
+    const prepared = await prepare(untied, cellPeftAdapter(untied).files);
+    expect(prepared.plan.problems).toEqual([]);
+    await prepared.close();
+  });
+
+  it('under ensure_weight_tying merges the embedding LoRA once into token_embd, the head staying tied, as float64 truth says', async () => {
+    const adapter = cellPeftAdapter(tied, tied.targets, { ensure_weight_tying: true });
+    const prepared = await prepare(tied, adapter.files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual(['the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both']);
+    await prepared.close();
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: adapter.files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, adapter.factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('under ensure_weight_tying with the head\'s tied copy saved: the file tells the tie (no output.weight), the update is merged once, as float64 truth says', async () => {
+    const config = { ensure_weight_tying: true };
+    const { factors } = cellPeftAdapter(tied, tied.targets, config);
+    const { files } = cellPeftAdapter(tied, tied.targets, config, headMirror(factors[0], tied.rank));
+    const prepared = await prepare(tied, files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual(["the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"]);
+    await prepared.close();
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('refuses the head\'s tied LoRA under ensure_weight_tying without the embedding LoRA it would mirror, rather than drop it', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'] };
+    const { factors } = cellPeftAdapter(tied, tied.targets, config);
+    const { files } = cellPeftAdapter(tied, [tied.targets[1]], config, headMirror(factors[0], tied.rank));
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no output.weight of its own (it uses token_embd.weight as its head), so it is not merged');
+  });
+
+  it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {
+    const config = { ensure_weight_tying: true };
+    const { factors } = cellPeftAdapter(untied, untied.targets, config);
+    const { files } = cellPeftAdapter(untied, untied.targets, config, headMirror(factors[0], untied.rank));
+    await expect(prepare(untied, files)).rejects.toThrow(/module "lm_head" is in peft\/adapter_model\.safetensors only as a layer tied to the embedding under ensure_weight_tying/);
+  });
+
+  it('merges a llama.cpp LoRA\'s token_embd pair into the one tensor, as export-lora does (float64 truth)', async () => {
+    const lora = ggufLoraAdapter([{ tensor: 'token_embd.weight', rank: 4, in: V, out: H, aType: 'F32', bType: 'F16' }], 8);
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: { 'lora.gguf': lora.bytes }, name: 'lora.gguf', weight: 0.5 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    const f = lora.factors.get('token_embd.weight')!;
+    // export-lora: scale = 0.5 · α / r, ΔW = (B·A)ᵀ on the (vocabulary, dim) table.
+    expectCellsMerged(bytes, base, [{ ...tied.targets[0], a: f.a, b: f.b }], 4, 0.5 * 8 / 4);
+  });
+
+  it('keeps the plan of a safetensors adapter with modules on neither side', async () => {
+    const { files } = cellPeftAdapter(tied, [tied.targets[1]]);
+    const prepared = await prepare(tied, files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual([]);
+    await prepared.close();
+  });
+});
