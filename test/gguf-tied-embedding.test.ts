@@ -132,7 +132,7 @@ describe('an embedding update on a tied GGUF', () => {
     });
     const f = lora.factors.get('token_embd.weight')!;
     // export-lora: scale = 0.5 · α / r, ΔW = (B·A)ᵀ on the (vocabulary, dim) table.
-    expectCellsMerged(bytes, base, [{ ...tied.targets[0], a: f.a, b: f.b }], 4, 0.5 * 8 / 4);
+    expectCellsMerged(bytes, base, [{ ...tied.targets[0], a: Float64Array.from(f.a), b: Float64Array.from(f.b) }], 4, 0.5 * 8 / 4);
   });
 
   it('keeps the plan of a safetensors adapter with modules on neither side', async () => {

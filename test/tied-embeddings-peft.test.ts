@@ -296,7 +296,7 @@ describe('ensure_weight_tying with the head\'s LoRA alone', () => {
   it('refuses it in one line rather than drop it as the mirror of an embedding LoRA the file does not hold', async () => {
     const head = [randomTensor('base_model.model.lm_head.lora_A.weight', [R, H], 'F32', rand, 0.5), randomTensor('base_model.model.lm_head.lora_B.weight', [V, R], 'F32', rand, 0.5)];
     await expect(prepare(hfModelFolder(tiedBase(), GEMMA2), peftFolder({ r: R, lora_alpha: R, ensure_weight_tying: true, target_modules: ['lm_head'] }, head))).rejects.toThrow(
-      'adapter: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged',
+      'adapter1: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged',
     );
   });
 });
