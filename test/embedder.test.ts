@@ -111,8 +111,10 @@ describe('the packed package in a fresh project', () => {
     expect(report.lastPhase).toBe('done');
     expect(report.blobPath).toBe('model.safetensors');
     expect(report.cancelled).toBe('ABORTED');
+    expect(report.noWebgpu).toBe('GPU_UNAVAILABLE: WebGPU for Node could not start: the optional package "webgpu" (Dawn) is not installed; install it (npm install webgpu) or use the CPU backend');
     expect(report.resized).toEqual({ format: 'peft', ranks: [1], files: ['adapter_config.json', 'adapter_model.safetensors'] });
     expect(readdirSync(work)).not.toContain('cancelled');
+    expect(readdirSync(work)).not.toContain('on-gpu');
     const sample = await generateSample(report.options);
     const base = readSafetensors(sample.base['model.safetensors']);
     checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), base, truth(sample, 0.5), 'F16');
