@@ -150,6 +150,19 @@ describe('the packed package in a fresh project', () => {
     expect(tscErrors(project, 'tsconfig.mistakes.json')).toBe('');
   });
 
+  it('a page that imports two helpers gets two helpers: Vite leaves the engine out (package.json sideEffects)', async () => {
+    const { build } = await import('vite');
+    const outDir = join(project, 'shake-dist');
+    await build({ root: join(project, 'shake'), configFile: false, logLevel: 'error', build: { outDir, target: 'es2022' } });
+    const chunks = readdirSync(join(outDir, 'assets')).filter((f) => f.endsWith('.js'));
+    const main = chunks.filter((f) => f.startsWith('index-'));
+    expect(main).toHaveLength(1);
+    const code = readFileSync(join(outDir, 'assets', main[0]), 'utf8');
+    // formatBytes, isMergeError, MergeError and its message bounds are a few kB; the engine is hundreds.
+    expect(code.length).toBeLessThan(10_000);
+    for (const chunk of chunks) expect(readFileSync(join(outDir, 'assets', chunk), 'utf8')).not.toMatch(/["']webgpu["']/);
+  });
+
   it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {
     const [{ build, preview }, { default: puppeteer }] = await Promise.all([import('vite'), import('puppeteer')]);
     const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
