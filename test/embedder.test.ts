@@ -109,6 +109,8 @@ describe('the packed package in a fresh project', () => {
     expect(report.cpu).toMatch(/WebAssembly SIMD, \d+ threads/);
     expect(report.events).toBeGreaterThan(2);
     expect(report.lastPhase).toBe('done');
+    expect(report.progressRises).toBe(true);
+    expect(report.lastFraction).toBe(1);
     expect(report.blobPath).toBe('model.safetensors');
     expect(report.cancelled).toBe('ABORTED');
     expect(report.noWebgpu).toBe('GPU_UNAVAILABLE: WebGPU for Node could not start: the optional package "webgpu" (Dawn) is not installed; install it (npm install webgpu) or use the CPU backend');

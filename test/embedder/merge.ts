@@ -61,5 +61,7 @@ const resized = await resizeLora({ adapter: join(dir, 'adapter'), rule: { kind: 
 console.log(JSON.stringify({
   resized: { format: resized.format, ranks: [...new Set(resized.modules.map((m) => m.rank))], files: (await readdir(join(dir, 'resized'))).sort() },
   files: fromPaths.files, backend: fromPaths.backend, cpu: backend.description, events: events.length,
-  lastPhase: events[events.length - 1]?.phase, blobPath: merged.path, cancelled, noWebgpu, options: sample.options,
+  lastPhase: events[events.length - 1]?.phase,
+  progressRises: events.every((e, i) => i === 0 || (e.bytesDone >= events[i - 1].bytesDone && e.tensorsDone >= events[i - 1].tensorsDone && e.bytesTotal === events[0].bytesTotal)),
+  lastFraction: events.length ? events[events.length - 1].bytesDone / events[events.length - 1].bytesTotal : undefined, blobPath: merged.path, cancelled, noWebgpu, options: sample.options,
 }));
