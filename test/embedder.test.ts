@@ -88,6 +88,9 @@ describe('the packed package in a fresh project', () => {
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
     expect(files).toContain('./LICENSE');
     expect(readdirSync(join(project, 'node_modules'))).not.toContain('webgpu');
+    // Tools that read a dependency's version or fields resolve its package.json through "exports".
+    const resolved = execFileSync(process.execPath, ['-e', "console.log(require('loramerge/package.json').version)"], { cwd: project, encoding: 'utf8' });
+    expect(resolved.trim()).toBe(JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')).version);
   });
 
   it('strict TypeScript under a plain Node tsconfig compiles, and the one-call merge is exact', async () => {
