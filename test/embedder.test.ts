@@ -88,6 +88,9 @@ describe('the packed package in a fresh project', () => {
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
     expect(files).toContain('./LICENSE');
     expect(readdirSync(join(project, 'node_modules'))).not.toContain('webgpu');
+    // Tools that read a dependency's version or fields resolve its package.json through "exports".
+    const resolved = execFileSync(process.execPath, ['-e', "console.log(require('loramerge/package.json').version)"], { cwd: project, encoding: 'utf8' });
+    expect(resolved.trim()).toBe(JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8')).version);
   });
 
   it('strict TypeScript under a plain Node tsconfig compiles, and the one-call merge is exact', async () => {
@@ -109,10 +112,14 @@ describe('the packed package in a fresh project', () => {
     expect(report.cpu).toMatch(/WebAssembly SIMD, \d+ threads/);
     expect(report.events).toBeGreaterThan(2);
     expect(report.lastPhase).toBe('done');
+    expect(report.progressRises).toBe(true);
+    expect(report.lastFraction).toBe(1);
     expect(report.blobPath).toBe('model.safetensors');
     expect(report.cancelled).toBe('ABORTED');
+    expect(report.noWebgpu).toBe('GPU_UNAVAILABLE: WebGPU for Node could not start: the optional package "webgpu" (Dawn) is not installed; install it (npm install webgpu) or use the CPU backend');
     expect(report.resized).toEqual({ format: 'peft', ranks: [1], files: ['adapter_config.json', 'adapter_model.safetensors'] });
     expect(readdirSync(work)).not.toContain('cancelled');
+    expect(readdirSync(work)).not.toContain('on-gpu');
     const sample = await generateSample(report.options);
     const base = readSafetensors(sample.base['model.safetensors']);
     checkMerged(new Uint8Array(readFileSync(join(work, 'merged/model.safetensors'))), base, truth(sample, 0.5), 'F16');
@@ -146,6 +153,19 @@ describe('the packed package in a fresh project', () => {
       include: ['mistakes.ts'],
     }));
     expect(tscErrors(project, 'tsconfig.mistakes.json')).toBe('');
+  });
+
+  it('a page that imports two helpers gets two helpers: Vite leaves the engine out (package.json sideEffects)', async () => {
+    const { build } = await import('vite');
+    const outDir = join(project, 'shake-dist');
+    await build({ root: join(project, 'shake'), configFile: false, logLevel: 'error', build: { outDir, target: 'es2022' } });
+    const chunks = readdirSync(join(outDir, 'assets')).filter((f) => f.endsWith('.js'));
+    const main = chunks.filter((f) => f.startsWith('index-'));
+    expect(main).toHaveLength(1);
+    const code = readFileSync(join(outDir, 'assets', main[0]), 'utf8');
+    // formatBytes, isMergeError, MergeError and its message bounds are a few kB; the engine is hundreds.
+    expect(code.length).toBeLessThan(10_000);
+    for (const chunk of chunks) expect(readFileSync(join(outDir, 'assets', chunk), 'utf8')).not.toMatch(/["']webgpu["']/);
   });
 
   it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {

@@ -7,7 +7,7 @@ import {
   badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
-import { throwIfAborted } from '../errors.js';
+import { isMergeError, MergeError, throwIfAborted } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
@@ -46,7 +46,10 @@ export interface OneCallMergeOptions<Source, Out> {
   dtype?: OutDTypeName | FloatDType | (string & {});
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
-  /** Cancels the merge; nothing is left at the output. One already aborted refuses (ABORTED) before any source is opened. */
+  /**
+   * Cancels the merge: it rejects with a MergeError of code ABORTED whose `cause` is the signal's
+   * reason, and nothing is left at the output. One already aborted refuses before any source is opened.
+   */
   signal?: AbortSignal;
   /** Called as tensors are written; an error it throws ends the merge with that error, leaving nothing at the output. */
   onProgress?: ProgressListener;
@@ -194,8 +197,18 @@ export async function oneCallMerge<Source, Out>(
     }
   } catch (e) {
     await owned?.abort().catch(() => {});
-    throw inLibraryWords(hooks.explainError ? hooks.explainError(e) : e);
+    const signal = typeof options === 'object' && options !== null ? options.signal : undefined;
+    throw withAbortReason(inLibraryWords(hooks.explainError ? hooks.explainError(e) : e), signal);
   }
+}
+
+/**
+ * A cancel's ABORTED error carries the signal's reason as its `cause` (the caller's own
+ * `abort(reason)`, or the AbortError DOMException `abort()` makes), wherever in the merge it stopped.
+ */
+function withAbortReason(e: unknown, signal: AbortSignal | undefined): unknown {
+  if (!isMergeError(e) || e.code !== 'ABORTED' || !(signal instanceof AbortSignal) || !signal.aborted || e.cause === signal.reason) return e;
+  return new MergeError('ABORTED', e.message, { cause: signal.reason });
 }
 
 /** The outcome's warnings and the plan's notes in the call's words, not the command line's (library-wording.ts). */

@@ -1,4 +1,8 @@
-/** Progress events a merge emits; the CLI draws them as a bar, the demo page as a bar with a rate. */
+/**
+ * Progress events a merge emits; the CLI draws them as a bar, the demo page as a bar with a rate.
+ * Within one merge the totals do not change and `tensorsDone` and `bytesDone` never go down, so
+ * `bytesDone / bytesTotal` is a fraction that only rises, reaching 1 on the last event, `done`.
+ */
 export interface MergeProgress {
   /**
    * `merge` as the output is written (a merge's first event comes before any byte is); `done` once,

@@ -46,11 +46,22 @@ try {
   cancelled = error.code;
 }
 
+// WebGPU asked for where the optional `webgpu` package was left out: one line saying what to do.
+let noWebgpu = '';
+try {
+  await merge({ base: join(dir, 'base'), adapters: [join(dir, 'adapter')], out: join(dir, 'on-gpu'), backend: 'webgpu' });
+} catch (error) {
+  if (!isMergeError(error)) throw error;
+  noWebgpu = `${error.code}: ${error.message}`;
+}
+
 // An adapter job of the Node entry: a path in, a folder path out (Node's options: `overwrite`).
 const resized = await resizeLora({ adapter: join(dir, 'adapter'), rule: { kind: 'rank', rank: 1 }, out: join(dir, 'resized'), overwrite: false });
 
 console.log(JSON.stringify({
   resized: { format: resized.format, ranks: [...new Set(resized.modules.map((m) => m.rank))], files: (await readdir(join(dir, 'resized'))).sort() },
   files: fromPaths.files, backend: fromPaths.backend, cpu: backend.description, events: events.length,
-  lastPhase: events[events.length - 1]?.phase, blobPath: merged.path, cancelled, options: sample.options,
+  lastPhase: events[events.length - 1]?.phase,
+  progressRises: events.every((e, i) => i === 0 || (e.bytesDone >= events[i - 1].bytesDone && e.tensorsDone >= events[i - 1].tensorsDone && e.bytesTotal === events[0].bytesTotal)),
+  lastFraction: events.length ? events[events.length - 1].bytesDone / events[events.length - 1].bytesTotal : undefined, blobPath: merged.path, cancelled, noWebgpu, options: sample.options,
 }));

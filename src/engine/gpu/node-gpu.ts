@@ -54,11 +54,25 @@ export function chooseVulkanDriver(env: NodeJS.ProcessEnv = process.env): string
 
 let shared: { gpu: GPU; users: number; icd: string | undefined } | undefined;
 
+/**
+ * The optional `webgpu` package. Left out (`npm install --omit=optional`), Node's own error names
+ * the importing file's path and not the fix: it is said as what to do instead.
+ */
+async function importDawn(): Promise<typeof import('webgpu')> {
+  try {
+    return await import('webgpu');
+  } catch (e) {
+    const missing = (e as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND' && /['"]webgpu['"]/.test(String((e as Error).message));
+    if (!missing) throw e;
+    throw new Error("the optional package \"webgpu\" (Dawn) is not installed; install it (npm install webgpu) or use the CPU backend", { cause: e });
+  }
+}
+
 /** Dawn's GPU object for Node (one per process, shared); call dispose() on every result when done. */
 export async function getNodeGpu(): Promise<NodeGpu> {
   if (!shared) {
     const icd = chooseVulkanDriver();
-    const dawn = await import('webgpu');
+    const dawn = await importDawn();
     // WebGPU's constant namespaces (GPUBufferUsage, …) as globals, as in a browser.
     for (const [k, v] of Object.entries(dawn.globals)) {
       if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
