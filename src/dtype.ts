@@ -20,8 +20,14 @@ export type FloatDType = 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2';
 /** The 8-bit floats: e4m3fn (no infinities, largest finite 448) and e5m2 (a short f16). */
 export type F8DType = 'F8_E4M3' | 'F8_E5M2';
 
+/**
+ * The float output dtype names as users type them (`--dtype bf16`), for a front end's list of
+ * choices. A GGUF base also takes its container's types (`q8_0`, `q4_k`…), checked once it is open.
+ */
+export const OUT_DTYPE_NAMES = ['f32', 'f16', 'bf16', 'f8_e4m3', 'f8_e5m2'] as const;
+
 /** Output dtype names as users type them (`--dtype bf16`). */
-export type OutDTypeName = 'f32' | 'f16' | 'bf16' | 'f8_e4m3' | 'f8_e5m2';
+export type OutDTypeName = typeof OUT_DTYPE_NAMES[number];
 
 export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
   F64: 8, F32: 4, F16: 2, BF16: 2,

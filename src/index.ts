@@ -71,6 +71,6 @@ export { inThreadOpfsWriter, opfsWriterWorker, type OpfsFileWriter, type OpfsOpe
 // Errors, limits on what a file may claim, dtypes, the sample, numbers for people
 export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';
 export * from './limits.js';
-export { parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
+export { OUT_DTYPE_NAMES, parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
 export { generateSample, type SampleFiles, type SampleOptions, type SamplePreset } from './sample/index.js';
 export { formatBytes, formatScale } from './format.js';

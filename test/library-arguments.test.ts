@@ -220,6 +220,16 @@ describe('merge() from loramerge/node refuses mistaken arguments up front', () =
       expectQ(decodeSafetensors(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors, -1.25, want);
     }
   });
+
+  it('lists the float output dtypes a front end can offer (OUT_DTYPE_NAMES), each one merge() takes', async () => {
+    expect(browser.OUT_DTYPE_NAMES).toEqual(['f32', 'f16', 'bf16', 'f8_e4m3', 'f8_e5m2']);
+    expect(node.OUT_DTYPE_NAMES).toBe(browser.OUT_DTYPE_NAMES);
+    for (const dtype of browser.OUT_DTYPE_NAMES) {
+      const { blobs } = await browser.merge({ base: baseBlob, adapters: [adapterFiles()], dtype, backend: 'cpu' });
+      const tensors = decodeSafetensors(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors;
+      expect([...tensors.values()].map((t) => t.dtype), dtype).toEqual([...tensors.values()].map(() => dtype.toUpperCase()));
+    }
+  });
 });
 
 /** The browser entry's merge(): Files, Blobs and URLs only. */
