@@ -4,7 +4,7 @@
  * nothing comes back. On the sample model (Llama names, BF16 base, a PEFT LoRA in F32).
  */
 import { describe, expect, it } from 'vitest';
-import { generateSample, isMergeError, merge, type MergeProgress } from '../src/index.js';
+import { combineLoras, generateSample, isMergeError, merge, resizeLora, type MergeProgress } from '../src/index.js';
 
 const files = (record: Record<string, Uint8Array>) => Object.entries(record).map(([path, bytes]) => new File([bytes as Uint8Array<ArrayBuffer>], path));
 
@@ -48,6 +48,32 @@ describe('merge() cancelled by its signal', () => {
     const { error } = await cancelled((signal, abort) => {
       abort();
       return merge({ base: new Blob([]), adapters: [new Blob([])], signal });
+    }, (c) => c.abort(stop));
+    expect(isMergeError(error) && error.code).toBe('ABORTED');
+    expect((error as Error).cause).toBe(stop);
+  });
+});
+
+// The adapter jobs cancel the same way, so one handler serves merge() and them.
+describe('combineLoras and resizeLora cancelled by their signal', () => {
+  it('mid-job: code ABORTED, cause the reason given to abort()', async () => {
+    const sample = await generateSample('small');
+    const stop = new Error('the user pressed stop');
+    for (const job of [
+      (signal: AbortSignal, abort: () => void) => resizeLora({ adapter: files(sample.adapter), rule: { kind: 'rank', rank: 1 }, backend: 'cpu', signal, onProgress: () => abort() }),
+      (signal: AbortSignal, abort: () => void) => combineLoras({ adapters: [files(sample.adapter), files(sample.adapter)], method: 'svd', backend: 'cpu', signal, onProgress: () => abort() }),
+    ]) {
+      const { error } = await cancelled(job, (c) => c.abort(stop));
+      expect(isMergeError(error) && error.code).toBe('ABORTED');
+      expect((error as Error).cause).toBe(stop);
+    }
+  });
+
+  it('a signal aborted before the call: refused with the same cause', async () => {
+    const stop = new Error('closed before it started');
+    const { error } = await cancelled((signal, abort) => {
+      abort();
+      return resizeLora({ adapter: new Blob([]), rule: { kind: 'rank', rank: 1 }, signal });
     }, (c) => c.abort(stop));
     expect(isMergeError(error) && error.code).toBe('ABORTED');
     expect((error as Error).cause).toBe(stop);

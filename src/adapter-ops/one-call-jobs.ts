@@ -290,13 +290,14 @@ async function run<Out>(
   try {
     backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu);
     const result = await make(backend, options.signal);
-    if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`);
+    if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     await writeAdapter(output, result.adapter);
     await output.commit();
     return { format, files, modules: result.report, warnings: result.warnings.slice(), blobs: memory?.files() ?? [], backend: backend.description };
   } catch (e) {
     await output.abort();
-    if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${command} cancelled`, { cause: e });
+    // As merge(): a cancel's cause is the signal's reason; another ABORTED keeps the error it came from.
+    if (isMergeError(e) && e.code === 'ABORTED') throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal?.aborted ? options.signal.reason : e });
     throw e;
   } finally {
     backend?.dispose();
@@ -340,7 +341,7 @@ function checkJobOptions<Out>(job: string, options: AdapterJobOptions<Out>, own:
   hooks.checkOutput(options.out, options.format);
   checkSignal('signal', options.signal);
   checkCallback('onProgress', options.onProgress);
-  if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`);
+  if (options.signal?.aborted) throw new MergeError('ABORTED', `${job.replace(/Loras?$/, '').toLowerCase()} cancelled`, { cause: options.signal.reason });
 }
 
 /** The method and its options (the adapters and weights are checked by checkAdapterList); the warnings of options without effect. */
