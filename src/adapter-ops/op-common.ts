@@ -66,6 +66,16 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
     for (const ref of members) {
       const { adapterIndex, outputName: name, shape } = ref;
       const adapter = adapters[adapterIndex];
+      // A PEFT folder names a module by its path alone (text_encoder. and text_encoder_2. both write
+      // text_model.…), so the updates of two components under one path cannot both be written there.
+      const other = format === 'peft' ? group.find((r) => r.outputName === name && peftComponent(r) !== undefined && peftComponent(ref) !== undefined && peftComponent(r) !== peftComponent(ref)) : undefined;
+      if (other) {
+        problems.push({
+          code: 'UNSUPPORTED_FORMAT',
+          message: `${adapter.name}: a PEFT folder cannot hold updates for both ${peftComponent(other)} and ${peftComponent(ref)}: it names a module without its component, so both would be written as "${name}"; write a .safetensors file instead (give --out a name ending in .safetensors)`,
+        });
+        continue;
+      }
       if (group.some((r) => r.adapterIndex === adapterIndex && r.outputName === name)) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: two modules are both named "${name}"` });
         continue;
@@ -86,6 +96,21 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
   }
   throwIfProblems(command, problems);
   return kept;
+}
+
+/**
+ * The component a module's name prefix names, as diffusers' pipelines name it (`text_encoder_2`):
+ * undefined for a name with no prefix. kohya's `lora_te_` and diffusers' `text_encoder.` are one
+ * (the model's first text encoder).
+ */
+function peftComponent(ref: ModuleRef): string | undefined {
+  switch (ref.module.address.part) {
+    case undefined: return undefined;
+    case 'unet': return 'unet';
+    case 'te': case 'te1': return 'text_encoder';
+    case 'te2': return 'text_encoder_2';
+    case 'te3': return 'text_encoder_3';
+  }
 }
 
 /**
