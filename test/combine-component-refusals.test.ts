@@ -4,12 +4,14 @@
  * text_encoder_2.…, both text_model.… below) cannot both be written there; a kohya file can, and
  * its update is checked against float64 math.
  */
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { combineAdapters } from '../src/adapter-ops/combine.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
 import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
+import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { dense, gaussian, product, type Dense } from './helpers/svd-reference.js';
 
@@ -42,8 +44,8 @@ function diffusersLora(seed: number, modules: [path: string, out: number, inp: n
   return { bytes: buildSafetensors(tensors, { format: 'pt' }), factors };
 }
 
-async function open(bytes: Uint8Array): Promise<ParsedAdapter> {
-  const a = await openAdapter(await openNodeInputFileSet(temp.make({ 'pytorch_lora_weights.safetensors': bytes })));
+async function open(bytes: Uint8Array, name = 'pytorch_lora_weights.safetensors'): Promise<ParsedAdapter> {
+  const a = await openAdapter(await openNodeInputFileSet(join(temp.make({ [name]: bytes }), name)));
   opened.push(a);
   return a;
 }
@@ -108,5 +110,47 @@ describe("a diffusers SDXL LoRA's two text encoders and a PEFT folder", () => {
       const p = product(f.b, f.a);
       expect(relError(applied(m), dense(p.rows, p.cols, (i, j) => 2 * p.data[i * p.cols + j])), m.name).toBeLessThan(1e-6);
     }
+  });
+});
+
+describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
+  const rand = seededRandom(81);
+  const f = (out: number, inp: number, alpha: number) => ({ b: dense(out, 4, () => gaussian(rand) * 0.05), a: dense(4, inp, () => gaussian(rand) * 0.05), alpha });
+  /** (α/r)·B·A·w summed, in float64. */
+  const target = (parts: { m: { b: Dense; a: Dense; alpha: number }; w: number }[]) => {
+    const ps = parts.map(({ m, w }) => ({ p: product(m.b, m.a), s: (w * m.alpha) / m.b.cols }));
+    return dense(ps[0].p.rows, ps[0].p.cols, (i, j) => ps.reduce((t, { p, s }) => t + s * p.data[i * p.cols + j], 0));
+  };
+  // ComfyUI maps `lora_te_` to a refiner's only encoder, its OpenCLIP-G (hidden 1280, MLP 5120);
+  // kohya's SDXL LoRAs name the base's CLIP-L `lora_te1_` and its CLIP-G `lora_te2_`.
+  const REFINER_Q = 'lora_te_text_model_encoder_layers_0_self_attn_q_proj';
+  const REFINER_FC1 = 'lora_te_text_model_encoder_layers_3_mlp_fc1';
+  const BASE_Q = 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj';
+
+  it('combine refuses them in one line naming both modules: on a refiner both would land on its one CLIP-G, on SDXL base the lora_te_ one fits no weight', async () => {
+    const refiner = await open(kohyaFile([{ name: REFINER_Q, ...f(1280, 1280, 4) }, { name: REFINER_FC1, ...f(5120, 1280, 4) }]), 'refiner.safetensors');
+    const base = await open(kohyaFile([{ name: BASE_Q, ...f(1280, 1280, 2) }]), 'sdxl.safetensors');
+    for (const inputs of [[refiner, base], [base, refiner]]) {
+      const err = await combineAdapters(inputs.map((adapter) => ({ adapter, weight: 1 })), { method: 'cat', format: 'kohya' }, cpu).then(() => undefined, (e: Error) => e);
+      expect(err?.message).toMatch(/^combine: .*refiner\.safetensors's module "lora_te_text_model_encoder_layers_0_self_attn_q_proj" is a CLIP-G update .*an SDXL refiner.*, but .*sdxl\.safetensors's "lora_te2_text_model_encoder_layers_0_self_attn_q_proj" .*SDXL.*; adapters of different base models cannot be combined into one$/);
+    }
+  });
+
+  it('two refiner LoRAs combine onto its CLIP-G, and SDXL base ones with a CLIP-L lora_te_ still combine, exactly', async () => {
+    const [q1, q2, fc1] = [f(1280, 1280, 4), f(1280, 1280, 8), f(5120, 1280, 2)];
+    const r1 = await open(kohyaFile([{ name: REFINER_Q, ...q1 }, { name: REFINER_FC1, ...fc1 }]), 'refiner-a.safetensors');
+    const r2 = await open(kohyaFile([{ name: REFINER_Q, ...q2 }]), 'refiner-b.safetensors');
+    const out = await combineAdapters([{ adapter: r1, weight: 1 }, { adapter: r2, weight: -0.5 }], { method: 'cat', format: 'kohya' }, cpu);
+    const want: Record<string, Dense> = { [REFINER_Q]: target([{ m: q1, w: 1 }, { m: q2, w: -0.5 }]), [REFINER_FC1]: target([{ m: fc1, w: 1 }]) };
+    expect(out.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
+    for (const m of out.adapter.modules) expect(relError(applied(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    // SDXL base: a CLIP-L `lora_te_` (768) beside `lora_te1_` and `lora_te2_`.
+    const [l1, l2, g] = [f(768, 768, 4), f(768, 768, 2), f(1280, 1280, 4)];
+    const a = await open(kohyaFile([{ name: 'lora_te_text_model_encoder_layers_0_self_attn_q_proj', ...l1 }]), 'sdxl-a.safetensors');
+    const b = await open(kohyaFile([{ name: 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', ...l2 }, { name: BASE_Q, ...g }]), 'sdxl-b.safetensors');
+    const sdxl = await combineAdapters([{ adapter: a, weight: 1 }, { adapter: b, weight: 2 }], { method: 'cat', format: 'kohya' }, cpu);
+    const wantSdxl: Record<string, Dense> = { lora_te_text_model_encoder_layers_0_self_attn_q_proj: target([{ m: l1, w: 1 }, { m: l2, w: 2 }]), [BASE_Q]: target([{ m: g, w: 2 }]) };
+    expect(sdxl.adapter.modules.map((m) => m.name)).toEqual(Object.keys(wantSdxl));
+    for (const m of sdxl.adapter.modules) expect(relError(applied(m), wantSdxl[m.name]), m.name).toBeLessThan(1e-6);
   });
 });

@@ -1,7 +1,7 @@
 /** What combine, resize and extract share: grouping modules across adapters, and the output's config and metadata. */
 import { MergeError } from '../errors.js';
 import type { FloatDType } from '../dtype.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { openAdapter, type AdapterModule, type ParsedAdapter } from '../formats/adapter.js';
 import { BASE_GIVEN_AS_ADAPTER } from '../formats/gguf/gguf-adapter.js';
 import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
@@ -114,6 +114,19 @@ function peftComponent(ref: ModuleRef): string | undefined {
 }
 
 /**
+ * A module of `adapter` naming its model's first text encoder (`lora_te_`, `text_encoder.`) with a
+ * CLIP-G's width (hidden 1280): an SDXL refiner's or Stable Cascade's only CLIP, where ComfyUI maps
+ * `lora_te_`; on SDXL base (CLIP-L first, 768) such a module fits no weight.
+ */
+function firstEncoderClipG(adapter: ParsedAdapter): AdapterModule | undefined {
+  return adapter.modules.find((m) => {
+    if (!landingKey(m, 'kohya').startsWith('te-first:')) return false;
+    const shape = moduleShape(m);
+    return shape.kind === 'linear' && (shape.out === 1280 || shape.in === 1280);
+  });
+}
+
+/**
  * Refuses adapters made for different base models: their modules' names say another kind of model
  * (an SDXL UNet LoRA beside a Flux transformer's or a language model's), or kohya's
  * ss_base_model_version says another model (sd_v1 beside sdxl_base_v1-0, whose kohya names do not
@@ -123,6 +136,13 @@ export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: 
   const kinds = adapters.map((a) => ({ adapter: a, family: guessModelFamily(a.modules.map((m) => m.key)), version: kohyaModelVersion(a) }));
   for (const [i, x] of kinds.entries()) {
     for (const y of kinds.slice(0, i)) {
+      for (const [g, s] of [[x.adapter, y.adapter], [y.adapter, x.adapter]]) {
+        const first = firstEncoderClipG(g);
+        const second = first && s.modules.find((m) => landingKey(m, 'kohya').startsWith('te2:'));
+        if (first && second) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; on a refiner both would land on its one CLIP-G, and on SDXL base the first fits no weight; adapters of different base models cannot be combined into one`);
+        }
+      }
       if (x.family && y.family && !sameKindOfModel(x.family, y.family)) {
         throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${y.adapter.name} is for a ${y.family} but ${x.adapter.name} for a ${x.family}; adapters of different base models cannot be combined into one`);
       }
