@@ -127,7 +127,7 @@ describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
   const REFINER_FC1 = 'lora_te_text_model_encoder_layers_3_mlp_fc1';
   const BASE_Q = 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj';
 
-  it('combine refuses them in one line naming both modules: on a refiner both would land on its one CLIP-G, on SDXL base the lora_te_ one fits no weight', async () => {
+  it('combine refuses them in one line naming both modules: a refiner takes only lora_te_ (ComfyUI maps no lora_te2_ there), SDXL base only lora_te2_', async () => {
     const refiner = await open(kohyaFile([{ name: REFINER_Q, ...f(1280, 1280, 4) }, { name: REFINER_FC1, ...f(5120, 1280, 4) }]), 'refiner.safetensors');
     const base = await open(kohyaFile([{ name: BASE_Q, ...f(1280, 1280, 2) }]), 'sdxl.safetensors');
     for (const inputs of [[refiner, base], [base, refiner]]) {

@@ -140,7 +140,7 @@ export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: 
         const first = firstEncoderClipG(g);
         const second = first && s.modules.find((m) => landingKey(m, 'kohya').startsWith('te2:'));
         if (first && second) {
-          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; on a refiner both would land on its one CLIP-G, and on SDXL base the first fits no weight; adapters of different base models cannot be combined into one`);
+          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; a refiner takes only the first, SDXL base only the second (its CLIP-L is not the first's shape); adapters of different base models cannot be combined into one`);
         }
       }
       if (x.family && y.family && !sameKindOfModel(x.family, y.family)) {

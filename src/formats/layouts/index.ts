@@ -163,6 +163,14 @@ export class ModuleLocator {
       }
       component = undefined;
     }
+    // kohya's `lora_te2_` is SDXL's second encoder: ComfyUI maps it to a CLIP-G only where a CLIP-L is
+    // present, never to the only CLIP of an SDXL refiner or Stable Cascade, where `lora_te_` lands.
+    if (address.part === 'te2' && address.flat && component?.encoder === 'clip_g' && !this.components.some((c) => c.encoder === 'clip_l')) {
+      return {
+        found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+        message: `names ${partName('te2')} as SDXL numbers its encoders, which the base does not hold: its only CLIP, ${component.name}, is its first encoder, as an SDXL refiner's is (ComfyUI maps lora_te_ there, not lora_te2_)`,
+      };
+    }
     if (!component) {
       const first = address.part === 'te1' ? componentForPart('te1', this.components, true) : undefined;
       if (first) {
