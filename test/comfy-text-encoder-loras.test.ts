@@ -200,12 +200,16 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
       ...lora(`${CG}encoder.layers.0.self_attn.v_proj`, G, G),
       ...lora('lora_te_text_model_encoder_layers_0_mlp_fc1', 2 * G, G),
       ...lora('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', L, L), ...lora(`${CL}mlp.fc1`, 2 * L, L),
+      // kohya's SDXL-base CLIP-G name: ComfyUI maps lora_te2_ only where a CLIP-L is present.
+      ...lora('lora_te2_text_model_encoder_layers_0_mlp_fc1', 2 * G, G),
     ], [
       { key: UNET_Q, lora: 'diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q' },
       { key: `${RE}transformer.resblocks.0.attn.in_proj_weight`, lora: `${CG}encoder.layers.0.self_attn.v_proj`, at: 2 * G },
       { key: `${RE}transformer.resblocks.0.mlp.c_fc.weight`, lora: 'lora_te_text_model_encoder_layers_0_mlp_fc1' },
     ], 0.9);
-    expect(warnings).toEqual([expect.stringMatching(/2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold \(it holds text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\) in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either\) \(lora_te1_text_model_encoder_layers_0_self_attn_q_proj, text_encoders\.clip_l\.transformer\.text_model\.encoder\.layers\.0\.mlp\.fc1\)$/)]);
+    expect(warnings).toEqual([expect.stringMatching(/2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold \(it holds text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\) in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either\) \(lora_te1_text_model_encoder_layers_0_self_attn_q_proj, text_encoders\.clip_l\.transformer\.text_model\.encoder\.layers\.0\.mlp\.fc1\)$/),
+      expect.stringMatching(/1 module left out, not merged: it names text encoder 2 \(CLIP-G\) as SDXL numbers its encoders, which the base does not hold: its only CLIP, text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\), is its first encoder, as an SDXL refiner's is \(ComfyUI maps lora_te_ there, not lora_te2_\) \(lora_te2_text_model_encoder_layers_0_mlp_fc1\)$/),
+    ]);
   });
 
   it('leave another of ComfyUI\'s text encoders (`text_encoders.umt5xxl.`) out with a warning on a file that holds only the diffusion model', async () => {

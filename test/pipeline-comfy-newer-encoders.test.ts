@@ -205,6 +205,25 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
     ]);
   });
 
+  it('HunyuanVideo 1.5: kohya\'s T5 modules (SD3\'s `lora_te3_`, OneTrainer\'s Flux `lora_te2_`) name T5-XXL, not its byT5 (left out, as ComfyUI maps them only to its t5xxl); a diffusers `text_encoder_2.` module names that folder and lands', async () => {
+    const kohyaT5 = await pipelinePlan(hunyuan15, [
+      comfy('transformer.transformer_blocks.0.attn.to_q', 8, 8, ''),
+      comfy('lora_te3_encoder_block_0_layer_0_SelfAttention_q', 6, 14, ''),
+      comfy('lora_te2_encoder_block_0_layer_1_DenseReluDense_wo', 14, 10, ''),
+      // diffusers' SD3 names its T5-XXL folder so; this pipeline has no text_encoder_3/.
+      comfy('text_encoder_3.encoder.block.0.layer.0.SelfAttention.q', 6, 14, ''),
+    ], rand);
+    expect(kohyaT5.problems).toEqual([]);
+    const held = '(it holds text_encoder (Qwen2_5_VLTextModel), text_encoder_2 (T5EncoderModel), the transformer (HunyuanVideo15Transformer3DModel), the VAE)';
+    expect(kohyaT5.warnings).toEqual([
+      `lora.safetensors: 2 modules left out, not merged: they name text encoder 3 (T5), which the base does not hold ${held} (lora_te3_encoder_block_0_layer_0_SelfAttention_q, text_encoder_3.encoder.block.0.layer.0.SelfAttention.q)`,
+      `lora.safetensors: 1 module left out, not merged: it names text encoder 2 (CLIP-G), which the base does not hold ${held} (lora_te2_encoder_block_0_layer_1_DenseReluDense_wo)`,
+    ]);
+    await mergeAndCheck(hunyuan15, [
+      comfy('text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wo', 14, 10, 'text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wo.weight'),
+    ], ['text_encoder_2/model.safetensors']);
+  });
+
   it('OmniGen2\'s `qwen25_3b` on a Qwen2.5-VL 3B, and NewBie\'s `gemma3_4b` on a Gemma 3 4B, each stored as transformers ≥ 4.52 saves it', async () => {
     await mergeAndCheck(oneLlm('OmniGen2Pipeline', 'Qwen2_5_VLForConditionalGeneration', {
       architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', text_config: { hidden_size: 2048, model_type: 'qwen2_5_vl_text', num_hidden_layers: 36 },

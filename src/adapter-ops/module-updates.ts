@@ -94,7 +94,7 @@ const SINGLE_FILE_ENCODERS: readonly [string, 'te2' | 'first'][] = [
  *   resblocks.N.` or `lora_te2_transformer_resblocks_N_`).
  * An open_clip block's out_proj, c_fc and c_proj are transformers' out_proj, fc1 and fc2 row for
  * row (openclip-text.ts), so either naming of one is one key. `lora_te_` and `lora_te2_` stay
- * apart: they are one weight on an SDXL refiner only. Undefined for other modules.
+ * apart: no base takes both on one weight (a refiner's CLIP-G takes `lora_te_` only). Undefined for other modules.
  */
 function textEncoderLanding(module: AdapterModule): string | undefined {
   const { path, part, flat } = module.address;

@@ -1,7 +1,7 @@
 /** What combine, resize and extract share: grouping modules across adapters, and the output's config and metadata. */
 import { MergeError } from '../errors.js';
 import type { FloatDType } from '../dtype.js';
-import { openAdapter, type ParsedAdapter } from '../formats/adapter.js';
+import { openAdapter, type AdapterModule, type ParsedAdapter } from '../formats/adapter.js';
 import { BASE_GIVEN_AS_ADAPTER } from '../formats/gguf/gguf-adapter.js';
 import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
@@ -66,6 +66,16 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
     for (const ref of members) {
       const { adapterIndex, outputName: name, shape } = ref;
       const adapter = adapters[adapterIndex];
+      // A PEFT folder names a module by its path alone (text_encoder. and text_encoder_2. both write
+      // text_model.…), so the updates of two components under one path cannot both be written there.
+      const other = format === 'peft' ? group.find((r) => r.outputName === name && peftComponent(r) !== undefined && peftComponent(ref) !== undefined && peftComponent(r) !== peftComponent(ref)) : undefined;
+      if (other) {
+        problems.push({
+          code: 'UNSUPPORTED_FORMAT',
+          message: `${adapter.name}: a PEFT folder cannot hold updates for both ${peftComponent(other)} and ${peftComponent(ref)}: it names a module without its component, so both would be written as "${name}"; write a .safetensors file instead (give --out a name ending in .safetensors)`,
+        });
+        continue;
+      }
       if (group.some((r) => r.adapterIndex === adapterIndex && r.outputName === name)) {
         problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: two modules are both named "${name}"` });
         continue;
@@ -89,6 +99,34 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
 }
 
 /**
+ * The component a module's name prefix names, as diffusers' pipelines name it (`text_encoder_2`):
+ * undefined for a name with no prefix. kohya's `lora_te_` and diffusers' `text_encoder.` are one
+ * (the model's first text encoder).
+ */
+function peftComponent(ref: ModuleRef): string | undefined {
+  switch (ref.module.address.part) {
+    case undefined: return undefined;
+    case 'unet': return 'unet';
+    case 'te': case 'te1': return 'text_encoder';
+    case 'te2': return 'text_encoder_2';
+    case 'te3': return 'text_encoder_3';
+  }
+}
+
+/**
+ * A module of `adapter` naming its model's first text encoder (`lora_te_`, `text_encoder.`) with a
+ * CLIP-G's width (hidden 1280): an SDXL refiner's or Stable Cascade's only CLIP, where ComfyUI maps
+ * `lora_te_`; on SDXL base (CLIP-L first, 768) such a module fits no weight.
+ */
+function firstEncoderClipG(adapter: ParsedAdapter): AdapterModule | undefined {
+  return adapter.modules.find((m) => {
+    if (!landingKey(m, 'kohya').startsWith('te-first:')) return false;
+    const shape = moduleShape(m);
+    return shape.kind === 'linear' && (shape.out === 1280 || shape.in === 1280);
+  });
+}
+
+/**
  * Refuses adapters made for different base models: their modules' names say another kind of model
  * (an SDXL UNet LoRA beside a Flux transformer's or a language model's), or kohya's
  * ss_base_model_version says another model (sd_v1 beside sdxl_base_v1-0, whose kohya names do not
@@ -98,6 +136,13 @@ export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: 
   const kinds = adapters.map((a) => ({ adapter: a, family: guessModelFamily(a.modules.map((m) => m.key)), version: kohyaModelVersion(a) }));
   for (const [i, x] of kinds.entries()) {
     for (const y of kinds.slice(0, i)) {
+      for (const [g, s] of [[x.adapter, y.adapter], [y.adapter, x.adapter]]) {
+        const first = firstEncoderClipG(g);
+        const second = first && s.modules.find((m) => landingKey(m, 'kohya').startsWith('te2:'));
+        if (first && second) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; a refiner takes only the first, SDXL base only the second (its CLIP-L is not the first's shape); adapters of different base models cannot be combined into one`);
+        }
+      }
       if (x.family && y.family && !sameKindOfModel(x.family, y.family)) {
         throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${y.adapter.name} is for a ${y.family} but ${x.adapter.name} for a ${x.family}; adapters of different base models cannot be combined into one`);
       }

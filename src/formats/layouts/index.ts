@@ -148,8 +148,11 @@ export class ModuleLocator {
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
     let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
-    // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo).
-    const comfy = address.comfyEncoder;
+    // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules
+    // (`lora_te3_`, OneTrainer's Flux `lora_te2_`) and diffusers' `text_encoder_3.` (SD3's) are its
+    // t5xxl too: ComfyUI maps `lora_teN_` T5 keys to no other T5, so never to a byT5 or mT5 folder.
+    const t5xxl = component?.encoder === 't5' && (address.flat || address.part === 'te3');
+    const comfy = address.comfyEncoder ?? (t5xxl ? 't5xxl' : undefined);
     if (comfy && component && holdsComfyEncoder(component, comfy) === false) {
       const others = this.components.filter((c) => c !== component && c.role === 'text-encoder' && holdsComfyEncoder(c, comfy) !== false);
       if (others.length > 0) {
@@ -159,6 +162,14 @@ export class ModuleLocator {
         };
       }
       component = undefined;
+    }
+    // kohya's `lora_te2_` is SDXL's second encoder: ComfyUI maps it to a CLIP-G only where a CLIP-L is
+    // present, never to the only CLIP of an SDXL refiner or Stable Cascade, where `lora_te_` lands.
+    if (address.part === 'te2' && address.flat && component?.encoder === 'clip_g' && !this.components.some((c) => c.encoder === 'clip_l')) {
+      return {
+        found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+        message: `names ${partName('te2')} as SDXL numbers its encoders, which the base does not hold: its only CLIP, ${component.name}, is its first encoder, as an SDXL refiner's is (ComfyUI maps lora_te_ there, not lora_te2_)`,
+      };
     }
     if (!component) {
       const first = address.part === 'te1' ? componentForPart('te1', this.components, true) : undefined;
