@@ -12,13 +12,12 @@ import { createWebGpuAlgebra } from '../src/algebra/gpu-algebra.js';
 import { dareSeed } from '../src/algebra/merge-rules.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
-import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { createRandom } from '../src/sample/seeded-random.js';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, gaussian, minus, optimalError, product, singularValues, withSpectrum, type Dense, writtenUpdate } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 let nodeGpu: NodeGpu | undefined;
@@ -61,13 +60,6 @@ async function file(name: string, modules: FixtureModule[]): Promise<ParsedAdapt
   return a;
 }
 
-/** The module's update as the output applies it: α/r · up · down. */
-function applied(m: WrittenModule): Dense {
-  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
-  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
-  const p = product(up, down);
-  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
-}
 
 const scaled = (d: Dense, s: number) => dense(d.rows, d.cols, (i, j) => s * d.data[i * d.cols + j]);
 const sum = (xs: Dense[]) => dense(xs[0].rows, xs[0].cols, (i, j) => xs.reduce((s, x) => s + x.data[i * x.cols + j], 0));
@@ -91,10 +83,10 @@ for (const name of ['cpu', 'webgpu']) {
       const q = out.adapter.modules.find((m) => m.name === Q)!;
       expect(q.rank).toBe(10);
       const want = sum([scaled(product(m1.b, m1.a), 0.7 * 8 / 4), scaled(product(m2.b, m2.a), -1.3 * 3 / 6)]);
-      expect(relError(applied(q), want)).toBeLessThan(1e-6);
+      expect(relError(writtenUpdate(q), want)).toBeLessThan(1e-6);
       const v = out.adapter.modules.find((m) => m.name === V)!;
       expect(v.rank).toBe(4);
-      expect(relError(applied(v), scaled(product(v1.b, v1.a), 0.7 * 2))).toBeLessThan(1e-6);
+      expect(relError(writtenUpdate(v), scaled(product(v1.b, v1.a), 0.7 * 2))).toBeLessThan(1e-6);
     });
 
     it('svd --rank k is within 1e-3 of the optimal rank-k error of Σ w·s·B·A', async (ctx) => {
@@ -109,7 +101,7 @@ for (const name of ['cpu', 'webgpu']) {
         const m = out.adapter.modules[0];
         expect(m.rank).toBe(k);
         expect(m.alpha).toBe(k);
-        const err = Math.sqrt(frob2(minus(applied(m), want)));
+        const err = Math.sqrt(frob2(minus(writtenUpdate(m), want)));
         expect(err).toBeLessThanOrEqual(optimalError(want, k) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want)));
       }
     });
@@ -124,7 +116,7 @@ for (const name of ['cpu', 'webgpu']) {
       const weights = [0.9, -0.6, 0.4];
       const out = await combineAdapters(adapters.map((adapter, i) => ({ adapter, weight: weights[i] })),
         { method, rank: 6, density, majoritySign: majority, seed, format: 'peft' }, backend);
-      const got = applied(out.adapter.modules[0]);
+      const got = writtenUpdate(out.adapter.modules[0]);
       // Tᵢ = sᵢ·BᵢAᵢ in f32, as the library forms them.
       const tasks = mods.map((mod) => Array.from(Float32Array.from(product(mod.b, mod.a).data, (x) => Math.fround(x * mod.alpha / r))));
       let pruned: number[][];
@@ -216,7 +208,7 @@ for (const name of ['cpu', 'webgpu']) {
         const m = out.adapter.modules[0];
         expect(m.rank, JSON.stringify(rule)).toBe(rank);
         expect(m.alpha / m.rank).toBeCloseTo(4 / 8, 12);
-        const err = Math.sqrt(frob2(minus(applied(m), scaled(target, 0.5))));
+        const err = Math.sqrt(frob2(minus(writtenUpdate(m), scaled(target, 0.5))));
         expect(err).toBeLessThanOrEqual(optimalError(scaled(target, 0.5), rank) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
         expect(out.report[0].froKept).toBeCloseTo(Math.sqrt(sv.slice(0, rank).reduce((a, x) => a + x * x, 0) / sum2), 5);
       }
@@ -253,7 +245,7 @@ for (const name of ['cpu', 'webgpu']) {
         const m = out.adapter.modules[0];
         expect(m.rank, JSON.stringify(rule)).toBe(rank);
         expect(m.alpha / m.rank).toBeCloseTo(4 / 8, 12);
-        const err = Math.sqrt(frob2(minus(applied(m), scaled(target, 0.5))));
+        const err = Math.sqrt(frob2(minus(writtenUpdate(m), scaled(target, 0.5))));
         expect(err, JSON.stringify(rule)).toBeLessThanOrEqual(optimalError(scaled(target, 0.5), rank) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
         expect(out.adapter.metadata.loramerge_rule).toBe(`${rule.kind} ${'value' in rule ? rule.value : ''} at most rank ${'maxRank' in rule ? rule.maxRank : ''}`);
       }
@@ -284,16 +276,16 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const out = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
     expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
     const [m, rest] = out.adapter.modules;
-    const err = Math.sqrt(frob2(minus(applied(m), target)));
+    const err = Math.sqrt(frob2(minus(writtenUpdate(m), target)));
     expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
-    expect(relError(applied(rest), only)).toBeLessThan(1e-5);
+    expect(relError(writtenUpdate(rest), only)).toBeLessThan(1e-5);
   });
 
   it("the element-wise rules take each adapter's update on the weight as one task (magnitude_prune at density 1: their weighted sum)", async () => {
     const { inputs, target } = await pair(41);
     const out = await combineAdapters(inputs, { method: 'magnitude_prune', density: 1, rank: 3, format: 'kohya' }, cpu());
     expect(out.adapter.modules.map((m) => m.name)).toEqual([outName, onlyKohya]);
-    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), target)));
+    const err = Math.sqrt(frob2(minus(writtenUpdate(out.adapter.modules[0]), target)));
     expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
   });
 
@@ -315,7 +307,7 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     });
     const out = await combineAdapters([{ adapter: both, weight: 1 }, { adapter: other, weight: -0.7 }], { method: 'ties', density: 1, rank: 4, format: 'kohya' }, cpu());
     expect(out.adapter.modules.map((m) => m.name)).toEqual([outName]);
-    const err = Math.sqrt(frob2(minus(applied(out.adapter.modules[0]), merged)));
+    const err = Math.sqrt(frob2(minus(writtenUpdate(out.adapter.modules[0]), merged)));
     expect(err).toBeLessThanOrEqual(optimalError(merged, 4) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(merged)));
   });
 
@@ -323,7 +315,7 @@ describe('one base weight named two ways (a diffusers-named PEFT UNet LoRA besid
     const { inputs, target } = await pair(42);
     const out = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
     expect(out.adapter.modules.map((m) => [m.name, m.rank])).toEqual([[outName, 8], [onlyKohya, 2]]);
-    expect(relError(applied(out.adapter.modules[0]), target)).toBeLessThan(1e-6);
+    expect(relError(writtenUpdate(out.adapter.modules[0]), target)).toBeLessThan(1e-6);
   });
 });
 
@@ -411,10 +403,10 @@ describe('one text encoder weight named two ways (kohya beside diffusers; open_c
     const target = sum([scaled(product(b1, a1), 0.5), scaled(product(b2, a2), 1)]);
     const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
     expect(cat.adapter.modules.map((m) => [m.name, m.rank])).toEqual([[kohyaName, 6]]);
-    expect(relError(applied(cat.adapter.modules[0]), target)).toBeLessThan(1e-6);
+    expect(relError(writtenUpdate(cat.adapter.modules[0]), target)).toBeLessThan(1e-6);
     const svd = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
     expect(svd.adapter.modules.map((m) => m.name)).toEqual([kohyaName]);
-    const err = Math.sqrt(frob2(minus(applied(svd.adapter.modules[0]), target)));
+    const err = Math.sqrt(frob2(minus(writtenUpdate(svd.adapter.modules[0]), target)));
     expect(err).toBeLessThanOrEqual(optimalError(target, 3) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(target)));
   });
 
@@ -438,12 +430,12 @@ describe('one text encoder weight named two ways (kohya beside diffusers; open_c
     };
     const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
     expect(cat.adapter.modules.map((m) => [m.name, m.rank])).toEqual(Object.keys(target).map((n) => [n, 4]));
-    for (const m of cat.adapter.modules) expect(relError(applied(m), target[m.name as keyof typeof target]), m.name).toBeLessThan(1e-6);
+    for (const m of cat.adapter.modules) expect(relError(writtenUpdate(m), target[m.name as keyof typeof target]), m.name).toBeLessThan(1e-6);
     const svd = await combineAdapters(inputs, { method: 'svd', rank: 2, format: 'kohya' }, cpu());
     expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(target));
     for (const m of svd.adapter.modules) {
       const want = target[m.name as keyof typeof target];
-      const err = Math.sqrt(frob2(minus(applied(m), want)));
+      const err = Math.sqrt(frob2(minus(writtenUpdate(m), want)));
       expect(err, m.name).toBeLessThanOrEqual(optimalError(want, 2) * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(want)));
     }
   });
@@ -474,7 +466,7 @@ describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_mode
     };
     const svd = await combineAdapters(inputs, { method: 'svd', rank: 2, format: 'kohya' }, cpu());
     expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
-    for (const m of svd.adapter.modules) expect(withinOptimal(applied(m), want[m.name], 2), m.name).toBe(true);
+    for (const m of svd.adapter.modules) expect(withinOptimal(writtenUpdate(m), want[m.name], 2), m.name).toBe(true);
   });
 
   it("SDXL's CLIP-L as its checkpoint names it (conditioner.embedders.0.transformer.), lora_te1_ and text_encoder. are one module; its CLIP-G's stays apart", async () => {
@@ -494,12 +486,12 @@ describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_mode
     };
     const svd = await combineAdapters(inputs, { method: 'svd', rank: 3, format: 'kohya' }, cpu());
     expect(svd.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
-    for (const m of svd.adapter.modules) expect(withinOptimal(applied(m), want[m.name], 3), m.name).toBe(true);
+    for (const m of svd.adapter.modules) expect(withinOptimal(writtenUpdate(m), want[m.name], 3), m.name).toBe(true);
     // kohya's two spellings of the CLIP-L alone (lora_te_ is the CLIP-L wherever lora_te1_ lands).
     const kohyaTe = await file('sdxl-kohya-te.safetensors', [{ name: 'lora_te_text_model_encoder_layers_5_self_attn_q_proj', ...qSgm }]);
     const pair = await combineAdapters([{ adapter: kohyaTe, weight: 1 }, { adapter: kohya, weight: 1 }], { method: 'svd', rank: 3, format: 'kohya' }, cpu());
     expect(pair.adapter.modules.map((m) => m.name)).toEqual(['lora_te_text_model_encoder_layers_5_self_attn_q_proj', 'lora_te2_text_model_encoder_layers_5_self_attn_q_proj']);
-    expect(withinOptimal(applied(pair.adapter.modules[0]), target([{ m: qSgm, w: 1 }, { m: qKohya, w: 1 }]), 3)).toBe(true);
+    expect(withinOptimal(writtenUpdate(pair.adapter.modules[0]), target([{ m: qSgm, w: 1 }, { m: qKohya, w: 1 }]), 3)).toBe(true);
   });
 
   it("a bare text_model. module, SD1's checkpoint naming and a combine output's kohya name of it are one module with lora_te_ and text_encoder.'s, whatever order the adapters come in", async () => {
@@ -523,7 +515,7 @@ describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_mode
       const inputs = order.map((i) => ({ adapter: weighted[i].adapter, weight: weighted[i].weight }));
       const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, cpu());
       expect(cat.adapter.modules.map((m) => m.rank), `order ${order}`).toEqual([10]);
-      expect(relError(applied(cat.adapter.modules[0]), want), `order ${order}`).toBeLessThan(1e-6);
+      expect(relError(writtenUpdate(cat.adapter.modules[0]), want), `order ${order}`).toBeLessThan(1e-6);
     }
   });
 });

@@ -9,11 +9,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { combineAdapters } from '../src/adapter-ops/combine.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
-import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
-import { dense, gaussian, product, type Dense } from './helpers/svd-reference.js';
+import { dense, gaussian, product, type Dense, writtenUpdate } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 const opened: ParsedAdapter[] = [];
@@ -50,13 +49,6 @@ async function open(bytes: Uint8Array, name = 'pytorch_lora_weights.safetensors'
   return a;
 }
 
-/** (α/r)·B·A of a written module, in float64. */
-function applied(m: WrittenModule): Dense {
-  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
-  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
-  const p = product(up, down);
-  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
-}
 
 function relError(got: Dense, want: Dense): number {
   let num = 0, den = 0;
@@ -90,7 +82,7 @@ describe("a diffusers SDXL LoRA's two text encoders and a PEFT folder", () => {
       want[name] = dense(p.rows, p.cols, (i, j) => 0.5 * p.data[i * p.cols + j]);
     }
     expect(kohya.adapter.modules.map((m) => m.name).sort()).toEqual(Object.keys(want).sort());
-    for (const m of kohya.adapter.modules) expect(relError(applied(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of kohya.adapter.modules) expect(relError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
   });
 
   it('two adapters, one per text encoder, to a PEFT folder: the same refusal, not a shape mismatch', async () => {
@@ -108,7 +100,7 @@ describe("a diffusers SDXL LoRA's two text encoders and a PEFT folder", () => {
     for (const m of out.adapter.modules) {
       const f = factors.find((x) => x.path.endsWith(m.name))!;
       const p = product(f.b, f.a);
-      expect(relError(applied(m), dense(p.rows, p.cols, (i, j) => 2 * p.data[i * p.cols + j])), m.name).toBeLessThan(1e-6);
+      expect(relError(writtenUpdate(m), dense(p.rows, p.cols, (i, j) => 2 * p.data[i * p.cols + j])), m.name).toBeLessThan(1e-6);
     }
   });
 });
@@ -143,7 +135,7 @@ describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
     const out = await combineAdapters([{ adapter: r1, weight: 1 }, { adapter: r2, weight: -0.5 }], { method: 'cat', format: 'kohya' }, cpu);
     const want: Record<string, Dense> = { [REFINER_Q]: target([{ m: q1, w: 1 }, { m: q2, w: -0.5 }]), [REFINER_FC1]: target([{ m: fc1, w: 1 }]) };
     expect(out.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
-    for (const m of out.adapter.modules) expect(relError(applied(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of out.adapter.modules) expect(relError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
     // SDXL base: a CLIP-L `lora_te_` (768) beside `lora_te1_` and `lora_te2_`.
     const [l1, l2, g] = [f(768, 768, 4), f(768, 768, 2), f(1280, 1280, 4)];
     const a = await open(kohyaFile([{ name: 'lora_te_text_model_encoder_layers_0_self_attn_q_proj', ...l1 }]), 'sdxl-a.safetensors');
@@ -151,6 +143,6 @@ describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
     const sdxl = await combineAdapters([{ adapter: a, weight: 1 }, { adapter: b, weight: 2 }], { method: 'cat', format: 'kohya' }, cpu);
     const wantSdxl: Record<string, Dense> = { lora_te_text_model_encoder_layers_0_self_attn_q_proj: target([{ m: l1, w: 1 }, { m: l2, w: 2 }]), [BASE_Q]: target([{ m: g, w: 2 }]) };
     expect(sdxl.adapter.modules.map((m) => m.name)).toEqual(Object.keys(wantSdxl));
-    for (const m of sdxl.adapter.modules) expect(relError(applied(m), wantSdxl[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of sdxl.adapter.modules) expect(relError(writtenUpdate(m), wantSdxl[m.name]), m.name).toBeLessThan(1e-6);
   });
 });

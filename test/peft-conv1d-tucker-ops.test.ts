@@ -10,12 +10,11 @@ import { combineAdapters } from '../src/adapter-ops/combine.js';
 import { resizeAdapter } from '../src/adapter-ops/resize.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
-import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { randomValues, roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { tuckerConv1d } from './helpers/peft-delta-truth.js';
-import { dense, frob2, minus, optimalError, product, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, minus, optimalError, type Dense, writtenUpdate } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 const opened: ParsedAdapter[] = [];
@@ -65,13 +64,6 @@ async function lokr(): Promise<{ adapter: ParsedAdapter; delta: Dense }> {
   return { adapter, delta };
 }
 
-/** The written module's update as PEFT applies it: α/r · B·A. */
-function applied(m: WrittenModule): Dense {
-  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
-  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
-  const p = product(up, down);
-  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
-}
 
 describe('PEFT Conv1d Tucker LoHa / LoKr through resize and combine', () => {
   for (const [title, make] of [['LoHa', loha], ['LoKr', lokr]] as const) {
@@ -80,7 +72,7 @@ describe('PEFT Conv1d Tucker LoHa / LoKr through resize and combine', () => {
       const [m] = (await resizeAdapter(adapter, { kind: 'rank', rank: 2 }, 'peft', backend)).adapter.modules;
       expect(m.downShape).toEqual([2, IN, K]);
       expect(m.upShape).toEqual([OUT, 2, 1]);
-      const err = Math.sqrt(frob2(minus(applied(m), delta)));
+      const err = Math.sqrt(frob2(minus(writtenUpdate(m), delta)));
       expect(Math.abs(err - optimalError(delta, 2))).toBeLessThan(1e-5 * Math.sqrt(frob2(delta)));
     });
   }
@@ -94,6 +86,6 @@ describe('PEFT Conv1d Tucker LoHa / LoKr through resize and combine', () => {
     expect(m.downShape.slice(1)).toEqual([IN, K]);
     expect(m.upShape).toEqual([OUT, m.rank, 1]);
     const want = dense(OUT, IN * K, (i, j) => 0.5 * dx.data[i * IN * K + j] + dy.data[i * IN * K + j]);
-    expect(Math.sqrt(frob2(minus(applied(m), want)) / frob2(want))).toBeLessThan(1e-6);
+    expect(Math.sqrt(frob2(minus(writtenUpdate(m), want)) / frob2(want))).toBeLessThan(1e-6);
   });
 });

@@ -4,6 +4,7 @@
  * (a different algorithm from the library's one-sided Jacobi). The optimal rank-k error follows
  * from Eckart–Young: ‖D − D_k‖²_F = Σ_{i>k} σᵢ².
  */
+import type { WrittenModule } from '../../src/formats/adapter-writer.js';
 
 export interface Dense {
   rows: number;
@@ -219,3 +220,12 @@ export function tailNorm(s: ArrayLike<number>, k: number): number {
   for (let i = k; i < s.length; i++) tail += s[i] * s[i];
   return Math.sqrt(tail);
 }
+
+/** A written low-rank module's update as its loaders apply it, α/r · up · down, in float64. */
+export function writtenUpdate(m: WrittenModule): Dense {
+  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
+  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
+  const p = product(up, down);
+  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
+}
+
