@@ -146,9 +146,9 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
 });
 
 describe('layouts LyCORIS cannot apply to the weight are refused in one line', () => {
-  const backend = backends['cpu (js)']!;
+  // Read when a test runs: the backends are made before the tests, after this is collected.
   const refusals = (base: Record<string, T>, adapter: FixtureTensor[]) => refusalsInMemory({
-    backend,
+    backend: backends['cpu (js)']!,
     base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(Object.entries(base).map(([k, t]) => fx(k, t))) },
     adapters: [{ name: 'lycoris', files: { 'lycoris.safetensors': buildSafetensors(adapter) } }],
   });
