@@ -130,6 +130,24 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     expectClose(got.get(LINEAR)!.values, want, 'merged to_q');
   });
 
+  it('LoCon with lora_mid (r, r, 3, 3) beside 2-D lora_down and lora_up, which functional/locon.py diff_weight reshapes', async () => {
+    if (!backends[backendName]) return;
+    const rand = seededRandom(14);
+    const out = 8, inF = 4, K = 9, r = 2, alpha = 1;
+    const baseW = rnd(rand, [out, inF, 3, 3]);
+    const down = rnd(rand, [r, inF]), up = rnd(rand, [out, r]), mid = rnd(rand, [r, r, 3, 3]);
+    const t = [fx(`${CONV_NAME}.lora_down.weight`, down), fx(`${CONV_NAME}.lora_up.weight`, up), fx(`${CONV_NAME}.lora_mid.weight`, mid), scalar(`${CONV_NAME}.alpha`, alpha)];
+    // rebuild_tucker(m, uᵀ, d): Δ[p, q, k] = Σ_ij m[i, j, k] u[p, i] d[j, q]
+    const delta = new Float64Array(out * inF * K);
+    for (let p = 0; p < out; p++) for (let q = 0; q < inF; q++) for (let k = 0; k < K; k++) {
+      let acc = 0;
+      for (let i = 0; i < r; i++) for (let j = 0; j < r; j++) acc += mid.v[(i * r + j) * K + k] * up.v[p * r + i] * down.v[j * inF + q];
+      delta[(p * inF + q) * K + k] = acc * alpha / r;
+    }
+    const got = await mergeOne(backendName, { [CONV]: baseW }, t, 1);
+    expectClose(got.get(CONV)!.values, baseW.v.map((v, i) => v + delta[i]), 'merged conv1');
+  });
+
   it('DyLoRA on a 3×3 conv: lora_down (r, in, 3, 3) with lora_up (out, r) 2-D, as modules/dylora.py saves them', async () => {
     if (!backends[backendName]) return;
     const rand = seededRandom(13);
