@@ -148,6 +148,23 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     expectClose(got.get(CONV)!.values, baseW.v.map((v, i) => v + delta[i]), 'merged conv1');
   });
 
+  it.each([0, 1])('(IA)³ on a square 3×3 conv, weight (1, C, 1, 1), on_input %i, scales the side LyCORIS scales at every kernel position', async (onInput) => {
+    if (!backends[backendName]) return;
+    const rand = seededRandom(21 + onInput);
+    const n = 6, K = 9;
+    const baseW = rnd(rand, [n, n, 3, 3]);
+    const w = rnd(rand, [1, n, 1, 1], 'F32', 0.5);
+    const t = [fx(`${CONV_NAME}.weight`, w), scalar(`${CONV_NAME}.on_input`, onInput, 'I64' as FixtureDType)];
+    const weight = -0.4;
+    // make_weight: train_input: W (out, in, kh, kw) * w (1, in, 1, 1); else (W.transpose(0, 1) * w).transpose(0, 1).
+    const want = baseW.v.map((x, i) => {
+      const o = Math.floor(i / (n * K)), c = Math.floor(i / K) % n;
+      return x * (1 + weight * w.v[onInput ? c : o]);
+    });
+    const got = await mergeOne(backendName, { [CONV]: baseW }, t, weight);
+    expectClose(got.get(CONV)!.values, want, 'merged conv1');
+  });
+
   it('DyLoRA on a 3×3 conv: lora_down (r, in, 3, 3) with lora_up (out, r) 2-D, as modules/dylora.py saves them', async () => {
     if (!backends[backendName]) return;
     const rand = seededRandom(13);
