@@ -217,7 +217,7 @@ describe('ComfyUI\'s newer text encoders on a pipeline\'s folder', () => {
     const held = '(it holds text_encoder (Qwen2_5_VLTextModel), text_encoder_2 (T5EncoderModel), the transformer (HunyuanVideo15Transformer3DModel), the VAE)';
     expect(kohyaT5.warnings).toEqual([
       `lora.safetensors: 2 modules left out, not merged: they name text encoder 3 (T5), which the base does not hold ${held} (lora_te3_encoder_block_0_layer_0_SelfAttention_q, text_encoder_3.encoder.block.0.layer.0.SelfAttention.q)`,
-      `lora.safetensors: 1 module left out, not merged: it names text encoder 2 (CLIP-G), which the base does not hold ${held} (lora_te2_encoder_block_0_layer_1_DenseReluDense_wo)`,
+      `lora.safetensors: 1 module left out, not merged: it names text encoder 2 (T5), which the base does not hold ${held} (lora_te2_encoder_block_0_layer_1_DenseReluDense_wo)`,
     ]);
     await mergeAndCheck(hunyuan15, [
       comfy('text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wo', 14, 10, 'text_encoder_2.encoder.block.0.layer.1.DenseReluDense.wo.weight'),

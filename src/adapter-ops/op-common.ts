@@ -143,6 +143,11 @@ export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: 
           throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; a refiner takes only the first, SDXL base only the second (its CLIP-L is not the first's shape); adapters of different base models cannot be combined into one`);
         }
       }
+      const [xUnet, yUnet] = [unetWidths(x.adapter), unetWidths(y.adapter)];
+      if (xUnet && yUnet && xUnet.refiner !== yUnet.refiner) {
+        const said = (a: ParsedAdapter, u: UnetWidths) => `${a.name}'s UNet modules are ${u.refiner ? 'an SDXL refiner\'s (model channels 384' : 'SDXL base\'s or SD1/SD2\'s (model channels 320'}: "${u.module.key}" updates a weight of ${u.out} outputs)`;
+        throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${said(y.adapter, yUnet)}, but ${said(x.adapter, xUnet)}; adapters of different base models cannot be combined into one`);
+      }
       if (x.family && y.family && !sameKindOfModel(x.family, y.family)) {
         throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${y.adapter.name} is for a ${y.family} but ${x.adapter.name} for a ${x.family}; adapters of different base models cannot be combined into one`);
       }
@@ -152,6 +157,34 @@ export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: 
     }
   }
 }
+
+/** Which Stable Diffusion UNet an adapter's UNet modules are for, and one module that says so. */
+interface UnetWidths { refiner: boolean; module: AdapterModule; out: number }
+
+/**
+ * The SDXL refiner's UNet (model_channels 384: blocks of 384, 768 and 1536 channels) from SDXL
+ * base's (320, 640, 1280, as SD1's and SD2's), by the output width of the adapter's UNet modules:
+ * their names are alike (kohya's `lora_unet_input_blocks_…`, diffusers' `down_blocks.…`), so both
+ * read as one family. No refiner weight has 320, 640 or 1280 outputs (its cross-attention takes
+ * CLIP-G's 1280 as input only), and no 320-channel UNet weight 384, 768 or 1536. Undefined when its
+ * UNet modules say neither, or both.
+ */
+function unetWidths(adapter: ParsedAdapter): UnetWidths | undefined {
+  let found: UnetWidths | undefined;
+  for (const m of adapter.modules) {
+    // A UNet's blocks only: a transformer's (SD3 medium's, 1536 wide) are no UNet's.
+    if (!/^unet:(down_blocks|up_blocks|mid_block)_/.test(landingKey(m, 'kohya'))) continue;
+    const { out } = moduleShape(m);
+    const refiner = REFINER_WIDTHS.has(out) ? true : BASE_WIDTHS.has(out) ? false : undefined;
+    if (refiner === undefined) continue;
+    if (found && found.refiner !== refiner) return undefined;
+    found ??= { refiner, module: m, out };
+  }
+  return found;
+}
+
+const REFINER_WIDTHS = new Set([384, 768, 1536]);
+const BASE_WIDTHS = new Set([320, 640, 1280]);
 
 /** Families that may be one model: a text encoder's LoRA beside its diffusion model's; kohya's bare lora_unet_ beside either denoiser. */
 function sameKindOfModel(a: ModelFamily, b: ModelFamily): boolean {

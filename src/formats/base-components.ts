@@ -38,6 +38,11 @@ export interface BaseComponent {
   encoderDoubt?: string;
   /** An LLM folder's config.json `model_type` and `hidden_size`, which say which LLM it holds. */
   config?: { modelType?: string; hiddenSize?: number };
+  /**
+   * The ComfyUI encoder a T5 folder's config.json says it holds where its class does not
+   * (`byt5_small`: a byT5 T5EncoderModel, told from T5-XXL by pipeline-encoders.ts byT5Config).
+   */
+  comfyEncoder?: string;
 }
 
 interface Rule {
@@ -155,9 +160,18 @@ export function movedOutOf(main: BaseComponent, components: readonly BaseCompone
   return main.movedOut ? [] : components.filter((c) => c.movedOut && c.role === main.role);
 }
 
-export function partName(part: ModelPart): string {
+/**
+ * A model part's name in messages. `path`, the module's path below its part, says where the part's
+ * number alone does not: OneTrainer's Flux `lora_te2_` is its T5 (`encoder_block_N_…`, `shared`),
+ * not SDXL's CLIP-G.
+ */
+export function partName(part: ModelPart, path?: string): string {
+  if (part === 'te2' && path !== undefined && T5_PATH.test(path)) return 'text encoder 2 (T5)';
   return PART_NAMES[part];
 }
+
+/** A transformers T5's module paths, dotted or as kohya flattens them. */
+const T5_PATH = /^(encoder[._]block[._]\d+[._]layer[._]|shared$|encoder[._]final_layer_norm$)/;
 
 /**
  * ComfyUI's text encoders, by the name its model gives them (`text_encoders.<name>.transformer.` in
@@ -203,7 +217,8 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 } },
   qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 } },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
-  // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM): llama.py's Qwen3_4B,
+  // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM; ace15.py's qwen3_06b, ACE-Step
+  // 1.5's text encoder, and its 5 Hz language model as qwen3_2b or qwen3_4b): llama.py's Qwen3_4B,
   // Qwen3_8B, Qwen3_06B and Ovis25_2B.
   qwen3_06b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 1024 } },
   qwen3_2b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 2048 } },
@@ -248,6 +263,8 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
  */
 export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  // Its config.json said which (a byT5 in any pipeline, or given alone): that one only.
+  if (component.comfyEncoder) return wanted ? component.comfyEncoder === name : undefined;
   if (component.className) {
     const className = component.className;
     const candidates = Object.values(COMFY_ENCODERS).filter((e) => e.classes.test(className));

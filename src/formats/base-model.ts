@@ -22,7 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
-import { CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
+import { byT5Config, CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -255,7 +255,9 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
     if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
       clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
     } else if (component?.role === 'text-encoder' && inside.includes('config.json')) {
-      withLlmConfig(component, await readConfig(files, `${folder}/config.json`));
+      const config = await readConfig(files, `${folder}/config.json`);
+      withLlmConfig(component, config);
+      withT5Config(component, config);
     }
     parts.push({ folder, layout, component });
   }
@@ -299,6 +301,11 @@ function withLlmConfig(component: Omit<BaseComponent, 'keys'>, config: unknown):
   };
 }
 
+/** Marks a T5 folder whose config.json says byT5 as ComfyUI's `byt5_small` (pipeline-encoders.ts byT5Config). */
+function withT5Config(component: Omit<BaseComponent, 'keys'>, config: unknown): void {
+  if (component.encoder === 't5' && byT5Config(config)) component.comfyEncoder = 'byt5_small';
+}
+
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */
 async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
   return parseBoundedJson(await files.readText(path), `${files.name}/${path}`);
@@ -339,7 +346,10 @@ function folderComponent(folder: string, config: unknown, tensors: ReadonlyMap<s
   if (!component) return undefined;
   if (component.role === 'text-encoder' && CLIP_TEXT_CLASS.test(className)) {
     withClipIdentity(component, identifyClipFolders([{ folder, ordinal: component.ordinal!, config }]).get(folder)!);
-  } else if (component.role === 'text-encoder') withLlmConfig(component, config);
+  } else if (component.role === 'text-encoder') {
+    withLlmConfig(component, config);
+    withT5Config(component, config);
+  }
   return [{ ...component, prefix: '', keys: [...tensors.keys()] }];
 }
 

@@ -79,3 +79,15 @@ function identify(f: ClipFolder): { identity: ClipIdentity; by: string } {
   };
 }
 
+
+/**
+ * Whether a T5 folder's config.json says byT5 (google/byt5-small: `d_model` 1472, a byte
+ * vocabulary of 384, which HunyuanImage 2.1's and HunyuanVideo 1.5's glyph encoder extends), or its
+ * `_name_or_path` names one. Its class (`T5EncoderModel`) is T5-XXL's too, so only its config tells
+ * ComfyUI's `byt5_small` from its `t5xxl` outside the pipelines that are known to hold a byT5.
+ */
+export function byT5Config(config: unknown): boolean {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return false;
+  const { d_model: dModel, vocab_size: vocab, _name_or_path: name } = config as Record<string, unknown>;
+  return dModel === 1472 || vocab === 384 || (typeof name === 'string' && /byt5/i.test(name));
+}

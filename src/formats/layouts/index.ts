@@ -180,7 +180,7 @@ export class ModuleLocator {
         };
       }
       const held = this.components.map((c) => c.name).join(', ');
-      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part)}, which the base does not hold (it holds ${held})`, missingComponent: true };
+      return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
     let result = tryLayouts(address, this.componentView(component));
     // A module the pipeline moved out of the component: found there, or why it is not.
@@ -205,7 +205,7 @@ export class ModuleLocator {
       const owner = this.components.find((c) => c.keys.includes(key));
       return {
         found: false, code: 'UNKNOWN_MODULE',
-        message: `its prefix names ${partName(address.part)}, but its path matches ${key}${owner ? ` in ${owner.name}` : ''}; the base has no such tensor in ${component.name}`,
+        message: `its prefix names ${partName(address.part, address.path)}, but its path matches ${key}${owner ? ` in ${owner.name}` : ''}; the base has no such tensor in ${component.name}`,
       };
     }
     return describe(result, component);
@@ -300,7 +300,7 @@ function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[])
   if (!byKind) return undefined;
   const doubt = components.find((c) => c.role === 'text-encoder' && c.encoderDoubt)?.encoderDoubt;
   if (!doubt) return undefined;
-  const named = address.comfyEncoder ? `ComfyUI's ${address.comfyEncoder} text encoder (text_encoders.${address.comfyEncoder}.)` : partName(address.part!);
+  const named = address.comfyEncoder ? `ComfyUI's ${address.comfyEncoder} text encoder (text_encoders.${address.comfyEncoder}.)` : partName(address.part!, address.path);
   return `names ${named}, but the base's ${doubt}`;
 }
 

@@ -1,0 +1,128 @@
+/**
+ * A byT5 text encoder folder told by its own config.json (google/byt5-small's `d_model` 1472 and
+ * byte vocabulary of 384, which HunyuanVideo 1.5's glyph encoder extends to 1510), not only by the
+ * pipeline's class: its class, T5EncoderModel, is T5-XXL's too. On a pipeline of another class,
+ * or on a `text_encoder_2/` folder given alone, T5-XXL's modules (kohya's `lora_te3_`, OneTrainer's
+ * Flux `lora_te2_`, ComfyUI's `text_encoders.t5xxl.`) are left out with a warning, as ComfyUI maps
+ * them only to its t5xxl, and ComfyUI's `byt5_small` lands, against float64 truth. A T5-XXL folder
+ * (d_model 4096, vocabulary 32128) still takes T5-XXL's modules.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { comfyExtracted as comfy, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
+
+const rand = seededRandom(1510);
+const json = (o: object) => JSON.stringify(o, null, 2);
+
+/** hunyuanvideo-community/HunyuanVideo-1.5-Diffusers text_encoder_2/config.json (the Glyph-SDXL-v2 byT5). */
+const BYT5_GLYPH = {
+  architectures: ['T5EncoderModel'], d_ff: 3584, d_kv: 64, d_model: 1472, feed_forward_proj: 'gated-gelu', model_type: 't5',
+  num_heads: 6, num_layers: 12, vocab_size: 1510, torch_dtype: 'float32', transformers_version: '4.57.1',
+};
+/** google/byt5-small's config.json, as a pipeline saving it unchanged keeps it. */
+const BYT5_SMALL = {
+  _name_or_path: 'google/byt5-small', architectures: ['T5EncoderModel'], d_ff: 3584, d_kv: 64, d_model: 1472, feed_forward_proj: 'gated-gelu',
+  model_type: 't5', num_heads: 6, num_layers: 12, vocab_size: 384, torch_dtype: 'float32', transformers_version: '4.57.1',
+};
+/** google/t5-v1_1-xxl's encoder (SD3's and FLUX.1's text_encoder_2/3): no byT5. */
+const T5_XXL = {
+  architectures: ['T5EncoderModel'], d_ff: 10240, d_kv: 64, d_model: 4096, feed_forward_proj: 'gated-gelu', model_type: 't5',
+  num_heads: 64, num_layers: 24, vocab_size: 32128, torch_dtype: 'float16', transformers_version: '4.41.2',
+};
+
+/** A T5 encoder's weights, as transformers names them (small shapes: the config says the model). */
+const t5Weights = () => buildSafetensors([
+  tensor(rand, 'encoder.block.0.layer.0.SelfAttention.q.weight', [6, 14], 'F32'), tensor(rand, 'encoder.block.0.layer.1.DenseReluDense.wo.weight', [14, 10], 'F32'),
+  tensor(rand, 'shared.weight', [20, 14], 'F32'),
+]);
+
+/** A pipeline of a class this tool knows nothing of, whose text_encoder_2/ is a T5EncoderModel of `config`. */
+const pipeline = (config: object): Record<string, Uint8Array | string> => ({
+  'model_index.json': json({
+    _class_name: 'GlyphTextToImagePipeline', _diffusers_version: '0.36.0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+    text_encoder_2: ['transformers', 'T5EncoderModel'], tokenizer_2: ['transformers', 'ByT5Tokenizer'],
+    transformer: ['diffusers', 'Transformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]),
+  'text_encoder_2/config.json': json(config),
+  'text_encoder_2/model.safetensors': t5Weights(),
+  'vae/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]),
+});
+
+const Q = 'encoder.block.0.layer.0.SelfAttention.q';
+const WO = 'encoder.block.0.layer.1.DenseReluDense.wo';
+const T5XXL_MODULES = [
+  comfy('lora_te3_encoder_block_0_layer_0_SelfAttention_q', 6, 14, ''),
+  comfy('lora_te2_encoder_block_0_layer_1_DenseReluDense_wo', 14, 10, ''),
+  comfy(`text_encoders.t5xxl.transformer.${Q}`, 6, 14, ''),
+];
+
+/** The plan of one LoRA of `specs` on the `text_encoder_2/` folder `folder`, given alone. */
+async function folderPlan(folder: Record<string, Uint8Array | string>, specs: LoraSpec[]) {
+  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+  const prepared = await prepareMerge(memoryInputFileSet(folder, 'text_encoder_2'), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
+  try {
+    return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings, updates: prepared.plan.updates.map((u) => u.baseKey) };
+  } finally {
+    await prepared.close();
+  }
+}
+
+const backends: Partial<Record<'cpu', MergeBackend>> = {};
+beforeAll(async () => {
+  backends.cpu = await createNodeBackend('cpu');
+});
+afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
+
+describe('a byT5 folder told by its config.json', () => {
+  for (const [said, config] of [['d_model 1472, vocab_size 1510', BYT5_GLYPH], ['_name_or_path google/byt5-small, vocab_size 384', BYT5_SMALL]] as const) {
+    it(`a pipeline of another class (${said}): T5-XXL's modules left out with a warning that names each as a T5; byt5_small lands`, async () => {
+      const base = pipeline(config);
+      const t5 = await pipelinePlan(base, [comfy('transformer.transformer_blocks.0.attn.to_q', 8, 8, ''), ...T5XXL_MODULES], rand);
+      expect(t5.problems).toEqual([]);
+      const held = '(it holds text_encoder_2 (T5EncoderModel), the transformer (Transformer2DModel), the VAE)';
+      expect(t5.warnings).toEqual([
+        `lora.safetensors: 2 modules left out, not merged: they name text encoder 3 (T5), which the base does not hold ${held} (lora_te3_encoder_block_0_layer_0_SelfAttention_q, text_encoders.t5xxl.transformer.${Q})`,
+        `lora.safetensors: 1 module left out, not merged: it names text encoder 2 (T5), which the base does not hold ${held} (lora_te2_encoder_block_0_layer_1_DenseReluDense_wo)`,
+      ]);
+      const specs = [
+        comfy(`text_encoders.byt5_small.transformer.${Q}`, 6, 14, `text_encoder_2.${Q}.weight`),
+        comfy(`text_encoders.byt5_small.transformer.${WO}`, 14, 10, `text_encoder_2.${WO}.weight`),
+      ];
+      const bytes = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+      await mergePipelineAndCheck(backends.cpu!, base, [{ file: 'lora.safetensors', bytes, specs, weight: 0.8 }], ['text_encoder_2/model.safetensors']);
+    });
+  }
+
+  it('HunyuanVideo 1.5\'s text_encoder_2/ given alone: T5-XXL\'s modules left out, byt5_small lands on its keys', async () => {
+    const folder = { 'config.json': json(BYT5_GLYPH), 'model.safetensors': t5Weights() };
+    const t5 = await folderPlan(folder, [...T5XXL_MODULES, comfy(`text_encoders.byt5_small.transformer.${WO}`, 14, 10, '')]);
+    expect(t5.problems).toEqual([]);
+    expect(t5.updates).toEqual([`${WO}.weight`]);
+    const held = '(it holds text_encoder_2 (T5EncoderModel))';
+    expect(t5.warnings).toEqual([
+      `lora.safetensors: 2 modules left out, not merged: they name text encoder 3 (T5), which the base does not hold ${held} (lora_te3_encoder_block_0_layer_0_SelfAttention_q, text_encoders.t5xxl.transformer.${Q})`,
+      `lora.safetensors: 1 module left out, not merged: it names text encoder 2 (T5), which the base does not hold ${held} (lora_te2_encoder_block_0_layer_1_DenseReluDense_wo)`,
+    ]);
+  });
+
+  it('a T5-XXL text_encoder_2/ (its config says d_model 4096, vocab_size 32128) still takes T5-XXL\'s modules; a byt5_small module there is refused', async () => {
+    const folder = { 'config.json': json(T5_XXL), 'model.safetensors': t5Weights() };
+    // One plan each: lora_te3_ and text_encoders.t5xxl. name one weight.
+    for (const [spec, key] of [[T5XXL_MODULES[0], Q], [T5XXL_MODULES[1], WO], [T5XXL_MODULES[2], Q]] as const) {
+      const t5 = await folderPlan(folder, [spec]);
+      expect(t5.problems).toEqual([]);
+      expect(t5.warnings).toEqual([]);
+      expect(t5.updates).toEqual([`${key}.weight`]);
+    }
+    const byt5 = await folderPlan(folder, [comfy(`text_encoders.byt5_small.transformer.${Q}`, 6, 14, '')]);
+    expect(byt5.updates).toEqual([]);
+    // Its class is byT5's too and no pipeline says which: refused, not guessed.
+    expect(byt5.problems).toEqual([
+      `lora.safetensors: module "text_encoders.byt5_small.transformer.${Q}": names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), and which of the base's text encoders holds it cannot be told (text_encoder_2 (T5EncoderModel)): not supported`,
+    ]);
+  });
+});
