@@ -3,7 +3,7 @@
  * into a quantized checkpoint that stores one tensor per expert (the per-expert-tensors layout):
  * Qwen3-30B-A3B-FP8's block-wise fp8 experts (`experts.e.gate_proj.weight` F8_E4M3 with
  * `weight_scale_inv` F32 per 128 × 128 block) and a bitsandbytes NF4 Qwen3-MoE (`experts.e.gate_proj.weight`
- * packed U8 with `absmax`, `quant_map` and `quant_state.bitsandbytes__nf4`). Expert e's ΔW rows go
+ * packed U8 with `absmax`, `quant_map` and `quant_state.bitsandbytes__nf4`; LLM.int8's I8 with `SCB`). Expert e's ΔW rows go
  * to its real values (code × scale, or bitsandbytes' dequantized values), never to the codes:
  * float64 truth, and for fp8 kept as fp8 each block requantized by transformers' FineGrainedFP8 rule.
  */
@@ -186,6 +186,46 @@ describe('bitsandbytes NF4 experts (a Qwen3-MoE saved with load_in_4bit)', () =>
       const down = `${EXPERTS}.${e}.down_proj.weight`;
       expectValues(down, merged.get(down)!, values.get(down)!);
       expect(merged.has(`${down}.absmax`)).toBe(false);
+    }
+  });
+});
+
+describe('bitsandbytes LLM.int8 experts (a Qwen3-MoE saved with load_in_8bit)', () => {
+  const tensors: FixtureTensor[] = [];
+  /** int8_vectorwise_dequant: q · SCB[row] · (1/127), in float32. */
+  const values = new Map<string, Float64Array>();
+  const inv127 = Math.fround(7.874015718698502e-3);
+  for (let e = 0; e < E; e++) {
+    for (const [part, out, inn] of PARTS) {
+      const name = `${EXPERTS}.${e}.${part}`;
+      const q = Int8Array.from({ length: out * inn }, () => Math.floor(rand() * 255) - 127);
+      const scb = Array.from({ length: out }, () => Math.fround(0.5 + rand() * 3));
+      tensors.push(
+        { name: `${name}.weight`, dtype: 'I8', shape: [out, inn], data: new Uint8Array(q.buffer) },
+        { name: `${name}.SCB`, dtype: 'F32', shape: [out], data: new Uint8Array(Float32Array.from(scb).buffer) },
+        { name: `${name}.weight_format`, dtype: 'U8', shape: [], data: new Uint8Array([0]) },
+      );
+      values.set(`${name}.weight`, Float64Array.from(q, (x, i) => Math.fround(Math.fround(x * scb[Math.floor(i / inn)]) * inv127)));
+    }
+  }
+  const config = {
+    architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: HID, moe_intermediate_size: I, num_experts: E, torch_dtype: 'bfloat16',
+    quantization_config: { quant_method: 'bitsandbytes', load_in_8bit: true, llm_int8_threshold: 6.0 },
+  };
+  const base = { 'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(config) };
+
+  it('each expert\'s gate and up rows of ΔW added to the dequantized int8 weights, as float64 truth says', async () => {
+    const adapter = gateUpAdapter();
+    const merged = await mergeFiles(base, adapter.files, 'f32');
+    for (let e = 0; e < E; e++) {
+      const delta = expertDelta(adapter.a, adapter.b, e);
+      for (const part of ['gate_proj', 'up_proj'] as const) {
+        const key = `${EXPERTS}.${e}.${part}.weight`;
+        expectValues(key, merged.get(key)!, truthOf(values.get(key)!, delta, part));
+      }
+      const down = `${EXPERTS}.${e}.down_proj.weight`;
+      expectValues(down, merged.get(down)!, values.get(down)!);
+      expect(merged.has(`${EXPERTS}.${e}.down_proj.SCB`)).toBe(false);
     }
   });
 });
