@@ -2,7 +2,8 @@
  * PEFT modules_to_save onto a GGUF base: each saved tensor replaces the GGUF tensor that
  * convert_hf_to_gguf.py makes of it (lm_head → output, a q_proj → attn_q with llama's rows
  * permuted), written in the base tensor's own type by the reference quantizer, once; a resized
- * vocabulary and one expert of a stacked tensor are refused, saying why.
+ * vocabulary and one expert of a stacked tensor are refused, saying why. On Gemma 3, whose
+ * converter keeps only the tokenizer's rows of embed_tokens, a longer copy is refused for that reason.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -10,6 +11,7 @@ import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { ggufRowOf, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+import { cellBaseGguf, cellPeftAdapter, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 
 let cpu: MergeBackend;
 beforeAll(async () => {
@@ -99,5 +101,42 @@ describe('modules_to_save onto a GGUF base', () => {
     const messages = prepared.plan.problems.map((p) => p.message).join('\n');
     await prepared.close();
     expect(messages).toMatch(/replacement tensor base_model\.model\.model\.layers\.0\.block_sparse_moe\.experts\.1\.w1\.weight: it maps to some rows of blk\.0\.ffn_gate_exps\.weight only \(hf-to-gguf\), not a whole tensor to replace/);
+  });
+
+  /**
+   * Gemma 3 4B in GGUF, shrunk: tied (no output.weight), token_embd holding the tokenizer's rows
+   * only (convert_hf_to_gguf.py Gemma3Model cuts embed_tokens' 262208 rows to the tokenizer's
+   * 262144; here 64 of 72). The adapter saved Gemma3ForConditionalGeneration's embedding whole.
+   */
+  const GH = 32, KEPT = 64, HF_ROWS = 72;
+  const gemma3: CellCase = {
+    arch: 'gemma3', hfModel: 'google/gemma-3-4b-it',
+    tensors: [['token_embd.weight', [GH, KEPT]], ['blk.0.attn_q.weight', [GH, GH]], ['blk.0.attn_norm.weight', [GH]], ['output_norm.weight', [GH]]],
+    metadata: [
+      ['gemma3.block_count', { type: 'u32', value: 1 }], ['gemma3.embedding_length', { type: 'u32', value: GH }],
+      ['gemma3.attention.head_count', { type: 'u32', value: 4 }], ['gemma3.attention.head_count_kv', { type: 'u32', value: 1 }],
+    ],
+    targets: [{ module: 'model.language_model.layers.0.self_attn.q_proj', out: GH, in: GH, lands: whole('blk.0.attn_q.weight') }],
+    rank: 2, alpha: 4,
+  };
+  const gemmaAdapter = (rows: number) => cellPeftAdapter(gemma3, gemma3.targets, { ensure_weight_tying: true, modules_to_save: ['embed_tokens'] }, [
+    { name: 'base_model.model.model.language_model.embed_tokens.weight', dtype: 'BF16', shape: [rows, GH], data: Float64Array.from(randomValues(rows * GH, 4)) },
+  ]).files;
+  const gemmaProblems = async (rows: number) => {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'gemma-3-4b-it-BF16.gguf': cellBaseGguf(gemma3, []).bytes }, 'base'), [{ files: memoryInputFileSet(gemmaAdapter(rows), 'gemma-peft') }]);
+    await prepared.close();
+    return prepared.plan.problems.filter((p) => p.code === 'UNSUPPORTED_FORMAT').map((p) => p.message);
+  };
+
+  it('refuses a Gemma 3 embedding copy longer than token_embd saying the converter dropped the rows past the tokenizer, not that the vocabulary was resized', async () => {
+    expect(await gemmaProblems(HF_ROWS)).toEqual([
+      "gemma-peft: model.language_model.embed_tokens.weight has 72 rows, token_embd.weight 64: convert_hf_to_gguf.py keeps only the rows of Gemma 3's embed_tokens that its tokenizer has tokens for and drops the rest, so whether the copy's 8 rows past them are only those dropped rows or tokens a resized vocabulary added cannot be told from the GGUF; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py",
+    ]);
+  });
+
+  it('still calls a shorter Gemma 3 copy a resized vocabulary (the converter never adds rows)', async () => {
+    expect(await gemmaProblems(KEPT - 2)).toEqual([
+      "gemma-peft: model.language_model.embed_tokens.weight has 62 rows for the base's 64-token vocabulary (token_embd.weight): a resized vocabulary needs the GGUF's tokenizer (tokenizer.ggml.*) rewritten too, which the adapter cannot give; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py",
+    ]);
   });
 });

@@ -229,10 +229,14 @@ export function checkAllLinearHead(adapterConfig: Readonly<Record<string, unknow
  * the two (a list entry whose last name is embed_tokens or lm_head, a pattern matching either name)
  * and modules_to_save names neither (then it ties the saved copies instead).
  */
-export function checkWeightTyingTargets(adapterConfig: Readonly<Record<string, unknown>>, model: ModelConfig | undefined, paths: Iterable<string>, configFile: string, fileName: string): void {
+export function checkWeightTyingTargets(adapterConfig: Readonly<Record<string, unknown>>, model: ModelConfig | GgufHeads | undefined, paths: Iterable<string>, configFile: string, fileName: string): void {
   if (adapterConfig.ensure_weight_tying !== true) return;
   const peftType = String(adapterConfig.peft_type ?? 'LORA').toUpperCase();
   const untied = peftTargetsFrom({ ...adapterConfig, ensure_weight_tying: false }, configFile, peftType);
+  if (model !== undefined && 'gguf' in model) {
+    checkGgufTie(adapterConfig, model, untied, paths, configFile, fileName);
+    return;
+  }
   const tie = tiesWordEmbeddings(model);
   const stated = typeof languageModelField(model, 'tie_word_embeddings') === 'boolean';
   const lastName = (m: unknown) => typeof m === 'string' && TIED_LAYERS.includes(m.split('.').pop()!);
@@ -250,6 +254,37 @@ export function checkWeightTyingTargets(adapterConfig: Readonly<Record<string, u
       : model === undefined ? 'the base has no config.json to say whether it ties them'
       : tie === false ? `the base's config.json ${stated ? 'has tie_word_embeddings false' : `has no tie_word_embeddings and model_type ${JSON.stringify(model?.raw.model_type)} defaults to false`}, so PEFT finds no tied layer and puts no adapter on it (it would leave these tensors unused)`
         : "the base's config.json has no tie_word_embeddings and its model_type has no known default (the model class's), so whether PEFT tied it cannot be told";
+    throw new MergeError('BAD_CONFIG', `${configFile}: module "${path}" is in ${fileName} only as a layer tied to the embedding under ensure_weight_tying (${why} otherwise), but ${base}`);
+  }
+}
+
+/**
+ * What a GGUF base shows of the tie, having no config.json: convert_hf_to_gguf writes
+ * `output.weight` only for a model with a head of its own, and llama.cpp uses `token_embd.weight`
+ * as the head where the file has none.
+ */
+export interface GgufHeads {
+  /** The GGUF's name, as the error shows it. */
+  gguf: string;
+  hasEmbedding: boolean;
+  hasHead: boolean;
+}
+
+/** {@link checkWeightTyingTargets} on a GGUF base: its own output.weight says the model is not tied. */
+function checkGgufTie(
+  adapterConfig: Readonly<Record<string, unknown>>, heads: GgufHeads, untied: PeftTargets, paths: Iterable<string>, configFile: string, fileName: string,
+): void {
+  // A tied GGUF: PEFT's rule for which tied layers it adapts is the config's, checked as for any tied model.
+  if (heads.hasEmbedding && !heads.hasHead) {
+    checkWeightTyingTargets(adapterConfig, { path: heads.gguf, raw: { tie_word_embeddings: true } }, paths, configFile, fileName);
+    return;
+  }
+  const base = heads.hasHead
+    ? `the base GGUF ${heads.gguf} stores its own output.weight, so the model is not tied and PEFT finds no tied layer to put an adapter on (it would leave these tensors unused)`
+    : `the base GGUF ${heads.gguf} stores neither token_embd.weight nor output.weight, so whether the model ties them cannot be told`;
+  for (const path of paths) {
+    const why = untied.untargeted(path);
+    if (why === undefined) continue;
     throw new MergeError('BAD_CONFIG', `${configFile}: module "${path}" is in ${fileName} only as a layer tied to the embedding under ensure_weight_tying (${why} otherwise), but ${base}`);
   }
 }

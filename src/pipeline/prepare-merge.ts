@@ -10,7 +10,7 @@ import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-b
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import { baseIdentityWarning } from '../formats/peft-base-identity.js';
 import { openModel } from '../formats/open-model.js';
-import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear } from '../formats/peft-targets.js';
+import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear, type GgufHeads } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
@@ -72,12 +72,15 @@ function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: Sca
 }
 
 /**
- * A GGUF holding token_embd.weight and no output.weight stands for a model that ties its head to
- * its embedding, as a config.json saying tie_word_embeddings would; undefined for other bases.
+ * What a GGUF base shows of the tie in place of config.json: token_embd.weight and no output.weight
+ * is a tied model (the converter writes no head for one), its own output.weight an untied one;
+ * undefined for other bases.
  */
-function ggufTiedConfig(base: BaseModel): ModelConfig | undefined {
-  if (isSafetensorsModel(base) || !base.metadata || !base.tensors.has('token_embd.weight') || base.tensors.has('output.weight')) return undefined;
-  return { path: base.name, raw: { tie_word_embeddings: true } };
+function ggufHeads(base: BaseModel): GgufHeads | undefined {
+  if (isSafetensorsModel(base) || !base.metadata) return undefined;
+  const head = base.tensors.get('output.weight');
+  const file = base.shards.find((s) => s.path === head?.shard) ?? base.shards[0];
+  return { gguf: file?.sourceName ?? base.name, hasEmbedding: base.tensors.has('token_embd.weight'), hasHead: head !== undefined };
 }
 
 /** The base's tensors as the plan sees them: a weight read through a view (ComfyUI's nvfp4) in the view's dtype and shape. */
@@ -138,8 +141,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       const paths = adapter.modules.filter((m) => !m.address.tensor).map((m) => m.name);
       const configFile = adapter.configFile ?? `${adapter.name}/adapter_config.json`;
       // Whether ensure_weight_tying ties the head to the embedding is the base's (its config.json;
-      // a GGUF without output.weight is a tied model: the converter writes no head for one).
-      checkWeightTyingTargets(adapter.config, config ?? ggufTiedConfig(opened), paths, configFile, adapter.file.source.name);
+      // a GGUF's own output.weight, or none).
+      checkWeightTyingTargets(adapter.config, config ?? ggufHeads(opened), paths, configFile, adapter.file.source.name);
       // "all-linear" leaves out the model's own output head, which only the base's config.json names.
       if (targetsAllLinear(adapter.config)) checkAllLinearHead(adapter.config, config, paths, configFile, adapter.file.source.name);
     }

@@ -266,7 +266,7 @@ class GgufModel implements BaseModel {
       }
     }
     problems.push(...expertCountProblems(adapters, arch, (key) => this.metadata(key)));
-    problems.push(...resizedVocabularyProblems(adapters, this.tensors));
+    problems.push(...resizedVocabularyProblems(adapters, this.tensors, arch));
     const check = (baseKey: string, adapter: string, module: string) => {
       const tensor = this.locate(baseKey).tensor;
       if (blockDecoder(tensor.type)) return;
@@ -387,23 +387,35 @@ function expertCountProblems(adapters: readonly ParsedAdapter[], arch: unknown, 
 const VOCABULARY_TENSORS: readonly [RegExp, string][] = [[/(^|\.)embed_tokens\.weight$/, 'token_embd.weight'], [/(^|\.)lm_head\.weight$/, 'output.weight']];
 
 /**
+ * Architectures whose converter keeps only the rows of embed_tokens its tokenizer has tokens for
+ * (convert_hf_to_gguf.py Gemma3Model.modify_tensors, inherited by EmbeddingGemma and Gemma 4): Gemma
+ * 3's multimodal checkpoints hold 262208 rows of embed_tokens for a tokenizer of 262144 tokens, so
+ * token_embd is shorter than the embedding an adapter was trained on without any resize.
+ */
+const TOKENIZER_ROWS_ONLY: Readonly<Record<string, string>> = { gemma3: 'Gemma 3', 'gemma-embedding': 'EmbeddingGemma', gemma4: 'Gemma 4' };
+
+/**
  * A saved embedding or head (modules_to_save) with another number of rows than the base's comes
  * from a resized vocabulary: a GGUF holds the tokenizer too (tokenizer.ggml.tokens, scores, token
  * types, merges), which a PEFT adapter does not carry, so replacing the tensor alone would give a
- * file whose tokens and embeddings disagree. The plan's shape check refuses it; this says why.
+ * file whose tokens and embeddings disagree. Where the converter drops the embedding's rows past the
+ * tokenizer (TOKENIZER_ROWS_ONLY), a longer copy may hold just those rows, or a resize too, which
+ * the GGUF cannot tell apart. The plan's shape check refuses it; this says why.
  */
-function resizedVocabularyProblems(adapters: readonly ParsedAdapter[], tensors: ReadonlyMap<string, BaseTensor>): PlanProblem[] {
+function resizedVocabularyProblems(adapters: readonly ParsedAdapter[], tensors: ReadonlyMap<string, BaseTensor>, arch: unknown): PlanProblem[] {
   const problems: PlanProblem[] = [];
+  const trimmedBy = typeof arch === 'string' && Object.hasOwn(TOKENIZER_ROWS_ONLY, arch) ? TOKENIZER_ROWS_ONLY[arch] : undefined;
   for (const adapter of adapters) {
     for (const rep of adapter.replacements) {
       if ((rep.origin ?? 'modules_to_save') !== 'modules_to_save') continue;
       const target = VOCABULARY_TENSORS.find(([pattern]) => pattern.test(rep.path))?.[1];
       const base = target ? tensors.get(target) : undefined;
       if (!base || rep.tensor.shape.length !== 2 || rep.tensor.shape[0] === base.shape[0]) continue;
-      problems.push({
-        adapter: adapter.name, module: rep.path, code: 'UNSUPPORTED_FORMAT',
-        message: `${adapter.name}: ${rep.path} has ${rep.tensor.shape[0]} rows for the base's ${base.shape[0]}-token vocabulary (${target}): a resized vocabulary needs the GGUF's tokenizer (tokenizer.ggml.*) rewritten too, which the adapter cannot give; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py`,
-      });
+      const rows = rep.tensor.shape[0], kept = base.shape[0];
+      const message = trimmedBy && target === 'token_embd.weight' && rows > kept
+        ? `${adapter.name}: ${rep.path} has ${rows} rows, ${target} ${kept}: convert_hf_to_gguf.py keeps only the rows of ${trimmedBy}'s embed_tokens that its tokenizer has tokens for and drops the rest, so whether the copy's ${rows - kept} rows past them are only those dropped rows or tokens a resized vocabulary added cannot be told from the GGUF; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py`
+        : `${adapter.name}: ${rep.path} has ${rows} rows for the base's ${kept}-token vocabulary (${target}): a resized vocabulary needs the GGUF's tokenizer (tokenizer.ggml.*) rewritten too, which the adapter cannot give; merge into the Hugging Face model and convert it with convert_hf_to_gguf.py`;
+      problems.push({ adapter: adapter.name, module: rep.path, code: 'UNSUPPORTED_FORMAT', message });
     }
   }
   return problems;

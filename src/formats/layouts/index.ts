@@ -11,6 +11,7 @@ import { dottedPath } from './dotted-path.js';
 import { expertParameterMisses } from './expert-parameter-misses.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { perExpertTensors } from './per-expert-tensors.js';
+import { peftWrappedLayers } from './peft-wrapped-layers.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
 import { comfyLinear1Qkv } from './comfy-linear1-qkv.js';
@@ -60,6 +61,9 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
  * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix;
  * Cosmos 1.0's beside it, exactly too, each only on its own model (diffusers names both alike).
+ * A checkpoint saved with PEFT LoRA layers in place (Phi-4-multimodal's `base_layer.weight`) is read
+ * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
+ * matched by name.
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
@@ -68,7 +72,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * names as the base spells them.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
