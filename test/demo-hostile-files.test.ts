@@ -1,0 +1,68 @@
+/**
+ * The page given files a person ends up with in place of a model or an adapter: a web page or a zip
+ * saved under a .safetensors name, a folder of two unrelated models, and an adapter of many
+ * thousands of modules none of which the base holds. Each is one message naming the file and what
+ * to do, read out, merge off; the tab stays responsive while the plan is made and shown.
+ */
+import { join } from 'node:path';
+import type { Page } from 'puppeteer';
+import { describe, expect, it } from 'vitest';
+import { MAX_LISTED_ROWS } from '../demo/dom.js';
+import { PAGE_RETRY } from './helpers/browser.js';
+import { text, upload, useDemoSession } from './helpers/demo-session.js';
+import { buildSafetensors } from './helpers/fixtures.js';
+import { llamaWithPeft } from './helpers/page-fixtures.js';
+
+const session = useDemoSession();
+const fixture = llamaWithPeft(43);
+
+/** Records the longest the page's main thread went without running a timer, from now on. */
+async function watchMainThread(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const w = window as unknown as { longestGap: number };
+    w.longestGap = 0;
+    let last = performance.now();
+    setInterval(() => {
+      const now = performance.now();
+      w.longestGap = Math.max(w.longestGap, now - last);
+      last = now;
+    }, 10);
+  });
+}
+
+describe('the page given files in place of a model', PAGE_RETRY, () => {
+  it('an adapter of 40 000 modules the base lacks: the plan shows its errors without freezing the tab', async () => {
+    const modules = 40_000;
+    const adapter = buildSafetensors(Array.from({ length: modules }, (_, i) => i).flatMap((i) => [
+      { name: `base_model.model.model.layers.${i}.self_attn.k_proj.lora_A.weight`, dtype: 'F32' as const, shape: [1, 16], data: new Array(16).fill(0.1) },
+      { name: `base_model.model.model.layers.${i}.self_attn.k_proj.lora_B.weight`, dtype: 'F32' as const, shape: [16, 1], data: new Array(16).fill(0.1) },
+    ]));
+    const dir = session.dirs.make({
+      ...fixture.files,
+      'many/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 1, lora_alpha: 1, target_modules: ['k_proj'] }),
+      'many/adapter_model.safetensors': adapter,
+    });
+    const demo = await session.open('?backend=cpu');
+    await upload(demo.page, 'base-input', join(dir, 'llama.safetensors'));
+    await watchMainThread(demo.page);
+    const started = Date.now();
+    await upload(demo.page, 'adapter-input', join(dir, 'many/adapter_config.json'), join(dir, 'many/adapter_model.safetensors'));
+    await demo.page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent, { timeout: 240_000 });
+    const took = Date.now() - started;
+    const seen = await demo.page.evaluate(() => ({
+      gap: (window as unknown as { longestGap: number }).longestGap,
+      problems: document.querySelectorAll('[data-testid="plan-problems"] li').length,
+      last: document.querySelector('[data-testid="plan-problems"] li:last-child')!.textContent,
+      alert: document.querySelector('[data-testid="alert"]')!.textContent!,
+      disabled: (document.querySelector('[data-testid="merge-button"]') as HTMLButtonElement).disabled,
+    }));
+    process.stdout.write(`many modules: ${took} ms, longest main-thread gap ${seen.gap.toFixed(0)} ms, ${seen.problems} problems listed; ${seen.alert.slice(0, 300)}\n`);
+    expect(seen.disabled).toBe(true);
+    expect(seen.alert).toBe('The plan has 40000 errors. First: PEFT adapter: module "model.layers.0.self_attn.k_proj": no matching tensor in the base model');
+    // The first MAX_LISTED_ROWS are listed, the rest counted: thousands of list items at once froze the tab for seconds.
+    expect(seen.problems).toBe(MAX_LISTED_ROWS + 1);
+    expect(seen.last).toBe(`… and ${modules - MAX_LISTED_ROWS} more errors and warnings, not listed: the page lists the first ${MAX_LISTED_ROWS}`);
+    expect(await text(demo.page, '#plan-problems-heading')).toBe('40000 errors stop the merge');
+    expect(seen.gap).toBeLessThan(1000);
+  }, 300_000);
+});
