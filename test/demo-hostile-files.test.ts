@@ -30,7 +30,60 @@ async function watchMainThread(page: Page): Promise<void> {
   });
 }
 
+/** The page's refusal once the plan fails: its status line, the alert, and whether a plan or Merge is offered. */
+async function refusal(page: Page) {
+  await page.waitForFunction(() => document.getElementById('plan-status')!.className === 'error-text', { timeout: 60_000 });
+  const alert = await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 });
+  return {
+    status: await text(page, '[data-testid="plan-status"]'),
+    alert: await alert.jsonValue(),
+    planShown: await page.$eval('#plan', (e) => !(e as HTMLElement).hidden),
+    mergeDisabled: await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled),
+  };
+}
+
+/** A zip's local file header for one stored entry named `name`, as a zip tool starts the archive. */
+function zipStart(name: string): Uint8Array {
+  const bytes = new Uint8Array(30 + name.length + 64);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, 0x04034b50, true);
+  view.setUint16(4, 20, true);
+  view.setUint16(26, name.length, true);
+  bytes.set(new TextEncoder().encode(name), 30);
+  return bytes;
+}
+
+const LOGIN_PAGE = '<!DOCTYPE html>\n<html class="">\n<head><meta charset="utf-8"><title>Hugging Face – Log in</title></head>\n<body><form action="/login" method="POST"><input name="username"><input name="password" type="password"></form></body></html>\n';
+
 describe('the page given files in place of a model', PAGE_RETRY, () => {
+  it('a login page or a zip saved as .safetensors, a folder of two models: one message naming the file and what to do, read out, merge off', async () => {
+    const dir = session.dirs.make({
+      ...fixture.files,
+      'login.safetensors': LOGIN_PAGE,
+      'lora-zip.safetensors': zipStart('my_lora/adapter_model.safetensors'),
+      'two/llama.safetensors': fixture.base,
+      'two/other.safetensors': fixture.base,
+    });
+    const PEFT = ['llama-lora/adapter_config.json', 'llama-lora/adapter_model.safetensors'];
+    const cases: [string, 'base-input' | 'base-folder-input', string[], string[], string][] = [
+      ['a login page as the base', 'base-input', ['login.safetensors'], PEFT, 'login.safetensors: an HTML page, not model weights (an error or login page saved in place of the file?): download the file again'],
+      ['a zip as the adapter', 'base-input', ['llama.safetensors'], ['lora-zip.safetensors'], 'lora-zip.safetensors: a zip archive: extract it and give the weight file (or the adapter or model folder) inside'],
+      ['a folder of two models as the base', 'base-folder-input', ['two'], PEFT, 'two: 2 .safetensors files (llama.safetensors, other.safetensors) and no index; point at one file or one component folder'],
+    ];
+    for (const [what, baseInput, base, adapter, message] of cases) {
+      const demo = await session.open('?backend=cpu');
+      await upload(demo.page, baseInput, ...base.map((f) => join(dir, f)));
+      await upload(demo.page, 'adapter-input', ...adapter.map((f) => join(dir, f)));
+      const shown = await refusal(demo.page);
+      const blocker = adapter === PEFT ? undefined : adapter[0];
+      const alert = blocker ? `${message} The plan is blocked by ${blocker}, which cannot be read: remove it, or fix it and pick it again.` : message;
+      expect(shown, what).toEqual({ status: message, alert, planShown: false, mergeDisabled: true });
+      // Nothing of the page the file holds reaches the page as markup.
+      expect(await demo.page.$$eval('form, input[name="password"]', (els) => els.length), what).toBe(0);
+      await demo.page.close();
+    }
+  }, 240_000);
+
   it('an adapter of 40 000 modules the base lacks: the plan shows its errors without freezing the tab', async () => {
     const modules = 40_000;
     const adapter = buildSafetensors(Array.from({ length: modules }, (_, i) => i).flatMap((i) => [
