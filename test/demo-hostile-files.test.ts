@@ -9,7 +9,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { MAX_LISTED_ROWS } from '../demo/dom.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -82,6 +82,38 @@ describe('the page given files in place of a model', PAGE_RETRY, () => {
       expect(await demo.page.$$eval('form, input[name="password"]', (els) => els.length), what).toBe(0);
       await demo.page.close();
     }
+  }, 240_000);
+
+  it('an adapter of 3000 modules on a base that holds them: the table lists the first MAX_LISTED_ROWS and counts the rest, the tab responsive', async () => {
+    const modules = 3000;
+    const names = Array.from({ length: modules }, (_, i) => `model.layers.${i}.self_attn.k_proj`);
+    const base = buildSafetensors(names.map((n) => ({ name: `${n}.weight`, dtype: 'F32' as const, shape: [16, 16], data: new Array(256).fill(0.5) })));
+    const adapter = buildSafetensors(names.flatMap((n) => [
+      { name: `base_model.model.${n}.lora_A.weight`, dtype: 'F32' as const, shape: [1, 16], data: new Array(16).fill(0.1) },
+      { name: `base_model.model.${n}.lora_B.weight`, dtype: 'F32' as const, shape: [16, 1], data: new Array(16).fill(0.1) },
+    ]));
+    const dir = session.dirs.make({
+      'wide.safetensors': base,
+      'wide-lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 1, lora_alpha: 1, target_modules: ['k_proj'] }),
+      'wide-lora/adapter_model.safetensors': adapter,
+    });
+    const demo = await session.open('?backend=cpu');
+    await upload(demo.page, 'base-input', join(dir, 'wide.safetensors'));
+    await watchMainThread(demo.page);
+    await upload(demo.page, 'adapter-input', join(dir, 'wide-lora/adapter_config.json'), join(dir, 'wide-lora/adapter_model.safetensors'));
+    await planReady(demo.page);
+    await announced(demo.page, /3000 modules matched/);
+    const seen = await demo.page.evaluate(() => ({
+      gap: (window as unknown as { longestGap: number }).longestGap,
+      rows: document.querySelectorAll('#plan-modules tbody tr').length,
+      first: document.querySelector('#plan-modules tbody tr th')!.textContent,
+      last: document.querySelector('#plan-modules tbody tr:last-child')!.textContent,
+    }));
+    process.stdout.write(`3000 matched: longest main-thread gap ${seen.gap.toFixed(0)} ms, ${seen.rows} rows\n`);
+    expect(seen.rows).toBe(MAX_LISTED_ROWS + 1);
+    expect(seen.first).toBe('model.layers.0.self_attn.k_proj');
+    expect(seen.last).toBe(`… and ${modules - MAX_LISTED_ROWS} more modules, not listed: the page lists the first ${MAX_LISTED_ROWS}`);
+    await mergeEnabled(demo.page);
   }, 240_000);
 
   it('an adapter of 40 000 modules the base lacks: the plan shows its errors without freezing the tab', async () => {
