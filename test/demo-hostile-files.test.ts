@@ -84,6 +84,45 @@ describe('the page given files in place of a model', PAGE_RETRY, () => {
     }
   }, 240_000);
 
+  it('file and folder names with markup are shown as text: in the base summary, the adapter card, a refusal, the alert and the download', async () => {
+    const baseName = '<img src=x onerror=window.pwned=1>.safetensors';
+    const folder = '<svg onload=window.pwned=2>lora';
+    const cut = '<iframe src=javascript:window.pwned=3>.safetensors';
+    const dir = session.dirs.make({
+      [baseName]: fixture.base,
+      [cut]: fixture.base.subarray(0, fixture.base.byteLength - 100),
+      [`${folder}/adapter_config.json`]: fixture.files['llama-lora/adapter_config.json'],
+      [`${folder}/adapter_model.safetensors`]: fixture.adapter,
+    });
+    const noMarkup = (page: Page) => page.evaluate(() => ({
+      pwned: (window as unknown as { pwned?: number }).pwned,
+      inserted: document.querySelectorAll('img, svg:not([aria-hidden]) [onload], iframe, [onerror], [onload]').length,
+    }));
+
+    const demo = await session.open('?backend=cpu');
+    await upload(demo.page, 'base-input', join(dir, baseName));
+    await upload(demo.page, 'adapter-folder-input', join(dir, folder));
+    await planReady(demo.page);
+    expect(await text(demo.page, '[data-testid="base-summary"] b')).toBe(baseName);
+    expect(await demo.page.$eval('.adapter-name', (e) => e.textContent)).toBe(folder);
+    await mergeEnabled(demo.page);
+    await demo.page.click('[data-testid="merge-button"]');
+    const link = await demo.page.waitForSelector('[data-testid="download-link"]', { timeout: 60_000 });
+    // The download's name keeps no character a file system refuses (<, >), and the link shows it as text.
+    const download = await link!.evaluate((a) => ({ name: (a as HTMLAnchorElement).download, text: a.textContent }));
+    expect(download.name).toBe('_img src=x onerror=window.pwned=1_-merged.safetensors');
+    expect(download.text).toContain(download.name);
+    expect(await noMarkup(demo.page)).toEqual({ pwned: undefined, inserted: 0 });
+
+    const refused = await session.open('?backend=cpu');
+    await upload(refused.page, 'base-input', join(dir, cut));
+    await upload(refused.page, 'adapter-folder-input', join(dir, folder));
+    const shown = await refusal(refused.page);
+    expect(shown.status).toBe(`${cut}: tensor "model.embed_tokens.weight" ends at byte 5184 of the data but the file holds only 5084 data bytes (truncated download?): download the file again`);
+    expect(shown.alert).toBe(shown.status);
+    expect(await noMarkup(refused.page)).toEqual({ pwned: undefined, inserted: 0 });
+  }, 180_000);
+
   it('an adapter of 3000 modules on a base that holds them: the table lists the first MAX_LISTED_ROWS and counts the rest, the tab responsive', async () => {
     const modules = 3000;
     const names = Array.from({ length: modules }, (_, i) => `model.layers.${i}.self_attn.k_proj`);
