@@ -137,9 +137,8 @@ export function mountPlanPanel(): (state: PageState) => void {
       problemsHeading.textContent = errors
         ? `${plural(errors, 'error')} stop${errors === 1 ? 's' : ''} the merge${warnings ? `; ${plural(warnings, 'warning')}` : ''}`
         : `${plural(warnings, 'warning')}: the merge can run, but read ${warnings === 1 ? 'it' : 'them'} first`;
-      // Cut short, the list keeps the errors, which stop the merge, before the warnings.
-      const byWeight = plan.problems.filter((p) => p.severity === 'error').concat(plan.problems.filter((p) => p.severity !== 'error'));
-      const listedProblems = listed(byWeight);
+      // Cut short, the list still holds the errors first: the worker lists them before the warnings.
+      const listedProblems = listed(plan.problems);
       problems.replaceChildren(...(plan.problems.length
         ? listedProblems.rows.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]),
