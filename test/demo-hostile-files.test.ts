@@ -1,8 +1,9 @@
 /**
- * The page given files a person ends up with in place of a model or an adapter: a web page or a zip
- * saved under a .safetensors name, a folder of two unrelated models, and an adapter of many
- * thousands of modules none of which the base holds. Each is one message naming the file and what
- * to do, read out, merge off; the tab stays responsive while the plan is made and shown.
+ * The page given files a person ends up with in place of a model or an adapter: a login page or a
+ * zip saved under a .safetensors name, a folder of two unrelated models, file and folder names with
+ * markup, and adapters of thousands of modules (matched, or none of them in the base). Each refusal
+ * is one message naming the file and what to do, read out, merge off; names are shown as text; the
+ * plan's lists stop at MAX_LISTED_ROWS entries and count the rest, so the tab stays responsive.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
