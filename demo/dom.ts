@@ -32,6 +32,23 @@ export function focusLost(): boolean {
   return active === null || active === document.body || active.matches(':disabled');
 }
 
+/**
+ * The most items the page lists in one list or table (problems, modules left out, modules matched).
+ * An adapter of many thousands of modules the base lacks made as many list items at once, which
+ * froze the tab for seconds; the rest are counted in a last line instead.
+ */
+export const MAX_LISTED_ROWS = 1000;
+
+/** The first MAX_LISTED_ROWS of `items`, and how many are left unlisted. */
+export function listed<T>(items: readonly T[]): { rows: readonly T[]; more: number } {
+  return { rows: items.length > MAX_LISTED_ROWS ? items.slice(0, MAX_LISTED_ROWS) : items, more: Math.max(0, items.length - MAX_LISTED_ROWS) };
+}
+
+/** The line that stands for the items a list or table leaves out: how many, and which it shows. */
+export function unlistedLine(more: number, what: string): string {
+  return `… and ${more} more ${what}, not listed: the page lists the first ${MAX_LISTED_ROWS}`;
+}
+
 export function byId<T extends HTMLElement>(id: string): T {
   const el = document.getElementById(id);
   if (!el) throw new Error(`page is missing #${id}`);

@@ -30,7 +30,7 @@ export interface PickedDestination {
   output: OutputChoice;
   /** Where, in words. */
   where: string;
-  /** Undoes what picking made (an empty sub-folder) when the merge fails. */
+  /** Undoes what picking made (an empty sub-folder, the empty picked file) when the merge fails or is cancelled. */
   cleanUp(): Promise<void>;
 }
 
@@ -44,7 +44,7 @@ export async function pickDestination(baseName: string, singleFile: boolean): Pr
         id: 'loramerge-output', suggestedName: `${stem}-merged${extension}`,
         types: [{ description: `${extension.slice(1)} model`, accept: { 'application/octet-stream': [extension] } }],
       });
-      return { output: { kind: 'file', handle }, where: ` into ${handle.name}`, cleanUp: async () => {} };
+      return { output: { kind: 'file', handle }, where: ` into ${handle.name}`, cleanUp: () => removeIfEmpty(handle) };
     }
     const parent = await pickers.showDirectoryPicker!({ id: 'loramerge-output', mode: 'readwrite' });
     const name = await unusedName(parent, `${stem}-merged`);
@@ -57,6 +57,20 @@ export async function pickDestination(baseName: string, singleFile: boolean): Pr
   } catch (error) {
     if ((error as DOMException).name === 'AbortError') return undefined;
     throw error;
+  }
+}
+
+/**
+ * The save picker makes the picked file before the page writes a byte (empty, or emptied when it
+ * replaces one), and a merge writes it only when it completes: one cancelled or failed leaves an
+ * empty file under the model's name, which looks like a merged model. Removed where the browser
+ * can remove a file it handed out (FileSystemHandle.remove, Chromium); left when it holds bytes.
+ */
+async function removeIfEmpty(handle: FileSystemFileHandle): Promise<void> {
+  try {
+    if ((await handle.getFile()).size === 0) await (handle as FileSystemFileHandle & { remove?(): Promise<void> }).remove?.();
+  } catch {
+    // Permission withdrawn or the file moved meanwhile: nothing more the page can do.
   }
 }
 

@@ -11,7 +11,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import type { DemoPage } from './helpers/browser.js';
 import { mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
-import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 
@@ -129,6 +129,46 @@ describe('saving through the pickers', PAGE_RETRY, () => {
     expect(await p.$('[data-testid="download-link"]')).toBeNull();
     expect(await text(p, '#progress-text')).toContain('into tiny-llama-merged.safetensors');
   });
+
+  it('a merge into the picked file cancelled midway leaves no file under the model\'s name (the save picker made it empty)', async () => {
+    // One 4096 × 4096 f32 weight under a rank-256 LoRA, on the CPU: cancelled once the first slab is written.
+    const rand = seededRandom(78);
+    const noise = (n: number, scale: number) => Array.from({ length: n }, () => (rand() - 0.5) * scale);
+    const n = 4096, r = 256;
+    const dir = dirs.make({
+      'big.safetensors': buildSafetensors([{ name: 'model.layers.0.mlp.down_proj.weight', dtype: 'F32', shape: [n, n], data: noise(n * n, 0.1) }]),
+      'lora/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: r, target_modules: ['down_proj'] }),
+      'lora/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', dtype: 'F32', shape: [r, n], data: noise(r * n, 0.02) },
+        { name: 'base_model.model.model.layers.0.mlp.down_proj.lora_B.weight', dtype: 'F32', shape: [n, r], data: noise(n * r, 0.02) },
+      ]),
+    });
+    demo = await session.open('?backend=cpu');
+    await stubPickers(demo.page);
+    await demo.page.reload({ waitUntil: 'load' });
+    await clearPicked(demo.page);
+    const { page } = demo;
+    await upload(page, 'base-input', join(dir, 'big.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'lora/adapter_config.json'), join(dir, 'lora/adapter_model.safetensors'));
+    await planReady(page);
+    await page.select('[data-testid="destination"]', 'picked');
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => (document.querySelector<HTMLProgressElement>('[data-testid="progress"]')!.value ?? 0) > 0, { timeout: 90_000, polling: 20 });
+    // The picker made the file, as a browser's does, before anything is written.
+    const names = () => page.evaluate(async () => {
+      const picked = await (await navigator.storage.getDirectory()).getDirectoryHandle('picked', { create: true });
+      const out: string[] = [];
+      for await (const name of (picked as unknown as { keys(): AsyncIterable<string> }).keys()) out.push(name);
+      return out.sort();
+    });
+    expect(await names()).toContain('big-merged.safetensors');
+    await page.click('[data-testid="cancel-button"]');
+    await page.waitForFunction(() => /cancelled/i.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });
+    expect(await text(page, '#progress-text')).toBe('Cancelled. Nothing was written.');
+    // Chromium's swap file goes with the aborted write; the picked file, still empty, with the clean-up.
+    expect(await names()).toEqual([]);
+  }, 180_000);
 
   it('writes a sharded model into a new <base>-merged folder in the picked one, never into one that exists', async () => {
     const { base, lora, adapter } = llamaAndLora(72);

@@ -5,7 +5,7 @@
  * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
-import { byId, el, messageNodes } from '../dom.js';
+import { byId, el, listed, messageNodes, unlistedLine } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
 import { blockedBy, type PageState } from '../page-state.js';
@@ -119,13 +119,14 @@ export function mountPlanPanel(): (state: PageState) => void {
       notes.replaceChildren(...plan.notes.map((n) => el('li', { textContent: n })));
       leftOutBox.hidden = plan.leftOut.length === 0;
       leftOutHeading.textContent = `${plural(plan.leftOut.length, 'module')} left out, not merged`;
-      leftOutBody.replaceChildren(...plan.leftOut.map((m) => {
+      const leftOut = listed(plan.leftOut);
+      leftOutBody.replaceChildren(...leftOut.rows.map((m) => {
         const row = el('tr');
         for (const text of [plan.adapters[m.adapter]?.name ?? '', m.module, m.reason]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;
-      }));
+      }), ...unlistedRow(leftOut.more, 'modules left out', 3));
     }
     if (plan.problems !== shownProblems) {
       shownProblems = plan.problems;
@@ -136,9 +137,12 @@ export function mountPlanPanel(): (state: PageState) => void {
       problemsHeading.textContent = errors
         ? `${plural(errors, 'error')} stop${errors === 1 ? 's' : ''} the merge${warnings ? `; ${plural(warnings, 'warning')}` : ''}`
         : `${plural(warnings, 'warning')}: the merge can run, but read ${warnings === 1 ? 'it' : 'them'} first`;
+      // Cut short, the list still holds the errors first: the worker lists them before the warnings.
+      const listedProblems = listed(plan.problems);
       problems.replaceChildren(...(plan.problems.length
-        ? plan.problems.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
-        : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]));
+        ? listedProblems.rows.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
+        : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]),
+      ...(listedProblems.more ? [el('li', { textContent: unlistedLine(listedProblems.more, 'errors and warnings') })] : []));
     }
     const filesKey = `${plan.base.name}\u0000${state.outDtype}\u0000${state.dtypeMergedOnly}\u0000${plan.files.length}`;
     if (filesKey !== shownFiles) {
@@ -159,7 +163,8 @@ export function mountPlanPanel(): (state: PageState) => void {
       chart.update(plan.magnitudes, weights);
       // Each module's own bar before the chart averages it into its block: a bias-only module has none.
       const ratios = new Map(plan.magnitudes.map((m) => [`${m.adapter}\n${m.module}\n${m.target}`, m.ratio]));
-      body.replaceChildren(...plan.modules.map((m) => {
+      const modules = listed(plan.modules);
+      body.replaceChildren(...modules.rows.map((m) => {
         const row = el('tr');
         const target = m.rows ? `${m.target} (${m.rows})` : m.target;
         const algorithm = m.rank !== undefined ? `${m.algorithm}, r = ${m.rank}` : m.algorithm;
@@ -175,7 +180,12 @@ export function mountPlanPanel(): (state: PageState) => void {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;
-      }));
+      }), ...unlistedRow(modules.more, 'modules', 7));
     }
   };
+}
+
+/** A table's last row counting the rows it leaves out, across its `columns`; none when it lists all. */
+function unlistedRow(more: number, what: string, columns: number): HTMLTableRowElement[] {
+  return more ? [el('tr', {}, el('td', { colSpan: columns, textContent: unlistedLine(more, what) }))] : [];
 }
