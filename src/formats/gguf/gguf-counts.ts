@@ -27,8 +27,21 @@ const FIXED_VALUE_BYTES: Partial<Record<number, number>> = {
   [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
 };
 
-/** Longer than any tensor name a writer would store (llama.cpp's limit is 63 bytes): no name at all. */
-const PLAUSIBLE_NAME_BYTES = 4096;
+/** How much of a tensor name is looked at to tell it from padding or tensor data. */
+const NAME_START_BYTES = 64;
+
+/**
+ * Whether a tensor info's name may start at `at`: a length of at least 1 whose bytes the file
+ * holds, starting with no control bytes (bytes past ASCII are the reader's to name, as bad UTF-8).
+ * A wrong count leaves zero padding (length 0), tensor data (a length past the file, or control
+ * bytes) or the file's end there; a name too long for GGML is still a name, refused for its length.
+ */
+function startsAName(h: HeaderBytes, at: number): boolean {
+  const length = h.u64(at);
+  if (length === undefined || length < 1n || length > BigInt(Number.MAX_SAFE_INTEGER) || !h.has(at + 8, Number(length))) return false;
+  const start = Math.min(Number(length), NAME_START_BYTES);
+  return h.bytes.subarray(at + 8, at + 8 + start).every((b) => b >= 0x20 && b !== 0x7f);
+}
 
 /** The walk reached the end of the bytes read so far, before the end of the file. */
 class NeedMoreBytes extends Error {}
@@ -218,8 +231,7 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
       }
       // A damaged info keeps its own refusal (its name, type or offset): one starts with a string's
       // length, where a wrong count leaves zero padding, tensor data or the file's end.
-      const length = h.has(infos.end, 8) ? h.u64(infos.end)! : 0n;
-      if (length < 1n || length > BigInt(PLAUSIBLE_NAME_BYTES) || !h.has(infos.end + 8, Number(length))) {
+      if (!startsAName(h, infos.end)) {
         const there = infos.end >= source.size ? `the file ends at byte ${source.size}` : `byte ${infos.end} starts no other`;
         fewer = `${file}: the header declares ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, but ${n === 0 ? 'no tensor info follows' : `only ${n} tensor info${n === 1 ? ' follows' : 's follow'}`} its metadata (${there}): the header's tensor count is wrong, or the file is cut short or damaged: download or convert it again`;
       }
