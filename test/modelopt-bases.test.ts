@@ -208,6 +208,21 @@ describe('ModelOpt FP8 (nvidia/Llama-3.1-8B-Instruct-FP8)', () => {
     }
   });
 
+  // FP8 has one scale per tensor and never reads group_size (NVFP4 does, and refuses a bad one).
+  it('a group_size FP8 does not read (0, -16, a string) leaves the merge as it is', async () => {
+    for (const groupSize of [0, -16, '16']) {
+      const files = baseFolder(VARIANTS[0]);
+      const hf = { ...HF_QUANT, quantization: { ...HF_QUANT.quantization, group_size: groupSize } };
+      const prepared = await prepareMerge(
+        memoryInputFileSet({ ...files, 'hf_quant_config.json': JSON.stringify(hf) }, 'model'),
+        [{ files: memoryInputFileSet(adapterFolder(ROWS, COLS), 'adapter'), weight: 1 }],
+      );
+      await prepared.close();
+      expect(prepared.plan.problems, String(groupSize)).toEqual([]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort(), String(groupSize)).toEqual([Q, V].map((m) => `${m}.weight`).sort());
+    }
+  });
+
   it('ModelOpt FP8 with per-channel scales (FP8_PER_CHANNEL_PER_TOKEN) stays refused by its scale tensor', async () => {
     const files = baseFolder(VARIANTS[0]);
     const rowsOf = (name: string) => ROWS[name.slice(0, -'.weight_scale'.length)];

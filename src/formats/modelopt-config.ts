@@ -17,8 +17,10 @@ export interface ModelOptQuantization {
   algo: string;
   /** `kv_cache_quant_algo` (upper-cased), when there is one. */
   kvCache?: string;
-  /** NVFP4's group of inputs per block scale (16). */
-  groupSize?: number;
+  /** `group_size` as the config gives it, unchecked: only NVFP4 reads it (modelOptGroupSize). */
+  groupSize?: unknown;
+  /** Where `group_size` was read, for its refusal. */
+  groupSizeField?: string;
   /** hf_quant_config.json when the folder has one: a dequantized model must not keep it. */
   file?: string;
 }
@@ -36,13 +38,21 @@ export async function readModelOptQuantization(files: InputFileSet, config: Mode
   const q = fromConfig ?? fromFile;
   if (!q) return undefined;
   const group = q.group_size;
-  // A group of inputs per scale is a whole number (vLLM and ModelOpt index by it); a fractional one
-  // whose table happened to fit would decode every weight with groups no tool uses.
-  if (group !== undefined && group !== null && (typeof group !== 'number' || !Number.isSafeInteger(group) || group < 1)) {
-    const field = fromConfig ? `config.json quantization_config${fromConfig === qc ? '' : '.quantization'}.group_size` : `${HF_QUANT_CONFIG_FILE} quantization.group_size`;
-    throw new MergeError('BAD_CONFIG', `${files.name}: ${field} is ${typeof group === 'string' ? JSON.stringify(group) : String(group)}; ModelOpt's group_size is a positive whole number of inputs per scale`);
-  }
+  const groupSizeField = fromConfig ? `config.json quantization_config${fromConfig === qc ? '' : '.quantization'}.group_size` : `${HF_QUANT_CONFIG_FILE} quantization.group_size`;
   const algo = typeof q.quant_algo === 'string' ? q.quant_algo.toUpperCase() : modelOptWeightsUnquantized(q) ? 'NONE' : 'unknown';
   const kvCache = typeof q.kv_cache_quant_algo === 'string' ? q.kv_cache_quant_algo.toUpperCase() : undefined;
-  return { algo, ...(kvCache ? { kvCache } : {}), ...(typeof group === 'number' ? { groupSize: group } : {}), ...(file ? { file } : {}) };
+  return { algo, ...(kvCache ? { kvCache } : {}), ...(group !== undefined && group !== null ? { groupSize: group, groupSizeField } : {}), ...(file ? { file } : {}) };
+}
+
+/**
+ * NVFP4's inputs per block scale: 16 unless the config says otherwise. A group is a whole number
+ * (vLLM and ModelOpt index by it); a fractional one whose table happened to fit would decode every
+ * weight with groups no tool uses, so anything else is refused. FP8 never reads the field.
+ */
+export function modelOptGroupSize(quantization: ModelOptQuantization, folder: string): number {
+  const group = quantization.groupSize;
+  if (group === undefined) return 16;
+  if (typeof group === 'number' && Number.isSafeInteger(group) && group >= 1) return group;
+  const shown = typeof group === 'string' ? JSON.stringify(group) : String(group);
+  throw new MergeError('BAD_CONFIG', `${folder}: ${quantization.groupSizeField} is ${shown}; ModelOpt's group_size is a positive whole number of inputs per scale`);
 }

@@ -17,7 +17,7 @@ import { decodeToF32, encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { baseModelView, type ViewTensor } from './base-model-view.js';
-import type { ModelOptQuantization } from './modelopt-config.js';
+import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
 
@@ -43,6 +43,7 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
   const found = new Map<string, Nvfp4Weight>();
   const hidden = new Set<string>();
   const weights = new Map<string, ScaledFp8Weight>();
+  const group = modelOptGroupSize(quantization, base.name);
   for (const [key, t] of base.tensors) {
     if (!key.endsWith('.weight_scale_2')) continue;
     const stem = key.slice(0, -'.weight_scale_2'.length);
@@ -57,7 +58,6 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     if (t.dtype !== 'F32' || product(t.shape) !== 1) throw bad(`${key} is ${t.dtype} [${t.shape.join(', ')}]; expected one F32 value`);
     const rows = w.shape[0];
     const cols = w.shape[1] * 2;
-    const group = quantization.groupSize ?? 16;
     if (cols % group !== 0 || s.shape[1] !== cols / group) throw bad(`${scaleKey} has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
     const global = decodeToF32(await base.read(key), 'F32')[0];
     if (!Number.isFinite(global) || global < 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; scales must be finite and not negative`);

@@ -2003,6 +2003,8 @@ function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | unde
   const invalid = (why: string): Truth => ({ kind: 'invalid', why });
   const algo = modelopt ? modelOptAlgo(modelopt) : undefined;
   if (algo !== 'NVFP4' && algo !== 'W4A16_NVFP4') return invalid(`quant_algo ${String(algo)}: the U8 weights beside weight_scale are not read`);
+  // A group_size that is not a number is refused (NVFP4 reads it; FP8 never does).
+  if (modelopt!.group_size !== undefined && modelopt!.group_size !== null && typeof modelopt!.group_size !== 'number') return invalid(`group_size ${JSON.stringify(modelopt!.group_size)}`);
   const group = typeof modelopt!.group_size === 'number' ? modelopt!.group_size : 16;
   const names = llmTensorNames(d);
   const nvfp4 = new Map<string, (i: number) => number>();
