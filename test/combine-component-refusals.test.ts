@@ -12,7 +12,7 @@ import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
-import { dense, gaussian, product, type Dense, writtenUpdate } from './helpers/svd-reference.js';
+import { dense, gaussian, product, type Dense, writtenUpdate, relativeError } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 const opened: ParsedAdapter[] = [];
@@ -49,16 +49,6 @@ async function open(bytes: Uint8Array, name = 'pytorch_lora_weights.safetensors'
   return a;
 }
 
-
-function relError(got: Dense, want: Dense): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < want.data.length; i++) {
-    num += (got.data[i] - want.data[i]) ** 2;
-    den += want.data[i] ** 2;
-  }
-  return Math.sqrt(num / den);
-}
-
 const Q1 = 'text_encoder.text_model.encoder.layers.0.self_attn.q_proj';
 const Q2 = 'text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj';
 const UNET_Q = 'unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q';
@@ -82,7 +72,7 @@ describe("a diffusers SDXL LoRA's two text encoders and a PEFT folder", () => {
       want[name] = dense(p.rows, p.cols, (i, j) => 0.5 * p.data[i * p.cols + j]);
     }
     expect(kohya.adapter.modules.map((m) => m.name).sort()).toEqual(Object.keys(want).sort());
-    for (const m of kohya.adapter.modules) expect(relError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of kohya.adapter.modules) expect(relativeError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
   });
 
   it('two adapters, one per text encoder, to a PEFT folder: the same refusal, not a shape mismatch', async () => {
@@ -100,7 +90,7 @@ describe("a diffusers SDXL LoRA's two text encoders and a PEFT folder", () => {
     for (const m of out.adapter.modules) {
       const f = factors.find((x) => x.path.endsWith(m.name))!;
       const p = product(f.b, f.a);
-      expect(relError(writtenUpdate(m), dense(p.rows, p.cols, (i, j) => 2 * p.data[i * p.cols + j])), m.name).toBeLessThan(1e-6);
+      expect(relativeError(writtenUpdate(m), dense(p.rows, p.cols, (i, j) => 2 * p.data[i * p.cols + j])), m.name).toBeLessThan(1e-6);
     }
   });
 });
@@ -135,7 +125,7 @@ describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
     const out = await combineAdapters([{ adapter: r1, weight: 1 }, { adapter: r2, weight: -0.5 }], { method: 'cat', format: 'kohya' }, cpu);
     const want: Record<string, Dense> = { [REFINER_Q]: target([{ m: q1, w: 1 }, { m: q2, w: -0.5 }]), [REFINER_FC1]: target([{ m: fc1, w: 1 }]) };
     expect(out.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
-    for (const m of out.adapter.modules) expect(relError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of out.adapter.modules) expect(relativeError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
     // SDXL base: a CLIP-L `lora_te_` (768) beside `lora_te1_` and `lora_te2_`.
     const [l1, l2, g] = [f(768, 768, 4), f(768, 768, 2), f(1280, 1280, 4)];
     const a = await open(kohyaFile([{ name: 'lora_te_text_model_encoder_layers_0_self_attn_q_proj', ...l1 }]), 'sdxl-a.safetensors');
@@ -143,6 +133,6 @@ describe("an SDXL refiner's text encoder LoRA beside an SDXL base one", () => {
     const sdxl = await combineAdapters([{ adapter: a, weight: 1 }, { adapter: b, weight: 2 }], { method: 'cat', format: 'kohya' }, cpu);
     const wantSdxl: Record<string, Dense> = { lora_te_text_model_encoder_layers_0_self_attn_q_proj: target([{ m: l1, w: 1 }, { m: l2, w: 2 }]), [BASE_Q]: target([{ m: g, w: 2 }]) };
     expect(sdxl.adapter.modules.map((m) => m.name)).toEqual(Object.keys(wantSdxl));
-    for (const m of sdxl.adapter.modules) expect(relError(writtenUpdate(m), wantSdxl[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of sdxl.adapter.modules) expect(relativeError(writtenUpdate(m), wantSdxl[m.name]), m.name).toBeLessThan(1e-6);
   });
 });

@@ -10,11 +10,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { combineAdapters } from '../src/adapter-ops/combine.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { openAdapter, type ParsedAdapter } from '../src/formats/adapter.js';
-import type { WrittenModule } from '../src/formats/adapter-writer.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { dense, gaussian, product, type Dense } from './helpers/svd-reference.js';
+import { dense, gaussian, product, type Dense, relativeError, writtenUpdate } from './helpers/svd-reference.js';
 
 const temp = tempDirs();
 const opened: ParsedAdapter[] = [];
@@ -34,27 +33,10 @@ async function open(bytes: Uint8Array, name: string): Promise<ParsedAdapter> {
 const rand = seededRandom(384);
 const f = (out: number, inp: number, alpha: number) => ({ b: dense(out, 4, () => gaussian(rand) * 0.05), a: dense(4, inp, () => gaussian(rand) * 0.05), alpha });
 
-/** (α/r)·B·A of a written module, in float64. */
-function applied(m: WrittenModule): Dense {
-  const up = { rows: m.upShape[0], cols: m.rank, data: Float64Array.from(m.up) };
-  const down = { rows: m.rank, cols: m.down.length / m.rank, data: Float64Array.from(m.down) };
-  const p = product(up, down);
-  return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
-}
-
 /** Σ w·(α/r)·B·A, in float64. */
 function target(parts: { m: { b: Dense; a: Dense; alpha: number }; w: number }[]): Dense {
   const ps = parts.map(({ m, w }) => ({ p: product(m.b, m.a), s: (w * m.alpha) / m.b.cols }));
   return dense(ps[0].p.rows, ps[0].p.cols, (i, j) => ps.reduce((t, { p, s }) => t + s * p.data[i * p.cols + j], 0));
-}
-
-function relError(got: Dense, want: Dense): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < want.data.length; i++) {
-    num += (got.data[i] - want.data[i]) ** 2;
-    den += want.data[i] ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 // The refiner: input_blocks.4 and .7 hold its 768- and 1536-channel attention (to_k from CLIP-G's 1280).
@@ -91,7 +73,7 @@ describe("an SDXL refiner's UNet LoRA beside an SDXL base one", () => {
     const refined = await combine([r1, r2], [1, -0.5]);
     const want: Record<string, Dense> = { [REFINER_Q]: target([{ m: q1, w: 1 }, { m: q2, w: -0.5 }]), [REFINER_K]: target([{ m: k1, w: 1 }]) };
     expect(refined.adapter.modules.map((m) => m.name)).toEqual(Object.keys(want));
-    for (const m of refined.adapter.modules) expect(relError(applied(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of refined.adapter.modules) expect(relativeError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
 
     const [bq, bk] = [f(1280, 1280, 4), f(1280, 2048, 2)];
     const b1 = await open(kohyaFile([{ name: BASE_Q, ...bq }]), 'sdxl-a.safetensors');
@@ -99,6 +81,6 @@ describe("an SDXL refiner's UNet LoRA beside an SDXL base one", () => {
     const based = await combine([b1, b2], [1, 2]);
     const wantBase: Record<string, Dense> = { [BASE_Q]: target([{ m: bq, w: 1 }]), [BASE_K]: target([{ m: bk, w: 2 }]) };
     expect(based.adapter.modules.map((m) => m.name)).toEqual(Object.keys(wantBase));
-    for (const m of based.adapter.modules) expect(relError(applied(m), wantBase[m.name]), m.name).toBeLessThan(1e-6);
+    for (const m of based.adapter.modules) expect(relativeError(writtenUpdate(m), wantBase[m.name]), m.name).toBeLessThan(1e-6);
   });
 });

@@ -10,7 +10,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { MAX_LISTED_ROWS } from '../demo/dom.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, mergeEnabled, planReady, refusal, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -29,18 +29,6 @@ async function watchMainThread(page: Page): Promise<void> {
       last = now;
     }, 10);
   });
-}
-
-/** The page's refusal once the plan fails: its status line, the alert, and whether a plan or Merge is offered. */
-async function refusal(page: Page) {
-  await page.waitForFunction(() => document.getElementById('plan-status')!.className === 'error-text', { timeout: 60_000 });
-  const alert = await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 });
-  return {
-    status: await text(page, '[data-testid="plan-status"]'),
-    alert: await alert.jsonValue(),
-    planShown: await page.$eval('#plan', (e) => !(e as HTMLElement).hidden),
-    mergeDisabled: await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled),
-  };
 }
 
 /** A zip's local file header for one stored entry named `name`, as a zip tool starts the archive. */

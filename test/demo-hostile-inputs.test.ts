@@ -14,7 +14,7 @@ import { treeRss } from '../bench/page-merge.mjs';
 import { MAX_CHART_LABEL } from '../demo/dom.js';
 import { MAX_INPUT_FILES } from '../src/limits.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, planReady, refusal, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
@@ -27,18 +27,6 @@ function withHeader(header: Uint8Array, lengthField: bigint): Uint8Array {
   new DataView(out.buffer).setBigUint64(0, lengthField, true);
   out.set(header, 8);
   return out;
-}
-
-/** The page's rendering of a refusal: the plan's status line, the alert, and whether a plan is shown. */
-async function refusal(page: Page) {
-  await page.waitForFunction(() => document.getElementById('plan-status')!.className === 'error-text', { timeout: 30_000 });
-  const alert = await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 });
-  return {
-    status: await text(page, '[data-testid="plan-status"]'),
-    alert: await alert.jsonValue(),
-    planShown: await page.$eval('#plan', (e) => !(e as HTMLElement).hidden),
-    mergeDisabled: await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled),
-  };
 }
 
 const fixture = llamaWithPeft(41);

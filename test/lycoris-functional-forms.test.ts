@@ -8,6 +8,7 @@
  * butterfly factors, a `scalar` tensor) are refused in one line.
  */
 import { describe, expect, it } from 'vitest';
+import { mm } from './helpers/dense-f64.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 
@@ -19,17 +20,6 @@ const rnd = (rand: () => number, shape: number[], dtype: FixtureDType = 'F32', s
   ({ shape, dtype, v: randomValues(numel(shape), rand, scale).map((x) => roundForDType(x, dtype)) });
 const fx = (name: string, t: T): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: t.v });
 const scalar = (name: string, value: number, dtype: FixtureDType = 'F32'): FixtureTensor => ({ name, dtype, shape: [], data: [value] });
-
-/** (p × q)·(q × s), plainly. */
-function matmul(x: Float64Array, y: Float64Array, p: number, q: number, s: number): Float64Array {
-  const out = new Float64Array(p * s);
-  for (let i = 0; i < p; i++) for (let j = 0; j < s; j++) {
-    let acc = 0;
-    for (let k = 0; k < q; k++) acc += x[i * q + k] * y[k * s + j];
-    out[i * s + j] = acc;
-  }
-  return out;
-}
 
 /**
  * LyCORIS make_kron: w1 (a, c) unsqueezed to (a, c, 1…), torch.kron with w2 (b, d, k…):
@@ -83,7 +73,7 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     if (w1Rank) {
       const w1a = rnd(rand, [a, w1Rank]), w1b = rnd(rand, [w1Rank, c]);
       t.push(fx(`${CONV_NAME}.lokr_w1_a`, w1a), fx(`${CONV_NAME}.lokr_w1_b`, w1b));
-      w1 = matmul(w1a.v, w1b.v, a, w1Rank, c);
+      w1 = mm(w1a.v, w1b.v, a, w1Rank, c);
     } else {
       const w1f = rnd(rand, [a, c]);
       t.push(fx(`${CONV_NAME}.lokr_w1`, w1f));
@@ -92,7 +82,7 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     const w2a = rnd(rand, [b, r]), w2b = rnd(rand, [r, d, ...kernel], 'F32', 0.5);
     t.push(fx(`${CONV_NAME}.lokr_w2_a`, w2a), fx(`${CONV_NAME}.lokr_w2_b`, w2b), scalar(`${CONV_NAME}.alpha`, alpha));
     // diff_weight: w2 = w2a @ w2b.view(r, -1), viewed (b, d, k…); rank = w1a.shape[1] else w2a.shape[1].
-    const w2 = matmul(w2a.v, w2b.v, b, r, d * K);
+    const w2 = mm(w2a.v, w2b.v, b, r, d * K);
     const rank = w1Rank || r;
     const delta = makeKron(w1, a, c, w2, b, d, K).map((x) => x * alpha / rank);
     const weight = 0.7;
@@ -109,7 +99,7 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     const w2a = rnd(rand, [out, r]), w2b = rnd(rand, [r, inF, ...kernel]);
     const t = [fx(`${CONV_NAME}.hada_w1_a`, w1a), fx(`${CONV_NAME}.hada_w1_b`, w1b), fx(`${CONV_NAME}.hada_w2_a`, w2a), fx(`${CONV_NAME}.hada_w2_b`, w2b), scalar(`${CONV_NAME}.alpha`, alpha)];
     // diff_weight: ((w1u @ w1d.reshape(R, -1)) * (w2u @ w2d.reshape(R, -1))) * γ, reshaped (O, I, k…).
-    const x = matmul(w1a.v, w1b.v, out, r, inF * K), y = matmul(w2a.v, w2b.v, out, r, inF * K);
+    const x = mm(w1a.v, w1b.v, out, r, inF * K), y = mm(w2a.v, w2b.v, out, r, inF * K);
     const delta = x.map((v, i) => v * y[i] * alpha / r);
     const weight = -0.6;
     const got = await mergeOne(backendName, { [CONV]: baseW }, t, weight);
@@ -173,7 +163,7 @@ describe.each(['cpu (js)', 'cpu (wasm)'])('%s', (backendName) => {
     const down = rnd(rand, [r, inF, 3, 3]), up = rnd(rand, [out, r]);
     const t = [fx(`${CONV_NAME}.lora_down.weight`, down), fx(`${CONV_NAME}.lora_up.weight`, up), scalar(`${CONV_NAME}.alpha`, alpha)];
     // LoCon's loader takes them: up.view(out, -1) @ down.view(r, -1) · α/r, viewed as the weight.
-    const delta = matmul(up.v, down.v, out, r, inF * K).map((x) => x * alpha / r);
+    const delta = mm(up.v, down.v, out, r, inF * K).map((x) => x * alpha / r);
     const weight = 0.5;
     const got = await mergeOne(backendName, { [CONV]: baseW }, t, weight);
     expectClose(got.get(CONV)!.values, baseW.v.map((v, i) => v + weight * delta[i]), 'merged conv1');

@@ -170,3 +170,18 @@ export async function seriousViolations(page: Page): Promise<{ id: string; impac
       .map((v) => ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) }));
   });
 }
+
+/**
+ * The page's refusal once the plan fails: its status line, the alert, and whether a plan is shown
+ * and Merge is off.
+ */
+export async function refusal(page: Page, timeout = 60_000) {
+  await page.waitForFunction(() => document.getElementById('plan-status')!.className === 'error-text', { timeout });
+  const alert = await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 });
+  return {
+    status: await text(page, '[data-testid="plan-status"]'),
+    alert: await alert.jsonValue(),
+    planShown: await page.$eval('#plan', (e) => !(e as HTMLElement).hidden),
+    mergeDisabled: await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled),
+  };
+}

@@ -229,3 +229,7 @@ export function writtenUpdate(m: WrittenModule): Dense {
   return dense(p.rows, p.cols, (i, j) => (m.alpha / m.rank) * p.data[i * p.cols + j]);
 }
 
+/** ‖got − want‖_F / ‖want‖_F. */
+export function relativeError(got: Dense, want: Dense): number {
+  return Math.sqrt(frob2(minus(got, want)) / frob2(want));
+}
