@@ -58,7 +58,11 @@ export function collectModules(adapters: readonly ParsedAdapter[], format: Outpu
   });
   // Each set's members in first-seen order, under its first member's root (the smallest index).
   const groups = new Map<number, ModuleRef[]>();
-  refs.forEach((r, i) => groups.set(root(i), [...(groups.get(root(i)) ?? []), r]));
+  refs.forEach((r, i) => {
+    const members = groups.get(root(i));
+    if (members) members.push(r);
+    else groups.set(root(i), [r]);
+  });
   const problems: { code: 'SHAPE_MISMATCH' | 'UNSUPPORTED_FORMAT'; message: string }[] = [];
   const kept = new Map<string, ModuleRef[]>();
   for (const members of groups.values()) {
@@ -133,17 +137,21 @@ function firstEncoderClipG(adapter: ParsedAdapter): AdapterModule | undefined {
  * even overlap). Their modules would otherwise be gathered into one file that no model loads whole.
  */
 export function checkSameBaseModel(adapters: readonly ParsedAdapter[], command: string): void {
-  const kinds = adapters.map((a) => ({ adapter: a, family: guessModelFamily(a.modules.map((m) => m.key)), version: kohyaModelVersion(a) }));
+  // What each adapter's modules say, read once: the checks below compare every pair.
+  const kinds = adapters.map((a) => ({
+    adapter: a, family: guessModelFamily(a.modules.map((m) => m.key)), version: kohyaModelVersion(a),
+    clipGFirst: firstEncoderClipG(a), secondEncoder: a.modules.find((m) => landingKey(m, 'kohya').startsWith('te2:')), unet: unetWidths(a),
+  }));
   for (const [i, x] of kinds.entries()) {
     for (const y of kinds.slice(0, i)) {
-      for (const [g, s] of [[x.adapter, y.adapter], [y.adapter, x.adapter]]) {
-        const first = firstEncoderClipG(g);
-        const second = first && s.modules.find((m) => landingKey(m, 'kohya').startsWith('te2:'));
+      for (const [g, s] of [[x, y], [y, x]]) {
+        const first = g.clipGFirst;
+        const second = first && s.secondEncoder;
         if (first && second) {
-          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.name}'s "${second.key}" names SDXL's second encoder; a refiner takes only the first, SDXL base only the second (its CLIP-L is not the first's shape); adapters of different base models cannot be combined into one`);
+          throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${g.adapter.name}'s module "${first.key}" is a CLIP-G update named as its model's first text encoder (an SDXL refiner's or Stable Cascade's), but ${s.adapter.name}'s "${second.key}" names SDXL's second encoder; a refiner takes only the first, SDXL base only the second (its CLIP-L is not the first's shape); adapters of different base models cannot be combined into one`);
         }
       }
-      const [xUnet, yUnet] = [unetWidths(x.adapter), unetWidths(y.adapter)];
+      const [xUnet, yUnet] = [x.unet, y.unet];
       if (xUnet && yUnet && xUnet.refiner !== yUnet.refiner) {
         const said = (a: ParsedAdapter, u: UnetWidths) => `${a.name}'s UNet modules are ${u.refiner ? 'an SDXL refiner\'s (model channels 384' : 'SDXL base\'s or SD1/SD2\'s (model channels 320'}: "${u.module.key}" updates a weight of ${u.out} outputs)`;
         throw new MergeError('UNSUPPORTED_FORMAT', `${command}: ${said(y.adapter, yUnet)}, but ${said(x.adapter, xUnet)}; adapters of different base models cannot be combined into one`);

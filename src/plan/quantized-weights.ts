@@ -96,10 +96,12 @@ export function quantizedWeightProblems(
 export function packedModuleProblems(problems: PlanProblem[], tensors: ReadonlyMap<string, unknown>, config: ModelConfig | undefined): void {
   const method = quantizationMethod(config);
   if (method === undefined || READ_METHODS.has(method)) return;
+  let keys: string[] | undefined; // listed once, where a problem asks
   for (let i = 0; i < problems.length; i++) {
     const p = problems[i];
     if (p.code !== 'UNKNOWN_MODULE' || p.module === '' || tensors.has(`${p.module}.weight`)) continue;
-    const stored = [...tensors.keys()].filter((k) => k.startsWith(`${p.module}.`)).map((k) => k.slice(p.module.length + 1));
+    keys ??= [...tensors.keys()];
+    const stored = keys.filter((k) => k.startsWith(`${p.module}.`)).map((k) => k.slice(p.module.length + 1));
     // The module's own tensors only (`W_q`, `weight._data`): a parent module's name (`mlp`) covers
     // its children's weights, which say nothing of how the module is stored.
     if (stored.length === 0 || !stored.every((e) => /^(weight\.)?[^.]+$/.test(e))) continue;
