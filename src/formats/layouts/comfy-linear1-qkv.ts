@@ -19,7 +19,7 @@ import { oneToOne, RenameTable } from './fused-renames.js';
 import { FLUX_RULES } from './flux-bfl.js';
 import { FLUX2_LOOKUP, isFlux2 } from './flux2-bfl.js';
 import { isHunyuanDit } from './hunyuan-video.js';
-import type { Layout, LayoutResolution } from './layout.js';
+import { missBecause, type Layout } from './layout.js';
 
 const NAME = /^single_blocks[._](\d+)[._]linear1_qkv$/;
 const flux1 = new RenameTable(FLUX_RULES, () => false);
@@ -28,7 +28,6 @@ const flux2 = new RenameTable([oneToOne('single_blocks.{i}.linear1', 'single_tra
 
 const BIAS_UNREAD = 'ComfyUI, the one tool that reads the name linear1_qkv, leaves a bias change there unloaded (it logs the patch as NOT LOADED), so it cannot be merged as ComfyUI applies it: remove the bias tensor to merge the weight change alone';
 
-const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
 
 /** The linear1_qkv layout, in the registry (./index.ts) with the other Flux layouts. */
 export const comfyLinear1Qkv: Layout = {
@@ -39,7 +38,7 @@ export const comfyLinear1Qkv: Layout = {
     if (!m) return undefined;
     const block = m[1];
     if (isHunyuanDit(base)) {
-      return miss('is ComfyUI\'s name for the q, k, v rows of a Flux single block\'s linear1, which ComfyUI reads only on FLUX.1, Chroma and FLUX.2; the base is a Hunyuan DiT');
+      return missBecause('is ComfyUI\'s name for the q, k, v rows of a Flux single block\'s linear1, which ComfyUI reads only on FLUX.1, Chroma and FLUX.2; the base is a Hunyuan DiT');
     }
     const linear1 = `single_blocks.${block}.linear1`;
     const flux2Base = isFlux2(base);
@@ -47,16 +46,16 @@ export const comfyLinear1Qkv: Layout = {
     const r = flux2Base ? flux2.resolveFusedRows(linear1, 0, undefined, base) : flux1.resolveFusedRows(linear1, 0, 3, base);
     if (!r?.found) return r;
     const hidden = base.shape(r.targets[0].baseKey)?.[1];
-    if (hidden === undefined) return miss('has no linear1 input width in the base to place q, k and v by');
+    if (hidden === undefined) return missBecause('has no linear1 input width in the base to place q, k and v by');
     if (flux2Base) {
       const key = r.targets[0].baseKey;
       const rows = base.shape(key)?.[0] ?? 0;
-      if (rows < 3 * hidden) return miss(`needs 3·${hidden} rows of ${key}, which has ${rows}`);
+      if (rows < 3 * hidden) return missBecause(`needs 3·${hidden} rows of ${key}, which has ${rows}`);
       return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: 0, count: 3 * hidden }], biasUnread: BIAS_UNREAD }] };
     }
     // The 7-unit split gives q, k, v 3·rows/7 rows: ComfyUI's 3·hidden_size only when a unit is the hidden width.
     const placed = r.targets.reduce((n, t) => n + (t.rows ? t.rows.reduce((c, g) => c + g.count, 0) : base.shape(t.baseKey)?.[0] ?? 0), 0);
-    if (placed !== 3 * hidden) return miss(`lands on 3·${hidden} rows of linear1 as ComfyUI places it, but the base's linear1 is not 3·${hidden} q, k, v rows and 4·${hidden} MLP rows`);
+    if (placed !== 3 * hidden) return missBecause(`lands on 3·${hidden} rows of linear1 as ComfyUI places it, but the base's linear1 is not 3·${hidden} q, k, v rows and 4·${hidden} MLP rows`);
     return { ...r, targets: r.targets.map((t) => ({ ...t, biasUnread: BIAS_UNREAD })) };
   },
 };

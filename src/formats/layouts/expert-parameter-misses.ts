@@ -6,13 +6,10 @@
  * transformers' Mxfp4 quantizer unpacks when it loads the model. Not merged: the reason names the
  * tensors the base holds instead. (One tensor per expert is placed by per-expert-tensors.ts.)
  */
-import type { Layout, LayoutResolution } from './layout.js';
+import { missBecause, type Layout } from './layout.js';
 
 const FUSED = /^(.+\.experts)\.([A-Za-z_]+)$/;
 
-function miss(why: string): LayoutResolution {
-  return { found: false, ambiguous: false, candidates: [], why };
-}
 
 export const expertParameterMisses: Layout = {
   name: 'expert-parameter-misses',
@@ -22,7 +19,7 @@ export const expertParameterMisses: Layout = {
     const blocks = base.index.resolveDotted(`${address.path}_blocks`);
     const scales = base.index.resolveDotted(`${address.path}_scales`);
     if (blocks.found && scales.found) {
-      return miss(`the base stores this parameter as MXFP4 (${blocks.key} and ${scales.key}), which transformers unpacks when it loads the model; merging into MXFP4 experts is not supported: merge into the model with bf16 experts (gpt-oss dequantized)`);
+      return missBecause(`the base stores this parameter as MXFP4 (${blocks.key} and ${scales.key}), which transformers unpacks when it loads the model; merging into MXFP4 experts is not supported: merge into the model with bf16 experts (gpt-oss dequantized)`);
     }
     return undefined;
   },

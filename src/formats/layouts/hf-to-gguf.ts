@@ -44,7 +44,7 @@
  */
 import type { RowSegment } from '../../engine/merge-op.js';
 import { counted, metadataCount, perBlock, positiveInt, unplaceable } from './gguf-counts.js';
-import { wholeTensor, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
+import { missBecause, wholeTensor, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 interface Rule {
   pattern: RegExp;
@@ -919,7 +919,6 @@ function normalise(path: string): string {
 }
 
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
-const refused = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
 
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
@@ -1194,7 +1193,7 @@ function resolveStackedSquare(tensor: string, index: number, base: BaseView): La
   if (!found.found) return wholeTensor(found);
   const [rows, cols] = base.shape(found.key)!;
   if (cols === undefined || rows % cols !== 0) return unplaceable(`${found.key} (${base.shape(found.key)!.join(' × ')}) is not a stack of square matrices`);
-  if (index >= rows / cols) return refused(`names matrix ${index}, but ${found.key} stacks ${rows / cols}`);
+  if (index >= rows / cols) return missBecause(`names matrix ${index}, but ${found.key} stacks ${rows / cols}`);
   return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: index * cols, count: cols }] }] };
 }
 
@@ -1290,13 +1289,13 @@ function resolveMtp(path: string, arch: string, base: BaseView, rules: readonly 
   const blocks = positiveInt(base.metadata?.(`${arch}.block_count`));
   const mtp = positiveInt(base.metadata?.(`${arch}.nextn_predict_layers`));
   if (!blocks || !mtp || mtp >= blocks) {
-    return refused(`names a multi-token-prediction (mtp) layer's module, which this ${arch} GGUF does not hold (no ${arch}.nextn_predict_layers): convert_hf_to_gguf leaves them out of Qwen3-Next files (Qwen3NextModel) and of Qwen3.5 files converted without them`);
+    return missBecause(`names a multi-token-prediction (mtp) layer's module, which this ${arch} GGUF does not hold (no ${arch}.nextn_predict_layers): convert_hf_to_gguf leaves them out of Qwen3-Next files (Qwen3NextModel) and of Qwen3.5 files converted without them`);
   }
   const first = blocks - mtp;
   const layer = /^mtp\.layers\.(\d+)\.(.+)$/.exec(path);
   if (layer) {
     const k = Number(layer[1]);
-    if (k >= mtp) return refused(`names MTP layer ${k}, but the base has ${mtp} (${arch}.nextn_predict_layers)`);
+    if (k >= mtp) return missBecause(`names MTP layer ${k}, but the base has ${mtp} (${arch}.nextn_predict_layers)`);
     return resolveByRules(`model.layers.${first + k}.${layer[2]}`, arch, base, rules) ?? MISS;
   }
   if (path !== 'mtp.fc') return MISS;
@@ -1346,7 +1345,7 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
       if (routed.n % perGroup.n !== 0) return unplaceable(`${counted(routed.n, 'routed experts', countKey)} do not split into groups of ${perGroup.n} (${groupKey})`);
       experts = routed.n / perGroup.n;
     }
-    if (expert >= experts) return refused(`names expert ${expert}, but ${merged.key} holds ${experts} (${countKey}${r.perExpertGroup ? ' over experts_per_group' : ''})`);
+    if (expert >= experts) return missBecause(`names expert ${expert}, but ${merged.key} holds ${experts} (${countKey}${r.perExpertGroup ? ' over experts_per_group' : ''})`);
     const rows = base.shape(merged.key)![0];
     if (rows % experts !== 0) return unplaceable(`${merged.key} has ${rows} rows, which do not split among ${experts} experts (${countKey}${r.perExpertGroup ? ' over experts_per_group' : ''})`);
     const per = rows / experts;
@@ -1407,7 +1406,7 @@ export const hfToGguf: Layout = {
     if (!rules) {
       // Say so rather than "no matching tensor": the tensor may well exist under a name we do not map.
       return HF_TREE.test(path)
-        ? refused(`names a module of a ${arch} GGUF, an architecture whose convert_hf_to_gguf names (and any rows it reorders) are not mapped here: merge into the safetensors model and convert that`)
+        ? missBecause(`names a module of a ${arch} GGUF, an architecture whose convert_hf_to_gguf names (and any rows it reorders) are not mapped here: merge into the safetensors model and convert that`)
         : undefined;
     }
     if (MTP_UNDER_OWN_TREE.has(arch) && /^mtp\./.test(path)) return resolveMtp(path, arch, base, rules);

@@ -109,3 +109,8 @@ export interface Layout {
 export function wholeTensor(r: { found: true; key: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string }): LayoutResolution {
   return r.found ? { found: true, targets: [{ baseKey: r.key }] } : r;
 }
+
+/** A miss the layout explains: nothing found, nothing ambiguous, and why (shown with the module). */
+export function missBecause(why: string): LayoutResolution {
+  return { found: false, ambiguous: false, candidates: [], why };
+}

@@ -9,7 +9,7 @@
  * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
  * factors hold as many experts as the base is asked of every base where the names resolve (./index.ts).
  */
-import type { BaseView, Layout, LayoutResolution } from './layout.js';
+import { missBecause, type BaseView, type Layout, type LayoutResolution } from './layout.js';
 
 const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
 const STACKED_NAME: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
@@ -28,13 +28,12 @@ export const mlxSwitchExperts: Layout = {
     const seen = base.shape(key);
     const stored = base.storedShape?.(key) ?? seen;
     const shown = `[${(stored ?? []).join(', ')}]`;
-    const miss = (why: string): LayoutResolution => ({ found: false, ambiguous: false, candidates: [], why });
     if (!seen || !stored || stored.length !== 3 || seen.length !== 2 || seen[0] !== stored[0] * stored[1] || seen[1] !== stored[2]) {
-      return miss(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (mlx's quantized stacked experts, or float ones in f32, f16 or bf16); merge into the checkpoint with one tensor per expert`);
+      return missBecause(`expert ${index} is a slab of the stacked tensor ${key} ${shown}, whose experts are placed only where the base is read as rows (mlx's quantized stacked experts, or float ones in f32, f16 or bf16); merge into the checkpoint with one tensor per expert`);
     }
     const [experts, out] = stored;
     const expert = Number(index);
-    if (!Number.isSafeInteger(expert) || expert >= experts) return miss(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
+    if (!Number.isSafeInteger(expert) || expert >= experts) return missBecause(`names expert ${index}, but ${key} ${shown} stacks ${experts} experts`);
     return { found: true, targets: [{ baseKey: key, rows: [{ src: 0, dst: expert * out, count: out }] }] };
   },
 };

@@ -10,7 +10,7 @@
  * rows [0, inter) on `experts.e.gate_proj` (`w1`), up rows [inter, 2·inter) on `experts.e.up_proj`
  * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`).
  */
-import type { BaseView, Layout, LayoutResolution, Placement } from './layout.js';
+import { missBecause, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj)$/;
 
@@ -20,9 +20,6 @@ const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
   down_proj: [['down_proj'], ['w2']],
 };
 
-function unplaceable(why: string): LayoutResolution {
-  return { found: false, ambiguous: false, candidates: [], why };
-}
 
 export const perExpertTensors: Layout = {
   name: 'per-expert-tensors',
@@ -48,18 +45,18 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
     const found = names.map((n) => base.index.resolveDotted(`${stem}.${e}.${n}.weight`));
     if (found.every((f) => !f.found)) break;
     const missing = found.findIndex((f) => !f.found);
-    if (missing >= 0) return unplaceable(`the base stores this parameter one tensor per expert, but expert ${e} has no ${stem}.${e}.${names[missing]}.weight`);
+    if (missing >= 0) return missBecause(`the base stores this parameter one tensor per expert, but expert ${e} has no ${stem}.${e}.${names[missing]}.weight`);
     keys.push(found.map((f) => (f as { key: string }).key));
   }
   const shape = base.shape(keys[0][0]);
-  if (!shape || shape.length !== 2) return unplaceable(`${keys[0][0]} is not a matrix, so it is no expert's part of ${param}`);
+  if (!shape || shape.length !== 2) return missBecause(`${keys[0][0]} is not a matrix, so it is no expert's part of ${param}`);
   const [out, inDim] = shape;
   const other = keys.flat().find((k) => {
     const s = base.shape(k);
     return !s || s.length !== 2 || s[0] !== out || s[1] !== inDim;
   });
   if (other) {
-    return unplaceable(`${other} (${base.shape(other)?.join(' × ')}) and ${keys[0][0]} (${out} × ${inDim}) differ in shape, so the experts' tensors do not stack into ${param}`);
+    return missBecause(`${other} (${base.shape(other)?.join(' × ')}) and ${keys[0][0]} (${out} × ${inDim}) differ in shape, so the experts' tensors do not stack into ${param}`);
   }
   const parts = names.length;
   const paramShape: [number, number, number] = [keys.length, parts * out, inDim];
