@@ -459,9 +459,10 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const [path, why, kind] = pick(choices, n >> 2);
       out.value = path;
       b.output = undefined;
-      // The --out drawn first is no longer on the line (seed 20261206, case 199: newdir/ replaced by notes).
+      // The --out drawn first is no longer on the line (seed 20261206, case 199: newdir/ replaced by notes;
+      // seed 20261209, case 299: this fault drawn twice, missing/out.safetensors replaced by the adapter).
       b.faults = b.faults.filter((f) => !f.ofOut);
-      b.faults.push({ kind, why });
+      b.faults.push({ kind, why, ofOut: true });
     },
   ];
   // An --out that cannot be used is drawn twice as often: its refusals come after the output's lock
