@@ -292,7 +292,7 @@ it.each<[string, FixtureTensor[]]>([
 
 // Checks no other case here reached (found by disabling each check in turn): without them a file
 // like these crashed the plan with a TypeError or merged an update shaped by a missing tensor.
-it('LyCORIS LoHa: a module without one of its four factors, or with hada_t1 but no hada_t2, is refused', async () => {
+it('LyCORIS LoHa: a module without one of its four factors, or with one Tucker core alone (hada_t1 or hada_t2; one factor Tucker, the other not), is refused', async () => {
   const loha = [t(`${toQ}.hada_w1_a`, [8, 2]), t(`${toQ}.hada_w1_b`, [2, 6]), t(`${toQ}.hada_w2_a`, [8, 2]), t(`${toQ}.hada_w2_b`, [2, 6]), scalar(`${toQ}.alpha`, 2)];
   const missing = await refusal(base, loha.filter((x) => !x.name.endsWith('.hada_w2_b')));
   expect(missing).toMatch(named(toQ));
@@ -302,8 +302,49 @@ it('LyCORIS LoHa: a module without one of its four factors, or with hada_t1 but 
     t(`${conv}.hada_w1_a`, [2, 4]), t(`${conv}.hada_w1_b`, [2, 2]), t(`${conv}.hada_t1`, [2, 2, 3, 3]),
     t(`${conv}.hada_w2_a`, [2, 4]), t(`${conv}.hada_w2_b`, [2, 2]), scalar(`${conv}.alpha`, 2),
   ]);
+  const pairs = /: LyCORIS and PEFT write LoHa's Tucker cores as a pair or not at all \(no trainer makes one Hadamard factor Tucker and the other not\), so this module is incomplete$/;
+  expect(oneSided).not.toMatch(/\n/);
   expect(oneSided).toMatch(named(conv));
-  expect(oneSided).toMatch(/hada_t1 and hada_t2 together or not at all/);
+  expect(oneSided).toMatch(/ has hada_t1 without hada_t2: /);
+  expect(oneSided).toMatch(pairs);
+  // "Mixed": factor 1 Tucker (hada_t1 (r, r, 3, 3), w1_a (r, out), w1_b (r, in)), factor 2 flattened
+  // (w2_a (out, r), w2_b (r, in·3·3)), each side a LyCORIS layout but not together: LoHaModule's
+  // use_tucker gives both factors a core or neither. And hada_t2 alone on the flattened form.
+  const mixed = await refusal(base, [
+    t(`${conv}.hada_t1`, [2, 2, 3, 3]), t(`${conv}.hada_w1_a`, [2, 4]), t(`${conv}.hada_w1_b`, [2, 2]),
+    t(`${conv}.hada_w2_a`, [4, 2]), t(`${conv}.hada_w2_b`, [2, 18]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(mixed).not.toMatch(/\n/);
+  expect(mixed).toMatch(named(conv));
+  expect(mixed).toMatch(/ has hada_t1 without hada_t2: /);
+  expect(mixed).toMatch(pairs);
+  const secondOnly = await refusal(base, [
+    t(`${conv}.hada_w1_a`, [4, 2]), t(`${conv}.hada_w1_b`, [2, 18]),
+    t(`${conv}.hada_t2`, [2, 2, 3, 3]), t(`${conv}.hada_w2_a`, [2, 4]), t(`${conv}.hada_w2_b`, [2, 2]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(secondOnly).not.toMatch(/\n/);
+  expect(secondOnly).toMatch(/ has hada_t2 without hada_t1: /);
+  expect(secondOnly).toMatch(pairs);
+});
+
+// LyCORIS lists lokr_t1 in LokrModule.weight_list, but its constructor never builds it (only a
+// prototype of 2023-04-07, before LoKr's first release, had one) and make_module_from_state_dict
+// drops it unread; PEFT's LoKrLayer and ComfyUI's LoKrAdapter have no such tensor. Refused in one
+// line saying so, not as an unknown tensor plus a shape mismatch.
+it('LyCORIS LoKr: a module with lokr_t1 (a Tucker core for W₁) is refused in one line naming it', async () => {
+  const expected = /^a\/a\.safetensors: module "lora_unet_down_blocks_0_resnets_0_conv1" has lokr_t1, a Tucker core for the first LoKr factor, which no LyCORIS release \(nor PEFT or ComfyUI\) writes or applies: their LoKr has a Tucker core for the second factor only \(lokr_t2\), so what this module does to the weight cannot be told$/;
+  // The prototype's layout: t1 (r, r, 3, 3), w1_a (r, a), w1_b (r, c) beside the t2 form of W₂.
+  const prototype = await refusal(base, [
+    t(`${conv}.lokr_t1`, [2, 2, 3, 3]), t(`${conv}.lokr_w1_a`, [2, 2]), t(`${conv}.lokr_w1_b`, [2, 1]),
+    t(`${conv}.lokr_t2`, [2, 2, 3, 3]), t(`${conv}.lokr_w2_a`, [2, 2]), t(`${conv}.lokr_w2_b`, [2, 2]), scalar(`${conv}.alpha`, 2),
+  ]);
+  expect(prototype).toMatch(expected);
+  // A lokr_t1 beside factors that would otherwise merge (w1_a (a, r)·w1_b (r, c), w2 whole).
+  const beside = await refusal(base, [
+    t(`${conv}.lokr_t1`, [1, 1, 3, 3]), t(`${conv}.lokr_w1_a`, [2, 1]), t(`${conv}.lokr_w1_b`, [1, 1]),
+    t(`${conv}.lokr_w2`, [2, 2, 3, 3]), scalar(`${conv}.alpha`, 1),
+  ]);
+  expect(beside).toMatch(expected);
 });
 
 it('LyCORIS (IA)³: a 0-d weight is refused', async () => {

@@ -70,7 +70,9 @@ const FORMS: [string, FixtureTensor[], Float64Array, number][] = [
     t(`${MODULE}.hada_t1`, [R, R, K], tt1), t(`${MODULE}.hada_w1_a`, [R, OUT], t1a), t(`${MODULE}.hada_w1_b`, [R, IN], t1b),
     t(`${MODULE}.hada_t2`, [R, R, K], tt2), t(`${MODULE}.hada_w2_a`, [R, OUT], t2a), t(`${MODULE}.hada_w2_b`, [R, IN], t2b), alpha(1),
   ], lohaTucker, 1 / R],
-  ['LoKr, lokr_w2 (out/a, in/c, k) whole', [t(`${MODULE}.lokr_w1`, [2, 2], k1), t(`${MODULE}.lokr_w2`, [4, 2, K], k2), alpha(4)], lokrFull, 1],
+  // LyCORIS's make_kron pads W₁ with a trailing dim; ComfyUI (like PEFT) pads it at the front beside a
+  // 3-D W₂, an order that moves ΔW's elements: this case pins LyCORIS's, which trained the file.
+  ['LoKr, lokr_w2 (out/a, in/c, k) whole, in LyCORIS\'s kron order (not ComfyUI\'s)', [t(`${MODULE}.lokr_w1`, [2, 2], k1), t(`${MODULE}.lokr_w2`, [4, 2, K], k2), alpha(4)], lokrFull, 1],
   ['LoKr, lokr_w2_b (r, (in/c)·k)', [t(`${MODULE}.lokr_w1`, [2, 2], k1), t(`${MODULE}.lokr_w2_a`, [4, R], k2a), t(`${MODULE}.lokr_w2_b`, [R, 2 * K], k2b), alpha(1)], lokrLow, 1 / R],
 ];
 

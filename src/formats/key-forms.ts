@@ -68,6 +68,8 @@ export const KEY_FORMS = [
   { suffix: '.lokr_w2_a', role: 'lokr_w2_a' },
   { suffix: '.lokr_w2_b', role: 'lokr_w2_b' },
   { suffix: '.lokr_t2', role: 'lokr_t2' },
+  // A Tucker core for W₁: named in LyCORIS's weight_list, but no release builds or reads it (refused by name).
+  { suffix: '.lokr_t1', role: 'lokr_t1' },
   // Full weight and bias differences (LyCORIS full, ComfyUI "Extract and Save Lora"), ComfyUI's set.
   { suffix: '.diff', role: 'diff' },
   { suffix: '.diff_b', role: 'diff_b' },

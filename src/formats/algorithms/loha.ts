@@ -25,8 +25,15 @@ export const loha: Algorithm = {
     const w1a = tensors.get('hada_w1_a'), w1b = tensors.get('hada_w1_b');
     const w2a = tensors.get('hada_w2_a'), w2b = tensors.get('hada_w2_b');
     const t1 = tensors.get('hada_t1'), t2 = tensors.get('hada_t2');
-    if (!w1a || !w1b || !w2a || !w2b || !t1 !== !t2) {
+    if (!w1a || !w1b || !w2a || !w2b) {
       context.report('UNSUPPORTED_FORMAT', 'needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b, and hada_t1 and hada_t2 together or not at all');
+      return null;
+    }
+    if (!t1 !== !t2) {
+      // LyCORIS's use_tucker gives both Hadamard factors a core or neither (and PEFT's
+      // use_effective_conv2d likewise); ComfyUI fails on a lone hada_t1 and ignores a lone hada_t2.
+      const [has, lacks] = t1 ? ['hada_t1', 'hada_t2'] : ['hada_t2', 'hada_t1'];
+      context.report('UNSUPPORTED_FORMAT', `has ${has} without ${lacks}: LyCORIS and PEFT write LoHa's Tucker cores as a pair or not at all (no trainer makes one Hadamard factor Tucker and the other not), so this module is incomplete`);
       return null;
     }
     const shapes = [w1a, w1b, w2a, w2b, ...(t1 ? [t1, t2!] : [])].map((t) => fmtShape(t.shape)).join(', ');

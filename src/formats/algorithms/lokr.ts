@@ -24,13 +24,20 @@ const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23
 export const lokr: Algorithm = {
   name: 'lokr',
   title: 'LoKr',
-  defines: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'],
-  roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2', 'dora_scale'],
+  defines: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2', 'lokr_t1'],
+  roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2', 'lokr_t1', 'dora_scale'],
 
   build(tensors, context) {
     const w1 = tensors.get('lokr_w1'), w1a = tensors.get('lokr_w1_a'), w1b = tensors.get('lokr_w1_b');
     const w2 = tensors.get('lokr_w2'), w2a = tensors.get('lokr_w2_a'), w2b = tensors.get('lokr_w2_b');
     const t2 = tensors.get('lokr_t2');
+    if (tensors.has('lokr_t1')) {
+      // LyCORIS lists lokr_t1 in weight_list, but only a prototype of 2023-04-07 (before LoKr's first
+      // release) built it; every release builds a Tucker core for W₂ alone, and its loader and
+      // ComfyUI's leave lokr_t1 unread, so how such a module was trained is unknown.
+      context.report('UNSUPPORTED_FORMAT', 'has lokr_t1, a Tucker core for the first LoKr factor, which no LyCORIS release (nor PEFT or ComfyUI) writes or applies: their LoKr has a Tucker core for the second factor only (lokr_t2), so what this module does to the weight cannot be told');
+      return null;
+    }
     const first = w1 && !w1a && !w1b ? 'full' : !w1 && w1a && w1b ? 'product' : null;
     const second = w2 && !w2a && !w2b && !t2 ? 'full' : !w2 && w2a && w2b ? (t2 ? 'tucker' : 'product') : null;
     if (!first || !second) {
