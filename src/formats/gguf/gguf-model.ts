@@ -301,16 +301,23 @@ class GgufModel implements BaseModel {
       requested = undefined;
     }
     const stored = requested === undefined ? undefined : new Map(this.shards.flatMap((s) => s.tensors.map((t) => [t.name, t] as const)));
+    // Merged tensors of a type loramerge reads but does not write (IQ1, IQ2), written as F16.
+    const asF16: string[] = [];
     const readOnly = new Map<string, number>();
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
-    for (const key of keys) {
+    for (const key of new Set(keys)) {
       const type = this.locate(key).tensor.type;
       const tensor = stored?.get(this.locate(key).tensor.name);
       // Written in another type: not re-quantized to its own (the output's warning reports the
-      // conversion), nor, for a type loramerge reads only, left needing the --dtype it was given.
-      if (tensor && this.format.outputType(tensor, true, requested) !== type.name) continue;
-      const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
-      if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
+      // conversion); a type loramerge reads only goes to F16 unless --dtype converts it.
+      const converted = tensor !== undefined && this.format.outputType(tensor, false, requested) !== type.name;
+      if (!converted && !blockCodec(type) && blockDecoder(type)) {
+        readOnly.set(type.name, (readOnly.get(type.name) ?? 0) + 1);
+        asF16.push(this.locate(key).tensor.name);
+        continue;
+      }
+      if (converted) continue;
+      if (type.blockSize > 1 && blockCodec(type)) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
     }
     const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
     const warnings: string[] = [];
@@ -320,7 +327,8 @@ class GgufModel implements BaseModel {
     }
     warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
     if (readOnly.size > 0) {
-      warnings.push(`${this.name}: the merged tensors ${list(readOnly)} are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model's other matrices, as llama-quantize does`);
+      const names = `${asF16.slice(0, 3).join(', ')}${asF16.length > 3 ? ', …' : ''}`;
+      warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
     }
     return warnings;
   }
