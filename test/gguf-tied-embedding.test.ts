@@ -3,7 +3,7 @@
  * for it and llama.cpp multiplies by token_embd as the head). A PEFT LoRA or saved copy on
  * embed_tokens trained the input embedding alone, so merging it would change the head too: it is
  * refused in one line. Under ensure_weight_tying PEFT applies it to both: merged once, float64
- * truth. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
+ * truth; so is a lone lm_head LoRA under it, which PEFT loads into the embedding's tied factors too. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -110,11 +110,29 @@ describe('an embedding update on a tied GGUF', () => {
     expectCellsMerged(bytes, base, factors, tied.rank, tied.alpha / tied.rank);
   });
 
-  it('refuses the head\'s tied LoRA under ensure_weight_tying without the embedding LoRA it would mirror, rather than drop it', async () => {
+  // PEFT ties the head's LoRA to the embedding's (lora/model.py _create_and_replace: lora_A = emb_B.t(),
+  // lora_B = emb_A.t(), views of the same storage), so a file holding only the head's factors fills both
+  // on loading: the shared weight gains s·B·A once, as the embedding's LoRA would give it.
+  const lmHead = { module: 'lm_head', out: V, in: H, lands: whole('token_embd.weight') };
+
+  it('merges a lone lm_head LoRA under ensure_weight_tying once into token_embd, the head staying tied (float64 truth)', async () => {
     const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'] };
-    const { factors } = cellPeftAdapter(tied, tied.targets, config);
-    const { files } = cellPeftAdapter(tied, [tied.targets[1]], config, headMirror(factors[0], tied.rank));
-    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no output.weight of its own (it uses token_embd.weight as its head), so it is not merged');
+    const adapter = cellPeftAdapter(tied, [lmHead, tied.targets[1]], config);
+    const prepared = await prepare(tied, adapter.files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual(['the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both; peft saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into token_embd.weight']);
+    await prepared.close();
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: adapter.files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, adapter.factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('refuses a lone lm_head LoRA under ensure_weight_tying whose alpha_pattern names lm_head (the tied pair would scale apart)', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'], alpha_pattern: { lm_head: 32 } };
+    const { files } = cellPeftAdapter(tied, [lmHead, tied.targets[1]], config);
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one token_embd.weight of this GGUF (it has no output.weight) cannot hold; it is not merged');
   });
 
   it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {

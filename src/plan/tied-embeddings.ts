@@ -13,6 +13,7 @@
  */
 import { MergeError } from '../errors.js';
 import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
+import type { ModuleAddress } from '../formats/module-address.js';
 import { isFloatDType, type FloatDType } from '../dtype.js';
 import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
@@ -173,6 +174,8 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
   tensors.set(head, { shape: base.tensors.get(embedding)!.shape });
   const locator = new ModuleLocator({ tensors, architectures, components: base.components, metadata: (key) => base.metadata!(key) });
   const mirrors = new Map<string, Set<string>>();
+  /** Lone head LoRAs under ensure_weight_tying, by adapter: each module's key and the embedding address it lands through. */
+  const loneHeads = new Map<string, Map<string, ModuleAddress>>();
   let ensuredOnEmbedding = false;
   for (const { adapter } of adapters) {
     if (adapter.format !== 'peft') continue;
@@ -191,10 +194,22 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
         else if (t.baseKey === embedding) onEmbedding = true;
       }
     }
-    if (headModules.length > 0) {
-      // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
-      if (!onEmbedding) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no ${head} of its own (it uses ${embedding} as its head), so it is not merged`);
-      mirrors.set(adapter.name, new Set(headModules));
+    if (headModules.length > 0 && onEmbedding) mirrors.set(adapter.name, new Set(headModules));
+    else if (headModules.length > 0) {
+      // Saved without the embedding's LoRA it is tied to: PEFT still makes that LoRA and ties the
+      // head's to it (the head's factors are views of the embedding's, transposed), so loading the
+      // head's factors fills both, and the one update applies to the shared weight: merged once there.
+      if (patternsName(adapter.config)) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one token_embd.weight of this GGUF (it has no ${head}) cannot hold; it is not merged`);
+      }
+      const through = new Map<string, ModuleAddress>();
+      for (const key of headModules) {
+        const m = adapter.modules.find((x) => x.key === key)!;
+        const address = embeddingAddress(m.address, locator, embedding);
+        if (!address) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and no embedding module of this GGUF's architecture lands on ${embedding} (it has no ${head} of its own), so it is not merged`);
+        through.set(key, address);
+      }
+      loneHeads.set(adapter.name, through);
     }
     ensuredOnEmbedding ||= onEmbedding;
     for (const r of adapter.replacements) {
@@ -202,16 +217,51 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
       if (at.found && at.key === embedding && !ensured) refuse(`a saved ${r.path}`);
     }
   }
-  if (mirrors.size === 0 && !ensuredOnEmbedding) return unchanged;
+  if (mirrors.size === 0 && loneHeads.size === 0 && !ensuredOnEmbedding) return unchanged;
+  const lone = loneHeads.size > 0
+    ? `; ${[...loneHeads.keys()].join(', ')} saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into ${embedding}`
+    : '';
   return {
     base,
     adapters: adapters.map((a) => {
       const dropped = mirrors.get(a.adapter.name);
-      return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+      if (dropped) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } };
+      const through = loneHeads.get(a.adapter.name);
+      if (through) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.map((m) => (through.has(m.key) ? { ...m, address: through.get(m.key)! } : m)) } };
+      return a;
     }),
     decision: 'kept',
-    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}`,
+    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}${lone}`,
   };
+}
+
+/** Where architectures keep the input embedding, below the head's own prefix (`lm_head` → `model.embed_tokens`). */
+const EMBEDDING_PATHS = [
+  'model.embed_tokens', 'model.language_model.embed_tokens', 'language_model.model.embed_tokens', 'model.decoder.embed_tokens',
+  'transformer.wte', 'transformer.word_embeddings', 'model.word_embeddings', 'model.tok_embeddings', 'model.embeddings', 'backbone.embeddings',
+];
+
+/**
+ * The address of the embedding a head module is tied to: the head's own prefix and the first
+ * embedding path this GGUF's layout places on `embedding` alone; undefined if none does.
+ */
+function embeddingAddress(head: ModuleAddress, locator: ModuleLocator, embedding: string): ModuleAddress | undefined {
+  if (!head.path.endsWith('lm_head')) return undefined;
+  const prefix = head.path.slice(0, head.path.length - 'lm_head'.length);
+  for (const path of EMBEDDING_PATHS) {
+    const address = { ...head, path: `${prefix}${path}` };
+    const at = locator.locate(address);
+    if (at.found && at.targets.length === 1 && at.targets[0].baseKey === embedding) return address;
+  }
+  return undefined;
+}
+
+/** Whether a PEFT config's rank_pattern or alpha_pattern has a key naming lm_head or embed_tokens (which would scale the tied pair apart). */
+function patternsName(config: Readonly<Record<string, unknown>>): boolean {
+  return ['rank_pattern', 'alpha_pattern'].some((field) => {
+    const pattern = config[field];
+    return typeof pattern === 'object' && pattern !== null && Object.keys(pattern).some((k) => TIED_LAYER_NAMES.some((n) => k.includes(n)));
+  });
 }
 
 /**
