@@ -256,6 +256,7 @@ class GgufModel implements BaseModel {
     const problems: PlanProblem[] = [];
     // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
     const arch = this.metadata('general.architecture'); // a string, or none (checkParts)
+    refuseProjectorBase(this.parts[0].file.source.name, arch, this.metadata('general.type'));
     for (const adapter of adapters) {
       const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
       if (theirs !== undefined && theirs !== arch) {
@@ -342,6 +343,20 @@ class GgufModel implements BaseModel {
     if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
     return found;
   }
+}
+
+/**
+ * A multimodal projector GGUF (`convert_hf_to_gguf.py --mmproj`: general.architecture "clip",
+ * general.type "mmproj"; `v.blk.N.…`, `mm.…` tensors) holds a vision-language model's vision
+ * encoder and projector, which llama.cpp's mtmd loads beside the language model (`--mmproj`).
+ * llama.cpp applies no LoRA to it (its adapters and export-lora are the language model's), and its
+ * converter's names and reordered rows for the vision tower are not mapped here, so a merge into it
+ * is refused in one line, before the modules' misses would each say less.
+ */
+function refuseProjectorBase(name: string, arch: unknown, type: unknown): void {
+  if (arch !== 'clip' && type !== 'mmproj') return;
+  const says = [arch === 'clip' ? 'general.architecture "clip"' : '', type === 'mmproj' ? 'general.type "mmproj"' : ''].filter(Boolean).join(', ');
+  throw new MergeError('UNSUPPORTED_FORMAT', `${name}: is a multimodal projector (mmproj) GGUF (${says}): the vision encoder and projector llama.cpp loads beside a language model with --mmproj, to which it applies no LoRA; give the language model's GGUF as the base (for a LoRA on the vision tower, merge into the safetensors model and convert that with convert_hf_to_gguf.py --mmproj)`);
 }
 
 /**
