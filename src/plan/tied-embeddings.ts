@@ -12,7 +12,7 @@
  * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
  */
 import { MergeError } from '../errors.js';
-import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
+import type { AdapterModule, TensorReplacement, TokenRows } from '../formats/adapter.js';
 import type { ModuleAddress } from '../formats/module-address.js';
 import { isFloatDType, type FloatDType } from '../dtype.js';
 import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
@@ -80,6 +80,8 @@ export function resolveTiedEmbeddings(
   const mirrors = new Map<string, Set<string>>();
   /** The head's modules_to_save copy of an ensure_weight_tying adapter, which is the embedding's. */
   const savedHeads = new Map<string, TensorReplacement>();
+  /** Lone head LoRAs under ensure_weight_tying, by adapter: each module's key and the embedding address it lands through. */
+  const loneHeads = new Map<string, Map<string, ModuleAddress>>();
   for (const { adapter } of adapters) {
     // ensure_weight_tying: PEFT ties the head's LoRA (and modules_to_save copy) to the embedding's.
     const ensured = adapter.config.ensure_weight_tying === true;
@@ -115,20 +117,38 @@ export function resolveTiedEmbeddings(
       const at = locator.resolveTensorPath(r.path);
       if (at.found) classify(at.key, 'trainable tokens', true);
     }
-    // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
-    if (mirrors.has(adapter.name) && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged`);
+    // The head's LoRA is the embedding's mirror only beside it. Alone, PEFT still ties it to the
+    // embedding's LoRA it makes (loading fills both), so it lands on the shared weight, once.
+    const heads = mirrors.get(adapter.name);
+    if (heads && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
+      if (patternsName(adapter.config)) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${PATTERNS_APART}, which the one ${pair.embedding} cannot hold; it is not merged`);
+      const path = pair.embedding.replace(/\.weight$/, '');
+      const through = new Map<string, ModuleAddress>();
+      for (const key of heads) {
+        const address = { ...adapter.modules.find((m) => m.key === key)!.address, path };
+        const at = locator.locate(address);
+        if (!at.found || at.targets.length !== 1 || at.targets[0].baseKey !== pair.embedding) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, of which it would be the tied copy, and ${pair.embedding} cannot be reached through it, so it is not merged`);
+        }
+        through.set(key, address);
+      }
+      mirrors.delete(adapter.name);
+      loneHeads.set(adapter.name, through);
+      onEmbedding.push({ adapter: adapter.name, what: 'a LoRA on lm_head', tiedByPeft: true });
     }
   }
   const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
     const dropped = mirrors.get(a.adapter.name);
-    const modules = dropped ? a.adapter.modules.filter((m) => !dropped.has(m.key)) : a.adapter.modules;
+    const through = loneHeads.get(a.adapter.name);
+    const modules = dropped ? a.adapter.modules.filter((m) => !dropped.has(m.key))
+      : through ? a.adapter.modules.map((m) => (through.has(m.key) ? throughEmbedding(m, through.get(m.key)!) : m))
+      : a.adapter.modules;
     const head = savedHeads.get(a.adapter.name);
     // Where both copies are saved PEFT loads the head's last, into the one parameter: it is the value.
     const replacements = head
       ? [...a.adapter.replacements.filter((r) => r !== head && !resolvesTo(locator, r.path, pair.embedding)), { ...head, path: pair.embedding }]
       : a.adapter.replacements;
-    return dropped || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
+    return dropped || through || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
   };
   if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0 && savedHeads.size === 0) return { base, adapters: [...adapters] };
   if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
@@ -137,7 +157,7 @@ export function resolveTiedEmbeddings(
       : mirrors.size > 0
         ? "the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"
         : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
-    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}` };
+    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}${loneHeadNote(loneHeads.keys(), pair.embedding)}` };
   }
   const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens')
     ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : savedHeads.size > 0 ? { adapter: [...savedHeads.keys()][0] } : undefined);
@@ -200,13 +220,13 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
       // head's to it (the head's factors are views of the embedding's, transposed), so loading the
       // head's factors fills both, and the one update applies to the shared weight: merged once there.
       if (patternsName(adapter.config)) {
-        throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one token_embd.weight of this GGUF (it has no ${head}) cannot hold; it is not merged`);
+        throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${PATTERNS_APART}, which the one ${embedding} of this GGUF (it has no ${head}) cannot hold; it is not merged`);
       }
       const through = new Map<string, ModuleAddress>();
       for (const key of headModules) {
         const m = adapter.modules.find((x) => x.key === key)!;
         const address = embeddingAddress(m.address, locator, embedding);
-        if (!address) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and no embedding module of this GGUF's architecture lands on ${embedding} (it has no ${head} of its own), so it is not merged`);
+        if (!address) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, of which it would be the tied copy, and no embedding module of this GGUF's architecture lands on ${embedding} (it has no ${head} of its own), so it is not merged`);
         through.set(key, address);
       }
       loneHeads.set(adapter.name, through);
@@ -218,21 +238,35 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
     }
   }
   if (mirrors.size === 0 && loneHeads.size === 0 && !ensuredOnEmbedding) return unchanged;
-  const lone = loneHeads.size > 0
-    ? `; ${[...loneHeads.keys()].join(', ')} saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into ${embedding}`
-    : '';
   return {
     base,
     adapters: adapters.map((a) => {
       const dropped = mirrors.get(a.adapter.name);
       if (dropped) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } };
       const through = loneHeads.get(a.adapter.name);
-      if (through) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.map((m) => (through.has(m.key) ? { ...m, address: through.get(m.key)! } : m)) } };
+      if (through) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.map((m) => (through.has(m.key) ? throughEmbedding(m, through.get(m.key)!) : m)) } };
       return a;
     }),
     decision: 'kept',
-    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}${lone}`,
+    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}${loneHeadNote(loneHeads.keys(), embedding)}`,
   };
+}
+
+/**
+ * A head module merged through the embedding it is tied to: its address the embedding's, and no
+ * layer check there (it was trained on the head, a Linear, which the embedding's weight is not).
+ */
+function throughEmbedding(m: AdapterModule, address: ModuleAddress): AdapterModule {
+  return { ...m, address, wraps: undefined };
+}
+
+const LONE_HEAD = 'its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it';
+const PATTERNS_APART = 'its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently';
+
+/** What the plan says of lone head LoRAs merged through the embedding ('' when none). */
+function loneHeadNote(adapters: Iterable<string>, embedding: string): string {
+  const names = [...adapters];
+  return names.length === 0 ? '' : `; ${names.join(', ')} saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into ${embedding}`;
 }
 
 /** Where architectures keep the input embedding, below the head's own prefix (`lm_head` → `model.embed_tokens`). */
