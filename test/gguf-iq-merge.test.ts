@@ -70,21 +70,22 @@ describe('an IQ-quantized GGUF base', () => {
   };
   const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: 256, out: 64, aType: 'F32', bType: 'F32' }], 4);
 
-  async function run(outDtype?: string) {
+  async function run(outDtype?: string, backend = cpu) {
     const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }]);
     try {
       expect(prepared.plan.problems).toEqual([]);
       const output = createBlobOutputTarget();
       const warnings: string[] = [];
-      await mergeModel({ prepared, output, backend: cpu, outDtype, onWarning: (w) => warnings.push(w) });
+      await mergeModel({ prepared, output, backend, outDtype, onWarning: (w) => warnings.push(w) });
       return { out: readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer())), warnings, planWarnings: prepared.plan.warnings };
     } finally {
       await prepared.close();
     }
   }
 
-  it('writes the merged IQ2_XXS tensor as F16 of its exact values plus the update (float64 truth), as export-lora does; the rest byte-copied', async () => {
-    const { out, planWarnings } = await run();
+  it.each(['cpu', 'webgpu'] as const)('writes the merged IQ2_XXS tensor as F16 of its exact values plus the update (float64 truth), as export-lora does; the rest byte-copied (%s)', async (kind) => {
+    const backend = kind === 'cpu' ? cpu : await createNodeBackend('webgpu');
+    const { out, planWarnings } = await run(undefined, backend).finally(() => kind === 'webgpu' && backend.dispose());
     const byName = (name: string) => out.tensors.find((t) => t.name === name)!;
     expect(out.tensors.map((t) => typeName(t.typeId))).toEqual(['F32', 'F16', 'IQ2_XXS', 'IQ4_XS']);
     expect(Buffer.from(byName('blk.0.attn_k.weight').data).equals(Buffer.from(k))).toBe(true);
