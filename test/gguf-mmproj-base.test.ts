@@ -13,7 +13,7 @@ import { runCli } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
 import { cellPeftAdapter, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
-import { ggufLoraAdapter } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -99,5 +99,12 @@ describe('an mmproj GGUF as the base', () => {
     expect(result.code).not.toBe(0);
     expect(result.stderr.trim().split('\n')).toEqual([`error: ${REFUSAL.replace('base/mmproj-model-f16.gguf', join(dir, 'mmproj-model-f16.gguf'))}`]);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('a folder holding the model and its mmproj file (as model repositories ship them) is refused, saying which is the projector', async () => {
+    const files = { 'gemma-3-4b-it-Q4_K_M.gguf': Object.values(q4kmLlama().files)[0], 'mmproj-F16.gguf': gemma3Mmproj() };
+    await expect(prepareMerge(memoryInputFileSet(files, 'gemma-3-4b-it-GGUF'), [{ files: memoryInputFileSet(cellPeftAdapter(gemma3, [gemma3.targets[0]]).files, 'adapter') }])).rejects.toThrow(
+      /^gemma-3-4b-it-GGUF: holds 2 GGUF models \((gemma-3-4b-it-Q4_K_M|mmproj-F16)\.gguf, (gemma-3-4b-it-Q4_K_M|mmproj-F16)\.gguf…\); point at one \(mmproj-F16\.gguf is a vision projector for --mmproj, not a base: point at the model's own file\)$/,
+    );
   });
 });

@@ -65,7 +65,12 @@ function partPaths(name: string, ggufs: string[]): string[] {
     sets.set(key, [...(sets.get(key) ?? []), p]);
   }
   if (sets.size !== 1) {
-    throw new MergeError('BAD_ARGUMENT', `${name}: holds ${sets.size} GGUF models (${[...sets.values()].map((v) => v[0]).slice(0, 3).join(', ')}…); point at one`);
+    // Model repositories ship a vision-language model's projector (mmproj-*.gguf) beside its GGUF.
+    const projectors = [...sets.values()].map((v) => v[0]).filter((p) => /(^|\/)mmproj[^/]*$/i.test(p));
+    const beside = projectors.length > 0 && projectors.length < sets.size
+      ? ` (${projectors.join(', ')} ${projectors.length === 1 ? 'is a vision projector' : 'are vision projectors'} for --mmproj, not a base: point at the model's own file)`
+      : '';
+    throw new MergeError('BAD_ARGUMENT', `${name}: holds ${sets.size} GGUF models (${[...sets.values()].map((v) => v[0]).slice(0, 3).join(', ')}…); point at one${beside}`);
   }
   return [...sets.values()][0].sort();
 }
