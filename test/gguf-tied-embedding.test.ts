@@ -136,6 +136,13 @@ describe('an embedding update on a tied GGUF', () => {
     await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one token_embd.weight of this GGUF (it has no output.weight) cannot hold; it is not merged');
   });
 
+  it('refuses a lone lm_head DoRA under ensure_weight_tying (the head and the embedding each take their own magnitude)', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'], use_dora: true };
+    const magnitude = { name: 'base_model.model.lm_head.lora_magnitude_vector', dtype: 'F32' as const, shape: [V], data: new Float64Array(V).fill(1) };
+    const { files } = cellPeftAdapter(tied, [lmHead], config, [magnitude]);
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and it uses DoRA, whose magnitude and norms the head and the embedding each take from their own layer, which the one token_embd.weight of this GGUF (it has no output.weight) cannot hold; it is not merged');
+  });
+
   it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {
     const config = { ensure_weight_tying: true };
     const { factors } = cellPeftAdapter(untied, untied.targets, config);

@@ -121,7 +121,8 @@ export function resolveTiedEmbeddings(
     // embedding's LoRA it makes (loading fills both), so it lands on the shared weight, once.
     const heads = mirrors.get(adapter.name);
     if (heads && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
-      if (patternsName(adapter.config)) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${PATTERNS_APART}, which the one ${pair.embedding} cannot hold; it is not merged`);
+      const apart = tiedPairApart(adapter, heads);
+      if (apart) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${apart}, which the one ${pair.embedding} cannot hold; it is not merged`);
       const path = pair.embedding.replace(/\.weight$/, '');
       const through = new Map<string, ModuleAddress>();
       for (const key of heads) {
@@ -219,9 +220,8 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
       // Saved without the embedding's LoRA it is tied to: PEFT still makes that LoRA and ties the
       // head's to it (the head's factors are views of the embedding's, transposed), so loading the
       // head's factors fills both, and the one update applies to the shared weight: merged once there.
-      if (patternsName(adapter.config)) {
-        throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${PATTERNS_APART}, which the one ${embedding} of this GGUF (it has no ${head}) cannot hold; it is not merged`);
-      }
+      const apart = tiedPairApart(adapter, new Set(headModules));
+      if (apart) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${apart}, which the one ${embedding} of this GGUF (it has no ${head}) cannot hold; it is not merged`);
       const through = new Map<string, ModuleAddress>();
       for (const key of headModules) {
         const m = adapter.modules.find((x) => x.key === key)!;
@@ -261,7 +261,17 @@ function throughEmbedding(m: AdapterModule, address: ModuleAddress): AdapterModu
 }
 
 const LONE_HEAD = 'its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it';
-const PATTERNS_APART = 'its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently';
+
+/**
+ * Why the tied head and embedding may apply a lone head LoRA's factors differently: a rank or
+ * alpha pattern naming either (each layer takes its own scale), or DoRA (each its own magnitude
+ * and norms); undefined when they apply the same update.
+ */
+function tiedPairApart(adapter: WeightedAdapter['adapter'], heads: ReadonlySet<string>): string | undefined {
+  if (patternsName(adapter.config)) return 'its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently';
+  if (adapter.modules.some((m) => heads.has(m.key) && m.dora)) return 'it uses DoRA, whose magnitude and norms the head and the embedding each take from their own layer';
+  return undefined;
+}
 
 /** What the plan says of lone head LoRAs merged through the embedding ('' when none). */
 function loneHeadNote(adapters: Iterable<string>, embedding: string): string {
