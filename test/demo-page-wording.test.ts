@@ -186,8 +186,8 @@ describe('the engine’s messages in the page’s words', () => {
       'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); choose bf16 (or f16, f32) as the Output dtype to write the weights dequantized',
     ],
     [
-      'model: the merged tensors 2 IQ2_XXS are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model\'s other matrices, as llama-quantize does',
-      'model: the merged tensors 2 IQ2_XXS are of types loramerge reads but does not write: the merge needs an Output dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model\'s other matrices, as llama-quantize does',
+      'model: the merged tensors (2 IQ2_XXS: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ2_XXS again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)',
+      'model: the merged tensors (2 IQ2_XXS: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ2_XXS again, choose f16 as the Output dtype and run llama-quantize --imatrix on the result, or for a smaller file choose q8_0 (or q4_k, …) as the Output dtype',
     ],
     [
       'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',

@@ -2,8 +2,8 @@
  * The IQ types and TQ1_0, TQ2_0: the codebooks unpack to ggml's tables
  * (checksums of ggml-common.h's iq*_grid arrays, and entries as ggml spells them), and random
  * blocks decode element by element as a plain reading of the block layouts (ggml-common.h) and of
- * dequantize_row_* (ggml-quants.c) computes them, written here value by value. Writing the
- * IQ1 and IQ2 types is refused by name.
+ * dequantize_row_* (ggml-quants.c) computes them, written here value by value. The IQ1 and
+ * IQ2 types have no encoder (a merged tensor of them is written as F16: gguf-iq-merge.test.ts).
  */
 import { getFloat16 } from '@petamoriken/float16';
 import { describe, expect, it } from 'vitest';

@@ -344,7 +344,7 @@ describe('--dtype iq3_xxs / iq3_s on an F16 base (llama-quantize --pure)', () =>
   });
 });
 
-describe('IQ1 and IQ2 stay read-only', () => {
+describe('IQ1 and IQ2 are not written', () => {
   const q = new Uint8Array(82 * 4).map((_, i) => (i % 82 === 1 ? 0x10 : (i * 37) & 255)); // IQ2_S blocks, d ≈ 5e-4
   const base = {
     'iq2_m.gguf': buildGguf({
@@ -354,13 +354,15 @@ describe('IQ1 and IQ2 stay read-only', () => {
   };
   const lora = exactLora([{ tensor: 'blk.0.attn_q.weight', in: 256, out: 4 }], 2, 51);
 
-  it('a merge that would write an IQ2_S tensor back is refused by name, with the fix', async () => {
+  it('a merge into an IQ2_S tensor writes it as F16, as export-lora does, never as IQ2_S', async () => {
     const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }]);
     try {
-      await expect(mergeModel({ prepared, output: createBlobOutputTarget(), backend: backends.cpu! })).rejects.toMatchObject({
-        code: 'BAD_ARGUMENT',
-        message: expect.stringMatching(/tensor "blk\.0\.attn_q\.weight": loramerge reads IQ2_S but does not write it: .*llama-quantize refuses to write it without one.*IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS.*; choose --dtype q4_k .*, or write f16 and run llama-quantize with your imatrix/),
-      });
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: backends.cpu! });
+      const out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+      expect(out.tensors.map((t) => typeName(t.typeId))).toEqual(['F16']);
+      // F16 now holds every weight: LLAMA_FTYPE_MOSTLY_F16, as export-lora labels its output.
+      expect(out.metadata.get('general.file_type')!.value).toBe(1);
     } finally {
       await prepared.close();
     }

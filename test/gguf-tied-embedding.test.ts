@@ -3,18 +3,19 @@
  * for it and llama.cpp multiplies by token_embd as the head). A PEFT LoRA or saved copy on
  * embed_tokens trained the input embedding alone, so merging it would change the head too: it is
  * refused in one line. Under ensure_weight_tying PEFT applies it to both: merged once, float64
- * truth. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
+ * truth; so is a lone lm_head LoRA under it, which PEFT loads into the embedding's tied factors too. A llama.cpp LoRA's token_embd pair merges into the one tensor, as export-lora does.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { runCli } from './helpers/cli.js';
 import { cellBaseGguf, cellPeftAdapter, expectCellsMerged, transposedWhole, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 import { mergeFileInMemory } from './helpers/merge-backends.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
+import { buildGguf, readGguf, type MetaValue } from './helpers/gguf-builder.js';
 
 let cpu: MergeBackend;
 beforeAll(async () => {
@@ -110,11 +111,36 @@ describe('an embedding update on a tied GGUF', () => {
     expectCellsMerged(bytes, base, factors, tied.rank, tied.alpha / tied.rank);
   });
 
-  it('refuses the head\'s tied LoRA under ensure_weight_tying without the embedding LoRA it would mirror, rather than drop it', async () => {
+  // PEFT ties the head's LoRA to the embedding's (lora/model.py _create_and_replace: lora_A = emb_B.t(),
+  // lora_B = emb_A.t(), views of the same storage), so a file holding only the head's factors fills both
+  // on loading: the shared weight gains s·B·A once, as the embedding's LoRA would give it.
+  const lmHead = { module: 'lm_head', out: V, in: H, lands: whole('token_embd.weight') };
+
+  it('merges a lone lm_head LoRA under ensure_weight_tying once into token_embd, the head staying tied (float64 truth)', async () => {
     const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'] };
-    const { factors } = cellPeftAdapter(tied, tied.targets, config);
-    const { files } = cellPeftAdapter(tied, [tied.targets[1]], config, headMirror(factors[0], tied.rank));
-    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no output.weight of its own (it uses token_embd.weight as its head), so it is not merged');
+    const adapter = cellPeftAdapter(tied, [lmHead, tied.targets[1]], config);
+    const prepared = await prepare(tied, adapter.files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual(['the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both; peft saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into token_embd.weight']);
+    await prepared.close();
+    const base = cellBaseGguf(tied, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: adapter.files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, adapter.factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('refuses a lone lm_head LoRA under ensure_weight_tying whose alpha_pattern names lm_head (the tied pair would scale apart)', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'], alpha_pattern: { lm_head: 32 } };
+    const { files } = cellPeftAdapter(tied, [lmHead, tied.targets[1]], config);
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one token_embd.weight of this GGUF (it has no output.weight) cannot hold; it is not merged');
+  });
+
+  it('refuses a lone lm_head DoRA under ensure_weight_tying (the head and the embedding each take their own magnitude)', async () => {
+    const config = { ensure_weight_tying: true, target_modules: ['lm_head', 'v_proj'], use_dora: true };
+    const magnitude = { name: 'base_model.model.lm_head.lora_magnitude_vector', dtype: 'F32' as const, shape: [V], data: new Float64Array(V).fill(1) };
+    const { files } = cellPeftAdapter(tied, [lmHead], config, [magnitude]);
+    await expect(prepare(tied, files)).rejects.toThrow('peft: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and it uses DoRA, whose magnitude and norms the head and the embedding each take from their own layer, which the one token_embd.weight of this GGUF (it has no output.weight) cannot hold; it is not merged');
   });
 
   it('refuses the head\'s tied copy on a GGUF whose output.weight is its own tensor (PEFT puts no adapter there)', async () => {
@@ -144,5 +170,86 @@ describe('an embedding update on a tied GGUF', () => {
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.notes).toEqual([]);
     await prepared.close();
+  });
+});
+
+/** A file with neither token_embd.weight nor output.weight (the tie cannot be read from it): llama's blocks only. */
+const headless: CellCase = { ...tied, tensors: tied.tensors.filter(([name]) => name !== 'token_embd.weight') };
+
+describe('a GGUF holding neither token_embd.weight nor output.weight', () => {
+  it('merges a LoRA on its other modules with no tie note or refusal (float64 truth)', async () => {
+    const adapter = cellPeftAdapter(headless, [headless.targets[1]]);
+    const prepared = await prepare(headless, adapter.files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes).toEqual([]);
+    await prepared.close();
+    const base = cellBaseGguf(headless, []);
+    const { bytes } = await mergeFileInMemory({
+      backend: cpu, base: { 'Llama-3.2-1B-BF16.gguf': base.bytes }, adapters: [{ files: adapter.files, name: 'peft', weight: 1 }], outDtype: 'f32', dtypeMergedOnly: true,
+    });
+    expectCellsMerged(bytes, base, adapter.factors, tied.rank, tied.alpha / tied.rank);
+  });
+
+  it('an embed_tokens or lm_head LoRA finds no tensor there; it is not taken for a tied head', async () => {
+    const lmHead = { module: 'lm_head', out: V, in: H, lands: whole('output.weight') };
+    const prepared = await prepare(headless, cellPeftAdapter(headless, [headless.targets[0], lmHead]).files);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'peft: module "model.embed_tokens": no matching tensor in the base model',
+      'peft: module "lm_head": no matching tensor in the base model',
+    ]);
+    await prepared.close();
+  });
+
+  it('under ensure_weight_tying, a layer the config admits only as tied is refused in one line: the file cannot tell the tie', async () => {
+    const config = { ensure_weight_tying: true };
+    const { factors } = cellPeftAdapter(tied, tied.targets, config);
+    const { files } = cellPeftAdapter(headless, [headless.targets[1]], { ...config, target_modules: ['embed_tokens', 'v_proj'] }, headMirror(factors[0], tied.rank));
+    await expect(prepare(headless, files)).rejects.toThrow(
+      'peft/adapter_config.json: module "lm_head" is in peft/adapter_model.safetensors only as a layer tied to the embedding under ensure_weight_tying (not targeted by target_modules ["embed_tokens","v_proj"] otherwise), but the base GGUF base/Llama-3.2-1B-BF16.gguf stores neither token_embd.weight nor output.weight, so whether the model ties them cannot be told',
+    );
+  });
+});
+
+describe('a split GGUF whose token_embd.weight is in one part and no part holds output.weight', () => {
+  /** gguf-split's parts of the tied file: the model's metadata in the first only, token_embd there, the blocks in the second. */
+  function splitTied(bytes: Uint8Array): Record<string, Uint8Array> {
+    const file = readGguf(bytes);
+    const split = (no: number): [string, MetaValue][] => [
+      ['split.no', { type: 'u16', value: no }], ['split.count', { type: 'u16', value: 2 }], ['split.tensors.count', { type: 'i32', value: file.tensors.length }],
+    ];
+    // cellBaseGguf's keys, which gguf-split keeps in the first part.
+    const metadata: [string, MetaValue][] = [
+      ['general.architecture', { type: 'string', value: 'llama' }], ['general.name', { type: 'string', value: 'llama tiny' }],
+      ...tied.metadata, ['general.file_type', { type: 'u32', value: 32 }],
+    ];
+    const tensors = file.tensors.map((t) => ({ name: t.name, type: t.typeId, ne: t.ne, data: t.data }));
+    return {
+      'Llama-3.2-1B-BF16-00001-of-00002.gguf': buildGguf({ metadata: [...metadata, ...split(0)], tensors: tensors.filter((t) => t.name === 'token_embd.weight') }),
+      'Llama-3.2-1B-BF16-00002-of-00002.gguf': buildGguf({ metadata: split(1), tensors: tensors.filter((t) => t.name !== 'token_embd.weight') }),
+    };
+  }
+  const prepareSplit = (adapter: Record<string, Uint8Array | string>) =>
+    prepareMerge(memoryInputFileSet(splitTied(cellBaseGguf(tied, []).bytes), 'base'), [{ files: memoryInputFileSet(adapter, 'peft') }]);
+
+  it('is tied across its parts: an embed_tokens LoRA is refused as on the single file', async () => {
+    await expect(prepareSplit(cellPeftAdapter(tied).files)).rejects.toThrow(/^peft: a LoRA on model\.embed_tokens lands on token_embd\.weight, which this GGUF also uses as its output head/);
+  });
+
+  it('under ensure_weight_tying merges the embedding LoRA once into the first part\'s token_embd (float64 truth)', async () => {
+    const adapter = cellPeftAdapter(tied, tied.targets, { ensure_weight_tying: true });
+    const prepared = await prepareSplit(adapter.files);
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.notes).toEqual(['the output head stays tied to token_embd.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both']);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: cpu, outDtype: 'f32', dtypeMergedOnly: true });
+      const parts = await Promise.all(output.files().map(async (f) => readGguf(new Uint8Array(await f.blob.arrayBuffer()))));
+      expect(parts.map((p) => p.tensors.map((t) => t.name))).toEqual([['token_embd.weight'], ['blk.0.attn_v.weight', 'blk.0.attn_norm.weight', 'output_norm.weight']]);
+      // The parts' tensors as one file, for the cell-by-cell check against the single file's truth.
+      const whole = buildGguf({ tensors: parts.flatMap((p) => p.tensors.map((t) => ({ name: t.name, type: t.typeId, ne: t.ne, data: t.data }))) });
+      expectCellsMerged(whole, cellBaseGguf(tied, []), adapter.factors, tied.rank, tied.alpha / tied.rank);
+    } finally {
+      await prepared.close();
+    }
   });
 });

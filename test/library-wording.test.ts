@@ -169,8 +169,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'tiny-llama-Q4_K_M.gguf: unless dtype chooses another type, the merged tensors (1 Q4_K) are re-quantized to their own types by llama.cpp\'s reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)',
   ],
   [
-    'model: the merged tensors 2 IQ2_XXS are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model\'s other matrices, as llama-quantize does',
-    'model: the merged tensors 2 IQ2_XXS are of types loramerge reads but does not write: the merge needs a dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model\'s other matrices, as llama-quantize does',
+    'model: the merged tensors (2 IQ2_XXS: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ2_XXS again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)',
+    'model: the merged tensors (2 IQ2_XXS: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ2_XXS again, merge with dtype: \'f16\' and run llama-quantize --imatrix on the result, or for a smaller file choose dtype: \'q8_0\' (or \'q4_k\', …)',
   ],
   [
     'NOT_A_TYPE cannot be decoded (loramerge reads F32, F16), so it cannot be converted to Q8_0; leave out --dtype to copy it as stored',

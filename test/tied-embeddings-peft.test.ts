@@ -293,10 +293,28 @@ describe('multimodal models: language_model.lm_head tied to language_model.model
 });
 
 describe('ensure_weight_tying with the head\'s LoRA alone', () => {
-  it('refuses it in one line rather than drop it as the mirror of an embedding LoRA the file does not hold', async () => {
-    const head = [randomTensor('base_model.model.lm_head.lora_A.weight', [R, H], 'F32', rand, 0.5), randomTensor('base_model.model.lm_head.lora_B.weight', [V, R], 'F32', rand, 0.5)];
-    await expect(prepare(hfModelFolder(tiedBase(), GEMMA2), peftFolder({ r: R, lora_alpha: R, ensure_weight_tying: true, target_modules: ['lm_head'] }, head))).rejects.toThrow(
-      'adapter1: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged',
+  // PEFT makes the embedding's LoRA and ties the head's to it (lora/model.py _create_and_replace:
+  // lora_A = emb_B.t(), lora_B = emb_A.t(), views of one storage), so loading a file that holds only
+  // the head's factors fills both: the shared weight gains B·A once and the head stays tied.
+  const head = () => [randomTensor('base_model.model.lm_head.lora_A.weight', [R, H], 'F32', rand, 0.5), randomTensor('base_model.model.lm_head.lora_B.weight', [V, R], 'F32', rand, 0.5)];
+
+  it('merges it once into the embedding, the head staying tied (float64 truth)', async () => {
+    const base = tiedBase();
+    const adapter = head();
+    const prepared = await prepare(hfModelFolder(base, GEMMA2), peftFolder({ r: R, lora_alpha: R, ensure_weight_tying: true, target_modules: ['lm_head'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes[0]).toBe('the output head stays tied to model.embed_tokens.weight: the adapter was trained with ensure_weight_tying, so its changes apply to both; adapter1 saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into model.embed_tokens.weight');
+    const merged = await merge(prepared);
+    expect([...merged.tensors.keys()].sort()).toEqual(base.map((t) => t.name).sort());
+    expect('tie_word_embeddings' in merged.json('config.json')).toBe(false); // Gemma 2's default: tied
+    const d = decoded(adapter);
+    expectValues('embed_tokens', merged.tensors.get('model.embed_tokens.weight')!, plus(decoded(base).get('model.embed_tokens.weight')!, product(d.get(adapter[1].name)!, d.get(adapter[0].name)!)));
+  });
+
+  it('refuses it in one line where alpha_pattern names lm_head (the tied pair would scale the shared factors apart)', async () => {
+    await expect(prepare(hfModelFolder(tiedBase(), GEMMA2), peftFolder({ r: R, lora_alpha: R, alpha_pattern: { lm_head: 4 * R }, ensure_weight_tying: true, target_modules: ['lm_head'] }, head()))).rejects.toThrow(
+      'adapter1: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, and its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently, which the one model.embed_tokens.weight cannot hold; it is not merged',
     );
   });
 });
+

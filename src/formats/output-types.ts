@@ -53,7 +53,7 @@ function ggufNote(type: string): string {
 }
 
 export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
-  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them without an importance matrix; the IQ1 and IQ2 types need an output type); untouched tensors are byte-copied. ${REQUANTIZE}`,
+  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them without an importance matrix; a merged IQ1 or IQ2 tensor, which llama-quantize writes only with an importance matrix, is written as F16, as llama.cpp’s export-lora writes it); untouched tensors are byte-copied. ${REQUANTIZE}`,
   types: [
     ...CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
     ...TYPE_MIXES.map((mix) => ({

@@ -12,7 +12,8 @@
  * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
  */
 import { MergeError } from '../errors.js';
-import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
+import type { AdapterModule, TensorReplacement, TokenRows } from '../formats/adapter.js';
+import type { ModuleAddress } from '../formats/module-address.js';
 import { isFloatDType, type FloatDType } from '../dtype.js';
 import type { BaseModel, SafetensorsBaseModel } from '../formats/base-model.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
@@ -79,6 +80,8 @@ export function resolveTiedEmbeddings(
   const mirrors = new Map<string, Set<string>>();
   /** The head's modules_to_save copy of an ensure_weight_tying adapter, which is the embedding's. */
   const savedHeads = new Map<string, TensorReplacement>();
+  /** Lone head LoRAs under ensure_weight_tying, by adapter: each module's key and the embedding address it lands through. */
+  const loneHeads = new Map<string, Map<string, ModuleAddress>>();
   for (const { adapter } of adapters) {
     // ensure_weight_tying: PEFT ties the head's LoRA (and modules_to_save copy) to the embedding's.
     const ensured = adapter.config.ensure_weight_tying === true;
@@ -114,20 +117,39 @@ export function resolveTiedEmbeddings(
       const at = locator.resolveTensorPath(r.path);
       if (at.found) classify(at.key, 'trainable tokens', true);
     }
-    // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
-    if (mirrors.has(adapter.name) && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, so it is not merged`);
+    // The head's LoRA is the embedding's mirror only beside it. Alone, PEFT still ties it to the
+    // embedding's LoRA it makes (loading fills both), so it lands on the shared weight, once.
+    const heads = mirrors.get(adapter.name);
+    if (heads && !onEmbedding.some((c) => c.adapter === adapter.name && c.what.startsWith('a LoRA'))) {
+      const apart = tiedPairApart(adapter, heads);
+      if (apart) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${apart}, which the one ${pair.embedding} cannot hold; it is not merged`);
+      const path = pair.embedding.replace(/\.weight$/, '');
+      const through = new Map<string, ModuleAddress>();
+      for (const key of heads) {
+        const address = { ...adapter.modules.find((m) => m.key === key)!.address, path };
+        const at = locator.locate(address);
+        if (!at.found || at.targets.length !== 1 || at.targets[0].baseKey !== pair.embedding) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, of which it would be the tied copy, and ${pair.embedding} cannot be reached through it, so it is not merged`);
+        }
+        through.set(key, address);
+      }
+      mirrors.delete(adapter.name);
+      loneHeads.set(adapter.name, through);
+      onEmbedding.push({ adapter: adapter.name, what: 'a LoRA on lm_head', tiedByPeft: true });
     }
   }
   const withoutMirrors = (a: WeightedAdapter): WeightedAdapter => {
     const dropped = mirrors.get(a.adapter.name);
-    const modules = dropped ? a.adapter.modules.filter((m) => !dropped.has(m.key)) : a.adapter.modules;
+    const through = loneHeads.get(a.adapter.name);
+    const modules = dropped ? a.adapter.modules.filter((m) => !dropped.has(m.key))
+      : through ? a.adapter.modules.map((m) => (through.has(m.key) ? throughEmbedding(m, through.get(m.key)!) : m))
+      : a.adapter.modules;
     const head = savedHeads.get(a.adapter.name);
     // Where both copies are saved PEFT loads the head's last, into the one parameter: it is the value.
     const replacements = head
       ? [...a.adapter.replacements.filter((r) => r !== head && !resolvesTo(locator, r.path, pair.embedding)), { ...head, path: pair.embedding }]
       : a.adapter.replacements;
-    return dropped || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
+    return dropped || through || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
   };
   if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0 && savedHeads.size === 0) return { base, adapters: [...adapters] };
   if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
@@ -136,7 +158,7 @@ export function resolveTiedEmbeddings(
       : mirrors.size > 0
         ? "the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"
         : 'the adapter was trained with ensure_weight_tying, so its changes apply to both';
-    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}` };
+    return { base, adapters: adapters.map(withoutMirrors), decision: 'kept', note: `the output head stays tied to ${pair.embedding}: ${why}${loneHeadNote(loneHeads.keys(), pair.embedding)}` };
   }
   const ensured = [...onEmbedding].find((c) => c.tiedByPeft && c.what !== 'trainable tokens')
     ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : savedHeads.size > 0 ? { adapter: [...savedHeads.keys()][0] } : undefined);
@@ -173,6 +195,8 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
   tensors.set(head, { shape: base.tensors.get(embedding)!.shape });
   const locator = new ModuleLocator({ tensors, architectures, components: base.components, metadata: (key) => base.metadata!(key) });
   const mirrors = new Map<string, Set<string>>();
+  /** Lone head LoRAs under ensure_weight_tying, by adapter: each module's key and the embedding address it lands through. */
+  const loneHeads = new Map<string, Map<string, ModuleAddress>>();
   let ensuredOnEmbedding = false;
   for (const { adapter } of adapters) {
     if (adapter.format !== 'peft') continue;
@@ -191,10 +215,21 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
         else if (t.baseKey === embedding) onEmbedding = true;
       }
     }
-    if (headModules.length > 0) {
-      // The head's LoRA is the embedding's mirror only beside it; alone, dropping it would merge nothing.
-      if (!onEmbedding) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it, of which it would be the tied copy, and this GGUF has no ${head} of its own (it uses ${embedding} as its head), so it is not merged`);
-      mirrors.set(adapter.name, new Set(headModules));
+    if (headModules.length > 0 && onEmbedding) mirrors.set(adapter.name, new Set(headModules));
+    else if (headModules.length > 0) {
+      // Saved without the embedding's LoRA it is tied to: PEFT still makes that LoRA and ties the
+      // head's to it (the head's factors are views of the embedding's, transposed), so loading the
+      // head's factors fills both, and the one update applies to the shared weight: merged once there.
+      const apart = tiedPairApart(adapter, new Set(headModules));
+      if (apart) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, and ${apart}, which the one ${embedding} of this GGUF (it has no ${head}) cannot hold; it is not merged`);
+      const through = new Map<string, ModuleAddress>();
+      for (const key of headModules) {
+        const m = adapter.modules.find((x) => x.key === key)!;
+        const address = embeddingAddress(m.address, locator, embedding);
+        if (!address) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${LONE_HEAD}, of which it would be the tied copy, and no embedding module of this GGUF's architecture lands on ${embedding} (it has no ${head} of its own), so it is not merged`);
+        through.set(key, address);
+      }
+      loneHeads.set(adapter.name, through);
     }
     ensuredOnEmbedding ||= onEmbedding;
     for (const r of adapter.replacements) {
@@ -202,16 +237,75 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
       if (at.found && at.key === embedding && !ensured) refuse(`a saved ${r.path}`);
     }
   }
-  if (mirrors.size === 0 && !ensuredOnEmbedding) return unchanged;
+  if (mirrors.size === 0 && loneHeads.size === 0 && !ensuredOnEmbedding) return unchanged;
   return {
     base,
     adapters: adapters.map((a) => {
       const dropped = mirrors.get(a.adapter.name);
-      return dropped ? { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } } : a;
+      if (dropped) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.filter((m) => !dropped.has(m.key)) } };
+      const through = loneHeads.get(a.adapter.name);
+      if (through) return { ...a, adapter: { ...a.adapter, modules: a.adapter.modules.map((m) => (through.has(m.key) ? throughEmbedding(m, through.get(m.key)!) : m)) } };
+      return a;
     }),
     decision: 'kept',
-    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}`,
+    note: `the output head stays tied to ${embedding}: the adapter was trained with ensure_weight_tying, so its changes apply to both${mirrors.size > 0 ? ", once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)" : ''}${loneHeadNote(loneHeads.keys(), embedding)}`,
   };
+}
+
+/**
+ * A head module merged through the embedding it is tied to: its address the embedding's, and no
+ * layer check there (it was trained on the head, a Linear, which the embedding's weight is not).
+ */
+function throughEmbedding(m: AdapterModule, address: ModuleAddress): AdapterModule {
+  return { ...m, address, wraps: undefined };
+}
+
+const LONE_HEAD = 'its lm_head LoRA under ensure_weight_tying has no embed_tokens LoRA beside it';
+
+/**
+ * Why the tied head and embedding may apply a lone head LoRA's factors differently: a rank or
+ * alpha pattern naming either (each layer takes its own scale), or DoRA (each its own magnitude
+ * and norms); undefined when they apply the same update.
+ */
+function tiedPairApart(adapter: WeightedAdapter['adapter'], heads: ReadonlySet<string>): string | undefined {
+  if (patternsName(adapter.config)) return 'its rank_pattern or alpha_pattern names lm_head or embed_tokens, so the two tied layers may scale the shared factors differently';
+  if (adapter.modules.some((m) => heads.has(m.key) && m.dora)) return 'it uses DoRA, whose magnitude and norms the head and the embedding each take from their own layer';
+  return undefined;
+}
+
+/** What the plan says of lone head LoRAs merged through the embedding ('' when none). */
+function loneHeadNote(adapters: Iterable<string>, embedding: string): string {
+  const names = [...adapters];
+  return names.length === 0 ? '' : `; ${names.join(', ')} saved the lm_head LoRA without the embed_tokens LoRA it is tied to, which PEFT fills from it on loading, so it is merged into ${embedding}`;
+}
+
+/** Where architectures keep the input embedding, below the head's own prefix (`lm_head` → `model.embed_tokens`). */
+const EMBEDDING_PATHS = [
+  'model.embed_tokens', 'model.language_model.embed_tokens', 'language_model.model.embed_tokens', 'model.decoder.embed_tokens',
+  'transformer.wte', 'transformer.word_embeddings', 'model.word_embeddings', 'model.tok_embeddings', 'model.embeddings', 'backbone.embeddings',
+];
+
+/**
+ * The address of the embedding a head module is tied to: the head's own prefix and the first
+ * embedding path this GGUF's layout places on `embedding` alone; undefined if none does.
+ */
+function embeddingAddress(head: ModuleAddress, locator: ModuleLocator, embedding: string): ModuleAddress | undefined {
+  if (!head.path.endsWith('lm_head')) return undefined;
+  const prefix = head.path.slice(0, head.path.length - 'lm_head'.length);
+  for (const path of EMBEDDING_PATHS) {
+    const address = { ...head, path: `${prefix}${path}` };
+    const at = locator.locate(address);
+    if (at.found && at.targets.length === 1 && at.targets[0].baseKey === embedding) return address;
+  }
+  return undefined;
+}
+
+/** Whether a PEFT config's rank_pattern or alpha_pattern has a key naming lm_head or embed_tokens (which would scale the tied pair apart). */
+function patternsName(config: Readonly<Record<string, unknown>>): boolean {
+  return ['rank_pattern', 'alpha_pattern'].some((field) => {
+    const pattern = config[field];
+    return typeof pattern === 'object' && pattern !== null && Object.keys(pattern).some((k) => TIED_LAYER_NAMES.some((n) => k.includes(n)));
+  });
 }
 
 /**

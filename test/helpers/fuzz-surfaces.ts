@@ -3720,13 +3720,13 @@ const GGUF_VALUES_PER_BYTE: Record<string, number> = { F32: 0.25, F16: 0.5, BF16
 
 /**
  * Bytes of `n` values of a GGUF type the plain readers decode (floats, and the block types with a
- * reference dequantizer in the test helpers: not IQ2_*, IQ3_*, I32), or NaN for a type they do not
+ * reference dequantizer in the test helpers: not IQ1_*, IQ2_*, IQ3_*, I32), or NaN for a type they do not
  * read or values that are not whole blocks.
  */
 export function ggufDecodedBytes(type: string, n: number): number {
   if (GGUF_VALUES_PER_BYTE[type]) return n / GGUF_VALUES_PER_BYTE[type];
   const block = GGML_BLOCK[type];
-  if (!block || /^(IQ2_|IQ3_|I32$)/.test(type) || n % block[0] !== 0) return NaN;
+  if (!block || /^(IQ1_|IQ2_|IQ3_|I32$)/.test(type) || n % block[0] !== 0) return NaN;
   return (n / block[0]) * block[1];
 }
 

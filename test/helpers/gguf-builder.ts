@@ -27,11 +27,11 @@ export type MetaValue =
 
 export const GGML_TYPE_ID: Record<string, number> = {
   F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14,
-  IQ2_XXS: 16, IQ2_XS: 17, IQ3_XXS: 18, IQ4_NL: 20, IQ3_S: 21, IQ2_S: 22, IQ4_XS: 23, I32: 26, BF16: 30, TQ1_0: 34, TQ2_0: 35, MXFP4: 39, NVFP4: 40, Q1_0: 41, Q2_0: 42,
+  IQ2_XXS: 16, IQ2_XS: 17, IQ3_XXS: 18, IQ1_S: 19, IQ4_NL: 20, IQ3_S: 21, IQ2_S: 22, IQ4_XS: 23, I32: 26, IQ1_M: 29, BF16: 30, TQ1_0: 34, TQ2_0: 35, MXFP4: 39, NVFP4: 40, Q1_0: 41, Q2_0: 42,
 };
 /** [values per block, bytes per block]. */
 export const GGML_BLOCK: Record<string, [number, number]> = {
-  F32: [1, 4], F16: [1, 2], BF16: [1, 2], I32: [1, 4], IQ2_XXS: [256, 66], IQ2_XS: [256, 74], IQ2_S: [256, 82], IQ3_XXS: [256, 98], IQ3_S: [256, 110],
+  F32: [1, 4], F16: [1, 2], BF16: [1, 2], I32: [1, 4], IQ2_XXS: [256, 66], IQ2_XS: [256, 74], IQ2_S: [256, 82], IQ3_XXS: [256, 98], IQ3_S: [256, 110], IQ1_S: [256, 50], IQ1_M: [256, 56],
   ...Object.fromEntries(Object.entries(REF_BLOCK).map(([k, v]) => [k, [v.size, v.bytes]])),
   ...Object.fromEntries(Object.entries(MORE_REF).map(([k, v]) => [k, [v.size, v.bytes]])),
 };

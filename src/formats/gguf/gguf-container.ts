@@ -54,6 +54,11 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
     return fittingType(askedType(requested, tensor), tensor.shape[tensor.shape.length - 1] ?? 1);
   };
+  /** The type a tensor is written in: a changed one whose type is read but not written goes to F16 (readOnlyFallback). */
+  const writtenType = (tensor: { name: string; shape: readonly number[]; type: string }, changed: boolean, requested: string | undefined): string => {
+    const type = outputType(tensor, requested);
+    return changed ? readOnlyFallback(type) : type;
+  };
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
@@ -76,7 +81,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       }
       return type.name;
     },
-    outputType: (tensor, _changed, requested) => outputType(tensor, requested),
+    outputType: writtenType,
     outputTypeWarnings(before, after, requested) {
       /** Tensors written in a fallback type, by the type asked for and the one written. */
       const substituted = new Map<string, { asked: string; type: string; names: string[] }>();
@@ -85,7 +90,8 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
         const type = after[i].tensors[j].type;
         if (type === t.type) return;
         const asked = askedType(requested, t);
-        if (type !== asked) {
+        // A merged IQ1/IQ2 tensor --dtype leaves alone goes to F16, which the plan's warning names.
+        if (type !== asked && outputType(t, requested) !== t.type) {
           const key = `${asked} ${type}`;
           if (!substituted.has(key)) substituted.set(key, { asked, type, names: [] });
           substituted.get(key)!.names.push(t.name);
@@ -184,4 +190,15 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
   if (same) return same;
   const near = names.filter((n) => editDistance(bareTypeName(n), bare) === 1);
   return near.length === 1 ? near[0] : undefined;
+}
+
+/**
+ * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are read but not written
+ * (llama-quantize writes them only with an importance matrix), so a merged tensor of one of them is
+ * written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
+ * dequantized; every other type is written as itself.
+ */
+export function readOnlyFallback(type: string): string {
+  const ggml = ggmlTypeByName(type);
+  return ggml && !blockCodec(ggml) && blockDecoder(ggml) ? 'F16' : type;
 }

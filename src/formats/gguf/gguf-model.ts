@@ -65,7 +65,12 @@ function partPaths(name: string, ggufs: string[]): string[] {
     sets.set(key, [...(sets.get(key) ?? []), p]);
   }
   if (sets.size !== 1) {
-    throw new MergeError('BAD_ARGUMENT', `${name}: holds ${sets.size} GGUF models (${[...sets.values()].map((v) => v[0]).slice(0, 3).join(', ')}…); point at one`);
+    // Model repositories ship a vision-language model's projector (mmproj-*.gguf) beside its GGUF.
+    const projectors = [...sets.values()].map((v) => v[0]).filter((p) => /(^|\/)mmproj[^/]*$/i.test(p));
+    const beside = projectors.length > 0 && projectors.length < sets.size
+      ? ` (${projectors.join(', ')} ${projectors.length === 1 ? 'is a vision projector' : 'are vision projectors'} for --mmproj, not a base: point at the model's own file)`
+      : '';
+    throw new MergeError('BAD_ARGUMENT', `${name}: holds ${sets.size} GGUF models (${[...sets.values()].map((v) => v[0]).slice(0, 3).join(', ')}…); point at one${beside}`);
   }
   return [...sets.values()][0].sort();
 }
@@ -256,6 +261,7 @@ class GgufModel implements BaseModel {
     const problems: PlanProblem[] = [];
     // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
     const arch = this.metadata('general.architecture'); // a string, or none (checkParts)
+    refuseProjectorBase(this.parts[0].file.source.name, arch, this.metadata('general.type'));
     for (const adapter of adapters) {
       const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
       if (theirs !== undefined && theirs !== arch) {
@@ -301,16 +307,23 @@ class GgufModel implements BaseModel {
       requested = undefined;
     }
     const stored = requested === undefined ? undefined : new Map(this.shards.flatMap((s) => s.tensors.map((t) => [t.name, t] as const)));
+    // Merged tensors of a type loramerge reads but does not write (IQ1, IQ2), written as F16.
+    const asF16: string[] = [];
     const readOnly = new Map<string, number>();
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
-    for (const key of keys) {
+    for (const key of new Set(keys)) {
       const type = this.locate(key).tensor.type;
       const tensor = stored?.get(this.locate(key).tensor.name);
       // Written in another type: not re-quantized to its own (the output's warning reports the
-      // conversion), nor, for a type loramerge reads only, left needing the --dtype it was given.
-      if (tensor && this.format.outputType(tensor, true, requested) !== type.name) continue;
-      const count = blockCodec(type) ? quantized : blockDecoder(type) ? readOnly : undefined;
-      if (type.blockSize > 1) count?.set(type.name, (count.get(type.name) ?? 0) + 1);
+      // conversion); a type loramerge reads only goes to F16 unless --dtype converts it.
+      const converted = tensor !== undefined && this.format.outputType(tensor, false, requested) !== type.name;
+      if (!converted && !blockCodec(type) && blockDecoder(type)) {
+        readOnly.set(type.name, (readOnly.get(type.name) ?? 0) + 1);
+        asF16.push(this.locate(key).tensor.name);
+        continue;
+      }
+      if (converted) continue;
+      if (type.blockSize > 1 && blockCodec(type)) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
     }
     const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
     const warnings: string[] = [];
@@ -320,7 +333,8 @@ class GgufModel implements BaseModel {
     }
     warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
     if (readOnly.size > 0) {
-      warnings.push(`${this.name}: the merged tensors ${list(readOnly)} are of types loramerge reads but does not write: the merge needs --dtype (q4_k, q5_k, q6_k, q8_0, f16, …), which also converts the model's other matrices, as llama-quantize does`);
+      const names = `${asF16.slice(0, 3).join(', ')}${asF16.length > 3 ? ', …' : ''}`;
+      warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
     }
     return warnings;
   }
@@ -334,6 +348,20 @@ class GgufModel implements BaseModel {
     if (!found) throw new MergeError('NOT_FOUND', `${this.name}: no tensor "${name}"`);
     return found;
   }
+}
+
+/**
+ * A multimodal projector GGUF (`convert_hf_to_gguf.py --mmproj`: general.architecture "clip",
+ * general.type "mmproj"; `v.blk.N.…`, `mm.…` tensors) holds a vision-language model's vision
+ * encoder and projector, which llama.cpp's mtmd loads beside the language model (`--mmproj`).
+ * llama.cpp applies no LoRA to it (its adapters and export-lora are the language model's), and its
+ * converter's names and reordered rows for the vision tower are not mapped here, so a merge into it
+ * is refused in one line, before the modules' misses would each say less.
+ */
+function refuseProjectorBase(name: string, arch: unknown, type: unknown): void {
+  if (arch !== 'clip' && type !== 'mmproj') return;
+  const says = [arch === 'clip' ? 'general.architecture "clip"' : '', type === 'mmproj' ? 'general.type "mmproj"' : ''].filter(Boolean).join(', ');
+  throw new MergeError('UNSUPPORTED_FORMAT', `${name}: is a multimodal projector (mmproj) GGUF (${says}): the vision encoder and projector llama.cpp loads beside a language model with --mmproj, to which it applies no LoRA; give the language model's GGUF as the base (for a LoRA on the vision tower, merge into the safetensors model and convert that with convert_hf_to_gguf.py --mmproj)`);
 }
 
 /**
