@@ -43,6 +43,11 @@ export interface BaseComponent {
    * (`byt5_small`: a byT5 T5EncoderModel, told from T5-XXL by pipeline-encoders.ts byT5Config).
    */
   comfyEncoder?: string;
+  /**
+   * ComfyUI encoders its config.json rules out where its class alone would not, each with why
+   * (`byt5_small` on a T5EncoderModel whose config says T5-XXL: pipeline-encoders.ts notByT5Config).
+   */
+  ruledOut?: Readonly<Record<string, string>>;
 }
 
 interface Rule {
@@ -263,6 +268,8 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
  */
 export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  // Its config.json said it is not that one (a T5-XXL is no byT5), whatever its class or pipeline.
+  if (component.ruledOut && Object.hasOwn(component.ruledOut, name)) return false;
   // Its config.json said which (a byT5 in any pipeline, or given alone): that one only.
   if (component.comfyEncoder) return wanted ? component.comfyEncoder === name : undefined;
   if (component.className) {
@@ -291,10 +298,17 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
 
 /**
  * Why a folder of one of ComfyUI's LLM's classes cannot be told to hold it or not: its config.json
- * does not say its `model_type` and `hidden_size`; undefined for any other folder.
+ * does not say its `model_type` and `hidden_size`; or a folder of the class of an encoder only one
+ * pipeline has, outside a pipeline that says its class (and, for byT5, without a config.json that
+ * tells it from T5-XXL); undefined for any other folder.
  */
 export function comfyEncoderDoubt(component: BaseComponent, name: string): string | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  // One pipeline's encoder (byT5, AuraFlow's and HunyuanDiT's) on a folder of its class that no pipeline class places.
+  if (wanted?.pipeline && component.className && wanted.classes.test(component.className) && holdsComfyEncoder(component, name) === undefined) {
+    const byT5 = name === 'byt5_small' ? `${component.config ? 'its config.json does not say' : 'it has no config.json to say'} its d_model and vocab_size, which tell byT5 from T5-XXL, and ` : '';
+    return `${byT5}no pipeline's _class_name says which of ComfyUI's encoders of its class it holds`;
+  }
   if (!wanted?.llm || !component.className || !wanted.classes.test(component.className)) return undefined;
   if (component.config?.modelType !== undefined && component.config.hiddenSize !== undefined) return undefined;
   const lacks = component.config ? 'its config.json does not say its model_type and hidden_size' : 'it has no config.json to say its model_type and hidden_size';

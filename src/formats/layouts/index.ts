@@ -258,7 +258,8 @@ export class ModuleLocator {
     if (!named || address.part !== undefined) return undefined;
     const [prefix, name, rest] = [`text_encoders.${named[1]}.`, named[1], named[2]];
     if (this.whole.keys.some((k) => k.startsWith(prefix))) return undefined;
-    const held = this.components.map((c) => c.name).join(', ');
+    // A folder whose config.json rules the encoder out (a T5-XXL for `byt5_small`) says why.
+    const held = this.components.map((c) => (c.ruledOut && Object.hasOwn(c.ruledOut, name) ? `${c.name}, whose ${c.ruledOut[name]}` : c.name)).join(', ');
     const missing: Location = { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), which the base does not hold (it holds ${held})`, missingComponent: true };
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
