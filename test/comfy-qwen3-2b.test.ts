@@ -9,13 +9,15 @@
  * model the CLIP holds, so a `qwen3_2b` LoRA lands by those names on either's weights, as ComfyUI
  * loads them: ComfyUI's text encoder files (`ovis_2.5.safetensors`, `qwen_1.7b_ace15.safetensors`,
  * transformers' names under `model.`, no config) and ACE-Step's LM folder as its repository ships
- * it (`acestep-5Hz-lm-1.7B/`, a Qwen3ForCausalLM). Checked against float64 truth (merge-truth.ts);
+ * it (`acestep-5Hz-lm-1.7B/`, a Qwen3ForCausalLM). Its `embed_tokens` module, which "Extract and
+ * Save Lora" writes as for every 2-D weight, lands on the tied embedding and keeps it tied, as
+ * ComfyUI's model reads its logits from that one weight. Checked against float64 truth (merge-truth.ts);
  * shapes are scaled down (hidden 16, KV 8, MLP 24), the vocabularies to 30 and 40 rows.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectMergedFile, type TruthTerm } from './helpers/merge-truth.js';
 
 const rand = seededRandom(2048);
@@ -78,5 +80,34 @@ describe('ComfyUI\'s `qwen3_2b` (Ovis-Image\'s Ovis 2.5 LLM and ACE-Step 1.5\'s 
     const { tensors, warnings } = await merge({ 'config.json': config, 'model.safetensors': baseBytes }, 'acestep-5Hz-lm-1.7B', -0.5);
     expect(warnings).toEqual([]);
     expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truth(-0.5));
+  });
+
+  it('its `model.embed_tokens` module (LoraSave extracts every 2-D weight) lands on ACE-Step\'s tied embedding, which stays tied: ComfyUI\'s model reads its logits from embed_tokens', async () => {
+    const baseBytes = buildSafetensors(qwen3LanguageModel(40));
+    const config = JSON.stringify({ architectures: ['Qwen3ForCausalLM'], hidden_size: 2048, model_type: 'qwen3', tie_word_embeddings: true, vocab_size: 217204 });
+    const embed = 'text_encoders.qwen3_2b.transformer.model.embed_tokens';
+    const withEmbedding = buildSafetensors([
+      ...adapterTensors, tensor(rand, `${embed}.lora_up.weight`, [40, 2], 'F16', 0.5), tensor(rand, `${embed}.lora_down.weight`, [2, H], 'F16', 0.5),
+    ]);
+    const notes: string[] = [];
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: { 'config.json': config, 'model.safetensors': baseBytes }, baseName: 'acestep-5Hz-lm-1.7B',
+      adapters: [{ files: { 'ace_lm.safetensors': withEmbedding }, name: 'ace_lm.safetensors', weight: 0.5 }],
+      inspect: (prepared) => {
+        notes.push(...prepared.plan.notes);
+      },
+    });
+    expect(warnings).toEqual([]);
+    expect(notes).toEqual(['the output head stays tied to model.embed_tokens.weight: ComfyUI applies its LoRA to the one weight its model keeps for both']);
+    const adapter = decodeSafetensors(withEmbedding).tensors;
+    const terms = [...truth(0.5), { baseKey: 'model.embed_tokens.weight', scale: 0.5, b: adapter.get(`${embed}.lora_up.weight`)!, a: adapter.get(`${embed}.lora_down.weight`)! }];
+    // No lm_head written: the merged file holds the base's tensors only.
+    expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, terms);
+    // Beside a LoRA on the head alone (which unties the two), it could not keep its tie: refused.
+    const head = buildSafetensors([tensor(rand, 'lm_head.lora_A.weight', [2, H], 'F32'), tensor(rand, 'lm_head.lora_B.weight', [40, 2], 'F32')]);
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'config.json': config, 'model.safetensors': baseBytes }, baseName: 'acestep-5Hz-lm-1.7B',
+      adapters: [{ files: { 'ace_lm.safetensors': withEmbedding }, name: 'ace_lm.safetensors' }, { files: { 'head.safetensors': head }, name: 'head.safetensors' }],
+    })).toEqual(['ace_lm.safetensors is a ComfyUI LoRA on model.embed_tokens.weight, which ComfyUI applies to the tied output head as well, but another change unties the two; merge the adapters one after the other']);
   });
 });

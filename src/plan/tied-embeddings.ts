@@ -10,6 +10,7 @@
  * both: trainable tokens (the head's token adapter shares the embedding's deltas) and anything an
  * adapter trained with `ensure_weight_tying` does to the embedding (its head LoRA is the
  * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
+ * So does a ComfyUI LoRA on the embedding: ComfyUI's LLMs keep one weight for both and patch it.
  */
 import { MergeError } from '../errors.js';
 import type { TensorReplacement, TokenRows } from '../formats/adapter.js';
@@ -59,7 +60,11 @@ export interface TieOutcome {
   note?: string;
 }
 
-type Change = { adapter: string; what: string; tiedByPeft: boolean };
+/**
+ * `byComfy`: a ComfyUI LoRA's change, which ComfyUI applies to the one weight its models keep for
+ * both (comfy/text_encoders/llama.py: a tied model has no lm_head, its logits read embed_tokens).
+ */
+type Change = { adapter: string; what: string; tiedByPeft: boolean; byComfy?: true };
 
 export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
@@ -89,7 +94,7 @@ export function resolveTiedEmbeddings(
         if (ensured && mirror) mirror();
         else onHead.push({ adapter: adapter.name, what, tiedByPeft });
       } else if (key === pair.embedding) {
-        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured });
+        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured, ...(adapter.format === 'comfyui' ? { byComfy: true as const } : {}) });
       }
     };
     for (const m of adapter.modules) {
@@ -130,8 +135,10 @@ export function resolveTiedEmbeddings(
     return dropped || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
   };
   if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0 && savedHeads.size === 0) return { base, adapters: [...adapters] };
-  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
-    const why = onEmbedding.every((c) => c.what === 'trainable tokens')
+  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft || c.byComfy)) {
+    const why = onEmbedding.every((c) => c.byComfy)
+      ? 'ComfyUI applies its LoRA to the one weight its model keeps for both'
+      : onEmbedding.every((c) => c.what === 'trainable tokens')
       ? 'trainable tokens set rows of the shared weight, as PEFT applies them to both'
       : mirrors.size > 0
         ? "the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"
@@ -142,6 +149,10 @@ export function resolveTiedEmbeddings(
     ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : savedHeads.size > 0 ? { adapter: [...savedHeads.keys()][0] } : undefined);
   if (ensured) {
     throw new MergeError('PLAN_INVALID', `${ensured.adapter} was trained with ensure_weight_tying (its head follows ${pair.embedding}), but another change unties the two; merge the adapters one after the other`);
+  }
+  const comfy = onEmbedding.find((c) => c.byComfy);
+  if (comfy) {
+    throw new MergeError('PLAN_INVALID', `${comfy.adapter} is a ComfyUI LoRA on ${pair.embedding}, which ComfyUI applies to the tied output head as well, but another change unties the two; merge the adapters one after the other`);
   }
   const changed = [...onHead, ...onEmbedding][0];
   return {
