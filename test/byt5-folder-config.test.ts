@@ -7,7 +7,7 @@
  * them only to its t5xxl, and ComfyUI's `byt5_small` lands, against float64 truth. A T5-XXL folder
  * (d_model 4096, vocabulary 32128) still takes T5-XXL's modules, and leaves `byt5_small`'s out with
  * a warning saying its config.json rules byT5 out, as ComfyUI loads it as its t5xxl and leaves them
- * unloaded.
+ * unloaded; a ComfyUI t5xxl LoRA's `shared` module lands on its one shared embedding.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -132,6 +132,17 @@ describe('a byT5 folder told by its config.json', () => {
       `lora.safetensors: 1 module left out, not merged: it names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), which the base does not hold (it holds text_encoder_2 (T5EncoderModel), whose config.json says d_model 4096 and vocab_size 32128, not byT5's (d_model 1472, a vocabulary of 384 bytes)) (text_encoders.byt5_small.transformer.${Q})`,
     ]);
     expectMergedFile(decodeSafetensors(folder['model.safetensors']).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.6));
+  });
+
+  it('ComfyUI\'s extracted t5xxl LoRA, whose `shared` module LoraSave writes as for every 2-D weight, merges on a T5-XXL text_encoder_2/ into its one shared embedding, as ComfyUI\'s T5 reads it', async () => {
+    const folder = { 'config.json': json(T5_XXL), 'model.safetensors': t5Weights() };
+    const specs = [comfy('text_encoders.t5xxl.transformer.shared', 20, 14, 'shared.weight'), comfy(`text_encoders.t5xxl.transformer.${Q}`, 6, 14, `${Q}.weight`)];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: folder, baseName: 'text_encoder_2', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.7 }],
+    });
+    expect(warnings).toEqual([]);
+    expectMergedFile(decodeSafetensors(folder['model.safetensors']).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs, 0.7));
   });
 
   it('a T5EncoderModel text_encoder_2/ whose config.json gives no d_model or vocab_size: a byt5_small module is refused, naming what would tell', async () => {

@@ -230,7 +230,9 @@ function resolveTiedGguf(base: BaseModel, adapters: readonly WeightedAdapter[], 
  * `encoder.embed_tokens`, `decoder.embed_tokens` and, when tied, `lm_head` to it) are refused
  * where an adapter changes one of those: PEFT wraps each name as a module of its own, training
  * saw each update on its own module only, and merge_and_unload adds every one of them to the one
- * shared tensor, so neither result can be written as one tied tensor.
+ * shared tensor, so neither result can be written as one tied tensor. A ComfyUI LoRA on an
+ * encoder-only base (a T5 text encoder) is merged: ComfyUI's T5 holds `shared` alone and feeds it
+ * to its encoder, so the one tied tensor is what its LoRA changed.
  */
 function refuseSharedEmbeddingChanges(
   base: SafetensorsBaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
@@ -246,7 +248,11 @@ function refuseSharedEmbeddingChanges(
   const refuse = (adapter: string, what: string, key: string) => {
     throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${what} lands on ${key}, which the model ties to ${tied.filter((k) => k !== key).join(', ')} (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged`);
   };
+  // ComfyUI's T5 encoders keep one `shared` embedding, which the encoder reads: its LoRA on it (its
+  // "Extract and Save Lora" writes one) changed the very tensor an encoder-only base ties.
+  const encoderOnly = ![...base.tensors.keys()].some((k) => k.startsWith(`${prefix}decoder.`));
   for (const { adapter } of adapters) {
+    if (adapter.format === 'comfyui' && encoderOnly) continue;
     for (const m of adapter.modules) {
       const at = locator.locate(m.address);
       if (at.found) for (const t of at.targets) if (tied.includes(t.baseKey)) refuse(adapter.name, `module "${m.name}"`, t.baseKey);
