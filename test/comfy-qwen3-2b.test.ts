@@ -110,4 +110,14 @@ describe('ComfyUI\'s `qwen3_2b` (Ovis-Image\'s Ovis 2.5 LLM and ACE-Step 1.5\'s 
       adapters: [{ files: { 'ace_lm.safetensors': withEmbedding }, name: 'ace_lm.safetensors' }, { files: { 'head.safetensors': head }, name: 'head.safetensors' }],
     })).toEqual(['ace_lm.safetensors is a ComfyUI LoRA on model.embed_tokens.weight, which ComfyUI applies to the tied output head as well, but another change unties the two; merge the adapters one after the other']);
   });
+
+  it('an Ovis-Image `qwen3_2b` LoRA\'s embed_tokens module (its 151936-row vocabulary, 30 here) on ACE-Step\'s LM (217204, 40 here) is refused by its shape, the one place the two models differ', async () => {
+    const config = JSON.stringify({ architectures: ['Qwen3ForCausalLM'], hidden_size: 2048, model_type: 'qwen3', tie_word_embeddings: true, vocab_size: 217204 });
+    const embed = 'text_encoders.qwen3_2b.transformer.model.embed_tokens';
+    const ovisLora = buildSafetensors([...adapterTensors, tensor(rand, `${embed}.lora_up.weight`, [30, 2], 'F16', 0.5), tensor(rand, `${embed}.lora_down.weight`, [2, H], 'F16', 0.5)]);
+    expect(await refusalsInMemory({
+      backend: backends.cpu!, base: { 'config.json': config, 'model.safetensors': buildSafetensors(qwen3LanguageModel(40)) }, baseName: 'acestep-5Hz-lm-1.7B',
+      adapters: [{ files: { 'ovis_te.safetensors': ovisLora }, name: 'ovis_te.safetensors' }],
+    })).toEqual([`ovis_te.safetensors: module "${embed}": ΔW (30, ${H}) does not fit base model.embed_tokens.weight (40, ${H}): ΔW has 30 rows (outputs), the base 40`]);
+  });
 });
