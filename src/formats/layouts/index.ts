@@ -185,6 +185,14 @@ export class ModuleLocator {
           message: `names ${partName(address.part)}, which the base does not hold (it holds ${first.name} in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either)`,
         };
       }
+      // kohya's `lora_te_` on a ComfyUI bundle of several of its own encoders: ComfyUI maps it to none.
+      const bundled = this.components.filter((c) => c.comfyName !== undefined);
+      if (address.part === 'te' && bundled.length > 1) {
+        return {
+          found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+          message: `names ${partName('te')}, which is none of the base's ${bundled.map((c) => c.name).join(', ')}: ComfyUI maps lora_te_ to one of its own encoders only where a bundle holds that one alone`,
+        };
+      }
       const held = this.components.map((c) => c.name).join(', ');
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
