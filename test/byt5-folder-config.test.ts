@@ -5,13 +5,17 @@
  * or on a `text_encoder_2/` folder given alone, T5-XXL's modules (kohya's `lora_te3_`, OneTrainer's
  * Flux `lora_te2_`, ComfyUI's `text_encoders.t5xxl.`) are left out with a warning, as ComfyUI maps
  * them only to its t5xxl, and ComfyUI's `byt5_small` lands, against float64 truth. A T5-XXL folder
- * (d_model 4096, vocabulary 32128) still takes T5-XXL's modules.
+ * (d_model 4096, vocabulary 32128) still takes T5-XXL's modules, and leaves `byt5_small`'s out with
+ * a warning saying its config.json rules byT5 out, as ComfyUI loads it as its t5xxl and leaves them
+ * unloaded; a ComfyUI t5xxl LoRA's `shared` module lands on its one shared embedding.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
+import { loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { mergeInMemory } from './helpers/merge-backends.js';
+import { expectMergedFile } from './helpers/merge-truth.js';
 import { comfyExtracted as comfy, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(1510);
@@ -109,7 +113,7 @@ describe('a byT5 folder told by its config.json', () => {
     ]);
   });
 
-  it('a T5-XXL text_encoder_2/ (its config says d_model 4096, vocab_size 32128) still takes T5-XXL\'s modules; a byt5_small module there is refused', async () => {
+  it('a T5-XXL text_encoder_2/ (its config says d_model 4096, vocab_size 32128) still takes T5-XXL\'s modules; a byt5_small module there is left out with a warning saying why, as ComfyUI leaves it unloaded', async () => {
     const folder = { 'config.json': json(T5_XXL), 'model.safetensors': t5Weights() };
     // One plan each: lora_te3_ and text_encoders.t5xxl. name one weight.
     for (const [spec, key] of [[T5XXL_MODULES[0], Q], [T5XXL_MODULES[1], WO], [T5XXL_MODULES[2], Q]] as const) {
@@ -118,11 +122,35 @@ describe('a byT5 folder told by its config.json', () => {
       expect(t5.warnings).toEqual([]);
       expect(t5.updates).toEqual([`${key}.weight`]);
     }
+    // ComfyUI loads this folder's weights as its t5xxl, where a byt5_small key is "not loaded".
+    const specs = [comfy(`text_encoders.t5xxl.transformer.${WO}`, 14, 10, `${WO}.weight`), comfy(`text_encoders.byt5_small.transformer.${Q}`, 6, 14, '')];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: folder, baseName: 'text_encoder_2', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.6 }],
+    });
+    expect(warnings).toEqual([
+      `lora.safetensors: 1 module left out, not merged: it names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), which the base does not hold (it holds text_encoder_2 (T5EncoderModel), whose config.json says d_model 4096 and vocab_size 32128, not byT5's (d_model 1472, a vocabulary of 384 bytes)) (text_encoders.byt5_small.transformer.${Q})`,
+    ]);
+    expectMergedFile(decodeSafetensors(folder['model.safetensors']).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.6));
+  });
+
+  it('ComfyUI\'s extracted t5xxl LoRA, whose `shared` module LoraSave writes as for every 2-D weight, merges on a T5-XXL text_encoder_2/ into its one shared embedding, as ComfyUI\'s T5 reads it', async () => {
+    const folder = { 'config.json': json(T5_XXL), 'model.safetensors': t5Weights() };
+    const specs = [comfy('text_encoders.t5xxl.transformer.shared', 20, 14, 'shared.weight'), comfy(`text_encoders.t5xxl.transformer.${Q}`, 6, 14, `${Q}.weight`)];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: folder, baseName: 'text_encoder_2', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.7 }],
+    });
+    expect(warnings).toEqual([]);
+    expectMergedFile(decodeSafetensors(folder['model.safetensors']).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs, 0.7));
+  });
+
+  it('a T5EncoderModel text_encoder_2/ whose config.json gives no d_model or vocab_size: a byt5_small module is refused, naming what would tell', async () => {
+    const folder = { 'config.json': json({ architectures: ['T5EncoderModel'], model_type: 't5' }), 'model.safetensors': t5Weights() };
     const byt5 = await folderPlan(folder, [comfy(`text_encoders.byt5_small.transformer.${Q}`, 6, 14, '')]);
     expect(byt5.updates).toEqual([]);
-    // Its class is byT5's too and no pipeline says which: refused, not guessed.
     expect(byt5.problems).toEqual([
-      `lora.safetensors: module "text_encoders.byt5_small.transformer.${Q}": names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), and which of the base's text encoders holds it cannot be told (text_encoder_2 (T5EncoderModel)): not supported`,
+      `lora.safetensors: module "text_encoders.byt5_small.transformer.${Q}": names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), and which of the base's text encoders holds it cannot be told (text_encoder_2 (T5EncoderModel): its config.json does not say its d_model and vocab_size, which tell byT5 from T5-XXL, and no pipeline's _class_name says which of ComfyUI's encoders of its class it holds): not supported`,
     ]);
   });
 });

@@ -3,7 +3,11 @@
  * (`lora_unet_input_blocks_…`, sgm's naming), so only their widths tell them apart: the refiner's
  * model_channels 384 (blocks of 384, 768 and 1536 channels, cross-attention from CLIP-G's 1280)
  * against SDXL base's 320 (320, 640, 1280, cross-attention from 2048). Modules on blocks only one
- * of them touches share no name, and were written into one file no model loads whole.
+ * of them touches share no name, and were written into one file no model loads whole. An adapter
+ * whose UNet modules show both widths (a file already mixing the two) says neither, whichever of
+ * its modules comes first, and is left to the other checks. The refiner's CLIP-G as its checkpoint
+ * names it (sd_xl_refiner_1.0.safetensors' `conditioner.embedders.0.model.`, open_clip's names) is
+ * its first encoder: one module with kohya's `lora_te_`, and refused beside SDXL base's `lora_te2_`.
  */
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -82,5 +86,59 @@ describe("an SDXL refiner's UNet LoRA beside an SDXL base one", () => {
     const wantBase: Record<string, Dense> = { [BASE_Q]: target([{ m: bq, w: 1 }]), [BASE_K]: target([{ m: bk, w: 2 }]) };
     expect(based.adapter.modules.map((m) => m.name)).toEqual(Object.keys(wantBase));
     for (const m of based.adapter.modules) expect(relativeError(writtenUpdate(m), wantBase[m.name]), m.name).toBeLessThan(1e-6);
+  });
+});
+
+describe('an adapter whose UNet modules show both widths', () => {
+  // SDXL base's input_blocks.4 is 640 wide (the refiner's is 768); its output_blocks.0 1280.
+  const BASE_640 = 'lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q';
+
+  it('is neither a refiner\'s nor SDXL base\'s, whichever width its first module has: it combines beside either, exactly', async () => {
+    // A base width first, then a refiner's, beside a refiner LoRA.
+    const [q640, k1, k2] = [f(640, 640, 4), f(1536, 1280, 4), f(1536, 1280, 2)];
+    const mixedBaseFirst = await open(kohyaFile([{ name: BASE_640, ...q640 }, { name: REFINER_K, ...k1 }]), 'mixed-a.safetensors');
+    const refiner = await open(kohyaFile([{ name: REFINER_K, ...k2 }]), 'refiner.safetensors');
+    for (const [inputs, weights] of [[[mixedBaseFirst, refiner], [1, 0.5]], [[refiner, mixedBaseFirst], [0.5, 1]]] as const) {
+      const out = await combine([...inputs], [...weights]);
+      const want: Record<string, Dense> = { [BASE_640]: target([{ m: q640, w: 1 }]), [REFINER_K]: target([{ m: k1, w: 1 }, { m: k2, w: 0.5 }]) };
+      expect(out.adapter.modules.map((m) => m.name).sort()).toEqual(Object.keys(want).sort());
+      for (const m of out.adapter.modules) expect(relativeError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    }
+    // A refiner width first, then a base's, beside an SDXL base LoRA.
+    const [q768, bq1, bq2] = [f(768, 768, 4), f(1280, 1280, 4), f(1280, 1280, 8)];
+    const mixedRefinerFirst = await open(kohyaFile([{ name: REFINER_Q, ...q768 }, { name: BASE_Q, ...bq1 }]), 'mixed-b.safetensors');
+    const base = await open(kohyaFile([{ name: BASE_Q, ...bq2 }]), 'sdxl.safetensors');
+    for (const [inputs, weights] of [[[mixedRefinerFirst, base], [1, -1]], [[base, mixedRefinerFirst], [-1, 1]]] as const) {
+      const out = await combine([...inputs], [...weights]);
+      const want: Record<string, Dense> = { [REFINER_Q]: target([{ m: q768, w: 1 }]), [BASE_Q]: target([{ m: bq1, w: 1 }, { m: bq2, w: -1 }]) };
+      expect(out.adapter.modules.map((m) => m.name).sort()).toEqual(Object.keys(want).sort());
+      for (const m of out.adapter.modules) expect(relativeError(writtenUpdate(m), want[m.name]), m.name).toBeLessThan(1e-6);
+    }
+  });
+});
+
+describe("the SDXL refiner's CLIP-G as its checkpoint names it (conditioner.embedders.0.model., open_clip's names)", () => {
+  // sd_xl_refiner_1.0.safetensors: OpenCLIP-G (hidden 1280, MLP 5120) alone, as embedders.0; its
+  // resblocks' c_fc is transformers' fc1 row for row, and ComfyUI maps lora_te_ there.
+  const SGM_FC1 = 'conditioner.embedders.0.model.transformer.resblocks.3.mlp.c_fc';
+  const KOHYA_FC1 = 'lora_te_text_model_encoder_layers_3_mlp_fc1';
+
+  it('is one module with kohya\'s lora_te_ of the same layer, exactly', async () => {
+    const [sgm, kohya] = [f(5120, 1280, 4), f(5120, 1280, 2)];
+    const a = await open(kohyaFile([{ name: SGM_FC1, ...sgm }]), 'refiner-sgm.safetensors');
+    const b = await open(kohyaFile([{ name: KOHYA_FC1, ...kohya }]), 'refiner-kohya.safetensors');
+    const out = await combine([b, a], [1, 0.25]);
+    expect(out.adapter.modules.map((m) => m.name)).toEqual([KOHYA_FC1]);
+    expect(relativeError(writtenUpdate(out.adapter.modules[0]), target([{ m: kohya, w: 1 }, { m: sgm, w: 0.25 }]))).toBeLessThan(1e-6);
+  });
+
+  it('is refused beside an SDXL base LoRA\'s lora_te2_ (its CLIP-G as SDXL\'s second encoder), in one line naming both modules', async () => {
+    const refiner = await open(kohyaFile([{ name: SGM_FC1, ...f(5120, 1280, 4) }]), 'refiner-sgm.safetensors');
+    const base = await open(kohyaFile([{ name: 'lora_te2_text_model_encoder_layers_3_mlp_fc1', ...f(5120, 1280, 4) }]), 'sdxl.safetensors');
+    for (const inputs of [[refiner, base], [base, refiner]]) {
+      const err = await combine(inputs).then(() => undefined, (e: Error) => e);
+      expect(err?.message.split('\n')).toHaveLength(1);
+      expect(err?.message).toMatch(/^combine: \S*refiner-sgm\.safetensors's module "conditioner\.embedders\.0\.model\.transformer\.resblocks\.3\.mlp\.c_fc" is a CLIP-G update named as its model's first text encoder \(an SDXL refiner's or Stable Cascade's\), but \S*sdxl\.safetensors's "lora_te2_text_model_encoder_layers_3_mlp_fc1" names SDXL's second encoder; .*adapters of different base models cannot be combined into one$/);
+    }
   });
 });

@@ -237,6 +237,35 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     expect(warnings).toEqual([expect.stringMatching(/1 module left out, not merged: it names ComfyUI's qwen3_8b text encoder \(text_encoders\.qwen3_8b\.\), which the base does not hold/)]);
   });
 
+  it('land kohya\'s `lora_te_` on the only encoder of a Lumina 2 all-in-one file, ComfyUI\'s gemma2_2b, by the path after `model.`, as comfy/lora.py maps it where its CLIP has one prefix; left out where a bundle holds two (HunyuanImage 2.1\'s)', async () => {
+    // Comfy-Org's all_in_one/lumina_2.safetensors: the DiT, Gemma 2 2B under text_encoders.gemma2_2b.transformer.model., the VAE.
+    const TE = 'text_encoders.gemma2_2b.transformer.model.layers.0.';
+    const lumina = [
+      tensor(rand, 'model.diffusion_model.layers.0.attention.out.weight', [8, 8], 'BF16'),
+      tensor(rand, `${TE}self_attn.q_proj.weight`, [12, 12], 'BF16'), tensor(rand, `${TE}mlp.down_proj.weight`, [12, 20], 'BF16'),
+      tensor(rand, 'text_encoders.gemma2_2b.transformer.model.embed_tokens.weight', [30, 12], 'BF16'), tensor(rand, 'vae.decoder.conv_in.weight', [4, 4, 3, 3], 'BF16'),
+    ];
+    // sd-scripts' lumina_train_network names Gemma2Model's layers `lora_te_layers_N_…`.
+    const { warnings } = await expectLands(lumina, [
+      ...lora('lora_unet_layers_0_attention_out', 8, 8), ...lora('lora_te_layers_0_self_attn_q_proj', 12, 12), ...lora('lora_te_layers_0_mlp_down_proj', 12, 20),
+    ], [
+      { key: 'model.diffusion_model.layers.0.attention.out.weight', lora: 'lora_unet_layers_0_attention_out' },
+      { key: `${TE}self_attn.q_proj.weight`, lora: 'lora_te_layers_0_self_attn_q_proj' }, { key: `${TE}mlp.down_proj.weight`, lora: 'lora_te_layers_0_mlp_down_proj' },
+    ], 0.8);
+    expect(warnings).toEqual([]);
+    // Two of ComfyUI's encoders: it maps no `lora_te_` there.
+    const hunyuanImage = [
+      tensor(rand, 'model.diffusion_model.double_blocks.0.img_attn.proj.weight', [8, 8], 'BF16'),
+      tensor(rand, 'text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj.weight', [12, 12], 'BF16'),
+      tensor(rand, 'text_encoders.byt5_small.transformer.encoder.block.0.layer.0.SelfAttention.q.weight', [12, 12], 'BF16'),
+    ];
+    const two = await expectLands(hunyuanImage, [...lora('lora_unet_double_blocks_0_img_attn_proj', 8, 8), ...lora('lora_te_layers_0_self_attn_q_proj', 12, 12)],
+      [{ key: 'model.diffusion_model.double_blocks.0.img_attn.proj.weight', lora: 'lora_unet_double_blocks_0_img_attn_proj' }], 1);
+    expect(two.warnings).toEqual([
+      'comfyui_extracted_lora.safetensors: 1 module left out, not merged: it names the text encoder, which is none of the base\'s text encoder (ComfyUI\'s qwen25_7b) (text_encoders.qwen25_7b.transformer.), text encoder (ComfyUI\'s byt5_small) (text_encoders.byt5_small.transformer.): ComfyUI maps lora_te_ to one of its own encoders only where a bundle holds that one alone (lora_te_layers_0_self_attn_q_proj)',
+    ]);
+  });
+
   it('leave the text encoders out with a warning on a file that holds only the diffusion model', async () => {
     const flux = [tensor(rand, 'double_blocks.0.img_attn.proj.weight', [8, 8], 'BF16'), tensor(rand, 'double_blocks.0.img_attn.qkv.weight', [24, 8], 'BF16')];
     const { warnings } = await expectLands(flux, [

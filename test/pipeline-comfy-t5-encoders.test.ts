@@ -107,7 +107,7 @@ describe('ComfyUI\'s encoders of one pipeline on its folders', () => {
   it('refuses `text_encoders.pile_t5xl.` in one line where model_index.json names no pipeline class to say whose UMT5 it is', async () => {
     const { problems } = await planOf(auraflow(''), [comfy(`text_encoders.pile_t5xl.transformer.${T5}.q`, 10, 10, '')]);
     expect(problems).toEqual([
-      'lora.safetensors: module "text_encoders.pile_t5xl.transformer.encoder.block.0.layer.0.SelfAttention.q": names ComfyUI\'s pile_t5xl text encoder (text_encoders.pile_t5xl.), and which of the base\'s text encoders holds it cannot be told (text_encoder (UMT5EncoderModel)): not supported',
+      'lora.safetensors: module "text_encoders.pile_t5xl.transformer.encoder.block.0.layer.0.SelfAttention.q": names ComfyUI\'s pile_t5xl text encoder (text_encoders.pile_t5xl.), and which of the base\'s text encoders holds it cannot be told (text_encoder (UMT5EncoderModel): no pipeline\'s _class_name says which of ComfyUI\'s encoders of its class it holds): not supported',
     ]);
   });
 });

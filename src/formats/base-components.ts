@@ -43,6 +43,16 @@ export interface BaseComponent {
    * (`byt5_small`: a byT5 T5EncoderModel, told from T5-XXL by pipeline-encoders.ts byT5Config).
    */
   comfyEncoder?: string;
+  /**
+   * ComfyUI encoders its config.json rules out where its class alone would not, each with why
+   * (`byt5_small` on a T5EncoderModel whose config says T5-XXL: pipeline-encoders.ts notByT5Config).
+   */
+  ruledOut?: Readonly<Record<string, string>>;
+  /**
+   * ComfyUI's name of the encoder a bundle of its own stores under `text_encoders.<name>.transformer.`
+   * (an LLM: `gemma2_2b`, `qwen3_4b`; its CLIPs and T5 have kinds of their own).
+   */
+  comfyName?: string;
 }
 
 interface Rule {
@@ -74,6 +84,8 @@ const RULES: readonly Rule[] = [
   },
   // ComfyUI and SD3.5 bundles: text_encoders.clip_l / clip_g / t5xxl.
   { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL[m[1]], prefix: m[0] }) },
+  // ComfyUI's bundles of its other encoders (Lumina 2's gemma2_2b, Z-Image's qwen3_4b): by name, unnumbered.
+  { pattern: /^text_encoders\.([^.]+)\.transformer\./, component: (m) => ({ role: 'text-encoder', comfyName: m[1], prefix: m[0] }) },
   // ComfyUI's all-in-one Stable Cascade files: CLIP-G under `text_encoder.` + its StableCascadeClipModel's
   // keys (supported_models.py Stable_Cascade_C.text_encoder_key_prefix; ComfyUI saves and loads it so).
   { pattern: /^text_encoder\.clip_g\.transformer\./, component: (m) => ({ role: 'text-encoder', ordinal: 1, encoder: 'clip_g', prefix: m[0] }) },
@@ -97,7 +109,7 @@ function componentName(c: Omit<BaseComponent, 'name' | 'keys'>): string {
   const where = c.prefix ? ` (${c.prefix})` : '';
   if (c.role === 'denoiser') return `the UNet/transformer${where}`;
   if (c.role === 'vae') return `the VAE${where}`;
-  const kind = c.encoder ? ` (${ENCODER_NAMES[c.encoder]})` : '';
+  const kind = c.encoder ? ` (${ENCODER_NAMES[c.encoder]})` : c.comfyName ? ` (ComfyUI's ${c.comfyName})` : '';
   return `text encoder ${c.ordinal ?? ''}${kind}${where}`.replace('  ', ' ');
 }
 
@@ -144,7 +156,9 @@ export function componentForPart(part: ModelPart, components: readonly BaseCompo
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
     case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
-    case 'te': return kind('clip_l') ?? encoders[0];
+    // ComfyUI maps `lora_te_` to one of its own LLM encoders only where its bundle holds no other
+    // encoder (comfy/lora.py model_lora_keys_clip: one prefix, `lora_te_` + the path after `model.`).
+    case 'te': return kind('clip_l') ?? (encoders[0]?.comfyName !== undefined && encoders.length > 1 ? undefined : encoders[0]);
     case 'te1': {
       if (anyFirstEncoder) return nth(1);
       const first = nth(1);
@@ -263,6 +277,10 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
  */
 export function holdsComfyEncoder(component: BaseComponent, name: string): boolean | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  // ComfyUI's bundle names it.
+  if (component.comfyName !== undefined) return component.comfyName === name;
+  // Its config.json said it is not that one (a T5-XXL is no byT5), whatever its class or pipeline.
+  if (component.ruledOut && Object.hasOwn(component.ruledOut, name)) return false;
   // Its config.json said which (a byT5 in any pipeline, or given alone): that one only.
   if (component.comfyEncoder) return wanted ? component.comfyEncoder === name : undefined;
   if (component.className) {
@@ -291,10 +309,17 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
 
 /**
  * Why a folder of one of ComfyUI's LLM's classes cannot be told to hold it or not: its config.json
- * does not say its `model_type` and `hidden_size`; undefined for any other folder.
+ * does not say its `model_type` and `hidden_size`; or a folder of the class of an encoder only one
+ * pipeline has, outside a pipeline that says its class (and, for byT5, without a config.json that
+ * tells it from T5-XXL); undefined for any other folder.
  */
 export function comfyEncoderDoubt(component: BaseComponent, name: string): string | undefined {
   const wanted = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  // One pipeline's encoder (byT5, AuraFlow's and HunyuanDiT's) on a folder of its class that no pipeline class places.
+  if (wanted?.pipeline && component.className && wanted.classes.test(component.className) && holdsComfyEncoder(component, name) === undefined) {
+    const byT5 = name === 'byt5_small' ? `${component.config ? 'its config.json does not say' : 'it has no config.json to say'} its d_model and vocab_size, which tell byT5 from T5-XXL, and ` : '';
+    return `${byT5}no pipeline's _class_name says which of ComfyUI's encoders of its class it holds`;
+  }
   if (!wanted?.llm || !component.className || !wanted.classes.test(component.className)) return undefined;
   if (component.config?.modelType !== undefined && component.config.hiddenSize !== undefined) return undefined;
   const lacks = component.config ? 'its config.json does not say its model_type and hidden_size' : 'it has no config.json to say its model_type and hidden_size';

@@ -22,7 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
-import { byT5Config, CLIP_TEXT_CLASS, identifyClipFolders, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
+import { byT5Config, CLIP_TEXT_CLASS, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -301,9 +301,15 @@ function withLlmConfig(component: Omit<BaseComponent, 'keys'>, config: unknown):
   };
 }
 
-/** Marks a T5 folder whose config.json says byT5 as ComfyUI's `byt5_small` (pipeline-encoders.ts byT5Config). */
+/**
+ * Marks a T5 folder whose config.json says byT5 as ComfyUI's `byt5_small`, and one whose config
+ * says another T5 (T5-XXL) as not it (pipeline-encoders.ts byT5Config, notByT5Config).
+ */
 function withT5Config(component: Omit<BaseComponent, 'keys'>, config: unknown): void {
-  if (component.encoder === 't5' && byT5Config(config)) component.comfyEncoder = 'byt5_small';
+  if (component.encoder !== 't5') return;
+  if (byT5Config(config)) component.comfyEncoder = 'byt5_small';
+  const notByT5 = notByT5Config(config);
+  if (notByT5) component.ruledOut = { byt5_small: notByT5 };
 }
 
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */

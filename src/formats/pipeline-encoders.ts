@@ -91,3 +91,15 @@ export function byT5Config(config: unknown): boolean {
   const { d_model: dModel, vocab_size: vocab, _name_or_path: name } = config as Record<string, unknown>;
   return dModel === 1472 || vocab === 384 || (typeof name === 'string' && /byt5/i.test(name));
 }
+
+/**
+ * Why a T5 folder's config.json rules byT5 out (`config.json says …`): it gives a `d_model` and a `vocab_size`, neither
+ * byT5's, and its `_name_or_path` names none (T5-XXL's 4096 and 32128, as FLUX.1's and SD3's
+ * folders say); undefined where it says byT5 or does not say enough to tell.
+ */
+export function notByT5Config(config: unknown): string | undefined {
+  if (typeof config !== 'object' || config === null || Array.isArray(config) || byT5Config(config)) return undefined;
+  const { d_model: dModel, vocab_size: vocab } = config as Record<string, unknown>;
+  if (typeof dModel !== 'number' || typeof vocab !== 'number') return undefined;
+  return `config.json says d_model ${dModel} and vocab_size ${vocab}, not byT5's (d_model 1472, a vocabulary of 384 bytes)`;
+}

@@ -51,8 +51,9 @@ export function isSingleFileAdapterThroughout(file: SafetensorsFile): boolean {
 function formatOf(modules: readonly string[]): AdapterFormat {
   if (modules.some((m) => isKohyaModuleName(m) || /^(lycoris|lora_transformer|Hunyuan_video_I2V_lora)_/.test(m))) return 'kohya';
   if (modules.some((m) => /(^|\.)(double|single)_blocks\.\d+\.processor\.(qkv|proj)(_lora[12])?$/.test(m))) return 'xlabs';
-  // ComfyUI's "Extract and Save Lora": `diffusion_model.`, and `text_encoders.` + its CLIP/T5 keys.
-  if (modules.some((m) => m.startsWith('diffusion_model.') || /^text_encoders\.(clip_[lgh]|t5xxl)\.transformer\./.test(m))) return 'comfyui';
+  // ComfyUI's "Extract and Save Lora": `diffusion_model.`, and `text_encoders.` + the keys of any of
+  // its text encoders (its CLIPs and T5s, and its LLMs: `text_encoders.qwen3_4b.transformer.model.…`).
+  if (modules.some((m) => m.startsWith('diffusion_model.') || /^text_encoders\.[^.]+\.transformer\./.test(m))) return 'comfyui';
   return 'diffusers';
 }
 

@@ -10,6 +10,7 @@
  * both: trainable tokens (the head's token adapter shares the embedding's deltas) and anything an
  * adapter trained with `ensure_weight_tying` does to the embedding (its head LoRA is the
  * embedding's, transposed, and is merged once, through the shared weight); they keep the pair tied.
+ * So does a ComfyUI LoRA on the embedding: ComfyUI's LLMs keep one weight for both and patch it.
  */
 import { MergeError } from '../errors.js';
 import type { AdapterModule, TensorReplacement, TokenRows } from '../formats/adapter.js';
@@ -60,7 +61,11 @@ export interface TieOutcome {
   note?: string;
 }
 
-type Change = { adapter: string; what: string; tiedByPeft: boolean };
+/**
+ * `byComfy`: a ComfyUI LoRA's change, which ComfyUI applies to the one weight its models keep for
+ * both (comfy/text_encoders/llama.py: a tied model has no lm_head, its logits read embed_tokens).
+ */
+type Change = { adapter: string; what: string; tiedByPeft: boolean; byComfy?: true };
 
 export function resolveTiedEmbeddings(
   base: BaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
@@ -92,7 +97,7 @@ export function resolveTiedEmbeddings(
         if (ensured && mirror) mirror();
         else onHead.push({ adapter: adapter.name, what, tiedByPeft });
       } else if (key === pair.embedding) {
-        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured });
+        onEmbedding.push({ adapter: adapter.name, what, tiedByPeft: tiedByPeft || ensured, ...(adapter.format === 'comfyui' ? { byComfy: true as const } : {}) });
       }
     };
     for (const m of adapter.modules) {
@@ -152,8 +157,10 @@ export function resolveTiedEmbeddings(
     return dropped || through || head ? { ...a, adapter: { ...a.adapter, modules, replacements } } : a;
   };
   if (onHead.length === 0 && onEmbedding.length === 0 && mirrors.size === 0 && savedHeads.size === 0) return { base, adapters: [...adapters] };
-  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft)) {
-    const why = onEmbedding.every((c) => c.what === 'trainable tokens')
+  if (onHead.length === 0 && onEmbedding.every((c) => c.tiedByPeft || c.byComfy)) {
+    const why = onEmbedding.every((c) => c.byComfy)
+      ? 'ComfyUI applies its LoRA to the one weight its model keeps for both'
+      : onEmbedding.every((c) => c.what === 'trainable tokens')
       ? 'trainable tokens set rows of the shared weight, as PEFT applies them to both'
       : mirrors.size > 0
         ? "the adapter was trained with ensure_weight_tying, so its changes apply to both, once (PEFT's merge_and_unload adds the head's tied LoRA to the shared weight a second time)"
@@ -164,6 +171,10 @@ export function resolveTiedEmbeddings(
     ?? (mirrors.size > 0 ? { adapter: [...mirrors.keys()][0] } : savedHeads.size > 0 ? { adapter: [...savedHeads.keys()][0] } : undefined);
   if (ensured) {
     throw new MergeError('PLAN_INVALID', `${ensured.adapter} was trained with ensure_weight_tying (its head follows ${pair.embedding}), but another change unties the two; merge the adapters one after the other`);
+  }
+  const comfy = onEmbedding.find((c) => c.byComfy);
+  if (comfy) {
+    throw new MergeError('PLAN_INVALID', `${comfy.adapter} is a ComfyUI LoRA on ${pair.embedding}, which ComfyUI applies to the tied output head as well, but another change unties the two; merge the adapters one after the other`);
   }
   const changed = [...onHead, ...onEmbedding][0];
   return {
@@ -313,7 +324,9 @@ function patternsName(config: Readonly<Record<string, unknown>>): boolean {
  * `encoder.embed_tokens`, `decoder.embed_tokens` and, when tied, `lm_head` to it) are refused
  * where an adapter changes one of those: PEFT wraps each name as a module of its own, training
  * saw each update on its own module only, and merge_and_unload adds every one of them to the one
- * shared tensor, so neither result can be written as one tied tensor.
+ * shared tensor, so neither result can be written as one tied tensor. A ComfyUI LoRA on an
+ * encoder-only base (a T5 text encoder) is merged: ComfyUI's T5 holds `shared` alone and feeds it
+ * to its encoder, so the one tied tensor is what its LoRA changed.
  */
 function refuseSharedEmbeddingChanges(
   base: SafetensorsBaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
@@ -329,7 +342,11 @@ function refuseSharedEmbeddingChanges(
   const refuse = (adapter: string, what: string, key: string) => {
     throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${what} lands on ${key}, which the model ties to ${tied.filter((k) => k !== key).join(', ')} (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged`);
   };
+  // ComfyUI's T5 encoders keep one `shared` embedding, which the encoder reads: its LoRA on it (its
+  // "Extract and Save Lora" writes one) changed the very tensor an encoder-only base ties.
+  const encoderOnly = ![...base.tensors.keys()].some((k) => k.startsWith(`${prefix}decoder.`));
   for (const { adapter } of adapters) {
+    if (adapter.format === 'comfyui' && encoderOnly) continue;
     for (const m of adapter.modules) {
       const at = locator.locate(m.address);
       if (at.found) for (const t of at.targets) if (tied.includes(t.baseKey)) refuse(adapter.name, `module "${m.name}"`, t.baseKey);

@@ -34,6 +34,7 @@ import { pixart } from './pixart.js';
 import { sana } from './sana.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
+import { wan22CombinedExperts } from './wan22-combined-experts.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
@@ -63,7 +64,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Cosmos 1.0's beside it, exactly too, each only on its own model (diffusers names both alike).
  * A checkpoint saved with PEFT LoRA layers in place (Phi-4-multimodal's `base_layer.weight`) is read
  * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
- * matched by name.
+ * matched by name; so is ai-toolkit's combined LoRA of Wan 2.2's two experts, whose
+ * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is.
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
@@ -72,7 +74,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * names as the base spells them.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -183,6 +185,14 @@ export class ModuleLocator {
           message: `names ${partName(address.part)}, which the base does not hold (it holds ${first.name} in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either)`,
         };
       }
+      // kohya's `lora_te_` on a ComfyUI bundle of several of its own encoders: ComfyUI maps it to none.
+      const bundled = this.components.filter((c) => c.comfyName !== undefined);
+      if (address.part === 'te' && bundled.length > 1) {
+        return {
+          found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
+          message: `names ${partName('te')}, which is none of the base's ${bundled.map((c) => c.name).join(', ')}: ComfyUI maps lora_te_ to one of its own encoders only where a bundle holds that one alone`,
+        };
+      }
       const held = this.components.map((c) => c.name).join(', ');
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
@@ -258,7 +268,8 @@ export class ModuleLocator {
     if (!named || address.part !== undefined) return undefined;
     const [prefix, name, rest] = [`text_encoders.${named[1]}.`, named[1], named[2]];
     if (this.whole.keys.some((k) => k.startsWith(prefix))) return undefined;
-    const held = this.components.map((c) => c.name).join(', ');
+    // A folder whose config.json rules the encoder out (a T5-XXL for `byt5_small`) says why.
+    const held = this.components.map((c) => (c.ruledOut && Object.hasOwn(c.ruledOut, name) ? `${c.name}, whose ${c.ruledOut[name]}` : c.name)).join(', ');
     const missing: Location = { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), which the base does not hold (it holds ${held})`, missingComponent: true };
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
