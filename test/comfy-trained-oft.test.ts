@@ -180,7 +180,7 @@ describe('the command line', () => {
     expect(result.code, result.stderr).toBe(0);
     const text = result.stdout + result.stderr;
     expect(text).toContain(`warning: ${join(dir, FILE)}: weight 0.5 merges 3 OFT modules (diffusion_model.double_blocks.0.img_attn.qkv, diffusion_model.double_blocks.0.img_attn.proj, diffusion_model.single_blocks.0.linear1) at 0.25, the weight squared, as ComfyUI, whose key names the file uses, applies it: twice (W + w·(w·R − w·I)ᵀ·W), so a negative weight acts as its positive`);
-    expect(text).toMatch(/double_blocks\.0\.img_attn\.qkv\.weight .*← diffusion_model\.double_blocks\.0\.img_attn\.qkv OFT scale=0\.25\n/);
+    expect(text).toMatch(/double_blocks\.0\.img_attn\.qkv\.weight .*← diffusion_model\.double_blocks\.0\.img_attn\.qkv OFT scale=0\.25 \(weight², as ComfyUI applies it\)\n/);
     expect(text).toMatch(/double_blocks\.0\.img_attn\.qkv\.bias \(bias\) ← diffusion_model\.double_blocks\.0\.img_attn\.qkv scale=0\.5\n/);
   });
 
