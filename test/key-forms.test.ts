@@ -92,7 +92,9 @@ describe('module prefixes', () => {
     ['transformer.transformer_blocks.0.attn.to_q', { part: 'unet', path: 'transformer_blocks.0.attn.to_q', flat: false }],
     ['text_encoder.text_model.encoder.layers.0.mlp.fc1', { part: 'te1', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false, anyFirstEncoder: true }],
     ['text_encoder_2.text_model.encoder.layers.0.mlp.fc1', { part: 'te2', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false }],
-    ['diffusion_model.double_blocks.0.img_attn.qkv', { part: 'unet', path: 'double_blocks.0.img_attn.qkv', flat: false }],
+    // ComfyUI's own key naming: algorithms whose rules differ between the tools follow ComfyUI's for it.
+    ['diffusion_model.double_blocks.0.img_attn.qkv', { part: 'unet', path: 'double_blocks.0.img_attn.qkv', flat: false, comfyNaming: true }],
+    ['text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1', { part: 'te1', path: 'text_model.encoder.layers.0.mlp.fc1', flat: false, comfyEncoder: 'clip_l', comfyNaming: true }],
     ['base_model.model.model.layers.0.self_attn.q_proj', { path: 'model.layers.0.self_attn.q_proj', flat: false }],
     ['double_blocks.0.img_attn.proj', { path: 'double_blocks.0.img_attn.proj', flat: false }],
   ])('%s', (name, address) => {

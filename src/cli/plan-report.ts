@@ -43,11 +43,15 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   return lines.map(listingLine).join('\n');
 }
 
-/** `LoKr r=8 scale=0.5 +DoRA`: the algorithm, its rank where it has one, the scale applied. */
+/**
+ * `LoKr r=8 scale=0.5 +DoRA`: the algorithm, its rank where it has one, the scale applied, and
+ * where the weight entered it squared, the tool whose rule that is.
+ */
 function termText(t: PlannedTerm): string {
   const shape = t.module.update;
   const rank = shape.kind === 'low-rank' ? ` r=${t.module.rank}` : '';
-  return `${algorithmNamed(t.module.algorithm).title}${rank} scale=${formatScale(t.scale)}${t.dora ? ' +DoRA' : ''}`;
+  const squared = t.module.weightSquared ? ` (weight², as ${t.module.weightSquared.tool} applies it)` : '';
+  return `${algorithmNamed(t.module.algorithm).title}${rank} scale=${formatScale(t.scale)}${squared}${t.dora ? ' +DoRA' : ''}`;
 }
 
 /** ` → rows 0–1279` when a term lands on part of its tensor. */

@@ -119,6 +119,12 @@ export interface AdapterModule {
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
   /**
+   * The tool that reads the file (`tool`) applies the user's weight w twice to this module's
+   * update, as `rule` words it, so it merges at w² (ComfyUI's OFT: W + w·(w·R − w·I)ᵀ·W): weight
+   * 0.5 gives a quarter of the change, and −w the same as w. Its bias change (`biasB`) still takes w once.
+   */
+  weightSquared?: { tool: string; rule: string };
+  /**
    * The layers the method that trained this module can wrap (PEFT's dispatch for it), and the
    * method's name: a base tensor of another kind of layer was not trained so, and is refused.
    * Absent: the method wraps every kind the plan can tell apart. `fanInFanOutByLayer`: its

@@ -38,6 +38,13 @@ export interface ModuleAddress {
   anyFirstEncoder?: true;
   /** ComfyUI's name of the text encoder a `text_encoders.<name>.transformer.` prefix names (`clip_l`, `t5xxl`). */
   comfyEncoder?: string;
+  /**
+   * The name is in ComfyUI's own key naming (`diffusion_model.<path>`, `text_encoders.<name>.transformer.<path>`,
+   * its model's keys without `.weight`), as ComfyUI's trainer and extract node write it: ComfyUI's loader
+   * is the tool that reads such a file (LyCORIS and kohya name modules `lycoris_…`/`lora_unet_…`), so an
+   * algorithm whose rules differ between the tools follows ComfyUI's for it.
+   */
+  comfyNaming?: true;
 }
 
 interface Prefix {
@@ -46,6 +53,7 @@ interface Prefix {
   flat: boolean;
   anyFirstEncoder?: true;
   comfyEncoder?: string;
+  comfyNaming?: true;
 }
 
 /** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
@@ -74,13 +82,13 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'text_encoder_3.', part: 'te3', flat: false },
   { prefix: 'text_encoder.', part: 'te1', flat: false, anyFirstEncoder: true },
   // ComfyUI's "Extract and Save Lora"
-  { prefix: 'diffusion_model.', part: 'unet', flat: false },
+  { prefix: 'diffusion_model.', part: 'unet', flat: false, comfyNaming: true },
   // ...and its text encoders: `text_encoders.` + the key of ComfyUI's CLIP/T5 model, which names
   // each encoder (comfy/lora.py model_lora_keys_clip's generic form) in transformers' naming.
-  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false, comfyEncoder: 'clip_l' },
-  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false, comfyEncoder: 'clip_g' },
-  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false, comfyEncoder: 'clip_h' },
-  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false, comfyEncoder: 't5xxl' },
+  { prefix: 'text_encoders.clip_l.transformer.', part: 'te1', flat: false, comfyEncoder: 'clip_l', comfyNaming: true },
+  { prefix: 'text_encoders.clip_g.transformer.', part: 'te2', flat: false, comfyEncoder: 'clip_g', comfyNaming: true },
+  { prefix: 'text_encoders.clip_h.transformer.', part: 'te', flat: false, comfyEncoder: 'clip_h', comfyNaming: true },
+  { prefix: 'text_encoders.t5xxl.transformer.', part: 'te3', flat: false, comfyEncoder: 't5xxl', comfyNaming: true },
   // PEFT's wrapper around the whole model
   { prefix: 'base_model.model.', flat: false },
 ] satisfies Prefix[]).sort((x, y) => y.prefix.length - x.prefix.length);
@@ -102,6 +110,7 @@ export function moduleAddress(name: string): ModuleAddress {
       if (p.part) address.part = p.part;
       if (p.anyFirstEncoder) address.anyFirstEncoder = true;
       if (p.comfyEncoder) address.comfyEncoder = p.comfyEncoder;
+      if (p.comfyNaming) address.comfyNaming = true;
       return address;
     }
   }

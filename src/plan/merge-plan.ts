@@ -261,6 +261,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
+    const squared = new Map<string, AdapterModule>(); // modules merged at weight² (AdapterModule.weightSquared), by name
     // Base weights this adapter saved: its own terms on them start from these.
     const ownBase = new Map<string, PlannedReplacement>();
 
@@ -583,11 +584,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           fail('PLAN_INVALID', `${adapter.name} saved ${baseKey} (${own.tensor.name}), which ${update.terms[0].adapter} already updates; merge ${adapter.name} first`);
           continue;
         }
-        // LyCORIS's DoRA applies its weight to the factor m / ‖V‖, not to ΔW (planDora).
-        const termWeight = module.dora?.weighting === 'factor' ? 1 : weight;
+        // LyCORIS's DoRA applies its weight to the factor m / ‖V‖, not to ΔW (planDora); some
+        // modules take it twice (AdapterModule.weightSquared).
+        const termWeight = module.dora?.weighting === 'factor' ? 1 : module.weightSquared ? weight * weight : weight;
         // Every α/r and weight is finite, their product need not be (--weight 1e308 on α/r 2).
         if (!Number.isFinite(termWeight * module.scale)) {
-          fail('NON_FINITE', `its scale ${module.scale} times the weight ${weight} is past float64; use a smaller --weight`);
+          fail('NON_FINITE', `its scale ${module.scale} times the weight ${weight}${module.weightSquared ? ` squared (as ${module.weightSquared.tool} applies it)` : ''} is past float64; use a smaller --weight`);
           continue;
         }
         const term: PlannedTerm = {
@@ -628,6 +630,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
         }
         update.rowBlock = rowBlock;
         update.terms.push(term);
+        if (module.weightSquared && weight !== 1) squared.set(moduleName, module);
         landed.add(moduleName);
         if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
         if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply');
@@ -635,6 +638,13 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       }
     }
 
+    if (squared.size > 0) {
+      // Said once per adapter: the weight does not scale these modules' change as it scales the rest.
+      const names = [...squared.keys()], one = names.length === 1;
+      const { tool, rule } = squared.values().next().value!.weightSquared!;
+      const titles = [...new Set([...squared.values()].map(moduleTitle))].join('/');
+      warnings.push(`${adapter.name}: weight ${weight} merges ${names.length} ${titles} module${one ? '' : 's'} (${names.slice(0, 3).join(', ')}${names.length > 3 ? ', …' : ''}) at ${+(weight * weight).toPrecision(6)}, the weight squared, as ${tool}, whose key names the file uses, applies it: twice (${rule}), so a negative weight acts as its positive`);
+    }
     const mine = leftOut.filter((m) => m.adapterIndex === adapterIndex);
     for (const reason of new Set(mine.map((m) => m.reason))) {
       const names = mine.filter((m) => m.reason === reason).map((m) => m.module);

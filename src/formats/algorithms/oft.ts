@@ -3,7 +3,14 @@
  * R = (I + Q)(I − Q)⁻¹ with Q = B − Bᵀ from oft_blocks (n, b, b); the stored α is the constraint,
  * κ = α·out (Q scaled to ‖Q‖ = κ when larger); with user weight s each block of rows becomes
  * (s·R − s·I + I)ᵀ·W_k; then, with `rescale` (out, 1…), every row is multiplied by it (not by s).
- * ComfyUI differs: it caps ‖Q‖ at α (not α·out), ignores rescale, and applies s twice.
+ *
+ * ComfyUI applies the same tensors by another rule (comfy/weight_adapter/oft.py
+ * `calculate_weight`): κ = α (not α·out), no rescale, and s twice, W + s·(s·R − s·I)ᵀ·W. Its own
+ * trainer (comfy_extras/nodes_train.py, algorithm "OFT") trains with κ = α = 1 and saves the
+ * module under ComfyUI's key names (`diffusion_model.<path>.oft_blocks` and `.alpha`), which
+ * LyCORIS cannot load and ComfyUI alone reads: such a module (ModuleAddress.comfyNaming) merges by
+ * ComfyUI's rule, every other by LyCORIS's, which trained it.
+ *
  * BOFT's butterfly blocks (4-D oft_blocks, LyCORIS tells them apart the same way) are built by
  * ./boft.ts.
  */
@@ -12,6 +19,9 @@ import { fmtShape, type Algorithm } from './algorithm.js';
 import { boft } from './boft.js';
 import { f32Bytes, readValues } from './factor-io.js';
 import { lycorisOftModule, rescaleFits, rescalePieces } from './lycoris-oft-parts.js';
+
+/** ComfyUI's rule as the plan's warning words it (AdapterModule.weightSquared). */
+const COMFY_WEIGHT = { tool: 'ComfyUI', rule: 'W + w·(w·R − w·I)ᵀ·W' };
 
 export const oft: Algorithm = {
   name: 'oft',
@@ -26,6 +36,12 @@ export const oft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'has rescale but no oft_blocks');
       return null;
     }
+    const comfy = context.address.comfyNaming === true;
+    if (comfy && blocks.shape.length === 4) {
+      // ComfyUI's BOFT caps ‖Q‖ at α and applies s again to W' − W; its trainer offers no BOFT.
+      context.report('UNSUPPORTED_FORMAT', `is BOFT under ComfyUI's key names, which ComfyUI applies by its own BOFT rule (‖Q‖ capped at α, the weight applied to each factor and again to W' − W); that rule is not supported, only LyCORIS's for files in LyCORIS's names (lycoris_…, lora_unet_…)`);
+      return null;
+    }
     if (blocks.shape.length === 4) return boft.build(tensors, context);
     const [n, b, b2] = blocks.shape;
     const out = n * b;
@@ -33,15 +49,23 @@ export const oft: Algorithm = {
       context.report('SHAPE_MISMATCH', `oft_blocks ${fmtShape(blocks.shape)}${rescale ? ` and rescale ${fmtShape(rescale.shape)}` : ''} do not fit (expected (n, b, b) and (n·b, 1…))`);
       return null;
     }
-    return lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
+    if (comfy && rescale) {
+      // ComfyUI's loader reads the name and never applies it; its trainer writes none.
+      context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI applies it`);
+      return null;
+    }
+    const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
+    return comfy ? { ...module, options: { comfyRule: true }, weightSquared: COMFY_WEIGHT } : module;
   },
 
   async load(file, module) {
     const { blocks, rescale } = module.tensors;
     const b = blocks.shape[1];
     const out = module.deltaShape[0];
-    // Rotation blocks for s = 1 are Rᵀ; the engine applies I + s·(Rᵀ − I).
-    const m = diagOftBlocks(await readValues(file, blocks), b, module.alpha * out, 1);
+    // LyCORIS caps ‖Q‖ at α·out, ComfyUI at α.
+    const constraint = module.options?.comfyRule ? module.alpha : module.alpha * out;
+    // Rotation blocks for s = 1 are Rᵀ; the engine applies I + s·(Rᵀ − I) (s² under ComfyUI's rule: the plan squares it).
+    const m = diagOftBlocks(await readValues(file, blocks), b, constraint, 1);
     for (let k = 0; k < m.length / (b * b); k++) for (let i = 0; i < b; i++) m[k * b * b + i * b + i] -= 1;
     return [{ kind: 'rotate', axis: 'out', blockSize: b, delta: f32Bytes(m) }, ...(await rescalePieces(file, rescale))];
   },
