@@ -252,6 +252,12 @@ export function scaledFp8Output(
       const w = scaled.weights.get(slab.update.baseKey)!;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
+      // A weight no adapter changes whose view already holds its real values (scale 1: MXFP4 experts,
+      // integer weights): those values in the output dtype, rounded once, −0 kept (as transformers
+      // keeps it; the engine's 0 + W would make it +0).
+      if (scaled.rule === 'dequantize-only' && dequantizeTo && slab.update.terms.length === 0 && w.scales.length === 1 && w.scales[0] === 1 && !w.loadScales && !w.scaleLayout) {
+        return w.codeDtype === dequantizeTo ? slab.codes.slice() : encodeFromF32(decodeToF32(slab.codes, w.codeDtype), dequantizeTo);
+      }
       const grid = await gridOf(w, slab.rowCount);
       // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
       const stored = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes;
