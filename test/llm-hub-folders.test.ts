@@ -67,17 +67,24 @@ describe('gpt-oss with MXFP4 experts (quantization_config mxfp4)', () => {
     expect(merged.json('config.json').quantization_config).toEqual(config.quantization_config);
   });
 
-  it('a LoRA on the MXFP4 experts (target_parameters) is refused, naming the blocks and scales', async () => {
+  // Merged (decoded as transformers does) in gpt-oss-mxfp4.test.ts; refused where that cannot be done.
+  it('a LoRA on the MXFP4 experts: factors for another hidden size are refused naming the decoded parameter; without the mxfp4 config, naming the blocks and scales', async () => {
     const experts = 'base_model.model.model.layers.0.mlp.experts';
     const adapter = [randomTensor(`${experts}.lora_A.weight`, [2 * E, 8], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [12, 2 * E], 'F32', rand)];
-    const prepared = await prepare(hfModelFolder(base, config), peftFolder(
-      { r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.17.1' }, adapter,
-    ));
+    const peft = { r: 2, lora_alpha: 4, target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'], peft_version: '0.17.1' };
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peft, adapter));
     await prepared.close();
+    // One block of 32 inputs per row: the parameter transformers makes is (4, 32, 12), not (4, 8, 12).
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.gate_up_proj: lora_A (8, 8) and lora_B (12, 8) fit neither (E, out, in) nor (E, in, out) of the base tensor (4, 32, 12)',
+    ]);
+    const { quantization_config: _q, ...plain } = config;
+    const unquantized = await prepare(hfModelFolder(base, plain), peftFolder(peft, adapter));
+    await unquantized.close();
+    expect(unquantized.plan.problems.map((p) => p.message)).toEqual([
       'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": the base stores this parameter as MXFP4 (model.layers.0.mlp.experts.gate_up_proj_blocks ' +
-        'and model.layers.0.mlp.experts.gate_up_proj_scales), which transformers unpacks when it loads the model; merging into MXFP4 experts is not supported: ' +
-        'merge into the model with bf16 experts (gpt-oss dequantized)',
+        'and model.layers.0.mlp.experts.gate_up_proj_scales), which transformers unpacks only for a config.json whose quantization_config says quant_method "mxfp4", ' +
+        'and this base\'s does not; merge into the model folder as openai ships it (with its config.json), or into one with bf16 experts',
     ]);
   });
 });

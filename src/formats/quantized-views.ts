@@ -8,7 +8,9 @@ import { awqWeights } from './awq.js';
 import { compressedTensorsIntWeights } from './compressed-tensors-int.js';
 import { gptqWeights } from './gptq.js';
 import { intWeightView } from './int-weights.js';
+import type { AdapterModule } from './adapter.js';
 import { mlxAffineWeights } from './mlx-affine.js';
+import { mxfp4ExpertsView } from './mxfp4-experts.js';
 import type { ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { nvfp4BaseModel } from './modelopt-nvfp4.js';
@@ -20,7 +22,10 @@ export interface QuantizedView {
   scaled: ScaledFp8Base;
 }
 
-type Reader = (base: SafetensorsBaseModel, config: ModelConfig | undefined, modelopt: ModelOptQuantization | undefined) => Promise<QuantizedView | undefined>;
+/** `modules`: the adapters' modules, for a format decoded only where an adapter changes it (MXFP4 experts). */
+type Reader = (
+  base: SafetensorsBaseModel, config: ModelConfig | undefined, modelopt: ModelOptQuantization | undefined, modules: readonly AdapterModule[],
+) => Promise<QuantizedView | undefined>;
 
 const intReader = (find: (base: SafetensorsBaseModel, config: ModelConfig | undefined) => Promise<Parameters<typeof intWeightView>[1] | undefined>): Reader =>
   async (base, config) => {
@@ -35,12 +40,16 @@ const READERS: readonly Reader[] = [
   intReader(gptqWeights),
   intReader(awqWeights),
   intReader(mlxAffineWeights),
+  // gpt-oss's MXFP4 experts: code × 2^(scale − 127), decoded where an adapter changes them.
+  async (base, config, _modelopt, modules) => mxfp4ExpertsView(base, config, modules),
 ];
 
 /** The view of `base` by the first reader that takes it, or undefined. Malformed weights throw, naming the tensor. */
-export async function quantizedBaseView(base: SafetensorsBaseModel, config: ModelConfig | undefined, modelopt: ModelOptQuantization | undefined): Promise<QuantizedView | undefined> {
+export async function quantizedBaseView(
+  base: SafetensorsBaseModel, config: ModelConfig | undefined, modelopt: ModelOptQuantization | undefined, modules: readonly AdapterModule[] = [],
+): Promise<QuantizedView | undefined> {
   for (const read of READERS) {
-    const view = await read(base, config, modelopt);
+    const view = await read(base, config, modelopt, modules);
     if (view) return view;
   }
   return undefined;

@@ -60,6 +60,7 @@ export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
   'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
   'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ', 'mlx-affine': 'mlx affine',
+  mxfp4: 'MXFP4',
 };
 
 /**
@@ -120,8 +121,14 @@ export interface ScaledFp8Weight {
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
   kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8'
-    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine';
+    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine' | 'mxfp4';
   rule: ScaleRule;
+  /**
+   * Under `dequantize-only`, the dtype the weights are written in when no output dtype is asked,
+   * where their real values are exact in it (gpt-oss's MXFP4 experts: bf16, as transformers
+   * dequantizes them); absent: an output dtype must be asked.
+   */
+  writtenAs?: Extract<FloatDType, 'BF16'>;
   /** The dtype the quantizer reads W in (the `modelopt` rule): the model's torch_dtype. */
   quantizerDtype?: 'F32' | 'F16' | 'BF16';
   /** Files of the base folder that describe the quantization alone (hf_quant_config.json): left out when dequantized. */

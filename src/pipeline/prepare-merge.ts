@@ -151,7 +151,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     // ModelOpt (hf_quant_config.json or quant_method "modelopt").
     const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
     // Formats written only dequantized (ModelOpt NVFP4, integer GPTQ / AWQ / compressed-tensors) are seen through a view of real values (formats/quantized-views.ts).
-    const viewed = isSafetensorsModel(opened) ? await quantizedBaseView(opened, config, modelopt) : undefined;
+    const viewed = isSafetensorsModel(opened) ? await quantizedBaseView(opened, config, modelopt, adapters.flatMap(({ adapter }) => adapter.modules)) : undefined;
     const read = dequantized?.base ?? viewed?.base ?? opened;
     // mlx-lm's float stacked experts (switch_mlp (E, out, in)) seen as rows, as its quantized ones are.
     const rows = isSafetensorsModel(read) ? mlxStackedExpertsView(read) : undefined;

@@ -40,6 +40,7 @@ import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/com
 import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
+import { formatBytes } from '../format.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
 const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
@@ -48,6 +49,7 @@ const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; re
   gptq: { what: 'GPTQ weights (qweight, qzeros, scales, g_idx)', real: '(q − zero point) × scale of the input\'s group', format: 'GPTQ' },
   awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },
   'mlx-affine': { what: 'mlx affine-quantized weights (uint32 weight, scales, biases)', real: 'q × scale + bias of the input\'s group', format: 'mlx\'s affine quantization' },
+  mxfp4: { what: 'MXFP4 expert parameters (_blocks, _scales)', real: 'e2m1 code × 2^(scale − 127)', format: 'MXFP4' },
 };
 
 /** The plan's note on such a base. */
@@ -63,6 +65,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
   const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
+  if (scaled.kind === 'mxfp4') return mxfp4Note(scaled);
   if (scaled.rule === 'dequantize-only') {
     const d = DEQUANTIZED_ONLY[scaled.kind]!;
     return `the base holds ${what}: adapters are merged into their real values (${d.real}) and every weight is written dequantized, with --dtype bf16 (or f16, f32) only: re-quantizing to ${d.format} is not supported; config.json drops quantization_config${kv}`;
@@ -76,6 +79,20 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
+}
+
+/**
+ * gpt-oss's MXFP4 experts, decoded because an adapter changes some: what is written instead, and
+ * how much larger (a value's 4 bits and its share of a block's scale byte, against bf16's 16 bits).
+ */
+function mxfp4Note(scaled: ScaledFp8Base): string {
+  const values = [...scaled.weights.values()].reduce((n, w) => n + w.rows * w.cols, 0);
+  const stored = (values * 17) / 32;
+  const first = scaled.weights.keys().next().value!;
+  return `the base stores its ${scaled.weights.size} expert parameters (such as ${first}) as MXFP4 (_blocks and _scales) and an adapter changes them: `
+    + 'every one is decoded exactly as transformers does with Mxfp4Config(dequantize=True) (e2m1 code × 2^(scale − 127), each expert (in, out)), '
+    + 'adapters are merged into those values, and each is written under its own name in bf16 (or the --dtype asked), as merge_and_unload saves it; '
+    + `config.json drops quantization_config. The output is larger: those parameters take ${formatBytes(values * 2)} in bf16 instead of ${formatBytes(stored)} (3.8×)`;
 }
 
 /** The comfy_quant formats of a base's read weights, as its configs name them. */
@@ -144,7 +161,7 @@ export function scaledFp8Output(
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${first}" cannot be ${requested === 'F8_E4M3' || requested === 'F8_E5M2' ? 'converted' : 'dequantized'}: ${why}${more}; leave out --dtype`);
   }
   if (scaled.weights.size === 0) return undefined;
-  if (scaled.rule === 'dequantize-only' && (requested === undefined || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
+  if (scaled.rule === 'dequantize-only' && ((requested === undefined && !scaled.writtenAs) || requested === 'F8_E4M3' || requested === 'F8_E5M2')) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: its ${kind} weights are written only dequantized (re-quantizing them to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported); merge with --dtype bf16 (or f16, f32)`);
   }
   const blocker = fp8OutputBlocker(scaled);
@@ -153,14 +170,15 @@ export function scaledFp8Output(
   }
   // A scaled fp8 file kept in fp8 keeps its scales: the plan merged it in place (code + ΔW / scale).
   if (scaled.rule === 'keep' && requested === undefined) return undefined;
-  const dequantizeTo = requested as FloatDType | undefined;
+  // A dequantize-only kind whose real values are exact in a dtype is written in it unless one is asked.
+  const dequantizeTo = (requested ?? (scaled.rule === 'dequantize-only' ? scaled.writtenAs : undefined)) as FloatDType | undefined;
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
   // Kept quantized, a weight read through a view is read and written as stored (int8 always, nvfp4
   // unless merged: a merged nvfp4 weight is read through its view and quantized again).
   const copiedAsStored = new Set(dequantizeTo ? [] : [...scaled.weights.values()].filter((w) => w.view && !(w.scaleLayout === 'nvfp4' && updated.has(w.weightKey))).map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
-    if (dtypeMergedOnly) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
+    if (dtypeMergedOnly && requested !== undefined) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
   } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
   }
@@ -234,6 +252,12 @@ export function scaledFp8Output(
       const w = scaled.weights.get(slab.update.baseKey)!;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
+      // A weight no adapter changes whose view already holds its real values (scale 1: MXFP4 experts,
+      // integer weights): those values in the output dtype, rounded once, −0 kept (as transformers
+      // keeps it; the engine's 0 + W would make it +0).
+      if (scaled.rule === 'dequantize-only' && dequantizeTo && slab.update.terms.length === 0 && w.scales.length === 1 && w.scales[0] === 1 && !w.loadScales && !w.scaleLayout) {
+        return w.codeDtype === dequantizeTo ? slab.codes.slice() : encodeFromF32(decodeToF32(slab.codes, w.codeDtype), dequantizeTo);
+      }
       const grid = await gridOf(w, slab.rowCount);
       // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
       const stored = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes;
@@ -281,7 +305,8 @@ export function scaledFp8Output(
       }
       return encodeFromF32(Float32Array.from(state.values), w.scaleDtype).subarray(start, start + length);
     },
-    configDtype: (written) => (dequantizeTo ? written : undefined),
+    // Written in the kind's own dtype unasked (MXFP4 experts in bf16, the model's): config.json's dtype stands.
+    configDtype: (written) => (dequantizeTo && requested !== undefined ? written : undefined),
   };
 }
 

@@ -1,0 +1,200 @@
+/**
+ * gpt-oss's MXFP4 experts as openai ships them (config.json `quantization_config.quant_method:
+ * "mxfp4"`), seen as the bf16 parameters transformers makes of them when it loads the model with
+ * `Mxfp4Config(dequantize=True)`, the way the OpenAI cookbook's and TRL's fine-tuning recipes load
+ * it to train a LoRA (integrations/mxfp4.py `convert_moe_packed_tensors`):
+ * - `<p>_blocks` U8 (E, out, in/32, 16): 32 e2m1 codes per block, code 2k in the low nibble of
+ *   byte k and 2k + 1 in the high one; a code is a sign bit (8) and a magnitude index into
+ *   0, ½, 1, 1½, 2, 3, 4, 6 (transformers' FP4_VALUES);
+ * - `<p>_scales` U8 (E, out, in/32): E8M0 exponents, the block's scale 2^(byte − 127);
+ * - the parameter `<p>` = code × 2^(byte − 127), transposed to (E, in, out) (gpt-oss's experts
+ *   compute x @ W[e]), for `p` = `gate_up_proj` (in = hidden, out = 2·intermediate, gate and up
+ *   in alternate columns) and `down_proj` (in = intermediate, out = hidden).
+ * A value has at most two significant bits and, from 2⁻¹²⁸ up to bf16's largest, is exact in bf16
+ * (its smallest ones are subnormal, as in transformers' bf16 tensor), so the view lists each parameter
+ * as a bf16 tensor of its real values under the parameter's own name, and the merge sees a weight
+ * with one scale of 1 (the `dequantize-only` rule), written bf16 unless another dtype is asked.
+ * Scale byte 255 (E8M0's NaN) and values past bf16's range, which transformers turns into Inf or
+ * NaN, are refused by name. The biases (`<p>_bias`) are float parameters of their own, untouched.
+ *
+ * Only when an adapter changes an MXFP4 parameter: otherwise the experts are copied as stored (a
+ * LoRA on the attention keeps the model MXFP4). Then every MXFP4 parameter is decoded, since
+ * transformers loads a checkpoint whose config names MXFP4 only as blocks and scales, and one
+ * without it only as floats.
+ */
+import { encodeFromF32 } from '../dtype.js';
+import { MergeError } from '../errors.js';
+import type { AdapterModule } from './adapter.js';
+import type { SafetensorsBaseModel } from './base-model.js';
+import { baseModelView, type ViewTensor } from './base-model-view.js';
+import type { ModelConfig } from './model-config.js';
+import { quantizationRecord } from './int-weights.js';
+import { E2M1 } from './modelopt-nvfp4.js';
+import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
+
+/** The largest finite bf16 value: a decoded value past it is Inf in transformers' tensor. */
+const BF16_MAX = (2 - 2 ** -7) * 2 ** 127;
+
+interface Mxfp4Parameter {
+  /** `<p>`: the parameter the view lists. */
+  key: string;
+  blocksKey: string;
+  scalesKey: string;
+  experts: number;
+  /** Stored rows per expert (the parameter's columns) and inputs per row (its rows). */
+  out: number;
+  in: number;
+  groups: number;
+}
+
+/** Does an adapter module name this parameter (PEFT `target_parameters`, any prefix before it)? */
+function namedBy(modules: readonly AdapterModule[], key: string): boolean {
+  return modules.some((m) => m.experts !== undefined && !m.address.flat
+    && (m.address.path === key || key.endsWith(`.${m.address.path}`) || m.address.path.endsWith(`.${key}`)));
+}
+
+/**
+ * The view of a gpt-oss base whose MXFP4 experts an adapter changes, or undefined (no MXFP4
+ * config, no such parameter, or no adapter changing one). Malformed tensors throw, naming them.
+ */
+export function mxfp4ExpertsView(
+  base: SafetensorsBaseModel, config: ModelConfig | undefined, modules: readonly AdapterModule[],
+): { base: SafetensorsBaseModel; scaled: ScaledFp8Base } | undefined {
+  if (quantizationRecord(config)?.quant_method !== 'mxfp4') return undefined;
+  const params: Mxfp4Parameter[] = [];
+  for (const [blocksKey, blocks] of base.tensors) {
+    if (!blocksKey.endsWith('_blocks')) continue;
+    const key = blocksKey.slice(0, -'_blocks'.length);
+    const scalesKey = `${key}_scales`;
+    const scales = base.tensors.get(scalesKey);
+    if (!scales) continue;
+    const bad = (why: string) => new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${key} is not an MXFP4 parameter as transformers reads it (${why})`);
+    const [experts, out, groups, bytes] = blocks.shape;
+    if (blocks.dtype !== 'U8' || blocks.shape.length !== 4 || bytes !== 16) throw bad(`${blocksKey} is ${blocks.dtype} [${blocks.shape.join(', ')}]; expected U8 (experts, out, in/32, 16)`);
+    if (scales.dtype !== 'U8' || scales.shape.length !== 3 || scales.shape[0] !== experts || scales.shape[1] !== out || scales.shape[2] !== groups) {
+      throw bad(`${scalesKey} is ${scales.dtype} [${scales.shape.join(', ')}]; expected U8 (${experts}, ${out}, ${groups})`);
+    }
+    if (base.tensors.has(key)) throw bad(`the base also holds ${key} itself`);
+    params.push({ key, blocksKey, scalesKey, experts, out, in: groups * 32, groups });
+  }
+  if (params.length === 0 || !params.some((p) => namedBy(modules, p.key))) return undefined;
+
+  const byBlocks = new Map(params.map((p) => [p.blocksKey, p]));
+  const hidden = new Set(params.map((p) => p.scalesKey));
+  const weights = new Map<string, ScaledFp8Weight>();
+  for (const p of params) {
+    const rows = p.experts * p.in;
+    weights.set(p.key, {
+      weightKey: p.key, codeDtype: 'BF16', scaleKey: p.scalesKey, scaleDtype: 'F32', rows, cols: p.out,
+      blockRows: rows, blockCols: p.out, scales: Float64Array.of(1),
+    });
+  }
+  const view = baseModelView(base, base.shards.map((shard) => ({
+    path: shard.path,
+    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
+      const key = shard.keyPrefix + entry.name;
+      // The parameter takes its blocks' place; its scales are no tensor of the view.
+      const p = byBlocks.get(key);
+      if (p) return [viewTensor(base, p)];
+      return hidden.has(key) ? [] : [key];
+    }),
+  })));
+  return { base: view, scaled: { kind: 'mxfp4', rule: 'dequantize-only', writtenAs: 'BF16', weights, unread: [] } };
+}
+
+/**
+ * bf16 bits of code × 2^(scale − 127) for every scale byte and code (index scale·16 + code): each
+ * value is exact in bf16, so a block decodes by lookups. Scale bytes whose values are NaN or past
+ * bf16's range in transformers' tensor are listed in `bad` (checked where a block uses one).
+ */
+const LUT = (() => {
+  const values = new Float32Array(256 * 16);
+  const bad = new Uint8Array(256);
+  for (let scale = 0; scale < 256; scale++) {
+    for (let code = 0; code < 16; code++) {
+      // Exact: a code of at most two significant bits times a power of two, in double precision.
+      const magnitude = E2M1[code & 7] * 2 ** (scale - 127);
+      if (scale === 255 || magnitude > BF16_MAX) bad[scale] = 1;
+      values[scale * 16 + code] = code & 8 ? -magnitude : magnitude;
+    }
+  }
+  const bytes = encodeFromF32(values, 'BF16');
+  return { bits: new Uint16Array(bytes.buffer, bytes.byteOffset, values.length), bad };
+})();
+
+/**
+ * The parameter (E, in, out) as bf16, a row range at a time. Row r is input r mod `in` of expert
+ * ⌊r / in⌋: a column of the stored (out, in) expert, so each expert is decoded whole when a slab
+ * first needs it (its blocks and scales read, `in`·`out`/2 + `out`·`in`/32 bytes; its bf16 values
+ * `in`·`out`·2 bytes, about 33 MB for gpt-oss's gate_up_proj) and kept until a slab ends it, as
+ * the merge reads in order. No tensor is ever read or decoded whole.
+ */
+function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
+  const rowBytes = p.out * 2;
+  const expertBlockBytes = p.out * p.groups * 16;
+  const expertScaleBytes = p.out * p.groups;
+  let cached: { expert: number; values: Uint16Array } | undefined;
+  const decodeExpert = async (e: number): Promise<Uint16Array> => {
+    if (cached?.expert === e) return cached.values;
+    const [blocks, scales] = await Promise.all([
+      base.readPart(p.blocksKey, e * expertBlockBytes, expertBlockBytes),
+      base.readPart(p.scalesKey, e * expertScaleBytes, expertScaleBytes),
+    ]);
+    const values = new Uint16Array(p.in * p.out);
+    // Transposed in tiles of 16 stored rows, so that the writes to each row of (in, out) stay near one another.
+    for (let o0 = 0; o0 < p.out; o0 += 16) {
+      const o1 = Math.min(o0 + 16, p.out);
+      for (let g = 0; g < p.groups; g++) {
+        for (let o = o0; o < o1; o++) {
+          const scale = scales[o * p.groups + g];
+          if (LUT.bad[scale]) badBlock(base.name, p, blocks, scale, e, o, g);
+          const lut = scale * 16;
+          const at = (o * p.groups + g) * 16;
+          // Value 2k of the block is the low nibble of byte k, 2k + 1 the high one; input i is row i of (in, out).
+          let dst = g * 32 * p.out + o;
+          for (let k = 0; k < 16; k++) {
+            const byte = blocks[at + k];
+            values[dst] = LUT.bits[lut + (byte & 0x0f)];
+            values[dst + p.out] = LUT.bits[lut + (byte >> 4)];
+            dst += 2 * p.out;
+          }
+        }
+      }
+    }
+    cached = { expert: e, values };
+    return values;
+  };
+  return {
+    name: p.key, dtype: 'BF16', shape: [p.experts, p.in, p.out], byteLength: p.experts * p.in * rowBytes,
+    async readPart(start, length) {
+      if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${p.key}: bytes ${start}+${length} are not whole bf16 values`);
+      const out = new Uint16Array(length / 2);
+      let at = start / 2;
+      while (at < (start + length) / 2) {
+        const e = Math.floor(at / (p.in * p.out));
+        const values = await decodeExpert(e);
+        const from = at - e * p.in * p.out;
+        const n = Math.min(values.length - from, (start + length) / 2 - at);
+        out.set(values.subarray(from, from + n), at - start / 2);
+        at += n;
+        // The read reached the expert's end, its last (the merge reads in order): held no longer.
+        if (from + n === values.length) cached = undefined;
+      }
+      return new Uint8Array(out.buffer);
+    },
+  };
+}
+
+/** The refusal of a block whose scale byte transformers decodes to NaN (255, E8M0's NaN) or to values past bf16's range. */
+function badBlock(baseName: string, p: Mxfp4Parameter, blocks: Uint8Array, scale: number, e: number, o: number, g: number): void {
+  if (scale === 255) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to NaN`);
+  }
+  for (let j = 0; j < 32; j++) {
+    const byte = blocks[(o * p.groups + g) * 16 + (j >> 1)];
+    const code = j & 1 ? byte >> 4 : byte & 0x0f;
+    if (E2M1[code & 7] * 2 ** (scale - 127) > BF16_MAX) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: ${p.key}[${e}, ${g * 32 + j}, ${o}] = ${E2M1[code & 7]}·2^${scale - 127} overflows bf16 (transformers would decode it to Inf)`);
+    }
+  }
+}
