@@ -5,6 +5,7 @@
  */
 import { checkCallback, checkOptions, checkThreadCount } from '../../api-arguments.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
+import type { CpuMergePool } from './cpu-backend.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
 import { defaultCpuThreads } from './default-threads.js';
 
@@ -43,7 +44,7 @@ export function browserCpuPoolUnavailable(): string | undefined {
 }
 
 /** A pool of Web Workers, or undefined when the page cannot have one (see {@link browserCpuPoolUnavailable}) or has one core; a mistyped option is a BAD_ARGUMENT MergeError. */
-export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): RowBlockPool | undefined {
+export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): CpuMergePool | undefined {
   checkOptions('createBrowserCpuWorkerPool options', options, ['threads', 'callerTakesBlocks', 'createWorker', 'sharedSlabs']);
   checkThreadCount('createBrowserCpuWorkerPool: threads', options.threads);
   checkCallback('createBrowserCpuWorkerPool: createWorker', options.createWorker);
