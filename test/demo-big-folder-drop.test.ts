@@ -8,16 +8,16 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { dropPaths, text, texts, useDemoSession } from './helpers/demo-session.js';
+import { dropPaths, planReady, text, texts, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { randomTensor } from './helpers/hf-folder.js';
+import { peftFolder, randomTensor } from './helpers/hf-folder.js';
 
 const session = useDemoSession();
 const rand = seededRandom(9000);
 const FOLDERS = 90, PER_FOLDER = 100; // 9,000 files beside the model's two
 
 describe('a dropped folder of 9,002 files', () => {
-  it('keeps the page\'s timers firing and lists a bounded part of it', async () => {
+  it('keeps the page\'s timers firing and lists a bounded part of it, in the summary and in the plan', async () => {
     const dir = session.dirs.make();
     const model = join(dir, 'llama-with-data');
     mkdirSync(model);
@@ -31,9 +31,15 @@ describe('a dropped folder of 9,002 files', () => {
       mkdirSync(sub, { recursive: true });
       for (let f = 0; f < PER_FOLDER; f++) writeFileSync(join(sub, `sample-${String(f).padStart(4, '0')}.json`), '{}');
     }
+    const lora = join(dir, 'lora');
+    mkdirSync(lora);
+    for (const [name, bytes] of Object.entries(peftFolder({ r: 1, lora_alpha: 1, target_modules: ['q_proj'] }, [
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', [1, 8], 'F32', rand),
+      randomTensor('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', [8, 1], 'F32', rand),
+    ]))) writeFileSync(join(lora, name), bytes);
     const { page } = await session.open('?backend=cpu');
-    // The longest wait between two ticks of a 10 ms timer, from before the drop to the summary shown.
-    await page.evaluate(() => {
+    // The longest wait between two ticks of a 10 ms timer, from before a drop to what it shows.
+    const startTicks = () => page.evaluate(() => {
       const w = window as unknown as { longestGap: number; stopTicks: () => void };
       let last = performance.now();
       w.longestGap = 0;
@@ -44,15 +50,17 @@ describe('a dropped folder of 9,002 files', () => {
       }, 10);
       w.stopTicks = () => clearInterval(timer);
     });
-    expect(await dropPaths(page, 'base-drop', model)).toEqual(['directory']);
-    await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="base-summary"]')!.hidden, { timeout: 120_000 });
-    // Past the summary: the next frames, with the listing laid out, and a second more (the base read in the worker).
-    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(resolve, 1000)))));
-    const longestGap = await page.evaluate(() => {
+    const settledGap = () => page.evaluate(async () => {
+      // The next frames, with what was shown laid out, and a second more (reads in the worker).
+      await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(resolve, 1000))));
       const w = window as unknown as { longestGap: number; stopTicks: () => void };
       w.stopTicks();
       return w.longestGap;
     });
+    await startTicks();
+    expect(await dropPaths(page, 'base-drop', model)).toEqual(['directory']);
+    await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="base-summary"]')!.hidden, { timeout: 120_000 });
+    const longestGap = await settledGap();
     const listed = await texts(page, '[data-testid="base-summary"] li');
     console.log(`longest gap between timer ticks: ${longestGap.toFixed(0)} ms; ${listed.length} lines listed`);
     expect(await text(page, '[data-testid="base-summary"] > div')).toMatch(/^llama-with-data · 9002 files, /);
@@ -61,5 +69,15 @@ describe('a dropped folder of 9,002 files', () => {
     expect(listed).toHaveLength(1001);
     expect(listed.at(-1)).toBe('… and 8002 more files, not listed: the page lists the first 1000');
     expect(longestGap).toBeLessThan(500);
+
+    // An adapter: the plan lists the 9,000 files the merge copies, the first thousand by name.
+    await startTicks();
+    expect(await dropPaths(page, 'adapter-drop', lora)).toEqual(['directory']);
+    await planReady(page);
+    const planGap = await settledGap();
+    const copiedLine = (await texts(page, '#plan li')).find((line) => line.includes('copied unchanged'));
+    console.log(`with the plan: longest gap ${planGap.toFixed(0)} ms`);
+    expect(copiedLine).toMatch(/^9001 other files \(configs, tokenizer, scheduler…\) copied unchanged: config\.json, data\/shard-000\/sample-0000\.json, .* … and 8001 more files, not listed: the page lists the first 1000$/);
+    expect(planGap).toBeLessThan(500);
   }, 300_000);
 });
