@@ -41,9 +41,9 @@ export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';
 // `auto`'s kept timings: createBackend's decisionStore (default: localStorage where there is one).
 export type { CachedDecision, DecisionCacheMode, DecisionStore } from './engine/backend-decision-cache.js';
-// CpuBackend: which executor runs (`executor`) and a note on its description (`note`), for a page
-// that says what a fallback lost; browserCpuPoolUnavailable says why there are no worker threads.
-export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
+// A CPU pool is made by createBrowserCpuWorkerPool (Node: createCpuWorkerPool) for createBackend's
+// cpuPool; browserCpuPoolUnavailable says why there is none (merge() puts it in its outcome).
+export type { CpuMergePool } from './engine/cpu/cpu-backend.js';
 export {
   browserCpuPoolUnavailable, createBrowserCpuWorkerPool, type BrowserCpuPoolOptions,
 } from './engine/cpu/browser-cpu-pool.js';

@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import {
-  combineLoras, CpuBackend, createBlobOutputTarget, generateSample, isMergeError, memoryInputFileSet, merge, mergeModel, mergeTensor,
+  combineLoras, createBlobOutputTarget, generateSample, isMergeError, memoryInputFileSet, merge, mergeModel, mergeTensor,
   prepareMerge, resizeLora, type MergeOp, type MergeProgress,
 } from '../src/index.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { createCpuWorkerPool } from '../src/node.js';
 import { REPO_ROOT } from './helpers/cli.js';
 

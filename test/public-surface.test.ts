@@ -20,7 +20,7 @@ const BROWSER = [
   // step by step
   'prepareMerge', 'mergeModel', 'mergeTensor', 'openModel', 'estimateUpdateMagnitudes', 'ADAPTER_FORMAT_NAMES',
   // backends
-  'createBackend', 'CpuBackend', 'createBrowserCpuWorkerPool', 'browserCpuPoolUnavailable',
+  'createBackend', 'createBrowserCpuWorkerPool', 'browserCpuPoolUnavailable',
   // inputs and outputs
   'blobInputFileSet', 'inputFileSetFromFiles', 'memoryInputFileSet', 'urlByteSource', 'urlInputFileSet',
   'createBlobOutputTarget', 'createFileSystemAccessOutputTarget', 'createOpfsOutputTarget', 'opfsSyncWritesAvailable', 'opfsWriterWorker',
@@ -43,7 +43,7 @@ describe('the public surface', () => {
   it('the engine\'s helpers are not on either entry', () => {
     const internal = [
       'adapterFactsOf', 'decideByRule', 'localStorageDecisionStore', 'inThreadOpfsWriter', 'parseOutDType', 'formatScale',
-      'openGguf', 'createGgufWriter', 'GGUFValueType', 'ggmlTypeById', 'ggmlTypeByName', 'blockCodec',
+      'openGguf', 'createGgufWriter', 'GGUFValueType', 'ggmlTypeById', 'ggmlTypeByName', 'blockCodec', 'CpuBackend',
     ];
     for (const name of internal) {
       expect(name in browser, name).toBe(false);
