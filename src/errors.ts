@@ -65,8 +65,8 @@ export function isMergeError(e: unknown): e is MergeError {
 }
 
 /** Throws ABORTED (named AbortError, its cause the signal's reason) if the signal fired; call between units of work. */
-export function throwIfAborted(signal: AbortSignal | undefined, message = 'merge cancelled'): void {
-  if (signal?.aborted) throw new MergeError('ABORTED', message, { cause: signal.reason });
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal.reason });
 }
 
 /**
