@@ -1,5 +1,6 @@
 /** Numbers as people read them: the library's formatters plus the page's own. */
-export { formatBytes, formatScale } from '../src/index.js';
+export { formatBytes } from '../src/index.js';
+export { formatScale } from '../src/format.js';
 
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return '—';

@@ -4,29 +4,24 @@
  * Web Workers sharing memory when the page is cross-origin isolated; otherwise on one thread, and
  * its description says what was lost.
  */
-import {
-  browserCpuPoolUnavailable, createBackend, createBrowserCpuWorkerPool, CpuBackend, isMergeError,
-  type BackendChoice, type FloatDType, type MergeBackend,
-} from '../src/index.js';
+import { isMergeError, type BackendChoice, type FloatDType, type MergeBackend } from '../src/index.js';
+import { createBrowserBackend } from '../src/engine/browser-backend.js';
 import { dtypeClass } from '../src/engine/auto-choice.js';
 import type { BackendInfo } from './worker-protocol.js';
 
 const backends = new Map<string, Promise<MergeBackend>>();
 
-function cpuPool() {
-  // The page writes to OPFS synchronous handles or the picked files' streams (which copy), so the
-  // workers may merge slabs in shared memory.
-  return createBrowserCpuWorkerPool({
-    sharedSlabs: true,
-    createWorker: () => new Worker(new URL('../src/engine/cpu/browser-cpu-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-cpu' }),
+function make(choice: BackendChoice, dtype: FloatDType): Promise<MergeBackend> {
+  // As the library's merge() makes it (a pool where the page is isolated, else a note of what was
+  // lost). The page writes to OPFS synchronous handles or the picked files' streams (which copy),
+  // so the workers may merge slabs in shared memory.
+  return createBrowserBackend(choice, {
+    calibrationDtype: dtype,
+    pool: {
+      sharedSlabs: true,
+      createWorker: () => new Worker(new URL('../src/engine/cpu/browser-cpu-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-cpu' }),
+    },
   });
-}
-
-async function make(choice: BackendChoice, dtype: FloatDType): Promise<MergeBackend> {
-  const backend = await createBackend({ kind: choice, cpuPool, calibrationDtype: dtype });
-  const lost = browserCpuPoolUnavailable();
-  if (backend instanceof CpuBackend && lost && backend.executor === 'wasm') backend.note(`no worker threads: ${lost}`);
-  return backend;
 }
 
 /**

@@ -5,11 +5,14 @@
  */
 import type { ProgressEvent } from './worker-protocol.js';
 
-/** A request was cancelled inside the worker before it finished. */
+/**
+ * A request was cancelled inside the worker before it finished. Named `AbortError`, as the library's
+ * own cancel (an ABORTED MergeError) and a cancelled fetch are, so one abort check serves them all.
+ */
 export class CancelledError extends Error {
   constructor() {
     super('merge cancelled');
-    this.name = 'CancelledError';
+    this.name = 'AbortError';
   }
 }
 

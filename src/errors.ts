@@ -44,12 +44,17 @@ export type MergeErrorCode =
  * A failure the user caused or can fix, with a one-line message naming the file, tensor or module.
  * The message quotes names from files, so it is made safe to show as it is built: control
  * characters escaped (`\u001b`) and its length bounded (see shown-text.ts).
+ *
+ * Its `name` is `'MergeError'`, except for a cancel (code ABORTED): that one is named
+ * `'AbortError'`, as fetch, streams and the DOM name theirs, so that the abort handling an
+ * embedder already has (`if (err.name === 'AbortError') return;`) treats a cancelled merge as
+ * it treats a cancelled download. A cancel by an AbortSignal has the signal's `reason` as its `cause`.
  */
 export class MergeError extends Error {
   readonly code: MergeErrorCode;
   constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown }) {
     super(boundedMessage(message), options);
-    this.name = 'MergeError';
+    this.name = code === 'ABORTED' ? 'AbortError' : 'MergeError';
     this.code = code;
   }
 }
@@ -59,7 +64,23 @@ export function isMergeError(e: unknown): e is MergeError {
   return e instanceof MergeError;
 }
 
-/** Throws ABORTED if the signal fired; call between units of work. */
+/** Throws ABORTED (named AbortError, its cause the signal's reason) if the signal fired; call between units of work. */
 export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new MergeError('ABORTED', 'merge cancelled');
+  if (signal?.aborted) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal.reason });
+}
+
+/**
+ * An error as an API call that took `signal` rejects with: once the signal fired, a cancel
+ * wherever in the work it stopped (an ABORTED MergeError, a platform AbortError from a fetch, the
+ * reason itself) is the call's ABORTED MergeError, named AbortError, whose `cause` is the signal's
+ * reason (the caller's own `abort(reason)`, or the AbortError DOMException `abort()` makes).
+ * `message` replaces the cancel's message where given; any other error is returned as it is.
+ */
+export function asCancel(e: unknown, signal: AbortSignal | undefined, message?: string): unknown {
+  if (!(signal instanceof AbortSignal) || !signal.aborted) return e;
+  const isCancel = (isMergeError(e) && e.code === 'ABORTED') || e === signal.reason || (e instanceof Error && e.name === 'AbortError');
+  if (!isCancel) return e;
+  const text = message ?? (isMergeError(e) ? e.message : 'merge cancelled');
+  if (isMergeError(e) && e.cause === signal.reason && e.message === text) return e;
+  return new MergeError('ABORTED', text, { cause: signal.reason });
 }

@@ -24,16 +24,11 @@ export {
   type ParsedAdapter, type TensorReplacement, type UpdateShape,
 } from './formats/adapter.js';
 
-// Containers: safetensors and GGUF behind one seam; GGUF files, metadata and block codecs
+// Containers: safetensors and GGUF behind one seam (openModel reads either; the GGUF reader, writer
+// and block codecs under it are the engine's)
 export { openModel } from './formats/open-model.js';
 export type { ContainerFormat, SidecarContext, StoredShard, StoredTensor, TensorFileWriter } from './formats/container.js';
 export type { OutputTypeChoice, OutputTypeChoices } from './formats/output-types.js';
-export { openGguf, type GgufFile, type GgufTensor } from './formats/gguf/gguf-reader.js';
-export { createGgufWriter, type GgufTensorWriter, type GgufWriterTensor } from './formats/gguf/gguf-writer.js';
-export { GGUFValueType, type GgufKeyValue } from './formats/gguf/gguf-metadata.js';
-export { ggmlTypeById, ggmlTypeByName, type GgmlType } from './formats/gguf/ggml-types.js';
-export { blockCodec } from './formats/gguf/codecs/registry.js';
-export type { BlockCodec } from './formats/gguf/codecs/codec.js';
 
 // LoRA to LoRA: combine, resize, extract
 export {
@@ -44,16 +39,14 @@ export {
 // Backends and single ops
 export { createBackend, type BackendOptions } from './engine/create-backend.js';
 export type { BackendChoice } from './engine/backend-choice.js';
-export { adapterFactsOf, decideByRule, type AdapterFacts, type AutoDecision } from './engine/auto-choice.js';
-export {
-  localStorageDecisionStore, type CachedDecision, type DecisionCacheMode, type DecisionStore,
-} from './engine/backend-decision-cache.js';
-export { CpuBackend, type CpuBackendOptions, type CpuMergePool } from './engine/cpu/cpu-backend.js';
+// `auto`'s kept timings: createBackend's decisionStore (default: localStorage where there is one).
+export type { CachedDecision, DecisionCacheMode, DecisionStore } from './engine/backend-decision-cache.js';
+// A CPU pool is made by createBrowserCpuWorkerPool (Node: createCpuWorkerPool) for createBackend's
+// cpuPool; browserCpuPoolUnavailable says why there is none (merge() puts it in its outcome).
+export type { CpuMergePool } from './engine/cpu/cpu-backend.js';
 export {
   browserCpuPoolUnavailable, createBrowserCpuWorkerPool, type BrowserCpuPoolOptions,
 } from './engine/cpu/browser-cpu-pool.js';
-export type { PoolWorker, RowBlockPool, YieldToEvents } from './engine/cpu/row-block-pool.js';
-export type { WorkerJob, WorkerReply } from './engine/cpu/cpu-worker-protocol.js';
 export type { GpuLimitCaps } from './engine/gpu/gpu-device.js';
 export { mergeTensor } from './engine/merge-tensor.js';
 export type { DoraSpec, ExactFactors, FloatTensorBytes, LowRankTerm, MergeBackend, MergeOp, WeightLayout } from './engine/merge-op.js';
@@ -66,11 +59,12 @@ export { urlByteSource, urlInputFileSet, type FetchFunction, type UrlInputOption
 export { createBlobOutputTarget, type BlobOutputTarget, type OutputBlob } from './io/blob-output.js';
 export { createFileSystemAccessOutputTarget, type FileSystemAccessOutputOptions } from './io/fs-access-output.js';
 export { createOpfsOutputTarget, opfsSyncWritesAvailable, type OpfsOutputOptions } from './io/opfs-output.js';
-export { inThreadOpfsWriter, opfsWriterWorker, type OpfsFileWriter, type OpfsOpenFile, type OpfsWriterWorker } from './io/opfs-writer.js';
+export { opfsWriterWorker, type OpfsFileWriter, type OpfsOpenFile, type OpfsWriterWorker } from './io/opfs-writer.js';
 
 // Errors, limits on what a file may claim, dtypes, the sample, numbers for people
 export { isMergeError, MergeError, type MergeErrorCode } from './errors.js';
+// The limits: each refusal of a file past one names it (`the limit MAX_TENSORS`), and the README lists them.
 export * from './limits.js';
-export { OUT_DTYPE_NAMES, parseOutDType, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
+export { OUT_DTYPE_NAMES, type DType, type FloatDType, type OutDTypeName } from './dtype.js';
 export { generateSample, type SampleFiles, type SampleOptions, type SamplePreset } from './sample/index.js';
-export { formatBytes, formatScale } from './format.js';
+export { formatBytes } from './format.js';

@@ -5,7 +5,7 @@
 import {
   badArgument, checkList, isFileSystemHandle, isInputFileSet, isOutputTarget, shown, urlScheme,
 } from './api-arguments.js';
-import { createBackend } from './engine/create-backend.js';
+import { createBrowserBackend } from './engine/browser-backend.js';
 import { blobInputFileSet, inputFileSetFromFiles, type BlobReadOptions } from './io/browser-input-files.js';
 import { createFileSystemAccessOutputTarget } from './io/fs-access-output.js';
 import type { HfEndpoint } from './io/hf-endpoint.js';
@@ -198,7 +198,9 @@ export function openBrowserDestination(out: MergeDestination, baseFiles?: readon
  * Merges adapters into a base model in one call: plans (a plan with problems is refused with one
  * MergeError listing every one), picks the backend (`auto`: the CPU on a software adapter or
  * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
- * context has it), streams the model through it into `out`, and
+ * context has it; the CPU on Web Workers sharing memory where the page or worker is cross-origin
+ * isolated, else on one thread, which the outcome's `backend` says), streams the model through it
+ * into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
  * name, a URL that is not http(s) or an `hfToken` that is no token is a BAD_ARGUMENT MergeError
@@ -217,7 +219,7 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
       openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead, hfAuth()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out, prepared) => openBrowserDestination(out, prepared.baseFiles.list()),
-    createBackend: (kind, calibrationDtype) => createBackend({ kind, calibrationDtype }),
+    createBackend: (kind, calibrationDtype) => createBrowserBackend(kind, { calibrationDtype }),
     checkSource(source, what, role) {
       checkBrowserSource(what, source);
       checkHubSource(source, { what, adapter: role === 'adapter', folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);

@@ -115,7 +115,7 @@ describe('the packed package in a fresh project', () => {
     expect(report.progressRises).toBe(true);
     expect(report.lastFraction).toBe(1);
     expect(report.blobPath).toBe('model.safetensors');
-    expect(report.cancelled).toBe('ABORTED');
+    expect(report.cancelled).toBe('AbortError ABORTED');
     expect(report.noWebgpu).toBe('GPU_UNAVAILABLE: WebGPU for Node could not start: the optional package "webgpu" (Dawn) is not installed; install it (npm install webgpu) or use the CPU backend');
     expect(report.resized).toEqual({ format: 'peft', ranks: [1], files: ['adapter_config.json', 'adapter_model.safetensors'] });
     expect(readdirSync(work)).not.toContain('cancelled');
@@ -183,9 +183,11 @@ describe('the packed package in a fresh project', () => {
       const address = server.httpServer.address() as { port: number };
       await page.goto(`http://127.0.0.1:${address.port}/`);
       const result = await page.evaluate(async () => {
-        type Result = { error?: string; description: string; paths: string[]; bytes: Uint8Array; urlPaths: string[]; urlBytes: Uint8Array };
+        type Result = { error?: string; description: string; paths: string[]; bytes: Uint8Array; urlPaths: string[]; urlBytes: Uint8Array; cancel: unknown; byNameBackend: string; byNameBytes: Uint8Array };
         const r = await (window as unknown as { result: Promise<Result> }).result;
-        return { ...r, bytes: r.bytes ? Array.from(r.bytes) : [], urlBytes: r.urlBytes ? Array.from(r.urlBytes) : [] };
+        return {
+          ...r, bytes: r.bytes ? Array.from(r.bytes) : [], urlBytes: r.urlBytes ? Array.from(r.urlBytes) : [], byNameBytes: r.byNameBytes ? Array.from(r.byNameBytes) : [],
+        };
       });
       expect(result.error).toBeUndefined();
       expect(result.paths).toEqual(['model.safetensors', 'config.json']);
@@ -193,6 +195,11 @@ describe('the packed package in a fresh project', () => {
       checkMerged(Uint8Array.from(result.bytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
       expect(result.urlPaths).toEqual(['model.safetensors']);
       checkMerged(Uint8Array.from(result.urlBytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
+      // backend: 'cpu' by name: merge()'s own Web Workers, from the script Vite bundled.
+      expect(result.byNameBackend).toMatch(/^CPU \(WebAssembly SIMD, \d+ threads; requested\)$/);
+      checkMerged(Uint8Array.from(result.byNameBytes), readSafetensors(sample.base['model.safetensors']), truth(sample, -1.5), 'BF16');
+      // Cancelled mid-merge on the worker threads: the name an embedder's abort handling looks for.
+      expect(result.cancel).toEqual({ name: 'AbortError', code: 'ABORTED', causeIsReason: true, blobs: 'none' });
     } finally {
       await browser.close();
       await server.close();

@@ -13,6 +13,8 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as browser from '../src/index.js';
 import * as node from '../src/node.js';
+import { parseOutDType } from '../src/dtype.js';
+import { openGguf } from '../src/formats/gguf/gguf-reader.js';
 import { oneCallMerge } from '../src/pipeline/one-call-merge.js';
 import { decodeSafetensors, roundForDType, tempDirs, type DecodedTensor } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
@@ -305,11 +307,11 @@ const stepMistakes: Mistake[] = [
   { name: 'createOpfsOutputTarget: nothing', run: () => node.createOpfsOutputTarget(undefined as never), message: /^createOpfsOutputTarget: folder must be a folder handle .*not undefined$/ },
   { name: 'createNodeOutputTarget: a number for the path', run: () => node.createNodeOutputTarget(42 as never, 'file', []), message: /^createNodeOutputTarget: outPath must be a path, not the number 42$/ },
   { name: 'createBlobOutputTarget: options for the name', run: () => node.createBlobOutputTarget({ name: 'x' } as never), message: /^createBlobOutputTarget: name must be a string, not an object$/ },
-  { name: 'parseOutDType: a number', run: () => node.parseOutDType(16 as never), message: /^dtype must be a type name such as "f16" or "bf16", not the number 16$/ },
-  { name: 'parseOutDType: an unknown name', run: () => node.parseOutDType('f12'), message: /^unknown dtype "f12" \(expected f32, f16, bf16, f8_e4m3 or f8_e5m2\)$/ },
+  { name: 'parseOutDType: a number', run: () => parseOutDType(16 as never), message: /^dtype must be a type name such as "f16" or "bf16", not the number 16$/ },
+  { name: 'parseOutDType: an unknown name', run: () => parseOutDType('f12'), message: /^unknown dtype "f12" \(expected f32, f16, bf16, f8_e4m3 or f8_e5m2\)$/ },
   { name: 'generateSample: an unknown preset', run: () => node.generateSample('tiny' as never), message: /^unknown sample preset "tiny" \(expected small or large\)$/ },
   { name: 'openNodeByteSource: a number', run: () => node.openNodeByteSource(42 as never), message: /^openNodeByteSource: path must be a file path, not the number 42$/ },
-  { name: 'openGguf: a path', run: () => node.openGguf('model.gguf' as never), message: /^openGguf: source must be a ByteSource .*not the string "model\.gguf"$/ },
+  { name: 'openGguf: a path', run: () => openGguf('model.gguf' as never), message: /^openGguf: source must be a ByteSource .*not the string "model\.gguf"$/ },
   { name: 'urlByteSource: an ftp URL', run: () => node.urlByteSource('ftp://example.com/model.gguf'), message: /^ftp:\/\/example\.com\/model\.gguf: only http:\/\/ and https:\/\/ URLs are read/ },
   { name: 'urlByteSource: a number', run: () => node.urlByteSource(42 as never), message: /^urlByteSource: url must be a URL or a string, not the number 42$/ },
   { name: 'combineLoras: one adapter, not an array', run: () => node.combineLoras({ adapters: adapterSet() as never, method: 'cat' }), message: /^adapters must be an array.*\(wrap a single one in \[ \]\); not an? / },

@@ -151,7 +151,7 @@ export function mountPlanPanel(): (state: PageState) => void {
       filesBox.hidden = plan.files.length + plan.copied.length <= 1;
       files.replaceChildren(
         ...plan.files.map((f) => el('li', {}, el('code', { textContent: f.path, title: f.path }), `: ${fileFate(f, plan, state.outDtype, state.dtypeMergedOnly)}`)),
-        ...(plan.copied.length ? [el('li', { textContent: `${plural(plan.copied.length, 'other file')} (configs, tokenizer, scheduler…) copied unchanged: ${plan.copied.join(', ')}` })] : []),
+        ...(plan.copied.length ? [el('li', { textContent: `${plural(plan.copied.length, 'other file')} (configs, tokenizer, scheduler…) copied unchanged: ${copiedNames(plan.copied)}` })] : []),
       );
     }
     figure.hidden = plan.magnitudes.length === 0; // nothing matched: no chart to show
@@ -188,4 +188,10 @@ export function mountPlanPanel(): (state: PageState) => void {
 /** A table's last row counting the rows it leaves out, across its `columns`; none when it lists all. */
 function unlistedRow(more: number, what: string, columns: number): HTMLTableRowElement[] {
   return more ? [el('tr', {}, el('td', { colSpan: columns, textContent: unlistedLine(more, what) }))] : [];
+}
+
+/** The copied files' names, the first MAX_LISTED_ROWS of a folder of thousands (a dataset beside the weights), and how many more. */
+function copiedNames(copied: readonly string[]): string {
+  const { rows, more } = listed(copied);
+  return rows.join(', ') + (more ? ` ${unlistedLine(more, 'files')}` : '');
 }

@@ -14,7 +14,7 @@ import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
-import { isMergeError, MergeError } from '../errors.js';
+import { asCancel, isMergeError, MergeError } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
@@ -44,7 +44,10 @@ export interface AdapterJobOptions<Out = MergeDestination> {
   backend?: 'auto' | 'webgpu' | 'cpu';
   /** WebGPU entry point; defaults to `navigator.gpu` (from `loramerge/node`, Dawn's, from the optional `webgpu` package). */
   gpu?: GPU;
-  /** Cancels the job (a MergeError with code ABORTED, before anything is read if it already is); nothing is left at `out`. */
+  /**
+   * Cancels the job: a MergeError of code ABORTED, named `'AbortError'` (as a cancelled fetch is),
+   * whose `cause` is the signal's reason; before anything is read if it already is. Nothing is left at `out`.
+   */
   signal?: AbortSignal;
   /** Called before each module and at the end. */
   onProgress?: ProgressListener;
@@ -238,26 +241,31 @@ async function extractLoraUnworded<Out>(options: ExtractLoraOptions<Out>, hooks:
  * through `hooks`; its errors and warnings name the call's options (library-wording.ts).
  */
 export function combineLorasJob<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  return inCallWords(combineLorasUnworded(options, hooks));
+  return inCallWords(combineLorasUnworded(options, hooks), 'combine', options);
 }
 
 /** Gives every module of one adapter a new rank (the entry points' `resizeLora`), through `hooks`, in the call's words. */
 export function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  return inCallWords(resizeLoraUnworded(options, hooks));
+  return inCallWords(resizeLoraUnworded(options, hooks), 'resize', options);
 }
 
 /** Extracts a LoRA from a fine-tuned model and its base (the entry points' `extractLora`), through `hooks`, in the call's words. */
 export function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  return inCallWords(extractLoraUnworded(options, hooks));
+  return inCallWords(extractLoraUnworded(options, hooks), 'extract', options);
 }
 
-/** A job's outcome and refusal in the library's words: the engine's messages name the command line's options. */
-async function inCallWords(job: Promise<AdapterJobOutcome>): Promise<AdapterJobOutcome> {
+/**
+ * A job's outcome and refusal in the library's words: the engine's messages name the command
+ * line's options. A cancel, wherever it stopped (a URL read included), is `<command> cancelled`
+ * with the signal's reason as its cause (asCancel).
+ */
+async function inCallWords(job: Promise<AdapterJobOutcome>, command: string, options: { signal?: unknown }): Promise<AdapterJobOutcome> {
   try {
     const outcome = await job;
     return { ...outcome, warnings: outcome.warnings.map(libraryWording) };
   } catch (e) {
-    throw inLibraryWords(e);
+    const signal = typeof options === 'object' && options !== null && options.signal instanceof AbortSignal ? options.signal : undefined;
+    throw asCancel(inLibraryWords(e), signal, `${command} cancelled`);
   }
 }
 

@@ -1,12 +1,14 @@
 /** Merges one tensor: validates the op, runs it on the backend, returns W' in `op.outDtype`. */
 import { badArgument, checkSignal, shown } from '../api-arguments.js';
-import { throwIfAborted } from '../errors.js';
+import { asCancel, throwIfAborted } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
 import { checkOp } from './op-shape.js';
 
 /**
  * Runs one {@link MergeOp} on `backend` and returns W′ in `op.outDtype`. An op without a name, or a
  * backend that is none, is a BAD_ARGUMENT MergeError (the op's own checks name its tensor).
+ * `signal` cancels it: a MergeError of code ABORTED, named `'AbortError'`, whose `cause` is the
+ * signal's reason.
  */
 export async function mergeTensor(op: MergeOp, backend: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
   if (typeof op !== 'object' || op === null || typeof op.name !== 'string') {
@@ -18,5 +20,7 @@ export async function mergeTensor(op: MergeOp, backend: MergeBackend, signal?: A
   checkSignal('mergeTensor: signal', signal);
   throwIfAborted(signal);
   checkOp(op);
-  return backend.merge(op, signal);
+  return backend.merge(op, signal).catch((e: unknown) => {
+    throw asCancel(e, signal);
+  });
 }

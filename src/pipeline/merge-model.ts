@@ -10,7 +10,7 @@
 import { badArgument, checkCallback, checkDtypeName, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
 import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
-import { MergeError, throwIfAborted } from '../errors.js';
+import { asCancel, MergeError, throwIfAborted } from '../errors.js';
 import type { BaseShard, BaseTensor } from '../formats/base-model.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
@@ -46,6 +46,10 @@ export interface MergeModelOptions {
   outDtype?: string;
   /** `outDtype` applies to the tensors the merge changes only; the others are copied as stored (export-lora's way). */
   dtypeMergedOnly?: boolean;
+  /**
+   * Cancels the merge: it rejects with a MergeError of code ABORTED, named `'AbortError'`, whose
+   * `cause` is the signal's reason; the output is aborted.
+   */
   signal?: AbortSignal;
   onProgress?: ProgressListener;
   /** Things the user should know that do not stop the merge (NaN/Inf the base already holds in copied tensors). */
@@ -140,7 +144,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
     // Whatever failed, a refusal before the first byte included: the output (and its lock) goes.
     const output = typeof options === 'object' && options !== null ? options.output : undefined;
     if (isOutputTarget(output)) await output.abort().catch(() => {});
-    throw e;
+    throw asCancel(e, typeof options === 'object' && options !== null ? options.signal : undefined);
   }
 }
 

@@ -7,7 +7,7 @@ import {
   badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
-import { isMergeError, MergeError, throwIfAborted } from '../errors.js';
+import { asCancel, throwIfAborted } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
@@ -47,8 +47,9 @@ export interface OneCallMergeOptions<Source, Out> {
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
   /**
-   * Cancels the merge: it rejects with a MergeError of code ABORTED whose `cause` is the signal's
-   * reason, and nothing is left at the output. One already aborted refuses before any source is opened.
+   * Cancels the merge: it rejects with a MergeError of code ABORTED, named `'AbortError'` (as a
+   * cancelled fetch is) and whose `cause` is the signal's reason, and nothing is left at the
+   * output. One already aborted refuses before any source is opened.
    */
   signal?: AbortSignal;
   /** Called as tensors are written; an error it throws ends the merge with that error, leaving nothing at the output. */
@@ -198,17 +199,8 @@ export async function oneCallMerge<Source, Out>(
   } catch (e) {
     await owned?.abort().catch(() => {});
     const signal = typeof options === 'object' && options !== null ? options.signal : undefined;
-    throw withAbortReason(inLibraryWords(hooks.explainError ? hooks.explainError(e) : e), signal);
+    throw asCancel(inLibraryWords(hooks.explainError ? hooks.explainError(e) : e), signal);
   }
-}
-
-/**
- * A cancel's ABORTED error carries the signal's reason as its `cause` (the caller's own
- * `abort(reason)`, or the AbortError DOMException `abort()` makes), wherever in the merge it stopped.
- */
-function withAbortReason(e: unknown, signal: AbortSignal | undefined): unknown {
-  if (!isMergeError(e) || e.code !== 'ABORTED' || !(signal instanceof AbortSignal) || !signal.aborted || e.cause === signal.reason) return e;
-  return new MergeError('ABORTED', e.message, { cause: signal.reason });
 }
 
 /** The outcome's warnings and the plan's notes in the call's words, not the command line's (library-wording.ts). */

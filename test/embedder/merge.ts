@@ -35,7 +35,8 @@ const fromBlobs = await merge({
 const [merged] = fromBlobs.blobs;
 await writeFile(join(dir, 'from-blobs.safetensors'), new Uint8Array(await merged.blob.arrayBuffer()));
 
-// A cancelled merge is a MergeError with code ABORTED, and leaves nothing behind.
+// A cancelled merge is a MergeError with code ABORTED, named AbortError as a cancelled fetch is,
+// and leaves nothing behind.
 const controller = new AbortController();
 controller.abort();
 let cancelled = '';
@@ -43,7 +44,7 @@ try {
   await merge({ base: join(dir, 'base'), adapters: [join(dir, 'adapter')], out: join(dir, 'cancelled'), signal: controller.signal });
 } catch (error) {
   if (!isMergeError(error)) throw error;
-  cancelled = error.code;
+  cancelled = `${error.name} ${error.code}`;
 }
 
 // WebGPU asked for where the optional `webgpu` package was left out: one line saying what to do.

@@ -5,6 +5,7 @@
  */
 import { checkCallback, checkOptions, checkThreadCount } from '../../api-arguments.js';
 import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
+import type { CpuMergePool } from './cpu-backend.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
 import { defaultCpuThreads } from './default-threads.js';
 
@@ -35,7 +36,11 @@ export interface BrowserCpuPoolOptions {
 
 /** Why a pool cannot be made here, or undefined when it can. */
 export function browserCpuPoolUnavailable(): string | undefined {
-  if (typeof Worker === 'undefined') return 'this context cannot start Web Workers';
+  if (typeof Worker === 'undefined') {
+    // The browser entry in Node: say where Node's threads are.
+    const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node !== undefined;
+    return node ? 'Node has no Web Workers (loramerge/node runs the CPU backend on worker threads)' : 'this context cannot start Web Workers';
+  }
   if (typeof SharedArrayBuffer === 'undefined' || (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false) {
     return 'the page is not cross-origin isolated, so workers cannot share memory';
   }
@@ -43,7 +48,7 @@ export function browserCpuPoolUnavailable(): string | undefined {
 }
 
 /** A pool of Web Workers, or undefined when the page cannot have one (see {@link browserCpuPoolUnavailable}) or has one core; a mistyped option is a BAD_ARGUMENT MergeError. */
-export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): RowBlockPool | undefined {
+export function createBrowserCpuWorkerPool(options: BrowserCpuPoolOptions = {}): CpuMergePool | undefined {
   checkOptions('createBrowserCpuWorkerPool options', options, ['threads', 'callerTakesBlocks', 'createWorker', 'sharedSlabs']);
   checkThreadCount('createBrowserCpuWorkerPool: threads', options.threads);
   checkCallback('createBrowserCpuWorkerPool: createWorker', options.createWorker);

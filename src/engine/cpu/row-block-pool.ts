@@ -277,7 +277,7 @@ export class RowBlockPool implements CpuMergePool {
         }
       };
       await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
+      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
       if (plan.mode !== 'f64-values' && !outInPlace) out.set(kernelOut(0, rows));
       if (!finite && !settleNonFinite(plan, out, stats)) throw nonFiniteError(op.name, op.outDtype);
       return out;
@@ -354,7 +354,7 @@ export class RowBlockPool implements CpuMergePool {
       }
     };
     await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-    if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
+    if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
   }
 
   /**
@@ -396,7 +396,7 @@ export class RowBlockPool implements CpuMergePool {
         }
       };
       await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled');
+      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
     } finally {
       lent.release();
