@@ -1,0 +1,97 @@
+/**
+ * Big but legal inputs whose cost could grow with the square of their size: tens of thousands of
+ * modules that each fail against a base of tens of thousands of tensors, and names thousands of
+ * parts long that differ only far from their end. Each is checked for the right answer, and where
+ * the work can be counted, for work that grows with the input, not its square; the end-to-end
+ * checks use sizes at which the quadratic code took minutes.
+ */
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet } from '../src/io/memory-source.js';
+import { prepareMerge } from '../src/pipeline/prepare-merge.js';
+import { KeysUnder } from '../src/plan/quantized-weights.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+
+const rand = seededRandom(20261206);
+
+/** The endings under `module` in key order when all are the module's own tensors (one part, or one after `weight.`), else undefined: the definition, plainly. */
+function ownTensorsTruth(keys: readonly string[], module: string): string[] | undefined {
+  const endings = keys.filter((k) => k.startsWith(`${module}.`)).map((k) => k.slice(module.length + 1));
+  return endings.every((e) => /^(weight\.)?[^.]+$/.test(e)) ? endings : undefined;
+}
+
+describe('the tensors a quantized module is stored as', () => {
+  it('are those under its name, in the file\'s order, and none for a parent module', () => {
+    const keys: string[] = [];
+    const parts = ['W_q', 'scale', 'zero', 'shape', 'nbits', 'weight._data', 'weight._scale', 'input_scale', 'weight'];
+    for (let i = 0; i < 400; i++) {
+      const m = `model.layers.${Math.floor(rand() * 6)}.${['self_attn', 'mlp'][Math.floor(rand() * 2)]}.${['q_proj', 'k_proj', 'gate_proj', 'q_proj.lora'][Math.floor(rand() * 4)]}`;
+      keys.push(`${m}.${parts[Math.floor(rand() * parts.length)]}`);
+    }
+    keys.push('model.norm.weight', 'model.norm.', 'model.embed_tokens.weight', 'model.layers.1.mlp.weight.x.y');
+    const unique = [...new Set(keys)];
+    const under = new KeysUnder(unique);
+    const modules = new Set(['model', 'model.layers.1', 'model.layers.1.mlp', 'model.norm', 'model.nothing', 'model.layers.1.mlp.weight']);
+    for (const k of unique) for (let i = k.indexOf('.'); i >= 0; i = k.indexOf('.', i + 1)) modules.add(k.slice(0, i));
+    for (const m of modules) expect(under.ownTensors(m), m).toEqual(ownTensorsTruth(unique, m));
+  });
+
+  it('are found in work that grows with the modules and keys, not their product', () => {
+    // Every expert of a 94-layer, 128-expert MoE, stored as HQQ's W_q, scale and zero: reading every
+    // key for each of its 36,096 modules was 3.9 billion comparisons.
+    const modules: string[] = [], keys: string[] = [];
+    for (let l = 0; l < 94; l++) {
+      for (let e = 0; e < 128; e++) {
+        for (const p of ['gate_proj', 'up_proj', 'down_proj']) {
+          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
+          modules.push(m);
+          keys.push(`${m}.W_q`, `${m}.scale`, `${m}.zero`);
+        }
+      }
+    }
+    const under = new KeysUnder(keys);
+    for (const m of modules) expect(under.ownTensors(m)).toEqual(['W_q', 'scale', 'zero']);
+    // A parent module's run ends at its first key that is not its own: one more comparison, not its whole subtree.
+    for (let l = 0; l < 94; l++) expect(under.ownTensors(`model.layers.${l}.mlp`)).toBeUndefined();
+    expect(under.comparisons).toBeLessThan(30 * (modules.length + keys.length));
+  });
+});
+
+describe('a base quantized with HQQ, every module of a 12,288-module adapter refused', () => {
+  it('names the method and the stored tensors for each module, in seconds', async () => {
+    const layers = 32, experts = 128, hidden = 16, inter = 8, r = 2;
+    const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
+    const bytes = (n: number) => new Uint8Array(n);
+    for (let l = 0; l < layers; l++) {
+      for (let e = 0; e < experts; e++) {
+        for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
+          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
+          // HQQLinear's state dict as transformers saves it (4-bit codes two to a byte, a scale and zero per group of 64).
+          base.push({ name: `${m}.W_q`, dtype: 'U8', shape: [1, 64], data: bytes(64) });
+          base.push({ name: `${m}.scale`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+          base.push({ name: `${m}.zero`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+          lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
+          lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
+        }
+      }
+    }
+    const config = {
+      architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, moe_intermediate_size: inter, num_experts: experts, num_hidden_layers: layers,
+      quantization_config: { quant_method: 'hqq', skip_modules: ['lm_head'], quant_config: { weight_quant_params: { nbits: 4, group_size: 64, axis: 1 } } },
+    };
+    const adapterConfig = { peft_type: 'LORA', r, lora_alpha: 4, target_modules: ['gate_proj', 'up_proj', 'down_proj'], task_type: 'CAUSAL_LM' };
+    const prepared = await prepareMerge(
+      memoryInputFileSet({ 'model.safetensors': buildSafetensors(base, { format: 'pt' }), 'config.json': JSON.stringify(config) }, 'model'),
+      [{ files: memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors(lora), 'adapter_config.json': JSON.stringify(adapterConfig) }, 'adapter'), weight: 1 }],
+    );
+    await prepared.close();
+    const problems = prepared.plan.problems;
+    expect(problems).toHaveLength(layers * experts * 3);
+    const m = 'model.layers.31.mlp.experts.127.down_proj';
+    expect(problems.at(-1)).toEqual({
+      adapter: 'adapter', module: m, code: 'UNSUPPORTED_FORMAT',
+      message: `adapter: module "${m}": config.json says the base is quantized with hqq (quantization_config.quant_method), which stores this module as ${m}.{W_q, scale, zero} and no float weight; merging into such weights is not supported: use the unquantized model`,
+    });
+    expect(problems.every((p) => p.code === 'UNSUPPORTED_FORMAT')).toBe(true);
+    // Reading every base key for each module took about two minutes here; now a few seconds.
+  }, 60_000);
+});
