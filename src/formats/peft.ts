@@ -12,7 +12,7 @@ import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, 
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { owningModule, unknownTensorMessage } from './unknown-tensor.js';
+import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
@@ -135,9 +135,10 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     // Whether these are a LoRA module's unknown tensors is known once every factor is read (below).
     loose.push(entry);
   }
+  const owners = owningModules(loose.map((e) => e.name), groups.keys());
   for (const entry of loose) {
     const key = entry.name;
-    const owner = owningModule(key, groups.keys());
+    const owner = owners.get(key);
     // The module's own weight or bias is a saved base tensor (bias="all" before PEFT named it
     // base_layer.bias, an embedding saved by save_embedding_layers beside its LoRA).
     if (owner !== undefined && !OWN_PARAMETER.test(key.slice(owner.length + 1))) {
