@@ -10,6 +10,7 @@ import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { KeysUnder } from '../src/plan/quantized-weights.js';
 import { owningModules } from '../src/formats/unknown-tensor.js';
+import { peftTargetsFrom } from '../src/formats/peft-targets.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261206);
@@ -172,4 +173,46 @@ describe('the module a tensor lies under', () => {
     expect(prepared.plan.replacements).toHaveLength(n);
     expect(prepared.plan.replacements.every((rep) => rep.baseKey.endsWith('.bias'))).toBe(true);
   }, 60_000);
+});
+
+describe('a target_modules or exclude_modules list', () => {
+  it('takes a path equal to a name or ending with a dot and one, as PEFT does', () => {
+    const parts = ['model', 'layers', '0', '1', 'self_attn', 'q_proj', 'mlp', 'up_proj', '', 'a'];
+    const name = () => Array.from({ length: 1 + Math.floor(rand() * 4) }, () => parts[Math.floor(rand() * parts.length)]).join('.');
+    for (let round = 0; round < 20; round++) {
+      const target = [...new Set(Array.from({ length: 6 }, name))];
+      const exclude = [...new Set(Array.from({ length: 3 }, name))];
+      const targets = peftTargetsFrom({ target_modules: target, exclude_modules: exclude }, 'adapter_config.json', 'LORA');
+      // check_target_module_exists and _check_exclude_modules, plainly.
+      const ends = (path: string, names: string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+      for (let i = 0; i < 300; i++) {
+        const path = name();
+        const want = ends(path, exclude) ? 'excluded' : ends(path, target) ? undefined : 'not targeted';
+        const got = targets.untargeted(path);
+        expect(got === undefined ? undefined : got.startsWith('excluded') ? 'excluded' : 'not targeted', `${path} against ${JSON.stringify(target)} less ${JSON.stringify(exclude)}`).toBe(want);
+      }
+    }
+  });
+
+  it('takes a path listed whole whatever layers_to_transform says, and checks one matched by its end against it', () => {
+    const targets = peftTargetsFrom({ target_modules: ['model.layers.5.mlp.up_proj', 'q_proj'], layers_to_transform: [0] }, 'adapter_config.json', 'LORA');
+    expect(targets.untargeted('model.layers.5.mlp.up_proj')).toBeUndefined();
+    expect(targets.untargeted('model.layers.0.self_attn.q_proj')).toBeUndefined();
+    expect(targets.untargeted('model.layers.5.self_attn.q_proj')).toBe('outside layers_to_transform [0] (layer 5)');
+  });
+
+  it('of 600,000 names is looked up, not read whole, for each of 20,000 modules', () => {
+    // 600,000 names fit in the 32 MB a config may hold; reading the list for every module was 12 billion comparisons.
+    const target = [...Array.from({ length: 600_000 }, (_, i) => `block_${i}.proj`), 'gate_proj', 'up_proj', 'down_proj'];
+    const targets = peftTargetsFrom({ target_modules: target, layers_to_transform: Array.from({ length: 90 }, (_, i) => i) }, 'adapter_config.json', 'LORA');
+    const started = performance.now();
+    for (let l = 0; l < 100; l++) {
+      for (let e = 0; e < 200; e++) {
+        const want = l < 90 ? undefined : `outside layers_to_transform [${Array.from({ length: 90 }, (_, i) => i).join(',')}] (layer ${l})`;
+        expect(targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`)).toBe(want);
+      }
+    }
+    expect(targets.untargeted('model.layers.0.self_attn.o_proj')).toMatch(/^not targeted by target_modules \["block_0\.proj",/);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
 });

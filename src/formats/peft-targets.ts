@@ -69,25 +69,28 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const layerRes = patternList.length === 0
     ? [RE2JS.compile('.*?\\.[^.]*\\.(\\d+)\\.')]
     : patternList.map((p) => compile(`.*?\\.(?:${p})\\.(\\d+)\\.`, 'layers_pattern', configFile));
-  const endsWith = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+  const targetNames = Array.isArray(target) ? new NameSuffixes(target) : undefined;
+  const excludeNames = Array.isArray(exclude) ? new NameSuffixes(exclude) : undefined;
+  const tiedTargets = new NameSuffixes(raw.ensure_weight_tying === true ? TIED_LAYERS : []);
+  const layerSet = new Set(layers);
   const shownTarget = `target_modules ${JSON.stringify(target)}`;
 
-  // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
-  // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
-  const tiedNames = raw.ensure_weight_tying === true ? TIED_LAYERS : [];
 
   return {
     untargeted(path) {
-      if (endsWith(path, tiedNames)) return undefined;
-      if (excludeRe ? excludeRe.matches(path) : Array.isArray(exclude) && endsWith(path, exclude)) {
+      // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
+      // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
+      if (tiedTargets.endsOne(path)) return undefined;
+      if (excludeRe ? excludeRe.matches(path) : excludeNames?.endsOne(path)) {
         return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
       }
       if (savedRes.some((re) => re.matches(path))) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
       if (allLinear) return undefined;
       if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
-      if (target.includes(path)) return undefined;
-      if (!endsWith(path, target)) return `not targeted by ${shownTarget}`;
+      // A name listed whole is taken whatever layers_to_transform says; one matched by its end is checked against it.
+      if (targetNames!.has(path)) return undefined;
+      if (!targetNames!.endsOne(path)) return `not targeted by ${shownTarget}`;
       if (!usingLayers) return undefined;
       let index: number | undefined;
       for (const re of layerRes) {
@@ -98,9 +101,40 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
         }
       }
       if (index === undefined) return `targeted by ${shownTarget}, with no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
-      return layers.includes(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
+      return layerSet.has(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
     },
   };
+}
+
+/**
+ * A list of module names as PEFT matches one against a module's path: the path itself, or its end
+ * after a dot (check_target_module_exists). A set of the names, looked up with those of the path's
+ * ends whose number of parts some name has: lists of hundreds of thousands of names were read
+ * whole for every module.
+ */
+class NameSuffixes {
+  private readonly names: ReadonlySet<string>;
+  /** How many dots the names hold, largest first. */
+  private readonly dots: number[];
+
+  constructor(names: readonly string[]) {
+    this.names = new Set(names);
+    this.dots = [...new Set(names.map((n) => n.split('.').length - 1))].sort((a, b) => b - a);
+  }
+
+  has(path: string): boolean {
+    return this.names.has(path);
+  }
+
+  /** Whether `path` is one of the names or ends with `.` and one of them. */
+  endsOne(path: string): boolean {
+    if (this.names.has(path)) return true;
+    // The dots of the path, from its end: an end with d dots starts after the (d+1)-th from the end.
+    const at: number[] = [];
+    const most = this.dots[0] ?? -1;
+    for (let i = path.lastIndexOf('.'); i >= 0 && at.length <= most; i = i === 0 ? -1 : path.lastIndexOf('.', i - 1)) at.push(i);
+    return this.dots.some((d) => d < at.length && this.names.has(path.slice(at[d] + 1)));
+  }
 }
 
 /**
