@@ -216,3 +216,36 @@ describe('a target_modules or exclude_modules list', () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 });
+
+describe('a modules_to_save list', () => {
+  it('puts no adapter on a module under an entry, matched as the regex (^|.*\\.)<entry>($|\\..*)', () => {
+    const parts = ['model', 'layers', '0', 'lm_head', 'score', 'embed_tokens', 'q_proj', 'a'];
+    const name = () => Array.from({ length: 1 + Math.floor(rand() * 4) }, () => parts[Math.floor(rand() * parts.length)]).join('.');
+    for (let round = 0; round < 20; round++) {
+      const saved = [...new Set([...Array.from({ length: 3 }, name), ['lm_head', 'score', 'q_pro.', 'emb.*'][round % 4]])];
+      const targets = peftTargetsFrom({ modules_to_save: saved }, 'adapter_config.json', 'LORA');
+      for (let i = 0; i < 200; i++) {
+        const path = name();
+        const want = saved.some((m) => new RegExp(`^(?:^|.*\\.)(?:${m})(?:$|\\..*)$`).test(path));
+        expect(targets.untargeted(path)?.startsWith('in modules_to_save') ?? false, `${path} under ${JSON.stringify(saved)}`).toBe(want);
+      }
+    }
+  });
+
+  it('of 100,000 names of one part each is a set, not 100,000 regexes matched against every module', () => {
+    const saved = [...Array.from({ length: 100_000 }, (_, i) => `head_${i}`), 'lm_head'];
+    const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
+    const started = performance.now();
+    for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) expect(targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`)).toBeUndefined();
+    expect(targets.untargeted('lm_head.lora_A')).toMatch(/^in modules_to_save \["head_0",/);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it('of regexes too many to match against every module is refused in one line naming the limit', () => {
+    const saved = Array.from({ length: 5000 }, (_, i) => `model\\.heads\\.${i}`);
+    const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
+    expect(() => {
+      for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`);
+    }).toThrow(/^adapter_config\.json: modules_to_save needs too much matching against this adapter's modules \(more than the limit MAX_PATTERN_MATCHES, 50000000 name comparisons, a regex counting 100\); list fewer modules, or name them by their last part$/);
+  });
+});

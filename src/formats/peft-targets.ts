@@ -24,7 +24,7 @@
  */
 import { RE2JS } from 're2js';
 import { MergeError } from '../errors.js';
-import { MAX_PATTERN_LENGTH } from '../limits.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES } from '../limits.js';
 import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
 import { languageModelField, modelArchitectures, tiesWordEmbeddings, type ModelConfig } from './model-config.js';
@@ -38,6 +38,10 @@ export interface PeftTargets {
 const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 'HRA', 'MISS']);
 /** The input embedding and the output head as transformers names them in most models: tied when the model ties them. */
 const TIED_LAYERS = ['embed_tokens', 'lm_head'];
+/** A modules_to_save entry that is one plain name part (`lm_head`), no regex syntax in it. */
+const ONE_PART_NAME = /^[A-Za-z0-9_-]+$/;
+/** A regex match counts as a hundred name comparisons against MAX_PATTERN_MATCHES, as rank_pattern's do (module-pattern.ts). */
+const REGEX_MATCH_COST = 100;
 /** Task types whose PeftModel class adds these heads to modules_to_save (peft_model.py classifier_module_names). */
 const CLASSIFIER_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS']);
 const CLASSIFIER_HEADS = ['classifier', 'score'];
@@ -64,7 +68,22 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const allLinear = typeof target === 'string' && target.toLowerCase() === 'all-linear';
   const targetRe = typeof target === 'string' && !allLinear ? compile(target, 'target_modules', configFile) : undefined;
   const excludeRe = typeof exclude === 'string' && exclude !== '' ? compile(exclude, 'exclude_modules', configFile) : undefined;
-  const savedRes = modulesToSave.map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
+  // A name of one part matches a part of the path: a set of them answers at once. Any other entry is
+  // a regex, and matching it against every module is counted against MAX_PATTERN_MATCHES.
+  const savedParts = new Set(modulesToSave.filter((m) => ONE_PART_NAME.test(m)));
+  const savedRes = modulesToSave.filter((m) => !ONE_PART_NAME.test(m)).map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
+  let matching = 0;
+  const underSaved = (path: string): boolean => {
+    if (savedParts.size > 0 && path.split('.').some((part) => savedParts.has(part))) return true;
+    matching += savedRes.length * REGEX_MATCH_COST;
+    if (matching > MAX_PATTERN_MATCHES) {
+      throw new MergeError(
+        'LIMIT_EXCEEDED',
+        `${configFile}: modules_to_save needs too much matching against this adapter's modules (more than the limit MAX_PATTERN_MATCHES, ${MAX_PATTERN_MATCHES} name comparisons, a regex counting ${REGEX_MATCH_COST}); list fewer modules, or name them by their last part`,
+      );
+    }
+    return savedRes.some((re) => re.matches(path));
+  };
   const patternList = typeof layerPatterns === 'string' ? (layerPatterns === '' ? [] : [layerPatterns]) : layerPatterns ?? [];
   const layerRes = patternList.length === 0
     ? [RE2JS.compile('.*?\\.[^.]*\\.(\\d+)\\.')]
@@ -84,7 +103,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
       if (excludeRe ? excludeRe.matches(path) : excludeNames?.endsOne(path)) {
         return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
       }
-      if (savedRes.some((re) => re.matches(path))) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
+      if (underSaved(path)) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
       if (allLinear) return undefined;
       if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
@@ -112,7 +131,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
  * ends whose number of parts some name has: lists of hundreds of thousands of names were read
  * whole for every module.
  */
-class NameSuffixes {
+export class NameSuffixes {
   private readonly names: ReadonlySet<string>;
   /** How many dots the names hold, largest first. */
   private readonly dots: number[];
