@@ -61,3 +61,54 @@ describe('BaseKeyIndex', () => {
     });
   }
 });
+
+describe('BaseKeyIndex on many keys that end alike', () => {
+  /** Key sets that put thousands of keys behind the same last parts, and names that differ only in parts far from the end. */
+  const families: [string, string[]][] = [
+    // GPT-2 without `transformer.`: every layer's c_attn shares its last three parts.
+    ['GPT-2 layers', Array.from({ length: 3000 }, (_, i) => `h.${i}.attn.c_attn.weight`)],
+    // A long common ending: the parts that tell keys apart are 300 parts from the end.
+    ['a long common ending', Array.from({ length: 600 }, (_, i) => `${i}.${'a.'.repeat(300)}weight`)],
+    // A long common start, and names whose dots and underscores differ but flatten alike.
+    ['dots and underscores', Array.from({ length: 512 }, (_, i) => `${'blk.'.repeat(40)}${[...i.toString(2).padStart(9, '0')].map((b) => (b === '1' ? 'x.' : 'x_')).join('')}proj.weight`)],
+    // Empty parts, a key that is one part, and keys that end with another key.
+    ['empty parts', ['weight', '.weight', '..weight', 'a..weight', 'a.weight', 'b.a.weight', 'a.', '.', ...Array.from({ length: 40 }, (_, i) => `m${i}..weight`)]],
+  ];
+  for (const [title, keys] of families) {
+    it(`${title}: dotted and flattened queries as the definition says`, () => {
+      const index = new BaseKeyIndex(keys);
+      const names = new Set<string>();
+      for (let i = 0; i < keys.length; i += Math.max(1, Math.floor(keys.length / 60))) {
+        // A key's first, middle and last tails (all of them for a 300-part key cost seconds of the definition).
+        const all = tails(keys[i], '.');
+        for (const t of [...all.slice(0, 4), all[all.length >> 1], ...all.slice(-4)]) names.add(t);
+        names.add(`transformer.${keys[i]}`);
+      }
+      for (const extra of ['weight', 'a.weight', '.weight', 'c_attn.weight', 'x.proj.weight', 'nothing.weight']) names.add(extra);
+      for (const name of names) expect(index.resolveDotted(name), name).toEqual(outcome(dottedTruth(keys, name)));
+      const flat = new Set<string>(['proj', 'x_proj', 'x_x_proj', 'c_attn', 'attn_c_attn', '0_attn_c_attn', 'a', 'a_a', 'no_such']);
+      for (let i = 0; i < keys.length; i += Math.max(1, Math.floor(keys.length / 30))) {
+        const dot = keys[i].lastIndexOf('.');
+        const all = dot > 0 ? tails(keys[i].slice(0, dot).replaceAll('.', '_'), '_') : [];
+        for (const t of [...all.slice(0, 4), ...all.slice(-4)]) flat.add(t);
+      }
+      for (const name of flat) expect(index.resolveFlat(name), name).toEqual(outcome(flatTruth(keys, name, 'weight')));
+    });
+  }
+
+  it('a tensor with an empty name ends no name (a name ending in a dot is not its module)', () => {
+    const index = new BaseKeyIndex(['', 'x.weight']);
+    expect(index.resolveDotted('m.')).toEqual({ found: false, ambiguous: false, candidates: [] });
+    expect(index.resolveDotted('')).toEqual({ found: true, key: '' });
+  });
+
+  it('a prefixed name compares a handful of keys, not every key that shares its last parts', () => {
+    // A prefixed adapter (`transformer.h.…`) on a GPT-2 file (`h.…`) of 20 000 layers: the lookup
+    // read all 20 000 keys ending in `attn.c_attn.weight` for each module.
+    const n = 20_000;
+    const index = new BaseKeyIndex(Array.from({ length: n }, (_, i) => `h.${i}.attn.c_attn.weight`));
+    for (let i = 0; i < n; i++) expect(index.resolveDotted(`transformer.h.${i}.attn.c_attn.weight`)).toEqual({ found: true, key: `h.${i}.attn.c_attn.weight` });
+    for (let i = 0; i < n; i++) expect(index.resolveFlat(`h_${i}_attn_c_attn`)).toEqual({ found: true, key: `h.${i}.attn.c_attn.weight` });
+    expect(index.comparisons).toBeLessThan(2 * n * 20);
+  });
+});

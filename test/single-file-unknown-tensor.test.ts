@@ -36,4 +36,17 @@ describe('single-file adapters: an unknown tensor of a known module', () => {
     expect(await planRefusal(llama(), { adapter: qProjSingleFile(rand, [[`${q}.x.weight`, [8]]]) })).toBe(
       `adapter/adapter.safetensors: module "${q}": unknown tensor "x.weight" ("${q}.x.weight"), which no adapter algorithm reads ${KNOWN}`);
   });
+
+  it('kohya: <module>.x.y.weight before <module>.x.weight are both <module>\'s, not y.weight a tensor of "module" <module>.x', async () => {
+    // Each lone weight belongs to the nearest name that is a module, whatever the file's order:
+    // `<module>.x` is none, being an unknown tensor itself.
+    const files: Files = {
+      'adapter.safetensors': buildSafetensors([
+        randomTensor(`${K}.lora_down.weight`, [2, 8], 'F32', rand), randomTensor(`${K}.lora_up.weight`, [8, 2], 'F32', rand),
+        randomTensor(`${K}.x.y.weight`, [8], 'F32', rand), randomTensor(`${K}.x.weight`, [8], 'F32', rand),
+      ]),
+    };
+    expect(await planRefusal(llama(), { adapter: files })).toBe(['2 problems in adapter:', ...['x.y.weight', 'x.weight'].map((e) =>
+      `  - adapter/adapter.safetensors: module "${K}": unknown tensor "${e}" ("${K}.${e}"), which no adapter algorithm reads ${KNOWN}`)].join('\n'));
+  });
 });

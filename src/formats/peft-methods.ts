@@ -32,7 +32,7 @@ import { lookupPattern, patterns } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { owningModule, roleEndings, unknownTensorMessage } from './unknown-tensor.js';
+import { owningModules, roleEndings, unknownTensorMessage } from './unknown-tensor.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
@@ -393,8 +393,9 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     if (!roles) groups.set(path, (roles = new Map()));
     roles.set(split.role, entry);
   }
+  const owning = owningModules(loose.map((l) => l.entry.name), owners);
   for (const { entry, foreign } of loose) {
-    const owner = owningModule(entry.name, owners);
+    const owner = owning.get(entry.name);
     if (owner !== undefined && !OWN_TENSOR.test(entry.name.slice(owner.length + 1))) {
       // Under a module the method wraps PEFT saves only the method's tensors and the layer's own
       // (`weight`, `bias`, `base_layer.…`): anything else is no model parameter either.

@@ -24,7 +24,7 @@
  */
 import { RE2JS } from 're2js';
 import { MergeError } from '../errors.js';
-import { MAX_PATTERN_LENGTH } from '../limits.js';
+import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES } from '../limits.js';
 import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
 import { languageModelField, modelArchitectures, tiesWordEmbeddings, type ModelConfig } from './model-config.js';
@@ -38,6 +38,10 @@ export interface PeftTargets {
 const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 'HRA', 'MISS']);
 /** The input embedding and the output head as transformers names them in most models: tied when the model ties them. */
 const TIED_LAYERS = ['embed_tokens', 'lm_head'];
+/** A modules_to_save entry that is one plain name part (`lm_head`), no regex syntax in it. */
+const ONE_PART_NAME = /^[A-Za-z0-9_-]+$/;
+/** A regex match counts as a hundred name comparisons against MAX_PATTERN_MATCHES, as rank_pattern's do (module-pattern.ts). */
+const REGEX_MATCH_COST = 100;
 /** Task types whose PeftModel class adds these heads to modules_to_save (peft_model.py classifier_module_names). */
 const CLASSIFIER_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS']);
 const CLASSIFIER_HEADS = ['classifier', 'score'];
@@ -64,30 +68,48 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const allLinear = typeof target === 'string' && target.toLowerCase() === 'all-linear';
   const targetRe = typeof target === 'string' && !allLinear ? compile(target, 'target_modules', configFile) : undefined;
   const excludeRe = typeof exclude === 'string' && exclude !== '' ? compile(exclude, 'exclude_modules', configFile) : undefined;
-  const savedRes = modulesToSave.map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
+  // A name of one part matches a part of the path: a set of them answers at once. Any other entry is
+  // a regex, and matching it against every module is counted against MAX_PATTERN_MATCHES.
+  const savedParts = new Set(modulesToSave.filter((m) => ONE_PART_NAME.test(m)));
+  const savedRes = modulesToSave.filter((m) => !ONE_PART_NAME.test(m)).map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
+  let matching = 0;
+  const underSaved = (path: string): boolean => {
+    if (savedParts.size > 0 && path.split('.').some((part) => savedParts.has(part))) return true;
+    matching += savedRes.length * REGEX_MATCH_COST;
+    if (matching > MAX_PATTERN_MATCHES) {
+      throw new MergeError(
+        'LIMIT_EXCEEDED',
+        `${configFile}: modules_to_save needs too much matching against this adapter's modules (more than the limit MAX_PATTERN_MATCHES, ${MAX_PATTERN_MATCHES} name comparisons, a regex counting ${REGEX_MATCH_COST}); list fewer modules, or name them by their last part`,
+      );
+    }
+    return savedRes.some((re) => re.matches(path));
+  };
   const patternList = typeof layerPatterns === 'string' ? (layerPatterns === '' ? [] : [layerPatterns]) : layerPatterns ?? [];
   const layerRes = patternList.length === 0
     ? [RE2JS.compile('.*?\\.[^.]*\\.(\\d+)\\.')]
     : patternList.map((p) => compile(`.*?\\.(?:${p})\\.(\\d+)\\.`, 'layers_pattern', configFile));
-  const endsWith = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+  const targetNames = Array.isArray(target) ? new NameSuffixes(target) : undefined;
+  const excludeNames = Array.isArray(exclude) ? new NameSuffixes(exclude) : undefined;
+  const tiedTargets = new NameSuffixes(raw.ensure_weight_tying === true ? TIED_LAYERS : []);
+  const layerSet = new Set(layers);
   const shownTarget = `target_modules ${JSON.stringify(target)}`;
 
-  // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
-  // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
-  const tiedNames = raw.ensure_weight_tying === true ? TIED_LAYERS : [];
 
   return {
     untargeted(path) {
-      if (endsWith(path, tiedNames)) return undefined;
-      if (excludeRe ? excludeRe.matches(path) : Array.isArray(exclude) && endsWith(path, exclude)) {
+      // ensure_weight_tying: PEFT adds the layers tied to a targeted embedding (the output head) to the
+      // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
+      if (tiedTargets.endsOne(path)) return undefined;
+      if (excludeRe ? excludeRe.matches(path) : excludeNames?.endsOne(path)) {
         return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
       }
-      if (savedRes.some((re) => re.matches(path))) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
+      if (underSaved(path)) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
       if (allLinear) return undefined;
       if (typeof target === 'string') return targetRe!.matches(path) ? undefined : `not targeted by ${shownTarget}`;
-      if (target.includes(path)) return undefined;
-      if (!endsWith(path, target)) return `not targeted by ${shownTarget}`;
+      // A name listed whole is taken whatever layers_to_transform says; one matched by its end is checked against it.
+      if (targetNames!.has(path)) return undefined;
+      if (!targetNames!.endsOne(path)) return `not targeted by ${shownTarget}`;
       if (!usingLayers) return undefined;
       let index: number | undefined;
       for (const re of layerRes) {
@@ -98,9 +120,40 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
         }
       }
       if (index === undefined) return `targeted by ${shownTarget}, with no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
-      return layers.includes(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
+      return layerSet.has(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
     },
   };
+}
+
+/**
+ * A list of module names as PEFT matches one against a module's path: the path itself, or its end
+ * after a dot (check_target_module_exists). A set of the names, looked up with those of the path's
+ * ends whose number of parts some name has: lists of hundreds of thousands of names were read
+ * whole for every module.
+ */
+export class NameSuffixes {
+  private readonly names: ReadonlySet<string>;
+  /** How many dots the names hold, largest first. */
+  private readonly dots: number[];
+
+  constructor(names: readonly string[]) {
+    this.names = new Set(names);
+    this.dots = [...new Set(names.map((n) => n.split('.').length - 1))].sort((a, b) => b - a);
+  }
+
+  has(path: string): boolean {
+    return this.names.has(path);
+  }
+
+  /** Whether `path` is one of the names or ends with `.` and one of them. */
+  endsOne(path: string): boolean {
+    if (this.names.has(path)) return true;
+    // The dots of the path, from its end: an end with d dots starts after the (d+1)-th from the end.
+    const at: number[] = [];
+    const most = this.dots[0] ?? -1;
+    for (let i = path.lastIndexOf('.'); i >= 0 && at.length <= most; i = i === 0 ? -1 : path.lastIndexOf('.', i - 1)) at.push(i);
+    return this.dots.some((d) => d < at.length && this.names.has(path.slice(at[d] + 1)));
+  }
 }
 
 /**

@@ -10,9 +10,9 @@ import { lora, loraExtraShapeProblem } from './algorithms/lora.js';
 import { peftBdlora } from './algorithms/peft-bdlora.js';
 import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
-import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
+import { ALL_LINEAR_LAYERS, checkPeftTargets, NameSuffixes, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { owningModule, unknownTensorMessage } from './unknown-tensor.js';
+import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
 
 const PEFT_PREFIX = 'base_model.model.';
 
@@ -69,6 +69,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const strayState: Record<'velora' | 'monteclora', string[]> = { velora: [], monteclora: [] };
   /** Tensors that are no factor and no known saved tensor: a saved base tensor, or a module's unknown one. */
   const loose: TensorEntry[] = [];
+  const savedNames = new NameSuffixes(config.modulesToSave);
   for (const entry of file.tensors) {
     const key = entry.name;
     const factor = FACTOR_KEY.exec(key);
@@ -122,7 +123,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
       continue;
     }
     const modulePath = stripPrefix(key.slice(0, Math.max(0, key.lastIndexOf('.'))));
-    if (config.modulesToSave.some((m) => modulePath === m || modulePath.endsWith(`.${m}`))) {
+    if (savedNames.endsOne(modulePath)) {
       replacements.push(replacement(name, key, entry, key, 'modules_to_save'));
       continue;
     }
@@ -135,9 +136,10 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
     // Whether these are a LoRA module's unknown tensors is known once every factor is read (below).
     loose.push(entry);
   }
+  const owners = owningModules(loose.map((e) => e.name), groups.keys());
   for (const entry of loose) {
     const key = entry.name;
-    const owner = owningModule(key, groups.keys());
+    const owner = owners.get(key);
     // The module's own weight or bias is a saved base tensor (bias="all" before PEFT named it
     // base_layer.bias, an embedding saved by save_embedding_layers beside its LoRA).
     if (owner !== undefined && !OWN_PARAMETER.test(key.slice(owner.length + 1))) {

@@ -21,7 +21,7 @@ import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
-import { owningModule, unknownTensorMessage } from './unknown-tensor.js';
+import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
 import { product } from '../integers.js';
 
 type Problem = { code: MergeErrorCode; message: string };
@@ -101,8 +101,9 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     roles.set(split.role, entry);
   }
 
+  const owners = unknownTensorOwners(groups);
   for (const [key, roles] of groups) {
-    const owner = unknownTensorOwner(key, roles, groups);
+    const owner = owners.get(key);
     if (owner === undefined) continue;
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: unknownTensorMessage(fileName, owner, roles.get('weight')!.name, SINGLE_FILE_ENDINGS) });
     groups.delete(key);
@@ -139,13 +140,24 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
 }
 
 /**
- * The module a lone `….weight` belongs to when the name is another module's plus a suffix
- * (`<module>.x.weight` beside `<module>.lora_down.weight`), or a kohya module's (whose names hold no
- * dot): an unknown tensor of that module, not a module of its own. Undefined otherwise.
+ * The groups that are a lone `….weight` under another module (`<module>.x.weight` beside
+ * `<module>.lora_down.weight`), or under a kohya module (whose names hold no dot), with that
+ * module: unknown tensors of it, not modules of their own. A lone weight under another lone weight
+ * belongs to the module that one belongs to (the nearest that is a module), whatever the file's order.
  */
-function unknownTensorOwner(key: string, roles: ReadonlyMap<Role, TensorEntry>, groups: ReadonlyMap<string, unknown>): string | undefined {
-  if (roles.size !== 1 || !roles.has('weight')) return undefined;
-  return owningModule(key, groups.keys()) ?? kohyaOwner(key);
+function unknownTensorOwners(groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>): Map<string, string> {
+  const lone = [...groups].filter(([, roles]) => roles.size === 1 && roles.has('weight')).map(([key]) => key);
+  const nearest = owningModules(lone, groups.keys());
+  const isLone = new Set(lone);
+  const owned = (key: string) => isLone.has(key) && (nearest.has(key) || kohyaOwner(key) !== undefined);
+  const owners = new Map<string, string>();
+  // Shorter names first: a lone weight's owner is known before those under it ask for it.
+  for (const key of lone.sort((a, b) => a.length - b.length)) {
+    const up = nearest.get(key);
+    const owner = up === undefined ? kohyaOwner(key) : owned(up) ? owners.get(up) : up;
+    if (owner !== undefined) owners.set(key, owner);
+  }
+  return owners;
 }
 
 /** The kohya module (`lora_unet_…`, no dots) a dotted name starts with, if it does. */

@@ -52,11 +52,12 @@ export function quantizedWeightProblems(
 ): PlanProblem[] {
   const method = quantizationMethod(config);
   const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
+  const unread = new Set(scaled?.unread);
   const why = (baseKey: string): string | undefined => {
     if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
     // Under `keep` the plan merges every weight with a scale_weight in place (ΔW / scale), whatever
     // the scale's dtype, as ComfyUI's older scaled fp8 layers read one into their float32 parameter.
-    if (scaled?.rule === 'keep' && scaled.unread.includes(baseKey)) return undefined;
+    if (scaled?.rule === 'keep' && unread.has(baseKey)) return undefined;
     const format = scaled?.unreadWhy?.get(baseKey);
     if (format) return quantizedFormatRefusal(baseKey, format);
     const stem = baseKey.slice(0, -'weight'.length);
@@ -96,20 +97,65 @@ export function quantizedWeightProblems(
 export function packedModuleProblems(problems: PlanProblem[], tensors: ReadonlyMap<string, unknown>, config: ModelConfig | undefined): void {
   const method = quantizationMethod(config);
   if (method === undefined || READ_METHODS.has(method)) return;
-  let keys: string[] | undefined; // listed once, where a problem asks
+  let under: KeysUnder | undefined; // indexed once, where a problem asks
   for (let i = 0; i < problems.length; i++) {
     const p = problems[i];
     if (p.code !== 'UNKNOWN_MODULE' || p.module === '' || tensors.has(`${p.module}.weight`)) continue;
-    keys ??= [...tensors.keys()];
-    const stored = keys.filter((k) => k.startsWith(`${p.module}.`)).map((k) => k.slice(p.module.length + 1));
+    under ??= new KeysUnder(tensors.keys());
     // The module's own tensors only (`W_q`, `weight._data`): a parent module's name (`mlp`) covers
     // its children's weights, which say nothing of how the module is stored.
-    if (stored.length === 0 || !stored.every((e) => /^(weight\.)?[^.]+$/.test(e))) continue;
+    const stored = under.ownTensors(p.module);
+    if (stored === undefined || stored.length === 0) continue;
     const shown = stored.slice(0, 3).join(', ') + (stored.length > 3 ? ', …' : '');
     problems[i] = {
       ...p, code: 'UNSUPPORTED_FORMAT',
       message: `${p.adapter}: module "${p.module}": config.json says the base is quantized with ${method} (quantization_config.quant_method), which stores this module as ${p.module}.{${shown}} and no float weight; merging into such weights is not supported: use the unquantized model`,
     };
+  }
+}
+
+/** A module's own tensor, after `<module>.`: one name part, or one after `weight.` (optimum-quanto's `weight._data`). */
+const OWN_TENSOR = /^(weight\.)?[^.]+$/;
+
+/**
+ * The keys under a module (`<module>.…`), found by binary search in the keys sorted once: a base
+ * of tens of thousands of quantized modules, each a problem, was a scan of every key per module
+ * (minutes). `comparisons` counts the key comparisons made, for tests of the work's growth.
+ */
+export class KeysUnder {
+  private readonly sorted: { key: string; at: number }[];
+  comparisons = 0;
+
+  constructor(keys: Iterable<string>) {
+    this.sorted = [...keys].map((key, at) => ({ key, at }));
+    // Code-unit order, as `<` compares: the keys starting with a prefix are then one run.
+    this.sorted.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /**
+   * The endings of the keys under `module` in the file's order when every one is the module's own
+   * tensor (OWN_TENSOR); undefined at the first that is not (a parent module's name). The run is
+   * left at its first such key, so each key is read for at most the two modules it may belong to.
+   */
+  ownTensors(module: string): string[] | undefined {
+    const prefix = `${module}.`;
+    let lo = 0, hi = this.sorted.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      this.comparisons++;
+      if (this.sorted[mid].key < prefix) lo = mid + 1;
+      else hi = mid;
+    }
+    const found: { ending: string; at: number }[] = [];
+    for (let i = lo; i < this.sorted.length; i++) {
+      const { key, at } = this.sorted[i];
+      this.comparisons++;
+      if (!key.startsWith(prefix)) break;
+      const ending = key.slice(prefix.length);
+      if (!OWN_TENSOR.test(ending)) return undefined;
+      found.push({ ending, at });
+    }
+    return found.sort((a, b) => a.at - b.at).map((f) => f.ending);
   }
 }
 

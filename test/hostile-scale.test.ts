@@ -1,0 +1,251 @@
+/**
+ * Big but legal inputs whose cost could grow with the square of their size: tens of thousands of
+ * modules that each fail against a base of tens of thousands of tensors, and names thousands of
+ * parts long that differ only far from their end. Each is checked for the right answer, and where
+ * the work can be counted, for work that grows with the input, not its square; the end-to-end
+ * checks use sizes at which the quadratic code took minutes.
+ */
+import { describe, expect, it } from 'vitest';
+import { memoryInputFileSet } from '../src/io/memory-source.js';
+import { prepareMerge } from '../src/pipeline/prepare-merge.js';
+import { KeysUnder } from '../src/plan/quantized-weights.js';
+import { owningModules } from '../src/formats/unknown-tensor.js';
+import { peftTargetsFrom } from '../src/formats/peft-targets.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+
+const rand = seededRandom(20261206);
+
+/** The endings under `module` in key order when all are the module's own tensors (one part, or one after `weight.`), else undefined: the definition, plainly. */
+function ownTensorsTruth(keys: readonly string[], module: string): string[] | undefined {
+  const endings = keys.filter((k) => k.startsWith(`${module}.`)).map((k) => k.slice(module.length + 1));
+  return endings.every((e) => /^(weight\.)?[^.]+$/.test(e)) ? endings : undefined;
+}
+
+describe('the tensors a quantized module is stored as', () => {
+  it('are those under its name, in the file\'s order, and none for a parent module', () => {
+    const keys: string[] = [];
+    const parts = ['W_q', 'scale', 'zero', 'shape', 'nbits', 'weight._data', 'weight._scale', 'input_scale', 'weight'];
+    for (let i = 0; i < 400; i++) {
+      const m = `model.layers.${Math.floor(rand() * 6)}.${['self_attn', 'mlp'][Math.floor(rand() * 2)]}.${['q_proj', 'k_proj', 'gate_proj', 'q_proj.lora'][Math.floor(rand() * 4)]}`;
+      keys.push(`${m}.${parts[Math.floor(rand() * parts.length)]}`);
+    }
+    keys.push('model.norm.weight', 'model.norm.', 'model.embed_tokens.weight', 'model.layers.1.mlp.weight.x.y');
+    const unique = [...new Set(keys)];
+    const under = new KeysUnder(unique);
+    const modules = new Set(['model', 'model.layers.1', 'model.layers.1.mlp', 'model.norm', 'model.nothing', 'model.layers.1.mlp.weight']);
+    for (const k of unique) for (let i = k.indexOf('.'); i >= 0; i = k.indexOf('.', i + 1)) modules.add(k.slice(0, i));
+    for (const m of modules) expect(under.ownTensors(m), m).toEqual(ownTensorsTruth(unique, m));
+  });
+
+  it('are found in work that grows with the modules and keys, not their product', () => {
+    // Every expert of a 94-layer, 128-expert MoE, stored as HQQ's W_q, scale and zero: reading every
+    // key for each of its 36,096 modules was 3.9 billion comparisons.
+    const modules: string[] = [], keys: string[] = [];
+    for (let l = 0; l < 94; l++) {
+      for (let e = 0; e < 128; e++) {
+        for (const p of ['gate_proj', 'up_proj', 'down_proj']) {
+          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
+          modules.push(m);
+          keys.push(`${m}.W_q`, `${m}.scale`, `${m}.zero`);
+        }
+      }
+    }
+    const under = new KeysUnder(keys);
+    for (const m of modules) expect(under.ownTensors(m)).toEqual(['W_q', 'scale', 'zero']);
+    // A parent module's run ends at its first key that is not its own: one more comparison, not its whole subtree.
+    for (let l = 0; l < 94; l++) expect(under.ownTensors(`model.layers.${l}.mlp`)).toBeUndefined();
+    expect(under.comparisons).toBeLessThan(30 * (modules.length + keys.length));
+  });
+});
+
+describe('a base quantized with HQQ, every module of a 12,288-module adapter refused', () => {
+  it('names the method and the stored tensors for each module, in seconds', async () => {
+    const layers = 32, experts = 128, hidden = 16, inter = 8, r = 2;
+    const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
+    const bytes = (n: number) => new Uint8Array(n);
+    for (let l = 0; l < layers; l++) {
+      for (let e = 0; e < experts; e++) {
+        for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
+          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
+          // HQQLinear's state dict as transformers saves it (4-bit codes two to a byte, a scale and zero per group of 64).
+          base.push({ name: `${m}.W_q`, dtype: 'U8', shape: [1, 64], data: bytes(64) });
+          base.push({ name: `${m}.scale`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+          base.push({ name: `${m}.zero`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+          lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
+          lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
+        }
+      }
+    }
+    const config = {
+      architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, moe_intermediate_size: inter, num_experts: experts, num_hidden_layers: layers,
+      quantization_config: { quant_method: 'hqq', skip_modules: ['lm_head'], quant_config: { weight_quant_params: { nbits: 4, group_size: 64, axis: 1 } } },
+    };
+    const adapterConfig = { peft_type: 'LORA', r, lora_alpha: 4, target_modules: ['gate_proj', 'up_proj', 'down_proj'], task_type: 'CAUSAL_LM' };
+    const prepared = await prepareMerge(
+      memoryInputFileSet({ 'model.safetensors': buildSafetensors(base, { format: 'pt' }), 'config.json': JSON.stringify(config) }, 'model'),
+      [{ files: memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors(lora), 'adapter_config.json': JSON.stringify(adapterConfig) }, 'adapter'), weight: 1 }],
+    );
+    await prepared.close();
+    const problems = prepared.plan.problems;
+    expect(problems).toHaveLength(layers * experts * 3);
+    const m = 'model.layers.31.mlp.experts.127.down_proj';
+    expect(problems.at(-1)).toEqual({
+      adapter: 'adapter', module: m, code: 'UNSUPPORTED_FORMAT',
+      message: `adapter: module "${m}": config.json says the base is quantized with hqq (quantization_config.quant_method), which stores this module as ${m}.{W_q, scale, zero} and no float weight; merging into such weights is not supported: use the unquantized model`,
+    });
+    expect(problems.every((p) => p.code === 'UNSUPPORTED_FORMAT')).toBe(true);
+    // Reading every base key for each module took about two minutes here; now a few seconds.
+  }, 60_000);
+});
+
+describe('names thousands of parts long that differ only far from their end', () => {
+  it('a prefixed adapter of 2,000 such modules lands each on its own tensor, in seconds', async () => {
+    // 4 KB names (MAX_NAME_BYTES is 4096): `<i>.a.a.….a.weight`, ~2,000 parts, in the base; the
+    // adapter adds `x.` in front, so every module is found by its ending. Matching on the last
+    // three parts and reading every key sharing them, and hashing every suffix of each name, took
+    // 80 s at this size.
+    const n = 2000, d = 4, r = 2;
+    const chain = Array(1990).fill('a').join('.');
+    const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
+    for (let i = 0; i < n; i++) {
+      base.push({ name: `${i}.${chain}.weight`, dtype: 'F16', shape: [d, d], data: new Uint8Array(2 * d * d) });
+      lora.push({ name: `base_model.model.x.${i}.${chain}.lora_A.weight`, dtype: 'F16', shape: [r, d], data: new Uint8Array(2 * r * d) });
+      lora.push({ name: `base_model.model.x.${i}.${chain}.lora_B.weight`, dtype: 'F16', shape: [d, r], data: new Uint8Array(2 * d * r) });
+    }
+    const prepared = await prepareMerge(
+      memoryInputFileSet({ 'model.safetensors': buildSafetensors(base, { format: 'pt' }) }, 'model.safetensors'),
+      [{ files: memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors(lora), 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r, lora_alpha: 4, target_modules: '.*' }) }, 'adapter'), weight: 1 }],
+    );
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates).toHaveLength(n);
+    for (const u of prepared.plan.updates) expect(u.terms.map((t) => `x.${u.baseKey}`)).toEqual([`${u.terms[0].moduleName}.weight`]);
+  }, 60_000);
+});
+
+/** The module among `modules` that `key` lies under (`<module>.<more>`), the longest when several do: the definition, plainly. */
+function ownerTruth(key: string, modules: readonly string[]): string | undefined {
+  const under = modules.filter((m) => key.length > m.length + 1 && key.startsWith(`${m}.`));
+  return under.sort((a, b) => b.length - a.length)[0];
+}
+
+describe('the module a tensor lies under', () => {
+  it('is the longest module its name starts with, on a dot', () => {
+    const parts = ['model', 'layers', '0', '1', 'self_attn', 'q_proj', 'q', 'lora_A', 'weight', 'bias', '', 'a'];
+    const name = () => Array.from({ length: 1 + Math.floor(rand() * 5) }, () => parts[Math.floor(rand() * parts.length)]).join('.');
+    for (let round = 0; round < 20; round++) {
+      const modules = [...new Set(Array.from({ length: 30 }, name))];
+      const keys = [...new Set([...Array.from({ length: 200 }, name), ...modules.map((m) => `${m}.`), ...modules.map((m) => `${m}.weight`), ...modules])];
+      const owners = owningModules(keys, modules);
+      for (const key of keys) expect(owners.get(key), `${key} among ${modules.join(' ')}`).toBe(ownerTruth(key, modules));
+    }
+  });
+
+  it('of each saved bias of a bias="all" PEFT LoRA on 15,360 expert projections is its module, in seconds', async () => {
+    // PEFT saves `<module>.bias` for every module under bias="all"; each one's owner was found by
+    // reading every module name: 15,360² comparisons, two minutes from the command line.
+    const layers = 40, experts = 128, hidden = 16, inter = 8, r = 2;
+    const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
+    const bytes = (n: number) => new Uint8Array(n);
+    for (let l = 0; l < layers; l++) {
+      for (let e = 0; e < experts; e++) {
+        for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
+          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
+          base.push({ name: `${m}.weight`, dtype: 'BF16', shape: [out, inp], data: bytes(2 * out * inp) });
+          base.push({ name: `${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
+          lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
+          lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
+          lora.push({ name: `base_model.model.${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
+        }
+      }
+    }
+    const config = { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, moe_intermediate_size: inter, num_experts: experts, num_hidden_layers: layers };
+    const adapterConfig = { peft_type: 'LORA', r, lora_alpha: 4, bias: 'all', target_modules: ['gate_proj', 'up_proj', 'down_proj'], task_type: 'CAUSAL_LM' };
+    const prepared = await prepareMerge(
+      memoryInputFileSet({ 'model.safetensors': buildSafetensors(base, { format: 'pt' }), 'config.json': JSON.stringify(config) }, 'model'),
+      [{ files: memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors(lora), 'adapter_config.json': JSON.stringify(adapterConfig) }, 'adapter'), weight: 1 }],
+    );
+    await prepared.close();
+    const n = layers * experts * 3;
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates).toHaveLength(n);
+    // Each bias replaces the base's own, as PEFT loads it.
+    expect(prepared.plan.replacements).toHaveLength(n);
+    expect(prepared.plan.replacements.every((rep) => rep.baseKey.endsWith('.bias'))).toBe(true);
+  }, 60_000);
+});
+
+describe('a target_modules or exclude_modules list', () => {
+  it('takes a path equal to a name or ending with a dot and one, as PEFT does', () => {
+    const parts = ['model', 'layers', '0', '1', 'self_attn', 'q_proj', 'mlp', 'up_proj', '', 'a'];
+    const name = () => Array.from({ length: 1 + Math.floor(rand() * 4) }, () => parts[Math.floor(rand() * parts.length)]).join('.');
+    for (let round = 0; round < 20; round++) {
+      const target = [...new Set(Array.from({ length: 6 }, name))];
+      const exclude = [...new Set(Array.from({ length: 3 }, name))];
+      const targets = peftTargetsFrom({ target_modules: target, exclude_modules: exclude }, 'adapter_config.json', 'LORA');
+      // check_target_module_exists and _check_exclude_modules, plainly.
+      const ends = (path: string, names: string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+      for (let i = 0; i < 300; i++) {
+        const path = name();
+        const want = ends(path, exclude) ? 'excluded' : ends(path, target) ? undefined : 'not targeted';
+        const got = targets.untargeted(path);
+        expect(got === undefined ? undefined : got.startsWith('excluded') ? 'excluded' : 'not targeted', `${path} against ${JSON.stringify(target)} less ${JSON.stringify(exclude)}`).toBe(want);
+      }
+    }
+  });
+
+  it('takes a path listed whole whatever layers_to_transform says, and checks one matched by its end against it', () => {
+    const targets = peftTargetsFrom({ target_modules: ['model.layers.5.mlp.up_proj', 'q_proj'], layers_to_transform: [0] }, 'adapter_config.json', 'LORA');
+    expect(targets.untargeted('model.layers.5.mlp.up_proj')).toBeUndefined();
+    expect(targets.untargeted('model.layers.0.self_attn.q_proj')).toBeUndefined();
+    expect(targets.untargeted('model.layers.5.self_attn.q_proj')).toBe('outside layers_to_transform [0] (layer 5)');
+  });
+
+  it('of 600,000 names is looked up, not read whole, for each of 20,000 modules', () => {
+    // 600,000 names fit in the 32 MB a config may hold; reading the list for every module was 12 billion comparisons.
+    const target = [...Array.from({ length: 600_000 }, (_, i) => `block_${i}.proj`), 'gate_proj', 'up_proj', 'down_proj'];
+    const targets = peftTargetsFrom({ target_modules: target, layers_to_transform: Array.from({ length: 90 }, (_, i) => i) }, 'adapter_config.json', 'LORA');
+    const started = performance.now();
+    for (let l = 0; l < 100; l++) {
+      for (let e = 0; e < 200; e++) {
+        const want = l < 90 ? undefined : `outside layers_to_transform [${Array.from({ length: 90 }, (_, i) => i).join(',')}] (layer ${l})`;
+        expect(targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`)).toBe(want);
+      }
+    }
+    expect(targets.untargeted('model.layers.0.self_attn.o_proj')).toMatch(/^not targeted by target_modules \["block_0\.proj",/);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+});
+
+describe('a modules_to_save list', () => {
+  it('puts no adapter on a module under an entry, matched as the regex (^|.*\\.)<entry>($|\\..*)', () => {
+    const parts = ['model', 'layers', '0', 'lm_head', 'score', 'embed_tokens', 'q_proj', 'a'];
+    const name = () => Array.from({ length: 1 + Math.floor(rand() * 4) }, () => parts[Math.floor(rand() * parts.length)]).join('.');
+    for (let round = 0; round < 20; round++) {
+      const saved = [...new Set([...Array.from({ length: 3 }, name), ['lm_head', 'score', 'q_pro.', 'emb.*'][round % 4]])];
+      const targets = peftTargetsFrom({ modules_to_save: saved }, 'adapter_config.json', 'LORA');
+      for (let i = 0; i < 200; i++) {
+        const path = name();
+        const want = saved.some((m) => new RegExp(`^(?:^|.*\\.)(?:${m})(?:$|\\..*)$`).test(path));
+        expect(targets.untargeted(path)?.startsWith('in modules_to_save') ?? false, `${path} under ${JSON.stringify(saved)}`).toBe(want);
+      }
+    }
+  });
+
+  it('of 100,000 names of one part each is a set, not 100,000 regexes matched against every module', () => {
+    const saved = [...Array.from({ length: 100_000 }, (_, i) => `head_${i}`), 'lm_head'];
+    const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
+    const started = performance.now();
+    for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) expect(targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`)).toBeUndefined();
+    expect(targets.untargeted('lm_head.lora_A')).toMatch(/^in modules_to_save \["head_0",/);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  it('of regexes too many to match against every module is refused in one line naming the limit', () => {
+    const saved = Array.from({ length: 5000 }, (_, i) => `model\\.heads\\.${i}`);
+    const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
+    expect(() => {
+      for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`);
+    }).toThrow(/^adapter_config\.json: modules_to_save needs too much matching against this adapter's modules \(more than the limit MAX_PATTERN_MATCHES, 50000000 name comparisons, a regex counting 100\); list fewer modules, or name them by their last part$/);
+  });
+});
