@@ -44,6 +44,11 @@ export interface BaseTensor {
   /** Why the stored shape may not be the model's (a converter reshaped it), said where a ΔW does not fit it. */
   shapeNote?: string;
   /**
+   * The tensors it is decoded from, where the file holds it as others ("decoded from MXFP4
+   * `x_blocks` … and `x_scales` …"), said where a module does not fit it.
+   */
+  decodedFrom?: string;
+  /**
    * The shape the file holds and the output is written in, where `shape` (what the plan sees)
    * differs: mlx's stacked experts (E, out, in), seen as (E·out, in).
    */
