@@ -318,4 +318,17 @@ describe('the CLI, end to end', () => {
     ]);
     expect(existsSync(out)).toBe(false);
   });
+
+  it('--dtype bf16 --dtype-merged-only: one line naming the MXFP4 expert parameters and what to pass instead; nothing written', async () => {
+    const base = temp.make(BASE_FILES);
+    const adapter = temp.make(cookbookAdapter(2, 4).files);
+    const out = join(temp.make(), 'merged');
+    const run = await runCli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu', '--dtype', 'bf16', '--dtype-merged-only']);
+    expect(run.code).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([
+      `error: ${base}: --dtype-merged-only would leave its MXFP4 expert parameters half dequantized, which transformers cannot load (it reads them all as MXFP4 or all as floats); `
+        + 'leave it out (every MXFP4 expert parameter is then dequantized to that dtype) or leave out --dtype (they are written bf16, as transformers dequantizes them)',
+    ]);
+    expect(existsSync(out)).toBe(false);
+  });
 });
