@@ -117,6 +117,11 @@ export interface BaseModel {
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
   /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */
   metadata?(key: string): unknown;
+  /**
+   * Throws where the file is no model to merge into (a GGUF multimodal projector), naming it: called
+   * before anything of the adapters is checked against the base, whose misses would say less.
+   */
+  refuseAsBase?(): void;
   /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
   /**
