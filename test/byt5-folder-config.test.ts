@@ -9,13 +9,16 @@
  * a warning saying its config.json rules byT5 out, as ComfyUI loads it as its t5xxl and leaves them
  * unloaded; a ComfyUI t5xxl LoRA's `shared` module lands on its one shared embedding.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { mergeInMemory } from './helpers/merge-backends.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
+import { errorLines, mergeArgs, runCli } from './helpers/cli.js';
 import { comfyExtracted as comfy, mergePipelineAndCheck, pipelinePlan } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(1510);
@@ -152,5 +155,73 @@ describe('a byT5 folder told by its config.json', () => {
     expect(byt5.problems).toEqual([
       `lora.safetensors: module "text_encoders.byt5_small.transformer.${Q}": names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), and which of the base's text encoders holds it cannot be told (text_encoder_2 (T5EncoderModel): its config.json does not say its d_model and vocab_size, which tell byT5 from T5-XXL, and no pipeline's _class_name says which of ComfyUI's encoders of its class it holds): not supported`,
     ]);
+  });
+});
+
+/**
+ * ComfyUI's text encoder files, saved alone with no config.json (`t5xxl_fp16.safetensors`,
+ * `byt5_small_glyphxl_fp16.safetensors`: transformers' keys, f16): their d_model (the length of
+ * `encoder.final_layer_norm.weight`) is the real one, 4096 or 1472; the other dimensions are cut
+ * down (T5-XXL's q to one head of 64, each d_ff to 16) to keep the files small. Values of their
+ * own: these fixtures are made when the file is collected, before the tests above draw theirs.
+ */
+const loneRand = seededRandom(4096);
+const loneT5 = (dModel: number, inner: number) => buildSafetensors([
+  tensor(loneRand, 'shared.weight', [24, dModel], 'F16'),
+  tensor(loneRand, 'encoder.block.0.layer.0.SelfAttention.q.weight', [inner, dModel], 'F16'),
+  tensor(loneRand, 'encoder.block.0.layer.0.layer_norm.weight', [dModel], 'F16'),
+  tensor(loneRand, 'encoder.block.0.layer.1.DenseReluDense.wo.weight', [dModel, 16], 'F16'),
+  tensor(loneRand, 'encoder.final_layer_norm.weight', [dModel], 'F16'),
+]);
+const T5XXL_FILE = 't5xxl_fp16.safetensors';
+const BYT5_FILE = 'byt5_small_glyphxl_fp16.safetensors';
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+describe('a T5 encoder file given alone, without a config.json: its d_model tells byT5 (1472) from T5-XXL (4096)', () => {
+  const t5xxl = loneT5(4096, 64);
+  const byt5 = loneT5(1472, 384);
+  const why = (wanted: string, held: string) => held === 'T5-XXL'
+    ? `but the base is a T5-XXL encoder, not byT5: its d_model, the length of encoder.final_layer_norm.weight, is 4096, T5-XXL's (byT5's is 1472); ComfyUI loads such a file as its t5xxl, which holds no ${wanted} keys`
+    : `but the base is a byT5 encoder, not T5-XXL: its d_model, the length of encoder.final_layer_norm.weight, is 1472, byT5's (T5-XXL's is 4096); ComfyUI loads such a file as its byt5_small, which holds no ${wanted} keys`;
+
+  it('on T5-XXL: a byt5_small module is left out with a warning saying so, as ComfyUI leaves it unloaded; the t5xxl module merges', async () => {
+    const specs = [comfy(`text_encoders.t5xxl.transformer.${WO}`, 4096, 16, `${WO}.weight`), comfy(`text_encoders.byt5_small.transformer.${Q}`, 384, 1472, '')];
+    const lora = buildSafetensors(loraTensors(loneRand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: { [T5XXL_FILE]: t5xxl }, baseName: T5XXL_FILE, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.7 }], slabBytes: 1 << 20,
+    });
+    expect(warnings).toEqual([
+      `lora.safetensors: 1 module left out, not merged: it names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), ${why('byt5_small', 'T5-XXL')} (text_encoders.byt5_small.transformer.${Q})`,
+    ]);
+    expectMergedFile(decodeSafetensors(t5xxl).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.7));
+  });
+
+  it('on byT5: ComfyUI\'s t5xxl and kohya\'s lora_te3_ modules are left out with a warning saying so; the byt5_small module merges', async () => {
+    const specs = [
+      comfy(`text_encoders.byt5_small.transformer.${WO}`, 1472, 16, `${WO}.weight`),
+      comfy(`text_encoders.t5xxl.transformer.${Q}`, 4096, 4096, ''),
+      comfy('lora_te3_encoder_block_0_layer_1_DenseReluDense_wo', 4096, 10240, ''),
+    ];
+    const lora = buildSafetensors(loraTensors(loneRand, specs.map((s, i) => (i === 0 ? s : { ...s, r: 1 })), 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends.cpu!, base: { [BYT5_FILE]: byt5 }, baseName: BYT5_FILE, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.9 }], slabBytes: 1 << 20,
+    });
+    expect(warnings).toEqual([
+      `lora.safetensors: 1 module left out, not merged: it names ComfyUI's t5xxl text encoder (text_encoders.t5xxl.), ${why('t5xxl', 'byT5')} (text_encoders.t5xxl.transformer.${Q})`,
+      `lora.safetensors: 1 module left out, not merged: it names text encoder 3 (T5), which ComfyUI maps to its t5xxl only, ${why('t5xxl', 'byT5')} (lora_te3_encoder_block_0_layer_1_DenseReluDense_wo)`,
+    ]);
+    expectMergedFile(decodeSafetensors(byt5).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.9));
+  });
+
+  it('the CLI: a byt5_small LoRA on t5xxl_fp16.safetensors alone is refused in one line naming both encoders and the d_model that told them; nothing written', async () => {
+    const dir = temp.make({ [T5XXL_FILE]: t5xxl, 'lora.safetensors': buildSafetensors(loraTensors(loneRand, [comfy(`text_encoders.byt5_small.transformer.${Q}`, 384, 1472, '')], 'BF16')) });
+    const out = join(temp.make(), 'merged.safetensors');
+    const run = await runCli(mergeArgs(join(dir, T5XXL_FILE), join(dir, 'lora.safetensors'), out));
+    expect(run.code).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([
+      `error: ${join(dir, 'lora.safetensors')}: none of its 1 modules lands in this base (they name ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), ${why('byt5_small', 'T5-XXL')})`,
+    ]);
+    expect(existsSync(out)).toBe(false);
   });
 });

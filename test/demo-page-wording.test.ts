@@ -162,8 +162,16 @@ describe('the engine’s messages in the page’s words', () => {
   // fp8-requantize.ts, comfy-int8.ts, src/formats/gguf/gguf-model.ts, codecs/iq3-search.ts): copied word for word.
   it.each([
     [
-      'model: --dtype-merged-only would leave its block-wise fp8 weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype',
-      `model: checking ${MERGED_ONLY} would leave its block-wise fp8 weights half dequantized; uncheck it (every fp8 weight is dequantized) or set the Output dtype to ${KEEP}`,
+      'model: --dtype-merged-only would leave its block-wise fp8 weights half dequantized; leave it out (every block-wise fp8 weight is then dequantized) or leave out --dtype',
+      `model: checking ${MERGED_ONLY} would leave its block-wise fp8 weights half dequantized; uncheck it (every block-wise fp8 weight is then dequantized) or set the Output dtype to ${KEEP}`,
+    ],
+    [
+      'model: --dtype-merged-only would leave its GPTQ weights half dequantized; leave it out (every GPTQ weight is then dequantized to that dtype: re-quantizing to GPTQ is not supported)',
+      `model: checking ${MERGED_ONLY} would leave its GPTQ weights half dequantized; uncheck it (every GPTQ weight is then dequantized to that dtype: re-quantizing to GPTQ is not supported)`,
+    ],
+    [
+      'model: --dtype-merged-only would leave its MXFP4 expert parameters half dequantized, which transformers cannot load (it reads them all as MXFP4 or all as floats); leave it out (every MXFP4 expert parameter is then dequantized to that dtype) or leave out --dtype (they are written bf16, as transformers dequantizes them)',
+      `model: checking ${MERGED_ONLY} would leave its MXFP4 expert parameters half dequantized, which transformers cannot load (it reads them all as MXFP4 or all as floats); uncheck it (every MXFP4 expert parameter is then dequantized to that dtype) or set the Output dtype to ${KEEP} (they are written bf16, as transformers dequantizes them)`,
     ],
     [
       'model: tensor "w" (block-wise fp8) keeps its codes and scales or is written dequantized: --dtype f8_e5m2 would convert its scale tensors (such as "w_scale_inv") as if they were weights, with or without --dtype-merged-only; leave out --dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized',

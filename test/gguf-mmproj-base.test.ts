@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { runCli } from './helpers/cli.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { cellPeftAdapter, whole, type CellCase } from './helpers/gguf-cell-truth.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, q4kmLlama } from './helpers/gguf-models.js';
@@ -67,6 +67,19 @@ const gemma3: CellCase = {
 
 const REFUSAL = 'base/mmproj-model-f16.gguf: is a multimodal projector (mmproj) GGUF (general.architecture "clip", general.type "mmproj"): the vision encoder and projector llama.cpp loads beside a language model with --mmproj, to which it applies no LoRA; give the language model\'s GGUF as the base (for a LoRA on the vision tower, merge into the safetensors model and convert that with convert_hf_to_gguf.py --mmproj)';
 
+/**
+ * A Gemma 3 adapter trained with ensure_weight_tying: v_proj, and lm_head's factors (PEFT saves the
+ * head's as views of the embedding's), which the config admits only as a layer tied to embed_tokens.
+ */
+function tiedHeadAdapter(): Record<string, Uint8Array | string> {
+  const r = gemma3.rank, V = 48;
+  const head: FixtureTensor[] = [
+    { name: 'base_model.model.lm_head.lora_A.weight', dtype: 'F32', shape: [r, D], data: new Float64Array(r * D).fill(0.01) },
+    { name: 'base_model.model.lm_head.lora_B.weight', dtype: 'F32', shape: [V, r], data: new Float64Array(V * r).fill(0.02) },
+  ];
+  return cellPeftAdapter(gemma3, [gemma3.targets[0]], { ensure_weight_tying: true, target_modules: ['embed_tokens', 'v_proj'] }, head).files;
+}
+
 const prepare = (base: Uint8Array, adapter: Record<string, Uint8Array | string>) =>
   prepareMerge(memoryInputFileSet({ 'mmproj-model-f16.gguf': base }, 'base'), [{ files: memoryInputFileSet(adapter, 'adapter') }]);
 
@@ -84,6 +97,10 @@ describe('an mmproj GGUF as the base', () => {
     await expect(prepare(gemma3Mmproj(), { 'lora.gguf': lora.bytes })).rejects.toThrow(REFUSAL);
   });
 
+  it('refuses a PEFT LoRA under ensure_weight_tying with a tied-only lm_head in the same line, before the tie check (the projector stores no token_embd.weight to tell a tie by)', async () => {
+    await expect(prepare(gemma3Mmproj(), tiedHeadAdapter())).rejects.toThrow(REFUSAL);
+  });
+
   it('refuses an older mmproj with general.architecture "clip" and no general.type', async () => {
     const old = gemma3Mmproj(MMPROJ_KEYS.filter(([key]) => key !== 'general.type'));
     await expect(prepare(old, cellPeftAdapter(gemma3, [gemma3.targets[0]]).files)).rejects.toThrow(
@@ -91,14 +108,15 @@ describe('an mmproj GGUF as the base', () => {
     );
   });
 
-  it('on the command line: one error line, nothing at --out', async () => {
-    const adapter = cellPeftAdapter(gemma3, [gemma3.targets[0]]).files;
-    const dir = temp.make({ 'mmproj-model-f16.gguf': gemma3Mmproj(), 'adapter_config.json': adapter['adapter_config.json'], 'adapter_model.safetensors': adapter['adapter_model.safetensors'] });
-    const out = join(dir, 'merged.gguf');
-    const result = await runCli(['merge', '--base', join(dir, 'mmproj-model-f16.gguf'), '--adapter', dir, '--out', out, '--backend', 'cpu']);
-    expect(result.code).not.toBe(0);
-    expect(result.stderr.trim().split('\n')).toEqual([`error: ${REFUSAL.replace('base/mmproj-model-f16.gguf', join(dir, 'mmproj-model-f16.gguf'))}`]);
-    expect(existsSync(out)).toBe(false);
+  it('on the command line: one error line, nothing at --out (an adapter with a tied-only lm_head under ensure_weight_tying too)', async () => {
+    for (const adapter of [cellPeftAdapter(gemma3, [gemma3.targets[0]]).files, tiedHeadAdapter()]) {
+      const dir = temp.make({ 'mmproj-model-f16.gguf': gemma3Mmproj(), 'adapter_config.json': adapter['adapter_config.json'], 'adapter_model.safetensors': adapter['adapter_model.safetensors'] });
+      const out = join(dir, 'merged.gguf');
+      const result = await runCli(['merge', '--base', join(dir, 'mmproj-model-f16.gguf'), '--adapter', dir, '--out', out, '--backend', 'cpu']);
+      expect(result.code).not.toBe(0);
+      expect(result.stderr.trim().split('\n')).toEqual([`error: ${REFUSAL.replace('base/mmproj-model-f16.gguf', join(dir, 'mmproj-model-f16.gguf'))}`]);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 
   it('a folder holding the model and its mmproj file (as model repositories ship them) is refused, saying which is the projector', async () => {

@@ -300,4 +300,35 @@ describe('the CLI, end to end', () => {
     expect([...files2.keys()].filter((p) => p.endsWith('.safetensors')).every((p) => decodeSafetensors(files2.get(p)!).tensors.size > 0)).toBe(true);
     expectMergedModel(readMergedFolder(files2), tensors, 2, 8, 'BF16');
   });
+
+  it('factors that fit no expert layout: one line naming the parameter, the MXFP4 blocks and scales it is decoded from, and what to do; nothing written', async () => {
+    const base = temp.make(BASE_FILES);
+    // gate_up_proj's lora_A for a hidden size of 64 (another model's), on this one's 96.
+    const { files, tensors } = cookbookAdapter(2, 4);
+    const wrongA = randomTensor(`${EXPERTS(1)}.base_layer.lora_A.weight`, [2 * E, 64], 'F32', rand, 0.3);
+    const adapter = temp.make(peftFolder(JSON.parse(files['adapter_config.json'] as string), tensors.map((t) => (t.name === wrongA.name ? wrongA : t))));
+    const out = join(temp.make(), 'merged');
+    const run = await runCli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu']);
+    expect(run.code).not.toBe(0);
+    const p = 'model.layers.1.mlp.experts.gate_up_proj';
+    expect(errorLines(run.stderr)).toEqual([
+      `error: ${adapter}: module "${p}": on ${p}: lora_A (6, 64) and lora_B (64, 6) fit neither (E, out, in) nor (E, in, out) of the base tensor (3, 96, 64); `
+        + `the base tensor is decoded from MXFP4 ${p}_blocks (3, 64, 3, 16) and ${p}_scales (3, 64, 3) (each expert's stored (out, in) transposed, as transformers' Mxfp4Config(dequantize=True) loads it): `
+        + 'the adapter was trained on another model or size; merge it into the one it was trained on',
+    ]);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('--dtype bf16 --dtype-merged-only: one line naming the MXFP4 expert parameters and what to pass instead; nothing written', async () => {
+    const base = temp.make(BASE_FILES);
+    const adapter = temp.make(cookbookAdapter(2, 4).files);
+    const out = join(temp.make(), 'merged');
+    const run = await runCli(['merge', '--base', base, '--adapter', adapter, '--out', out, '--backend', 'cpu', '--dtype', 'bf16', '--dtype-merged-only']);
+    expect(run.code).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([
+      `error: ${base}: --dtype-merged-only would leave its MXFP4 expert parameters half dequantized, which transformers cannot load (it reads them all as MXFP4 or all as floats); `
+        + 'leave it out (every MXFP4 expert parameter is then dequantized to that dtype) or leave out --dtype (they are written bf16, as transformers dequantizes them)',
+    ]);
+    expect(existsSync(out)).toBe(false);
+  });
 });

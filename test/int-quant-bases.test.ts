@@ -327,6 +327,17 @@ describe.each(CASES)('$name', (c) => {
       expect(existsSync(out)).toBe(false);
     }
   });
+
+  it('--dtype bf16 --dtype-merged-only: one line naming its own kind, offering no --dtype-less merge (it is refused), nothing written', async () => {
+    const [kind, format] = c.name.startsWith('GPTQ') ? ['GPTQ', 'GPTQ'] : c.name.startsWith('AWQ') ? ['AWQ', 'AWQ'] : ['compressed-tensors int', 'compressed-tensors int'];
+    const { run, out, lines } = await mergeFolders(temp.make, c.files, adapter, ['--dtype', 'bf16', '--dtype-merged-only']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toEqual([expect.stringMatching(/^error: .*: --dtype-merged-only /)]);
+    expect(lines[0].replace(/^error: .*?: --dtype-merged-only/, '--dtype-merged-only')).toBe(
+      `--dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every ${kind} weight is then dequantized to that dtype: re-quantizing to ${format} is not supported)`,
+    );
+    expect(existsSync(out)).toBe(false);
+  });
 });
 
 describe('the 3-bit GPTQ packer of these tests', () => {

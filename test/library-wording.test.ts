@@ -152,8 +152,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'model: tensor "w" (block-wise fp8) keeps its codes and scales or is written dequantized: dtype: \'f8_e5m2\' would convert its scale tensors (such as "w_scale_inv") as if they were weights, with or without mergeModel\'s dtypeMergedOnly; leave out dtype (merged weights are written in their format again), or choose bf16 (or f16, f32) to write the model dequantized',
   ],
   [
-    'model: --dtype-merged-only would leave its block-wise fp8 weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype',
-    'model: mergeModel\'s dtypeMergedOnly would leave its block-wise fp8 weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out dtype',
+    'model: --dtype-merged-only would leave its block-wise fp8 weights half dequantized; leave it out (every block-wise fp8 weight is then dequantized) or leave out --dtype',
+    'model: mergeModel\'s dtypeMergedOnly would leave its block-wise fp8 weights half dequantized; leave it out (every block-wise fp8 weight is then dequantized) or leave out dtype',
   ],
   [
     'model: quantization_config.scale_fmt "ue8m0" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized',

@@ -76,7 +76,9 @@ describe('gpt-oss with MXFP4 experts (quantization_config mxfp4)', () => {
     await prepared.close();
     // One block of 32 inputs per row: the parameter transformers makes is (4, 32, 12), not (4, 8, 12).
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([
-      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.gate_up_proj: lora_A (8, 8) and lora_B (12, 8) fit neither (E, out, in) nor (E, in, out) of the base tensor (4, 32, 12)',
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.gate_up_proj: lora_A (8, 8) and lora_B (12, 8) fit neither (E, out, in) nor (E, in, out) of the base tensor (4, 32, 12); '
+        + 'the base tensor is decoded from MXFP4 model.layers.0.mlp.experts.gate_up_proj_blocks (4, 12, 1, 16) and model.layers.0.mlp.experts.gate_up_proj_scales (4, 12, 1) '
+        + '(each expert\'s stored (out, in) transposed, as transformers\' Mxfp4Config(dequantize=True) loads it): the adapter was trained on another model or size; merge it into the one it was trained on',
     ]);
     const { quantization_config: _q, ...plain } = config;
     const unquantized = await prepare(hfModelFolder(base, plain), peftFolder(peft, adapter));

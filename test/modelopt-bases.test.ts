@@ -341,6 +341,16 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
     }
   });
 
+  it('--dtype bf16 --dtype-merged-only: one line naming NVFP4, offering no --dtype-less merge (it is refused), nothing written', async () => {
+    const { run, out, lines } = await cli(base, adapter, ['--dtype', 'bf16', '--dtype-merged-only']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toEqual([expect.stringMatching(/^error: .*: --dtype-merged-only /)]);
+    expect(lines[0].replace(/^error: .*?: --dtype-merged-only/, '--dtype-merged-only')).toBe(
+      '--dtype-merged-only would leave its ModelOpt NVFP4 weights half dequantized; leave it out (every ModelOpt NVFP4 weight is then dequantized to that dtype: re-quantizing to NVFP4 as ModelOpt does is not supported)',
+    );
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('W4A16_NVFP4 named in hf_quant_config.json alone (no input_scale, config.json without quantization_config): dequantized the same way', async () => {
     const tensors = [...original].filter(([name]) => !name.endsWith('input_scale')).map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: Array.from(t.values) }));
     const { quantization_config: _, ...plain } = CONFIG;

@@ -184,6 +184,11 @@ export function partName(part: ModelPart, path?: string): string {
   return PART_NAMES[part];
 }
 
+/** Whether a module's part and path name a T5 (kohya's `lora_te3_`, diffusers' `text_encoder_3.`, OneTrainer's Flux `lora_te2_encoder_block_…`). */
+export function namesT5(part: ModelPart, path: string): boolean {
+  return part === 'te3' || (part === 'te2' && T5_PATH.test(path));
+}
+
 /** A transformers T5's module paths, dotted or as kohya flattens them. */
 const T5_PATH = /^(encoder[._]block[._]\d+[._]layer[._]|shared$|encoder[._]final_layer_norm$)/;
 

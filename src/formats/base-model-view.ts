@@ -25,6 +25,8 @@ export interface ViewTensor {
    * in) seen as its E·out rows (E·out, in), so that an expert's update is a run of rows.
    */
   storedShape?: number[];
+  /** What it is decoded from (see BaseTensor.decodedFrom). */
+  decodedFrom?: string;
   byteLength: number;
   /** The dtype it is written in unless the user asks for one (a dequantized weight: the model's). */
   writeDtype?: FloatDType;
@@ -62,7 +64,8 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
       }
       if (!t.name.startsWith(original.keyPrefix)) throw new Error(`view tensor ${t.name} lacks its shard's key prefix ${original.keyPrefix}`);
       tensors.set(t.name, {
-        name: t.name, dtype: t.dtype, shape: t.shape, shard: spec.path, storedType: t.dtype, byteLength: t.byteLength, ...(t.storedShape ? { storedShape: t.storedShape } : {}),
+        name: t.name, dtype: t.dtype, shape: t.shape, shard: spec.path, storedType: t.dtype, byteLength: t.byteLength,
+        ...(t.storedShape ? { storedShape: t.storedShape } : {}), ...(t.decodedFrom ? { decodedFrom: t.decodedFrom } : {}),
       });
       readers.set(t.name, t);
       const entry: StoredTensor = { name: t.name.slice(original.keyPrefix.length), type: t.dtype, shape: t.storedShape ?? t.shape, byteLength: t.byteLength };

@@ -44,6 +44,11 @@ export interface BaseTensor {
   /** Why the stored shape may not be the model's (a converter reshaped it), said where a ΔW does not fit it. */
   shapeNote?: string;
   /**
+   * The tensors it is decoded from, where the file holds it as others ("decoded from MXFP4
+   * `x_blocks` … and `x_scales` …"), said where a module does not fit it.
+   */
+  decodedFrom?: string;
+  /**
    * The shape the file holds and the output is written in, where `shape` (what the plan sees)
    * differs: mlx's stacked experts (E, out, in), seen as (E·out, in).
    */
@@ -112,6 +117,11 @@ export interface BaseModel {
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
   /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */
   metadata?(key: string): unknown;
+  /**
+   * Throws where the file is no model to merge into (a GGUF multimodal projector), naming it: called
+   * before anything of the adapters is checked against the base, whose misses would say less.
+   */
+  refuseAsBase?(): void;
   /** Problems only the file format knows of (a tensor of a type it cannot rewrite, an adapter for another architecture). */
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
   /**

@@ -45,6 +45,8 @@ interface Mxfp4Parameter {
   out: number;
   in: number;
   groups: number;
+  /** What a refusal says the parameter is made of (BaseTensor.decodedFrom). */
+  decodedFrom: string;
 }
 
 /** Does an adapter module name this parameter (PEFT `target_parameters`, any prefix before it)? */
@@ -75,7 +77,9 @@ export function mxfp4ExpertsView(
       throw bad(`${scalesKey} is ${scales.dtype} [${scales.shape.join(', ')}]; expected U8 (${experts}, ${out}, ${groups})`);
     }
     if (base.tensors.has(key)) throw bad(`the base also holds ${key} itself`);
-    params.push({ key, blocksKey, scalesKey, experts, out, in: groups * 32, groups });
+    const from = `decoded from MXFP4 ${blocksKey} (${blocks.shape.join(', ')}) and ${scalesKey} (${scales.shape.join(', ')}) `
+      + "(each expert's stored (out, in) transposed, as transformers' Mxfp4Config(dequantize=True) loads it)";
+    params.push({ key, blocksKey, scalesKey, experts, out, in: groups * 32, groups, decodedFrom: from });
   }
   if (params.length === 0 || !params.some((p) => namedBy(modules, p.key))) return undefined;
 
@@ -165,7 +169,7 @@ function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
     return values;
   };
   return {
-    name: p.key, dtype: 'BF16', shape: [p.experts, p.in, p.out], byteLength: p.experts * p.in * rowBytes,
+    name: p.key, dtype: 'BF16', shape: [p.experts, p.in, p.out], decodedFrom: p.decodedFrom, byteLength: p.experts * p.in * rowBytes,
     async readPart(start, length) {
       if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${p.key}: bytes ${start}+${length} are not whole bf16 values`);
       const out = new Uint16Array(length / 2);

@@ -92,6 +92,30 @@ export function byT5Config(config: unknown): boolean {
   return dModel === 1472 || vocab === 384 || (typeof name === 'string' && /byt5/i.test(name));
 }
 
+/** ComfyUI's two T5 encoders a file saved alone may hold, by their `d_model`: byT5-small's and T5-XXL's. */
+const COMFY_T5_WIDTHS: Readonly<Record<string, { dModel: number; title: string }>> = {
+  byt5_small: { dModel: 1472, title: 'byT5' }, t5xxl: { dModel: 4096, title: 'T5-XXL' },
+};
+
+/**
+ * Why a T5 encoder saved alone without a config.json (ComfyUI's `t5xxl_fp16.safetensors`, a byT5
+ * glyph encoder file: transformers' keys `encoder.block.N…`) is not ComfyUI's `name` (`byt5_small`
+ * or `t5xxl`), as its shapes tell: its `d_model` (the length of `encoder.final_layer_norm.weight`)
+ * is the other one's. ComfyUI loads such a file as that other encoder, whose model
+ * holds no keys of this one, so it leaves them unloaded. Undefined for any other file, name or width.
+ */
+export function otherLoneT5(name: string, shape: (key: string) => readonly number[] | undefined): string | undefined {
+  const wanted = Object.hasOwn(COMFY_T5_WIDTHS, name) ? COMFY_T5_WIDTHS[name] : undefined;
+  const norm = shape('encoder.final_layer_norm.weight');
+  if (!wanted || shape('encoder.block.0.layer.0.SelfAttention.q.weight')?.length !== 2 || norm?.length !== 1) return undefined;
+  const dModel = norm[0];
+  const heldName = Object.keys(COMFY_T5_WIDTHS).find((k) => k !== name && COMFY_T5_WIDTHS[k].dModel === dModel);
+  if (heldName === undefined) return undefined;
+  const held = COMFY_T5_WIDTHS[heldName];
+  return `the base is a ${held.title} encoder, not ${wanted.title}: its d_model, the length of encoder.final_layer_norm.weight, is ${dModel}, ${held.title}'s (${wanted.title}'s is ${wanted.dModel}); `
+    + `ComfyUI loads such a file as its ${heldName}, which holds no ${name} keys`;
+}
+
 /**
  * Why a T5 folder's config.json rules byT5 out (`config.json says …`): it gives a `d_model` and a `vocab_size`, neither
  * byT5's, and its `_name_or_path` names none (T5-XXL's 4096 and 32128, as FLUX.1's and SD3's

@@ -126,6 +126,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     await Promise.allSettled([opened.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
   };
   try {
+    // A file that is no model to merge into (a GGUF's mmproj) is refused before the adapters are checked against it.
+    opened.refuseAsBase?.();
     // A GGUF says what it is in its own metadata; config.json describes safetensors models.
     const config: ModelConfig | undefined = isSafetensorsModel(opened) ? await readModelConfig(baseFiles) : undefined;
     const architectures = modelArchitectures(config);

@@ -52,6 +52,24 @@ const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; re
   mxfp4: { what: 'MXFP4 expert parameters (_blocks, _scales)', real: 'e2m1 code × 2^(scale − 127)', format: 'MXFP4' },
 };
 
+/**
+ * Why --dtype-merged-only is refused where the quantized weights are written dequantized: the ones
+ * no adapter changes would stay quantized beside dequantized ones, under a config.json that no
+ * longer names the quantization. What else to pass depends on the kind: a dequantize-only kind
+ * cannot be written quantized again (gpt-oss's MXFP4 experts are written bf16 without --dtype).
+ */
+function mergedOnlyRefusal(scaled: ScaledFp8Base): string {
+  const kind = SCALED_FP8_KIND_NAME[scaled.kind];
+  if (scaled.kind === 'mxfp4') {
+    return '--dtype-merged-only would leave its MXFP4 expert parameters half dequantized, which transformers cannot load (it reads them all as MXFP4 or all as floats); '
+      + 'leave it out (every MXFP4 expert parameter is then dequantized to that dtype) or leave out --dtype (they are written bf16, as transformers dequantizes them)';
+  }
+  if (scaled.rule === 'dequantize-only') {
+    return `--dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every ${kind} weight is then dequantized to that dtype: re-quantizing to ${DEQUANTIZED_ONLY[scaled.kind]?.format ?? kind} is not supported)`;
+  }
+  return `--dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every ${kind} weight is then dequantized) or leave out --dtype`;
+}
+
 /** The plan's note on such a base. */
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   if (scaled.rule === 'keep') return undefined; // merged in place, as before (see ScaleRule)
@@ -178,7 +196,7 @@ export function scaledFp8Output(
   const copiedAsStored = new Set(dequantizeTo ? [] : [...scaled.weights.values()].filter((w) => w.view && !(w.scaleLayout === 'nvfp4' && updated.has(w.weightKey))).map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
-    if (dtypeMergedOnly && requested !== undefined) throw new MergeError('BAD_ARGUMENT', `${base.name}: --dtype-merged-only would leave its ${kind} weights half dequantized; leave it out (every fp8 weight is dequantized) or leave out --dtype`);
+    if (dtypeMergedOnly && requested !== undefined) throw new MergeError('BAD_ARGUMENT', `${base.name}: ${mergedOnlyRefusal(scaled)}`);
   } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
   }

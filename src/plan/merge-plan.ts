@@ -48,6 +48,8 @@ export interface BaseTensorInfo {
   shape: number[];
   /** Why the stored shape may not be the model's (see BaseTensor.shapeNote). */
   shapeNote?: string;
+  /** The tensors it is decoded from (see BaseTensor.decodedFrom). */
+  decodedFrom?: string;
   /** The shape the file holds, where `shape` differs (see BaseTensor.storedShape). */
   storedShape?: readonly number[];
   /** Rows that hold whole stored blocks (see BaseTensor.rowBlock); 1 when absent. */
@@ -505,7 +507,12 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
           const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
           if (!fit.ok) {
-            fail(fit.ambiguous ? 'AMBIGUOUS_MODULE' : 'SHAPE_MISMATCH', `on ${baseKey}: ${fit.message}`);
+            // A tensor decoded from others (gpt-oss's MXFP4 blocks and scales) is no tensor the file
+            // names: the line says what it is, and, for factors that fit it no way, what to do.
+            const decoded = stored?.decodedFrom
+              ? `; the base tensor is ${stored.decodedFrom}${fit.ambiguous ? '' : ': the adapter was trained on another model or size; merge it into the one it was trained on'}`
+              : '';
+            fail(fit.ambiguous ? 'AMBIGUOUS_MODULE' : 'SHAPE_MISMATCH', `on ${baseKey}: ${fit.message}${decoded}`);
             // Tensors of one expert each share one parameter shape (per-expert-tensors.ts checks
             // them alike), so what misfits the first misfits all: one line for the module.
             if (target.experts?.expert !== undefined) break;

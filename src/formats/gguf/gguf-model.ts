@@ -257,11 +257,14 @@ class GgufModel implements BaseModel {
     return this.format.decodeRows(tensor.type.name, await this.readPart(name, bytes(rowStart * cols), bytes(rowCount * cols)));
   }
 
+  refuseAsBase(): void {
+    refuseProjectorBase(this.parts[0].file.source.name, this.metadata('general.architecture'), this.metadata('general.type'));
+  }
+
   planProblems(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[] {
     const problems: PlanProblem[] = [];
     // llama.cpp refuses an adapter converted for another architecture (the names would not mean the same).
     const arch = this.metadata('general.architecture'); // a string, or none (checkParts)
-    refuseProjectorBase(this.parts[0].file.source.name, arch, this.metadata('general.type'));
     for (const adapter of adapters) {
       const theirs = adapter.format === 'gguf' ? adapter.config['general.architecture'] : undefined;
       if (theirs !== undefined && theirs !== arch) {
@@ -356,7 +359,9 @@ class GgufModel implements BaseModel {
  * encoder and projector, which llama.cpp's mtmd loads beside the language model (`--mmproj`).
  * llama.cpp applies no LoRA to it (its adapters and export-lora are the language model's), and its
  * converter's names and reordered rows for the vision tower are not mapped here, so a merge into it
- * is refused in one line, before the modules' misses would each say less.
+ * is refused in one line (BaseModel.refuseAsBase), before the adapters' checks against the base (a
+ * tie under ensure_weight_tying, which a projector's lack of token_embd cannot tell) and the
+ * modules' misses would each say less.
  */
 function refuseProjectorBase(name: string, arch: unknown, type: unknown): void {
   if (arch !== 'clip' && type !== 'mmproj') return;

@@ -4,7 +4,8 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, partName, type BaseComponent } from '../base-components.js';
+import { otherLoneT5 } from '../pipeline-encoders.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -139,6 +140,8 @@ export class ModuleLocator {
     }
     // Parts restrict matching only where the base's keys say which component is which.
     if (address.part === undefined || this.components.length === 0) {
+      const otherT5 = this.otherT5Alone(address);
+      if (otherT5) return otherT5;
       const comfyEncoder = this.comfyEncoder(address);
       if (comfyEncoder) return comfyEncoder;
       const r = tryLayouts(address, this.whole);
@@ -285,6 +288,23 @@ export class ModuleLocator {
       found: false, code: 'UNKNOWN_MODULE',
       message: `names ComfyUI's ${name} text encoder (${prefix}), and which of the base's text encoders holds it cannot be told (${unknown.map((c) => [c.name, comfyEncoderDoubt(c, name)].filter(Boolean).join(': ')).join(', ')}): not supported`,
     };
+  }
+
+  /**
+   * A module of ComfyUI's `byt5_small` or `t5xxl` (kohya's and diffusers' T5 parts are its t5xxl:
+   * ComfyUI maps `lora_teN_` T5 keys to no other T5) on a T5 encoder file given alone, without the
+   * config.json that tells a folder's (pipeline-encoders.ts otherLoneT5): where its shapes say it
+   * is the other encoder, left out, as ComfyUI leaves keys its model of that encoder lacks unloaded,
+   * and as a folder whose config.json says so leaves them out.
+   */
+  private otherT5Alone(address: ModuleAddress): Location | undefined {
+    if (this.components.length > 0) return undefined;
+    const named = /^text_encoders\.([^.]+)\.transformer\./.exec(address.path)?.[1] ?? address.comfyEncoder;
+    const name = named ?? (address.part !== undefined && namesT5(address.part, address.path) ? 't5xxl' : undefined);
+    const other = name === undefined ? undefined : otherLoneT5(name, this.whole.shape);
+    if (other === undefined) return undefined;
+    const what = named !== undefined ? `ComfyUI's ${name} text encoder (text_encoders.${name}.)` : `${partName(address.part!, address.path)}, which ComfyUI maps to its t5xxl only`;
+    return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${other}` };
   }
 
   private componentView(component: BaseComponent): BaseView {
