@@ -11,8 +11,9 @@
 import { join } from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { createBlobOutputTarget, mergeModel } from '../src/index.js';
+import { mergeIntoFolder } from './helpers/merged-folder.js';
 import { decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, prepareOne, randomTensor, readMergedFolder, type Files, type MergedFolder } from './helpers/hf-folder.js';
 import { errorLines, runCli } from './helpers/cli.js';
@@ -160,19 +161,6 @@ function cookbookAdapter(r: number, alpha: number): { files: Files; tensors: Fix
   return { files: peftFolder(config, tensors), tensors };
 }
 
-/** `slabBytes`: rows read per slab (4096: 32 rows of gate_up_proj, so slabs end inside experts of 96 rows and at their ends). */
-async function mergeTo(prepared: PreparedMerge, backend: MergeBackend, outDtype?: string, slabBytes?: number): Promise<MergedFolder> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend, ...(outDtype ? { outDtype } : {}), ...(slabBytes ? { slabBytes } : {}) });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return readMergedFolder(files);
-}
-
 /** The merged model against the truth: experts of layer 1 with their LoRAs, layer 0's decoded alone, attention merged, the rest as stored. */
 function expectMergedModel(merged: MergedFolder, adapter: FixtureTensor[], r: number, s: number, dtype: 'BF16' | 'F32'): void {
   const a = decoded(adapter);
@@ -221,7 +209,7 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
             + 'adapters are merged into those values, and each is written under its own name in bf16 (or the --dtype asked), as merge_and_unload saves it; '
             + 'config.json drops quantization_config. The output is larger: those parameters take 111 KB in bf16 instead of 29.4 KB (3.8×)', // 2 layers × (3·96·64 + 3·32·96) values: × 2 bytes, × 17/32 bytes
         ]);
-        const merged = await mergeTo(prepared, backend, undefined, r === 3 ? 4096 : undefined);
+        const merged = await mergeIntoFolder(prepared, backend, undefined, r === 3 ? 4096 : undefined);
         expectMergedModel(merged, tensors, r, (2 * r + 1) / r, 'BF16');
       });
     }
@@ -229,7 +217,7 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
 
   it('--dtype f32 writes every tensor f32, the experts decoded and merged exactly the same way', async () => {
     const { files, tensors } = cookbookAdapter(2, 4);
-    const merged = await mergeTo(await prepareOne(BASE_FILES, files), backends.cpu!, 'F32');
+    const merged = await mergeIntoFolder(await prepareOne(BASE_FILES, files), backends.cpu!, 'F32');
     expectMergedModel(merged, tensors, 2, 2, 'F32');
   });
 
@@ -274,7 +262,7 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
     const prepared = await prepareOne(BASE_FILES, peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, tensors));
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.notes.some((n) => n.includes('MXFP4'))).toBe(false);
-    const merged = await mergeTo(prepared, backends.cpu!);
+    const merged = await mergeIntoFolder(prepared, backends.cpu!);
     for (const t of BASE) if (t.dtype === 'U8') expect(merged.tensors.get(t.name)?.bytes, t.name).toEqual(decoded([t]).get(t.name)!.bytes);
     expect(merged.json('config.json').quantization_config).toEqual(CONFIG.quantization_config);
   });
