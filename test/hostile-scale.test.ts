@@ -58,23 +58,31 @@ describe('the tensors a quantized module is stored as', () => {
   });
 });
 
+/** Every expert projection of a Qwen3-MoE-shaped model: its module path and its (out, in). */
+function expertProjections(layers: number, experts: number, hidden: number, inter: number): { m: string; out: number; inp: number }[] {
+  const all: { m: string; out: number; inp: number }[] = [];
+  for (let l = 0; l < layers; l++) {
+    for (let e = 0; e < experts; e++) {
+      for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
+        all.push({ m: `model.layers.${l}.mlp.experts.${e}.${p}`, out, inp });
+      }
+    }
+  }
+  return all;
+}
+
 describe('a base quantized with HQQ, every module of a 12,288-module adapter refused', () => {
   it('names the method and the stored tensors for each module, in seconds', async () => {
     const layers = 32, experts = 128, hidden = 16, inter = 8, r = 2;
     const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
     const bytes = (n: number) => new Uint8Array(n);
-    for (let l = 0; l < layers; l++) {
-      for (let e = 0; e < experts; e++) {
-        for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
-          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
-          // HQQLinear's state dict as transformers saves it (4-bit codes two to a byte, a scale and zero per group of 64).
-          base.push({ name: `${m}.W_q`, dtype: 'U8', shape: [1, 64], data: bytes(64) });
-          base.push({ name: `${m}.scale`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
-          base.push({ name: `${m}.zero`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
-          lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
-          lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
-        }
-      }
+    for (const { m, out, inp } of expertProjections(layers, experts, hidden, inter)) {
+      // HQQLinear's state dict as transformers saves it (4-bit codes two to a byte, a scale and zero per group of 64).
+      base.push({ name: `${m}.W_q`, dtype: 'U8', shape: [1, 64], data: bytes(64) });
+      base.push({ name: `${m}.scale`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+      base.push({ name: `${m}.zero`, dtype: 'F16', shape: [2, 1], data: bytes(4) });
+      lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
+      lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
     }
     const config = {
       architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, moe_intermediate_size: inter, num_experts: experts, num_hidden_layers: layers,
@@ -147,17 +155,12 @@ describe('the module a tensor lies under', () => {
     const layers = 40, experts = 128, hidden = 16, inter = 8, r = 2;
     const base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
     const bytes = (n: number) => new Uint8Array(n);
-    for (let l = 0; l < layers; l++) {
-      for (let e = 0; e < experts; e++) {
-        for (const [p, out, inp] of [['gate_proj', inter, hidden], ['up_proj', inter, hidden], ['down_proj', hidden, inter]] as const) {
-          const m = `model.layers.${l}.mlp.experts.${e}.${p}`;
-          base.push({ name: `${m}.weight`, dtype: 'BF16', shape: [out, inp], data: bytes(2 * out * inp) });
-          base.push({ name: `${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
-          lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
-          lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
-          lora.push({ name: `base_model.model.${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
-        }
-      }
+    for (const { m, out, inp } of expertProjections(layers, experts, hidden, inter)) {
+      base.push({ name: `${m}.weight`, dtype: 'BF16', shape: [out, inp], data: bytes(2 * out * inp) });
+      base.push({ name: `${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
+      lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, inp], data: bytes(2 * r * inp) });
+      lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [out, r], data: bytes(2 * out * r) });
+      lora.push({ name: `base_model.model.${m}.bias`, dtype: 'BF16', shape: [out], data: bytes(2 * out) });
     }
     const config = { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', hidden_size: hidden, moe_intermediate_size: inter, num_experts: experts, num_hidden_layers: layers };
     const adapterConfig = { peft_type: 'LORA', r, lora_alpha: 4, bias: 'all', target_modules: ['gate_proj', 'up_proj', 'down_proj'], task_type: 'CAUSAL_LM' };
