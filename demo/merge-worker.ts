@@ -111,7 +111,8 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     // merged with it, on the same open files.
     let planned = false;
     const readAhead = () => planned;
-    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead));
+    // The signal reaches the plan too: planning tens of thousands of modules takes seconds.
+    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead), { signal: controller.signal });
     planned = true;
     let output: OutputTarget;
     if (request.output.kind === 'browser-storage') {

@@ -164,7 +164,7 @@ describe('PEFT adapters in the plan', () => {
         fixture(`${p}.1.self_attn.v_proj.lora_A.weight`, fv1.a), fixture(`${p}.1.self_attn.v_proj.lora_B.weight`, fv1.b),
       ]);
       const weight = -0.75;
-      const plan = buildMergePlan(base, [{ adapter, weight }]);
+      const plan = await buildMergePlan(base, [{ adapter, weight }]);
       assertPlanValid(plan);
       const div = (r: number) => (rslora ? Math.sqrt(r) : r);
       const cases: [string, Stored, typeof fq, number, number][] = [
@@ -197,7 +197,7 @@ describe('PEFT adapters in the plan', () => {
       fixture('base_model.model.transformer.h.0.attn.c_attn.lora_B.weight', b),
       fixture('base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector', m),
     ]);
-    const plan = buildMergePlan(base, [{ adapter, weight: 1 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: 1 }]);
     assertPlanValid(plan);
     const { op, update } = await opFor(plan, base, 'h.0.attn.c_attn.weight');
     expect([update.layout, update.rows, update.cols, op.dora?.normAxis]).toEqual(['in-out', inF, outF, 'out']);
@@ -241,7 +241,7 @@ describe('PEFT adapters in the plan', () => {
       fixture('base_model.model.head.proj.lora_B.default.bias', lbias),
       fixture('base_model.model.score.modules_to_save.default.weight', score),
     ]);
-    const plan = buildMergePlan(base, [{ adapter, weight: 1.5 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: 1.5 }]);
     assertPlanValid(plan);
 
     // Embedding: W[v, d] += s · Σ_k B[d, k] A[k, v].
@@ -294,7 +294,7 @@ describe('PEFT adapters in the plan', () => {
       fixture('lora_unet_layers_0_mlp_fc.lora_down.weight', f2.a), fixture('lora_unet_layers_0_mlp_fc.lora_up.weight', f2.b),
       { name: 'lora_unet_layers_0_mlp_fc.alpha', dtype: 'F32', shape: [], data: [4] },
     ]);
-    const plan = buildMergePlan(base, [{ adapter: ad1, weight: 1 }, { adapter: ad2, weight: -0.7 }]);
+    const plan = await buildMergePlan(base, [{ adapter: ad1, weight: 1 }, { adapter: ad2, weight: -0.7 }]);
     assertPlanValid(plan);
     expect(plan.updates).toHaveLength(1);
     const update = plan.updates[0];
@@ -323,7 +323,7 @@ describe('PEFT adapters in the plan', () => {
         fixture('base_model.model.blk.proj.lora_A.weight', a), fixture('base_model.model.blk.proj.lora_B.weight', b),
       ]);
       const weight = rand() * 2 - 1;
-      const plan = buildMergePlan(base, [{ adapter, weight }]);
+      const plan = await buildMergePlan(base, [{ adapter, weight }]);
       assertPlanValid(plan);
       const { op } = await opFor(plan, base, 'blk.proj.weight', pick() as 'F32');
       const s = weight * alpha / r;
@@ -363,7 +363,7 @@ describe('kohya / LyCORIS adapters in the plan', () => {
     ], { ss_network_dim: '4', ss_network_alpha: '2' });
     expect(adapter.format).toBe('kohya');
     expect(adapter.config).toEqual({ ss_network_dim: '4', ss_network_alpha: '2' });
-    const plan = buildMergePlan(base, [{ adapter, weight: 1 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: 1 }]);
     assertPlanValid(plan);
     expect(plan.updates).toHaveLength(4);
 
@@ -405,7 +405,7 @@ describe('kohya / LyCORIS adapters in the plan', () => {
       fixture(`lora_te1_${name}.lora_down.weight`, f.a), fixture(`lora_te1_${name}.lora_up.weight`, f.b),
       fixture(`lora_te2_${name}.lora_down.weight`, f.a), fixture(`lora_te2_${name}.lora_up.weight`, f.b),
     ]);
-    const plan = buildMergePlan(base, [{ adapter, weight: 1 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: 1 }]);
     assertPlanValid(plan);
     expect(plan.updates.map((u) => [u.baseKey, u.terms[0].moduleName])).toEqual([
       [te1, `lora_te1_${name}`], [te2, `lora_te2_${name}`],
@@ -441,7 +441,7 @@ describe('plan problems', () => {
       fixture('base_model.model.model.layers.1.q_proj.lora_magnitude_vector', stored([4], 'F32', rand)),
     ]);
     const saves = (name: string) => peft(name, { r: 1 }, [fixture('base_model.model.model.head.modules_to_save.default.weight', stored([3, 6], 'F32', rand))]);
-    const plan = buildMergePlan(base, [
+    const plan = await buildMergePlan(base, [
       { adapter: bad, weight: 1 }, { adapter: await dora('d1'), weight: 1 }, { adapter: await dora('d2'), weight: 1 },
       { adapter: await saves('s1'), weight: 1 }, { adapter: await saves('s2'), weight: 1 },
     ]);
@@ -488,7 +488,7 @@ describe('plan problems', () => {
       fixture('base_model.model.fc.lora_magnitude_vector', stored([4], 'F32', rand)),
       fixture('base_model.model.head.weight', stored([2, 3], 'F32', rand)),
     ]);
-    const plan = buildMergePlan(base, [{ adapter: loha, weight: 1 }, { adapter: dora, weight: 0.5 }]);
+    const plan = await buildMergePlan(base, [{ adapter: loha, weight: 1 }, { adapter: dora, weight: 0.5 }]);
     expect(plan.problems.map((p) => [p.adapter, p.module, p.code])).toEqual([
       ['p', 'head.weight', 'PLAN_INVALID'],
     ]);
@@ -507,7 +507,7 @@ describe('plan problems', () => {
       tensors.push(fixture(`base_model.model.nope${i}.lora_A.weight`, stored([1, 2], 'F32', rand)));
       tensors.push(fixture(`base_model.model.nope${i}.lora_B.weight`, stored([2, 1], 'F32', rand)));
     }
-    const plan = buildMergePlan(base, [{ adapter: await peft('many', { r: 1 }, tensors), weight: 1 }]);
+    const plan = await buildMergePlan(base, [{ adapter: await peft('many', { r: 1 }, tensors), weight: 1 }]);
     expect(() => assertPlanValid(plan)).toThrow(/^20 problems in the merge plan:\n(.*\n){12}  \.\.\. and 8 more$/);
   });
 });
@@ -529,7 +529,7 @@ describe('update magnitudes', () => {
       fixture('base_model.model.model.layers.12.mlp.up_proj.lora_A.weight', fb.a),
       fixture('base_model.model.model.layers.12.mlp.up_proj.lora_B.weight', fb.b),
     ]);
-    const plan = buildMergePlan(base, [{ adapter, weight: -2 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: -2 }]);
     const reads: [string, number, number][] = [];
     const result = await estimateUpdateMagnitudes(plan, async (key, start, count) => {
       reads.push([key, start, count]);
@@ -566,7 +566,7 @@ describe('update magnitudes', () => {
       fixture(`base_model.model.${name}.lora_A.weight`, stored([2, 30], 'F32', rand)),
       fixture(`base_model.model.${name}.lora_B.weight`, stored([40, 2], 'F32', rand)),
     ]));
-    const plan = buildMergePlan(base, [{ adapter, weight: 1 }]);
+    const plan = await buildMergePlan(base, [{ adapter, weight: 1 }]);
     const measure = async (delay: (call: number) => number) => {
       let inFlight = 0, most = 0, call = 0;
       const result = await estimateUpdateMagnitudes(plan, async (key, start, count) => {

@@ -15,7 +15,7 @@ import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
-import { badArgument, checkDtypeName, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
+import { badArgument, checkDtypeName, checkSignal, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { packedModuleProblems, quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -24,6 +24,8 @@ import { quantizedBaseView } from '../formats/quantized-views.js';
 import { mlxStackedExpertsView } from '../formats/mlx-stacked-experts.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
 import { mlxQuantizedWeights } from '../formats/mlx-quantized.js';
+import { asCancel, throwIfAborted } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -100,6 +102,12 @@ export interface PrepareMergeOptions {
    * against the base here; mergeModel refuses one the base does not take.
    */
   dtype?: string;
+  /**
+   * Cancels the planning: it rejects with a MergeError of code ABORTED, named `'AbortError'`, whose
+   * `cause` is the signal's reason. Planning tens of thousands of modules takes seconds; the abort
+   * is seen within a fraction of one.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -109,8 +117,9 @@ export interface PrepareMergeOptions {
  * unknown key beside `files` and `weight`) are refused first with a BAD_ARGUMENT MergeError.
  */
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[], options: PrepareMergeOptions = {}): Promise<PreparedMerge> {
-  checkOptions('prepareMerge options', options, ['dtype']);
+  checkOptions('prepareMerge options', options, ['dtype', 'signal']);
   checkDtypeName('prepareMerge options: dtype', options.dtype);
+  checkSignal('prepareMerge options: signal', options.signal);
   checkInputFileSet('prepareMerge: baseFiles', baseFiles);
   checkList('prepareMerge: adapters', adapterInputs, 'an adapter as { files, weight }');
   adapterInputs.forEach((input, i) => {
@@ -120,6 +129,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     checkInputFileSet(`${what}.files`, input.files);
     checkWeight(`${what}.weight (${input.files.name})`, input.weight);
   });
+  const signal = options.signal;
+  // Between the phases and the modules, the event loop gets a turn (a Ctrl-C handler, an abort()).
+  throwIfAborted(signal);
+  const pacer = new Pacer(signal);
   const opened = await openModel(baseFiles);
   const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {
@@ -132,6 +145,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const config: ModelConfig | undefined = isSafetensorsModel(opened) ? await readModelConfig(baseFiles) : undefined;
     const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
+      await pacer.tick();
       adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
     }
     // An adapter whose config names another model family than the base's config.json: said, not refused.
@@ -149,6 +163,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       if (targetsAllLinear(adapter.config)) checkAllLinearHead(adapter.config, config, paths, configFile, adapter.file.source.name);
     }
     // A bitsandbytes base is merged as the float model it stands for (formats/bnb/).
+    await pacer.tick();
     const dequantized: DequantizedBase | undefined = isSafetensorsModel(opened) ? await dequantizedBaseModel(opened, config) : undefined;
     // ModelOpt (hf_quant_config.json or quant_method "modelopt").
     const modelopt = isSafetensorsModel(opened) ? await readModelOptQuantization(baseFiles, config) : undefined;
@@ -157,15 +172,20 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const read = dequantized?.base ?? viewed?.base ?? opened;
     // mlx-lm's float stacked experts (switch_mlp (E, out, in)) seen as rows, as its quantized ones are.
     const rows = isSafetensorsModel(read) ? mlxStackedExpertsView(read) : undefined;
+    await pacer.tick();
     const tie = resolveTiedEmbeddings(rows ?? read, config, adapters, architectures);
     const base = tie.base;
     const scaledFp8 = viewed?.scaled ?? await findScaledFp8(opened, config, modelopt);
-    const plan = buildMergePlan(planIndex(base, config, scaledFp8), tie.adapters);
+    await pacer.tick();
+    const plan = await buildMergePlan(planIndex(base, config, scaledFp8), tie.adapters, pacer);
+    await pacer.tick();
     plan.warnings.unshift(...base.warnings);
     plan.warnings.push(...identityWarnings, ...(await repeatedAdapterWarnings(adapters)));
     plan.problems.push(...(base.planProblems?.(plan, adapters.map((a) => a.adapter)) ?? []));
     plan.problems.push(...quantizedWeightProblems(plan, opened.tensors, config, scaledFp8), ...widenedScaledProblems(plan, scaledFp8));
+    await pacer.tick();
     packedModuleProblems(plan.problems, opened.tensors, config);
+    await pacer.tick();
     const scaledNote = scaledFp8 && scaledFp8Note(scaledFp8);
     if (scaledNote) plan.notes.push(scaledNote);
     if (modelopt?.algo === 'NONE') {
@@ -186,6 +206,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       { tensors: base.tensors }, config, adapters.map(({ adapter, files }) => ({ name: adapter.name, files })), plan,
       { untied: tie.decision === 'untied', dequantized: dequantized !== undefined, folder, baseFiles: base.otherFiles },
     );
+    await pacer.tick();
     const widened = await planWidenedConfigs(baseFiles, base.shards, plan);
     if (widened.length > 0) modelFolder.widened = widened;
     // A dequantized base (bitsandbytes, or scaled weights written dequantized) leaves them out with its config.
@@ -195,6 +216,6 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     };
   } catch (e) {
     await close();
-    throw e;
+    throw asCancel(e, signal);
   }
 }

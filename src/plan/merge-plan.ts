@@ -22,6 +22,7 @@
  */
 import { DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.js';
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
@@ -241,7 +242,12 @@ export interface MergePlan {
   summary: PlanSummary;
 }
 
-export function buildMergePlan(base: BaseTensorIndex, adapters: readonly WeightedAdapter[]): MergePlan {
+/**
+ * Matches every module of `adapters` to a base tensor and collects every problem. `pacer` gives the
+ * event loop a turn between modules (event-turns.ts): tens of thousands of them take seconds, which
+ * a Ctrl-C or an abort must be able to cut short.
+ */
+export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly WeightedAdapter[], pacer: Pacer = new Pacer()): Promise<MergePlan> {
   const locator = new ModuleLocator(base);
   const problems: PlanProblem[] = [];
   const warnings: string[] = [];
@@ -251,7 +257,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
   const leftOut: LeftOutModule[] = [];
   const rowSets = new Map<string, PlannedRowSet>();
 
-  adapters.forEach(({ adapter, weight }, adapterIndex) => {
+  for (const [adapterIndex, { adapter, weight }] of adapters.entries()) {
     const report = (module: string, code: MergeErrorCode, message: string) =>
       problems.push({ adapter: adapter.name, module, code, message: `${adapter.name}: ${module === '' ? '' : `module "${module}": `}${message}` });
     if (!Number.isFinite(weight)) report('', 'BAD_ARGUMENT', `weight ${weight} is not a finite number`);
@@ -259,7 +265,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const baseRefusal = base.modelType !== undefined && refused && Object.hasOwn(refused, base.modelType) ? refused[base.modelType] : undefined;
     if (baseRefusal) {
       report('', 'UNSUPPORTED_FORMAT', baseRefusal);
-      return;
+      continue;
     }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
@@ -374,6 +380,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
     for (const adapterModule of adapter.modules) {
+      await pacer.tick();
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
       let module = adapterModule;
       const moduleName = module.name;
@@ -709,7 +716,7 @@ export function buildMergePlan(base: BaseTensorIndex, adapters: readonly Weighte
       report('', 'SHAPE_MISMATCH', `only ${landed.size === 1 ? 'one' : landed.size} of its ${considered} modules ${landed.size === 1 ? 'fits' : 'fit'} this base: ${others}${nameNone}; it was probably ${trainedOn}`);
       problems.splice(ownProblemsFrom, 0, problems.pop()!);
     }
-  });
+  }
 
   // A saved base weight that terms or rows start from is no longer a replacement of its own.
   for (const started of [...updates.values(), ...biases.values(), ...rowSets.values()]) {

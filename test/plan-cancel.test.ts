@@ -1,0 +1,188 @@
+/**
+ * Planning a large adapter is seconds of synchronous work (matching 70,000 modules to 80,000 base
+ * tensors). It used to be one loop without a turn of the event loop: a Ctrl-C or a SIGTERM was
+ * handled only once planning had ended (`timeout` could not stop such a run), and an abort() of
+ * the library's signal was not seen at all. Now planning gives the event loop a turn every 50 ms.
+ */
+import { spawn } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet } from '../src/io/memory-source.js';
+import { prepareMerge } from '../src/pipeline/prepare-merge.js';
+import { merge } from '../src/merge.js';
+import type { InputFileSet } from '../src/io/types.js';
+import { CLI, errorLines, listDir } from './helpers/cli.js';
+import { buildSafetensors, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+const hidden = 8, inter = 16, vocab = 32;
+const PROJECTIONS = [['self_attn.q_proj', hidden, hidden], ['self_attn.k_proj', hidden, hidden], ['self_attn.v_proj', hidden, hidden], ['self_attn.o_proj', hidden, hidden],
+  ['mlp.gate_proj', inter, hidden], ['mlp.up_proj', inter, hidden], ['mlp.down_proj', hidden, inter]] as const;
+const f16 = (n: number) => new Uint8Array(2 * n).fill(0x3c, 1); // F16 1.0 throughout: finite, and unread by a plan
+
+/**
+ * A Llama model of `layers` layers (hidden 8: the files stay small) and a PEFT LoRA (r = 1) on every
+ * projection of every layer: 7 modules a layer. `small` is the same LoRA on layer 0's q_proj alone.
+ */
+function llamaFiles(layers: number) {
+  const base: FixtureTensor[] = [
+    { name: 'model.embed_tokens.weight', dtype: 'F16', shape: [vocab, hidden], data: f16(vocab * hidden) },
+    { name: 'model.norm.weight', dtype: 'F16', shape: [hidden], data: f16(hidden) },
+    { name: 'lm_head.weight', dtype: 'F16', shape: [vocab, hidden], data: f16(vocab * hidden) },
+  ];
+  const lora: FixtureTensor[] = [];
+  for (let l = 0; l < layers; l++) {
+    base.push({ name: `model.layers.${l}.input_layernorm.weight`, dtype: 'F16', shape: [hidden], data: f16(hidden) });
+    for (const [p, out, inp] of PROJECTIONS) {
+      const m = `model.layers.${l}.${p}`;
+      base.push({ name: `${m}.weight`, dtype: 'F16', shape: [out, inp], data: f16(out * inp) });
+      lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F16', shape: [1, inp], data: f16(inp) });
+      lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F16', shape: [out, 1], data: f16(out) });
+    }
+  }
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, intermediate_size: inter, num_hidden_layers: layers,
+    num_attention_heads: 2, num_key_value_heads: 2, vocab_size: vocab, tie_word_embeddings: false, torch_dtype: 'float16',
+  };
+  const adapterConfig = (targets: string[]) => JSON.stringify({
+    peft_type: 'LORA', r: 1, lora_alpha: 2, target_modules: targets, task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B',
+  });
+  return {
+    'model/model.safetensors': buildSafetensors(base, { format: 'pt' }),
+    'model/config.json': JSON.stringify(config),
+    'big/adapter_model.safetensors': buildSafetensors(lora),
+    'big/adapter_config.json': adapterConfig(['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']),
+    'small/adapter_model.safetensors': buildSafetensors(lora.slice(0, 2)),
+    'small/adapter_config.json': adapterConfig(['q_proj']),
+  };
+}
+
+/** The files a process has open (Linux: its /proc/<pid>/fd links). */
+function openFiles(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    return [];
+  }
+}
+
+interface Run { code: number | null; signal: NodeJS.Signals | null; stderr: string; afterSignal: number }
+
+/** From the last adapter's opening to the signal: its few reads are done, the matching has begun. */
+const SIGNAL_DELAY_MS = 300;
+
+/**
+ * Runs the CLI and, SIGNAL_DELAY_MS after it has `file` open (the last adapter, opened while planning,
+ * before its modules are matched), sends `signal` if one is given. `afterSignal`: seconds from that
+ * moment (the signal sent, or when it would have been) to the exit.
+ */
+function runPlanning(args: string[], file: string, signal?: NodeJS.Signals): Promise<Run> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let sent: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const poll = setInterval(() => {
+    if (!openFiles(child.pid!).includes(file)) return;
+    clearInterval(poll);
+    timer = setTimeout(() => {
+      sent = performance.now();
+      if (signal) child.kill(signal);
+    }, SIGNAL_DELAY_MS);
+  }, 2);
+  return new Promise((resolve) => child.on('exit', (code, sig) => {
+    clearInterval(poll);
+    clearTimeout(timer);
+    resolve({ code, signal: sig, stderr, afterSignal: sent === undefined ? NaN : (performance.now() - sent) / 1000 });
+  }));
+}
+
+describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
+  it.skipIf(process.platform !== 'linux')('ends the CLI within a fraction of the planning: exit 130, the one cancel line, nothing at --out', async () => {
+    // 70,000 modules on 80,003 tensors. The signal goes just after the last adapter (one module) is
+    // open: the matching of all modules has begun. The same plan run to its end says how long the
+    // rest takes on this machine, now; a cancel must come in under a fifth of it. The old loop
+    // ended only with the plan (the dry run's whole remaining time, or more).
+    const dir = temp.make(llamaFiles(10_000));
+    const [base, big, small] = ['model', 'big', 'small'].map((p) => join(dir, p));
+    const trigger = join(small, 'adapter_model.safetensors');
+    const full = await runPlanning(['merge', '--base', base, '--adapter', big, '--adapter', small, '--dry-run'], trigger);
+    expect(full.code, full.stderr).toBe(0);
+    expect(full.afterSignal).toBeGreaterThan(0);
+
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      const outDir = temp.make();
+      const out = join(outDir, 'merged');
+      const run = await runPlanning(['merge', '--base', base, '--adapter', big, '--adapter', small, '--out', out], trigger, signal);
+      expect({ code: run.code, signal: run.signal }, run.stderr).toEqual({ code: 130, signal: null });
+      expect(errorLines(run.stderr)).toEqual([`error: merge cancelled; nothing was written to ${out}`]);
+      expect(run.stderr).not.toMatch(/\n\s+at |internal error|^plan:/m); // cancelled before the plan was printed
+      expect(listDir(outDir)).toEqual([]);
+      expect(run.afterSignal, `${signal}: exit ${run.afterSignal.toFixed(2)} s after the signal; the plan's rest took ${full.afterSignal.toFixed(2)} s`)
+        .toBeLessThan(full.afterSignal / 5);
+    }
+  }, 120_000);
+});
+
+describe('prepareMerge given a signal', () => {
+  const files = llamaFiles(4_000);
+  const set = (prefix: string, name: string): InputFileSet => memoryInputFileSet(
+    Object.fromEntries(Object.entries(files).filter(([k]) => k.startsWith(prefix)).map(([k, v]) => [k.slice(prefix.length), v])), name);
+  const base = set('model/', 'model'), adapter = set('big/', 'adapter');
+
+  it('rejects with AbortError (code ABORTED, cause the reason) when it is aborted during planning, not after', async () => {
+    const controller = new AbortController();
+    const reason = new Error('user pressed stop');
+    // The abort is asked for on the next task: memory files are read without one, so only planning's
+    // own turns let it run. Without them the plan of 28,000 modules ended first and resolved.
+    setTimeout(() => controller.abort(reason), 0);
+    const outcome = await prepareMerge(base, [{ files: adapter, weight: 1 }], { signal: controller.signal }).then(
+      async (prepared) => {
+        await prepared.close();
+        return prepared;
+      },
+      (e: unknown) => e,
+    );
+    expect(isMergeError(outcome), String(outcome)).toBe(true);
+    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
+    // An uninterrupted plan of this size: 28,000 module updates.
+    const whole = await prepareMerge(base, [{ files: adapter, weight: 1 }]);
+    await whole.close();
+    expect(whole.plan.updates).toHaveLength(28_000);
+  }, 120_000);
+
+  it("passes merge()'s signal on: a cancel while planning ends the call well before the plan would", async () => {
+    let started = performance.now();
+    const whole = await prepareMerge(base, [{ files: adapter, weight: 1 }]);
+    const planSeconds = (performance.now() - started) / 1000;
+    await whole.close();
+    const controller = new AbortController();
+    const reason = new Error('user pressed stop');
+    setTimeout(() => controller.abort(reason), 0);
+    started = performance.now();
+    // Without its turns, the abort was seen only by the merge after the plan: the same error, seconds later.
+    const outcome = await merge({ base, adapters: [adapter], backend: 'cpu', signal: controller.signal }).catch((e: unknown) => e);
+    const seconds = (performance.now() - started) / 1000;
+    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
+    expect(seconds, `cancelled after ${seconds.toFixed(2)} s; the plan alone takes ${planSeconds.toFixed(2)} s`).toBeLessThan(planSeconds / 5);
+  }, 120_000);
+
+  it('an already aborted signal refuses before the plan', async () => {
+    const files = llamaFiles(1);
+    const controller = new AbortController();
+    controller.abort('stop');
+    const base = memoryInputFileSet({ 'model.safetensors': files['model/model.safetensors'], 'config.json': files['model/config.json'] }, 'model');
+    const adapter = memoryInputFileSet({ 'adapter_model.safetensors': files['big/adapter_model.safetensors'], 'adapter_config.json': files['big/adapter_config.json'] }, 'adapter');
+    await expect(prepareMerge(base, [{ files: adapter }], { signal: controller.signal })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED', cause: 'stop' });
+  });
+});
