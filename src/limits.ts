@@ -61,6 +61,16 @@ export const MAX_CONFIG_VALUES = 4 * MAX_TENSORS;
 export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
 
 /**
+ * Memory of one job of the CPU backend's WebAssembly kernel on a tensor's widest block, four rows
+ * (its tile height): the right factor (rank × columns × 4 bytes), its column norms, the four rows of
+ * W, output and listed elements, and scratch of 64 bytes a column where a short block is padded to
+ * four rows. Rows are never cut, so a tensor of very wide rows cannot be merged in less: a single
+ * row of 2^26 f32 needs about 10 GB. Real weights are far below it: rows of 73 728 (Nemotron's
+ * widest) at a summed rank of 2048 need about 620 MB.
+ */
+export const MAX_ROW_KERNEL_BYTES = 1024 * 1024 * 1024;
+
+/**
  * The size b of one rotation block (OFT, PEFT OFT, BOFT): each stored block is turned into a rotation
  * by a b × b inversion or series (b³ work, 16·b² bytes), and each weight element costs b multiply-adds
  * per block map. Real files: blocks of 2 to a few hundred (PEFT 0.13's ⌈out/r⌉ reaches 3584 on a

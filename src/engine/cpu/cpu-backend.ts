@@ -14,7 +14,10 @@ import { columnSumsOfSquaresOnCpu, mergeStepsOnCpu } from './cpu-steps.js';
 import { mergePlainOnJs, mergePlainOnWasm, planPlain, type PlainPlan, type TakeOutput } from './plain-merge.js';
 import { BufferPool } from '../../buffer-pool.js';
 import { rowsSeparable } from './step-rows.js';
-import { createWasmKernel, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
+import { createWasmKernel, jobBytes, wasmSimdAvailable, type WasmKernel } from './wasm-kernel.js';
+import { DTYPE_BYTES } from '../../dtype.js';
+import { MergeError } from '../../errors.js';
+import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
@@ -123,6 +126,7 @@ export class CpuBackend implements MergeBackend {
     const kernel = this.executor === 'wasm' ? await this.localKernel() : null;
     if (!kernel) return mergePlainOnJs(plain, this.certification, signal);
     const plan = planPlain(plain);
+    refuseWideRows(plan);
     const take = (bytes: number) => this.outputs.take(bytes);
     if (this.pool && shape.rowCount * op.cols >= POOL_MIN_ELEMENTS) return this.pool.merge(plan, this.certification, signal, take);
     return mergePlainOnWasm(plan, kernel, this.certification, signal, take);
@@ -161,3 +165,17 @@ export class CpuBackend implements MergeBackend {
     this.pool = undefined;
   }
 }
+
+/**
+ * Refuses an op whose rows are too wide for the kernel: rows are never cut, so its smallest job
+ * (four rows, or the tensor's fewer) would take more memory than MAX_ROW_KERNEL_BYTES, and past
+ * 4 GB more than a WebAssembly memory can address.
+ */
+function refuseWideRows(plan: PlainPlan): void {
+  const { op, shape } = plan.p;
+  const rows = Math.min(4, shape.rowCount);
+  const bytes = jobBytes(rows, op.cols, plan.tf.rank, plan.mode !== 'f32', DTYPE_BYTES[plan.w.dtype], plan.kernelOutBytes, !!plan.wScale, plan.mode !== 'f64-values');
+  if (bytes <= MAX_ROW_KERNEL_BYTES) return;
+  throw new MergeError('LIMIT_EXCEEDED', `tensor "${op.name}": rows of ${op.cols} elements at rank ${plan.tf.rank} take ${Math.ceil(bytes / 2 ** 20)} MiB of CPU kernel memory, above the limit MAX_ROW_KERNEL_BYTES (${MAX_ROW_KERNEL_BYTES / 2 ** 20} MiB): no real weight has rows this wide; check that the base is the model the adapter was trained on`);
+}
+

@@ -7,6 +7,7 @@
 import type { FloatDType } from '../../dtype.js';
 import { mergeKernelWasmBase64 } from './merge-kernel.generated.js';
 import { embeddedWasmBytes } from '../../embedded-wasm.js';
+import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
 
 let kernelBytes: Uint8Array<ArrayBuffer> | null | undefined;
 let compiled: Promise<WebAssembly.Module> | undefined;
@@ -107,6 +108,19 @@ interface KernelExports {
 export const align16 = (n: number): number => (n + 15) & ~15;
 const NO_LIST = new Uint32Array(0);
 
+/**
+ * Bytes the kernel's memory holds for a job of `rows` rows (above its data start): what run()
+ * places, counted in float64 so that no width wraps (the kernel's own scratchBytes is 32-bit).
+ */
+export function jobBytes(rows: number, cols: number, rank: number, wide: boolean, wBytes: number, outBytes: number, scaled: boolean, certified: boolean): number {
+  const stride = paddedCols(cols);
+  const lb = wide ? 8 : 4;
+  const scratch = 1024 + 4 * rank * 8 + 4 * cols * 16;
+  const scale = !scaled ? 0 : Math.max((rows + 3) & ~3, stride) * lb;
+  return Math.max(rank, 1) * stride * 4 + stride * lb + scratch + 64 + scale + rows * rank * lb + rows * lb
+    + rows * cols * (wBytes + outBytes + (certified ? 4 : 0)) + 7 * 16;
+}
+
 export class WasmKernel {
   private readonly exports: KernelExports;
   private readonly base: number;
@@ -146,6 +160,10 @@ export class WasmKernel {
     const outAt = align16(wAt + rows * cols * wBytes);
     const listAt = align16(outAt + rows * cols * outBytes);
     const certify = job.certify;
+    if (jobBytes(rows, cols, rank, wide, wBytes, outBytes, !!wScale, !!certify) > MAX_ROW_KERNEL_BYTES) {
+      // The backend refuses such ops first (CpuBackend.merge); past 4 GB the kernel's addresses wrap.
+      throw new Error(`a kernel job of ${rows} rows of ${cols} at rank ${rank} is above MAX_ROW_KERNEL_BYTES`);
+    }
     this.reserve(listAt + (certify ? rows * cols * 4 : 0));
     const memory = this.exports.memory.buffer;
     const heap = new Uint8Array(memory);

@@ -34,32 +34,47 @@ const FIXED_BYTES: Partial<Record<GGUFValueType, number>> = {
 
 const encoder = new TextEncoder();
 
-/** Appends little-endian values to a growing byte list. */
+/**
+ * Appends little-endian values to one growing buffer (doubled when full). A value is written in
+ * place: an array of a million elements was a million small buffers and closures, and a header
+ * of 45 such arrays took minutes and gigabytes to read back.
+ */
 export class ByteWriter {
-  private chunks: Uint8Array[] = [];
+  private buffer = new Uint8Array(1024);
+  private view = new DataView(this.buffer.buffer);
   private length = 0;
 
   get byteLength(): number {
     return this.length;
   }
 
+  /** Room for `size` more bytes; returns where they go. */
+  private room(size: number): number {
+    const at = this.length;
+    if (at + size > this.buffer.byteLength) {
+      const grown = new Uint8Array(Math.max(2 * this.buffer.byteLength, at + size));
+      grown.set(this.buffer.subarray(0, at));
+      this.buffer = grown;
+      this.view = new DataView(grown.buffer);
+    }
+    this.length = at + size;
+    return at;
+  }
+
   bytes(b: Uint8Array): void {
-    this.chunks.push(b);
-    this.length += b.byteLength;
+    const at = this.room(b.byteLength);
+    this.buffer.set(b, at);
   }
 
-  private fixed(size: number, put: (view: DataView) => void): void {
-    const b = new Uint8Array(size);
-    put(new DataView(b.buffer));
-    this.bytes(b);
-  }
-
+  // room() first: it may replace the buffer and view, which `this.view.set…(this.room(…))` reads before it.
   u32(v: number): void {
-    this.fixed(4, (d) => d.setUint32(0, v, true));
+    const at = this.room(4);
+    this.view.setUint32(at, v, true);
   }
 
   u64(v: number | bigint): void {
-    this.fixed(8, (d) => d.setBigUint64(0, BigInt(v), true));
+    const at = this.room(8);
+    this.view.setBigUint64(at, BigInt(v), true);
   }
 
   string(s: string): void {
@@ -83,21 +98,21 @@ export class ByteWriter {
     }
     const size = FIXED_BYTES[type];
     if (size === undefined) throw new Error(`unknown GGUF value type ${type}`);
-    this.fixed(size, (d) => {
-      switch (type) {
-        case GGUFValueType.UINT8: return d.setUint8(0, v as number);
-        case GGUFValueType.INT8: return d.setInt8(0, v as number);
-        case GGUFValueType.BOOL: return d.setUint8(0, v ? 1 : 0);
-        case GGUFValueType.UINT16: return d.setUint16(0, v as number, true);
-        case GGUFValueType.INT16: return d.setInt16(0, v as number, true);
-        case GGUFValueType.UINT32: return d.setUint32(0, v as number, true);
-        case GGUFValueType.INT32: return d.setInt32(0, v as number, true);
-        case GGUFValueType.FLOAT32: return d.setFloat32(0, v as number, true);
-        case GGUFValueType.UINT64: return d.setBigUint64(0, BigInt(v as bigint), true);
-        case GGUFValueType.INT64: return d.setBigInt64(0, BigInt(v as bigint), true);
-        case GGUFValueType.FLOAT64: return d.setFloat64(0, v as number, true);
-      }
-    });
+    const at = this.room(size);
+    const d = this.view;
+    switch (type) {
+      case GGUFValueType.UINT8: return d.setUint8(at, v as number);
+      case GGUFValueType.INT8: return d.setInt8(at, v as number);
+      case GGUFValueType.BOOL: return d.setUint8(at, v ? 1 : 0);
+      case GGUFValueType.UINT16: return d.setUint16(at, v as number, true);
+      case GGUFValueType.INT16: return d.setInt16(at, v as number, true);
+      case GGUFValueType.UINT32: return d.setUint32(at, v as number, true);
+      case GGUFValueType.INT32: return d.setInt32(at, v as number, true);
+      case GGUFValueType.FLOAT32: return d.setFloat32(at, v as number, true);
+      case GGUFValueType.UINT64: return d.setBigUint64(at, BigInt(v as bigint), true);
+      case GGUFValueType.INT64: return d.setBigInt64(at, BigInt(v as bigint), true);
+      case GGUFValueType.FLOAT64: return d.setFloat64(at, v as number, true);
+    }
   }
 
   keyValue(kv: GgufKeyValue): void {
@@ -108,13 +123,9 @@ export class ByteWriter {
 
   /** Everything written so far, as one array; the writer starts empty again. */
   take(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    let at = 0;
-    for (const c of this.chunks) {
-      out.set(c, at);
-      at += c.byteLength;
-    }
-    this.chunks = [];
+    const out = this.buffer.slice(0, this.length);
+    this.buffer = new Uint8Array(1024);
+    this.view = new DataView(this.buffer.buffer);
     this.length = 0;
     return out;
   }
