@@ -11,7 +11,7 @@ import { throwIfAborted } from './errors.js';
 export const TURN_MS = 50;
 
 /** Resolves in a later task: setImmediate in Node, a message to ourselves in a page (no timer clamp). */
-function nextTask(): Promise<void> {
+export function nextTask(): Promise<void> {
   if (typeof setImmediate === 'function') return new Promise((resolve) => setImmediate(resolve));
   if (typeof MessageChannel !== 'function') return new Promise((resolve) => setTimeout(resolve, 0));
   const channel = new MessageChannel();

@@ -6,6 +6,7 @@
  * CPU backend's threads sat idle 80 % of the time.
  */
 import { MergeError } from '../errors.js';
+import { nextTask } from '../event-turns.js';
 import type { OpfsWriterReply, OpfsWriterRequest } from './opfs-writer-protocol.js';
 
 /** A file opened for writing at offsets. */
@@ -43,19 +44,6 @@ export function writeAll(sync: SyncHandle, chunk: Uint8Array, at: number): void 
 /** Opens `handle` for synchronous writes. */
 export async function openSyncHandle(handle: FileSystemFileHandle): Promise<SyncHandle> {
   return (handle as SyncFileHandle).createSyncAccessHandle();
-}
-
-/** Resolves in a later task (a message to ourselves: no timer clamp). */
-function nextTask(): Promise<void> {
-  if (typeof MessageChannel !== 'function') return new Promise((resolve) => setTimeout(resolve, 0));
-  const channel = new MessageChannel();
-  return new Promise((resolve) => {
-    channel.port1.onmessage = () => {
-      channel.port1.close();
-      resolve();
-    };
-    channel.port2.postMessage(null);
-  });
 }
 
 /** Writes on the calling thread (a dedicated worker's). */
