@@ -111,8 +111,9 @@ describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
   it.skipIf(process.platform !== 'linux')('ends the CLI within a fraction of the planning: exit 130, the one cancel line, nothing at --out', async () => {
     // 70,000 modules on 80,003 tensors. The signal goes just after the last adapter (one module) is
     // open: the matching of all modules has begun. The same plan run to its end says how long the
-    // rest takes on this machine, now; a cancel must come in under a fifth of it. The old loop
-    // ended only with the plan (the dry run's whole remaining time, or more).
+    // rest takes on this machine, now; a cancel must come in under half of it (about a tenth on a
+    // quiet machine; half leaves room for a loaded one). The old loop ended only with the plan (the
+    // dry run's whole remaining time, or more).
     const dir = temp.make(llamaFiles(10_000));
     const [base, big, small] = ['model', 'big', 'small'].map((p) => join(dir, p));
     const trigger = join(small, 'adapter_model.safetensors');
@@ -129,7 +130,7 @@ describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
       expect(run.stderr).not.toMatch(/\n\s+at |internal error|^plan:/m); // cancelled before the plan was printed
       expect(listDir(outDir)).toEqual([]);
       expect(run.afterSignal, `${signal}: exit ${run.afterSignal.toFixed(2)} s after the signal; the plan's rest took ${full.afterSignal.toFixed(2)} s`)
-        .toBeLessThan(full.afterSignal / 5);
+        .toBeLessThan(full.afterSignal / 2);
     }
   }, 120_000);
 });
@@ -162,19 +163,26 @@ describe('prepareMerge given a signal', () => {
   }, 120_000);
 
   it("passes merge()'s signal on: a cancel while planning ends the call well before the plan would", async () => {
-    let started = performance.now();
-    const whole = await prepareMerge(base, [{ files: adapter, weight: 1 }]);
-    const planSeconds = (performance.now() - started) / 1000;
-    await whole.close();
+    // The plan's time warm: the faster of two runs (the first also compiles the planner).
+    let planSeconds = Infinity;
+    let started = 0;
+    for (let i = 0; i < 2; i++) {
+      started = performance.now();
+      const whole = await prepareMerge(base, [{ files: adapter, weight: 1 }]);
+      planSeconds = Math.min(planSeconds, (performance.now() - started) / 1000);
+      await whole.close();
+    }
     const controller = new AbortController();
     const reason = new Error('user pressed stop');
     setTimeout(() => controller.abort(reason), 0);
     started = performance.now();
-    // Without its turns, the abort was seen only by the merge after the plan: the same error, seconds later.
+    // Without its turns, the abort was seen only by the merge after the plan: the same error, seconds
+    // later (0.84 of the plan's time when measured). With them, about a tenth, or a fifth under load:
+    // half is the bound, so a busy machine does not fail it.
     const outcome = await merge({ base, adapters: [adapter], backend: 'cpu', signal: controller.signal }).catch((e: unknown) => e);
     const seconds = (performance.now() - started) / 1000;
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
-    expect(seconds, `cancelled after ${seconds.toFixed(2)} s; the plan alone takes ${planSeconds.toFixed(2)} s`).toBeLessThan(planSeconds / 5);
+    expect(seconds, `cancelled after ${seconds.toFixed(2)} s; the plan alone takes ${planSeconds.toFixed(2)} s`).toBeLessThan(planSeconds / 2);
   }, 120_000);
 
   it('an already aborted signal refuses before the plan', async () => {
