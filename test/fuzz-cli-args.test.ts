@@ -447,8 +447,13 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       if (!out || b.merge?.dryRun) return faults[3]();
       const inputs = b.opts.filter((x) => ['base', 'adapter', 'tuned'].includes(x.name) && x.value).map((x) => x.value!);
       // The output's folder is checked before any input is read (early); the rest once the inputs say what is written (late).
+      // An input made missing by an earlier fault may sit in a folder that does not exist: then the
+      // output's folder is refused first (seed 20261211, case 4702: --out and --tuned both missing/adapter).
+      const asOut = (p: string): [string, RegExp, FaultKind] => p.startsWith('missing/')
+        ? [p, new RegExp(`${escape(p)}: folder .*missing does not exist; create it or choose another --out`), 'early-usage']
+        : [p, /would overwrite input/, 'late-usage'];
       const choices: [string, RegExp, FaultKind][] = [
-        ...(inputs.length ? [[pick(inputs, n), /would overwrite input/, 'late-usage'] as [string, RegExp, FaultKind]] : []),
+        ...(inputs.length ? [asOut(pick(inputs, n))] : []),
         ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/, 'early-usage'],
         ['base.safetensors/x.safetensors', /folder .*base\.safetensors is not a folder; create it or choose another --out/, 'early-usage'],
       ];
