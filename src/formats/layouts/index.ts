@@ -35,7 +35,7 @@ import { pixart } from './pixart.js';
 import { sana } from './sana.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
-import { wan22CombinedExperts } from './wan22-combined-experts.js';
+import { combinedExpert, wan22CombinedExperts } from './wan22-combined-experts.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
@@ -66,7 +66,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * A checkpoint saved with PEFT LoRA layers in place (Phi-4-multimodal's `base_layer.weight`) is read
  * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
  * matched by name; so is ai-toolkit's combined LoRA of Wan 2.2's two experts, whose
- * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is.
+ * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is (on a
+ * pipeline that says which folder is which expert, the locator lands each in its own first).
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
@@ -155,6 +156,12 @@ export class ModuleLocator {
     }
     const doubt = clipDoubt(address, this.components);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
+    // ai-toolkit's combined Wan 2.2 LoRA on a pipeline that says which folder is which expert.
+    const expert = combinedExpert(address, this.components);
+    if (expert) {
+      const r = tryLayouts(expert.address, this.componentView(expert.component));
+      return describe(r.found ? { ...r, layout: wan22CombinedExperts.name } : r, expert.component);
+    }
     let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules
