@@ -16,6 +16,7 @@ import { peftWrappedLayers } from './peft-wrapped-layers.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
 import { comfyLinear1Qkv } from './comfy-linear1-qkv.js';
+import { comfyLlmHead } from './comfy-llm-head.js';
 import { cosmos } from './cosmos.js';
 import { cosmos1 } from './cosmos1.js';
 import { internvlOriginal } from './internvl-original.js';
@@ -46,7 +47,9 @@ export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, Transpo
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
- * In the order they are tried: GGUF names first (it answers only for a GGUF base, by its
+ * In the order they are tried: the output head of one of ComfyUI's LLM text encoders in its own
+ * naming first (ComfyUI's model of the encoder has none, so the module is left out before a head by
+ * its name, or one the merge would write untied, is found), then GGUF names (it answers only for a GGUF base, by its
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
@@ -76,7 +79,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * names as the base spells them.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -285,6 +288,8 @@ export class ModuleLocator {
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
     if (holding.length === 1 && rest !== undefined) {
+      const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
+      if (head && !head.found) return describe(head, holding[0]);
       const stored = comfyEncoderPath(name, rest, holding[0]);
       if (stored.doubt !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), but ${stored.doubt}: not supported` };
       return describe(tryLayouts({ path: stored.path, flat: false }, this.componentView(holding[0])), holding[0]);
@@ -359,7 +364,7 @@ function unstoredClipProjection(address: ModuleAddress, component: BaseComponent
   return clip && address.path === 'text_projection' && !stored ? clip : undefined;
 }
 
-type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean; leftOut?: true };
 
 function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
   let miss: Tried = { found: false, ambiguous: false, candidates: [] };
@@ -376,6 +381,7 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
+  if (r.leftOut && r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why, missingComponent: true };
   if (!r.ambiguous) {
     if (r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why, ...(r.pastLastBlock ? { pastLastBlock: true } : {}) };
     return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}`, unmatched: true };
