@@ -24,6 +24,7 @@ import type { Layout } from './layout.js';
 
 const EXPERT = /^transformer_([12])\.(blocks|patch_embedding|condition_embedder|proj_out|scale_shift_table|text_embedding|time_embedding|time_projection|img_emb|head)\b/;
 
+/** Refuses a combined-file module wherever the locator did not land it in its expert (combinedExpert). */
 export const wan22CombinedExperts: Layout = {
   name: 'wan22-combined-experts',
   resolve(address, base) {
