@@ -53,6 +53,14 @@ export interface BaseComponent {
    * (an LLM: `gemma2_2b`, `qwen3_4b`; its CLIPs and T5 have kinds of their own).
    */
   comfyName?: string;
+  /**
+   * Which of Wan 2.2 A14B's two experts this denoiser is, where a diffusers pipeline says so
+   * (model_index.json's `boundary_ratio`: pipeline_wan.py runs `transformer` at timesteps at or above
+   * the boundary, `transformer_2` below it). Only ai-toolkit's combined LoRA names an expert
+   * (wan22-combined-experts.ts); every other denoiser module lands in the high-noise one, as
+   * diffusers' load_lora_weights loads a LoRA into `transformer` unless told load_into_transformer_2.
+   */
+  noiseExpert?: 'high-noise' | 'low-noise';
 }
 
 interface Rule {
@@ -155,7 +163,10 @@ export function componentForPart(part: ModelPart, components: readonly BaseCompo
   const kind = (k: EncoderKind) => encoders.find((c) => c.encoder === k);
   const nth = (n: number) => encoders.find((c) => c.ordinal === n);
   switch (part) {
-    case 'unet': return components.find((c) => c.role === 'denoiser' && !c.movedOut) ?? components.find((c) => c.role === 'denoiser');
+    case 'unet': {
+      const denoisers = components.filter((c) => c.role === 'denoiser' && c.noiseExpert !== 'low-noise');
+      return denoisers.find((c) => !c.movedOut) ?? denoisers[0];
+    }
     // ComfyUI maps `lora_te_` to one of its own LLM encoders only where its bundle holds no other
     // encoder (comfy/lora.py model_lora_keys_clip: one prefix, `lora_te_` + the path after `model.`).
     case 'te': return kind('clip_l') ?? (encoders[0]?.comfyName !== undefined && encoders.length > 1 ? undefined : encoders[0]);

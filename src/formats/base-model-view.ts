@@ -10,6 +10,7 @@
 import type { FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
+import type { MergePlan } from '../plan/merge-plan.js';
 import type { BaseModel, BaseTensor, SafetensorsBaseModel, SafetensorsShard } from './base-model.js';
 import type { StoredTensor } from './container.js';
 import { safetensorsContainer, type BaseIndexFile } from './safetensors-container.js';
@@ -110,6 +111,7 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     ...(inner.components ? { components: inner.components.map((c) => ({ ...c, keys: c.keys.filter((k) => tensors.has(k)) })) } : {}),
     ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
     warnings: inner.warnings,
+    ...(inner.planWarnings ? { planWarnings: (plan: MergePlan, dtype?: string) => inner.planWarnings!(plan, dtype) } : {}),
     otherFiles: inner.otherFiles,
     format,
     read: (name) => readPart(name, 0, tensors.get(name)?.byteLength ?? 0),

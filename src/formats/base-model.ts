@@ -22,6 +22,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
+import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
 import { byT5Config, CLIP_TEXT_CLASS, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
@@ -273,18 +274,59 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   }
   if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
   // Wan 2.2 A14B's low-noise expert beside its high-noise transformer/: diffusers' load_lora_weights
-  // loads into transformer/ unless told load_into_transformer_2, and so does the merge.
+  // loads into transformer/ unless told load_into_transformer_2, and so does the merge. Where the
+  // pipeline says which expert is which, ai-toolkit's combined LoRA names each (wan22Experts), and
+  // the warning waits for the plan: a merge that changes transformer_2/ has not left it as it is.
+  const experts = wan22Experts(spec as Record<string, unknown>, parts);
+  let planWarnings: ((plan: MergePlan) => string[]) | undefined;
   if (parts.some((p) => p.folder === 'transformer')) {
     for (const { folder } of parts.filter((p) => /^transformer_\d+$/.test(p.folder))) {
       const className = (spec as Record<string, unknown[]>)[folder][1];
-      warnings.push(`${files.name}: ${folder}/ (${typeof className === 'string' && className ? className : 'a transformer'}, the second expert of a model with two) is left as it is: a LoRA merges into transformer/, as diffusers' load_lora_weights loads one unless told load_into_transformer_2; to merge into ${folder}/, give that folder as the base`);
+      const leftAsItIs = `${files.name}: ${folder}/ (${typeof className === 'string' && className ? className : 'a transformer'}, the second expert of a model with two) is left as it is: a LoRA merges into transformer/, as diffusers' load_lora_weights loads one unless told load_into_transformer_2; to merge into ${folder}/, give that folder as the base`;
+      if (experts && folder === 'transformer_2') planWarnings = (plan) => secondExpertWarnings(plan, files.name, leftAsItIs);
+      else warnings.push(leftAsItIs);
     }
   }
   // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
   for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
-  return openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
+  const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
+  if (planWarnings) model.planWarnings = planWarnings;
+  return model;
+}
+
+/**
+ * A Wan 2.2 A14B pipeline's two experts, where model_index.json says which is which: `transformer`
+ * and `transformer_2` both WanTransformer3DModel, and a numeric `boundary_ratio` (pipeline_wan.py,
+ * pipeline_wan_i2v.py: `transformer` denoises timesteps t >= boundary_ratio · num_train_timesteps,
+ * the high-noise ones, `transformer_2` those below). ai-toolkit loads its two experts from these two
+ * folders (wan22_14b_model.py: transformer_1 from `transformer`, transformer_2 from `transformer_2`,
+ * transformer_1 at timesteps above the boundary). Each part gets its expert; undefined elsewhere.
+ */
+function wan22Experts(spec: Record<string, unknown>, parts: ComponentFiles[]): true | undefined {
+  const wan = (folder: string) => Array.isArray(spec[folder]) && (spec[folder] as unknown[])[1] === 'WanTransformer3DModel';
+  const high = parts.find((p) => p.folder === 'transformer')?.component;
+  const low = parts.find((p) => p.folder === 'transformer_2');
+  if (!high || !low || !wan('transformer') || !wan('transformer_2') || typeof spec.boundary_ratio !== 'number') return undefined;
+  high.noiseExpert = 'high-noise';
+  low.component = { name: 'the transformer_2 (WanTransformer3DModel)', role: 'denoiser', prefix: 'transformer_2.', noiseExpert: 'low-noise' };
+  return true;
+}
+
+/**
+ * What to say of a Wan 2.2 pipeline's transformer_2/ once the plan is made: nothing lands there,
+ * `leftAsItIs`; something does (ai-toolkit's combined LoRA's low-noise expert), then only that the
+ * adapters' other denoiser modules merge into transformer/ alone, where any do.
+ */
+function secondExpertWarnings(plan: MergePlan, name: string, leftAsItIs: string): string[] {
+  const landed = [...plan.updates, ...plan.biasUpdates];
+  if (!landed.some((u) => u.baseKey.startsWith('transformer_2.'))) return [leftAsItIs];
+  const alone = new Set(landed
+    .filter((u) => u.baseKey.startsWith('transformer.'))
+    .flatMap((u) => u.terms.filter((t) => !namesWan22Expert(t.moduleName)).map((t) => t.adapter)));
+  if (alone.size === 0) return [];
+  return [`${name}: ${[...alone].join(', ')} ${alone.size === 1 ? 'merges' : 'merge'} into transformer/ only, not into transformer_2/ (the low-noise expert), as diffusers' load_lora_weights loads a LoRA unless told load_into_transformer_2; to merge into transformer_2/, give that folder as the base`];
 }
 
 /** Gives a CLIP folder's component the kind its config.json says, or the reason none can be told. */

@@ -16,6 +16,7 @@ import { peftWrappedLayers } from './peft-wrapped-layers.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
 import { comfyLinear1Qkv } from './comfy-linear1-qkv.js';
+import { comfyLlmHead } from './comfy-llm-head.js';
 import { cosmos } from './cosmos.js';
 import { cosmos1 } from './cosmos1.js';
 import { internvlOriginal } from './internvl-original.js';
@@ -35,7 +36,7 @@ import { pixart } from './pixart.js';
 import { sana } from './sana.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
-import { wan22CombinedExperts } from './wan22-combined-experts.js';
+import { combinedExpert, wan22CombinedExperts } from './wan22-combined-experts.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
@@ -46,7 +47,9 @@ export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, Transpo
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
- * In the order they are tried: GGUF names first (it answers only for a GGUF base, by its
+ * In the order they are tried: the output head of one of ComfyUI's LLM text encoders in its own
+ * naming first (ComfyUI's model of the encoder has none, so the module is left out before a head by
+ * its name, or one the merge would write untied, is found), then GGUF names (it answers only for a GGUF base, by its
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
  * map, and its answer must not be preempted by a suffix match on the base's own names), then
@@ -66,7 +69,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * A checkpoint saved with PEFT LoRA layers in place (Phi-4-multimodal's `base_layer.weight`) is read
  * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
  * matched by name; so is ai-toolkit's combined LoRA of Wan 2.2's two experts, whose
- * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is.
+ * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is (on a
+ * pipeline that says which folder is which expert, the locator lands each in its own first).
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
@@ -75,7 +79,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * names as the base spells them.
  */
 export const LAYOUTS: readonly Layout[] = [
-  hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -155,6 +159,12 @@ export class ModuleLocator {
     }
     const doubt = clipDoubt(address, this.components);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
+    // ai-toolkit's combined Wan 2.2 LoRA on a pipeline that says which folder is which expert.
+    const expert = combinedExpert(address, this.components);
+    if (expert) {
+      const r = tryLayouts(expert.address, this.componentView(expert.component));
+      return describe(r.found ? { ...r, layout: wan22CombinedExperts.name } : r, expert.component);
+    }
     let component = componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules
@@ -278,6 +288,8 @@ export class ModuleLocator {
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
     if (holding.length === 1 && rest !== undefined) {
+      const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
+      if (head && !head.found) return describe(head, holding[0]);
       const stored = comfyEncoderPath(name, rest, holding[0]);
       if (stored.doubt !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), but ${stored.doubt}: not supported` };
       return describe(tryLayouts({ path: stored.path, flat: false }, this.componentView(holding[0])), holding[0]);
@@ -352,7 +364,7 @@ function unstoredClipProjection(address: ModuleAddress, component: BaseComponent
   return clip && address.path === 'text_projection' && !stored ? clip : undefined;
 }
 
-type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
+type Tried = { found: true; targets: Placement[]; layout: string } | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean; leftOut?: true };
 
 function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
   let miss: Tried = { found: false, ambiguous: false, candidates: [] };
@@ -369,6 +381,7 @@ function tryLayouts(address: ModuleAddress, view: BaseView): Tried {
 
 function describe(r: Tried, component?: BaseComponent): Location {
   if (r.found) return r;
+  if (r.leftOut && r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why, missingComponent: true };
   if (!r.ambiguous) {
     if (r.why) return { found: false, code: 'UNKNOWN_MODULE', message: r.why, ...(r.pastLastBlock ? { pastLastBlock: true } : {}) };
     return { found: false, code: 'UNKNOWN_MODULE', message: `no matching tensor in ${component ? component.name : 'the base model'}`, unmatched: true };

@@ -72,9 +72,11 @@ export type LayoutResolution =
   | { found: true; targets: Placement[] }
   /**
    * `why`: why the base cannot hold what the module names, when the layout knows. `pastLastBlock`:
-   * the module names a block past the base's last (an adapter for a deeper model).
+   * the module names a block past the base's last (an adapter for a deeper model). `leftOut` (with
+   * `ambiguous`, which stops the search, and `why`): the module names a weight that the tool reading
+   * its naming does not have, so that tool leaves it unloaded: left out with a warning, not refused.
    */
-  | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean };
+  | { found: false; ambiguous: boolean; candidates: string[]; why?: string; pastLastBlock?: boolean; leftOut?: true };
 
 /** The part of the base a module may land on: its component's tensors, or the whole base. */
 export interface BaseView {
