@@ -11,6 +11,7 @@ import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { KeysUnder } from '../src/plan/quantized-weights.js';
 import { owningModules } from '../src/formats/unknown-tensor.js';
 import { peftTargetsFrom } from '../src/formats/peft-targets.js';
+import { shownList } from '../src/shown-text.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261206);
@@ -250,5 +251,83 @@ describe('a modules_to_save list', () => {
     expect(() => {
       for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`);
     }).toThrow(/^adapter_config\.json: modules_to_save needs too much matching against this adapter's modules \(more than the limit MAX_PATTERN_MATCHES, 50000000 name comparisons, a regex counting 100\); list fewer modules, or name them by their last part$/);
+  });
+});
+
+/**
+ * A message's quoted list, `[e0,e1,…,… and k more]` or whole: its shown entries parsed back, and
+ * how many it says it left out.
+ */
+function quotedList(text: string): { shown: unknown[]; more: number } {
+  const m = /^\[(.*?)(?:,… and (\d+) more)?\]$/.exec(text);
+  if (!m) throw new Error(`not a quoted list: ${text.slice(0, 200)}`);
+  return { shown: JSON.parse(`[${m[1]}]`) as unknown[], more: Number(m[2] ?? 0) };
+}
+
+describe('config lists quoted in messages', () => {
+  // A 32 MB adapter_config.json holds 600,000 names; the messages quoted each list whole (a
+  // JSON.stringify of megabytes for every config, and per module for layers_to_transform), and
+  // the error's own cap cut them afterwards.
+  const names = Array.from({ length: 600_000 }, (_, i) => `model.layers.${i % 80}.mlp.experts.${i}.down_proj`);
+  const layers = Array.from({ length: 600_000 }, (_, i) => i + 1);
+
+  it('show their first entries, in order, and count the rest: target_modules', () => {
+    const targets = peftTargetsFrom({ target_modules: names }, 'adapter_config.json', 'LORA');
+    const why = targets.untargeted('model.layers.0.self_attn.o_proj')!;
+    expect(why.startsWith('not targeted by target_modules [')).toBe(true);
+    const { shown, more } = quotedList(why.slice('not targeted by target_modules '.length));
+    expect(shown.length).toBeGreaterThan(0);
+    expect(shown).toEqual(names.slice(0, shown.length));
+    expect(shown.length + more).toBe(names.length);
+    expect(why.length).toBeLessThan(1000);
+  });
+
+  it('show their first entries and count the rest: exclude_modules, modules_to_save and layers_to_transform', () => {
+    const excluded = peftTargetsFrom({ target_modules: ['o_proj'], exclude_modules: names }, 'adapter_config.json', 'LORA').untargeted(names[5])!;
+    // One plain part each (a set; a dotted name is a regex, compiled one by one).
+    const heads = [...Array.from({ length: 600_000 }, (_, i) => `head_${i}`), 'lm_head'];
+    const saved = peftTargetsFrom({ target_modules: ['o_proj'], modules_to_save: heads }, 'adapter_config.json', 'LORA').untargeted('lm_head')!;
+    const outside = peftTargetsFrom({ target_modules: ['o_proj'], layers_to_transform: layers }, 'adapter_config.json', 'LORA').untargeted('model.layers.0.self_attn.o_proj')!;
+    const cases: [string, string, unknown[]][] = [
+      [excluded, 'excluded by exclude_modules ', names],
+      [saved.replace(/, which PEFT trains whole and puts no adapter on$/, ''), 'in modules_to_save ', heads],
+      [outside.replace(/ \(layer 0\)$/, ''), 'outside layers_to_transform ', layers],
+    ];
+    for (const [why, head, list] of cases) {
+      expect(why.startsWith(head), why.slice(0, 100)).toBe(true);
+      const { shown, more } = quotedList(why.slice(head.length));
+      expect(shown).toEqual(list.slice(0, shown.length));
+      expect(shown.length + more).toBe(list.length);
+      expect(why.length).toBeLessThan(1000);
+    }
+  });
+
+  it('are quoted whole when short, as JSON', () => {
+    const targets = peftTargetsFrom({ target_modules: ['q_proj', 'v_proj'], layers_to_transform: [0, 1] }, 'adapter_config.json', 'LORA');
+    expect(targets.untargeted('model.layers.0.mlp.up_proj')).toBe('not targeted by target_modules ["q_proj","v_proj"]');
+    expect(targets.untargeted('model.layers.2.self_attn.q_proj')).toBe('outside layers_to_transform [0,1] (layer 2)');
+  });
+});
+
+describe('a list a warning quotes (tensors holding NaN, modules widened at weight 0, terms on an overflowing tensor)', () => {
+  it('shows its first entries as the caller writes them and counts the rest, from any iterable, shown or counted without building the rest', () => {
+    const tensors = new Map(Array.from({ length: 100_000 }, (_, i) => [`model.layers.${i}.mlp.down_proj.weight`, i + 1] as const));
+    let read = 0;
+    const counted = function* () {
+      for (const e of tensors) {
+        read++;
+        yield e;
+      }
+    };
+    const show = ([name, n]: readonly [string, number]) => `${name} (${n} values)`;
+    for (const [text, total] of [[shownList(tensors, show, ', ', tensors.size), tensors.size], [shownList(counted(), show), undefined]] as const) {
+      const m = /^(.*), … and (\d+) more$/.exec(text)!;
+      const shown = m[1].split(', ');
+      expect(shown).toEqual([...tensors].slice(0, shown.length).map(show));
+      expect(shown.length + Number(m[2])).toBe(100_000);
+      expect(text.length).toBeLessThan(1000);
+      if (total === undefined) expect(read).toBe(100_000);
+    }
+    expect(shownList(['a', 'b'], (x) => `"${x}"`)).toBe('"a", "b"');
   });
 });

@@ -27,6 +27,7 @@ import { MergeError } from '../errors.js';
 import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES } from '../limits.js';
 import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
+import { shownJsonList } from '../shown-text.js';
 import { languageModelField, modelArchitectures, tiesWordEmbeddings, type ModelConfig } from './model-config.js';
 
 export interface PeftTargets {
@@ -55,7 +56,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const modulesToSave = Array.isArray(saved) ? saved.filter((m): m is string => typeof m === 'string') : [];
   const classifierTask = CLASSIFIER_TASKS.has(String(raw.task_type));
   if (classifierTask) modulesToSave.push(...CLASSIFIER_HEADS.filter((m) => !modulesToSave.includes(m)));
-  const shownSaved = `modules_to_save ${JSON.stringify(modulesToSave)}${classifierTask ? ` (task_type ${raw.task_type} adds "classifier" and "score")` : ''}`;
+  const shownSaved = `modules_to_save ${shownJsonList(modulesToSave)}${classifierTask ? ` (task_type ${raw.task_type} adds "classifier" and "score")` : ''}`;
   const usingLayers = layers !== undefined && layers.length > 0;
 
   if (typeof target === 'string' && LAYERS_NEED_A_LIST.has(peftType)) {
@@ -92,7 +93,9 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   const excludeNames = Array.isArray(exclude) ? new NameSuffixes(exclude) : undefined;
   const tiedTargets = new NameSuffixes(raw.ensure_weight_tying === true ? TIED_LAYERS : []);
   const layerSet = new Set(layers);
-  const shownTarget = `target_modules ${JSON.stringify(target)}`;
+  const shownTarget = `target_modules ${shownConfigList(target)}`;
+  const shownExclude = `exclude_modules ${shownConfigList(exclude)}`;
+  const shownLayers = `layers_to_transform ${shownConfigList(raw.layers_to_transform)}`;
 
 
   return {
@@ -101,7 +104,7 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
       // targets, and the embedding when its tied head is targeted; which layers are tied is the model's.
       if (tiedTargets.endsOne(path)) return undefined;
       if (excludeRe ? excludeRe.matches(path) : excludeNames?.endsOne(path)) {
-        return `excluded by exclude_modules ${JSON.stringify(exclude)}`;
+        return `excluded by ${shownExclude}`;
       }
       if (underSaved(path)) return `in ${shownSaved}, which PEFT trains whole and puts no adapter on`;
       if (target === undefined) return undefined;
@@ -119,8 +122,8 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
           break;
         }
       }
-      if (index === undefined) return `targeted by ${shownTarget}, with no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${JSON.stringify(layerPatterns)} `}for layers_to_transform ${JSON.stringify(raw.layers_to_transform)}`;
-      return layerSet.has(index) ? undefined : `outside layers_to_transform ${JSON.stringify(raw.layers_to_transform)} (layer ${index})`;
+      if (index === undefined) return `targeted by ${shownTarget}, with no layer index ${patternList.length === 0 ? '' : `after layers_pattern ${shownConfigList(layerPatterns)} `}for ${shownLayers}`;
+      return layerSet.has(index) ? undefined : `outside ${shownLayers} (layer ${index})`;
     },
   };
 }
@@ -169,6 +172,11 @@ export function checkPeftTargets(targets: PeftTargets, paths: Iterable<string>, 
       `${configFile}: module "${path}" is in ${fileName} but ${why.startsWith('not ') ? why : `is ${why}`}; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module`,
     );
   }
+}
+
+/** A config's list as a message quotes it, its first entries only (a list may hold 600 000 names); any other value as JSON. */
+function shownConfigList(v: unknown): string {
+  return Array.isArray(v) ? shownJsonList(v) : JSON.stringify(v) ?? String(v);
 }
 
 /** A string, a list of strings, or undefined (absent or null); anything else is refused, as PEFT fails on it. */
