@@ -289,6 +289,19 @@ describe('a modules_to_save list', () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 
+  it('of more regexes than could be compiled in a few seconds is refused before any is compiled', () => {
+    // Full dotted paths are regexes ("." matches any character), each compiled: 50,000 took 31 s and 1.4 GB, 600,000 ran out of memory.
+    const saved = Array.from({ length: 50_000 }, (_, i) => `model.layers.${i % 80}.mlp.experts.${i}.gate`);
+    const started = performance.now();
+    expect(() => peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA')).toThrow(
+      /^adapter_config\.json: modules_to_save holds 50000 entries of more than one plain name part, each a regex to compile, more work than the limit MAX_PATTERN_MATCHES allows \(50000000 name comparisons, a regex compiled counting 10000\); list fewer modules, or name them by their last part$/);
+    expect(performance.now() - started).toBeLessThan(3000);
+    // As many as the limit allows are compiled and matched as PEFT matches them.
+    const few = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved.slice(0, 100) }, 'adapter_config.json', 'LORA');
+    expect(few.untargeted('model.layers.3.mlp.experts.3.gate.up')).toMatch(/^in modules_to_save \["model\.layers\.0\.mlp\.experts\.0\.gate",/);
+    expect(few.untargeted('model.layers.3.mlp.experts.3.down_proj')).toBeUndefined();
+  }, 60_000);
+
   it('of regexes too many to match against every module is refused in one line naming the limit', () => {
     const saved = Array.from({ length: 5000 }, (_, i) => `model\\.heads\\.${i}`);
     const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
