@@ -39,7 +39,8 @@ export const MAX_PATTERN_LENGTH = 1000;
 /**
  * The work of matching one adapter's modules against its rank_pattern and alpha_pattern: name
  * comparisons, a regex match counting 100. About 3 seconds at most; real configs need far less.
- * Its modules_to_save entries that are regexes (more than one plain name part) count apart.
+ * Its modules_to_save entries that are regexes (more than one plain name part) count apart, each
+ * regex compiled counting 10 000 before any is compiled (so at most 5000 of them).
  */
 export const MAX_PATTERN_MATCHES = 50_000_000;
 
@@ -67,6 +68,15 @@ export const MAX_MIXED_ROWS_BYTES = 1024 * 1024 * 1024;
  * four rows. Rows are never cut, so a tensor of very wide rows cannot be merged in less: a single
  * row of 2^26 f32 needs about 10 GB. Real weights are far below it: rows of 73 728 (Nemotron's
  * widest) at a summed rank of 2048 need about 620 MB.
+ *
+ * The plan refuses a tensor whose one-row job (f32 sums, one-byte W and output) is already above
+ * it, from the headers and the summed rank of its low-rank terms, before any tensor data is read;
+ * the kernel checks every job against it again.
+ *
+ * It bounds one kernel's memory, and each thread that merges has its own: with N threads a merge
+ * of rows near the limit can hold N times it (N + 1: beside the kernel it runs blocks on, the
+ * calling thread keeps one for tensors of under 65 536 elements), and a WebAssembly memory never
+ * shrinks, so each kernel keeps the size of its largest job until the merge ends.
  */
 export const MAX_ROW_KERNEL_BYTES = 1024 * 1024 * 1024;
 

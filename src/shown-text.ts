@@ -59,3 +59,43 @@ export function boundedMessage(text: string): string {
     : lines;
   return kept.map(cappedLine).join('\n');
 }
+
+/** Characters of a list a message quotes before it only counts the rest (see shownList). */
+export const MAX_LISTED_CHARS = 400;
+
+/** An entry as a list in a message shows it: JSON, a long string cut before it is quoted. */
+function shownEntry(item: unknown): string {
+  if (typeof item === 'string' && item.length > MAX_LISTED_CHARS) return `${JSON.stringify(item.slice(0, MAX_LISTED_CHARS))}…`;
+  return JSON.stringify(item) ?? String(item);
+}
+
+/**
+ * The first entries of `items`, each as `show` writes it (JSON by default), joined by `separator`
+ * until MAX_LISTED_CHARS are written (the first is always shown), then "… and k more": cut while
+ * it is built, so a config list of 600 000 names costs the few shown, not a string of megabytes
+ * that the message would cut anyway. `total` is the number of items where the caller knows it;
+ * else the rest are counted, not shown.
+ */
+export function shownList<T>(items: Iterable<T>, show: (item: T) => string = shownEntry, separator = ', ', total?: number): string {
+  let text = '';
+  let shown = 0;
+  let rest = 0;
+  for (const item of items) {
+    if (text.length >= MAX_LISTED_CHARS) {
+      if (total !== undefined) {
+        rest = total - shown;
+        break;
+      }
+      rest++;
+      continue;
+    }
+    text += (shown === 0 ? '' : separator) + show(item);
+    shown++;
+  }
+  return rest > 0 ? `${text}${separator}… and ${rest} more` : text;
+}
+
+/** A list as JSON shows it (`["q_proj","v_proj"]`), cut as {@link shownList} cuts it. */
+export function shownJsonList(items: readonly unknown[]): string {
+  return `[${shownList(items, shownEntry, ',', items.length)}]`;
+}

@@ -11,6 +11,7 @@ import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { KeysUnder } from '../src/plan/quantized-weights.js';
 import { owningModules } from '../src/formats/unknown-tensor.js';
 import { peftTargetsFrom } from '../src/formats/peft-targets.js';
+import { shownList } from '../src/shown-text.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
 const rand = seededRandom(20261206);
@@ -220,6 +221,50 @@ describe('a target_modules or exclude_modules list', () => {
   });
 });
 
+describe('a target_modules list against module paths of 4 KB', () => {
+  // 2,000 modules whose paths are 4 KB of short parts, as a hostile adapter may name them (MAX_NAME_BYTES).
+  const paths = Array.from({ length: 2000 }, (_, m) => {
+    let p = `model.layers.${m}.mlp`;
+    for (let k = 0; p.length < 4080; k++) p += `.${['w', 'up', 'b_1', 'x'][(m + k * 7) % 4]}${k % 10}`;
+    return p;
+  });
+  /** PEFT's check_target_module_exists for a list, plainly. */
+  const targeted = (path: string, names: readonly string[]) => names.some((n) => path === n || path.endsWith(`.${n}`));
+
+  it('takes exactly the paths that equal a name or end with a dot and one, however deep the name reaches', () => {
+    const names: string[] = [''];
+    for (let i = 0; i < 300; i++) {
+      const path = paths[Math.floor(rand() * paths.length)];
+      const dots = [...path.matchAll(/\./g)].map((m) => m.index!);
+      const end = path.slice(dots[Math.floor(rand() * dots.length)] + 1);
+      // A real end of some path; the same end with its first character changed; one cut inside a part.
+      names.push(end, `Q${end.slice(1)}`, end.slice(1 + Math.floor(rand() * 2)));
+    }
+    const targets = peftTargetsFrom({ target_modules: names }, 'adapter_config.json', 'LORA');
+    const probes = [...paths.slice(0, 300), 'model.layers.0.mlp.', 'up0', `${paths[5]}.`, paths[7].slice(1)];
+    for (const path of probes) {
+      expect(targets.untargeted(path) === undefined, path.slice(-60)).toBe(targeted(path, names));
+    }
+    // A list whose longest name is the end matched, and the path's whole length but one.
+    for (const path of paths.slice(0, 20)) {
+      const end = path.slice(path.indexOf('.') + 1);
+      expect(peftTargetsFrom({ target_modules: [end, 'q_proj'] }, 'adapter_config.json', 'LORA').untargeted(path)).toBeUndefined();
+      expect(peftTargetsFrom({ target_modules: [path.slice(1), 'q_proj'] }, 'adapter_config.json', 'LORA').untargeted(path)).toMatch(/^not targeted/);
+    }
+  });
+
+  it('looks up each path in steps of its length, not of its length times the names\' lengths', () => {
+    // Names of every length up to the paths': each end of a path whose number of parts some name
+    // had was cut out and looked up, 2,000 × 1,000 ends of 2 KB (2,000 modules in 34 s).
+    const names = Array.from({ length: 4096 }, (_, i) => `${'v.'.repeat(i % 2048)}${i < 2048 ? 'z' : 'zz'}`);
+    const targets = peftTargetsFrom({ target_modules: names }, 'adapter_config.json', 'LORA');
+    const started = performance.now();
+    for (const path of paths) expect(targets.untargeted(path)).toMatch(/^not targeted by target_modules \["z","v\.z",/);
+    expect(targets.untargeted(`${paths[0]}.${names[4000]}`)).toBeUndefined();
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+});
+
 describe('a modules_to_save list', () => {
   it('puts no adapter on a module under an entry, matched as the regex (^|.*\\.)<entry>($|\\..*)', () => {
     const parts = ['model', 'layers', '0', 'lm_head', 'score', 'embed_tokens', 'q_proj', 'a'];
@@ -244,11 +289,102 @@ describe('a modules_to_save list', () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 
+  it('of more regexes than could be compiled in a few seconds is refused before any is compiled', () => {
+    // Full dotted paths are regexes ("." matches any character), each compiled: 50,000 took 31 s and 1.4 GB, 600,000 ran out of memory.
+    const saved = Array.from({ length: 50_000 }, (_, i) => `model.layers.${i % 80}.mlp.experts.${i}.gate`);
+    const started = performance.now();
+    expect(() => peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA')).toThrow(
+      /^adapter_config\.json: modules_to_save holds 50000 entries of more than one plain name part, each a regex to compile, more work than the limit MAX_PATTERN_MATCHES allows \(50000000 name comparisons, a regex compiled counting 10000\); list fewer modules, or name them by their last part$/);
+    expect(performance.now() - started).toBeLessThan(3000);
+    // As many as the limit allows are compiled and matched as PEFT matches them.
+    const few = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved.slice(0, 100) }, 'adapter_config.json', 'LORA');
+    expect(few.untargeted('model.layers.3.mlp.experts.3.gate.up')).toMatch(/^in modules_to_save \["model\.layers\.0\.mlp\.experts\.0\.gate",/);
+    expect(few.untargeted('model.layers.3.mlp.experts.3.down_proj')).toBeUndefined();
+  }, 60_000);
+
   it('of regexes too many to match against every module is refused in one line naming the limit', () => {
     const saved = Array.from({ length: 5000 }, (_, i) => `model\\.heads\\.${i}`);
     const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
     expect(() => {
       for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`);
     }).toThrow(/^adapter_config\.json: modules_to_save needs too much matching against this adapter's modules \(more than the limit MAX_PATTERN_MATCHES, 50000000 name comparisons, a regex counting 100\); list fewer modules, or name them by their last part$/);
+  });
+});
+
+/**
+ * A message's quoted list, `[e0,e1,…,… and k more]` or whole: its shown entries parsed back, and
+ * how many it says it left out.
+ */
+function quotedList(text: string): { shown: unknown[]; more: number } {
+  const m = /^\[(.*?)(?:,… and (\d+) more)?\]$/.exec(text);
+  if (!m) throw new Error(`not a quoted list: ${text.slice(0, 200)}`);
+  return { shown: JSON.parse(`[${m[1]}]`) as unknown[], more: Number(m[2] ?? 0) };
+}
+
+describe('config lists quoted in messages', () => {
+  // A 32 MB adapter_config.json holds 600,000 names; the messages quoted each list whole (a
+  // JSON.stringify of megabytes for every config, and per module for layers_to_transform), and
+  // the error's own cap cut them afterwards.
+  const names = Array.from({ length: 600_000 }, (_, i) => `model.layers.${i % 80}.mlp.experts.${i}.down_proj`);
+  const layers = Array.from({ length: 600_000 }, (_, i) => i + 1);
+
+  it('show their first entries, in order, and count the rest: target_modules', () => {
+    const targets = peftTargetsFrom({ target_modules: names }, 'adapter_config.json', 'LORA');
+    const why = targets.untargeted('model.layers.0.self_attn.o_proj')!;
+    expect(why.startsWith('not targeted by target_modules [')).toBe(true);
+    const { shown, more } = quotedList(why.slice('not targeted by target_modules '.length));
+    expect(shown.length).toBeGreaterThan(0);
+    expect(shown).toEqual(names.slice(0, shown.length));
+    expect(shown.length + more).toBe(names.length);
+    expect(why.length).toBeLessThan(1000);
+  });
+
+  it('show their first entries and count the rest: exclude_modules, modules_to_save and layers_to_transform', () => {
+    const excluded = peftTargetsFrom({ target_modules: ['o_proj'], exclude_modules: names }, 'adapter_config.json', 'LORA').untargeted(names[5])!;
+    // One plain part each (a set; a dotted name is a regex, compiled one by one).
+    const heads = [...Array.from({ length: 600_000 }, (_, i) => `head_${i}`), 'lm_head'];
+    const saved = peftTargetsFrom({ target_modules: ['o_proj'], modules_to_save: heads }, 'adapter_config.json', 'LORA').untargeted('lm_head')!;
+    const outside = peftTargetsFrom({ target_modules: ['o_proj'], layers_to_transform: layers }, 'adapter_config.json', 'LORA').untargeted('model.layers.0.self_attn.o_proj')!;
+    const cases: [string, string, unknown[]][] = [
+      [excluded, 'excluded by exclude_modules ', names],
+      [saved.replace(/, which PEFT trains whole and puts no adapter on$/, ''), 'in modules_to_save ', heads],
+      [outside.replace(/ \(layer 0\)$/, ''), 'outside layers_to_transform ', layers],
+    ];
+    for (const [why, head, list] of cases) {
+      expect(why.startsWith(head), why.slice(0, 100)).toBe(true);
+      const { shown, more } = quotedList(why.slice(head.length));
+      expect(shown).toEqual(list.slice(0, shown.length));
+      expect(shown.length + more).toBe(list.length);
+      expect(why.length).toBeLessThan(1000);
+    }
+  });
+
+  it('are quoted whole when short, as JSON', () => {
+    const targets = peftTargetsFrom({ target_modules: ['q_proj', 'v_proj'], layers_to_transform: [0, 1] }, 'adapter_config.json', 'LORA');
+    expect(targets.untargeted('model.layers.0.mlp.up_proj')).toBe('not targeted by target_modules ["q_proj","v_proj"]');
+    expect(targets.untargeted('model.layers.2.self_attn.q_proj')).toBe('outside layers_to_transform [0,1] (layer 2)');
+  });
+});
+
+describe('a list a warning quotes (tensors holding NaN, modules widened at weight 0, terms on an overflowing tensor)', () => {
+  it('shows its first entries as the caller writes them and counts the rest, from any iterable, shown or counted without building the rest', () => {
+    const tensors = new Map(Array.from({ length: 100_000 }, (_, i) => [`model.layers.${i}.mlp.down_proj.weight`, i + 1] as const));
+    let read = 0;
+    const counted = function* () {
+      for (const e of tensors) {
+        read++;
+        yield e;
+      }
+    };
+    const show = ([name, n]: readonly [string, number]) => `${name} (${n} values)`;
+    for (const [text, total] of [[shownList(tensors, show, ', ', tensors.size), tensors.size], [shownList(counted(), show), undefined]] as const) {
+      const m = /^(.*), … and (\d+) more$/.exec(text)!;
+      const shown = m[1].split(', ');
+      expect(shown).toEqual([...tensors].slice(0, shown.length).map(show));
+      expect(shown.length + Number(m[2])).toBe(100_000);
+      expect(text.length).toBeLessThan(1000);
+      if (total === undefined) expect(read).toBe(100_000);
+    }
+    expect(shownList(['a', 'b'], (x) => `"${x}"`)).toBe('"a", "b"');
   });
 });

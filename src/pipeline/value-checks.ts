@@ -17,6 +17,7 @@ import { decodeToF32, isFloatDType, type DType, type FloatDType } from '../dtype
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError } from '../errors.js';
+import { shownList } from '../shown-text.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 import type { PlannedRowSet } from '../plan/row-sets.js';
 
@@ -97,11 +98,10 @@ export class CopiedNonFinite {
   /** One warning per base file that holds non-finite values in tensors the merge only copied. */
   warnings(): string[] {
     return [...this.byFile].map(([file, tensors]) => {
-      const listed = [...tensors].slice(0, 8).map(([name, n]) => `${name} (${n} value${n === 1 ? '' : 's'})`);
-      const more = tensors.size > listed.length ? `, and ${tensors.size - listed.length} more` : '';
+      const listed = shownList(tensors, ([name, n]) => `${name} (${n} value${n === 1 ? '' : 's'})`, ', ', tensors.size);
       const one = tensors.size === 1;
       return `${file}: ${tensors.size} tensor${one ? ' already holds' : 's already hold'} NaN or Inf in the base and ` +
-        `${one ? 'is copied as it is' : 'are copied as they are'}: ${listed.join(', ')}${more}`;
+        `${one ? 'is copied as it is' : 'are copied as they are'}: ${listed}`;
     });
   }
 }
@@ -229,7 +229,7 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   }
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
-  const modules = update.terms.map((t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`).join(', ');
+  const modules = shownList(update.terms, (t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`, ', ', update.terms.length);
   const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
   if (largest !== undefined) {
     return new MergeError(

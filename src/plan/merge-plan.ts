@@ -41,7 +41,8 @@ import { quantizedFormatRefusal } from './quantized-weights.js';
 import type { PlannedRowSet } from './row-sets.js';
 import { moduleLimitProblem, suspiciousRequestWarnings } from './request-checks.js';
 import { resolveReplacement, resolveSetWeight, type ReplacementTarget } from './replacement-target.js';
-import { MAX_MIXED_ROWS_BYTES } from '../limits.js';
+import { MAX_MIXED_ROWS_BYTES, MAX_ROW_KERNEL_BYTES } from '../limits.js';
+import { leastJobBytes } from '../engine/cpu/kernel-memory.js';
 import { lcm, product } from '../integers.js';
 
 export interface BaseTensorInfo {
@@ -723,6 +724,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     if (started.source && replacements.get(started.baseKey) === started.source) replacements.delete(started.baseKey);
   }
   checkSharedTensors(updates, biases, replacements, rowSets, problems);
+  checkKernelRows(updates, problems);
   warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
   const rank = new Map(order.map((k, i) => [k, i]));
@@ -1216,6 +1218,36 @@ function checkSharedTensors(
     problems.push({
       adapter: rep.adapter, module: rep.baseKey, code: 'PLAN_INVALID',
       message: `${rep.adapter}: replaces ${rep.baseKey}, which ${lora.adapter} (module "${lora.moduleName}") also updates with LoRA`,
+    });
+  }
+}
+
+/**
+ * Refuses a tensor whose rows are too wide for the CPU kernel (MAX_ROW_KERNEL_BYTES), from its
+ * header and the ranks alone: the kernel refused it too, but only once the tensor and its factors
+ * had been read (a 1 × 2^26 f32 row peaked at 1.9 GB first). Only low-rank terms run on the
+ * kernel; an update with another kind of term runs on the general executor, which has no such
+ * limit. The rank counted is that of the terms on every row (a term on some rows only, a slice of a
+ * fused tensor or one expert, may be absent from a slab's job), so what is refused here is refused
+ * by the kernel too, whatever backend, output dtype and slabs are chosen; the CPU backend runs
+ * what a GPU does not, so the refusal does not wait for the backend.
+ */
+function checkKernelRows(updates: Map<string, TensorUpdate>, problems: PlanProblem[]): void {
+  for (const update of updates.values()) {
+    let rank = 0;
+    let plain = true;
+    for (const t of update.terms) {
+      const kind = t.module.update;
+      if (kind.kind === 'none') continue;
+      if (kind.kind !== 'low-rank' || (t.dora?.group ?? 1) > 1) plain = false;
+      else if (!t.placement && !t.experts && !t.transposedBlocks) rank += kind.rank;
+    }
+    const bytes = leastJobBytes(update.cols, rank);
+    if (!plain || update.terms.length === 0 || bytes <= MAX_ROW_KERNEL_BYTES) continue;
+    const t = update.terms[0];
+    problems.push({
+      adapter: t.adapter, module: t.moduleName, code: 'LIMIT_EXCEEDED',
+      message: `${t.adapter}: tensor "${update.baseKey}" ${fmt(update.shape)}: rows of ${update.cols} elements at rank ${rank} take at least ${Math.ceil(bytes / 2 ** 20)} MiB of CPU kernel memory, above the limit MAX_ROW_KERNEL_BYTES (${MAX_ROW_KERNEL_BYTES / 2 ** 20} MiB): no real weight has rows this wide; check that the base is the model the adapter was trained on`,
     });
   }
 }

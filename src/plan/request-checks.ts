@@ -9,6 +9,7 @@
 import type { AdapterModule } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { MAX_RANK, MAX_ROTATION_BLOCK } from '../limits.js';
+import { shownList } from '../shown-text.js';
 import type { WeightedAdapter } from './merge-plan.js';
 
 /** The rank the executor runs a module's low-rank product at (LoHa: r₁·r₂; LoKr: its kron rank), if it is one. */
@@ -44,10 +45,10 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
         continue;
       }
       // A widened base (ComfyUI's reshape_weight, a control LoRA's img_in) is padded before the weight scales the update.
-      const widened = adapter.modules.filter((m) => m.widenBaseTo !== undefined).map((m) => `"${m.key}"`);
+      const widened = adapter.modules.filter((m) => m.widenBaseTo !== undefined);
       warnings.push(widened.length === 0
         ? `${adapter.name}: weight 0 changes nothing; its tensors are written unchanged (was another weight meant?)`
-        : `${adapter.name}: weight 0 changes no values; its tensors are written unchanged except that the base weights of ${widened.join(', ')} are still zero-padded to the adapter's width, as its loader pads them before the update (was another weight meant?)`);
+        : `${adapter.name}: weight 0 changes no values; its tensors are written unchanged except that the base weights of ${shownList(widened, (m) => `"${m.key}"`, ', ', widened.length)} are still zero-padded to the adapter's width, as its loader pads them before the update (was another weight meant?)`);
       continue;
     }
     // Strengths are multipliers; a percentage typed as one (80 for 0.8) merges the update 80-fold

@@ -8,6 +8,9 @@ import type { FloatDType } from '../../dtype.js';
 import { mergeKernelWasmBase64 } from './merge-kernel.generated.js';
 import { embeddedWasmBytes } from '../../embedded-wasm.js';
 import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
+import { jobBytes, paddedCols } from './kernel-memory.js';
+
+export { jobBytes, paddedCols };
 
 let kernelBytes: Uint8Array<ArrayBuffer> | null | undefined;
 let compiled: Promise<WebAssembly.Module> | undefined;
@@ -42,10 +45,6 @@ export type KernelOutput = FloatDType | 'F64';
 const DTYPE_CODE: Record<KernelOutput, number> = { F32: 0, F16: 1, BF16: 2, F8_E4M3: 3, F8_E5M2: 4, F64: 5 };
 const BYTES: Record<KernelOutput, number> = { F32: 4, F16: 2, BF16: 2, F8_E4M3: 1, F8_E5M2: 1, F64: 8 };
 
-/** right rows are padded to a multiple of 8 columns (the kernel's tile width). */
-export function paddedCols(cols: number): number {
-  return (cols + 7) & ~7;
-}
 
 /**
  * A block of rows to merge: out = round(W + left · right), f32 sums for a Float32Array left and
@@ -107,19 +106,6 @@ interface KernelExports {
 /** The next multiple of 16 (every view into memory the kernel reads stays aligned for f64). */
 export const align16 = (n: number): number => (n + 15) & ~15;
 const NO_LIST = new Uint32Array(0);
-
-/**
- * Bytes the kernel's memory holds for a job of `rows` rows (above its data start): what run()
- * places, counted in float64 so that no width wraps (the kernel's own scratchBytes is 32-bit).
- */
-export function jobBytes(rows: number, cols: number, rank: number, wide: boolean, wBytes: number, outBytes: number, scaled: boolean, certified: boolean): number {
-  const stride = paddedCols(cols);
-  const lb = wide ? 8 : 4;
-  const scratch = 1024 + 4 * rank * 8 + 4 * cols * 16;
-  const scale = !scaled ? 0 : Math.max((rows + 3) & ~3, stride) * lb;
-  return Math.max(rank, 1) * stride * 4 + stride * lb + scratch + 64 + scale + rows * rank * lb + rows * lb
-    + rows * cols * (wBytes + outBytes + (certified ? 4 : 0)) + 7 * 16;
-}
 
 export class WasmKernel {
   private readonly exports: KernelExports;
