@@ -9,6 +9,7 @@ import { closeSync, existsSync, ftruncateSync, openSync, writeSync } from 'node:
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { rowsPerBlock } from '../src/engine/cpu/plain-merge.js';
 import { jobBytes } from '../src/engine/cpu/wasm-kernel.js';
 import type { MergeOp } from '../src/engine/merge-op.js';
 import { MergeError } from '../src/errors.js';
@@ -155,6 +156,26 @@ function leastBytes(cols: number, r: number): number {
 
 const limitLine = (adapter: string, tensor: string, shape: number[], cols: number, r: number) =>
   `${adapter}: tensor "${tensor}" (${shape.join(', ')}): rows of ${cols} elements at rank ${r} take at least ${Math.ceil(leastBytes(cols, r) / 2 ** 20)} MiB of CPU kernel memory, above the limit MAX_ROW_KERNEL_BYTES (1024 MiB): no real weight has rows this wide; check that the base is the model the adapter was trained on`;
+
+describe('row blocks count the left factor', () => {
+  // A block's rows each hold `rank` left values: 8-column rows at summed rank 2048 (a 262,144 × 8
+  // weight) cut by W's bytes alone gave the pool 65,536-row jobs of 1 GiB of left factor, which
+  // tripped the kernel's guard as an internal error.
+  const plan = (cols: number, rank: number, w: 'F32' | 'BF16', kernelOutBytes: number) =>
+    ({ p: { op: { cols } }, tf: { rank }, w: { dtype: w, data: new Uint8Array(0) }, kernelOutBytes });
+  it('keeps a pool block of narrow rows at rank 2048 within the block size and the kernel limit', () => {
+    const cap = 2 * 1024 * 1024; // the pool's block cap
+    const step = rowsPerBlock(plan(8, 2048, 'F32', 8), cap);
+    expect(step % 4).toBe(0);
+    expect(step * 2048 * 8).toBeLessThanOrEqual(cap);
+    expect(jobBytes(step, 8, 2048, true, 4, 8, false, true)).toBeLessThan(MAX_ROW_KERNEL_BYTES / 64);
+  });
+  it('still cuts ordinary rows by their W bytes, four rows at least', () => {
+    // 4096 bf16 columns, f32 sums out as bf16 (2 bytes), rank 64: 8192 + 65·8 bytes a row.
+    expect(rowsPerBlock(plan(4096, 64, 'BF16', 2), 256 * 1024)).toBe(Math.floor(256 * 1024 / (8192 + 65 * 8) / 4) * 4);
+    expect(rowsPerBlock(plan(2 ** 20, 1, 'F32', 8), 256 * 1024)).toBe(4);
+  });
+});
 
 describe('rows too wide for the CPU kernel, refused by the plan', () => {
   it('refuses a 1 × 2^26 f32 lm_head under a LoRA from the headers alone, reading no tensor data', async () => {

@@ -77,9 +77,14 @@ function opBaseScale(p: PlainOp): WScale {
   return { axis, factors: Float64Array.from(axis === 'row' ? factors.subarray(rowStart, rowStart + rowCount) : factors.subarray(0, p.op.cols)) };
 }
 
-/** Rows per block of at most `blockBytes` of W or output (a multiple of 4, the kernel's tile height). */
-export function rowsPerBlock(plan: PlainPlan, blockBytes = BLOCK_BYTES): number {
-  const rowBytes = plan.p.op.cols * Math.max(DTYPE_BYTES[plan.w.dtype], plan.kernelOutBytes);
+/**
+ * Rows per block of at most `blockBytes` of W or output, plus the rows' left factors (a multiple of
+ * 4, the kernel's tile height). The left factors count too: narrow rows at a large summed rank
+ * (8 columns at rank 2048) would otherwise make 65,536-row jobs of 1 GiB of left factor alone.
+ */
+export function rowsPerBlock(plan: Pick<PlainPlan, 'w' | 'kernelOutBytes'> & { p: { op: { cols: number } }; tf: { rank: number } }, blockBytes = BLOCK_BYTES): number {
+  // Left rows are f32 or f64 (8 bytes at most), plus one G·‖left row‖ of the same width.
+  const rowBytes = plan.p.op.cols * Math.max(DTYPE_BYTES[plan.w.dtype], plan.kernelOutBytes) + (plan.tf.rank + 1) * 8;
   return Math.max(4, Math.floor(blockBytes / rowBytes / 4) * 4);
 }
 
