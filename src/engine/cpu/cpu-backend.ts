@@ -31,7 +31,7 @@ export interface CpuMergePool {
   columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
-  /** An f32 product L · R of the adapter algebra on the threads (see {@link PoolProduct}). */
+  /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros). */
   product?(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
   readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
