@@ -18,6 +18,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
+import { workerExecArgv } from '../src/engine/cpu/cpu-worker-pool.js';
 import { MergeError } from '../src/errors.js';
 import { combineLoras, extractLora, resizeLora } from '../src/node.js';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
@@ -224,7 +225,7 @@ describe('a script that runs the jobs from loramerge/node', () => {
 });
 
 describe('the jobs of loramerge/node on the CPU', () => {
-  it('run on worker threads, one per core (at most 8), and a script that extracts, is cancelled and fails still ends on its own', () => {
+  it('run on worker threads, one per core (at most 8), and a script that extracts, is cancelled and fails still ends on its own, run from a file or by --input-type=module -e', () => {
     // A planted rank-8 difference between a 512 × 1024 base and its tuned weights, both F32: the
     // randomized SVD's products (512 × 1024 by 18 columns) are large enough for the threads.
     const rand = seededRandom(97);
@@ -237,19 +238,21 @@ describe('the jobs of loramerge/node on the CPU', () => {
     const node = pathToFileURL(join(REPO_ROOT, 'dist/node.js')).href;
     const script = `
       const { extractLora } = await import(${JSON.stringify(node)});
-      const dir = process.argv[2];
+      const dir = process.argv.at(-1);
       const job = (more) => extractLora({ base: dir + '/base.safetensors', tuned: dir + '/tuned.safetensors', rank: 8, backend: 'cpu', ...more });
-      const done = await job({ out: dir + '/extracted' });
+      const done = await job({ out: dir + '/extracted', overwrite: true });
       const controller = new AbortController();
       const cancelled = await job({ out: dir + '/cancelled', signal: controller.signal, onProgress: () => controller.abort() }).catch((e) => e.code);
       const failed = await job({ out: { name: 'broken', createFile: async () => { throw new Error('the disk is full'); }, commit: async () => {}, abort: async () => {} } })
         .catch((e) => e.message);
       console.log(JSON.stringify({ backend: done.backend, singularValues: done.modules[0].singularValues.slice(0, 8), cancelled, failed }));
     `;
-    // A script file: worker threads inherit the process's flags, and \`--input-type\` is refused in one.
     writeFileSync(join(dir, 'run.mjs'), script);
     // A timeout (a worker thread kept alive) fails the test.
     const report = JSON.parse(execFileSync(process.execPath, [join(dir, 'run.mjs'), dir], { encoding: 'utf8', timeout: 60_000 }));
+    // Worker threads inherit the process's Node options, and refuse --input-type: the pool leaves it out.
+    const evaluated = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script, dir], { encoding: 'utf8', timeout: 60_000 }));
+    expect(evaluated).toEqual(report);
     const threads = Math.min(availableParallelism(), 8);
     expect(report.backend).toBe(threads > 1 ? `CPU (WebAssembly SIMD, ${threads} threads)` : 'CPU (WebAssembly SIMD, 1 thread)');
     expect(report.cancelled).toBe('ABORTED');
@@ -259,5 +262,10 @@ describe('the jobs of loramerge/node on the CPU', () => {
     const got = folderUpdates(join(dir, 'extracted')).get(Q)!;
     expect(Math.sqrt(frob2(minus(got, stored)) / frob2(stored))).toBeLessThan(2e-5);
     expect(report.singularValues.map((s: number, i: number) => s / planted[i])).toEqual(planted.map(() => expect.closeTo(1, 5)));
+  });
+
+  it('a worker thread gets the process\'s Node options less --input-type, in either spelling', () => {
+    expect(workerExecArgv(['--input-type=module', '--no-warnings', '-e', 'await 1'])).toEqual(['--no-warnings', '-e', 'await 1']);
+    expect(workerExecArgv(['--input-type', 'module', '--max-old-space-size=4096'])).toEqual(['--max-old-space-size=4096']);
   });
 });
