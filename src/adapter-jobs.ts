@@ -16,7 +16,7 @@ import {
   combineLorasJob, extractLoraJob, resizeLoraJob, type AdapterJobHooks, type AdapterJobOutcome, type CombineLorasOptions,
   type ExtractLoraOptions, type ResizeLoraOptions,
 } from './adapter-ops/one-call-jobs.js';
-import { createAlgebraBackend } from './algebra/create-algebra.js';
+import { createBrowserAlgebra } from './algebra/browser-algebra.js';
 import { getBrowserGpu } from './engine/gpu/browser-gpu.js';
 import { explainLoneHubWeights, type OpenedHubAdapter } from './io/hub-adapters.js';
 import {
@@ -70,7 +70,9 @@ export function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutc
 /**
  * The browser's side of one job: sources checked and opened as merge() takes them (a Hub adapter
  * URL as its PEFT folder, the `hfToken` option sent as merge() sends it), outputs a picked file or
- * folder or an OutputTarget, the algebra on `navigator.gpu` unless a GPU is given.
+ * folder or an OutputTarget, the algebra on `navigator.gpu` unless a GPU is given, its CPU on Web
+ * Workers where merge() would start them (a cross-origin isolated context), stopped when the job
+ * ends however it ends (run() in one-call-jobs.ts disposes the algebra).
  */
 function browserJobHooks(options: { hfToken?: unknown }): AdapterJobHooks<MergeDestination> {
   const hubAdapters: OpenedHubAdapter[] = [];
@@ -85,7 +87,7 @@ function browserJobHooks(options: { hfToken?: unknown }): AdapterJobHooks<MergeD
     openSource: (source, what, adapter, signal) =>
       openBrowserOrHubSource(source, adapter ? 'adapter' : 'base', { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, hubAdapters, signal, undefined, hfAuth()),
     openOutput: async (out) => openBrowserDestination(out),
-    createAlgebra: (kind, gpu) => createAlgebraBackend(kind, gpu ?? getBrowserGpu()),
+    createAlgebra: (kind, gpu) => createBrowserAlgebra(kind, gpu ?? getBrowserGpu()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
   };
 }

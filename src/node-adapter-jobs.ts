@@ -6,8 +6,8 @@
  * line's `combine`, `resize` and `extract` write it (node-output.ts): a name ending in
  * `.safetensors` is a kohya file, anything else a PEFT folder, written under temporary names and
  * moved into place only when the job succeeded. The algebra runs on Dawn's WebGPU (the optional
- * `webgpu` package) or the CPU, and is released before the job returns, so nothing keeps the
- * process alive after it.
+ * `webgpu` package) or the CPU on worker threads (as the CPU merge), and is released before the
+ * job returns, however it ends, so nothing keeps the process alive after it.
  */
 import {
   combineLorasJob, extractLoraJob, resizeLoraJob, type AdapterJobHooks, type AdapterJobOptions, type AdapterJobOutcome,
@@ -15,7 +15,7 @@ import {
 } from './adapter-ops/one-call-jobs.js';
 import { outputFormatFor } from './adapter-ops/module-updates.js';
 import { createAlgebraBackend } from './algebra/create-algebra.js';
-import { createNodeAlgebra } from './algebra/node-algebra.js';
+import { createNodeAlgebra, nodeCpuAlgebra } from './algebra/node-algebra.js';
 import { badArgument } from './api-arguments.js';
 import { checkOutputFolder, createNodeOutputTarget } from './io/node-output.js';
 import { checkNodeOut, isPath, NODE_CALL_OPTIONS, NodeSources, NODE_FOLDER_ADVICE } from './io/node-sources.js';
@@ -88,7 +88,7 @@ const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', pe
 /**
  * Node's side of one job (`command` names it where an input changed while it was read): sources
  * through {@link NodeSources}, an `out` path through createNodeOutputTarget, the algebra on Dawn
- * or the CPU (createNodeAlgebra) unless a GPU is given.
+ * or the CPU's worker threads (createNodeAlgebra), or on a GPU given (its CPU on the threads too).
  */
 function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJobHooks<MergeDestination | string> {
   // Read only once the options are checked (checkOptions refuses anything but an object).
@@ -115,7 +115,7 @@ function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJ
         beforeCommit: () => sources.verify(),
       });
     },
-    createAlgebra: (kind, gpu) => (gpu ? createAlgebraBackend(kind, gpu) : createNodeAlgebra(kind)),
+    createAlgebra: (kind, gpu) => (gpu ? createAlgebraBackend(kind, gpu, nodeCpuAlgebra) : createNodeAlgebra(kind)),
     explainError: (e) => sources.explain(e),
   };
 }

@@ -8,31 +8,9 @@
  * The sample model: Llama names, a BF16 base, a PEFT LoRA in F32.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runWorkerJob, type PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
-import { createWasmKernel } from '../src/engine/cpu/wasm-kernel.js';
 import { createBackend, generateSample, isMergeError, merge } from '../src/index.js';
 import { checkMerged, readSafetensors } from './helpers/demo-merge-check.js';
-
-/** A stand-in for a module Web Worker running the library's CPU worker script. */
-class StandInWorker extends EventTarget {
-  static started: StandInWorker[] = [];
-  jobs = 0;
-  terminated = false;
-  private readonly kernel = createWasmKernel();
-  constructor(readonly url: URL | string, readonly options?: WorkerOptions) {
-    super();
-    StandInWorker.started.push(this);
-  }
-  postMessage(job: PoolJob): void {
-    this.jobs++;
-    void runWorkerJob(this.kernel, job).then((reply) => {
-      if (!this.terminated) this.dispatchEvent(new MessageEvent('message', { data: reply }));
-    });
-  }
-  terminate(): void {
-    this.terminated = true;
-  }
-}
+import { StandInWorker } from './helpers/stand-in-worker.js';
 
 const files = (record: Record<string, Uint8Array>) => Object.entries(record).map(([path, bytes]) => new File([bytes as Uint8Array<ArrayBuffer>], path));
 const SIZE = { layers: 1, hidden: 256, intermediate: 512, vocab: 512 };

@@ -5,14 +5,15 @@
  * float64 truth computed here: cat reproduces the weighted sum, resize, svd and extract come
  * within 1e-3 of the Eckart–Young optimum on updates built from known singular values. Also: the
  * whole flow by keyboard, failures listed and announced, cancel, axe-core in both colour schemes,
- * and a 390 px phone.
+ * and a 390 px phone. And on the CPU: the job's algebra on Web Workers where the page is
+ * cross-origin isolated, on one thread (the result saying why) where it is not, the same bytes.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
-import type { DemoPage } from './helpers/browser.js';
+import { serveDemo, type DemoPage } from './helpers/browser.js';
 import { count, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -382,5 +383,42 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     expect(box.right).toBeLessThanOrEqual(390);
     mkdirSync('test-output', { recursive: true });
     await page.screenshot({ path: 'test-output/demo-jobs-390px.png', fullPage: true });
+  });
+});
+
+/** An SDXL UNet to_q (1280 × 1280) whose rank-32 update has singular values 2·0.8^i, α = r: products large enough for the threads. */
+const TO_Q_1280 = 'lora_unet_down_blocks_2_attentions_0_transformer_blocks_0_attn1_to_q';
+const SPECTRUM_WIDE = Array.from({ length: 32 }, (_, i) => 2 * 0.8 ** i);
+
+describe('the adapter jobs on the page, on the CPU', PAGE_RETRY, () => {
+  it('resize runs on Web Workers where the page is cross-origin isolated, on one thread saying why where not: the same bytes, within 1e-3 of the optimum', async () => {
+    const module = moduleWithSpectrum(TO_Q_1280, 1280, 1280, SPECTRUM_WIDE, 32, seededRandom(43));
+    const path = join(dirs.make({ 'wide.safetensors': kohyaFile([module]) }), 'wide.safetensors');
+    const resized = async (page: Page): Promise<{ note: string; file: Uint8Array }> => {
+      await resizeToRank3(page, path);
+      await page.waitForFunction(() => /^Resized on /.test(document.querySelector('#job-results-note')?.textContent ?? ''), { timeout: 90_000 });
+      return { note: await text(page, '#job-results-note'), file: await downloadBytes(page, 'job-download-link') };
+    };
+    demo = await session.open('?backend=cpu&mode=resize');
+    expect(await demo.page.evaluate(() => crossOriginIsolated)).toBe(true);
+    const threaded = await resized(demo.page);
+    const threads = Number(/^Resized on CPU \(WebAssembly SIMD, (\d+) threads\) in /.exec(threaded.note)?.[1]);
+    expect(threads, threaded.note).toBeGreaterThanOrEqual(2);
+
+    const plain = await serveDemo({ crossOriginIsolated: false });
+    try {
+      demo = await session.open('?backend=cpu&mode=resize', plain);
+      expect(await demo.page.evaluate(() => crossOriginIsolated)).toBe(false);
+      const alone = await resized(demo.page);
+      expect(alone.note).toMatch(/^Resized on CPU \(WebAssembly SIMD, 1 thread; no worker threads: the page is not cross-origin isolated, so workers cannot share memory\) in /);
+      // Each element of a product is the same f32 sum however the rows are cut among threads.
+      expect(Buffer.from(alone.file).equals(Buffer.from(threaded.file))).toBe(true);
+    } finally {
+      await plain.close();
+    }
+    const truth = product(module.b, module.a);
+    const optimum = Math.sqrt(SPECTRUM_WIDE.slice(3).reduce((t, x) => t + x * x, 0));
+    const err = Math.sqrt(frob2(minus(kohyaUpdates(threaded.file).get(TO_Q_1280)!, truth)));
+    expect(err).toBeLessThanOrEqual(optimum * (1 + 1e-3) + 1e-6 * Math.sqrt(frob2(truth)));
   });
 });

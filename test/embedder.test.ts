@@ -166,6 +166,10 @@ describe('the packed package in a fresh project', () => {
     // formatBytes, isMergeError, MergeError and its message bounds are a few kB; the engine is hundreds.
     expect(code.length).toBeLessThan(10_000);
     for (const chunk of chunks) expect(readFileSync(join(outDir, 'assets', chunk), 'utf8')).not.toMatch(/["']webgpu["']/);
+    // Vite bundles a worker when it transforms the module that starts it, before tree-shaking: the
+    // two worker scripts come along, unused and never fetched (README, "What Vite emits").
+    const others = chunks.filter((f) => !main.includes(f)).map((f) => f.replace(/-[\w-]{8}\.js$/, '')).sort();
+    expect(others).toEqual(['browser-cpu-worker', 'opfs-writer-worker']);
   });
 
   it('a Vite-built Web Worker merges Files and URLs (read by the browser\'s fetch) on the CPU worker threads, exactly', async () => {

@@ -5,7 +5,7 @@
  * else a PEFT folder) and refused as it refuses one (an existing folder without overwrite, an
  * output that is an input: the inputs stay as they were and nothing new appears), a Hub URL is read
  * with the Hugging Face token (hfToken, or HF_TOKEN sent to HF_ENDPOINT's Hub), and a script that
- * runs a job ends on its own. Every written adapter is read plainly and checked against float64
+ * runs a job ends on its own, the CPU algebra on worker threads as the CPU merge runs. Every written adapter is read plainly and checked against float64
  * truth computed here.
  *
  * One local server is the Hub (its host made HF_TOKEN_HOSTS, `localhost:PORT`) and, under another
@@ -14,9 +14,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
+import { workerExecArgv } from '../src/engine/cpu/cpu-worker-pool.js';
 import { MergeError } from '../src/errors.js';
 import { combineLoras, extractLora, resizeLora } from '../src/node.js';
 import { kohyaFile, peftFiles } from './helpers/adapter-fixtures.js';
@@ -24,7 +26,7 @@ import { REPO_ROOT } from './helpers/cli.js';
 import { useFakeHub } from './helpers/fake-hub.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
-import { dense, gaussian, weightedSum, type Dense } from './helpers/svd-reference.js';
+import { dense, frob2, gaussian, minus, weightedSum, withSpectrum, type Dense } from './helpers/svd-reference.js';
 
 const hubHosts = vi.hoisted(() => [] as string[]);
 vi.mock('../src/io/hf-token-hosts.js', () => ({ HF_TOKEN_HOSTS: hubHosts }));
@@ -219,5 +221,51 @@ describe('a script that runs the jobs from loramerge/node', () => {
     execFileSync(process.execPath, ['--input-type=module', '-e', script, dir], { encoding: 'utf8', timeout: 60_000 });
     expect(existsSync(join(dir, 'combined.safetensors'))).toBe(true);
     expect(readdirSync(join(dir, 'resized')).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+  });
+});
+
+describe('the jobs of loramerge/node on the CPU', () => {
+  it('run on worker threads, one per core (at most 8), and a script that extracts, is cancelled and fails still ends on its own, run from a file or by --input-type=module -e', () => {
+    // A planted rank-8 difference between a 512 × 1024 base and its tuned weights, both F32: the
+    // randomized SVD's products (512 × 1024 by 18 columns) are large enough for the threads.
+    const rand = seededRandom(97);
+    const base = f32Dense(512, 1024, rand, 0.02);
+    const planted = [4, 3, 2, 1.5, 1, 0.5, 0.25, 0.125];
+    const diff = withSpectrum(512, 1024, planted, rand);
+    const tuned = dense(512, 1024, (i, j) => Math.fround(base.data[i * 1024 + j] + diff.data[i * 1024 + j]));
+    const model = (w: Dense) => buildSafetensors([{ name: `${Q}.weight`, dtype: 'F32', shape: [512, 1024], data: w.data }]);
+    const dir = temp.make({ 'base.safetensors': model(base), 'tuned.safetensors': model(tuned) });
+    const node = pathToFileURL(join(REPO_ROOT, 'dist/node.js')).href;
+    const script = `
+      const { extractLora } = await import(${JSON.stringify(node)});
+      const dir = process.argv.at(-1);
+      const job = (more) => extractLora({ base: dir + '/base.safetensors', tuned: dir + '/tuned.safetensors', rank: 8, backend: 'cpu', ...more });
+      const done = await job({ out: dir + '/extracted', overwrite: true });
+      const controller = new AbortController();
+      const cancelled = await job({ out: dir + '/cancelled', signal: controller.signal, onProgress: () => controller.abort() }).catch((e) => e.code);
+      const failed = await job({ out: { name: 'broken', createFile: async () => { throw new Error('the disk is full'); }, commit: async () => {}, abort: async () => {} } })
+        .catch((e) => e.message);
+      console.log(JSON.stringify({ backend: done.backend, singularValues: done.modules[0].singularValues.slice(0, 8), cancelled, failed }));
+    `;
+    writeFileSync(join(dir, 'run.mjs'), script);
+    // A timeout (a worker thread kept alive) fails the test.
+    const report = JSON.parse(execFileSync(process.execPath, [join(dir, 'run.mjs'), dir], { encoding: 'utf8', timeout: 60_000 }));
+    // Worker threads inherit the process's Node options, and refuse --input-type: the pool leaves it out.
+    const evaluated = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script, dir], { encoding: 'utf8', timeout: 60_000 }));
+    expect(evaluated).toEqual(report);
+    const threads = Math.min(availableParallelism(), 8);
+    expect(report.backend).toBe(threads > 1 ? `CPU (WebAssembly SIMD, ${threads} threads)` : 'CPU (WebAssembly SIMD, 1 thread)');
+    expect(report.cancelled).toBe('ABORTED');
+    expect(report.failed).toMatch(/the disk is full/);
+    expect(existsSync(join(dir, 'cancelled'))).toBe(false);
+    const stored = minus(tuned, base);
+    const got = folderUpdates(join(dir, 'extracted')).get(Q)!;
+    expect(Math.sqrt(frob2(minus(got, stored)) / frob2(stored))).toBeLessThan(2e-5);
+    expect(report.singularValues.map((s: number, i: number) => s / planted[i])).toEqual(planted.map(() => expect.closeTo(1, 5)));
+  });
+
+  it('a worker thread gets the process\'s Node options less --input-type, in either spelling', () => {
+    expect(workerExecArgv(['--input-type=module', '--no-warnings', '-e', 'await 1'])).toEqual(['--no-warnings', '-e', 'await 1']);
+    expect(workerExecArgv(['--input-type', 'module', '--max-old-space-size=4096'])).toEqual(['--max-old-space-size=4096']);
   });
 });

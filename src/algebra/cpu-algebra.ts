@@ -3,15 +3,34 @@
  * out = W + L·R in f32 lanes for any inner size, so a product is a merge into zeros:
  *   A·Y:  L = a block of A's rows (no copy), R = Y;
  *   Aᵀ·Y: L = a block of A's columns, transposed, R = Y.
- * Where WASM SIMD is missing the same loops run in plain JavaScript. One thread.
+ * Where WASM SIMD is missing the same loops run in plain JavaScript. Given a pool (the CPU
+ * backend's worker threads), large products run on its threads, in row blocks of the output: each
+ * element is the same f32 sum in the same order as on one thread, so the values are the same.
  */
 import { MergeError } from '../errors.js';
+import { noWorkerThreads, type CpuMergePool } from '../engine/cpu/cpu-backend.js';
 import { createWasmKernel, paddedCols, wasmSimdAvailable, type WasmKernel } from '../engine/cpu/wasm-kernel.js';
 import { checkTimes, type AlgebraBackend, type ResidentMatrix } from './algebra-backend.js';
 import type { Mat } from './matrix.js';
 
 /** Rows of the output per kernel call: the block of L and the output stay in cache-sized pieces. */
 const BLOCK_ROWS = 64;
+
+/**
+ * Products of fewer multiply-adds than this run on the calling thread: a round trip to the workers
+ * costs more (a resize's factors, a small module's Gram matrices).
+ */
+export const POOL_MIN_PRODUCT = 1 << 20;
+
+/** Options of {@link CpuAlgebra}. */
+export interface CpuAlgebraOptions {
+  /** `js` forces plain JavaScript; `wasm` (default) uses the SIMD kernel where it compiles. */
+  executor?: 'wasm' | 'js';
+  /** Threads for large products; the algebra disposes it (at once where it cannot use it). */
+  pool?: CpuMergePool;
+  /** Why there is no pool, said in the description (`no worker threads: …`) as the CPU backend says it. */
+  noThreads?: string;
+}
 
 class CpuResident implements ResidentMatrix {
   constructor(readonly m: Mat) {}
@@ -24,13 +43,23 @@ let nextRightKey = 1;
 
 export class CpuAlgebra implements AlgebraBackend {
   readonly kind = 'cpu' as const;
-  readonly description: string;
   private kernel: Promise<WasmKernel | null> | undefined;
-  private readonly wasm: boolean;
+  private wasm: boolean;
+  private pool: CpuMergePool | undefined;
+  private readonly noThreads: string | undefined;
 
-  constructor(options: { executor?: 'wasm' | 'js' } = {}) {
+  constructor(options: CpuAlgebraOptions = {}) {
     this.wasm = options.executor !== 'js' && wasmSimdAvailable();
-    this.description = `CPU (${this.wasm ? 'WebAssembly SIMD' : 'JavaScript'}, one thread)`;
+    this.pool = this.wasm && options.pool?.product ? options.pool : undefined;
+    if (!this.pool) options.pool?.dispose();
+    this.noThreads = options.noThreads;
+  }
+
+  /** `CPU (WebAssembly SIMD, 4 threads)`, or one thread and, where known, why no more. */
+  get description(): string {
+    if (!this.wasm) return 'CPU (JavaScript, 1 thread)';
+    if (this.pool) return `CPU (WebAssembly SIMD, ${this.pool.threads} threads)`;
+    return `CPU (WebAssembly SIMD, 1 thread${this.noThreads ? `; ${noWorkerThreads(this.noThreads)}` : ''})`;
   }
 
   async upload(m: Mat): Promise<ResidentMatrix> {
@@ -42,7 +71,8 @@ export class CpuAlgebra implements AlgebraBackend {
     const A = (a as CpuResident).m;
     const kernel = await this.getKernel();
     if (!kernel) return timesJs(A, y);
-    return runBlocks(kernel, A.rows, A.cols, y, (r0, rows) => A.data.subarray(r0 * A.cols, (r0 + rows) * A.cols));
+    const left = (r0: number, rows: number) => A.data.subarray(r0 * A.cols, (r0 + rows) * A.cols);
+    return (await this.onPool(A.rows, A.cols, y, left)) ?? runBlocks(kernel, A.rows, A.cols, y, left);
   }
 
   async timesT(a: ResidentMatrix, y: Mat): Promise<Mat> {
@@ -51,23 +81,54 @@ export class CpuAlgebra implements AlgebraBackend {
     const kernel = await this.getKernel();
     if (!kernel) return timesTJs(A, y);
     const { rows: m, cols: n, data } = A;
-    const block = new Float32Array(BLOCK_ROWS * m);
-    return runBlocks(kernel, n, m, y, (c0, count) => {
+    let block = new Float32Array(0);
+    const left = (c0: number, count: number) => {
+      if (block.length < count * m) block = new Float32Array(count * m);
       for (let i = 0; i < m; i++) {
         const row = i * n + c0;
         for (let j = 0; j < count; j++) block[j * m + i] = data[row + j];
       }
       return block.subarray(0, count * m);
-    });
+    };
+    return (await this.onPool(n, m, y, left)) ?? runBlocks(kernel, n, m, y, left);
   }
 
-  dispose(): void {}
+  /** Stops the pool's threads, if any (idempotent). */
+  dispose(): void {
+    this.pool?.dispose();
+    this.pool = undefined;
+  }
+
+  /** L · Y on the pool's threads, L given block by block; undefined without a pool or for a small product. */
+  private async onPool(rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array): Promise<Mat | undefined> {
+    if (!this.pool?.product || rows < 8 || rows * inner * y.cols < POOL_MIN_PRODUCT) return undefined;
+    const { out, finite } = await this.pool.product({ rows, cols: y.cols, inner, right: paddedRight(y, inner), left });
+    if (!finite) throw nonFinite();
+    return { rows, cols: y.cols, data: out };
+  }
 
   private getKernel(): Promise<WasmKernel | null> {
     if (!this.wasm) return Promise.resolve(null);
-    this.kernel ??= createWasmKernel().catch(() => null);
+    this.kernel ??= createWasmKernel().catch(() => {
+      // A page whose policy refuses WebAssembly: plain JavaScript on this thread, and said so.
+      this.wasm = false;
+      this.dispose();
+      return null;
+    });
     return this.kernel;
   }
+}
+
+/** Y (inner × y.cols) as the kernel reads its right factor: rows padded to paddedCols. */
+function paddedRight(y: Mat, inner: number): Float32Array {
+  const l = y.cols, stride = paddedCols(l);
+  const right = new Float32Array(inner * stride);
+  for (let k = 0; k < inner; k++) right.set(y.data.subarray(k * l, (k + 1) * l), k * stride);
+  return right;
+}
+
+function nonFinite(): MergeError {
+  return new MergeError('NON_FINITE', 'a product of the adapter algebra is Inf or NaN (an input holds Inf/NaN or values too large for f32)');
 }
 
 /** out (rows × y.cols) = L · Y, L given block by block (`inner` values per row). */
@@ -75,9 +136,7 @@ function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left
   const l = y.cols;
   const out = new Float32Array(rows * l);
   if (rows === 0 || l === 0) return { rows, cols: l, data: out };
-  const stride = paddedCols(l);
-  const right = new Float32Array(inner * stride);
-  for (let k = 0; k < inner; k++) right.set(y.data.subarray(k * l, (k + 1) * l), k * stride);
+  const right = paddedRight(y, inner);
   const zeros = new Uint8Array(BLOCK_ROWS * l * 4);
   const rightKey = nextRightKey++;
   const target = new Uint8Array(out.buffer);
@@ -87,7 +146,7 @@ function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left
       w: zeros.subarray(0, n * l * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols: l, rank: inner,
       left: left(r0, n), rightKey, right,
     }, target.subarray(r0 * l * 4, (r0 + n) * l * 4)).finite;
-    if (!ok) throw new MergeError('NON_FINITE', 'a product of the adapter algebra is Inf or NaN (an input holds Inf/NaN or values too large for f32)');
+    if (!ok) throw nonFinite();
   }
   return { rows, cols: l, data: out };
 }
@@ -128,7 +187,7 @@ function timesTJs(a: Mat, y: Mat): Mat {
 
 function checkFinite(m: Mat): Mat {
   for (let i = 0; i < m.data.length; i++) {
-    if (!Number.isFinite(m.data[i])) throw new MergeError('NON_FINITE', 'a product of the adapter algebra is Inf or NaN (an input holds Inf/NaN or values too large for f32)');
+    if (!Number.isFinite(m.data[i])) throw nonFinite();
   }
   return m;
 }

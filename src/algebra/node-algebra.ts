@@ -1,28 +1,30 @@
 /**
- * The adapter algebra's backend on Node: Dawn's WebGPU where asked for or present, else the CPU.
- * dispose() drops Dawn's instance, which would keep the process alive.
+ * The adapter algebra's backend on Node: Dawn's WebGPU where asked for or present, else the CPU on
+ * worker threads, as the CPU merge runs (one per core, at most 8). dispose() drops Dawn's instance,
+ * which would keep the process alive, and stops the threads (an idle one keeps nothing alive).
  */
 import { tmpdir } from 'node:os';
 import { MergeError } from '../errors.js';
 import { getNodeGpu, onlySoftwareVulkan } from '../engine/gpu/node-gpu.js';
 import type { AlgebraBackend } from './algebra-backend.js';
+import { createCpuWorkerPool } from '../engine/cpu/cpu-worker-pool.js';
 import { CpuAlgebra } from './cpu-algebra.js';
 import { createAlgebraBackend } from './create-algebra.js';
 
 export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promise<AlgebraBackend> {
   // `auto` takes the CPU over a software adapter: where Linux has only one, Dawn is not started.
-  if (kind === 'cpu' || (kind === 'auto' && onlySoftwareVulkan())) return new CpuAlgebra();
+  if (kind === 'cpu' || (kind === 'auto' && onlySoftwareVulkan())) return nodeCpuAlgebra();
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
   try {
     nodeGpu = await getNodeGpu();
   } catch (e) {
     if (kind === 'webgpu') throw new MergeError('GPU_UNAVAILABLE', `WebGPU for Node could not start: ${(e as Error).message}`);
-    return new CpuAlgebra();
+    return nodeCpuAlgebra();
   }
   let backend: AlgebraBackend;
   try {
-    backend = await createAlgebraBackend(kind, nodeGpu.gpu);
+    backend = await createAlgebraBackend(kind, nodeGpu.gpu, nodeCpuAlgebra);
   } catch (e) {
     nodeGpu.dispose();
     throw e;
@@ -42,4 +44,9 @@ export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promis
       nodeGpu.dispose();
     },
   };
+}
+
+/** The CPU on Node's worker threads (none from the TypeScript sources, which have no compiled worker script). */
+export function nodeCpuAlgebra(): CpuAlgebra {
+  return new CpuAlgebra({ pool: createCpuWorkerPool() });
 }

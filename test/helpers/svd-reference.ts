@@ -122,7 +122,8 @@ export function withSpectrum(rows: number, cols: number, s: number[], random: ()
   });
 }
 
-function orthonormalColumns(n: number, k: number, random: () => number): Float64Array[] {
+/** k orthonormal columns of length n, each a Gram–Schmidt-orthonormalised Gaussian (twice over). */
+export function orthonormalColumns(n: number, k: number, random: () => number): Float64Array[] {
   const cols: Float64Array[] = [];
   for (let c = 0; c < k; c++) {
     const v = new Float64Array(n);

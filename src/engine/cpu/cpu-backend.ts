@@ -31,10 +31,33 @@ export interface CpuMergePool {
   columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
+  /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros). */
+  product?(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
   readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
   /** Stops the threads; merges in flight are rejected. */
   dispose(): void;
+}
+
+/**
+ * out (rows × cols, f32) = L · R, the adapter algebra's product (algebra/cpu-algebra.ts) as the
+ * merge kernel computes it: a merge into zeros, each row's sums in f32 in one order, so the values
+ * do not depend on how the rows are cut among threads.
+ */
+export interface PoolProduct {
+  rows: number;
+  cols: number;
+  /** Values per row of L (rows of R). */
+  inner: number;
+  /** R: inner × paddedCols(cols), zero-padded. */
+  right: Float32Array;
+  /** Rows [r0, r0 + n) of L; the view is read before the next call, so it may be reused. */
+  left(r0: number, n: number): Float32Array;
+}
+
+/** How a CPU on one thread says why it has no more (a page that is not cross-origin isolated). */
+export function noWorkerThreads(why: string): string {
+  return `no worker threads: ${why}`;
 }
 
 /** Options of {@link CpuBackend}. */

@@ -44,7 +44,7 @@ export class CpuWorkerPool extends RowBlockPool {
 function nodeWorker(url: URL): PoolWorker {
   // A worker allocates little but the factors it is sent: a small young generation keeps that
   // garbage from piling up to V8's default of tens of MiB per worker before it is collected.
-  const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+  const worker = new Worker(url, { resourceLimits: { maxYoungGenerationSizeMb: 4 }, execArgv: workerExecArgv(process.execArgv) });
   return {
     post: (job: WorkerJob) => worker.postMessage(job),
     listen(onReply, onFail) {
@@ -60,4 +60,17 @@ function nodeWorker(url: URL): PoolWorker {
       void worker.terminate();
     },
   };
+}
+
+/**
+ * The process's Node options for a worker thread, less `--input-type`: a worker inherits them and
+ * refuses that one, so a script run as `node --input-type=module -e …` could start no thread.
+ */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--input-type') i++;
+    else if (!argv[i].startsWith('--input-type=')) kept.push(argv[i]);
+  }
+  return kept;
 }

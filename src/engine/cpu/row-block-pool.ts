@@ -19,7 +19,7 @@ import { checkOp, type OpShape } from '../op-shape.js';
 import { normSquare } from '../column-norms.js';
 import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
 import type { CertificationStats } from '../exact/recompute.js';
-import type { CpuMergePool } from './cpu-backend.js';
+import type { CpuMergePool, PoolProduct } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
@@ -28,6 +28,12 @@ import {
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Keys of the algebra's right factors, apart from those of merge plans (counted from 1, see
+ * plain-op.ts): a kernel holding a plan's factor never takes it for a product's, nor the reverse.
+ */
+let nextProductKey = 2 ** 52;
 
 /**
  * One worker thread as the pool drives it, whatever runs it (Node's worker_threads, a Web Worker).
@@ -398,6 +404,68 @@ export class RowBlockPool implements CpuMergePool {
       await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
       if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
+    } finally {
+      lent.release();
+    }
+  }
+
+  /**
+   * The adapter algebra's product L · R (see {@link PoolProduct}) on every thread, in row blocks of
+   * L (two per thread, at most BLOCK_CAP_BYTES of L each): W is one block of zeros every job reads,
+   * the output one scratch buffer, R sent once to each worker; a block of L that is not shared
+   * memory already goes as a copy of that block alone.
+   */
+  async product(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }> {
+    if (this.broken) throw this.broken;
+    const { rows, cols, inner } = p;
+    const out = new Float32Array(rows * cols);
+    if (rows === 0 || cols === 0) return { out, finite: true };
+    const cap = Math.max(4, Math.floor(BLOCK_CAP_BYTES / (Math.max(inner, cols) * 4) / 4) * 4);
+    const step = Math.max(4, Math.min(cap, Math.ceil(rows / (this.threads * 2) / 4) * 4));
+    const slots = this.workersFor(Math.ceil(rows / step));
+    const outBytes = align16(rows * cols * 4);
+    const lent = this.scratch.take(outBytes + step * cols * 4);
+    const buffer = lent.buffer;
+    const key = nextProductKey++;
+    let right: Float32Array | undefined;
+    try {
+      const zeros = new Uint8Array(buffer, outBytes, step * cols * 4);
+      zeros.fill(0);
+      let finite = true;
+      const take = pieceCursor(rows, step, undefined).take;
+      const drain = async (slot: Slot): Promise<void> => {
+        for (let block = take(); block; block = take()) {
+          const [r0, n] = block;
+          const sendRight = slot.rightKey !== key;
+          slot.rightKey = key;
+          if (sendRight) right ??= copyInto(p.right, new SharedArrayBuffer(p.right.byteLength), 0);
+          const left = p.left(r0, n);
+          this.sent.blocks++;
+          const reply = await this.run(slot, {
+            id: this.nextId++, wDtype: 'F32', outDtype: 'F32', rows: n, cols, rank: inner,
+            // A view of other memory would be posted with its whole buffer.
+            left: left.buffer instanceof SharedArrayBuffer ? left : left.slice(), rightKey: key, ...(sendRight ? { right } : {}),
+            wBuffer: buffer, wOffset: outBytes, wLength: n * cols * 4, outBuffer: buffer, outOffset: r0 * cols * 4, outLength: n * cols * 4,
+          });
+          if ('error' in reply) throw new Error(`a product of the adapter algebra: a CPU worker failed: ${reply.error}`);
+          if (!reply.finite) finite = false;
+        }
+      };
+      const drainHere = async (): Promise<void> => {
+        const kernel = await this.local;
+        for (let block = take(); block; block = take()) {
+          const [r0, n] = block;
+          const result = kernel.run({
+            w: zeros.subarray(0, n * cols * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols, rank: inner,
+            left: p.left(r0, n), rightKey: key, right: kernel.holds(key) ? undefined : p.right,
+          }, new Uint8Array(buffer, r0 * cols * 4, n * cols * 4));
+          if (!result.finite) finite = false;
+          await this.yieldToEvents();
+        }
+      };
+      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+      out.set(new Float32Array(buffer, 0, rows * cols));
+      return { out, finite };
     } finally {
       lent.release();
     }

@@ -1,0 +1,17 @@
+/**
+ * The adapter algebra's backend for the browser entry's jobs: createAlgebraBackend's choice, its
+ * CPU on Web Workers sharing memory wherever merge() would have them (browserCpuThreads: a
+ * cross-origin isolated page or worker), else on one thread, its description saying why.
+ */
+import { browserCpuThreads } from '../engine/browser-backend.js';
+import type { AlgebraBackend } from './algebra-backend.js';
+import { CpuAlgebra } from './cpu-algebra.js';
+import { createAlgebraBackend } from './create-algebra.js';
+
+/** The backend for `kind` (a pool is started only if the CPU is chosen; its dispose() stops it). */
+export function createBrowserAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined): Promise<AlgebraBackend> {
+  return createAlgebraBackend(kind, gpu, () => {
+    const threads = browserCpuThreads();
+    return new CpuAlgebra({ pool: threads.pool?.(), noThreads: threads.lost });
+  });
+}

@@ -1,0 +1,172 @@
+/**
+ * The browser entry's adapter jobs (resizeLora, combineLoras, extractLora) run the CPU algebra as
+ * merge() runs the CPU merge: on Web Workers sharing memory wherever the context can have them (a
+ * cross-origin isolated page or worker), stopped when the job ends however it ends; elsewhere on
+ * one thread, the outcome saying so and why. Here in Node, Web Workers are stood in for by a class
+ * that runs the library's worker job handler (test/helpers/stand-in-worker.ts), so what is tested
+ * is the choice, the threads' use and their end, and the results: against float64 truth computed
+ * here, and byte for byte against the same job on one thread. Inputs: Llama module names, PEFT
+ * factors in F32, and F32 base and tuned weights, at sizes whose products go to the threads.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { combineLoras, extractLora, resizeLora } from '../src/adapter-jobs.js';
+import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet } from '../src/io/memory-source.js';
+import type { OutputTarget } from '../src/io/types.js';
+import { peftFiles } from './helpers/adapter-fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { peftUpdates } from './helpers/lora-truth.js';
+import { StandInWorker } from './helpers/stand-in-worker.js';
+import { dense, frob2, gaussian, minus, orthonormalColumns, weightedSum, withSpectrum, type Dense } from './helpers/svd-reference.js';
+
+const Q = 'model.layers.0.self_attn.q_proj';
+const O = 'model.layers.0.self_attn.o_proj';
+const ONE_THREAD = 'CPU (WebAssembly SIMD, 1 thread; no worker threads: the page is not cross-origin isolated, so workers cannot share memory)';
+
+/** Values rounded to f32, as the files store them, so the float64 truth is that of the stored factors. */
+const f32 = (d: Dense): Dense => ({ ...d, data: d.data.map(Math.fround) });
+const gaussianDense = (rows: number, cols: number, rand: () => number, scale: number): Dense => f32(dense(rows, cols, () => gaussian(rand) * scale));
+
+/** B = U·diag(s) (out × r) and A = Vᵀ (r × in): an update whose singular values are `s`. */
+function spectrumFactors(out: number, inFeatures: number, s: number[], rand: () => number): { b: Dense; a: Dense } {
+  const u = orthonormalColumns(out, s.length, rand), v = orthonormalColumns(inFeatures, s.length, rand);
+  return {
+    b: f32(dense(out, s.length, (i, k) => u[k][i] * s[k])),
+    a: f32(dense(s.length, inFeatures, (k, j) => v[k][j])),
+  };
+}
+
+const relative = (got: Dense, want: Dense) => Math.sqrt(frob2(minus(got, want)) / frob2(want));
+
+async function peftOutput(outcome: Awaited<ReturnType<typeof resizeLora>>): Promise<{ updates: Map<string, Dense>; bytes: Uint8Array }> {
+  const blob = (path: string) => outcome.blobs.find((b) => b.path === path)!.blob;
+  const bytes = new Uint8Array(await blob('adapter_model.safetensors').arrayBuffer());
+  return { updates: peftUpdates(await blob('adapter_config.json').text(), bytes), bytes };
+}
+
+/** The three jobs on inputs whose products are large enough for the threads, with their float64 truth. */
+function jobs() {
+  const rand = seededRandom(41);
+  // resize: a rank-32 update of known singular values on a 1024 × 1024 q_proj, cut to rank 8.
+  const spectrum = Array.from({ length: 32 }, (_, i) => 2 * 0.85 ** i);
+  const big = spectrumFactors(1024, 1024, spectrum, rand);
+  const resizeTruth = (() => {
+    // The best rank-8 approximation: the first 8 columns of B times the first 8 rows of A (α = r).
+    const b8 = dense(1024, 8, (i, k) => big.b.data[i * 32 + k]), a8 = dense(8, 1024, (k, j) => big.a.data[k * 1024 + j]);
+    return weightedSum([{ b: b8, a: a8, scale: 1 }]);
+  })();
+  // combine: two rank-16 adapters on q_proj and o_proj, 1 and −0.5, as svd at rank 32 (their sum, whole).
+  const one = { q: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) }, o: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) } };
+  const two = { q: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) } };
+  const combineTruth = {
+    [Q]: weightedSum([{ ...one.q, scale: 2 }, { ...two.q, scale: -0.5 * 0.5 }]),
+    [O]: weightedSum([{ ...one.o, scale: 2 }]),
+  };
+  // extract: a planted rank-8 difference between a 512 × 1024 base and its tuned weights (F32).
+  const base = gaussianDense(512, 1024, rand, 0.02);
+  const planted = [4, 3, 2, 1.5, 1, 0.5, 0.25, 0.125];
+  const diff = withSpectrum(512, 1024, planted, rand);
+  const tuned = f32(dense(512, 1024, (i, j) => base.data[i * 1024 + j] + diff.data[i * 1024 + j]));
+  const model = (w: Dense) => buildSafetensors([{ name: `${Q}.weight`, dtype: 'F32', shape: [512, 1024], data: w.data }]);
+  // The difference the files hold (tuned rounded to f32), in float64.
+  const stored = minus(tuned, base);
+  return {
+    resize: {
+      run: (more: object = {}) => resizeLora({ adapter: memoryInputFileSet(peftFiles([{ name: Q, ...big }], { r: 32, lora_alpha: 32 }), 'lora'), rule: { kind: 'rank', rank: 8 }, backend: 'cpu', ...more }),
+      truth: { [Q]: resizeTruth }, singularValues: spectrum,
+    },
+    combine: {
+      run: (more: object = {}) => combineLoras({
+        adapters: [
+          memoryInputFileSet(peftFiles([{ name: Q, ...one.q }, { name: O, ...one.o }], { r: 16, lora_alpha: 32, target_modules: ['q_proj', 'o_proj'] }), 'one'),
+          { source: memoryInputFileSet(peftFiles([{ name: Q, ...two.q }], { r: 16, lora_alpha: 8 }), 'two'), weight: -0.5 },
+        ],
+        method: 'svd', rank: 32, backend: 'cpu', ...more,
+      }),
+      truth: combineTruth, singularValues: undefined,
+    },
+    extract: {
+      run: (more: object = {}) => extractLora({
+        base: memoryInputFileSet({ 'model.safetensors': model(base) }, 'base'),
+        tuned: memoryInputFileSet({ 'model.safetensors': model(tuned) }, 'tuned'),
+        rank: 8, backend: 'cpu', ...more,
+      }),
+      truth: { [Q]: stored }, singularValues: planted,
+    },
+  };
+}
+
+beforeEach(() => {
+  StandInWorker.started = [];
+  vi.stubGlobal('Worker', StandInWorker);
+  vi.stubGlobal('navigator', { hardwareConcurrency: 4 });
+});
+afterEach(() => vi.unstubAllGlobals());
+
+describe('adapter jobs from the browser entry: threads where the context is cross-origin isolated, one thread and why elsewhere', () => {
+  const cases = jobs();
+  for (const name of ['resize', 'combine', 'extract'] as const) {
+    it(`${name}: on Web Workers (the library's worker script), stopped at the end, the same bytes as on one thread, within f32 of float64 truth`, async () => {
+      const job = cases[name];
+      vi.stubGlobal('crossOriginIsolated', true);
+      const threaded = await job.run();
+      expect(threaded.backend).toBe('CPU (WebAssembly SIMD, 4 threads)');
+      const working = StandInWorker.started.filter((w) => w.jobs > 0);
+      expect(working.length).toBeGreaterThanOrEqual(2);
+      expect(StandInWorker.started.every((w) => String(w.url).endsWith('/browser-cpu-worker.js') && w.options?.type === 'module')).toBe(true);
+      expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
+
+      StandInWorker.started = [];
+      vi.stubGlobal('crossOriginIsolated', false);
+      const alone = await job.run();
+      expect(alone.backend).toBe(ONE_THREAD);
+      expect(StandInWorker.started).toEqual([]);
+
+      const [many, one] = [await peftOutput(threaded), await peftOutput(alone)];
+      // Each output element is the same f32 sum, in the same order, however the rows were cut.
+      expect(Buffer.from(many.bytes).equals(Buffer.from(one.bytes))).toBe(true);
+      for (const [module, want] of Object.entries(job.truth)) {
+        expect(relative(many.updates.get(module)!, want), module).toBeLessThan(2e-5);
+      }
+      if (job.singularValues) {
+        const found = threaded.modules[0].singularValues;
+        expect(found.slice(0, 8).map((s, i) => s / job.singularValues[i])).toEqual(found.slice(0, 8).map(() => expect.closeTo(1, 5)));
+      }
+    });
+  }
+
+  it('a cancelled job stops its workers', async () => {
+    vi.stubGlobal('crossOriginIsolated', true);
+    const controller = new AbortController();
+    const error = await cases.combine.run({ signal: controller.signal, onProgress: (e: { tensorsDone: number }) => { if (e.tensorsDone >= 1) controller.abort(); } })
+      .then(() => undefined, (e: unknown) => e);
+    expect(isMergeError(error) && error.code).toBe('ABORTED');
+    expect(StandInWorker.started.filter((w) => w.jobs > 0).length).toBeGreaterThan(0);
+    expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
+  });
+
+  it('a job that fails after its workers ran stops them too, and leaves its output aborted', async () => {
+    vi.stubGlobal('crossOriginIsolated', true);
+    const calls: string[] = [];
+    const out: OutputTarget = {
+      name: 'out',
+      createFile: async () => { throw new Error('the disk is full'); },
+      commit: async () => { calls.push('commit'); },
+      abort: async () => { calls.push('abort'); },
+    };
+    const error = await cases.resize.run({ out }).then(() => undefined, (e: unknown) => e);
+    expect((error as Error).message).toMatch(/the disk is full/);
+    expect(calls).toEqual(['abort']);
+    expect(StandInWorker.started.filter((w) => w.jobs > 0).length).toBeGreaterThan(0);
+    expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
+  });
+
+  it('in Node, where there are no Web Workers, the browser entry says where the threads are', async () => {
+    vi.stubGlobal('Worker', undefined);
+    const outcome = await resizeLora({
+      adapter: memoryInputFileSet(peftFiles([{ name: Q, b: gaussianDense(64, 4, seededRandom(2), 1), a: gaussianDense(4, 64, seededRandom(3), 1) }]), 'lora'),
+      rule: { kind: 'rank', rank: 2 }, backend: 'cpu',
+    });
+    expect(outcome.backend).toBe('CPU (WebAssembly SIMD, 1 thread; no worker threads: Node has no Web Workers (loramerge/node runs the CPU backend on worker threads))');
+  });
+});
