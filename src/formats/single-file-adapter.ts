@@ -18,6 +18,7 @@ import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
+import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -293,6 +294,8 @@ async function buildModule(
   }
   const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !PART_ROLES.includes(role) && !scalars.has(role)));
   let module = algorithm.build(tensors, { ...context, scalars });
+  // LyCORIS's bypass mode trains some algorithms on another update than their merge.
+  if (module) module = underLycorisBypass(algorithm, module, { ...context, scalars });
   for (const part of parts) {
     const tensor = roles.get(part.role)!;
     const values = module && part.readsIntegers ? await readIntegers(file, tensor) : undefined;

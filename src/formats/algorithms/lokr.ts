@@ -4,7 +4,7 @@
  * lokr_w2_a (b, r)·lokr_w2_b (r, d·k…), or the Tucker form lokr_t2 (r, r, k…) with lokr_w2_a (r, b)
  * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank, and
  * exactly 1 when neither factor is decomposed (√r under LyCORIS's rs_lora; algorithms/math/lokr.ts says
- * why); applied once.
+ * why); applied once. Trained with LyCORIS's bypass_mode, no scale at all (./lycoris-bypass.ts).
  * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
  * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
  */
@@ -17,6 +17,7 @@ import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 import { isConv1dTucker } from './tucker-conv1d.js';
+import { lycorisBypassOn, withoutDora } from './lycoris-bypass.js';
 
 /** Significand bits of the dtypes α is saved in; LyCORIS computes it in float32, hence 23 at most. */
 const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23, F16: 10, BF16: 7 };
@@ -79,7 +80,8 @@ export const lokr: Algorithm = {
     // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
     const decomposedRank = r1 ?? r2;
     let scale = lokrScale(context.alpha, decomposedRank);
-    if (decomposedRank === undefined && context.alpha !== undefined && context.alpha !== 0 && context.networkArgs?.lycorisRsLora()) {
+    // Under bypass_mode LyCORIS applies no scale at all (lycorisBypass below), rs_lora's or any.
+    if (decomposedRank === undefined && context.alpha !== undefined && context.alpha !== 0 && context.networkArgs?.lycorisRsLora() && !context.networkArgs.lycorisBypass()) {
       // rs_lora: LyCORIS trained this module at scale √r, with r known only through the α it stored (r·√r).
       const tolerance = 2 ** -(ALPHA_MANTISSA_BITS[context.alphaDType ?? 'F32'] ?? 23);
       const r = lokrFullRankUnderRsLora(context.alpha, tolerance, context.networkArgs.recordedRanks());
@@ -122,6 +124,13 @@ export const lokr: Algorithm = {
       module.dora = dora;
     }
     return module;
+  },
+
+  lycorisBypass(module, context) {
+    // LyCORIS's LoKr bypass_forward_diff scales kron(W₁, W₂)·x by the multiplier alone: no α/r.
+    if (!lycorisBypassOn(context)) return module;
+    const kept = withoutDora(module, context, lokr.title);
+    return kept && { ...kept, alpha: kept.rank, scale: 1, scaleOrigin: { kind: 'method', what: '1 (LyCORIS bypass_mode leaves α/r out)' } };
   },
 
   async load(file, module) {

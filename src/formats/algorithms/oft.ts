@@ -19,6 +19,7 @@ import { fmtShape, type Algorithm } from './algorithm.js';
 import { boft } from './boft.js';
 import { f32Bytes, readValues } from './factor-io.js';
 import { lycorisOftModule, rescaleFits, rescalePieces } from './lycoris-oft-parts.js';
+import { BYPASS_SOURCE, lycorisBypassOn } from './lycoris-bypass.js';
 
 /** ComfyUI's rule as the plan's warning words it (AdapterModule.weightSquared). */
 const COMFY_WEIGHT = { tool: 'ComfyUI', rule: 'W + w·(w·R − w·I)ᵀ·W' };
@@ -56,6 +57,15 @@ export const oft: Algorithm = {
     }
     const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
     return comfy ? { ...module, options: { comfyRule: true }, weightSquared: COMFY_WEIGHT } : module;
+  },
+
+  lycorisBypass(module, context) {
+    if (!lycorisBypassOn(context)) return module;
+    // diag_oft.py and boft.py _bypass_forward: R acts on org_forward(x), the layer's output with its bias.
+    const what = module.algorithm === boft.name ? 'BOFT' : 'OFT';
+    const rescale = module.tensors.rescale && what === 'OFT' ? ' (and rescale as rescale·Rᵀ·y + (rescale − 1)·y)' : '';
+    context.report('UNSUPPORTED_FORMAT', `is ${what}, trained with ${BYPASS_SOURCE}, whose forward rotates the layer's whole output, bias included${rescale}, where a merge rotates the weight alone; that is not supported`);
+    return null;
   },
 
   async load(file, module) {
