@@ -91,6 +91,16 @@ export const lokr: Algorithm = {
       }
       scale = Math.sqrt(r);
     }
+    // blissful-tuner's LoKr (../blissful-lokr.ts): α/dim, dim W₂'s rank or, W₂ whole, its larger side.
+    const blissful = context.options?.blissful_lokr === true;
+    if (blissful) {
+      if (first !== 'full' || second === 'tucker' || deltaShape.length !== 2 || tensors.has('dora_scale')) {
+        context.report('UNSUPPORTED_FORMAT', `is LoKr in a blissful-tuner file (it holds "lokr_factor"), whose merge reads lokr_w1 with a 2-D lokr_w2 or lokr_w2_a·lokr_w2_b and nothing else (${shapes}${tensors.has('dora_scale') ? ', dora_scale' : ''}); it would not apply this module as it stands`);
+        return null;
+      }
+      const dim = r2 ?? Math.max(b, rest[0]);
+      scale = (context.alpha ?? dim) / dim;
+    }
     // Both factors full: scale 1 whatever α says (nothing to show), or √r under rs_lora.
     const lokrScaleOrigin = (): Pick<AdapterModule, 'scaleOrigin'> => decomposedRank !== undefined
       ? { scaleOrigin: { kind: 'alpha', rule: 'α/r', stated: context.alpha !== undefined && context.alpha !== 0 } }
@@ -114,6 +124,10 @@ export const lokr: Algorithm = {
       fanInFanOut: false,
       ...(peftConv1d || (context.options?.peft_lokr === true && t2 && isConv1dTucker(t2)) ? { options: peftConv1d ? { peft_conv1d_kron: true } : { peft_conv1d_tucker: true } } : {}),
     };
+    if (blissful) {
+      module.alpha = scale * module.rank;
+      module.scaleOrigin = r2 === undefined ? { kind: 'method', what: 'α/max(b, d) (blissful-tuner, lokr_w2 whole)' } : { kind: 'alpha', rule: 'α/r', stated: context.alpha !== undefined };
+    }
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
       const dora = lycorisDora(doraScale, out, deltaShape[1], deltaShape.length === 2);
