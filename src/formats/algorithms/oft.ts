@@ -9,7 +9,9 @@
  * trainer (comfy_extras/nodes_train.py, algorithm "OFT") trains with κ = α = 1 and saves the
  * module under ComfyUI's key names (`diffusion_model.<path>.oft_blocks` and `.alpha`), which
  * LyCORIS cannot load and ComfyUI alone reads: such a module (ModuleAddress.comfyNaming) merges by
- * ComfyUI's rule, every other by LyCORIS's, which trained it.
+ * ComfyUI's rule, every other by LyCORIS's, which trained it. ComfyUI's bypass path (OFTAdapter.g,
+ * since January 2026; its trainer's bypass_mode too) applies the same file otherwise, s once, rescale
+ * applied, the bias rotated; nothing in the file says which was meant, and the merge is the default.
  *
  * BOFT's butterfly blocks (4-D oft_blocks, LyCORIS tells them apart the same way) are built by
  * ./boft.ts.
@@ -51,8 +53,8 @@ export const oft: Algorithm = {
       return null;
     }
     if (comfy && rescale) {
-      // ComfyUI's loader reads the name and never applies it; its trainer writes none.
-      context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI applies it`);
+      // ComfyUI's merge reads the name and never applies it, its bypass g() multiplies by it; its trainer writes none.
+      context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale when it merges them (Load LoRA) and applies it in its bypass loader, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI's Load LoRA applies it`);
       return null;
     }
     const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
