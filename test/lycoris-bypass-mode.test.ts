@@ -176,6 +176,7 @@ describe('refused through the CLI: one line, nothing written', () => {
     return [fx(`${m}.lora_down.weight`, rnd([4, 40], 'F16')), fx(`${m}.lora_up.weight`, rnd([96, 4], 'F16')), scalar(`${m}.alpha`, 4, 'F16')];
   })();
   const full = [fx(`${n}.diff`, rnd([d, d], 'F32'))];
+  const glora = modules(true).tensors.filter((t) => t.name.startsWith(`${n}.`));
   const module = (key: string) => `lycoris\\.safetensors: module "${kohya(key)}" `;
   const cases: [string, FixtureTensor[], Record<string, string>, RegExp][] = [
     ['OFT, whose bypass forward rotates the bias too', oft, lycorisMetadata({ algo: 'diag-oft', bypass_mode: 'True' }),
@@ -190,6 +191,8 @@ describe('refused through the CLI: one line, nothing written', () => {
       new RegExp(`${module(KEYS.projIn)}is DyLoRA \\(algo "dylora"\\), trained with LyCORIS's bypass_mode .*neither α/r nor DyLoRA's rank scale`)],
     ['a full diff, which LyCORIS does not train in bypass mode', full, lycorisMetadata({ algo: 'full', bypass_mode: 'True' }),
       new RegExp(`${module(KEYS.projOut)}is full diff, trained with LyCORIS's bypass_mode \\(metadata "ss_network_args"\\), which LyCORIS does not train full diff in`)],
+    ['GLoRA with use_scalar, whose scalar the bypass forward never applies but the saved a2 and b2 carry', glora, lycorisMetadata({ algo: 'glora', use_scalar: 'True', bypass_mode: 'True' }),
+      new RegExp(`${module(KEYS.projOut)}is GLoRA trained with use_scalar and LyCORIS's bypass_mode .*the saved factors are not the ones trained`)],
     ['bypass_mode on with no ss_network_module', locon, { ss_network_args: JSON.stringify({ algo: 'locon', bypass_mode: 'True' }) },
       /lycoris\.safetensors: metadata "ss_network_args" has bypass_mode "True" but no "ss_network_module" says which trainer read it/],
     ['ss_network_args that is not JSON, in a LyCORIS file', locon, { ...lycorisMetadata({}), ss_network_args: '{"algo": "locon", "bypass_mode": True}' },
@@ -201,7 +204,7 @@ describe('refused through the CLI: one line, nothing written', () => {
   });
 
   it('the same files without bypass_mode merge (the refusals are bypass_mode\'s)', async () => {
-    for (const tensors of [oft, loraDora, lokrDora, ia3Out, locon]) {
+    for (const tensors of [oft, loraDora, lokrDora, ia3Out, locon, glora]) {
       const merged = await mergeOne('cpu (wasm)', tensors, lycorisMetadata({ bypass_mode: 'False' }), 1);
       expect(merged.size).toBeGreaterThan(0);
     }

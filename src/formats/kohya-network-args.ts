@@ -57,6 +57,12 @@ export class KohyaNetworkArgs {
     return on;
   }
 
+  /** LyCORIS's `use_scalar` network argument, read with its str_bool (off when unset). */
+  lycorisUseScalar(): boolean {
+    const args = this.parsedArgs();
+    return !!args && 'use_scalar' in args && String(args.use_scalar).toLowerCase() !== 'false';
+  }
+
   /** LyCORIS's `algo` network argument, lower-cased as it reads it ("lora" when unset). */
   lycorisAlgo(): string {
     const algo = this.parsedArgs()?.algo;

@@ -15,7 +15,7 @@ import { transpose } from '../../algorithms/math/matrix.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
-import { lycorisBypassOn } from './lycoris-bypass.js';
+import { BYPASS_SOURCE, lycorisBypassOn } from './lycoris-bypass.js';
 
 export const glora: Algorithm = {
   name: 'glora',
@@ -61,6 +61,12 @@ export const glora: Algorithm = {
 
   lycorisBypass(module, context) {
     if (!lycorisBypassOn(context)) return module;
+    // Its bypass forward leaves use_scalar's scalar out, so it is never trained (it starts at 0), yet
+    // custom_state_dict saves a2 and b2 multiplied by it.
+    if (context.networkArgs?.lycorisUseScalar()) {
+      context.report('UNSUPPORTED_FORMAT', `is GLoRA trained with use_scalar and ${BYPASS_SOURCE}, whose forward never applies the scalar LyCORIS multiplies a2 and b2 by when it saves them, so the saved factors are not the ones trained`);
+      return null;
+    }
     // LyCORIS's GLoRA _bypass_forward scales a2·x and b2·x by α/r and a1's and b1's outputs by α/r again.
     const rule = module.scaleOrigin?.kind === 'alpha' ? module.scaleOrigin.rule : 'α/r';
     return { ...module, scale: module.scale * module.scale, scaleOrigin: { kind: 'method', what: `(${rule})² (LyCORIS bypass_mode applies it twice)` } };
