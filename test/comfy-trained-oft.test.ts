@@ -159,7 +159,7 @@ describe('refused under ComfyUI key names', () => {
     const qkv = comfyFile.filter((t) => t.name.startsWith(`${D}${TRAINED[0].path}.`));
     const rescale = tensor(rand, `${D}${TRAINED[0].path}.rescale`, [3 * h, 1], 'BF16');
     const refusals = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: adapterOf([...qkv, rescale]) });
-    expect(refusals).toEqual([expect.stringMatching(/module "diffusion_model\.double_blocks\.0\.img_attn\.qkv" has "diffusion_model\.double_blocks\.0\.img_attn\.qkv\.rescale" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale.*remove the tensor/)]);
+    expect(refusals).toEqual([expect.stringMatching(/module "diffusion_model\.double_blocks\.0\.img_attn\.qkv" has "diffusion_model\.double_blocks\.0\.img_attn\.qkv\.rescale" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale when it merges them \(Load LoRA\) and applies it in its bypass loader.*remove the tensor/)]);
   });
   it('BOFT, which ComfyUI applies by its own rule', async () => {
     // LyCORIS BOFT on 24 rows: b = 6, n = 4 blocks, m = log2(4) + 1 = 3 factors.
@@ -189,7 +189,7 @@ describe('the command line', () => {
     const dir = dirs.make({ [BASE_FILE]: buildSafetensors(base), [FILE]: buildSafetensors([...comfyFile, rescale]) });
     const result = await runCli(['merge', '--base', join(dir, BASE_FILE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
     expect(result.code).not.toBe(0);
-    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/rescale" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale/)]);
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/rescale" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale when it merges them \(Load LoRA\) and applies it in its bypass loader/)]);
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expect(listDir(dir).sort()).toEqual([BASE_FILE, FILE].sort());
   });

@@ -177,13 +177,18 @@ describe('rs_lora read only where it decides a scale', () => {
     expectMerged(merged.get(KEYS.conv1)!.values, k.truth(base[KEYS.conv1].v, 0.01), 'F32', KEYS.conv1);
   });
 
-  it('metadata that cannot be read does not matter to a file of LoCon, LoHa and decomposed LoKr', async () => {
+  it('metadata that cannot be read does not matter to a LoHa file, but does to LoCon and decomposed LoKr (bypass_mode may be in it)', async () => {
     const rest = adjustedAlpha(false);
-    const refusals = await refusalsInMemory({
+    const refusals = (tensors: FixtureTensor[]) => refusalsInMemory({
       backend: backends['cpu (wasm)']!, base: baseFile(),
-      adapters: [{ files: { 'locon.safetensors': buildSafetensors(rest.tensors, { ...lycorisMetadata({}), ss_network_args: '{"algo": "locon", "rs_lora": ' }) } }],
+      adapters: [{ files: { 'locon.safetensors': buildSafetensors(tensors, { ...lycorisMetadata({}), ss_network_args: '{"algo": "locon", "rs_lora": ' }) } }],
     });
-    expect(refusals).toEqual([]);
+    expect(await refusals(rest.tensors.filter((t) => t.name.startsWith(kohya(KEYS.timeEmb))))).toEqual([]);
+    // Under bypass_mode LyCORIS's LoKr applies no α/r, and its DyLoRA (saved under LoCon's names) none either.
+    for (const key of [KEYS.projIn, KEYS.toK]) {
+      expect(await refusals(rest.tensors.filter((t) => t.name.startsWith(kohya(key)))), key)
+        .toEqual([expect.stringMatching(/locon\.safetensors: metadata "ss_network_args" is not valid JSON .*it may hold rs_lora or bypass_mode/)]);
+    }
   });
 });
 

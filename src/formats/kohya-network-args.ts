@@ -1,10 +1,12 @@
 /**
- * kohya sd-scripts' training metadata as far as it changes how a module is scaled: LyCORIS's
- * `rs_lora` network argument. train_network.py records the network module in `ss_network_module`
+ * kohya sd-scripts' training metadata as far as it changes how a module is applied: LyCORIS's
+ * `rs_lora` and `bypass_mode` network arguments. train_network.py records the network module in `ss_network_module`
  * and the `--network_args` in `ss_network_args`, a JSON object of strings (`"rs_lora": "True"`).
  * LyCORIS (lycoris.kohya) then scales by α/√r. Most of its modules store α·√r in their `.alpha`,
  * so that α/r read back is already α/√r; GLoRA stores α itself and LoKr with both factors full
  * stores r·√r, so for those two the argument must be read. kohya's own networks have no rs_lora.
+ * With `bypass_mode` LyCORIS trains each module in its bypass forward, which for some algorithms
+ * applies another update than its merge (./algorithms/lycoris-bypass.ts).
  * Read only when a module needs it, so that a file whose metadata does not matter is not refused.
  */
 import { MergeError } from '../errors.js';
@@ -37,6 +39,36 @@ export class KohyaNetworkArgs {
     return on && module.startsWith('lycoris');
   }
 
+  /**
+   * Was the file trained by LyCORIS (lycoris.kohya) with bypass_mode on? LyCORIS reads the flag with
+   * its str_bool, on for anything but "false"; kohya's own networks ignore it, so a file naming
+   * another network module is not read. A one-line refusal when the trainer cannot be told.
+   */
+  lycorisBypass(): boolean {
+    const module = this.metadata[NETWORK_MODULE];
+    if (module !== undefined && !module.startsWith('lycoris')) return false;
+    const args = this.parsedArgs();
+    if (!args || !('bypass_mode' in args)) return false;
+    const value = args.bypass_mode;
+    const on = String(value).toLowerCase() !== 'false';
+    if (on && module === undefined) {
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" has bypass_mode ${JSON.stringify(value)} but no "${NETWORK_MODULE}" says which trainer read it (LyCORIS trains some algorithms differently in bypass mode, kohya's own networks ignore it)`);
+    }
+    return on;
+  }
+
+  /** LyCORIS's `use_scalar` network argument, read with its str_bool (off when unset). */
+  lycorisUseScalar(): boolean {
+    const args = this.parsedArgs();
+    return !!args && 'use_scalar' in args && String(args.use_scalar).toLowerCase() !== 'false';
+  }
+
+  /** LyCORIS's `algo` network argument, lower-cased as it reads it ("lora" when unset). */
+  lycorisAlgo(): string {
+    const algo = this.parsedArgs()?.algo;
+    return typeof algo === 'string' && algo !== '' ? algo.toLowerCase() : 'lora';
+  }
+
   /** The ranks the training was given: network_dim (`ss_network_dim`) and LyCORIS's conv_dim, when whole numbers. */
   recordedRanks(): number[] {
     const args = this.parsedArgs();
@@ -53,10 +85,10 @@ export class KohyaNetworkArgs {
     try {
       parsed = JSON.parse(text);
     } catch (e) {
-      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not valid JSON (${(e as Error).message}); it may hold rs_lora, which decides this file's scale`);
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not valid JSON (${(e as Error).message}); it may hold rs_lora or bypass_mode, which decide how this file applies`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not a JSON object; it may hold rs_lora, which decides this file's scale`);
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not a JSON object; it may hold rs_lora or bypass_mode, which decide how this file applies`);
     }
     return (this.args = parsed as Record<string, unknown>);
   }

@@ -18,6 +18,8 @@ import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
+import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
+import { readBlissfulLokr } from './blissful-lokr.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -63,6 +65,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
+  // blissful-tuner's LoKr network: file-level buffers, and its own scale for the LoKr modules.
+  const blissful = await readBlissfulLokr(file);
   const bundled = new Set<string>();
   const control = readBflControlLora(file);
   const norms = control ? null : readDiffusersControlNorms(file);
@@ -79,6 +83,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       continue;
     }
     if (norms?.ignored.includes(entry.name)) continue;
+    if (blissful?.claimed.has(entry.name)) continue;
     // A control LoRA's norm scales replace the tensors of their own names (ComfyUI's set_weight).
     // So do the q/k norms in diffusers' names (FluxControlPipeline's _load_norm_into_transformer): the module
     // is the RMSNorm, whose weight they replace.
@@ -113,7 +118,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
   for (const [key, roles] of groups) {
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems);
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful ? { blissful_lokr: true } : undefined);
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
@@ -248,6 +253,7 @@ function checkLoraExtras(
 async function buildModule(
   adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
   metadata: DiffusersLoraMetadata | null, networkArgs: KohyaNetworkArgs, problems: Problem[],
+  options?: ModuleContext['options'],
 ): Promise<AdapterModule | null> {
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
@@ -273,7 +279,7 @@ async function buildModule(
   const address = moduleAddress(key);
   const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;
-  const context: ModuleContext = { adapter, key, address, ...alpha, networkArgs, report };
+  const context: ModuleContext = { adapter, key, address, ...alpha, networkArgs, report, ...(options ? { options } : {}) };
   if (!algorithm) {
     // Parts alone: the first stands for the module, the rest attach to it.
     let module = parts[0].alone(roles.get(parts[0].role)!, context);
@@ -293,6 +299,8 @@ async function buildModule(
   }
   const tensors = new Map([...roles].filter(([role]) => !SHARED_ROLES.includes(role) && !PART_ROLES.includes(role) && !scalars.has(role)));
   let module = algorithm.build(tensors, { ...context, scalars });
+  // LyCORIS's bypass mode trains some algorithms on another update than their merge.
+  if (module) module = underLycorisBypass(algorithm, module, { ...context, scalars });
   for (const part of parts) {
     const tensor = roles.get(part.role)!;
     const values = module && part.readsIntegers ? await readIntegers(file, tensor) : undefined;

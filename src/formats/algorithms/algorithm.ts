@@ -115,6 +115,14 @@ export interface Algorithm {
   /** A module from its tensors by role, or null after reporting what is wrong. */
   build(tensors: ReadonlyMap<Role, TensorEntry>, context: ModuleContext): AdapterModule | null;
   /**
+   * The module `build` made, as it was trained when LyCORIS's bypass_mode may be on (kohya's
+   * `ss_network_args`, read through lycorisBypassOn only where it matters): the same module where
+   * LyCORIS's bypass forward applies the update its merge does, another where it applies another, or
+   * null after reporting why it cannot be merged. Absent, a module of a file trained with the flag on
+   * is refused (./lycoris-bypass.ts).
+   */
+  readonly lycorisBypass?: (module: AdapterModule, context: ModuleContext) => AdapterModule | null;
+  /**
    * Reads the module's update from the file it was built from. `delta` is ΔW's (out, in) as the
    * plan fitted it to the base (for algorithms whose tensors leave a side open: VeRA's shared
    * projections are sliced to it).

@@ -1,7 +1,8 @@
 /**
  * GLoRA (LyCORIS modules/glora.py): ΔW = (W·a1·a2 + b1·b2)·α/r, with a1 (in, r), a2 (r, in),
  * b1 (out, r), b2 (r, in) or, for a conv, (r, in, kh, kw) with a1, a2, b1 1×1; r = rows of a2.
- * Trained with LyCORIS's rs_lora (kohya's ss_network_args) the scale is α/√r with α as stored.
+ * Trained with LyCORIS's rs_lora (kohya's ss_network_args) the scale is α/√r with α as stored; trained
+ * with its bypass_mode, that scale squared (./lycoris-bypass.ts).
  * On a conv, W·a1·a2 mixes input channels at every kernel position (einsum "o i ..., i j").
  * With a Tucker core bm (r, r, kh, kw) (LyCORIS 3.0's use_tucker on a k×k conv; b1 and b2 then
  * 1×1), b1·b2 is tucker_weight_from_conv: ΔB[o, c, k] = Σ_mn bm[m, n, k]·b1[o, m]·b2[n, c].
@@ -14,6 +15,7 @@ import { transpose } from '../../algorithms/math/matrix.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
+import { BYPASS_SOURCE, lycorisBypassOn } from './lycoris-bypass.js';
 
 export const glora: Algorithm = {
   name: 'glora',
@@ -55,6 +57,19 @@ export const glora: Algorithm = {
       update: { kind: 'transform', cost: 2 * r * kernel + r },
       fanInFanOut: false,
     };
+  },
+
+  lycorisBypass(module, context) {
+    if (!lycorisBypassOn(context)) return module;
+    // Its bypass forward leaves use_scalar's scalar out, so it is never trained (it starts at 0), yet
+    // custom_state_dict saves a2 and b2 multiplied by it.
+    if (context.networkArgs?.lycorisUseScalar()) {
+      context.report('UNSUPPORTED_FORMAT', `is GLoRA trained with use_scalar and ${BYPASS_SOURCE}, whose forward never applies the scalar LyCORIS multiplies a2 and b2 by when it saves them, so the saved factors are not the ones trained`);
+      return null;
+    }
+    // LyCORIS's GLoRA _bypass_forward scales a2·x and b2·x by α/r and a1's and b1's outputs by α/r again.
+    const rule = module.scaleOrigin?.kind === 'alpha' ? module.scaleOrigin.rule : 'α/r';
+    return { ...module, scale: module.scale * module.scale, scaleOrigin: { kind: 'method', what: `(${rule})² (LyCORIS bypass_mode applies it twice)` } };
   },
 
   async load(file, module) {

@@ -6,6 +6,7 @@
  */
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { readFloat } from '../read-float.js';
+import { BYPASS_SOURCE, lycorisBypassOn } from './lycoris-bypass.js';
 
 export const ia3: Algorithm = {
   name: 'ia3',
@@ -42,6 +43,13 @@ export const ia3: Algorithm = {
       update: { kind: 'transform', cost: 0 },
       fanInFanOut: false,
     };
+  },
+
+  lycorisBypass(module, context) {
+    // On the input side x·(1 + w) goes through W as W ⊙ (1 + w) does; on the output side the bias is scaled too.
+    if (module.deltaShape[0] === -1 || !lycorisBypassOn(context)) return module;
+    context.report('UNSUPPORTED_FORMAT', `is (IA)³ on the output side, trained with ${BYPASS_SOURCE}, whose forward scales the layer's whole output, bias included, where a merge scales the weight alone; that is not supported`);
+    return null;
   },
 
   async load(file, module) {

@@ -14,6 +14,7 @@ import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 import { isConv1dTucker } from './tucker-conv1d.js';
+import { withoutDora } from './lycoris-bypass.js';
 
 export const loha: Algorithm = {
   name: 'loha',
@@ -77,6 +78,8 @@ export const loha: Algorithm = {
     }
     return module;
   },
+
+  lycorisBypass: (module, context) => withoutDora(module, context, loha.title),
 
   async load(file, module) {
     const { w1a, w1b, w2a, w2b, t1, t2 } = module.tensors;

@@ -4,7 +4,7 @@
  * lokr_w2_a (b, r)·lokr_w2_b (r, d·k…), or the Tucker form lokr_t2 (r, r, k…) with lokr_w2_a (r, b)
  * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank, and
  * exactly 1 when neither factor is decomposed (√r under LyCORIS's rs_lora; algorithms/math/lokr.ts says
- * why); applied once.
+ * why); applied once. Trained with LyCORIS's bypass_mode, no scale at all (./lycoris-bypass.ts).
  * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
  * that product's rank is large, ΔW itself by rows. LyCORIS's dora_scale applies after it.
  */
@@ -17,6 +17,7 @@ import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { lycorisDora } from './lora.js';
 import { isConv1dTucker } from './tucker-conv1d.js';
+import { lycorisBypassOn, withoutDora } from './lycoris-bypass.js';
 
 /** Significand bits of the dtypes α is saved in; LyCORIS computes it in float32, hence 23 at most. */
 const ALPHA_MANTISSA_BITS: Readonly<Record<string, number>> = { F64: 23, F32: 23, F16: 10, BF16: 7 };
@@ -79,7 +80,8 @@ export const lokr: Algorithm = {
     // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
     const decomposedRank = r1 ?? r2;
     let scale = lokrScale(context.alpha, decomposedRank);
-    if (decomposedRank === undefined && context.alpha !== undefined && context.alpha !== 0 && context.networkArgs?.lycorisRsLora()) {
+    // Under bypass_mode LyCORIS applies no scale at all (lycorisBypass below), rs_lora's or any.
+    if (decomposedRank === undefined && context.alpha !== undefined && context.alpha !== 0 && context.networkArgs?.lycorisRsLora() && !context.networkArgs.lycorisBypass()) {
       // rs_lora: LyCORIS trained this module at scale √r, with r known only through the α it stored (r·√r).
       const tolerance = 2 ** -(ALPHA_MANTISSA_BITS[context.alphaDType ?? 'F32'] ?? 23);
       const r = lokrFullRankUnderRsLora(context.alpha, tolerance, context.networkArgs.recordedRanks());
@@ -88,6 +90,16 @@ export const lokr: Algorithm = {
         return null;
       }
       scale = Math.sqrt(r);
+    }
+    // blissful-tuner's LoKr (../blissful-lokr.ts): α/dim, dim W₂'s rank or, W₂ whole, its larger side.
+    const blissful = context.options?.blissful_lokr === true;
+    if (blissful) {
+      if (first !== 'full' || second === 'tucker' || deltaShape.length !== 2 || tensors.has('dora_scale')) {
+        context.report('UNSUPPORTED_FORMAT', `is LoKr in a blissful-tuner file (it holds "lokr_factor"), whose merge reads lokr_w1 with a 2-D lokr_w2 or lokr_w2_a·lokr_w2_b and nothing else (${shapes}${tensors.has('dora_scale') ? ', dora_scale' : ''}); it would not apply this module as it stands`);
+        return null;
+      }
+      const dim = r2 ?? Math.max(b, rest[0]);
+      scale = (context.alpha ?? dim) / dim;
     }
     // Both factors full: scale 1 whatever α says (nothing to show), or √r under rs_lora.
     const lokrScaleOrigin = (): Pick<AdapterModule, 'scaleOrigin'> => decomposedRank !== undefined
@@ -112,6 +124,10 @@ export const lokr: Algorithm = {
       fanInFanOut: false,
       ...(peftConv1d || (context.options?.peft_lokr === true && t2 && isConv1dTucker(t2)) ? { options: peftConv1d ? { peft_conv1d_kron: true } : { peft_conv1d_tucker: true } } : {}),
     };
+    if (blissful) {
+      module.alpha = scale * module.rank;
+      module.scaleOrigin = r2 === undefined ? { kind: 'method', what: 'α/max(b, d) (blissful-tuner, lokr_w2 whole)' } : { kind: 'alpha', rule: 'α/r', stated: context.alpha !== undefined };
+    }
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
       const dora = lycorisDora(doraScale, out, deltaShape[1], deltaShape.length === 2);
@@ -122,6 +138,13 @@ export const lokr: Algorithm = {
       module.dora = dora;
     }
     return module;
+  },
+
+  lycorisBypass(module, context) {
+    // LyCORIS's LoKr bypass_forward_diff scales kron(W₁, W₂)·x by the multiplier alone: no α/r.
+    if (!lycorisBypassOn(context)) return module;
+    const kept = withoutDora(module, context, lokr.title);
+    return kept && { ...kept, alpha: kept.rank, scale: 1, scaleOrigin: { kind: 'method', what: '1 (LyCORIS bypass_mode leaves α/r out)' } };
   },
 
   async load(file, module) {

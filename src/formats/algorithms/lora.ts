@@ -17,6 +17,7 @@ import type { TensorEntry } from '../safetensors-types.js';
 import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
+import { BYPASS_SOURCE, lycorisBypassOn, withoutDora } from './lycoris-bypass.js';
 
 /** torch.finfo(torch.float32).eps, which LyCORIS adds to each DoRA norm when merging in f32. */
 export const LYCORIS_DORA_EPSILON = 2 ** -23;
@@ -91,6 +92,16 @@ export const lora: Algorithm = {
       module.biasB = upBias;
     }
     return module;
+  },
+
+  lycorisBypass(module, context) {
+    if (!lycorisBypassOn(context)) return module;
+    // LyCORIS's DyLoRA, saved under LoCon's names, leaves every scale out of its bypass forward.
+    if (context.networkArgs?.lycorisAlgo() === 'dylora') {
+      context.report('UNSUPPORTED_FORMAT', `is DyLoRA (algo "dylora"), trained with ${BYPASS_SOURCE}, whose forward applies up·down with neither α/r nor DyLoRA's rank scale; that rule is not supported`);
+      return null;
+    }
+    return withoutDora(module, context, lora.title);
   },
 
   async load(file, module) {

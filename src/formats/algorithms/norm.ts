@@ -39,6 +39,9 @@ export const norm: Algorithm = {
     };
   },
 
+  // LyCORIS's norm modules have no bypass forward: bypass_mode leaves them as they merge.
+  lycorisBypass: (module) => module,
+
   async load(file, module) {
     return [{ kind: 'dense', rows: denseRows(file, module.tensors.wNorm) }];
   },

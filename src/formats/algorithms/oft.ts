@@ -9,7 +9,9 @@
  * trainer (comfy_extras/nodes_train.py, algorithm "OFT") trains with κ = α = 1 and saves the
  * module under ComfyUI's key names (`diffusion_model.<path>.oft_blocks` and `.alpha`), which
  * LyCORIS cannot load and ComfyUI alone reads: such a module (ModuleAddress.comfyNaming) merges by
- * ComfyUI's rule, every other by LyCORIS's, which trained it.
+ * ComfyUI's rule, every other by LyCORIS's, which trained it. ComfyUI's bypass path (OFTAdapter.g,
+ * since January 2026; its trainer's bypass_mode too) applies the same file otherwise, s once, rescale
+ * applied, the bias rotated; nothing in the file says which was meant, and the merge is the default.
  *
  * BOFT's butterfly blocks (4-D oft_blocks, LyCORIS tells them apart the same way) are built by
  * ./boft.ts.
@@ -19,6 +21,7 @@ import { fmtShape, type Algorithm } from './algorithm.js';
 import { boft } from './boft.js';
 import { f32Bytes, readValues } from './factor-io.js';
 import { lycorisOftModule, rescaleFits, rescalePieces } from './lycoris-oft-parts.js';
+import { BYPASS_SOURCE, lycorisBypassOn } from './lycoris-bypass.js';
 
 /** ComfyUI's rule as the plan's warning words it (AdapterModule.weightSquared). */
 const COMFY_WEIGHT = { tool: 'ComfyUI', rule: 'W + w·(w·R − w·I)ᵀ·W' };
@@ -50,12 +53,21 @@ export const oft: Algorithm = {
       return null;
     }
     if (comfy && rescale) {
-      // ComfyUI's loader reads the name and never applies it; its trainer writes none.
-      context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI applies it`);
+      // ComfyUI's merge reads the name and never applies it, its bypass g() multiplies by it; its trainer writes none.
+      context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale when it merges them (Load LoRA) and applies it in its bypass loader, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI's Load LoRA applies it`);
       return null;
     }
     const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
     return comfy ? { ...module, options: { comfyRule: true }, weightSquared: COMFY_WEIGHT } : module;
+  },
+
+  lycorisBypass(module, context) {
+    if (!lycorisBypassOn(context)) return module;
+    // diag_oft.py and boft.py _bypass_forward: R acts on org_forward(x), the layer's output with its bias.
+    const what = module.algorithm === boft.name ? 'BOFT' : 'OFT';
+    const rescale = module.tensors.rescale && what === 'OFT' ? ' (and rescale as rescale·Rᵀ·y + (rescale − 1)·y)' : '';
+    context.report('UNSUPPORTED_FORMAT', `is ${what}, trained with ${BYPASS_SOURCE}, whose forward rotates the layer's whole output, bias included${rescale}, where a merge rotates the weight alone; that is not supported`);
+    return null;
   },
 
   async load(file, module) {
