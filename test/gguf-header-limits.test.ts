@@ -217,8 +217,9 @@ describe(`metadata arrays past MAX_GGUF_ARRAY_ELEMENTS (${MAX_GGUF_ARRAY_ELEMENT
 });
 
 describe('a header that ends exactly at the file\'s end', () => {
-  it('is read, not called truncated: a file of metadata only whose last bytes are a 2.6 MB template', async () => {
-    const template = chatTemplate(2_600_000);
+  it('is read, not called truncated: a file of metadata only whose last bytes are a 4.5 MB template', async () => {
+    // Longer than the reader's first read of 4 MiB, so its end is checked against the file's.
+    const template = chatTemplate(4_500_000);
     const bytes = buildGguf({ metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['tokenizer.chat_template', { type: 'string', value: template }]] });
     const file = await openGguf(bytesSource(bytes, 'meta.gguf'));
     expect(file.value('tokenizer.chat_template')?.value).toBe(template);
