@@ -7,8 +7,8 @@
 import type { MetadataValue } from '@huggingface/gguf';
 
 /**
- * GGUF metadata value types (gguf.h). The same numbers as @huggingface/gguf's enum, defined here so
- * that only opening a file loads the parser (it is large for a browser bundle).
+ * GGUF metadata value types (gguf.h's gguf_type; @huggingface/gguf's enum has the same numbers,
+ * and its MetadataValue type is the shape of a value).
  */
 export const GGUFValueType = {
   UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
