@@ -120,6 +120,14 @@ class HeaderCursor {
     this.base = this.at;
   }
 
+  /** Starts from `other`'s window where it begins at `at` (a header within one window is read once). */
+  reuse(other: HeaderCursor): void {
+    if (other.base !== this.at) return;
+    this.bytes = other.bytes;
+    this.view = other.view;
+    this.base = other.base;
+  }
+
   /** Whether `n` bytes at `at` are already read (reads that need no await). */
   has(n: number): boolean {
     return this.at + n <= this.base + this.bytes.byteLength;
@@ -222,8 +230,10 @@ export async function scanGgufHeader(source: ByteSource, entryCount: number, ten
   // The metadata is walked twice: first its lengths and counts only, so that arrays past the limit
   // are refused before any element is decoded wherever they are (5 arrays of 1 M strings took 2 s
   // to reach the fifth's count), then decoded.
-  await readMetadata(new HeaderCursor(source, 24, false), entryCount);
+  const walk = new HeaderCursor(source, 24, false);
+  await readMetadata(walk, entryCount);
   const c = new HeaderCursor(source, 24, true);
+  c.reuse(walk);
   const entries = await readMetadata(c, entryCount);
   const metadataEnd = c.at;
   const file = source.name;
