@@ -26,6 +26,23 @@ export const MAX_NAME_BYTES = 4096;
 export const MAX_METADATA_ENTRIES = 65_536;
 
 /**
+ * Bytes of one string in a GGUF header: a metadata key or value (each string of an array too), or
+ * a tensor name. Real values are far smaller: chat templates of a few to tens of KB; the largest a
+ * GGUF may carry is a whole tokenizer.json (gguf's `tokenizer.huggingface.json`), 7 to 33 MB.
+ * A longer string is refused naming its key before its bytes are read.
+ */
+export const MAX_GGUF_STRING_BYTES = 40 * 1024 * 1024;
+
+/**
+ * Elements of all metadata arrays of one GGUF header together. The largest real headers are a
+ * tokenizer's: tokens, scores and token types of 262 144 each (Gemma 3) or merges of about
+ * 280 000 beside 128 256 tokens (Llama 3), about 1.1 million elements in all. Each element is a
+ * value held while the file is open; an array of 5 million empty strings (40 MB) is refused as
+ * soon as its count is read.
+ */
+export const MAX_GGUF_ARRAY_ELEMENTS = 4_000_000;
+
+/**
  * The largest rank of one module (LoHa: r₁·r₂). The factors of one tensor are held in f32 while it is
  * merged, several copies across the backend's threads: at r = 1024 on a 4096 × 4096 layer the merge
  * peaks near 300 MB, at r = 4096 near 700 MB. Real LoRAs use r ≤ 256.

@@ -156,9 +156,9 @@ const u32 = (n: number) => {
 };
 
 /**
- * A GGUF of `size` bytes whose header holds `strings` metadata strings of 9 MB each (the parser
- * takes up to 10 MB per string), every other byte zero: served sparsely, so a 60 MB file costs no
- * memory. Six of them take 54 MB, past the 50 MB the parser will buffer for a header.
+ * A GGUF of `size` bytes whose header holds `strings` metadata strings of 9 MB each (each within
+ * MAX_GGUF_STRING_BYTES), every other byte zero: served sparsely, so a 60 MB file costs no
+ * memory. Six of them take 54 MB, past MAX_GGUF_HEADER_BYTES (50 MB).
  */
 function hugeHeaderGguf(name: string, size: number, strings: number) {
   const enc = new TextEncoder();
@@ -185,15 +185,15 @@ function hugeHeaderGguf(name: string, size: number, strings: number) {
   };
 }
 
-describe('GGUF reader: headers past what the parser buffers', () => {
+describe('GGUF reader: headers past MAX_GGUF_HEADER_BYTES', () => {
   it('a header larger than MAX_GGUF_HEADER_BYTES in a larger file is refused as too large', async () => {
     const message = await refusal(() => openGguf(hugeHeaderGguf('Llama-3-8B-Q4_K_M.gguf', 60_000_000, 6)), 'HEADER_TOO_LARGE');
-    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: GGUF header is larger than 50000000 bytes');
+    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: GGUF header is larger than 50000000 bytes (metadata "tokenizer.chat_template.part5" runs to byte 54000318); not a model this tool merges');
   });
 
   it('a header that claims more than a smaller file holds is refused as truncated', async () => {
     const message = await refusal(() => openGguf(hugeHeaderGguf('Llama-3-8B-Q4_K_M.gguf', 49_000_000, 6)), 'TRUNCATED');
-    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: the GGUF header runs past the end of the file');
+    expect(message).toBe('Llama-3-8B-Q4_K_M.gguf: metadata "tokenizer.chat_template.part5" runs to byte 54000318, but the file has only 49000000 (truncated download?): download the file again');
   });
 });
 

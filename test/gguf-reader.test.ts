@@ -113,6 +113,11 @@ describe('GGUF reader', () => {
     expect(file.tensors).toEqual([]);
   });
 
+  const withU32 = (bytes: Uint8Array, at: number, v: number) => {
+    const out = bytes.slice();
+    new DataView(out.buffer).setUint32(at, v, true);
+    return out;
+  };
   const t = (over: Partial<FixtureTensor> = {}): FixtureTensor => ({ name: 'blk.0.attn_q.weight', type: 'F32', ne: [4, 2], data: new Uint8Array(32), ...over });
 
   it.each([
@@ -142,14 +147,20 @@ describe('GGUF reader', () => {
     ['invalid UTF-8 in a string', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), ggufString(new Uint8Array([0xff, 0xfe]))]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "k" could not be read back exactly at byte 37 \(invalid UTF-8/],
     // A bool stored as 2 (only 0 and 1 are written back): the value's byte, after a first entry of 8 + 1 + 4 + 1 bytes and the key (8 + 4) and type (4).
     ['a bool that is neither 0 nor 1', buildGguf({ metadata: [['a', { type: 'u8', value: 1 }]], rawKv: concatBytes([ggufString('flag'), new Uint8Array([7, 0, 0, 0, 2])]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "flag" could not be read back exactly at byte 54 \(.*a bool other than 0 or 1/],
+    // Value type 13 is none of gguf.h's; the key is named (the parser used before said only "Unsupported metadata type").
+    ['an unknown value type', buildGguf({ rawKv: concatBytes([ggufString('general.name'), new Uint8Array([13, 0, 0, 0, 1])]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "general\.name" has value type 13, which GGUF does not define$/],
+    ['an array of an unknown value type', buildGguf({ rawKv: concatBytes([ggufString('tokenizer.ggml.scores'), new Uint8Array([9, 0, 0, 0, 13, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /: metadata "tokenizer\.ggml\.scores" is an array of value type 13, which GGUF does not define$/],
+    // n_dims 2^32 - 1 (at byte 24 + 8 + 19, after the name): refused before 32 GB of dimensions are read.
+    ['2^32 - 1 dimensions', withU32(buildGguf({ tensors: [t()] }), 24 + 8 + 19, 0xffffffff), 'INVALID_SHAPE', /"blk\.0\.attn_q\.weight" has 4294967295 dimensions; GGML allows at most 4$/],
+    ['a dimension past 2^32', buildGguf({ tensors: [t({ ne: [2 ** 32 + 1, 1] })] }), 'INVALID_SHAPE', /"blk\.0\.attn_q\.weight" has dimension 0 of 4294967297, more than 2\^32; the header is damaged$/],
     ['an array of arrays', buildGguf({ metadata: [['nested', { type: 'array', itemType: 'array', value: [] }]] }), 'INVALID_HEADER', /array of arrays/],
-    ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /String length/],
-    ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'INVALID_HEADER', /array length/],
+    ['a string claiming 2^40 bytes', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([8, 0, 0, 0]), new Uint8Array([0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'LIMIT_EXCEEDED', /: metadata "k" is a string of 1099511627776 bytes, more than 41943040 \(the limit MAX_GGUF_STRING_BYTES\); the file has only \d+ bytes, so its header is damaged: download or convert it again$/],
+    ['an array claiming 2^40 items', buildGguf({ rawKv: concatBytes([ggufString('k'), new Uint8Array([9, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])]), extraKvCount: 1 }), 'LIMIT_EXCEEDED', /: metadata "k" is an array of 1099511627776 elements, more than 4000000 in all of a header's metadata arrays \(the limit MAX_GGUF_ARRAY_ELEMENTS\); the file has only \d+ bytes, so its header is damaged/],
     ['2^53 metadata entries', buildGguf({ extraKvCount: 2 ** 53 }), 'LIMIT_EXCEEDED', /declares 9007199254740992 metadata entries, more than 65536 \(the limit MAX_METADATA_ENTRIES\)/],
     ['more tensors than MAX_TENSORS', withTensorCount(buildGguf({ tensors: [t()] }), 160_001n), 'LIMIT_EXCEEDED', /declares 160001 tensors, more than 160000 \(the limit MAX_TENSORS\)/],
     // A flipped byte in a fuzz case made a 572-byte file claim 4 194 306 tensors (refused by the limit now).
     ['more tensors than the file can hold', withTensorCount(buildGguf({ tensors: [t()] }), 90_000n), 'TRUNCATED', /declares 90000 tensors and \d+ metadata entries, which take at least \d+ bytes, but the file has \d+/],
-    ['a string running past the end', buildGguf({ metadata: [['general.name', { type: 'string', value: 'x'.repeat(100) }]] }).subarray(0, 60), 'TRUNCATED', /header runs to byte/],
+    ['a string running past the end', buildGguf({ metadata: [['general.name', { type: 'string', value: 'x'.repeat(100) }]] }).subarray(0, 60), 'TRUNCATED', /: metadata "general.name" runs to byte 156, but the file has only 60 \(truncated download\?\): download the file again$/],
   ])('refuses %s', async (_what, bytes, code, message) => {
     const e = await failure(bytes as Uint8Array);
     expect(e.code).toBe(code);

@@ -7,8 +7,8 @@
 import type { MetadataValue } from '@huggingface/gguf';
 
 /**
- * GGUF metadata value types (gguf.h). The same numbers as @huggingface/gguf's enum, defined here so
- * that only opening a file loads the parser (it is large for a browser bundle).
+ * GGUF metadata value types (gguf.h's gguf_type; @huggingface/gguf's enum has the same numbers,
+ * and its MetadataValue type is the shape of a value).
  */
 export const GGUFValueType = {
   UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
@@ -78,9 +78,18 @@ export class ByteWriter {
   }
 
   string(s: string): void {
-    const b = encoder.encode(s);
-    this.u64(b.byteLength);
-    this.bytes(b);
+    if (s.length > 1 << 16) {
+      const b = encoder.encode(s);
+      this.u64(b.byteLength);
+      return this.bytes(b);
+    }
+    // Encoded in place (UTF-8 takes at most 3 bytes a UTF-16 unit), then the length before it: a
+    // tokenizer's hundreds of thousands of strings were an array each.
+    const at = this.room(8 + 3 * s.length);
+    const { written } = encoder.encodeInto(s, this.buffer.subarray(at + 8));
+    this.length = at + 8 + written;
+    this.view.setUint32(at, written, true);
+    this.view.setUint32(at + 4, 0, true);
   }
 
   value(type: GGUFValueType, v: MetadataValue, subType?: GGUFValueType): void {

@@ -1,15 +1,16 @@
 /**
- * Strict GGUF reader (versions 2 and 3, little-endian). @huggingface/gguf parses the header,
- * metadata and tensor infos; this module feeds it the file through a ranged `fetch` over our
- * ByteSource (so the same code reads Node files, Blobs and bytes), then checks everything the
- * parser does not, llama.cpp's loader being the model. Each failure has its own MergeError code
- * and names the file, and the tensor where there is one:
+ * Strict GGUF reader (versions 2 and 3, little-endian). gguf-header-scan.ts reads the metadata and
+ * tensor infos from our ByteSource (so the same code reads Node files, Blobs and bytes), checking
+ * each length and count against the file and our limits; this module then checks what a header
+ * holds, llama.cpp's loader being the model. Each failure has its own MergeError code and names
+ * the file, and the key or tensor where there is one:
  *   - HEADER_TOO_SMALL  shorter than the fixed 24-byte header
- *   - INVALID_HEADER    not GGUF, unknown version, a value the parser cannot read back exactly
- *                       (invalid UTF-8, duplicate keys, arrays of arrays), a bad general.alignment,
- *                       tensor names duplicated or longer than 63 bytes
+ *   - INVALID_HEADER    not GGUF, unknown version or value type, a value that cannot be read back
+ *                       exactly (invalid UTF-8, duplicate keys), arrays of arrays, a bad
+ *                       general.alignment, tensor names duplicated or longer than 63 bytes
  *   - UNSUPPORTED_FORMAT  big-endian files and version 1
- *   - HEADER_TOO_LARGE  metadata past the parser's 50 MB window
+ *   - LIMIT_EXCEEDED    counts, a string or metadata arrays past the limits in limits.ts
+ *   - HEADER_TOO_LARGE  a header past MAX_GGUF_HEADER_BYTES in a file that holds it
  *   - INVALID_DTYPE     a GGML type id not defined by GGML
  *   - INVALID_SHAPE     more than 4 dimensions, or a row that is not a whole number of blocks
  *   - INVALID_OFFSET / OVERLAP  tensors not laid out one after the other, in order, each padded
@@ -19,10 +20,9 @@
  * fits what follows), the error says that instead (gguf-counts.ts). Bytes after the last tensor's
  * padding are allowed, as llama.cpp's loader reads only the tensors' ranges (gguf.cpp never checks
  * the file's end); they are counted in `trailingBytes`, never read.
- * Memory is bounded by the parser's window whatever the header claims; tensor data is read on
- * demand.
+ * Memory is bounded by MAX_GGUF_HEADER_BYTES and the limits whatever the header claims; tensor
+ * data is read on demand.
  */
-import type { GGUFTypedMetadata, gguf as GgufParser } from '@huggingface/gguf';
 import { shown } from '../../api-arguments.js';
 import { MergeError } from '../../errors.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
@@ -31,6 +31,7 @@ import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { FOREIGN_SNIFF_BYTES, foreignFileRefusal } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { miscountedHeader } from './gguf-counts.js';
+import { isArrayLimitRefusal, MAX_GGUF_HEADER_BYTES, scanGgufHeader, type GgufTensorInfo, type ScannedGgufHeader } from './gguf-header-scan.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS as MAX_DIMS, GGML_MAX_NAME_BYTES as MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
@@ -42,8 +43,7 @@ import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js
 const REMOVED_REPACKED_TYPES: ReadonlyMap<number, string> = new Map([
   [31, 'Q4_0_4_4'], [32, 'Q4_0_4_8'], [33, 'Q4_0_8_8'], [36, 'IQ4_NL_4_4'], [37, 'IQ4_NL_4_8'], [38, 'IQ4_NL_8_8'],
 ]);
-/** The parser grows its buffer up to this many bytes (HTTP_TOTAL_MAX_SIZE in @huggingface/gguf). */
-export const MAX_GGUF_HEADER_BYTES = 50_000_000;
+export { MAX_GGUF_HEADER_BYTES } from './gguf-header-scan.js';
 
 /** One tensor of a GGUF file, as its header describes it. */
 export interface GgufTensor {
@@ -108,10 +108,12 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   if (version !== 2 && version !== 3) throw new MergeError('INVALID_HEADER', `${file}: unknown GGUF version ${version}`);
 
   const counts = await source.read(8, 16);
-  checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
-  const parsed = await parseWithLibrary(source);
-  const headerEnd = parsed.tensorInfoByteRange[1];
-  const header = await checkHeader(source, version, parsed).catch(async (e: unknown) => {
+  const { tensors: tensorCount, entries: entryCount } = checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
+  const scanned = await scanGgufHeader(source, entryCount, tensorCount).catch(async (e: unknown) => {
+    throw isArrayLimitRefusal(e) ? e : await explainedByCounts(source, e);
+  });
+  const { headerEnd } = scanned;
+  const header = await checkHeader(source, version, entryCount, scanned).catch(async (e: unknown) => {
     throw await explainedByCounts(source, e);
   });
   const { metadata, alignment, dataStart, tensors } = header;
@@ -126,19 +128,16 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
 }
 
 /** Everything the parser does not check of the header it read: its metadata, its tensors' layout. */
-async function checkHeader(source: ByteSource, version: number, parsed: Parsed): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
+async function checkHeader(source: ByteSource, version: number, entryCount: number, scanned: ScannedGgufHeader): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
   const file = source.name;
-  const metadata = readMetadata(file, parsed.typedMetadata);
+  const metadata = readMetadata(file, scanned.entries, entryCount);
   const alignment = readAlignment(file, metadata);
-  const headerEnd = parsed.tensorInfoByteRange[1];
-  if (headerEnd > source.size) {
-    throw new MergeError('TRUNCATED', `${file}: the header runs to byte ${headerEnd} but the file has ${source.size}`);
-  }
-  await checkReadBack(source, version, metadata, parsed.tensorInfoByteRange[0], parsed.tensorInfos.length);
-  // The parser decodes names leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
-  if (parsed.tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, parsed.tensorInfoByteRange);
+  const { headerEnd, metadataEnd, tensorInfos } = scanned;
+  await checkReadBack(source, version, metadata, metadataEnd, tensorInfos.length);
+  // Names are decoded leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
+  if (tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, [metadataEnd, headerEnd]);
   const dataStart = roundUp(headerEnd, alignment);
-  return { metadata, alignment, dataStart, ...layOutTensors(file, parsed.tensorInfos, dataStart, alignment, source.size, headerEnd) };
+  return { metadata, alignment, dataStart, ...layOutTensors(file, tensorInfos, dataStart, alignment, source.size, headerEnd) };
 }
 
 /**
@@ -171,7 +170,7 @@ const MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8;
  * flipped byte made a 572-byte file claim 4 194 306 tensors, and the parser asked for ranges past
  * its end millions of times (6 s, 437 MB) before failing.
  */
-function checkCounts(file: string, size: number, counts: DataView): void {
+function checkCounts(file: string, size: number, counts: DataView): { tensors: number; entries: number } {
   const tensors = counts.getBigUint64(0, true);
   const entries = counts.getBigUint64(8, true);
   if (tensors > BigInt(MAX_TENSORS)) {
@@ -184,51 +183,23 @@ function checkCounts(file: string, size: number, counts: DataView): void {
   if (least > size) {
     throw new MergeError('TRUNCATED', `${file}: the header declares ${tensors} tensors and ${entries} metadata entries, which take at least ${least} bytes, but the file has ${size}`);
   }
+  return { tensors: Number(tensors), entries: Number(entries) };
 }
 
-type Parsed = Awaited<ReturnType<typeof GgufParser>> & { typedMetadata: GGUFTypedMetadata };
-
-/** Runs the parser over `source` through a `fetch` that answers Range requests from it. */
-async function parseWithLibrary(source: ByteSource): Promise<Parsed> {
-  const serve = async (_url: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    const range = /bytes=(\d+)-(\d+)/.exec(String((init?.headers as Record<string, string> | undefined)?.Range ?? ''));
-    if (!range) throw new Error('expected a Range request');
-    const start = Math.min(Number(range[1]), source.size);
-    const end = Math.min(Number(range[2]) + 1, source.size);
-    const body = end > start ? await source.read(start, end - start) : new Uint8Array(0);
-    return new Response(body as Uint8Array<ArrayBuffer>, { status: 206, headers: { 'content-range': `bytes ${start}-${Math.max(start, end - 1)}/${source.size}` } });
-  };
-  // Loaded on first use: pages that never open a GGUF file never download the parser.
-  const { gguf } = await import('@huggingface/gguf');
-  try {
-    return await gguf('https://loramerge.invalid/model.gguf', { fetch: serve as typeof fetch, typedMetadata: true });
-  } catch (e) {
-    if (e instanceof MergeError) throw e;
-    const miscounted = await explainedByCounts(source, e);
-    if (miscounted !== e) throw miscounted;
-    const message = (e as Error).message;
-    if (e instanceof RangeError) {
-      if (source.size > MAX_GGUF_HEADER_BYTES) {
-        throw new MergeError('HEADER_TOO_LARGE', `${source.name}: GGUF header is larger than ${MAX_GGUF_HEADER_BYTES} bytes`, { cause: e });
-      }
-      throw new MergeError('TRUNCATED', `${source.name}: the GGUF header runs past the end of the file`, { cause: e });
-    }
-    throw new MergeError('INVALID_HEADER', `${source.name}: invalid GGUF header (${message})`, { cause: e });
-  }
-}
-
-/** Typed metadata in file order; keys the parser shadows or merges are caught by checkReadBack. */
-function readMetadata(file: string, typed: GGUFTypedMetadata): GgufKeyValue[] {
+/**
+ * The metadata entries, refused where a key is written twice or is one of the names GGUF
+ * libraries give the fixed header's fields (version, tensor_count, kv_count), which such a
+ * library's dictionary of metadata would confuse with them.
+ */
+function readMetadata(file: string, entries: readonly GgufKeyValue[], declared: number): GgufKeyValue[] {
+  const reserved = new Set(['version', 'tensor_count', 'kv_count']);
+  const seen = new Set<string>();
   const out: GgufKeyValue[] = [];
-  for (const [key, entry] of Object.entries(typed)) {
-    if (key === 'version' || key === 'tensor_count' || key === 'kv_count') continue;
-    const { type, value, subType } = entry as { type: GGUFValueType; value: GgufKeyValue['value']; subType?: GGUFValueType };
-    if (type === GGUFValueType.ARRAY && (subType === undefined || subType === GGUFValueType.ARRAY)) {
-      throw new MergeError('INVALID_HEADER', `${file}: metadata "${key}" is an array of arrays, which GGUF readers do not support`);
-    }
-    out.push(subType === undefined ? { key, type, value } : { key, type, subType, value });
+  for (const kv of entries) {
+    if (reserved.has(kv.key) || seen.has(kv.key)) continue;
+    seen.add(kv.key);
+    out.push(kv);
   }
-  const declared = Number((typed.kv_count as { value: bigint }).value);
   if (out.length !== declared) {
     throw new MergeError('INVALID_HEADER', `${file}: ${declared} metadata entries declared but ${out.length} distinct keys read (a key is duplicated or reserved)`);
   }
@@ -309,25 +280,17 @@ function roundUp(n: number, to: number): number {
   return Math.ceil(n / to) * to;
 }
 
-interface TensorInfo {
-  name: string;
-  n_dims: number;
-  shape: bigint[];
-  dtype: number;
-  offset: bigint;
-}
-
 /**
  * Validates every tensor info and places it: in order, each padded to the alignment, no gaps.
  * `end`: where the last tensor's padding ends (the header's end, with no tensors), or the file's
  * end where that is sooner.
  */
-function layOutTensors(file: string, infos: TensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): { tensors: GgufTensor[]; end: number } {
+function layOutTensors(file: string, infos: GgufTensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): { tensors: GgufTensor[]; end: number } {
   const seen = new Set<string>();
   const tensors: GgufTensor[] = [];
   let expected = 0n;
   for (const info of infos) {
-    // Checked before the name is quoted: the parser takes strings of up to 10 MB.
+    // Checked before the name is quoted: a name may be up to MAX_GGUF_STRING_BYTES.
     const nameBytes = new TextEncoder().encode(info.name).byteLength;
     if (nameBytes > MAX_NAME_BYTES) {
       throw new MergeError('INVALID_HEADER', `${file}: tensor "${info.name.slice(0, MAX_NAME_BYTES)}…" has a name of ${nameBytes} bytes, longer than GGML's ${MAX_NAME_BYTES}`);
