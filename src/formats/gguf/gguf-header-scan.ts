@@ -14,12 +14,11 @@
  * the metadata and compares it with the file, which names the key holding invalid UTF-8, and
  * checks tensor names apart.
  */
-import type { MetadataValue } from '@huggingface/gguf';
 import { MergeError } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../../limits.js';
 import { GGML_MAX_DIMS } from './gguf-header-rules.js';
-import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+import { GGUFValueType, type GgufKeyValue, type MetadataValue } from './gguf-metadata.js';
 
 /**
  * The most header bytes (metadata and tensor infos) read: a header past it is refused as too

@@ -4,17 +4,19 @@
  * u32 element type + u64 count + elements; arrays of arrays are not part of what llama.cpp reads
  * and are refused when opening.
  */
-import type { MetadataValue } from '@huggingface/gguf';
-
 /**
- * GGUF metadata value types (gguf.h's gguf_type; @huggingface/gguf's enum has the same numbers,
- * and its MetadataValue type is the shape of a value).
+ * GGUF metadata value types (gguf.h's gguf_type).
  */
 export const GGUFValueType = {
   UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9,
   UINT64: 10, INT64: 11, FLOAT64: 12,
 } as const;
 export type GGUFValueType = (typeof GGUFValueType)[keyof typeof GGUFValueType];
+
+/** A scalar metadata value: strings, numbers (64-bit integers as bigint) and bools. */
+export type MetadataBaseValue = string | number | bigint | boolean;
+/** A metadata value: a scalar, or an array of them (arrays of arrays nest). */
+export type MetadataValue = MetadataBaseValue | MetadataBaseValue[] | MetadataValue[];
 
 /** One metadata entry of a GGUF header: its key, value type and value. */
 export interface GgufKeyValue {
