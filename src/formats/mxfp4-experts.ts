@@ -26,7 +26,7 @@ import { encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { AdapterModule } from './adapter.js';
 import type { SafetensorsBaseModel } from './base-model.js';
-import { baseModelView, type ViewTensor } from './base-model-view.js';
+import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
 import { E2M1 } from './modelopt-nvfp4.js';
@@ -83,8 +83,6 @@ export function mxfp4ExpertsView(
   }
   if (params.length === 0 || !params.some((p) => namedBy(modules, p.key))) return undefined;
 
-  const byBlocks = new Map(params.map((p) => [p.blocksKey, p]));
-  const hidden = new Set(params.map((p) => p.scalesKey));
   const weights = new Map<string, ScaledFp8Weight>();
   for (const p of params) {
     const rows = p.experts * p.in;
@@ -93,16 +91,8 @@ export function mxfp4ExpertsView(
       blockRows: rows, blockCols: p.out, scales: Float64Array.of(1),
     });
   }
-  const view = baseModelView(base, base.shards.map((shard) => ({
-    path: shard.path,
-    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
-      const key = shard.keyPrefix + entry.name;
-      // The parameter takes its blocks' place; its scales are no tensor of the view.
-      const p = byBlocks.get(key);
-      if (p) return [viewTensor(base, p)];
-      return hidden.has(key) ? [] : [key];
-    }),
-  })));
+  // The parameter takes its blocks' place; its scales are no tensor of the view.
+  const view = viewReplacing(base, new Map(params.map((p) => [p.blocksKey, viewTensor(base, p)])), new Set(params.map((p) => p.scalesKey)));
   return { base: view, scaled: { kind: 'mxfp4', rule: 'dequantize-only', writtenAs: 'BF16', weights, unread: [] } };
 }
 
