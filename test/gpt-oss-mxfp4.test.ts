@@ -238,7 +238,7 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
     const output = createBlobOutputTarget();
     const prepared = await prepareOne(hfModelFolder(nan, CONFIG), files);
     await expect(mergeModel({ prepared, output, backend: backends.cpu! })).rejects.toThrow(
-      `base: tensor "${scalesKey}" holds 255 (E8M0's NaN) at [0, 5, 0]; transformers would decode its block to NaN`,
+      `base: tensor "${scalesKey}" holds 255 (E8M0's NaN) at [0, 5, 0]; transformers would decode its block to Inf, and its zero codes to NaN`,
     );
     await prepared.close();
     expect(output.files()).toEqual([]);
@@ -335,8 +335,8 @@ describe('every MXFP4 byte under every edge scale byte', () => {
   it('refused in one line: scale 255 (E8M0\'s NaN) under any codes, zeros too, and each code whose value overflows bf16 under 253 and 254', async () => {
     const { files } = cookbookAdapter(1, 2);
     const cases: { scale: number; byte: number; error: string }[] = [
-      { scale: 255, byte: 0x00, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to NaN` },
-      { scale: 255, byte: 0x21, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to NaN` },
+      { scale: 255, byte: 0x00, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to Inf, and its zero codes to NaN` },
+      { scale: 255, byte: 0x21, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to Inf, and its zero codes to NaN` },
     ];
     for (const scale of [253, 254]) {
       for (let code = 0; code < 16; code++) {

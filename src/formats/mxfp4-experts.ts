@@ -239,10 +239,13 @@ function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
   };
 }
 
-/** The refusal of a block whose scale byte transformers decodes to NaN (255, E8M0's NaN) or to values past bf16's range. */
+/**
+ * The refusal of a block whose scale byte is E8M0's NaN (255: transformers' ldexp multiplies by a
+ * float32 2^128, Inf, so its codes become Inf and its zeros NaN) or gives values past bf16's range.
+ */
 function badBlock(baseName: string, p: Mxfp4Parameter, blocks: Uint8Array, scale: number, e: number, o: number, g: number): void {
   if (scale === 255) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to NaN`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to Inf, and its zero codes to NaN`);
   }
   for (let j = 0; j < 32; j++) {
     const byte = blocks[(o * p.groups + g) * 16 + (j >> 1)];
