@@ -14,7 +14,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { createBlobOutputTarget, mergeModel } from '../src/index.js';
 import { mergeIntoFolder } from './helpers/merged-folder.js';
-import { decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decodeSafetensors, decodeValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, prepareOne, randomTensor, readMergedFolder, type Files, type MergedFolder } from './helpers/hf-folder.js';
 import { errorLines, runCli } from './helpers/cli.js';
 
@@ -83,9 +83,9 @@ const STORED = new Map(BASE.map((t) => [t.name, t]));
  * The parameter transformers makes of `<param>_blocks` and `_scales`: stored (E, out, in/32, 16)
  * nibbles, value 2k of a block the low nibble of byte k, × 2^(scale − 127); then (E, in, out).
  */
-function decodeByHand(param: string): { shape: number[]; values: Float64Array } {
-  const blocks = STORED.get(`${param}_blocks`)!;
-  const scales = STORED.get(`${param}_scales`)!;
+function decodeByHand(param: string, stored = STORED): { shape: number[]; values: Float64Array } {
+  const blocks = stored.get(`${param}_blocks`)!;
+  const scales = stored.get(`${param}_scales`)!;
   const [experts, out, groups] = blocks.shape;
   const inF = groups * 32;
   const values = new Float64Array(experts * inF * out);
@@ -162,13 +162,14 @@ function cookbookAdapter(r: number, alpha: number): { files: Files; tensors: Fix
 }
 
 /** The merged model against the truth: experts of layer 1 with their LoRAs, layer 0's decoded alone, attention merged, the rest as stored. */
-function expectMergedModel(merged: MergedFolder, adapter: FixtureTensor[], r: number, s: number, dtype: 'BF16' | 'F32'): void {
+function expectMergedModel(merged: MergedFolder, adapter: FixtureTensor[], r: number, s: number, dtype: 'BF16' | 'F32', base = BASE): void {
   const a = decoded(adapter);
-  const b = decoded(BASE);
+  const b = decoded(base);
+  const stored = new Map(base.map((t) => [t.name, t]));
   for (let l = 0; l < LAYERS; l++) {
     for (const [param, wrapper] of [['gate_up_proj', `${EXPERTS(l)}.base_layer`], ['down_proj', EXPERTS(l)]] as const) {
       const key = `model.layers.${l}.mlp.experts.${param}`;
-      const { shape, values } = decodeByHand(key);
+      const { shape, values } = decodeByHand(key, stored);
       const truth = l === 1 ? addExpertDelta(values, shape, a.get(`${wrapper}.lora_A.weight`)!, a.get(`${wrapper}.lora_B.weight`)!, r, s) : values;
       expectRoundedOnce(key, merged.tensors.get(key), truth, dtype, shape);
       expect(merged.tensors.has(`${key}_blocks`) || merged.tensors.has(`${key}_scales`), key).toBe(false);
@@ -237,7 +238,7 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
     const output = createBlobOutputTarget();
     const prepared = await prepareOne(hfModelFolder(nan, CONFIG), files);
     await expect(mergeModel({ prepared, output, backend: backends.cpu! })).rejects.toThrow(
-      `base: tensor "${scalesKey}" holds 255 (E8M0's NaN) at [0, 5, 0]; transformers would decode its block to NaN`,
+      `base: tensor "${scalesKey}" holds 255 (E8M0's NaN) at [0, 5, 0]; transformers would decode its block to Inf, and its zero codes to NaN`,
     );
     await prepared.close();
     expect(output.files()).toEqual([]);
@@ -265,6 +266,94 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
     const merged = await mergeIntoFolder(prepared, backends.cpu!);
     for (const t of BASE) if (t.dtype === 'U8') expect(merged.tensors.get(t.name)?.bytes, t.name).toEqual(decoded([t]).get(t.name)!.bytes);
     expect(merged.json('config.json').quantization_config).toEqual(CONFIG.quantization_config);
+  });
+});
+
+/** e2m1 codes whose value times 2^(scale − 127) bf16 holds: all 16 up to scale 252; then |code| ≤ 3 (253) and ≤ 1.5 (254), since 4·2^126 and 2·2^127 are 2^128, Inf in transformers' tensor. */
+function finiteCodes(scale: number): number[] {
+  const largest = scale <= 252 ? 6 : scale === 253 ? 3 : 1.5;
+  return FP4.flatMap((v, code) => (Math.abs(v) <= largest ? [code] : []));
+}
+
+/**
+ * Layer 0's gate_up_proj with every byte value (code pair) its scale allows under the scale bytes
+ * at E8M0's edges and around 127: 0 (values down to 0.5·2^-127, bf16 subnormals), 1, 2, 126, 127
+ * (the codes themselves), 128, 252, 253 and 254 (the largest finite values); its blocks scattered
+ * over the experts, rows and groups, the rest random.
+ */
+function edgeBase(): FixtureTensor[] {
+  const key = 'model.layers.0.mlp.experts.gate_up_proj';
+  const blocks = Uint8Array.from({ length: E * 2 * I * (H / 32) * 16 }, () => Math.floor(rand() * 256));
+  const scales = Uint8Array.from({ length: E * 2 * I * (H / 32) }, scaleByte);
+  let j = 0;
+  for (const scale of [0, 1, 2, 126, 127, 128, 252, 253, 254]) {
+    const codes = finiteCodes(scale);
+    const pairs = codes.flatMap((lo) => codes.map((hi) => lo | (hi << 4)));
+    for (let at = 0; at < pairs.length; at += 16, j++) {
+      const block = (j * 37) % scales.length; // 37 is prime to the block count: the edge blocks spread over the tensor
+      scales[block] = scale;
+      for (let k = 0; k < 16; k++) blocks[block * 16 + k] = pairs[(at + k) % pairs.length];
+    }
+  }
+  return BASE.map((t) => (t.name === `${key}_blocks` ? { ...t, data: blocks } : t.name === `${key}_scales` ? { ...t, data: scales } : t));
+}
+
+describe('every MXFP4 byte under every edge scale byte', () => {
+  const key = 'model.layers.0.mlp.experts.gate_up_proj';
+  const base = edgeBase();
+
+  it('the fixture holds all 256 byte values under scales 0, 127 and 252, the finite ones under 253 and 254', () => {
+    const blocks = base.find((t) => t.name === `${key}_blocks`)!.data as Uint8Array;
+    const scales = base.find((t) => t.name === `${key}_scales`)!.data as Uint8Array;
+    for (const scale of [0, 1, 2, 126, 127, 128, 252, 253, 254]) {
+      const seen = new Set<number>();
+      scales.forEach((s, block) => { if (s === scale) for (let k = 0; k < 16; k++) seen.add(blocks[block * 16 + k]); });
+      expect(seen.size, `scale ${scale}`).toBe(finiteCodes(scale).length ** 2);
+    }
+    const { values } = decodeByHand(key, new Map(base.map((t) => [t.name, t])));
+    expect(values.some((v) => Math.abs(v) === 0.5 * 2 ** -127)).toBe(true);
+    expect(values.some((v) => Math.abs(v) === 1.5 * 2 ** 127)).toBe(true);
+  });
+
+  it('merged with slabs that end mid-expert, they decode as transformers does; the view read at any bf16 offset gives the same values', async () => {
+    const { files, tensors } = cookbookAdapter(2, 4);
+    const prepared = await prepareOne(hfModelFolder(base, CONFIG, { shards: 2 }), files);
+    // Reads that start and end inside rows, span rows, and cross from one expert into the next.
+    const truth = decodeByHand(key, new Map(base.map((t) => [t.name, t]))).values;
+    const rowBytes = 2 * I * 2;
+    for (const [start, length] of [[0, truth.length * 2], [2, rowBytes - 4], [rowBytes - 2, 3 * rowBytes + 4], [H * rowBytes - 6, 2 * rowBytes + 10], [5 * rowBytes + 6, 2]]) {
+      const got = decodeValues(await prepared.base.readPart(key, start, length), 'BF16');
+      const want = truth.subarray(start / 2, (start + length) / 2);
+      expect(got.length).toBe(want.length);
+      const wrong = [...got].findIndex((v, j) => !Object.is(v, want[j]));
+      expect(wrong, `bytes ${start}+${length}: value ${wrong}: got ${got[wrong]}, want ${want[wrong]}`).toBe(-1);
+    }
+    const merged = await mergeIntoFolder(prepared, backends.cpu!, undefined, 3000);
+    expectMergedModel(merged, tensors, 2, 2, 'BF16', base);
+  });
+
+  it('refused in one line: scale 255 (E8M0\'s NaN) under any codes, zeros too, and each code whose value overflows bf16 under 253 and 254', async () => {
+    const { files } = cookbookAdapter(1, 2);
+    const cases: { scale: number; byte: number; error: string }[] = [
+      { scale: 255, byte: 0x00, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to Inf, and its zero codes to NaN` },
+      { scale: 255, byte: 0x21, error: `base: tensor "${key}_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to Inf, and its zero codes to NaN` },
+    ];
+    for (const scale of [253, 254]) {
+      for (let code = 0; code < 16; code++) {
+        if (finiteCodes(scale).includes(code)) continue;
+        // The code as the high nibble of byte 3: input 2·3 + 1 of group 2.
+        cases.push({ scale, byte: code << 4, error: `base: ${key}[1, ${2 * 32 + 7}, 7] = ${Math.abs(FP4[code])}·2^${scale - 127} overflows bf16 (transformers would decode it to Inf)` });
+      }
+    }
+    expect(cases.length).toBe(2 + 4 + 8);
+    const block = (1 * 2 * I + 7) * (H / 32) + 2; // expert 1, stored row 7, group 2
+    for (const c of cases) {
+      const bad = BASE.map((t) => (t.name === `${key}_scales` ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (v, j) => (j === block ? c.scale : v)) }
+        : t.name === `${key}_blocks` ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (v, j) => (j >= block * 16 && j < block * 16 + 16 ? (j === block * 16 + 3 ? c.byte : 0) : v)) } : t));
+      const prepared = await prepareOne(hfModelFolder(bad, CONFIG), files);
+      await expect(prepared.base.readPart(key, 0, 2 * 2 * I * H * E), `scale ${c.scale}, byte ${c.byte}`).rejects.toThrow(c.error);
+      await prepared.close();
+    }
   });
 });
 

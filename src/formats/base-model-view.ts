@@ -48,6 +48,7 @@ export function isSafetensorsModel(base: BaseModel): base is SafetensorsBaseMode
   return base.format.name === 'safetensors' && 'indexes' in base;
 }
 
+/** `inner` seen through `shards`: one {@link ViewShard} per shard of `inner`, listing the view's tensors in order. */
 export function baseModelView(inner: SafetensorsBaseModel, shards: readonly ViewShard[]): SafetensorsBaseModel {
   const tensors = new Map<string, BaseTensor>();
   const readers = new Map<string, ViewTensor>();
@@ -127,3 +128,23 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
   return view;
 }
 
+
+/**
+ * `base` with each stored tensor keyed in `replacing` giving way to its view tensor, in the same
+ * place of the same shard, and each stored tensor in `hidden` left out; every other tensor is kept.
+ * The view of a quantized base: a dequantized weight stands where one of its stored parts stood,
+ * and its other parts (scales, zero points, quant state) are no tensors of the view.
+ */
+export function viewReplacing(
+  base: SafetensorsBaseModel, replacing: ReadonlyMap<string, ViewTensor>, hidden: ReadonlySet<string> = new Set(),
+): SafetensorsBaseModel {
+  return baseModelView(base, base.shards.map((shard) => ({
+    path: shard.path,
+    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
+      const key = shard.keyPrefix + entry.name;
+      const view = replacing.get(key);
+      if (view) return [view];
+      return hidden.has(key) ? [] : [key];
+    }),
+  })));
+}

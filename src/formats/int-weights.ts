@@ -10,7 +10,7 @@
  */
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
-import { baseModelView, type ViewTensor } from './base-model-view.js';
+import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 
@@ -57,11 +57,10 @@ export function scaleDtype(baseName: string, key: string, dtype: string): 'F16' 
 export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { base: SafetensorsBaseModel; scaled: ScaledFp8Base } | undefined {
   // A config that names the format over weights stored otherwise: left to the guard (plan/quantized-weights.ts), which names both.
   if (found.weights.length === 0) return undefined;
-  const byKey = new Map(found.weights.map((w) => [w.key, w]));
-  const byFirstPart = new Map(found.weights.map((w) => [w.parts[0], w]));
   // A static activation scheme's zero point (W8A8 static) means nothing to a float model; its
-  // `input_scale` goes with the runtime scales.
-  const hidden = new Set(found.weights.flatMap((w) => [...w.parts, `${w.key.slice(0, -'weight'.length)}input_zero_point`]));
+  // `input_scale` goes with the runtime scales. A stored tensor under a weight's own key (an int8
+  // `weight`, one of its own parts) gives way to it too.
+  const hidden = new Set(found.weights.flatMap((w) => [...w.parts, w.key, `${w.key.slice(0, -'weight'.length)}input_zero_point`]));
   const weights = new Map<string, ScaledFp8Weight>();
   for (const w of found.weights) {
     weights.set(w.key, {
@@ -69,21 +68,8 @@ export function intWeightView(base: SafetensorsBaseModel, found: IntWeights): { 
       blockRows: w.rows, blockCols: w.cols, scales: Float64Array.of(1),
     });
   }
-  const view = baseModelView(base, base.shards.map((shard) => {
-    const tensors: (string | ViewTensor)[] = [];
-    for (const entry of shard.tensors) {
-      const key = shard.keyPrefix + entry.name;
-      if (hidden.has(key)) {
-        // The float weight takes the place of its first stored part in this shard.
-        const w = byFirstPart.get(key);
-        if (w) tensors.push(viewTensor(w));
-        continue;
-      }
-      if (byKey.has(key)) continue; // an int8 `weight` is one of its own parts
-      tensors.push(key);
-    }
-    return { path: shard.path, tensors };
-  }));
+  // The float weight takes the place of its first stored part.
+  const view = viewReplacing(base, new Map(found.weights.map((w) => [w.parts[0], viewTensor(w)])), hidden);
   const files = (found.quantizationFiles ?? []).filter((f) => base.otherFiles.includes(f));
   return {
     base: view,

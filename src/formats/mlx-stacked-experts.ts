@@ -8,7 +8,7 @@
  * same bytes, in its stored shape.
  */
 import type { SafetensorsBaseModel } from './base-model.js';
-import { baseModelView, type ViewTensor } from './base-model-view.js';
+import { viewReplacing, type ViewTensor } from './base-model-view.js';
 
 /** The stacked projections mlx-lm's SwitchGLU holds, by the names layouts/mlx-switch-experts.ts places experts on. */
 const STACKED = /(^|\.)switch_mlp\.(gate_proj|up_proj|down_proj)\.weight$/;
@@ -27,11 +27,5 @@ export function mlxStackedExpertsView(base: SafetensorsBaseModel): SafetensorsBa
     });
   }
   if (stacked.size === 0) return undefined;
-  return baseModelView(base, base.shards.map((shard) => ({
-    path: shard.path,
-    tensors: shard.tensors.map((entry) => {
-      const key = shard.keyPrefix + entry.name;
-      return stacked.get(key) ?? key;
-    }),
-  })));
+  return viewReplacing(base, stacked);
 }

@@ -16,7 +16,7 @@
 import { decodeToF32, encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
-import { baseModelView, type ViewTensor } from './base-model-view.js';
+import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
@@ -69,15 +69,7 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
     weights.set(weightKey, entry);
   }
-  const view = baseModelView(base, base.shards.map((shard) => ({
-    path: shard.path,
-    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
-      const key = shard.keyPrefix + entry.name;
-      const w = found.get(key);
-      if (w) return [viewTensor(base, w)];
-      return hidden.has(key) ? [] : [key];
-    }),
-  })));
+  const view = viewReplacing(base, new Map([...found].map(([key, w]) => [key, viewTensor(base, w)])), hidden);
   return {
     base: view,
     scaled: {

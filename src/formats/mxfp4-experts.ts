@@ -26,7 +26,7 @@ import { encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { AdapterModule } from './adapter.js';
 import type { SafetensorsBaseModel } from './base-model.js';
-import { baseModelView, type ViewTensor } from './base-model-view.js';
+import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
 import { E2M1 } from './modelopt-nvfp4.js';
@@ -83,8 +83,6 @@ export function mxfp4ExpertsView(
   }
   if (params.length === 0 || !params.some((p) => namedBy(modules, p.key))) return undefined;
 
-  const byBlocks = new Map(params.map((p) => [p.blocksKey, p]));
-  const hidden = new Set(params.map((p) => p.scalesKey));
   const weights = new Map<string, ScaledFp8Weight>();
   for (const p of params) {
     const rows = p.experts * p.in;
@@ -93,106 +91,161 @@ export function mxfp4ExpertsView(
       blockRows: rows, blockCols: p.out, scales: Float64Array.of(1),
     });
   }
-  const view = baseModelView(base, base.shards.map((shard) => ({
-    path: shard.path,
-    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
-      const key = shard.keyPrefix + entry.name;
-      // The parameter takes its blocks' place; its scales are no tensor of the view.
-      const p = byBlocks.get(key);
-      if (p) return [viewTensor(base, p)];
-      return hidden.has(key) ? [] : [key];
-    }),
-  })));
+  // The parameter takes its blocks' place; its scales are no tensor of the view.
+  const view = viewReplacing(base, new Map(params.map((p) => [p.blocksKey, viewTensor(base, p)])), new Set(params.map((p) => p.scalesKey)));
   return { base: view, scaled: { kind: 'mxfp4', rule: 'dequantize-only', writtenAs: 'BF16', weights, unread: [] } };
 }
 
 /**
- * bf16 bits of code × 2^(scale − 127) for every scale byte and code (index scale·16 + code): each
- * value is exact in bf16, so a block decodes by lookups. Scale bytes whose values are NaN or past
- * bf16's range in transformers' tensor are listed in `bad` (checked where a block uses one).
+ * For each scale byte s, its 256 pairs: entry s·256 + b holds the bf16 bits of byte b's two
+ * values, code × 2^(s − 127), the low nibble's in the low half and the high nibble's in the high
+ * half. Each value is computed in float64, where a code of at most two significant bits times a
+ * power of two is exact, and is exact in bf16 too, so decoding is lookups alone. Made on first
+ * use (256 KiB). Scale bytes whose values are NaN or past bf16's range in transformers' tensor
+ * are marked in `bad` and refused before a block with one is decoded.
  */
-const LUT = (() => {
+let pairTable: { pairs: Uint32Array; bad: Uint8Array } | undefined;
+function pairs(): { pairs: Uint32Array; bad: Uint8Array } {
+  if (pairTable) return pairTable;
   const values = new Float32Array(256 * 16);
   const bad = new Uint8Array(256);
   for (let scale = 0; scale < 256; scale++) {
     for (let code = 0; code < 16; code++) {
-      // Exact: a code of at most two significant bits times a power of two, in double precision.
       const magnitude = E2M1[code & 7] * 2 ** (scale - 127);
       if (scale === 255 || magnitude > BF16_MAX) bad[scale] = 1;
       values[scale * 16 + code] = code & 8 ? -magnitude : magnitude;
     }
   }
-  const bytes = encodeFromF32(values, 'BF16');
-  return { bits: new Uint16Array(bytes.buffer, bytes.byteOffset, values.length), bad };
-})();
+  const encoded = encodeFromF32(values, 'BF16');
+  const bits = new Uint16Array(encoded.buffer, encoded.byteOffset, values.length);
+  const table = new Uint32Array(256 * 256);
+  for (let scale = 0; scale < 256; scale++) {
+    for (let byte = 0; byte < 256; byte++) table[scale * 256 + byte] = (bits[scale * 16 + (byte & 0x0f)] | (bits[scale * 16 + (byte >> 4)] << 16)) >>> 0;
+  }
+  return (pairTable = { pairs: table, bad });
+}
+
+/** Stored rows decoded together: their blocks' bytes (TILE · in/2) stay in the first-level cache while the rows of (in, out) are written. */
+const TILE = 128;
+
+/**
+ * Rows [i0, i1) of one expert's (in, out) bf16 values into `dst` from `at`: input i of output
+ * column o is nibble i mod 2 of byte ⌊(i mod 32)/2⌋ of stored block (o, ⌊i/32⌋). Rows 2k and
+ * 2k + 1 of a group come from the same bytes, so they are written together, one lookup a byte;
+ * where the rows start on a 32-bit word, columns o and o + 1 of both rows go as two words.
+ */
+function decodeRows(p: Mxfp4Parameter, blocks: Uint8Array, scales: Uint8Array, i0: number, i1: number, dst: Uint16Array, at: number): void {
+  const { pairs: table } = pairs();
+  const { out, groups } = p;
+  const rowBytes = groups * 16;
+  // TILE is even, so with `out` and `at` even every tile's columns are whole words.
+  const words = out % 2 === 0 && at % 2 === 0 && dst.byteOffset % 4 === 0 ? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1) : undefined;
+  for (let o0 = 0; o0 < out; o0 += TILE) {
+    const o1 = Math.min(o0 + TILE, out);
+    for (let i = i0; i < i1;) {
+      const g = i >> 5;
+      const row = at + (i - i0) * out;
+      let src = o0 * rowBytes + g * 16 + ((i & 31) >> 1);
+      let sc = o0 * groups + g;
+      if ((i & 1) === 0 && i + 1 < i1 && words) {
+        const lo = row >> 1;
+        const hi = (row + out) >> 1;
+        for (let w = o0 >> 1; w < o1 >> 1; w++, src += 2 * rowBytes, sc += 2 * groups) {
+          const even = table[(scales[sc] << 8) | blocks[src]];
+          const odd = table[(scales[sc + groups] << 8) | blocks[src + rowBytes]];
+          words[lo + w] = (even & 0xffff) | (odd << 16);
+          words[hi + w] = (even >>> 16) | (odd & 0xffff0000);
+        }
+        i += 2;
+      } else if ((i & 1) === 0 && i + 1 < i1) {
+        for (let o = o0; o < o1; o++, src += rowBytes, sc += groups) {
+          const pair = table[(scales[sc] << 8) | blocks[src]];
+          dst[row + o] = pair & 0xffff;
+          dst[row + out + o] = pair >>> 16;
+        }
+        i += 2;
+      } else {
+        const shift = (i & 1) << 4;
+        for (let o = o0; o < o1; o++, src += rowBytes, sc += groups) dst[row + o] = (table[(scales[sc] << 8) | blocks[src]] >>> shift) & 0xffff;
+        i += 1;
+      }
+    }
+  }
+}
+
+/** Values [from, to) of one expert's (in, out) matrix into `dst` from `at`: whole rows straight in, a row the range cuts through a row of its own. */
+function decodeValues(p: Mxfp4Parameter, blocks: Uint8Array, scales: Uint8Array, from: number, to: number, dst: Uint16Array, at: number): void {
+  for (let v = from; v < to;) {
+    const i = Math.floor(v / p.out);
+    const rowStart = i * p.out;
+    if (v === rowStart && to >= rowStart + p.out) {
+      const rows = Math.floor((to - v) / p.out);
+      decodeRows(p, blocks, scales, i, i + rows, dst, at + v - from);
+      v += rows * p.out;
+    } else {
+      const row = new Uint16Array(p.out);
+      decodeRows(p, blocks, scales, i, i + 1, row, 0);
+      const n = Math.min(rowStart + p.out, to) - v;
+      dst.set(row.subarray(v - rowStart, v - rowStart + n), at + v - from);
+      v += n;
+    }
+  }
+}
 
 /**
  * The parameter (E, in, out) as bf16, a row range at a time. Row r is input r mod `in` of expert
- * ⌊r / in⌋: a column of the stored (out, in) expert, so each expert is decoded whole when a slab
- * first needs it (its blocks and scales read, `in`·`out`/2 + `out`·`in`/32 bytes; its bf16 values
- * `in`·`out`·2 bytes, about 33 MB for gpt-oss's gate_up_proj) and kept until a slab ends it, as
- * the merge reads in order. No tensor is ever read or decoded whole.
+ * ⌊r / in⌋: a column of the stored (out, in) expert, so an expert's blocks and scales are read
+ * whole (`in`·`out`/2 + `out`·`in`/32 bytes, about 8.8 MB for gpt-oss's gate_up_proj) when a
+ * slab first needs them, checked, and kept until a slab ends the expert, as the merge reads in
+ * order; each read decodes its rows straight into the bytes it returns. No tensor is ever read or
+ * decoded whole.
  */
 function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
   const rowBytes = p.out * 2;
+  const expertValues = p.in * p.out;
   const expertBlockBytes = p.out * p.groups * 16;
   const expertScaleBytes = p.out * p.groups;
-  let cached: { expert: number; values: Uint16Array } | undefined;
-  const decodeExpert = async (e: number): Promise<Uint16Array> => {
-    if (cached?.expert === e) return cached.values;
+  let cached: { expert: number; blocks: Uint8Array; scales: Uint8Array } | undefined;
+  const load = async (e: number): Promise<{ blocks: Uint8Array; scales: Uint8Array }> => {
+    if (cached?.expert === e) return cached;
     const [blocks, scales] = await Promise.all([
       base.readPart(p.blocksKey, e * expertBlockBytes, expertBlockBytes),
       base.readPart(p.scalesKey, e * expertScaleBytes, expertScaleBytes),
     ]);
-    const values = new Uint16Array(p.in * p.out);
-    // Transposed in tiles of 16 stored rows, so that the writes to each row of (in, out) stay near one another.
-    for (let o0 = 0; o0 < p.out; o0 += 16) {
-      const o1 = Math.min(o0 + 16, p.out);
-      for (let g = 0; g < p.groups; g++) {
-        for (let o = o0; o < o1; o++) {
-          const scale = scales[o * p.groups + g];
-          if (LUT.bad[scale]) badBlock(base.name, p, blocks, scale, e, o, g);
-          const lut = scale * 16;
-          const at = (o * p.groups + g) * 16;
-          // Value 2k of the block is the low nibble of byte k, 2k + 1 the high one; input i is row i of (in, out).
-          let dst = g * 32 * p.out + o;
-          for (let k = 0; k < 16; k++) {
-            const byte = blocks[at + k];
-            values[dst] = LUT.bits[lut + (byte & 0x0f)];
-            values[dst + p.out] = LUT.bits[lut + (byte >> 4)];
-            dst += 2 * p.out;
-          }
-        }
-      }
-    }
-    cached = { expert: e, values };
-    return values;
+    const { bad } = pairs();
+    for (let j = 0; j < scales.length; j++) if (bad[scales[j]]) badBlock(base.name, p, blocks, scales[j], e, Math.floor(j / p.groups), j % p.groups);
+    cached = { expert: e, blocks, scales };
+    return cached;
   };
   return {
     name: p.key, dtype: 'BF16', shape: [p.experts, p.in, p.out], decodedFrom: p.decodedFrom, byteLength: p.experts * p.in * rowBytes,
     async readPart(start, length) {
       if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${p.key}: bytes ${start}+${length} are not whole bf16 values`);
       const out = new Uint16Array(length / 2);
+      const end = (start + length) / 2;
       let at = start / 2;
-      while (at < (start + length) / 2) {
-        const e = Math.floor(at / (p.in * p.out));
-        const values = await decodeExpert(e);
-        const from = at - e * p.in * p.out;
-        const n = Math.min(values.length - from, (start + length) / 2 - at);
-        out.set(values.subarray(from, from + n), at - start / 2);
-        at += n;
+      while (at < end) {
+        const e = Math.floor(at / expertValues);
+        const { blocks, scales } = await load(e);
+        const from = at - e * expertValues;
+        const to = Math.min(expertValues, end - e * expertValues);
+        decodeValues(p, blocks, scales, from, to, out, at - start / 2);
+        at += to - from;
         // The read reached the expert's end, its last (the merge reads in order): held no longer.
-        if (from + n === values.length) cached = undefined;
+        if (to === expertValues) cached = undefined;
       }
       return new Uint8Array(out.buffer);
     },
   };
 }
 
-/** The refusal of a block whose scale byte transformers decodes to NaN (255, E8M0's NaN) or to values past bf16's range. */
+/**
+ * The refusal of a block whose scale byte is E8M0's NaN (255: transformers' ldexp multiplies by a
+ * float32 2^128, Inf, so its codes become Inf and its zeros NaN) or gives values past bf16's range.
+ */
 function badBlock(baseName: string, p: Mxfp4Parameter, blocks: Uint8Array, scale: number, e: number, o: number, g: number): void {
   if (scale === 255) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to NaN`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to Inf, and its zero codes to NaN`);
   }
   for (let j = 0; j < 32; j++) {
     const byte = blocks[(o * p.groups + g) * 16 + (j >> 1)];

@@ -13,7 +13,7 @@ import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import { formatProblemList } from '../../plan/problems.js';
 import type { BaseModel, SafetensorsBaseModel } from '../base-model.js';
-import { baseModelView, type ViewTensor } from '../base-model-view.js';
+import { viewReplacing, type ViewTensor } from '../base-model-view.js';
 import { languageModelField, type ModelConfig } from '../model-config.js';
 import { dequantizeFourBit, dequantizeInt8, dequantizeNestedAbsmax } from './bnb-dequantize.js';
 import { findQuantizedTensors, type FourBitTensor, type Int8Tensor, type QuantizedTensor } from './bnb-tensors.js';
@@ -38,17 +38,7 @@ export async function dequantizedBaseModel(base: SafetensorsBaseModel, config: M
   const modelDtype = typeof configured === 'string' ? TORCH_FLOAT[configured] : undefined;
   // Without a config: a 4-bit weight as bitsandbytes dequantizes it, an 8-bit one in bf16.
   const writeDtype = (t: QuantizedTensor): FloatDType => modelDtype ?? (t.kind === '4bit' ? t.dtype : 'BF16');
-  const byName = new Map(tensors.map((t) => [t.name, t]));
-  const consumed = new Set(tensors.flatMap((t) => t.parts));
-  const view = baseModelView(base, base.shards.map((shard) => ({
-    path: shard.path,
-    tensors: shard.tensors.flatMap((entry): (string | ViewTensor)[] => {
-      const key = shard.keyPrefix + entry.name;
-      const quantized = byName.get(key);
-      if (quantized) return [viewTensor(base, quantized, writeDtype(quantized))];
-      return consumed.has(key) ? [] : [key];
-    }),
-  })));
+  const view = viewReplacing(base, new Map(tensors.map((t) => [t.name, viewTensor(base, t, writeDtype(t))])), new Set(tensors.flatMap((t) => t.parts)));
   return {
     base: view,
     fourBit: tensors.filter((t) => t.kind === '4bit').length,
