@@ -110,11 +110,15 @@ export function prepareOne(base: Files, adapter: Files): Promise<PreparedMerge> 
   return prepareFolders(base, [adapter]);
 }
 
-/** Merges `prepared` on `backend` into memory (closing it either way) and reads the folder written. */
-export async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend): Promise<MergedFolder> {
+/**
+ * Merges `prepared` on `backend` into memory (closing it either way) and reads the folder written;
+ * every tensor in `outDtype` when given, in slabs of `slabBytes` when given (4096, the least the
+ * pipeline takes, makes slabs end inside tensors' row groups as well as on their edges).
+ */
+export async function mergeIntoFolder(prepared: PreparedMerge, backend: MergeBackend, outDtype?: 'F32' | 'F16' | 'BF16', slabBytes?: number): Promise<MergedFolder> {
   const output = createBlobOutputTarget();
   try {
-    await mergeModel({ prepared, output, backend });
+    await mergeModel({ prepared, output, backend, ...(outDtype ? { outDtype } : {}), ...(slabBytes ? { slabBytes } : {}) });
   } finally {
     await prepared.close();
   }
