@@ -416,9 +416,10 @@ export class RowBlockPool implements CpuMergePool {
    * The adapter algebra's product L · R (see {@link PoolProduct}) on every thread, in row blocks of
    * L (two per thread, at most BLOCK_CAP_BYTES of L each): W is one block of zeros every job reads,
    * the output one scratch buffer, R sent once to each worker; a block of L that is not shared
-   * memory already goes as a copy of that block alone.
+   * memory already goes as a copy of that block alone. `signal` stops handing out blocks (ABORTED):
+   * a large ΔW's product takes seconds, and a cancel waits only for the blocks in flight.
    */
-  async product(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }> {
+  async product(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }> {
     if (this.broken) throw this.broken;
     const { rows, cols, inner } = p;
     const out = new Float32Array(rows * cols);
@@ -436,7 +437,7 @@ export class RowBlockPool implements CpuMergePool {
       zeros.fill(0);
       let finite = true;
       await this.share({
-        total: rows, step, slots, signal: undefined,
+        total: rows, step, slots, signal,
         job: (slot, r0, n) => {
           const sendRight = slot.rightKey !== key;
           slot.rightKey = key;
