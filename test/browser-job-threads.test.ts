@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { combineLoras, extractLora, resizeLora } from '../src/adapter-jobs.js';
 import { isMergeError } from '../src/errors.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
+import type { PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
 import type { OutputTarget } from '../src/io/types.js';
 import { peftFiles } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -141,6 +142,72 @@ describe('adapter jobs from the browser entry: threads where the context is cros
     const error = await cases.combine.run({ signal: controller.signal, onProgress: (e: { tensorsDone: number }) => { if (e.tensorsDone >= 1) controller.abort(); } })
       .then(() => undefined, (e: unknown) => e);
     expect(isMergeError(error) && error.code).toBe('ABORTED');
+    expect(StandInWorker.started.filter((w) => w.jobs > 0).length).toBeGreaterThan(0);
+    expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
+  });
+
+  it('a cancel while a product runs on the workers is seen within a block: extract rejects ABORTED well before the product would end, no block is handed out after it, and every worker stops', async () => {
+    vi.stubGlobal('crossOriginIsolated', true);
+    // A 1024-hidden model's up_proj (intermediate 4096), F32: the randomized SVD's first product,
+    // ΔW (4096 × 1024) by 160 columns at rank 128, goes to the threads in 8 blocks of 512 rows.
+    const rand = seededRandom(7);
+    const up = 'model.layers.0.mlp.up_proj.weight';
+    const base = new Float32Array(4096 * 1024).map(() => Math.fround((rand() - 0.5) * 0.04));
+    const tuned = base.map((x) => Math.fround(x + (rand() - 0.5) * 0.002));
+    const model = (w: Float32Array) => memoryInputFileSet({ 'model.safetensors': buildSafetensors([{ name: up, dtype: 'F32', shape: [4096, 1024], data: w }]) }, 'model');
+    const extract = (more: object = {}) => extractLora({ base: model(base), tuned: model(tuned), rank: 128, backend: 'cpu', ...more });
+
+    // Every product block a stand-in worker is posted and answers, in order, with the product's key.
+    type Seen = { what: 'post' | 'reply'; key: number; at: number };
+    let seen: Seen[] = [];
+    let onReply: ((key: number) => void) | undefined;
+    class Watched extends StandInWorker {
+      constructor(url: URL | string, options?: WorkerOptions) {
+        super(url, options);
+        // Before the pool's own listener: the pool sees an abort made here at once.
+        this.addEventListener('message', () => {
+          const key = this.keys.shift()!;
+          seen.push({ what: 'reply', key, at: performance.now() });
+          onReply?.(key);
+        });
+      }
+      private readonly keys: number[] = [];
+      override postMessage(job: PoolJob): void {
+        if (!('kind' in job)) {
+          this.keys.push(job.rightKey);
+          seen.push({ what: 'post', key: job.rightKey, at: performance.now() });
+        }
+        super.postMessage(job);
+      }
+    }
+    vi.stubGlobal('Worker', Watched);
+
+    // Uncancelled: how long the first product takes, from its first block posted to its last answered.
+    await extract();
+    const first = seen[0].key;
+    const ofFirst = seen.filter((e) => e.key === first);
+    const productMs = ofFirst.at(-1)!.at - ofFirst[0].at;
+    expect(ofFirst.filter((e) => e.what === 'post').length).toBeGreaterThanOrEqual(4);
+
+    // Cancelled once a worker answers the first product's first block.
+    StandInWorker.started = [];
+    seen = [];
+    const controller = new AbortController();
+    let abortedAt = 0;
+    onReply = () => {
+      if (abortedAt) return;
+      abortedAt = performance.now();
+      controller.abort(new Error('stop'));
+    };
+    const error = await extract({ signal: controller.signal }).then(() => undefined, (e: unknown) => e);
+    const settledMs = performance.now() - abortedAt;
+    onReply = undefined;
+    expect(isMergeError(error) && [error.code, error.message, error.cause]).toEqual(['ABORTED', 'extract cancelled', controller.signal.reason]);
+    expect(abortedAt).toBeGreaterThan(0);
+    expect(seen.filter((e) => e.what === 'post' && e.at > abortedAt)).toEqual([]);
+    // Without the signal the rest of the product (6 of its 8 blocks) would still run; with it,
+    // only the blocks in flight do.
+    expect(settledMs).toBeLessThan(productMs * 0.6);
     expect(StandInWorker.started.filter((w) => w.jobs > 0).length).toBeGreaterThan(0);
     expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
   });

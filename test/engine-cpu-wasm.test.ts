@@ -357,7 +357,8 @@ describe('workers start when an op has pieces for them', () => {
       });
       console.log(pool.workersStarted);
     `;
-    // A script file: workers inherit the process's flags, and `--input-type` is refused in a worker.
+    // A script file. `node --input-type=module -e` would serve as well: a worker inherits the process's
+    // flags less `--input-type`, which it refuses (workerExecArgv, tested in node-adapter-jobs.test.ts).
     const dir = mkdtempSync(join(tmpdir(), 'loramerge-pool-'));
     try {
       writeFileSync(join(dir, 'run.mjs'), script);

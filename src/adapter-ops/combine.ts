@@ -133,7 +133,7 @@ export async function combineAdapters(
         const weights: number[] = [];
         const taskOf = new Map<number, Float32Array>();
         for (const [i, f] of factors.entries()) {
-          const update = await fullUpdate(backend, f.b, f.a, f.scale);
+          const update = await fullUpdate(backend, f.b, f.a, f.scale, run.signal);
           const task = taskOf.get(refs[i].adapterIndex);
           if (task) {
             for (let j = 0; j < task.length; j++) task[j] += update[j];
@@ -191,10 +191,10 @@ export async function combineAdapters(
 }
 
 /** s·B·A as a dense out × in matrix, on the backend. */
-async function fullUpdate(backend: AlgebraBackend, b: Mat, a: Mat, scale: number): Promise<Float32Array> {
+async function fullUpdate(backend: AlgebraBackend, b: Mat, a: Mat, scale: number, signal: AbortSignal | undefined): Promise<Float32Array> {
   const resident = await backend.upload(b);
   try {
-    const d = (await backend.times(resident, a)).data;
+    const d = (await backend.times(resident, a, signal)).data;
     for (let i = 0; i < d.length; i++) d[i] *= scale;
     return d;
   } finally {

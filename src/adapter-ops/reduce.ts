@@ -28,7 +28,7 @@ export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, 
   const resident = await backend.upload(b);
   let dense: Mat;
   try {
-    dense = await backend.times(resident, a);
+    dense = await backend.times(resident, a, signal);
   } finally {
     resident.release();
   }

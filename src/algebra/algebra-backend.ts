@@ -6,7 +6,8 @@
  * ResidentMatrix and multiplied from both sides:
  *   times(A, Y)  = A · Y    A: m × n resident, Y: n × l  → m × l  (tall-skinny product)
  *   timesT(A, Y) = Aᵀ · Y   A: m × n resident, Y: m × l  → n × l  (Gram when Y = A)
- * Both accumulate in f32.
+ * Both accumulate in f32. `signal`, where given, is checked between a product's blocks where the
+ * backend cuts it into blocks (the CPU's threads), and cancels it with an ABORTED MergeError.
  */
 import type { Mat } from './matrix.js';
 
@@ -22,8 +23,8 @@ export interface AlgebraBackend {
   readonly description: string;
   /** Copies `m` to where the products run; the caller may reuse `m` afterwards. */
   upload(m: Mat): Promise<ResidentMatrix>;
-  times(a: ResidentMatrix, y: Mat): Promise<Mat>;
-  timesT(a: ResidentMatrix, y: Mat): Promise<Mat>;
+  times(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat>;
+  timesT(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat>;
   dispose(): void;
 }
 

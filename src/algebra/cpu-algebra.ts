@@ -66,16 +66,16 @@ export class CpuAlgebra implements AlgebraBackend {
     return new CpuResident(m);
   }
 
-  async times(a: ResidentMatrix, y: Mat): Promise<Mat> {
+  async times(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat> {
     checkTimes(a, y, false);
     const A = (a as CpuResident).m;
     const kernel = await this.getKernel();
     if (!kernel) return timesJs(A, y);
     const left = (r0: number, rows: number) => A.data.subarray(r0 * A.cols, (r0 + rows) * A.cols);
-    return (await this.onPool(A.rows, A.cols, y, left)) ?? runBlocks(kernel, A.rows, A.cols, y, left);
+    return (await this.onPool(A.rows, A.cols, y, left, signal)) ?? runBlocks(kernel, A.rows, A.cols, y, left);
   }
 
-  async timesT(a: ResidentMatrix, y: Mat): Promise<Mat> {
+  async timesT(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat> {
     checkTimes(a, y, true);
     const A = (a as CpuResident).m;
     const kernel = await this.getKernel();
@@ -90,7 +90,7 @@ export class CpuAlgebra implements AlgebraBackend {
       }
       return block.subarray(0, count * m);
     };
-    return (await this.onPool(n, m, y, left)) ?? runBlocks(kernel, n, m, y, left);
+    return (await this.onPool(n, m, y, left, signal)) ?? runBlocks(kernel, n, m, y, left);
   }
 
   /** Stops the pool's threads, if any (idempotent). */
@@ -99,10 +99,13 @@ export class CpuAlgebra implements AlgebraBackend {
     this.pool = undefined;
   }
 
-  /** L · Y on the pool's threads, L given block by block; undefined without a pool or for a small product. */
-  private async onPool(rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array): Promise<Mat | undefined> {
+  /**
+   * L · Y on the pool's threads, L given block by block, `signal` checked between blocks; undefined
+   * without a pool or for a small product (one thread's blocks, which take no signal: they are short).
+   */
+  private async onPool(rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array, signal: AbortSignal | undefined): Promise<Mat | undefined> {
     if (!this.pool?.product || rows < 8 || rows * inner * y.cols < POOL_MIN_PRODUCT) return undefined;
-    const { out, finite } = await this.pool.product({ rows, cols: y.cols, inner, right: paddedRight(y, inner), left });
+    const { out, finite } = await this.pool.product({ rows, cols: y.cols, inner, right: paddedRight(y, inner), left }, signal);
     if (!finite) throw nonFinite();
     return { rows, cols: y.cols, data: out };
   }

@@ -37,8 +37,8 @@ export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promis
     kind: backend.kind,
     description: backend.description,
     upload: (m) => backend.upload(m),
-    times: (a, y) => backend.times(a, y),
-    timesT: (a, y) => backend.timesT(a, y),
+    times: (a, y, signal) => backend.times(a, y, signal),
+    timesT: (a, y, signal) => backend.timesT(a, y, signal),
     dispose() {
       backend.dispose();
       nodeGpu.dispose();

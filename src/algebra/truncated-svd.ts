@@ -52,7 +52,7 @@ export interface RandomizedOptions {
   /** Power iterations (default 3). */
   powerIterations?: number;
   seed?: number;
-  /** Checked before each pass over ΔW: a large ΔW's passes take seconds each. */
+  /** Checked before each pass over ΔW and, on the CPU's threads, between a pass's blocks: a large ΔW's passes take seconds each. */
   signal?: AbortSignal;
 }
 
@@ -71,15 +71,15 @@ export async function randomizedSvd(backend: AlgebraBackend, d: ResidentMatrix, 
   }
   const { signal } = options;
   throwIfAborted(signal);
-  let q = (await orthonormalize(backend, await backend.times(d, { rows: n, cols: l, data: omega }))).q;
+  let q = (await orthonormalize(backend, await backend.times(d, { rows: n, cols: l, data: omega }, signal))).q;
   for (let i = 0; i < (options.powerIterations ?? 3); i++) {
     throwIfAborted(signal);
-    const z = (await orthonormalize(backend, await backend.timesT(d, q))).q;
+    const z = (await orthonormalize(backend, await backend.timesT(d, q, signal))).q;
     throwIfAborted(signal);
-    q = (await orthonormalize(backend, await backend.times(d, z))).q;
+    q = (await orthonormalize(backend, await backend.times(d, z, signal))).q;
   }
   throwIfAborted(signal);
-  const right = await orthonormalize(backend, await backend.timesT(d, q));
+  const right = await orthonormalize(backend, await backend.timesT(d, q, signal));
   return fromCore(backend, m, n, q, right.q, transpose64(right.r));
 }
 

@@ -31,8 +31,8 @@ export interface CpuMergePool {
   columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
-  /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros). */
-  product?(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }>;
+  /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros); `signal` cancels it between blocks (ABORTED). */
+  product?(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
   readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
   /** Stops the threads; merges in flight are rejected. */

@@ -111,6 +111,32 @@ interface SharedRight {
   nr?: Floats;
 }
 
+/** A worker's answer to a job it ran, and to one it could not. */
+type WorkerAnswer = Exclude<WorkerReply, { error: string }>;
+type WorkerFailure = Extract<WorkerReply, { error: string }>;
+
+/** Runs the piece [start, start + n) on the calling thread. */
+type PieceRun = (start: number, n: number) => void;
+
+/** One op's work for {@link RowBlockPool.share}: its pieces, and what a piece is on either side. */
+interface Sharing {
+  /** Pieces of [0, total), `step` long (the last one shorter). */
+  total: number;
+  step: number;
+  /** The workers that take pieces (see workersFor). */
+  slots: readonly Slot[];
+  /** Checked before each piece is handed out. */
+  signal: AbortSignal | undefined;
+  /** A worker's job for a piece. */
+  job(slot: Slot, start: number, n: number): PoolJob;
+  /** The error for a worker's failed piece. */
+  failed(reply: WorkerFailure): Error;
+  /** Takes in a worker's result for a piece. */
+  settle(reply: WorkerAnswer, start: number, n: number): void;
+  /** How the calling thread runs a piece, asked for once before its first (a kernel may still be loading). */
+  here(): PieceRun | Promise<PieceRun>;
+}
+
 /** Lets other callbacks run between the calling thread's blocks. */
 export type YieldToEvents = () => Promise<void>;
 
@@ -256,34 +282,28 @@ export class RowBlockPool implements CpuMergePool {
     try {
       if (!wInPlace) new Uint8Array(scratch!, 0, w.byteLength).set(w);
       let finite = true;
-      const cursor = pieceCursor(rows, step, signal);
-      const take = cursor.take;
       const kernelOut = (r0: number, n: number) => new Uint8Array(kAt.buffer, kAt.offset + r0 * cols * kb, n * cols * kb);
       const settle = (r0: number, n: number, listed: Uint32Array) => {
         const kOut = kernelOut(r0, n);
         if (!finishJob(plan, r0, n, listed, kOut, plan.mode === 'f64-values' ? out.subarray(r0 * cols * ob, (r0 + n) * cols * ob) : kOut, stats)) finite = false;
       };
-      const drain = async (slot: Slot): Promise<void> => {
-        for (let block = take(); block; block = take()) {
-          const reply = await this.run(slot, this.job(plan, shared!.factors, slot, wAt, kAt, block[0], block[1]));
-          if ('error' in reply) throw new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
+      await this.share({
+        total: rows, step, slots, signal,
+        job: (slot, r0, n) => this.job(plan, shared!.factors, slot, wAt, kAt, r0, n),
+        failed: (reply) => new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`),
+        settle: (reply, r0, n) => {
           if (!reply.finite) finite = false;
-          settle(block[0], block[1], reply.listed);
-        }
-      };
-      const drainHere = async (): Promise<void> => {
-        const kernel = await this.local;
-        for (let block = take(); block; block = take()) {
-          const [r0, n] = block;
-          const result = kernel.run(planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan))), kernelOut(r0, n));
-          if (!result.finite) finite = false;
-          settle(r0, n, result.listed);
-          // Let the workers' replies (and the pipeline's I/O callbacks) in between blocks.
-          await this.yieldToEvents();
-        }
-      };
-      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
+          settle(r0, n, reply.listed);
+        },
+        here: async () => {
+          const kernel = await this.local;
+          return (r0, n) => {
+            const result = kernel.run(planJob(plan, r0, n, !kernel.holds(rightKeyOf(plan))), kernelOut(r0, n));
+            if (!result.finite) finite = false;
+            settle(r0, n, result.listed);
+          };
+        },
+      });
       if (plan.mode !== 'f64-values' && !outInPlace) out.set(kernelOut(0, rows));
       if (!finite && !settleNonFinite(plan, out, stats)) throw nonFiniteError(op.name, op.outDtype);
       return out;
@@ -341,26 +361,16 @@ export class RowBlockPool implements CpuMergePool {
     const granule = stepRowGranule(op, shape);
     const step = Math.max(granule, Math.ceil(rows / (this.threads * 2) / granule) * granule);
     const slots = this.workersFor(Math.ceil(rows / step));
-    const cursor = pieceCursor(rows, step, signal);
-    const take = cursor.take;
-    const drain = async (slot: Slot): Promise<void> => {
-      for (let piece = take(); piece; piece = take()) {
-        const [r0, n] = piece;
+    await this.share({
+      total: rows, step, slots, signal,
+      job: (_slot, r0, n) => {
         this.sent.stepPieces++;
-        const reply = await this.run(slot, { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) });
-        if ('error' in reply) throw reply.code ? new MergeError(reply.code, reply.error) : new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`);
-        done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 });
-      }
-    };
-    const drainHere = async (): Promise<void> => {
-      for (let piece = take(); piece; piece = take()) {
-        const [r0, n] = piece;
-        done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want));
-        await this.yieldToEvents();
-      }
-    };
-    await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-    if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
+        return { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) };
+      },
+      failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`)),
+      settle: (reply, r0, n) => done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 }),
+      here: () => (r0, n) => done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want)),
+    });
   }
 
   /**
@@ -381,28 +391,21 @@ export class RowBlockPool implements CpuMergePool {
     const shared = lent.buffer;
     try {
       new Float32Array(shared, 0, values.length).set(values);
-      const cursor = pieceCursor(blocks, step, signal);
-      const take = cursor.take;
-      const drain = async (slot: Slot): Promise<void> => {
-        for (let piece = take(); piece; piece = take()) {
-          const [b0, n] = piece;
+      await this.share({
+        total: blocks, step, slots, signal,
+        job: (_slot, b0, n) => {
           this.sent.encodePieces++;
-          const reply = await this.run(slot, {
+          return {
             kind: 'encode', id: this.nextId++, type, shared,
             srcOffset: b0 * blockSize * 4, count: n * blockSize, dstOffset: dstOffset + b0 * blockBytes, dstLength: n * blockBytes,
-          });
-          if ('error' in reply) throw new Error(`${type} blocks: a CPU worker failed: ${reply.error}`);
-        }
-      };
-      const drainHere = async (): Promise<void> => {
-        for (let piece = take(); piece; piece = take()) {
-          const [b0, n] = piece;
+          };
+        },
+        failed: (reply) => new Error(`${type} blocks: a CPU worker failed: ${reply.error}`),
+        settle: () => {},
+        here: () => (b0, n) => {
           encodeBlocksInto(type, new Float32Array(shared, b0 * blockSize * 4, n * blockSize), new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes));
-          await this.yieldToEvents();
-        }
-      };
-      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
-      if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: signal?.reason });
+        },
+      });
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();
     } finally {
       lent.release();
@@ -413,9 +416,10 @@ export class RowBlockPool implements CpuMergePool {
    * The adapter algebra's product L · R (see {@link PoolProduct}) on every thread, in row blocks of
    * L (two per thread, at most BLOCK_CAP_BYTES of L each): W is one block of zeros every job reads,
    * the output one scratch buffer, R sent once to each worker; a block of L that is not shared
-   * memory already goes as a copy of that block alone.
+   * memory already goes as a copy of that block alone. `signal` stops handing out blocks (ABORTED):
+   * a large ΔW's product takes seconds, and a cancel waits only for the blocks in flight.
    */
-  async product(p: PoolProduct): Promise<{ out: Float32Array; finite: boolean }> {
+  async product(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }> {
     if (this.broken) throw this.broken;
     const { rows, cols, inner } = p;
     const out = new Float32Array(rows * cols);
@@ -432,43 +436,71 @@ export class RowBlockPool implements CpuMergePool {
       const zeros = new Uint8Array(buffer, outBytes, step * cols * 4);
       zeros.fill(0);
       let finite = true;
-      const take = pieceCursor(rows, step, undefined).take;
-      const drain = async (slot: Slot): Promise<void> => {
-        for (let block = take(); block; block = take()) {
-          const [r0, n] = block;
+      await this.share({
+        total: rows, step, slots, signal,
+        job: (slot, r0, n) => {
           const sendRight = slot.rightKey !== key;
           slot.rightKey = key;
           if (sendRight) right ??= copyInto(p.right, new SharedArrayBuffer(p.right.byteLength), 0);
           const left = p.left(r0, n);
           this.sent.blocks++;
-          const reply = await this.run(slot, {
+          return {
             id: this.nextId++, wDtype: 'F32', outDtype: 'F32', rows: n, cols, rank: inner,
             // A view of other memory would be posted with its whole buffer.
             left: left.buffer instanceof SharedArrayBuffer ? left : left.slice(), rightKey: key, ...(sendRight ? { right } : {}),
             wBuffer: buffer, wOffset: outBytes, wLength: n * cols * 4, outBuffer: buffer, outOffset: r0 * cols * 4, outLength: n * cols * 4,
-          });
-          if ('error' in reply) throw new Error(`a product of the adapter algebra: a CPU worker failed: ${reply.error}`);
+          };
+        },
+        failed: (reply) => new Error(`a product of the adapter algebra: a CPU worker failed: ${reply.error}`),
+        settle: (reply) => {
           if (!reply.finite) finite = false;
-        }
-      };
-      const drainHere = async (): Promise<void> => {
-        const kernel = await this.local;
-        for (let block = take(); block; block = take()) {
-          const [r0, n] = block;
-          const result = kernel.run({
-            w: zeros.subarray(0, n * cols * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols, rank: inner,
-            left: p.left(r0, n), rightKey: key, right: kernel.holds(key) ? undefined : p.right,
-          }, new Uint8Array(buffer, r0 * cols * 4, n * cols * 4));
-          if (!result.finite) finite = false;
-          await this.yieldToEvents();
-        }
-      };
-      await Promise.all([...slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+        },
+        here: async () => {
+          const kernel = await this.local;
+          return (r0, n) => {
+            const result = kernel.run({
+              w: zeros.subarray(0, n * cols * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols, rank: inner,
+              left: p.left(r0, n), rightKey: key, right: kernel.holds(key) ? undefined : p.right,
+            }, new Uint8Array(buffer, r0 * cols * 4, n * cols * 4));
+            if (!result.finite) finite = false;
+          };
+        },
+      });
       out.set(new Float32Array(buffer, 0, rows * cols));
       return { out, finite };
     } finally {
       lent.release();
     }
+  }
+
+  /**
+   * The loop every op shares its work by: the workers and (unless `callerTakesBlocks` is false) the
+   * calling thread take pieces from one cursor until none are left or the signal is aborted, then
+   * ABORTED. One place, so that merges, steps, encoding and products hand out, settle and stop alike.
+   */
+  private async share(s: Sharing): Promise<void> {
+    const cursor = pieceCursor(s.total, s.step, s.signal);
+    const take = cursor.take;
+    const drain = async (slot: Slot): Promise<void> => {
+      for (let piece = take(); piece; piece = take()) {
+        const [start, n] = piece;
+        const reply = await this.run(slot, s.job(slot, start, n));
+        if ('error' in reply) throw s.failed(reply);
+        s.settle(reply, start, n);
+      }
+    };
+    const drainHere = async (): Promise<void> => {
+      // Awaited only when it is a promise: a thread with nothing to load takes its first piece in the same turn.
+      const made = s.here();
+      const runPiece = made instanceof Promise ? await made : made;
+      for (let piece = take(); piece; piece = take()) {
+        runPiece(piece[0], piece[1]);
+        // Let the workers' replies (and the pipeline's I/O callbacks) in between pieces.
+        await this.yieldToEvents();
+      }
+    };
+    await Promise.all([...s.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+    if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: s.signal?.reason });
   }
 
   private job(plan: PlainPlan, factors: JobArrays, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
