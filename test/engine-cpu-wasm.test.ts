@@ -370,3 +370,42 @@ describe('workers start when an op has pieces for them', () => {
     }
   });
 });
+
+describe('a worker that fails a piece', () => {
+  it('stops the hand-out, and the call rejects only once the pieces in flight on other workers have answered', async () => {
+    // The call's shared scratch goes back to the pool when it settles: a piece still running on
+    // another worker would then write into the memory of the pool's next call.
+    const kernel = createWasmKernel();
+    let posted = 0, answered = 0;
+    const failing: PoolWorker = (() => {
+      let reply: (r: Awaited<ReturnType<typeof runWorkerJob>>) => void = () => {};
+      return {
+        post: (job) => { posted++; setTimeout(() => { answered++; reply({ id: job.id, error: 'out of memory' }); }, 0); },
+        listen: (onReply) => { reply = onReply; },
+        hold: () => {},
+        terminate: () => {},
+      };
+    })();
+    const slow: PoolWorker = (() => {
+      let reply: (r: Awaited<ReturnType<typeof runWorkerJob>>) => void = () => {};
+      return {
+        post: (job) => {
+          posted++;
+          setTimeout(() => void runWorkerJob(kernel, job).then((r) => { answered++; reply(r); }), 150);
+        },
+        listen: (onReply) => { reply = onReply; },
+        hold: () => {},
+        terminate: () => {},
+      };
+    })();
+    const pool = new RowBlockPool([failing, slow], () => new Promise((r) => setTimeout(r, 0)), false);
+    // 64 rows of 8 at inner 4: four pieces of 16 rows; each worker takes one first.
+    const inner = 4, cols = 8;
+    const left = new Float32Array(64 * inner).fill(1);
+    const error = await pool.product({ rows: 64, cols, inner, right: new Float32Array(inner * paddedCols(cols)).fill(1), left: (r0, n) => left.subarray(r0 * inner, (r0 + n) * inner) })
+      .then(() => undefined, (e: unknown) => e);
+    expect((error as Error).message).toMatch(/a CPU worker failed: out of memory/);
+    expect({ posted, answered }).toEqual({ posted: 2, answered: 2 });
+    pool.dispose();
+  });
+});

@@ -499,7 +499,16 @@ export class RowBlockPool implements CpuMergePool {
         await this.yieldToEvents();
       }
     };
-    await Promise.all([...s.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
+    // A failed piece stops the hand-out, and the call settles only once every piece in flight has:
+    // its caller then hands the shared scratch back, and a later call must not find blocks of this
+    // one still writing into it.
+    let failure: { error: unknown } | undefined;
+    const stopOnFailure = (drained: Promise<void>) => drained.catch((error: unknown) => {
+      failure ??= { error };
+      cursor.stop();
+    });
+    await Promise.all([...s.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])].map(stopOnFailure));
+    if (failure) throw failure.error;
     if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: s.signal?.reason });
   }
 
@@ -544,12 +553,13 @@ export class RowBlockPool implements CpuMergePool {
  * Hands out [start, count] pieces of [0, total) in steps of `step` to whichever thread asks next,
  * until all are out or the signal is aborted (then `aborted()` is true and nothing more is given).
  */
-function pieceCursor(total: number, step: number, signal: AbortSignal | undefined): { take(): [number, number] | undefined; aborted(): boolean } {
+function pieceCursor(total: number, step: number, signal: AbortSignal | undefined): { take(): [number, number] | undefined; aborted(): boolean; stop(): void } {
   let next = 0;
   let aborted = false;
+  let stopped = false;
   return {
     take() {
-      if (next >= total || aborted) return undefined;
+      if (next >= total || aborted || stopped) return undefined;
       if (signal?.aborted) {
         aborted = true;
         return undefined;
@@ -559,5 +569,7 @@ function pieceCursor(total: number, step: number, signal: AbortSignal | undefine
       return [start, n];
     },
     aborted: () => aborted,
+    /** Gives nothing more out (a piece failed). */
+    stop: () => void (stopped = true),
   };
 }
