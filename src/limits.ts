@@ -56,8 +56,9 @@ export const MAX_PATTERN_LENGTH = 1000;
 /**
  * The work of matching one adapter's modules against its rank_pattern and alpha_pattern: name
  * comparisons, a regex match counting 100. About 3 seconds at most; real configs need far less.
- * Its modules_to_save entries that are regexes (more than one plain name part) count apart, each
- * regex compiled counting 10 000 before any is compiled (so at most 5000 of them).
+ * Its modules_to_save entries that are regexes (more than one plain name part) count apart. Keys
+ * and entries that are regexes are counted before any is compiled, each regex compiled counting
+ * 10 000 and 25 more a character of it (so at most 5000 of them, fewer when long).
  */
 export const MAX_PATTERN_MATCHES = 50_000_000;
 

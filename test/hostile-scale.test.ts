@@ -5,7 +5,8 @@
  * the work can be counted, for work that grows with the input, not its square; the end-to-end
  * checks use sizes at which the quadratic code took minutes.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { RE2JS } from 're2js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { KeysUnder } from '../src/plan/quantized-weights.js';
@@ -294,7 +295,7 @@ describe('a modules_to_save list', () => {
     const saved = Array.from({ length: 50_000 }, (_, i) => `model.layers.${i % 80}.mlp.experts.${i}.gate`);
     const started = performance.now();
     expect(() => peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA')).toThrow(
-      /^adapter_config\.json: modules_to_save holds 50000 entries of more than one plain name part, each a regex to compile, more work than the limit MAX_PATTERN_MATCHES allows \(50000000 name comparisons, a regex compiled counting 10000\); list fewer modules, or name them by their last part$/);
+      /^adapter_config\.json: modules_to_save holds 50000 entries of more than one plain name part, each a regex to compile, more work than the limit MAX_PATTERN_MATCHES \(50000000 name comparisons, a regex compiled counting 10000 and 25 more a character\) allows; list fewer modules, or name them by their last part$/);
     expect(performance.now() - started).toBeLessThan(3000);
     // As many as the limit allows are compiled and matched as PEFT matches them.
     const few = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved.slice(0, 100) }, 'adapter_config.json', 'LORA');
@@ -303,12 +304,86 @@ describe('a modules_to_save list', () => {
   }, 60_000);
 
   it('of regexes too many to match against every module is refused in one line naming the limit', () => {
-    const saved = Array.from({ length: 5000 }, (_, i) => `model\\.heads\\.${i}`);
+    const saved = Array.from({ length: 4000 }, (_, i) => `model\\.heads\\.${i}`);
     const targets = peftTargetsFrom({ target_modules: ['down_proj'], modules_to_save: saved }, 'adapter_config.json', 'LORA');
     expect(() => {
       for (let l = 0; l < 100; l++) for (let e = 0; e < 200; e++) targets.untargeted(`model.layers.${l}.mlp.experts.${e}.down_proj`);
     }).toThrow(/^adapter_config\.json: modules_to_save needs too much matching against this adapter's modules \(more than the limit MAX_PATTERN_MATCHES, 50000000 name comparisons, a regex counting 100\); list fewer modules, or name them by their last part$/);
   });
+});
+
+/** A two-layer Llama's q_proj and v_proj (hidden 16) and a PEFT LoRA on them, q at rank 4 and v at rank 2, with this adapter_config.json. */
+function llamaWithPatterns(adapterConfig: Record<string, unknown>) {
+  const hidden = 16, base: FixtureTensor[] = [], lora: FixtureTensor[] = [];
+  for (let l = 0; l < 2; l++) {
+    for (const [p, r] of [['q_proj', 4], ['v_proj', 2]] as const) {
+      const m = `model.layers.${l}.self_attn.${p}`;
+      base.push({ name: `${m}.weight`, dtype: 'BF16', shape: [hidden, hidden], data: new Uint8Array(2 * hidden * hidden) });
+      lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [r, hidden], data: new Uint8Array(2 * r * hidden) });
+      lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [hidden, r], data: new Uint8Array(2 * hidden * r) });
+    }
+  }
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 2, vocab_size: 32 };
+  return prepareMerge(
+    memoryInputFileSet({ 'model.safetensors': buildSafetensors(base, { format: 'pt' }), 'config.json': JSON.stringify(config) }, 'model'),
+    [{ files: memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors(lora), 'adapter_config.json': JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 4, lora_alpha: 16, target_modules: ['q_proj', 'v_proj'], ...adapterConfig }) }, 'adapter'), weight: 1 }],
+  );
+}
+
+/** A regex key of `length` characters or a little less that names no module of a two-layer model: an alternation of layers 1000 + i, 11000 + i, …. */
+function longRegexKey(i: number, length: number): string {
+  const alts: string[] = [];
+  for (let j = 0, total = 4; ; j++) {
+    const alt = `model\\.layers\\.${1000 + i + 10_000 * j}\\.(?:self_attn|mlp)\\.(?:q|k|v|o|gate|up|down)_proj`;
+    if (total + alt.length + 1 > length) break;
+    alts.push(alt);
+    total += alt.length + 1;
+  }
+  return `(?:${alts.join('|')})`;
+}
+
+describe('rank_pattern and alpha_pattern', () => {
+  it('of more regex keys than could be compiled in a few seconds are refused before any is compiled', async () => {
+    // 10,000 keys of about 500 characters in each table (MAX_PATTERNS, MAX_PATTERN_LENGTH allow them):
+    // compiling all 20,000 took 40 s and 1.7 GB at 928 characters.
+    const keys = Array.from({ length: 10_000 }, (_, i) => longRegexKey(i, 500));
+    const started = performance.now();
+    await expect(llamaWithPatterns({ rank_pattern: Object.fromEntries(keys.map((k) => [k, 8])), alpha_pattern: Object.fromEntries(keys.map((k) => [k, 16])) })).rejects.toThrow(
+      /^adapter\/adapter_config\.json: rank_pattern has 10000 keys that are regexes, not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES \(50000000 name comparisons, a regex compiled counting 10000 and 25 more a character\) allows \(rank_pattern and alpha_pattern counted together\); key it by full module names \(model\.layers\.0\.self_attn\.q_proj\), or use fewer regexes$/);
+    expect(performance.now() - started).toBeLessThan(5000);
+    // The two tables share the count: each alone within it, together not.
+    const half = keys.slice(0, 1200);
+    await expect(llamaWithPatterns({ rank_pattern: Object.fromEntries(half.map((k) => [k, 8])), alpha_pattern: Object.fromEntries(half.map((k) => [k, 16])) })).rejects.toThrow(
+      /^adapter\/adapter_config\.json: alpha_pattern has 1200 keys that are regexes, not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES/);
+  }, 60_000);
+
+  it('keyed by module names compile nothing, and regexes within the limit match as PEFT matches them', async () => {
+    // PEFT saves rank_pattern and alpha_pattern keyed by full module paths: 10,000 of them are
+    // matched as names (the tail of the path after a "."), with no regex compiled.
+    const alphaNames = Object.fromEntries([
+      ...Array.from({ length: 9_999 }, (_, i) => [`model.layers.${1000 + i}.self_attn.q_proj`, 2] as const),
+      ['model.layers.0.self_attn.q_proj', 8] as const,
+    ]);
+    // 100 long regexes naming no module, and one (PEFT: re.match(r"(.*\.)?(self_attn\.v_pr[o]j)$", name)) naming both v_proj.
+    const rankRegexes = Object.fromEntries([...Array.from({ length: 100 }, (_, i) => [longRegexKey(i, 900), 8] as const), ['self_attn\\.v_pr[o]j', 2] as const]);
+    const compile = vi.spyOn(RE2JS, 'compile');
+    try {
+      const prepared = await llamaWithPatterns({ rank_pattern: rankRegexes, alpha_pattern: alphaNames });
+      await prepared.close();
+      expect(compile.mock.calls.filter(([source]) => source.includes('model.layers.'))).toEqual([]); // the regex keys write model\.layers\.
+      expect(compile.mock.calls.filter(([source]) => source.includes('v_pr[o]j'))).toHaveLength(1);
+      // α/r as PEFT's update_layer sets it: α from alpha_pattern's first matching key, else lora_alpha; r likewise.
+      const want: Record<string, number> = {
+        'model.layers.0.self_attn.q_proj.weight': 8 / 4, 'model.layers.1.self_attn.q_proj.weight': 16 / 4,
+        'model.layers.0.self_attn.v_proj.weight': 16 / 2, 'model.layers.1.self_attn.v_proj.weight': 16 / 2,
+      };
+      expect(prepared.plan.problems).toEqual([]);
+      expect(Object.fromEntries(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => t.scale)]))).toEqual(
+        Object.fromEntries(Object.entries(want).map(([k, v]) => [k, [v]])));
+    } finally {
+      compile.mockRestore();
+    }
+  }, 60_000);
 });
 
 /**

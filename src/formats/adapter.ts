@@ -4,6 +4,7 @@
  */
 import { fromKnownAdapter } from './known-adapter.js';
 import { MergeError } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
 import type { ModuleAddress } from './module-address.js';
@@ -218,7 +219,7 @@ const PICKLE_FILE = /\.(bin|pt|pth|ckpt|pkl)$/i;
  * + adapter_model.safetensors) or one kohya/LyCORIS .safetensors file. The caller owns the result
  * and closes `file.source` when done.
  */
-export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
+export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const list = files.list();
   const configs = shallowestByBaseName(list, PEFT_CONFIG);
   // A trainer's output folder holds one adapter per checkpoint (checkpoint-500/, checkpoint-1000/):
@@ -239,7 +240,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
         const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
         throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
       }
-      return withFile(files, mlxWeights, (file) => parseMlxAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
+      return withFile(files, mlxWeights, pacer, (file) => parseMlxAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
     if (weights === undefined) {
@@ -247,7 +248,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
       throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
-    return withFile(files, weights, (file) => parsePeftAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
+    return withFile(files, weights, pacer, (file) => parsePeftAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));
@@ -271,7 +272,7 @@ export async function openAdapter(files: InputFileSet): Promise<ParsedAdapter> {
   if (tensorFiles.length > 1) {
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
-  return withFile(files, tensorFiles[0], async (file) => {
+  return withFile(files, tensorFiles[0], pacer, async (file) => {
     // A PEFT save without its config: α and r are only in adapter_config.json. Diffusion models'
     // are read as diffusers reads them (a lone file, scale 1: see DIFFUSION_PEFT_SAVE).
     const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
@@ -301,11 +302,15 @@ const DIFFUSION_PEFT_SAVE = /^base_model\.model\.(double_blocks|single_blocks|fi
 
 /** Opens one file, hands it to `parse`, and closes it again if parsing fails. */
 async function withFile(
-  files: InputFileSet, path: string, parse: (file: SafetensorsFile) => ParsedAdapter | Promise<ParsedAdapter>,
+  files: InputFileSet, path: string, pacer: Pacer, parse: (file: SafetensorsFile) => ParsedAdapter | Promise<ParsedAdapter>,
 ): Promise<ParsedAdapter> {
   const source = await files.open(path);
   try {
-    return await parse(await openSafetensors(source));
+    const file = await openSafetensors(source);
+    // A header of tens of thousands of tensors and the parse of its modules are each long work in
+    // one piece: a cancel is looked for between them.
+    await pacer.tick();
+    return await parse(file);
   } catch (e) {
     await source.close().catch(() => undefined);
     throw e;

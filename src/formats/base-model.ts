@@ -7,6 +7,7 @@
  * at a time on demand. Pickle checkpoints are refused, never unpickled.
  */
 import { isHttpUrl } from '../api-arguments.js';
+import { Pacer } from '../event-turns.js';
 import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
@@ -156,9 +157,9 @@ const LAYOUTS: { kind: BaseModelKind; stem: string }[] = [
   { kind: 'diffusers', stem: 'diffusion_pytorch_model' },
 ];
 
-export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBaseModel> {
+export async function openBaseModel(files: InputFileSet, pacer: Pacer = new Pacer()): Promise<SafetensorsBaseModel> {
   const list = files.list();
-  if (list.includes(MODEL_INDEX)) return openPipeline(files, list);
+  if (list.includes(MODEL_INDEX)) return openPipeline(files, list, pacer);
   const layout = await detectLayout(files, list);
   const folder = files.name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
   // A text encoder folder's config.json says its class, and which CLIP a CLIP is.
@@ -169,7 +170,7 @@ export async function openBaseModel(files: InputFileSet): Promise<SafetensorsBas
   const dropped = list.filter((p) => isWeightFile(p) && !used.has(p));
   const warnings = dropped.length ? [`${files.name}: ${dropped.join(', ')} not written (the merge writes ${layout.shardPaths.join(', ')})`] : [];
   return openShards(files, layout.kind, [{ folder: '', layout }], list.filter((p) => !isWeightFile(p) && p !== layout.indexPath), warnings,
-    (tensors) => folderComponent(folder, config, tensors));
+    (tensors) => folderComponent(folder, config, tensors), pacer);
 }
 
 interface ComponentFiles {
@@ -182,7 +183,7 @@ interface ComponentFiles {
 /** Opens every shard of every component, checks shards and indexes agree, and builds the model. */
 async function openShards(
   files: InputFileSet, kind: BaseModelKind, parts: ComponentFiles[], otherFiles: string[], warnings: string[],
-  components: (tensors: ReadonlyMap<string, BaseTensor>) => BaseComponent[] | undefined,
+  components: (tensors: ReadonlyMap<string, BaseTensor>) => BaseComponent[] | undefined, pacer: Pacer,
 ): Promise<SafetensorsBaseModel> {
   const shards: SafetensorsShard[] = [];
   try {
@@ -193,6 +194,9 @@ async function openShards(
       const keyPrefix = folder ? `${folder}.` : '';
       const mine: SafetensorsShard[] = [];
       for (const path of layout.shardPaths) {
+        // Each header is parsed in one piece (tens of ms for tens of thousands of tensors): a base of
+        // hundreds of shards is seconds of them, so a cancel is looked for between them.
+        await pacer.tick();
         const source = await files.open(at(path));
         try {
           const file = await openSafetensors(source);
@@ -238,7 +242,7 @@ const MODEL_INDEX = 'model_index.json';
  * (scheduler, tokenizers, configs) is copied. Weight files a component does not load (another
  * variant, a pickle beside the safetensors) are not written, and the user is told.
  */
-async function openPipeline(files: InputFileSet, list: string[]): Promise<SafetensorsBaseModel> {
+async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): Promise<SafetensorsBaseModel> {
   const where = `${files.name}/${MODEL_INDEX}`;
   const spec = parseBoundedJson(await files.readText(MODEL_INDEX), where);
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
@@ -291,7 +295,7 @@ async function openPipeline(files: InputFileSet, list: string[]): Promise<Safete
   for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
   const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
-    .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })));
+    .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
   if (planWarnings) model.planWarnings = planWarnings;
   return model;
 }

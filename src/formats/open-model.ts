@@ -4,6 +4,7 @@
  * files; otherwise `.gguf` files make a GGUF model.
  */
 import { checkInputFileSet } from '../api-arguments.js';
+import { Pacer } from '../event-turns.js';
 import type { InputFileSet } from '../io/types.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
 import { openGgufModel } from './gguf/gguf-model.js';
@@ -11,7 +12,7 @@ import { openGgufModel } from './gguf/gguf-model.js';
 interface ContainerEntry {
   name: string;
   claims(paths: readonly string[]): boolean;
-  open(files: InputFileSet): Promise<BaseModel>;
+  open(files: InputFileSet, pacer: Pacer): Promise<BaseModel>;
 }
 
 /** Whether `paths` hold a GGUF model: `.gguf` files and no safetensors weights. */
@@ -26,8 +27,16 @@ const CONTAINERS: readonly ContainerEntry[] = [
 
 /** The base model in `files`, opened by the first container format that claims their paths; `files` that is no InputFileSet is a BAD_ARGUMENT MergeError. */
 export async function openModel(files: InputFileSet): Promise<BaseModel> {
+  return openModelPaced(files, new Pacer());
+}
+
+/**
+ * {@link openModel} with the event loop given a turn, and `pacer`'s signal looked at, between the
+ * files it opens (a sharded base's headers), where it throws ABORTED once the signal fired.
+ */
+export async function openModelPaced(files: InputFileSet, pacer: Pacer): Promise<BaseModel> {
   checkInputFileSet('openModel: files', files);
   const paths = files.list();
   const entry = CONTAINERS.find((c) => c.claims(paths))!;
-  return entry.open(files);
+  return entry.open(files, pacer);
 }

@@ -29,6 +29,7 @@ import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
 import { shownJsonList } from '../shown-text.js';
 import { languageModelField, modelArchitectures, tiesWordEmbeddings, type ModelConfig } from './model-config.js';
+import { countRegexCompiles, REGEX_MATCH_COST } from './module-pattern.js';
 
 export interface PeftTargets {
   /** Why PEFT would put no adapter layer on module `path` (its name inside the base model), or undefined when it would. */
@@ -41,10 +42,6 @@ const LAYERS_NEED_A_LIST = new Set(['LORA', 'ADALORA', 'C3A', 'DELORA', 'HIRA', 
 const TIED_LAYERS = ['embed_tokens', 'lm_head'];
 /** A modules_to_save entry that is one plain name part (`lm_head`), no regex syntax in it. */
 const ONE_PART_NAME = /^[A-Za-z0-9_-]+$/;
-/** A regex match counts as a hundred name comparisons against MAX_PATTERN_MATCHES, as rank_pattern's do (module-pattern.ts). */
-const REGEX_MATCH_COST = 100;
-/** A regex compiled counts as this many name comparisons (about 0.7 ms, as long as 10,000 comparisons take). */
-const REGEX_COMPILE_COST = 10_000;
 /** Task types whose PeftModel class adds these heads to modules_to_save (peft_model.py classifier_module_names). */
 const CLASSIFIER_TASKS = new Set(['SEQ_CLS', 'TOKEN_CLS']);
 const CLASSIFIER_HEADS = ['classifier', 'score'];
@@ -75,15 +72,10 @@ export function peftTargetsFrom(raw: Readonly<Record<string, unknown>>, configFi
   // a regex, and matching it against every module is counted against MAX_PATTERN_MATCHES.
   const savedParts = new Set(modulesToSave.filter((m) => ONE_PART_NAME.test(m)));
   const savedRegexes = modulesToSave.filter((m) => !ONE_PART_NAME.test(m));
-  // Compiling is counted before it is done: each regex took about 0.7 ms and 30 KB, and 600,000
-  // dotted names (a 32 MB config) ran out of memory before a single module was matched.
-  let matching = savedRegexes.length * REGEX_COMPILE_COST;
-  if (matching > MAX_PATTERN_MATCHES) {
-    throw new MergeError(
-      'LIMIT_EXCEEDED',
-      `${configFile}: modules_to_save holds ${savedRegexes.length} entries of more than one plain name part, each a regex to compile, more work than the limit MAX_PATTERN_MATCHES allows (${MAX_PATTERN_MATCHES} name comparisons, a regex compiled counting ${REGEX_COMPILE_COST}); list fewer modules, or name them by their last part`,
-    );
-  }
+  // Compiling is counted before it is done: 50,000 dotted names took 31 s and 1.4 GB to compile, and
+  // 600,000 (a 32 MB config) ran out of memory before a single module was matched.
+  let matching = countRegexCompiles(0, savedRegexes, (limit) =>
+    `${configFile}: modules_to_save holds ${savedRegexes.length} entries of more than one plain name part, each a regex to compile, more work than ${limit} allows; list fewer modules, or name them by their last part`);
   const savedRes = savedRegexes.map((m) => compile(`(?:^|.*\\.)(?:${m})(?:$|\\..*)`, 'modules_to_save', configFile));
   const underSaved = (path: string): boolean => {
     if (savedParts.size > 0 && path.split('.').some((part) => savedParts.has(part))) return true;

@@ -9,7 +9,7 @@ import { isSafetensorsModel } from '../formats/base-model-view.js';
 import { dequantizedBaseModel, type DequantizedBase } from '../formats/bnb/bnb-base-model.js';
 import { modelArchitectures, readModelConfig, type ModelConfig } from '../formats/model-config.js';
 import { baseIdentityWarning } from '../formats/peft-base-identity.js';
-import { openModel } from '../formats/open-model.js';
+import { openModelPaced } from '../formats/open-model.js';
 import { checkAllLinearHead, checkWeightTyingTargets, targetsAllLinear, type GgufHeads } from '../formats/peft-targets.js';
 import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
@@ -133,7 +133,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
   // Between the phases and the modules, the event loop gets a turn (a Ctrl-C handler, an abort()).
   throwIfAborted(signal);
   const pacer = new Pacer(signal);
-  const opened = await openModel(baseFiles);
+  const opened = await openModelPaced(baseFiles, pacer);
   const adapters: PreparedMerge['adapters'] = [];
   const close = async () => {
     await Promise.allSettled([opened.close(), ...adapters.map(({ adapter }) => adapter.file.source.close())]);
@@ -146,7 +146,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
       await pacer.tick();
-      adapters.push({ adapter: await openAdapter(input.files), weight: input.weight ?? 1, files: input.files });
+      adapters.push({ adapter: await openAdapter(input.files, pacer), weight: input.weight ?? 1, files: input.files });
     }
     // An adapter whose config names another model family than the base's config.json: said, not refused.
     const identityWarnings: string[] = [];

@@ -6,6 +6,7 @@
  */
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
+import { Pacer } from '../../event-turns.js';
 import { MAX_MIXED_ROWS_BYTES, MAX_TENSORS } from '../../limits.js';
 import type { InputFileSet } from '../../io/types.js';
 import type { MergePlan, PlanProblem, ValueScale } from '../../plan/merge-plan.js';
@@ -23,12 +24,13 @@ import { gcd, product } from '../../integers.js';
 const GGUF = /\.gguf$/i;
 const SPLIT = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
 
-export async function openGgufModel(files: InputFileSet): Promise<BaseModel> {
+export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pacer()): Promise<BaseModel> {
   const list = files.list();
   const paths = partPaths(files.name, list.filter((p) => GGUF.test(p)));
   const parts: { path: string; file: GgufFile }[] = [];
   try {
     for (const path of paths) {
+      await pacer.tick(); // a cancel is looked for between the parts' headers
       const source = await files.open(path);
       try {
         parts.push({ path, file: await openGguf(source) });
