@@ -12,6 +12,7 @@ import type { AlgebraBackend } from '../src/algebra/algebra-backend.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { createWebGpuAlgebra } from '../src/algebra/gpu-algebra.js';
 import { denseExactSvd, factoredSvd, randomizedSvd, type TruncatedSvd } from '../src/algebra/truncated-svd.js';
+import { isMergeError } from '../src/errors.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { seededRandom } from './helpers/fixtures.js';
 import {
@@ -233,3 +234,43 @@ for (const name of ['cpu', 'cpu-js', 'webgpu', 'webgpu-small']) {
     });
   });
 }
+
+describe('webgpu products and a cancel', () => {
+  it('times, one dispatch and read-back per slab, sees an abort between slabs; timesT, one submission of every slab, sees it once read back: ABORTED, its cause the reason', async (ctx) => {
+    const backend = backends['webgpu-small'];
+    if (!backend) return ctx.skip('no WebGPU adapter on this machine');
+    // ΔW 2048 × 512 in 64 KiB bindings: 64 slabs of 32 rows (2 KiB each).
+    const rand = seededRandom(61);
+    const d = f32(randomDense(2048, 512, rand));
+    const y = f32(randomDense(512, 28, rand)), yT = f32(randomDense(2048, 28, rand));
+    const resident = await backend.upload(d);
+    try {
+      const idle = new AbortController().signal;
+      let t = performance.now();
+      const whole = await backend.times(resident, y, idle);
+      const timesMs = performance.now() - t;
+      // A product indeed: one entry against f64.
+      let x = 0;
+      for (let k = 0; k < 512; k++) x += d.data[1000 * 512 + k] * y.data[k * 28 + 5];
+      expect(Math.abs(whole.data[1000 * 28 + 5] - x)).toBeLessThan(1e-4 * Math.max(1, Math.abs(x)));
+
+      const cancelled = async (run: (signal: AbortSignal) => Promise<unknown>) => {
+        const controller = new AbortController();
+        const start = performance.now();
+        const pending = run(controller.signal).then(() => undefined, (e: unknown) => e);
+        setTimeout(() => controller.abort(new Error('stop')), 0);
+        const error = await pending;
+        return { error, ms: performance.now() - start, reason: controller.signal.reason };
+      };
+      const a = await cancelled((signal) => backend.times(resident, y, signal));
+      expect(isMergeError(a.error) && [a.error.code, a.error.cause]).toEqual(['ABORTED', a.reason]);
+      expect(a.ms).toBeLessThan(timesMs * 0.5);
+      const b = await cancelled((signal) => backend.timesT(resident, yT, signal));
+      expect(isMergeError(b.error) && [b.error.code, b.error.cause]).toEqual(['ABORTED', b.reason]);
+      // The device still runs products after either cancel.
+      expect((await backend.times(resident, y)).data).toEqual(whole.data);
+    } finally {
+      resident.release();
+    }
+  });
+});

@@ -10,6 +10,9 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { combineLoras, extractLora, resizeLora } from '../src/adapter-jobs.js';
+import type { ResidentMatrix } from '../src/algebra/algebra-backend.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import type { Mat } from '../src/algebra/matrix.js';
 import { isMergeError } from '../src/errors.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import type { PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
@@ -211,6 +214,76 @@ describe('adapter jobs from the browser entry: threads where the context is cros
     expect(StandInWorker.started.filter((w) => w.jobs > 0).length).toBeGreaterThan(0);
     expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
   });
+
+  it('on one thread (a page that is not cross-origin isolated), a cancel from a timer is seen while a product runs: extract rejects ABORTED well before the product would end, and every product of the job is given the signal', async () => {
+    vi.stubGlobal('crossOriginIsolated', false);
+    // Llama-2-7B's q_proj (4096 × 4096), F32: at rank 128 the randomized SVD's passes over ΔW are
+    // products by 160 columns, 2.7·10⁹ multiply-adds each, a large fraction of a second each on one thread.
+    const rand = seededRandom(11);
+    const q = 'model.layers.0.self_attn.q_proj.weight';
+    const base = new Float32Array(4096 * 4096).map(() => Math.fround((rand() - 0.5) * 0.04));
+    const tuned = base.map((x) => Math.fround(x + (rand() - 0.5) * 0.002));
+    const model = (w: Float32Array) => memoryInputFileSet({ 'model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [4096, 4096], data: w }]) }, 'model');
+    const extract = (signal: AbortSignal) => extractLora({ base: model(base), tuned: model(tuned), rank: 128, backend: 'cpu', signal });
+
+    // Every product the job asks of the CPU algebra: which, its size, its signal, when it ran.
+    type Call = { kind: 'times' | 'timesT'; macs: number; signal: AbortSignal | undefined; start: number; end?: number };
+    let calls: Call[] = [];
+    let onCall: ((call: Call) => void) | undefined;
+    const times = CpuAlgebra.prototype.times, timesT = CpuAlgebra.prototype.timesT;
+    const watch = (kind: Call['kind'], real: typeof times) => async function (this: CpuAlgebra, a: ResidentMatrix, y: Mat, signal?: AbortSignal) {
+      const call: Call = { kind, macs: a.rows * a.cols * y.cols, signal, start: performance.now() };
+      calls.push(call);
+      onCall?.(call);
+      try {
+        return await real.call(this, a, y, signal);
+      } finally {
+        call.end = performance.now();
+      }
+    };
+    vi.spyOn(CpuAlgebra.prototype, 'times').mockImplementation(watch('times', times));
+    vi.spyOn(CpuAlgebra.prototype, 'timesT').mockImplementation(watch('timesT', timesT));
+    const isPass = (c: Call) => c.macs === 4096 * 4096 * 160;
+
+    try {
+      // Uncancelled, under a signal that never fires: every product has it (the passes over ΔW,
+      // the re-orthonormalisations' Gram matrices and bases, the factors' projections), and the
+      // first Aᵀ·Y pass's time.
+      const idle = new AbortController();
+      const outcome = await extract(idle.signal);
+      expect(outcome.backend).toBe(ONE_THREAD);
+      expect(calls.filter(isPass).map((c) => c.kind)).toEqual(['times', 'timesT', 'times', 'timesT', 'times', 'timesT', 'times', 'timesT']);
+      expect(calls.filter((c) => c.macs >= 1 << 20).length).toBeGreaterThan(20);
+      expect(calls.filter((c) => c.signal !== idle.signal)).toEqual([]);
+      const pass = calls.find((c) => isPass(c) && c.kind === 'timesT')!;
+      const passMs = pass.end! - pass.start;
+
+      // Cancelled from a timer set as that pass starts: the timer can only fire once the product
+      // gives the event loop a turn.
+      calls = [];
+      const controller = new AbortController();
+      let started = 0, abortedAt = 0;
+      onCall = (c) => {
+        if (started || !isPass(c) || c.kind !== 'timesT') return;
+        started = c.start;
+        setTimeout(() => {
+          abortedAt = performance.now();
+          controller.abort(new Error('stop'));
+        }, 0);
+      };
+      const error = await extract(controller.signal).then(() => undefined, (e: unknown) => e);
+      const settledMs = performance.now() - started;
+      expect(isMergeError(error) && [error.code, error.message, error.cause]).toEqual(['ABORTED', 'extract cancelled', controller.signal.reason]);
+      expect(abortedAt).toBeGreaterThan(0);
+      // The abort came while that pass ran, and the job settled long before the pass would have ended.
+      expect(calls.filter(isPass).length).toBe(2);
+      expect(abortedAt).toBeLessThan(calls.filter(isPass)[1].end!);
+      expect(settledMs).toBeLessThan(passMs * 0.5);
+    } finally {
+      onCall = undefined;
+      vi.restoreAllMocks();
+    }
+  }, 120_000);
 
   it('a job that fails after its workers ran stops them too, and leaves its output aborted', async () => {
     vi.stubGlobal('crossOriginIsolated', true);

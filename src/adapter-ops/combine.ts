@@ -149,7 +149,7 @@ export async function combineAdapters(
         });
         decomposed = await decomposeDense(backend, { rows: shape.out, cols: shape.in, data: merged }, rank, options.seed, run.signal);
       }
-      const module = await moduleFromSvd(decomposed.svd, rank, 'up', name, shape, rank);
+      const module = await moduleFromSvd(decomposed.svd, rank, 'up', name, shape, rank, run.signal);
       if (options.clampQuantile !== undefined) clampQuantile(module.up, module.down, options.clampQuantile);
       modules.push(module);
       report.push({ name, rank, froKept: froKept(decomposed.svd.s, rank, decomposed.total2), singularValues: Array.from(decomposed.svd.s), normSquared: decomposed.total2 });

@@ -190,7 +190,7 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
   if (options.rank !== undefined) {
     const rank = Math.min(options.rank, side);
     const { svd, total2 } = await decomposeDense(backend, d, rank, options.seed, signal);
-    const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
+    const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank, signal);
     return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s), normSquared: total2 }, hitCap: false };
   }
   const energy = options.energy!;
@@ -203,7 +203,7 @@ async function decomposeModule(backend: AlgebraBackend, values: Float32Array, sh
     const reached = kept >= energy * total2 * (1 - 1e-12);
     if (reached || wanted >= cap || svd.s.length < wanted) {
       rank = Math.max(rank, 1);
-      const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank);
+      const module = await moduleFromSvd(svd, rank, 'sqrt', name, shape, rank, signal);
       return { module, rankReport: { name, rank, froKept: froKept(svd.s, rank, total2), singularValues: Array.from(svd.s), normSquared: total2 }, hitCap: !reached };
     }
   }

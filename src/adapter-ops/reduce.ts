@@ -22,7 +22,7 @@ export interface Decomposed {
 /** ΔW = Σ B_t·A_t (factors stacked): exact from factors, or dense past FACTORED_RANK_LIMIT. */
 export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, wantedRank: number, signal?: AbortSignal): Promise<Decomposed> {
   if (b.cols <= FACTORED_RANK_LIMIT) {
-    const svd = await factoredSvd(backend, b, a);
+    const svd = await factoredSvd(backend, b, a, signal);
     return { svd, total2: sumSquares(svd.s) };
   }
   const resident = await backend.upload(b);
@@ -38,7 +38,7 @@ export async function decomposeFactors(backend: AlgebraBackend, b: Mat, a: Mat, 
 /** A dense ΔW: exact when small, else a randomized SVD for `wantedRank` triplets. */
 export async function decomposeDense(backend: AlgebraBackend, d: Mat, wantedRank: number, seed?: number, signal?: AbortSignal): Promise<Decomposed> {
   const total2 = sumSquares(d.data);
-  if (Math.min(d.rows, d.cols) <= EXACT_SIDE_LIMIT) return { svd: await denseExactSvd(backend, d), total2 };
+  if (Math.min(d.rows, d.cols) <= EXACT_SIDE_LIMIT) return { svd: await denseExactSvd(backend, d, signal), total2 };
   const resident = await backend.upload(d);
   try {
     return { svd: await randomizedSvd(backend, resident, { rank: Math.min(wantedRank, d.rows, d.cols), seed, signal }), total2 };
@@ -47,10 +47,10 @@ export async function decomposeDense(backend: AlgebraBackend, d: Mat, wantedRank
   }
 }
 
-/** Rank-k factors as a module; columns past the singular values found are zero. */
-export async function moduleFromSvd(svd: TruncatedSvd, rank: number, split: SingularSplit, name: string, shape: ModuleShape, alpha: number): Promise<WrittenModule> {
+/** Rank-k factors as a module; columns past the singular values found are zero. `signal` goes to the factors' products. */
+export async function moduleFromSvd(svd: TruncatedSvd, rank: number, split: SingularSplit, name: string, shape: ModuleShape, alpha: number, signal?: AbortSignal): Promise<WrittenModule> {
   const found = Math.min(rank, svd.s.length);
-  const { up, down } = await svd.factors(found, split);
+  const { up, down } = await svd.factors(found, split, signal);
   const upData = new Float32Array(shape.out * rank);
   for (let i = 0; i < shape.out; i++) upData.set(up.data.subarray(i * found, (i + 1) * found), i * rank);
   const downData = new Float32Array(rank * shape.in);

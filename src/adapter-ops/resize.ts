@@ -39,7 +39,7 @@ export async function resizeAdapter(
     if (choice.rank > oldRank) grown.push(`${name} (rank ${oldRank})`);
     const scale = ref.module.scale;
     const alpha = rslora ? scale * Math.sqrt(choice.rank) : scale * choice.rank;
-    modules.push(await moduleFromSvd(svd, choice.rank, 'up', name, ref.shape, alpha));
+    modules.push(await moduleFromSvd(svd, choice.rank, 'up', name, ref.shape, alpha, run.signal));
     report.push({ name, rank: choice.rank, froKept: choice.froKept, singularValues: Array.from(svd.s), normSquared: total2 });
     done++;
     bytesDone += factorBytes(ref.module);

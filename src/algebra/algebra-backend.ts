@@ -6,8 +6,9 @@
  * ResidentMatrix and multiplied from both sides:
  *   times(A, Y)  = A · Y    A: m × n resident, Y: n × l  → m × l  (tall-skinny product)
  *   timesT(A, Y) = Aᵀ · Y   A: m × n resident, Y: m × l  → n × l  (Gram when Y = A)
- * Both accumulate in f32. `signal`, where given, is checked between a product's blocks where the
- * backend cuts it into blocks (the CPU's threads), and cancels it with an ABORTED MergeError.
+ * Both accumulate in f32. `signal`, where given, is checked between a product's blocks (the CPU's
+ * row blocks, on its threads or on one; the GPU's slabs and submits), and cancels it with an
+ * ABORTED MergeError.
  */
 import type { Mat } from './matrix.js';
 

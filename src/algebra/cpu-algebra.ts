@@ -6,8 +6,11 @@
  * Where WASM SIMD is missing the same loops run in plain JavaScript. Given a pool (the CPU
  * backend's worker threads), large products run on its threads, in row blocks of the output: each
  * element is the same f32 sum in the same order as on one thread, so the values are the same.
+ * A product given a signal sees it between blocks on either path; on one thread it also gives the
+ * event loop a turn every TURN_MS (event-turns.ts), or no abort() could run while it computes.
  */
-import { MergeError } from '../errors.js';
+import { MergeError, throwIfAborted } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { noWorkerThreads, type CpuMergePool } from '../engine/cpu/cpu-backend.js';
 import { createWasmKernel, paddedCols, wasmSimdAvailable, type WasmKernel } from '../engine/cpu/wasm-kernel.js';
 import { checkTimes, type AlgebraBackend, type ResidentMatrix } from './algebra-backend.js';
@@ -70,16 +73,16 @@ export class CpuAlgebra implements AlgebraBackend {
     checkTimes(a, y, false);
     const A = (a as CpuResident).m;
     const kernel = await this.getKernel();
-    if (!kernel) return timesJs(A, y);
+    if (!kernel) return timesJs(A, y, signal);
     const left = (r0: number, rows: number) => A.data.subarray(r0 * A.cols, (r0 + rows) * A.cols);
-    return (await this.onPool(A.rows, A.cols, y, left, signal)) ?? runBlocks(kernel, A.rows, A.cols, y, left);
+    return (await this.onPool(A.rows, A.cols, y, left, signal)) ?? runBlocks(kernel, A.rows, A.cols, y, left, signal);
   }
 
   async timesT(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat> {
     checkTimes(a, y, true);
     const A = (a as CpuResident).m;
     const kernel = await this.getKernel();
-    if (!kernel) return timesTJs(A, y);
+    if (!kernel) return timesTJs(A, y, signal);
     const { rows: m, cols: n, data } = A;
     let block = new Float32Array(0);
     const left = (c0: number, count: number) => {
@@ -90,7 +93,7 @@ export class CpuAlgebra implements AlgebraBackend {
       }
       return block.subarray(0, count * m);
     };
-    return (await this.onPool(n, m, y, left, signal)) ?? runBlocks(kernel, n, m, y, left);
+    return (await this.onPool(n, m, y, left, signal)) ?? runBlocks(kernel, n, m, y, left, signal);
   }
 
   /** Stops the pool's threads, if any (idempotent). */
@@ -101,7 +104,7 @@ export class CpuAlgebra implements AlgebraBackend {
 
   /**
    * L · Y on the pool's threads, L given block by block, `signal` checked between blocks; undefined
-   * without a pool or for a small product (one thread's blocks, which take no signal: they are short).
+   * without a pool or for a small product (those run on this thread, see runBlocks).
    */
   private async onPool(rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array, signal: AbortSignal | undefined): Promise<Mat | undefined> {
     if (!this.pool?.product || rows < 8 || rows * inner * y.cols < POOL_MIN_PRODUCT) return undefined;
@@ -134,16 +137,40 @@ function nonFinite(): MergeError {
   return new MergeError('NON_FINITE', 'a product of the adapter algebra is Inf or NaN (an input holds Inf/NaN or values too large for f32)');
 }
 
-/** out (rows × y.cols) = L · Y, L given block by block (`inner` values per row). */
-function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array): Mat {
+/**
+ * Plain JavaScript checks `signal` every this many multiply-adds or so (a few ms of its loops); the
+ * kernel's path checks it per block of BLOCK_ROWS rows (smaller blocks measurably slow the kernel).
+ */
+const CHECK_MACS = 1 << 20;
+
+/**
+ * A check of `signal` between blocks that also gives the event loop a turn every TURN_MS: a product
+ * on one thread (no pool, or no WASM) of a large ΔW runs for seconds, and no abort() can run while
+ * it computes. Without a signal nothing is checked and nothing yields, as before.
+ */
+function checkpoint(signal: AbortSignal | undefined): (() => Promise<void> | undefined) | undefined {
+  if (!signal) return undefined;
+  const pacer = new Pacer(signal);
+  return () => {
+    throwIfAborted(signal);
+    return pacer.tick();
+  };
+}
+
+/** out (rows × y.cols) = L · Y, L given block by block (`inner` values per row), `signal` seen between blocks. */
+async function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left: (r0: number, n: number) => Float32Array, signal: AbortSignal | undefined): Promise<Mat> {
   const l = y.cols;
   const out = new Float32Array(rows * l);
   if (rows === 0 || l === 0) return { rows, cols: l, data: out };
+  const check = checkpoint(signal);
   const right = paddedRight(y, inner);
   const zeros = new Uint8Array(BLOCK_ROWS * l * 4);
   const rightKey = nextRightKey++;
   const target = new Uint8Array(out.buffer);
   for (let r0 = 0; r0 < rows; r0 += BLOCK_ROWS) {
+    // The kernel copies R again if another product ran on it during a turn (it keys R by rightKey).
+    const turn = check?.();
+    if (turn) await turn;
     const n = Math.min(BLOCK_ROWS, rows - r0);
     const ok = kernel.run({
       w: zeros.subarray(0, n * l * 4), wDtype: 'F32', outDtype: 'F32', rows: n, cols: l, rank: inner,
@@ -151,15 +178,20 @@ function runBlocks(kernel: WasmKernel, rows: number, inner: number, y: Mat, left
     }, target.subarray(r0 * l * 4, (r0 + n) * l * 4)).finite;
     if (!ok) throw nonFinite();
   }
+  throwIfAborted(signal);
   return { rows, cols: l, data: out };
 }
 
-function timesJs(a: Mat, y: Mat): Mat {
+async function timesJs(a: Mat, y: Mat, signal: AbortSignal | undefined): Promise<Mat> {
   const { rows: m, cols: n } = a;
   const l = y.cols;
   const out = new Float32Array(m * l);
   const acc = new Float32Array(l);
+  const check = checkpoint(signal);
+  const every = Math.max(1, Math.floor(CHECK_MACS / Math.max(1, n * l)));
   for (let i = 0; i < m; i++) {
+    const turn = i % every === 0 ? check?.() : undefined;
+    if (turn) await turn;
     acc.fill(0);
     for (let k = 0; k < n; k++) {
       const x = a.data[i * n + k];
@@ -172,11 +204,15 @@ function timesJs(a: Mat, y: Mat): Mat {
   return checkFinite({ rows: m, cols: l, data: out });
 }
 
-function timesTJs(a: Mat, y: Mat): Mat {
+async function timesTJs(a: Mat, y: Mat, signal: AbortSignal | undefined): Promise<Mat> {
   const { rows: m, cols: n } = a;
   const l = y.cols;
   const out = new Float32Array(n * l);
+  const check = checkpoint(signal);
+  const every = Math.max(1, Math.floor(CHECK_MACS / Math.max(1, n * l)));
   for (let i = 0; i < m; i++) {
+    const turn = i % every === 0 ? check?.() : undefined;
+    if (turn) await turn;
     const yr = i * l;
     for (let c = 0; c < n; c++) {
       const x = a.data[i * n + c];

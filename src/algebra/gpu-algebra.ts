@@ -2,9 +2,11 @@
  * The algebra's products on WebGPU (shaders/algebra-products.wgsl). A resident matrix lives in row
  * slabs, each one storage buffer within the device's binding limit, rows padded to 4 columns and
  * slabs to 4 rows. `times` runs one dispatch per slab and reads each slab's rows of the result
- * back; `timesT` accumulates every slab's Aᵀ·Y into one output. One op at a time per device.
+ * back; `timesT` accumulates every slab's Aᵀ·Y into one output. One op at a time per device. A
+ * signal is checked before a product starts (it may wait behind others), between `times`'s slabs
+ * (each read back before the next) and once the result is read back; work submitted is not stopped.
  */
-import { MergeError } from '../errors.js';
+import { MergeError, throwIfAborted } from '../errors.js';
 import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, type GpuLimitCaps, type MergeDevice } from '../engine/gpu/gpu-device.js';
 import { algebraProductsWgsl } from '../engine/gpu/shaders.generated.js';
@@ -113,14 +115,14 @@ export class GpuAlgebra implements AlgebraBackend {
     return new GpuResident(m.rows, m.cols, slabs, m);
   }
 
-  times(a: ResidentMatrix, y: Mat): Promise<Mat> {
+  times(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat> {
     checkTimes(a, y, false);
-    return this.serial(() => this.timesNow(a as GpuResident, y));
+    return this.serial(() => this.timesNow(a as GpuResident, y, signal));
   }
 
-  timesT(a: ResidentMatrix, y: Mat): Promise<Mat> {
+  timesT(a: ResidentMatrix, y: Mat, signal?: AbortSignal): Promise<Mat> {
     checkTimes(a, y, true);
-    return this.serial(() => this.timesTNow(a as GpuResident, y));
+    return this.serial(() => this.timesTNow(a as GpuResident, y, signal));
   }
 
   dispose(): void {
@@ -145,13 +147,14 @@ export class GpuAlgebra implements AlgebraBackend {
     if (this.lostReason !== undefined) throw new MergeError('GPU_FAILURE', `GPU device lost: ${this.lostReason}`);
   }
 
-  private async timesNow(a: GpuResident, y: Mat): Promise<Mat> {
+  private async timesNow(a: GpuResident, y: Mat, signal: AbortSignal | undefined): Promise<Mat> {
+    throwIfAborted(signal);
     const innerPad = pad4(a.cols), colsPad = pad4(y.cols);
     const yBytes = innerPad * colsPad * 4;
     const outRowBytes = colsPad * 4;
     const maxSlab = Math.max(0, ...a.slabs.map((s) => s.rows));
     if (a.slabs.length === 0 || yBytes > this.maxBinding || pad4(maxSlab) * outRowBytes > this.maxBinding || y.cols === 0) {
-      return this.cpu.times(await this.cpu.upload(a.host), y);
+      return this.cpu.times(await this.cpu.upload(a.host), y, signal);
     }
     const yBuffer = this.buffer(yBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'Y');
     this.device.queue.writeBuffer(yBuffer, 0, padColumns(y, innerPad, colsPad));
@@ -160,6 +163,7 @@ export class GpuAlgebra implements AlgebraBackend {
     const out = new Float32Array(a.rows * y.cols);
     try {
       for (const slab of a.slabs) {
+        throwIfAborted(signal);
         const tiles = pad4(slab.rows) / 4;
         this.dispatch('times', slab.buffer, yBuffer, outBuffer, { rows: tiles, cols4: colsPad / 4, inner4: innerPad / 4, items: tiles * (colsPad / 4), accumulate: 0 },
           staging, pad4(slab.rows) * outRowBytes);
@@ -168,23 +172,27 @@ export class GpuAlgebra implements AlgebraBackend {
         for (let i = 0; i < slab.rows; i++) out.set(got.subarray(i * colsPad, i * colsPad + y.cols), (slab.row0 + i) * y.cols);
         staging.unmap();
       }
+      throwIfAborted(signal);
     } finally {
       for (const b of [yBuffer, outBuffer, staging]) b.destroy();
     }
     return checkFinite({ rows: a.rows, cols: y.cols, data: out });
   }
 
-  private async timesTNow(a: GpuResident, y: Mat): Promise<Mat> {
+  private async timesTNow(a: GpuResident, y: Mat, signal: AbortSignal | undefined): Promise<Mat> {
+    throwIfAborted(signal);
     const innerPad = pad4(a.cols), colsPad = pad4(y.cols);
     const outBytes = innerPad * colsPad * 4;
     const maxSlab = Math.max(0, ...a.slabs.map((s) => s.rows));
     if (a.slabs.length === 0 || outBytes > this.maxBinding || maxSlab * colsPad * 4 > this.maxBinding || y.cols === 0) {
-      return this.cpu.timesT(await this.cpu.upload(a.host), y);
+      return this.cpu.timesT(await this.cpu.upload(a.host), y, signal);
     }
     const yBuffer = this.buffer(Math.max(16, maxSlab * colsPad * 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'Y slab');
     const outBuffer = this.buffer(outBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, 'out');
     const staging = this.buffer(outBytes, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, 'readback');
     try {
+      // Every slab's dispatch is submitted in one go (they accumulate into one output): the signal
+      // is seen before they start and once the sum is read back.
       a.slabs.forEach((slab, index) => {
         const ySlab = padColumns({ rows: slab.rows, cols: y.cols, data: y.data.subarray(slab.row0 * y.cols, (slab.row0 + slab.rows) * y.cols) }, slab.rows, colsPad);
         this.device.queue.writeBuffer(yBuffer, 0, ySlab);
@@ -194,6 +202,7 @@ export class GpuAlgebra implements AlgebraBackend {
           last ? staging : undefined, outBytes);
       });
       await staging.mapAsync(GPUMapMode.READ);
+      throwIfAborted(signal);
       const got = new Float32Array(staging.getMappedRange());
       const out = new Float32Array(a.cols * y.cols);
       for (let i = 0; i < a.cols; i++) out.set(got.subarray(i * colsPad, i * colsPad + y.cols), i * y.cols);

@@ -19,17 +19,18 @@ export interface Orthonormal {
 
 const RELATIVE_EIGEN_FLOOR = 1e-11;
 
-export async function orthonormalize(backend: AlgebraBackend, x: Mat): Promise<Orthonormal> {
-  const first = await pass(backend, x);
+/** `signal` goes to the backend's products (a tall X's Gram and Q run for seconds on one thread). */
+export async function orthonormalize(backend: AlgebraBackend, x: Mat, signal?: AbortSignal): Promise<Orthonormal> {
+  const first = await pass(backend, x, signal);
   if (first.q.cols === 0) return first;
-  const second = await pass(backend, first.q);
+  const second = await pass(backend, first.q, signal);
   return { q: second.q, r: multiply64(second.r, first.r) };
 }
 
-async function pass(backend: AlgebraBackend, x: Mat): Promise<Orthonormal> {
+async function pass(backend: AlgebraBackend, x: Mat, signal: AbortSignal | undefined): Promise<Orthonormal> {
   const resident = await backend.upload(x);
   try {
-    const gram = toF64(await backend.timesT(resident, x));
+    const gram = toF64(await backend.timesT(resident, x, signal));
     symmetrize(gram);
     const { s: lambda, v } = smallSvd(gram);
     const floor = lambda[0] * RELATIVE_EIGEN_FLOOR;
@@ -45,7 +46,7 @@ async function pass(backend: AlgebraBackend, x: Mat): Promise<Orthonormal> {
         r[j * n + i] = root * v.data[i * v.cols + j];
       }
     }
-    const q = k === 0 ? { rows: x.rows, cols: 0, data: new Float32Array(0) } : await backend.times(resident, { rows: n, cols: k, data: scale });
+    const q = k === 0 ? { rows: x.rows, cols: 0, data: new Float32Array(0) } : await backend.times(resident, { rows: n, cols: k, data: scale }, signal);
     return { q, r: { rows: k, cols: n, data: r } };
   } finally {
     resident.release();

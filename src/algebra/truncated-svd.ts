@@ -32,14 +32,14 @@ export interface TruncatedSvd {
   cols: number;
   /** Singular values found, descending (every nonzero one for factoredSvd; l of them for randomizedSvd). */
   s: Float64Array;
-  /** Rank-k factors, k ≤ s.length. */
-  factors(k: number, split: SingularSplit): Promise<LowRankFactors>;
+  /** Rank-k factors, k ≤ s.length; `signal` goes to their products. */
+  factors(k: number, split: SingularSplit, signal?: AbortSignal): Promise<LowRankFactors>;
 }
 
-export async function factoredSvd(backend: AlgebraBackend, b: Mat, a: Mat): Promise<TruncatedSvd> {
+export async function factoredSvd(backend: AlgebraBackend, b: Mat, a: Mat, signal?: AbortSignal): Promise<TruncatedSvd> {
   if (b.cols !== a.rows) throw new RangeError(`factors ${b.rows}×${b.cols} and ${a.rows}×${a.cols} do not fit`);
-  const left = await orthonormalize(backend, b);
-  const right = await orthonormalize(backend, transpose(a));
+  const left = await orthonormalize(backend, b, signal);
+  const right = await orthonormalize(backend, transpose(a), signal);
   const core = multiply64(left.r, transpose64(right.r));
   return fromCore(backend, b.rows, a.cols, left.q, right.q, core);
 }
@@ -52,7 +52,7 @@ export interface RandomizedOptions {
   /** Power iterations (default 3). */
   powerIterations?: number;
   seed?: number;
-  /** Checked before each pass over ΔW and, on the CPU's threads, between a pass's blocks: a large ΔW's passes take seconds each. */
+  /** Checked before each pass over ΔW and between the blocks of every product: a large ΔW's passes take seconds each. */
   signal?: AbortSignal;
 }
 
@@ -71,15 +71,15 @@ export async function randomizedSvd(backend: AlgebraBackend, d: ResidentMatrix, 
   }
   const { signal } = options;
   throwIfAborted(signal);
-  let q = (await orthonormalize(backend, await backend.times(d, { rows: n, cols: l, data: omega }, signal))).q;
+  let q = (await orthonormalize(backend, await backend.times(d, { rows: n, cols: l, data: omega }, signal), signal)).q;
   for (let i = 0; i < (options.powerIterations ?? 3); i++) {
     throwIfAborted(signal);
-    const z = (await orthonormalize(backend, await backend.timesT(d, q, signal))).q;
+    const z = (await orthonormalize(backend, await backend.timesT(d, q, signal), signal)).q;
     throwIfAborted(signal);
-    q = (await orthonormalize(backend, await backend.times(d, z, signal))).q;
+    q = (await orthonormalize(backend, await backend.times(d, z, signal), signal)).q;
   }
   throwIfAborted(signal);
-  const right = await orthonormalize(backend, await backend.timesT(d, q, signal));
+  const right = await orthonormalize(backend, await backend.timesT(d, q, signal), signal);
   return fromCore(backend, m, n, q, right.q, transpose64(right.r));
 }
 
@@ -88,41 +88,41 @@ function fromCore(backend: AlgebraBackend, rows: number, cols: number, qLeft: Ma
   const s = svd?.s ?? new Float64Array(0);
   return {
     rows, cols, s,
-    async factors(k: number, split: SingularSplit): Promise<LowRankFactors> {
+    async factors(k: number, split: SingularSplit, signal?: AbortSignal): Promise<LowRankFactors> {
       if (k > s.length) throw new RangeError(`rank ${k} asked of ${s.length} singular values`);
       if (!svd || k === 0) return { up: { rows, cols: k, data: new Float32Array(rows * k) }, down: { rows: k, cols, data: new Float32Array(k * cols) } };
       const upScale = (j: number) => (split === 'up' ? s[j] : Math.sqrt(s[j]));
       const downScale = (j: number) => (split === 'up' ? 1 : Math.sqrt(s[j]));
-      const up = await project(backend, qLeft, svd.u, k, upScale);
-      const downT = await project(backend, qRight, svd.v, k, downScale);
+      const up = await project(backend, qLeft, svd.u, k, upScale, signal);
+      const downT = await project(backend, qRight, svd.v, k, downScale, signal);
       return { up, down: transpose(downT) };
     },
   };
 }
 
 /** q · (first k columns of w, column j scaled by scale(j)). */
-async function project(backend: AlgebraBackend, q: Mat, w: Mat64, k: number, scale: (j: number) => number): Promise<Mat> {
+async function project(backend: AlgebraBackend, q: Mat, w: Mat64, k: number, scale: (j: number) => number, signal: AbortSignal | undefined): Promise<Mat> {
   const small = new Float32Array(w.rows * k);
   for (let i = 0; i < w.rows; i++) for (let j = 0; j < k; j++) small[i * k + j] = w.data[i * w.cols + j] * scale(j);
   const resident = await backend.upload(q);
   try {
-    return await backend.times(resident, { rows: w.rows, cols: k, data: small });
+    return await backend.times(resident, { rows: w.rows, cols: k, data: small }, signal);
   } finally {
     resident.release();
   }
 }
 
 /** Dense ΔW (m × n), exactly: an orthonormal basis of its smaller side's span, then a small SVD. */
-export async function denseExactSvd(backend: AlgebraBackend, d: Mat): Promise<TruncatedSvd> {
+export async function denseExactSvd(backend: AlgebraBackend, d: Mat, signal?: AbortSignal): Promise<TruncatedSvd> {
   const identity = (n: number): Mat => {
     const data = new Float32Array(n * n);
     for (let i = 0; i < n; i++) data[i * n + i] = 1;
     return { rows: n, cols: n, data };
   };
   if (d.cols <= d.rows) {
-    const { q, r } = await orthonormalize(backend, d); // d = q·r, r: k × n
+    const { q, r } = await orthonormalize(backend, d, signal); // d = q·r, r: k × n
     return fromCore(backend, d.rows, d.cols, q, identity(d.cols), r);
   }
-  const { q, r } = await orthonormalize(backend, transpose(d)); // dᵀ = q·r, d = rᵀ·qᵀ
+  const { q, r } = await orthonormalize(backend, transpose(d), signal); // dᵀ = q·r, d = rᵀ·qᵀ
   return fromCore(backend, d.rows, d.cols, identity(d.rows), q, transpose64(r));
 }
