@@ -6,17 +6,21 @@
  * only a file that ends before its header does is called truncated.
  */
 import { readFileSync, truncateSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MergeError } from '../src/errors.js';
 import { openGguf } from '../src/formats/gguf/gguf-reader.js';
 import { bytesSource } from '../src/io/memory-source.js';
+import { openNodeByteSource } from '../src/io/node-byte-source.js';
+import { urlByteSource } from '../src/io/node-url-inputs.js';
 import type { ByteSource } from '../src/io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../src/limits.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { concatBytes, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorValues, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
+import { closeServer, listenLocally } from './helpers/local-server.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -224,5 +228,110 @@ describe('a header that ends exactly at the file\'s end', () => {
     const file = await openGguf(bytesSource(bytes, 'meta.gguf'));
     expect(file.value('tokenizer.chat_template')?.value).toBe(template);
     expect(file.trailingBytes).toBe(0);
+  });
+});
+
+describe('an 8 MB tokenizer header is read from its source once', () => {
+  // A byte-level BPE vocabulary of 262 144 tokens with its merges (the size of Gemma 3's), as
+  // convert_hf_to_gguf.py writes it: tokens, token types, merges "left right".
+  const vocab = 262_144;
+  const letters = 'etaoinshrdlcumwfgypbvkjxqz';
+  const word = (i: number) => {
+    let w = '';
+    for (let n = i; w.length === 0 || n > 0; n = Math.floor(n / 26)) w += letters[n % 26];
+    return w;
+  };
+  const tokens = Array.from({ length: vocab }, (_, i) => (i < 256 ? `<0x${i.toString(16).toUpperCase().padStart(2, '0')}>` : `Ġ${word(i)}`));
+  const merges = tokens.slice(256).map((t) => `${t.slice(0, 2)} ${t.slice(2) || 'e'}`);
+  const tokenizer: [string, MetaValue][] = [
+    ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
+    ['tokenizer.ggml.pre', { type: 'string', value: 'default' }],
+    ['tokenizer.ggml.tokens', { type: 'array', itemType: 'string', value: tokens }],
+    ['tokenizer.ggml.token_type', { type: 'array', itemType: 'i32', value: tokens.map((_, i) => (i < 256 ? 6 : 1)) }],
+    ['tokenizer.ggml.merges', { type: 'array', itemType: 'string', value: merges }],
+  ];
+  // The small llama's own tokenizer keys give way to these.
+  const model = splitF16Llama();
+  const bytes = buildGguf({
+    metadata: [...model.metadata.filter(([key]) => !tokenizer.some(([k]) => k === key)), ...tokenizer],
+    tensors: [...model.tensors].map(([name, t]) => ({ name, type: t.type, ne: [...t.shape].reverse(), data: t.data })),
+  });
+  // The data section: each tensor padded to the default alignment of 32; the header is what precedes it.
+  const dataBytes = [...model.tensors.values()].reduce((n, t) => n + Math.ceil(t.data.byteLength / 32) * 32, 0);
+  const headerBytes = bytes.byteLength - dataBytes;
+  /** What the reader reads past what it needs, at most: one window of 4 MiB. */
+  const WINDOW = 4 << 20;
+
+  /** `source`, each read recorded as [offset, length]. */
+  const counting = (source: ByteSource, reads: [number, number][]): ByteSource => ({
+    name: source.name,
+    size: source.size,
+    read: (offset, length, into) => {
+      reads.push([offset, length]);
+      return source.read(offset, length, into);
+    },
+    close: () => source.close(),
+  });
+  /** Bytes that two reads both read. */
+  const reread = (reads: [number, number][]) => {
+    const sorted = [...reads].sort((a, b) => a[0] - b[0]);
+    let twice = 0;
+    let end = 0;
+    for (const [offset, length] of sorted) {
+      twice += Math.max(0, Math.min(end, offset + length) - offset);
+      end = Math.max(end, offset + length);
+    }
+    return twice;
+  };
+  const checkRead = (reads: [number, number][]) => {
+    expect(reread(reads)).toBe(0);
+    const total = reads.reduce((n, [, length]) => n + length, 0);
+    expect(total).toBeGreaterThanOrEqual(headerBytes);
+    expect(total).toBeLessThanOrEqual(headerBytes + WINDOW);
+    // The fixed 24 bytes, then the header in windows of 4 MiB.
+    expect(reads.length).toBeLessThanOrEqual(1 + Math.ceil(headerBytes / WINDOW));
+  };
+
+  it('from a file: no byte twice, at most one window past the header', async () => {
+    expect(headerBytes).toBeGreaterThan(8_000_000);
+    const dir = temp.make({ 'gemma-3-27b-it-F16.gguf': bytes });
+    const reads: [number, number][] = [];
+    const file = await openGguf(counting(await openNodeByteSource(join(dir, 'gemma-3-27b-it-F16.gguf')), reads));
+    try {
+      const read = file.value('tokenizer.ggml.tokens')!.value as string[];
+      expect([read[0], read[255], read[256], read[vocab - 1]]).toEqual(['<0x00>', '<0xFF>', 'Ġjd', `Ġ${word(vocab - 1)}`]);
+      expect((file.value('tokenizer.ggml.merges')!.value as string[]).at(-1)).toBe(merges.at(-1));
+      expect(file.dataStart).toBe(headerBytes);
+      checkRead(reads);
+    } finally {
+      await file.source.close();
+    }
+  });
+
+  it('with bytes after its last tensor (the wrong-count walk runs): still no byte twice', async () => {
+    const reads: [number, number][] = [];
+    const file = await openGguf(counting(bytesSource(concatBytes([bytes, new Uint8Array(4096)]), 'gemma-3-27b-it-F16.gguf'), reads));
+    expect(file.trailingBytes).toBe(4096);
+    checkRead(reads);
+  });
+
+  it('from a URL: as few range requests, of no byte twice', async () => {
+    const ranges: [number, number][] = [];
+    const server = createServer((request, response) => {
+      if (request.method === 'HEAD') return void response.writeHead(200, { 'Content-Length': bytes.byteLength, 'Accept-Ranges': 'bytes', ETag: '"v1"' }).end();
+      const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(request.headers.range ?? '')!;
+      const [start, end] = [Number(a), Number(b)];
+      ranges.push([start, end - start + 1]);
+      response.writeHead(206, { 'Content-Range': `bytes ${start}-${end}/${bytes.byteLength}`, 'Content-Length': end - start + 1, ETag: '"v1"' });
+      response.end(bytes.subarray(start, end + 1));
+    });
+    const origin = `http://127.0.0.1:${await listenLocally(server)}`;
+    try {
+      const file = await openGguf(await urlByteSource(`${origin}/google/gemma-3-27b-it/resolve/main/gemma-3-27b-it-F16.gguf`));
+      expect((file.value('tokenizer.ggml.tokens')!.value as string[])[vocab - 1]).toBe(`Ġ${word(vocab - 1)}`);
+      checkRead(ranges);
+    } finally {
+      await closeServer(server);
+    }
   });
 });

@@ -9,12 +9,12 @@
  * Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
  * sound files.
  */
-import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import { ggmlByteSize, ggmlTypeById } from './ggml-types.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS, GGML_MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
 import { GGUFValueType } from './gguf-metadata.js';
+import type { HeldHeader } from './held-header.js';
 
 /** The fixed header: magic, version, tensor count, metadata count. */
 const FIXED_HEADER_BYTES = 24;
@@ -40,34 +40,43 @@ function startsAName(h: HeaderBytes, at: number): boolean {
   const length = h.u64(at);
   if (length === undefined || length < 1n || length > BigInt(Number.MAX_SAFE_INTEGER) || !h.has(at + 8, Number(length))) return false;
   const start = Math.min(Number(length), NAME_START_BYTES);
-  return h.bytes.subarray(at + 8, at + 8 + start).every((b) => b >= 0x20 && b !== 0x7f);
+  return h.bytes(at + 8, start).every((b) => b >= 0x20 && b !== 0x7f);
 }
 
 /** The walk reached the end of the bytes read so far, before the end of the file. */
 class NeedMoreBytes extends Error {}
 
-/** Little-endian reads of the file's first bytes, each a number, or undefined past the file's end. */
+/**
+ * Little-endian reads of the file's first bytes (held by the reader: read from the file once),
+ * each a number, or undefined past the file's end.
+ */
 class HeaderBytes {
-  private readonly view: DataView;
-
   /** `readable`: the end of what may be read (the file's end, or the limit on header bytes). */
-  constructor(readonly bytes: Uint8Array, private readonly fileSize: number, private readonly readable: number) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  constructor(private readonly held: HeldHeader, private readonly fileSize: number, private readonly readable: number) {}
+
+  /** How many bytes are read so far. */
+  get length(): number {
+    return this.held.heldBytes;
   }
 
   /** Whether `length` bytes at `at` may be read; throws NeedMoreBytes when they may but are not read yet. */
   has(at: number, length: number): boolean {
     if (at + length > this.readable) return false;
-    if (at + length > this.bytes.byteLength) throw new NeedMoreBytes();
+    if (at + length > this.held.heldBytes) throw new NeedMoreBytes();
     return true;
   }
 
+  /** `length` bytes at `at` (checked with has() first). */
+  bytes(at: number, length: number): Uint8Array {
+    return this.held.span(at, length);
+  }
+
   u32(at: number): number | undefined {
-    return this.has(at, 4) ? this.view.getUint32(at, true) : undefined;
+    return this.has(at, 4) ? this.held.u32(at) : undefined;
   }
 
   u64(at: number): bigint | undefined {
-    return this.has(at, 8) ? this.view.getBigUint64(at, true) : undefined;
+    return this.has(at, 8) ? this.held.u64(at) : undefined;
   }
 
   /** A GGUF string of 1 to `maxBytes` bytes of UTF-8 at `at`: its text and end. */
@@ -76,7 +85,7 @@ class HeaderBytes {
     if (length === undefined || length < 1n || length > BigInt(maxBytes)) return undefined;
     const n = Number(length);
     if (!this.has(at + 8, n)) return undefined;
-    const raw = this.bytes.subarray(at + 8, at + 8 + n);
+    const raw = this.bytes(at + 8, n);
     if (firstInvalidUtf8(raw) < raw.byteLength) return undefined;
     return { text: new TextDecoder().decode(raw), end: at + 8 + n };
   }
@@ -107,7 +116,7 @@ class HeaderBytes {
 
 /** One metadata entry: its key, where it ends, and general.alignment's value when it is that. */
 function entryAt(h: HeaderBytes, at: number): { key: string; end: number; alignment?: number } | undefined {
-  const key = h.name(at, h.bytes.byteLength);
+  const key = h.name(at, h.length);
   if (!key) return undefined;
   const type = h.u32(key.end);
   if (type === undefined) return undefined;
@@ -170,16 +179,17 @@ function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, most: nu
 }
 
 /** Runs `walk` over the file's first bytes, reading more while it needs them, up to `limit` bytes. */
-async function walkHeader<T>(source: ByteSource, limit: number, first: number, walk: (h: HeaderBytes) => T): Promise<T> {
-  const readable = Math.min(source.size, limit);
+async function walkHeader<T>(held: HeldHeader, limit: number, first: number, walk: (h: HeaderBytes) => T): Promise<T> {
+  const readable = Math.min(held.limit, limit);
   let length = Math.min(readable, first);
   for (;;) {
+    await held.hold(length);
     try {
-      return walk(new HeaderBytes(await source.read(0, length), source.size, readable));
+      return walk(new HeaderBytes(held, held.size, readable));
     } catch (e) {
-      // Never past `readable`: has() answers false there.
+      // Never past `readable`: has() answers false there, so each retry holds more.
       if (!(e instanceof NeedMoreBytes)) throw e;
-      length = Math.min(readable, length * 2);
+      length = Math.min(readable, Math.max(length, held.heldBytes) * 2);
     }
   }
 }
@@ -187,19 +197,21 @@ async function walkHeader<T>(source: ByteSource, limit: number, first: number, w
 /**
  * Why the header's metadata or tensor count does not describe the file (one line, naming the file
  * and the byte), when another count does; undefined when the counts fit, or when no other count
- * fits either (the damage is elsewhere). `limit`: the most header bytes to read; `firstRead`: how
- * many to read first (the header's size, where it is known).
+ * fits either (the damage is elsewhere). `held`: the file's first bytes as the reader holds them
+ * (read on as the walk needs); `limit`: the most header bytes to read; `firstRead`: how many to
+ * read first (the header's size, where it is known).
  */
-export async function miscountedHeader(source: ByteSource, limit: number, firstRead = FIRST_WINDOW_BYTES): Promise<string | undefined> {
-  if (source.size < FIXED_HEADER_BYTES) return undefined;
-  const counts = new DataView((await source.read(8, 16)).buffer);
+export async function miscountedHeader(held: HeldHeader, limit: number, firstRead = FIRST_WINDOW_BYTES): Promise<string | undefined> {
+  if (held.size < FIXED_HEADER_BYTES) return undefined;
+  const bytes = await held.read(8, 16);
+  const counts = new DataView(bytes.buffer, bytes.byteOffset, 16);
   const tensors = counts.getBigUint64(0, true);
   const entries = counts.getBigUint64(8, true);
   if (tensors > BigInt(MAX_TENSORS) || entries > BigInt(MAX_METADATA_ENTRIES)) return undefined;
   const declaredTensors = Number(tensors);
   const declaredEntries = Number(entries);
-  const file = source.name;
-  return walkHeader(source, limit, firstRead, (h) => {
+  const { name: file, size } = held;
+  return walkHeader(held, limit, firstRead, (h) => {
     // Where each metadata entry starts, and the alignment in force after each: `upTo` entries, or
     // fewer where one does not parse.
     const starts = [FIXED_HEADER_BYTES];
@@ -226,13 +238,13 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
       // Fewer follow: told only where the file ends with their data, else a damaged info is as likely.
       const n = infos.names.length;
       const start = dataStart(infos, declaredEntries);
-      if (n >= 1 && source.size >= start + Number(infos.used) && source.size <= start + Number(infos.padded)) {
+      if (n >= 1 && size >= start + Number(infos.used) && size <= start + Number(infos.padded)) {
         return `${file}: the header declares ${declaredTensors} tensors, but ${n} tensor info${n === 1 ? '' : 's'} follow${n === 1 ? 's' : ''} its metadata and the file ends with ${n === 1 ? 'its' : 'their'} data: the header's tensor count is wrong; the file is damaged: download or convert it again`;
       }
       // A damaged info keeps its own refusal (its name, type or offset): one starts with a string's
       // length, where a wrong count leaves zero padding, tensor data or the file's end.
       if (!startsAName(h, infos.end)) {
-        const there = infos.end >= source.size ? `the file ends at byte ${source.size}` : `byte ${infos.end} starts no other`;
+        const there = infos.end >= size ? `the file ends at byte ${size}` : `byte ${infos.end} starts no other`;
         fewer = `${file}: the header declares ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, but ${n === 0 ? 'no tensor info follows' : `only ${n} tensor info${n === 1 ? ' follows' : 's follow'}`} its metadata (${there}): the header's tensor count is wrong, or the file is cut short or damaged: download or convert it again`;
       }
     }
@@ -243,7 +255,7 @@ export async function miscountedHeader(source: ByteSource, limit: number, firstR
     for (let count = 0; count < starts.length; count++) {
       if (count === declaredEntries) continue;
       const infos = tensorInfosFrom(h, starts[count], alignments[count], declaredTensors);
-      if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= source.size) fits.push(count);
+      if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= size) fits.push(count);
     }
     if (fits.length !== 1) return fewer;
     const count = fits[0];

@@ -19,6 +19,7 @@ import type { ByteSource } from '../../io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../../limits.js';
 import { GGML_MAX_DIMS } from './gguf-header-rules.js';
 import { GGUFValueType, type GgufKeyValue, type MetadataValue } from './gguf-metadata.js';
+import type { HeldHeader } from './held-header.js';
 
 /**
  * The most header bytes (metadata and tensor infos) read: a header past it is refused as too
@@ -58,10 +59,14 @@ const FIXED_BYTES: Partial<Record<number, number>> = {
 };
 /** The largest tensor dimension accepted (the parser's cap; real dimensions are below 2^20). */
 const MAX_DIM = 2n ** 32n;
+/**
+ * A string longer than this that two held windows share is decoded in pieces, not copied whole.
+ * (An array of numbers that two windows share is copied whole: at most 8 × MAX_GGUF_ARRAY_ELEMENTS
+ * bytes beside the held header, for as long as it is decoded.)
+ */
+const SPAN_COPY_BYTES = 1 << 16;
 /** Strings up to this long are decoded by hand where they are ASCII (see stringNow). */
 const SHORT_STRING_BYTES = 12;
-/** Bytes read from the file at a time (more where one string needs more). */
-const WINDOW_BYTES = 4 << 20;
 
 /** Refusals by MAX_GGUF_ARRAY_ELEMENTS (see isArrayLimitRefusal). */
 const arrayLimitRefusals = new WeakSet<object>();
@@ -76,7 +81,10 @@ export function isArrayLimitRefusal(e: unknown): boolean {
   return typeof e === 'object' && e !== null && arrayLimitRefusals.has(e);
 }
 
-/** Sequential little-endian reads of a file's header through a window of its bytes. */
+/**
+ * Sequential little-endian reads of a file's header through a window of its bytes: one of those
+ * `held` keeps (read from the file once for every walk), or a copy of a few bytes that straddle two.
+ */
 class HeaderCursor {
   private bytes: Uint8Array = new Uint8Array(0);
   private view = new DataView(this.bytes.buffer);
@@ -84,9 +92,11 @@ class HeaderCursor {
   private base = 0;
   at: number;
   private readonly decoder = new TextDecoder();
+  readonly source: ByteSource;
 
   /** `decode`: false to walk the header without decoding strings (each string read is then ''). */
-  constructor(readonly source: ByteSource, start: number, readonly decode: boolean) {
+  constructor(private readonly held: HeldHeader, start: number, readonly decode: boolean) {
+    this.source = held.source;
     this.at = start;
   }
 
@@ -112,19 +122,16 @@ class HeaderCursor {
   async need(n: number, what: () => string): Promise<void> {
     if (this.at + n <= this.base + this.bytes.byteLength) return;
     this.bound(n, what);
-    const { source } = this;
-    const length = Math.min(Math.max(n, WINDOW_BYTES), source.size - this.at, MAX_GGUF_HEADER_BYTES - this.at);
-    this.bytes = await source.read(this.at, length);
+    await this.held.hold(this.at + n);
+    const w = this.held.windowAt(this.at)!;
+    if (this.at + n <= w.start + w.bytes.byteLength) {
+      this.bytes = w.bytes;
+      this.base = w.start;
+    } else {
+      this.bytes = this.held.span(this.at, n);
+      this.base = this.at;
+    }
     this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
-    this.base = this.at;
-  }
-
-  /** Starts from `other`'s window where it begins at `at` (a header within one window is read once). */
-  reuse(other: HeaderCursor): void {
-    if (other.base !== this.at) return;
-    this.bytes = other.bytes;
-    this.view = other.view;
-    this.base = other.base;
   }
 
   /** Whether `n` bytes at `at` are already read (reads that need no await). */
@@ -212,30 +219,46 @@ class HeaderCursor {
       this.skip(n, what);
       return '';
     }
-    if (!this.has(n)) await this.need(n, what);
-    return this.text(n);
+    if (this.has(n)) return this.text(n);
+    if (n <= SPAN_COPY_BYTES) {
+      await this.need(n, what);
+      return this.text(n);
+    }
+    // A long string (a chat template, a tokenizer.json of MBs) is decoded from the windows that
+    // hold it, in pieces, rather than from a copy of it beside them.
+    this.bound(n, what);
+    await this.held.hold(this.at + n);
+    const end = this.at + n;
+    let text = '';
+    while (this.at < end) {
+      const w = this.held.windowAt(this.at)!;
+      const piece = w.bytes.subarray(this.at - w.start, Math.min(w.bytes.byteLength, end - w.start));
+      this.at += piece.byteLength;
+      text += this.decoder.decode(piece, { stream: this.at < end });
+    }
+    return text;
   }
 }
 
 /**
  * Reads the metadata (`entryCount` entries) and tensor infos (`tensorCount`) that follow the
- * fixed header, refusing in one line: a string past MAX_GGUF_STRING_BYTES or arrays past
+ * fixed header, through `held` (which keeps the bytes read for the reader's later passes), refusing in one line: a string past MAX_GGUF_STRING_BYTES or arrays past
  * MAX_GGUF_ARRAY_ELEMENTS elements in all (LIMIT_EXCEEDED, naming the key, before its elements
  * are read), a header past MAX_GGUF_HEADER_BYTES (HEADER_TOO_LARGE), anything past the file's end
  * (TRUNCATED), an unknown value type or an array of arrays (INVALID_HEADER), a tensor of more
  * dimensions than GGML allows or of a dimension past 2^32 (INVALID_SHAPE).
  */
-export async function scanGgufHeader(source: ByteSource, entryCount: number, tensorCount: number): Promise<ScannedGgufHeader> {
+export async function scanGgufHeader(held: HeldHeader, entryCount: number, tensorCount: number): Promise<ScannedGgufHeader> {
   // The metadata is walked twice: first its lengths and counts only, so that arrays past the limit
   // are refused before any element is decoded wherever they are (5 arrays of 1 M strings took 2 s
-  // to reach the fifth's count), then decoded.
-  const walk = new HeaderCursor(source, 24, false);
+  // to reach the fifth's count), then decoded. Both walks read the windows `held` keeps, so the
+  // file's header bytes are read once.
+  const walk = new HeaderCursor(held, 24, false);
   await readMetadata(walk, entryCount);
-  const c = new HeaderCursor(source, 24, true);
-  c.reuse(walk);
+  const c = new HeaderCursor(held, 24, true);
   const entries = await readMetadata(c, entryCount);
   const metadataEnd = c.at;
-  const file = source.name;
+  const file = held.name;
   const tensorInfos: GgufTensorInfo[] = [];
   for (let i = 0; i < tensorCount; i++) {
     const name = await c.string(() => `tensor info ${i + 1} of ${tensorCount} (its name)`);

@@ -20,8 +20,10 @@
  * fits what follows), the error says that instead (gguf-counts.ts). Bytes after the last tensor's
  * padding are allowed, as llama.cpp's loader reads only the tensors' ranges (gguf.cpp never checks
  * the file's end); they are counted in `trailingBytes`, never read.
- * Memory is bounded by MAX_GGUF_HEADER_BYTES and the limits whatever the header claims; tensor
- * data is read on demand.
+ * The header's bytes are read from the source once (held-header.ts): the scan's two walks, the
+ * read-back check and the wrong-count walk all read the windows held, so a URL's header costs one
+ * set of range requests. Memory is bounded by MAX_GGUF_HEADER_BYTES (those bytes, held once, until
+ * openGguf returns) and the limits whatever the header claims; tensor data is read on demand.
  */
 import { shown } from '../../api-arguments.js';
 import { MergeError } from '../../errors.js';
@@ -34,6 +36,7 @@ import { miscountedHeader } from './gguf-counts.js';
 import { isArrayLimitRefusal, MAX_GGUF_HEADER_BYTES, scanGgufHeader, type GgufTensorInfo, type ScannedGgufHeader } from './gguf-header-scan.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS as MAX_DIMS, GGML_MAX_NAME_BYTES as MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
 import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+import { HeldHeader } from './held-header.js';
 
 /**
  * ARM-interleaved types that ggml defined in 2024 and then removed from GGUF files (ggml.h keeps
@@ -95,7 +98,9 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   if (source.size < 24) {
     throw new MergeError('HEADER_TOO_SMALL', `${file}: only ${source.size} bytes, too short for a GGUF header`);
   }
-  const head = new DataView((await source.read(0, 8)).buffer);
+  // The fixed header: magic, version, tensor count, metadata count.
+  const fixed = await source.read(0, 24);
+  const head = new DataView(fixed.buffer, fixed.byteOffset, 24);
   if (head.getUint32(0, true) !== MAGIC) {
     throw foreignFileRefusal(file, await source.read(0, Math.min(source.size, FOREIGN_SNIFF_BYTES)), 'gguf')
       ?? new MergeError('INVALID_HEADER', `${file}: not a GGUF file (no "GGUF" magic)`);
@@ -107,28 +112,33 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   if (version === 1) throw new MergeError('UNSUPPORTED_FORMAT', `${file}: GGUF version 1 is not supported (re-convert it with a current llama.cpp)`);
   if (version !== 2 && version !== 3) throw new MergeError('INVALID_HEADER', `${file}: unknown GGUF version ${version}`);
 
-  const counts = await source.read(8, 16);
-  const { tensors: tensorCount, entries: entryCount } = checkCounts(file, source.size, new DataView(counts.buffer, counts.byteOffset, 16));
-  const scanned = await scanGgufHeader(source, entryCount, tensorCount).catch(async (e: unknown) => {
-    throw isArrayLimitRefusal(e) ? e : await explainedByCounts(source, e);
+  const { tensors: tensorCount, entries: entryCount } = checkCounts(file, source.size, new DataView(fixed.buffer, fixed.byteOffset + 8, 16));
+  // Every pass over the header below reads it here: its bytes come from the file once, and are
+  // held (at most MAX_GGUF_HEADER_BYTES of them) until the header is checked.
+  const held = new HeldHeader(source, MAX_GGUF_HEADER_BYTES, fixed);
+  const scanned = await scanGgufHeader(held, entryCount, tensorCount).catch(async (e: unknown) => {
+    throw isArrayLimitRefusal(e) ? e : await explainedByCounts(held, e);
   });
   const { headerEnd } = scanned;
-  const header = await checkHeader(source, version, entryCount, scanned).catch(async (e: unknown) => {
-    throw await explainedByCounts(source, e);
+  const header = await checkHeader(held, version, entryCount, scanned).catch(async (e: unknown) => {
+    throw await explainedByCounts(held, e);
   });
   const { metadata, alignment, dataStart, tensors } = header;
   const trailingBytes = source.size - header.end;
   // A tensor count that is too low leaves the real data after the counted tensors' end.
   if (trailingBytes > 0) {
     // The header, and room for one more tensor info (name, n_dims, 5 dims, type, offset).
-    const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
+    const miscount = await miscountedHeader(held, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
     if (miscount) throw new MergeError('INVALID_HEADER', miscount);
   }
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart, trailingBytes);
 }
 
-/** Everything the parser does not check of the header it read: its metadata, its tensors' layout. */
-async function checkHeader(source: ByteSource, version: number, entryCount: number, scanned: ScannedGgufHeader): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
+/**
+ * Everything the parser does not check of the header it read: its metadata, its tensors' layout.
+ * `source`: the file's held header bytes, which the read-back compares with.
+ */
+async function checkHeader(source: HeldHeader, version: number, entryCount: number, scanned: ScannedGgufHeader): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
   const file = source.name;
   const metadata = readMetadata(file, scanned.entries, entryCount);
   const alignment = readAlignment(file, metadata);
@@ -145,7 +155,7 @@ async function checkHeader(source: ByteSource, version: number, entryCount: numb
  * the file: a wrong count makes the parser read a metadata entry as a tensor info, or the reverse,
  * and `e` then names a metadata key as a tensor.
  */
-async function explainedByCounts(source: ByteSource, e: unknown): Promise<unknown> {
+async function explainedByCounts(source: HeldHeader, e: unknown): Promise<unknown> {
   const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES).catch(() => undefined);
   return miscount ? new MergeError('INVALID_HEADER', miscount, { cause: e }) : e;
 }
