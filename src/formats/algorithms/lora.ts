@@ -156,7 +156,7 @@ function blissfulDoraProblem(
   if (!magnitude) {
     return linear ? { code: 'UNSUPPORTED_FORMAT', message: `has no dora_layer.weight though the file's "use_dora_flag" is on: blissful-tuner refuses to merge such a Linear module (its magnitude would be the untrained ones); the file is partial` } : undefined;
   }
-  if (!flagOn) return { code: 'UNSUPPORTED_FORMAT', message: `has "${magnitude.name}", blissful-tuner's DoRA magnitude, in a file without its "use_dora_flag" on; its loader would leave it unread, so the file is not one it saved` };
+  if (!flagOn) return { code: 'UNSUPPORTED_FORMAT', message: `has "${magnitude.name}", blissful-tuner's DoRA magnitude, in a file without its "use_dora_flag" on (with the flag off its loader leaves the magnitude unread; with no flag the file is not marked as its network's); not supported` };
   if (other) return { code: 'UNSUPPORTED_FORMAT', message: `has two DoRA magnitudes (${other.name} and ${magnitude.name})` };
   if (!linear) return { code: 'UNSUPPORTED_FORMAT', message: `has "${magnitude.name}" on a conv LoRA (lora_down ${fmtShape(module.tensors.down.shape)}): blissful-tuner applies DoRA to Linear layers only and would leave it unread` };
   const out = module.deltaShape[0];
