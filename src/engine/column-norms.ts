@@ -64,7 +64,7 @@ export function normSquare(v: number): number {
 const SMALLEST_EXACT_SS = 2 ** -970;
 
 /**
- * A DoRA factor m / (‖V‖ + ε) for feature `feature` from ‖V‖² (`ss`, float64), or a DORA_NORM
+ * A DoRA factor m / max(‖V‖ + ε, normFloor) for feature `feature` from ‖V‖² (`ss`, float64), or a DORA_NORM
  * refusal where that is not the number the definition gives: V is zero there and ε = 0 (PEFT's
  * m / 0 times 0 merges NaN), ‖V‖² is past float64 (V before the DoRA step is too large, so its
  * squares overflow and the factor would come out 0), ‖V‖² is so small its squares were subnormal,
@@ -74,10 +74,12 @@ const SMALLEST_EXACT_SS = 2 ** -970;
  */
 export function doraFactor(name: string, dora: DoraSpec, feature: number, m: number, ss: number): number {
   const eps = dora.epsilon;
-  const q = m / (Math.sqrt(ss) + eps);
+  const floor = dora.normFloor ?? 0;
+  const q = m / Math.max(Math.sqrt(ss) + eps, floor);
   const f = dora.strength === undefined ? q : dora.strength * (q - 1) + 1;
   if (!Number.isFinite(m) || Number.isNaN(ss)) return f;
-  if (Number.isFinite(ss) && Number.isFinite(f) && (eps > 0 || ss >= SMALLEST_EXACT_SS)) return f;
+  // Under a floor, a norm below it (zero, or of subnormal squares) is not divided by.
+  if (Number.isFinite(ss) && Number.isFinite(f) && (eps > 0 || floor > 0 || ss >= SMALLEST_EXACT_SS)) return f;
   const where = `tensor "${name}": DoRA norm of ${dora.normAxis === 'out' ? 'output' : 'input'} feature ${feature}`;
   if (!Number.isFinite(ss)) throw new MergeError('DORA_NORM', `${where}: W + ΔW before the DoRA step is too large for its squares in float64 (past 1.3e154); lower --weight`);
   if (ss === 0) {

@@ -78,6 +78,8 @@ export interface DoraSpec {
   normAxis: 'out' | 'in';
   /** Added to each norm before dividing (LyCORIS adds float eps; PEFT adds nothing). */
   epsilon: number;
+  /** Each norm is raised to at least this before dividing (blissful-tuner clamps at 1e-6); absent: none. */
+  normFloor?: number;
   /**
    * Input features per magnitude (default 1): a conv's kh·kw kernel positions of one input
    * channel share its norm (LyCORIS normalises per channel over out, kh, kw). `in` norms only.

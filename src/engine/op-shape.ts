@@ -103,6 +103,7 @@ function doraCount(op: MergeOp, dora: NonNullable<MergeOp['dora']>, outFeatures:
 function checkDoraScalars(op: MergeOp, dora: NonNullable<MergeOp['dora']>, where: string): void {
   if (!(dora.epsilon >= 0 && Number.isFinite(dora.epsilon))) fail(op, `${where}DoRA epsilon ${dora.epsilon} is not a finite number ≥ 0`);
   if (dora.strength !== undefined && !Number.isFinite(dora.strength)) fail(op, `${where}DoRA strength ${dora.strength} is not finite`);
+  if (dora.normFloor !== undefined && !(dora.normFloor > 0 && Number.isFinite(dora.normFloor))) fail(op, `${where}DoRA norm floor ${dora.normFloor} is not a finite number > 0`);
 }
 
 function checkStep(op: MergeOp, shape: OpShape, step: UpdateStep, label: string): void {

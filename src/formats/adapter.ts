@@ -48,6 +48,10 @@ export interface DoraFactor {
    * (LyCORIS's apply_weight_decompose since 2024, in its merge and its forward pass alike).
    */
   weighting: 'delta' | 'factor';
+  /** Each norm is raised to at least this before dividing (blissful-tuner's clamp_min(1e-6)); absent: none. */
+  normFloor?: number;
+  /** At user weight 0 the tool leaves the weight as it is, the magnitude unapplied (blissful-tuner's merge_to). */
+  noneAtWeightZero?: boolean;
 }
 
 /**

@@ -51,6 +51,8 @@ export const KEY_FORMS = [
   { suffix: '.lora_mid.weight', role: 'mid' },
   { suffix: '.alpha', role: 'alpha' },
   { suffix: '.dora_scale', role: 'dora_scale' },
+  // blissful-tuner's LoRA DoRA magnitude (its DoRALayer's weight), read under its use_dora_flag.
+  { suffix: '.dora_layer.weight', role: 'dora_layer' },
   // ComfyUI: pad the base weight to this shape before patching.
   { suffix: '.reshape_weight', role: 'reshape_weight' },
   // LyCORIS LoHa.

@@ -19,7 +19,7 @@ import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
-import { readBlissfulLokr } from './blissful-lokr.js';
+import { readBlissfulNetwork } from './blissful-network.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -65,8 +65,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
-  // blissful-tuner's LoKr network: file-level buffers, and its own scale for the LoKr modules.
-  const blissful = await readBlissfulLokr(file);
+  // blissful-tuner's networks: file-level buffers, and what they ask of the modules.
+  const blissful = await readBlissfulNetwork(file);
   const bundled = new Set<string>();
   const control = readBflControlLora(file);
   const norms = control ? null : readDiffusersControlNorms(file);
@@ -118,7 +118,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
   for (const [key, roles] of groups) {
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful ? { blissful_lokr: true } : undefined);
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful?.options);
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });

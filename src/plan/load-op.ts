@@ -111,7 +111,8 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
     const magnitude = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
     const group = t.dora.group ? { group: t.dora.group } : {};
     const strength = t.dora.strength !== undefined ? { strength: t.dora.strength } : {};
-    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...group, ...strength } } });
+    const floor = t.dora.normFloor !== undefined ? { normFloor: t.dora.normFloor } : {};
+    out.push({ kind: 'step', step: { kind: 'dora', dora: { magnitude, normAxis: t.dora.axis, epsilon: t.dora.epsilon, ...floor, ...group, ...strength } } });
   }
   return out;
 }

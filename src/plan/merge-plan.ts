@@ -125,6 +125,8 @@ export interface PlannedDora {
   magnitude: TensorEntry;
   axis: 'out' | 'in';
   epsilon: number;
+  /** The least norm divided by (DoraFactor.normFloor); absent: none. */
+  normFloor?: number;
   /** Input features per magnitude (a conv's kernel positions); absent: 1. */
   group?: number;
   /** The user weight, where it moves the DoRA factor toward 1 instead of scaling ΔW (LyCORIS); absent: 1. */
@@ -631,7 +633,8 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           if (widenedFrom !== undefined) update.widenedFrom = widenedFrom;
           updates.set(baseKey, update);
         }
-        if (module.dora) {
+        // blissful-tuner's merge_to returns at multiplier 0: no ΔW, no magnitude.
+        if (module.dora && !(weight === 0 && module.dora.noneAtWeightZero)) {
           const dora = planDora(module, adapterIndex, adapter.file, view, info.shape, fail);
           if (!dora) continue;
           term.dora = dora;
@@ -1114,7 +1117,7 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
     return null;
   }
   if (!checkFloat(dora.magnitude.dtype, module, fail, `DoRA magnitude ${dora.magnitude.name}`)) return null;
-  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(group > 1 ? { group } : {}) };
+  return { adapterIndex, moduleName: module.name, file, magnitude: dora.magnitude, axis: dora.axis, epsilon: dora.epsilon, ...(dora.normFloor !== undefined ? { normFloor: dora.normFloor } : {}), ...(group > 1 ? { group } : {}) };
 }
 
 /** Who a bias term comes from, and the rows of a fused weight its module lands on. */

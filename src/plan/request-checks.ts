@@ -79,7 +79,7 @@ export function suspiciousRequestWarnings(adapters: readonly WeightedAdapter[]):
 function changedAtWeightZero(adapter: WeightedAdapter['adapter']): string[] {
   const still: string[] = [];
   const count = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
-  const peftDora = adapter.modules.filter((m) => m.dora?.weighting === 'delta').length;
+  const peftDora = adapter.modules.filter((m) => m.dora?.weighting === 'delta' && !m.dora.noneAtWeightZero).length;
   const lycorisDora = adapter.modules.filter((m) => m.dora?.weighting === 'factor').length;
   if (peftDora > 0) still.push(`${count(peftDora, 'DoRA module still scales its weight', 'DoRA modules still scale their weights')} to the trained magnitudes (PEFT scales only ΔW by the weight)`);
   if (lycorisDora > 0) still.push(`${count(lycorisDora, 'DoRA module still adds its update', 'DoRA modules still add their updates')} whole (LyCORIS's weight moves only the DoRA factor, to 1 at weight 0)`);

@@ -91,7 +91,7 @@ export const lokr: Algorithm = {
       }
       scale = Math.sqrt(r);
     }
-    // blissful-tuner's LoKr (../blissful-lokr.ts): α/dim, dim W₂'s rank or, W₂ whole, its larger side.
+    // blissful-tuner's LoKr (../blissful-network.ts): α/dim, dim W₂'s rank or, W₂ whole, its larger side.
     const blissful = context.options?.blissful_lokr === true;
     if (blissful) {
       if (first !== 'full' || second === 'tucker' || deltaShape.length !== 2 || tensors.has('dora_scale')) {

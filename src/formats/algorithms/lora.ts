@@ -7,6 +7,9 @@
  * input column by default or per output row when trained with wd_on_output; PEFT's
  * `lora_magnitude_vector` (diffusers' trainers save it beside `lora_A`/`lora_B`) one per output row,
  * with no ε, and its `lora_B.bias` adds α/r·bias to the layer's bias (PEFT's lora_bias).
+ * blissful-tuner's LoRA network (../blissful-network.ts) scales by α/√r under its
+ * `use_rslora_flag` and, under its `use_dora_flag`, gives each Linear module a magnitude per output
+ * row, `dora_layer.weight`, divided by the row norm clamped at 1e-6.
  */
 import { transpose } from '../../algorithms/math/matrix.js';
 import { tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
@@ -22,11 +25,14 @@ import { BYPASS_SOURCE, lycorisBypassOn, withoutDora } from './lycoris-bypass.js
 /** torch.finfo(torch.float32).eps, which LyCORIS adds to each DoRA norm when merging in f32. */
 export const LYCORIS_DORA_EPSILON = 2 ** -23;
 
+/** The least row norm blissful-tuner divides by (dora_weight_norm_materialized's clamp_min). */
+export const BLISSFUL_DORA_NORM_FLOOR = 1e-6;
+
 export const lora: Algorithm = {
   name: 'lora',
   title: 'LoRA',
   defines: ['down', 'up'],
-  roles: ['down', 'up', 'mid', 'dora_scale', 'magnitude', 'up_bias'],
+  roles: ['down', 'up', 'mid', 'dora_scale', 'magnitude', 'up_bias', 'dora_layer'],
 
   build(tensors, context) {
     const down = tensors.get('down');
@@ -56,6 +62,7 @@ export const lora: Algorithm = {
       deltaShape: mid ? [up.shape[0], down.shape[1], ...mid.shape.slice(2)] : [up.shape[0], ...down.shape.slice(1)],
       rank,
       ...alphaScale(context.alpha, rank, context.rsLora),
+      ...(context.options?.blissful_rslora === true ? blissfulRsLoraScale(context.alpha, rank) : {}),
       tensors: { down, up, ...(mid ? { mid } : {}) },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,
@@ -81,6 +88,17 @@ export const lora: Algorithm = {
         return null;
       }
       module.dora = { magnitude, axis: 'out', epsilon: 0, weighting: 'delta' };
+    }
+    const layerMagnitude = tensors.get('dora_layer');
+    if (layerMagnitude || context.options?.blissful_dora === true) {
+      const problem = blissfulDoraProblem(module, layerMagnitude, doraScale ?? magnitude, context.options?.blissful_dora === true);
+      if (problem) {
+        context.report(problem.code, problem.message);
+        return null;
+      }
+      if (layerMagnitude) {
+        module.dora = { magnitude: layerMagnitude, axis: 'out', epsilon: 0, normFloor: BLISSFUL_DORA_NORM_FLOOR, weighting: 'delta', noneAtWeightZero: true };
+      }
     }
     const upBias = tensors.get('up_bias');
     if (upBias) {
@@ -115,6 +133,38 @@ export const lora: Algorithm = {
     return [{ kind: 'low-rank', a, b, rank: module.rank }];
   },
 };
+
+/**
+ * blissful-tuner's scale under `use_rslora_flag` (LoRAModule.__init__): α/√r, α 0 stored meaning √r
+ * (scale 1), and a module without `.alpha` given α = r by create_network_from_weights (scale √r).
+ */
+function blissfulRsLoraScale(alpha: number | undefined, rank: number): Pick<AdapterModule, 'alpha' | 'scale' | 'scaleOrigin'> {
+  if (alpha === undefined) return { alpha: rank, scale: rank / Math.sqrt(rank), scaleOrigin: { kind: 'alpha', rule: 'α/√r', stated: false } };
+  return alphaScale(alpha, rank, true);
+}
+
+/**
+ * Why a module of a file with blissful-tuner's DoRA magnitude or `use_dora_flag` is not merged as
+ * its merge_to applies it, or undefined when it is: under the flag a Linear module (2-D lora_down)
+ * must have its `dora_layer.weight` (merge_to raises without it), one value per output; a conv
+ * module takes no DoRA and has none; without the flag the magnitude is left unread by its loader.
+ */
+function blissfulDoraProblem(
+  module: AdapterModule, magnitude: TensorEntry | undefined, other: TensorEntry | undefined, flagOn: boolean,
+): { code: 'UNSUPPORTED_FORMAT' | 'SHAPE_MISMATCH'; message: string } | undefined {
+  const linear = module.kind === 'linear';
+  if (!magnitude) {
+    return linear ? { code: 'UNSUPPORTED_FORMAT', message: `has no dora_layer.weight though the file's "use_dora_flag" is on: blissful-tuner refuses to merge such a Linear module (its magnitude would be the untrained ones); the file is partial` } : undefined;
+  }
+  if (!flagOn) return { code: 'UNSUPPORTED_FORMAT', message: `has "${magnitude.name}", blissful-tuner's DoRA magnitude, in a file without its "use_dora_flag" on (with the flag off its loader leaves the magnitude unread; with no flag the file is not marked as its network's); not supported` };
+  if (other) return { code: 'UNSUPPORTED_FORMAT', message: `has two DoRA magnitudes (${other.name} and ${magnitude.name})` };
+  if (!linear) return { code: 'UNSUPPORTED_FORMAT', message: `has "${magnitude.name}" on a conv LoRA (lora_down ${fmtShape(module.tensors.down.shape)}): blissful-tuner applies DoRA to Linear layers only and would leave it unread` };
+  const out = module.deltaShape[0];
+  if (magnitude.shape.length !== 1 || magnitude.shape[0] !== out) {
+    return { code: 'SHAPE_MISMATCH', message: `dora_layer.weight ${magnitude.name} ${fmtShape(magnitude.shape)} should hold one value per output row (${out}), as blissful-tuner's DoRALayer does` };
+  }
+  return undefined;
+}
 
 /**
  * Why PEFT's `lora_magnitude_vector` or `lora_B` bias of a LoRA with `out` outputs is not what PEFT
