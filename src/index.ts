@@ -26,7 +26,7 @@ export {
 
 // Containers: safetensors and GGUF behind one seam (openModel reads either; the GGUF reader, writer
 // and block codecs under it are the engine's)
-export { openModel } from './formats/open-model.js';
+export { openModel, type OpenModelOptions } from './formats/open-model.js';
 export type { ContainerFormat, SidecarContext, StoredShard, StoredTensor, TensorFileWriter } from './formats/container.js';
 export type { OutputTypeChoice, OutputTypeChoices } from './formats/output-types.js';
 

@@ -12,6 +12,7 @@
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { decodeToF32, DTYPE_BYTES, isFloatDType, type FloatDType } from '../dtype.js';
 import { MergeError, throwIfAborted } from '../errors.js';
+import type { Pacer } from '../event-turns.js';
 import { openBaseModel, type BaseModel, type BaseTensor } from '../formats/base-model.js';
 import { holdsGgufModel } from '../formats/open-model.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -30,11 +31,11 @@ import { product } from '../integers.js';
  * folder of unknown files: its matrices are in GGML's order and blocks (llama's q/k rows permuted),
  * so an adapter from its difference would need names and rows mapped back, which is not covered.
  */
-export async function openExtractModel(files: InputFileSet): Promise<BaseModel> {
+export async function openExtractModel(files: InputFileSet, pacer?: Pacer): Promise<BaseModel> {
   if (holdsGgufModel(files.list())) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${files.name}: a GGUF model; extract reads safetensors models only (GGUF is not covered)`);
   }
-  return openBaseModel(files);
+  return openBaseModel(files, pacer);
 }
 
 export interface ExtractOptions {

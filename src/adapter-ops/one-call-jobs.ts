@@ -15,6 +15,7 @@ import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import { asCancel, isMergeError, MergeError } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
@@ -167,8 +168,10 @@ async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hook
   const warnings = checkCombine(options);
   await checkOutputPlace(options, hooks);
   const adapters: ParsedAdapter[] = [];
+  // Opening a large adapter is seconds of header and module parse: the signal is looked at between them.
+  const pacer = new Pacer(options.signal);
   try {
-    for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras'));
+    for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras', pacer));
     const format = adapterFormat(adapters, options, hooks);
     const outcome = await run('combine', options, hooks, format, (backend, signal) => combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
@@ -193,8 +196,10 @@ async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: A
   checkRule(options.rule);
   await checkOutputPlace(options, hooks);
   let adapter: ParsedAdapter | undefined;
+  // Opening a large adapter is seconds of header and module parse: the signal is looked at between them.
+  const pacer = new Pacer(options.signal);
   try {
-    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora');
+    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora', pacer);
     const opened = adapter;
     const format = adapterFormat([opened], options, hooks);
     return await run('resize', options, hooks, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
@@ -218,11 +223,13 @@ async function extractLoraUnworded<Out>(options: ExtractLoraOptions<Out>, hooks:
   if (options.energy !== undefined) fraction('energy', options.energy);
   if (options.seed !== undefined) seedValue(options.seed);
   await checkOutputPlace(options, hooks);
+  // A base of hundreds of shards is seconds of headers: the signal is looked at between them.
+  const pacer = new Pacer(options.signal);
   const baseFiles = await hooks.openSource(options.base, 'base', false, options.signal);
-  const base = await openExtractModel(baseFiles);
+  const base = await openExtractModel(baseFiles, pacer);
   let tuned: BaseModel | undefined;
   try {
-    tuned = await openExtractModel(await hooks.openSource(options.tuned, 'tuned', false, options.signal));
+    tuned = await openExtractModel(await hooks.openSource(options.tuned, 'tuned', false, options.signal), pacer);
     const t = tuned;
     const format = options.format ?? fixedFormat(options, hooks)?.format ?? 'peft';
     const baseModelName = await modelNameOrPath(baseFiles);

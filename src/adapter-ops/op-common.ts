@@ -1,5 +1,6 @@
 /** What combine, resize and extract share: grouping modules across adapters, and the output's config and metadata. */
 import { MergeError } from '../errors.js';
+import type { Pacer } from '../event-turns.js';
 import type { FloatDType } from '../dtype.js';
 import { openAdapter, type AdapterModule, type ParsedAdapter } from '../formats/adapter.js';
 import { BASE_GIVEN_AS_ADAPTER } from '../formats/gguf/gguf-adapter.js';
@@ -291,11 +292,11 @@ function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
 /**
  * {@link openAdapter} for an adapter job (`job` names it: `combine`, `resizeLora` …): a model given
  * as an adapter is refused with the job's own advice, since the merge's (pass it as the base) names
- * an option these jobs do not have.
+ * an option these jobs do not have. `pacer`, where given, sees the job's signal inside the opening.
  */
-export async function openJobAdapter(files: InputFileSet, job: string): Promise<ParsedAdapter> {
+export async function openJobAdapter(files: InputFileSet, job: string, pacer?: Pacer): Promise<ParsedAdapter> {
   try {
-    return await openAdapter(files);
+    return await openAdapter(files, pacer);
   } catch (e) {
     if (!(e instanceof MergeError) || !e.message.endsWith(BASE_GIVEN_AS_ADAPTER)) throw e;
     const message = `${e.message.slice(0, -BASE_GIVEN_AS_ADAPTER.length)}${job} takes LoRA adapters only, no model; give the adapter's files`;

@@ -3,7 +3,8 @@
  * order. A folder with safetensors weights is a safetensors model even if it also holds GGUF
  * files; otherwise `.gguf` files make a GGUF model.
  */
-import { checkInputFileSet } from '../api-arguments.js';
+import { checkInputFileSet, checkOptions, checkSignal } from '../api-arguments.js';
+import { asCancel, throwIfAborted } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import type { InputFileSet } from '../io/types.js';
 import { openBaseModel, type BaseModel } from './base-model.js';
@@ -25,9 +26,31 @@ const CONTAINERS: readonly ContainerEntry[] = [
   { name: 'safetensors', claims: () => true, open: openBaseModel },
 ];
 
-/** The base model in `files`, opened by the first container format that claims their paths; `files` that is no InputFileSet is a BAD_ARGUMENT MergeError. */
-export async function openModel(files: InputFileSet): Promise<BaseModel> {
-  return openModelPaced(files, new Pacer());
+/** What {@link openModel} takes besides the files. */
+export interface OpenModelOptions {
+  /**
+   * Cancels the opening: it rejects with a MergeError of code ABORTED, named `'AbortError'`, whose
+   * `cause` is the signal's reason, and whatever it had opened is closed. A base of hundreds of
+   * shards is seconds of headers to read; the abort is seen between them.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * The base model in `files`, opened by the first container format that claims their paths (headers
+ * only; close it when done). `files` that is no InputFileSet, or an option of the wrong kind, is a
+ * BAD_ARGUMENT MergeError; a `signal` already aborted is ABORTED before any file is opened.
+ */
+export async function openModel(files: InputFileSet, options: OpenModelOptions = {}): Promise<BaseModel> {
+  checkOptions('openModel options', options, ['signal']);
+  checkSignal('openModel options: signal', options.signal);
+  const signal = options.signal;
+  try {
+    throwIfAborted(signal);
+    return await openModelPaced(files, new Pacer(signal));
+  } catch (e) {
+    throw asCancel(e, signal, 'openModel cancelled');
+  }
 }
 
 /**

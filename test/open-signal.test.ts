@@ -1,0 +1,162 @@
+/**
+ * A cancel while the library's openModel, the adapter jobs or the CLI's inspect open their inputs.
+ * prepareMerge sees its signal between a sharded base's headers and between an adapter's header and
+ * its modules (open-cancel.test.ts); openModel took no signal, and extractLora, resizeLora and
+ * combineLoras opened their inputs without looking at theirs, so an abort during the opening of
+ * DeepSeek-V3's 163 shards was seen only once the base (and, for extract, the tuned model) was open.
+ */
+import { spawn } from 'node:child_process';
+import { readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openAdapter } from '../src/formats/adapter.js';
+import { openModel } from '../src/formats/open-model.js';
+import { openNodeInputFileSet } from '../src/io/node-input-files.js';
+import { extractLora, resizeLora } from '../src/node.js';
+import { CLI, errorLines } from './helpers/cli.js';
+import { deepseekV3Folder, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
+import { tempDirs } from './helpers/fixtures.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+let dir = '';
+
+beforeAll(() => {
+  dir = deepseekV3Folder(temp.make({}));
+});
+
+/**
+ * `run` given a signal aborted with `reason` on the next task after its start, twice: what the first
+ * settled with, and the faster one's time (a busy machine slows one run, not both).
+ */
+async function cancelledRun(run: (signal: AbortSignal) => Promise<unknown>, reason: Error): Promise<{ outcome: unknown; ms: number }> {
+  const once = async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(reason), 0);
+    const started = performance.now();
+    const outcome = await run(controller.signal).then(async (opened) => {
+      await (opened as { close?(): Promise<void> }).close?.();
+      return opened;
+    }, (e: unknown) => e);
+    return { outcome, ms: performance.now() - started };
+  };
+  const first = await once();
+  const second = await once();
+  return { outcome: first.outcome, ms: Math.min(first.ms, second.ms) };
+}
+
+const openBase = async () => (await openModel(await openNodeInputFileSet(dir))).close();
+
+describe('a signal aborted while a sharded base of 163 shards opens', () => {
+  it('ends openModel({ signal }) between the headers: ABORTED, named AbortError, the reason its cause', async () => {
+    const whole = await uncancelledMs(openBase);
+    const reason = new Error('user pressed stop');
+    const files = await openNodeInputFileSet(dir);
+    const { outcome, ms } = await cancelledRun((signal) => openModel(files, { signal }), reason);
+    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'openModel cancelled', cause: reason });
+    // Seen after the index (parsed in one piece) and the first turn's shards: a third of the open
+    // on a quiet machine; 0.6 leaves room for a busy one. Unpaced, the open ran to its end.
+    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the base takes ${whole.toFixed(0)} ms`).toBeLessThan(0.6 * whole);
+  }, 120_000);
+
+  it('openModel refuses a signal of the wrong kind, and one already aborted before any file is read', async () => {
+    const files = await openNodeInputFileSet(dir);
+    await expect(openModel(files, { signal: 'stop' as never })).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: /^openModel options: signal must be an AbortSignal/ });
+    await expect(openModel(files, { sigal: 1 } as never)).rejects.toMatchObject({ code: 'BAD_ARGUMENT', message: /did you mean "signal"/ });
+    const reason = new Error('already');
+    const read: string[] = [];
+    const watched: typeof files = {
+      name: files.name, list: () => files.list(),
+      open: (p) => (read.push(p), files.open(p)), readText: (p) => (read.push(p), files.readText(p)),
+    };
+    await expect(openModel(watched, { signal: AbortSignal.abort(reason) })).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'openModel cancelled', cause: reason });
+    expect(read).toEqual([]);
+  });
+
+  it("ends extractLora({ base, signal }) while the base opens, long before it (or the tuned model) is open", async () => {
+    const whole = await uncancelledMs(openBase);
+    const reason = new Error('user pressed stop');
+    const { outcome, ms } = await cancelledRun((signal) => extractLora({ base: dir, tuned: dir, rank: 8, backend: 'cpu', signal }), reason);
+    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'extract cancelled', cause: reason });
+    // Unpaced, both models were opened (twice the open) before the job's first look at its signal.
+    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the base takes ${whole.toFixed(0)} ms`).toBeLessThan(0.6 * whole);
+  }, 120_000);
+});
+
+describe("a signal aborted while resizeLora opens an adapter of 89,088 tensors", () => {
+  it("is seen between the adapter's header and the parse of its 44,544 modules", async () => {
+    // A rank_pattern of 1000 module paths, as PEFT saves it: the parse of the modules is then most of the open.
+    const adapterDir = temp.make({ 'adapter_config.json': deepseekV3PeftConfig(['gate_proj', 'up_proj', 'down_proj'], expertRankPattern()) });
+    writeHeaderOnly(join(adapterDir, 'adapter_model.safetensors'), expertLoraTensors());
+    const files = await openNodeInputFileSet(adapterDir);
+    const open = await uncancelledMs(async () => (await openAdapter(files)).file.source.close());
+    const reason = new Error('user pressed stop');
+    const { outcome, ms } = await cancelledRun((signal) => resizeLora({ adapter: adapterDir, rule: { kind: 'rank', rank: 4 }, backend: 'cpu', signal }), reason);
+    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'resize cancelled', cause: reason });
+    // Unpaced, the adapter was parsed whole before the job's first look at its signal.
+    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the adapter takes ${open.toFixed(0)} ms`).toBeLessThan(0.6 * open);
+  }, 120_000);
+});
+
+/** The files a process has open (Linux: its /proc/<pid>/fd links). */
+function openFiles(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    return [];
+  }
+}
+
+/** From the first shard's opening to the signal: the opening of the other 162 is under way. */
+const SIGNAL_DELAY_MS = 100;
+
+/**
+ * `loramerge inspect` of the folder; SIGNAL_DELAY_MS after the process has the first shard open,
+ * `signal` is sent if given. `afterSignal`: ms from that moment (the signal, or when it would have
+ * been sent) to the exit.
+ */
+function inspect(signal?: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string; afterSignal: number }> {
+  const child = spawn(process.execPath, [CLI, 'inspect', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const first = join(dir, 'model-00001-of-000163.safetensors');
+  let sent: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const poll = setInterval(() => {
+    if (!openFiles(child.pid!).includes(first)) return;
+    clearInterval(poll);
+    timer = setTimeout(() => {
+      sent = performance.now();
+      if (signal) child.kill(signal);
+    }, SIGNAL_DELAY_MS);
+  }, 2);
+  return new Promise((resolve) => child.on('exit', (code) => {
+    clearInterval(poll);
+    clearTimeout(timer);
+    resolve({ code, stdout, stderr, afterSignal: sent === undefined ? NaN : performance.now() - sent });
+  }));
+}
+
+describe('Ctrl-C while `loramerge inspect` opens the 163 shards', () => {
+  it.skipIf(process.platform !== 'linux')('exits 130 with the one cancel line, long before the open would have ended', async () => {
+    const full = await inspect();
+    expect(full.code, full.stderr).toBe(0);
+    expect(full.stdout).toMatch(/base model \(transformers\)/);
+    expect(full.afterSignal, 'the open ended before the signal would have been sent').toBeGreaterThan(0);
+    const run = await inspect('SIGINT');
+    expect(run.code, run.stderr).toBe(130);
+    expect(errorLines(run.stderr)).toEqual(['error: inspect cancelled']);
+    expect(run.stderr).not.toMatch(/\n\s+at |internal error/);
+    expect(run.stdout).toBe('');
+    expect(run.afterSignal, `exit ${run.afterSignal.toFixed(0)} ms after the signal; the open's rest took ${full.afterSignal.toFixed(0)} ms`)
+      .toBeLessThan(0.6 * full.afterSignal);
+  }, 120_000);
+});
