@@ -8,10 +8,9 @@
  * W[o, i] = (q[i, o] − z[⌊i/group_size⌋, o]) × scale[⌊i/group_size⌋, o] (packing_utils.py
  * `dequantize_gemm`). GEMV, exllama, marlin and other layouts are refused by name.
  */
-import { decodeToF32 } from '../dtype.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
-import { checkedScales, configRefusal, int32s, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
+import { configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
 
 /** Nibble of output 8k + j within its word. */
 const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7] as const;
@@ -28,14 +27,15 @@ export async function awqWeights(base: SafetensorsBaseModel, config: ModelConfig
   const groupSize = qc.group_size ?? qc.q_group_size;
   if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || groupSize < 1) throw configRefusal(base.name, 'awq', `group_size ${String(groupSize)}`);
   const whole = wholeTensorCache(base);
+  const scalesOf = lastScales(base.name);
   const weights: IntWeight[] = [];
   for (const key of base.tensors.keys()) {
-    if (key.endsWith('.qweight')) weights.push(awqWeight(base, key.slice(0, -'.qweight'.length), groupSize, whole));
+    if (key.endsWith('.qweight')) weights.push(awqWeight(base, key.slice(0, -'.qweight'.length), groupSize, whole, scalesOf));
   }
   return { kind: 'awq', weights, quantizationFiles: ['quant_config.json'] };
 }
 
-function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, whole: (key: string) => Promise<Uint8Array>): IntWeight {
+function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, whole: (key: string) => Promise<Uint8Array>, scalesOf: ReturnType<typeof lastScales>): IntWeight {
   const key = `${stem}.weight`;
   const [qweightKey, qzerosKey, scalesKey] = ['qweight', 'qzeros', 'scales'].map((s) => `${stem}.${s}`);
   const why = (s: string) => notAsWritten(base.name, key, 'AWQ GEMM', s);
@@ -50,19 +50,22 @@ function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, 
   const dtype = scaleDtype(base.name, scalesKey, scales.dtype);
   if (scales.shape.length !== 2 || scales.shape[0] !== groups || scales.shape[1] !== rows) throw why(`${scalesKey} has shape [${scales.shape.join(', ')}]; expected (${groups}, ${rows}) for ${cols} inputs in groups of ${groupSize}`);
   if (qzeros.dtype !== 'I32' || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== words) throw why(`${qzerosKey} is ${qzeros.dtype} [${qzeros.shape.join(', ')}]; expected I32 (${groups}, ${words})`);
-  const nibble = (word: number, o: number) => (word >>> (4 * AWQ_NIBBLE[o % 8])) & 15;
   return {
     key, rows, cols, scaleKey: scalesKey, parts: [qweightKey, qzerosKey, scalesKey],
     async decodeRows(r0, r1) {
       const q = int32s(await whole(qweightKey));
       const z = int32s(await whole(qzerosKey));
-      const s = checkedScales(base.name, scalesKey, decodeToF32(await whole(scalesKey), dtype), 0);
+      const s = scalesOf(scalesKey, await whole(scalesKey), dtype);
       const out = new Float32Array((r1 - r0) * cols);
       for (let o = r0; o < r1; o++) {
         const word = Math.floor(o / 8);
-        for (let i = 0; i < cols; i++) {
-          const g = Math.floor(i / groupSize);
-          out[(o - r0) * cols + i] = (nibble(q[i * words + word], o) - nibble(z[g * words + word], o)) * s[g * rows + o];
+        const shift = 4 * AWQ_NIBBLE[o % 8];
+        const row = (o - r0) * cols;
+        // Group by group: its zero point and scale once, then its inputs' codes down the word column.
+        for (let g = 0, i = 0; g < groups; g++) {
+          const zero = (z[g * words + word] >>> shift) & 15;
+          const scale = s[g * rows + o];
+          for (const end = Math.min(i + groupSize, cols); i < end; i++) out[row + i] = (((q[i * words + word] >>> shift) & 15) - zero) * scale;
         }
       }
       return out;

@@ -16,10 +16,9 @@
  * cannot store without overflowing into its neighbour, is refused when the merge reaches it.
  * Repacked layouts (marlin, bitblas, …) are refused by name.
  */
-import { decodeToF32 } from '../dtype.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
-import { checkedScales, configRefusal, int32s, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
+import { configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
 
 /** The GPTQ weights of `base`, or undefined when config.json does not name GPTQ. */
 export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfig | undefined): Promise<IntWeights | undefined> {
@@ -33,9 +32,10 @@ export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfi
   if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || (groupSize < 1 && groupSize !== -1)) throw configRefusal(base.name, 'gptq', `group_size ${String(groupSize)}`);
   const v1 = format === 'gptq';
   const whole = wholeTensorCache(base);
+  const scalesOf = lastScales(base.name);
   const weights: IntWeight[] = [];
   for (const key of base.tensors.keys()) {
-    if (key.endsWith('.qweight')) weights.push(gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole));
+    if (key.endsWith('.qweight')) weights.push(gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole, scalesOf));
   }
   return { kind: 'gptq', weights, quantizationFiles: ['quantize_config.json'] };
 }
@@ -65,7 +65,9 @@ function fieldValue(lo: number, hi: number, shift: number, bits: number, mask: n
   return (shift + bits > 32 ? low | (hi << (32 - shift)) : low) & mask;
 }
 
-function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>): IntWeight {
+function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>,
+  scalesOf: ReturnType<typeof lastScales>,
+): IntWeight {
   const key = `${stem}.weight`;
   const [qweightKey, qzerosKey, scalesKey, gIdxKey] = ['qweight', 'qzeros', 'scales', 'g_idx'].map((s) => `${stem}.${s}`);
   const why = (s: string) => notAsWritten(base.name, key, 'GPTQ', s);
@@ -126,14 +128,35 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
     parts: [qweightKey, qzerosKey, scalesKey, ...(g ? [gIdxKey] : [])],
     async decodeRows(r0, r1) {
       const q = int32s(await whole(qweightKey));
-      const s = checkedScales(base.name, scalesKey, decodeToF32(await whole(scalesKey), dtype), 0);
+      const s = scalesOf(scalesKey, await whole(scalesKey), dtype);
       const groupOf = await groupIndex();
       const zeros = await zerosOf(r0, r1);
-      // Each input's word row of qweight and bit within it (the same for every output; made per call, not kept per weight).
+      const out = new Float32Array((r1 - r0) * cols);
+      if (runs.words === 1) {
+        // 2, 4 and 8 bits: whole codes per word. Output o's zero points and scales gathered once,
+        // then each qweight word read once for its 32/bits inputs.
+        const z = new Int32Array(groups);
+        const sc = new Float32Array(groups);
+        for (let o = r0; o < r1; o++) {
+          for (let gi = 0; gi < groups; gi++) {
+            z[gi] = zeros[(o - r0) * groups + gi];
+            sc[gi] = s[gi * rows + o];
+          }
+          const row = (o - r0) * cols;
+          for (let k = 0, i = 0; i < cols; k++) {
+            const word = q[k * rows + o];
+            for (let shift = 0; shift < 32; shift += bits, i++) {
+              const gi = groupOf[i];
+              out[row + i] = (((word >>> shift) & mask) - z[gi]) * sc[gi];
+            }
+          }
+        }
+        return out;
+      }
+      // 3 bits: values straddle words. Each input's word row of qweight and bit within it (the same for every output; made per call, not kept per weight).
       const inputWord = new Int32Array(cols);
       const inputShift = new Uint8Array(cols);
       for (let i = 0; i < cols; i++) ({ word: inputWord[i], shift: inputShift[i] } = fieldAt(bits, i));
-      const out = new Float32Array((r1 - r0) * cols);
       for (let o = r0; o < r1; o++) for (let i = 0; i < cols; i++) {
         const at = inputWord[i] * rows + o;
         const shift = inputShift[i];

@@ -8,6 +8,7 @@
  * and shapes are no longer tensors of the view. Each format reads its own tensors into
  * {@link IntWeight}s (compressed-tensors-int.ts, gptq.ts, awq.ts).
  */
+import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
@@ -106,6 +107,19 @@ export function checkedScales(baseName: string, key: string, values: Float32Arra
   const bad = values.findIndex((s) => !Number.isFinite(s) || s < 0);
   if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds the scale ${values[bad]} (element ${first + bad}); scales must be finite and not negative`);
   return values;
+}
+
+/**
+ * The checked float32 values of the scale tensor last asked for, decoded once for all of a
+ * weight's slabs (each slab's outputs take scales from every group, and the merge reads one
+ * weight's slabs in turn) and kept for that one tensor only.
+ */
+export function lastScales(baseName: string): (key: string, bytes: Uint8Array, dtype: 'F16' | 'BF16') => Float32Array {
+  let last: { key: string; bytes: Uint8Array; values: Float32Array } | undefined;
+  return (key, bytes, dtype) => {
+    if (last?.key !== key || last.bytes !== bytes) last = { key, bytes, values: checkedScales(baseName, key, decodeToF32(bytes, dtype), 0) };
+    return last.values;
+  };
 }
 
 /** The refusal of a weight whose tensors are not what the format writes. */

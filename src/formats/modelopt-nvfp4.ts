@@ -79,9 +79,46 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
   };
 }
 
-/** The weight as bf16 code × block scale, decoded a row range at a time. */
+/**
+ * For each E4M3 block-scale byte s, its 256 pairs: entry s·256 + b holds the bf16 bits of byte b's
+ * two values, e2m1(code) × e4m3(s), the low nibble's in the low half and the high nibble's in the
+ * high half. Each product is taken in float64 and rounded through float32 to bf16, as the
+ * element-wise decode did, and is exact all the way (see the top of this file), so decoding is
+ * lookups alone. A negative scale byte (sign bit set) gives negated products, as a multiply does.
+ * Made on first use (256 KiB). E4M3FN's NaN bytes (0x7f, 0xff) are marked in `nan`; a read meeting
+ * one is refused before anything is decoded.
+ */
+let pairTable: { pairs: Uint32Array; nan: Uint8Array } | undefined;
+function pairs(): { pairs: Uint32Array; nan: Uint8Array } {
+  if (pairTable) return pairTable;
+  const scales = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
+  const values = new Float32Array(256 * 16);
+  const nan = new Uint8Array(256);
+  for (let s = 0; s < 256; s++) {
+    if (Number.isNaN(scales[s])) nan[s] = 1;
+    for (let code = 0; code < 16; code++) {
+      const magnitude = E2M1[code & 7] * scales[s];
+      values[s * 16 + code] = code & 8 ? -magnitude : magnitude;
+    }
+  }
+  const encoded = encodeFromF32(values, 'BF16');
+  const bits = new Uint16Array(encoded.buffer, encoded.byteOffset, values.length);
+  const table = new Uint32Array(256 * 256);
+  for (let s = 0; s < 256; s++) {
+    for (let byte = 0; byte < 256; byte++) table[s * 256 + byte] = (bits[s * 16 + (byte & 0x0f)] | (bits[s * 16 + (byte >> 4)] << 16)) >>> 0;
+  }
+  return (pairTable = { pairs: table, nan });
+}
+
+/**
+ * The weight as bf16 code × block scale, decoded a row range at a time. With `cols` a multiple of
+ * the group, value v of the tensor is nibble v mod 2 of packed byte ⌊v/2⌋ and its scale is scale
+ * ⌊v/group⌋, both counted from the tensor's start; with an even group a byte's two values share a
+ * scale, so each byte is one lookup and one 32-bit word written straight into the returned bytes.
+ */
 function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
   const rowBytes = w.cols * 2;
+  const groups = w.cols / w.group;
   return {
     name: w.key, dtype: 'BF16', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
     async readPart(start, length) {
@@ -89,19 +126,36 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
       const packed = await base.readPart(w.key, r0 * (w.cols / 2), (r1 - r0) * (w.cols / 2));
-      const groups = w.cols / w.group;
-      const scales = decodeToF32(await base.readPart(w.scaleKey, r0 * groups, (r1 - r0) * groups), 'F8_E4M3');
-      const nan = scales.findIndex((x) => Number.isNaN(x));
-      if (nan >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(nan / groups)})`);
-      const values = new Float32Array((r1 - r0) * w.cols);
-      for (let i = 0; i < values.length; i++) {
-        const byte = packed[i >> 1];
-        const code = i & 1 ? byte >> 4 : byte & 0x0f;
-        const magnitude = E2M1[code & 7] * scales[Math.floor(i / w.cols) * groups + Math.floor((i % w.cols) / w.group)];
-        values[i] = code & 8 ? -magnitude : magnitude;
+      const scales = await base.readPart(w.scaleKey, r0 * groups, (r1 - r0) * groups);
+      const { pairs: table, nan } = pairs();
+      for (let j = 0; j < scales.length; j++) {
+        if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
       }
-      const offset = start - r0 * rowBytes;
-      return encodeFromF32(values, 'BF16').subarray(offset, offset + length);
+      // Values [v0, v1) of the rows read, widened to whole bytes [p0, p1).
+      const v0 = start / 2 - r0 * w.cols;
+      const v1 = v0 + length / 2;
+      const p0 = v0 >> 1;
+      const p1 = (v1 + 1) >> 1;
+      const words = new Uint32Array(p1 - p0);
+      if (w.group % 2 === 0) {
+        const half = w.group / 2;
+        let p = p0;
+        for (let s = Math.floor(p0 / half); p < p1; s++) {
+          const scale = scales[s] << 8;
+          const stop = Math.min((s + 1) * half, p1);
+          for (; p < stop; p++) words[p - p0] = table[scale | packed[p]];
+        }
+      } else {
+        // An odd group: a byte's two values may have different scales, so each value is looked up on its own.
+        const halves = new Uint16Array(words.buffer);
+        let s = Math.floor((2 * p0) / w.group);
+        let next = (s + 1) * w.group;
+        for (let v = 2 * p0; v < 2 * p1; v++) {
+          if (v === next) { s++; next += w.group; }
+          halves[v - 2 * p0] = table[(scales[s] << 8) | packed[v >> 1]] >>> ((v & 1) << 4);
+        }
+      }
+      return new Uint8Array(words.buffer, (v0 & 1) * 2, length);
     },
   };
 }
