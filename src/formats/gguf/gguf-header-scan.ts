@@ -18,7 +18,7 @@ import { MergeError } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../../limits.js';
 import { GGML_MAX_DIMS } from './gguf-header-rules.js';
-import { GGUFValueType, type GgufKeyValue, type MetadataValue } from './gguf-metadata.js';
+import { FIXED_BYTES, GGUFValueType, type GgufKeyValue, type MetadataValue } from './gguf-metadata.js';
 import type { HeldHeader } from './held-header.js';
 
 /**
@@ -51,12 +51,6 @@ export interface ScannedGgufHeader {
   headerEnd: number;
 }
 
-const FIXED_BYTES: Partial<Record<number, number>> = {
-  [GGUFValueType.UINT8]: 1, [GGUFValueType.INT8]: 1, [GGUFValueType.BOOL]: 1,
-  [GGUFValueType.UINT16]: 2, [GGUFValueType.INT16]: 2,
-  [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
-  [GGUFValueType.UINT64]: 8, [GGUFValueType.INT64]: 8, [GGUFValueType.FLOAT64]: 8,
-};
 /** The largest tensor dimension accepted (the parser's cap; real dimensions are below 2^20). */
 const MAX_DIM = 2n ** 32n;
 /**

@@ -27,7 +27,8 @@ export interface GgufKeyValue {
   value: MetadataValue;
 }
 
-const FIXED_BYTES: Partial<Record<GGUFValueType, number>> = {
+/** Bytes of each fixed-size value type (strings and arrays have their own lengths). */
+export const FIXED_BYTES: Readonly<Partial<Record<number, number>>> = {
   [GGUFValueType.UINT8]: 1, [GGUFValueType.INT8]: 1, [GGUFValueType.BOOL]: 1,
   [GGUFValueType.UINT16]: 2, [GGUFValueType.INT16]: 2,
   [GGUFValueType.UINT32]: 4, [GGUFValueType.INT32]: 4, [GGUFValueType.FLOAT32]: 4,
