@@ -92,12 +92,21 @@ let pairTable: { pairs: Uint32Array; nan: Uint8Array } | undefined;
 function pairs(): { pairs: Uint32Array; nan: Uint8Array } {
   if (pairTable) return pairTable;
   const scales = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
+  const nan = Uint8Array.from(scales, (v) => (Number.isNaN(v) ? 1 : 0));
+  return (pairTable = { pairs: e2m1Bf16Pairs((s) => scales[s]), nan });
+}
+
+/**
+ * The bf16 pair table of FP4 (e2m1) bytes under 256 scale bytes: entry s·256 + b holds the bf16 bits
+ * of byte b's two values, e2m1(code) × scale(s), the low nibble's in the low half and the high
+ * nibble's in the high half; each product taken in float64 and rounded through float32 to bf16.
+ * NVFP4's E4M3 block scales and MXFP4's E8M0 ones (mxfp4-experts.ts) both decode by it.
+ */
+export function e2m1Bf16Pairs(scale: (byte: number) => number): Uint32Array {
   const values = new Float32Array(256 * 16);
-  const nan = new Uint8Array(256);
   for (let s = 0; s < 256; s++) {
-    if (Number.isNaN(scales[s])) nan[s] = 1;
     for (let code = 0; code < 16; code++) {
-      const magnitude = E2M1[code & 7] * scales[s];
+      const magnitude = E2M1[code & 7] * scale(s);
       values[s * 16 + code] = code & 8 ? -magnitude : magnitude;
     }
   }
@@ -107,7 +116,7 @@ function pairs(): { pairs: Uint32Array; nan: Uint8Array } {
   for (let s = 0; s < 256; s++) {
     for (let byte = 0; byte < 256; byte++) table[s * 256 + byte] = (bits[s * 16 + (byte & 0x0f)] | (bits[s * 16 + (byte >> 4)] << 16)) >>> 0;
   }
-  return (pairTable = { pairs: table, nan });
+  return table;
 }
 
 /**

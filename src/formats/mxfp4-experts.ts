@@ -22,14 +22,13 @@
  * transformers loads a checkpoint whose config names MXFP4 only as blocks and scales, and one
  * without it only as floats.
  */
-import { encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { AdapterModule } from './adapter.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
-import { E2M1 } from './modelopt-nvfp4.js';
+import { E2M1, e2m1Bf16Pairs } from './modelopt-nvfp4.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 
 /** The largest finite bf16 value: a decoded value past it is Inf in transformers' tensor. */
@@ -107,22 +106,9 @@ export function mxfp4ExpertsView(
 let pairTable: { pairs: Uint32Array; bad: Uint8Array } | undefined;
 function pairs(): { pairs: Uint32Array; bad: Uint8Array } {
   if (pairTable) return pairTable;
-  const values = new Float32Array(256 * 16);
-  const bad = new Uint8Array(256);
-  for (let scale = 0; scale < 256; scale++) {
-    for (let code = 0; code < 16; code++) {
-      const magnitude = E2M1[code & 7] * 2 ** (scale - 127);
-      if (scale === 255 || magnitude > BF16_MAX) bad[scale] = 1;
-      values[scale * 16 + code] = code & 8 ? -magnitude : magnitude;
-    }
-  }
-  const encoded = encodeFromF32(values, 'BF16');
-  const bits = new Uint16Array(encoded.buffer, encoded.byteOffset, values.length);
-  const table = new Uint32Array(256 * 256);
-  for (let scale = 0; scale < 256; scale++) {
-    for (let byte = 0; byte < 256; byte++) table[scale * 256 + byte] = (bits[scale * 16 + (byte & 0x0f)] | (bits[scale * 16 + (byte >> 4)] << 16)) >>> 0;
-  }
-  return (pairTable = { pairs: table, bad });
+  // The largest code is 6: a scale byte is bad where 6 · 2^(s − 127) is past bf16's range (and 255).
+  const bad = Uint8Array.from({ length: 256 }, (_, scale) => (scale === 255 || E2M1[7] * 2 ** (scale - 127) > BF16_MAX ? 1 : 0));
+  return (pairTable = { pairs: e2m1Bf16Pairs((scale) => 2 ** (scale - 127)), bad });
 }
 
 /** Stored rows decoded together: their blocks' bytes (TILE · in/2) stay in the first-level cache while the rows of (in, out) are written. */
