@@ -14,7 +14,7 @@ import { openModel } from '../src/formats/open-model.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
-import { deepseekV3Folder, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, fp8Linear, HIDDEN, MOE_INTER, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
+import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, fp8Linear, HIDDEN, MOE_INTER, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
 import { buildSafetensors, tempDirs } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -46,11 +46,7 @@ describe('a cancel while prepareMerge opens its inputs', () => {
     }, 'adapter');
     const reason = new Error('user pressed stop');
     const base = await openNodeInputFileSet(dir);
-    const shardsOpened = new Set<string>();
-    const watched: typeof base = {
-      name: base.name, list: () => base.list(), readText: (p) => base.readText(p),
-      open: (p) => (shardsOpened.add(p), base.open(p)),
-    };
+    const { files: watched, opened: shardsOpened } = watchingOpens(base);
     const { outcome, ms } = await cancelledRun((signal) => prepareMerge(watched, [{ files: adapter, weight: 1 }], { signal }), reason);
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
     // Without the turns between shards the abort was seen once all 163 were open. With them it is

@@ -14,7 +14,7 @@ import { openModel } from '../src/formats/open-model.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { extractLora, resizeLora } from '../src/node.js';
 import { CLI, errorLines } from './helpers/cli.js';
-import { deepseekV3Folder, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
+import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
 import { tempDirs } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -53,11 +53,7 @@ describe('a signal aborted while a sharded base of 163 shards opens', () => {
     const whole = await uncancelledMs(openBase);
     const reason = new Error('user pressed stop');
     const files = await openNodeInputFileSet(dir);
-    const shardsOpened = new Set<string>();
-    const watched: typeof files = {
-      name: files.name, list: () => files.list(), readText: (p) => files.readText(p),
-      open: (p) => (shardsOpened.add(p), files.open(p)),
-    };
+    const { files: watched, opened: shardsOpened } = watchingOpens(files);
     const { outcome, ms } = await cancelledRun((signal) => openModel(watched, { signal }), reason);
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'openModel cancelled', cause: reason });
     // Seen after the index (parsed in one piece) and the first turn's shards; unpaced, the open ran

@@ -5,6 +5,7 @@
  */
 import { closeSync, ftruncateSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
+import type { InputFileSet } from '../../src/io/types.js';
 import { buildRawSafetensors } from './fixtures.js';
 
 export interface Declared { name: string; dtype: 'F8_E4M3' | 'BF16' | 'F32'; shape: number[] }
@@ -120,4 +121,13 @@ export async function uncancelledMs(work: () => Promise<unknown>): Promise<numbe
 /** A PEFT LoRA (r 8) on the given expert projections of DeepSeek-V3, with this rank_pattern. */
 export function deepseekV3PeftConfig(targets: string[], rankPattern: Record<string, number> = {}): string {
   return JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'deepseek-ai/DeepSeek-V3', r: 8, lora_alpha: 16, target_modules: targets, rank_pattern: rankPattern });
+}
+
+/** `files` as they are, but the paths opened are kept in `opened` (how many shards a cancelled open reached). */
+export function watchingOpens(files: InputFileSet): { files: InputFileSet; opened: Set<string> } {
+  const opened = new Set<string>();
+  return {
+    opened,
+    files: { name: files.name, list: () => files.list(), readText: (p) => files.readText(p), open: (p) => (opened.add(p), files.open(p)) },
+  };
 }
