@@ -6,14 +6,13 @@
  * DeepSeek-V3's 163 shards was seen only once the base (and, for extract, the tuned model) was open.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openAdapter } from '../src/formats/adapter.js';
 import { openModel } from '../src/formats/open-model.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { extractLora, resizeLora } from '../src/node.js';
-import { CLI, errorLines } from './helpers/cli.js';
+import { CLI, errorLines, openFiles } from './helpers/cli.js';
 import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
 import { tempDirs } from './helpers/fixtures.js';
 
@@ -102,21 +101,6 @@ describe("a signal aborted while resizeLora opens an adapter of 89,088 tensors",
     expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the adapter takes ${open.toFixed(0)} ms`).toBeLessThan(0.6 * open);
   }, 120_000);
 });
-
-/** The files a process has open (Linux: its /proc/<pid>/fd links). */
-function openFiles(pid: number): string[] {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    });
-  } catch {
-    return [];
-  }
-}
 
 /**
  * From the first shard's opening to the signal: the opening of the other 162 is under way. Short,

@@ -5,7 +5,6 @@
  * the library's signal was not seen at all. Now planning gives the event loop a turn every 50 ms.
  */
 import { spawn } from 'node:child_process';
-import { readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isMergeError } from '../src/errors.js';
@@ -13,7 +12,7 @@ import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { merge } from '../src/merge.js';
 import type { InputFileSet } from '../src/io/types.js';
-import { CLI, errorLines, listDir } from './helpers/cli.js';
+import { CLI, errorLines, listDir, openFiles } from './helpers/cli.js';
 import { buildSafetensors, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -59,21 +58,6 @@ function llamaFiles(layers: number) {
     'small/adapter_model.safetensors': buildSafetensors(lora.slice(0, 2)),
     'small/adapter_config.json': adapterConfig(['q_proj']),
   };
-}
-
-/** The files a process has open (Linux: its /proc/<pid>/fd links). */
-function openFiles(pid: number): string[] {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    });
-  } catch {
-    return [];
-  }
 }
 
 interface Run { code: number | null; signal: NodeJS.Signals | null; stderr: string; afterSignal: number }

@@ -18,7 +18,8 @@ import type { ByteSource, InputFileSet } from '../src/io/types.js';
 import { assertPlanValid } from '../src/plan/merge-plan.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { errorLines, runCli } from './helpers/cli.js';
-import { buildRawSafetensors, tempDirs } from './helpers/fixtures.js';
+import { headerOf } from './helpers/deepseek-v3-headers.js';
+import { tempDirs } from './helpers/fixtures.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -78,28 +79,6 @@ describe('wide rows on the CPU kernel', () => {
     }
   });
 });
-
-/** A safetensors tensor as its header describes it; the data is never built. */
-interface Declared {
-  name: string;
-  dtype: 'F32' | 'BF16';
-  shape: number[];
-}
-
-const DTYPE_WIDTH = { F32: 4, BF16: 2 } as const;
-
-/** The header of a safetensors file holding `tensors` back to back, and the file's full size. */
-function headerOf(tensors: Declared[]): { header: Uint8Array; size: number } {
-  let offset = 0;
-  const fields: Record<string, unknown> = {};
-  for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_WIDTH[t.dtype];
-    fields[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const header = buildRawSafetensors(fields);
-  return { header, size: header.byteLength + offset };
-}
 
 /**
  * Files whose safetensors hold only their headers: a read of any byte past a header (tensor data)

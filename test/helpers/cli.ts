@@ -1,6 +1,6 @@
 /** Runs the built CLI (`bin/loramerge.js`) as a user would, capturing its exit code and output. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
@@ -138,4 +138,19 @@ export function longMergeInputs(makeDir: (files: Record<string, Uint8Array | str
     ]),
   });
   return { base: join(baseDir, 'base.safetensors'), adapter };
+}
+
+/** The files a process has open (Linux: its /proc/<pid>/fd links). */
+export function openFiles(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    });
+  } catch {
+    return [];
+  }
 }

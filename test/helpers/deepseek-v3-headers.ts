@@ -11,8 +11,8 @@ import { buildRawSafetensors } from './fixtures.js';
 export interface Declared { name: string; dtype: 'F8_E4M3' | 'BF16' | 'F32'; shape: number[] }
 const WIDTH = { F8_E4M3: 1, BF16: 2, F32: 4 } as const;
 
-/** A safetensors file of `tensors` whose data is a hole: the header written, the file extended to its full size (sparse, no disk). */
-export function writeHeaderOnly(path: string, tensors: readonly Declared[]): number {
+/** The header of a safetensors file holding `tensors` back to back (the data is never built), and the file's full size. */
+export function headerOf(tensors: readonly Declared[]): { header: Uint8Array; size: number } {
   let offset = 0;
   const fields: Record<string, unknown> = {};
   for (const t of tensors) {
@@ -21,11 +21,17 @@ export function writeHeaderOnly(path: string, tensors: readonly Declared[]): num
     offset += bytes;
   }
   const header = buildRawSafetensors(fields);
+  return { header, size: header.byteLength + offset };
+}
+
+/** A safetensors file of `tensors` whose data is a hole: the header written, the file extended to its full size (sparse, no disk). */
+export function writeHeaderOnly(path: string, tensors: readonly Declared[]): number {
+  const { header, size } = headerOf(tensors);
   const fd = openSync(path, 'w');
   writeSync(fd, header);
-  ftruncateSync(fd, header.byteLength + offset);
+  ftruncateSync(fd, size);
   closeSync(fd);
-  return offset;
+  return size - header.byteLength;
 }
 
 export const HIDDEN = 7168, MOE_INTER = 2048, DENSE_INTER = 18432, EXPERTS = 256, LAYERS = 61, DENSE_LAYERS = 3;
