@@ -15,7 +15,7 @@ import { MAX_CONFIG_NESTING, MAX_CONFIG_VALUES, MAX_METADATA_ENTRIES, MAX_TENSOR
 import { bytesSource, memoryInputFileSet } from '../src/io/memory-source.js';
 import { createBlobOutputTarget, mergeModel, prepareMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { buildSafetensors, concatBytes, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, concatBytes, sparseSource, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, splitF16Llama } from './helpers/gguf-models.js';
@@ -169,20 +169,7 @@ function hugeHeaderGguf(name: string, size: number, strings: number) {
     pieces.push([at, concatBytes([u64(key.length), key, u32(8 /* STRING */), u64(9_000_000)])]);
     at += 8 + key.length + 4 + 8 + 9_000_000;
   }
-  return {
-    name,
-    size,
-    async read(offset: number, length: number): Promise<Uint8Array> {
-      const out = new Uint8Array(length);
-      for (const [p, bytes] of pieces) {
-        const s = Math.max(offset, p);
-        const e = Math.min(offset + length, p + bytes.length);
-        if (s < e) out.set(bytes.subarray(s - p, e - p), s - offset);
-      }
-      return out;
-    },
-    async close(): Promise<void> {},
-  };
+  return sparseSource(name, size, pieces);
 }
 
 describe('GGUF reader: headers past MAX_GGUF_HEADER_BYTES', () => {

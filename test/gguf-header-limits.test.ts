@@ -17,7 +17,7 @@ import { urlByteSource } from '../src/io/node-url-inputs.js';
 import type { ByteSource } from '../src/io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../src/limits.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
-import { concatBytes, tempDirs } from './helpers/fixtures.js';
+import { concatBytes, sparseSource, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorValues, type FixtureTensor, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, splitF16Llama, truthWithLora } from './helpers/gguf-models.js';
 import { closeServer, listenLocally } from './helpers/local-server.js';
@@ -62,27 +62,6 @@ function f16Llama(extra: [string, MetaValue][]) {
   const model = splitF16Llama();
   const tensors: FixtureTensor[] = [...model.tensors].map(([name, t]) => ({ name, type: t.type, ne: [...t.shape].reverse(), data: t.data }));
   return { model, bytes: buildGguf({ metadata: [...model.metadata, ...extra], tensors }) };
-}
-
-/**
- * A GGUF of `size` bytes holding the bytes of `pieces` at their offsets and zeros elsewhere, served
- * without being held (a 42 MB file costs nothing).
- */
-function sparseSource(name: string, size: number, pieces: [number, Uint8Array][]): ByteSource {
-  return {
-    name,
-    size,
-    async read(offset: number, length: number): Promise<Uint8Array> {
-      const out = new Uint8Array(length);
-      for (const [p, bytes] of pieces) {
-        const s = Math.max(offset, p);
-        const e = Math.min(offset + length, p + bytes.length);
-        if (s < e) out.set(bytes.subarray(s - p, e - p), s - offset);
-      }
-      return out;
-    },
-    async close(): Promise<void> {},
-  };
 }
 
 /** The fixed header of a v3 file of `tensors` tensors and `entries` metadata entries. */

@@ -8,6 +8,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { getFloat16, setFloat16 } from '@petamoriken/float16';
+import type { ByteSource } from '../../src/io/types.js';
 
 export type FixtureDType =
   | 'F64' | 'F32' | 'F16' | 'BF16'
@@ -363,4 +364,25 @@ export function decodeSafetensors(bytes: Uint8Array): { tensors: Map<string, Dec
     tensors.set(name, { dtype: info.dtype, shape: info.shape, values: decodeValues(raw, info.dtype), bytes: raw });
   }
   return { tensors, metadata: header.__metadata__ ?? {}, dataEnd };
+}
+
+/**
+ * A file of `size` bytes holding the bytes of `pieces` at their offsets and zeros elsewhere, served
+ * without being held (a 60 MB file costs nothing).
+ */
+export function sparseSource(name: string, size: number, pieces: [number, Uint8Array][]): ByteSource {
+  return {
+    name,
+    size,
+    async read(offset: number, length: number): Promise<Uint8Array> {
+      const out = new Uint8Array(length);
+      for (const [p, bytes] of pieces) {
+        const s = Math.max(offset, p);
+        const e = Math.min(offset + length, p + bytes.length);
+        if (s < e) out.set(bytes.subarray(s - p, e - p), s - offset);
+      }
+      return out;
+    },
+    async close(): Promise<void> {},
+  };
 }
