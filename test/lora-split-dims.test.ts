@@ -16,6 +16,7 @@ import type { MergeBackend } from '../src/index.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
+import { HUNYUAN, hiddenOf, hunyuanDiffusersConfig, hunyuanDiffusersTensors } from './helpers/hunyuan-fixtures.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 const temp = tempDirs();
@@ -130,6 +131,42 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('LoRA with split_dims (bliss
       });
     }
   }
+});
+
+describe('onto diffusers\' HunyuanVideo transformer: linear1\'s parts land on to_q, to_k, to_v and proj_mlp', () => {
+  // hunyuanvideo-community/HunyuanVideo/transformer, cut down: single_transformer_blocks.0.attn.to_q … (h × h), proj_mlp (4h × h).
+  const h = hiddenOf(HUNYUAN);
+  const tensors = hunyuanDiffusersTensors(seededRandom(77), 'F32', HUNYUAN);
+  const B = 'single_transformer_blocks.0';
+  const targets = [`${B}.attn.to_q.weight`, `${B}.attn.to_k.weight`, `${B}.attn.to_v.weight`, `${B}.proj_mlp.weight`];
+  const splits = [h, h, h, 4 * h];
+  const rank = 4, alpha = 8;
+  const downs = splits.map(() => values(rank * h, 'BF16')), ups = splits.map((d) => values(d * rank, 'BF16'));
+  const n = 'lora_unet_single_blocks_0_linear1';
+  const file = buildSafetensors([
+    ...flags(false, false, 'BF16'),
+    ...splits.flatMap((d, i) => [tensor(`${n}.lora_down.${i}.weight`, [rank, h], downs[i], 'BF16'), tensor(`${n}.lora_up.${i}.weight`, [d, rank], ups[i], 'BF16')]),
+    tensor(`${n}.alpha`, [], [alpha], 'BF16'),
+  ], metadata(rank, alpha, splits, '.*linear1'));
+  it.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const s = 0.9;
+    const { tensors: merged } = await mergeInMemory({
+      backend, base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(tensors), 'config.json': hunyuanDiffusersConfig(HUNYUAN) }, baseName: 'transformer',
+      adapters: [{ files: { 'hv_split_lora.safetensors': file }, weight: s }],
+    });
+    targets.forEach((key, i) => {
+      const w = Float64Array.from(tensors.find((t) => t.name === key)!.data);
+      for (let o = 0; o < splits[i]; o++) for (let c = 0; c < h; c++) {
+        let sum = 0;
+        for (let k = 0; k < rank; k++) sum += ups[i][o * rank + k] * downs[i][k * h + c];
+        w[o * h + c] += s * (alpha / rank) * sum;
+      }
+      const got = merged.get(key)!.values;
+      for (let j = 0; j < w.length; j++) if (!(Math.abs(got[j] - w[j]) <= 1e-6 * (1 + Math.abs(w[j])))) expect.fail(`${key} [${j}]: got ${got[j]}, truth ${w[j]}`);
+    });
+  });
 });
 
 describe('refused through the CLI: one line, nothing written', () => {
