@@ -37,6 +37,9 @@ const CASES: Array<[string, string, string]> = [
   // LightX2V's Wan LoRAs: a diff of the block's `modulation` parameter
   ['diffusion_model.blocks.0.diff_m', 'diffusion_model.blocks.0.modulation', 'diff'],
   ['diffusion_model.head.diff_m', 'diffusion_model.head.modulation', 'diff'],
+  // kohya LoRAModule with split_dims (musubi-tuner's forks): one numbered pair per part
+  ['lora_unet_double_blocks_0_img_attn_qkv.lora_down.0.weight', 'lora_unet_double_blocks_0_img_attn_qkv', 'split_down_0'],
+  ['lora_unet_single_blocks_0_linear1.lora_up.3.weight', 'lora_unet_single_blocks_0_linear1', 'split_up_3'],
   // LyCORIS algorithms
   ['lora_unet_mid_block_attentions_0_proj_in.hada_w1_a', 'lora_unet_mid_block_attentions_0_proj_in', 'hada_w1_a'],
   ['lora_unet_mid_block_attentions_0_proj_in.hada_t2', 'lora_unet_mid_block_attentions_0_proj_in', 'hada_t2'],

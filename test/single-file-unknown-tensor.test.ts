@@ -18,7 +18,7 @@ const kohya = (extra: string): Files => ({
     randomTensor(`${K}.alpha`, [], 'F32', rand), randomTensor(extra, [8], 'F32', rand),
   ]),
 });
-const KNOWN = '(LoRA: lora_down.weight, lora_up.weight, alpha; LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b); remove it or name it as one of those';
+const KNOWN = '(LoRA: lora_down.weight, lora_up.weight, alpha; LoRA with split_dims: lora_down.N.weight, lora_up.N.weight (N 0 to 7); LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b); remove it or name it as one of those';
 
 describe('single-file adapters: an unknown tensor of a known module', () => {
   it('kohya: <module>.x.weight is module <module>\'s unknown tensor "x.weight"', async () => {

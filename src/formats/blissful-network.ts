@@ -9,7 +9,9 @@
  * Linear module (2-D lora_down) has its magnitude `<module>.dora_layer.weight` (out,), the whole
  * row norm, and LoRAInfModule.merge_to sets W' = m / max(‖W + ΔW‖, 1e-6) · (W + ΔW), ΔW =
  * multiplier·scale·up·down, the norm per output row over the inputs (dora_utils
- * dora_weight_norm_materialized), and returns untouched at multiplier 0. Conv2d modules take no DoRA.
+ * dora_weight_norm_materialized), and returns untouched at multiplier 0. Conv2d modules take no DoRA,
+ * nor do modules with split_dims (numbered `lora_down.N`/`lora_up.N` pairs, LoRAModule's
+ * `use_dora and split_dims is None`), which take the rsLoRA scale as any other.
  * The LoRA algorithm applies these to a module of such a file (options `blissful_rslora`, `blissful_dora`).
  *
  * LoKr (src/musubi_tuner/networks/lokr.py): `lokr_factor` beside the same two flags (an I64, or
@@ -32,8 +34,11 @@ const FACTOR = 'lokr_factor';
 const FLAGS = ['use_rslora_flag', 'use_dora_flag'] as const;
 /** The tensors of blissful-tuner's LoKr modules (export_state_dict), which its flags cannot change. */
 const LOKR_TENSOR = /\.(lokr_w1|lokr_w2|lokr_w2_a|lokr_w2_b|alpha)$/;
-/** The tensors of its LoRA modules (one lora_down/lora_up pair; split_dims' numbered pairs are not read here). */
-const LORA_TENSOR = /^[^.]+\.(lora_down\.weight|lora_up\.weight|alpha|dora_layer\.weight)$/;
+/**
+ * The tensors of its LoRA modules: one lora_down/lora_up pair, or with split_dims numbered pairs
+ * (./algorithms/lora-split.ts; scaled by the rsLoRA flag alike, given no DoRA under its flag).
+ */
+const LORA_TENSOR = /^[^.]+\.(lora_down\.weight|lora_up\.weight|lora_down\.\d+\.weight|lora_up\.\d+\.weight|alpha|dora_layer\.weight)$/;
 
 /** A file a blissful-tuner network saved: the file-level tensors it claims, and the module options they set. */
 export interface BlissfulNetwork {
@@ -78,7 +83,7 @@ export async function readBlissfulNetwork(file: SafetensorsFile): Promise<Blissf
     if (other) {
       throw new MergeError('UNSUPPORTED_FORMAT', factor
         ? `${fileName}: blissful-tuner's "${flag}" is on and the file holds "${other.name}", not a LoKr tensor; its LoRA modules under that flag are not supported (its LoKr modules ignore it)`
-        : `${fileName}: blissful-tuner's "${flag}" is on and the file holds "${other.name}", not a tensor of its LoRA modules (lora_down.weight, lora_up.weight, alpha, dora_layer.weight); such a module under that flag is not supported`);
+        : `${fileName}: blissful-tuner's "${flag}" is on and the file holds "${other.name}", not a tensor of its LoRA modules (lora_down.weight, lora_up.weight, their numbered split_dims pairs, alpha, dora_layer.weight); such a module under that flag is not supported`);
     }
   }
   if (factor) return { claimed, options: { blissful_lokr: true } };

@@ -18,6 +18,9 @@ export interface KeyForm {
   readonly param?: string;
 }
 
+/** The split indices read (`lora_down.0.weight` … `lora_down.7.weight`): a module split in more parts is refused. */
+export const SPLIT_INDICES = [0, 1, 2, 3, 4, 5, 6, 7] as const;
+
 /**
  * Every ending, longest first where one ends another (the split takes the longest that fits, so
  * `.lora_A.weight` wins over IA3's bare `.weight`).
@@ -47,6 +50,12 @@ export const KEY_FORMS = [
   // XLabs' Flux processors (`…processor.qkv_lora1.down.weight`): the module keeps its `_lora1`.
   { suffix: '.down.weight', role: 'down' },
   { suffix: '.up.weight', role: 'up' },
+  // kohya's LoRAModule with split_dims (musubi-tuner and its forks; sd-scripts' Flux network keeps
+  // them in memory only): one numbered down/up pair per output split (./algorithms/lora-split.ts).
+  ...SPLIT_INDICES.flatMap((i) => [
+    { suffix: `.lora_down.${i}.weight`, role: `split_down_${i}` } as const,
+    { suffix: `.lora_up.${i}.weight`, role: `split_up_${i}` } as const,
+  ]),
   // LoCon's Tucker core, the module's scale and LyCORIS's DoRA magnitude.
   { suffix: '.lora_mid.weight', role: 'mid' },
   { suffix: '.alpha', role: 'alpha' },

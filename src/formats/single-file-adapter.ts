@@ -173,7 +173,7 @@ function kohyaOwner(name: string): string | undefined {
 }
 
 /** What single-file adapters read under a module, for the refusal of any other ending there. */
-const SINGLE_FILE_ENDINGS = 'LoRA: lora_down.weight, lora_up.weight, alpha; LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b';
+const SINGLE_FILE_ENDINGS = 'LoRA: lora_down.weight, lora_up.weight, alpha; LoRA with split_dims: lora_down.N.weight, lora_up.N.weight (N 0 to 7); LoHa: hada_w1_a, hada_w1_b, hada_w2_a, hada_w2_b; LoKr: lokr_w1, lokr_w2 and their _a/_b; full: diff, diff_b';
 
 /** kohya/A1111's textual-inversion embeddings stored in a LoRA file: `bundle_emb.<token>.<key>[.<subkey>]`. */
 const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;

@@ -14,6 +14,7 @@ import { ia3 } from './ia3.js';
 import { loha } from './loha.js';
 import { lokr } from './lokr.js';
 import { lora } from './lora.js';
+import { loraSplit } from './lora-split.js';
 import { mlxLora } from './mlx-lora.js';
 import { norm } from './norm.js';
 import { oft } from './oft.js';
@@ -47,7 +48,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loraSplit, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];

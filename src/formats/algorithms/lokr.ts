@@ -2,7 +2,8 @@
  * LoKr (LyCORIS modules/lokr.py, PEFT tuners/lokr): ΔW = kron(W₁, W₂) reshaped to W, where
  * W₁ = lokr_w1 (a, c) or lokr_w1_a (a, r)·lokr_w1_b (r, c), and W₂ = lokr_w2 (b, d, k…),
  * lokr_w2_a (b, r)·lokr_w2_b (r, d·k…), or the Tucker form lokr_t2 (r, r, k…) with lokr_w2_a (r, b)
- * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank, and
+ * and lokr_w2_b (r, d). ΔW is (a·b, c·d, k…). Scale α/r with r the decomposed factor's rank (W₁'s
+ * when both are, as LyCORIS reads it back; ComfyUI's merge takes W₂'s, README says so), and
  * exactly 1 when neither factor is decomposed (√r under LyCORIS's rs_lora; algorithms/math/lokr.ts says
  * why); applied once. Trained with LyCORIS's bypass_mode, no scale at all (./lycoris-bypass.ts).
  * The engine gets the exact product kron(B₁, B₂)·kron(A₁, A₂), or, when both factors are full and
@@ -77,7 +78,8 @@ export const lokr: Algorithm = {
     }
     const deltaShape = [a * b, c * rest[0], ...rest.slice(1)];
     const out = deltaShape[0], inF = product(deltaShape.slice(1));
-    // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict).
+    // LyCORIS takes the rank from w1's factors first (make_module_from_state_dict, functional diff_weight);
+    // ComfyUI's calculate_weight lets w2_b's overwrite it. They differ only at unequal ranks, which LyCORIS never writes.
     const decomposedRank = r1 ?? r2;
     let scale = lokrScale(context.alpha, decomposedRank);
     // Under bypass_mode LyCORIS applies no scale at all (lycorisBypass below), rs_lora's or any.

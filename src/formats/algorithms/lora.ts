@@ -138,7 +138,7 @@ export const lora: Algorithm = {
  * blissful-tuner's scale under `use_rslora_flag` (LoRAModule.__init__): α/√r, α 0 stored meaning √r
  * (scale 1), and a module without `.alpha` given α = r by create_network_from_weights (scale √r).
  */
-function blissfulRsLoraScale(alpha: number | undefined, rank: number): Pick<AdapterModule, 'alpha' | 'scale' | 'scaleOrigin'> {
+export function blissfulRsLoraScale(alpha: number | undefined, rank: number): Pick<AdapterModule, 'alpha' | 'scale' | 'scaleOrigin'> {
   if (alpha === undefined) return { alpha: rank, scale: rank / Math.sqrt(rank), scaleOrigin: { kind: 'alpha', rule: 'α/√r', stated: false } };
   return alphaScale(alpha, rank, true);
 }
