@@ -289,7 +289,7 @@ export class ModuleLocator {
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
     if (holding.length === 1 && rest !== undefined) {
       const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
-      if (head && !head.found) return describe(head, holding[0]);
+      if (head) return describe(head.found ? { ...head, layout: comfyLlmHead.name } : head, holding[0]);
       const stored = comfyEncoderPath(name, rest, holding[0]);
       if (stored.doubt !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), but ${stored.doubt}: not supported` };
       return describe(tryLayouts({ path: stored.path, flat: false }, this.componentView(holding[0])), holding[0]);
