@@ -8,7 +8,8 @@
  * `lm_head.weight` (a pipeline folder's or a file's own), against float64 truth; it is refused where
  * the base holds no head. A bare `…transformer.lm_head` names no key of that model, and Qwen3-VL 4B
  * ties its head (Qwen3VL_4BConfig: `lm_head` False): both are left out with a warning, as ComfyUI
- * leaves them unloaded.
+ * leaves them unloaded. So is FLUX.2's Mistral's (`mistral3_24b`), whose ComfyUI model has no head
+ * (Mistral3Small24BConfig) though its checkpoint stores one.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -108,5 +109,19 @@ describe('an untied head ComfyUI\'s model holds as model.lm_head', () => {
       'lora.safetensors: 1 module left out, not merged: it names the output head (model.lm_head) of ComfyUI\'s qwen3vl_4b text encoder (text_encoders.qwen3vl_4b.), which ComfyUI\'s model of that encoder does not have (ComfyUI conditions on the encoder\'s hidden states), so ComfyUI\'s loader leaves the module unloaded ("lora key not loaded") (text_encoders.qwen3vl_4b.transformer.model.lm_head)',
     ]);
     expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.5));
+  });
+});
+
+describe('FLUX.2 [dev]\'s Mistral Small 3.2 (`mistral3_24b`), whose checkpoint stores an untied head ComfyUI\'s model does not have', () => {
+  it('its `….model.lm_head` is left out with a warning (it was merged into the stored lm_head.weight), which stays as it is; the q_proj lands', async () => {
+    const file = 'mistral_3_small_flux2_bf16.safetensors';
+    const baseBytes = buildSafetensors(qwenLm('model.'));
+    const specs = [comfy(`text_encoders.mistral3_24b.transformer.model.${Q}`, H, H, `model.${Q}.weight`), comfy('text_encoders.mistral3_24b.transformer.model.lm_head', VOCAB, H, '')];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { [file]: baseBytes }, baseName: file, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 1.2 }] });
+    expect(warnings).toEqual([
+      'lora.safetensors: 1 module left out, not merged: it names the output head (model.lm_head) of ComfyUI\'s mistral3_24b text encoder (text_encoders.mistral3_24b.), which ComfyUI\'s model of that encoder does not have (ComfyUI conditions on the encoder\'s hidden states), so ComfyUI\'s loader leaves the module unloaded ("lora key not loaded") (text_encoders.mistral3_24b.transformer.model.lm_head)',
+    ]);
+    expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 1.2));
   });
 });

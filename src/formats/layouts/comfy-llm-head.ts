@@ -5,7 +5,7 @@
  * comfy/text_encoders/llama.py's Llama2_ (the model under `transformer.model.`) makes a head,
  * `model.lm_head`, only where its config's `lm_head` is set:
  * - not set (Llama2Config, Gemma2/Gemma3, Qwen2.5-VL 3B, Qwen3 0.6B/2B/4B, Qwen3-VL 4B, which read
- *   logits from the tied `embed_tokens`): ComfyUI's model has no head, the encoder conditions on
+ *   logits from the tied `embed_tokens`, and the Mistrals, whose stored head it leaves unread): ComfyUI's model has no head, the encoder conditions on
  *   hidden states, and load_lora leaves the module unloaded ("lora key not loaded"). Merged, it would
  *   be written as a head of its own, a weight ComfyUI never reads: left out with a warning.
  * - set (Qwen25_7BVLI_Config, Qwen3_8BConfig and Qwen3VL_8BConfig, which inherits it: the untied
@@ -22,9 +22,10 @@ import type { Layout } from './layout.js';
  * ComfyUI's names of its LLM text encoders whose model has no head (hunyuan_video.py's and
  * hidream.py's `llama`, omnigen2.py's `qwen25_3b`, lumina2.py's `gemma2_2b` and `gemma3_4b`, lt.py's
  * `gemma3_12b`, z_image.py's, flux.py's, anima.py's, ovis.py's and ace15.py's small Qwen3s,
- * qwen3vl.py's `qwen3vl_4b`).
+ * qwen3vl.py's `qwen3vl_4b`, flux.py's FLUX.2 `mistral3_24b` and ernie.py's `ministral3_3b`, whose
+ * Mistral3Small24BConfig and Ministral3_3BConfig set no head though the checkpoints store an untied one).
  */
-const HEADLESS = new Set(['llama', 'qwen25_3b', 'gemma2_2b', 'gemma3_4b', 'gemma3_12b', 'qwen3_06b', 'qwen3_2b', 'qwen3_4b', 'qwen3vl_4b']);
+const HEADLESS = new Set(['llama', 'qwen25_3b', 'gemma2_2b', 'gemma3_4b', 'gemma3_12b', 'qwen3_06b', 'qwen3_2b', 'qwen3_4b', 'qwen3vl_4b', 'mistral3_24b', 'ministral3_3b']);
 
 /** Those whose model keeps an untied head as `model.lm_head` (qwen_image.py's and hunyuan_image.py's `qwen25_7b`, flux.py's `qwen3_8b`, qwen3vl.py's `qwen3vl_8b`). */
 const HEADED = new Set(['qwen25_7b', 'qwen3_8b', 'qwen3vl_8b']);
