@@ -90,7 +90,7 @@ describe('an untied head ComfyUI\'s model holds as model.lm_head', () => {
     const { problems, warnings } = await pipelinePlan(base, [comfy('text_encoders.qwen3_8b.transformer.model.lm_head', VOCAB, H, '')], rand);
     expect(warnings).toEqual([]);
     expect(problems).toEqual([
-      'lora.safetensors: module "text_encoders.qwen3_8b.transformer.model.lm_head": names the output head (model.lm_head) of ComfyUI\'s qwen3_8b text encoder (text_encoders.qwen3_8b.), which ComfyUI\'s model has and patches (loaded from the checkpoint\'s lm_head.weight), but the base holds no lm_head.weight: merge into the encoder\'s checkpoint with its head',
+      'lora.safetensors: module "text_encoders.qwen3_8b.transformer.model.lm_head": names the output head (model.lm_head) of ComfyUI\'s qwen3_8b text encoder (text_encoders.qwen3_8b.), which ComfyUI\'s model has and patches (loaded from the checkpoint\'s lm_head.weight), but the base stores no head for it (lm_head.weight, or text_encoders.qwen3_8b.transformer.model.lm_head.weight as ComfyUI saves it): merge into the encoder\'s checkpoint with its head',
     ]);
   });
 
@@ -125,3 +125,41 @@ describe('FLUX.2 [dev]\'s Mistral Small 3.2 (`mistral3_24b`), whose checkpoint s
     expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 1.2));
   });
 });
+
+describe('kohya\'s `lora_te_lm_head` on a ComfyUI all-in-one checkpoint, which comfy/lora.py maps as `lora_te_` + the path after its one LLM\'s `transformer.model.`', () => {
+  const bundle = (name: string, head: boolean) => buildSafetensors([
+    tensor(rand, 'model.diffusion_model.layers.0.attention.qkv.weight', [24, 8], 'BF16'),
+    ...qwenLm(`text_encoders.${name}.transformer.model.`, false),
+    ...(head ? [tensor(rand, `text_encoders.${name}.transformer.model.lm_head.weight`, [VOCAB, H], 'BF16')] : []),
+  ]);
+
+  it('merges into the stored head of a qwen3_8b bundle (FLUX.2 [klein] 9B)', async () => {
+    const baseBytes = bundle('qwen3_8b', true);
+    const te = 'text_encoders.qwen3_8b.transformer.model.';
+    const specs = [comfy('lora_te_lm_head', VOCAB, H, `${te}lm_head.weight`), comfy('lora_te_layers_0_self_attn_q_proj', H, H, `${te}${Q}.weight`)];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { 'klein_9b_aio.safetensors': baseBytes }, baseName: 'klein_9b_aio.safetensors', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.9 }] });
+    expect(warnings).toEqual([]);
+    expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs, 0.9));
+  });
+
+  it('is left out with a warning on a qwen3_4b bundle (Z-Image), whose ComfyUI model has no head (it was refused as matching no tensor)', async () => {
+    const baseBytes = bundle('qwen3_4b', false);
+    const specs = [comfy('lora_te_layers_0_self_attn_q_proj', H, H, `text_encoders.qwen3_4b.transformer.model.${Q}.weight`), comfy('lora_te_lm_head', VOCAB, H, '')];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const { tensors, warnings } = await mergeInMemory({ backend: backends.cpu!, base: { 'z_image_aio.safetensors': baseBytes }, baseName: 'z_image_aio.safetensors', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.9 }] });
+    expect(warnings).toEqual([
+      'lora.safetensors: 1 module left out, not merged: it names the output head (model.lm_head) of ComfyUI\'s qwen3_4b text encoder (text_encoders.qwen3_4b.), which ComfyUI\'s model of that encoder does not have (ComfyUI conditions on the encoder\'s hidden states), so ComfyUI\'s loader leaves the module unloaded ("lora key not loaded") (lora_te_lm_head)',
+    ]);
+    expectMergedFile(decodeSafetensors(baseBytes).tensors, tensors, truthTerms(decodeSafetensors(lora).tensors, specs.slice(0, 1), 0.9));
+  });
+
+  it('is refused on a qwen3_8b bundle that stores no head', async () => {
+    const lora = buildSafetensors(loraTensors(rand, [comfy('lora_te_lm_head', VOCAB, H, '')], 'BF16'));
+    const refusals = await refusalsInMemory({ backend: backends.cpu!, base: { 'klein_9b_aio.safetensors': bundle('qwen3_8b', false) }, baseName: 'klein_9b_aio.safetensors', adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors' }] });
+    expect(refusals).toEqual([
+      'lora.safetensors: module "lora_te_lm_head": names the output head (model.lm_head) of ComfyUI\'s qwen3_8b text encoder (text_encoders.qwen3_8b.), which ComfyUI\'s model has and patches (loaded from the checkpoint\'s lm_head.weight), but the base stores no head for it (lm_head.weight, or text_encoders.qwen3_8b.transformer.model.lm_head.weight as ComfyUI saves it): merge into the encoder\'s checkpoint with its head',
+    ]);
+  });
+});
+

@@ -14,7 +14,10 @@
  *   fills from the checkpoint's `lm_head.weight` (transformers' name, at the top of the file or of
  *   the pipeline folder): merged there, and refused where the base holds no head. A bare
  *   `…transformer.lm_head` names no key of that model: left out with a warning.
- * A base holding the exact key the name gives (a ComfyUI bundle that stores it) takes it by name.
+ * kohya's `lora_te_lm_head` on a ComfyUI bundle's one LLM encoder (which comfy/lora.py maps as
+ * `lora_te_` + the path after `<name>.transformer.model.`) names that same `model.lm_head`, and is
+ * handled alike. A base holding the exact key the name gives (a ComfyUI bundle that stores it) takes
+ * it by name.
  */
 import type { Layout } from './layout.js';
 
@@ -35,14 +38,27 @@ const HEAD = /^text_encoders\.([^.]+)\.transformer\.((?:model\.)?lm_head)$/;
 /** Where a base holds a transformers LLM's head: at the top of its file (`lm_head.weight`, or ComfyUI's `model.lm_head.weight`), or of a pipeline's text encoder folder. */
 const STORED_HEAD = /^(?:text_encoder(?:_\d)?\.)?(?:model\.)?lm_head\.weight$/;
 
+/**
+ * kohya's `lora_te_lm_head` on a ComfyUI bundle's one LLM encoder, which comfy/lora.py maps as
+ * `lora_te_` + the path after `<name>.transformer.model.`: the head `model.lm_head` where that
+ * model has one. As HEAD's match: the encoder's name and `model.lm_head`.
+ */
+function kohyaHead(address: { part?: string; path: string; flat?: boolean }, keys: readonly string[]): [string, string, string] | undefined {
+  if (address.part !== 'te' || !address.flat || address.path !== 'lm_head') return undefined;
+  const name = /^text_encoders\.([^.]+)\.transformer\./.exec(keys[0] ?? '')?.[1];
+  if (name === undefined || !keys.every((k) => k.startsWith(`text_encoders.${name}.transformer.`))) return undefined;
+  return [address.path, name, 'model.lm_head'];
+}
+
 /** Places or leaves out a ComfyUI LLM encoder's head module where the base holds no tensor of its exact name. */
 export const comfyLlmHead: Layout = {
   name: 'comfy-llm-head',
   resolve(address, base) {
-    if (address.part !== undefined || address.tensor) return undefined;
-    const m = HEAD.exec(address.path);
+    if (address.tensor) return undefined;
+    const m = address.part === undefined ? HEAD.exec(address.path) : kohyaHead(address, base.keys);
     if (!m || !(HEADLESS.has(m[1]) || HEADED.has(m[1]))) return undefined;
-    if (base.keys.includes(`${address.path}.weight`)) return undefined;
+    const exact = address.part === undefined ? `${address.path}.weight` : `text_encoders.${m[1]}.transformer.model.lm_head.weight`;
+    if (base.keys.includes(exact)) return undefined;
     const [name, head] = [m[1], m[2]];
     const encoder = `ComfyUI's ${name} text encoder (text_encoders.${name}.)`;
     const unloaded = 'so ComfyUI\'s loader leaves the module unloaded ("lora key not loaded")';
@@ -63,7 +79,7 @@ export const comfyLlmHead: Layout = {
     return {
       found: false, ambiguous: true, candidates: stored,
       why: stored.length === 0
-        ? `names the output head (model.lm_head) of ${encoder}, which ComfyUI's model has and patches (loaded from the checkpoint's lm_head.weight), but the base holds no lm_head.weight: merge into the encoder's checkpoint with its head`
+        ? `names the output head (model.lm_head) of ${encoder}, which ComfyUI's model has and patches (loaded from the checkpoint's lm_head.weight), but the base stores no head for it (lm_head.weight, or text_encoders.${name}.transformer.model.lm_head.weight as ComfyUI saves it): merge into the encoder's checkpoint with its head`
         : `names the output head (model.lm_head) of ${encoder}, and the base holds ${stored.join(' and ')}, so which is its head cannot be told`,
     };
   },
