@@ -24,7 +24,7 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
-import { byT5Config, CLIP_TEXT_CLASS, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
+import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -368,6 +368,29 @@ function withT5Config(component: Omit<BaseComponent, 'keys'>, config: unknown): 
   if (notByT5) component.ruledOut = { byt5_small: notByT5 };
 }
 
+/**
+ * A text encoder folder whose config.json names no class (or that has none: its shards downloaded
+ * alone) is a T5 where its keys are a transformers T5 encoder's (`encoder.block.N.layer.…`), not
+ * the CLIP its position would say (FLUX.1's and SD3's T5-XXL `text_encoder_2/`, `text_encoder_3/`).
+ */
+function withT5Keys(component: Omit<BaseComponent, 'keys'>, folder: string, keys: readonly string[]): void {
+  if (!keys.some((k) => /^encoder\.block\.\d+\.layer\.\d+\./.test(k))) return;
+  component.encoder = 't5';
+  component.name = `${folder} (T5 encoder)`;
+}
+
+/**
+ * Where a T5 folder's config.json does not say byT5 or not (none, or one without `d_model` and
+ * `vocab_size`), its shapes do: `d_model` 1472 is ComfyUI's `byt5_small`, 4096 its T5-XXL, which
+ * rules byT5 out (pipeline-encoders.ts comfyT5ByShape).
+ */
+function withT5Shapes(component: Omit<BaseComponent, 'keys'>, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): void {
+  if (component.encoder !== 't5' || component.comfyEncoder !== undefined || component.ruledOut !== undefined) return;
+  const held = comfyT5ByShape(keys, shape);
+  if (held?.name === 'byt5_small') component.comfyEncoder = 'byt5_small';
+  else if (held) component.ruledOut = { [held.other]: held.said };
+}
+
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */
 async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
   return parseBoundedJson(await files.readText(path), `${files.name}/${path}`);
@@ -410,7 +433,9 @@ function folderComponent(folder: string, config: unknown, tensors: ReadonlyMap<s
     withClipIdentity(component, identifyClipFolders([{ folder, ordinal: component.ordinal!, config }]).get(folder)!);
   } else if (component.role === 'text-encoder') {
     withLlmConfig(component, config);
+    if (className === '') withT5Keys(component, folder, [...tensors.keys()]);
     withT5Config(component, config);
+    withT5Shapes(component, [...tensors.keys()], (key) => tensors.get(key)?.shape);
   }
   return [{ ...component, prefix: '', keys: [...tensors.keys()] }];
 }

@@ -97,23 +97,59 @@ const COMFY_T5_WIDTHS: Readonly<Record<string, { dModel: number; title: string }
   byt5_small: { dModel: 1472, title: 'byT5' }, t5xxl: { dModel: 4096, title: 'T5-XXL' },
 };
 
+/** The keys of a transformers T5 encoder's blocks (`encoder.block.0.layer.0.SelfAttention.q.weight`). */
+const T5_BLOCK_KEY = /^encoder\.block\.\d+\.layer\.\d+\./;
+const T5_Q_KEY = /^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.q\.weight$/;
+
+/**
+ * A T5 encoder's `d_model` as its stored shapes say it, and which tensor said it: the length of
+ * `encoder.final_layer_norm.weight`, else the width of `shared.weight` (or `encoder.embed_tokens.weight`,
+ * [vocab, d_model]), else that of the first block's `SelfAttention.q.weight` ([heads·d_kv, d_model]).
+ * A file may lack any one of them (an fp8 or pruned export without the final norm, a shard series
+ * whose last shard holds it); every block has a q. Undefined for keys that are no transformers T5
+ * encoder's, or where two of these disagree (no T5 of one width).
+ */
+export function t5DModel(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { dModel: number; by: string } | undefined {
+  if (!keys.some((k) => T5_BLOCK_KEY.test(k))) return undefined;
+  const q = keys.filter((k) => T5_Q_KEY.test(k)).sort((a, b) => Number(T5_Q_KEY.exec(a)![1]) - Number(T5_Q_KEY.exec(b)![1]))[0];
+  const found: { dModel: number; by: string }[] = [];
+  const norm = shape('encoder.final_layer_norm.weight');
+  if (norm?.length === 1) found.push({ dModel: norm[0], by: 'the length of encoder.final_layer_norm.weight' });
+  for (const key of ['shared.weight', 'encoder.embed_tokens.weight', ...(q ? [q] : [])]) {
+    const s = shape(key);
+    if (s?.length === 2) found.push({ dModel: s[1], by: `the width of ${key} (shape [${s.join(', ')}])` });
+  }
+  if (found.length === 0 || found.some((f) => f.dModel !== found[0].dModel)) return undefined;
+  return found[0];
+}
+
+/**
+ * Which of ComfyUI's two T5 encoders a T5 file or folder without a deciding config.json holds, by
+ * its `d_model` (t5DModel): `byt5_small` at 1472, `t5xxl` at 4096, with why; undefined at any other
+ * width or for keys of no T5. `said` tells the width and what said it, `why` the whole reason.
+ */
+export function comfyT5ByShape(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { name: string; other: string; said: string; why: string } | undefined {
+  const d = t5DModel(keys, shape);
+  const name = d && Object.keys(COMFY_T5_WIDTHS).find((k) => COMFY_T5_WIDTHS[k].dModel === d.dModel);
+  if (!d || name === undefined) return undefined;
+  const held = COMFY_T5_WIDTHS[name];
+  const other = Object.keys(COMFY_T5_WIDTHS).find((k) => k !== name)!;
+  const said = `d_model, ${d.by}, is ${d.dModel}, ${held.title}'s (${COMFY_T5_WIDTHS[other].title}'s is ${COMFY_T5_WIDTHS[other].dModel})`;
+  return { name, other, said, why: `the base is a ${held.title} encoder, not ${COMFY_T5_WIDTHS[other].title}: its ${said}` };
+}
+
 /**
  * Why a T5 encoder saved alone without a config.json (ComfyUI's `t5xxl_fp16.safetensors`, a byT5
  * glyph encoder file: transformers' keys `encoder.block.N…`) is not ComfyUI's `name` (`byt5_small`
- * or `t5xxl`), as its shapes tell: its `d_model` (the length of `encoder.final_layer_norm.weight`)
- * is the other one's. ComfyUI loads such a file as that other encoder, whose model
- * holds no keys of this one, so it leaves them unloaded. Undefined for any other file, name or width.
+ * or `t5xxl`), as its shapes tell (comfyT5ByShape): its `d_model` is the other one's. ComfyUI loads
+ * such a file as that other encoder, whose model holds no keys of this one, so it leaves them
+ * unloaded. Undefined for any other file, name or width.
  */
-export function otherLoneT5(name: string, shape: (key: string) => readonly number[] | undefined): string | undefined {
-  const wanted = Object.hasOwn(COMFY_T5_WIDTHS, name) ? COMFY_T5_WIDTHS[name] : undefined;
-  const norm = shape('encoder.final_layer_norm.weight');
-  if (!wanted || shape('encoder.block.0.layer.0.SelfAttention.q.weight')?.length !== 2 || norm?.length !== 1) return undefined;
-  const dModel = norm[0];
-  const heldName = Object.keys(COMFY_T5_WIDTHS).find((k) => k !== name && COMFY_T5_WIDTHS[k].dModel === dModel);
-  if (heldName === undefined) return undefined;
-  const held = COMFY_T5_WIDTHS[heldName];
-  return `the base is a ${held.title} encoder, not ${wanted.title}: its d_model, the length of encoder.final_layer_norm.weight, is ${dModel}, ${held.title}'s (${wanted.title}'s is ${wanted.dModel}); `
-    + `ComfyUI loads such a file as its ${heldName}, which holds no ${name} keys`;
+export function otherLoneT5(name: string, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): string | undefined {
+  if (!Object.hasOwn(COMFY_T5_WIDTHS, name)) return undefined;
+  const held = comfyT5ByShape(keys, shape);
+  if (held === undefined || held.name === name) return undefined;
+  return `${held.why}; ComfyUI loads such a file as its ${held.name}, which holds no ${name} keys`;
 }
 
 /**

@@ -103,6 +103,11 @@ export function resolveTiedEmbeddings(
     for (const m of adapter.modules) {
       const at = locator.locate(m.address);
       if (!at.found) continue;
+      // ComfyUI patches an untied head (comfy-llm-head.ts) only as loaded from the checkpoint's own
+      // lm_head.weight; it never reads the embedding for it, so no head written from it is ComfyUI's.
+      if (adapter.format === 'comfyui' && at.targets.some((t) => t.baseKey === pair.head)) {
+        throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: module "${m.name}" names the output head that ComfyUI's model of the encoder loads from the checkpoint's lm_head.weight, which the base does not store (its head is tied to ${pair.embedding}): merge into the encoder's checkpoint with its head`);
+      }
       for (const t of at.targets) {
         classify(t.baseKey, `a LoRA on ${m.name}`, false, () => {
           const set = mirrors.get(adapter.name) ?? new Set<string>();

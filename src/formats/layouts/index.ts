@@ -289,7 +289,7 @@ export class ModuleLocator {
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
     if (holding.length === 1 && rest !== undefined) {
       const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
-      if (head && !head.found) return describe(head, holding[0]);
+      if (head) return describe(head.found ? { ...head, layout: comfyLlmHead.name } : head, holding[0]);
       const stored = comfyEncoderPath(name, rest, holding[0]);
       if (stored.doubt !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), but ${stored.doubt}: not supported` };
       return describe(tryLayouts({ path: stored.path, flat: false }, this.componentView(holding[0])), holding[0]);
@@ -313,7 +313,7 @@ export class ModuleLocator {
     if (this.components.length > 0) return undefined;
     const named = /^text_encoders\.([^.]+)\.transformer\./.exec(address.path)?.[1] ?? address.comfyEncoder;
     const name = named ?? (address.part !== undefined && namesT5(address.part, address.path) ? 't5xxl' : undefined);
-    const other = name === undefined ? undefined : otherLoneT5(name, this.whole.shape);
+    const other = name === undefined ? undefined : otherLoneT5(name, this.whole.keys, this.whole.shape);
     if (other === undefined) return undefined;
     const what = named !== undefined ? `ComfyUI's ${name} text encoder (text_encoders.${name}.)` : `${partName(address.part!, address.path)}, which ComfyUI maps to its t5xxl only`;
     return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${other}` };
