@@ -61,7 +61,7 @@ const CASES: { name: string; r1: number | null; r2: number | null; lycorisRank: 
 ];
 
 describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('LyCORIS LoKr: the rank α/r divides by, %s', (name) => {
-  it.each(CASES)('$name', async ({ r1, r2, lycorisRank, comfyRank }, ctx) => {
+  it.for(CASES)('$name', async ({ r1, r2, lycorisRank, comfyRank }, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const w1 = factor('w1', A, C, r1), w2 = factor('w2', B, D, r2);

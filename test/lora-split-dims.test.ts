@@ -148,7 +148,7 @@ describe('onto diffusers\' HunyuanVideo transformer: linear1\'s parts land on to
     ...splits.flatMap((d, i) => [tensor(`${n}.lora_down.${i}.weight`, [rank, h], downs[i], 'BF16'), tensor(`${n}.lora_up.${i}.weight`, [d, rank], ups[i], 'BF16')]),
     tensor(`${n}.alpha`, [], [alpha], 'BF16'),
   ], metadata(rank, alpha, splits, '.*linear1'));
-  it.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', async (name, ctx) => {
+  it.for(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const s = 0.9;
