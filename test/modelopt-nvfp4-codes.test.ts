@@ -45,11 +45,11 @@ function layout(rows: number, groupsPerRow: number, group: number, scaleBytes: r
   return { rows, cols, group, packed, scales };
 }
 
-async function view(l: Layout) {
+async function view(l: Layout, global = GLOBAL) {
   const tensors: FixtureTensor[] = [
     { name: `${M}.weight`, dtype: 'U8', shape: [l.rows, l.cols / 2], data: l.packed },
     { name: `${M}.weight_scale`, dtype: 'F8_E4M3', shape: [l.rows, l.cols / l.group], data: l.scales },
-    { name: `${M}.weight_scale_2`, dtype: 'F32', shape: [], data: [GLOBAL] },
+    { name: `${M}.weight_scale_2`, dtype: 'F32', shape: [], data: [global] },
     { name: `${M}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0017)] },
   ];
   const base = await openBaseModel(memoryInputFileSet({ 'model.safetensors': buildSafetensors(tensors), 'config.json': '{"model_type":"llama"}' }, 'llama-fp4'));
@@ -105,6 +105,13 @@ describe('ModelOpt NVFP4 weights read through the view', () => {
     const want = expectedBits(l);
     const got = await readInPieces(await view(l), l.rows * l.cols, [1, 12, 14, 77, 79, 3]);
     expect(got.findIndex((x, i) => x !== want[i])).toBe(-1);
+  });
+
+  it('a weight_scale_2 whose product with the largest block scale (448) is beyond float32 is refused naming the tensor', async () => {
+    const huge = Math.fround(2 ** 120); // 448 × 2^120 > 3.4 × 10^38
+    await expect(view(layout(2, 1, 16, [0x38]), huge)).rejects.toThrow(`llama-fp4: tensor "${M}.weight_scale_2" holds the scale ${huge}; times the largest block scale (448) it is beyond float32`);
+    // 2^119 × 448 is still a float32: read.
+    expect((await (await view(layout(2, 1, 16, [0x38]), Math.fround(2 ** 119))).readPart(`${M}.weight`, 0, 4)).length).toBe(4);
   });
 
   for (const nan of [0x7f, 0xff]) {

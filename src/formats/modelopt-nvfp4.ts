@@ -65,6 +65,8 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     if (cols % group !== 0 || s.shape[1] !== cols / group) throw bad(`${scaleKey} has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
     const global = decodeToF32(await base.read(key), 'F32')[0];
     if (!Number.isFinite(global) || global < 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; scales must be finite and not negative`);
+    // ModelOpt multiplies it by each block scale in float32: past float32 there, no weight could be read.
+    if (!Number.isFinite(Math.fround(448 * global))) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; times the largest block scale (448) it is beyond float32, so ModelOpt's dequantization gives no finite weight`);
     found.set(weightKey, { key: weightKey, scaleKey, rows, cols, group, global });
     hidden.add(scaleKey);
     const entry: ScaledFp8Weight = {
@@ -95,23 +97,38 @@ function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
 const E2M1_CODES = Float64Array.from({ length: 16 }, (_, code) => (code === 8 ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
 
 /**
- * For one weight_scale_2, the float32 bits of every value a code can take: entry s·16 + code is
- * f32(e2m1(code) × f32(e4m3(s) × weight_scale_2)), ModelOpt's order, each step rounded to float32
- * (a Float32Array store rounds as torch's f32 multiply does). Kept as bits so that decoding copies
- * words (a Float32Array read and write would convert each value through a double). Made per weight
- * read (4096 entries) and kept for the last weight_scale_2 only, as the merge reads a weight's slabs in turn.
+ * For one weight_scale_2, every value a code can take and every byte's pair of them:
+ * - `bits[s·16 + code]`: the float32 bits of f32(e2m1(code) × f32(e4m3(s) × weight_scale_2)),
+ *   ModelOpt's order, each step rounded to float32 (a Float32Array store rounds as torch's f32
+ *   multiply does);
+ * - `pairs[s·256 + byte]`: the byte's two values as one 8-byte word, the low nibble's f32 bits in
+ *   its low half (element 2k first in memory), so an even group decodes a byte with one load and one
+ *   store. Read and written through a Float64Array: two finite f32 values never form a double NaN
+ *   (that needs the high value's exponent all ones), so the bits pass unchanged.
+ * Made per weight read (512 KiB) and kept for the last weight_scale_2 only, as the merge reads a
+ * weight's slabs in turn.
  */
-let lastValues: { global: number; bits: Uint32Array } | undefined;
-function codeValues(global: number): Uint32Array {
-  if (lastValues && Object.is(lastValues.global, global)) return lastValues.bits;
+let lastValues: { global: number; bits: Uint32Array; pairs: Float64Array } | undefined;
+function codeValues(global: number): { bits: Uint32Array; pairs: Float64Array } {
+  if (lastValues && Object.is(lastValues.global, global)) return lastValues;
   const scales = e4m3Bytes().values;
   const values = new Float32Array(256 * 16);
   for (let s = 0; s < 256; s++) {
     const block = Math.fround(scales[s] * global);
     for (let code = 0; code < 16; code++) values[s * 16 + code] = E2M1_CODES[code] * block;
   }
-  lastValues = { global, bits: new Uint32Array(values.buffer) };
-  return lastValues.bits;
+  const bits = new Uint32Array(values.buffer);
+  const pairs = new Float64Array(256 * 256);
+  const halves = new Uint32Array(pairs.buffer);
+  for (let s = 0; s < 256; s++) {
+    for (let byte = 0; byte < 256; byte++) {
+      const at = (s * 256 + byte) * 2;
+      halves[at] = bits[s * 16 + (byte & 0x0f)];
+      halves[at + 1] = bits[s * 16 + (byte >> 4)];
+    }
+  }
+  lastValues = { global, bits, pairs };
+  return lastValues;
 }
 
 /**
@@ -141,7 +158,7 @@ export function e2m1Bf16Pairs(scale: (byte: number) => number): Uint32Array {
  * The weight as f32 values, decoded a row range at a time. With `cols` a multiple of the group,
  * value v of the tensor is nibble v mod 2 of packed byte ⌊v/2⌋ and its scale is scale ⌊v/group⌋,
  * both counted from the tensor's start; with an even group a byte's two values share a scale, so
- * each byte is two lookups in the one scale's 16 values.
+ * each byte is one lookup of its pair of values.
  */
 function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
   const rowBytes = w.cols * 4;
@@ -158,32 +175,29 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
       for (let j = 0; j < scales.length; j++) {
         if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
       }
-      const table = codeValues(w.global);
+      const { bits, pairs } = codeValues(w.global);
       // Values [v0, v1) of the rows read, widened to whole bytes [p0, p1).
       const v0 = start / 4 - r0 * w.cols;
       const v1 = v0 + length / 4;
       const p0 = v0 >> 1;
       const p1 = (v1 + 1) >> 1;
-      const out = new Uint32Array(2 * (p1 - p0));
+      const out = new Float64Array(p1 - p0);
       if (w.group % 2 === 0) {
         const half = w.group / 2;
         let p = p0;
-        for (let s = Math.floor(p0 / half), k = 0; p < p1; s++) {
-          const at = scales[s] << 4;
+        for (let s = Math.floor(p0 / half); p < p1; s++) {
+          const at = scales[s] << 8;
           const stop = Math.min((s + 1) * half, p1);
-          for (; p < stop; p++) {
-            const byte = packed[p];
-            out[k++] = table[at | (byte & 0x0f)];
-            out[k++] = table[at | (byte >> 4)];
-          }
+          for (; p < stop; p++) out[p - p0] = pairs[at | packed[p]];
         }
       } else {
         // An odd group: a byte's two values may have different scales, so each value is looked up on its own.
+        const values = new Uint32Array(out.buffer);
         let s = Math.floor((2 * p0) / w.group);
         let next = (s + 1) * w.group;
         for (let v = 2 * p0; v < 2 * p1; v++) {
           if (v === next) { s++; next += w.group; }
-          out[v - 2 * p0] = table[(scales[s] << 4) | ((packed[v >> 1] >> ((v & 1) << 2)) & 0x0f)];
+          values[v - 2 * p0] = bits[(scales[s] << 4) | ((packed[v >> 1] >> ((v & 1) << 2)) & 0x0f)];
         }
       }
       return new Uint8Array(out.buffer, (v0 & 1) * 4, length);

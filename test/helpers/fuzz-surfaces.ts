@@ -2019,6 +2019,8 @@ function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | unde
     if (cols % group !== 0 || s.shape[1] !== cols / group) return invalid(`${layer}.weight_scale has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
     const global = g.values[0];
     if (!(Number.isFinite(global) && global >= 0)) return invalid(`${name} is ${global}`);
+    // ModelOpt's f32(block scale × weight_scale_2) past float32 for the largest block scale: refused.
+    if (!Number.isFinite(Math.fround(448 * global))) return invalid(`${name} is ${global}: times 448 beyond float32`);
     if (outDtype && s.bytes.some((b) => (b & 0x7f) === 0x7f)) return invalid(`${layer}.weight_scale holds NaN`);
     const groups = cols / group;
     // As ModelOpt dequantizes: f32(e2m1 × f32(e4m3 block scale × weight_scale_2)).
