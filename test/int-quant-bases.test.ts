@@ -72,7 +72,7 @@ const llamaConfig = (cols: number, quantization: Record<string, unknown>, torchD
 interface PackedScheme { bits: number; strategy: 'group' | 'channel'; group?: number; symmetric: boolean; actorder?: 'group' }
 
 function compressedTensorsPacked(s: PackedScheme): IntCase {
-  const cols = 212; // 7 groups of 32, the last one 20 inputs; 27 words of 8 nibbles, 4 of them padding
+  const cols = 212; // 7 groups of 32, the last one 20 inputs; at 4 bits 27 words of 8 nibbles, 4 of them padding
   const rows: Record<string, number> = { [Q]: 37, [K]: 21, [V]: 21 };
   const tensors = plainTensors(cols);
   const real = new Map<string, Float64Array>();
@@ -268,6 +268,11 @@ const CASES: IntCase[] = [
   compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: false }),
   compressedTensorsPacked({ bits: 4, strategy: 'group', group: 32, symmetric: true, actorder: 'group' }),
   compressedTensorsPacked({ bits: 8, strategy: 'channel', symmetric: false }),
+  // Other widths pack ⌊32/num_bits⌋ values to a word and leave its top bits unused (pack_to_int32),
+  // unlike GPTQ's 3-bit runs across words: 3 bits 10 a word (2 bits spare), 6 bits 5 (2 spare), 2 bits 16.
+  compressedTensorsPacked({ bits: 3, strategy: 'group', group: 32, symmetric: false, actorder: 'group' }),
+  compressedTensorsPacked({ bits: 6, strategy: 'channel', symmetric: false }),
+  compressedTensorsPacked({ bits: 2, strategy: 'group', group: 32, symmetric: true }),
   compressedTensorsInt8(),
   compressedTensorsInt8('tensor'),
   gptq({ bits: 4, group: 32, descAct: false, sym: true, format: 'gptq' }),

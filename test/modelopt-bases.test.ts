@@ -8,9 +8,9 @@
  *   exports) config.json `quantization_config: {"quant_method": "modelopt", "quant_algo": "FP8"}`.
  * - NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4): `<m>.weight` U8 (out, in/2) of two e2m1 codes,
  *   `<m>.weight_scale` F8_E4M3 (out, in/16), `<m>.weight_scale_2` F32 (), `<m>.input_scale` F32 ().
- * Truth is float64 written here, codes decoded by hand: W = e4m3(code) × weight_scale (FP8) or
- * e2m1(nibble) × e4m3(block scale) × weight_scale_2 (NVFP4; element 2k in the low nibble), and
- * W' = W + weight · α/r · B·A. FP8 is written again as ModelOpt's exporter would quantize W'
+ * Truth is float64 written here, codes decoded by hand: W = e4m3(code) × weight_scale (FP8) or, as
+ * ModelOpt's NVFP4QTensor.dequantize computes it in float32, f32(e2m1(nibble) × f32(e4m3(block
+ * scale) × weight_scale_2)) (NVFP4; element 2k in the low nibble), and W' = W + weight · α/r · B·A. FP8 is written again as ModelOpt's exporter would quantize W'
  * (the rule is spelled out below) or dequantized with --dtype; NVFP4 only dequantized. Both
  * backends; odd sizes; slabs small enough that every weight streams in several.
  */
@@ -22,7 +22,7 @@ import { peftLoraOn } from './helpers/adapter-fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeSingleFile } from './helpers/single-file-merge.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { e2m1Value, e4m3Value, modelOptRequantize } from './helpers/e4m3-by-hand.js';
+import { e2m1Value, e4m3Value, modelOptNvfp4Value, modelOptRequantize } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4711);
 const L = 'model.layers.0';
@@ -278,7 +278,9 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
       const rows = ROWS[m];
       tensors.push({ name: `${m}.weight`, dtype: 'U8', shape: [rows, COLS / 2], data: Array.from({ length: (rows * COLS) / 2 }, () => Math.floor(rand() * 256)) });
       tensors.push({ name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape: [rows, COLS / 16], data: Array.from({ length: (rows * COLS) / 16 }, (_, i) => (i % 29 === 0 ? randomE4m3(1, 7) : randomE4m3(0x28, 0x5f))) });
-      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [Math.fround(0.000731 + rand() * 0.0001)] });
+      // k_proj's drawn value happens to round the same in both orders everywhere: a fixed one that does not.
+      const drawn = Math.fround(0.000731 + rand() * 0.0001);
+      tensors.push({ name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: [m === K ? Math.fround(0.00078) : drawn] });
       tensors.push({ name: `${m}.input_scale`, dtype: 'F32', shape: [], data: [Math.fround(0.0017)] });
     }
     tensors.push({ name: `${K}.k_scale`, dtype: 'F32', shape: [], data: [1] });
@@ -287,8 +289,11 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
     return { 'model.safetensors': buildSafetensors(tensors), 'config.json': JSON.stringify(CONFIG), 'hf_quant_config.json': JSON.stringify(HF_QUANT) };
   }
 
-  /** W in float64: e2m1(nibble) × e4m3(its block's scale) × weight_scale_2; element 2k is the low nibble of byte k. */
-  const dequantized = (base: Map<string, DecodedTensor>, m: string) => {
+  /**
+   * W as ModelOpt dequantizes it, f32(e2m1(nibble) × f32(e4m3(its block's scale) × weight_scale_2)),
+   * or (`exact`) the product e2m1 × e4m3 × weight_scale_2 in float64; element 2k is the low nibble of byte k.
+   */
+  const dequantized = (base: Map<string, DecodedTensor>, m: string, exact = false) => {
     const packed = base.get(`${m}.weight`)!.bytes;
     const blocks = base.get(`${m}.weight_scale`)!.bytes;
     const global = base.get(`${m}.weight_scale_2`)!.values[0];
@@ -297,7 +302,8 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
     for (let i = 0; i < rows; i++) for (let j = 0; j < COLS; j++) {
       const byte = packed[(i * COLS + j) >> 1];
       const nibble = j % 2 === 0 ? byte & 0x0f : byte >> 4;
-      w[i * COLS + j] = e2m1Value(nibble) * e4m3Value(blocks[i * (COLS / 16) + Math.floor(j / 16)]) * global;
+      const block = blocks[i * (COLS / 16) + Math.floor(j / 16)];
+      w[i * COLS + j] = exact ? e2m1Value(nibble) * e4m3Value(block) * global : modelOptNvfp4Value(nibble, block, global);
     }
     return w;
   };
@@ -306,6 +312,13 @@ describe('ModelOpt NVFP4 (nvidia/Llama-3.1-8B-Instruct-FP4)', () => {
   const adapter = adapterFolder(ROWS, COLS);
   const original = decodeSafetensors(base['model.safetensors'] as Uint8Array).tensors;
   const lora = decodeSafetensors(adapter['adapter_model.safetensors'] as Uint8Array).tensors;
+
+  it('the fixture holds values where ModelOpt\'s float32 order and the exact product round to different f32 values (so the f32 outputs below tell them apart)', () => {
+    for (const m of [Q, K, V]) {
+      const ours = dequantized(original, m), exact = dequantized(original, m, true);
+      expect(ours.filter((x, i) => x !== Math.fround(exact[i])).length, m).toBeGreaterThan(20);
+    }
+  });
 
   for (const backendName of ['cpu', 'webgpu']) {
     it(`on ${backendName}: --dtype bf16 and f32 write W' rounded once, every NVFP4 weight dequantized, its scales and the quantization config gone`, async () => {

@@ -8,9 +8,10 @@
  * weight to a multiple of 16 in both directions and ComfyUI loads the stored tensor as the layer's
  * codes, so the stored shape is read as the weight's. W = e2m1(code) × e4m3(block scale) × weight_scale_2.
  *
- * Read as ModelOpt NVFP4's view does (modelopt-nvfp4.ts): a code times its block scale has at most
- * 6 significant bits, exact in bf16, so the weight is seen as bf16 products with weight_scale_2 the
- * one scale per tensor, their product exact in float64 and rounded once. comfy_kitchen's own
+ * Read as the exact product: a code times its block scale has at most 6 significant bits, exact in
+ * bf16, so the weight is seen as bf16 products with weight_scale_2 the one scale per tensor, their
+ * product exact in float64 and rounded once (ModelOpt's own NVFP4, modelopt-nvfp4.ts, is read in
+ * ModelOpt's float32 order instead). comfy_kitchen's own
  * dequantization multiplies weight_scale_2 by the block scale in float32 first, which may round
  * before the product is rounded to the model's dtype; the exact product is kept here.
  *

@@ -6,12 +6,14 @@
  *   the high one; a code is a sign bit (8) and a magnitude index into 0, ½, 1, 1½, 2, 3, 4, 6;
  * - `<m>.weight_scale` F8_E4M3 (out, in/16): one scale per 16 inputs of a row;
  * - `<m>.weight_scale_2` F32 (): the tensor's global scale; `<m>.input_scale` F32 (): activations'.
- * The real weight is code × weight_scale × weight_scale_2. A code times its block scale has at
- * most 2 + 4 significant bits and lies in [2⁻¹⁰, 2688], so it is exact in bf16: the view lists
- * each such weight as a bf16 tensor (out, in) of those products, and the merge sees a weight with
- * one f32 scale per tensor (weight_scale_2) like ModelOpt FP8's, whose products code × scale are
- * exact in float64. The block scales are no longer tensors of the view. Such a base is written
- * dequantized only (see scaled-fp8-output.ts).
+ * The real weight is taken as ModelOpt's own dequantization computes it (NVFP4QTensor.dequantize):
+ * in float32, the block's scale first, f32(e4m3(block scale) × weight_scale_2), then each value
+ * f32(e2m1(code) × that), code 8 (−0) giving +0 as its value table does. That differs from the
+ * exact product e2m1 × e4m3 × weight_scale_2 where f32(e4m3 × weight_scale_2) rounds (the global
+ * scale has 24 significant bits). The view lists each such weight as an f32 tensor (out, in) of
+ * those values, and the merge sees a weight with one scale of 1 (the `dequantize-only` rule), adds
+ * ΔW in real values and rounds once to --dtype. The block scales are no longer tensors of the view.
+ * Such a base is written dequantized only (see scaled-fp8-output.ts).
  */
 import { decodeToF32, encodeFromF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
@@ -25,7 +27,7 @@ import { product } from '../integers.js';
 export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
 
 export interface Nvfp4Base {
-  /** The base with every NVFP4 weight a bf16 tensor of code × block scale. */
+  /** The base with every NVFP4 weight an f32 tensor of its values as ModelOpt dequantizes them. */
   base: SafetensorsBaseModel;
   scaled: ScaledFp8Base;
 }
@@ -36,6 +38,8 @@ interface Nvfp4Weight {
   rows: number;
   cols: number;
   group: number;
+  /** weight_scale_2. */
+  global: number;
 }
 
 /** The view of a ModelOpt NVFP4 base; malformed weights throw, naming the tensor. */
@@ -61,10 +65,12 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     if (cols % group !== 0 || s.shape[1] !== cols / group) throw bad(`${scaleKey} has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
     const global = decodeToF32(await base.read(key), 'F32')[0];
     if (!Number.isFinite(global) || global < 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; scales must be finite and not negative`);
-    found.set(weightKey, { key: weightKey, scaleKey, rows, cols, group });
+    // ModelOpt multiplies it by each block scale in float32: past float32 there, no weight could be read.
+    if (!Number.isFinite(Math.fround(448 * global))) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; times the largest block scale (448) it is beyond float32, so ModelOpt's dequantization gives no finite weight`);
+    found.set(weightKey, { key: weightKey, scaleKey, rows, cols, group, global });
     hidden.add(scaleKey);
     const entry: ScaledFp8Weight = {
-      weightKey, codeDtype: 'BF16', scaleKey: key, scaleDtype: 'F32', rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(global),
+      weightKey, codeDtype: 'F32', scaleKey: key, scaleDtype: 'F32', rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(1),
     };
     if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
     weights.set(weightKey, entry);
@@ -79,28 +85,57 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
   };
 }
 
+/** E4M3 block-scale bytes decoded, and which of them are E4M3FN's NaN bytes (0x7f, 0xff). */
+let e4m3Table: { values: Float32Array; nan: Uint8Array } | undefined;
+function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
+  if (e4m3Table) return e4m3Table;
+  const values = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
+  return (e4m3Table = { values, nan: Uint8Array.from(values, (v) => (Number.isNaN(v) ? 1 : 0)) });
+}
+
+/** ModelOpt's e2m1 value table (`e2m1_values`), by code: its code 8 is +0, not −0. */
+const E2M1_CODES = Float64Array.from({ length: 16 }, (_, code) => (code === 8 ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
+
 /**
- * For each E4M3 block-scale byte s, its 256 pairs: entry s·256 + b holds the bf16 bits of byte b's
- * two values, e2m1(code) × e4m3(s), the low nibble's in the low half and the high nibble's in the
- * high half. Each product is taken in float64 and rounded through float32 to bf16, as the
- * element-wise decode did, and is exact all the way (see the top of this file), so decoding is
- * lookups alone. A negative scale byte (sign bit set) gives negated products, as a multiply does.
- * Made on first use (256 KiB). E4M3FN's NaN bytes (0x7f, 0xff) are marked in `nan`; a read meeting
- * one is refused before anything is decoded.
+ * For one weight_scale_2, every value a code can take and every byte's pair of them:
+ * - `bits[s·16 + code]`: the float32 bits of f32(e2m1(code) × f32(e4m3(s) × weight_scale_2)),
+ *   ModelOpt's order, each step rounded to float32 (a Float32Array store rounds as torch's f32
+ *   multiply does);
+ * - `pairs[s·256 + byte]`: the byte's two values as one 8-byte word, the low nibble's f32 bits in
+ *   its low half (element 2k first in memory), so an even group decodes a byte with one load and one
+ *   store. Read and written through a Float64Array: two finite f32 values never form a double NaN
+ *   (that needs the high value's exponent all ones), so the bits pass unchanged.
+ * Made per weight read (512 KiB) and kept for the last weight_scale_2 only, as the merge reads a
+ * weight's slabs in turn.
  */
-let pairTable: { pairs: Uint32Array; nan: Uint8Array } | undefined;
-function pairs(): { pairs: Uint32Array; nan: Uint8Array } {
-  if (pairTable) return pairTable;
-  const scales = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
-  const nan = Uint8Array.from(scales, (v) => (Number.isNaN(v) ? 1 : 0));
-  return (pairTable = { pairs: e2m1Bf16Pairs((s) => scales[s]), nan });
+let lastValues: { global: number; bits: Uint32Array; pairs: Float64Array } | undefined;
+function codeValues(global: number): { bits: Uint32Array; pairs: Float64Array } {
+  if (lastValues && Object.is(lastValues.global, global)) return lastValues;
+  const scales = e4m3Bytes().values;
+  const values = new Float32Array(256 * 16);
+  for (let s = 0; s < 256; s++) {
+    const block = Math.fround(scales[s] * global);
+    for (let code = 0; code < 16; code++) values[s * 16 + code] = E2M1_CODES[code] * block;
+  }
+  const bits = new Uint32Array(values.buffer);
+  const pairs = new Float64Array(256 * 256);
+  const halves = new Uint32Array(pairs.buffer);
+  for (let s = 0; s < 256; s++) {
+    for (let byte = 0; byte < 256; byte++) {
+      const at = (s * 256 + byte) * 2;
+      halves[at] = bits[s * 16 + (byte & 0x0f)];
+      halves[at + 1] = bits[s * 16 + (byte >> 4)];
+    }
+  }
+  lastValues = { global, bits, pairs };
+  return lastValues;
 }
 
 /**
  * The bf16 pair table of FP4 (e2m1) bytes under 256 scale bytes: entry s·256 + b holds the bf16 bits
  * of byte b's two values, e2m1(code) × scale(s), the low nibble's in the low half and the high
  * nibble's in the high half; each product taken in float64 and rounded through float32 to bf16.
- * NVFP4's E4M3 block scales and MXFP4's E8M0 ones (mxfp4-experts.ts) both decode by it.
+ * MXFP4's E8M0 block scales (mxfp4-experts.ts) decode by it: powers of two, so exact.
  */
 export function e2m1Bf16Pairs(scale: (byte: number) => number): Uint32Array {
   const values = new Float32Array(256 * 16);
@@ -120,51 +155,52 @@ export function e2m1Bf16Pairs(scale: (byte: number) => number): Uint32Array {
 }
 
 /**
- * The weight as bf16 code × block scale, decoded a row range at a time. With `cols` a multiple of
- * the group, value v of the tensor is nibble v mod 2 of packed byte ⌊v/2⌋ and its scale is scale
- * ⌊v/group⌋, both counted from the tensor's start; with an even group a byte's two values share a
- * scale, so each byte is one lookup and one 32-bit word written straight into the returned bytes.
+ * The weight as f32 values, decoded a row range at a time. With `cols` a multiple of the group,
+ * value v of the tensor is nibble v mod 2 of packed byte ⌊v/2⌋ and its scale is scale ⌊v/group⌋,
+ * both counted from the tensor's start; with an even group a byte's two values share a scale, so
+ * each byte is one lookup of its pair of values.
  */
 function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
-  const rowBytes = w.cols * 2;
+  const rowBytes = w.cols * 4;
   const groups = w.cols / w.group;
   return {
-    name: w.key, dtype: 'BF16', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
+    name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
     async readPart(start, length) {
-      if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${w.key}: bytes ${start}+${length} are not whole bf16 values`);
+      if (start % 4 !== 0 || length % 4 !== 0) throw new RangeError(`${w.key}: bytes ${start}+${length} are not whole f32 values`);
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
       const packed = await base.readPart(w.key, r0 * (w.cols / 2), (r1 - r0) * (w.cols / 2));
       const scales = await base.readPart(w.scaleKey, r0 * groups, (r1 - r0) * groups);
-      const { pairs: table, nan } = pairs();
+      const { nan } = e4m3Bytes();
       for (let j = 0; j < scales.length; j++) {
         if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
       }
+      const { bits, pairs } = codeValues(w.global);
       // Values [v0, v1) of the rows read, widened to whole bytes [p0, p1).
-      const v0 = start / 2 - r0 * w.cols;
-      const v1 = v0 + length / 2;
+      const v0 = start / 4 - r0 * w.cols;
+      const v1 = v0 + length / 4;
       const p0 = v0 >> 1;
       const p1 = (v1 + 1) >> 1;
-      const words = new Uint32Array(p1 - p0);
+      const out = new Float64Array(p1 - p0);
       if (w.group % 2 === 0) {
         const half = w.group / 2;
         let p = p0;
         for (let s = Math.floor(p0 / half); p < p1; s++) {
-          const scale = scales[s] << 8;
+          const at = scales[s] << 8;
           const stop = Math.min((s + 1) * half, p1);
-          for (; p < stop; p++) words[p - p0] = table[scale | packed[p]];
+          for (; p < stop; p++) out[p - p0] = pairs[at | packed[p]];
         }
       } else {
         // An odd group: a byte's two values may have different scales, so each value is looked up on its own.
-        const halves = new Uint16Array(words.buffer);
+        const values = new Uint32Array(out.buffer);
         let s = Math.floor((2 * p0) / w.group);
         let next = (s + 1) * w.group;
         for (let v = 2 * p0; v < 2 * p1; v++) {
           if (v === next) { s++; next += w.group; }
-          halves[v - 2 * p0] = table[(scales[s] << 8) | packed[v >> 1]] >>> ((v & 1) << 4);
+          values[v - 2 * p0] = bits[(scales[s] << 4) | ((packed[v >> 1] >> ((v & 1) << 2)) & 0x0f)];
         }
       }
-      return new Uint8Array(words.buffer, (v0 & 1) * 2, length);
+      return new Uint8Array(out.buffer, (v0 & 1) * 4, length);
     },
   };
 }

@@ -44,7 +44,7 @@ import { formatBytes } from '../format.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
 const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
-  'modelopt-nvfp4': { what: 'ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)', real: 'code × block scale × weight_scale_2', format: 'NVFP4 as ModelOpt does' },
+  'modelopt-nvfp4': { what: 'ModelOpt NVFP4 weights (weight_scale per 16 inputs, weight_scale_2)', real: 'code × (block scale × weight_scale_2), each product in float32 as ModelOpt dequantizes', format: 'NVFP4 as ModelOpt does' },
   'compressed-tensors-int': { what: 'compressed-tensors int weights (weight_packed or int8 weight, weight_scale, weight_zero_point)', real: '(q − zero point) × weight_scale', format: 'compressed-tensors int' },
   gptq: { what: 'GPTQ weights (qweight, qzeros, scales, g_idx)', real: '(q − zero point) × scale of the input\'s group', format: 'GPTQ' },
   awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },

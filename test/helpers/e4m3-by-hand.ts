@@ -106,6 +106,16 @@ export function e2m1Value(nibble: number): number {
 }
 
 /**
+ * One NVFP4 value as ModelOpt's NVFP4QTensor.dequantize computes it, step by step in float32:
+ * per_block_scale = f32(e4m3(block scale) × weight_scale_2), then f32(e2m1 × per_block_scale), where
+ * its e2m1 table (`e2m1_values`) gives code 8 as +0 (so its value is +0, not −0, under a positive scale).
+ */
+export function modelOptNvfp4Value(nibble: number, scaleByte: number, weightScale2: number): number {
+  const e2m1 = nibble === 8 ? 0 : e2m1Value(nibble);
+  return Math.fround(e2m1 * Math.fround(e4m3Value(scaleByte) * weightScale2));
+}
+
+/**
  * ModelOpt's FP8 export of a weight W' held in the model's dtype d (unified_export_hf.py,
  * quant_utils.py): amax = max |W'_d|, weight_scale = f32(amax / 448) (a 0-dim f32 tensor; stored in
  * `scaleDtype` where the file had another), and codes = (W'_d / weight_scale).to(float8_e4m3fn),

@@ -82,7 +82,7 @@ import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor as FixtureDecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import {
   blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
-  modelOptRequantize, unswizzled,
+  modelOptNvfp4Value, modelOptRequantize, unswizzled,
 } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
 import type { FloatDType } from '../../src/dtype.js';
@@ -2019,9 +2019,12 @@ function nvfp4Truth(d: Decoded, targets: LoraTarget[], outDtype: OutDtype | unde
     if (cols % group !== 0 || s.shape[1] !== cols / group) return invalid(`${layer}.weight_scale has ${s.shape[1]} scales per row for ${cols} inputs in groups of ${group}`);
     const global = g.values[0];
     if (!(Number.isFinite(global) && global >= 0)) return invalid(`${name} is ${global}`);
+    // ModelOpt's f32(block scale × weight_scale_2) past float32 for the largest block scale: refused.
+    if (!Number.isFinite(Math.fround(448 * global))) return invalid(`${name} is ${global}: times 448 beyond float32`);
     if (outDtype && s.bytes.some((b) => (b & 0x7f) === 0x7f)) return invalid(`${layer}.weight_scale holds NaN`);
     const groups = cols / group;
-    nvfp4.set(layer, (i) => e2m1Value(E2M1_NIBBLE(w.bytes[i >> 1], (i & 1) === 1)) * e4m3Value(s.bytes[Math.floor(i / cols) * groups + Math.floor((i % cols) / group)]) * global);
+    // As ModelOpt dequantizes: f32(e2m1 × f32(e4m3 block scale × weight_scale_2)).
+    nvfp4.set(layer, (i) => modelOptNvfp4Value(E2M1_NIBBLE(w.bytes[i >> 1], (i & 1) === 1), s.bytes[Math.floor(i / cols) * groups + Math.floor((i % cols) / group)], global));
   }
   // A weight beside a scale tensor that is not an NVFP4 one: not read.
   const unread = names.filter((n) => n.endsWith('.weight') && !nvfp4.has(n.slice(0, -'.weight'.length)) && (tensor(`${n}_scale`) || tensor(`${n}_scale_2`))).map((n) => n.slice(0, -'.weight'.length));
