@@ -3,7 +3,8 @@
  * `threads: 1` runs every product on the calling thread and the outcome's `backend` says
  * `1 thread`; `threads: 3` runs the large products on 3 threads and says so; the bytes written are
  * the same, and within f32 of float64 truth. A count that is not an integer from 1 to 1024 is
- * refused before any source is opened. Threads are counted by the jobs handed to them,
+ * refused before any source is opened. On WebGPU, the products the device cannot bind run on the
+ * CPU's threads too, as the plain CPU path's do. Threads are counted by the jobs handed to them,
  * never by time. The browser entry's Web Workers are stood in for by a class that runs the
  * library's worker job handler (test/helpers/stand-in-worker.ts); the Node entry runs from the
  * built library in a child process, whose worker threads' jobs a preload counts
@@ -95,6 +96,50 @@ describe('threads of the browser entry\'s jobs, in a cross-origin isolated conte
     const node = await nodeResizeLora({ adapter: '/nonexistent/lora', rule: { kind: 'rank', rank: 2 }, threads: -1 })
       .then(() => undefined, (e: unknown) => (isMergeError(e) ? [e.code, e.message] : e));
     expect(node).toEqual(['BAD_ARGUMENT', 'threads must be a positive integer, not the number -1']);
+  });
+});
+
+/**
+ * A WebGPU whose device binds no row of any matrix (a largest storage binding of 16 bytes), so
+ * that the GPU algebra sends every product to the CPU, as it sends one whose row, Y or output is
+ * wider than a real device's binding. Nothing else of the device is touched: the algebra uploads
+ * no slab it cannot bind.
+ */
+function narrowGpu(): { gpu: GPU; destroyed: () => boolean } {
+  let destroyed = false;
+  const limits = { maxStorageBufferBindingSize: 16, maxBufferSize: 16, maxComputeWorkgroupsPerDimension: 65535 };
+  const device = {
+    limits, features: new Set<string>(), lost: new Promise<never>(() => {}),
+    destroy() { destroyed = true; },
+    createBuffer() { throw new Error('no buffer should be made: no row fits a binding'); },
+  };
+  const adapter = {
+    info: { vendor: 'nvidia', architecture: 'hopper', device: '', description: 'narrow bindings' },
+    limits, features: new Set<string>(),
+    requestDevice: async () => device,
+  };
+  return { gpu: { requestAdapter: async () => adapter } as unknown as GPU, destroyed: () => destroyed };
+}
+
+describe('products the GPU cannot bind run on the CPU\'s threads, as the plain CPU path\'s do', () => {
+  it('resize on WebGPU: its products, all too wide for the device, go to the Web Workers (threads as asked, 1: none), the device and the workers end with the job, and the bytes are the CPU\'s', async () => {
+    const onCpu = await peftOutput(await jobs.resize({ threads: 1 }));
+
+    const narrow = narrowGpu();
+    const threaded = await jobs.resize({ backend: 'webgpu', gpu: narrow.gpu });
+    expect(threaded.backend).toBe('WebGPU: nvidia hopper (narrow bindings)');
+    // The default: one per core (4 here), at most 8.
+    expect(StandInWorker.started.length).toBeGreaterThan(0);
+    expect(StandInWorker.started.length).toBeLessThanOrEqual(4);
+    expect(jobsOnWorkers()).toBeGreaterThan(0);
+    expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
+    expect(narrow.destroyed()).toBe(true);
+
+    StandInWorker.started = [];
+    const single = await jobs.resize({ backend: 'webgpu', gpu: narrowGpu().gpu, threads: 1 });
+    expect(StandInWorker.started).toEqual([]);
+
+    for (const outcome of [threaded, single]) expect((await peftOutput(outcome)).bytes.equals(onCpu.bytes)).toBe(true);
   });
 });
 

@@ -49,7 +49,8 @@ export interface AdapterJobOptions<Out = MergeDestination> {
    * Threads of the algebra's large products on the CPU, an integer from 1 to 1024 (`MAX_THREADS`;
    * the command line's `--threads`). Default: one per core, at most 8; each thread adds about
    * 14 MiB of memory. 1 runs every product on the calling thread, and `backend` then says
-   * `1 thread`. From `loramerge/node` they are worker threads, the calling one included; in a
+   * `1 thread`. On WebGPU they run the products the device cannot bind (a row, Y or output larger
+   * than its largest storage binding). From `loramerge/node` they are worker threads, the calling one included; in a
    * page or worker, Web Workers, only where the context is cross-origin isolated (elsewhere one
    * thread, and `backend` says why). The output's bytes are the same for any count.
    */

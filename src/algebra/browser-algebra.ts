@@ -10,7 +10,8 @@ import { createAlgebraBackend } from './create-algebra.js';
 
 /**
  * The backend for `kind`, its CPU on `threads` Web Workers where given (checked by the caller), else
- * the default count. A pool is started only if the CPU is chosen; its dispose() stops it.
+ * the default count. A pool is started only for the CPU: chosen, or running the products a GPU
+ * cannot bind (GpuAlgebra makes it on the first); the backend's dispose() stops it.
  */
 export function createBrowserAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined, threads?: number): Promise<AlgebraBackend> {
   return createAlgebraBackend(kind, gpu, () => {

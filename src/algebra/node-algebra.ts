@@ -11,7 +11,10 @@ import { createCpuWorkerPool } from '../engine/cpu/cpu-worker-pool.js';
 import { CpuAlgebra } from './cpu-algebra.js';
 import { createAlgebraBackend } from './create-algebra.js';
 
-/** The backend for `kind`; `threads` (checked by the caller), where given, is the CPU's thread count. */
+/**
+ * The backend for `kind`; `threads` (checked by the caller), where given, is the CPU's thread count,
+ * whether the CPU is chosen or runs the products the GPU cannot bind.
+ */
 export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu', options: { threads?: number } = {}): Promise<AlgebraBackend> {
   const cpu = () => nodeCpuAlgebra(options.threads);
   // `auto` takes the CPU over a software adapter: where Linux has only one, Dawn is not started.

@@ -139,7 +139,7 @@ async function produce(
     try {
       backend = await createNodeAlgebra(cmd.backend, { threads: cmd.threads });
       log(`backend: ${backend.description}`);
-      // As merge warns: only where the CPU runs the products.
+      // As merge warns: only where the CPU runs every product (on a GPU it runs only those the device cannot bind).
       const extraThreads = backend.kind === 'cpu' ? threadsWarning(cmd.threads, availableParallelism()) : undefined;
       if (extraThreads) log(`warning: ${extraThreads}`);
       const started = performance.now();
