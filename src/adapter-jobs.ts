@@ -71,7 +71,7 @@ export function extractLora(options: ExtractLoraOptions): Promise<AdapterJobOutc
  * The browser's side of one job: sources checked and opened as merge() takes them (a Hub adapter
  * URL as its PEFT folder, the `hfToken` option sent as merge() sends it), outputs a picked file or
  * folder or an OutputTarget, the algebra on `navigator.gpu` unless a GPU is given, its CPU on Web
- * Workers where merge() would start them (a cross-origin isolated context), stopped when the job
+ * Workers (`threads` of them, where given) where merge() would start them (a cross-origin isolated context), stopped when the job
  * ends however it ends (run() in one-call-jobs.ts disposes the algebra).
  */
 function browserJobHooks(options: { hfToken?: unknown }): AdapterJobHooks<MergeDestination> {
@@ -87,7 +87,7 @@ function browserJobHooks(options: { hfToken?: unknown }): AdapterJobHooks<MergeD
     openSource: (source, what, adapter, signal) =>
       openBrowserOrHubSource(source, adapter ? 'adapter' : 'base', { what, adapter, folderAdvice: BROWSER_FOLDER_ADVICE }, hubAdapters, signal, undefined, hfAuth()),
     openOutput: async (out) => openBrowserDestination(out),
-    createAlgebra: (kind, gpu) => createBrowserAlgebra(kind, gpu ?? getBrowserGpu()),
+    createAlgebra: (kind, gpu, threads) => createBrowserAlgebra(kind, gpu ?? getBrowserGpu(), threads),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
   };
 }

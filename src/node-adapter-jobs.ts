@@ -88,7 +88,8 @@ const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', pe
 /**
  * Node's side of one job (`command` names it where an input changed while it was read): sources
  * through {@link NodeSources}, an `out` path through createNodeOutputTarget, the algebra on Dawn
- * or the CPU's worker threads (createNodeAlgebra), or on a GPU given (its CPU on the threads too).
+ * or the CPU's worker threads (createNodeAlgebra; `threads` of them where given), or on a GPU given
+ * (its CPU on the threads too).
  */
 function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJobHooks<MergeDestination | string> {
   // Read only once the options are checked (checkOptions refuses anything but an object).
@@ -115,7 +116,7 @@ function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJ
         beforeCommit: () => sources.verify(),
       });
     },
-    createAlgebra: (kind, gpu) => (gpu ? createAlgebraBackend(kind, gpu, nodeCpuAlgebra) : createNodeAlgebra(kind)),
+    createAlgebra: (kind, gpu, threads) => (gpu ? createAlgebraBackend(kind, gpu, () => nodeCpuAlgebra(threads)) : createNodeAlgebra(kind, { threads })),
     explainError: (e) => sources.explain(e),
   };
 }

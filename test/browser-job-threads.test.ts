@@ -17,28 +17,14 @@ import { isMergeError } from '../src/errors.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import type { PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
 import type { OutputTarget } from '../src/io/types.js';
-import { peftFiles } from './helpers/adapter-fixtures.js';
+import { peftLoraOn } from './helpers/adapter-fixtures.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { peftUpdates } from './helpers/lora-truth.js';
 import { StandInWorker } from './helpers/stand-in-worker.js';
-import { dense, frob2, gaussian, minus, orthonormalColumns, weightedSum, withSpectrum, type Dense } from './helpers/svd-reference.js';
+import { frob2, minus, type Dense } from './helpers/svd-reference.js';
+import { Q, threadJobCases } from './helpers/thread-job-cases.js';
 
-const Q = 'model.layers.0.self_attn.q_proj';
-const O = 'model.layers.0.self_attn.o_proj';
 const ONE_THREAD = 'CPU (WebAssembly SIMD, 1 thread; no worker threads: the page is not cross-origin isolated, so workers cannot share memory)';
-
-/** Values rounded to f32, as the files store them, so the float64 truth is that of the stored factors. */
-const f32 = (d: Dense): Dense => ({ ...d, data: d.data.map(Math.fround) });
-const gaussianDense = (rows: number, cols: number, rand: () => number, scale: number): Dense => f32(dense(rows, cols, () => gaussian(rand) * scale));
-
-/** B = U·diag(s) (out × r) and A = Vᵀ (r × in): an update whose singular values are `s`. */
-function spectrumFactors(out: number, inFeatures: number, s: number[], rand: () => number): { b: Dense; a: Dense } {
-  const u = orthonormalColumns(out, s.length, rand), v = orthonormalColumns(inFeatures, s.length, rand);
-  return {
-    b: f32(dense(out, s.length, (i, k) => u[k][i] * s[k])),
-    a: f32(dense(s.length, inFeatures, (k, j) => v[k][j])),
-  };
-}
 
 const relative = (got: Dense, want: Dense) => Math.sqrt(frob2(minus(got, want)) / frob2(want));
 
@@ -48,54 +34,26 @@ async function peftOutput(outcome: Awaited<ReturnType<typeof resizeLora>>): Prom
   return { updates: peftUpdates(await blob('adapter_config.json').text(), bytes), bytes };
 }
 
-/** The three jobs on inputs whose products are large enough for the threads, with their float64 truth. */
+/** The three jobs on inputs whose products are large enough for the threads (thread-job-cases.ts), with their float64 truth. */
 function jobs() {
-  const rand = seededRandom(41);
-  // resize: a rank-32 update of known singular values on a 1024 × 1024 q_proj, cut to rank 8.
-  const spectrum = Array.from({ length: 32 }, (_, i) => 2 * 0.85 ** i);
-  const big = spectrumFactors(1024, 1024, spectrum, rand);
-  const resizeTruth = (() => {
-    // The best rank-8 approximation: the first 8 columns of B times the first 8 rows of A (α = r).
-    const b8 = dense(1024, 8, (i, k) => big.b.data[i * 32 + k]), a8 = dense(8, 1024, (k, j) => big.a.data[k * 1024 + j]);
-    return weightedSum([{ b: b8, a: a8, scale: 1 }]);
-  })();
-  // combine: two rank-16 adapters on q_proj and o_proj, 1 and −0.5, as svd at rank 32 (their sum, whole).
-  const one = { q: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) }, o: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) } };
-  const two = { q: { b: gaussianDense(1024, 16, rand, 0.05), a: gaussianDense(16, 1024, rand, 0.05) } };
-  const combineTruth = {
-    [Q]: weightedSum([{ ...one.q, scale: 2 }, { ...two.q, scale: -0.5 * 0.5 }]),
-    [O]: weightedSum([{ ...one.o, scale: 2 }]),
-  };
-  // extract: a planted rank-8 difference between a 512 × 1024 base and its tuned weights (F32).
-  const base = gaussianDense(512, 1024, rand, 0.02);
-  const planted = [4, 3, 2, 1.5, 1, 0.5, 0.25, 0.125];
-  const diff = withSpectrum(512, 1024, planted, rand);
-  const tuned = f32(dense(512, 1024, (i, j) => base.data[i * 1024 + j] + diff.data[i * 1024 + j]));
-  const model = (w: Dense) => buildSafetensors([{ name: `${Q}.weight`, dtype: 'F32', shape: [512, 1024], data: w.data }]);
-  // The difference the files hold (tuned rounded to f32), in float64.
-  const stored = minus(tuned, base);
+  const { resize, combine, extract } = threadJobCases();
   return {
     resize: {
-      run: (more: object = {}) => resizeLora({ adapter: memoryInputFileSet(peftFiles([{ name: Q, ...big }], { r: 32, lora_alpha: 32 }), 'lora'), rule: { kind: 'rank', rank: 8 }, backend: 'cpu', ...more }),
-      truth: { [Q]: resizeTruth }, singularValues: spectrum,
+      run: (more: object = {}) => resizeLora({ adapter: memoryInputFileSet(resize.adapter, 'lora'), rule: { kind: 'rank', rank: resize.rank }, backend: 'cpu', ...more }),
+      truth: resize.truth, singularValues: resize.singularValues,
     },
     combine: {
       run: (more: object = {}) => combineLoras({
-        adapters: [
-          memoryInputFileSet(peftFiles([{ name: Q, ...one.q }, { name: O, ...one.o }], { r: 16, lora_alpha: 32, target_modules: ['q_proj', 'o_proj'] }), 'one'),
-          { source: memoryInputFileSet(peftFiles([{ name: Q, ...two.q }], { r: 16, lora_alpha: 8 }), 'two'), weight: -0.5 },
-        ],
-        method: 'svd', rank: 32, backend: 'cpu', ...more,
+        adapters: [memoryInputFileSet(combine.one, 'one'), { source: memoryInputFileSet(combine.two, 'two'), weight: combine.weights[1] }],
+        method: 'svd', rank: combine.rank, backend: 'cpu', ...more,
       }),
-      truth: combineTruth, singularValues: undefined,
+      truth: combine.truth, singularValues: undefined,
     },
     extract: {
       run: (more: object = {}) => extractLora({
-        base: memoryInputFileSet({ 'model.safetensors': model(base) }, 'base'),
-        tuned: memoryInputFileSet({ 'model.safetensors': model(tuned) }, 'tuned'),
-        rank: 8, backend: 'cpu', ...more,
+        base: memoryInputFileSet(extract.base, 'base'), tuned: memoryInputFileSet(extract.tuned, 'tuned'), rank: extract.rank, backend: 'cpu', ...more,
       }),
-      truth: { [Q]: stored }, singularValues: planted,
+      truth: extract.truth, singularValues: extract.singularValues,
     },
   };
 }
@@ -308,7 +266,7 @@ describe('adapter jobs from the browser entry: threads where the context is cros
   it('in Node, where there are no Web Workers, the browser entry says where the threads are', async () => {
     vi.stubGlobal('Worker', undefined);
     const outcome = await resizeLora({
-      adapter: memoryInputFileSet(peftFiles([{ name: Q, b: gaussianDense(64, 4, seededRandom(2), 1), a: gaussianDense(4, 64, seededRandom(3), 1) }]), 'lora'),
+      adapter: memoryInputFileSet(peftLoraOn(Q, 64, 64, seededRandom(2), 4), 'lora'),
       rule: { kind: 'rank', rank: 2 }, backend: 'cpu',
     });
     expect(outcome.backend).toBe('CPU (WebAssembly SIMD, 1 thread; no worker threads: Node has no Web Workers (loramerge/node runs the CPU backend on worker threads))');

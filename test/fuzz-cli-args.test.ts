@@ -119,9 +119,9 @@ const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
 /** Each command's options, from `loramerge --help`. */
 const OPTIONS: Record<string, string[]> = {
   merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
-  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'overwrite'],
-  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'overwrite'],
-  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'overwrite'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'threads', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'threads', 'overwrite'],
+  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
   inspect: [],
   sample: ['backend'],
 };
@@ -240,6 +240,8 @@ function build(r: Recipe): Built {
     b.opts.push(opt('backend', 'cpu'));
     b.opts.push(opt('out', out));
     if (p[14] % 5 === 0) b.opts.push(opt('overwrite'));
+    // As merge's; drawn from what is left of the picks already used, so that earlier seeds' cases keep their other draws.
+    if (Math.floor(p[14] / 5) % 4 === 0) b.opts.push(opt('threads', pick(['1', '2', '3', '01'], p[15] >> 3)));
   }
   // Options in another order (an --adapter keeps the --weight after it, adapters their order),
   // before the faults, which may depend on where they put things.

@@ -24,7 +24,7 @@ import { modelNameOrPath } from '../formats/model-config.js';
 import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
 import type { ByteSink, InputFileSet, OutputTarget } from '../io/types.js';
 import type { MergeDestination, MergeSource } from '../merge.js';
-import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, isFileSystemHandle, nearestName, shown } from '../api-arguments.js';
+import { badArgument, checkCallback, checkChoice, checkOptions, checkSignal, checkThreadCount, isFileSystemHandle, nearestName, shown } from '../api-arguments.js';
 import { checkAdapterList, isWeighted, type WeightedSource } from '../pipeline/one-call-merge.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 
@@ -45,6 +45,16 @@ export interface AdapterJobOptions<Out = MergeDestination> {
   backend?: 'auto' | 'webgpu' | 'cpu';
   /** WebGPU entry point; defaults to `navigator.gpu` (from `loramerge/node`, Dawn's, from the optional `webgpu` package). */
   gpu?: GPU;
+  /**
+   * Threads of the algebra's large products on the CPU, an integer from 1 to 1024 (`MAX_THREADS`;
+   * the command line's `--threads`). Default: one per core, at most 8; each thread adds about
+   * 14 MiB of memory. 1 runs every product on the calling thread, and `backend` then says
+   * `1 thread`. On WebGPU they run the products the device cannot bind (a row, Y or output larger
+   * than its largest storage binding). From `loramerge/node` they are worker threads, the calling one included; in a
+   * page or worker, Web Workers, only where the context is cross-origin isolated (elsewhere one
+   * thread, and `backend` says why). The output's bytes are the same for any count.
+   */
+  threads?: number;
   /**
    * Cancels the job: a MergeError of code ABORTED, named `'AbortError'` (as a cancelled fetch is),
    * whose `cause` is the signal's reason; before anything is read if it already is. Nothing is left at `out`.
@@ -154,8 +164,11 @@ export interface AdapterJobHooks<Out> {
   openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
   /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
   openOutput(out: Out, format: OutputFormat, command: string): Promise<OutputTarget>;
-  /** The algebra's backend for `kind`; `gpu`, where the caller gave one, is the WebGPU to use. */
-  createAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined): Promise<AlgebraBackend>;
+  /**
+   * The algebra's backend for `kind`; `gpu`, where the caller gave one, is the WebGPU to use;
+   * `threads`, where given (checked), the CPU's threads, on its own or beside the GPU.
+   */
+  createAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined, threads: number | undefined): Promise<AlgebraBackend>;
   /** An error of the job as the caller is to see it (a Hub adapter's weights read without their config explained). */
   explainError?(e: unknown): unknown;
 }
@@ -303,7 +316,7 @@ async function run<Out>(
   const output = recording(memory ?? await hooks.openOutput(options.out!, format, command), files);
   let backend: AlgebraBackend | undefined;
   try {
-    backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu);
+    backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu, options.threads);
     const result = await make(backend, options.signal);
     if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     await writeAdapter(output, result.adapter);
@@ -349,10 +362,11 @@ function adapterFormat<Out>(adapters: readonly ParsedAdapter[], options: Adapter
 
 /** What every job takes besides its own options: `own` are the job's option names. */
 function checkJobOptions<Out>(job: string, options: AdapterJobOptions<Out>, own: readonly string[], hooks: AdapterJobHooks<Out>): void {
-  checkOptions(`${job} options`, options, [...own, 'format', 'out', 'backend', 'gpu', 'signal', 'onProgress', ...(hooks.moreOptions?.names ?? [])], { outPath: 'did you mean "out"?' });
+  checkOptions(`${job} options`, options, [...own, 'format', 'out', 'backend', 'gpu', 'threads', 'signal', 'onProgress', ...(hooks.moreOptions?.names ?? [])], { outPath: 'did you mean "out"?' });
   hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
   checkChoice('format', options.format, ['peft', 'kohya']);
   checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
+  checkThreadCount('threads', options.threads);
   hooks.checkOutput(options.out, options.format);
   checkSignal('signal', options.signal);
   checkCallback('onProgress', options.onProgress);

@@ -8,10 +8,14 @@ import type { AlgebraBackend } from './algebra-backend.js';
 import { CpuAlgebra } from './cpu-algebra.js';
 import { createAlgebraBackend } from './create-algebra.js';
 
-/** The backend for `kind` (a pool is started only if the CPU is chosen; its dispose() stops it). */
-export function createBrowserAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined): Promise<AlgebraBackend> {
+/**
+ * The backend for `kind`, its CPU on `threads` Web Workers where given (checked by the caller), else
+ * the default count. A pool is started only for the CPU: chosen, or running the products a GPU
+ * cannot bind (GpuAlgebra makes it on the first); the backend's dispose() stops it.
+ */
+export function createBrowserAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined, threads?: number): Promise<AlgebraBackend> {
   return createAlgebraBackend(kind, gpu, () => {
-    const threads = browserCpuThreads();
-    return new CpuAlgebra({ pool: threads.pool?.(), noThreads: threads.lost });
+    const cpu = browserCpuThreads(threads === undefined ? undefined : { threads });
+    return new CpuAlgebra({ pool: cpu.pool?.(), noThreads: cpu.lost });
   });
 }

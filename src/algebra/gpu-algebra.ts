@@ -5,6 +5,9 @@
  * back; `timesT` accumulates every slab's Aᵀ·Y into one output. One op at a time per device. A
  * signal is checked before a product starts (it may wait behind others), between `times`'s slabs
  * (each read back before the next) and once the result is read back; work submitted is not stopped.
+ * A product the device cannot bind (a row wider than its largest binding, a Y or output too large
+ * for one) runs on the CPU backend the algebra was given, the entry point's worker threads where it
+ * has them, made on the first such product and disposed with the algebra.
  */
 import { MergeError, throwIfAborted } from '../errors.js';
 import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
@@ -68,9 +71,10 @@ class GpuResident implements ResidentMatrix {
   }
 }
 
-export async function createWebGpuAlgebra(gpu: GPU | undefined, limits?: GpuLimitCaps): Promise<GpuAlgebra> {
+/** The algebra on `gpu`'s adapter, its buffer limits capped by `limits`; `cpu` makes the CPU for the products it cannot bind (default: one thread). */
+export async function createWebGpuAlgebra(gpu: GPU | undefined, limits?: GpuLimitCaps, cpu?: () => AlgebraBackend): Promise<GpuAlgebra> {
   if (!gpu) throw webGpuUnavailable();
-  return new GpuAlgebra(await requestMergeDevice(await requestAdapter(gpu), limits));
+  return new GpuAlgebra(await requestMergeDevice(await requestAdapter(gpu), limits), cpu);
 }
 
 export class GpuAlgebra implements AlgebraBackend {
@@ -80,11 +84,16 @@ export class GpuAlgebra implements AlgebraBackend {
   private readonly device: GPUDevice;
   private readonly maxBinding: number;
   private readonly maxGroups: number;
-  private readonly cpu = new CpuAlgebra();
+  /** The CPU for products the device cannot bind, made on the first (its threads start only then). */
+  private fallback: AlgebraBackend | undefined;
   private lostReason: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly gpu: MergeDevice) {
+  /**
+   * `cpu` makes the backend for the products the device cannot bind: the entry point's CPU, on its
+   * threads (default: a CpuAlgebra on the calling thread).
+   */
+  constructor(private readonly gpu: MergeDevice, private readonly cpu: () => AlgebraBackend = () => new CpuAlgebra()) {
     this.device = gpu.device;
     this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
@@ -127,6 +136,19 @@ export class GpuAlgebra implements AlgebraBackend {
 
   dispose(): void {
     this.device.destroy();
+    this.fallback?.dispose();
+    this.fallback = undefined;
+  }
+
+  /** A product on the CPU, of `a` as uploaded. */
+  private async onCpu(a: GpuResident, y: Mat, transposed: boolean, signal: AbortSignal | undefined): Promise<Mat> {
+    const cpu = this.fallback ??= this.cpu();
+    const resident = await cpu.upload(a.host);
+    try {
+      return await (transposed ? cpu.timesT(resident, y, signal) : cpu.times(resident, y, signal));
+    } finally {
+      resident.release();
+    }
   }
 
   private serial<T>(run: () => Promise<T>): Promise<T> {
@@ -154,7 +176,7 @@ export class GpuAlgebra implements AlgebraBackend {
     const outRowBytes = colsPad * 4;
     const maxSlab = Math.max(0, ...a.slabs.map((s) => s.rows));
     if (a.slabs.length === 0 || yBytes > this.maxBinding || pad4(maxSlab) * outRowBytes > this.maxBinding || y.cols === 0) {
-      return this.cpu.times(await this.cpu.upload(a.host), y, signal);
+      return this.onCpu(a, y, false, signal);
     }
     const yBuffer = this.buffer(yBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'Y');
     this.device.queue.writeBuffer(yBuffer, 0, padColumns(y, innerPad, colsPad));
@@ -185,7 +207,7 @@ export class GpuAlgebra implements AlgebraBackend {
     const outBytes = innerPad * colsPad * 4;
     const maxSlab = Math.max(0, ...a.slabs.map((s) => s.rows));
     if (a.slabs.length === 0 || outBytes > this.maxBinding || maxSlab * colsPad * 4 > this.maxBinding || y.cols === 0) {
-      return this.cpu.timesT(await this.cpu.upload(a.host), y, signal);
+      return this.onCpu(a, y, true, signal);
     }
     const yBuffer = this.buffer(Math.max(16, maxSlab * colsPad * 4), GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, 'Y slab');
     const outBuffer = this.buffer(outBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, 'out');

@@ -11,20 +11,25 @@ import { createCpuWorkerPool } from '../engine/cpu/cpu-worker-pool.js';
 import { CpuAlgebra } from './cpu-algebra.js';
 import { createAlgebraBackend } from './create-algebra.js';
 
-export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promise<AlgebraBackend> {
+/**
+ * The backend for `kind`; `threads` (checked by the caller), where given, is the CPU's thread count,
+ * whether the CPU is chosen or runs the products the GPU cannot bind.
+ */
+export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu', options: { threads?: number } = {}): Promise<AlgebraBackend> {
+  const cpu = () => nodeCpuAlgebra(options.threads);
   // `auto` takes the CPU over a software adapter: where Linux has only one, Dawn is not started.
-  if (kind === 'cpu' || (kind === 'auto' && onlySoftwareVulkan())) return nodeCpuAlgebra();
+  if (kind === 'cpu' || (kind === 'auto' && onlySoftwareVulkan())) return cpu();
   if (process.platform === 'linux' && !process.env.XDG_RUNTIME_DIR) process.env.XDG_RUNTIME_DIR = tmpdir();
   let nodeGpu: Awaited<ReturnType<typeof getNodeGpu>>;
   try {
     nodeGpu = await getNodeGpu();
   } catch (e) {
     if (kind === 'webgpu') throw new MergeError('GPU_UNAVAILABLE', `WebGPU for Node could not start: ${(e as Error).message}`);
-    return nodeCpuAlgebra();
+    return cpu();
   }
   let backend: AlgebraBackend;
   try {
-    backend = await createAlgebraBackend(kind, nodeGpu.gpu, nodeCpuAlgebra);
+    backend = await createAlgebraBackend(kind, nodeGpu.gpu, cpu);
   } catch (e) {
     nodeGpu.dispose();
     throw e;
@@ -46,7 +51,10 @@ export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu'): Promis
   };
 }
 
-/** The CPU on Node's worker threads (none from the TypeScript sources, which have no compiled worker script). */
-export function nodeCpuAlgebra(): CpuAlgebra {
-  return new CpuAlgebra({ pool: createCpuWorkerPool() });
+/**
+ * The CPU on Node's worker threads, `threads` of them with the calling one (default: one per core,
+ * at most 8; 1: none). None from the TypeScript sources, which have no compiled worker script.
+ */
+export function nodeCpuAlgebra(threads?: number): CpuAlgebra {
+  return new CpuAlgebra({ pool: createCpuWorkerPool(threads === undefined ? {} : { threads }) });
 }

@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
-import { bindOptionValues, nonEmptyPath, outOfRange, parseBackend, parseOrExplain, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
+import { bindOptionValues, nonEmptyPath, outOfRange, parseBackend, parseOrExplain, parseThreads, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
+import { THREADS_RANGE } from './threads-option.js';
 
 export interface CombineCommand {
   command: 'combine';
@@ -18,6 +19,8 @@ export interface CombineCommand {
   clampQuantile?: number;
   out: string;
   backend: BackendChoice;
+  /** --threads: the CPU algebra's threads, the calling one included (default: one per core, at most 8), as merge's; absent where not given. */
+  threads?: number;
   overwrite: boolean;
 }
 
@@ -27,6 +30,8 @@ export interface ResizeCommand {
   rule: RankRule;
   out: string;
   backend: BackendChoice;
+  /** --threads: the CPU algebra's threads, the calling one included (default: one per core, at most 8), as merge's; absent where not given. */
+  threads?: number;
   overwrite: boolean;
 }
 
@@ -38,6 +43,8 @@ export interface ExtractCommand {
   energy?: number;
   out: string;
   backend: BackendChoice;
+  /** --threads: the CPU algebra's threads, the calling one included (default: one per core, at most 8), as merge's; absent where not given. */
+  threads?: number;
   overwrite: boolean;
 }
 
@@ -46,8 +53,8 @@ export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [-
                     [--majority-sign total|frequency] [--seed N] [--clamp-quantile Q] --out PATH
   loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX]) --out PATH
   loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
-    (combine, resize, extract also take [--backend auto|webgpu|cpu] [--overwrite]; an --out ending in
-     .safetensors is a kohya file, any other a PEFT folder)`;
+    (combine, resize, extract also take [--backend auto|webgpu|cpu] [--threads N] [--overwrite];
+     an --out ending in .safetensors is a kohya file, any other a PEFT folder)`;
 
 const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 
@@ -98,6 +105,7 @@ const VALUES: Readonly<Record<string, string>> = {
   energy: RANGES.fraction,
   out: 'the output file or folder',
   backend: 'auto, webgpu or cpu',
+  threads: THREADS_RANGE,
 };
 
 const positiveInteger = (name: string, value: string) => wholeNumber(name, value, 1, RANGES.rank);
@@ -112,6 +120,7 @@ function fraction(name: string, value: string): number {
 const common = {
   out: { type: 'string', multiple: true },
   backend: { type: 'string', multiple: true },
+  threads: { type: 'string', multiple: true },
   overwrite: { type: 'boolean' },
 } as const;
 
@@ -138,6 +147,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --adapter ADAPTER --out OUTPUT');
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
+  let threads: number | undefined;
   let seed: number | undefined, clamp: number | undefined, out: string | undefined;
   let backend: BackendChoice | undefined, overwrite = false;
   for (const token of tokens) {
@@ -162,6 +172,10 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       case 'clamp-quantile': clamp = once(clamp, 'clamp-quantile', fraction('clamp-quantile', value)); break;
       case 'out': out = once(out, 'out', value); break;
       case 'backend': backend = once(backend, 'backend', parseBackend(value)); break;
+      case 'threads':
+        if (threads !== undefined) throw usageError('--threads given twice');
+        threads = parseThreads(value);
+        break;
       case 'overwrite': overwrite = true; break;
     }
   }
@@ -173,7 +187,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   }
   return {
     command: 'combine', adapters: adapters.map(({ path, weight }) => ({ path, weight })), method, rank, density,
-    majoritySign: majority, seed, clampQuantile: clamp, out, backend: backend ?? 'auto', overwrite,
+    majoritySign: majority, seed, clampQuantile: clamp, out, backend: backend ?? 'auto', ...(threads !== undefined ? { threads } : {}), overwrite,
   };
 }
 
@@ -208,7 +222,8 @@ export function parseResize(args: string[]): ResizeCommand {
   const chosen: RankRule = rule === undefined ? { kind: 'rank', rank: ranks[0] } : ranks.length === 1 ? { ...rule, maxRank: ranks[0] } : rule;
   return {
     command: 'resize', adapter: adapter!, rule: chosen, out: single(values.out, 'out')!,
-    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto', overwrite: values.overwrite ?? false,
+    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto',
+    ...threadsOption(values.threads), overwrite: values.overwrite ?? false,
   };
 }
 
@@ -233,8 +248,14 @@ export function parseExtract(args: string[]): ExtractCommand {
     rank: ranks.length ? positiveInteger('rank', ranks[0]) : undefined,
     energy: energies.length ? fraction('energy', energies[0]) : undefined,
     out: single(values.out, 'out')!,
-    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto', overwrite: values.overwrite ?? false,
+    backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto',
+    ...threadsOption(values.threads), overwrite: values.overwrite ?? false,
   };
+}
+
+/** `threads` where --threads was given, parsed as merge's; absent where it was not, as in merge's command. */
+function threadsOption(values: string[] | undefined): { threads?: number } {
+  return values === undefined ? {} : { threads: parseThreads(single(values, 'threads')) };
 }
 
 function single(value: string | string[] | undefined, name: string): string {

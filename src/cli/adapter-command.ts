@@ -3,6 +3,7 @@
  * write it under temporary names and commit, print each module's rank and the share of its update
  * kept. Ctrl-C cancels; a failure or a cancel leaves nothing at --out.
  */
+import { availableParallelism } from 'node:os';
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
 import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
@@ -25,6 +26,7 @@ import type { ProgressListener } from '../pipeline/progress.js';
 import type { CombineCommand, ExtractCommand, ResizeCommand } from './adapter-args.js';
 import { createProgressDisplay } from './progress-bar.js';
 import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
+import { threadsWarning } from './threads-option.js';
 
 type Log = (line: string) => void;
 const stderrLog: Log = stderrLine;
@@ -121,7 +123,7 @@ async function openAdapters(sets: InputFileSet[], inputs: readonly CliInput[], c
 
 /** Output target, backend, Ctrl-C, progress; the operation; then the file(s) and the report. */
 async function produce(
-  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; overwrite: boolean }, inputs: Inputs, log: Log, print: Log,
+  cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; threads?: number; overwrite: boolean }, inputs: Inputs, log: Log, print: Log,
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
   const format = outputFormatFor(cmd.out);
@@ -135,8 +137,11 @@ async function produce(
     const progress = createProgressDisplay();
     let backend: AlgebraBackend | undefined;
     try {
-      backend = await createNodeAlgebra(cmd.backend);
+      backend = await createNodeAlgebra(cmd.backend, { threads: cmd.threads });
       log(`backend: ${backend.description}`);
+      // As merge warns: only where the CPU runs every product (on a GPU it runs only those the device cannot bind).
+      const extraThreads = backend.kind === 'cpu' ? threadsWarning(cmd.threads, availableParallelism()) : undefined;
+      if (extraThreads) log(`warning: ${extraThreads}`);
       const started = performance.now();
       const result = await make(backend, { signal, onProgress: (e) => progress.update(e) });
       progress.stop();

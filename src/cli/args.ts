@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { MergeError } from '../errors.js';
 import { MAX_THREADS } from '../limits.js';
+import { THREADS_RANGE } from './threads-option.js';
 import { editDistance } from '../api-arguments.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
@@ -65,7 +66,8 @@ ${ADAPTER_USAGE}
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
-  --threads  threads of the CPU merge (default: one per core, at most 8; each adds about 14 MiB of memory)
+  --threads  threads of the CPU merge, or of combine's, resize's and extract's products on the CPU
+             (default: one per core, at most 8; each adds about 14 MiB of memory)
   --dry-run  print the plan and stop (--out optional; given, its folder is checked)
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
              an existing output file is replaced without it, also only on success
@@ -117,6 +119,14 @@ export function wholeNumber(name: string, value: string, min: number, range: str
   const n = Number(value);
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) throw outOfRange(name, range, value);
   return n;
+}
+
+/**
+ * --threads of merge, combine, resize and extract: the CPU's threads, the calling one included, as
+ * digits from 1 to MAX_THREADS (the library's limit); anything else is one usage line naming the range.
+ */
+export function parseThreads(value: string): number {
+  return wholeNumber('threads', value, 1, THREADS_RANGE, MAX_THREADS);
 }
 
 /** How the weights of several adapters are given, for the refusals that see a user try otherwise. */
@@ -214,9 +224,9 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
   inspect: [],
   sample: ['backend'],
-  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'overwrite'],
-  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'overwrite'],
-  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'overwrite'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'threads', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'threads', 'overwrite'],
+  extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
 };
 
 /**
@@ -280,8 +290,6 @@ export function parseOrExplain<T>(run: () => T, command?: string, args?: readonl
     throw usageError(err.message.split('\n')[0]);
   }
 }
-
-const THREADS_RANGE = `an integer from 1 to ${MAX_THREADS}`;
 
 /** What each of merge's value-taking options takes (see bindOptionValues). */
 const MERGE_VALUES: Readonly<Record<string, string>> = {
@@ -358,7 +366,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         break;
       case 'threads':
         if (threads !== undefined) throw usageError('--threads given twice');
-        threads = wholeNumber('threads', value, 1, THREADS_RANGE, MAX_THREADS);
+        threads = parseThreads(value);
         break;
       case 'dry-run':
         dryRun = true;

@@ -17,6 +17,7 @@ import { describePlan } from './plan-report.js';
 import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
 import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
+import { threadsWarning } from './threads-option.js';
 
 /** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
 export interface MergeOutput {
@@ -126,16 +127,4 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   } finally {
     await prepared.close();
   }
-}
-
-/**
- * What a `--threads` count above the machine's processors costs: every thread a large tensor has
- * pieces for starts and holds its own engine (about 14 MiB), and the ones past the processors add no speed, so a slip
- * such as 100 for 10 costs over a gigabyte and seconds of start-up. Said, not refused: the count is
- * the user's choice.
- */
-function threadsWarning(threads: number | undefined, processors: number): string | undefined {
-  if (threads === undefined || threads <= processors) return undefined;
-  return `--threads ${threads} is more than the ${processors} processor${processors === 1 ? '' : 's'} here: `
-    + 'the threads past them add no speed, and each takes about 14 MiB of memory';
 }
