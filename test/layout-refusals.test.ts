@@ -145,7 +145,7 @@ describe('kohya network args (ss_network_args) as far as they decide a LyCORIS f
   it('refuses ss_network_args that is JSON but not an object, in one line naming the file', () => {
     for (const text of ['null', '["rs_lora=True"]', '"rs_lora=True"']) {
       expect(() => new KohyaNetworkArgs('glora.safetensors', { ss_network_module: 'lycoris.kohya', ss_network_args: text }).lycorisRsLora(), text)
-        .toThrow('glora.safetensors: metadata "ss_network_args" is not a JSON object; it may hold rs_lora or bypass_mode, which decide how this file applies');
+        .toThrow('glora.safetensors: metadata "ss_network_args" is not a JSON object; it may hold rs_lora, bypass_mode or split_qkv, which decide how this file applies');
     }
   });
 

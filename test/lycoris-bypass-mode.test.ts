@@ -196,7 +196,7 @@ describe('refused through the CLI: one line, nothing written', () => {
     ['bypass_mode on with no ss_network_module', locon, { ss_network_args: JSON.stringify({ algo: 'locon', bypass_mode: 'True' }) },
       /lycoris\.safetensors: metadata "ss_network_args" has bypass_mode "True" but no "ss_network_module" says which trainer read it/],
     ['ss_network_args that is not JSON, in a LyCORIS file', locon, { ...lycorisMetadata({}), ss_network_args: '{"algo": "locon", "bypass_mode": True}' },
-      /lycoris\.safetensors: metadata "ss_network_args" is not valid JSON .*it may hold rs_lora or bypass_mode/],
+      /lycoris\.safetensors: metadata "ss_network_args" is not valid JSON .*it may hold rs_lora, bypass_mode or split_qkv/],
   ];
 
   it.each(cases)('%s', async (_what, tensors, metadata, message) => {

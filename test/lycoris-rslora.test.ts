@@ -187,7 +187,7 @@ describe('rs_lora read only where it decides a scale', () => {
     // Under bypass_mode LyCORIS's LoKr applies no α/r, and its DyLoRA (saved under LoCon's names) none either.
     for (const key of [KEYS.projIn, KEYS.toK]) {
       expect(await refusals(rest.tensors.filter((t) => t.name.startsWith(kohya(key)))), key)
-        .toEqual([expect.stringMatching(/locon\.safetensors: metadata "ss_network_args" is not valid JSON .*it may hold rs_lora or bypass_mode/)]);
+        .toEqual([expect.stringMatching(/locon\.safetensors: metadata "ss_network_args" is not valid JSON .*it may hold rs_lora, bypass_mode or split_qkv/)]);
     }
   });
 });

@@ -1,6 +1,7 @@
 /**
  * kohya sd-scripts' training metadata as far as it changes how a module is applied: LyCORIS's
- * `rs_lora` and `bypass_mode` network arguments. train_network.py records the network module in `ss_network_module`
+ * `rs_lora` and `bypass_mode` network arguments, and the `split_qkv` of sd-scripts' own Flux, SD3 and
+ * HunyuanImage networks (./algorithms/kohya-split-qkv.ts). train_network.py records the network module in `ss_network_module`
  * and the `--network_args` in `ss_network_args`, a JSON object of strings (`"rs_lora": "True"`).
  * LyCORIS (lycoris.kohya) then scales by α/√r. Most of its modules store α·√r in their `.alpha`,
  * so that α/r read back is already α/√r; GLoRA stores α itself and LoKr with both factors full
@@ -57,6 +58,21 @@ export class KohyaNetworkArgs {
     return on;
   }
 
+  /** The network module that trained the file (`ss_network_module`, `networks.lora_flux`), if recorded. */
+  networkModule(): string | undefined {
+    return this.metadata[NETWORK_MODULE];
+  }
+
+  /**
+   * Was `split_qkv` on? sd-scripts' networks that take it (create_network in networks/lora_flux.py,
+   * lora_sd3.py, lora_hunyuan_image.py) read it as on only when it is the string "True"
+   * (`True if split_qkv == "True" else False`), and train_network.py records the arguments as given, so
+   * anything else ("true", "1") trained the modules unsplit.
+   */
+  kohyaSplitQkv(): boolean {
+    return this.parsedArgs()?.split_qkv === 'True';
+  }
+
   /** LyCORIS's `use_scalar` network argument, read with its str_bool (off when unset). */
   lycorisUseScalar(): boolean {
     const args = this.parsedArgs();
@@ -85,10 +101,10 @@ export class KohyaNetworkArgs {
     try {
       parsed = JSON.parse(text);
     } catch (e) {
-      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not valid JSON (${(e as Error).message}); it may hold rs_lora or bypass_mode, which decide how this file applies`);
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not valid JSON (${(e as Error).message}); it may hold rs_lora, bypass_mode or split_qkv, which decide how this file applies`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not a JSON object; it may hold rs_lora or bypass_mode, which decide how this file applies`);
+      throw new MergeError('BAD_CONFIG', `${this.fileName}: metadata "${NETWORK_ARGS}" is not a JSON object; it may hold rs_lora, bypass_mode or split_qkv, which decide how this file applies`);
     }
     return (this.args = parsed as Record<string, unknown>);
   }

@@ -9,7 +9,9 @@
  * with no ε, and its `lora_B.bias` adds α/r·bias to the layer's bias (PEFT's lora_bias).
  * blissful-tuner's LoRA network (../blissful-network.ts) scales by α/√r under its
  * `use_rslora_flag` and, under its `use_dora_flag`, gives each Linear module a magnitude per output
- * row, `dora_layer.weight`, divided by the row norm clamped at 1e-6.
+ * row, `dora_layer.weight`, divided by the row norm clamped at 1e-6. A pair kohya sd-scripts' Flux,
+ * SD3 or HunyuanImage network saved fused under its `split_qkv` is n LoRAs of rank r, merged at α/r as
+ * trained (./kohya-split-qkv.ts), not α/(n·r).
  */
 import { transpose } from '../../algorithms/math/matrix.js';
 import { tuckerFactors } from '../../algorithms/math/low-rank-forms.js';
@@ -21,6 +23,7 @@ import { alphaScale, fmtShape, moduleBasics, type Algorithm } from './algorithm.
 import { lowRankPiece, readMatrix, readValues } from './factor-io.js';
 import { product } from '../../integers.js';
 import { BYPASS_SOURCE, lycorisBypassOn, withoutDora } from './lycoris-bypass.js';
+import { checkSplitQkvUp, kohyaSplitQkv, SPLIT_QKV_PARTS } from './kohya-split-qkv.js';
 
 /** torch.finfo(torch.float32).eps, which LyCORIS adds to each DoRA norm when merging in f32. */
 export const LYCORIS_DORA_EPSILON = 2 ** -23;
@@ -55,17 +58,21 @@ export const lora: Algorithm = {
       context.report('SHAPE_MISMATCH', `lora_mid ${mid.name} ${fmtShape(mid.shape)} does not fit down ${fmtShape(down.shape)} and up ${fmtShape(up.shape)} (expected (${rank}, ${rank}, kh, kw) and a 1×1 down)`);
       return null;
     }
+    // sd-scripts' split_qkv: n parts of rank r fused, each trained at α/r.
+    const split = kohyaSplitQkv(context, tensors, down, up);
+    if (split === null) return null;
     const module: AdapterModule = {
       ...moduleBasics(context),
       algorithm: lora.name,
       kind: down.shape.length > 2 || mid ? 'conv' : 'linear',
       deltaShape: mid ? [up.shape[0], down.shape[1], ...mid.shape.slice(2)] : [up.shape[0], ...down.shape.slice(1)],
-      rank,
-      ...alphaScale(context.alpha, rank, context.rsLora),
+      rank: split?.partRank ?? rank,
+      ...alphaScale(context.alpha, split?.partRank ?? rank, context.rsLora),
       ...(context.options?.blissful_rslora === true ? blissfulRsLoraScale(context.alpha, rank) : {}),
       tensors: { down, up, ...(mid ? { mid } : {}) },
       update: { kind: 'low-rank', rank },
       fanInFanOut: false,
+      ...(split ? { options: split.options } : {}),
     };
     const doraScale = tensors.get('dora_scale');
     if (doraScale) {
@@ -130,7 +137,8 @@ export const lora: Algorithm = {
       return [lowRankPiece(f)];
     }
     const [a, b] = await Promise.all([readFloat(file, down), readFloat(file, up)]);
-    return [{ kind: 'low-rank', a, b, rank: module.rank }];
+    if (module.options?.[SPLIT_QKV_PARTS] !== undefined) checkSplitQkvUp(file, module, b);
+    return [{ kind: 'low-rank', a, b, rank: down.shape[0] }];
   },
 };
 
