@@ -29,7 +29,7 @@ import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
-import { lookupPattern, patterns } from './peft-config.js';
+import { lookupPattern, patternTables } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -209,8 +209,8 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
   // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA, DEFT and PEANuT, whose config classes have no such tables (PEFT drops the keys).
   const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA' || type === 'DEFT' || type === 'PEANUT';
-  const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
-  const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
+  const [rankPattern, alphaPattern] = noPatterns ? [[], []]
+    : patternTables(raw, [{ key: method.rPatternKey ?? 'rank_pattern', integer: true }, { key: 'alpha_pattern', integer: false }], configFile, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
   const warnings: string[] = [];
