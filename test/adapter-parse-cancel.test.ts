@@ -20,6 +20,7 @@ import { parseSingleFileAdapter } from '../src/formats/single-file-adapter.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { deepseekV3PeftConfig, expertLoraTensors, headerOf, type Declared } from './helpers/deepseek-v3-headers.js';
 import { buildSafetensors, sparseSource } from './helpers/fixtures.js';
+import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { mlxConfig } from './helpers/mlx-lm-folder.js';
 
 /** A header-only safetensors file of these tensors (its data a hole of zeros), opened. */
@@ -162,7 +163,7 @@ describe.each(cases)('the parse of $what', (c) => {
 });
 
 describe('openAdapter', () => {
-  it("hands its pacer (prepareMerge's signal) on to the parse of a PEFT folder, a kohya file and an mlx-lm folder", async () => {
+  it("hands its pacer (prepareMerge's signal) on to the parse of a PEFT folder, a kohya file, an mlx-lm folder and a llama.cpp LoRA GGUF", async () => {
     const bf16 = (shape: number[]) => new Uint8Array(2 * shape.reduce((a, b) => a * b, 1));
     const peft = expertLoraTensors().slice(0, 2000).map((t) => ({ ...t, shape: [8, 16], data: bf16([8, 16]) }));
     const kohya = kohyaTensors(1000).map((t) => ({ ...t, shape: t.shape[0] === 16 ? [16, 32] : [32, 16], data: bf16([16, 32]) }));
@@ -171,6 +172,8 @@ describe('openAdapter', () => {
       memoryInputFileSet({ 'adapter_config.json': experts, 'adapter_model.safetensors': buildSafetensors(peft) }, 'peft'),
       memoryInputFileSet({ 'lora.safetensors': buildSafetensors(kohya) }, 'lora.safetensors'),
       memoryInputFileSet({ 'adapter_config.json': mlxConfig({}), 'adapters.safetensors': buildSafetensors(mlx, { format: 'mlx' }) }, 'mlx'),
+      // llama.cpp's names (convert_lora_to_gguf.py) on the q and k projections of 100 blocks.
+      memoryInputFileSet({ 'lora.gguf': ggufLoraAdapter(Array.from({ length: 200 }, (_, i) => ({ tensor: `blk.${i >> 1}.attn_${i % 2 === 0 ? 'q' : 'k'}.weight`, rank: 2, in: 8, out: 8, aType: 'F32', bType: 'F32' })), 4).bytes }, 'lora.gguf'),
     ];
     for (const files of sets) {
       // Aborted at the pacer's 100th tick: the parse's (opening the file ticks it once).
