@@ -33,7 +33,7 @@ const model = (index: string | Uint8Array) => memoryInputFileSet({ ...shards, [I
 /** What opening `files` as a base ends in, and how many shards it opened on the way. */
 async function opened(files: InputFileSet): Promise<{ code?: string; message: string; shardsOpened: number }> {
   const { files: watched, opened: paths } = watchingOpens(files);
-  const outcome = await openModel(watched).then(async (m) => {
+  const outcome = await openModel(watched).then(async (m): Promise<{ code?: string; message: string }> => {
     await m.close();
     return { message: `opened ${[...m.tensors.keys()].sort().join(', ')}` };
   }, (e: unknown) => e as { code?: string; message: string });
