@@ -9,6 +9,9 @@ import { describe, expect, it, vi } from 'vitest';
 import { RE2JS } from 're2js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
+import { parsePeftConfig } from '../src/formats/peft-config.js';
+import { parsePeftMethodAdapter } from '../src/formats/peft-methods.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { KeysUnder } from '../src/plan/quantized-weights.js';
 import { owningModules } from '../src/formats/unknown-tensor.js';
 import { peftTargetsFrom } from '../src/formats/peft-targets.js';
@@ -349,12 +352,37 @@ describe('rank_pattern and alpha_pattern', () => {
     const keys = Array.from({ length: 10_000 }, (_, i) => longRegexKey(i, 500));
     const started = performance.now();
     await expect(llamaWithPatterns({ rank_pattern: Object.fromEntries(keys.map((k) => [k, 8])), alpha_pattern: Object.fromEntries(keys.map((k) => [k, 16])) })).rejects.toThrow(
-      /^adapter\/adapter_config\.json: rank_pattern has 10000 keys that are regexes, not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES \(50000000 name comparisons, a regex compiled counting 10000 and 25 more a character\) allows \(rank_pattern and alpha_pattern counted together\); key it by full module names \(model\.layers\.0\.self_attn\.q_proj\), or use fewer regexes$/);
+      /^adapter\/adapter_config\.json: rank_pattern and alpha_pattern have 20000 keys that are regexes \(10000 in rank_pattern, 10000 in alpha_pattern\), not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES \(50000000 name comparisons, a regex compiled counting 10000 and 25 more a character\) allows \(rank_pattern and alpha_pattern counted together\); key them by full module names \(model\.layers\.0\.self_attn\.q_proj\), or use fewer regexes$/);
     expect(performance.now() - started).toBeLessThan(5000);
     // The two tables share the count: each alone within it, together not.
     const half = keys.slice(0, 1200);
     await expect(llamaWithPatterns({ rank_pattern: Object.fromEntries(half.map((k) => [k, 8])), alpha_pattern: Object.fromEntries(half.map((k) => [k, 16])) })).rejects.toThrow(
-      /^adapter\/adapter_config\.json: alpha_pattern has 1200 keys that are regexes, not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES/);
+      /^adapter\/adapter_config\.json: rank_pattern and alpha_pattern have 2400 keys that are regexes \(1200 in rank_pattern, 1200 in alpha_pattern\), not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES/);
+  }, 60_000);
+
+  it('are both counted before either is compiled: when alpha_pattern tips the count, no key of rank_pattern is compiled first', async () => {
+    // rank_pattern of 10 regexes is within the limit; alpha_pattern's 2300 keys of about 500 characters
+    // (2300 × (10,000 + 25 × ~500) ≈ 51.7 million) pass it alone. Counted table by table, rank_pattern's
+    // 10 were compiled before alpha_pattern was refused; PEFT's LoRA and a PEFT method (LoHa) alike.
+    const rankKeys = Array.from({ length: 10 }, (_, i) => longRegexKey(i, 500));
+    const alphaKeys = Array.from({ length: 2300 }, (_, i) => longRegexKey(100 + i, 500));
+    const tables = { rank_pattern: Object.fromEntries(rankKeys.map((k) => [k, 8])), alpha_pattern: Object.fromEntries(alphaKeys.map((k) => [k, 16])) };
+    const compile = vi.spyOn(RE2JS, 'compile');
+    try {
+      expect(() => parsePeftConfig(JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj'], ...tables }), 'adapter_config.json')).toThrow(
+        /^adapter_config\.json: rank_pattern and alpha_pattern have 2310 keys that are regexes \(10 in rank_pattern, 2300 in alpha_pattern\), not module names, and compiling them is more work than the limit MAX_PATTERN_MATCHES/);
+      const hada = memoryInputFileSet({ 'adapter_model.safetensors': buildSafetensors([{ name: 'base_model.model.model.layers.0.self_attn.q_proj.hada_w1_a', dtype: 'F32', shape: [16, 8], data: new Uint8Array(4 * 16 * 8) }]) }, 'loha');
+      const file = await openSafetensors(await hada.open('adapter_model.safetensors'));
+      await expect(parsePeftMethodAdapter('loha', JSON.stringify({ peft_type: 'LOHA', r: 8, alpha: 16, target_modules: ['q_proj'], ...tables }), 'adapter_config.json', file)).rejects.toThrow(
+        /^adapter_config\.json: rank_pattern and alpha_pattern have 2310 keys that are regexes \(10 in rank_pattern, 2300 in alpha_pattern\)/);
+      // The keys write model\.layers\. (RE2JS.compile is given `(?:.*\.)?(?:<key>)`).
+      expect(compile.mock.calls.filter(([source]) => source.includes('model\\.layers\\.'))).toEqual([]);
+    } finally {
+      compile.mockRestore();
+    }
+    // Within the limit together, both tables are compiled (10 + 1000 keys), and refused nothing.
+    const within = parsePeftConfig(JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, target_modules: ['q_proj'], rank_pattern: tables.rank_pattern, alpha_pattern: Object.fromEntries(alphaKeys.slice(0, 1000).map((k) => [k, 16])) }), 'adapter_config.json');
+    expect([within.rankPattern.length, within.alphaPattern.length]).toEqual([10, 1000]);
   }, 60_000);
 
   it('keyed by module names compile nothing, and regexes within the limit match as PEFT matches them', async () => {

@@ -244,7 +244,7 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
         const checkpoints = list.filter((p) => p.startsWith(dir) && MLX_CHECKPOINT.test(p));
         throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: an mlx-lm adapter folder without ${MLX_WEIGHTS}${checkpoints.length > 0 ? ` (it has checkpoints such as ${checkpoints[0].slice(dir.length)}: copy the one to merge to ${MLX_WEIGHTS}, which is the file mlx_lm.fuse reads)` : ''}`);
       }
-      return withFile(files, mlxWeights, pacer, (file) => parseMlxAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
+      return withFile(files, mlxWeights, pacer, (file) => parseMlxAdapter(files.name, configText, configFile, file, pacer)).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
     if (weights === undefined) {
@@ -252,14 +252,14 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);
       throw new MergeError('NOT_FOUND', configFileRefusal(files.name, list) ?? `${files.name}: has ${PEFT_CONFIG} but no ${PEFT_WEIGHTS}`);
     }
-    return withFile(files, weights, pacer, (file) => parsePeftAdapter(files.name, configText, configFile, file)).catch((e: unknown) => { throw fromKnownAdapter(e); });
+    return withFile(files, weights, pacer, (file) => parsePeftAdapter(files.name, configText, configFile, file, pacer)).catch((e: unknown) => { throw fromKnownAdapter(e); });
   }
 
   const tensorFiles = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));
   const ggufFiles = list.filter((p) => p.toLowerCase().endsWith('.gguf'));
   if (tensorFiles.length === 0 && ggufFiles.length === 1) {
     const source = await files.open(ggufFiles[0]);
-    return parseGgufAdapter(files.name, source).catch(async (e: unknown) => {
+    return parseGgufAdapter(files.name, source, pacer).catch(async (e: unknown) => {
       await source.close().catch(() => undefined);
       throw e;
     });
@@ -286,7 +286,7 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
     }
     if (hasMlxFactorNames(file)) throw mlxWithoutConfig(files.name, file.source.name);
     if (looksLikeSingleFileAdapter(file)) {
-      return parseSingleFileAdapter(files.name, file).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      return parseSingleFileAdapter(files.name, file, pacer).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
     }
     // The base model picked as an adapter too, or in its place, is the likeliest such file.
     const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));

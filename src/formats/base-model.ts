@@ -14,7 +14,7 @@ import { MergeError } from '../errors.js';
 import { MAX_TENSORS } from '../limits.js';
 import type { MergePlan, PlanProblem, ValueScale } from '../plan/merge-plan.js';
 import type { ParsedAdapter } from './adapter.js';
-import { parseBoundedJson } from './bounded-json.js';
+import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
 import type { BaseComponent, EncoderKind } from './base-components.js';
 import type { ContainerFormat, StoredShard } from './container.js';
@@ -457,14 +457,15 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
     const indexPath = `${stem}.safetensors.index.json`;
     if (has.has(indexPath)) {
       const index = parseIndex(`${files.name}/${indexPath}`, await files.readText(indexPath));
-      const shardPaths = [...new Set(Object.values(index.weight_map))].sort();
-      for (const shard of shardPaths) {
+      const named = new Set(Object.values(index.weight_map));
+      for (const shard of named) {
         if (!has.has(shard)) {
-          throw new MergeError('NOT_FOUND', `${files.name}: shard "${shard}" named in ${indexPath} is missing (incomplete download?)`);
+          throw new MergeError('NOT_FOUND', `${files.name}: shard ${shownValue(shard)} named in ${indexPath} is missing (incomplete download?)`);
         }
       }
+      const shardPaths = [...named].sort();
       // A shard file the index forgets would silently drop its tensors from the merge.
-      const forgotten = list.find((p) => SHARD.exec(p)?.[1] === stem && !shardPaths.includes(p));
+      const forgotten = list.find((p) => SHARD.exec(p)?.[1] === stem && !named.has(p));
       if (forgotten) throw new MergeError('BAD_CONFIG', `${files.name}: shard ${forgotten} is not named in ${indexPath}`);
       return { kind, shardPaths, indexPath, index };
     }
@@ -529,19 +530,30 @@ function checkShardSeries(name: string, shards: string[]): string[] {
   return shards.sort();
 }
 
+/**
+ * A shard index read and checked: its bytes (MAX_CONFIG_BYTES, by readText), nesting and values
+ * (parseBoundedJson), its weight_map's size (no more tensors than a model may hold, MAX_TENSORS) and
+ * every entry, before any shard is opened. A key written twice is read as Python's json reads it
+ * (the last one); the shards' headers then say whether the index agrees with them. Names and values
+ * are quoted cut and escaped: one line, whatever the file holds.
+ */
 function parseIndex(where: string, text: string): ShardIndex {
   const parsed = parseBoundedJson(text, where);
   const map = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (typeof map !== 'object' || map === null || Array.isArray(map)) {
     throw new MergeError('BAD_CONFIG', `${where}: no "weight_map" object`);
   }
-  for (const [tensor, shard] of Object.entries(map)) {
+  const entries = Object.entries(map);
+  if (entries.length > MAX_TENSORS) {
+    throw new MergeError('LIMIT_EXCEEDED', `${where}: its weight_map lists ${entries.length} tensors, more than a model may hold (the limit MAX_TENSORS, ${MAX_TENSORS}); not an index of a model this tool reads`);
+  }
+  for (const [tensor, shard] of entries) {
     if (typeof shard !== 'string' || !SAFETENSORS.test(shard)) {
-      throw new MergeError('BAD_CONFIG', `${where}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, not a .safetensors file`);
+      throw new MergeError('BAD_CONFIG', `${where}: tensor ${shownValue(tensor)} maps to ${shownValue(shard)}, not a .safetensors file; an index maps each tensor to the shard file that holds it`);
     }
     // A path out of the folder is no shard of it: said so, rather than "missing (incomplete download?)".
     if (/^([\\/]|[A-Za-z]:)/.test(shard) || shard.split(/[\\/]/).includes('..')) {
-      throw new MergeError('BAD_CONFIG', `${where}: tensor "${tensor}" maps to ${JSON.stringify(shard)}, outside the model's folder; an index names shards of its own folder`);
+      throw new MergeError('BAD_CONFIG', `${where}: tensor ${shownValue(tensor)} maps to ${shownValue(shard)}, outside the model's folder; an index names shards of its own folder`);
     }
   }
   return parsed as ShardIndex;
@@ -580,7 +592,7 @@ function collectTensors(
     const prefix = shards[0]?.keyPrefix ?? '';
     for (const [tensor, shard] of Object.entries(index.weight_map)) {
       if (!tensors.has(prefix + tensor)) {
-        throw new MergeError('BAD_CONFIG', `${name}: ${indexPath} lists tensor "${tensor}" in ${shard} but that shard does not hold it`);
+        throw new MergeError('BAD_CONFIG', `${name}: ${indexPath} lists tensor ${shownValue(tensor)} in ${shard} but that shard does not hold it`);
       }
     }
   }

@@ -16,6 +16,7 @@
  * stacked them from.
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { lora } from './algorithms/lora.js';
@@ -110,9 +111,10 @@ function readConfig(raw: Record<string, unknown>, configFile: string): MlxConfig
 
 /**
  * Parses an mlx-lm adapter from its config text and its opened adapters.safetensors. `name` is
- * the folder as the user gave it; `configFile` and `file.source.name` appear in messages.
+ * the folder as the user gave it; `configFile` and `file.source.name` appear in messages. `pacer`
+ * is ticked once a tensor and once a module (see parsePeftAdapter).
  */
-export function parseMlxAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
+export async function parseMlxAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const raw = parseBoundedJson(configText, configFile) as Record<string, unknown>;
   const config = readConfig(raw, configFile);
   const fileName = file.source.name;
@@ -121,6 +123,7 @@ export function parseMlxAdapter(name: string, configText: string, configFile: st
   const problems: Problem[] = [];
   const groups = new Map<string, Map<string, TensorEntry>>();
   for (const entry of file.tensors) {
+    await pacer.tick();
     const match = MLX_PARAMETER.exec(entry.name);
     if (!match) {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is not an mlx-lm ${config.type === 'dora' ? 'DoRA' : 'LoRA'} parameter (lora_a, lora_b${config.type === 'dora' ? ' or m' : ''})` });
@@ -132,6 +135,7 @@ export function parseMlxAdapter(name: string, configText: string, configFile: st
   }
   const modules: AdapterModule[] = [];
   for (const [path, group] of groups) {
+    await pacer.tick();
     const module = buildModule(name, path, group, config, configFile, problems);
     if (module) modules.push(...[module].flat());
   }

@@ -125,7 +125,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
   const r = positiveNumber(obj, 'r', PEFT_DEFAULT_R, file, defaulted, true);
   const loraAlpha = finiteNumber(obj, 'lora_alpha', PEFT_DEFAULT_ALPHA, file, defaulted);
   const init = obj.init_lora_weights;
-  const budget: MatchBudget = { file, used: 0 };
+  const [rankPattern, alphaPattern] = patternTables(obj, [{ key: 'rank_pattern', integer: true }, { key: 'alpha_pattern', integer: false }], file, { file, used: 0 });
   return {
     peftType: 'LORA',
     r,
@@ -134,8 +134,8 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     fanInFanOut: bool(obj, 'fan_in_fan_out', file),
     useDora: bool(obj, 'use_dora', file),
     loraBias: bool(obj, 'lora_bias', file),
-    rankPattern: patterns(obj, 'rank_pattern', file, true, budget),
-    alphaPattern: patterns(obj, 'alpha_pattern', file, false, budget),
+    rankPattern,
+    alphaPattern,
     modulesToSave: stringList(obj, 'modules_to_save', file),
     bias: biasKind(obj, file),
     tokenIndices: tokenIndices(obj, 'trainable_token_indices', file),
@@ -324,27 +324,45 @@ function stringList(obj: Record<string, unknown>, key: string, file: string): st
   return v as string[];
 }
 
-/** A rank_pattern / alpha_pattern table of the config, checked and compiled for linear-time matching. */
-export function patterns(obj: Record<string, unknown>, key: string, file: string, integer: boolean, budget: MatchBudget): [ModulePattern, number][] {
+/** One pattern table of a config: its field (`rank_pattern`, `alpha_pattern`, a method's own) and whether its values are ranks (positive integers). */
+export interface PatternTable {
+  key: string;
+  integer: boolean;
+}
+
+/**
+ * A config's pattern tables (rank_pattern and alpha_pattern), checked and compiled for linear-time
+ * matching, in the order given. Every table is checked, and the regexes of all of them counted
+ * together against MAX_PATTERN_MATCHES, before any is compiled: a file whose alpha_pattern tips the
+ * count must not first pay for compiling all of rank_pattern.
+ */
+export function patternTables(obj: Record<string, unknown>, tables: readonly PatternTable[], file: string, budget: MatchBudget): [ModulePattern, number][][] {
+  const checked = tables.map(({ key, integer }) => ({ key, entries: tableEntries(obj, key, integer, file) }));
+  // 10,000 regex keys of 928 characters in each table took 40 s and 1.7 GB; module names compile nothing.
+  const regexes = checked.map(({ key, entries }) => ({ key, keys: entries.map(([pattern]) => pattern).filter(patternKeyIsRegex) })).filter((t) => t.keys.length > 0);
+  const all = regexes.flatMap((t) => t.keys);
+  budget.used = countRegexCompiles(budget.used, all, (limit) => {
+    const which = regexes.length === 1 ? `${regexes[0].key} has` : `${regexes.map((t) => t.key).join(' and ')} have`;
+    const split = regexes.length === 1 ? '' : ` (${regexes.map((t) => `${t.keys.length} in ${t.key}`).join(', ')})`;
+    return `${file}: ${which} ${all.length} keys that are regexes${split}, not module names, and compiling them is more work than ${limit} allows (${tables.map((t) => t.key).join(' and ')} counted together); key them by full module names (model.layers.0.self_attn.q_proj), or use fewer regexes`;
+  });
+  return checked.map(({ key, entries }) => entries.map(([pattern, value]): [ModulePattern, number] => [compileModulePattern(pattern, key, budget), value]));
+}
+
+/** One table's entries, its size and values checked (nothing compiled). */
+function tableEntries(obj: Record<string, unknown>, key: string, integer: boolean, file: string): [string, number][] {
   const v = obj[key];
   if (v === undefined) return [];
   if (v === null) refuseNull(file, key, `\`${key}.keys()\` raises AttributeError`, 'an object');
   if (typeof v !== 'object' || Array.isArray(v)) throw new MergeError('BAD_CONFIG', `${file}: "${key}" must be an object`);
   const entries = Object.entries(v as Record<string, unknown>);
   checkPatternCount(entries.length, key, file);
-  // Compiling is counted before any is done (rank_pattern and alpha_pattern share the count): 10,000
-  // regex keys of 928 characters in each took 40 s and 1.7 GB; module names compile nothing.
-  const regexes = entries.map(([pattern]) => pattern).filter(patternKeyIsRegex);
-  budget.used = countRegexCompiles(budget.used, regexes, (limit) =>
-    `${file}: ${key} has ${regexes.length} keys that are regexes, not module names, and compiling them is more work than ${limit} allows (rank_pattern and alpha_pattern counted together); key it by full module names (model.layers.0.self_attn.q_proj), or use fewer regexes`);
-  const out: [ModulePattern, number][] = [];
   for (const [pattern, value] of entries) {
     if (typeof value !== 'number' || !Number.isFinite(value) || (integer && (value <= 0 || !Number.isInteger(value)))) {
       throw new MergeError('BAD_CONFIG', `${file}: ${key}["${pattern.slice(0, 80)}"] must be a ${integer ? 'positive integer' : 'number'}, got ${shownValue(value)}`);
     }
-    out.push([compileModulePattern(pattern, key, budget), value]);
   }
-  return out;
+  return entries as [string, number][];
 }
 
 /** What a file holds for the LoRA modules one LoraConfig covers: tensor names, and the modules without a magnitude. */

@@ -19,6 +19,7 @@
  */
 import { RE2JS } from 're2js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { algorithmNamed } from './algorithms/index.js';
@@ -28,7 +29,7 @@ import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
-import { lookupPattern, patterns } from './peft-config.js';
+import { lookupPattern, patternTables } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -175,7 +176,8 @@ export function peftMethodOf(configText: string): string | undefined {
 
 type Problem = { code: MergeErrorCode; message: string };
 
-export function parsePeftMethodAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
+/** Parses an adapter of a PEFT method other than LoRA (METHODS); `pacer` as parsePeftAdapter's, once a tensor and once a module. */
+export async function parsePeftMethodAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const parsed = parseBoundedJson(configText, configFile);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new MergeError('BAD_CONFIG', `${configFile}: expected a JSON object`);
   const raw = parsed as Record<string, unknown>;
@@ -207,8 +209,8 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
   // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA, DEFT and PEANuT, whose config classes have no such tables (PEFT drops the keys).
   const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA' || type === 'DEFT' || type === 'PEANUT';
-  const rankPattern = noPatterns ? [] : patterns(raw, method.rPatternKey ?? 'rank_pattern', configFile, true, budget);
-  const alphaPattern = noPatterns ? [] : patterns(raw, 'alpha_pattern', configFile, false, budget);
+  const [rankPattern, alphaPattern] = noPatterns ? [[], []]
+    : patternTables(raw, [{ key: method.rPatternKey ?? 'rank_pattern', integer: true }, { key: 'alpha_pattern', integer: false }], configFile, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
   const modulesToSave = stringList(raw, 'modules_to_save', configFile);
   const warnings: string[] = [];
@@ -368,6 +370,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   /** Tensors that are not the method's own: saved base tensors, or a module's unknown ones. */
   const loose: { entry: TensorEntry; foreign: boolean }[] = [];
   for (const entry of file.tensors) {
+    await pacer.tick();
     const sharedRole = method.shared?.names[entry.name];
     if (sharedRole) {
       shared.set(sharedRole, entry);
@@ -395,6 +398,7 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
   }
   const owning = owningModules(loose.map((l) => l.entry.name), owners);
   for (const { entry, foreign } of loose) {
+    await pacer.tick();
     const owner = owning.get(entry.name);
     if (owner !== undefined && !OWN_TENSOR.test(entry.name.slice(owner.length + 1))) {
       // Under a module the method wraps PEFT saves only the method's tensors and the layer's own
@@ -414,11 +418,12 @@ export function parsePeftMethodAdapter(name: string, configText: string, configF
     throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
   }
 
-  checkPeftTargets(peftTargetsFrom(raw, configFile, type), groups.keys(), configFile, fileName);
+  await checkPeftTargets(peftTargetsFrom(raw, configFile, type), groups.keys(), configFile, fileName, pacer);
   const allLinear = targetsAllLinear(raw);
   const modules: AdapterModule[] = [];
   let olderSeriesUsed = false;
   for (const [path, roles] of groups) {
+    await pacer.tick();
     const report = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${path}"${/^(is|has|needs) /.test(message) ? ' ' : ': '}${message}` });
     const candidates = method.algorithms.map(algorithmNamed).filter((a) => a.defines.some((role) => roles.has(role)));
     if (candidates.length === 0) {

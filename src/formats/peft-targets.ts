@@ -24,6 +24,7 @@
  */
 import { RE2JS } from 're2js';
 import { MergeError } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES } from '../limits.js';
 import type { LayerClass } from './adapter.js';
 import { shownValue } from './bounded-json.js';
@@ -195,10 +196,13 @@ const P2 = 67_108_837;
 
 /**
  * Refuses the first module of the file PEFT would not target. `paths` are the adapter modules'
- * names inside the base model (the file key less `base_model.model.` and the factor's name).
+ * names inside the base model (the file key less `base_model.model.` and the factor's name);
+ * `pacer` is ticked once a module.
  */
-export function checkPeftTargets(targets: PeftTargets, paths: Iterable<string>, configFile: string, fileName: string): void {
+export async function checkPeftTargets(targets: PeftTargets, paths: Iterable<string>, configFile: string, fileName: string, pacer: Pacer = new Pacer()): Promise<void> {
   for (const path of paths) {
+    // Tens of thousands of modules, each matched against target_modules' regex: a tenth of a second or more.
+    await pacer.tick();
     const why = targets.untargeted(path);
     if (why === undefined) continue;
     throw new MergeError(

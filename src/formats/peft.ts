@@ -3,6 +3,7 @@
  * the factors stay in the file until the merge loads them.
  */
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
@@ -49,10 +50,12 @@ type Problem = { code: MergeErrorCode; message: string };
 
 /**
  * Parses a PEFT adapter from its config text and its opened weights file. `name` is the folder as
- * the user gave it; `configFile` and `file.source.name` appear in messages.
+ * the user gave it; `configFile` and `file.source.name` appear in messages. `pacer` is ticked once
+ * a tensor and once a module: an adapter of tens of thousands of modules is seconds of parsing, in
+ * which the event loop gets its turns and a cancel (the pacer's signal) is seen.
  */
-export function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile): ParsedAdapter {
-  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file);
+export async function parsePeftAdapter(name: string, configText: string, configFile: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
+  if (peftMethodOf(configText)) return parsePeftMethodAdapter(name, configText, configFile, file, pacer);
   const config = parsePeftConfig(configText, configFile);
   const problems: Problem[] = [];
   const warnings: string[] = [];
@@ -71,6 +74,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   const loose: TensorEntry[] = [];
   const savedNames = new NameSuffixes(config.modulesToSave);
   for (const entry of file.tensors) {
+    await pacer.tick();
     const key = entry.name;
     const factor = FACTOR_KEY.exec(key);
     if (factor) {
@@ -138,6 +142,7 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   }
   const owners = owningModules(loose.map((e) => e.name), groups.keys());
   for (const entry of loose) {
+    await pacer.tick();
     const key = entry.name;
     const owner = owners.get(key);
     // The module's own weight or bias is a saved base tensor (bias="all" before PEFT named it
@@ -169,11 +174,13 @@ export function parsePeftAdapter(name: string, configText: string, configFile: s
   if (config.peftType === 'LORA') {
     // Factors on a parameter (target_parameters) are placed by that list, not by target_modules.
     const paths = [...groups.keys()].map(stripPrefix).filter((p) => config.targetParameters.length === 0 || parameterTarget(p, config.targetParameters) === undefined);
-    checkPeftTargets(peftTargetsFrom(config.raw, configFile, 'LORA'), paths, configFile, fileName);
+    await checkPeftTargets(peftTargetsFrom(config.raw, configFile, 'LORA'), paths, configFile, fileName, pacer);
   }
   const modules: AdapterModule[] = [];
   const found: LoraExtrasFound = { magnitudes: [], biases: [], plain: [] };
   for (const [key, set] of groups) {
+    // Each module's lookups in rank_pattern and alpha_pattern are most of the parse of a large one.
+    await pacer.tick();
     const module = buildModule(name, key, set, config, problems);
     if (module) modules.push(config.peftType === 'LORA' && !module.address.tensor && !module.wraps ? { ...module, wraps: loraWraps(module, config.raw) } : module);
     if (set.magnitude) found.magnitudes.push(set.magnitude.name);

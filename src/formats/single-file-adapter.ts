@@ -10,6 +10,7 @@
  */
 import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
+import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { diffusersWidenedColumns, readBflControlLora, readDiffusersControlNorms } from './bfl-control-lora.js';
@@ -59,7 +60,11 @@ function formatOf(modules: readonly string[]): AdapterFormat {
   return 'diffusers';
 }
 
-export async function parseSingleFileAdapter(name: string, file: SafetensorsFile): Promise<ParsedAdapter> {
+/**
+ * Parses a single-file adapter (kohya, LyCORIS, diffusers, ComfyUI …). `pacer` is ticked once a
+ * tensor and once a module (see parsePeftAdapter).
+ */
+export async function parseSingleFileAdapter(name: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const fileName = file.source.name;
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
@@ -75,6 +80,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   }
 
   for (const entry of file.tensors) {
+    await pacer.tick();
     // A1111 loads these as textual inversions beside the LoRA, ComfyUI skips them; neither changes a
     // weight with them, so the LoRA merges without them and the warning names the tokens.
     const embedding = BUNDLED_EMBEDDING.exec(entry.name);
@@ -118,6 +124,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
   for (const [key, roles] of groups) {
+    await pacer.tick();
     let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful?.options);
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;

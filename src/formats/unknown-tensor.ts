@@ -25,8 +25,10 @@ export function unknownTensorMessage(fileName: string, owner: string, key: strin
  */
 export function owningModules(keys: Iterable<string>, modules: Iterable<string>): Map<string, string> {
   const items: { text: string; module?: string }[] = [];
-  for (const module of modules) items.push({ text: `${module}.`, module });
   for (const key of keys) items.push({ text: key });
+  // No key to place (the usual file): the sort of tens of thousands of modules is skipped.
+  if (items.length === 0) return new Map();
+  for (const module of modules) items.push({ text: `${module}.`, module });
   items.sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0));
   const open: { text: string; module?: string }[] = [];
   const owners = new Map<string, string>();

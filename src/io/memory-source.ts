@@ -3,6 +3,8 @@
  * small file in an ArrayBuffer.
  */
 import { badArgument, shown } from '../api-arguments.js';
+import { MergeError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { keyedFileSet } from './keyed-file-set.js';
 import { checkReadRange } from './read-range.js';
 import { decodeUtf8 } from './strict-utf8.js';
@@ -35,6 +37,12 @@ export function memoryInputFileSet(files: Record<string, Uint8Array | string>, n
   }
   return keyedFileSet(name, encoded, {
     open: (bytes, path) => bytesSource(bytes, `${name}/${path}`),
-    readText: async (bytes, path) => decodeUtf8(bytes, `${name}/${path}`),
+    readText: async (bytes, path) => {
+      // As on disk and in the page: a config or index of gigabytes is refused before it is decoded.
+      if (bytes.byteLength > MAX_CONFIG_BYTES) {
+        throw new MergeError('LIMIT_EXCEEDED', `${name}/${path}: ${bytes.byteLength} bytes is too large for a config or index (the limit MAX_CONFIG_BYTES is ${MAX_CONFIG_BYTES})`);
+      }
+      return decodeUtf8(bytes, `${name}/${path}`);
+    },
   });
 }

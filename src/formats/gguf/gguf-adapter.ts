@@ -19,6 +19,7 @@
  */
 import { decodeToF32, type DType } from '../../dtype.js';
 import { MergeError, type MergeErrorCode } from '../../errors.js';
+import { Pacer } from '../../event-turns.js';
 import type { ByteSource } from '../../io/types.js';
 import { throwIfProblems } from '../../plan/problems.js';
 import type { AdapterModule, ParsedAdapter } from '../adapter.js';
@@ -40,20 +41,21 @@ type Problem = { code: MergeErrorCode; message: string };
  */
 export const BASE_GIVEN_AS_ADAPTER = 'is it the base, given as an adapter? pass a base model with --base';
 
-export async function parseGgufAdapter(name: string, source: ByteSource): Promise<ParsedAdapter> {
+/** Parses a llama.cpp LoRA GGUF; `pacer` is ticked once a tensor and once a module (see parsePeftAdapter). */
+export async function parseGgufAdapter(name: string, source: ByteSource, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const file = await openGguf(source);
   refuseControlVector(file);
   if (file.value('general.type')?.value === 'adapter') {
     try {
-      return parseAdapter(name, file);
+      return await parseAdapter(name, file, pacer);
     } catch (e) {
       throw fromKnownAdapter(e);
     }
   }
-  return parseAdapter(name, file);
+  return parseAdapter(name, file, pacer);
 }
 
-function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
+async function parseAdapter(name: string, file: GgufFile, pacer: Pacer): Promise<ParsedAdapter> {
   const source = file.source;
   const fileName = source.name;
   const text = (key: string) => {
@@ -89,6 +91,7 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
   const pairs = new Map<string, { a?: GgufTensor; b?: GgufTensor }>();
   const ignored: string[] = [];
   for (const t of file.tensors) {
+    await pacer.tick();
     const m = /^(.+)\.lora_([ab])$/.exec(t.name);
     if (m) {
       const pair = pairs.get(m[1]) ?? {};
@@ -109,6 +112,7 @@ function parseAdapter(name: string, file: GgufFile): ParsedAdapter {
   const views: FactorView[] = [];
   const modules: AdapterModule[] = [];
   for (const [base, { a, b }] of pairs) {
+    await pacer.tick();
     const fail = (code: MergeErrorCode, message: string) => problems.push({ code, message: `${name}: module "${base}": ${message}` });
     if (PER_LAYER_TOKEN_EMBD.test(base)) {
       fail('UNSUPPORTED_FORMAT', PER_LAYER_TOKEN_EMBD_REFUSAL);
