@@ -7,7 +7,7 @@
  * steeply decaying spectra whose tall-skinny blocks are too ill-conditioned for a single
  * Gram-based orthonormalisation in f32.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { AlgebraBackend } from '../src/algebra/algebra-backend.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import { createWebGpuAlgebra } from '../src/algebra/gpu-algebra.js';
@@ -244,11 +244,13 @@ describe('webgpu products and a cancel', () => {
     const d = f32(randomDense(2048, 512, rand));
     const y = f32(randomDense(512, 28, rand)), yT = f32(randomDense(2048, 28, rand));
     const resident = await backend.upload(d);
+    // Slabs counted, not milliseconds: each dispatch of `times` is one slab's product.
+    const dispatch = vi.spyOn(backend as unknown as { dispatch(entry: 'times' | 'timesT', ...rest: unknown[]): void }, 'dispatch');
+    const slabs = () => dispatch.mock.calls.filter(([entry]) => entry === 'times').length;
     try {
       const idle = new AbortController().signal;
-      let t = performance.now();
       const whole = await backend.times(resident, y, idle);
-      const timesMs = performance.now() - t;
+      expect(slabs()).toBe(64);
       // A product indeed: one entry against f64.
       let x = 0;
       for (let k = 0; k < 512; k++) x += d.data[1000 * 512 + k] * y.data[k * 28 + 5];
@@ -256,20 +258,29 @@ describe('webgpu products and a cancel', () => {
 
       const cancelled = async (run: (signal: AbortSignal) => Promise<unknown>) => {
         const controller = new AbortController();
-        const start = performance.now();
+        dispatch.mockClear();
+        let slabsAtAbort = -1;
         const pending = run(controller.signal).then(() => undefined, (e: unknown) => e);
-        setTimeout(() => controller.abort(new Error('stop')), 0);
+        setTimeout(() => {
+          slabsAtAbort = slabs();
+          controller.abort(new Error('stop'));
+        }, 0);
         const error = await pending;
-        return { error, ms: performance.now() - start, reason: controller.signal.reason };
+        return { error, slabsAtAbort, slabs: slabs(), reason: controller.signal.reason };
       };
       const a = await cancelled((signal) => backend.times(resident, y, signal));
       expect(isMergeError(a.error) && [a.error.code, a.error.cause]).toEqual(['ABORTED', a.reason]);
-      expect(a.ms).toBeLessThan(timesMs * 0.5);
+      // The abort comes while a slab is read back; no slab is dispatched after it, so the product
+      // ends with few of its 64.
+      expect(a.slabsAtAbort).toBeGreaterThan(0);
+      expect(a.slabs, 'slabs dispatched after the abort').toBe(a.slabsAtAbort);
+      expect(a.slabs).toBeLessThan(64);
       const b = await cancelled((signal) => backend.timesT(resident, yT, signal));
       expect(isMergeError(b.error) && [b.error.code, b.error.cause]).toEqual(['ABORTED', b.reason]);
       // The device still runs products after either cancel.
       expect((await backend.times(resident, y)).data).toEqual(whole.data);
     } finally {
+      dispatch.mockRestore();
       resident.release();
     }
   });

@@ -14,6 +14,7 @@ import type { ResidentMatrix } from '../src/algebra/algebra-backend.js';
 import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
 import type { Mat } from '../src/algebra/matrix.js';
 import { isMergeError } from '../src/errors.js';
+import { Pacer } from '../src/event-turns.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import type { PoolJob } from '../src/engine/cpu/cpu-worker-protocol.js';
 import type { OutputTarget } from '../src/io/types.js';
@@ -177,7 +178,7 @@ describe('adapter jobs from the browser entry: threads where the context is cros
     expect(StandInWorker.started.every((w) => w.terminated)).toBe(true);
   });
 
-  it('on one thread (a page that is not cross-origin isolated), a cancel from a timer is seen while a product runs: extract rejects ABORTED well before the product would end, and every product of the job is given the signal', async () => {
+  it('on one thread (a page that is not cross-origin isolated), a cancel from a timer is seen while a product runs: extract rejects ABORTED before the product ends, no block starts after it, and every product of the job is given the signal', async () => {
     vi.stubGlobal('crossOriginIsolated', false);
     // Llama-2-7B's q_proj (4096 × 4096), F32: at rank 128 the randomized SVD's passes over ΔW are
     // products by 160 columns, 2.7·10⁹ multiply-adds each, a large fraction of a second each on one thread.
@@ -188,19 +189,29 @@ describe('adapter jobs from the browser entry: threads where the context is cros
     const model = (w: Float32Array) => memoryInputFileSet({ 'model.safetensors': buildSafetensors([{ name: q, dtype: 'F32', shape: [4096, 4096], data: w }]) }, 'model');
     const extract = (signal: AbortSignal) => extractLora({ base: model(base), tuned: model(tuned), rank: 128, backend: 'cpu', signal });
 
-    // Every product the job asks of the CPU algebra: which, its size, its signal, when it ran.
-    type Call = { kind: 'times' | 'timesT'; macs: number; signal: AbortSignal | undefined; start: number; end?: number };
+    // Blocks counted, not milliseconds: on one thread a product looks at its signal, and gives the
+    // event loop its turns, through a pacer's tick before each block of 64 rows.
+    let ticks = 0;
+    const tick = Pacer.prototype.tick;
+    vi.spyOn(Pacer.prototype, 'tick').mockImplementation(function (this: Pacer) {
+      ticks++;
+      return tick.call(this);
+    });
+    // Every product the job asks of the CPU algebra: which, its size, its signal, when it ran, and
+    // the ticks (blocks) before it began and once it ended.
+    type Call = { kind: 'times' | 'timesT'; macs: number; signal: AbortSignal | undefined; start: number; end?: number; ticks: number; ticksAtEnd?: number };
     let calls: Call[] = [];
     let onCall: ((call: Call) => void) | undefined;
     const times = CpuAlgebra.prototype.times, timesT = CpuAlgebra.prototype.timesT;
     const watch = (kind: Call['kind'], real: typeof times) => async function (this: CpuAlgebra, a: ResidentMatrix, y: Mat, signal?: AbortSignal) {
-      const call: Call = { kind, macs: a.rows * a.cols * y.cols, signal, start: performance.now() };
+      const call: Call = { kind, macs: a.rows * a.cols * y.cols, signal, start: performance.now(), ticks };
       calls.push(call);
       onCall?.(call);
       try {
         return await real.call(this, a, y, signal);
       } finally {
         call.end = performance.now();
+        call.ticksAtEnd = ticks;
       }
     };
     vi.spyOn(CpuAlgebra.prototype, 'times').mockImplementation(watch('times', times));
@@ -210,7 +221,7 @@ describe('adapter jobs from the browser entry: threads where the context is cros
     try {
       // Uncancelled, under a signal that never fires: every product has it (the passes over ΔW,
       // the re-orthonormalisations' Gram matrices and bases, the factors' projections), and the
-      // first Aᵀ·Y pass's time.
+      // first Aᵀ·Y pass's blocks (ΔW's 4096 columns in blocks of 64).
       const idle = new AbortController();
       const outcome = await extract(idle.signal);
       expect(outcome.backend).toBe(ONE_THREAD);
@@ -218,29 +229,34 @@ describe('adapter jobs from the browser entry: threads where the context is cros
       expect(calls.filter((c) => c.macs >= 1 << 20).length).toBeGreaterThan(20);
       expect(calls.filter((c) => c.signal !== idle.signal)).toEqual([]);
       const pass = calls.find((c) => isPass(c) && c.kind === 'timesT')!;
-      const passMs = pass.end! - pass.start;
+      const passBlocks = pass.ticksAtEnd! - pass.ticks;
+      expect(passBlocks).toBe(4096 / 64);
 
       // Cancelled from a timer set as that pass starts: the timer can only fire once the product
       // gives the event loop a turn.
       calls = [];
       const controller = new AbortController();
-      let started = 0, abortedAt = 0;
+      let started = false, abortedAt = 0, ticksAtAbort = -1;
       onCall = (c) => {
         if (started || !isPass(c) || c.kind !== 'timesT') return;
-        started = c.start;
+        started = true;
         setTimeout(() => {
           abortedAt = performance.now();
+          ticksAtAbort = ticks;
           controller.abort(new Error('stop'));
         }, 0);
       };
       const error = await extract(controller.signal).then(() => undefined, (e: unknown) => e);
-      const settledMs = performance.now() - started;
       expect(isMergeError(error) && [error.code, error.message, error.cause]).toEqual(['ABORTED', 'extract cancelled', controller.signal.reason]);
       expect(abortedAt).toBeGreaterThan(0);
-      // The abort came while that pass ran, and the job settled long before the pass would have ended.
-      expect(calls.filter(isPass).length).toBe(2);
-      expect(abortedAt).toBeLessThan(calls.filter(isPass)[1].end!);
-      expect(settledMs).toBeLessThan(passMs * 0.5);
+      // The abort came while that pass ran (after some of its blocks), no block started after it,
+      // and the pass ended with fewer blocks than it has.
+      const cancelled = calls.filter(isPass);
+      expect(cancelled.length).toBe(2);
+      expect(abortedAt).toBeLessThan(cancelled[1].end!);
+      expect(ticksAtAbort).toBeGreaterThan(cancelled[1].ticks);
+      expect(ticks, 'blocks started after the abort').toBe(ticksAtAbort);
+      expect(cancelled[1].ticksAtEnd! - cancelled[1].ticks).toBeLessThan(passBlocks);
     } finally {
       onCall = undefined;
       vi.restoreAllMocks();

@@ -308,7 +308,7 @@ describe('refusals of URL inputs and outputs', () => {
     expect(errorLines(err.join('\n'))).toEqual([
       expect.stringMatching(new RegExp(`^error: ${origin}/stall/sdxl%20unet\\.safetensors\\?download=true#main: the server sent nothing for 0\\.4 s while sending bytes \\d+–\\d+; gave up \\(check the server or the connection\\)$`)),
     ]);
-    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(Date.now() - started).toBeLessThan(30_000); // 0.74 s when measured; the built-in idle timeout is 60 s
     expect(readdirSync(dir)).toEqual([]);
   });
 
@@ -322,8 +322,9 @@ describe('refusals of URL inputs and outputs', () => {
     );
     expect(run.code, run.stderr).toBe(130);
     expect(errorLines(run.stderr)).toEqual([`error: merge cancelled; nothing was written to ${join(dir, 'm.safetensors')}`]);
-    // The idle timeout is 60 s: a merge that waited for it would take that long.
-    expect(Date.now() - started).toBeLessThan(15_000);
+    // The idle timeout is 60 s: a merge that waited for it would take that long. 1.6 s when measured,
+    // the CLI's start included; the bound leaves a loaded machine room.
+    expect(Date.now() - started).toBeLessThan(40_000);
     expect(readdirSync(dir)).toEqual([]);
-  }, 30_000);
+  }, 90_000);
 });

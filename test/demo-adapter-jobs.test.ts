@@ -351,7 +351,7 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
       const jobs = await root.getDirectoryHandle('loramerge-merges', { create: true });
       for await (const _ of (jobs as unknown as { keys(): AsyncIterable<string> }).keys()) return false;
       return true;
-    }, { timeout: 10_000 });
+    }, { timeout: 30_000 });
   });
 
   for (const scheme of ['light', 'dark'] as const) {

@@ -223,7 +223,7 @@ describe('the page after a run', PAGE_RETRY, () => {
     await dropFiles(page, 'adapter-drop', { 'adapter_config.json': new TextEncoder().encode(llama.files['llama-lora/adapter_config.json'] as string), 'adapter_model.safetensors': llama.adapter });
     const refusal = 'Nothing dropped was added, as a merge was running: drop it again when that is over.';
     expect(await page.$eval('[data-testid="page-error"]', (e) => ((e as HTMLElement).hidden ? '(hidden)' : e.textContent))).toBe(refusal);
-    await page.waitForFunction((m: string) => document.querySelector('[data-testid="alert"]')!.textContent === m, { timeout: 10_000 }, refusal);
+    await page.waitForFunction((m: string) => document.querySelector('[data-testid="alert"]')!.textContent === m, { timeout: 30_000 }, refusal);
     expect(await page.$$eval('[data-testid="adapter"]', (els) => els.length)).toBe(1);
     await page.click('[data-testid="cancel-button"]');
     await page.waitForFunction(() => /Cancelled/.test(document.getElementById('progress-text')!.textContent ?? ''), { timeout: 60_000 });

@@ -68,7 +68,10 @@ describe('a dropped folder of 9,002 files', () => {
     expect(listed.slice(0, 3)).toEqual(['config.json', 'model.safetensors', 'data/shard-000/sample-0000.json']);
     expect(listed).toHaveLength(1001);
     expect(listed.at(-1)).toBe('… and 8002 more files, not listed: the page lists the first 1000');
-    expect(longestGap).toBeLessThan(500);
+    // The rows are counted above; the tab's longest stall was 111 ms when measured (a 2-core machine,
+    // other tests running), and listing all 9,002 froze it for seconds: bounded at 2 s, so a loaded
+    // machine's scheduling does not fail it.
+    expect(longestGap).toBeLessThan(2000);
 
     // An adapter: the plan lists the 9,000 files the merge copies, the first thousand by name.
     await startTicks();
@@ -78,6 +81,6 @@ describe('a dropped folder of 9,002 files', () => {
     const copiedLine = (await texts(page, '#plan li')).find((line) => line.includes('copied unchanged'));
     console.log(`with the plan: longest gap ${planGap.toFixed(0)} ms`);
     expect(copiedLine).toMatch(/^9001 other files \(configs, tokenizer, scheduler…\) copied unchanged: config\.json, data\/shard-000\/sample-0000\.json, .* … and 8001 more files, not listed: the page lists the first 1000$/);
-    expect(planGap).toBeLessThan(500);
+    expect(planGap).toBeLessThan(2000); // 131 ms when measured
   }, 300_000);
 });

@@ -176,6 +176,8 @@ describe('the page given files in place of a model', PAGE_RETRY, () => {
     expect(seen.problems).toBe(MAX_LISTED_ROWS + 1);
     expect(seen.last).toBe(`… and ${modules - MAX_LISTED_ROWS} more errors and warnings, not listed: the page lists the first ${MAX_LISTED_ROWS}`);
     expect(await text(demo.page, '#plan-problems-heading')).toBe('40000 errors stop the merge');
-    expect(seen.gap).toBeLessThan(1000);
+    // 196 ms when measured (a 2-core machine, other tests running); thousands of items at once
+    // stalled the tab for seconds. Bounded at 2 s, so a loaded machine's scheduling does not fail it.
+    expect(seen.gap).toBeLessThan(2000);
   }, 300_000);
 });

@@ -241,7 +241,7 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
       const merges = await root.getDirectoryHandle('loramerge-merges', { create: true });
       for await (const _ of (merges as unknown as { keys(): AsyncIterable<string> }).keys()) return false;
       return true;
-    }, { timeout: 10_000 });
+    }, { timeout: 30_000 });
   });
 
   it('served without cross-origin isolation, runs the CPU on one thread and says what it lost', async () => {

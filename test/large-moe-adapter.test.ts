@@ -47,14 +47,15 @@ describe('an adapter with 36,096 modules (every expert of Qwen3-235B-A22B)', () 
 
   it("its α and scale in words take milliseconds, not a copy of every earlier module's scale per module", async () => {
     // scaleFacts copied the list of scales under a rule for each module it added: 36,096²/2 copies,
-    // 15 s of a 20 s dry run.
+    // 15 s of a 20 s dry run. Now 0.1 s when measured (a 2-core machine, other tests running): the
+    // bound is 50 times that, for a loaded machine, and a third of the quadratic copy's time.
     const adapter = await openAdapter(files.adapter);
     expect(adapter.modules).toHaveLength(layers * experts * 3);
     const started = performance.now();
     const facts = scaleFacts(adapter.modules);
     const took = performance.now() - started;
     expect(facts).toEqual([`α = ${alpha}`, `α/r = ${alpha / r}`]);
-    expect(took).toBeLessThan(1000);
+    expect(took).toBeLessThan(5000);
   });
 
   it("the whole plan, as the CLI prints it, names every module once, within the test's timeout", async () => {

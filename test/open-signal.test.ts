@@ -7,13 +7,13 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openAdapter } from '../src/formats/adapter.js';
 import { openModel } from '../src/formats/open-model.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { extractLora, resizeLora } from '../src/node.js';
 import { CLI, errorLines, openFiles } from './helpers/cli.js';
-import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, uncancelledMs, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
+import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
 import { tempDirs } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -26,40 +26,42 @@ beforeAll(() => {
 });
 
 /**
- * `run` given a signal aborted with `reason` on the next task after its start, twice: what the first
- * settled with, and the faster one's time (a busy machine slows one run, not both).
+ * Work counted instead of timed (a busy machine changes the time, not the count): safetensors
+ * headers parsed (openSafetensors, one a shard) and PEFT adapters' modules parsed (parsePeftAdapter).
  */
-async function cancelledRun(run: (signal: AbortSignal) => Promise<unknown>, reason: Error): Promise<{ outcome: unknown; ms: number }> {
-  const once = async () => {
-    const controller = new AbortController();
-    setTimeout(() => controller.abort(reason), 0);
-    const started = performance.now();
-    const outcome = await run(controller.signal).then(async (opened) => {
-      await (opened as { close?(): Promise<void> }).close?.();
-      return opened;
-    }, (e: unknown) => e);
-    return { outcome, ms: performance.now() - started };
-  };
-  const first = await once();
-  const second = await once();
-  return { outcome: first.outcome, ms: Math.min(first.ms, second.ms) };
-}
+const parses = vi.hoisted(() => ({ headers: 0, peftModules: 0 }));
+vi.mock('../src/formats/safetensors-reader.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/formats/safetensors-reader.js')>();
+  return { ...real, openSafetensors: (...args: Parameters<typeof real.openSafetensors>) => (parses.headers++, real.openSafetensors(...args)) };
+});
+vi.mock('../src/formats/peft.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/formats/peft.js')>();
+  return { ...real, parsePeftAdapter: (...args: Parameters<typeof real.parsePeftAdapter>) => (parses.peftModules++, real.parsePeftAdapter(...args)) };
+});
 
-const openBase = async () => (await openModel(await openNodeInputFileSet(dir))).close();
+/** `run` given a signal aborted with `reason` on the next task after its start: what it settled with. */
+async function cancelledRun(run: (signal: AbortSignal) => Promise<unknown>, reason: Error): Promise<unknown> {
+  const controller = new AbortController();
+  setTimeout(() => controller.abort(reason), 0);
+  return run(controller.signal).then(async (opened) => {
+    await (opened as { close?(): Promise<void> }).close?.();
+    return opened;
+  }, (e: unknown) => e);
+}
 
 describe('a signal aborted while a sharded base of 163 shards opens', () => {
   it('ends openModel({ signal }) between the headers: ABORTED, named AbortError, the reason its cause', async () => {
-    const whole = await uncancelledMs(openBase);
     const reason = new Error('user pressed stop');
     const files = await openNodeInputFileSet(dir);
+    const all = watchingOpens(files);
+    await (await openModel(all.files)).close();
+    expect([...all.opened].filter((p) => p.endsWith('.safetensors'))).toHaveLength(163);
     const { files: watched, opened: shardsOpened } = watchingOpens(files);
-    const { outcome, ms } = await cancelledRun((signal) => openModel(watched, { signal }), reason);
+    const outcome = await cancelledRun((signal) => openModel(watched, { signal }), reason);
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'openModel cancelled', cause: reason });
     // Seen after the index (parsed in one piece) and the first turn's shards; unpaced, the open ran
-    // to its end, all 163 shards. Counted in shards (both runs together), which a busy machine does
-    // not change; in time a third of the open on a quiet machine, bounded at the open's whole time.
+    // to its end, all 163 shards. Counted in shards, not in milliseconds.
     expect(shardsOpened.size, `${shardsOpened.size} of the 163 shards opened after the abort`).toBeLessThan(163 / 2);
-    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the base takes ${whole.toFixed(0)} ms`).toBeLessThan(whole);
   }, 120_000);
 
   it('openModel refuses a signal of the wrong kind, and one already aborted before any file is read', async () => {
@@ -77,13 +79,13 @@ describe('a signal aborted while a sharded base of 163 shards opens', () => {
   });
 
   it("ends extractLora({ base, signal }) while the base opens, long before it (or the tuned model) is open", async () => {
-    const whole = await uncancelledMs(openBase);
     const reason = new Error('user pressed stop');
-    const { outcome, ms } = await cancelledRun((signal) => extractLora({ base: dir, tuned: dir, rank: 8, backend: 'cpu', signal }), reason);
+    parses.headers = 0;
+    const outcome = await cancelledRun((signal) => extractLora({ base: dir, tuned: dir, rank: 8, backend: 'cpu', signal }), reason);
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'extract cancelled', cause: reason });
-    // Unpaced, both models were opened (twice the open) before the job's first look at its signal;
-    // paced, a third of one open when measured quietly. Bounded at one open, for a busy machine.
-    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the base takes ${whole.toFixed(0)} ms`).toBeLessThan(whole);
+    // Unpaced, both models were opened (326 shard headers) before the job's first look at its
+    // signal; paced, the open stops within the base's first turn. Counted in headers parsed.
+    expect(parses.headers, `${parses.headers} shard headers parsed of the base's 163`).toBeLessThan(163 / 2);
   }, 120_000);
 });
 
@@ -93,12 +95,18 @@ describe("a signal aborted while resizeLora opens an adapter of 89,088 tensors",
     const adapterDir = temp.make({ 'adapter_config.json': deepseekV3PeftConfig(['gate_proj', 'up_proj', 'down_proj'], expertRankPattern()) });
     writeHeaderOnly(join(adapterDir, 'adapter_model.safetensors'), expertLoraTensors());
     const files = await openNodeInputFileSet(adapterDir);
-    const open = await uncancelledMs(async () => (await openAdapter(files)).file.source.close());
+    parses.peftModules = 0;
+    await (await openAdapter(files)).file.source.close();
+    expect(parses.peftModules).toBe(1);
     const reason = new Error('user pressed stop');
-    const { outcome, ms } = await cancelledRun((signal) => resizeLora({ adapter: adapterDir, rule: { kind: 'rank', rank: 4 }, backend: 'cpu', signal }), reason);
+    parses.headers = parses.peftModules = 0;
+    const outcome = await cancelledRun((signal) => resizeLora({ adapter: adapterDir, rule: { kind: 'rank', rank: 4 }, backend: 'cpu', signal }), reason);
     expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'resize cancelled', cause: reason });
-    // Unpaced, the adapter was parsed whole before the job's first look at its signal.
-    expect(ms, `cancelled after ${ms.toFixed(0)} ms; opening the adapter takes ${open.toFixed(0)} ms`).toBeLessThan(0.6 * open);
+    // Unpaced, the adapter was parsed whole before the job's first look at its signal; paced, the
+    // abort (due once the header's read began) is seen at the turn after the header, before its
+    // modules. Counted in parses, not in milliseconds.
+    expect(parses.headers).toBe(1);
+    expect(parses.peftModules).toBe(0);
   }, 120_000);
 });
 
@@ -137,7 +145,7 @@ function inspect(signal?: NodeJS.Signals): Promise<{ code: number | null; stdout
 }
 
 describe('Ctrl-C while `loramerge inspect` opens the 163 shards', () => {
-  it.skipIf(process.platform !== 'linux')('exits 130 with the one cancel line, long before the open would have ended', async () => {
+  it.skipIf(process.platform !== 'linux')('exits 130 with the one cancel line, before the open ends and anything is listed', async () => {
     const full = await inspect();
     expect(full.code, full.stderr).toBe(0);
     expect(full.stdout).toMatch(/base model \(transformers\)/);
@@ -146,8 +154,9 @@ describe('Ctrl-C while `loramerge inspect` opens the 163 shards', () => {
     expect(run.code, run.stderr).toBe(130);
     expect(errorLines(run.stderr)).toEqual(['error: inspect cancelled']);
     expect(run.stderr).not.toMatch(/\n\s+at |internal error/);
+    // Nothing listed: the listing follows the open within the same task, so a signal seen only
+    // once the open had ended would have found it printed (and the exit code 0). Told by the
+    // output, not by comparing two timings, which a busy machine skews.
     expect(run.stdout).toBe('');
-    expect(run.afterSignal, `exit ${run.afterSignal.toFixed(0)} ms after the signal; the open's rest took ${full.afterSignal.toFixed(0)} ms`)
-      .toBeLessThan(0.6 * full.afterSignal);
   }, 120_000);
 });

@@ -6,8 +6,9 @@
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { isMergeError } from '../src/errors.js';
+import { Pacer } from '../src/event-turns.js';
 import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { merge } from '../src/merge.js';
@@ -92,12 +93,10 @@ function runPlanning(args: string[], file: string, signal?: NodeJS.Signals): Pro
 }
 
 describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
-  it.skipIf(process.platform !== 'linux')('ends the CLI within a fraction of the planning: exit 130, the one cancel line, nothing at --out', async () => {
+  it.skipIf(process.platform !== 'linux')('ends the CLI while it plans: exit 130, the one cancel line, no plan printed, nothing at --out', async () => {
     // 70,000 modules on 80,003 tensors. The signal goes just after the last adapter (one module) is
-    // open: the matching of all modules has begun. The same plan run to its end says how long the
-    // rest takes on this machine, now; a cancel must come in under half of it (about a tenth on a
-    // quiet machine; half leaves room for a loaded one). The old loop ended only with the plan (the
-    // dry run's whole remaining time, or more).
+    // open: the matching of all modules has begun. The same plan run to its end shows that the plan
+    // was still being made when the signal would have come.
     const dir = temp.make(llamaFiles(10_000));
     const [base, big, small] = ['model', 'big', 'small'].map((p) => join(dir, p));
     const trigger = join(small, 'adapter_model.safetensors');
@@ -111,10 +110,11 @@ describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
       const run = await runPlanning(['merge', '--base', base, '--adapter', big, '--adapter', small, '--out', out], trigger, signal);
       expect({ code: run.code, signal: run.signal }, run.stderr).toEqual({ code: 130, signal: null });
       expect(errorLines(run.stderr)).toEqual([`error: merge cancelled; nothing was written to ${out}`]);
-      expect(run.stderr).not.toMatch(/\n\s+at |internal error|^plan:/m); // cancelled before the plan was printed
+      // Cancelled before the plan was printed: the old loop gave the signal no turn until the plan
+      // was made, and its `plan:` line follows in the same task. Told by the output, not by comparing
+      // two timings, which a busy machine skews.
+      expect(run.stderr).not.toMatch(/\n\s+at |internal error|^plan:/m);
       expect(listDir(outDir)).toEqual([]);
-      expect(run.afterSignal, `${signal}: exit ${run.afterSignal.toFixed(2)} s after the signal; the plan's rest took ${full.afterSignal.toFixed(2)} s`)
-        .toBeLessThan(full.afterSignal / 2);
     }
   }, 120_000);
 });
@@ -146,27 +146,27 @@ describe('prepareMerge given a signal', () => {
     expect(whole.plan.updates).toHaveLength(28_000);
   }, 120_000);
 
-  it("passes merge()'s signal on: a cancel while planning ends the call well before the plan would", async () => {
-    // The plan's time warm: the faster of two runs (the first also compiles the planner).
-    let planSeconds = Infinity;
-    let started = 0;
-    for (let i = 0; i < 2; i++) {
-      started = performance.now();
+  it("passes merge()'s signal on: a cancel while planning ends the call before the plan is made", async () => {
+    // Planning ticks its pacer once a module (the turns of the event loop are given there): the
+    // uncancelled plan's count of ticks. Counted, not timed: a busy machine changes the time only.
+    const tick = vi.spyOn(Pacer.prototype, 'tick');
+    try {
       const whole = await prepareMerge(base, [{ files: adapter, weight: 1 }]);
-      planSeconds = Math.min(planSeconds, (performance.now() - started) / 1000);
       await whole.close();
+      const planTicks = tick.mock.calls.length;
+      expect(planTicks).toBeGreaterThanOrEqual(28_000);
+      tick.mockClear();
+      const controller = new AbortController();
+      const reason = new Error('user pressed stop');
+      setTimeout(() => controller.abort(reason), 0);
+      const outcome = await merge({ base, adapters: [adapter], backend: 'cpu', signal: controller.signal }).catch((e: unknown) => e);
+      expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
+      // Without its turns, or without the signal passed on, the abort was seen only by the merge
+      // after the plan: the same error, once every module was planned (every tick made).
+      expect(tick.mock.calls.length, `${tick.mock.calls.length} ticks of the plan's ${planTicks}`).toBeLessThan(planTicks);
+    } finally {
+      tick.mockRestore();
     }
-    const controller = new AbortController();
-    const reason = new Error('user pressed stop');
-    setTimeout(() => controller.abort(reason), 0);
-    started = performance.now();
-    // Without its turns, the abort was seen only by the merge after the plan: the same error, seconds
-    // later (0.84 of the plan's time when measured). With them, about a tenth, or a fifth under load:
-    // half is the bound, so a busy machine does not fail it.
-    const outcome = await merge({ base, adapters: [adapter], backend: 'cpu', signal: controller.signal }).catch((e: unknown) => e);
-    const seconds = (performance.now() - started) / 1000;
-    expect(outcome).toMatchObject({ name: 'AbortError', code: 'ABORTED', message: 'merge cancelled', cause: reason });
-    expect(seconds, `cancelled after ${seconds.toFixed(2)} s; the plan alone takes ${planSeconds.toFixed(2)} s`).toBeLessThan(planSeconds / 2);
   }, 120_000);
 
   it('an already aborted signal refuses before the plan', async () => {

@@ -180,7 +180,8 @@ describe('merge() from misbehaving servers', () => {
     const started = Date.now();
     setTimeout(() => controller.abort(), 300);
     await expect(result).rejects.toMatchObject({ code: 'ABORTED' });
-    expect(Date.now() - started).toBeLessThan(5000);
+    // Not the idle timeout's 60 s: 0.35 s when measured; the bound leaves a loaded machine room.
+    expect(Date.now() - started).toBeLessThan(30_000);
     expect(readdirSync(dir)).toEqual([]);
   });
 
@@ -192,7 +193,7 @@ describe('merge() from misbehaving servers', () => {
       base: urlInputFileSet([url], undefined, { idleTimeoutMs: 400 }), adapters: [adapterUrls('ok')], out: join(dir, 'merged.safetensors'), backend: 'cpu',
     });
     await expect(result).rejects.toMatchObject({ code: 'TRUNCATED', message: expect.stringMatching(new RegExp(`^${url}: the server sent nothing for 0.4 s while sending bytes \\d+–\\d+; gave up`)) });
-    expect(Date.now() - started).toBeLessThan(5000);
+    expect(Date.now() - started).toBeLessThan(30_000); // 0.42 s when measured; the default idle timeout is 60 s
     expect(readdirSync(dir)).toEqual([]);
   });
 

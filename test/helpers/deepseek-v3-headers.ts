@@ -113,17 +113,6 @@ export function deepseekV3Folder(dir: string): string {
   return dir;
 }
 
-/** The faster of two uncancelled runs of `work` (the first also warms the code up), in ms. */
-export async function uncancelledMs(work: () => Promise<unknown>): Promise<number> {
-  let best = Infinity;
-  for (let i = 0; i < 2; i++) {
-    const started = performance.now();
-    await work();
-    best = Math.min(best, performance.now() - started);
-  }
-  return best;
-}
-
 /** A PEFT LoRA (r 8) on the given expert projections of DeepSeek-V3, with this rank_pattern. */
 export function deepseekV3PeftConfig(targets: string[], rankPattern: Record<string, number> = {}): string {
   return JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'deepseek-ai/DeepSeek-V3', r: 8, lora_alpha: 16, target_modules: targets, rank_pattern: rankPattern });
