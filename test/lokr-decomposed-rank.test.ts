@@ -10,6 +10,7 @@
  * cut to 12 × 20); truth in float64 from kron(W₁, W₂)·α/r, written out here.
  */
 import { describe, expect, it } from 'vitest';
+import { mm } from './helpers/dense-f64.js';
 import { buildSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 
@@ -27,16 +28,6 @@ const bf16 = (n: number, scale = 0.4) => randomValues(n, rand, scale).map((x) =>
 const base = bf16(OUT * IN, 0.05);
 const baseFile = () => ({ 'v1-5-pruned.safetensors': buildSafetensors([{ name: BASE_KEY, dtype: 'F32', shape: [OUT, IN], data: base }]) });
 
-function matmul(x: Float64Array, y: Float64Array, n: number, k: number, m: number): Float64Array {
-  const z = new Float64Array(n * m);
-  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) {
-    let s = 0;
-    for (let t = 0; t < k; t++) s += x[i * k + t] * y[t * m + j];
-    z[i * m + j] = s;
-  }
-  return z;
-}
-
 /** One factor, whole or as a·b at rank r; its tensors under LyCORIS's names. */
 function factor(which: 'w1' | 'w2', rows: number, cols: number, rank: number | null): { value: Float64Array; tensors: FixtureTensor[] } {
   if (rank === null) {
@@ -45,7 +36,7 @@ function factor(which: 'w1' | 'w2', rows: number, cols: number, rank: number | n
   }
   const a = bf16(rows * rank), b = bf16(rank * cols);
   return {
-    value: matmul(a, b, rows, rank, cols),
+    value: mm(a, b, rows, rank, cols),
     tensors: [
       { name: `${M}.lokr_${which}_a`, dtype: 'BF16', shape: [rows, rank], data: a },
       { name: `${M}.lokr_${which}_b`, dtype: 'BF16', shape: [rank, cols], data: b },
