@@ -219,7 +219,7 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
       openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead, hfAuth()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out, prepared) => openBrowserDestination(out, prepared.baseFiles.list()),
-    createBackend: (kind, calibrationDtype) => createBrowserBackend(kind, { calibrationDtype }),
+    createBackend: (kind, calibrationDtype, threads) => createBrowserBackend(kind, { calibrationDtype, pool: threads === undefined ? undefined : { threads } }),
     checkSource(source, what, role) {
       checkBrowserSource(what, source);
       checkHubSource(source, { what, adapter: role === 'adapter', folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);
