@@ -199,7 +199,8 @@ export function openBrowserDestination(out: MergeDestination, baseFiles?: readon
  * MergeError listing every one), picks the backend (`auto`: the CPU on a software adapter or
  * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
  * context has it; the CPU on Web Workers sharing memory where the page or worker is cross-origin
- * isolated, else on one thread, which the outcome's `backend` says), streams the model through it
+ * isolated, `threads` of them where given, else on one thread, which the outcome's `backend`
+ * says), streams the model through it
  * into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
