@@ -199,7 +199,8 @@ export function openBrowserDestination(out: MergeDestination, baseFiles?: readon
  * MergeError listing every one), picks the backend (`auto`: the CPU on a software adapter or
  * none, WebGPU on a discrete GPU, else the faster on a test merge, kept in localStorage where the
  * context has it; the CPU on Web Workers sharing memory where the page or worker is cross-origin
- * isolated, else on one thread, which the outcome's `backend` says), streams the model through it
+ * isolated, `threads` of them where given, else on one thread, which the outcome's `backend`
+ * says), streams the model through it
  * into `out`, and
  * releases everything. Without `out`, the result's `blobs` hold the files (small models only: a
  * Blob is held by the browser). Every option is checked first: a wrong type, an unknown option
@@ -219,7 +220,7 @@ export function merge(options: MergeOptions): Promise<MergeOutcome> {
       openBrowserOrHubSource(source, role, hubSourceUse(role, BROWSER_FOLDER_ADVICE), hubAdapters, signal, readAhead, hfAuth()),
     explainError: (e) => explainLoneHubWeights(e, hubAdapters),
     openOutput: async (out, prepared) => openBrowserDestination(out, prepared.baseFiles.list()),
-    createBackend: (kind, calibrationDtype) => createBrowserBackend(kind, { calibrationDtype }),
+    createBackend: (kind, calibrationDtype, threads) => createBrowserBackend(kind, { calibrationDtype, pool: threads === undefined ? undefined : { threads } }),
     checkSource(source, what, role) {
       checkBrowserSource(what, source);
       checkHubSource(source, { what, adapter: role === 'adapter', folderAdvice: BROWSER_FOLDER_ADVICE }, undefined);

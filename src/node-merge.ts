@@ -63,7 +63,7 @@ export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
       inputs.push(...[prepared.baseFiles, ...prepared.adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]));
       return createNodeOutputTarget(out, baseIsFolder ? 'folder' : 'file', inputs, { overwrite: options.overwrite, beforeCommit: () => sources.verify() });
     },
-    createBackend: (kind, calibrationDtype) => createNodeBackend(kind, { calibrationDtype }),
+    createBackend: (kind, calibrationDtype, threads) => createNodeBackend(kind, { calibrationDtype, threads }),
     explainError: (e) => sources.explain(e),
     checkSource: (source, what, role) => sources.check(source, { what, adapter: role === 'adapter', folderAdvice: NODE_FOLDER_ADVICE }),
     checkOutput: (out) => checkNodeOut(out, 'the merged model'),

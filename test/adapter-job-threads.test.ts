@@ -22,6 +22,7 @@ import { resizeLora as nodeResizeLora } from '../src/node.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { tempDirs } from './helpers/fixtures.js';
 import { peftUpdates, relativeError } from './helpers/lora-truth.js';
+import { narrowGpu } from './helpers/narrow-gpu.js';
 import { poolWatch } from './helpers/pool-watch.js';
 import { StandInWorker } from './helpers/stand-in-worker.js';
 import type { Dense } from './helpers/svd-reference.js';
@@ -98,28 +99,6 @@ describe('threads of the browser entry\'s jobs, in a cross-origin isolated conte
     expect(node).toEqual(['BAD_ARGUMENT', 'threads must be a positive integer, not the number -1']);
   });
 });
-
-/**
- * A WebGPU whose device binds no row of any matrix (a largest storage binding of 16 bytes), so
- * that the GPU algebra sends every product to the CPU, as it sends one whose row, Y or output is
- * wider than a real device's binding. Nothing else of the device is touched: the algebra uploads
- * no slab it cannot bind.
- */
-function narrowGpu(): { gpu: GPU; destroyed: () => boolean } {
-  let destroyed = false;
-  const limits = { maxStorageBufferBindingSize: 16, maxBufferSize: 16, maxComputeWorkgroupsPerDimension: 65535 };
-  const device = {
-    limits, features: new Set<string>(), lost: new Promise<never>(() => {}),
-    destroy() { destroyed = true; },
-    createBuffer() { throw new Error('no buffer should be made: no row fits a binding'); },
-  };
-  const adapter = {
-    info: { vendor: 'nvidia', architecture: 'hopper', device: '', description: 'narrow bindings' },
-    limits, features: new Set<string>(),
-    requestDevice: async () => device,
-  };
-  return { gpu: { requestAdapter: async () => adapter } as unknown as GPU, destroyed: () => destroyed };
-}
 
 describe('products the GPU cannot bind run on the CPU\'s threads, as the plain CPU path\'s do', () => {
   it('resize on WebGPU: its products, all too wide for the device, go to the Web Workers (threads as asked, 1: none), the device and the workers end with the job, and the bytes are the CPU\'s', async () => {

@@ -122,6 +122,10 @@ const nodeMergeMistakes: Mistake[] = [
   { name: 'backend with a space', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: 'webgpu ' as never, out }), message: /^backend must be auto, webgpu or cpu, not the string "webgpu " \(did you mean "webgpu"\?\)$/ },
   { name: 'backend null', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: null as never, out }), message: /^backend must be auto, webgpu or cpu, not null$/ },
   { name: 'backend an object that is none', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], backend: {} as never, out }), message: /^backend must be auto, webgpu, cpu or a backend from createBackend, not an object$/ },
+  { name: 'threads 0', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], threads: 0, out }), message: /^threads must be a positive integer, not the number 0$/ },
+  { name: 'threads in quotes', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], threads: '4' as never, out }), message: /^threads must be a positive integer, not the string "4"$/ },
+  { name: 'threads past MAX_THREADS', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], threads: 1025, out }), message: /^threads is 1025; at most 1024 \(the limit MAX_THREADS: each thread adds about 14 MiB, started at once\)$/ },
+  { name: 'thread for threads', run: (out) => node.merge({ base: basePath, adapters: [adapterPath], thread: 2, out } as never), message: /^merge\(\) options: unknown option "thread"; did you mean "threads"\?$/ },
   { name: 'out a number', run: () => node.merge({ base: basePath, adapters: [adapterPath], out: 42 as never }), message: /^out must be a path, a File System Access handle .*; not the number 42$/ },
   { name: 'out a File', run: () => node.merge({ base: basePath, adapters: [adapterPath], out: new File([], 'merged.safetensors') as never }), message: /^out must be a path, .*not a File \(a File or Blob is something to read, not a place to write\)$/ },
   { name: 'out null', run: () => node.merge({ base: basePath, adapters: [adapterPath], out: null as never }), message: /^out must be .*not null$/ },
@@ -247,6 +251,8 @@ const browserMergeMistakes: Mistake[] = [
   { name: 'browser merge in Node: backend webgpu', run: () => browser.merge({ base: baseBlob, adapters: [adapterFiles()], backend: 'webgpu' }), code: 'GPU_UNAVAILABLE', message: /^WebGPU is not available in this environment; in Node, WebGPU runs on Dawn from loramerge\/node \(its merge\(\), combineLoras, resizeLora and extractLora, or createNodeBackend\)$/ },
   { name: 'the same Blob as base and adapter', run: () => browser.merge({ base: baseBlob, adapters: [baseBlob] }), message: /^adapters\[0\] is the base itself/ },
   { name: 'a Blob of 0 bytes as the base', run: () => browser.merge({ base: new Blob([]), adapters: [adapterFiles()] }), code: 'HEADER_TOO_SMALL', message: /^model\.safetensors: file is empty, not a safetensors file$/ },
+  { name: 'threads 1.5', run: () => browser.merge({ base: baseBlob, adapters: [adapterFiles()], threads: 1.5 }), message: /^threads must be a positive integer, not the number 1\.5$/ },
+  { name: 'threads with a backend made by the caller', run: () => browser.merge({ base: baseBlob, adapters: [adapterFiles()], backend: { kind: 'cpu', description: 'CPU', merge: async () => new Uint8Array(), dispose() {} }, threads: 2 }), message: /^threads is for the backend merge\(\) makes; a backend you made has its threads from when it was made/ },
   { name: 'signal already aborted', run: () => browser.merge({ base: baseBlob, adapters: [adapterFiles()], signal: aborted }), code: 'ABORTED', message: /^merge cancelled$/ },
 ];
 

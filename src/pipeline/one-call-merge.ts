@@ -4,7 +4,7 @@
  * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
  */
 import {
-  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkWeight, isOutputTarget, shown,
+  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkThreadCount, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
 import { asCancel, throwIfAborted } from '../errors.js';
@@ -47,6 +47,18 @@ export interface OneCallMergeOptions<Source, Out> {
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
   /**
+   * Threads of the CPU merge, an integer from 1 to 1024 (`MAX_THREADS`; the command line's
+   * `--threads`). Default: one per core, at most 8; each thread adds about 14 MiB of memory. 1
+   * merges every tensor on the calling thread, and the outcome's `backend` then says `1 thread`.
+   * On WebGPU they run what the GPU leaves to the CPU (f32 outputs, DoRA and the other update steps,
+   * a tensor whose rows the device cannot bind). From
+   * `loramerge/node` they are worker threads, the calling one included; in a page or worker, Web
+   * Workers, only where the context is cross-origin isolated (elsewhere one thread, and `backend`
+   * says why). The output's bytes are the same for any count. Not with a `backend` you made, whose
+   * threads were set when it was made.
+   */
+  threads?: number;
+  /**
    * Cancels the merge: it rejects with a MergeError of code ABORTED, named `'AbortError'` (as a
    * cancelled fetch is) and whose `cause` is the signal's reason, and nothing is left at the
    * output. One already aborted refuses before any source is opened.
@@ -74,7 +86,8 @@ export interface OneCallHooks<Source, Out> {
    */
   openSource(source: Source, role: 'base' | 'adapter', signal?: AbortSignal, readAhead?: () => boolean): Promise<InputFileSet>;
   openOutput(out: Out, prepared: PreparedMerge, sources: { base: Source; adapters: Source[] }): Promise<OutputTarget>;
-  createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined): Promise<MergeBackend>;
+  /** The merge's backend for `kind`; `threads`, where given (checked), the CPU's threads, on its own or beside the GPU. */
+  createBackend(kind: BackendChoice, calibrationDtype: FloatDType | undefined, threads: number | undefined): Promise<MergeBackend>;
   /**
    * Throws BAD_ARGUMENT, naming `what` (`the base`, `adapters[1]`), for a source this entry point
    * cannot open as `role` (a Hugging Face page where a file is read), before any is opened.
@@ -97,7 +110,7 @@ export interface OneCallHooks<Source, Out> {
 }
 
 /** The one-call merge's option names, for refusing typos (`outPath`, `weights`). */
-const OPTION_NAMES = ['base', 'adapters', 'out', 'dtype', 'backend', 'signal', 'onProgress'] as const;
+const OPTION_NAMES = ['base', 'adapters', 'out', 'dtype', 'backend', 'threads', 'signal', 'onProgress'] as const;
 const PER_ADAPTER = 'each adapter has its own weight: adapters: [{ source, weight }]';
 const OPTION_HINTS: Readonly<Record<string, string>> = {
   weight: PER_ADAPTER, weights: PER_ADAPTER, scale: PER_ADAPTER,
@@ -145,6 +158,11 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
   else if (typeof (options.backend as MergeBackend).merge !== 'function') {
     throw badArgument(`backend must be auto, webgpu, cpu or a backend from createBackend, not ${shown(options.backend)}`);
   }
+  checkThreadCount('threads', options.threads);
+  // A backend the caller made has its threads already: a count here would change nothing.
+  if (options.threads !== undefined && typeof options.backend === 'object') {
+    throw badArgument('threads is for the backend merge() makes; a backend you made has its threads from when it was made (createNodeBackend\'s threads, createBackend\'s cpuPool)');
+  }
   hooks.checkOutput(options.out);
   checkSignal('signal', options.signal);
   checkCallback('onProgress', options.onProgress);
@@ -185,7 +203,7 @@ export async function oneCallMerge<Source, Out>(
       });
       owned = output;
       const given = typeof options.backend === 'object' ? options.backend : undefined;
-      const backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared));
+      const backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared), options.threads);
       owned = undefined; // mergeModel aborts it on any failure
       try {
         const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
