@@ -16,8 +16,8 @@
  * cuBLAS' swizzled layout; per block e = clamp(ceil(f32(log2(max(f32(amax / 448), 2^-127)))) + 127,
  * 0, 254), codes e4m3(w / 2^(e − 127)), a zero block e = 0), merged by a diffusers-form LoRA too.
  * nvfp4 layers (U8 e2m1 pairs, element 2k in the high nibble; F8_E4M3 block scales per 16 inputs,
- * swizzled; weight_scale_2 F32 ()) dequantized with --dtype: W = e2m1 × block scale × weight_scale_2,
- * + ΔW, rounded once (written as nvfp4 again without it: test/comfy-quant-nvfp4.test.ts). int8 and malformed configs are refused. Both backends; slabs small enough that the merged
+ * swizzled; weight_scale_2 F32 ()) dequantized with --dtype: W = f32(e2m1 × f32(block scale ×
+ * weight_scale_2)) as comfy_kitchen dequantizes it, + ΔW, rounded once (written as nvfp4 again without it: test/comfy-quant-nvfp4.test.ts). int8 and malformed configs are refused. Both backends; slabs small enough that the merged
  * weights stream in several.
  */
 import { afterAll, describe, expect, it } from 'vitest';
@@ -33,7 +33,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, comfyMxfp8Requantize, comfyRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value, unswizzled } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyMxfp8Requantize, comfyNvfp4Value, comfyRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value, unswizzled } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(2718);
 const P = 'model.diffusion_model.';
@@ -149,17 +149,18 @@ function truth(base: Map<string, DecodedTensor>, key: string, terms = termsOf(ke
 }
 
 /**
- * An nvfp4 weight's real values in float64: W[r][c] = e2m1(code) × e4m3(block scale) × weight_scale_2,
- * code c of a row in byte ⌊c/2⌋'s high nibble when c is even, the scales unswizzled by cuBLAS' order.
+ * An nvfp4 weight's real values as comfy_kitchen dequantizes them: W[r][c] = f32(e2m1(code) ×
+ * f32(e4m3(block scale) × weight_scale_2)), code c of a row in byte ⌊c/2⌋'s high nibble when c is
+ * even, the scales unswizzled by cuBLAS' order.
  */
 function nvfp4Values(base: Map<string, DecodedTensor>, key: string): Float64Array {
   const w = base.get(key)!;
   const rows = w.shape[0], cols = w.shape[1] * 2;
-  const blocks = Float64Array.from(unswizzled(base.get(key.replace(/\.weight$/, '.weight_scale'))!, rows, cols / 16), e4m3Value);
+  const blocks = unswizzled(base.get(key.replace(/\.weight$/, '.weight_scale'))!, rows, cols / 16);
   const global = base.get(key.replace(/\.weight$/, '.weight_scale_2'))!.values[0];
   return Float64Array.from({ length: rows * cols }, (_, i) => {
     const byte = w.bytes[i >> 1];
-    return e2m1Value(i % 2 === 0 ? byte >> 4 : byte & 0x0f) * blocks[Math.floor(i / 16)] * global;
+    return comfyNvfp4Value(i % 2 === 0 ? byte >> 4 : byte & 0x0f, blocks[Math.floor(i / 16)], global);
   });
 }
 

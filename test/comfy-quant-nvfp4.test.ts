@@ -5,7 +5,8 @@
  * F8_E4M3, one scale per 16 inputs of a row in cuBLAS' swizzled layout (zeros in the padding);
  * `<m>.weight_scale_2` F32 (); `<m>.comfy_quant` `{"format": "nvfp4"}`; some `<m>.input_scale`.
  *
- * Truth is float64 written here: W = e2m1(code) × e4m3(block scale) × weight_scale_2, W' = W +
+ * Truth is written here: W as comfy_kitchen dequantizes it into float32, f32(e2m1(code) ×
+ * f32(e4m3(block scale) × weight_scale_2)), code 8 −0; in float64 W' = W +
  * Σ weight · scale · B·A, then quantized again as ComfyUI's LoRA patch does (scale "recalculate",
  * comfy_kitchen's quantize_nvfp4, rounded to nearest even where ComfyUI rounds stochastically),
  * in float32 on w = f32(W'): s2 = f32(max |w| / 2688); per block of 16, b = e4m3(min(f32(f32(amax
@@ -26,7 +27,7 @@ import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeFileInMemory } from './helpers/merge-backends.js';
 import { trueMerge, type TruthTerm } from './helpers/merge-truth.js';
-import { blockedOrder, comfyNvfp4Requantize, e2m1Value, e4m3Byte, e4m3Value, unswizzled } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyNvfp4Requantize, comfyNvfp4Value, e2m1Value, e4m3Byte, e4m3Value, unswizzled } from './helpers/e4m3-by-hand.js';
 
 const rand = seededRandom(4242);
 const P = 'model.diffusion_model.';
@@ -96,15 +97,19 @@ const { adapters: ADAPTERS, terms: TERMS, termsOf } = flux2StyleAndDetail(aiTool
 
 // --- the truth ------------------------------------------------------------------------------------
 
-/** W = e2m1(code) × e4m3(block scale) × weight_scale_2 in float64, code c of a row in byte ⌊c/2⌋'s high nibble when c is even. */
-function nvfp4Values(base: Map<string, DecodedTensor>, m: string): { values: Float64Array; rows: number; cols: number } {
+/**
+ * W as comfy_kitchen dequantizes it, f32(e2m1(code) × f32(e4m3(block scale) × weight_scale_2)), or
+ * (`exact`) e2m1 × e4m3 × weight_scale_2 in float64; code c of a row in byte ⌊c/2⌋'s high nibble when c is even.
+ */
+function nvfp4Values(base: Map<string, DecodedTensor>, m: string, exact = false): { values: Float64Array; rows: number; cols: number } {
   const w = base.get(`${m}.weight`)!;
   const rows = w.shape[0], cols = w.shape[1] * 2;
   const blocks = unswizzled(base.get(`${m}.weight_scale`)!, rows, cols / 16);
   const s2 = base.get(`${m}.weight_scale_2`)!.values[0];
   const values = Float64Array.from({ length: rows * cols }, (_, i) => {
     const byte = w.bytes[i >> 1];
-    return e2m1Value(i % 2 === 0 ? byte >> 4 : byte & 0x0f) * e4m3Value(blocks[r(i, cols) * (cols / 16) + Math.floor((i % cols) / 16)]) * s2;
+    const code = i % 2 === 0 ? byte >> 4 : byte & 0x0f, scale = blocks[r(i, cols) * (cols / 16) + Math.floor((i % cols) / 16)];
+    return exact ? e2m1Value(code) * e4m3Value(scale) * s2 : comfyNvfp4Value(code, scale, s2);
   });
   return { values, rows, cols };
 }
@@ -146,6 +151,13 @@ describe('the truth exercises what it should', () => {
     expect(all.reduce((n, t) => n + t.negativeZeros, 0)).toBeGreaterThan(0);
     expect(truths.get(QKV)!.zeroScaleBlocks).toBe(2); // the block of zeros and the tiny one
     expect(original.tensors.get(`${QKV}.weight_scale`)!.shape).toEqual([256, 4]);
+  });
+
+  it('every nvfp4 layer holds values where comfy_kitchen\'s float32 order and the exact product differ', () => {
+    for (const m of NVFP4_LAYERS) {
+      const ours = nvfp4Values(original.tensors, m).values, exact = nvfp4Values(original.tensors, m, true).values;
+      expect(ours.filter((x, i) => x !== Math.fround(exact[i])).length, m).toBeGreaterThan(0);
+    }
   });
 });
 
@@ -229,6 +241,25 @@ describe('ComfyUI nvfp4: rounding, saturation and what is refused', () => {
     const merged = await merge(BASE, backends['cpu (wasm)']!, 'bf16');
     expect([...merged.tensors.keys()].filter((k) => /\.(weight_scale|weight_scale_2|comfy_quant|input_scale)$/.test(k))).toEqual([]);
     for (const m of NVFP4_LAYERS) expect(merged.tensors.get(`${m}.weight`)!.dtype, m).toBe('BF16');
+  });
+
+  it('--dtype f32: a layer no LoRA changes is comfy_kitchen\'s float32 values bit for bit (code 8 −0); a merged one is W + ΔW rounded once', async () => {
+    const merged = await merge(BASE, backends['cpu (wasm)']!, 'f32');
+    const still = `${P}double_blocks.0.img_attn.proj`;
+    const want = nvfp4Values(original.tensors, still).values;
+    const got = merged.tensors.get(`${still}.weight`)!;
+    expect(got.dtype).toBe('F32');
+    const bits = (x: number) => new Uint32Array(Float32Array.of(x).buffer)[0];
+    const wrong = want.findIndex((x, i) => bits(x) !== bits(got.values[i]));
+    expect(wrong, `value ${wrong}: ${got.values[wrong]} vs ${want[wrong]}`).toBe(-1);
+    expect(want.some((x) => Object.is(x, -0))).toBe(true);
+    for (const m of MERGED) {
+      const { values, rows, cols } = nvfp4Values(original.tensors, m);
+      const truth = trueMerge({ ...original.tensors.get(`${m}.weight`)!, shape: [rows, cols], values }, termsOf(`${m}.weight`));
+      const out = merged.tensors.get(`${m}.weight`)!.values;
+      const off = Array.from(truth).findIndex((x, i) => Math.fround(x) !== out[i]);
+      expect(off, `${m} value ${off}: ${out[off]} vs ${Math.fround(truth[off])}`).toBe(-1);
+    }
   });
 
   it('--dtype f8_e4m3 and f8_e5m2 on a file with nvfp4 layers: refused in one line naming the tensor', async () => {

@@ -8,12 +8,14 @@
  * weight to a multiple of 16 in both directions and ComfyUI loads the stored tensor as the layer's
  * codes, so the stored shape is read as the weight's. W = e2m1(code) × e4m3(block scale) × weight_scale_2.
  *
- * Read as the exact product: a code times its block scale has at most 6 significant bits, exact in
- * bf16, so the weight is seen as bf16 products with weight_scale_2 the one scale per tensor, their
- * product exact in float64 and rounded once (ModelOpt's own NVFP4, modelopt-nvfp4.ts, is read in
- * ModelOpt's float32 order instead). comfy_kitchen's own
- * dequantization multiplies weight_scale_2 by the block scale in float32 first, which may round
- * before the product is rounded to the model's dtype; the exact product is kept here.
+ * Read as ComfyUI dequantizes it to apply a LoRA (the patch asks for its float32 compute dtype;
+ * comfy_kitchen's CUDA kernel, which its registry picks first, and its eager reference agree there):
+ * in float32, the block's scale first, f32(e4m3(block scale) × weight_scale_2), then each value
+ * f32(e2m1(code) × that), code 8 giving −0 (its table's −0.0, the CUDA conversion's too). That is
+ * ModelOpt's order (modelopt-nvfp4.ts, whose table this shares) but for −0, and differs from the
+ * exact product where f32(e4m3 × weight_scale_2) rounds. The view lists the weight as those f32
+ * values and the merge sees it with one scale of 1, adds ΔW in real values and rounds once. A
+ * weight_scale_2 whose product with the largest block scale (448) is beyond float32 is refused.
  *
  * A merged layer is quantized again as ComfyUI's LoRA patch does (the layout's quantize with scale
  * "recalculate"), by comfy_kitchen's quantize_nvfp4 (its eager reference), all in float32 on W'
@@ -23,13 +25,13 @@
  * (a negative value that rounds to 0 is code 8); a block whose scale is 0 gets codes 0. ComfyUI
  * rounds the codes stochastically (comfy/float.py); here they round to nearest even.
  */
-import { decodeToF32, encodeFromF32, f32BitsToF8Bits, f8DecodeTable } from '../dtype.js';
+import { decodeToF32, f32BitsToF8Bits, f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
 import { blockedScaleShape, swizzledOffset } from './comfy-mxfp8.js';
-import { E2M1 } from './modelopt-nvfp4.js';
+import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, type Nvfp4Reading } from './nvfp4-values.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
 export const NVFP4_BLOCK = 16;
@@ -61,46 +63,54 @@ export async function readComfyNvfp4(base: BaseModel, layer: string, from: strin
   if (!Number.isFinite(value) || value < 0) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${globalKey}" holds the scale ${value}; a scale must be finite and not negative`);
   }
+  // comfy_kitchen multiplies it by each block scale in float32: past float32 there, no weight could be read.
+  if (!nvfp4GlobalFits(value)) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${globalKey}" holds the scale ${value}; times the largest block scale (448) it is beyond float32, so ComfyUI's dequantization gives no finite weight`);
+  }
   const entry: ScaledFp8Weight = {
-    weightKey, codeDtype: 'BF16', scaleKey: globalKey, scaleDtype: 'F32', rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(value),
-    scaleLayout: 'nvfp4', blockScaleKey: scaleKey, view: nvfp4View(base, weightKey, scaleKey, rows, cols),
+    weightKey, codeDtype: 'F32', scaleKey: globalKey, scaleDtype: 'F32', rows, cols, blockRows: rows, blockCols: cols, scales: Float64Array.of(1),
+    scaleLayout: 'nvfp4', blockScaleKey: scaleKey, view: nvfp4View(base, weightKey, scaleKey, value, rows, cols),
   };
   if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
   return entry;
 }
 
-/** The weight as bf16 code × block scale (rows, cols), decoded a row range at a time. */
-function nvfp4View(base: BaseModel, key: string, scaleKey: string, rows: number, cols: number): ViewTensor {
-  const rowBytes = cols * 2;
+/** comfy_kitchen's reading: element 2k in the high nibble (`hi_first`), code 8 −0. */
+const COMFY: Nvfp4Reading = { evenHigh: true, negativeZero: true };
+
+/**
+ * The weight as f32 values (rows, cols) in comfy_kitchen's order, decoded a row range at a time:
+ * each block's swizzled scale byte read once, each byte one lookup of its pair of values.
+ */
+function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: number, rows: number, cols: number): ViewTensor {
+  const rowBytes = cols * 4;
   const blocks = cols / NVFP4_BLOCK;
   const scaleCols = blockedScaleShape(rows, blocks)[1];
   const tileBytes = 128 * scaleCols; // a 128-row tile of the swizzled scales is contiguous
+  const half = NVFP4_BLOCK / 2; // bytes a block
   return {
-    name: key, dtype: 'BF16', shape: [rows, cols], byteLength: rows * rowBytes,
+    name: key, dtype: 'F32', shape: [rows, cols], byteLength: rows * rowBytes,
     async readPart(start, length) {
-      if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${key}: bytes ${start}+${length} are not whole bf16 values`);
+      if (start % 4 !== 0 || length % 4 !== 0) throw new RangeError(`${key}: bytes ${start}+${length} are not whole f32 values`);
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
       const packed = await base.readPart(key, r0 * (cols / 2), (r1 - r0) * (cols / 2));
       const t0 = Math.floor(r0 / 128);
       const t1 = Math.ceil(r1 / 128);
-      const tiles = decodeToF32(await base.readPart(scaleKey, t0 * tileBytes, (t1 - t0) * tileBytes), 'F8_E4M3');
-      const values = new Float32Array((r1 - r0) * cols);
+      const tiles = await base.readPart(scaleKey, t0 * tileBytes, (t1 - t0) * tileBytes);
+      const { nan } = e4m3Bytes();
+      const { pairs } = nvfp4CodeValues(global, COMFY);
+      const out = new Float64Array((r1 - r0) * (cols / 2));
       for (let r = r0; r < r1; r++) {
         for (let j = 0; j < blocks; j++) {
           const s = tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes];
-          if (Number.isNaN(s)) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
-          for (let c = j * NVFP4_BLOCK; c < (j + 1) * NVFP4_BLOCK; c++) {
-            const i = (r - r0) * cols + c;
-            const byte = packed[i >> 1];
-            const code = i & 1 ? byte & 0x0f : byte >> 4; // element 2k in the high nibble
-            const magnitude = E2M1[code & 7] * s;
-            values[i] = code & 8 ? -magnitude : magnitude;
-          }
+          if (nan[s]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
+          const at = s << 8;
+          const p0 = (r - r0) * (cols / 2) + j * half;
+          for (let p = p0; p < p0 + half; p++) out[p] = pairs[at | packed[p]];
         }
       }
-      const offset = start - r0 * rowBytes;
-      return encodeFromF32(values, 'BF16').subarray(offset, offset + length);
+      return new Uint8Array(out.buffer, start - r0 * rowBytes, length);
     },
   };
 }

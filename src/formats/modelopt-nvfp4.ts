@@ -22,9 +22,7 @@ import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
-
-/** e2m1 magnitudes by the code's low three bits. */
-export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
+import { E2M1, e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, type Nvfp4Reading } from './nvfp4-values.js';
 
 export interface Nvfp4Base {
   /** The base with every NVFP4 weight an f32 tensor of its values as ModelOpt dequantizes them. */
@@ -66,7 +64,7 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
     const global = decodeToF32(await base.read(key), 'F32')[0];
     if (!Number.isFinite(global) || global < 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; scales must be finite and not negative`);
     // ModelOpt multiplies it by each block scale in float32: past float32 there, no weight could be read.
-    if (!Number.isFinite(Math.fround(448 * global))) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; times the largest block scale (448) it is beyond float32, so ModelOpt's dequantization gives no finite weight`);
+    if (!nvfp4GlobalFits(global)) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${key}" holds the scale ${global}; times the largest block scale (448) it is beyond float32, so ModelOpt's dequantization gives no finite weight`);
     found.set(weightKey, { key: weightKey, scaleKey, rows, cols, group, global });
     hidden.add(scaleKey);
     const entry: ScaledFp8Weight = {
@@ -85,51 +83,8 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
   };
 }
 
-/** E4M3 block-scale bytes decoded, and which of them are E4M3FN's NaN bytes (0x7f, 0xff). */
-let e4m3Table: { values: Float32Array; nan: Uint8Array } | undefined;
-function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
-  if (e4m3Table) return e4m3Table;
-  const values = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
-  return (e4m3Table = { values, nan: Uint8Array.from(values, (v) => (Number.isNaN(v) ? 1 : 0)) });
-}
-
-/** ModelOpt's e2m1 value table (`e2m1_values`), by code: its code 8 is +0, not −0. */
-const E2M1_CODES = Float64Array.from({ length: 16 }, (_, code) => (code === 8 ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
-
-/**
- * For one weight_scale_2, every value a code can take and every byte's pair of them:
- * - `bits[s·16 + code]`: the float32 bits of f32(e2m1(code) × f32(e4m3(s) × weight_scale_2)),
- *   ModelOpt's order, each step rounded to float32 (a Float32Array store rounds as torch's f32
- *   multiply does);
- * - `pairs[s·256 + byte]`: the byte's two values as one 8-byte word, the low nibble's f32 bits in
- *   its low half (element 2k first in memory), so an even group decodes a byte with one load and one
- *   store. Read and written through a Float64Array: two finite f32 values never form a double NaN
- *   (that needs the high value's exponent all ones), so the bits pass unchanged.
- * Made per weight read (512 KiB) and kept for the last weight_scale_2 only, as the merge reads a
- * weight's slabs in turn.
- */
-let lastValues: { global: number; bits: Uint32Array; pairs: Float64Array } | undefined;
-function codeValues(global: number): { bits: Uint32Array; pairs: Float64Array } {
-  if (lastValues && Object.is(lastValues.global, global)) return lastValues;
-  const scales = e4m3Bytes().values;
-  const values = new Float32Array(256 * 16);
-  for (let s = 0; s < 256; s++) {
-    const block = Math.fround(scales[s] * global);
-    for (let code = 0; code < 16; code++) values[s * 16 + code] = E2M1_CODES[code] * block;
-  }
-  const bits = new Uint32Array(values.buffer);
-  const pairs = new Float64Array(256 * 256);
-  const halves = new Uint32Array(pairs.buffer);
-  for (let s = 0; s < 256; s++) {
-    for (let byte = 0; byte < 256; byte++) {
-      const at = (s * 256 + byte) * 2;
-      halves[at] = bits[s * 16 + (byte & 0x0f)];
-      halves[at + 1] = bits[s * 16 + (byte >> 4)];
-    }
-  }
-  lastValues = { global, bits, pairs };
-  return lastValues;
-}
+/** ModelOpt's reading: element 2k in the low nibble, code 8 (−0) read as +0 as its `e2m1_values` table does. */
+const MODELOPT: Nvfp4Reading = { evenHigh: false, negativeZero: false };
 
 /**
  * The bf16 pair table of FP4 (e2m1) bytes under 256 scale bytes: entry s·256 + b holds the bf16 bits
@@ -175,7 +130,7 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
       for (let j = 0; j < scales.length; j++) {
         if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
       }
-      const { bits, pairs } = codeValues(w.global);
+      const { bits, pairs } = nvfp4CodeValues(w.global, MODELOPT);
       // Values [v0, v1) of the rows read, widened to whole bytes [p0, p1).
       const v0 = start / 4 - r0 * w.cols;
       const v1 = v0 + length / 4;

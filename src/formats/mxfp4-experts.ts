@@ -28,7 +28,8 @@ import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
-import { E2M1, e2m1Bf16Pairs } from './modelopt-nvfp4.js';
+import { e2m1Bf16Pairs } from './modelopt-nvfp4.js';
+import { E2M1 } from './nvfp4-values.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 
 /** The largest finite bf16 value: a decoded value past it is Inf in transformers' tensor. */

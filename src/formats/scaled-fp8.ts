@@ -108,8 +108,9 @@ export interface ScaledFp8Weight {
   scaleLayout?: 'mxfp8' | 'nvfp4' | 'int8_tensorwise';
   loadScales?: () => Promise<Float64Array>;
   /**
-   * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts): `view` is the weight as bf16 code × block
-   * scale (rows, cols), `scaleKey` its weight_scale_2 and `blockScaleKey` the block scales; both
+   * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts): `view` is the weight as f32 values (rows,
+   * cols) as comfy_kitchen dequantizes them (`scales` is then 1), `scaleKey` its weight_scale_2 and
+   * `blockScaleKey` the block scales; both
    * rewritten when it is merged and quantized again, left out when it is dequantized.
    * `int8_tensorwise`: ComfyUI's int8 layer (comfy-int8.ts): `view` is its codes as bf16, its
    * scales one per tensor or per row; written back as int8 codes.

@@ -90,7 +90,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   }
   if (scaled.kind === 'comfy-quant-fp8') {
     const unread = scaled.unread.length ? `; ${scaled.unread.length} weights in other comfy_quant formats (such as ${scaled.unread[0]}) are copied as they are and cannot be merged` : '';
-    const nvfp4 = [...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? '; merged nvfp4 weights (code × block scale × weight_scale_2) are written as nvfp4 again with weight_scale_2 = max |W\'| / (448 × 6) and their block scales recalculated, as ComfyUI\'s LoRA patch does (rounded to nearest even)' : '';
+    const nvfp4 = [...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? '; merged nvfp4 weights (code × (block scale × weight_scale_2), each product in float32 as comfy_kitchen dequantizes) are written as nvfp4 again with weight_scale_2 = max |W\'| / (448 × 6) and their block scales recalculated, as ComfyUI\'s LoRA patch does (rounded to nearest even)' : '';
     return `the base holds ${what}: adapters are merged into their real values (code × weight_scale); merged weights are written in their format again with weight_scale recalculated from their largest magnitude, as ComfyUI's LoRA patch does (rounded to nearest even), comfy_quant and input_scale kept; or dequantized with --dtype f32/f16/bf16${nvfp4}${unread}`;
   }
   if (scaled.kind === 'comfy-scaled-fp8') {
@@ -271,9 +271,10 @@ export function scaledFp8Output(
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
       // A weight no adapter changes whose view already holds its real values (scale 1: MXFP4 experts,
-      // integer weights): those values in the output dtype, rounded once, −0 kept (as transformers
-      // keeps it; the engine's 0 + W would make it +0).
-      if (scaled.rule === 'dequantize-only' && dequantizeTo && slab.update.terms.length === 0 && w.scales.length === 1 && w.scales[0] === 1 && !w.loadScales && !w.scaleLayout) {
+      // integer weights, ComfyUI's nvfp4): those values in the output dtype, rounded once, −0 kept (as
+      // transformers and comfy_kitchen keep it; the engine's 0 + W would make it +0).
+      const realView = (scaled.rule === 'dequantize-only' && !w.scaleLayout) || w.scaleLayout === 'nvfp4';
+      if (realView && dequantizeTo && slab.update.terms.length === 0 && w.scales.length === 1 && w.scales[0] === 1 && !w.loadScales) {
         return w.codeDtype === dequantizeTo ? slab.codes.slice() : encodeFromF32(decodeToF32(slab.codes, w.codeDtype), dequantizeTo);
       }
       const grid = await gridOf(w, slab.rowCount);

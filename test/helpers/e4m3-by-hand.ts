@@ -116,6 +116,15 @@ export function modelOptNvfp4Value(nibble: number, scaleByte: number, weightScal
 }
 
 /**
+ * One nvfp4 value as ComfyUI dequantizes a comfy_quant layer (comfy_kitchen's dequantize_nvfp4 into
+ * float32: its CUDA kernel and its eager reference), step by step in float32: decode_scale =
+ * f32(e4m3(block scale) × weight_scale_2), then f32(e2m1 × decode_scale), code 8 being −0.
+ */
+export function comfyNvfp4Value(nibble: number, scaleByte: number, weightScale2: number): number {
+  return Math.fround(e2m1Value(nibble) * Math.fround(e4m3Value(scaleByte) * weightScale2));
+}
+
+/**
  * ModelOpt's FP8 export of a weight W' held in the model's dtype d (unified_export_hf.py,
  * quant_utils.py): amax = max |W'_d|, weight_scale = f32(amax / 448) (a 0-dim f32 tensor; stored in
  * `scaleDtype` where the file had another), and codes = (W'_d / weight_scale).to(float8_e4m3fn),

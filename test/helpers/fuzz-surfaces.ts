@@ -81,7 +81,7 @@
 import fc from 'fast-check';
 import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor as FixtureDecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import {
-  blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
+  blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyNvfp4Value, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
   modelOptNvfp4Value, modelOptRequantize, unswizzled,
 } from './e4m3-by-hand.js';
 import { exactMergeBitsOf } from './exact-truth.js';
@@ -962,7 +962,8 @@ const mxfp8Reader: ComfyReader = (tensor, layer) => {
 /**
  * nvfp4: U8 (rows, cols/2), element 2k in the high nibble, rows and cols multiples of 16; F8_E4M3
  * block scales per 16 inputs, swizzled (NaN refused where read, negative ones read as they are);
- * weight_scale_2 one F32, finite and not negative. W = e2m1 × block scale × weight_scale_2.
+ * weight_scale_2 one F32, finite and not negative, f32(448 × it) finite. W as comfy_kitchen
+ * dequantizes it: f32(e2m1 × f32(block scale × weight_scale_2)), code 8 −0.
  * Merged: comfyNvfp4Requantize, a weight_scale_2 of 0 refused.
  */
 const nvfp4Reader: ComfyReader = (tensor, layer) => {
@@ -976,13 +977,14 @@ const nvfp4Reader: ComfyReader = (tensor, layer) => {
   if (!g || g.dtype !== 'F32' || g.values.length !== 1 || g.shape.length > 1) return { invalid: `${layer}.weight_scale_2 is ${g ? `${g.dtype} [${g.shape.join(', ')}]` : 'missing'}` };
   const global = g.values[0];
   if (!(Number.isFinite(global) && global >= 0)) return { invalid: `${layer}.weight_scale_2 is ${global}` };
+  if (!Number.isFinite(Math.fround(448 * global))) return { invalid: `${layer}.weight_scale_2 is ${global}: times 448 beyond float32` };
   const grid = unswizzled(s, rows, blocks);
   return {
     rows, cols,
     real: () => {
       const nan = grid.findIndex((b) => (b & 0x7f) === 0x7f);
       if (nan >= 0) return `${layer}.weight_scale holds NaN for row ${Math.floor(nan / blocks)}`;
-      return Float64Array.from({ length: rows * cols }, (_, i) => e2m1Value(i % 2 === 0 ? w.bytes[i >> 1] >> 4 : w.bytes[i >> 1] & 0x0f) * e4m3Value(grid[Math.floor(i / cols) * blocks + Math.floor((i % cols) / 16)]) * global);
+      return Float64Array.from({ length: rows * cols }, (_, i) => comfyNvfp4Value(i % 2 === 0 ? w.bytes[i >> 1] >> 4 : w.bytes[i >> 1] & 0x0f, grid[Math.floor(i / cols) * blocks + Math.floor((i % cols) / 16)], global));
     },
     requantize: (merged) => {
       const s2 = Math.fround(maxAbs(merged.map(Math.fround)) / (448 * 6));
