@@ -141,6 +141,26 @@ describe('a pattern table gives a module the value of the key PEFT picks', () =>
     expect(peftValue({ 'q_proj': 2 }, 'm\nn.q_proj', -1)).toBe(-1); // `.*` does not cross "\n"
   });
 
+  it('refuses a name matched by a whole-number key and another, whose order in the file JSON.parse loses', () => {
+    // Python keeps the file's order: PEFT gives `attn.to_out.0` 8 (`to_out.0` comes first). A
+    // JavaScript object lists the key "0" first, which would give 4.
+    const text = String.raw`{"r": 2, "rank_pattern": {"to_out.0": 8, "0": 4, "ff\\.net\\.\\d": 6}}`;
+    const inFile = { 'to_out.0': 8, '0': 4, 'ff\\.net\\.\\d': 6 };
+    expect(Object.keys(JSON.parse(text).rank_pattern)).toEqual(['0', 'to_out.0', 'ff\\.net\\.\\d']);
+    const config = parsePeftConfig(text, 'adapter_config.json');
+    expect(() => lookupPattern(config.rankPattern, 'attn.to_out.0', 2)).toThrow(
+      'adapter_config.json: rank_pattern keys "0" and "to_out.0" both match module "attn.to_out.0", and PEFT takes the one written first, but the file\'s order of a key that is a whole number is lost when its JSON is read here; write the key "0" as "(0)", which PEFT matches alike and whose place is kept');
+    expect(() => lookupPattern(config.rankPattern, 'ff.net.0', 2)).toThrow('rank_pattern keys "0" and "ff\\.net\\.\\d" both match module "ff.net.0"');
+    // Written "(0)" as the message says, the key keeps its place and PEFT's choice is made.
+    const kept = parsePeftConfig(text.replace('"0"', '"(0)"'), 'adapter_config.json');
+    expect(lookupPattern(kept.rankPattern, 'attn.to_out.0', 2)).toBe(8);
+    expect(peftValue({ 'to_out.0': 8, '(0)': 4 }, 'attn.to_out.0', 2)).toBe(8);
+    // Where one key alone matches, its place does not matter.
+    const names = ['proj.0', 'attn.to_out.1', 'ff.net.1', 'ff.net.10'];
+    expect(names.map((m) => lookupPattern(config.rankPattern, m, 2))).toEqual(names.map((m) => peftValue(inFile, m, 2)));
+    expect(names.map((m) => peftValue(inFile, m, 2))).toEqual([4, 2, 6, 2]);
+  });
+
   it('agrees with PEFT on random tables of names and regexes', () => {
     fc.assert(
       fc.property(fc.uniqueArray(key, { minLength: 1, maxLength: 8 }), fc.array(name, { minLength: 1, maxLength: 8 }), (keys, names) => {

@@ -78,9 +78,10 @@ function spend(budget: MatchBudget, cost: number): void {
   }
 }
 
-/** What {@link firstMatch} needs of a compiled key: its budget, and for a regex its matcher (no work counted). */
+/** What {@link firstMatch} needs of a compiled key: its budget, table, and for a regex its matcher (no work counted). */
 interface PatternInternals {
   budget: MatchBudget;
+  table: string;
   regex: ((path: string) => boolean) | null;
 }
 const internals = new WeakMap<ModulePattern, PatternInternals>();
@@ -98,7 +99,7 @@ export function compileModulePattern(key: string, table: string, budget: MatchBu
         return pythonEnd(path, (p) => matchesDottedName(key, p));
       },
     };
-    internals.set(pattern, { budget, regex: null });
+    internals.set(pattern, { budget, table, regex: null });
     return pattern;
   }
   let re: RE2JS;
@@ -117,7 +118,7 @@ export function compileModulePattern(key: string, table: string, budget: MatchBu
       return regex(path);
     },
   };
-  internals.set(pattern, { budget, regex });
+  internals.set(pattern, { budget, table, regex });
   return pattern;
 }
 
@@ -149,6 +150,13 @@ interface NameGroup {
 /** A table made ready for {@link firstMatch}. */
 interface TableIndex {
   budget: MatchBudget | null;
+  table: string;
+  /**
+   * How many keys are whole numbers (`0`, `12`): a JavaScript object lists those first, ascending,
+   * whatever their place in the file, so they are the table's first entries and their order
+   * against the other keys is lost.
+   */
+  wholeNumbers: number;
   /** Dotted-name keys by length. */
   groups: Map<number, NameGroup[]>;
   /** Regex keys with their index, in the table's order. */
@@ -161,12 +169,14 @@ const indexes = new WeakMap<readonly (readonly [ModulePattern, unknown])[], Tabl
 function tableIndex(table: readonly (readonly [ModulePattern, unknown])[]): TableIndex {
   let index = indexes.get(table);
   if (index) return index;
-  index = { budget: null, groups: new Map(), regexes: [], exact: new Map() };
+  index = { budget: null, table: '', wholeNumbers: 0, groups: new Map(), regexes: [], exact: new Map() };
   table.forEach(([pattern], i) => {
     const inner = internals.get(pattern);
     if (!inner) throw new Error(`module pattern "${pattern.source}" was not made by compileModulePattern`);
     index.budget = inner.budget;
+    index.table = inner.table;
     const key = pattern.source;
+    if (/^(0|[1-9][0-9]*)$/.test(key) && Number(key) < 4294967295) index.wholeNumbers++; // an array index
     if (!index.exact.has(key)) index.exact.set(key, i);
     if (inner.regex) {
       index.regexes.push({ index: i, matches: inner.regex });
@@ -199,24 +209,40 @@ function tableIndex(table: readonly (readonly [ModulePattern, unknown])[]): Tabl
 export function firstMatch(table: readonly (readonly [ModulePattern, unknown])[], path: string): number {
   if (table.length === 0) return -1;
   const index = tableIndex(table);
-  const budget = index.budget as MatchBudget;
-  let best = bestNamedKey(index, budget, path);
-  // Python's `$` also matches before a final "\n".
-  if (path.endsWith('\n')) best = Math.min(best, bestNamedKey(index, budget, path.slice(0, -1)));
-  for (const { index: i, matches } of index.regexes) {
-    if (i >= best) break;
-    spend(budget, REGEX_MATCH_COST);
-    if (matches(path)) {
-      best = i;
-      break;
+  const best = firstKeyFrom(index, path, 0);
+  if (best < index.wholeNumbers) {
+    // A whole-number key matches: PEFT takes it only if no other matching key comes before it in
+    // the file, and that order is gone. (Two whole numbers never match one name: each takes only
+    // the last part equal to it.)
+    const other = firstKeyFrom(index, path, index.wholeNumbers);
+    if (other < Infinity) {
+      const shown = (i: number) => { const k = table[i][0].source; return k.length > 80 ? `${k.slice(0, 80)}…` : k; };
+      throw new MergeError(
+        'BAD_CONFIG',
+        `${(index.budget as MatchBudget).file}: ${index.table} keys "${shown(best)}" and "${shown(other)}" both match module "${path}", and PEFT takes the one written first, but the file's order of a key that is a whole number is lost when its JSON is read here; write the key "${shown(best)}" as "(${shown(best)})", which PEFT matches alike and whose place is kept`,
+      );
     }
   }
   if (best < Infinity) return best;
   return index.exact.get(path) ?? -1;
 }
 
-/** The first dotted-name key that matches the whole of `path`, or Infinity. */
-function bestNamedKey(index: TableIndex, budget: MatchBudget, path: string): number {
+/** The first key at or after `from` in the table that matches `path`, or Infinity (`from` is 0 or past the whole numbers, which are no regexes). */
+function firstKeyFrom(index: TableIndex, path: string, from: number): number {
+  const budget = index.budget as MatchBudget;
+  let best = bestNamedKey(index, budget, path, from);
+  // Python's `$` also matches before a final "\n".
+  if (path.endsWith('\n')) best = Math.min(best, bestNamedKey(index, budget, path.slice(0, -1), from));
+  for (const { index: i, matches } of index.regexes) {
+    if (i >= best) break;
+    spend(budget, REGEX_MATCH_COST);
+    if (matches(path)) return i;
+  }
+  return best;
+}
+
+/** The first dotted-name key at or after `from` that matches the whole of `path`, or Infinity. */
+function bestNamedKey(index: TableIndex, budget: MatchBudget, path: string, from: number): number {
   let best = Infinity;
   if (index.groups.size === 0) return best;
   const newline = path.indexOf('\n');
@@ -230,7 +256,7 @@ function bestNamedKey(index: TableIndex, budget: MatchBudget, path: string): num
       spend(budget, 1 + group.dots.length); // building the probe: about a comparison's time a dot
       const probe = withDots(suffix, group.dots);
       const hit = probe === null ? undefined : group.keys.get(probe);
-      if (hit !== undefined && hit < best) best = hit;
+      if (hit !== undefined && hit >= from && hit < best) best = hit;
     }
   }
   return best;
