@@ -25,7 +25,7 @@ import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES, MAX_PATTERNS } from '../limits
 export interface ModulePattern {
   /** The key as written in the config. */
   readonly source: string;
-  /** Does module path `path` match (PEFT's rule)? */
+  /** Does module path `path` match this key (PEFT's rule)? A table's lookup uses {@link firstMatch} instead, which does not try each key. */
   test(path: string): boolean;
 }
 
@@ -86,6 +86,11 @@ interface PatternInternals {
 }
 const internals = new WeakMap<ModulePattern, PatternInternals>();
 
+/**
+ * Key `key` of `table` (`rank_pattern`, `alpha_pattern`, …), ready to match: a dotted module name
+ * as it is, anything else compiled by RE2JS (refused when RE2 cannot match it in linear time). Its
+ * matching work is counted in `budget`.
+ */
 export function compileModulePattern(key: string, table: string, budget: MatchBudget): ModulePattern {
   const where = `${budget.file}: ${table} key "${key.length > 80 ? `${key.slice(0, 80)}…` : key}"`;
   if (key.length > MAX_PATTERN_LENGTH) {
