@@ -7,7 +7,7 @@
  */
 import { MergeError } from '../errors.js';
 import { checkJsonBounds } from './bounded-json.js';
-import { lookupPattern, peftConfigFrom, type PeftLoraConfig } from './peft-config.js';
+import { lookupPattern, patternCovers, peftConfigFrom, type PeftLoraConfig } from './peft-config.js';
 
 export const LORA_ADAPTER_METADATA = 'lora_adapter_metadata';
 
@@ -61,7 +61,7 @@ export class DiffusersLoraMetadata {
   alphaFor(component: string, path: string): ComponentAlpha | undefined {
     const config = this.configs.get(component) ?? this.configs.get('');
     if (!config) return undefined;
-    const patterned = config.alphaPattern.some(([re]) => re.test(path));
+    const patterned = patternCovers(config.alphaPattern, path);
     if (config.defaulted.includes('lora_alpha') && !patterned) return undefined;
     return { alpha: lookupPattern(config.alphaPattern, path, config.loraAlpha), rsLora: config.useRslora };
   }

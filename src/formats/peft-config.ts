@@ -3,7 +3,7 @@
  * follow PEFT's LoraConfig (r = 8, lora_alpha = 8).
  */
 import { MergeError } from '../errors.js';
-import { checkPatternCount, compileModulePattern, countRegexCompiles, patternKeyIsRegex, type MatchBudget, type ModulePattern } from './module-pattern.js';
+import { checkPatternCount, compileModulePattern, countRegexCompiles, firstMatch, patternKeyIsRegex, type MatchBudget, type ModulePattern } from './module-pattern.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 
 export interface PeftLoraConfig {
@@ -256,12 +256,17 @@ function tokenIndices(obj: Record<string, unknown>, key: string, file: string): 
 }
 
 /**
- * The value a pattern table gives module `path` (PEFT: key k matches when the path matches
- * `(.*\.)?k$`), or `fallback`.
+ * The value a pattern table gives module `path` (PEFT's `get_pattern_key`: the first key k with
+ * `re.match(rf"(.*\.)?({k})$", path)`, else the key `path` itself), or `fallback`.
  */
 export function lookupPattern(table: [ModulePattern, number][], path: string, fallback: number): number {
-  for (const [re, value] of table) if (re.test(path)) return value;
-  return fallback;
+  const i = firstMatch(table, path);
+  return i < 0 ? fallback : table[i][1];
+}
+
+/** Whether a pattern table gives module `path` a value (see {@link lookupPattern}). */
+export function patternCovers(table: [ModulePattern, number][], path: string): boolean {
+  return firstMatch(table, path) >= 0;
 }
 
 /** True when init_lora_weights names a method that modifies the base weights while training. */

@@ -29,7 +29,7 @@ import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
-import { lookupPattern, patternTables } from './peft-config.js';
+import { lookupPattern, patternCovers, patternTables } from './peft-config.js';
 import { savedTensor } from './peft-saved-modules.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -464,7 +464,7 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
       // PEFT: α/r from the config; the stored factors must have that rank where they have one.
       const stored = storedRank(module);
       if (stored !== undefined && stored !== moduleRank) {
-        report('BAD_CONFIG', `has rank ${stored} but the config (${rankPattern.some(([re]) => re.test(path)) ? 'rank_pattern' : 'r'}) says ${moduleRank}`);
+        report('BAD_CONFIG', `has rank ${stored} but the config (${patternCovers(rankPattern, path) ? 'rank_pattern' : 'r'}) says ${moduleRank}`);
         continue;
       }
       Object.assign(module, { rank: moduleRank, alpha: moduleAlpha, scale: moduleAlpha / moduleRank, scaleOrigin: { kind: 'alpha', rule: 'α/r', stated: true } });

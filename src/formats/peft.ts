@@ -9,7 +9,7 @@ import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, Token
 import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora, loraExtraShapeProblem } from './algorithms/lora.js';
 import { peftBdlora } from './algorithms/peft-bdlora.js';
-import { isModifiedBaseInit, lookupPattern, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
+import { isModifiedBaseInit, lookupPattern, patternCovers, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
 import { parsePeftMethodAdapter, peftMethodOf } from './peft-methods.js';
 import { ALL_LINEAR_LAYERS, checkPeftTargets, NameSuffixes, peftTargetsFrom, targetsAllLinear } from './peft-targets.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -292,7 +292,7 @@ function buildModule(adapter: string, key: string, set: FactorSet, config: PeftL
   }
   const configRank = lookupPattern(config.rankPattern, path, config.r);
   if (configRank !== rank) {
-    const from = config.rankPattern.some(([re]) => re.test(path)) ? 'rank_pattern' : config.defaulted.includes('r') ? 'the default r' : 'r';
+    const from = patternCovers(config.rankPattern, path) ? 'rank_pattern' : config.defaulted.includes('r') ? 'the default r' : 'r';
     problems.push({ code: 'BAD_CONFIG', message: `${adapter}: module "${path}": ${aName} has rank ${rank} but the config (${from}) says ${configRank}` });
     return null;
   }
