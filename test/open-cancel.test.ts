@@ -71,7 +71,7 @@ describe('a cancel while prepareMerge opens its inputs', () => {
 
   it("is seen between an adapter's header of 89,088 tensors and the parse of its 44,544 modules against its rank_pattern", async () => {
     // rank_pattern keyed by module paths, as PEFT saves it (here those of layer 60 and some of 59, at rank 8):
-    // looking each module up in it is most of the parse, seconds in all.
+    // each module is looked up in it as the modules are parsed.
     const rankPattern = expertRankPattern();
     expect(Object.keys(rankPattern)).toHaveLength(1000);
     const dir = temp.make({ 'adapter_config.json': deepseekV3PeftConfig(['gate_proj', 'up_proj', 'down_proj'], rankPattern) });
@@ -87,7 +87,7 @@ describe('a cancel while prepareMerge opens its inputs', () => {
     const base = await openNodeInputFileSet(baseDir);
     const reason = new Error('user pressed stop');
     // Aborted as the adapter's weights are opened: after the base is open, before the adapter's
-    // header (seconds of work) is read, so the abort is due at the turn between header and modules.
+    // header is read, so the abort is due at the turn between header and modules.
     const controller = new AbortController();
     const opened: string[] = [];
     const watched: typeof files = {

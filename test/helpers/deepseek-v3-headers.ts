@@ -90,16 +90,10 @@ export function expertLoraTensors(): Declared[] {
 
 /**
  * A rank_pattern keyed by module paths, as PEFT saves it: 1000 of the expert LoRA's modules (those
- * of layer 60 and some of 59) at rank 8, then 8 regex keys for layers the model does not have
- * (70 to 77). Module paths are looked up by hash, cheaply; the regexes, tried on each of the other
- * 43,544 modules (about 35 million units of MAX_PATTERN_MATCHES), make looking them up most of
- * the parse, a second or more.
+ * of layer 60 and some of 59) at rank 8, each of the 44,544 modules looked up in it as it is parsed.
  */
 export function expertRankPattern(): Record<string, number> {
-  return Object.fromEntries([
-    ...Array.from({ length: 1000 }, (_, i) => [`model.layers.${60 - Math.floor(i / 768)}.mlp.experts.${i % EXPERTS}.${['gate_proj', 'up_proj', 'down_proj'][Math.floor(i / EXPERTS) % 3]}`, 8] as const),
-    ...Array.from({ length: 8 }, (_, i) => [`model\\.layers\\.${70 + i}\\.mlp\\.experts\\.\\d+\\.(gate|up|down)_proj`, 4] as const),
-  ]);
+  return Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`model.layers.${60 - Math.floor(i / 768)}.mlp.experts.${i % EXPERTS}.${['gate_proj', 'up_proj', 'down_proj'][Math.floor(i / EXPERTS) % 3]}`, 8]));
 }
 
 /** DeepSeek-V3 as released: 163 shards and their index, header-only, in `dir`; returns `dir`. */
