@@ -200,6 +200,11 @@ export function namesT5(part: ModelPart, path: string): boolean {
   return part === 'te3' || (part === 'te2' && T5_PATH.test(path));
 }
 
+/** Whether a module path (below its part's prefix) is a transformers T5's, dotted or as kohya flattens it. */
+export function isT5Path(path: string): boolean {
+  return T5_PATH.test(path);
+}
+
 /** A transformers T5's module paths, dotted or as kohya flattens them. */
 const T5_PATH = /^(encoder[._]block[._]\d+[._]layer[._]|shared$|encoder[._]final_layer_norm$)/;
 

@@ -382,13 +382,14 @@ function withT5Keys(component: Omit<BaseComponent, 'keys'>, folder: string, keys
 /**
  * Where a T5 folder's config.json does not say byT5 or not (none, or one without `d_model` and
  * `vocab_size`), its shapes do: `d_model` 1472 is ComfyUI's `byt5_small`, 4096 its T5-XXL, which
- * rules byT5 out (pipeline-encoders.ts comfyT5ByShape).
+ * rules byT5 out, or its `umt5xxl` (Wan's text_encoder/ shards) by its vocabulary or per-block
+ * attention biases (pipeline-encoders.ts comfyT5ByShape).
  */
 function withT5Shapes(component: Omit<BaseComponent, 'keys'>, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): void {
   if (component.encoder !== 't5' || component.comfyEncoder !== undefined || component.ruledOut !== undefined) return;
   const held = comfyT5ByShape(keys, shape);
-  if (held?.name === 'byt5_small') component.comfyEncoder = 'byt5_small';
-  else if (held) component.ruledOut = { [held.other]: held.said };
+  if (held?.name === 'byt5_small' || held?.name === 'umt5xxl') component.comfyEncoder = held.name;
+  else if (held) component.ruledOut = { byt5_small: held.said('byt5_small') };
 }
 
 /** A component's config.json, parsed; a pipeline loads none that is not JSON. */

@@ -92,10 +92,41 @@ export function byT5Config(config: unknown): boolean {
   return dModel === 1472 || vocab === 384 || (typeof name === 'string' && /byt5/i.test(name));
 }
 
-/** ComfyUI's two T5 encoders a file saved alone may hold, by their `d_model`: byT5-small's and T5-XXL's. */
-const COMFY_T5_WIDTHS: Readonly<Record<string, { dModel: number; title: string }>> = {
-  byt5_small: { dModel: 1472, title: 'byT5' }, t5xxl: { dModel: 4096, title: 'T5-XXL' },
+/**
+ * ComfyUI's encoders whose keys are a transformers T5's (`encoder.block.N.layer.…`), by their
+ * `d_model`: byT5-small's, T5-XXL's and Wan's UMT5-XXL's (told from T5-XXL by umt5Said), and
+ * AuraFlow's Pile-T5-XL and HunyuanDiT's mT5-XL, which no file given alone is told to be here. A
+ * module of one of them on a T5 file given alone that is told to be another is left out (otherLoneT5).
+ */
+const COMFY_T5S: Readonly<Record<string, { dModel: number; title: string }>> = {
+  byt5_small: { dModel: 1472, title: 'byT5' }, t5xxl: { dModel: 4096, title: 'T5-XXL' }, umt5xxl: { dModel: 4096, title: 'UMT5-XXL' },
+  pile_t5xl: { dModel: 2048, title: 'Pile-T5-XL' }, mt5xl: { dModel: 2048, title: 'mT5-XL' },
 };
+
+const COMFY_T5S_NAMES: ReadonlySet<string> = new Set(Object.keys(COMFY_T5S));
+
+/** UMT5-XXL's vocabulary (google/umt5-xxl; comfy/text_encoders/umt5_config_xxl.json) and T5-XXL's. */
+const UMT5_VOCAB = 256384, T5XXL_VOCAB = 32128;
+const T5_BIAS_KEY = /^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.weight$/;
+
+/**
+ * Whether a T5 of d_model 4096 is UMT5-XXL (Wan's `umt5_xxl_fp16.safetensors`) or T5-XXL, and what
+ * said so. ComfyUI's loader detects both as T5-XXL (sd.py detect_te_model) and builds the model its
+ * CLIPLoader type names, but a UMT5-XXL file fits only its `umt5xxl` (the `wan` type): its t5xxl's
+ * `shared.weight` is [32128, 4096], which a vocabulary of 256384 does not fit. So the vocabulary
+ * says which; where the file's is neither (a pruned or cut export), its blocks do: UMT5 gives every
+ * block a relative attention bias of its own (ComfyUI's T5 with model_type "umt5", t5.py), T5 only
+ * the first.
+ */
+function umt5Said(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { umt5: boolean; said: string } {
+  const vocabKey = ['shared.weight', 'encoder.embed_tokens.weight'].find((k) => shape(k)?.length === 2);
+  const vocab = vocabKey === undefined ? undefined : shape(vocabKey)![0];
+  if (vocab === UMT5_VOCAB) return { umt5: true, said: `${vocabKey} holds ${vocab} tokens, UMT5's vocabulary (T5-XXL's is ${T5XXL_VOCAB})` };
+  if (vocab === T5XXL_VOCAB) return { umt5: false, said: `${vocabKey} holds ${vocab} tokens, T5-XXL's vocabulary (UMT5's is ${UMT5_VOCAB})` };
+  const later = keys.find((k) => Number(T5_BIAS_KEY.exec(k)?.[1] ?? 0) > 0);
+  if (later !== undefined) return { umt5: true, said: `block ${T5_BIAS_KEY.exec(later)![1]} holds a relative_attention_bias of its own (${later}), as every UMT5 block does (T5-XXL's first block only)` };
+  return { umt5: false, said: 'blocks past the first hold no relative_attention_bias (every UMT5 block has its own)' };
+}
 
 /** The keys of a transformers T5 encoder's blocks (`encoder.block.0.layer.0.SelfAttention.q.weight`). */
 const T5_BLOCK_KEY = /^encoder\.block\.\d+\.layer\.\d+\./;
@@ -124,32 +155,51 @@ export function t5DModel(keys: readonly string[], shape: (key: string) => readon
 }
 
 /**
- * Which of ComfyUI's two T5 encoders a T5 file or folder without a deciding config.json holds, by
- * its `d_model` (t5DModel): `byt5_small` at 1472, `t5xxl` at 4096, with why; undefined at any other
- * width or for keys of no T5. `said` tells the width and what said it, `why` the whole reason.
+ * Which of ComfyUI's T5 encoders a T5 file or folder without a deciding config.json holds, by its
+ * `d_model` (t5DModel): `byt5_small` at 1472, at 4096 `t5xxl` or `umt5xxl` (umt5Said); undefined at
+ * any other width or for keys of no T5. `against(name)` says why it is not ComfyUI's encoder `name`
+ * (`the base is a T5-XXL encoder, not byT5: its d_model, …`), `said(name)` the same from `its` on.
  */
-export function comfyT5ByShape(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { name: string; other: string; said: string; why: string } | undefined {
+export function comfyT5ByShape(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { name: string; said: (name: string) => string; against: (name: string) => string } | undefined {
   const d = t5DModel(keys, shape);
-  const name = d && Object.keys(COMFY_T5_WIDTHS).find((k) => COMFY_T5_WIDTHS[k].dModel === d.dModel);
+  const wide = d?.dModel === 4096 ? umt5Said(keys, shape) : undefined;
+  const name = d?.dModel === 1472 ? 'byt5_small' : wide ? (wide.umt5 ? 'umt5xxl' : 't5xxl') : undefined;
   if (!d || name === undefined) return undefined;
-  const held = COMFY_T5_WIDTHS[name];
-  const other = Object.keys(COMFY_T5_WIDTHS).find((k) => k !== name)!;
-  const said = `d_model, ${d.by}, is ${d.dModel}, ${held.title}'s (${COMFY_T5_WIDTHS[other].title}'s is ${COMFY_T5_WIDTHS[other].dModel})`;
-  return { name, other, said, why: `the base is a ${held.title} encoder, not ${COMFY_T5_WIDTHS[other].title}: its ${said}` };
+  const held = COMFY_T5S[name];
+  const said = (other: string) => {
+    const them = Object.hasOwn(COMFY_T5S, other) ? COMFY_T5S[other] : undefined;
+    if (them && them.dModel === d.dModel && wide) return wide.said;
+    return `d_model, ${d.by}, is ${d.dModel}, ${held.title}'s${them ? ` (${them.title}'s is ${them.dModel})` : ''}`;
+  };
+  const against = (other: string) => `the base is a ${held.title} encoder, not ${Object.hasOwn(COMFY_T5S, other) ? COMFY_T5S[other].title : other}: its ${said(other)}`;
+  return { name, said, against };
 }
 
 /**
- * Why a T5 encoder saved alone without a config.json (ComfyUI's `t5xxl_fp16.safetensors`, a byT5
- * glyph encoder file: transformers' keys `encoder.block.N…`) is not ComfyUI's `name` (`byt5_small`
- * or `t5xxl`), as its shapes tell (comfyT5ByShape): its `d_model` is the other one's. ComfyUI loads
- * such a file as that other encoder, whose model holds no keys of this one, so it leaves them
- * unloaded. Undefined for any other file, name or width.
+ * Why a T5 encoder saved alone without a config.json (ComfyUI's `t5xxl_fp16.safetensors`, Wan's
+ * `umt5_xxl_fp16.safetensors`, a byT5 glyph encoder file: transformers' keys `encoder.block.N…`)
+ * is not ComfyUI's T5 encoder `name` (`byt5_small`, `t5xxl`, `umt5xxl`, …), as its shapes tell
+ * (comfyT5ByShape). ComfyUI loads such a file as the encoder it is, whose model holds no keys of
+ * `name`'s, so it leaves them unloaded. Undefined for any other file or name, or the file's own.
  */
 export function otherLoneT5(name: string, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): string | undefined {
-  if (!Object.hasOwn(COMFY_T5_WIDTHS, name)) return undefined;
+  if (!COMFY_T5S_NAMES.has(name)) return undefined;
   const held = comfyT5ByShape(keys, shape);
   if (held === undefined || held.name === name) return undefined;
-  return `${held.why}; ComfyUI loads such a file as its ${held.name}, which holds no ${name} keys`;
+  return `${held.against(name)}; ComfyUI loads such a file as its ${held.name}, which holds no ${name} keys`;
+}
+
+/**
+ * Why a T5 file given alone is no encoder that kohya's or diffusers' text encoder names (`lora_te_`,
+ * `lora_te1_`, `text_encoder.` … + a T5 path) reach: it is UMT5-XXL, whose ComfyUI model (`umt5xxl`)
+ * takes LoRA keys under `text_encoders.umt5xxl.transformer.` only (comfy/lora.py maps `lora_teN_`
+ * T5 names to its t5xxl alone, diffusers' to its CLIPs), and diffusers' Wan pipelines load no text
+ * encoder LoRA. Undefined for any other file.
+ */
+export function loneUmt5(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): string | undefined {
+  const held = comfyT5ByShape(keys, shape);
+  if (held?.name !== 'umt5xxl') return undefined;
+  return `${held.against('t5xxl')}; ComfyUI loads such a file as its umt5xxl, whose keys only text_encoders.umt5xxl.transformer. names reach, and diffusers' Wan pipelines load no text encoder LoRA`;
 }
 
 /**

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import type { InputFileSet } from '../../src/io/types.js';
 import { buildRawSafetensors } from './fixtures.js';
 
-export interface Declared { name: string; dtype: 'F8_E4M3' | 'BF16' | 'F32'; shape: number[] }
-const WIDTH = { F8_E4M3: 1, BF16: 2, F32: 4 } as const;
+export interface Declared { name: string; dtype: 'F8_E4M3' | 'F16' | 'BF16' | 'F32'; shape: number[] }
+const WIDTH = { F8_E4M3: 1, F16: 2, BF16: 2, F32: 4 } as const;
 
 /** The header of a safetensors file holding `tensors` back to back (the data is never built), and the file's full size. */
 export function headerOf(tensors: readonly Declared[]): { header: Uint8Array; size: number } {

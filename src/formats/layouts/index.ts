@@ -4,8 +4,8 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { otherLoneT5 } from '../pipeline-encoders.js';
-import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
+import { loneUmt5, otherLoneT5 } from '../pipeline-encoders.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -303,18 +303,26 @@ export class ModuleLocator {
   }
 
   /**
-   * A module of ComfyUI's `byt5_small` or `t5xxl` (kohya's and diffusers' T5 parts are its t5xxl:
-   * ComfyUI maps `lora_teN_` T5 keys to no other T5) on a T5 encoder file given alone, without the
-   * config.json that tells a folder's (pipeline-encoders.ts otherLoneT5): where its shapes say it
-   * is the other encoder, left out, as ComfyUI leaves keys its model of that encoder lacks unloaded,
-   * and as a folder whose config.json says so leaves them out.
+   * A module of one of ComfyUI's T5 encoders (`byt5_small`, `t5xxl`, `umt5xxl`, …; kohya's and
+   * diffusers' T5 parts are its t5xxl: ComfyUI maps `lora_teN_` T5 keys to no other T5) on a T5
+   * encoder file given alone, without the config.json that tells a folder's (pipeline-encoders.ts
+   * otherLoneT5): where its shapes say it is another encoder, left out, as ComfyUI leaves keys its
+   * model of that encoder lacks unloaded, and as a folder whose config.json says so leaves them out.
+   * On a UMT5-XXL (Wan's) every kohya or diffusers text encoder name of a T5 path is left out too
+   * (pipeline-encoders.ts loneUmt5): neither ComfyUI nor diffusers loads one into it.
    */
   private otherT5Alone(address: ModuleAddress): Location | undefined {
     if (this.components.length > 0) return undefined;
     const named = /^text_encoders\.([^.]+)\.transformer\./.exec(address.path)?.[1] ?? address.comfyEncoder;
     const name = named ?? (address.part !== undefined && namesT5(address.part, address.path) ? 't5xxl' : undefined);
     const other = name === undefined ? undefined : otherLoneT5(name, this.whole.keys, this.whole.shape);
-    if (other === undefined) return undefined;
+    if (other === undefined) {
+      if (named !== undefined || address.part === undefined || address.part === 'unet' || !isT5Path(address.path)) return undefined;
+      const umt5 = loneUmt5(this.whole.keys, this.whole.shape);
+      if (umt5 === undefined) return undefined;
+      const what = address.anyFirstEncoder ? 'diffusers\' first text encoder (text_encoder.)' : partName(address.part, address.path);
+      return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${umt5}` };
+    }
     const what = named !== undefined ? `ComfyUI's ${name} text encoder (text_encoders.${name}.)` : `${partName(address.part!, address.path)}, which ComfyUI maps to its t5xxl only`;
     return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${other}` };
   }
