@@ -24,7 +24,7 @@ import { tempDirs } from './helpers/fixtures.js';
 import { peftUpdates, relativeError } from './helpers/lora-truth.js';
 import { narrowGpu } from './helpers/narrow-gpu.js';
 import { poolWatch } from './helpers/pool-watch.js';
-import { StandInWorker } from './helpers/stand-in-worker.js';
+import { StandInWorker, jobsOnWorkers, stubIsolatedContext } from './helpers/stand-in-worker.js';
 import type { Dense } from './helpers/svd-reference.js';
 import { threadJobCases } from './helpers/thread-job-cases.js';
 
@@ -53,14 +53,8 @@ async function peftOutput(outcome: AdapterJobOutcome): Promise<{ updates: Map<st
   return { updates: peftUpdates(await blob('adapter_config.json').text(), bytes), bytes };
 }
 
-const jobsOnWorkers = () => StandInWorker.started.reduce((n, w) => n + w.jobs, 0);
 
-beforeEach(() => {
-  StandInWorker.started = [];
-  vi.stubGlobal('Worker', StandInWorker);
-  vi.stubGlobal('navigator', { hardwareConcurrency: 4 });
-  vi.stubGlobal('crossOriginIsolated', true);
-});
+beforeEach(stubIsolatedContext);
 afterEach(() => vi.unstubAllGlobals());
 
 describe('threads of the browser entry\'s jobs, in a cross-origin isolated context', () => {

@@ -24,7 +24,7 @@ import { REPO_ROOT } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { GPU_BUFFER_USAGE, narrowGpu } from './helpers/narrow-gpu.js';
 import { poolWatch } from './helpers/pool-watch.js';
-import { StandInWorker } from './helpers/stand-in-worker.js';
+import { StandInWorker, jobsOnWorkers, stubIsolatedContext } from './helpers/stand-in-worker.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -94,14 +94,8 @@ const browserMerge = (more: object) => merge({
   base: memoryInputFileSet(baseFiles, 'llama'), adapters: [{ source: memoryInputFileSet(adapterFiles, 'lora'), weight: WEIGHT }], backend: 'cpu', ...more,
 });
 const modelBytes = async (outcome: MergeOutcome) => new Uint8Array(await outcome.blobs.find((b) => b.path === 'model.safetensors')!.blob.arrayBuffer());
-const jobsOnWorkers = () => StandInWorker.started.reduce((n, w) => n + w.jobs, 0);
 
-beforeEach(() => {
-  StandInWorker.started = [];
-  vi.stubGlobal('Worker', StandInWorker);
-  vi.stubGlobal('navigator', { hardwareConcurrency: 4 });
-  vi.stubGlobal('crossOriginIsolated', true);
-});
+beforeEach(stubIsolatedContext);
 afterEach(() => vi.unstubAllGlobals());
 
 describe('threads of the browser entry\'s merge(), in a cross-origin isolated context', () => {

@@ -13,11 +13,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import type { ByteSource, InputFileSet } from '../src/io/types.js';
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
 import { loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { headerOf, type Declared } from './helpers/deepseek-v3-headers.js';
+import { headerOnly, type Declared } from './helpers/deepseek-v3-headers.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { comfyExtracted as comfy } from './helpers/pipeline-merge.js';
 
@@ -113,27 +112,6 @@ describe('a UMT5-XXL text encoder file given alone (Wan\'s umt5_xxl_fp16.safeten
     ]);
   });
 });
-
-/** A header-only file set: each file its safetensors header over a hole; reading tensor data fails the test. */
-function headerOnly(name: string, files: Record<string, readonly Declared[]>): InputFileSet {
-  const built = Object.fromEntries(Object.entries(files).map(([p, t]) => [p, headerOf(t)]));
-  return {
-    name,
-    list: () => Object.keys(built).sort(),
-    async open(path): Promise<ByteSource> {
-      const f = built[path];
-      return {
-        name: `${name}/${path}`, size: f.size,
-        async read(offset, length) {
-          if (offset + length > f.header.byteLength) throw new Error(`tensor data of ${path} read`);
-          return f.header.slice(offset, offset + length);
-        },
-        async close() {},
-      };
-    },
-    async readText(path) { throw new Error(`${path} is not text`); },
-  };
-}
 
 /**
  * A T5 encoder at its real shapes (24 blocks, d_model 4096, 64 heads, d_ff 10240), F16 as

@@ -5,7 +5,7 @@
  */
 import { closeSync, ftruncateSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { InputFileSet } from '../../src/io/types.js';
+import type { ByteSource, InputFileSet } from '../../src/io/types.js';
 import { buildRawSafetensors } from './fixtures.js';
 
 export interface Declared { name: string; dtype: 'F8_E4M3' | 'F16' | 'BF16' | 'F32'; shape: number[] }
@@ -25,6 +25,27 @@ export function headerOf(tensors: readonly Declared[]): { header: Uint8Array; si
 }
 
 /** A safetensors file of `tensors` whose data is a hole: the header written, the file extended to its full size (sparse, no disk). */
+/** A header-only file set: each file its safetensors header over a hole; reading tensor data fails the test. */
+export function headerOnly(name: string, files: Record<string, readonly Declared[]>): InputFileSet {
+  const built = Object.fromEntries(Object.entries(files).map(([p, t]) => [p, headerOf(t)]));
+  return {
+    name,
+    list: () => Object.keys(built).sort(),
+    async open(path): Promise<ByteSource> {
+      const f = built[path];
+      return {
+        name: `${name}/${path}`, size: f.size,
+        async read(offset, length) {
+          if (offset + length > f.header.byteLength) throw new Error(`tensor data of ${path} read`);
+          return f.header.slice(offset, offset + length);
+        },
+        async close() {},
+      };
+    },
+    async readText(path) { throw new Error(`${path} is not text`); },
+  };
+}
+
 export function writeHeaderOnly(path: string, tensors: readonly Declared[]): number {
   const { header, size } = headerOf(tensors);
   const fd = openSync(path, 'w');

@@ -4,6 +4,7 @@
  * browser-cpu-worker.ts runs) on the same thread, and records what it was started with, how many
  * jobs it ran and whether it was stopped.
  */
+import { vi } from 'vitest';
 import { runWorkerJob, type PoolJob } from '../../src/engine/cpu/cpu-worker-protocol.js';
 import { createWasmKernel } from '../../src/engine/cpu/wasm-kernel.js';
 
@@ -26,4 +27,15 @@ export class StandInWorker extends EventTarget {
   terminate(): void {
     this.terminated = true;
   }
+}
+
+/** Jobs the stand-in workers started since the last reset have run, together. */
+export const jobsOnWorkers = (): number => StandInWorker.started.reduce((n, w) => n + w.jobs, 0);
+
+/** A cross-origin isolated context of 4 cores whose Web Workers are stand-ins, none started yet. */
+export function stubIsolatedContext(): void {
+  StandInWorker.started = [];
+  vi.stubGlobal('Worker', StandInWorker);
+  vi.stubGlobal('navigator', { hardwareConcurrency: 4 });
+  vi.stubGlobal('crossOriginIsolated', true);
 }
