@@ -5,14 +5,13 @@
  * combineLoras opened their inputs without looking at theirs, so an abort during the opening of
  * DeepSeek-V3's 163 shards was seen only once the base (and, for extract, the tuned model) was open.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { openAdapter } from '../src/formats/adapter.js';
 import { openModel } from '../src/formats/open-model.js';
 import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { extractLora, resizeLora } from '../src/node.js';
-import { CLI, errorLines, openFiles } from './helpers/cli.js';
+import { errorLines, runCliSignalledOnceOpen } from './helpers/cli.js';
 import { deepseekV3Folder, watchingOpens, deepseekV3PeftConfig, expertLoraTensors, expertRankPattern, writeHeaderOnly } from './helpers/deepseek-v3-headers.js';
 import { tempDirs } from './helpers/fixtures.js';
 
@@ -116,40 +115,15 @@ describe("a signal aborted while resizeLora opens an adapter of 89,088 tensors",
  */
 const SIGNAL_DELAY_MS = 20;
 
-/**
- * `loramerge inspect` of the folder; SIGNAL_DELAY_MS after the process has the first shard open,
- * `signal` is sent if given. `afterSignal`: ms from that moment (the signal, or when it would have
- * been sent) to the exit.
- */
-function inspect(signal?: NodeJS.Signals): Promise<{ code: number | null; stdout: string; stderr: string; afterSignal: number }> {
-  const child = spawn(process.execPath, [CLI, 'inspect', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '', stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const first = join(dir, 'model-00001-of-000163.safetensors');
-  let sent: number | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const poll = setInterval(() => {
-    if (!openFiles(child.pid!).includes(first)) return;
-    clearInterval(poll);
-    timer = setTimeout(() => {
-      sent = performance.now();
-      if (signal) child.kill(signal);
-    }, SIGNAL_DELAY_MS);
-  }, 2);
-  return new Promise((resolve) => child.on('exit', (code) => {
-    clearInterval(poll);
-    clearTimeout(timer);
-    resolve({ code, stdout, stderr, afterSignal: sent === undefined ? NaN : performance.now() - sent });
-  }));
-}
+/** `loramerge inspect` of the folder; SIGNAL_DELAY_MS after the process has the first shard open, `signal` is sent if given. */
+const inspect = (signal?: NodeJS.Signals) => runCliSignalledOnceOpen(['inspect', dir], join(dir, 'model-00001-of-000163.safetensors'), SIGNAL_DELAY_MS, signal);
 
 describe('Ctrl-C while `loramerge inspect` opens the 163 shards', () => {
   it.skipIf(process.platform !== 'linux')('exits 130 with the one cancel line, before the open ends and anything is listed', async () => {
     const full = await inspect();
     expect(full.code, full.stderr).toBe(0);
     expect(full.stdout).toMatch(/base model \(transformers\)/);
-    expect(full.afterSignal, 'the open ended before the signal would have been sent').toBeGreaterThan(0);
+    expect(full.afterSignalMs, 'the open ended before the signal would have been sent').toBeGreaterThan(0);
     const run = await inspect('SIGINT');
     expect(run.code, run.stderr).toBe(130);
     expect(errorLines(run.stderr)).toEqual(['error: inspect cancelled']);

@@ -4,7 +4,6 @@
  * handled only once planning had ended (`timeout` could not stop such a run), and an abort() of
  * the library's signal was not seen at all. Now planning gives the event loop a turn every 50 ms.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { isMergeError } from '../src/errors.js';
@@ -13,7 +12,7 @@ import { memoryInputFileSet } from '../src/io/memory-source.js';
 import { prepareMerge } from '../src/pipeline/prepare-merge.js';
 import { merge } from '../src/merge.js';
 import type { InputFileSet } from '../src/io/types.js';
-import { CLI, errorLines, listDir, openFiles } from './helpers/cli.js';
+import { errorLines, listDir, runCliSignalledOnceOpen } from './helpers/cli.js';
 import { buildSafetensors, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 
 const temp = tempDirs();
@@ -61,36 +60,11 @@ function llamaFiles(layers: number) {
   };
 }
 
-interface Run { code: number | null; signal: NodeJS.Signals | null; stderr: string; afterSignal: number }
-
 /** From the last adapter's opening to the signal: its few reads are done, the matching has begun. */
 const SIGNAL_DELAY_MS = 300;
 
-/**
- * Runs the CLI and, SIGNAL_DELAY_MS after it has `file` open (the last adapter, opened while planning,
- * before its modules are matched), sends `signal` if one is given. `afterSignal`: seconds from that
- * moment (the signal sent, or when it would have been) to the exit.
- */
-function runPlanning(args: string[], file: string, signal?: NodeJS.Signals): Promise<Run> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  let sent: number | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const poll = setInterval(() => {
-    if (!openFiles(child.pid!).includes(file)) return;
-    clearInterval(poll);
-    timer = setTimeout(() => {
-      sent = performance.now();
-      if (signal) child.kill(signal);
-    }, SIGNAL_DELAY_MS);
-  }, 2);
-  return new Promise((resolve) => child.on('exit', (code, sig) => {
-    clearInterval(poll);
-    clearTimeout(timer);
-    resolve({ code, signal: sig, stderr, afterSignal: sent === undefined ? NaN : (performance.now() - sent) / 1000 });
-  }));
-}
+/** The CLI, signalled SIGNAL_DELAY_MS after it has `file` open (the last adapter, opened while planning, before its modules are matched). */
+const runPlanning = (args: string[], file: string, signal?: NodeJS.Signals) => runCliSignalledOnceOpen(args, file, SIGNAL_DELAY_MS, signal);
 
 describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
   it.skipIf(process.platform !== 'linux')('ends the CLI while it plans: exit 130, the one cancel line, no plan printed, nothing at --out', async () => {
@@ -102,7 +76,7 @@ describe('a Ctrl-C or SIGTERM while a large adapter is planned', () => {
     const trigger = join(small, 'adapter_model.safetensors');
     const full = await runPlanning(['merge', '--base', base, '--adapter', big, '--adapter', small, '--dry-run'], trigger);
     expect(full.code, full.stderr).toBe(0);
-    expect(full.afterSignal).toBeGreaterThan(0);
+    expect(full.afterSignalMs).toBeGreaterThan(0);
 
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
       const outDir = temp.make();

@@ -154,3 +154,33 @@ export function openFiles(pid: number): string[] {
     return [];
   }
 }
+
+/** What {@link runCliSignalledOnceOpen} saw: the exit, the output, and ms from the signal's moment to the exit. */
+export interface SignalledRun { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; afterSignalMs: number }
+
+/**
+ * Runs the CLI and, `delayMs` after the process has `file` open (polled through /proc, so Linux
+ * only), sends `signal` if one is given. `afterSignalMs`: ms from that moment (the signal sent, or
+ * when it would have been) to the exit, NaN if the run ended before it.
+ */
+export function runCliSignalledOnceOpen(args: string[], file: string, delayMs: number, signal?: NodeJS.Signals): Promise<SignalledRun> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '', stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let sent: number | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const poll = setInterval(() => {
+    if (!openFiles(child.pid!).includes(file)) return;
+    clearInterval(poll);
+    timer = setTimeout(() => {
+      sent = performance.now();
+      if (signal) child.kill(signal);
+    }, delayMs);
+  }, 2);
+  return new Promise((resolve) => child.on('exit', (code, sig) => {
+    clearInterval(poll);
+    clearTimeout(timer);
+    resolve({ code, signal: sig, stdout, stderr, afterSignalMs: sent === undefined ? NaN : performance.now() - sent });
+  }));
+}
