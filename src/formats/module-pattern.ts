@@ -25,8 +25,6 @@ import { MAX_PATTERN_LENGTH, MAX_PATTERN_MATCHES, MAX_PATTERNS } from '../limits
 export interface ModulePattern {
   /** The key as written in the config. */
   readonly source: string;
-  /** Does module path `path` match this key (PEFT's rule)? A table's lookup uses {@link firstMatch} instead, which does not try each key. */
-  test(path: string): boolean;
 }
 
 /** Shared by the patterns of one config: counts matches against MAX_PATTERN_MATCHES. */
@@ -97,13 +95,7 @@ export function compileModulePattern(key: string, table: string, budget: MatchBu
     throw new MergeError('LIMIT_EXCEEDED', `${where} is ${key.length} characters long, above the limit of ${MAX_PATTERN_LENGTH} (MAX_PATTERN_LENGTH)`);
   }
   if (!patternKeyIsRegex(key)) {
-    const pattern: ModulePattern = {
-      source: key,
-      test(path) {
-        spend(budget, 1);
-        return pythonEnd(path, (p) => matchesDottedName(key, p));
-      },
-    };
+    const pattern: ModulePattern = { source: key };
     internals.set(pattern, { budget, table, regex: null });
     return pattern;
   }
@@ -114,36 +106,12 @@ export function compileModulePattern(key: string, table: string, budget: MatchBu
     const why = (e as Error).message.replace(/^error parsing regexp: /, '');
     throw new MergeError('BAD_CONFIG', `${where} is not a pattern this tool can match safely (${why}); lookaround and backreferences are not supported`);
   }
-  // A match of the whole name, as re.match(...$) is (RE2's `.` skips "\n", as Python's does).
-  const regex = (path: string) => pythonEnd(path, (p) => re.matches(p));
-  const pattern: ModulePattern = {
-    source: key,
-    test(path) {
-      spend(budget, REGEX_MATCH_COST);
-      return regex(path);
-    },
-  };
+  // A match of the whole name, as re.match(...$) is (RE2's `.` skips "\n", as Python's does), and
+  // Python's `$` also matches before a final "\n".
+  const regex = (path: string) => re.matches(path) || (path.endsWith('\n') && re.matches(path.slice(0, -1)));
+  const pattern: ModulePattern = { source: key };
   internals.set(pattern, { budget, table, regex });
   return pattern;
-}
-
-/** Python's `$` also matches before a final "\n": `whole` is tried on the name, then on it without that "\n". */
-function pythonEnd(path: string, whole: (p: string) => boolean): boolean {
-  return whole(path) || (path.endsWith('\n') && whole(path.slice(0, -1)));
-}
-
-/** `(.*\.)?key$` as a whole-name match, for a key of letters, digits, `_` and `.` (where `.` is any one character but "\n"). */
-function matchesDottedName(key: string, path: string): boolean {
-  const start = path.length - key.length;
-  // The key matches exactly key.length characters, so the tail it must match is fixed, and what
-  // comes before it must be empty or `.*\.` (ending with '.', and no "\n": `.` skips it).
-  if (start < 0 || (start > 0 && (path.charCodeAt(start - 1) !== 0x2e || path.lastIndexOf('\n', start - 2) >= 0))) return false;
-  for (let i = 0; i < key.length; i++) {
-    const k = key.charCodeAt(i);
-    const c = path.charCodeAt(start + i);
-    if (k === 0x2e ? c === 0x0a : k !== c) return false;
-  }
-  return true;
 }
 
 /** Dotted-name keys of one length whose dots sit at the same places: key → its index in the table. */
