@@ -24,7 +24,7 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
-import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
+import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, hasT5EncoderKeys, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -374,7 +374,7 @@ function withT5Config(component: Omit<BaseComponent, 'keys'>, config: unknown): 
  * the CLIP its position would say (FLUX.1's and SD3's T5-XXL `text_encoder_2/`, `text_encoder_3/`).
  */
 function withT5Keys(component: Omit<BaseComponent, 'keys'>, folder: string, keys: readonly string[]): void {
-  if (!keys.some((k) => /^encoder\.block\.\d+\.layer\.\d+\./.test(k))) return;
+  if (!hasT5EncoderKeys(keys)) return;
   component.encoder = 't5';
   component.name = `${folder} (T5 encoder)`;
 }

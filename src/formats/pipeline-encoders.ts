@@ -130,6 +130,11 @@ function umt5Said(keys: readonly string[], shape: (key: string) => readonly numb
 
 /** The keys of a transformers T5 encoder's blocks (`encoder.block.0.layer.0.SelfAttention.q.weight`). */
 const T5_BLOCK_KEY = /^encoder\.block\.\d+\.layer\.\d+\./;
+
+/** Whether tensor keys are a transformers T5 encoder's: some key is one of its blocks' (`encoder.block.N.layer.…`). */
+export function hasT5EncoderKeys(keys: readonly string[]): boolean {
+  return keys.some((k) => T5_BLOCK_KEY.test(k));
+}
 const T5_Q_KEY = /^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.q\.weight$/;
 
 /**
@@ -141,7 +146,7 @@ const T5_Q_KEY = /^encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.q\.weight$/;
  * encoder's, or where two of these disagree (no T5 of one width).
  */
 export function t5DModel(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { dModel: number; by: string } | undefined {
-  if (!keys.some((k) => T5_BLOCK_KEY.test(k))) return undefined;
+  if (!hasT5EncoderKeys(keys)) return undefined;
   const q = keys.filter((k) => T5_Q_KEY.test(k)).sort((a, b) => Number(T5_Q_KEY.exec(a)![1]) - Number(T5_Q_KEY.exec(b)![1]))[0];
   const found: { dModel: number; by: string }[] = [];
   const norm = shape('encoder.final_layer_norm.weight');
