@@ -239,3 +239,53 @@ describe('refused through the CLI: one line, nothing written', () => {
     await expectRefusedByCliAndLibrary(temp.make, backends['cpu (wasm)']!, baseFiles(), adapter(), message);
   });
 });
+
+/**
+ * sd-scripts' networks/convert_flux_lora.py `--src sd-scripts --dst ai-toolkit` on the split_qkv file
+ * above, written out as it computes it: each module's scale α over its saved rank (the fused n·r for
+ * a split one) is moved into its factors (convert_to_ai_toolkit(_cat): scale_down = scale and
+ * scale_up = 1, doubled and halved while scale_down·2 < scale_up), and a split module's block
+ * diagonal up, found sparse, is cut into its blocks and its down into r-row chunks, one rank-r pair
+ * per diffusers part, named as the script names them; the metadata is saved as it was.
+ */
+function converted(m: Trained, names: string[]): FixtureTensor[] {
+  const n = m.rows.length;
+  let down = m.alpha / (n * m.r), up = 1;
+  while (down * 2 < up) [down, up] = [down * 2, up / 2];
+  return m.rows.flatMap((rows, j) => [
+    t(`${names[j]}.lora_A.weight`, [m.r, m.inF], m.downs[j].map((x) => x * down), 'F32'),
+    t(`${names[j]}.lora_B.weight`, [rows, m.r], m.ups[j].map((x) => x * up), 'F32'),
+  ]);
+}
+const CONVERTED_NAMES: [Trained, string[]][] = [
+  [img, ['to_q', 'to_k', 'to_v'].map((p) => `transformer.${D}.attn.${p}`)],
+  [txt, ['add_q_proj', 'add_k_proj', 'add_v_proj'].map((p) => `transformer.${D}.attn.${p}`)],
+  [linear1, [...['to_q', 'to_k', 'to_v'].map((p) => `transformer.${S}.attn.${p}`), `transformer.${S}.proj_mlp`]],
+  [proj, [`transformer.${D}.attn.to_out.0`]],
+  [linear2, [`transformer.${S}.proj_out`]],
+];
+
+describe('a split_qkv file converted to diffusers\' names by sd-scripts\' convert_flux_lora.py', () => {
+  it('merges as its tensors say (α/(n·r) baked in, as diffusers and ComfyUI apply it), with a warning naming the parts and the third and quarter of the trained scale', async () => {
+    const lora = buildSafetensors(CONVERTED_NAMES.flatMap(([m, names]) => converted(m, names)), fluxMetadata(SPLIT_ON));
+    const s = 0.9;
+    const { tensors, warnings } = await mergeInMemory({
+      backend: backends['cpu (wasm)']!, base: diffusersFolder(), baseName: 'transformer',
+      adapters: [{ files: { 'flux_split_qkv_ai_toolkit.safetensors': lora }, weight: s }], slabBytes: 1 << 16, outDtype: 'F32',
+    });
+    // The training's α/r would be deltaRows(m, s); the converted file holds α/(n·r).
+    for (const [m, lands] of diffusersLands) expectMerged(tensors, fluxDiffusers, deltaRows(m, s, false), IN, lands, m.name);
+    expect(warnings).toEqual([
+      `adapter0/flux_split_qkv_ai_toolkit.safetensors: modules transformer.${D}.attn.to_q, transformer.${D}.attn.to_k, transformer.${D}.attn.to_v, … (10 in all) are in diffusers' names under the metadata of an sd-scripts split_qkv training ("ss_network_module" networks.lora_flux, "ss_network_args" split_qkv "True"), as sd-scripts' convert_flux_lora.py writes it: it bakes in α/(3·r) for the double blocks' q, k and v and α/(4·r) for the single blocks' q, k, v and proj_mlp, the scale every reader of the fused file but sd-scripts applies. Merged at the converted file's scale, as diffusers and ComfyUI apply it: a third (the single blocks' a quarter) of the scale they were trained at; to merge at that, merge the sd-scripts file it was converted from`,
+    ]);
+  });
+
+  it('the same tensors without split_qkv in the metadata merge with no warning', async () => {
+    const lora = buildSafetensors(CONVERTED_NAMES.flatMap(([m, names]) => converted(m, names)), fluxMetadata({ dropout: null }));
+    const { warnings } = await mergeInMemory({
+      backend: backends['cpu (wasm)']!, base: diffusersFolder(), baseName: 'transformer',
+      adapters: [{ files: { 'flux_ai_toolkit.safetensors': lora }, weight: 1 }], slabBytes: 1 << 16, outDtype: 'F32',
+    });
+    expect(warnings).toEqual([]);
+  });
+});

@@ -387,7 +387,7 @@ function withT5Keys(component: Omit<BaseComponent, 'keys'>, folder: string, keys
  */
 function withT5Shapes(component: Omit<BaseComponent, 'keys'>, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): void {
   if (component.encoder !== 't5' || component.comfyEncoder !== undefined || component.ruledOut !== undefined) return;
-  const held = comfyT5ByShape(keys, shape);
+  const held = comfyT5ByShape({ keys, shape });
   if (held?.name === 'byt5_small' || held?.name === 'umt5xxl') component.comfyEncoder = held.name;
   else if (held) component.ruledOut = { byt5_small: held.said('byt5_small') };
 }

@@ -159,13 +159,39 @@ export function t5DModel(keys: readonly string[], shape: (key: string) => readon
   return found[0];
 }
 
+/** A base's tensor keys and the shape of each, as the T5 checks below read them (a layout's BaseView is one). */
+export interface T5Shapes {
+  readonly keys: readonly string[];
+  shape(key: string): readonly number[] | undefined;
+}
+
+/** Which of ComfyUI's T5 encoders a base holds by its shapes, and how to say why it is not another (comfyT5ByShape). */
+export interface ComfyT5 {
+  name: string;
+  said: (name: string) => string;
+  against: (name: string) => string;
+}
+
+/**
+ * comfyT5ByShape's answer per base (null: none), so that the many T5 modules of one LoRA (a few
+ * hundred in a T5 LoRA) read the base's shapes and walk its keys once, not once each.
+ */
+const heldByShape = new WeakMap<T5Shapes, ComfyT5 | null>();
+
 /**
  * Which of ComfyUI's T5 encoders a T5 file or folder without a deciding config.json holds, by its
  * `d_model` (t5DModel): `byt5_small` at 1472, at 4096 `t5xxl` or `umt5xxl` (umt5Said); undefined at
  * any other width or for keys of no T5. `against(name)` says why it is not ComfyUI's encoder `name`
  * (`the base is a T5-XXL encoder, not byT5: its d_model, …`), `said(name)` the same from `its` on.
+ * Read once per `base` object.
  */
-export function comfyT5ByShape(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): { name: string; said: (name: string) => string; against: (name: string) => string } | undefined {
+export function comfyT5ByShape(base: T5Shapes): ComfyT5 | undefined {
+  let held = heldByShape.get(base);
+  if (held === undefined) heldByShape.set(base, (held = readComfyT5(base.keys, (key) => base.shape(key)) ?? null));
+  return held ?? undefined;
+}
+
+function readComfyT5(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): ComfyT5 | undefined {
   const d = t5DModel(keys, shape);
   const wide = d?.dModel === 4096 ? umt5Said(keys, shape) : undefined;
   const name = d?.dModel === 1472 ? 'byt5_small' : wide ? (wide.umt5 ? 'umt5xxl' : 't5xxl') : undefined;
@@ -187,24 +213,40 @@ export function comfyT5ByShape(keys: readonly string[], shape: (key: string) => 
  * (comfyT5ByShape). ComfyUI loads such a file as the encoder it is, whose model holds no keys of
  * `name`'s, so it leaves them unloaded. Undefined for any other file or name, or the file's own.
  */
-export function otherLoneT5(name: string, keys: readonly string[], shape: (key: string) => readonly number[] | undefined): string | undefined {
+export function otherLoneT5(name: string, base: T5Shapes): string | undefined {
   if (!COMFY_T5S_NAMES.has(name)) return undefined;
-  const held = comfyT5ByShape(keys, shape);
+  const held = comfyT5ByShape(base);
   if (held === undefined || held.name === name) return undefined;
   return `${held.against(name)}; ComfyUI loads such a file as its ${held.name}, which holds no ${name} keys`;
 }
 
 /**
- * Why a T5 file given alone is no encoder that kohya's or diffusers' text encoder names (`lora_te_`,
- * `lora_te1_`, `text_encoder.` … + a T5 path) reach: it is UMT5-XXL, whose ComfyUI model (`umt5xxl`)
- * takes LoRA keys under `text_encoders.umt5xxl.transformer.` only (comfy/lora.py maps `lora_teN_`
- * T5 names to its t5xxl alone, diffusers' to its CLIPs), and diffusers' Wan pipelines load no text
- * encoder LoRA. Undefined for any other file.
+ * Why a kohya or diffusers text encoder module of a T5 path (`lora_te3_encoder_block_0_…`,
+ * `text_encoder_3.encoder.block.0…`) does not reach a T5 encoder file given alone, as ComfyUI loads
+ * it (the one tool that applies a LoRA to a T5 text encoder: diffusers' pipelines load text encoder
+ * LoRAs into their CLIPs only). comfy/lora.py model_lora_keys_clip gives kohya's names to its t5xxl
+ * alone, numbered after the CLIPs loaded beside it: `lora_te1_` with none, `lora_te2_` and
+ * `lora_te3_` beside CLIP-L (FLUX.1), `lora_te3_` beside CLIP-L and CLIP-G (SD3); and it maps no
+ * diffusers `text_encoder*.` name to a T5. A file given alone is loaded alone (CLIPLoader), so on
+ * T5-XXL only kohya's `lora_te1_` lands; on Wan's UMT5-XXL (its `umt5xxl`) and on a byT5 (its
+ * `byt5_small`) none does. Undefined where the module lands, or where the base is no T5 file told by
+ * its shapes (other widths: ComfyUI's Cosmos loads a T5 of d_model 1024 as its t5xxl).
+ * `prefix` is the module's prefix (`lora_te3_`, `text_encoder_3.`).
  */
-export function loneUmt5(keys: readonly string[], shape: (key: string) => readonly number[] | undefined): string | undefined {
-  const held = comfyT5ByShape(keys, shape);
-  if (held?.name !== 'umt5xxl') return undefined;
-  return `${held.against('t5xxl')}; ComfyUI loads such a file as its umt5xxl, whose keys only text_encoders.umt5xxl.transformer. names reach, and diffusers' Wan pipelines load no text encoder LoRA`;
+export function loneT5Unreached(prefix: string, base: T5Shapes): string | undefined {
+  const held = comfyT5ByShape(base);
+  if (held?.name === 'umt5xxl') {
+    return `${held.against('t5xxl')}; ComfyUI loads such a file as its umt5xxl, whose keys only text_encoders.umt5xxl.transformer. names reach, and diffusers' Wan pipelines load no text encoder LoRA`;
+  }
+  const kohya = prefix.startsWith('lora_');
+  if (held?.name === 'byt5_small') {
+    return `${held.against('t5xxl')}; ComfyUI loads such a file as its byt5_small, which no ${kohya ? 'kohya' : 'diffusers'} text encoder name reaches (ComfyUI maps kohya's T5 names to its t5xxl alone, and diffusers' to no T5)`;
+  }
+  if (held?.name !== 't5xxl' || prefix === 'lora_te1_') return undefined;
+  const alone = 'the base is a T5-XXL encoder given alone, which ComfyUI loads as its t5xxl with no CLIP beside it';
+  if (!kohya) return `${alone}, and it maps no diffusers text encoder name (${prefix}) to a T5 (diffusers' own pipelines load text encoder LoRAs into their CLIPs only)`;
+  if (!/^lora_te[23]_$/.test(prefix)) return `${alone}, and it maps ${prefix} to a CLIP only`;
+  return `${alone}, where kohya's T5 names reach it as lora_te1_ only (ComfyUI numbers its T5 after the CLIPs loaded with it: ${prefix} reaches it beside ${prefix === 'lora_te2_' ? 'CLIP-L alone (FLUX.1) or CLIP-G alone' : 'CLIP-L alone (FLUX.1) or CLIP-L and CLIP-G (SD3)'}); to keep it, merge into a checkpoint that holds the T5 with those CLIPs`;
 }
 
 /**

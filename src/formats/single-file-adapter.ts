@@ -20,6 +20,7 @@ import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
+import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
@@ -148,6 +149,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     `${fileName}: bundled textual-inversion embedding${bundled.size === 1 ? '' : 's'} ${[...bundled].map((t) => `"${t}"`).join(', ')} (bundle_emb.*) left out: ` +
     'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
   ];
+  const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
+  if (converted) warnings.push(converted);
   return { name, format, file, modules, replacements, warnings, config };
 }
 

@@ -21,6 +21,7 @@
 import { decodeToF32 } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import type { AdapterModule } from '../adapter.js';
+import type { KohyaNetworkArgs } from '../kohya-network-args.js';
 import type { Role } from '../key-forms.js';
 import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
@@ -105,4 +106,40 @@ export function checkSplitQkvUp(file: SafetensorsFile, module: AdapterModule, up
       throw new MergeError('UNSUPPORTED_FORMAT', `${file.source.name}: module "${module.key}" is marked by ${SOURCE} as q, k, v${n === 4 ? ' and MLP' : ''} LoRAs fused into one pair, but its lora_up ${fmtShape(module.tensors.up.shape)} is not the block diagonal its network's state_dict saves (row ${o}, of part ${part}, has ${values[o * cols + c]} in column ${c}, of part ${Math.floor(c / r)}): the file was changed or is not what its metadata says, so the scale it was trained at cannot be told (${REMEDY})`);
     }
   }
+}
+
+/**
+ * The diffusers (ai-toolkit) names sd-scripts' networks/convert_flux_lora.py (`--src sd-scripts
+ * --dst ai-toolkit`) gives the parts of lora_flux's split modules: img_attn.qkv's to_q/to_k/to_v,
+ * txt_attn.qkv's add_q_proj/add_k_proj/add_v_proj (three parts), single_blocks' linear1's to_q,
+ * to_k, to_v and proj_mlp (four).
+ */
+const CONVERTED_PART = /^transformer\.(?:transformer_blocks\.\d+\.attn\.(?:to_[qkv]|add_[qkv]_proj)|single_transformer_blocks\.\d+\.(?:attn\.to_[qkv]|proj_mlp))$/;
+
+/**
+ * A warning for a Flux LoRA in diffusers' names whose metadata says an sd-scripts split_qkv
+ * training (`ss_network_module` networks.lora_flux, `ss_network_args` split_qkv "True"): what
+ * convert_flux_lora.py writes from such a file, keeping its metadata. It scales each fused pair by
+ * α over the fused rank (n·r, convert_to_ai_toolkit_cat) and bakes that into lora_A and lora_B of
+ * each part (the block diagonal up is split into its blocks, the down into its r-row parts), so the
+ * file holds a third (q, k, v) or a quarter (linear1's four parts) of the update trained at α/r.
+ * Its tensors are applied as they are (diffusers and ComfyUI read no α from it), and merged so; the
+ * warning says how far that is from the training. Undefined for any other file, or where the
+ * metadata cannot be read (what it would say changes no weight here).
+ */
+export function convertedSplitQkvWarning(fileName: string, networkArgs: KohyaNetworkArgs, modules: readonly string[]): string | undefined {
+  const parts = modules.filter((m) => CONVERTED_PART.test(m));
+  if (parts.length === 0 || networkArgs.networkModule() !== 'networks.lora_flux') return undefined;
+  try {
+    if (!networkArgs.kohyaSplitQkv()) return undefined;
+  } catch (e) {
+    if (e instanceof MergeError) return undefined;
+    throw e;
+  }
+  const single = parts.some((m) => m.startsWith('transformer.single_transformer_blocks.'));
+  const double = parts.some((m) => m.startsWith('transformer.transformer_blocks.'));
+  const baked = [double ? 'α/(3·r) for the double blocks\' q, k and v' : '', single ? 'α/(4·r) for the single blocks\' q, k, v and proj_mlp' : ''].filter(Boolean).join(' and ');
+  const share = double && single ? 'a third (the single blocks\' a quarter)' : double ? 'a third' : 'a quarter';
+  const list = `${parts.slice(0, 3).join(', ')}${parts.length > 3 ? `, … (${parts.length} in all)` : ''}`;
+  return `${fileName}: ${parts.length === 1 ? 'module' : 'modules'} ${list} ${parts.length === 1 ? 'is' : 'are'} in diffusers' names under the metadata of an sd-scripts split_qkv training ("ss_network_module" networks.lora_flux, "ss_network_args" split_qkv "True"), as sd-scripts' convert_flux_lora.py writes it: it bakes in ${baked}, the scale every reader of the fused file but sd-scripts applies. Merged at the converted file's scale, as diffusers and ComfyUI apply it: ${share} of the scale ${parts.length === 1 ? 'it was' : 'they were'} trained at; to merge at that, merge the sd-scripts file it was converted from`;
 }

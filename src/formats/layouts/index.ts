@@ -4,7 +4,7 @@
  * (base-components.ts); then the layouts are tried in order. The first that finds the module
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
-import { loneUmt5, otherLoneT5 } from '../pipeline-encoders.js';
+import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
 import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
@@ -308,22 +308,25 @@ export class ModuleLocator {
    * encoder file given alone, without the config.json that tells a folder's (pipeline-encoders.ts
    * otherLoneT5): where its shapes say it is another encoder, left out, as ComfyUI leaves keys its
    * model of that encoder lacks unloaded, and as a folder whose config.json says so leaves them out.
-   * On a UMT5-XXL (Wan's) every kohya or diffusers text encoder name of a T5 path is left out too
-   * (pipeline-encoders.ts loneUmt5): neither ComfyUI nor diffusers loads one into it.
+   * Any other kohya or diffusers text encoder name of a T5 path lands only where ComfyUI, loading
+   * the file alone, maps it (pipeline-encoders.ts loneT5Unreached): kohya's `lora_te1_` on a T5-XXL,
+   * nothing on Wan's UMT5-XXL or a byT5.
    */
   private otherT5Alone(address: ModuleAddress): Location | undefined {
     if (this.components.length > 0) return undefined;
     const named = /^text_encoders\.([^.]+)\.transformer\./.exec(address.path)?.[1] ?? address.comfyEncoder;
-    const name = named ?? (address.part !== undefined && namesT5(address.part, address.path) ? 't5xxl' : undefined);
-    const other = name === undefined ? undefined : otherLoneT5(name, this.whole.keys, this.whole.shape);
+    const comfy = named ?? (address.part !== undefined && namesT5(address.part, address.path) ? 't5xxl' : undefined);
+    const other = comfy === undefined ? undefined : otherLoneT5(comfy, this.whole);
     if (other === undefined) {
       if (named !== undefined || address.part === undefined || address.part === 'unet' || !isT5Path(address.path)) return undefined;
-      const umt5 = loneUmt5(this.whole.keys, this.whole.shape);
-      if (umt5 === undefined) return undefined;
+      // The prefix the name was given (lora_prior_te_ is read as lora_te_, which ComfyUI maps the same way).
+      const prefix = address.flat ? `lora_${address.part}_` : `text_encoder${address.part === 'te' || address.part === 'te1' ? '' : `_${address.part.slice(2)}`}.`;
+      const unreached = loneT5Unreached(prefix, this.whole);
+      if (unreached === undefined) return undefined;
       const what = address.anyFirstEncoder ? 'diffusers\' first text encoder (text_encoder.)' : partName(address.part, address.path);
-      return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${umt5}` };
+      return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${unreached}` };
     }
-    const what = named !== undefined ? `ComfyUI's ${name} text encoder (text_encoders.${name}.)` : `${partName(address.part!, address.path)}, which ComfyUI maps to its t5xxl only`;
+    const what = named !== undefined ? `ComfyUI's ${comfy} text encoder (text_encoders.${comfy}.)` : `${partName(address.part!, address.path)}, which ComfyUI maps to its t5xxl only`;
     return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: `names ${what}, but ${other}` };
   }
 
