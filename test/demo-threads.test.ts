@@ -151,7 +151,7 @@ describe('the CPU threads box', PAGE_RETRY, () => {
       expect(await page.evaluate(() => crossOriginIsolated)).toBe(false);
       const box = await page.$eval('[data-testid="threads"]', (e) => ({ disabled: (e as HTMLInputElement).disabled, value: (e as HTMLInputElement).value, describedBy: e.getAttribute('aria-describedby') }));
       expect(box).toEqual({ disabled: true, value: '1', describedBy: 'threads-hint' });
-      expect(await text(page, '[data-testid="threads-hint"]')).toMatch(/^1 only: the page is not cross-origin isolated, so workers cannot share memory, so the CPU merges on one thread\. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers\.$/);
+      expect(await text(page, '[data-testid="threads-hint"]')).toMatch(/^1 only: the page is not cross-origin isolated, so workers cannot share memory; the CPU merges on one thread\. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers\.$/);
       await pickLlama(page, session.dirs.make(llamaWithPeft(63).files));
       await mergeEnabled(page);
     } finally {
@@ -165,7 +165,7 @@ describe('the CPU threads box', PAGE_RETRY, () => {
     await page.waitForFunction(() => /^webgpu · /.test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 });
     const auto = await autoThreads(page);
     expect(await page.$eval('[data-testid="threads"]', (e) => (e as HTMLInputElement).disabled)).toBe(false);
-    expect(await text(page, '[data-testid="threads-hint"]')).toMatch(/^On WebGPU they run what the GPU leaves to the CPU \(f32 outputs, DoRA and other update steps, a tensor the device cannot bind\); the rest runs on the GPU\. Auto here: /);
+    expect(await text(page, '[data-testid="threads-hint"]')).toMatch(/^On WebGPU the CPU threads run what the GPU leaves to the CPU \(f32 outputs, DoRA and other update steps, a tensor the device cannot bind\); the rest runs on the GPU\. Auto here: /);
     await pickLlama(page, dir);
     await mergeEnabled(page);
     await page.click('[data-testid="merge-button"]');

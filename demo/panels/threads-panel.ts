@@ -49,7 +49,7 @@ export function mountThreadsPanel(store: PageStore, say: { error(m: string): voi
     input.setAttribute('aria-invalid', String(state.threadsProblem !== undefined));
     hint.className = state.threadsProblem ? 'error-text small' : 'hint small';
     if (lost) {
-      hint.textContent = `1 only: ${lost}, so the CPU merges on one thread. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers.`;
+      hint.textContent = `1 only: ${lost}; the CPU merges on one thread. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers.`;
       return;
     }
     if (state.threadsProblem) {
@@ -57,7 +57,7 @@ export function mountThreadsPanel(store: PageStore, say: { error(m: string): voi
       return;
     }
     const onGpu = state.backend?.kind === 'webgpu'
-      ? 'On WebGPU they run what the GPU leaves to the CPU (f32 outputs, DoRA and other update steps, a tensor the device cannot bind); the rest runs on the GPU. '
+      ? 'On WebGPU the CPU threads run what the GPU leaves to the CPU (f32 outputs, DoRA and other update steps, a tensor the device cannot bind); the rest runs on the GPU. '
       : '';
     hint.textContent = `${onGpu}Auto here: ${auto} (${coresSaid}). 1 merges on one thread, without worker threads. Each thread holds about 14 MiB and those past the cores add no speed; the merged file is the same for any count.`;
   };
