@@ -15,6 +15,7 @@ import { mountMergePanel } from './panels/merge-panel.js';
 import { mountModePanel } from './panels/mode-panel.js';
 import { mountPlanPanel } from './panels/plan-panel.js';
 import { mountSamplePanel } from './panels/sample-panel.js';
+import { mountThreadsPanel } from './panels/threads-panel.js';
 import { MergeWorkerClient, PlanFailedError } from './worker-client.js';
 import type { PlanSummary } from './worker-protocol.js';
 
@@ -35,8 +36,11 @@ for (const type of ['change', 'drop']) {
 }
 
 const mergePanel = mountMergePanel(store, client, announcer);
+// The threads box first: the backend is asked for with its count.
+const renderThreads = mountThreadsPanel(store, announcer);
 const renderers = [
-  mountBackendPanel(client, showError),
+  renderThreads,
+  mountBackendPanel(store, client, showError),
   mountSamplePanel(store, client, mergePanel, showError),
   mountBasePanel(store, showError),
   mountAdaptersPanel(store, showError),

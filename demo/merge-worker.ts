@@ -91,10 +91,10 @@ function toFiles(path: string, bytes: Uint8Array): PickedFile {
   return { path, file: new File([bytes as Uint8Array<ArrayBuffer>], path.split('/').pop() ?? path) };
 }
 
-async function setBackend(id: number, wanted: BackendChoice): Promise<void> {
+async function setBackend(id: number, wanted: BackendChoice, threads: number | undefined): Promise<void> {
   choice = wanted;
   try {
-    post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted)) });
+    post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted, undefined, threads, running.size === 0), threads) });
   } catch (error) {
     post({ type: 'error', id, message: backendError(error) });
   }
@@ -123,7 +123,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     } else {
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }
-    const backend = await backendFor(choice, dominantUpdateDtype(prepared));
+    const backend = await backendFor(choice, dominantUpdateDtype(prepared), request.threads);
     // Warnings the merge itself finds (NaN/Inf the base holds in tensors it only copies) come back with the result.
     const result = await mergeModel({
       prepared,
@@ -141,7 +141,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     }
     post({
       type: 'merged', id: request.id, job: job?.job, files,
-      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend), warnings: result.warnings.slice(),
+      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend, request.threads), warnings: result.warnings.slice(),
     });
     job = undefined;
   } catch (error) {
@@ -195,7 +195,7 @@ function handle(request: WorkerRequest): void {
       running.get(request.id)?.abort();
       break;
     case 'backend':
-      void setBackend(request.id, request.choice);
+      void setBackend(request.id, request.choice, request.threads);
       break;
     case 'withdraw':
       answer(request.id, Promise.all([deleteJob(request.job), deleteJobZip(request.job)]).then(() => undefined));

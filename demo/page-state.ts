@@ -85,6 +85,15 @@ export interface PageState {
   /** What runs now: buttons of that work stay disabled. */
   busy?: 'sample' | 'merge';
   result?: MergeResultState;
+  /**
+   * Threads of the CPU merge (the CLI's --threads), as the "CPU threads" box holds them; undefined
+   * where the page cannot have worker threads (not cross-origin isolated: one thread, the library's say).
+   */
+  threads?: number;
+  /** What is wrong with the box's entry (0, 1.5, empty): Merge stays off until it is fixed. */
+  threadsProblem?: string;
+  /** What the header's backend choice resolved to (`auto` picks per machine), once the worker says. */
+  backend?: BackendInfo;
 }
 
 /**
@@ -166,6 +175,26 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   }
 
   /**
+   * The CPU threads box: a count, or what is wrong with its entry. Not in settingsKey, as the
+   * backend is not: the merged bytes are the same for any count (the library's guarantee), so a
+   * result made with other threads is still the current settings' file, and its note says how many
+   * threads made it.
+   */
+  setThreads(entry: { threads: number } | { problem: string }): void {
+    if ('threads' in entry) {
+      this.state.threads = entry.threads;
+      this.state.threadsProblem = undefined;
+    } else this.state.threadsProblem = entry.problem;
+    this.changed();
+  }
+
+  /** What the header's backend resolved to. */
+  setBackend(backend: BackendInfo | undefined): void {
+    this.state.backend = backend;
+    this.changed();
+  }
+
+  /**
    * A new plan. An output dtype the base's container does not offer goes back to keeping each
    * tensor's type; returns the dtype dropped so, for the page to say.
    */
@@ -217,6 +246,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     if (s.plan.status === 'ready' && s.plan.plan.output.refused[s.outDtype]) {
       return `This model cannot be written as ${s.outDtype}: choose another output dtype.`;
     }
+    if (s.threadsProblem) return s.threadsProblem;
     return undefined;
   }
 }

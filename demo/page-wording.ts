@@ -4,8 +4,9 @@
  * lower --weight`); the page has controls for those instead: the "Output dtype" menu, the box
  * "only for the tensors the merge changes", each adapter's weight, the Base model and Adapters
  * sections. Each rule rewrites one way an option is mentioned into those controls, keeping the
- * sentence's meaning; an option the page has no control for (--out, --overwrite, --threads) and
- * other programs' options (llama-quantize --imatrix, --pure) are left as they are.
+ * sentence's meaning; an option the page has no control for (--out, --overwrite) and other
+ * programs' options (llama-quantize --imatrix, --pure) are left as they are. (The "CPU threads" box
+ * checks its own entry, so no engine message about --threads reaches the page.)
  */
 import { applyWordingRules, DTYPE_NAMES, OPTION_END, OPTION_START, type WordingRule } from '../src/wording-rules.js';
 

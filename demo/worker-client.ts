@@ -24,6 +24,8 @@ export interface MergeRequest {
   /** The output dtype for the merged tensors only; the others are copied as stored. */
   dtypeMergedOnly: boolean;
   output: OutputChoice;
+  /** Threads of the CPU merge (the library's `threads`); undefined for its default. */
+  threads?: number;
   onProgress(progress: ProgressEvent): void;
 }
 
@@ -59,9 +61,12 @@ export class MergeWorkerClient {
     });
   }
 
-  /** Chooses the backend for later merges; resolves with what `auto` picked (or fails saying why). */
-  setBackend(choice: BackendChoice): Promise<BackendInfo> {
-    return this.rpc.send({ type: 'backend', choice }).done as Promise<BackendInfo>;
+  /**
+   * Chooses the backend for later merges, with the CPU's `threads` (undefined: the library's
+   * default); resolves with what `auto` picked (or fails saying why).
+   */
+  setBackend(choice: BackendChoice, threads?: number): Promise<BackendInfo> {
+    return this.rpc.send({ type: 'backend', choice, threads }).done as Promise<BackendInfo>;
   }
 
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {

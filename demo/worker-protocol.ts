@@ -35,10 +35,12 @@ export type WorkerRequest =
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
   /** outDtype: the Output dtype menu's choice, so the plan's warnings can name it ('same' keeps each tensor's type). */
   | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice }
-  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice }
+  /** threads: the CPU's (the library's `threads`); undefined for its default. */
+  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; threads?: number }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
-  | { type: 'backend'; id: number; choice: BackendChoice }
+  /** The backend for later merges, with the CPU's `threads` (undefined: the library's default). */
+  | { type: 'backend'; id: number; choice: BackendChoice; threads?: number }
   /** Deletes a merge's files from browser storage (the page withdrew its result). */
   | { type: 'withdraw'; id: number; job: string }
   /** Packs a merge's files from browser storage into one stored zip, also in browser storage. */
@@ -153,7 +155,13 @@ export interface MergedFile {
 export interface BackendInfo {
   choice: BackendChoice;
   kind: 'webgpu' | 'cpu';
+  /** The library's own words; a CPU's says its threads (`CPU (WebAssembly SIMD, 2 threads; …)`). */
   description: string;
+  /**
+   * On WebGPU, the CPU threads for what the GPU leaves to the CPU (f32 outputs, DoRA and other
+   * update steps): a WebGPU description does not say them. Undefined on the CPU.
+   */
+  cpuThreads?: number;
 }
 
 export type WorkerResponse =

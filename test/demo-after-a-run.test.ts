@@ -295,16 +295,17 @@ describe('the page after a run', PAGE_RETRY, () => {
       const line = document.querySelector('[data-testid="progress-text"]')!;
       new MutationObserver(() => {
         if (!/^Generating the /.test(line.textContent ?? '')) return;
-        seen.push(['out-dtype', 'dtype-merged-only', 'destination', 'backend-choice'].map((id) => (document.getElementById(id) as HTMLSelectElement).disabled));
+        seen.push(['out-dtype', 'dtype-merged-only', 'destination', 'backend-choice', 'threads'].map((id) => (document.getElementById(id) as HTMLSelectElement).disabled));
       }).observe(line, { childList: true, characterData: true, subtree: true });
     });
     await page.click('[data-testid="sample-button"]');
     await downloadBytes(page);
     const seen = await page.evaluate(() => (window as unknown as { seenWhileMaking: boolean[][] }).seenWhileMaking);
     expect(seen.length).toBeGreaterThan(0);
-    for (const controls of seen) expect(controls).toEqual([true, true, true, true]);
+    for (const controls of seen) expect(controls).toEqual([true, true, true, true, true]);
     // And free again once it is merged.
     expect(await page.$eval('[data-testid="out-dtype"]', (s) => (s as HTMLSelectElement).disabled)).toBe(false);
+    expect(await page.$eval('[data-testid="threads"]', (s) => (s as HTMLInputElement).disabled)).toBe(false);
   });
 
   it('the alert region empties once the plan’s error is gone, so a screen reader going through the page does not meet it as current', async () => {

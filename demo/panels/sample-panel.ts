@@ -9,6 +9,12 @@ export function mountSamplePanel(store: PageStore, client: MergeWorkerClient, me
   const button = byId<HTMLButtonElement>('sample-button');
   const size = byId<HTMLSelectElement>('sample-size');
   button.addEventListener('click', async () => {
+    // The sample merges as soon as it is made, with the merge's settings: not with a thread count
+    // other than the one the box shows.
+    if (store.state.threadsProblem) {
+      onError(`${store.state.threadsProblem} The sample merges with the count in the box.`);
+      return;
+    }
     const preset = size.value as 'small' | 'large';
     store.setBusy('sample');
     merge.progress.start(`Generating the ${preset} sample…`);

@@ -8,6 +8,9 @@ import type { WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import type { CpuMergePool } from './cpu-backend.js';
 import { RowBlockPool, type PoolWorker } from './row-block-pool.js';
 import { defaultCpuThreads } from './default-threads.js';
+import { browserCpuPoolUnavailable } from './browser-pool-unavailable.js';
+
+export { browserCpuPoolUnavailable };
 
 /** Options of {@link createBrowserCpuWorkerPool}. */
 export interface BrowserCpuPoolOptions {
@@ -32,19 +35,6 @@ export interface BrowserCpuPoolOptions {
    * (they copy what they keep); `new Blob([view])` and a writable file stream refuse them.
    */
   sharedSlabs?: boolean;
-}
-
-/** Why a pool cannot be made here, or undefined when it can. */
-export function browserCpuPoolUnavailable(): string | undefined {
-  if (typeof Worker === 'undefined') {
-    // The browser entry in Node: say where Node's threads are.
-    const node = (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node !== undefined;
-    return node ? 'Node has no Web Workers (loramerge/node runs the CPU backend on worker threads)' : 'this context cannot start Web Workers';
-  }
-  if (typeof SharedArrayBuffer === 'undefined' || (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated === false) {
-    return 'the page is not cross-origin isolated, so workers cannot share memory';
-  }
-  return undefined;
 }
 
 /** A pool of Web Workers, or undefined when the page cannot have one (see {@link browserCpuPoolUnavailable}) or has one core; a mistyped option is a BAD_ARGUMENT MergeError. */
