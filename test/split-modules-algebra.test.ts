@@ -123,11 +123,17 @@ const plPath = () => join(dir, 'blissful_split_dims_plain.safetensors');
 const sdPath = () => join(dir, 'flux_split_qkv.safetensors');
 const blPath = () => join(dir, 'blissful_split_dims.safetensors');
 
+/** The warning every command whose input has sd-scripts' split_qkv modules gives: its output is stronger in ComfyUI than the input was. */
+const splitQkvWarning = () => `warning: ${sdPath()}: 2 module(s) ("${QKV}", "${LINEAR1}") are sd-scripts split_qkv LoRAs of n parts (3 for qkv, 4 for linear1), trained at α/r each; they are written as plain pairs at that scale, so ComfyUI and sd-scripts' flux_merge_lora apply them n times as strongly as they apply the input's fused pairs (α over the fused rank n·r)`;
+
 let runs = 0;
 async function cli(args: string[]): Promise<string> {
   const out = join(dir, `out-${runs++}.safetensors`);
   const r = await runCli([...args, '--out', out, '--backend', 'cpu']);
   expect(r.code, r.stderr).toBe(0);
+  // Other warnings (a --rank above a module's rank) are other tests'.
+  const warnings = r.stderr.split('\n').filter((line) => line.startsWith('warning:') && line.includes('split'));
+  expect(warnings).toEqual(args.includes(sdPath()) ? [splitQkvWarning()] : []);
   return out;
 }
 
