@@ -12,8 +12,9 @@
  * The truth, in float64 here: rows of part j get (scale)·up_j·down_j. Each output is read as its
  * readers (ComfyUI, sd-scripts, kohya's networks.lora) read a plain LoRA, α/rank·up·down with rank
  * the down's rows, so an output that kept a fused pair under split_qkv metadata, or wrote α for the
- * part's rank, is wrong by the part count. The parts' rows are the real ones; the input width 3072 is
- * cut to 13 (odd, and above every update's rank, so that a module's rank is not capped by it).
+ * part's rank, is wrong by the part count; a split_qkv input, now stronger in ComfyUI than it was,
+ * is named in a warning. The parts' rows are the real ones; the input width 3072 is cut to 13 (odd,
+ * and above every update's rank, so that a module's rank is not capped by it).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
