@@ -7,7 +7,8 @@
  *   with weights wᵢ (merge-rules.ts), then the best rank-k approximation, as PEFT's `*_svd` variants.
  * SVD outputs put S in B (kohya, PEFT) and have α = rank (scale 1); `clampQuantile` clamps them as
  * kohya's svd_merge_lora and PEFT's svd_clamp do. k defaults to the largest input rank (PEFT; a
- * LoKr of two full factors counts as the rank of kron(W₁, W₂), not its stated 1).
+ * split module, n parts of rank r, counts as n·r, and a LoKr of two full factors as the rank of
+ * kron(W₁, W₂), not its stated 1: factorRank).
  * Modules are grouped by the base weight their names land on (landingKey), so a UNet weight one
  * adapter names the LDM way and another the diffusers way is one module of the output, named as
  * the first adapter names it, and every method acts on its summed update; likewise a text encoder
@@ -75,7 +76,8 @@ export async function combineAdapters(
   // diffusers way change one weight, whose summed update is what the methods below act on.
   const groups = collectModules(adapters, options.format, 'combine', true);
   if (options.method !== 'cat') refuseNamingOverlaps(groups, adapters, options.method);
-  // PEFT's default, the largest input rank: a full-factor LoKr's is its Kronecker product's (factorRank).
+  // PEFT's default, the largest input rank: a split module's is its parts' together, a full-factor
+  // LoKr's its Kronecker product's (factorRank), so that at the default neither loses its update.
   const defaultRank = Math.max(...adapters.flatMap((a) => a.modules.map(factorRank)));
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];

@@ -14,6 +14,8 @@ import { diffusersUnetName } from '../formats/layouts/sd-ldm-unet.js';
 import { transformersLinearName } from '../formats/layouts/openclip-text.js';
 import { isLokrOfFullFactors, lokrFullFactors } from '../formats/algorithms/lokr.js';
 import { lowRankPiece } from '../formats/algorithms/factor-io.js';
+import { loraSplit } from '../formats/algorithms/lora-split.js';
+import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { hasNonFinite } from '../pipeline/value-checks.js';
 
@@ -126,14 +128,26 @@ export function moduleShape(m: AdapterModule): ModuleShape {
 }
 
 /**
- * The rank of a module's factors as readFactors gives them: its LoRA rank, or for a LoKr of two
- * full factors (whose rank says 1: no factor is decomposed) kron(W₁, W₂)'s, min(a, c)·min(b, d·k…)
- * (low-rank-forms.ts fullKronFactors), which is at most min(out, in).
+ * The rank of a module's factors as readFactors gives them: its LoRA rank; for a module of n parts
+ * of rank r on disjoint rows (isSplitModule), whose rank says r, n·r, the rank of the one pair that
+ * holds its update; for a LoKr of two full factors (whose rank says 1: no factor is decomposed)
+ * kron(W₁, W₂)'s, min(a, c)·min(b, d·k…) (low-rank-forms.ts fullKronFactors), which is at most
+ * min(out, in).
  */
 export function factorRank(m: AdapterModule): number {
+  if (isSplitModule(m) && m.update.kind === 'low-rank') return m.update.rank;
   if (!isLokrOfFullFactors(m)) return m.rank;
   const least = (shape: readonly number[]) => Math.min(shape[0], shape.slice(1).reduce((n, x) => n * x, 1));
   return least(m.tensors.w1!.shape) * least(m.tensors.w2!.shape);
+}
+
+/**
+ * A module trained as n LoRAs of one rank r on consecutive rows of one weight, each at α/r: a LoRA
+ * with split_dims (numbered lora_down.N/lora_up.N) or sd-scripts' split_qkv pair. Its rank says r,
+ * its update's is n·r, and its network's metadata describes a split the output's plain LoRA is not.
+ */
+export function isSplitModule(m: AdapterModule): boolean {
+  return m.algorithm === loraSplit.name || m.options?.[SPLIT_QKV_PARTS] !== undefined;
 }
 
 /** Bytes of every tensor the module's update is read from (for progress). */

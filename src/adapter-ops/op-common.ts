@@ -8,6 +8,7 @@ import type { InputFileSet } from '../io/types.js';
 import type { AdapterToWrite, WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import { guessModelFamily, type ModelFamily } from '../plan/model-family.js';
 import { throwIfProblems } from '../plan/problems.js';
+import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 import { checkFormatFits, checkModules, landingKey, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
 
 /** What combine, resize or extract did to one module. */
@@ -226,7 +227,7 @@ export function finishAdapter(
   metadata: Record<string, string>, comment: string, options: { useRslora?: boolean } = {},
 ): OpResult {
   checkFormatFits(adapters, format, '--out');
-  const warnings: string[] = [];
+  const warnings: string[] = splitQkvWarnings(adapters);
   const fanIn = new Set(adapters.filter((a) => a.format === 'peft').map((a) => a.config.fan_in_fan_out === true));
   if (fanIn.size > 1) throw new MergeError('BAD_CONFIG', 'the PEFT adapters disagree on fan_in_fan_out; they were made for different models');
   const whole: WholeTensor[] = [];
@@ -263,6 +264,20 @@ export function finishAdapter(
     report,
     warnings,
   };
+}
+
+/**
+ * sd-scripts' split_qkv modules are read at α/r per part, the scale they were trained at, and
+ * written as plain pairs at that scale: n times what ComfyUI and sd-scripts' flux_merge_lora apply
+ * to the input's fused pair (α/(n·r)). The output is stronger there than the input was, so say so.
+ */
+function splitQkvWarnings(adapters: readonly ParsedAdapter[]): string[] {
+  return adapters.flatMap((adapter) => {
+    const split = adapter.modules.filter((m) => m.options?.[SPLIT_QKV_PARTS] !== undefined);
+    if (split.length === 0) return [];
+    const names = split.slice(0, 2).map((m) => `"${m.key}"`).join(', ') + (split.length > 2 ? ', …' : '');
+    return [`${adapter.name}: ${split.length} module(s) (${names}) are sd-scripts split_qkv LoRAs of n parts (3 for qkv, 4 for linear1), trained at α/r each; they are written as plain pairs at that scale, so ComfyUI and sd-scripts' flux_merge_lora apply them n times as strongly as they apply the input's fused pairs (α over the fused rank n·r)`];
+  });
 }
 
 /** kohya's minimum network metadata (sd-scripts build_minimum_network_metadata), plus what the inputs agree on. */

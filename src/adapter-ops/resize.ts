@@ -11,7 +11,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
-import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, factorRank, isSplitModule, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeFactors, moduleFromSvd } from './reduce.js';
 
 export async function resizeAdapter(
@@ -45,7 +45,8 @@ export async function resizeAdapter(
     bytesDone += factorBytes(ref.module);
   }
   run.onProgress?.({ phase: 'done', tensorsDone: done, tensorsTotal: groups.size, bytesDone, bytesTotal });
-  const oldRanks = new Set(adapter.modules.map((m) => m.rank));
+  // A split module's own rank is its parts' together (n·r), as the update resized holds it.
+  const oldRanks = new Set(adapter.modules.map(factorRank));
   const from = oldRanks.size === 1 ? String([...oldRanks][0]) : 'mixed ranks';
   const how = rule.kind === 'rank' ? `rank ${rule.rank}` : `${rule.kind} ${rule.value}${rule.maxRank !== undefined ? ` at most rank ${rule.maxRank}` : ''}`;
   const comment = rule.kind === 'rank' ? `dimension is resized from ${from} to ${rule.rank}` : `Dynamic resize with ${rule.kind}: ${rule.value} from ${from}`;
@@ -61,8 +62,11 @@ export async function resizeAdapter(
   }
   if (format === 'kohya' && adapter.format === 'kohya') {
     // kohya's resize keeps the input's training metadata and rewrites the network's size. A LyCORIS
-    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not.
-    const otherNetwork = adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora';
+    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not;
+    // so do those of a split network (blissful-tuner's networks.lora with split_dims): the output
+    // holds each split module as one plain pair at α/k.
+    const otherNetwork = (adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora')
+      || adapter.modules.some(isSplitModule);
     for (const [k, v] of Object.entries(adapter.config)) {
       if (otherNetwork && k === 'ss_network_args') continue;
       if (typeof v === 'string' && !(k in result.adapter.metadata)) result.adapter.metadata[k] = v;
