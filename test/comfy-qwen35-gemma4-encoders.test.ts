@@ -311,7 +311,7 @@ const qwen3vl = (lm: string, visual: string) => [
 ];
 
 describe('Qwen3-VL 32B (`qwen3vl_32b`, MiniMax H3), and Qwen3-VL files in the checkpoint\'s names', () => {
-  it('Qwen/Qwen3-VL-32B-Instruct (Qwen3VLForConditionalGeneration, hidden_size 5120): `qwen3vl_32b` lands; its head (ComfyUI\'s has none) and `qwen3vl_8b` are left out', async () => {
+  it('Qwen/Qwen3-VL-32B-Instruct (Qwen3VLForConditionalGeneration, hidden_size 5120): `qwen3vl_32b` and its vision tower land; its head (ComfyUI\'s has none) and `qwen3vl_8b` are left out', async () => {
     const config = {
       architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', tie_word_embeddings: false,
       text_config: { model_type: 'qwen3_vl_text', hidden_size: 5120, intermediate_size: 25600, num_hidden_layers: 64, num_attention_heads: 64, num_key_value_heads: 8 },
@@ -320,6 +320,8 @@ describe('Qwen3-VL 32B (`qwen3vl_32b`, MiniMax H3), and Qwen3-VL files in the ch
     const base = hubFolder(config, [...qwen3vl('model.language_model.', 'model.visual.'), tensor(rand, 'lm_head.weight', [VOCAB, H], 'BF16')]);
     const warnings = await mergeFolderAndCheck(base, [
       comfy(`text_encoders.qwen3vl_32b.transformer.model.${GQ}`, H, H, `model.language_model.${GQ}.weight`),
+      // ComfyUI's Qwen3-VL vision tower keeps transformers' names (qwen3vl.py Qwen3VLVisionModel), DeepStack mergers included.
+      comfy('text_encoders.qwen3vl_32b.transformer.visual.deepstack_merger_list.0.linear_fc1', 24, 24, 'model.visual.deepstack_merger_list.0.linear_fc1.weight'),
       comfy('text_encoders.qwen3vl_32b.transformer.model.lm_head', VOCAB, H, ''),
       comfy(`text_encoders.qwen3vl_8b.transformer.model.${GQ}`, H, H, ''),
     ], 0.8);
@@ -327,6 +329,14 @@ describe('Qwen3-VL 32B (`qwen3vl_32b`, MiniMax H3), and Qwen3-VL files in the ch
       leftOutHead('qwen3vl_32b'),
       `lora.safetensors: 1 module left out, not merged: it names ComfyUI's qwen3vl_8b text encoder (text_encoders.qwen3vl_8b.), which the base does not hold (it holds text_encoder (Qwen3VLForConditionalGeneration)) (text_encoders.qwen3vl_8b.transformer.model.${GQ})`,
     ]);
+  });
+
+  it('a Qwen3VLModel folder (Qwen3-VL 8B) keeps the language model under `language_model.` and the vision tower under `visual.`', async () => {
+    const config = { architectures: ['Qwen3VLModel'], model_type: 'qwen3_vl', text_config: { model_type: 'qwen3_vl_text', hidden_size: 4096, num_hidden_layers: 36 } };
+    expect(await mergeFolderAndCheck(hubFolder(config, qwen3vl('language_model.', 'visual.')), [
+      comfy(`text_encoders.qwen3vl_8b.transformer.model.${GQ}`, H, H, `language_model.${GQ}.weight`),
+      comfy('text_encoders.qwen3vl_8b.transformer.visual.blocks.0.attn.qkv', 18, 6, 'visual.blocks.0.attn.qkv.weight'),
+    ], 0.65)).toEqual([]);
   });
 
   it('MiniMax H3\'s converted file (ComfyUI\'s own `model.` and `visual.`) takes `qwen3vl_32b` by name; a Qwen3-VL 8B file in transformers\' names takes `qwen3vl_8b` where ComfyUI loads it from', async () => {

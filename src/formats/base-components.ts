@@ -260,7 +260,8 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   gemma3_4b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 2560 } },
   // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
   gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
-  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model; its vision tower is ComfyUI's own).
+  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model, and its vision tower, whose
+  // names are transformers' below `visual.`: comfy/sd.py loads a checkpoint's `model.visual.` as `visual.`).
   qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 }, checkpoint: VL_CHECKPOINT },
   qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 }, checkpoint: VL_CHECKPOINT },
   // MiniMax H3's Qwen3-VL 32B (minimax.py's MiniMaxH3TEModel, name "qwen3vl_32b"; llama.py's
@@ -313,8 +314,9 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
   Qwen2_5_VLForConditionalGeneration: { 'model.': ['model.', 'model.language_model.'], 'visual.': ['visual.', 'model.visual.'] },
   Qwen2_5_VLTextModel: { 'model.': ['', 'model.'] },
   Qwen3Model: { 'model.': ['', 'model.'] },
-  Qwen3VLModel: { 'model.': ['language_model.'] },
-  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'] },
+  // Qwen3-VL's vision tower too (qwen3vl.py's Qwen3VLVisionModel keeps transformers' names, DeepStack mergers included).
+  Qwen3VLModel: { 'model.': ['language_model.'], 'visual.': ['visual.'] },
+  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'], 'visual.': ['model.visual.'] },
   Qwen3ForCausalLM: { 'model.': ['model.'] },
   // Qwen3.5's vision tower keeps transformers' names in ComfyUI (comfy/sd.py maps `model.visual.` to `visual.` as it is).
   Qwen3_5TextModel: { 'model.': ['', 'model.'] },
