@@ -353,3 +353,14 @@ describe('Qwen3-VL 32B (`qwen3vl_32b`, MiniMax H3), and Qwen3-VL files in the ch
     ], -0.4)).toEqual([]);
   });
 });
+
+describe('Lens\'s GPT-OSS 20B (`gpt_oss`)', () => {
+  it('is refused in one line on a transformers GptOssForCausalLM folder, whose names ComfyUI\'s own module tree does not share', async () => {
+    const config = { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 2880, num_hidden_layers: 24, num_local_experts: 32, vocab_size: 201088 };
+    const base = hubFolder(config, [tensor(rand, `model.${GQ}.weight`, [H, H], 'BF16'), tensor(rand, 'model.layers.0.mlp.experts.gate_up_proj', [2, H, 16], 'BF16')]);
+    const { problems } = await folderPlan(base, [comfy(`text_encoders.gpt_oss.transformer.${GQ}`, H, H, '')]);
+    expect(problems).toEqual([
+      `lora.safetensors: module "text_encoders.gpt_oss.transformer.${GQ}": names ComfyUI's gpt_oss text encoder (text_encoders.gpt_oss.), but text_encoder (GptOssForCausalLM) holds it in transformers' names, and ComfyUI's gpt_oss.py keeps the decoder directly under transformer. (layers., embed_tokens, norm) and its experts as fused MoEExperts weights, which are not mapped onto a transformers GptOss folder here: merge into ComfyUI's own gpt_oss text encoder file: not supported`,
+    ]);
+  });
+});

@@ -236,7 +236,7 @@ const QWEN35_TYPES = ['qwen3_5', 'qwen3_5_text'];
  * all is refused. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
  * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel.
  */
-const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number | readonly number[] }; checkpoint?: Readonly<Record<string, string>> }>> = {
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number | readonly number[] }; checkpoint?: Readonly<Record<string, string>>; unmapped?: string }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
   clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
   clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
@@ -279,6 +279,12 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   gemma4: {
     classes: /^Gemma4(Unified)?(TextModel|ForCausalLM|Model|ForConditionalGeneration)$/,
     llm: { modelTypes: ['gemma4', 'gemma4_text', 'gemma4_unified', 'gemma4_unified_text'], hiddenSize: [1536, 2560, 3840, 5376] },
+  },
+  // Lens's GPT-OSS 20B (gpt_oss.py's LensTEModel, name "gpt_oss"): ComfyUI's own module tree, not
+  // transformers', so a folder of it is told but no module is placed there.
+  gpt_oss: {
+    classes: /^GptOss(Model|ForCausalLM)$/, llm: { modelTypes: ['gpt_oss'], hiddenSize: 2880 },
+    unmapped: 'ComfyUI\'s gpt_oss.py keeps the decoder directly under transformer. (layers., embed_tokens, norm) and its experts as fused MoEExperts weights, which are not mapped onto a transformers GptOss folder here: merge into ComfyUI\'s own gpt_oss text encoder file',
   },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
   // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM; ace15.py's qwen3_06b, ACE-Step
@@ -417,6 +423,7 @@ export function comfyEncoderFilePath(name: string, path: string, keys: readonly 
  */
 export function comfyEncoderPath(name: string, path: string, component: BaseComponent): { path: string; doubt?: undefined } | { doubt: string; path?: undefined } {
   const encoder = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  if (encoder?.unmapped) return { doubt: `${component.name} holds it in transformers' names, and ${encoder.unmapped}` };
   if (encoder?.keyPrefix && path.startsWith(encoder.keyPrefix)) return { path: path.slice(encoder.keyPrefix.length) };
   const stored = encoder?.llm && component.className && Object.hasOwn(LLM_STORED, component.className) ? LLM_STORED[component.className] : undefined;
   const top = stored ? Object.keys(stored).find((p) => path.startsWith(p)) : undefined;
