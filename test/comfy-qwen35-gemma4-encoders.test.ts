@@ -14,7 +14,12 @@
  *   1536, 2560, 5376, 3840; Gemma4Config lm_head False). Its language model is transformers' below
  *   `model.`; its vision and audio towers ComfyUI names its own way (vision_model., audio_model.),
  *   so a module there is refused on a transformers folder.
- * - `qwen3vl_32b` (minimax.py, llama.py Qwen3VL_32BConfig: hidden_size 5120, no head).
+ * - `qwen3vl_32b` (minimax.py, llama.py Qwen3VL_32BConfig: hidden_size 5120, no head); Qwen3-VL's
+ *   vision tower keeps transformers' names in ComfyUI (qwen3vl.py Qwen3VLVisionModel), so it lands
+ *   on a Qwen3-VL folder's `visual.` / `model.visual.`, and a Qwen3-VL file in the checkpoint's
+ *   names is read as comfy/sd.py renames it (its qwen3vl_* state_dict_prefix_replace).
+ * - `gpt_oss` (gpt_oss.py, Lens's GPT-OSS 20B): ComfyUI's own module tree, refused on a
+ *   transformers GptOss folder.
  *
  * Each landing is checked against the merged file and float64 truth (expectMergedFile).
  */
