@@ -209,6 +209,18 @@ export function isT5Path(path: string): boolean {
 const T5_PATH = /^(encoder[._]block[._]\d+[._]layer[._]|shared$|encoder[._]final_layer_norm$)/;
 
 /**
+ * How comfy/sd.py's load_text_encoder_state_dicts renames a Qwen3.5 or Qwen3-VL checkpoint given as
+ * one file (its state_dict_prefix_replace for qwen35_* and qwen3vl_*): the language model from
+ * `model.language_model.` to `model.`, the vision tower from `model.visual.` to `visual.` (and
+ * `lm_head.` to `model.lm_head.`, which comfy-llm-head.ts places): ComfyUI's name, the file's.
+ */
+const VL_CHECKPOINT: Readonly<Record<string, string>> = { 'model.': 'model.language_model.', 'visual.': 'model.visual.' };
+
+/** transformers' Qwen3.5 classes and model types (a Qwen3_5ForConditionalGeneration, or its language model alone). */
+const QWEN35_CLASS = /^Qwen3_5(TextModel|ForCausalLM|Model|ForConditionalGeneration)$/;
+const QWEN35_TYPES = ['qwen3_5', 'qwen3_5_text'];
+
+/**
  * ComfyUI's text encoders, by the name its model gives them (`text_encoders.<name>.transformer.` in
  * its "Extract and Save Lora" files), whose keys after `transformer.` are the transformers model's
  * own: its CLIP, T5 and BERT encoders load transformers' checkpoints as they are (a BERT's under
@@ -224,7 +236,7 @@ const T5_PATH = /^(encoder[._]block[._]\d+[._]layer[._]|shared$|encoder[._]final
  * all is refused. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
  * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel.
  */
-const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number } }>> = {
+const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number | readonly number[] }; checkpoint?: Readonly<Record<string, string>>; unmapped?: string }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
   clip_g: { classes: CLIP_TEXT_CLASS, kind: 'clip_g' },
   clip_h: { classes: CLIP_TEXT_CLASS, kind: 'openclip' },
@@ -248,9 +260,32 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   gemma3_4b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 2560 } },
   // LTX-2's Gemma 3 12B (lt.py: name "gemma3_12b"; its language model as for gemma3_4b).
   gemma3_12b: { classes: /^Gemma3(TextModel|ForCausalLM|ForConditionalGeneration)$/, llm: { modelTypes: ['gemma3', 'gemma3_text'], hiddenSize: 3840 } },
-  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model; its vision tower is ComfyUI's own).
-  qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 } },
-  qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 } },
+  // Qwen3-VL (qwen3vl.py's qwen3vl_4b and qwen3vl_8b: its language model, and its vision tower, whose
+  // names are transformers' below `visual.`: comfy/sd.py loads a checkpoint's `model.visual.` as `visual.`).
+  qwen3vl_4b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 2560 }, checkpoint: VL_CHECKPOINT },
+  qwen3vl_8b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 4096 }, checkpoint: VL_CHECKPOINT },
+  // MiniMax H3's Qwen3-VL 32B (minimax.py's MiniMaxH3TEModel, name "qwen3vl_32b"; llama.py's
+  // Qwen3VL_32BConfig: its first 50 of 64 layers, no final norm, no head).
+  qwen3vl_32b: { classes: /^Qwen3VL(Model|ForConditionalGeneration)$/, llm: { modelTypes: ['qwen3_vl'], hiddenSize: 5120 } },
+  // Qwen3.5 (qwen35.py's QWEN35_MODELS, each named by its size; comfy/sd.py loads a checkpoint's
+  // `model.language_model.` as `model.`, `model.visual.` as `visual.`, and `lm_head.` as `model.lm_head.`).
+  qwen35_08b: { classes: QWEN35_CLASS, checkpoint: VL_CHECKPOINT, llm: { modelTypes: QWEN35_TYPES, hiddenSize: 1024 } },
+  qwen35_2b: { classes: QWEN35_CLASS, checkpoint: VL_CHECKPOINT, llm: { modelTypes: QWEN35_TYPES, hiddenSize: 2048 } },
+  qwen35_4b: { classes: QWEN35_CLASS, checkpoint: VL_CHECKPOINT, llm: { modelTypes: QWEN35_TYPES, hiddenSize: 2560 } },
+  qwen35_9b: { classes: QWEN35_CLASS, checkpoint: VL_CHECKPOINT, llm: { modelTypes: QWEN35_TYPES, hiddenSize: 4096 } },
+  qwen35_27b: { classes: QWEN35_CLASS, checkpoint: VL_CHECKPOINT, llm: { modelTypes: QWEN35_TYPES, hiddenSize: 5120 } },
+  // Gemma 4 (gemma4.py's gemma4_te: one name, "gemma4", for its E2B, E4B and 31B and the 12B
+  // "unified" one LTX-2.5 uses; comfy/sd.py detect_te_model tells them apart by their layers).
+  gemma4: {
+    classes: /^Gemma4(Unified)?(TextModel|ForCausalLM|Model|ForConditionalGeneration)$/,
+    llm: { modelTypes: ['gemma4', 'gemma4_text', 'gemma4_unified', 'gemma4_unified_text'], hiddenSize: [1536, 2560, 3840, 5376] },
+  },
+  // Lens's GPT-OSS 20B (gpt_oss.py's LensTEModel, name "gpt_oss"): ComfyUI's own module tree, not
+  // transformers', so a folder of it is told but no module is placed there.
+  gpt_oss: {
+    classes: /^GptOss(Model|ForCausalLM)$/, llm: { modelTypes: ['gpt_oss'], hiddenSize: 2880 },
+    unmapped: 'ComfyUI\'s gpt_oss.py keeps the decoder directly under transformer. (layers., embed_tokens, norm) and its experts as fused MoEExperts weights, which are not mapped onto a transformers GptOss folder here: merge into ComfyUI\'s own gpt_oss text encoder file',
+  },
   // Qwen3 (z_image.py's qwen3_4b for Z-Image; flux.py's qwen3_4b and qwen3_8b for FLUX.2 [klein] 4B and
   // 9B; anima.py's qwen3_06b; ovis.py's qwen3_2b, Ovis-Image's Ovis 2.5 LLM; ace15.py's qwen3_06b, ACE-Step
   // 1.5's text encoder, and its 5 Hz language model as qwen3_2b or qwen3_4b): llama.py's Qwen3_4B,
@@ -285,9 +320,24 @@ const LLM_STORED: Readonly<Record<string, Readonly<Record<string, readonly strin
   Qwen2_5_VLForConditionalGeneration: { 'model.': ['model.', 'model.language_model.'], 'visual.': ['visual.', 'model.visual.'] },
   Qwen2_5_VLTextModel: { 'model.': ['', 'model.'] },
   Qwen3Model: { 'model.': ['', 'model.'] },
-  Qwen3VLModel: { 'model.': ['language_model.'] },
-  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'] },
+  // Qwen3-VL's vision tower too (qwen3vl.py's Qwen3VLVisionModel keeps transformers' names, DeepStack mergers included).
+  Qwen3VLModel: { 'model.': ['language_model.'], 'visual.': ['visual.'] },
+  Qwen3VLForConditionalGeneration: { 'model.': ['model.language_model.'], 'visual.': ['model.visual.'] },
   Qwen3ForCausalLM: { 'model.': ['model.'] },
+  // Qwen3.5's vision tower keeps transformers' names in ComfyUI (comfy/sd.py maps `model.visual.` to `visual.` as it is).
+  Qwen3_5TextModel: { 'model.': ['', 'model.'] },
+  Qwen3_5ForCausalLM: { 'model.': ['model.'] },
+  Qwen3_5Model: { 'model.': ['language_model.'], 'visual.': ['visual.'] },
+  Qwen3_5ForConditionalGeneration: { 'model.': ['model.language_model.'], 'visual.': ['model.visual.'] },
+  // Gemma 4's vision and audio towers ComfyUI names its own way (vision_model., audio_model., …): refused.
+  Gemma4TextModel: { 'model.': ['', 'model.'] },
+  Gemma4ForCausalLM: { 'model.': ['model.'] },
+  Gemma4Model: { 'model.': ['language_model.'] },
+  Gemma4ForConditionalGeneration: { 'model.': ['model.language_model.'] },
+  Gemma4UnifiedTextModel: { 'model.': ['', 'model.'] },
+  Gemma4UnifiedForCausalLM: { 'model.': ['model.'] },
+  Gemma4UnifiedModel: { 'model.': ['language_model.'] },
+  Gemma4UnifiedForConditionalGeneration: { 'model.': ['model.language_model.'] },
 };
 
 /**
@@ -316,7 +366,7 @@ export function holdsComfyEncoder(component: BaseComponent, name: string): boole
     if (wanted.llm) {
       const config = component.config;
       if (config?.modelType === undefined || config.hiddenSize === undefined) return undefined;
-      return wanted.llm.modelTypes.includes(config.modelType) && config.hiddenSize === wanted.llm.hiddenSize;
+      return wanted.llm.modelTypes.includes(config.modelType) && hiddenSizes(wanted.llm).includes(config.hiddenSize);
     }
     // A class two of ComfyUI's encoders share: the pipeline says which this one is.
     const owned = candidates.find((e) => e.pipeline && component.pipelineClass && e.pipeline.test(component.pipelineClass));
@@ -344,7 +394,25 @@ export function comfyEncoderDoubt(component: BaseComponent, name: string): strin
   if (!wanted?.llm || !component.className || !wanted.classes.test(component.className)) return undefined;
   if (component.config?.modelType !== undefined && component.config.hiddenSize !== undefined) return undefined;
   const lacks = component.config ? 'its config.json does not say its model_type and hidden_size' : 'it has no config.json to say its model_type and hidden_size';
-  return `${lacks}, which tell ComfyUI's ${name} (${wanted.llm.modelTypes.join(' or ')}, hidden_size ${wanted.llm.hiddenSize}) from another model of its class`;
+  return `${lacks}, which tell ComfyUI's ${name} (${wanted.llm.modelTypes.join(' or ')}, hidden_size ${hiddenSizes(wanted.llm).join(' or ')}) from another model of its class`;
+}
+
+/** The hidden sizes of an LLM ComfyUI gives one name (Gemma 4's four sizes are all its `gemma4`). */
+function hiddenSizes(llm: { hiddenSize: number | readonly number[] }): readonly number[] {
+  return typeof llm.hiddenSize === 'number' ? [llm.hiddenSize] : llm.hiddenSize;
+}
+
+/**
+ * A module path of ComfyUI's encoder `name` (after `transformer.`) as a lone file of its checkpoint
+ * stores it, where comfy/sd.py renames that checkpoint's keys on loading it (VL_CHECKPOINT) and the
+ * file holds the checkpoint's names (Comfy-Org's Qwen3.5 files keep `model.language_model.`);
+ * undefined where the encoder has no such renaming or the file holds ComfyUI's own names.
+ */
+export function comfyEncoderFilePath(name: string, path: string, keys: readonly string[]): string | undefined {
+  const renamed = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name].checkpoint : undefined;
+  const top = renamed ? Object.keys(renamed).find((p) => path.startsWith(p)) : undefined;
+  if (!renamed || top === undefined || !keys.some((k) => k.startsWith(renamed[top]))) return undefined;
+  return `${renamed[top]}${path.slice(top.length)}`;
 }
 
 /**
@@ -355,6 +423,7 @@ export function comfyEncoderDoubt(component: BaseComponent, name: string): strin
  */
 export function comfyEncoderPath(name: string, path: string, component: BaseComponent): { path: string; doubt?: undefined } | { doubt: string; path?: undefined } {
   const encoder = Object.hasOwn(COMFY_ENCODERS, name) ? COMFY_ENCODERS[name] : undefined;
+  if (encoder?.unmapped) return { doubt: `${component.name} holds it in transformers' names, and ${encoder.unmapped}` };
   if (encoder?.keyPrefix && path.startsWith(encoder.keyPrefix)) return { path: path.slice(encoder.keyPrefix.length) };
   const stored = encoder?.llm && component.className && Object.hasOwn(LLM_STORED, component.className) ? LLM_STORED[component.className] : undefined;
   const top = stored ? Object.keys(stored).find((p) => path.startsWith(p)) : undefined;

@@ -4,12 +4,13 @@
  * model_lora_keys_clip maps `text_encoders.<key>` onto the encoder model's own weights only, and
  * comfy/text_encoders/llama.py's Llama2_ (the model under `transformer.model.`) makes a head,
  * `model.lm_head`, only where its config's `lm_head` is set:
- * - not set (Llama2Config, Gemma2/Gemma3, Qwen2.5-VL 3B, Qwen3 0.6B/2B/4B, Qwen3-VL 4B, which read
+ * - not set (Llama2Config, Gemma2/Gemma3/Gemma 4, Qwen2.5-VL 3B, Qwen3 0.6B/2B/4B, Qwen3-VL 4B/32B, Qwen3.5 0.8B/2B/4B, which read
  *   logits from the tied `embed_tokens`, and the Mistrals, whose stored head it leaves unread): ComfyUI's model has no head, the encoder conditions on
  *   hidden states, and load_lora leaves the module unloaded ("lora key not loaded"). Merged, it would
  *   be written as a head of its own, a weight ComfyUI never reads: left out with a warning.
- * - set (Qwen25_7BVLI_Config, Qwen3_8BConfig and Qwen3VL_8BConfig, which inherits it: the untied
- *   heads of Qwen2.5-VL 7B, Qwen3 8B and Qwen3-VL 8B, which ComfyUI's text generation reads):
+ * - set (Qwen25_7BVLI_Config, Qwen3_8BConfig and Qwen3VL_8BConfig, which inherits it, and qwen35.py's
+ *   9B and 27B: the untied heads of Qwen2.5-VL 7B, Qwen3 8B, Qwen3-VL 8B and Qwen3.5 9B/27B, which
+ *   ComfyUI's text generation reads):
  *   `…transformer.model.lm_head` is patched, on the weight comfy/sd.py's load_text_encoder_state_dicts
  *   fills from the checkpoint's `lm_head.weight` (transformers' name, at the top of the file or of
  *   the pipeline folder): merged there, and refused where the base holds no head. A bare
@@ -28,10 +29,19 @@ import type { Layout } from './layout.js';
  * qwen3vl.py's `qwen3vl_4b`, flux.py's FLUX.2 `mistral3_24b` and ernie.py's `ministral3_3b`, whose
  * Mistral3Small24BConfig and Ministral3_3BConfig set no head though the checkpoints store an untied one).
  */
-const HEADLESS = new Set(['llama', 'qwen25_3b', 'gemma2_2b', 'gemma3_4b', 'gemma3_12b', 'qwen3_06b', 'qwen3_2b', 'qwen3_4b', 'qwen3vl_4b', 'mistral3_24b', 'ministral3_3b']);
+const HEADLESS = new Set([
+  'llama', 'qwen25_3b', 'gemma2_2b', 'gemma3_4b', 'gemma3_12b', 'qwen3_06b', 'qwen3_2b', 'qwen3_4b', 'qwen3vl_4b', 'mistral3_24b', 'ministral3_3b',
+  // minimax.py's qwen3vl_32b (Qwen3VL_32BConfig: lm_head False), qwen35.py's three smaller Qwen3.5s
+  // (QWEN35_MODELS sets no lm_head for them: Qwen35Config's is False), and gemma4.py's gemma4 (Gemma4Config: lm_head False).
+  'qwen3vl_32b', 'qwen35_08b', 'qwen35_2b', 'qwen35_4b', 'gemma4',
+]);
 
-/** Those whose model keeps an untied head as `model.lm_head` (qwen_image.py's and hunyuan_image.py's `qwen25_7b`, flux.py's `qwen3_8b`, qwen3vl.py's `qwen3vl_8b`). */
-const HEADED = new Set(['qwen25_7b', 'qwen3_8b', 'qwen3vl_8b']);
+/**
+ * Those whose model keeps an untied head as `model.lm_head` (qwen_image.py's and hunyuan_image.py's
+ * `qwen25_7b`, flux.py's `qwen3_8b`, qwen3vl.py's `qwen3vl_8b`, and qwen35.py's `qwen35_9b` and
+ * `qwen35_27b`, whose QWEN35_MODELS entries set lm_head=True).
+ */
+const HEADED = new Set(['qwen25_7b', 'qwen3_8b', 'qwen3vl_8b', 'qwen35_9b', 'qwen35_27b']);
 
 const HEAD = /^text_encoders\.([^.]+)\.transformer\.((?:model\.)?lm_head)$/;
 

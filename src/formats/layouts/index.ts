@@ -5,7 +5,7 @@
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
-import { baseComponents, comfyEncoderDoubt, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -284,6 +284,13 @@ export class ModuleLocator {
     // A folder whose config.json rules the encoder out (a T5-XXL for `byt5_small`) says why.
     const held = this.components.map((c) => (c.ruledOut && Object.hasOwn(c.ruledOut, name) ? `${c.name}, whose ${c.ruledOut[name]}` : c.name)).join(', ');
     const missing: Location = { found: false, code: 'UNKNOWN_MODULE', message: `names ComfyUI's ${name} text encoder (${prefix}), which the base does not hold (it holds ${held})`, missingComponent: true };
+    // A lone file of the encoder's checkpoint in the names comfy/sd.py renames on loading it.
+    const fileStored = this.components.length === 0 && rest !== undefined ? comfyEncoderFilePath(name, rest, this.whole.keys) : undefined;
+    if (fileStored !== undefined) {
+      const head = comfyLlmHead.resolve(address, this.whole);
+      if (head) return describe(head.found ? { ...head, layout: comfyLlmHead.name } : head);
+      return describe(tryLayouts({ path: fileStored, flat: false }, this.whole));
+    }
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
