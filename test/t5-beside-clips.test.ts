@@ -141,7 +141,7 @@ describe('FLUX.1 pipeline folder (CLIP-L, T5 in text_encoder_2/)', () => {
     const why = (prefix: string) => kohyaWhy('CLIP-L alone (as FLUX.1)', 'lora_te2_ and lora_te3_', prefix);
     const { warnings } = await pipelines.mergeAndCheck(flux, specs, ['text_encoder/model.safetensors', 'text_encoder_2/model.safetensors']);
     expect(warnings).toEqual([
-      left('text encoder 3 (T5), which the base does not hold: its T5 (text_encoder_2 (T5EncoderModel), beside CLIP-L alone (as FLUX.1)) is text_encoder_2., as OneTrainer\'s diffusers-format LoRAs name it; diffusers\' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5', [`text_encoder_3.${SA}.k`]),
+      left('text encoder 3 (T5), which the base does not hold: its T5 (text_encoder_2/, beside CLIP-L alone (as FLUX.1)) is text_encoder_2., as OneTrainer\'s diffusers-format LoRAs name it; diffusers\' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5', [`text_encoder_3.${SA}.k`]),
       left(`text encoder 1 (CLIP-L), ${why('lora_te1_')}`, [`lora_te1_${flat(SA)}_q`]),
       left(`the text encoder, ${why('lora_te_')}`, [`lora_te_${flat(WO)}`]),
     ]);
@@ -175,6 +175,41 @@ describe('an SD3.5 checkpoint bundling its encoders (text_encoders.clip_l / clip
       const written = output.files().find((f) => f.path === file)!;
       expectMergedFile(decodeSafetensors(base).tensors, decodeSafetensors(new Uint8Array(await written.blob.arrayBuffer())).tensors,
         truthTerms(decodeSafetensors(lora).tensors, specs.filter((s) => s.lands[0].key !== ''), 1.1));
+    } finally {
+      await prepared.close();
+    }
+  });
+});
+
+describe('a FLUX.1 checkpoint bundling its encoders (text_encoders.clip_l / t5xxl, as Comfy-Org\'s flux1-dev-fp8.safetensors)', () => {
+  const file = 'flux1-dev-fp8.safetensors';
+  const P = 'text_encoders.t5xxl.transformer.';
+  const base = buildSafetensors([
+    tensor(rand, 'model.diffusion_model.double_blocks.0.img_attn.qkv.weight', [24, 8], 'BF16'),
+    tensor(rand, `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj.weight`, [12, 12], 'BF16'),
+    tensor(rand, `${P}${SA}.q.weight`, [10, 10], 'BF16'), tensor(rand, `${P}${SA}.k.weight`, [10, 10], 'BF16'),
+    tensor(rand, `${P}${WO}.weight`, [10, 16], 'BF16'), tensor(rand, `${P}shared.weight`, [24, 10], 'BF16'),
+  ]);
+
+  it('OneTrainer\'s text_encoder_2. and lora_te2_ and kohya\'s lora_te3_ merge into its T5; text_encoder_3. (merged until now) is left out', async () => {
+    const specs: LoraSpec[] = [
+      oneTrainer(`text_encoder_2.${SA}.q`, 10, 10, `${P}${SA}.q.weight`),
+      kohya(`lora_te3_${flat(WO)}`, 10, 16, `${P}${WO}.weight`),
+      kohya(`lora_te2_${flat(SA)}_k`, 10, 10, `${P}${SA}.k.weight`),
+      oneTrainer(`text_encoder_3.${WO}`, 10, 16, ''),
+    ];
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const prepared = await prepareMerge(memoryInputFileSet({ [file]: base }, file), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 0.6 }]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+      expect(prepared.plan.warnings).toEqual([
+        left('text encoder 3 (T5), which the base does not hold: its T5 (text_encoders.t5xxl., beside CLIP-L alone (as FLUX.1)) is text_encoder_2., as OneTrainer\'s diffusers-format LoRAs name it; diffusers\' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5', [`text_encoder_3.${WO}`]),
+      ]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: pipelines.backend() });
+      const written = output.files().find((f) => f.path === file)!;
+      expectMergedFile(decodeSafetensors(base).tensors, decodeSafetensors(new Uint8Array(await written.blob.arrayBuffer())).tensors,
+        truthTerms(decodeSafetensors(lora).tensors, specs.filter((s) => s.lands[0].key !== ''), 0.6));
     } finally {
       await prepared.close();
     }

@@ -58,6 +58,6 @@ export function t5BesideClips(address: ModuleAddress, components: readonly BaseC
   if (other) return { component: other };
   const ownName = `text_encoder${own === 1 ? '' : `_${own}`}.`;
   return {
-    leftOut: `names ${partName(part, path)}, which the base does not hold: its T5 (${t5.name}, beside ${beside}) is ${ownName}, as OneTrainer's diffusers-format LoRAs name it; diffusers' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5`,
+    leftOut: `names ${partName(part, path)}, which the base does not hold: its T5 (${folder ? `${t5.prefix.slice(0, -1)}/` : t5.prefix}, beside ${beside}) is ${ownName}, as OneTrainer's diffusers-format LoRAs name it; diffusers' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5`,
   };
 }
