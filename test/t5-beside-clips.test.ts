@@ -118,7 +118,7 @@ describe('SD3 pipeline folder (CLIP-L, CLIP-G, T5 in text_encoder_3/)', () => {
     ]);
   });
 
-  it('diffusers\' text_encoder_2. and text_encoder. name a CLIP folder, where a T5 path is refused, as diffusers and OneTrainer fail to load it', async () => {
+  it('diffusers\' text_encoder_2. and text_encoder. name a CLIP folder, where a T5 path is refused, as diffusers fails to load it (PEFT finds no such module in the CLIP)', async () => {
     const { problems } = await pipelines.planOf(sd3, [...lands, oneTrainer(`text_encoder_2.${SA}.q`, 10, 10, ''), oneTrainer(`text_encoder.${SA}.k`, 10, 10, '')]);
     expect(problems).toEqual([
       `lora.safetensors: module "text_encoder_2.${SA}.q": its prefix names text encoder 2 (T5), but its path matches text_encoder_3.${SA}.q.weight in text_encoder_3 (T5EncoderModel); the base has no such tensor in text_encoder_2 (CLIPTextModelWithProjection)`,

@@ -14,7 +14,7 @@
  *    LoRA (SD3's and FLUX.1's `_lora_loadable_modules` hold their CLIPs only, and the other
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
- *    is that CLIP's, where its T5 path finds nothing (diffusers and OneTrainer fail to load it).
+ *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
  * T5 bases without a CLIP, and T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own.
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
