@@ -75,18 +75,22 @@ const T5XXL_WHY = (by: string) => `the base is a T5-XXL encoder, not byT5: its d
 const BYT5_WHY = (by: string) => `the base is a byT5 encoder, not T5-XXL: its d_model, ${by}, is 1472, byT5's (T5-XXL's is 4096)`;
 
 describe('a T5 encoder file given alone without encoder.final_layer_norm.weight', () => {
-  it('t5xxl_fp16.safetensors: T5-XXL\'s modules in ComfyUI\'s names and kohya\'s lora_te1_ (ComfyUI\'s for a T5 loaded alone) merge; byt5_small\'s is left out with a warning naming shared.weight\'s width', async () => {
+  it('t5xxl_fp16.safetensors: T5-XXL\'s modules in ComfyUI\'s, kohya\'s, OneTrainer\'s and diffusers\' names merge; byt5_small\'s is left out with a warning naming shared.weight\'s width', async () => {
     const file = 't5xxl_fp16.safetensors';
     const base = { [file]: noFinalNorm(4096, 64) };
     const specs = [
       comfy(`text_encoders.t5xxl.transformer.${Q}`, 64, 4096, `${Q}.weight`),
-      comfy('lora_te1_encoder_block_0_layer_1_DenseReluDense_wo', 4096, 16, `${WO}.weight`),
+      comfy('lora_te3_encoder_block_0_layer_1_DenseReluDense_wo', 4096, 16, `${WO}.weight`),
       comfy(`text_encoders.byt5_small.transformer.${Q}`, 384, 1472, ''),
     ];
     const warnings = await mergeChecked(base, file, specs, 0.7, [file]);
     expect(warnings).toEqual([
       `lora.safetensors: 1 module left out, not merged: it names ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), but ${T5XXL_WHY('the width of shared.weight (shape [24, 4096])')}; ComfyUI loads such a file as its t5xxl, which holds no byt5_small keys (text_encoders.byt5_small.transformer.${Q})`,
     ]);
+    // OneTrainer's Flux lora_te2_ and diffusers' text_encoder_2. name the same T5.
+    for (const spec of [comfy('lora_te2_encoder_block_0_layer_0_SelfAttention_q', 64, 4096, `${Q}.weight`), comfy(`text_encoder_2.${Q}`, 64, 4096, `${Q}.weight`)]) {
+      expect(await mergeChecked(base, file, [spec], -0.5, [file])).toEqual([]);
+    }
   });
 
   it('a byT5 glyph encoder file: ComfyUI\'s t5xxl and kohya\'s lora_te3_ modules are left out with a warning (they were refused as a shape mismatch); byt5_small\'s merges', async () => {

@@ -100,11 +100,11 @@ describe('a UMT5-XXL text encoder file given alone (Wan\'s umt5_xxl_fp16.safeten
     ]);
   });
 
-  it('on a T5-XXL of the same widths (its bias in block 0 only), `text_encoders.umt5xxl.` is left out and `text_encoders.t5xxl.` and kohya\'s lora_te1_ merge (ComfyUI\'s name for a T5 loaded alone)', async () => {
+  it('on a T5-XXL of the same widths (its bias in block 0 only), `text_encoders.umt5xxl.` is left out and `text_encoders.t5xxl.` and kohya\'s lora_te3_ merge, as before', async () => {
     const file = 't5xxl_fp16.safetensors';
     const specs = [
       comfy(`text_encoders.t5xxl.transformer.${Q}`, 64, 4096, `${Q}.weight`),
-      comfy('lora_te1_encoder_block_1_layer_1_DenseReluDense_wo', 4096, 16, `${WO}.weight`),
+      comfy('lora_te3_encoder_block_1_layer_1_DenseReluDense_wo', 4096, 16, `${WO}.weight`),
       comfy(`text_encoders.umt5xxl.transformer.${Q}`, 64, 4096, ''),
     ];
     expect(await mergeChecked(twoBlocks(false), file, specs, -0.6)).toEqual([

@@ -222,31 +222,28 @@ export function otherLoneT5(name: string, base: T5Shapes): string | undefined {
 
 /**
  * Why a kohya or diffusers text encoder module of a T5 path (`lora_te3_encoder_block_0_…`,
- * `text_encoder_3.encoder.block.0…`) does not reach a T5 encoder file given alone, as ComfyUI loads
- * it (the one tool that applies a LoRA to a T5 text encoder: diffusers' pipelines load text encoder
- * LoRAs into their CLIPs only). comfy/lora.py model_lora_keys_clip gives kohya's names to its t5xxl
- * alone, numbered after the CLIPs loaded beside it: `lora_te1_` with none, `lora_te2_` and
- * `lora_te3_` beside CLIP-L (FLUX.1), `lora_te3_` beside CLIP-L and CLIP-G (SD3); and it maps no
- * diffusers `text_encoder*.` name to a T5. A file given alone is loaded alone (CLIPLoader), so on
- * T5-XXL only kohya's `lora_te1_` lands; on Wan's UMT5-XXL (its `umt5xxl`) and on a byT5 (its
- * `byt5_small`) none does. Undefined where the module lands, or where the base is no T5 file told by
- * its shapes (other widths: ComfyUI's Cosmos loads a T5 of d_model 1024 as its t5xxl).
- * `prefix` is the module's prefix (`lora_te3_`, `text_encoder_3.`).
+ * `text_encoder_3.encoder.block.0…`) does not reach a T5 encoder file given alone. On Wan's
+ * UMT5-XXL (ComfyUI's `umt5xxl`) and on a byT5 (its `byt5_small`) none does: ComfyUI gives kohya's
+ * T5 names to its t5xxl alone and maps no diffusers name to a T5, and diffusers' Wan and
+ * HunyuanImage pipelines load no text encoder LoRA. On a T5-XXL every one lands: the same file is
+ * loaded alone (ComfyUI's `lora_te1_`), beside CLIP-L for FLUX.1 (`lora_te2_`, `lora_te3_`) or
+ * beside CLIP-L and CLIP-G for SD3 (`lora_te3_`), so which name reaches it depends on how the user
+ * loads it, not on the file; and the tools that train T5 LoRAs write the others and apply them to
+ * this T5 (sd-scripts' `lora_te3_` for FLUX.1, SD3 and Chroma; OneTrainer's `lora_te2_` and
+ * `text_encoder_2.` for FLUX.1, `text_encoder_3.` for SD3, `lora_te_` for PixArt; diffusers'
+ * Chroma pipeline loads `text_encoder.` into its T5). Undefined where the module lands, or where
+ * the base is no T5 file told by its shapes. `prefix` is the module's prefix (`lora_te3_`,
+ * `text_encoder_3.`).
  */
 export function loneT5Unreached(prefix: string, base: T5Shapes): string | undefined {
   const held = comfyT5ByShape(base);
   if (held?.name === 'umt5xxl') {
     return `${held.against('t5xxl')}; ComfyUI loads such a file as its umt5xxl, whose keys only text_encoders.umt5xxl.transformer. names reach, and diffusers' Wan pipelines load no text encoder LoRA`;
   }
-  const kohya = prefix.startsWith('lora_');
   if (held?.name === 'byt5_small') {
-    return `${held.against('t5xxl')}; ComfyUI loads such a file as its byt5_small, which no ${kohya ? 'kohya' : 'diffusers'} text encoder name reaches (ComfyUI maps kohya's T5 names to its t5xxl alone, and diffusers' to no T5)`;
+    return `${held.against('t5xxl')}; ComfyUI loads such a file as its byt5_small, which no ${prefix.startsWith('lora_') ? 'kohya' : 'diffusers'} text encoder name reaches (ComfyUI maps kohya's T5 names to its t5xxl alone, and diffusers' to no T5)`;
   }
-  if (held?.name !== 't5xxl' || prefix === 'lora_te1_') return undefined;
-  const alone = 'the base is a T5-XXL encoder given alone, which ComfyUI loads as its t5xxl with no CLIP beside it';
-  if (!kohya) return `${alone}, and it maps no diffusers text encoder name (${prefix}) to a T5 (diffusers' own pipelines load text encoder LoRAs into their CLIPs only)`;
-  if (!/^lora_te[23]_$/.test(prefix)) return `${alone}, and it maps ${prefix} to a CLIP only`;
-  return `${alone}, where kohya's T5 names reach it as lora_te1_ only (ComfyUI numbers its T5 after the CLIPs loaded with it: ${prefix} reaches it beside ${prefix === 'lora_te2_' ? 'CLIP-L alone (FLUX.1) or CLIP-G alone' : 'CLIP-L alone (FLUX.1) or CLIP-L and CLIP-G (SD3)'}); to keep it, merge into a checkpoint that holds the T5 with those CLIPs`;
+  return undefined;
 }
 
 /**

@@ -320,9 +320,9 @@ export class ModuleLocator {
    * encoder file given alone, without the config.json that tells a folder's (pipeline-encoders.ts
    * otherLoneT5): where its shapes say it is another encoder, left out, as ComfyUI leaves keys its
    * model of that encoder lacks unloaded, and as a folder whose config.json says so leaves them out.
-   * Any other kohya or diffusers text encoder name of a T5 path lands only where ComfyUI, loading
-   * the file alone, maps it (pipeline-encoders.ts loneT5Unreached): kohya's `lora_te1_` on a T5-XXL,
-   * nothing on Wan's UMT5-XXL or a byT5.
+   * Any other kohya or diffusers text encoder name of a T5 path lands on a T5-XXL, which the tools
+   * that write those names apply them to, and on neither Wan's UMT5-XXL nor a byT5
+   * (pipeline-encoders.ts loneT5Unreached).
    */
   private otherT5Alone(address: ModuleAddress): Location | undefined {
     if (this.components.length > 0) return undefined;
