@@ -15,9 +15,12 @@ export class JobWorkerClient {
     return this.rpc.send({ type: 'describe', adapter }).done as Promise<AdapterFacts>;
   }
 
-  /** Starts a job; `cancel()` aborts it inside the worker (the promise then rejects with CancelledError). */
-  run(spec: JobSpec, backend: BackendChoice, outName: string, onProgress: (p: ProgressEvent) => void): { done: Promise<JobDone>; cancel(): void } {
-    const { id, done } = this.rpc.send({ type: 'run', spec, backend, outName }, onProgress);
+  /**
+   * Starts a job on `backend` with the CPU's `threads` (undefined: the library's default);
+   * `cancel()` aborts it inside the worker (the promise then rejects with CancelledError).
+   */
+  run(spec: JobSpec, backend: BackendChoice, threads: number | undefined, outName: string, onProgress: (p: ProgressEvent) => void): { done: Promise<JobDone>; cancel(): void } {
+    const { id, done } = this.rpc.send({ type: 'run', spec, backend, outName, threads }, onProgress);
     return { done: done as Promise<JobDone>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }
 

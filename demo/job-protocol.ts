@@ -25,8 +25,11 @@ export type JobSpec =
 export type JobRequest =
   /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
   | { type: 'describe'; id: number; adapter: JobInput }
-  /** `outName` names the zip of a PEFT folder and the folder inside it. */
-  | { type: 'run'; id: number; spec: JobSpec; backend: BackendChoice; outName: string }
+  /**
+   * `outName` names the zip of a PEFT folder and the folder inside it; `threads`: the CPU's (the
+   * header's "CPU threads", the library's `threads`), undefined for the library's default.
+   */
+  | { type: 'run'; id: number; spec: JobSpec; backend: BackendChoice; outName: string; threads?: number }
   | { type: 'cancel'; id: number }
   /** Deletes a result's files from browser storage. */
   | { type: 'withdraw'; id: number; job: string };

@@ -1,6 +1,7 @@
 /**
  * The adapter-job worker: combine, resize and extract through the library's one-call functions,
- * on WebGPU (navigator.gpu) or the CPU as the header's choice says, with progress and cancel.
+ * on WebGPU (navigator.gpu) or the CPU as the header's choice says, the CPU on as many threads as
+ * its "CPU threads" box says, with progress and cancel.
  * Results go to browser storage like a merge's (a folder per job, held by a Web Lock, deleted
  * when the page withdraws them); a PEFT folder is also packed into one stored zip.
  */
@@ -69,6 +70,8 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
       out: createOpfsOutputTarget(job.folder),
       format: spec.format,
       backend: request.backend,
+      // The header's count, as merges take it; the library's default where the page gives none.
+      ...(request.threads !== undefined ? { threads: request.threads } : {}),
       signal: controller.signal,
       onProgress: (progress: MergeProgress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),
     };

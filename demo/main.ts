@@ -36,8 +36,11 @@ for (const type of ['change', 'drop']) {
 }
 
 const mergePanel = mountMergePanel(store, client, announcer);
-// The threads box first: the backend is asked for with its count.
-const renderThreads = mountThreadsPanel(store, announcer);
+// Combine, resize and extract: a section, a store and a worker of their own, behind the mode switch;
+// the header's backend and CPU threads (this page store's) govern them as they govern the merge.
+const jobs = mountJobPanel(announcer, () => store.state);
+// The threads box before the backend: the backend is asked for with its count.
+const renderThreads = mountThreadsPanel(store, announcer, { runLabel: () => jobs.runLabel(), jobBusy: () => jobs.busy() });
 const renderers = [
   renderThreads,
   mountBackendPanel(store, client, showError),
@@ -48,9 +51,10 @@ const renderers = [
   mergePanel.render,
 ];
 store.subscribe((state) => { for (const render of renderers) render(state); });
+// A new thread count (or a refused entry) changes whether a job may run; a job running holds the box.
+store.subscribe(() => jobs.refresh());
+jobs.subscribe(() => renderThreads(store.state));
 
-// Combine, resize and extract: a section, a store and a worker of their own, behind the mode switch.
-const jobs = mountJobPanel(announcer);
 const mode = mountModePanel((m) => jobs.setMode(m), (m) => announcer.say(m), () => store.state.busy !== undefined || jobs.busy());
 store.subscribe(() => mode.render());
 jobs.subscribe(() => mode.render());

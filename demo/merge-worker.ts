@@ -94,7 +94,7 @@ function toFiles(path: string, bytes: Uint8Array): PickedFile {
 async function setBackend(id: number, wanted: BackendChoice, threads: number | undefined): Promise<void> {
   choice = wanted;
   try {
-    post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted, undefined, threads, running.size === 0), threads) });
+    post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted, undefined, threads, running.size === 0)) });
   } catch (error) {
     post({ type: 'error', id, message: backendError(error) });
   }
@@ -141,7 +141,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     }
     post({
       type: 'merged', id: request.id, job: job?.job, files,
-      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend, request.threads), warnings: result.warnings.slice(),
+      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend), warnings: result.warnings.slice(),
     });
     job = undefined;
   } catch (error) {

@@ -86,11 +86,12 @@ export interface PageState {
   busy?: 'sample' | 'merge';
   result?: MergeResultState;
   /**
-   * Threads of the CPU merge (the CLI's --threads), as the "CPU threads" box holds them; undefined
-   * where the page cannot have worker threads (not cross-origin isolated: one thread, the library's say).
+   * Threads of the CPU (the CLI's --threads), as the header's "CPU threads" box holds them, for every
+   * job the page runs (the merge here, the adapter jobs through mountJobPanel); undefined where the
+   * page cannot have worker threads (not cross-origin isolated: one thread, the library's say).
    */
   threads?: number;
-  /** What is wrong with the box's entry (0, 1.5, empty): Merge stays off until it is fixed. */
+  /** What is wrong with the box's entry (0, 1.5, empty): Merge (and each job's run button) stays off until it is fixed. */
   threadsProblem?: string;
   /** What the header's backend choice resolved to (`auto` picks per machine), once the worker says. */
   backend?: BackendInfo;

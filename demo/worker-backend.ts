@@ -4,10 +4,9 @@
  * Web Workers sharing memory when the page is cross-origin isolated, as many as the page's "CPU
  * threads" box says; otherwise on one thread, and its description says what was lost.
  */
-import { browserCpuPoolUnavailable, isMergeError, type BackendChoice, type FloatDType, type MergeBackend } from '../src/index.js';
+import { isMergeError, type BackendChoice, type FloatDType, type MergeBackend } from '../src/index.js';
 import { createBrowserBackend } from '../src/engine/browser-backend.js';
 import { dtypeClass } from '../src/engine/auto-choice.js';
-import { defaultCpuThreads } from '../src/engine/cpu/default-threads.js';
 import type { BackendInfo } from './worker-protocol.js';
 
 const backends = new Map<string, { threads: number | undefined; backend: Promise<MergeBackend> }>();
@@ -55,21 +54,9 @@ function retireOtherThreads(threads: number | undefined): void {
   }
 }
 
-/**
- * How many threads run what a WebGPU backend leaves to the CPU, by the rule the library makes its
- * pool with (createBrowserCpuWorkerPool): none where the context cannot share memory, else
- * `threads` or the default; under 2, the CPU merges on the worker's own thread.
- */
-function gpuSideThreads(threads: number | undefined): number {
-  if (browserCpuPoolUnavailable()) return 1;
-  return Math.max(1, threads ?? defaultCpuThreads(globalThis.navigator?.hardwareConcurrency));
-}
-
-export function describe(choice: BackendChoice, backend: MergeBackend, threads?: number): BackendInfo {
-  return {
-    choice, kind: backend.kind, description: backend.description,
-    ...(backend.kind === 'webgpu' ? { cpuThreads: gpuSideThreads(threads) } : {}),
-  };
+/** The backend as the page shows it: the library's description says the CPU threads on either backend. */
+export function describe(choice: BackendChoice, backend: MergeBackend): BackendInfo {
+  return { choice, kind: backend.kind, description: backend.description };
 }
 
 export function backendError(error: unknown): string {

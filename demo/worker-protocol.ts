@@ -155,13 +155,12 @@ export interface MergedFile {
 export interface BackendInfo {
   choice: BackendChoice;
   kind: 'webgpu' | 'cpu';
-  /** The library's own words; a CPU's says its threads (`CPU (WebAssembly SIMD, 2 threads; …)`). */
-  description: string;
   /**
-   * On WebGPU, the CPU threads for what the GPU leaves to the CPU (f32 outputs, DoRA and other
-   * update steps): a WebGPU description does not say them. Undefined on the CPU.
+   * The library's own words, which say the CPU threads: a CPU's (`CPU (WebAssembly SIMD, 2
+   * threads; …)`), a WebGPU one's for what the GPU leaves to the CPU (`WebGPU: …, with 2 CPU
+   * threads for what the GPU leaves to the CPU`).
    */
-  cpuThreads?: number;
+  description: string;
 }
 
 export type WorkerResponse =

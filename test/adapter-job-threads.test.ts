@@ -100,7 +100,7 @@ describe('products the GPU cannot bind run on the CPU\'s threads, as the plain C
 
     const narrow = narrowGpu();
     const threaded = await jobs.resize({ backend: 'webgpu', gpu: narrow.gpu });
-    expect(threaded.backend).toBe('WebGPU: nvidia hopper (narrow bindings)');
+    expect(threaded.backend).toBe('WebGPU: nvidia hopper (narrow bindings), with 4 CPU threads for what the GPU leaves to the CPU');
     // The default: one per core (4 here), at most 8.
     expect(StandInWorker.started.length).toBeGreaterThan(0);
     expect(StandInWorker.started.length).toBeLessThanOrEqual(4);
@@ -110,6 +110,7 @@ describe('products the GPU cannot bind run on the CPU\'s threads, as the plain C
 
     StandInWorker.started = [];
     const single = await jobs.resize({ backend: 'webgpu', gpu: narrowGpu().gpu, threads: 1 });
+    expect(single.backend).toBe('WebGPU: nvidia hopper (narrow bindings), with 1 CPU thread for what the GPU leaves to the CPU');
     expect(StandInWorker.started).toEqual([]);
 
     for (const outcome of [threaded, single]) expect((await peftOutput(outcome)).bytes.equals(onCpu.bytes)).toBe(true);

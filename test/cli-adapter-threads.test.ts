@@ -94,6 +94,19 @@ describe('combine, resize and extract on the CPU\'s threads', () => {
     for (const r of [one, byDefault]) expect(r.stderr).not.toMatch(/^warning: --threads/m);
   });
 
+  // Dawn's WebGPU (SwiftShader where there is no GPU): the products run on the GPU, and the line names the CPU's threads for those it cannot bind.
+  it.for([3, 1])('resize --backend webgpu --threads %i: the backend line names the CPU threads for what the GPU leaves to the CPU, within f32 of float64 truth', async (threads, ctx) => {
+    const out = `resize-webgpu-${threads}`;
+    const r = await runCli([...commandArgs('resize', dir, join(dir, out)), '--backend', 'webgpu', '--threads', String(threads)], watch.env(3), watch.nodeArgs);
+    if (r.code !== 0 && /WebGPU for Node could not start|no usable GPU|no GPU adapter/i.test(r.stderr)) ctx.skip();
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`^backend: WebGPU: .+, with ${threads} CPU threads? for what the GPU leaves to the CPU$`, 'm'));
+    const updates = peftUpdates(readFileSync(join(dir, out, 'adapter_config.json'), 'utf8'), readFileSync(join(dir, out, 'adapter_model.safetensors')));
+    for (const [module, want] of Object.entries(cases.resize.truth)) {
+      expect(relativeError(updates.get(module)!, want), module).toBeLessThan(2e-5);
+    }
+  });
+
   it('warns of a count above the processors as merge does, and runs on that many threads', async () => {
     const r = await run('resize', ['--threads', '3'], 2, 'resize-3-on-2');
     expect(r.stderr).toMatch(/^backend: CPU \(WebAssembly SIMD, 3 threads\)$/m);

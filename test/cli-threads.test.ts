@@ -1,7 +1,7 @@
 /**
  * `merge --threads N`: the CPU merge on N threads (the calling one included), reported in the
- * backend line, with the same exact result; a count that is not an integer from 1 to 1024 is one
- * usage line.
+ * backend line, with the same exact result; on WebGPU the backend line names the N threads that run
+ * what the GPU leaves to the CPU; a count that is not an integer from 1 to 1024 is one usage line.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -40,9 +40,9 @@ function truth(): Float64Array {
 
 /**
  * Merges the q_proj LoRA through the CLI (`extra` arguments, `nodeArgs` before the script), expects
- * the backend line to say `threads` CPU threads, and every element to be the float64 truth.
+ * the backend line to say `threads` CPU threads (or to match `line`), and every element to be the float64 truth.
  */
-async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string[] = []): Promise<string> {
+async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string[] = [], line?: RegExp, skip?: (stderr: string) => void): Promise<string> {
   const base = join(temp.make({ 'model.safetensors': buildSafetensors([{ name: `${module}.weight`, dtype: 'F16', shape: [rows, cols], data: w }]) }), 'model.safetensors');
   const adapter = temp.make({
     'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj'] }),
@@ -52,9 +52,13 @@ async function mergeOnThreads(threads: number, extra: string[], nodeArgs: string
     ]),
   });
   const out = join(temp.make(), 'merged.safetensors');
-  const run = await runCli(mergeArgs(base, adapter, out, ...extra), {}, nodeArgs);
+  const args = mergeArgs(base, adapter, out, ...extra);
+  // A --backend in `extra` replaces mergeArgs' `--backend cpu` (the first one).
+  if (extra.includes('--backend')) args.splice(args.indexOf('--backend'), 2);
+  const run = await runCli(args, {}, nodeArgs);
+  if (run.code !== 0) skip?.(run.stderr);
   expect(run.code, run.stderr).toBe(0);
-  expect(run.stdout + run.stderr).toMatch(new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threads} threads?\\b`));
+  expect(run.stdout + run.stderr).toMatch(line ?? new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threads} threads?\\b`));
   const merged = decodeSafetensors(readFileSync(out)).tensors.get(`${module}.weight`)!;
   const want = truth();
   let wrong = 0;
@@ -79,6 +83,13 @@ describe('merge --threads', () => {
   it.each([[32, 8], [3, 3]])('without --threads, on %i cores, merges on %i threads and says so', async (cores, expected) => {
     const stderr = await mergeOnThreads(expected, [], ['--require', coresPreload(cores)]);
     expect(stderr).not.toContain('warning:');
+  });
+
+  // Dawn's WebGPU (SwiftShader where there is no GPU): the f16 q_proj runs on the GPU, the line names the CPU's threads all the same.
+  it.for([3, 1])('on WebGPU with --threads %i, the backend line names the CPU threads for what the GPU leaves to the CPU', async (threads, ctx) => {
+    await mergeOnThreads(threads, ['--backend', 'webgpu', '--threads', String(threads)], [],
+      new RegExp(`^backend: WebGPU: .+, with ${threads} CPU threads? for what the GPU leaves to the CPU$`, 'm'),
+      (stderr) => { if (/WebGPU for Node could not start|no usable GPU|no GPU adapter/i.test(stderr)) ctx.skip(); });
   });
 
   it('merges on more threads than processors when asked, and warns what they cost', async () => {

@@ -4,7 +4,8 @@
  * `1 thread`; `threads: 3` hands row pieces to 3 threads and says so; the bytes written are the
  * same, and every element is W + w·(α/r)·B·A in float64 rounded once to f16. A count that is not an
  * integer from 1 to 1024, or one given with a backend the caller made, is refused before any source
- * is opened. On WebGPU, what the GPU leaves to the CPU runs on the CPU's threads as asked. Threads
+ * is opened. On WebGPU, what the GPU leaves to the CPU runs on the CPU's threads as asked, and the
+ * description names how many (1 where the context cannot share memory). Threads
  * are counted by the jobs handed to them, never by time. The browser entry's Web Workers are stood
  * in for by a class that runs the library's worker job handler (test/helpers/stand-in-worker.ts);
  * the Node entry runs from the built library in a child process, whose worker threads' jobs a
@@ -126,12 +127,13 @@ describe('threads of the browser entry\'s merge(), in a cross-origin isolated co
 
   it('on WebGPU, what the GPU leaves to the CPU runs on the threads asked for (1: none), and the bytes are the CPU\'s', async () => {
     const onCpu = await modelBytes(await browserMerge({ threads: 1 }));
-    const gpuMerge = async (threads: number) => {
+    /** `said`: the CPU threads the description names (those asked for, unless the context cannot have them). */
+    const gpuMerge = async (threads: number, said = threads) => {
       const narrow = narrowGpu();
       vi.stubGlobal('navigator', { hardwareConcurrency: 4, gpu: narrow.gpu });
       vi.stubGlobal('GPUBufferUsage', GPU_BUFFER_USAGE);
       const outcome = await browserMerge({ backend: 'webgpu', threads });
-      expect(outcome.backend).toBe('WebGPU: nvidia hopper (narrow bindings)');
+      expect(outcome.backend).toBe(`WebGPU: nvidia hopper (narrow bindings), with ${said} CPU thread${said === 1 ? '' : 's'} for what the GPU leaves to the CPU`);
       expect(narrow.destroyed()).toBe(true);
       return modelBytes(outcome);
     };
@@ -147,7 +149,12 @@ describe('threads of the browser entry\'s merge(), in a cross-origin isolated co
     const one = await gpuMerge(1);
     expect(StandInWorker.started).toEqual([]);
 
-    for (const bytes of [three, one]) expect(Buffer.from(bytes).equals(Buffer.from(onCpu))).toBe(true);
+    // Not cross-origin isolated: no Web Workers, whatever was asked, and the description says 1.
+    vi.stubGlobal('crossOriginIsolated', false);
+    const lost = await gpuMerge(3, 1);
+    expect(StandInWorker.started).toEqual([]);
+
+    for (const bytes of [three, one, lost]) expect(Buffer.from(bytes).equals(Buffer.from(onCpu))).toBe(true);
   });
 });
 

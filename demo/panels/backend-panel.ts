@@ -1,7 +1,8 @@
 /**
  * The header's backend: a choice like the CLI's --backend (auto | webgpu | cpu; `?backend=` in the
- * address sets it) and what it resolved to, in the backend's own words, made with the merge's
- * "CPU threads" (asked again when they change, so the line says the count a merge will use).
+ * address sets it) and what it resolved to, in the backend's own words, made with the header's
+ * "CPU threads" (asked again when they change, so the line says the count a merge will use; on
+ * WebGPU, the library's description says the threads for what the GPU leaves to the CPU).
  */
 import type { BackendChoice } from '../../src/index.js';
 import { byId } from '../dom.js';

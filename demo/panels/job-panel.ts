@@ -3,7 +3,8 @@
  * (job-inputs-panel), each mode's options (only those that apply are shown; values are checked as
  * they are typed and the run button says what is wrong), run and cancel, progress, every problem
  * of a failure listed and announced, and the result: downloads and the chart of singular values.
- * The jobs run in a worker of their own (job-worker.ts), on the backend the header chooses.
+ * The jobs run in a worker of their own (job-worker.ts), on the backend and CPU threads the header
+ * chooses.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
 import { byId, el, focusLost } from '../dom.js';
@@ -23,7 +24,17 @@ import { mountSpectrumPanel } from './spectrum-panel.js';
 export interface JobPanel {
   setMode(mode: PageMode): void;
   busy(): boolean;
+  /** The current mode's run button's name (`Combine`…), or `Merge` in the merge mode. */
+  runLabel(): string;
+  /** Draws the section again (the header's threads changed). */
+  refresh(): void;
   subscribe(listener: () => void): void;
+}
+
+/** The header's "CPU threads", which every job takes: a count (undefined: the library's default) or what is wrong with the entry. */
+export interface JobThreads {
+  threads?: number;
+  threadsProblem?: string;
 }
 
 const TITLES: Record<JobMode, { heading: string; hint: string; run: string; noun: string }> = {
@@ -71,7 +82,7 @@ const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
   energy: { label: 'Share of ‖ΔW‖²_F', hint: 'Per module, the smallest rank keeping this share of the difference’s energy (at most rank 512).', min: '0', max: '1', step: '0.001', value: '0.99' },
 };
 
-export function mountJobPanel(say: { error(m: string): void; say(m: string): void }): JobPanel {
+export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, threads: () => JobThreads): JobPanel {
   document.querySelector('main')!.insertAdjacentHTML('beforeend', jobSectionHtml);
   const store = new JobStore();
   const client = new JobWorkerClient();
@@ -215,7 +226,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
 
   async function run(): Promise<void> {
     const mode = store.state.mode;
-    if (mode === 'merge' || store.blocker()) return;
+    if (mode === 'merge' || store.blocker() || threads().threadsProblem) return;
     const read = readSpec();
     if ('problem' in read) return;
     const { spec } = read;
@@ -230,7 +241,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     const settings = store.settingsKey();
     const name = outName(spec);
     const backend = (document.getElementById('backend-choice') as HTMLSelectElement | null)?.value as BackendChoice | undefined;
-    const handle = client.run(spec, backend ?? 'auto', name, (p) => progress.update(p));
+    const handle = client.run(spec, backend ?? 'auto', threads().threads, name, (p) => progress.update(p));
     running = handle;
     try {
       const done = await handle.done;
@@ -303,7 +314,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         ? 'A zip of a PEFT folder: adapter_config.json and adapter_model.safetensors, as PEFT saves an adapter.'
         : `One .safetensors file with lora_down, lora_up and alpha per module, as kohya’s scripts write it.${s.mode === 'extract' ? ' It cannot hold whole tensors or bias updates: they are left out, with a warning.' : ''}`;
 
-    const blocker = store.blocker();
+    // The header's threads hold every job, as they hold the merge.
+    const blocker = store.blocker() ?? threads().threadsProblem;
     const read = blocker ? undefined : readSpec();
     const problem = blocker ?? (read && 'problem' in read ? read.problem : undefined);
     runButton.disabled = problem !== undefined;
@@ -333,6 +345,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       renderInputs(store.state);
     },
     busy: () => store.state.busy,
+    runLabel: () => (store.state.mode === 'merge' ? 'Merge' : TITLES[store.state.mode].run),
+    refresh: render,
     subscribe: (listener) => { listeners.push(listener); },
   };
 }

@@ -32,7 +32,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
       ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
-      : `Merged on ${result.backend.description}${gpuSideThreads(result)}${result.where} in ${formatDuration(result.seconds)}.` +
+      : `Merged on ${result.backend.description}${result.where} in ${formatDuration(result.seconds)}.` +
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
           : '');
@@ -89,10 +89,4 @@ export class ResultsView extends DownloadsView<MergeResultState> {
 function primaryFirst(files: MergedFile[]): MergedFile[] {
   const rank = (f: MergedFile): number => (/\.(safetensors|gguf)$/.test(f.path) ? 0 : 1);
   return files.slice().sort((a, b) => rank(a) - rank(b) || (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-}
-
-/** A WebGPU description names no CPU threads: how many ran what the GPU left to the CPU, if anything was. */
-function gpuSideThreads(result: MergeResultState): string {
-  const n = result.backend.cpuThreads;
-  return n === undefined ? '' : `, with ${n} CPU thread${n === 1 ? '' : 's'} for what the GPU leaves to the CPU`;
 }

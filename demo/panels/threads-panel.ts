@@ -1,10 +1,12 @@
 /**
- * The merge's "CPU threads" box, the command line's --threads and the library's `threads`: a
- * whole number from 1 to MAX_THREADS, filled in with the library's default here ("auto": one per
- * core the browser reports, at most 8). On WebGPU the threads still run what the GPU leaves to
- * the CPU, so the box stays on there and says so. Where the page is not cross-origin isolated the
- * CPU has one thread whatever is asked: the box is off and says why. An entry that is no such
- * number (0, 1.5, nothing) keeps Merge off, said under the box and, once committed, read out.
+ * The header's "CPU threads" box, beside "Run on" (the command line's --threads, the library's
+ * `threads`): one count for every job the page runs, the merge and the adapter jobs alike. A whole
+ * number from 1 to MAX_THREADS, filled in with the library's default here ("auto": one per core the
+ * browser reports, at most 8). On WebGPU the threads still run what the GPU leaves to the CPU, so
+ * the box stays on there and says so. Where the page is not cross-origin isolated the CPU has one
+ * thread whatever is asked: the box is off and says why. An entry that is no such number (0, 1.5,
+ * nothing) keeps the run button of the current mode off, said under the box and, once committed,
+ * read out.
  */
 import { browserCpuPoolUnavailable } from '../../src/engine/cpu/browser-pool-unavailable.js';
 import { DEFAULT_MAX_CPU_THREADS, defaultCpuThreads } from '../../src/engine/cpu/default-threads.js';
@@ -22,34 +24,42 @@ export function readThreads(value: string, badInput: boolean, auto: number): { t
   return { problem: `CPU threads is ${entry.length > 24 ? `${entry.slice(0, 24)}…` : entry}: ${rule}.` };
 }
 
-export function mountThreadsPanel(store: PageStore, say: { error(m: string): void }): (state: PageState) => void {
+/** What else the box answers to: the adapter jobs' section (its run button's name, whether a job runs). */
+export interface ThreadsContext {
+  /** The button the current mode runs with (`Merge`, `Combine`, `Resize`, `Extract`). */
+  runLabel(): string;
+  /** An adapter job runs: the box keeps the count it started with. */
+  jobBusy(): boolean;
+}
+
+export function mountThreadsPanel(store: PageStore, say: { error(m: string): void }, context: ThreadsContext): (state: PageState) => void {
   const input = byId<HTMLInputElement>('threads');
   const hint = byId('threads-hint');
-  // The page's own context answers as the merge worker's would: a dedicated worker shares its page's isolation.
+  // The page's own context answers as the workers' would: a dedicated worker shares its page's isolation.
   const lost = browserCpuPoolUnavailable();
   const cores = navigator.hardwareConcurrency;
   const auto = defaultCpuThreads(cores);
   input.max = String(MAX_THREADS);
   input.value = lost ? '1' : String(auto);
   // Asked for explicitly (the same count as the library's default), so the header's backend, the
-  // merge and this box speak of one number.
+  // jobs and this box speak of one number.
   store.state.threads = lost ? undefined : auto;
 
   input.addEventListener('input', () => store.setThreads(readThreads(input.value, input.validity.badInput, auto)));
   // Read out once committed (Tab away, Enter, an arrow key), not at each key typed.
   input.addEventListener('change', () => {
-    if (store.state.threadsProblem) say.error(`${store.state.threadsProblem} Merge stays off until it is fixed.`);
+    if (store.state.threadsProblem) say.error(`${store.state.threadsProblem} ${context.runLabel()} stays off until it is fixed.`);
   });
 
   const coresSaid = Number.isFinite(cores) && cores >= 1
     ? `one per processor core the browser reports (${cores}), at most ${DEFAULT_MAX_CPU_THREADS}`
     : `the browser reports no processor count, so 1`;
   return (state) => {
-    input.disabled = lost !== undefined || state.busy !== undefined;
+    input.disabled = lost !== undefined || state.busy !== undefined || context.jobBusy();
     input.setAttribute('aria-invalid', String(state.threadsProblem !== undefined));
     hint.className = state.threadsProblem ? 'error-text small' : 'hint small';
     if (lost) {
-      hint.textContent = `1 only: ${lost}; the CPU merges on one thread. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers.`;
+      hint.textContent = `1 only: ${lost}; the CPU runs every job on one thread. More need a server that sends the Cross-Origin-Opener-Policy and Cross-Origin-Embedder-Policy headers.`;
       return;
     }
     if (state.threadsProblem) {
@@ -57,8 +67,8 @@ export function mountThreadsPanel(store: PageStore, say: { error(m: string): voi
       return;
     }
     const onGpu = state.backend?.kind === 'webgpu'
-      ? 'On WebGPU the CPU threads run what the GPU leaves to the CPU (f32 outputs, DoRA and other update steps, a tensor the device cannot bind); the rest runs on the GPU. '
+      ? 'On WebGPU the CPU threads run what the GPU leaves to the CPU (f32 outputs, DoRA and other update steps, a tensor or product the device cannot bind); the rest runs on the GPU. '
       : '';
-    hint.textContent = `${onGpu}Auto here: ${auto} (${coresSaid}). 1 merges on one thread, without worker threads. Each thread holds about 14 MiB and those past the cores add no speed; the merged file is the same for any count.`;
+    hint.textContent = `${onGpu}Auto here: ${auto} (${coresSaid}), for every job the page runs. 1 runs on one thread, without worker threads. Each thread holds about 14 MiB and those past the cores add no speed; the output is the same for any count.`;
   };
 }

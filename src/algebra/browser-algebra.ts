@@ -10,8 +10,9 @@ import { createAlgebraBackend } from './create-algebra.js';
 
 /**
  * The backend for `kind`, its CPU on `threads` Web Workers where given (checked by the caller), else
- * the default count. A pool is started only for the CPU: chosen, or running the products a GPU
- * cannot bind (GpuAlgebra makes it on the first); the backend's dispose() stops it.
+ * the default count. The pool is made for the CPU, chosen or beside a GPU for the products it
+ * cannot bind (GpuAlgebra says its count), and starts a thread only when a product needs one;
+ * the backend's dispose() stops it.
  */
 export function createBrowserAlgebra(kind: 'auto' | 'webgpu' | 'cpu', gpu: GPU | undefined, threads?: number): Promise<AlgebraBackend> {
   return createAlgebraBackend(kind, gpu, () => {

@@ -58,6 +58,11 @@ export class CpuAlgebra implements AlgebraBackend {
     this.noThreads = options.noThreads;
   }
 
+  /** Threads its large products run on: the pool's, else 1. */
+  get threads(): number {
+    return this.pool?.threads ?? 1;
+  }
+
   /** `CPU (WebAssembly SIMD, 4 threads)`, or one thread and, where known, why no more. */
   get description(): string {
     if (!this.wasm) return 'CPU (JavaScript, 1 thread)';

@@ -2,7 +2,7 @@
  * Picks where the adapter algebra runs: `webgpu` insists on a GPU, `cpu` never touches one, `auto`
  * takes a hardware GPU and otherwise the CPU (a software adapter such as SwiftShader is a CPU
  * too, and a slower one for these products). `cpu` makes the CPU's (the entry point's threads),
- * for the CPU chosen or for the products a GPU cannot bind (GpuAlgebra makes it on the first).
+ * for the CPU chosen or for the products a GPU cannot bind (GpuAlgebra makes it with itself and names its threads in its description).
  */
 import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
 import { requestAdapter, requestMergeDevice, adapterIsSoftware } from '../engine/gpu/gpu-device.js';

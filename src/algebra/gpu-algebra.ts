@@ -7,7 +7,8 @@
  * (each read back before the next) and once the result is read back; work submitted is not stopped.
  * A product the device cannot bind (a row wider than its largest binding, a Y or output too large
  * for one) runs on the CPU backend the algebra was given, the entry point's worker threads where it
- * has them, made on the first such product and disposed with the algebra.
+ * has them (their count said in the description), made with the algebra, its threads started by the
+ * first such product, and disposed with the algebra.
  */
 import { MergeError, throwIfAborted } from '../errors.js';
 import { webGpuUnavailable } from '../engine/gpu/browser-gpu.js';
@@ -15,6 +16,7 @@ import { requestAdapter, requestMergeDevice, type GpuLimitCaps, type MergeDevice
 import { algebraProductsWgsl } from '../engine/gpu/shaders.generated.js';
 import { checkTimes, type AlgebraBackend, type ResidentMatrix } from './algebra-backend.js';
 import { CpuAlgebra } from './cpu-algebra.js';
+import { gpuSideThreads } from '../engine/gpu/gpu-side-threads.js';
 import type { Mat } from './matrix.js';
 
 const WORKGROUP = 64;
@@ -79,12 +81,14 @@ export async function createWebGpuAlgebra(gpu: GPU | undefined, limits?: GpuLimi
 
 export class GpuAlgebra implements AlgebraBackend {
   readonly kind = 'webgpu' as const;
-  readonly description: string;
   readonly isSoftware: boolean;
   private readonly device: GPUDevice;
   private readonly maxBinding: number;
   private readonly maxGroups: number;
-  /** The CPU for products the device cannot bind, made on the first (its threads start only then). */
+  /**
+   * The CPU for products the device cannot bind, made with the backend so that the description can
+   * say its threads (a CpuAlgebra's pool starts no thread before a product needs one).
+   */
   private fallback: AlgebraBackend | undefined;
   private lostReason: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -95,11 +99,16 @@ export class GpuAlgebra implements AlgebraBackend {
    */
   constructor(private readonly gpu: MergeDevice, private readonly cpu: () => AlgebraBackend = () => new CpuAlgebra()) {
     this.device = gpu.device;
-    this.description = `WebGPU: ${gpu.description}`;
+    this.fallback = cpu();
     this.isSoftware = gpu.isSoftware;
     this.maxBinding = Math.min(gpu.maxBindingBytes, MAX_SLAB_BYTES);
     this.maxGroups = gpu.maxWorkgroupsPerDimension;
     void gpu.device.lost.then((info) => { this.lostReason = info.message || info.reason; });
+  }
+
+  /** `WebGPU: <adapter>, with 2 CPU threads for what the GPU leaves to the CPU` (the products too wide to bind), where the CPU is a CpuAlgebra. */
+  get description(): string {
+    return `WebGPU: ${this.gpu.description}${gpuSideThreads(this.fallback instanceof CpuAlgebra ? this.fallback.threads : undefined)}`;
   }
 
   async upload(m: Mat): Promise<ResidentMatrix> {

@@ -40,7 +40,9 @@ export async function createNodeAlgebra(kind: 'auto' | 'webgpu' | 'cpu', options
   }
   return {
     kind: backend.kind,
-    description: backend.description,
+    get description() {
+      return backend.description;
+    },
     upload: (m) => backend.upload(m),
     times: (a, y, signal) => backend.times(a, y, signal),
     timesT: (a, y, signal) => backend.timesT(a, y, signal),

@@ -29,8 +29,9 @@ export function browserCpuThreads(options?: BrowserCpuPoolOptions): BrowserCpuTh
 }
 
 /**
- * `kind` as createBackend takes it, with a CPU pool of Web Workers made only if the CPU is
- * chosen and only where the context can share memory (see browserCpuThreads); its threads
+ * `kind` as createBackend takes it, with a CPU pool of Web Workers, only where the context can
+ * share memory (see browserCpuThreads), for the CPU chosen or for what a GPU leaves to the CPU
+ * (the WebGPU description says how many threads); its workers start when work needs them and
  * stop with the backend's dispose(). A CPU backend without one notes `no worker threads: <why>`
  * in its description, which the merge's outcome carries (`backend`).
  */

@@ -26,8 +26,9 @@ export interface BackendOptions {
   /** Caps on what the engine uses of the device (the rest is tiled). */
   limits?: GpuLimitCaps;
   /**
-   * Worker threads for the CPU backend, made only if the CPU is chosen (Node: createCpuWorkerPool).
-   * Without it the CPU backend runs on the calling thread.
+   * Worker threads for the CPU backend (Node: createCpuWorkerPool), made if the CPU is chosen or
+   * with a WebGPU backend, for what the GPU leaves to the CPU (its description says how many
+   * threads; a pool starts them only when work needs them). Without it the CPU runs on the calling thread.
    */
   cpuPool?: () => CpuMergePool | undefined;
   /** The dtype of the weights to merge, for timing the backends like with like (default F16). */

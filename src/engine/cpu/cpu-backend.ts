@@ -97,6 +97,11 @@ export class CpuBackend implements MergeBackend {
   /** See MergeBackend.slabMemory: the pool's shared memory, where it has some. */
   readonly slabMemory?: (bytes: number) => ArrayBuffer | SharedArrayBuffer;
 
+  /** Threads its merges run on: the pool's, the calling one included, else 1. */
+  get threads(): number {
+    return this.pool?.threads ?? 1;
+  }
+
   /** "CPU (…)": the executor that runs, its threads, why the CPU was chosen, and any remarks. */
   get description(): string {
     const how = this.executor === 'js'

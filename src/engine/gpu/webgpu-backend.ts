@@ -25,6 +25,7 @@ import { CpuBackend } from '../cpu/cpu-backend.js';
 import type { MergeDevice } from './gpu-device.js';
 import { ReusableBuffer } from './reusable-buffer.js';
 import type { WorkgroupShape } from './workgroup-shape.js';
+import { gpuSideThreads } from './gpu-side-threads.js';
 import { dequantizeOnGpu, gpuDecodes } from './dequantize-program.js';
 import {
   chooseWorkgroup, columnPadding, dispatchGroups, mergeBindGroupLayout, mergePipeline, paramsBytes, RANK_STEP, TILE, PARAMS_BYTES,
@@ -74,13 +75,18 @@ export interface WebGpuBackendOptions {
   nativeF16?: boolean;
   /** The workgroup shape (default: chosen from the adapter's limits and subgroup size). */
   workgroup?: WorkgroupShape;
-  /** The executor for what the GPU does not run (default: a CPU backend on the calling thread). */
+  /**
+   * The executor for what the GPU does not run (default: a CPU backend on the calling thread),
+   * made with the backend (a CPU backend's pool starts no thread before it has work), so that the
+   * description can say how many threads it has; the backend disposes it.
+   */
   cpu?: () => MergeBackend;
 }
 
 export class WebGpuBackend implements MergeBackend {
   readonly kind = 'webgpu' as const;
-  description: string;
+  /** Why this backend was chosen, and other remarks (see {@link note}). */
+  private readonly notes: string[] = [];
   /** The adapter is a CPU implementation (SwiftShader, WARP, …). */
   readonly isSoftware: boolean;
   private readonly device: GPUDevice;
@@ -112,12 +118,10 @@ export class WebGpuBackend implements MergeBackend {
    * is fresh memory for the OS to fault in and zero, as large as the op's W′.
    */
   private readonly outputs = new BufferPool();
-  private readonly makeCpu: () => MergeBackend;
-  private cpuBackend: MergeBackend | undefined;
+  private readonly cpuBackend: MergeBackend;
 
   constructor(private readonly gpu: MergeDevice, options: WebGpuBackendOptions = {}) {
     this.device = gpu.device;
-    this.description = `WebGPU: ${gpu.description}`;
     this.isSoftware = gpu.isSoftware;
     const swiftShader = /swiftshader/i.test(gpu.description);
     if (options.shiftFree && !swiftShader) {
@@ -127,7 +131,7 @@ export class WebGpuBackend implements MergeBackend {
     this.nativeF16 = options.nativeF16 ?? gpu.shaderF16;
     if (this.nativeF16 && !gpu.shaderF16) throw new MergeError('GPU_UNAVAILABLE', 'the GPU device has no shader-f16');
     this.workgroup = options.workgroup ?? chooseWorkgroup(gpu.device.limits, gpu.subgroupSize, gpu.isSoftware);
-    this.makeCpu = options.cpu ?? (() => new CpuBackend('for what the GPU does not run'));
+    this.cpuBackend = (options.cpu ?? (() => new CpuBackend('for what the GPU does not run')))();
     this.lost = gpu.device.lost.then((info) => {
       this.lostReason = info.message || info.reason;
       // merge() turns this into a GPU_FAILURE naming the tensor in flight.
@@ -145,6 +149,17 @@ export class WebGpuBackend implements MergeBackend {
     this.wOut = buf('W out', S | C);
     this.flags = buf('flags and listed elements', S | D | C);
     this.staging = buf('readback', GPUBufferUsage.MAP_READ | D);
+  }
+
+  /**
+   * `WebGPU: <adapter> (<why chosen>), with 2 CPU threads for what the GPU leaves to the CPU`: the
+   * threads those of the CPU executor (f32 outputs, DoRA and other update steps, a tensor the device
+   * cannot bind), where it is a CPU backend.
+   */
+  get description(): string {
+    const executor = this.cpuBackend;
+    const notes = this.notes.map((n) => ` (${n})`).join('');
+    return `WebGPU: ${this.gpu.description}${notes}${gpuSideThreads(executor instanceof CpuBackend ? executor.threads : undefined)}`;
   }
 
   merge(op: MergeOp, signal?: AbortSignal): Promise<Uint8Array> {
@@ -174,9 +189,8 @@ export class WebGpuBackend implements MergeBackend {
     });
   }
 
-  /** The CPU executor for ops the GPU does not run (made on first use). */
+  /** The CPU executor for ops the GPU does not run. */
   private cpu(): MergeBackend {
-    this.cpuBackend ??= this.makeCpu();
     return this.cpuBackend;
   }
 
@@ -438,19 +452,19 @@ export class WebGpuBackend implements MergeBackend {
   recycle(output: Uint8Array): void {
     this.outputs.recycle(output);
     // Outputs of ops the CPU executor ran are its own (each pool ignores what it did not hand out).
-    this.cpuBackend?.recycle?.(output);
+    this.cpuBackend.recycle?.(output);
   }
 
   /** Appends why this backend was chosen to its description. */
   note(reason: string): void {
-    this.description += ` (${reason})`;
+    this.notes.push(reason);
   }
 
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
     for (const b of [this.params, this.wIn, this.lt, this.rt, this.wOut, this.flags, this.staging]) b.destroy();
-    this.cpuBackend?.dispose();
+    this.cpuBackend.dispose();
     this.device.destroy();
   }
 }
