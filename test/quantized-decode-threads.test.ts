@@ -1,6 +1,6 @@
 /**
  * Quantized base weights decoded on the CPU backend's worker threads (formats/row-decoders.ts): a
- * GPTQ and an AWQ Llama layer, merged with a PEFT LoRA on two threads (slabs read into shared
+ * GPTQ, an AWQ and two compressed-tensors Llama layers, merged with a PEFT LoRA on two threads (slabs read into shared
  * memory, as the command line reads them), on two threads through the pool's scratch (a page's
  * pool, whose slabs are no shared memory) and on one thread with no pool, give the same bytes;
  * those bytes are W + α/r·B·A rounded once to f16, W dequantized here in float64 by the tools'
@@ -12,7 +12,9 @@
  * (q[i, o] − z[g_idx[i], o]) · scale[g_idx[i], o] (AutoGPTQ's dequantization, zeros + 1).
  * AWQ GEMM (AutoAWQ): `<m>.qweight` I32 (in, out/8) and `<m>.qzeros` I32 (groups, out/8) in AWQ's
  * nibble order, `<m>.scales` F16 (groups, out); W[o, i] = (q[i, o] − z[⌊i/g⌋, o]) · scale[⌊i/g⌋, o]
- * (packing_utils.py `dequantize_gemm`).
+ * (packing_utils.py `dequantize_gemm`). compressed-tensors (forward.py `dequantize`): W[o, i] =
+ * (q[o, i] − z[o, g(i)]) · scale[o, g(i)], codes and zero points packed unsigned with an offset of
+ * 2^(bits−1) (pack_quantized.py), g(i) = `weight_g_idx[i]` under act-order; int8 codes as stored.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -102,6 +104,65 @@ function awqCase(): Case {
   return { name: 'AWQ GEMM 4-bit group 64', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(quantization) }, real };
 }
 
+/** compressed-tensors config.json for one config group of int weights. */
+const compressedTensorsConfig = (format: string, weights: Record<string, unknown>) => ({
+  config_groups: {
+    group_0: {
+      input_activations: null, output_activations: null, targets: ['Linear'],
+      weights: { block_structure: null, dynamic: false, observer: 'minmax', observer_kwargs: {}, type: 'int', ...weights },
+    },
+  },
+  format, global_compression_ratio: 1.9, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
+});
+
+/**
+ * compressed-tensors `pack-quantized` W4A16, group 128, asymmetric, act-order (RedHatAI's
+ * `*-quantized.w4a16` layout): codes and zero points stored as q + 8, eight to a word.
+ */
+function packedCase(): Case {
+  const group = 128, groups = COLS / group;
+  const tensors: FixtureTensor[] = [];
+  const real = new Map<string, Float64Array>();
+  for (const m of [Q, K, V]) {
+    const n = ROWS[m];
+    const order = Array.from({ length: COLS }, (_, i) => i);
+    for (let i = COLS - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const gIdx = order.map((j) => Math.floor(j / group));
+    const q = Array.from({ length: n * COLS }, () => randomInt(-8, 7)); // (out, in)
+    const z = Array.from({ length: n * groups }, () => randomInt(-8, 7));
+    const scale = Array.from({ length: n * groups }, () => roundForDType(0.0005 + rand() * 0.02, 'BF16'));
+    const w = new Float64Array(n * COLS);
+    for (let o = 0; o < n; o++) for (let i = 0; i < COLS; i++) w[o * COLS + i] = (q[o * COLS + i] - z[o * groups + gIdx[i]]) * scale[o * groups + gIdx[i]];
+    real.set(m, w);
+    tensors.push({ name: `${m}.weight_packed`, dtype: 'I32', ...pack(q.map((x) => x + 8), n, COLS, 4, 'cols') });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: [n, groups], data: scale });
+    tensors.push({ name: `${m}.weight_shape`, dtype: 'I64', shape: [2], data: [n, COLS] });
+    tensors.push({ name: `${m}.weight_zero_point`, dtype: 'I32', ...pack(z.map((x) => x + 8), n, groups, 4, 'rows') });
+    tensors.push({ name: `${m}.weight_g_idx`, dtype: 'I32', shape: [COLS], data: gIdx });
+  }
+  const quantization = compressedTensorsConfig('pack-quantized', { actorder: 'group', group_size: group, num_bits: 4, strategy: 'group', symmetric: false });
+  return { name: 'compressed-tensors pack-quantized W4A16 group 128 asymmetric act-order', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(quantization) }, real };
+}
+
+/** compressed-tensors `int-quantized` W8A16, one BF16 scale per output channel, symmetric. */
+function int8Case(): Case {
+  const tensors: FixtureTensor[] = [];
+  const real = new Map<string, Float64Array>();
+  for (const m of [Q, K, V]) {
+    const n = ROWS[m];
+    const q = Array.from({ length: n * COLS }, () => randomInt(-128, 127));
+    const scale = Array.from({ length: n }, () => roundForDType(0.0005 + rand() * 0.02, 'BF16'));
+    real.set(m, Float64Array.from(q, (x, i) => x * scale[Math.floor(i / COLS)]));
+    tensors.push({ name: `${m}.weight`, dtype: 'I8', shape: [n, COLS], data: q });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'BF16', shape: [n, 1], data: scale });
+  }
+  const quantization = compressedTensorsConfig('int-quantized', { actorder: null, group_size: null, num_bits: 8, strategy: 'channel', symmetric: true });
+  return { name: 'compressed-tensors int-quantized W8A16 channel', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(quantization) }, real };
+}
+
 /** A PEFT LoRA, r = 16 and α = 32, on q_proj and v_proj (f32 factors); its ΔW per module in float64. */
 function peftLora(): { files: Files; delta: Map<string, Float64Array> } {
   const tensors: FixtureTensor[] = [];
@@ -161,7 +222,7 @@ async function mergeOn(c: Case, backend: CpuBackend): Promise<Uint8Array> {
 }
 
 describe('quantized base weights decoded on the worker threads', () => {
-  for (const make of [gptqCase, awqCase]) {
+  for (const make of [gptqCase, awqCase, packedCase, int8Case]) {
     const c = make();
     it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + α/r·B·A rounded once`, async () => {
       const onShared = new CpuBackend('test', { pool: sharedPool });
@@ -172,10 +233,11 @@ describe('quantized base weights decoded on the worker threads', () => {
       const scratchPieces = scratchPool.sent.decodePieces;
       const threaded = await mergeOn(c, onShared);
       // q_proj in 3 slabs, k_proj in 1, v_proj in 2, each cut into 4 pieces of 32 rows; the
-      // calling thread takes some, so at least one a slab went to the worker. Each weight's
-      // stored arrays went to shared memory once, not once a slab.
+      // calling thread takes some, so at least one a slab went to the worker. GPTQ's and AWQ's
+      // codes (stored transposed, every slab reads them whole) went to shared memory once a
+      // weight, not once a slab; compressed-tensors' rows, stored by output, once a slab.
       expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(6);
-      expect(sharedPool.sent.decodeSources - sources).toBe(3);
+      expect(sharedPool.sent.decodeSources - sources).toBe(c.name.startsWith('compressed-tensors') ? 6 : 3);
       const throughScratch = await mergeOn(c, onScratch);
       expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(6);
       const oneThread = await mergeOn(c, single);

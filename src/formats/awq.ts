@@ -58,7 +58,7 @@ function awqWeight(
       const q = int32s(await whole(qweightKey));
       const zeros = int32s(await whole(qzerosKey));
       const scales = scalesOf(scalesKey, await whole(scalesKey), dtype);
-      return { name: key, decoder: 'awq', cols, arrays: { q, zeros, scales }, params: { rows, groups, groupSize } };
+      return { name: key, decoder: 'awq', cols, firstRow: 0, arrays: { q, zeros, scales }, params: { rows, groups, groupSize } };
     }),
   };
 }

@@ -136,7 +136,7 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
       const scales = scalesOf(scalesKey, await whole(scalesKey), dtype);
       const groupOf = await groupIndex();
       const zeros = await zerosOf();
-      return { name: key, decoder: 'gptq', cols, arrays: { q, zeros, scales, groupOf }, params: { bits, rows, groups } };
+      return { name: key, decoder: 'gptq', cols, firstRow: 0, arrays: { q, zeros, scales, groupOf }, params: { bits, rows, groups } };
     }),
   };
 }

@@ -35,9 +35,11 @@ export interface IntWeight {
   decodeRows?(r0: number, r1: number): Promise<Float32Array>;
   /**
    * The same values by a decoder of row-decoders.ts, which the CPU backend's worker threads run too:
-   * its inputs, read and checked once per weight (formats without one decode by `decodeRows`).
+   * its inputs for rows [r0, r1), read and checked here (a format whose slabs each need every
+   * stored row gives the same source, of the whole weight, for all; formats without one decode by
+   * `decodeRows`).
    */
-  rowSource?(): Promise<RowSource>;
+  rowSource?(r0: number, r1: number): Promise<RowSource>;
 }
 
 /** Sources of the last weights read, made once each (see {@link recentSources}). */
@@ -125,7 +127,7 @@ function viewTensor(w: IntWeight): ViewTensor {
 /** Rows [r0, r1) of `w` (into `out` where given): by its row source, on `decodeOn`'s threads where it takes them, else here. */
 async function decodedRows(w: IntWeight, r0: number, r1: number, decodeOn: RowDecodeRunner | undefined, out?: Float32Array): Promise<Float32Array> {
   if (!w.rowSource) return w.decodeRows!(r0, r1);
-  const source = await w.rowSource();
+  const source = await w.rowSource(r0, r1);
   return (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
 }
 

@@ -1,9 +1,10 @@
 /**
  * Decoders of quantized weights' rows that any thread runs: the calling thread, or the CPU
- * backend's worker threads (Node worker_threads, Web Workers), which get a weight's stored arrays
- * once in shared memory and then row ranges of a slab to decode into shared output. A format's
- * reader (gptq.ts, awq.ts) reads and checks its tensors once per weight into a {@link RowSource}
- * that names its decoder here; the decoder is then a pure function of those arrays, so a row's
+ * backend's worker threads (Node worker_threads, Web Workers), which get a source's stored arrays
+ * in shared memory and then row ranges of a slab to decode into shared output. A format's reader
+ * (gptq.ts, awq.ts, compressed-tensors-int.ts) reads and checks its tensors into a
+ * {@link RowSource} that names its decoder here (once per weight where a slab of rows needs every
+ * stored row, as GPTQ's and AWQ's transposed codes do; else once per slab); the decoder is then a pure function of those arrays, so a row's
  * values are the same whichever thread decodes it and however a slab is cut. This module imports
  * nothing: it is loaded by every worker.
  */
@@ -16,11 +17,16 @@ export interface RowSource {
   decoder: RowDecoderName;
   /** Values per row. */
   cols: number;
-  /** The stored arrays the decoder reads, whole (a row range of a transposed layout reads every stored row). */
-  arrays: Readonly<Record<string, Int32Array | Float32Array>>;
+  /** The weight's row that the arrays' first row holds: 0 for arrays of the whole weight. */
+  firstRow: number;
+  /** The stored arrays the decoder reads. */
+  arrays: Readonly<Record<string, SourceArray>>;
   /** Its numbers: bit width, shape, group size. */
   params: Readonly<Record<string, number>>;
 }
+
+/** What a source's arrays are. */
+export type SourceArray = Int8Array | Int32Array | Float32Array;
 
 /** Writes rows [r0, r1) of `src`'s weight into `out` ((r1 − r0) × cols f32, row-major). */
 type RowDecoder = (src: RowSource, r0: number, r1: number, out: Float32Array) => void;
@@ -101,8 +107,53 @@ function awqRows(src: RowSource, r0: number, r1: number, out: Float32Array): voi
   }
 }
 
+/**
+ * compressed-tensors `pack-quantized` (compressed-tensors-int.ts): W[o, c] = (q − z[o, g(c)]) ×
+ * scale[o, g(c)], q the code at bits num_bits·(c mod p) of word ⌊c/p⌋ of row o less 2^(bits−1);
+ * arrays `q` (rows × words), `scales` and, where `zeroed` is 1, `zeros` (rows × groups, signed),
+ * `groupOf` (cols), of the source's rows; params `bits`, `words`, `groups`, `zeroed`.
+ */
+function compressedTensorsPackedRows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { q, scales: s, zeros, groupOf } = src.arrays as Record<string, Int32Array> & { scales: Float32Array };
+  const { bits, words, groups, zeroed } = src.params;
+  const cols = src.cols;
+  const z = zeroed ? zeros : undefined;
+  const perWord = Math.floor(32 / bits);
+  const mask = 2 ** bits - 1;
+  const offset = 2 ** (bits - 1);
+  for (let o = r0; o < r1; o++) {
+    const r = o - src.firstRow, row = (o - r0) * cols;
+    for (let c = 0; c < cols; c++) {
+      const code = ((q[r * words + Math.floor(c / perWord)] >>> (bits * (c % perWord))) & mask) - offset;
+      const g = groupOf[c];
+      out[row + c] = (code - (z ? z[r * groups + g] : 0)) * s[r * groups + g];
+    }
+  }
+}
+
+/**
+ * compressed-tensors `int-quantized` (compressed-tensors-int.ts): W[o, c] = (q − z[o, g]) ×
+ * scale[o, g], g = ⌊c / size⌋; arrays `q` (rows × cols, int8), `scales` and, where `zeroed` is 1,
+ * `zeros` (rows × groups), of the source's rows; params `groups`, `size`, `zeroed`.
+ */
+function compressedTensorsInt8Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { q, scales: s, zeros } = src.arrays as { q: Int8Array; scales: Float32Array; zeros: Int32Array };
+  const { groups, size, zeroed } = src.params;
+  const cols = src.cols;
+  const z = zeroed ? zeros : undefined;
+  for (let o = r0; o < r1; o++) {
+    const r = o - src.firstRow, row = (o - r0) * cols;
+    for (let c = 0; c < cols; c++) {
+      const g = Math.floor(c / size);
+      out[row + c] = (q[r * cols + c] - (z ? z[r * groups + g] : 0)) * s[r * groups + g];
+    }
+  }
+}
+
 /** The decoders by name: a format that decodes on the threads adds its entry here. */
-export const ROW_DECODERS = { gptq: gptqRows, awq: awqRows } satisfies Record<string, RowDecoder>;
+export const ROW_DECODERS = {
+  gptq: gptqRows, awq: awqRows, 'compressed-tensors-packed': compressedTensorsPackedRows, 'compressed-tensors-int8': compressedTensorsInt8Rows,
+} satisfies Record<string, RowDecoder>;
 
 /** A decoder's name in {@link ROW_DECODERS}. */
 export type RowDecoderName = keyof typeof ROW_DECODERS;

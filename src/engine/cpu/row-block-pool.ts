@@ -21,7 +21,7 @@ import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool, PoolProduct } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
-import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js';
+import { decodeSourceRows, type RowSource, type SourceArray } from '../../formats/row-decoders.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
   finishJob, freshOutput, nonFiniteError, planJob, settleNonFinite, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
@@ -418,8 +418,8 @@ export class RowBlockPool implements CpuMergePool {
 
   /**
    * Rows [r0, r1) of a quantized weight decoded on every thread (formats/row-decoders.ts), in row
-   * pieces, two per thread: the source's arrays are copied into shared memory once per weight (its
-   * slabs come in turn), and the rows decoded in place into `out` where it is shared memory (the
+   * pieces, two per thread: the source's arrays are copied into shared memory once per source (a
+   * GPTQ weight's serves all its slabs, which come in turn), and the rows decoded in place into `out` where it is shared memory (the
    * pipeline's slab memory), else through the pool's scratch. Every thread runs the same decoder
    * on the same arrays, so the bytes do not depend on how the rows were cut.
    */
@@ -464,10 +464,10 @@ export class RowBlockPool implements CpuMergePool {
       for (const [, a] of entries) bytes = align16(bytes) + a.byteLength;
       const buffer = new SharedArrayBuffer(Math.max(bytes, 1));
       let at = 0;
-      const arrays: Record<string, Int32Array | Float32Array> = {};
+      const arrays: Record<string, SourceArray> = {};
       for (const [name, a] of entries) {
         at = align16(at);
-        const copy = a instanceof Int32Array ? new Int32Array(buffer, at, a.length) : new Float32Array(buffer, at, a.length);
+        const copy = a instanceof Int8Array ? new Int8Array(buffer, at, a.length) : a instanceof Int32Array ? new Int32Array(buffer, at, a.length) : new Float32Array(buffer, at, a.length);
         copy.set(a);
         arrays[name] = copy;
         at += a.byteLength;
