@@ -162,8 +162,10 @@ export class RowBlockPool implements CpuMergePool {
    * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared.
    */
   readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0 };
-  /** The last row source the workers were given, and its arrays copied into shared memory. */
-  private sharedSource: { of: RowSource; shared: RowSource } | undefined;
+  /** Shared memory for row sources' arrays, reused from weight to weight. */
+  private readonly sourceScratch = new SharedScratch();
+  /** The last row source the workers were given, and its arrays as copied into `buffer`. */
+  private sharedSource: { of: RowSource; shared: RowSource; buffer: SharedArrayBuffer } | undefined;
   private readonly local: Promise<WasmKernel>;
 
   /**
@@ -433,8 +435,9 @@ export class RowBlockPool implements CpuMergePool {
     // Fresh shared memory per slab would be freed only when the garbage collector runs (see buffer-pool.ts).
     const lent = inPlace ? undefined : this.scratch.take(rows * cols * 4);
     const into = inPlace ? out! : new Float32Array(lent!.buffer, 0, rows * cols);
+    const lentSource = slots.length > 0 ? this.shareSource(source) : undefined;
     try {
-      const shared = slots.length > 0 ? this.shareSource(source) : source;
+      const shared = lentSource?.shared ?? source;
       const piece = (p0: number, n: number) => into.subarray(p0 * cols, (p0 + n) * cols);
       await this.share({
         total: rows, step, slots, signal,
@@ -452,17 +455,23 @@ export class RowBlockPool implements CpuMergePool {
       return copy;
     } finally {
       lent?.release();
+      lentSource?.release();
     }
   }
 
-  /** `source` with its arrays in shared memory, copied when the source changes. */
-  private shareSource(source: RowSource): RowSource {
-    if (this.sharedSource?.of !== source) {
-      // A buffer per weight: jobs of the last one may still be reading theirs.
-      const entries = Object.entries(source.arrays);
-      let bytes = 0;
-      for (const [, a] of entries) bytes = align16(bytes) + a.byteLength;
-      const buffer = new SharedArrayBuffer(Math.max(bytes, 1));
+  /**
+   * `source` with its arrays in shared memory, lent until `release()`: copied when the source
+   * changes (or the memory was lent out, or too small), else the copy the last call made. One
+   * buffer, reused: fresh shared memory per weight would be freed only when the garbage collector
+   * runs (see buffer-pool.ts).
+   */
+  private shareSource(source: RowSource): { shared: RowSource; release(): void } {
+    const entries = Object.entries(source.arrays);
+    let bytes = 0;
+    for (const [, a] of entries) bytes = align16(bytes) + a.byteLength;
+    const lent = this.sourceScratch.take(Math.max(bytes, 1));
+    const buffer = lent.buffer;
+    if (this.sharedSource?.of !== source || this.sharedSource.buffer !== buffer) {
       let at = 0;
       const arrays: Record<string, SourceArray> = {};
       for (const [name, a] of entries) {
@@ -473,9 +482,9 @@ export class RowBlockPool implements CpuMergePool {
         at += a.byteLength;
       }
       this.sent.decodeSources++;
-      this.sharedSource = { of: source, shared: { ...source, arrays } };
+      this.sharedSource = { of: source, shared: { ...source, arrays }, buffer };
     }
-    return this.sharedSource.shared;
+    return { shared: this.sharedSource.shared, release: lent.release };
   }
 
   /**
