@@ -6,6 +6,7 @@
  */
 import type { FloatDType } from '../dtype.js';
 import type { UpdateStep } from './update-steps.js';
+import type { RowSource } from '../formats/row-decoders.js';
 
 /** Raw little-endian tensor bytes of one float dtype. */
 export interface FloatTensorBytes {
@@ -147,6 +148,12 @@ export interface MergeBackend {
    * on the backend's worker threads; undefined leaves it to the caller (same bytes either way).
    */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
+   * Decodes rows [r0, r1) of a quantized weight (a decoder of formats/row-decoders.ts) on the
+   * backend's worker threads, into `out` where given; undefined leaves it to the caller (same
+   * bytes either way).
+   */
+  decodeRows?(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array | undefined>;
   /**
    * Gives back an output of {@link merge} that has been written and will not be read again: the
    * backend may reuse its memory for a later output. Anything it did not return is ignored.

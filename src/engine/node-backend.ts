@@ -96,6 +96,7 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
     columnSumsOfSquares: backend.columnSumsOfSquares && ((op, signal) => backend.columnSumsOfSquares!(op, signal)),
     dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
     encodeBlocks: backend.encodeBlocks && ((type, size, bytes, values, signal) => backend.encodeBlocks!(type, size, bytes, values, signal)),
+    decodeRows: backend.decodeRows && ((source, r0, r1, signal, out) => backend.decodeRows!(source, r0, r1, signal, out)),
     dispose() {
       backend.dispose();
       release();

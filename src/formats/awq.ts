@@ -6,14 +6,13 @@
  *   [0, 4, 1, 5, 2, 6, 3, 7][j]);
  * - `<m>.qzeros` I32 (in/group_size, out/8), packed the same way; `<m>.scales` F16 (in/group_size, out).
  * W[o, i] = (q[i, o] − z[⌊i/group_size⌋, o]) × scale[⌊i/group_size⌋, o] (packing_utils.py
- * `dequantize_gemm`). GEMV, exllama, marlin and other layouts are refused by name.
+ * `dequantize_gemm`; decoded by row-decoders.ts). GEMV, exllama, marlin and other layouts are refused by name.
  */
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
-import { configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
-
-/** Nibble of output 8k + j within its word. */
-const AWQ_NIBBLE = [0, 4, 1, 5, 2, 6, 3, 7] as const;
+import {
+  configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, recentSources, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights, type RecentSources,
+} from './int-weights.js';
 
 /** The AWQ weights of `base`, or undefined when config.json does not name AWQ. */
 export async function awqWeights(base: SafetensorsBaseModel, config: ModelConfig | undefined): Promise<IntWeights | undefined> {
@@ -28,14 +27,17 @@ export async function awqWeights(base: SafetensorsBaseModel, config: ModelConfig
   if (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || groupSize < 1) throw configRefusal(base.name, 'awq', `group_size ${String(groupSize)}`);
   const whole = wholeTensorCache(base);
   const scalesOf = lastScales(base.name);
+  const sources = recentSources();
   const weights: IntWeight[] = [];
   for (const key of base.tensors.keys()) {
-    if (key.endsWith('.qweight')) weights.push(awqWeight(base, key.slice(0, -'.qweight'.length), groupSize, whole, scalesOf));
+    if (key.endsWith('.qweight')) weights.push(awqWeight(base, key.slice(0, -'.qweight'.length), groupSize, whole, scalesOf, sources));
   }
   return { kind: 'awq', weights, quantizationFiles: ['quant_config.json'] };
 }
 
-function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, whole: (key: string) => Promise<Uint8Array>, scalesOf: ReturnType<typeof lastScales>): IntWeight {
+function awqWeight(
+  base: SafetensorsBaseModel, stem: string, groupSize: number, whole: (key: string) => Promise<Uint8Array>, scalesOf: ReturnType<typeof lastScales>, sources: RecentSources,
+): IntWeight {
   const key = `${stem}.weight`;
   const [qweightKey, qzerosKey, scalesKey] = ['qweight', 'qzeros', 'scales'].map((s) => `${stem}.${s}`);
   const why = (s: string) => notAsWritten(base.name, key, 'AWQ GEMM', s);
@@ -52,23 +54,11 @@ function awqWeight(base: SafetensorsBaseModel, stem: string, groupSize: number, 
   if (qzeros.dtype !== 'I32' || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== words) throw why(`${qzerosKey} is ${qzeros.dtype} [${qzeros.shape.join(', ')}]; expected I32 (${groups}, ${words})`);
   return {
     key, rows, cols, scaleKey: scalesKey, parts: [qweightKey, qzerosKey, scalesKey],
-    async decodeRows(r0, r1) {
+    rowSource: () => sources(key, async () => {
       const q = int32s(await whole(qweightKey));
-      const z = int32s(await whole(qzerosKey));
-      const s = scalesOf(scalesKey, await whole(scalesKey), dtype);
-      const out = new Float32Array((r1 - r0) * cols);
-      for (let o = r0; o < r1; o++) {
-        const word = Math.floor(o / 8);
-        const shift = 4 * AWQ_NIBBLE[o % 8];
-        const row = (o - r0) * cols;
-        // Group by group: its zero point and scale once, then its inputs' codes down the word column.
-        for (let g = 0, i = 0; g < groups; g++) {
-          const zero = (z[g * words + word] >>> shift) & 15;
-          const scale = s[g * rows + o];
-          for (const end = Math.min(i + groupSize, cols); i < end; i++) out[row + i] = (((q[i * words + word] >>> shift) & 15) - zero) * scale;
-        }
-      }
-      return out;
-    },
+      const zeros = int32s(await whole(qzerosKey));
+      const scales = scalesOf(scalesKey, await whole(scalesKey), dtype);
+      return { name: key, decoder: 'awq', cols, firstRow: 0, arrays: { q, zeros, scales }, params: { rows, groups, groupSize } };
+    }),
   };
 }

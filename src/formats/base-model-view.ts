@@ -11,6 +11,7 @@ import type { FloatDType } from '../dtype.js';
 import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { MergePlan } from '../plan/merge-plan.js';
+import type { RowDecodeRunner } from './row-decoders.js';
 import type { BaseModel, BaseTensor, SafetensorsBaseModel, SafetensorsShard } from './base-model.js';
 import type { StoredTensor } from './container.js';
 import { safetensorsContainer, type BaseIndexFile } from './safetensors-container.js';
@@ -31,8 +32,12 @@ export interface ViewTensor {
   byteLength: number;
   /** The dtype it is written in unless the user asks for one (a dequantized weight: the model's). */
   writeDtype?: FloatDType;
-  /** `length` bytes from `start` of the tensor's values in `dtype`. */
-  readPart(start: number, length: number): Promise<Uint8Array>;
+  /**
+   * `length` bytes from `start` of the tensor's values in `dtype`, into `into` where the reader can
+   * (see ByteSource.read; callers use what is returned); `decodeOn`: where a decoder of
+   * row-decoders.ts may run (the CPU backend's threads), for a tensor decoded by one.
+   */
+  readPart(start: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array>;
 }
 
 /** A shard of the view: stored tensors kept by key, view tensors in their place, in order. */
@@ -91,16 +96,16 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
   });
   const format = safetensorsContainer(inner.shards.map((s) => s.file), indexes, metadata);
 
-  const readPart = async (name: string, start: number, length: number): Promise<Uint8Array> => {
+  const readPart = async (name: string, start: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> => {
     const reader = readers.get(name);
     if (!reader) {
       if (!tensors.has(name)) throw new MergeError('NOT_FOUND', `${inner.name}: no tensor "${name}"`);
-      return inner.readPart(name, start, length);
+      return inner.readPart(name, start, length, into, decodeOn);
     }
     if (!Number.isSafeInteger(start) || !Number.isSafeInteger(length) || start < 0 || length < 0 || start + length > reader.byteLength) {
       throw new RangeError(`bytes ${start}+${length} are outside tensor "${name}" (${reader.byteLength} bytes)`);
     }
-    return length === 0 ? new Uint8Array(0) : reader.readPart(start, length);
+    return length === 0 ? new Uint8Array(0) : reader.readPart(start, length, into, decodeOn);
   };
   const view: SafetensorsBaseModel = {
     kind: inner.kind,

@@ -14,6 +14,7 @@ import { MergeError } from '../errors.js';
 import { MAX_TENSORS } from '../limits.js';
 import type { MergePlan, PlanProblem, ValueScale } from '../plan/merge-plan.js';
 import type { ParsedAdapter } from './adapter.js';
+import type { RowDecodeRunner } from './row-decoders.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
 import type { BaseComponent, EncoderKind } from './base-components.js';
@@ -112,9 +113,11 @@ export interface BaseModel {
   read(name: string): Promise<Uint8Array>;
   /**
    * `length` stored bytes of a tensor from byte `start` of its data. `into`: a buffer of `length`
-   * bytes offered for them (see ByteSource.read); callers use what is returned.
+   * bytes offered for them (see ByteSource.read); callers use what is returned. `decodeOn`: where a
+   * tensor of a view decoded from quantized ones may be decoded (row-decoders.ts; the CPU backend's
+   * threads), else the calling thread.
    */
-  readPart(name: string, start: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
+  readPart(name: string, start: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array>;
   /** `rowCount` rows (of the tensor's first dimension) from `rowStart`, decoded for the engine. */
   readRows(name: string, rowStart: number, rowCount: number): Promise<FloatTensorBytes>;
   /** A value of the file's own typed metadata (GGUF), for layouts that need it; safetensors has none. */

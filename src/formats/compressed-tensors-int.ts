@@ -11,6 +11,8 @@
  *   a zero point, where present, is `<m>.weight_zero_point` I8 (out, groups).
  * The real weight is (q − zero) × scale of the input's group: ⌊c / group_size⌋ (a channel or
  * tensor scheme: one group), or `<m>.weight_g_idx[c]` under act-order (`actorder: "group"`).
+ * Each slab's codes, scales and zero points are read here and decoded by row-decoders.ts (on the
+ * CPU backend's threads where it has them).
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
@@ -147,23 +149,18 @@ async function packedWeight(base: SafetensorsBaseModel, stem: string, scheme: Sc
   const scales = scaleTable(base, `${stem}.weight_scale`, rows, why);
   const groupIndex = columnGroups(base, stem, cols, scales.groups, scheme, why);
   const zeros = zeroPoints(base, zeroKey, rows, scales.groups, bits, true, why);
-  const mask = 2 ** bits - 1;
-  const offset = 2 ** (bits - 1);
   return {
     key, rows, cols, scaleKey: `${stem}.weight_scale`,
     parts: [packedKey, shapeKey, `${stem}.weight_scale`, ...(zeros ? [zeroKey] : []), ...(base.tensors.has(`${stem}.weight_g_idx`) ? [`${stem}.weight_g_idx`] : [])],
-    async decodeRows(r0, r1) {
+    async rowSource(r0, r1) {
       const q = int32s(await base.readPart(packedKey, r0 * words * 4, (r1 - r0) * words * 4));
       const s = await scales.rows(r0, r1);
       const z = zeros ? await zeros(r0, r1) : undefined;
       const groupOf = await groupIndex();
-      const out = new Float32Array((r1 - r0) * cols);
-      for (let r = 0; r < r1 - r0; r++) for (let c = 0; c < cols; c++) {
-        const code = ((q[r * words + Math.floor(c / perWord)] >>> (bits * (c % perWord))) & mask) - offset;
-        const g = groupOf[c];
-        out[r * cols + c] = (code - (z ? z[r * scales.groups + g] : 0)) * s[r * scales.groups + g];
-      }
-      return out;
+      return {
+        name: key, decoder: 'compressed-tensors-packed', cols, firstRow: r0,
+        arrays: { q, scales: s, groupOf, ...(z ? { zeros: z } : {}) }, params: { bits, words, groups: scales.groups, zeroed: z ? 1 : 0 },
+      };
     },
   };
 }
@@ -183,17 +180,15 @@ async function int8Weight(base: SafetensorsBaseModel, stem: string): Promise<Int
   return {
     key, rows, cols, scaleKey: `${stem}.weight_scale`,
     parts: [key, `${stem}.weight_scale`, ...(zeros ? [zeroKey] : [])],
-    async decodeRows(r0, r1) {
+    async rowSource(r0, r1) {
       const bytes = await base.readPart(key, r0 * cols, (r1 - r0) * cols);
       const q = new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       const s = await scales.rows(r0, r1);
       const z = zeros ? await zeros(r0, r1) : undefined;
-      const out = new Float32Array((r1 - r0) * cols);
-      for (let r = 0; r < r1 - r0; r++) for (let c = 0; c < cols; c++) {
-        const g = Math.floor(c / size);
-        out[r * cols + c] = (q[r * cols + c] - (z ? z[r * scales.groups + g] : 0)) * s[r * scales.groups + g];
-      }
-      return out;
+      return {
+        name: key, decoder: 'compressed-tensors-int8', cols, firstRow: r0,
+        arrays: { q, scales: s, ...(z ? { zeros: z } : {}) }, params: { groups: scales.groups, size, zeroed: z ? 1 : 0 },
+      };
     },
   };
 }

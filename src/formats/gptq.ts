@@ -14,11 +14,15 @@
  * "gptq", the default) stores each zero point minus one, so z = stored + 1; GPTQModel's
  * "gptq_v2" stores z itself. A v1 stored value of 2^bits − 1 stands for a zero point of 0, which v1
  * cannot store without overflowing into its neighbour, is refused when the merge reaches it.
- * Repacked layouts (marlin, bitblas, …) are refused by name.
+ * Repacked layouts (marlin, bitblas, …) are refused by name. The codes are decoded by
+ * row-decoders.ts (on the CPU backend's threads where it has them) from the arrays read and
+ * checked here once per weight.
  */
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
-import { configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights } from './int-weights.js';
+import {
+  configRefusal, int32s, lastScales, notAsWritten, quantizationRecord, recentSources, scaleDtype, wholeTensorCache, type IntWeight, type IntWeights, type RecentSources,
+} from './int-weights.js';
 
 /** The GPTQ weights of `base`, or undefined when config.json does not name GPTQ. */
 export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfig | undefined): Promise<IntWeights | undefined> {
@@ -33,9 +37,10 @@ export async function gptqWeights(base: SafetensorsBaseModel, config: ModelConfi
   const v1 = format === 'gptq';
   const whole = wholeTensorCache(base);
   const scalesOf = lastScales(base.name);
+  const sources = recentSources();
   const weights: IntWeight[] = [];
   for (const key of base.tensors.keys()) {
-    if (key.endsWith('.qweight')) weights.push(gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole, scalesOf));
+    if (key.endsWith('.qweight')) weights.push(gptqWeight(base, key.slice(0, -'.qweight'.length), bits, groupSize, v1, whole, scalesOf, sources));
   }
   return { kind: 'gptq', weights, quantizationFiles: ['quantize_config.json'] };
 }
@@ -58,7 +63,7 @@ function fieldAt(bits: number, j: number): { word: number; shift: number } {
 
 /**
  * The `bits`-bit value at bit `shift` of word `lo`, its high bits from the start of word `hi` where
- * it straddles the two; `mask` is 2^bits − 1 (passed in: this runs once per weight element).
+ * it straddles the two; `mask` is 2^bits − 1 (passed in: this runs once per zero point).
  */
 function fieldValue(lo: number, hi: number, shift: number, bits: number, mask: number): number {
   const low = lo >>> shift;
@@ -66,7 +71,7 @@ function fieldValue(lo: number, hi: number, shift: number, bits: number, mask: n
 }
 
 function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, groupSize: number, v1: boolean, whole: (key: string) => Promise<Uint8Array>,
-  scalesOf: ReturnType<typeof lastScales>,
+  scalesOf: ReturnType<typeof lastScales>, sources: RecentSources,
 ): IntWeight {
   const key = `${stem}.weight`;
   const [qweightKey, qzerosKey, scalesKey, gIdxKey] = ['qweight', 'qzeros', 'scales', 'g_idx'].map((s) => `${stem}.${s}`);
@@ -108,17 +113,17 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
     if (bad >= 0) throw why(`${gIdxKey}[${bad}] is ${idx[bad]}, outside its ${groups} groups`);
     return idx;
   };
-  /** The zero points of outputs [r0, r1), (r1 − r0) × groups. */
-  const zerosOf = async (r0: number, r1: number): Promise<Int32Array> => {
+  /** The zero points of every output, rows × groups, checked in row order (as the merge reaches them). */
+  const zerosOf = async (): Promise<Int32Array> => {
     const packed = int32s(await whole(qzerosKey));
-    const zeros = new Int32Array((r1 - r0) * groups);
-    for (let o = r0; o < r1; o++) {
+    const zeros = new Int32Array(rows * groups);
+    for (let o = 0; o < rows; o++) {
       const { word, shift } = fieldAt(bits, o);
       for (let gi = 0; gi < groups; gi++) {
         const at = gi * zeroWords + word;
         const stored = fieldValue(packed[at], shift + bits > 32 ? packed[at + 1] : 0, shift, bits, mask);
         if (v1 && stored === mask) throw why(`${qzerosKey} stores ${mask} for group ${gi} of output ${o}: a zero point of 0, which AutoGPTQ's format ("zero point minus one") cannot hold`);
-        zeros[(o - r0) * groups + gi] = v1 ? stored + 1 : stored;
+        zeros[o * groups + gi] = v1 ? stored + 1 : stored;
       }
     }
     return zeros;
@@ -126,45 +131,12 @@ function gptqWeight(base: SafetensorsBaseModel, stem: string, bits: number, grou
   return {
     key, rows, cols, scaleKey: scalesKey,
     parts: [qweightKey, qzerosKey, scalesKey, ...(g ? [gIdxKey] : [])],
-    async decodeRows(r0, r1) {
+    rowSource: () => sources(key, async () => {
       const q = int32s(await whole(qweightKey));
-      const s = scalesOf(scalesKey, await whole(scalesKey), dtype);
+      const scales = scalesOf(scalesKey, await whole(scalesKey), dtype);
       const groupOf = await groupIndex();
-      const zeros = await zerosOf(r0, r1);
-      const out = new Float32Array((r1 - r0) * cols);
-      if (runs.words === 1) {
-        // 2, 4 and 8 bits: whole codes per word. Output o's zero points and scales gathered once,
-        // then each qweight word read once for its 32/bits inputs.
-        const z = new Int32Array(groups);
-        const sc = new Float32Array(groups);
-        for (let o = r0; o < r1; o++) {
-          for (let gi = 0; gi < groups; gi++) {
-            z[gi] = zeros[(o - r0) * groups + gi];
-            sc[gi] = s[gi * rows + o];
-          }
-          const row = (o - r0) * cols;
-          for (let k = 0, i = 0; i < cols; k++) {
-            const word = q[k * rows + o];
-            for (let shift = 0; shift < 32; shift += bits, i++) {
-              const gi = groupOf[i];
-              out[row + i] = (((word >>> shift) & mask) - z[gi]) * sc[gi];
-            }
-          }
-        }
-        return out;
-      }
-      // 3 bits: values straddle words. Each input's word row of qweight and bit within it (the same for every output; made per call, not kept per weight).
-      const inputWord = new Int32Array(cols);
-      const inputShift = new Uint8Array(cols);
-      for (let i = 0; i < cols; i++) ({ word: inputWord[i], shift: inputShift[i] } = fieldAt(bits, i));
-      for (let o = r0; o < r1; o++) for (let i = 0; i < cols; i++) {
-        const at = inputWord[i] * rows + o;
-        const shift = inputShift[i];
-        const code = fieldValue(q[at], shift + bits > 32 ? q[at + rows] : 0, shift, bits, mask);
-        const gi = groupOf[i];
-        out[(o - r0) * cols + i] = (code - zeros[(o - r0) * groups + gi]) * s[gi * rows + o];
-      }
-      return out;
-    },
+      const zeros = await zerosOf();
+      return { name: key, decoder: 'gptq', cols, firstRow: 0, arrays: { q, zeros, scales, groupOf }, params: { bits, rows, groups } };
+    }),
   };
 }

@@ -13,6 +13,7 @@ import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
+import { decodeSourceRows, type RowDecodeRunner, type RowSource } from './row-decoders.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 
 /** One quantized weight as the format reads it. */
@@ -30,8 +31,36 @@ export interface IntWeight {
   scaleKey: string;
   /** Stored tensors it replaces: left out of the view. */
   parts: readonly string[];
-  /** (q − zero) × scale for rows [r0, r1), row-major, each exact in f32. */
-  decodeRows(r0: number, r1: number): Promise<Float32Array>;
+  /** (q − zero) × scale for rows [r0, r1), row-major, each exact in f32 (formats decoded on the calling thread). */
+  decodeRows?(r0: number, r1: number): Promise<Float32Array>;
+  /**
+   * The same values by a decoder of row-decoders.ts, which the CPU backend's worker threads run too:
+   * its inputs for rows [r0, r1), read and checked here (a format whose slabs each need every
+   * stored row gives the same source, of the whole weight, for all; formats without one decode by
+   * `decodeRows`).
+   */
+  rowSource?(r0: number, r1: number): Promise<RowSource>;
+}
+
+/** Sources of the last weights read, made once each (see {@link recentSources}). */
+export type RecentSources = (key: string, make: () => Promise<RowSource>) => Promise<RowSource>;
+
+/**
+ * The row sources of the last two weights asked for, each made once: the merge reads one weight's
+ * slabs in turn (a DoRA norm pass reads them again first), and a source is the same object for
+ * all of them, which the CPU pool copies into shared memory once.
+ */
+export function recentSources(keep = 2): RecentSources {
+  const made = new Map<string, Promise<RowSource>>();
+  return (key, make) => {
+    let source = made.get(key);
+    if (!source) {
+      source = make();
+      made.set(key, source);
+      if (made.size > keep) made.delete(made.keys().next().value!);
+    }
+    return source;
+  };
 }
 
 /** What a format's reader returns: its weights, and the files and tensors meaningful only while quantized. */
@@ -83,14 +112,23 @@ function viewTensor(w: IntWeight): ViewTensor {
   return {
     name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
     ...(w.shape ? { storedShape: w.shape.slice() } : {}),
-    async readPart(start, length) {
+    async readPart(start, length, into, decodeOn) {
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
-      const values = await w.decodeRows(r0, r1);
+      // Whole rows go straight into the buffer offered (the pipeline's reused slab memory).
+      const whole = start === r0 * rowBytes && length === (r1 - r0) * rowBytes && into?.byteLength === length && into.byteOffset % 4 === 0;
+      const values = await decodedRows(w, r0, r1, decodeOn, whole ? new Float32Array(into.buffer, into.byteOffset, length / 4) : undefined);
       const offset = start - r0 * rowBytes;
       return new Uint8Array(values.buffer, values.byteOffset + offset, length);
     },
   };
+}
+
+/** Rows [r0, r1) of `w` (into `out` where given): by its row source, on `decodeOn`'s threads where it takes them, else here. */
+async function decodedRows(w: IntWeight, r0: number, r1: number, decodeOn: RowDecodeRunner | undefined, out?: Float32Array): Promise<Float32Array> {
+  if (!w.rowSource) return w.decodeRows!(r0, r1);
+  const source = await w.rowSource(r0, r1);
+  return (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
 }
 
 /**

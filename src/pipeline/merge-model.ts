@@ -31,6 +31,7 @@ import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
 import { product } from '../integers.js';
+import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
 export interface MergeModelOptions {
@@ -156,6 +157,8 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   throwIfAborted(signal);
 
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
+  // Quantized weights read through a row decoder are decoded on the backend's threads, where it has them.
+  const decodeOn: RowDecodeRunner | undefined = backend.decodeRows && ((source, r0, r1, out) => backend.decodeRows!(source, r0, r1, signal, out));
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
@@ -220,7 +223,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
       if (update) {
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
-        const start = updateStart(prepared, stored.type, update);
+        const start = updateStart(prepared, stored.type, update, decodeOn);
         const block = scaled?.rowBlock(key, update.rowBlock) ?? update.rowBlock;
         const rowsPerSlab = rowsPerSlabOf(start.bytes(block * update.cols) / block, block);
         let steps: Promise<LoadedStep[]> | undefined;
@@ -304,7 +307,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
     workUnits(),
     {
       read: async (unit) => {
-        const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes));
+        const input = await readUnit(prepared, unit, (bytes) => inputs.take(bytes), decodeOn);
         inputOf.set(unit, input);
         return input;
       },
@@ -445,8 +448,8 @@ function readStartRows(start: StartRows, key: string, rowStart: number, rowCount
 }
 
 /** Where a tensor update's W starts: {@link startRows}, its base rows widened with zero columns where the plan widens it. */
-function updateStart(prepared: PreparedMerge, storedType: string, update: TensorUpdate): StartRows {
-  const start = startRows(prepared, storedType, update.source);
+function updateStart(prepared: PreparedMerge, storedType: string, update: TensorUpdate, decodeOn?: RowDecodeRunner): StartRows {
+  const start = startRows(prepared, storedType, update.source, decodeOn);
   if (update.widenedFrom === undefined) return start;
   // The plan widens only element-wise float types, whose zero bytes are the value 0.
   const from = start.bytes(update.widenedFrom), to = start.bytes(update.cols);
@@ -462,7 +465,8 @@ function updateStart(prepared: PreparedMerge, storedType: string, update: Tensor
   };
 }
 
-function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined): StartRows {
+/** `decodeOn`: where the base's quantized weights read through a row decoder are decoded (the backend's threads). */
+function startRows(prepared: PreparedMerge, storedType: string, source: PlannedReplacement | undefined, decodeOn?: RowDecodeRunner): StartRows {
   const format = prepared.base.format;
   if (source) {
     const dtype = source.tensor.dtype as FloatDType;
@@ -476,23 +480,23 @@ function startRows(prepared: PreparedMerge, storedType: string, source: PlannedR
   return {
     dtype: format.engineDtype(storedType),
     bytes: (elements) => format.byteLength(storedType, elements),
-    read: (key, start, length, into) => prepared.base.readPart(key, start, length, into),
+    read: (key, start, length, into) => prepared.base.readPart(key, start, length, into, decodeOn),
     decode: (bytes, backend, signal) => format.decodeRows(storedType, bytes, backend, signal),
   };
 }
 
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
-async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array): Promise<Uint8Array> {
+async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
   const a = unit.action;
   switch (a.kind) {
     case 'update': {
-      const start = updateStart(prepared, unit.tensor.storedType, a.update);
+      const start = updateStart(prepared, unit.tensor.storedType, a.update, decodeOn);
       await a.steps(); // read the factors (and run any norm pass) before the first slab
       return readStartRows(start, unit.tensor.name, a.rowStart, a.rowCount, a.update.cols, take);
     }
     case 'rows': {
-      const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source);
+      const start = startRows(prepared, unit.tensor.storedType, a.rowSet.source, decodeOn);
       await a.values();
       return readStartRows(start, unit.tensor.name, a.rowStart, a.rowCount, a.rowSet.shape[1]);
     }

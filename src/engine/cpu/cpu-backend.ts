@@ -18,6 +18,7 @@ import { createWasmKernel, jobBytes, wasmSimdAvailable, type WasmKernel } from '
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
+import type { RowSource } from '../../formats/row-decoders.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
@@ -31,6 +32,8 @@ export interface CpuMergePool {
   columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
+  /** Rows of a quantized weight decoded on the threads (formats/row-decoders.ts), the bytes of one thread. */
+  decodeRows?(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array>;
   /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros); `signal` cancels it between blocks (ABORTED). */
   product?(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
@@ -172,6 +175,12 @@ export class CpuBackend implements MergeBackend {
   async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined> {
     if (!this.pool?.encodeBlocks || values.length < POOL_MIN_ELEMENTS) return undefined;
     return this.pool.encodeBlocks(type, blockSize, blockBytes, values, signal);
+  }
+
+  /** Rows of a quantized weight decoded on the worker threads; undefined without a pool or for a few rows (the caller decodes). */
+  async decodeRows(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array | undefined> {
+    if (!this.pool?.decodeRows || (r1 - r0) * source.cols < POOL_MIN_ELEMENTS) return undefined;
+    return this.pool.decodeRows(source, r0, r1, signal, out);
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

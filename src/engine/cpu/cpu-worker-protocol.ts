@@ -6,6 +6,7 @@
  */
 import { isMergeError, type MergeErrorCode } from '../../errors.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
+import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp } from '../merge-op.js';
 import { runStepsPiece } from './step-rows.js';
@@ -47,8 +48,21 @@ export interface StepsJob {
   op: MergeOp;
 }
 
+/**
+ * Rows [r0, r1) of a quantized weight decoded into `out` by the source's decoder
+ * (formats/row-decoders.ts); the source's arrays and `out` are views of shared memory.
+ */
+export interface DecodeJob {
+  kind: 'decode';
+  id: number;
+  source: RowSource;
+  r0: number;
+  r1: number;
+  out: Float32Array;
+}
+
 /** What the pool posts to a worker. */
-export type PoolJob = WorkerJob | EncodeJob | StepsJob;
+export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob;
 
 /**
  * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
@@ -68,6 +82,11 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
       await kernel.catch(() => undefined); // keeps arrival order; the f64 executor does not need it
       const { out, values, exact } = runStepsPiece(job.op, job.want);
       return { id: job.id, finite: job.want === 'values' || out !== undefined, listed: NONE, out, values, exact };
+    }
+    if ('kind' in job && job.kind === 'decode') {
+      await kernel.catch(() => undefined); // keeps arrival order; decoding does not need it
+      decodeSourceRows(job.source, job.r0, job.r1, job.out);
+      return { id: job.id, finite: true, listed: NONE };
     }
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it

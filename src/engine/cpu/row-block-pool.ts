@@ -21,6 +21,7 @@ import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool, PoolProduct } from './cpu-backend.js';
 import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
+import { decodeSourceRows, type RowSource, type SourceArray } from '../../formats/row-decoders.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
   finishJob, freshOutput, nonFiniteError, planJob, settleNonFinite, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
@@ -157,9 +158,14 @@ export class RowBlockPool implements CpuMergePool {
   private broken: Error | undefined;
   /**
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
-   * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps.
+   * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps; row
+   * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0 };
+  /** Shared memory for row sources' arrays, reused from weight to weight. */
+  private readonly sourceScratch = new SharedScratch();
+  /** The last row source the workers were given, and its arrays as copied into `buffer`. */
+  private sharedSource: { of: RowSource; shared: RowSource; buffer: SharedArrayBuffer } | undefined;
   private readonly local: Promise<WasmKernel>;
 
   /**
@@ -410,6 +416,75 @@ export class RowBlockPool implements CpuMergePool {
     } finally {
       lent.release();
     }
+  }
+
+  /**
+   * Rows [r0, r1) of a quantized weight decoded on every thread (formats/row-decoders.ts), in row
+   * pieces, two per thread: the source's arrays are copied into shared memory once per source (a
+   * GPTQ weight's serves all its slabs, which come in turn), and the rows decoded in place into `out` where it is shared memory (the
+   * pipeline's slab memory), else through the pool's scratch. Every thread runs the same decoder
+   * on the same arrays, so the bytes do not depend on how the rows were cut.
+   */
+  async decodeRows(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array> {
+    if (this.broken) throw this.broken;
+    const rows = r1 - r0, cols = source.cols;
+    // Pieces of 16 Ki values at least: a message costs more than decoding fewer.
+    const step = Math.max(Math.ceil(16384 / Math.max(cols, 1)), Math.ceil(rows / (this.threads * 2)));
+    const slots = this.workersFor(Math.ceil(rows / step));
+    const inPlace = out?.buffer instanceof SharedArrayBuffer;
+    // Fresh shared memory per slab would be freed only when the garbage collector runs (see buffer-pool.ts).
+    const lent = inPlace ? undefined : this.scratch.take(rows * cols * 4);
+    const into = inPlace ? out! : new Float32Array(lent!.buffer, 0, rows * cols);
+    const lentSource = slots.length > 0 ? this.shareSource(source) : undefined;
+    try {
+      const shared = lentSource?.shared ?? source;
+      const piece = (p0: number, n: number) => into.subarray(p0 * cols, (p0 + n) * cols);
+      await this.share({
+        total: rows, step, slots, signal,
+        job: (_slot, p0, n) => {
+          this.sent.decodePieces++;
+          return { kind: 'decode', id: this.nextId++, source: shared, r0: r0 + p0, r1: r0 + p0 + n, out: piece(p0, n) };
+        },
+        failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`${source.name}: a CPU worker failed to decode it: ${reply.error}`)),
+        settle: () => {},
+        here: () => (p0, n) => void decodeSourceRows(shared, r0 + p0, r0 + p0 + n, piece(p0, n)),
+      });
+      if (inPlace) return into;
+      const copy = out ?? new Float32Array(rows * cols);
+      copy.set(into);
+      return copy;
+    } finally {
+      lent?.release();
+      lentSource?.release();
+    }
+  }
+
+  /**
+   * `source` with its arrays in shared memory, lent until `release()`: copied when the source
+   * changes (or the memory was lent out, or too small), else the copy the last call made. One
+   * buffer, reused: fresh shared memory per weight would be freed only when the garbage collector
+   * runs (see buffer-pool.ts).
+   */
+  private shareSource(source: RowSource): { shared: RowSource; release(): void } {
+    const entries = Object.entries(source.arrays);
+    let bytes = 0;
+    for (const [, a] of entries) bytes = align16(bytes) + a.byteLength;
+    const lent = this.sourceScratch.take(Math.max(bytes, 1));
+    const buffer = lent.buffer;
+    if (this.sharedSource?.of !== source || this.sharedSource.buffer !== buffer) {
+      let at = 0;
+      const arrays: Record<string, SourceArray> = {};
+      for (const [name, a] of entries) {
+        at = align16(at);
+        const copy = a instanceof Int8Array ? new Int8Array(buffer, at, a.length) : a instanceof Int32Array ? new Int32Array(buffer, at, a.length) : new Float32Array(buffer, at, a.length);
+        copy.set(a);
+        arrays[name] = copy;
+        at += a.byteLength;
+      }
+      this.sent.decodeSources++;
+      this.sharedSource = { of: source, shared: { ...source, arrays }, buffer };
+    }
+    return { shared: this.sharedSource.shared, release: lent.release };
   }
 
   /**
