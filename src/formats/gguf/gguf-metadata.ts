@@ -101,11 +101,8 @@ export class ByteWriter {
         return this.string(v as string);
       case GGUFValueType.ARRAY: {
         const items = v as MetadataValue[];
-        if (subType === undefined || subType === GGUFValueType.ARRAY) throw new Error('GGUF arrays of arrays are not supported');
-        this.u32(subType);
-        this.u64(items.length);
-        for (const item of items) this.value(subType, item);
-        return;
+        this.arrayHead(subType, items.length);
+        return this.elements(subType!, items, 0, items.length);
       }
     }
     const size = FIXED_BYTES[type];
@@ -124,6 +121,40 @@ export class ByteWriter {
       case GGUFValueType.UINT64: return d.setBigUint64(at, BigInt(v as bigint), true);
       case GGUFValueType.INT64: return d.setBigInt64(at, BigInt(v as bigint), true);
       case GGUFValueType.FLOAT64: return d.setFloat64(at, v as number, true);
+    }
+  }
+
+  /** An array's element type and count; its elements follow (elements()). */
+  arrayHead(subType: GGUFValueType | undefined, count: number): void {
+    if (subType === undefined || subType === GGUFValueType.ARRAY) throw new Error('GGUF arrays of arrays are not supported');
+    this.u32(subType);
+    this.u64(count);
+  }
+
+  /**
+   * Elements [from, to) of an array of `subType`: fixed-size ones in one room() and one loop per
+   * type, as a tokenizer's arrays hold millions (the header read-back writes them all).
+   */
+  elements(subType: GGUFValueType, items: readonly MetadataValue[], from: number, to: number): void {
+    const size = FIXED_BYTES[subType];
+    if (size === undefined) {
+      for (let j = from; j < to; j++) this.value(subType, items[j]);
+      return;
+    }
+    let at = this.room(size * (to - from));
+    const d = this.view;
+    switch (subType) {
+      case GGUFValueType.UINT8: for (let j = from; j < to; j++, at++) d.setUint8(at, items[j] as number); return;
+      case GGUFValueType.INT8: for (let j = from; j < to; j++, at++) d.setInt8(at, items[j] as number); return;
+      case GGUFValueType.BOOL: for (let j = from; j < to; j++, at++) d.setUint8(at, items[j] ? 1 : 0); return;
+      case GGUFValueType.UINT16: for (let j = from; j < to; j++, at += 2) d.setUint16(at, items[j] as number, true); return;
+      case GGUFValueType.INT16: for (let j = from; j < to; j++, at += 2) d.setInt16(at, items[j] as number, true); return;
+      case GGUFValueType.UINT32: for (let j = from; j < to; j++, at += 4) d.setUint32(at, items[j] as number, true); return;
+      case GGUFValueType.INT32: for (let j = from; j < to; j++, at += 4) d.setInt32(at, items[j] as number, true); return;
+      case GGUFValueType.FLOAT32: for (let j = from; j < to; j++, at += 4) d.setFloat32(at, items[j] as number, true); return;
+      case GGUFValueType.UINT64: for (let j = from; j < to; j++, at += 8) d.setBigUint64(at, BigInt(items[j] as bigint), true); return;
+      case GGUFValueType.INT64: for (let j = from; j < to; j++, at += 8) d.setBigInt64(at, BigInt(items[j] as bigint), true); return;
+      case GGUFValueType.FLOAT64: for (let j = from; j < to; j++, at += 8) d.setFloat64(at, items[j] as number, true); return;
     }
   }
 

@@ -33,7 +33,7 @@ export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pace
       await pacer.tick(); // a cancel is looked for between the parts' headers
       const source = await files.open(path);
       try {
-        parts.push({ path, file: await openGguf(source) });
+        parts.push({ path, file: await openGguf(source, pacer) });
       } catch (e) {
         await source.close();
         throw e;
