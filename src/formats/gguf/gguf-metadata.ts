@@ -36,6 +36,8 @@ export const FIXED_BYTES: Readonly<Partial<Record<number, number>>> = {
 };
 
 const encoder = new TextEncoder();
+/** Strings up to this many UTF-16 units are encoded by hand where they are ASCII (ByteWriter.string). */
+const SHORT_ASCII_UNITS = 16;
 
 /**
  * Appends little-endian values to one growing buffer (doubled when full). A value is written in
@@ -89,6 +91,23 @@ export class ByteWriter {
     // Encoded in place (UTF-8 takes at most 3 bytes a UTF-16 unit), then the length before it: a
     // tokenizer's hundreds of thousands of strings were an array each.
     const at = this.room(8 + 3 * s.length);
+    if (s.length <= SHORT_ASCII_UNITS) {
+      // Most tokens are a few ASCII characters: copied by hand, as the reader decodes them, where
+      // a call of encodeInto each cost more than the copy.
+      const b = this.buffer;
+      let i = 0;
+      for (; i < s.length; i++) {
+        const unit = s.charCodeAt(i);
+        if (unit > 0x7f) break;
+        b[at + 8 + i] = unit;
+      }
+      if (i === s.length) {
+        this.length = at + 8 + i;
+        this.view.setUint32(at, i, true);
+        this.view.setUint32(at + 4, 0, true);
+        return;
+      }
+    }
     const { written } = encoder.encodeInto(s, this.buffer.subarray(at + 8));
     this.length = at + 8 + written;
     this.view.setUint32(at, written, true);
