@@ -31,6 +31,17 @@ vi.mock('../src/formats/gguf/ggml-types.js', async (importOriginal) => {
   return { ...real, ggmlTypeById: (id: number) => (watch.hook?.('type'), real.ggmlTypeById(id)) };
 });
 
+/** The GGUF base's model built (ggufContainer, once a model) and its scales read (readKeptScales). */
+const built = vi.hoisted(() => ({ containers: 0, scales: 0, onContainer: undefined as undefined | (() => void) }));
+vi.mock('../src/formats/gguf/gguf-container.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/formats/gguf/gguf-container.js')>();
+  return { ...real, ggufContainer: (...args: Parameters<typeof real.ggufContainer>) => (built.containers++, built.onContainer?.(), real.ggufContainer(...args)) };
+});
+vi.mock('../src/formats/gguf/kept-scales.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/formats/gguf/kept-scales.js')>();
+  return { ...real, readKeptScales: (...args: Parameters<typeof real.readKeptScales>) => (built.scales++, real.readKeptScales(...args)) };
+});
+
 const originals = {
   decode: TextDecoder.prototype.decode,
   getUint32: DataView.prototype.getUint32,
@@ -195,12 +206,44 @@ describe.each(phases)('a cancel during $what', (phase) => {
 });
 
 describe('openModel of a GGUF base', () => {
-  it("hands its pacer to the header's read: an abort at its 1000th tick ends the open there", async () => {
+  /** The llama GGUF as a base model's files. */
+  const llamaFiles = (): InputFileSet => {
     const source = llamaGguf();
-    const files: InputFileSet = {
-      name: 'llama-2-7b.Q4_K_M.gguf', list: () => ['llama-2-7b.Q4_K_M.gguf'],
-      readText: () => Promise.reject(new Error('no text files')), open: async () => source,
+    return { name: 'llama-2-7b.Q4_K_M.gguf', list: () => ['llama-2-7b.Q4_K_M.gguf'], readText: () => Promise.reject(new Error('no text files')), open: async () => source };
+  };
+
+  it('builds no model once a cancel is asked for as the last tensor is laid out, and reads no scales once asked for as the model is built', async () => {
+    built.containers = built.scales = 0;
+    await (await openModelPaced(llamaFiles(), new Pacer())).close();
+    expect([built.containers, built.scales]).toEqual([1, 1]);
+    // Asked for at the last tensor's type lookup (the layout's, the header's last work).
+    const atLayout = new AbortController();
+    let lookups = 0;
+    watch.hook = (work) => {
+      if (work === 'type' && ++lookups === TENSORS) atLayout.abort('stop');
     };
+    built.containers = built.scales = 0;
+    try {
+      await expect(openModelPaced(llamaFiles(), new Pacer(atLayout.signal, 0))).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED', cause: 'stop' });
+    } finally {
+      watch.hook = undefined;
+    }
+    // Without the tick before it, the model was built over all 36,000 tensors (unpaced, its scales read too).
+    expect([built.containers, built.scales]).toEqual([0, 0]);
+    // Asked for as the model is built (its container made): its scales are not read.
+    const atModel = new AbortController();
+    built.containers = built.scales = 0;
+    built.onContainer = () => atModel.abort('stop');
+    try {
+      await expect(openModelPaced(llamaFiles(), new Pacer(atModel.signal, 0))).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED', cause: 'stop' });
+    } finally {
+      built.onContainer = undefined;
+    }
+    expect([built.containers, built.scales]).toEqual([1, 0]);
+  }, 120_000);
+
+  it("hands its pacer to the header's read: an abort at its 1000th tick ends the open there", async () => {
+    const files = llamaFiles();
     const controller = new AbortController();
     let ticks = 0;
     class Aborting extends Pacer {

@@ -47,7 +47,11 @@ export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pace
     }
     checkParts(files.name, parts);
     const otherFiles = list.filter((p) => !GGUF.test(p));
+    // Building the model and reading its scales each go over every tensor (half a second for
+    // 160 000): a cancel is looked for before each.
+    await pacer.tick();
     const model = new GgufModel(files.name, parts, otherFiles);
+    await pacer.tick();
     await model.readScales();
     return model;
   } catch (e) {
