@@ -396,7 +396,7 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
     if (!roles) groups.set(path, (roles = new Map()));
     roles.set(split.role, entry);
   }
-  const owning = owningModules(loose.map((l) => l.entry.name), owners);
+  const owning = await owningModules(loose.map((l) => l.entry.name), owners, pacer);
   for (const { entry, foreign } of loose) {
     await pacer.tick();
     const owner = owning.get(entry.name);

@@ -140,7 +140,7 @@ export async function parsePeftAdapter(name: string, configText: string, configF
     // Whether these are a LoRA module's unknown tensors is known once every factor is read (below).
     loose.push(entry);
   }
-  const owners = owningModules(loose.map((e) => e.name), groups.keys());
+  const owners = await owningModules(loose.map((e) => e.name), groups, pacer);
   for (const entry of loose) {
     await pacer.tick();
     const key = entry.name;

@@ -113,7 +113,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     roles.set(split.role, entry);
   }
 
-  const owners = unknownTensorOwners(groups);
+  const owners = await unknownTensorOwners(groups, pacer);
   for (const [key, roles] of groups) {
     const owner = owners.get(key);
     if (owner === undefined) continue;
@@ -160,9 +160,9 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
  * module: unknown tensors of it, not modules of their own. A lone weight under another lone weight
  * belongs to the module that one belongs to (the nearest that is a module), whatever the file's order.
  */
-function unknownTensorOwners(groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>): Map<string, string> {
+async function unknownTensorOwners(groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>, pacer: Pacer): Promise<Map<string, string>> {
   const lone = [...groups].filter(([, roles]) => roles.size === 1 && roles.has('weight')).map(([key]) => key);
-  const nearest = owningModules(lone, groups.keys());
+  const nearest = await owningModules(lone, groups, pacer);
   const isLone = new Set(lone);
   const owned = (key: string) => isLone.has(key) && (nearest.has(key) || kohyaOwner(key) !== undefined);
   const owners = new Map<string, string>();

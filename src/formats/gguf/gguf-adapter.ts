@@ -41,9 +41,9 @@ type Problem = { code: MergeErrorCode; message: string };
  */
 export const BASE_GIVEN_AS_ADAPTER = 'is it the base, given as an adapter? pass a base model with --base';
 
-/** Parses a llama.cpp LoRA GGUF; `pacer` is ticked once a tensor and once a module (see parsePeftAdapter). */
+/** Parses a llama.cpp LoRA GGUF; `pacer` is ticked as its header is read (openGguf), then once a tensor and once a module (see parsePeftAdapter). */
 export async function parseGgufAdapter(name: string, source: ByteSource, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
-  const file = await openGguf(source);
+  const file = await openGguf(source, pacer);
   refuseControlVector(file);
   if (file.value('general.type')?.value === 'adapter') {
     try {

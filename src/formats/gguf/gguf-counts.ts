@@ -9,10 +9,12 @@
  * Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
  * sound files.
  */
+import type { Pacer } from '../../event-turns.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import { ggmlByteSize, ggmlTypeById } from './ggml-types.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS, GGML_MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
+import { GGUF_ELEMENTS_PER_TICK } from './gguf-header-scan.js';
 import { GGUFValueType } from './gguf-metadata.js';
 import type { HeldHeader } from './held-header.js';
 
@@ -99,7 +101,12 @@ class HeaderBytes {
       if (length === undefined || length > BigInt(this.fileSize)) return undefined;
       return this.has(at + 8, Number(length)) ? at + 8 + Number(length) : undefined;
     }
-    if (type !== GGUFValueType.ARRAY) return undefined;
+    return undefined;
+  }
+
+  /** The end of a value of `type` at `at`, an array's too; `pacer` ticked once a batch of its elements. */
+  async anyValueEnd(type: number, at: number, pacer: Pacer): Promise<number | undefined> {
+    if (type !== GGUFValueType.ARRAY) return this.valueEnd(type, at);
     const itemType = this.u32(at);
     const count = this.u64(at + 4);
     if (itemType === undefined || count === undefined || itemType === GGUFValueType.ARRAY || count > BigInt(this.fileSize)) return undefined;
@@ -109,18 +116,21 @@ class HeaderBytes {
       return this.has(at + 12, bytes) ? at + 12 + bytes : undefined;
     }
     let end: number | undefined = at + 12;
-    for (let i = 0; i < Number(count) && end !== undefined; i++) end = this.valueEnd(itemType, end);
+    for (let i = 0; i < Number(count) && end !== undefined; i++) {
+      end = this.valueEnd(itemType, end);
+      if (i % GGUF_ELEMENTS_PER_TICK === GGUF_ELEMENTS_PER_TICK - 1) await pacer.tick();
+    }
     return end;
   }
 }
 
 /** One metadata entry: its key, where it ends, and general.alignment's value when it is that. */
-function entryAt(h: HeaderBytes, at: number): { key: string; end: number; alignment?: number } | undefined {
+async function entryAt(h: HeaderBytes, at: number, pacer: Pacer): Promise<{ key: string; end: number; alignment?: number } | undefined> {
   const key = h.name(at, h.length);
   if (!key) return undefined;
   const type = h.u32(key.end);
   if (type === undefined) return undefined;
-  const end = h.valueEnd(type, key.end + 4);
+  const end = await h.anyValueEnd(type, key.end + 4, pacer);
   if (end === undefined) return undefined;
   if (key.text === 'general.alignment' && type === GGUFValueType.UINT32) {
     const a = h.u32(key.end + 4)!;
@@ -163,10 +173,12 @@ interface TensorInfoRun {
   padded: bigint;
 }
 
-function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, most: number): TensorInfoRun {
+async function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, most: number, pacer: Pacer): Promise<TensorInfoRun> {
   const a = BigInt(alignment);
   const run: TensorInfoRun = { starts: [], names: [], end: at, used: 0n, padded: 0n };
   while (run.names.length < most) {
+    const turn = pacer.tick();
+    if (turn) await turn;
     const info = tensorInfoAt(h, run.end, run.padded);
     if (!info) break;
     run.starts.push(run.end);
@@ -179,13 +191,13 @@ function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, most: nu
 }
 
 /** Runs `walk` over the file's first bytes, reading more while it needs them, up to `limit` bytes. */
-async function walkHeader<T>(held: HeldHeader, limit: number, first: number, walk: (h: HeaderBytes) => T): Promise<T> {
+async function walkHeader<T>(held: HeldHeader, limit: number, first: number, walk: (h: HeaderBytes) => Promise<T>): Promise<T> {
   const readable = Math.min(held.limit, limit);
   let length = Math.min(readable, first);
   for (;;) {
     await held.hold(length);
     try {
-      return walk(new HeaderBytes(held, held.size, readable));
+      return await walk(new HeaderBytes(held, held.size, readable));
     } catch (e) {
       // Never past `readable`: has() answers false there, so each retry holds more.
       if (!(e instanceof NeedMoreBytes)) throw e;
@@ -201,7 +213,7 @@ async function walkHeader<T>(held: HeldHeader, limit: number, first: number, wal
  * (read on as the walk needs); `limit`: the most header bytes to read; `firstRead`: how many to
  * read first (the header's size, where it is known).
  */
-export async function miscountedHeader(held: HeldHeader, limit: number, firstRead = FIRST_WINDOW_BYTES): Promise<string | undefined> {
+export async function miscountedHeader(held: HeldHeader, limit: number, pacer: Pacer, firstRead = FIRST_WINDOW_BYTES): Promise<string | undefined> {
   if (held.size < FIXED_HEADER_BYTES) return undefined;
   const bytes = await held.read(8, 16);
   const counts = new DataView(bytes.buffer, bytes.byteOffset, 16);
@@ -211,26 +223,27 @@ export async function miscountedHeader(held: HeldHeader, limit: number, firstRea
   const declaredTensors = Number(tensors);
   const declaredEntries = Number(entries);
   const { name: file, size } = held;
-  return walkHeader(held, limit, firstRead, (h) => {
+  return walkHeader(held, limit, firstRead, async (h) => {
     // Where each metadata entry starts, and the alignment in force after each: `upTo` entries, or
     // fewer where one does not parse.
     const starts = [FIXED_HEADER_BYTES];
     const alignments = [GGUF_DEFAULT_ALIGNMENT];
-    const walkEntries = (upTo: number) => {
+    const walkEntries = async (upTo: number) => {
       while (starts.length <= upTo) {
-        const entry = entryAt(h, starts[starts.length - 1]);
+        await pacer.tick();
+        const entry = await entryAt(h, starts[starts.length - 1], pacer);
         if (!entry) return;
         starts.push(entry.end);
         alignments.push(entry.alignment ?? alignments[alignments.length - 1]);
       }
     };
-    walkEntries(declaredEntries);
+    await walkEntries(declaredEntries);
     const dataStart = (run: TensorInfoRun, count: number) => Math.ceil(run.end / alignments[count]) * alignments[count];
     // Fewer tensor infos than declared, and where the next would start no name of one: the count
     // is too high, or the file is cut or damaged there. Said after a metadata count that fits.
     let fewer: string | undefined;
     if (declaredEntries < starts.length) {
-      const infos = tensorInfosFrom(h, starts[declaredEntries], alignments[declaredEntries], MAX_TENSORS + 1);
+      const infos = await tensorInfosFrom(h, starts[declaredEntries], alignments[declaredEntries], MAX_TENSORS + 1, pacer);
       if (infos.names.length > declaredTensors) {
         return `${file}: the header declares ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, but ${infos.names.length} tensor infos follow its metadata (tensor "${infos.names[declaredTensors]}" at byte ${infos.starts[declaredTensors]}): the header's tensor count is wrong; the file is damaged: download or convert it again`;
       }
@@ -250,11 +263,11 @@ export async function miscountedHeader(held: HeldHeader, limit: number, firstRea
     }
     if (declaredTensors === 0) return fewer;
     // Other counts: as many entries as parse.
-    walkEntries(MAX_METADATA_ENTRIES);
+    await walkEntries(MAX_METADATA_ENTRIES);
     const fits = [];
     for (let count = 0; count < starts.length; count++) {
       if (count === declaredEntries) continue;
-      const infos = tensorInfosFrom(h, starts[count], alignments[count], declaredTensors);
+      const infos = await tensorInfosFrom(h, starts[count], alignments[count], declaredTensors, pacer);
       if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= size) fits.push(count);
     }
     if (fits.length !== 1) return fewer;

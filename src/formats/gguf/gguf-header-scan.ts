@@ -15,6 +15,7 @@
  * checks tensor names apart.
  */
 import { MergeError } from '../../errors.js';
+import type { Pacer } from '../../event-turns.js';
 import type { ByteSource } from '../../io/types.js';
 import { MAX_GGUF_ARRAY_ELEMENTS, MAX_GGUF_STRING_BYTES } from '../../limits.js';
 import { GGML_MAX_DIMS } from './gguf-header-rules.js';
@@ -31,6 +32,8 @@ export const MAX_GGUF_HEADER_BYTES = 50_000_000;
 /** One tensor info as the header holds it. */
 export interface GgufTensorInfo {
   name: string;
+  /** The name's length in bytes, as the header gives it. */
+  nameBytes: number;
   n_dims: number;
   /** ne: fastest-varying dimension first. */
   shape: bigint[];
@@ -61,6 +64,13 @@ const MAX_DIM = 2n ** 32n;
 const SPAN_COPY_BYTES = 1 << 16;
 /** Strings up to this long are decoded by hand where they are ASCII (see stringNow). */
 const SHORT_STRING_BYTES = 12;
+
+/**
+ * Metadata array elements read between two ticks of the open's pacer: a tick is a clock read, so
+ * one per element cost more than reading a short token; 4096 short tokens take well under a
+ * millisecond, so a cancel is still seen within one turn.
+ */
+export const GGUF_ELEMENTS_PER_TICK = 4096;
 
 /** Refusals by MAX_GGUF_ARRAY_ELEMENTS (see isArrayLimitRefusal). */
 const arrayLimitRefusals = new WeakSet<object>();
@@ -172,6 +182,30 @@ class HeaderCursor {
   }
 
   /**
+   * Elements [from, to) of an array of `type` (its bytes read with need first) into `items`: one
+   * loop per type, rather than scalar()'s switch for each of millions of elements.
+   */
+  scalars(type: number, items: MetadataValue[], from: number, to: number): void {
+    const d = this.view;
+    const size = FIXED_BYTES[type]!;
+    let o = this.at - this.base;
+    this.at += (to - from) * size;
+    switch (type) {
+      case GGUFValueType.UINT8: for (let j = from; j < to; j++, o++) items[j] = d.getUint8(o); return;
+      case GGUFValueType.INT8: for (let j = from; j < to; j++, o++) items[j] = d.getInt8(o); return;
+      case GGUFValueType.BOOL: for (let j = from; j < to; j++, o++) items[j] = d.getUint8(o) !== 0; return;
+      case GGUFValueType.UINT16: for (let j = from; j < to; j++, o += 2) items[j] = d.getUint16(o, true); return;
+      case GGUFValueType.INT16: for (let j = from; j < to; j++, o += 2) items[j] = d.getInt16(o, true); return;
+      case GGUFValueType.UINT32: for (let j = from; j < to; j++, o += 4) items[j] = d.getUint32(o, true); return;
+      case GGUFValueType.INT32: for (let j = from; j < to; j++, o += 4) items[j] = d.getInt32(o, true); return;
+      case GGUFValueType.FLOAT32: for (let j = from; j < to; j++, o += 4) items[j] = d.getFloat32(o, true); return;
+      case GGUFValueType.UINT64: for (let j = from; j < to; j++, o += 8) items[j] = d.getBigUint64(o, true); return;
+      case GGUFValueType.INT64: for (let j = from; j < to; j++, o += 8) items[j] = d.getBigInt64(o, true); return;
+      default: for (let j = from; j < to; j++, o += 8) items[j] = d.getFloat64(o, true);
+    }
+  }
+
+  /**
    * The string at `at` where its length and bytes are already read and it is within the limit,
    * else undefined (string() then reads it, or refuses it): a tokenizer's arrays hold hundreds of
    * thousands of short strings, and an await each doubled the time to read them.
@@ -240,22 +274,30 @@ class HeaderCursor {
  * MAX_GGUF_ARRAY_ELEMENTS elements in all (LIMIT_EXCEEDED, naming the key, before its elements
  * are read), a header past MAX_GGUF_HEADER_BYTES (HEADER_TOO_LARGE), anything past the file's end
  * (TRUNCATED), an unknown value type or an array of arrays (INVALID_HEADER), a tensor of more
- * dimensions than GGML allows or of a dimension past 2^32 (INVALID_SHAPE).
+ * dimensions than GGML allows or of a dimension past 2^32 (INVALID_SHAPE). `pacer` is ticked once
+ * a metadata entry, once every GGUF_ELEMENTS_PER_TICK array elements and once a tensor info, in
+ * both walks: a header of millions of elements or 160 000 tensor infos is seconds of work, which a
+ * cancel must be able to stop.
  */
-export async function scanGgufHeader(held: HeldHeader, entryCount: number, tensorCount: number): Promise<ScannedGgufHeader> {
+export async function scanGgufHeader(held: HeldHeader, entryCount: number, tensorCount: number, pacer: Pacer): Promise<ScannedGgufHeader> {
   // The metadata is walked twice: first its lengths and counts only, so that arrays past the limit
   // are refused before any element is decoded wherever they are (5 arrays of 1 M strings took 2 s
   // to reach the fifth's count), then decoded. Both walks read the windows `held` keeps, so the
   // file's header bytes are read once.
   const walk = new HeaderCursor(held, 24, false);
-  await readMetadata(walk, entryCount);
+  await readMetadata(walk, entryCount, pacer);
   const c = new HeaderCursor(held, 24, true);
-  const entries = await readMetadata(c, entryCount);
+  const entries = await readMetadata(c, entryCount, pacer);
   const metadataEnd = c.at;
   const file = held.name;
   const tensorInfos: GgufTensorInfo[] = [];
   for (let i = 0; i < tensorCount; i++) {
+    // Awaited only when it yields: an await each was a microtask for each of 160 000 infos.
+    const turn = pacer.tick();
+    if (turn) await turn;
+    const nameAt = c.at;
     const name = await c.string(() => `tensor info ${i + 1} of ${tensorCount} (its name)`);
+    const nameBytes = c.at - nameAt - 8;
     const what = () => `tensor "${name}"`;
     if (!c.has(4)) await c.need(4, what);
     const nDims = c.u32();
@@ -272,18 +314,20 @@ export async function scanGgufHeader(held: HeldHeader, entryCount: number, tenso
     }
     const dtype = c.u32();
     const offset = c.u64();
-    tensorInfos.push({ name, n_dims: nDims, shape, dtype, offset });
+    tensorInfos.push({ name, nameBytes, n_dims: nDims, shape, dtype, offset });
   }
   return { entries, tensorInfos, metadataEnd, headerEnd: c.at };
 }
 
 /** The `entryCount` metadata entries from the cursor's place (values empty where it does not decode). */
-async function readMetadata(c: HeaderCursor, entryCount: number): Promise<GgufKeyValue[]> {
+async function readMetadata(c: HeaderCursor, entryCount: number, pacer: Pacer): Promise<GgufKeyValue[]> {
   const { source } = c;
   const file = source.name;
   const entries: GgufKeyValue[] = [];
   let elements = 0;
   for (let i = 0; i < entryCount; i++) {
+    const turn = pacer.tick();
+    if (turn) await turn;
     // Keys are decoded in both walks: refusals name them.
     const key = await c.string(() => `metadata entry ${i + 1} of ${entryCount} (its key)`, true);
     const what = () => `metadata "${key}"`;
@@ -321,18 +365,30 @@ async function readMetadata(c: HeaderCursor, entryCount: number): Promise<GgufKe
     elements += n;
     if (!c.decode) {
       if (size !== undefined) c.skip(n * size, what);
-      else for (let j = 0; j < n; j++) if (c.stringNow() === undefined) await c.string(() => `element ${j} of metadata "${key}"`);
+      else {
+        for (let j = 0; j < n;) {
+          for (const stop = Math.min(n, j + GGUF_ELEMENTS_PER_TICK); j < stop; j++) if (c.stringNow() === undefined) await c.string(() => `element ${j} of metadata "${key}"`);
+          const turn = pacer.tick();
+          if (turn) await turn;
+        }
+      }
       entries.push({ key, type, subType: subType as GGUFValueType, value: [] });
       continue;
     }
     const items: MetadataValue[] = new Array<MetadataValue>(n);
-    if (size !== undefined) {
-      // Every element at once: their bytes are known before they are read.
-      await c.need(n * size, what);
-      for (let j = 0; j < n; j++) items[j] = c.scalar(subType);
-    } else {
-      const element = (j: number) => () => `element ${j} of metadata "${key}"`;
-      for (let j = 0; j < n; j++) items[j] = c.stringNow() ?? await c.string(element(j));
+    // Every fixed-size element's bytes are known before they are read: read at once.
+    if (size !== undefined) await c.need(n * size, what);
+    const element = (j: number) => () => `element ${j} of metadata "${key}"`;
+    for (let j = 0; j < n;) {
+      const stop = Math.min(n, j + GGUF_ELEMENTS_PER_TICK);
+      if (size !== undefined) {
+        c.scalars(subType, items, j, stop);
+        j = stop;
+      } else {
+        for (; j < stop; j++) items[j] = c.stringNow() ?? await c.string(element(j));
+      }
+      const turn = pacer.tick();
+      if (turn) await turn;
     }
     entries.push({ key, type, subType: subType as GGUFValueType, value: items });
   }

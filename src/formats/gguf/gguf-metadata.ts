@@ -36,6 +36,8 @@ export const FIXED_BYTES: Readonly<Partial<Record<number, number>>> = {
 };
 
 const encoder = new TextEncoder();
+/** Strings up to this many UTF-16 units are encoded by hand where they are ASCII (ByteWriter.string). */
+const SHORT_ASCII_UNITS = 16;
 
 /**
  * Appends little-endian values to one growing buffer (doubled when full). A value is written in
@@ -89,6 +91,23 @@ export class ByteWriter {
     // Encoded in place (UTF-8 takes at most 3 bytes a UTF-16 unit), then the length before it: a
     // tokenizer's hundreds of thousands of strings were an array each.
     const at = this.room(8 + 3 * s.length);
+    if (s.length <= SHORT_ASCII_UNITS) {
+      // Most tokens are a few ASCII characters: copied by hand, as the reader decodes them, where
+      // a call of encodeInto each cost more than the copy.
+      const b = this.buffer;
+      let i = 0;
+      for (; i < s.length; i++) {
+        const unit = s.charCodeAt(i);
+        if (unit > 0x7f) break;
+        b[at + 8 + i] = unit;
+      }
+      if (i === s.length) {
+        this.length = at + 8 + i;
+        this.view.setUint32(at, i, true);
+        this.view.setUint32(at + 4, 0, true);
+        return;
+      }
+    }
     const { written } = encoder.encodeInto(s, this.buffer.subarray(at + 8));
     this.length = at + 8 + written;
     this.view.setUint32(at, written, true);
@@ -101,11 +120,8 @@ export class ByteWriter {
         return this.string(v as string);
       case GGUFValueType.ARRAY: {
         const items = v as MetadataValue[];
-        if (subType === undefined || subType === GGUFValueType.ARRAY) throw new Error('GGUF arrays of arrays are not supported');
-        this.u32(subType);
-        this.u64(items.length);
-        for (const item of items) this.value(subType, item);
-        return;
+        this.arrayHead(subType, items.length);
+        return this.elements(subType!, items, 0, items.length);
       }
     }
     const size = FIXED_BYTES[type];
@@ -124,6 +140,40 @@ export class ByteWriter {
       case GGUFValueType.UINT64: return d.setBigUint64(at, BigInt(v as bigint), true);
       case GGUFValueType.INT64: return d.setBigInt64(at, BigInt(v as bigint), true);
       case GGUFValueType.FLOAT64: return d.setFloat64(at, v as number, true);
+    }
+  }
+
+  /** An array's element type and count; its elements follow (elements()). */
+  arrayHead(subType: GGUFValueType | undefined, count: number): void {
+    if (subType === undefined || subType === GGUFValueType.ARRAY) throw new Error('GGUF arrays of arrays are not supported');
+    this.u32(subType);
+    this.u64(count);
+  }
+
+  /**
+   * Elements [from, to) of an array of `subType`: fixed-size ones in one room() and one loop per
+   * type, as a tokenizer's arrays hold millions (the header read-back writes them all).
+   */
+  elements(subType: GGUFValueType, items: readonly MetadataValue[], from: number, to: number): void {
+    const size = FIXED_BYTES[subType];
+    if (size === undefined) {
+      for (let j = from; j < to; j++) this.value(subType, items[j]);
+      return;
+    }
+    let at = this.room(size * (to - from));
+    const d = this.view;
+    switch (subType) {
+      case GGUFValueType.UINT8: for (let j = from; j < to; j++, at++) d.setUint8(at, items[j] as number); return;
+      case GGUFValueType.INT8: for (let j = from; j < to; j++, at++) d.setInt8(at, items[j] as number); return;
+      case GGUFValueType.BOOL: for (let j = from; j < to; j++, at++) d.setUint8(at, items[j] ? 1 : 0); return;
+      case GGUFValueType.UINT16: for (let j = from; j < to; j++, at += 2) d.setUint16(at, items[j] as number, true); return;
+      case GGUFValueType.INT16: for (let j = from; j < to; j++, at += 2) d.setInt16(at, items[j] as number, true); return;
+      case GGUFValueType.UINT32: for (let j = from; j < to; j++, at += 4) d.setUint32(at, items[j] as number, true); return;
+      case GGUFValueType.INT32: for (let j = from; j < to; j++, at += 4) d.setInt32(at, items[j] as number, true); return;
+      case GGUFValueType.FLOAT32: for (let j = from; j < to; j++, at += 4) d.setFloat32(at, items[j] as number, true); return;
+      case GGUFValueType.UINT64: for (let j = from; j < to; j++, at += 8) d.setBigUint64(at, BigInt(items[j] as bigint), true); return;
+      case GGUFValueType.INT64: for (let j = from; j < to; j++, at += 8) d.setBigInt64(at, BigInt(items[j] as bigint), true); return;
+      case GGUFValueType.FLOAT64: for (let j = from; j < to; j++, at += 8) d.setFloat64(at, items[j] as number, true); return;
     }
   }
 

@@ -33,7 +33,7 @@ export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pace
       await pacer.tick(); // a cancel is looked for between the parts' headers
       const source = await files.open(path);
       try {
-        parts.push({ path, file: await openGguf(source) });
+        parts.push({ path, file: await openGguf(source, pacer) });
       } catch (e) {
         await source.close();
         throw e;
@@ -47,7 +47,11 @@ export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pace
     }
     checkParts(files.name, parts);
     const otherFiles = list.filter((p) => !GGUF.test(p));
+    // Building the model and reading its scales each go over every tensor (half a second for
+    // 160 000): a cancel is looked for before each.
+    await pacer.tick();
     const model = new GgufModel(files.name, parts, otherFiles);
+    await pacer.tick();
     await model.readScales();
     return model;
   } catch (e) {

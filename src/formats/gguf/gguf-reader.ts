@@ -27,15 +27,16 @@
  */
 import { shown } from '../../api-arguments.js';
 import { MergeError } from '../../errors.js';
+import { Pacer } from '../../event-turns.js';
 import { MAX_METADATA_ENTRIES, MAX_TENSORS } from '../../limits.js';
 import type { ByteSource } from '../../io/types.js';
 import { firstInvalidUtf8 } from '../../io/strict-utf8.js';
 import { FOREIGN_SNIFF_BYTES, foreignFileRefusal } from '../foreign-file.js';
 import { ggmlByteSize, ggmlTypeById, type GgmlType } from './ggml-types.js';
 import { miscountedHeader } from './gguf-counts.js';
-import { isArrayLimitRefusal, MAX_GGUF_HEADER_BYTES, scanGgufHeader, type GgufTensorInfo, type ScannedGgufHeader } from './gguf-header-scan.js';
+import { GGUF_ELEMENTS_PER_TICK, isArrayLimitRefusal, MAX_GGUF_HEADER_BYTES, scanGgufHeader, type GgufTensorInfo, type ScannedGgufHeader } from './gguf-header-scan.js';
 import { FIVE_D_TYPES, GGML_MAX_DIMS as MAX_DIMS, GGML_MAX_NAME_BYTES as MAX_NAME_BYTES, GGUF_DEFAULT_ALIGNMENT } from './gguf-header-rules.js';
-import { ByteWriter, GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+import { ByteWriter, GGUFValueType, type GgufKeyValue, type MetadataValue } from './gguf-metadata.js';
 import { HeldHeader } from './held-header.js';
 
 /**
@@ -88,9 +89,11 @@ const MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
 
 /**
  * Reads and checks a GGUF file's header (version 2 or 3, little-endian): every count, type, shape
- * and offset is validated before use, and nothing is read past the limits in limits.ts.
+ * and offset is validated before use, and nothing is read past the limits in limits.ts. `pacer`
+ * (the open's) is ticked once a metadata entry, tensor info and batch of array elements in each
+ * pass over the header, so that a cancel stops the read of a header of millions of elements.
  */
-export async function openGguf(source: ByteSource): Promise<GgufFile> {
+export async function openGguf(source: ByteSource, pacer: Pacer = new Pacer()): Promise<GgufFile> {
   if (typeof source !== 'object' || source === null || typeof source.read !== 'function' || typeof source.size !== 'number') {
     throw new MergeError('BAD_ARGUMENT', `openGguf: source must be a ByteSource (openNodeByteSource, urlByteSource, or an InputFileSet's open()), not ${shown(source)}`);
   }
@@ -116,19 +119,19 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
   // Every pass over the header below reads it here: its bytes come from the file once, and are
   // held (at most MAX_GGUF_HEADER_BYTES of them) until the header is checked.
   const held = new HeldHeader(source, MAX_GGUF_HEADER_BYTES, fixed);
-  const scanned = await scanGgufHeader(held, entryCount, tensorCount).catch(async (e: unknown) => {
-    throw isArrayLimitRefusal(e) ? e : await explainedByCounts(held, e);
+  const scanned = await scanGgufHeader(held, entryCount, tensorCount, pacer).catch(async (e: unknown) => {
+    throw isArrayLimitRefusal(e) ? e : await explainedByCounts(held, e, pacer);
   });
   const { headerEnd } = scanned;
-  const header = await checkHeader(held, version, entryCount, scanned).catch(async (e: unknown) => {
-    throw await explainedByCounts(held, e);
+  const header = await checkHeader(held, version, entryCount, scanned, pacer).catch(async (e: unknown) => {
+    throw await explainedByCounts(held, e, pacer);
   });
   const { metadata, alignment, dataStart, tensors } = header;
   const trailingBytes = source.size - header.end;
   // A tensor count that is too low leaves the real data after the counted tensors' end.
   if (trailingBytes > 0) {
     // The header, and room for one more tensor info (name, n_dims, 5 dims, type, offset).
-    const miscount = await miscountedHeader(held, MAX_GGUF_HEADER_BYTES, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
+    const miscount = await miscountedHeader(held, MAX_GGUF_HEADER_BYTES, pacer, headerEnd + 8 + MAX_NAME_BYTES + 4 + 5 * 8 + 4 + 8);
     if (miscount) throw new MergeError('INVALID_HEADER', miscount);
   }
   return new ParsedGguf(source, version, alignment, metadata, tensors, dataStart, trailingBytes);
@@ -138,16 +141,16 @@ export async function openGguf(source: ByteSource): Promise<GgufFile> {
  * Everything the parser does not check of the header it read: its metadata, its tensors' layout.
  * `source`: the file's held header bytes, which the read-back compares with.
  */
-async function checkHeader(source: HeldHeader, version: number, entryCount: number, scanned: ScannedGgufHeader): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
+async function checkHeader(source: HeldHeader, version: number, entryCount: number, scanned: ScannedGgufHeader, pacer: Pacer): Promise<{ metadata: GgufKeyValue[]; alignment: number; dataStart: number; tensors: GgufTensor[]; end: number }> {
   const file = source.name;
   const metadata = readMetadata(file, scanned.entries, entryCount);
   const alignment = readAlignment(file, metadata);
   const { headerEnd, metadataEnd, tensorInfos } = scanned;
-  await checkReadBack(source, version, metadata, metadataEnd, tensorInfos.length);
+  await checkReadBack(source, version, metadata, metadataEnd, tensorInfos.length, pacer);
   // Names are decoded leniently, putting U+FFFD for bad bytes: only a name holding one can hide them.
-  if (tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, [metadataEnd, headerEnd]);
+  if (tensorInfos.some((t) => t.name.includes('\ufffd'))) await checkTensorNames(source, [metadataEnd, headerEnd], pacer);
   const dataStart = roundUp(headerEnd, alignment);
-  return { metadata, alignment, dataStart, ...layOutTensors(file, tensorInfos, dataStart, alignment, source.size, headerEnd) };
+  return { metadata, alignment, dataStart, ...await layOutTensors(file, tensorInfos, dataStart, alignment, source.size, headerEnd, pacer) };
 }
 
 /**
@@ -155,8 +158,13 @@ async function checkHeader(source: HeldHeader, version: number, entryCount: numb
  * the file: a wrong count makes the parser read a metadata entry as a tensor info, or the reverse,
  * and `e` then names a metadata key as a tensor.
  */
-async function explainedByCounts(source: HeldHeader, e: unknown): Promise<unknown> {
-  const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES).catch(() => undefined);
+async function explainedByCounts(source: HeldHeader, e: unknown, pacer: Pacer): Promise<unknown> {
+  // A cancel is no damage to explain, and the walk would be the work the cancel stopped.
+  if (e instanceof MergeError && e.code === 'ABORTED') return e;
+  const miscount = await miscountedHeader(source, MAX_GGUF_HEADER_BYTES, pacer).catch((walk: unknown) => {
+    if (walk instanceof MergeError && walk.code === 'ABORTED') throw walk;
+    return undefined;
+  });
   return miscount ? new MergeError('INVALID_HEADER', miscount, { cause: e }) : e;
 }
 
@@ -231,7 +239,7 @@ function readAlignment(file: string, metadata: GgufKeyValue[]): number {
  * read and comparing with the file's bytes proves the metadata was read exactly (and lets the
  * writer copy it faithfully). Compared in pieces, so memory stays at the header's size.
  */
-async function checkReadBack(source: ByteSource, version: number, metadata: GgufKeyValue[], metadataEnd: number, tensorCount: number): Promise<void> {
+async function checkReadBack(source: ByteSource, version: number, metadata: GgufKeyValue[], metadataEnd: number, tensorCount: number, pacer: Pacer): Promise<void> {
   const w = new ByteWriter();
   w.u32(MAGIC);
   w.u32(version);
@@ -245,8 +253,12 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
     const mine = w.take();
     // What the file holds there (less where the re-encoding runs past its end, itself a difference).
     const theirs = await source.read(at, Math.min(mine.byteLength, Math.max(0, source.size - at)));
-    const first = theirs.findIndex((b, i) => b !== mine[i]);
-    const differs = first >= 0 ? first : theirs.byteLength < mine.byteLength ? theirs.byteLength : -1;
+    // A plain loop, its bound read once: findIndex called a function for each of the header's
+    // tens of millions of bytes (6 times as long), and a bound of theirs.byteLength 10 times.
+    const length = theirs.byteLength;
+    let first = 0;
+    while (first < length && theirs[first] === mine[first]) first++;
+    const differs = first < length ? first : length < mine.byteLength ? length : -1;
     if (differs >= 0) {
       const byte = at + differs;
       const entry = [...starts].reverse().find((e) => e.start <= byte);
@@ -254,11 +266,29 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
       throw new MergeError('INVALID_HEADER', `${source.name}: ${where} (invalid UTF-8, a non-canonical value such as a bool other than 0 or 1, or a duplicated key)`);
     }
     at += mine.byteLength;
-    starts = [];
+    // The last entry may go on past the flush (an array is flushed in batches).
+    starts = starts.slice(-1);
   };
   for (const kv of metadata) {
+    await pacer.tick();
     starts.push({ key: kv.key, start: at + w.byteLength });
-    w.keyValue(kv);
+    if (kv.type !== GGUFValueType.ARRAY) {
+      w.keyValue(kv);
+      await flush(false);
+      continue;
+    }
+    // An array in batches, each followed by a tick: millions of elements are seconds of writing.
+    const items = kv.value as MetadataValue[];
+    w.string(kv.key);
+    w.u32(kv.type);
+    w.arrayHead(kv.subType, items.length);
+    for (let j = 0; j < items.length;) {
+      const stop = Math.min(items.length, j + GGUF_ELEMENTS_PER_TICK);
+      w.elements(kv.subType!, items, j, stop);
+      j = stop;
+      await flush(false);
+      await pacer.tick();
+    }
     await flush(false);
   }
   await flush(true);
@@ -270,11 +300,12 @@ async function checkReadBack(source: ByteSource, version: number, metadata: Gguf
  * strings are UTF-8, and a name read with U+FFFD in it would be written out changed. Walks the
  * tensor infos (name, n_dims, dims, type, offset), which the parser has already bounded.
  */
-async function checkTensorNames(source: ByteSource, [start, end]: [number, number]): Promise<void> {
+async function checkTensorNames(source: ByteSource, [start, end]: [number, number], pacer: Pacer): Promise<void> {
   const bytes = await source.read(start, end - start);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = 0;
   while (at + 8 <= bytes.length) {
+    await pacer.tick();
     const length = Number(view.getBigUint64(at, true));
     const name = bytes.subarray(at + 8, at + 8 + length);
     const bad = firstInvalidUtf8(name);
@@ -295,13 +326,15 @@ function roundUp(n: number, to: number): number {
  * `end`: where the last tensor's padding ends (the header's end, with no tensors), or the file's
  * end where that is sooner.
  */
-function layOutTensors(file: string, infos: GgufTensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number): { tensors: GgufTensor[]; end: number } {
+async function layOutTensors(file: string, infos: GgufTensorInfo[], dataStart: number, alignment: number, fileSize: number, headerEnd: number, pacer: Pacer): Promise<{ tensors: GgufTensor[]; end: number }> {
   const seen = new Set<string>();
   const tensors: GgufTensor[] = [];
   let expected = 0n;
   for (const info of infos) {
+    const turn = pacer.tick();
+    if (turn) await turn;
     // Checked before the name is quoted: a name may be up to MAX_GGUF_STRING_BYTES.
-    const nameBytes = new TextEncoder().encode(info.name).byteLength;
+    const { nameBytes } = info;
     if (nameBytes > MAX_NAME_BYTES) {
       throw new MergeError('INVALID_HEADER', `${file}: tensor "${info.name.slice(0, MAX_NAME_BYTES)}…" has a name of ${nameBytes} bytes, longer than GGML's ${MAX_NAME_BYTES}`);
     }

@@ -71,13 +71,15 @@ function blockOf(name: string): number {
 }
 
 /**
- * The loader's weight_name_comparer: block number (-1 for tensors outside blocks), then name (its
- * bytes; UTF-16 order is the same for the ASCII names GGUF tensors have).
+ * The tensors in the loader's weight_name_comparer order: block number (-1 for tensors outside
+ * blocks), then name (its bytes; UTF-16 order is the same for the ASCII names GGUF tensors have).
+ * Each name's block is read once: read in the comparer, it was two regular expressions for each of
+ * the sort's comparisons (460 000 for 18 000 tensors out of order), most of the sort's time.
  */
-function loaderOrder(a: string, b: string): number {
-  const [la, lb] = [blockOf(a), blockOf(b)];
-  if (la !== lb) return la - lb;
-  return a < b ? -1 : a > b ? 1 : 0;
+function inLoaderOrder<T extends { name: string }>(tensors: readonly T[]): T[] {
+  const keyed = tensors.map((t) => ({ t, block: blockOf(t.name) }));
+  keyed.sort((a, b) => a.block - b.block || (a.t.name < b.t.name ? -1 : a.t.name > b.t.name ? 1 : 0));
+  return keyed.map((k) => k.t);
 }
 
 /**
@@ -115,7 +117,7 @@ export function mixContext(metadata: (key: string) => unknown, tensors: readonly
   const kvKey = key('attention.head_count_kv');
   const kv0 = kvKey === undefined ? heads : count(kvKey);
   const blocks = count(key('block_count'));
-  const sorted = [...tensors].sort((a, b) => loaderOrder(a.name, b.name));
+  const sorted = inLoaderOrder(tensors);
   const attentionV = new Map<string, number>();
   const ffnDown = new Map<string, number>();
   let vCount = 0;
