@@ -13,15 +13,14 @@
  * ComfyUI's T5 identity is read once per base, not once per module.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { ModuleLocator } from '../src/formats/layouts/index.js';
 import { moduleAddress } from '../src/formats/module-address.js';
-import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
-import { kohyaSpec, loraTensors, peftSpec, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { headerOnly, type Declared } from './helpers/deepseek-v3-headers.js';
-import { expectMergedFile } from './helpers/merge-truth.js';
-import { comfyExtracted as comfy } from './helpers/pipeline-merge.js';
+import { comfyExtracted as comfy, mergeLoneFileChecked } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(32128);
 const Q = 'encoder.block.0.layer.0.SelfAttention.q';
@@ -48,28 +47,7 @@ beforeAll(async () => {
 });
 afterAll(() => cpu.dispose());
 
-/**
- * Merges one LoRA of `specs` at `weight` into the file `base` after checking its plan has no
- * problems; checks the written file against W + ΔW in float64 for the modules that land (a `lands`
- * key), and that the plan updates those alone; returns the warnings.
- */
-async function mergeChecked(base: Uint8Array, file: string, specs: LoraSpec[], weight: number) {
-  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
-  const prepared = await prepareMerge(memoryInputFileSet({ [file]: base }, file), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight }]);
-  try {
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-    const output = createBlobOutputTarget();
-    await mergeModel({ prepared, output, backend: cpu, slabBytes: 1 << 20 });
-    const written = output.files().filter((f) => f.path.endsWith('.safetensors'));
-    expect(written.length).toBe(1);
-    const terms = truthTerms(decodeSafetensors(lora).tensors, specs.filter((s) => s.lands[0].key !== ''), weight);
-    expectMergedFile(decodeSafetensors(base).tensors, decodeSafetensors(new Uint8Array(await written[0].blob.arrayBuffer())).tensors, terms);
-    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...new Set(terms.map((t) => t.baseKey))].sort());
-    return prepared.plan.warnings;
-  } finally {
-    await prepared.close();
-  }
-}
+const mergeChecked = (base: Uint8Array, file: string, specs: LoraSpec[], weight: number) => mergeLoneFileChecked(cpu, rand, base, file, specs, weight);
 
 const left = (what: string, modules: string[]) => `lora.safetensors: ${modules.length} module${modules.length === 1 ? '' : 's'} left out, not merged: ${modules.length === 1 ? 'it names' : 'they name'} ${what} (${modules.join(', ')})`;
 
@@ -77,18 +55,24 @@ describe('t5xxl_fp16.safetensors given alone', () => {
   it('every kohya and diffusers T5 name merges (lora_te_, lora_te1_, lora_te2_, lora_te3_, text_encoder., text_encoder_2., text_encoder_3.), as does ComfyUI\'s text_encoders.t5xxl.', async () => {
     const file = 't5xxl_fp16.safetensors';
     const base = loneT5(4096, 64);
-    // One adapter per name: two names of one adapter on one weight are refused as a double target.
-    for (const prefix of ['lora_te_', 'lora_te1_', 'lora_te2_', 'lora_te3_']) {
-      const specs = [
-        kohyaSpec(kohyaQ(prefix), 3, 64, 4096, [{ key: `${Q}.weight` }], 4),
-        kohyaSpec(`${prefix}encoder_block_1_layer_1_DenseReluDense_wo`, 1, 4096, 16, [{ key: `${WO}.weight` }], 2),
-      ];
-      expect(await mergeChecked(base, file, specs, 0.8)).toEqual([]);
-    }
-    for (const prefix of ['text_encoder.', 'text_encoder_2.', 'text_encoder_3.']) {
-      expect(await mergeChecked(base, file, [peftSpec(`${prefix}${Q}`, 2, 64, 4096, [{ key: `${Q}.weight` }], 1)], -0.6)).toEqual([]);
-    }
-    expect(await mergeChecked(base, file, [comfy(`text_encoders.t5xxl.transformer.${WO}`, 4096, 16, `${WO}.weight`)], 1)).toEqual([]);
+    const K = 'encoder.block.1.layer.0.SelfAttention.q';
+    const kohyaK = (prefix: string) => `${prefix}encoder_block_1_layer_0_SelfAttention_q`;
+    const kohyaWO = (prefix: string) => `${prefix}encoder_block_1_layer_1_DenseReluDense_wo`;
+    // Each name on its own weight: two names of one adapter on one weight are refused as a double target.
+    expect(await mergeChecked(base, file, [
+      kohyaSpec(kohyaQ('lora_te_'), 3, 64, 4096, [{ key: `${Q}.weight` }], 4),
+      kohyaSpec(kohyaK('lora_te1_'), 2, 64, 4096, [{ key: `${K}.weight` }], 2),
+      kohyaSpec(kohyaWO('lora_te2_'), 1, 4096, 16, [{ key: `${WO}.weight` }], 2),
+    ], 0.8)).toEqual([]);
+    expect(await mergeChecked(base, file, [
+      kohyaSpec(kohyaQ('lora_te3_'), 4, 64, 4096, [{ key: `${Q}.weight` }], 8),
+      peftSpec(`text_encoder.${K}`, 2, 64, 4096, [{ key: `${K}.weight` }], 1),
+      peftSpec(`text_encoder_2.${WO}`, 1, 4096, 16, [{ key: `${WO}.weight` }], 1),
+    ], -0.6)).toEqual([]);
+    expect(await mergeChecked(base, file, [
+      peftSpec(`text_encoder_3.${Q}`, 2, 64, 4096, [{ key: `${Q}.weight` }], 1),
+      comfy(`text_encoders.t5xxl.transformer.${WO}`, 4096, 16, `${WO}.weight`),
+    ], 1)).toEqual([]);
   });
 
   it('a LoRA of lora_te3_ T5 modules alone (sd-scripts\' FLUX.1 or SD3 T5) merges', async () => {

@@ -18,7 +18,7 @@ import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fix
 import { loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { headerOnly, type Declared } from './helpers/deepseek-v3-headers.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
-import { comfyExtracted as comfy } from './helpers/pipeline-merge.js';
+import { comfyExtracted as comfy, mergeLoneFileChecked } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(256384);
 const Q = 'encoder.block.0.layer.0.SelfAttention.q';
@@ -46,28 +46,7 @@ beforeAll(async () => {
 });
 afterAll(() => cpu.dispose());
 
-/**
- * Merges one LoRA of `specs` at `weight` into the file `base`, after checking its plan has no
- * problems; checks the written file against W + ΔW in float64 for the modules that land (a `lands`
- * key) and that the plan updates those alone; returns the warnings.
- */
-async function mergeChecked(base: Uint8Array, file: string, specs: LoraSpec[], weight: number) {
-  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
-  const prepared = await prepareMerge(memoryInputFileSet({ [file]: base }, file), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight }]);
-  try {
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-    const output = createBlobOutputTarget();
-    await mergeModel({ prepared, output, backend: cpu, slabBytes: 1 << 20 });
-    const written = output.files().filter((f) => f.path.endsWith('.safetensors'));
-    expect(written.length).toBe(1);
-    const terms = truthTerms(decodeSafetensors(lora).tensors, specs.filter((s) => s.lands[0].key !== ''), weight);
-    expectMergedFile(decodeSafetensors(base).tensors, decodeSafetensors(new Uint8Array(await written[0].blob.arrayBuffer())).tensors, terms);
-    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...new Set(terms.map((t) => t.baseKey))].sort());
-    return prepared.plan.warnings;
-  } finally {
-    await prepared.close();
-  }
-}
+const mergeChecked = (base: Uint8Array, file: string, specs: LoraSpec[], weight: number) => mergeLoneFileChecked(cpu, rand, base, file, specs, weight);
 
 const UMT5_BY_BIAS = `the base is a UMT5-XXL encoder, not T5-XXL: its block 1 holds a relative_attention_bias of its own (${BIAS(1)}), as every UMT5 block does (T5-XXL's first block only)`;
 const NOT_LOADED = "ComfyUI loads such a file as its umt5xxl, whose keys only text_encoders.umt5xxl.transformer. names reach, and diffusers' Wan pipelines load no text encoder LoRA";

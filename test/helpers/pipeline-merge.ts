@@ -73,3 +73,27 @@ export function onePipelineLora(rand: Rand, weight: number, dtype: FixtureDType 
     planOf: (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand, dtype),
   };
 }
+
+/**
+ * Merges one LoRA of `specs` (BF16, drawn from `rand`) at `weight` into the single file `base`
+ * after checking its plan has no problems; checks the written file against W + ΔW in float64 for
+ * the modules that land (a `lands` key) and that the plan updates those alone; returns the
+ * warnings.
+ */
+export async function mergeLoneFileChecked(backend: MergeBackend, rand: Rand, base: Uint8Array, file: string, specs: LoraSpec[], weight: number) {
+  const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+  const prepared = await prepareMerge(memoryInputFileSet({ [file]: base }, file), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight }]);
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend, slabBytes: 1 << 20 });
+    const written = output.files().filter((f) => f.path.endsWith('.safetensors'));
+    expect(written.length).toBe(1);
+    const terms = truthTerms(decodeSafetensors(lora).tensors, specs.filter((s) => s.lands[0].key !== ''), weight);
+    expectMergedFile(decodeSafetensors(base).tensors, decodeSafetensors(new Uint8Array(await written[0].blob.arrayBuffer())).tensors, terms);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...new Set(terms.map((t) => t.baseKey))].sort());
+    return prepared.plan.warnings;
+  } finally {
+    await prepared.close();
+  }
+}
