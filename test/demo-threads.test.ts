@@ -19,7 +19,7 @@ import { PAGE_RETRY, serveDemo } from './helpers/browser.js';
 import { checkMerged, downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { mergeEnabled, planReady, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { kohyaFile, type FixtureModule } from './helpers/adapter-fixtures.js';
-import { buildSafetensors, randomValues, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates } from './helpers/lora-truth.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { frob2, minus, product, withSpectrum } from './helpers/svd-reference.js';
@@ -30,28 +30,7 @@ const session = useDemoSession();
  * A two-layer Llama slice in F16 (hidden 256, MLP 512) and a PEFT LoRA (r = 4, α = 8, F32) on its
  * q_proj and down_proj: 65 536 and 131 072 elements, at or above the size the CPU hands to its threads.
  */
-function wideLlama(seed: number) {
-  const rand = seededRandom(seed);
-  const hidden = 256, mlp = 512, rank = 4, alpha = 8;
-  const shapes: Record<string, [number, number]> = {
-    'model.layers.0.self_attn.q_proj.weight': [hidden, hidden],
-    'model.layers.0.mlp.down_proj.weight': [hidden, mlp],
-    'model.layers.1.self_attn.q_proj.weight': [hidden, hidden],
-    'model.layers.1.mlp.down_proj.weight': [hidden, mlp],
-  };
-  const tensors: FixtureTensor[] = Object.entries(shapes).map(([name, shape]) => ({ name, dtype: 'F16', shape, data: randomValues(shape[0] * shape[1], rand, 0.5) }));
-  tensors.push({ name: 'model.norm.weight', dtype: 'F16', shape: [hidden], data: randomValues(hidden, rand) });
-  const adapter = buildSafetensors(Object.entries(shapes).flatMap(([name, [out, inF]]) => {
-    const module = `base_model.model.${name.replace(/\.weight$/, '')}`;
-    return [
-      { name: `${module}.lora_A.weight`, dtype: 'F32' as const, shape: [rank, inF], data: randomValues(rank * inF, rand, 0.3) },
-      { name: `${module}.lora_B.weight`, dtype: 'F32' as const, shape: [out, rank], data: randomValues(out * rank, rand, 0.3) },
-    ];
-  }));
-  const base = buildSafetensors(tensors);
-  const config = JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['q_proj', 'down_proj'] });
-  return { base, adapter, scale: alpha / rank, files: { 'llama.safetensors': base, 'llama-lora/adapter_config.json': config, 'llama-lora/adapter_model.safetensors': adapter } };
-}
+const wideLlama = (seed: number) => llamaWithPeft(seed, { hidden: 256, mlp: 512, rank: 4, alpha: 8 });
 
 async function pickLlama(page: Page, dir: string): Promise<void> {
   await upload(page, 'base-input', join(dir, 'llama.safetensors'));
@@ -109,7 +88,7 @@ describe('the CPU threads box', PAGE_RETRY, () => {
   it('set to 1 by keyboard alone: the header and the result say 1 thread, and the bytes are the default count\'s, both exact', async () => {
     const fixture = wideLlama(61);
     const dir = session.dirs.make(fixture.files);
-    const truth = [{ tensors: readSafetensors(fixture.adapter), scale: fixture.scale }];
+    const truth = [{ tensors: readSafetensors(fixture.adapter), scale: fixture.alpha / fixture.rank }];
 
     // The default first, on a page of its own: the box holds auto's count, and the merge uses it.
     const first = await session.open('?backend=cpu');

@@ -12,10 +12,20 @@ export interface PeftFixture {
   alpha: number;
 }
 
-/** `llama.safetensors` (F16) and `llama-lora/` (PEFT, r = 2, α = 4) on q_proj and down_proj. */
-export function llamaWithPeft(seed: number): PeftFixture {
+/** Sizes of llamaWithPeft's slice and LoRA. */
+export interface LlamaSizes {
+  hidden?: number;
+  mlp?: number;
+  rank?: number;
+  alpha?: number;
+}
+
+/**
+ * `llama.safetensors` (F16, two layers, with its `embed_tokens`) and `llama-lora/` (PEFT, F32) on
+ * q_proj and down_proj; by default hidden 16, MLP 40, r = 2, α = 4.
+ */
+export function llamaWithPeft(seed: number, { hidden = 16, mlp = 40, rank = 2, alpha = 4 }: LlamaSizes = {}): PeftFixture {
   const rand = seededRandom(seed);
-  const hidden = 16, mlp = 40;
   const shapes: Record<string, [number, number]> = {
     'model.layers.0.self_attn.q_proj.weight': [hidden, hidden],
     'model.layers.0.mlp.down_proj.weight': [hidden, mlp],
@@ -24,7 +34,6 @@ export function llamaWithPeft(seed: number): PeftFixture {
   };
   const tensors: FixtureTensor[] = Object.entries(shapes).map(([name, shape]) => ({ name, dtype: 'F16', shape, data: randomValues(shape[0] * shape[1], rand, 0.5) }));
   tensors.push({ name: 'model.embed_tokens.weight', dtype: 'F16', shape: [50, hidden], data: randomValues(50 * hidden, rand) });
-  const rank = 2, alpha = 4;
   const adapter = buildSafetensors(Object.entries(shapes).flatMap(([name, [out, inF]]) => {
     const module = `base_model.model.${name.replace(/\.weight$/, '')}`;
     return [
