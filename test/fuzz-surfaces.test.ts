@@ -9,12 +9,14 @@
  * Cascade stage C; fuzz-dit-namings.ts) and PEFT's BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA and
  * BD-LoRA folders (fuzz-peft-new.ts), float stacked MoE experts under mlx-lm's LoRASwitchLinear and
  * PEFT per-expert LoRAs (fuzz-mlx-experts.ts), BFL's FLUX.1 control LoRAs on ComfyUI-GGUF files
- * (fuzz-flux-gguf.ts) and llama-quantize's type mixes (fuzz-type-mixes.ts), also with --dtype bf16,
+ * (fuzz-flux-gguf.ts), llama-quantize's type mixes (fuzz-type-mixes.ts) and sd-scripts' split_qkv
+ * and split_dims LoRAs on Flux and SD3.5 (fuzz-split-modules.ts), also with --dtype bf16,
  * mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
  *     dtype, every other tensor bit for bit), and --out holding only the output; or
  *   - exactly one clear `error:` line, no stack trace or internal error, a documented exit code,
- *     and nothing at --out (for the fp8 worlds, only where their truth does not expect the merge);
+ *     and nothing at --out (for the fp8 worlds, only where their truth does not expect the merge;
+ *     naming the module where the truth says which, on the world's own unmutated inputs);
  * the inputs unchanged, and bounded time and memory. Most cases run in a worker thread, a few the
  * real `loramerge` process with its peak RSS measured (cli-fuzz.ts). Seeded; `npm test` runs a bounded number of cases, `npm run fuzz` many more
  * (FUZZ_SURFACE_RUNS, FUZZ_SURFACE_CLI_RUNS, FUZZ_SEED); FUZZ_SURFACE_WORLDS picks worlds by name.
@@ -158,6 +160,11 @@ function checkRefusal(c: SurfaceCase, { inputs }: CliCase, context: string): str
   if (!c.world.refusalsChecked || c.command.command !== 'merge') return undefined;
   const truth = surfaceTruth(c, inputs);
   expect(truth.kind, `refused a merge the truth expects\n${context}`).not.toBe('expected');
+  if (truth.kind === 'invalid' && truth.names !== undefined) {
+    const line = context.split('\n').find((l) => l.startsWith('error: '));
+    expect(line, `the refusal names ${truth.names} (${truth.why})\n${context}`).toContain(truth.names);
+    return 'invalid, naming the module';
+  }
   return truth.kind;
 }
 

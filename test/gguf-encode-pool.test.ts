@@ -73,6 +73,26 @@ describe('GGML blocks encoded on the worker threads', () => {
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
   });
 
+  it('values IQ3_S cannot hold: the codec\'s own refusal (its code and words), as on the calling thread, not a worker failure', async () => {
+    // Found by the surface fuzz (a type-mix merge, --dtype iq3_m, a weight of 2.5e38): ggml's IQ3
+    // quantizer overflows f32 on such blocks and aborts, which the codec refuses.
+    const type = ggmlTypeByName('IQ3_S')!;
+    const blocks = 401;
+    const values = Float32Array.from({ length: blocks * type.blockSize }, (_, i) => ((i % 7) - 3) / 8);
+    // In the first piece, which a worker takes (the calling thread takes a later one, and its own refusal would come first).
+    values[10 * type.blockSize + 5] = 2.5e38;
+    let here: unknown;
+    try {
+      blockCodec(type)!.encode(values, new Uint8Array(blocks * type.blockBytes));
+    } catch (e) {
+      here = e;
+    }
+    expect(here).toMatchObject({ code: 'NON_FINITE' });
+    const before = pool.sent.encodePieces;
+    await expect(threaded.encodeBlocks('IQ3_S', type.blockSize, type.blockBytes, values)).rejects.toMatchObject({ code: 'NON_FINITE', message: (here as Error).message });
+    expect(pool.sent.encodePieces - before).toBeGreaterThanOrEqual(2);
+  });
+
   it('stops when cancelled', async () => {
     const values = new Float32Array(256 * 4096);
     const controller = new AbortController();

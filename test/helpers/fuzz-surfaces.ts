@@ -63,6 +63,12 @@
  *     and the K-quant mixes (every tensor's type from llama-quant.cpp's rules, written out in
  *     fuzz-type-mixes.ts, its bytes from the reference quantizers, IQ3_S's included), and
  *     `iq3_xs`, `iq3_xxs_mix`, `q2_k_s` refused,
+ *   - modules trained as n LoRA parts of one fused Linear (fuzz-split-modules.ts): sd-scripts'
+ *     `split_qkv` files (networks.lora_flux, networks.lora_sd3: one fused pair, its up block-diagonal)
+ *     and `split_dims` files (numbered lora_down.N / lora_up.N pairs, blissful-tuner's flags) on
+ *     FLUX.1 single files, a diffusers Flux folder and SD3.5's file, hostile: an up off its block
+ *     diagonal, a gap in the numbering, mixed part ranks, parts whose rows miss the weight's, NaN in
+ *     a part, both forms in one module, a ninth part, refused naming the module,
  * and their mutations: bit flips and truncation of any file, GGUF header edits (tensor and KV
  * counts, version, dims, types, offsets, alignment, metadata types and values, ComfyUI-GGUF's
  * `comfy.gguf.orig_shape` entry for the merged tensor), tensor shape and
@@ -98,6 +104,7 @@ import { peftNewWorld } from './fuzz-peft-new.js';
 import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
+import { splitModulesWorld } from './fuzz-split-modules.js';
 import { editedText, safetensorsHeaderProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -222,7 +229,11 @@ export type Truth =
     /** A GGUF output, checked tensor by tensor in place of the decoded comparison above. */
     gguf?: GgufExpected;
   }
-  | { kind: 'invalid'; why: string }
+  | {
+    kind: 'invalid'; why: string;
+    /** Text the refusal's error line must hold (the module it names), where the inputs are the world's own, unmutated. */
+    names?: string;
+  }
   | { kind: 'unknown'; why: string };
 
 // --- plain float64 math --------------------------------------------------------------------------
@@ -3482,8 +3493,9 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 /**
  * The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn
- * (dit-namings and peft-new 3 each of 65: about 140 of the 1500 cases `npm test` runs; mlx-experts
- * and flux-control-gguf about 45 each; gguf-type-mixes, whose cases quantize a whole model, about 23).
+ * (dit-namings and peft-new 3 each of 67: about 135 of the 1500 cases `npm test` runs; mlx-experts,
+ * flux-control-gguf and split-modules about 45 each; gguf-type-mixes, whose cases quantize a whole
+ * model, about 22).
  */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
   'gguf-lora': { weight: 4, arbitrary: ggufLoraWorld },
@@ -3512,6 +3524,7 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
   'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
   'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
+  'split-modules': { weight: 2, arbitrary: splitModulesWorld },
   // Weight 0: drawn only where FUZZ_SURFACE_WORLDS names it (each case takes seconds).
   'gguf-type-mixes-70b': { weight: 0, arbitrary: seventyBWorld },
 };
@@ -4051,6 +4064,16 @@ export function configScale(d: Decoded, path: string, alphaKey: 'alpha' | 'lora_
  */
 const STRICT_JSON = /(?:^|\/)(?:adapter_config|model_index|hf_quant_config)\.json$|\.index\.json$/;
 
+/** Whether two decodings hold the same tensors (bytes), JSON text and headers. */
+function sameDecoded(a: Decoded, b: Decoded): boolean {
+  if (a.tensors.size !== b.tensors.size || JSON.stringify([...a.headers]) !== JSON.stringify([...b.headers]) || JSON.stringify([...a.json]) !== JSON.stringify([...b.json])) return false;
+  for (const [key, t] of a.tensors) {
+    const u = b.tensors.get(key);
+    if (!u || t.dtype !== u.dtype || !Buffer.from(t.bytes).equals(Buffer.from(u.bytes))) return false;
+  }
+  return true;
+}
+
 /**
  * The truth of a mutated case: `unknown` unless every file decodes with the plain readers and has
  * the unmutated world's structure (GGUF headers byte for byte); then the world's rule on the
@@ -4087,6 +4110,8 @@ export function surfaceTruth(c: SurfaceCase, files: Map<string, Uint8Array>): Tr
     if (metadataText(meta, READ_BY_TRUTH) !== metadataText(original.gguf.get(path)!, READ_BY_TRUTH)) return { kind: 'unknown', why: `${path}: metadata changed` };
   }
   const truth = c.world.truth(d, c.command.weight, c.command.dtype);
+  // A mutation may make another input fail first: the refusal then need not name what the world made hostile.
+  if (truth.kind === 'invalid' && truth.names !== undefined && !sameDecoded(d, original)) return { kind: 'invalid', why: truth.why };
   if (truth.kind !== 'expected') return truth;
   for (const [key, e] of truth.merged) {
     const dtype = e.dtype ?? d.tensors.get(key)!.dtype;

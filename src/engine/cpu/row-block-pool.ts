@@ -406,7 +406,8 @@ export class RowBlockPool implements CpuMergePool {
             srcOffset: b0 * blockSize * 4, count: n * blockSize, dstOffset: dstOffset + b0 * blockBytes, dstLength: n * blockBytes,
           };
         },
-        failed: (reply) => new Error(`${type} blocks: a CPU worker failed: ${reply.error}`),
+        // A codec's refusal of the values (IQ3's blocks too large for ggml's quantizer) is the user's, raised as the calling thread's codec raises it.
+        failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`${type} blocks: a CPU worker failed: ${reply.error}`)),
         settle: () => {},
         here: () => (b0, n) => {
           encodeBlocksInto(type, new Float32Array(shared, b0 * blockSize * 4, n * blockSize), new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes));
