@@ -116,6 +116,15 @@ interface SharedRight {
 type WorkerAnswer = Exclude<WorkerReply, { error: string }>;
 type WorkerFailure = Extract<WorkerReply, { error: string }>;
 
+/**
+ * A worker's failure as the calling thread raises it: a refusal the worker raised as a MergeError
+ * (a codec's refusal of the values, a quantized weight's bad codes) keeps its code and line, as
+ * the same work on the calling thread would give it; anything else is an internal error, `what`.
+ */
+function workerFailure(reply: WorkerFailure, what: string): Error {
+  return reply.code ? new MergeError(reply.code, reply.error) : new Error(`${what}: ${reply.error}`);
+}
+
 /** Runs the piece [start, start + n) on the calling thread. */
 type PieceRun = (start: number, n: number) => void;
 
@@ -296,7 +305,7 @@ export class RowBlockPool implements CpuMergePool {
       await this.share({
         total: rows, step, slots, signal,
         job: (slot, r0, n) => this.job(plan, shared!.factors, slot, wAt, kAt, r0, n),
-        failed: (reply) => new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`),
+        failed: (reply) => workerFailure(reply, `tensor "${op.name}": a CPU worker failed`),
         settle: (reply, r0, n) => {
           if (!reply.finite) finite = false;
           settle(r0, n, reply.listed);
@@ -373,7 +382,7 @@ export class RowBlockPool implements CpuMergePool {
         this.sent.stepPieces++;
         return { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) };
       },
-      failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`tensor "${op.name}": a CPU worker failed: ${reply.error}`)),
+      failed: (reply) => workerFailure(reply, `tensor "${op.name}": a CPU worker failed`),
       settle: (reply, r0, n) => done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 }),
       here: () => (r0, n) => done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want)),
     });
@@ -407,7 +416,7 @@ export class RowBlockPool implements CpuMergePool {
           };
         },
         // A codec's refusal of the values (IQ3's blocks too large for ggml's quantizer) is the user's, raised as the calling thread's codec raises it.
-        failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`${type} blocks: a CPU worker failed: ${reply.error}`)),
+        failed: (reply) => workerFailure(reply, `${type} blocks: a CPU worker failed`),
         settle: () => {},
         here: () => (b0, n) => {
           encodeBlocksInto(type, new Float32Array(shared, b0 * blockSize * 4, n * blockSize), new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes));
@@ -446,7 +455,7 @@ export class RowBlockPool implements CpuMergePool {
           this.sent.decodePieces++;
           return { kind: 'decode', id: this.nextId++, source: shared, r0: r0 + p0, r1: r0 + p0 + n, out: piece(p0, n) };
         },
-        failed: (reply) => (reply.code ? new MergeError(reply.code, reply.error) : new Error(`${source.name}: a CPU worker failed to decode it: ${reply.error}`)),
+        failed: (reply) => workerFailure(reply, `${source.name}: a CPU worker failed to decode it`),
         settle: () => {},
         here: () => (p0, n) => void decodeSourceRows(shared, r0 + p0, r0 + p0 + n, piece(p0, n)),
       });
@@ -527,7 +536,7 @@ export class RowBlockPool implements CpuMergePool {
             wBuffer: buffer, wOffset: outBytes, wLength: n * cols * 4, outBuffer: buffer, outOffset: r0 * cols * 4, outLength: n * cols * 4,
           };
         },
-        failed: (reply) => new Error(`a product of the adapter algebra: a CPU worker failed: ${reply.error}`),
+        failed: (reply) => workerFailure(reply, 'a product of the adapter algebra: a CPU worker failed'),
         settle: (reply) => {
           if (!reply.finite) finite = false;
         },
