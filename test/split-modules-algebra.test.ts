@@ -116,13 +116,27 @@ const blissfulPlainFile = () => buildSafetensors([
   ss_network_args: JSON.stringify({ module_kwargs: `{'split_dims': [${H}, ${H}, ${H}, ${MLP}]}`, include_patterns: "['.*_attn_qkv', '.*linear1']", exclude_patterns: "['.*']" }),
 });
 
+// blissful-tuner's LoRA without split_dims at rank 3, α 2 under use_rslora_flag (α/√r): plain pairs,
+// its args saying use_rslora, as blissful-tuner's train network writes them.
+const rsQkv = trained(QKV, [3 * H], 3, 2, rs);
+const rsProj = trained(PROJ, [H], 3, 2, rs);
+const rsModules = [rsQkv, rsProj];
+const blissfulRsFile = () => buildSafetensors([
+  t('use_rslora_flag', [], [1], 'BOOL'), t('use_dora_flag', [], [0], 'BOOL'),
+  ...rsModules.flatMap((m) => [t(`${m.name}.lora_down.weight`, [m.r, IN], m.downs[0]), t(`${m.name}.lora_up.weight`, [m.rows[0], m.r], m.ups[0]), t(`${m.name}.alpha`, [], [m.alpha])]),
+], {
+  ss_network_module: 'networks.lora', ss_network_dim: '3', ss_network_alpha: '2',
+  ss_network_args: JSON.stringify({ use_rslora: 'True', include_patterns: "['.*_attn_qkv', '.*_attn_proj']", exclude_patterns: "['.*']" }),
+});
+
 let dir = '';
 beforeAll(() => {
-  dir = temp.make({ 'flux_split_qkv.safetensors': sdScriptsFile(), 'blissful_split_dims.safetensors': blissfulFile(), 'blissful_split_dims_plain.safetensors': blissfulPlainFile() });
+  dir = temp.make({ 'flux_split_qkv.safetensors': sdScriptsFile(), 'blissful_split_dims.safetensors': blissfulFile(), 'blissful_split_dims_plain.safetensors': blissfulPlainFile(), 'blissful_rslora.safetensors': blissfulRsFile() });
 });
 const plPath = () => join(dir, 'blissful_split_dims_plain.safetensors');
 const sdPath = () => join(dir, 'flux_split_qkv.safetensors');
 const blPath = () => join(dir, 'blissful_split_dims.safetensors');
+const rsPath = () => join(dir, 'blissful_rslora.safetensors');
 
 /** The warning every command whose input has sd-scripts' split_qkv modules gives: its output is stronger in ComfyUI than the input was. */
 const splitQkvWarning = () => `warning: ${sdPath()}: 2 module(s) ("${QKV}", "${LINEAR1}") are sd-scripts split_qkv LoRAs of n parts (3 for qkv, 4 for linear1), trained at α/r each; they are written as plain pairs at that scale, so ComfyUI and sd-scripts' flux_merge_lora apply them n times as strongly as they apply the input's fused pairs (α over the fused rank n·r)`;
@@ -244,7 +258,20 @@ describe('resize counts a split module\'s rank as its parts\' together, and writ
     const out = await cli(['resize', '--adapter', blPath(), '--rank', '9']);
     const ranks = expectUpdates(out, truths(blModules), false);
     expect([ranks.get(QKV), ranks.get(LINEAR1)]).toEqual([9, 9]);
-    expect(decodeSafetensors(readFileSync(out)).metadata.ss_training_comment).toMatch(/^dimension is resized from mixed ranks to 9/);
+    const { metadata } = decodeSafetensors(readFileSync(out));
+    expect(metadata.ss_training_comment).toMatch(/^dimension is resized from mixed ranks to 9/);
+    // The split and the rsLoRA scale are the input's; the patterns that chose its modules stay.
+    expect(JSON.parse(metadata.ss_network_args)).toEqual({ include_patterns: "['.*_attn_qkv', '.*linear1']", exclude_patterns: "['.*']" });
+  });
+
+  it('--rank 2 on a blissful LoRA under use_rslora_flag (no split): α/k output without use_rslora in its network_args', async () => {
+    const out = await cli(['resize', '--adapter', rsPath(), '--rank', '2']);
+    // A plain reader's α/k·up·down is the best rank-2 approximation of the input's update at α/√3.
+    const ranks = expectUpdates(out, truths(rsModules), false);
+    expect([ranks.get(QKV), ranks.get(PROJ)]).toEqual([2, 2]);
+    const { tensors, metadata } = decodeSafetensors(readFileSync(out));
+    expect(tensors.has('use_rslora_flag')).toBe(false);
+    expect(JSON.parse(metadata.ss_network_args)).toEqual({ include_patterns: "['.*_attn_qkv', '.*_attn_proj']", exclude_patterns: "['.*']" });
   });
 });
 

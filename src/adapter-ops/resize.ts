@@ -11,7 +11,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
-import { factorBytes, factorRank, isSplitModule, readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, factorRank, readFactors, type OutputFormat } from './module-updates.js';
 import { decomposeFactors, moduleFromSvd } from './reduce.js';
 
 export async function resizeAdapter(
@@ -62,15 +62,46 @@ export async function resizeAdapter(
   }
   if (format === 'kohya' && adapter.format === 'kohya') {
     // kohya's resize keeps the input's training metadata and rewrites the network's size. A LyCORIS
-    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not;
-    // so do those of a split network (blissful-tuner's networks.lora with split_dims): the output
-    // holds each split module as one plain pair at α/k.
-    const otherNetwork = (adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora')
-      || adapter.modules.some(isSplitModule);
+    // input's ss_network_args (`"algo": "loha"`) describe a network the output, a plain LoRA, is not.
+    // A networks.lora input keeps its args but those that say how its modules are split or scaled
+    // (plainNetworkArgs): the output holds each module as one plain pair at α/k.
+    const otherNetwork = adapter.config.ss_network_module !== undefined && adapter.config.ss_network_module !== 'networks.lora';
     for (const [k, v] of Object.entries(adapter.config)) {
-      if (otherNetwork && k === 'ss_network_args') continue;
-      if (typeof v === 'string' && !(k in result.adapter.metadata)) result.adapter.metadata[k] = v;
+      if (typeof v !== 'string' || k in result.adapter.metadata) continue;
+      if (k !== 'ss_network_args') result.adapter.metadata[k] = v;
+      else if (!otherNetwork) {
+        const args = plainNetworkArgs(v);
+        if (args !== undefined) result.adapter.metadata[k] = args;
+      }
     }
   }
   return result;
+}
+
+/**
+ * Network args that describe how the input's modules are split or scaled, which a plain pair at
+ * α/k is not: musubi/blissful-tuner's `module_kwargs` (split_dims), sd-scripts' `split_qkv`, and
+ * blissful-tuner's `use_rslora`/`use_dora` (its readers go by the flag tensors, which the output
+ * does not carry, but the args would still tell a user the output is rsLoRA or DoRA).
+ */
+const INPUT_MODULE_ARGS = new Set(['module_kwargs', 'split_dims', 'split_qkv', 'use_rslora', 'use_dora']);
+
+/**
+ * A networks.lora input's ss_network_args (a JSON object) without INPUT_MODULE_ARGS, or undefined
+ * when nothing is left; args that are not such an object are dropped if they name one of those
+ * args, and kept as they are otherwise.
+ */
+function plainNetworkArgs(text: string): string | undefined {
+  let args: unknown;
+  try {
+    args = JSON.parse(text);
+  } catch {
+    args = undefined;
+  }
+  if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+    return [...INPUT_MODULE_ARGS].some((k) => text.includes(k)) ? undefined : text;
+  }
+  const kept = Object.entries(args).filter(([k]) => !INPUT_MODULE_ARGS.has(k));
+  if (kept.length === Object.keys(args).length) return text;
+  return kept.length > 0 ? JSON.stringify(Object.fromEntries(kept)) : undefined;
 }

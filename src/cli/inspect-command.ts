@@ -12,6 +12,9 @@ import { formatBytes } from '../format.js';
 import { fileTypeName } from '../formats/gguf/file-type.js';
 import { listingLine, oneLine, stdoutLine } from './terminal-text.js';
 import { trainedFor } from '../formats/trained-for.js';
+import type { AdapterModule } from '../formats/adapter.js';
+import { factorRank, isSplitModule } from '../adapter-ops/module-updates.js';
+import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 
 /** Errors that mean "this is not an adapter" rather than "this adapter is broken". */
 const NOT_AN_ADAPTER = new Set(['UNSUPPORTED_FORMAT', 'NOT_FOUND', 'BAD_ARGUMENT']);
@@ -79,7 +82,7 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
     const kind = m.update.kind === 'none' ? 'bias only'
-      : `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.dora ? '+dora' : ''}${m.biasB ? '+bias' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+      : `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.options?.[SPLIT_QKV_PARTS] !== undefined ? ' split_qkv' : ''}${m.dora ? '+dora' : ''}${m.biasB ? '+bias' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
@@ -87,10 +90,21 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   lines.push(`  modules (r, ${adapter.modules.some((m) => m.scaleOrigin?.kind === 'alpha') ? 'α, ' : ''}scale):`);
   for (const m of adapter.modules) {
     const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';
-    lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${m.rank}${m.scaleOrigin?.kind === 'alpha' ? ` α=${m.alpha}` : ''} scale=${+m.scale.toPrecision(6)}${m.scaleOrigin?.kind === 'method' ? ` (${m.scaleOrigin.what})` : ''}`}${bias}`);
+    lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${rankText(m)}${m.scaleOrigin?.kind === 'alpha' ? ` α=${m.alpha}` : ''} scale=${+m.scale.toPrecision(6)}${m.scaleOrigin?.kind === 'method' ? ` (${m.scaleOrigin.what})` : ''}`}${bias}`);
   }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);
   return lines;
+}
+
+/**
+ * A module's rank as inspect shows it: r, or for a split module (n parts of rank r on consecutive
+ * rows, each at the scale of rank r) n×r and the rank of its update, n·r, which is what combine's
+ * default rank and resize count (factorRank), not the r its α is read against.
+ */
+function rankText(m: AdapterModule): string {
+  if (!isSplitModule(m)) return String(m.rank);
+  const whole = factorRank(m);
+  return `${whole / m.rank}×${m.rank} (${m.options?.[SPLIT_QKV_PARTS] !== undefined ? 'split_qkv' : 'split_dims'}, update rank ${whole})`;
 }
 
 /**
