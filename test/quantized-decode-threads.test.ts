@@ -49,6 +49,16 @@ const llamaConfig = (quantization: object) => JSON.stringify({
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, intermediate_size: 1376, num_attention_heads: 8, torch_dtype: 'float16', quantization_config: quantization,
 });
 
+/** An act-order `g_idx`: each input column's group, the columns a random permutation of group-sized runs. */
+function actOrderGroups(group: number): number[] {
+  const order = Array.from({ length: COLS }, (_, i) => i);
+  for (let i = COLS - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order.map((j) => Math.floor(j / group));
+}
+
 /** GPTQ 4-bit, group 32, act-order (g_idx a permutation of ⌊i/32⌋), asymmetric, AutoGPTQ's v1 zeros. */
 function gptqCase(): Case {
   const group = 32, groups = COLS / group;
@@ -56,12 +66,7 @@ function gptqCase(): Case {
   const real = new Map<string, Float64Array>();
   for (const m of [Q, K, V]) {
     const n = ROWS[m];
-    const order = Array.from({ length: COLS }, (_, i) => i);
-    for (let i = COLS - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    const gIdx = order.map((j) => Math.floor(j / group));
+    const gIdx = actOrderGroups(group);
     const q = Array.from({ length: COLS * n }, () => randomInt(0, 15)); // (in, out)
     const z = Array.from({ length: groups * n }, () => randomInt(1, 15)); // v1 stores z − 1: 0…14
     const scale = Array.from({ length: groups * n }, randomScale);
@@ -125,12 +130,7 @@ function packedCase(): Case {
   const real = new Map<string, Float64Array>();
   for (const m of [Q, K, V]) {
     const n = ROWS[m];
-    const order = Array.from({ length: COLS }, (_, i) => i);
-    for (let i = COLS - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    const gIdx = order.map((j) => Math.floor(j / group));
+    const gIdx = actOrderGroups(group);
     const q = Array.from({ length: n * COLS }, () => randomInt(-8, 7)); // (out, in)
     const z = Array.from({ length: n * groups }, () => randomInt(-8, 7));
     const scale = Array.from({ length: n * groups }, () => roundForDType(0.0005 + rand() * 0.02, 'BF16'));
