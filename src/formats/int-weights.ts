@@ -42,25 +42,33 @@ export interface IntWeight {
   rowSource?(r0: number, r1: number): Promise<RowSource>;
 }
 
+/**
+ * A memo of the last `keep` keys asked for, each value made once while it is kept (the oldest
+ * dropped first): the merge reads one weight's slabs in turn, and a DoRA norm pass reads them
+ * again first.
+ */
+function recentlyMade<T>(keep: number): (key: string, make: () => Promise<T>) => Promise<T> {
+  const made = new Map<string, Promise<T>>();
+  return (key, make) => {
+    let value = made.get(key);
+    if (!value) {
+      value = make();
+      made.set(key, value);
+      if (made.size > keep) made.delete(made.keys().next().value!);
+    }
+    return value;
+  };
+}
+
 /** Sources of the last weights read, made once each (see {@link recentSources}). */
 export type RecentSources = (key: string, make: () => Promise<RowSource>) => Promise<RowSource>;
 
 /**
- * The row sources of the last two weights asked for, each made once: the merge reads one weight's
- * slabs in turn (a DoRA norm pass reads them again first), and a source is the same object for
- * all of them, which the CPU pool copies into shared memory once.
+ * The row sources of the last two weights asked for, each made once: a source is the same object
+ * for all of a weight's slabs, which the CPU pool copies into shared memory once.
  */
 export function recentSources(keep = 2): RecentSources {
-  const made = new Map<string, Promise<RowSource>>();
-  return (key, make) => {
-    let source = made.get(key);
-    if (!source) {
-      source = make();
-      made.set(key, source);
-      if (made.size > keep) made.delete(made.keys().next().value!);
-    }
-    return source;
-  };
+  return recentlyMade<RowSource>(keep);
 }
 
 /** What a format's reader returns: its weights, and the files and tensors meaningful only while quantized. */
@@ -176,14 +184,6 @@ export function configRefusal(baseName: string, format: string, why: string): Me
  * weight's slabs in turn.
  */
 export function wholeTensorCache(base: SafetensorsBaseModel, keep = 8): (key: string) => Promise<Uint8Array> {
-  const cache = new Map<string, Promise<Uint8Array>>();
-  return (key) => {
-    let bytes = cache.get(key);
-    if (!bytes) {
-      bytes = base.read(key);
-      cache.set(key, bytes);
-      if (cache.size > keep) cache.delete(cache.keys().next().value!);
-    }
-    return bytes;
-  };
+  const recent = recentlyMade<Uint8Array>(keep);
+  return (key) => recent(key, () => base.read(key));
 }
