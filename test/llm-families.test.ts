@@ -22,8 +22,8 @@ beforeAll(async () => {
 });
 afterAll(() => backend.dispose());
 
-/** A LoRA on a Linear: its path in the class trained on, and the checkpoint key it lands on. */
-type Linear = [path: string, baseKey: string];
+/** A LoRA on a Linear: its path in the class trained on, the checkpoint key it lands on, and the Linear's (out, in) where that key is not its weight. */
+type Linear = [path: string, baseKey: string, shape?: [number, number]];
 /** PEFT `target_parameters` on a fused (E, d1, d2) parameter: the wrapped module's path, the parameter's name, and its checkpoint key. */
 type Param = [path: string, parameter: string, baseKey: string];
 
@@ -219,8 +219,13 @@ const FAMILIES: Family[] = [
   {
     title: "Llama 4 Scout: axolotl's linearized experts (experts.gate_projs.K), which this checkpoint stores fused",
     config: llama4Config, base: llama4,
-    linears: [['language_model.model.layers.0.feed_forward.experts.gate_projs.1', 'language_model.model.layers.0.feed_forward.experts.gate_up_proj']],
-    refused: ['adapter1: module "language_model.model.layers.0.feed_forward.experts.gate_projs.1": no matching tensor in the base model'],
+    // axolotl's gate_projs.K: Linear(hidden, inter).
+    linears: [['language_model.model.layers.0.feed_forward.experts.gate_projs.1', 'language_model.model.layers.0.feed_forward.experts.gate_up_proj', [6, 8]]],
+    refused: [
+      'adapter1: module "language_model.model.layers.0.feed_forward.experts.gate_projs.1": names expert 1\'s Linear layer of experts split into Linear layers '
+        + '(Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), which this base stores fused in language_model.model.layers.0.feed_forward.experts.gate_up_proj [4, 8, 12]; '
+        + 'that layer\'s weight is the gate half of expert 1\'s slab transposed, where a LoRA on it is not placed: merge into the checkpoint with the experts split that the adapter was trained on',
+    ],
   },
   {
     title: 'Gemma 3n (Gemma3nForConditionalGeneration): language model, LAuReL, audio tower, vision embedder',
@@ -356,6 +361,33 @@ const FAMILIES: Family[] = [
     params: [['model.layers.0.mlp.experts', 'gate_up_proj', 'model.layers.0.mlp.experts.gate_up_proj']],
   },
   {
+    title: "gpt-oss in bf16: Unsloth's split experts (experts.gate_up_projs.K, down_projs.K), which this checkpoint stores fused",
+    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
+    base: [['model.layers.0.mlp.experts.gate_up_proj', [2, 8, 12]], ['model.layers.0.mlp.experts.gate_up_proj_bias', [2, 12]], ['model.layers.0.mlp.experts.down_proj', [2, 6, 8]]],
+    // Unsloth's Linear layers: gate_up_projs.K (2·inter, hidden), down_projs.K (hidden, inter), each the slab transposed.
+    linears: [
+      ['model.layers.0.mlp.experts.gate_up_projs.1', 'model.layers.0.mlp.experts.gate_up_proj', [12, 8]],
+      ['model.layers.0.mlp.experts.down_projs.0', 'model.layers.0.mlp.experts.down_proj', [8, 6]],
+    ],
+    refused: [
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_projs.1": names expert 1\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
+        + 'which this base stores fused in model.layers.0.mlp.experts.gate_up_proj [2, 8, 12]; that layer\'s weight is expert 1\'s slab transposed, where a LoRA on it is not placed: '
+        + 'merge into the checkpoint with the experts split that the adapter was trained on',
+      'adapter1: module "model.layers.0.mlp.experts.down_projs.0": names expert 0\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
+        + 'which this base stores fused in model.layers.0.mlp.experts.down_proj [2, 6, 8]; that layer\'s weight is expert 0\'s slab transposed, where a LoRA on it is not placed: '
+        + 'merge into the checkpoint with the experts split that the adapter was trained on',
+    ],
+  },
+  {
+    title: "gpt-oss with the experts split as Unsloth saves it: a LoRA on experts.gate_up_projs.K lands by name",
+    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
+    base: [0, 1].flatMap((e): [string, number[]][] => [
+      [`model.layers.0.mlp.experts.gate_up_projs.${e}.weight`, [12, 8]], [`model.layers.0.mlp.experts.gate_up_projs.${e}.bias`, [12]],
+      [`model.layers.0.mlp.experts.down_projs.${e}.weight`, [8, 6]], [`model.layers.0.mlp.experts.down_projs.${e}.bias`, [8]],
+    ]),
+    linears: same(['model.layers.0.mlp.experts.gate_up_projs.1', 'model.layers.0.mlp.experts.down_projs.0']),
+  },
+  {
     title: 'DeepSeek-V3 in bf16 (DeepseekV3ForCausalLM): MLA projections, an expert, the shared experts',
     config: { architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', hidden_size: 8, n_routed_experts: 2, tie_word_embeddings: false },
     base: [
@@ -424,8 +456,8 @@ describe('LLM and VLM families as downloaded, with a PEFT LoRA trained on each',
       const linears = family.linears ?? [];
       const params = family.params ?? [];
       const adapter = [
-        ...linears.flatMap(([path, key]) => {
-          const [out, inF] = shapes.get(key)!.slice(-2);
+        ...linears.flatMap(([path, key, shape]) => {
+          const [out, inF] = shape ?? shapes.get(key)!;
           return [randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5), randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5)];
         }),
         ...params.flatMap(([path, , key]) => {
