@@ -242,6 +242,9 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['ColPaliForRetrieval', 'colpali', 'vlm.language_model.model.layers.0.self_attn.q_proj', 'vlm.model.language_model.layers.0.self_attn.q_proj'],
   ['ShieldGemma2ForImageClassification', 'shieldgemma2', 'model.language_model.model.layers.0.self_attn.q_proj', 'model.model.language_model.layers.0.self_attn.q_proj'],
   ['Gemma3nForCausalLM', 'gemma3n_text', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  // The text-only class's names (Gemma3nForCausalLM, Llama4ForCausalLM) on the multimodal checkpoint.
+  ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
 ];
 
@@ -325,6 +328,108 @@ describe('a Gemma3ForCausalLM adapter on a Gemma3ForConditionalGeneration checkp
     await prepared.close();
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['model.layers.0.self_attn.q_proj.weight']);
+  });
+});
+
+/**
+ * Adapters trained on the text-only class transformers loads a multimodal checkpoint's language
+ * model into, merged into that checkpoint as it is downloaded (sharded, with its index):
+ * Llama4ForCausalLM, which AutoModelForCausalLM makes of a Llama 4 repository (its
+ * `base_model_prefix` `language_model` is stripped from the checkpoint's keys), and
+ * Gemma3nForCausalLM (its mapping `model.language_model` → `model`). Each one's `model.layers.N…`
+ * lands on the language model; the Llama 4 vision encoder's `vision_model.model.layers.N…`, whose
+ * tail is the same, stays untouched.
+ */
+describe('a text-only class\'s adapter (Llama4ForCausalLM, Gemma3nForCausalLM) on its multimodal checkpoint', () => {
+  const cases: { title: string; config: object; base: FixtureTensor[]; languageModel: string; modules: [path: string, out: number, inF: number, r: number][] }[] = [
+    {
+      // meta-llama/Llama-4-Scout-17B-16E-Instruct's names; experts fused (E, hidden, 2·inter) as the checkpoint stores them.
+      title: 'Llama 4 (Llama4ForConditionalGeneration)',
+      config: {
+        architectures: ['Llama4ForConditionalGeneration'], model_type: 'llama4', torch_dtype: 'bfloat16', tie_word_embeddings: false,
+        text_config: { model_type: 'llama4_text', hidden_size: 8, intermediate_size: 6, num_local_experts: 2, vocab_size: 32, tie_word_embeddings: false },
+        vision_config: { model_type: 'llama4_vision_model', hidden_size: 8 },
+      },
+      base: [
+        t('language_model.model.embed_tokens.weight', [32, 8]),
+        t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+        t('language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]),
+        t('language_model.model.layers.0.self_attn.o_proj.weight', [8, 8]),
+        t('language_model.model.layers.0.feed_forward.router.weight', [2, 8]),
+        t('language_model.model.layers.0.feed_forward.experts.gate_up_proj', [2, 8, 12]),
+        t('language_model.model.layers.0.feed_forward.shared_expert.down_proj.weight', [8, 6]),
+        t('language_model.model.norm.weight', [8]),
+        t('language_model.lm_head.weight', [32, 8]),
+        t('vision_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+        t('vision_model.model.layers.0.self_attn.k_proj.weight', [8, 8]),
+        t('vision_model.model.layers.0.self_attn.o_proj.weight', [8, 8]),
+        t('multi_modal_projector.linear_1.weight', [8, 8]),
+      ],
+      languageModel: 'language_model.model.',
+      modules: [
+        ['model.layers.0.self_attn.q_proj', 8, 8, 2], ['model.layers.0.self_attn.k_proj', 4, 8, 1], ['model.layers.0.self_attn.o_proj', 8, 8, 2],
+        ['model.layers.0.feed_forward.shared_expert.down_proj', 8, 6, 3], ['lm_head', 32, 8, 2],
+      ],
+    },
+    {
+      // google/gemma-3n-E4B-it's names (saved in the refactored tree); the head is tied.
+      title: 'Gemma 3n (Gemma3nForConditionalGeneration)',
+      config: {
+        architectures: ['Gemma3nForConditionalGeneration'], model_type: 'gemma3n', torch_dtype: 'bfloat16',
+        text_config: { model_type: 'gemma3n_text', hidden_size: 8, vocab_size: 32, tie_word_embeddings: true },
+        vision_config: { model_type: 'gemma3n_vision' }, audio_config: { model_type: 'gemma3n_audio' },
+      },
+      base: [
+        t('model.language_model.embed_tokens.weight', [32, 8]),
+        t('model.language_model.layers.0.self_attn.q_proj.weight', [8, 8]),
+        t('model.language_model.layers.0.mlp.down_proj.weight', [8, 12]),
+        t('model.language_model.layers.0.laurel.linear_left.weight', [2, 8]),
+        t('model.language_model.norm.weight', [8]),
+        t('model.audio_tower.conformer.0.attention.attn.q_proj.weight', [8, 8]),
+        t('model.embed_vision.embedding_projection.weight', [8, 8]),
+      ],
+      languageModel: 'model.language_model.',
+      modules: [['model.layers.0.self_attn.q_proj', 8, 8, 2], ['model.layers.0.mlp.down_proj', 8, 12, 1], ['model.layers.0.laurel.linear_left', 2, 8, 2]],
+    },
+  ];
+
+  for (const c of cases) {
+    const adapter = c.modules.flatMap(([path, out, inF, r]) => [
+      randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5),
+      randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5),
+    ]);
+    const rankPattern = Object.fromEntries(c.modules.map(([path, , , r]) => [path, r]));
+    const targets = [...new Set(c.modules.map(([path]) => path.split('.').pop()!))];
+    // `model.layers.0.q_proj` → `<language model>layers.0.q_proj.weight`; `lm_head` → the checkpoint's head.
+    const keyOf = (path: string) => (path === 'lm_head' ? 'language_model.lm_head.weight' : `${c.languageModel}${path.slice('model.'.length)}.weight`);
+    for (const kind of KINDS) {
+      it(`${c.title}: each module lands on the language model, exactly, on ${kind}`, async () => {
+        const prepared = await prepare(hfModelFolder(c.base, c.config, { shards: 3 }), peftFolder({ r: 2, lora_alpha: 4, rank_pattern: rankPattern, target_modules: targets }, adapter));
+        expect(prepared.plan.problems).toEqual([]);
+        expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(c.modules.map(([path]) => keyOf(path)).sort());
+        const merged = await merge(prepared, kind);
+        const b = decoded(c.base);
+        const a = decoded(adapter);
+        for (const [path, , , r] of c.modules) {
+          const name = `base_model.model.${path}`;
+          expectValues(keyOf(path), merged.tensors.get(keyOf(path))!, plus(b.get(keyOf(path))!, 4 / r, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+        }
+        const changed = c.modules.map(([path]) => keyOf(path));
+        for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      });
+    }
+  }
+
+  it("Llama 4: the class's own names (language_model.model.…, vision_model.model.…) still land on the tensor of their name", async () => {
+    const base = cases[0].base;
+    const paths = ['language_model.model.layers.0.self_attn.q_proj', 'vision_model.model.layers.0.self_attn.q_proj'];
+    const lora = paths.flatMap((path) => [
+      randomTensor(`base_model.model.${path}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`base_model.model.${path}.lora_B.weight`, [8, 2], 'F32', rand),
+    ]);
+    const prepared = await prepare(hfModelFolder(base, cases[0].config), peftFolder({ r: 2, target_modules: ['q_proj'] }, lora));
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(paths.map((p) => `${p}.weight`).sort());
   });
 });
 

@@ -71,9 +71,39 @@ const GEMMA3_CAUSAL_LM: KeyRule = [/^model(?=\.)(?!\.(language_model|vision_towe
 const VISION_RESAMPLER: KeyRule = [/^vision_resampler/, 'model.vision_resampler'];
 
 /**
+ * Not a transformers conversion either: Llama4ForCausalLM's names for the language model of a
+ * Llama 4 checkpoint (Llama4ForConditionalGeneration, whose module tree is its checkpoint's:
+ * `language_model.model.layers.N…`, `vision_model.model.layers.N…`). AutoModelForCausalLM makes
+ * a Llama4ForCausalLM of a Llama 4 repository (the class takes the config's `text_config`), whose
+ * `base_model_prefix` is `language_model`: transformers strips that prefix from the checkpoint's
+ * keys and leaves the vision model's unused, so trainers that load a model with AutoModelForCausalLM
+ * write adapters naming `model.layers.N…` and `lm_head`. By its tail `model.layers.N.self_attn.q_proj`
+ * would also fit the vision encoder's `vision_model.model.layers.N.self_attn.q_proj`; `lm_head` is
+ * found by its tail, `language_model.lm_head`.
+ */
+const LLAMA4: CheckpointKeyMap = {
+  family: 'Llama 4',
+  rules: [[/^model(?=\.)(?!\.(language_model|vision_model|multi_modal_projector)(\.|$))/, 'language_model.model']],
+};
+
+/**
+ * Not a transformers conversion of this class: Gemma3nForCausalLM's names for the language model
+ * of a Gemma 3n checkpoint (Gemma3nForConditionalGeneration, saved in the refactored names, so its
+ * own mapping is empty). Gemma3nForCausalLM's mapping (`model.language_model` → `model`, below)
+ * loads that language model from the multimodal checkpoint, and an adapter trained so names
+ * `model.layers.N…`; only keys starting `model.` outside the multimodal model's five parts are
+ * rewritten.
+ */
+const GEMMA3N: CheckpointKeyMap = {
+  family: 'Gemma 3n',
+  rules: [[/^model(?=\.)(?!\.(language_model|vision_tower|audio_tower|embed_vision|embed_audio)(\.|$))/, 'model.language_model']],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
- * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added), and
- * InternVL's original format.
+ * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
+ * InternVL's original format, and the multimodal classes whose language model transformers also
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Qwen2VLForConditionalGeneration: QWEN2_VL,
@@ -139,6 +169,8 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   },
   // Gemma 3n's text model alone, from (or trained on) the multimodal model's tree.
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
+  Gemma3nForConditionalGeneration: GEMMA3N,
+  Llama4ForConditionalGeneration: LLAMA4,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*

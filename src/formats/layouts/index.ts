@@ -11,6 +11,7 @@ import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { expertParameterMisses } from './expert-parameter-misses.js';
+import { linearizedExperts } from './linearized-experts.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { perExpertTensors } from './per-expert-tensors.js';
 import { peftWrappedLayers } from './peft-wrapped-layers.js';
@@ -77,10 +78,11 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked. A fused expert
  * parameter stored in another form (MXFP4, one tensor per expert) is only explained, after the
- * names as the base spells them.
+ * names as the base spells them, and so is one expert's Linear layer of experts a trainer split
+ * (Unsloth's gpt-oss, axolotl's Llama 4) on a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */

@@ -1,0 +1,497 @@
+/**
+ * The LLM and VLM checkpoints people download from the Hugging Face Hub today, one family per
+ * case, each as its repository holds it (config.json's `architectures`, `model_type`,
+ * `text_config`/`vision_config`, `tie_word_embeddings`; the real key names, sizes scaled down;
+ * bf16 shards with model.safetensors.index.json), with a PEFT LoRA named as PEFT saves it for the
+ * class it was trained on (`base_model.model.` + that class's module names, in the VLM naming of
+ * transformers before and after 4.52 where the class was renamed). Each merged tensor is compared
+ * with float64 truth written out here: W + α/r·B·A for a Linear, and for a fused 3-D expert
+ * parameter (PEFT `target_parameters`) each expert's (B_e·A_e)ᵀ, as PEFT before 0.19 forms it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { seededRandom, type DecodedTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
+import { expectValues, product } from './helpers/merge-truth.js';
+
+const rand = seededRandom(6311);
+let backend: MergeBackend;
+beforeAll(async () => {
+  backend = await createNodeBackend('cpu');
+});
+afterAll(() => backend.dispose());
+
+/** A LoRA on a Linear: its path in the class trained on, the checkpoint key it lands on, and the Linear's (out, in) where that key is not its weight. */
+type Linear = [path: string, baseKey: string, shape?: [number, number]];
+/** PEFT `target_parameters` on a fused (E, d1, d2) parameter: the wrapped module's path, the parameter's name, and its checkpoint key. */
+type Param = [path: string, parameter: string, baseKey: string];
+
+interface Family {
+  title: string;
+  config: object;
+  base: [key: string, shape: number[]][];
+  linears?: Linear[];
+  params?: Param[];
+  /** Refused, with these plan problems; else merged. */
+  refused?: string[];
+}
+
+const r = 2;
+const alpha = 4;
+
+// --- meta-llama/Llama-4-Scout-17B-16E-Instruct: its module tree is its checkpoint's (no VLM rename).
+const llama4Config = {
+  architectures: ['Llama4ForConditionalGeneration'], model_type: 'llama4', tie_word_embeddings: false,
+  text_config: { model_type: 'llama4_text', hidden_size: 8, intermediate_size: 6, intermediate_size_mlp: 12, num_local_experts: 4, vocab_size: 32, tie_word_embeddings: false },
+  vision_config: { model_type: 'llama4_vision_model', hidden_size: 8 },
+};
+const llama4: [string, number[]][] = [
+  ['language_model.model.embed_tokens.weight', [32, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.0.self_attn.k_proj.weight', [4, 8]],
+  ['language_model.model.layers.0.input_layernorm.weight', [8]],
+  ['language_model.model.layers.0.feed_forward.router.weight', [4, 8]],
+  // Llama4TextExperts: gate_up_proj (E, hidden, 2·inter), down_proj (E, inter, hidden).
+  ['language_model.model.layers.0.feed_forward.experts.gate_up_proj', [4, 8, 12]],
+  ['language_model.model.layers.0.feed_forward.experts.down_proj', [4, 6, 8]],
+  ['language_model.model.layers.0.feed_forward.shared_expert.gate_proj.weight', [6, 8]],
+  ['language_model.model.layers.0.feed_forward.shared_expert.down_proj.weight', [8, 6]],
+  ['language_model.model.norm.weight', [8]],
+  ['language_model.lm_head.weight', [32, 8]],
+  ['vision_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['vision_model.model.layers.0.mlp.fc1.weight', [16, 8]],
+  ['multi_modal_projector.linear_1.weight', [8, 8]],
+];
+
+// --- mistralai/Mistral-Small-3.1-24B-Instruct-2503 and 3.2: saved in the names before transformers' VLM refactor.
+const mistral3Config = { architectures: ['Mistral3ForConditionalGeneration'], model_type: 'mistral3', text_config: { model_type: 'mistral', hidden_size: 8 }, vision_config: { model_type: 'pixtral', hidden_size: 8 } };
+const mistral3: [string, number[]][] = [
+  ['language_model.model.embed_tokens.weight', [32, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.0.mlp.gate_proj.weight', [16, 8]],
+  ['language_model.model.norm.weight', [8]],
+  ['language_model.lm_head.weight', [32, 8]],
+  ['vision_tower.patch_conv.weight', [8, 3, 2, 2]],
+  ['vision_tower.ln_pre.weight', [8]],
+  ['vision_tower.transformer.layers.0.attention.q_proj.weight', [8, 8]],
+  ['vision_tower.transformer.layers.0.feed_forward.gate_proj.weight', [16, 8]],
+  ['multi_modal_projector.norm.weight', [8]],
+  ['multi_modal_projector.patch_merger.merging_layer.weight', [8, 32]],
+  ['multi_modal_projector.linear_1.weight', [8, 8]],
+];
+/** transformers' Mistral 3 / LLaVA mapping, old name → new. */
+const llavaNew = (key: string) => key.replace(/^language_model\.model/, 'model.language_model').replace(/^language_model\.lm_head/, 'lm_head').replace(/^(vision_tower|multi_modal_projector)/, 'model.$1');
+const mistral3Modules: Linear[] = [
+  ['language_model.model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+  ['vision_tower.transformer.layers.0.attention.q_proj', 'vision_tower.transformer.layers.0.attention.q_proj.weight'],
+  ['multi_modal_projector.patch_merger.merging_layer', 'multi_modal_projector.patch_merger.merging_layer.weight'],
+  ['language_model.lm_head', 'language_model.lm_head.weight'],
+];
+
+// --- meta-llama/Llama-3.2-11B-Vision-Instruct (cross-attention layers, gated).
+const mllamaConfig = { architectures: ['MllamaForConditionalGeneration'], model_type: 'mllama', text_config: { model_type: 'mllama_text_model', hidden_size: 8, cross_attention_layers: [1] }, vision_config: { model_type: 'mllama_vision_model' } };
+const mllama: [string, number[]][] = [
+  ['language_model.model.embed_tokens.weight', [40, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.1.cross_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.1.cross_attn.q_norm.weight', [2]],
+  ['language_model.model.layers.1.cross_attn_attn_gate', [1]],
+  ['language_model.model.layers.1.cross_attn_mlp_gate', [1]],
+  ['language_model.model.norm.weight', [8]],
+  ['language_model.lm_head.weight', [32, 8]],
+  ['vision_model.patch_embedding.weight', [8, 3, 2, 2]],
+  ['vision_model.transformer.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['vision_model.global_transformer.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['vision_model.global_transformer.layers.0.gate_attn', [1]],
+  ['multi_modal_projector.weight', [8, 8]],
+  ['multi_modal_projector.bias', [8]],
+];
+const mllamaModules: Linear[] = [
+  ['language_model.model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+  ['language_model.model.layers.1.cross_attn.q_proj', 'language_model.model.layers.1.cross_attn.q_proj.weight'],
+  ['vision_model.transformer.layers.0.self_attn.q_proj', 'vision_model.transformer.layers.0.self_attn.q_proj.weight'],
+  ['vision_model.global_transformer.layers.0.self_attn.q_proj', 'vision_model.global_transformer.layers.0.self_attn.q_proj.weight'],
+  ['multi_modal_projector', 'multi_modal_projector.weight'],
+];
+/** Mllama's mapping, old name → new. */
+const mllamaNew = (key: string) => key.replace(/^language_model\.model/, 'model.language_model').replace(/^(vision_model|multi_modal_projector)/, 'model.$1');
+
+// --- OpenGVLab/InternVL3-8B (remote code) and its transformers conversion InternVL3-8B-hf.
+const internvlOriginal: [string, number[]][] = [
+  ['language_model.model.embed_tokens.weight', [32, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.bias', [8]],
+  ['language_model.lm_head.weight', [32, 8]],
+  ['vision_model.embeddings.patch_embedding.weight', [8, 3, 2, 2]],
+  ['vision_model.encoder.layers.0.attn.qkv.weight', [24, 8]],
+  ['vision_model.encoder.layers.0.attn.proj.weight', [8, 8]],
+  ['vision_model.encoder.layers.0.ls1', [8]],
+  ['mlp1.0.weight', [32]],
+  ['mlp1.1.weight', [8, 32]],
+  ['mlp1.3.weight', [8, 8]],
+];
+const internvlHf: [string, number[]][] = [
+  ['language_model.model.embed_tokens.weight', [32, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]],
+  ['language_model.model.layers.0.self_attn.q_proj.bias', [8]],
+  ['language_model.lm_head.weight', [32, 8]],
+  ['vision_tower.encoder.layer.0.attention.q_proj.weight', [8, 8]],
+  ['vision_tower.encoder.layer.0.attention.projection_layer.weight', [8, 8]],
+  ['multi_modal_projector.layer_norm.weight', [32]],
+  ['multi_modal_projector.linear_1.weight', [8, 32]],
+];
+
+// --- Hybrid and MoE language models.
+const qwen3Next: [string, number[]][] = [
+  ['model.embed_tokens.weight', [32, 8]],
+  ['model.layers.0.linear_attn.in_proj_qkvz.weight', [24, 8]],
+  ['model.layers.0.linear_attn.in_proj_ba.weight', [4, 8]],
+  ['model.layers.0.linear_attn.conv1d.weight', [16, 1, 4]],
+  ['model.layers.0.linear_attn.A_log', [2]],
+  ['model.layers.0.linear_attn.dt_bias', [2]],
+  ['model.layers.0.linear_attn.norm.weight', [4]],
+  ['model.layers.0.linear_attn.out_proj.weight', [8, 8]],
+  ['model.layers.0.mlp.gate.weight', [2, 8]],
+  ['model.layers.0.mlp.experts.0.gate_proj.weight', [6, 8]],
+  ['model.layers.0.mlp.experts.0.up_proj.weight', [6, 8]],
+  ['model.layers.0.mlp.experts.0.down_proj.weight', [8, 6]],
+  ['model.layers.0.mlp.experts.1.gate_proj.weight', [6, 8]],
+  ['model.layers.0.mlp.experts.1.up_proj.weight', [6, 8]],
+  ['model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]],
+  ['model.layers.0.mlp.shared_expert.gate_proj.weight', [6, 8]],
+  ['model.layers.0.mlp.shared_expert_gate.weight', [1, 8]],
+  ['model.layers.1.self_attn.q_proj.weight', [16, 8]],
+  ['model.layers.1.self_attn.q_norm.weight', [4]],
+  ['model.norm.weight', [8]],
+  ['lm_head.weight', [32, 8]],
+  ['mtp.layers.0.self_attn.q_proj.weight', [16, 8]],
+  ['mtp.fc.weight', [8, 16]],
+];
+const granite4: [string, number[]][] = [
+  ['model.embed_tokens.weight', [32, 8]],
+  ['model.layers.0.mamba.in_proj.weight', [40, 8]],
+  ['model.layers.0.mamba.conv1d.weight', [24, 1, 4]],
+  ['model.layers.0.mamba.conv1d.bias', [24]],
+  ['model.layers.0.mamba.A_log', [2]],
+  ['model.layers.0.mamba.D', [2]],
+  ['model.layers.0.mamba.dt_bias', [2]],
+  ['model.layers.0.mamba.norm.weight', [16]],
+  ['model.layers.0.mamba.out_proj.weight', [8, 16]],
+  // GraniteMoeHybridParallelExperts: a (E, out, in) parameter, not a Linear.
+  ['model.layers.0.block_sparse_moe.input_linear.weight', [4, 12, 8]],
+  ['model.layers.0.block_sparse_moe.output_linear.weight', [4, 8, 6]],
+  ['model.layers.0.block_sparse_moe.router.layer.weight', [4, 8]],
+  ['model.layers.0.shared_mlp.input_linear.weight', [32, 8]],
+  ['model.layers.0.shared_mlp.output_linear.weight', [8, 16]],
+  ['model.layers.1.self_attn.q_proj.weight', [8, 8]],
+  ['model.layers.1.input_layernorm.weight', [8]],
+  ['model.norm.weight', [8]],
+];
+const granite4Config = { architectures: ['GraniteMoeHybridForCausalLM'], model_type: 'granitemoehybrid', hidden_size: 8, num_local_experts: 4, layer_types: ['mamba', 'attention'], tie_word_embeddings: true };
+
+const same = (keys: string[]): Linear[] => keys.map((k) => [k, `${k}.weight`]);
+
+const FAMILIES: Family[] = [
+  {
+    title: 'Llama 4 Scout (Llama4ForConditionalGeneration): attention, shared expert, router, vision encoder, projector, head',
+    config: llama4Config, base: llama4,
+    linears: same(['language_model.model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.feed_forward.shared_expert.gate_proj', 'language_model.model.layers.0.feed_forward.router',
+      'vision_model.model.layers.0.self_attn.q_proj', 'multi_modal_projector.linear_1', 'language_model.lm_head']),
+  },
+  {
+    title: 'Llama 4 Scout: target_parameters on the fused experts as the checkpoint stores them',
+    config: llama4Config, base: llama4,
+    params: [
+      ['language_model.model.layers.0.feed_forward.experts', 'gate_up_proj', 'language_model.model.layers.0.feed_forward.experts.gate_up_proj'],
+    ],
+  },
+  {
+    title: 'Llama 4 Scout: text-only names (Llama4ForCausalLM, which AutoModelForCausalLM makes of it)',
+    config: llama4Config, base: llama4,
+    linears: [
+      ['model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+      ['model.layers.0.self_attn.k_proj', 'language_model.model.layers.0.self_attn.k_proj.weight'],
+      ['model.layers.0.feed_forward.shared_expert.down_proj', 'language_model.model.layers.0.feed_forward.shared_expert.down_proj.weight'],
+      ['lm_head', 'language_model.lm_head.weight'],
+    ],
+  },
+  {
+    title: "Llama 4 Scout: axolotl's linearized experts (experts.gate_projs.K), which this checkpoint stores fused",
+    config: llama4Config, base: llama4,
+    // axolotl's gate_projs.K: Linear(hidden, inter).
+    linears: [['language_model.model.layers.0.feed_forward.experts.gate_projs.1', 'language_model.model.layers.0.feed_forward.experts.gate_up_proj', [6, 8]]],
+    refused: [
+      'adapter1: module "language_model.model.layers.0.feed_forward.experts.gate_projs.1": names expert 1\'s Linear layer of experts split into Linear layers '
+        + '(Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), which this base stores fused in language_model.model.layers.0.feed_forward.experts.gate_up_proj [4, 8, 12]; '
+        + 'that layer\'s weight is the gate half of expert 1\'s slab transposed, where a LoRA on it is not placed: merge into the checkpoint with the experts split that the adapter was trained on',
+    ],
+  },
+  {
+    title: 'Gemma 3n (Gemma3nForConditionalGeneration): language model, LAuReL, audio tower, vision embedder',
+    config: { architectures: ['Gemma3nForConditionalGeneration'], model_type: 'gemma3n', text_config: { model_type: 'gemma3n_text', hidden_size: 8, tie_word_embeddings: true }, vision_config: { model_type: 'gemma3n_vision' }, audio_config: { model_type: 'gemma3n_audio' } },
+    base: [
+      ['model.language_model.embed_tokens.weight', [32, 8]], ['model.language_model.embed_tokens_per_layer.weight', [32, 4]],
+      ['model.language_model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.language_model.layers.0.self_attn.q_norm.weight', [4]],
+      ['model.language_model.layers.0.laurel.linear_left.weight', [2, 8]], ['model.language_model.layers.0.per_layer_input_gate.weight', [4, 8]],
+      ['model.language_model.layers.0.altup.correction_coefs.weight', [4, 4]], ['model.language_model.norm.weight', [8]],
+      ['model.vision_tower.timm_model.blocks.0.0.conv_exp.weight', [16, 8, 3, 3]],
+      ['model.audio_tower.conformer.0.attention.attn.q_proj.weight', [8, 8]], ['model.embed_vision.embedding_projection.weight', [8, 8]],
+    ],
+    linears: same(['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.laurel.linear_left', 'model.audio_tower.conformer.0.attention.attn.q_proj', 'model.embed_vision.embedding_projection']),
+  },
+  {
+    title: 'Mistral Small 3.1/3.2 (Mistral3ForConditionalGeneration), adapter in the names since transformers 4.52',
+    config: mistral3Config, base: mistral3, linears: mistral3Modules.map(([path, key]) => [llavaNew(path), key]),
+  },
+  {
+    title: 'Mistral Small 3.1/3.2, adapter in the names before transformers 4.52',
+    config: mistral3Config, base: mistral3, linears: mistral3Modules,
+  },
+  {
+    title: 'Mistral Small 3.1/3.2 saved in the new names, adapter in the old',
+    config: mistral3Config, base: mistral3.map(([k, s]) => [llavaNew(k), s]), linears: mistral3Modules.map(([path, key]) => [path, llavaNew(key)]),
+  },
+  {
+    title: 'Pixtral 12B (LlavaForConditionalGeneration with a Pixtral tower), adapter in the new names',
+    config: { ...mistral3Config, architectures: ['LlavaForConditionalGeneration'], model_type: 'llava' },
+    base: mistral3.filter(([k]) => !k.includes('patch_merger') && !k.startsWith('multi_modal_projector.norm')),
+    linears: mistral3Modules.filter(([path]) => !path.includes('merger')).map(([path, key]) => [llavaNew(path), key]),
+  },
+  {
+    title: "Phi-4-multimodal in transformers' classes (Phi4MultimodalForCausalLM): fused qkv_proj and gate_up_proj, the image encoder",
+    config: { architectures: ['Phi4MultimodalForCausalLM'], model_type: 'phi4_multimodal', hidden_size: 8, tie_word_embeddings: true },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.qkv_proj.weight', [16, 8]], ['model.layers.0.self_attn.o_proj.weight', [8, 8]],
+      ['model.layers.0.mlp.gate_up_proj.weight', [32, 8]], ['model.layers.0.mlp.down_proj.weight', [8, 16]], ['model.norm.weight', [8]],
+      ['model.embed_tokens_extend.image_embed.img_processor.encoder.layers.0.self_attn.q_proj.weight', [8, 8]],
+    ],
+    linears: same(['model.layers.0.self_attn.qkv_proj', 'model.layers.0.mlp.gate_up_proj', 'model.embed_tokens_extend.image_embed.img_processor.encoder.layers.0.self_attn.q_proj']),
+  },
+  {
+    title: 'InternVL3 original (InternVLChatModel, remote code), adapter trained on it',
+    config: { architectures: ['InternVLChatModel'], model_type: 'internvl_chat', llm_config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8 }, vision_config: { model_type: 'intern_vit_6b' } },
+    base: internvlOriginal, linears: same(['language_model.model.layers.0.self_attn.q_proj', 'vision_model.encoder.layers.0.attn.qkv', 'mlp1.1', 'language_model.lm_head']),
+  },
+  {
+    title: 'InternVL3 -hf (InternVLForConditionalGeneration), adapter in the new names',
+    config: { architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', text_config: { model_type: 'qwen2', hidden_size: 8 }, vision_config: { model_type: 'internvl_vision' } },
+    base: internvlHf,
+    linears: [
+      ['model.language_model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+      ['model.vision_tower.encoder.layer.0.attention.q_proj', 'vision_tower.encoder.layer.0.attention.q_proj.weight'],
+      ['model.multi_modal_projector.linear_1', 'multi_modal_projector.linear_1.weight'],
+      ['lm_head', 'language_model.lm_head.weight'],
+    ],
+  },
+  {
+    title: 'Llama 3.2 Vision (MllamaForConditionalGeneration), adapter in the new names: self- and cross-attention, both vision transformers, the projector',
+    config: mllamaConfig, base: mllama, linears: mllamaModules.map(([path, key]) => [mllamaNew(path), key]),
+  },
+  {
+    title: 'Llama 3.2 Vision, adapter in the old names',
+    config: mllamaConfig, base: mllama, linears: mllamaModules,
+  },
+  {
+    title: 'Llama 3.2 Vision: text-only names (MllamaForCausalLM, which AutoModelForCausalLM makes of it)',
+    config: mllamaConfig, base: mllama,
+    linears: [
+      ['model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+      ['model.layers.1.cross_attn.q_proj', 'language_model.model.layers.1.cross_attn.q_proj.weight'],
+      ['lm_head', 'language_model.lm_head.weight'],
+    ],
+  },
+  ...(['SmolVLMForConditionalGeneration:smolvlm', 'Idefics3ForConditionalGeneration:idefics3'].map((entry): Family => {
+    const [arch, type] = entry.split(':');
+    return {
+      title: `${arch} (never renamed: model.text_model., model.vision_model., model.connector.)`,
+      config: { architectures: [arch], model_type: type, text_config: { model_type: 'llama', hidden_size: 8 }, vision_config: { model_type: `${type}_vision` }, tie_word_embeddings: false },
+      base: [
+        ['model.text_model.embed_tokens.weight', [32, 8]], ['model.text_model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.text_model.norm.weight', [8]],
+        ['model.vision_model.encoder.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.vision_model.encoder.layers.0.self_attn.q_proj.bias', [8]],
+        ['model.connector.modality_projection.proj.weight', [8, 32]], ['lm_head.weight', [32, 8]],
+      ],
+      linears: same(['model.text_model.layers.0.self_attn.q_proj', 'model.vision_model.encoder.layers.0.self_attn.q_proj', 'model.connector.modality_projection.proj', 'lm_head']),
+    };
+  })),
+  {
+    title: 'GLM-4.1V (Glm4vForConditionalGeneration, saved in the new names): attention, fused gate_up_proj, vision blocks, merger, head',
+    config: { architectures: ['Glm4vForConditionalGeneration'], model_type: 'glm4v', text_config: { model_type: 'glm4v_text', hidden_size: 8 }, vision_config: { model_type: 'glm4v' }, tie_word_embeddings: false },
+    base: [
+      ['model.language_model.embed_tokens.weight', [32, 8]], ['model.language_model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.language_model.layers.0.self_attn.q_proj.bias', [8]],
+      ['model.language_model.layers.0.mlp.gate_up_proj.weight', [32, 8]], ['model.language_model.layers.0.mlp.down_proj.weight', [8, 16]],
+      ['model.language_model.layers.0.post_self_attn_layernorm.weight', [8]], ['model.language_model.norm.weight', [8]],
+      ['model.visual.patch_embed.proj.weight', [8, 3, 2, 2, 2]], ['model.visual.blocks.0.attn.qkv.weight', [24, 8]], ['model.visual.blocks.0.attn.proj.weight', [8, 8]],
+      ['model.visual.blocks.0.mlp.gate_proj.weight', [16, 8]], ['model.visual.merger.proj.weight', [8, 8]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.mlp.gate_up_proj', 'model.visual.blocks.0.attn.qkv', 'model.visual.merger.proj', 'lm_head']),
+  },
+  ...((): Family[] => {
+    const config = { architectures: ['Glm4vMoeForConditionalGeneration'], model_type: 'glm4v_moe', text_config: { model_type: 'glm4v_moe_text', hidden_size: 8, n_routed_experts: 2 }, vision_config: { model_type: 'glm4v_moe' }, tie_word_embeddings: false };
+    const base: [string, number[]][] = [
+      ['model.language_model.embed_tokens.weight', [32, 8]], ['model.language_model.layers.0.mlp.gate_proj.weight', [16, 8]],
+      ['model.language_model.layers.1.mlp.gate.weight', [2, 8]], ['model.language_model.layers.1.mlp.gate.e_score_correction_bias', [2]],
+      ...[0, 1].flatMap((e): [string, number[]][] => [
+        [`model.language_model.layers.1.mlp.experts.${e}.gate_proj.weight`, [6, 8]], [`model.language_model.layers.1.mlp.experts.${e}.up_proj.weight`, [6, 8]],
+        [`model.language_model.layers.1.mlp.experts.${e}.down_proj.weight`, [8, 6]],
+      ]),
+      ['model.language_model.layers.1.mlp.shared_experts.gate_proj.weight', [6, 8]], ['model.visual.blocks.0.attn.qkv.weight', [24, 8]], ['lm_head.weight', [32, 8]],
+    ];
+    return [{
+      title: 'GLM-4.5V (Glm4vMoeForConditionalGeneration): one expert, the shared experts, the vision tower',
+      config, base, linears: same(['model.language_model.layers.1.mlp.experts.1.gate_proj', 'model.language_model.layers.1.mlp.shared_experts.gate_proj', 'model.visual.blocks.0.attn.qkv']),
+    }];
+  })(),
+  {
+    title: 'Qwen3-Next (Qwen3NextForCausalLM): gated DeltaNet projections, gated attention, an expert, the shared expert gate, the router',
+    config: { architectures: ['Qwen3NextForCausalLM'], model_type: 'qwen3_next', hidden_size: 8, num_experts: 2, tie_word_embeddings: false },
+    base: qwen3Next,
+    linears: same(['model.layers.0.linear_attn.in_proj_qkvz', 'model.layers.0.linear_attn.in_proj_ba', 'model.layers.0.linear_attn.out_proj', 'model.layers.1.self_attn.q_proj',
+      'model.layers.0.mlp.experts.1.down_proj', 'model.layers.0.mlp.shared_expert_gate', 'model.layers.0.mlp.gate']),
+  },
+  {
+    title: 'gpt-oss in bf16 (GptOssForCausalLM, unsloth/gpt-oss-20b-BF16): attention, and target_parameters on the fused (E, in, out) experts',
+    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.q_proj.weight', [16, 8]], ['model.layers.0.self_attn.q_proj.bias', [16]], ['model.layers.0.self_attn.sinks', [2]],
+      ['model.layers.0.mlp.router.weight', [2, 8]], ['model.layers.0.mlp.router.bias', [2]], ['model.layers.0.mlp.experts.gate_up_proj', [2, 8, 12]],
+      ['model.layers.0.mlp.experts.gate_up_proj_bias', [2, 12]], ['model.layers.0.mlp.experts.down_proj', [2, 6, 8]], ['model.layers.0.mlp.experts.down_proj_bias', [2, 8]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.layers.0.self_attn.q_proj']),
+    params: [['model.layers.0.mlp.experts', 'gate_up_proj', 'model.layers.0.mlp.experts.gate_up_proj']],
+  },
+  {
+    title: "gpt-oss in bf16: Unsloth's split experts (experts.gate_up_projs.K, down_projs.K), which this checkpoint stores fused",
+    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
+    base: [['model.layers.0.mlp.experts.gate_up_proj', [2, 8, 12]], ['model.layers.0.mlp.experts.gate_up_proj_bias', [2, 12]], ['model.layers.0.mlp.experts.down_proj', [2, 6, 8]]],
+    // Unsloth's Linear layers: gate_up_projs.K (2·inter, hidden), down_projs.K (hidden, inter), each the slab transposed.
+    linears: [
+      ['model.layers.0.mlp.experts.gate_up_projs.1', 'model.layers.0.mlp.experts.gate_up_proj', [12, 8]],
+      ['model.layers.0.mlp.experts.down_projs.0', 'model.layers.0.mlp.experts.down_proj', [8, 6]],
+    ],
+    refused: [
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_projs.1": names expert 1\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
+        + 'which this base stores fused in model.layers.0.mlp.experts.gate_up_proj [2, 8, 12]; that layer\'s weight is expert 1\'s slab transposed, where a LoRA on it is not placed: '
+        + 'merge into the checkpoint with the experts split that the adapter was trained on',
+      'adapter1: module "model.layers.0.mlp.experts.down_projs.0": names expert 0\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
+        + 'which this base stores fused in model.layers.0.mlp.experts.down_proj [2, 6, 8]; that layer\'s weight is expert 0\'s slab transposed, where a LoRA on it is not placed: '
+        + 'merge into the checkpoint with the experts split that the adapter was trained on',
+    ],
+  },
+  {
+    title: "gpt-oss with the experts split as Unsloth saves it: a LoRA on experts.gate_up_projs.K lands by name",
+    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
+    base: [0, 1].flatMap((e): [string, number[]][] => [
+      [`model.layers.0.mlp.experts.gate_up_projs.${e}.weight`, [12, 8]], [`model.layers.0.mlp.experts.gate_up_projs.${e}.bias`, [12]],
+      [`model.layers.0.mlp.experts.down_projs.${e}.weight`, [8, 6]], [`model.layers.0.mlp.experts.down_projs.${e}.bias`, [8]],
+    ]),
+    linears: same(['model.layers.0.mlp.experts.gate_up_projs.1', 'model.layers.0.mlp.experts.down_projs.0']),
+  },
+  {
+    title: 'DeepSeek-V3 in bf16 (DeepseekV3ForCausalLM): MLA projections, an expert, the shared experts',
+    config: { architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', hidden_size: 8, n_routed_experts: 2, tie_word_embeddings: false },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.q_a_proj.weight', [4, 8]], ['model.layers.0.self_attn.q_a_layernorm.weight', [4]],
+      ['model.layers.0.self_attn.q_b_proj.weight', [12, 4]], ['model.layers.0.self_attn.kv_a_proj_with_mqa.weight', [6, 8]], ['model.layers.0.self_attn.kv_b_proj.weight', [16, 4]],
+      ['model.layers.0.self_attn.o_proj.weight', [8, 8]], ['model.layers.0.mlp.gate_proj.weight', [16, 8]], ['model.layers.1.mlp.gate.weight', [2, 8]],
+      ['model.layers.1.mlp.gate.e_score_correction_bias', [2]], ['model.layers.1.mlp.experts.0.gate_proj.weight', [6, 8]], ['model.layers.1.mlp.experts.1.gate_proj.weight', [6, 8]],
+      ['model.layers.1.mlp.shared_experts.gate_proj.weight', [6, 8]], ['model.norm.weight', [8]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.layers.0.self_attn.q_a_proj', 'model.layers.0.self_attn.kv_b_proj', 'model.layers.1.mlp.experts.1.gate_proj', 'model.layers.1.mlp.shared_experts.gate_proj']),
+  },
+  {
+    title: 'Kimi-VL (KimiVLForConditionalGeneration, remote code): DeepSeek-V3 language model, MoonViT tower, projector',
+    config: { architectures: ['KimiVLForConditionalGeneration'], model_type: 'kimi_vl', text_config: { model_type: 'deepseek_v3', hidden_size: 8 }, vision_config: { model_type: 'moonvit' }, tie_word_embeddings: false },
+    base: [
+      ['language_model.model.embed_tokens.weight', [32, 8]], ['language_model.model.layers.0.self_attn.q_proj.weight', [12, 8]],
+      ['language_model.model.layers.0.self_attn.kv_a_proj_with_mqa.weight', [6, 8]], ['language_model.model.layers.1.mlp.experts.0.gate_proj.weight', [6, 8]],
+      ['language_model.lm_head.weight', [32, 8]], ['vision_tower.encoder.blocks.0.wqkv.weight', [24, 8]], ['vision_tower.encoder.blocks.0.wqkv.bias', [24]],
+      ['vision_tower.encoder.blocks.0.wo.weight', [8, 8]], ['vision_tower.encoder.blocks.0.mlp.fc0.weight', [16, 8]],
+      ['multi_modal_projector.pre_norm.weight', [32]], ['multi_modal_projector.linear_1.weight', [8, 32]],
+    ],
+    linears: same(['language_model.model.layers.0.self_attn.q_proj', 'language_model.model.layers.1.mlp.experts.0.gate_proj', 'vision_tower.encoder.blocks.0.wqkv', 'multi_modal_projector.linear_1']),
+  },
+  {
+    title: 'SmolLM3 (SmolLM3ForCausalLM, tied head)',
+    config: { architectures: ['SmolLM3ForCausalLM'], model_type: 'smollm3', hidden_size: 8, tie_word_embeddings: true },
+    base: [['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.layers.0.mlp.down_proj.weight', [8, 16]], ['model.norm.weight', [8]]],
+    linears: same(['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj']),
+  },
+  {
+    title: 'Granite 4.0-H (GraniteMoeHybridForCausalLM): Mamba 2 projections, shared MLP, attention, router',
+    config: granite4Config, base: granite4,
+    linears: same(['model.layers.0.mamba.in_proj', 'model.layers.0.mamba.out_proj', 'model.layers.0.shared_mlp.input_linear', 'model.layers.1.self_attn.q_proj', 'model.layers.0.block_sparse_moe.router.layer']),
+  },
+  {
+    title: "Granite 4.0-H: target_parameters on the experts' 3-D input_linear.weight",
+    config: granite4Config, base: granite4,
+    params: [['model.layers.0.block_sparse_moe.input_linear', 'weight', 'model.layers.0.block_sparse_moe.input_linear.weight']],
+  },
+];
+
+/**
+ * Expert e's (B_e·A_e)ᵀ added to W[e] at α/r, as PEFT before 0.19 forms a ParamWrapper's update: lora_A (r·E, d1) with
+ * expert e's rows at [e·r, (e+1)·r), lora_B (d2, r·E) with expert e's column k at k·E + e.
+ */
+function expertsTruth(w: DecodedTensor, A: DecodedTensor, B: DecodedTensor): Float64Array {
+  const [E, d1, d2] = w.shape;
+  const out = w.values.slice();
+  for (let e = 0; e < E; e++) {
+    for (let i = 0; i < d1; i++) {
+      for (let j = 0; j < d2; j++) {
+        let sum = 0;
+        for (let k = 0; k < r; k++) sum += B.values[j * r * E + k * E + e] * A.values[(e * r + k) * d1 + i];
+        out[(e * d1 + i) * d2 + j] += (alpha / r) * sum;
+      }
+    }
+  }
+  return out;
+}
+
+describe('LLM and VLM families as downloaded, with a PEFT LoRA trained on each', () => {
+  for (const family of FAMILIES) {
+    it(`${family.title}: ${family.refused ? 'refused in one line' : 'merged exactly'}`, async () => {
+      const shapes = new Map(family.base);
+      const base = family.base.map(([key, shape]) => randomTensor(key, shape, 'BF16', rand));
+      const linears = family.linears ?? [];
+      const params = family.params ?? [];
+      const adapter = [
+        ...linears.flatMap(([path, key, shape]) => {
+          const [out, inF] = shape ?? shapes.get(key)!;
+          return [randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5), randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5)];
+        }),
+        ...params.flatMap(([path, , key]) => {
+          const [E, d1, d2] = shapes.get(key)!;
+          return [randomTensor(`base_model.model.${path}.lora_A.weight`, [r * E, d1], 'F32', rand, 0.5), randomTensor(`base_model.model.${path}.lora_B.weight`, [d2, r * E], 'F32', rand, 0.5)];
+        }),
+      ];
+      const peft = {
+        r, lora_alpha: alpha, peft_version: '0.17.1',
+        target_modules: [...new Set(linears.map(([path]) => path.split('.').pop()!))],
+        ...(params.length ? { target_parameters: params.map(([path, parameter]) => `${path.split('.').slice(-2).join('.')}.${parameter}`) } : {}),
+      };
+      const folder = hfModelFolder(base, family.config, { shards: 2 });
+      const prepared = await prepare(folder, peftFolder(peft, adapter));
+      if (family.refused) {
+        await prepared.close();
+        expect(prepared.plan.problems.map((p) => p.message)).toEqual(family.refused);
+        return;
+      }
+      expect(prepared.plan.problems).toEqual([]);
+      const changed = [...linears, ...params].map((m) => m[m.length - 1]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...changed].sort());
+      const merged = await mergeIntoFolder(prepared, backend);
+      const a = decoded(adapter);
+      const b = decoded(base);
+      for (const [path, key] of linears) {
+        const delta = product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!);
+        expectValues(key, merged.tensors.get(key)!, b.get(key)!.values.map((v, i) => v + (alpha / r) * delta[i]));
+      }
+      for (const [path, , key] of params) {
+        expectValues(key, merged.tensors.get(key)!, expertsTruth(b.get(key)!, a.get(`base_model.model.${path}.lora_A.weight`)!, a.get(`base_model.model.${path}.lora_B.weight`)!));
+      }
+      for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      expect(merged.json('model.safetensors.index.json').weight_map).toEqual(JSON.parse(folder['model.safetensors.index.json'] as string).weight_map);
+    });
+  }
+});
