@@ -119,6 +119,14 @@ describe('a Chroma pipeline folder (ChromaPipeline: its T5 alone in text_encoder
     const { warnings } = await pipelines.mergeAndCheck(chroma, [...chromaLands('text_encoder.'), ...others], ['text_encoder/model.safetensors']);
     expect(warnings).toEqual(othersLeft('Chroma', 'text_encoder/', CHROMA_TOOLS));
   });
+
+  it('a FLUX.1 LoRA\'s CLIP-L modules (lora_te1_text_model_…) are left out with a warning (they were refused as a missing T5 tensor): Chroma holds no CLIP-L, and ComfyUI leaves them unloaded', async () => {
+    const clipL = kohya('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 12, 12, '');
+    const { warnings } = await pipelines.mergeAndCheck(chroma, [chromaLands('text_encoder.')[1], clipL], ['text_encoder/model.safetensors']);
+    expect(warnings).toEqual([
+      left('text encoder 1 (CLIP-L), which the base does not hold: Chroma\'s only text encoder is a T5 (text_encoder/), where ComfyUI leaves CLIP modules unloaded', 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'),
+    ]);
+  });
 });
 
 describe('a PixArt-Σ pipeline folder (PixArtSigmaPipeline: its T5 alone in text_encoder/)', () => {

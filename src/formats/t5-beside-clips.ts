@@ -101,6 +101,9 @@ const T5_ALONE: readonly T5AloneModel[] = [
   },
 ];
 
+/** A CLIP text model's module paths (transformers' CLIPTextModel), as kohya flattens them. */
+const CLIP_PATH = /^(text_model_|text_projection$)/;
+
 /** t5AloneModel's answer per base's components (null: none of T5_ALONE's), read once for the many modules of a T5 LoRA. */
 const aloneIn = new WeakMap<readonly BaseComponent[], { model: T5AloneModel; t5: BaseComponent } | null>();
 
@@ -127,17 +130,22 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
  * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline` or `PixArtSigmaPipeline` folder, a
  * checkpoint as ComfyUI saves Chroma's, `cond_stage_model.t5xxl.`, or PixArt's, `text_encoders.t5xxl.`,
  * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
- * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is).
+ * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
+ * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
  */
 export function t5Alone(address: ModuleAddress, components: readonly BaseComponent[]): T5Reach | undefined {
   const { part, path } = address;
-  if (part === undefined || part === 'unet' || address.comfyEncoder !== undefined || !isT5Path(path)) return undefined;
+  if (part === undefined || part === 'unet' || address.comfyEncoder !== undefined) return undefined;
+  // A kohya CLIP module (a FLUX.1 LoRA's lora_te1_text_model_…): no CLIP here, and ComfyUI leaves it unloaded.
+  const clip = address.flat && CLIP_PATH.test(path);
+  if (!clip && !isT5Path(path)) return undefined;
   const found = t5AloneModel(components);
   if (!found) return undefined;
   const { model, t5 } = found;
+  const where = /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
+  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${where}), where ComfyUI leaves CLIP modules unloaded` };
   const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
   if (model.reach.includes(prefix)) return { component: t5 };
-  const where = /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
   return {
     leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${where}): ${model.tools}; ComfyUI leaves such modules unloaded`,
   };
