@@ -92,6 +92,9 @@ const RULES: readonly Rule[] = [
   },
   // ComfyUI and SD3.5 bundles: text_encoders.clip_l / clip_g / t5xxl.
   { pattern: /^text_encoders\.(clip_l|clip_g|t5xxl)\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL[m[1]], prefix: m[0] }) },
+  // ComfyUI's Chroma checkpoints: its T5 under the default text encoder prefix (supported_models.py's
+  // Chroma sets none, so its save_checkpoint writes, and its loader reads, cond_stage_model.t5xxl.).
+  { pattern: /^cond_stage_model\.t5xxl\./, component: (m) => ({ role: 'text-encoder', ...T_ORDINAL.t5xxl, prefix: m[0] }) },
   // ComfyUI's bundles of its other encoders (Lumina 2's gemma2_2b, Z-Image's qwen3_4b): by name, unnumbered.
   { pattern: /^text_encoders\.([^.]+)\.transformer\./, component: (m) => ({ role: 'text-encoder', comfyName: m[1], prefix: m[0] }) },
   // ComfyUI's all-in-one Stable Cascade files: CLIP-G under `text_encoder.` + its StableCascadeClipModel's

@@ -15,7 +15,9 @@
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
- * T5 bases without a CLIP, and T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own.
+ * A T5-XXL that is its model's only text encoder (Chroma, PixArt: T5_ALONE) is reached by the names
+ * the tools training that model's T5 LoRAs write and apply (t5Alone). A T5-XXL file given alone, and
+ * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
 import type { ModuleAddress } from './module-address.js';
@@ -59,5 +61,92 @@ export function t5BesideClips(address: ModuleAddress, components: readonly BaseC
   const ownName = `text_encoder${own === 1 ? '' : `_${own}`}.`;
   return {
     leftOut: `names ${partName(part, path)}, which the base does not hold: its T5 (${folder ? `${t5.prefix.slice(0, -1)}/` : t5.prefix}, beside ${beside}) is ${ownName}, as OneTrainer's diffusers-format LoRAs name it; diffusers' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5`,
+  };
+}
+
+/** A model whose only text encoder is ComfyUI's t5xxl, and the names that reach that T5. */
+interface T5AloneModel {
+  /** For messages. */
+  model: string;
+  /** Its diffusers pipelines (model_index.json `_class_name`). */
+  pipeline: RegExp;
+  /** A key of its denoiser in ComfyUI's naming (after the prefix), as comfy/model_detection.py tells the model in a checkpoint. */
+  denoiserKey: RegExp;
+  /** The kohya and diffusers prefixes that reach the T5 (`lora_te1_`, `text_encoder.`). */
+  reach: readonly string[];
+  /** Who writes and applies which name, for the warning on any other. */
+  tools: string;
+}
+
+/**
+ * Models whose only text encoder is T5-XXL, ComfyUI's t5xxl, and the kohya and diffusers names that
+ * the tools training and applying their T5 LoRAs give it. ComfyUI loads that T5 alone (comfy/sd.py:
+ * pixart_t5.py's model for both), so comfy/lora.py model_lora_keys_clip numbers it 1 with no CLIP
+ * before it and maps `lora_te1_` alone; OneTrainer writes `lora_te1_` (its kohya format),
+ * `lora_te_` (its legacy format, which its earlier versions wrote), `text_encoder.` (its diffusers
+ * format) and loads each of them; sd-scripts trains Chroma as FLUX.1 without its CLIP-L
+ * (flux_train_network.py, lora_flux.py), so its T5 stays `lora_te3_`; diffusers' ChromaPipeline
+ * (FluxLoraLoaderMixin) loads `text_encoder.` into its T5, and its PixArt pipelines load no LoRA.
+ */
+const T5_ALONE: readonly T5AloneModel[] = [
+  {
+    model: 'Chroma', pipeline: /^Chroma/, denoiserKey: /^distilled_guidance_layer\./,
+    reach: ['lora_te_', 'lora_te1_', 'lora_te3_', 'text_encoder.'],
+    tools: 'kohya\'s sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers\' ChromaPipeline loads text_encoder. into it, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there',
+  },
+  {
+    model: 'PixArt', pipeline: /^PixArt/, denoiserKey: /^t_block\.1\.weight$/,
+    reach: ['lora_te_', 'lora_te1_', 'text_encoder.'],
+    tools: 'OneTrainer names it lora_te1_, lora_te_ (its legacy format) or text_encoder. (diffusers\' PixArt pipelines load no LoRA), and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there',
+  },
+];
+
+/** A CLIP text model's module paths (transformers' CLIPTextModel), as kohya flattens them. */
+const CLIP_PATH = /^(text_model_|text_projection$)/;
+
+/** t5AloneModel's answer per base's components (null: none of T5_ALONE's), read once for the many modules of a T5 LoRA. */
+const aloneIn = new WeakMap<readonly BaseComponent[], { model: T5AloneModel; t5: BaseComponent } | null>();
+
+/** The T5_ALONE model a base is, with its T5: by the pipeline's class, or a checkpoint's denoiser keys. */
+function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneModel; t5: BaseComponent } | undefined {
+  let found = aloneIn.get(components);
+  if (found === undefined) {
+    found = null;
+    const encoders = components.filter((c) => c.role === 'text-encoder');
+    const [t5] = encoders;
+    if (encoders.length === 1 && t5.encoder === 't5' && holdsComfyEncoder(t5, 't5xxl') === true) {
+      const denoisers = components.filter((c) => c.role === 'denoiser');
+      const model = T5_ALONE.find((m) => (t5.pipelineClass !== undefined ? m.pipeline.test(t5.pipelineClass)
+        : denoisers.some((d) => d.keys.some((k) => m.denoiserKey.test(k.slice(d.prefix.length))))));
+      if (model) found = { model, t5 };
+    }
+    aloneIn.set(components, found);
+  }
+  return found ?? undefined;
+}
+
+/**
+ * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
+ * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline` or `PixArtSigmaPipeline` folder, a
+ * checkpoint as ComfyUI saves Chroma's, `cond_stage_model.t5xxl.`, or PixArt's, `text_encoders.t5xxl.`,
+ * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
+ * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
+ * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
+ */
+export function t5Alone(address: ModuleAddress, components: readonly BaseComponent[]): T5Reach | undefined {
+  const { part, path } = address;
+  if (part === undefined || part === 'unet' || address.comfyEncoder !== undefined) return undefined;
+  // A kohya CLIP module (a FLUX.1 LoRA's lora_te1_text_model_…): no CLIP here, and ComfyUI leaves it unloaded.
+  const clip = address.flat && CLIP_PATH.test(path);
+  if (!clip && !isT5Path(path)) return undefined;
+  const found = t5AloneModel(components);
+  if (!found) return undefined;
+  const { model, t5 } = found;
+  const where = /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
+  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${where}), where ComfyUI leaves CLIP modules unloaded` };
+  const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
+  if (model.reach.includes(prefix)) return { component: t5 };
+  return {
+    leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${where}): ${model.tools}; ComfyUI leaves such modules unloaded`,
   };
 }

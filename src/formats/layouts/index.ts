@@ -5,7 +5,7 @@
  * decides; one that finds several candidates stops the search (we report, never guess).
  */
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
-import { t5BesideClips } from '../t5-beside-clips.js';
+import { t5Alone, t5BesideClips } from '../t5-beside-clips.js';
 import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
@@ -168,9 +168,9 @@ export class ModuleLocator {
       const r = tryLayouts(expert.address, this.componentView(expert.component));
       return describe(r.found ? { ...r, layout: wan22CombinedExperts.name } : r, expert.component);
     }
-    // A T5 module beside CLIPs (FLUX.1, SD3): its part's number reaches the T5 only as the tools that
-    // write and apply T5 LoRAs number it (t5-beside-clips.ts).
-    const t5 = t5BesideClips(address, this.components);
+    // A T5 module beside CLIPs (FLUX.1, SD3) or on a model's only T5 (Chroma, PixArt): its part's
+    // number reaches the T5 only as the tools that write and apply T5 LoRAs number it (t5-beside-clips.ts).
+    const t5 = t5BesideClips(address, this.components) ?? t5Alone(address, this.components);
     if (t5?.leftOut !== undefined) return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: t5.leftOut };
     let component = t5?.component ?? componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
