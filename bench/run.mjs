@@ -8,6 +8,9 @@
  * Then the GGUF case (bench/gguf-run.mjs): the same shape as a Q4_K_M-style GGUF, merged keeping
  * its types and as F16, with the error of the requantized tensors against float64 truth.
  *
+ * Then the GPTQ case (bench/gptq-run.mjs): six layers' projections as a 4-bit GPTQ base, merged on
+ * the CPU backend's threads and on one, with both outputs' hashes.
+ *
  * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
  * start-up of `loramerge sample` against Node's own.
  *
@@ -27,7 +30,7 @@
  * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
  * scale with the model's size.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,gptq,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -40,6 +43,7 @@ import { BENCH_MODEL, writeAdapter, writeBaseModel } from './make-model.mjs';
 import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
+import { printGptqTable, runGptqBench } from './gptq-run.mjs';
 import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
 import { gpuBandwidth } from './gpu-bandwidth.mjs';
@@ -331,11 +335,13 @@ async function main() {
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
+    const gptq = skip.has('gptq') ? undefined : await runGptqBench(dir, BENCH_MODEL, { runNode, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
-    const results = { model, runs, pairs, sample, kernels, gguf, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, pairs, sample, kernels, gguf, gptq, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
-    const failures = printTables(results);
+    const gptqFailures = gptq ? printGptqTable(gptq) : 0;
+    const failures = printTables(results) + gptqFailures;
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {

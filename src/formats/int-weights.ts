@@ -31,15 +31,13 @@ export interface IntWeight {
   scaleKey: string;
   /** Stored tensors it replaces: left out of the view. */
   parts: readonly string[];
-  /** (q − zero) × scale for rows [r0, r1), row-major, each exact in f32 (formats decoded on the calling thread). */
-  decodeRows?(r0: number, r1: number): Promise<Float32Array>;
   /**
-   * The same values by a decoder of row-decoders.ts, which the CPU backend's worker threads run too:
-   * its inputs for rows [r0, r1), read and checked here (a format whose slabs each need every
-   * stored row gives the same source, of the whole weight, for all; formats without one decode by
-   * `decodeRows`).
+   * Its values for rows [r0, r1) ((q − zero) × scale, each exact in f32) by a decoder of
+   * row-decoders.ts, which the CPU backend's worker threads run too: the decoder's inputs for
+   * those rows, read and checked here (a format whose slabs each need every stored row gives the
+   * same source, of the whole weight, for all).
    */
-  rowSource?(r0: number, r1: number): Promise<RowSource>;
+  rowSource(r0: number, r1: number): Promise<RowSource>;
 }
 
 /**
@@ -134,7 +132,6 @@ function viewTensor(w: IntWeight): ViewTensor {
 
 /** Rows [r0, r1) of `w` (into `out` where given): by its row source, on `decodeOn`'s threads where it takes them, else here. */
 async function decodedRows(w: IntWeight, r0: number, r1: number, decodeOn: RowDecodeRunner | undefined, out?: Float32Array): Promise<Float32Array> {
-  if (!w.rowSource) return w.decodeRows!(r0, r1);
   const source = await w.rowSource(r0, r1);
   return (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
 }

@@ -14,13 +14,14 @@
  * W[o, i] = q·scale + bias for i's group (mx.dequantize, affine mode). Each value is computed in
  * float64 and must be exact in f32 (q < 2⁸ times an 8- or 11-bit scale, plus a bias that mlx's
  * quantizer makes a multiple of the scale near it); one that is not is refused by name. Other
- * modes (mxfp4, nvfp4, mxfp8) are refused by name.
+ * modes (mxfp4, nvfp4, mxfp8) are refused by name. The codes are decoded by row-decoders.ts (on
+ * the CPU backend's threads where it has them) from a slab's arrays read and checked here.
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
-import { configRefusal, notAsWritten, scaleDtype, type IntWeight, type IntWeights } from './int-weights.js';
+import { configRefusal, int32s, notAsWritten, scaleDtype, type IntWeight, type IntWeights } from './int-weights.js';
 
 interface Scheme { bits: number; groupSize: number }
 
@@ -83,55 +84,26 @@ function affineWeight(base: SafetensorsBaseModel, stem: string, { bits, groupSiz
       throw why(`${name} has shape [${t.shape.join(', ')}]; expected (${expected.join(', ')}) for ${bits}-bit codes in groups of ${groupSize}`);
     }
   }
-  const mask = 2 ** bits - 1;
   const rowBytes = words * 4;
   const scaleBytes = groups * 2; // f16 or bf16
+  const shape = Int32Array.from(weight.shape);
   return {
     key, rows, cols, scaleKey: scalesKey,
     ...(lead.length ? { shape: [...weight.shape.slice(0, -1), cols] } : {}),
     parts: [key, scalesKey, biasesKey],
-    async decodeRows(r0, r1) {
-      // One slab of rows of each part: a stacked expert tensor is never read whole.
-      const q = await base.readPart(key, r0 * rowBytes, (r1 - r0) * rowBytes);
+    // One slab of rows of each part (a stacked expert tensor is never read whole), decoded by
+    // row-decoders.ts's `mlx-affine`, which refuses a value not exact in f32.
+    async rowSource(r0, r1) {
+      const q = int32s(await base.readPart(key, r0 * rowBytes, (r1 - r0) * rowBytes));
       // mlx's quantizer makes a group's scale negative where its largest magnitude is its minimum.
       const s = finiteValues(base.name, scalesKey, decodeToF32(await base.readPart(scalesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), dtype), r0 * groups);
       const b = finiteValues(base.name, biasesKey, decodeToF32(await base.readPart(biasesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), biasDtype), r0 * groups);
-      const out = new Float32Array((r1 - r0) * cols);
-      for (let o = r0; o < r1; o++) {
-        const row = (o - r0) * rowBytes;
-        for (let i = 0; i < cols; i++) {
-          // mlx packs a row's codes as one little-endian bit stream, code i at bits [bits·i, bits·i + bits)
-          // (whole codes per uint32 for 2, 4 and 8 bits; 3-, 5- and 6-bit codes straddle bytes and words).
-          const bit = bits * i;
-          const at = row + (bit >>> 3);
-          const pair = q[at] | (at + 1 < row + rowBytes ? q[at + 1] << 8 : 0);
-          const code = (pair >>> (bit & 7)) & mask;
-          const g = (o - r0) * groups + Math.floor(i / groupSize);
-          const product = code * s[g]; // exact in f64: at most 8 + 24 bits
-          const value = product + b[g];
-          // Knuth's TwoSum: the rounding error of that sum, zero when it is exact.
-          const bPart = value - product;
-          const error = (product - (value - bPart)) + (b[g] - bPart);
-          const stored = Math.fround(value);
-          if (error !== 0 || stored !== value) {
-            throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${key}[${elementIndex(weight.shape, o, i)}] = ${code}·${s[g]} + ${b[g]} is not exact in f32, in which the merge reads dequantized weights`);
-          }
-          out[(o - r0) * cols + i] = stored;
-        }
-      }
-      return out;
+      return {
+        name: key, model: base.name, decoder: 'mlx-affine', cols, firstRow: r0,
+        arrays: { q, scales: s, biases: b, shape }, params: { bits, words, groups, groupSize },
+      };
     },
   };
-}
-
-/** The index of row `row`, column `col` of a weight stored with `shape`'s leading dimensions, as messages name it. */
-function elementIndex(shape: readonly number[], row: number, col: number): string {
-  const index = [col];
-  for (let d = shape.length - 2; d >= 0; d--) {
-    index.unshift(row % shape[d]);
-    row = Math.floor(row / shape[d]);
-  }
-  return index.join(', ');
 }
 
 function finiteValues(baseName: string, key: string, values: Float32Array, first: number): Float32Array {

@@ -6,13 +6,16 @@
  * {@link RowSource} that names its decoder here (once per weight where a slab of rows needs every
  * stored row, as GPTQ's and AWQ's transposed codes do; else once per slab); the decoder is then a pure function of those arrays, so a row's
  * values are the same whichever thread decodes it and however a slab is cut. This module imports
- * nothing: it is loaded by every worker.
+ * nothing but errors.ts (a decoder's refusal of a value is a MergeError): it is loaded by every worker.
  */
+import { MergeError } from '../errors.js';
 
 /** A quantized weight's inputs to its decoder, read and checked on the calling thread. */
 export interface RowSource {
   /** The weight it decodes (`<m>.weight`), for messages. */
   name: string;
+  /** The model it is read from, named first in a decoder's refusal of a value (mlx affine). */
+  model?: string;
   /** Its decoder in {@link ROW_DECODERS}. */
   decoder: RowDecoderName;
   /** Values per row. */
@@ -150,9 +153,122 @@ function compressedTensorsInt8Rows(src: RowSource, r0: number, r1: number, out: 
   }
 }
 
+/**
+ * bitsandbytes 4-bit, NF4 or FP4 (bnb/bnb-base-model.ts), as bitsandbytes computes it element for
+ * element (functional.py `dequantize_4bit`, `dequantize_blockwise`; csrc/kernels.cu
+ * `kDequantizeBlockwise`): value v of the weight (row-major) is nibble v of the packed bytes, the
+ * high nibble first, in block ⌊v / blocksize⌋; out = f32(code[nibble] · absmax[block]). Nested
+ * (double-quantized) statistics: absmax[j] = f32(f32(code₂[q_j] · nested_absmax[⌊j /
+ * nested_blocksize⌋]) + offset). Products of two float32 values are exact in a double, so
+ * Math.fround rounds each once, as the float32 multiply does. Arrays `packed` (the bytes from
+ * ⌊firstRow·cols / 2⌋ on, as int8), `code` (16 values) and either `absmax` (float32, blocks from
+ * `block0`) or, where `nested` is 1, `absmaxCodes` (uint8 codes as int8, blocks from `block0`),
+ * `nestedAbsmax` (nested blocks from `nested0`) and `nestedCode` (256 values); params
+ * `blocksize`, `block0`, `nested`, `nestedBlocksize`, `nested0`, `offset`.
+ */
+function bnbFourBitRows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { packed, code, absmax, absmaxCodes, nestedAbsmax, nestedCode } = src.arrays as Record<string, Float32Array> & { packed: Int8Array; absmaxCodes: Int8Array };
+  const { blocksize, block0, nested, nestedBlocksize, nested0, offset } = src.params;
+  const cols = src.cols;
+  const start = r0 * cols, end = r1 * cols;
+  // The weight's element whose value is packed[0]'s high nibble (even: a value's nibble is its parity).
+  const first = 2 * Math.floor((src.firstRow * cols) / 2);
+  const off = Math.fround(offset);
+  const scaled = new Float32Array(16);
+  // Block by block: the 16 products code[q] · absmax are the only values a block can hold.
+  for (let blockStart = Math.floor(start / blocksize) * blocksize; blockStart < end; blockStart += blocksize) {
+    const j = blockStart / blocksize;
+    const scale = nested
+      ? Math.fround(Math.fround(nestedCode[absmaxCodes[j - block0] & 0xff] * nestedAbsmax[Math.floor(j / nestedBlocksize) - nested0]) + off)
+      : absmax[j - block0];
+    for (let q = 0; q < 16; q++) scaled[q] = Math.fround(code[q] * scale);
+    // Offsets from `first` and from `start`: small integers, whatever the weight's size.
+    const to = Math.min(blockStart + blocksize, end) - first;
+    let d = Math.max(blockStart, start) - first;
+    const at = first - start;
+    if (d & 1 && d < to) {
+      out[d + at] = scaled[packed[d >>> 1] & 0x0f];
+      d++;
+    }
+    for (; d + 1 < to; d += 2) {
+      const byte = packed[d >>> 1];
+      out[d + at] = scaled[(byte >> 4) & 0x0f];
+      out[d + 1 + at] = scaled[byte & 0x0f];
+    }
+    if (d < to) out[d + at] = scaled[(packed[d >>> 1] >> 4) & 0x0f];
+  }
+}
+
+/** bitsandbytes' 1/127, as the float32 it becomes in the multiply. */
+const BNB_INV_127 = Math.fround(7.874015718698502e-3);
+
+/**
+ * bitsandbytes 8-bit, LLM.int8 row-wise (bnb/bnb-base-model.ts; `int8_vectorwise_dequant`): out =
+ * f32(f32(q · SCB[row]) · f32(1/127)); arrays `q` (int8, the source's rows) and `scb` (float32, one
+ * per row).
+ */
+function bnbInt8Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { q, scb } = src.arrays as { q: Int8Array; scb: Float32Array };
+  const cols = src.cols;
+  for (let o = r0; o < r1; o++) {
+    const r = o - src.firstRow, row = (o - r0) * cols, at = r * cols;
+    const s = scb[r];
+    for (let c = 0; c < cols; c++) out[row + c] = Math.fround(Math.fround(q[at + c] * s) * BNB_INV_127);
+  }
+}
+
+/**
+ * mlx affine (mlx-affine.ts; mx.dequantize): W[o, i] = q·scale + bias of i's group, q the code at
+ * bits [bits·i, bits·i + bits) of row o's words read as one little-endian bit stream (whole codes
+ * per word at 2, 4 and 8 bits; 3-, 5- and 6-bit codes straddle words). Each value is computed in
+ * float64 and must be exact in f32; one that is not is refused, naming its element. Arrays `q`
+ * (the source's rows of `words` words), `scales`, `biases` (float32, checked finite, groups per
+ * row) and `shape` (the stored weight's shape, for the element's index: stacked experts'
+ * leading dimensions); params `bits`, `words`, `groups`, `groupSize`.
+ */
+function mlxAffineRows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { q, scales: s, biases: b, shape } = src.arrays as Record<string, Int32Array> & { scales: Float32Array; biases: Float32Array };
+  const { bits, words, groups, groupSize } = src.params;
+  const cols = src.cols;
+  const mask = 2 ** bits - 1;
+  for (let o = r0; o < r1; o++) {
+    const r = o - src.firstRow, word0 = r * words, row = (o - r0) * cols;
+    for (let g = 0, i = 0; g < groups; g++) {
+      const scale = s[r * groups + g], bias = b[r * groups + g];
+      for (const end = i + groupSize; i < end; i++) {
+        const bit = bits * i;
+        const at = word0 + (bit >>> 5), shift = bit & 31;
+        const low = q[at] >>> shift;
+        const code = (shift + bits > 32 ? low | (q[at + 1] << (32 - shift)) : low) & mask;
+        const product = code * scale; // exact in f64: at most 8 + 24 bits
+        const value = product + bias;
+        // Knuth's TwoSum: the rounding error of that sum, zero when it is exact.
+        const bPart = value - product;
+        const error = (product - (value - bPart)) + (bias - bPart);
+        const stored = Math.fround(value);
+        if (error !== 0 || stored !== value) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `${src.model}: ${src.name}[${storedIndex(shape, o, i)}] = ${code}·${scale} + ${bias} is not exact in f32, in which the merge reads dequantized weights`);
+        }
+        out[row + i] = stored;
+      }
+    }
+  }
+}
+
+/** The index of row `row`, column `col` of a weight stored with `shape`'s leading dimensions, as messages name it. */
+function storedIndex(shape: Int32Array, row: number, col: number): string {
+  const index = [col];
+  for (let d = shape.length - 2; d >= 0; d--) {
+    index.unshift(row % shape[d]);
+    row = Math.floor(row / shape[d]);
+  }
+  return index.join(', ');
+}
+
 /** The decoders by name: a format that decodes on the threads adds its entry here. */
 export const ROW_DECODERS = {
   gptq: gptqRows, awq: awqRows, 'compressed-tensors-packed': compressedTensorsPackedRows, 'compressed-tensors-int8': compressedTensorsInt8Rows,
+  'bnb-4bit': bnbFourBitRows, 'bnb-int8': bnbInt8Rows, 'mlx-affine': mlxAffineRows,
 } satisfies Record<string, RowDecoder>;
 
 /** A decoder's name in {@link ROW_DECODERS}. */

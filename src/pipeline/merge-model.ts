@@ -508,7 +508,8 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
       return file.readPart(tensor, a.rowStart * rowBytes, a.rowCount * rowBytes);
     }
     case 'copy':
-      return base.readPart(unit.tensor.name, a.start, a.length, take(a.length));
+      // A dequantized view's weight that no adapter changes (bitsandbytes) is decoded on the backend's threads too.
+      return base.readPart(unit.tensor.name, a.start, a.length, take(a.length), decodeOn);
   }
 }
 

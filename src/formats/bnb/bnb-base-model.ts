@@ -6,8 +6,8 @@
  * round once; unmerged tensors are written in the model's dtype (config.json `torch_dtype`, as
  * transformers' `dequantize()` casts them; bf16 when the config names none).
  *
- * The decoding sits behind one small interface (a view tensor's `readPart`), so it can move into
- * a container seam that decodes stored tensors per row.
+ * A read decodes the whole rows it falls in, by row-decoders.ts's `bnb-4bit` and `bnb-int8` (on the
+ * CPU backend's threads where it has them), from the stored bytes and statistics of those rows.
  */
 import { DTYPE_BYTES, encodeFromF32, type FloatDType } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
@@ -15,7 +15,7 @@ import { formatProblemList } from '../../plan/problems.js';
 import type { BaseModel, SafetensorsBaseModel } from '../base-model.js';
 import { viewReplacing, type ViewTensor } from '../base-model-view.js';
 import { languageModelField, type ModelConfig } from '../model-config.js';
-import { dequantizeFourBit, dequantizeInt8, dequantizeNestedAbsmax } from './bnb-dequantize.js';
+import { decodeSourceRows, type RowSource } from '../row-decoders.js';
 import { findQuantizedTensors, type FourBitTensor, type Int8Tensor, type QuantizedTensor } from './bnb-tensors.js';
 import { product } from '../../integers.js';
 
@@ -48,45 +48,69 @@ export async function dequantizedBaseModel(base: SafetensorsBaseModel, config: M
 
 function viewTensor(base: BaseModel, t: QuantizedTensor, writeDtype: FloatDType): ViewTensor {
   const dtype: FloatDType = t.kind === '4bit' ? t.dtype : 'F32';
-  const elements = product(t.shape);
+  // Rows of the weight as stored, row-major: (out, in); a 1-D shape is rows of one value.
+  const cols = product(t.shape.slice(1));
   const width = DTYPE_BYTES[dtype];
-  const values = t.kind === '4bit' ? (start: number, count: number) => fourBitValues(base, t, start, count) : (start: number, count: number) => int8Values(base, t, start, count);
+  const rowBytes = cols * width;
+  const source = t.kind === '4bit' ? (r0: number, r1: number) => fourBitSource(base, t, cols, r0, r1) : (r0: number, r1: number) => int8Source(base, t, r0, r1);
   return {
-    name: t.name, dtype, shape: t.shape.slice(), byteLength: elements * width, writeDtype,
-    async readPart(start, length) {
+    name: t.name, dtype, shape: t.shape.slice(), byteLength: product(t.shape) * width, writeDtype,
+    async readPart(start, length, into, decodeOn) {
       if (start % width !== 0 || length % width !== 0) throw new RangeError(`${t.name}: reads must be whole ${dtype} values`);
-      const decoded = await values(start / width, length / width);
+      const r0 = Math.floor(start / rowBytes);
+      const r1 = Math.ceil((start + length) / rowBytes);
+      // Whole f32 rows go straight into the buffer offered (the pipeline's reused slab memory).
+      const whole = dtype === 'F32' && start === r0 * rowBytes && length === (r1 - r0) * rowBytes && into?.byteLength === length && into.byteOffset % 4 === 0;
+      const out = whole ? new Float32Array(into.buffer, into.byteOffset, length / 4) : undefined;
+      const src = await source(r0, r1);
+      // On the CPU backend's threads where it takes them, else here: the same decoder either way.
+      const values = (await decodeOn?.(src, r0, r1, out)) ?? decodeSourceRows(src, r0, r1, out);
+      const first = start / width - r0 * cols;
+      const part = values.subarray(first, first + length / width);
       // What bitsandbytes returns: the float32 product cast once to the quant state's dtype.
-      return dtype === 'F32' ? new Uint8Array(decoded.buffer) : encodeFromF32(decoded, dtype);
+      return dtype === 'F32' ? new Uint8Array(part.buffer, part.byteOffset, part.byteLength) : encodeFromF32(part, dtype);
     },
   };
 }
 
-async function fourBitValues(base: BaseModel, t: FourBitTensor, start: number, count: number): Promise<Float32Array> {
-  const byte0 = start >>> 1;
-  const packed = await base.readPart(t.name, byte0, ((start + count + 1) >>> 1) - byte0);
+/**
+ * The decoder's inputs for rows [r0, r1) of a 4-bit weight: the packed bytes holding their values
+ * and the statistics of the blocks those values fall in (nested ones as stored: the decoder
+ * dequantizes them).
+ */
+async function fourBitSource(base: BaseModel, t: FourBitTensor, cols: number, r0: number, r1: number): Promise<RowSource> {
+  const start = r0 * cols, end = r1 * cols;
+  const byte0 = Math.floor(start / 2);
+  const packed = int8s(await base.readPart(t.name, byte0, Math.ceil(end / 2) - byte0));
   const block0 = Math.floor(start / t.blocksize);
-  const blocks = Math.floor((start + count - 1) / t.blocksize) - block0 + 1;
-  let absmax: Float32Array;
-  if (t.nested) {
-    const q = await base.readPart(t.absmaxKey, block0, blocks);
-    const nested0 = Math.floor(block0 / t.nested.blocksize);
-    const nestedCount = Math.floor((block0 + blocks - 1) / t.nested.blocksize) - nested0 + 1;
-    const scales = f32(await base.readPart(t.nested.absmaxKey, nested0 * 4, nestedCount * 4));
-    absmax = dequantizeNestedAbsmax(q, block0, t.nested.code, scales, nested0, t.nested.blocksize, t.nested.offset);
-  } else {
-    absmax = f32(await base.readPart(t.absmaxKey, block0 * 4, blocks * 4));
+  const blocks = Math.floor((end - 1) / t.blocksize) - block0 + 1;
+  const source = { name: t.name, decoder: 'bnb-4bit', cols, firstRow: r0 } as const;
+  if (!t.nested) {
+    const absmax = f32(await base.readPart(t.absmaxKey, block0 * 4, blocks * 4));
+    return { ...source, arrays: { packed, code: t.code, absmax }, params: { blocksize: t.blocksize, block0, nested: 0, nestedBlocksize: 0, nested0: 0, offset: 0 } };
   }
-  return dequantizeFourBit({ packed, absmax }, t.code, t.blocksize, start, count);
+  const { blocksize, offset } = t.nested;
+  const absmaxCodes = int8s(await base.readPart(t.absmaxKey, block0, blocks));
+  const nested0 = Math.floor(block0 / blocksize);
+  const nestedCount = Math.floor((block0 + blocks - 1) / blocksize) - nested0 + 1;
+  const nestedAbsmax = f32(await base.readPart(t.nested.absmaxKey, nested0 * 4, nestedCount * 4));
+  return {
+    ...source, arrays: { packed, code: t.code, absmaxCodes, nestedAbsmax, nestedCode: t.nested.code },
+    params: { blocksize: t.blocksize, block0, nested: 1, nestedBlocksize: blocksize, nested0, offset },
+  };
 }
 
-async function int8Values(base: BaseModel, t: Int8Tensor, start: number, count: number): Promise<Float32Array> {
+/** The decoder's inputs for rows [r0, r1) of an 8-bit weight: their int8 values and SCB. */
+async function int8Source(base: BaseModel, t: Int8Tensor, r0: number, r1: number): Promise<RowSource> {
   const cols = t.shape[1];
-  const q = await base.readPart(t.name, start, count);
-  const row0 = Math.floor(start / cols);
-  const rows = Math.floor((start + count - 1) / cols) - row0 + 1;
-  const scb = f32(await base.readPart(t.scbKey, row0 * 4, rows * 4));
-  return dequantizeInt8(new Int8Array(q.buffer, q.byteOffset, q.byteLength), scb, start, cols);
+  const q = int8s(await base.readPart(t.name, r0 * cols, (r1 - r0) * cols));
+  const scb = f32(await base.readPart(t.scbKey, r0 * 4, (r1 - r0) * 4));
+  return { name: t.name, decoder: 'bnb-int8', cols, firstRow: r0, arrays: { q, scb }, params: {} };
+}
+
+/** Bytes seen as int8 (the decoders' arrays are int8, int32 or float32: a uint8 code is read `& 0xff`). */
+function int8s(bytes: Uint8Array): Int8Array {
+  return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function f32(bytes: Uint8Array): Float32Array {

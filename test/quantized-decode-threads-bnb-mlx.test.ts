@@ -1,0 +1,363 @@
+/**
+ * bitsandbytes and mlx affine bases decoded on the CPU backend's worker threads
+ * (formats/row-decoders.ts `bnb-4bit`, `bnb-int8`, `mlx-affine`): SmolLM2-135M-shaped attention
+ * projections (hidden 576, 9 heads, 3 KV heads) merged with a PEFT LoRA on two threads (slabs read
+ * into shared memory, as the command line reads them), on two threads through the pool's scratch
+ * (a page's pool) and on one thread with no pool give the same bytes; those bytes are W + α/r·B·A
+ * rounded once to f16, W dequantized here in float64 by the tools' own formulas; the decoding did
+ * go to the workers; and a file the decoder refuses is refused with the same line on every thread.
+ *
+ * bitsandbytes (nn/modules.py `_save_to_state_dict`, functional.py `QuantState.as_dict`,
+ * `dequantize_4bit`, `dequantize_blockwise`, `int8_vectorwise_dequant`; csrc/kernels.cu
+ * `kDequantizeBlockwise`): a Linear4bit weight is `<m>.weight` U8 (n/2, 1) of nibbles, the high
+ * nibble first, `.absmax` (F32 per block, or under double quant U8 codes into `.nested_quant_map`
+ * scaled by `.nested_absmax` per 256 blocks plus `nested_offset`), `.quant_map` (the NF4 or FP4
+ * table) and the quant state's JSON; value v = T(f32(code[nibble_v] · absmax[⌊v/blocksize⌋])), T
+ * the quant state's dtype; nested absmax[j] = f32(f32(code₂[q_j] · nested_absmax[⌊j/256⌋]) +
+ * offset). A Linear8bitLt weight is `<m>.weight` I8 (out, in) with `<m>.SCB` F32 (out); value =
+ * f32(f32(q · SCB[row]) · f32(1/127)).
+ * mlx (mx.quantize / mx.dequantize, affine mode, as `mlx_lm.convert -q` writes): `<m>.weight` U32
+ * (out, in·bits/32), each row's codes one little-endian bit stream; `<m>.scales` and `<m>.biases`
+ * (out, in/group_size); W[o, i] = q·scale + bias of i's group.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
+import { isMergeError } from '../src/errors.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+
+const REPO_ROOT = join(import.meta.dirname, '..');
+const rand = seededRandom(20261207);
+const L = 'model.layers.0';
+const Q = `${L}.self_attn.q_proj`;
+const K = `${L}.self_attn.k_proj`;
+const V = `${L}.self_attn.v_proj`;
+/** Outputs of each module (SmolLM2-135M: 9 heads and 3 KV heads of 64); k_proj no adapter changes. */
+const ROWS: Record<string, number> = { [Q]: 576, [K]: 192, [V]: 192 };
+const COLS = 576;
+const R = 16, ALPHA = 32;
+/** 192 f32 rows of 576 (110 592 values, enough for the pool): in f32, q_proj in three slabs, k_proj and v_proj in one. */
+const SLAB_BYTES = 192 * COLS * 4;
+
+/**
+ * Slabs of the three weights read as the view's dtype, `width` bytes a value (a 4-bit weight's is
+ * its quant state's dtype; the others' f32): each a source of its own rows, cut into pieces.
+ */
+const slabsOf = (width: number) => [Q, K, V].reduce((n, m) => n + Math.ceil((ROWS[m] * COLS * width) / SLAB_BYTES), 0);
+
+type Files = Record<string, Uint8Array | string>;
+interface Case { name: string; files: Files; real: Map<string, Float64Array>; width: number }
+
+const randomInt = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
+const f32Bytes = (values: ArrayLike<number>) => new Uint8Array(Float32Array.from(values).buffer);
+const jsonBytes = (value: object) => new TextEncoder().encode(JSON.stringify(value));
+const smolConfig = (fields: object) => JSON.stringify({
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, intermediate_size: 1536, num_attention_heads: 9,
+  num_key_value_heads: 3, head_dim: 64, num_hidden_layers: 1, torch_dtype: 'bfloat16', ...fields,
+});
+
+/** bitsandbytes' NF4 table as functional.py get_4bit_type('nf4') prints it. */
+const NF4 = [
+  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
+  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+].map(Math.fround);
+/** get_4bit_type('fp4'): 1 sign, 2 exponent and 1 mantissa bit, divided by 12 in float32; bit 3 the sign. */
+const FP4 = [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, -0.0625, -8, -12, -4, -6, -2, -3].map((x) => Math.fround(x / 12));
+
+/**
+ * functional.py create_dynamic_map(signed=True): for i in 0…6, the midpoints of linspace(0.1, 1,
+ * 2^i + 1) times ±10^(i−6), with 0 and 1, sorted (256 values; the double quant's code table).
+ */
+function dynamicMap(): number[] {
+  const data: number[] = [0, 1];
+  for (let i = 0; i < 7; i++) {
+    const n = 2 ** i + 1;
+    const bounds = Array.from({ length: n }, (_, k) => 0.1 + (0.9 * k) / (n - 1));
+    for (let k = 0; k + 1 < n; k++) {
+      const mean = (bounds[k] + bounds[k + 1]) / 2;
+      data.push(10 ** (i - 6) * mean, -(10 ** (i - 6)) * mean);
+    }
+  }
+  return data.sort((a, b) => a - b).map(Math.fround);
+}
+
+/**
+ * A Linear4bit base: random nibbles per module, block statistics plain or double-quantized; the
+ * truth is what dequantize_4bit returns, cast to the quant state's dtype.
+ */
+function fourBitCase(type: 'nf4' | 'fp4', blocksize: number, dtype: 'BF16' | 'F16', nested: boolean): Case {
+  const code = type === 'nf4' ? NF4 : FP4;
+  const tensors: FixtureTensor[] = [];
+  const real = new Map<string, Float64Array>();
+  for (const m of [Q, K, V]) {
+    const name = `${m}.weight`;
+    const n = ROWS[m] * COLS;
+    const blocks = Math.ceil(n / blocksize);
+    const packed = Uint8Array.from({ length: n / 2 }, () => randomInt(0, 255));
+    const state: Record<string, unknown> = { quant_type: type, blocksize, dtype: dtype === 'BF16' ? 'bfloat16' : 'float16', shape: [ROWS[m], COLS] };
+    let absmax: number[];
+    const stats: FixtureTensor[] = [];
+    if (nested) {
+      const map = dynamicMap();
+      const q = Array.from({ length: blocks }, () => randomInt(0, 255));
+      const nestedAbsmax = Array.from({ length: Math.ceil(blocks / 256) }, () => Math.fround(0.02 + rand() * 0.05));
+      const offset = Math.fround(0.05 + rand() * 0.02); // the mean absmax, subtracted before the second quantization
+      absmax = q.map((qj, j) => Math.fround(Math.fround(map[qj] * nestedAbsmax[Math.floor(j / 256)]) + offset));
+      Object.assign(state, { nested_blocksize: 256, nested_dtype: 'float32', nested_offset: offset });
+      stats.push(
+        { name: `${name}.absmax`, dtype: 'U8', shape: [blocks], data: q },
+        { name: `${name}.nested_absmax`, dtype: 'F32', shape: [nestedAbsmax.length], data: f32Bytes(nestedAbsmax) },
+        { name: `${name}.nested_quant_map`, dtype: 'F32', shape: [256], data: f32Bytes(map) },
+      );
+    } else {
+      absmax = Array.from({ length: blocks }, () => Math.fround(0.01 + rand() * 0.1));
+      stats.push({ name: `${name}.absmax`, dtype: 'F32', shape: [blocks], data: f32Bytes(absmax) });
+    }
+    tensors.push(
+      { name, dtype: 'U8', shape: [n / 2, 1], data: packed }, ...stats,
+      { name: `${name}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(code) },
+      { name: `${name}.quant_state.bitsandbytes__${type}`, dtype: 'U8', shape: [jsonBytes(state).length], data: jsonBytes(state) },
+    );
+    const w = new Float64Array(n);
+    for (let v = 0; v < n; v++) {
+      const nibble = v % 2 === 0 ? packed[v >> 1] >> 4 : packed[v >> 1] & 15;
+      w[v] = roundForDType(Math.fround(code[nibble] * absmax[Math.floor(v / blocksize)]), dtype);
+    }
+    real.set(m, w);
+  }
+  const quantization = {
+    quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: type, bnb_4bit_use_double_quant: nested,
+    bnb_4bit_compute_dtype: 'bfloat16', bnb_4bit_quant_storage: 'uint8', llm_int8_threshold: 6.0,
+  };
+  return {
+    name: `bitsandbytes ${type.toUpperCase()} blocksize ${blocksize} ${dtype}${nested ? ' double-quantized' : ''}`,
+    files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': smolConfig({ quantization_config: quantization }) }, real, width: 2,
+  };
+}
+
+/** A Linear8bitLt base (LLM.int8, row-wise SCB, weight_format 0). */
+function int8Case(): Case {
+  const tensors: FixtureTensor[] = [];
+  const real = new Map<string, Float64Array>();
+  const inv127 = Math.fround(7.874015718698502e-3);
+  for (const m of [Q, K, V]) {
+    const n = ROWS[m];
+    const q = Array.from({ length: n * COLS }, () => randomInt(-127, 127));
+    const scb = Array.from({ length: n }, () => Math.fround(0.05 + rand() * 0.2)); // each row's absmax
+    real.set(m, Float64Array.from(q, (x, i) => Math.fround(Math.fround(x * scb[Math.floor(i / COLS)]) * inv127)));
+    tensors.push(
+      { name: `${m}.SCB`, dtype: 'F32', shape: [n], data: f32Bytes(scb) },
+      { name: `${m}.weight`, dtype: 'I8', shape: [n, COLS], data: q },
+      { name: `${m}.weight_format`, dtype: 'U8', shape: [], data: [0] },
+    );
+  }
+  const quantization = { quant_method: 'bitsandbytes', load_in_4bit: false, load_in_8bit: true, llm_int8_threshold: 6.0, llm_int8_has_fp16_weight: false };
+  return { name: 'bitsandbytes LLM.int8', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': smolConfig({ torch_dtype: 'float16', quantization_config: quantization }) }, real, width: 4 };
+}
+
+/** Codes as mlx packs a row: one little-endian bit stream over uint32 words, code i at bits [bits·i, bits·i + bits). */
+function mlxPack(codes: readonly number[], rows: number, bits: number): number[] {
+  const words = (COLS * bits) / 32;
+  const out = new Array<number>(rows * words).fill(0);
+  for (let o = 0; o < rows; o++) for (let i = 0; i < COLS; i++) {
+    for (let b = 0; b < bits; b++) {
+      if ((codes[o * COLS + i] >> b) & 1) {
+        const bit = bits * i + b;
+        out[o * words + Math.floor(bit / 32)] += 2 ** (bit % 32);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * An mlx-community base (`mlx_lm.convert -q --q-bits B --q-group-size G`), bf16 scales and biases:
+ * each bias a bf16 of 2^-6 … 2^-5 and each scale of 2^-9 … 2^-8, so that q·scale + bias is exact in f32.
+ */
+function mlxCase(bits: number, groupSize: number): Case {
+  const groups = COLS / groupSize;
+  const tensors: FixtureTensor[] = [];
+  const real = new Map<string, Float64Array>();
+  for (const m of [Q, K, V]) {
+    const n = ROWS[m];
+    const codes = Array.from({ length: n * COLS }, () => randomInt(0, 2 ** bits - 1));
+    const scales = Array.from({ length: n * groups }, () => roundForDType(2 ** -9 * (1 + rand()), 'BF16'));
+    const biases = Array.from({ length: n * groups }, () => roundForDType((rand() < 0.5 ? -1 : 1) * 2 ** -6 * (1 + rand() * 0.99), 'BF16'));
+    real.set(m, Float64Array.from(codes, (q, v) => {
+      const g = Math.floor(v / COLS) * groups + Math.floor((v % COLS) / groupSize);
+      return q * scales[g] + biases[g];
+    }));
+    tensors.push(
+      { name: `${m}.biases`, dtype: 'BF16', shape: [n, groups], data: biases },
+      { name: `${m}.scales`, dtype: 'BF16', shape: [n, groups], data: scales },
+      { name: `${m}.weight`, dtype: 'U32', shape: [n, (COLS * bits) / 32], data: mlxPack(codes, n, bits) },
+    );
+  }
+  const quantization = { group_size: groupSize, bits };
+  return {
+    name: `mlx affine ${bits}-bit group ${groupSize}`,
+    files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': smolConfig({ quantization, quantization_config: quantization }) }, real, width: 4,
+  };
+}
+
+/** A PEFT LoRA, r = 16 and α = 32, on q_proj and v_proj (f32 factors); its ΔW per module in float64. */
+function peftLora(): { files: Files; delta: Map<string, Float64Array> } {
+  const tensors: FixtureTensor[] = [];
+  const delta = new Map<string, Float64Array>();
+  for (const m of [Q, V]) {
+    const n = ROWS[m];
+    const a = Array.from(randomValues(R * COLS, rand, 0.3), Math.fround);
+    const b = Array.from(randomValues(n * R, rand, 0.3), Math.fround);
+    const d = new Float64Array(n * COLS);
+    for (let o = 0; o < n; o++) for (let i = 0; i < COLS; i++) {
+      let s = 0;
+      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * COLS + i];
+      d[o * COLS + i] = (ALPHA / R) * s;
+    }
+    delta.set(m, d);
+    tensors.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [R, COLS], data: a });
+    tensors.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [n, R], data: b });
+  }
+  return {
+    files: {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: ALPHA, target_modules: ['q_proj', 'v_proj'], bias: 'none', fan_in_fan_out: false }),
+      'adapter_model.safetensors': buildSafetensors(tensors),
+    },
+    delta,
+  };
+}
+
+let sharedPool: CpuWorkerPool;
+let scratchPool: CpuWorkerPool;
+const backends: CpuBackend[] = [];
+
+beforeAll(() => {
+  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
+  if (!existsSync(workerScript)) {
+    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
+    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
+  }
+  sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
+  scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
+});
+afterAll(() => backends.forEach((b) => b.dispose()));
+
+const lora = peftLora();
+
+/** The three ways to merge: two threads on shared slabs, two through the pool's scratch, one. */
+function threeBackends(): { shared: CpuBackend; scratch: CpuBackend; single: CpuBackend } {
+  const made = { shared: new CpuBackend('test', { pool: sharedPool }), scratch: new CpuBackend('test', { pool: scratchPool }), single: new CpuBackend('test') };
+  backends.push(made.shared, made.scratch, made.single);
+  return made;
+}
+
+async function mergeOn(files: Files, backend: CpuBackend): Promise<Uint8Array> {
+  const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(lora.files, 'adapter') }]);
+  const output = createBlobOutputTarget();
+  try {
+    expect(prepared.plan.problems).toEqual([]);
+    await mergeModel({ prepared, output, backend, outDtype: 'f16', slabBytes: SLAB_BYTES });
+  } finally {
+    await prepared.close();
+  }
+  const file = output.files().find((f) => f.path === 'model.safetensors')!;
+  return new Uint8Array(await file.blob.arrayBuffer());
+}
+
+/** The refusal a merge of `files` ends in: its code and line. */
+async function refusalOn(files: Files, backend: CpuBackend): Promise<{ code: string; message: string }> {
+  try {
+    await mergeOn(files, backend);
+  } catch (e) {
+    if (!isMergeError(e)) throw e;
+    return { code: e.code, message: e.message };
+  }
+  throw new Error('the merge was not refused');
+}
+
+describe('bitsandbytes and mlx affine base weights decoded on the worker threads', () => {
+  const cases = [
+    fourBitCase('nf4', 64, 'BF16', true), fourBitCase('fp4', 128, 'F16', false), int8Case(), mlxCase(4, 64), mlxCase(3, 64),
+  ];
+  for (const c of cases) {
+    it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + α/r·B·A rounded once`, async () => {
+      const { shared, scratch, single } = threeBackends();
+      const [pieces, sources] = [sharedPool.sent.decodePieces, sharedPool.sent.decodeSources];
+      const scratchPieces = scratchPool.sent.decodePieces;
+      const threaded = await mergeOn(c.files, shared);
+      // Each slab's rows (k_proj's: copied, not merged), stored by output, went to shared memory
+      // once, and were cut into pieces, the first of each to the worker (the calling thread takes the next).
+      const slabs = slabsOf(c.width);
+      expect(sharedPool.sent.decodeSources - sources).toBe(slabs);
+      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(slabs);
+      const throughScratch = await mergeOn(c.files, scratch);
+      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(slabs);
+      const oneThread = await mergeOn(c.files, single);
+      expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
+      expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);
+
+      const written = decodeSafetensors(threaded).tensors;
+      for (const m of [Q, K, V]) {
+        const t = written.get(`${m}.weight`)!;
+        expect([t.dtype, t.shape], m).toEqual(['F16', [ROWS[m], COLS]]);
+        const w = c.real.get(m)!;
+        const d = lora.delta.get(m);
+        const wrong = t.values.findIndex((got, i) => got !== roundForDType(w[i] + (d ? d[i] : 0), 'F16'));
+        expect(wrong, `${m}: element ${wrong} is ${t.values[wrong]}, expected ${w[wrong] + (d ? d[wrong] : 0)}`).toBe(-1);
+      }
+    });
+  }
+
+  it('an mlx value not exact in f32 (a bias far below its scale) is refused with the same line on every thread, the worker\'s keeping its code', async () => {
+    const c = mlxCase(4, 64);
+    const tensors = decodeSafetensors(c.files['model.safetensors'] as Uint8Array).tensors;
+    // Row 0 of q_proj, the first piece of its first slab: the worker's on two threads.
+    const biases = Array.from(tensors.get(`${Q}.biases`)!.values);
+    biases[0] = 2 ** -40;
+    const hostile = {
+      ...c.files,
+      'model.safetensors': buildSafetensors([...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: name === `${Q}.biases` ? biases : t.bytes }))),
+    };
+    const { shared, scratch, single } = threeBackends();
+    const pieces = sharedPool.sent.decodePieces;
+    const refusals = [await refusalOn(hostile, shared), await refusalOn(hostile, scratch), await refusalOn(hostile, single)];
+    expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(1);
+    expect(refusals[0]).toEqual({
+      code: 'UNSUPPORTED_FORMAT',
+      message: expect.stringMatching(/^model: model\.layers\.0\.self_attn\.q_proj\.weight\[0, \d+\] = \d+·[\d.e-]+ \+ 9\.094947017729282e-13 is not exact in f32, in which the merge reads dequantized weights$/),
+    });
+    expect(refusals[1]).toEqual(refusals[0]);
+    expect(refusals[2]).toEqual(refusals[0]);
+  });
+
+  it('hostile statistics are refused with the same line on every thread: an mlx scale that is NaN, a bitsandbytes absmax of the wrong length', async () => {
+    const mlx = mlxCase(4, 64);
+    const mlxTensors = decodeSafetensors(mlx.files['model.safetensors'] as Uint8Array).tensors;
+    const nanScales = {
+      ...mlx.files,
+      'model.safetensors': buildSafetensors([...mlxTensors].map(([name, t]): FixtureTensor => (
+        { name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: name === `${V}.scales` ? t.values.map((x, i) => (i === 700 ? NaN : x)) : t.bytes }))),
+    };
+    const nf4 = fourBitCase('nf4', 64, 'BF16', true);
+    const nf4Tensors = decodeSafetensors(nf4.files['model.safetensors'] as Uint8Array).tensors;
+    const shortAbsmax = {
+      ...nf4.files,
+      'model.safetensors': buildSafetensors([...nf4Tensors].map(([name, t]): FixtureTensor => (
+        name === `${K}.weight.absmax` ? { name, dtype: 'U8', shape: [t.shape[0] - 1], data: t.bytes.subarray(1) } : { name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: t.bytes }))),
+    };
+    const { shared, scratch, single } = threeBackends();
+    for (const [files, expected] of [
+      [nanScales, { code: 'UNSUPPORTED_FORMAT', message: `model: tensor "${V}.scales" holds NaN (element 700); scales and biases must be finite` }],
+      [shortAbsmax, { code: 'UNSUPPORTED_FORMAT', message: `model: tensor "${K}.weight" ${K}.weight.absmax is U8 with 1727 values; expected 1728 U8` }],
+    ] as const) {
+      for (const backend of [shared, scratch, single]) expect(await refusalOn(files, backend)).toEqual(expected);
+    }
+  });
+});
