@@ -6,7 +6,8 @@
  * with other counts: where another count gives tensor infos that follow each other exactly as
  * GGUF lays them out (the first at data offset 0, each at the previous one's end padded to the
  * alignment, of known GGML types with whole-block rows), that count is what the file holds.
- * Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
+ * Each tensor info is read once however many counts' runs reach it (FittingRuns), and the search
+ * has a budget of infos read (OTHER_COUNTS_BUDGET). Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
  * sound files.
  */
 import type { Pacer } from '../../event-turns.js';
