@@ -37,6 +37,12 @@ vi.mock('../src/formats/gguf/gguf-container.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../src/formats/gguf/gguf-container.js')>();
   return { ...real, ggufContainer: (...args: Parameters<typeof real.ggufContainer>) => (built.containers++, built.onContainer?.(), real.ggufContainer(...args)) };
 });
+/** The loader-order view of the tensors that llama-quantize's mixes need (mixContext), made. */
+const mixes = vi.hoisted(() => ({ made: 0 }));
+vi.mock('../src/formats/gguf/type-mixes.js', async (importOriginal) => {
+  const real = await importOriginal<typeof import('../src/formats/gguf/type-mixes.js')>();
+  return { ...real, mixContext: (...args: Parameters<typeof real.mixContext>) => (mixes.made++, real.mixContext(...args)) };
+});
 vi.mock('../src/formats/gguf/kept-scales.js', async (importOriginal) => {
   const real = await importOriginal<typeof import('../src/formats/gguf/kept-scales.js')>();
   return { ...real, readKeptScales: (...args: Parameters<typeof real.readKeptScales>) => (built.scales++, real.readKeptScales(...args)) };
@@ -213,9 +219,19 @@ describe('openModel of a GGUF base', () => {
   };
 
   it('builds no model once a cancel is asked for as the last tensor is laid out, and reads no scales once asked for as the model is built', async () => {
-    built.containers = built.scales = 0;
-    await (await openModelPaced(llamaFiles(), new Pacer())).close();
+    built.containers = built.scales = mixes.made = 0;
+    const model = await openModelPaced(llamaFiles(), new Pacer());
     expect([built.containers, built.scales]).toEqual([1, 1]);
+    // The mixes' view of all 36 000 tensors (sorted in the loader's order) is made when a mix is
+    // asked for, not when the model is opened.
+    expect(mixes.made).toBe(0);
+    const attnV = { name: 'blk.0.attn_v.weight', type: 'F32', shape: [64, 64], byteLength: 4 * 64 * 64 };
+    expect(model.format.outputType(attnV, true, 'Q8_0')).toBe('Q8_0');
+    expect(mixes.made).toBe(0);
+    expect(model.format.outputType(attnV, true, model.format.parseOutputType('q4_k_m'))).toMatch(/^Q/);
+    expect(model.format.outputType(attnV, true, 'Q4_K_M')).toMatch(/^Q/);
+    expect(mixes.made).toBe(1);
+    await model.close();
     // Asked for at the last tensor's type lookup (the layout's, the header's last work).
     const atLayout = new AbortController();
     let lookups = 0;
@@ -240,6 +256,30 @@ describe('openModel of a GGUF base', () => {
       built.onContainer = undefined;
     }
     expect([built.containers, built.scales]).toEqual([1, 0]);
+  }, 120_000);
+
+  it("describes the model's tensors paced: a cancel asked for at the 12 000th stops the next", async () => {
+    // Each tensor as the plan sees it (a map entry holding its stored type), counted as made.
+    const set = Map.prototype.set;
+    const described = { all: 0, seen: 0, after: 0 };
+    const controller = new AbortController();
+    Map.prototype.set = function <K, V>(this: Map<K, V>, key: K, value: V) {
+      if (typeof value === 'object' && value !== null && 'storedType' in value) {
+        described.all++;
+        if (controller.signal.aborted) described.after++;
+        else if (++described.seen === TENSORS / 3) controller.abort('stop');
+      }
+      return set.call(this, key, value) as Map<K, V>;
+    };
+    built.containers = 0;
+    try {
+      await expect(openModelPaced(llamaFiles(), new Pacer(controller.signal, 0))).rejects.toMatchObject({ name: 'AbortError', code: 'ABORTED', cause: 'stop' });
+    } finally {
+      Map.prototype.set = set;
+    }
+    // Without a tick per tensor the other 24 000 were described after the abort.
+    expect(described).toEqual({ all: TENSORS / 3, seen: TENSORS / 3, after: 0 });
+    expect(built.containers).toBe(0);
   }, 120_000);
 
   it("hands its pacer to the header's read: an abort at its 1000th tick ends the open there", async () => {

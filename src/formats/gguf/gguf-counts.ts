@@ -6,7 +6,8 @@
  * with other counts: where another count gives tensor infos that follow each other exactly as
  * GGUF lays them out (the first at data offset 0, each at the previous one's end padded to the
  * alignment, of known GGML types with whole-block rows), that count is what the file holds.
- * Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
+ * Each tensor info is read once however many counts' runs reach it (FittingRuns), and the search
+ * has a budget of infos read (OTHER_COUNTS_BUDGET). Walked only when a file was refused or has bytes after its last tensor, so it costs nothing on
  * sound files.
  */
 import type { Pacer } from '../../event-turns.js';
@@ -190,6 +191,73 @@ async function tensorInfosFrom(h: HeaderBytes, at: number, alignment: number, mo
   return run;
 }
 
+/** A tensor info the walk found: its offset (the data offset its run reached it at) and its fit. */
+interface FoundInfo {
+  offset: bigint;
+  /** How many infos from it on, it first, have their data end inside the file (see FittingRuns). */
+  fitting: number;
+}
+
+/**
+ * The most tensor infos the walk over other metadata counts finds, besides the first of each
+ * count's run: four times as many as a file may hold. The runs of a damaged file with a wrong count
+ * find about as many as it holds (the run of the right count, and a few infos where the bytes at
+ * another entry's end happen to read as one); only bytes made to read as many runs of their own
+ * reach it, and are refused.
+ */
+const OTHER_COUNTS_BUDGET = 4 * (MAX_TENSORS + 1);
+
+/**
+ * The runs of tensor infos from a set of positions, all with one alignment, each found once.
+ * A run from an entry's end whose data fits the file is the run of some metadata count; each such
+ * run is asked how many of its infos have their data end inside the file. Two runs that reach the
+ * same info at the same data offset go on alike from there, and an info is found at one data
+ * offset only (its own offset field), so each info's answer is kept by its position: the walk is
+ * linear in the infos found, not their number times the counts.
+ *
+ * Where a run's data ends (its infos' end padded to the alignment, plus the data offset and size
+ * of its last info) never falls from one info to the next, so the infos of a run that fit the
+ * file come first: a count's `n` tensor infos are found with the last one's data inside the file
+ * exactly when at least `n` fit here.
+ */
+class FittingRuns {
+  private readonly found = new Map<number, FoundInfo>();
+  private readonly a: bigint;
+
+  constructor(private readonly h: HeaderBytes, private readonly alignment: number, private readonly size: number, private readonly pacer: Pacer, private readonly budget: { left: number }) {
+    this.a = BigInt(alignment);
+  }
+
+  /** How many infos of the run from `at` fit the file; undefined once the walk's budget is spent. */
+  async from(at: number): Promise<number | undefined> {
+    const path: FoundInfo[] = [];
+    let offset = 0n;
+    let after = 0;
+    for (;;) {
+      // Found at another offset, the info is read again, and fails on its offset.
+      const known = this.found.get(at);
+      if (known?.offset === offset) {
+        after = known.fitting;
+        break;
+      }
+      if (path.length > 0 && --this.budget.left < 0) return undefined;
+      const turn = this.pacer.tick();
+      if (turn) await turn;
+      const info = tensorInfoAt(this.h, at, offset);
+      if (!info) break;
+      const found: FoundInfo = { offset, fitting: 0 };
+      this.found.set(at, found);
+      const end = Math.ceil(info.end / this.alignment) * this.alignment + Number(offset + info.bytes);
+      if (end > this.size) break;
+      path.push(found);
+      offset += (info.bytes + this.a - 1n) / this.a * this.a;
+      at = info.end;
+    }
+    for (let i = path.length - 1; i >= 0; i--) path[i].fitting = ++after;
+    return after;
+  }
+}
+
 /** Runs `walk` over the file's first bytes, reading more while it needs them, up to `limit` bytes. */
 async function walkHeader<T>(held: HeldHeader, limit: number, first: number, walk: (h: HeaderBytes) => Promise<T>): Promise<T> {
   const readable = Math.min(held.limit, limit);
@@ -262,13 +330,22 @@ export async function miscountedHeader(held: HeldHeader, limit: number, pacer: P
       }
     }
     if (declaredTensors === 0) return fewer;
-    // Other counts: as many entries as parse.
+    // Other counts: as many entries as parse. The runs of tensor infos from their ends are walked
+    // once together (FittingRuns), not each anew: a header's bytes can be made so that every
+    // entry's end starts a run of thousands of infos, all of them the same after the first two.
     await walkEntries(MAX_METADATA_ENTRIES);
     const fits = [];
+    const runs = new Map<number, FittingRuns>();
+    const budget = { left: OTHER_COUNTS_BUDGET };
     for (let count = 0; count < starts.length; count++) {
       if (count === declaredEntries) continue;
-      const infos = await tensorInfosFrom(h, starts[count], alignments[count], declaredTensors, pacer);
-      if (infos.names.length === declaredTensors && dataStart(infos, count) + Number(infos.used) <= size) fits.push(count);
+      const alignment = alignments[count];
+      if (!runs.has(alignment)) runs.set(alignment, new FittingRuns(h, alignment, size, pacer, budget));
+      const fitting = await runs.get(alignment)!.from(starts[count]);
+      if (fitting === undefined) {
+        return `${file}: the header declares ${declaredEntries} metadata entr${declaredEntries === 1 ? 'y' : 'ies'} and ${declaredTensors} tensor${declaredTensors === 1 ? '' : 's'}, which do not match what follows them, and no count that does was found in the ${OTHER_COUNTS_BUDGET} tensor infos read looking for one: the file is damaged: download or convert it again`;
+      }
+      if (fitting >= declaredTensors) fits.push(count);
     }
     if (fits.length !== 1) return fewer;
     const count = fits[0];

@@ -48,9 +48,9 @@ export async function openGgufModel(files: InputFileSet, pacer: Pacer = new Pace
     checkParts(files.name, parts);
     const otherFiles = list.filter((p) => !GGUF.test(p));
     // Building the model and reading its scales each go over every tensor (half a second for
-    // 160 000): a cancel is looked for before each.
+    // 160 000): the model's tensors are described paced, and a cancel is looked for before each.
     await pacer.tick();
-    const model = new GgufModel(files.name, parts, otherFiles);
+    const model = new GgufModel(files.name, parts, otherFiles, await describeTensors(files.name, parts, pacer));
     await pacer.tick();
     await model.readScales();
     return model;
@@ -143,6 +143,39 @@ function planShape(shape: number[], arch: unknown): number[] {
   return [shape[0] * shape[1], shape[2]];
 }
 
+/** Each tensor of a GGUF base as the plan sees it, and where it is stored, by name. */
+interface DescribedTensors {
+  tensors: Map<string, BaseTensor>;
+  located: Map<string, { file: GgufFile; tensor: GgufTensor }>;
+}
+
+/**
+ * The model's tensors as the plan sees them (shape, dtype, part), one `pacer` tick each: 160 000
+ * of them are a third of a second, which a cancel does not wait for.
+ */
+async function describeTensors(name: string, parts: { path: string; file: GgufFile }[], pacer: Pacer): Promise<DescribedTensors> {
+  const tensors = new Map<string, BaseTensor>();
+  const located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
+  const arch = parts[0].file.value('general.architecture')?.value;
+  for (const { path, file } of parts) {
+    const declared = declaredShapes(file);
+    for (const t of file.tensors) {
+      const turn = pacer.tick();
+      if (turn) await turn;
+      if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
+      const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
+      // The plan sees the real shape; the file is written as it is stored (see realShape).
+      const real = declared.has(t.name) ? realShape(t, declared.get(t.name), arch) : { shape: t.shape, rowBlock: 1 };
+      tensors.set(t.name, {
+        name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+        ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
+      });
+      located.set(t.name, { file, tensor: t });
+    }
+  }
+  return { tensors, located };
+}
+
 /**
  * ComfyUI-GGUF's converter (tools/convert.py, `shape_fix` for SD1 and SDXL) stores a matrix whose
  * rows are not whole 256-value blocks as rows of 256 values, and the real (PyTorch) shape under
@@ -190,27 +223,13 @@ class GgufModel implements BaseModel {
   readonly format: ContainerFormat;
   readonly warnings: readonly string[];
   keptScales?: ReadonlyMap<string, ValueScale>;
-  private readonly located = new Map<string, { file: GgufFile; tensor: GgufTensor }>();
+  private readonly located: ReadonlyMap<string, { file: GgufFile; tensor: GgufTensor }>;
   /** Weights beside a `.scale` that cannot divide an update, and why (kept-scales.ts). */
   private unusableScales: ReadonlyMap<string, string> = new Map();
 
-  constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[]) {
-    const tensors = new Map<string, BaseTensor>();
-    const arch = parts[0].file.value('general.architecture')?.value;
-    for (const { path, file } of parts) {
-      const declared = declaredShapes(file);
-      for (const t of file.tensors) {
-        if (tensors.has(t.name)) throw new MergeError('BAD_CONFIG', `${name}: tensor "${t.name}" is in two parts`);
-        const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
-        // The plan sees the real shape; the file is written as it is stored (see realShape).
-        const real = declared.has(t.name) ? realShape(t, declared.get(t.name), arch) : { shape: t.shape, rowBlock: 1 };
-        tensors.set(t.name, {
-          name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
-          ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
-        });
-        this.located.set(t.name, { file, tensor: t });
-      }
-    }
+  constructor(readonly name: string, private readonly parts: { path: string; file: GgufFile }[], readonly otherFiles: readonly string[], described: DescribedTensors) {
+    const { tensors, located } = described;
+    this.located = located;
     this.tensors = tensors;
     this.shards = parts.map(({ path, file }) => ({
       path,
