@@ -96,6 +96,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       outDtype: state.outDtype,
       dtypeMergedOnly: state.outDtype !== 'same' && state.dtypeMergedOnly,
       output: picked?.output ?? { kind: 'browser-storage' },
+      choice: state.backendChoice,
       threads: state.threads,
       onProgress: (p) => progress.update(p),
     });
