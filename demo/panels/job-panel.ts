@@ -86,7 +86,12 @@ const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
   energy: { label: 'Share of ‖ΔW‖²_F', hint: 'Per module, the smallest rank keeping this share of the difference’s energy (at most rank 512).', min: '0', max: '1', step: '0.001', value: '0.99' },
 };
 
-export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, header: () => JobHeader): JobPanel {
+/**
+ * Mounts the section. `showError`: a refused pick or drop, said aloud and shown on the page until
+ * the next one (as the merge's pickers say theirs), not only read out.
+ */
+export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, header: () => JobHeader,
+  showError: (message: string) => void): JobPanel {
   document.querySelector('main')!.insertAdjacentHTML('beforeend', jobSectionHtml);
   const store = new JobStore();
   const client = new JobWorkerClient();
@@ -126,7 +131,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   /** Whether the page, not the user, switched the output to kohya (kohya module names). */
   let forcedKohya = false;
 
-  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), (m) => say.error(m));
+  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError);
   store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
 
   function describe(adapters: JobAdapter[]): void {
