@@ -127,7 +127,7 @@ describe('the header\'s backend requests, and the page while its work runs', PAG
     await headerSays(page, /^cpu · CPU \(WebAssembly SIMD, 10 threads; requested\)$/);
     expect(await backends(page)).toEqual([{ choice: 'cpu', threads: auto }, { choice: 'cpu', threads: 10 }]);
 
-    // A refused entry asks for nothing (it is read out, and holds Merge); nor does the count it had, typed again.
+    // A refused entry asks for nothing (it is read out); nor does the count it had, typed again.
     await page.keyboard.down('Shift');
     await page.keyboard.press('Tab');
     await page.keyboard.up('Shift');
