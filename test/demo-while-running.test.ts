@@ -11,7 +11,8 @@
  *   threads", the mode switch, the pickers, the weights and the options are off, and each comes
  *   back after a failure, a cancel and a success; a file picked meanwhile is refused in words;
  *   axe-core finds nothing serious in either theme, at 1280 and at 390 px;
- * - and the same while a merge runs.
+ * - and the same while a merge runs; and a base picked while the save picker is open (not modal on
+ *   every system) is not merged under the old base's plan.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -254,6 +255,57 @@ describe('the header\'s backend requests, and the page while its work runs', PAG
     await release(page);
     await downloadBytes(page, 'job-download-link');
     expect(await usable(page)).toEqual(expect.arrayContaining(one));
+  });
+
+  it('a base picked while the save picker is open is not merged under the old one\'s plan: nothing is merged, the picked file goes, and the page says so', async () => {
+    const first = llamaWithPeft(84);
+    const dir = session.dirs.make(first.files);
+    const other = session.dirs.make({ 'other.safetensors': llamaWithPeft(85).base });
+    const { page } = await session.open('?backend=cpu');
+    // A save picker that makes the file (as a browser's does) and answers when the test says, in OPFS `picked/`.
+    await page.evaluateOnNewDocument(() => {
+      const folder = async () => (await navigator.storage.getDirectory()).getDirectoryHandle('picked', { create: true });
+      let answer: () => void = () => {};
+      Object.assign(window, {
+        answerPicker: () => answer(),
+        showSaveFilePicker: async (options: { suggestedName: string }) => {
+          const handle = await (await folder()).getFileHandle(options.suggestedName, { create: true });
+          await new Promise<void>((resolve) => { answer = resolve; });
+          return handle;
+        },
+        showDirectoryPicker: async () => folder(),
+      });
+    });
+    await page.reload({ waitUntil: 'load' });
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await planReady(page);
+    await mergeEnabled(page);
+    await page.select('[data-testid="destination"]', 'picked');
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(async () => {
+      const picked = await (await navigator.storage.getDirectory()).getDirectoryHandle('picked', { create: true });
+      for await (const _ of (picked as unknown as { keys(): AsyncIterable<string> }).keys()) return true;
+      return false;
+    }, { timeout: 10_000 });
+    // The picker open: the page is not busy yet, so another base can be picked; then the picker answers.
+    await upload(page, 'base-input', join(other, 'other.safetensors'));
+    await page.waitForFunction(() => /^other\.safetensors/.test(document.querySelector('[data-testid="base-summary"]')?.textContent ?? ''));
+    await page.evaluate(() => (window as unknown as { answerPicker(): void }).answerPicker());
+    const said = 'Nothing was merged: the base or the adapters changed while the destination was being chosen. Press Merge again to merge what is picked now.';
+    await page.waitForFunction((m: string) => document.querySelector('[data-testid="progress-text"]')!.textContent === m, { timeout: 30_000 }, said);
+    await page.waitForFunction((m: string) => document.querySelector('[data-testid="alert"]')!.textContent === m, { timeout: 10_000 }, said);
+    expect(await page.$$eval('[data-testid^="download-link"]', (els) => els.length)).toBe(0);
+    expect(await page.evaluate(async () => {
+      const picked = await (await navigator.storage.getDirectory()).getDirectoryHandle('picked', { create: true });
+      const names: string[] = [];
+      for await (const name of (picked as unknown as { keys(): AsyncIterable<string> }).keys()) names.push(name);
+      return names;
+    })).toEqual([]);
+    // The new plan arriving leaves the line: it speaks of these inputs.
+    await planReady(page);
+    await mergeEnabled(page);
+    expect(await text(page, '[data-testid="progress-text"]')).toBe(said);
   });
 
   it('while a merge runs only Cancel can be used, and a file picked meanwhile is refused in words; all comes back after it', async () => {
