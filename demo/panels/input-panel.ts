@@ -28,8 +28,8 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
   let busy: string | undefined;
   for (const input of [filesInput, folderInput]) {
     input.addEventListener('change', () => {
-      // A file chooser is not modal everywhere (a desktop portal's is a window of its own): one
-      // opened before the work started and answered after would change the running work's inputs.
+      // A file chooser is not modal on every system: one opened before the work started and
+      // answered after would change the running work's inputs.
       if (busy !== undefined) {
         input.value = '';
         return onError(`Nothing picked was added, as ${busy}: pick it again when that is over.`);
