@@ -38,12 +38,13 @@ for (const type of ['change', 'drop']) {
 const mergePanel = mountMergePanel(store, client, announcer);
 // Combine, resize and extract: a section, a store and a worker of their own, behind the mode switch;
 // the header's backend and CPU threads (this page store's) govern them as they govern the merge.
-const jobs = mountJobPanel(announcer, () => store.state);
+const jobs = mountJobPanel(announcer, () => store.state, showError);
 // The threads box before the backend: the backend is asked for with its count.
 const renderThreads = mountThreadsPanel(store, announcer, { runLabel: () => jobs.runLabel(), jobBusy: () => jobs.busy() });
+const renderBackend = mountBackendPanel(store, client, showError, () => jobs.busy());
 const renderers = [
   renderThreads,
-  mountBackendPanel(store, client, showError),
+  renderBackend,
   mountSamplePanel(store, client, mergePanel, showError),
   mountBasePanel(store, showError),
   mountAdaptersPanel(store, showError),
@@ -51,9 +52,13 @@ const renderers = [
   mergePanel.render,
 ];
 store.subscribe((state) => { for (const render of renderers) render(state); });
-// A new thread count (or a refused entry) changes whether a job may run; a job running holds the box.
+// A new thread count (or a refused entry) changes whether a job may run; a job running holds the
+// header (the backend and the threads box), as a merge does.
 store.subscribe(() => jobs.refresh());
-jobs.subscribe(() => renderThreads(store.state));
+jobs.subscribe(() => {
+  renderThreads(store.state);
+  renderBackend(store.state);
+});
 
 const mode = mountModePanel((m) => jobs.setMode(m), (m) => announcer.say(m), () => store.state.busy !== undefined || jobs.busy());
 store.subscribe(() => mode.render());

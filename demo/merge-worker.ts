@@ -20,7 +20,6 @@ import type { BackendChoice } from '../src/index.js';
 /** Every answer leaves in the page's words: this is the one way the engine's messages reach the page. */
 const post = (message: WorkerResponse): void => self.postMessage(inPageWords(message));
 const running = new Map<number, AbortController>();
-let choice: BackendChoice = 'auto';
 /** Browser-storage outputs are written on a worker of their own, so this one keeps the merge fed. */
 const writer = opfsWriterWorker({
   createWorker: () => new Worker(new URL('../src/io/opfs-writer-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-writer' }),
@@ -92,7 +91,6 @@ function toFiles(path: string, bytes: Uint8Array): PickedFile {
 }
 
 async function setBackend(id: number, wanted: BackendChoice, threads: number | undefined): Promise<void> {
-  choice = wanted;
   try {
     post({ type: 'backend', id, backend: describe(wanted, await backendFor(wanted, undefined, threads, running.size === 0)) });
   } catch (error) {
@@ -123,7 +121,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     } else {
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }
-    const backend = await backendFor(choice, dominantUpdateDtype(prepared), request.threads);
+    const backend = await backendFor(request.choice, dominantUpdateDtype(prepared), request.threads);
     // Warnings the merge itself finds (NaN/Inf the base holds in tensors it only copies) come back with the result.
     const result = await mergeModel({
       prepared,
@@ -141,7 +139,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     }
     post({
       type: 'merged', id: request.id, job: job?.job, files,
-      seconds: (performance.now() - started) / 1000, backend: describe(choice, backend), warnings: result.warnings.slice(),
+      seconds: (performance.now() - started) / 1000, backend: describe(request.choice, backend), warnings: result.warnings.slice(),
     });
     job = undefined;
   } catch (error) {

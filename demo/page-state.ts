@@ -3,6 +3,7 @@
  * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
+import type { BackendChoice } from '../src/index.js';
 import { ResultStore } from './result-store.js';
 import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
 
@@ -86,13 +87,16 @@ export interface PageState {
   busy?: 'sample' | 'merge';
   result?: MergeResultState;
   /**
-   * Threads of the CPU (the CLI's --threads), as the header's "CPU threads" box holds them, for every
-   * job the page runs (the merge here, the adapter jobs through mountJobPanel); undefined where the
-   * page cannot have worker threads (not cross-origin isolated: one thread, the library's say).
+   * Threads of the CPU (the CLI's --threads), the count last committed in the header's "CPU
+   * threads" box, for every job the page runs (the merge here, the adapter jobs through
+   * mountJobPanel); undefined where the page cannot have worker threads (not cross-origin
+   * isolated: one thread, the library's say).
    */
   threads?: number;
-  /** What is wrong with the box's entry (0, 1.5, empty): Merge (and each job's run button) stays off until it is fixed. */
+  /** What is wrong with the box's entry as typed (0, 1.5, empty): Merge (and each job's run button) stays off until it is fixed. */
   threadsProblem?: string;
+  /** The header's "Run on" choice, which every job the page runs takes. */
+  backendChoice: BackendChoice;
   /** What the header's backend choice resolved to (`auto` picks per machine), once the worker says. */
   backend?: BackendInfo;
 }
@@ -115,7 +119,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   onCheckSettingsChanged: () => void = () => {};
 
   constructor() {
-    super({ adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' } });
+    super({ adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' }, backendChoice: 'auto' });
   }
 
   /** A key of everything a merge depends on besides the files. */
@@ -176,17 +180,32 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   }
 
   /**
-   * The CPU threads box: a count, or what is wrong with its entry. Not in settingsKey, as the
-   * backend is not: the merged bytes are the same for any count (the library's guarantee), so a
-   * result made with other threads is still the current settings' file, and its note says how many
-   * threads made it.
+   * The CPU threads box's entry as it is typed: what is wrong with it (0, 1.5, empty), or undefined
+   * for a count. The count itself is not taken here: a new count asks the header for a new backend
+   * (with `auto`, a new calibration), so it is taken once committed (setThreads), not per key.
    */
-  setThreads(entry: { threads: number } | { problem: string }): void {
-    if ('threads' in entry) {
-      this.state.threads = entry.threads;
-      this.state.threadsProblem = undefined;
-    } else this.state.threadsProblem = entry.problem;
+  setThreadsProblem(problem: string | undefined): void {
+    if (this.state.threadsProblem === problem) return;
+    this.state.threadsProblem = problem;
     this.changed();
+  }
+
+  /**
+   * The CPU threads box's committed count (Tab or a click away, Enter, an arrow key). Not in
+   * settingsKey, as the backend is not: the merged bytes are the same for any count (the
+   * library's guarantee), so a result made with other threads is still the current settings'
+   * file, and its note says how many threads made it. The same count again changes nothing.
+   */
+  setThreads(threads: number): void {
+    if (this.state.threads === threads && this.state.threadsProblem === undefined) return;
+    this.state.threads = threads;
+    this.state.threadsProblem = undefined;
+    this.changed();
+  }
+
+  /** The header's "Run on" choice (asked for at once; what it resolves to comes with setBackend). */
+  setBackendChoice(choice: BackendChoice): void {
+    this.state.backendChoice = choice;
   }
 
   /** What the header's backend resolved to. */

@@ -56,6 +56,12 @@ export class ProgressView {
     this.text.replaceChildren();
   }
 
+  /** A run that did not start, said where its line would be, as news of the current inputs. */
+  refuse(message: string): void {
+    this.shownRevision = this.inputsRevision();
+    this.fail(message);
+  }
+
   /** A list of problems (one per line, src/plan/problems.ts) is shown as a list, as the plan's status shows it. */
   fail(message: string, keepBar = false): void {
     if (!keepBar) this.bar.value = 0;

@@ -24,6 +24,8 @@ export interface MergeRequest {
   /** The output dtype for the merged tensors only; the others are copied as stored. */
   dtypeMergedOnly: boolean;
   output: OutputChoice;
+  /** The header's backend choice (`auto` picks per machine and per the merge's dtype). */
+  choice: BackendChoice;
   /** Threads of the CPU merge (the library's `threads`); undefined for its default. */
   threads?: number;
   onProgress(progress: ProgressEvent): void;
@@ -62,8 +64,8 @@ export class MergeWorkerClient {
   }
 
   /**
-   * Chooses the backend for later merges, with the CPU's `threads` (undefined: the library's
-   * default); resolves with what `auto` picked (or fails saying why).
+   * Makes the backend ready for later merges (each merge names its own), with the CPU's `threads`
+   * (undefined: the library's default); resolves with what `auto` picked (or fails saying why).
    */
   setBackend(choice: BackendChoice, threads?: number): Promise<BackendInfo> {
     return this.rpc.send({ type: 'backend', choice, threads }).done as Promise<BackendInfo>;

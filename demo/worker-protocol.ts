@@ -35,11 +35,15 @@ export type WorkerRequest =
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
   /** outDtype: the Output dtype menu's choice, so the plan's warnings can name it ('same' keeps each tensor's type). */
   | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice }
-  /** threads: the CPU's (the library's `threads`); undefined for its default. */
-  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; threads?: number }
+  /**
+   * choice: the header's backend as it stood when the merge started (not the worker's last
+   * 'backend' request, which may still wait for one before it); threads: the CPU's (the library's
+   * `threads`), undefined for its default.
+   */
+  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; choice: BackendChoice; threads?: number }
   | { type: 'cancel'; id: number }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
-  /** The backend for later merges, with the CPU's `threads` (undefined: the library's default). */
+  /** The backend the header shows, with the CPU's `threads` (undefined: the library's default): made ready for the merges to come. */
   | { type: 'backend'; id: number; choice: BackendChoice; threads?: number }
   /** Deletes a merge's files from browser storage (the page withdrew its result). */
   | { type: 'withdraw'; id: number; job: string }

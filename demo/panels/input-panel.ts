@@ -1,6 +1,7 @@
 /**
  * Sections 1 and 2's pickers: real buttons (focusable, announced) that open hidden file inputs,
- * and drop zones for files and folders. What was picked goes to `take`.
+ * and drop zones for files and folders. What was picked goes to `take`, unless work runs: then a
+ * pick or a drop is refused in words.
  */
 import { mergeSets, setFromInput, setsFromDrop } from '../file-picking.js';
 import { byId } from '../dom.js';
@@ -23,8 +24,16 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
   const folderButton = byId<HTMLButtonElement>(ids.folderButton);
   filesButton.addEventListener('click', () => filesInput.click());
   folderButton.addEventListener('click', () => folderInput.click());
+  /** What runs while the pickers are off ('a merge was running', as a refused pick or drop says it); undefined while they are on. */
+  let busy: string | undefined;
   for (const input of [filesInput, folderInput]) {
     input.addEventListener('change', () => {
+      // A file chooser is not modal on every system: one opened before the work started and
+      // answered after would change the running work's inputs.
+      if (busy !== undefined) {
+        input.value = '';
+        return onError(`Nothing picked was added, as ${busy}: pick it again when that is over.`);
+      }
       let set;
       try {
         set = setFromInput(input);
@@ -38,8 +47,6 @@ export function mountInputPanel(ids: InputPanelIds, accept: string[], take: (set
     });
   }
   const zone = byId(ids.drop);
-  /** What runs while the pickers are off ('a merge was running', as a refused drop says it); undefined while they are on. */
-  let busy: string | undefined;
   zone.addEventListener('dragover', (event) => {
     event.preventDefault();
     if (busy === undefined) zone.classList.add('over');

@@ -31,8 +31,12 @@ export interface JobPanel {
   subscribe(listener: () => void): void;
 }
 
-/** The header's "CPU threads", which every job takes: a count (undefined: the library's default) or what is wrong with the entry. */
-export interface JobThreads {
+/**
+ * The header's "Run on" and "CPU threads", which every job takes: the backend choice, a count
+ * (undefined: the library's default) or what is wrong with the entry.
+ */
+export interface JobHeader {
+  backendChoice: BackendChoice;
   threads?: number;
   threadsProblem?: string;
 }
@@ -82,7 +86,12 @@ const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
   energy: { label: 'Share of ‖ΔW‖²_F', hint: 'Per module, the smallest rank keeping this share of the difference’s energy (at most rank 512).', min: '0', max: '1', step: '0.001', value: '0.99' },
 };
 
-export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, threads: () => JobThreads): JobPanel {
+/**
+ * Mounts the section. `showError`: a refused pick or drop, said aloud and shown on the page until
+ * the next one (as the merge's pickers say theirs), not only read out.
+ */
+export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, header: () => JobHeader,
+  showError: (message: string) => void): JobPanel {
   document.querySelector('main')!.insertAdjacentHTML('beforeend', jobSectionHtml);
   const store = new JobStore();
   const client = new JobWorkerClient();
@@ -122,7 +131,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   /** Whether the page, not the user, switched the output to kohya (kohya module names). */
   let forcedKohya = false;
 
-  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), (m) => say.error(m));
+  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError);
   store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
 
   function describe(adapters: JobAdapter[]): void {
@@ -226,7 +235,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
 
   async function run(): Promise<void> {
     const mode = store.state.mode;
-    if (mode === 'merge' || store.blocker() || threads().threadsProblem) return;
+    if (mode === 'merge' || store.blocker() || header().threadsProblem) return;
     const read = readSpec();
     if ('problem' in read) return;
     const { spec } = read;
@@ -240,8 +249,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     progress.start();
     const settings = store.settingsKey();
     const name = outName(spec);
-    const backend = (document.getElementById('backend-choice') as HTMLSelectElement | null)?.value as BackendChoice | undefined;
-    const handle = client.run(spec, backend ?? 'auto', threads().threads, name, (p) => progress.update(p));
+    const handle = client.run(spec, header().backendChoice, header().threads, name, (p) => progress.update(p));
     running = handle;
     try {
       const done = await handle.done;
@@ -315,7 +323,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         : `One .safetensors file with lora_down, lora_up and alpha per module, as kohya’s scripts write it.${s.mode === 'extract' ? ' It cannot hold whole tensors or bias updates: they are left out, with a warning.' : ''}`;
 
     // The header's threads hold every job, as they hold the merge.
-    const blocker = store.blocker() ?? threads().threadsProblem;
+    const blocker = store.blocker() ?? header().threadsProblem;
     const read = blocker ? undefined : readSpec();
     const problem = blocker ?? (read && 'problem' in read ? read.problem : undefined);
     runButton.disabled = problem !== undefined;

@@ -71,6 +71,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     if (store.mergeBlocker() && !(useBrowserStorage && state.busy === 'sample')) return;
     const base = state.base!;
     const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
+    const revision = store.inputsRevision;
     let picked: PickedDestination | undefined;
     if (!useBrowserStorage && pickable && destination.value === 'picked') {
       try {
@@ -80,6 +81,18 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
         return;
       }
       if (!picked) return; // the user closed the picker
+      // A picker is not modal on every system: a base or adapters picked while it was open would
+      // have been merged with the base (and into the kind of destination) chosen for the old ones.
+      const blocker = store.mergeBlocker();
+      const refused = store.inputsRevision !== revision
+        ? 'Nothing was merged: the base or the adapters changed while the destination was being chosen. Press Merge again to merge what is picked now.'
+        : blocker && `Nothing was merged. ${blocker}`;
+      if (refused) {
+        await picked.cleanUp();
+        progress.refuse(refused);
+        say.error(refused);
+        return;
+      }
     }
     // Pressed by keyboard, Merge is disabled under the person's focus: Cancel, the one button that
     // now does something, takes it (the sample's button, disabled while it was made, too).
@@ -96,6 +109,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       outDtype: state.outDtype,
       dtypeMergedOnly: state.outDtype !== 'same' && state.dtypeMergedOnly,
       output: picked?.output ?? { kind: 'browser-storage' },
+      choice: state.backendChoice,
       threads: state.threads,
       onProgress: (p) => progress.update(p),
     });

@@ -6,7 +6,7 @@
  * the box stays on there and says so. Where the page is not cross-origin isolated the CPU has one
  * thread whatever is asked: the box is off and says why. An entry that is no such number (0, 1.5,
  * nothing) keeps the run button of the current mode off, said under the box and, once committed,
- * read out.
+ * read out. A count is taken once committed, not per key, and the same count again asks for nothing.
  */
 import { browserCpuPoolUnavailable } from '../../src/engine/cpu/browser-pool-unavailable.js';
 import { DEFAULT_MAX_CPU_THREADS, defaultCpuThreads } from '../../src/engine/cpu/default-threads.js';
@@ -45,10 +45,19 @@ export function mountThreadsPanel(store: PageStore, say: { error(m: string): voi
   // jobs and this box speak of one number.
   store.state.threads = lost ? undefined : auto;
 
-  input.addEventListener('input', () => store.setThreads(readThreads(input.value, input.validity.badInput, auto)));
-  // Read out once committed (Tab away, Enter, an arrow key), not at each key typed.
+  const read = () => readThreads(input.value, input.validity.badInput, auto);
+  // As typed, a wrong entry holds the run buttons at once; a count is taken only once committed
+  // (Tab or a click away, Enter, an arrow key: the change event), as each new count asks the header
+  // for a new backend, which with `auto` measures the machine again: typing 12 asked for 1, then 12.
+  input.addEventListener('input', () => {
+    const entry = read();
+    store.setThreadsProblem('problem' in entry ? entry.problem : undefined);
+  });
   input.addEventListener('change', () => {
-    if (store.state.threadsProblem) say.error(`${store.state.threadsProblem} ${context.runLabel()} stays off until it is fixed.`);
+    const entry = read();
+    if ('threads' in entry) return store.setThreads(entry.threads);
+    store.setThreadsProblem(entry.problem);
+    say.error(`${entry.problem} ${context.runLabel()} stays off until it is fixed.`);
   });
 
   const coresSaid = Number.isFinite(cores) && cores >= 1
