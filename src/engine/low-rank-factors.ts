@@ -10,7 +10,7 @@
  * the slab is left out altogether, so a slab of a fused qkv tensor pays only for the modules that
  * land on it.
  */
-import { decodeToF32 } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES } from '../dtype.js';
 import type { LowRankTerm, MergeOp } from './merge-op.js';
 import type { OpShape } from './op-shape.js';
 
@@ -89,4 +89,34 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
     k0 += r;
   }
   return { rank, left, right, activeTerms };
+}
+
+/**
+ * W′ with the rows of the op's slab that none of its terms reaches set back to W's own bytes, where
+ * W′ is in W's dtype and the op is those terms alone (no DoRA, no further step). A term's
+ * placement leaves those rows as the tool that merges the module leaves them (its slice of a fused
+ * tensor, one expert's slab); the kernels add zero there, which keeps every value but turns −0
+ * into +0 (a dequantized gpt-oss holds many). Returns `merged`, changed in place.
+ */
+export function keepUnreachedRows(op: MergeOp, merged: Uint8Array): Uint8Array {
+  if (op.base.dtype !== op.outDtype || op.dora || op.steps?.length || op.layout !== 'out-in') return merged;
+  if (op.terms.some((t) => !t.placement)) return merged;
+  const rowStart = op.rowStart ?? 0;
+  const rowCount = op.rowCount ?? op.rows;
+  const reached = new Uint8Array(rowCount);
+  for (const term of op.terms) {
+    for (const g of term.placement!.segments) {
+      const from = Math.max(g.dst, rowStart), to = Math.min(g.dst + g.count, rowStart + rowCount);
+      if (from < to) reached.fill(1, from - rowStart, to - rowStart);
+    }
+  }
+  const rowBytes = op.cols * DTYPE_BYTES[op.outDtype];
+  for (let r = 0; r < rowCount; r++) {
+    if (reached[r]) continue;
+    let end = r + 1;
+    while (end < rowCount && !reached[end]) end++;
+    merged.set(op.base.data.subarray(r * rowBytes, end * rowBytes), r * rowBytes);
+    r = end;
+  }
+  return merged;
 }
