@@ -45,7 +45,8 @@ import { sdLdmUnet } from './sd-ldm-unet.js';
 import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
-export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks } from './layout.js';
+export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks, TransposedWithin } from './layout.js';
+export { transposedBlockSegments } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
