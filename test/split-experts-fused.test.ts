@@ -15,6 +15,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { spansOverlap, type RowSpan } from '../src/plan/row-spans.js';
 import { roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareFolders, prepareOne, randomTensor, type Files, type MergedFolder } from './helpers/hf-folder.js';
 
@@ -205,6 +206,31 @@ describe("a LoRA on one expert's Linear layer of split experts, on a checkpoint 
     expect(await problems(gpt, peftFolder({ r, lora_alpha: alpha, lora_bias: true, target_modules: ['gate_up_projs.1'], peft_version: '0.17.1' }, biased.tensors))).toEqual([
       expect.stringMatching(/^adapter1: module "model\.layers\.0\.mlp\.experts\.gate_up_projs\.1": has .*, a change of its bias, but the Linear layer's bias is not model\.layers\.0\.mlp\.experts\.gate_up_proj's: where the model has one it is another fused tensor, on which a change of expert 1's bias is not placed$/),
     ]);
+  });
+
+  it("refused in one line: two modules of one adapter on the same half of an expert's slab (Llama4ForConditionalGeneration's and Llama4ForCausalLM's names for it)", async () => {
+    const folder = hfModelFolder(llama4Base(), llama4Config);
+    // Llama4ForCausalLM's `model.layers.N…` is the checkpoint's language model (its base_model_prefix strips `language_model.`).
+    const text = { ...half('gate_projs', 1), path: 'model.layers.0.feed_forward.experts.gate_projs.1' };
+    const both = adapterOf([half('gate_projs', 1), half('up_projs', 2), text]);
+    expect(await problems(folder, both.files)).toEqual([
+      `adapter1: module "model.layers.0.feed_forward.experts.gate_projs.1": targets ${FF}.gate_up_proj, ΔW transposed on its rows from 16 every 2 as 64 × 6, as module "${FF}.gate_projs.1" of the same adapter does`,
+    ]);
+  });
+
+  it('the row clash check, a sweep over sorted spans, agrees with comparing every pair (single rows every other row, runs, unsorted)', () => {
+    const spans = (): RowSpan[] => Array.from({ length: Math.floor(rand() * 6) }, () => {
+      const from = Math.floor(rand() * 40);
+      return [from, from + 1 + Math.floor(rand() * (rand() < 0.5 ? 1 : 8))];
+    });
+    let overlapping = 0;
+    for (let t = 0; t < 2000; t++) {
+      const x = spans(), y = spans();
+      const pairwise = x.some(([a0, a1]) => y.some(([b0, b1]) => a0 < b1 && b0 < a1));
+      expect(spansOverlap(x, y), JSON.stringify([x, y])).toBe(pairwise);
+      if (pairwise) overlapping++;
+    }
+    expect(overlapping).toBeGreaterThan(200);
   });
 
   it('refused in one line: a LoRA on the fused parameter (target_parameters) and one on a half of it, in one merge, see it in other rows', async () => {

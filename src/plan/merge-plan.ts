@@ -44,6 +44,7 @@ import { resolveReplacement, resolveSetWeight, type ReplacementTarget } from './
 import { MAX_MIXED_ROWS_BYTES, MAX_ROW_KERNEL_BYTES } from '../limits.js';
 import { leastJobBytes } from '../engine/cpu/kernel-memory.js';
 import { lcm, product } from '../integers.js';
+import { spansOverlap, type RowSpan } from './row-spans.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -777,7 +778,6 @@ export function assertPlanValid(plan: MergePlan): void {
 }
 
 /** Half-open range of a tensor's output rows. */
-type RowSpan = [number, number];
 
 /** The scale a weight is stored divided by, unless it has none (or only 1s). */
 function scaledWeight(base: BaseTensorIndex, key: string): ValueScale | undefined {
@@ -1022,18 +1022,6 @@ function transposedView(module: AdapterModule, blocks: TransposedBlocks, baseKey
   if (beyond !== undefined) return mismatch(`ΔW has ${out} rows, a block reads rows ${beyond}–${beyond + blocks.rows - 1}`);
   const rows = within ? within.baseRows : shape[0];
   return { rows, cols: blocks.rows, layout: 'out-in', outFeatures: rows, inFeatures: blocks.rows };
-}
-
-/** Whether any span of `x` overlaps any of `y`: both sorted, then swept once (a slab seen in strided rows has thousands). */
-function spansOverlap(x: readonly RowSpan[], y: readonly RowSpan[]): boolean {
-  const byStart = (p: RowSpan, q: RowSpan) => p[0] - q[0];
-  const a = [...x].sort(byStart), b = [...y].sort(byStart);
-  for (let i = 0, j = 0; i < a.length && j < b.length;) {
-    if (a[i][0] < b[j][1] && b[j][0] < a[i][1]) return true;
-    if (a[i][1] <= b[j][1]) i++;
-    else j++;
-  }
-  return false;
 }
 
 /**
