@@ -55,9 +55,17 @@ function adapterOf(loras: readonly SplitLora[], extra: object = {}): { files: Fi
  * Every element of every fused tensor: on expert K's slab, the Linear's columns get
  * W[K][i][col(o)] + s·Σ_k B[o][k]·A[k][i] rounded once to bf16; all else the base's bits.
  */
-function expectSlabs(merged: MergedFolder, base: FixtureTensor[], adapter: FixtureTensor[], loras: readonly SplitLora[]): void {
+function expectSlabs(merged: MergedFolder, base: FixtureTensor[], adapter: FixtureTensor[], loras: readonly SplitLora[], deltaOf?: (l: SplitLora) => Float64Array): void {
   const b = decoded(base);
   const a = decoded(adapter);
+  // s·B·A of a LoRA (out × in), or the ΔW given.
+  const delta = deltaOf ?? ((l: SplitLora) => {
+    const A = a.get(`base_model.model.${l.path}.lora_A.weight`)!;
+    const B = a.get(`base_model.model.${l.path}.lora_B.weight`)!;
+    const d = new Float64Array(l.out * l.inF);
+    for (let o = 0; o < l.out; o++) for (let i = 0; i < l.inF; i++) for (let k = 0; k < r; k++) d[o * l.inF + i] += B.values[o * r + k] * A.values[k * l.inF + i];
+    return d.map((v) => s * v);
+  });
   const fusedKeys = new Set(loras.map((l) => l.fused));
   for (const key of fusedKeys) {
     const w = b.get(key)!;
@@ -65,16 +73,13 @@ function expectSlabs(merged: MergedFolder, base: FixtureTensor[], adapter: Fixtu
     const truth = Float64Array.from(w.values);
     const moved = new Set<number>();
     for (const l of loras.filter((x) => x.fused === key)) {
-      const A = a.get(`base_model.model.${l.path}.lora_A.weight`)!;
-      const B = a.get(`base_model.model.${l.path}.lora_B.weight`)!;
+      const d = delta(l);
       for (let o = 0; o < l.out; o++) {
         for (let i = 0; i < inF; i++) {
-          let d = 0;
-          for (let k = 0; k < r; k++) d += B.values[o * r + k] * A.values[k * inF + i];
           const at = (l.expert * inF + i) * cols + l.columns(o);
           expect(moved.has(at), `${key}[${at}] is moved by one Linear only`).toBe(false);
           moved.add(at);
-          truth[at] += s * d;
+          truth[at] += d[o * inF + i];
         }
       }
     }
@@ -180,6 +185,33 @@ describe("a LoRA on one expert's Linear layer of split experts, on a checkpoint 
       expectSlabs(await mergeIntoFolder(prepared, backend, undefined, 96), base, tensors, AXOLOTL);
     });
   }
+
+  it.for(['cpu (js)', 'webgpu'] as const)('a PEFT LoKr with both factors full (a dense ΔW read by rows) on gpt-oss down_projs.0 and Llama 4 up_projs.1 (every other row of the slab) (%s)', async (kind) => {
+    const backend = backends[kind];
+    if (!backend) throw new Error(`no ${kind} backend`);
+    // ΔW = kron(lokr_w1 (a, c), lokr_w2 (b, d)) at α/r = 1, (a·b, c·d): product rank past a quarter of ΔW's smaller side, so merged from ΔW's rows.
+    const lokr = (l: SplitLora, [a1, c1, b1, d1]: number[]) => ({
+      l, w1: randomTensor(`base_model.model.${l.path}.lokr_w1`, [a1, c1], 'F32', rand, 0.5), w2: randomTensor(`base_model.model.${l.path}.lokr_w2`, [b1, d1], 'F32', rand, 0.5),
+      delta: (w1: number[], w2: number[]) => {
+        const out = new Float64Array(a1 * b1 * c1 * d1);
+        for (let o1 = 0; o1 < a1; o1++) for (let o2 = 0; o2 < b1; o2++) for (let i1 = 0; i1 < c1; i1++) for (let i2 = 0; i2 < d1; i2++) out[(o1 * b1 + o2) * c1 * d1 + i1 * d1 + i2] = w1[o1 * c1 + i1] * w2[o2 * d1 + i2];
+        return out;
+      },
+    });
+    const config = (target: string) => ({ peft_type: 'LOKR', task_type: 'CAUSAL_LM', peft_version: '0.17.1', r: 1, alpha: 1, rank_dropout: 0, module_dropout: 0, use_effective_conv2d: false, decompose_both: false, decompose_factor: -1, target_modules: [target] });
+    for (const [m, baseOf, cfg] of [
+      [lokr(down(0, 0), [2, 2, 4, 3]), () => gptOssBase(), gptOssConfig],
+      [lokr(half('up_projs', 1), [2, 2, 3, 4]), () => llama4Base(), llama4Config],
+    ] as const) {
+      const base = baseOf();
+      const tensors = [m.w1, m.w2];
+      const prepared = await prepareOne(hfModelFolder(base, cfg), peftFolder(config(m.l.path.split('.').slice(-2).join('.')), tensors));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.module.update.kind))).toEqual(['dense']);
+      const f = decoded(tensors);
+      expectSlabs(await mergeIntoFolder(prepared, backend, undefined, 96), base, tensors, [m.l], () => m.delta([...f.get(m.w1.name)!.values], [...f.get(m.w2.name)!.values]));
+    }
+  });
 
   it('refused in one line, naming the fused tensor: gate_projs on gpt-oss (interleaved), an expert past the last, a bias change, DoRA, another size', async () => {
     const gpt = hfModelFolder(gptOssBase(), gptOssConfig);

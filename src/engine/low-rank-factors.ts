@@ -92,29 +92,35 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
 }
 
 /**
- * W′ with the rows of the op's slab that none of its terms reaches set back to W's own bytes, where
- * W′ is in W's dtype and the op is those terms alone (no DoRA, no further step). A term's
- * placement leaves those rows as the tool that merges the module leaves them (its slice of a fused
- * tensor, one expert's slab); the kernels add zero there, which keeps every value but turns −0
- * into +0 (a dequantized gpt-oss holds many). Returns `merged`, changed in place.
+ * W′ with the rows of the op's slab that nothing changes set back to W's own bytes, where W′ is in
+ * W's dtype: the rows no term's placement reaches of an op that is those terms alone (no DoRA, no
+ * further step), or, where the caller knows them (`reached`, one flag per row of the whole
+ * tensor: dense rows placed on part of it), the rows it says. A placement leaves those rows as the
+ * tool that merges the module leaves them (its slice of a fused tensor, one expert's slab); the
+ * kernels add zero there, which keeps every value but turns −0 into +0 (a dequantized gpt-oss
+ * holds many). Returns `merged`, changed in place.
  */
-export function keepUnreachedRows(op: MergeOp, merged: Uint8Array): Uint8Array {
-  if (op.base.dtype !== op.outDtype || op.dora || op.steps?.length || op.layout !== 'out-in') return merged;
-  if (op.terms.some((t) => !t.placement)) return merged;
+export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uint8Array): Uint8Array {
+  if (op.base.dtype !== op.outDtype || op.layout !== 'out-in') return merged;
   const rowStart = op.rowStart ?? 0;
   const rowCount = op.rowCount ?? op.rows;
-  const reached = new Uint8Array(rowCount);
-  for (const term of op.terms) {
-    for (const g of term.placement!.segments) {
-      const from = Math.max(g.dst, rowStart), to = Math.min(g.dst + g.count, rowStart + rowCount);
-      if (from < to) reached.fill(1, from - rowStart, to - rowStart);
+  let mine = reached?.subarray(rowStart, rowStart + rowCount);
+  if (!mine) {
+    if (op.dora || op.steps?.length || op.terms.some((t) => !t.placement)) return merged;
+    const own = new Uint8Array(rowCount);
+    for (const term of op.terms) {
+      for (const g of term.placement!.segments) {
+        const from = Math.max(g.dst, rowStart), to = Math.min(g.dst + g.count, rowStart + rowCount);
+        if (from < to) own.fill(1, from - rowStart, to - rowStart);
+      }
     }
+    mine = own;
   }
   const rowBytes = op.cols * DTYPE_BYTES[op.outDtype];
   for (let r = 0; r < rowCount; r++) {
-    if (reached[r]) continue;
+    if (mine[r]) continue;
     let end = r + 1;
-    while (end < rowCount && !reached[end]) end++;
+    while (end < rowCount && !mine[end]) end++;
     merged.set(op.base.data.subarray(r * rowBytes, end * rowBytes), r * rowBytes);
     r = end;
   }

@@ -32,6 +32,7 @@ import { MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { comfyQuantFormat, fp8OutputBlocker, SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { keepUnreachedRows } from '../engine/low-rank-factors.js';
+import { reachedRows } from '../plan/reached-rows.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
@@ -383,7 +384,7 @@ async function realRows(
     const b = DTYPE_BYTES[w.codeDtype];
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
     const merge = slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps);
-    return keepUnreachedRows(merge, await backend.merge(merge, signal));
+    return keepUnreachedRows(merge, await backend.merge(merge, signal), steps === terms ? reachedRows(update) : undefined);
   };
   if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
   if (isRowGrid(w)) {
