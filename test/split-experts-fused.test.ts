@@ -16,12 +16,14 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { spansOverlap, type RowSpan } from '../src/plan/row-spans.js';
-import { roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { runCli } from './helpers/cli.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareFolders, prepareOne, randomTensor, type Files, type MergedFolder } from './helpers/hf-folder.js';
 
 const rand = seededRandom(4121);
 const backends = mergeBackends({ cpu: 'both' });
-afterAll(() => undefined);
+const temp = tempDirs();
+afterAll(temp.removeAll);
 
 const r = 2;
 const alpha = 5;
@@ -277,5 +279,18 @@ describe("a LoRA on one expert's Linear layer of split experts, on a checkpoint 
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([
       `adapter2: module "${FF}.gate_projs.1": lands on ${FF}.gate_up_proj (4, 8, 12) seen as 64 rows of 6, where adapter1 (module "${FF}.gate_up_proj") updates it seen as 32 rows of 12: merge the two one after the other`,
     ]);
+  });
+
+  it('--dry-run shows where each Linear lands: its slab, as rows of the tensor seen as the Linear sees it (the CLI, built)', async () => {
+    const base = temp.make(hfModelFolder(llama4Base(), llama4Config));
+    const adapter = temp.make(adapterOf(AXOLOTL).files);
+    const dry = await runCli(['merge', '--base', base, '--adapter', adapter, '--out', `${temp.make()}/merged`, '--backend', 'cpu', '--dry-run']);
+    expect(dry.code, dry.stderr).toBe(0);
+    const lines = (dry.stdout + dry.stderr).split('\n');
+    // gate_projs.1: slab 1 (rows 8–15 of the slab view), gate's half: rows 16, 18, …, 30 of (4·8·2) × 6.
+    expect(lines.some((l) => l.includes('→ transposed, on rows 16–30 every 2 of 64 × 6')), dry.stdout).toBe(true);
+    expect(lines.some((l) => l.includes('→ transposed, on rows 17–31 every 2 of 64 × 6')), dry.stdout).toBe(true);
+    // down_projs.2: rows 12–17 of (4·6) × 8.
+    expect(lines.some((l) => l.includes('→ transposed, on rows 12–17 of 24 × 8')), dry.stdout).toBe(true);
   });
 });
