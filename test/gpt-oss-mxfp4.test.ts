@@ -280,8 +280,8 @@ describe("gpt-oss with MXFP4 experts and Unsloth's LoRA on one expert's Linear l
     { path: 'model.layers.1.mlp.experts.gate_up_projs.2', key: 'model.layers.1.mlp.experts.gate_up_proj', expert: 2, out: 2 * I, inF: H },
     { path: 'model.layers.0.mlp.experts.down_projs.0', key: 'model.layers.0.mlp.experts.down_proj', expert: 0, out: H, inF: I },
   ];
-  for (const kind of ['cpu', 'webgpu'] as const) {
-    it(`decodes every MXFP4 parameter and adds each expert's ΔWᵀ on its slab before the one rounding to bf16 (${kind})`, async () => {
+  for (const [kind, dtype] of [['cpu', 'BF16'], ['webgpu', 'BF16'], ['cpu', 'F32']] as const) {
+    it(`decodes every MXFP4 parameter and adds each expert's ΔWᵀ on its slab before the one rounding to ${dtype} (${kind})`, async () => {
       const backend = backends[kind];
       if (!backend) throw new Error(`no ${kind} backend`);
       const r = 2;
@@ -292,7 +292,7 @@ describe("gpt-oss with MXFP4 experts and Unsloth's LoRA on one expert's Linear l
       const config = { r, lora_alpha: 3, lora_dropout: 0, bias: 'none', task_type: 'CAUSAL_LM', base_model_name_or_path: 'unsloth/gpt-oss-20b', target_modules: ['gate_up_projs.2', 'down_projs.0'], peft_version: '0.17.1' };
       const prepared = await prepareOne(BASE_FILES, peftFolder(config, tensors));
       expect(prepared.plan.problems).toEqual([]);
-      const merged = await mergeIntoFolder(prepared, backend, undefined, 4096);
+      const merged = await mergeIntoFolder(prepared, backend, dtype === 'F32' ? 'F32' : undefined, 4096);
       const a = decoded(tensors);
       for (let l = 0; l < LAYERS; l++) {
         for (const param of ['gate_up_proj', 'down_proj']) {
@@ -311,10 +311,14 @@ describe("gpt-oss with MXFP4 experts and Unsloth's LoRA on one expert's Linear l
               }
             }
           }
-          expectRoundedOnce(key, merged.tensors.get(key), values, 'BF16', shape);
+          expectRoundedOnce(key, merged.tensors.get(key), values, dtype, shape);
         }
       }
-      for (const [name, t] of decoded(BASE)) if (!/experts\.(gate_up_proj|down_proj)_(blocks|scales)$/.test(name)) expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
+      for (const [name, t] of decoded(BASE)) {
+        if (/experts\.(gate_up_proj|down_proj)_(blocks|scales)$/.test(name)) continue;
+        if (dtype === 'BF16') expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
+        else expect(merged.tensors.get(name)?.values, name).toEqual(t.values);
+      }
       expect(merged.json('config.json').quantization_config).toBeUndefined();
     });
   }

@@ -92,8 +92,8 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
 }
 
 /**
- * W′ with the rows of the op's slab that nothing changes set back to W's own bytes, where W′ is in
- * W's dtype: the rows no term's placement reaches of an op that is those terms alone (no DoRA, no
+ * W′ with the rows of the op's slab that nothing changes set back to W's own values, where W′ is in
+ * W's dtype (or f32, from f16 or bf16): the rows no term's placement reaches of an op that is those terms alone (no DoRA, no
  * further step), or, where the caller knows them (`reached`, one flag per row of the whole
  * tensor: dense rows placed on part of it), the rows it says. A placement leaves those rows as the
  * tool that merges the module leaves them (its slice of a fused tensor, one expert's slab); the
@@ -101,7 +101,9 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
  * holds many). Returns `merged`, changed in place.
  */
 export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uint8Array): Uint8Array {
-  if (op.base.dtype !== op.outDtype || op.layout !== 'out-in') return merged;
+  // W's bytes as they are, or, written as f32, its f16 or bf16 values (exact in f32).
+  const widened = op.outDtype === 'F32' && (op.base.dtype === 'F16' || op.base.dtype === 'BF16');
+  if ((op.base.dtype !== op.outDtype && !widened) || op.layout !== 'out-in') return merged;
   const rowStart = op.rowStart ?? 0;
   const rowCount = op.rowCount ?? op.rows;
   let mine = reached?.subarray(rowStart, rowStart + rowCount);
@@ -121,7 +123,11 @@ export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uin
     if (mine[r]) continue;
     let end = r + 1;
     while (end < rowCount && !mine[end]) end++;
-    merged.set(op.base.data.subarray(r * rowBytes, end * rowBytes), r * rowBytes);
+    if (widened) {
+      const inBytes = op.cols * DTYPE_BYTES[op.base.dtype];
+      const values = decodeToF32(op.base.data.subarray(r * inBytes, end * inBytes), op.base.dtype);
+      merged.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), r * rowBytes);
+    } else merged.set(op.base.data.subarray(r * rowBytes, end * rowBytes), r * rowBytes);
     r = end;
   }
   return merged;
