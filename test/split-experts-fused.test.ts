@@ -230,6 +230,10 @@ describe("a LoRA on one expert's Linear layer of split experts, on a checkpoint 
     expect(await onGptOss([{ ...gateUp(0, 1), inF: 10 }])).toEqual([
       `adapter1: module "model.layers.0.mlp.experts.gate_up_projs.1": ΔW (12, 10) does not fit base ${gu} (3, 8, 12): ΔW has 10 inputs, the rows of the slab it lands on transposed 8`,
     ]);
+    // …and one of another intermediate size: 14 outputs where the slab has 12 columns.
+    expect(await onGptOss([{ ...gateUp(0, 1), out: 14 }])).toEqual([
+      `adapter1: module "model.layers.0.mlp.experts.gate_up_projs.1": ΔW (14, 8) does not fit where linearized-experts puts it (${gu}, ΔW transposed on its rows from 8 as 24 × 12): ΔW rows 12–13 land nowhere`,
+    ]);
     const dora = adapterOf([gateUp(0, 1)], { use_dora: true });
     dora.tensors.push(randomTensor('base_model.model.model.layers.0.mlp.experts.gate_up_projs.1.lora_magnitude_vector', [12], 'F32', rand));
     expect(await problems(gpt, peftFolder({ r, lora_alpha: alpha, use_dora: true, target_modules: ['gate_up_projs.1'], peft_version: '0.17.1' }, dora.tensors))).toEqual([

@@ -777,8 +777,6 @@ export function assertPlanValid(plan: MergePlan): void {
   throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)));
 }
 
-/** Half-open range of a tensor's output rows. */
-
 /** The scale a weight is stored divided by, unless it has none (or only 1s). */
 function scaledWeight(base: BaseTensorIndex, key: string): ValueScale | undefined {
   const scale = base.valueScales?.get(key);
