@@ -125,6 +125,22 @@ for (const kind of ['js', 'wasm', 'pool', 'webgpu', 'webgpuSmall']) {
       });
     });
 
+    it('rows nobody reaches keep their bytes, −0 included (W + 0 would be +0); a reached −0 plus a zero ΔW is +0, as torch adds it', async (ctx) => {
+      const backend = backends[kind];
+      if (!backend) return ctx.skip('no WebGPU adapter on this machine');
+      // bf16 (4, 2), every element −0 (0x8000); a rank-1 term on row 2 alone whose ΔW row is 0 and 1.
+      const base = new Uint8Array(16);
+      for (let j = 0; j < 8; j++) base[2 * j + 1] = 0x80;
+      const f32 = (values: number[]) => ({ dtype: 'F32' as const, data: new Uint8Array(Float32Array.from(values).buffer) });
+      const op: MergeOp = {
+        name: 'w', rows: 4, cols: 2, layout: 'out-in', base: { dtype: 'BF16', data: base }, outDtype: 'BF16',
+        terms: [{ a: f32([0, 1]), b: f32([1]), rank: 1, scale: 1, placement: { deltaRows: 1, segments: [{ src: 0, dst: 2, count: 1 }] } }],
+      };
+      const out = await mergeTensor(op, backend);
+      // Row 2: −0 + 0 = +0 (0x0000), −0 + 1 = 1 (0x3f80); every other row −0.
+      expect([...out]).toEqual([0, 0x80, 0, 0x80, 0, 0x80, 0, 0x80, 0, 0, 0x80, 0x3f, 0, 0x80, 0, 0x80]);
+    });
+
     it('a tensor large enough for the worker pool and for GPU sub-slabs: 3 × 128 rows of 700', async (ctx) => {
       const backend = backends[kind];
       if (!backend) return ctx.skip('no WebGPU adapter on this machine');

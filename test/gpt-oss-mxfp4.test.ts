@@ -269,6 +269,61 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
   });
 });
 
+/**
+ * Unsloth trains gpt-oss with its experts split into Linear layers (`experts.gate_up_projs.K`,
+ * Linear(hidden, 2·inter), `down_projs.K`, Linear(inter, hidden)); its merge into openai's MXFP4
+ * checkpoint dequantizes each parameter to (E, in, out) and folds expert K's LoRA into W[K]ᵀ, so
+ * ΔWᵀ lands on slab K of the decoded parameter, gate and up columns interleaved as they are.
+ */
+describe("gpt-oss with MXFP4 experts and Unsloth's LoRA on one expert's Linear layer (gate_up_projs.K, down_projs.K)", () => {
+  const SPLIT = [
+    { path: 'model.layers.1.mlp.experts.gate_up_projs.2', key: 'model.layers.1.mlp.experts.gate_up_proj', expert: 2, out: 2 * I, inF: H },
+    { path: 'model.layers.0.mlp.experts.down_projs.0', key: 'model.layers.0.mlp.experts.down_proj', expert: 0, out: H, inF: I },
+  ];
+  for (const [kind, dtype] of [['cpu', 'BF16'], ['webgpu', 'BF16'], ['cpu', 'F32']] as const) {
+    it(`decodes every MXFP4 parameter and adds each expert's ΔWᵀ on its slab before the one rounding to ${dtype} (${kind})`, async () => {
+      const backend = backends[kind];
+      if (!backend) throw new Error(`no ${kind} backend`);
+      const r = 2;
+      const tensors = SPLIT.flatMap((m) => [
+        randomTensor(`base_model.model.${m.path}.lora_A.weight`, [r, m.inF], 'F32', rand, 0.3),
+        randomTensor(`base_model.model.${m.path}.lora_B.weight`, [m.out, r], 'F32', rand, 0.3),
+      ]);
+      const config = { r, lora_alpha: 3, lora_dropout: 0, bias: 'none', task_type: 'CAUSAL_LM', base_model_name_or_path: 'unsloth/gpt-oss-20b', target_modules: ['gate_up_projs.2', 'down_projs.0'], peft_version: '0.17.1' };
+      const prepared = await prepareOne(BASE_FILES, peftFolder(config, tensors));
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backend, dtype === 'F32' ? 'F32' : undefined, 4096);
+      const a = decoded(tensors);
+      for (let l = 0; l < LAYERS; l++) {
+        for (const param of ['gate_up_proj', 'down_proj']) {
+          const key = `model.layers.${l}.mlp.experts.${param}`;
+          const { shape, values } = decodeByHand(key);
+          const [, inF, out] = shape;
+          for (const m of SPLIT.filter((x) => x.key === key)) {
+            const A = a.get(`base_model.model.${m.path}.lora_A.weight`)!;
+            const B = a.get(`base_model.model.${m.path}.lora_B.weight`)!;
+            // W[K][i][o] += α/r·Σ_k B[o][k]·A[k][i]: the Linear's (out, in) weight is slab K transposed.
+            for (let o = 0; o < out; o++) {
+              for (let i = 0; i < inF; i++) {
+                let d = 0;
+                for (let k = 0; k < r; k++) d += B.values[o * r + k] * A.values[k * inF + i];
+                values[(m.expert * inF + i) * out + o] += (3 / r) * d;
+              }
+            }
+          }
+          expectRoundedOnce(key, merged.tensors.get(key), values, dtype, shape);
+        }
+      }
+      for (const [name, t] of decoded(BASE)) {
+        if (/experts\.(gate_up_proj|down_proj)_(blocks|scales)$/.test(name)) continue;
+        if (dtype === 'BF16') expect(merged.tensors.get(name)?.bytes, name).toEqual(t.bytes);
+        else expect(merged.tensors.get(name)?.values, name).toEqual(t.values);
+      }
+      expect(merged.json('config.json').quantization_config).toBeUndefined();
+    });
+  }
+});
+
 /** e2m1 codes whose value times 2^(scale − 127) bf16 holds: all 16 up to scale 252; then |code| ≤ 3 (253) and ≤ 1.5 (254), since 4·2^126 and 2·2^127 are 2^128, Inf in transformers' tensor. */
 function finiteCodes(scale: number): number[] {
   const largest = scale <= 252 ? 6 : scale === 253 ? 3 : 1.5;

@@ -217,17 +217,6 @@ const FAMILIES: Family[] = [
     ],
   },
   {
-    title: "Llama 4 Scout: axolotl's linearized experts (experts.gate_projs.K), which this checkpoint stores fused",
-    config: llama4Config, base: llama4,
-    // axolotl's gate_projs.K: Linear(hidden, inter).
-    linears: [['language_model.model.layers.0.feed_forward.experts.gate_projs.1', 'language_model.model.layers.0.feed_forward.experts.gate_up_proj', [6, 8]]],
-    refused: [
-      'adapter1: module "language_model.model.layers.0.feed_forward.experts.gate_projs.1": names expert 1\'s Linear layer of experts split into Linear layers '
-        + '(Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), which this base stores fused in language_model.model.layers.0.feed_forward.experts.gate_up_proj [4, 8, 12]; '
-        + 'that layer\'s weight is the gate half of expert 1\'s slab transposed, where a LoRA on it is not placed: merge into the checkpoint with the experts split that the adapter was trained on',
-    ],
-  },
-  {
     title: 'Gemma 3n (Gemma3nForConditionalGeneration): language model, LAuReL, audio tower, vision embedder',
     config: { architectures: ['Gemma3nForConditionalGeneration'], model_type: 'gemma3n', text_config: { model_type: 'gemma3n_text', hidden_size: 8, tie_word_embeddings: true }, vision_config: { model_type: 'gemma3n_vision' }, audio_config: { model_type: 'gemma3n_audio' } },
     base: [
@@ -360,24 +349,7 @@ const FAMILIES: Family[] = [
     linears: same(['model.layers.0.self_attn.q_proj']),
     params: [['model.layers.0.mlp.experts', 'gate_up_proj', 'model.layers.0.mlp.experts.gate_up_proj']],
   },
-  {
-    title: "gpt-oss in bf16: Unsloth's split experts (experts.gate_up_projs.K, down_projs.K), which this checkpoint stores fused",
-    config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },
-    base: [['model.layers.0.mlp.experts.gate_up_proj', [2, 8, 12]], ['model.layers.0.mlp.experts.gate_up_proj_bias', [2, 12]], ['model.layers.0.mlp.experts.down_proj', [2, 6, 8]]],
-    // Unsloth's Linear layers: gate_up_projs.K (2·inter, hidden), down_projs.K (hidden, inter), each the slab transposed.
-    linears: [
-      ['model.layers.0.mlp.experts.gate_up_projs.1', 'model.layers.0.mlp.experts.gate_up_proj', [12, 8]],
-      ['model.layers.0.mlp.experts.down_projs.0', 'model.layers.0.mlp.experts.down_proj', [8, 6]],
-    ],
-    refused: [
-      'adapter1: module "model.layers.0.mlp.experts.gate_up_projs.1": names expert 1\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
-        + 'which this base stores fused in model.layers.0.mlp.experts.gate_up_proj [2, 8, 12]; that layer\'s weight is expert 1\'s slab transposed, where a LoRA on it is not placed: '
-        + 'merge into the checkpoint with the experts split that the adapter was trained on',
-      'adapter1: module "model.layers.0.mlp.experts.down_projs.0": names expert 0\'s Linear layer of experts split into Linear layers (Unsloth\'s gpt-oss, axolotl\'s linearized Llama 4), '
-        + 'which this base stores fused in model.layers.0.mlp.experts.down_proj [2, 6, 8]; that layer\'s weight is expert 0\'s slab transposed, where a LoRA on it is not placed: '
-        + 'merge into the checkpoint with the experts split that the adapter was trained on',
-    ],
-  },
+  // Unsloth's split experts (experts.gate_up_projs.K) on this fused checkpoint, and axolotl's on Llama 4's: test/split-experts-fused.test.ts.
   {
     title: "gpt-oss with the experts split as Unsloth saves it: a LoRA on experts.gate_up_projs.K lands by name",
     config: { architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', hidden_size: 8, num_local_experts: 2, tie_word_embeddings: false },

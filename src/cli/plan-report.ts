@@ -59,6 +59,12 @@ function placementText(t: PlannedTerm): string {
   if (t.transposedBlocks) {
     // One block is the whole ΔW transposed (open_clip's text_projection).
     const n = t.transposedBlocks.starts.length;
+    const w = t.transposedBlocks.within;
+    if (w) {
+      // Inside a larger tensor (one expert's slab of a fused parameter), seen as baseRows × rows.
+      const last = w.first + (n * w.inputs - 1) * w.stride;
+      return ` → transposed, on rows ${w.first}–${last}${w.stride > 1 ? ` every ${w.stride}` : ''} of ${w.baseRows} × ${t.transposedBlocks.rows}`;
+    }
     return n === 1 ? ' → transposed' : ` → ${n} blocks of ${t.transposedBlocks.rows} rows, each transposed`;
   }
   if (t.columns) return ' → its columns reordered';

@@ -10,7 +10,7 @@
  * the slab is left out altogether, so a slab of a fused qkv tensor pays only for the modules that
  * land on it.
  */
-import { decodeToF32 } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES } from '../dtype.js';
 import type { LowRankTerm, MergeOp } from './merge-op.js';
 import type { OpShape } from './op-shape.js';
 
@@ -89,4 +89,46 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
     k0 += r;
   }
   return { rank, left, right, activeTerms };
+}
+
+/**
+ * W′ with the rows of the op's slab that nothing changes set back to W's own values, where W′ is in
+ * W's dtype (or f32, from f16 or bf16): the rows no term's placement reaches of an op that is those terms alone (no DoRA, no
+ * further step), or, where the caller knows them (`reached`, one flag per row of the whole
+ * tensor: dense rows placed on part of it), the rows it says. A placement leaves those rows as the
+ * tool that merges the module leaves them (its slice of a fused tensor, one expert's slab); the
+ * kernels add zero there, which keeps every value but turns −0 into +0 (a dequantized gpt-oss
+ * holds many). Returns `merged`, changed in place.
+ */
+export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uint8Array): Uint8Array {
+  // W's bytes as they are, or, written as f32, its f16 or bf16 values (exact in f32).
+  const widened = op.outDtype === 'F32' && (op.base.dtype === 'F16' || op.base.dtype === 'BF16');
+  if ((op.base.dtype !== op.outDtype && !widened) || op.layout !== 'out-in') return merged;
+  const rowStart = op.rowStart ?? 0;
+  const rowCount = op.rowCount ?? op.rows;
+  let mine = reached?.subarray(rowStart, rowStart + rowCount);
+  if (!mine) {
+    if (op.dora || op.steps?.length || op.terms.some((t) => !t.placement)) return merged;
+    const own = new Uint8Array(rowCount);
+    for (const term of op.terms) {
+      for (const g of term.placement!.segments) {
+        const from = Math.max(g.dst, rowStart), to = Math.min(g.dst + g.count, rowStart + rowCount);
+        if (from < to) own.fill(1, from - rowStart, to - rowStart);
+      }
+    }
+    mine = own;
+  }
+  const rowBytes = op.cols * DTYPE_BYTES[op.outDtype];
+  for (let r = 0; r < rowCount; r++) {
+    if (mine[r]) continue;
+    let end = r + 1;
+    while (end < rowCount && !mine[end]) end++;
+    if (widened) {
+      const inBytes = op.cols * DTYPE_BYTES[op.base.dtype];
+      const values = decodeToF32(op.base.data.subarray(r * inBytes, end * inBytes), op.base.dtype);
+      merged.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), r * rowBytes);
+    } else merged.set(op.base.data.subarray(r * rowBytes, end * rowBytes), r * rowBytes);
+    r = end;
+  }
+  return merged;
 }

@@ -3,6 +3,7 @@ import { badArgument, checkSignal, shown } from '../api-arguments.js';
 import { asCancel, throwIfAborted } from '../errors.js';
 import type { MergeBackend, MergeOp } from './merge-op.js';
 import { checkOp } from './op-shape.js';
+import { keepUnreachedRows } from './low-rank-factors.js';
 
 /**
  * Runs one {@link MergeOp} on `backend` and returns W′ in `op.outDtype`. An op without a name, or a
@@ -20,7 +21,8 @@ export async function mergeTensor(op: MergeOp, backend: MergeBackend, signal?: A
   checkSignal('mergeTensor: signal', signal);
   throwIfAborted(signal);
   checkOp(op);
-  return backend.merge(op, signal).catch((e: unknown) => {
+  const merged = await backend.merge(op, signal).catch((e: unknown) => {
     throw asCancel(e, signal);
   });
+  return keepUnreachedRows(op, merged);
 }

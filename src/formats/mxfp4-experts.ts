@@ -17,7 +17,8 @@
  * Scale byte 255 (E8M0's NaN) and values past bf16's range, which transformers turns into Inf or
  * NaN, are refused by name. The biases (`<p>_bias`) are float parameters of their own, untouched.
  *
- * Only when an adapter changes an MXFP4 parameter: otherwise the experts are copied as stored (a
+ * Only when an adapter changes an MXFP4 parameter (PEFT `target_parameters` on it, or a LoRA on one
+ * expert's Linear layer of Unsloth's split experts, which lands on it transposed): otherwise the experts are copied as stored (a
  * LoRA on the attention keeps the model MXFP4). Then every MXFP4 parameter is decoded, since
  * transformers loads a checkpoint whose config names MXFP4 only as blocks and scales, and one
  * without it only as floats.
@@ -30,6 +31,7 @@ import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
 import { e2m1Bf16Pairs } from './modelopt-nvfp4.js';
 import { E2M1 } from './nvfp4-values.js';
+import { fusedExpertParameter } from './layouts/linearized-experts.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 
 /** The largest finite bf16 value: a decoded value past it is Inf in transformers' tensor. */
@@ -49,10 +51,18 @@ interface Mxfp4Parameter {
   decodedFrom: string;
 }
 
-/** Does an adapter module name this parameter (PEFT `target_parameters`, any prefix before it)? */
+/**
+ * Does an adapter module name this parameter (PEFT `target_parameters`, any prefix before it), or
+ * one expert's Linear layer of it split (Unsloth's `experts.gate_up_projs.K`, layouts/linearized-experts.ts)?
+ */
 function namedBy(modules: readonly AdapterModule[], key: string): boolean {
-  return modules.some((m) => m.experts !== undefined && !m.address.flat
-    && (m.address.path === key || key.endsWith(`.${m.address.path}`) || m.address.path.endsWith(`.${key}`)));
+  const names = (path: string) => path === key || key.endsWith(`.${path}`) || path.endsWith(`.${key}`);
+  return modules.some((m) => {
+    if (m.address.flat) return false;
+    if (m.experts !== undefined) return names(m.address.path);
+    const fused = m.address.tensor ? undefined : fusedExpertParameter(m.address.path);
+    return fused !== undefined && names(fused);
+  });
 }
 
 /**

@@ -17,6 +17,8 @@ import { copyInputFile } from '../io/copy-file.js';
 import type { OutputTarget } from '../io/types.js';
 import { convertReplacement, loadBiasUpdate, loadUpdateSteps } from '../plan/load-op.js';
 import { slabOp, slabSteps, type LoadedStep } from '../plan/load-steps.js';
+import { keepUnreachedRows } from '../engine/low-rank-factors.js';
+import { reachedRows } from '../plan/reached-rows.js';
 import { resolveStreamedNorms } from './column-norm-pass.js';
 import { resolveOutProjections } from '../plan/out-projections.js';
 import { assertPlanValid, type BiasUpdate, type PlannedReplacement, type TensorUpdate } from '../plan/merge-plan.js';
@@ -552,7 +554,7 @@ async function computeUnit(
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
         throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op });
       });
-      return encode(merged);
+      return encode(keepUnreachedRows(op, merged, reachedRows(update)));
     }
     case 'bias': {
       const source = a.bias.source?.tensor;

@@ -31,6 +31,8 @@ import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { comfyQuantFormat, fp8OutputBlocker, SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
+import { keepUnreachedRows } from '../engine/low-rank-factors.js';
+import { reachedRows } from '../plan/reached-rows.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
@@ -376,10 +378,13 @@ async function realRows(
     throwIfAborted(signal);
     const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
     const terms = await slab.steps(r0, n);
-    const steps = rule === 'keep' ? [...terms, scale] : [scale, ...terms];
+    // A scale of 1 everywhere (gpt-oss's MXFP4 seen as its bf16 values) is no step: the op is its
+    // terms alone, whose rows no term reaches keep their bytes (keepUnreachedRows).
+    const steps = factors.every((f) => f === 1) ? terms : rule === 'keep' ? [...terms, scale] : [scale, ...terms];
     const b = DTYPE_BYTES[w.codeDtype];
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
-    return backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps), signal);
+    const merge = slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps);
+    return keepUnreachedRows(merge, await backend.merge(merge, signal), steps === terms ? reachedRows(update) : undefined);
   };
   if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
   if (isRowGrid(w)) {

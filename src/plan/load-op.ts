@@ -135,8 +135,12 @@ function placedDenseRows(read: DenseRowReader, t: PlannedTerm, cols: number): De
     return async (rowStart, rowCount) => {
       const delta = await (whole ??= read(0, deltaRows).then(denseValues));
       const out = new (delta instanceof Float64Array ? Float64Array : Float32Array)(rowCount * cols);
+      const w = blocks.within;
       for (let r = 0; r < rowCount; r++) {
-        const block = Math.floor((rowStart + r) / inF), c = (rowStart + r) % inF;
+        // The block row this base row holds (inside a larger tensor, only some rows hold one).
+        const at = w ? (rowStart + r - w.first) / w.stride : rowStart + r;
+        if (!Number.isInteger(at) || at < 0 || at >= blocks.starts.length * inF) continue;
+        const block = Math.floor(at / inF), c = at % inF;
         const start = blocks.starts[block];
         for (let j = 0; j < cols; j++) out[r * cols + j] = delta[(start + j) * inF + c];
       }

@@ -29,7 +29,7 @@ import { moduleTitle } from '../formats/algorithms/index.js';
 import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
-import { ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
+import { ModuleLocator, transposedBlockSegments, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -44,6 +44,7 @@ import { resolveReplacement, resolveSetWeight, type ReplacementTarget } from './
 import { MAX_MIXED_ROWS_BYTES, MAX_ROW_KERNEL_BYTES } from '../limits.js';
 import { leastJobBytes } from '../engine/cpu/kernel-memory.js';
 import { lcm, product } from '../integers.js';
+import { spansOverlap, type RowSpan } from './row-spans.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -554,6 +555,14 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           view = viewOf(module, target, widened.shape, stored?.shapeNote ? fail : misfit, stored?.shapeNote);
         }
         if (!view) continue;
+        // One tensor is merged in one view: a module seeing it in other rows (an expert's Linear on
+        // half of a fused slab, strided rows) cannot join the terms of one seeing it otherwise.
+        const earlierView = updates.get(baseKey);
+        if (earlierView && earlierView.terms.length > 0 && (earlierView.rows !== view.rows || earlierView.cols !== view.cols)) {
+          const by = earlierView.terms[0];
+          fail('UNSUPPORTED_FORMAT', `lands on ${baseKey} ${fmt(info.shape)} seen as ${view.rows} rows of ${view.cols}, where ${by.adapter} (module "${by.moduleName}") updates it seen as ${earlierView.rows} rows of ${earlierView.cols}: merge the two one after the other`);
+          continue;
+        }
         const layer = baseLayerClass(module, info.shape, view);
         if (module.wraps && !module.wraps.layers.includes(layer)) {
           wrapsRefusal(module.wraps, layer, false);
@@ -563,9 +572,12 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a weight stored (in, out) is not supported`);
           continue;
         }
-        const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
+        const blocks = target.transposedBlocks;
+        const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count])
+          : blocks?.within ? blocks.starts.flatMap((_, i) => transposedBlockSegments(blocks, i, module.deltaShape[1]).map((g): RowSpan => [g.dst, g.dst + g.count]))
+          : [[0, view.outFeatures] as RowSpan];
         const onTensor = seen.get(baseKey) ?? [];
-        const clash = onTensor.find((other) => other.rows.some((x) => rows.some((y) => x[0] < y[1] && y[0] < x[1])));
+        const clash = onTensor.find((other) => spansOverlap(other.rows, rows));
         if (clash) {
           fail('AMBIGUOUS_MODULE', `targets ${describe(target)}, as module "${clash.module}" of the same adapter does`);
           continue;
@@ -765,9 +777,6 @@ export function assertPlanValid(plan: MergePlan): void {
   throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)));
 }
 
-/** Half-open range of a tensor's output rows. */
-type RowSpan = [number, number];
-
 /** The scale a weight is stored divided by, unless it has none (or only 1s). */
 function scaledWeight(base: BaseTensorIndex, key: string): ValueScale | undefined {
   const scale = base.valueScales?.get(key);
@@ -808,6 +817,8 @@ function storedScaleOn(
 function describeTarget(target: Placement, tensorRows: number | undefined): string {
   if (target.transposedBlocks) {
     const n = target.transposedBlocks.starts.length;
+    const within = target.transposedBlocks.within;
+    if (within) return `${target.baseKey}, ΔW transposed on its rows from ${within.first}${within.stride > 1 ? ` every ${within.stride}` : ''} as ${within.baseRows} × ${target.transposedBlocks.rows}`;
     return n === 1 ? `${target.baseKey}, ΔW transposed` : `${target.baseKey}, ΔW's rows in ${n} blocks, each transposed`;
   }
   if (target.columns && !target.rows) return `${target.baseKey}, its columns reordered`;
@@ -994,12 +1005,21 @@ function transposedView(module: AdapterModule, blocks: TransposedBlocks, baseKey
   if (module.kind !== 'linear' || module.fanInFanOut || module.deltaShape.length !== 2 || inFeatures < 1) {
     return mismatch('only a linear module\'s ΔW can land on blocks of its rows stored transposed');
   }
-  if (shape.length !== 2 || shape[0] !== blocks.starts.length * inFeatures || shape[1] !== blocks.rows) {
+  const within = blocks.within;
+  if (within) {
+    // Blocks inside a larger tensor (one expert's slab): ΔW's inputs are the slab's rows.
+    if (inFeatures !== within.inputs) return mismatch(`ΔW has ${inFeatures} inputs, the rows of the slab it lands on transposed ${within.inputs}`);
+    const last = within.first + (blocks.starts.length * inFeatures - 1) * within.stride;
+    if (product(shape) !== within.baseRows * blocks.rows || !(within.first >= 0 && within.stride >= 1 && last < within.baseRows)) {
+      return mismatch(`it is not ${within.baseRows} rows of ${blocks.rows} values holding ΔW's ${blocks.starts.length * blocks.rows} rows transposed from row ${within.first}`);
+    }
+  } else if (shape.length !== 2 || shape[0] !== blocks.starts.length * inFeatures || shape[1] !== blocks.rows) {
     return mismatch(`it holds ${blocks.starts.length} blocks of ${blocks.rows} ΔW rows, each transposed, as (${blocks.starts.length * inFeatures}, ${blocks.rows})`);
   }
   const beyond = blocks.starts.find((start) => !(start >= 0 && start + blocks.rows <= out));
   if (beyond !== undefined) return mismatch(`ΔW has ${out} rows, a block reads rows ${beyond}–${beyond + blocks.rows - 1}`);
-  return { rows: shape[0], cols: shape[1], layout: 'out-in', outFeatures: shape[0], inFeatures: shape[1] };
+  const rows = within ? within.baseRows : shape[0];
+  return { rows, cols: blocks.rows, layout: 'out-in', outFeatures: rows, inFeatures: blocks.rows };
 }
 
 /**

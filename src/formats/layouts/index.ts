@@ -45,7 +45,8 @@ import { sdLdmUnet } from './sd-ldm-unet.js';
 import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
-export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks } from './layout.js';
+export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks, TransposedWithin } from './layout.js';
+export { transposedBlockSegments } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**
@@ -78,8 +79,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked. A fused expert
  * parameter stored in another form (MXFP4, one tensor per expert) is only explained, after the
- * names as the base spells them, and so is one expert's Linear layer of experts a trainer split
- * (Unsloth's gpt-oss, axolotl's Llama 4) on a base that stores them fused.
+ * names as the base spells them; one expert's Linear layer of experts a trainer split (Unsloth's
+ * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
   comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,

@@ -46,6 +46,30 @@ export interface Placement {
 export interface TransposedBlocks {
   starts: readonly number[];
   rows: number;
+  /**
+   * The blocks lie inside a larger tensor (one expert's slab of a fused 3-D expert parameter, or
+   * one part of its columns): the base is seen as `baseRows` rows of `rows` values, and block i's
+   * row j (ΔW's input j) is the base's row `first + (i·inputs + j)·stride`. ΔW must have
+   * `inputs` inputs. Absent: the base is the blocks alone, block i on rows [i·in, (i+1)·in).
+   */
+  within?: TransposedWithin;
+}
+
+/** Where transposed blocks lie inside a larger tensor (TransposedBlocks.within). */
+export interface TransposedWithin {
+  baseRows: number;
+  inputs: number;
+  first: number;
+  stride: number;
+}
+
+/** The base rows block `block`'s `inF` rows land on, as row segments of ΔWᵀ's block (src) to the base (dst). */
+export function transposedBlockSegments(blocks: TransposedBlocks, block: number, inF: number): RowSegment[] {
+  const w = blocks.within;
+  if (!w) return [{ src: 0, dst: block * inF, count: inF }];
+  const first = w.first + block * inF * w.stride;
+  if (w.stride === 1) return [{ src: 0, dst: first, count: inF }];
+  return Array.from({ length: inF }, (_, j) => ({ src: j, dst: first + j * w.stride, count: 1 }));
 }
 
 /**
