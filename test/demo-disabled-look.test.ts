@@ -159,7 +159,9 @@ describe('disabled controls, and the count a run takes', PAGE_RETRY, () => {
     await downloadBytes(page);
     expect(await text(page, '#results-note')).toMatch(new RegExp(`^Merged on CPU \\(WebAssembly SIMD, ${threadsWord(counts[0])}; requested\\) in `));
 
-    // The sample, which merges as soon as it is made.
+    // The sample, which merges as soon as it is made. (Its making takes long enough for the box, off
+    // meanwhile, to lose the focus and commit the count itself: this step guards the outcome, the
+    // Merge and Combine steps the commit as the run starts.)
     await mergeEnabled(page);
     await typeThreads(page, counts[1]);
     await clickWithoutFocus(page, '[data-testid="sample-button"]');
