@@ -88,8 +88,8 @@ export interface PageState {
   result?: MergeResultState;
   /**
    * Threads of the CPU (the CLI's --threads), the count last committed in the header's "CPU
-   * threads" box, for every job the page runs (the merge here, the adapter jobs through
-   * mountJobPanel); undefined where the page cannot have worker threads (not cross-origin
+   * threads" box (a run commits what is typed there first: forRun), for every job the page runs
+   * (the merge here, the adapter jobs through mountJobPanel); undefined where the page cannot have worker threads (not cross-origin
    * isolated: one thread, the library's say).
    */
   threads?: number;
