@@ -38,7 +38,7 @@ for (const type of ['change', 'drop']) {
 const mergePanel = mountMergePanel(store, client, announcer);
 // Combine, resize and extract: a section, a store and a worker of their own, behind the mode switch;
 // the header's backend and CPU threads (this page store's) govern them as they govern the merge.
-const jobs = mountJobPanel(announcer, () => store.state, showError);
+const jobs = mountJobPanel(announcer, { now: () => store.state, forRun: () => store.forRun() }, showError);
 // The threads box before the backend: the backend is asked for with its count.
 const renderThreads = mountThreadsPanel(store, announcer, { runLabel: () => jobs.runLabel(), jobBusy: () => jobs.busy() });
 const renderBackend = mountBackendPanel(store, client, showError, () => jobs.busy());

@@ -88,8 +88,8 @@ export interface PageState {
   result?: MergeResultState;
   /**
    * Threads of the CPU (the CLI's --threads), the count last committed in the header's "CPU
-   * threads" box, for every job the page runs (the merge here, the adapter jobs through
-   * mountJobPanel); undefined where the page cannot have worker threads (not cross-origin
+   * threads" box (a run commits what is typed there first: forRun), for every job the page runs
+   * (the merge here, the adapter jobs through mountJobPanel); undefined where the page cannot have worker threads (not cross-origin
    * isolated: one thread, the library's say).
    */
   threads?: number;
@@ -201,6 +201,24 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     this.state.threads = threads;
     this.state.threadsProblem = undefined;
     this.changed();
+  }
+
+  /**
+   * Takes what the header's CPU threads box holds but has not committed (a count typed, the box not
+   * yet left): set by the box, called by {@link forRun} only.
+   */
+  commitThreads: () => void = () => {};
+
+  /**
+   * The header's settings as a run starts, the box's typed count committed first. Every run the page
+   * starts (Merge, the sample, Combine, Resize, Extract) reads its backend and threads here, however it
+   * was started: a click or a key that moved no focus from the box (assistive tools, a script) left a
+   * count typed there uncommitted, and the run took the older one while the box showed the new one.
+   */
+  forRun(): Pick<PageState, 'backendChoice' | 'threads' | 'threadsProblem'> {
+    this.commitThreads();
+    const { backendChoice, threads, threadsProblem } = this.state;
+    return { backendChoice, threads, threadsProblem };
   }
 
   /** The header's "Run on" choice (asked for at once; what it resolves to comes with setBackend). */

@@ -41,6 +41,12 @@ export interface JobHeader {
   threadsProblem?: string;
 }
 
+/** The header's settings: as they stand (for drawing), and as a run starts (what is typed committed first). */
+export interface JobHeaders {
+  now(): JobHeader;
+  forRun(): JobHeader;
+}
+
 const TITLES: Record<JobMode, { heading: string; hint: string; run: string; noun: string }> = {
   combine: {
     heading: 'Combine adapters', run: 'Combine', noun: 'combination',
@@ -90,8 +96,9 @@ const EXTRACT_RULES: Record<'rank' | 'energy', RuleInput> = {
  * Mounts the section. `showError`: a refused pick or drop, said aloud and shown on the page until
  * the next one (as the merge's pickers say theirs), not only read out.
  */
-export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, header: () => JobHeader,
+export function mountJobPanel(say: { error(m: string): void; say(m: string): void }, headers: JobHeaders,
   showError: (message: string) => void): JobPanel {
+  const header = headers.now;
   document.querySelector('main')!.insertAdjacentHTML('beforeend', jobSectionHtml);
   const store = new JobStore();
   const client = new JobWorkerClient();
@@ -235,7 +242,9 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
 
   async function run(): Promise<void> {
     const mode = store.state.mode;
-    if (mode === 'merge' || store.blocker() || header().threadsProblem) return;
+    if (mode === 'merge' || store.blocker()) return;
+    const started = headers.forRun();
+    if (started.threadsProblem) return;
     const read = readSpec();
     if ('problem' in read) return;
     const { spec } = read;
@@ -249,7 +258,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     progress.start();
     const settings = store.settingsKey();
     const name = outName(spec);
-    const handle = client.run(spec, header().backendChoice, header().threads, name, (p) => progress.update(p));
+    const handle = client.run(spec, started.backendChoice, started.threads, name, (p) => progress.update(p));
     running = handle;
     try {
       const done = await handle.done;

@@ -97,6 +97,8 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     // Pressed by keyboard, Merge is disabled under the person's focus: Cancel, the one button that
     // now does something, takes it (the sample's button, disabled while it was made, too).
     const focusOnStart = document.activeElement === mergeButton || focusLost();
+    // The header as the merge starts (after the picker, which is not modal everywhere).
+    const header = store.forRun();
     store.setResult(undefined);
     store.setBusy('merge');
     if (focusOnStart) cancelButton.focus();
@@ -109,8 +111,8 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       outDtype: state.outDtype,
       dtypeMergedOnly: state.outDtype !== 'same' && state.dtypeMergedOnly,
       output: picked?.output ?? { kind: 'browser-storage' },
-      choice: state.backendChoice,
-      threads: state.threads,
+      choice: header.backendChoice,
+      threads: header.threads,
       onProgress: (p) => progress.update(p),
     });
     job = handle;

@@ -6,7 +6,8 @@
  * the box stays on there and says so. Where the page is not cross-origin isolated the CPU has one
  * thread whatever is asked: the box is off and says why. An entry that is no such number (0, 1.5,
  * nothing) keeps the run button of the current mode off, said under the box and, once committed,
- * read out. A count is taken once committed, not per key, and the same count again asks for nothing.
+ * read out. A count is taken once committed, not per key, and the same count again asks for nothing;
+ * a run started while a count is typed but not committed commits it first (PageStore.forRun).
  */
 import { browserCpuPoolUnavailable } from '../../src/engine/cpu/browser-pool-unavailable.js';
 import { DEFAULT_MAX_CPU_THREADS, defaultCpuThreads } from '../../src/engine/cpu/default-threads.js';
@@ -53,6 +54,12 @@ export function mountThreadsPanel(store: PageStore, say: { error(m: string): voi
     const entry = read();
     store.setThreadsProblem('problem' in entry ? entry.problem : undefined);
   });
+  // A run started with a count typed but not committed takes that count (PageStore.forRun). A refused
+  // entry needs nothing here: the input event above has already held the run buttons.
+  store.commitThreads = () => {
+    const entry = read();
+    if (!lost && 'threads' in entry) store.setThreads(entry.threads);
+  };
   input.addEventListener('change', () => {
     const entry = read();
     if ('threads' in entry) return store.setThreads(entry.threads);
