@@ -1,19 +1,20 @@
 /**
- * T5 LoRA modules named by kohya's and diffusers' text encoder numbers on the video models whose
- * only text encoder is T5-XXL (google/t5-v1_1-xxl's encoder): LTX-Video, Mochi, CogVideoX and
- * Allegro as diffusers' pipeline folders, and LTX-Video and Mochi as the checkpoints ComfyUI saves
- * (`text_encoders.t5xxl.` beside the transformer in ComfyUI's names). No trainer writes a T5 LoRA for
- * any of them: Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer, CogVideo's and
- * Allegro's own train the transformer alone, and diffusers' LTXVideoLoraLoaderMixin,
- * Mochi1LoraLoaderMixin and CogVideoXLoraLoaderMixin load only `transformer.` keys (AllegroPipeline
- * has no LoRA loader). ComfyUI loads the T5 of LTX-Video, Mochi and CogVideoX alone (genmo.py's
- * t5xxl, lt.py's through it; a T5 from CLIPLoader), so comfy/lora.py model_lora_keys_clip numbers it
- * 1 and maps `lora_te1_` (and `text_encoders.t5xxl.transformer.`) there; ComfyUI runs no Allegro.
- * So `lora_te1_` merges into those three (float64 truth), on a ComfyUI checkpoint too, where it was
+ * T5 LoRA modules named by kohya's and diffusers' text encoder numbers on the models whose only
+ * text encoder is T5-XXL (google/t5-v1_1-xxl's encoder) beyond Chroma and PixArt: LTX-Video, Mochi,
+ * CogVideoX, Allegro, CogView3-Plus and BRIA 3.2 as diffusers' pipeline folders, and LTX-Video and
+ * Mochi as the checkpoints ComfyUI saves (`text_encoders.t5xxl.` beside the transformer in
+ * ComfyUI's names). No trainer writes a T5 LoRA for any of them: Lightricks' LTX-Video-Trainer,
+ * finetrainers, genmo's Mochi trainer, CogVideo's and Allegro's own train the transformer alone, and
+ * diffusers' LTXVideoLoraLoaderMixin, Mochi1LoraLoaderMixin and CogVideoXLoraLoaderMixin load only
+ * `transformer.` keys (the Allegro, CogView3-Plus and BRIA pipelines have no LoRA loader). ComfyUI
+ * loads the T5 of LTX-Video, Mochi and CogVideoX alone (genmo.py's t5xxl, lt.py's through it; a T5
+ * from CLIPLoader), so comfy/lora.py model_lora_keys_clip numbers it 1 and maps `lora_te1_` (and
+ * `text_encoders.t5xxl.transformer.`) there; it runs no Allegro, CogView3-Plus or BRIA. So
+ * `lora_te1_` merges into those three (float64 truth), on a ComfyUI checkpoint too, where it was
  * left out; `lora_te_`, `lora_te2_`, `lora_te3_`, `text_encoder.`, `text_encoder_2.` and
  * `text_encoder_3.` are left out with a warning naming the modules (they merged into the T5 until
- * now), and on Allegro every one of them. Model index and configs as diffusers and transformers
- * write them; shapes cut small (d_model 10, d_ff 16).
+ * now), and on the other three every one of them. Model index and configs as diffusers and
+ * transformers write them; shapes cut small (d_model 10, d_ff 16).
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -94,6 +95,20 @@ const allegro = pipeline({
 }, ['pos_embed.proj.weight', 'adaln_single.linear.weight', 'caption_projection.linear_1.weight', 'transformer_blocks.0.attn1.to_q.weight'],
 t5Config('google/t5-v1_1-xxl', '4.40.1'));
 
+/** THUDM/CogView3-Plus-3B (an image model, its T5 as CogVideoX's). */
+const cogView3Plus = pipeline({
+  _class_name: 'CogView3PlusPipeline', _diffusers_version: '0.31.0.dev0', scheduler: ['diffusers', 'CogVideoXDDIMScheduler'],
+  text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
+  transformer: ['diffusers', 'CogView3PlusTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+}, ['patch_embed.proj.weight', 'patch_embed.text_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.45.2'));
+
+/** briaai/BRIA-3.2. */
+const bria = pipeline({
+  _class_name: 'BriaPipeline', _diffusers_version: '0.35.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+  text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5TokenizerFast'],
+  transformer: ['diffusers', 'BriaTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+}, ['x_embedder.weight', 'context_embedder.weight', 'transformer_blocks.0.attn.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.51.3'));
+
 const flat = (path: string) => path.replaceAll('.', '_');
 /** kohya's form: lora_down/lora_up and α (scale α/r). */
 const kohya = (name: string, out: number, inF: number, key: string) => kohyaSpec(name, 2, out, inF, [{ key }], 4);
@@ -128,8 +143,10 @@ const OTHERS: readonly [string, string, string][] = [
 const COMFY = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there';
 const LTX_TOOLS = `no trainer writes a T5 LoRA for it (Lightricks' LTX-Video-Trainer and finetrainers train its transformer alone), diffusers' LTX pipelines load the transformer's LoRA alone, and ${COMFY}`;
 const MOCHI_TOOLS = `no trainer writes a T5 LoRA for it (genmo's Mochi LoRA trainer and finetrainers train its transformer alone), diffusers' MochiPipeline loads the transformer's LoRA alone, and ${COMFY}`;
-const COGVIDEOX_TOOLS = 'no trainer writes a T5 LoRA for it (CogVideo\'s own scripts and finetrainers train its transformer alone), diffusers\' CogVideoX pipelines load the transformer\'s LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to the T5 it loads alone for it';
+const COGVIDEOX_TOOLS = 'no trainer writes a T5 LoRA for it (CogVideo\'s own scripts and finetrainers train its transformer alone), diffusers\' CogVideoX pipelines load the transformer\'s LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to a T5-XXL it loads alone (as its CogVideoX wrapper nodes take it)';
 const ALLEGRO_TOOLS = 'Allegro\'s own training code trains its transformer alone, diffusers\' AllegroPipeline loads no LoRA, and ComfyUI runs no Allegro model';
+const COGVIEW3_TOOLS = 'diffusers\' CogView3PlusPipeline loads no LoRA, ComfyUI runs no CogView3 model, and no trainer writes a T5 LoRA for it';
+const BRIA_TOOLS = 'diffusers\' BriaPipeline loads no LoRA, ComfyUI runs no BRIA model, and no trainer writes a T5 LoRA for it';
 
 /** The warning for each of `names` (OTHERS' rows) on `model`'s T5 at `where`. */
 const leftOut = (names: readonly (readonly [string, string, string])[], model: string, where: string, tools: string, tail = '; ComfyUI leaves such modules unloaded') =>
@@ -149,14 +166,18 @@ describe('pipeline folders whose only text encoder is T5-XXL, in text_encoder/',
     expect(warnings).toEqual(leftOut(OTHERS, model, 'text_encoder/', tools));
   });
 
-  it('AllegroPipeline (Allegro): no kohya or diffusers name reaches its T5, lora_te1_ included; the transformer\'s modules merge', async () => {
+  it.for([
+    ['AllegroPipeline (Allegro)', allegro, 'Allegro', ALLEGRO_TOOLS, 'transformer_blocks.0.attn1.to_q'],
+    ['CogView3PlusPipeline (CogView3-Plus)', cogView3Plus, 'CogView3-Plus', COGVIEW3_TOOLS, 'transformer_blocks.0.attn1.to_q'],
+    ['BriaPipeline (BRIA 3.2)', bria, 'BRIA', BRIA_TOOLS, 'transformer_blocks.0.attn.to_q'],
+  ] as const)('%s: no kohya or diffusers name reaches its T5, lora_te1_ included; the transformer\'s modules merge', async ([, base, model, tools, module]) => {
     const specs = [
-      diffusers('transformer.transformer_blocks.0.attn1.to_q', 8, 8, 'transformer.transformer_blocks.0.attn1.to_q.weight'),
+      diffusers(`transformer.${module}`, 8, 8, `transformer.${module}.weight`),
       kohya(`lora_te1_${flat(SA)}_k`, 10, 10, ''), ...others,
     ];
-    const { warnings } = await pipelines.mergeAndCheck(allegro, specs, ['transformer/diffusion_pytorch_model.safetensors']);
+    const { warnings } = await pipelines.mergeAndCheck(base, specs, ['transformer/diffusion_pytorch_model.safetensors']);
     const te1: [string, string, string] = [`lora_te1_${flat(SA)}_k`, 'text encoder 1 (T5)', 'lora_te1_'];
-    expect(warnings).toEqual(leftOut([te1, ...OTHERS], 'Allegro', 'text_encoder/', ALLEGRO_TOOLS, ''));
+    expect(warnings).toEqual(leftOut([te1, ...OTHERS], model, 'text_encoder/', tools, ''));
   });
 
   it('a FLUX.1 LoRA\'s CLIP-L module on LTX-Video is left out: the base holds no CLIP', async () => {

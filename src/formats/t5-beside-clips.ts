@@ -16,7 +16,7 @@
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
  * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, CogVideoX,
- * Allegro: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
+ * Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
  * write and apply (t5Alone). A T5-XXL file given alone, and
  * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
  */
@@ -101,7 +101,8 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * (LTXVideoLoraLoaderMixin, Mochi1LoraLoaderMixin, CogVideoXLoraLoaderMixin) the transformer's
  * LoRA alone, and its PixArt and Allegro pipelines load no LoRA. The video models' trainers
  * (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer, CogVideo's and Allegro's own)
- * train their transformers alone, and ComfyUI runs no Allegro: no tool applies a T5 LoRA there.
+ * train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
+ * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
  */
 const T5_ALONE: readonly T5AloneModel[] = [
   {
@@ -128,12 +129,24 @@ const T5_ALONE: readonly T5AloneModel[] = [
   {
     model: 'CogVideoX', pipeline: /^CogVideoX/,
     reach: ['lora_te1_'],
-    tools: `no trainer writes a T5 LoRA for it (CogVideo's own scripts and finetrainers train its transformer alone), diffusers' CogVideoX pipelines load the transformer's LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to the T5 it loads alone for it`,
+    tools: `no trainer writes a T5 LoRA for it (CogVideo's own scripts and finetrainers train its transformer alone), diffusers' CogVideoX pipelines load the transformer's LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to a T5-XXL it loads alone (as its CogVideoX wrapper nodes take it)`,
   },
   {
     model: 'Allegro', pipeline: /^AllegroPipeline$/,
     reach: [],
     tools: 'Allegro\'s own training code trains its transformer alone, diffusers\' AllegroPipeline loads no LoRA, and ComfyUI runs no Allegro model',
+    notInComfy: true,
+  },
+  {
+    model: 'CogView3-Plus', pipeline: /^CogView3Plus/,
+    reach: [],
+    tools: 'diffusers\' CogView3PlusPipeline loads no LoRA, ComfyUI runs no CogView3 model, and no trainer writes a T5 LoRA for it',
+    notInComfy: true,
+  },
+  {
+    model: 'BRIA', pipeline: /^BriaPipeline$/,
+    reach: [],
+    tools: 'diffusers\' BriaPipeline loads no LoRA, ComfyUI runs no BRIA model, and no trainer writes a T5 LoRA for it',
     notInComfy: true,
   },
 ];
@@ -165,7 +178,7 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
 /**
  * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
  * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline`, `PixArtSigmaPipeline`, `LTXPipeline`,
- * `MochiPipeline`, `CogVideoXPipeline` or `AllegroPipeline` folder, a checkpoint as ComfyUI saves
+ * `MochiPipeline`, `CogVideoXPipeline`, `AllegroPipeline`, `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves
  * Chroma's, `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's or Mochi's, `text_encoders.t5xxl.`,
  * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
  * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
