@@ -15,8 +15,8 @@
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
- * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, CogVideoX,
- * Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
+ * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos,
+ * CogVideoX, Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
  * write and apply (t5Alone). A T5-XXL file given alone, and
  * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
  */
@@ -90,7 +90,8 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
 /**
  * Models whose only text encoder is T5-XXL, ComfyUI's t5xxl, and the kohya and diffusers names that
  * the tools training and applying their T5 LoRAs give it. ComfyUI loads that T5 alone (comfy/sd.py:
- * pixart_t5.py's model for Chroma and PixArt, genmo.py's for Mochi and, through lt.py, LTX-Video; a
+ * pixart_t5.py's model for Chroma and PixArt, genmo.py's for Mochi and, through lt.py, LTX-Video,
+ * cosmos.py's for Cosmos; a
  * T5 alone from its CLIPLoader, as the CogVideoX wrapper nodes take it), so comfy/lora.py
  * model_lora_keys_clip numbers it 1 with no CLIP before it and maps `lora_te1_` alone. OneTrainer
  * writes `lora_te1_` (its kohya format), `lora_te_` (its legacy format, which its earlier versions
@@ -99,9 +100,9 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * (flux_train_network.py, lora_flux.py), so its T5 stays `lora_te3_`; diffusers' ChromaPipeline
  * (FluxLoraLoaderMixin) loads `text_encoder.` into its T5, its LTX, Mochi and CogVideoX loaders
  * (LTXVideoLoraLoaderMixin, Mochi1LoraLoaderMixin, CogVideoXLoraLoaderMixin) the transformer's
- * LoRA alone, and its PixArt and Allegro pipelines load no LoRA. The video models' trainers
- * (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer, CogVideo's and Allegro's own)
- * train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
+ * LoRA alone, and its PixArt, Cosmos 1/Predict2 and Allegro pipelines load no LoRA. The video
+ * models' trainers (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer,
+ * diffusion-pipe, CogVideo's and Allegro's own) train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
  * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
  */
 const T5_ALONE: readonly T5AloneModel[] = [
@@ -125,6 +126,14 @@ const T5_ALONE: readonly T5AloneModel[] = [
     model: 'Mochi', pipeline: /^MochiPipeline$/, denoiserKey: /^t5_yproj\.weight$/,
     reach: ['lora_te1_'],
     tools: `no trainer writes a T5 LoRA for it (genmo's Mochi LoRA trainer and finetrainers train its transformer alone), diffusers' MochiPipeline loads the transformer's LoRA alone, and ${COMFY_LOADS_ALONE}`,
+  },
+  {
+    // Cosmos 1.0 and Cosmos-Predict2: T5-11B, T5 1.0's XXL, which ComfyUI loads alone as its t5xxl
+    // (cosmos.py; its model_detection tells them by these keys). Cosmos-Predict2.5's is a Qwen2.5-VL.
+    model: 'Cosmos', pipeline: /^Cosmos2?(TextToWorld|VideoToWorld|TextToImage)Pipeline$/,
+    denoiserKey: /^blocks\.(block0\.blocks\.0\.block\.attn\.to_q\.0|0\.mlp\.layer1)\.weight$/,
+    reach: ['lora_te1_'],
+    tools: `no trainer writes a T5 LoRA for it (diffusion-pipe trains its transformer alone), diffusers' Cosmos pipelines load no LoRA, and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'CogVideoX', pipeline: /^CogVideoX/,
@@ -178,8 +187,9 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
 /**
  * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
  * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline`, `PixArtSigmaPipeline`, `LTXPipeline`,
- * `MochiPipeline`, `CogVideoXPipeline`, `AllegroPipeline`, `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves
- * Chroma's, `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's or Mochi's, `text_encoders.t5xxl.`,
+ * `MochiPipeline`, `CosmosTextToWorldPipeline`, `CogVideoXPipeline`, `AllegroPipeline`,
+ * `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves Chroma's,
+ * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos', `text_encoders.t5xxl.`,
  * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
  * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
  * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
