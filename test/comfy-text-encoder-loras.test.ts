@@ -187,7 +187,7 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     }
   });
 
-  it('leave CLIP-L modules (`lora_te1_`, `text_encoders.clip_l.`) out with a warning on an SDXL refiner, whose only encoder is CLIP-G; CLIP-G\'s and `lora_te_` land there', async () => {
+  it('leave CLIP-L modules (`lora_te1_`, `text_encoders.clip_l.`) and a T5\'s `lora_te1_` out with a warning on an SDXL refiner, whose only encoder is CLIP-G; CLIP-G\'s and `lora_te_` land there', async () => {
     // sd_xl_refiner_1.0.safetensors: OpenCLIP-G alone, as conditioner.embedders.0 (comfy/lora.py maps
     // lora_te1_ and clip_l keys only where a CLIP-L is present, lora_te_ to the refiner's CLIP-G).
     const RE = 'conditioner.embedders.0.model.';
@@ -202,6 +202,8 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
       ...lora('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', L, L), ...lora(`${CL}mlp.fc1`, 2 * L, L),
       // kohya's SDXL-base CLIP-G name: ComfyUI maps lora_te2_ only where a CLIP-L is present.
       ...lora('lora_te2_text_model_encoder_layers_0_mlp_fc1', 2 * G, G),
+      // A T5-only model's T5 (OneTrainer's Chroma and PixArt lora_te1_): no T5 here either.
+      ...lora('lora_te1_encoder_block_0_layer_0_SelfAttention_q', 10, 10),
     ], [
       { key: UNET_Q, lora: 'diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q' },
       { key: `${RE}transformer.resblocks.0.attn.in_proj_weight`, lora: `${CG}encoder.layers.0.self_attn.v_proj`, at: 2 * G },
@@ -209,6 +211,7 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
     ], 0.9);
     expect(warnings).toEqual([expect.stringMatching(/2 modules left out, not merged: they name text encoder 1 \(CLIP-L\), which the base does not hold \(it holds text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\) in its place, as an SDXL refiner does; ComfyUI maps no CLIP-L module there either\) \(lora_te1_text_model_encoder_layers_0_self_attn_q_proj, text_encoders\.clip_l\.transformer\.text_model\.encoder\.layers\.0\.mlp\.fc1\)$/),
       expect.stringMatching(/1 module left out, not merged: it names text encoder 2 \(CLIP-G\) as SDXL numbers its encoders, which the base does not hold: its only CLIP, text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\), is its first encoder, as an SDXL refiner's is \(ComfyUI maps lora_te_ there, not lora_te2_\) \(lora_te2_text_model_encoder_layers_0_mlp_fc1\)$/),
+      expect.stringMatching(/1 module left out, not merged: it names text encoder 1 \(T5\), which the base does not hold \(it holds the UNet\/transformer \(model\.diffusion_model\.\), text encoder 1 \(CLIP-G\) \(conditioner\.embedders\.0\.model\.\)\) \(lora_te1_encoder_block_0_layer_0_SelfAttention_q\)$/),
     ]);
   });
 

@@ -186,7 +186,7 @@ describe('a Chroma file as lodestones ship it (chroma-unlocked-v*, Chroma1-HD.sa
     const warnings = await mergeLoneFileChecked(pipelines.backend(), rand, base, file, specs, 1);
     const lacks = (what: string) => `${what}, which the base does not hold (it holds the UNet/transformer)`;
     expect(warnings).toEqual([
-      `lora.safetensors: 2 modules left out, not merged: they name ${lacks('text encoder 1 (CLIP-L)')} (lora_te1_${flat(SA)}_k, text_encoder.${SA}.v)`,
+      `lora.safetensors: 2 modules left out, not merged: they name ${lacks('text encoder 1 (T5)')} (lora_te1_${flat(SA)}_k, text_encoder.${SA}.v)`,
       `lora.safetensors: 2 modules left out, not merged: they name ${lacks('text encoder 3 (T5)')} (lora_te3_${flat(FF)}_wi_0, text_encoders.t5xxl.transformer.${SA}.o)`,
     ]);
   });

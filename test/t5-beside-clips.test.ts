@@ -113,7 +113,7 @@ describe('SD3 pipeline folder (CLIP-L, CLIP-G, T5 in text_encoder_3/)', () => {
     const { warnings } = await pipelines.mergeAndCheck(sd3, [...lands, ...leftOut], ['text_encoder_2/model.safetensors', 'text_encoder_3/model.safetensors']);
     expect(warnings).toEqual([
       left(`text encoder 2 (T5), ${why('lora_te2_')}`, [`lora_te2_${flat(SA)}_k`]),
-      left(`text encoder 1 (CLIP-L), ${why('lora_te1_')}`, [`lora_te1_${flat(SA)}_k`]),
+      left(`text encoder 1 (T5), ${why('lora_te1_')}`, [`lora_te1_${flat(SA)}_k`]),
       left(`the text encoder, ${why('lora_te_')}`, [`lora_te_${flat(SA)}_q`]),
     ]);
   });
@@ -122,7 +122,7 @@ describe('SD3 pipeline folder (CLIP-L, CLIP-G, T5 in text_encoder_3/)', () => {
     const { problems } = await pipelines.planOf(sd3, [...lands, oneTrainer(`text_encoder_2.${SA}.q`, 10, 10, ''), oneTrainer(`text_encoder.${SA}.k`, 10, 10, '')]);
     expect(problems).toEqual([
       `lora.safetensors: module "text_encoder_2.${SA}.q": its prefix names text encoder 2 (T5), but its path matches text_encoder_3.${SA}.q.weight in text_encoder_3 (T5EncoderModel); the base has no such tensor in text_encoder_2 (CLIPTextModelWithProjection)`,
-      `lora.safetensors: module "text_encoder.${SA}.k": its prefix names text encoder 1 (CLIP-L), but its path matches text_encoder_3.${SA}.k.weight in text_encoder_3 (T5EncoderModel); the base has no such tensor in text_encoder (CLIPTextModelWithProjection)`,
+      `lora.safetensors: module "text_encoder.${SA}.k": its prefix names text encoder 1 (T5), but its path matches text_encoder_3.${SA}.k.weight in text_encoder_3 (T5EncoderModel); the base has no such tensor in text_encoder (CLIPTextModelWithProjection)`,
     ]);
   });
 });
@@ -142,7 +142,7 @@ describe('FLUX.1 pipeline folder (CLIP-L, T5 in text_encoder_2/)', () => {
     const { warnings } = await pipelines.mergeAndCheck(flux, specs, ['text_encoder/model.safetensors', 'text_encoder_2/model.safetensors']);
     expect(warnings).toEqual([
       left('text encoder 3 (T5), which the base does not hold: its T5 (text_encoder_2/, beside CLIP-L alone (as FLUX.1)) is text_encoder_2., as OneTrainer\'s diffusers-format LoRAs name it; diffusers\' pipelines load no T5 LoRA (they drop such keys unread) and ComfyUI maps no diffusers name to a T5', [`text_encoder_3.${SA}.k`]),
-      left(`text encoder 1 (CLIP-L), ${why('lora_te1_')}`, [`lora_te1_${flat(SA)}_q`]),
+      left(`text encoder 1 (T5), ${why('lora_te1_')}`, [`lora_te1_${flat(SA)}_q`]),
       left(`the text encoder, ${why('lora_te_')}`, [`lora_te_${flat(WO)}`]),
     ]);
   });

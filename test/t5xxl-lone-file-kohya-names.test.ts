@@ -93,7 +93,7 @@ describe('a byT5 glyph encoder file given alone (ComfyUI\'s byt5_small)', () => 
     const byt5 = 'the base is a byT5 encoder, not T5-XXL: its d_model, the length of encoder.final_layer_norm.weight, is 1472, byT5\'s (T5-XXL\'s is 4096); ComfyUI loads such a file as its byt5_small';
     const reach = (who: string) => `which no ${who} text encoder name reaches (ComfyUI maps kohya's T5 names to its t5xxl alone, and diffusers' to no T5)`;
     expect(await mergeChecked(loneT5(1472, 384), file, specs, -0.7)).toEqual([
-      left(`text encoder 1 (CLIP-L), but ${byt5}, ${reach('kohya')}`, [kohyaQ('lora_te1_')]),
+      left(`text encoder 1 (T5), but ${byt5}, ${reach('kohya')}`, [kohyaQ('lora_te1_')]),
       left(`the text encoder, but ${byt5}, ${reach('kohya')}`, [kohyaQ('lora_te_')]),
       left(`diffusers' first text encoder (text_encoder.), but ${byt5}, ${reach('diffusers')}`, [`text_encoder.${Q}`]),
     ]);

@@ -72,7 +72,7 @@ describe('a UMT5-XXL text encoder file given alone (Wan\'s umt5_xxl_fp16.safeten
       // kohya's lora_te3_ and diffusers' text_encoder_3. give one reason: the warning names both.
       `lora.safetensors: 2 modules left out, not merged: they name text encoder 3 (T5), which ComfyUI maps to its t5xxl only, but ${UMT5_BY_BIAS}; ComfyUI loads such a file as its umt5xxl, which holds no t5xxl keys (lora_te3_encoder_block_0_layer_0_SelfAttention_q, text_encoder_3.${Q})`,
       left(`the text encoder, but ${UMT5_BY_BIAS}; ${NOT_LOADED}`, 'lora_te_encoder_block_0_layer_0_SelfAttention_q'),
-      left(`text encoder 1 (CLIP-L), but ${UMT5_BY_BIAS}; ${NOT_LOADED}`, 'lora_te1_encoder_block_0_layer_0_SelfAttention_q'),
+      left(`text encoder 1 (T5), but ${UMT5_BY_BIAS}; ${NOT_LOADED}`, 'lora_te1_encoder_block_0_layer_0_SelfAttention_q'),
       left(`diffusers' first text encoder (text_encoder.), but ${UMT5_BY_BIAS}; ${NOT_LOADED}`, `text_encoder.${Q}`),
       left("ComfyUI's byt5_small text encoder (text_encoders.byt5_small.), but the base is a UMT5-XXL encoder, not byT5: its d_model, the length of encoder.final_layer_norm.weight, is 4096, UMT5-XXL's (byT5's is 1472); ComfyUI loads such a file as its umt5xxl, which holds no byt5_small keys", `text_encoders.byt5_small.transformer.${Q}`),
       left("ComfyUI's pile_t5xl text encoder (text_encoders.pile_t5xl.), but the base is a UMT5-XXL encoder, not Pile-T5-XL: its d_model, the length of encoder.final_layer_norm.weight, is 4096, UMT5-XXL's (Pile-T5-XL's is 2048); ComfyUI loads such a file as its umt5xxl, which holds no pile_t5xl keys", `text_encoders.pile_t5xl.transformer.${Q}`),

@@ -189,12 +189,13 @@ export function movedOutOf(main: BaseComponent, components: readonly BaseCompone
 }
 
 /**
- * A model part's name in messages. `path`, the module's path below its part, says where the part's
- * number alone does not: OneTrainer's Flux `lora_te2_` is its T5 (`encoder_block_N_…`, `shared`),
- * not SDXL's CLIP-G.
+ * A model part's name in messages. `path`, the module's path below its part, says what the module
+ * is where the part's number alone does not: a T5 module (`encoder_block_N_…`, `shared`) is the T5's
+ * whatever its number, as OneTrainer's Flux `lora_te2_` and a T5-only model's `lora_te1_` and
+ * `text_encoder.` are, not SDXL's CLIP-G or a CLIP-L.
  */
 export function partName(part: ModelPart, path?: string): string {
-  if (part === 'te2' && path !== undefined && T5_PATH.test(path)) return 'text encoder 2 (T5)';
+  if ((part === 'te1' || part === 'te2') && path !== undefined && T5_PATH.test(path)) return `text encoder ${part.slice(2)} (T5)`;
   return PART_NAMES[part];
 }
 

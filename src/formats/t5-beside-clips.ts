@@ -15,8 +15,9 @@
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
- * A T5-XXL that is its model's only text encoder (Chroma, PixArt: T5_ALONE) is reached by the names
- * the tools training that model's T5 LoRAs write and apply (t5Alone). A T5-XXL file given alone, and
+ * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos,
+ * CogVideoX, Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
+ * write and apply (t5Alone). A T5-XXL file given alone, and
  * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
@@ -70,34 +71,92 @@ interface T5AloneModel {
   model: string;
   /** Its diffusers pipelines (model_index.json `_class_name`). */
   pipeline: RegExp;
-  /** A key of its denoiser in ComfyUI's naming (after the prefix), as comfy/model_detection.py tells the model in a checkpoint. */
-  denoiserKey: RegExp;
-  /** The kohya and diffusers prefixes that reach the T5 (`lora_te1_`, `text_encoder.`). */
+  /**
+   * A key of its denoiser in ComfyUI's naming (after the prefix), as comfy/model_detection.py tells
+   * the model in a checkpoint; absent where ComfyUI saves no checkpoint of the model with its T5.
+   */
+  denoiserKey?: RegExp;
+  /** The kohya and diffusers prefixes that reach the T5 (`lora_te1_`, `text_encoder.`); none where no tool applies any. */
   reach: readonly string[];
   /** Who writes and applies which name, for the warning on any other. */
   tools: string;
+  /** ComfyUI runs no such model, so the warning says nothing of how ComfyUI leaves other names unloaded. */
+  notInComfy?: true;
 }
+
+/** ComfyUI's part, for the models it loads that T5 alone for (comfy/lora.py model_lora_keys_clip numbers it 1). */
+const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there';
 
 /**
  * Models whose only text encoder is T5-XXL, ComfyUI's t5xxl, and the kohya and diffusers names that
  * the tools training and applying their T5 LoRAs give it. ComfyUI loads that T5 alone (comfy/sd.py:
- * pixart_t5.py's model for both), so comfy/lora.py model_lora_keys_clip numbers it 1 with no CLIP
- * before it and maps `lora_te1_` alone; OneTrainer writes `lora_te1_` (its kohya format),
- * `lora_te_` (its legacy format, which its earlier versions wrote), `text_encoder.` (its diffusers
- * format) and loads each of them; sd-scripts trains Chroma as FLUX.1 without its CLIP-L
+ * pixart_t5.py's model for Chroma and PixArt, genmo.py's for Mochi and, through lt.py, LTX-Video,
+ * cosmos.py's for Cosmos; a
+ * T5 alone from its CLIPLoader, as the CogVideoX wrapper nodes take it), so comfy/lora.py
+ * model_lora_keys_clip numbers it 1 with no CLIP before it and maps `lora_te1_` alone. OneTrainer
+ * writes `lora_te1_` (its kohya format), `lora_te_` (its legacy format, which its earlier versions
+ * wrote), `text_encoder.` (its diffusers format) and loads each of them, for Chroma and PixArt, the
+ * only ones of these it trains a T5 of; sd-scripts trains Chroma as FLUX.1 without its CLIP-L
  * (flux_train_network.py, lora_flux.py), so its T5 stays `lora_te3_`; diffusers' ChromaPipeline
- * (FluxLoraLoaderMixin) loads `text_encoder.` into its T5, and its PixArt pipelines load no LoRA.
+ * (FluxLoraLoaderMixin) loads `text_encoder.` into its T5, its LTX, Mochi and CogVideoX loaders
+ * (LTXVideoLoraLoaderMixin, Mochi1LoraLoaderMixin, CogVideoXLoraLoaderMixin) the transformer's
+ * LoRA alone, and its PixArt, Cosmos 1/Predict2 and Allegro pipelines load no LoRA. The video
+ * models' trainers (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer,
+ * diffusion-pipe, CogVideo's and Allegro's own) train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
+ * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
  */
 const T5_ALONE: readonly T5AloneModel[] = [
   {
     model: 'Chroma', pipeline: /^Chroma/, denoiserKey: /^distilled_guidance_layer\./,
     reach: ['lora_te_', 'lora_te1_', 'lora_te3_', 'text_encoder.'],
-    tools: 'kohya\'s sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers\' ChromaPipeline loads text_encoder. into it, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there',
+    tools: `kohya's sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers' ChromaPipeline loads text_encoder. into it, and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'PixArt', pipeline: /^PixArt/, denoiserKey: /^t_block\.1\.weight$/,
     reach: ['lora_te_', 'lora_te1_', 'text_encoder.'],
-    tools: 'OneTrainer names it lora_te1_, lora_te_ (its legacy format) or text_encoder. (diffusers\' PixArt pipelines load no LoRA), and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there',
+    tools: `OneTrainer names it lora_te1_, lora_te_ (its legacy format) or text_encoder. (diffusers' PixArt pipelines load no LoRA), and ${COMFY_LOADS_ALONE}`,
+  },
+  {
+    // LTX-2's pipelines (LTX2Pipeline: a Gemma 3) are not these.
+    model: 'LTX-Video', pipeline: /^LTX(Condition|ImageToVideo|I2VLongMultiPrompt)?Pipeline$/, denoiserKey: /^patchify_proj\.weight$/,
+    reach: ['lora_te1_'],
+    tools: `no trainer writes a T5 LoRA for it (Lightricks' LTX-Video-Trainer and finetrainers train its transformer alone), diffusers' LTX pipelines load the transformer's LoRA alone, and ${COMFY_LOADS_ALONE}`,
+  },
+  {
+    model: 'Mochi', pipeline: /^MochiPipeline$/, denoiserKey: /^t5_yproj\.weight$/,
+    reach: ['lora_te1_'],
+    tools: `no trainer writes a T5 LoRA for it (genmo's Mochi LoRA trainer and finetrainers train its transformer alone), diffusers' MochiPipeline loads the transformer's LoRA alone, and ${COMFY_LOADS_ALONE}`,
+  },
+  {
+    // Cosmos 1.0 and Cosmos-Predict2: T5-11B, T5 1.0's XXL, which ComfyUI loads alone as its t5xxl
+    // (cosmos.py; its model_detection tells them by these keys). Cosmos-Predict2.5's is a Qwen2.5-VL.
+    model: 'Cosmos', pipeline: /^Cosmos2?(TextToWorld|VideoToWorld|TextToImage)Pipeline$/,
+    denoiserKey: /^blocks\.(block0\.blocks\.0\.block\.attn\.to_q\.0|0\.mlp\.layer1)\.weight$/,
+    reach: ['lora_te1_'],
+    tools: `no trainer writes a T5 LoRA for it (diffusion-pipe trains its transformer alone), diffusers' Cosmos pipelines load no LoRA, and ${COMFY_LOADS_ALONE}`,
+  },
+  {
+    model: 'CogVideoX', pipeline: /^CogVideoX/,
+    reach: ['lora_te1_'],
+    tools: `no trainer writes a T5 LoRA for it (CogVideo's own scripts and finetrainers train its transformer alone), diffusers' CogVideoX pipelines load the transformer's LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to a T5-XXL it loads alone (as its CogVideoX wrapper nodes take it)`,
+  },
+  {
+    model: 'Allegro', pipeline: /^AllegroPipeline$/,
+    reach: [],
+    tools: 'Allegro\'s own training code trains its transformer alone, diffusers\' AllegroPipeline loads no LoRA, and ComfyUI runs no Allegro model',
+    notInComfy: true,
+  },
+  {
+    model: 'CogView3-Plus', pipeline: /^CogView3Plus/,
+    reach: [],
+    tools: 'diffusers\' CogView3PlusPipeline loads no LoRA, ComfyUI runs no CogView3 model, and no trainer writes a T5 LoRA for it',
+    notInComfy: true,
+  },
+  {
+    model: 'BRIA', pipeline: /^BriaPipeline$/,
+    reach: [],
+    tools: 'diffusers\' BriaPipeline loads no LoRA, ComfyUI runs no BRIA model, and no trainer writes a T5 LoRA for it',
+    notInComfy: true,
   },
 ];
 
@@ -117,7 +176,7 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
     if (encoders.length === 1 && t5.encoder === 't5' && holdsComfyEncoder(t5, 't5xxl') === true) {
       const denoisers = components.filter((c) => c.role === 'denoiser');
       const model = T5_ALONE.find((m) => (t5.pipelineClass !== undefined ? m.pipeline.test(t5.pipelineClass)
-        : denoisers.some((d) => d.keys.some((k) => m.denoiserKey.test(k.slice(d.prefix.length))))));
+        : m.denoiserKey !== undefined && denoisers.some((d) => d.keys.some((k) => m.denoiserKey!.test(k.slice(d.prefix.length))))));
       if (model) found = { model, t5 };
     }
     aloneIn.set(components, found);
@@ -127,8 +186,10 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
 
 /**
  * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
- * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline` or `PixArtSigmaPipeline` folder, a
- * checkpoint as ComfyUI saves Chroma's, `cond_stage_model.t5xxl.`, or PixArt's, `text_encoders.t5xxl.`,
+ * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline`, `PixArtSigmaPipeline`, `LTXPipeline`,
+ * `MochiPipeline`, `CosmosTextToWorldPipeline`, `CogVideoXPipeline`, `AllegroPipeline`,
+ * `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves Chroma's,
+ * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos', `text_encoders.t5xxl.`,
  * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
  * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
  * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
@@ -143,10 +204,10 @@ export function t5Alone(address: ModuleAddress, components: readonly BaseCompone
   if (!found) return undefined;
   const { model, t5 } = found;
   const where = /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
-  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${where}), where ComfyUI leaves CLIP modules unloaded` };
+  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${where}), where ${model.notInComfy ? 'no tool applies CLIP modules' : 'ComfyUI leaves CLIP modules unloaded'}` };
   const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
   if (model.reach.includes(prefix)) return { component: t5 };
   return {
-    leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${where}): ${model.tools}; ComfyUI leaves such modules unloaded`,
+    leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${where}): ${model.tools}${model.notInComfy ? '' : '; ComfyUI leaves such modules unloaded'}`,
   };
 }

@@ -199,7 +199,9 @@ export class ModuleLocator {
       };
     }
     if (!component) {
-      const first = address.part === 'te1' ? componentForPart('te1', this.components, true) : undefined;
+      // A CLIP-L module where the first encoder is another CLIP (an SDXL refiner's CLIP-G); a T5 module
+      // (a T5-only model's lora_te1_) is none of that, and is told what the base holds instead.
+      const first = address.part === 'te1' && !isT5Path(address.path) ? componentForPart('te1', this.components, true) : undefined;
       if (first) {
         return {
           found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
