@@ -119,9 +119,8 @@ async function decodeValues(p: Mxfp4Parameter, source: RowSource, from: number, 
       const r0 = source.firstRow + i, r1 = r0 + rows;
       const place = at + v - from;
       const words = p.out % 2 === 0 && (dst.byteOffset + place * 2) % 4 === 0 ? new Float32Array(dst.buffer, dst.byteOffset + place * 2, (rows * p.out) / 2) : undefined;
-      const got = words && (await decodeOn?.(source, r0, r1, words));
-      if (!got) mxfp4ExpertRows(source, r0, r1, dst, place);
-      else if (got !== words) words.set(got);
+      // The threads decode into `words` itself (a RowDecodeRunner writes into the array it is given).
+      if (!(words && (await decodeOn?.(source, r0, r1, words)))) mxfp4ExpertRows(source, r0, r1, dst, place);
       v += rows * p.out;
     } else {
       const row = new Uint16Array(p.out);
