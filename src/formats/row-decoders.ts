@@ -330,10 +330,29 @@ function mxfp4Rows(src: RowSource, r0: number, r1: number, out: Float32Array): v
   mxfp4ExpertRows(src, r0, r1, new Uint16Array(out.buffer, out.byteOffset, out.length * 2), 0);
 }
 
+/**
+ * ComfyUI mxfp8 (comfy-mxfp8.ts): W[o, c] = e4m3(code) × 2^(e − 127), exact in f32 (the reader
+ * refuses products past it before they are decoded). Arrays: `codes` (bytes as Int8Array) and
+ * `scales` (the block scales as f32 values, rows × nColBlocks, row-major), of the source's rows;
+ * `table`, the 256 e4m3 values. Params `blockCols`, `nColBlocks`.
+ */
+function mxfp8Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { codes, scales, table } = src.arrays as { codes: Int8Array; scales: Float32Array; table: Float32Array };
+  const { blockCols, nColBlocks } = src.params;
+  const cols = src.cols;
+  for (let o = r0; o < r1; o++) {
+    const from = (o - src.firstRow) * cols, to = (o - r0) * cols, scaleRow = (o - src.firstRow) * nColBlocks;
+    for (let j = 0, c = 0; j < nColBlocks; j++) {
+      const scale = scales[scaleRow + j];
+      for (const end = Math.min(c + blockCols, cols); c < end; c++) out[to + c] = table[codes[from + c] & 0xff] * scale;
+    }
+  }
+}
+
 /** The decoders by name: a format that decodes on the threads adds its entry here. */
 export const ROW_DECODERS = {
   gptq: gptqRows, awq: awqRows, 'compressed-tensors-packed': compressedTensorsPackedRows, 'compressed-tensors-int8': compressedTensorsInt8Rows,
-  nvfp4: nvfp4Rows, mxfp4: mxfp4Rows,
+  nvfp4: nvfp4Rows, mxfp4: mxfp4Rows, mxfp8: mxfp8Rows,
 } satisfies Record<string, RowDecoder>;
 
 /** A decoder's name in {@link ROW_DECODERS}. */
