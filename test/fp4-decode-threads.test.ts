@@ -5,7 +5,7 @@
  * on two threads through the pool's scratch (a page's pool, whose slabs are no shared memory) and
  * on one thread with no pool, give the same bytes; those bytes are W + ΔW rounded once, W
  * dequantized here in float64 by the tools' own formulas; and the decoding did go to the workers.
- * A NaN block scale is refused in the same one line on every thread.
+ * A NaN block scale (or an mxfp8 product past float32) is refused in the same one line on every thread.
  *
  * ModelOpt NVFP4 (nvidia/*-FP4, hf_quant_config.json `quant_algo: "NVFP4"`, NVFP4QTensor.dequantize):
  * `<m>.weight` U8 (out, in/2), element 2k in the low nibble; `<m>.weight_scale` F8_E4M3 (out, in/16);
@@ -29,7 +29,7 @@ import { MergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { decodeSourceRows, type RowSource } from '../src/formats/row-decoders.js';
 import { nvfp4CodeValues } from '../src/formats/nvfp4-values.js';
-import { blockedOrder, comfyNvfp4Value, modelOptNvfp4Value } from './helpers/e4m3-by-hand.js';
+import { blockedOrder, comfyNvfp4Value, e4m3Value, e8m0Value, modelOptNvfp4Value } from './helpers/e4m3-by-hand.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
 const REPO_ROOT = join(import.meta.dirname, '..');
@@ -53,8 +53,15 @@ interface Case {
   /** Per written tensor: its real values (float64) and ΔW, where an adapter changes it. */
   real: Map<string, { shape: number[]; w: Float64Array; delta?: Float64Array }>;
   outDtype: 'f16' | 'bf16';
+  /** Row ranges decoded on the pool, one merge: each cut into 4 pieces, at least one of which goes to the worker. */
+  slabs: number;
   /** Weights (or experts) whose arrays the pool shares, one merge. */
   sources: number;
+  /**
+   * The sign of a zero is not compared: mxfp8 weights are merged as code × scale through the
+   * engine even where no ΔW is added, whose 0 + W writes a −0 as +0 (ComfyUI keeps −0).
+   */
+  unsignedZeros?: boolean;
   /** A copy of the base with one NaN block scale, and the line that refuses it. */
   hostile: { files: Files; message: string };
 }
@@ -128,7 +135,7 @@ function modelOptCase(): Case {
   return {
     name: 'ModelOpt NVFP4 group 16', files: files(tensors), adapter: lora.files, real, outDtype: 'f16',
     // Stored by output: each slab's codes and scales shared (q_proj 3 slabs, k_proj 1, v_proj 2).
-    sources: 6,
+    slabs: 6, sources: 6,
     hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds NaN (row 300)` },
   };
 }
@@ -158,8 +165,54 @@ function comfyCase(): Case {
   const nanAt = order.indexOf(200 * (COLS / 16) + 3);
   const hostile = tensors.map((t) => (t.name === `${Q}.weight_scale` ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (b, k) => (k === nanAt ? 0xff : b)) } : t));
   return {
-    name: 'ComfyUI nvfp4 (comfy_quant)', files: files(tensors), adapter: lora.files, real, outDtype: 'f16', sources: 6,
+    name: 'ComfyUI nvfp4 (comfy_quant)', files: files(tensors), adapter: lora.files, real, outDtype: 'f16', slabs: 6, sources: 6,
     hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds NaN for row 200, inputs 48–63` },
+  };
+}
+
+/**
+ * ComfyUI mxfp8 comfy_quant layers (comfy_kitchen's MXFP8 layout): `<m>.weight` F8_E4M3 (out, in),
+ * `<m>.weight_scale` U8 e8m0 exponents, one per 32 inputs of a row, swizzled (to_blocked);
+ * W = e4m3(code) × 2^(e − 127), e = 0 read as 0 (comfy_kitchen's e8m0_to_f32).
+ */
+function mxfp8Case(): Case {
+  const tensors: FixtureTensor[] = [];
+  const real: Case['real'] = new Map();
+  const config = Array.from(new TextEncoder().encode('{"format": "mxfp8"}'));
+  const blocks = COLS / 32;
+  const orders = new Map<string, { order: Int32Array; exponents: number[]; codes: Uint8Array }>();
+  for (const m of [Q, K, V]) {
+    const n = ROWS[m];
+    // Any byte but E4M3FN's NaNs (0x7f, 0xff); exponents as trained weights have them, a few 0.
+    const codes = Uint8Array.from({ length: n * COLS }, () => {
+      const b = Math.floor(rand() * 254);
+      return b >= 0x7f ? b + 1 : b;
+    });
+    const exponents = Array.from({ length: n * blocks }, () => (rand() < 0.02 ? 0 : 112 + Math.floor(rand() * 8)));
+    const w = Float64Array.from(codes, (code, i) => e4m3Value(code) * e8m0Value(exponents[Math.floor(i / COLS) * blocks + Math.floor((i % COLS) / 32)]));
+    real.set(`${m}.weight`, { shape: [n, COLS], w, delta: lora.delta.get(m) });
+    const { order, shape } = blockedOrder(n, blocks);
+    orders.set(m, { order, exponents, codes });
+    tensors.push({ name: `${m}.weight`, dtype: 'F8_E4M3', shape: [n, COLS], data: codes });
+    tensors.push({ name: `${m}.weight_scale`, dtype: 'U8', shape, data: Uint8Array.from(order, (at) => (at < 0 ? 0 : exponents[at])) });
+    tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [config.length], data: config });
+  }
+  const files = (t: FixtureTensor[]): Files => ({ 'model.safetensors': buildSafetensors(t), 'config.json': llamaConfig() });
+  // Row 300 of q_proj, block 2 (inputs 64–95): exponent 254 (2^127), codes below 2 but 448 at input 70, past float32.
+  const { order, exponents, codes } = orders.get(Q)!;
+  const hostile = tensors.map((t) => {
+    if (t.name === `${Q}.weight_scale`) return { ...t, data: Uint8Array.from(order, (at) => (at < 0 ? 0 : at === 300 * blocks + 2 ? 254 : exponents[at])) };
+    if (t.name === `${Q}.weight`) return { ...t, data: Uint8Array.from(codes, (b, k) => (k === 300 * COLS + 70 ? 0x7e : Math.floor(k / COLS) === 300 && k % COLS >= 64 && k % COLS < 96 ? b & 0xb7 : b)) };
+    return t;
+  });
+  return {
+    name: 'ComfyUI mxfp8 (comfy_quant)', files: files(tensors), adapter: lora.files, real, outDtype: 'f16',
+    // Its slabs are of codes, a byte a value: each weight one slab, its rows' codes and scales shared once.
+    slabs: 3, sources: 3, unsignedZeros: true,
+    hostile: {
+      files: files(hostile),
+      message: `tensor "${Q}.weight": row 300, input 70: its code times its block scale (448 × ${2 ** 127}) is beyond float32; its scale "${Q}.weight_scale" holds no usable mxfp8 exponent there`,
+    },
   };
 }
 
@@ -227,8 +280,9 @@ function gptOssCase(): Case {
       }),
       'adapter_model.safetensors': buildSafetensors(adapter),
     },
-    // An expert's blocks and scales shared once for all its slabs: two experts of two parameters.
-    sources: 4,
+    // Slabs of 256 bf16 rows: gate_up_proj's 1024 rows in 4, down_proj's 512 in 2; an expert's
+    // blocks and scales shared once for all its slabs: two experts of two parameters.
+    slabs: 6, sources: 4,
     hostile: { files: files(hostile), message: `model: tensor "${EXPERTS}.down_proj_scales" holds 255 (E8M0's NaN) at [1, 7, 2]; transformers would decode its block to Inf, and its zero codes to NaN` },
   };
 }
@@ -269,18 +323,18 @@ async function mergeOn(files: Files, c: Case, on: CpuBackend): Promise<Uint8Arra
 }
 
 describe('FP4 base weights decoded on the worker threads', () => {
-  for (const make of [modelOptCase, comfyCase, gptOssCase]) {
+  for (const make of [modelOptCase, comfyCase, mxfp8Case, gptOssCase]) {
     const c = make();
     it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + ΔW rounded once`, async () => {
       const [pieces, sources] = [sharedPool.sent.decodePieces, sharedPool.sent.decodeSources];
       const scratchPieces = scratchPool.sent.decodePieces;
       const threaded = await mergeOn(c.files, c, backend(sharedPool));
-      // Six slabs of 65 536 values or more, each cut into 4 pieces; the calling thread takes some,
-      // so at least one a slab went to the worker.
-      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(6);
+      // Slabs of 65 536 values or more, each cut into 4 pieces; the calling thread takes some, so
+      // at least one a slab went to the worker.
+      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(c.slabs);
       expect(sharedPool.sent.decodeSources - sources).toBe(c.sources);
       const throughScratch = await mergeOn(c.files, c, backend(scratchPool));
-      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(6);
+      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(c.slabs);
       const oneThread = await mergeOn(c.files, c, backend());
       expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
       expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);
@@ -292,13 +346,13 @@ describe('FP4 base weights decoded on the worker threads', () => {
         expect([t.dtype, t.shape], key).toEqual([dtype, shape]);
         // Signed where no ΔW is added: ComfyUI's code 8 is −0, ModelOpt's +0, and a negative code times a zero scale −0.
         const want = (i: number) => roundForDType(delta ? w[i] + delta[i] : w[i], dtype);
-        const wrong = t.values.findIndex((got, i) => !Object.is(got, want(i)) && !(delta && got === 0 && want(i) === 0));
+        const wrong = t.values.findIndex((got, i) => !Object.is(got, want(i)) && !((delta || c.unsignedZeros) && got === 0 && want(i) === 0));
         const shown = (x: number) => (Object.is(x, -0) ? '-0' : String(x));
         expect(wrong, `${key}: element ${wrong} is ${shown(t.values[wrong])}, expected ${shown(want(wrong))}`).toBe(-1);
       }
     });
 
-    it(`${c.name}: a NaN block scale is refused in one line on two threads and on one`, async () => {
+    it(`${c.name}: a NaN block scale (mxfp8: a product past float32) is refused in one line on two threads and on one`, async () => {
       for (const on of [backend(sharedPool), backend(scratchPool), backend()]) {
         const refused = await mergeOn(c.hostile.files, c, on).then(() => undefined, (e: unknown) => e);
         expect(refused).toBeInstanceOf(MergeError);
