@@ -40,12 +40,16 @@ export function swizzledOffset(r: number, j: number, scaleCols: number): number 
 export function unswizzleMxfp8Scales(bytes: Uint8Array, rows: number, cols: number, where: string): Float64Array {
   const blocks = cols / MXFP8_BLOCK;
   const scaleCols = mxfp8ScaleShape(rows, cols)[1];
+  // swizzledOffset(r, j) is a part of r plus a part of j: each worked out once, not per scale.
+  const colPart = Int32Array.from({ length: blocks }, (_, j) => Math.floor(j / 4) * 512 + (j % 4));
+  const value = Float64Array.from({ length: 256 }, (_, e) => (e === 0 ? 0 : 2 ** (e - 127)));
   const out = new Float64Array(rows * blocks);
   for (let r = 0; r < rows; r++) {
+    const rowPart = swizzledOffset(r, 0, scaleCols);
     for (let j = 0; j < blocks; j++) {
-      const e = bytes[swizzledOffset(r, j, scaleCols)];
+      const e = bytes[rowPart + colPart[j]];
       if (e === 255) throw new MergeError('UNSUPPORTED_FORMAT', `${where} holds the e8m0 scale 255 (NaN) for row ${r}, inputs ${j * MXFP8_BLOCK}–${j * MXFP8_BLOCK + MXFP8_BLOCK - 1}`);
-      out[r * blocks + j] = e === 0 ? 0 : 2 ** (e - 127);
+      out[r * blocks + j] = value[e];
     }
   }
   return out;
