@@ -31,7 +31,7 @@ import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
 import { blockedScaleShape, swizzledOffset } from './comfy-mxfp8.js';
-import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4Rows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
+import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4ViewRows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
 import type { RowSource } from './row-decoders.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
@@ -113,7 +113,7 @@ function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: numbe
         arrays: { codes: sourceBytes(packed), scales: sourceBytes(tiles), values: nvfp4CodeValues(global, COMFY).values },
         params: { group: NVFP4_BLOCK, evenHigh: 1, scaleCols },
       };
-      return nvfp4Rows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
+      return nvfp4ViewRows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
     },
   };
 }

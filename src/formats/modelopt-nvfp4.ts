@@ -22,7 +22,7 @@ import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
-import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4Rows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
+import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4ViewRows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
 import type { RowSource } from './row-decoders.js';
 
 export interface Nvfp4Base {
@@ -112,7 +112,7 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
         arrays: { codes: sourceBytes(packed), scales: sourceBytes(scales), values: nvfp4CodeValues(w.global, MODELOPT).values },
         params: { group: w.group, evenHigh: 0, scaleCols: 0 },
       };
-      return nvfp4Rows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
+      return nvfp4ViewRows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
     },
   };
 }

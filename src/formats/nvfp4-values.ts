@@ -57,7 +57,7 @@ export function nvfp4CodeValues(global: number, reading: Nvfp4Reading): { values
  * else here; bytes [offset, offset + length) of them returned. Whole rows go straight into `into`
  * where it is offered (the pipeline's slab memory, which the threads then write in place).
  */
-export async function nvfp4Rows(source: RowSource, r0: number, r1: number, offset: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
+export async function nvfp4ViewRows(source: RowSource, r0: number, r1: number, offset: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const whole = offset === 0 && length === (r1 - r0) * source.cols * 4 && into?.byteLength === length && into.byteOffset % 4 === 0;
   const out = whole ? new Float32Array(into.buffer, into.byteOffset, length / 4) : undefined;
   const values = (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
