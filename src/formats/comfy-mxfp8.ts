@@ -13,8 +13,10 @@
  * log2 in float32, codes = W' / 2^(e − 127) rounded (stochastically there, to nearest even here) to
  * e4m3fn and clamped to ±448; a block of zeros gets e = 0 and codes 0.
  */
+import { f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
+import type { RowSource } from './row-decoders.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
 export const MXFP8_BLOCK = 32;
@@ -38,12 +40,16 @@ export function swizzledOffset(r: number, j: number, scaleCols: number): number 
 export function unswizzleMxfp8Scales(bytes: Uint8Array, rows: number, cols: number, where: string): Float64Array {
   const blocks = cols / MXFP8_BLOCK;
   const scaleCols = mxfp8ScaleShape(rows, cols)[1];
+  // swizzledOffset(r, j) is a part of r plus a part of j: each worked out once, not per scale.
+  const colPart = Int32Array.from({ length: blocks }, (_, j) => Math.floor(j / 4) * 512 + (j % 4));
+  const value = Float64Array.from({ length: 256 }, (_, e) => (e === 0 ? 0 : 2 ** (e - 127)));
   const out = new Float64Array(rows * blocks);
   for (let r = 0; r < rows; r++) {
+    const rowPart = swizzledOffset(r, 0, scaleCols);
     for (let j = 0; j < blocks; j++) {
-      const e = bytes[swizzledOffset(r, j, scaleCols)];
+      const e = bytes[rowPart + colPart[j]];
       if (e === 255) throw new MergeError('UNSUPPORTED_FORMAT', `${where} holds the e8m0 scale 255 (NaN) for row ${r}, inputs ${j * MXFP8_BLOCK}–${j * MXFP8_BLOCK + MXFP8_BLOCK - 1}`);
-      out[r * blocks + j] = e === 0 ? 0 : 2 ** (e - 127);
+      out[r * blocks + j] = value[e];
     }
   }
   return out;
@@ -97,4 +103,46 @@ export async function readComfyMxfp8(base: BaseModel, layer: string, from: strin
   };
   if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
   return entry;
+}
+
+/**
+ * Rows [rowStart, rowStart + rowCount) of an mxfp8 weight as a row source of row-decoders.ts'
+ * `mxfp8`: their codes (`codes`, the slab's bytes) and their block scales (`scales`, the weight's
+ * row-major 2^(e − 127) values from {@link unswizzleMxfp8Scales}, exact in f32: 2^-127 is an f32
+ * subnormal).
+ */
+export function mxfp8RowSource(w: ScaledFp8Weight, scales: Float64Array, codes: Uint8Array, rowStart: number, rowCount: number): RowSource {
+  const nColBlocks = Math.ceil(w.cols / w.blockCols);
+  return {
+    name: w.weightKey, decoder: 'mxfp8', cols: w.cols, firstRow: rowStart,
+    arrays: {
+      codes: new Int8Array(codes.buffer, codes.byteOffset, rowCount * w.cols),
+      scales: Float32Array.from(scales.subarray(rowStart * nColBlocks, (rowStart + rowCount) * nColBlocks)),
+      table: f8DecodeTable('F8_E4M3'),
+    },
+    params: { blockCols: w.blockCols, nColBlocks },
+  };
+}
+
+/**
+ * Refuses the first value of rows [r0, r1) whose code times its block scale is past float32 (no
+ * weight ComfyUI could hold), before they are decoded. An e4m3 code is below 2^9, so only blocks
+ * of a scale of 2^119 or more can hold one; NaN codes stay NaN (the merge reports them).
+ */
+export function checkMxfp8Products(w: ScaledFp8Weight, source: RowSource, r0: number, r1: number): void {
+  const { codes, scales, table } = source.arrays as { codes: Int8Array; scales: Float32Array; table: Float32Array };
+  const { blockCols, nColBlocks } = source.params;
+  for (let r = r0; r < r1; r++) {
+    const row = r - source.firstRow;
+    for (let j = 0; j < nColBlocks; j++) {
+      const scale = scales[row * nColBlocks + j];
+      if (scale < 2 ** 119) continue;
+      for (let c = j * blockCols; c < Math.min((j + 1) * blockCols, w.cols); c++) {
+        const code = table[codes[row * w.cols + c] & 0xff], exact = code * scale;
+        if (Math.fround(exact) !== exact && !Number.isNaN(exact)) {
+          throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${w.weightKey}": row ${r}, input ${c}: its code times its block scale (${code} × ${scale}) is beyond float32; its scale "${w.scaleKey}" holds no usable mxfp8 exponent there`);
+        }
+      }
+    }
+  }
 }

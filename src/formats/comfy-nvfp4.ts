@@ -31,7 +31,8 @@ import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
 import { blockedScaleShape, swizzledOffset } from './comfy-mxfp8.js';
-import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, type Nvfp4Reading } from './nvfp4-values.js';
+import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4ViewRows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
+import type { RowSource } from './row-decoders.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
 export const NVFP4_BLOCK = 16;
@@ -79,18 +80,19 @@ export async function readComfyNvfp4(base: BaseModel, layer: string, from: strin
 const COMFY: Nvfp4Reading = { evenHigh: true, negativeZero: true };
 
 /**
- * The weight as f32 values (rows, cols) in comfy_kitchen's order, decoded a row range at a time:
- * each block's swizzled scale byte read once, each byte one lookup of its pair of values.
+ * The weight as f32 values (rows, cols) in comfy_kitchen's order, decoded a row range at a time by
+ * row-decoders.ts' `nvfp4` (on the CPU backend's threads where the merge has them) from the rows'
+ * codes and the 128-row tiles of swizzled scales that hold their blocks', read and checked for NaN
+ * scales here.
  */
 function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: number, rows: number, cols: number): ViewTensor {
   const rowBytes = cols * 4;
   const blocks = cols / NVFP4_BLOCK;
   const scaleCols = blockedScaleShape(rows, blocks)[1];
   const tileBytes = 128 * scaleCols; // a 128-row tile of the swizzled scales is contiguous
-  const half = NVFP4_BLOCK / 2; // bytes a block
   return {
     name: key, dtype: 'F32', shape: [rows, cols], byteLength: rows * rowBytes,
-    async readPart(start, length) {
+    async readPart(start, length, into, decodeOn) {
       if (start % 4 !== 0 || length % 4 !== 0) throw new RangeError(`${key}: bytes ${start}+${length} are not whole f32 values`);
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
@@ -99,18 +101,19 @@ function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: numbe
       const t1 = Math.ceil(r1 / 128);
       const tiles = await base.readPart(scaleKey, t0 * tileBytes, (t1 - t0) * tileBytes);
       const { nan } = e4m3Bytes();
-      const { pairs } = nvfp4CodeValues(global, COMFY);
-      const out = new Float64Array((r1 - r0) * (cols / 2));
       for (let r = r0; r < r1; r++) {
         for (let j = 0; j < blocks; j++) {
-          const s = tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes];
-          if (nan[s]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
-          const at = s << 8;
-          const p0 = (r - r0) * (cols / 2) + j * half;
-          for (let p = p0; p < p0 + half; p++) out[p] = pairs[at | packed[p]];
+          if (nan[tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes]]) {
+            throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
+          }
         }
       }
-      return new Uint8Array(out.buffer, start - r0 * rowBytes, length);
+      const source: RowSource = {
+        name: key, decoder: 'nvfp4', cols, firstRow: r0,
+        arrays: { codes: sourceBytes(packed), scales: sourceBytes(tiles), values: nvfp4CodeValues(global, COMFY).values },
+        params: { group: NVFP4_BLOCK, evenHigh: 1, scaleCols },
+      };
+      return nvfp4ViewRows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
     },
   };
 }

@@ -15,14 +15,15 @@
  * ΔW in real values and rounds once to --dtype. The block scales are no longer tensors of the view.
  * Such a base is written dequantized only (see scaled-fp8-output.ts).
  */
-import { decodeToF32, encodeFromF32 } from '../dtype.js';
+import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
 import { runtimeScales, type ScaledFp8Base, type ScaledFp8Weight } from './scaled-fp8.js';
 import { product } from '../integers.js';
-import { E2M1, e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, type Nvfp4Reading } from './nvfp4-values.js';
+import { e4m3Bytes, nvfp4CodeValues, nvfp4GlobalFits, nvfp4ViewRows, sourceBytes, type Nvfp4Reading } from './nvfp4-values.js';
+import type { RowSource } from './row-decoders.js';
 
 export interface Nvfp4Base {
   /** The base with every NVFP4 weight an f32 tensor of its values as ModelOpt dequantizes them. */
@@ -87,40 +88,16 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
 const MODELOPT: Nvfp4Reading = { evenHigh: false, negativeZero: false };
 
 /**
- * The bf16 pair table of FP4 (e2m1) bytes under 256 scale bytes: entry s·256 + b holds the bf16 bits
- * of byte b's two values, e2m1(code) × scale(s), the low nibble's in the low half and the high
- * nibble's in the high half; each product taken in float64 and rounded through float32 to bf16.
- * MXFP4's E8M0 block scales (mxfp4-experts.ts) decode by it: powers of two, so exact.
- */
-export function e2m1Bf16Pairs(scale: (byte: number) => number): Uint32Array {
-  const values = new Float32Array(256 * 16);
-  for (let s = 0; s < 256; s++) {
-    for (let code = 0; code < 16; code++) {
-      const magnitude = E2M1[code & 7] * scale(s);
-      values[s * 16 + code] = code & 8 ? -magnitude : magnitude;
-    }
-  }
-  const encoded = encodeFromF32(values, 'BF16');
-  const bits = new Uint16Array(encoded.buffer, encoded.byteOffset, values.length);
-  const table = new Uint32Array(256 * 256);
-  for (let s = 0; s < 256; s++) {
-    for (let byte = 0; byte < 256; byte++) table[s * 256 + byte] = (bits[s * 16 + (byte & 0x0f)] | (bits[s * 16 + (byte >> 4)] << 16)) >>> 0;
-  }
-  return table;
-}
-
-/**
- * The weight as f32 values, decoded a row range at a time. With `cols` a multiple of the group,
- * value v of the tensor is nibble v mod 2 of packed byte ⌊v/2⌋ and its scale is scale ⌊v/group⌋,
- * both counted from the tensor's start; with an even group a byte's two values share a scale, so
- * each byte is one lookup of its pair of values.
+ * The weight as f32 values, decoded a row range at a time by row-decoders.ts' `nvfp4` (on the CPU
+ * backend's threads where the merge has them): row r is bytes r·in/2… of the codes and scales
+ * r·in/group… of the block scales, read for the rows asked and checked here for NaN scales.
  */
 function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
   const rowBytes = w.cols * 4;
   const groups = w.cols / w.group;
   return {
     name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
-    async readPart(start, length) {
+    async readPart(start, length, into, decodeOn) {
       if (start % 4 !== 0 || length % 4 !== 0) throw new RangeError(`${w.key}: bytes ${start}+${length} are not whole f32 values`);
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
@@ -130,32 +107,12 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
       for (let j = 0; j < scales.length; j++) {
         if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
       }
-      const { bits, pairs } = nvfp4CodeValues(w.global, MODELOPT);
-      // Values [v0, v1) of the rows read, widened to whole bytes [p0, p1).
-      const v0 = start / 4 - r0 * w.cols;
-      const v1 = v0 + length / 4;
-      const p0 = v0 >> 1;
-      const p1 = (v1 + 1) >> 1;
-      const out = new Float64Array(p1 - p0);
-      if (w.group % 2 === 0) {
-        const half = w.group / 2;
-        let p = p0;
-        for (let s = Math.floor(p0 / half); p < p1; s++) {
-          const at = scales[s] << 8;
-          const stop = Math.min((s + 1) * half, p1);
-          for (; p < stop; p++) out[p - p0] = pairs[at | packed[p]];
-        }
-      } else {
-        // An odd group: a byte's two values may have different scales, so each value is looked up on its own.
-        const values = new Uint32Array(out.buffer);
-        let s = Math.floor((2 * p0) / w.group);
-        let next = (s + 1) * w.group;
-        for (let v = 2 * p0; v < 2 * p1; v++) {
-          if (v === next) { s++; next += w.group; }
-          values[v - 2 * p0] = bits[(scales[s] << 4) | ((packed[v >> 1] >> ((v & 1) << 2)) & 0x0f)];
-        }
-      }
-      return new Uint8Array(out.buffer, (v0 & 1) * 4, length);
+      const source: RowSource = {
+        name: w.key, decoder: 'nvfp4', cols: w.cols, firstRow: r0,
+        arrays: { codes: sourceBytes(packed), scales: sourceBytes(scales), values: nvfp4CodeValues(w.global, MODELOPT).values },
+        params: { group: w.group, evenHigh: 0, scaleCols: 0 },
+      };
+      return nvfp4ViewRows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
     },
   };
 }

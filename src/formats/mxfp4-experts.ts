@@ -15,7 +15,8 @@
  * as a bf16 tensor of its real values under the parameter's own name, and the merge sees a weight
  * with one scale of 1 (the `dequantize-only` rule), written bf16 unless another dtype is asked.
  * Scale byte 255 (E8M0's NaN) and values past bf16's range, which transformers turns into Inf or
- * NaN, are refused by name. The biases (`<p>_bias`) are float parameters of their own, untouched.
+ * NaN, are refused by name. The values are decoded by row-decoders.ts (on the CPU backend's threads
+ * where the merge has them), an expert's blocks and scales read and checked here once. The biases (`<p>_bias`) are float parameters of their own, untouched.
  *
  * Only when an adapter changes an MXFP4 parameter (PEFT `target_parameters` on it, or a LoRA on one
  * expert's Linear layer of Unsloth's split experts, which lands on it transposed): otherwise the experts are copied as stored (a
@@ -29,8 +30,8 @@ import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
 import { quantizationRecord } from './int-weights.js';
-import { e2m1Bf16Pairs } from './modelopt-nvfp4.js';
-import { E2M1 } from './nvfp4-values.js';
+import { E2M1, sourceBytes } from './nvfp4-values.js';
+import { mxfp4ExpertRows, type RowDecodeRunner, type RowSource } from './row-decoders.js';
 import { fusedExpertParameter } from './layouts/linearized-experts.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from './scaled-fp8.js';
 
@@ -107,81 +108,33 @@ export function mxfp4ExpertsView(
 }
 
 /**
- * For each scale byte s, its 256 pairs: entry s·256 + b holds the bf16 bits of byte b's two
- * values, code × 2^(s − 127), the low nibble's in the low half and the high nibble's in the high
- * half. Each value is computed in float64, where a code of at most two significant bits times a
- * power of two is exact, and is exact in bf16 too, so decoding is lookups alone. Made on first
- * use (256 KiB). Scale bytes whose values are NaN or past bf16's range in transformers' tensor
- * are marked in `bad` and refused before a block with one is decoded.
+ * Scale bytes whose values are NaN or past bf16's range in transformers' tensor: 255 (E8M0's NaN)
+ * and those where the largest code, 6, times 2^(s − 127) passes bf16's largest value. A block with
+ * one is refused before it is decoded.
  */
-let pairTable: { pairs: Uint32Array; bad: Uint8Array } | undefined;
-function pairs(): { pairs: Uint32Array; bad: Uint8Array } {
-  if (pairTable) return pairTable;
-  // The largest code is 6: a scale byte is bad where 6 · 2^(s − 127) is past bf16's range (and 255).
-  const bad = Uint8Array.from({ length: 256 }, (_, scale) => (scale === 255 || E2M1[7] * 2 ** (scale - 127) > BF16_MAX ? 1 : 0));
-  return (pairTable = { pairs: e2m1Bf16Pairs((scale) => 2 ** (scale - 127)), bad });
-}
-
-/** Stored rows decoded together: their blocks' bytes (TILE · in/2) stay in the first-level cache while the rows of (in, out) are written. */
-const TILE = 128;
+const BAD_SCALE = Uint8Array.from({ length: 256 }, (_, scale) => (scale === 255 || E2M1[7] * 2 ** (scale - 127) > BF16_MAX ? 1 : 0));
 
 /**
- * Rows [i0, i1) of one expert's (in, out) bf16 values into `dst` from `at`: input i of output
- * column o is nibble i mod 2 of byte ⌊(i mod 32)/2⌋ of stored block (o, ⌊i/32⌋). Rows 2k and
- * 2k + 1 of a group come from the same bytes, so they are written together, one lookup a byte;
- * where the rows start on a 32-bit word, columns o and o + 1 of both rows go as two words.
+ * Values [from, to) of one expert's (in, out) matrix into `dst` from `at`: whole rows by
+ * row-decoders.ts' `mxfp4` (on `decodeOn`'s threads where they take them: an even `out`, as
+ * gpt-oss's, and a destination on a 4-byte boundary), a row the range cuts through into a row of
+ * its own, decoded here.
  */
-function decodeRows(p: Mxfp4Parameter, blocks: Uint8Array, scales: Uint8Array, i0: number, i1: number, dst: Uint16Array, at: number): void {
-  const { pairs: table } = pairs();
-  const { out, groups } = p;
-  const rowBytes = groups * 16;
-  // TILE is even, so with `out` and `at` even every tile's columns are whole words.
-  const words = out % 2 === 0 && at % 2 === 0 && dst.byteOffset % 4 === 0 ? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1) : undefined;
-  for (let o0 = 0; o0 < out; o0 += TILE) {
-    const o1 = Math.min(o0 + TILE, out);
-    for (let i = i0; i < i1;) {
-      const g = i >> 5;
-      const row = at + (i - i0) * out;
-      let src = o0 * rowBytes + g * 16 + ((i & 31) >> 1);
-      let sc = o0 * groups + g;
-      if ((i & 1) === 0 && i + 1 < i1 && words) {
-        const lo = row >> 1;
-        const hi = (row + out) >> 1;
-        for (let w = o0 >> 1; w < o1 >> 1; w++, src += 2 * rowBytes, sc += 2 * groups) {
-          const even = table[(scales[sc] << 8) | blocks[src]];
-          const odd = table[(scales[sc + groups] << 8) | blocks[src + rowBytes]];
-          words[lo + w] = (even & 0xffff) | (odd << 16);
-          words[hi + w] = (even >>> 16) | (odd & 0xffff0000);
-        }
-        i += 2;
-      } else if ((i & 1) === 0 && i + 1 < i1) {
-        for (let o = o0; o < o1; o++, src += rowBytes, sc += groups) {
-          const pair = table[(scales[sc] << 8) | blocks[src]];
-          dst[row + o] = pair & 0xffff;
-          dst[row + out + o] = pair >>> 16;
-        }
-        i += 2;
-      } else {
-        const shift = (i & 1) << 4;
-        for (let o = o0; o < o1; o++, src += rowBytes, sc += groups) dst[row + o] = (table[(scales[sc] << 8) | blocks[src]] >>> shift) & 0xffff;
-        i += 1;
-      }
-    }
-  }
-}
-
-/** Values [from, to) of one expert's (in, out) matrix into `dst` from `at`: whole rows straight in, a row the range cuts through a row of its own. */
-function decodeValues(p: Mxfp4Parameter, blocks: Uint8Array, scales: Uint8Array, from: number, to: number, dst: Uint16Array, at: number): void {
+async function decodeValues(p: Mxfp4Parameter, source: RowSource, from: number, to: number, dst: Uint16Array, at: number, decodeOn?: RowDecodeRunner): Promise<void> {
   for (let v = from; v < to;) {
     const i = Math.floor(v / p.out);
     const rowStart = i * p.out;
     if (v === rowStart && to >= rowStart + p.out) {
       const rows = Math.floor((to - v) / p.out);
-      decodeRows(p, blocks, scales, i, i + rows, dst, at + v - from);
+      const r0 = source.firstRow + i, r1 = r0 + rows;
+      const place = at + v - from;
+      const words = p.out % 2 === 0 && (dst.byteOffset + place * 2) % 4 === 0 ? new Float32Array(dst.buffer, dst.byteOffset + place * 2, (rows * p.out) / 2) : undefined;
+      // The threads decode into `words` itself (a RowDecodeRunner writes into the array it is given).
+      if (!(words && (await decodeOn?.(source, r0, r1, words)))) mxfp4ExpertRows(source, r0, r1, dst, place);
       v += rows * p.out;
     } else {
       const row = new Uint16Array(p.out);
-      decodeRows(p, blocks, scales, i, i + 1, row, 0);
+      mxfp4ExpertRows(source, source.firstRow + i, source.firstRow + i + 1, row, 0);
       const n = Math.min(rowStart + p.out, to) - v;
       dst.set(row.subarray(v - rowStart, v - rowStart + n), at + v - from);
       v += n;
@@ -193,45 +146,51 @@ function decodeValues(p: Mxfp4Parameter, blocks: Uint8Array, scales: Uint8Array,
  * The parameter (E, in, out) as bf16, a row range at a time. Row r is input r mod `in` of expert
  * ⌊r / in⌋: a column of the stored (out, in) expert, so an expert's blocks and scales are read
  * whole (`in`·`out`/2 + `out`·`in`/32 bytes, about 8.8 MB for gpt-oss's gate_up_proj) when a
- * slab first needs them, checked, and kept until a slab ends the expert, as the merge reads in
- * order; each read decodes its rows straight into the bytes it returns. No tensor is ever read or
- * decoded whole.
+ * slab first needs them, checked, and kept as one row source until a slab ends the expert, as the
+ * merge reads in order (the CPU backend's threads get its arrays once); each read decodes its rows
+ * straight into the bytes it returns (the slab memory offered, where it is). No tensor is ever
+ * read or decoded whole.
  */
 function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
   const rowBytes = p.out * 2;
   const expertValues = p.in * p.out;
   const expertBlockBytes = p.out * p.groups * 16;
   const expertScaleBytes = p.out * p.groups;
-  let cached: { expert: number; blocks: Uint8Array; scales: Uint8Array } | undefined;
-  const load = async (e: number): Promise<{ blocks: Uint8Array; scales: Uint8Array }> => {
-    if (cached?.expert === e) return cached;
+  let cached: { expert: number; source: RowSource } | undefined;
+  const load = async (e: number): Promise<RowSource> => {
+    if (cached?.expert === e) return cached.source;
     const [blocks, scales] = await Promise.all([
       base.readPart(p.blocksKey, e * expertBlockBytes, expertBlockBytes),
       base.readPart(p.scalesKey, e * expertScaleBytes, expertScaleBytes),
     ]);
-    const { bad } = pairs();
-    for (let j = 0; j < scales.length; j++) if (bad[scales[j]]) badBlock(base.name, p, blocks, scales[j], e, Math.floor(j / p.groups), j % p.groups);
-    cached = { expert: e, blocks, scales };
-    return cached;
+    for (let j = 0; j < scales.length; j++) if (BAD_SCALE[scales[j]]) badBlock(base.name, p, blocks, scales[j], e, Math.floor(j / p.groups), j % p.groups);
+    const source: RowSource = {
+      // Two bf16 values a word of the decoder's output (used only where `out` is even).
+      name: p.key, decoder: 'mxfp4', cols: p.out >> 1, firstRow: e * p.in,
+      arrays: { blocks: sourceBytes(blocks), scales: sourceBytes(scales) }, params: { out: p.out, groups: p.groups },
+    };
+    cached = { expert: e, source };
+    return source;
   };
   return {
     name: p.key, dtype: 'BF16', shape: [p.experts, p.in, p.out], decodedFrom: p.decodedFrom, byteLength: p.experts * p.in * rowBytes,
-    async readPart(start, length) {
+    async readPart(start, length, into, decodeOn) {
       if (start % 2 !== 0 || length % 2 !== 0) throw new RangeError(`${p.key}: bytes ${start}+${length} are not whole bf16 values`);
-      const out = new Uint16Array(length / 2);
+      const bytes = into?.byteLength === length && into.byteOffset % 2 === 0 ? into : new Uint8Array(length);
+      const out = new Uint16Array(bytes.buffer, bytes.byteOffset, length / 2);
       const end = (start + length) / 2;
       let at = start / 2;
       while (at < end) {
         const e = Math.floor(at / expertValues);
-        const { blocks, scales } = await load(e);
+        const source = await load(e);
         const from = at - e * expertValues;
         const to = Math.min(expertValues, end - e * expertValues);
-        decodeValues(p, blocks, scales, from, to, out, at - start / 2);
+        await decodeValues(p, source, from, to, out, at - start / 2, decodeOn);
         at += to - from;
         // The read reached the expert's end, its last (the merge reads in order): held no longer.
         if (to === expertValues) cached = undefined;
       }
-      return new Uint8Array(out.buffer);
+      return bytes;
     },
   };
 }

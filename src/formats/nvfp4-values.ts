@@ -3,9 +3,11 @@
  * scale × global scale), the block's scale rounded to float32 first and the product rounded again
  * (ModelOpt's NVFP4QTensor.dequantize, comfy_kitchen's dequantize_nvfp4). The tools differ only in
  * which nibble holds the even element and in code 8 (ModelOpt's table gives +0, comfy_kitchen's −0),
- * so one table serves both (modelopt-nvfp4.ts, comfy-nvfp4.ts).
+ * so one table serves both (modelopt-nvfp4.ts, comfy-nvfp4.ts), and one row decoder (row-decoders.ts
+ * `nvfp4`, run on the CPU backend's threads where it has them).
  */
 import { decodeToF32 } from '../dtype.js';
+import { decodeSourceRows, type RowDecodeRunner, type RowSource } from './row-decoders.js';
 
 /** e2m1 magnitudes by the code's low three bits. */
 export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
@@ -27,18 +29,14 @@ export function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
 }
 
 /**
- * For one global scale, every value a code can take and every byte's pair of them:
- * - `bits[s·16 + code]`: the float32 bits of f32(e2m1(code) × f32(e4m3(s) × global)), each step
- *   rounded to float32 (a Float32Array store rounds as a float32 multiply does);
- * - `pairs[s·256 + byte]`: the byte's two values as one 8-byte word, the even element's f32 bits in
- *   its low half (first in memory), so a block decodes a byte with one load and one store. Read and
- *   written through a Float64Array: two finite f32 values never form a double NaN (that needs the
- *   high value's exponent all ones), so the bits pass unchanged.
- * Made per weight read (512 KiB) and kept for the last global scale of each reading only, as a
- * merge reads a weight's slabs in turn. The caller makes sure f32(448 × global) is finite.
+ * For one global scale, every value a code can take: `values[s·16 + code]` = f32(e2m1(code) ×
+ * f32(e4m3(s) × global)), each step rounded to float32 (a Float32Array store rounds as a float32
+ * multiply does), and `bits`, the same as float32 bits. The row decoder (row-decoders.ts `nvfp4`)
+ * reads them, on whichever thread decodes. Kept for the last global scale of each reading only, as
+ * a merge reads a weight's slabs in turn. The caller makes sure f32(448 × global) is finite.
  */
-const last = new Map<string, { global: number; bits: Uint32Array; pairs: Float64Array }>();
-export function nvfp4CodeValues(global: number, reading: Nvfp4Reading): { bits: Uint32Array; pairs: Float64Array } {
+const last = new Map<string, { global: number; values: Float32Array; bits: Uint32Array }>();
+export function nvfp4CodeValues(global: number, reading: Nvfp4Reading): { values: Float32Array; bits: Uint32Array } {
   const key = `${reading.evenHigh}${reading.negativeZero}`;
   const kept = last.get(key);
   if (kept && Object.is(kept.global, global)) return kept;
@@ -49,20 +47,26 @@ export function nvfp4CodeValues(global: number, reading: Nvfp4Reading): { bits: 
     const block = Math.fround(scales[s] * global);
     for (let code = 0; code < 16; code++) values[s * 16 + code] = codes[code] * block;
   }
-  const bits = new Uint32Array(values.buffer);
-  const pairs = new Float64Array(256 * 256);
-  const halves = new Uint32Array(pairs.buffer);
-  const [even, odd] = reading.evenHigh ? [4, 0] : [0, 4];
-  for (let s = 0; s < 256; s++) {
-    for (let byte = 0; byte < 256; byte++) {
-      const at = (s * 256 + byte) * 2;
-      halves[at] = bits[s * 16 + ((byte >> even) & 0x0f)];
-      halves[at + 1] = bits[s * 16 + ((byte >> odd) & 0x0f)];
-    }
-  }
-  const made = { global, bits, pairs };
+  const made = { global, values, bits: new Uint32Array(values.buffer) };
   last.set(key, made);
   return made;
+}
+
+/**
+ * Rows [r0, r1) of an NVFP4 weight by its row source, on `decodeOn`'s threads where it takes them,
+ * else here; bytes [offset, offset + length) of them returned. Whole rows go straight into `into`
+ * where it is offered (the pipeline's slab memory, which the threads then write in place).
+ */
+export async function nvfp4ViewRows(source: RowSource, r0: number, r1: number, offset: number, length: number, into?: Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
+  const whole = offset === 0 && length === (r1 - r0) * source.cols * 4 && into?.byteLength === length && into.byteOffset % 4 === 0;
+  const out = whole ? new Float32Array(into.buffer, into.byteOffset, length / 4) : undefined;
+  const values = (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
+  return new Uint8Array(values.buffer, values.byteOffset + offset, length);
+}
+
+/** A byte array as the Int8Array a row source holds (the same memory). */
+export function sourceBytes(bytes: Uint8Array): Int8Array {
+  return new Int8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 /** f32(448 × global) is finite: every block scale times the global scale is a float32, as the tools compute it. */

@@ -18,7 +18,7 @@ export interface RowSource {
   model?: string;
   /** Its decoder in {@link ROW_DECODERS}. */
   decoder: RowDecoderName;
-  /** Values per row. */
+  /** Values per row: f32 words of `out` per row (a decoder that writes bf16 values writes two a word: mxfp4). */
   cols: number;
   /** The weight's row that the arrays' first row holds: 0 for arrays of the whole weight. */
   firstRow: number;
@@ -265,10 +265,210 @@ function storedIndex(shape: Int32Array, row: number, col: number): string {
   return index.join(', ');
 }
 
+/**
+ * For one set of float32 values `bits` (256 e4m3 block-scale bytes × 16 e2m1 codes, the values as
+ * f32 bits: nvfp4-values.ts makes them by the tools' formula), each block scale byte's 256 byte
+ * pairs: pairs[s·256 + byte] the byte's two values as one 8-byte word, the even element's bits in
+ * its low half (from the high nibble where `evenHigh`), so a block decodes a byte with one load
+ * and one store. Two finite f32 values never form a double NaN, so the bits pass through a
+ * Float64Array unchanged. Kept for the last table this thread was given (a weight's slabs come
+ * in turn), matched by its values: a worker gets new arrays with every piece.
+ */
+let nvfp4Last: { bits: Uint32Array; evenHigh: number; pairs: Float64Array } | undefined;
+function nvfp4Pairs(values: Float32Array, evenHigh: number): Float64Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const kept = nvfp4Last;
+  if (kept && kept.evenHigh === evenHigh && sameWords(kept.bits, bits)) return kept.pairs;
+  const pairs = new Float64Array(256 * 256);
+  const halves = new Uint32Array(pairs.buffer);
+  const [even, odd] = evenHigh ? [4, 0] : [0, 4];
+  for (let s = 0; s < 256; s++) {
+    for (let byte = 0; byte < 256; byte++) {
+      const at = (s * 256 + byte) * 2;
+      halves[at] = bits[s * 16 + ((byte >> even) & 0x0f)];
+      halves[at + 1] = bits[s * 16 + ((byte >> odd) & 0x0f)];
+    }
+  }
+  nvfp4Last = { bits: bits.slice(), evenHigh, pairs };
+  return pairs;
+}
+
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * NVFP4 (modelopt-nvfp4.ts, comfy-nvfp4.ts): W[o, c] = values[scale(o, ⌊c/group⌋)·16 + code(o, c)],
+ * `values` the weight's 256 × 16 float32 products f32(e2m1(code) × f32(e4m3(s) × weight_scale_2))
+ * as the tool computes them. Arrays (bytes as Int8Array): `codes`, two codes a byte of the source's
+ * rows, element 2k in the low nibble (ModelOpt) or the high one (`evenHigh` 1, comfy_kitchen);
+ * `scales`, the e4m3 block-scale bytes: row-major (rows × cols/group) from the source's first row,
+ * or where `scaleCols` is not 0 cuBLAS' swizzled layout (ComfyUI's `to_blocked`: tiles of 128 rows
+ * × 4 scale columns, 512 bytes each) from the tile of the source's first row; `values`. Params
+ * `group`, `evenHigh`, `scaleCols`. The scale bytes were checked for NaN by the reader.
+ */
+function nvfp4Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { codes, scales, values } = src.arrays as { codes: Int8Array; scales: Int8Array; values: Float32Array };
+  const { group, evenHigh, scaleCols } = src.params;
+  const cols = src.cols;
+  const groups = cols / group;
+  const half = cols >> 1; // bytes a row
+  const tileBase = Math.floor(src.firstRow / 128) * 128 * scaleCols;
+  /** Where row o's block j has its scale byte in `scales`. */
+  const scaleAt = (o: number, j: number) => (scaleCols
+    ? (Math.floor(o / 128) * (scaleCols / 4) + Math.floor(j / 4)) * 512 + (o % 32) * 16 + Math.floor((o % 128) / 32) * 4 + (j % 4) - tileBase
+    : (o - src.firstRow) * groups + j);
+  if (group % 2 === 0) {
+    const pairs = nvfp4Pairs(values, evenHigh);
+    const bytes = group >> 1;
+    if (out.byteOffset % 8 === 0) {
+      const words = new Float64Array(out.buffer, out.byteOffset, out.length >> 1);
+      for (let o = r0; o < r1; o++) {
+        const from = (o - src.firstRow) * half, to = (o - r0) * half;
+        for (let j = 0, p = 0; j < groups; j++) {
+          const at = (scales[scaleAt(o, j)] & 0xff) << 8;
+          for (const stop = p + bytes; p < stop; p++) words[to + p] = pairs[at | (codes[from + p] & 0xff)];
+        }
+      }
+      return;
+    }
+    // Output not on an 8-byte boundary: each pair as its two f32 words.
+    const halves = new Uint32Array(pairs.buffer);
+    const dst = new Uint32Array(out.buffer, out.byteOffset, out.length);
+    for (let o = r0; o < r1; o++) {
+      const from = (o - src.firstRow) * half, to = (o - r0) * cols;
+      for (let j = 0, p = 0; j < groups; j++) {
+        const at = (scales[scaleAt(o, j)] & 0xff) << 8;
+        for (const stop = p + bytes; p < stop; p++) {
+          const pair = (at | (codes[from + p] & 0xff)) << 1;
+          dst[to + 2 * p] = halves[pair];
+          dst[to + 2 * p + 1] = halves[pair + 1];
+        }
+      }
+    }
+    return;
+  }
+  // An odd group (ModelOpt's config may name one): a byte's two values may have different scales, so each value is looked up on its own.
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const dst = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  const [even, odd] = evenHigh ? [4, 0] : [0, 4];
+  for (let o = r0; o < r1; o++) {
+    const from = (o - src.firstRow) * half, to = (o - r0) * cols;
+    for (let c = 0; c < cols; c++) {
+      const s = scales[scaleAt(o, Math.floor(c / group))] & 0xff;
+      dst[to + c] = bits[(s << 4) | ((codes[from + (c >> 1)] >> (c & 1 ? odd : even)) & 0x0f)];
+    }
+  }
+}
+
+/**
+ * gpt-oss's MXFP4 e2m1 pairs: entry s·256 + b the bf16 bits of byte b's two values code ×
+ * 2^(s − 127) (transformers' FP4_VALUES times its ldexp), the low nibble's in the low half. A
+ * value has at most two significant bits, so from 2⁻¹²⁸ up it is exact in float32 and in bf16 (its
+ * float32 bits' high half); scale bytes whose values overflow bf16 (255, and 6·2^(s−127) past its
+ * range) are refused by the reader before a block with one is decoded. Made once per thread (256 KiB).
+ */
+let mxfp4Table: Uint32Array | undefined;
+export function mxfp4Pairs(): Uint32Array {
+  if (mxfp4Table) return mxfp4Table;
+  const f32 = new Float32Array(256 * 16);
+  const magnitudes = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
+  for (let s = 0; s < 256; s++) for (let code = 0; code < 16; code++) f32[s * 16 + code] = (code & 8 ? -1 : 1) * magnitudes[code & 7] * 2 ** (s - 127);
+  const bits = new Uint32Array(f32.buffer);
+  const table = new Uint32Array(256 * 256);
+  for (let s = 0; s < 256; s++) {
+    for (let byte = 0; byte < 256; byte++) table[s * 256 + byte] = ((bits[s * 16 + (byte & 0x0f)] >>> 16) | (bits[s * 16 + (byte >> 4)] & 0xffff0000)) >>> 0;
+  }
+  return (mxfp4Table = table);
+}
+
+/** Stored rows decoded together: their blocks' bytes (TILE · in/2) stay in the first-level cache while the rows of (in, out) are written. */
+const MXFP4_TILE = 128;
+
+/**
+ * Rows [r0, r1) of one gpt-oss MXFP4 expert's (in, out) bf16 matrix into `dst` from `at`, the
+ * source's first row its input 0: input i of output column o is nibble i mod 2 of byte
+ * ⌊(i mod 32)/2⌋ of stored block (o, ⌊i/32⌋). Arrays (bytes as Int8Array): `blocks` (out,
+ * in/32, 16) and `scales` (out, in/32) of the expert; params `out`, `groups` (in/32). Rows 2k and
+ * 2k + 1 of a group come from the same bytes, so they are written together, one lookup a byte;
+ * where the rows start on a 32-bit word, columns o and o + 1 of both rows go as two words.
+ */
+export function mxfp4ExpertRows(src: RowSource, r0: number, r1: number, dst: Uint16Array, at: number): void {
+  const { blocks, scales } = src.arrays as { blocks: Int8Array; scales: Int8Array };
+  const { out, groups } = src.params;
+  const table = mxfp4Pairs();
+  const rowBytes = groups * 16;
+  const i0 = r0 - src.firstRow, i1 = r1 - src.firstRow;
+  // The tile is even, so with `out` and `at` even every tile's columns are whole words.
+  const words = out % 2 === 0 && at % 2 === 0 && dst.byteOffset % 4 === 0 ? new Uint32Array(dst.buffer, dst.byteOffset, dst.length >> 1) : undefined;
+  for (let o0 = 0; o0 < out; o0 += MXFP4_TILE) {
+    const o1 = Math.min(o0 + MXFP4_TILE, out);
+    for (let i = i0; i < i1;) {
+      const g = i >> 5;
+      const row = at + (i - i0) * out;
+      let from = o0 * rowBytes + g * 16 + ((i & 31) >> 1);
+      let sc = o0 * groups + g;
+      if ((i & 1) === 0 && i + 1 < i1 && words) {
+        const lo = row >> 1;
+        const hi = (row + out) >> 1;
+        for (let w = o0 >> 1; w < o1 >> 1; w++, from += 2 * rowBytes, sc += 2 * groups) {
+          const even = table[((scales[sc] & 0xff) << 8) | (blocks[from] & 0xff)];
+          const odd = table[((scales[sc + groups] & 0xff) << 8) | (blocks[from + rowBytes] & 0xff)];
+          words[lo + w] = (even & 0xffff) | (odd << 16);
+          words[hi + w] = (even >>> 16) | (odd & 0xffff0000);
+        }
+        i += 2;
+      } else if ((i & 1) === 0 && i + 1 < i1) {
+        for (let o = o0; o < o1; o++, from += rowBytes, sc += groups) {
+          const pair = table[((scales[sc] & 0xff) << 8) | (blocks[from] & 0xff)];
+          dst[row + o] = pair & 0xffff;
+          dst[row + out + o] = pair >>> 16;
+        }
+        i += 2;
+      } else {
+        const shift = (i & 1) << 4;
+        for (let o = o0; o < o1; o++, from += rowBytes, sc += groups) dst[row + o] = (table[((scales[sc] & 0xff) << 8) | (blocks[from] & 0xff)] >>> shift) & 0xffff;
+        i += 1;
+      }
+    }
+  }
+}
+
+/**
+ * gpt-oss MXFP4 experts (mxfp4-experts.ts), bf16 values two to each f32 word of `out`: the
+ * source's `cols` is out/2 (the view gives the threads only experts of an even `out`, as
+ * gpt-oss's are); see {@link mxfp4ExpertRows}.
+ */
+function mxfp4Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  mxfp4ExpertRows(src, r0, r1, new Uint16Array(out.buffer, out.byteOffset, out.length * 2), 0);
+}
+
+/**
+ * ComfyUI mxfp8 (comfy-mxfp8.ts): W[o, c] = e4m3(code) × 2^(e − 127), exact in f32 (the reader
+ * refuses products past it before they are decoded). Arrays: `codes` (bytes as Int8Array) and
+ * `scales` (the block scales as f32 values, rows × nColBlocks, row-major), of the source's rows;
+ * `table`, the 256 e4m3 values. Params `blockCols`, `nColBlocks`.
+ */
+function mxfp8Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { codes, scales, table } = src.arrays as { codes: Int8Array; scales: Float32Array; table: Float32Array };
+  const { blockCols, nColBlocks } = src.params;
+  const cols = src.cols;
+  for (let o = r0; o < r1; o++) {
+    const from = (o - src.firstRow) * cols, to = (o - r0) * cols, scaleRow = (o - src.firstRow) * nColBlocks;
+    for (let j = 0, c = 0; j < nColBlocks; j++) {
+      const scale = scales[scaleRow + j];
+      for (const end = Math.min(c + blockCols, cols); c < end; c++) out[to + c] = table[codes[from + c] & 0xff] * scale;
+    }
+  }
+}
+
 /** The decoders by name: a format that decodes on the threads adds its entry here. */
 export const ROW_DECODERS = {
   gptq: gptqRows, awq: awqRows, 'compressed-tensors-packed': compressedTensorsPackedRows, 'compressed-tensors-int8': compressedTensorsInt8Rows,
   'bnb-4bit': bnbFourBitRows, 'bnb-int8': bnbInt8Rows, 'mlx-affine': mlxAffineRows,
+  nvfp4: nvfp4Rows, mxfp4: mxfp4Rows, mxfp8: mxfp8Rows,
 } satisfies Record<string, RowDecoder>;
 
 /** A decoder's name in {@link ROW_DECODERS}. */

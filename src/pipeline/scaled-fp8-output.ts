@@ -25,7 +25,7 @@
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
-import { decodeToF32, DTYPE_BYTES, encodeFromF32, f8DecodeTable, type F8DType, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { MergeError, throwIfAborted } from '../errors.js';
@@ -37,7 +37,8 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlab } from './fp8-requantize.js';
-import { blockedScaleShape, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
+import { blockedScaleShape, checkMxfp8Products, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
+import { decodeSourceRows } from '../formats/row-decoders.js';
 import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
 import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
@@ -413,35 +414,24 @@ const POWER_OF_TWO_OP_VALUES = 1 << 20;
 /**
  * W' for mxfp8 rows: a scale per 32 inputs of each row, so a factor step (one per row or one per
  * column) could carry one row's scales per op, and a layer became thousands of ops. Its scales are
- * powers of two, so code × 2^(e − 127) is exact in f32: the rows are dequantized here and merged as
- * f32 weights in ops of up to POWER_OF_TWO_OP_VALUES, the same W' rounded once.
+ * powers of two, so code × 2^(e − 127) is exact in f32: the rows are dequantized (row-decoders.ts
+ * `mxfp8`, on the backend's threads where it has them) and merged as f32 weights in ops of up to
+ * POWER_OF_TWO_OP_VALUES, the same W' rounded once.
  */
 async function powerOfTwoGridRows(
   w: ScaledFp8Weight, scales: Float64Array, slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
   backend: MergeBackend, signal?: AbortSignal,
 ): Promise<Uint8Array> {
-  const table = f8DecodeTable(w.codeDtype as F8DType);
   const { cols } = w;
-  const nColBlocks = Math.ceil(cols / w.blockCols);
+  const source = mxfp8RowSource(w, scales, codes, rowStart, rowCount);
   const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
   const parts: Uint8Array[] = [];
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
     const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
-    const real = new Float32Array(n * cols);
-    for (let i = 0; i < n; i++) {
-      const at = (r0 - rowStart + i) * cols, scaleRow = (r0 + i) * nColBlocks;
-      for (let c = 0; c < cols; c++) {
-        const code = table[codes[at + c]], scale = scales[scaleRow + Math.floor(c / w.blockCols)];
-        const exact = code * scale;
-        real[i * cols + c] = exact;
-        // NaN codes stay NaN (the merge reports them); a product past f32 is no weight ComfyUI could hold.
-        if (real[i * cols + c] !== exact && !Number.isNaN(exact)) {
-          throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${w.weightKey}": row ${r0 + i}, input ${c}: its code times its block scale (${code} × ${scale}) is beyond float32; its scale "${w.scaleKey}" holds no usable mxfp8 exponent there`);
-        }
-      }
-    }
-    const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer) };
+    checkMxfp8Products(w, source, r0, r0 + n);
+    const real = (await backend.decodeRows?.(source, r0, r0 + n, signal)) ?? decodeSourceRows(source, r0, r0 + n);
+    const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
     parts.push(await backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n)), signal));
   }
   const whole = concat(parts);
