@@ -57,19 +57,29 @@ type Arr = Float32Array | Float64Array | Int32Array;
 /** A {@link ListedFix} less its op's W and rows: what a tensor's ops share. */
 export type SharedFix = Omit<ListedFix, 'baseBuffer' | 'baseOffset' | 'rowStart' | 'rowCount' | 'r0'>;
 
-/**
- * The arrays of the plan's terms and scales copied into one new SharedArrayBuffer (a buffer per
- * tensor: blocks of the last one may still be reading theirs); W stays where the block's W is.
- */
-export function shareListedFix(plan: PlainPlan, key: number): SharedFix {
+/** The plan's terms and scales (see {@link shareListedFix}): the arrays to copy. */
+function fixArrays(plan: PlainPlan): Arr[] {
   const { p, tf } = plan;
   const arrays: Arr[] = [];
   for (const t of tf.terms) arrays.push(t.a, t.b, ...(t.rowMap ? [t.rowMap] : []));
   if (p.scale) arrays.push(p.scale.factors);
   if (p.baseScale) arrays.push(p.baseScale.factors);
+  return arrays;
+}
+
+/** Bytes of shared memory {@link shareListedFix} needs for the plan. */
+export function listedFixBytes(plan: PlainPlan): number {
   let bytes = 0;
-  for (const a of arrays) bytes = align16(bytes) + a.byteLength;
-  const buffer = new SharedArrayBuffer(Math.max(bytes, 1));
+  for (const a of fixArrays(plan)) bytes = align16(bytes) + a.byteLength;
+  return Math.max(bytes, 1);
+}
+
+/**
+ * The arrays of the plan's terms and scales copied into `buffer` (at least
+ * {@link listedFixBytes}); W stays where the block's W is.
+ */
+export function shareListedFix(plan: PlainPlan, key: number, buffer: SharedArrayBuffer): SharedFix {
+  const { p, tf } = plan;
   let at = 0;
   const copy = <T extends Arr>(a: T): T => {
     at = align16(at);

@@ -27,7 +27,7 @@ import {
   finishJob, freshOutput, nonFiniteError, planJob, settleNonFinite, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
-import { shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
+import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -174,7 +174,9 @@ export class RowBlockPool implements CpuMergePool {
    */
   readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0 };
   /** The terms and scales the workers settle listed elements with, and what they were copied from. */
-  private sharedFix: { of: readonly unknown[]; fix: SharedFix } | undefined;
+  private sharedFix: { of: readonly unknown[]; buffer: SharedArrayBuffer; fix: SharedFix } | undefined;
+  /** Shared memory for those terms and scales, reused from op to op: fresh shared memory is freed only when the garbage collector runs. */
+  private readonly fixScratch = new SharedScratch();
   private nextFixKey = 1;
   /** Shared memory for row sources' arrays, reused from weight to weight. */
   private readonly sourceScratch = new SharedScratch();
@@ -299,7 +301,8 @@ export class RowBlockPool implements CpuMergePool {
     const shared = slots.length > 0 ? this.shareFactors(plan) : undefined;
     const wAt: Place = wInPlace ? { buffer: w.buffer as SharedArrayBuffer, offset: w.byteOffset } : { buffer: scratch!, offset: 0 };
     // The workers settle their blocks' listed elements where they can read what the recompute reads.
-    const fix = slots.length > 0 && workerCanFix(plan) ? this.shareFix(plan) : undefined;
+    const lentFix = slots.length > 0 && workerCanFix(plan) ? this.shareFix(plan) : undefined;
+    const fix = lentFix?.fix;
     const kAt: Place = outInPlace ? { buffer: out.buffer as SharedArrayBuffer, offset: out.byteOffset } : { buffer: scratch!, offset: wScratchBytes };
     try {
       if (!wInPlace) new Uint8Array(scratch!, 0, w.byteLength).set(w);
@@ -337,6 +340,7 @@ export class RowBlockPool implements CpuMergePool {
     } finally {
       lent?.release();
       shared?.release();
+      lentFix?.release();
     }
   }
 
@@ -609,14 +613,18 @@ export class RowBlockPool implements CpuMergePool {
     if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: s.signal?.reason });
   }
 
-  /** The plan's terms and scales in shared memory, copied when they change (another tensor, another row band's scales). */
-  private shareFix(plan: PlainPlan): SharedFix {
+  /**
+   * The plan's terms and scales in shared memory, lent until `release()`: copied when they change
+   * (another tensor, another row band's scales) or the memory is another, else the last copy.
+   */
+  private shareFix(plan: PlainPlan): { fix: SharedFix; release(): void } {
     const of = [plan.tf, plan.p.scale?.factors, plan.p.baseScale?.factors];
-    if (!this.sharedFix || this.sharedFix.of.some((x, i) => x !== of[i])) {
+    const lent = this.fixScratch.take(listedFixBytes(plan));
+    if (!this.sharedFix || this.sharedFix.buffer !== lent.buffer || this.sharedFix.of.some((x, i) => x !== of[i])) {
       this.sent.settlingTerms++;
-      this.sharedFix = { of, fix: shareListedFix(plan, this.nextFixKey++) };
+      this.sharedFix = { of, buffer: lent.buffer, fix: shareListedFix(plan, this.nextFixKey++, lent.buffer) };
     }
-    return this.sharedFix.fix;
+    return { fix: this.sharedFix.fix, release: lent.release };
   }
 
   private job(plan: PlainPlan, factors: JobArrays, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number, fix?: SharedFix): WorkerJob {
