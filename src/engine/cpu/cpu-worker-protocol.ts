@@ -10,6 +10,7 @@ import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js'
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp } from '../merge-op.js';
 import { runStepsPiece } from './step-rows.js';
+import { settleListed, type ListedFix } from './listed-fix.js';
 
 const NONE = new Uint32Array(0);
 
@@ -22,6 +23,8 @@ export interface WorkerJob extends Omit<RowJob, 'w'> {
   outBuffer: SharedArrayBuffer;
   outOffset: number;
   outLength: number;
+  /** Where given, the worker settles the elements its kernel lists itself (listed-fix.ts) and lists none back. */
+  fix?: ListedFix;
 }
 
 /**
@@ -66,10 +69,11 @@ export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob;
 
 /**
  * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
- * job's output bytes or values, and how many of its elements were computed exactly.
+ * job's output bytes or values, and how many of its elements were computed exactly; a merge block
+ * whose listed elements the worker settled: how many it settled (`settled`), `exact` of them exactly.
  */
 export type WorkerReply =
-  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number }
+  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number; settled?: number }
   | { id: number; error: string; code?: MergeErrorCode };
 
 /**
@@ -93,11 +97,12 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
       encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
       return { id: job.id, finite: true, listed: NONE };
     }
-    const { finite, listed } = (await kernel).run(
-      { ...job, w: new Uint8Array(job.wBuffer, job.wOffset, job.wLength) },
-      new Uint8Array(job.outBuffer, job.outOffset, job.outLength),
-    );
-    return { id: job.id, finite, listed };
+    const out = new Uint8Array(job.outBuffer, job.outOffset, job.outLength);
+    const { fix, ...rowJob } = job;
+    const { finite, listed } = (await kernel).run({ ...rowJob, w: new Uint8Array(job.wBuffer, job.wOffset, job.wLength) }, out);
+    if (!fix || listed.length === 0) return { id: job.id, finite, listed, ...(fix ? { settled: 0, exact: 0 } : {}) };
+    const settled = settleListed(fix, out, listed);
+    return { id: job.id, finite: finite && settled.finite, listed: NONE, settled: settled.listed, exact: settled.exact };
   } catch (e) {
     // A user's fault (a MergeError) keeps its code, so the pool raises it as it is.
     return { id: job.id, error: (e as Error).message, ...(isMergeError(e) ? { code: e.code } : {}) };

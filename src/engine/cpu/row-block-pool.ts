@@ -27,6 +27,7 @@ import {
   finishJob, freshOutput, nonFiniteError, planJob, settleNonFinite, rightKeyOf, rowsPerBlock, type JobArrays, type PlainPlan, type TakeOutput,
 } from './plain-merge.js';
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
+import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -168,9 +169,15 @@ export class RowBlockPool implements CpuMergePool {
   /**
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
    * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps; row
-   * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared.
+   * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared;
+   * merge blocks whose listed elements their worker settled, and the term sets shared for that.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0 };
+  /** The terms and scales the workers settle listed elements with, and what they were copied from. */
+  private sharedFix: { of: readonly unknown[]; buffer: SharedArrayBuffer; fix: SharedFix } | undefined;
+  /** Shared memory for those terms and scales, reused from op to op: fresh shared memory is freed only when the garbage collector runs. */
+  private readonly fixScratch = new SharedScratch();
+  private nextFixKey = 1;
   /** Shared memory for row sources' arrays, reused from weight to weight. */
   private readonly sourceScratch = new SharedScratch();
   /** The last row source the workers were given, and its arrays as copied into `buffer`. */
@@ -293,6 +300,9 @@ export class RowBlockPool implements CpuMergePool {
     const scratch = lent?.buffer;
     const shared = slots.length > 0 ? this.shareFactors(plan) : undefined;
     const wAt: Place = wInPlace ? { buffer: w.buffer as SharedArrayBuffer, offset: w.byteOffset } : { buffer: scratch!, offset: 0 };
+    // The workers settle their blocks' listed elements where they can read what the recompute reads.
+    const lentFix = slots.length > 0 && workerCanFix(plan) ? this.shareFix(plan) : undefined;
+    const fix = lentFix?.fix;
     const kAt: Place = outInPlace ? { buffer: out.buffer as SharedArrayBuffer, offset: out.byteOffset } : { buffer: scratch!, offset: wScratchBytes };
     try {
       if (!wInPlace) new Uint8Array(scratch!, 0, w.byteLength).set(w);
@@ -304,10 +314,15 @@ export class RowBlockPool implements CpuMergePool {
       };
       await this.share({
         total: rows, step, slots, signal,
-        job: (slot, r0, n) => this.job(plan, shared!.factors, slot, wAt, kAt, r0, n),
+        job: (slot, r0, n) => this.job(plan, shared!.factors, slot, wAt, kAt, r0, n, fix),
         failed: (reply) => workerFailure(reply, `tensor "${op.name}": a CPU worker failed`),
         settle: (reply, r0, n) => {
           if (!reply.finite) finite = false;
+          // Listed elements the worker settled itself: counted as the calling thread counts them.
+          if (reply.settled !== undefined) {
+            stats.listed += reply.settled;
+            stats.exact += reply.exact ?? 0;
+          }
           settle(r0, n, reply.listed);
         },
         here: async () => {
@@ -325,6 +340,7 @@ export class RowBlockPool implements CpuMergePool {
     } finally {
       lent?.release();
       shared?.release();
+      lentFix?.release();
     }
   }
 
@@ -597,7 +613,21 @@ export class RowBlockPool implements CpuMergePool {
     if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: s.signal?.reason });
   }
 
-  private job(plan: PlainPlan, factors: JobArrays, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number): WorkerJob {
+  /**
+   * The plan's terms and scales in shared memory, lent until `release()`: copied when they change
+   * (another tensor, another row band's scales) or the memory is another, else the last copy.
+   */
+  private shareFix(plan: PlainPlan): { fix: SharedFix; release(): void } {
+    const of = [plan.tf, plan.p.scale?.factors, plan.p.baseScale?.factors];
+    const lent = this.fixScratch.take(listedFixBytes(plan));
+    if (!this.sharedFix || this.sharedFix.buffer !== lent.buffer || this.sharedFix.of.some((x, i) => x !== of[i])) {
+      this.sent.settlingTerms++;
+      this.sharedFix = { of, buffer: lent.buffer, fix: shareListedFix(plan, this.nextFixKey++, lent.buffer) };
+    }
+    return { fix: this.sharedFix.fix, release: lent.release };
+  }
+
+  private job(plan: PlainPlan, factors: JobArrays, slot: Slot, wAt: Place, kAt: Place, r0: number, n: number, fix?: SharedFix): WorkerJob {
     const key = rightKeyOf(plan);
     const sendRight = slot.rightKey !== key;
     slot.rightKey = key;
@@ -609,6 +639,9 @@ export class RowBlockPool implements CpuMergePool {
     const { w, certify, right, ...block } = planJob(plan, r0, n, sendRight, factors);
     const kb = plan.kernelOutBytes;
     const shared = right ? this.shareRight(plan, right, certify?.nr) : undefined;
+    // The worker settles what its kernel lists, reading W where the block's W lies: the op's row 0 at wAt (workerCanFix).
+    const settles = !!fix && !!certify;
+    if (settles) this.sent.settlingBlocks++;
     return {
       ...block,
       ...(shared ? { right: shared.right } : {}),
@@ -620,6 +653,7 @@ export class RowBlockPool implements CpuMergePool {
       outOffset: kAt.offset + r0 * plan.p.op.cols * kb,
       outLength: n * plan.p.op.cols * kb,
       certify: certify && { ...certify, nr: shared?.nr },
+      ...(settles ? { fix: { ...fix!, baseBuffer: wAt.buffer, baseOffset: wAt.offset, rowStart: plan.p.shape.rowStart, rowCount: plan.p.shape.rowCount, r0 } } : {}),
     };
   }
 

@@ -113,20 +113,32 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
   let v = w;
   let m = Math.abs(w);
   let roundings = 0;
+  // Whether every operation below was exact, so that x is the exact value itself: products of two
+  // f32 values, scales that are powers of two, and sums whose TwoSum error is 0. An fp8 code times
+  // an f32 scale plus a bf16 LoRA's products often is, and lands exactly on a tie: rounding x then
+  // needs no BigInt.
+  let inF64 = f === 1;
   for (const t of tf.terms) {
     const row = termRow(p, t, r, c);
     if (row < 0) continue;
     const rank = t.rank;
     const aT = transposedA(t, inF);
     const bAt = row * rank, aAt = i * rank;
+    if (t.derived || !isPowerOfTwo(t.scale)) inF64 = false;
     let d = 0, dm = 0;
     for (let k = 0; k < rank; k++) {
       const prod = t.b[bAt + k] * aT[aAt + k]; // exact for two f32 values; one rounding for derived ones
-      d += prod;
+      const sum = d + prod;
+      if (inF64 && twoSumError(d, prod, sum) !== 0) inF64 = false;
+      d = sum;
       dm += Math.abs(prod);
     }
     if (dm === 0) continue; // every product is 0: v stays exact
-    v += t.scale * d;
+    const sd = t.scale * d;
+    if (inF64 && sd / t.scale !== d) inF64 = false; // a power of two that underflowed
+    const sum = v + sd;
+    if (inF64 && twoSumError(v, sd, sum) !== 0) inF64 = false;
+    v = sum;
     m += Math.abs(t.scale) * dm;
     roundings += (t.derived ? 2 * t.rank : t.rank) + 2;
   }
@@ -137,7 +149,21 @@ export function exactElementBits(p: PlainOp, tf: TensorFactors, r: number, c: nu
   // Inf or NaN (an input holds one): passed on for the caller's non-finite check.
   if (!Number.isFinite(x) || roundingIsCertain(x, bound, dtype)) return roundedBits(x, dtype);
   if (stats) stats.exact++;
+  // x is exact: rounded once, ties to even, as the dyadic rounding would round it.
+  if (inF64) return roundedBits(x, dtype);
   return roundDyadicToBits(exactElement(p, tf, r, c), dtype);
+}
+
+/** a + b − s for s = fl(a + b), exactly (Knuth's TwoSum; finite values): 0 when the sum was exact. */
+function twoSumError(a: number, b: number, s: number): number {
+  const bb = s - a;
+  return (a - (s - bb)) + (b - bb);
+}
+
+/** Whether x is ±2^k: multiplying by it is exact unless the product leaves the normal range. */
+function isPowerOfTwo(x: number): boolean {
+  const a = Math.abs(x);
+  return a > 0 && Number.isFinite(a) && 2 ** Math.round(Math.log2(a)) === a;
 }
 
 /** The term's A as inF rows of its rank values (made once per term, kept on it). */
