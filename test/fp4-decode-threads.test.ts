@@ -18,21 +18,16 @@
  * code 2k of a block in the low nibble of byte k; PEFT 0.17's target_parameters LoRA adds
  * s·Σ_k B[o][k·E + e]·A[e·r + k][i] to W[e][i][o].
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { MergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { decodeSourceRows, type RowSource } from '../src/formats/row-decoders.js';
 import { nvfp4CodeValues } from '../src/formats/nvfp4-values.js';
 import { blockedOrder, comfyNvfp4Value, e4m3Value, e8m0Value, modelOptNvfp4Value } from './helpers/e4m3-by-hand.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const rand = seededRandom(20261207);
 const L = 'model.layers.0';
 const Q = `${L}.self_attn.q_proj`;
@@ -80,33 +75,7 @@ const llamaConfig = () => JSON.stringify({
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, intermediate_size: 1376, num_attention_heads: 8, torch_dtype: 'bfloat16',
 });
 
-/** A PEFT LoRA, r = 16 and α = 32, on q_proj and v_proj (f32 factors); its ΔW per module in float64. */
-function peftLora(): { files: Files; delta: Map<string, Float64Array> } {
-  const tensors: FixtureTensor[] = [];
-  const delta = new Map<string, Float64Array>();
-  for (const m of [Q, V]) {
-    const n = ROWS[m];
-    const a = Array.from(randomValues(R * COLS, rand, 0.3), Math.fround);
-    const b = Array.from(randomValues(n * R, rand, 0.3), Math.fround);
-    const d = new Float64Array(n * COLS);
-    for (let o = 0; o < n; o++) for (let i = 0; i < COLS; i++) {
-      let s = 0;
-      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * COLS + i];
-      d[o * COLS + i] = (ALPHA / R) * s;
-    }
-    delta.set(m, d);
-    tensors.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [R, COLS], data: a });
-    tensors.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [n, R], data: b });
-  }
-  return {
-    files: {
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: ALPHA, target_modules: ['q_proj', 'v_proj'], bias: 'none', fan_in_fan_out: false }),
-      'adapter_model.safetensors': buildSafetensors(tensors),
-    },
-    delta,
-  };
-}
-const lora = peftLora();
+const lora = peftLoraOn({ [Q]: ROWS[Q], [V]: ROWS[V] }, COLS, R, ALPHA, rand);
 
 /** Codes (rows × cols, 0…15) and row-major block-scale bytes (rows × cols/16) of one NVFP4 weight. */
 function nvfp4Codes(rows: number): { codes: number[]; scales: number[] } {
@@ -287,27 +256,7 @@ function gptOssCase(): Case {
   };
 }
 
-let sharedPool: CpuWorkerPool;
-let scratchPool: CpuWorkerPool;
-const backends: CpuBackend[] = [];
-
-beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
-});
-afterAll(() => backends.forEach((b) => b.dispose()));
-
-function backend(pool?: CpuWorkerPool): CpuBackend {
-  const b = new CpuBackend('test', pool ? { pool } : {});
-  backends.push(b);
-  return b;
-}
+const threads = threadBackends();
 
 async function mergeOn(files: Files, c: Case, on: CpuBackend): Promise<Uint8Array> {
   const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(c.adapter, 'adapter') }]);
@@ -326,16 +275,16 @@ describe('FP4 base weights decoded on the worker threads', () => {
   for (const make of [modelOptCase, comfyCase, mxfp8Case, gptOssCase]) {
     const c = make();
     it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + ΔW rounded once`, async () => {
-      const [pieces, sources] = [sharedPool.sent.decodePieces, sharedPool.sent.decodeSources];
-      const scratchPieces = scratchPool.sent.decodePieces;
-      const threaded = await mergeOn(c.files, c, backend(sharedPool));
+      const [pieces, sources] = [threads.sharedPool.sent.decodePieces, threads.sharedPool.sent.decodeSources];
+      const scratchPieces = threads.scratchPool.sent.decodePieces;
+      const threaded = await mergeOn(c.files, c, threads.backend(threads.sharedPool));
       // Slabs of 65 536 values or more, each cut into 4 pieces; the calling thread takes some, so
       // at least one a slab went to the worker.
-      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(c.slabs);
-      expect(sharedPool.sent.decodeSources - sources).toBe(c.sources);
-      const throughScratch = await mergeOn(c.files, c, backend(scratchPool));
-      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(c.slabs);
-      const oneThread = await mergeOn(c.files, c, backend());
+      expect(threads.sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(c.slabs);
+      expect(threads.sharedPool.sent.decodeSources - sources).toBe(c.sources);
+      const throughScratch = await mergeOn(c.files, c, threads.backend(threads.scratchPool));
+      expect(threads.scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(c.slabs);
+      const oneThread = await mergeOn(c.files, c, threads.backend());
       expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
       expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);
 
@@ -353,7 +302,7 @@ describe('FP4 base weights decoded on the worker threads', () => {
     });
 
     it(`${c.name}: a NaN block scale (mxfp8: a product past float32) is refused in one line on two threads and on one`, async () => {
-      for (const on of [backend(sharedPool), backend(scratchPool), backend()]) {
+      for (const on of [threads.backend(threads.sharedPool), threads.backend(threads.scratchPool), threads.backend()]) {
         const refused = await mergeOn(c.hostile.files, c, on).then(() => undefined, (e: unknown) => e);
         expect(refused).toBeInstanceOf(MergeError);
         expect([(refused as MergeError).code, (refused as MergeError).message]).toEqual(['UNSUPPORTED_FORMAT', c.hostile.message]);

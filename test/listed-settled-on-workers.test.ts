@@ -15,19 +15,14 @@
  * w = f32(W'), s = f32(max |w| / 448), code = e4m3(clamp(f32(w · f32(1 / s)), ±448)); the workers
  * did settle listed elements, as many listed and computed exactly as on one thread.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const rand = seededRandom(20261207);
 const P = 'model.diffusion_model.';
 const DIMS: Flux2Dims = { ...FLUX2, h: 256, head: 64 };
@@ -91,21 +86,7 @@ function aiToolkitLora(): { bytes: Uint8Array; delta: Map<string, Float64Array> 
   return { bytes: buildSafetensors(tensors), delta };
 }
 
-let sharedPool: CpuWorkerPool;
-let scratchPool: CpuWorkerPool;
-const backends: CpuBackend[] = [];
-
-beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
-});
-afterAll(() => backends.forEach((b) => b.dispose()));
+const threads = threadBackends();
 
 const base = fp8mixed();
 const lora = aiToolkitLora();
@@ -124,16 +105,13 @@ async function mergeOn(backend: CpuBackend): Promise<Uint8Array> {
 
 describe('listed elements settled on the worker threads', () => {
   it('fp8mixed FLUX.2 + a bf16 LoRA: two threads (shared slabs, or the pool\'s scratch) write the bytes of one thread, ComfyUI\'s re-quantization of W\'', async () => {
-    const onShared = new CpuBackend('test', { pool: sharedPool });
-    const onScratch = new CpuBackend('test', { pool: scratchPool });
-    const single = new CpuBackend('test');
-    backends.push(onShared, onScratch, single);
+    const { shared: onShared, scratch: onScratch, single } = threads.three();
     const threaded = await mergeOn(onShared);
     // Every merged layer's terms went to the workers, which settled the listed elements of their blocks.
-    expect(sharedPool.sent.settlingTerms).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
-    expect(sharedPool.sent.settlingBlocks).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
+    expect(threads.sharedPool.sent.settlingTerms).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
+    expect(threads.sharedPool.sent.settlingBlocks).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
     const throughScratch = await mergeOn(onScratch);
-    expect(scratchPool.sent.settlingBlocks).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
+    expect(threads.scratchPool.sent.settlingBlocks).toBeGreaterThanOrEqual(Object.keys(MERGED).length);
     const oneThread = await mergeOn(single);
     expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
     expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);

@@ -20,18 +20,13 @@
  * (out, in·bits/32), each row's codes one little-endian bit stream; `<m>.scales` and `<m>.biases`
  * (out, in/group_size); W[o, i] = q·scale + bias of i's group.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const rand = seededRandom(20261207);
 const L = 'model.layers.0';
 const Q = `${L}.self_attn.q_proj`;
@@ -206,57 +201,10 @@ function mlxCase(bits: number, groupSize: number): Case {
   };
 }
 
-/** A PEFT LoRA, r = 16 and α = 32, on q_proj and v_proj (f32 factors); its ΔW per module in float64. */
-function peftLora(): { files: Files; delta: Map<string, Float64Array> } {
-  const tensors: FixtureTensor[] = [];
-  const delta = new Map<string, Float64Array>();
-  for (const m of [Q, V]) {
-    const n = ROWS[m];
-    const a = Array.from(randomValues(R * COLS, rand, 0.3), Math.fround);
-    const b = Array.from(randomValues(n * R, rand, 0.3), Math.fround);
-    const d = new Float64Array(n * COLS);
-    for (let o = 0; o < n; o++) for (let i = 0; i < COLS; i++) {
-      let s = 0;
-      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * COLS + i];
-      d[o * COLS + i] = (ALPHA / R) * s;
-    }
-    delta.set(m, d);
-    tensors.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [R, COLS], data: a });
-    tensors.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [n, R], data: b });
-  }
-  return {
-    files: {
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: ALPHA, target_modules: ['q_proj', 'v_proj'], bias: 'none', fan_in_fan_out: false }),
-      'adapter_model.safetensors': buildSafetensors(tensors),
-    },
-    delta,
-  };
-}
 
-let sharedPool: CpuWorkerPool;
-let scratchPool: CpuWorkerPool;
-const backends: CpuBackend[] = [];
+const threads = threadBackends();
 
-beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
-});
-afterAll(() => backends.forEach((b) => b.dispose()));
-
-const lora = peftLora();
-
-/** The three ways to merge: two threads on shared slabs, two through the pool's scratch, one. */
-function threeBackends(): { shared: CpuBackend; scratch: CpuBackend; single: CpuBackend } {
-  const made = { shared: new CpuBackend('test', { pool: sharedPool }), scratch: new CpuBackend('test', { pool: scratchPool }), single: new CpuBackend('test') };
-  backends.push(made.shared, made.scratch, made.single);
-  return made;
-}
+const lora = peftLoraOn({ [Q]: ROWS[Q], [V]: ROWS[V] }, COLS, R, ALPHA, rand);
 
 async function mergeOn(files: Files, backend: CpuBackend): Promise<Uint8Array> {
   const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(lora.files, 'adapter') }]);
@@ -288,17 +236,17 @@ describe('bitsandbytes and mlx affine base weights decoded on the worker threads
   ];
   for (const c of cases) {
     it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + α/r·B·A rounded once`, async () => {
-      const { shared, scratch, single } = threeBackends();
-      const [pieces, sources] = [sharedPool.sent.decodePieces, sharedPool.sent.decodeSources];
-      const scratchPieces = scratchPool.sent.decodePieces;
+      const { shared, scratch, single } = threads.three();
+      const [pieces, sources] = [threads.sharedPool.sent.decodePieces, threads.sharedPool.sent.decodeSources];
+      const scratchPieces = threads.scratchPool.sent.decodePieces;
       const threaded = await mergeOn(c.files, shared);
       // Each slab's rows (k_proj's: copied, not merged), stored by output, went to shared memory
       // once, and were cut into pieces, the first of each to the worker (the calling thread takes the next).
       const slabs = slabsOf(c.width);
-      expect(sharedPool.sent.decodeSources - sources).toBe(slabs);
-      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(slabs);
+      expect(threads.sharedPool.sent.decodeSources - sources).toBe(slabs);
+      expect(threads.sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(slabs);
       const throughScratch = await mergeOn(c.files, scratch);
-      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(slabs);
+      expect(threads.scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(slabs);
       const oneThread = await mergeOn(c.files, single);
       expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
       expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);
@@ -325,10 +273,10 @@ describe('bitsandbytes and mlx affine base weights decoded on the worker threads
       ...c.files,
       'model.safetensors': buildSafetensors([...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: name === `${Q}.biases` ? biases : t.bytes }))),
     };
-    const { shared, scratch, single } = threeBackends();
-    const pieces = sharedPool.sent.decodePieces;
+    const { shared, scratch, single } = threads.three();
+    const pieces = threads.sharedPool.sent.decodePieces;
     const refusals = [await refusalOn(hostile, shared), await refusalOn(hostile, scratch), await refusalOn(hostile, single)];
-    expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(1);
+    expect(threads.sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(1);
     expect(refusals[0]).toEqual({
       code: 'UNSUPPORTED_FORMAT',
       message: expect.stringMatching(/^model: model\.layers\.0\.self_attn\.q_proj\.weight\[0, \d+\] = \d+·[\d.e-]+ \+ 9\.094947017729282e-13 is not exact in f32, in which the merge reads dequantized weights$/),
@@ -352,7 +300,7 @@ describe('bitsandbytes and mlx affine base weights decoded on the worker threads
       'model.safetensors': buildSafetensors([...nf4Tensors].map(([name, t]): FixtureTensor => (
         name === `${K}.weight.absmax` ? { name, dtype: 'U8', shape: [t.shape[0] - 1], data: t.bytes.subarray(1) } : { name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: t.bytes }))),
     };
-    const { shared, scratch, single } = threeBackends();
+    const { shared, scratch, single } = threads.three();
     for (const [files, expected] of [
       [nanScales, { code: 'UNSUPPORTED_FORMAT', message: `model: tensor "${V}.scales" holds NaN (element 700); scales and biases must be finite` }],
       [shortAbsmax, { code: 'UNSUPPORTED_FORMAT', message: `model: tensor "${K}.weight" ${K}.weight.absmax is U8 with 1727 values; expected 1728 U8` }],

@@ -16,18 +16,13 @@
  * (q[o, i] − z[o, g(i)]) · scale[o, g(i)], codes and zero points packed unsigned with an offset of
  * 2^(bits−1) (pack_quantized.py), g(i) = `weight_g_idx[i]` under act-order; int8 codes as stored.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { AWQ_ORDER, pack } from './helpers/int-packing.js';
-import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const rand = seededRandom(20261206);
 const L = 'model.layers.0';
 const Q = `${L}.self_attn.q_proj`;
@@ -163,50 +158,10 @@ function int8Case(): Case {
   return { name: 'compressed-tensors int-quantized W8A16 channel', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(quantization) }, real };
 }
 
-/** A PEFT LoRA, r = 16 and α = 32, on q_proj and v_proj (f32 factors); its ΔW per module in float64. */
-function peftLora(): { files: Files; delta: Map<string, Float64Array> } {
-  const tensors: FixtureTensor[] = [];
-  const delta = new Map<string, Float64Array>();
-  for (const m of [Q, V]) {
-    const n = ROWS[m];
-    const a = Array.from(randomValues(R * COLS, rand, 0.3), Math.fround);
-    const b = Array.from(randomValues(n * R, rand, 0.3), Math.fround);
-    const d = new Float64Array(n * COLS);
-    for (let o = 0; o < n; o++) for (let i = 0; i < COLS; i++) {
-      let s = 0;
-      for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * COLS + i];
-      d[o * COLS + i] = (ALPHA / R) * s;
-    }
-    delta.set(m, d);
-    tensors.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'F32', shape: [R, COLS], data: a });
-    tensors.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32', shape: [n, R], data: b });
-  }
-  return {
-    files: {
-      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: R, lora_alpha: ALPHA, target_modules: ['q_proj', 'v_proj'], bias: 'none', fan_in_fan_out: false }),
-      'adapter_model.safetensors': buildSafetensors(tensors),
-    },
-    delta,
-  };
-}
 
-let sharedPool: CpuWorkerPool;
-let scratchPool: CpuWorkerPool;
-const backends: CpuBackend[] = [];
+const threads = threadBackends();
 
-beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
-});
-afterAll(() => backends.forEach((b) => b.dispose()));
-
-const lora = peftLora();
+const lora = peftLoraOn({ [Q]: ROWS[Q], [V]: ROWS[V] }, COLS, R, ALPHA, rand);
 
 async function mergeOn(c: Case, backend: CpuBackend): Promise<Uint8Array> {
   const prepared = await prepareMerge(memoryInputFileSet(c.files, 'model'), [{ files: memoryInputFileSet(lora.files, 'adapter') }]);
@@ -225,21 +180,18 @@ describe('quantized base weights decoded on the worker threads', () => {
   for (const make of [gptqCase, awqCase, packedCase, int8Case]) {
     const c = make();
     it(`${c.name}: two threads (shared slabs, or the pool's scratch) write the bytes of one thread, W + α/r·B·A rounded once`, async () => {
-      const onShared = new CpuBackend('test', { pool: sharedPool });
-      const onScratch = new CpuBackend('test', { pool: scratchPool });
-      const single = new CpuBackend('test');
-      backends.push(onShared, onScratch, single);
-      const [pieces, sources] = [sharedPool.sent.decodePieces, sharedPool.sent.decodeSources];
-      const scratchPieces = scratchPool.sent.decodePieces;
+      const { shared: onShared, scratch: onScratch, single } = threads.three();
+      const [pieces, sources] = [threads.sharedPool.sent.decodePieces, threads.sharedPool.sent.decodeSources];
+      const scratchPieces = threads.scratchPool.sent.decodePieces;
       const threaded = await mergeOn(c, onShared);
       // q_proj in 3 slabs, k_proj in 1, v_proj in 2, each cut into 4 pieces of 32 rows; the
       // calling thread takes some, so at least one a slab went to the worker. GPTQ's and AWQ's
       // codes (stored transposed, every slab reads them whole) went to shared memory once a
       // weight, not once a slab; compressed-tensors' rows, stored by output, once a slab.
-      expect(sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(6);
-      expect(sharedPool.sent.decodeSources - sources).toBe(c.name.startsWith('compressed-tensors') ? 6 : 3);
+      expect(threads.sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(6);
+      expect(threads.sharedPool.sent.decodeSources - sources).toBe(c.name.startsWith('compressed-tensors') ? 6 : 3);
       const throughScratch = await mergeOn(c, onScratch);
-      expect(scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(6);
+      expect(threads.scratchPool.sent.decodePieces - scratchPieces).toBeGreaterThanOrEqual(6);
       const oneThread = await mergeOn(c, single);
       expect(Buffer.from(threaded).equals(Buffer.from(oneThread))).toBe(true);
       expect(Buffer.from(throughScratch).equals(Buffer.from(oneThread))).toBe(true);
