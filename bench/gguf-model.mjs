@@ -5,12 +5,12 @@
  * trained weights, so no time goes into quantizing inputs), and the float64 truth of one tensor
  * after a PEFT adapter, for the quality table.
  */
-import { open } from 'node:fs/promises';
 import { createGgufWriter } from '../dist/formats/gguf/gguf-writer.js';
 import { GGUFValueType } from '../dist/formats/gguf/gguf-metadata.js';
 import { ggmlTypeByName } from '../dist/formats/gguf/ggml-types.js';
 import { numberToF16Bits } from '../dist/dtype.js';
 import { createXorshift } from './fill-random.mjs';
+import { fileSink } from './file-sink.mjs';
 
 /** The Q4_K_M recipe the tests use, at the bench's size. */
 export function q4kmType(name) {
@@ -70,17 +70,6 @@ function fillBlocks(type, bytes, next) {
       bytes[at] = d & 0xff; bytes[at + 1] = d >>> 8; bytes[at + 2] = dmin & 0xff; bytes[at + 3] = dmin >>> 8;
     }
   }
-}
-
-async function fileSink(path) {
-  const handle = await open(path, 'w');
-  return {
-    async write(chunk) {
-      let done = 0;
-      while (done < chunk.byteLength) done += (await handle.write(chunk, done, chunk.byteLength - done)).bytesWritten;
-    },
-    close: () => handle.close(),
-  };
 }
 
 /** Writes the GGUF base; returns its path and size. */

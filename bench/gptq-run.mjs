@@ -9,29 +9,19 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createSafetensorsWriter } from '../dist/formats/safetensors-writer.js';
 import { sampleModelConfig, sampleProjections } from '../dist/sample/llama-tensors.js';
 import { createXorshift } from './fill-random.mjs';
 import { writeAdapter } from './make-model.mjs';
+import { fileSink } from './file-sink.mjs';
 
 const BITS = 4;
 const GROUP = 128;
 /** Layers of the bench model quantized: six (264 M weights) take a few seconds on two cores. */
 const LAYERS = 6;
-
-async function fileSink(path) {
-  const handle = await open(path, 'w');
-  return {
-    async write(chunk) {
-      let done = 0;
-      while (done < chunk.byteLength) done += (await handle.write(chunk, done, chunk.byteLength - done)).bytesWritten;
-    },
-    close: () => handle.close(),
-  };
-}
 
 /**
  * base/{config.json, model.safetensors}: every projection of `o.layers` layers as GPTQ 4-bit;

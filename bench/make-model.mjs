@@ -3,7 +3,7 @@
  * sample's tensor layout at full size, values from a xorshift stream) and a PEFT LoRA on all seven
  * projections. Only one tensor's chunk is in memory at a time.
  */
-import { open, writeFile, mkdir } from 'node:fs/promises';
+import { writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSafetensorsWriter } from '../dist/formats/safetensors-writer.js';
 import {
@@ -11,6 +11,7 @@ import {
 } from '../dist/sample/llama-tensors.js';
 import { encodeFromF32 } from '../dist/dtype.js';
 import { createXorshift, fillF16Pairs, fillUniformF32 } from './fill-random.mjs';
+import { fileSink } from './file-sink.mjs';
 
 /** The model the issue asks for: 8 layers, hidden 2048, MLP 5632, vocab 32000 (TinyLlama's attention). */
 export const BENCH_MODEL = {
@@ -22,17 +23,6 @@ export const BENCH_MODEL = {
 
 /** Base tensors are written in chunks of this many bytes (a multiple of 4: whole f16 pairs). */
 const CHUNK_BYTES = 16 * 1024 * 1024;
-
-async function fileSink(path) {
-  const handle = await open(path, 'w');
-  return {
-    async write(chunk) {
-      let done = 0;
-      while (done < chunk.byteLength) done += (await handle.write(chunk, done, chunk.byteLength - done)).bytesWritten;
-    },
-    close: () => handle.close(),
-  };
-}
 
 function elementCount(shape) {
   return shape.reduce((a, b) => a * b, 1);
