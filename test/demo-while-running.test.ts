@@ -50,6 +50,19 @@ const autoThreads = (page: Page) => page.evaluate(() => Math.min(Math.max(1, Mat
 const headerSays = (page: Page, pattern: RegExp) =>
   page.waitForFunction((source: string) => new RegExp(source).test(document.getElementById('backend')!.textContent ?? ''), { timeout: 60_000 }, pattern.source);
 
+/** A page on the CPU backend, its workers watched, with a Llama and its PEFT LoRA (seed `seed`) planned and Merge on. */
+async function llamaMergeReady(seed: number): Promise<{ dir: string; page: Page }> {
+  const dir = session.dirs.make(llamaWithPeft(seed).files);
+  const { page } = await session.open('?backend=cpu');
+  await watchWorkers(page);
+  await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+  await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+  await planReady(page);
+  await mergeEnabled(page);
+  await headerSays(page, /^cpu · /);
+  return { dir, page };
+}
+
 /** Two PEFT adapters on q_proj and v_proj of other input widths (16, 24): combined, they fail with a problem per module. */
 function mismatchedAdapters(seed: number): string {
   const rand = seededRandom(seed);
@@ -113,14 +126,7 @@ describe('the header\'s backend requests, and the page while its work runs', PAG
   });
 
   it('a merge runs on the backend the header shows as it starts, while the header\'s request for it still waits its turn', async () => {
-    const dir = session.dirs.make(llamaWithPeft(83).files);
-    const { page } = await session.open('?backend=cpu');
-    await watchWorkers(page);
-    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
-    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
-    await planReady(page);
-    await mergeEnabled(page);
-    await headerSays(page, /^cpu · /);
+    const { page } = await llamaMergeReady(83);
     // A new count on its way (held at the worker), then "Run on" moved to WebGPU by keyboard: that
     // request waits for the first; Merge pressed meanwhile runs on WebGPU, as the menu says.
     await hold(page, 'backend');
@@ -261,14 +267,7 @@ describe('the header\'s backend requests, and the page while its work runs', PAG
   });
 
   it('while a merge runs only Cancel can be used, and a file picked meanwhile is refused in words; all comes back after it', async () => {
-    const dir = session.dirs.make(llamaWithPeft(82).files);
-    const { page } = await session.open('?backend=cpu');
-    await watchWorkers(page);
-    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
-    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
-    await planReady(page);
-    await mergeEnabled(page);
-    await headerSays(page, /^cpu · /);
+    const { dir, page } = await llamaMergeReady(82);
     const before = await usable(page);
     expect(before).toEqual(expect.arrayContaining(['backend-choice', 'threads', 'out-dtype', 'merge-button', 'Weight of PEFT adapter']));
 
