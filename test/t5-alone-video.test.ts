@@ -21,34 +21,14 @@ import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, peftSpec, tensor } from './helpers/diffusion-fixtures.js';
 import { comfyExtracted, mergeLoneFileChecked, onePipelineLora } from './helpers/pipeline-merge.js';
+import { T5_FEED_FORWARD, T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
 
 const rand = seededRandom(4096);
 const json = (o: object) => JSON.stringify(o, null, 2);
 
-/** google/t5-v1_1-xxl's encoder config, as these pipelines' text_encoder/ folders save it. */
-const t5Config = (name: string, version: string) => ({
-  _name_or_path: name, architectures: ['T5EncoderModel'], classifier_dropout: 0.0, d_ff: 10240, d_kv: 64, d_model: 4096,
-  decoder_start_token_id: 0, dense_act_fn: 'gelu_new', dropout_rate: 0.1, eos_token_id: 1, feed_forward_proj: 'gated-gelu', initializer_factor: 1.0,
-  is_encoder_decoder: true, is_gated_act: true, layer_norm_epsilon: 1e-6, model_type: 't5', num_decoder_layers: 24, num_heads: 64, num_layers: 24,
-  output_past: true, pad_token_id: 0, relative_attention_max_distance: 128, relative_attention_num_buckets: 32, tie_word_embeddings: false,
-  torch_dtype: 'bfloat16', transformers_version: version, use_cache: true, vocab_size: 32128,
-});
-
-const SA = 'encoder.block.0.layer.0.SelfAttention';
-const FF = 'encoder.block.0.layer.1.DenseReluDense';
-/**
- * A T5 encoder's tensors in transformers' names (d_model 10, d_ff 16, 2 heads), under `prefix`: T5
- * 1.1's gated feed-forward (`wi_0`, `wi_1`), or T5 1.0's (`wi`: t5-11b, Cosmos').
- */
-const t5Tensors = (prefix: string, gated = true) => [
-  tensor(rand, `${prefix}shared.weight`, [24, 10], 'BF16'),
-  ...['q', 'k', 'v', 'o'].map((p) => tensor(rand, `${prefix}${SA}.${p}.weight`, [10, 10], 'BF16')),
-  tensor(rand, `${prefix}${SA}.relative_attention_bias.weight`, [32, 2], 'BF16'),
-  tensor(rand, `${prefix}encoder.block.0.layer.0.layer_norm.weight`, [10], 'BF16'),
-  ...(gated ? ['wi_0', 'wi_1'] : ['wi']).map((w) => tensor(rand, `${prefix}${FF}.${w}.weight`, [16, 10], 'BF16')),
-  tensor(rand, `${prefix}${FF}.wo.weight`, [10, 16], 'BF16'),
-  tensor(rand, `${prefix}encoder.block.0.layer.1.layer_norm.weight`, [10], 'BF16'), tensor(rand, `${prefix}encoder.final_layer_norm.weight`, [10], 'BF16'),
-];
+const SA = T5_SELF_ATTENTION;
+const FF = T5_FEED_FORWARD;
+const t5Tensors = (prefix: string, gated = true) => t5EncoderTensors(rand, prefix, gated);
 
 /** A pipeline folder: model_index.json, its transformer's keys (diffusers' names), its T5 and a VAE. */
 function pipeline(index: object, transformer: string[], t5: object, gated = true): Record<string, Uint8Array | string> {
@@ -67,7 +47,7 @@ const ltx = pipeline({
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
   transformer: ['diffusers', 'LTXVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLLTXVideo'],
 }, ['proj_in.weight', 'time_embed.linear.weight', 'caption_projection.linear_1.weight', 'transformer_blocks.0.attn1.to_q.weight'],
-t5Config('PixArt-alpha/PixArt-XL-2-1024-MS', '4.46.2'));
+t5XxlConfig('PixArt-alpha/PixArt-XL-2-1024-MS', '4.46.2'));
 
 /** Lightricks/LTX-Video-0.9.7-dev (its condition pipeline). */
 const ltxCondition = pipeline({
@@ -75,14 +55,14 @@ const ltxCondition = pipeline({
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
   transformer: ['diffusers', 'LTXVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLLTXVideo'],
 }, ['proj_in.weight', 'time_embed.linear.weight', 'caption_projection.linear_1.weight', 'transformer_blocks.0.attn1.to_q.weight'],
-t5Config('google/t5-v1_1-xxl', '4.51.3'));
+t5XxlConfig('google/t5-v1_1-xxl', '4.51.3'));
 
 /** genmo/mochi-1-preview. */
 const mochi = pipeline({
   _class_name: 'MochiPipeline', _diffusers_version: '0.32.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5TokenizerFast'],
   transformer: ['diffusers', 'MochiTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLMochi'],
-}, ['patch_embed.proj.weight', 'time_embed.caption_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.44.2'));
+}, ['patch_embed.proj.weight', 'time_embed.caption_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5XxlConfig('google/t5-v1_1-xxl', '4.44.2'));
 
 /** nvidia/Cosmos-1.0-Diffusion-7B-Text2World, its T5 google-t5/t5-11b's encoder (T5 1.0: relu, one wi). */
 const cosmos = pipeline({
@@ -102,7 +82,7 @@ const cogVideoX = pipeline({
   _class_name: 'CogVideoXPipeline', _diffusers_version: '0.30.0.dev0', scheduler: ['diffusers', 'CogVideoXDDIMScheduler'],
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
   transformer: ['diffusers', 'CogVideoXTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLCogVideoX'],
-}, ['patch_embed.proj.weight', 'patch_embed.text_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.44.0.dev0'));
+}, ['patch_embed.proj.weight', 'patch_embed.text_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5XxlConfig('google/t5-v1_1-xxl', '4.44.0.dev0'));
 
 /** rhymes-ai/Allegro. */
 const allegro = pipeline({
@@ -110,21 +90,21 @@ const allegro = pipeline({
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
   transformer: ['diffusers', 'AllegroTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLAllegro'],
 }, ['pos_embed.proj.weight', 'adaln_single.linear.weight', 'caption_projection.linear_1.weight', 'transformer_blocks.0.attn1.to_q.weight'],
-t5Config('google/t5-v1_1-xxl', '4.40.1'));
+t5XxlConfig('google/t5-v1_1-xxl', '4.40.1'));
 
 /** THUDM/CogView3-Plus-3B (an image model, its T5 as CogVideoX's). */
 const cogView3Plus = pipeline({
   _class_name: 'CogView3PlusPipeline', _diffusers_version: '0.31.0.dev0', scheduler: ['diffusers', 'CogVideoXDDIMScheduler'],
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
   transformer: ['diffusers', 'CogView3PlusTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
-}, ['patch_embed.proj.weight', 'patch_embed.text_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.45.2'));
+}, ['patch_embed.proj.weight', 'patch_embed.text_proj.weight', 'transformer_blocks.0.attn1.to_q.weight'], t5XxlConfig('google/t5-v1_1-xxl', '4.45.2'));
 
 /** briaai/BRIA-3.2. */
 const bria = pipeline({
   _class_name: 'BriaPipeline', _diffusers_version: '0.35.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
   text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5TokenizerFast'],
   transformer: ['diffusers', 'BriaTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
-}, ['x_embedder.weight', 'context_embedder.weight', 'transformer_blocks.0.attn.to_q.weight'], t5Config('google/t5-v1_1-xxl', '4.51.3'));
+}, ['x_embedder.weight', 'context_embedder.weight', 'transformer_blocks.0.attn.to_q.weight'], t5XxlConfig('google/t5-v1_1-xxl', '4.51.3'));
 
 const flat = (path: string) => path.replaceAll('.', '_');
 /** kohya's form: lora_down/lora_up and α (scale α/r). */

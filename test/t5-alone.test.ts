@@ -18,31 +18,17 @@ import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { comfyExtracted, mergeLoneFileChecked, onePipelineLora } from './helpers/pipeline-merge.js';
+import { T5_FEED_FORWARD, T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
 
 const rand = seededRandom(1472);
 const json = (o: object) => JSON.stringify(o, null, 2);
 
 /** google/t5-v1_1-xxl's encoder, as Chroma1-HD's and PixArt-Σ's text_encoder/ save it. */
-const T5_CONFIG = {
-  _name_or_path: 'google/t5-v1_1-xxl', architectures: ['T5EncoderModel'], classifier_dropout: 0.0, d_ff: 10240, d_kv: 64, d_model: 4096,
-  decoder_start_token_id: 0, dense_act_fn: 'gelu_new', dropout_rate: 0.1, eos_token_id: 1, feed_forward_proj: 'gated-gelu', initializer_factor: 1.0,
-  is_encoder_decoder: true, is_gated_act: true, layer_norm_epsilon: 1e-6, model_type: 't5', num_decoder_layers: 24, num_heads: 64, num_layers: 24,
-  output_past: true, pad_token_id: 0, relative_attention_max_distance: 128, relative_attention_num_buckets: 32, tie_word_embeddings: false,
-  torch_dtype: 'bfloat16', transformers_version: '4.43.3', use_cache: true, vocab_size: 32128,
-};
+const T5_CONFIG = t5XxlConfig();
 
-const SA = 'encoder.block.0.layer.0.SelfAttention';
-const FF = 'encoder.block.0.layer.1.DenseReluDense';
-/** A T5 encoder's tensors in transformers' names (d_model 10, d_ff 16, 2 heads), under `prefix`. */
-const t5Tensors = (prefix: string) => [
-  tensor(rand, `${prefix}shared.weight`, [24, 10], 'BF16'),
-  ...['q', 'k', 'v', 'o'].map((p) => tensor(rand, `${prefix}${SA}.${p}.weight`, [10, 10], 'BF16')),
-  tensor(rand, `${prefix}${SA}.relative_attention_bias.weight`, [32, 2], 'BF16'),
-  tensor(rand, `${prefix}encoder.block.0.layer.0.layer_norm.weight`, [10], 'BF16'),
-  tensor(rand, `${prefix}${FF}.wi_0.weight`, [16, 10], 'BF16'), tensor(rand, `${prefix}${FF}.wi_1.weight`, [16, 10], 'BF16'),
-  tensor(rand, `${prefix}${FF}.wo.weight`, [10, 16], 'BF16'),
-  tensor(rand, `${prefix}encoder.block.0.layer.1.layer_norm.weight`, [10], 'BF16'), tensor(rand, `${prefix}encoder.final_layer_norm.weight`, [10], 'BF16'),
-];
+const SA = T5_SELF_ATTENTION;
+const FF = T5_FEED_FORWARD;
+const t5Tensors = (prefix: string) => t5EncoderTensors(rand, prefix);
 const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]);
 
 /** lodestones/Chroma1-HD. */

@@ -19,6 +19,7 @@ import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fix
 import { kohyaSpec, loraTensors, peftSpec, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { onePipelineLora } from './helpers/pipeline-merge.js';
+import { t5XxlConfig } from './helpers/t5-fixtures.js';
 
 const rand = seededRandom(4096);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -34,13 +35,7 @@ const CLIP_G_CONFIG = {
   hidden_size: 1280, intermediate_size: 5120, num_attention_heads: 20, num_hidden_layers: 32, projection_dim: 1280,
 };
 /** google/t5-v1_1-xxl's encoder, as FLUX.1's text_encoder_2/ and SD3's text_encoder_3/ save it. */
-const T5_CONFIG = {
-  _name_or_path: 'google/t5-v1_1-xxl', architectures: ['T5EncoderModel'], classifier_dropout: 0.0, d_ff: 10240, d_kv: 64, d_model: 4096,
-  decoder_start_token_id: 0, dense_act_fn: 'gelu_new', dropout_rate: 0.1, eos_token_id: 1, feed_forward_proj: 'gated-gelu', initializer_factor: 1.0,
-  is_encoder_decoder: true, is_gated_act: true, layer_norm_epsilon: 1e-6, model_type: 't5', num_decoder_layers: 24, num_heads: 64, num_layers: 24,
-  output_past: true, pad_token_id: 0, relative_attention_max_distance: 128, relative_attention_num_buckets: 32, tie_word_embeddings: false,
-  torch_dtype: 'bfloat16', transformers_version: '4.43.3', use_cache: true, vocab_size: 32128,
-};
+const T5_CONFIG = t5XxlConfig();
 
 const TE = 'text_model.encoder.layers.0';
 const clipFolder = (size: number) => buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [size, size], 'BF16')]);
