@@ -14,6 +14,7 @@ import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
+import { FP4, NF4 } from './helpers/bnb-tables.js';
 
 const rand = seededRandom(4404);
 const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
@@ -22,15 +23,6 @@ beforeAll(async () => {
   backends.webgpu = await createNodeBackend('webgpu');
 });
 afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
-
-// The code tables as bitsandbytes prints them (functional.py get_4bit_type, csrc/kernels.cu).
-const NF4 = [
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
-  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-].map(Math.fround);
-/** get_4bit_type('fp4'): the FP4 values divided by 12 in float32, sign in bit 3. */
-const FP4 = [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, -0.0625, -8, -12, -4, -6, -2, -3].map((x) => Math.fround(x / 12));
 
 function f32Bytes(values: number[] | Float32Array): Uint8Array {
   return new Uint8Array(Float32Array.from(values).buffer);

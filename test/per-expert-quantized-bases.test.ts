@@ -12,6 +12,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { createNodeBackend } from '../src/node.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { expectValues } from './helpers/merge-truth.js';
+import { NF4 } from './helpers/bnb-tables.js';
 
 const rand = seededRandom(6061);
 let cpu: MergeBackend;
@@ -138,12 +139,6 @@ describe('block-wise fp8 experts (Qwen3-30B-A3B-FP8)', () => {
 });
 
 describe('bitsandbytes NF4 experts (a Qwen3-MoE saved with load_in_4bit)', () => {
-  // bitsandbytes' NF4 code table (functional.py get_4bit_type('nf4')).
-  const NF4 = [
-    -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
-    -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-    0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-  ].map(Math.fround);
   const BLOCK = 64;
   const tensors: FixtureTensor[] = [];
   /** What dequantize_4bit returns per weight (nibble's code × its block's absmax, in float32, then bf16), row-major. */

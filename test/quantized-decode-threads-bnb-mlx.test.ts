@@ -26,6 +26,7 @@ import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
+import { FP4, NF4 } from './helpers/bnb-tables.js';
 
 const rand = seededRandom(20261207);
 const L = 'model.layers.0';
@@ -55,15 +56,6 @@ const smolConfig = (fields: object) => JSON.stringify({
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, intermediate_size: 1536, num_attention_heads: 9,
   num_key_value_heads: 3, head_dim: 64, num_hidden_layers: 1, torch_dtype: 'bfloat16', ...fields,
 });
-
-/** bitsandbytes' NF4 table as functional.py get_4bit_type('nf4') prints it. */
-const NF4 = [
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635, -0.18477343022823334,
-  -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
-].map(Math.fround);
-/** get_4bit_type('fp4'): 1 sign, 2 exponent and 1 mantissa bit, divided by 12 in float32; bit 3 the sign. */
-const FP4 = [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, -0.0625, -8, -12, -4, -6, -2, -3].map((x) => Math.fround(x / 12));
 
 /**
  * functional.py create_dynamic_map(signed=True): for i in 0…6, the midpoints of linspace(0.1, 1,
@@ -200,7 +192,6 @@ function mlxCase(bits: number, groupSize: number): Case {
     files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': smolConfig({ quantization, quantization_config: quantization }) }, real, width: 4,
   };
 }
-
 
 const threads = threadBackends();
 
