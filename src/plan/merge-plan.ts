@@ -29,7 +29,7 @@ import { moduleTitle } from '../formats/algorithms/index.js';
 import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
 import type { BaseComponent } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
-import { ModuleLocator, transposedBlockSegments, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
+import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -573,9 +573,8 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           continue;
         }
         const blocks = target.transposedBlocks;
-        const rows = view.placement ? view.placement.segments.map((g): RowSpan => [g.dst, g.dst + g.count])
-          : blocks?.within ? blocks.starts.flatMap((_, i) => transposedBlockSegments(blocks, i, module.deltaShape[1]).map((g): RowSpan => [g.dst, g.dst + g.count]))
-          : [[0, view.outFeatures] as RowSpan];
+        const segments = view.placement?.segments ?? (blocks?.within ? allTransposedBlockSegments(blocks, module.deltaShape[1]) : undefined);
+        const rows = segments ? segments.map((g): RowSpan => [g.dst, g.dst + g.count]) : [[0, view.outFeatures] as RowSpan];
         const onTensor = seen.get(baseKey) ?? [];
         const clash = onTensor.find((other) => spansOverlap(other.rows, rows));
         if (clash) {

@@ -5,7 +5,7 @@
  * engine adds zero there, which keeps every value but not the sign of a −0 (keepUnreachedRows
  * puts their bytes back).
  */
-import { transposedBlockSegments } from '../formats/layouts/index.js';
+import { allTransposedBlockSegments } from '../formats/layouts/index.js';
 import type { TensorUpdate } from './merge-plan.js';
 
 const known = new WeakMap<TensorUpdate, Uint8Array | undefined>();
@@ -27,7 +27,7 @@ function flags(update: TensorUpdate): Uint8Array | undefined {
     if ((kind !== 'low-rank' && kind !== 'dense') || t.dora || t.experts || t.columns) return undefined;
     const blocks = t.transposedBlocks;
     const segments = blocks?.within
-      ? blocks.starts.flatMap((_, i) => transposedBlockSegments(blocks, i, t.module.deltaShape[1]))
+      ? allTransposedBlockSegments(blocks, t.module.deltaShape[1])
       : blocks ? undefined : t.placement?.segments;
     if (!segments) return undefined;
     for (const g of segments) reached.fill(1, Math.max(0, g.dst), Math.min(update.rows, g.dst + g.count));

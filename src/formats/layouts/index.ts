@@ -46,7 +46,7 @@ import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks, TransposedWithin } from './layout.js';
-export { transposedBlockSegments } from './layout.js';
+export { allTransposedBlockSegments, transposedBlockSegments } from './layout.js';
 export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 
 /**

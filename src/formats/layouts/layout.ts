@@ -72,6 +72,11 @@ export function transposedBlockSegments(blocks: TransposedBlocks, block: number,
   return Array.from({ length: inF }, (_, j) => ({ src: j, dst: first + j * w.stride, count: 1 }));
 }
 
+/** The base rows every block lands on: {@link transposedBlockSegments} of each block in turn. */
+export function allTransposedBlockSegments(blocks: TransposedBlocks, inF: number): RowSegment[] {
+  return blocks.starts.flatMap((_, block) => transposedBlockSegments(blocks, block, inF));
+}
+
 /**
  * How a base converted from the model holds a fused expert parameter (E, d1, d2): given by the
  * layout that knows the converter (hf-to-gguf.ts); plan/fused-experts.ts places ΔW by it.
