@@ -13,7 +13,7 @@ import type { MergeOp } from '../merge-op.js';
 import type { OpShape } from '../op-shape.js';
 import type { AxisScale, DecodedTerm, PlainOp, TensorFactors } from '../exact/plain-op.js';
 import { fixListed, newStats } from '../exact/recompute.js';
-import { align16 } from './wasm-kernel.js';
+import { packedBytes, packInto } from './packed-arrays.js';
 import type { PlainPlan } from './plain-merge.js';
 
 /** What the exact recompute reads of a term (DecodedTerm less the kernel's own fields). */
@@ -69,9 +69,7 @@ function fixArrays(plan: PlainPlan): Arr[] {
 
 /** Bytes of shared memory {@link shareListedFix} needs for the plan. */
 export function listedFixBytes(plan: PlainPlan): number {
-  let bytes = 0;
-  for (const a of fixArrays(plan)) bytes = align16(bytes) + a.byteLength;
-  return Math.max(bytes, 1);
+  return packedBytes(fixArrays(plan));
 }
 
 /**
@@ -80,14 +78,7 @@ export function listedFixBytes(plan: PlainPlan): number {
  */
 export function shareListedFix(plan: PlainPlan, key: number, buffer: SharedArrayBuffer): SharedFix {
   const { p, tf } = plan;
-  let at = 0;
-  const copy = <T extends Arr>(a: T): T => {
-    at = align16(at);
-    const view = (a instanceof Float64Array ? new Float64Array(buffer, at, a.length) : a instanceof Int32Array ? new Int32Array(buffer, at, a.length) : new Float32Array(buffer, at, a.length)) as T;
-    view.set(a);
-    at += a.byteLength;
-    return view;
-  };
+  const copy = packInto(buffer);
   const terms = tf.terms.map((t): FixTerm => ({
     a: copy(t.a), b: copy(t.b), derived: t.derived, split: t.split, rank: t.rank, scale: t.scale, k0: t.k0, ...(t.rowMap ? { rowMap: copy(t.rowMap) } : {}),
   }));

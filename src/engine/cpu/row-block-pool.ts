@@ -28,6 +28,7 @@ import {
 } from './plain-merge.js';
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
+import { packedBytes, packInto } from './packed-arrays.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -493,20 +494,12 @@ export class RowBlockPool implements CpuMergePool {
    */
   private shareSource(source: RowSource): { shared: RowSource; release(): void } {
     const entries = Object.entries(source.arrays);
-    let bytes = 0;
-    for (const [, a] of entries) bytes = align16(bytes) + a.byteLength;
-    const lent = this.sourceScratch.take(Math.max(bytes, 1));
+    const lent = this.sourceScratch.take(packedBytes(entries.map(([, a]) => a)));
     const buffer = lent.buffer;
     if (this.sharedSource?.of !== source || this.sharedSource.buffer !== buffer) {
-      let at = 0;
+      const copy = packInto(buffer);
       const arrays: Record<string, SourceArray> = {};
-      for (const [name, a] of entries) {
-        at = align16(at);
-        const copy = a instanceof Int8Array ? new Int8Array(buffer, at, a.length) : a instanceof Int32Array ? new Int32Array(buffer, at, a.length) : new Float32Array(buffer, at, a.length);
-        copy.set(a);
-        arrays[name] = copy;
-        at += a.byteLength;
-      }
+      for (const [name, a] of entries) arrays[name] = copy(a);
       this.sent.decodeSources++;
       this.sharedSource = { of: source, shared: { ...source, arrays }, buffer };
     }
