@@ -15,10 +15,11 @@
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
- * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos,
- * CogVideoX, Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
- * write and apply (t5Alone). A T5-XXL file given alone, and
- * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
+ * A T5 that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos, CogVideoX,
+ * Allegro, CogView3-Plus, BRIA 3, Latte, ConsisID, DeepFloyd IF, Kandinsky 3, Stable Audio Open,
+ * GLM-Image, Wan, SkyReels-V2: T5_ALONE) is reached by the names the tools training or applying
+ * that model's T5 LoRAs write and apply (t5Alone). A T5 file given alone, and ComfyUI's own names of
+ * T5s other than its t5xxl (byT5, UMT5, mT5, t5-base), have rules of their own (pipeline-encoders.ts, base-components.ts).
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
 import type { ModuleAddress } from './module-address.js';
@@ -110,6 +111,12 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * models' trainers (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer,
  * diffusion-pipe, CogVideo's and Allegro's own) train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
  * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
+ * The other pipelines whose only text encoder is a T5 follow: Latte and ConsisID (T5-XXL; ComfyUI
+ * runs neither, and their pipelines load no text encoder LoRA); DeepFloyd IF and Kandinsky 3, whose
+ * pipelines (StableDiffusionLoraLoaderMixin) load `text_encoder.` into the T5 and no other name, no
+ * trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5 and Wan's and SkyReels-V2's
+ * UMT5-XXL, which no kohya or diffusers name reaches. ComfyUI's `text_encoders.t5xxl.` reaches only
+ * the models it runs with their T5 as its t5xxl (`comfyT5xxl`).
  */
 const T5_ALONE: readonly T5AloneModel[] = [
   {
@@ -135,7 +142,9 @@ const T5_ALONE: readonly T5AloneModel[] = [
   },
   {
     // Cosmos 1.0 and Cosmos-Predict2: T5-11B, T5 1.0's XXL, which ComfyUI loads alone as its t5xxl
-    // (cosmos.py; its model_detection tells them by these keys). Cosmos-Predict2.5's is a Qwen2.5-VL.
+    // (cosmos.py; its model_detection tells them by these keys; its checkpoints keep the T5 under
+    // text_encoders.t5xxl. for Cosmos 1.0, under the default cond_stage_model.t5xxl. for Predict2,
+    // whose class sets no text_encoder_key_prefix). Cosmos-Predict2.5's is a Qwen2.5-VL.
     model: 'Cosmos', pipeline: /^Cosmos2?(TextToWorld|VideoToWorld|TextToImage)Pipeline$/,
     denoiserKey: /^blocks\.(block0\.blocks\.0\.block\.attn\.to_q\.0|0\.mlp\.layer1)\.weight$/,
     reach: ['lora_te1_'], comfyT5xxl: true,
@@ -253,13 +262,13 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
 
 /**
  * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
- * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline`, `PixArtSigmaPipeline`, `LTXPipeline`,
- * `MochiPipeline`, `CosmosTextToWorldPipeline`, `CogVideoXPipeline`, `AllegroPipeline`,
- * `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves Chroma's,
- * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos', `text_encoders.t5xxl.`,
- * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
- * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
- * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
+ * encoder is the T5 of a T5_ALONE model (a pipeline folder of one of its classes, `ChromaPipeline`,
+ * `IFPipeline`, `WanPipeline`, …; a checkpoint as ComfyUI saves Chroma's or Cosmos-Predict2's,
+ * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos 1.0's, `text_encoders.t5xxl.`,
+ * beside its denoiser), or why it is left out; likewise ComfyUI's own `text_encoders.t5xxl.transformer.`
+ * on a T5-XXL class that ComfyUI does not run that model with (comfyT5xxlAlone). Undefined where this
+ * rule does not decide (another base, another kind of name). A kohya module of a CLIP's path (a
+ * FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
  */
 export function t5Alone(address: ModuleAddress, components: readonly BaseComponent[]): T5Reach | undefined {
   const { part, path } = address;
