@@ -9,7 +9,9 @@
  *  - Latte and ConsisID (T5-XXL), whose pipelines load no text encoder LoRA and which ComfyUI does not run;
  *  - Stable Audio Open (t5-base), which ComfyUI runs with its `t5base` (sa_t5.py):
  *    `text_encoders.t5base.transformer.` merges there, every kohya and diffusers name is left out;
- *  - GLM-Image (a byT5 glyph encoder), Wan 2.1 and SkyReels-V2 (UMT5-XXL): every kohya and diffusers name is left out.
+ *  - AuraFlow (Pile-T5-XL, ComfyUI's `pile_t5xl`), GLM-Image (a byT5 glyph encoder), Wan 2.1, SkyReels-V2,
+ *    ChronoEdit, Lucy Edit and Helios (UMT5-XXL): every kohya and diffusers name is left out (their
+ *    pipelines load the transformer's LoRA alone; ComfyUI maps kohya's T5 names to its t5xxl alone).
  * Model index and configs as diffusers and transformers write them; shapes cut small (d_model 10, d_ff 16).
  */
 import { describe, expect, it } from 'vitest';
@@ -117,6 +119,37 @@ const skyReelsV2 = pipeline({
   tokenizer: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'SkyReelsV2Transformer3DModel'], vae: ['diffusers', 'AutoencoderKLWan'],
 }, 'transformer', ['patch_embedding.weight', 'blocks.0.attn1.to_q.weight'], UMT5_CONFIG);
 
+/** nvidia/ChronoEdit-14B-Diffusers (its image_encoder/ left out). */
+const chronoEdit = pipeline({
+  _class_name: 'ChronoEditPipeline', _diffusers_version: '0.36.0.dev0', image_encoder: ['transformers', 'CLIPVisionModel'], image_processor: ['transformers', 'CLIPImageProcessor'],
+  scheduler: ['diffusers', 'UniPCMultistepScheduler'], text_encoder: ['transformers', 'UMT5EncoderModel'], tokenizer: ['transformers', 'T5TokenizerFast'],
+  transformer: ['diffusers', 'ChronoEditTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLWan'],
+}, 'transformer', ['patch_embedding.weight', 'blocks.0.attn1.to_q.weight'], UMT5_CONFIG);
+
+/** decart-ai/Lucy-Edit-Dev. */
+const lucyEdit = pipeline({
+  _class_name: 'LucyEditPipeline', _diffusers_version: '0.36.0.dev0', scheduler: ['diffusers', 'UniPCMultistepScheduler'], text_encoder: ['transformers', 'UMT5EncoderModel'],
+  tokenizer: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'WanTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLWan'],
+}, 'transformer', ['patch_embedding.weight', 'blocks.0.attn1.to_q.weight'], UMT5_CONFIG);
+
+/** BestWishYsh/Helios-Base. */
+const helios = pipeline({
+  _class_name: 'HeliosPipeline', _diffusers_version: '0.37.0.dev0', scheduler: ['diffusers', 'HeliosScheduler'], text_encoder: ['transformers', 'UMT5EncoderModel'],
+  tokenizer: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'HeliosTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLWan'],
+}, 'transformer', ['patch_embedding.weight', 'blocks.0.attn1.to_q.weight'], UMT5_CONFIG);
+
+/** fal/AuraFlow-v0.3: EleutherAI's pile-t5-xl as a UMT5EncoderModel. */
+const auraFlow = pipeline({
+  _class_name: 'AuraFlowPipeline', _diffusers_version: '0.30.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'], text_encoder: ['transformers', 'UMT5EncoderModel'],
+  tokenizer: ['transformers', 'LlamaTokenizerFast'], transformer: ['diffusers', 'AuraFlowTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+}, 'transformer', ['pos_embed.proj.weight', 'joint_transformer_blocks.0.attn.to_q.weight'], {
+  _name_or_path: 'EleutherAI/pile-t5-xl', architectures: ['UMT5EncoderModel'], classifier_dropout: 0.0, d_ff: 5120, d_kv: 64, d_model: 2048,
+  decoder_start_token_id: 0, dense_act_fn: 'silu', dropout_rate: 0.0, eos_token_id: 2, feed_forward_proj: 'gated-silu', initializer_factor: 1.0,
+  is_encoder_decoder: true, is_gated_act: true, layer_norm_epsilon: 1e-6, model_type: 'umt5', num_decoder_layers: 24, num_heads: 32, num_layers: 24,
+  output_past: true, pad_token_id: 0, relative_attention_max_distance: 128, relative_attention_num_buckets: 32, scalable_attention: false,
+  tie_word_embeddings: false, torch_dtype: 'float16', transformers_version: '4.41.2', use_cache: true, vocab_size: 32128,
+});
+
 const flat = (path: string) => path.replaceAll('.', '_');
 /** kohya's form: lora_down/lora_up and α (scale α/r). */
 const kohya = (name: string, out: number, inF: number, key = '') => kohyaSpec(name, 2, out, inF, [{ key }], 4);
@@ -155,6 +188,10 @@ const STABLE_AUDIO_TOOLS = 'diffusers\' StableAudioPipeline loads no LoRA, no tr
 const GLM_TOOLS = 'diffusers\' GlmImagePipeline loads no LoRA, ComfyUI runs no GLM-Image model, and no trainer writes a LoRA for its byT5 glyph encoder';
 const WAN_TOOLS = 'diffusers\' Wan pipelines load the transformers\' LoRAs alone, no trainer writes a LoRA for its UMT5 (musubi-tuner, ai-toolkit, diffusion-pipe train the transformer alone), and ComfyUI maps kohya\'s T5 names to its t5xxl alone, not to the umt5xxl it loads this UMT5 as';
 const SKYREELS_TOOLS = 'diffusers\' SkyReels-V2 pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI (which runs it as a Wan model) maps kohya\'s T5 names to its t5xxl alone, not to the umt5xxl it loads this UMT5 as';
+const CHRONOEDIT_TOOLS = 'diffusers\' ChronoEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5';
+const LUCY_TOOLS = 'diffusers\' LucyEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5';
+const HELIOS_TOOLS = 'diffusers\' Helios pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5';
+const AURAFLOW_TOOLS = 'diffusers\' AuraFlowPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its Pile-T5-XL (SimpleTuner trains the transformer alone), and ComfyUI loads it as its pile_t5xl, which only text_encoders.pile_t5xl.transformer. reaches (it maps kohya\'s T5 names to its t5xxl alone)';
 const UNLOADED = '; ComfyUI leaves such modules unloaded';
 
 const pipelines = onePipelineLora(rand, 0.85, 'BF16');
@@ -191,12 +228,22 @@ describe('pipelines whose only T5 no tool applies a LoRA to', () => {
     ['GlmImagePipeline (GLM-Image, byT5)', glmImage, 'GLM-Image', GLM_TOOLS, ''],
     ['WanPipeline (Wan 2.1, UMT5-XXL)', wan, 'Wan', WAN_TOOLS, UNLOADED],
     ['SkyReelsV2Pipeline (SkyReels-V2, UMT5-XXL)', skyReelsV2, 'SkyReels-V2', SKYREELS_TOOLS, UNLOADED],
+    ['ChronoEditPipeline (ChronoEdit, UMT5-XXL)', chronoEdit, 'ChronoEdit', CHRONOEDIT_TOOLS, ''],
+    ['LucyEditPipeline (Lucy Edit, UMT5-XXL)', lucyEdit, 'Lucy Edit', LUCY_TOOLS, ''],
+    ['HeliosPipeline (Helios, UMT5-XXL)', helios, 'Helios', HELIOS_TOOLS, ''],
   ] as const)('%s: every kohya and diffusers name is left out (text_encoder. merged)', async ([, base, model, tools, tail]) => {
     const names = allNames();
     const denoiser = diffusers('transformer.blocks.0.attn1.to_q', 8, 8, 'transformer.blocks.0.attn1.to_q.weight');
     const specs = base === glmImage ? [diffusers('transformer.transformer_blocks.0.attn1.to_q', 8, 8, 'transformer.transformer_blocks.0.attn1.to_q.weight')] : [denoiser];
     const { warnings } = await pipelines.mergeAndCheck(base, [...specs, ...names.map((n) => n.spec)], ['transformer/diffusion_pytorch_model.safetensors']);
     expect(warnings).toEqual(leftOut(names, [], model, tools, tail));
+  });
+
+  it('AuraFlowPipeline (AuraFlow, Pile-T5-XL): ComfyUI\'s text_encoders.pile_t5xl. merges into the T5; every kohya and diffusers name is left out (text_encoder. merged)', async () => {
+    const names = allNames();
+    const pile = comfyExtracted(`text_encoders.pile_t5xl.transformer.${FF}.wi_0`, 16, 10, `text_encoder.${FF}.wi_0.weight`);
+    const { warnings } = await pipelines.mergeAndCheck(auraFlow, [pile, ...names.map((n) => n.spec)], ['text_encoder/model.safetensors']);
+    expect(warnings).toEqual(leftOut(names, [], 'AuraFlow', AURAFLOW_TOOLS, UNLOADED));
   });
 
   it('StableAudioPipeline (Stable Audio Open, t5-base): ComfyUI\'s text_encoders.t5base. merges into the T5 (it was left out); every kohya and diffusers name is left out (text_encoder. merged)', async () => {

@@ -230,6 +230,34 @@ const T5_ALONE: readonly T5AloneModel[] = [
     reach: [],
     tools: 'diffusers\' SkyReels-V2 pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI (which runs it as a Wan model) maps kohya\'s T5 names to its t5xxl alone, not to the umt5xxl it loads this UMT5 as',
   },
+  {
+    // Wan 2.1 I2V's architecture, its text_encoder/ Wan's UMT5-XXL.
+    model: 'ChronoEdit', pipeline: /^ChronoEditPipeline$/,
+    reach: [],
+    tools: 'diffusers\' ChronoEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Wan 2.2 TI2V 5B's architecture, its text_encoder/ Wan's UMT5-XXL.
+    model: 'Lucy Edit', pipeline: /^LucyEditPipeline$/,
+    reach: [],
+    tools: 'diffusers\' LucyEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Wan's UMT5-XXL under a transformer of its own.
+    model: 'Helios', pipeline: /^Helios(Pyramid)?Pipeline$/,
+    reach: [],
+    tools: 'diffusers\' Helios pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // EleutherAI's Pile-T5-XL as a UMT5EncoderModel: ComfyUI's pile_t5xl (aura_t5.py), which only
+    // `text_encoders.pile_t5xl.transformer.` reaches.
+    model: 'AuraFlow', pipeline: /^AuraFlowPipeline$/,
+    reach: [],
+    tools: 'diffusers\' AuraFlowPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its Pile-T5-XL (SimpleTuner trains the transformer alone), and ComfyUI loads it as its pile_t5xl, which only text_encoders.pile_t5xl.transformer. reaches (it maps kohya\'s T5 names to its t5xxl alone)',
+  },
 ];
 
 /** A CLIP text model's module paths (transformers' CLIPTextModel), as kohya flattens them. */
