@@ -17,7 +17,7 @@
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
  * A T5 that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos, CogVideoX,
  * Allegro, CogView3-Plus, BRIA 3, Latte, ConsisID, DeepFloyd IF, Kandinsky 3, Stable Audio Open,
- * GLM-Image, Wan, SkyReels-V2: T5_ALONE) is reached by the names the tools training or applying
+ * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios: T5_ALONE) is reached by the names the tools training or applying
  * that model's T5 LoRAs write and apply (t5Alone). A T5 file given alone, and ComfyUI's own names of
  * T5s other than its t5xxl (byT5, UMT5, mT5, t5-base), have rules of their own (pipeline-encoders.ts, base-components.ts).
  */
@@ -114,8 +114,8 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * The other pipelines whose only text encoder is a T5 follow: Latte and ConsisID (T5-XXL; ComfyUI
  * runs neither, and their pipelines load no text encoder LoRA); DeepFloyd IF and Kandinsky 3, whose
  * pipelines (StableDiffusionLoraLoaderMixin) load `text_encoder.` into the T5 and no other name, no
- * trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5 and Wan's and SkyReels-V2's
- * UMT5-XXL, which no kohya or diffusers name reaches. ComfyUI's `text_encoders.t5xxl.` reaches only
+ * trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5, AuraFlow's Pile-T5-XL and the
+ * UMT5-XXL of Wan, SkyReels-V2, ChronoEdit, Lucy Edit and Helios, which no kohya or diffusers name reaches. ComfyUI's `text_encoders.t5xxl.` reaches only
  * the models it runs with their T5 as its t5xxl (`comfyT5xxl`).
  */
 const T5_ALONE: readonly T5AloneModel[] = [
