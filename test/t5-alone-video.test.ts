@@ -3,7 +3,8 @@
  * text encoder is T5-XXL (google/t5-v1_1-xxl's encoder; Cosmos' T5 1.0 XXL, t5-11b) beyond Chroma
  * and PixArt: LTX-Video, Mochi, Cosmos 1.0, CogVideoX, Allegro, CogView3-Plus and BRIA 3.2 as
  * diffusers' pipeline folders, and LTX-Video, Mochi, Cosmos 1.0 and Cosmos-Predict2 as the
- * checkpoints ComfyUI saves (`text_encoders.t5xxl.` beside the transformer in ComfyUI's names).
+ * checkpoints ComfyUI saves (the T5 under `text_encoders.t5xxl.`, Cosmos-Predict2's under
+ * `cond_stage_model.t5xxl.`, beside the transformer in ComfyUI's names).
  * No trainer writes a T5 LoRA for any of them: Lightricks' LTX-Video-Trainer, finetrainers, genmo's
  * Mochi trainer, diffusion-pipe, CogVideo's and Allegro's own train the transformer alone;
  * diffusers' LTXVideoLoraLoaderMixin, Mochi1LoraLoaderMixin and CogVideoXLoraLoaderMixin load only
@@ -176,14 +177,18 @@ describe('pipeline folders whose only text encoder is T5-XXL, in text_encoder/',
     ['AllegroPipeline (Allegro)', allegro, 'Allegro', ALLEGRO_TOOLS, 'transformer_blocks.0.attn1.to_q'],
     ['CogView3PlusPipeline (CogView3-Plus)', cogView3Plus, 'CogView3-Plus', COGVIEW3_TOOLS, 'transformer_blocks.0.attn1.to_q'],
     ['BriaPipeline (BRIA 3.2)', bria, 'BRIA', BRIA_TOOLS, 'transformer_blocks.0.attn.to_q'],
-  ] as const)('%s: no kohya or diffusers name reaches its T5, lora_te1_ included; the transformer\'s modules merge', async ([, base, model, tools, module]) => {
+  ] as const)('%s: no kohya or diffusers name reaches its T5, lora_te1_ included, nor ComfyUI\'s t5xxl (it merged); the transformer\'s modules merge', async ([, base, model, tools, module]) => {
+    const comfyT5 = `text_encoders.t5xxl.transformer.${SA}.o`;
     const specs = [
       diffusers(`transformer.${module}`, 8, 8, `transformer.${module}.weight`),
-      kohya(`lora_te1_${flat(SA)}_k`, 10, 10, ''), ...others,
+      kohya(`lora_te1_${flat(SA)}_k`, 10, 10, ''), ...others, comfyExtracted(comfyT5, 10, 10, ''),
     ];
     const { warnings } = await pipelines.mergeAndCheck(base, specs, ['transformer/diffusion_pytorch_model.safetensors']);
     const te1: [string, string, string] = [`lora_te1_${flat(SA)}_k`, 'text encoder 1 (T5)', 'lora_te1_'];
-    expect(warnings).toEqual(leftOut([te1, ...OTHERS], model, 'text_encoder/', tools, ''));
+    expect(warnings).toEqual([
+      ...leftOut([te1, ...OTHERS], model, 'text_encoder/', tools, ''),
+      `lora.safetensors: 1 module left out, not merged: it names ComfyUI's t5xxl text encoder (text_encoders.t5xxl.), which no tool applies to ${model}'s T5, its only text encoder (text_encoder/): ${tools} (${comfyT5})`,
+    ]);
   });
 
   it('a FLUX.1 LoRA\'s CLIP-L module on LTX-Video is left out: the base holds no CLIP', async () => {
@@ -195,24 +200,27 @@ describe('pipeline folders whose only text encoder is T5-XXL, in text_encoder/',
   });
 });
 
-describe('checkpoints as ComfyUI\'s Save Checkpoint writes them (transformer, T5 under text_encoders.t5xxl. and VAE in one file)', () => {
-  const P = 'text_encoders.t5xxl.transformer.';
+describe('checkpoints as ComfyUI\'s Save Checkpoint writes them (transformer, T5 and VAE in one file)', () => {
+  // supported_models.py: LTXV, GenmoMochi and CosmosT2V set text_encoder_key_prefix to text_encoders.;
+  // CosmosT2IPredict2 sets none, so its T5 is saved under the default cond_stage_model.
   it.for([
-    ['LTX-Video\'s (beside its patchify_proj)', 'ltxv-2b-0.9.6-aio.safetensors', 'LTX-Video', LTX_TOOLS,
+    ['LTX-Video\'s (text_encoders.t5xxl., beside its patchify_proj)', 'ltxv-2b-0.9.6-aio.safetensors', 'LTX-Video', LTX_TOOLS, 'text_encoders.t5xxl.',
       ['patchify_proj.weight', 'adaln_single.linear.weight', 'caption_projection.linear_1.weight', 'transformer_blocks.0.attn1.to_q.weight']],
-    ['Mochi\'s (beside its t5_yproj)', 'mochi-preview-aio.safetensors', 'Mochi', MOCHI_TOOLS,
+    ['Mochi\'s (text_encoders.t5xxl., beside its t5_yproj)', 'mochi-preview-aio.safetensors', 'Mochi', MOCHI_TOOLS, 'text_encoders.t5xxl.',
       ['t5_yproj.weight', 't5_y_embedder.to_kv.weight', 'blocks.0.attn.qkv_x.weight']],
-    ['Cosmos 1.0\'s (beside its blocks.block0)', 'cosmos-1.0-7b-text2world-aio.safetensors', 'Cosmos', COSMOS_TOOLS,
+    ['Cosmos 1.0\'s (text_encoders.t5xxl., beside its blocks.block0)', 'cosmos-1.0-7b-text2world-aio.safetensors', 'Cosmos', COSMOS_TOOLS, 'text_encoders.t5xxl.',
       ['blocks.block0.blocks.0.block.attn.to_q.0.weight', 'x_embedder.proj.1.weight']],
-    ['Cosmos-Predict2\'s (beside its blocks.0.mlp)', 'cosmos-predict2-2b-t2i-aio.safetensors', 'Cosmos', COSMOS_TOOLS,
+    ['Cosmos-Predict2\'s (cond_stage_model.t5xxl., beside its blocks.0.mlp)', 'cosmos-predict2-2b-t2i-aio.safetensors', 'Cosmos', COSMOS_TOOLS, 'cond_stage_model.t5xxl.',
       ['blocks.0.mlp.layer1.weight', 'blocks.0.self_attn.q_proj.weight', 'x_embedder.proj.1.weight']],
-  ] as const)('%s: lora_te1_ merges into the T5 (it was left out); the other numbers are left out (lora_te_ and lora_te3_ merged)', async ([, file, model, tools, denoiser]) => {
+  ] as const)('%s: lora_te1_ merges into the T5 (it was left out); the other numbers are left out (lora_te_ and lora_te3_ merged)', async ([, file, model, tools, t5At, denoiser]) => {
     const gated = model !== 'Cosmos';
+    const P = `${t5At}transformer.`;
     const base = buildSafetensors([
       ...denoiser.map((k) => tensor(rand, `model.diffusion_model.${k}`, [8, 8], 'BF16')),
-      ...t5Tensors(P, gated), tensor(rand, 'vae.decoder.conv_in.weight', [8, 4, 3, 3], 'BF16'),
+      // Its VAE under the prefix the same class gives it (vae., or the default first_stage_model.).
+      ...t5Tensors(P, gated), tensor(rand, `${t5At.startsWith('cond_stage_model.') ? 'first_stage_model' : 'vae'}.decoder.conv_in.weight`, [8, 4, 3, 3], 'BF16'),
     ]);
     const warnings = await mergeLoneFileChecked(pipelines.backend(), rand, base, file, [...comfyLands(P, gated), ...othersOf(gated)], 1.2);
-    expect(warnings).toEqual(leftOut(OTHERS_OF(gated), model, 'text_encoders.t5xxl.', tools));
+    expect(warnings).toEqual(leftOut(OTHERS_OF(gated), model, t5At, tools));
   });
 });

@@ -238,7 +238,8 @@ const QWEN35_TYPES = ['qwen3_5', 'qwen3_5_text'];
  * (`llm`), as Qwen2.5-VL 7B and 3B, and Qwen3 0.6B, 4B and 8B, share a class; where the folder
  * stores them is LLM_STORED's, and a part of its model that a folder's class holds elsewhere or not at
  * all is refused. ComfyUI's byT5 (`byt5_small`, HunyuanImage 2.1's and HunyuanVideo
- * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel.
+ * 1.5's glyph encoder) is a T5 with transformers' names, held by those pipelines' T5EncoderModel,
+ * and so is Stable Audio Open's `t5base`, by a StableAudioPipeline's.
  */
 const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderKind; pipeline?: RegExp; keyPrefix?: string; llm?: { modelTypes: readonly string[]; hiddenSize: number | readonly number[] }; checkpoint?: Readonly<Record<string, string>>; unmapped?: string }>> = {
   clip_l: { classes: CLIP_TEXT_CLASS, kind: 'clip_l' },
@@ -300,6 +301,8 @@ const COMFY_ENCODERS: Readonly<Record<string, { classes: RegExp; kind?: EncoderK
   qwen3_8b: { classes: /^Qwen3(Model|ForCausalLM)$/, llm: { modelTypes: ['qwen3'], hiddenSize: 4096 } },
   // HunyuanImage 2.1's and HunyuanVideo 1.5's byT5 (hunyuan_image.py's ByT5SmallModel: a T5 under `transformer.`).
   byt5_small: { classes: /^T5EncoderModel$/, pipeline: /^Hunyuan(Image|Video15)/ },
+  // Stable Audio Open's t5-base (sa_t5.py's SAT5Model, name "t5base": a T5 under `transformer.`).
+  t5base: { classes: /^T5EncoderModel$/, pipeline: /^StableAudioPipeline$/ },
 };
 
 /**

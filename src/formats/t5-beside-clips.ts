@@ -15,10 +15,11 @@
  *    prefixes' keys are dropped unread) and ComfyUI maps no diffusers name to a T5, so a
  *    `text_encoder_N.` that numbers no encoder of the base is left out; one that numbers a CLIP
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
- * A T5-XXL that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos,
- * CogVideoX, Allegro, CogView3-Plus, BRIA 3: T5_ALONE) is reached by the names the tools training or applying that model's T5 LoRAs
- * write and apply (t5Alone). A T5-XXL file given alone, and
- * T5s that are not ComfyUI's t5xxl (byT5, UMT5, mT5), have rules of their own (pipeline-encoders.ts).
+ * A T5 that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos, CogVideoX,
+ * Allegro, CogView3-Plus, BRIA 3, Latte, ConsisID, DeepFloyd IF, Kandinsky 3, Stable Audio Open,
+ * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios: T5_ALONE) is reached by the names the tools training or applying
+ * that model's T5 LoRAs write and apply (t5Alone). A T5 file given alone, and ComfyUI's own names of
+ * T5s other than its t5xxl (byT5, UMT5, mT5, t5-base), have rules of their own (pipeline-encoders.ts, base-components.ts).
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
 import type { ModuleAddress } from './module-address.js';
@@ -65,7 +66,7 @@ export function t5BesideClips(address: ModuleAddress, components: readonly BaseC
   };
 }
 
-/** A model whose only text encoder is ComfyUI's t5xxl, and the names that reach that T5. */
+/** A model whose only text encoder is a T5 (T5-XXL, T5 1.0, FLAN-UL2, t5-base, UMT5, byT5), and the names that reach it. */
 interface T5AloneModel {
   /** For messages. */
   model: string;
@@ -78,6 +79,12 @@ interface T5AloneModel {
   denoiserKey?: RegExp;
   /** The kohya and diffusers prefixes that reach the T5 (`lora_te1_`, `text_encoder.`); none where no tool applies any. */
   reach: readonly string[];
+  /**
+   * Whether ComfyUI's own `text_encoders.t5xxl.transformer.` reaches it: ComfyUI runs the model with
+   * this T5 as its t5xxl. Where it does not, that name is left out on a T5 that would otherwise
+   * hold it (a T5EncoderModel of T5-XXL's class); another T5's own ComfyUI name is not this table's.
+   */
+  comfyT5xxl?: true;
   /** Who writes and applies which name, for the warning on any other. */
   tools: string;
   /** ComfyUI runs no such model, so the warning says nothing of how ComfyUI leaves other names unloaded. */
@@ -104,40 +111,48 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * models' trainers (Lightricks' LTX-Video-Trainer, finetrainers, genmo's Mochi trainer,
  * diffusion-pipe, CogVideo's and Allegro's own) train their transformers alone, and ComfyUI runs no Allegro, CogView3-Plus or BRIA 3 (whose
  * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
+ * The other pipelines whose only text encoder is a T5 follow: Latte and ConsisID (T5-XXL; ComfyUI
+ * runs neither, and their pipelines load no text encoder LoRA); DeepFloyd IF and Kandinsky 3, whose
+ * pipelines (StableDiffusionLoraLoaderMixin) load `text_encoder.` into the T5 and no other name, no
+ * trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5, AuraFlow's Pile-T5-XL and the
+ * UMT5-XXL of Wan, SkyReels-V2, ChronoEdit, Lucy Edit and Helios, which no kohya or diffusers name reaches. ComfyUI's `text_encoders.t5xxl.` reaches only
+ * the models it runs with their T5 as its t5xxl (`comfyT5xxl`).
  */
 const T5_ALONE: readonly T5AloneModel[] = [
   {
     model: 'Chroma', pipeline: /^Chroma/, denoiserKey: /^distilled_guidance_layer\./,
-    reach: ['lora_te_', 'lora_te1_', 'lora_te3_', 'text_encoder.'],
+    reach: ['lora_te_', 'lora_te1_', 'lora_te3_', 'text_encoder.'], comfyT5xxl: true,
     tools: `kohya's sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers' ChromaPipeline loads text_encoder. into it, and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'PixArt', pipeline: /^PixArt/, denoiserKey: /^t_block\.1\.weight$/,
-    reach: ['lora_te_', 'lora_te1_', 'text_encoder.'],
+    reach: ['lora_te_', 'lora_te1_', 'text_encoder.'], comfyT5xxl: true,
     tools: `OneTrainer names it lora_te1_, lora_te_ (its legacy format) or text_encoder. (diffusers' PixArt pipelines load no LoRA), and ${COMFY_LOADS_ALONE}`,
   },
   {
     // LTX-2's pipelines (LTX2Pipeline: a Gemma 3) are not these.
     model: 'LTX-Video', pipeline: /^LTX(Condition|ImageToVideo|I2VLongMultiPrompt)?Pipeline$/, denoiserKey: /^patchify_proj\.weight$/,
-    reach: ['lora_te1_'],
+    reach: ['lora_te1_'], comfyT5xxl: true,
     tools: `no trainer writes a T5 LoRA for it (Lightricks' LTX-Video-Trainer and finetrainers train its transformer alone), diffusers' LTX pipelines load the transformer's LoRA alone, and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'Mochi', pipeline: /^MochiPipeline$/, denoiserKey: /^t5_yproj\.weight$/,
-    reach: ['lora_te1_'],
+    reach: ['lora_te1_'], comfyT5xxl: true,
     tools: `no trainer writes a T5 LoRA for it (genmo's Mochi LoRA trainer and finetrainers train its transformer alone), diffusers' MochiPipeline loads the transformer's LoRA alone, and ${COMFY_LOADS_ALONE}`,
   },
   {
     // Cosmos 1.0 and Cosmos-Predict2: T5-11B, T5 1.0's XXL, which ComfyUI loads alone as its t5xxl
-    // (cosmos.py; its model_detection tells them by these keys). Cosmos-Predict2.5's is a Qwen2.5-VL.
+    // (cosmos.py; its model_detection tells them by these keys; its checkpoints keep the T5 under
+    // text_encoders.t5xxl. for Cosmos 1.0, under the default cond_stage_model.t5xxl. for Predict2,
+    // whose class sets no text_encoder_key_prefix). Cosmos-Predict2.5's is a Qwen2.5-VL.
     model: 'Cosmos', pipeline: /^Cosmos2?(TextToWorld|VideoToWorld|TextToImage)Pipeline$/,
     denoiserKey: /^blocks\.(block0\.blocks\.0\.block\.attn\.to_q\.0|0\.mlp\.layer1)\.weight$/,
-    reach: ['lora_te1_'],
+    reach: ['lora_te1_'], comfyT5xxl: true,
     tools: `no trainer writes a T5 LoRA for it (diffusion-pipe trains its transformer alone), diffusers' Cosmos pipelines load no LoRA, and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'CogVideoX', pipeline: /^CogVideoX/,
-    reach: ['lora_te1_'],
+    reach: ['lora_te1_'], comfyT5xxl: true,
     tools: `no trainer writes a T5 LoRA for it (CogVideo's own scripts and finetrainers train its transformer alone), diffusers' CogVideoX pipelines load the transformer's LoRA alone, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. to a T5-XXL it loads alone (as its CogVideoX wrapper nodes take it)`,
   },
   {
@@ -158,6 +173,91 @@ const T5_ALONE: readonly T5AloneModel[] = [
     tools: 'diffusers\' BriaPipeline loads no LoRA, ComfyUI runs no BRIA model, and no trainer writes a T5 LoRA for it',
     notInComfy: true,
   },
+  {
+    model: 'Latte', pipeline: /^LattePipeline$/,
+    reach: [],
+    tools: 'diffusers\' LattePipeline loads no LoRA, ComfyUI runs no Latte model, and no trainer writes a T5 LoRA for it',
+    notInComfy: true,
+  },
+  {
+    // CogVideoX's T5 (google/t5-v1_1-xxl) under a CogVideoX transformer of its own.
+    model: 'ConsisID', pipeline: /^ConsisIDPipeline$/,
+    reach: [],
+    tools: 'diffusers\' ConsisIDPipeline loads the transformer\'s LoRA alone, ComfyUI runs no ConsisID model, and no trainer writes a T5 LoRA for it',
+    notInComfy: true,
+  },
+  {
+    // DeepFloyd IF's stages I and II (their text_encoder/ is google/t5-v1_1-xxl's encoder).
+    // StableDiffusionLoraLoaderMixin loads `text_encoder.` into it with PEFT; it turns kohya's
+    // `lora_te_`/`lora_te1_` into `text_encoder.` names too, but takes their rank from CLIP
+    // modules (`q_proj`, …) alone and finds none in a T5, and renames `wi_0` to `wi.0`.
+    model: 'DeepFloyd IF', pipeline: /^IF(Img2Img|Inpainting)?(SuperResolution)?Pipeline$/,
+    reach: ['text_encoder.'],
+    tools: 'no trainer writes a T5 LoRA for it (diffusers\' DreamBooth LoRA script targets CLIP\'s q_proj, k_proj, v_proj and out_proj, SimpleTuner trains its UNet alone), diffusers\' IF pipelines load text_encoder. into it (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no DeepFloyd IF model',
+    notInComfy: true,
+  },
+  {
+    // Kandinsky 3's text_encoder/ is FLAN-UL2's encoder (a T5EncoderModel, d_model 4096, 32 layers),
+    // loaded the way IF's is (StableDiffusionLoraLoaderMixin).
+    model: 'Kandinsky 3', pipeline: /^Kandinsky3(Img2Img)?Pipeline$/,
+    reach: ['text_encoder.'],
+    tools: 'no trainer writes a T5 LoRA for it, diffusers\' Kandinsky 3 pipelines load text_encoder. into its FLAN-UL2 encoder (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no Kandinsky 3 model',
+    notInComfy: true,
+  },
+  {
+    // Stable Audio Open's text_encoder/ is t5-base; ComfyUI loads it as its t5base (sa_t5.py), whose
+    // keys only `text_encoders.t5base.transformer.` reaches (model_lora_keys_clip gives kohya names to t5xxl alone).
+    model: 'Stable Audio Open', pipeline: /^StableAudioPipeline$/,
+    reach: [],
+    tools: 'diffusers\' StableAudioPipeline loads no LoRA, no trainer writes a T5 LoRA for it, and ComfyUI loads its t5-base as its t5base, which only text_encoders.t5base.transformer. reaches',
+  },
+  {
+    // GLM-Image's text_encoder/ is a byT5 glyph encoder (its config.json says so: ComfyUI's byt5_small).
+    model: 'GLM-Image', pipeline: /^GlmImagePipeline$/,
+    reach: [],
+    tools: 'diffusers\' GlmImagePipeline loads no LoRA, ComfyUI runs no GLM-Image model, and no trainer writes a LoRA for its byT5 glyph encoder',
+    notInComfy: true,
+  },
+  {
+    // Wan 2.1/2.2's UMT5-XXL (ComfyUI's umt5xxl, which `text_encoders.umt5xxl.transformer.` reaches).
+    model: 'Wan', pipeline: /^Wan(ImageToVideo|VACE|VideoToVideo|Animate)?Pipeline$/,
+    reach: [],
+    tools: 'diffusers\' Wan pipelines load the transformers\' LoRAs alone, no trainer writes a LoRA for its UMT5 (musubi-tuner, ai-toolkit, diffusion-pipe train the transformer alone), and ComfyUI maps kohya\'s T5 names to its t5xxl alone, not to the umt5xxl it loads this UMT5 as',
+  },
+  {
+    // SkyReels-V2 is Wan 2.1's architecture, its text_encoder/ Wan's UMT5-XXL (a UMT5EncoderModel).
+    model: 'SkyReels-V2', pipeline: /^SkyReelsV2/,
+    reach: [],
+    tools: 'diffusers\' SkyReels-V2 pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI (which runs it as a Wan model) maps kohya\'s T5 names to its t5xxl alone, not to the umt5xxl it loads this UMT5 as',
+  },
+  {
+    // Wan 2.1 I2V's architecture, its text_encoder/ Wan's UMT5-XXL.
+    model: 'ChronoEdit', pipeline: /^ChronoEditPipeline$/,
+    reach: [],
+    tools: 'diffusers\' ChronoEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Wan 2.2 TI2V 5B's architecture, its text_encoder/ Wan's UMT5-XXL.
+    model: 'Lucy Edit', pipeline: /^LucyEditPipeline$/,
+    reach: [],
+    tools: 'diffusers\' LucyEditPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Wan's UMT5-XXL under a transformer of its own.
+    model: 'Helios', pipeline: /^Helios(Pyramid)?Pipeline$/,
+    reach: [],
+    tools: 'diffusers\' Helios pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // EleutherAI's Pile-T5-XL as a UMT5EncoderModel: ComfyUI's pile_t5xl (aura_t5.py), which only
+    // `text_encoders.pile_t5xl.transformer.` reaches.
+    model: 'AuraFlow', pipeline: /^AuraFlowPipeline$/,
+    reach: [],
+    tools: 'diffusers\' AuraFlowPipeline loads the transformer\'s LoRA alone, no trainer writes a LoRA for its Pile-T5-XL (SimpleTuner trains the transformer alone), and ComfyUI loads it as its pile_t5xl, which only text_encoders.pile_t5xl.transformer. reaches (it maps kohya\'s T5 names to its t5xxl alone)',
+  },
 ];
 
 /** A CLIP text model's module paths (transformers' CLIPTextModel), as kohya flattens them. */
@@ -166,17 +266,21 @@ const CLIP_PATH = /^(text_model_|text_projection$)/;
 /** t5AloneModel's answer per base's components (null: none of T5_ALONE's), read once for the many modules of a T5 LoRA. */
 const aloneIn = new WeakMap<readonly BaseComponent[], { model: T5AloneModel; t5: BaseComponent } | null>();
 
-/** The T5_ALONE model a base is, with its T5: by the pipeline's class, or a checkpoint's denoiser keys. */
+/**
+ * The T5_ALONE model a base is, with its T5: a pipeline by its class, whatever T5 its folder holds
+ * (UMT5, byT5, t5-base); a checkpoint by its denoiser's keys, where the T5 is ComfyUI's t5xxl.
+ */
 function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneModel; t5: BaseComponent } | undefined {
   let found = aloneIn.get(components);
   if (found === undefined) {
     found = null;
     const encoders = components.filter((c) => c.role === 'text-encoder');
     const [t5] = encoders;
-    if (encoders.length === 1 && t5.encoder === 't5' && holdsComfyEncoder(t5, 't5xxl') === true) {
+    if (encoders.length === 1 && t5.encoder === 't5') {
       const denoisers = components.filter((c) => c.role === 'denoiser');
-      const model = T5_ALONE.find((m) => (t5.pipelineClass !== undefined ? m.pipeline.test(t5.pipelineClass)
-        : m.denoiserKey !== undefined && denoisers.some((d) => d.keys.some((k) => m.denoiserKey!.test(k.slice(d.prefix.length))))));
+      const model = t5.pipelineClass !== undefined ? T5_ALONE.find((m) => m.pipeline.test(t5.pipelineClass!))
+        : holdsComfyEncoder(t5, 't5xxl') !== true ? undefined
+        : T5_ALONE.find((m) => m.denoiserKey !== undefined && denoisers.some((d) => d.keys.some((k) => m.denoiserKey!.test(k.slice(d.prefix.length)))));
       if (model) found = { model, t5 };
     }
     aloneIn.set(components, found);
@@ -186,28 +290,50 @@ function t5AloneModel(components: readonly BaseComponent[]): { model: T5AloneMod
 
 /**
  * Where a kohya or diffusers text encoder module of a T5 path lands on a base whose only text
- * encoder is the T5-XXL of a T5_ALONE model (a `ChromaPipeline`, `PixArtSigmaPipeline`, `LTXPipeline`,
- * `MochiPipeline`, `CosmosTextToWorldPipeline`, `CogVideoXPipeline`, `AllegroPipeline`,
- * `CogView3PlusPipeline` or `BriaPipeline` folder, a checkpoint as ComfyUI saves Chroma's,
- * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos', `text_encoders.t5xxl.`,
- * beside its denoiser), or why it is left out; undefined where this rule does not decide (another
- * base, another kind of name: ComfyUI's own `text_encoders.t5xxl.transformer.` lands as it is). A
- * kohya module of a CLIP's path (a FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
+ * encoder is the T5 of a T5_ALONE model (a pipeline folder of one of its classes, `ChromaPipeline`,
+ * `IFPipeline`, `WanPipeline`, …; a checkpoint as ComfyUI saves Chroma's or Cosmos-Predict2's,
+ * `cond_stage_model.t5xxl.`, or PixArt's, LTX-Video's, Mochi's or Cosmos 1.0's, `text_encoders.t5xxl.`,
+ * beside its denoiser), or why it is left out; likewise ComfyUI's own `text_encoders.t5xxl.transformer.`
+ * on a T5-XXL class that ComfyUI does not run that model with (comfyT5xxlAlone). Undefined where this
+ * rule does not decide (another base, another kind of name). A kohya module of a CLIP's path (a
+ * FLUX.1 LoRA's CLIP-L) is left out there too, the base holding no CLIP.
  */
 export function t5Alone(address: ModuleAddress, components: readonly BaseComponent[]): T5Reach | undefined {
   const { part, path } = address;
-  if (part === undefined || part === 'unet' || address.comfyEncoder !== undefined) return undefined;
+  if (part === undefined || part === 'unet') return undefined;
+  if (address.comfyEncoder !== undefined) return comfyT5xxlAlone(address, components);
   // A kohya CLIP module (a FLUX.1 LoRA's lora_te1_text_model_…): no CLIP here, and ComfyUI leaves it unloaded.
   const clip = address.flat && CLIP_PATH.test(path);
   if (!clip && !isT5Path(path)) return undefined;
   const found = t5AloneModel(components);
   if (!found) return undefined;
   const { model, t5 } = found;
-  const where = /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
-  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${where}), where ${model.notInComfy ? 'no tool applies CLIP modules' : 'ComfyUI leaves CLIP modules unloaded'}` };
+  const at = where(t5);
+  if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${at}), where ${model.notInComfy ? 'no tool applies CLIP modules' : 'ComfyUI leaves CLIP modules unloaded'}` };
   const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
   if (model.reach.includes(prefix)) return { component: t5 };
   return {
-    leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${where}): ${model.tools}${model.notInComfy ? '' : '; ComfyUI leaves such modules unloaded'}`,
+    leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${at}): ${model.tools}${model.notInComfy ? '' : '; ComfyUI leaves such modules unloaded'}`,
   };
+}
+
+/**
+ * ComfyUI's own `text_encoders.t5xxl.transformer.` on a T5_ALONE model that ComfyUI does not run
+ * with that T5 as its t5xxl (DeepFloyd IF, Kandinsky 3, Allegro, …), where the T5's class alone
+ * would take it: left out. Where the T5 is not T5-XXL's class (Wan's UMT5, a byT5, Stable Audio's
+ * t5-base) the base's encoders already leave it out; undefined there, and for any other name.
+ */
+function comfyT5xxlAlone(address: ModuleAddress, components: readonly BaseComponent[]): T5Reach | undefined {
+  if (address.comfyEncoder !== 't5xxl') return undefined;
+  const found = t5AloneModel(components);
+  if (!found || found.model.comfyT5xxl || holdsComfyEncoder(found.t5, 't5xxl') !== true) return undefined;
+  const { model, t5 } = found;
+  return {
+    leftOut: `names ComfyUI's t5xxl text encoder (text_encoders.t5xxl.), which no tool applies to ${model.model}'s T5, its only text encoder (${where(t5)}): ${model.tools}`,
+  };
+}
+
+/** Where a T5 is, for messages: a pipeline's folder (`text_encoder/`), or a checkpoint's prefix. */
+function where(t5: BaseComponent): string {
+  return /^text_encoder(_\d+)?\.$/.test(t5.prefix) ? `${t5.prefix.slice(0, -1)}/` : t5.prefix;
 }
