@@ -84,7 +84,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
         : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'int8_tensorwise' && w.blockRows < w.rows) ? ' or per row' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
-  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
+  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.activation_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
   if (scaled.kind === 'mxfp4') return mxfp4Note(scaled);
   if (scaled.rule === 'dequantize-only') {

@@ -1,0 +1,224 @@
+/**
+ * Quantized and mlx LLM checkpoints as their repositories hold them, each with a LoRA trained on
+ * it: Llama 4 Maverick FP8 (compressed-tensors, experts one Linear each), Ministral 3 FP8
+ * (FineGrainedFP8 per tensor: `weight_block_size: null`, `weight_scale_inv` of shape [] and a
+ * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, refused), and Llama 4 as mlx-lm and
+ * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
+ * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert.
+ * Merged tensors are compared with float64 truth written out here.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
+import { expectValues, product } from './helpers/merge-truth.js';
+import { mlxFolder } from './helpers/mlx-lm-folder.js';
+
+const rand = seededRandom(7411);
+let backend: MergeBackend;
+beforeAll(async () => {
+  backend = await createNodeBackend('cpu');
+});
+afterAll(() => backend.dispose());
+
+const r = 2;
+const alpha = 4;
+
+/** A scale tensor: positive values of its dtype's grid. */
+function scaleTensor(name: string, shape: number[], dtype: 'BF16' | 'F32'): FixtureTensor {
+  const t = randomTensor(name, shape, dtype, rand, 0.02);
+  return { ...t, data: Array.from(t.data as ArrayLike<number>, (x) => roundForDType(Math.abs(x) + 2 ** -10, dtype)) };
+}
+
+/** PEFT factors for each module path (lora_A (r, in), lora_B (out, r)). */
+function peftFactors(modules: [path: string, out: number, inF: number][]): FixtureTensor[] {
+  return modules.flatMap(([path, out, inF]) => [
+    randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5), randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5),
+  ]);
+}
+
+/** W + α/r·B·A, W given as doubles. */
+function loraTruth(w: ArrayLike<number>, factors: Map<string, DecodedTensor>, path: string): Float64Array {
+  const delta = product(factors.get(`base_model.model.${path}.lora_B.weight`)!, factors.get(`base_model.model.${path}.lora_A.weight`)!);
+  return Float64Array.from(w, (v, i) => v + (alpha / r) * delta[i]);
+}
+
+/** code × scale of each output row (a scale per row: (out, 1)), or of the whole tensor (one scale). */
+function dequantized(codes: DecodedTensor, scale: DecodedTensor): Float64Array {
+  const cols = codes.shape[1];
+  return codes.values.map((c, i) => c * scale.values[scale.values.length === 1 ? 0 : Math.floor(i / cols)]);
+}
+
+describe('meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8: compressed-tensors FP8 per channel, each expert a Linear of its own', () => {
+  // Its config.json: weights 8-bit float per channel, activations per token (dynamic); attention, routers, the vision
+  // model, the projector and the head left out (bf16). Its experts are saved one Linear each (the module tree of
+  // transformers' SequentialLlama4TextExperts, which loads it), each F8_E4M3 with a BF16 weight_scale (out, 1).
+  const config = {
+    architectures: ['Llama4ForConditionalGeneration'], model_type: 'llama4', tie_word_embeddings: false,
+    text_config: { model_type: 'llama4_text', hidden_size: 8, intermediate_size: 6, num_local_experts: 2, interleave_moe_layer_step: 2 },
+    vision_config: { model_type: 'llama4_vision_model', hidden_size: 8 },
+    quantization_config: {
+      quant_method: 'compressed-tensors', format: 'float-quantized', quantization_status: 'compressed',
+      config_groups: { group_0: { targets: ['Linear'], weights: { num_bits: 8, type: 'float', strategy: 'channel', symmetric: true, dynamic: false, observer: 'minmax' }, input_activations: { num_bits: 8, type: 'float', strategy: 'token', symmetric: true, dynamic: true } } },
+      ignore: ['re:.*self_attn.*', 're:.*router.*', 're:vision_model.*', 're:multi_modal_projector.*', 'language_model.lm_head'],
+    },
+  };
+  const L = 'language_model.model.layers.1';
+  const fp8 = (stem: string, out: number, inF: number) => [randomTensor(`${stem}.weight`, [out, inF], 'F8_E4M3', rand, 100), scaleTensor(`${stem}.weight_scale`, [out, 1], 'BF16')];
+  const base = [
+    randomTensor('language_model.model.embed_tokens.weight', [32, 8], 'BF16', rand),
+    randomTensor(`${L}.self_attn.q_proj.weight`, [8, 8], 'BF16', rand),
+    randomTensor(`${L}.feed_forward.router.weight`, [2, 8], 'BF16', rand),
+    ...[0, 1].flatMap((e) => [...fp8(`${L}.feed_forward.experts.${e}.gate_proj`, 6, 8), ...fp8(`${L}.feed_forward.experts.${e}.up_proj`, 6, 8), ...fp8(`${L}.feed_forward.experts.${e}.down_proj`, 8, 6)]),
+    ...fp8(`${L}.feed_forward.shared_expert.gate_proj`, 6, 8),
+    randomTensor('language_model.lm_head.weight', [32, 8], 'BF16', rand),
+    randomTensor('vision_model.model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16', rand),
+  ];
+  const modules: [string, number, number][] = [[`${L}.feed_forward.experts.1.gate_proj`, 6, 8], [`${L}.feed_forward.experts.0.down_proj`, 8, 6], [`${L}.feed_forward.shared_expert.gate_proj`, 6, 8], [`${L}.self_attn.q_proj`, 8, 8]];
+  const factors = peftFactors(modules);
+  const adapter = peftFolder({ r, lora_alpha: alpha, target_modules: ['gate_proj', 'down_proj', 'q_proj'], peft_version: '0.17.1' }, factors);
+
+  it('a PEFT LoRA on experts, the shared expert and attention: merged into code × weight_scale + ΔW (written f32), the rest as stored', async () => {
+    const prepared = await prepare(hfModelFolder(base, config, { shards: 2 }), adapter);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend, 'F32');
+    const b = decoded(base);
+    const a = decoded(factors);
+    for (const [path] of modules) {
+      const w = b.get(`${path}.weight`)!;
+      const real = w.dtype === 'F8_E4M3' ? dequantized(w, b.get(`${path}.weight_scale`)!) : w.values;
+      expectValues(`${path}.weight`, merged.tensors.get(`${path}.weight`)!, loraTruth(real, a, path));
+    }
+    const untouched = `${L}.feed_forward.experts.0.gate_proj`;
+    expectValues(untouched, merged.tensors.get(`${untouched}.weight`)!, dequantized(b.get(`${untouched}.weight`)!, b.get(`${untouched}.weight_scale`)!));
+    expect(merged.tensors.has(`${untouched}.weight_scale`)).toBe(false);
+    expect(merged.json('config.json').quantization_config).toBeUndefined();
+  });
+});
+
+describe('mistralai/Ministral-3-8B-Instruct-2512 FP8: FineGrainedFP8 with one scale per tensor (weight_block_size null)', () => {
+  // transformers' conversion of Mistral's FP8 release (convert_ministral3_weights_to_hf.py): quant_method fp8,
+  // activation_scheme static, weight_block_size null; each quantized Linear's weight F8_E4M3 with weight_scale_inv
+  // (the quantizer squeezes its one scale to shape []) and activation_scale; vision tower, projector and head bf16.
+  const config = {
+    architectures: ['Mistral3ForConditionalGeneration'], model_type: 'mistral3', tie_word_embeddings: false,
+    text_config: { model_type: 'ministral3', hidden_size: 8 }, vision_config: { model_type: 'pixtral', hidden_size: 8 },
+    quantization_config: { activation_scheme: 'static', modules_to_not_convert: ['model.vision_tower', 'model.multi_modal_projector', 'lm_head'], quant_method: 'fp8', weight_block_size: null },
+  };
+  const q = 'model.language_model.layers.0.self_attn.q_proj';
+  const k = 'model.language_model.layers.0.self_attn.k_proj';
+  const base = [
+    randomTensor('model.language_model.embed_tokens.weight', [32, 8], 'BF16', rand),
+    randomTensor(`${q}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${q}.weight_scale_inv`, [], 'F32'), scaleTensor(`${q}.activation_scale`, [], 'F32'),
+    randomTensor(`${k}.weight`, [4, 8], 'F8_E4M3', rand, 100), scaleTensor(`${k}.weight_scale_inv`, [], 'F32'), scaleTensor(`${k}.activation_scale`, [], 'F32'),
+    randomTensor('model.language_model.norm.weight', [8], 'BF16', rand),
+    randomTensor('model.vision_tower.transformer.layers.0.attention.q_proj.weight', [8, 8], 'BF16', rand),
+    randomTensor('model.multi_modal_projector.linear_1.weight', [8, 8], 'BF16', rand),
+    randomTensor('lm_head.weight', [32, 8], 'BF16', rand),
+  ];
+  const modules: [string, number, number][] = [[q, 8, 8], ['model.vision_tower.transformer.layers.0.attention.q_proj', 8, 8], ['lm_head', 32, 8]];
+  const factors = peftFactors(modules);
+  const adapter = peftFolder({ r, lora_alpha: alpha, target_modules: ['q_proj', 'lm_head'], peft_version: '0.17.1' }, factors);
+  const folder = () => hfModelFolder(base, config, { shards: 2 });
+
+  it('merged, written fp8 again: the codes and the one scale recomputed as FineGrainedFP8 quantizes (q = 448 / amax, scale = 1 / q), activation_scale kept', async () => {
+    const prepared = await prepare(folder(), adapter);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(factors);
+    const real = loraTruth(dequantized(b.get(`${q}.weight`)!, b.get(`${q}.weight_scale_inv`)!), a, q).map(Math.fround);
+    const amax = real.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const quant = Math.fround(448 / amax);
+    const codes = merged.tensors.get(`${q}.weight`)!;
+    const scale = merged.tensors.get(`${q}.weight_scale_inv`)!;
+    expect([codes.dtype, scale.dtype, scale.shape]).toEqual(['F8_E4M3', 'F32', []]);
+    expect(scale.values[0]).toBe(Math.fround(1 / quant));
+    expect(Array.from(codes.values)).toEqual(Array.from(real, (v) => roundForDType(Math.min(448, Math.max(-448, Math.fround(v * quant))), 'F8_E4M3')));
+    for (const key of [`${q}.activation_scale`, `${k}.weight`, `${k}.weight_scale_inv`, `${k}.activation_scale`]) expect(merged.tensors.get(key)!.bytes, key).toEqual(b.get(key)!.bytes);
+    for (const path of ['model.vision_tower.transformer.layers.0.attention.q_proj', 'lm_head']) {
+      expectValues(`${path}.weight`, merged.tensors.get(`${path}.weight`)!, loraTruth(b.get(`${path}.weight`)!.values, a, path));
+    }
+    expect(merged.json('config.json').quantization_config).toEqual(config.quantization_config);
+  });
+
+  it('with --dtype bf16: every weight code × weight_scale_inv (+ ΔW), the scales and activation_scale left out', async () => {
+    const merged = await mergeIntoFolder(await prepare(folder(), adapter), backend, 'BF16');
+    const b = decoded(base);
+    expectValues(`${q}.weight`, merged.tensors.get(`${q}.weight`)!, loraTruth(dequantized(b.get(`${q}.weight`)!, b.get(`${q}.weight_scale_inv`)!), decoded(factors), q));
+    expectValues(`${k}.weight`, merged.tensors.get(`${k}.weight`)!, dequantized(b.get(`${k}.weight`)!, b.get(`${k}.weight_scale_inv`)!));
+    expect([...merged.tensors.keys()].filter((key) => key.endsWith('scale') || key.endsWith('scale_inv'))).toEqual([]);
+  });
+});
+
+describe('meta-llama/Llama-3.1-405B-Instruct-FP8: fbgemm_fp8 (a weight_scale per row)', () => {
+  it('refused in one line naming the weight, its scale and the format', async () => {
+    const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, quantization_config: { activation_scale_ub: 1200.0, modules_to_not_convert: ['lm_head'], quant_method: 'fbgemm_fp8' } };
+    const base = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'F8_E4M3', rand, 100), scaleTensor('model.layers.0.self_attn.q_proj.weight_scale', [8, 1], 'F32'), randomTensor('lm_head.weight', [16, 8], 'BF16', rand)];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: alpha, target_modules: ['q_proj'] }, peftFactors([['model.layers.0.self_attn.q_proj', 8, 8]])));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.layers.0.self_attn.q_proj": the base tensor model.layers.0.self_attn.q_proj.weight is stored quantized, with its scale in model.layers.0.self_attn.q_proj.weight_scale (config.json quantization_config: fbgemm_fp8); merging into quantized weights of this kind is not supported: use the unquantized model',
+    ]);
+  });
+});
+
+describe('Llama 4 Scout as mlx-lm and mlx-vlm convert it: SwitchGLU named experts, (E, inter, hidden) stacks', () => {
+  // mlx-community/Llama-4-Scout-17B-16E-Instruct-bf16 (mlx-vlm): sanitize() splits gate_up_proj (E, hidden, 2·inter) into
+  // experts.gate_proj.weight and experts.up_proj.weight (E, inter, hidden) and transposes down_proj to (E, hidden, inter).
+  const E = 3, H = 8, I = 6;
+  const L = 'language_model.model.layers.0.feed_forward';
+  const config = { architectures: ['Llama4ForConditionalGeneration'], model_type: 'llama4', text_config: { model_type: 'llama4_text', hidden_size: H, intermediate_size: I, num_local_experts: E }, vision_config: { model_type: 'llama4_vision_model' } };
+  const base = [
+    randomTensor('language_model.model.embed_tokens.weight', [32, H], 'BF16', rand),
+    randomTensor('language_model.model.layers.0.self_attn.q_proj.weight', [H, H], 'BF16', rand),
+    randomTensor(`${L}.router.weight`, [E, H], 'BF16', rand),
+    randomTensor(`${L}.experts.gate_proj.weight`, [E, I, H], 'BF16', rand),
+    randomTensor(`${L}.experts.up_proj.weight`, [E, I, H], 'BF16', rand),
+    randomTensor(`${L}.experts.down_proj.weight`, [E, H, I], 'BF16', rand),
+    randomTensor(`${L}.shared_expert.gate_proj.weight`, [I, H], 'BF16', rand),
+    randomTensor('language_model.lm_head.weight', [32, H], 'BF16', rand),
+    randomTensor('vision_model.model.layers.0.self_attn.q_proj.weight', [H, H], 'BF16', rand),
+  ];
+  const folder = () => hfModelFolder(base, config, { shards: 2, metadata: { format: 'mlx' } });
+
+  it('mlx-lm LoRASwitchLinear on experts.gate_proj and experts.down_proj: each expert e += scale·lora_b[e]·lora_a[e]', async () => {
+    const scale = 2.5;
+    const factors = (path: string, out: number, inF: number) => [
+      randomTensor(`${path}.lora_a`, [E, 1, inF], 'F32', rand, 0.5), randomTensor(`${path}.lora_b`, [E, out, 1], 'F32', rand, 0.5),
+    ];
+    const tensors = [...factors(`${L}.experts.gate_proj`, I, H), ...factors(`${L}.experts.down_proj`, H, I)];
+    const prepared = await prepare(folder(), mlxFolder({ model: 'mlx-community/Llama-4-Scout-17B-16E-Instruct-bf16', lora_parameters: { rank: 1, dropout: 0, scale }, num_layers: 1 }, tensors));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(tensors);
+    for (const [proj, out, inF] of [['gate_proj', I, H], ['down_proj', H, I]] as const) {
+      const key = `${L}.experts.${proj}.weight`;
+      const la = a.get(`${L}.experts.${proj}.lora_a`)!;
+      const lb = a.get(`${L}.experts.${proj}.lora_b`)!;
+      const truth = Float64Array.from(b.get(key)!.values);
+      for (let e = 0; e < E; e++) for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) truth[(e * out + o) * inF + i] += scale * lb.values[e * out + o] * la.values[e * inF + i];
+      const got = merged.tensors.get(key)!;
+      expect(got.shape).toEqual([E, out, inF]);
+      expectValues(key, got, truth);
+    }
+    for (const t of base.filter((t) => !t.name.includes('gate_proj.weight') && !t.name.includes('down_proj.weight'))) expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(b.get(t.name)!.bytes);
+  });
+
+  it('a PEFT LoRA on expert 2\'s up_proj (per-expert names) lands on rows [2·inter, 3·inter) of experts.up_proj', async () => {
+    const modules: [string, number, number][] = [[`${L}.experts.2.up_proj`, I, H], [`${L}.shared_expert.gate_proj`, I, H]];
+    const factors = peftFactors(modules);
+    const prepared = await prepare(folder(), peftFolder({ r, lora_alpha: alpha, target_modules: ['up_proj', 'gate_proj'], peft_version: '0.17.1' }, factors));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(factors);
+    const stacked = b.get(`${L}.experts.up_proj.weight`)!.values;
+    const truth = Float64Array.from(stacked);
+    truth.set(loraTruth(stacked.slice(2 * I * H), a, `${L}.experts.2.up_proj`), 2 * I * H);
+    expectValues(`${L}.experts.up_proj.weight`, merged.tensors.get(`${L}.experts.up_proj.weight`)!, truth);
+    expectValues(`${L}.shared_expert.gate_proj.weight`, merged.tensors.get(`${L}.shared_expert.gate_proj.weight`)!, loraTruth(b.get(`${L}.shared_expert.gate_proj.weight`)!.values, a, `${L}.shared_expert.gate_proj`));
+  });
+});
