@@ -565,3 +565,44 @@ describe('LLM and VLM families as downloaded, with a PEFT LoRA trained on each',
     });
   }
 });
+
+describe('a LoRA on the output head of a base that ties it to an embedding (no head stored)', () => {
+  // PEFT wraps the head's Linear, whose weight is the embedding's: the LoRA changes the logits, not the
+  // inputs. The merged model keeps that: the head written as its own tensor (the embedding + ΔW), the
+  // embedding as stored, config.json's tie_word_embeddings set to false.
+  const cases: { title: string; config: Record<string, unknown>; base: [string, number[]][]; head: string; embedding: string }[] = [
+    {
+      title: 'Qwen2.5-3B (Qwen2ForCausalLM): lm_head on model.embed_tokens',
+      config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, tie_word_embeddings: true },
+      base: qwen25.filter(([k]) => k !== 'lm_head.weight'), head: 'lm_head', embedding: 'model.embed_tokens.weight',
+    },
+    {
+      title: "T5Gemma (T5GemmaForConditionalGeneration): lm_head.out_proj on the decoder's model.decoder.embed_tokens",
+      config: t5gemmaConfig, base: t5gemma, head: 'lm_head.out_proj', embedding: 'model.decoder.embed_tokens.weight',
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.title}: the head written untied, embedding + ΔW`, async () => {
+      const base = c.base.map(([key, shape]) => randomTensor(key, shape, 'BF16', rand));
+      const [vocab, hidden] = c.base.find(([k]) => k === c.embedding)![1];
+      const adapter = [randomTensor(`base_model.model.${c.head}.lora_A.weight`, [r, hidden], 'F32', rand, 0.5), randomTensor(`base_model.model.${c.head}.lora_B.weight`, [vocab, r], 'F32', rand, 0.5)];
+      const prepared = await prepare(hfModelFolder(base, c.config, { shards: 2 }), peftFolder({ r, lora_alpha: alpha, target_modules: [c.head.split('.').pop()!], peft_version: '0.17.1' }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backend);
+      const a = decoded(adapter);
+      const b = decoded(base);
+      const delta = product(a.get(`base_model.model.${c.head}.lora_B.weight`)!, a.get(`base_model.model.${c.head}.lora_A.weight`)!);
+      expectValues(`${c.head}.weight`, merged.tensors.get(`${c.head}.weight`)!, b.get(c.embedding)!.values.map((v, i) => v + (alpha / r) * delta[i]));
+      for (const [key, w] of b) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      expect(merged.json('config.json').tie_word_embeddings).toBe(false);
+    });
+  }
+
+  it('T5Gemma under target_modules "all-linear": a LoRA on lm_head.out_proj, the head PEFT leaves out (get_output_embeddings), is refused in one line', async () => {
+    const base = t5gemma.map(([key, shape]) => randomTensor(key, shape, 'BF16', rand));
+    const adapter = [randomTensor('base_model.model.lm_head.out_proj.lora_A.weight', [r, 8], 'F32', rand), randomTensor('base_model.model.lm_head.out_proj.lora_B.weight', [32, r], 'F32', rand)];
+    await expect(prepare(hfModelFolder(base, t5gemmaConfig), peftFolder({ r, lora_alpha: alpha, target_modules: 'all-linear' }, adapter))).rejects.toThrow(
+      'adapter1/adapter_config.json: module "lm_head.out_proj" is in adapter1/adapter_model.safetensors but is the output head, which target_modules "all-linear" leaves out; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module',
+    );
+  });
+});
