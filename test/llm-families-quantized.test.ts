@@ -95,6 +95,32 @@ describe('meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8: compressed-tensors 
     expect(merged.tensors.has(`${untouched}.weight_scale`)).toBe(false);
     expect(merged.json('config.json').quantization_config).toBeUndefined();
   });
+
+  it('a PEFT LoRA trained on the bf16 release (target_parameters on Llama4TextExperts.gate_up_proj (E, hidden, 2·inter)): expert e\'s gate and up halves land on its FP8 Linears, transposed', async () => {
+    // PEFT before 0.19: lora_A (r·E, hidden), lora_B (2·inter, r·E); expert e's ΔW (hidden, 2·inter) = (B_e·A_e)ᵀ, whose
+    // columns [0, inter) are gate_proj's rows, [inter, 2·inter) up_proj's (the checkpoint's Linears are the halves transposed).
+    const E = 2, H = 8, I = 6;
+    const A = randomTensor(`base_model.model.${L}.feed_forward.experts.lora_A.weight`, [r * E, H], 'F32', rand, 0.5);
+    const B = randomTensor(`base_model.model.${L}.feed_forward.experts.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5);
+    const prepared = await prepare(hfModelFolder(base, config, { shards: 2 }), peftFolder({ r, lora_alpha: alpha, target_modules: [], target_parameters: ['feed_forward.experts.gate_up_proj'], peft_version: '0.17.1' }, [A, B]));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend, 'F32');
+    const b = decoded(base);
+    const a = decoded([A, B]);
+    const [Av, Bv] = [a.get(A.name)!.values, a.get(B.name)!.values];
+    for (let e = 0; e < E; e++) {
+      for (const [proj, first] of [['gate_proj', 0], ['up_proj', I]] as const) {
+        const stem = `${L}.feed_forward.experts.${e}.${proj}`;
+        const truth = dequantized(b.get(`${stem}.weight`)!, b.get(`${stem}.weight_scale`)!);
+        for (let o = 0; o < I; o++) for (let i = 0; i < H; i++) {
+          let sum = 0;
+          for (let k = 0; k < r; k++) sum += Bv[(first + o) * r * E + k * E + e] * Av[(e * r + k) * H + i];
+          truth[o * H + i] += (alpha / r) * sum;
+        }
+        expectValues(`${stem}.weight`, merged.tensors.get(`${stem}.weight`)!, truth);
+      }
+    }
+  });
 });
 
 describe('mistralai/Ministral-3-8B-Instruct-2512 FP8: FineGrainedFP8 with one scale per tensor (weight_block_size null)', () => {
