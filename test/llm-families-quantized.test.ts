@@ -4,13 +4,14 @@
  * (FineGrainedFP8 per tensor: `weight_block_size: null`, `weight_scale_inv` of shape [] and a
  * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, refused), and Llama 4 as mlx-lm and
  * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
- * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert.
+ * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert, and
+ * Mistral's own FP8 format (consolidated.safetensors, `qscale_weight`), refused.
  * Merged tensors are compared with float64 truth written out here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
 import { mlxFolder } from './helpers/mlx-lm-folder.js';
@@ -246,5 +247,44 @@ describe('Llama 4 Scout as mlx-lm and mlx-vlm convert it: SwitchGLU named expert
     truth.set(loraTruth(stacked.slice(2 * I * H), a, `${L}.experts.2.up_proj`), 2 * I * H);
     expectValues(`${L}.experts.up_proj.weight`, merged.tensors.get(`${L}.experts.up_proj.weight`)!, truth);
     expectValues(`${L}.shared_expert.gate_proj.weight`, merged.tensors.get(`${L}.shared_expert.gate_proj.weight`)!, loraTruth(b.get(`${L}.shared_expert.gate_proj.weight`)!.values, a, `${L}.shared_expert.gate_proj`));
+  });
+});
+
+describe("Mistral's own format (consolidated.safetensors with params.json), FP8 as Mistral ships it: qscale_weight and qscale_act beside F8_E4M3 weights", () => {
+  // Mistral Large 3 / Ministral 3 FP8 in Mistral's format (mistral-inference, vLLM --load-format mistral); the repository's
+  // transformers-format files, where present, are what a PEFT LoRA merges into.
+  const consolidated = (): Record<string, string | Uint8Array> => {
+    const tensors = [
+      randomTensor('tok_embeddings.weight', [32, 8], 'BF16', rand),
+      randomTensor('layers.0.attention.wq.weight', [8, 8], 'F8_E4M3', rand, 100), scaleTensor('layers.0.attention.wq.qscale_weight', [], 'BF16'), scaleTensor('layers.0.attention.wq.qscale_act', [], 'BF16'),
+      randomTensor('layers.0.attention_norm.weight', [8], 'BF16', rand),
+      randomTensor('norm.weight', [8], 'BF16', rand),
+      randomTensor('output.weight', [32, 8], 'BF16', rand),
+    ];
+    const { 'model.safetensors': weights } = hfModelFolder(tensors, {});
+    return { 'consolidated.safetensors': weights, 'params.json': JSON.stringify({ dim: 8, n_layers: 1, head_dim: 4, n_heads: 2, n_kv_heads: 1, vocab_size: 32, quantization: { qformat_weight: 'fp8_e4m3', qscheme_act: 'TENSOR' } }) };
+  };
+  const problems = async (adapter: Record<string, string | Uint8Array>) => {
+    const prepared = await prepare(consolidated(), adapter);
+    await prepared.close();
+    return prepared.plan.problems.map((p) => p.message);
+  };
+
+  it("a PEFT LoRA in transformers' names: refused in one line saying the format and what to merge into", async () => {
+    expect(await problems(peftFolder({ r, lora_alpha: alpha, target_modules: ['q_proj'] }, peftFactors([['model.language_model.layers.0.self_attn.q_proj', 8, 8]])))).toEqual([
+      'adapter1: module "model.language_model.layers.0.self_attn.q_proj": the base is in Mistral\'s own format (consolidated.safetensors: layers.N.attention.wq, feed_forward.w1, tok_embeddings), whose tensors transformers\' conversion renames and, for wq and wk, permutes by rows; a LoRA in transformers\' names is not placed on it: merge into the repository\'s transformers-format checkpoint (config.json with model-*.safetensors)',
+    ]);
+  });
+
+  it("a LoRA in Mistral's names on an FP8 weight: refused, naming its qscale_weight; --dtype bf16 refused too (its codes are no weights)", async () => {
+    // mistral-finetune saves its LoRA in the model's own names (lora.safetensors: `layers.N.attention.wq.lora_A.weight`).
+    const own = { 'lora.safetensors': buildSafetensors([randomTensor('layers.0.attention.wq.lora_A.weight', [r, 8], 'F32', rand), randomTensor('layers.0.attention.wq.lora_B.weight', [8, r], 'F32', rand)]) };
+    expect(await problems(own)).toEqual([
+      'adapter1: module "layers.0.attention.wq": the base tensor layers.0.attention.wq.weight is stored quantized, with its scale in layers.0.attention.wq.qscale_weight; merging into quantized weights of this kind is not supported: use the unquantized model',
+    ]);
+    const onHead = peftFolder({ r, lora_alpha: alpha, target_modules: ['output'] }, peftFactors([['output', 32, 8]]));
+    const prepared = await prepare(consolidated(), onHead);
+    expect(prepared.plan.problems).toEqual([]);
+    await expect(mergeIntoFolder(prepared, backend, 'BF16')).rejects.toThrow('base: tensor "layers.0.attention.wq.weight" is stored quantized, with its scale in layers.0.attention.wq.qscale_weight, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)');
   });
 });
