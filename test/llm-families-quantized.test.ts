@@ -288,3 +288,30 @@ describe("Mistral's own format (consolidated.safetensors with params.json), FP8 
     await expect(mergeIntoFolder(prepared, backend, 'BF16')).rejects.toThrow('base: tensor "layers.0.attention.wq.weight" is stored quantized, with its scale in layers.0.attention.wq.qscale_weight, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)');
   });
 });
+
+describe('an mlx-vlm LoRA (mlx_vlm.lora) on Qwen2.5-VL as mlx-vlm converts it', () => {
+  it("lands by name: adapter_config.json's lora_parameters (scale = alpha / rank, the keys it wrapped), LoRALinear.fuse's W + scale·(lora_a·lora_b)ᵀ", async () => {
+    // mlx-vlm's get_peft_model wraps the language model's Linears by their last name and saves model.config.lora, an
+    // mlx-lm-style config without mlx-lm's training arguments; adapters.safetensors holds lora_a (in, r), lora_b (r, out).
+    const config = { architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', hidden_size: 8, vision_config: { model_type: 'qwen2_5_vl' }, tie_word_embeddings: false };
+    const q = 'language_model.model.layers.0.self_attn.q_proj';
+    const base = [
+      randomTensor('language_model.model.embed_tokens.weight', [32, 8], 'BF16', rand), randomTensor(`${q}.weight`, [8, 8], 'BF16', rand), randomTensor(`${q}.bias`, [8], 'BF16', rand),
+      randomTensor('vision_tower.blocks.0.attn.qkv.weight', [24, 8], 'BF16', rand), randomTensor('language_model.lm_head.weight', [32, 8], 'BF16', rand),
+    ];
+    const rank = 4;
+    const loraAlpha = 16;
+    const factors = [randomTensor(`${q}.lora_a`, [8, rank], 'F32', rand, 0.5), randomTensor(`${q}.lora_b`, [rank, 8], 'F32', rand, 0.5)];
+    const adapterConfig = JSON.stringify({ fine_tune_type: 'lora', num_layers: 16, lora_parameters: { rank, dropout: 0, scale: loraAlpha / rank, keys: [q] } }, null, 2);
+    const prepared = await prepare(hfModelFolder(base, config, { metadata: { format: 'mlx' } }), { 'adapter_config.json': adapterConfig, 'adapters.safetensors': buildSafetensors(factors, { format: 'mlx' }) });
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(factors);
+    const [la, lb] = [a.get(`${q}.lora_a`)!.values, a.get(`${q}.lora_b`)!.values];
+    const truth = Float64Array.from(b.get(`${q}.weight`)!.values);
+    for (let o = 0; o < 8; o++) for (let i = 0; i < 8; i++) for (let k = 0; k < rank; k++) truth[o * 8 + i] += (loraAlpha / rank) * la[i * rank + k] * lb[k * 8 + o];
+    expectValues(`${q}.weight`, merged.tensors.get(`${q}.weight`)!, truth);
+    for (const t of base.filter((t) => t.name !== `${q}.weight`)) expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(b.get(t.name)!.bytes);
+  });
+});
