@@ -315,3 +315,17 @@ describe('an mlx-vlm LoRA (mlx_vlm.lora) on Qwen2.5-VL as mlx-vlm converts it', 
     for (const t of base.filter((t) => t.name !== `${q}.weight`)) expect(merged.tensors.get(t.name)!.bytes, t.name).toEqual(b.get(t.name)!.bytes);
   });
 });
+
+describe("mlx-vlm's legacy LoRA folder (get_peft_model with legacy=True)", () => {
+  it("adapter_config.json {rank, alpha, dropout} and LoRaLayer's A / B: refused in one line naming the form", async () => {
+    const q = 'language_model.model.layers.0.self_attn.q_proj';
+    const base = hfModelFolder([randomTensor(`${q}.weight`, [8, 8], 'BF16', rand)], { architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl' }, { metadata: { format: 'mlx' } });
+    const adapter = {
+      'adapter_config.json': JSON.stringify({ rank: 4, alpha: 0.1, dropout: 0.1 }, null, 2),
+      'adapters.safetensors': buildSafetensors([randomTensor(`${q}.A`, [8, 4], 'F32', rand), randomTensor(`${q}.B`, [4, 8], 'F32', rand)], { format: 'mlx' }),
+    };
+    await expect(prepare(base, adapter)).rejects.toThrow(
+      "adapter1: an mlx-vlm LoRA folder in its legacy form (adapter1/adapter_config.json with rank and alpha, no lora_parameters; adapters.safetensors with LoRaLayer's A and B) is not supported: mlx-vlm's own merge of it (replace_lora_with_linear) adds A·B untransposed, not the alpha / rank · (A·B)ᵀ its forward adds; adapters of a current mlx_vlm.lora (lora_parameters, lora_a / lora_b) are read as mlx-lm's",
+    );
+  });
+});

@@ -43,6 +43,16 @@ export function isMlxConfig(raw: unknown): boolean {
   return 'lora_parameters' in config || 'fine_tune_type' in config || ('num_layers' in config && 'adapter_path' in config) || 'lora_layers' in config;
 }
 
+/**
+ * mlx-vlm's legacy adapter_config.json (`get_peft_model(..., legacy=True)`: `{"rank", "alpha", "dropout"}` only, its
+ * LoRaLayer's `A` and `B` in adapters.safetensors), which neither PEFT nor mlx-lm writes.
+ */
+export function isMlxVlmLegacyConfig(raw: unknown): boolean {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return false;
+  const config = raw as Record<string, unknown>;
+  return !('peft_type' in config) && !('lora_parameters' in config) && typeof config.rank === 'number' && 'alpha' in config;
+}
+
 /** Tensors named as mlx-lm saves LoRA factors (lowercase `lora_a`/`lora_b`, no `.weight`). */
 export function hasMlxFactorNames(file: SafetensorsFile): boolean {
   return file.tensors.some((t) => /\.lora_[ab]$/.test(t.name));
