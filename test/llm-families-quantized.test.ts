@@ -5,7 +5,8 @@
  * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, refused), and Llama 4 as mlx-lm and
  * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
  * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert, and
- * Mistral's own FP8 format (consolidated.safetensors, `qscale_weight`), refused.
+ * mlx-community's 8-bit Llama 4 (its stacked experts quantized), and Mistral's own FP8 format
+ * (consolidated.safetensors, `qscale_weight`), refused.
  * Merged tensors are compared with float64 truth written out here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -247,6 +248,43 @@ describe('Llama 4 Scout as mlx-lm and mlx-vlm convert it: SwitchGLU named expert
     truth.set(loraTruth(stacked.slice(2 * I * H), a, `${L}.experts.2.up_proj`), 2 * I * H);
     expectValues(`${L}.experts.up_proj.weight`, merged.tensors.get(`${L}.experts.up_proj.weight`)!, truth);
     expectValues(`${L}.shared_expert.gate_proj.weight`, merged.tensors.get(`${L}.shared_expert.gate_proj.weight`)!, loraTruth(b.get(`${L}.shared_expert.gate_proj.weight`)!.values, a, `${L}.shared_expert.gate_proj`));
+  });
+});
+
+describe('mlx-community/Llama-4-Scout-17B-16E-Instruct-8bit: the stacked experts quantized (QuantizedSwitchLinear, affine 8-bit, groups of 64)', () => {
+  it('LoRASwitchLinear on feed_forward.experts.up_proj merged into q·scale + bias of each expert, written dequantized (bf16)', async () => {
+    const E = 2, H = 64, I = 64, G = 64;
+    const L = 'language_model.model.layers.0.feed_forward';
+    const quantization = { group_size: G, bits: 8, mode: 'affine' };
+    const config = { architectures: ['Llama4ForConditionalGeneration'], model_type: 'llama4', text_config: { model_type: 'llama4_text', hidden_size: H, intermediate_size: I, num_local_experts: E }, quantization, quantization_config: quantization };
+    // 8-bit codes: each U32 word holds four codes, the first in its low byte, so the bytes are the codes in order.
+    const codes = Array.from({ length: E * I * H }, () => Math.floor(Math.abs(rand()) * 256) % 256);
+    const scales = Array.from({ length: E * I * (H / G) }, () => roundForDType(0.002 + Math.abs(rand()) / 100, 'BF16'));
+    const biases = scales.map((x) => roundForDType(-128 * x, 'BF16'));
+    const stem = `${L}.experts.up_proj`;
+    const base: FixtureTensor[] = [
+      { name: `${stem}.weight`, dtype: 'U32', shape: [E, I, H / 4], data: Uint8Array.from(codes) },
+      { name: `${stem}.scales`, dtype: 'BF16', shape: [E, I, H / G], data: scales },
+      { name: `${stem}.biases`, dtype: 'BF16', shape: [E, I, H / G], data: biases },
+      randomTensor(`${L}.router.weight`, [E, H], 'BF16', rand),
+    ];
+    const scale = 2;
+    const factors = [randomTensor(`${stem}.lora_a`, [E, 1, H], 'F32', rand, 0.5), randomTensor(`${stem}.lora_b`, [E, I, 1], 'F32', rand, 0.5)];
+    const prepared = await prepare(hfModelFolder(base, config, { metadata: { format: 'mlx' } }), mlxFolder({ model: 'mlx-community/Llama-4-Scout-17B-16E-Instruct-8bit', lora_parameters: { rank: 1, dropout: 0, scale }, num_layers: 1 }, factors));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend, 'BF16');
+    const a = decoded(factors);
+    const [la, lb] = [a.get(`${stem}.lora_a`)!.values, a.get(`${stem}.lora_b`)!.values];
+    const truth = new Float64Array(E * I * H);
+    for (let row = 0; row < E * I; row++) for (let i = 0; i < H; i++) {
+      const g = row * (H / G) + Math.floor(i / G);
+      const e = Math.floor(row / I);
+      truth[row * H + i] = codes[row * H + i] * scales[g] + biases[g] + scale * lb[row] * la[e * H + i];
+    }
+    const got = merged.tensors.get(`${stem}.weight`)!;
+    expect([got.dtype, got.shape]).toEqual(['BF16', [E, I, H]]);
+    expectValues(`${stem}.weight`, got, truth);
+    expect([...merged.tensors.keys()].filter((k) => k.endsWith('.scales') || k.endsWith('.biases'))).toEqual([]);
   });
 });
 
