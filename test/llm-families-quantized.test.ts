@@ -2,7 +2,7 @@
  * Quantized and mlx LLM checkpoints as their repositories hold them, each with a LoRA trained on
  * it: Llama 4 Maverick FP8 (compressed-tensors, experts one Linear each), Ministral 3 FP8
  * (FineGrainedFP8 per tensor: `weight_block_size: null`, `weight_scale_inv` of shape [] and a
- * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, refused), and Llama 4 as mlx-lm and
+ * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, written dequantized), and Llama 4 as mlx-lm and
  * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
  * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert, and
  * mlx-community's 8-bit Llama 4 (its stacked experts quantized), and Mistral's own FP8 format
@@ -181,14 +181,35 @@ describe('mistralai/Ministral-3-8B-Instruct-2512 FP8: FineGrainedFP8 with one sc
 });
 
 describe('meta-llama/Llama-3.1-405B-Instruct-FP8: fbgemm_fp8 (a weight_scale per row)', () => {
-  it('refused in one line naming the weight, its scale and the format', async () => {
-    const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, quantization_config: { activation_scale_ub: 1200.0, modules_to_not_convert: ['lm_head'], quant_method: 'fbgemm_fp8' } };
-    const base = [randomTensor('model.layers.0.self_attn.q_proj.weight', [8, 8], 'F8_E4M3', rand, 100), scaleTensor('model.layers.0.self_attn.q_proj.weight_scale', [8, 1], 'F32'), randomTensor('lm_head.weight', [16, 8], 'BF16', rand)];
-    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: alpha, target_modules: ['q_proj'] }, peftFactors([['model.layers.0.self_attn.q_proj', 8, 8]])));
-    await prepared.close();
-    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
-      'adapter1: module "model.layers.0.self_attn.q_proj": the base tensor model.layers.0.self_attn.q_proj.weight is stored quantized, with its scale in model.layers.0.self_attn.q_proj.weight_scale (config.json quantization_config: fbgemm_fp8); merging into quantized weights of this kind is not supported: use the unquantized model',
-    ]);
+  // Its config.json: quant_method fbgemm_fp8, activation_scale_ub, the head (and the first and last layers) left
+  // out; each quantized Linear's weight F8_E4M3 with FbgemmFp8Linear's weight_scale (out, 1), F32.
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, quantization_config: { activation_scale_ub: 1200.0, modules_to_not_convert: ['lm_head'], quant_method: 'fbgemm_fp8' } };
+  const q = 'model.layers.0.self_attn.q_proj';
+  const o = 'model.layers.0.self_attn.o_proj';
+  const base = [
+    randomTensor('model.embed_tokens.weight', [16, 8], 'BF16', rand),
+    randomTensor(`${q}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${q}.weight_scale`, [8, 1], 'F32'),
+    randomTensor(`${o}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${o}.weight_scale`, [8, 1], 'F32'),
+    randomTensor('lm_head.weight', [16, 8], 'BF16', rand),
+  ];
+  const factors = peftFactors([[q, 8, 8]]);
+  const adapter = () => peftFolder({ r, lora_alpha: alpha, target_modules: ['q_proj'] }, factors);
+
+  it('merged with --dtype bf16: code × its row\'s weight_scale + ΔW, every fp8 weight dequantized, the scales and quantization_config left out', async () => {
+    const prepared = await prepare(hfModelFolder(base, config), adapter());
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend, 'BF16');
+    const b = decoded(base);
+    expectValues(`${q}.weight`, merged.tensors.get(`${q}.weight`)!, loraTruth(dequantized(b.get(`${q}.weight`)!, b.get(`${q}.weight_scale`)!), decoded(factors), q));
+    expectValues(`${o}.weight`, merged.tensors.get(`${o}.weight`)!, dequantized(b.get(`${o}.weight`)!, b.get(`${o}.weight_scale`)!));
+    expect([...merged.tensors.keys()].filter((k) => k.endsWith('weight_scale'))).toEqual([]);
+    expect(merged.json('config.json').quantization_config).toBeUndefined();
+  });
+
+  it('without --dtype: refused in one line (re-quantizing as fbgemm does is not written)', async () => {
+    await expect(mergeIntoFolder(await prepare(hfModelFolder(base, config), adapter()), backend)).rejects.toThrow(
+      'base: its fbgemm fp8 weights are written only dequantized (re-quantizing them to fbgemm fp8 (its quantize_fp8_per_row kernel) is not supported); merge with --dtype bf16 (or f16, f32)',
+    );
   });
 });
 

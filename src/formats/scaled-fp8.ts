@@ -7,6 +7,9 @@
  * - compressed-tensors `float-quantized` FP8 (RedHat / neuralmagic "-FP8-dynamic", "-FP8"):
  *   `quant_method: "compressed-tensors"`, every config group's weights 8-bit float, symmetric;
  *   `<m>.weight_scale` per output channel (out, 1), per tensor (1,) or (), or per block.
+ * - fbgemm FP8 (Meta's Llama 3.1 405B FP8: `quant_method: "fbgemm_fp8"`): `<m>.weight_scale` (out, 1),
+ *   one scale per row; written only dequantized (fbgemm's quantize_fp8_per_row kernel, which would
+ *   quantize it again, is not matched here).
  * - NVIDIA ModelOpt FP8 (nvidia/*-FP8: `quant_algo: "FP8"` in hf_quant_config.json or
  *   config.json's `quant_method: "modelopt"` config): `<m>.weight_scale` F32, one per tensor.
  * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
@@ -60,7 +63,7 @@ export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
   'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
   'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ', 'mlx-affine': 'mlx affine',
-  mxfp4: 'MXFP4',
+  mxfp4: 'MXFP4', 'fbgemm-fp8': 'fbgemm fp8',
 };
 
 /**
@@ -122,7 +125,7 @@ export interface ScaledFp8Weight {
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
   kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8'
-    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine' | 'mxfp4';
+    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine' | 'mxfp4' | 'fbgemm-fp8';
   rule: ScaleRule;
   /**
    * Under `dequantize-only`, the dtype the weights are written in when no output dtype is asked,
@@ -197,6 +200,14 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
       ...(await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
         perTensor ? (scaleShape.length <= 2 && product(scaleShape) === 1 ? [rows, cols] : undefined)
           : scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined))),
+      quantizationOnly: runtimeScales(base),
+    };
+  }
+  if (qc.quant_method === 'fbgemm_fp8') {
+    return {
+      kind: 'fbgemm-fp8', rule: 'dequantize-only',
+      // FbgemmFp8Linear's weight_scale: (out, 1), a scale per output row.
+      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => (scaleShape.length === 2 && scaleShape[0] === rows && scaleShape[1] === 1 ? [1, cols] : undefined))),
       quantizationOnly: runtimeScales(base),
     };
   }

@@ -53,6 +53,7 @@ const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; re
   awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },
   'mlx-affine': { what: 'mlx affine-quantized weights (uint32 weight, scales, biases)', real: 'q × scale + bias of the input\'s group', format: 'mlx\'s affine quantization' },
   mxfp4: { what: 'MXFP4 expert parameters (_blocks, _scales)', real: 'e2m1 code × 2^(scale − 127)', format: 'MXFP4' },
+  'fbgemm-fp8': { what: 'fbgemm fp8 weights (weight_scale per row)', real: 'code × weight_scale of its row', format: 'fbgemm fp8 (its quantize_fp8_per_row kernel)' },
 };
 
 /**
