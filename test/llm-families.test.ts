@@ -35,6 +35,8 @@ interface Family {
   params?: Param[];
   /** Refused, with these plan problems; else merged. */
   refused?: string[];
+  /** The shards' `__metadata__` (mlx's converters write `format: mlx`). */
+  metadata?: Record<string, string>;
 }
 
 const r = 2;
@@ -189,6 +191,53 @@ const granite4: [string, number[]][] = [
   ['model.norm.weight', [8]],
 ];
 const granite4Config = { architectures: ['GraniteMoeHybridForCausalLM'], model_type: 'granitemoehybrid', hidden_size: 8, num_local_experts: 4, layer_types: ['mamba', 'attention'], tie_word_embeddings: true };
+
+// --- Qwen/Qwen3-VL-2B-Instruct, saved in the refactored names (model.language_model., model.visual.); its head tied (no lm_head.weight).
+const qwen3vl: [string, number[]][] = [
+  ['model.language_model.embed_tokens.weight', [32, 8]],
+  ['model.language_model.layers.0.self_attn.q_proj.weight', [16, 8]],
+  ['model.language_model.layers.0.self_attn.q_norm.weight', [4]],
+  ['model.language_model.layers.0.mlp.down_proj.weight', [8, 12]],
+  ['model.language_model.norm.weight', [8]],
+  ['model.visual.patch_embed.proj.weight', [8, 3, 2, 2, 2]],
+  ['model.visual.patch_embed.proj.bias', [8]],
+  ['model.visual.pos_embed.weight', [16, 8]],
+  ['model.visual.blocks.0.attn.qkv.weight', [24, 8]],
+  ['model.visual.blocks.0.attn.qkv.bias', [24]],
+  ['model.visual.blocks.0.mlp.linear_fc1.weight', [16, 8]],
+  ['model.visual.merger.norm.weight', [8]],
+  ['model.visual.merger.linear_fc1.weight', [32, 32]],
+  ['model.visual.deepstack_merger_list.0.norm.weight', [32]],
+  ['model.visual.deepstack_merger_list.0.linear_fc2.weight', [8, 32]],
+];
+/** mlx-vlm's qwen3_vl sanitize(): `model.language_model` → `language_model.model`, `model.visual` → `vision_tower`, `lm_head` → `language_model.lm_head`. */
+const mlxVlmQwen3 = (key: string) => key.replace(/^model\.language_model/, 'language_model.model').replace(/^model\.visual/, 'vision_tower').replace(/^lm_head/, 'language_model.lm_head');
+
+// --- google/t5gemma-2b-2b-ul2: T5GemmaModel's encoder and decoder under model., the head lm_head.out_proj tied to model.decoder.embed_tokens (not stored).
+const t5gemmaConfig = {
+  architectures: ['T5GemmaForConditionalGeneration'], model_type: 't5gemma', is_encoder_decoder: true, tie_word_embeddings: true,
+  encoder: { model_type: 't5gemma_module', hidden_size: 8, num_hidden_layers: 1 }, decoder: { model_type: 't5gemma_module', hidden_size: 8, num_hidden_layers: 1, cross_attention_hidden_size: 8 },
+};
+const t5gemma: [string, number[]][] = [
+  ['model.encoder.embed_tokens.weight', [32, 8]],
+  ['model.encoder.layers.0.self_attn.q_proj.weight', [16, 8]],
+  ['model.encoder.layers.0.pre_self_attn_layernorm.weight', [8]],
+  ['model.encoder.layers.0.mlp.gate_proj.weight', [24, 8]],
+  ['model.encoder.layers.0.post_feedforward_layernorm.weight', [8]],
+  ['model.encoder.norm.weight', [8]],
+  ['model.decoder.embed_tokens.weight', [32, 8]],
+  ['model.decoder.layers.0.self_attn.v_proj.weight', [8, 8]],
+  ['model.decoder.layers.0.pre_cross_attn_layernorm.weight', [8]],
+  ['model.decoder.layers.0.cross_attn.k_proj.weight', [8, 8]],
+  ['model.decoder.layers.0.cross_attn.o_proj.weight', [8, 16]],
+  ['model.decoder.norm.weight', [8]],
+];
+
+// --- Qwen/Qwen2.5-7B-Instruct: an untied head; Qwen2.5-3B and smaller tie it and store none.
+const qwen25: [string, number[]][] = [
+  ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.layers.0.self_attn.q_proj.bias', [8]],
+  ['model.layers.0.mlp.up_proj.weight', [16, 8]], ['model.norm.weight', [8]], ['lm_head.weight', [32, 8]],
+];
 
 const same = (keys: string[]): Linear[] => keys.map((k) => [k, `${k}.weight`]);
 
@@ -399,6 +448,55 @@ const FAMILIES: Family[] = [
     config: granite4Config, base: granite4,
     params: [['model.layers.0.block_sparse_moe.input_linear', 'weight', 'model.layers.0.block_sparse_moe.input_linear.weight']],
   },
+  {
+    title: 'Qwen3-VL 2B (Qwen3VLForConditionalGeneration, tied head): attention, MLP, vision blocks, merger and DeepStack mergers',
+    config: { architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', text_config: { model_type: 'qwen3_vl_text', hidden_size: 8, tie_word_embeddings: true }, vision_config: { model_type: 'qwen3_vl', deepstack_visual_indexes: [0] }, tie_word_embeddings: true },
+    base: qwen3vl,
+    linears: same(['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.mlp.down_proj', 'model.visual.blocks.0.attn.qkv', 'model.visual.blocks.0.mlp.linear_fc1',
+      'model.visual.merger.linear_fc1', 'model.visual.deepstack_merger_list.0.linear_fc2']),
+  },
+  {
+    title: 'Qwen3-VL 2B as mlx-vlm converts it (language_model.model., vision_tower., format mlx), a PEFT LoRA in transformers\' names',
+    config: { architectures: ['Qwen3VLForConditionalGeneration'], model_type: 'qwen3_vl', text_config: { model_type: 'qwen3_vl_text', hidden_size: 8, tie_word_embeddings: true }, vision_config: { model_type: 'qwen3_vl' }, tie_word_embeddings: true },
+    base: qwen3vl.map(([k, s]) => [mlxVlmQwen3(k), s]), metadata: { format: 'mlx' },
+    linears: [
+      ['model.language_model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+      ['model.visual.blocks.0.attn.qkv', 'vision_tower.blocks.0.attn.qkv.weight'],
+      ['model.visual.merger.linear_fc1', 'vision_tower.merger.linear_fc1.weight'],
+    ],
+  },
+  {
+    title: 'Qwen2.5-VL 7B as mlx-vlm converts it from the names before transformers 4.52, a PEFT LoRA in either naming',
+    config: { architectures: ['Qwen2_5_VLForConditionalGeneration'], model_type: 'qwen2_5_vl', hidden_size: 8, vision_config: { model_type: 'qwen2_5_vl' }, tie_word_embeddings: false },
+    base: [
+      ['language_model.model.embed_tokens.weight', [32, 8]], ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['language_model.model.layers.0.self_attn.q_proj.bias', [8]],
+      ['language_model.model.norm.weight', [8]], ['vision_tower.patch_embed.proj.weight', [8, 2, 2, 2, 3]], ['vision_tower.blocks.0.attn.qkv.weight', [24, 8]],
+      ['vision_tower.blocks.0.mlp.gate_proj.weight', [16, 8]], ['vision_tower.merger.mlp.0.weight', [32, 32]], ['language_model.lm_head.weight', [32, 8]],
+    ],
+    metadata: { format: 'mlx' },
+    linears: [
+      ['model.language_model.layers.0.self_attn.q_proj', 'language_model.model.layers.0.self_attn.q_proj.weight'],
+      ['visual.blocks.0.attn.qkv', 'vision_tower.blocks.0.attn.qkv.weight'],
+      ['model.visual.merger.mlp.0', 'vision_tower.merger.mlp.0.weight'],
+      ['lm_head', 'language_model.lm_head.weight'],
+    ],
+  },
+  {
+    title: 'T5Gemma (T5GemmaForConditionalGeneration, encoder-decoder, head tied to the decoder\'s embedding): encoder and decoder attention, cross-attention, MLP',
+    config: t5gemmaConfig, base: t5gemma,
+    linears: same(['model.encoder.layers.0.self_attn.q_proj', 'model.encoder.layers.0.mlp.gate_proj', 'model.decoder.layers.0.self_attn.v_proj', 'model.decoder.layers.0.cross_attn.k_proj',
+      'model.decoder.layers.0.cross_attn.o_proj']),
+  },
+  {
+    title: 'Qwen2.5-7B (Qwen2ForCausalLM, untied: lm_head.weight stored): attention with its bias, the head',
+    config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, tie_word_embeddings: false },
+    base: qwen25, linears: same(['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.up_proj', 'lm_head']),
+  },
+  {
+    title: 'Qwen2.5-3B (Qwen2ForCausalLM, tied: no lm_head.weight): attention and MLP',
+    config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, tie_word_embeddings: true },
+    base: qwen25.filter(([k]) => k !== 'lm_head.weight'), linears: same(['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.up_proj']),
+  },
 ];
 
 /**
@@ -442,7 +540,7 @@ describe('LLM and VLM families as downloaded, with a PEFT LoRA trained on each',
         target_modules: [...new Set(linears.map(([path]) => path.split('.').pop()!))],
         ...(params.length ? { target_parameters: params.map(([path, parameter]) => `${path.split('.').slice(-2).join('.')}.${parameter}`) } : {}),
       };
-      const folder = hfModelFolder(base, family.config, { shards: 2 });
+      const folder = hfModelFolder(base, family.config, { shards: 2, ...(family.metadata ? { metadata: family.metadata } : {}) });
       const prepared = await prepare(folder, peftFolder(peft, adapter));
       if (family.refused) {
         await prepared.close();
@@ -466,4 +564,45 @@ describe('LLM and VLM families as downloaded, with a PEFT LoRA trained on each',
       expect(merged.json('model.safetensors.index.json').weight_map).toEqual(JSON.parse(folder['model.safetensors.index.json'] as string).weight_map);
     });
   }
+});
+
+describe('a LoRA on the output head of a base that ties it to an embedding (no head stored)', () => {
+  // PEFT wraps the head's Linear, whose weight is the embedding's: the LoRA changes the logits, not the
+  // inputs. The merged model keeps that: the head written as its own tensor (the embedding + ΔW), the
+  // embedding as stored, config.json's tie_word_embeddings set to false.
+  const cases: { title: string; config: Record<string, unknown>; base: [string, number[]][]; head: string; embedding: string }[] = [
+    {
+      title: 'Qwen2.5-3B (Qwen2ForCausalLM): lm_head on model.embed_tokens',
+      config: { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 8, tie_word_embeddings: true },
+      base: qwen25.filter(([k]) => k !== 'lm_head.weight'), head: 'lm_head', embedding: 'model.embed_tokens.weight',
+    },
+    {
+      title: "T5Gemma (T5GemmaForConditionalGeneration): lm_head.out_proj on the decoder's model.decoder.embed_tokens",
+      config: t5gemmaConfig, base: t5gemma, head: 'lm_head.out_proj', embedding: 'model.decoder.embed_tokens.weight',
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.title}: the head written untied, embedding + ΔW`, async () => {
+      const base = c.base.map(([key, shape]) => randomTensor(key, shape, 'BF16', rand));
+      const [vocab, hidden] = c.base.find(([k]) => k === c.embedding)![1];
+      const adapter = [randomTensor(`base_model.model.${c.head}.lora_A.weight`, [r, hidden], 'F32', rand, 0.5), randomTensor(`base_model.model.${c.head}.lora_B.weight`, [vocab, r], 'F32', rand, 0.5)];
+      const prepared = await prepare(hfModelFolder(base, c.config, { shards: 2 }), peftFolder({ r, lora_alpha: alpha, target_modules: [c.head.split('.').pop()!], peft_version: '0.17.1' }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backend);
+      const a = decoded(adapter);
+      const b = decoded(base);
+      const delta = product(a.get(`base_model.model.${c.head}.lora_B.weight`)!, a.get(`base_model.model.${c.head}.lora_A.weight`)!);
+      expectValues(`${c.head}.weight`, merged.tensors.get(`${c.head}.weight`)!, b.get(c.embedding)!.values.map((v, i) => v + (alpha / r) * delta[i]));
+      for (const [key, w] of b) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      expect(merged.json('config.json').tie_word_embeddings).toBe(false);
+    });
+  }
+
+  it('T5Gemma under target_modules "all-linear": a LoRA on lm_head.out_proj, the head PEFT leaves out (get_output_embeddings), is refused in one line', async () => {
+    const base = t5gemma.map(([key, shape]) => randomTensor(key, shape, 'BF16', rand));
+    const adapter = [randomTensor('base_model.model.lm_head.out_proj.lora_A.weight', [r, 8], 'F32', rand), randomTensor('base_model.model.lm_head.out_proj.lora_B.weight', [32, r], 'F32', rand)];
+    await expect(prepare(hfModelFolder(base, t5gemmaConfig), peftFolder({ r, lora_alpha: alpha, target_modules: 'all-linear' }, adapter))).rejects.toThrow(
+      'adapter1/adapter_config.json: module "lm_head.out_proj" is in adapter1/adapter_model.safetensors but is the output head, which target_modules "all-linear" leaves out; PEFT would leave its tensors unused, so this adapter cannot have been trained as PEFT loads it — fix adapter_config.json or remove the module',
+    );
+  });
 });

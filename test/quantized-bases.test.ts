@@ -85,11 +85,11 @@ describe('quantized bases the merge does not read are refused by name', () => {
   it('a config.json naming another quantization method refuses a weight without scale tensors too', async () => {
     const files = {
       'model.safetensors': buildSafetensors([{ name: `${q}.weight`, dtype: 'F16', shape: [d, d], data: randomValues(d * d, rand) }, norm]),
-      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], quantization_config: { quant_method: 'fbgemm_fp8' } }),
+      'config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], quantization_config: { quant_method: 'eetq' } }),
     };
     const prepared = await prepareMerge(memoryInputFileSet(files, 'model'), [{ files: memoryInputFileSet(peftLora, 'adapter'), weight: 1 }]);
     try {
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual([expect.stringContaining('config.json says the base is quantized with fbgemm_fp8')]);
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([expect.stringContaining('config.json says the base is quantized with eetq')]);
     } finally {
       await prepared.close();
     }

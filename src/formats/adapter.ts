@@ -15,7 +15,7 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { isSingleFileAdapterThroughout, looksLikeSingleFileAdapter, parseSingleFileAdapter } from './single-file-adapter.js';
 import { parseBoundedJson } from './bounded-json.js';
-import { hasMlxFactorNames, isMlxConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
+import { hasMlxFactorNames, isMlxConfig, isMlxVlmLegacyConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
@@ -247,6 +247,11 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       return withFile(files, mlxWeights, pacer, (file) => parseMlxAdapter(files.name, configText, configFile, file, pacer)).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     const weights = list.find((p) => p === dir + PEFT_WEIGHTS);
+    if (weights === undefined && list.includes(dir + MLX_WEIGHTS) && isMlxVlmLegacyConfig(parseBoundedJson(configText, configFile))) {
+      // mlx-vlm's first LoRA trainer: LoRaLayer's A (in, r) and B (r, out), ΔW = alpha / rank · (A·B)ᵀ in its forward,
+      // which its own merge (replace_lora_with_linear) adds untransposed: no merge of it is the tool's.
+      throw new MergeError('UNSUPPORTED_FORMAT', `${files.name}: an mlx-vlm LoRA folder in its legacy form (${configFile} with rank and alpha, no lora_parameters; ${MLX_WEIGHTS} with LoRaLayer's A and B) is not supported: mlx-vlm's own merge of it (replace_lora_with_linear) adds A·B untransposed, not the alpha / rank · (A·B)ᵀ its forward adds; adapters of a current mlx_vlm.lora (lora_parameters, lora_a / lora_b) are read as mlx-lm's`);
+    }
     if (weights === undefined) {
       const pickle = list.find((p) => p.startsWith(dir) && PICKLE_FILE.test(p));
       if (pickle !== undefined) throw pickleRefused(files.name, pickle);

@@ -43,6 +43,16 @@ export function isMlxConfig(raw: unknown): boolean {
   return 'lora_parameters' in config || 'fine_tune_type' in config || ('num_layers' in config && 'adapter_path' in config) || 'lora_layers' in config;
 }
 
+/**
+ * mlx-vlm's legacy adapter_config.json (`get_peft_model(..., legacy=True)`: `{"rank", "alpha", "dropout"}` only, its
+ * LoRaLayer's `A` and `B` in adapters.safetensors), which neither PEFT nor mlx-lm writes.
+ */
+export function isMlxVlmLegacyConfig(raw: unknown): boolean {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return false;
+  const config = raw as Record<string, unknown>;
+  return !('peft_type' in config) && !('lora_parameters' in config) && typeof config.rank === 'number' && 'alpha' in config;
+}
+
 /** Tensors named as mlx-lm saves LoRA factors (lowercase `lora_a`/`lora_b`, no `.weight`). */
 export function hasMlxFactorNames(file: SafetensorsFile): boolean {
   return file.tensors.some((t) => /\.lora_[ab]$/.test(t.name));
@@ -198,6 +208,8 @@ function buildModule(adapter: string, path: string, group: ReadonlyMap<string, T
  * and PhiMoE, from `experts.E.w1`, `w3`, `w2`), as their model files' sanitize() stack them.
  */
 const SWITCH_MODULE = /^(.+)\.switch_mlp\.(gate_proj|up_proj|down_proj)$/;
+/** The few model files that name SwitchGLU `experts` (Llama 4's `feed_forward.experts.gate_proj`): told by their 3-D factors. */
+const SWITCH_EXPERTS_MODULE = /^(.+)\.experts\.(gate_proj|up_proj|down_proj)$/;
 const MIXTRAL_EXPERT_NAMES: Readonly<Record<string, string>> = { gate_proj: 'w1', down_proj: 'w2', up_proj: 'w3' };
 
 /**
@@ -209,8 +221,8 @@ function switchModules(
   adapter: string, path: string, loraA: TensorEntry, loraB: TensorEntry, magnitude: TensorEntry | undefined, config: MlxConfig, configFile: string,
   fail: (code: MergeErrorCode, message: string) => null,
 ): AdapterModule[] | null {
-  const named = SWITCH_MODULE.exec(path);
-  if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj`);
+  const named = SWITCH_MODULE.exec(path) ?? SWITCH_EXPERTS_MODULE.exec(path);
+  if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp (or experts).gate_proj, up_proj or down_proj`);
   if (magnitude) return fail('UNSUPPORTED_FORMAT', 'has a DoRA magnitude on switch_mlp, which mlx-lm does not train (LoRASwitchLinear has no DoRA)');
   // linear_to_lora_layers raises for a SwitchLinear under use_dora: such a folder loads in no mlx-lm.
   if (config.type === 'dora') return fail('UNSUPPORTED_FORMAT', `has LoRASwitchLinear factors on switch_mlp, but ${configFile} names a DoRA fine-tune, which mlx-lm refuses for switch_mlp ("SwitchLinear doesn't support DoRA yet")`);

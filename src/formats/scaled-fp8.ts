@@ -7,6 +7,9 @@
  * - compressed-tensors `float-quantized` FP8 (RedHat / neuralmagic "-FP8-dynamic", "-FP8"):
  *   `quant_method: "compressed-tensors"`, every config group's weights 8-bit float, symmetric;
  *   `<m>.weight_scale` per output channel (out, 1), per tensor (1,) or (), or per block.
+ * - fbgemm FP8 (Meta's Llama 3.1 405B FP8: `quant_method: "fbgemm_fp8"`): `<m>.weight_scale` (out, 1),
+ *   one scale per row; written only dequantized (fbgemm's quantize_fp8_per_row kernel, which would
+ *   quantize it again, is not matched here).
  * - NVIDIA ModelOpt FP8 (nvidia/*-FP8: `quant_algo: "FP8"` in hf_quant_config.json or
  *   config.json's `quant_method: "modelopt"` config): `<m>.weight_scale` F32, one per tensor.
  * - Comfy-Org's scaled fp8 (Flux, SD3.5): a zero-size `scaled_fp8` marker and a scalar
@@ -60,7 +63,7 @@ export const SCALED_FP8_KIND_NAME: Readonly<Record<ScaledFp8Base['kind'], string
   'block-fp8': 'block-wise fp8', 'compressed-tensors-fp8': 'compressed-tensors fp8', 'modelopt-fp8': 'ModelOpt FP8',
   'modelopt-nvfp4': 'ModelOpt NVFP4', 'comfy-scaled-fp8': 'scaled fp8', 'comfy-quant-fp8': 'ComfyUI fp8 (comfy_quant)',
   'compressed-tensors-int': 'compressed-tensors int', gptq: 'GPTQ', awq: 'AWQ', 'mlx-affine': 'mlx affine',
-  mxfp4: 'MXFP4',
+  mxfp4: 'MXFP4', 'fbgemm-fp8': 'fbgemm fp8',
 };
 
 /**
@@ -122,7 +125,7 @@ export interface ScaledFp8Weight {
 /** A base whose quantized weights are all read here. */
 export interface ScaledFp8Base {
   kind: 'block-fp8' | 'compressed-tensors-fp8' | 'modelopt-fp8' | 'modelopt-nvfp4' | 'comfy-scaled-fp8' | 'comfy-quant-fp8'
-    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine' | 'mxfp4';
+    | 'compressed-tensors-int' | 'gptq' | 'awq' | 'mlx-affine' | 'mxfp4' | 'fbgemm-fp8';
   rule: ScaleRule;
   /**
    * Under `dequantize-only`, the dtype the weights are written in when no output dtype is asked,
@@ -155,7 +158,8 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
 
 /**
  * Scales a quantized runtime reads besides the weights' own: static activation scales
- * (`input_scale`) and the KV cache's, under every name vLLM loads them by (weight_utils.py's
+ * (`input_scale`; `activation_scale` in transformers' FineGrainedFP8 with `activation_scheme:
+ * "static"`, as Ministral 3 and Devstral 2 FP8 ship them) and the KV cache's, under every name vLLM loads them by (weight_utils.py's
  * maybe_remap_kv_scale_name and the fp8 / compressed-tensors cache-scale mappers):
  * `self_attn.k_scale` / `v_scale` (compressed-tensors' kv_cache_scheme), the deprecated
  * `kv_scale`, ModelOpt's `k_proj.k_scale` / `v_proj.v_scale`, Quark's and compressed-tensors'
@@ -163,7 +167,7 @@ const SCALE_DTYPES = new Set(['F32', 'BF16', 'F16']);
  * only through the quantization config's KV-cache method; transformers' float models have no such
  * parameters.
  */
-const RUNTIME_SCALE = /\.(?:input_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
+const RUNTIME_SCALE = /\.(?:input_scale|activation_scale|k_scale|v_scale|q_scale|kv_scale|prob_scale|prob_output_scale|[qkv]_proj\.output_scale)$/;
 
 /** The fp8 weights of `base` that this reads, or undefined when config.json names neither kind. Malformed ones throw, naming the tensor. */
 export async function findScaledFp8(base: BaseModel, config: ModelConfig | undefined, modelopt?: ModelOptQuantization): Promise<ScaledFp8Base | undefined> {
@@ -185,13 +189,25 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
   const where = `${base.name}: config.json quantization_config`;
   if (qc.quant_method === 'fp8') {
     if (qc.fmt !== undefined && qc.fmt !== 'e4m3') throw new MergeError('UNSUPPORTED_FORMAT', `${where}: fp8 format "${String(qc.fmt)}" is not supported (only e4m3)`);
-    const block = qc.weight_block_size === undefined || qc.weight_block_size === null ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
+    // Absent: FineGrainedFP8Config's default, 128 × 128. null: one scale per tensor (Ministral 3, Devstral 2 FP8), which
+    // FP8Linear gives a grid of one block and the quantizer saves squeezed (shape []).
+    const perTensor = qc.weight_block_size === null;
+    const block = qc.weight_block_size === undefined || perTensor ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
       // Stored as the grid itself, (⌈out/bm⌉, ⌈in/bn⌉): the same count in another shape (transposed, flat) is not read as one.
       ...(await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
-        scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined))),
+        perTensor ? (scaleShape.length <= 2 && product(scaleShape) === 1 ? [rows, cols] : undefined)
+          : scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined))),
+      quantizationOnly: runtimeScales(base),
+    };
+  }
+  if (qc.quant_method === 'fbgemm_fp8') {
+    return {
+      kind: 'fbgemm-fp8', rule: 'dequantize-only',
+      // FbgemmFp8Linear's weight_scale: (out, 1), a scale per output row.
+      ...(await readGrids(base, '.weight_scale', (rows, cols, scaleShape) => (scaleShape.length === 2 && scaleShape[0] === rows && scaleShape[1] === 1 ? [1, cols] : undefined))),
       quantizationOnly: runtimeScales(base),
     };
   }
@@ -291,6 +307,7 @@ async function readGrids(
       weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: grid[0], blockCols: grid[1], scales,
     };
     if (base.tensors.has(`${stem}.input_scale`)) entry.inputScaleKey = `${stem}.input_scale`;
+    else if (base.tensors.has(`${stem}.activation_scale`)) entry.inputScaleKey = `${stem}.activation_scale`;
     weights.set(weightKey, entry);
   }
   const unreadWhy = new Map<string, string>();

@@ -53,6 +53,7 @@ const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; re
   awq: { what: 'AWQ GEMM weights (qweight, qzeros, scales)', real: '(q − zero point) × scale of the input\'s group', format: 'AWQ' },
   'mlx-affine': { what: 'mlx affine-quantized weights (uint32 weight, scales, biases)', real: 'q × scale + bias of the input\'s group', format: 'mlx\'s affine quantization' },
   mxfp4: { what: 'MXFP4 expert parameters (_blocks, _scales)', real: 'e2m1 code × 2^(scale − 127)', format: 'MXFP4' },
+  'fbgemm-fp8': { what: 'fbgemm fp8 weights (weight_scale per row)', real: 'code × weight_scale of its row', format: 'fbgemm fp8 (its quantize_fp8_per_row kernel)' },
 };
 
 /**
@@ -84,7 +85,7 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
         : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'int8_tensorwise' && w.blockRows < w.rows) ? ' or per row' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`
           : scaled.kind === 'comfy-scaled-fp8' ? `${n} scaled fp8 weights (float8_e4m3fn, scale_weight per tensor)`
           : `${n} compressed-tensors fp8 weights (weight_scale)`;
-  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.comfy_quant'));
+  const runtime = (scaled.quantizationOnly ?? []).filter((k) => !k.endsWith('.input_scale') && !k.endsWith('.activation_scale') && !k.endsWith('.comfy_quant'));
   const kv = runtime.length === 0 ? '' : `; --dtype also leaves out its ${runtime.length} KV-cache scale tensors (such as ${runtime[0]}), which only a quantized runtime reads and whose calibration the merged weights outdate`;
   if (scaled.kind === 'mxfp4') return mxfp4Note(scaled);
   if (scaled.rule === 'dequantize-only') {

@@ -661,9 +661,9 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         update.terms.push(term);
         if (module.weightSquared && weight !== 1) squared.set(moduleName, module);
         landed.add(moduleName);
-        if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase);
-        if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply');
-        if (module.biasMap) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'map');
+        if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'add', target.bias);
+        if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply', target.bias);
+        if (module.biasMap) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'map', target.bias);
       }
     }
 
@@ -1168,12 +1168,13 @@ function planBiasAlone(
 
 function planBias(
   module: AdapterModule, term: BiasSource, weight: number, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
-  ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' = 'add',
+  ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' = 'add', at?: Placement['bias'],
 ): void {
   // Scaling or mapping the bias as it stands (not adding to it): nothing to do without a bias.
   const mapsBias = kind !== 'add';
   const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
   const what = biasB.name;
+  if (at) return planBiasRows(module, term, weight, at, base, biases, fail, kind, biasB);
   const biasKey = biasKeyOf(weightKey);
   const own = ownBase.get(biasKey);
   const info = own ? { dtype: own.tensor.dtype, shape: own.shape } : base.tensors.get(biasKey);
@@ -1205,6 +1206,32 @@ function planBias(
   if (kind === 'multiply') biasTerm.multiply = true;
   if (kind === 'map') biasTerm.map = module;
   update.terms.push(biasTerm);
+}
+
+/**
+ * A bias change on rows of another tensor (Placement.bias: an expert's row of a fused bias), added
+ * there as the weight's bias would take it. Only an added lora_B.bias lands so.
+ */
+function planBiasRows(
+  module: AdapterModule, term: BiasSource, weight: number, at: NonNullable<Placement['bias']>, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
+  kind: 'add' | 'multiply' | 'map', biasB: TensorEntry,
+): void {
+  if (kind !== 'add') return fail('UNSUPPORTED_FORMAT', `has ${biasB.name}, which scales or maps its bias, on a layer whose bias is rows of ${at.key}; only an added bias (lora_B.bias) is placed there`);
+  const info = base.tensors.get(at.key);
+  if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${at.key}`);
+  if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${at.key} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
+  const out = module.deltaShape[0];
+  const length = product(info.shape);
+  if (product(biasB.shape) !== out || at.rows.some((s) => s.src + s.count > out || s.dst + s.count > length)) {
+    return fail('SHAPE_MISMATCH', `${biasB.name} ${fmt(biasB.shape)} does not fit its rows of ${at.key} ${fmt(info.shape)}`);
+  }
+  if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
+  let update = biases.get(at.key);
+  if (!update) biases.set(at.key, (update = { baseKey: at.key, dtype: info.dtype, length, terms: [] }));
+  update.terms.push({
+    adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB,
+    scale: weight * (module.biasBScale ?? module.scale), placement: { deltaRows: out, segments: at.rows },
+  });
 }
 
 /**

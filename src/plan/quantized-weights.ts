@@ -21,7 +21,8 @@ import type { MergePlan, PlanProblem } from './merge-plan.js';
 
 /** Parameters that sit beside a quantized `weight` in the formats people ship. */
 // `scale_weight`: a scaled fp8 checkpoint's beside fp8 codes, where no `scaled_fp8` marker says the file is one.
-const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx', 'scale_weight'] as const;
+// `qscale_weight`: Mistral's own FP8 format (consolidated.safetensors, params.json `quantization`), with `qscale_act`.
+const SCALE_SIBLINGS = ['weight_scale_inv', 'weight_scale', 'weight_scale_2', 'weight_global_scale', 'weight_zero_point', 'weight_g_idx', 'scale_weight', 'qscale_weight'] as const;
 
 /** The scale tensor stored beside `<stem>weight`, if any (a `scale_weight` only beside fp8 codes: another model's parameter may have that name). */
 function scaleSibling(tensors: ReadonlyMap<string, unknown>, stem: string): string | undefined {

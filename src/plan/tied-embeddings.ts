@@ -33,6 +33,14 @@ const EMBEDDING_TO_HEAD: readonly (readonly [embedding: string, head: string])[]
   ['transformer.word_embeddings.weight', 'lm_head.weight'],
 ];
 
+/**
+ * Heads that are not `lm_head.weight`, by config.json `model_type`: T5Gemma's T5GemmaLMHead keeps its
+ * Linear as `out_proj` and ties it to the decoder's embedding (`_tie_weights`), not the encoder's.
+ */
+const HEAD_BY_MODEL_TYPE: Readonly<Record<string, readonly [embedding: string, head: string]>> = {
+  t5gemma: ['model.decoder.embed_tokens.weight', 'lm_head.out_proj.weight'],
+};
+
 /** The last names PEFT's _check_tied_modules looks for in modules_to_save (EMBEDDING_LAYER_NAMES). */
 const TIED_LAYER_NAMES = ['embed_tokens', 'lm_head'];
 
@@ -44,7 +52,9 @@ export interface TiedPair {
 /** The base's tied pair: a known embedding, no head stored, and a config that does not untie them. */
 export function tiedPair(base: Pick<BaseModel, 'tensors'>, config: ModelConfig | undefined): TiedPair | undefined {
   if (tiesWordEmbeddings(config) === false) return undefined;
-  const found = EMBEDDING_TO_HEAD.filter(([e]) => base.tensors.has(e));
+  const type = config?.raw.model_type;
+  const own = typeof type === 'string' && Object.hasOwn(HEAD_BY_MODEL_TYPE, type) ? HEAD_BY_MODEL_TYPE[type] : undefined;
+  const found = own ? [own].filter(([e]) => base.tensors.has(e)) : EMBEDDING_TO_HEAD.filter(([e]) => base.tensors.has(e));
   if (found.length !== 1) return undefined;
   const [embedding, head] = found[0];
   if (base.tensors.has(head) || base.tensors.has('lm_head.weight')) return undefined;

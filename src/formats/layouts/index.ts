@@ -28,6 +28,8 @@ import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
 import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
+import { mlxVlmQwen } from './mlx-vlm-qwen.js';
+import { mistralConsolidated } from './mistral-consolidated.js';
 import type { BaseView, Layout, Placement } from './layout.js';
 import { fluxBfl } from './flux-bfl.js';
 import { flux2Bfl } from './flux2-bfl.js';
@@ -83,7 +85,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi, mistralConsolidated,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */

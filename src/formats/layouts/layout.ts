@@ -36,6 +36,11 @@ export interface Placement {
    * unloaded (ComfyUI's `linear1_qkv`). A module with one is refused, naming this.
    */
   biasUnread?: string;
+  /**
+   * Where a change of the module's bias lands when not on `<weight>.bias`: rows of another tensor
+   * (an expert's Linear split from fused experts, whose bias is that expert's row of the fused bias).
+   */
+  bias?: { key: string; rows: readonly RowSegment[] };
 }
 
 /**

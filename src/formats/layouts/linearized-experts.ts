@@ -20,8 +20,10 @@
  *
  * Which half `gate_projs` and `up_projs` stand for is known for Llama 4 alone (gpt-oss interleaves
  * its gate and up columns): on a base whose config.json names no Llama 4 architecture they are
- * refused, naming the fused tensor. So is a change of the Linear's bias (the fused bias, where
- * the model has one, is another tensor), and a tensor that is not (E, in, out).
+ * refused, naming the fused tensor. A change of the Linear's bias (PEFT `lora_bias`: lora_B.bias,
+ * added to the Linear's output) lands on expert K's row of the fused bias (`gate_up_proj_bias`,
+ * `down_proj_bias` (E, out)), which is that Linear's bias; where the base has none (Llama 4) it is
+ * refused. So is a tensor that is not (E, in, out).
  */
 import { missBecause, type Layout } from './layout.js';
 
@@ -70,13 +72,21 @@ export const linearizedExperts: Layout = {
       parts = 2;
       part = half === 'up' ? 1 : 0;
     }
+    // The whole slab's Linear (gpt-oss's gate_up_projs.K, down_projs.K) has expert K's row of the fused bias as its bias
+    // (`gate_up_proj_bias` (E, out), in the Linear's output order): a lora_B.bias, which PEFT adds to the Linear's output,
+    // lands there. Llama 4's experts have no bias.
+    const biasKey = half ? undefined : base.index.resolveDotted(`${stem}.${FUSED[split]}_bias`);
+    const biasShape = biasKey?.found ? base.shape(biasKey.key) : undefined;
+    const bias = biasKey?.found && biasShape?.length === 2 && biasShape[0] === experts && biasShape[1] === cols
+      ? { bias: { key: biasKey.key, rows: [{ src: 0, dst: expert * cols, count: cols }] } }
+      : { biasUnread: `the Linear layer's bias is not ${fused.key}'s, and this base holds no ${stem}.${FUSED[split]}_bias of shape [${experts}, ${cols}] (one row per expert) to take a change of expert ${index}'s bias` };
     return {
       found: true,
       targets: [{
         baseKey: fused.key,
         // Slab K's row j (the Linear's input j), or its half: row (K·in + j)·parts + part of the tensor seen as (E·in·parts) × (out/parts).
         transposedBlocks: { starts: [0], rows: cols / parts, within: { baseRows: experts * inputs * parts, inputs, first: expert * inputs * parts + part, stride: parts } },
-        biasUnread: `the Linear layer's bias is not ${fused.key}'s: where the model has one it is another fused tensor, on which a change of expert ${index}'s bias is not placed`,
+        ...bias,
       }],
     };
   },

@@ -3,7 +3,9 @@
  * Mixtral's `block_sparse_moe.experts.5.w1`) on a checkpoint that stacks the experts as mlx-lm's
  * model files do (their sanitize(): `mlp.switch_mlp.gate_proj.weight` (E, out, in) is
  * mx.stack of `mlp.experts.E.gate_proj.weight`, and `w1`, `w2`, `w3` become `gate_proj`,
- * `down_proj`, `up_proj`). Expert K is the slab K of the stacked tensor, which the plan sees as
+ * `down_proj`, `up_proj`; Llama 4's SwitchGLU is `feed_forward.experts`, whose sanitize() splits
+ * the fused `gate_up_proj` (E, in, 2·inter) into `experts.gate_proj.weight` and
+ * `experts.up_proj.weight` (E, inter, in), transposed). Expert K is the slab K of the stacked tensor, which the plan sees as
  * its E·out rows (formats/mlx-affine.ts for quantized ones, formats/mlx-stacked-experts.ts for float): ΔW's rows go to rows
  * [K·out, (K+1)·out). This places mlx-lm's LoRASwitchLinear (whose parser names each expert so,
  * formats/mlx-lm.ts) and a PEFT LoRA on per-expert modules alike. Whether LoRASwitchLinear's
@@ -21,7 +23,10 @@ export const mlxSwitchExperts: Layout = {
     const m = address.flat || address.tensor ? null : EXPERT.exec(address.path);
     if (!m) return undefined;
     const [, prefix, index, proj] = m;
-    const found = base.index.resolveDotted(`${prefix}.switch_mlp.${STACKED_NAME[proj] ?? proj}.weight`);
+    const name = STACKED_NAME[proj] ?? proj;
+    // SwitchGLU is `switch_mlp` in most mlx-lm model files, `experts` in a few (Llama 4's `feed_forward.experts.gate_proj.weight`).
+    let found = base.index.resolveDotted(`${prefix}.switch_mlp.${name}.weight`);
+    if (!found.found && !found.ambiguous && !(proj in STACKED_NAME)) found = base.index.resolveDotted(`${prefix}.experts.${name}.weight`);
     // No stacked tensor: not this layout's (the per-expert names are the checkpoint's own, or missing).
     if (!found.found) return found.ambiguous ? found : undefined;
     const key = found.key;
