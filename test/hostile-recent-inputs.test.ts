@@ -6,6 +6,9 @@
  * - An expert's Linear of experts a trainer split (Unsloth's gpt-oss `experts.gate_up_projs.K`):
  *   torch's ModuleList names its layers str(K), so `gate_up_projs.01` or `.007` is no trainer's
  *   layer (PEFT finds no such module); it was merged into expert 1 or 7.
+ * - Comfy-Org's fp8mixed FLUX.2 (F8_E4M3 codes, `<m>.weight_scale` F32, `<m>.comfy_quant`) whose
+ *   scale times its codes passes float32 (ComfyUI's dequantization makes Inf there), or a LoRA
+ *   factor holding NaN, merged and quantized again: the line named neither the file nor the cause.
  * - A diffusers pipeline's model_index.json gives each folder [library, class]: diffusers imports
  *   the class by its name, so a folder with weights whose class is not a string cannot be loaded.
  */
@@ -16,6 +19,8 @@ import { mergeFolders, snapshot } from './helpers/cli.js';
 import { hfModelFolder, peftFolder, prepareOne, randomTensor, type Files } from './helpers/hf-folder.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
+import { flux2BflTensors } from './helpers/dit-fixtures.js';
+import { e4m3Value } from './helpers/e4m3-by-hand.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -124,3 +129,42 @@ describe("a pipeline's model_index.json whose text encoder's class is not a stri
     expect(line.startsWith('error: /') && line.endsWith(message('/base').slice(1)), line).toBe(true);
   });
 });
+
+describe("Comfy-Org's fp8mixed FLUX.2 whose merge is not finite, quantized again (the command line)", () => {
+  const P = 'model.diffusion_model.';
+  const layer = 'double_blocks.0.img_mlp.0';
+  const config = Array.from(new TextEncoder().encode('{"format": "float8_e4m3fn"}'));
+  /** flux2_dev_fp8mixed.safetensors cut small: one Linear F8_E4M3 with its scale and comfy_quant, the rest bf16. */
+  const base = (scale: number) => ({
+    'flux2_dev_fp8mixed.safetensors': buildSafetensors(flux2BflTensors(rand, 'BF16', undefined, P).flatMap((t): FixtureTensor[] => {
+      if (t.name !== `${P}${layer}.weight`) return [t];
+      const codes = Array.from({ length: t.shape[0] * t.shape[1] }, (_, i) => e4m3Value((i * 37 + 5) % 126));
+      return [
+        { name: t.name, dtype: 'F8_E4M3', shape: t.shape, data: codes },
+        { name: `${P}${layer}.weight_scale`, dtype: 'F32', shape: [], data: [scale] },
+        { name: `${P}${layer}.comfy_quant`, dtype: 'U8', shape: [config.length], data: config },
+      ];
+    })),
+  });
+  /** ai-toolkit's LoRA on that Linear (PEFT form under diffusion_model., bf16), `a` its lora_A's values. */
+  const lora = (shape: number[], a: (i: number) => number): Files => ({
+    'lora.safetensors': buildSafetensors([
+      { name: `diffusion_model.${layer}.lora_A.weight`, dtype: 'BF16', shape: [2, shape[1]], data: Array.from({ length: 2 * shape[1] }, (_, i) => a(i)) },
+      { name: `diffusion_model.${layer}.lora_B.weight`, dtype: 'BF16', shape: [shape[0], 2], data: Array.from({ length: 2 * shape[0] }, (_, i) => ((i % 7) - 3) / 64) },
+    ]),
+  });
+  const shape = flux2BflTensors(rand, 'BF16', undefined, P).find((t) => t.name === `${P}${layer}.weight`)!.shape;
+
+  it('a scale whose codes times it pass float32: the base named as broken', async () => {
+    const line = await refusedByCli(base(3e38), lora(shape, (i) => ((i % 5) - 2) / 32));
+    expect(line).toMatch(/^error: \/.+\/base\/flux2_dev_fp8mixed\.safetensors: tensor "/);
+    expect(line.slice(line.indexOf(': tensor') + 2)).toBe(`tensor "${P}${layer}.weight" holds values past float32 in the base (its codes times its scales, ${P}${layer}.weight_scale, in rows 0–47), and the merge updates it; the base file is broken: use an intact copy of the base`);
+  });
+
+  it('a NaN in lora_A: the adapter tensor named', async () => {
+    const line = await refusedByCli(base(0.0005), lora(shape, (i) => (i === 3 ? NaN : ((i % 5) - 2) / 32)));
+    expect(line).toContain(`module "diffusion_model.${layer}": factor diffusion_model.${layer}.lora_A.weight holds NaN or Inf; the adapter file is broken (`);
+    expect(line).toMatch(/^error: \//);
+  });
+});
+
