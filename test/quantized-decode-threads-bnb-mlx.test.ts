@@ -300,6 +300,10 @@ describe('bitsandbytes and mlx affine base weights decoded on the worker threads
     });
     expect(refusals[1]).toEqual(refusals[0]);
     expect(refusals[2]).toEqual(refusals[0]);
+    // The refusals left the pools as they were: the intact file merges on them to one thread's bytes.
+    const intact = await mergeOn(c.files, single);
+    expect(Buffer.from(await mergeOn(c.files, shared)).equals(Buffer.from(intact))).toBe(true);
+    expect(Buffer.from(await mergeOn(c.files, scratch)).equals(Buffer.from(intact))).toBe(true);
   });
 
   it('hostile statistics are refused with the same line on every thread: an mlx scale that is NaN, a bitsandbytes absmax of the wrong length', async () => {
