@@ -303,7 +303,14 @@ describe('bitsandbytes files it could not have written', () => {
     expect(await failure(edited(plain, { nested_blocksize: 256 }))).toBe(refused(`the quant state is nested but ${W}.nested_absmax is missing`));
     expect(await failure(edited(nested, { nested_blocksize: 100 }))).toBe(refused('nested_blocksize 100 is not one bitsandbytes uses'));
     expect(await failure(edited(nested, { nested_dtype: 'float16' }))).toBe(refused('nested_dtype "float16" is not float32'));
-    expect(await failure(edited(nested, { nested_offset: '0.03' }))).toBe(refused('nested_offset "0.03" is not a number'));
+    expect(await failure(edited(nested, { nested_offset: '0.03' }))).toBe(refused('nested_offset "0.03" is not a finite number'));
+    // Python's json writes a float NaN or inf as the bare literal: named as such, not as JSON.stringify's null.
+    const literal = (tensors: FixtureTensor[], field: string, value: string) =>
+      withState(tensors, new TextEncoder().encode(JSON.stringify({ ...stateOf(tensors), [field]: 0 }).replace(`"${field}":0`, `"${field}": ${value}`)));
+    expect(await failure(literal(nested, 'nested_offset', 'NaN'))).toBe(refused('nested_offset NaN is not a finite number'));
+    expect(await failure(literal(nested, 'nested_offset', '-Infinity'))).toBe(refused('nested_offset -Infinity is not a finite number'));
+    expect(await failure(literal(plain, 'blocksize', 'NaN'))).toBe(refused('blocksize NaN is not one bitsandbytes uses'));
+    expect(await failure(literal(nested, 'nested_blocksize', 'Infinity'))).toBe(refused('nested_blocksize Infinity is not one bitsandbytes uses'));
 
     const int8 = int8Weight(`${L}.q_proj`, [4, 4]).tensors;
     expect(await failure(int8.filter((t) => t.name !== W))).toBe(refused(`has SCB statistics (${L}.q_proj.SCB) but no int8 weight`));

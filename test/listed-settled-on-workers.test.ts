@@ -17,9 +17,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
-import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
@@ -130,6 +131,41 @@ describe('listed elements settled on the worker threads', () => {
       expect(codes.dtype).toBe('F8_E4M3');
       const wrong = codes.values.findIndex((got, i) => got !== expected.codes[i]);
       expect(wrong, `${key}: code ${wrong} is ${codes.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
+    }
+  });
+
+  it('a weight_scale whose codes times it pass float32, and a NaN in a LoRA factor, are refused in one line naming the file and the tensor, the same on every thread', async () => {
+    const target = `${P}double_blocks.1.txt_mlp.0`;
+    const edited = (bytes: Uint8Array, edit: (name: string, t: DecodedTensor) => FixtureTensor | undefined) => buildSafetensors([...decodeSafetensors(bytes).tensors]
+      .map(([name, t]) => edit(name, t) ?? { name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: t.bytes }));
+    // 3e38 × e4m3 codes up to 448: past float32's 3.4e38, as ComfyUI's dequantization (code · scale in float32) makes Inf.
+    const hugeScale = edited(base.bytes, (name) => (name === `${target}.weight_scale` ? { name, dtype: 'F32', shape: [], data: [3e38] } : undefined));
+    const nanFactor = edited(lora.bytes, (name, t) => (name === 'diffusion_model.double_blocks.1.txt_mlp.0.lora_A.weight'
+      ? { name, dtype: 'BF16', shape: t.shape, data: Array.from(t.values, (x, i) => (i === 2000 ? NaN : x)) } : undefined));
+    const refusal = async (b: Uint8Array, l: Uint8Array, backend: CpuBackend) => {
+      const prepared = await prepareMerge(memoryInputFileSet({ [FILE]: b }, FILE), [{ files: memoryInputFileSet({ 'style.safetensors': l }, 'style.safetensors') }]);
+      try {
+        expect(prepared.plan.problems).toEqual([]);
+        await mergeModel({ prepared, output: createBlobOutputTarget(), backend });
+      } catch (e) {
+        return isMergeError(e) ? `${e.code}: ${e.message}` : `not a MergeError: ${String(e)}`;
+      } finally {
+        await prepared.close();
+      }
+      return 'merged';
+    };
+    const { shared, scratch, single } = threads.three();
+    // The base as a memory file set names its one file under the set's name.
+    const file = `${FILE}/${FILE}`.replaceAll('.', '\\.');
+    const tensor = `${target}.weight`.replaceAll('.', '\\.');
+    for (const [b, l, expected] of [
+      [hugeScale, lora.bytes, new RegExp(`^NON_FINITE: ${file}: tensor "${tensor}" holds values past float32 in the base \\(its codes times its scales, ${tensor}_scale, in rows \\d+–\\d+\\), and the merge updates it; the base file is broken: use an intact copy of the base$`)],
+      [base.bytes, nanFactor, new RegExp(`^NON_FINITE: style\\.safetensors module "diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0": factor diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0\\.lora_A\\.weight holds NaN or Inf; the adapter file is broken \\(${file}: tensor "${tensor}"\\)$`)],
+    ] as const) {
+      const lines = [await refusal(b, l, single), await refusal(b, l, shared), await refusal(b, l, scratch)];
+      expect(lines[0]).toMatch(expected);
+      expect(lines[1]).toBe(lines[0]);
+      expect(lines[2]).toBe(lines[0]);
     }
   });
 });

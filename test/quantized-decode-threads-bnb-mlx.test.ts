@@ -276,6 +276,36 @@ describe('bitsandbytes and mlx affine base weights decoded on the worker threads
     expect(refusals[2]).toEqual(refusals[0]);
   });
 
+  it('two mlx values not exact in f32, in two pieces of one slab (the first a worker\'s, the second the calling thread\'s), are refused naming the first on every thread', async () => {
+    const c = mlxCase(4, 64);
+    const groups = COLS / 64;
+    const tensors = decodeSafetensors(c.files['model.safetensors'] as Uint8Array).tensors;
+    // q_proj's first slab is rows 0–191, cut into pieces of 48 rows: rows 0–47 go to the worker and
+    // rows 48–95 to the calling thread, which decodes them before the worker replies.
+    const biases = Array.from(tensors.get(`${Q}.biases`)!.values);
+    biases[5 * groups] = 2 ** -40;
+    biases[60 * groups] = 2 ** -41;
+    const hostile = {
+      ...c.files,
+      'model.safetensors': buildSafetensors([...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype as FixtureTensor['dtype'], shape: t.shape, data: name === `${Q}.biases` ? biases : t.bytes }))),
+    };
+    const { shared, scratch, single } = threads.three();
+    const pieces = threads.sharedPool.sent.decodePieces;
+    const refusals = [await refusalOn(hostile, single), await refusalOn(hostile, shared), await refusalOn(hostile, scratch)];
+    expect(threads.sharedPool.sent.decodePieces - pieces).toBeGreaterThanOrEqual(1);
+    // Row 5, input 0 (the first of its group): q·scale + 2^-40, the first value in row order the decoder refuses.
+    expect(refusals[0]).toEqual({
+      code: 'UNSUPPORTED_FORMAT',
+      message: expect.stringMatching(/^model: model\.layers\.0\.self_attn\.q_proj\.weight\[5, 0\] = \d+·[\d.e-]+ \+ 9\.094947017729282e-13 is not exact in f32, in which the merge reads dequantized weights$/),
+    });
+    expect(refusals[1]).toEqual(refusals[0]);
+    expect(refusals[2]).toEqual(refusals[0]);
+    // The refusals left the pools as they were: the intact file merges on them to one thread's bytes.
+    const intact = await mergeOn(c.files, single);
+    expect(Buffer.from(await mergeOn(c.files, shared)).equals(Buffer.from(intact))).toBe(true);
+    expect(Buffer.from(await mergeOn(c.files, scratch)).equals(Buffer.from(intact))).toBe(true);
+  });
+
   it('hostile statistics are refused with the same line on every thread: an mlx scale that is NaN, a bitsandbytes absmax of the wrong length', async () => {
     const mlx = mlxCase(4, 64);
     const mlxTensors = decodeSafetensors(mlx.files['model.safetensors'] as Uint8Array).tensors;

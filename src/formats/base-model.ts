@@ -269,7 +269,12 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
     if (dropped.length) warnings.push(`${files.name}: ${dropped.map((p) => `${folder}/${p}`).join(', ')} not written (the merge writes ${layout.shardPaths.map((p) => `${folder}/${p}`).join(', ')})`);
-    const component = pipelineComponent(folder, String(value[1] ?? ''), pipelineClass);
+    // diffusers imports the class by that name: anything but a string (or null, a folder it skips) cannot be loaded.
+    const folderClass: unknown = value[1];
+    if (folderClass !== undefined && folderClass !== null && typeof folderClass !== 'string') {
+      throw new MergeError('BAD_CONFIG', `${where}: "${folder}" is ${JSON.stringify(value).slice(0, 200)}, whose class is not a string (diffusers loads ${folder}/ by its class's name): fix model_index.json`);
+    }
+    const component = pipelineComponent(folder, folderClass ?? '', pipelineClass);
     if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
       clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
     } else if (component?.role === 'text-encoder' && inside.includes('config.json')) {

@@ -542,7 +542,7 @@ async function computeUnit(
       const { update, rowStart, rowCount } = a;
       if (scaled?.handles(update.baseKey)) {
         const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
-        return scaled.mergeSlab({ update, rowStart, rowCount, codes: input, steps }, backend, signal);
+        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps }, backend, signal);
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);

@@ -28,7 +28,7 @@
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
-import { MergeError, throwIfAborted } from '../errors.js';
+import { isMergeError, MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
 import { comfyQuantFormat, fp8OutputBlocker, SCALED_FP8_KIND_NAME, type ScaledFp8Base, type ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { keepUnreachedRows } from '../engine/low-rank-factors.js';
@@ -44,6 +44,7 @@ import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 import { formatBytes } from '../format.js';
+import { explainNonFinite } from './value-checks.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
 const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
@@ -147,6 +148,8 @@ export interface ScaledFp8Output {
 
 /** One row slab of a scaled weight and how to get the engine's steps for any rows of it. */
 export interface ScaledSlab {
+  /** The base's file holding the weight, for messages. */
+  file: string;
   update: TensorUpdate;
   rowStart: number;
   rowCount: number;
@@ -385,8 +388,21 @@ async function realRows(
     const steps = factors.every((f) => f === 1) ? terms : rule === 'keep' ? [...terms, scale] : [scale, ...terms];
     const b = DTYPE_BYTES[w.codeDtype];
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
-    const merge = slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps);
-    return keepUnreachedRows(merge, await backend.merge(merge, signal), steps === terms ? reachedRows(update) : undefined);
+    const spec = { name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, rowStart: r0, rowCount: n };
+    const merge = slabOp({ ...spec, outDtype }, steps);
+    const merged = await backend.merge(merge, signal).catch(async (e: unknown) => {
+      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms) throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+      // The base's own values, its codes × its scales with no update, past float32: the scales are broken.
+      const alone = await backend.merge(slabOp({ ...spec, outDtype: 'F32' }, [scale]), signal).then(() => true, (e2: unknown) => {
+        if (isMergeError(e2) && e2.code === 'NON_FINITE') return false;
+        throw e2;
+      });
+      if (!alone) {
+        throw new MergeError('NON_FINITE', `${slab.file}: tensor "${w.weightKey}" holds values past float32 in the base (its codes times its scales, ${w.scaleKey}, in rows ${r0}–${r0 + n - 1}), and the merge updates it; the base file is broken: use an intact copy of the base`);
+      }
+      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+    });
+    return keepUnreachedRows(merge, merged, steps === terms ? reachedRows(update) : undefined);
   };
   if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
   if (isRowGrid(w)) {
@@ -433,7 +449,10 @@ async function powerOfTwoGridRows(
     checkMxfp8Products(w, source, r0, r0 + n);
     const real = (await backend.decodeRows?.(source, r0, r0 + n, signal)) ?? decodeSourceRows(source, r0, r0 + n);
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
-    parts.push(await backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n)), signal));
+    const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
+    parts.push(await backend.merge(op, signal).catch(async (e: unknown) => {
+      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op });
+    }));
   }
   const whole = concat(parts);
   if (parts.length > 1) for (const p of parts) backend.recycle?.(p);

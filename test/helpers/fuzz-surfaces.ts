@@ -105,6 +105,8 @@ import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
 import { splitModulesWorld } from './fuzz-split-modules.js';
+import { splitExpertsWorld } from './fuzz-split-experts.js';
+import { t5AloneWorld } from './fuzz-t5-alone.js';
 import { editedText, safetensorsHeaderProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -3493,8 +3495,8 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 /**
  * The worlds by the name FUZZ_SURFACE_WORLDS selects them by, with how often each is drawn
- * (dit-namings and peft-new 3 each of 67: about 135 of the 1500 cases `npm test` runs; mlx-experts,
- * flux-control-gguf and split-modules about 45 each; gguf-type-mixes, whose cases quantize a whole
+ * (dit-namings and peft-new 3 each of 71: about 125 of the 1500 cases `npm test` runs; mlx-experts,
+ * flux-control-gguf, split-modules, split-experts and t5-alone about 42 each; gguf-type-mixes, whose cases quantize a whole
  * model, about 22).
  */
 export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbitrary<SurfaceWorld> }> = {
@@ -3525,6 +3527,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
   'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
   'split-modules': { weight: 2, arbitrary: splitModulesWorld },
+  'split-experts': { weight: 2, arbitrary: splitExpertsWorld },
+  't5-alone': { weight: 2, arbitrary: t5AloneWorld },
   // Weight 0: drawn only where FUZZ_SURFACE_WORLDS names it (each case takes seconds).
   'gguf-type-mixes-70b': { weight: 0, arbitrary: seventyBWorld },
 };

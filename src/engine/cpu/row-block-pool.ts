@@ -575,33 +575,49 @@ export class RowBlockPool implements CpuMergePool {
   private async share(s: Sharing): Promise<void> {
     const cursor = pieceCursor(s.total, s.step, s.signal);
     const take = cursor.take;
+    // A failed piece stops the hand-out, and the call settles only once every piece in flight has:
+    // its caller then hands the shared scratch back, and a later call must not find blocks of this
+    // one still writing into it. Of the pieces that failed, the first in row order is reported (a
+    // piece's thread finishing first must not decide the line): the one thread alone, going row by
+    // row, would have stopped there. Pieces are handed out in order, so every piece before it ran.
+    let failure: { error: unknown; at: number } | undefined;
+    const fail = (error: unknown, at: number) => {
+      if (!failure || at < failure.at) failure = { error, at };
+      cursor.stop();
+    };
     const drain = async (slot: Slot): Promise<void> => {
-      for (let piece = take(); piece; piece = take()) {
-        const [start, n] = piece;
-        const reply = await this.run(slot, s.job(slot, start, n));
-        if ('error' in reply) throw s.failed(reply);
-        s.settle(reply, start, n);
+      let at = -Infinity;
+      try {
+        for (let piece = take(); piece; piece = take()) {
+          const [start, n] = piece;
+          at = start;
+          const reply = await this.run(slot, s.job(slot, start, n));
+          if ('error' in reply) throw s.failed(reply);
+          s.settle(reply, start, n);
+          at = -Infinity;
+        }
+      } catch (error) {
+        fail(error, at);
       }
     };
     const drainHere = async (): Promise<void> => {
-      // Awaited only when it is a promise: a thread with nothing to load takes its first piece in the same turn.
-      const made = s.here();
-      const runPiece = made instanceof Promise ? await made : made;
-      for (let piece = take(); piece; piece = take()) {
-        runPiece(piece[0], piece[1]);
-        // Let the workers' replies (and the pipeline's I/O callbacks) in between pieces.
-        await this.yieldToEvents();
+      let at = -Infinity;
+      try {
+        // Awaited only when it is a promise: a thread with nothing to load takes its first piece in the same turn.
+        const made = s.here();
+        const runPiece = made instanceof Promise ? await made : made;
+        for (let piece = take(); piece; piece = take()) {
+          at = piece[0];
+          runPiece(piece[0], piece[1]);
+          at = -Infinity;
+          // Let the workers' replies (and the pipeline's I/O callbacks) in between pieces.
+          await this.yieldToEvents();
+        }
+      } catch (error) {
+        fail(error, at);
       }
     };
-    // A failed piece stops the hand-out, and the call settles only once every piece in flight has:
-    // its caller then hands the shared scratch back, and a later call must not find blocks of this
-    // one still writing into it.
-    let failure: { error: unknown } | undefined;
-    const stopOnFailure = (drained: Promise<void>) => drained.catch((error: unknown) => {
-      failure ??= { error };
-      cursor.stop();
-    });
-    await Promise.all([...s.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])].map(stopOnFailure));
+    await Promise.all([...s.slots.map(drain), ...(this.callerTakesBlocks ? [drainHere()] : [])]);
     if (failure) throw failure.error;
     if (cursor.aborted()) throw new MergeError('ABORTED', 'merge cancelled', { cause: s.signal?.reason });
   }

@@ -92,7 +92,7 @@ async function readFourBit(base: BaseModel, name: string, type: FourBitType, sta
   if (typeof state !== 'object' || state === null || Array.isArray(state)) return fail(`${stateKey} does not hold a JSON object`);
   if (state.quant_type !== type) return fail(`${stateKey} says quant_type ${JSON.stringify(state.quant_type)}`);
   const blocksize = state.blocksize;
-  if (typeof blocksize !== 'number' || !BLOCKSIZES.has(blocksize)) return fail(`blocksize ${JSON.stringify(blocksize)} is not one bitsandbytes uses`);
+  if (typeof blocksize !== 'number' || !BLOCKSIZES.has(blocksize)) return fail(`blocksize ${shown(blocksize)} is not one bitsandbytes uses`);
   const dtype = typeof state.dtype === 'string' ? TORCH_FLOAT[state.dtype] : undefined;
   if (!dtype) return fail(`dtype ${JSON.stringify(state.dtype)} is not float32, float16 or bfloat16`);
   const shape = state.shape;
@@ -117,9 +117,9 @@ async function readFourBit(base: BaseModel, name: string, type: FourBitType, sta
   if (base.tensors.has(nestedKey)) {
     const nestedBlocksize = state.nested_blocksize;
     const offset = state.nested_offset;
-    if (typeof nestedBlocksize !== 'number' || !BLOCKSIZES.has(nestedBlocksize)) return fail(`nested_blocksize ${JSON.stringify(nestedBlocksize)} is not one bitsandbytes uses`);
+    if (typeof nestedBlocksize !== 'number' || !BLOCKSIZES.has(nestedBlocksize)) return fail(`nested_blocksize ${shown(nestedBlocksize)} is not one bitsandbytes uses`);
     if (state.nested_dtype !== 'float32') return fail(`nested_dtype ${JSON.stringify(state.nested_dtype)} is not float32`);
-    if (typeof offset !== 'number' || !Number.isFinite(offset)) return fail(`nested_offset ${JSON.stringify(offset)} is not a number`);
+    if (typeof offset !== 'number' || !Number.isFinite(offset)) return fail(`nested_offset ${shown(offset)} is not a finite number`);
     if (!expect(base, absmaxKey, 'U8', blocks, problems, name) || !expect(base, nestedKey, 'F32', Math.ceil(blocks / nestedBlocksize), problems, name)) return null;
     const nestedCode = await readF32(base, `${name}.nested_quant_map`, 256, problems, name);
     if (!nestedCode) return null;
@@ -152,6 +152,11 @@ async function readInt8(base: BaseModel, module: string, scbKey: string, problem
     parts.push(format.name);
   }
   return { kind: '8bit', name, shape: [weight.shape[0], weight.shape[1]], scbKey, parts };
+}
+
+/** A quant state's value as its JSON says it: a NaN or Infinity (Python's json writes them) as such, not as JSON.stringify's null. */
+function shown(value: unknown): string {
+  return typeof value === 'number' ? String(value) : JSON.stringify(value);
 }
 
 /** Checks a statistics tensor's dtype and element count. */

@@ -52,6 +52,10 @@ export const linearizedExperts: Layout = {
     const [, stem, split, index] = m;
     const fused = base.index.resolveDotted(`${stem}.${FUSED[split]}`);
     if (!fused.found) return undefined;
+    // torch's ModuleList names its layers str(K): `.01` or `.007` is no trainer's layer, and not expert 1 or 7.
+    if (/^0\d/.test(index)) {
+      return missBecause(`its expert number ${index} is not how PyTorch names a layer of the split experts (it writes ${index.replace(/^0+(?=\d)/, '')}), so no trainer's Linear layer has this name: fix the module's name in the adapter`);
+    }
     const shape = base.shape(fused.key) ?? [];
     const half = split === 'gate_projs' ? 'gate' : split === 'up_projs' ? 'up' : undefined;
     const refuse = (why: string) => missBecause(
