@@ -10,7 +10,7 @@ import { formatShare, keptShares, SpectrumChart } from '../spectrum-chart.js';
 
 const CAPTION =
   'Each point is one singular value σᵢ of the module’s update, largest first, on a log scale. Round points are kept, diamonds dropped; ' +
-  'the dashed line marks the rank chosen. Hover a point for the share of ‖ΔW‖_F that keeping the values up to it would keep; ' +
+  'the dashed line marks the rank chosen. Hover a point (or Tab to the chart and step with the arrow keys) for the share of ‖ΔW‖_F that keeping the values up to it would keep; ' +
   'the table below lists the same numbers.';
 
 export interface SpectrumPanel {
@@ -26,7 +26,7 @@ export function mountSpectrumPanel(): SpectrumPanel {
   const details = byId('spectrum-details');
   const table = byId<HTMLTableElement>('spectrum-table').tBodies[0];
   const modules = byId<HTMLTableElement>('job-modules').tBodies[0];
-  const chart = new SpectrumChart(byId<HTMLCanvasElement>('spectrum-chart'));
+  const chart = new SpectrumChart(byId<HTMLCanvasElement>('spectrum-chart'), byId('spectrum-readout'));
   byId('spectrum-caption').textContent = CAPTION;
   let shown: ModuleReport[] | undefined;
   let withValues: ModuleReport[] = [];
