@@ -8,7 +8,7 @@
  * theme's text colour, at least 4.5:1 on the card. axe-core finds nothing serious meanwhile.
  */
 import { join } from 'node:path';
-import type { Page } from 'puppeteer';
+import type { KeyInput, Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
@@ -40,7 +40,7 @@ function updatePercent(base: Map<string, { values: Float64Array; shape: number[]
 }
 
 /** Presses `key` on the focused chart and returns the line under it once it says something new. */
-async function step(page: Page, key: string, readout: string): Promise<string> {
+async function step(page: Page, key: KeyInput, readout: string): Promise<string> {
   const before = await text(page, readout);
   await page.keyboard.press(key);
   await page.waitForFunction((s: string, b: string) => (document.querySelector(s)!.textContent ?? '') !== b, { timeout: 10_000 }, readout, before);
