@@ -2,7 +2,10 @@
  * What a person reads on a phone (390 px) and by keyboard, in headless Chromium, in both themes:
  * an adapter card's short facts (`r = 2`, `α/r = 2`) are never split across lines, the text reading
  * as before; and after a merge started by keyboard the focus lands on the results with its ring
- * clear of their text (at least 4 px), the ring's colour at least 3:1 on the card.
+ * clear of their text (at least 4 px), the ring's colour at least 3:1 on the card. In the
+ * screen-reader view (the accessibility tree), the focus after a merge or a combine lands on a region
+ * named by the results' heading and described by their one-line note, not on a nameless box read
+ * out whole, and the run's end is said in the polite status.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -10,7 +13,10 @@ import { describe, expect, it } from 'vitest';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { mergeEnabled, planReady, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { peftFiles } from './helpers/adapter-fixtures.js';
+import { seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { dense, gaussian } from './helpers/svd-reference.js';
 
 const session = useDemoSession();
 
@@ -38,6 +44,14 @@ const linesOf = (page: Page, facts: string[]) => page.evaluate((wanted: string[]
     return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
   });
 }, facts);
+
+interface AxNode { role?: string; name?: string; description?: string; focused?: boolean; children?: AxNode[] }
+
+/** The node a screen reader is on: the focused one of the accessibility tree. */
+async function focusedNode(page: Page): Promise<AxNode | undefined> {
+  const find = (n: AxNode | null | undefined): AxNode | undefined => (n?.focused ? n : n?.children?.map(find).find(Boolean));
+  return find((await page.accessibility.snapshot()) as AxNode | null);
+}
 
 describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
   it('an adapter card\'s short facts each stay on one line at 390 px; its text reads as before', async () => {
@@ -71,6 +85,10 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
     await page.keyboard.press('Enter');
     await downloadBytes(page);
     await page.waitForFunction(() => document.activeElement?.id === 'results', { timeout: 30_000 });
+    const node = await focusedNode(page);
+    expect([node?.role, node?.name], 'the focused node').toEqual(['region', 'Merged files']);
+    expect(node?.description).toMatch(/^Merged on CPU \(WebAssembly SIMD, \d+ threads?; requested\) in /);
+    expect(await text(page, '[data-testid="status"]')).toMatch(/^Merged [\d.]+ KB in .* The files are listed under “Merged files”\.$/);
     for (const width of [1280, 390]) {
       await page.setViewport({ width, height: 900 });
       for (const scheme of ['light', 'dark'] as const) {
@@ -99,6 +117,31 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
         await (await page.$('#merge-section'))!.screenshot({ path: `/tmp/page-polish/results-focus-${width}-${scheme}.png` }).catch(() => undefined);
       }
     }
+  });
+  it('after a combine by keyboard the focus is on a region named "Your adapter", described by its note, and the end is said', async () => {
+    const rand = seededRandom(85);
+    const files: Record<string, Uint8Array | string> = {};
+    for (const folder of ['first', 'second']) {
+      const modules = ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj'].map((name) => ({
+        name, b: dense(16, 2, () => gaussian(rand)), a: dense(2, 16, () => gaussian(rand)),
+      }));
+      for (const [path, content] of Object.entries(peftFiles(modules))) files[`${folder}/${path}`] = content;
+    }
+    const dir = session.dirs.make(files);
+    const { page } = await session.open('?backend=cpu&mode=combine');
+    for (const folder of ['first', 'second']) await upload(page, 'job-adapter-input', join(dir, folder, 'adapter_config.json'), join(dir, folder, 'adapter_model.safetensors'));
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.focus('body');
+    await tabTo(page, '[data-testid="job-run"]');
+    await page.keyboard.press('Enter');
+    await downloadBytes(page, 'job-download-link');
+    await page.waitForFunction(() => document.activeElement?.id === 'job-results', { timeout: 30_000 });
+    const node = await focusedNode(page);
+    expect([node?.role, node?.name], 'the focused node').toEqual(['region', 'Your adapter']);
+    expect(node?.description).toMatch(/^Combined on CPU \(WebAssembly SIMD, \d+ threads?\) in .*: 2 LoRA modules, rank 4\.$/);
+    await page.waitForFunction(() => /^Combined 2 modules in /.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 10_000 });
+    expect(await text(page, '[data-testid="status"]')).toMatch(/The adapter is under “Your adapter”, with the rank chosen for each module\.$/);
+    expect(await seriousViolations(page)).toEqual([]);
   });
 });
 
