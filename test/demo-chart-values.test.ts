@@ -5,7 +5,9 @@
  * checked against float64 truth computed here from the files picked (the plan: w·‖ΔW‖/‖W‖ per
  * block and module kind; the spectrum: σᵢ and the share of ‖ΔW‖_F kept by rank i). The spectrum
  * is drawn again in the dark theme's colours when the system switches: its words are drawn in the
- * theme's text colour, at least 4.5:1 on the card. axe-core finds nothing serious meanwhile.
+ * theme's text colour, at least 4.5:1 on the card. axe-core finds nothing serious meanwhile. An
+ * extract that makes no low-rank module (only a norm changed, saved whole) says there are no
+ * singular values to show, not that it was "an exact concatenation".
  */
 import { join } from 'node:path';
 import type { KeyInput, Page } from 'puppeteer';
@@ -14,8 +16,9 @@ import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes, readSafetensors } from './helpers/demo-merge-check.js';
 import { planReady, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { readStoredZip } from './helpers/stored-zip.js';
 import { withSpectrum } from './helpers/svd-reference.js';
 
 const session = useDemoSession();
@@ -173,5 +176,29 @@ describe('the charts\' values by keyboard', PAGE_RETRY, () => {
       }
     }
     await (await page.$('#spectrum-figure'))!.screenshot({ path: '/tmp/page-polish/chart-keys-spectrum-dark.png' }).catch(() => undefined);
+  });
+  it('an extract that makes no low-rank module says there are no singular values, and its file holds the norm that changed', async () => {
+    const rand = seededRandom(86);
+    const norm = 'model.layers.0.input_layernorm.weight';
+    const q = 'model.layers.0.self_attn.q_proj.weight';
+    const qValues = Array.from({ length: 16 * 16 }, () => rand() - 0.5);
+    const tunedNorm = Array.from({ length: 16 }, (_, i) => 1 + i / 64);
+    const model = (normValues: number[]) => buildSafetensors([
+      { name: q, dtype: 'F32', shape: [16, 16], data: qValues },
+      { name: norm, dtype: 'F32', shape: [16], data: normValues },
+    ]);
+    const dir = session.dirs.make({ 'base/model.safetensors': model(tunedNorm.map(() => 1)), 'tuned/model.safetensors': model(tunedNorm) });
+    const { page } = await session.open('?backend=cpu&mode=extract');
+    await upload(page, 'job-base-input', join(dir, 'base/model.safetensors'));
+    await upload(page, 'job-tuned-input', join(dir, 'tuned/model.safetensors'));
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.click('[data-testid="job-run"]');
+    const zip = readStoredZip(await downloadBytes(page, 'job-download-link'));
+    const saved = readSafetensors(zip.get('model-extracted/adapter_model.safetensors')!);
+    expect([...saved.keys()]).toEqual([`base_model.model.${norm}`]);
+    expect(Array.from(saved.get(`base_model.model.${norm}`)!.values)).toEqual(tunedNorm.map((x) => Math.fround(x)));
+    const note = await text(page, '[data-testid="spectrum-note"]');
+    expect(note).toBe('No low-rank module was made, so there are no singular values to show: the files above hold what changed.');
+    expect(note).not.toMatch(/concatenation/);
   });
 });

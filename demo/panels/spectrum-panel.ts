@@ -58,7 +58,10 @@ export function mountSpectrumPanel(): SpectrumPanel {
       }
       withValues = report.filter((m) => m.singularValues.length > 0);
       const exact = withValues.length === 0;
-      note.textContent = exact
+      // No module at all (an extract whose changes were all saved whole) is no concatenation.
+      note.textContent = report.length === 0
+        ? 'No low-rank module was made, so there are no singular values to show: the files above hold what changed.'
+        : exact
         ? 'An exact concatenation keeps every rank of every adapter: there are no singular values to choose from.'
         : `${withValues.length} module${withValues.length === 1 ? '' : 's'}: pick one to see its singular values and where its rank was cut.`;
       picker.hidden = exact;
