@@ -5,7 +5,8 @@
  * clear of their text (at least 4 px), the ring's colour at least 3:1 on the card. In the
  * screen-reader view (the accessibility tree), the focus after a merge or a combine lands on a region
  * named by the results' heading and described by their one-line note, not on a nameless box read
- * out whole, and the run's end is said in the polite status.
+ * out whole, and the run's end is said in the polite status; switching modes by keyboard empties
+ * the alert of the mode left (a merge's unreadable adapter is no news in Combine).
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -142,6 +143,20 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
     await page.waitForFunction(() => /^Combined 2 modules in /.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 10_000 });
     expect(await text(page, '[data-testid="status"]')).toMatch(/The adapter is under “Your adapter”, with the rank chosen for each module\.$/);
     expect(await seriousViolations(page)).toEqual([]);
+  });
+  it('switching modes by keyboard empties the alert of the mode left; the merge\'s refusal is still on its page', async () => {
+    const dir = session.dirs.make({ ...llamaWithPeft(87).files, 'junk/adapter_model.safetensors': 'not a safetensors file at all' });
+    const { page } = await session.open('?backend=cpu');
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'junk/adapter_model.safetensors'));
+    await page.waitForFunction(() => /^adapter_model\.safetensors: not a safetensors file/.test(document.querySelector('[data-testid="alert"]')!.textContent ?? ''), { timeout: 30_000 });
+    await page.focus('[data-testid="mode-merge"]');
+    await page.keyboard.press('ArrowRight');
+    await page.waitForFunction(() => /^Combine mode/.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 10_000 });
+    expect(await text(page, '[data-testid="alert"]')).toBe('');
+    await page.keyboard.press('ArrowLeft');
+    await page.waitForFunction(() => /^Merge mode/.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 10_000 });
+    expect(await text(page, '[data-testid="plan-status"]')).toMatch(/^adapter_model\.safetensors: not a safetensors file/);
   });
 });
 
