@@ -89,7 +89,8 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
     const node = await focusedNode(page);
     expect([node?.role, node?.name], 'the focused node').toEqual(['region', 'Merged files']);
     expect(node?.description).toMatch(/^Merged on CPU \(WebAssembly SIMD, \d+ threads?; requested\) in /);
-    expect(await text(page, '[data-testid="status"]')).toMatch(/^Merged [\d.]+ KB in .* The files are listed under “Merged files”\.$/);
+    // The status is written a moment after the result shows (so the same words twice are said twice).
+    await page.waitForFunction(() => /^Merged [\d.]+ KB in .* The files are listed under “Merged files”\.$/.test(document.querySelector('[data-testid="status"]')!.textContent ?? ''), { timeout: 10_000 });
     for (const width of [1280, 390]) {
       await page.setViewport({ width, height: 900 });
       for (const scheme of ['light', 'dark'] as const) {
