@@ -89,3 +89,18 @@ export function spokenMessage(message: string, where = 'in the plan'): string {
   if (lines.length === 1) return message;
   return `${lines[0].replace(/:\s*$/, '')}, listed ${where}. The first: ${lines[1].replace(/^\s*(- )?/, '')}`;
 }
+
+/** Facts this short stay on one line; longer ones (a warning) wrap as any text does. */
+const SHORT_FACT = 24;
+
+/**
+ * An adapter's facts joined by ` · ` (the text reads as before), each short one (`α/r = 2`) kept on
+ * one line: on a phone a fact broke at its `=`, its value alone on the next line.
+ */
+export function factNodes(facts: readonly string[]): (Node | string)[] {
+  return facts.flatMap((fact, i) => {
+    const text = shown(fact);
+    const node = text.length <= SHORT_FACT ? el('span', { className: 'fact' }, text) : text;
+    return i === 0 ? [node] : [' · ', node];
+  });
+}

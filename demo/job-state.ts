@@ -1,8 +1,9 @@
 /**
  * The adapter jobs' state (combine, resize, extract), apart from the merge's: which mode the page
- * is in, each mode's inputs, what runs, the last result and the last failure's problems. The same
- * rules as the merge's keep results honest: changing an input withdraws a result (its files are
- * deleted), changing a setting marks it out of date.
+ * is in, each mode's inputs, what runs, each mode's last result and the last failure's problems.
+ * The same rules as the merge's keep results honest, per mode: changing a mode's input withdraws
+ * that mode's result (its files are deleted) and no other; changing a setting marks out of date
+ * every result that setting fed (the output format is every mode's).
  */
 import { namedApart, type AdapterEntry, type PickedSet } from './page-state.js';
 import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
@@ -37,18 +38,34 @@ export interface JobState {
   base?: PickedSet;
   tuned?: PickedSet;
   busy: boolean;
-  result?: JobResult;
+  /** Each mode's last result: one mode's new inputs or new run leave the others' as they are. */
+  results: Partial<Record<JobMode, JobResult>>;
   /** The last failure, one problem per line. */
   errors: string[];
 }
 
 export class JobStore extends ResultStore<JobState, JobResult> {
   private nextId = 1;
-  /** A key of every setting of the current mode besides the files (set by the options panel). */
-  settingsKey: () => string = () => '';
+  /** A key of every setting of `mode` besides the files (set by the options panel). */
+  settingsKey: (mode: JobMode) => string = () => '';
 
   constructor() {
-    super({ mode: 'merge', adapters: [], busy: false, errors: [] });
+    super({ mode: 'merge', adapters: [], busy: false, results: {}, errors: [] });
+  }
+
+  /** The current mode's result (none in the merge mode). */
+  result(): JobResult | undefined {
+    return this.current();
+  }
+
+  protected override current(): JobResult | undefined {
+    return this.state.mode === 'merge' ? undefined : this.state.results[this.state.mode];
+  }
+
+  protected override place(result: JobResult | undefined): void {
+    if (this.state.mode === 'merge') return;
+    if (result) this.state.results[this.state.mode] = result;
+    else delete this.state.results[this.state.mode];
   }
 
   setMode(mode: PageMode): void {
@@ -101,10 +118,9 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     this.changed();
   }
 
-  /** Re-checks whether the result matches the current settings. */
+  /** Re-checks whether each mode's result matches that mode's current settings. */
   settingsChanged(): void {
-    const result = this.state.result;
-    if (result) result.stale = result.mode !== this.state.mode || result.settings !== this.settingsKey();
+    for (const result of Object.values(this.state.results)) result.stale = result.settings !== this.settingsKey(result.mode);
     this.changed();
   }
 

@@ -10,6 +10,7 @@
  */
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from 'chart.js';
 import { orderGroups, type BlockGroup } from './chart-groups.js';
+import { readByKeys, type ChartKeys } from './chart-keys.js';
 import { chartLabel } from './dom.js';
 import type { UpdateMagnitude } from './worker-protocol.js';
 
@@ -23,7 +24,7 @@ export const CHART_CAPTION =
   '(ΔW: the module’s own change, s·B·A for a low-rank adapter, W′ − W for one that maps the weight, such as OFT, HiRA or RoAd; ' +
   '1 % means the update is a hundredth of the weight’s size; several tensors of a kind in a block, such as MoE experts, are averaged). ' +
   'Blocks follow the model: layers, UNet down/mid/up blocks, Flux double and single blocks, SD3 joint blocks, each text encoder, a vision tower. ' +
-  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values; the table of matched modules below lists each module’s algorithm, scale and own size. ' +
+  'Below zero: the adapter is subtracted (negative weight). Hover a bar for its values (or Tab to the chart and step through its blocks with the arrow keys); the table of matched modules below lists each module’s algorithm, scale and own size. ' +
   'Sizes are measured on sampled rows of a large weight; PEFT DEFT and PEANuT modules on a large weight are not measured before the merge (their change depends on every row of W) and have no bar.';
 
 export class MagnitudeChart {
@@ -31,9 +32,27 @@ export class MagnitudeChart {
   /** Tensors averaged into each bar, by dataset and label index, for the tooltip. */
   private counts: number[][] = [];
 
-  constructor(private readonly canvas: HTMLCanvasElement) {
+  private readonly keys: ChartKeys;
+
+  /** `readout`: the line under the chart that says the block stepped to by keys. */
+  constructor(private readonly canvas: HTMLCanvasElement, readout: HTMLElement) {
     // The text colour follows the page's theme when the system switches it.
     matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => this.applyTextColor());
+    // By keys, a block at a time, as a hover shows every kind's bar of one block.
+    this.keys = readByKeys(canvas, readout, () => this.chart as Chart | undefined, () => {
+      const data = this.chart?.data;
+      if (!data) return [];
+      return (data.labels as string[]).map((label, index) => ({
+        points: data.datasets.map((_, datasetIndex) => ({ datasetIndex, index })),
+        text: `${label}: ${data.datasets.map((d, datasetIndex) => this.barText(String(d.label), datasetIndex, index, Number(d.data[index]))).join('; ')}`,
+      }));
+    });
+  }
+
+  /** A bar's value as its tooltip says it: `kind: +1.23 %`, and how many tensors it averages. */
+  private barText(kind: string, datasetIndex: number, index: number, value: number): string {
+    const n = this.counts[datasetIndex]?.[index] ?? 0;
+    return `${kind}: ${value >= 0 ? '+' : ''}${value.toPrecision(3)} %${n > 1 ? ` (mean of ${n} tensors)` : ''}`;
   }
 
   private applyTextColor(): void {
@@ -85,6 +104,7 @@ export class MagnitudeChart {
       `module kinds: ${datasets.map((d) => d.label).join(', ')}`);
     // Block labels come from the rules in chart-groups.ts, but `other` and a section's name can quote the file.
     const shownLabels = labels.map(chartLabel);
+    this.keys.reset();
     if (this.chart) {
       this.chart.data.labels = shownLabels;
       this.chart.data.datasets = datasets;
@@ -113,10 +133,7 @@ export class MagnitudeChart {
           legend: { position: 'bottom', labels: { color: text, boxWidth: 12 } },
           tooltip: {
             callbacks: {
-              label: (c) => {
-                const n = this.counts[c.datasetIndex]?.[c.dataIndex] ?? 0;
-                return `${c.dataset.label}: ${Number(c.parsed.y) >= 0 ? '+' : ''}${Number(c.parsed.y).toPrecision(3)} %${n > 1 ? ` (mean of ${n} tensors)` : ''}`;
-              },
+              label: (c) => this.barText(String(c.dataset.label), c.datasetIndex, c.dataIndex, Number(c.parsed.y)),
             },
           },
         },
@@ -125,6 +142,7 @@ export class MagnitudeChart {
   }
 
   clear(): void {
+    this.keys.reset();
     this.chart?.destroy();
     this.chart = undefined;
   }

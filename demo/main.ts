@@ -60,7 +60,12 @@ jobs.subscribe(() => {
   renderBackend(store.state);
 });
 
-const mode = mountModePanel((m) => jobs.setMode(m), (m) => announcer.say(m), () => store.state.busy !== undefined || jobs.busy());
+// Another mode: the last error spoke of the mode left (its plan, its job), and a screen reader going
+// through the page met it in the alert as if it were about this one; that mode shows it again.
+const mode = mountModePanel((m) => jobs.setMode(m), (m) => {
+  announcer.clearError();
+  announcer.say(m);
+}, () => store.state.busy !== undefined || jobs.busy());
 store.subscribe(() => mode.render());
 jobs.subscribe(() => mode.render());
 

@@ -2,10 +2,11 @@
  * What the merge's store (page-state.ts) and the adapter jobs' (job-state.ts) share: the state in
  * one place with listeners told after each change, what runs, and the rule that keeps a result
  * honest: a new result, or new inputs, withdraw the one before (whoever listens to `onWithdraw`
- * deletes its files).
+ * deletes its files). Where the result lives is the store's own: the merge has one, the jobs one
+ * per mode (new inputs of one mode withdraw that mode's result only).
  */
-/** A store of state `S` whose `result` (an `R`) is withdrawn, never silently replaced. */
-export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
+/** A store of state `S` whose current result (an `R`) is withdrawn, never silently replaced. */
+export class ResultStore<S extends { busy?: unknown }, R> {
   private readonly listeners: ((state: S) => void)[] = [];
   /** Called with a result that must go (its files are deleted by whoever listens). */
   onWithdraw: (result: R) => void = () => {};
@@ -33,10 +34,20 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
     this.changed();
   }
 
+  /** The result the current inputs' slot holds (the merge's `state.result` unless a store keeps several). */
+  protected current(): R | undefined {
+    return (this.state as { result?: R }).result;
+  }
+
+  /** Puts `result` in the current inputs' slot (undefined: empties it). */
+  protected place(result: R | undefined): void {
+    (this.state as { result?: R }).result = result;
+  }
+
   /** Withdraws the result shown, then shows `result` (undefined: none). */
   setResult(result: R | undefined): void {
     this.withdrawResult();
-    (this.state as { result?: R }).result = result;
+    this.place(result);
     this.changed();
   }
 
@@ -48,8 +59,8 @@ export class ResultStore<S extends { busy?: unknown; result?: R }, R> {
 
   /** Takes the result off the page and hands it to `onWithdraw`. */
   withdrawResult(): void {
-    const old = this.state.result;
-    (this.state as { result?: R }).result = undefined;
+    const old = this.current();
+    this.place(undefined);
     if (old) this.onWithdraw(old);
   }
 }

@@ -1,11 +1,13 @@
 /**
  * One module's singular values, largest first, on a log scale: the ones kept in the colour of the
  * page's accent, the dropped ones muted, and a dashed line at the rank chosen. Hovering a point
- * shows σᵢ and the share of ‖ΔW‖_F that rank i would keep. Zeros have no place on a log scale and
+ * (or stepping to it with the arrow keys, the chart focused) shows σᵢ and the share of ‖ΔW‖_F that
+ * rank i would keep. Zeros have no place on a log scale and
  * are counted in the label instead.
  */
 import { Chart, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type Plugin } from 'chart.js';
 import { oneLine } from '../src/shown-text.js';
+import { readByKeys, type ChartKeys } from './chart-keys.js';
 import { shown } from './dom.js';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Tooltip, Legend);
@@ -75,10 +77,30 @@ const rankLine: Plugin<'line'> = {
 
 export class SpectrumChart {
   private chart?: Chart<'line', { x: number; y: number }[]>;
+  private shownSpectrum?: Spectrum;
+  private readonly keys: ChartKeys;
+  /** What each drawn point's tooltip says, by its x (i), for the keys. */
+  private pointText: (i: number) => string = () => '';
 
-  constructor(private readonly canvas: HTMLCanvasElement) {}
+  /** `readout`: the line under the chart that says the value stepped to by keys. */
+  constructor(private readonly canvas: HTMLCanvasElement, readout: HTMLElement) {
+    // By keys, one drawn value at a time, left to right, as a hover shows the nearest one.
+    this.keys = readByKeys(canvas, readout, () => this.chart as Chart | undefined, () =>
+      (this.chart?.data.datasets ?? []).flatMap((d, datasetIndex) => d.data.map((p, index) => ({ x: p.x, points: [{ datasetIndex, index }] })))
+        .sort((a, b) => a.x - b.x)
+        .map(({ x, points }) => ({ points, text: this.pointText(x) })));
+    // Its text, points and rank line take the page's colours: drawn again in the new ones when the
+    // system switches the theme (the light theme's dark text was unreadable on the dark card).
+    matchMedia('(prefers-color-scheme: dark)').addEventListener('change', () => {
+      const spectrum = this.shownSpectrum;
+      if (!spectrum || !this.chart) return;
+      this.clear();
+      this.update(spectrum);
+    });
+  }
 
   update(spectrum: Spectrum): void {
+    this.shownSpectrum = spectrum;
     const shares = keptShares(spectrum.values, spectrum.normSquared);
     const point = (i: number) => ({ x: i + 1, y: spectrum.values[i] });
     const kept: { x: number; y: number }[] = [];
@@ -113,6 +135,8 @@ export class SpectrumChart {
       `rank ${i} keeps ${formatShare(shares[i - 1])} of ‖ΔW‖_F`,
       i === spectrum.rank ? '(the rank chosen)' : `chosen: rank ${spectrum.rank}, ${formatShare(chosenShare)}`,
     ];
+    this.pointText = (i) => tooltipLabel(i).join(', ');
+    this.keys.reset();
     if (this.chart) {
       this.chart.data.datasets = datasets;
       this.chart.options.plugins!.tooltip!.callbacks!.label = (c) => tooltipLabel(c.parsed.x as number);
@@ -158,6 +182,8 @@ export class SpectrumChart {
   }
 
   clear(): void {
+    this.keys.reset();
+    this.shownSpectrum = undefined;
     this.chart?.destroy();
     this.chart = undefined;
   }

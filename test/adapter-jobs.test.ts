@@ -159,4 +159,40 @@ describe('extractLora', () => {
     expect(Math.sqrt(frob2(minus(got, diff)))).toBeLessThanOrEqual(optimum * (1 + 1e-3));
     expect(outcome.modules[0].singularValues.slice(0, 4).map((s, i) => s / spectrum[i])).toEqual(spectrum.slice(0, 4).map(() => expect.closeTo(1, 5)));
   });
+
+  /** A Llama slice: q_proj (hidden × hidden) and embed_tokens (vocab × hidden), F32. */
+  const llama = (rand: () => number, hidden: number, vocab: number, q?: Dense) => buildSafetensors([
+    { name: `${Q}.weight`, dtype: 'F32', shape: [hidden, hidden], data: (q ?? gaussianDense(hidden, hidden, rand)).data },
+    { name: 'model.embed_tokens.weight', dtype: 'F32', shape: [vocab, hidden], data: gaussianDense(vocab, hidden, rand).data },
+  ]);
+
+  it('refuses a "fine-tune" of another size (hidden 32 against 16) in one line naming the tensor, rather than saving its weights whole', async () => {
+    const rand = seededRandom(8);
+    const work = extractLora({
+      base: memoryInputFileSet({ 'model.safetensors': llama(rand, 16, 50) }, 'base'),
+      tuned: memoryInputFileSet({ 'model.safetensors': llama(rand, 32, 50) }, 'tuned'),
+      rank: 4, backend: 'cpu',
+    });
+    const error = await refused(work);
+    expect(error.code).toBe('SHAPE_MISMATCH');
+    expect(error.message).toBe(`tuned: tensor "${Q}.weight" is (32, 32) here but (16, 16) in base (and 1 more); extract takes a fine-tune of the same model and size (only an embedding's vocabulary may grow): are they the same architecture and size?`);
+  });
+
+  it('keeps a vocabulary grown for added tokens (embed_tokens 50 → 52 rows, PEFT\'s resized embedding) whole, beside the low-rank update', async () => {
+    const rand = seededRandom(9);
+    const base = gaussianDense(16, 16, rand);
+    const diff = withSpectrum(16, 16, [2, 1], rand);
+    const tunedQ = dense(16, 16, (i, j) => base.data[i * 16 + j] + diff.data[i * 16 + j]);
+    const tuned = llama(rand, 16, 52, tunedQ);
+    const outcome = await extractLora({
+      base: memoryInputFileSet({ 'model.safetensors': llama(rand, 16, 50, base) }, 'base'),
+      tuned: memoryInputFileSet({ 'model.safetensors': tuned }, 'tuned'),
+      rank: 2, backend: 'cpu',
+    });
+    const blob = (path: string) => outcome.blobs.find((b) => b.path === path)!.blob;
+    const configText = await blob('adapter_config.json').text();
+    expect(JSON.parse(configText).modules_to_save).toEqual(['model.embed_tokens']);
+    const got = peftUpdates(configText, await blobBytes(blob('adapter_model.safetensors'))).get(Q)!;
+    expect(relativeError(got, diff)).toBeLessThan(1e-4);
+  });
 });

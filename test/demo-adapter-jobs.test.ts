@@ -308,6 +308,25 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     expect(unreachable).toEqual([]);
   });
 
+  it('extract refuses two models of different sizes in one line, said aloud, with nothing to download', async () => {
+    const rand = seededRandom(36);
+    const model = (hidden: number) => buildSafetensors([
+      { name: `${Q}.weight`, dtype: 'F32' as const, shape: [hidden, hidden], data: gaussianDense(hidden, hidden, rand).data },
+    ]);
+    const dir = dirs.make({ 'small.safetensors': model(16), 'large.safetensors': model(32) });
+    demo = await session.open('?backend=cpu&mode=extract');
+    const { page } = demo;
+    await upload(page, 'job-base-input', join(dir, 'small.safetensors'));
+    await upload(page, 'job-tuned-input', join(dir, 'large.safetensors'));
+    await runEnabled(page);
+    await page.click('[data-testid="job-run"]');
+    await page.waitForFunction(() => !document.querySelector<HTMLElement>('[data-testid="job-errors"]')!.hidden, { timeout: 30_000 });
+    const refusal = `large.safetensors: tensor "${Q}.weight" is (32, 32) here but (16, 16) in small.safetensors; extract takes a fine-tune of the same model and size (only an embedding's vocabulary may grow): are they the same architecture and size?`;
+    expect(await page.$$eval('#job-error-list li', (els) => els.map((e) => e.textContent ?? ''))).toEqual([refusal]);
+    await page.waitForFunction((want: string) => document.querySelector('[data-testid="alert"]')!.textContent === want, { timeout: 10_000 }, `The extraction failed: ${refusal}`);
+    expect(await count(page, '[data-testid^="job-download-link"]')).toBe(0);
+  });
+
   it('lists and announces every problem of a failed job; a cancelled one leaves nothing', async () => {
     const rand = seededRandom(35);
     const files: Record<string, Uint8Array | string> = {};

@@ -6,6 +6,9 @@
  *   on the same controls idle and while an adapter job is held mid-way (Combine off, Cancel on),
  *   with axe-core finding nothing serious (enabled text's contrast among its rules) at 1280 and
  *   390 px; screenshots in test-output/;
+ * - a weight slider and the "only for the tensors the merge changes" check box, off while a merge
+ *   runs, are marked as the others are: a dashed edge, the accent's fill gone to the off-border's
+ *   grey, a not-allowed cursor (its words' too); on, no edge and the accent's fill;
  * - a count typed in "CPU threads" and not committed (the box never left) is the count a run
  *   takes, however the run starts: Merge, the sample and Combine, each clicked by a script that
  *   moves no focus, run with the typed count (their results say it), and the header asks for a
@@ -139,6 +142,72 @@ describe('disabled controls, and the count a run takes', PAGE_RETRY, () => {
     await release(page);
     await downloadBytes(page, 'job-download-link');
     expect(await page.$$eval('.mode-options label', (els) => els.map((e) => getComputedStyle(e).borderTopStyle))).toEqual(['solid', 'solid', 'solid', 'solid']);
+  });
+
+  it('a weight slider and a check box off while a merge runs: dashed, grey, not-allowed in both themes; on, the accent and no edge', async () => {
+    const dir = session.dirs.make(llamaWithPeft(94).files);
+    const { page } = await session.open('?backend=cpu');
+    await watchWorkers(page);
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-input', join(dir, 'llama-lora/adapter_config.json'), join(dir, 'llama-lora/adapter_model.safetensors'));
+    await planReady(page);
+    // A type chosen offers the check box; by keyboard, as a person would tick it.
+    await page.select('[data-testid="out-dtype"]', 'f16');
+    await page.waitForFunction(() => document.querySelector<HTMLElement>('[data-testid="dtype-merged-only"]')!.offsetParent !== null);
+    await mergeEnabled(page);
+    const SELECTORS = ['[data-testid="adapter-weight"]', '[data-testid="dtype-merged-only"]'];
+    const marks = () => page.evaluate((selectors: string[]) => {
+      // The theme's colours as the page resolves them, to compare with the controls' own.
+      const probe = document.createElement('span');
+      document.body.append(probe);
+      const colour = (v: string) => { probe.style.color = `var(${v})`; return getComputedStyle(probe).color; };
+      const theme = { accent: colour('--accent'), off: colour('--off-border') };
+      probe.remove();
+      const label = document.querySelector('label[for="dtype-merged-only"]')!;
+      return {
+        theme,
+        label: getComputedStyle(label).cursor,
+        controls: selectors.map((s) => {
+          const e = document.querySelector<HTMLInputElement>(s)!;
+          const style = getComputedStyle(e);
+          return { disabled: e.disabled, accent: style.accentColor, outline: style.outlineStyle, outlineColour: style.outlineColor, cursor: style.cursor };
+        }),
+      };
+    }, SELECTORS);
+    mkdirSync('test-output', { recursive: true });
+
+    const inspect = async (when: 'idle' | 'running') => {
+      for (const width of [1280, 390]) {
+        await page.setViewport({ width, height: 900 });
+        for (const scheme of ['light', 'dark'] as const) {
+          await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+          const label = `${when}, ${width} px, ${scheme}`;
+          for (const section of ['adapters', 'merge']) await (await page.$(`#${section}-section`))!.screenshot({ path: `test-output/demo-disabled-${section}-${when}-${width}-${scheme}.png` });
+          const seen = await marks();
+          expect(seen.theme.accent, label).not.toBe(seen.theme.off);
+          for (const control of seen.controls) {
+            if (when === 'running') {
+              expect(control, label).toEqual({ disabled: true, accent: seen.theme.off, outline: 'dashed', outlineColour: seen.theme.off, cursor: 'not-allowed' });
+            } else {
+              expect({ ...control, outlineColour: undefined }, label).toEqual({ disabled: false, accent: seen.theme.accent, outline: 'none', outlineColour: undefined, cursor: 'default' });
+            }
+          }
+          expect(seen.label, label).toBe(when === 'running' ? 'not-allowed' : 'default');
+          expect(await seriousViolations(page), label).toEqual([]);
+        }
+      }
+      await page.setViewport({ width: 1280, height: 900 });
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
+    };
+
+    await inspect('idle');
+    await hold(page, 'merge');
+    await page.click('[data-testid="merge-button"]');
+    await page.waitForFunction(() => document.querySelector<HTMLInputElement>('[data-testid="adapter-weight"]')!.disabled);
+    await inspect('running');
+    await release(page);
+    await downloadBytes(page);
+    await inspect('idle');
   });
 
   it('a count typed and not committed is the one a run takes, started by a click that moves no focus: Merge, the sample, Combine', async () => {

@@ -4,7 +4,7 @@
  * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
-import { byId, el, messageNodes, shown } from '../dom.js';
+import { byId, el, factNodes, messageNodes, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { busyWith, type AdapterEntry, type PageState, type PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
@@ -47,12 +47,12 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
     state.adapters.forEach((adapter, index) => {
       const card = cards.get(adapter.id)!;
       card.facts.className = 'adapter-facts';
-      if (state.plan.status === 'ready') card.facts.textContent = shown(state.plan.plan.adapters[index]?.facts.join(' · ') ?? '');
+      if (state.plan.status === 'ready') card.facts.replaceChildren(...factNodes(state.plan.plan.adapters[index]?.facts ?? []));
       else if (state.plan.status === 'planning') card.facts.textContent = 'reading…';
       else if (state.plan.status === 'failed') {
         // Read alone, each adapter says its own: its facts, or why it cannot be read.
         const reading = state.plan.adapters?.[index];
-        if (reading && 'facts' in reading) card.facts.textContent = shown(reading.facts.join(' · '));
+        if (reading && 'facts' in reading) card.facts.replaceChildren(...factNodes(reading.facts));
         else {
           card.facts.replaceChildren(...(reading ? cannotBeRead(reading.error) : ['not read: see the error in the plan']));
           card.facts.classList.add('error-text');

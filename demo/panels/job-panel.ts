@@ -225,13 +225,12 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     };
   }
 
-  store.settingsKey = () => {
-    const s = store.state;
-    if (s.mode === 'combine') {
-      return JSON.stringify(['combine', method.value, rank.value, density.value, majority.value, seed.value, clamp.value, format.value, s.adapters.map((a) => a.weight)]);
+  store.settingsKey = (mode) => {
+    if (mode === 'combine') {
+      return JSON.stringify(['combine', method.value, rank.value, density.value, majority.value, seed.value, clamp.value, format.value, store.state.adapters.map((a) => a.weight)]);
     }
-    if (s.mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, resizeRule.value === 'rank' ? '' : resizeMax.value, format.value]);
-    return JSON.stringify([s.mode, extractRule.value, extractValue.value, format.value]);
+    if (mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, resizeRule.value === 'rank' ? '' : resizeMax.value, format.value]);
+    return JSON.stringify([mode, extractRule.value, extractValue.value, format.value]);
   };
 
   function outName(spec: JobSpec): string {
@@ -256,7 +255,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     store.setBusy(true);
     if (focusOnStart) cancelButton.focus();
     progress.start();
-    const settings = store.settingsKey();
+    const settings = store.settingsKey(mode);
     const name = outName(spec);
     const handle = client.run(spec, started.backendChoice, started.threads, name, (p) => progress.update(p));
     running = handle;
@@ -265,7 +264,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       const message = `${words.run === 'Combine' ? 'Combined' : words.run === 'Resize' ? 'Resized' : 'Extracted'} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
       progress.finish(message);
       store.setBusy(false);
-      store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey() });
+      store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey(mode) });
       say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.`);
       results.focus();
     } catch (error) {
@@ -344,7 +343,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;
     errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error', textContent: e })));
 
-    const result = s.result && s.result.mode === s.mode ? s.result : undefined;
+    const result = store.result();
     results.render(result);
     spectrum.show(result?.report);
   };

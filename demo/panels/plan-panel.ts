@@ -70,7 +70,7 @@ export function mountPlanPanel(): (state: PageState) => void {
   const files = byId<HTMLUListElement>('plan-files');
   const canvas = byId<HTMLCanvasElement>('magnitude-chart');
   const figure = canvas.closest('figure')!;
-  const chart = new MagnitudeChart(canvas);
+  const chart = new MagnitudeChart(canvas, byId('chart-readout'));
   byId('chart-caption').textContent = CHART_CAPTION;
   let shownModules: PlanSummary['modules'] | undefined;
   let shownProblems: Problem[] | undefined;

@@ -10,7 +10,7 @@ import { formatShare, keptShares, SpectrumChart } from '../spectrum-chart.js';
 
 const CAPTION =
   'Each point is one singular value σᵢ of the module’s update, largest first, on a log scale. Round points are kept, diamonds dropped; ' +
-  'the dashed line marks the rank chosen. Hover a point for the share of ‖ΔW‖_F that keeping the values up to it would keep; ' +
+  'the dashed line marks the rank chosen. Hover a point (or Tab to the chart and step with the arrow keys) for the share of ‖ΔW‖_F that keeping the values up to it would keep; ' +
   'the table below lists the same numbers.';
 
 export interface SpectrumPanel {
@@ -26,7 +26,7 @@ export function mountSpectrumPanel(): SpectrumPanel {
   const details = byId('spectrum-details');
   const table = byId<HTMLTableElement>('spectrum-table').tBodies[0];
   const modules = byId<HTMLTableElement>('job-modules').tBodies[0];
-  const chart = new SpectrumChart(byId<HTMLCanvasElement>('spectrum-chart'));
+  const chart = new SpectrumChart(byId<HTMLCanvasElement>('spectrum-chart'), byId('spectrum-readout'));
   byId('spectrum-caption').textContent = CAPTION;
   let shown: ModuleReport[] | undefined;
   let withValues: ModuleReport[] = [];
@@ -58,7 +58,10 @@ export function mountSpectrumPanel(): SpectrumPanel {
       }
       withValues = report.filter((m) => m.singularValues.length > 0);
       const exact = withValues.length === 0;
-      note.textContent = exact
+      // No module at all (an extract whose changes were all saved whole) is no concatenation.
+      note.textContent = report.length === 0
+        ? 'No low-rank module was made, so there are no singular values to show: the files above hold what changed.'
+        : exact
         ? 'An exact concatenation keeps every rank of every adapter: there are no singular values to choose from.'
         : `${withValues.length} module${withValues.length === 1 ? '' : 's'}: pick one to see its singular values and where its rank was cut.`;
       picker.hidden = exact;

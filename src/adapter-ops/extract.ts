@@ -295,6 +295,20 @@ function checkSameTensors(base: BaseModel, tuned: BaseModel): void {
   const list = (names: string[]) => `${names.slice(0, 5).join(', ')}${names.length > 5 ? `, … (${names.length} in all)` : ''}`;
   if (onlyTuned.length > 0) throw new MergeError('UNKNOWN_MODULE', `${tuned.name}: tensors missing from ${base.name}: ${list(onlyTuned)}; are they the same architecture?`);
   if (onlyBase.length > 0) throw new MergeError('UNKNOWN_MODULE', `${base.name}: tensors missing from ${tuned.name}: ${list(onlyBase)}; are they the same architecture?`);
+  // A tensor of another shape is another model, or another size of it: saved whole it would not
+  // load on the base. Only an embedding (or its head) may have grown rows, a vocabulary resized
+  // for added tokens, which PEFT saves whole and loads once the base is resized the same way.
+  const reshaped = [...tuned.tensors.values()].filter((t) => {
+    const b = base.tensors.get(t.name)!;
+    if (sameShape(b, t)) return false;
+    const grownVocabulary = EMBEDDING.test(t.name.replace(/\.[^.]+$/, '')) && b.shape.length === t.shape.length && b.shape.slice(1).join() === t.shape.slice(1).join();
+    return !grownVocabulary;
+  });
+  if (reshaped.length > 0) {
+    const t = reshaped[0];
+    const more = reshaped.length > 1 ? ` (and ${reshaped.length - 1} more)` : '';
+    throw new MergeError('SHAPE_MISMATCH', `${tuned.name}: tensor "${t.name}" is ${fmt(t.shape)} here but ${fmt(base.tensors.get(t.name)!.shape)} in ${base.name}${more}; extract takes a fine-tune of the same model and size (only an embedding's vocabulary may grow): are they the same architecture and size?`);
+  }
 }
 
 function groupModules(model: BaseModel): ModuleTensors[] {
