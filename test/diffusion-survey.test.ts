@@ -1,0 +1,249 @@
+/**
+ * A survey of diffusion models people download and the LoRAs published for them, beyond the
+ * families the other suites cover: each merged exactly as the tool it comes from applies it
+ * (against float64 truth written here), or refused in one line that names what is not supported.
+ * - Kolors (Kwai-Kolors/Kolors-diffusers): an SDXL UNet (`UNet2DConditionModel`) whose cross
+ *   attention reads ChatGLM3's 4096-wide states through `encoder_hid_proj` (`encoder_hid_dim_type:
+ *   "text_proj"`); KolorsPipeline loads LoRAs with diffusers' SDXL loader (`unet.` + diffusers
+ *   names), and kohya-form files name the same modules flattened (`lora_unet_down_blocks_…`) or in
+ *   the SGM names (`lora_unet_input_blocks_…`), which diffusers' `_maybe_map_sgm_blocks_to_diffusers` maps.
+ * - Playground v2.5: SDXL's architecture (EDM sampling changes no weight name), its single file in
+ *   the SGM layout (`model.diffusion_model.input_blocks…`, `conditioner.embedders.0/1…`); its LoRAs
+ *   are SDXL's (sd-scripts: `lora_unet_input_blocks_4_1_…`, `lora_te1_`/`lora_te2_`).
+ * - Nunchaku's SVDQuant bases (FLUX.1, Qwen-Image): refused as a whole, naming the format and what
+ *   to do (nunchaku runs a LoRA in its layers' low-rank branch at run time).
+ * Shapes are scaled down; names and dtypes are the real ones.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
+import { tensor, rowsAt, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
+
+const rand = seededRandom(20261207);
+
+function kohya(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec {
+  return {
+    down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands,
+    scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
+  };
+}
+function peft(name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec {
+  return { down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands, scale };
+}
+const file = (name: string, tensors: FixtureTensor[], metadata?: Record<string, string>) => ({ [name]: buildSafetensors(tensors, metadata) });
+
+// --- SDXL-architecture UNets: Kolors and Playground v2.5 ----------------------------------------------
+
+/** Scaled-down SDXL widths: blocks 320, 640, 1280 → 4, 8, 12; context 2048 → 10; ChatGLM3's 4096 → 14; add_embedding 2816 → 6. */
+const U = { c0: 4, c1: 8, c2: 12, ctx: 10, glm: 14, add: 6, time: 5 };
+
+/** The diffusers UNet tensors the cases touch (and a few they do not), by diffusers name. */
+function sdxlUnetDiffusers(dtype: 'F16' | 'BF16', kolors: boolean): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, dtype);
+  const A1 = 'down_blocks.1.attentions.0.transformer_blocks.0';
+  const M = 'mid_block.attentions.0';
+  const UP = 'up_blocks.0.attentions.1.transformer_blocks.0';
+  return [
+    w('conv_in.weight', [U.c0, 4, 3, 3]), w('conv_in.bias', [U.c0]),
+    w('time_embedding.linear_1.weight', [U.time, U.c0]),
+    w('add_embedding.linear_1.weight', [U.time, U.add]),
+    w('down_blocks.0.resnets.0.time_emb_proj.weight', [U.c0, U.time]),
+    w(`${A1}.attn1.to_q.weight`, [U.c1, U.c1]), w(`${A1}.attn1.to_k.weight`, [U.c1, U.c1]),
+    w(`${A1}.attn2.to_k.weight`, [U.c1, U.ctx]), w(`${A1}.attn2.to_v.weight`, [U.c1, U.ctx]),
+    w(`${A1}.attn2.to_out.0.weight`, [U.c1, U.c1]), w(`${A1}.attn2.to_out.0.bias`, [U.c1]),
+    w(`${M}.proj_in.weight`, [U.c2, U.c2]), w(`${M}.transformer_blocks.0.attn1.to_v.weight`, [U.c2, U.c2]),
+    w(`${UP}.ff.net.0.proj.weight`, [8 * U.c2, U.c2]), w(`${UP}.ff.net.2.weight`, [U.c2, 4 * U.c2]),
+    ...(kolors ? [w('encoder_hid_proj.weight', [U.ctx, U.glm]), w('encoder_hid_proj.bias', [U.ctx])] : []),
+  ];
+}
+
+/** Kolors' unet/config.json (the fields that set it apart from SDXL's). */
+const KOLORS_UNET_CONFIG = JSON.stringify({
+  _class_name: 'UNet2DConditionModel', _diffusers_version: '0.30.0.dev0', cross_attention_dim: 2048,
+  encoder_hid_dim: 4096, encoder_hid_dim_type: 'text_proj', addition_embed_type: 'text_time', addition_time_embed_dim: 256,
+  projection_class_embeddings_input_dim: 5632, transformer_layers_per_block: [1, 2, 10], block_out_channels: [320, 640, 1280],
+});
+
+const A1 = 'down_blocks.1.attentions.0.transformer_blocks.0';
+const UPB = 'up_blocks.0.attentions.1.transformer_blocks.0';
+/** Kolors' own trainer (diffusers SDXL scripts) and diffusers' SDXL loader: `unet.` + diffusers names, PEFT form, α from lora_adapter_metadata. */
+const kolorsDiffusers: LoraSpec[] = [
+  peft(`unet.${A1}.attn1.to_q`, 4, U.c1, U.c1, [{ key: `${A1}.attn1.to_q.weight` }], 2),
+  peft(`unet.${A1}.attn2.to_k`, 4, U.c1, U.ctx, [{ key: `${A1}.attn2.to_k.weight` }], 2),
+  peft(`unet.${A1}.attn2.to_out.0`, 4, U.c1, U.c1, [{ key: `${A1}.attn2.to_out.0.weight` }], 2),
+  peft(`unet.mid_block.attentions.0.proj_in`, 4, U.c2, U.c2, [{ key: 'mid_block.attentions.0.proj_in.weight' }], 2),
+  peft(`unet.${UPB}.ff.net.0.proj`, 4, 8 * U.c2, U.c2, [{ key: `${UPB}.ff.net.0.proj.weight` }], 2),
+];
+const UNET_LORA_METADATA = {
+  format: 'pt', lora_adapter_metadata: JSON.stringify({ 'unet.r': 4, 'unet.lora_alpha': 8, 'unet.peft_type': 'LORA', 'unet.use_dora': false }),
+};
+/** kohya-form Kolors LoRAs: diffusers names flattened (`lora_unet_down_blocks_1_…`), and the SGM names (`lora_unet_input_blocks_4_1_…`). */
+const kolorsKohya: LoraSpec[] = [
+  kohya('lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_v', 2, U.c1, U.ctx, [{ key: `${A1}.attn2.to_v.weight` }], 1),
+  kohya('lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_k', 2, U.c1, U.c1, [{ key: `${A1}.attn1.to_k.weight` }], 1),
+  kohya('lora_unet_middle_block_1_transformer_blocks_0_attn1_to_v', 2, U.c2, U.c2, [{ key: 'mid_block.attentions.0.transformer_blocks.0.attn1.to_v.weight' }], 1),
+  kohya('lora_unet_output_blocks_1_1_transformer_blocks_0_ff_net_2', 2, U.c2, 4 * U.c2, [{ key: `${UPB}.ff.net.2.weight` }], 1),
+  kohya('lora_unet_encoder_hid_proj', 2, U.ctx, U.glm, [{ key: 'encoder_hid_proj.weight' }], 4),
+];
+
+/** Playground v2.5's single file, SGM names (`playground-v2.5-1024px-aesthetic.fp16.safetensors`), with its two CLIP text encoders. */
+const PG = 'playground-v2.5-1024px-aesthetic.fp16.safetensors';
+const T = { h: 6, g: 8 };
+function playgroundTensors(): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, 'F16');
+  const dm = 'model.diffusion_model.';
+  const I4 = `${dm}input_blocks.4.1.transformer_blocks.0`;
+  return [
+    w(`${dm}input_blocks.0.0.weight`, [U.c0, 4, 3, 3]), w(`${dm}label_emb.0.0.weight`, [U.time, U.add]),
+    w(`${I4}.attn1.to_q.weight`, [U.c1, U.c1]), w(`${I4}.attn2.to_k.weight`, [U.c1, U.ctx]),
+    w(`${dm}middle_block.1.proj_in.weight`, [U.c2, U.c2]),
+    w(`${dm}output_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight`, [8 * U.c2, U.c2]),
+    w('conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight', [T.h, T.h]),
+    w('conditioner.embedders.0.transformer.text_model.encoder.layers.0.mlp.fc1.weight', [4 * T.h, T.h]),
+    w('conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight', [3 * T.g, T.g]),
+    w('conditioner.embedders.1.model.transformer.resblocks.0.attn.out_proj.weight', [T.g, T.g]),
+    w('first_stage_model.decoder.conv_in.weight', [4, 4, 3, 3]),
+  ];
+}
+/** sd-scripts' SDXL LoRAs (networks.lora, SGM names, α): unet, CLIP-L (te1) and OpenCLIP bigG (te2, whose q, k, v are thirds of in_proj_weight). */
+const playgroundKohya: LoraSpec[] = [
+  kohya('lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q', 4, U.c1, U.c1, [{ key: 'model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight' }], 2),
+  kohya('lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k', 4, U.c1, U.ctx, [{ key: 'model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight' }], 2),
+  kohya('lora_unet_middle_block_1_proj_in', 4, U.c2, U.c2, [{ key: 'model.diffusion_model.middle_block.1.proj_in.weight' }], 2),
+  kohya('lora_unet_output_blocks_1_1_transformer_blocks_0_ff_net_0_proj', 4, 8 * U.c2, U.c2, [{ key: 'model.diffusion_model.output_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight' }], 2),
+  kohya('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 4, T.h, T.h, [{ key: 'conditioner.embedders.0.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight' }], 2),
+  kohya('lora_te2_text_model_encoder_layers_0_self_attn_k_proj', 4, T.g, T.g, [{ key: 'conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight', rows: rowsAt(T.g, T.g) }], 2),
+  kohya('lora_te2_text_model_encoder_layers_0_self_attn_out_proj', 4, T.g, T.g, [{ key: 'conditioner.embedders.1.model.transformer.resblocks.0.attn.out_proj.weight' }], 2),
+];
+/** diffusers' SDXL trainers on Playground (`unet.` + diffusers names) onto the SGM single file. */
+const playgroundDiffusers: LoraSpec[] = [
+  peft(`unet.${A1}.attn1.to_q`, 4, U.c1, U.c1, [{ key: 'model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn1.to_q.weight' }], 2),
+  peft(`unet.${UPB}.ff.net.0.proj`, 4, 8 * U.c2, U.c2, [{ key: 'model.diffusion_model.output_blocks.1.1.transformer_blocks.0.ff.net.0.proj.weight' }], 2),
+];
+
+const CASES: LoraCase[] = [
+  {
+    name: 'Kolors, diffusers UNet (encoder_hid_proj for ChatGLM3) ← Kolors\' diffusers trainer and kohya-form LoRAs',
+    base: { 'diffusion_pytorch_model.fp16.safetensors': buildSafetensors(sdxlUnetDiffusers('F16', true)), 'config.json': KOLORS_UNET_CONFIG },
+    baseName: 'unet',
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: kolorsDiffusers, weight: 0.8, metadata: UNET_LORA_METADATA },
+      { file: 'kolors_kohya.safetensors', specs: kolorsKohya, weight: 1, metadata: { ss_network_module: 'networks.lora', ss_base_model_version: 'sdxl_base_v1-0' } },
+    ],
+  },
+  {
+    name: 'Playground v2.5, its SGM single file ← sd-scripts SDXL LoRA (unet, te1, te2) and a diffusers SDXL trainer\'s',
+    base: file(PG, playgroundTensors()), baseName: PG,
+    adapters: [
+      { file: 'playground_kohya.safetensors', specs: playgroundKohya, weight: 1, metadata: { ss_network_module: 'networks.lora', ss_base_model_version: 'sdxl_base_v1-0' } },
+      { file: 'pytorch_lora_weights.safetensors', specs: playgroundDiffusers, weight: -0.5, metadata: UNET_LORA_METADATA },
+    ],
+  },
+];
+
+loraCaseSuite(CASES, rand, 'BF16');
+
+// --- Nunchaku SVDQuant bases: refused as a whole ---------------------------------------------------
+
+/**
+ * Nunchaku's layers as its `SVDQW4A4Linear` / `AWQW4A16Linear` hold them (nunchaku/models/linear.py):
+ * W4A4 `qweight` I8 (out, in/2), `wscales` (in/group, out) — BF16 for int4, F8_E4M3 for nvfp4, with
+ * `wcscales` (out) and `wtscale` —, `smooth_factor` and `smooth_factor_orig` (in), `proj_down` (in, r),
+ * `proj_up` (out, r), `bias`; W4A16 `qweight` I32 (out/4, in/2), `wscales`, `wzeros` (in/group, out).
+ */
+function svdqLayer(m: string, out: number, inF: number, r: number, fp4: boolean): FixtureTensor[] {
+  const group = fp4 ? 16 : 64;
+  const groups = Math.max(1, inF / group);
+  return [
+    { name: `${m}.qweight`, dtype: 'I8', shape: [out, inF / 2], data: new Array(out * inF / 2).fill(17) },
+    fp4 ? tensor(rand, `${m}.wscales`, [groups, out], 'F8_E4M3') : tensor(rand, `${m}.wscales`, [groups, out], 'BF16'),
+    tensor(rand, `${m}.smooth_factor`, [inF], 'BF16'), tensor(rand, `${m}.smooth_factor_orig`, [inF], 'BF16'),
+    tensor(rand, `${m}.proj_down`, [inF, r], 'BF16'), tensor(rand, `${m}.proj_up`, [out, r], 'BF16'), tensor(rand, `${m}.bias`, [out], 'BF16'),
+    ...(fp4 ? [tensor(rand, `${m}.wcscales`, [out], 'BF16'), { name: `${m}.wtscale`, dtype: 'F32' as const, shape: [], data: [0.5] }] : []),
+  ];
+}
+function awqLayer(m: string, out: number, inF: number): FixtureTensor[] {
+  const groups = Math.max(1, inF / 64);
+  return [
+    { name: `${m}.qweight`, dtype: 'I32', shape: [out / 4, inF / 2], data: new Array(out / 4 * inF / 2).fill(0x12345678) },
+    tensor(rand, `${m}.wscales`, [groups, out], 'BF16'), tensor(rand, `${m}.wzeros`, [groups, out], 'BF16'), tensor(rand, `${m}.bias`, [out], 'BF16'),
+  ];
+}
+const n = 8;
+/** `svdq-int4_r32-flux.1-dev.safetensors` (nunchaku 1.x): fused to_qkv, adaLN in W4A16, x_embedder / proj_out left bf16. */
+const NF = 'svdq-int4_r32-flux.1-dev.safetensors';
+const nunchakuFlux = buildSafetensors([
+  ...svdqLayer('transformer_blocks.0.attn.to_qkv', 3 * n, n, 4, false),
+  ...svdqLayer('transformer_blocks.0.ff.net.0.proj', 4 * n, n, 4, false),
+  ...awqLayer('transformer_blocks.0.norm1.linear', 6 * n, n),
+  tensor(rand, 'x_embedder.weight', [n, 16], 'BF16'), tensor(rand, 'proj_out.weight', [16, n], 'BF16'),
+], {
+  model_class: 'NunchakuFluxTransformer2DModelV2',
+  quantization_config: JSON.stringify({ method: 'svdquant', weight: { dtype: 'int4', scale_dtype: null, group_size: 64 }, activation: { dtype: 'int4', scale_dtype: null, group_size: 64 }, rank: 32 }),
+});
+/** `svdq-fp4_r128-qwen-image.safetensors`: nvfp4 W4A4, fused to_qkv; img_in left bf16. */
+const NQ = 'svdq-fp4_r128-qwen-image.safetensors';
+const nunchakuQwen = buildSafetensors([
+  ...svdqLayer('transformer_blocks.0.attn.to_qkv', 3 * n, 16, 4, true),
+  ...awqLayer('transformer_blocks.0.img_mod.1', 6 * n, 16),
+  tensor(rand, 'img_in.weight', [16, 12], 'BF16'),
+], {
+  model_class: 'NunchakuQwenImageTransformer2DModel',
+  quantization_config: JSON.stringify({ method: 'svdquant', weight: { dtype: 'fp4_e2m1_all', scale_dtype: [null, 'fp8_e4m3_nan'], group_size: 16 }, rank: 128 }),
+});
+/** nunchaku 0.x's transformer_blocks.safetensors: `qkv_proj`, `smooth`, and the low-rank branch as `lora_down` / `lora_up`. */
+const NOLD = 'transformer_blocks.safetensors';
+const nunchakuOld = buildSafetensors([
+  { name: 'transformer_blocks.0.qkv_proj.qweight', dtype: 'I8', shape: [3 * n, n / 2], data: new Array(3 * n * n / 2).fill(3) },
+  tensor(rand, 'transformer_blocks.0.qkv_proj.wscales', [1, 3 * n], 'BF16'), tensor(rand, 'transformer_blocks.0.qkv_proj.smooth', [n], 'BF16'),
+  tensor(rand, 'transformer_blocks.0.qkv_proj.lora_down', [n, 4], 'BF16'), tensor(rand, 'transformer_blocks.0.qkv_proj.lora_up', [3 * n, 4], 'BF16'),
+]);
+
+/** A LoRA on layers nunchaku leaves unquantized only: without the whole-base refusal it would merge there and say nothing. */
+const onUnquantizedFlux = buildSafetensors([
+  tensor(rand, 'transformer.x_embedder.lora_A.weight', [4, 16], 'BF16'), tensor(rand, 'transformer.x_embedder.lora_B.weight', [n, 4], 'BF16'),
+  tensor(rand, 'transformer.proj_out.lora_A.weight', [4, n], 'BF16'), tensor(rand, 'transformer.proj_out.lora_B.weight', [16, 4], 'BF16'),
+]);
+const qwenLora = buildSafetensors([
+  tensor(rand, 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight', [4, 16], 'BF16'), tensor(rand, 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight', [n, 4], 'BF16'),
+  tensor(rand, 'transformer.img_in.lora_A.weight', [4, 12], 'BF16'), tensor(rand, 'transformer.img_in.lora_B.weight', [16, 4], 'BF16'),
+]);
+const oldLora = buildSafetensors([
+  tensor(rand, 'lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight', [2, n], 'BF16'), tensor(rand, 'lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight', [3 * n, 2], 'BF16'),
+]);
+
+const backends = mergeBackends({ cpu: 'default' });
+const temp = tempDirs();
+afterAll(temp.removeAll);
+const WHAT_TO_DO = /load the LoRA with nunchaku \(ComfyUI-nunchaku's LoRA loader, or update_lora_params in Python\), or merge into the bf16 or fp8 model and quantize the result again/;
+
+describe('nunchaku SVDQuant bases are refused as a whole, by name, with what to do', () => {
+  const cases: { name: string; base: string; bytes: Uint8Array; lora: Uint8Array; message: RegExp }[] = [
+    { name: 'FLUX.1 int4, a LoRA only on its unquantized x_embedder and proj_out', base: NF, bytes: nunchakuFlux, lora: onUnquantizedFlux,
+      message: /svdq-int4_r32-flux\.1-dev\.safetensors: a nunchaku SVDQuant model \(4-bit W4A4 layers with a low-rank branch: transformer_blocks\.0\.attn\.to_qkv\.qweight, \.wscales, \.proj_down, \.proj_up; 3 quantized layers\)/ },
+    { name: 'Qwen-Image nvfp4, a diffusers LoRA on to_q and img_in', base: NQ, bytes: nunchakuQwen, lora: qwenLora,
+      message: /svdq-fp4_r128-qwen-image\.safetensors: a nunchaku SVDQuant model \(4-bit W4A4 layers with a low-rank branch: transformer_blocks\.0\.attn\.to_qkv\.qweight.*; 2 quantized layers\)/ },
+    { name: 'nunchaku 0.x transformer_blocks.safetensors (smooth, lora_down, lora_up)', base: NOLD, bytes: nunchakuOld, lora: oldLora,
+      message: /transformer_blocks\.safetensors: a nunchaku SVDQuant model .*transformer_blocks\.0\.qkv_proj\.qweight/ },
+  ];
+  it.for(cases)('$name: prepareMerge throws one line', async (c) => {
+    const prepare = prepareMerge(memoryInputFileSet({ [c.base]: c.bytes }, c.base), [{ files: memoryInputFileSet({ 'lora.safetensors': c.lora }, 'lora.safetensors'), weight: 1 }]);
+    await expect(prepare).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
+    const message = await prepare.catch((e: Error) => e.message);
+    expect(message).toMatch(c.message);
+    expect(message).toMatch(WHAT_TO_DO);
+    expect(message).not.toContain('\n');
+  });
+  it('through the CLI: one error line, nothing written (FLUX.1 int4)', async () => {
+    await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, { [NF]: nunchakuFlux }, { 'lora.safetensors': onUnquantizedFlux }, /a nunchaku SVDQuant model/);
+  });
+  it('nunchaku\'s AWQ W4A16 layers alone are named as such', async () => {
+    const base = buildSafetensors([...awqLayer('transformer_blocks.0.norm1.linear', 6 * n, n), tensor(rand, 'x_embedder.weight', [n, 16], 'BF16')]);
+    const message = await prepareMerge(memoryInputFileSet({ [NF]: base }, NF), [{ files: memoryInputFileSet({ 'lora.safetensors': onUnquantizedFlux }, 'lora.safetensors'), weight: 1 }])
+      .then(() => '', (e: Error) => e.message);
+    expect(message).toMatch(/: a nunchaku 4-bit model \(AWQ W4A16 layers: transformer_blocks\.0\.norm1\.linear\.qweight, \.wscales, \.wzeros; 1 quantized layers\)/);
+  });
+});
