@@ -19,7 +19,8 @@ import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
-import { tensor, rowsAt, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, rowsAt, tensor, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { QWEN_IMAGE, qwenImageTensors } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261207);
@@ -145,6 +146,100 @@ const CASES: LoraCase[] = [
 ];
 
 loraCaseSuite(CASES, rand, 'BF16');
+
+// --- FLUX-derived DiTs: Step1X-Edit, LongCat-Image -----------------------------------------------------
+
+const { h } = FLUX;
+/**
+ * stepfun-ai/Step1X-Edit's `step1x-edit-i1258.safetensors`: FLUX.1's blocks under BFL's names, bare,
+ * without guidance_in, with its Qwen2.5-VL connector (`connector.S.…`, `connector.global_proj_…`) beside them.
+ */
+const S1X = 'step1x-edit-i1258.safetensors';
+const step1xTensors = (): FixtureTensor[] => [
+  ...fluxBflTensors(rand, 'BF16').filter((t) => !t.name.startsWith('guidance_in.')),
+  tensor(rand, 'connector.S.x_embedder.weight', [h, 14], 'BF16'), tensor(rand, 'connector.global_proj_out.weight', [FLUX.vec, h], 'BF16'),
+];
+/** Step1X-Edit's LoRA trainer (library/lora_module.py, sd-scripts' lora_flux): `lora_unet_` + BFL names flattened, α/r; fused qkv and linear1 whole. */
+const step1xKohya: LoraSpec[] = [
+  kohya('lora_unet_double_blocks_0_img_attn_qkv', 4, 3 * h, h, [{ key: 'double_blocks.0.img_attn.qkv.weight' }], 4),
+  kohya('lora_unet_double_blocks_1_txt_mlp_0', 4, 4 * h, h, [{ key: 'double_blocks.1.txt_mlp.0.weight' }], 4),
+  kohya('lora_unet_double_blocks_0_img_mod_lin', 4, 6 * h, h, [{ key: 'double_blocks.0.img_mod.lin.weight' }], 4),
+  kohya('lora_unet_single_blocks_1_linear1', 4, 7 * h, h, [{ key: 'single_blocks.1.linear1.weight' }], 4),
+  kohya('lora_unet_single_blocks_0_linear2', 4, h, 5 * h, [{ key: 'single_blocks.0.linear2.weight' }], 4),
+  kohya('lora_unet_img_in', 4, h, FLUX.inChannels, [{ key: 'img_in.weight' }], 4),
+];
+
+/** meituan-longcat/LongCat-Image transformer/ (LongCatImageTransformer2DModel): diffusers' FLUX.1 block names, `time_embed` in place of `time_text_embed`. */
+const longCatTensors = (): FixtureTensor[] => [
+  ...fluxDiffusersTensors(rand, 'BF16').filter((t) => !t.name.startsWith('time_text_embed.')),
+  tensor(rand, 'time_embed.timestep_embedder.linear_1.weight', [h, FLUX.time], 'BF16'), tensor(rand, 'time_embed.timestep_embedder.linear_2.weight', [h, h], 'BF16'),
+];
+/** LongCat-Image's LoRA training (PEFT on LongCatImageTransformer2DModel, saved with `transformer.` + its names), α in lora_adapter_metadata. */
+const longCatPeft: LoraSpec[] = [
+  peft('transformer.transformer_blocks.0.attn.to_q', 4, h, h, [{ key: 'transformer_blocks.0.attn.to_q.weight' }], 2),
+  peft('transformer.transformer_blocks.1.attn.add_v_proj', 4, h, h, [{ key: 'transformer_blocks.1.attn.add_v_proj.weight' }], 2),
+  peft('transformer.transformer_blocks.0.ff_context.net.0.proj', 4, 4 * h, h, [{ key: 'transformer_blocks.0.ff_context.net.0.proj.weight' }], 2),
+  peft('transformer.single_transformer_blocks.1.proj_mlp', 4, 4 * h, h, [{ key: 'single_transformer_blocks.1.proj_mlp.weight' }], 2),
+  peft('transformer.single_transformer_blocks.0.proj_out', 4, h, 5 * h, [{ key: 'single_transformer_blocks.0.proj_out.weight' }], 2),
+  peft('transformer.time_embed.timestep_embedder.linear_1', 4, h, FLUX.time, [{ key: 'time_embed.timestep_embedder.linear_1.weight' }], 2),
+  peft('transformer.context_embedder', 4, h, FLUX.txt, [{ key: 'context_embedder.weight' }], 2),
+];
+const TRANSFORMER_LORA_METADATA = {
+  format: 'pt', lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }),
+};
+
+// --- LightX2V's step-distill ("Lightning") LoRAs for Qwen-Image-Edit-2509 and Wan 2.2 -----------------
+
+const q = QWEN_IMAGE.dim;
+/**
+ * ModelTC/Qwen-Image-Lightning (`Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors`): bare
+ * diffusers names, `lora_down`/`lora_up` with `.alpha` (diffusers' Qwen converter and ComfyUI both read α/r).
+ */
+const qwenLightning: LoraSpec[] = [
+  kohya('transformer_blocks.0.attn.to_q', 8, q, q, [{ key: 'transformer_blocks.0.attn.to_q.weight' }], 4),
+  kohya('transformer_blocks.1.attn.add_k_proj', 8, q, q, [{ key: 'transformer_blocks.1.attn.add_k_proj.weight' }], 4),
+  kohya('transformer_blocks.0.img_mlp.net.2', 8, q, 4 * q, [{ key: 'transformer_blocks.0.img_mlp.net.2.weight' }], 4),
+  kohya('transformer_blocks.1.txt_mod.1', 8, 6 * q, q, [{ key: 'transformer_blocks.1.txt_mod.1.weight' }], 4),
+];
+const QE = 'qwen_image_edit_2509_bf16.safetensors';
+/**
+ * lightx2v/Wan2.2-Lightning (`Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors`):
+ * `diffusion_model.` + Wan's names, PEFT's `lora_A`/`lora_B` with a `.alpha` per module, which ComfyUI
+ * (comfy/lora.py reads `<module>.alpha` for every LoRA form) and diffusers' Wan converter apply as α/r.
+ */
+const { dim: wd } = WAN;
+const wanLightning: LoraSpec[] = [
+  { ...peft('diffusion_model.blocks.0.self_attn.q', 8, wd, wd, [{ key: 'blocks.0.self_attn.q.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.0.self_attn.q.alpha', dtype: 'F32', shape: [], data: [2] }] },
+  { ...peft('diffusion_model.blocks.1.cross_attn.o', 8, wd, wd, [{ key: 'blocks.1.cross_attn.o.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.1.cross_attn.o.alpha', dtype: 'F32', shape: [], data: [2] }] },
+  { ...peft('diffusion_model.blocks.0.ffn.0', 8, WAN.ffn, wd, [{ key: 'blocks.0.ffn.0.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.0.ffn.0.alpha', dtype: 'F32', shape: [], data: [2] }] },
+];
+const W22 = 'wan2.2_t2v_high_noise_14B_fp16.safetensors';
+
+const DIT_CASES: LoraCase[] = [
+  {
+    name: 'Step1X-Edit, its own file (BFL names, connector beside) ← its LoRA trainer (sd-scripts form)',
+    base: file(S1X, step1xTensors()), baseName: S1X,
+    adapters: [{ file: 'step1x-edit-lora.safetensors', specs: step1xKohya, weight: 1, metadata: { ss_network_module: 'library.lora_module' } }],
+  },
+  {
+    name: 'LongCat-Image, diffusers transformer ← PEFT LoRA in its own names',
+    base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(longCatTensors()), 'config.json': JSON.stringify({ _class_name: 'LongCatImageTransformer2DModel', num_layers: 19, num_single_layers: 38, joint_attention_dim: 3584 }) },
+    baseName: 'transformer',
+    adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: longCatPeft, weight: 0.9, metadata: TRANSFORMER_LORA_METADATA }],
+  },
+  {
+    name: 'Qwen-Image-Edit-2509, Comfy-Org bf16 file ← Qwen-Image-Lightning (bare names, lora_down/lora_up, .alpha)',
+    base: file(QE, qwenImageTensors(rand, 'BF16')), baseName: QE,
+    adapters: [{ file: 'Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors', specs: qwenLightning, weight: 1 }],
+  },
+  {
+    name: 'Wan 2.2 A14B high-noise, Comfy-Org fp16 file ← Wan2.2-Lightning (diffusion_model., lora_A/lora_B, .alpha)',
+    base: file(W22, wanOriginalTensors(rand, 'F16')), baseName: W22,
+    adapters: [{ file: 'high_noise_model.safetensors', specs: wanLightning, weight: 1 }],
+  },
+];
+
+loraCaseSuite(DIT_CASES, rand, 'BF16');
 
 // --- Nunchaku SVDQuant bases: refused as a whole ---------------------------------------------------
 
