@@ -241,6 +241,68 @@ const DIT_CASES: LoraCase[] = [
 
 loraCaseSuite(DIT_CASES, rand, 'BF16');
 
+// --- Kandinsky 5 ----------------------------------------------------------------------------------
+
+/**
+ * Kandinsky 5 (Lite T2V / I2V, Image Lite): diffusers' Kandinsky5Transformer3DModel keeps the original
+ * module names, so kandinskylab's checkpoint, Comfy-Org's repackaged file and diffusers' folder share
+ * them. diffusers' KandinskyLoraLoaderMixin loads `transformer.` + those names (no converter); ComfyUI's
+ * key map takes `diffusion_model.` + the names (and the `lora_unet_` flattening).
+ */
+const K = { m: 8, t: 6, ff: 20, txt: 12, vis: 4 };
+function kandinsky5Tensors(): FixtureTensor[] {
+  const w = (name: string, shape: number[]) => tensor(rand, name, shape, 'BF16');
+  const out: FixtureTensor[] = [
+    w('time_embeddings.in_layer.weight', [K.t, K.m]), w('time_embeddings.out_layer.weight', [K.t, K.t]),
+    w('text_embeddings.in_layer.weight', [K.m, K.txt]), w('pooled_text_embeddings.in_layer.weight', [K.t, K.txt]),
+    w('visual_embeddings.in_layer.weight', [K.m, 4 * K.vis]),
+    w('text_transformer_blocks.0.text_modulation.out_layer.weight', [6 * K.m, K.t]),
+    w('out_layer.modulation.out_layer.weight', [2 * K.m, K.t]), w('out_layer.out_layer.weight', [4 * K.vis, K.m]),
+  ];
+  for (const a of ['to_query', 'to_key', 'to_value', 'out_layer']) out.push(w(`text_transformer_blocks.0.self_attention.${a}.weight`, [K.m, K.m]));
+  out.push(w('text_transformer_blocks.0.feed_forward.in_layer.weight', [K.ff, K.m]), w('text_transformer_blocks.0.feed_forward.out_layer.weight', [K.m, K.ff]));
+  for (let i = 0; i < 2; i++) {
+    const b = `visual_transformer_blocks.${i}`;
+    out.push(w(`${b}.visual_modulation.out_layer.weight`, [9 * K.m, K.t]));
+    for (const at of ['self_attention', 'cross_attention']) for (const a of ['to_query', 'to_key', 'to_value', 'out_layer']) out.push(w(`${b}.${at}.${a}.weight`, [K.m, K.m]));
+    out.push(w(`${b}.feed_forward.in_layer.weight`, [K.ff, K.m]), w(`${b}.feed_forward.out_layer.weight`, [K.m, K.ff]));
+  }
+  return out;
+}
+const kandinskyDiffusers: LoraSpec[] = [
+  peft('transformer.visual_transformer_blocks.0.self_attention.to_query', 4, K.m, K.m, [{ key: 'visual_transformer_blocks.0.self_attention.to_query.weight' }], 2),
+  peft('transformer.visual_transformer_blocks.1.cross_attention.to_value', 4, K.m, K.m, [{ key: 'visual_transformer_blocks.1.cross_attention.to_value.weight' }], 2),
+  peft('transformer.visual_transformer_blocks.0.feed_forward.out_layer', 4, K.m, K.ff, [{ key: 'visual_transformer_blocks.0.feed_forward.out_layer.weight' }], 2),
+  peft('transformer.text_transformer_blocks.0.self_attention.out_layer', 4, K.m, K.m, [{ key: 'text_transformer_blocks.0.self_attention.out_layer.weight' }], 2),
+  peft('transformer.visual_transformer_blocks.1.visual_modulation.out_layer', 4, 9 * K.m, K.t, [{ key: 'visual_transformer_blocks.1.visual_modulation.out_layer.weight' }], 2),
+];
+const kandinskyComfy: LoraSpec[] = [
+  kohya('diffusion_model.visual_transformer_blocks.1.cross_attention.to_key', 2, K.m, K.m, [{ key: 'visual_transformer_blocks.1.cross_attention.to_key.weight' }], 1),
+  kohya('diffusion_model.out_layer.out_layer', 2, 4 * K.vis, K.m, [{ key: 'out_layer.out_layer.weight' }], 1),
+  kohya('lora_unet_visual_transformer_blocks_0_feed_forward_in_layer', 2, K.ff, K.m, [{ key: 'visual_transformer_blocks.0.feed_forward.in_layer.weight' }], 1),
+];
+const K5 = 'kandinsky5lite_t2v_sft_5s.safetensors';
+const KANDINSKY_CASES: LoraCase[] = [
+  {
+    name: 'Kandinsky 5 Lite, the single file (original names) ← diffusers (transformer.) and ComfyUI-form LoRAs',
+    base: file(K5, kandinsky5Tensors()), baseName: K5,
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: kandinskyDiffusers, weight: 1, metadata: TRANSFORMER_LORA_METADATA },
+      { file: 'kandinsky5_comfy.safetensors', specs: kandinskyComfy, weight: 0.7 },
+    ],
+  },
+  {
+    name: 'Kandinsky 5 Lite, diffusers transformer ← the same LoRAs',
+    base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(kandinsky5Tensors()), 'config.json': JSON.stringify({ _class_name: 'Kandinsky5Transformer3DModel', model_dim: 1792, ff_dim: 7168, num_visual_blocks: 32 }) },
+    baseName: 'transformer',
+    adapters: [
+      { file: 'pytorch_lora_weights.safetensors', specs: kandinskyDiffusers, weight: -1, metadata: TRANSFORMER_LORA_METADATA },
+      { file: 'kandinsky5_comfy.safetensors', specs: kandinskyComfy, weight: 1 },
+    ],
+  },
+];
+loraCaseSuite(KANDINSKY_CASES, rand, 'BF16');
+
 // --- Nunchaku SVDQuant bases: refused as a whole ---------------------------------------------------
 
 /**
