@@ -19,8 +19,8 @@ import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
-import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, rowsAt, tensor, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
-import { QWEN_IMAGE, qwenImageTensors } from './helpers/dit-fixtures.js';
+import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, rowsAt, rowsFrom, tensor, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { QWEN_IMAGE, ZIMAGE, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261207);
@@ -302,6 +302,49 @@ const KANDINSKY_CASES: LoraCase[] = [
   },
 ];
 loraCaseSuite(KANDINSKY_CASES, rand, 'BF16');
+
+/** musubi-tuner's Kandinsky 5 LoRAs (networks.lora_kandinsky): `lora_unet_` + the names flattened, α/r; attention and feed-forward of both block kinds. */
+const kandinskyMusubi: LoraSpec[] = [
+  kohya('lora_unet_visual_transformer_blocks_1_self_attention_to_value', 2, K.m, K.m, [{ key: 'visual_transformer_blocks.1.self_attention.to_value.weight' }], 2),
+  kohya('lora_unet_visual_transformer_blocks_0_cross_attention_out_layer', 2, K.m, K.m, [{ key: 'visual_transformer_blocks.0.cross_attention.out_layer.weight' }], 2),
+  kohya('lora_unet_text_transformer_blocks_0_feed_forward_out_layer', 2, K.m, K.ff, [{ key: 'text_transformer_blocks.0.feed_forward.out_layer.weight' }], 2),
+];
+
+// --- Z-Image: musubi-tuner's LoRA after its convert_z_image_lora_to_comfy.py ------------------------
+
+/**
+ * The converter concatenates to_q, to_k, to_v into ComfyUI's `attention_qkv` (rank ×3, lora_up
+ * block-diagonal, α ×3, so α/r is kept) and renames `attention_to_out_0` → `attention_out`, still in the
+ * `lora_unet_` form; ComfyUI's key map reads that form for its Z-Image names.
+ */
+const zd = ZIMAGE.dim;
+const musubiZImageComfy = (onDiffusers: boolean): LoraSpec[] => [
+  kohya('lora_unet_layers_0_attention_qkv', 6, 3 * zd, zd, onDiffusers
+    ? ['to_q', 'to_k', 'to_v'].map((x, i) => ({ key: `layers.0.attention.${x}.weight`, rows: rowsFrom(i * zd, zd) }))
+    : [{ key: 'layers.0.attention.qkv.weight' }], 12),
+  kohya('lora_unet_noise_refiner_0_attention_out', 2, zd, zd, [{ key: onDiffusers ? 'noise_refiner.0.attention.to_out.0.weight' : 'noise_refiner.0.attention.out.weight' }], 4),
+  kohya('lora_unet_layers_1_feed_forward_w2', 2, zd, ZIMAGE.ffn, [{ key: 'layers.1.feed_forward.w2.weight' }], 4),
+];
+const ZT = 'z_image_turbo_bf16.safetensors';
+const MORE_CASES: LoraCase[] = [
+  {
+    name: 'Kandinsky 5 Lite, the single file ← musubi-tuner LoRA (lora_unet_, names with underscores of their own)',
+    base: file(K5, kandinsky5Tensors()), baseName: K5,
+    adapters: [{ file: 'kandinsky5_musubi.safetensors', specs: kandinskyMusubi, weight: 1, metadata: { ss_network_module: 'networks.lora_kandinsky' } }],
+  },
+  {
+    name: 'Z-Image Turbo, Comfy-Org single file ← musubi-tuner LoRA converted for ComfyUI (lora_unet_…_attention_qkv)',
+    base: file(ZT, zImageComfyTensors(rand, 'BF16')), baseName: ZT,
+    adapters: [{ file: 'zimage_musubi_comfy.safetensors', specs: musubiZImageComfy(false), weight: 1, metadata: { ss_network_module: 'networks.lora_zimage' } }],
+  },
+  {
+    name: 'diffusers Z-Image transformer ← the same converted LoRA (qkv thirds onto to_q, to_k, to_v)',
+    base: { 'diffusion_pytorch_model.safetensors': buildSafetensors(zImageDiffusersTensors(rand, 'BF16')), 'config.json': JSON.stringify({ _class_name: 'ZImageTransformer2DModel' }) },
+    baseName: 'transformer',
+    adapters: [{ file: 'zimage_musubi_comfy.safetensors', specs: musubiZImageComfy(true), weight: 0.8, metadata: { ss_network_module: 'networks.lora_zimage' } }],
+  },
+];
+loraCaseSuite(MORE_CASES, rand, 'BF16');
 
 // --- Nunchaku SVDQuant bases: refused as a whole ---------------------------------------------------
 
