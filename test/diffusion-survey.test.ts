@@ -15,11 +15,12 @@
  * Shapes are scaled down; names and dtypes are the real ones.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { memoryInputFileSet, prepareMerge } from '../src/index.js';
-import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { expectMergedFile } from './helpers/merge-truth.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
-import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, rowsAt, rowsFrom, tensor, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, tensor, truthTerms, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { QWEN_IMAGE, ZIMAGE, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
 
@@ -445,5 +446,67 @@ describe('nunchaku SVDQuant bases are refused as a whole, by name, with what to 
     const message = await prepareMerge(memoryInputFileSet({ [NF]: base }, NF), [{ files: memoryInputFileSet({ 'lora.safetensors': onUnquantizedFlux }, 'lora.safetensors'), weight: 1 }])
       .then(() => '', (e: Error) => e.message);
     expect(message).toMatch(/: a nunchaku 4-bit model \(AWQ W4A16 layers: transformer_blocks\.0\.norm1\.linear\.qweight, \.wscales, \.wzeros; 1 quantized layers\)/);
+  });
+});
+
+/**
+ * The whole Kolors-diffusers pipeline folder: its text encoder is ChatGLM3-6B (`ChatGLMModel`,
+ * `encoder.layers.N.self_attention.query_key_value`, `mlp.dense_h_to_4h` / `dense_4h_to_h`), which
+ * KolorsPipeline's LoRA loader (diffusers' SDXL one) fills from `text_encoder.` + those names; a
+ * kohya-form `lora_te_` + the names flattened lands there too.
+ */
+describe('Kolors pipeline folder: unet/ and the ChatGLM3 text_encoder/', () => {
+  const G = { h: 8, qkv: 12, ffn: 16 };
+  const unetTensors = sdxlUnetDiffusers('F16', true);
+  const teTensors: FixtureTensor[] = [
+    tensor(rand, 'embedding.word_embeddings.weight', [20, G.h], 'F16'),
+    tensor(rand, 'encoder.layers.0.self_attention.query_key_value.weight', [G.qkv, G.h], 'F16'), tensor(rand, 'encoder.layers.0.self_attention.query_key_value.bias', [G.qkv], 'F16'),
+    tensor(rand, 'encoder.layers.0.self_attention.dense.weight', [G.h, G.h], 'F16'),
+    tensor(rand, 'encoder.layers.0.mlp.dense_h_to_4h.weight', [2 * G.ffn, G.h], 'F16'), tensor(rand, 'encoder.layers.0.mlp.dense_4h_to_h.weight', [G.h, G.ffn], 'F16'),
+    tensor(rand, 'encoder.final_layernorm.weight', [G.h], 'F16'), tensor(rand, 'output_layer.weight', [20, G.h], 'F16'),
+  ];
+  const pipeline: Record<string, Uint8Array | string> = {
+    'model_index.json': JSON.stringify({
+      _class_name: 'KolorsPipeline', text_encoder: ['kolors', 'ChatGLMModel'], tokenizer: ['kolors', 'ChatGLMTokenizer'],
+      unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'EulerDiscreteScheduler'],
+    }),
+    'unet/diffusion_pytorch_model.fp16.safetensors': buildSafetensors(unetTensors), 'unet/config.json': KOLORS_UNET_CONFIG,
+    'text_encoder/model.safetensors': buildSafetensors(teTensors),
+    'text_encoder/config.json': JSON.stringify({ architectures: ['ChatGLMModel'], model_type: 'chatglm', hidden_size: 4096, num_layers: 28 }),
+  };
+  const diffusersSpecs: LoraSpec[] = [
+    peft(`unet.${A1}.attn2.to_k`, 4, U.c1, U.ctx, [{ key: `${A1}.attn2.to_k.weight` }], 2),
+    peft('text_encoder.encoder.layers.0.self_attention.query_key_value', 4, G.qkv, G.h, [{ key: 'encoder.layers.0.self_attention.query_key_value.weight' }], 2),
+    peft('text_encoder.encoder.layers.0.mlp.dense_h_to_4h', 4, 2 * G.ffn, G.h, [{ key: 'encoder.layers.0.mlp.dense_h_to_4h.weight' }], 2),
+  ];
+  const kohyaSpecs: LoraSpec[] = [
+    kohya('lora_te_encoder_layers_0_mlp_dense_4h_to_h', 2, G.h, G.ffn, [{ key: 'encoder.layers.0.mlp.dense_4h_to_h.weight' }], 1),
+    kohya('lora_unet_encoder_hid_proj', 2, U.ctx, U.glm, [{ key: 'encoder_hid_proj.weight' }], 1),
+  ];
+  const metadata = {
+    format: 'pt', lora_adapter_metadata: JSON.stringify({
+      'unet.r': 4, 'unet.lora_alpha': 8, 'unet.peft_type': 'LORA', 'text_encoder.r': 4, 'text_encoder.lora_alpha': 8, 'text_encoder.peft_type': 'LORA',
+    }),
+  };
+  const diffusersLora = buildSafetensors(loraTensors(rand, diffusersSpecs, 'BF16'), metadata);
+  const kohyaLora = buildSafetensors(loraTensors(rand, kohyaSpecs, 'BF16'));
+
+  it('merges both LoRAs exactly into unet/ and text_encoder/', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(pipeline, 'Kolors-diffusers'), [
+      { files: memoryInputFileSet({ 'pytorch_lora_weights.safetensors': diffusersLora }, 'pytorch_lora_weights.safetensors'), weight: 0.7 },
+      { files: memoryInputFileSet({ 'kolors_kohya.safetensors': kohyaLora }, 'kolors_kohya.safetensors'), weight: 1 },
+    ]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    expect(prepared.plan.leftOut).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const terms = [...truthTerms(decodeSafetensors(diffusersLora).tensors, diffusersSpecs, 0.7), ...truthTerms(decodeSafetensors(kohyaLora).tensors, kohyaSpecs, 1)];
+    const merged = async (path: string) => decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path.endsWith(path))!.blob.arrayBuffer())).tensors;
+    const unetKeys = new Set(unetTensors.map((t) => t.name));
+    expectMergedFile(decodeSafetensors(pipeline['unet/diffusion_pytorch_model.fp16.safetensors'] as Uint8Array).tensors,
+      await merged('unet/diffusion_pytorch_model.fp16.safetensors'), terms.filter((t) => unetKeys.has(t.baseKey)));
+    expectMergedFile(decodeSafetensors(pipeline['text_encoder/model.safetensors'] as Uint8Array).tensors,
+      await merged('text_encoder/model.safetensors'), terms.filter((t) => !unetKeys.has(t.baseKey)));
   });
 });
