@@ -510,3 +510,25 @@ describe('Kolors pipeline folder: unet/ and the ChatGLM3 text_encoder/', () => {
       await merged('text_encoder/model.safetensors'), terms.filter((t) => !unetKeys.has(t.baseKey)));
   });
 });
+
+// --- LongCat-Video's own LoRAs: refused in one line -----------------------------------------------
+
+describe('LongCat-Video LoRAs (its LoRANetwork: lora___lorahyphen___ names, alpha_scale, lora_up.blocks.N) are refused in one line', () => {
+  const P = 'lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___';
+  const dit = { 'diffusion_pytorch_model.safetensors': buildSafetensors([
+    tensor(rand, 'blocks.0.attn.qkv.weight', [24, 8], 'BF16'), tensor(rand, 'blocks.0.attn.proj.weight', [8, 8], 'BF16'),
+    tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [16, 8], 'BF16'), tensor(rand, 'blocks.0.ffn.w1.weight', [20, 8], 'BF16'),
+  ]) };
+  // cfg_step_lora.safetensors: rank 128, α 64 (alpha_scale 0.5); fused qkv with three up blocks.
+  const lora = buildSafetensors([
+    tensor(rand, `${P}attn___lorahyphen___qkv.lora_down.weight`, [6, 8], 'BF16'),
+    ...[0, 1, 2].map((i) => tensor(rand, `${P}attn___lorahyphen___qkv.lora_up.blocks.${i}.weight`, [8, 2], 'BF16')),
+    { name: `${P}attn___lorahyphen___qkv.alpha_scale`, dtype: 'BF16', shape: [], data: [0.5] },
+    tensor(rand, `${P}ffn___lorahyphen___w1.lora_down.weight`, [2, 8], 'BF16'), tensor(rand, `${P}ffn___lorahyphen___w1.lora_up.weight`, [20, 2], 'BF16'),
+    { name: `${P}ffn___lorahyphen___w1.alpha_scale`, dtype: 'BF16', shape: [], data: [0.5] },
+  ]);
+  const message = /cfg_step_lora\.safetensors: a LongCat-Video LoRA \(its LoRANetwork's names: "lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___attn___lorahyphen___qkv\.lora_down\.weight" is module blocks\.0\.attn\.qkv, with alpha_scale and lora_up\.blocks\.N on fused projections\); this format is not supported: apply it with LongCat-Video's pipeline/;
+  it('by the library and the CLI, nothing written', async () => {
+    await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, dit, { 'cfg_step_lora.safetensors': lora }, message);
+  });
+});

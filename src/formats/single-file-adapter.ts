@@ -22,6 +22,7 @@ import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
+import { longCatVideoLoraRefusal } from './longcat-video-lora.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -67,6 +68,9 @@ function formatOf(modules: readonly string[]): AdapterFormat {
  */
 export async function parseSingleFileAdapter(name: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
   const fileName = file.source.name;
+  // LongCat-Video's own naming is read by no layout: one line for the file, not one per tensor.
+  const longCat = longCatVideoLoraRefusal(fileName, file);
+  if (longCat) throw longCat;
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
