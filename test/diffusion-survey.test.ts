@@ -22,7 +22,7 @@ import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
 import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, tensor, truthTerms, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { QWEN_IMAGE, ZIMAGE, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors } from './helpers/dit-fixtures.js';
-import { loraCaseSuite, type LoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261207);
 
@@ -205,15 +205,17 @@ const qwenLightning: LoraSpec[] = [
 const QE = 'qwen_image_edit_2509_bf16.safetensors';
 /**
  * lightx2v/Wan2.2-Lightning (`Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors`):
- * `diffusion_model.` + Wan's names, PEFT's `lora_A`/`lora_B` with a `.alpha` per module, which ComfyUI
- * (comfy/lora.py reads `<module>.alpha` for every LoRA form) and diffusers' Wan converter apply as α/r.
+ * `diffusion_model.` + Wan's names, `lora_down`/`lora_up` with a `.alpha` per module (α/r, as ComfyUI,
+ * diffusers' Wan converter and LightX2V's loader read it).
  */
 const { dim: wd } = WAN;
 const wanLightning: LoraSpec[] = [
-  { ...peft('diffusion_model.blocks.0.self_attn.q', 8, wd, wd, [{ key: 'blocks.0.self_attn.q.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.0.self_attn.q.alpha', dtype: 'F32', shape: [], data: [2] }] },
-  { ...peft('diffusion_model.blocks.1.cross_attn.o', 8, wd, wd, [{ key: 'blocks.1.cross_attn.o.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.1.cross_attn.o.alpha', dtype: 'F32', shape: [], data: [2] }] },
-  { ...peft('diffusion_model.blocks.0.ffn.0', 8, WAN.ffn, wd, [{ key: 'blocks.0.ffn.0.weight' }], 0.25), extra: [{ name: 'diffusion_model.blocks.0.ffn.0.alpha', dtype: 'F32', shape: [], data: [2] }] },
+  kohya('diffusion_model.blocks.0.self_attn.q', 8, wd, wd, [{ key: 'blocks.0.self_attn.q.weight' }], 2),
+  kohya('diffusion_model.blocks.1.cross_attn.o', 8, wd, wd, [{ key: 'blocks.1.cross_attn.o.weight' }], 2),
+  kohya('diffusion_model.blocks.0.ffn.0', 8, WAN.ffn, wd, [{ key: 'blocks.0.ffn.0.weight' }], 2),
 ];
+/** Wan 2.2 A14B has Wan 2.1 T2V's blocks: no image cross-attention (`k_img`, `v_img`, `norm_k_img`) and no `img_emb`. */
+const wan22Tensors = (): FixtureTensor[] => wanOriginalTensors(rand, 'F16').filter((t) => !/(k_img|v_img|img_emb)/.test(t.name));
 const W22 = 'wan2.2_t2v_high_noise_14B_fp16.safetensors';
 
 const DIT_CASES: LoraCase[] = [
@@ -234,8 +236,8 @@ const DIT_CASES: LoraCase[] = [
     adapters: [{ file: 'Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors', specs: qwenLightning, weight: 1 }],
   },
   {
-    name: 'Wan 2.2 A14B high-noise, Comfy-Org fp16 file ← Wan2.2-Lightning (diffusion_model., lora_A/lora_B, .alpha)',
-    base: file(W22, wanOriginalTensors(rand, 'F16')), baseName: W22,
+    name: 'Wan 2.2 A14B high-noise, Comfy-Org fp16 file ← Wan2.2-Lightning (diffusion_model., lora_down/lora_up, .alpha)',
+    base: file(W22, wan22Tensors()), baseName: W22,
     adapters: [{ file: 'high_noise_model.safetensors', specs: wanLightning, weight: 1 }],
   },
 ];
@@ -530,5 +532,16 @@ describe('LongCat-Video LoRAs (its LoRANetwork: lora___lorahyphen___ names, alph
   const message = /cfg_step_lora\.safetensors: a LongCat-Video LoRA \(its LoRANetwork's names: "lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___attn___lorahyphen___qkv\.lora_down\.weight" is module blocks\.0\.attn\.qkv, with alpha_scale and lora_up\.blocks\.N on fused projections\); this format is not supported: apply it with LongCat-Video's pipeline/;
   it('by the library and the CLI, nothing written', async () => {
     await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, dit, { 'cfg_step_lora.safetensors': lora }, message);
+  });
+});
+
+describe('a Wan 2.1 I2V LightX2V LoRA on a Wan 2.2 base', () => {
+  it('is refused module by module where Wan 2.2 has no image cross-attention (ComfyUI loads the rest: "lora key not loaded")', async () => {
+    const problems = await planProblemsOf(file(W22, wan22Tensors()), W22, [
+      kohya('diffusion_model.blocks.0.self_attn.k', 8, wd, wd, [], 8),
+      kohya('diffusion_model.blocks.0.cross_attn.k_img', 8, wd, wd, [], 8),
+    ], rand);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/diffusion_model\.blocks\.0\.cross_attn\.k_img/);
   });
 });
