@@ -545,3 +545,46 @@ describe('a Wan 2.1 I2V LightX2V LoRA on a Wan 2.2 base', () => {
     expect(problems[0]).toMatch(/diffusion_model\.blocks\.0\.cross_attn\.k_img/);
   });
 });
+
+// --- Z-Image LoKr on diffusers names onto ComfyUI's fused qkv -------------------------------------
+
+/**
+ * A LoKr (`lokr_w1`, `lokr_w2`, both whole: scale 1, as LyCORIS and ComfyUI apply it without w1_b /
+ * w2_b) on Z-Image's diffusers names under `diffusion_model.`, as ComfyUI reads them: to_k's
+ * kron(w1, w2) lands on rows [dim, 2·dim) of ComfyUI's `attention.qkv`, feed_forward.w1 whole.
+ */
+describe('Z-Image LoKr (diffusers names) onto Comfy-Org\'s fused qkv', () => {
+  const d = ZIMAGE.dim;
+  const base = file(ZT, zImageComfyTensors(rand, 'BF16'));
+  const factors = [
+    tensor(rand, 'diffusion_model.layers.0.attention.to_k.lokr_w1', [2, 2], 'BF16'), tensor(rand, 'diffusion_model.layers.0.attention.to_k.lokr_w2', [d / 2, d / 2], 'BF16'),
+    tensor(rand, 'diffusion_model.layers.1.feed_forward.w1.lokr_w1', [4, 2], 'BF16'), tensor(rand, 'diffusion_model.layers.1.feed_forward.w1.lokr_w2', [ZIMAGE.ffn / 4, d / 2], 'BF16'),
+  ];
+  const lokr = buildSafetensors(factors);
+  /** kron(w1, w2) written out as B = kron (out, in) against A = I (in, in). */
+  const kronTerm = (baseKey: string, w1: string, w2: string, rows?: { src: number; dst: number; count: number }[]) => {
+    const t = decodeSafetensors(lokr).tensors;
+    const [a1, b1] = t.get(w1)!.shape, [c2, d2] = t.get(w2)!.shape;
+    const out = a1 * c2, inF = b1 * d2;
+    const k = new Float64Array(out * inF);
+    for (let i = 0; i < a1; i++) for (let j = 0; j < b1; j++) for (let p = 0; p < c2; p++) for (let q = 0; q < d2; q++) {
+      k[(i * c2 + p) * inF + j * d2 + q] = t.get(w1)!.values[i * b1 + j] * t.get(w2)!.values[p * d2 + q];
+    }
+    const eye = new Float64Array(inF * inF);
+    for (let i = 0; i < inF; i++) eye[i * inF + i] = 1;
+    const dec = (shape: number[], values: Float64Array) => ({ dtype: 'F32' as const, shape, values, bytes: new Uint8Array() });
+    return { baseKey, a: dec([inF, inF], eye), b: dec([out, inF], k), scale: 0.9, rows };
+  };
+  it('merges exactly (to_k on rows [dim, 2·dim) of qkv)', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, ZT), [{ files: memoryInputFileSet({ 'zimage_lokr.safetensors': lokr }, 'zimage_lokr.safetensors'), weight: 0.9 }]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu! });
+    await prepared.close();
+    const merged = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path.endsWith('.safetensors'))!.blob.arrayBuffer())).tensors;
+    expectMergedFile(decodeSafetensors(base[ZT]).tensors, merged, [
+      kronTerm('layers.0.attention.qkv.weight', factors[0].name, factors[1].name, [{ src: 0, dst: d, count: d }]),
+      kronTerm('layers.1.feed_forward.w1.weight', factors[2].name, factors[3].name),
+    ]);
+  });
+});
