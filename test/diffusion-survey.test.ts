@@ -513,25 +513,86 @@ describe('Kolors pipeline folder: unet/ and the ChatGLM3 text_encoder/', () => {
   });
 });
 
-// --- LongCat-Video's own LoRAs: refused in one line -----------------------------------------------
+// --- LongCat-Video's own LoRAs ---------------------------------------------------------------------
 
-describe('LongCat-Video LoRAs (its LoRANetwork: lora___lorahyphen___ names, alpha_scale, lora_up.blocks.N) are refused in one line', () => {
+/**
+ * LongCat-Video's LoRANetwork files (`lora/cfg_step_lora.safetensors`: rank 128, α 64, alpha_scale
+ * 0.5 stored per module): `lora___lorahyphen___` + the module path, `lora_down.weight` (n·r, in), one
+ * `lora_up.weight` or, on the fused `attn.qkv` (n = 3) and `cross_attn.kv_linear` (n = 2), one
+ * `lora_up.blocks.<i>.weight` (out/n, r) per chunk of r down rows (its LoRAUPParallel); the forward
+ * adds lora_up(lora_down(x))·multiplier·alpha_scale. Onto its `dit/` checkpoint names (bare).
+ */
+describe('LongCat-Video LoRAs (its LoRANetwork: lora___lorahyphen___ names, alpha_scale, lora_up.blocks.N)', () => {
+  const h = 8, r = 2, ffn = 20;
   const P = 'lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___';
-  const dit = { 'diffusion_pytorch_model.safetensors': buildSafetensors([
-    tensor(rand, 'blocks.0.attn.qkv.weight', [24, 8], 'BF16'), tensor(rand, 'blocks.0.attn.proj.weight', [8, 8], 'BF16'),
-    tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [16, 8], 'BF16'), tensor(rand, 'blocks.0.ffn.w1.weight', [20, 8], 'BF16'),
-  ]) };
-  // cfg_step_lora.safetensors: rank 128, α 64 (alpha_scale 0.5); fused qkv with three up blocks.
-  const lora = buildSafetensors([
-    tensor(rand, `${P}attn___lorahyphen___qkv.lora_down.weight`, [6, 8], 'BF16'),
-    ...[0, 1, 2].map((i) => tensor(rand, `${P}attn___lorahyphen___qkv.lora_up.blocks.${i}.weight`, [8, 2], 'BF16')),
-    { name: `${P}attn___lorahyphen___qkv.alpha_scale`, dtype: 'BF16', shape: [], data: [0.5] },
-    tensor(rand, `${P}ffn___lorahyphen___w1.lora_down.weight`, [2, 8], 'BF16'), tensor(rand, `${P}ffn___lorahyphen___w1.lora_up.weight`, [20, 2], 'BF16'),
-    { name: `${P}ffn___lorahyphen___w1.alpha_scale`, dtype: 'BF16', shape: [], data: [0.5] },
-  ]);
-  const message = /cfg_step_lora\.safetensors: a LongCat-Video LoRA \(its LoRANetwork's names: "lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___attn___lorahyphen___qkv\.lora_down\.weight" is module blocks\.0\.attn\.qkv, with alpha_scale and lora_up\.blocks\.N on fused projections\); this format is not supported: apply it with LongCat-Video's pipeline/;
-  it('by the library and the CLI, nothing written', async () => {
-    await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, dit, { 'cfg_step_lora.safetensors': lora }, message);
+  const ditTensors: FixtureTensor[] = [
+    tensor(rand, 'blocks.0.adaLN_modulation.1.weight', [6 * h, h], 'BF16'),
+    tensor(rand, 'blocks.0.attn.qkv.weight', [3 * h, h], 'BF16'), tensor(rand, 'blocks.0.attn.qkv.bias', [3 * h], 'BF16'),
+    tensor(rand, 'blocks.0.attn.proj.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.attn.q_norm.weight', [h / 2], 'F32'),
+    tensor(rand, 'blocks.0.cross_attn.q_linear.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [2 * h, h], 'BF16'),
+    tensor(rand, 'blocks.0.cross_attn.proj.weight', [h, h], 'BF16'),
+    tensor(rand, 'blocks.0.ffn.w1.weight', [ffn, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w2.weight', [h, ffn], 'BF16'), tensor(rand, 'blocks.0.ffn.w3.weight', [ffn, h], 'BF16'),
+    tensor(rand, 'final_layer.linear.weight', [16, h], 'BF16'),
+  ];
+  const DIT = 'diffusion_pytorch_model.safetensors';
+  const dit = { [DIT]: buildSafetensors(ditTensors), 'config.json': JSON.stringify({ _class_name: 'LongCatVideoTransformer3DModel', hidden_size: 4096, depth: 48 }) };
+  const scalar = (name: string, dtype: 'F32' | 'BF16', v: number): FixtureTensor => ({ name, dtype, shape: [], data: [v] });
+  const loraTensorsList: FixtureTensor[] = [
+    tensor(rand, `${P}attn___lorahyphen___qkv.lora_down.weight`, [3 * r, h], 'BF16'),
+    ...[0, 1, 2].map((i) => tensor(rand, `${P}attn___lorahyphen___qkv.lora_up.blocks.${i}.weight`, [h, r], 'BF16')),
+    scalar(`${P}attn___lorahyphen___qkv.alpha_scale`, 'BF16', 0.5),
+    tensor(rand, `${P}cross_attn___lorahyphen___kv_linear.lora_down.weight`, [2 * r, h], 'BF16'),
+    ...[0, 1].map((i) => tensor(rand, `${P}cross_attn___lorahyphen___kv_linear.lora_up.blocks.${i}.weight`, [h, r], 'BF16')),
+    scalar(`${P}cross_attn___lorahyphen___kv_linear.alpha_scale`, 'F32', 0.5),
+    tensor(rand, `${P}ffn___lorahyphen___w1.lora_down.weight`, [r, h], 'BF16'), tensor(rand, `${P}ffn___lorahyphen___w1.lora_up.weight`, [ffn, r], 'BF16'),
+    scalar(`${P}ffn___lorahyphen___w1.alpha_scale`, 'F32', 0.5),
+    tensor(rand, `${P}adaLN_modulation___lorahyphen___1.lora_down.weight`, [r, h], 'BF16'), tensor(rand, `${P}adaLN_modulation___lorahyphen___1.lora_up.weight`, [6 * h, r], 'BF16'),
+    scalar(`${P}adaLN_modulation___lorahyphen___1.alpha_scale`, 'F32', 0.25),
+  ];
+  const lora = buildSafetensors(loraTensorsList);
+
+  /** The float64 truth's terms: each up block on its out/n rows with its r rows of the down. */
+  function terms(weight: number) {
+    const t = decodeSafetensors(lora).tensors;
+    const slice = (name: string, i: number, rows: number) => {
+      const d = t.get(name)!;
+      const cols = d.shape[1];
+      return { ...d, shape: [rows, cols], values: d.values.slice(i * rows * cols, (i + 1) * rows * cols) };
+    };
+    const blocks = (module: string, key: string, n: number) => [...Array(n).keys()].map((i) => ({
+      baseKey: key, a: slice(`${P}${module}.lora_down.weight`, i, r), b: t.get(`${P}${module}.lora_up.blocks.${i}.weight`)!,
+      scale: weight * 0.5, rows: [{ src: 0, dst: i * h, count: h }],
+    }));
+    const plain = (module: string, key: string, alphaScale: number) => ({
+      baseKey: key, a: t.get(`${P}${module}.lora_down.weight`)!, b: t.get(`${P}${module}.lora_up.weight`)!, scale: weight * alphaScale,
+    });
+    return [
+      ...blocks('attn___lorahyphen___qkv', 'blocks.0.attn.qkv.weight', 3),
+      ...blocks('cross_attn___lorahyphen___kv_linear', 'blocks.0.cross_attn.kv_linear.weight', 2),
+      plain('ffn___lorahyphen___w1', 'blocks.0.ffn.w1.weight', 0.5),
+      plain('adaLN_modulation___lorahyphen___1', 'blocks.0.adaLN_modulation.1.weight', 0.25),
+    ];
+  }
+
+  it.for(['cpu', 'webgpu'] as const)('merges exactly on %s', async (kind, ctx) => {
+    const backend = backends[kind];
+    if (!backend) return ctx.skip();
+    const prepared = await prepareMerge(memoryInputFileSet(dit, 'dit'), [{ files: memoryInputFileSet({ 'cfg_step_lora.safetensors': lora }, 'cfg_step_lora.safetensors'), weight: 0.8 }]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    expect(prepared.plan.leftOut).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend });
+    await prepared.close();
+    const merged = decodeSafetensors(new Uint8Array(await output.files().find((f) => f.path.endsWith('.safetensors'))!.blob.arrayBuffer())).tensors;
+    expectMergedFile(decodeSafetensors(dit[DIT]).tensors, merged, terms(0.8));
+  });
+
+  it('refuses a module without alpha_scale, and a block left out, naming them', async () => {
+    const broken = buildSafetensors(loraTensorsList.filter((t) => !t.name.endsWith('ffn___lorahyphen___w1.alpha_scale') && !t.name.endsWith('kv_linear.lora_up.blocks.1.weight')));
+    const message = await prepareMerge(memoryInputFileSet(dit, 'dit'), [{ files: memoryInputFileSet({ 'cfg_step_lora.safetensors': broken }, 'cfg_step_lora.safetensors'), weight: 1 }])
+      .then(() => '', (e: Error) => e.message);
+    expect(message).toMatch(/module "blocks\.0\.ffn\.w1" \(LongCat-Video LoRA\) has no alpha_scale/);
+    expect(message).toMatch(/module "blocks\.0\.cross_attn\.kv_linear" \(LongCat-Video LoRA\) has lora_up\.blocks 0: blocks must be numbered from 0 with none left out|module "blocks\.0\.cross_attn\.kv_linear" \(LongCat-Video LoRA\) has factors of shapes/);
   });
 });
 
