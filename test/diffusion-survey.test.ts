@@ -20,6 +20,7 @@ import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs, type Fixtu
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { expectRefusedByCliAndLibrary } from './helpers/refusals.js';
+import { runCli } from './helpers/cli.js';
 import { FLUX, WAN, fluxBflTensors, fluxDiffusersTensors, loraTensors, rowsAt, rowsFrom, tensor, truthTerms, wanOriginalTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { QWEN_IMAGE, ZIMAGE, qwenImageTensors, zImageComfyTensors, zImageDiffusersTensors } from './helpers/dit-fixtures.js';
 import { loraCaseSuite, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
@@ -592,6 +593,11 @@ describe('LongCat-Video LoRAs (its LoRANetwork: lora___lorahyphen___ names, alph
     const message = await prepareMerge(memoryInputFileSet(dit, 'dit'), [{ files: memoryInputFileSet({ 'cfg_step_lora.safetensors': broken }, 'cfg_step_lora.safetensors'), weight: 1 }])
       .then(() => '', (e: Error) => e.message);
     expect(message).toMatch(/module "blocks\.0\.ffn\.w1" \(LongCat-Video LoRA\) has no alpha_scale/);
+    // `inspect` shows the file's refusal (an adapter's), not a model's tensor list.
+    const path = temp.make({ 'cfg_step_lora.safetensors': broken });
+    const run = await runCli(['inspect', `${path}/cfg_step_lora.safetensors`]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toMatch(/has no alpha_scale/);
     expect(message).toMatch(/module "blocks\.0\.cross_attn\.kv_linear" \(LongCat-Video LoRA\) has lora_up\.blocks 0: blocks must be numbered from 0 with none left out|module "blocks\.0\.cross_attn\.kv_linear" \(LongCat-Video LoRA\) has factors of shapes/);
   });
 });

@@ -26,6 +26,11 @@ const PREFIX = 'lora___lorahyphen___';
 const HYPHEN = '___lorahyphen___';
 const BLOCK_UP = /^lora_up\.blocks\.(\d+)\.weight$/;
 
+/** Whether `name` is a tensor of LongCat-Video's LoRANetwork (its module prefix). */
+export function isLongCatVideoLoraTensor(name: string): boolean {
+  return name.startsWith(PREFIX);
+}
+
 export interface LongCatVideoLora {
   /** Each module (its dotted path) and its tensors by role. */
   groups: Map<string, Map<Role, TensorEntry>>;
@@ -42,7 +47,7 @@ interface Parts { down?: TensorEntry; up?: TensorEntry; blocks: Map<number, Tens
 export async function readLongCatVideoLora(
   fileName: string, file: SafetensorsFile, problems: { code: MergeErrorCode; message: string }[],
 ): Promise<LongCatVideoLora | undefined> {
-  if (!file.tensors.some((t) => t.name.startsWith(PREFIX))) return undefined;
+  if (!file.tensors.some((t) => isLongCatVideoLoraTensor(t.name))) return undefined;
   const modules = new Map<string, Parts>();
   const form = `LongCat-Video's LoRANetwork form (${PREFIX}<path with ${HYPHEN} for dots>.lora_down.weight, .lora_up.weight or .lora_up.blocks.N.weight, .alpha_scale)`;
   for (const t of file.tensors) {

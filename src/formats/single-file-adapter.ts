@@ -22,7 +22,7 @@ import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
-import { readLongCatVideoLora } from './longcat-video-lora.js';
+import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -46,7 +46,8 @@ export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
  */
 export function isSingleFileAdapterThroughout(file: SafetensorsFile): boolean {
   return file.tensors.length > 0 && file.tensors.every((t) => {
-    if (BUNDLED_EMBEDDING.test(t.name)) return true;
+    // LongCat-Video's `alpha_scale` and `lora_up.blocks.N.weight` fit no key form; its prefix says what they are.
+    if (BUNDLED_EMBEDDING.test(t.name) || isLongCatVideoLoraTensor(t.name)) return true;
     const split = splitTensorName(t.name);
     return split !== null && split.role !== 'weight';
   });
