@@ -12,6 +12,10 @@
  *   are SDXL's (sd-scripts: `lora_unet_input_blocks_4_1_…`, `lora_te1_`/`lora_te2_`).
  * - Nunchaku's SVDQuant bases (FLUX.1, Qwen-Image): refused as a whole, naming the format and what
  *   to do (nunchaku runs a LoRA in its layers' low-rank branch at run time).
+ * - Step1X-Edit (its sd-scripts-form trainer), LongCat-Image (PEFT in its names), Kandinsky 5
+ *   (diffusers', musubi-tuner's, ComfyUI's), Lightning step-distill LoRAs (Qwen-Image-Edit-2509,
+ *   Wan 2.2), musubi-tuner's Z-Image LoRAs converted for ComfyUI, a Z-Image LoKr, and LongCat-Video's
+ *   own LoRANetwork files (decoded names, stored alpha_scale, lora_up.blocks on fused projections).
  * Shapes are scaled down; names and dtypes are the real ones.
  */
 import { afterAll, describe, expect, it } from 'vitest';
