@@ -14,6 +14,7 @@ import { mxfp4ExpertsView } from './mxfp4-experts.js';
 import type { ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { nvfp4BaseModel } from './modelopt-nvfp4.js';
+import { nunchakuLayers, nunchakuRefusal } from './nunchaku-svdquant.js';
 import type { ScaledFp8Base } from './scaled-fp8.js';
 
 export interface QuantizedView {
@@ -34,6 +35,12 @@ const intReader = (find: (base: SafetensorsBaseModel, config: ModelConfig | unde
   };
 
 const READERS: readonly Reader[] = [
+  // Nunchaku's SVDQuant / W4A16 files take LoRAs only at run time: refused as a whole (nunchaku-svdquant.ts).
+  async (base) => {
+    const layers = nunchakuLayers(base.tensors.keys());
+    if (layers) throw nunchakuRefusal(base.name, layers);
+    return undefined;
+  },
   // ModelOpt NVFP4: code × block scale, with weight_scale_2 the one scale per tensor.
   async (base, _config, modelopt) => (modelopt?.algo === 'NVFP4' || modelopt?.algo === 'W4A16_NVFP4' ? nvfp4BaseModel(base, modelopt) : undefined),
   intReader(compressedTensorsIntWeights),

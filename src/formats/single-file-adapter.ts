@@ -22,6 +22,7 @@ import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
+import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -45,7 +46,8 @@ export function looksLikeSingleFileAdapter(file: SafetensorsFile): boolean {
  */
 export function isSingleFileAdapterThroughout(file: SafetensorsFile): boolean {
   return file.tensors.length > 0 && file.tensors.every((t) => {
-    if (BUNDLED_EMBEDDING.test(t.name)) return true;
+    // LongCat-Video's `alpha_scale` and `lora_up.blocks.N.weight` fit no key form; its prefix says what they are.
+    if (BUNDLED_EMBEDDING.test(t.name) || isLongCatVideoLoraTensor(t.name)) return true;
     const split = splitTensorName(t.name);
     return split !== null && split.role !== 'weight';
   });
@@ -69,6 +71,9 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const fileName = file.source.name;
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
+  // LongCat-Video's LoRANetwork: its own names and scale, read into the modules the algorithms know.
+  const longCat = await readLongCatVideoLora(fileName, file, problems);
+  for (const [module, roles] of longCat?.groups ?? []) groups.set(module, roles);
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   // blissful-tuner's networks: file-level buffers, and what they ask of the modules.
@@ -80,7 +85,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${ignored}" is a norm weight under "transformer." twice (as diffusers' train_control_lora_flux.py saves --train_norm_layers), which FluxControlPipeline.load_lora_weights does not load (it warns and drops it); remove the tensor to merge as diffusers does, or drop one "transformer." to load it` });
   }
 
-  for (const entry of file.tensors) {
+  for (const entry of longCat ? [] : file.tensors) {
     await pacer.tick();
     // A1111 loads these as textual inversions beside the LoRA, ComfyUI skips them; neither changes a
     // weight with them, so the LoRA merges without them and the warning names the tokens.
@@ -126,7 +131,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const format = formatOf([...groups.keys()]);
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful?.options);
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful?.options, longCat?.alphas.get(key));
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
@@ -263,7 +268,7 @@ function checkLoraExtras(
 async function buildModule(
   adapter: string, fileName: string, key: string, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,
   metadata: DiffusersLoraMetadata | null, networkArgs: KohyaNetworkArgs, problems: Problem[],
-  options?: ModuleContext['options'],
+  options?: ModuleContext['options'], statedAlpha?: number,
 ): Promise<AdapterModule | null> {
   // Messages that read as a predicate ("is LoKr, …", "has … but no …") follow the name directly.
   const report = (code: MergeErrorCode, message: string) =>
@@ -287,7 +292,8 @@ async function buildModule(
     return null;
   }
   const address = moduleAddress(key);
-  const alpha = await moduleAlpha(key, address, roles, file, metadata, report);
+  // A reader that knows the file's own scale (LongCat-Video's alpha_scale) states α for the module.
+  const alpha = statedAlpha !== undefined ? { alpha: statedAlpha, rsLora: false } : await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;
   const context: ModuleContext = { adapter, key, address, ...alpha, networkArgs, report, ...(options ? { options } : {}) };
   if (!algorithm) {
