@@ -138,32 +138,33 @@ function largest(x: number[]): { max: number; amax: number } {
 }
 
 /** Σ w·x·l and Σ w·l² with w = x², in f32 in index order (make_qx_quants and make_q3_quants alike). */
-function weightedSums(x: number[], l: number[]): { sumlx: number; suml2: number } {
+function weightedSums(x: number[], l: number[], qw?: readonly number[]): { sumlx: number; suml2: number } {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < x.length; i++) {
-    const w = F(x[i] * x[i]);
+    const w = qw ? qw[i] : F(x[i] * x[i]);
     sumlx = F(sumlx + F(F(w * x[i]) * l[i]));
     suml2 = F(suml2 + F(F(w * l[i]) * l[i]));
   }
   return { sumlx, suml2 };
 }
 
-function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
+/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw): weights qw, or x² where it is absent (C's NULL). */
+export function makeQx(x: number[], nmax: number, qw?: readonly number[]): { L: number[]; scale: number } {
   const n = x.length;
   const { max, amax } = largest(x);
   if (amax < EPS) return { L: new Array(n).fill(0), scale: 0 };
   const levels = (iscale: number) => x.map((xi) => clamp(nearestInt(F(iscale * xi)), -nmax, nmax - 1));
   let l = levels(F(-nmax / max));
   let L = l.map((v) => v + nmax);
-  let { sumlx, suml2 } = weightedSums(x, l);
+  let { sumlx, suml2 } = weightedSums(x, l, qw);
   let scale = suml2 ? F(sumlx / suml2) : 0;
   let best = F(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     const iscale = F(-F(nmax + F(F(0.1) * is)) / max);
     l = levels(iscale);
-    ({ sumlx, suml2 } = weightedSums(x, l));
+    ({ sumlx, suml2 } = weightedSums(x, l, qw));
     if (suml2 > 0 && F(sumlx * sumlx) > F(best * suml2)) {
       L = l.map((v) => v + nmax);
       scale = F(sumlx / suml2);
@@ -396,12 +397,13 @@ function q3_K(x: number[]): Uint8Array {
   return out;
 }
 
-function q6_K(x: number[]): Uint8Array {
+/** quantize_row_q6_K_ref, or with `qw` (256 weights) quantize_row_q6_K_impl, which hands them to make_qx_quants as they are. */
+export function q6_K(x: number[], qw?: readonly number[]): Uint8Array {
   const out = new Uint8Array(210);
   const L: number[] = [];
   const scales: number[] = [];
   for (let j = 0; j < 16; j++) {
-    const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32);
+    const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32, qw?.slice(16 * j, 16 * j + 16));
     L.push(...fit.L);
     scales.push(fit.scale);
   }

@@ -6,6 +6,7 @@ import type { MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
+import type { RowWeights } from './imatrix-rows.js';
 
 /**
  * Decodes GGML blocks to f32 on the backend's device when it offers to (WGSL), else on the CPU;
@@ -32,6 +33,24 @@ export async function encodeBlocks(type: GgmlType, values: Float32Array, backend
   if (elsewhere) return elsewhere;
   const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
   codec.encode(values, out);
+  return out;
+}
+
+/**
+ * Encodes whole rows of `type` with importance weights (`llama-quantize --imatrix`): row i of
+ * `values` is the tensor's row rowStart + i and takes rows(rowStart + i). Runs here, a row at a
+ * time, as ggml's weighted quantizers do.
+ */
+export function encodeWeightedBlocks(type: GgmlType, values: Float32Array, rows: RowWeights, rowStart: number): Uint8Array {
+  const codec = blockCodec(type);
+  if (!codec?.encodeWeighted) throw new MergeError('UNSUPPORTED_FORMAT', `loramerge does not quantize ${type.name} with an importance matrix`);
+  const cols = rows(rowStart).length;
+  const rowBytes = (cols / type.blockSize) * type.blockBytes;
+  const n = values.length / cols;
+  const out = new Uint8Array(n * rowBytes);
+  for (let r = 0; r < n; r++) {
+    codec.encodeWeighted(values.subarray(r * cols, (r + 1) * cols), out.subarray(r * rowBytes, (r + 1) * rowBytes), rows(rowStart + r));
+  }
   return out;
 }
 

@@ -100,14 +100,17 @@ const sums = { lx: 0, l2: 0 };
  * into `sums`, in C float arithmetic in index order (make_qx_quants and make_q3_quants alike);
  * written to L[l0 …] as l + offset unless L is null.
  */
-function levelSums(n: number, nmax: number, x: Float32Array, x0: number, iscale: number, L: Uint8Array | Int8Array | null, l0: number, offset: number): void {
+function levelSums(
+  n: number, nmax: number, x: Float32Array, x0: number, iscale: number, L: Uint8Array | Int8Array | null, l0: number, offset: number,
+  qw: Float32Array | null = null,
+): void {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
     const xi = x[x0 + i];
     const l = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(iscale * xi))));
     if (L) L[l0 + i] = l + offset;
-    const w = f32(xi * xi);
+    const w = qw ? qw[i] : f32(xi * xi);
     sumlx = f32(sumlx + f32(f32(w * xi) * l));
     suml2 = f32(suml2 + f32(f32(w * l) * l));
   }
@@ -116,24 +119,25 @@ function levelSums(n: number, nmax: number, x: Float32Array, x0: number, iscale:
 }
 
 /**
- * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) on x[x0 … x0+n): levels −nmax…nmax−1
- * stored as 0…2·nmax−1 in L[l0 …], weights x², and a search over 18 nearby scales.
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) on x[x0 … x0+n): levels −nmax…nmax−1 stored as
+ * 0…2·nmax−1 in L[l0 …], weights qw[0 … n) (x² where qw is null, as C's NULL), and a search over
+ * 18 nearby scales.
  */
-export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number): number {
+export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number, qw: Float32Array | null = null): number {
   const max = largestMagnitude(x, x0, n);
   if (Math.abs(max) < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[l0 + i] = 0;
     return 0;
   }
-  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax);
+  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax, qw);
   let scale = sums.l2 ? f32(sums.lx / sums.l2) : 0;
   let best = f32(scale * sums.lx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     const iscale = f32(-f32(nmax + f32(f32(0.1) * is)) / max);
-    levelSums(n, nmax, x, x0, iscale, null, 0, 0);
+    levelSums(n, nmax, x, x0, iscale, null, 0, 0, qw);
     if (sums.l2 > 0 && f32(sums.lx * sums.lx) > f32(best * sums.l2)) {
-      levelSums(n, nmax, x, x0, iscale, L, l0, nmax);
+      levelSums(n, nmax, x, x0, iscale, L, l0, nmax, qw);
       scale = f32(sums.lx / sums.l2);
       best = f32(scale * sums.lx);
     }
