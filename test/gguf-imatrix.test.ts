@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
+import { blockCodec, CODEC_TYPE_NAMES } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { importanceRows, type ImportanceTarget } from '../src/formats/gguf/imatrix-rows.js';
@@ -21,6 +21,8 @@ import { buildGguf, readGguf, tensorData, type MetaValue } from './helpers/gguf-
 import { makeQx, q6_K } from './helpers/ggml-reference.js';
 import { quantizeIq4NlBlock, quantizeIq4XsBlock } from './helpers/ggml-iq4-reference.js';
 import { quantizeIq3sBlock } from './helpers/ggml-iq3s-reference.js';
+import { affineRow, makeQp, q2KBlock, q3KBlock, scaleMinKBlock } from './helpers/ggml-imatrix-reference.js';
+import { makeQpQuants } from '../src/formats/gguf/codecs/k-quant-search.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
@@ -81,6 +83,12 @@ function perBlock(size: number, quantize: (x: number[], qw: number[]) => Uint8Ar
 const WEIGHTED: Record<string, (x: Float32Array, qw: Float32Array) => Uint8Array> = {
   Q4_0: (x, qw) => refLegacyRow(x, qw, 4),
   Q5_0: (x, qw) => refLegacyRow(x, qw, 5),
+  Q4_1: (x, qw) => affineRow(x, qw, 4),
+  Q5_1: (x, qw) => affineRow(x, qw, 5),
+  Q2_K: perBlock(256, (x, qw) => q2KBlock(x, qw)),
+  Q3_K: perBlock(256, (x, qw) => q3KBlock(x, qw)),
+  Q4_K: perBlock(256, (x, qw) => scaleMinKBlock(x, qw, 4)),
+  Q5_K: perBlock(256, (x, qw) => scaleMinKBlock(x, qw, 5)),
   Q6_K: perBlock(256, (x, qw) => q6_K(x, qw)),
   IQ4_NL: perBlock(32, (x, qw) => quantizeIq4NlBlock(x, qw)),
   IQ4_XS: perBlock(256, (x, qw) => quantizeIq4XsBlock(x, qw)),
@@ -106,6 +114,25 @@ describe('importance-weighted quantizers', () => {
     }
   });
 
+  it('make_qp_quants (the 6-bit and 4-bit sub-block scales of the weighted k-quants) as ggml computes it, its level-moving passes included', () => {
+    const rand = seededRandom(17);
+    let moved = 0;
+    for (let c = 0; c < 3000; c++) {
+      const [n, nmax] = c % 2 ? [8, 63] : [16, 15];
+      // Spread scales (a few near zero, as sub-blocks of small values give) and uneven weights.
+      const x = Float32Array.from({ length: n }, () => F(rand() ** 3));
+      const w = Float32Array.from({ length: n }, () => F(Math.exp(3 * (rand() - 0.5))));
+      const L = new Uint8Array(n);
+      const scale = makeQpQuants(n, nmax, x, L, w);
+      const want = makeQp(Array.from(x), nmax, Array.from(w));
+      expect([scale, ...L]).toEqual([want.scale, ...want.L]);
+      // Cases whose levels are not x rounded at the final scale: the trial scales and passes at work.
+      const iscaleLevels = Array.from(x, (v) => Math.min(nmax, Math.round(v * (want.scale ? 1 / want.scale : 0))));
+      if (iscaleLevels.some((l, i) => l !== want.L[i])) moved++;
+    }
+    expect(moved).toBeGreaterThan(0);
+  });
+
   it('IQ3_XXS takes the weights through the same grid search as IQ3_S (its bytes change with them)', () => {
     const type = ggmlTypeByName('IQ3_XXS')!;
     const codec = blockCodec(type)!;
@@ -118,11 +145,11 @@ describe('importance-weighted quantizers', () => {
     expect(weighted).not.toEqual(plain);
   });
 
-  it('the types whose ggml quantizer ignores quant_weights say so; the k-quants loramerge does not yet weight have no weighted encoder', () => {
+  it('every written type either has a weighted quantizer or is one whose ggml quantizer ignores quant_weights', () => {
     const flags = (n: string) => [blockCodec(ggmlTypeByName(n)!)!.ignoresImportance ?? false, !!blockCodec(ggmlTypeByName(n)!)!.encodeWeighted];
     for (const n of ['F16', 'BF16', 'F32', 'Q8_0', 'MXFP4', 'NVFP4', 'Q1_0', 'Q2_0', 'TQ1_0', 'TQ2_0']) expect(flags(n), n).toEqual([true, false]);
-    for (const n of ['Q4_1', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K']) expect(flags(n), n).toEqual([false, false]);
-    for (const n of ['Q4_0', 'Q5_0', 'Q6_K', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS']) expect(flags(n), n).toEqual([false, true]);
+    for (const n of [...Object.keys(WEIGHTED), 'IQ3_XXS']) expect(flags(n), n).toEqual([false, true]);
+    expect(CODEC_TYPE_NAMES.filter((n) => flags(n)[0] === flags(n)[1])).toEqual([]);
   });
 });
 
@@ -243,7 +270,6 @@ describe('matching an importance matrix to the model', () => {
     ['an entry naming no tensor of the model', () => importanceRows(im({ 'blk.0.attn_q.weight': 64, 'blk.9.attn_q.weight': 64 }), [target('blk.0.attn_q.weight', [4, 64], 'Q6_K')]), /its entry "blk\.9\.attn_q\.weight" is no tensor of this model/],
     ['an entry of the wrong length', () => importanceRows(im({ 'blk.0.attn_q.weight': 32 }), [target('blk.0.attn_q.weight', [4, 64], 'Q6_K')]), /"blk\.0\.attn_q\.weight" has 32 values, but the tensor \[4, 64\] takes 64/],
     ['an expert entry for one expert only', () => importanceRows(im({ 'blk.0.ffn_up_exps.weight': 64 }), [target('blk.0.ffn_up_exps.weight', [8, 4, 64], 'Q6_K')]), /takes 64 × 8 experts/],
-    ['a merged tensor of a type not yet weighted', () => importanceRows(im({ 'blk.0.attn_q.weight': 256 }), [target('blk.0.attn_q.weight', [4, 256], 'Q4_K')]), /"blk\.0\.attn_q\.weight" is written as Q4_K, which loramerge does not yet quantize with an importance matrix/],
     ['an unmerged tensor --dtype converts', () => importanceRows(im({ 'blk.0.attn_q.weight': 256 }), [target('blk.0.attn_q.weight', [4, 256], 'F16', false, 'Q6_K')]), /converted to Q6_K by --dtype without being merged/],
   ];
   it.for(refused)('refuses %s, naming the file and tensor', ([, run, message]) => {
@@ -258,9 +284,12 @@ describe('loramerge merge --imatrix', () => {
   /** What llama-imatrix records for the llama: every matrix multiplied by activations (not token_embd). */
   const entries = (names: string[]) => names.map((name, i) => ({ name, ne0: cols, sums: Array.from(importance(cols, 50 + i), (v) => 40 * v), counts: [40] }));
 
-  it('re-quantizes a merged Q6_K tensor of a Q4_K_M llama with the imatrix, as llama-quantize --imatrix, and copies the rest', async () => {
+  it('re-quantizes the merged Q6_K and Q4_K tensors of a Q4_K_M llama with the imatrix, as llama-quantize --imatrix, and copies the rest', async () => {
     const base = q4kmLlama();
-    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 4, in: cols, out: 128, aType: 'F32', bType: 'F32' }], 8);
+    const lora = ggufLoraAdapter([
+      { tensor: 'blk.0.attn_v.weight', rank: 4, in: cols, out: 128, aType: 'F32', bType: 'F32' },
+      { tensor: 'blk.0.ffn_up.weight', rank: 4, in: cols, out: LLAMA.ffn, aType: 'F32', bType: 'F32' },
+    ], 8);
     const imatrix = imatrixGguf(entries(matrices));
     const dir = temp.make({ ...base.files, 'lora.gguf': lora.bytes, 'llama.imatrix.gguf': imatrix });
     const run = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
@@ -272,20 +301,23 @@ describe('loramerge merge --imatrix', () => {
     const plain = await run('plain.gguf');
     expect(plain.code, plain.stderr).toBe(0);
     const got = readGguf(readFileSync(join(dir, 'weighted.gguf')));
-    const values = readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors.find((t) => t.name === 'blk.0.attn_v.weight')!.data;
-    const x = new Float32Array(Uint8Array.from(values).buffer);
-    // What llama-quantize divides: the f32 in_sum2 by the count.
-    const qw = Float32Array.from(entries(matrices)[2].sums, (v) => F(F(v) / 40));
-    const want = concatBytes(Array.from({ length: 128 }, (_, r) => WEIGHTED.Q6_K(x.subarray(r * cols, (r + 1) * cols), qw)));
-    const v = got.tensors.find((t) => t.name === 'blk.0.attn_v.weight')!;
-    expect(v.typeId).toBe(14); // Q6_K
-    expect(Uint8Array.from(v.data)).toEqual(want);
-    expect(Uint8Array.from(v.data)).not.toEqual(Uint8Array.from(readGguf(readFileSync(join(dir, 'plain.gguf'))).tensors.find((t) => t.name === 'blk.0.attn_v.weight')!.data));
+    const tensorOf = (file: string, name: string) => Uint8Array.from(readGguf(readFileSync(join(dir, file))).tensors.find((t) => t.name === name)!.data);
+    const merged: [string, string, number, number][] = [['blk.0.attn_v.weight', 'Q6_K', 14, 128], ['blk.0.ffn_up.weight', 'Q4_K', 12, LLAMA.ffn]];
+    for (const [name, type, typeId, rows] of merged) {
+      const x = new Float32Array(tensorOf('f32.gguf', name).buffer);
+      // What llama-quantize divides: the f32 in_sum2 by the count.
+      const qw = Float32Array.from(entries(matrices)[matrices.indexOf(name)].sums, (v) => F(F(v) / 40));
+      const want = concatBytes(Array.from({ length: rows }, (_, r) => WEIGHTED[type](x.subarray(r * cols, (r + 1) * cols), qw)));
+      const v = got.tensors.find((t) => t.name === name)!;
+      expect(v.typeId, name).toBe(typeId);
+      expect(Uint8Array.from(v.data), name).toEqual(want);
+      expect(Uint8Array.from(v.data), name).not.toEqual(tensorOf('plain.gguf', name));
+    }
     // Tensors the merge does not change are copied byte for byte, imatrix or not.
-    for (const t of got.tensors.filter((t) => t.name !== 'blk.0.attn_v.weight')) expect(Uint8Array.from(t.data), t.name).toEqual(base.tensors.get(t.name)!.data);
+    for (const t of got.tensors.filter((t) => !merged.some(([name]) => name === t.name))) expect(Uint8Array.from(t.data), t.name).toEqual(base.tensors.get(t.name)!.data);
   });
 
-  it('refuses in one line, leaving nothing, a merged Q4_K tensor, an imatrix of another model, and a broken file', async () => {
+  it('refuses in one line, leaving nothing, --dtype converting unmerged tensors, an imatrix of another model, and a broken file', async () => {
     const base = q4kmLlama();
     const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: cols, out: cols, aType: 'F32', bType: 'F32' }], 8);
     const dir = temp.make({
@@ -294,14 +326,14 @@ describe('loramerge merge --imatrix', () => {
       'other.imatrix.gguf': imatrixGguf(entries([...matrices, 'blk.1.attn_q.weight'])),
       'broken.dat': imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2] }], false).subarray(0, 20),
     });
-    const cases: [string, RegExp][] = [
-      ['good.imatrix.gguf', /"blk\.0\.attn_q\.weight" is written as Q4_K, which loramerge does not yet quantize with an importance matrix/],
-      ['other.imatrix.gguf', /its entry "blk\.1\.attn_q\.weight" is no tensor of this model/],
-      ['broken.dat', /importance matrix .*broken\.dat: /],
+    const cases: [string, RegExp, string[]][] = [
+      ['good.imatrix.gguf', /"blk\.0\.attn_k\.weight" is converted to Q4_K by --dtype without being merged, .*add --dtype-merged-only/, ['--dtype', 'q4_k']],
+      ['other.imatrix.gguf', /its entry "blk\.1\.attn_q\.weight" is no tensor of this model/, []],
+      ['broken.dat', /importance matrix .*broken\.dat: /, []],
     ];
-    for (const [file, message] of cases) {
+    for (const [file, message, extra] of cases) {
       const out = join(dir, `out-${file}.gguf`);
-      const r = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, file), '--out', out, '--backend', 'cpu']);
+      const r = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, file), '--out', out, '--backend', 'cpu', ...extra]);
       expect(r.code, file).not.toBe(0);
       const errors = errorLines(r.stderr);
       expect(errors, r.stderr).toHaveLength(1);

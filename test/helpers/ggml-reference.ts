@@ -11,7 +11,7 @@ import { getFloat16 } from '@petamoriken/float16';
 
 const cell = new Float32Array(1);
 /** One C float operation's result. */
-function F(x: number): number {
+export function F(x: number): number {
   cell[0] = x;
   return cell[0];
 }
@@ -24,7 +24,7 @@ const bitsView = new Int32Array(bitsCell.buffer);
  * (and for NaN), as release builds compute it with the assert compiled out: x + 1.5·2²³ rounded
  * to float, minus 2²² read from its low 23 bits.
  */
-function nearestInt(x: number): number {
+export function nearestInt(x: number): number {
   if (Math.abs(x) <= 4194303) {
     const lo = Math.floor(x);
     const frac = x - lo;
@@ -43,12 +43,12 @@ function halfToFloat(bits: number): number {
 }
 
 /** GGML_FP32_TO_FP16 then GGML_FP16_TO_FP32: bits and value. */
-function half(x: number): { bits: number; value: number } {
+export function half(x: number): { bits: number; value: number } {
   const bits = f16BitsFromF64(x);
   return { bits, value: halfToFloat(bits) };
 }
 
-function clamp(l: number, lo: number, hi: number): number {
+export function clamp(l: number, lo: number, hi: number): number {
   return Math.max(lo, Math.min(hi, l));
 }
 
@@ -67,7 +67,7 @@ const EPS = F(1e-15);
 // --- the scale searches ------------------------------------------------------------------------
 
 /** make_qkx2_quants; `mad`: weighted absolute errors instead of squared ones (Q2_K). */
-function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number, mad = false): { L: number[]; scale: number; theMin: number } {
+export function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number, mad = false): { L: number[]; scale: number; theMin: number } {
   const error = (diff: number) => (mad ? Math.abs(diff) : F(diff * diff));
   const n = x.length;
   let min = x[0];
@@ -207,7 +207,7 @@ function makeQ3(x: number[], nmax: number): { L: number[]; scale: number } {
 
 // --- per type: quantize one block to a record, pack it by element positions ---------------------
 
-function putHalf(out: Uint8Array, at: number, bits: number): void {
+export function putHalf(out: Uint8Array, at: number, bits: number): void {
   out[at] = bits & 0xff;
   out[at + 1] = bits >> 8;
 }
@@ -316,7 +316,7 @@ function scaleMinK(x: number[], bits: 4 | 5): Uint8Array {
 }
 
 /** 2-bit levels of a 256-value block: value i at bits 2·((i mod 128) / 32) of byte 32·(i / 128) + i mod 32. */
-function pack2(out: Uint8Array, at: number, L: number[]): void {
+export function pack2(out: Uint8Array, at: number, L: number[]): void {
   L.forEach((l, i) => (out[at + 32 * (i >> 7) + (i & 31)] |= (l & 3) << (2 * ((i & 127) >> 5))));
 }
 

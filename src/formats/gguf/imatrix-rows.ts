@@ -28,7 +28,7 @@ export type RowWeights = (row: number) => Float32Array;
 
 /** The GGML types whose quantizer loramerge runs with importance weights. */
 export const WEIGHTED_TYPE_NAMES: readonly string[] = [
-  'Q4_0', 'Q5_0', 'Q6_K', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS',
+  'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS',
 ].filter((n) => blockCodec(ggmlTypeByName(n)!)?.encodeWeighted);
 
 /**
