@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { blockCodec, CODEC_TYPE_NAMES } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
+import { encodeWeightedRowsInto } from '../src/formats/gguf/codecs/encode-blocks.js';
 import { importanceRows, type ImportanceTarget } from '../src/formats/gguf/imatrix-rows.js';
 import { bytesSource } from '../src/io/memory-source.js';
 import { errorLines, runCli } from './helpers/cli.js';
@@ -249,14 +250,22 @@ describe('matching an importance matrix to the model', () => {
   const im = (entries: Record<string, number>) => ({ file: 'i.gguf', entries: new Map(Object.entries(entries).map(([k, n]) => [k, Float32Array.from({ length: n }, (_, i) => i + 1)])) });
 
   it('gives each row of a stacked expert tensor its expert\'s weights, and a 2-D tensor its one row of weights', () => {
-    const rows = importanceRows(im({ 'blk.0.ffn_down_exps.weight': 2 * 64, 'blk.0.attn_q.weight': 64 }), [
-      target('blk.0.ffn_down_exps.weight', [2, 3, 64], 'Q6_K'), target('blk.0.attn_q.weight', [5, 64], 'IQ4_NL'),
+    const entries = { 'blk.0.ffn_down_exps.weight': importance(2 * 64, 3), 'blk.0.attn_q.weight': importance(64, 4) };
+    const rows = importanceRows({ file: 'i.gguf', entries: new Map(Object.entries(entries)) }, [
+      target('blk.0.ffn_down_exps.weight', [2, 3, 64], 'IQ4_NL'), target('blk.0.attn_q.weight', [5, 64], 'IQ4_NL'),
     ]);
-    const exps = rows.get('blk.0.ffn_down_exps.weight')!;
-    expect([0, 1, 2].map((r) => exps(r)[0])).toEqual([1, 1, 1]);
-    expect([3, 4, 5].map((r) => exps(r)[0])).toEqual([65, 65, 65]);
-    expect(exps(5).length).toBe(64);
-    expect(rows.get('blk.0.attn_q.weight')!(4)[63]).toBe(64);
+    expect(rows.get('blk.0.ffn_down_exps.weight')).toMatchObject({ cols: 64, rowsPerExpert: 3 });
+    expect(rows.get('blk.0.attn_q.weight')).toMatchObject({ cols: 64, rowsPerExpert: 5 });
+    // Rows 2…5 of the experts' tensor (a slab from row 2): expert 0's weights for row 2, expert 1's for 3–5.
+    const codec = blockCodec(ggmlTypeByName('IQ4_NL')!)!;
+    const g = gaussian(21);
+    const x = Float32Array.from({ length: 4 * 64 }, () => 0.02 * g());
+    const { values, cols, rowsPerExpert } = rows.get('blk.0.ffn_down_exps.weight')!;
+    const got = new Uint8Array(4 * 36);
+    encodeWeightedRowsInto('IQ4_NL', x, got, { weights: values, cols, rowsPerExpert, firstRow: 2 });
+    const want = new Uint8Array(4 * 36);
+    [0, 1, 1, 1].forEach((e, r) => codec.encodeWeighted!(x.subarray(64 * r, 64 * r + 64), want.subarray(36 * r, 36 * r + 36), entries['blk.0.ffn_down_exps.weight'].subarray(64 * e, 64 * e + 64)));
+    expect(got).toEqual(want);
   });
 
   it('leaves out tensors written in a type whose quantizer ignores the weights, unchanged tensors, and a misfitting token_embd (as llama-quantize)', () => {

@@ -7,6 +7,7 @@ import { MergeError } from '../../errors.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import type { RowWeights } from './imatrix-rows.js';
+import { encodeWeightedRowsInto } from './codecs/encode-blocks.js';
 
 /**
  * Decodes GGML blocks to f32 on the backend's device when it offers to (WGSL), else on the CPU;
@@ -38,19 +39,17 @@ export async function encodeBlocks(type: GgmlType, values: Float32Array, backend
 
 /**
  * Encodes whole rows of `type` with importance weights (`llama-quantize --imatrix`): row i of
- * `values` is the tensor's row rowStart + i and takes rows(rowStart + i). Runs here, a row at a
- * time, as ggml's weighted quantizers do.
+ * `values` is the tensor's row rowStart + i. On the backend's worker threads when it has them,
+ * else here; the same quantizer runs either way.
  */
-export function encodeWeightedBlocks(type: GgmlType, values: Float32Array, rows: RowWeights, rowStart: number): Uint8Array {
-  const codec = blockCodec(type);
-  if (!codec?.encodeWeighted) throw new MergeError('UNSUPPORTED_FORMAT', `loramerge does not quantize ${type.name} with an importance matrix`);
-  const cols = rows(rowStart).length;
-  const rowBytes = (cols / type.blockSize) * type.blockBytes;
-  const n = values.length / cols;
-  const out = new Uint8Array(n * rowBytes);
-  for (let r = 0; r < n; r++) {
-    codec.encodeWeighted(values.subarray(r * cols, (r + 1) * cols), out.subarray(r * rowBytes, (r + 1) * rowBytes), rows(rowStart + r));
-  }
+export async function encodeWeightedBlocks(
+  type: GgmlType, values: Float32Array, rows: RowWeights, rowStart: number, backend?: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const weighted = { weights: rows.values, cols: rows.cols, rowsPerExpert: rows.rowsPerExpert, firstRow: rowStart };
+  const elsewhere = await backend?.encodeBlocks?.(type.name, type.blockSize, type.blockBytes, values, signal, weighted);
+  if (elsewhere) return elsewhere;
+  const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+  encodeWeightedRowsInto(type.name, values, out, weighted);
   return out;
 }
 

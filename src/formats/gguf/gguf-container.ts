@@ -143,7 +143,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (FLOAT_TYPES.has(name)) return values;
       const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
       const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
-      if (importance) return encodeWeightedBlocks(typeOf(name), f32, importance.rows, importance.rowStart);
+      if (importance) return encodeWeightedBlocks(typeOf(name), f32, importance.rows, importance.rowStart, backend, signal);
       return encodeBlocks(typeOf(name), f32, backend, signal);
     },
     importanceRows,

@@ -23,8 +23,12 @@ export interface ImportanceTarget {
   changed: boolean;
 }
 
-/** The importance weights of row `row` (counted over the whole tensor, experts one after another). */
-export type RowWeights = (row: number) => Float32Array;
+/** A tensor's importance weights: `cols` per expert; row r (over the whole tensor) takes expert ⌊r / rowsPerExpert⌋'s. */
+export interface RowWeights {
+  values: Float32Array;
+  cols: number;
+  rowsPerExpert: number;
+}
 
 /** The GGML types whose quantizer loramerge runs with importance weights. */
 export const WEIGHTED_TYPE_NAMES: readonly string[] = [
@@ -69,10 +73,7 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
     if (!codec.encodeWeighted) {
       refuse(`"${t.name}" is written as ${t.outType}, which loramerge does not yet quantize with an importance matrix (it does ${WEIGHTED_TYPE_NAMES.join(', ')}); leave out --imatrix to write it as llama-quantize does without one, or write f16 and run llama-quantize --imatrix`);
     }
-    rows.set(t.name, (row) => {
-      const e = Math.floor(row / ne1);
-      return entry.subarray(e * ne0, (e + 1) * ne0);
-    });
+    rows.set(t.name, { values: entry, cols: ne0, rowsPerExpert: ne1 });
   }
   return rows;
 }
