@@ -7,7 +7,7 @@
  * would, the merge is refused, naming the tensor.
  */
 import { MergeError } from '../../errors.js';
-import { blockCodec } from './codecs/registry.js';
+import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName } from './ggml-types.js';
 import type { ImportanceMatrix } from './imatrix.js';
 
@@ -31,9 +31,7 @@ export interface RowWeights {
 }
 
 /** The GGML types whose quantizer loramerge runs with importance weights. */
-export const WEIGHTED_TYPE_NAMES: readonly string[] = [
-  'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', 'IQ4_XS',
-].filter((n) => blockCodec(ggmlTypeByName(n)!)?.encodeWeighted);
+export const WEIGHTED_TYPE_NAMES: readonly string[] = CODEC_TYPE_NAMES.filter((n) => blockCodec(ggmlTypeByName(n)!)?.encodeWeighted);
 
 /**
  * Checks `im` against the model's tensors and returns the row weights of each merged tensor
