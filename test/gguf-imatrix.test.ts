@@ -16,6 +16,7 @@ import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { encodeWeightedRowsInto } from '../src/formats/gguf/codecs/encode-blocks.js';
 import { importanceRows, type ImportanceTarget } from '../src/formats/gguf/imatrix-rows.js';
 import { bytesSource } from '../src/io/memory-source.js';
+import { merge as browserMerge } from '../src/merge.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { concatBytes, f16BitsFromF64, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
@@ -324,6 +325,22 @@ describe('loramerge merge --imatrix', () => {
     }
     // Tensors the merge does not change are copied byte for byte, imatrix or not.
     for (const t of got.tensors.filter((t) => !merged.some(([name]) => name === t.name))) expect(Uint8Array.from(t.data), t.name).toEqual(base.tensors.get(t.name)!.data);
+  });
+
+  it('the library\'s merge() takes the importance matrix as `importance`, as the CLI\'s --imatrix', async () => {
+    const base = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 4, in: cols, out: 128, aType: 'F32', bType: 'F32' }], 8);
+    const importance = await readImportanceMatrix(bytesSource(imatrixGguf(entries(matrices)), 'llama.imatrix.gguf'));
+    const run = async (extra: object) => {
+      const file = new File([base.files['tiny-llama-Q4_K_M.gguf'] as Uint8Array<ArrayBuffer>], 'tiny-llama-Q4_K_M.gguf');
+      const { blobs } = await browserMerge({ base: file, adapters: [new File([lora.bytes as Uint8Array<ArrayBuffer>], 'lora.gguf')], backend: 'cpu', ...extra });
+      return readGguf(new Uint8Array(await blobs[0].blob.arrayBuffer())).tensors.find((t) => t.name === 'blk.0.attn_v.weight')!.data;
+    };
+    const f32 = await run({ dtype: 'f32' });
+    const x = new Float32Array(Uint8Array.from(f32).buffer);
+    const qw = importance.entries.get('blk.0.attn_v.weight')!;
+    const want = concatBytes(Array.from({ length: 128 }, (_, r) => WEIGHTED.Q6_K(x.subarray(r * cols, (r + 1) * cols), qw)));
+    expect(Uint8Array.from(await run({ importance }))).toEqual(want);
   });
 
   it('refuses in one line, leaving nothing, --dtype converting unmerged tensors, an imatrix of another model, and a broken file', async () => {
