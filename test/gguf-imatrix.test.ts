@@ -305,6 +305,7 @@ describe('loramerge merge --imatrix', () => {
     const run = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
     const weighted = await run('weighted.gguf', '--imatrix', join(dir, 'llama.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
+    expect(weighted.stderr.split('\n')).toContain(`note: ${join(dir, 'llama.imatrix.gguf')}: importance matrix for ${matrices.length} tensors; merged tensors are re-quantized with it`);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
     const f32 = await run('f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);

@@ -45,6 +45,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   // One part of a split GGUF stands for the whole set, and a split input gives a split output.
   const base = await openCliInput(cmd.base, { what: '--base', splitGguf: true, signal: urlRequests.signal });
   const importance = cmd.imatrix === undefined ? undefined : await readImportanceFile(cmd.imatrix);
+  if (importance) log(listingLine(`note: ${cmd.imatrix}: importance matrix for ${importance.entries.size} tensors; merged tensors are re-quantized with it`));
   const inputs = [base];
   for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', adapter: true, signal: urlRequests.signal }));
   const baseFiles = base.files;
