@@ -238,6 +238,13 @@ describe('reading importance matrices', () => {
     ['a .dat name twice', () => imatrixDat([{ name: 'q', ncall: 1, sums: [1] }, { name: 'q', ncall: 1, sums: [2] }]), /entry "q" appears twice/],
     ['three bytes', () => new Uint8Array(3), /too short/],
   ];
+  it('refuses a file larger than it reads before reading any of it', async () => {
+    let reads = 0;
+    const huge = { name: 'huge.imatrix', size: 3 * 2 ** 30, read: async () => { reads++; return new Uint8Array(0); }, close: async () => {} };
+    await expect(readImportanceMatrix(huge)).rejects.toThrow(/^importance matrix huge\.imatrix: 3221225472 bytes, more than the \d+ read$/);
+    expect(reads).toBe(0);
+  });
+
   it.for(refusals)('refuses %s in one line naming the file', async ([, bytes, message]) => {
     const e = await read(bytes(), 'bad.imatrix').then(() => undefined, (err: Error) => err);
     expect(e?.message).toMatch(/^importance matrix bad\.imatrix: /);
