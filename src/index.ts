@@ -29,6 +29,8 @@ export {
 export { openModel, type OpenModelOptions } from './formats/open-model.js';
 export type { ContainerFormat, SidecarContext, StoredShard, StoredTensor, TensorFileWriter } from './formats/container.js';
 export type { OutputTypeChoice, OutputTypeChoices } from './formats/output-types.js';
+// llama-imatrix's importance matrices, for GGUF merges re-quantized as `llama-quantize --imatrix` does
+export { readImportanceMatrix, type ImportanceMatrix } from './formats/gguf/imatrix.js';
 
 // LoRA to LoRA: combine, resize, extract
 export {

@@ -57,6 +57,27 @@ describe('GGML blocks encoded on the worker threads', () => {
     });
   }
 
+  it('with importance weights (--imatrix): whole rows per piece, each row its expert\'s weights, the same bytes as on the calling thread', async () => {
+    for (const name of ['Q4_K', 'Q4_0', 'IQ4_XS']) {
+      const type = ggmlTypeByName(name)!;
+      const rand = seededRandom(type.id + 1);
+      // 3 experts of 67 rows of 1024 values, a slab from row 5: pieces cross experts and end mid-expert.
+      const cols = 1024, rowsPerExpert = 67, firstRow = 5, rows = 3 * rowsPerExpert - firstRow;
+      const values = Float32Array.from({ length: rows * cols }, () => (rand() - 0.5) * 0.05);
+      const weights = Float32Array.from({ length: 3 * cols }, () => Math.exp(4 * (rand() - 0.5)));
+      const rowBytes = (cols / type.blockSize) * type.blockBytes;
+      const here = new Uint8Array(rows * rowBytes);
+      for (let r = 0; r < rows; r++) {
+        const e = Math.floor((firstRow + r) / rowsPerExpert);
+        blockCodec(type)!.encodeWeighted!(values.subarray(r * cols, (r + 1) * cols), here.subarray(r * rowBytes, (r + 1) * rowBytes), weights.subarray(e * cols, (e + 1) * cols));
+      }
+      const before = pool.sent.encodePieces;
+      const there = await threaded.encodeBlocks(name, type.blockSize, type.blockBytes, values, undefined, { weights, cols, rowsPerExpert, firstRow });
+      expect(pool.sent.encodePieces - before, name).toBeGreaterThanOrEqual(2);
+      expect(Buffer.from(there!).equals(Buffer.from(here)), name).toBe(true);
+    }
+  });
+
   it('a requantizing GGUF merge writes the same file on the workers as on one thread', async () => {
     const base = q4kmLlama();
     const adapter = peftLlamaAdapter();

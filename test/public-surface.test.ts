@@ -19,6 +19,8 @@ const BROWSER = [
   'merge', 'combineLoras', 'resizeLora', 'extractLora', 'COMBINE_METHODS',
   // step by step
   'prepareMerge', 'mergeModel', 'mergeTensor', 'openModel', 'estimateUpdateMagnitudes', 'ADAPTER_FORMAT_NAMES',
+  // llama-imatrix's importance matrices (mergeModel's importance)
+  'readImportanceMatrix',
   // backends
   'createBackend', 'createBrowserCpuWorkerPool', 'browserCpuPoolUnavailable',
   // inputs and outputs

@@ -21,6 +21,8 @@ export interface MergeCommand {
   dtype?: string;
   /** --dtype for the merged tensors only. */
   dtypeMergedOnly?: boolean;
+  /** --imatrix: llama-imatrix's importance matrix, for re-quantizing a GGUF's merged tensors with it. */
+  imatrix?: string;
   backend: BackendChoice;
   /** --threads: the CPU backend's threads, the calling one included (default: one per core, at most 8). */
   threads?: number;
@@ -39,8 +41,8 @@ export type Command = MergeCommand | InspectCommand | SampleCommand | HelpComman
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
-                  --out PATH [--dtype TYPE [--dtype-merged-only]] [--backend auto|webgpu|cpu] [--threads N]
-                  [--dry-run] [--overwrite]
+                  --out PATH [--dtype TYPE [--dtype-merged-only]] [--imatrix FILE]
+                  [--backend auto|webgpu|cpu] [--threads N] [--dry-run] [--overwrite]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 ${ADAPTER_USAGE}
@@ -65,6 +67,8 @@ ${ADAPTER_USAGE}
              (float32, float16, bfloat16, float8_e4m3fn, float8_e5m2) and fp32, fp16 work too
   --dtype-merged-only  --dtype for the tensors the merge changes only; the others are copied
              as stored (export-lora's F16 output, or Q8_0 merged tensors in a Q4_K_M model)
+  --imatrix  GGUF: llama-imatrix's importance matrix (.gguf or legacy .dat); the merged tensors
+             are re-quantized with it as llama-quantize --imatrix does (untouched ones are copied)
   --backend  auto picks the fastest available; webgpu fails when WebGPU is unavailable
   --threads  threads of the CPU merge, or of combine's, resize's and extract's products on the CPU
              (default: one per core, at most 8; each adds about 14 MiB of memory)
@@ -221,7 +225,7 @@ function asksForHelp(args: string[]): boolean {
 
 /** Each command's options, by name without the dashes: what a refusal of an unknown one may point to. */
 export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
-  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite'],
   inspect: [],
   sample: ['backend'],
   combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'threads', 'overwrite'],
@@ -298,6 +302,7 @@ const MERGE_VALUES: Readonly<Record<string, string>> = {
   weight: WEIGHT_VALUES,
   out: 'the output file or folder',
   dtype: 'a type name (f16, bf16, q4_k, …)',
+  imatrix: 'an importance matrix file (llama-imatrix output)',
   backend: 'auto, webgpu or cpu',
   threads: THREADS_RANGE,
 };
@@ -317,6 +322,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         out: { type: 'string' },
         dtype: { type: 'string' },
         'dtype-merged-only': { type: 'boolean' },
+        imatrix: { type: 'string' },
         backend: { type: 'string' },
         threads: { type: 'string' },
         'dry-run': { type: 'boolean' },
@@ -329,6 +335,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let out: string | undefined;
   let dtype: string | undefined;
   let dtypeMergedOnly = false;
+  let imatrix: string | undefined;
   let backend: BackendChoice | undefined;
   let threads: number | undefined;
   let dryRun = false;
@@ -360,6 +367,10 @@ function parseMerge(rawArgs: string[]): MergeCommand {
       case 'dtype-merged-only':
         dtypeMergedOnly = true;
         break;
+      case 'imatrix':
+        if (imatrix !== undefined) throw usageError('--imatrix given twice');
+        imatrix = nonEmptyPath('imatrix', value, 'an importance matrix file');
+        break;
       case 'backend':
         if (backend !== undefined) throw usageError('--backend given twice');
         backend = parseBackend(value);
@@ -387,6 +398,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     out: out ?? '',
     dtype,
     dtypeMergedOnly,
+    ...(imatrix !== undefined ? { imatrix } : {}),
     backend: backend ?? 'auto',
     ...(threads !== undefined ? { threads } : {}),
     dryRun,

@@ -18,6 +18,8 @@ import { formatBytes } from '../format.js';
 import { createProgressDisplay } from './progress-bar.js';
 import { listingLine, oneLine, stderrLine, stdoutLine } from './terminal-text.js';
 import { threadsWarning } from './threads-option.js';
+import { readImportanceMatrix, type ImportanceMatrix } from '../formats/gguf/imatrix.js';
+import { openNodeByteSource } from '../io/node-byte-source.js';
 
 /** Where the command prints: results (the dry-run plan) to `out`, messages to `err`. */
 export interface MergeOutput {
@@ -42,6 +44,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   const urlRequests = new AbortController();
   // One part of a split GGUF stands for the whole set, and a split input gives a split output.
   const base = await openCliInput(cmd.base, { what: '--base', splitGguf: true, signal: urlRequests.signal });
+  const importance = cmd.imatrix === undefined ? undefined : await readImportanceFile(cmd.imatrix);
+  if (importance) log(listingLine(`note: ${cmd.imatrix}: importance matrix for ${importance.entries.size} tensors; merged tensors are re-quantized with it`));
   const inputs = [base];
   for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', adapter: true, signal: urlRequests.signal }));
   const baseFiles = base.files;
@@ -99,6 +103,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
           backend,
           outDtype: cmd.dtype,
           dtypeMergedOnly: cmd.dtypeMergedOnly,
+          ...(importance ? { importance } : {}),
           ...(io.slabBytes ? { slabBytes: io.slabBytes } : {}),
           signal,
           onProgress: (e) => progress.update(e),
@@ -126,5 +131,15 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     });
   } finally {
     await prepared.close();
+  }
+}
+
+/** --imatrix's file, read whole and checked (imatrix.ts); the file is closed either way. */
+async function readImportanceFile(path: string): Promise<ImportanceMatrix> {
+  const source = await openNodeByteSource(path);
+  try {
+    return await readImportanceMatrix(source);
+  } finally {
+    await source.close();
   }
 }

@@ -8,6 +8,18 @@ import type { FloatDType } from '../dtype.js';
 import type { UpdateStep } from './update-steps.js';
 import type { RowSource } from '../formats/row-decoders.js';
 
+/**
+ * Importance weights for encoding whole rows (`llama-quantize --imatrix`): `weights` holds `cols`
+ * values per expert, and row i of the values (counted from `firstRow`) takes expert
+ * ⌊(firstRow + i) / rowsPerExpert⌋'s.
+ */
+export interface WeightedRows {
+  weights: Float32Array;
+  cols: number;
+  rowsPerExpert: number;
+  firstRow: number;
+}
+
 /** Raw little-endian tensor bytes of one float dtype. */
 export interface FloatTensorBytes {
   dtype: FloatDType;
@@ -147,7 +159,9 @@ export interface MergeBackend {
    * Encodes f32 values into whole GGML blocks of `type` (`blockSize` values in `blockBytes` each)
    * on the backend's worker threads; undefined leaves it to the caller (same bytes either way).
    */
-  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  encodeBlocks?(
+    type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal, weighted?: WeightedRows,
+  ): Promise<Uint8Array | undefined>;
   /**
    * Decodes rows [r0, r1) of a quantized weight (a decoder of formats/row-decoders.ts) on the
    * backend's worker threads, into `out` where given; undefined leaves it to the caller (same

@@ -95,7 +95,7 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
     merge: (op, signal) => backend.merge(op, signal),
     columnSumsOfSquares: backend.columnSumsOfSquares && ((op, signal) => backend.columnSumsOfSquares!(op, signal)),
     dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
-    encodeBlocks: backend.encodeBlocks && ((type, size, bytes, values, signal) => backend.encodeBlocks!(type, size, bytes, values, signal)),
+    encodeBlocks: backend.encodeBlocks && ((type, size, bytes, values, signal, weighted) => backend.encodeBlocks!(type, size, bytes, values, signal, weighted)),
     decodeRows: backend.decodeRows && ((source, r0, r1, signal, out) => backend.decodeRows!(source, r0, r1, signal, out)),
     dispose() {
       backend.dispose();

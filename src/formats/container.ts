@@ -4,6 +4,8 @@
  * it asks the container what type each tensor is written in, how rows of a stored type become the
  * float bytes the engine computes with and back, and for a writer per output file.
  */
+import type { ImportanceMatrix } from './gguf/imatrix.js';
+import type { ImportanceTarget, RowWeights } from './gguf/imatrix-rows.js';
 import type { FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import type { ByteSink, OutputTarget } from '../io/types.js';
@@ -75,8 +77,19 @@ export interface ContainerFormat {
   engineDtype(type: string): FloatDType;
   /** Whole stored rows of `type` → float bytes for the engine; `backend` may decode on its device. */
   decodeRows(type: string, bytes: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Promise<FloatTensorBytes>;
-  /** Engine output in engineDtype(type) → stored bytes of `type`; `backend` may encode on its threads. */
-  encodeRows(type: string, values: Uint8Array, backend?: MergeBackend, signal?: AbortSignal): Uint8Array | Promise<Uint8Array>;
+  /**
+   * Engine output in engineDtype(type) → stored bytes of `type`; `backend` may encode on its threads.
+   * `importance`: the rows are a merged tensor's from `rowStart` on, quantized with these weights.
+   */
+  encodeRows(
+    type: string, values: Uint8Array, backend?: MergeBackend, signal?: AbortSignal, importance?: { rows: RowWeights; rowStart: number },
+  ): Uint8Array | Promise<Uint8Array>;
+  /**
+   * An importance matrix (llama-imatrix's) matched to the tensors as written: the row weights of
+   * each tensor quantized with them; refuses one that does not fit (imatrix-rows.ts). Absent where
+   * the format has no use for one.
+   */
+  importanceRows?(importance: ImportanceMatrix, tensors: readonly ImportanceTarget[]): ReadonlyMap<string, RowWeights>;
   /**
    * Copied bytes of an unchanged tensor (whole copy units), converted from `from` to `to`;
    * `backend` may encode on its threads.

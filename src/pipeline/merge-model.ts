@@ -33,6 +33,8 @@ import {
   baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
 } from './value-checks.js';
 import { product } from '../integers.js';
+import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
+import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -49,6 +51,12 @@ export interface MergeModelOptions {
   outDtype?: string;
   /** `outDtype` applies to the tensors the merge changes only; the others are copied as stored (export-lora's way). */
   dtypeMergedOnly?: boolean;
+  /**
+   * GGUF: an importance matrix (from readImportanceMatrix) the merged tensors are re-quantized
+   * with, as `llama-quantize --imatrix` quantizes them; tensors the merge does not change are
+   * byte-copied as before.
+   */
+  importance?: ImportanceMatrix;
   /**
    * Cancels the merge: it rejects with a MergeError of code ABORTED, named `'AbortError'`, whose
    * `cause` is the signal's reason; the output is aborted.
@@ -103,7 +111,7 @@ interface WorkUnit {
   outBytes: number;
 }
 
-const MERGE_MODEL_OPTIONS = ['prepared', 'output', 'backend', 'outDtype', 'dtypeMergedOnly', 'signal', 'onProgress', 'onWarning', 'slabBytes'] as const;
+const MERGE_MODEL_OPTIONS = ['prepared', 'output', 'backend', 'outDtype', 'dtypeMergedOnly', 'importance', 'signal', 'onProgress', 'onWarning', 'slabBytes'] as const;
 
 /**
  * Options of the wrong kind, refused before anything is read: `prepared` not from prepareMerge,
@@ -124,6 +132,10 @@ function checkMergeModelOptions(options: MergeModelOptions): void {
   checkDtypeName('mergeModel: outDtype', options.outDtype);
   if (options.dtypeMergedOnly !== undefined && typeof options.dtypeMergedOnly !== 'boolean') {
     throw badArgument(`mergeModel: dtypeMergedOnly must be true or false, not ${shown(options.dtypeMergedOnly)}`);
+  }
+  const importance = options.importance as Partial<ImportanceMatrix> | undefined;
+  if (importance !== undefined && (typeof importance !== 'object' || importance === null || !(importance.entries instanceof Map) || typeof importance.file !== 'string')) {
+    throw badArgument(`mergeModel: importance must be what readImportanceMatrix returned, not ${shown(options.importance)}`);
   }
   checkSignal('mergeModel: signal', options.signal);
   checkCallback('mergeModel: onProgress', options.onProgress);
@@ -193,6 +205,9 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   };
   // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).
   checkOutputTypes(base.name, base.shards, scaled ? undefined : base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
+  const importance = options.importance && matchImportance(format, options.importance, base.shards.flatMap((shard) => shard.tensors.map((t) => ({
+    name: t.name, shape: t.shape, type: t.type, outType: outTypeOf(shard, t), changed: changed(keyOf(shard, t)),
+  }))));
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
@@ -313,7 +328,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
         inputOf.set(unit, input);
         return input;
       },
-      compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal, scaled),
+      compute: (unit, input) => computeUnit(prepared, unit, input, backend, copiedNonFinite, signal, scaled, importance?.get(unit.storedName)),
       write: async (unit, bytes) => {
         await advanceTo(unit.shardIndex);
         await writers[unit.shardIndex].writeChunk(unit.storedName, bytes);
@@ -517,16 +532,17 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
 
 async function computeUnit(
   prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
-  scaled?: ScaledFp8Output,
+  scaled?: ScaledFp8Output, importance?: RowWeights,
 ): Promise<Uint8Array> {
   const format = prepared.base.format;
   const a = unit.action;
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
-  /** Engine output → stored bytes; block types are checked for scales that overflowed. */
-  const encode = async (values: Uint8Array) => {
-    const out = await format.encodeRows(unit.outType, values, backend, signal);
+  /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
+  const encode = async (values: Uint8Array, rowStart?: number) => {
+    const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
+    const out = await format.encodeRows(unit.outType, values, backend, signal, weighted);
     if (out !== values) {
       const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
       const zeroed = format.zeroedInBlocks?.(unit.outType, out, new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2));
@@ -554,7 +570,7 @@ async function computeUnit(
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
         throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op });
       });
-      return encode(keepUnreachedRows(op, merged, reachedRows(update)));
+      return encode(keepUnreachedRows(op, merged, reachedRows(update)), rowStart);
     }
     case 'bias': {
       const source = a.bias.source?.tensor;
@@ -568,7 +584,7 @@ async function computeUnit(
     case 'replace': {
       const out = convertReplacement(a.replacement, input, outDtype, a.rowStart);
       checkReplacement(a.replacement, input, out, outDtype);
-      return encode(out);
+      return encode(out, a.rowStart);
     }
     case 'rows': {
       const { rowSet, rowStart } = a;
@@ -576,7 +592,7 @@ async function computeUnit(
       const values = await a.values();
       const out = setRows(start.data, start.dtype, rowStart, rowSet.shape[1], values, outDtype);
       checkRowSet(unit.file, rowSet, rowStart, start, values, out, outDtype, copiedNonFinite);
-      return encode(out);
+      return encode(out, rowStart);
     }
     case 'copy': {
       // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
@@ -617,4 +633,10 @@ function provenanceMetadata(prepared: PreparedMerge, outDtype: string | undefine
     'loramerge.rule': "W' = W + sum(weight * scale * B @ A), computed from the decoded values and rounded once to the output dtype: f16/bf16/fp8 correctly rounded (equal to the exact result rounded to nearest even), f32 within 1 ulp",
     ...(outDtype ? { 'loramerge.dtype': outDtype } : {}),
   };
+}
+
+/** The row weights an importance matrix gives the tensors written; refused for a format that takes none. */
+function matchImportance(format: ContainerFormat, importance: ImportanceMatrix, tensors: ImportanceTarget[]): ReadonlyMap<string, RowWeights> {
+  if (!format.importanceRows) throw new MergeError('BAD_ARGUMENT', `importance matrix ${importance.file}: only a GGUF base is quantized with an importance matrix, not a ${format.name} one`);
+  return format.importanceRows(importance, tensors);
 }

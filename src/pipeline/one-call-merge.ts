@@ -6,6 +6,7 @@
 import {
   badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkThreadCount, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
+import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
 import { asCancel, throwIfAborted } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
@@ -44,6 +45,11 @@ export interface OneCallMergeOptions<Source, Out> {
    * before anything is written.
    */
   dtype?: OutDTypeName | FloatDType | (string & {});
+  /**
+   * GGUF: an importance matrix (readImportanceMatrix) the merged tensors are re-quantized with, as
+   * `llama-quantize --imatrix` quantizes them (mergeModel's `importance`).
+   */
+  importance?: ImportanceMatrix;
   /** `auto` (default), `webgpu`, `cpu`, or a backend you made (then it is not disposed here). */
   backend?: BackendChoice | MergeBackend;
   /**
@@ -110,7 +116,7 @@ export interface OneCallHooks<Source, Out> {
 }
 
 /** The one-call merge's option names, for refusing typos (`outPath`, `weights`). */
-const OPTION_NAMES = ['base', 'adapters', 'out', 'dtype', 'backend', 'threads', 'signal', 'onProgress'] as const;
+const OPTION_NAMES = ['base', 'adapters', 'out', 'dtype', 'importance', 'backend', 'threads', 'signal', 'onProgress'] as const;
 const PER_ADAPTER = 'each adapter has its own weight: adapters: [{ source, weight }]';
 const OPTION_HINTS: Readonly<Record<string, string>> = {
   weight: PER_ADAPTER, weights: PER_ADAPTER, scale: PER_ADAPTER,
@@ -206,7 +212,9 @@ export async function oneCallMerge<Source, Out>(
       const backend = given ?? await hooks.createBackend((options.backend as BackendChoice | undefined) ?? 'auto', dominantUpdateDtype(prepared), options.threads);
       owned = undefined; // mergeModel aborts it on any failure
       try {
-        const result = await mergeModel({ prepared, output, backend, outDtype: dtype, signal: options.signal, onProgress: options.onProgress });
+        const result = await mergeModel({
+          prepared, output, backend, outDtype: dtype, ...(options.importance ? { importance: options.importance } : {}), signal: options.signal, onProgress: options.onProgress,
+        });
         return outcomeInLibraryWords({ ...result, plan: prepared.plan, blobs: memory?.files() ?? [] });
       } finally {
         if (!given) backend.dispose();

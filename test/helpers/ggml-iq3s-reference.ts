@@ -99,8 +99,12 @@ function bestNeighbour(list: readonly number[], t: Iq3sTables, xval: Float32Arra
   return gridIndex;
 }
 
-/** quantize_row_iq3_s_impl(32, x, …, quant_weights = NULL) for one super-block of 256 values: a 110-byte block_iq3_s. */
-export function quantizeIq3sBlock(x: ArrayLike<number>): Uint8Array {
+/**
+ * quantize_row_iq3_s_impl(32, x, …, quant_weights) for one super-block of 256 values: a 110-byte
+ * block_iq3_s. `qw`: the super-block's 256 importance weights (C's quant_weights + QK_K·ibl), or
+ * absent for NULL.
+ */
+export function quantizeIq3sBlock(x: ArrayLike<number>, qw?: ArrayLike<number>): Uint8Array {
   const t = iq3sTables();
   for (let i = 0; i < 256; i++) if (!Number.isFinite(x[i])) throw new Error('IQ3_S of a non-finite value: ggml aborts');
   const kMaxQ = 8;
@@ -127,9 +131,13 @@ export function quantizeIq3sBlock(x: ArrayLike<number>): Uint8Array {
     }
     return [sumqx, sumq2];
   };
+  let sumx2 = 0;
+  for (let i = 0; i < 256; i++) sumx2 = F(sumx2 + F(F(x[i]) * F(x[i])));
+  const sigma2 = F(F(2 * sumx2) / 256);
   for (let ib = 0; ib < 256 / blockSize; ib++) {
     const xb = (i: number) => F(x[blockSize * ib + i]);
-    for (let i = 0; i < blockSize; i++) weight[i] = F(xb(i) * xb(i));
+    if (qw) for (let i = 0; i < blockSize; i++) weight[i] = F(F(qw[blockSize * ib + i]) * F(Math.sqrt(F(sigma2 + F(xb(i) * xb(i))))));
+    else for (let i = 0; i < blockSize; i++) weight[i] = F(xb(i) * xb(i));
     for (let i = 0; i < blockSize; i++) waux[i] = F(Math.sqrt(weight[i]));
     for (let k = 0; k < bs8; k++) {
       let s = 0;

@@ -40,7 +40,10 @@ const truthy = (v: number) => v !== 0; // C: NaN is true
 
 interface Iq4Out { dh: number; q4: Uint8Array; scalesH: number; scalesL: Uint8Array }
 
-function quantizeRowIq4NlImpl(superBlockSize: number, blockSize: number, x: ArrayLike<number>, values: readonly number[], ntry: number): Iq4Out {
+function quantizeRowIq4NlImpl(superBlockSize: number, blockSize: number, x: ArrayLike<number>, values: readonly number[], ntry: number, qw?: ArrayLike<number>): Iq4Out {
+  let sigma2 = 0;
+  for (let j = 0; j < superBlockSize; ++j) sigma2 = F(sigma2 + F(F(x[j]) * F(x[j])));
+  sigma2 = F(sigma2 * F(2 / superBlockSize));
   const nvalues = 16;
   const q4 = new Uint8Array(superBlockSize / 2);
   const scalesL = new Uint8Array(superBlockSize / blockSize / 2);
@@ -53,7 +56,8 @@ function quantizeRowIq4NlImpl(superBlockSize: number, blockSize: number, x: Arra
   let amaxScale = 0;
   for (let ib = 0; ib < superBlockSize / blockSize; ++ib) {
     const xb = (j: number) => F(x[ib * blockSize + j]);
-    for (let j = 0; j < blockSize; ++j) weight[j] = F(xb(j) * xb(j));
+    if (qw) for (let j = 0; j < blockSize; ++j) weight[j] = F(F(qw[ib * blockSize + j]) * F(Math.sqrt(F(sigma2 + F(xb(j) * xb(j))))));
+    else for (let j = 0; j < blockSize; ++j) weight[j] = F(xb(j) * xb(j));
     let amax = 0;
     let max = 0;
     for (let j = 0; j < blockSize; ++j) {
@@ -137,8 +141,8 @@ function quantizeRowIq4NlImpl(superBlockSize: number, blockSize: number, x: Arra
 }
 
 /** block_iq4_nl: ggml_half d; uint8_t qs[16]. */
-export function quantizeIq4NlBlock(x: ArrayLike<number>): Uint8Array {
-  const r = quantizeRowIq4NlImpl(32, 32, x, KVALUES_IQ4NL, 7);
+export function quantizeIq4NlBlock(x: ArrayLike<number>, qw?: ArrayLike<number>): Uint8Array {
+  const r = quantizeRowIq4NlImpl(32, 32, x, KVALUES_IQ4NL, 7, qw);
   const b = new Uint8Array(18);
   b[0] = r.dh & 0xff;
   b[1] = r.dh >> 8;
@@ -147,8 +151,8 @@ export function quantizeIq4NlBlock(x: ArrayLike<number>): Uint8Array {
 }
 
 /** block_iq4_xs: ggml_half d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]. */
-export function quantizeIq4XsBlock(x: ArrayLike<number>): Uint8Array {
-  const r = quantizeRowIq4NlImpl(256, 32, x, KVALUES_IQ4NL, 7);
+export function quantizeIq4XsBlock(x: ArrayLike<number>, qw?: ArrayLike<number>): Uint8Array {
+  const r = quantizeRowIq4NlImpl(256, 32, x, KVALUES_IQ4NL, 7, qw);
   const b = new Uint8Array(136);
   b[0] = r.dh & 0xff;
   b[1] = r.dh >> 8;

@@ -11,7 +11,7 @@ import { getFloat16 } from '@petamoriken/float16';
 
 const cell = new Float32Array(1);
 /** One C float operation's result. */
-function F(x: number): number {
+export function F(x: number): number {
   cell[0] = x;
   return cell[0];
 }
@@ -24,7 +24,7 @@ const bitsView = new Int32Array(bitsCell.buffer);
  * (and for NaN), as release builds compute it with the assert compiled out: x + 1.5·2²³ rounded
  * to float, minus 2²² read from its low 23 bits.
  */
-function nearestInt(x: number): number {
+export function nearestInt(x: number): number {
   if (Math.abs(x) <= 4194303) {
     const lo = Math.floor(x);
     const frac = x - lo;
@@ -43,12 +43,12 @@ function halfToFloat(bits: number): number {
 }
 
 /** GGML_FP32_TO_FP16 then GGML_FP16_TO_FP32: bits and value. */
-function half(x: number): { bits: number; value: number } {
+export function half(x: number): { bits: number; value: number } {
   const bits = f16BitsFromF64(x);
   return { bits, value: halfToFloat(bits) };
 }
 
-function clamp(l: number, lo: number, hi: number): number {
+export function clamp(l: number, lo: number, hi: number): number {
   return Math.max(lo, Math.min(hi, l));
 }
 
@@ -67,7 +67,7 @@ const EPS = F(1e-15);
 // --- the scale searches ------------------------------------------------------------------------
 
 /** make_qkx2_quants; `mad`: weighted absolute errors instead of squared ones (Q2_K). */
-function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number, mad = false): { L: number[]; scale: number; theMin: number } {
+export function makeQkx2(x: number[], weights: number[], nmax: number, rmin: number, rdelta: number, nstep: number, mad = false): { L: number[]; scale: number; theMin: number } {
   const error = (diff: number) => (mad ? Math.abs(diff) : F(diff * diff));
   const n = x.length;
   let min = x[0];
@@ -138,32 +138,33 @@ function largest(x: number[]): { max: number; amax: number } {
 }
 
 /** Σ w·x·l and Σ w·l² with w = x², in f32 in index order (make_qx_quants and make_q3_quants alike). */
-function weightedSums(x: number[], l: number[]): { sumlx: number; suml2: number } {
+function weightedSums(x: number[], l: number[], qw?: readonly number[]): { sumlx: number; suml2: number } {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < x.length; i++) {
-    const w = F(x[i] * x[i]);
+    const w = qw ? qw[i] : F(x[i] * x[i]);
     sumlx = F(sumlx + F(F(w * x[i]) * l[i]));
     suml2 = F(suml2 + F(F(w * l[i]) * l[i]));
   }
   return { sumlx, suml2 };
 }
 
-function makeQx(x: number[], nmax: number): { L: number[]; scale: number } {
+/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw): weights qw, or x² where it is absent (C's NULL). */
+export function makeQx(x: number[], nmax: number, qw?: readonly number[]): { L: number[]; scale: number } {
   const n = x.length;
   const { max, amax } = largest(x);
   if (amax < EPS) return { L: new Array(n).fill(0), scale: 0 };
   const levels = (iscale: number) => x.map((xi) => clamp(nearestInt(F(iscale * xi)), -nmax, nmax - 1));
   let l = levels(F(-nmax / max));
   let L = l.map((v) => v + nmax);
-  let { sumlx, suml2 } = weightedSums(x, l);
+  let { sumlx, suml2 } = weightedSums(x, l, qw);
   let scale = suml2 ? F(sumlx / suml2) : 0;
   let best = F(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     const iscale = F(-F(nmax + F(F(0.1) * is)) / max);
     l = levels(iscale);
-    ({ sumlx, suml2 } = weightedSums(x, l));
+    ({ sumlx, suml2 } = weightedSums(x, l, qw));
     if (suml2 > 0 && F(sumlx * sumlx) > F(best * suml2)) {
       L = l.map((v) => v + nmax);
       scale = F(sumlx / suml2);
@@ -206,7 +207,7 @@ function makeQ3(x: number[], nmax: number): { L: number[]; scale: number } {
 
 // --- per type: quantize one block to a record, pack it by element positions ---------------------
 
-function putHalf(out: Uint8Array, at: number, bits: number): void {
+export function putHalf(out: Uint8Array, at: number, bits: number): void {
   out[at] = bits & 0xff;
   out[at + 1] = bits >> 8;
 }
@@ -315,7 +316,7 @@ function scaleMinK(x: number[], bits: 4 | 5): Uint8Array {
 }
 
 /** 2-bit levels of a 256-value block: value i at bits 2·((i mod 128) / 32) of byte 32·(i / 128) + i mod 32. */
-function pack2(out: Uint8Array, at: number, L: number[]): void {
+export function pack2(out: Uint8Array, at: number, L: number[]): void {
   L.forEach((l, i) => (out[at + 32 * (i >> 7) + (i & 31)] |= (l & 3) << (2 * ((i & 127) >> 5))));
 }
 
@@ -396,12 +397,13 @@ function q3_K(x: number[]): Uint8Array {
   return out;
 }
 
-function q6_K(x: number[]): Uint8Array {
+/** quantize_row_q6_K_ref, or with `qw` (256 weights) quantize_row_q6_K_impl, which hands them to make_qx_quants as they are. */
+export function q6_K(x: number[], qw?: readonly number[]): Uint8Array {
   const out = new Uint8Array(210);
   const L: number[] = [];
   const scales: number[] = [];
   for (let j = 0; j < 16; j++) {
-    const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32);
+    const fit = makeQx(x.slice(16 * j, 16 * j + 16), 32, qw?.slice(16 * j, 16 * j + 16));
     L.push(...fit.L);
     scales.push(fit.scale);
   }

@@ -5,7 +5,7 @@
  * `wasm-unsafe-eval`), and for DoRA ops, the plain JS executor (f64) does. The description says
  * which one actually runs: it changes once {@link CpuBackend.ready} has found out.
  */
-import type { MergeBackend, MergeOp } from '../merge-op.js';
+import type { MergeBackend, MergeOp, WeightedRows } from '../merge-op.js';
 import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
 import { checkOp } from '../op-shape.js';
 import { asPlainOp } from '../exact/plain-op.js';
@@ -31,7 +31,7 @@ export interface CpuMergePool {
   /** Column sums of squares of V on the threads (the float64 executor's sums). */
   columnSumsOfSquares?(op: MergeOp, signal?: AbortSignal): Promise<Float64Array>;
   /** Encodes whole blocks of a GGML type from f32 values on the threads (GGUF requantization). */
-  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array>;
+  encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal, weighted?: WeightedRows): Promise<Uint8Array>;
   /** Rows of a quantized weight decoded on the threads (formats/row-decoders.ts), the bytes of one thread. */
   decodeRows?(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array>;
   /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros); `signal` cancels it between blocks (ABORTED). */
@@ -172,9 +172,9 @@ export class CpuBackend implements MergeBackend {
   }
 
   /** GGML blocks encoded on the worker threads; undefined without a pool (the caller encodes). */
-  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal, weighted?: WeightedRows): Promise<Uint8Array | undefined> {
     if (!this.pool?.encodeBlocks || values.length < POOL_MIN_ELEMENTS) return undefined;
-    return this.pool.encodeBlocks(type, blockSize, blockBytes, values, signal);
+    return this.pool.encodeBlocks(type, blockSize, blockBytes, values, signal, weighted);
   }
 
   /** Rows of a quantized weight decoded on the worker threads; undefined without a pool or for a few rows (the caller decodes). */

@@ -5,10 +5,10 @@
  * its norms come once per key.
  */
 import { isMergeError, type MergeErrorCode } from '../../errors.js';
-import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
+import { encodeBlocksInto, encodeWeightedRowsInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
-import type { MergeOp } from '../merge-op.js';
+import type { MergeOp, WeightedRows } from '../merge-op.js';
 import { runStepsPiece } from './step-rows.js';
 import { settleListed, type ListedFix } from './listed-fix.js';
 
@@ -40,6 +40,8 @@ export interface EncodeJob {
   count: number;
   dstOffset: number;
   dstLength: number;
+  /** Importance weights (GGUF `--imatrix`): the piece is whole rows, quantized with them. */
+  weighted?: WeightedRows;
 }
 
 /** Rows of an op with general update steps (step-rows.ts), merged by the float64 executor. */
@@ -94,7 +96,10 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
     }
     if ('kind' in job) {
       await kernel.catch(() => undefined); // keeps arrival order; encoding does not need it
-      encodeBlocksInto(job.type, new Float32Array(job.shared, job.srcOffset, job.count), new Uint8Array(job.shared, job.dstOffset, job.dstLength));
+      const values = new Float32Array(job.shared, job.srcOffset, job.count);
+      const out = new Uint8Array(job.shared, job.dstOffset, job.dstLength);
+      if (job.weighted) encodeWeightedRowsInto(job.type, values, out, job.weighted);
+      else encodeBlocksInto(job.type, values, out);
       return { id: job.id, finite: true, listed: NONE };
     }
     const out = new Uint8Array(job.outBuffer, job.outOffset, job.outLength);

@@ -14,13 +14,13 @@
  */
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
-import type { MergeOp } from '../merge-op.js';
+import type { MergeOp, WeightedRows } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
 import { normSquare } from '../column-norms.js';
 import { opRows, runStepsPiece, stepRowGranule, type StepsResult } from './step-rows.js';
 import type { CertificationStats } from '../exact/recompute.js';
 import type { CpuMergePool, PoolProduct } from './cpu-backend.js';
-import { encodeBlocksInto } from '../../formats/gguf/codecs/encode-blocks.js';
+import { encodeBlocksInto, encodeWeightedRowsInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import { decodeSourceRows, type RowSource, type SourceArray } from '../../formats/row-decoders.js';
 import type { PoolJob, WorkerJob, WorkerReply } from './cpu-worker-protocol.js';
 import {
@@ -411,13 +411,25 @@ export class RowBlockPool implements CpuMergePool {
    * where a requantizing merge spends its time. The same encoder runs on every thread, so the
    * bytes do not depend on how the work was cut.
    */
-  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal): Promise<Uint8Array> {
+  async encodeBlocks(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal, weighted?: WeightedRows): Promise<Uint8Array> {
     if (this.broken) throw this.broken;
     const blocks = values.length / blockSize;
     const srcBytes = values.byteLength;
     const dstOffset = align16(srcBytes);
-    // Pieces of 16 KiB of output at least; two per thread even out uneven progress.
-    const step = Math.max(Math.ceil(16384 / blockBytes), Math.ceil(blocks / (this.threads * 2)));
+    // Pieces of 16 KiB of output at least; two per thread even out uneven progress. Weighted
+    // quantizers take whole rows (some weigh by the row's mean square), so those pieces are rows.
+    const perRow = weighted ? weighted.cols / blockSize : 1;
+    const step = Math.ceil(Math.max(Math.ceil(16384 / blockBytes), Math.ceil(blocks / (this.threads * 2))) / perRow) * perRow;
+    /** A piece's weights: the experts its rows take, copied (a job is cloned to its worker), or all of them here. */
+    const piece = (b0: number, n: number, copy: boolean): WeightedRows | undefined => {
+      if (!weighted) return undefined;
+      const { cols, rowsPerExpert } = weighted;
+      const r0 = weighted.firstRow + b0 / perRow;
+      if (!copy) return { ...weighted, firstRow: r0 };
+      const e0 = Math.floor(r0 / rowsPerExpert);
+      const e1 = Math.floor((r0 + n / perRow - 1) / rowsPerExpert);
+      return { weights: weighted.weights.slice(e0 * cols, (e1 + 1) * cols), cols, rowsPerExpert, firstRow: r0 - e0 * rowsPerExpert };
+    };
     const slots = this.workersFor(Math.ceil(blocks / step));
     const lent = this.scratch.take(dstOffset + blocks * blockBytes);
     const shared = lent.buffer;
@@ -430,13 +442,18 @@ export class RowBlockPool implements CpuMergePool {
           return {
             kind: 'encode', id: this.nextId++, type, shared,
             srcOffset: b0 * blockSize * 4, count: n * blockSize, dstOffset: dstOffset + b0 * blockBytes, dstLength: n * blockBytes,
+            ...(weighted ? { weighted: piece(b0, n, true) } : {}),
           };
         },
         // A codec's refusal of the values (IQ3's blocks too large for ggml's quantizer) is the user's, raised as the calling thread's codec raises it.
         failed: (reply) => workerFailure(reply, `${type} blocks: a CPU worker failed`),
         settle: () => {},
         here: () => (b0, n) => {
-          encodeBlocksInto(type, new Float32Array(shared, b0 * blockSize * 4, n * blockSize), new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes));
+          const src = new Float32Array(shared, b0 * blockSize * 4, n * blockSize);
+          const dst = new Uint8Array(shared, dstOffset + b0 * blockBytes, n * blockBytes);
+          const w = piece(b0, n, false);
+          if (w) encodeWeightedRowsInto(type, src, dst, w);
+          else encodeBlocksInto(type, src, dst);
         },
       });
       return new Uint8Array(shared, dstOffset, blocks * blockBytes).slice();

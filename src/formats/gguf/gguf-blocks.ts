@@ -6,6 +6,8 @@ import type { MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
+import type { RowWeights } from './imatrix-rows.js';
+import { encodeWeightedRowsInto } from './codecs/encode-blocks.js';
 
 /**
  * Decodes GGML blocks to f32 on the backend's device when it offers to (WGSL), else on the CPU;
@@ -32,6 +34,22 @@ export async function encodeBlocks(type: GgmlType, values: Float32Array, backend
   if (elsewhere) return elsewhere;
   const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
   codec.encode(values, out);
+  return out;
+}
+
+/**
+ * Encodes whole rows of `type` with importance weights (`llama-quantize --imatrix`): row i of
+ * `values` is the tensor's row rowStart + i. On the backend's worker threads when it has them,
+ * else here; the same quantizer runs either way.
+ */
+export async function encodeWeightedBlocks(
+  type: GgmlType, values: Float32Array, rows: RowWeights, rowStart: number, backend?: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const weighted = { weights: rows.values, cols: rows.cols, rowsPerExpert: rows.rowsPerExpert, firstRow: rowStart };
+  const elsewhere = await backend?.encodeBlocks?.(type.name, type.blockSize, type.blockBytes, values, signal, weighted);
+  if (elsewhere) return elsewhere;
+  const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+  encodeWeightedRowsInto(type.name, values, out, weighted);
   return out;
 }
 

@@ -16,7 +16,8 @@ import type { ContainerFormat, StoredShard, TensorFileWriter } from '../containe
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
 import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
-import { decodeBlocks, encodeBlocks, notWritten } from './gguf-blocks.js';
+import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
+import { importanceRows } from './imatrix-rows.js';
 import { convertTensorBytes } from './gguf-convert.js';
 import { fittingType, llamaQuantizes } from './quantize-rule.js';
 import { mixContext, PURE_FILE_TYPES, REFUSED_MIXES, TYPE_MIXES, typeMix, type MixContext, type TypeMix } from './type-mixes.js';
@@ -138,11 +139,14 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       const values = await decodeBlocks(typeOf(name), bytes, backend, signal);
       return { dtype: 'F32', data: new Uint8Array(values.buffer, values.byteOffset, values.byteLength) };
     },
-    async encodeRows(name, values, backend, signal) {
+    async encodeRows(name, values, backend, signal, importance) {
       if (FLOAT_TYPES.has(name)) return values;
       const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
-      return encodeBlocks(typeOf(name), new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4), backend, signal);
+      const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+      if (importance) return encodeWeightedBlocks(typeOf(name), f32, importance.rows, importance.rowStart, backend, signal);
+      return encodeBlocks(typeOf(name), f32, backend, signal);
     },
+    importanceRows,
     convert(bytes, from, to, backend, signal) {
       if (from === to) return bytes;
       return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);

@@ -16,4 +16,12 @@ export interface BlockCodec extends BlockDecoder {
    * importance weights, which llama-quantize runs) writes for the same f32 values.
    */
   encode(src: Float32Array, out: Uint8Array): void;
+  /**
+   * One row (`src`, whole blocks) quantized with importance weights `qw` (one per value), as
+   * `llama-quantize --imatrix` does it: ggml's `quantize_<type>(…, quant_weights)`. Absent where
+   * loramerge does not do that for the type (and the type does not ignore them).
+   */
+  encodeWeighted?(src: Float32Array, out: Uint8Array, qw: Float32Array): void;
+  /** ggml's quantizer for the type takes no importance weights: with an imatrix it writes what `encode` writes. */
+  readonly ignoresImportance?: boolean;
 }

@@ -6,6 +6,7 @@ import type { BlockCodec } from './codec.js';
 function floatCodec(dtype: FloatDType): BlockCodec {
   return {
     type: ggmlTypeByName(dtype)!,
+    ignoresImportance: true, // converted, not quantized
     decode(src, out) {
       out.set(decodeToF32(src, dtype));
     },

@@ -1,7 +1,7 @@
 /**
  * The grid search of ggml's IQ3 quantizers (quantize_row_iq3_xxs_impl for IQ3_XXS,
- * quantize_row_iq3_s_impl for IQ3_S) over 32 values, with the weights they use when no importance
- * matrix is given (x², what llama-quantize runs without `--imatrix`), and the tables it searches
+ * quantize_row_iq3_s_impl for IQ3_S) over 32 values, with their weights (x² without an importance
+ * matrix, qw·sqrtf(σ² + x²) with one), and the tables it searches
  * (iq3xs_init_impl): each grid entry as 4 levels 0…7 (C stores 2·level + 1), a map from any 4
  * levels (3 bits each) to their grid entry, and for each of the 4096 points off the grid its
  * nearest entries. Every float step is C's f32 step (c-float.ts), unfused, in C's order.
@@ -9,6 +9,7 @@
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
 import { iqGridCodes } from './iq-grids.js';
+import { importanceWeights } from './importance.js';
 
 const { cmax, f32, nearestInt } = cFloat;
 
@@ -172,10 +173,12 @@ function sums(levels: Uint8Array): void {
  * The scale of x[from … from+32) and, in searchSigns / searchEntries, its signs and grid entries;
  * undefined where C skips the 32 values (its scale is then 0 and nothing of them is written).
  */
-export function searchThirtyTwo(x: Float32Array, from: number, s: Iq3Search): number | undefined {
+export function searchThirtyTwo(x: Float32Array, from: number, s: Iq3Search, qw?: Float32Array, sigma2 = 0): number | undefined {
   const t = s.tables;
+  // With importance weights (per value of the row, at the same index) qw·sqrtf(σ² + x²), else x².
+  if (qw) importanceWeights(x, from, qw, from, sigma2, 32, weight);
   for (let i = 0; i < 32; i++) {
-    weight[i] = f32(x[from + i] * x[from + i]);
+    if (!qw) weight[i] = f32(x[from + i] * x[from + i]);
     waux[i] = f32(Math.sqrt(weight[i]));
   }
   for (let k = 0; k < 4; k++) {

@@ -6,8 +6,8 @@
  * - IQ4_XS (136 bytes, 256 values): f16 d, u16 of the scales' top 2 bits, 4 bytes of their low 4
  *   bits, then per 32 values 16 bytes laid out as IQ4_NL's; x = d·(ls − 32)·level.
  *
- * Encoded as llama-quantize writes them without an importance matrix: quantize_iq4_nl and
- * quantize_iq4_xs with quant_weights = NULL, i.e. quantize_row_iq4_nl_impl with the weights x² and
+ * Encoded as llama-quantize writes them: quantize_iq4_nl and
+ * quantize_iq4_xs, i.e. quantize_row_iq4_nl_impl with the weights x² (with an imatrix qw·sqrtf(σ² + x²)) and
  * a search over 15 trial scales (ntry = 7) per 32 values. Every float step is C's f32 step
  * (c-float.ts), unfused.
  */
@@ -15,6 +15,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { KVALUES_IQ4NL } from './iq-grids.js';
+import { importanceWeights, sumSquares } from './importance.js';
 
 const { GROUP_MAX_EPS, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
 
@@ -42,7 +43,7 @@ let sumQX = 0;
 let sumQ2 = 0;
 const weights = new Float64Array(32);
 
-/** Σ w·q·x and Σ w·q² (w = x², in `weights`) over 32 values with the levels scale `id` picks, as C sums them. */
+/** Σ w·q·x and Σ w·q² (w in `weights`) over 32 values with the levels scale `id` picks, as C sums them. */
 function sums(x: Float32Array, from: number, id: number): void {
   let sumqx = 0;
   let sumq2 = 0;
@@ -62,7 +63,7 @@ function sums(x: Float32Array, from: number, id: number): void {
  * magnitude, refined by least squares, then the best of the 15 trial scales; 0 for a block below
  * GROUP_MAX_EPS. (The levels C picks on the way are all picked again from the final scales.)
  */
-function blockScale(x: Float32Array, from: number): number {
+function blockScale(x: Float32Array, from: number, qw?: Float32Array, sigma2 = 0): number {
   let amax = 0;
   let max = 0;
   for (let j = from; j < from + 32; j++) {
@@ -73,7 +74,9 @@ function blockScale(x: Float32Array, from: number): number {
     }
   }
   if (amax < GROUP_MAX_EPS) return 0;
-  for (let j = 0; j < 32; j++) weights[j] = f32(x[from + j] * x[from + j]);
+  // With an imatrix qw·sqrtf(σ² + x²), σ² = 2·Σx²/(super-block size); without one x².
+  if (qw) importanceWeights(x, from, qw, from, sigma2, 32, weights);
+  else for (let j = 0; j < 32; j++) weights[j] = f32(x[from + j] * x[from + j]);
   const v0 = KVALUES_IQ4NL[0];
   sums(x, from, f32(1 / f32(-max / v0)));
   let d = sumQ2 > 0 ? f32(sumQX / sumQ2) : 0;
@@ -116,16 +119,24 @@ export const IQ4_NL_CODEC: BlockCodec = {
     for (let b = 0, at = 0; at < src.length; b++, at += 18) thirtyTwo(src, at + 2, out, b * 32, half[u16At(src, at)]);
   },
   encode(src, out) {
-    const levels = new Uint8Array(32);
-    for (let b = 0, at = 0; b * 32 < src.length; b++, at += 18) {
-      const d = blockScale(src, b * 32);
-      putU16(out, at, toF16Bits(d));
-      // With trial scales (ntry > 0) the levels are picked again from the chosen scale, unrounded.
-      levelsOf(src, b * 32, inverse(d), levels, 0);
-      pack(levels, 0, out, at + 2);
-    }
+    encodeNl(src, out);
+  },
+  encodeWeighted(src, out, qw) {
+    encodeNl(src, out, qw);
   },
 };
+
+/** quantize_iq4_nl: super-blocks of 32 (so σ² is taken over each 32 values). */
+function encodeNl(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+  const levels = new Uint8Array(32);
+  for (let b = 0, at = 0; b * 32 < src.length; b++, at += 18) {
+    const d = blockScale(src, b * 32, qw, qw && f32(sumSquares(src, b * 32, 32) * f32(2 / 32)));
+    putU16(out, at, toF16Bits(d));
+    // With trial scales (ntry > 0) the levels are picked again from the chosen scale, unrounded.
+    levelsOf(src, b * 32, inverse(d), levels, 0);
+    pack(levels, 0, out, at + 2);
+  }
+}
 
 export const IQ4_XS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ4_XS')!,
@@ -141,38 +152,47 @@ export const IQ4_XS_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    const levels = new Uint8Array(256);
-    const scales = new Float64Array(8);
-    for (let b = 0, at = 0; b * 256 < src.length; b++, at += 136) {
-      const x = b * 256;
-      let maxScale = 0;
-      let amaxScale = 0;
-      for (let ib = 0; ib < 8; ib++) {
-        const d = blockScale(src, x + 32 * ib);
-        scales[ib] = d;
-        if (Math.abs(d) > amaxScale) {
-          amaxScale = Math.abs(d);
-          maxScale = d;
-        }
-      }
-      // One f16 scale for the 256 values, and per 32 a 6-bit multiple of it (offset by 32), found
-      // from the unrounded super-scale d as C does; the levels are picked again from d·l.
-      const d = f32(-maxScale / 32);
-      putU16(out, at, toF16Bits(d));
-      const id = inverse(d);
-      let high = 0;
-      out.fill(0, at + 4, at + 8);
-      for (let ib = 0; ib < 8; ib++) {
-        let l = nearestInt(f32(id * scales[ib]));
-        l = Math.max(-32, Math.min(31, l));
-        const dl = f32(d * l);
-        levelsOf(src, x + 32 * ib, inverse(dl), levels, 32 * ib);
-        l += 32;
-        out[at + 4 + (ib >> 1)] |= (l & 0x0f) << (4 * (ib & 1));
-        high |= (l >> 4) << (2 * ib);
-      }
-      putU16(out, at + 2, high);
-      for (let ib = 0; ib < 8; ib++) pack(levels, 32 * ib, out, at + 8 + 16 * ib);
-    }
+    encodeXs(src, out);
+  },
+  encodeWeighted(src, out, qw) {
+    encodeXs(src, out, qw);
   },
 };
+
+/** quantize_iq4_xs: super-blocks of 256, σ² over each. */
+function encodeXs(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+  const levels = new Uint8Array(256);
+  const scales = new Float64Array(8);
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 136) {
+    const x = b * 256;
+    let maxScale = 0;
+    let amaxScale = 0;
+    const sigma2 = qw && f32(sumSquares(src, x, 256) * f32(2 / 256));
+    for (let ib = 0; ib < 8; ib++) {
+      const d = blockScale(src, x + 32 * ib, qw, sigma2);
+      scales[ib] = d;
+      if (Math.abs(d) > amaxScale) {
+        amaxScale = Math.abs(d);
+        maxScale = d;
+      }
+    }
+    // One f16 scale for the 256 values, and per 32 a 6-bit multiple of it (offset by 32), found
+    // from the unrounded super-scale d as C does; the levels are picked again from d·l.
+    const d = f32(-maxScale / 32);
+    putU16(out, at, toF16Bits(d));
+    const id = inverse(d);
+    let high = 0;
+    out.fill(0, at + 4, at + 8);
+    for (let ib = 0; ib < 8; ib++) {
+      let l = nearestInt(f32(id * scales[ib]));
+      l = Math.max(-32, Math.min(31, l));
+      const dl = f32(d * l);
+      levelsOf(src, x + 32 * ib, inverse(dl), levels, 32 * ib);
+      l += 32;
+      out[at + 4 + (ib >> 1)] |= (l & 0x0f) << (4 * (ib & 1));
+      high |= (l >> 4) << (2 * ib);
+    }
+    putU16(out, at + 2, high);
+    for (let ib = 0; ib < 8; ib++) pack(levels, 32 * ib, out, at + 8 + 16 * ib);
+  }
+}

@@ -2,7 +2,9 @@
  * The iterative scale searches of ggml's k-quant reference quantizers (ggml-quants.c), step for
  * step in C float arithmetic (see c-float.ts): `make_qkx2_quants` fits a scale and a minimum to a
  * sub-block (Q2_K, Q4_K, Q5_K), `make_qx_quants` a symmetric scale (Q6_K), `make_q3_quants` a
- * symmetric scale refined value by value (Q3_K).
+ * symmetric scale refined value by value (Q3_K); with importance weights (quantize_row_*_impl)
+ * `make_qkx3_quants` (makeQkx2Quants: the same steps once the weights are given) and
+ * `make_qp_quants`, which fits the 6-bit sub-block scales and mins of Q4_K/Q5_K.
  */
 import * as cFloat from './c-float.js';
 
@@ -100,14 +102,17 @@ const sums = { lx: 0, l2: 0 };
  * into `sums`, in C float arithmetic in index order (make_qx_quants and make_q3_quants alike);
  * written to L[l0 …] as l + offset unless L is null.
  */
-function levelSums(n: number, nmax: number, x: Float32Array, x0: number, iscale: number, L: Uint8Array | Int8Array | null, l0: number, offset: number): void {
+function levelSums(
+  n: number, nmax: number, x: Float32Array, x0: number, iscale: number, L: Uint8Array | Int8Array | null, l0: number, offset: number,
+  qw: Float32Array | null = null,
+): void {
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
     const xi = x[x0 + i];
     const l = cmax(-nmax, cmin(nmax - 1, nearestInt(f32(iscale * xi))));
     if (L) L[l0 + i] = l + offset;
-    const w = f32(xi * xi);
+    const w = qw ? qw[i] : f32(xi * xi);
     sumlx = f32(sumlx + f32(f32(w * xi) * l));
     suml2 = f32(suml2 + f32(f32(w * l) * l));
   }
@@ -116,24 +121,25 @@ function levelSums(n: number, nmax: number, x: Float32Array, x0: number, iscale:
 }
 
 /**
- * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL) on x[x0 … x0+n): levels −nmax…nmax−1
- * stored as 0…2·nmax−1 in L[l0 …], weights x², and a search over 18 nearby scales.
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) on x[x0 … x0+n): levels −nmax…nmax−1 stored as
+ * 0…2·nmax−1 in L[l0 …], weights qw[0 … n) (x² where qw is null, as C's NULL), and a search over
+ * 18 nearby scales.
  */
-export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number): number {
+export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: number, L: Uint8Array, l0: number, qw: Float32Array | null = null): number {
   const max = largestMagnitude(x, x0, n);
   if (Math.abs(max) < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[l0 + i] = 0;
     return 0;
   }
-  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax);
+  levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax, qw);
   let scale = sums.l2 ? f32(sums.lx / sums.l2) : 0;
   let best = f32(scale * sums.lx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     const iscale = f32(-f32(nmax + f32(f32(0.1) * is)) / max);
-    levelSums(n, nmax, x, x0, iscale, null, 0, 0);
+    levelSums(n, nmax, x, x0, iscale, null, 0, 0, qw);
     if (sums.l2 > 0 && f32(sums.lx * sums.lx) > f32(best * sums.l2)) {
-      levelSums(n, nmax, x, x0, iscale, L, l0, nmax);
+      levelSums(n, nmax, x, x0, iscale, L, l0, nmax, qw);
       scale = f32(sums.lx / sums.l2);
       best = f32(scale * sums.lx);
     }
@@ -181,4 +187,73 @@ export function makeQ3Quants(n: number, nmax: number, x: Float32Array, x0: numbe
   }
   for (let i = 0; i < n; i++) L[l0 + i] += nmax;
   return suml2 > 0 ? f32(sumlx / suml2) : 0;
+}
+
+/**
+ * make_qp_quants(n, nmax, x, L, quant_weights): levels 0…nmax of the non-negative x[0 … n) (a
+ * super-block's scales or mins) against one scale, weighted by qw: the best of 9 trial scales
+ * around nmax/max, then up to 5 passes moving single levels while the weighted fit improves.
+ * L is C's uint8_t (a negative level wraps as it does there). Returns the scale Σw·x·l / Σw·l².
+ */
+export function makeQpQuants(n: number, nmax: number, x: ArrayLike<number>, L: Uint8Array, qw: ArrayLike<number>): number {
+  let max = 0;
+  for (let i = 0; i < n; i++) max = max > x[i] ? max : x[i];
+  if (max === 0) {
+    for (let i = 0; i < n; i++) L[i] = 0;
+    return 0;
+  }
+  let iscale = f32(nmax / max);
+  for (let i = 0; i < n; i++) L[i] = nearestInt(f32(iscale * x[i])) & 0xff;
+  const scale = f32(1 / iscale);
+  let bestMse = 0;
+  for (let i = 0; i < n; i++) {
+    const diff = f32(x[i] - f32(scale * L[i]));
+    bestMse = f32(bestMse + f32(f32(qw[i] * diff) * diff));
+  }
+  for (let is = -4; is <= 4; is++) {
+    if (is === 0) continue;
+    const iscaleIs = f32(f32(f32(f32(0.1) * is) + nmax) / max);
+    const scaleIs = f32(1 / iscaleIs);
+    let mse = 0;
+    for (let i = 0; i < n; i++) {
+      const l = cmin(nmax, nearestInt(f32(iscaleIs * x[i])));
+      const diff = f32(x[i] - f32(scaleIs * l));
+      mse = f32(mse + f32(f32(qw[i] * diff) * diff));
+    }
+    if (mse < bestMse) {
+      bestMse = mse;
+      iscale = iscaleIs;
+    }
+  }
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const l = cmin(nmax, nearestInt(f32(iscale * x[i])));
+    L[i] = l & 0xff;
+    sumlx = f32(sumlx + f32(f32(qw[i] * x[i]) * l));
+    suml2 = f32(suml2 + f32(f32(qw[i] * l) * l));
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      const w = qw[i];
+      let slx = f32(sumlx - f32(f32(w * x[i]) * L[i]));
+      let sl2 = f32(suml2 - f32(f32(w * L[i]) * L[i]));
+      if (slx > 0 && sl2 > 0) {
+        const newL = cmin(nmax, nearestInt(f32(f32(x[i] * sl2) / slx)));
+        if (newL !== L[i]) {
+          slx = f32(slx + f32(f32(w * x[i]) * newL));
+          sl2 = f32(sl2 + f32(f32(w * newL) * newL));
+          if (f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2)) {
+            L[i] = newL & 0xff;
+            sumlx = slx;
+            suml2 = sl2;
+            changed++;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return f32(sumlx / suml2);
 }

@@ -62,6 +62,7 @@ export function mxfp4Exponent(amax: number): number {
 
 export const MXFP4_CODEC: BlockCodec = {
   type: ggmlTypeByName('MXFP4')!,
+  ignoresImportance: true, // quantize_mxfp4(…, quant_weights) does not use them
   decode(src, out) {
     for (let b = 0, at = 0; at < src.length; b++, at += 17) {
       const d = e8m0Half(src[at]);

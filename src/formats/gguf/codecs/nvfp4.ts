@@ -60,6 +60,7 @@ export function toUe4m3(x: number): number {
 
 export const NVFP4_CODEC: BlockCodec = {
   type: ggmlTypeByName('NVFP4')!,
+  ignoresImportance: true, // quantize_nvfp4(…, quant_weights) does not use them
   decode(src, out) {
     for (let b = 0, at = 0; at < src.length; b++, at += 36) {
       for (let s = 0; s < 4; s++) {

@@ -18,6 +18,7 @@ const BYTES = 18;
 
 export const Q2_0_CODEC: BlockCodec = {
   type: ggmlTypeByName('Q2_0')!,
+  ignoresImportance: true, // quantize_q2_0(…, quant_weights) does not use them
   decode(src, out) {
     const half = f16Table();
     for (let y = 0, at = 0; at < src.length; y += QK, at += BYTES) {

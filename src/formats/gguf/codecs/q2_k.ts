@@ -10,7 +10,8 @@
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
-import { makeQkx2Quants } from './k-quant-search.js';
+import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
+import { importanceWeights, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -45,6 +46,9 @@ export const Q2_K_CODEC: BlockCodec = {
   encode(src, out) {
     if (!encodeKQuantWasm('Q2_K', src, out)) encodeQ2KBlocks(src, out);
   },
+  encodeWeighted(src, out, qw) {
+    encodeQ2KBlocks(src, out, qw);
+  },
 };
 
 const L = new Uint8Array(QK_K);
@@ -52,37 +56,24 @@ const Laux = new Uint8Array(16);
 const weights = new Float32Array(16);
 const scales = new Float32Array(16);
 const mins = new Float32Array(16);
+const sw = new Float32Array(16);
+const Ls = new Uint8Array(16);
+const Lm = new Uint8Array(16);
 
-/** quantize_row_q2_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). */
-export function encodeQ2KBlocks(src: Float32Array, out: Uint8Array): void {
+/**
+ * quantize_row_q2_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). With
+ * importance weights `qw` (one row), quantize_row_q2_K_impl: per 16 values the weights
+ * qw·sqrtf(σ² + x²) (σ² = Σx²/256), make_qkx3_quants(16, 3, …, −0.9, 0.05, 36) with squared
+ * errors, and the 4-bit scales and mins fitted by make_qp_quants weighted by each 16's Σ weights.
+ */
+export function encodeQ2KBlocks(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const half = f16Table();
   const n = src.length / QK_K;
   for (let b = 0; b < n; b++) {
     const x = b * QK_K;
     const at = b * BYTES;
     out.fill(0, at, at + BYTES);
-    let maxScale = 0;
-    let maxMin = 0;
-    for (let j = 0; j < 16; j++) {
-      for (let l = 0; l < 16; l++) weights[l] = Math.abs(src[x + 16 * j + l]);
-      const fit = makeQkx2Quants(16, 3, src, x + 16 * j, weights, L, 16 * j, Laux, -0.5, f32(0.1), 15, true);
-      scales[j] = fit.scale;
-      mins[j] = fit.theMin;
-      if (scales[j] > maxScale) maxScale = scales[j];
-      if (mins[j] > maxMin) maxMin = mins[j];
-    }
-    let dBits = 0;
-    if (maxScale > 0) {
-      const iscale = f32(15 / maxScale);
-      for (let j = 0; j < 16; j++) out[at + j] = nearestInt(f32(iscale * scales[j])) & 0xff;
-      dBits = toF16Bits(f32(maxScale / 15));
-    }
-    let dminBits = 0;
-    if (maxMin > 0) {
-      const iscale = f32(15 / maxMin);
-      for (let j = 0; j < 16; j++) out[at + j] = (out[at + j] | (nearestInt(f32(iscale * mins[j])) << 4)) & 0xff;
-      dminBits = toF16Bits(f32(maxMin / 15));
-    }
+    const [dBits, dminBits] = qw ? weightedScales(src, x, qw, out, at) : scalesAndMins(src, x, out, at);
     putU16(out, at + D, dBits);
     putU16(out, at + D + 2, dminBits);
     for (let j = 0; j < 16; j++) {
@@ -101,4 +92,49 @@ export function encodeQ2KBlocks(src: Float32Array, out: Uint8Array): void {
       }
     }
   }
+}
+
+/** quantize_row_q2_K_impl's scales and mins with importance weights; the d and dmin bits. */
+function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uint8Array, at: number): [number, number] {
+  const sigma2 = f32(sumSquares(src, x, QK_K) / QK_K);
+  for (let j = 0; j < 16; j++) {
+    importanceWeights(src, x + 16 * j, qw, x + 16 * j, sigma2, 16, weights);
+    let sum = 0;
+    for (let l = 0; l < 16; l++) sum = f32(sum + weights[l]);
+    sw[j] = sum;
+    const fit = makeQkx2Quants(16, 3, src, x + 16 * j, weights, L, 16 * j, Laux, f32(-0.9), f32(0.05), 36, false);
+    scales[j] = fit.scale;
+    mins[j] = fit.theMin;
+  }
+  const dm = makeQpQuants(16, 15, scales, Ls, sw);
+  const mm = makeQpQuants(16, 15, mins, Lm, sw);
+  for (let j = 0; j < 16; j++) out[at + j] = (Ls[j] | (Lm[j] << 4)) & 0xff;
+  return [toF16Bits(dm), toF16Bits(mm)];
+}
+
+/** quantize_row_q2_K_ref's scales and mins: 4-bit multiples of the largest; the d and dmin bits. */
+function scalesAndMins(src: Float32Array, x: number, out: Uint8Array, at: number): [number, number] {
+  let maxScale = 0;
+  let maxMin = 0;
+  for (let j = 0; j < 16; j++) {
+    for (let l = 0; l < 16; l++) weights[l] = Math.abs(src[x + 16 * j + l]);
+    const fit = makeQkx2Quants(16, 3, src, x + 16 * j, weights, L, 16 * j, Laux, -0.5, f32(0.1), 15, true);
+    scales[j] = fit.scale;
+    mins[j] = fit.theMin;
+    if (scales[j] > maxScale) maxScale = scales[j];
+    if (mins[j] > maxMin) maxMin = mins[j];
+  }
+  let dBits = 0;
+  if (maxScale > 0) {
+    const iscale = f32(15 / maxScale);
+    for (let j = 0; j < 16; j++) out[at + j] = nearestInt(f32(iscale * scales[j])) & 0xff;
+    dBits = toF16Bits(f32(maxScale / 15));
+  }
+  let dminBits = 0;
+  if (maxMin > 0) {
+    const iscale = f32(15 / maxMin);
+    for (let j = 0; j < 16; j++) out[at + j] = (out[at + j] | (nearestInt(f32(iscale * mins[j])) << 4)) & 0xff;
+    dminBits = toF16Bits(f32(maxMin / 15));
+  }
+  return [dBits, dminBits];
 }

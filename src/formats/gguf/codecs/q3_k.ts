@@ -11,7 +11,8 @@
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
-import { makeQ3Quants } from './k-quant-search.js';
+import { makeQ3Quants, makeQxQuantsRmse1 } from './k-quant-search.js';
+import { importanceWeights, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -51,34 +52,34 @@ export const Q3_K_CODEC: BlockCodec = {
   encode(src, out) {
     if (!encodeKQuantWasm('Q3_K', src, out)) encodeQ3KBlocks(src, out);
   },
+  encodeWeighted(src, out, qw) {
+    encodeQ3KBlocks(src, out, qw);
+  },
 };
 
 const L = new Int8Array(QK_K);
+/** L as C's make_qx_quants writes it (levels 0…7 there, the same bytes). */
+const Lu = new Uint8Array(L.buffer);
 const scales = new Float32Array(16);
+const weight = new Float32Array(16);
+const sw = new Float32Array(16);
+const Ls = new Uint8Array(16);
 
-/** quantize_row_q3_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). */
-export function encodeQ3KBlocks(src: Float32Array, out: Uint8Array): void {
+/**
+ * quantize_row_q3_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). With
+ * importance weights `qw` (one row), quantize_row_q3_K_impl: per 16 values make_qx_quants(16, 4)
+ * weighted by qw·sqrtf(σ² + x²) (σ² = 2·Σx²/256), and the 6-bit scales by make_qx_quants(16, 32)
+ * of the 16 scales weighted by each 16's Σ weights; the levels are then found as the reference does.
+ */
+export function encodeQ3KBlocks(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const half = f16Table();
   const n = src.length / QK_K;
   for (let b = 0; b < n; b++) {
     const x = b * QK_K;
     const at = b * BYTES;
     out.fill(0, at, at + BYTES);
-    for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, src, x + 16 * j, L, 16 * j);
-    const maxScale = largestMagnitude(scales, 0, 16);
     const sc = at + SCALES;
-    let dBits = 0;
-    if (maxScale !== 0) { // C's `if (max_scale)`
-      const iscale = f32(-32 / maxScale);
-      for (let j = 0; j < 16; j++) {
-        // int8_t l = nearest_int(…); l = MAX(-32, MIN(31, l)) + 32;
-        const l = cmax(-32, cmin(31, toInt8(nearestInt(f32(iscale * scales[j]))))) + 32;
-        if (j < 8) out[sc + j] = l & 0x0f;
-        else out[sc + j - 8] |= (l & 0x0f) << 4;
-        out[sc + 8 + (j & 3)] |= (l >> 4) << (2 * (j >> 2));
-      }
-      dBits = toF16Bits(f32(1 / iscale));
-    }
+    const dBits = qw ? weightedScales(src, x, qw, out, sc) : scaleCodes(src, x, out, sc);
     putU16(out, at + D, dBits);
     for (let j = 0; j < 16; j++) {
       const d = f32(half[dBits] * (q3Scale(out, sc, j) - 32));
@@ -102,4 +103,37 @@ export function encodeQ3KBlocks(src: Float32Array, out: Uint8Array): void {
       }
     }
   }
+}
+
+/** The same 6-bit code packing for both paths: code l (0…63) of sub-block j. */
+function putScaleCode(out: Uint8Array, sc: number, j: number, l: number): void {
+  if (j < 8) out[sc + j] = l & 0x0f;
+  else out[sc + j - 8] |= (l & 0x0f) << 4;
+  out[sc + 8 + (j & 3)] |= (l >> 4) << (2 * (j >> 2));
+}
+
+/** quantize_row_q3_K_ref's scales: make_q3_quants per 16, codes relative to the largest; the d bits. */
+function scaleCodes(src: Float32Array, x: number, out: Uint8Array, sc: number): number {
+  for (let j = 0; j < 16; j++) scales[j] = makeQ3Quants(16, 4, src, x + 16 * j, L, 16 * j);
+  const maxScale = largestMagnitude(scales, 0, 16);
+  if (maxScale === 0) return 0; // C's `if (max_scale)`
+  const iscale = f32(-32 / maxScale);
+  // int8_t l = nearest_int(…); l = MAX(-32, MIN(31, l)) + 32;
+  for (let j = 0; j < 16; j++) putScaleCode(out, sc, j, cmax(-32, cmin(31, toInt8(nearestInt(f32(iscale * scales[j]))))) + 32);
+  return toF16Bits(f32(1 / iscale));
+}
+
+/** quantize_row_q3_K_impl's scales with importance weights; the d bits. */
+function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uint8Array, sc: number): number {
+  const sigma2 = f32(f32(2 * sumSquares(src, x, QK_K)) / QK_K);
+  for (let j = 0; j < 16; j++) {
+    importanceWeights(src, x + 16 * j, qw, x + 16 * j, sigma2, 16, weight);
+    let sum = 0;
+    for (let l = 0; l < 16; l++) sum = f32(sum + weight[l]);
+    sw[j] = sum;
+    scales[j] = makeQxQuantsRmse1(16, 4, src, x + 16 * j, Lu, 16 * j, weight);
+  }
+  const dBlock = makeQxQuantsRmse1(16, 32, scales, 0, Ls, 0, sw);
+  for (let j = 0; j < 16; j++) putScaleCode(out, sc, j, Ls[j]);
+  return toF16Bits(dBlock);
 }

@@ -8,6 +8,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
+import { encodeAffineWeighted } from './affine-weighted.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmin, f16Table, f32, toInt8, u16At } = cFloat;
@@ -47,5 +48,9 @@ export const Q4_1_CODEC: BlockCodec = {
         out[at + 4 + j] = (q0 | (q1 << 4)) & 0xff;
       }
     }
+  },
+  // quantize_row_q4_1_impl (affine-weighted.ts).
+  encodeWeighted(src, out, qw) {
+    encodeAffineWeighted(src, out, qw, 15);
   },
 };

@@ -8,7 +8,8 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { kMin, kScale, putKScaleMin } from './k-scales.js';
-import { makeQkx2Quants } from './k-quant-search.js';
+import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
+import { importanceWeights, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -43,6 +44,9 @@ export const Q4_K_CODEC: BlockCodec = {
   encode(src, out) {
     if (!encodeKQuantWasm('Q4_K', src, out)) encodeScaleMinBlocks(src, out, 15);
   },
+  encodeWeighted(src, out, qw) {
+    encodeScaleMinBlocks(src, out, 15, qw);
+  },
 };
 
 const L = new Uint8Array(QK_K);
@@ -50,13 +54,19 @@ const Laux = new Uint8Array(32);
 const weights = new Float32Array(32);
 const scales = new Float32Array(8);
 const mins = new Float32Array(8);
+const sw = new Float32Array(8);
+const Ls = new Uint8Array(8);
+const Lm = new Uint8Array(8);
 
 /**
  * quantize_row_q4_K_ref (nmax 15) and quantize_row_q5_K_ref (nmax 31): a weighted scale-and-min
  * fit per 32 values, 6-bit scales and mins relative to the largest, then every value requantized
  * against the stored (f16-rounded) scales. Q4_K writes 144-byte blocks, Q5_K 176-byte ones.
+ * With importance weights `qw` (one row), quantize_row_q4_K_impl / _q5_K_impl: the fit weighted
+ * by qw·sqrtf(σ² + x²) (σ² = 2·Σx²/256) with make_qkx3_quants' steps, and the 6-bit scales and
+ * mins fitted by make_qp_quants, weighted by each 32's Σ weights.
  */
-export function encodeScaleMinBlocks(src: Float32Array, out: Uint8Array, nmax: 15 | 31): void {
+export function encodeScaleMinBlocks(src: Float32Array, out: Uint8Array, nmax: 15 | 31, qw?: Float32Array): void {
   const half = f16Table();
   const blockBytes = nmax === 15 ? 144 : 176;
   const [rmin, nstep] = nmax === 15 ? [-1, 20] : [-0.5, 15];
@@ -65,6 +75,11 @@ export function encodeScaleMinBlocks(src: Float32Array, out: Uint8Array, nmax: 1
     const x = b * QK_K;
     const at = b * blockBytes;
     out.fill(0, at, at + blockBytes);
+    if (qw) {
+      const [dBits, dminBits] = weightedScales(src, x, qw, out, at, nmax);
+      requantizeAndPack(src, x, out, at, nmax, half, dBits, dminBits);
+      continue;
+    }
     let maxScale = 0;
     let maxMin = 0;
     for (let j = 0; j < 8; j++) {
@@ -92,44 +107,72 @@ export function encodeScaleMinBlocks(src: Float32Array, out: Uint8Array, nmax: 1
     const dminBits = toF16Bits(f32(maxMin / 63));
     putU16(out, at, dBits);
     putU16(out, at + 2, dminBits);
-    for (let j = 0; j < 8; j++) {
-      const d = f32(half[dBits] * kScale(out, at + 4, j));
-      if (d === 0) continue; // C's `if (!d)`: a NaN scale goes on
-      const dm = f32(half[dminBits] * kMin(out, at + 4, j));
-      for (let ii = 0; ii < 32; ii++) {
-        const l = nearestInt(f32(f32(src[x + 32 * j + ii] + dm) / d));
-        L[32 * j + ii] = cmax(0, cmin(nmax, l));
-      }
+    requantizeAndPack(src, x, out, at, nmax, half, dBits, dminBits);
+  }
+}
+
+/** quantize_row_q{4,5}_K_impl's scale fit with importance weights: the super-block's scales written, its d and dmin bits returned. */
+function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uint8Array, at: number, nmax: 15 | 31): [number, number] {
+  const sigma2 = f32(f32(2 * sumSquares(src, x, QK_K)) / QK_K);
+  for (let j = 0; j < 8; j++) {
+    importanceWeights(src, x + 32 * j, qw, x + 32 * j, sigma2, 32, weights);
+    let sumw = 0;
+    for (let l = 0; l < 32; l++) sumw = f32(sumw + weights[l]);
+    sw[j] = sumw;
+    const fit = makeQkx2Quants(32, nmax, src, x + 32 * j, weights, L, 32 * j, Laux, f32(-0.9), f32(0.05), 36, false);
+    scales[j] = fit.scale;
+    mins[j] = fit.theMin;
+  }
+  const dBlock = makeQpQuants(8, 63, scales, Ls, sw);
+  const mBlock = makeQpQuants(8, 63, mins, Lm, sw);
+  // Q5_K's impl clamps to 63 (a no-op unless a level wrapped); Q4_K's stores them as they are.
+  for (let j = 0; j < 8; j++) putKScaleMin(out, at + 4, j, nmax === 31 ? cmin(63, Ls[j]) : Ls[j], nmax === 31 ? cmin(63, Lm[j]) : Lm[j]);
+  const dBits = toF16Bits(dBlock);
+  const dminBits = toF16Bits(mBlock);
+  putU16(out, at, dBits);
+  putU16(out, at + 2, dminBits);
+  return [dBits, dminBits];
+}
+
+/** Every value requantized against the stored (f16) scales and mins, then packed (4 bits, or 4 + 1 high bit). */
+function requantizeAndPack(src: Float32Array, x: number, out: Uint8Array, at: number, nmax: 15 | 31, half: Float32Array, dBits: number, dminBits: number): void {
+  for (let j = 0; j < 8; j++) {
+    const d = f32(half[dBits] * kScale(out, at + 4, j));
+    if (d === 0) continue; // C's `if (!d)`: a NaN scale goes on
+    const dm = f32(half[dminBits] * kMin(out, at + 4, j));
+    for (let ii = 0; ii < 32; ii++) {
+      const l = nearestInt(f32(f32(src[x + 32 * j + ii] + dm) / d));
+      L[32 * j + ii] = cmax(0, cmin(nmax, l));
     }
-    if (nmax === 15) {
-      let q = at + 16;
-      for (let j = 0; j < QK_K; j += 64) {
-        for (let l = 0; l < 32; l++) out[q + l] = (L[j + l] | (L[j + l + 32] << 4)) & 0xff;
-        q += 32;
-      }
-    } else {
-      const qh = at + 16;
-      let ql = at + 48;
-      let m1 = 1;
-      let m2 = 2;
-      for (let j = 0; j < QK_K; j += 64) {
-        for (let l = 0; l < 32; l++) {
-          let l1 = L[j + l];
-          if (l1 > 15) {
-            l1 -= 16;
-            out[qh + l] |= m1;
-          }
-          let l2 = L[j + l + 32];
-          if (l2 > 15) {
-            l2 -= 16;
-            out[qh + l] |= m2;
-          }
-          out[ql + l] = (l1 | (l2 << 4)) & 0xff;
+  }
+  if (nmax === 15) {
+    let q = at + 16;
+    for (let j = 0; j < QK_K; j += 64) {
+      for (let l = 0; l < 32; l++) out[q + l] = (L[j + l] | (L[j + l + 32] << 4)) & 0xff;
+      q += 32;
+    }
+  } else {
+    const qh = at + 16;
+    let ql = at + 48;
+    let m1 = 1;
+    let m2 = 2;
+    for (let j = 0; j < QK_K; j += 64) {
+      for (let l = 0; l < 32; l++) {
+        let l1 = L[j + l];
+        if (l1 > 15) {
+          l1 -= 16;
+          out[qh + l] |= m1;
         }
-        m1 <<= 2;
-        m2 <<= 2;
-        ql += 32;
+        let l2 = L[j + l + 32];
+        if (l2 > 15) {
+          l2 -= 16;
+          out[qh + l] |= m2;
+        }
+        out[ql + l] = (l1 | (l2 << 4)) & 0xff;
       }
+      m1 <<= 2;
+      m2 <<= 2;
+      ql += 32;
     }
   }
 }

@@ -8,6 +8,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
+import { encodeAffineWeighted } from './affine-weighted.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { f16Table, f32, putU32, truncToInt, u16At, u32At } = cFloat;
@@ -54,5 +55,9 @@ export const Q5_1_CODEC: BlockCodec = {
       }
       putU32(out, at + 4, qh);
     }
+  },
+  // quantize_row_q5_1_impl (affine-weighted.ts).
+  encodeWeighted(src, out, qw) {
+    encodeAffineWeighted(src, out, qw, 31);
   },
 };

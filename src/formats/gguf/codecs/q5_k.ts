@@ -48,4 +48,7 @@ export const Q5_K_CODEC: BlockCodec = {
   encode(src, out) {
     if (!encodeKQuantWasm('Q5_K', src, out)) encodeScaleMinBlocks(src, out, 31);
   },
+  encodeWeighted(src, out, qw) {
+    encodeScaleMinBlocks(src, out, 31, qw);
+  },
 };

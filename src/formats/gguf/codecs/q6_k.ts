@@ -56,16 +56,23 @@ export const Q6_K_CODEC: BlockCodec = {
   encode(src, out) {
     if (!encodeKQuantWasm('Q6_K', src, out)) encodeQ6KBlocks(src, out);
   },
+  // quantize_row_q6_K_impl: make_qx_quants takes the importance weights as they are (no σ² term).
+  encodeWeighted(src, out, qw) {
+    encodeQ6KBlocks(src, out, qw);
+  },
 };
 
-/** quantize_row_q6_K_ref in TypeScript (the WebAssembly encoder's fallback and twin). */
-export function encodeQ6KBlocks(src: Float32Array, out: Uint8Array): void {
+/**
+ * quantize_row_q6_K_ref in TypeScript (the WebAssembly encoder's fallback and twin); with `qw`,
+ * quantize_row_q6_K_impl, which differs only in the weights of the 16-value scale search.
+ */
+export function encodeQ6KBlocks(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const half = f16Table();
   const n = src.length / QK_K;
   for (let b = 0; b < n; b++) {
     const x = b * QK_K;
     const at = b * BYTES;
-    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib);
+    for (let ib = 0; ib < 16; ib++) scales[ib] = makeQxQuantsRmse1(16, 32, src, x + 16 * ib, L, 16 * ib, qw ? qw.subarray(x + 16 * ib) : null);
     const maxScale = largestMagnitude(scales, 0, 16);
     out.fill(0, at, at + BYTES);
     if (Math.abs(maxScale) < GROUP_MAX_EPS) continue; // an all-zero block, d = +0

@@ -14,6 +14,7 @@ const BYTES = 34;
 
 export const Q8_0_CODEC: BlockCodec = {
   type: ggmlTypeByName('Q8_0')!,
+  ignoresImportance: true, // quantize_q8_0(…, quant_weights) ignores them
   decode(src, out) {
     const half = f16Table();
     const n = src.length / BYTES;

@@ -40,6 +40,7 @@ const scaleDigits = (q: number) => Math.floor(((q & 0xff) * 256 + 242) / 243);
 
 export const TQ1_0_CODEC: BlockCodec = {
   type: ggmlTypeByName('TQ1_0')!,
+  ignoresImportance: true, // quantize_tq1_0(…, quant_weights) does not use them
   decode(src, out) {
     const half = f16Table();
     for (let b = 0, at = 0; at < src.length; b++, at += 54) {
@@ -73,6 +74,7 @@ export const TQ1_0_CODEC: BlockCodec = {
 
 export const TQ2_0_CODEC: BlockCodec = {
   type: ggmlTypeByName('TQ2_0')!,
+  ignoresImportance: true, // quantize_tq2_0(…, quant_weights) does not use them
   decode(src, out) {
     const half = f16Table();
     for (let b = 0, at = 0; at < src.length; b++, at += 66) {
