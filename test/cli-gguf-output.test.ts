@@ -96,9 +96,9 @@ it('refuses llama-quantize\'s file types that need an importance matrix, saying 
   const dir = bigSplitInputs();
   const iq3xs = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'iq3_xs']);
   expect(iq3xs.code).toBe(2);
-  expect(errorLines(iq3xs.stderr)).toEqual(['error: --dtype iq3_xs: llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix, which loramerge does not have; choose iq3_s_mix or iq3_m, or --dtype f16 and run llama-quantize --imatrix afterwards']);
+  expect(errorLines(iq3xs.stderr)).toEqual(['error: --dtype iq3_xs: llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix; loramerge does not write this file type, with --imatrix or without; choose iq3_s_mix or iq3_m, or --dtype f16 and run llama-quantize --imatrix afterwards']);
   const q2ks = await runCli([...mergeArgs(dir, join(dir, 'out')), '--dtype', 'q2_k_s']);
-  expect(errorLines(q2ks.stderr)).toEqual(['error: --dtype q2_k_s: llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one), which loramerge does not have; choose q2_k_mix, or --dtype f16 and run llama-quantize --imatrix afterwards']);
+  expect(errorLines(q2ks.stderr)).toEqual(['error: --dtype q2_k_s: llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one); loramerge does not write this file type, with --imatrix or without; choose q2_k_mix, or --dtype f16 and run llama-quantize --imatrix afterwards']);
   expect(listDir(dir)).toEqual(['big-00001-of-00002.gguf', 'big-00002-of-00002.gguf', 'lora.gguf']);
 });
 

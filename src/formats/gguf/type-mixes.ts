@@ -347,15 +347,16 @@ export const TYPE_MIXES: readonly TypeMix[] = [
 ];
 
 /**
- * llama-quantize's file types it writes only with an importance matrix, which loramerge has not:
- * `--dtype` names them to be refused with the reason (current llama-quant.cpp,
+ * llama-quantize's file types it writes only with an importance matrix, which `--dtype` does not
+ * write (`--imatrix` weights the re-quantization of a base's own types, it chooses no mix): named
+ * to be refused with the reason (current llama-quant.cpp,
  * tensor_requires_imatrix: IQ3_XXS, IQ2_* and IQ1_* tensors other than the embedding and the head,
  * and Q2_K tensors of a Q2_K_S file).
  */
 export const REFUSED_MIXES: Readonly<Record<string, string>> = {
-  Q2_K_S: 'llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one), which loramerge does not have',
-  IQ3_XS: 'llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
-  IQ3_XXS_MIX: 'llama-quantize\'s IQ3_XXS file type gives most tensors IQ3_XXS and attn_q/attn_k IQ2_S, which current llama-quantize writes only with an importance matrix, which loramerge does not have',
+  Q2_K_S: 'llama-quantize writes its Q2_K_S file type only with an importance matrix (its Q2_K tensors need one); loramerge does not write this file type, with --imatrix or without',
+  IQ3_XS: 'llama-quantize\'s IQ3_XS file type gives attn_q, attn_k (without 8 experts) and the middle layers\' ffn_gate and ffn_up IQ3_XXS, which current llama-quantize writes only with an importance matrix; loramerge does not write this file type, with --imatrix or without',
+  IQ3_XXS_MIX: 'llama-quantize\'s IQ3_XXS file type gives most tensors IQ3_XXS and attn_q/attn_k IQ2_S, which current llama-quantize writes only with an importance matrix; loramerge does not write this file type, with --imatrix or without',
 };
 
 /**
