@@ -36,7 +36,8 @@ import { reachedRows } from '../plan/reached-rows.js';
 import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
-import { requantizeSlab } from './fp8-requantize.js';
+import { requantizeSlabOn } from './fp8-requantize.js';
+import { fp8Maxima } from '../formats/fp8-block-codes.js';
 import { blockedScaleShape, checkMxfp8Products, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
 import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
@@ -301,7 +302,7 @@ export function scaledFp8Output(
       }
       let state = newScales.get(w.weightKey);
       if (!state) newScales.set(w.weightKey, (state = { values: Float64Array.from(grid), rowsDone: 0 }));
-      const codes = requantizeSlab(w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype });
+      const codes = await requantizeSlabOn(backend, w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype }, signal);
       state.rowsDone += slab.rowCount;
       backend.recycle?.(values); // read no more (codes are a buffer of their own)
       return codes;
@@ -455,7 +456,9 @@ async function maxOverTensor(
     const codes = int8 ? int8AsBf16(stored) : stored;
     const bytes = await realRows(w, w.scales, rule, slab, r0, n, codes, dtype, backend, signal);
     const v = dtype === 'F32' ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4) : decodeToF32(bytes, dtype);
-    for (let i = 0; i < v.length; i++) max = Math.max(max, Math.abs(v[i]));
+    // The rows as one block: their largest magnitude, on the backend's threads where it has them.
+    const [m] = await fp8Maxima({ values: v, rowStart: 0, rowCount: n, cols: w.cols, blockRows: n, blockCols: w.cols }, backend, signal);
+    max = Math.max(max, m);
     backend.recycle?.(bytes);
   }
   return max;
