@@ -381,12 +381,13 @@ async function realRows(
     const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
     const terms = await slab.steps(r0, n);
     // A scale of 1 everywhere (gpt-oss's MXFP4 seen as its bf16 values) is no step: the op is its
-    // terms alone, whose rows no term reaches keep their bytes (keepUnreachedRows).
+    // terms alone, whose rows no term reaches keep their bytes (keepUnreachedRows); behind a scale
+    // step those rows keep the sign of W's zeros.
     const steps = factors.every((f) => f === 1) ? terms : rule === 'keep' ? [...terms, scale] : [scale, ...terms];
     const b = DTYPE_BYTES[w.codeDtype];
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
     const merge = slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, outDtype, rowStart: r0, rowCount: n }, steps);
-    return keepUnreachedRows(merge, await backend.merge(merge, signal), steps === terms ? reachedRows(update) : undefined);
+    return keepUnreachedRows(merge, await backend.merge(merge, signal), reachedRows(update));
   };
   if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
   if (isRowGrid(w)) {
@@ -433,7 +434,9 @@ async function powerOfTwoGridRows(
     checkMxfp8Products(w, source, r0, r0 + n);
     const real = (await backend.decodeRows?.(source, r0, r0 + n, signal)) ?? decodeSourceRows(source, r0, r0 + n);
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
-    parts.push(await backend.merge(slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n)), signal));
+    const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
+    // Rows no term reaches keep W's values (−0 included) in the output dtype.
+    parts.push(keepUnreachedRows(op, await backend.merge(op, signal), reachedRows(slab.update)));
   }
   const whole = concat(parts);
   if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
