@@ -16,7 +16,7 @@
  * The pool's counters show the pieces went to the workers.
  */
 import { describe, expect, it } from 'vitest';
-import type { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
@@ -111,11 +111,11 @@ const QWEN_MERGED: Record<string, [number, number]> = {
   'model.layers.0.mlp.down_proj': [512, 1024],
 };
 
-function blockCase(): Case {
+function blockCase(weights: Record<string, [number, number]> = QWEN_MERGED): Case {
   const tensors: FixtureTensor[] = [];
   const lora: FixtureTensor[] = [];
   const merged: Case['merged'] = new Map();
-  for (const [m, [rows, cols]] of Object.entries(QWEN_MERGED)) {
+  for (const [m, [rows, cols]] of Object.entries(weights)) {
     const codes = Array.from({ length: rows * cols }, (_, i) => (i % 89 === 0 ? 0 : e4m3Value(randomCode())));
     // Each block's largest magnitude alone in its last row, the last row of a piece of the rows.
     for (let band = 0; band < rows / 128; band++) for (let cb = 0; cb < cols / 128; cb++) codes[(band * 128 + 127) * cols + cb * 128 + 5] = e4m3Value(LARGEST | (cb % 2 ? 0x80 : 0));
@@ -131,10 +131,10 @@ function blockCase(): Case {
     lora.push({ name: `base_model.model.${m}.lora_B.weight`, dtype: 'BF16', shape: [rows, R], data: b });
   }
   const config = {
-    architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: 512, intermediate_size: 1024, num_hidden_layers: 1, torch_dtype: 'bfloat16',
+    architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', hidden_size: Object.values(weights)[0][1], intermediate_size: Object.values(weights)[0][0], num_hidden_layers: 1, torch_dtype: 'bfloat16',
     quantization_config: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', weight_block_size: [128, 128] },
   };
-  const adapterConfig = { peft_type: 'LORA', r: R, lora_alpha: R, target_modules: ['gate_proj', 'down_proj'], base_model_name_or_path: 'Qwen/Qwen3-8B-FP8' };
+  const adapterConfig = { peft_type: 'LORA', r: R, lora_alpha: R, target_modules: Object.keys(weights).map((m) => m.split('.').pop()!), base_model_name_or_path: 'Qwen/Qwen3-8B-FP8' };
   return {
     files: { 'config.json': JSON.stringify(config), 'model.safetensors': buildSafetensors(tensors) }, entry: 'model',
     adapter: { 'adapter_config.json': JSON.stringify(adapterConfig), 'adapter_model.safetensors': buildSafetensors(lora) }, adapterEntry: 'adapter',
@@ -224,5 +224,19 @@ describe('fp8 re-quantization on the worker threads', () => {
       const wrong = codes.values.findIndex((got, i) => got !== expected.codes[i]);
       expect(wrong, `${key}: code ${wrong} is ${codes.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
     }
+  });
+
+  it('block fp8 on two threads: a slab\'s per-block-row outputs are given back as they are joined, so shared memory is allocated a few times, not per slab', async () => {
+    // A gate_proj of 4096 × 512 in slabs of 1024 rows: 4 slabs of 8 block rows, one op each (on the pool's threads).
+    const c = { ...blockCase({ 'model.layers.0.mlp.gate_proj': [4096, 512] }), slabBytes: 512 * 1024 };
+    const pool = threads.sharedPool;
+    let allocations = 0;
+    // The pool seen with its shared memory counted (the backend's outputs and the pipeline's slabs come from it).
+    const counted = Object.create(pool, { slabMemory: { value: (bytes: number) => (allocations++, pool.slabMemory!(bytes)) } }) as typeof pool;
+    const onShared = await mergeOn(c, new CpuBackend('test', { pool: counted }));
+    // Holding a slab's eight outputs until they were joined allocated 28 buffers here (6 giving each back as it is joined).
+    expect(allocations).toBeLessThanOrEqual(10);
+    const { single } = threads.three();
+    expect(Buffer.from(onShared).equals(Buffer.from(await mergeOn(c, single)))).toBe(true);
   });
 });

@@ -396,18 +396,43 @@ async function realRows(
     return op(rowStart, rowCount, rowAxis, factors);
   }
   // Blocks across the columns: one op per row block, its scales one factor per column.
-  const parts: Uint8Array[] = [];
+  const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend);
   for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
     const rb = Math.floor(r0 / w.blockRows);
     r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
     const factors = new Float64Array(w.cols);
     for (let c = 0; c < w.cols; c++) factors[c] = scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
-    parts.push(await op(r0, r1 - r0, colAxis, factors));
+    join.add(r0, r1 - r0, await op(r0, r1 - r0, colAxis, factors));
   }
-  const whole = concat(parts);
-  // The backend's outputs, copied out: it may reuse them.
-  if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
-  return whole;
+  return join.done();
+}
+
+/**
+ * The outputs of a slab's ops (one per row block) joined into one slab: a single op's output is the
+ * slab's; more are each copied in and given back to the backend as they come, so that it holds one
+ * at a time (holding them all, its buffers outnumbered those it keeps, and each slab made fresh
+ * shared memory that is freed only when the garbage collector runs: 437 MiB peak on two threads,
+ * against 190 MiB on one, for 14 block-wise fp8 projections).
+ */
+class RowsJoin {
+  private whole: Uint8Array | undefined;
+  private first: Uint8Array | undefined;
+
+  constructor(private readonly rowStart: number, private readonly rowCount: number, private readonly rowBytes: number, private readonly backend: MergeBackend) {}
+
+  add(r0: number, n: number, part: Uint8Array): void {
+    if (n === this.rowCount) {
+      this.first = part;
+      return;
+    }
+    this.whole ??= new Uint8Array(this.rowCount * this.rowBytes);
+    this.whole.set(part, (r0 - this.rowStart) * this.rowBytes);
+    this.backend.recycle?.(part);
+  }
+
+  done(): Uint8Array {
+    return this.first ?? this.whole!;
+  }
 }
 
 /** The most values an mxfp8 weight dequantizes for one op (4 MiB of f32). */
@@ -427,7 +452,7 @@ async function powerOfTwoGridRows(
   const { cols } = w;
   const source = mxfp8RowSource(w, scales, codes, rowStart, rowCount);
   const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
-  const parts: Uint8Array[] = [];
+  const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend);
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
     const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
@@ -436,11 +461,9 @@ async function powerOfTwoGridRows(
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
     const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
     // Rows no term reaches keep W's values (−0 included) in the output dtype.
-    parts.push(keepUnreachedRows(op, await backend.merge(op, signal), reachedRows(slab.update)));
+    join.add(r0, n, keepUnreachedRows(op, await backend.merge(op, signal), reachedRows(slab.update)));
   }
-  const whole = concat(parts);
-  if (parts.length > 1) for (const p of parts) backend.recycle?.(p);
-  return whole;
+  return join.done();
 }
 
 /** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
@@ -465,15 +488,4 @@ async function maxOverTensor(
     backend.recycle?.(bytes);
   }
   return max;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
