@@ -11,6 +11,10 @@
  * Then the GPTQ case (bench/gptq-run.mjs): six layers' projections as a 4-bit GPTQ base, merged on
  * the CPU backend's threads and on one, with both outputs' hashes.
  *
+ * Then the fp8 cases (bench/fp8-run.mjs): a ComfyUI fp8mixed file (per-tensor weight_scale) and a
+ * block-wise fp8 folder (weight_scale_inv), each merged and written as fp8 again with --threads 2
+ * and --threads 1, with both outputs' hashes and the main thread's share of the CPU.
+ *
  * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
  * start-up of `loramerge sample` against Node's own.
  *
@@ -30,7 +34,7 @@
  * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
  * scale with the model's size.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,gptq,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,gptq,fp8,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -44,6 +48,7 @@ import { compareModelFiles } from './compare-outputs.mjs';
 import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 import { printGptqTable, runGptqBench } from './gptq-run.mjs';
+import { printFp8Table, runFp8Bench } from './fp8-run.mjs';
 import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
 import { gpuBandwidth } from './gpu-bandwidth.mjs';
@@ -336,12 +341,14 @@ async function main() {
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
     const gptq = skip.has('gptq') ? undefined : await runGptqBench(dir, BENCH_MODEL, { runNode, root, log, reps });
+    const fp8 = skip.has('fp8') ? undefined : await runFp8Bench(dir, { runNode, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
-    const results = { model, runs, pairs, sample, kernels, gguf, gptq, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, pairs, sample, kernels, gguf, gptq, fp8, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const gptqFailures = gptq ? printGptqTable(gptq) : 0;
-    const failures = printTables(results) + gptqFailures;
+    const fp8Failures = fp8 ? printFp8Table(fp8) : 0;
+    const failures = printTables(results) + gptqFailures + fp8Failures;
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {

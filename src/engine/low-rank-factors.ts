@@ -10,7 +10,8 @@
  * the slab is left out altogether, so a slab of a fused qkv tensor pays only for the modules that
  * land on it.
  */
-import { decodeToF32, DTYPE_BYTES } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../dtype.js';
+import type { UpdateStep } from './update-steps.js';
 import type { LowRankTerm, MergeOp } from './merge-op.js';
 import type { OpShape } from './op-shape.js';
 
@@ -98,12 +99,22 @@ export function lowRankFactors(op: MergeOp, shape: OpShape, terms: readonly LowR
  * tensor: dense rows placed on part of it), the rows it says. A placement leaves those rows as the
  * tool that merges the module leaves them (its slice of a fused tensor, one expert's slab); the
  * kernels add zero there, which keeps every value but turns −0 into +0 (a dequantized gpt-oss
- * holds many). Returns `merged`, changed in place.
+ * holds many). Where W′ is in another dtype than W (a narrower one, or fp8 codes seen through a
+ * scale step by positive scales, `reached` given), the kernels' values there are W rounded once
+ * (or code × scale), right but for the sign of a zero: there each −0 of W is written −0, as
+ * PyTorch keeps it through a cast (`.to(torch.bfloat16)`) and a product by a positive scale.
+ * Returns `merged`, changed in place.
  */
 export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uint8Array): Uint8Array {
+  if (op.layout !== 'out-in') return merged;
   // W's bytes as they are, or, written as f32, its f16 or bf16 values (exact in f32).
   const widened = op.outDtype === 'F32' && (op.base.dtype === 'F16' || op.base.dtype === 'BF16');
-  if ((op.base.dtype !== op.outDtype && !widened) || op.layout !== 'out-in') return merged;
+  const steps = op.steps ?? [];
+  const scales = steps.filter((s) => s.kind === 'scale');
+  // Only the zeros' signs are put back: W′ is in another dtype, or W's values are codes × scales
+  // (then the caller says which rows the additive terms reach, and nothing else may change them).
+  const signsOnly = scales.length > 0 || (op.base.dtype !== op.outDtype && !widened);
+  if (scales.length > 0 && (!reached || op.dora || steps.some((s) => s.kind !== 'scale' && s.kind !== 'add') || !scales.every(positiveFactors))) return merged;
   const rowStart = op.rowStart ?? 0;
   const rowCount = op.rowCount ?? op.rows;
   let mine = reached?.subarray(rowStart, rowStart + rowCount);
@@ -123,7 +134,8 @@ export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uin
     if (mine[r]) continue;
     let end = r + 1;
     while (end < rowCount && !mine[end]) end++;
-    if (widened) {
+    if (signsOnly) negativeZeros(op, merged, r, end);
+    else if (widened) {
       const inBytes = op.cols * DTYPE_BYTES[op.base.dtype];
       const values = decodeToF32(op.base.data.subarray(r * inBytes, end * inBytes), op.base.dtype);
       merged.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), r * rowBytes);
@@ -131,4 +143,29 @@ export function keepUnreachedRows(op: MergeOp, merged: Uint8Array, reached?: Uin
     r = end;
   }
   return merged;
+}
+
+/** Every factor of a scale step is +0 or above (−0 × f is then −0). */
+function positiveFactors(step: UpdateStep): boolean {
+  if (step.kind !== 'scale') return false;
+  const f = step.exact ?? decodeToF32(step.factors.data, step.factors.dtype as FloatDType);
+  for (let i = 0; i < f.length; i++) if (!(f[i] >= 0) || Object.is(f[i], -0)) return false;
+  return true;
+}
+
+/**
+ * Rows [r0, r1) of the slab: where W holds −0 and W′ a zero, W′ gets −0. Every float dtype's −0
+ * is its sign bit alone (the last byte 0x80, little-endian), fp8's included.
+ */
+function negativeZeros(op: MergeOp, merged: Uint8Array, r0: number, r1: number): void {
+  const ib = DTYPE_BYTES[op.base.dtype], ob = DTYPE_BYTES[op.outDtype];
+  const w = op.base.data;
+  const isZero = (bytes: Uint8Array, at: number, n: number, sign: number) => {
+    if ((bytes[at + n - 1] & 0x7f) !== 0 || (bytes[at + n - 1] & 0x80) !== sign) return false;
+    for (let b = 0; b < n - 1; b++) if (bytes[at + b] !== 0) return false;
+    return true;
+  };
+  for (let i = r0 * op.cols; i < r1 * op.cols; i++) {
+    if (w[i * ib + ib - 1] === 0x80 && isZero(w, i * ib, ib, 0x80) && isZero(merged, i * ob, ob, 0)) merged[i * ob + ob - 1] = 0x80;
+  }
 }

@@ -7,6 +7,7 @@
 import type { FloatDType } from '../dtype.js';
 import type { UpdateStep } from './update-steps.js';
 import type { RowSource } from '../formats/row-decoders.js';
+import type { Fp8Encoding, Fp8Rows } from '../formats/fp8-block-codes.js';
 
 /**
  * Importance weights for encoding whole rows (`llama-quantize --imatrix`): `weights` holds `cols`
@@ -168,6 +169,13 @@ export interface MergeBackend {
    * bytes either way).
    */
   decodeRows?(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array | undefined>;
+  /**
+   * fp8 re-quantization's two passes over merged values (formats/fp8-block-codes.ts) on the
+   * backend's worker threads: each block's largest magnitude, then the codes; undefined leaves them
+   * to the caller (same bytes either way).
+   */
+  fp8Maxima?(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array | undefined>;
+  fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined>;
   /**
    * Gives back an output of {@link merge} that has been written and will not be read again: the
    * backend may reuse its memory for a later output. Anything it did not return is ignored.

@@ -97,6 +97,8 @@ function releasingOnDispose(backend: MergeBackend, release: () => void): MergeBa
     dequantize: backend.dequantize && ((type, blocks, signal) => backend.dequantize!(type, blocks, signal)),
     encodeBlocks: backend.encodeBlocks && ((type, size, bytes, values, signal, weighted) => backend.encodeBlocks!(type, size, bytes, values, signal, weighted)),
     decodeRows: backend.decodeRows && ((source, r0, r1, signal, out) => backend.decodeRows!(source, r0, r1, signal, out)),
+    fp8Maxima: backend.fp8Maxima && ((rows, signal) => backend.fp8Maxima!(rows, signal)),
+    fp8Codes: backend.fp8Codes && ((rows, enc, signal) => backend.fp8Codes!(rows, enc, signal)),
     dispose() {
       backend.dispose();
       release();

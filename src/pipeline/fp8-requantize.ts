@@ -1,18 +1,13 @@
 /**
  * Merged weights back to e4m3fn codes (e5m2 for ComfyUI's float8_e5m2 layers) with each block's scale recomputed as the checkpoint's own
  * quantizer computes it (see scaled-fp8-output.ts for the two rules), from W' rounded once to f32.
- * The two passes over the values (each block's largest magnitude, then the codes) run in
- * WebAssembly SIMD (wasm/fp8-requantize.ts), in pieces of at most PIECE_VALUES values so that its
- * memory stays small whatever the slab; where WebAssembly SIMD is missing or may not be compiled
- * the same arithmetic runs in TypeScript. Both give the same bytes: an f32 product of two f32
- * values, or an f32 quotient, is correctly rounded either way (a double's 53 bits hold the product
- * exactly, and are enough for the quotient to round once), and both encoders round to nearest even
- * and saturate at ±448. Browser-safe.
+ * The two passes over the values (each block's largest magnitude, then the codes) are
+ * formats/fp8-block-codes.ts's, on the calling thread or a backend's worker threads (the same
+ * bytes); the scales between them are computed here. Browser-safe.
  */
-import { decodeToF32, encodeFromF32, f32BitsToF8Bits } from '../dtype.js';
+import { decodeToF32, encodeFromF32 } from '../dtype.js';
 import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
-import { fp8RequantizeWasmBase64 } from './fp8-requantize.generated.js';
-import { instantiateEmbeddedWasm } from '../embedded-wasm.js';
+import { fp8, fp8Bands, fp8Codes, fp8Maxima, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows, type Fp8Threads } from '../formats/fp8-block-codes.js';
 import { MergeError } from '../errors.js';
 import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
 import { requantizeInt8Slab } from '../formats/comfy-int8.js';
@@ -23,24 +18,17 @@ const E4M3_MAX = 448;
 const E5M2_MAX = 57344;
 /** torch.finfo(torch.float32).eps: compressed-tensors' smallest scale. */
 const F32_EPS = 2 ** -23;
-/** Values per call into WebAssembly: 4 MiB of f32 in, 1 MiB of codes out. */
-const PIECE_VALUES = 1 << 20;
 
-interface Exports {
-  memory: WebAssembly.Memory;
-  heapBase(): number;
-  blockMaxima(values: number, firstRow: number, rows: number, cols: number, blockRows: number, blockCols: number, out: number): void;
-  encodeBlocks(values: number, out: number, firstRow: number, rows: number, cols: number, blockRows: number, blockCols: number, factors: number, divide: number): void;
+/** Values of the slab, its geometry and the options, as the two passes read them. */
+function slabRows(w: ScaledFp8Weight, values: Float32Array, rowStart: number, rowCount: number, options: RequantizeOptions): Fp8Rows {
+  const { cols, blockRows, blockCols } = w;
+  const rows: Fp8Rows = { values, rowStart, rowCount, cols, blockRows, blockCols, ...(options.encoder ? { encoder: options.encoder } : {}), ...(options.pieceValues ? { pieceValues: options.pieceValues } : {}) };
+  if (rowStart % blockRows !== 0 && fp8Bands(rows, rowStart, rowCount) > 1) throw new Error(`${w.weightKey}: a slab at row ${rowStart} does not start on a block row`);
+  return rows;
 }
 
-let loaded: Exports | null | undefined;
-
-/** The module, compiled synchronously where the engine allows it (it is small); else null. */
-function wasm(): Exports | null {
-  if (loaded !== undefined) return loaded;
-  loaded = instantiateEmbeddedWasm<Exports>(fp8RequantizeWasmBase64);
-  return loaded;
-}
+/** Where the two passes over the values run (see {@link requantizeSlabOn}). */
+export type RequantizeThreads = Fp8Threads;
 
 /** How a slab is encoded: WebAssembly where it compiles (the default) or TypeScript; values per WebAssembly call (tests make it small). */
 export interface RequantizeOptions {
@@ -55,7 +43,8 @@ export interface RequantizeOptions {
  * block, each block's scale recomputed into `scales` (the weight's whole grid, as stored). A block
  * of zeros keeps its old scale (transformers' rule would divide by zero) and codes 0. `tensorMax`:
  * the maximum of a per-tensor scale, over the whole weight. The slab starts on a block row, or
- * lies inside one block row (a per-tensor scale).
+ * lies inside one block row (a per-tensor scale). On the calling thread; {@link requantizeSlabOn}
+ * gives the same bytes on a backend's threads.
  */
 export function requantizeSlab(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array,
@@ -63,48 +52,46 @@ export function requantizeSlab(
 ): Uint8Array {
   // ComfyUI's int8_tensorwise layers: int8 codes, by their own rule.
   if (w.scaleLayout === 'int8_tensorwise') return requantizeInt8Slab(w, values, rowStart, rowCount, scales, tensorMax);
-  const { cols, blockRows, blockCols } = w;
-  const colBlocks = Math.ceil(cols / blockCols);
-  const band0 = Math.floor(rowStart / blockRows);
-  const bands = Math.floor((rowStart + rowCount - 1) / blockRows) - band0 + 1;
-  if (rowStart % blockRows !== 0 && bands > 1) throw new Error(`${w.weightKey}: a slab at row ${rowStart} does not start on a block row`);
-  // The WebAssembly encoder writes e4m3fn codes only; e5m2 codes (ComfyUI's float8_e5m2 layers) are encoded here.
+  const rows = slabRows(w, values, rowStart, rowCount, options);
+  const enc = slabEncoding(w, rule, rows, tensorMax !== undefined ? tensorMax : fp8RowMaxima(rows, 0, rowCount), scales, options);
+  if (rule === 'modelopt' && options.quantizerDtype !== undefined && options.quantizerDtype !== 'F32') return quantizerDtypeCodes(rows, enc, options.quantizerDtype);
+  const out = new Uint8Array(rowCount * w.cols);
+  fp8RowCodes(rows, enc, 0, rowCount, out);
+  return out;
+}
+
+/**
+ * {@link requantizeSlab} with its two passes over the values (each block's maximum, the codes) on
+ * `threads` where they take them (a CPU backend's worker pool): the same bytes, since a block's
+ * maximum over pieces of rows is the maximum of their maxima and each code depends on its value and
+ * its block's factor alone.
+ */
+export async function requantizeSlabOn(
+  threads: RequantizeThreads | undefined, w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number,
+  scales: Float64Array, tensorMax?: number, options: RequantizeOptions = {}, signal?: AbortSignal,
+): Promise<Uint8Array> {
+  if (w.scaleLayout === 'int8_tensorwise') return requantizeInt8Slab(w, values, rowStart, rowCount, scales, tensorMax);
+  const rows = slabRows(w, values, rowStart, rowCount, options);
+  const enc = slabEncoding(w, rule, rows, tensorMax !== undefined ? tensorMax : await fp8Maxima(rows, threads, signal), scales, options);
+  if (rule === 'modelopt' && options.quantizerDtype !== undefined && options.quantizerDtype !== 'F32') return quantizerDtypeCodes(rows, enc, options.quantizerDtype);
+  return fp8Codes(rows, enc, threads, signal);
+}
+
+/**
+ * Each block's factor (q to multiply by, or s to divide by) from its largest magnitude (`amax`, one
+ * per block from the slab's first block row, or one for the whole tensor), its stored scale written
+ * into `scales`.
+ */
+function slabEncoding(
+  w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], rows: Fp8Rows, amaxOf: Float32Array | number, scales: Float64Array, options: RequantizeOptions,
+): Fp8Encoding {
+  const { blockRows, blockCols } = w;
+  const colBlocks = Math.ceil(w.cols / blockCols);
+  const band0 = Math.floor(rows.rowStart / blockRows);
   const codeDtype = w.codeDtype === 'F8_E5M2' ? 'F8_E5M2' : 'F8_E4M3';
-  const e = options.encoder === 'js' || codeDtype !== 'F8_E4M3' ? null : wasm();
-  const rowsPerPiece = Math.max(1, Math.floor((options.pieceValues ?? PIECE_VALUES) / cols));
-
-  // Each block's largest magnitude over the slab's rows.
-  const amax = new Float32Array(bands * colBlocks);
-  if (tensorMax !== undefined) amax.fill(tensorMax);
-  else if (e) {
-    const { valuesAt, outAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
-    for (let p0 = 0; p0 < rowCount; p0 += rowsPerPiece) {
-      const n = Math.min(rowsPerPiece, rowCount - p0);
-      new Float32Array(e.memory.buffer, valuesAt, n * cols).set(values.subarray(p0 * cols, (p0 + n) * cols));
-      e.blockMaxima(valuesAt, rowStart + p0, n, cols, blockRows, blockCols, outAt);
-      const first = Math.floor((rowStart + p0) / blockRows) - band0;
-      const pieceBands = Math.floor((rowStart + p0 + n - 1) / blockRows) - band0 - first + 1;
-      const maxima = new Float32Array(e.memory.buffer, outAt, pieceBands * colBlocks);
-      for (let i = 0; i < maxima.length; i++) {
-        const at = first * colBlocks + i;
-        if (maxima[i] > amax[at]) amax[at] = maxima[i];
-      }
-    }
-  } else {
-    for (let r = 0; r < rowCount; r++) {
-      const band = Math.floor((rowStart + r) / blockRows) - band0;
-      for (let c = 0; c < cols; c++) {
-        const at = band * colBlocks + Math.floor(c / blockCols);
-        const a = Math.abs(values[r * cols + c]);
-        if (a > amax[at]) amax[at] = a;
-      }
-    }
-  }
-
-  // Each block's factor (q to multiply by, or s to divide by) and its stored scale.
-  const factors = new Float32Array(bands * colBlocks);
+  const factors = new Float32Array(fp8Bands(rows, rows.rowStart, rows.rowCount) * colBlocks);
   for (let i = 0; i < factors.length; i++) {
-    const a = amax[i];
+    const a = typeof amaxOf === 'number' ? Math.fround(amaxOf) : amaxOf[i];
     const at = (band0 + Math.floor(i / colBlocks)) * colBlocks + (i % colBlocks);
     if (rule === 'reciprocal') {
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
@@ -141,61 +128,24 @@ export function requantizeSlab(
     }
   }
 
-  // The codes.
-  const out = new Uint8Array(rowCount * cols);
   const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8';
-  const d = rule === 'modelopt' ? options.quantizerDtype ?? 'F32' : 'F32';
-  if (d !== 'F32') {
-    // Each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast).
-    const quotients = new Float32Array(rowCount * cols);
-    for (let r = 0; r < rowCount; r++) {
-      const band = Math.floor((rowStart + r) / blockRows) - band0;
-      for (let c = 0; c < cols; c++) quotients[r * cols + c] = values[r * cols + c] / factors[band * colBlocks + Math.floor(c / blockCols)];
-    }
-    const rounded = decodeToF32(encodeFromF32(quotients, d), d);
-    for (let i = 0; i < rounded.length; i++) out[i] = fp8(rounded[i], 'F8_E4M3');
-    return out;
-  }
-  if (e) {
-    const { valuesAt, outAt, factorsAt } = place(e, rowsPerPiece, cols, bands * colBlocks);
-    new Float32Array(e.memory.buffer, factorsAt, factors.length).set(factors);
-    for (let p0 = 0; p0 < rowCount; p0 += rowsPerPiece) {
-      const n = Math.min(rowsPerPiece, rowCount - p0);
-      new Float32Array(e.memory.buffer, valuesAt, n * cols).set(values.subarray(p0 * cols, (p0 + n) * cols));
-      const first = Math.floor((rowStart + p0) / blockRows) - band0;
-      e.encodeBlocks(valuesAt, outAt, rowStart + p0, n, cols, blockRows, blockCols, factorsAt + first * colBlocks * 4, divide ? 1 : 0);
-      out.set(new Uint8Array(e.memory.buffer, outAt, n * cols), p0 * cols);
-    }
-    return out;
-  }
+  return { factors, divide, codeDtype };
+}
+
+/** The `modelopt` rule in a dtype d other than f32: each quotient rounded to f32, then to d, then to e4m3 (torch: a d tensor over a d scalar, cast). */
+function quantizerDtypeCodes(rows: Fp8Rows, enc: Fp8Encoding, d: 'F16' | 'BF16'): Uint8Array {
+  const { values, rowStart, rowCount, cols, blockRows, blockCols } = rows;
+  const colBlocks = Math.ceil(cols / blockCols);
+  const band0 = Math.floor(rowStart / blockRows);
+  const quotients = new Float32Array(rowCount * cols);
   for (let r = 0; r < rowCount; r++) {
     const band = Math.floor((rowStart + r) / blockRows) - band0;
-    for (let c = 0; c < cols; c++) {
-      const f = factors[band * colBlocks + Math.floor(c / blockCols)];
-      const x = values[r * cols + c];
-      out[r * cols + c] = fp8(divide ? x / f : x * f, codeDtype);
-    }
+    for (let c = 0; c < cols; c++) quotients[r * cols + c] = values[r * cols + c] / enc.factors[band * colBlocks + Math.floor(c / blockCols)];
   }
+  const rounded = decodeToF32(encodeFromF32(quotients, d), d);
+  const out = new Uint8Array(rowCount * cols);
+  for (let i = 0; i < rounded.length; i++) out[i] = fp8(rounded[i], 'F8_E4M3');
   return out;
-}
-
-/** The module's memory laid out for a piece: values | codes | one f32 per block (maxima or factors). */
-function place(e: Exports, rowsPerPiece: number, cols: number, blocks: number): { valuesAt: number; outAt: number; factorsAt: number } {
-  const align = (n: number) => (n + 15) & ~15;
-  const valuesAt = align(e.heapBase());
-  const outAt = align(valuesAt + rowsPerPiece * cols * 4);
-  const factorsAt = align(outAt + Math.max(rowsPerPiece * cols, blocks * 4));
-  const need = factorsAt + blocks * 4;
-  if (e.memory.buffer.byteLength < need) e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
-  return { valuesAt, outAt, factorsAt };
-}
-
-const f32 = new Float32Array(1);
-const f32Bits = new Uint32Array(f32.buffer);
-/** fp8 code of a value rounded to float32, to nearest even, saturated at ±448 or ±57344 (torch's clamp, then cast). */
-function fp8(x: number, dtype: 'F8_E4M3' | 'F8_E5M2'): number {
-  f32[0] = x;
-  return f32BitsToF8Bits(f32Bits[0], dtype);
 }
 
 /** A scale as `dtype` stores it (to nearest even): its tensor's dtype, or the `modelopt` rule's d. */

@@ -19,6 +19,7 @@ import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError } from '../../errors.js';
 import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
 import type { RowSource } from '../../formats/row-decoders.js';
+import type { Fp8Encoding, Fp8Rows } from '../../formats/fp8-block-codes.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
@@ -34,6 +35,10 @@ export interface CpuMergePool {
   encodeBlocks?(type: string, blockSize: number, blockBytes: number, values: Float32Array, signal?: AbortSignal, weighted?: WeightedRows): Promise<Uint8Array>;
   /** Rows of a quantized weight decoded on the threads (formats/row-decoders.ts), the bytes of one thread. */
   decodeRows?(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array>;
+  /** fp8 re-quantization's block maxima over the rows on the threads (formats/fp8-block-codes.ts), the bytes of one thread. */
+  fp8Maxima?(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array>;
+  /** fp8 re-quantization's codes of the rows on the threads, the bytes of one thread. */
+  fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array>;
   /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros); `signal` cancels it between blocks (ABORTED). */
   product?(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
@@ -181,6 +186,18 @@ export class CpuBackend implements MergeBackend {
   async decodeRows(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array | undefined> {
     if (!this.pool?.decodeRows || (r1 - r0) * source.cols < POOL_MIN_ELEMENTS) return undefined;
     return this.pool.decodeRows(source, r0, r1, signal, out);
+  }
+
+  /** fp8 re-quantization's block maxima on the worker threads; undefined without a pool or for a few values (the caller computes them). */
+  async fp8Maxima(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array | undefined> {
+    if (!this.pool?.fp8Maxima || rows.rowCount * rows.cols < POOL_MIN_ELEMENTS) return undefined;
+    return this.pool.fp8Maxima(rows, signal);
+  }
+
+  /** fp8 re-quantization's codes on the worker threads; undefined without a pool or for a few values (the caller encodes them). */
+  async fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    if (!this.pool?.fp8Codes || rows.rowCount * rows.cols < POOL_MIN_ELEMENTS) return undefined;
+    return this.pool.fp8Codes(rows, enc, signal);
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

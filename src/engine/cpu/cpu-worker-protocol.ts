@@ -7,6 +7,7 @@
 import { isMergeError, type MergeErrorCode } from '../../errors.js';
 import { encodeBlocksInto, encodeWeightedRowsInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js';
+import { fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows } from '../../formats/fp8-block-codes.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp, WeightedRows } from '../merge-op.js';
 import { runStepsPiece } from './step-rows.js';
@@ -66,8 +67,23 @@ export interface DecodeJob {
   out: Float32Array;
 }
 
+/**
+ * Rows [rows.rowStart + p0, rows.rowStart + p0 + n) of fp8 re-quantization's values
+ * (formats/fp8-block-codes.ts): their blocks' maxima, answered as `maxima`, or (with `enc`) their
+ * codes written into `out`; the values, factors and `out` are views of shared memory.
+ */
+export interface Fp8Job {
+  kind: 'fp8';
+  id: number;
+  rows: Fp8Rows;
+  p0: number;
+  n: number;
+  enc?: Fp8Encoding;
+  out?: Uint8Array;
+}
+
 /** What the pool posts to a worker. */
-export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob;
+export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob | Fp8Job;
 
 /**
  * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
@@ -75,7 +91,7 @@ export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob;
  * whose listed elements the worker settled: how many it settled (`settled`), `exact` of them exactly.
  */
 export type WorkerReply =
-  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number; settled?: number }
+  | { id: number; finite: boolean; listed: Uint32Array; out?: Uint8Array; values?: Float64Array; exact?: number; settled?: number; maxima?: Float32Array }
   | { id: number; error: string; code?: MergeErrorCode };
 
 /**
@@ -92,6 +108,12 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
     if ('kind' in job && job.kind === 'decode') {
       await kernel.catch(() => undefined); // keeps arrival order; decoding does not need it
       decodeSourceRows(job.source, job.r0, job.r1, job.out);
+      return { id: job.id, finite: true, listed: NONE };
+    }
+    if ('kind' in job && job.kind === 'fp8') {
+      await kernel.catch(() => undefined); // keeps arrival order; fp8 codes do not need it
+      if (!job.enc) return { id: job.id, finite: true, listed: NONE, maxima: fp8RowMaxima(job.rows, job.p0, job.n) };
+      fp8RowCodes(job.rows, job.enc, job.p0, job.n, job.out!);
       return { id: job.id, finite: true, listed: NONE };
     }
     if ('kind' in job) {

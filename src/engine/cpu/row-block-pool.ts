@@ -29,6 +29,7 @@ import {
 import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
 import { packedBytes, packInto } from './packed-arrays.js';
+import { fp8Bands, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows } from '../../formats/fp8-block-codes.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -171,9 +172,10 @@ export class RowBlockPool implements CpuMergePool {
    * Blocks sent to workers, and how many of them carried a right factor (once per worker and
    * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps; row
    * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared;
-   * merge blocks whose listed elements their worker settled, and the term sets shared for that.
+   * merge blocks whose listed elements their worker settled, and the term sets shared for that;
+   * row pieces of fp8 re-quantization sent for their blocks' maxima, and for their codes.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0, fp8MaximaPieces: 0, fp8CodePieces: 0 };
   /** The terms and scales the workers settle listed elements with, and what they were copied from. */
   private sharedFix: { of: readonly unknown[]; buffer: SharedArrayBuffer; fix: SharedFix } | undefined;
   /** Shared memory for those terms and scales, reused from op to op: fresh shared memory is freed only when the garbage collector runs. */
@@ -500,6 +502,69 @@ export class RowBlockPool implements CpuMergePool {
     } finally {
       lent?.release();
       lentSource?.release();
+    }
+  }
+
+  /**
+   * fp8 re-quantization's block maxima of `rows` (formats/fp8-block-codes.ts) on every thread, in
+   * row pieces, two per thread: each piece's maxima are merged here by max, which does not depend
+   * on how the rows were cut.
+   */
+  async fp8Maxima(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array> {
+    const colBlocks = Math.ceil(rows.cols / rows.blockCols);
+    const band0 = Math.floor(rows.rowStart / rows.blockRows);
+    const amax = new Float32Array(fp8Bands(rows, rows.rowStart, rows.rowCount) * colBlocks);
+    await this.fp8Rows(rows, undefined, signal, (p0, maxima) => {
+      const at0 = (Math.floor((rows.rowStart + p0) / rows.blockRows) - band0) * colBlocks;
+      for (let i = 0; i < maxima.length; i++) if (maxima[i] > amax[at0 + i]) amax[at0 + i] = maxima[i];
+    });
+    return amax;
+  }
+
+  /** fp8 re-quantization's codes of `rows` on every thread, in row pieces, two per thread (each code depends on its value and its block's factor alone). */
+  async fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array> {
+    return (await this.fp8Rows(rows, enc, signal, () => {}))!;
+  }
+
+  /**
+   * The pieces of {@link fp8Maxima} or {@link fp8Codes}: the values used where they lie when they
+   * are shared memory (a merge's output taken from slab memory), else copied into the pool's
+   * scratch with the factors and the codes.
+   */
+  private async fp8Rows(rows: Fp8Rows, enc: Fp8Encoding | undefined, signal: AbortSignal | undefined, done: (p0: number, maxima: Float32Array) => void): Promise<Uint8Array | undefined> {
+    if (this.broken) throw this.broken;
+    const { rowCount, cols } = rows;
+    // Pieces of 16 Ki values at least: a message costs more than encoding fewer.
+    const step = Math.max(Math.ceil(16384 / Math.max(cols, 1)), Math.ceil(rowCount / (this.threads * 2)));
+    const slots = this.workersFor(Math.ceil(rowCount / step));
+    const copyValues = slots.length > 0 && !(rows.values.buffer instanceof SharedArrayBuffer);
+    const factorsAt = copyValues ? align16(rows.values.byteLength) : 0;
+    const outAt = align16(factorsAt + (enc ? enc.factors.byteLength : 0));
+    const lent = this.scratch.take(outAt + (enc ? rowCount * cols : 0));
+    try {
+      const buffer = lent.buffer;
+      const shared: Fp8Rows = copyValues ? { ...rows, values: copyInto(rows.values, buffer, 0) } : rows;
+      const sharedEnc = enc && { ...enc, factors: copyInto(enc.factors, buffer, factorsAt) };
+      const out = (p0: number, n: number) => new Uint8Array(buffer, outAt + p0 * cols, n * cols);
+      await this.share({
+        total: rowCount, step, slots, signal,
+        job: (_slot, p0, n) => {
+          if (enc) this.sent.fp8CodePieces++;
+          else this.sent.fp8MaximaPieces++;
+          return { kind: 'fp8', id: this.nextId++, rows: shared, p0, n, ...(sharedEnc ? { enc: sharedEnc, out: out(p0, n) } : {}) };
+        },
+        failed: (reply) => workerFailure(reply, `fp8 re-quantization: a CPU worker failed`),
+        settle: (reply, p0) => {
+          if (reply.maxima) done(p0, reply.maxima);
+        },
+        here: () => (p0, n) => {
+          if (sharedEnc) fp8RowCodes(shared, sharedEnc, p0, n, out(p0, n));
+          else done(p0, fp8RowMaxima(shared, p0, n));
+        },
+      });
+      return enc ? new Uint8Array(buffer, outAt, rowCount * cols).slice() : undefined;
+    } finally {
+      lent.release();
     }
   }
 
