@@ -172,6 +172,18 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     }
   });
 
+  it('writes f16 factors (general.file_type 1) of an f16 input, as convert_lora_to_gguf --outtype f16 does', async () => {
+    const dir = temp.make({ 'lora.gguf': lora2.bytes });
+    const out = join(dir, 'resized.gguf');
+    const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const file = readGguf(readFileSync(out));
+    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 1 });
+    expect(file.tensors.map((t) => typeName(t.typeId))).toEqual(['F16', 'F16', 'F16', 'F16']);
+    const truth = update(h, h, [{ f: lora2.factors.get('blk.0.attn_q.weight')!, c: 4 / 2 }]);
+    expect(worstRelative(appliedUpdate(file, 'blk.0.attn_q.weight').delta, truth)).toBeLessThan(2e-3);
+  });
+
   it('folds each module\'s scale into its B (α 0) where a dynamic rule gives the modules different ranks', async () => {
     // attn_q stored at r 4 whose B has two zero columns (an update of rank 2), token_embd at a
     // full r 4, α 8: --sv-ratio 1000 keeps 1 + #{σᵢ > σ₁/1000} (kohya's rule), rank 3 of the one
