@@ -24,7 +24,7 @@ const ALIGNMENT = 32;
 /** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
 const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
 
-/** The α the file states, and each module's B as written (its scale folded in where α cannot carry it). */
+/** The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α carries every scale). */
 export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: number; fold: boolean } {
   const first = modules[0];
   const uniform = first !== undefined && modules.every((m) => m.rank === first.rank && m.alpha === first.alpha);
