@@ -353,20 +353,22 @@ describe('a weight that looks like a percentage', () => {
   });
 });
 
-describe('combine, resize or extract with --out named .gguf', () => {
-  // Any --out but a .safetensors one is a PEFT folder: `resize --out small.gguf` wrote a PEFT folder
-  // named small.gguf, exit 0.
-  it('is refused before any work, saying what these commands write and how to get a LoRA GGUF', async () => {
+describe('combine, resize or extract of safetensors inputs with --out named .gguf', () => {
+  // Any --out but a .safetensors one was a PEFT folder: `resize --out small.gguf` wrote a PEFT folder
+  // named small.gguf, exit 0. A .gguf --out is a llama.cpp LoRA GGUF, written of GGUF LoRAs only.
+  it('is refused before any work, saying why and how to get a LoRA GGUF', async () => {
     const { files } = llamaWithPeft(13);
     const dir = temp.make(files);
-    for (const args of [
-      ['resize', '--adapter', join(dir, 'llama-lora'), '--rank', '1', '--out', join(dir, 'small.gguf')],
-      ['combine', '--adapter', join(dir, 'llama-lora'), '--method', 'cat', '--out', join(dir, 'small.GGUF')],
-      ['extract', '--base', join(dir, 'llama.safetensors'), '--tuned', join(dir, 'llama.safetensors'), '--rank', '1', '--out', join(dir, 'small.gguf')],
-    ]) {
+    const peftLine = /^error: .*llama-lora: a peft adapter cannot be written as a GGUF LoRA \(its module names are not llama\.cpp's tensor names, and renaming them needs the base model\); give --out a folder \(PEFT\) and convert it with llama\.cpp's convert_lora_to_gguf\.py$/;
+    for (const [args, line] of [
+      [['resize', '--adapter', join(dir, 'llama-lora'), '--rank', '1', '--out', join(dir, 'small.gguf')], peftLine],
+      [['combine', '--adapter', join(dir, 'llama-lora'), '--method', 'cat', '--out', join(dir, 'small.GGUF')], peftLine],
+      [['extract', '--base', join(dir, 'llama.safetensors'), '--tuned', join(dir, 'llama.safetensors'), '--rank', '1', '--out', join(dir, 'small.gguf')],
+        /^error: --out .*small\.gguf: extract writes no GGUF \(it reads safetensors models, whose module names are not llama\.cpp's\); name --out a folder \(PEFT\) and convert it with llama\.cpp's convert_lora_to_gguf\.py$/],
+    ] as [string[], RegExp][]) {
       const run = await runCli([...args, '--backend', 'cpu']);
       expect(run.code, run.stderr).toBe(2);
-      expectOneLine(run.stderr, new RegExp(`^error: --out .*small\\.gguf: ${args[0]} writes a kohya \\.safetensors file or a PEFT folder, not a GGUF \\(llama\\.cpp's convert_lora_to_gguf\\.py makes a LoRA GGUF of the PEFT folder\\); name --out \\.safetensors, or a folder$`, 'i'));
+      expectOneLine(run.stderr, line);
     }
     expect(listDir(dir).sort()).toEqual(['llama-lora', 'llama.safetensors']);
   });

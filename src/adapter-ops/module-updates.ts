@@ -19,7 +19,8 @@ import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { hasNonFinite } from '../pipeline/value-checks.js';
 
-export type OutputFormat = 'peft' | 'kohya';
+/** `gguf`: a llama.cpp LoRA GGUF (the CLI's `--out *.gguf`; only of GGUF LoRA inputs, see checkFormatFits). */
+export type OutputFormat = 'peft' | 'kohya' | 'gguf';
 
 export interface ModuleShape {
   kind: ModuleKind;
@@ -42,6 +43,8 @@ export interface ModuleRef {
 
 /** Where a module lives in the output's naming: a PEFT path, or a kohya key. */
 export function outputName(module: AdapterModule, format: OutputFormat): string {
+  // A GGUF LoRA's module is its base tensor's name (`blk.0.attn_q.weight`), as the input's key is.
+  if (format === 'gguf') return module.key;
   if (module.address.flat) return module.key;
   if (format === 'peft') return module.address.path;
   return `lora_${module.address.part ?? kohyaPartFor(module.address.path)}_${module.address.path.replace(/\./g, '_')}`;
@@ -207,7 +210,7 @@ async function nonFiniteFactors(adapter: ParsedAdapter, module: AdapterModule): 
 }
 
 /** Output format from --out: a `.safetensors` name is a kohya file, anything else a PEFT folder. */
-export function outputFormatFor(out: string): OutputFormat {
+export function outputFormatFor(out: string): 'peft' | 'kohya' {
   return out.toLowerCase().endsWith('.safetensors') ? 'kohya' : 'peft';
 }
 
@@ -216,8 +219,37 @@ export function kohyaNamedAdapter(adapters: readonly ParsedAdapter[]): ParsedAda
   return adapters.find((a) => a.format === 'kohya' || a.modules.some((m) => m.address.flat));
 }
 
-/** kohya inputs lost their module paths' dots: only a kohya file can name them. */
+/**
+ * Output format from the CLI's --out: {@link outputFormatFor}, and a `.gguf` name a llama.cpp LoRA
+ * GGUF (the library's `out` names no GGUF: its format option is `peft` or `kohya`).
+ */
+export function cliOutputFormat(out: string): OutputFormat {
+  return /\.gguf$/i.test(out) ? 'gguf' : outputFormatFor(out);
+}
+
+/**
+ * kohya inputs lost their module paths' dots: only a kohya file can name them. A GGUF output
+ * takes llama.cpp LoRAs of one architecture only: their modules already carry the base tensors'
+ * GGUF names, where a PEFT or kohya module would need the base's metadata (head counts for the
+ * q/k row permutation) to be renamed, which combine and resize do not read; a MoE LoRA's experts
+ * would have to be stacked back into 3-D factors, which the writer does not do.
+ */
 export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
+  if (format === 'gguf') {
+    const other = adapters.find((a) => a.format !== 'gguf');
+    if (other) {
+      throw new MergeError('BAD_ARGUMENT', `${other.name}: a ${other.format} adapter cannot be written as a GGUF LoRA (its module names are not llama.cpp's tensor names, and renaming them needs the base model); give --out a folder (PEFT) and convert it with llama.cpp's convert_lora_to_gguf.py`);
+    }
+    const architectures = [...new Set(adapters.map((a) => String(a.config['general.architecture'])))];
+    if (architectures.length > 1) {
+      throw new MergeError('BAD_ARGUMENT', `the GGUF LoRAs are for different architectures (${architectures.join(', ')}); llama.cpp loads a LoRA only onto a model of its own general.architecture`);
+    }
+    const expert = adapters.flatMap((a) => a.modules.filter((m) => m.key.endsWith(']')).map((m) => ({ a, m })))[0];
+    if (expert) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${expert.a.name}: module "${expert.m.key.replace(/\[\d+\]$/, '')}" is a mixture-of-experts LoRA (one pair per expert, 3-D factors), which loramerge does not write as GGUF`);
+    }
+    return;
+  }
   const kohya = kohyaNamedAdapter(adapters);
   if (format === 'peft' && kohya) {
     throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; give --out a .safetensors name instead of ${out}`);

@@ -152,7 +152,7 @@ export interface AdapterJobHooks<Out> {
    */
   checkSource(source: unknown, what: string, adapter: boolean): void;
   /** Throws BAD_ARGUMENT for an `out` this entry point cannot write to, or that contradicts `format` (undefined is fine). */
-  checkOutput(out: unknown, format: OutputFormat | undefined): void;
+  checkOutput(out: unknown, format: 'peft' | 'kohya' | undefined): void;
   /** The format an `out` fixes, where it does. */
   fixedFormat?(out: Out): FixedFormat | undefined;
   /**

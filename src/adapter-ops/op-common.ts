@@ -258,6 +258,7 @@ export function finishAdapter(
     adapter: {
       format, modules, dtype: factorDtype(adapters), whole, modulesToSave,
       baseModel: common('base_model_name_or_path'), taskType: common('task_type'),
+      ...(format === 'gguf' ? { architecture: common('general.architecture') } : {}),
       useRslora: options.useRslora ?? false, fanInFanOut: [...fanIn][0] ?? false,
       metadata: fullMetadata,
     },

@@ -54,7 +54,8 @@ export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [-
   loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX]) --out PATH
   loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
     (combine, resize, extract also take [--backend auto|webgpu|cpu] [--threads N] [--overwrite];
-     an --out ending in .safetensors is a kohya file, any other a PEFT folder)`;
+     an --out ending in .safetensors is a kohya file, in .gguf a llama.cpp LoRA GGUF (combine and
+     resize of llama.cpp LoRAs), any other a PEFT folder)`;
 
 const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 

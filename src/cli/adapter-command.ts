@@ -6,7 +6,7 @@
 import { availableParallelism } from 'node:os';
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
-import { checkFormatFits, outputFormatFor } from '../adapter-ops/module-updates.js';
+import { checkFormatFits, cliOutputFormat } from '../adapter-ops/module-updates.js';
 import { openJobAdapter, type OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
@@ -47,10 +47,6 @@ interface Inputs {
  */
 async function listInputs(command: string, out: string, named: [string, string][]): Promise<{ sets: InputFileSet[]; inputs: Inputs }> {
   checkOutputPath(out);
-  // Any --out but a .safetensors one is a PEFT folder: `--out lora.gguf` wrote a folder of that name.
-  if (/\.gguf$/i.test(out)) {
-    throw new MergeError('BAD_ARGUMENT', `--out ${out}: ${command} writes a kohya .safetensors file or a PEFT folder, not a GGUF (llama.cpp's convert_lora_to_gguf.py makes a LoRA GGUF of the PEFT folder); name --out .safetensors, or a folder`);
-  }
   await checkOutputFolder(out);
   const urlRequests = new AbortController();
   const opened: CliInput[] = [];
@@ -67,7 +63,7 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, cmd.adapters.map((a) => ['--adapter', a.path]));
   const adapters = await openAdapters(sets, inputs.opened, 'combine');
   try {
-    const format = outputFormatFor(cmd.out);
+    const format = cliOutputFormat(cmd.out);
     checkFormatFits(adapters, format, cmd.out);
     for (const { option, why } of optionsWithoutEffect(cmd)) {
       log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
@@ -85,7 +81,7 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, [['--adapter', cmd.adapter]]);
   const [adapter] = await openAdapters(sets, inputs.opened, 'resize');
   try {
-    const format = outputFormatFor(cmd.out);
+    const format = cliOutputFormat(cmd.out);
     checkFormatFits([adapter], format, cmd.out);
     return await produce(cmd, inputs, log, print, (backend, run) => resizeAdapter(adapter, cmd.rule, format, backend, run));
   } finally {
@@ -94,6 +90,10 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
 }
 
 export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
+  // extract reads safetensors models, whose module names are not llama.cpp's tensor names.
+  if (cliOutputFormat(cmd.out) === 'gguf') {
+    throw new MergeError('BAD_ARGUMENT', `--out ${cmd.out}: extract writes no GGUF (it reads safetensors models, whose module names are not llama.cpp's); name --out a folder (PEFT) and convert it with llama.cpp's convert_lora_to_gguf.py`);
+  }
   const { sets: [baseFiles, tunedFiles], inputs } = await listInputs(cmd.command, cmd.out, [['--base', cmd.base], ['--tuned', cmd.tuned]]);
   const base = await openExtractModel(baseFiles);
   let tuned: BaseModel | undefined;
@@ -102,7 +102,7 @@ export async function runExtract(cmd: ExtractCommand, log: Log = stderrLog, prin
     const t = tuned;
     const baseModelName = await modelNameOrPath(baseFiles);
     return await produce(cmd, inputs, log, print, (backend, run) => extractAdapter(base, t,
-      { rank: cmd.rank, energy: cmd.energy, format: outputFormatFor(cmd.out), baseModelName }, backend, run));
+      { rank: cmd.rank, energy: cmd.energy, format: cliOutputFormat(cmd.out), baseModelName }, backend, run));
   } finally {
     await base.close();
     await tuned?.close();
@@ -126,11 +126,11 @@ async function produce(
   cmd: { command: string; out: string; backend: 'auto' | 'webgpu' | 'cpu'; threads?: number; overwrite: boolean }, inputs: Inputs, log: Log, print: Log,
   make: (backend: AlgebraBackend, run: { signal: AbortSignal; onProgress: ProgressListener }) => Promise<OpResult>,
 ): Promise<number> {
-  const format = outputFormatFor(cmd.out);
+  const format = cliOutputFormat(cmd.out);
   // From the lock on, a signal cancels; none ends the process before the output is gone (cancel-signals.ts).
   return cancellable(async (signal) => {
     forwardAbort(signal, inputs.urlRequests);
-    const output = await createNodeOutputTarget(cmd.out, format === 'kohya' ? 'file' : 'folder', inputs.diskPaths, {
+    const output = await createNodeOutputTarget(cmd.out, format === 'peft' ? 'folder' : 'file', inputs.diskPaths, {
       overwrite: cmd.overwrite,
       beforeCommit: () => inputs.stamps.verify(),
     });
@@ -152,7 +152,7 @@ async function produce(
       printReport(result, print);
       const seconds = (performance.now() - started) / 1000;
       const { modules, whole } = result.adapter;
-      log(listingLine(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`));
+      log(listingLine(`wrote ${modules.length} LoRA module${modules.length === 1 ? '' : 's'}${whole.length ? ` and ${whole.length} whole tensor${whole.length === 1 ? '' : 's'}` : ''} to ${cmd.out} (${format === 'kohya' ? 'kohya file' : format === 'gguf' ? 'llama.cpp LoRA GGUF' : 'PEFT folder'}) in ${seconds.toFixed(2)} s`));
       return 0;
     } catch (e) {
       await output.abort();

@@ -5,11 +5,13 @@
  *   peft_type LORA) and adapter_model.safetensors (`base_model.model.<module>.lora_A.weight` …).
  * - `kohya`: one .safetensors file with `<module>.lora_down.weight`, `.lora_up.weight` and a scalar
  *   `.alpha` per module and kohya's `ss_*` metadata.
- * Both files carry `loramerge_*` metadata saying how the adapter was made.
+ * - `gguf`: a llama.cpp LoRA GGUF (gguf/gguf-lora-writer.ts).
+ * Each file carries `loramerge_*` metadata saying how the adapter was made.
  */
 import { encodeFromF32, type DType, type FloatDType } from '../dtype.js';
 import type { OutputTarget } from '../io/types.js';
 import type { ModuleKind } from './adapter.js';
+import { writeGgufLora } from './gguf/gguf-lora-writer.js';
 import { createSafetensorsWriter, type SafetensorsWriterEntry } from './safetensors-writer.js';
 
 export interface WrittenModule {
@@ -40,7 +42,8 @@ export interface WholeTensor {
 }
 
 export interface AdapterToWrite {
-  format: 'peft' | 'kohya';
+  /** `gguf`: a llama.cpp LoRA GGUF (gguf-lora-writer.ts). */
+  format: 'peft' | 'kohya' | 'gguf';
   modules: WrittenModule[];
   /** Factor dtype in the file. */
   dtype: FloatDType;
@@ -53,6 +56,8 @@ export interface AdapterToWrite {
   useRslora?: boolean;
   fanInFanOut?: boolean;
   taskType?: string;
+  /** GGUF: the general.architecture of the model the adapter is for. */
+  architecture?: string;
   /** safetensors metadata (ss_* for kohya, loramerge_* for both). */
   metadata: Record<string, string>;
 }
@@ -63,6 +68,7 @@ export const PEFT_CONFIG_FILE = 'adapter_config.json';
 export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
 
 export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite): Promise<void> {
+  if (adapter.format === 'gguf') return writeGgufLora(output, adapter);
   const factorEntries: { name: string; dtype: FloatDType; shape: number[]; values: Float32Array }[] = [];
   const alphas: SafetensorsWriterEntry[] = [];
   for (const m of adapter.modules) {

@@ -1,0 +1,76 @@
+/**
+ * Writes a LoRA adapter as a llama.cpp LoRA GGUF, as convert_lora_to_gguf.py writes one and
+ * llama.cpp's llama-adapter.cpp loads it: metadata `general.architecture` (the inputs'),
+ * `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha` (f32) and
+ * `general.file_type`; per base tensor `<name>.lora_a` with ne = [in, r] and `<name>.lora_b` with
+ * ne = [r, out] (GGML order, fastest first: the row-major A (r, in) and B (out, r) as they are),
+ * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
+ *
+ * llama.cpp scales every pair by one α: s = α / r with r = lora_b's ne[0], or 1 where α is 0.
+ * Where every module has one rank and one α, that α is written and the factors as they are; else
+ * (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
+ * α_m / r_m is folded into its B and α is written 0, so that every pair applies at its own scale.
+ */
+import { encodeFromF32, type FloatDType } from '../../dtype.js';
+import type { OutputTarget } from '../../io/types.js';
+import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
+import { ggmlTypeByName } from './ggml-types.js';
+import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
+import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
+
+/** GGUF's default alignment (general.alignment unset), which convert_lora_to_gguf keeps. */
+const ALIGNMENT = 32;
+
+/** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
+const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
+
+/** The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α carries every scale). */
+export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: number; fold: boolean } {
+  const first = modules[0];
+  const uniform = first !== undefined && modules.every((m) => m.rank === first.rank && m.alpha === first.alpha);
+  return uniform ? { alpha: first.alpha, fold: false } : { alpha: 0, fold: true };
+}
+
+/** Writes `adapter` (format `gguf`, its `architecture` set) as one GGUF file to `output`. */
+export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrite): Promise<void> {
+  if (adapter.architecture === undefined) throw new Error('a GGUF LoRA needs the architecture of its model');
+  const fileType = FILE_TYPE[adapter.dtype];
+  // convert_lora_to_gguf writes f32, f16, bf16 or q8_0; the ops choose among the first three.
+  if (fileType === undefined) throw new Error(`a GGUF LoRA is not written in ${adapter.dtype}`);
+  const type = ggmlTypeByName(adapter.dtype)!;
+  const { alpha, fold } = ggufLoraAlpha(adapter.modules);
+  const metadata: GgufKeyValue[] = [
+    { key: 'general.architecture', type: GGUFValueType.STRING, value: adapter.architecture },
+    { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
+    { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
+    { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
+    { key: 'general.file_type', type: GGUFValueType.UINT32, value: fileType },
+    // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
+    ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
+  ];
+  const tensors: GgufWriterTensor[] = [];
+  const data: (() => Float32Array)[] = [];
+  for (const m of adapter.modules) {
+    const embedding = m.kind === 'embedding';
+    const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
+    tensors.push({ name: `${m.name}.lora_a`, type, ne: embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank] });
+    tensors.push({ name: `${m.name}.lora_b`, type, ne: [m.rank, out] });
+    data.push(() => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down));
+    data.push(() => (fold ? scaled(m.up, m.alpha / m.rank) : m.up));
+  }
+  const sink = await output.createFile('adapter.gguf');
+  const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
+  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encodeFromF32(data[i](), adapter.dtype));
+  await writer.finish();
+}
+
+/** `values` (rows × cols, row-major) transposed. */
+function transpose(values: Float32Array, rows: number, cols: number): Float32Array {
+  const t = new Float32Array(values.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = values[r * cols + c];
+  return t;
+}
+
+function scaled(values: Float32Array, s: number): Float32Array {
+  return values.map((v) => v * s);
+}
