@@ -100,6 +100,10 @@ function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJ
     checkSource: (source, what, adapter) => sources.check(source, use(what, adapter)),
     checkOutput(out, format) {
       checkNodeOut(out, 'the adapter');
+      // A folder named x.gguf would be a PEFT folder a user took for a llama.cpp file.
+      if (isPath(out) && /\.gguf$/i.test(out)) {
+        throw badArgument(`out "${out}" ends in .gguf, and the library writes PEFT folders and kohya files only; name a folder or a .safetensors file (the command line's combine and resize write a llama.cpp LoRA GGUF of GGUF LoRA inputs)`);
+      }
       if (!isPath(out) || format === undefined || format === outputFormatFor(out)) return;
       throw badArgument(`format is ${format}, but out "${out}" names ${PATH_FORMATS[outputFormatFor(out)]}; leave format out, or name ${PATH_FORMATS[format]}`);
     },
