@@ -33,7 +33,7 @@ export type { OutputTypeChoice, OutputTypeChoices } from './formats/output-types
 // LoRA to LoRA: combine, resize, extract
 export {
   combineLoras, COMBINE_METHODS, extractLora, resizeLora, type AdapterJobOptions, type AdapterJobOutcome, type CombineLorasOptions,
-  type CombineMethod, type ExtractLoraOptions, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
+  type CombineMethod, type ExtractLoraOptions, type GrownRows, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
 } from './adapter-jobs.js';
 
 // Backends and single ops
