@@ -16,6 +16,7 @@ import type { Page } from 'puppeteer';
 
 const session = useDemoSession();
 const fixture = llamaWithPeft(61);
+const SHOTS = process.env.DEMO_SHOTS;
 
 /** The base's line under its name once read (not the "Reading…" placeholder). */
 const baseFacts = async (page: Page) => {
@@ -61,6 +62,11 @@ describe('the base read as soon as it is picked', PAGE_RETRY, () => {
       expect(facts, what).toEqual({ line: message, isError: true });
       expect(await alertText(demo.page), what).toBe(message);
       expect(await mergeDisabled(demo.page), what).toBe(true);
+      if (SHOTS && input === 'base-input' && path === 'notes.safetensors') {
+        await demo.page.setViewport({ width: 390, height: 900 });
+        await demo.page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
+        await (await demo.page.$('#base-section'))!.screenshot({ path: join(SHOTS, 'base-refused-390-dark.png') });
+      }
       await demo.page.close();
     }
   }, 240_000);
@@ -71,10 +77,11 @@ describe('the base read as soon as it is picked', PAGE_RETRY, () => {
     await upload(demo.page, 'base-input', join(dir, 'llama.safetensors'));
     // Five F16 tensors: q_proj 16×16 and down_proj 16×40 in two layers, embed_tokens 50×16.
     const bytes = 2 * (2 * 16 * 16 + 2 * 16 * 40 + 50 * 16);
-    const line = `safetensors · 5 tensors · F16 · ${formatBytes(bytes)}`;
+    const line = `safetensors · 5 tensors · F16 · ${formatBytes(bytes)} of weights`;
     expect(await baseFacts(demo.page)).toEqual({ line, isError: false });
     expect(await announced(demo.page, /^Base read/)).toBe(`Base read: llama.safetensors, ${line.replaceAll(' · ', ', ')}. Add an adapter to see the plan.`);
     expect(await mergeDisabled(demo.page)).toBe(true);
+    if (SHOTS) await (await demo.page.$('#base-section'))!.screenshot({ path: join(SHOTS, 'base-read-1280-light.png') });
   }, 120_000);
 
   it('a base picked while another is read replaces it: no message of the first reaches the page', async () => {

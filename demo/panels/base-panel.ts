@@ -5,17 +5,17 @@
  */
 import { BASE_ACCEPT } from '../accepted-files.js';
 import type { Announcer } from '../announcer.js';
-import { byId, el, listed, MAX_LISTED_ROWS, messageNodes, spokenMessage, unlistedLine } from '../dom.js';
+import { byId, el, listed, MAX_LISTED_ROWS, messageNodes, nameNodes, spokenMessage, unlistedLine } from '../dom.js';
 import { formatBytes } from '../format.js';
 import { busyWith, type PageState, type PageStore } from '../page-state.js';
 import { mergeSets, mountInputPanel } from './input-panel.js';
 import type { MergeWorkerClient } from '../worker-client.js';
 import type { BaseFacts, PickedFile } from '../worker-protocol.js';
 
-/** `safetensors · 291 tensors · BF16 · 16.1 GB`: what the plan's figures say of the base, before any plan. */
+/** `safetensors · 291 tensors · BF16 · 16.1 GB of weights`: what the plan's figures say of the base, before any plan. */
 export function baseFactsLine(facts: BaseFacts): string {
   const files = facts.files > 1 ? ` · ${facts.files} weight files` : '';
-  return `${facts.container}${files} · ${facts.tensors} tensor${facts.tensors === 1 ? '' : 's'} · ${facts.dtype} · ${formatBytes(facts.bytes)}`;
+  return `${facts.container}${files} · ${facts.tensors} tensor${facts.tensors === 1 ? '' : 's'} · ${facts.dtype} · ${formatBytes(facts.bytes)} of weights`;
 }
 
 export function mountBasePanel(
@@ -69,7 +69,7 @@ export function mountBasePanel(
     }
     const total = set.files.reduce((n, f) => n + f.file.size, 0);
     const count = `${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`;
-    const heading = el('div', {}, el('b', { textContent: set.name, title: set.name }), ` · ${count}${set.origin === 'sample' ? ' · the sample' : ''}`);
+    const heading = el('div', {}, el('b', { title: set.name }, ...nameNodes(set.name)), ` · ${count}${set.origin === 'sample' ? ' · the sample' : ''}`);
     const only = set.files.length === 1 && set.files[0].path === set.name;
     const facts = el('p', { className: 'base-facts', textContent: 'Reading its headers…' });
     facts.dataset.testid = 'base-facts';
