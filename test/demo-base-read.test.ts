@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatBytes } from '../src/index.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, dropFiles, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import type { Page } from 'puppeteer';
@@ -69,6 +69,13 @@ describe('the base read as soon as it is picked', PAGE_RETRY, () => {
       }
       await demo.page.close();
     }
+    // Dropped rather than picked: the same.
+    const demo = await session.open('?backend=cpu');
+    await dropFiles(demo.page, 'base-drop', { 'notes.safetensors': Array.from(new TextEncoder().encode('These are my notes about the model, saved with the wrong name.\n')) });
+    const dropped = cases[0][3];
+    expect(await baseFacts(demo.page)).toEqual({ line: dropped, isError: true });
+    expect(await alertText(demo.page)).toBe(dropped);
+    expect(await mergeDisabled(demo.page)).toBe(true);
   }, 240_000);
 
   it('a model is summed up under its name (container, tensors, type, size) and said aloud, before any adapter', async () => {
