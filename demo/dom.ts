@@ -104,3 +104,16 @@ export function factNodes(facts: readonly string[]): (Node | string)[] {
     return i === 0 ? [node] : [' · ', node];
   });
 }
+
+/**
+ * A file or folder name that wraps where a person would break it: a `<wbr>` after each `_`, `.`,
+ * `-` and `/` (`adapter_model.` / `safetensors`, not `adapter_mod` / `el.safetensors` as the page's
+ * overflow-wrap alone did on a phone). A part still too long for the line breaks anywhere, as before.
+ * The text is unchanged (no hyphen is added), so copying, searching and the accessible name read
+ * the whole name.
+ */
+export function nameNodes(name: string): (Node | string)[] {
+  const parts = name.split(/(?<=[_.\-/])(?=.)/);
+  return parts.flatMap((part, i) => (i === 0 ? [part] : [document.createElement('wbr'), part]));
+}
+

@@ -46,7 +46,7 @@ const renderers = [
   renderThreads,
   renderBackend,
   mountSamplePanel(store, client, mergePanel, showError),
-  mountBasePanel(store, showError),
+  mountBasePanel(store, showError, client, announcer),
   mountAdaptersPanel(store, showError),
   mountPlanPanel(),
   mergePanel.render,

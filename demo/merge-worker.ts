@@ -12,7 +12,7 @@ import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJ
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { throttledProgress } from './progress-throttle.js';
-import { checkPlan, readEachAdapter, summarizePlan, type WeightedFiles } from './plan-summary.js';
+import { checkPlan, readBaseFacts, readEachAdapter, summarizePlan, type WeightedFiles } from './plan-summary.js';
 import { backendError, backendFor, describe } from './worker-backend.js';
 import type { AdapterInput, AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, WorkerRequest, WorkerResponse } from './worker-protocol.js';
 import type { BackendChoice } from '../src/index.js';
@@ -20,6 +20,8 @@ import type { BackendChoice } from '../src/index.js';
 /** Every answer leaves in the page's words: this is the one way the engine's messages reach the page. */
 const post = (message: WorkerResponse): void => self.postMessage(inPageWords(message));
 const running = new Map<number, AbortController>();
+/** Bases being read on their own (not merges: `running.size` says whether a merge runs). */
+const reading = new Map<number, AbortController>();
 /** Browser-storage outputs are written on a worker of their own, so this one keeps the merge fed. */
 const writer = opfsWriterWorker({
   createWorker: () => new Worker(new URL('../src/io/opfs-writer-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-writer' }),
@@ -68,7 +70,7 @@ function inPageWords(response: WorkerResponse): WorkerResponse {
         },
       };
     }
-    case 'progress': case 'sample': case 'done': case 'cancelled':
+    case 'progress': case 'sample': case 'done': case 'cancelled': case 'base-read':
       return response; // no message: a progress phase is one of three fixed names
   }
 }
@@ -191,7 +193,17 @@ function handle(request: WorkerRequest): void {
       break;
     case 'cancel':
       running.get(request.id)?.abort();
+      reading.get(request.id)?.abort();
       break;
+    case 'read-base': {
+      const controller = new AbortController();
+      reading.set(request.id, controller);
+      readBaseFacts(pickedFileSet(request.baseName, request.base, 'plan'), controller.signal).then(
+        (base) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'base-read', id: request.id, base }),
+        (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
+      ).finally(() => reading.delete(request.id));
+      break;
+    }
     case 'backend':
       void setBackend(request.id, request.choice, request.threads);
       break;

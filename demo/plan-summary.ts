@@ -9,7 +9,7 @@
  * plan's data, so the page needs no list of formats.
  */
 import {
-  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, prepareMerge, type FloatTensorBytes, type InputFileSet, type MergePlan, type ParsedAdapter,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, openModel, prepareMerge, type FloatTensorBytes, type InputFileSet, type MergePlan, type ParsedAdapter,
   type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
 import { openAdapter } from '../src/formats/adapter.js';
@@ -19,7 +19,33 @@ import { tiedPair } from '../src/plan/tied-embeddings.js';
 import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
 import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
-import type { AdapterReading, AdapterSummary, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary } from './worker-protocol.js';
+import type { AdapterReading, AdapterSummary, BaseFacts, OutputFilePlan, PlanCheck, PlannedModule, PlanSummary } from './worker-protocol.js';
+
+/** A base's facts as the page shows them, from the model's tensors (headers only). */
+function baseFactsOf(model: PreparedMerge['base']): BaseFacts {
+  const allTensors = [...model.tensors.values()];
+  return {
+    files: model.shards.length,
+    tensors: allTensors.length,
+    bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
+    dtype: mostCommon(allTensors.map((t) => t.storedType)),
+    container: model.format.name,
+  };
+}
+
+/**
+ * The base alone, read as the plan reads it (its headers, within the library's limits, with the
+ * library's refusals), so a file that is no model is refused the moment it is picked; `signal`
+ * drops the reading when another base is picked meanwhile.
+ */
+export async function readBaseFacts(base: InputFileSet, signal: AbortSignal): Promise<BaseFacts> {
+  const model = await openModel(base, { signal });
+  try {
+    return baseFactsOf(model);
+  } finally {
+    await model.close();
+  }
+}
 
 /** One adapter's files and the weight it is merged at. */
 export interface WeightedFiles {
@@ -259,22 +285,13 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const model = prepared.base;
     const unit = atOne.plan;
     const measured = await estimateUpdateMagnitudes(unit, realRowReader(atOne));
-    const allTensors = [...model.tensors.values()];
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
     const heads = tiedHeads(prepared, touched);
     const withBias = modulesChangingBias(unit);
     return {
       ...checkOf(prepared),
-      base: {
-        name: base.name,
-        files: model.shards.length,
-        tensors: allTensors.length,
-        bytes: allTensors.reduce((n, t) => n + t.byteLength, 0),
-        dtype: mostCommon(allTensors.map((t) => t.storedType)),
-        kind: model.kind,
-        container: model.format.name,
-      },
+      base: { name: base.name, ...baseFactsOf(model), kind: model.kind },
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },
       adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),

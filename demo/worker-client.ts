@@ -1,7 +1,7 @@
 /** The page's side of the merge worker: one promise per request, progress through a callback. */
 import type { BackendChoice } from '../src/index.js';
 import type {
-  AdapterInput, AdapterReading, BackendInfo, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
+  AdapterInput, AdapterReading, BackendInfo, BaseFacts, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
@@ -75,6 +75,12 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'plan', baseName, base, adapters }).done as Promise<PlanSummary>;
   }
 
+  /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
+  readBase(baseName: string, base: PickedFile[]): { done: Promise<BaseFacts>; cancel(): void } {
+    const { id, done } = this.rpc.send({ type: 'read-base', baseName, base });
+    return { done: done as Promise<BaseFacts>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
+  }
+
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
     return this.rpc.send({ type: 'check', baseName, base, adapters, outDtype }).done as Promise<PlanCheck>;
@@ -112,6 +118,8 @@ function outcome(message: Exclude<WorkerResponse, { type: 'progress' | 'cancelle
       return { value: message.plan };
     case 'checked':
       return { value: message.check };
+    case 'base-read':
+      return { value: message.base };
     case 'sample':
       return { value: { base: message.base, adapter: message.adapter } };
     case 'merged':

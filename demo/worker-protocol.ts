@@ -42,6 +42,8 @@ export type WorkerRequest =
    */
   | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; choice: BackendChoice; threads?: number }
   | { type: 'cancel'; id: number }
+  /** The base alone, read as soon as it is picked: its headers, so a file that is no model is refused before any adapter is added. */
+  | { type: 'read-base'; id: number; baseName: string; base: PickedFile[] }
   | { type: 'sample'; id: number; preset: 'small' | 'large' }
   /** The backend the header shows, with the CPU's `threads` (undefined: the library's default): made ready for the merges to come. */
   | { type: 'backend'; id: number; choice: BackendChoice; threads?: number }
@@ -118,6 +120,19 @@ export interface OutputFilePlan {
   head?: { name: string; embedding: string; how: 'tied' } | { name: string; how: 'untied'; changed: boolean };
 }
 
+/** What the base is, from its headers alone (the plan's `base` says the same once adapters are added). */
+export interface BaseFacts {
+  /** Weight files (shards). */
+  files: number;
+  tensors: number;
+  /** The tensors' bytes. */
+  bytes: number;
+  /** The most common stored type. */
+  dtype: string;
+  /** `safetensors` or `gguf`. */
+  container: string;
+}
+
 /** The plan's problems as they stand at the adapters' weights. */
 export interface PlanCheck {
   problems: Problem[];
@@ -171,6 +186,7 @@ export type WorkerResponse =
   | { type: 'backend'; id: number; backend: BackendInfo }
   | { type: 'plan'; id: number; plan: PlanSummary }
   | { type: 'checked'; id: number; check: PlanCheck }
+  | { type: 'base-read'; id: number; base: BaseFacts }
   /** No plan: why, and each adapter read alone. */
   | { type: 'plan-failed'; id: number; message: string; adapters: AdapterReading[] }
   | { type: 'sample'; id: number; base: PickedFile[]; adapter: PickedFile[] }

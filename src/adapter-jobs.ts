@@ -30,7 +30,7 @@ export {
 export type { CombineMethod } from './adapter-ops/combine.js';
 export type { MajoritySign } from './algebra/merge-rules.js';
 export type { RankRule } from './algebra/rank-rules.js';
-export type { ModuleReport } from './adapter-ops/op-common.js';
+export type { GrownRows, ModuleReport } from './adapter-ops/op-common.js';
 
 /**
  * Combines several LoRA adapters into one: `cat` exactly (ranks concatenated), `svd` as the best

@@ -35,7 +35,7 @@ export { readImportanceMatrix, type ImportanceMatrix } from './formats/gguf/imat
 // LoRA to LoRA: combine, resize, extract
 export {
   combineLoras, COMBINE_METHODS, extractLora, resizeLora, type AdapterJobOptions, type AdapterJobOutcome, type CombineLorasOptions,
-  type CombineMethod, type ExtractLoraOptions, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
+  type CombineMethod, type ExtractLoraOptions, type GrownRows, type MajoritySign, type ModuleReport, type RankRule, type ResizeLoraOptions,
 } from './adapter-jobs.js';
 
 // Backends and single ops

@@ -193,6 +193,23 @@ describe('extractLora', () => {
     const configText = await blob('adapter_config.json').text();
     expect(JSON.parse(configText).modules_to_save).toEqual(['model.embed_tokens']);
     const got = peftUpdates(configText, await blobBytes(blob('adapter_model.safetensors'))).get(Q)!;
-    expect(relativeError(got, diff)).toBeLessThan(1e-4);
+    expect(relativeError(got, diff)).toBeLessThan(1e-4);    // Said, and carried: the adapter loads only on a base resized to 52 rows the same way.
+    expect(outcome.grownRows).toEqual([{ tensor: 'model.embed_tokens.weight', baseRows: 50, rows: 52 }]);
+    expect(outcome.warnings).toEqual([
+      'tuned has a vocabulary grown for added tokens: model.embed_tokens.weight has 52 rows (50 in base); saved whole, so the adapter loads only on a base resized to 52 rows the same way (transformers\' resize_token_embeddings) before it is loaded',
+    ]);
+  });
+
+  it('a vocabulary of the same size carries no grown rows and no warning', async () => {
+    const rand = seededRandom(10);
+    const base = gaussianDense(16, 16, rand);
+    const tunedQ = dense(16, 16, (i, j) => base.data[i * 16 + j] + (i === j ? 0.5 : 0));
+    const outcome = await extractLora({
+      base: memoryInputFileSet({ 'model.safetensors': llama(seededRandom(11), 16, 50, base) }, 'base'),
+      tuned: memoryInputFileSet({ 'model.safetensors': llama(seededRandom(11), 16, 50, tunedQ) }, 'tuned'),
+      rank: 2, backend: 'cpu',
+    });
+    expect(outcome.grownRows).toEqual([]);
+    expect(outcome.warnings).toEqual([]);
   });
 });

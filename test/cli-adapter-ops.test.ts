@@ -114,6 +114,24 @@ describe('extract', () => {
     expect(file.metadata.ss_network_module).toBe('networks.lora');
   });
 
+  it('a vocabulary grown for added tokens (embed_tokens 32 → 34 rows) is saved whole and said in a warning naming the tensor and both row counts', async () => {
+    const rand = seededRandom(29);
+    const qName = 'model.layers.0.self_attn.q_proj.weight', eName = 'model.embed_tokens.weight';
+    const base = { [qName]: randomDense(16, 16, rand), [eName]: randomDense(32, 16, rand) };
+    const diff = withSpectrum(16, 16, [1, 0.5], rand);
+    // PEFT's resized embedding: the base's rows, then two new tokens' rows.
+    const grown = dense(34, 16, (i, j) => (i < 32 ? base[eName].data[i * 16 + j] : gaussian(rand)));
+    const tuned = { [qName]: dense(16, 16, (i, j) => base[qName].data[i * 16 + j] + diff.data[i * 16 + j]), [eName]: grown };
+    const dir = temp.make({ 'base.safetensors': modelFile(base), 'tuned.safetensors': modelFile(tuned) });
+    const r = await runCli(['extract', '--base', join(dir, 'base.safetensors'), '--tuned', join(dir, 'tuned.safetensors'), '--rank', '2', '--out', join(dir, 'peft'), '--backend', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([
+      `warning: ${join(dir, 'tuned.safetensors')} has a vocabulary grown for added tokens: model.embed_tokens.weight has 34 rows (32 in ${join(dir, 'base.safetensors')}); saved whole, so the adapter loads only on a base resized to 34 rows the same way (transformers' resize_token_embeddings) before it is loaded`,
+    ]);
+    const saved = decodeSafetensors(readFileSync(join(dir, 'peft', 'adapter_model.safetensors'))).tensors.get(`base_model.model.${eName}`)!;
+    expect(saved.shape).toEqual([34, 16]);
+  });
+
   it('a kohya --out names a bare Flux transformer\'s modules lora_unet_, so that the file merges back into it', async () => {
     // BFL's flux1-dev.safetensors stores the transformer without a prefix: its module paths alone
     // (double_blocks.0…) do not say "diffusion model", and were written lora_te_…, text-encoder

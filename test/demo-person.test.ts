@@ -41,7 +41,9 @@ describe('the page as a person uses it', PAGE_RETRY, () => {
     await planReady(page);
     expect(await text(page, '#plan-stats')).toContain('4modules matched');
     expect(await text(page, '[data-testid="adapter-facts"]')).toContain('r = 2');
-    expect(await text(page, '[data-testid="base-summary"]')).toMatch(/^llama\.safetensors · 1 file, [\d.]+ KB$/); // the path is not repeated
+    // The path is not repeated: the name and size, then what the base is.
+    await page.waitForFunction(() => !/^Reading/.test(document.querySelector('[data-testid="base-facts"]')?.textContent ?? 'Reading'));
+    expect(await text(page, '[data-testid="base-summary"]')).toMatch(/^llama\.safetensors · 1 file, [\d.]+ KBsafetensors · 5 tensors · F16 · [\d.]+ KB of weights$/);
     await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="merge-button"]')!.disabled);
     await page.click('[data-testid="merge-button"]');
     const output = await downloadBytes(page);

@@ -4,7 +4,7 @@
  * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
-import { byId, el, factNodes, messageNodes, shown } from '../dom.js';
+import { byId, el, factNodes, messageNodes, nameNodes, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { busyWith, type AdapterEntry, type PageState, type PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
@@ -107,7 +107,7 @@ export function makeCard(adapter: AdapterEntry, store: Pick<PageStore, 'removeAd
   const weightRow = el('div', { className: 'adapter-weight' }, el('span', { textContent: 'weight', ariaHidden: 'true' }), slider, number);
   // The facts span the card under the name and its Remove button: an unreadable adapter's list of
   // problems squeezed beside the button was a column a few words wide on a phone.
-  const item = el('li', { className: 'adapter' }, el('div', { className: 'adapter-name', textContent: name, title: name }), remove, facts, weightRow);
+  const item = el('li', { className: 'adapter' }, el('div', { className: 'adapter-name', title: name }, ...nameNodes(name)), remove, facts, weightRow);
   item.dataset.testid = 'adapter';
   return { item, facts, slider, number, remove };
 }

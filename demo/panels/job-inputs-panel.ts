@@ -4,7 +4,7 @@
  * Each adapter is read in the worker as soon as it is picked, so its card says what it is.
  */
 import { ADAPTER_ACCEPT, BASE_ACCEPT } from '../accepted-files.js';
-import { byId, el, factNodes, shown } from '../dom.js';
+import { byId, el, factNodes, nameNodes, shown } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { formatBytes } from '../format.js';
 import type { JobAdapter, JobState, JobStore } from '../job-state.js';
@@ -90,7 +90,7 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
         continue;
       }
       const total = set.files.reduce((n, f) => n + f.file.size, 0);
-      box.replaceChildren(el('b', { textContent: set.name, title: set.name }), ` · ${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`);
+      box.replaceChildren(el('b', { title: set.name }, ...nameNodes(set.name)), ` · ${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`);
     }
   };
 }

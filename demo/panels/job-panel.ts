@@ -265,7 +265,9 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       progress.finish(message);
       store.setBusy(false);
       store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey(mode) });
-      say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.`);
+      // Its warnings said too (a vocabulary grown past the base's: the adapter loads only on a base resized so).
+      const warned = done.warnings.length === 0 ? '' : ` ${done.warnings.length === 1 ? 'Warning' : `${done.warnings.length} warnings, listed with it`}: ${done.warnings.slice(0, 3).join(' · ')}${done.warnings.length > 3 ? ' · …' : ''}`;
+      say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.${warned}`);
       results.focus();
     } catch (error) {
       const focusOnCancel = document.activeElement === cancelButton || focusLost();

@@ -19,7 +19,7 @@ import { adapterFactorExample } from '../formats/key-forms.js';
 import type { InputFileSet } from '../io/types.js';
 import type { WholeTensor, WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
-import { kohyaMetadata, LORAMERGE_VERSION, type ModuleReport, type OpResult } from './op-common.js';
+import { kohyaMetadata, LORAMERGE_VERSION, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
 import { kohyaPartFor, type ModuleShape, type OutputFormat } from './module-updates.js';
 import { baseComponents, type BaseComponent } from '../formats/base-components.js';
 import { transformersLinearName } from '../formats/layouts/openclip-text.js';
@@ -65,7 +65,7 @@ export async function extractAdapter(
   base: BaseModel, tuned: BaseModel, options: ExtractOptions, backend: AlgebraBackend,
   run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
 ): Promise<OpResult> {
-  checkSameTensors(base, tuned);
+  const grown = checkSameTensors(base, tuned);
   const modules = groupModules(tuned);
   const bytesTotal = [...tuned.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
   let bytesDone = 0;
@@ -167,6 +167,14 @@ export async function extractAdapter(
   if (capped.length > 0) {
     warnings.push(`${capped.length} module(s) need a rank above ${MAX_ENERGY_RANK} to keep ${options.energy} of their energy and were capped at ${MAX_ENERGY_RANK} (${capped.slice(0, 3).join(', ')}${capped.length > 3 ? ', …' : ''})`);
   }
+  // Saved whole at the fine-tune's size, a grown embedding does not fit the base as it is: said,
+  // as PEFT says nothing and the adapter then fails to load on the unresized base.
+  const savedWhole = new Set(whole.map((w) => w.key));
+  const grownRows = grown.filter((g) => savedWhole.has(`base_model.model.${g.tensor}`));
+  if (grownRows.length > 0) {
+    const rows = grownRows.map((g) => `${g.tensor} has ${g.rows} rows (${g.baseRows} in ${base.name})`).join(', ');
+    warnings.push(`${tuned.name} has a vocabulary grown for added tokens: ${rows}; saved whole, so the adapter loads only on a base resized to ${grownRows[0].rows} rows the same way (transformers' resize_token_embeddings) before it is loaded`);
+  }
   const how = options.rank !== undefined ? `rank ${options.rank}` : `energy ${options.energy}`;
   const metadata: Record<string, string> = {
     loramerge_version: LORAMERGE_VERSION,
@@ -182,6 +190,7 @@ export async function extractAdapter(
     },
     report,
     warnings,
+    grownRows,
   };
 }
 
@@ -281,7 +290,8 @@ function kohyaNameOfPath(path: string): string {
   return `lora_${kohyaPartFor(path)}_${path.replace(/\./g, '_')}`;
 }
 
-function checkSameTensors(base: BaseModel, tuned: BaseModel): void {
+/** Refuses two models that are not one model and its fine-tune; returns the embeddings whose vocabulary grew. */
+function checkSameTensors(base: BaseModel, tuned: BaseModel): GrownRows[] {
   // A LoRA given as either model (the adapter meant for `merge`): say so rather than list its
   // factors as tensors the other model lacks.
   for (const model of [tuned, base]) {
@@ -309,6 +319,10 @@ function checkSameTensors(base: BaseModel, tuned: BaseModel): void {
     const more = reshaped.length > 1 ? ` (and ${reshaped.length - 1} more)` : '';
     throw new MergeError('SHAPE_MISMATCH', `${tuned.name}: tensor "${t.name}" is ${fmt(t.shape)} here but ${fmt(base.tensors.get(t.name)!.shape)} in ${base.name}${more}; extract takes a fine-tune of the same model and size (only an embedding's vocabulary may grow): are they the same architecture and size?`);
   }
+  return [...tuned.tensors.values()].flatMap((t) => {
+    const b = base.tensors.get(t.name)!;
+    return sameShape(b, t) ? [] : [{ tensor: t.name, baseRows: b.shape[0], rows: t.shape[0] }];
+  });
 }
 
 function groupModules(model: BaseModel): ModuleTensors[] {

@@ -9,7 +9,7 @@
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
 import { kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
-import { openJobAdapter, type ModuleReport, type OpResult } from './op-common.js';
+import { openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
 import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
@@ -129,6 +129,11 @@ export interface AdapterJobOutcome {
   modules: ModuleReport[];
   /** Things left out or without effect, in words. */
   warnings: string[];
+  /**
+   * Extract: embeddings saved whole with more rows than the base's (a vocabulary grown for added
+   * tokens; a warning says it too): the adapter loads only on a base resized the same way. Empty otherwise.
+   */
+  grownRows: GrownRows[];
   /** The files when `out` was omitted; otherwise empty. */
   blobs: OutputBlob[];
   /** What ran the algebra, in words. */
@@ -321,7 +326,7 @@ async function run<Out>(
     if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     await writeAdapter(output, result.adapter);
     await output.commit();
-    return { format, files, modules: result.report, warnings: result.warnings.slice(), blobs: memory?.files() ?? [], backend: backend.description };
+    return { format, files, modules: result.report, warnings: result.warnings.slice(), grownRows: result.grownRows?.slice() ?? [], blobs: memory?.files() ?? [], backend: backend.description };
   } catch (e) {
     await output.abort();
     // As merge(): a cancel's cause is the signal's reason; another ABORTED keeps the error it came from.

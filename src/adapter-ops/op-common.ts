@@ -29,6 +29,21 @@ export interface OpResult {
   adapter: AdapterToWrite;
   report: ModuleReport[];
   warnings: string[];
+  /** Extract: embeddings saved whole with more rows than the base's (a vocabulary grown for added tokens). */
+  grownRows?: GrownRows[];
+}
+
+/**
+ * An embedding (or its head) the fine-tune grew for added tokens, saved whole: the adapter loads
+ * only on a base resized to `rows` the same way.
+ */
+export interface GrownRows {
+  /** The tensor's name in the model (`model.embed_tokens.weight`). */
+  tensor: string;
+  /** Its rows in the base. */
+  baseRows: number;
+  /** Its rows in the fine-tune, as saved. */
+  rows: number;
 }
 
 export const LORAMERGE_VERSION = '0.1.0';
