@@ -185,18 +185,25 @@ async function onEveryThreadCount(c: Case) {
   return { onShared, onScratch, oneThread, sent: { shared: sent(threads.sharedPool.sent, before.shared), scratch: sent(threads.scratchPool.sent, before.scratch) } };
 }
 
+/**
+ * The tensors two threads wrote, once both passes (the maxima, each slab's codes) went to the
+ * workers of either pool and every thread count wrote the same bytes.
+ */
+async function writtenOnWorkers(c: Case) {
+  const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
+  for (const pool of [sent.shared, sent.scratch]) {
+    expect(pool.maxima).toBeGreaterThan(0);
+    expect(pool.codes).toBeGreaterThan(0);
+  }
+  expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
+  expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
+  return decodeSafetensors(onShared).tensors;
+}
+
 describe('fp8 re-quantization on the worker threads', () => {
   it('ComfyUI fp8mixed (per-tensor weight_scale, layers in several slabs): two threads write the bytes of one thread, ComfyUI\'s re-quantization of W\'', async () => {
     const c = comfyCase();
-    const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
-    // Both passes (the tensor's maximum, each slab's codes) went to the workers of either pool.
-    for (const pool of [sent.shared, sent.scratch]) {
-      expect(pool.maxima).toBeGreaterThan(0);
-      expect(pool.codes).toBeGreaterThan(0);
-    }
-    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
-    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
-    const written = decodeSafetensors(onShared).tensors;
+    const written = await writtenOnWorkers(c);
     for (const [key, { real }] of c.merged) {
       const expected = comfyRequantize(real);
       expect(written.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0], key).toBe(expected.scale);
@@ -209,14 +216,7 @@ describe('fp8 re-quantization on the worker threads', () => {
 
   it('block fp8 (weight_scale_inv 128 × 128): two threads write the bytes of one thread, transformers\' FineGrainedFP8 quantization of W\'', async () => {
     const c = blockCase();
-    const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
-    for (const pool of [sent.shared, sent.scratch]) {
-      expect(pool.maxima).toBeGreaterThan(0);
-      expect(pool.codes).toBeGreaterThan(0);
-    }
-    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
-    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
-    const written = decodeSafetensors(onShared).tensors;
+    const written = await writtenOnWorkers(c);
     for (const [key, { real, rows, cols }] of c.merged) {
       const expected = fineGrainedFp8(real, rows, cols);
       expect(Array.from(written.get(key.replace(/\.weight$/, '.weight_scale_inv'))!.values), key).toEqual(expected.scaleInv);
