@@ -27,6 +27,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { requantizeSlab } from '../src/pipeline/fp8-requantize.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import type { ScaledFp8Weight } from '../src/formats/scaled-fp8.js';
+import { FLUX2_FP8MIXED_QUANTIZED } from './helpers/comfy-fp8mixed.js';
 import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { flux2StyleAndDetail, loraTensors, truthTerms, type LoraSpec, type WeightedAdapter } from './helpers/diffusion-fixtures.js';
 import { errorLines, runCli } from './helpers/cli.js';
@@ -41,7 +42,7 @@ const DIMS: Flux2Dims = { ...FLUX2, h: 64, head: 16 };
 const { h } = DIMS;
 const FILE = 'flux2_dev_fp8mixed.safetensors';
 /** The Linear layers Comfy-Org's fp8mixed FLUX.2 stores in fp8: the blocks' projections and MLPs. */
-const QUANTIZED = /(double|single)_blocks\.\d+\.(img_attn\.qkv|txt_attn\.qkv|img_attn\.proj|txt_attn\.proj|img_mlp\.[02]|txt_mlp\.[02]|linear1|linear2)\.weight$/;
+const QUANTIZED = FLUX2_FP8MIXED_QUANTIZED;
 /** json.dumps({"format": …}) as ComfyUI writes it (a space after each colon and comma). */
 const configBytes = (conf: Record<string, unknown>) => Array.from(new TextEncoder().encode(JSON.stringify(conf).replace(/":/g, '": ').replace(/,"/g, ', "')));
 

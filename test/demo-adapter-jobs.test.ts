@@ -14,7 +14,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { kohyaFile, peftFiles, type FixtureModule } from './helpers/adapter-fixtures.js';
 import { serveDemo, type DemoPage } from './helpers/browser.js';
-import { count, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { count, openChooser, seriousViolations, tabTo, text, typeInto, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaUpdates, peftUpdates, relativeError } from './helpers/lora-truth.js';
@@ -30,15 +30,6 @@ const Q = 'model.layers.0.self_attn.q_proj';
 const V = 'model.layers.0.self_attn.v_proj';
 const gaussianDense = (rows: number, cols: number, rand: () => number, scale = 1): Dense => dense(rows, cols, () => gaussian(rand) * scale);
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-
-/** Types into a number box as a person would: select all, type. */
-async function typeInto(page: Page, selector: string, value: string): Promise<void> {
-  await page.focus(selector);
-  await page.keyboard.down('Control');
-  await page.keyboard.press('a');
-  await page.keyboard.up('Control');
-  await page.keyboard.type(value);
-}
 
 const factsRead = (page: Page, n: number) => page.waitForFunction((want: number) => {
   const facts = [...document.querySelectorAll('[data-testid="job-adapter-facts"]')].map((e) => e.textContent ?? '');

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { peftFiles } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { count, mergeEnabled, planReady, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { count, mergeEnabled, planReady, text, typeInto, upload, useDemoSession } from './helpers/demo-session.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { dense, gaussian } from './helpers/svd-reference.js';
@@ -47,14 +47,6 @@ const DONE: Record<Mode, RegExp> = { merge: /^Merged on CPU/, combine: /^Combine
 async function switchTo(page: Page, mode: Mode): Promise<void> {
   await page.click(`[data-testid="mode-${mode}"]`);
   await page.waitForFunction((m: string) => document.querySelector<HTMLInputElement>(`[data-testid="mode-${m}"]`)!.checked, {}, mode);
-}
-
-async function typeInto(page: Page, selector: string, value: string): Promise<void> {
-  await page.focus(selector);
-  await page.keyboard.down('Control');
-  await page.keyboard.press('a');
-  await page.keyboard.up('Control');
-  await page.keyboard.type(value);
 }
 
 /** Picks the mode's inputs, runs it by its button and returns the downloaded bytes of its result. */

@@ -435,7 +435,7 @@ describe('nunchaku SVDQuant bases are refused as a whole, by name, with what to 
     { name: 'Qwen-Image nvfp4, a diffusers LoRA on to_q and img_in', base: NQ, bytes: nunchakuQwen, lora: qwenLora,
       message: /svdq-fp4_r128-qwen-image\.safetensors: a nunchaku SVDQuant model \(4-bit W4A4 layers with a low-rank branch: transformer_blocks\.0\.attn\.to_qkv\.qweight.*; 2 quantized layers\)/ },
     { name: 'nunchaku 0.x transformer_blocks.safetensors (smooth, lora_down, lora_up)', base: NOLD, bytes: nunchakuOld, lora: oldLora,
-      message: /transformer_blocks\.safetensors: a nunchaku SVDQuant model .*transformer_blocks\.0\.qkv_proj\.qweight/ },
+      message: /transformer_blocks\.safetensors: a nunchaku SVDQuant model \(4-bit W4A4 layers with a low-rank branch: transformer_blocks\.0\.qkv_proj\.qweight, \.wscales, \.lora_down, \.lora_up; 1 quantized layers\)/ },
   ];
   it.for(cases)('$name: prepareMerge throws one line', async (c) => {
     const prepare = prepareMerge(memoryInputFileSet({ [c.base]: c.bytes }, c.base), [{ files: memoryInputFileSet({ 'lora.safetensors': c.lora }, 'lora.safetensors'), weight: 1 }]);
@@ -453,6 +453,7 @@ describe('nunchaku SVDQuant bases are refused as a whole, by name, with what to 
     const message = await prepareMerge(memoryInputFileSet({ [NF]: base }, NF), [{ files: memoryInputFileSet({ 'lora.safetensors': onUnquantizedFlux }, 'lora.safetensors'), weight: 1 }])
       .then(() => '', (e: Error) => e.message);
     expect(message).toMatch(/: a nunchaku 4-bit model \(AWQ W4A16 layers: transformer_blocks\.0\.norm1\.linear\.qweight, \.wscales, \.wzeros; 1 quantized layers\)/);
+    expect(message).not.toContain('low-rank branch');
   });
 });
 

@@ -18,7 +18,8 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
+import { flux2Fp8mixed } from './helpers/comfy-fp8mixed.js';
+import { FLUX2, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
 import { threadBackends } from './helpers/thread-backends.js';
@@ -62,33 +63,17 @@ interface Case {
 
 const P = 'model.diffusion_model.';
 const DIMS: Flux2Dims = { ...FLUX2, h: 256, head: 64 };
-const QUANTIZED = /(double|single)_blocks\.\d+\.(img_attn\.qkv|txt_attn\.qkv|img_attn\.proj|txt_attn\.proj|img_mlp\.[02]|txt_mlp\.[02]|linear1|linear2)\.weight$/;
 const COMFY_MERGED: Record<string, [number, number]> = {
   'single_blocks.0.linear1': [9 * DIMS.h, DIMS.h],
   'double_blocks.1.img_mlp.0': [6 * DIMS.h, DIMS.h],
 };
 
 function comfyCase(): Case {
-  const configBytes = Array.from(new TextEncoder().encode('{"format": "float8_e4m3fn"}'));
-  const tensors: FixtureTensor[] = [];
-  const real = new Map<string, Float64Array>();
-  for (const t of flux2BflTensors(rand, 'BF16', DIMS, P)) {
-    if (!QUANTIZED.test(t.name)) {
-      tensors.push(t);
-      continue;
-    }
-    const m = t.name.slice(0, -'.weight'.length);
-    const [rows, cols] = t.shape;
-    const codes = Array.from({ length: rows * cols }, () => e4m3Value(randomCode()));
+  const { tensors, real } = flux2Fp8mixed(rand, DIMS, P, randomCode, (codes, cols) => {
     // The tensor's largest magnitude in row 255 alone: the last row of the first piece of rows (a
     // worker's) of its first slab, whose maximum the first pass must carry to the last.
     codes[255 * cols + 17] = e4m3Value(LARGEST);
-    const scale = Math.fround(0.0004 + rand() * 0.0004);
-    real.set(t.name, Float64Array.from(codes, (c) => c * scale));
-    tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: codes });
-    tensors.push({ name: `${m}.weight_scale`, dtype: 'F32', shape: [], data: [scale] });
-    tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [configBytes.length], data: configBytes });
-  }
+  });
   const lora: FixtureTensor[] = [];
   const merged: Case['merged'] = new Map();
   for (const [m, [out, inF]] of Object.entries(COMFY_MERGED)) {
@@ -185,18 +170,25 @@ async function onEveryThreadCount(c: Case) {
   return { onShared, onScratch, oneThread, sent: { shared: sent(threads.sharedPool.sent, before.shared), scratch: sent(threads.scratchPool.sent, before.scratch) } };
 }
 
+/**
+ * The tensors two threads wrote, once both passes (the maxima, each slab's codes) went to the
+ * workers of either pool and every thread count wrote the same bytes.
+ */
+async function writtenOnWorkers(c: Case) {
+  const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
+  for (const pool of [sent.shared, sent.scratch]) {
+    expect(pool.maxima).toBeGreaterThan(0);
+    expect(pool.codes).toBeGreaterThan(0);
+  }
+  expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
+  expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
+  return decodeSafetensors(onShared).tensors;
+}
+
 describe('fp8 re-quantization on the worker threads', () => {
   it('ComfyUI fp8mixed (per-tensor weight_scale, layers in several slabs): two threads write the bytes of one thread, ComfyUI\'s re-quantization of W\'', async () => {
     const c = comfyCase();
-    const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
-    // Both passes (the tensor's maximum, each slab's codes) went to the workers of either pool.
-    for (const pool of [sent.shared, sent.scratch]) {
-      expect(pool.maxima).toBeGreaterThan(0);
-      expect(pool.codes).toBeGreaterThan(0);
-    }
-    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
-    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
-    const written = decodeSafetensors(onShared).tensors;
+    const written = await writtenOnWorkers(c);
     for (const [key, { real }] of c.merged) {
       const expected = comfyRequantize(real);
       expect(written.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0], key).toBe(expected.scale);
@@ -209,14 +201,7 @@ describe('fp8 re-quantization on the worker threads', () => {
 
   it('block fp8 (weight_scale_inv 128 × 128): two threads write the bytes of one thread, transformers\' FineGrainedFP8 quantization of W\'', async () => {
     const c = blockCase();
-    const { onShared, onScratch, oneThread, sent } = await onEveryThreadCount(c);
-    for (const pool of [sent.shared, sent.scratch]) {
-      expect(pool.maxima).toBeGreaterThan(0);
-      expect(pool.codes).toBeGreaterThan(0);
-    }
-    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
-    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
-    const written = decodeSafetensors(onShared).tensors;
+    const written = await writtenOnWorkers(c);
     for (const [key, { real, rows, cols }] of c.merged) {
       const expected = fineGrainedFp8(real, rows, cols);
       expect(Array.from(written.get(key.replace(/\.weight$/, '.weight_scale_inv'))!.values), key).toEqual(expected.scaleInv);

@@ -19,9 +19,10 @@ import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { FLUX2, flux2BflTensors, type Flux2Dims } from './helpers/dit-fixtures.js';
+import { flux2Fp8mixed } from './helpers/comfy-fp8mixed.js';
+import { FLUX2, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
-import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { comfyRequantize } from './helpers/e4m3-by-hand.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
 const rand = seededRandom(20261207);
@@ -29,8 +30,6 @@ const P = 'model.diffusion_model.';
 const DIMS: Flux2Dims = { ...FLUX2, h: 256, head: 64 };
 const h = DIMS.h;
 const FILE = 'flux2_dev_fp8mixed.safetensors';
-const QUANTIZED = /(double|single)_blocks\.\d+\.(img_attn\.qkv|txt_attn\.qkv|img_attn\.proj|txt_attn\.proj|img_mlp\.[02]|txt_mlp\.[02]|linear1|linear2)\.weight$/;
-const configBytes = Array.from(new TextEncoder().encode('{"format": "float8_e4m3fn"}'));
 const R = 16;
 /** The merged layers (out × in); each holds at least 64 Ki elements, so its ops go to the pool. */
 const MERGED: Record<string, [number, number]> = {
@@ -48,22 +47,7 @@ const randomCode = () => {
 
 /** The base, and each quantized layer's real values e4m3(code) × weight_scale in float64. */
 function fp8mixed(): { bytes: Uint8Array; real: Map<string, Float64Array> } {
-  const tensors: FixtureTensor[] = [];
-  const real = new Map<string, Float64Array>();
-  for (const t of flux2BflTensors(rand, 'BF16', DIMS, P)) {
-    if (!QUANTIZED.test(t.name)) {
-      tensors.push(t);
-      continue;
-    }
-    const m = t.name.slice(0, -'.weight'.length);
-    const [rows, cols] = t.shape;
-    const codes = Array.from({ length: rows * cols }, () => e4m3Value(randomCode()));
-    const scale = Math.fround(0.0004 + rand() * 0.0004);
-    real.set(t.name, Float64Array.from(codes, (c) => c * scale));
-    tensors.push({ name: t.name, dtype: 'F8_E4M3', shape: [rows, cols], data: codes });
-    tensors.push({ name: `${m}.weight_scale`, dtype: 'F32', shape: [], data: [scale] });
-    tensors.push({ name: `${m}.comfy_quant`, dtype: 'U8', shape: [configBytes.length], data: configBytes });
-  }
+  const { tensors, real } = flux2Fp8mixed(rand, DIMS, P, randomCode);
   return { bytes: buildSafetensors(tensors), real };
 }
 

@@ -1,7 +1,7 @@
 /**
  * The two passes of fp8 re-quantization over merged values (pipeline/fp8-requantize.ts computes
  * the scales between them): each block's largest magnitude, then the codes e4m3(fl32(x · f)) or
- * fl32(x / f) with the block's factor f (e5m2 for ComfyUI's float8_e5m2 layers). Rows can be cut
+ * e4m3(fl32(x / f)) with the block's factor f (e5m2 for ComfyUI's float8_e5m2 layers). Rows can be cut
  * anywhere and the pieces run on any thread (the CPU pool's workers run them, cpu-worker-protocol.ts):
  * a block's maximum over pieces is the maximum of their maxima, and a code depends on its value and
  * its block's factor alone. WebAssembly SIMD (wasm/fp8-requantize.ts) where it compiles, in pieces

@@ -31,6 +31,7 @@ export function isLongCatVideoLoraTensor(name: string): boolean {
   return name.startsWith(PREFIX);
 }
 
+/** A LongCat-Video LoRA file read into the modules the other readers make. */
 export interface LongCatVideoLora {
   /** Each module (its dotted path) and its tensors by role. */
   groups: Map<string, Map<Role, TensorEntry>>;

@@ -18,10 +18,13 @@ import { MergeError } from '../errors.js';
 
 /** What a tensor key set shows of nunchaku's layers: the first quantized layer and its kind. */
 export interface NunchakuLayers {
-  /** The first module with `qweight` and `wscales`. */
+  /** The first module with `qweight`, `wscales` and a low-rank branch, else the first with `qweight` and `wscales`. */
   module: string;
   /** W4A4 with a low-rank branch (`proj_down`/`lora_down`), else nunchaku's AWQ W4A16 alone. */
   kind: 'svdquant' | 'awq-w4a16';
+  /** The low-rank branch's names in `module`: `proj` (nunchaku 1.x) or `lora` (0.x); absent for AWQ W4A16. */
+  branch?: 'proj' | 'lora';
+  /** Modules with `qweight` and `wscales`. */
   count: number;
 }
 
@@ -30,6 +33,7 @@ export function nunchakuLayers(keys: Iterable<string>): NunchakuLayers | undefin
   const all = new Set(keys);
   let first: string | undefined;
   let svdquant: string | undefined;
+  let branch: 'proj' | 'lora' | undefined;
   let count = 0;
   for (const key of all) {
     if (!key.endsWith('.qweight')) continue;
@@ -37,20 +41,24 @@ export function nunchakuLayers(keys: Iterable<string>): NunchakuLayers | undefin
     if (!all.has(`${m}.wscales`)) continue;
     count++;
     first ??= m;
-    if (svdquant === undefined && (all.has(`${m}.proj_down`) || all.has(`${m}.lora_down`))) svdquant = m;
+    if (svdquant !== undefined) continue;
+    branch = all.has(`${m}.proj_down`) ? 'proj' : all.has(`${m}.lora_down`) ? 'lora' : undefined;
+    if (branch) svdquant = m;
   }
   if (first === undefined) return undefined;
-  return { module: svdquant ?? first, kind: svdquant !== undefined ? 'svdquant' : 'awq-w4a16', count };
+  return svdquant !== undefined ? { module: svdquant, kind: 'svdquant', branch, count } : { module: first, kind: 'awq-w4a16', count };
 }
 
 /** The one-line refusal of a nunchaku base, naming `baseName` and one of its layers. */
 export function nunchakuRefusal(baseName: string, layers: NunchakuLayers): MergeError {
   const what = layers.kind === 'svdquant'
-    ? `a nunchaku SVDQuant model (4-bit W4A4 layers with a low-rank branch: ${layers.module}.qweight, .wscales, .proj_down, .proj_up; ${layers.count} quantized layers)`
+    ? `a nunchaku SVDQuant model (4-bit W4A4 layers with a low-rank branch: ${layers.module}.qweight, .wscales, .${layers.branch}_down, .${layers.branch}_up; ${layers.count} quantized layers)`
     : `a nunchaku 4-bit model (AWQ W4A16 layers: ${layers.module}.qweight, .wscales, .wzeros; ${layers.count} quantized layers)`;
+  // An AWQ W4A16 layer has no low-rank branch to name.
+  const where = layers.kind === 'svdquant' ? ' in that low-rank branch' : '';
   return new MergeError(
     'UNSUPPORTED_FORMAT',
-    `${baseName}: ${what}; nunchaku applies a LoRA at run time in that low-rank branch and no merged 4-bit weight reproduces it: `
+    `${baseName}: ${what}; nunchaku applies a LoRA at run time${where} and no merged 4-bit weight reproduces it: `
     + 'load the LoRA with nunchaku (ComfyUI-nunchaku\'s LoRA loader, or update_lora_params in Python), or merge into the bf16 or fp8 model and quantize the result again',
   );
 }

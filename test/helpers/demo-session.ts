@@ -138,6 +138,15 @@ export async function announced(page: Page, pattern: RegExp): Promise<string> {
   return text(page, '[data-testid="status"]');
 }
 
+/** Types into a number box as a person would: select all, then the keys. */
+export async function typeInto(page: Page, selector: string, value: string): Promise<void> {
+  await page.focus(selector);
+  await page.keyboard.down('Control');
+  await page.keyboard.press('a');
+  await page.keyboard.up('Control');
+  await page.keyboard.type(value);
+}
+
 /** Presses Tab until `selector` has focus; fails if it is not reached in `limit` presses. */
 export async function tabTo(page: Page, selector: string, limit = 60): Promise<void> {
   for (let i = 0; i < limit; i++) {

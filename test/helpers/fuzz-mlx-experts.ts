@@ -17,7 +17,7 @@
 import fc from 'fast-check';
 import { seededRandom, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { mlxConfig } from './mlx-lm-folder.js';
-import { configScale, convertRest, nestingDepth, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
+import { configScale, configToCompare, convertRest, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 const L = 'model.layers.0.mlp';
 const PROJS = ['gate_proj', 'up_proj', 'down_proj'] as const;
@@ -102,14 +102,9 @@ export const mlxExpertsWorld: fc.Arbitrary<SurfaceWorld> = fc
       outDtypes: ['bf16', 'f16', 'f32'],
       configReads: ['lora_parameters'],
       truth: (d: Decoded, w: number, outDtype): Truth => {
-        // A config nesting past 64 levels is refused by the merge; the texts are not compared here.
-        if (['model/config.json', 'adapter/adapter_config.json'].some((p) => nestingDepth(d.json.get(p) ?? '') > 64)) return unknown('a config nests too deep to compare');
-        let cfg: Record<string, unknown>;
-        try {
-          cfg = JSON.parse(d.json.get('adapter/adapter_config.json')!) as Record<string, unknown>;
-        } catch {
-          return unknown('adapter_config.json is not JSON');
-        }
+        const read = configToCompare(d, 'adapter/adapter_config.json', ['model/config.json', 'adapter/adapter_config.json']);
+        if (!('config' in read)) return read;
+        const cfg = read.config;
         // The expert count the base holds, counted on its tensors (config.json's num_experts is not what mlx-lm compares).
         const merged = new Map<string, ExpectedMerge>();
         const addTo = (p: Proj, e: number, delta: Float64Array, s: number): Truth | undefined => {

@@ -16,7 +16,7 @@
  */
 import fc from 'fast-check';
 import { seededRandom, type FixtureDType, type FixtureTensor } from './fixtures.js';
-import { configScale, convertRest, nestingDepth, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
+import { configScale, configToCompare, convertRest, pastDtype, type Decoded, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 type Model = 'gpt-oss' | 'llama4';
 type Split = 'gate_up_projs' | 'gate_projs' | 'up_projs' | 'down_projs';
@@ -96,13 +96,9 @@ export const splitExpertsWorld: fc.Arbitrary<SurfaceWorld> = fc
       outDtypes: ['bf16', 'f16', 'f32'],
       configReads: ['architectures'],
       truth: (d: Decoded, w: number, outDtype): Truth => {
-        if (['model/config.json', 'adapter/adapter_config.json'].some((p) => nestingDepth(d.json.get(p) ?? '') > 64)) return unknown('a config nests too deep to compare');
-        let cfg: Record<string, unknown>;
-        try {
-          cfg = JSON.parse(d.json.get('model/config.json')!) as Record<string, unknown>;
-        } catch {
-          return unknown('config.json is not JSON');
-        }
+        const read = configToCompare(d, 'model/config.json', ['model/config.json', 'adapter/adapter_config.json']);
+        if (!('config' in read)) return read;
+        const cfg = read.config;
         const architectures = Array.isArray(cfg?.architectures) ? cfg.architectures.filter((a): a is string => typeof a === 'string') : [];
         const s = configScale(d, 'adapter/adapter_config.json', 'lora_alpha', r, true);
         if (typeof s !== 'number') return s;

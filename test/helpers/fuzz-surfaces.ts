@@ -868,6 +868,20 @@ const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 
 /** A JSON value for a message: a string or number itself, anything else its kind (it may be nested too deep to print). */
 const jsonKind = (x: unknown) => (typeof x === 'string' ? JSON.stringify(x) : typeof x === 'number' ? String(x) : Array.isArray(x) ? 'an array' : x === null ? 'null' : typeof x);
 
+/**
+ * The config at `path` of a case's output as its truth reads it, or unknown: where a config of
+ * `depthChecked` nests past 64 levels (the merge refuses it; the texts are not compared) or
+ * `path` is not JSON.
+ */
+export function configToCompare(d: Decoded, path: string, depthChecked: readonly string[]): { config: Record<string, unknown> } | Truth {
+  if (depthChecked.some((p) => nestingDepth(d.json.get(p) ?? '') > 64)) return { kind: 'unknown', why: 'a config nests too deep to compare' };
+  try {
+    return { config: JSON.parse(d.json.get(path)!) as Record<string, unknown> };
+  } catch {
+    return { kind: 'unknown', why: `${path.slice(path.lastIndexOf('/') + 1)} is not JSON` };
+  }
+}
+
 /** How deep a JSON text nests (brackets outside strings). */
 export function nestingDepth(text: string): number {
   let depth = 0, deepest = 0, inString = false;

@@ -6,7 +6,7 @@
  * primitives of ggml-reference.ts (every C float operation rounded through a Float32Array store,
  * make_qkx3_quants being make_qkx2_quants' steps once weights are given).
  */
-import { clamp, F, half, makeQkx2, makeQx, nearestInt, pack2, putHalf } from './ggml-reference.js';
+import { F, half, makeQkx2, makeQx, nearestInt, packQ2K, packQ3K, packScaleMinK, putHalf } from './ggml-reference.js';
 
 /** C's uint8_t store of an int. */
 const u8 = (v: number) => v & 0xff;
@@ -131,40 +131,7 @@ export function scaleMinKBlock(xs: ArrayLike<number>, qw: ArrayLike<number>, bit
   const dm = makeQp(mins, 63, sw);
   const ls = ds.L.map((l) => (bits === 5 ? Math.min(63, l) : l));
   const lm = dm.L.map((l) => (bits === 5 ? Math.min(63, l) : l));
-  const d = half(ds.scale);
-  const dmin = half(dm.scale);
-  const out = new Uint8Array(bits === 4 ? 144 : 176);
-  for (let j = 0; j < 8; j++) {
-    if (j < 4) {
-      out[4 + j] = u8(ls[j]);
-      out[8 + j] = u8(lm[j]);
-    } else {
-      out[8 + j] = u8((ls[j] & 15) | ((lm[j] & 15) << 4));
-      out[4 + j - 4] |= u8((ls[j] >> 4) << 6);
-      out[4 + j] |= u8((lm[j] >> 4) << 6);
-    }
-  }
-  // The 6-bit codes read back as get_scale_min_k4 reads them.
-  const code = (j: number, min: boolean) => {
-    const k = min ? j + 4 : j;
-    return j < 4 ? out[4 + k] & 63 : min ? (out[4 + j + 4] >> 4) | ((out[4 + j] >> 6) << 4) : (out[4 + j + 4] & 15) | ((out[4 + j - 4] >> 6) << 4);
-  };
-  for (let j = 0; j < 8; j++) {
-    const dj = F(d.value * code(j, false));
-    if (dj === 0) continue;
-    const mj = F(dmin.value * code(j, true));
-    for (let i = 0; i < 32; i++) L[32 * j + i] = clamp(nearestInt(F(F(x[32 * j + i] + mj) / dj)), 0, nmax);
-  }
-  putHalf(out, 0, d.bits);
-  putHalf(out, 2, dmin.bits);
-  const qs = bits === 4 ? 16 : 48;
-  for (let i = 0; i < 256; i++) {
-    const group = i >> 6;
-    const within = i & 63;
-    out[qs + 32 * group + (within & 31)] |= (L[i] & 15) << (within < 32 ? 0 : 4);
-    if (bits === 5 && L[i] & 16) out[16 + (within & 31)] |= 1 << (2 * group + (within >> 5));
-  }
-  return out;
+  return packScaleMinK(x, L, ls, lm, half(ds.scale), half(dm.scale), bits);
 }
 
 /** quantize_row_q2_K_impl of one super-block. */
@@ -188,19 +155,7 @@ export function q2KBlock(xs: ArrayLike<number>, qw: ArrayLike<number>): Uint8Arr
   const dm = makeQp(mins, 15, sw);
   const d = half(ds.scale);
   const dmin = half(dm.scale);
-  const codes = ds.L.map((l, j) => u8(l | (dm.L[j] << 4)));
-  for (let j = 0; j < 16; j++) {
-    const dj = F(d.value * (codes[j] & 15));
-    if (dj === 0) continue;
-    const mj = F(dmin.value * (codes[j] >> 4));
-    for (let i = 0; i < 16; i++) L[16 * j + i] = clamp(nearestInt(F(F(x[16 * j + i] + mj) / dj)), 0, 3);
-  }
-  const out = new Uint8Array(84);
-  codes.forEach((c, j) => (out[j] = c));
-  pack2(out, 16, L);
-  putHalf(out, 80, d.bits);
-  putHalf(out, 82, dmin.bits);
-  return out;
+  return packQ2K(x, L, ds.L.map((l, j) => u8(l | (dm.L[j] << 4))), d, dmin);
 }
 
 /** quantize_row_q3_K_impl of one super-block. */
@@ -220,21 +175,5 @@ export function q3KBlock(xs: ArrayLike<number>, qw: ArrayLike<number>): Uint8Arr
   }
   const fitScales = makeQx(scales, 32, sw);
   const codes = fitScales.L; // l + 32, the 6-bit codes
-  const d = half(fitScales.scale);
-  for (let j = 0; j < 16; j++) {
-    const dj = F(d.value * (codes[j] - 32));
-    if (dj === 0) continue;
-    for (let i = 0; i < 16; i++) L[16 * j + i] = clamp(nearestInt(F(x[16 * j + i] / dj)), -4, 3) + 4;
-  }
-  const out = new Uint8Array(110);
-  L.forEach((l, i) => {
-    if (l > 3) out[i & 31] |= 1 << (i >> 5);
-  });
-  pack2(out, 32, L.map((l) => (l > 3 ? l - 4 : l)));
-  codes.forEach((c, j) => {
-    out[96 + (j & 7)] |= (c & 15) << (j < 8 ? 0 : 4);
-    out[104 + (j & 3)] |= (c >> 4) << (2 * (j >> 2));
-  });
-  putHalf(out, 108, d.bits);
-  return out;
+  return packQ3K(x, L, codes, half(fitScales.scale));
 }

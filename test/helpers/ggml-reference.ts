@@ -284,8 +284,16 @@ function scaleMinK(x: number[], bits: 4 | 5): Uint8Array {
   const invMin = maxMin > 0 ? F(63 / maxMin) : 0;
   const ls = scales.map((s) => Math.min(63, nearestInt(F(invScale * s)) & 0xff));
   const lm = mins.map((m) => Math.min(63, nearestInt(F(invMin * m)) & 0xff));
-  const d = half(F(maxScale / 63));
-  const dmin = half(F(maxMin / 63));
+  return packScaleMinK(x, L, ls, lm, half(F(maxScale / 63)), half(F(maxMin / 63)), bits);
+}
+
+/**
+ * The end of quantize_row_q4_K / q5_K (ref and impl alike): the 6-bit codes `ls`, `lm` (each at
+ * most 63, so get_scale_min_k4 reads them back as they are) and d, dmin stored, each value of `L`
+ * re-quantized against its sub-block's d·ls and dmin·lm (kept where d·ls is 0), then packed.
+ */
+export function packScaleMinK(x: number[], L: number[], ls: number[], lm: number[], d: { bits: number; value: number }, dmin: { bits: number; value: number }, bits: 4 | 5): Uint8Array {
+  const nmax = bits === 4 ? 15 : 31;
   for (let j = 0; j < 8; j++) {
     const dj = F(d.value * ls[j]);
     if (dj === 0) continue;
@@ -347,6 +355,15 @@ function q2_K(x: number[]): Uint8Array {
     mins.forEach((m, j) => (codes[j] = (codes[j] | (nearestInt(F(iscale * m)) << 4)) & 0xff));
     dmin = half(F(maxMin / 15));
   }
+  return packQ2K(x, L, codes, d, dmin);
+}
+
+/**
+ * The end of quantize_row_q2_K (ref and impl alike): each value of `L` re-quantized against its
+ * sub-block's d·(code & 15) and dmin·(code >> 4) (kept where the former is 0), then the scale
+ * bytes `codes`, the 2-bit levels, d and dmin packed.
+ */
+export function packQ2K(x: number[], L: number[], codes: number[], d: { bits: number; value: number }, dmin: { bits: number; value: number }): Uint8Array {
   for (let j = 0; j < 16; j++) {
     const dj = F(d.value * (codes[j] & 15));
     if (dj === 0) continue;
@@ -378,6 +395,15 @@ function q3_K(x: number[]): Uint8Array {
     scales.forEach((s, j) => (codes[j] = clamp(int8(nearestInt(F(iscale * s))), -32, 31) + 32));
     d = half(F(1 / iscale));
   }
+  return packQ3K(x, L, codes, d);
+}
+
+/**
+ * The end of quantize_row_q3_K (ref and impl alike): each value of `L` re-quantized against its
+ * sub-block's d·(code − 32) (kept where that is 0), then hmask, the low two bits, the 6-bit
+ * scale codes and d packed.
+ */
+export function packQ3K(x: number[], L: number[], codes: number[], d: { bits: number; value: number }): Uint8Array {
   for (let j = 0; j < 16; j++) {
     const dj = F(d.value * (codes[j] - 32));
     if (dj === 0) continue;

@@ -18,6 +18,7 @@ import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 export interface ImportanceMatrix {
   /** The file, for messages. */
   readonly file: string;
+  /** Tensor name → its weights (ne0 per expert). */
   readonly entries: ReadonlyMap<string, Float32Array>;
 }
 
@@ -27,7 +28,7 @@ export const MAX_IMATRIX_BYTES = 2 * 1024 * 1024 * 1024;
 const GGUF_MAGIC = 0x46554747;
 const SUMS = '.in_sum2';
 const COUNTS = '.counts';
-/** Longest legacy entry name: a GGML tensor name is at most 63 bytes. */
+/** Longest legacy entry name read; a GGML tensor name is at most 63 bytes, so a longer length is no name llama-imatrix wrote. */
 const MAX_LEGACY_NAME = 1024;
 
 /** Reads an importance matrix (GGUF or legacy `.dat`), refusing anything llama-quantize would not load or would load as something else. */

@@ -13,6 +13,7 @@ import { missBecause, type Layout } from './layout.js';
 /** A transformers module path of a decoder layer or the head/embedding (`model.layers.3.self_attn.q_proj`, `model.language_model.…`, `lm_head`). */
 const TRANSFORMERS_PATH = /(^|\.)(layers\.\d+\.(self_attn|mlp|block_sparse_moe)\.|embed_tokens$|lm_head$)/;
 
+/** Refuses a transformers-named module on a base in Mistral's consolidated format, saying what to merge into. */
 export const mistralConsolidated: Layout = {
   name: 'mistral-consolidated',
   resolve(address, base) {

@@ -23,6 +23,7 @@ const RULES: readonly (readonly [RegExp, string])[] = [
   [/^lm_head$/, 'language_model.lm_head'],
 ];
 
+/** Finds a transformers-named module of a Qwen-VL base under the name mlx-vlm's sanitize() gave it. */
 export const mlxVlmQwen: Layout = {
   name: 'mlx-vlm-qwen',
   resolve(address, base) {

@@ -3,6 +3,7 @@
  * Σx²/n over the row; per 32 values the weights qw·sqrtf(σ² + x²), make_qkx3_quants(32, 15 or
  * 31, …, −0.9, 0.05, 36) for a scale d and a minimum m (x ≈ d·q + m), both stored as f16, and the
  * levels it chose packed as the reference packs them (Q5_1's fifth bits in a u32 after d and m).
+ * Given weights, make_qkx3_quants takes make_qkx2_quants' steps, so makeQkx2Quants runs it.
  */
 import { f32, putU16, putU32, toF16Bits } from './c-float.js';
 import { importanceWeights, sumSquares } from './importance.js';
