@@ -190,7 +190,7 @@ describe('mlx-lm: configs and adapters.safetensors mlx_lm.fuse would not load as
 
   it('refuses stacked (3-D) factors on a module that is no switch_mlp, and switch_mlp factors of another rank', async () => {
     expect(await refusal(mlx({}, [t(`${M}.lora_a`, [2, 2, 8]), t(`${M}.lora_b`, [2, 8, 2])])))
-      .toBe(`adapter: module "${M}": has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj`);
+      .toBe(`adapter: module "${M}": has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj (nor experts.gate_proj, up_proj or down_proj, as Llama 4's)`);
     const sw = 'model.layers.1.mlp.switch_mlp.up_proj';
     expect(await refusal(mlx({}, [t(`${sw}.lora_a`, [2, 4, 8]), t(`${sw}.lora_b`, [2, 8, 4])])))
       .toBe(`adapter: module "${sw}": lora_a has rank 4 but ${at} says lora_parameters.rank 2`);

@@ -222,7 +222,7 @@ function switchModules(
   fail: (code: MergeErrorCode, message: string) => null,
 ): AdapterModule[] | null {
   const named = SWITCH_MODULE.exec(path) ?? SWITCH_EXPERTS_MODULE.exec(path);
-  if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp (or experts).gate_proj, up_proj or down_proj`);
+  if (!named) return fail('UNSUPPORTED_FORMAT', `has 3-D factors (stacked experts) on a module mlx-lm's model files do not name switch_mlp.gate_proj, up_proj or down_proj (nor experts.gate_proj, up_proj or down_proj, as Llama 4's)`);
   if (magnitude) return fail('UNSUPPORTED_FORMAT', 'has a DoRA magnitude on switch_mlp, which mlx-lm does not train (LoRASwitchLinear has no DoRA)');
   // linear_to_lora_layers raises for a SwitchLinear under use_dora: such a folder loads in no mlx-lm.
   if (config.type === 'dora') return fail('UNSUPPORTED_FORMAT', `has LoRASwitchLinear factors on switch_mlp, but ${configFile} names a DoRA fine-tune, which mlx-lm refuses for switch_mlp ("SwitchLinear doesn't support DoRA yet")`);
