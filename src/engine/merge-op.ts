@@ -175,6 +175,7 @@ export interface MergeBackend {
    * to the caller (same bytes either way).
    */
   fp8Maxima?(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array | undefined>;
+  /** The second of those passes: the rows' fp8 codes under `enc`'s block factors, or undefined. */
   fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined>;
   /**
    * Gives back an output of {@link merge} that has been written and will not be read again: the
