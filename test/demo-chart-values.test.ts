@@ -9,6 +9,7 @@
  * extract that makes no low-rank module (only a norm changed, saved whole) says there are no
  * singular values to show, not that it was "an exact concatenation".
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { KeyInput, Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
@@ -20,6 +21,8 @@ import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 import { withSpectrum } from './helpers/svd-reference.js';
+
+mkdirSync('test-output', { recursive: true });
 
 const session = useDemoSession();
 
@@ -98,7 +101,7 @@ describe('the charts\' values by keyboard', PAGE_RETRY, () => {
     expectBlock(await step(page, 'End', '#chart-readout'), 1);
     expect(await focused(page)).toBe('magnitude-chart');
     expect(await seriousViolations(page)).toEqual([]);
-    await (await page.$('#plan-section'))!.screenshot({ path: '/tmp/page-polish/chart-keys-plan.png' }).catch(() => undefined);
+    await (await page.$('#plan-section'))!.screenshot({ path: 'test-output/chart-keys-plan.png' }).catch(() => undefined);
   });
 
   it('the spectrum: Tab reaches it, the arrows step through σᵢ with the share kept; a theme switch redraws its words in the new text colour', async () => {
@@ -175,7 +178,7 @@ describe('the charts\' values by keyboard', PAGE_RETRY, () => {
         expect(contrast(colour, seen.theme), `${colour} is the theme's ${seen.theme}`).toBeCloseTo(1, 5);
       }
     }
-    await (await page.$('#spectrum-figure'))!.screenshot({ path: '/tmp/page-polish/chart-keys-spectrum-dark.png' }).catch(() => undefined);
+    await (await page.$('#spectrum-figure'))!.screenshot({ path: 'test-output/chart-keys-spectrum-dark.png' }).catch(() => undefined);
   });
   it('an extract that makes no low-rank module says there are no singular values, and its file holds the norm that changed', async () => {
     const rand = seededRandom(86);

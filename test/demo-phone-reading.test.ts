@@ -8,6 +8,7 @@
  * out whole, and the run's end is said in the polite status; switching modes by keyboard empties
  * the alert of the mode left (a merge's unreadable adapter is no news in Combine).
  */
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
@@ -18,6 +19,8 @@ import { peftFiles } from './helpers/adapter-fixtures.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 import { dense, gaussian } from './helpers/svd-reference.js';
+
+mkdirSync('test-output', { recursive: true });
 
 const session = useDemoSession();
 
@@ -69,7 +72,7 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
       // The card's facts take two lines here: some fact starts the second one whole.
       expect(await linesOf(page, [facts.join(' · ')]), scheme).toEqual([2]);
       expect(await linesOf(page, facts), scheme).toEqual(facts.map(() => 1));
-      await (await page.$('#adapters-section'))!.screenshot({ path: `/tmp/page-polish/phone-facts-${scheme}.png` }).catch(() => undefined);
+      await (await page.$('#adapters-section'))!.screenshot({ path: `test-output/phone-facts-${scheme}.png` }).catch(() => undefined);
     }
     expect(await seriousViolations(page)).toEqual([]);
   });
@@ -116,7 +119,7 @@ describe('reading the page on a phone and by keyboard', PAGE_RETRY, () => {
         expect([seen.focusVisible, seen.outline], label).toEqual([true, 'solid']);
         expect(seen.gap, label).toBeGreaterThanOrEqual(4);
         expect(contrast(seen.ringColour, seen.card), label).toBeGreaterThanOrEqual(3);
-        await (await page.$('#merge-section'))!.screenshot({ path: `/tmp/page-polish/results-focus-${width}-${scheme}.png` }).catch(() => undefined);
+        await (await page.$('#merge-section'))!.screenshot({ path: `test-output/results-focus-${width}-${scheme}.png` }).catch(() => undefined);
       }
     }
   });
