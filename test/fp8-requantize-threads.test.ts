@@ -21,6 +21,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } 
 import { flux2Fp8mixed } from './helpers/comfy-fp8mixed.js';
 import { FLUX2, type Flux2Dims } from './helpers/dit-fixtures.js';
 import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { mm } from './helpers/dense-f64.js';
 import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
@@ -37,17 +38,6 @@ const randomCode = () => {
 /** e4m3fn's largest finite value. */
 const LARGEST = 0x7e;
 const bf16Factors = (n: number) => Array.from({ length: n }, () => roundForDType((rand() - 0.5) * 0.02, 'BF16'));
-
-/** B·A in float64 (out × in). */
-function product(b: number[], a: number[], out: number, inF: number): Float64Array {
-  const d = new Float64Array(out * inF);
-  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
-    let s = 0;
-    for (let k = 0; k < R; k++) s += b[o * R + k] * a[k * inF + i];
-    d[o * inF + i] = s;
-  }
-  return d;
-}
 
 interface Case {
   files: Record<string, Uint8Array | string>;
@@ -78,7 +68,7 @@ function comfyCase(): Case {
   const merged: Case['merged'] = new Map();
   for (const [m, [out, inF]] of Object.entries(COMFY_MERGED)) {
     const a = bf16Factors(R * inF), b = bf16Factors(out * R);
-    const d = product(b, a, out, inF);
+    const d = mm(b, a, out, R, inF);
     const key = `${P}${m}.weight`;
     merged.set(key, { real: real.get(key)!.map((w, i) => w + d[i]), rows: out, cols: inF });
     lora.push({ name: `diffusion_model.${m}.lora_A.weight`, dtype: 'BF16', shape: [R, inF], data: a });
@@ -109,7 +99,7 @@ function blockCase(weights: Record<string, [number, number]> = QWEN_MERGED): Cas
     tensors.push({ name: `${m}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes });
     tensors.push({ name: `${m}.weight_scale_inv`, dtype: 'F32', shape: grid, data: scales });
     const a = bf16Factors(R * cols), b = bf16Factors(rows * R);
-    const d = product(b, a, rows, cols);
+    const d = mm(b, a, rows, R, cols);
     const real = Float64Array.from(codes, (c, i) => c * scales[Math.floor(Math.floor(i / cols) / 128) * grid[1] + Math.floor((i % cols) / 128)] + d[i]);
     merged.set(`${m}.weight`, { real, rows, cols });
     lora.push({ name: `base_model.model.${m}.lora_A.weight`, dtype: 'BF16', shape: [R, cols], data: a });
