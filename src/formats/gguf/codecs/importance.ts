@@ -18,3 +18,10 @@ export function importanceWeights(x: Float32Array, from: number, qw: Float32Arra
     into[j] = f32(qw[at + j] * f32(Math.sqrt(f32(sigma2 + f32(v * v)))));
   }
 }
+
+/** Σ values[0 … n) in index order in f32: a block's summed importance weights, as C sums them. */
+export function sumF32(values: Float32Array, n: number): number {
+  let s = 0;
+  for (let j = 0; j < n; j++) s = f32(s + values[j]);
+  return s;
+}

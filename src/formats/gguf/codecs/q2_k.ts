@@ -11,7 +11,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
-import { importanceWeights, sumSquares } from './importance.js';
+import { importanceWeights, sumF32, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -99,9 +99,7 @@ function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uin
   const sigma2 = f32(sumSquares(src, x, QK_K) / QK_K);
   for (let j = 0; j < 16; j++) {
     importanceWeights(src, x + 16 * j, qw, x + 16 * j, sigma2, 16, weights);
-    let sum = 0;
-    for (let l = 0; l < 16; l++) sum = f32(sum + weights[l]);
-    sw[j] = sum;
+    sw[j] = sumF32(weights, 16);
     const fit = makeQkx2Quants(16, 3, src, x + 16 * j, weights, L, 16 * j, Laux, f32(-0.9), f32(0.05), 36, false);
     scales[j] = fit.scale;
     mins[j] = fit.theMin;

@@ -12,7 +12,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQ3Quants, makeQxQuantsRmse1 } from './k-quant-search.js';
-import { importanceWeights, sumSquares } from './importance.js';
+import { importanceWeights, sumF32, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -128,9 +128,7 @@ function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uin
   const sigma2 = f32(f32(2 * sumSquares(src, x, QK_K)) / QK_K);
   for (let j = 0; j < 16; j++) {
     importanceWeights(src, x + 16 * j, qw, x + 16 * j, sigma2, 16, weight);
-    let sum = 0;
-    for (let l = 0; l < 16; l++) sum = f32(sum + weight[l]);
-    sw[j] = sum;
+    sw[j] = sumF32(weight, 16);
     scales[j] = makeQxQuantsRmse1(16, 4, src, x + 16 * j, Lu, 16 * j, weight);
   }
   const dBlock = makeQxQuantsRmse1(16, 32, scales, 0, Ls, 0, sw);

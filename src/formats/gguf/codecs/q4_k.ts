@@ -9,7 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { kMin, kScale, putKScaleMin } from './k-scales.js';
 import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
-import { importanceWeights, sumSquares } from './importance.js';
+import { importanceWeights, sumF32, sumSquares } from './importance.js';
 import { encodeKQuantWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
@@ -116,9 +116,7 @@ function weightedScales(src: Float32Array, x: number, qw: Float32Array, out: Uin
   const sigma2 = f32(f32(2 * sumSquares(src, x, QK_K)) / QK_K);
   for (let j = 0; j < 8; j++) {
     importanceWeights(src, x + 32 * j, qw, x + 32 * j, sigma2, 32, weights);
-    let sumw = 0;
-    for (let l = 0; l < 32; l++) sumw = f32(sumw + weights[l]);
-    sw[j] = sumw;
+    sw[j] = sumF32(weights, 32);
     const fit = makeQkx2Quants(32, nmax, src, x + 32 * j, weights, L, 32 * j, Laux, f32(-0.9), f32(0.05), 36, false);
     scales[j] = fit.scale;
     mins[j] = fit.theMin;
