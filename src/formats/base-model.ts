@@ -24,6 +24,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
+import { nunchakuSplitFolderRefusal } from './nunchaku-svdquant.js';
 import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
 import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, hasT5EncoderKeys, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
@@ -485,6 +486,8 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   const weights = list.filter((p) => SAFETENSORS.test(p));
   if (weights.length === 1) return { kind: isSingleFile(files, list) ? 'file' : 'folder', shardPaths: weights };
   if (weights.length > 1) {
+    const nunchaku = await nunchakuSplitFolderRefusal(files, weights);
+    if (nunchaku) throw nunchaku;
     throw new MergeError(
       'UNSUPPORTED_FORMAT',
       `${files.name}: ${weights.length} .safetensors files (${weights.slice(0, 3).join(', ')}${weights.length > 3 ? ', …' : ''}) and no index; point at one file or one component folder`,
