@@ -4,8 +4,14 @@
  *  - DeepFloyd IF (stages I and II: google/t5-v1_1-xxl) and Kandinsky 3 (FLAN-UL2's encoder): their
  *    pipelines' StableDiffusionLoraLoaderMixin loads `text_encoder.` into the T5 with PEFT, and
  *    no kohya name (it takes a text encoder's rank from CLIP modules only); no trainer writes a T5
- *    LoRA for either, and ComfyUI runs neither, so `text_encoder.` merges (float64 truth) and every
- *    other name, ComfyUI's `text_encoders.t5xxl.` included, is left out with a warning;
+ *    LoRA for either, and ComfyUI runs neither, so `text_encoder.` merges (float64 truth, α from the
+ *    metadata) and every other name, ComfyUI's `text_encoders.t5xxl.` included, is left out with a
+ *    warning. diffusers loads it only with the LoraConfig the file's `lora_adapter_metadata` states
+ *    for `text_encoder.` (lora_base.py _load_lora_into_text_encoder → _create_lora_config); without
+ *    it, get_peft_kwargs takes `r` from the ranks found on CLIP module names (`q_proj` … `fc2`),
+ *    finds none in a T5 and fails (IndexError; before diffusers 0.35 text_encoder_attn_modules
+ *    raised "do not know how to get attention modules for: T5EncoderModel"), so such a file is
+ *    refused, as is one whose metadata states the transformer's config alone;
  *  - Latte and ConsisID (T5-XXL), whose pipelines load no text encoder LoRA and which ComfyUI does not run;
  *  - Stable Audio Open (t5-base), which ComfyUI runs with its `t5base` (sa_t5.py):
  *    `text_encoders.t5base.transformer.` merges there, every kohya and diffusers name is left out;
@@ -180,8 +186,8 @@ const leftOut = (names: ReturnType<typeof allNames>, reach: readonly string[], m
 const comfyLeftOut = (module: string, model: string, tools: string) =>
   `lora.safetensors: 1 module left out, not merged: it names ComfyUI's t5xxl text encoder (text_encoders.t5xxl.), which no tool applies to ${model}'s T5, its only text encoder (text_encoder/): ${tools} (${module})`;
 
-const IF_TOOLS = 'no trainer writes a T5 LoRA for it (diffusers\' DreamBooth LoRA script targets CLIP\'s q_proj, k_proj, v_proj and out_proj, SimpleTuner trains its UNet alone), diffusers\' IF pipelines load text_encoder. into it (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no DeepFloyd IF model';
-const KANDINSKY3_TOOLS = 'no trainer writes a T5 LoRA for it, diffusers\' Kandinsky 3 pipelines load text_encoder. into its FLAN-UL2 encoder (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no Kandinsky 3 model';
+const IF_TOOLS = 'no trainer writes a T5 LoRA for it (diffusers\' DreamBooth LoRA script targets CLIP\'s q_proj, k_proj, v_proj and out_proj, SimpleTuner trains its UNet alone), diffusers\' IF pipelines load text_encoder. into it (given the LoraConfig of the file\'s lora_adapter_metadata; no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no DeepFloyd IF model';
+const KANDINSKY3_TOOLS = 'no trainer writes a T5 LoRA for it, diffusers\' Kandinsky 3 pipelines load text_encoder. into its FLAN-UL2 encoder (given the LoraConfig of the file\'s lora_adapter_metadata; no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no Kandinsky 3 model';
 const LATTE_TOOLS = 'diffusers\' LattePipeline loads no LoRA, ComfyUI runs no Latte model, and no trainer writes a T5 LoRA for it';
 const CONSISID_TOOLS = 'diffusers\' ConsisIDPipeline loads the transformer\'s LoRA alone, ComfyUI runs no ConsisID model, and no trainer writes a T5 LoRA for it';
 const STABLE_AUDIO_TOOLS = 'diffusers\' StableAudioPipeline loads no LoRA, no trainer writes a T5 LoRA for it, and ComfyUI loads its t5-base as its t5base, which only text_encoders.t5base.transformer. reaches';
@@ -196,18 +202,46 @@ const UNLOADED = '; ComfyUI leaves such modules unloaded';
 
 const pipelines = onePipelineLora(rand, 0.85, 'BF16');
 
+/**
+ * What diffusers' save_lora_weights writes for a text encoder trained with PEFT (r 2, α 4, on q, k, v, o,
+ * wi_0, wi_1, wo): `text_encoder.` + each field of its LoraConfig.to_dict() (PEFT 0.17), beside the UNet's.
+ */
+const withTextEncoderConfig = (component: 'unet' | 'text_encoder') => Object.fromEntries(Object.entries({
+  alpha_pattern: {}, auto_mapping: null, base_model_name_or_path: null, bias: 'none', corda_config: null, eva_config: null, exclude_modules: null,
+  fan_in_fan_out: false, inference_mode: false, init_lora_weights: 'gaussian', layer_replication: null, layers_pattern: null, layers_to_transform: null,
+  loftq_config: {}, lora_alpha: 4, lora_bias: false, lora_dropout: 0.0, megatron_config: null, megatron_core: 'megatron.core', modules_to_save: null,
+  peft_type: 'LORA', r: 2, rank_pattern: {}, revision: null, target_modules: component === 'unet' ? ['to_q', 'to_k', 'to_v', 'to_out.0'] : ['q', 'k', 'v', 'o', 'wi_0', 'wi_1', 'wo'],
+  target_parameters: null, task_type: null, trainable_token_indices: null, use_dora: false, use_qalora: false, use_rslora: false,
+}).map(([field, value]) => [`${component}.${field}`, value]));
+const metadataOf = (...components: ('unet' | 'text_encoder')[]) =>
+  ({ format: 'pt', lora_adapter_metadata: JSON.stringify(Object.assign({}, ...components.map(withTextEncoderConfig)), null, 2) });
+/** The scale of a `text_encoder.` module under that config: α / r. */
+const CONFIG_SCALE = 4 / 2;
+
 describe('pipelines whose StableDiffusionLoraLoaderMixin loads text_encoder. into their only T5', () => {
   it.for([
     ['IFPipeline (DeepFloyd IF stage I)', ifStageI, 'DeepFloyd IF', IF_TOOLS],
     ['IFSuperResolutionPipeline (DeepFloyd IF stage II)', ifStageII, 'DeepFloyd IF', IF_TOOLS],
     ['Kandinsky3Pipeline (Kandinsky 3, FLAN-UL2)', kandinsky3, 'Kandinsky 3', KANDINSKY3_TOOLS],
-  ] as const)('%s: text_encoder. merges into the T5; kohya\'s names, text_encoder_2., text_encoder_3. and ComfyUI\'s t5xxl are left out (they merged)', async ([, base, model, tools]) => {
-    const names = allNames(true, 'text_encoder.');
+  ] as const)('%s: text_encoder. merges into the T5 under the LoraConfig of the file\'s lora_adapter_metadata (its α); kohya\'s names, text_encoder_2., text_encoder_3. and ComfyUI\'s t5xxl are left out (they merged)', async ([, base, model, tools]) => {
+    const names = allNames(true, 'text_encoder.').map((n) => (n.prefix === 'text_encoder.' ? { ...n, spec: { ...n.spec, scale: CONFIG_SCALE } } : n));
     const comfy = comfyExtracted(`text_encoders.t5xxl.transformer.${FF}.wi_0`, 16, 10, '');
-    const { warnings } = await pipelines.mergeAndCheck(base, [...names.map((n) => n.spec), comfy], ['text_encoder/model.safetensors']);
+    const { warnings } = await pipelines.mergeAndCheck(base, [...names.map((n) => n.spec), comfy], ['text_encoder/model.safetensors'], 'lora.safetensors', metadataOf('unet', 'text_encoder'));
     expect(warnings).toEqual([
       ...leftOut(names, ['text_encoder.'], model, tools, ''),
       comfyLeftOut(moduleOf(comfy), model, tools),
+    ]);
+  });
+
+  it.for([
+    ['IFPipeline (DeepFloyd IF stage I)', ifStageI, 'DeepFloyd IF', 'diffusers\' IF pipelines', IF_TOOLS, undefined],
+    ['IFSuperResolutionPipeline, its metadata stating the UNet\'s config alone', ifStageII, 'DeepFloyd IF', 'diffusers\' IF pipelines', IF_TOOLS, metadataOf('unet')],
+    ['Kandinsky3Pipeline (Kandinsky 3, FLAN-UL2)', kandinsky3, 'Kandinsky 3', 'diffusers\' Kandinsky 3 pipelines', KANDINSKY3_TOOLS, undefined],
+  ] as const)('%s: text_encoder. without a text_encoder. LoraConfig in lora_adapter_metadata is refused, naming why (diffusers fails to load it; it merged)', async ([, base, model, loader, tools, metadata]) => {
+    const spec = diffusers(`text_encoder.${SA}.o`, 10, 10, `text_encoder.${SA}.o.weight`);
+    const { problems } = await pipelines.planOf(base, [spec], metadata);
+    expect(problems).toEqual([
+      `lora.safetensors: module "text_encoder.${SA}.o": names text encoder 1 (T5) as text_encoder., which ${loader} load into ${model}'s T5 (text_encoder/) only under the LoraConfig that a file's lora_adapter_metadata states for text_encoder (its text_encoder.* fields), which this file does not: without any metadata diffusers reads the rank from CLIP module names (q_proj, k_proj, v_proj, out_proj, fc1, fc2), finds none in a T5 and fails, and with metadata for other components alone it builds PEFT's default LoraConfig (r 8, lora_alpha 8, no target_modules), not the file's; no other tool applies such a module there (${tools}); not supported`,
     ]);
   });
 });

@@ -175,6 +175,7 @@ export class ModuleLocator {
     // number reaches the T5 only as the tools that write and apply T5 LoRAs number it (t5-beside-clips.ts).
     const t5 = t5BesideClips(address, this.components) ?? t5Alone(address, this.components);
     if (t5?.leftOut !== undefined) return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: t5.leftOut };
+    if (t5?.refused !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: t5.refused };
     let component = t5?.component ?? componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules
