@@ -17,7 +17,7 @@
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
  * A T5 that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos, CogVideoX,
  * Allegro, CogView3-Plus, BRIA 3, Latte, ConsisID, DeepFloyd IF, Kandinsky 3, Stable Audio Open,
- * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios: T5_ALONE) is reached by the names the tools training or applying
+ * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios, AnyFlow, LongCat-AudioDiT: T5_ALONE) is reached by the names the tools training or applying
  * that model's T5 LoRAs write and apply (t5Alone). A T5 file given alone, and ComfyUI's own names of
  * T5s other than its t5xxl (byT5, UMT5, mT5, t5-base), have rules of their own (pipeline-encoders.ts, base-components.ts).
  */
@@ -261,6 +261,21 @@ const T5_ALONE: readonly T5AloneModel[] = [
     notInComfy: true,
   },
   {
+    // NVIDIA's AnyFlow: Wan 2.1 (bidirectional, or FAR's causal variant) distilled to a flow map; its
+    // text_encoder/ is Wan 2.1's UMT5-XXL, taken from the base Wan pipeline by its converter.
+    model: 'AnyFlow', pipeline: /^AnyFlow(FAR)?Pipeline$/,
+    reach: [],
+    tools: 'diffusers\' AnyFlow pipelines load the transformer\'s LoRA alone (WanLoraLoaderMixin), no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Meituan's LongCat-AudioDiT (text to speech): a UMT5EncoderModel in text_encoder/.
+    model: 'LongCat-AudioDiT', pipeline: /^LongCatAudioDiTPipeline$/,
+    reach: [],
+    tools: 'diffusers\' LongCatAudioDiTPipeline loads no LoRA, ComfyUI runs no LongCat-AudioDiT model, and no trainer writes a LoRA for its UMT5',
+    notInComfy: true,
+  },
+  {
     // EleutherAI's Pile-T5-XL as a UMT5EncoderModel: ComfyUI's pile_t5xl (aura_t5.py), which only
     // `text_encoders.pile_t5xl.transformer.` reaches.
     model: 'AuraFlow', pipeline: /^AuraFlowPipeline$/,
@@ -315,11 +330,11 @@ export function t5Alone(address: ModuleAddress, components: readonly BaseCompone
   const clip = address.flat && CLIP_PATH.test(path);
   if (!clip && !isT5Path(path)) return undefined;
   const found = t5AloneModel(components);
-  if (!found) return undefined;
+  const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
+  if (!found) return clip ? undefined : unknownPipelineT5(address, prefix, components);
   const { model, t5 } = found;
   const at = where(t5);
   if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${at}), where ${model.notInComfy ? 'no tool applies CLIP modules' : 'ComfyUI leaves CLIP modules unloaded'}` };
-  const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
   if (model.reach.includes(prefix)) {
     if (model.needsConfig?.prefix !== prefix || address.componentConfig) return { component: t5 };
     const { loader } = model.needsConfig;
@@ -329,6 +344,30 @@ export function t5Alone(address: ModuleAddress, components: readonly BaseCompone
   }
   return {
     leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${at}): ${model.tools}${model.notInComfy ? '' : '; ComfyUI leaves such modules unloaded'}`,
+  };
+}
+
+/**
+ * A kohya or diffusers text encoder module of a T5 path on a pipeline folder whose only text
+ * encoder is a T5 and whose class (model_index.json `_class_name`) is no T5_ALONE model's: refused,
+ * naming the class. The tools number a T5 by the model they run (ComfyUI maps `lora_te1_` to a T5
+ * it loads alone, `lora_te2_`/`lora_te3_` to one beside CLIPs; sd-scripts writes `lora_te3_` for
+ * Chroma's; diffusers loads `text_encoder.` only under a file's metadata), so for a pipeline no
+ * tool is known to apply them to, which name reaches its T5, if any, cannot be told. A kohya name
+ * on a T5 that is not ComfyUI's t5xxl (a UMT5, a byT5) is left out, as on any such T5 (ComfyUI maps
+ * kohya's T5 names to its t5xxl alone), the warning naming the class. Undefined on any other base.
+ */
+function unknownPipelineT5(address: ModuleAddress, prefix: string, components: readonly BaseComponent[]): T5Reach | undefined {
+  const encoders = components.filter((c) => c.role === 'text-encoder');
+  const [t5] = encoders;
+  if (encoders.length !== 1 || t5.encoder !== 't5' || t5.pipelineClass === undefined) return undefined;
+  if (address.flat && holdsComfyEncoder(t5, 't5xxl') === false) {
+    return {
+      leftOut: `names ${partName(address.part!, address.path)} as ${prefix}, which ComfyUI maps to its t5xxl alone, and the only text encoder of this ${t5.pipelineClass} pipeline, ${t5.name}, is not T5-XXL; no other tool is known to apply kohya's names to that pipeline's T5`,
+    };
+  }
+  return {
+    refused: `names ${partName(address.part!, address.path)} as ${prefix} on a ${t5.pipelineClass} pipeline, whose only text encoder is a T5 (${where(t5)}): no tool is known to apply kohya's or diffusers' text encoder names to that pipeline's T5, and the tools that do number a T5 by the model they run (ComfyUI maps lora_te1_ to a T5 it loads alone and lora_te2_ or lora_te3_ to one beside CLIPs, diffusers' pipelines load text_encoder. into a T5 only under a file's lora_adapter_metadata), so where such a module belongs cannot be told; not supported`,
   };
 }
 
