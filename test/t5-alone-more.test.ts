@@ -9,7 +9,7 @@
  *    warning. diffusers loads it only with the LoraConfig the file's `lora_adapter_metadata` states
  *    for `text_encoder.` (lora_base.py _load_lora_into_text_encoder → _create_lora_config); without
  *    it, get_peft_kwargs takes `r` from the ranks found on CLIP module names (`q_proj` … `fc2`),
- *    finds none in a T5 and fails (IndexError; before diffusers 0.35 text_encoder_attn_modules
+ *    finds none in a T5 and fails (IndexError; before diffusers 0.34 text_encoder_attn_modules
  *    raised "do not know how to get attention modules for: T5EncoderModel"), so such a file is
  *    refused, as is one whose metadata states the transformer's config alone;
  *  - Latte and ConsisID (T5-XXL), whose pipelines load no text encoder LoRA and which ComfyUI does not run;
