@@ -71,6 +71,16 @@ describe('a nunchaku 0.x model folder given whole', () => {
     await expectRefusedByCliAndLibrary(temp.make, backends.cpu!, folder, { 'lora.safetensors': lora }, /a nunchaku SVDQuant model .*, a nunchaku 0\.x model folder; .*load the LoRA with nunchaku/);
   });
 
+  it('as the transformer/ of a FLUX.1 pipeline folder: refused the same way, naming the folder', async () => {
+    const pipeline: Record<string, Uint8Array | string> = {
+      'model_index.json': JSON.stringify({ _class_name: 'FluxPipeline', _diffusers_version: '0.30.0.dev0', transformer: ['diffusers', 'FluxTransformer2DModel'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'] }),
+      ...Object.fromEntries(Object.entries(folder).map(([path, bytes]) => [`transformer/${path}`, bytes])),
+    };
+    const got = await prepareMerge(memoryInputFileSet(pipeline, 'FLUX.1-dev'), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }])
+      .then(() => undefined, (e: Error & { code?: string }) => ({ code: e.code, message: e.message }));
+    expect(got).toEqual({ code: 'UNSUPPORTED_FORMAT', message: REFUSAL.replace(`${NAME}/`, 'FLUX.1-dev/transformer/') });
+  });
+
   it('two files of those names with no nunchaku layer in transformer_blocks.safetensors keep the refusal of any folder of two weight files', async () => {
     const plain = { ...folder, 'transformer_blocks.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [n, n], 'BF16')]) };
     expect(await refusal(plain)).toEqual({

@@ -265,7 +265,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the ${folder} component to .safetensors first)`);
       continue; // no weights: its files are copied
     }
-    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`) }, weights);
+    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`), open: (p) => files.open(`${folder}/${p}`) }, weights);
     for (const p of weights) weightFiles.add(`${folder}/${p}`);
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
