@@ -86,7 +86,7 @@ const others = [
   diffusers(`text_encoder_3.${FF}.wi_1`, 16, 10, ''),
 ];
 
-const CHROMA_TOOLS = 'kohya\'s sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers\' ChromaPipeline loads text_encoder. into it, and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there';
+const CHROMA_TOOLS = 'kohya\'s sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers\' ChromaPipeline loads text_encoder. into it (given the LoraConfig of the file\'s lora_adapter_metadata), and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there';
 const PIXART_TOOLS = 'OneTrainer names it lora_te1_, lora_te_ (its legacy format) or text_encoder. (diffusers\' PixArt pipelines load no LoRA), and ComfyUI maps lora_te1_ and its own text_encoders.t5xxl.transformer. there';
 const left = (what: string, module: string) => `lora.safetensors: 1 module left out, not merged: it names ${what} (${module})`;
 /** The warning for `module`, named `what` by `prefix`, on `model`'s T5 at `where`. */

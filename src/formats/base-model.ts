@@ -24,6 +24,7 @@ import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
+import { nunchakuSplitFolderRefusal } from './nunchaku-svdquant.js';
 import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
 import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, hasT5EncoderKeys, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
@@ -264,7 +265,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the ${folder} component to .safetensors first)`);
       continue; // no weights: its files are copied
     }
-    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`) }, weights);
+    const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`), open: (p) => files.open(`${folder}/${p}`) }, weights);
     for (const p of weights) weightFiles.add(`${folder}/${p}`);
     const used = new Set([...layout.shardPaths, ...(layout.indexPath ? [layout.indexPath] : [])]);
     const dropped = weights.filter((p) => !used.has(p));
@@ -485,6 +486,8 @@ async function detectLayout(files: InputFileSet, list: string[]): Promise<Layout
   const weights = list.filter((p) => SAFETENSORS.test(p));
   if (weights.length === 1) return { kind: isSingleFile(files, list) ? 'file' : 'folder', shardPaths: weights };
   if (weights.length > 1) {
+    const nunchaku = await nunchakuSplitFolderRefusal(files, weights);
+    if (nunchaku) throw nunchaku;
     throw new MergeError(
       'UNSUPPORTED_FORMAT',
       `${files.name}: ${weights.length} .safetensors files (${weights.slice(0, 3).join(', ')}${weights.length > 3 ? ', …' : ''}) and no index; point at one file or one component folder`,

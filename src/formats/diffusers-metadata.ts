@@ -55,6 +55,14 @@ export class DiffusersLoraMetadata {
   }
 
   /**
+   * Whether the metadata states `component`'s own LoraConfig (`text_encoder.r`, …), as diffusers'
+   * text encoder loader reads it: it keeps only the fields named `<component>.`, not bare ones.
+   */
+  statesComponent(component: string): boolean {
+    return component !== '' && this.configs.has(component);
+  }
+
+  /**
    * α for a module of `component` (`transformer`, `unet`, `text_encoder`…) at `path` inside it,
    * from lora_alpha and alpha_pattern; undefined when the metadata gives no α for it.
    */

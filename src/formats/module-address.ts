@@ -45,6 +45,14 @@ export interface ModuleAddress {
    * algorithm whose rules differ between the tools follows ComfyUI's for it.
    */
   comfyNaming?: true;
+  /**
+   * The file's diffusers `lora_adapter_metadata` states a LoraConfig for the module's component (its
+   * `text_encoder.*` fields for a `text_encoder.` module). diffusers builds a text encoder's config
+   * from those fields where they are given, and otherwise infers it, reading the rank from CLIP
+   * module names alone (`q_proj` … `fc2`): on another encoder (a T5) it then finds none and fails,
+   * so where diffusers is the only tool applying the name, it reaches that encoder only with them.
+   */
+  componentConfig?: true;
 }
 
 interface Prefix {

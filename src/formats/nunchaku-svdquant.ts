@@ -15,6 +15,8 @@
  * Told apart from AutoAWQ / GPTQ (`qweight` beside `scales`, `qzeros`) by `wscales` beside `qweight`.
  */
 import { MergeError } from '../errors.js';
+import type { InputFileSet } from '../io/types.js';
+import { openSafetensors } from './safetensors-reader.js';
 
 /** What a tensor key set shows of nunchaku's layers: the first quantized layer and its kind. */
 export interface NunchakuLayers {
@@ -49,8 +51,8 @@ export function nunchakuLayers(keys: Iterable<string>): NunchakuLayers | undefin
   return svdquant !== undefined ? { module: svdquant, kind: 'svdquant', branch, count } : { module: first, kind: 'awq-w4a16', count };
 }
 
-/** The one-line refusal of a nunchaku base, naming `baseName` and one of its layers. */
-export function nunchakuRefusal(baseName: string, layers: NunchakuLayers): MergeError {
+/** The one-line refusal of a nunchaku base, naming `baseName` and one of its layers; `split` says it was a nunchaku 0.x folder. */
+export function nunchakuRefusal(baseName: string, layers: NunchakuLayers, split?: string): MergeError {
   const what = layers.kind === 'svdquant'
     ? `a nunchaku SVDQuant model (4-bit W4A4 layers with a low-rank branch: ${layers.module}.qweight, .wscales, .${layers.branch}_down, .${layers.branch}_up; ${layers.count} quantized layers)`
     : `a nunchaku 4-bit model (AWQ W4A16 layers: ${layers.module}.qweight, .wscales, .wzeros; ${layers.count} quantized layers)`;
@@ -58,7 +60,30 @@ export function nunchakuRefusal(baseName: string, layers: NunchakuLayers): Merge
   const where = layers.kind === 'svdquant' ? ' in that low-rank branch' : '';
   return new MergeError(
     'UNSUPPORTED_FORMAT',
-    `${baseName}: ${what}; nunchaku applies a LoRA at run time${where} and no merged 4-bit weight reproduces it: `
+    `${baseName}: ${what}${split ?? ''}; nunchaku applies a LoRA at run time${where} and no merged 4-bit weight reproduces it: `
     + 'load the LoRA with nunchaku (ComfyUI-nunchaku\'s LoRA loader, or update_lora_params in Python), or merge into the bf16 or fp8 model and quantize the result again',
   );
+}
+
+/** The two files of nunchaku 0.x's model folders (deepcompressor's nunchaku export; 0.x's from_pretrained reads both). */
+const SPLIT_FILES = ['transformer_blocks.safetensors', 'unquantized_layers.safetensors'] as const;
+
+/**
+ * The refusal of a nunchaku 0.x model folder given whole (`svdq-int4-flux.1-dev/`: config.json,
+ * `transformer_blocks.safetensors` with the quantized blocks, `unquantized_layers.safetensors` with
+ * the rest), which holds two weight files and no index; undefined for any other folder. Read where
+ * a folder of several .safetensors files would otherwise be refused without naming its format.
+ */
+export async function nunchakuSplitFolderRefusal(files: InputFileSet, weights: readonly string[]): Promise<MergeError | undefined> {
+  if (weights.length !== SPLIT_FILES.length || !SPLIT_FILES.every((f) => weights.includes(f))) return undefined;
+  const source = await files.open(SPLIT_FILES[0]);
+  let keys: string[];
+  try {
+    keys = (await openSafetensors(source)).tensors.map((t) => t.name);
+  } finally {
+    await source.close();
+  }
+  const layers = nunchakuLayers(keys);
+  if (!layers) return undefined;
+  return nunchakuRefusal(`${files.name}/${SPLIT_FILES[0]}`, layers, `, with ${SPLIT_FILES[1]} beside it, a nunchaku 0.x model folder`);
 }

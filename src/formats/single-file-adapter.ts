@@ -292,6 +292,7 @@ async function buildModule(
     return null;
   }
   const address = moduleAddress(key);
+  if (metadata && !address.flat && metadata.statesComponent(componentOf(key, address))) address.componentConfig = true;
   // A reader that knows the file's own scale (LongCat-Video's alpha_scale) states α for the module.
   const alpha = statedAlpha !== undefined ? { alpha: statedAlpha, rsLora: false } : await moduleAlpha(key, address, roles, file, metadata, report);
   if (!alpha) return null;

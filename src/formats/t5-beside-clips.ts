@@ -17,15 +17,18 @@
  *    is that CLIP's, where its T5 path finds nothing (diffusers fails to load it: PEFT finds no such module in the CLIP).
  * A T5 that is its model's only text encoder (Chroma, PixArt, LTX-Video, Mochi, Cosmos, CogVideoX,
  * Allegro, CogView3-Plus, BRIA 3, Latte, ConsisID, DeepFloyd IF, Kandinsky 3, Stable Audio Open,
- * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios: T5_ALONE) is reached by the names the tools training or applying
+ * GLM-Image, AuraFlow, Wan, SkyReels-V2, ChronoEdit, Lucy Edit, Helios, AnyFlow, LongCat-AudioDiT: T5_ALONE) is reached by the names the tools training or applying
  * that model's T5 LoRAs write and apply (t5Alone). A T5 file given alone, and ComfyUI's own names of
  * T5s other than its t5xxl (byT5, UMT5, mT5, t5-base), have rules of their own (pipeline-encoders.ts, base-components.ts).
  */
 import { componentForPart, holdsComfyEncoder, isT5Path, partName, type BaseComponent } from './base-components.js';
 import type { ModuleAddress } from './module-address.js';
 
-/** Where a T5 module lands (`component`), or why it is left out. */
-export type T5Reach = { component: BaseComponent; leftOut?: undefined } | { leftOut: string; component?: undefined };
+/** Where a T5 module lands (`component`), why it is left out (`leftOut`), or why it is refused (`refused`). */
+export type T5Reach =
+  | { component: BaseComponent; leftOut?: undefined; refused?: undefined }
+  | { leftOut: string; component?: undefined; refused?: undefined }
+  | { refused: string; component?: undefined; leftOut?: undefined };
 
 const NUMBER: Readonly<Record<string, number>> = { te: 0, te1: 1, te2: 2, te3: 3 };
 
@@ -80,6 +83,12 @@ interface T5AloneModel {
   /** The kohya and diffusers prefixes that reach the T5 (`lora_te1_`, `text_encoder.`); none where no tool applies any. */
   reach: readonly string[];
   /**
+   * A prefix of `reach` that only diffusers applies (`loader`, its pipelines), and so only with the
+   * LoraConfig a file's lora_adapter_metadata states for it (ModuleAddress.componentConfig):
+   * without one diffusers fails to load it, and the module is refused.
+   */
+  needsConfig?: { prefix: string; loader: string };
+  /**
    * Whether ComfyUI's own `text_encoders.t5xxl.transformer.` reaches it: ComfyUI runs the model with
    * this T5 as its t5xxl. Where it does not, that name is left out on a T5 that would otherwise
    * hold it (a T5EncoderModel of T5-XXL's class); another T5's own ComfyUI name is not this table's.
@@ -113,8 +122,8 @@ const COMFY_LOADS_ALONE = 'ComfyUI maps lora_te1_ and its own text_encoders.t5xx
  * diffusers pipelines load no LoRA either): no tool applies a T5 LoRA to those.
  * The other pipelines whose only text encoder is a T5 follow: Latte and ConsisID (T5-XXL; ComfyUI
  * runs neither, and their pipelines load no text encoder LoRA); DeepFloyd IF and Kandinsky 3, whose
- * pipelines (StableDiffusionLoraLoaderMixin) load `text_encoder.` into the T5 and no other name, no
- * trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5, AuraFlow's Pile-T5-XL and the
+ * pipelines (StableDiffusionLoraLoaderMixin) load `text_encoder.` into the T5, and no other name, only
+ * under the LoraConfig a file's lora_adapter_metadata states for it (needsConfig), no trainer writing any; Stable Audio Open's t5-base, GLM-Image's byT5, AuraFlow's Pile-T5-XL and the
  * UMT5-XXL of Wan, SkyReels-V2, ChronoEdit, Lucy Edit and Helios, which no kohya or diffusers name reaches. ComfyUI's `text_encoders.t5xxl.` reaches only
  * the models it runs with their T5 as its t5xxl (`comfyT5xxl`).
  */
@@ -122,7 +131,7 @@ const T5_ALONE: readonly T5AloneModel[] = [
   {
     model: 'Chroma', pipeline: /^Chroma/, denoiserKey: /^distilled_guidance_layer\./,
     reach: ['lora_te_', 'lora_te1_', 'lora_te3_', 'text_encoder.'], comfyT5xxl: true,
-    tools: `kohya's sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers' ChromaPipeline loads text_encoder. into it, and ${COMFY_LOADS_ALONE}`,
+    tools: `kohya's sd-scripts names it lora_te3_, OneTrainer lora_te1_, lora_te_ (its legacy format) or text_encoder., diffusers' ChromaPipeline loads text_encoder. into it (given the LoraConfig of the file's lora_adapter_metadata), and ${COMFY_LOADS_ALONE}`,
   },
   {
     model: 'PixArt', pipeline: /^PixArt/, denoiserKey: /^t_block\.1\.weight$/,
@@ -192,16 +201,16 @@ const T5_ALONE: readonly T5AloneModel[] = [
     // `lora_te_`/`lora_te1_` into `text_encoder.` names too, but takes their rank from CLIP
     // modules (`q_proj`, …) alone and finds none in a T5, and renames `wi_0` to `wi.0`.
     model: 'DeepFloyd IF', pipeline: /^IF(Img2Img|Inpainting)?(SuperResolution)?Pipeline$/,
-    reach: ['text_encoder.'],
-    tools: 'no trainer writes a T5 LoRA for it (diffusers\' DreamBooth LoRA script targets CLIP\'s q_proj, k_proj, v_proj and out_proj, SimpleTuner trains its UNet alone), diffusers\' IF pipelines load text_encoder. into it (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no DeepFloyd IF model',
+    reach: ['text_encoder.'], needsConfig: { prefix: 'text_encoder.', loader: 'diffusers\' IF pipelines' },
+    tools: 'no trainer writes a T5 LoRA for it (diffusers\' DreamBooth LoRA script targets CLIP\'s q_proj, k_proj, v_proj and out_proj, SimpleTuner trains its UNet alone), diffusers\' IF pipelines load text_encoder. into it (given the LoraConfig of the file\'s lora_adapter_metadata; no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no DeepFloyd IF model',
     notInComfy: true,
   },
   {
     // Kandinsky 3's text_encoder/ is FLAN-UL2's encoder (a T5EncoderModel, d_model 4096, 32 layers),
     // loaded the way IF's is (StableDiffusionLoraLoaderMixin).
     model: 'Kandinsky 3', pipeline: /^Kandinsky3(Img2Img)?Pipeline$/,
-    reach: ['text_encoder.'],
-    tools: 'no trainer writes a T5 LoRA for it, diffusers\' Kandinsky 3 pipelines load text_encoder. into its FLAN-UL2 encoder (and no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no Kandinsky 3 model',
+    reach: ['text_encoder.'], needsConfig: { prefix: 'text_encoder.', loader: 'diffusers\' Kandinsky 3 pipelines' },
+    tools: 'no trainer writes a T5 LoRA for it, diffusers\' Kandinsky 3 pipelines load text_encoder. into its FLAN-UL2 encoder (given the LoraConfig of the file\'s lora_adapter_metadata; no kohya name: they find no rank for kohya\'s T5 modules), and ComfyUI runs no Kandinsky 3 model',
     notInComfy: true,
   },
   {
@@ -249,6 +258,21 @@ const T5_ALONE: readonly T5AloneModel[] = [
     model: 'Helios', pipeline: /^Helios(Pyramid)?Pipeline$/,
     reach: [],
     tools: 'diffusers\' Helios pipelines load the transformer\'s LoRA alone, no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // NVIDIA's AnyFlow: Wan 2.1 (bidirectional, or FAR's causal variant) distilled to a flow map; its
+    // text_encoder/ is Wan 2.1's UMT5-XXL, taken from the base Wan pipeline by its converter.
+    model: 'AnyFlow', pipeline: /^AnyFlow(FAR)?Pipeline$/,
+    reach: [],
+    tools: 'diffusers\' AnyFlow pipelines load the transformer\'s LoRA alone (WanLoraLoaderMixin), no trainer writes a LoRA for its UMT5, and ComfyUI maps kohya\'s T5 names to its t5xxl alone, never to a UMT5',
+    notInComfy: true,
+  },
+  {
+    // Meituan's LongCat-AudioDiT (text to speech): a UMT5EncoderModel in text_encoder/.
+    model: 'LongCat-AudioDiT', pipeline: /^LongCatAudioDiTPipeline$/,
+    reach: [],
+    tools: 'diffusers\' LongCatAudioDiTPipeline loads no LoRA, ComfyUI runs no LongCat-AudioDiT model, and no trainer writes a LoRA for its UMT5',
     notInComfy: true,
   },
   {
@@ -306,14 +330,44 @@ export function t5Alone(address: ModuleAddress, components: readonly BaseCompone
   const clip = address.flat && CLIP_PATH.test(path);
   if (!clip && !isT5Path(path)) return undefined;
   const found = t5AloneModel(components);
-  if (!found) return undefined;
+  const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
+  if (!found) return clip ? undefined : unknownPipelineT5(address, prefix, components);
   const { model, t5 } = found;
   const at = where(t5);
   if (clip) return { leftOut: `names ${partName(part)}, which the base does not hold: ${model.model}'s only text encoder is a T5 (${at}), where ${model.notInComfy ? 'no tool applies CLIP modules' : 'ComfyUI leaves CLIP modules unloaded'}` };
-  const prefix = address.flat ? `lora_${part}_` : `text_encoder${part === 'te' || part === 'te1' ? '' : `_${part.slice(2)}`}.`;
-  if (model.reach.includes(prefix)) return { component: t5 };
+  if (model.reach.includes(prefix)) {
+    if (model.needsConfig?.prefix !== prefix || address.componentConfig) return { component: t5 };
+    const { loader } = model.needsConfig;
+    return {
+      refused: `names ${partName(part, path)} as ${prefix}, which ${loader} load into ${model.model}'s T5 (${at}) only under the LoraConfig that a file's lora_adapter_metadata states for ${prefix.slice(0, -1)} (its ${prefix}* fields), which this file does not: without any metadata diffusers reads the rank from CLIP module names (q_proj, k_proj, v_proj, out_proj, fc1, fc2), finds none in a T5 and fails, and with metadata for other components alone it builds PEFT's default LoraConfig (r 8, lora_alpha 8, no target_modules), not the file's; no other tool applies such a module there (${model.tools}); not supported`,
+    };
+  }
   return {
     leftOut: `names ${partName(part, path)} as ${prefix}, a name no tool applies to ${model.model}'s T5, its only text encoder (${at}): ${model.tools}${model.notInComfy ? '' : '; ComfyUI leaves such modules unloaded'}`,
+  };
+}
+
+/**
+ * A kohya or diffusers text encoder module of a T5 path on a pipeline folder whose only text
+ * encoder is a T5 and whose class (model_index.json `_class_name`) is no T5_ALONE model's: refused,
+ * naming the class. The tools number a T5 by the model they run (ComfyUI maps `lora_te1_` to a T5
+ * it loads alone, `lora_te2_`/`lora_te3_` to one beside CLIPs; sd-scripts writes `lora_te3_` for
+ * Chroma's; diffusers loads `text_encoder.` only under a file's metadata), so for a pipeline no
+ * tool is known to apply them to, which name reaches its T5, if any, cannot be told. A kohya name
+ * on a T5 that is not ComfyUI's t5xxl (a UMT5, a byT5) is left out, as on any such T5 (ComfyUI maps
+ * kohya's T5 names to its t5xxl alone), the warning naming the class. Undefined on any other base.
+ */
+function unknownPipelineT5(address: ModuleAddress, prefix: string, components: readonly BaseComponent[]): T5Reach | undefined {
+  const encoders = components.filter((c) => c.role === 'text-encoder');
+  const [t5] = encoders;
+  if (encoders.length !== 1 || t5.encoder !== 't5' || t5.pipelineClass === undefined) return undefined;
+  if (address.flat && holdsComfyEncoder(t5, 't5xxl') === false) {
+    return {
+      leftOut: `names ${partName(address.part!, address.path)} as ${prefix}, which ComfyUI maps to its t5xxl alone, and the only text encoder of this ${t5.pipelineClass} pipeline, ${t5.name}, is not T5-XXL; no other tool is known to apply kohya's names to that pipeline's T5`,
+    };
+  }
+  return {
+    refused: `names ${partName(address.part!, address.path)} as ${prefix} on a ${t5.pipelineClass} pipeline, whose only text encoder is a T5 (${where(t5)}): no tool is known to apply kohya's or diffusers' text encoder names to that pipeline's T5, and the tools that do number a T5 by the model they run (ComfyUI maps lora_te1_ to a T5 it loads alone and lora_te2_ or lora_te3_ to one beside CLIPs, diffusers' pipelines load text_encoder. into a T5 only under a file's lora_adapter_metadata), so where such a module belongs cannot be told; not supported`,
   };
 }
 

@@ -43,9 +43,9 @@ export async function mergePipelineAndCheck(
 export const comfyExtracted = (name: string, out: number, inF: number, key: string): LoraSpec =>
   ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r: 2, out, in: inF, lands: [{ key }], scale: 1 });
 
-/** The plan's problems and warnings for one LoRA of `specs` (values from `rand`, stored as `dtype`) on the pipeline folder `base`, at weight 1. */
-export async function pipelinePlan(base: Record<string, Uint8Array | string>, specs: LoraSpec[], rand: Rand, dtype: FixtureDType = 'BF16') {
-  const lora = buildSafetensors(loraTensors(rand, specs, dtype));
+/** The plan's problems and warnings for one LoRA of `specs` (values from `rand`, stored as `dtype`, with the file's `metadata`) on the pipeline folder `base`, at weight 1. */
+export async function pipelinePlan(base: Record<string, Uint8Array | string>, specs: LoraSpec[], rand: Rand, dtype: FixtureDType = 'BF16', metadata?: Record<string, string>) {
+  const lora = buildSafetensors(loraTensors(rand, specs, dtype), metadata);
   const prepared = await prepareMerge(memoryInputFileSet(base, 'pipeline'), [{ files: memoryInputFileSet({ 'lora.safetensors': lora }, 'lora.safetensors'), weight: 1 }]);
   try {
     return { problems: prepared.plan.problems.map((p) => p.message), warnings: prepared.plan.warnings };
@@ -55,7 +55,7 @@ export async function pipelinePlan(base: Record<string, Uint8Array | string>, sp
 }
 
 /**
- * A test file's merges of one LoRA of `specs` (values from `rand`, stored as `dtype`) at `weight`
+ * A test file's merges of one LoRA of `specs` (values from `rand`, stored as `dtype`, with the file's metadata where given) at `weight`
  * into pipeline folders, on a CPU backend made before the file's tests and disposed after them:
  * merged and checked (mergePipelineAndCheck; `backend()` for merges of the test's own), or only
  * planned (pipelinePlan).
@@ -68,9 +68,9 @@ export function onePipelineLora(rand: Rand, weight: number, dtype: FixtureDType 
   afterAll(() => cpu?.dispose());
   return {
     backend: () => cpu!,
-    mergeAndCheck: (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[], file = 'lora.safetensors') =>
-      mergePipelineAndCheck(cpu!, base, [{ file, bytes: buildSafetensors(loraTensors(rand, specs, dtype)), specs, weight }], written),
-    planOf: (base: Record<string, Uint8Array | string>, specs: LoraSpec[]) => pipelinePlan(base, specs, rand, dtype),
+    mergeAndCheck: (base: Record<string, Uint8Array | string>, specs: LoraSpec[], written: string[], file = 'lora.safetensors', metadata?: Record<string, string>) =>
+      mergePipelineAndCheck(cpu!, base, [{ file, bytes: buildSafetensors(loraTensors(rand, specs, dtype), metadata), specs, weight }], written),
+    planOf: (base: Record<string, Uint8Array | string>, specs: LoraSpec[], metadata?: Record<string, string>) => pipelinePlan(base, specs, rand, dtype, metadata),
   };
 }
 

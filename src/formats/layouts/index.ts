@@ -40,6 +40,7 @@ import { pixart } from './pixart.js';
 import { sana } from './sana.js';
 import { sd3Sai } from './sd3-sai.js';
 import { wanOriginal } from './wan-original.js';
+import { longcatVideoKijai } from './longcat-video-kijai.js';
 import { combinedExpert, wan22CombinedExperts } from './wan22-combined-experts.js';
 import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
@@ -77,7 +78,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is (on a
  * pipeline that says which folder is which expert, the locator lands each in its own first).
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
- * Mochi's only on Mochi bases. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
+ * Mochi's only on Mochi bases; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked. A fused expert
  * parameter stored in another form (MXFP4, one tensor per expert) is only explained, after the
@@ -85,7 +86,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, ltx2, ltxVideo, stableCascade, mochi, mistralConsolidated,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi, mistralConsolidated,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -175,6 +176,7 @@ export class ModuleLocator {
     // number reaches the T5 only as the tools that write and apply T5 LoRAs number it (t5-beside-clips.ts).
     const t5 = t5BesideClips(address, this.components) ?? t5Alone(address, this.components);
     if (t5?.leftOut !== undefined) return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: t5.leftOut };
+    if (t5?.refused !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: t5.refused };
     let component = t5?.component ?? componentForPart(address.part, this.components, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules

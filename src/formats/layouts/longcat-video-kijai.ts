@@ -1,0 +1,74 @@
+/**
+ * Layout: Kijai's ComfyUI conversions of LongCat-Video LoRAs (Kijai/LongCat-Video_comfy's
+ * `LongCat_distill_lora_alpha64_bf16.safetensors`, `LongCat_refinement_lora_rank128_bf16.safetensors`)
+ * on LongCat-Video's own DiT (meituan-longcat/LongCat-Video `dit/`: `blocks.N.attn.qkv`,
+ * `attn.proj`, `cross_attn.q_linear`, `cross_attn.kv_linear`, `cross_attn.proj`, `ffn.w1`-`w3`).
+ * ComfyUI-WanVideoWrapper runs LongCat-Video as its WanModel (nodes_model_loading.py: a model of
+ * dim 4096 is LongCat's 48 blocks; it reads `blocks.0.self_attn.k.weight` and `blocks.0.ffn.w1.weight`
+ * from every model it loads), so Kijai's converted model and LoRAs carry Wan's attention names, the
+ * fused projections split: `self_attn.q`, `.k`, `.v`, `.o`, `cross_attn.q`, `.k`, `.v`, `.o`, and
+ * LongCat's own `ffn.w1`-`w3` (which land here by name). The wrapper applies such a LoRA with
+ * ComfyUI's loader (comfy.sd.load_lora_for_models: `diffusion_model.` + the model's key, α/r).
+ * LongCat-Video's attention computes q, k, v as the three row thirds of `attn.qkv` in that order,
+ * and k, v as the two row halves of `cross_attn.kv_linear` (its LoRAUPParallel cuts them the same
+ * way), so each split name is those rows of the fused weight here (a bias change on its rows of
+ * the fused bias), and `o` is `attn.proj` / `cross_attn.proj`.
+ *
+ * Other Wan names (`blocks.N.modulation`, `norm3`, `head.head`, `patch_embedding`, …: where Kijai's
+ * conversion puts LongCat's adaLN and final layer, which its refinement LoRA adapts) have no known
+ * counterpart in LongCat-Video's DiT: on such a base they are refused naming the conversion and what
+ * to do. Only on a base that is LongCat-Video's DiT (its `attn.qkv` and `cross_attn.kv_linear`).
+ */
+import { missBecause, type Layout, type BaseView } from './layout.js';
+
+const SPLIT = /^blocks\.(\d+)\.(self_attn|cross_attn)\.(q|k|v|o)$/;
+/** Wan's other module names, as Kijai's conversion of LongCat-Video may carry them. */
+const OTHER_WAN = /^(blocks\.\d+\.(modulation|norm[123]|self_attn\.norm_[qk]|cross_attn\.norm_[qk]|ffn\.[02])|head\.(head|modulation)|patch_embedding|text_embedding\.[02]|time_embedding\.[02]|time_projection\.1)$/;
+
+/** The prefix under which `base` holds LongCat-Video's DiT (`` for its bare `dit/` files), else undefined. */
+function longCatPrefix(base: BaseView): string | undefined {
+  const qkv = base.keys.find((k) => k.endsWith('blocks.0.attn.qkv.weight'));
+  if (qkv === undefined) return undefined;
+  const prefix = qkv.slice(0, -'blocks.0.attn.qkv.weight'.length);
+  return base.shape(`${prefix}blocks.0.cross_attn.kv_linear.weight`) ? prefix : undefined;
+}
+
+const CONVERTED = 'a module name of Kijai\'s ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan\'s names, as Kijai/LongCat-Video_comfy\'s LoRAs carry them)';
+
+/** The Kijai LongCat-Video layout, in the registry (./index.ts) after the Wan layouts. */
+export const longcatVideoKijai: Layout = {
+  name: 'longcat-video-kijai',
+  resolve(address, base) {
+    if (address.part !== undefined && address.part !== 'unet') return undefined;
+    const path = address.flat ? undefined : address.path;
+    if (path === undefined) return undefined;
+    const split = SPLIT.exec(path);
+    if (!split && !OTHER_WAN.test(path)) return undefined;
+    const prefix = longCatPrefix(base);
+    if (prefix === undefined) return undefined;
+    if (!split) {
+      return missBecause(`is ${CONVERTED}, whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`);
+    }
+    const [, block, attn, proj] = split;
+    const at = `${prefix}blocks.${block}`;
+    if (proj === 'o') {
+      const key = `${at}.${attn === 'self_attn' ? 'attn' : 'cross_attn'}.proj.weight`;
+      return base.shape(key) ? { found: true, targets: [{ baseKey: key }] } : missBecause(`is ${CONVERTED}; the base has no ${key}`);
+    }
+    if (attn === 'cross_attn' && proj === 'q') {
+      const key = `${at}.cross_attn.q_linear.weight`;
+      return base.shape(key) ? { found: true, targets: [{ baseKey: key }] } : missBecause(`is ${CONVERTED}; the base has no ${key}`);
+    }
+    // q, k, v of the self-attention: thirds of attn.qkv; k, v of the cross-attention: halves of kv_linear.
+    const [fused, parts, index] = attn === 'self_attn' ? [`${at}.attn.qkv`, 3, 'qkv'.indexOf(proj)] : [`${at}.cross_attn.kv_linear`, 2, 'kv'.indexOf(proj)];
+    const rows = base.shape(`${fused}.weight`)?.[0];
+    if (rows === undefined) return missBecause(`is ${CONVERTED}; the base has no ${fused}.weight`);
+    if (rows % parts !== 0) return missBecause(`is ${CONVERTED}, one ${parts === 3 ? 'third' : 'half'} of ${fused}.weight, whose ${rows} rows do not split in ${parts}`);
+    const count = rows / parts;
+    const segment = [{ src: 0, dst: index * count, count }];
+    return {
+      found: true,
+      targets: [{ baseKey: `${fused}.weight`, rows: segment, ...(base.shape(`${fused}.bias`) ? { bias: { key: `${fused}.bias`, rows: segment } } : {}) }],
+    };
+  },
+};

@@ -1,0 +1,106 @@
+/**
+ * Kijai's ComfyUI conversions of LongCat-Video LoRAs (Kijai/LongCat-Video_comfy's
+ * `LongCat_distill_lora_alpha64_bf16.safetensors`: rank 128, `.alpha` 64) on LongCat-Video's own DiT
+ * (meituan-longcat/LongCat-Video `dit/`, LongCatVideoTransformer3DModel). ComfyUI-WanVideoWrapper
+ * runs LongCat-Video as its WanModel, so the converted LoRA carries Wan's attention names with the
+ * fused projections split (`diffusion_model.blocks.N.self_attn.q`/`.k`/`.v`/`.o`,
+ * `cross_attn.q`/`.k`/`.v`/`.o`, LongCat's own `ffn.w1`-`w3`), ComfyUI's form (lora_down, lora_up,
+ * `.alpha`: scale α/r), and the wrapper applies it with ComfyUI's loader. On LongCat-Video's DiT
+ * those names were refused as tensors the base lacks; they land on the row thirds of `attn.qkv`
+ * (q, k, v in that order, as its attention cuts them), the row halves of `cross_attn.kv_linear`,
+ * `attn.proj`, `cross_attn.q_linear` and `cross_attn.proj` (float64 truth). A Wan name whose
+ * counterpart in LongCat-Video's DiT is not known (`head.head`, `blocks.N.modulation`) is refused
+ * naming the conversion. Shapes cut small (hidden 8, ffn 20, rank 2).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { mergeInMemory } from './helpers/merge-backends.js';
+import { mergeLoneFileChecked } from './helpers/pipeline-merge.js';
+import { planProblemsOf } from './helpers/lora-case.js';
+
+const rand = seededRandom(4096);
+const h = 8, ffn = 20, r = 2, alpha = 1;
+
+/** LongCat-Video's dit/ tensors (one block), as its checkpoint names them. */
+const dit = buildSafetensors([
+  tensor(rand, 'x_embedder.proj.weight', [h, 16, 1, 2, 2], 'BF16'),
+  tensor(rand, 'blocks.0.adaLN_modulation.1.weight', [6 * h, h], 'BF16'), tensor(rand, 'blocks.0.adaLN_modulation.1.bias', [6 * h], 'BF16'),
+  tensor(rand, 'blocks.0.attn.qkv.weight', [3 * h, h], 'BF16'), tensor(rand, 'blocks.0.attn.qkv.bias', [3 * h], 'BF16'),
+  tensor(rand, 'blocks.0.attn.proj.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.attn.proj.bias', [h], 'BF16'),
+  tensor(rand, 'blocks.0.attn.q_norm.weight', [h / 2], 'F32'), tensor(rand, 'blocks.0.attn.k_norm.weight', [h / 2], 'F32'),
+  tensor(rand, 'blocks.0.cross_attn.q_linear.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [2 * h, h], 'BF16'),
+  tensor(rand, 'blocks.0.cross_attn.proj.weight', [h, h], 'BF16'),
+  tensor(rand, 'blocks.0.ffn.w1.weight', [ffn, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w2.weight', [h, ffn], 'BF16'), tensor(rand, 'blocks.0.ffn.w3.weight', [ffn, h], 'BF16'),
+  tensor(rand, 'final_layer.linear.weight', [16, h], 'BF16'),
+] satisfies FixtureTensor[]);
+const DIT = 'diffusion_pytorch_model.safetensors';
+
+/** One module of Kijai's file: `diffusion_model.` + the WanModel name, lora_down/lora_up and `.alpha`. */
+const kijai = (name: string, out: number, inF: number, key: string, rows?: { src: number; dst: number; count: number }[]): LoraSpec =>
+  kohyaSpec(`diffusion_model.blocks.0.${name}`, r, out, inF, [{ key, ...(rows ? { rows } : {}) }], alpha);
+const third = (i: number) => [{ src: 0, dst: i * h, count: h }];
+
+let cpu: MergeBackend;
+beforeAll(async () => {
+  cpu = await createNodeBackend('cpu');
+});
+afterAll(() => cpu.dispose());
+
+describe('Kijai\'s LongCat-Video LoRAs (WanVideoWrapper names) on LongCat-Video\'s own DiT', () => {
+  it('self_attn.q, .k, .v land on the row thirds of attn.qkv, .o on attn.proj; cross_attn.q on q_linear, .k, .v on the halves of kv_linear, .o on proj; ffn.w2 by name', async () => {
+    const specs = [
+      kijai('self_attn.q', h, h, 'blocks.0.attn.qkv.weight', third(0)),
+      kijai('self_attn.k', h, h, 'blocks.0.attn.qkv.weight', third(1)),
+      kijai('self_attn.v', h, h, 'blocks.0.attn.qkv.weight', third(2)),
+      kijai('self_attn.o', h, h, 'blocks.0.attn.proj.weight'),
+      kijai('cross_attn.q', h, h, 'blocks.0.cross_attn.q_linear.weight'),
+      kijai('cross_attn.k', h, h, 'blocks.0.cross_attn.kv_linear.weight', third(0)),
+      kijai('cross_attn.v', h, h, 'blocks.0.cross_attn.kv_linear.weight', third(1)),
+      kijai('cross_attn.o', h, h, 'blocks.0.cross_attn.proj.weight'),
+      kijai('ffn.w2', h, ffn, 'blocks.0.ffn.w2.weight'),
+    ];
+    const warnings = await mergeLoneFileChecked(cpu, rand, dit, DIT, specs, 0.7);
+    expect(warnings).toEqual([]);
+  });
+
+  it('on Kijai\'s converted model (LongCat_TI2V_comfy_bf16.safetensors: the WanModel\'s names) the same modules land by name, and the layout stays out', async () => {
+    const converted = buildSafetensors([
+      tensor(rand, 'patch_embedding.weight', [h, 16, 1, 2, 2], 'BF16'),
+      ...['q', 'k', 'v', 'o'].flatMap((p) => [tensor(rand, `blocks.0.self_attn.${p}.weight`, [h, h], 'BF16'), tensor(rand, `blocks.0.cross_attn.${p}.weight`, [h, h], 'BF16')]),
+      tensor(rand, 'blocks.0.ffn.w1.weight', [ffn, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w2.weight', [h, ffn], 'BF16'), tensor(rand, 'blocks.0.ffn.w3.weight', [ffn, h], 'BF16'),
+    ] satisfies FixtureTensor[]);
+    const specs = [
+      kijai('self_attn.k', h, h, 'blocks.0.self_attn.k.weight'),
+      kijai('cross_attn.v', h, h, 'blocks.0.cross_attn.v.weight'),
+      kijai('ffn.w1', ffn, h, 'blocks.0.ffn.w1.weight'),
+    ];
+    expect(await mergeLoneFileChecked(cpu, rand, converted, 'LongCat_TI2V_comfy_bf16.safetensors', specs, 0.5)).toEqual([]);
+  });
+
+  it('a bias change beside self_attn.v (ComfyUI\'s diff_b, added unscaled by α/r) lands on its third of attn.qkv.bias', async () => {
+    const spec = kijai('self_attn.v', h, h, 'blocks.0.attn.qkv.weight', third(2));
+    const diffB = tensor(rand, 'diffusion_model.blocks.0.self_attn.v.diff_b', [h], 'F32');
+    const lora = buildSafetensors([...loraTensors(rand, [spec], 'BF16'), diffB]);
+    const { tensors } = await mergeInMemory({ backend: cpu, base: { [DIT]: dit }, baseName: DIT, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.7 }] });
+    const before = decodeSafetensors(dit).tensors.get('blocks.0.attn.qkv.bias')!.values;
+    const after = tensors.get('blocks.0.attn.qkv.bias')!.values;
+    const delta = decodeSafetensors(lora).tensors.get('diffusion_model.blocks.0.self_attn.v.diff_b')!.values;
+    for (let i = 0; i < 3 * h; i++) {
+      const want = i < 2 * h ? before[i] : before[i] + 0.7 * delta[i - 2 * h];
+      // BF16 keeps 8 bits of mantissa: within half a unit in the last place of the larger magnitude.
+      expect(Math.abs(after[i] - want), `row ${i}`).toBeLessThanOrEqual(Math.max(Math.abs(want), Math.abs(before[i])) * 2 ** -8 + 1e-12);
+    }
+    expect([...after.subarray(0, 2 * h)]).toEqual([...before.subarray(0, 2 * h)]);
+  });
+
+  it('a Wan name with no known counterpart in LongCat-Video\'s DiT (its head.head) is refused naming Kijai\'s conversion', async () => {
+    const head = kohyaSpec('diffusion_model.head.head', r, 16, h, [{ key: '' }], alpha);
+    const problems = await planProblemsOf({ [DIT]: dit }, DIT, [head], rand);
+    expect(problems).toEqual([
+      `lora.safetensors: module "diffusion_model.head.head": is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`,
+    ]);
+  });
+});
