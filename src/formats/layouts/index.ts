@@ -123,6 +123,8 @@ export interface BaseShapes {
   readonly components?: readonly BaseComponent[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
+  /** The fields of config.json, when the base has one, for layouts that need the model's sizes. */
+  readonly config?: Readonly<Record<string, unknown>>;
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -362,6 +364,7 @@ export class ModuleLocator {
     return {
       index: new BaseKeyIndex(list, prefix), keys: list, architectures: base.architectures ?? [],
       shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
+      ...(base.config ? { config: base.config } : {}),
     };
   }
 }
