@@ -1,23 +1,114 @@
 /**
- * Layout (a refusal only): a base in Mistral's own format, as mistral-inference and vLLM's
- * `--load-format mistral` read it (`consolidated.safetensors` with `params.json`:
- * `layers.N.attention.wq.weight`, `feed_forward.w1`, `tok_embeddings`, `output`; FP8 releases with
- * `qscale_weight` / `qscale_act` beside the weights), given with a LoRA in transformers' names.
- * transformers' conversion (convert_mistral_weights_to_hf.py) renames these tensors and permutes
- * the rows of wq and wk for its rotary embedding, so a module of the converted model is no tensor
- * of this file by name; it is refused with the reason and what to merge into. A folder holding
- * both formats is read in transformers' (base-model.ts leaves the consolidated file out).
+ * Layout: Mistral's own format (`consolidated.safetensors` with `params.json`, as mistral-inference
+ * and vLLM's `--load-format mistral` read it: `layers.N.attention.wq.weight`, `feed_forward.w1`,
+ * `tok_embeddings`, `output`; FP8 releases with `qscale_weight` / `qscale_act` beside the weights)
+ * and transformers' checkpoints converted from it (convert_mistral_weights_to_hf.py, and the
+ * Mixtral, Mistral 3 and Pixtral conversions). The conversions rename each decoder tensor
+ * (`attention.wq` → `self_attn.q_proj`, `feed_forward.w1` / `w2` / `w3` → `mlp.gate_proj` /
+ * `down_proj` / `up_proj`, a Mixtral expert's `feed_forward.experts.K.w1` →
+ * `block_sparse_moe.experts.K.w1`) and permute the rows of wq and wk within each head for
+ * transformers' rotary embedding (permute_for_rope: row 2i + j of a head, j < 2, goes to row
+ * j·d/2 + i, d the head size), and nothing else.
+ * - A module in Mistral's names (mistral-finetune's LoRA) on such a converted checkpoint lands on the
+ *   renamed tensor, ΔW's rows of wq and wk permuted the same way, so the merge is the conversion of
+ *   the model mistral-inference merges. The head size is config.json's `head_dim` (else
+ *   hidden_size / num_attention_heads), of `text_config` in a vision-language model.
+ * - A module in transformers' names on a consolidated base is refused with what to merge into
+ *   (a folder holding both formats is read in transformers', base-model.ts leaving the consolidated
+ *   file out).
  */
-import { missBecause, type Layout } from './layout.js';
+import { llamaRopePermutation } from './hf-to-gguf.js';
+import { missBecause, type BaseView, type Layout, type LayoutResolution, type RowSegment } from './layout.js';
 
 /** A transformers module path of a decoder layer or the head/embedding (`model.layers.3.self_attn.q_proj`, `model.language_model.…`, `lm_head`). */
 const TRANSFORMERS_PATH = /(^|\.)(layers\.\d+\.(self_attn|mlp|block_sparse_moe)\.|embed_tokens$|lm_head$)/;
 
-/** Refuses a transformers-named module on a base in Mistral's consolidated format, saying what to merge into. */
+/** A decoder Linear in Mistral's names, as mistral-finetune wraps them: attention, the MLP, a Mixtral expert's MLP. */
+const MISTRAL_PATH = /^layers\.(\d+)\.(attention\.w([qkvo])|feed_forward\.(experts\.\d+\.)?(w[123]))$/;
+
+/** The feed-forward names of Mistral's format, as transformers' dense MLP names them. */
+const MLP_NAMES: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down_proj', w3: 'up_proj' };
+
+/**
+ * The architectures (config.json) of transformers' checkpoints converted from Mistral's format by
+ * conversions that rename and permute as above: Mistral 7B, Nemo, Codestral, Ministral and
+ * Magistral's MistralForCausalLM, Mixtral's, Mistral Small 3.x's and Devstral's Mistral3 (its
+ * language model), and Pixtral 12B's Llava with a Mistral language model (text_config.model_type).
+ */
+const CONVERTED: Readonly<Record<string, (config: Readonly<Record<string, unknown>> | undefined) => boolean>> = {
+  MistralForCausalLM: () => true,
+  MixtralForCausalLM: () => true,
+  Mistral3ForConditionalGeneration: () => true,
+  LlavaForConditionalGeneration: (config) => textField(config, 'model_type') === 'mistral',
+};
+
+/** A language-model field of config.json: `text_config`'s in a vision-language model, else the top level's. */
+function textField(config: Readonly<Record<string, unknown>> | undefined, key: string): unknown {
+  const text = config?.text_config;
+  if (typeof text === 'object' && text !== null && !Array.isArray(text) && Object.hasOwn(text, key)) return (text as Record<string, unknown>)[key];
+  return config?.[key];
+}
+
+/** The head size the conversion permuted by: `head_dim`, else hidden_size / num_attention_heads (MistralConfig's rule). */
+function headSize(config: Readonly<Record<string, unknown>> | undefined): number | undefined {
+  const stated = textField(config, 'head_dim');
+  if (typeof stated === 'number' && Number.isSafeInteger(stated) && stated > 0) return stated;
+  const hidden = textField(config, 'hidden_size');
+  const heads = textField(config, 'num_attention_heads');
+  if (typeof hidden !== 'number' || typeof heads !== 'number' || heads <= 0 || !Number.isSafeInteger(hidden / heads)) return undefined;
+  return hidden / heads;
+}
+
+/** Places a module in Mistral's names on a transformers checkpoint converted from that format. */
+function onConverted(path: string, base: BaseView): LayoutResolution | undefined {
+  const m = MISTRAL_PATH.exec(path);
+  if (!m) return undefined;
+  const [, layer, , attention, expert, ffn] = m;
+  // Mistral's own file (or another base in its names) holds it by name, found before this layout is asked.
+  if (base.index.has('tok_embeddings.weight') || base.index.has('layers.0.attention.wq.weight')) return undefined;
+  const renamed = attention !== undefined ? `layers.${layer}.self_attn.${attention}_proj`
+    : expert !== undefined ? `layers.${layer}.block_sparse_moe.${expert}${ffn}` : `layers.${layer}.mlp.${MLP_NAMES[ffn]}`;
+  const found = base.index.resolveDotted(`${renamed}.weight`);
+  const converted = base.index.resolveDotted(`layers.${layer}.self_attn.q_proj.weight`).found;
+  if (!found.found && !converted) {
+    if (found.ambiguous) return found;
+    return missBecause(`names a module in Mistral's own format (mistral-finetune's names: layers.N.attention.wq, feed_forward.w1), which the base holds neither by that name nor by transformers' (${renamed}); merge into the checkpoint the adapter was trained on (consolidated.safetensors) or a transformers checkpoint converted from it`);
+  }
+  const architectures = base.architectures.filter((a) => Object.hasOwn(CONVERTED, a));
+  if (!architectures.some((a) => CONVERTED[a](base.config))) {
+    const shown = base.architectures.length > 0 ? `config.json architectures ${base.architectures.join(', ')}` : 'no config.json architectures';
+    return missBecause(`names a module in Mistral's own format, and the base is in transformers' names (${shown}), whose conversion from Mistral's format is not known here; it is known for ${Object.keys(CONVERTED).join(', ')} (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on`);
+  }
+  if (!found.found) return found.ambiguous ? found : missBecause(`names a module in Mistral's own format, which transformers' conversion names ${renamed}, and the base has no such tensor`);
+  if (attention !== 'q' && attention !== 'k') return { found: true, targets: [{ baseKey: found.key }] };
+  const rows = ropeRows(found.key, base);
+  if (typeof rows === 'string') return missBecause(rows);
+  return { found: true, targets: [{ baseKey: found.key, rows }] };
+}
+
+/** Where ΔW's rows (Mistral's order) go in a converted q_proj or k_proj, or why that cannot be told. */
+function ropeRows(key: string, base: BaseView): RowSegment[] | string {
+  const d = headSize(base.config);
+  const rows = base.shape(key)?.[0];
+  const why = `names a module in Mistral's own format, which lands on ${key} with its rows permuted within each head as transformers' conversion permutes wq and wk`;
+  if (d === undefined) return `${why}, and the base's config.json gives no head size (head_dim, or hidden_size and num_attention_heads): not supported`;
+  if (rows === undefined || rows % d !== 0 || d % 2 !== 0) return `${why}, and its ${rows} rows are no whole number of heads of config.json's head size ${d} (an even one): not supported`;
+  // llamaRopePermutation maps transformers' rows to Mistral's (as llama.cpp's converter undoes the
+  // conversion); ΔW's rows are Mistral's, so each segment is taken the other way.
+  return llamaRopePermutation(rows, rows / d)!.map((g) => ({ src: g.dst, dst: g.src, count: g.count }));
+}
+
+/**
+ * Places mistral-finetune's modules on a transformers checkpoint converted from Mistral's format,
+ * and refuses a transformers-named module on a base in Mistral's format, saying what to merge into.
+ */
 export const mistralConsolidated: Layout = {
   name: 'mistral-consolidated',
   resolve(address, base) {
-    if (address.flat || !TRANSFORMERS_PATH.test(address.path)) return undefined;
+    if (address.flat) return undefined;
+    const converted = onConverted(address.path, base);
+    if (converted) return converted;
+    if (!TRANSFORMERS_PATH.test(address.path)) return undefined;
     if (!base.index.has('tok_embeddings.weight') || !base.index.has('layers.0.attention.wq.weight')) return undefined;
     return missBecause(
       "the base is in Mistral's own format (consolidated.safetensors: layers.N.attention.wq, feed_forward.w1, tok_embeddings), whose tensors transformers' conversion renames and, for wq and wk, permutes by rows; "

@@ -1,0 +1,289 @@
+/**
+ * mistral-finetune's LoRA (`checkpoints/checkpoint_N/consolidated/lora.safetensors` beside the
+ * params.json it writes: `layers.N.attention.wq.lora_A.weight` (r, in), `lora_B.weight` (out, r),
+ * for wq, wk, wv, wo and feed_forward.w1, w2, w3, each expert's in a mixture of experts), merged as
+ * mistral-inference's load_lora and mistral-finetune's merge_lora.py merge it: W + scaling·(B @ A),
+ * scaling from params.json's `lora.scaling` (2.0 where none is given). On Mistral's own
+ * consolidated.safetensors it lands by name; on a transformers checkpoint converted from it
+ * (convert_mistral_weights_to_hf.py and the Mixtral, Mistral 3 and Pixtral conversions) on the
+ * renamed tensors, wq's and wk's rows permuted as the conversion's permute_for_rope permutes them,
+ * which is written out here as torch's view / transpose / reshape does it. Every merged tensor is
+ * compared with float64 truth computed here.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { errorLines, mergeArgs, runCli } from './helpers/cli.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, mergeIntoFolder, prepareOne as prepare, randomTensor, type Files } from './helpers/hf-folder.js';
+import { expectMergedFile, expectValues, product } from './helpers/merge-truth.js';
+
+const rand = seededRandom(5301);
+let backend: MergeBackend;
+beforeAll(async () => {
+  backend = await createNodeBackend('cpu');
+});
+afterAll(() => backend.dispose());
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+// A Mistral Nemo-like shape: head_dim (6) is not dim / n_heads (4), as in Nemo's 128 beside 5120 / 32.
+const DIM = 16;
+const HEADS = 4;
+const KV_HEADS = 2;
+const HEAD_DIM = 6;
+const HIDDEN = 24;
+const VOCAB = 32;
+const RANK = 2;
+
+/** params.json of Mistral's release (consolidated format), as mistral-inference reads it. */
+const MODEL_PARAMS = { dim: DIM, n_layers: 1, head_dim: HEAD_DIM, hidden_dim: HIDDEN, n_heads: HEADS, n_kv_heads: KV_HEADS, norm_eps: 1e-5, vocab_size: VOCAB, rope_theta: 1000000 };
+
+/** Each LoRALinear mistral-finetune wraps in a dense layer, with its (out, in). */
+const MODULES: [name: string, out: number, inF: number][] = [
+  ['attention.wq', HEADS * HEAD_DIM, DIM], ['attention.wk', KV_HEADS * HEAD_DIM, DIM], ['attention.wv', KV_HEADS * HEAD_DIM, DIM], ['attention.wo', DIM, HEADS * HEAD_DIM],
+  ['feed_forward.w1', HIDDEN, DIM], ['feed_forward.w2', DIM, HIDDEN], ['feed_forward.w3', HIDDEN, DIM],
+];
+
+/** Mistral's consolidated.safetensors of one decoder layer (BF16, as Mistral ships Nemo). */
+function consolidatedTensors(): FixtureTensor[] {
+  return [
+    randomTensor('tok_embeddings.weight', [VOCAB, DIM], 'BF16', rand),
+    ...MODULES.map(([name, out, inF]) => randomTensor(`layers.0.${name}.weight`, [out, inF], 'BF16', rand)),
+    randomTensor('layers.0.attention_norm.weight', [DIM], 'BF16', rand), randomTensor('layers.0.ffn_norm.weight', [DIM], 'BF16', rand),
+    randomTensor('norm.weight', [DIM], 'BF16', rand), randomTensor('output.weight', [VOCAB, DIM], 'BF16', rand),
+  ];
+}
+
+/** lora.safetensors as mistral-finetune saves it: every wrapped Linear's lora_A and lora_B, in the run's dtype (BF16). */
+function loraTensors(modules: [string, number, number][] = MODULES.map(([n, o, i]) => [`layers.0.${n}`, o, i])): FixtureTensor[] {
+  return modules.flatMap(([path, out, inF]) => [
+    randomTensor(`${path}.lora_A.weight`, [RANK, inF], 'BF16', rand, 0.5), randomTensor(`${path}.lora_B.weight`, [out, RANK], 'BF16', rand, 0.5),
+  ]);
+}
+
+/** The folder mistral-finetune writes (consolidated/): lora.safetensors and params.json with the model's and the LoRA's arguments. */
+function finetuneFolder(tensors: FixtureTensor[], lora: object = { enable: true, rank: RANK, dropout: 0, scaling: 2 }): Files {
+  return { 'lora.safetensors': buildSafetensors(tensors), 'params.json': JSON.stringify({ ...MODEL_PARAMS, lora }), 'tekken.json': '{}' };
+}
+
+/**
+ * transformers' permute_for_rope on a (rows, cols) weight: view(heads, d/2, 2, cols).transpose(1, 2)
+ * .reshape(rows, cols), d = rows / heads: the result's [h][j][i] is the input's [h][i][j].
+ */
+function permuteForRope(values: ArrayLike<number>, rows: number, cols: number, headDim: number): Float64Array {
+  const out = new Float64Array(rows * cols);
+  const half = headDim / 2;
+  for (let h = 0; h < rows / headDim; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const from = h * headDim + i * 2 + j;
+        const to = h * headDim + j * half + i;
+        for (let c = 0; c < cols; c++) out[to * cols + c] = values[from * cols + c];
+      }
+    }
+  }
+  return out;
+}
+
+/** transformers' name of a Mistral one, as convert_mistral_weights_to_hf.py's STATE_DICT_MAPPING renames it. */
+const HF_NAME: Record<string, string> = {
+  'attention.wq': 'self_attn.q_proj', 'attention.wk': 'self_attn.k_proj', 'attention.wv': 'self_attn.v_proj', 'attention.wo': 'self_attn.o_proj',
+  'feed_forward.w1': 'mlp.gate_proj', 'feed_forward.w2': 'mlp.down_proj', 'feed_forward.w3': 'mlp.up_proj',
+};
+
+/** The conversion of `consolidated` into transformers' names under `prefix` (`model.`), wq and wk permuted. */
+function convertedTensors(consolidated: FixtureTensor[], prefix: string, head: string, headDim: number): FixtureTensor[] {
+  const byName = decoded(consolidated);
+  return consolidated.map((t) => {
+    const layer = /^layers\.0\.(.+)\.weight$/.exec(t.name)?.[1];
+    const name = t.name === 'tok_embeddings.weight' ? `${prefix}embed_tokens.weight` : t.name === 'output.weight' ? head : t.name === 'norm.weight' ? `${prefix}norm.weight`
+      : layer === 'attention_norm' ? `${prefix}layers.0.input_layernorm.weight` : layer === 'ffn_norm' ? `${prefix}layers.0.post_attention_layernorm.weight` : `${prefix}layers.0.${HF_NAME[layer!]}.weight`;
+    const permuted = layer === 'attention.wq' || layer === 'attention.wk';
+    const values = byName.get(t.name)!.values;
+    return { ...t, name, data: permuted ? Array.from(permuteForRope(values, t.shape[0], t.shape[1], headDim)) : Array.from(values) };
+  });
+}
+
+describe("mistral-finetune's lora.safetensors on Mistral's consolidated.safetensors", () => {
+  it('lands by name at params.json lora.scaling: W + scaling·(B @ A), as load_lora merges it, each weight rounded once to BF16', async () => {
+    const baseTensors = consolidatedTensors();
+    const factors = loraTensors();
+    const scaling = 1.5;
+    const base = { 'consolidated.safetensors': buildSafetensors(baseTensors), 'params.json': JSON.stringify(MODEL_PARAMS), 'tekken.json': '{}' };
+    const prepared = await prepare(base, finetuneFolder(factors, { enable: true, rank: RANK, dropout: 0, scaling }));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.adapters.map((a) => a.format)).toEqual(['mistral']);
+    expect(prepared.plan.warnings).toContain(
+      "adapter1: merged at lora.scaling 1.5 of adapter1/params.json, as mistral-finetune trained it; mistral-chat's --lora_path applies 2 (load_lora's default) whatever the run set, so it runs this LoRA at another strength than the merged model has",
+    );
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    expectMergedFile(decoded(baseTensors), merged.tensors, MODULES.map(([name]) => ({
+      baseKey: `layers.0.${name}.weight`, a: f.get(`layers.0.${name}.lora_A.weight`)!, b: f.get(`layers.0.${name}.lora_B.weight`)!, scale: scaling,
+    })));
+    // The model's own params.json goes with it (mistral-inference reads it to build the model).
+    expect(merged.json('params.json')).toEqual(MODEL_PARAMS);
+  });
+
+  it('a lone lora.safetensors (no params.json beside it): scaling 2.0, load_lora\'s default, with a warning saying so', async () => {
+    const baseTensors = consolidatedTensors();
+    const factors = loraTensors([['layers.0.attention.wk', KV_HEADS * HEAD_DIM, DIM]]);
+    const prepared = await prepare({ 'consolidated.safetensors': buildSafetensors(baseTensors), 'params.json': JSON.stringify(MODEL_PARAMS) }, { 'lora.safetensors': buildSafetensors(factors) });
+    expect(prepared.plan.warnings).toContain(
+      "adapter1: no params.json with lora.scaling beside adapter1/lora.safetensors: merged at scaling 2, mistral-finetune's default and the one mistral-inference's load_lora applies; if the run set another lora.scaling, give the folder mistral-finetune wrote, with its params.json",
+    );
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    const w = decoded(baseTensors).get('layers.0.attention.wk.weight')!;
+    const delta = product(f.get('layers.0.attention.wk.lora_B.weight')!, f.get('layers.0.attention.wk.lora_A.weight')!);
+    expectValues('layers.0.attention.wk.weight', merged.tensors.get('layers.0.attention.wk.weight')!, w.values.map((v, i) => v + 2 * delta[i]));
+  });
+
+  it('refused in one line each: a tensor that is no LoRA factor, a factor without its partner, a rank params.json does not state, a scaling no run can have', async () => {
+    const base = { 'consolidated.safetensors': buildSafetensors(consolidatedTensors()), 'params.json': JSON.stringify(MODEL_PARAMS) };
+    const factors = loraTensors([['layers.0.attention.wq', HEADS * HEAD_DIM, DIM]]);
+    // merge_lora.py copies a `norm` tensor over the model's, mistral-inference refuses a file with one: no LoRA term either way.
+    await expect(prepare(base, finetuneFolder([...factors, randomTensor('layers.0.attention_norm.weight', [DIM], 'BF16', rand)]))).rejects.toThrow(
+      'adapter1/lora.safetensors: tensor "layers.0.attention_norm.weight" is not a mistral-finetune LoRA factor (layers.N.attention.wq … or feed_forward.w1 … with .lora_A.weight or .lora_B.weight)',
+    );
+    await expect(prepare(base, finetuneFolder([factors[0]]))).rejects.toThrow('adapter1: module "layers.0.attention.wq": has layers.0.attention.wq.lora_A.weight but no layers.0.attention.wq.lora_B.weight');
+    await expect(prepare(base, finetuneFolder(factors, { rank: 16, scaling: 2 }))).rejects.toThrow(
+      'adapter1: module "layers.0.attention.wq": lora_A has rank 2 but adapter1/params.json says lora.rank 16 (mistral-finetune gives every layer that rank): the file and its params.json are not from one run',
+    );
+    await expect(prepare(base, finetuneFolder(factors, { rank: RANK, scaling: -2 }))).rejects.toThrow(
+      'adapter1/params.json: lora.scaling -2 is not a positive finite number (mistral-finetune multiplies ΔW by it)',
+    );
+  });
+});
+
+describe('on a transformers checkpoint converted from it (convert_mistral_weights_to_hf.py)', () => {
+  const hfConfig = (extra: object = {}) => ({
+    architectures: ['MistralForCausalLM'], model_type: 'mistral', hidden_size: DIM, intermediate_size: HIDDEN, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS,
+    head_dim: HEAD_DIM, num_hidden_layers: 1, vocab_size: VOCAB, torch_dtype: 'bfloat16', tie_word_embeddings: false, ...extra,
+  });
+
+  it("every module on its renamed tensor, wq's and wk's ΔW rows permuted within each head: the conversion of the model load_lora merges", async () => {
+    const consolidated = consolidatedTensors();
+    const factors = loraTensors();
+    const hf = convertedTensors(consolidated, 'model.', 'lm_head.weight', HEAD_DIM);
+    const prepared = await prepare(hfModelFolder(hf, hfConfig()), finetuneFolder(factors));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    const w = decoded(consolidated);
+    for (const [name, out, inF] of MODULES) {
+      const delta = product(f.get(`layers.0.${name}.lora_B.weight`)!, f.get(`layers.0.${name}.lora_A.weight`)!);
+      const exact = w.get(`layers.0.${name}.weight`)!.values.map((v, i) => v + 2 * delta[i]);
+      const permuted = name === 'attention.wq' || name === 'attention.wk';
+      const key = `model.layers.0.${HF_NAME[name]}.weight`;
+      expectValues(key, merged.tensors.get(key)!, permuted ? permuteForRope(exact, out, inF, HEAD_DIM) : exact);
+    }
+    for (const key of ['model.embed_tokens.weight', 'lm_head.weight', 'model.norm.weight']) expect(merged.tensors.get(key)!.bytes).toEqual(decoded(hf).get(key)!.bytes);
+  });
+
+  it('the same bytes as merging into consolidated.safetensors and converting that', async () => {
+    const consolidated = consolidatedTensors();
+    const factors = loraTensors();
+    const intoOwn = await mergeIntoFolder(await prepare({ 'consolidated.safetensors': buildSafetensors(consolidated), 'params.json': JSON.stringify(MODEL_PARAMS) }, finetuneFolder(factors)), backend);
+    const intoHf = await mergeIntoFolder(await prepare(hfModelFolder(convertedTensors(consolidated, 'model.', 'lm_head.weight', HEAD_DIM), hfConfig()), finetuneFolder(factors)), backend);
+    const convertedBack = decoded(convertedTensors([...intoOwn.tensors].map(([name, t]) => ({ name, dtype: 'BF16', shape: t.shape, data: Array.from(t.values) })), 'model.', 'lm_head.weight', HEAD_DIM));
+    for (const [key, t] of convertedBack) expect(intoHf.tensors.get(key)!.bytes, key).toEqual(t.bytes);
+  });
+
+  it("Mixtral (MixtralForCausalLM, no head_dim in config.json: hidden_size / num_attention_heads): an expert's w1, w2, w3 on block_sparse_moe.experts.K, attention permuted", async () => {
+    const d = DIM / HEADS;
+    const expertNames = (k: number): [string, number, number][] => [[`feed_forward.experts.${k}.w1`, HIDDEN, DIM], [`feed_forward.experts.${k}.w2`, DIM, HIDDEN], [`feed_forward.experts.${k}.w3`, HIDDEN, DIM]];
+    const modules: [string, number, number][] = [['attention.wq', DIM, DIM], ['attention.wk', KV_HEADS * d, DIM], ...expertNames(0), ...expertNames(1)];
+    const hfName = (name: string) => (name.startsWith('feed_forward.') ? name.replace('feed_forward.', 'block_sparse_moe.') : HF_NAME[name]);
+    const consolidated = modules.map(([name, out, inF]) => randomTensor(`layers.0.${name}.weight`, [out, inF], 'BF16', rand));
+    const hf = consolidated.map((t, i) => {
+      const name = modules[i][0];
+      const data = name.startsWith('attention.') ? Array.from(permuteForRope(decoded([t]).get(t.name)!.values, t.shape[0], t.shape[1], d)) : t.data;
+      return { ...t, name: `model.layers.0.${hfName(name)}.weight`, data };
+    });
+    hf.push(randomTensor('model.layers.0.block_sparse_moe.gate.weight', [2, DIM], 'BF16', rand));
+    const config = { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', hidden_size: DIM, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, num_local_experts: 2, torch_dtype: 'bfloat16' };
+    const factors = loraTensors(modules.map(([n, o, i]) => [`layers.0.${n}`, o, i]));
+    const prepared = await prepare(hfModelFolder(hf, config), finetuneFolder(factors));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    const w = decoded(consolidated);
+    for (const [name, out, inF] of modules) {
+      const delta = product(f.get(`layers.0.${name}.lora_B.weight`)!, f.get(`layers.0.${name}.lora_A.weight`)!);
+      const exact = w.get(`layers.0.${name}.weight`)!.values.map((v, i) => v + 2 * delta[i]);
+      const key = `model.layers.0.${hfName(name)}.weight`;
+      expectValues(key, merged.tensors.get(key)!, name.startsWith('attention.') ? permuteForRope(exact, out, inF, d) : exact);
+    }
+  });
+
+  it("Mistral Small 3.1 (Mistral3ForConditionalGeneration, head_dim in text_config): lands on the language model, not the Pixtral tower's attention.q_proj", async () => {
+    const consolidated = consolidatedTensors();
+    const factors = loraTensors();
+    const hf = [
+      ...convertedTensors(consolidated, 'language_model.model.', 'language_model.lm_head.weight', HEAD_DIM),
+      randomTensor('vision_tower.transformer.layers.0.attention.q_proj.weight', [8, 8], 'BF16', rand), randomTensor('vision_tower.transformer.layers.0.feed_forward.gate_proj.weight', [8, 8], 'BF16', rand),
+      randomTensor('multi_modal_projector.linear_1.weight', [DIM, 8], 'BF16', rand),
+    ];
+    const config = {
+      architectures: ['Mistral3ForConditionalGeneration'], model_type: 'mistral3', torch_dtype: 'bfloat16',
+      text_config: { model_type: 'mistral', hidden_size: DIM, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, head_dim: HEAD_DIM, intermediate_size: HIDDEN, vocab_size: VOCAB },
+      vision_config: { model_type: 'pixtral', hidden_size: 8, head_dim: 4, num_attention_heads: 2 },
+    };
+    const prepared = await prepare(hfModelFolder(hf, config), finetuneFolder(factors));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(MODULES.map(([name]) => `language_model.model.layers.0.${HF_NAME[name]}.weight`).sort());
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    const delta = product(f.get('layers.0.attention.wq.lora_B.weight')!, f.get('layers.0.attention.wq.lora_A.weight')!);
+    const exact = decoded(consolidated).get('layers.0.attention.wq.weight')!.values.map((v, i) => v + 2 * delta[i]);
+    const key = 'language_model.model.layers.0.self_attn.q_proj.weight';
+    expectValues(key, merged.tensors.get(key)!, permuteForRope(exact, HEADS * HEAD_DIM, DIM, HEAD_DIM));
+  });
+
+  it('refused, naming why: a base whose conversion from Mistral\'s format is not known here, a config.json without the head size, a base in neither naming', async () => {
+    const factors = loraTensors([['layers.0.attention.wq', HEADS * HEAD_DIM, DIM]]);
+    const hf = convertedTensors(consolidatedTensors(), 'model.', 'lm_head.weight', HEAD_DIM);
+    const problems = async (base: Files) => {
+      const prepared = await prepare(base, finetuneFolder(factors));
+      await prepared.close();
+      return prepared.plan.problems.map((p) => p.message);
+    };
+    expect(await problems(hfModelFolder(hf, hfConfig({ architectures: ['LlamaForCausalLM'], model_type: 'llama' })))).toEqual([
+      'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format, and the base is in transformers\' names (config.json architectures LlamaForCausalLM), whose conversion from Mistral\'s format is not known here; it is known for MistralForCausalLM, MixtralForCausalLM, Mistral3ForConditionalGeneration, LlavaForConditionalGeneration (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on',
+    ]);
+    expect(await problems(hfModelFolder(hf, { architectures: ['MistralForCausalLM'], model_type: 'mistral' }))).toEqual([
+      'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format, which lands on model.layers.0.self_attn.q_proj.weight with its rows permuted within each head as transformers\' conversion permutes wq and wk, and the base\'s config.json gives no head size (head_dim, or hidden_size and num_attention_heads): not supported',
+    ]);
+    expect(await problems(hfModelFolder([randomTensor('blocks.0.attn.qkv.weight', [8, 8], 'BF16', rand)], {}))).toEqual([
+      'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format (mistral-finetune\'s names: layers.N.attention.wq, feed_forward.w1), which the base holds neither by that name nor by transformers\' (layers.0.self_attn.q_proj); merge into the checkpoint the adapter was trained on (consolidated.safetensors) or a transformers checkpoint converted from it',
+    ]);
+  });
+});
+
+describe('the command line', () => {
+  it('merges mistral-finetune\'s checkpoint folder into a Mistral consolidated folder: consolidated.safetensors merged, params.json copied', async () => {
+    const baseTensors = consolidatedTensors();
+    const factors = loraTensors();
+    const baseDir = temp.make({ 'consolidated.safetensors': buildSafetensors(baseTensors), 'params.json': JSON.stringify(MODEL_PARAMS), 'tekken.json': '{}' });
+    const runDir = temp.make({ 'checkpoints/checkpoint_000300/consolidated/lora.safetensors': buildSafetensors(factors), 'checkpoints/checkpoint_000300/consolidated/params.json': JSON.stringify({ ...MODEL_PARAMS, lora: { enable: true, rank: RANK, dropout: 0, scaling: 2 } }) });
+    const out = join(temp.make(), 'merged');
+    const run = await runCli(mergeArgs(baseDir, join(runDir, 'checkpoints/checkpoint_000300/consolidated'), out));
+    expect(errorLines(run.stderr), run.stderr).toEqual([]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(existsSync(join(out, 'params.json'))).toBe(true);
+    const bytes = readFileSync(join(out, 'consolidated.safetensors'));
+    const merged = decodeSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)).tensors;
+    const f = decoded(factors);
+    const w = decoded(baseTensors);
+    for (const [name] of MODULES) {
+      const delta = product(f.get(`layers.0.${name}.lora_B.weight`)!, f.get(`layers.0.${name}.lora_A.weight`)!);
+      const got: DecodedTensor = merged.get(`layers.0.${name}.weight`)!;
+      expectValues(name, got, w.get(`layers.0.${name}.weight`)!.values.map((v, i) => v + 2 * delta[i]));
+    }
+    expect(merged.get('output.weight')!.values).toEqual(w.get('output.weight')!.values.map((v) => roundForDType(v, 'BF16')));
+  });
+});
