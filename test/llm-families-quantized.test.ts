@@ -401,6 +401,28 @@ describe("Mistral's own format (consolidated.safetensors with params.json), FP8 
   });
 });
 
+describe("Mistral Large 3 FP8 in Mistral's own format (multi-head latent attention: attention.wq_a, wq_b, wkv_a_with_mqa, wkv_b; experts.K.w1)", () => {
+  it("a PEFT LoRA in transformers' names: refused, saying the format (renamed, not permuted) and what to merge into", async () => {
+    // Mistral-Large-3-675B-Instruct-2512's consolidated-*.safetensors: its MLA and MoE in Mistral's names, FP8 weights
+    // with qscale_weight and qscale_act (vLLM's mistral_large_3 maps wq_a → q_a_proj, wkv_b → kv_b_proj, …).
+    const q = 'layers.0.attention.wq_a';
+    const weights = [
+      randomTensor('tok_embeddings.weight', [32, 8], 'BF16', rand),
+      randomTensor(`${q}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${q}.qscale_weight`, [], 'BF16'), scaleTensor(`${q}.qscale_act`, [], 'BF16'),
+      randomTensor('layers.0.attention.q_a_norm.weight', [8], 'BF16', rand),
+      randomTensor('layers.0.attention.wkv_b.weight', [16, 8], 'F8_E4M3', rand, 100), scaleTensor('layers.0.attention.wkv_b.qscale_weight', [], 'BF16'),
+      randomTensor('layers.0.experts.0.w1.weight', [8, 8], 'F8_E4M3', rand, 100), scaleTensor('layers.0.experts.0.w1.qscale_weight', [], 'BF16'),
+      randomTensor('output.weight', [32, 8], 'BF16', rand),
+    ];
+    const base = { 'consolidated.safetensors': hfModelFolder(weights, {})['model.safetensors'], 'params.json': JSON.stringify({ dim: 8, n_layers: 1, q_lora_rank: 8, kv_lora_rank: 8, quantization: { qformat_weight: 'fp8_e4m3', qscheme_act: 'TENSOR' } }) };
+    const prepared = await prepare(base, peftFolder({ r, lora_alpha: alpha, target_modules: ['q_a_proj'] }, peftFactors([['model.language_model.layers.0.self_attn.q_a_proj', 8, 8]])));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.language_model.layers.0.self_attn.q_a_proj": the base is in Mistral\'s own format (consolidated.safetensors: layers.N.attention.wq_a, wkv_b, experts.K.w1, tok_embeddings), whose tensors transformers\' conversion renames; a LoRA in transformers\' names is not placed on it: merge into the repository\'s transformers-format checkpoint (config.json with model-*.safetensors)',
+    ]);
+  });
+});
+
 describe('an mlx-vlm LoRA (mlx_vlm.lora) on Qwen2.5-VL as mlx-vlm converts it', () => {
   it("lands by name: adapter_config.json's lora_parameters (scale = alpha / rank, the keys it wrapped), LoRALinear.fuse's W + scale·(lora_a·lora_b)ᵀ", async () => {
     // mlx-vlm's get_peft_model wraps the language model's Linears by their last name and saves model.config.lora, an

@@ -159,6 +159,46 @@ describe("mistral-finetune's lora.safetensors on Mistral's consolidated.safetens
   });
 });
 
+describe("on Pixtral's and Mistral Large 3's consolidated.safetensors", () => {
+  it("Pixtral 12B: a module names the decoder layer's tensor exactly, never the vision encoder's that ends the same (vision_encoder.transformer.layers.N.attention.wq)", async () => {
+    // Pixtral-12B-2409's consolidated.safetensors holds its vision encoder under vision_encoder.transformer.layers.N in
+    // the same names; mistral-inference's load_lora merges only the decoder's layers (layers.N).
+    const baseTensors = [
+      ...consolidatedTensors(),
+      ...[0, 1].flatMap((n) => [randomTensor(`vision_encoder.transformer.layers.${n}.attention.wq.weight`, [HEADS * HEAD_DIM, DIM], 'BF16', rand)]),
+      randomTensor('vision_language_adapter.w_in.weight', [DIM, DIM], 'BF16', rand),
+    ];
+    const base = { 'consolidated.safetensors': buildSafetensors(baseTensors), 'params.json': JSON.stringify({ ...MODEL_PARAMS, vision_encoder: { hidden_size: DIM } }) };
+    const factors = loraTensors([['layers.0.attention.wq', HEADS * HEAD_DIM, DIM]]);
+    const prepared = await prepare(base, finetuneFolder(factors));
+    expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['layers.0.attention.wq.weight']);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const f = decoded(factors);
+    expectMergedFile(decoded(baseTensors), merged.tensors, [{ baseKey: 'layers.0.attention.wq.weight', a: f.get('layers.0.attention.wq.lora_A.weight')!, b: f.get('layers.0.attention.wq.lora_B.weight')!, scale: 2 }]);
+    // An adapter of a deeper model: its layer 1 is no tensor of this decoder (the vision encoder's layer 1 only ends the same).
+    const deeper = await prepare(base, finetuneFolder(loraTensors([['layers.1.attention.wq', HEADS * HEAD_DIM, DIM]])));
+    await deeper.close();
+    expect(deeper.plan.problems.map((p) => p.message)).toEqual([
+      "adapter1: module \"layers.1.attention.wq\": names layers.1.attention.wq.weight, which the base, in Mistral's own format, does not hold: merge into the model the adapter was trained on",
+    ]);
+  });
+
+  it('Mistral Large 3 (multi-head latent attention: attention.wq_a, wkv_b; experts.K.w1): a module of wq is refused, saying mistral-finetune trains no such model', async () => {
+    const base = {
+      'consolidated.safetensors': buildSafetensors([
+        randomTensor('tok_embeddings.weight', [VOCAB, DIM], 'BF16', rand), randomTensor('layers.0.attention.wq_a.weight', [8, DIM], 'BF16', rand),
+        randomTensor('layers.0.attention.wkv_b.weight', [16, 8], 'BF16', rand), randomTensor('layers.0.experts.0.w1.weight', [8, DIM], 'BF16', rand),
+      ]),
+      'params.json': JSON.stringify({ dim: DIM, n_layers: 1, q_lora_rank: 8, kv_lora_rank: 8, moe: { num_experts: 1 } }),
+    };
+    const prepared = await prepare(base, finetuneFolder(loraTensors([['layers.0.attention.wq', HEADS * HEAD_DIM, DIM]])));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      "adapter1: module \"layers.0.attention.wq\": names layers.0.attention.wq.weight, which the base, in Mistral's own format, does not hold (its attention is multi-head latent attention, wq_a, wkv_b …, which mistral-finetune does not train): merge into the model the adapter was trained on",
+    ]);
+  });
+});
+
 describe('on a transformers checkpoint converted from it (convert_mistral_weights_to_hf.py)', () => {
   const hfConfig = (extra: object = {}) => ({
     architectures: ['MistralForCausalLM'], model_type: 'mistral', hidden_size: DIM, intermediate_size: HIDDEN, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS,
@@ -261,6 +301,22 @@ describe('on a transformers checkpoint converted from it (convert_mistral_weight
     expect(await problems(hfModelFolder([randomTensor('blocks.0.attn.qkv.weight', [8, 8], 'BF16', rand)], {}))).toEqual([
       'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format (mistral-finetune\'s names: layers.N.attention.wq, feed_forward.w1), which the base holds neither by that name nor by transformers\' (layers.0.self_attn.q_proj); merge into the checkpoint the adapter was trained on (consolidated.safetensors) or a transformers checkpoint converted from it',
     ]);
+  });
+});
+
+describe('names Mistral\'s format shares with diffusion models', () => {
+  it("a bare Z-Image LoRA of feed_forward.w1 (no attention.wq: not mistral-finetune's) on a ComfyUI bundle with a Qwen3 text encoder still lands on the diffusion model by its name", async () => {
+    const base = hfModelFolder([
+      randomTensor('model.diffusion_model.layers.0.attention.qkv.weight', [3 * DIM, DIM], 'BF16', rand), randomTensor('model.diffusion_model.layers.0.feed_forward.w1.weight', [HIDDEN, DIM], 'BF16', rand),
+      randomTensor('text_encoders.qwen3_4b.transformer.model.layers.0.self_attn.q_proj.weight', [DIM, DIM], 'BF16', rand),
+      randomTensor('text_encoders.qwen3_4b.transformer.model.layers.0.mlp.gate_proj.weight', [HIDDEN, DIM], 'BF16', rand),
+    ], {});
+    delete base['config.json'];
+    const prepared = await prepare(base, { 'z.safetensors': buildSafetensors(loraTensors([['layers.0.feed_forward.w1', HIDDEN, DIM]])) });
+    await prepared.close();
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.adapters.map((a) => a.format)).not.toEqual(['mistral']);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout])).toEqual([['model.diffusion_model.layers.0.feed_forward.w1.weight', 'dotted-path']]);
   });
 });
 

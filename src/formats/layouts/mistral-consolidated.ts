@@ -9,13 +9,17 @@
  * `block_sparse_moe.experts.K.w1`) and permute the rows of wq and wk within each head for
  * transformers' rotary embedding (permute_for_rope: row 2i + j of a head, j < 2, goes to row
  * j·d/2 + i, d the head size), and nothing else.
- * - A module in Mistral's names (mistral-finetune's LoRA) on such a converted checkpoint lands on the
+ * - A module in Mistral's names (mistral-finetune's LoRA) lands on Mistral's file by that exact name
+ *   (mistral-inference's load_lora takes the decoder layer's tensor of that name; a vision encoder's
+ *   `vision_encoder.transformer.layers.N.attention.wq` ends the same and is never it: this layout
+ *   is asked before `dotted-path`, which would match by suffix). On a converted checkpoint it lands on the
  *   renamed tensor, ΔW's rows of wq and wk permuted the same way, so the merge is the conversion of
  *   the model mistral-inference merges. The head size is config.json's `head_dim` (else
  *   hidden_size / num_attention_heads), of `text_config` in a vision-language model.
  * - A module in transformers' names on a consolidated base is refused with what to merge into
  *   (a folder holding both formats is read in transformers', base-model.ts leaving the consolidated
- *   file out).
+ *   file out); Mistral Large 3's and Mistral Small 4's (multi-head latent attention: `wq_a`,
+ *   `wkv_b`, `experts.K.w1`) alike.
  */
 import { llamaRopePermutation } from './hf-to-gguf.js';
 import { missBecause, type BaseView, type Layout, type LayoutResolution, type RowSegment } from './layout.js';
@@ -59,30 +63,48 @@ function headSize(config: Readonly<Record<string, unknown>> | undefined): number
   return hidden / heads;
 }
 
-/** Places a module in Mistral's names on a transformers checkpoint converted from that format. */
-function onConverted(path: string, base: BaseView): LayoutResolution | undefined {
+/**
+ * A miss that ends the search: mistral-inference reads a module's name as the tensor of the decoder's
+ * layers it names, never by a suffix (a Pixtral checkpoint's vision encoder names its own
+ * `vision_encoder.transformer.layers.N.attention.wq`), so no later layout may place it by one.
+ */
+function refuse(why: string): LayoutResolution {
+  return { found: false, ambiguous: true, candidates: [], why };
+}
+
+/** A base in Mistral's own format: its embedding, or a first layer's attention, by Mistral's names (MLA's `wq_a` too). */
+function isConsolidated(base: BaseView): boolean {
+  return base.index.has('tok_embeddings.weight') || base.index.has('layers.0.attention.wq.weight') || base.index.has('layers.0.attention.wq_a.weight');
+}
+
+/**
+ * Places a module in Mistral's names: by its own name on Mistral's format, else on a transformers
+ * checkpoint converted from it. Other bases are left to the other layouts (Z-Image's and Lumina 2's
+ * blocks share `layers.N.feed_forward.w1`), an attention module there only told why it is not placed.
+ */
+function mistralNamed(path: string, base: BaseView): LayoutResolution | undefined {
   const m = MISTRAL_PATH.exec(path);
   if (!m) return undefined;
+  if (base.index.has(`${path}.weight`)) return { found: true, targets: [{ baseKey: `${path}.weight` }] };
+  if (isConsolidated(base)) {
+    const mla = base.index.has('layers.0.attention.wq_a.weight') ? ' (its attention is multi-head latent attention, wq_a, wkv_b …, which mistral-finetune does not train)' : '';
+    return refuse(`names ${path}.weight, which the base, in Mistral's own format, does not hold${mla}: merge into the model the adapter was trained on`);
+  }
   const [, layer, , attention, expert, ffn] = m;
-  // Mistral's own file (or another base in its names) holds it by name, found before this layout is asked.
-  if (base.index.has('tok_embeddings.weight') || base.index.has('layers.0.attention.wq.weight')) return undefined;
   const renamed = attention !== undefined ? `layers.${layer}.self_attn.${attention}_proj`
     : expert !== undefined ? `layers.${layer}.block_sparse_moe.${expert}${ffn}` : `layers.${layer}.mlp.${MLP_NAMES[ffn]}`;
-  const found = base.index.resolveDotted(`${renamed}.weight`);
-  const converted = base.index.resolveDotted(`layers.${layer}.self_attn.q_proj.weight`).found;
-  if (!found.found && !converted) {
-    if (found.ambiguous) return found;
+  if (!Object.keys(CONVERTED).some((a) => base.architectures.includes(a) && CONVERTED[a](base.config))) {
+    if (attention === undefined) return undefined;
+    if (base.architectures.length > 0 && base.index.resolveDotted(`layers.${layer}.self_attn.q_proj.weight`).found) {
+      return missBecause(`names a module in Mistral's own format, and the base is in transformers' names (config.json architectures ${base.architectures.join(', ')}), whose conversion from Mistral's format is not known here; it is known for ${Object.keys(CONVERTED).join(', ')} (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on`);
+    }
     return missBecause(`names a module in Mistral's own format (mistral-finetune's names: layers.N.attention.wq, feed_forward.w1), which the base holds neither by that name nor by transformers' (${renamed}); merge into the checkpoint the adapter was trained on (consolidated.safetensors) or a transformers checkpoint converted from it`);
   }
-  const architectures = base.architectures.filter((a) => Object.hasOwn(CONVERTED, a));
-  if (!architectures.some((a) => CONVERTED[a](base.config))) {
-    const shown = base.architectures.length > 0 ? `config.json architectures ${base.architectures.join(', ')}` : 'no config.json architectures';
-    return missBecause(`names a module in Mistral's own format, and the base is in transformers' names (${shown}), whose conversion from Mistral's format is not known here; it is known for ${Object.keys(CONVERTED).join(', ')} (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on`);
-  }
-  if (!found.found) return found.ambiguous ? found : missBecause(`names a module in Mistral's own format, which transformers' conversion names ${renamed}, and the base has no such tensor`);
+  const found = base.index.resolveDotted(`${renamed}.weight`);
+  if (!found.found) return found.ambiguous ? found : refuse(`names a module in Mistral's own format, which transformers' conversion names ${renamed}, and the base has no such tensor`);
   if (attention !== 'q' && attention !== 'k') return { found: true, targets: [{ baseKey: found.key }] };
   const rows = ropeRows(found.key, base);
-  if (typeof rows === 'string') return missBecause(rows);
+  if (typeof rows === 'string') return refuse(rows);
   return { found: true, targets: [{ baseKey: found.key, rows }] };
 }
 
@@ -105,13 +127,17 @@ function ropeRows(key: string, base: BaseView): RowSegment[] | string {
 export const mistralConsolidated: Layout = {
   name: 'mistral-consolidated',
   resolve(address, base) {
+    // mistral-finetune's names carry no model part (a diffusion LoRA's `diffusion_model.layers.N…` does).
     if (address.flat) return undefined;
-    const converted = onConverted(address.path, base);
-    if (converted) return converted;
-    if (!TRANSFORMERS_PATH.test(address.path)) return undefined;
-    if (!base.index.has('tok_embeddings.weight') || !base.index.has('layers.0.attention.wq.weight')) return undefined;
+    const own = address.part === undefined ? mistralNamed(address.path, base) : undefined;
+    if (own) return own;
+    if (!TRANSFORMERS_PATH.test(address.path) || !base.index.has('tok_embeddings.weight')) return undefined;
+    // Mistral Large 3's and Mistral Small 4's multi-head latent attention (wq_a, wq_b, wkv_a_with_mqa, wkv_b):
+    // transformers' conversion of those renames without permuting (convert_mistral4_weight_to_hf.py).
+    const mla = base.index.has('layers.0.attention.wq_a.weight');
+    if (!mla && !base.index.has('layers.0.attention.wq.weight')) return undefined;
     return missBecause(
-      "the base is in Mistral's own format (consolidated.safetensors: layers.N.attention.wq, feed_forward.w1, tok_embeddings), whose tensors transformers' conversion renames and, for wq and wk, permutes by rows; "
+      `the base is in Mistral's own format (consolidated.safetensors: ${mla ? 'layers.N.attention.wq_a, wkv_b, experts.K.w1' : 'layers.N.attention.wq, feed_forward.w1'}, tok_embeddings), whose tensors transformers' conversion renames${mla ? '' : ' and, for wq and wk, permutes by rows'}; `
       + "a LoRA in transformers' names is not placed on it: merge into the repository's transformers-format checkpoint (config.json with model-*.safetensors)",
     );
   },
