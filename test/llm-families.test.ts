@@ -503,6 +503,21 @@ const FAMILIES: Family[] = [
     linears: same(['thinker.model.layers.0.self_attn.q_proj', 'thinker.model.layers.0.mlp.experts.1.down_proj', 'thinker.visual.blocks.0.attn.qkv', 'thinker.audio_tower.layers.0.self_attn.q_proj']),
   },
   {
+    // The thinker fine-tuned alone (Qwen3OmniMoeThinkerForConditionalGeneration, base_model_prefix "thinker": transformers
+    // loads the checkpoint's thinker.* keys into it and leaves the talker's unused), its adapter in that class's names.
+    title: 'Qwen3-Omni, adapter on the thinker class: model.layers.N lands on thinker.model.layers.N, never on the talker\'s decoder that ends the same',
+    config: { architectures: ['Qwen3OmniMoeForConditionalGeneration'], model_type: 'qwen3_omni_moe', thinker_config: { text_config: { hidden_size: 8 } }, talker_config: { text_config: { hidden_size: 8 } } },
+    base: [
+      ['thinker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['thinker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]], ['thinker.visual.blocks.0.attn.qkv.weight', [24, 8]],
+      ['thinker.audio_tower.layers.0.self_attn.q_proj.weight', [8, 8]], ['thinker.lm_head.weight', [32, 8]],
+      ['talker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['talker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]],
+    ],
+    linears: [
+      ['model.layers.0.self_attn.q_proj', 'thinker.model.layers.0.self_attn.q_proj.weight'], ['model.layers.0.mlp.experts.1.down_proj', 'thinker.model.layers.0.mlp.experts.1.down_proj.weight'],
+      ['visual.blocks.0.attn.qkv', 'thinker.visual.blocks.0.attn.qkv.weight'], ['audio_tower.layers.0.self_attn.q_proj', 'thinker.audio_tower.layers.0.self_attn.q_proj.weight'], ['lm_head', 'thinker.lm_head.weight'],
+    ],
+  },
+  {
     title: "Granite 4.0-H: target_parameters on the experts' 3-D input_linear.weight",
     config: granite4Config, base: granite4,
     params: [['model.layers.0.block_sparse_moe.input_linear', 'weight', 'model.layers.0.block_sparse_moe.input_linear.weight']],
