@@ -205,11 +205,12 @@ describe('on a transformers checkpoint converted from it (convert_mistral_weight
     head_dim: HEAD_DIM, num_hidden_layers: 1, vocab_size: VOCAB, torch_dtype: 'bfloat16', tie_word_embeddings: false, ...extra,
   });
 
-  it("every module on its renamed tensor, wq's and wk's ΔW rows permuted within each head: the conversion of the model load_lora merges", async () => {
+  // Ministral 3's text-only checkpoint (convert_ministral3_weights_to_hf.py: Ministral3ForCausalLM) is renamed and permuted alike.
+  it.for([['MistralForCausalLM', 'mistral'], ['Ministral3ForCausalLM', 'ministral3']])("%s: every module on its renamed tensor, wq's and wk's ΔW rows permuted within each head: the conversion of the model load_lora merges", async ([arch, type]) => {
     const consolidated = consolidatedTensors();
     const factors = loraTensors();
     const hf = convertedTensors(consolidated, 'model.', 'lm_head.weight', HEAD_DIM);
-    const prepared = await prepare(hfModelFolder(hf, hfConfig()), finetuneFolder(factors));
+    const prepared = await prepare(hfModelFolder(hf, hfConfig({ architectures: [arch], model_type: type })), finetuneFolder(factors));
     expect(prepared.plan.problems).toEqual([]);
     const merged = await mergeIntoFolder(prepared, backend);
     const f = decoded(factors);
@@ -293,7 +294,7 @@ describe('on a transformers checkpoint converted from it (convert_mistral_weight
       return prepared.plan.problems.map((p) => p.message);
     };
     expect(await problems(hfModelFolder(hf, hfConfig({ architectures: ['LlamaForCausalLM'], model_type: 'llama' })))).toEqual([
-      'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format, and the base is in transformers\' names (config.json architectures LlamaForCausalLM), whose conversion from Mistral\'s format is not known here; it is known for MistralForCausalLM, MixtralForCausalLM, Mistral3ForConditionalGeneration, LlavaForConditionalGeneration (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on',
+      'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format, and the base is in transformers\' names (config.json architectures LlamaForCausalLM), whose conversion from Mistral\'s format is not known here; it is known for MistralForCausalLM, MixtralForCausalLM, Mistral3ForConditionalGeneration, Ministral3ForCausalLM, LlavaForConditionalGeneration (a Llava whose text_config is a mistral one): merge into the consolidated.safetensors the adapter was trained on',
     ]);
     expect(await problems(hfModelFolder(hf, { architectures: ['MistralForCausalLM'], model_type: 'mistral' }))).toEqual([
       'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format, which lands on model.layers.0.self_attn.q_proj.weight with its rows permuted within each head as transformers\' conversion permutes wq and wk, and the base\'s config.json gives no head size (head_dim, or hidden_size and num_attention_heads): not supported',

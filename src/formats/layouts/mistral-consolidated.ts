@@ -36,13 +36,16 @@ const MLP_NAMES: Readonly<Record<string, string>> = { w1: 'gate_proj', w2: 'down
 /**
  * The architectures (config.json) of transformers' checkpoints converted from Mistral's format by
  * conversions that rename and permute as above: Mistral 7B, Nemo, Codestral, Ministral and
- * Magistral's MistralForCausalLM, Mixtral's, Mistral Small 3.x's and Devstral's Mistral3 (its
- * language model), and Pixtral 12B's Llava with a Mistral language model (text_config.model_type).
+ * Magistral's MistralForCausalLM, Mixtral's, Mistral Small 3.x's, Devstral's and Ministral 3's
+ * Mistral3 (its language model), Ministral 3's text-only Ministral3ForCausalLM
+ * (convert_ministral3_weights_to_hf.py), and Pixtral 12B's Llava with a Mistral language model
+ * (text_config.model_type).
  */
 const CONVERTED: Readonly<Record<string, (config: Readonly<Record<string, unknown>> | undefined) => boolean>> = {
   MistralForCausalLM: () => true,
   MixtralForCausalLM: () => true,
   Mistral3ForConditionalGeneration: () => true,
+  Ministral3ForCausalLM: () => true,
   LlavaForConditionalGeneration: (config) => textField(config, 'model_type') === 'mistral',
 };
 
