@@ -13,12 +13,14 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type MergeBackend } from '../src/index.js';
+import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { errorLines, mergeArgs, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, prepareOne as prepare, randomTensor, type Files } from './helpers/hf-folder.js';
 import { expectMergedFile, expectValues, product } from './helpers/merge-truth.js';
+import { readGguf, tensorValues } from './helpers/gguf-builder.js';
+import { bf16LlamaGguf } from './helpers/gguf-models.js';
 
 const rand = seededRandom(5301);
 let backend: MergeBackend;
@@ -301,6 +303,43 @@ describe('on a transformers checkpoint converted from it (convert_mistral_weight
     ]);
     expect(await problems(hfModelFolder([randomTensor('blocks.0.attn.qkv.weight', [8, 8], 'BF16', rand)], {}))).toEqual([
       'adapter1: module "layers.0.attention.wq": names a module in Mistral\'s own format (mistral-finetune\'s names: layers.N.attention.wq, feed_forward.w1), which the base holds neither by that name nor by transformers\' (layers.0.self_attn.q_proj); merge into the checkpoint the adapter was trained on (consolidated.safetensors) or a transformers checkpoint converted from it',
+    ]);
+  });
+});
+
+describe("on a llama.cpp GGUF of a Mistral model (convert_hf_to_gguf: arch llama, wq's and wk's rows back in Mistral's order)", () => {
+  // A BF16 llama GGUF of Mistral 7B's layout (GQA): attn_q and attn_k hold the rows convert_hf_to_gguf puts back
+  // (LlamaModel's undo_permute of transformers' permute_for_rope), which are Mistral's own; every other name one to one.
+  const sizes = { layers: 1, hidden: 32, heads: 4, kvHeads: 2, ffn: 48, vocab: 16 };
+  const kv = (sizes.hidden / sizes.heads) * sizes.kvHeads;
+  const GGUF: [mistral: string, gguf: string, out: number, inF: number][] = [
+    ['attention.wq', 'attn_q', 32, 32], ['attention.wk', 'attn_k', kv, 32], ['attention.wv', 'attn_v', kv, 32], ['attention.wo', 'attn_output', 32, 32],
+    ['feed_forward.w1', 'ffn_gate', 48, 32], ['feed_forward.w2', 'ffn_down', 32, 48], ['feed_forward.w3', 'ffn_up', 48, 32],
+  ];
+
+  it('every module one to one on its llama.cpp tensor, W + scaling·(B @ A) rounded once to BF16; a Mixtral expert refused', async () => {
+    const gguf = bf16LlamaGguf(sizes, () => rand() * 2 - 1);
+    const factors = loraTensors(GGUF.map(([name, , out, inF]) => [`layers.0.${name}`, out, inF]));
+    const prepared = await prepare({ 'mistral-7b-bf16.gguf': gguf.bytes }, finetuneFolder(factors));
+    expect(prepared.plan.problems).toEqual([]);
+    const output = createBlobOutputTarget();
+    try {
+      await mergeModel({ prepared, output, backend });
+    } finally {
+      await prepared.close();
+    }
+    const out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+    const f = decoded(factors);
+    for (const [name, key, out_, inF] of GGUF) {
+      const t = out.tensors.find((x) => x.name === `blk.0.${key}.weight`)!;
+      const delta = product(f.get(`layers.0.${name}.lora_B.weight`)!, f.get(`layers.0.${name}.lora_A.weight`)!);
+      const got: DecodedTensor = { dtype: 'BF16', shape: [out_, inF], values: tensorValues('BF16', t.data), bytes: t.data };
+      expectValues(key, got, gguf.values.get(`blk.0.${key}.weight`)!.map((v, i) => v + 2 * delta[i]));
+    }
+    const experts = await prepare({ 'mistral-7b-bf16.gguf': gguf.bytes }, finetuneFolder([...factors, ...loraTensors([['layers.0.feed_forward.experts.0.w1', 48, 32]])]));
+    await experts.close();
+    expect(experts.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "layers.0.feed_forward.experts.0.w1": names one expert of a mixture of experts in Mistral\'s own format, which llama.cpp stacks with the others (ffn_gate_exps, ffn_down_exps, ffn_up_exps): not supported on a GGUF; merge into consolidated.safetensors (or a transformers checkpoint converted from it) and convert that',
     ]);
   });
 });

@@ -15,7 +15,9 @@
  *   is asked before `dotted-path`, which would match by suffix). On a converted checkpoint it lands on the
  *   renamed tensor, ΔW's rows of wq and wk permuted the same way, so the merge is the conversion of
  *   the model mistral-inference merges. The head size is config.json's `head_dim` (else
- *   hidden_size / num_attention_heads), of `text_config` in a vision-language model.
+ *   hidden_size / num_attention_heads), of `text_config` in a vision-language model. On a llama.cpp
+ *   GGUF of a Mistral model (`llama`, `mistral3`) it lands one to one on llama.cpp's name
+ *   (`blk.N.attn_q`): convert_hf_to_gguf puts wq's and wk's rows back in Mistral's order.
  * - A module in transformers' names on a consolidated base is refused with what to merge into
  *   (a folder holding both formats is read in transformers', base-model.ts leaving the consolidated
  *   file out); Mistral Large 3's and Mistral Small 4's (multi-head latent attention: `wq_a`,
@@ -94,6 +96,8 @@ function mistralNamed(path: string, base: BaseView): LayoutResolution | undefine
     return refuse(`names ${path}.weight, which the base, in Mistral's own format, does not hold${mla}: merge into the model the adapter was trained on`);
   }
   const [, layer, , attention, expert, ffn] = m;
+  const arch = base.metadata?.('general.architecture');
+  if (typeof arch === 'string') return onGguf(arch, layer, attention, expert, ffn, base);
   const renamed = attention !== undefined ? `layers.${layer}.self_attn.${attention}_proj`
     : expert !== undefined ? `layers.${layer}.block_sparse_moe.${expert}${ffn}` : `layers.${layer}.mlp.${MLP_NAMES[ffn]}`;
   if (!Object.keys(CONVERTED).some((a) => base.architectures.includes(a) && CONVERTED[a](base.config))) {
@@ -109,6 +113,32 @@ function mistralNamed(path: string, base: BaseView): LayoutResolution | undefine
   const rows = ropeRows(found.key, base);
   if (typeof rows === 'string') return refuse(rows);
   return { found: true, targets: [{ baseKey: found.key, rows }] };
+}
+
+/** llama.cpp's names of Mistral's decoder Linears (convert_hf_to_gguf's tensor map, by transformers' names). */
+const GGUF_NAMES: Readonly<Record<string, string>> = {
+  q: 'attn_q', k: 'attn_k', v: 'attn_v', o: 'attn_output', w1: 'ffn_gate', w2: 'ffn_down', w3: 'ffn_up',
+};
+
+/**
+ * GGUF architectures whose attn_q and attn_k hold Mistral's own row order: convert_hf_to_gguf's
+ * LlamaModel (`llama`: Mistral 7B, Nemo, Small 3 as text models) and its Mistral3Model subclass
+ * (`mistral3`) permute transformers' rows back (undo_permute), and write a file converted from
+ * Mistral's format as it is; either way the GGUF's rows are those mistral-finetune trained on.
+ */
+const GGUF_MISTRAL_ORDER = new Set(['llama', 'mistral3']);
+
+/** A module in Mistral's names on a GGUF: one to one by llama.cpp's name, on the architectures above. */
+function onGguf(arch: string, layer: string, attention: string | undefined, expert: string | undefined, ffn: string | undefined, base: BaseView): LayoutResolution {
+  if (!GGUF_MISTRAL_ORDER.has(arch)) {
+    return refuse(`names a module in Mistral's own format, and the base is a GGUF of architecture ${arch}, whose tensors are not known here to hold Mistral's rows (known for ${[...GGUF_MISTRAL_ORDER].join(' and ')}): merge into the consolidated.safetensors the adapter was trained on`);
+  }
+  if (expert !== undefined) {
+    return refuse(`names one expert of a mixture of experts in Mistral's own format, which llama.cpp stacks with the others (ffn_gate_exps, ffn_down_exps, ffn_up_exps): not supported on a GGUF; merge into consolidated.safetensors (or a transformers checkpoint converted from it) and convert that`);
+  }
+  const key = `blk.${layer}.${GGUF_NAMES[attention ?? ffn!]}.weight`;
+  if (!base.index.has(key)) return refuse(`names a module in Mistral's own format, which a GGUF names ${key}, and the base has no such tensor`);
+  return { found: true, targets: [{ baseKey: key }] };
 }
 
 /** Where ΔW's rows (Mistral's order) go in a converted q_proj or k_proj, or why that cannot be told. */
