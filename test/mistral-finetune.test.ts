@@ -317,7 +317,28 @@ describe("on a llama.cpp GGUF of a Mistral model (convert_hf_to_gguf: arch llama
     ['feed_forward.w1', 'ffn_gate', 48, 32], ['feed_forward.w2', 'ffn_down', 32, 48], ['feed_forward.w3', 'ffn_up', 48, 32],
   ];
 
+  /** convert_hf_to_gguf's LlamaModel.permute: reshape(heads, 2, rows / heads / 2, cols).swapaxes(1, 2), on transformers' rows. */
+  function llamaCppPermute(values: ArrayLike<number>, rows: number, cols: number, heads: number): Float64Array {
+    const half = rows / heads / 2;
+    const out = new Float64Array(rows * cols);
+    for (let h = 0; h < heads; h++) {
+      for (let j = 0; j < 2; j++) {
+        for (let i = 0; i < half; i++) {
+          // The input's [h][j][i] is the output's [h][i][j].
+          for (let c = 0; c < cols; c++) out[(h * 2 * half + i * 2 + j) * cols + c] = values[(h * 2 * half + j * half + i) * cols + c];
+        }
+      }
+    }
+    return out;
+  }
+
   it('every module one to one on its llama.cpp tensor, W + scaling·(B @ A) rounded once to BF16; a Mixtral expert refused', async () => {
+    // Why one to one: the two converters' permutations undo each other, so a GGUF's attn_q and attn_k hold
+    // Mistral's own rows of wq and wk (here the GGUF's tensors stand for W, whatever model they came from).
+    const w = Float64Array.from({ length: 32 * 32 }, () => rand());
+    const d = sizes.hidden / sizes.heads;
+    expect(llamaCppPermute(permuteForRope(w, 32, 32, d), 32, 32, sizes.heads)).toEqual(w);
+    expect(llamaCppPermute(permuteForRope(w.subarray(0, kv * 32), kv, 32, d), kv, 32, sizes.kvHeads)).toEqual(w.subarray(0, kv * 32));
     const gguf = bf16LlamaGguf(sizes, () => rand() * 2 - 1);
     const factors = loraTensors(GGUF.map(([name, , out, inF]) => [`layers.0.${name}`, out, inF]));
     const prepared = await prepare({ 'mistral-7b-bf16.gguf': gguf.bytes }, finetuneFolder(factors));
