@@ -2,7 +2,8 @@
  * Quantized and mlx LLM checkpoints as their repositories hold them, each with a LoRA trained on
  * it: Llama 4 Maverick FP8 (compressed-tensors, experts one Linear each), Ministral 3 FP8
  * (FineGrainedFP8 per tensor: `weight_block_size: null`, `weight_scale_inv` of shape [] and a
- * static `activation_scale`), Llama 3.1 405B FP8 (fbgemm_fp8, written dequantized), and Llama 4 as mlx-lm and
+ * static `activation_scale`), Mistral Small 4 FP8 in transformers' format (its fused FP8 experts,
+ * `gate_up_proj_scale_inv`, refused), Llama 3.1 405B FP8 (fbgemm_fp8, written dequantized), and Llama 4 as mlx-lm and
  * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
  * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert, and
  * mlx-community's 8-bit Llama 4 (its stacked experts quantized), and Mistral's own FP8 format
@@ -180,6 +181,58 @@ describe('mistralai/Ministral-3-8B-Instruct-2512 FP8: FineGrainedFP8 with one sc
   });
 });
 
+describe('Mistral Small 4 in transformers\' format, FP8: FineGrainedFP8 per tensor, its experts fused (experts.gate_up_proj with gate_up_proj_scale_inv)', () => {
+  // transformers' FP8 experts keep each fused expert parameter as F8_E4M3 codes (E, 2·inter, hidden) with
+  // `<param>_scale_inv` (E, 1, 1) per tensor and a static `<param>_activation_scale` (E); attention Linears as
+  // Ministral 3's above (weight_scale_inv of shape [], activation_scale). convert_hf_to_gguf reads the pair as
+  // dequant(codes, scale_inv), and the TensorRT-LLM and vLLM loaders of Mistral4MoE split it per expert the same way.
+  const E = 2;
+  const config = {
+    architectures: ['Mistral3ForConditionalGeneration'], model_type: 'mistral3', tie_word_embeddings: false,
+    text_config: { model_type: 'mistral4', hidden_size: 8, n_routed_experts: E }, vision_config: { model_type: 'pixtral', hidden_size: 8 },
+    quantization_config: { activation_scheme: 'static', modules_to_not_convert: ['model.vision_tower', 'model.multi_modal_projector', 'lm_head'], quant_method: 'fp8', weight_block_size: null },
+  };
+  const ex = 'model.language_model.layers.0.mlp.experts';
+  const qa = 'model.language_model.layers.0.self_attn.q_a_proj';
+  const base = [
+    randomTensor('model.language_model.embed_tokens.weight', [32, 8], 'BF16', rand),
+    randomTensor(`${qa}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${qa}.weight_scale_inv`, [], 'F32'), scaleTensor(`${qa}.activation_scale`, [], 'F32'),
+    randomTensor(`${ex}.gate_up_proj`, [E, 12, 8], 'F8_E4M3', rand, 100), scaleTensor(`${ex}.gate_up_proj_scale_inv`, [E, 1, 1], 'F32'), scaleTensor(`${ex}.gate_up_proj_activation_scale`, [E], 'F32'),
+    randomTensor(`${ex}.down_proj`, [E, 8, 6], 'F8_E4M3', rand, 100), scaleTensor(`${ex}.down_proj_scale_inv`, [E, 1, 1], 'F32'), scaleTensor(`${ex}.down_proj_activation_scale`, [E], 'F32'),
+    randomTensor('model.language_model.layers.0.mlp.gate.weight', [E, 8], 'BF16', rand),
+    randomTensor('lm_head.weight', [32, 8], 'BF16', rand),
+  ];
+  const folder = () => hfModelFolder(base, config);
+
+  it('a PEFT target_parameters LoRA on the fused experts: refused, naming the scale, not added to the codes as if they were weights', async () => {
+    const adapter = peftFolder({ r, lora_alpha: alpha, target_modules: [], target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' }, [
+      randomTensor(`base_model.model.${ex}.lora_A.weight`, [r * E, 8], 'F32', rand, 0.5), randomTensor(`base_model.model.${ex}.lora_B.weight`, [12, r * E], 'F32', rand, 0.5),
+    ]);
+    const prepared = await prepare(folder(), adapter);
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      `adapter1: module "${ex}.gate_up_proj": the base tensor ${ex}.gate_up_proj is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv; merging into quantized weights of this kind is not supported: use the unquantized model`,
+    ]);
+  });
+
+  it('a LoRA on attention merges as Ministral 3\'s, the experts copied as stored; --dtype bf16 refused, naming the experts\' scale (their codes would be written as weights)', async () => {
+    const factors = peftFactors([[qa, 8, 8]]);
+    const adapter = () => peftFolder({ r, lora_alpha: alpha, target_modules: ['q_a_proj'] }, factors);
+    const prepared = await prepare(folder(), adapter());
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const real = loraTruth(dequantized(b.get(`${qa}.weight`)!, b.get(`${qa}.weight_scale_inv`)!), decoded(factors), qa).map(Math.fround);
+    const quant = Math.fround(448 / real.reduce((m, v) => Math.max(m, Math.abs(v)), 0));
+    expect(merged.tensors.get(`${qa}.weight_scale_inv`)!.values[0]).toBe(Math.fround(1 / quant));
+    expect(Array.from(merged.tensors.get(`${qa}.weight`)!.values)).toEqual(Array.from(real, (v) => roundForDType(Math.min(448, Math.max(-448, Math.fround(v * quant))), 'F8_E4M3')));
+    for (const key of [...base.map((t) => t.name)].filter((k) => k.startsWith(ex))) expect(merged.tensors.get(key)!.bytes, key).toEqual(b.get(key)!.bytes);
+    await expect(mergeIntoFolder(await prepare(folder(), adapter()), backend, 'BF16')).rejects.toThrow(
+      `base: tensor "${ex}.gate_up_proj" is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv, in a form not read here (a fused expert parameter with its scale in <parameter>_scale_inv, as transformers' FP8 experts store it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`,
+    );
+  });
+});
+
 describe('meta-llama/Llama-3.1-405B-Instruct-FP8: fbgemm_fp8 (a weight_scale per row)', () => {
   // Its config.json: quant_method fbgemm_fp8, activation_scale_ub, the head (and the first and last layers) left
   // out; each quantized Linear's weight F8_E4M3 with FbgemmFp8Linear's weight_scale (out, 1), F32.
@@ -345,6 +398,28 @@ describe("Mistral's own format (consolidated.safetensors with params.json), FP8 
     const prepared = await prepare(consolidated(), onHead);
     expect(prepared.plan.problems).toEqual([]);
     await expect(mergeIntoFolder(prepared, backend, 'BF16')).rejects.toThrow('base: tensor "layers.0.attention.wq.weight" is stored quantized, with its scale in layers.0.attention.wq.qscale_weight, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)');
+  });
+});
+
+describe("Mistral Large 3 FP8 in Mistral's own format (multi-head latent attention: attention.wq_a, wq_b, wkv_a_with_mqa, wkv_b; experts.K.w1)", () => {
+  it("a PEFT LoRA in transformers' names: refused, saying the format (renamed, not permuted) and what to merge into", async () => {
+    // Mistral-Large-3-675B-Instruct-2512's consolidated-*.safetensors: its MLA and MoE in Mistral's names, FP8 weights
+    // with qscale_weight and qscale_act (vLLM's mistral_large_3 maps wq_a → q_a_proj, wkv_b → kv_b_proj, …).
+    const q = 'layers.0.attention.wq_a';
+    const weights = [
+      randomTensor('tok_embeddings.weight', [32, 8], 'BF16', rand),
+      randomTensor(`${q}.weight`, [8, 8], 'F8_E4M3', rand, 100), scaleTensor(`${q}.qscale_weight`, [], 'BF16'), scaleTensor(`${q}.qscale_act`, [], 'BF16'),
+      randomTensor('layers.0.attention.q_a_norm.weight', [8], 'BF16', rand),
+      randomTensor('layers.0.attention.wkv_b.weight', [16, 8], 'F8_E4M3', rand, 100), scaleTensor('layers.0.attention.wkv_b.qscale_weight', [], 'BF16'),
+      randomTensor('layers.0.experts.0.w1.weight', [8, 8], 'F8_E4M3', rand, 100), scaleTensor('layers.0.experts.0.w1.qscale_weight', [], 'BF16'),
+      randomTensor('output.weight', [32, 8], 'BF16', rand),
+    ];
+    const base = { 'consolidated.safetensors': hfModelFolder(weights, {})['model.safetensors'], 'params.json': JSON.stringify({ dim: 8, n_layers: 1, q_lora_rank: 8, kv_lora_rank: 8, quantization: { qformat_weight: 'fp8_e4m3', qscheme_act: 'TENSOR' } }) };
+    const prepared = await prepare(base, peftFolder({ r, lora_alpha: alpha, target_modules: ['q_a_proj'] }, peftFactors([['model.language_model.layers.0.self_attn.q_a_proj', 8, 8]])));
+    await prepared.close();
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+      'adapter1: module "model.language_model.layers.0.self_attn.q_a_proj": the base is in Mistral\'s own format (consolidated.safetensors: layers.N.attention.wq_a, wkv_b, experts.K.w1, tok_embeddings), whose tensors transformers\' conversion renames; a LoRA in transformers\' names is not placed on it: merge into the repository\'s transformers-format checkpoint (config.json with model-*.safetensors)',
+    ]);
   });
 });
 

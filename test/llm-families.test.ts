@@ -444,6 +444,80 @@ const FAMILIES: Family[] = [
     linears: same(['model.layers.0.mamba.in_proj', 'model.layers.0.mamba.out_proj', 'model.layers.0.shared_mlp.input_linear', 'model.layers.1.self_attn.q_proj', 'model.layers.0.block_sparse_moe.router.layer']),
   },
   {
+    // LiquidAI/LFM2-1.2B: short-conv layers (conv.in_proj, the depthwise conv.conv (hidden, 1, L), conv.out_proj) and
+    // attention layers (q_proj … out_proj with q_layernorm / k_layernorm); the SwiGLU as feed_forward.w1 / w3 / w2; the
+    // final norm named embedding_norm; the head tied (no lm_head.weight). Its own LoRA recipe targets these Linears.
+    title: 'LFM2 (Lfm2ForCausalLM, tied head): short-conv in_proj/out_proj, attention, feed_forward.w1/w2',
+    config: { architectures: ['Lfm2ForCausalLM'], model_type: 'lfm2', hidden_size: 8, layer_types: ['conv', 'full_attention'], tie_word_embeddings: true },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.embedding_norm.weight', [8]],
+      ['model.layers.0.operator_norm.weight', [8]], ['model.layers.0.conv.in_proj.weight', [24, 8]], ['model.layers.0.conv.conv.weight', [8, 1, 3]], ['model.layers.0.conv.out_proj.weight', [8, 8]],
+      ['model.layers.0.ffn_norm.weight', [8]], ['model.layers.0.feed_forward.w1.weight', [16, 8]], ['model.layers.0.feed_forward.w3.weight', [16, 8]], ['model.layers.0.feed_forward.w2.weight', [8, 16]],
+      ['model.layers.1.self_attn.q_proj.weight', [8, 8]], ['model.layers.1.self_attn.q_layernorm.weight', [4]], ['model.layers.1.self_attn.out_proj.weight', [8, 8]],
+    ],
+    linears: same(['model.layers.0.conv.in_proj', 'model.layers.0.conv.out_proj', 'model.layers.0.feed_forward.w1', 'model.layers.0.feed_forward.w2', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.out_proj']),
+  },
+  {
+    // tiiuae/Falcon-H1: each layer a Mamba 2 mixer (mamba.in_proj, conv1d, A_log, D, dt_bias, norm, out_proj) beside
+    // attention, then feed_forward.gate_proj / up_proj / down_proj; its µP multipliers act on those layers' outputs in
+    // transformers' forward (mlx-lm folds them into the weights, refused there), so ΔW adds to the weights as stored.
+    title: 'Falcon-H1 (FalconH1ForCausalLM): Mamba 2 in_proj/out_proj, attention, feed_forward, head',
+    config: { architectures: ['FalconH1ForCausalLM'], model_type: 'falcon_h1', hidden_size: 8, mlp_multipliers: [0.5, 2], ssm_multipliers: [1, 1, 1, 1, 1], tie_word_embeddings: false },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.input_layernorm.weight', [8]],
+      ['model.layers.0.mamba.in_proj.weight', [40, 8]], ['model.layers.0.mamba.conv1d.weight', [24, 1, 4]], ['model.layers.0.mamba.conv1d.bias', [24]],
+      ['model.layers.0.mamba.A_log', [2]], ['model.layers.0.mamba.D', [2]], ['model.layers.0.mamba.dt_bias', [2]], ['model.layers.0.mamba.norm.weight', [16]], ['model.layers.0.mamba.out_proj.weight', [8, 16]],
+      ['model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.layers.0.self_attn.o_proj.weight', [8, 8]],
+      ['model.layers.0.pre_ff_layernorm.weight', [8]], ['model.layers.0.feed_forward.gate_proj.weight', [16, 8]], ['model.layers.0.feed_forward.down_proj.weight', [8, 16]],
+      ['model.final_layernorm.weight', [8]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.layers.0.mamba.in_proj', 'model.layers.0.mamba.out_proj', 'model.layers.0.self_attn.q_proj', 'model.layers.0.feed_forward.gate_proj', 'model.layers.0.feed_forward.down_proj', 'lm_head']),
+  },
+  {
+    // zai-org/GLM-4.5-Air: the first layer dense (mlp.gate_proj), the rest MoE (mlp.experts.K, mlp.shared_experts, the
+    // router mlp.gate with e_score_correction_bias); attention with q/k/v biases; the MTP layer stored as one more layer
+    // (model.layers.<num_hidden_layers>: eh_proj, enorm, hnorm, shared_head), which transformers leaves unloaded.
+    title: 'GLM-4.5 / 4.6 (Glm4MoeForCausalLM): attention, dense MLP, an expert, the shared experts; the MTP layer copied',
+    config: { architectures: ['Glm4MoeForCausalLM'], model_type: 'glm4_moe', hidden_size: 8, num_hidden_layers: 2, first_k_dense_replace: 1, n_routed_experts: 2, tie_word_embeddings: false },
+    base: [
+      ['model.embed_tokens.weight', [32, 8]], ['model.layers.0.self_attn.q_proj.weight', [8, 8]], ['model.layers.0.self_attn.q_proj.bias', [8]], ['model.layers.0.mlp.gate_proj.weight', [16, 8]],
+      ['model.layers.1.self_attn.o_proj.weight', [8, 8]], ['model.layers.1.mlp.gate.weight', [2, 8]], ['model.layers.1.mlp.gate.e_score_correction_bias', [2]],
+      ['model.layers.1.mlp.experts.1.up_proj.weight', [6, 8]], ['model.layers.1.mlp.shared_experts.down_proj.weight', [8, 6]],
+      ['model.layers.2.eh_proj.weight', [8, 16]], ['model.layers.2.enorm.weight', [8]], ['model.layers.2.hnorm.weight', [8]], ['model.layers.2.shared_head.norm.weight', [8]],
+      ['model.norm.weight', [8]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.gate_proj', 'model.layers.1.self_attn.o_proj', 'model.layers.1.mlp.experts.1.up_proj', 'model.layers.1.mlp.shared_experts.down_proj']),
+  },
+  {
+    // Qwen/Qwen3-Omni-30B-A3B-Instruct: the thinker (thinker.model., thinker.visual., thinker.audio_tower., thinker.lm_head),
+    // the talker (talker.model. …, the same decoder names) and code2wav in one checkpoint; a LoRA trained on the whole
+    // Qwen3OmniMoeForConditionalGeneration names the thinker's modules with their prefix.
+    title: 'Qwen3-Omni (Qwen3OmniMoeForConditionalGeneration), adapter on the whole model: thinker attention, an expert, vision and audio towers; the talker untouched',
+    config: { architectures: ['Qwen3OmniMoeForConditionalGeneration'], model_type: 'qwen3_omni_moe', thinker_config: { text_config: { hidden_size: 8 } }, talker_config: { text_config: { hidden_size: 8 } } },
+    base: [
+      ['thinker.model.embed_tokens.weight', [32, 8]], ['thinker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['thinker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]],
+      ['thinker.model.layers.0.mlp.gate.weight', [2, 8]], ['thinker.visual.blocks.0.attn.qkv.weight', [24, 8]], ['thinker.audio_tower.layers.0.self_attn.q_proj.weight', [8, 8]],
+      ['thinker.lm_head.weight', [32, 8]],
+      ['talker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['talker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]], ['code2wav.decoder.0.conv.weight', [8, 8, 3]],
+    ],
+    linears: same(['thinker.model.layers.0.self_attn.q_proj', 'thinker.model.layers.0.mlp.experts.1.down_proj', 'thinker.visual.blocks.0.attn.qkv', 'thinker.audio_tower.layers.0.self_attn.q_proj']),
+  },
+  {
+    // The thinker fine-tuned alone (Qwen3OmniMoeThinkerForConditionalGeneration, base_model_prefix "thinker": transformers
+    // loads the checkpoint's thinker.* keys into it and leaves the talker's unused), its adapter in that class's names.
+    title: 'Qwen3-Omni, adapter on the thinker class: model.layers.N lands on thinker.model.layers.N, never on the talker\'s decoder that ends the same',
+    config: { architectures: ['Qwen3OmniMoeForConditionalGeneration'], model_type: 'qwen3_omni_moe', thinker_config: { text_config: { hidden_size: 8 } }, talker_config: { text_config: { hidden_size: 8 } } },
+    base: [
+      ['thinker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['thinker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]], ['thinker.visual.blocks.0.attn.qkv.weight', [24, 8]],
+      ['thinker.audio_tower.layers.0.self_attn.q_proj.weight', [8, 8]], ['thinker.lm_head.weight', [32, 8]],
+      ['talker.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['talker.model.layers.0.mlp.experts.1.down_proj.weight', [8, 6]],
+    ],
+    linears: [
+      ['model.layers.0.self_attn.q_proj', 'thinker.model.layers.0.self_attn.q_proj.weight'], ['model.layers.0.mlp.experts.1.down_proj', 'thinker.model.layers.0.mlp.experts.1.down_proj.weight'],
+      ['visual.blocks.0.attn.qkv', 'thinker.visual.blocks.0.attn.qkv.weight'], ['audio_tower.layers.0.self_attn.q_proj', 'thinker.audio_tower.layers.0.self_attn.q_proj.weight'], ['lm_head', 'thinker.lm_head.weight'],
+    ],
+  },
+  {
     title: "Granite 4.0-H: target_parameters on the experts' 3-D input_linear.weight",
     config: granite4Config, base: granite4,
     params: [['model.layers.0.block_sparse_moe.input_linear', 'weight', 'model.layers.0.block_sparse_moe.input_linear.weight']],

@@ -246,6 +246,10 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
+  // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
+  ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Qwen2_5OmniModel', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Qwen3OmniMoeForConditionalGeneration', 'qwen3_omni_moe', 'thinker.audio_tower.layers.0.self_attn.q_proj', 'audio_tower.layers.0.self_attn.q_proj'],
 ];
 
 describe('every architecture with a checkpoint key map', () => {

@@ -17,16 +17,20 @@ import { isSingleFileAdapterThroughout, looksLikeSingleFileAdapter, parseSingleF
 import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, isMlxVlmLegacyConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
+import { looksLikeMistralLora, MISTRAL_PARAMS, parseMistralAdapter } from './mistral-finetune.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
 
-/** Whose naming an adapter follows: a PEFT folder, a single file in kohya's, diffusers', XLabs' or ComfyUI's, a llama.cpp LoRA GGUF, or an mlx-lm adapter folder. */
-export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui' | 'gguf' | 'mlx';
+/**
+ * Whose naming an adapter follows: a PEFT folder, a single file in kohya's, diffusers', XLabs' or
+ * ComfyUI's, a llama.cpp LoRA GGUF, an mlx-lm adapter folder, or mistral-finetune's lora.safetensors.
+ */
+export type AdapterFormat = 'peft' | 'kohya' | 'diffusers' | 'xlabs' | 'comfyui' | 'gguf' | 'mlx' | 'mistral';
 
 /** How users know each format, for messages and pages. */
 export const ADAPTER_FORMAT_NAMES: Readonly<Record<AdapterFormat, string>> = {
-  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI', gguf: 'llama.cpp GGUF', mlx: 'mlx-lm',
+  peft: 'PEFT', kohya: 'kohya/LyCORIS', diffusers: 'diffusers', xlabs: 'XLabs', comfyui: 'ComfyUI', gguf: 'llama.cpp GGUF', mlx: 'mlx-lm', mistral: 'mistral-finetune',
 };
 
 /** What kind of base layer a module adapts; decides how ΔW lines up with the stored weight. */
@@ -290,6 +294,12 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
     if (hasMlxFactorNames(file)) throw mlxWithoutConfig(files.name, file.source.name);
+    // mistral-finetune's lora.safetensors, with the params.json it writes beside it (its scaling).
+    if (looksLikeMistralLora(file)) {
+      const paramsPath = tensorFiles[0].slice(0, tensorFiles[0].lastIndexOf('/') + 1) + MISTRAL_PARAMS;
+      const params = list.includes(paramsPath) ? { text: await files.readText(paramsPath), file: files.fileName?.(paramsPath) ?? `${files.name}/${paramsPath}` } : undefined;
+      return parseMistralAdapter(files.name, file, params, pacer).catch((e: unknown) => { throw fromKnownAdapter(e); });
+    }
     if (looksLikeSingleFileAdapter(file)) {
       return parseSingleFileAdapter(files.name, file, pacer).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
     }

@@ -55,10 +55,11 @@ export interface PreparedMerge {
   close(): Promise<void>;
 }
 
-/** What the plan reads of the base: its tensors, components and metadata, and config.json's architectures and model_type. */
+/** What the plan reads of the base: its tensors, components and metadata, and config.json (its architectures and model_type named). */
 function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: ScaledFp8Base | undefined): BaseTensorIndex {
   const index: BaseTensorIndex = { tensors: viewedTensors(base.tensors, scaled), architectures: modelArchitectures(config) };
   if (typeof config?.raw.model_type === 'string') index.modelType = config.raw.model_type;
+  if (config) index.config = config.raw;
   const mlxQuantized = mlxQuantizedWeights(base.tensors);
   if (scaled?.unreadWhy || mlxQuantized.size > 0) index.quantizedAs = new Map([...mlxQuantized, ...scaled?.unreadWhy ?? []]);
   // The plan merges in place (dividing ΔW by the scale) only under the `keep` rule; otherwise the

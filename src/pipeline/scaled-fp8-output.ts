@@ -173,7 +173,7 @@ export function scaledFp8Output(
   if (requested !== undefined && !dtypeMergedOnly) {
     const unaccounted = unreadScaledWeight(base.tensors, scaled);
     if (unaccounted) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${unaccounted.key}" is stored quantized, with its scale in ${unaccounted.scaleKey}, in a form not read here (no quantization config that names it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`);
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${unaccounted.key}" is stored quantized, with its scale in ${unaccounted.scaleKey}, in a form not read here (${unaccounted.form ?? 'no quantization config that names it'}), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`);
     }
   }
   if (!scaled) return undefined;

@@ -84,6 +84,8 @@ export interface BaseTensorIndex {
   modelType?: string;
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
+  /** The fields of config.json, when the base has one (layouts that need the model's sizes). */
+  config?: Readonly<Record<string, unknown>>;
   /** Weights stored in a quantized format the merge does not read, and what the file says it is (a comfy_quant format). */
   quantizedAs?: ReadonlyMap<string, string>;
 }

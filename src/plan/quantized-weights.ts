@@ -30,6 +30,20 @@ function scaleSibling(tensors: ReadonlyMap<string, unknown>, stem: string): stri
   return SCALE_SIBLINGS.find((s) => tensors.has(stem + s) && (s !== 'scale_weight' || fp8()));
 }
 
+/**
+ * The scale of a parameter stored under its own name rather than as `<module>.weight`: transformers'
+ * FP8 experts (FineGrainedFP8's fused `mlp.experts.gate_up_proj` (E, 2·inter, hidden) as F8_E4M3 codes,
+ * `gate_up_proj_scale_inv` (E, ⌈2·inter/bm⌉, ⌈hidden/bn⌉) and a static `gate_up_proj_activation_scale`
+ * beside it: Mistral Small 4 and Mistral Large 3 in transformers' format, GLM-5), which no reader here
+ * dequantizes.
+ */
+function parameterScaleSibling(tensors: ReadonlyMap<string, unknown>, key: string): string | undefined {
+  return key.endsWith('.weight') || !tensors.has(`${key}_scale_inv`) ? undefined : `${key}_scale_inv`;
+}
+
+/** How the refusals word a fused parameter's scale (parameterScaleSibling). */
+const PARAMETER_SCALE_FORM = "a fused expert parameter with its scale in <parameter>_scale_inv, as transformers' FP8 experts store it";
+
 /** Methods the merge reads itself: bitsandbytes bases are dequantized by formats/bnb. */
 const READ_METHODS = new Set(['bitsandbytes']);
 
@@ -55,6 +69,10 @@ export function quantizedWeightProblems(
   const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
   const unread = new Set(scaled?.unread);
   const why = (baseKey: string): string | undefined => {
+    const parameterScale = parameterScaleSibling(tensors, baseKey);
+    if (parameterScale) {
+      return `the base tensor ${baseKey} is stored quantized, with its scale in ${parameterScale}${configMethod ? ` (config.json quantization_config: ${configMethod})` : ''}; merging into quantized weights of this kind is not supported: use the unquantized model`;
+    }
     if (!baseKey.endsWith('.weight') || scaled?.weights.has(baseKey)) return undefined;
     // Under `keep` the plan merges every weight with a scale_weight in place (ΔW / scale), whatever
     // the scale's dtype, as ComfyUI's older scaled fp8 layers read one into their float32 parameter.
@@ -163,11 +181,14 @@ export class KeysUnder {
 /**
  * The first weight stored beside a scale tensor that no reader here takes (neither `scaled` reads
  * it nor names its format): converting the model with --dtype would write its codes as if they
- * were the weights. Undefined when there is none.
+ * were the weights. `form`: how the refusal words the form, where no quantization config naming it is
+ * not the reason (a fused FP8 expert parameter). Undefined when there is none.
  */
-export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled?: ScaledFp8Base): { key: string; scaleKey: string } | undefined {
+export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled?: ScaledFp8Base): { key: string; scaleKey: string; form?: string } | undefined {
   const unread = new Set(scaled?.unread ?? []);
   for (const key of tensors.keys()) {
+    const parameterScale = parameterScaleSibling(tensors, key);
+    if (parameterScale) return { key, scaleKey: parameterScale, form: PARAMETER_SCALE_FORM };
     if (!key.endsWith('.weight') || scaled?.weights.has(key) || unread.has(key)) continue;
     const stem = key.slice(0, -'weight'.length);
     const sibling = scaleSibling(tensors, stem);

@@ -100,10 +100,23 @@ const GEMMA3N: CheckpointKeyMap = {
 };
 
 /**
+ * Not a transformers conversion either: the Thinker class's names on an Omni checkpoint (Qwen2.5-Omni's
+ * and Qwen3-Omni's: the thinker under `thinker.` — `thinker.model.layers.N…`, `thinker.visual.`,
+ * `thinker.audio_tower.`, `thinker.lm_head` — beside the talker's `talker.model.layers.N…` and the
+ * speech decoder). Trainers fine-tune the thinker alone (Qwen2_5OmniThinkerForConditionalGeneration,
+ * Qwen3OmniMoeThinkerForConditionalGeneration), whose `base_model_prefix` is `thinker`: transformers
+ * strips it from the checkpoint's keys and leaves the talker's unused, so their adapters name
+ * `model.layers.N…`, `visual.…`, `audio_tower.…` and `lm_head`, which by their tail would also fit
+ * the talker's decoder. Only keys starting with one of those four are rewritten.
+ */
+const OMNI_THINKER: KeyRule = [/^(?=(model|visual|audio_tower|lm_head)(\.|$))/, 'thinker.'];
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, and the multimodal classes whose language model transformers also
- * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4).
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4) or whose thinker it loads
+ * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Qwen2VLForConditionalGeneration: QWEN2_VL,
@@ -171,6 +184,10 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
   Gemma3nForConditionalGeneration: GEMMA3N,
   Llama4ForConditionalGeneration: LLAMA4,
+  // The thinker alone (its class's names) on an Omni checkpoint; Qwen2.5-Omni's first releases say Qwen2_5OmniModel.
+  Qwen2_5OmniForConditionalGeneration: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
+  Qwen2_5OmniModel: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
+  Qwen3OmniMoeForConditionalGeneration: { family: 'Qwen3-Omni (thinker)', rules: [OMNI_THINKER] },
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*

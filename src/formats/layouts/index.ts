@@ -76,7 +76,10 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
  * matched by name; so is ai-toolkit's combined LoRA of Wan 2.2's two experts, whose
  * `transformer_1.blocks.…` would otherwise land by its tail on whichever expert the base is (on a
- * pipeline that says which folder is which expert, the locator lands each in its own first).
+ * pipeline that says which folder is which expert, the locator lands each in its own first); so are
+ * Mistral's own names (mistral-finetune's `layers.N.attention.wq`), which mistral-inference reads as
+ * the decoder's tensor of that exact name, never by a suffix (a Pixtral file's vision encoder has
+ * `vision_encoder.transformer.layers.N.attention.wq`), or as the tensor transformers' conversion renames it to.
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
@@ -86,7 +89,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi, mistralConsolidated,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -124,6 +127,8 @@ export interface BaseShapes {
   readonly components?: readonly BaseComponent[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
+  /** The fields of config.json, when the base has one, for layouts that need the model's sizes. */
+  readonly config?: Readonly<Record<string, unknown>>;
 }
 
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
@@ -364,6 +369,7 @@ export class ModuleLocator {
     return {
       index: new BaseKeyIndex(list, prefix), keys: list, architectures: base.architectures ?? [],
       shape: (key) => tensors.get(key)?.shape, storedShape: (key) => tensors.get(key)?.storedShape, metadata: (key) => base.metadata?.(key),
+      ...(base.config ? { config: base.config } : {}),
     };
   }
 }

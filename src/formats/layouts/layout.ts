@@ -125,6 +125,8 @@ export interface BaseView {
   storedShape?(key: string): readonly number[] | undefined;
   /** The base file's own metadata, where it has typed metadata (GGUF): architecture, head counts. */
   metadata?(key: string): unknown;
+  /** The fields of the model's config.json, where it has one (a converted checkpoint's head sizes). */
+  readonly config?: Readonly<Record<string, unknown>>;
 }
 
 export interface Layout {
