@@ -1,0 +1,113 @@
+/**
+ * Hostile and damaged inputs against the readers and writers added last: each is refused in one
+ * line naming the file, tensor or module and what to do, exit code 1 (2 for a bad option),
+ * nothing at the output path and the inputs as they were; or, where the tool it comes from loads
+ * it, merged as that tool does.
+ * - `--imatrix` whose weights are all 0 over a super-block (an in_sum2 of zeros beside a count
+ *   that is not), or too small for f32: ggml's Q2_K/Q4_K/Q5_K quantizers divide by the sum of the
+ *   block's weights (make_qp_quants) and write NaN scales, which llama-quantize's check of its
+ *   output (ggml_validate_row_data) stops on; the refusal blamed the merged values ("too large …
+ *   lower --weight"). ggml's IQ3 search failing (negative weights, or values past f32 in its
+ *   distances) gave a line naming neither the importance matrix nor the tensor.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
+import { bytesSource } from '../src/io/memory-source.js';
+import { merge as browserMerge } from '../src/merge.js';
+import { oneErrorLine, runCli, snapshot } from './helpers/cli.js';
+import { tempDirs } from './helpers/fixtures.js';
+import { tensor } from './helpers/diffusion-fixtures.js';
+import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+
+/** llama-imatrix's metadata (llama-quantize requires all three keys). */
+const IMATRIX_META: [string, MetaValue][] = [
+  ['general.type', { type: 'string', value: 'imatrix' }],
+  ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }],
+  ['imatrix.chunk_count', { type: 'u32', value: 125 }],
+  ['imatrix.chunk_size', { type: 'u32', value: 512 }],
+];
+
+/** llama-imatrix's GGUF output: `<name>.in_sum2` F32 ne [ne0, n] and `<name>.counts` F32 ne [1, n]. */
+function imatrixGguf(entries: { name: string; sums: number[]; counts: number[] }[], metadata = IMATRIX_META): Uint8Array {
+  return buildGguf({
+    metadata,
+    tensors: entries.flatMap((e) => [
+      { name: `${e.name}.in_sum2`, type: 'F32', ne: [e.sums.length / e.counts.length, e.counts.length], data: tensorData('F32', e.sums) },
+      { name: `${e.name}.counts`, type: 'F32', ne: [1, e.counts.length], data: tensorData('F32', e.counts) },
+    ]),
+  });
+}
+
+/** A CLI run of `args` (which name files in `dir`) refused: one line, `code`, nothing at `out`, `dir` unchanged. */
+async function refused(dir: string, out: string, args: string[], code = 1): Promise<string> {
+  const before = snapshot(dir);
+  const run = await runCli(args);
+  const line = oneErrorLine(run);
+  expect(run.stderr).not.toMatch(/\n\s+at |internal error/);
+  expect(run.code, run.stderr).toBe(code);
+  expect(existsSync(out)).toBe(false);
+  expect(snapshot(dir)).toEqual(before);
+  return line;
+}
+
+describe('--imatrix whose weights make ggml\'s quantizer write NaN scales', () => {
+  const cols = LLAMA.hidden;
+  // The Q4_K_M llama's ffn_up is Q4_K: merged, it is re-quantized with the entry's weights.
+  const lora = () => ggufLoraAdapter([{ tensor: 'blk.0.ffn_up.weight', rank: 4, in: cols, out: LLAMA.ffn, aType: 'F32', bType: 'F32' }], 8);
+  const cases: [string, number[], number][] = [
+    // A count of 40 with every sum 0: weights of 0, whose sum make_qp_quants divides by.
+    ['in_sum2 all 0 (count 40)', new Array(cols).fill(0), 40],
+    // Sums of 1e-44 (f32 subnormals): the weights times sqrt(σ² + x²) are 0 in f32.
+    ['in_sum2 of subnormals', new Array(cols).fill(1e-44), 4],
+  ];
+  it.for(cases.flatMap(([what, sums, count]) => ['1', '2'].map((threads) => [what, threads, sums, count] as const)))(
+    '%s, --threads %s: refused naming the importance matrix and the tensor, exit code 1, nothing written',
+    async ([, threads, sums, count]) => {
+      const base = q4kmLlama();
+      const dir = temp.make({ ...base.files, 'lora.gguf': lora().bytes, 'llama.imatrix.gguf': imatrixGguf([{ name: 'blk.0.ffn_up.weight', sums, counts: [count] }]) });
+      const out = join(dir, 'merged.gguf');
+      const line = await refused(dir, out, ['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, 'llama.imatrix.gguf'), '--out', out, '--backend', 'cpu', '--threads', threads]);
+      expect(line).toMatch(/^error: importance matrix \S+llama\.imatrix\.gguf: tensor "blk\.0\.ffn_up\.weight" quantized to Q4_K with its weights comes out NaN, Inf or zeroed/);
+      expect(line).toMatch(/leave out --imatrix$/);
+      expect(line).not.toMatch(/lower --weight/);
+    },
+  );
+
+  it('the library, IQ3_XXS with negative weights (ggml\'s grid search finds no neighbour and aborts): the importance matrix named', async () => {
+    const base = q4kmLlama();
+    // in_sum2 of -1 (no sum of squares is negative): every weighted distance of the search is negative or NaN.
+    const importance = await readImportanceMatrix(bytesSource(imatrixGguf([{ name: 'blk.0.ffn_up.weight', sums: new Array(cols).fill(-1), counts: [1] }]), 'llama.imatrix.gguf'));
+    const run = (extra: object) => browserMerge({
+      base: new File([base.files['tiny-llama-Q4_K_M.gguf'] as Uint8Array<ArrayBuffer>], 'tiny-llama-Q4_K_M.gguf'),
+      adapters: [new File([lora().bytes as Uint8Array<ArrayBuffer>], 'lora.gguf')], backend: 'cpu', dtype: 'iq3_xxs', ...extra,
+    });
+    await expect(run({ importance })).rejects.toThrow(/^importance matrix llama\.imatrix\.gguf: tensor "blk\.0\.ffn_up\.weight" quantized to IQ3_XXS with its weights comes out NaN, Inf or zeroed .*leave out --imatrix$/);
+    // Without the weights the same merge is written.
+    expect((await run({})).blobs).toHaveLength(1);
+  });
+
+  it('without an imatrix, merged values too large for IQ3_XXS (ggml\'s search overflows f32): the line names the file and tensor', async () => {
+    const base = q4kmLlama();
+    const merged = browserMerge({
+      base: new File([base.files['tiny-llama-Q4_K_M.gguf'] as Uint8Array<ArrayBuffer>], 'tiny-llama-Q4_K_M.gguf'),
+      adapters: [{ source: new File([lora().bytes as Uint8Array<ArrayBuffer>], 'lora.gguf'), weight: 1e16 }], backend: 'cpu', dtype: 'iq3_xxs',
+    });
+    await expect(merged).rejects.toThrow(/^tiny-llama-Q4_K_M\.gguf: tensor "blk\.0\.ffn_up\.weight": values too large \(or not finite\) for an IQ3 block: /);
+  });
+
+  it('the same merge without --imatrix, and with weights that are not all 0, is written', async () => {
+    const base = q4kmLlama();
+    const sums = Array.from({ length: cols }, (_, i) => (i % 64 === 0 ? 0 : 3 + (i % 7)));
+    const dir = temp.make({ ...base.files, 'lora.gguf': lora().bytes, 'llama.imatrix.gguf': imatrixGguf([{ name: 'blk.0.ffn_up.weight', sums, counts: [40] }]) });
+    for (const extra of [[], ['--imatrix', join(dir, 'llama.imatrix.gguf')]]) {
+      const run = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, `out-${extra.length}.gguf`), '--backend', 'cpu', ...extra]);
+      expect(run.code, run.stderr).toBe(0);
+    }
+  });
+});
