@@ -9,6 +9,8 @@
  *   output (ggml_validate_row_data) stops on; the refusal blamed the merged values ("too large …
  *   lower --weight"). ggml's IQ3 search failing (negative weights, or values past f32 in its
  *   distances) gave a line naming neither the importance matrix nor the tensor.
+ * - A GGUF imatrix without llama-imatrix's imatrix.* metadata, which llama-quantize refuses
+ *   ("missing imatrix metadata"), was applied.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -109,5 +111,21 @@ describe('--imatrix whose weights make ggml\'s quantizer write NaN scales', () =
       const run = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, `out-${extra.length}.gguf`), '--backend', 'cpu', ...extra]);
       expect(run.code, run.stderr).toBe(0);
     }
+  });
+});
+
+describe('a GGUF importance matrix without imatrix.* metadata (llama-quantize: "missing imatrix metadata")', () => {
+  const pair = imatrixGguf([{ name: 'blk.0.attn_q.weight', sums: [4, 8, 12, 16], counts: [4] }], []);
+  it.for(IMATRIX_META.slice(1).map(([key]) => key))('without %s: refused naming the file and the key', async (key) => {
+    const bytes = imatrixGguf([{ name: 'blk.0.attn_q.weight', sums: [4, 8, 12, 16], counts: [4] }], IMATRIX_META.filter(([k]) => k !== key));
+    await expect(readImportanceMatrix(bytesSource(bytes, 'llama.imatrix.gguf'))).rejects.toThrow(
+      `importance matrix llama.imatrix.gguf: its metadata has no ${key}, which llama-imatrix writes and llama-quantize requires ("missing imatrix metadata"); make it again with llama-imatrix`,
+    );
+  });
+
+  it('without any: all three named; with all three the weights are in_sum2 / count', async () => {
+    await expect(readImportanceMatrix(bytesSource(pair, 'i.gguf'))).rejects.toThrow(/its metadata has no imatrix\.datasets, imatrix\.chunk_count, imatrix\.chunk_size, /);
+    const im = await readImportanceMatrix(bytesSource(imatrixGguf([{ name: 'blk.0.attn_q.weight', sums: [4, 8, 12, 16], counts: [4] }]), 'i.gguf'));
+    expect([...im.entries.get('blk.0.attn_q.weight')!]).toEqual([1, 2, 3, 4]);
   });
 });
