@@ -11,6 +11,8 @@
  *   distances) gave a line naming neither the importance matrix nor the tensor.
  * - A GGUF imatrix without llama-imatrix's imatrix.* metadata, which llama-quantize refuses
  *   ("missing imatrix metadata"), was applied.
+ * - `--dry-run --imatrix` read the file but did not match it to the model: an importance matrix
+ *   of another model passed the dry run and was refused by the real one.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -127,5 +129,33 @@ describe('a GGUF importance matrix without imatrix.* metadata (llama-quantize: "
     await expect(readImportanceMatrix(bytesSource(pair, 'i.gguf'))).rejects.toThrow(/its metadata has no imatrix\.datasets, imatrix\.chunk_count, imatrix\.chunk_size, /);
     const im = await readImportanceMatrix(bytesSource(imatrixGguf([{ name: 'blk.0.attn_q.weight', sums: [4, 8, 12, 16], counts: [4] }]), 'i.gguf'));
     expect([...im.entries.get('blk.0.attn_q.weight')!]).toEqual([1, 2, 3, 4]);
+  });
+});
+
+describe('--dry-run --imatrix: the importance matrix matched to the base as the real run matches it', () => {
+  const cols = LLAMA.hidden;
+  const entry = (name: string) => ({ name, sums: Array.from({ length: cols }, (_, i) => 1 + (i % 5)), counts: [10] });
+  const cases: [string, { name: string; sums: number[]; counts: number[] }[], string[], RegExp][] = [
+    ['an entry naming no tensor of the model', [entry('blk.0.attn_q.weight'), entry('blk.7.attn_q.weight')], [], /its entry "blk\.7\.attn_q\.weight" is no tensor of this model \(was it made for another model\?\)$/],
+    ['an entry of another length', [{ ...entry('blk.0.attn_q.weight'), sums: [1, 2, 3, 4] }], [], /its entry "blk\.0\.attn_q\.weight" has 4 values, but the tensor \[256, 256\] takes 256/],
+    ['--dtype converting tensors the merge leaves', ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'].map((m) => entry(`blk.0.${m}.weight`)), ['--dtype', 'q4_k'], /"blk\.0\.attn_k\.weight" is converted to Q4_K by --dtype without being merged, .*add --dtype-merged-only/],
+  ];
+  it.for(cases)('%s: the dry run refuses it in the real run\'s words, exit code 2, and writes nothing', async ([, entries, extra, message]) => {
+    const base = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: cols, out: cols, aType: 'F32', bType: 'F32' }], 8);
+    const dir = temp.make({ ...base.files, 'lora.gguf': lora.bytes, 'llama.imatrix.gguf': imatrixGguf(entries) });
+    const out = join(dir, 'merged.gguf');
+    const args = ['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, 'llama.imatrix.gguf'), '--backend', 'cpu', ...extra];
+    const dry = await refused(dir, out, [...args, '--dry-run'], 2);
+    expect(dry).toMatch(message);
+    expect(await refused(dir, out, [...args, '--out', out], 2)).toBe(dry);
+  });
+
+  it('an importance matrix that fits: the dry run passes, as the real run writes', async () => {
+    const base = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: cols, out: cols, aType: 'F32', bType: 'F32' }], 8);
+    const dir = temp.make({ ...base.files, 'lora.gguf': lora.bytes, 'llama.imatrix.gguf': imatrixGguf([entry('blk.0.attn_q.weight')]) });
+    const run = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, 'llama.imatrix.gguf'), '--dry-run']);
+    expect(run.code, run.stderr).toBe(0);
   });
 });

@@ -163,17 +163,14 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
 }
 
-async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
-  const { output, backend, signal, onProgress } = options;
-  const { plan } = options.prepared;
-  const startedAt = performance.now();
-  assertPlanValid(plan);
-  throwIfAborted(signal);
-
-  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  // Quantized weights read through a row decoder are decoded on the backend's threads, where it has them.
-  const decodeOn: RowDecodeRunner | undefined = backend.decodeRows && ((source, r0, r1, out) => backend.decodeRows!(source, r0, r1, signal, out));
+/**
+ * What the merge writes, from the headers alone: each tensor's output type and shape, and whether
+ * the merge changes it; the output types checked against the format, and `importance()` the row
+ * weights the importance matrix gives (refused where it does not fit the base).
+ */
+function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' | 'dtypeMergedOnly' | 'importance'>) {
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
+  const { plan } = options.prepared;
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
   const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));
@@ -203,11 +200,40 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
     const touched = changed(key);
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
+
   // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).
   checkOutputTypes(base.name, base.shards, scaled ? undefined : base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
-  const importance = options.importance && matchImportance(format, options.importance, base.shards.flatMap((shard) => shard.tensors.map((t) => ({
+  const importance = () => options.importance && matchImportance(format, options.importance, base.shards.flatMap((shard) => shard.tensors.map((t) => ({
     name: t.name, shape: t.shape, type: t.type, outType: outTypeOf(shard, t), changed: changed(keyOf(shard, t)),
   }))));
+  return { requested, updates, scaled, prepared, biases, replacements, rowSets, keyOf, changed, outShapeOf, outTypeOf, importance };
+}
+
+/**
+ * For a dry run: the refusals a merge of `prepared` with `importance` gives before it writes (the
+ * output types, then the importance matrix matched to the base: an entry naming no tensor of it,
+ * an entry of the wrong length, a tensor written in a type not quantized with one), from the
+ * headers alone.
+ */
+export function checkImportance(prepared: PreparedMerge, importance: ImportanceMatrix, outDtype?: string, dtypeMergedOnly?: boolean): void {
+  outputLayout({ prepared, importance, outDtype, dtypeMergedOnly }).importance();
+}
+
+async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
+  const { output, backend, signal, onProgress } = options;
+  const { plan } = options.prepared;
+  const startedAt = performance.now();
+  assertPlanValid(plan);
+  throwIfAborted(signal);
+
+  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
+  // Quantized weights read through a row decoder are decoded on the backend's threads, where it has them.
+  const decodeOn: RowDecodeRunner | undefined = backend.decodeRows && ((source, r0, r1, out) => backend.decodeRows!(source, r0, r1, signal, out));
+  const layout = outputLayout(options);
+  const { requested, updates, scaled, prepared, biases, replacements, rowSets, keyOf, changed, outShapeOf, outTypeOf } = layout;
+  const { base } = prepared;
+  const format = base.format;
+  const importance = layout.importance();
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
