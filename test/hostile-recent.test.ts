@@ -13,15 +13,20 @@
  *   ("missing imatrix metadata"), was applied.
  * - `--dry-run --imatrix` read the file but did not match it to the model: an importance matrix
  *   of another model passed the dry run and was refused by the real one.
+ * - LongCat-Video's LoRANetwork files: `lora_up.blocks.01.weight` was read as block 1 (torch's
+ *   ModuleList names blocks str(i), so LoRANetwork's load_state_dict has no such key and block 1
+ *   keeps its zeros), and beside `blocks.1` it silently replaced it; an alpha_scale of shape (1,)
+ *   or (1, 1) was read, where LoRAModule's 0-d buffer refuses it.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { bytesSource } from '../src/io/memory-source.js';
 import { merge as browserMerge } from '../src/merge.js';
 import { oneErrorLine, runCli, snapshot } from './helpers/cli.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
@@ -157,5 +162,50 @@ describe('--dry-run --imatrix: the importance matrix matched to the base as the 
     const dir = temp.make({ ...base.files, 'lora.gguf': lora.bytes, 'llama.imatrix.gguf': imatrixGguf([entry('blk.0.attn_q.weight')]) });
     const run = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, 'llama.imatrix.gguf'), '--dry-run']);
     expect(run.code, run.stderr).toBe(0);
+  });
+});
+
+describe("LongCat-Video's LoRANetwork files with blocks or alpha_scale LoRANetwork does not load", () => {
+  const rand = seededRandom(20261207);
+  const h = 8, r = 2;
+  // meituan-longcat/LongCat-Video dit/ (bare names), block 0's fused qkv and ffn.w1.
+  const DIT = 'diffusion_pytorch_model.safetensors';
+  const dit = {
+    [DIT]: buildSafetensors([tensor(rand, 'blocks.0.attn.qkv.weight', [3 * h, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w1.weight', [20, h], 'BF16')]),
+    'config.json': JSON.stringify({ _class_name: 'LongCatVideoTransformer3DModel', hidden_size: 4096, depth: 48 }),
+  };
+  const P = 'lora___lorahyphen___blocks___lorahyphen___0___lorahyphen___attn___lorahyphen___qkv';
+  const alphaScale = (shape: number[]): FixtureTensor => ({ name: `${P}.alpha_scale`, dtype: 'BF16', shape, data: [0.5] });
+  /** cfg_step_lora's form on attn.qkv: lora_down (n·r, in), lora_up.blocks.<i> (out/n, r), alpha_scale 0.5. */
+  const qkv = (blocks: string[], scale = alphaScale([])): FixtureTensor[] => [
+    tensor(rand, `${P}.lora_down.weight`, [blocks.length * r, h], 'BF16'),
+    ...blocks.map((i) => tensor(rand, `${P}.lora_up.blocks.${i}.weight`, [(3 * h) / blocks.length, r], 'BF16')),
+    scale,
+  ];
+  const refusal = (tensors: FixtureTensor[]) => prepareMerge(memoryInputFileSet(dit, 'dit'), [{ files: memoryInputFileSet({ 'cfg_step_lora.safetensors': buildSafetensors(tensors) }, 'cfg_step_lora.safetensors'), weight: 1 }])
+    .then(async (p) => { await p.close(); return p.plan.problems.map((x) => x.message).join('\n'); }, (e: Error) => e.message);
+
+  const cases: [string, FixtureTensor[], RegExp][] = [
+    ['blocks 0, 01, 2 (01 is no ModuleList name)', qkv(['0', '01', '2']), /tensor "lora___\S+qkv\.lora_up\.blocks\.01\.weight" is not in LongCat-Video's LoRANetwork form/],
+    ['blocks 0, 1, 01, 2 (01 beside 1)', qkv(['0', '1', '01', '2']), /tensor "lora___\S+qkv\.lora_up\.blocks\.01\.weight" is not in LongCat-Video's LoRANetwork form/],
+    ['an alpha_scale of shape (1,)', qkv(['0', '1', '2'], alphaScale([1])), /module "blocks\.0\.attn\.qkv" \(LongCat-Video LoRA\) has an alpha_scale that is not one finite number: \S+\.alpha_scale is BF16 \(1\), not a 0-d float tensor$/],
+    ['an alpha_scale of shape (1, 1)', qkv(['0', '1', '2'], alphaScale([1, 1])), /alpha_scale is BF16 \(1, 1\), not a 0-d float tensor$/],
+  ];
+  it.for(cases)('%s: refused naming the tensor or module', async ([, tensors, message]) => {
+    expect(await refusal(tensors)).toMatch(message);
+  });
+
+  it('the same file with blocks 0, 1, 2 and a 0-d alpha_scale is planned (LoRANetwork loads it)', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(dit, 'dit'), [{ files: memoryInputFileSet({ 'cfg_step_lora.safetensors': buildSafetensors(qkv(['0', '1', '2'])) }, 'cfg_step_lora.safetensors'), weight: 1 }]);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey)).toEqual(['blocks.0.attn.qkv.weight']);
+    await prepared.close();
+  });
+
+  it('the command line: one line naming the tensor, exit code 1, nothing written, the inputs unchanged', async () => {
+    const dir = temp.make({ 'dit/diffusion_pytorch_model.safetensors': dit[DIT], 'dit/config.json': dit['config.json'], 'cfg_step_lora.safetensors': buildSafetensors(qkv(['0', '01', '2'])) });
+    const out = join(dir, 'merged');
+    const line = await refused(dir, out, ['merge', '--base', join(dir, 'dit'), '--adapter', join(dir, 'cfg_step_lora.safetensors'), '--out', out, '--backend', 'cpu']);
+    expect(line).toMatch(/lora_up\.blocks\.01\.weight" is not in LongCat-Video's LoRANetwork form/);
   });
 });
