@@ -17,6 +17,9 @@
  *   ModuleList names blocks str(i), so LoRANetwork's load_state_dict has no such key and block 1
  *   keeps its zeros), and beside `blocks.1` it silently replaced it; an alpha_scale of shape (1,)
  *   or (1, 1) was read, where LoRAModule's 0-d buffer refuses it.
+ * - combine and resize writing f16 factors (the inputs' type): a weight of 1e30, or α/r folded
+ *   into B for a llama.cpp GGUF, took values past 65504, written as Inf (exit code 0) for PEFT,
+ *   kohya's loaders and llama.cpp to apply.
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -207,5 +210,40 @@ describe("LongCat-Video's LoRANetwork files with blocks or alpha_scale LoRANetwo
     const out = join(dir, 'merged');
     const line = await refused(dir, out, ['merge', '--base', join(dir, 'dit'), '--adapter', join(dir, 'cfg_step_lora.safetensors'), '--out', out, '--backend', 'cpu']);
     expect(line).toMatch(/lora_up\.blocks\.01\.weight" is not in LongCat-Video's LoRANetwork form/);
+  });
+});
+
+describe('combine and resize whose factors overflow the inputs\' f16 when written', () => {
+  const { hidden: h, ffn } = LLAMA;
+  // convert_lora_to_gguf --outtype f16 LoRAs: α 8 on attn_q (r 4); α 4 on attn_q and ffn_down (r 2).
+  const a = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' }], 8, 41);
+  const b = ggufLoraAdapter([
+    { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F16', bType: 'F16' },
+    { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'F16', bType: 'F16' },
+  ], 4, 42);
+  // An f16 LoRA whose α (f32 3e38) folded into B as α/r (its modules' ranks differ) passes 65504.
+  const hugeAlpha = ggufLoraAdapter([
+    { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' },
+    { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'F16', bType: 'F16' },
+  ], 3e38, 44);
+  // kohya's sd-scripts LoRA (f16, r 4, α 4) on an SD1.5 UNet projection.
+  const K = 'lora_unet_down_blocks_0_attentions_0_proj_in';
+  const rand = seededRandom(7);
+  const kohya = buildSafetensors([
+    tensor(rand, `${K}.lora_down.weight`, [4, 32], 'F16', 0.05), tensor(rand, `${K}.lora_up.weight`, [32, 4], 'F16', 0.05),
+    { name: `${K}.alpha`, dtype: 'F16', shape: [], data: [4] },
+  ], { ss_network_module: 'networks.lora', ss_network_dim: '4', ss_network_alpha: '4.0' });
+  const cases: [string, string, (dir: string) => string[], RegExp][] = [
+    ['combine --weight 1e30 of f16 GGUF LoRAs, --threads 1', 'out.gguf', (dir) => ['combine', '--adapter', join(dir, 'a.gguf'), '--weight', '1e30', '--adapter', join(dir, 'b.gguf'), '--method', 'cat', '--threads', '1'], /module "blk\.0\.attn_q\.weight": \d+ values of its lora_a \(up to [\d.e+]+\) overflow F16/],
+    ['combine --weight 1e30 of f16 GGUF LoRAs, --threads 2', 'out.gguf', (dir) => ['combine', '--adapter', join(dir, 'a.gguf'), '--weight', '1e30', '--adapter', join(dir, 'b.gguf'), '--method', 'cat', '--threads', '2'], /module "blk\.0\.attn_q\.weight": \d+ values of its lora_a \(up to [\d.e+]+\) overflow F16/],
+    ['resize of an f16 GGUF LoRA whose α/r folded into B passes f16', 'out.gguf', (dir) => ['resize', '--adapter', join(dir, 'huge.gguf'), '--rank', '2'], /module "blk\.0\.attn_q\.weight": \d+ values of its lora_b \(α\/r = [\d.e+]+ folded in\) \(up to [\d.e+]+\) overflow F16/],
+    ['combine --weight 1e30 of f16 kohya LoRAs', 'out.safetensors', (dir) => ['combine', '--adapter', join(dir, 'k1.safetensors'), '--weight', '1e30', '--adapter', join(dir, 'k2.safetensors'), '--method', 'cat'], /module "lora_unet_down_blocks_0_attentions_0_proj_in": \d+ values of its lora_down \(up to [\d.e+]+\) overflow F16/],
+  ];
+  it.for(cases)('%s: refused in one line, exit code 1, nothing written, the inputs unchanged', async ([, outName, args, message]) => {
+    const dir = temp.make({ 'a.gguf': a.bytes, 'b.gguf': b.bytes, 'huge.gguf': hugeAlpha.bytes, 'k1.safetensors': kohya, 'k2.safetensors': kohya });
+    const out = join(dir, outName);
+    const line = await refused(dir, out, [...args(dir), '--out', out, '--backend', 'cpu']);
+    expect(line).toMatch(message);
+    expect(line).toMatch(/would be written as Inf; lower --weight \(or the adapter's α\), or give the inputs with f32 factors$/);
   });
 });
