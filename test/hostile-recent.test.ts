@@ -20,6 +20,8 @@
  * - combine and resize writing f16 factors (the inputs' type): a weight of 1e30, or α/r folded
  *   into B for a llama.cpp GGUF, took values past 65504, written as Inf (exit code 0) for PEFT,
  *   kohya's loaders and llama.cpp to apply.
+ * - fbgemm_fp8 (Llama 3.1 405B FP8) weight_scale tensors FbgemmFp8Linear does not load (transposed,
+ *   flat, NaN, negative): refused naming the scale tensor (these held already; they had no test).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +33,7 @@ import { merge as browserMerge } from '../src/merge.js';
 import { oneErrorLine, runCli, snapshot } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
+import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { buildGguf, tensorData, type MetaValue } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 
@@ -245,5 +248,33 @@ describe('combine and resize whose factors overflow the inputs\' f16 when writte
     const line = await refused(dir, out, [...args(dir), '--out', out, '--backend', 'cpu']);
     expect(line).toMatch(message);
     expect(line).toMatch(/would be written as Inf; lower --weight \(or the adapter's α\), or give the inputs with f32 factors$/);
+  });
+});
+
+describe('meta-llama/Llama-3.1-405B-Instruct-FP8 (fbgemm_fp8) with weight_scale tensors it does not load', () => {
+  // Its config.json (cut): quant_method fbgemm_fp8, activation_scale_ub, the head left out; each
+  // quantized Linear's weight F8_E4M3 with FbgemmFp8Linear's weight_scale (out, 1), F32.
+  const rand = seededRandom(7411);
+  const config = { architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 8, quantization_config: { activation_scale_ub: 1200.0, modules_to_not_convert: ['lm_head'], quant_method: 'fbgemm_fp8' } };
+  const q = 'model.layers.0.self_attn.q_proj';
+  const scale = (shape: number[], values: number[], dtype: 'F32' | 'BF16' | 'I32' = 'F32'): FixtureTensor => ({ name: `${q}.weight_scale`, dtype, shape, data: values });
+  const base = (s: FixtureTensor) => hfModelFolder([
+    randomTensor('model.embed_tokens.weight', [16, 8], 'BF16', rand), randomTensor(`${q}.weight`, [8, 8], 'F8_E4M3', rand, 100), s, randomTensor('lm_head.weight', [16, 8], 'BF16', rand),
+  ], config);
+  const adapter = peftFolder({ r: 2, lora_alpha: 4, target_modules: ['q_proj'] }, [
+    randomTensor(`base_model.model.${q}.lora_A.weight`, [2, 8], 'F32', rand, 0.5), randomTensor(`base_model.model.${q}.lora_B.weight`, [8, 2], 'F32', rand, 0.5),
+  ]);
+  const row = new Array(8).fill(0.01);
+  const cases: [string, FixtureTensor, RegExp][] = [
+    ['a scale per column, (1, out)', scale([1, 8], row), /tensor "model\.layers\.0\.self_attn\.q_proj\.weight_scale" has shape \[1, 8\], which is no grid of scales over model\.layers\.0\.self_attn\.q_proj\.weight \[8, 8\]/],
+    ['a flat (out,) scale', scale([8], row), /weight_scale" has shape \[8\], which is no grid of scales/],
+    ['a NaN scale', scale([8, 1], [0.01, NaN, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]), /weight_scale" holds the scale NaN \(element 1\); scales must be finite and not negative/],
+    ['a negative scale', scale([8, 1], [0.01, 0.01, -0.5, 0.01, 0.01, 0.01, 0.01, 0.01]), /weight_scale" holds the scale -0\.5 \(element 2\); scales must be finite and not negative/],
+  ];
+  it.for(cases)('%s: refused in one line naming the scale tensor, exit code 1, nothing written', async ([, s, message]) => {
+    const dir = temp.make({ ...Object.fromEntries(Object.entries(base(s)).map(([k, v]) => [`base/${k}`, v])), ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])) });
+    const out = join(dir, 'merged');
+    const line = await refused(dir, out, ['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'adapter'), '--out', out, '--dtype', 'bf16', '--backend', 'cpu']);
+    expect(line).toMatch(message);
   });
 });
