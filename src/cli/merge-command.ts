@@ -7,7 +7,7 @@ import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js'
 import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput } from './cli-inputs.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
-import { mergeModel } from '../pipeline/merge-model.js';
+import { checkImportance, mergeModel } from '../pipeline/merge-model.js';
 import { checkOutputFormatName } from '../pipeline/output-name.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
 import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
@@ -67,6 +67,8 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     if (cmd.dryRun) {
       io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
       assertPlanValid(prepared.plan);
+      // The importance matrix matched to the base as the real run matches it (headers only).
+      if (importance) checkImportance(prepared, importance, cmd.dtype, cmd.dtypeMergedOnly);
       return 0;
     }
     assertPlanValid(prepared.plan);

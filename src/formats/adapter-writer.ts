@@ -8,10 +8,11 @@
  * - `gguf`: a llama.cpp LoRA GGUF (gguf/gguf-lora-writer.ts).
  * Each file carries `loramerge_*` metadata saying how the adapter was made.
  */
-import { encodeFromF32, type DType, type FloatDType } from '../dtype.js';
+import type { DType, FloatDType } from '../dtype.js';
 import type { OutputTarget } from '../io/types.js';
 import type { ModuleKind } from './adapter.js';
 import { writeGgufLora } from './gguf/gguf-lora-writer.js';
+import { encodeFactor } from './written-factors.js';
 import { createSafetensorsWriter, type SafetensorsWriterEntry } from './safetensors-writer.js';
 
 export interface WrittenModule {
@@ -69,17 +70,17 @@ export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
 
 export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite): Promise<void> {
   if (adapter.format === 'gguf') return writeGgufLora(output, adapter);
-  const factorEntries: { name: string; dtype: FloatDType; shape: number[]; values: Float32Array }[] = [];
+  const factorEntries: { name: string; dtype: FloatDType; shape: number[]; values: Float32Array; module: string; factor: string }[] = [];
   const alphas: SafetensorsWriterEntry[] = [];
   for (const m of adapter.modules) {
     if (adapter.format === 'peft') {
       const [a, b, suffix] = m.kind === 'embedding' ? ['lora_embedding_A', 'lora_embedding_B', ''] : ['lora_A', 'lora_B', '.weight'];
-      factorEntries.push({ name: `base_model.model.${m.name}.${a}${suffix}`, dtype: adapter.dtype, shape: m.downShape, values: m.down });
-      factorEntries.push({ name: `base_model.model.${m.name}.${b}${suffix}`, dtype: adapter.dtype, shape: m.upShape, values: m.up });
-      if (m.bias) factorEntries.push({ name: `base_model.model.${m.name}.lora_B.bias`, dtype: adapter.dtype, shape: [m.bias.length], values: m.bias });
+      factorEntries.push({ name: `base_model.model.${m.name}.${a}${suffix}`, dtype: adapter.dtype, shape: m.downShape, values: m.down, module: m.name, factor: a });
+      factorEntries.push({ name: `base_model.model.${m.name}.${b}${suffix}`, dtype: adapter.dtype, shape: m.upShape, values: m.up, module: m.name, factor: b });
+      if (m.bias) factorEntries.push({ name: `base_model.model.${m.name}.lora_B.bias`, dtype: adapter.dtype, shape: [m.bias.length], values: m.bias, module: m.name, factor: 'lora_B.bias' });
     } else {
-      factorEntries.push({ name: `${m.name}.lora_down.weight`, dtype: adapter.dtype, shape: m.downShape, values: m.down });
-      factorEntries.push({ name: `${m.name}.lora_up.weight`, dtype: adapter.dtype, shape: m.upShape, values: m.up });
+      factorEntries.push({ name: `${m.name}.lora_down.weight`, dtype: adapter.dtype, shape: m.downShape, values: m.down, module: m.name, factor: 'lora_down' });
+      factorEntries.push({ name: `${m.name}.lora_up.weight`, dtype: adapter.dtype, shape: m.upShape, values: m.up, module: m.name, factor: 'lora_up' });
       alphas.push({ name: `${m.name}.alpha`, dtype: 'F32', shape: [] });
     }
   }
@@ -91,7 +92,7 @@ export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite
   const metadata = adapter.format === 'peft' ? { format: 'pt', ...adapter.metadata } : adapter.metadata;
   const sink = await output.createFile(adapter.format === 'peft' ? PEFT_WEIGHTS_FILE : 'adapter.safetensors');
   const writer = await createSafetensorsWriter(sink, declared, metadata);
-  for (const e of factorEntries) await writer.writeTensor(e.name, encodeFromF32(e.values, e.dtype));
+  for (const e of factorEntries) await writer.writeTensor(e.name, encodeFactor(e.values, e.dtype, e.module, e.factor));
   for (const [i, a] of alphas.entries()) await writer.writeTensor(a.name, new Uint8Array(new Float32Array([adapter.modules[i].alpha]).buffer));
   for (const t of adapter.whole) {
     for (let at = 0; at < t.byteLength; at += CHUNK) await writer.writeChunk(t.key, await t.read(at, Math.min(CHUNK, t.byteLength - at)));

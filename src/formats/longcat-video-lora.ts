@@ -24,7 +24,8 @@ import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 const PREFIX = 'lora___lorahyphen___';
 const HYPHEN = '___lorahyphen___';
-const BLOCK_UP = /^lora_up\.blocks\.(\d+)\.weight$/;
+/** torch's ModuleList names its blocks str(i): `blocks.01` is no block LoRANetwork loads (nor block 1). */
+const BLOCK_UP = /^lora_up\.blocks\.(0|[1-9]\d*)\.weight$/;
 
 /** Whether `name` is a tensor of LongCat-Video's LoRANetwork (its module prefix). */
 export function isLongCatVideoLoraTensor(name: string): boolean {
@@ -119,10 +120,12 @@ export async function readLongCatVideoLora(
   return { groups, alphas };
 }
 
-/** The one number a float scalar tensor holds, or what it holds instead. */
+/**
+ * The number a 0-d float tensor holds, or what it holds instead: LoRAModule registers alpha_scale
+ * as a 0-d buffer, and torch's load_state_dict refuses a tensor of another shape for it ((1,) too).
+ */
 async function scalarOf(file: SafetensorsFile, entry: TensorEntry): Promise<number | string> {
-  const count = entry.shape.reduce((a, b) => a * b, 1);
-  if (count !== 1 || !isFloatDType(entry.dtype)) return `${entry.dtype} (${entry.shape.join(', ')})`;
+  if (entry.shape.length !== 0 || !isFloatDType(entry.dtype)) return `${entry.dtype} (${entry.shape.join(', ')}), not a 0-d float tensor`;
   const value = decodeToF32(await file.read(entry), entry.dtype)[0];
   return Number.isFinite(value) ? value : String(value);
 }

@@ -10,7 +10,7 @@
 import { badArgument, checkCallback, checkDtypeName, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
 import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
-import { asCancel, MergeError, throwIfAborted } from '../errors.js';
+import { asCancel, isMergeError, MergeError, throwIfAborted } from '../errors.js';
 import type { BaseShard, BaseTensor } from '../formats/base-model.js';
 import type { ContainerFormat, StoredShard, StoredTensor, TensorFileWriter } from '../formats/container.js';
 import { copyInputFile } from '../io/copy-file.js';
@@ -163,17 +163,14 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
   }
 }
 
-async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
-  const { output, backend, signal, onProgress } = options;
-  const { plan } = options.prepared;
-  const startedAt = performance.now();
-  assertPlanValid(plan);
-  throwIfAborted(signal);
-
-  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  // Quantized weights read through a row decoder are decoded on the backend's threads, where it has them.
-  const decodeOn: RowDecodeRunner | undefined = backend.decodeRows && ((source, r0, r1, out) => backend.decodeRows!(source, r0, r1, signal, out));
+/**
+ * What the merge writes, from the headers alone: each tensor's output type and shape, and whether
+ * the merge changes it; the output types checked against the format, and `importance()` the row
+ * weights the importance matrix gives (refused where it does not fit the base).
+ */
+function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' | 'dtypeMergedOnly' | 'importance'>) {
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
+  const { plan } = options.prepared;
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
   const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));
@@ -203,11 +200,40 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
     const touched = changed(key);
     return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
   };
+
   // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).
   checkOutputTypes(base.name, base.shards, scaled ? undefined : base.valueScales, format, outTypeOf, (shard, t) => changed(keyOf(shard, t)));
-  const importance = options.importance && matchImportance(format, options.importance, base.shards.flatMap((shard) => shard.tensors.map((t) => ({
+  const importance = () => options.importance && matchImportance(format, options.importance, base.shards.flatMap((shard) => shard.tensors.map((t) => ({
     name: t.name, shape: t.shape, type: t.type, outType: outTypeOf(shard, t), changed: changed(keyOf(shard, t)),
   }))));
+  return { requested, updates, scaled, prepared, biases, replacements, rowSets, keyOf, changed, outShapeOf, outTypeOf, importance };
+}
+
+/**
+ * For a dry run: the refusals a merge of `prepared` with `importance` gives before it writes (the
+ * output types, then the importance matrix matched to the base: an entry naming no tensor of it,
+ * an entry of the wrong length, a tensor written in a type not quantized with one), from the
+ * headers alone.
+ */
+export function checkImportance(prepared: PreparedMerge, importance: ImportanceMatrix, outDtype?: string, dtypeMergedOnly?: boolean): void {
+  outputLayout({ prepared, importance, outDtype, dtypeMergedOnly }).importance();
+}
+
+async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
+  const { output, backend, signal, onProgress } = options;
+  const { plan } = options.prepared;
+  const startedAt = performance.now();
+  assertPlanValid(plan);
+  throwIfAborted(signal);
+
+  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
+  // Quantized weights read through a row decoder are decoded on the backend's threads, where it has them.
+  const decodeOn: RowDecodeRunner | undefined = backend.decodeRows && ((source, r0, r1, out) => backend.decodeRows!(source, r0, r1, signal, out));
+  const layout = outputLayout(options);
+  const { requested, updates, scaled, prepared, biases, replacements, rowSets, keyOf, changed, outShapeOf, outTypeOf } = layout;
+  const { base } = prepared;
+  const format = base.format;
+  const importance = layout.importance();
 
   const outShards: StoredShard[] = base.shards.map((shard) => ({
     path: shard.path,
@@ -542,11 +568,48 @@ async function computeUnit(
   /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array, rowStart?: number) => {
     const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
-    const out = await format.encodeRows(unit.outType, values, backend, signal, weighted);
-    if (out !== values) {
+    const faults = (bytes: Uint8Array) => {
       const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
-      const zeroed = format.zeroedInBlocks?.(unit.outType, out, new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2));
-      checkEncodedBlocks(unit.file, name, unit.outType, values, format.nonFiniteInBlocks?.(unit.outType, out), zeroed);
+      const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2));
+      return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes), zeroed };
+    };
+    /**
+     * The weighted quantizer failed (NaN or Inf scales, zeroed blocks, or ggml's abort): where the
+     * same values quantize cleanly without the weights, the importance matrix is the cause and is
+     * named (ggml's quantizers divide by sums of the weights: 0 where a block's weights are all 0,
+     * Inf where they are huge); llama-quantize's check of its output (ggml_validate_row_data)
+     * stops on the same blocks.
+     */
+    const blameImportance = async (rows: RowWeights, cause?: unknown): Promise<void> => {
+      let plain: Uint8Array;
+      try {
+        plain = await format.encodeRows(unit.outType, values, backend, signal);
+      } catch {
+        return; // the values themselves are the problem
+      }
+      const { nonFinite, zeroed } = faults(plain);
+      if (nonFinite || zeroed) return;
+      throw new MergeError(
+        'NON_FINITE',
+        `importance matrix ${rows.file}: tensor "${name}" quantized to ${unit.outType} with its weights comes out NaN, Inf or zeroed `
+          + '(weights all 0 over a block, or too small or too large for f32), though it quantizes cleanly without them; llama-quantize --imatrix stops on it too '
+          + '("quantized data validation failed"): make the importance matrix again, or leave out --imatrix',
+        cause === undefined ? undefined : { cause },
+      );
+    };
+    let out: Uint8Array;
+    try {
+      out = await format.encodeRows(unit.outType, values, backend, signal, weighted);
+    } catch (e) {
+      if (weighted && isMergeError(e) && e.code === 'NON_FINITE') await blameImportance(weighted.rows, e);
+      // A quantizer's own refusal (ggml's IQ3 search overflowing) knows no tensor: it is named here.
+      if (isMergeError(e) && e.code === 'NON_FINITE') throw new MergeError('NON_FINITE', `${unit.file}: tensor "${name}": ${e.message}`, { cause: e });
+      throw e;
+    }
+    if (out !== values) {
+      const { nonFinite, zeroed } = faults(out);
+      if (weighted && (nonFinite || zeroed)) await blameImportance(weighted.rows);
+      checkEncodedBlocks(unit.file, name, unit.outType, values, nonFinite, zeroed);
       // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
       // reuse it (the write below only recycles what is written).
       backend.recycle?.(values);

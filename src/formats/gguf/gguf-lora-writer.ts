@@ -11,9 +11,10 @@
  * (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
  * α_m / r_m is folded into its B and α is written 0, so that every pair applies at its own scale.
  */
-import { encodeFromF32, type FloatDType } from '../../dtype.js';
+import type { FloatDType } from '../../dtype.js';
 import type { OutputTarget } from '../../io/types.js';
 import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
+import { encodeFactor } from '../written-factors.js';
 import { ggmlTypeByName } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
@@ -49,18 +50,18 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
     ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
   ];
   const tensors: GgufWriterTensor[] = [];
-  const data: (() => Float32Array)[] = [];
+  const data: (() => Uint8Array)[] = [];
   for (const m of adapter.modules) {
     const embedding = m.kind === 'embedding';
     const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
     tensors.push({ name: `${m.name}.lora_a`, type, ne: embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank] });
     tensors.push({ name: `${m.name}.lora_b`, type, ne: [m.rank, out] });
-    data.push(() => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down));
-    data.push(() => (fold ? scaled(m.up, m.alpha / m.rank) : m.up));
+    data.push(() => encodeFactor(embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down, adapter.dtype, m.name, 'lora_a'));
+    data.push(() => encodeFactor(fold ? scaled(m.up, m.alpha / m.rank) : m.up, adapter.dtype, m.name, fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b'));
   }
   const sink = await output.createFile('adapter.gguf');
   const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
-  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encodeFromF32(data[i](), adapter.dtype));
+  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, data[i]());
   await writer.finish();
 }
 

@@ -25,6 +25,8 @@ export interface ImportanceTarget {
 
 /** A tensor's importance weights: `cols` per expert; row r (over the whole tensor) takes expert ⌊r / rowsPerExpert⌋'s. */
 export interface RowWeights {
+  /** The importance matrix's file, for messages. */
+  file: string;
   values: Float32Array;
   cols: number;
   rowsPerExpert: number;
@@ -71,7 +73,7 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
     if (!codec.encodeWeighted) {
       refuse(`"${t.name}" is written as ${t.outType}, which loramerge does not yet quantize with an importance matrix (it does ${WEIGHTED_TYPE_NAMES.join(', ')}); leave out --imatrix to write it as llama-quantize does without one, or write f16 and run llama-quantize --imatrix`);
     }
-    rows.set(t.name, { values: entry, cols: ne0, rowsPerExpert: ne1 });
+    rows.set(t.name, { file: im.file, values: entry, cols: ne0, rowsPerExpert: ne1 });
   }
   return rows;
 }

@@ -28,6 +28,8 @@ export const MAX_IMATRIX_BYTES = 2 * 1024 * 1024 * 1024;
 const GGUF_MAGIC = 0x46554747;
 const SUMS = '.in_sum2';
 const COUNTS = '.counts';
+/** The metadata keys llama-quantize looks up before it reads a GGUF imatrix's tensors. */
+const IMATRIX_KEYS = ['imatrix.datasets', 'imatrix.chunk_count', 'imatrix.chunk_size'];
 /** Longest legacy entry name read; a GGML tensor name is at most 63 bytes, so a longer length is no name llama-imatrix wrote. */
 const MAX_LEGACY_NAME = 1024;
 
@@ -63,6 +65,9 @@ async function readGgufEntries(source: ByteSource, refuse: (why: string) => neve
     pairs.set(name, pair);
   }
   if (pairs.size === 0) refuse('no <tensor>.in_sum2 and <tensor>.counts tensors (is it a model rather than llama-imatrix output?)');
+  // llama-quantize stops on a GGUF imatrix without these ("missing imatrix metadata").
+  const missing = IMATRIX_KEYS.filter((key) => gguf.value(key) === undefined);
+  if (missing.length > 0) refuse(`its metadata has no ${missing.join(', ')}, which llama-imatrix writes and llama-quantize requires ("missing imatrix metadata"); make it again with llama-imatrix`);
   const entries = new Map<string, Float32Array>();
   for (const [name, { sums, counts }] of pairs) {
     if (!sums || !counts) refuse(`"${name}" has ${sums ? SUMS : COUNTS} but no ${sums ? COUNTS : SUMS}`);
