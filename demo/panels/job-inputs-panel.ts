@@ -4,7 +4,7 @@
  * Each adapter is read in the worker as soon as it is picked, so its card says what it is.
  */
 import { ADAPTER_ACCEPT, BASE_ACCEPT } from '../accepted-files.js';
-import { byId, el, factNodes, nameNodes, shown } from '../dom.js';
+import { byId, el, factNodes, nameNodes, textNodes } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { formatBytes } from '../format.js';
 import type { JobAdapter, JobState, JobStore } from '../job-state.js';
@@ -70,7 +70,7 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
       if (info.status === 'reading') card.facts.textContent = 'reading…';
       else if (info.status === 'ready') card.facts.replaceChildren(...factNodes([...info.facts.facts, ...info.facts.warnings.map((w) => `warning: ${w}`)]));
       else {
-        card.facts.textContent = shown(info.message);
+        card.facts.replaceChildren(...textNodes(info.message));
         card.facts.classList.add('error-text');
       }
       for (const input of [card.slider, card.number]) input.disabled = state.busy;

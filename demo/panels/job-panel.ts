@@ -7,7 +7,7 @@
  * chooses.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
-import { byId, el, focusLost } from '../dom.js';
+import { byId, el, focusLost, textNodes } from '../dom.js';
 import { formatDuration } from '../format.js';
 import { JobWorkerClient } from '../job-client.js';
 import type { JobMode, JobSpec, OutputKind } from '../job-protocol.js';
@@ -337,13 +337,13 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     const read = blocker ? undefined : readSpec();
     const problem = blocker ?? (read && 'problem' in read ? read.problem : undefined);
     runButton.disabled = problem !== undefined;
-    blocked.textContent = s.busy ? '' : problem ?? '';
+    blocked.replaceChildren(...textNodes(s.busy ? '' : problem ?? ''));
     cancelButton.disabled = !s.busy;
     if (!s.busy) progress.forgetIfOutdated();
 
     errorsBox.hidden = s.errors.length === 0;
     errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;
-    errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error', textContent: e })));
+    errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error' }, ...textNodes(e))));
 
     const result = store.result();
     results.render(result);

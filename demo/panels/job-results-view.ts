@@ -5,7 +5,7 @@
  * `<name>.safetensors`. A result made with other settings than the current ones is marked out of
  * date and its links change test ids, as the merge's do.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { JobResult } from '../job-state.js';
 import { DownloadsView } from './downloads-view.js';
@@ -29,7 +29,7 @@ export class JobResultsView extends DownloadsView<JobResult> {
   }
 
   protected build(result: JobResult | undefined): void {
-    this.warnings.replaceChildren(...(result?.warnings ?? []).map((w) => el('li', { className: 'warning', textContent: `warning: ${w}` })));
+    this.warnings.replaceChildren(...(result?.warnings ?? []).map((w) => el('li', { className: 'warning' }, ...textNodes(`warning: ${w}`))));
     if (!result) return;
     if (result.zip?.file) {
       this.list.append(this.item(result.zip.file, `${result.outName}.zip`, 'primary', `${result.outName}.zip (the PEFT folder)`));

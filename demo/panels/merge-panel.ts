@@ -6,7 +6,7 @@
  * on success moves focus to the result, with any warning the merge itself found listed and
  * announced; closing the tab mid-merge asks first.
  */
-import { byId, el, focusLost, spokenMessage } from '../dom.js';
+import { byId, el, focusLost, spokenMessage, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { PageState, PageStore } from '../page-state.js';
 import { ProgressView } from '../progress-view.js';
@@ -153,7 +153,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     render(state) {
       const blocker = store.mergeBlocker();
       mergeButton.disabled = blocker !== undefined;
-      blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
+      blocked.replaceChildren(...textNodes(state.busy === 'merge' ? '' : blocker ?? ''));
       cancelButton.disabled = state.busy !== 'merge';
       if (state.busy === undefined) progress.forgetIfOutdated();
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;

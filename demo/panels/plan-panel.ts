@@ -5,7 +5,7 @@
  * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
-import { byId, el, listed, messageNodes, unlistedLine } from '../dom.js';
+import { byId, el, listed, messageNodes, textNodes, unlistedLine } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
 import { blockedBy, type PageState } from '../page-state.js';
@@ -116,7 +116,7 @@ export function mountPlanPanel(): (state: PageState) => void {
         stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype}, ${plan.base.container})`),
       );
       notesBox.hidden = plan.notes.length === 0;
-      notes.replaceChildren(...plan.notes.map((n) => el('li', { textContent: n })));
+      notes.replaceChildren(...plan.notes.map((n) => el('li', {}, ...textNodes(n))));
       leftOutBox.hidden = plan.leftOut.length === 0;
       leftOutHeading.textContent = `${plural(plan.leftOut.length, 'module')} left out, not merged`;
       const leftOut = listed(plan.leftOut);
@@ -140,7 +140,7 @@ export function mountPlanPanel(): (state: PageState) => void {
       // Cut short, the list still holds the errors first: the worker lists them before the warnings.
       const listedProblems = listed(plan.problems);
       problems.replaceChildren(...(plan.problems.length
-        ? listedProblems.rows.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
+        ? listedProblems.rows.map((p) => el('li', { className: p.severity }, ...textNodes(`${p.severity}: ${p.message}`)))
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]),
       ...(listedProblems.more ? [el('li', { textContent: unlistedLine(listedProblems.more, 'errors and warnings') })] : []));
     }

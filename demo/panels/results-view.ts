@@ -6,7 +6,7 @@
  * itself found. A result made with other settings than the current ones is marked out of date and
  * its links change test ids, so nobody takes it for the current one.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { MergeResultState } from '../page-state.js';
 import { stemOf, weightsExtension } from '../save-choice.js';
@@ -42,7 +42,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     const warnings = result?.warnings ?? [];
     this.warningsBox.hidden = warnings.length === 0;
     this.warningsHeading.textContent = `The merge found ${warnings.length === 1 ? 'one thing' : `${warnings.length} things`} to know`;
-    this.warnings.replaceChildren(...warnings.map((w) => el('li', { className: 'warning', textContent: `warning: ${w}` })));
+    this.warnings.replaceChildren(...warnings.map((w) => el('li', { className: 'warning' }, ...textNodes(`warning: ${w}`))));
     if (!result) return;
     const files = primaryFirst(result.files);
     const single = result.files.length === 1;
