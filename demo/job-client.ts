@@ -4,7 +4,7 @@
  */
 import type { BackendChoice } from '../src/index.js';
 import type { AdapterFacts, JobDone, JobInput, JobRequest, JobResponse, JobSpec } from './job-protocol.js';
-import type { ProgressEvent } from './worker-protocol.js';
+import type { BaseFacts, ProgressEvent } from './worker-protocol.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
 export class JobWorkerClient {
@@ -13,6 +13,12 @@ export class JobWorkerClient {
 
   describe(adapter: JobInput): Promise<AdapterFacts> {
     return this.rpc.send({ type: 'describe', adapter }).done as Promise<AdapterFacts>;
+  }
+
+  /** A model's headers read (an extraction's base or fine-tuned model); `cancel()` drops it (another was picked). */
+  readModel(model: JobInput): { done: Promise<BaseFacts>; cancel(): void } {
+    const { id, done } = this.rpc.send({ type: 'read-model', model });
+    return { done: done as Promise<BaseFacts>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }
 
   /**
@@ -43,6 +49,8 @@ export class JobWorkerClient {
 function outcome(message: Exclude<JobResponse, { type: 'progress' | 'cancelled' | 'error' }>): Outcome {
   switch (message.type) {
     case 'described':
+      return { value: message.facts };
+    case 'model-read':
       return { value: message.facts };
     case 'finished':
       return { value: message.done };

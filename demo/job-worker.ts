@@ -14,7 +14,7 @@ import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJo
 import type { JobRequest, JobResponse } from './job-protocol.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
-import { summarizeAdapter } from './plan-summary.js';
+import { readBaseFacts, summarizeAdapter } from './plan-summary.js';
 import type { MergedFile } from './worker-protocol.js';
 
 /** Every answer leaves in the page's words: this is the one way the engine's messages reach the job page. */
@@ -29,11 +29,13 @@ function inPageWords(response: JobResponse): JobResponse {
       return { ...response, facts: { ...response.facts, facts: response.facts.facts.map(pageWording), warnings: response.facts.warnings.map(pageWording) } };
     case 'finished':
       return { ...response, done: { ...response.done, warnings: response.done.warnings.map(pageWording), backend: pageWording(response.done.backend) } };
-    case 'progress': case 'withdrawn': case 'cancelled':
+    case 'progress': case 'withdrawn': case 'cancelled': case 'model-read':
       return response;
   }
 }
 const running = new Map<number, AbortController>();
+/** Models being read on their own, as they are picked (not jobs). */
+const reading = new Map<number, AbortController>();
 
 function errorMessage(error: unknown): string {
   if (isMergeError(error)) return error.message;
@@ -120,11 +122,22 @@ self.addEventListener('message', (event: MessageEvent<JobRequest>) => {
     case 'describe':
       void describe(request);
       break;
+    case 'read-model': {
+      // The headers, as the extraction reads them (the library's refusals): a file that is no model is said at once.
+      const controller = new AbortController();
+      reading.set(request.id, controller);
+      readBaseFacts(pickedFileSet(request.model.name, request.model.files, 'plan'), controller.signal).then(
+        (facts) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'model-read', id: request.id, facts }),
+        (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
+      ).finally(() => reading.delete(request.id));
+      break;
+    }
     case 'run':
       void runJob(request);
       break;
     case 'cancel':
       running.get(request.id)?.abort();
+      reading.get(request.id)?.abort();
       break;
     case 'withdraw':
       Promise.all([deleteJob(request.job), deleteJobZip(request.job)]).then(

@@ -7,12 +7,14 @@
  * chooses.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
-import { byId, el, focusLost, textNodes } from '../dom.js';
+import { byId, el, focusLost, spokenMessage, textNodes } from '../dom.js';
 import { formatDuration } from '../format.js';
 import { JobWorkerClient } from '../job-client.js';
 import type { JobMode, JobSpec, OutputKind } from '../job-protocol.js';
 import jobSectionHtml from '../job-section.html?raw';
-import { JobStore, type JobAdapter, type PageMode } from '../job-state.js';
+import { JobStore, type JobAdapter, type ModelSlot, type PageMode } from '../job-state.js';
+import type { PickedSet } from '../page-state.js';
+import { baseFactsLine } from './base-panel.js';
 import '../jobs.css';
 import { ProgressView } from '../progress-view.js';
 import { stemOf } from '../save-choice.js';
@@ -138,7 +140,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   /** Whether the page, not the user, switched the output to kohya (kohya module names). */
   let forcedKohya = false;
 
-  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError);
+  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError, readModel);
+  const readingModel: Partial<Record<ModelSlot, { cancel(): void }>> = {};
   store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
 
   function describe(adapters: JobAdapter[]): void {
@@ -151,6 +154,29 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         },
       );
     }
+  }
+
+  /**
+   * Reads an extraction's model as soon as it is picked, as the merge's base is: what it holds, or
+   * why it cannot be read, under it and aloud; only the newest pick's answer counts.
+   */
+  function readModel(which: ModelSlot, set: PickedSet): void {
+    readingModel[which]?.cancel();
+    const handle = client.readModel({ name: set.name, files: set.files });
+    readingModel[which] = handle;
+    const what = which === 'base' ? 'Base' : 'Fine-tuned model';
+    handle.done.then(
+      (facts) => {
+        if (store.state[which] !== set) return;
+        store.setModelInfo(which, set, { status: 'ready', facts });
+        say.say(`${what} read: ${set.name}, ${baseFactsLine(facts).replaceAll(' · ', ', ')}.`);
+      },
+      (error: Error) => {
+        if (store.state[which] !== set || error.name === 'AbortError') return;
+        store.setModelInfo(which, set, { status: 'failed', message: error.message });
+        say.error(spokenMessage(error.message, `under the ${which === 'base' ? 'base' : 'fine-tuned model'}`));
+      },
+    );
   }
 
   const applyRule = (input: HTMLInputElement, labelId: string, rule: RuleInput) => {
