@@ -5,10 +5,11 @@
  */
 import {
   createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker,
-  prepareMerge, type OutputTarget,
+  prepareMerge, type InputFileSet, type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
+import { reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { throttledProgress } from './progress-throttle.js';
@@ -88,6 +89,11 @@ function weighted(adapters: readonly AdapterInput[], use: Parameters<typeof pick
   return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight }));
 }
 
+/** The base's files, their headers served from the read made when the base was picked where it is the same File. */
+function baseSet(name: string, files: PickedFile[], use: Parameters<typeof pickedFileSet>[2] = 'plan'): InputFileSet {
+  return reusingHeaders(pickedFileSet(name, files, use), files).files;
+}
+
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
   return { path, file: new File([bytes as Uint8Array<ArrayBuffer>], path.split('/').pop() ?? path) };
 }
@@ -112,7 +118,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     let planned = false;
     const readAhead = () => planned;
     // The signal reaches the plan too: planning tens of thousands of modules takes seconds.
-    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead), { signal: controller.signal });
+    prepared = await prepareMerge(baseSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead), { signal: controller.signal });
     planned = true;
     let output: OutputTarget;
     if (request.output.kind === 'browser-storage') {
@@ -176,14 +182,14 @@ function handle(request: WorkerRequest): void {
   switch (request.type) {
     case 'plan': {
       const adapters = weighted(request.adapters, 'plan');
-      summarizePlan(pickedFileSet(request.baseName, request.base, 'plan'), adapters).then(
+      summarizePlan(baseSet(request.baseName, request.base), adapters).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
         async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
     }
     case 'check':
-      checkPlan(pickedFileSet(request.baseName, request.base, 'plan'), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
+      checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
         (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );
@@ -198,8 +204,14 @@ function handle(request: WorkerRequest): void {
     case 'read-base': {
       const controller = new AbortController();
       reading.set(request.id, controller);
-      readBaseFacts(pickedFileSet(request.baseName, request.base, 'plan'), controller.signal).then(
-        (base) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'base-read', id: request.id, base }),
+      // What this reading takes is kept for the plan, the checks and the merge of the same files.
+      const recorded = reusingHeaders(pickedFileSet(request.baseName, request.base, 'plan'), request.base, true);
+      readBaseFacts(recorded.files, controller.signal).then(
+        (base) => {
+          if (controller.signal.aborted) return post({ type: 'cancelled', id: request.id });
+          recorded.keep();
+          post({ type: 'base-read', id: request.id, base });
+        },
         (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
       ).finally(() => reading.delete(request.id));
       break;

@@ -41,6 +41,19 @@ export interface MergeDone {
   warnings: string[];
 }
 
+/** Each File the page sent, by the key the worker knows it by (the same File object, the same key). */
+const fileKeys = new WeakMap<File, number>();
+let nextFileKey = 1;
+
+/** The base's files with their keys, so the worker can tell the File it read on pick from any other. */
+function keyed(files: readonly PickedFile[]): PickedFile[] {
+  return files.map((f) => {
+    let key = fileKeys.get(f.file);
+    if (key === undefined) fileKeys.set(f.file, key = nextFileKey++);
+    return { ...f, key };
+  });
+}
+
 export class MergeWorkerClient {
   private readonly worker: Worker;
   private readonly rpc = new WorkerRpc<WorkerRequest, WorkerResponse>(() => this.worker, outcome);
@@ -72,18 +85,18 @@ export class MergeWorkerClient {
   }
 
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    return this.rpc.send({ type: 'plan', baseName, base, adapters }).done as Promise<PlanSummary>;
+    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters }).done as Promise<PlanSummary>;
   }
 
   /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
   readBase(baseName: string, base: PickedFile[]): { done: Promise<BaseFacts>; cancel(): void } {
-    const { id, done } = this.rpc.send({ type: 'read-base', baseName, base });
+    const { id, done } = this.rpc.send({ type: 'read-base', baseName, base: keyed(base) });
     return { done: done as Promise<BaseFacts>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
-    return this.rpc.send({ type: 'check', baseName, base, adapters, outDtype }).done as Promise<PlanCheck>;
+    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
@@ -104,7 +117,7 @@ export class MergeWorkerClient {
   /** Starts a merge; `cancel()` on the returned handle aborts it inside the worker. */
   merge(request: MergeRequest): { done: Promise<MergeDone>; cancel(): void } {
     const { onProgress, ...rest } = request;
-    const { id, done } = this.rpc.send({ type: 'merge', ...rest }, onProgress);
+    const { id, done } = this.rpc.send({ type: 'merge', ...rest, base: keyed(rest.base) }, onProgress);
     return { done: done as Promise<MergeDone>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 }

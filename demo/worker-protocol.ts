@@ -9,6 +9,11 @@ import type { ChartPlace } from './chart-groups.js';
 export interface PickedFile {
   path: string;
   file: File;
+  /**
+   * The page's name for `file`, the same for the same File object (a File reaches the worker as a
+   * new object with each message): the worker reuses a base's headers only for the File it read.
+   */
+  key?: number;
 }
 
 export interface AdapterInput {
