@@ -79,6 +79,16 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     else delete this.state.results[this.state.mode];
   }
 
+  /** Withdraws every mode's out-of-date result, not only the current mode's. */
+  override withdrawStale(): void {
+    const stale = Object.values(this.state.results).filter((result) => result.stale);
+    for (const result of stale) {
+      delete this.state.results[result.mode];
+      this.onWithdraw(result);
+    }
+    if (stale.length) this.changed();
+  }
+
   setMode(mode: PageMode): void {
     if (this.state.mode === mode) return;
     this.state.mode = mode;

@@ -15,6 +15,7 @@ import jobSectionHtml from '../job-section.html?raw';
 import { JobStore, type JobAdapter, type ModelSlot, type PageMode } from '../job-state.js';
 import type { PickedSet } from '../page-state.js';
 import { baseFactsLine } from './base-panel.js';
+import { beforeNewResult, keepResultsOf } from '../stored-results.js';
 import '../jobs.css';
 import { ProgressView } from '../progress-view.js';
 import { stemOf } from '../save-choice.js';
@@ -143,6 +144,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError, readModel);
   const readingModel: Partial<Record<ModelSlot, { cancel(): void }>> = {};
   store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
+  keepResultsOf(store);
 
   function describe(adapters: JobAdapter[]): void {
     for (const adapter of adapters) {
@@ -290,6 +292,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       const message = `${words.run === 'Combine' ? 'Combined' : words.run === 'Resize' ? 'Resized' : 'Extracted'} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
       progress.finish(message);
       store.setBusy(false);
+      beforeNewResult();
       store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey(mode) });
       // Its warnings said too (a vocabulary grown past the base's: the adapter loads only on a base resized so).
       const warned = done.warnings.length === 0 ? '' : ` ${done.warnings.length === 1 ? 'Warning' : `${done.warnings.length} warnings, listed with it`}: ${done.warnings.slice(0, 3).join(' · ')}${done.warnings.length > 3 ? ' · …' : ''}`;

@@ -24,7 +24,7 @@ export class JobResultsView extends DownloadsView<JobResult> {
     const ranks = result.report.map((m) => m.rank);
     const range = ranks.length ? (Math.min(...ranks) === Math.max(...ranks) ? `rank ${ranks[0]}` : `ranks ${Math.min(...ranks)}–${Math.max(...ranks)}`) : '';
     this.note.textContent = result.stale
-      ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings.'
+      ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings. These files are deleted from browser storage when the page makes its next result, of any mode: save them first if you want them.'
       : `${DONE[result.mode]} on ${result.backend} in ${formatDuration(result.seconds)}: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
   }
 

@@ -14,6 +14,7 @@ import { canPickDestination, pickDestination, type PickedDestination } from '../
 import { CancelledError, type MergeWorkerClient } from '../worker-client.js';
 import type { PlanSummary } from '../worker-protocol.js';
 import { ResultsView } from './results-view.js';
+import { beforeNewResult } from '../stored-results.js';
 
 export interface MergePanel {
   render(state: PageState): void;
@@ -123,6 +124,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       const message = `Merged${bytes ? ` ${formatBytes(bytes)}` : ''}${where} in ${formatDuration(done.seconds)}${bytes ? ` (${formatBytes(bytes / Math.max(done.seconds, 1e-3))}/s)` : ''}.`;
       progress.finish(message);
       store.setBusy(undefined);
+      beforeNewResult();
       store.setResult({
         job: done.job, files: done.files, where, baseName: base.name, seconds: done.seconds, backend: done.backend,
         warnings: done.warnings, settings, stale: settings !== store.settingsKey(),

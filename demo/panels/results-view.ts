@@ -31,7 +31,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
   protected describe(result: MergeResultState): void {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
-      ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
+      ? `Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.${result.job ? ' These files are deleted from browser storage when the page makes its next result, of any mode: save them first if you want them.' : ''}`
       : `Merged on ${result.backend.description}${result.where} in ${formatDuration(result.seconds)}.` +
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
