@@ -10,6 +10,7 @@ import { blockedBy, PageStore } from './page-state.js';
 import { mountAdaptersPanel } from './panels/adapters-panel.js';
 import { mountBackendPanel } from './panels/backend-panel.js';
 import { mountBasePanel } from './panels/base-panel.js';
+import { mountImatrixPanel } from './panels/imatrix-panel.js';
 import { mountJobPanel } from './panels/job-panel.js';
 import { mountMergePanel } from './panels/merge-panel.js';
 import { mountModePanel } from './panels/mode-panel.js';
@@ -50,6 +51,7 @@ const renderers = [
   mountBasePanel(store, showError, client, announcer),
   mountAdaptersPanel(store, showError),
   mountPlanPanel(),
+  mountImatrixPanel(store, client, announcer),
   mergePanel.render,
 ];
 store.subscribe((state) => { for (const render of renderers) render(state); });

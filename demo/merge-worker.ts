@@ -4,8 +4,8 @@
  * never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker,
-  prepareMerge, type InputFileSet, type OutputTarget,
+  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker, readImportanceMatrix,
+  prepareMerge, type ImportanceMatrix, type InputFileSet, type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
@@ -71,7 +71,7 @@ function inPageWords(response: WorkerResponse): WorkerResponse {
         },
       };
     }
-    case 'progress': case 'sample': case 'done': case 'cancelled': case 'base-read':
+    case 'progress': case 'sample': case 'done': case 'cancelled': case 'base-read': case 'imatrix-read':
       return response; // no message: a progress phase is one of three fixed names
   }
 }
@@ -92,6 +92,16 @@ function weighted(adapters: readonly AdapterInput[], use: Parameters<typeof pick
 /** The base's files, their headers served from the read made when the base was picked where it is the same File. */
 function baseSet(name: string, files: PickedFile[], use: Parameters<typeof pickedFileSet>[2] = 'plan'): InputFileSet {
   return reusingHeaders(pickedFileSet(name, files, use), files).files;
+}
+
+/** llama-imatrix's file read and checked as the CLI's --imatrix reads it; the file is closed either way. */
+async function readImatrix(picked: PickedFile): Promise<ImportanceMatrix> {
+  const source = await pickedFileSet(picked.path, [picked], 'plan').open(picked.path);
+  try {
+    return await readImportanceMatrix(source);
+  } finally {
+    await source.close();
+  }
 }
 
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
@@ -129,6 +139,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     } else {
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }
+    const importance = request.imatrix && await readImatrix(request.imatrix);
     const backend = await backendFor(request.choice, dominantUpdateDtype(prepared), request.threads);
     // Warnings the merge itself finds (NaN/Inf the base holds in tensors it only copies) come back with the result.
     const result = await mergeModel({
@@ -136,6 +147,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       output,
       outDtype: request.outDtype === 'same' ? undefined : request.outDtype, // checked by the base's container
       dtypeMergedOnly: request.dtypeMergedOnly,
+      ...(importance ? { importance } : {}),
       backend,
       signal: controller.signal,
       onProgress: throttledProgress((progress) => post({ type: 'progress', id: request.id, progress: { ...progress } })),
@@ -216,6 +228,12 @@ function handle(request: WorkerRequest): void {
       ).finally(() => reading.delete(request.id));
       break;
     }
+    case 'read-imatrix':
+      readImatrix(request.file).then(
+        (matrix) => post({ type: 'imatrix-read', id: request.id, tensors: matrix.entries.size }),
+        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+      );
+      break;
     case 'backend':
       void setBackend(request.id, request.choice, request.threads);
       break;

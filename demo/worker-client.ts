@@ -28,6 +28,8 @@ export interface MergeRequest {
   choice: BackendChoice;
   /** Threads of the CPU merge (the library's `threads`); undefined for its default. */
   threads?: number;
+  /** An importance matrix for a GGUF base's re-quantized tensors (the CLI's --imatrix). */
+  imatrix?: PickedFile;
   onProgress(progress: ProgressEvent): void;
 }
 
@@ -94,6 +96,11 @@ export class MergeWorkerClient {
     return { done: done as Promise<BaseFacts>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 
+  /** An importance matrix read and checked: how many tensors it covers (or fails saying why). */
+  readImatrix(file: PickedFile): Promise<number> {
+    return this.rpc.send({ type: 'read-imatrix', file }).done as Promise<number>;
+  }
+
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
     return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;
@@ -133,6 +140,8 @@ function outcome(message: Exclude<WorkerResponse, { type: 'progress' | 'cancelle
       return { value: message.check };
     case 'base-read':
       return { value: message.base };
+    case 'imatrix-read':
+      return { value: message.tensors };
     case 'sample':
       return { value: { base: message.base, adapter: message.adapter } };
     case 'merged':

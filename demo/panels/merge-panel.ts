@@ -114,6 +114,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       output: picked?.output ?? { kind: 'browser-storage' },
       choice: header.backendChoice,
       threads: header.threads,
+      ...(store.imatrixApplies() && state.imatrix?.status === 'ready' ? { imatrix: state.imatrix.file } : {}),
       onProgress: (p) => progress.update(p),
     });
     job = handle;
