@@ -121,6 +121,7 @@ describe('the importance matrix on the page', PAGE_RETRY, () => {
     // Removed: the box says nothing, and the merge result is out of date (it was made with it).
     await page.click('[data-testid="imatrix-remove"]');
     await page.waitForSelector('[data-testid="download-link-stale"]', { timeout: 10_000 });
-    expect(await page.$eval('[data-testid="imatrix-facts"]', (e) => (e as HTMLElement).hidden)).toBe(true);
+    expect(await page.$eval('[data-testid="imatrix-picked"]', (e) => (e as HTMLElement).hidden)).toBe(true);
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('imatrix-button');
   }, 180_000);
 });

@@ -14,11 +14,12 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
   const input = byId<HTMLInputElement>('imatrix-input');
   const button = byId<HTMLButtonElement>('imatrix-button');
   const remove = byId<HTMLButtonElement>('imatrix-remove');
+  const picked = byId('imatrix-picked');
   const facts = byId('imatrix-facts');
   button.addEventListener('click', () => input.click());
   remove.addEventListener('click', () => {
     store.setImatrix(undefined);
-    button.focus(); // the Remove button hides under the focus
+    button.focus(); // the Remove button hides with what it removed, under the focus
     announcer.say('Importance matrix removed: the merged tensors are re-quantized without one.');
   });
   input.addEventListener('change', () => {
@@ -48,11 +49,10 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
     button.disabled = busy;
     remove.disabled = busy;
     const imatrix = state.imatrix;
-    remove.hidden = !imatrix;
     button.textContent = imatrix ? 'Choose another importance matrix…' : 'Choose an importance matrix…';
     if (shown === imatrix) return;
     shown = imatrix;
-    facts.hidden = !imatrix;
+    picked.hidden = !imatrix;
     if (!imatrix) return facts.replaceChildren();
     facts.className = imatrix.status === 'failed' ? 'base-facts error-text' : 'base-facts';
     const name = imatrix.file.path;

@@ -24,7 +24,7 @@ export interface MergePanel {
 }
 
 const DESTINATION_HINTS = {
-  'browser-storage': 'Written to this browser’s private disk space (not memory, whatever the size), then offered as downloads. Removed when you merge again, change the inputs, or come back later.',
+  'browser-storage': 'Written to this browser’s private disk space (not memory, whatever the size), then offered as downloads. Removed when you merge again, change the inputs, or come back later; once out of date, when the page makes its next result of any mode.',
   picked: 'Streamed straight to disk: a one-file model to a file you choose (the browser asks before replacing one); a folder model into a new folder named after the base inside the folder you choose.',
   unavailable: 'This browser cannot save straight into a file or folder you pick; the browser’s storage is used.',
 };
