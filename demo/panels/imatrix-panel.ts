@@ -6,7 +6,7 @@
  */
 import type { Announcer } from '../announcer.js';
 import { byId, messageNodes, spokenMessage, textNodes } from '../dom.js';
-import type { PageState, PageStore } from '../page-state.js';
+import { busyWith, type PageState, type PageStore } from '../page-state.js';
 import type { MergeWorkerClient } from '../worker-client.js';
 
 export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, announcer: Pick<Announcer, 'say' | 'error'>): (state: PageState) => void {
@@ -25,7 +25,10 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
   input.addEventListener('change', () => {
     const file = input.files?.[0];
     input.value = ''; // the same file picked again must fire change again
-    if (!file || store.state.busy !== undefined) return;
+    if (!file) return;
+    // A chooser opened before a merge started and answered after would change the running merge's inputs.
+    const busy = busyWith(store.state);
+    if (busy) return announcer.error(`Nothing picked was added, as ${busy}: pick it again when that is over.`);
     const picked = { path: file.name, file };
     store.setImatrix(picked);
     client.readImatrix(picked).then(
