@@ -1,5 +1,5 @@
 /**
- * Runs in the merge worker: the bytes the base's reading took when it was picked (its headers, its
+ * Runs in the merge and job workers: the bytes the base's reading took when it was picked (its headers, its
  * configs), served again to the plan, the checks and the merge that follow, so a base's headers
  * are read from disk once, not once on pick and again by each plan (hundreds of shards, or a
  * GGUF's metadata of tens of MB, are seconds each time).
@@ -22,28 +22,28 @@ interface KeptFile {
   text?: string;
 }
 
-/** The last base read on pick: what each of its files gave, by path. */
-let kept: { files: Map<string, KeptFile>; bytes: number } | undefined;
+/** Per slot (the merge's base; extract's base and fine-tuned model), the last model read on pick: what each of its files gave, by path. */
+const kept = new Map<string, { files: Map<string, KeptFile>; bytes: number }>();
 
-/** The kept file for `picked`, where it is the very file read on pick and unchanged. */
-function keptFor(picked: PickedFile | undefined): KeptFile | undefined {
+/** The kept file for `picked` in `slot`, where it is the very file read on pick and unchanged. */
+function keptFor(slot: string, picked: PickedFile | undefined): KeptFile | undefined {
   if (!picked || picked.key === undefined) return undefined;
-  const file = kept?.files.get(picked.path);
+  const file = kept.get(slot)?.files.get(picked.path);
   const same = file && file.key === picked.key && file.size === picked.file.size && file.lastModified === picked.file.lastModified;
   return same ? file : undefined;
 }
 
 /**
- * `set` (the base's files as picked) reading through what the pick's reading kept. `record`: this
- * is the pick's own reading; what it reads is kept (in place of any base kept before) once
- * `keep()` is called, after it succeeded.
+ * `set` (a model's files as picked) reading through what the pick's reading kept in `slot`.
+ * `record`: this is the pick's own reading; what it reads is kept (in place of the slot's model
+ * kept before) once `keep()` is called, after it succeeded.
  */
-export function reusingHeaders(set: InputFileSet, picked: readonly PickedFile[], record = false): { files: InputFileSet; keep(): void } {
+export function reusingHeaders(set: InputFileSet, picked: readonly PickedFile[], record = false, slot = 'base'): { files: InputFileSet; keep(): void } {
   const byPath = new Map(picked.map((f) => [f.path, f]));
   const recording = { files: new Map<string, KeptFile>(), bytes: 0 };
   const entry = (path: string): KeptFile | undefined => {
     const file = byPath.get(path);
-    if (!record) return keptFor(file);
+    if (!record) return keptFor(slot, file);
     if (!file || file.key === undefined) return undefined;
     let made = recording.files.get(path);
     if (!made) {
@@ -68,7 +68,7 @@ export function reusingHeaders(set: InputFileSet, picked: readonly PickedFile[],
     },
     ...(set.fileName ? { fileName: (path: string) => set.fileName!(path) } : {}),
   };
-  return { files, keep: () => { if (record) kept = recording; } };
+  return { files, keep: () => { if (record) kept.set(slot, recording); } };
 }
 
 /** `source`, its reads served from (or, recording, kept in) `file`'s. */

@@ -26,7 +26,7 @@ export type JobRequest =
   /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
   | { type: 'describe'; id: number; adapter: JobInput }
   /** Reads an extraction's base or fine-tuned model's headers as soon as it is picked (a `cancel` drops it). */
-  | { type: 'read-model'; id: number; model: JobInput }
+  | { type: 'read-model'; id: number; model: JobInput; slot: 'base' | 'tuned' }
   /**
    * `outName` names the zip of a PEFT folder and the folder inside it; `threads`: the CPU's (the
    * header's "CPU threads", the library's `threads`), undefined for the library's default.

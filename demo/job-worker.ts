@@ -12,6 +12,7 @@ import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
+import { reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { readBaseFacts, summarizeAdapter } from './plan-summary.js';
@@ -89,7 +90,9 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
       outcome = await resizeLora({ ...common, adapter: pickedFileSet(spec.adapter.name, spec.adapter.files), rule: spec.rule });
     } else {
       outcome = await extractLora({
-        ...common, base: pickedFileSet(spec.base.name, spec.base.files), tuned: pickedFileSet(spec.tuned.name, spec.tuned.files),
+        ...common,
+        base: reusingHeaders(pickedFileSet(spec.base.name, spec.base.files), spec.base.files, false, 'base').files,
+        tuned: reusingHeaders(pickedFileSet(spec.tuned.name, spec.tuned.files), spec.tuned.files, false, 'tuned').files,
         rank: spec.rank, energy: spec.energy,
       });
     }
@@ -126,8 +129,14 @@ self.addEventListener('message', (event: MessageEvent<JobRequest>) => {
       // The headers, as the extraction reads them (the library's refusals): a file that is no model is said at once.
       const controller = new AbortController();
       reading.set(request.id, controller);
-      readBaseFacts(pickedFileSet(request.model.name, request.model.files, 'plan'), controller.signal).then(
-        (facts) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'model-read', id: request.id, facts }),
+      // What it reads is kept for the extraction of the same files.
+      const recorded = reusingHeaders(pickedFileSet(request.model.name, request.model.files, 'plan'), request.model.files, true, request.slot);
+      readBaseFacts(recorded.files, controller.signal).then(
+        (facts) => {
+          if (controller.signal.aborted) return post({ type: 'cancelled', id: request.id });
+          recorded.keep();
+          post({ type: 'model-read', id: request.id, facts });
+        },
         (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
       ).finally(() => reading.delete(request.id));
       break;

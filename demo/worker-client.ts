@@ -4,6 +4,7 @@ import type {
   AdapterInput, AdapterReading, BackendInfo, BaseFacts, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
+import { keyed } from './file-keys.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
 export { CancelledError } from './worker-rpc.js';
@@ -41,19 +42,6 @@ export interface MergeDone {
   backend: BackendInfo;
   /** What the merge itself found that the user should know (NaN/Inf copied from the base). */
   warnings: string[];
-}
-
-/** Each File the page sent, by the key the worker knows it by (the same File object, the same key). */
-const fileKeys = new WeakMap<File, number>();
-let nextFileKey = 1;
-
-/** The base's files with their keys, so the worker can tell the File it read on pick from any other. */
-function keyed(files: readonly PickedFile[]): PickedFile[] {
-  return files.map((f) => {
-    let key = fileKeys.get(f.file);
-    if (key === undefined) fileKeys.set(f.file, key = nextFileKey++);
-    return { ...f, key };
-  });
 }
 
 export class MergeWorkerClient {

@@ -74,4 +74,23 @@ describe("the worker's kept base headers", () => {
     await plan(picked(file, 1));
     expect(file.slices).toBe(2 * read);
   });
+
+  it("keeps one model per slot: extract's base and fine-tuned model both served, a slot's new pick replacing only its own", async () => {
+    const base = new CountedFile([fixture.base as Uint8Array<ArrayBuffer>], NAME, { lastModified: 1_000 });
+    const tuned = new CountedFile([llamaWithPeft(68).base as Uint8Array<ArrayBuffer>], NAME, { lastModified: 1_000 });
+    const open = async (files: PickedFile[], slot: string, record: boolean) => {
+      const reading = reusingHeaders(pickedFileSet(NAME, files, 'plan'), files, record, slot);
+      await (await openModel(reading.files)).close();
+      reading.keep();
+    };
+    await open(picked(base, 11), 'base', true);
+    await open(picked(tuned, 12), 'tuned', true);
+    const [baseRead, tunedRead] = [base.slices, tuned.slices];
+    await open(picked(base, 11), 'base', false);
+    await open(picked(tuned, 12), 'tuned', false);
+    expect([base.slices, tuned.slices]).toEqual([baseRead, tunedRead]);
+    // Each slot serves its own model only.
+    await open(picked(tuned, 12), 'base', false);
+    expect(tuned.slices).toBe(2 * tunedRead);
+  });
 });

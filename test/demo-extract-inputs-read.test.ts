@@ -9,7 +9,7 @@ import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { formatBytes } from '../src/index.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, openChooser, seriousViolations, tabTo, text, typeInto, upload, useDemoSession } from './helpers/demo-session.js';
 import { llamaWithPeft } from './helpers/page-fixtures.js';
 
 const session = useDemoSession();
@@ -69,4 +69,38 @@ describe('extract: the base and the fine-tuned model read as soon as each is pic
       await page.close();
     }
   }, 180_000);
+
+  it('the extraction reads neither model\'s header again: the headers read on pick are used', async () => {
+    const dir = session.dirs.make({ 'llama-base.safetensors': fixture.base, 'llama-tuned.safetensors': llamaWithPeft(69).base });
+    const demo = await session.open('?backend=cpu&mode=extract');
+    const { page } = demo;
+    await upload(page, 'job-base-input', join(dir, 'llama-base.safetensors'));
+    await upload(page, 'job-tuned-input', join(dir, 'llama-tuned.safetensors'));
+    expect((await modelFacts(page, 'base')).isError).toBe(false);
+    expect((await modelFacts(page, 'tuned')).isError).toBe(false);
+    // The job worker (started by the first pick) counts File.slice on the two models from now on.
+    const worker = page.workers().find((w) => /job-worker/.test(w.url()));
+    if (!worker) throw new Error(`no job worker among ${page.workers().map((w) => w.url()).join(', ')}`);
+    await worker.evaluate(() => {
+      const scope = self as unknown as { slices: [string, number][] };
+      scope.slices = [];
+      const slice = Blob.prototype.slice;
+      Blob.prototype.slice = function (this: Blob, start?: number, end?: number, type?: string) {
+        if (this instanceof File) scope.slices.push([this.name, start ?? 0]);
+        return slice.call(this, start, end, type);
+      };
+    });
+    await typeInto(page, '#job-extract-value', '2');
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.click('[data-testid="job-run"]');
+    await page.waitForSelector('[data-testid="job-download-link"]', { timeout: 60_000 });
+    const slices = await worker.evaluate(() => (self as unknown as { slices: [string, number][] }).slices);
+    // Both headers are 8 bytes of length and the same JSON (same names, shapes and offsets).
+    const headerEnd = 8 + Number(new DataView(fixture.base.buffer, fixture.base.byteOffset).getBigUint64(0, true));
+    for (const name of ['llama-base.safetensors', 'llama-tuned.safetensors']) {
+      const of = slices.filter(([file]) => file === name);
+      expect(of.length, name).toBeGreaterThan(0); // the tensors were read
+      expect(of.filter(([, start]) => start < headerEnd), name).toEqual([]);
+    }
+  }, 120_000);
 });

@@ -164,7 +164,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
    */
   function readModel(which: ModelSlot, set: PickedSet): void {
     readingModel[which]?.cancel();
-    const handle = client.readModel({ name: set.name, files: set.files });
+    const handle = client.readModel({ name: set.name, files: set.files }, which);
     readingModel[which] = handle;
     const what = which === 'base' ? 'Base' : 'Fine-tuned model';
     handle.done.then(
