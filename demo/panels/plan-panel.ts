@@ -122,8 +122,9 @@ export function mountPlanPanel(): (state: PageState) => void {
       const leftOut = listed(plan.leftOut);
       leftOutBody.replaceChildren(...leftOut.rows.map((m) => {
         const row = el('tr');
+        // Names and reasons wrap after _ . - / on a phone (textNodes), not mid-word.
         for (const text of [plan.adapters[m.adapter]?.name ?? '', m.module, m.reason]) {
-          row.append(el('td', { textContent: text, title: text }));
+          row.append(el('td', { title: text }, ...textNodes(text)));
         }
         return row;
       }), ...unlistedRow(leftOut.more, 'modules left out', 3));
@@ -175,8 +176,9 @@ export function mountPlanPanel(): (state: PageState) => void {
         // Two adapters on the same tensors give rows alike but for the adapter, named as on its card;
         // the module is the row's header, so a screen reader says which module each cell is of.
         const adapter = plan.adapters[m.adapter]?.name ?? '';
-        row.append(el('td', { textContent: adapter, title: adapter }), el('th', { scope: 'row', textContent: m.module, title: m.module }));
-        for (const text of [target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
+        row.append(el('td', { title: adapter }, ...textNodes(adapter)), el('th', { scope: 'row', title: m.module }, ...textNodes(m.module)));
+        row.append(el('td', { title: target }, ...textNodes(target)));
+        for (const text of [algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;
