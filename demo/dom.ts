@@ -69,15 +69,40 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: Partial
 /**
  * A message as the page shows it: one line as text; a list of problems (`n problems in …:` then
  * `  - …` lines, src/plan/problems.ts) as its title and a list, one item per problem, as text.
+ * Long names inside it wrap as {@link nameNodes} wraps a file name ({@link textNodes}).
  */
 export function messageNodes(message: string): (Node | string)[] {
   const lines = shown(message).split('\n');
-  if (lines.length === 1) return [lines[0]];
+  if (lines.length === 1) return textNodes(lines[0]);
   const [title, ...rest] = lines;
   return [
-    el('p', { className: 'message-title', textContent: title }),
-    el('ul', { className: 'message-list' }, ...rest.map((line) => el('li', { textContent: line.replace(/^\s*(- )?/, '') }))),
+    el('p', { className: 'message-title' }, ...textNodes(title)),
+    el('ul', { className: 'message-list' }, ...rest.map((line) => el('li', {}, ...textNodes(line.replace(/^\s*(- )?/, ''))))),
   ];
+}
+
+/** A run of text this long with no space in it (a tensor's name, a path) gets break points of its own. */
+const LONG_WORD = /\S{16,}/g;
+
+/**
+ * Text from files or the engine (a message, a warning, a note) as nodes: the text itself, shown,
+ * with each long run of it that has no space in it (a tensor's name
+ * `model.diffusion_model.double_blocks.12.img_attn.qkv.lora_down.weight`, a path) broken as
+ * {@link nameNodes} breaks a file name: a `<wbr>` after its `_ . - /`, never inside a word on a
+ * phone. The nodes' text is the text, unchanged (a `<wbr>` has none), so a screen reader, copying
+ * and searching read the same string; nothing is markup.
+ */
+export function textNodes(text: string): (Node | string)[] {
+  const line = shown(text);
+  const out: (Node | string)[] = [];
+  let at = 0;
+  for (const word of line.matchAll(LONG_WORD)) {
+    if (word.index > at) out.push(line.slice(at, word.index));
+    out.push(...nameNodes(word[0]));
+    at = word.index + word[0].length;
+  }
+  if (at < line.length) out.push(line.slice(at));
+  return out;
 }
 
 /**
@@ -100,8 +125,8 @@ const SHORT_FACT = 24;
 export function factNodes(facts: readonly string[]): (Node | string)[] {
   return facts.flatMap((fact, i) => {
     const text = shown(fact);
-    const node = text.length <= SHORT_FACT ? el('span', { className: 'fact' }, text) : text;
-    return i === 0 ? [node] : [' · ', node];
+    const nodes = text.length <= SHORT_FACT ? [el('span', { className: 'fact' }, text)] : textNodes(text);
+    return i === 0 ? nodes : [' · ', ...nodes];
   });
 }
 

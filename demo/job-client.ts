@@ -4,7 +4,8 @@
  */
 import type { BackendChoice } from '../src/index.js';
 import type { AdapterFacts, JobDone, JobInput, JobRequest, JobResponse, JobSpec } from './job-protocol.js';
-import type { ProgressEvent } from './worker-protocol.js';
+import type { BaseFacts, ProgressEvent } from './worker-protocol.js';
+import { keyed } from './file-keys.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
 export class JobWorkerClient {
@@ -15,12 +16,20 @@ export class JobWorkerClient {
     return this.rpc.send({ type: 'describe', adapter }).done as Promise<AdapterFacts>;
   }
 
+  /** A model's headers read (an extraction's base or fine-tuned model); `cancel()` drops it (another was picked). */
+  readModel(model: JobInput, slot: 'base' | 'tuned'): { done: Promise<BaseFacts>; cancel(): void } {
+    const { id, done } = this.rpc.send({ type: 'read-model', model: { ...model, files: keyed(model.files) }, slot });
+    return { done: done as Promise<BaseFacts>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
+  }
+
   /**
    * Starts a job on `backend` with the CPU's `threads` (undefined: the library's default);
    * `cancel()` aborts it inside the worker (the promise then rejects with CancelledError).
    */
   run(spec: JobSpec, backend: BackendChoice, threads: number | undefined, outName: string, onProgress: (p: ProgressEvent) => void): { done: Promise<JobDone>; cancel(): void } {
-    const { id, done } = this.rpc.send({ type: 'run', spec, backend, outName, threads }, onProgress);
+    // Extract's models keyed, so the worker reuses the headers it read when each was picked.
+    const sent = spec.kind === 'extract' ? { ...spec, base: { ...spec.base, files: keyed(spec.base.files) }, tuned: { ...spec.tuned, files: keyed(spec.tuned.files) } } : spec;
+    const { id, done } = this.rpc.send({ type: 'run', spec: sent, backend, outName, threads }, onProgress);
     return { done: done as Promise<JobDone>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }
 
@@ -43,6 +52,8 @@ export class JobWorkerClient {
 function outcome(message: Exclude<JobResponse, { type: 'progress' | 'cancelled' | 'error' }>): Outcome {
   switch (message.type) {
     case 'described':
+      return { value: message.facts };
+    case 'model-read':
       return { value: message.facts };
     case 'finished':
       return { value: message.done };

@@ -3,7 +3,7 @@
  * worker's: Files travel as they are, results come back as plain data and disk-backed Files.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, ModuleReport, RankRule } from '../src/index.js';
-import type { AdapterSummary, MergedFile, PickedFile, ProgressEvent } from './worker-protocol.js';
+import type { AdapterSummary, BaseFacts, MergedFile, PickedFile, ProgressEvent } from './worker-protocol.js';
 
 export type JobMode = 'combine' | 'resize' | 'extract';
 export type OutputKind = 'peft' | 'kohya';
@@ -25,6 +25,8 @@ export type JobSpec =
 export type JobRequest =
   /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
   | { type: 'describe'; id: number; adapter: JobInput }
+  /** Reads an extraction's base or fine-tuned model's headers as soon as it is picked (a `cancel` drops it). */
+  | { type: 'read-model'; id: number; model: JobInput; slot: 'base' | 'tuned' }
   /**
    * `outName` names the zip of a PEFT folder and the folder inside it; `threads`: the CPU's (the
    * header's "CPU threads", the library's `threads`), undefined for the library's default.
@@ -53,6 +55,7 @@ export interface JobDone {
 
 export type JobResponse =
   | { type: 'described'; id: number; facts: AdapterFacts }
+  | { type: 'model-read'; id: number; facts: BaseFacts }
   | { type: 'progress'; id: number; progress: ProgressEvent }
   | { type: 'finished'; id: number; done: JobDone }
   | { type: 'withdrawn'; id: number }

@@ -7,6 +7,7 @@
  */
 import { namedApart, type AdapterEntry, type PickedSet } from './page-state.js';
 import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
+import type { BaseFacts } from './worker-protocol.js';
 import { ResultStore } from './result-store.js';
 
 export type PageMode = 'merge' | JobMode;
@@ -15,6 +16,14 @@ export type AdapterInfo =
   | { status: 'reading' }
   | { status: 'ready'; facts: AdapterFacts }
   | { status: 'failed'; message: string };
+
+/** An extraction's base or fine-tuned model, read as soon as it is picked. */
+export type ModelInfo =
+  | { status: 'reading' }
+  | { status: 'ready'; facts: BaseFacts }
+  | { status: 'failed'; message: string };
+
+export type ModelSlot = 'base' | 'tuned';
 
 export interface JobAdapter extends AdapterEntry {
   info: AdapterInfo;
@@ -37,6 +46,8 @@ export interface JobState {
   single?: JobAdapter;
   base?: PickedSet;
   tuned?: PickedSet;
+  /** What reading the base's and the fine-tuned model's headers found (set with each pick). */
+  modelInfo: Partial<Record<ModelSlot, ModelInfo>>;
   busy: boolean;
   /** Each mode's last result: one mode's new inputs or new run leave the others' as they are. */
   results: Partial<Record<JobMode, JobResult>>;
@@ -50,7 +61,7 @@ export class JobStore extends ResultStore<JobState, JobResult> {
   settingsKey: (mode: JobMode) => string = () => '';
 
   constructor() {
-    super({ mode: 'merge', adapters: [], busy: false, results: {}, errors: [] });
+    super({ mode: 'merge', adapters: [], modelInfo: {}, busy: false, results: {}, errors: [] });
   }
 
   /** The current mode's result (none in the merge mode). */
@@ -66,6 +77,16 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     if (this.state.mode === 'merge') return;
     if (result) this.state.results[this.state.mode] = result;
     else delete this.state.results[this.state.mode];
+  }
+
+  /** Withdraws every mode's out-of-date result, not only the current mode's. */
+  override withdrawStale(): void {
+    const stale = Object.values(this.state.results).filter((result) => result.stale);
+    for (const result of stale) {
+      delete this.state.results[result.mode];
+      this.onWithdraw(result);
+    }
+    if (stale.length) this.changed();
   }
 
   setMode(mode: PageMode): void {
@@ -108,9 +129,17 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     this.changed();
   }
 
-  setModel(which: 'base' | 'tuned', set: PickedSet): void {
+  setModel(which: ModelSlot, set: PickedSet): void {
     this.state[which] = set;
+    this.state.modelInfo[which] = { status: 'reading' };
     this.inputsChanged();
+  }
+
+  /** What reading `set`'s headers found; dropped if another model took its place meanwhile. */
+  setModelInfo(which: ModelSlot, set: PickedSet, info: ModelInfo): void {
+    if (this.state[which] !== set) return;
+    this.state.modelInfo[which] = info;
+    this.changed();
   }
 
   setErrors(errors: string[]): void {
@@ -145,6 +174,12 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     if (s.mode === 'resize' && !s.single) return 'Pick the adapter to resize.';
     if (s.mode === 'extract' && !s.base) return 'Pick the base model.';
     if (s.mode === 'extract' && !s.tuned) return 'Pick the fine-tuned model.';
+    if (s.mode === 'extract') {
+      const models = (['base', 'tuned'] as const).map((which) => ({ set: s[which]!, info: s.modelInfo[which] }));
+      const failed = models.find((m) => m.info?.status === 'failed');
+      if (failed) return `${failed.set.name} could not be read: pick another.`;
+      if (models.some((m) => m.info?.status === 'reading')) return 'Reading the models’ headers…';
+    }
     const adapters = this.modeAdapters();
     if (adapters.some((a) => a.info.status === 'reading')) return 'Reading the adapters…';
     const failed = adapters.find((a) => a.info.status === 'failed');

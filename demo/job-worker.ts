@@ -12,9 +12,10 @@ import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
+import { reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
-import { summarizeAdapter } from './plan-summary.js';
+import { readBaseFacts, summarizeAdapter } from './plan-summary.js';
 import type { MergedFile } from './worker-protocol.js';
 
 /** Every answer leaves in the page's words: this is the one way the engine's messages reach the job page. */
@@ -29,11 +30,13 @@ function inPageWords(response: JobResponse): JobResponse {
       return { ...response, facts: { ...response.facts, facts: response.facts.facts.map(pageWording), warnings: response.facts.warnings.map(pageWording) } };
     case 'finished':
       return { ...response, done: { ...response.done, warnings: response.done.warnings.map(pageWording), backend: pageWording(response.done.backend) } };
-    case 'progress': case 'withdrawn': case 'cancelled':
+    case 'progress': case 'withdrawn': case 'cancelled': case 'model-read':
       return response;
   }
 }
 const running = new Map<number, AbortController>();
+/** Models being read on their own, as they are picked (not jobs). */
+const reading = new Map<number, AbortController>();
 
 function errorMessage(error: unknown): string {
   if (isMergeError(error)) return error.message;
@@ -87,7 +90,9 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
       outcome = await resizeLora({ ...common, adapter: pickedFileSet(spec.adapter.name, spec.adapter.files), rule: spec.rule });
     } else {
       outcome = await extractLora({
-        ...common, base: pickedFileSet(spec.base.name, spec.base.files), tuned: pickedFileSet(spec.tuned.name, spec.tuned.files),
+        ...common,
+        base: reusingHeaders(pickedFileSet(spec.base.name, spec.base.files), spec.base.files, false, 'base').files,
+        tuned: reusingHeaders(pickedFileSet(spec.tuned.name, spec.tuned.files), spec.tuned.files, false, 'tuned').files,
         rank: spec.rank, energy: spec.energy,
       });
     }
@@ -120,11 +125,28 @@ self.addEventListener('message', (event: MessageEvent<JobRequest>) => {
     case 'describe':
       void describe(request);
       break;
+    case 'read-model': {
+      // The headers, as the extraction reads them (the library's refusals): a file that is no model is said at once.
+      const controller = new AbortController();
+      reading.set(request.id, controller);
+      // What it reads is kept for the extraction of the same files.
+      const recorded = reusingHeaders(pickedFileSet(request.model.name, request.model.files, 'plan'), request.model.files, true, request.slot);
+      readBaseFacts(recorded.files, controller.signal).then(
+        (facts) => {
+          if (controller.signal.aborted) return post({ type: 'cancelled', id: request.id });
+          recorded.keep();
+          post({ type: 'model-read', id: request.id, facts });
+        },
+        (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
+      ).finally(() => reading.delete(request.id));
+      break;
+    }
     case 'run':
       void runJob(request);
       break;
     case 'cancel':
       running.get(request.id)?.abort();
+      reading.get(request.id)?.abort();
       break;
     case 'withdraw':
       Promise.all([deleteJob(request.job), deleteJobZip(request.job)]).then(

@@ -10,12 +10,14 @@ import { blockedBy, PageStore } from './page-state.js';
 import { mountAdaptersPanel } from './panels/adapters-panel.js';
 import { mountBackendPanel } from './panels/backend-panel.js';
 import { mountBasePanel } from './panels/base-panel.js';
+import { mountImatrixPanel } from './panels/imatrix-panel.js';
 import { mountJobPanel } from './panels/job-panel.js';
 import { mountMergePanel } from './panels/merge-panel.js';
 import { mountModePanel } from './panels/mode-panel.js';
 import { mountPlanPanel } from './panels/plan-panel.js';
 import { mountSamplePanel } from './panels/sample-panel.js';
 import { mountThreadsPanel } from './panels/threads-panel.js';
+import { keepResultsOf } from './stored-results.js';
 import { MergeWorkerClient, PlanFailedError } from './worker-client.js';
 import type { PlanSummary } from './worker-protocol.js';
 
@@ -49,6 +51,7 @@ const renderers = [
   mountBasePanel(store, showError, client, announcer),
   mountAdaptersPanel(store, showError),
   mountPlanPanel(),
+  mountImatrixPanel(store, client, announcer),
   mergePanel.render,
 ];
 store.subscribe((state) => { for (const render of renderers) render(state); });
@@ -69,10 +72,11 @@ const mode = mountModePanel((m) => jobs.setMode(m), (m) => {
 store.subscribe(() => mode.render());
 jobs.subscribe(() => mode.render());
 
-// Results that must go take their files in browser storage with them.
+// Results that must go take their files in browser storage with them (the policy: stored-results.ts).
 store.onWithdraw = (result) => {
   if (result.job) client.withdraw(result.job).catch(() => {});
 };
+keepResultsOf(store);
 
 /** Only the newest plan request may update the page, and a check only the plan it was made for. */
 let planRequest = 0;

@@ -4,11 +4,12 @@
  * never touches the library directly, so a long merge never blocks its main thread.
  */
 import {
-  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker,
-  prepareMerge, type OutputTarget,
+  createFileSystemAccessOutputTarget, createOpfsOutputTarget, generateSample, isMergeError, mergeModel, opfsWriterWorker, readImportanceMatrix,
+  prepareMerge, type ImportanceMatrix, type InputFileSet, type OutputTarget,
 } from '../src/index.js';
 import { dominantUpdateDtype } from '../src/pipeline/dominant-dtype.js';
 import { deleteAllJobs, deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
+import { reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { throttledProgress } from './progress-throttle.js';
@@ -70,7 +71,7 @@ function inPageWords(response: WorkerResponse): WorkerResponse {
         },
       };
     }
-    case 'progress': case 'sample': case 'done': case 'cancelled': case 'base-read':
+    case 'progress': case 'sample': case 'done': case 'cancelled': case 'base-read': case 'imatrix-read':
       return response; // no message: a progress phase is one of three fixed names
   }
 }
@@ -86,6 +87,21 @@ function errorMessage(error: unknown): string {
 /** `use`: 'plan' for plans and checks, which read no long sequential runs (picked-file-set.ts). */
 function weighted(adapters: readonly AdapterInput[], use: Parameters<typeof pickedFileSet>[2] = 'merge'): WeightedFiles[] {
   return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight }));
+}
+
+/** The base's files, their headers served from the read made when the base was picked where it is the same File. */
+function baseSet(name: string, files: PickedFile[], use: Parameters<typeof pickedFileSet>[2] = 'plan'): InputFileSet {
+  return reusingHeaders(pickedFileSet(name, files, use), files).files;
+}
+
+/** llama-imatrix's file read and checked as the CLI's --imatrix reads it; the file is closed either way. */
+async function readImatrix(picked: PickedFile): Promise<ImportanceMatrix> {
+  const source = await pickedFileSet(picked.path, [picked], 'plan').open(picked.path);
+  try {
+    return await readImportanceMatrix(source);
+  } finally {
+    await source.close();
+  }
 }
 
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
@@ -112,7 +128,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     let planned = false;
     const readAhead = () => planned;
     // The signal reaches the plan too: planning tens of thousands of modules takes seconds.
-    prepared = await prepareMerge(pickedFileSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead), { signal: controller.signal });
+    prepared = await prepareMerge(baseSet(request.baseName, request.base, readAhead), weighted(request.adapters, readAhead), { signal: controller.signal });
     planned = true;
     let output: OutputTarget;
     if (request.output.kind === 'browser-storage') {
@@ -123,6 +139,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
     } else {
       output = createFileSystemAccessOutputTarget(request.output.handle);
     }
+    const importance = request.imatrix && await readImatrix(request.imatrix);
     const backend = await backendFor(request.choice, dominantUpdateDtype(prepared), request.threads);
     // Warnings the merge itself finds (NaN/Inf the base holds in tensors it only copies) come back with the result.
     const result = await mergeModel({
@@ -130,6 +147,7 @@ async function merge(request: Extract<WorkerRequest, { type: 'merge' }>): Promis
       output,
       outDtype: request.outDtype === 'same' ? undefined : request.outDtype, // checked by the base's container
       dtypeMergedOnly: request.dtypeMergedOnly,
+      ...(importance ? { importance } : {}),
       backend,
       signal: controller.signal,
       onProgress: throttledProgress((progress) => post({ type: 'progress', id: request.id, progress: { ...progress } })),
@@ -176,14 +194,14 @@ function handle(request: WorkerRequest): void {
   switch (request.type) {
     case 'plan': {
       const adapters = weighted(request.adapters, 'plan');
-      summarizePlan(pickedFileSet(request.baseName, request.base, 'plan'), adapters).then(
+      summarizePlan(baseSet(request.baseName, request.base), adapters).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
         async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
     }
     case 'check':
-      checkPlan(pickedFileSet(request.baseName, request.base, 'plan'), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
+      checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
         (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );
@@ -198,12 +216,24 @@ function handle(request: WorkerRequest): void {
     case 'read-base': {
       const controller = new AbortController();
       reading.set(request.id, controller);
-      readBaseFacts(pickedFileSet(request.baseName, request.base, 'plan'), controller.signal).then(
-        (base) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'base-read', id: request.id, base }),
+      // What this reading takes is kept for the plan, the checks and the merge of the same files.
+      const recorded = reusingHeaders(pickedFileSet(request.baseName, request.base, 'plan'), request.base, true);
+      readBaseFacts(recorded.files, controller.signal).then(
+        (base) => {
+          if (controller.signal.aborted) return post({ type: 'cancelled', id: request.id });
+          recorded.keep();
+          post({ type: 'base-read', id: request.id, base });
+        },
         (error) => post(controller.signal.aborted ? { type: 'cancelled', id: request.id } : { type: 'error', id: request.id, message: errorMessage(error) }),
       ).finally(() => reading.delete(request.id));
       break;
     }
+    case 'read-imatrix':
+      readImatrix(request.file).then(
+        (matrix) => post({ type: 'imatrix-read', id: request.id, tensors: matrix.entries.size }),
+        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+      );
+      break;
     case 'backend':
       void setBackend(request.id, request.choice, request.threads);
       break;

@@ -5,6 +5,7 @@
  */
 import type { BackendChoice } from '../src/index.js';
 import { ResultStore } from './result-store.js';
+import { holdsGgufModel } from '../src/formats/open-model.js';
 import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
 
 /** A file or a folder as the user picked it; the sample's own files are marked so they never mix. */
@@ -76,8 +77,16 @@ export interface MergeResultState {
   stale: boolean;
 }
 
+/** An importance matrix picked for a GGUF base (the CLI's --imatrix), read as soon as it is picked. */
+export type ImatrixState =
+  | { file: PickedFile; status: 'reading' }
+  | { file: PickedFile; status: 'ready'; tensors: number }
+  | { file: PickedFile; status: 'failed'; message: string };
+
 export interface PageState {
   base?: PickedSet;
+  /** Used only while the base is a GGUF (the box is shown then); kept across bases until removed. */
+  imatrix?: ImatrixState;
   adapters: AdapterEntry[];
   outDtype: string;
   /** The output dtype for the tensors the merge changes only (the CLI's --dtype-merged-only). */
@@ -122,10 +131,29 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     super({ adapters: [], outDtype: 'same', dtypeMergedOnly: false, plan: { status: 'none' }, backendChoice: 'auto' });
   }
 
-  /** A key of everything a merge depends on besides the files. */
+  /** A key of everything a merge depends on besides the files (an importance matrix counts as a setting). */
   settingsKey(): string {
     const s = this.state;
-    return JSON.stringify([s.outDtype, s.outDtype !== 'same' && s.dtypeMergedOnly, s.adapters.map((a) => a.weight)]);
+    const imatrix = this.imatrixApplies() && s.imatrix ? [s.imatrix.file.path, s.imatrix.file.file.size, s.imatrix.file.file.lastModified] : null;
+    return JSON.stringify([s.outDtype, s.outDtype !== 'same' && s.dtypeMergedOnly, s.adapters.map((a) => a.weight), imatrix]);
+  }
+
+  /** Whether the base is a GGUF, the one container an importance matrix is for (open-model.ts's rule). */
+  imatrixApplies(): boolean {
+    return this.state.base !== undefined && holdsGgufModel(this.state.base.files.map((f) => f.path));
+  }
+
+  /** An importance matrix picked (undefined: removed); it is read next (setImatrixInfo). */
+  setImatrix(file: PickedFile | undefined): void {
+    this.state.imatrix = file && { file, status: 'reading' };
+    this.settingsChanged();
+  }
+
+  /** What reading `file` found; dropped if another was picked meanwhile. */
+  setImatrixInfo(info: ImatrixState): void {
+    if (this.state.imatrix?.file !== info.file) return;
+    this.state.imatrix = info;
+    this.changed();
   }
 
   setBase(set: PickedSet): void {
@@ -285,6 +313,10 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
       return `This model cannot be written as ${s.outDtype}: choose another output dtype.`;
     }
     if (s.threadsProblem) return s.threadsProblem;
+    if (s.imatrix && this.imatrixApplies()) {
+      if (s.imatrix.status === 'reading') return 'Reading the importance matrix…';
+      if (s.imatrix.status === 'failed') return `${s.imatrix.file.path} cannot be used: remove it or pick another importance matrix.`;
+    }
     return undefined;
   }
 }

@@ -6,7 +6,7 @@
  * per mode (new inputs of one mode withdraw that mode's result only).
  */
 /** A store of state `S` whose current result (an `R`) is withdrawn, never silently replaced. */
-export class ResultStore<S extends { busy?: unknown }, R> {
+export class ResultStore<S extends { busy?: unknown }, R extends { stale: boolean }> {
   private readonly listeners: ((state: S) => void)[] = [];
   /** Called with a result that must go (its files are deleted by whoever listens). */
   onWithdraw: (result: R) => void = () => {};
@@ -55,6 +55,13 @@ export class ResultStore<S extends { busy?: unknown }, R> {
   protected newInputs(): void {
     this.inputsRevision++;
     this.withdrawResult();
+  }
+
+  /** Withdraws the result shown if it is out of date (a new result was made: stored-results.ts). */
+  withdrawStale(): void {
+    if (!this.current()?.stale) return;
+    this.withdrawResult();
+    this.changed();
   }
 
   /** Takes the result off the page and hands it to `onWithdraw`. */

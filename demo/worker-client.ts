@@ -4,6 +4,7 @@ import type {
   AdapterInput, AdapterReading, BackendInfo, BaseFacts, MergedFile, OutDTypeChoice, OutputChoice, PickedFile, PlanCheck, PlanSummary, ProgressEvent,
   WorkerRequest, WorkerResponse,
 } from './worker-protocol.js';
+import { keyed } from './file-keys.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
 export { CancelledError } from './worker-rpc.js';
@@ -28,6 +29,8 @@ export interface MergeRequest {
   choice: BackendChoice;
   /** Threads of the CPU merge (the library's `threads`); undefined for its default. */
   threads?: number;
+  /** An importance matrix for a GGUF base's re-quantized tensors (the CLI's --imatrix). */
+  imatrix?: PickedFile;
   onProgress(progress: ProgressEvent): void;
 }
 
@@ -72,18 +75,23 @@ export class MergeWorkerClient {
   }
 
   plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    return this.rpc.send({ type: 'plan', baseName, base, adapters }).done as Promise<PlanSummary>;
+    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters }).done as Promise<PlanSummary>;
   }
 
   /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
   readBase(baseName: string, base: PickedFile[]): { done: Promise<BaseFacts>; cancel(): void } {
-    const { id, done } = this.rpc.send({ type: 'read-base', baseName, base });
+    const { id, done } = this.rpc.send({ type: 'read-base', baseName, base: keyed(base) });
     return { done: done as Promise<BaseFacts>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
+  }
+
+  /** An importance matrix read and checked: how many tensors it covers (or fails saying why). */
+  readImatrix(file: PickedFile): Promise<number> {
+    return this.rpc.send({ type: 'read-imatrix', file }).done as Promise<number>;
   }
 
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
-    return this.rpc.send({ type: 'check', baseName, base, adapters, outDtype }).done as Promise<PlanCheck>;
+    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
@@ -104,7 +112,7 @@ export class MergeWorkerClient {
   /** Starts a merge; `cancel()` on the returned handle aborts it inside the worker. */
   merge(request: MergeRequest): { done: Promise<MergeDone>; cancel(): void } {
     const { onProgress, ...rest } = request;
-    const { id, done } = this.rpc.send({ type: 'merge', ...rest }, onProgress);
+    const { id, done } = this.rpc.send({ type: 'merge', ...rest, base: keyed(rest.base) }, onProgress);
     return { done: done as Promise<MergeDone>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 }
@@ -120,6 +128,8 @@ function outcome(message: Exclude<WorkerResponse, { type: 'progress' | 'cancelle
       return { value: message.check };
     case 'base-read':
       return { value: message.base };
+    case 'imatrix-read':
+      return { value: message.tensors };
     case 'sample':
       return { value: { base: message.base, adapter: message.adapter } };
     case 'merged':

@@ -9,6 +9,11 @@ import type { ChartPlace } from './chart-groups.js';
 export interface PickedFile {
   path: string;
   file: File;
+  /**
+   * The page's name for `file`, the same for the same File object (a File reaches the worker as a
+   * new object with each message): the worker reuses a base's headers only for the File it read.
+   */
+  key?: number;
 }
 
 export interface AdapterInput {
@@ -40,7 +45,10 @@ export type WorkerRequest =
    * 'backend' request, which may still wait for one before it); threads: the CPU's (the library's
    * `threads`), undefined for its default.
    */
-  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; choice: BackendChoice; threads?: number }
+  /** imatrix: llama-imatrix's file for a GGUF base, the merged tensors re-quantized with it (the CLI's --imatrix). */
+  | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; choice: BackendChoice; threads?: number; imatrix?: PickedFile }
+  /** An importance matrix read as soon as it is picked: how many tensors it covers, or why it cannot be used. */
+  | { type: 'read-imatrix'; id: number; file: PickedFile }
   | { type: 'cancel'; id: number }
   /** The base alone, read as soon as it is picked: its headers, so a file that is no model is refused before any adapter is added. */
   | { type: 'read-base'; id: number; baseName: string; base: PickedFile[] }
@@ -187,6 +195,7 @@ export type WorkerResponse =
   | { type: 'plan'; id: number; plan: PlanSummary }
   | { type: 'checked'; id: number; check: PlanCheck }
   | { type: 'base-read'; id: number; base: BaseFacts }
+  | { type: 'imatrix-read'; id: number; tensors: number }
   /** No plan: why, and each adapter read alone. */
   | { type: 'plan-failed'; id: number; message: string; adapters: AdapterReading[] }
   | { type: 'sample'; id: number; base: PickedFile[]; adapter: PickedFile[] }

@@ -232,7 +232,7 @@ describe('the adapter jobs on the page', PAGE_RETRY, () => {
     const { page } = demo;
     await upload(page, 'job-base-input', join(dir, 'base/model.safetensors'), join(dir, 'base/config.json'));
     await upload(page, 'job-tuned-input', join(dir, 'tuned/model.safetensors'));
-    expect(await text(page, '[data-testid="job-tuned-summary"]')).toMatch(/^model\.safetensors · 1 file, [\d.]+ KB$/);
+    expect(await text(page, '[data-testid="job-tuned-summary"] div')).toMatch(/^model\.safetensors · 1 file, [\d.]+ KB$/);
     await typeInto(page, '#job-extract-value', '4');
     await runEnabled(page);
     await page.click('[data-testid="job-run"]');

@@ -4,7 +4,7 @@
  * Cards are rebuilt only when the adapters change, so a slider keeps focus while it moves.
  */
 import { ADAPTER_ACCEPT } from '../accepted-files.js';
-import { byId, el, factNodes, messageNodes, nameNodes, shown } from '../dom.js';
+import { byId, el, factNodes, messageNodes, nameNodes, shown, textNodes } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { busyWith, type AdapterEntry, type PageState, type PageStore } from '../page-state.js';
 import { mountInputPanel } from './input-panel.js';
@@ -71,9 +71,10 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
  * list the same ones), so that a phone's screen is not two long lists.
  */
 function cannotBeRead(message: string): (Node | string)[] {
-  const [title, ...rest] = messageNodes(message);
-  if (rest.length === 0) return [`cannot be read: ${title as string}`];
-  return [el('details', {}, el('summary', { textContent: `cannot be read: ${(title as HTMLElement).textContent}` }), ...rest)];
+  const [title, ...rest] = message.split('\n');
+  const line = textNodes(`cannot be read: ${title}`);
+  if (rest.length === 0) return line;
+  return [el('details', {}, el('summary', {}, ...line), ...messageNodes(message).slice(1))];
 }
 
 /** One adapter's card; the adapter jobs' panel makes the same cards over its own store. */

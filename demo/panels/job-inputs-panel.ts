@@ -1,15 +1,17 @@
 /**
  * The adapter jobs' inputs: adapter cards for combine (weight slider and number box, as the
  * merge's) and resize (one adapter, no weight), and the base and fine-tuned models for extract.
- * Each adapter is read in the worker as soon as it is picked, so its card says what it is.
+ * Each adapter is read in the worker as soon as it is picked, so its card says what it is; each
+ * model too, its summary then saying what it holds, or the library's one line on why it cannot be read.
  */
 import { ADAPTER_ACCEPT, BASE_ACCEPT } from '../accepted-files.js';
-import { byId, el, factNodes, nameNodes, shown } from '../dom.js';
+import { byId, el, factNodes, messageNodes, nameNodes, textNodes } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { formatBytes } from '../format.js';
-import type { JobAdapter, JobState, JobStore } from '../job-state.js';
+import type { JobAdapter, JobState, JobStore, ModelInfo, ModelSlot } from '../job-state.js';
 import type { PickedSet } from '../page-state.js';
 import { makeCard, type Card } from './adapters-panel.js';
+import { baseFactsLine } from './base-panel.js';
 import { mergeSets, mountInputPanel } from './input-panel.js';
 
 function pickerIds(prefix: string) {
@@ -19,12 +21,18 @@ function pickerIds(prefix: string) {
   };
 }
 
+/**
+ * `onAdded`: adapters picked, to be read; `onModel`: a model picked for an extraction, to be read
+ * (its answer goes to the store's modelInfo).
+ */
 export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdapter[]) => void,
-  onError: (message: string) => void): (state: JobState) => void {
+  onError: (message: string) => void, onModel: (which: ModelSlot, set: PickedSet) => void): (state: JobState) => void {
   const adapterPickers = mountInputPanel(pickerIds('job-adapter'), ADAPTER_ACCEPT, (sets) => onAdded(store.addAdapters(adapterSets(sets))), onError);
   const modelPickers = (['base', 'tuned'] as const).map((which) => mountInputPanel(pickerIds(`job-${which}`), BASE_ACCEPT, (sets) => {
     const set = mergeSets(sets);
-    if (set) store.setModel(which, set);
+    if (!set) return;
+    store.setModel(which, set);
+    onModel(which, set);
   }, onError));
   const adapterBox = byId('job-adapter-box');
   const modelsBox = byId('job-models-box');
@@ -34,6 +42,8 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
   const cards = new Map<number, Card>();
   let shownIds = '';
   const shownModels: { base?: PickedSet; tuned?: PickedSet } = {};
+  const shownInfo: Partial<Record<ModelSlot, ModelInfo>> = {};
+  const factLines: Partial<Record<ModelSlot, HTMLElement>> = {};
 
   return (state) => {
     const mode = state.mode;
@@ -70,7 +80,7 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
       if (info.status === 'reading') card.facts.textContent = 'reading…';
       else if (info.status === 'ready') card.facts.replaceChildren(...factNodes([...info.facts.facts, ...info.facts.warnings.map((w) => `warning: ${w}`)]));
       else {
-        card.facts.textContent = shown(info.message);
+        card.facts.replaceChildren(...textNodes(info.message));
         card.facts.classList.add('error-text');
       }
       for (const input of [card.slider, card.number]) input.disabled = state.busy;
@@ -81,16 +91,28 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
 
     for (const which of ['base', 'tuned'] as const) {
       const set = state[which];
-      if (shownModels[which] === set) continue;
-      shownModels[which] = set;
-      const box = summaries[which];
-      box.hidden = !set;
-      if (!set) {
-        box.replaceChildren();
-        continue;
+      if (shownModels[which] !== set) {
+        shownModels[which] = set;
+        shownInfo[which] = undefined;
+        const box = summaries[which];
+        box.hidden = !set;
+        if (!set) {
+          box.replaceChildren();
+          continue;
+        }
+        const total = set.files.reduce((n, f) => n + f.file.size, 0);
+        const facts = el('p', { className: 'base-facts' });
+        facts.dataset.testid = `job-${which}-facts`;
+        factLines[which] = facts;
+        box.replaceChildren(el('div', {}, el('b', { title: set.name }, ...nameNodes(set.name)), ` · ${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`), facts);
       }
-      const total = set.files.reduce((n, f) => n + f.file.size, 0);
-      box.replaceChildren(el('b', { title: set.name }, ...nameNodes(set.name)), ` · ${set.files.length} file${set.files.length === 1 ? '' : 's'}, ${formatBytes(total)}`);
+      const info = state.modelInfo[which];
+      if (!set || shownInfo[which] === info) continue;
+      shownInfo[which] = info;
+      const facts = factLines[which]!;
+      facts.className = info?.status === 'failed' ? 'base-facts error-text' : 'base-facts';
+      facts.replaceChildren(...(info?.status === 'ready' ? textNodes(baseFactsLine(info.facts))
+        : info?.status === 'failed' ? messageNodes(info.message) : ['Reading its headers…']));
     }
   };
 }

@@ -7,12 +7,15 @@
  * chooses.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, RankRule } from '../../src/index.js';
-import { byId, el, focusLost } from '../dom.js';
+import { byId, el, focusLost, spokenMessage, textNodes } from '../dom.js';
 import { formatDuration } from '../format.js';
 import { JobWorkerClient } from '../job-client.js';
 import type { JobMode, JobSpec, OutputKind } from '../job-protocol.js';
 import jobSectionHtml from '../job-section.html?raw';
-import { JobStore, type JobAdapter, type PageMode } from '../job-state.js';
+import { JobStore, type JobAdapter, type ModelSlot, type PageMode } from '../job-state.js';
+import type { PickedSet } from '../page-state.js';
+import { baseFactsLine } from './base-panel.js';
+import { beforeNewResult, keepResultsOf } from '../stored-results.js';
 import '../jobs.css';
 import { ProgressView } from '../progress-view.js';
 import { stemOf } from '../save-choice.js';
@@ -138,8 +141,10 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   /** Whether the page, not the user, switched the output to kohya (kohya module names). */
   let forcedKohya = false;
 
-  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError);
+  const renderInputs = mountJobInputsPanel(store, (made) => describe(made), showError, readModel);
+  const readingModel: Partial<Record<ModelSlot, { cancel(): void }>> = {};
   store.onWithdraw = (result) => { client.withdraw(result.job).catch(() => {}); };
+  keepResultsOf(store);
 
   function describe(adapters: JobAdapter[]): void {
     for (const adapter of adapters) {
@@ -151,6 +156,29 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         },
       );
     }
+  }
+
+  /**
+   * Reads an extraction's model as soon as it is picked, as the merge's base is: what it holds, or
+   * why it cannot be read, under it and aloud; only the newest pick's answer counts.
+   */
+  function readModel(which: ModelSlot, set: PickedSet): void {
+    readingModel[which]?.cancel();
+    const handle = client.readModel({ name: set.name, files: set.files }, which);
+    readingModel[which] = handle;
+    const what = which === 'base' ? 'Base' : 'Fine-tuned model';
+    handle.done.then(
+      (facts) => {
+        if (store.state[which] !== set) return;
+        store.setModelInfo(which, set, { status: 'ready', facts });
+        say.say(`${what} read: ${set.name}, ${baseFactsLine(facts).replaceAll(' · ', ', ')}.`);
+      },
+      (error: Error) => {
+        if (store.state[which] !== set || error.name === 'AbortError') return;
+        store.setModelInfo(which, set, { status: 'failed', message: error.message });
+        say.error(spokenMessage(error.message, `under the ${which === 'base' ? 'base' : 'fine-tuned model'}`));
+      },
+    );
   }
 
   const applyRule = (input: HTMLInputElement, labelId: string, rule: RuleInput) => {
@@ -264,6 +292,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       const message = `${words.run === 'Combine' ? 'Combined' : words.run === 'Resize' ? 'Resized' : 'Extracted'} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
       progress.finish(message);
       store.setBusy(false);
+      beforeNewResult();
       store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey(mode) });
       // Its warnings said too (a vocabulary grown past the base's: the adapter loads only on a base resized so).
       const warned = done.warnings.length === 0 ? '' : ` ${done.warnings.length === 1 ? 'Warning' : `${done.warnings.length} warnings, listed with it`}: ${done.warnings.slice(0, 3).join(' · ')}${done.warnings.length > 3 ? ' · …' : ''}`;
@@ -337,13 +366,13 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     const read = blocker ? undefined : readSpec();
     const problem = blocker ?? (read && 'problem' in read ? read.problem : undefined);
     runButton.disabled = problem !== undefined;
-    blocked.textContent = s.busy ? '' : problem ?? '';
+    blocked.replaceChildren(...textNodes(s.busy ? '' : problem ?? ''));
     cancelButton.disabled = !s.busy;
     if (!s.busy) progress.forgetIfOutdated();
 
     errorsBox.hidden = s.errors.length === 0;
     errorsHeading.textContent = s.errors.length === 1 ? `The ${words.noun} failed` : `The ${words.noun} failed: ${s.errors.length} problems`;
-    errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error', textContent: e })));
+    errorList.replaceChildren(...s.errors.map((e) => el('li', { className: 'error' }, ...textNodes(e))));
 
     const result = store.result();
     results.render(result);

@@ -5,7 +5,7 @@
  * `<name>.safetensors`. A result made with other settings than the current ones is marked out of
  * date and its links change test ids, as the merge's do.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { JobResult } from '../job-state.js';
 import { DownloadsView } from './downloads-view.js';
@@ -24,12 +24,12 @@ export class JobResultsView extends DownloadsView<JobResult> {
     const ranks = result.report.map((m) => m.rank);
     const range = ranks.length ? (Math.min(...ranks) === Math.max(...ranks) ? `rank ${ranks[0]}` : `ranks ${Math.min(...ranks)}–${Math.max(...ranks)}`) : '';
     this.note.textContent = result.stale
-      ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings.'
+      ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings. These files are deleted from browser storage when the page makes its next result, of any mode: save them first if you want them.'
       : `${DONE[result.mode]} on ${result.backend} in ${formatDuration(result.seconds)}: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
   }
 
   protected build(result: JobResult | undefined): void {
-    this.warnings.replaceChildren(...(result?.warnings ?? []).map((w) => el('li', { className: 'warning', textContent: `warning: ${w}` })));
+    this.warnings.replaceChildren(...(result?.warnings ?? []).map((w) => el('li', { className: 'warning' }, ...textNodes(`warning: ${w}`))));
     if (!result) return;
     if (result.zip?.file) {
       this.list.append(this.item(result.zip.file, `${result.outName}.zip`, 'primary', `${result.outName}.zip (the PEFT folder)`));

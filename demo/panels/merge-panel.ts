@@ -6,7 +6,7 @@
  * on success moves focus to the result, with any warning the merge itself found listed and
  * announced; closing the tab mid-merge asks first.
  */
-import { byId, el, focusLost, spokenMessage } from '../dom.js';
+import { byId, el, focusLost, spokenMessage, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { PageState, PageStore } from '../page-state.js';
 import { ProgressView } from '../progress-view.js';
@@ -14,6 +14,7 @@ import { canPickDestination, pickDestination, type PickedDestination } from '../
 import { CancelledError, type MergeWorkerClient } from '../worker-client.js';
 import type { PlanSummary } from '../worker-protocol.js';
 import { ResultsView } from './results-view.js';
+import { beforeNewResult } from '../stored-results.js';
 
 export interface MergePanel {
   render(state: PageState): void;
@@ -23,7 +24,7 @@ export interface MergePanel {
 }
 
 const DESTINATION_HINTS = {
-  'browser-storage': 'Written to this browser’s private disk space (not memory, whatever the size), then offered as downloads. Removed when you merge again, change the inputs, or come back later.',
+  'browser-storage': 'Written to this browser’s private disk space (not memory, whatever the size), then offered as downloads. Removed when you merge again, change the inputs, or come back later; once out of date, when the page makes its next result of any mode.',
   picked: 'Streamed straight to disk: a one-file model to a file you choose (the browser asks before replacing one); a folder model into a new folder named after the base inside the folder you choose.',
   unavailable: 'This browser cannot save straight into a file or folder you pick; the browser’s storage is used.',
 };
@@ -113,6 +114,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       output: picked?.output ?? { kind: 'browser-storage' },
       choice: header.backendChoice,
       threads: header.threads,
+      ...(store.imatrixApplies() && state.imatrix?.status === 'ready' ? { imatrix: state.imatrix.file } : {}),
       onProgress: (p) => progress.update(p),
     });
     job = handle;
@@ -123,6 +125,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       const message = `Merged${bytes ? ` ${formatBytes(bytes)}` : ''}${where} in ${formatDuration(done.seconds)}${bytes ? ` (${formatBytes(bytes / Math.max(done.seconds, 1e-3))}/s)` : ''}.`;
       progress.finish(message);
       store.setBusy(undefined);
+      beforeNewResult();
       store.setResult({
         job: done.job, files: done.files, where, baseName: base.name, seconds: done.seconds, backend: done.backend,
         warnings: done.warnings, settings, stale: settings !== store.settingsKey(),
@@ -153,7 +156,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     render(state) {
       const blocker = store.mergeBlocker();
       mergeButton.disabled = blocker !== undefined;
-      blocked.textContent = state.busy === 'merge' ? '' : blocker ?? '';
+      blocked.replaceChildren(...textNodes(state.busy === 'merge' ? '' : blocker ?? ''));
       cancelButton.disabled = state.busy !== 'merge';
       if (state.busy === undefined) progress.forgetIfOutdated();
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;

@@ -5,7 +5,7 @@
  * each file written. Weight changes only redraw the chart and the table's last two columns; problems
  * are redrawn when a check at new weights brings others.
  */
-import { byId, el, listed, messageNodes, unlistedLine } from '../dom.js';
+import { byId, el, listed, messageNodes, textNodes, unlistedLine } from '../dom.js';
 import { formatBytes, formatScale } from '../format.js';
 import { CHART_CAPTION, MagnitudeChart } from '../magnitude-chart.js';
 import { blockedBy, type PageState } from '../page-state.js';
@@ -116,14 +116,15 @@ export function mountPlanPanel(): (state: PageState) => void {
         stat(formatBytes(plan.base.bytes), `base (${plan.base.dtype}, ${plan.base.container})`),
       );
       notesBox.hidden = plan.notes.length === 0;
-      notes.replaceChildren(...plan.notes.map((n) => el('li', { textContent: n })));
+      notes.replaceChildren(...plan.notes.map((n) => el('li', {}, ...textNodes(n))));
       leftOutBox.hidden = plan.leftOut.length === 0;
       leftOutHeading.textContent = `${plural(plan.leftOut.length, 'module')} left out, not merged`;
       const leftOut = listed(plan.leftOut);
       leftOutBody.replaceChildren(...leftOut.rows.map((m) => {
         const row = el('tr');
+        // Names and reasons wrap after _ . - / on a phone (textNodes), not mid-word.
         for (const text of [plan.adapters[m.adapter]?.name ?? '', m.module, m.reason]) {
-          row.append(el('td', { textContent: text, title: text }));
+          row.append(el('td', { title: text }, ...textNodes(text)));
         }
         return row;
       }), ...unlistedRow(leftOut.more, 'modules left out', 3));
@@ -140,7 +141,7 @@ export function mountPlanPanel(): (state: PageState) => void {
       // Cut short, the list still holds the errors first: the worker lists them before the warnings.
       const listedProblems = listed(plan.problems);
       problems.replaceChildren(...(plan.problems.length
-        ? listedProblems.rows.map((p) => el('li', { className: p.severity, textContent: `${p.severity}: ${p.message}` }))
+        ? listedProblems.rows.map((p) => el('li', { className: p.severity }, ...textNodes(`${p.severity}: ${p.message}`)))
         : [el('li', { className: 'ok', textContent: '✓ Every adapter module found its base tensor.' })]),
       ...(listedProblems.more ? [el('li', { textContent: unlistedLine(listedProblems.more, 'errors and warnings') })] : []));
     }
@@ -175,8 +176,9 @@ export function mountPlanPanel(): (state: PageState) => void {
         // Two adapters on the same tensors give rows alike but for the adapter, named as on its card;
         // the module is the row's header, so a screen reader says which module each cell is of.
         const adapter = plan.adapters[m.adapter]?.name ?? '';
-        row.append(el('td', { textContent: adapter, title: adapter }), el('th', { scope: 'row', textContent: m.module, title: m.module }));
-        for (const text of [target, algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
+        row.append(el('td', { title: adapter }, ...textNodes(adapter)), el('th', { scope: 'row', title: m.module }, ...textNodes(m.module)));
+        row.append(el('td', { title: target }, ...textNodes(target)));
+        for (const text of [algorithm, m.shape.join(' × '), formatScale(m.scale * (weights[m.adapter] ?? 0)), size]) {
           row.append(el('td', { textContent: text, title: text }));
         }
         return row;

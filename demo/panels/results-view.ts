@@ -6,7 +6,7 @@
  * itself found. A result made with other settings than the current ones is marked out of date and
  * its links change test ids, so nobody takes it for the current one.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, textNodes } from '../dom.js';
 import { formatBytes, formatDuration } from '../format.js';
 import type { MergeResultState } from '../page-state.js';
 import { stemOf, weightsExtension } from '../save-choice.js';
@@ -31,7 +31,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
   protected describe(result: MergeResultState): void {
     const nested = result.files.some((f) => f.path.includes('/'));
     this.note.textContent = result.stale
-      ? 'Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.'
+      ? `Out of date: a weight or the dtype changed after this merge. Merge again to get the current settings.${result.job ? ' These files are deleted from browser storage when the page makes its next result, of any mode: save them first if you want them.' : ''}`
       : `Merged on ${result.backend.description}${result.where} in ${formatDuration(result.seconds)}.` +
         (result.job && result.files.length > 1
           ? ` A folder model keeps its files’ own names (its index refers to them)${nested ? '; files in sub-folders download as folder_name' : ''}: pack them into one zip, which holds the folder ${stemOf(result.baseName)}-merged/${nested ? ' with its sub-folders' : ''}, to keep them together.`
@@ -42,7 +42,7 @@ export class ResultsView extends DownloadsView<MergeResultState> {
     const warnings = result?.warnings ?? [];
     this.warningsBox.hidden = warnings.length === 0;
     this.warningsHeading.textContent = `The merge found ${warnings.length === 1 ? 'one thing' : `${warnings.length} things`} to know`;
-    this.warnings.replaceChildren(...warnings.map((w) => el('li', { className: 'warning', textContent: `warning: ${w}` })));
+    this.warnings.replaceChildren(...warnings.map((w) => el('li', { className: 'warning' }, ...textNodes(`warning: ${w}`))));
     if (!result) return;
     const files = primaryFirst(result.files);
     const single = result.files.length === 1;

@@ -4,7 +4,7 @@
  * keyboard and screen-reader users, and a table of every module's rank and share kept. An exact
  * concatenation (combine's cat) has no singular values: only the ranks are shown.
  */
-import { byId, el } from '../dom.js';
+import { byId, el, textNodes } from '../dom.js';
 import type { ModuleReport } from '../../src/index.js';
 import { formatShare, keptShares, SpectrumChart } from '../spectrum-chart.js';
 
@@ -69,7 +69,7 @@ export function mountSpectrumPanel(): SpectrumPanel {
       details.hidden = exact;
       select.replaceChildren(...withValues.map((m, i) => el('option', { value: String(i), textContent: `${m.name} (rank ${m.rank}, ${formatShare(m.froKept)})` })));
       modules.replaceChildren(...report.map((m) => el('tr', {},
-        el('td', { textContent: m.name, title: m.name }),
+        el('td', { title: m.name }, ...textNodes(m.name)),
         el('td', { textContent: String(m.rank) }),
         el('td', { textContent: formatShare(m.froKept) }))));
       if (exact) chart.clear();

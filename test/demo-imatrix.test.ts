@@ -1,0 +1,127 @@
+/**
+ * The merge's importance matrix on the page (the CLI's --imatrix): offered only while the base is a
+ * GGUF, read as soon as it is picked (a file that is none is refused in one line, under it and
+ * aloud, Merge off), and taken by the merge: the Q4_K tensor the merge changes is re-quantized with
+ * it, byte for byte as the library's merge with the same matrix writes it, and not as without one.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Page } from 'puppeteer';
+import { describe, expect, it } from 'vitest';
+import { merge } from '../src/node-merge.js';
+import { readImportanceMatrix } from '../src/index.js';
+import { openNodeByteSource } from '../src/io/node-byte-source.js';
+import { PAGE_RETRY } from './helpers/browser.js';
+import { downloadBytes } from './helpers/demo-merge-check.js';
+import { announced, mergeEnabled, openChooser, planReady, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { readGguf } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { llamaWithPeft } from './helpers/page-fixtures.js';
+
+const session = useDemoSession();
+const TARGET = 'blk.0.attn_output.weight';
+const SHOTS = process.env.DEMO_SHOTS;
+
+/** llama-imatrix's legacy .dat: i32 n; per entry i32 name length, name, i32 ncall, i32 nval, nval f32 sums. */
+function imatrixDat(entries: { name: string; ncall: number; sums: number[] }[]): Uint8Array {
+  const parts: number[] = [];
+  const i32 = (v: number) => { const b = new Uint8Array(4); new DataView(b.buffer).setInt32(0, v, true); parts.push(...b); };
+  i32(entries.length);
+  for (const e of entries) {
+    const name = new TextEncoder().encode(e.name);
+    i32(name.length);
+    parts.push(...name);
+    i32(e.ncall);
+    i32(e.sums.length);
+    const f = new Uint8Array(4 * e.sums.length);
+    e.sums.forEach((s, i) => new DataView(f.buffer).setFloat32(4 * i, s, true));
+    parts.push(...f);
+  }
+  return Uint8Array.from(parts);
+}
+
+const imatrixFacts = async (page: Page) => {
+  await page.waitForFunction(() => !/reading…$/.test(document.querySelector('[data-testid="imatrix-facts"]')?.textContent ?? 'reading…'), { timeout: 30_000 });
+  return { line: await text(page, '[data-testid="imatrix-facts"]'), isError: await page.$eval('[data-testid="imatrix-facts"]', (e) => e.classList.contains('error-text')) };
+};
+const boxHidden = (page: Page) => page.$eval('[data-testid="imatrix-box"]', (e) => (e as HTMLElement).hidden);
+
+describe('the importance matrix on the page', PAGE_RETRY, () => {
+  it('shown for a GGUF base only, refused at once when it is none, and taken by the merge', async () => {
+    const base = q4kmLlama();
+    const lora = ggufLoraAdapter([{ tensor: TARGET, rank: 4, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F16', bType: 'F16' }], 8);
+    // Column weights far apart, so that the weighted quantization picks other scales than the plain one.
+    const sums = Array.from({ length: LLAMA.hidden }, (_, c) => (c % 7 === 0 ? 400 : 0.01) * (1 + (c % 5)));
+    const dir = session.dirs.make({
+      'tiny-llama-Q4_K_M.gguf': base.files['tiny-llama-Q4_K_M.gguf'], 'lora.gguf': lora.bytes,
+      'tiny-llama.imatrix.dat': imatrixDat([{ name: TARGET, ncall: 10, sums }]),
+      'notes.dat': 'calibration notes, not an importance matrix\n',
+      ...llamaWithPeft(67).files,
+    });
+    const demo = await session.open('?backend=cpu');
+    const { page } = demo;
+    await page.setViewport({ width: 390, height: 900 });
+    expect(await boxHidden(page)).toBe(true);
+    // A safetensors base: no importance matrix to give.
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await page.waitForSelector('[data-testid="base-summary"]:not([hidden])');
+    expect(await boxHidden(page)).toBe(true);
+
+    await upload(page, 'base-input', join(dir, 'tiny-llama-Q4_K_M.gguf'));
+    await upload(page, 'adapter-input', join(dir, 'lora.gguf'));
+    await planReady(page);
+    await mergeEnabled(page);
+    expect(await boxHidden(page)).toBe(false);
+
+    // Not an importance matrix: its one line, under it and aloud; Merge off, saying why.
+    await upload(page, 'imatrix-input', join(dir, 'notes.dat'));
+    const refused = await imatrixFacts(page);
+    expect(refused.isError).toBe(true);
+    expect(refused.line).toMatch(/^importance matrix notes\.dat: /);
+    expect(refused.line.split('\n')).toHaveLength(1);
+    await page.waitForFunction((want: string) => document.querySelector('[data-testid="alert"]')!.textContent === want, { timeout: 10_000 }, refused.line);
+    expect(await page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+    expect(await text(page, '#merge-blocked')).toBe('notes.dat cannot be used: remove it or pick another importance matrix.');
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      expect(await seriousViolations(page)).toEqual([]);
+      if (SHOTS) await (await page.$('#merge-section'))!.screenshot({ path: join(SHOTS, `imatrix-refused-390-${scheme}.png`) });
+    }
+
+    // The right file, picked by keyboard in its place.
+    await tabTo(page, '#imatrix-button');
+    const chooser = await openChooser(page, 'Enter');
+    await chooser.accept([join(dir, 'tiny-llama.imatrix.dat')]);
+    expect(await imatrixFacts(page)).toEqual({ line: 'tiny-llama.imatrix.dat: importance matrix for 1 tensor; the merged tensors are re-quantized with it', isError: false });
+    expect(await announced(page, /^Importance matrix read/)).toBe('Importance matrix read: tiny-llama.imatrix.dat, importance matrix for 1 tensor; the merged tensors are re-quantized with it.');
+    await mergeEnabled(page);
+    if (SHOTS) await (await page.$('#merge-section'))!.screenshot({ path: join(SHOTS, 'imatrix-read-390-dark.png') });
+    await page.click('[data-testid="merge-button"]');
+    const merged = readGguf(await downloadBytes(page));
+
+    // The library's merge of the same files, with the matrix and without.
+    const importance = await (async () => {
+      const source = await openNodeByteSource(join(dir, 'tiny-llama.imatrix.dat'));
+      try {
+        return await readImportanceMatrix(source);
+      } finally {
+        await source.close();
+      }
+    })();
+    const tensorOf = async (out: string, withMatrix: boolean) => {
+      await merge({ base: join(dir, 'tiny-llama-Q4_K_M.gguf'), adapters: [join(dir, 'lora.gguf')], out: join(dir, out), backend: 'cpu', threads: 1, ...(withMatrix ? { importance } : {}) });
+      return readGguf(readFileSync(join(dir, out))).tensors.find((t) => t.name === TARGET)!;
+    };
+    const withMatrix = await tensorOf('with.gguf', true);
+    const without = await tensorOf('without.gguf', false);
+    const got = merged.tensors.find((t) => t.name === TARGET)!;
+    expect(Buffer.compare(withMatrix.data, without.data)).not.toBe(0);
+    expect(Buffer.compare(got.data, withMatrix.data)).toBe(0);
+
+    // Removed: the box says nothing, and the merge result is out of date (it was made with it).
+    await page.click('[data-testid="imatrix-remove"]');
+    await page.waitForSelector('[data-testid="download-link-stale"]', { timeout: 10_000 });
+    expect(await page.$eval('[data-testid="imatrix-picked"]', (e) => (e as HTMLElement).hidden)).toBe(true);
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('imatrix-button');
+  }, 180_000);
+});
