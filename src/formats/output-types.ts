@@ -48,12 +48,12 @@ function ggufNote(type: string): string {
     return `Matrices written as ${type}: no requantization, so the update is kept${type === 'F32' ? ' exactly' : ' to within one rounding'}, at a larger size (what llama.cpp’s export-lora writes is F16). ${applies}`;
   }
   const block = ggmlTypeByName(type)?.blockSize;
-  const rules = type.startsWith('IQ') ? 'llama-quantize’s rules without an importance matrix (so not the bytes of an --imatrix quant)' : 'llama.cpp’s reference rules';
+  const rules = type.startsWith('IQ') ? 'llama-quantize’s rules (weighted by the importance matrix when one is given, as llama-quantize --imatrix weights them)' : 'llama.cpp’s reference rules (weighted by the importance matrix when one is given)';
   return `Matrices requantized to ${type} by ${rules}; a matrix whose rows are not whole blocks of ${block} values takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} ${applies}`;
 }
 
 export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
-  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them without an importance matrix; a merged IQ1 or IQ2 tensor, which llama-quantize writes only with an importance matrix, is written as F16, as llama.cpp’s export-lora writes it); untouched tensors are byte-copied. ${REQUANTIZE}`,
+  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (weighted by the importance matrix when one is given, as llama-quantize --imatrix does; IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them; a merged IQ1 or IQ2 tensor, which llama-quantize writes only with an importance matrix, is written as F16, as llama.cpp’s export-lora writes it); untouched tensors are byte-copied. ${REQUANTIZE}`,
   types: [
     ...CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
     ...TYPE_MIXES.map((mix) => ({
