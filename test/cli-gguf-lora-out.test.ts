@@ -236,11 +236,12 @@ describe('a .gguf --out that cannot be written', () => {
     expect(listDir(dir)).toEqual(before);
   }
 
-  it('refuses a PEFT adapter, alone or beside a GGUF LoRA: its module names are not llama.cpp\'s', async () => {
+  it('refuses a PEFT adapter without --base, and beside a GGUF LoRA: its module names are not llama.cpp\'s', async () => {
     const dir = temp.make({ ...Object.fromEntries(Object.entries(peft.files).map(([k, v]) => [`peft/${k}`, v])), 'a.gguf': lora1.bytes });
-    const line = /^error: .*peft: a peft adapter cannot be written as a GGUF LoRA \(its module names are not llama\.cpp's tensor names, and renaming them needs the base model\); give --out a folder \(PEFT\) and convert it with llama\.cpp's convert_lora_to_gguf\.py$/;
-    await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--out', join(dir, 'small.gguf')], dir, line);
-    await expectRefused(['combine', '--adapter', join(dir, 'a.gguf'), '--adapter', join(dir, 'peft'), '--method', 'cat', '--out', join(dir, 'both.GGUF')], dir, line);
+    await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--out', join(dir, 'small.gguf')], dir,
+      /^error: .*peft: a peft adapter's module names are not llama\.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL\.gguf$/);
+    await expectRefused(['combine', '--adapter', join(dir, 'a.gguf'), '--adapter', join(dir, 'peft'), '--method', 'cat', '--out', join(dir, 'both.GGUF')], dir,
+      /^error: .*peft: a peft adapter is not combined with llama\.cpp LoRAs; write it as one first \(combine --adapter .*peft --method cat --base MODEL\.gguf --out .*peft\.gguf\), then combine the GGUF LoRAs$/);
   });
 
   it('refuses extract to a .gguf, which reads safetensors models', async () => {

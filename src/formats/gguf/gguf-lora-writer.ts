@@ -7,8 +7,8 @@
  * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
  *
  * llama.cpp scales every pair by one α: s = α / r with r = lora_b's ne[0], or 1 where α is 0.
- * Where every module has one rank and one α, that α is written and the factors as they are; else
- * (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
+ * Where every module has one α, that α is written and the factors as they are (each pair's rank
+ * divides it); else (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
  * α_m / r_m is folded into its B and α is written 0, so that every pair applies at its own scale.
  */
 import { encodeFromF32, type FloatDType } from '../../dtype.js';
@@ -24,10 +24,14 @@ const ALIGNMENT = 32;
 /** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
 const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
 
-/** The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α carries every scale). */
+/**
+ * The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α
+ * carries every scale). llama.cpp divides α by each pair's own rank, so modules of one α and
+ * different ranks (a PEFT rank_pattern) share it; an α of 0 would mean scale 1, so it is folded.
+ */
 export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: number; fold: boolean } {
   const first = modules[0];
-  const uniform = first !== undefined && modules.every((m) => m.rank === first.rank && m.alpha === first.alpha);
+  const uniform = first !== undefined && first.alpha !== 0 && modules.every((m) => m.alpha === first.alpha);
   return uniform ? { alpha: first.alpha, fold: false } : { alpha: 0, fold: true };
 }
 
