@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorValues, typeName, type ReadGguf } from './helpers/gguf-builder.js';
-import { ggufRowOf, LLAMA, splitF16Llama } from './helpers/gguf-models.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName, type ReadGguf } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter, ggufRowOf, LLAMA, splitF16Llama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -238,5 +238,87 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
       /^error: --base .*model\.safetensors: resize reads a base only to name a llama\.cpp LoRA's tensors; give --out a \.gguf name, or leave out --base$/);
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small.gguf')], dir,
       /^error: --base .*model\.safetensors: a GGUF LoRA's tensor names and row order are those of the GGUF model it is loaded on; give that model \(\.gguf\), not a safetensors model$/);
+  });
+
+  it('refuses a llama.cpp LoRA given with --base: it already names the GGUF\'s tensors', async () => {
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F32', bType: 'F32' }], 4);
+    const dir = temp.make({ ...base.files, 'a.gguf': lora.bytes });
+    await expectRefused(['resize', '--adapter', join(dir, 'a.gguf'), '--rank', '1', '--base', join(dir, BASE_PART), '--out', join(dir, 'small.gguf')], dir,
+      /^error: .*a\.gguf: a llama\.cpp LoRA already names the GGUF's tensors; leave out --base \(it is for PEFT adapters\)$/);
+  });
+});
+
+describe('a module the converter splits among tensors: InternLM2\'s grouped wqkv', () => {
+  // InternLM2's wqkv holds, per kv group g, q_per_kv q heads, one k head, one v head (head_dim rows
+  // each); InternLM2Model.modify_tensors gathers them into attn_q, attn_k and attn_v and permutes
+  // q and k for RoPE. One pair per tensor: A shared, B's rows of that tensor in its order.
+  const [hidden, nHeads, nKv, vocabSize] = [64, 4, 2, 16];
+  const dim = hidden / nHeads;
+  const perKv = nHeads / nKv;
+  const rows = { q: hidden, k: nKv * dim, v: nKv * dim };
+  const rand = seededRandom(91);
+  const f32 = () => Math.fround(rand() - 0.5);
+  const weights = new Map<string, { ne: number[]; values: Float64Array }>([
+    ['token_embd.weight', { ne: [hidden, vocabSize], values: Float64Array.from({ length: hidden * vocabSize }, f32) }],
+    ['blk.0.attn_q.weight', { ne: [hidden, rows.q], values: Float64Array.from({ length: hidden * rows.q }, f32) }],
+    ['blk.0.attn_k.weight', { ne: [hidden, rows.k], values: Float64Array.from({ length: hidden * rows.k }, f32) }],
+    ['blk.0.attn_v.weight', { ne: [hidden, rows.v], values: Float64Array.from({ length: hidden * rows.v }, f32) }],
+  ]);
+  const baseBytes = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'internlm2' }], ['internlm2.block_count', { type: 'u32', value: 1 }],
+      ['internlm2.attention.head_count', { type: 'u32', value: nHeads }], ['internlm2.attention.head_count_kv', { type: 'u32', value: nKv }]],
+    tensors: [...weights].map(([name, w]) => ({ name, type: 'F32', ne: w.ne, data: tensorData('F32', w.values) })),
+  });
+  const [rank, alpha] = [4, 8];
+  const wqkvRows = nKv * (perKv + 2) * dim;
+  const a = Float64Array.from({ length: rank * hidden }, f32);
+  const b = Float64Array.from({ length: wqkvRows * rank }, f32);
+  const adapterFiles = {
+    'peft/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: ['wqkv'], base_model_name_or_path: 'internlm/internlm2-chat-1_8b' }),
+    'peft/adapter_model.safetensors': buildSafetensors([
+      { name: 'base_model.model.model.layers.0.attention.wqkv.lora_A.weight', dtype: 'F32', shape: [rank, hidden], data: a },
+      { name: 'base_model.model.model.layers.0.attention.wqkv.lora_B.weight', dtype: 'F32', shape: [wqkvRows, rank], data: b },
+    ]),
+  };
+
+  /** W + (α/r)·B·A of wqkv's rows that tensor `part` holds, in the GGUF's row order. */
+  function truth(part: 'q' | 'k' | 'v'): Float64Array {
+    const w = weights.get(`blk.0.attn_${part}.weight`)!.values.slice();
+    for (let r = 0; r < rows[part]; r++) {
+      const head = Math.floor(r / dim);
+      const d = r % dim;
+      const slot = part === 'q' ? (Math.floor(head / perKv) * (perKv + 2) + (head % perKv)) : head * (perKv + 2) + perKv + (part === 'v' ? 1 : 0);
+      const src = slot * dim + d;
+      const dst = part === 'q' ? ggufRowOf(r, rows.q, nHeads) : part === 'k' ? ggufRowOf(r, rows.k, nKv) : r;
+      for (let c = 0; c < hidden; c++) {
+        let sum = 0;
+        for (let k = 0; k < rank; k++) sum += b[src * rank + k] * a[k * hidden + c];
+        w[dst * hidden + c] += (alpha / rank) * sum;
+      }
+    }
+    return w;
+  }
+
+  it('writes one pair per tensor, A shared, and merged into the base it is W + (α/r)·B·A on each tensor\'s rows', async () => {
+    const dir = temp.make({ 'internlm2.gguf': baseBytes, ...adapterFiles });
+    const out = join(dir, 'lora.gguf');
+    const run = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'internlm2.gguf'), '--out', out]);
+    expect(run.code, run.stderr).toBe(0);
+    const file = readGguf(readFileSync(out));
+    expect(file.metadata.get('general.architecture')?.value).toBe('internlm2');
+    expect(file.metadata.get('adapter.lora.alpha')).toEqual({ type: 6, value: alpha });
+    expect(file.tensors.map((t) => [t.name, t.ne])).toEqual([
+      ['blk.0.attn_q.weight.lora_a', [hidden, rank]], ['blk.0.attn_q.weight.lora_b', [rank, rows.q]],
+      ['blk.0.attn_k.weight.lora_a', [hidden, rank]], ['blk.0.attn_k.weight.lora_b', [rank, rows.k]],
+      ['blk.0.attn_v.weight.lora_a', [hidden, rank]], ['blk.0.attn_v.weight.lora_b', [rank, rows.v]],
+    ]);
+    expectLlamaCppLoads(file, new Map([...weights].map(([name, w]) => [name, w.ne])));
+    for (const t of file.tensors.filter((x) => x.name.endsWith('.lora_a'))) expect(tensorValues('F32', t.data), t.name).toEqual(a);
+    const merged = join(dir, 'merged.gguf');
+    const m = await runCli(['merge', '--base', join(dir, 'internlm2.gguf'), '--adapter', out, '--out', merged, '--backend', 'cpu']);
+    expect(m.code, m.stderr).toBe(0);
+    const got = new Map(readGguf(readFileSync(merged)).tensors.map((t) => [t.name, tensorValues(typeName(t.typeId), t.data)]));
+    for (const part of ['q', 'k', 'v'] as const) expect(worstRelative(got.get(`blk.0.attn_${part}.weight`)!, truth(part)), part).toBeLessThan(1e-6);
+    expect(got.get('token_embd.weight')).toEqual(weights.get('token_embd.weight')!.values);
   });
 });
