@@ -232,12 +232,43 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
       /^error: "lm_head\.weight" is saved whole \(modules_to_save\), which a llama\.cpp LoRA cannot hold \(it holds lora_a\/lora_b pairs only\); merge the adapter into the model instead$/);
   });
 
-  it('refuses --base where it cannot serve: another --out, a safetensors base', async () => {
-    const dir = temp.make({ ...peftDir(peftAdapter().files), 'model.safetensors': buildSafetensors([{ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [vocab, h], data: new Float64Array(vocab * h) }]) });
+  it('refuses --base where it cannot serve: another --out, a safetensors model it cannot name', async () => {
+    const dir = temp.make({
+      ...peftDir(peftAdapter().files), 'model.safetensors': buildSafetensors([{ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [vocab, h], data: new Float64Array(vocab * h) }]),
+      'gpt2/config.json': JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }),
+      'gpt2/model.safetensors': buildSafetensors([{ name: 'transformer.wte.weight', dtype: 'F32', shape: [vocab, h], data: new Float64Array(vocab * h) }]),
+    });
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small')], dir,
       /^error: --base .*model\.safetensors: resize reads a base only to name a llama\.cpp LoRA's tensors; give --out a \.gguf name, or leave out --base$/);
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small.gguf')], dir,
-      /^error: --base .*model\.safetensors: a GGUF LoRA's tensor names and row order are those of the GGUF model it is loaded on; give that model \(\.gguf\), not a safetensors model$/);
+      /^error: --base .*model\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM only; give the GGUF model the LoRA is for$/);
+    await expectRefused(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'gpt2'), '--out', join(dir, 'small.gguf')], dir,
+      /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for .* only; give the GGUF model the LoRA is for$/);
+  });
+
+  it('takes the Hugging Face model folder as --base (config.json and tensor shapes, as convert_lora_to_gguf --base does): the same file as from the GGUF', async () => {
+    const peft = peftAdapter();
+    const hfShapes: [string, number[]][] = [
+      ['model.embed_tokens.weight', [vocab, h]], ['model.layers.0.input_layernorm.weight', [h]],
+      ['model.layers.0.self_attn.q_proj.weight', [h, h]], ['model.layers.0.self_attn.k_proj.weight', [kv, h]], ['model.layers.0.self_attn.v_proj.weight', [kv, h]],
+      ['model.layers.0.self_attn.o_proj.weight', [h, h]], ['model.layers.0.mlp.gate_proj.weight', [ffn, h]], ['model.layers.0.mlp.up_proj.weight', [ffn, h]],
+      ['model.layers.0.mlp.down_proj.weight', [h, ffn]], ['model.norm.weight', [h]], ['lm_head.weight', [vocab, h]],
+    ];
+    const dir = temp.make({
+      ...base.files, ...peftDir(peft.files),
+      'hf/config.json': JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: h, num_attention_heads: heads, num_key_value_heads: kvHeads, num_hidden_layers: 1, intermediate_size: ffn, vocab_size: vocab }),
+      'hf/model.safetensors': buildSafetensors(hfShapes.map(([name, shape]) => ({ name, dtype: 'BF16', shape, data: new Float64Array(shape.reduce((n, x) => n * x, 1)) }))),
+    });
+    const viaGguf = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, BASE_PART), '--out', join(dir, 'a.gguf')]);
+    expect(viaGguf.code, viaGguf.stderr).toBe(0);
+    const viaHf = await runCli(['resize', '--adapter', join(dir, 'peft'), '--rank', '8', '--base', join(dir, 'hf'), '--out', join(dir, 'b.gguf'), '--backend', 'cpu']);
+    expect(viaHf.code, viaHf.stderr).toBe(0);
+    const viaHfConvert = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'hf'), '--out', join(dir, 'c.gguf')]);
+    expect(viaHfConvert.code, viaHfConvert.stderr).toBe(0);
+    expect(Buffer.compare(readFileSync(join(dir, 'c.gguf')), readFileSync(join(dir, 'a.gguf')))).toBe(0);
+    const resizedViaGguf = await runCli(['resize', '--adapter', join(dir, 'peft'), '--rank', '8', '--base', join(dir, BASE_PART), '--out', join(dir, 'd.gguf'), '--backend', 'cpu']);
+    expect(resizedViaGguf.code, resizedViaGguf.stderr).toBe(0);
+    expect(Buffer.compare(readFileSync(join(dir, 'b.gguf')), readFileSync(join(dir, 'd.gguf')))).toBe(0);
   });
 
   it('refuses a llama.cpp LoRA given with --base: it already names the GGUF\'s tensors', async () => {

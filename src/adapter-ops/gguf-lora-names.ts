@@ -20,10 +20,15 @@
  * a convolution, and tensors saved whole (modules_to_save), which a llama.cpp LoRA cannot hold.
  */
 import { MergeError } from '../errors.js';
-import type { BaseModel } from '../formats/base-model.js';
 import type { AdapterToWrite, WrittenModule } from '../formats/adapter-writer.js';
-import { ModuleLocator, type RowSegment } from '../formats/layouts/index.js';
+import { ModuleLocator, type BaseShapes, type RowSegment } from '../formats/layouts/index.js';
 import { throwIfProblems } from '../plan/problems.js';
+
+/** A base under llama.cpp's tensor names: a GGUF model, or a safetensors one seen so (hf-gguf-names.ts). */
+export interface GgufNamedBase extends BaseShapes {
+  /** The GGUF metadata: general.architecture, the block and head counts. */
+  metadata(key: string): unknown;
+}
 
 /** One module's share of one GGUF tensor: its ΔW rows on the tensor's rows, its columns in the tensor's order. */
 interface Piece {
@@ -43,10 +48,10 @@ const EXPERTS_TENSOR = /_(ch)?exps\.weight$/;
  * (format `gguf`) for the GGUF model `base`; `baseName` names the base in refusals (its path);
  * `command` (combine, resize) heads a list of several.
  */
-export function ggufLoraForBase(adapter: AdapterToWrite, base: BaseModel, baseName: string, command: string): AdapterToWrite {
-  const arch = base.metadata?.('general.architecture');
+export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, baseName: string, command: string): AdapterToWrite {
+  const arch = base.metadata('general.architecture');
   if (typeof arch !== 'string') {
-    throw new MergeError('BAD_ARGUMENT', `--base ${baseName}: a GGUF LoRA's tensor names and row order are those of the GGUF model it is loaded on; give that model (.gguf) as --base, not a safetensors model`);
+    throw new MergeError('BAD_ARGUMENT', `--base ${baseName}: names no general.architecture, which a llama.cpp LoRA must state; give the GGUF model the LoRA is for`);
   }
   const problems: { code: 'UNSUPPORTED_FORMAT' | 'UNKNOWN_MODULE' | 'SHAPE_MISMATCH'; message: string }[] = [];
   for (const t of adapter.whole) {

@@ -7,7 +7,8 @@ import { availableParallelism } from 'node:os';
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
 import { checkFormatFits, cliOutputFormat, kohyaNamedAdapter, type OutputFormat } from '../adapter-ops/module-updates.js';
-import { ggufLoraForBase } from '../adapter-ops/gguf-lora-names.js';
+import { ggufLoraForBase, type GgufNamedBase } from '../adapter-ops/gguf-lora-names.js';
+import { ggufNamesOfHfModel } from '../adapter-ops/hf-gguf-names.js';
 import { openModel } from '../formats/open-model.js';
 import { openJobAdapter, type OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
@@ -19,7 +20,7 @@ import { cancellable, cancelledMessage } from './cancel-signals.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
-import { modelNameOrPath } from '../formats/model-config.js';
+import { modelNameOrPath, readModelConfig } from '../formats/model-config.js';
 import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
 import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
@@ -68,7 +69,7 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
   if (cmd.base !== undefined) named.push(['--base', cmd.base]);
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, named);
   const adapters = await openAdapters(cmd.base !== undefined ? sets.slice(0, -1) : sets, inputs.opened, 'combine');
-  let base: BaseModel | undefined;
+  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
   try {
     const format = cliOutputFormat(cmd.out);
     base = await openGgufBase(cmd, format, adapters, sets.at(-1)!);
@@ -84,7 +85,7 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
       backend, run)));
   } finally {
     await Promise.all(adapters.map((a) => a.file.source.close()));
-    await base?.close();
+    await base?.model.close();
   }
 }
 
@@ -93,7 +94,7 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
   if (cmd.base !== undefined) named.push(['--base', cmd.base]);
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, named);
   const [adapter] = await openAdapters(sets.slice(0, 1), inputs.opened, 'resize');
-  let base: BaseModel | undefined;
+  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
   try {
     const format = cliOutputFormat(cmd.out);
     base = await openGgufBase(cmd, format, [adapter], sets.at(-1)!);
@@ -103,18 +104,19 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
     return await produce(cmd, inputs, log, print, async (backend, run) => renamed(await resizeAdapter(adapter, cmd.rule, opFormat, backend, run)));
   } finally {
     await adapter.file.source.close();
-    await base?.close();
+    await base?.model.close();
   }
 }
 
 /**
- * combine's and resize's --base: the GGUF model a `.gguf` --out of PEFT adapters is for, opened
- * (headers only), where it is given; refused where it cannot serve: another --out, inputs that are
- * llama.cpp LoRAs already or kohya-named, a base that is no GGUF model.
+ * combine's, resize's and convert's --base: the model a `.gguf` --out of PEFT adapters is for,
+ * opened (headers and config.json only) under llama.cpp's tensor names: a GGUF model as it is, a
+ * Hugging Face safetensors folder as convert_hf_to_gguf would name it (hf-gguf-names.ts). Refused
+ * where it cannot serve: another --out, inputs that are llama.cpp LoRAs already or kohya-named.
  */
 async function openGgufBase(
   cmd: { command: string; base?: string; out: string }, format: OutputFormat, adapters: readonly ParsedAdapter[], files: InputFileSet,
-): Promise<BaseModel | undefined> {
+): Promise<{ model: BaseModel; named: GgufNamedBase } | undefined> {
   if (cmd.base === undefined) return undefined;
   if (format !== 'gguf') {
     throw new MergeError('BAD_ARGUMENT', `--base ${cmd.base}: ${cmd.command} reads a base only to name a llama.cpp LoRA's tensors; give --out a .gguf name, or leave out --base`);
@@ -123,23 +125,26 @@ async function openGgufBase(
   if (gguf) throw new MergeError('BAD_ARGUMENT', `${gguf.name}: a llama.cpp LoRA already names the GGUF's tensors; leave out --base (it is for PEFT adapters)`);
   const kohya = kohyaNamedAdapter(adapters);
   if (kohya) throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…, flattened) are not mapped to llama.cpp's tensor names; give the PEFT adapter`);
-  const base = await openModel(files);
-  if (typeof base.metadata?.('general.architecture') !== 'string') {
-    await base.close();
-    throw new MergeError('BAD_ARGUMENT', `--base ${cmd.base}: a GGUF LoRA's tensor names and row order are those of the GGUF model it is loaded on; give that model (.gguf), not a safetensors model`);
+  const model = await openModel(files);
+  try {
+    const metadata = model.metadata;
+    if (metadata && typeof metadata.call(model, 'general.architecture') === 'string') return { model, named: { tensors: model.tensors, metadata: (key) => metadata.call(model, key) } };
+    return { model, named: ggufNamesOfHfModel(model, await readModelConfig(files), cmd.base) };
+  } catch (e) {
+    await model.close();
+    throw e;
   }
-  return base;
 }
 
 /** The op's PEFT-named result renamed onto `base`'s tensors (gguf-lora-names.ts), or as it is without a base. */
-function renameFor(base: BaseModel | undefined, cmd: { command: string; base?: string }): (result: OpResult) => OpResult {
-  return (result) => (base ? { ...result, adapter: ggufLoraForBase(result.adapter, base, cmd.base!, cmd.command) } : result);
+function renameFor(base: { named: GgufNamedBase } | undefined, cmd: { command: string; base?: string }): (result: OpResult) => OpResult {
+  return (result) => (base ? { ...result, adapter: ggufLoraForBase(result.adapter, base.named, cmd.base!, cmd.command) } : result);
 }
 
 export async function runConvert(cmd: ConvertCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, [['--adapter', cmd.adapter], ['--base', cmd.base]]);
   const [adapter] = await openAdapters(sets.slice(0, 1), inputs.opened, 'convert');
-  let base: BaseModel | undefined;
+  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
   try {
     base = await openGgufBase(cmd, 'gguf', [adapter], sets[1]);
     checkFormatFits([adapter], 'peft', cmd.out);
@@ -147,7 +152,7 @@ export async function runConvert(cmd: ConvertCommand, log: Log = stderrLog, prin
     return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run)));
   } finally {
     await adapter.file.source.close();
-    await base?.close();
+    await base?.model.close();
   }
 }
 
