@@ -109,13 +109,14 @@ describe('combine --out *.gguf of llama.cpp LoRAs', () => {
     // gguf_get_val_f32 takes only an f32 (type 6). The ranks differ (6, 4, 2), so no one α gives
     // every pair its scale: each is in its B, and α 0 makes llama.cpp apply the pairs as they are.
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 0 });
-    // token_embd's A is read transposed, as f32: the factors do not share f16, so f32 is written.
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 0 });
+    // Every input factor is f16 (token_embd's A too, stored transposed), so f16 is written, as
+    // convert_lora_to_gguf --outtype f16 writes every pair, token_embd's included.
+    expect(kv('general.file_type')).toEqual({ type: 4, value: 1 });
     expect(kv('loramerge.command')?.value).toBe('combine');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
-      ['blk.0.attn_q.weight.lora_a', [h, 6], 'F32'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F32'],
-      ['token_embd.weight.lora_a', [4, vocab], 'F32'], ['token_embd.weight.lora_b', [4, h], 'F32'],
-      ['blk.0.ffn_down.weight.lora_a', [ffn, 2], 'F32'], ['blk.0.ffn_down.weight.lora_b', [2, h], 'F32'],
+      ['blk.0.attn_q.weight.lora_a', [h, 6], 'F16'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F16'],
+      ['token_embd.weight.lora_a', [4, vocab], 'F16'], ['token_embd.weight.lora_b', [4, h], 'F16'],
+      ['blk.0.ffn_down.weight.lora_a', [ffn, 2], 'F16'], ['blk.0.ffn_down.weight.lora_b', [2, h], 'F16'],
     ]);
     for (const [tensor, truth] of truths) {
       const got = appliedUpdate(file, tensor);

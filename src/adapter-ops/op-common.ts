@@ -313,9 +313,13 @@ export function kohyaMetadata(modules: readonly WrittenModule[], comment: string
   return out;
 }
 
-/** The inputs' factor dtype when they agree on one float dtype, else f32. */
+/**
+ * The inputs' factor dtype when they agree on one float dtype, else f32; a factor read decoded
+ * without rounding (a llama.cpp LoRA's transposed token_embd A) counts as the type it is stored in,
+ * as convert_lora_to_gguf --outtype f16 writes it.
+ */
 function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
-  const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype))));
+  const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.storedDtype ?? t.dtype))));
   const only = dtypes.size === 1 ? [...dtypes][0] : 'F32';
   return only === 'F16' || only === 'BF16' ? only : 'F32';
 }

@@ -9,6 +9,11 @@ export interface TensorEntry {
   /** Absolute byte offset of the tensor's data in the file (header included). */
   offset: number;
   byteLength: number;
+  /**
+   * The float type the file stores it in, where it is read decoded into `dtype` without rounding
+   * (a llama.cpp LoRA's token_embd A, stored transposed): what an output of its factors may keep.
+   */
+  storedDtype?: 'F16' | 'BF16';
 }
 
 export interface SafetensorsFile {
