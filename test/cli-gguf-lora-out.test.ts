@@ -185,6 +185,29 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     expect(worstRelative(appliedUpdate(file, 'blk.0.attn_q.weight').delta, truth)).toBeLessThan(2e-3);
   });
 
+  it('writes Q8_0 factors of a Q8_0 input (general.file_type 7), F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
+    // As --outtype q8_0 writes it: lora_a (rows of h) Q8_0, lora_b (rows of r = 2) F16, gguf-py's fallback.
+    const q8 = ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'Q8_0', bType: 'F16' },
+      { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'Q8_0', bType: 'F16' },
+    ], 4, 44);
+    const dir = temp.make({ 'lora.gguf': q8.bytes });
+    const out = join(dir, 'resized.gguf');
+    const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const file = readGguf(readFileSync(out));
+    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 7 });
+    expect(file.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([
+      ['blk.0.attn_q.weight.lora_a', 'Q8_0'], ['blk.0.attn_q.weight.lora_b', 'F16'],
+      ['blk.0.ffn_down.weight.lora_a', 'Q8_0'], ['blk.0.ffn_down.weight.lora_b', 'F16'],
+    ]);
+    for (const tensor of ['blk.0.attn_q.weight', 'blk.0.ffn_down.weight']) {
+      const truth = update(h, tensor.includes('ffn_down') ? ffn : h, [{ f: q8.factors.get(tensor)!, c: 4 / 2 }]);
+      // Q8_0 keeps 8 bits a value (each block's scale from its largest): 1 % of the largest value.
+      expect(worstRelative(appliedUpdate(file, tensor).delta, truth), tensor).toBeLessThan(1e-2);
+    }
+  });
+
   it('folds each module\'s scale into its B (α 0) where a dynamic rule gives the modules different ranks', async () => {
     // attn_q stored at r 4 whose B has two zero columns (an update of rank 2), token_embd at a
     // full r 4, α 8: --sv-ratio 1000 keeps 1 + #{σᵢ > σ₁/1000} (kohya's rule), rank 3 of the one

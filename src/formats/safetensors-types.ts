@@ -10,10 +10,11 @@ export interface TensorEntry {
   offset: number;
   byteLength: number;
   /**
-   * The float type the file stores it in, where it is read decoded into `dtype` without rounding
-   * (a llama.cpp LoRA's token_embd A, stored transposed): what an output of its factors may keep.
+   * The type the file stores it in, where it is read decoded into `dtype` without rounding (a
+   * llama.cpp LoRA's token_embd A, stored transposed; its Q8_0 factors): what an output of its
+   * factors may keep.
    */
-  storedDtype?: 'F16' | 'BF16';
+  storedDtype?: 'F16' | 'BF16' | 'Q8_0';
 }
 
 export interface SafetensorsFile {

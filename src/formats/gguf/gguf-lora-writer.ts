@@ -6,6 +6,9 @@
  * ne = [r, out] (GGML order, fastest first: the row-major A (r, in) and B (out, r) as they are),
  * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
  *
+ * Factors of Q8_0 inputs are written Q8_0 (general.file_type 7), a pair whose rows are not whole
+ * 32-value blocks (most lora_b) F16, as convert_lora_to_gguf --outtype q8_0 writes them.
+ *
  * llama.cpp scales every pair by one α: s = α / r with r = lora_b's ne[0], or 1 where α is 0.
  * Where every module has one α, that α is written and the factors as they are (each pair's rank
  * divides it); else (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
@@ -14,7 +17,8 @@
 import { encodeFromF32, type FloatDType } from '../../dtype.js';
 import type { OutputTarget } from '../../io/types.js';
 import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
-import { ggmlTypeByName } from './ggml-types.js';
+import { blockCodec } from './codecs/registry.js';
+import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
 
@@ -23,6 +27,8 @@ const ALIGNMENT = 32;
 
 /** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
 const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
+/** gguf-py's LlamaFileType.MOSTLY_Q8_0. */
+const FILE_TYPE_Q8_0 = 7;
 
 /**
  * The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α
@@ -41,14 +47,19 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   const fileType = FILE_TYPE[adapter.dtype];
   // convert_lora_to_gguf writes f32, f16, bf16 or q8_0; the ops choose among the first three.
   if (fileType === undefined) throw new Error(`a GGUF LoRA is not written in ${adapter.dtype}`);
-  const type = ggmlTypeByName(adapter.dtype)!;
+  const float = ggmlTypeByName(adapter.dtype)!;
+  const q8 = adapter.ggufType === 'Q8_0' ? ggmlTypeByName('Q8_0')! : undefined;
+  const f16 = ggmlTypeByName('F16')!;
+  // convert_hf_to_gguf quantizes each tensor to Q8_0 where its rows (ne[0]) are whole blocks, else
+  // (gguf.QuantError) writes it F16: lora_b's rows are r values, most often fewer than 32.
+  const typeFor = (ne: number[]) => (q8 ? (ne[0] % q8.blockSize === 0 ? q8 : f16) : float);
   const { alpha, fold } = ggufLoraAlpha(adapter.modules);
   const metadata: GgufKeyValue[] = [
     { key: 'general.architecture', type: GGUFValueType.STRING, value: adapter.architecture },
     { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
     { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
     { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
-    { key: 'general.file_type', type: GGUFValueType.UINT32, value: fileType },
+    { key: 'general.file_type', type: GGUFValueType.UINT32, value: q8 ? FILE_TYPE_Q8_0 : fileType },
     // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
     ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
   ];
@@ -57,15 +68,25 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   for (const m of adapter.modules) {
     const embedding = m.kind === 'embedding';
     const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
-    tensors.push({ name: `${m.name}.lora_a`, type, ne: embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank] });
-    tensors.push({ name: `${m.name}.lora_b`, type, ne: [m.rank, out] });
+    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank];
+    tensors.push({ name: `${m.name}.lora_a`, type: typeFor(aNe), ne: aNe });
+    tensors.push({ name: `${m.name}.lora_b`, type: typeFor([m.rank, out]), ne: [m.rank, out] });
     data.push(() => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down));
     data.push(() => (fold ? scaled(m.up, m.alpha / m.rank) : m.up));
   }
   const sink = await output.createFile('adapter.gguf');
   const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
-  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encodeFromF32(data[i](), adapter.dtype));
+  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encoded(data[i](), t.type));
   await writer.finish();
+}
+
+/** `values` in `type`: a float type, or Q8_0 by llama.cpp's reference quantizer (gguf-py's, the same bytes). */
+function encoded(values: Float32Array, type: GgmlType): Uint8Array {
+  const codec = type.name === 'Q8_0' ? blockCodec(type) : undefined;
+  if (!codec) return encodeFromF32(values, type.name as FloatDType);
+  const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+  codec.encode(values, out);
+  return out;
 }
 
 /** `values` (rows × cols, row-major) transposed. */
