@@ -193,6 +193,9 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     const dir = temp.make({ ...peftDir(peftAdapter().files) });
     await expectRefused(['combine', '--adapter', join(dir, 'peft'), '--method', 'cat', '--out', join(dir, 'lora.gguf')], dir,
       /^error: .*peft: a peft adapter's module names are not llama\.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL\.gguf$/);
+    await expectRefused(['convert', '--adapter', join(dir, 'peft'), '--out', join(dir, 'lora.gguf')], dir, /^error: missing --base \(see loramerge --help\)$/);
+    await expectRefused(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'm.gguf'), '--out', join(dir, 'lora')], dir,
+      /^error: --out .*lora: convert writes a llama\.cpp LoRA GGUF; give --out a name ending in \.gguf \(see loramerge --help\)$/);
   });
 
   it('refuses a base of another architecture or size, and a module the base has no tensor for', async () => {
