@@ -177,6 +177,30 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     }
   });
 
+  it('combine --method svd of two PEFT adapters with --base: the weighted sum of their updates, on the GGUF\'s rows', async () => {
+    // The same adapter twice at 0.25 and 0.75: the sum is the adapter itself, its rank 8 (4 for down_proj) kept.
+    const peft = peftAdapter({ plain: true });
+    const dir = temp.make({ ...base.files, ...peftDir(peft.files), ...Object.fromEntries(Object.entries(peft.files).map(([k, v]) => [`peft2/${k}`, v])) });
+    const out = join(dir, 'sum.gguf');
+    const run = await runCli(['combine', '--adapter', join(dir, 'peft'), '--weight', '0.25', '--adapter', join(dir, 'peft2'), '--weight', '0.75',
+      '--method', 'svd', '--rank', '8', '--base', join(dir, BASE_PART), '--out', out, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const file = readGguf(readFileSync(out));
+    expectLlamaCppLoads(file, baseNe);
+    const alpha = file.metadata.get('adapter.lora.alpha')!.value as number;
+    for (const mod of peft.modules.filter((x) => !x.embedding)) {
+      const a = file.tensors.find((t) => t.name === `${mod.tensor}.lora_a`)!;
+      const b = file.tensors.find((t) => t.name === `${mod.tensor}.lora_b`)!;
+      const r = b.ne[0];
+      const s = alpha ? alpha / r : 1;
+      const [A, B] = [tensorValues(typeName(a.typeId), a.data), tensorValues(typeName(b.typeId), b.data)];
+      const applied = new Float64Array(mod.out * mod.in);
+      for (let o = 0; o < mod.out; o++) for (let i = 0; i < mod.in; i++) { let sum = 0; for (let k = 0; k < r; k++) sum += B[o * r + k] * A[k * mod.in + i]; applied[o * mod.in + i] = s * sum; }
+      // bf16 factors of the f32 SVD: 1 % of the largest value.
+      expect(worstRelative(applied, ggufDelta(mod, peft.scale(mod))), mod.tensor).toBeLessThan(1e-2);
+    }
+  });
+
   async function expectRefused(args: string[], dir: string, line: RegExp): Promise<void> {
     const before = listDir(dir);
     // convert runs no products: it takes no --backend.
