@@ -106,8 +106,10 @@ describe("another tool's name for an option points to ours", () => {
     [['merge', '--device', 'cpu'], 'merge has no option --device; did you mean --backend?'],
     [['combine', '--lora', 'a'], 'combine has no option --lora; did you mean --adapter?'],
     [['extract', '--model', 'b'], 'extract has no option --model; did you mean --base?'],
-    // Only options the command has are pointed to: resize has no --base.
-    [['resize', '--model', 'b'], 'resize has no option --model'],
+    // resize's --base is the GGUF model a .gguf --out is for.
+    [['resize', '--model', 'b'], 'resize has no option --model; did you mean --base?'],
+    // Only options the command has are pointed to: convert runs no products, and takes no --backend.
+    [['convert', '--device', 'cpu'], 'convert has no option --device'],
   ])('%j', async (argv, message) => {
     const { code, err } = await run(argv);
     expect(code).toBe(2);

@@ -109,13 +109,14 @@ describe('combine --out *.gguf of llama.cpp LoRAs', () => {
     // gguf_get_val_f32 takes only an f32 (type 6). The ranks differ (6, 4, 2), so no one α gives
     // every pair its scale: each is in its B, and α 0 makes llama.cpp apply the pairs as they are.
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 0 });
-    // token_embd's A is read transposed, as f32: the factors do not share f16, so f32 is written.
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 0 });
+    // Every input factor is f16 (token_embd's A too, stored transposed), so f16 is written, as
+    // convert_lora_to_gguf --outtype f16 writes every pair, token_embd's included.
+    expect(kv('general.file_type')).toEqual({ type: 4, value: 1 });
     expect(kv('loramerge.command')?.value).toBe('combine');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
-      ['blk.0.attn_q.weight.lora_a', [h, 6], 'F32'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F32'],
-      ['token_embd.weight.lora_a', [4, vocab], 'F32'], ['token_embd.weight.lora_b', [4, h], 'F32'],
-      ['blk.0.ffn_down.weight.lora_a', [ffn, 2], 'F32'], ['blk.0.ffn_down.weight.lora_b', [2, h], 'F32'],
+      ['blk.0.attn_q.weight.lora_a', [h, 6], 'F16'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F16'],
+      ['token_embd.weight.lora_a', [4, vocab], 'F16'], ['token_embd.weight.lora_b', [4, h], 'F16'],
+      ['blk.0.ffn_down.weight.lora_a', [ffn, 2], 'F16'], ['blk.0.ffn_down.weight.lora_b', [2, h], 'F16'],
     ]);
     for (const [tensor, truth] of truths) {
       const got = appliedUpdate(file, tensor);
@@ -184,6 +185,29 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     expect(worstRelative(appliedUpdate(file, 'blk.0.attn_q.weight').delta, truth)).toBeLessThan(2e-3);
   });
 
+  it('writes Q8_0 factors of a Q8_0 input (general.file_type 7), F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
+    // As --outtype q8_0 writes it: lora_a (rows of h) Q8_0, lora_b (rows of r = 2) F16, gguf-py's fallback.
+    const q8 = ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'Q8_0', bType: 'F16' },
+      { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'Q8_0', bType: 'F16' },
+    ], 4, 44);
+    const dir = temp.make({ 'lora.gguf': q8.bytes });
+    const out = join(dir, 'resized.gguf');
+    const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
+    expect(run.code, run.stderr).toBe(0);
+    const file = readGguf(readFileSync(out));
+    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 7 });
+    expect(file.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([
+      ['blk.0.attn_q.weight.lora_a', 'Q8_0'], ['blk.0.attn_q.weight.lora_b', 'F16'],
+      ['blk.0.ffn_down.weight.lora_a', 'Q8_0'], ['blk.0.ffn_down.weight.lora_b', 'F16'],
+    ]);
+    for (const tensor of ['blk.0.attn_q.weight', 'blk.0.ffn_down.weight']) {
+      const truth = update(h, tensor.includes('ffn_down') ? ffn : h, [{ f: q8.factors.get(tensor)!, c: 4 / 2 }]);
+      // Q8_0 keeps 8 bits a value (each block's scale from its largest): 1 % of the largest value.
+      expect(worstRelative(appliedUpdate(file, tensor).delta, truth), tensor).toBeLessThan(1e-2);
+    }
+  });
+
   it('folds each module\'s scale into its B (α 0) where a dynamic rule gives the modules different ranks', async () => {
     // attn_q stored at r 4 whose B has two zero columns (an update of rank 2), token_embd at a
     // full r 4, α 8: --sv-ratio 1000 keeps 1 + #{σᵢ > σ₁/1000} (kohya's rule), rank 3 of the one
@@ -236,11 +260,12 @@ describe('a .gguf --out that cannot be written', () => {
     expect(listDir(dir)).toEqual(before);
   }
 
-  it('refuses a PEFT adapter, alone or beside a GGUF LoRA: its module names are not llama.cpp\'s', async () => {
+  it('refuses a PEFT adapter without --base, and beside a GGUF LoRA: its module names are not llama.cpp\'s', async () => {
     const dir = temp.make({ ...Object.fromEntries(Object.entries(peft.files).map(([k, v]) => [`peft/${k}`, v])), 'a.gguf': lora1.bytes });
-    const line = /^error: .*peft: a peft adapter cannot be written as a GGUF LoRA \(its module names are not llama\.cpp's tensor names, and renaming them needs the base model\); give --out a folder \(PEFT\) and convert it with llama\.cpp's convert_lora_to_gguf\.py$/;
-    await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--out', join(dir, 'small.gguf')], dir, line);
-    await expectRefused(['combine', '--adapter', join(dir, 'a.gguf'), '--adapter', join(dir, 'peft'), '--method', 'cat', '--out', join(dir, 'both.GGUF')], dir, line);
+    await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--out', join(dir, 'small.gguf')], dir,
+      /^error: .*peft: a peft adapter's module names are not llama\.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL\.gguf$/);
+    await expectRefused(['combine', '--adapter', join(dir, 'a.gguf'), '--adapter', join(dir, 'peft'), '--method', 'cat', '--out', join(dir, 'both.GGUF')], dir,
+      /^error: .*peft: a peft adapter is not combined with llama\.cpp LoRAs; write it as one first \(combine --adapter .*peft --method cat --base MODEL\.gguf --out .*peft\.gguf\), then combine the GGUF LoRAs$/);
   });
 
   it('refuses extract to a .gguf, which reads safetensors models', async () => {

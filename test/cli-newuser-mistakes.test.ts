@@ -355,11 +355,12 @@ describe('a weight that looks like a percentage', () => {
 
 describe('combine, resize or extract of safetensors inputs with --out named .gguf', () => {
   // Any --out but a .safetensors one was a PEFT folder: `resize --out small.gguf` wrote a PEFT folder
-  // named small.gguf, exit 0. A .gguf --out is a llama.cpp LoRA GGUF, written of GGUF LoRAs only.
+  // named small.gguf, exit 0. A .gguf --out is a llama.cpp LoRA GGUF, written of GGUF LoRAs, or of
+  // PEFT adapters with --base, the GGUF model that names its tensors.
   it('is refused before any work, saying why and how to get a LoRA GGUF', async () => {
     const { files } = llamaWithPeft(13);
     const dir = temp.make(files);
-    const peftLine = /^error: .*llama-lora: a peft adapter cannot be written as a GGUF LoRA \(its module names are not llama\.cpp's tensor names, and renaming them needs the base model\); give --out a folder \(PEFT\) and convert it with llama\.cpp's convert_lora_to_gguf\.py$/;
+    const peftLine = /^error: .*llama-lora: a peft adapter's module names are not llama\.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL\.gguf$/;
     for (const [args, line] of [
       [['resize', '--adapter', join(dir, 'llama-lora'), '--rank', '1', '--out', join(dir, 'small.gguf')], peftLine],
       [['combine', '--adapter', join(dir, 'llama-lora'), '--method', 'cat', '--out', join(dir, 'small.GGUF')], peftLine],

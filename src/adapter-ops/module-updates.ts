@@ -229,16 +229,23 @@ export function cliOutputFormat(out: string): OutputFormat {
 
 /**
  * kohya inputs lost their module paths' dots: only a kohya file can name them. A GGUF output
- * takes llama.cpp LoRAs of one architecture only: their modules already carry the base tensors'
- * GGUF names, where a PEFT or kohya module would need the base's metadata (head counts for the
- * q/k row permutation) to be renamed, which combine and resize do not read; a MoE LoRA's experts
- * would have to be stacked back into 3-D factors, which the writer does not do.
+ * of `format` gguf takes llama.cpp LoRAs of one architecture only: their modules already carry the
+ * base tensors' GGUF names, where a PEFT module needs the GGUF base (--base: its names and head
+ * counts for the q/k row permutation; the op then runs as `peft` and gguf-lora-names.ts renames);
+ * a MoE LoRA's experts would have to be stacked back into 3-D factors, which the writer does not do.
  */
 export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
   if (format === 'gguf') {
     const other = adapters.find((a) => a.format !== 'gguf');
     if (other) {
-      throw new MergeError('BAD_ARGUMENT', `${other.name}: a ${other.format} adapter cannot be written as a GGUF LoRA (its module names are not llama.cpp's tensor names, and renaming them needs the base model); give --out a folder (PEFT) and convert it with llama.cpp's convert_lora_to_gguf.py`);
+      const mixed = adapters.some((a) => a.format === 'gguf');
+      let message = `${other.name}: a ${other.format} adapter cannot be written as a GGUF LoRA (its module names are not llama.cpp's tensor names); give --out a .safetensors name`;
+      if (other.format === 'peft') {
+        message = mixed
+          ? `${other.name}: a peft adapter is not combined with llama.cpp LoRAs; write it as one first (combine --adapter ${other.name} --method cat --base MODEL.gguf --out ${other.name}.gguf), then combine the GGUF LoRAs`
+          : `${other.name}: a peft adapter's module names are not llama.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL.gguf`;
+      }
+      throw new MergeError('BAD_ARGUMENT', message);
     }
     const architectures = [...new Set(adapters.map((a) => String(a.config['general.architecture'])))];
     if (architectures.length > 1) {

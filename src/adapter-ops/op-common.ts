@@ -274,6 +274,7 @@ export function finishAdapter(
       format, modules, dtype: factorDtype(adapters), whole, modulesToSave,
       baseModel: common('base_model_name_or_path'), taskType: common('task_type'),
       ...(format === 'gguf' ? { architecture: common('general.architecture') } : {}),
+      ...(format === 'gguf' && isQ8File(adapters) ? { ggufType: 'Q8_0' as const } : {}),
       useRslora: options.useRslora ?? false, fanInFanOut: [...fanIn][0] ?? false,
       metadata: fullMetadata,
     },
@@ -313,11 +314,29 @@ export function kohyaMetadata(modules: readonly WrittenModule[], comment: string
   return out;
 }
 
-/** The inputs' factor dtype when they agree on one float dtype, else f32. */
+/**
+ * The inputs' factor dtype when they agree on one float dtype, else f32; a factor read decoded
+ * without rounding (a llama.cpp LoRA's transposed token_embd A) counts as the type it is stored in,
+ * as convert_lora_to_gguf --outtype f16 writes it.
+ */
 function factorDtype(adapters: readonly ParsedAdapter[]): FloatDType {
-  const dtypes = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.dtype))));
-  const only = dtypes.size === 1 ? [...dtypes][0] : 'F32';
+  const only = storedFactorType(adapters);
   return only === 'F16' || only === 'BF16' ? only : 'F32';
+}
+
+/**
+ * llama.cpp LoRAs written by convert_lora_to_gguf --outtype q8_0: Q8_0 factors, and F16 ones where
+ * the rows are not whole blocks (gguf-py's fallback, most lora_b); an output of them is Q8_0 again.
+ */
+function isQ8File(adapters: readonly ParsedAdapter[]): boolean {
+  const types = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.storedDtype ?? t.dtype))));
+  return types.has('Q8_0') && [...types].every((t) => t === 'Q8_0' || t === 'F16');
+}
+
+/** The one type every input factor is stored in (see TensorEntry.storedDtype), or undefined. */
+function storedFactorType(adapters: readonly ParsedAdapter[]): string | undefined {
+  const types = new Set(adapters.flatMap((a) => a.modules.flatMap((m) => Object.values(m.tensors).map((t) => t.storedDtype ?? t.dtype))));
+  return types.size === 1 ? [...types][0] : undefined;
 }
 
 /**

@@ -17,6 +17,8 @@ export interface CombineCommand {
   /** As given (undefined: the default, 0). */
   seed?: number;
   clampQuantile?: number;
+  /** --base: the GGUF model a `.gguf` --out of PEFT adapters is for (its tensor names and row order). */
+  base?: string;
   out: string;
   backend: BackendChoice;
   /** --threads: the CPU algebra's threads, the calling one included (default: one per core, at most 8), as merge's; absent where not given. */
@@ -28,10 +30,25 @@ export interface ResizeCommand {
   command: 'resize';
   adapter: string;
   rule: RankRule;
+  /** --base: the GGUF model a `.gguf` --out of a PEFT adapter is for (its tensor names and row order). */
+  base?: string;
   out: string;
   backend: BackendChoice;
   /** --threads: the CPU algebra's threads, the calling one included (default: one per core, at most 8), as merge's; absent where not given. */
   threads?: number;
+  overwrite: boolean;
+}
+
+/** `loramerge convert`: a PEFT adapter as a llama.cpp LoRA GGUF for the GGUF model --base, factors as they are. */
+export interface ConvertCommand {
+  command: 'convert';
+  adapter: string;
+  /** The GGUF model the LoRA is for (its tensor names and row order). */
+  base: string;
+  out: string;
+  /** No products run: the CPU, on the calling thread. */
+  backend: 'cpu';
+  threads: 1;
   overwrite: boolean;
 }
 
@@ -50,12 +67,14 @@ export interface ExtractCommand {
 
 export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
                     --method cat|svd|ties|dare_linear|dare_ties|magnitude_prune [--rank K] [--density D]
-                    [--majority-sign total|frequency] [--seed N] [--clamp-quantile Q] --out PATH
-  loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX]) --out PATH
+                    [--majority-sign total|frequency] [--seed N] [--clamp-quantile Q] [--base MODEL.gguf] --out PATH
+  loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX])
+                    [--base MODEL.gguf] --out PATH
   loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
+  loramerge convert --adapter PATH --base MODEL.gguf --out PATH.gguf [--overwrite]
     (combine, resize, extract also take [--backend auto|webgpu|cpu] [--threads N] [--overwrite];
-     an --out ending in .safetensors is a kohya file, in .gguf a llama.cpp LoRA GGUF (combine and
-     resize of llama.cpp LoRAs), any other a PEFT folder)`;
+     an --out ending in .safetensors is a kohya file, in .gguf a llama.cpp LoRA GGUF (of llama.cpp
+     LoRAs, or of PEFT adapters with --base, the GGUF model it is for), any other a PEFT folder)`;
 
 const METHODS: readonly CombineMethod[] = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 
@@ -143,13 +162,14 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       'majority-sign': { type: 'string' },
       seed: { type: 'string' },
       'clamp-quantile': { type: 'string' },
+      base: { type: 'string', multiple: true },
     },
   }), 'combine', rawArgs);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --adapter ADAPTER --out OUTPUT');
   const adapters: AdapterArg[] = [];
   let method: CombineMethod | undefined, rank: number | undefined, density: number | undefined, majority: MajoritySign | undefined;
   let threads: number | undefined;
-  let seed: number | undefined, clamp: number | undefined, out: string | undefined;
+  let seed: number | undefined, clamp: number | undefined, out: string | undefined, base: string | undefined;
   let backend: BackendChoice | undefined, overwrite = false;
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
@@ -172,6 +192,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
       case 'seed': seed = once(seed, 'seed', wholeNumber('seed', value, 0, RANGES.seed)); break;
       case 'clamp-quantile': clamp = once(clamp, 'clamp-quantile', fraction('clamp-quantile', value)); break;
       case 'out': out = once(out, 'out', value); break;
+      case 'base': base = once(base, 'base', nonEmptyPath('base', value, VALUES.base)); break;
       case 'backend': backend = once(backend, 'backend', parseBackend(value)); break;
       case 'threads':
         if (threads !== undefined) throw usageError('--threads given twice');
@@ -188,7 +209,7 @@ export function parseCombine(rawArgs: string[]): CombineCommand {
   }
   return {
     command: 'combine', adapters: adapters.map(({ path, weight }) => ({ path, weight })), method, rank, density,
-    majoritySign: majority, seed, clampQuantile: clamp, out, backend: backend ?? 'auto', ...(threads !== undefined ? { threads } : {}), overwrite,
+    majoritySign: majority, seed, clampQuantile: clamp, ...(base !== undefined ? { base } : {}), out, backend: backend ?? 'auto', ...(threads !== undefined ? { threads } : {}), overwrite,
   };
 }
 
@@ -202,6 +223,7 @@ export function parseResize(args: string[]): ResizeCommand {
       'sv-ratio': { type: 'string', multiple: true },
       'sv-fro': { type: 'string', multiple: true },
       'sv-cumulative': { type: 'string', multiple: true },
+      base: { type: 'string', multiple: true },
     },
   }), 'resize', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --out OUTPUT');
@@ -222,9 +244,32 @@ export function parseResize(args: string[]): ResizeCommand {
   const [rule] = rules;
   const chosen: RankRule = rule === undefined ? { kind: 'rank', rank: ranks[0] } : ranks.length === 1 ? { ...rule, maxRank: ranks[0] } : rule;
   return {
-    command: 'resize', adapter: adapter!, rule: chosen, out: single(values.out, 'out')!,
+    command: 'resize', adapter: adapter!, rule: chosen,
+    ...(values.base ? { base: nonEmptyPath('base', single(values.base, 'base'), VALUES.base) } : {}),
+    out: single(values.out, 'out')!,
     backend: values.backend ? parseBackend(single(values.backend, 'backend')) : 'auto',
     ...threadsOption(values.threads), overwrite: values.overwrite ?? false,
+  };
+}
+
+export function parseConvert(args: string[]): ConvertCommand {
+  const { values, positionals } = parseOrExplain(() => parseArgs({
+    args: bindOptionValues(args, VALUES), allowPositionals: true, strict: true,
+    options: {
+      out: common.out,
+      overwrite: common.overwrite,
+      adapter: { type: 'string', multiple: true },
+      base: { type: 'string', multiple: true },
+    },
+  }), 'convert', args);
+  if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --base MODEL.gguf --out OUTPUT.gguf');
+  const out = single(values.out, 'out');
+  if (!/\.gguf$/i.test(out)) throw usageError(`--out ${out}: convert writes a llama.cpp LoRA GGUF; give --out a name ending in .gguf`);
+  return {
+    command: 'convert',
+    adapter: nonEmptyPath('adapter', single(values.adapter, 'adapter'), VALUES.adapter),
+    base: nonEmptyPath('base', single(values.base, 'base'), VALUES.base),
+    out, backend: 'cpu', threads: 1, overwrite: values.overwrite ?? false,
   };
 }
 

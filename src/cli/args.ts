@@ -9,7 +9,7 @@ import { THREADS_RANGE } from './threads-option.js';
 import { editDistance } from '../api-arguments.js';
 
 import type { BackendChoice } from '../engine/backend-choice.js';
-import { ADAPTER_USAGE, WEIGHT_VALUES, parseCombine, parseExtract, parseResize, type CombineCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
+import { ADAPTER_USAGE, WEIGHT_VALUES, parseCombine, parseConvert, parseExtract, parseResize, type CombineCommand, type ConvertCommand, type ExtractCommand, type ResizeCommand } from './adapter-args.js';
 export type { BackendChoice };
 
 export interface MergeCommand {
@@ -37,7 +37,7 @@ export interface SampleCommand { command: 'sample'; dir: string; backend: Backen
 export interface HelpCommand { command: 'help'; asked: boolean }
 export interface VersionCommand { command: 'version' }
 export type Command = MergeCommand | InspectCommand | SampleCommand | HelpCommand | VersionCommand
-  | CombineCommand | ResizeCommand | ExtractCommand;
+  | CombineCommand | ResizeCommand | ExtractCommand | ConvertCommand;
 
 export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
@@ -85,7 +85,10 @@ ${ADAPTER_USAGE}
              where one is given too (kohya's --new_rank with --dynamic_method)
   extract    a LoRA of the difference between a fine-tuned model (--tuned) and its --base (mergekit's
              extract_lora): --rank K, or per module the smallest rank keeping the share --energy X
-             of the difference's squared norm`;
+             of the difference's squared norm
+  convert    a PEFT adapter as a llama.cpp LoRA GGUF for the GGUF model --base (as llama.cpp's
+             convert_lora_to_gguf.py --base): its tensor names, q/k row order and one pair per
+             tensor, the factors as they are`;
 
 export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
@@ -214,6 +217,7 @@ export function parseCommandLine(argv: string[]): Command {
   if (command === 'combine') return parseCombine(rest);
   if (command === 'resize') return parseResize(rest);
   if (command === 'extract') return parseExtract(rest);
+  if (command === 'convert') return parseConvert(rest);
   throw usageError(`unknown command "${command}"`);
 }
 
@@ -228,9 +232,10 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite'],
   inspect: [],
   sample: ['backend'],
-  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'threads', 'overwrite'],
-  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'threads', 'overwrite'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'base', 'out', 'backend', 'threads', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'base', 'out', 'backend', 'threads', 'overwrite'],
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
+  convert: ['adapter', 'base', 'out', 'overwrite'],
 };
 
 /**

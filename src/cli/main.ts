@@ -30,7 +30,7 @@ function drained(stream: NodeJS.WriteStream): Promise<void> {
 // From the start: a Ctrl-C before any output exists ends the process with our code too, and one
 // after the command finished (while its output drains) with the command's own.
 let finished: number | undefined;
-const commandName = ['merge', 'combine', 'resize', 'extract', 'sample', 'inspect'].includes(process.argv[2]) ? process.argv[2] : 'command';
+const commandName = ['merge', 'combine', 'resize', 'extract', 'convert', 'sample', 'inspect'].includes(process.argv[2]) ? process.argv[2] : 'command';
 handleCancelSignals((code) => {
   // Before the command printed its outcome (no output yet, or its cleanup just done): say it here,
   // so that a cancel is always one line.

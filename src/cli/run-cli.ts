@@ -11,7 +11,7 @@ import { runInspect } from './inspect-command.js';
 import { runMerge } from './merge-command.js';
 import { runSample } from './sample-command.js';
 import { oneLine, stderrLine, stdoutLine } from './terminal-text.js';
-import { runCombine, runExtract, runResize } from './adapter-command.js';
+import { runCombine, runConvert, runExtract, runResize } from './adapter-command.js';
 
 /** Where a run writes: results to `out` (stdout), messages to `err` (stderr), one line per call. */
 export interface CliOutput {
@@ -61,6 +61,8 @@ async function dispatch(argv: string[], io: CliOutput): Promise<number> {
       return runResize(command, io.err, io.out);
     case 'extract':
       return runExtract(command, io.err, io.out);
+    case 'convert':
+      return runConvert(command, io.err, io.out);
   }
 }
 

@@ -59,6 +59,11 @@ export interface AdapterToWrite {
   taskType?: string;
   /** GGUF: the general.architecture of the model the adapter is for. */
   architecture?: string;
+  /**
+   * GGUF: factors written Q8_0 instead of `dtype` (inputs all Q8_0), each whose rows are not whole
+   * 32-value blocks in F16, as gguf-py falls back.
+   */
+  ggufType?: 'Q8_0';
   /** safetensors metadata (ss_* for kohya, loramerge_* for both). */
   metadata: Record<string, string>;
 }

@@ -9,6 +9,12 @@ export interface TensorEntry {
   /** Absolute byte offset of the tensor's data in the file (header included). */
   offset: number;
   byteLength: number;
+  /**
+   * The type the file stores it in, where it is read decoded into `dtype` without rounding (a
+   * llama.cpp LoRA's token_embd A, stored transposed; its Q8_0 factors): what an output of its
+   * factors may keep.
+   */
+  storedDtype?: 'F16' | 'BF16' | 'Q8_0';
 }
 
 export interface SafetensorsFile {

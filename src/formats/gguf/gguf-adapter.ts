@@ -269,6 +269,8 @@ function view(views: FactorView[], tensor: GgufTensor, shape: number[], transpos
   const start = slice ? slice.index * length : 0;
   const name = slice ? `${tensor.name}[${slice.index}]` : tensor.name;
   const entry: TensorEntry = { name, dtype, shape, offset: tensor.offset + start, byteLength: elements * (dtype === 'F32' ? 4 : 2) };
+  // A transposed half-precision A, and Q8_0, are decoded to f32 exactly: an output of these factors may stay in their type.
+  if (tensor.type.name === 'Q8_0' || (transpose && (tensor.type.name === 'F16' || tensor.type.name === 'BF16'))) entry.storedDtype = tensor.type.name;
   views.push({ entry, tensor, transpose, start, length });
   return entry;
 }

@@ -6,16 +6,20 @@
  * ne = [r, out] (GGML order, fastest first: the row-major A (r, in) and B (out, r) as they are),
  * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
  *
+ * Factors of Q8_0 inputs are written Q8_0 (general.file_type 7), a pair whose rows are not whole
+ * 32-value blocks (most lora_b) F16, as convert_lora_to_gguf --outtype q8_0 writes them.
+ *
  * llama.cpp scales every pair by one α: s = α / r with r = lora_b's ne[0], or 1 where α is 0.
- * Where every module has one rank and one α, that α is written and the factors as they are; else
- * (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
+ * Where every module has one α, that α is written and the factors as they are (each pair's rank
+ * divides it); else (a resize to per-module ranks, a combine of adapters of different ranks) each module's own
  * α_m / r_m is folded into its B and α is written 0, so that every pair applies at its own scale.
  */
 import type { FloatDType } from '../../dtype.js';
 import type { OutputTarget } from '../../io/types.js';
 import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
 import { encodeFactor } from '../written-factors.js';
-import { ggmlTypeByName } from './ggml-types.js';
+import { blockCodec } from './codecs/registry.js';
+import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
 
@@ -24,11 +28,17 @@ const ALIGNMENT = 32;
 
 /** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
 const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
+/** gguf-py's LlamaFileType.MOSTLY_Q8_0. */
+const FILE_TYPE_Q8_0 = 7;
 
-/** The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α carries every scale). */
+/**
+ * The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α
+ * carries every scale). llama.cpp divides α by each pair's own rank, so modules of one α and
+ * different ranks (a PEFT rank_pattern) share it; an α of 0 would mean scale 1, so it is folded.
+ */
 export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: number; fold: boolean } {
   const first = modules[0];
-  const uniform = first !== undefined && modules.every((m) => m.rank === first.rank && m.alpha === first.alpha);
+  const uniform = first !== undefined && first.alpha !== 0 && modules.every((m) => m.alpha === first.alpha);
   return uniform ? { alpha: first.alpha, fold: false } : { alpha: 0, fold: true };
 }
 
@@ -38,31 +48,51 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   const fileType = FILE_TYPE[adapter.dtype];
   // convert_lora_to_gguf writes f32, f16, bf16 or q8_0; the ops choose among the first three.
   if (fileType === undefined) throw new Error(`a GGUF LoRA is not written in ${adapter.dtype}`);
-  const type = ggmlTypeByName(adapter.dtype)!;
+  const float = ggmlTypeByName(adapter.dtype)!;
+  const q8 = adapter.ggufType === 'Q8_0' ? ggmlTypeByName('Q8_0')! : undefined;
+  const f16 = ggmlTypeByName('F16')!;
+  // convert_hf_to_gguf quantizes each tensor to Q8_0 where its rows (ne[0]) are whole blocks, else
+  // (gguf.QuantError) writes it F16: lora_b's rows are r values, most often fewer than 32.
+  const typeFor = (ne: number[]) => (q8 ? (ne[0] % q8.blockSize === 0 ? q8 : f16) : float);
   const { alpha, fold } = ggufLoraAlpha(adapter.modules);
   const metadata: GgufKeyValue[] = [
     { key: 'general.architecture', type: GGUFValueType.STRING, value: adapter.architecture },
     { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
     { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
     { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
-    { key: 'general.file_type', type: GGUFValueType.UINT32, value: fileType },
+    { key: 'general.file_type', type: GGUFValueType.UINT32, value: q8 ? FILE_TYPE_Q8_0 : fileType },
     // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
     ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
   ];
   const tensors: GgufWriterTensor[] = [];
-  const data: (() => Uint8Array)[] = [];
+  // Each tensor's values, made when written, and what to call it if they overflow its type.
+  const data: { values: () => Float32Array; module: string; factor: string }[] = [];
   for (const m of adapter.modules) {
     const embedding = m.kind === 'embedding';
     const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
-    tensors.push({ name: `${m.name}.lora_a`, type, ne: embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank] });
-    tensors.push({ name: `${m.name}.lora_b`, type, ne: [m.rank, out] });
-    data.push(() => encodeFactor(embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down, adapter.dtype, m.name, 'lora_a'));
-    data.push(() => encodeFactor(fold ? scaled(m.up, m.alpha / m.rank) : m.up, adapter.dtype, m.name, fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b'));
+    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank];
+    tensors.push({ name: `${m.name}.lora_a`, type: typeFor(aNe), ne: aNe });
+    tensors.push({ name: `${m.name}.lora_b`, type: typeFor([m.rank, out]), ne: [m.rank, out] });
+    data.push({ values: () => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down), module: m.name, factor: 'lora_a' });
+    data.push({ values: () => (fold ? scaled(m.up, m.alpha / m.rank) : m.up), module: m.name, factor: fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b' });
   }
   const sink = await output.createFile('adapter.gguf');
   const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
-  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, data[i]());
+  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encoded(data[i], t.type));
   await writer.finish();
+}
+
+/**
+ * A tensor's values in `type`: a float type (refused where a value overflows it, naming the module
+ * and factor), or Q8_0 by llama.cpp's reference quantizer (gguf-py's, the same bytes).
+ */
+function encoded(tensor: { values: () => Float32Array; module: string; factor: string }, type: GgmlType): Uint8Array {
+  const values = tensor.values();
+  const codec = type.name === 'Q8_0' ? blockCodec(type) : undefined;
+  if (!codec) return encodeFactor(values, type.name as FloatDType, tensor.module, tensor.factor);
+  const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+  codec.encode(values, out);
+  return out;
 }
 
 /** `values` (rows × cols, row-major) transposed. */

@@ -1,0 +1,156 @@
+/**
+ * A PEFT-named adapter made by combine or resize, renamed onto the tensors of the GGUF model it is
+ * for, as convert_lora_to_gguf.py --base does: each module lands where the merge lands it on that
+ * GGUF base (the hf-to-gguf layout: llama.cpp's tensor names, the q/k row permutation
+ * convert_hf_to_gguf applies for RoPE, a module the converter splits by rows on each of its parts),
+ * and becomes one `lora_a`/`lora_b` pair per GGUF tensor, exactly:
+ * - ΔW's rows reordered or split among tensors: B's rows go where ΔW's rows go, A is unchanged (the
+ *   converter's LoraTorchTensor does the same to B alone);
+ * - ΔW's columns reordered (a converter that reorders a weight's inputs): A's columns likewise;
+ * - several modules on one tensor: A stacked along the rank and B block-diagonal, each block times
+ *   its module's scale, so that B·A is the sum of their updates (the converter's torch.cat of two
+ *   pairs with equal A is the special case of this it takes);
+ * - token_embd as the writer stores it (A transposed, gguf-lora-writer.ts).
+ * Each pair's scale is its module's (α/r, or α/√r where the adapter is rsLoRA): a pair of one
+ * module keeps its factors and states α' = s·r, so that llama.cpp's α'/r is s; stacked pairs carry
+ * their scales in B. Where the pairs' α'/r differ the writer folds them into B (one α for all).
+ * Refused, every problem at once: a module the base has no tensor for (the merge's reason), one whose
+ * update does not fit that tensor (an adapter for another model), an expert of a stacked expert
+ * tensor or a transposed-block placement (llama.cpp's LoRA holds no such pair here), a bias change,
+ * a convolution, and tensors saved whole (modules_to_save), which a llama.cpp LoRA cannot hold.
+ */
+import { MergeError } from '../errors.js';
+import type { AdapterToWrite, WrittenModule } from '../formats/adapter-writer.js';
+import { ModuleLocator, type BaseShapes, type RowSegment } from '../formats/layouts/index.js';
+import { throwIfProblems } from '../plan/problems.js';
+
+/** A base under llama.cpp's tensor names: a GGUF model, or a safetensors one seen so (hf-gguf-names.ts). */
+export interface GgufNamedBase extends BaseShapes {
+  /** The GGUF metadata: general.architecture, the block and head counts. */
+  metadata(key: string): unknown;
+}
+
+/** One module's share of one GGUF tensor: its ΔW rows on the tensor's rows, its columns in the tensor's order. */
+interface Piece {
+  module: WrittenModule;
+  scale: number;
+  /** ΔW rows → tensor rows. */
+  rows: readonly RowSegment[];
+  /** Tensor column c holds ΔW column columns[c]; absent: the same order. */
+  columns?: readonly number[];
+}
+
+/** A stacked expert tensor (ffn_up_exps, ffn_gate_chexps …): llama.cpp's LoRA of it is a 3-D pair per expert. */
+const EXPERTS_TENSOR = /_(ch)?exps\.weight$/;
+
+/**
+ * `adapter` (format `peft`, its modules named by their Hugging Face paths) as a llama.cpp LoRA
+ * (format `gguf`) for the GGUF model `base`; `baseName` names the base in refusals (its path);
+ * `command` (combine, resize) heads a list of several.
+ */
+export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, baseName: string, command: string): AdapterToWrite {
+  const arch = base.metadata('general.architecture');
+  if (typeof arch !== 'string') {
+    throw new MergeError('BAD_ARGUMENT', `--base ${baseName}: names no general.architecture, which a llama.cpp LoRA must state; give the GGUF model the LoRA is for`);
+  }
+  const problems: { code: 'UNSUPPORTED_FORMAT' | 'UNKNOWN_MODULE' | 'SHAPE_MISMATCH'; message: string }[] = [];
+  for (const t of adapter.whole) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `"${t.key.replace(/^base_model\.model\./, '')}" is saved whole (modules_to_save), which a llama.cpp LoRA cannot hold (it holds lora_a/lora_b pairs only); merge the adapter into the model instead` });
+  }
+  const locator = new ModuleLocator(base);
+  const byTensor = new Map<string, Piece[]>();
+  for (const m of adapter.modules) {
+    const named = `module "${m.name}"`;
+    if (m.bias) {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} changes a bias (lora_bias), which a llama.cpp LoRA cannot hold` });
+      continue;
+    }
+    if (m.kind === 'conv') {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} is a convolution, which a llama.cpp LoRA cannot hold` });
+      continue;
+    }
+    const where = locator.locate({ path: m.name, flat: false });
+    if (!where.found) {
+      problems.push({ code: where.code === 'SHAPE_MISMATCH' ? 'SHAPE_MISMATCH' : 'UNKNOWN_MODULE', message: `${named}: ${where.message} (on the ${arch} GGUF ${baseName})` });
+      continue;
+    }
+    const out = m.upShape[0];
+    const inF = m.down.length / m.rank;
+    const scale = adapter.useRslora ? m.alpha / Math.sqrt(m.rank) : m.alpha / m.rank;
+    for (const t of where.targets) {
+      const key = t.baseKey;
+      if (t.experts || EXPERTS_TENSOR.test(key)) {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} lands on ${key}, a stacked expert tensor, whose llama.cpp LoRA is one 3-D pair for all experts, which loramerge does not write yet; merge the adapter into the model instead` });
+        continue;
+      }
+      if (t.transposedBlocks) {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} lands on ${key} with each head's rows transposed, which no lora_a/lora_b pair of that tensor expresses; merge the adapter into the model instead` });
+        continue;
+      }
+      const [rows, cols] = base.tensors.get(key)?.shape ?? [];
+      const mismatch = (why: string) => problems.push({ code: 'SHAPE_MISMATCH', message: `${named}: ${why}; the adapter is for another model than ${baseName} (another architecture or size)` });
+      if (m.kind === 'embedding') {
+        // The base stores the embedding (vocab, dim); ΔW is its transpose (dim × vocab).
+        if (t.rows || t.columns || rows !== inF || cols !== out) mismatch(`its update is an embedding of ${inF} tokens × ${out}, but ${key} is ${rows}×${cols}`);
+        else push(byTensor, key, { module: m, scale, rows: [{ src: 0, dst: 0, count: out }] });
+        continue;
+      }
+      const segments = t.rows ?? [{ src: 0, dst: 0, count: out }];
+      const columns = t.columns;
+      const rowsFit = segments.every((s) => s.src + s.count <= out && rows !== undefined && s.dst + s.count <= rows) && (t.rows !== undefined || rows === out);
+      const colsFit = columns ? cols === columns.length && columns.every((c) => c < inF) : cols === inF;
+      if (!rowsFit || !colsFit) mismatch(`its update is ${out}×${inF}, which does not fit ${key} (${rows}×${cols})`);
+      else push(byTensor, key, { module: m, scale, rows: segments, ...(columns ? { columns } : {}) });
+    }
+  }
+  throwIfProblems(command, problems);
+  const modules = [...byTensor].map(([key, pieces]) => pairFor(key, pieces, base.tensors.get(key)!.shape));
+  return { ...adapter, format: 'gguf', modules, architecture: arch, useRslora: false, whole: [], modulesToSave: [] };
+}
+
+function push(map: Map<string, Piece[]>, key: string, piece: Piece): void {
+  const list = map.get(key);
+  if (list) list.push(piece);
+  else map.set(key, [piece]);
+}
+
+/** The one pair of tensor `key` (shape rows × cols as the plan sees it) holding every piece's update. */
+function pairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly number[]): WrittenModule {
+  const [first] = pieces;
+  const m = first.module;
+  if (m.kind === 'embedding') {
+    // Written as the writer writes an embedding: B (dim × r), A (r × vocab).
+    return { ...m, name: key, alpha: first.scale * m.rank };
+  }
+  const rank = pieces.reduce((n, p) => n + p.module.rank, 0);
+  // One piece keeps its factors and its scale in α'; several carry their scales in B at α' = r.
+  const single = pieces.length === 1;
+  const down = new Float32Array(rank * cols);
+  const up = new Float32Array(rows * rank);
+  let k0 = 0;
+  for (const p of pieces) {
+    const r = p.module.rank;
+    const inF = p.module.down.length / r;
+    const a = p.module.down;
+    for (let k = 0; k < r; k++) {
+      const from = k * inF;
+      const to = (k0 + k) * cols;
+      if (p.columns) for (let c = 0; c < cols; c++) down[to + c] = a[from + p.columns[c]];
+      else down.set(a.subarray(from, from + cols), to);
+    }
+    const s = single ? 1 : p.scale;
+    const b = p.module.up;
+    for (const seg of p.rows) {
+      for (let j = 0; j < seg.count; j++) {
+        const src = (seg.src + j) * r;
+        const dst = (seg.dst + j) * rank + k0;
+        for (let k = 0; k < r; k++) up[dst + k] = s * b[src + k];
+      }
+    }
+    k0 += r;
+  }
+  return {
+    name: key, kind: 'linear', up, down, rank, alpha: single ? first.scale * rank : rank,
+    upShape: [rows, rank], downShape: [rank, cols],
+  };
+}
