@@ -6,6 +6,8 @@
  * keys transformers warns of and leaves unused. They are left out here with a warning naming them.
  * The transformer is loaded by load_lora_adapter, which since diffusers 0.35 hands PEFT the state
  * dict: every module the file holds gets a layer, target_modules or not, and all of them merge.
+ * A module whose rank is not the one its component's r / rank_pattern gives is refused: PEFT
+ * builds the layer at the stated rank and diffusers' load fails (size mismatch).
  * Merged on the CPU against float64 truth (B·A · α/r per module, written out per spec).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,5 +159,18 @@ describe('diffusers lora_adapter_metadata: modules outside a text encoder\'s tar
     const only = TARGETED.filter((s) => s.down.startsWith(FC1) || s.down.startsWith(FC2));
     const result = pipelinePlan(flux, only, rand, 'BF16', targetedMetadata);
     await expect(result).rejects.toThrow(`${targetedWarning}; no module of the file is left to merge`);
+  });
+
+  it.for([
+    { what: 'r', rank_pattern: {}, from: 'transformer.r', says: 4 },
+    { what: 'rank_pattern', rank_pattern: { 'transformer_blocks.0.attn.to_k': 8 }, from: 'transformer.rank_pattern', says: 8 },
+  ])('a module whose rank is not the one the metadata\'s $what gives it is refused (PEFT builds the layer at that rank and the load fails)', async (c) => {
+    const specs = [peft('transformer.transformer_blocks.0.attn.to_k', 2, h, h, undefined, 1)];
+    const metadata = { format: 'pt', lora_adapter_metadata: JSON.stringify(loraConfig('transformer', { r: 4, lora_alpha: 4, target_modules: TRANSFORMER_TARGETS, rank_pattern: c.rank_pattern })) };
+    const result = pipelinePlan(flux, specs, rand, 'BF16', metadata);
+    await expect(result).rejects.toThrow(
+      `${FILE}: module "transformer.transformer_blocks.0.attn.to_k" has rank 2 but its metadata ${METADATA} says ${c.says} (${c.from}); ` +
+      'diffusers builds the LoRA layer at that rank and fails to load this module\'s tensors (size mismatch), so the file cannot be merged as diffusers loads it — fix the metadata or remove the module',
+    );
   });
 });

@@ -88,6 +88,19 @@ export class DiffusersLoraMetadata {
   }
 
   /**
+   * The rank PEFT builds module `path` of `component` at, from the component's own r and
+   * rank_pattern, with where it comes from; undefined when the metadata does not state the
+   * component's LoraConfig. diffusers hands that LoraConfig to PEFT as it stands, so factors of
+   * another rank fail to load (size mismatch).
+   */
+  rankFor(component: string, path: string): { rank: number; from: string } | undefined {
+    if (!this.statesComponent(component)) return undefined;
+    const config = this.configs.get(component)!;
+    const from = patternCovers(config.rankPattern, path) ? `${component}.rank_pattern` : config.defaulted.includes('r') ? `PEFT's default r, as ${component}.r is not stated` : `${component}.r`;
+    return { rank: lookupPattern(config.rankPattern, path, config.r), from };
+  }
+
+  /**
    * Whether the metadata states `component`'s own LoraConfig (`text_encoder.r`, …), as diffusers'
    * text encoder loader reads it: it keeps only the fields named `<component>.`, not bare ones.
    */

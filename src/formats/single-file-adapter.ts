@@ -146,6 +146,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (module) modules.push(module);
   }
   const untargeted = metadata ? leaveOutUntargeted(fileName, modules, metadata) : [];
+  if (metadata) checkMetadataRanks(fileName, modules, metadata, problems);
   throwIfProblems(name, problems);
   checkLoraExtras(fileName, modules, groups, metadata);
   if (modules.length === 0 && replacements.length === 0) {
@@ -249,6 +250,23 @@ function leaveOutUntargeted(fileName: string, modules: AdapterModule[], metadata
     return `${fileName}: ${keys.length} module${one ? '' : 's'} left out, not merged: ${one ? 'it is' : 'they are'} ${why} in the "${component}" LoraConfig of its metadata "${LORA_ADAPTER_METADATA}"; ` +
       `diffusers loads ${component} through transformers' load_adapter, which puts LoRA layers only on the modules that LoraConfig targets and leaves ${one ? 'this one\'s tensors' : 'their tensors'} unused (${shownList(keys, (k) => k, ', ', keys.length)})`;
   });
+}
+
+/**
+ * Reports each LoRA module whose rank is not the one its component's LoraConfig in the metadata
+ * gives it (r, rank_pattern): PEFT builds the layer at the config's rank and diffusers' load of the
+ * file's factors fails (size mismatch), so no merge can be as diffusers applies the file.
+ */
+function checkMetadataRanks(fileName: string, modules: readonly AdapterModule[], metadata: DiffusersLoraMetadata, problems: Problem[]): void {
+  for (const module of modules) {
+    if (module.algorithm !== 'lora' || module.address.flat) continue;
+    const stated = metadata.rankFor(componentOf(module.key, module.address), module.address.path);
+    if (stated === undefined || stated.rank === module.rank) continue;
+    problems.push({
+      code: 'BAD_CONFIG',
+      message: `${fileName}: module "${module.key}" has rank ${module.rank} but its metadata "${LORA_ADAPTER_METADATA}" says ${stated.rank} (${stated.from}); diffusers builds the LoRA layer at that rank and fails to load this module's tensors (size mismatch), so the file cannot be merged as diffusers loads it — fix the metadata or remove the module`,
+    });
+  }
 }
 
 /** `transformer.x.attn.to_q` → component `transformer` (path `x.attn.to_q`); '' for a bare path. */
