@@ -8,16 +8,36 @@
 import { MergeError } from '../errors.js';
 import { checkJsonBounds } from './bounded-json.js';
 import { lookupPattern, patternCovers, peftConfigFrom, type PeftLoraConfig } from './peft-config.js';
+import { peftTargetsFrom, type PeftTargets } from './peft-targets.js';
 
 export const LORA_ADAPTER_METADATA = 'lora_adapter_metadata';
 
 export interface ComponentAlpha {
+  /** lora_alpha, or the alpha_pattern entry that covers the module. */
   alpha: number;
+  /** use_rslora: α/√r in place of α/r. */
   rsLora: boolean;
 }
 
+/**
+ * The components diffusers loads through _load_lora_into_text_encoder (loaders/lora_base.py):
+ * transformers' load_adapter injects the LoraConfig without the state dict, so PEFT puts layers
+ * only on the modules target_modules / exclude_modules admit, and the file's other tensors are
+ * unexpected keys it warns of and leaves unused. Every other component (transformer, unet,
+ * text_conditioner …) goes through load_lora_adapter, which since diffusers 0.35 hands PEFT the
+ * state dict, and PEFT then puts a layer on every module the file holds, whatever target_modules
+ * says (it only warns of the difference).
+ */
+const TEXT_ENCODER_COMPONENT = /^text_encoder(?:_\d+)?$/;
+
 export class DiffusersLoraMetadata {
-  private constructor(private readonly configs: ReadonlyMap<string, PeftLoraConfig>) {}
+  private readonly targets = new Map<string, PeftTargets>();
+
+  private constructor(
+    private readonly configs: ReadonlyMap<string, PeftLoraConfig>,
+    private readonly fields: ReadonlyMap<string, Readonly<Record<string, unknown>>>,
+    private readonly where: string,
+  ) {}
 
   /** The metadata of a file, or null when it has none. */
   static parse(fileName: string, metadata: Readonly<Record<string, string>>): DiffusersLoraMetadata | null {
@@ -46,12 +66,38 @@ export class DiffusersLoraMetadata {
       // Not through JSON text again: it would write 1e400, read as Infinity, as null (no α).
       configs.set(component, peftConfigFrom({ ...fields, peft_type: 'LORA' }, `${where}${component ? ` (${component})` : ''}`));
     }
-    return new DiffusersLoraMetadata(configs);
+    return new DiffusersLoraMetadata(configs, groups, where);
+  }
+
+  /**
+   * Why diffusers leaves module `path` of `component` without a LoRA layer (its tensors unused), or
+   * undefined when it loads it: only a text encoder whose own LoraConfig the metadata states
+   * (`text_encoder.target_modules` …) is matched against target_modules / exclude_modules, as
+   * PEFT's check_target_module_exists does for a PEFT folder (see TEXT_ENCODER_COMPONENT).
+   */
+  untargeted(component: string, path: string): string | undefined {
+    if (!TEXT_ENCODER_COMPONENT.test(component) || !this.statesComponent(component)) return undefined;
+    let targets = this.targets.get(component);
+    if (!targets) this.targets.set(component, (targets = peftTargetsFrom(this.fields.get(component)!, `${this.where} (${component})`, 'LORA')));
+    return targets.untargeted(path);
   }
 
   /** `component`'s LoraConfig (PEFT's defaults for what it does not state); undefined when the metadata has none for it. */
   configFor(component: string): PeftLoraConfig | undefined {
     return this.configs.get(component) ?? this.configs.get('');
+  }
+
+  /**
+   * The rank PEFT builds module `path` of `component` at, from the component's own r and
+   * rank_pattern, with where it comes from; undefined when the metadata does not state the
+   * component's LoraConfig. diffusers hands that LoraConfig to PEFT as it stands, so factors of
+   * another rank fail to load (size mismatch).
+   */
+  rankFor(component: string, path: string): { rank: number; from: string } | undefined {
+    if (!this.statesComponent(component)) return undefined;
+    const config = this.configs.get(component)!;
+    const from = patternCovers(config.rankPattern, path) ? `${component}.rank_pattern` : config.defaulted.includes('r') ? `PEFT's default r, as ${component}.r is not stated` : `${component}.r`;
+    return { rank: lookupPattern(config.rankPattern, path, config.r), from };
   }
 
   /**

@@ -28,6 +28,7 @@ import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-a
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
 import { product } from '../integers.js';
+import { shownList } from '../shown-text.js';
 
 type Problem = { code: MergeErrorCode; message: string };
 
@@ -144,9 +145,15 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     }
     if (module) modules.push(module);
   }
+  const untargeted = metadata ? leaveOutUntargeted(fileName, modules, metadata) : [];
+  if (metadata) checkMetadataRanks(fileName, modules, metadata, problems);
   throwIfProblems(name, problems);
   checkLoraExtras(fileName, modules, groups, metadata);
-  if (modules.length === 0 && replacements.length === 0) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
+  if (modules.length === 0 && replacements.length === 0) {
+    // Every module was one diffusers leaves unused: say why, not that the file holds no LoRA.
+    if (untargeted.length > 0) throw new MergeError('UNSUPPORTED_FORMAT', `${untargeted[0]}; no module of the file is left to merge`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: no LoRA tensors found`);
+  }
 
   const config: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(file.metadata)) if (k.startsWith('ss_') || k === LORA_ADAPTER_METADATA) config[k] = v;
@@ -154,6 +161,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     `${fileName}: bundled textual-inversion embedding${bundled.size === 1 ? '' : 's'} ${[...bundled].map((t) => `"${t}"`).join(', ')} (bundle_emb.*) left out: ` +
     'an embedding adds a prompt token and changes no weight, so the merged model does not know the token; load it as a textual inversion (A1111 does so from this file, ComfyUI skips it)',
   ];
+  warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
   return { name, format, file, modules, replacements, warnings, config };
@@ -216,6 +224,49 @@ async function moduleAlpha(
     if (found) return found;
   }
   return { alpha: undefined, rsLora: false };
+}
+
+/**
+ * Takes out of `modules` those diffusers puts no LoRA layer on because the metadata's LoraConfig
+ * for their text encoder does not target them (DiffusersLoraMetadata.untargeted): transformers'
+ * load_adapter leaves their tensors unused and only warns of unexpected keys, so they are left
+ * out with a warning per component and reason, naming them.
+ */
+function leaveOutUntargeted(fileName: string, modules: AdapterModule[], metadata: DiffusersLoraMetadata): string[] {
+  const groups = new Map<string, { component: string; why: string; keys: string[] }>();
+  const kept = modules.filter((module) => {
+    if (module.address.flat) return true;
+    const component = componentOf(module.key, module.address);
+    const why = metadata.untargeted(component, module.address.path);
+    if (why === undefined) return true;
+    const group = `${component}\n${why}`;
+    if (!groups.has(group)) groups.set(group, { component, why, keys: [] });
+    groups.get(group)!.keys.push(module.key);
+    return false;
+  });
+  modules.splice(0, modules.length, ...kept);
+  return [...groups.values()].map(({ component, why, keys }) => {
+    const one = keys.length === 1;
+    return `${fileName}: ${keys.length} module${one ? '' : 's'} left out, not merged: ${one ? 'it is' : 'they are'} ${why} in the "${component}" LoraConfig of its metadata "${LORA_ADAPTER_METADATA}"; ` +
+      `diffusers loads ${component} through transformers' load_adapter, which puts LoRA layers only on the modules that LoraConfig targets and leaves ${one ? 'this one\'s tensors' : 'their tensors'} unused (${shownList(keys, (k) => k, ', ', keys.length)})`;
+  });
+}
+
+/**
+ * Reports each LoRA module whose rank is not the one its component's LoraConfig in the metadata
+ * gives it (r, rank_pattern): PEFT builds the layer at the config's rank and diffusers' load of the
+ * file's factors fails (size mismatch), so no merge can be as diffusers applies the file.
+ */
+function checkMetadataRanks(fileName: string, modules: readonly AdapterModule[], metadata: DiffusersLoraMetadata, problems: Problem[]): void {
+  for (const module of modules) {
+    if (module.algorithm !== 'lora' || module.address.flat) continue;
+    const stated = metadata.rankFor(componentOf(module.key, module.address), module.address.path);
+    if (stated === undefined || stated.rank === module.rank) continue;
+    problems.push({
+      code: 'BAD_CONFIG',
+      message: `${fileName}: module "${module.key}" has rank ${module.rank} but its metadata "${LORA_ADAPTER_METADATA}" says ${stated.rank} (${stated.from}); diffusers builds the LoRA layer at that rank and fails to load this module's tensors (size mismatch), so the file cannot be merged as diffusers loads it — fix the metadata or remove the module`,
+    });
+  }
 }
 
 /** `transformer.x.attn.to_q` → component `transformer` (path `x.attn.to_q`); '' for a bare path. */
