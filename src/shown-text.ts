@@ -16,6 +16,15 @@ export function printable(text: string): string {
 }
 
 /**
+ * Text from a file (a tensor or entry name) quoted inside one line of a message or a listing: its
+ * line breaks escaped as `\u000a`, as printable escapes the other controls, so that a name never
+ * starts a line of its own (a message keeps its own line breaks: a list of problems is one per line).
+ */
+export function inlineText(text: string): string {
+  return text.replace(/\n/g, '\\u000a');
+}
+
+/**
  * The longest message line kept whole. A file can hold a name or metadata string of megabytes
  * (GGUF strings reach 10 MB), and a message quoting it was a line of that size.
  */

@@ -237,12 +237,36 @@ describe('reading importance matrices', () => {
     ['a .dat cut inside an entry', () => imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2, 3, 4, 5] }], false).subarray(0, 30), /ends inside|claims/],
     ['a .dat name twice', () => imatrixDat([{ name: 'q', ncall: 1, sums: [1] }, { name: 'q', ncall: 1, sums: [2] }]), /entry "q" appears twice/],
     ['three bytes', () => new Uint8Array(3), /too short/],
+    // The GGUF reader's own refusals, which named the file alone (beside a GGUF base and adapters,
+    // not saying that the --imatrix input is the broken one).
+    ['a GGUF of version 0', () => imatrixGguf([{ name: 'blk.0.attn_q.weight', ne0: 2, sums: [1, 2], counts: [1] }]).map((b, i) => (i === 4 ? 0 : b)), /^importance matrix bad\.imatrix: unknown GGUF version 0$/],
+    ['a GGUF cut inside its header', () => imatrixGguf([{ name: 'blk.0.attn_q.weight', ne0: 2, sums: [1, 2], counts: [1] }]).subarray(0, 40), /^importance matrix bad\.imatrix: .*(bytes|header|ends)/],
   ];
   it('refuses a file larger than it reads before reading any of it', async () => {
     let reads = 0;
     const huge = { name: 'huge.imatrix', size: 3 * 2 ** 30, read: async () => { reads++; return new Uint8Array(0); }, close: async () => {} };
     await expect(readImportanceMatrix(huge)).rejects.toThrow(/^importance matrix huge\.imatrix: 3221225472 bytes, more than the \d+ read$/);
     expect(reads).toBe(0);
+  });
+
+  it('quotes a name holding a line break or other controls with them escaped, on one line', async () => {
+    // A GGUF tensor name or a .dat entry name may be any string; the messages quoted it as it was,
+    // and a newline in it made the library's message two lines, the second of the file's choosing.
+    const injected = 'blk.0.attn_q.weight\nerror: ok\x1b[2K';
+    const shown = 'blk.0.attn_q.weight\\u000aerror: ok\\u001b[2K';
+    const messages = await Promise.all([
+      read(imatrixGguf([], IMATRIX_META, [{ name: `${injected}.in_sum2`, type: 'F32', ne: [2, 1], data: tensorData('F32', [1, 2]) }]), 'bad.imatrix'),
+      read(imatrixDat([{ name: injected, ncall: 1, sums: [1] }, { name: injected, ncall: 1, sums: [2] }]), 'bad.imatrix'),
+      read(imatrixGguf([{ name: injected, ne0: 2, sums: [Infinity, 2], counts: [1] }]), 'bad.imatrix'),
+      read(imatrixGguf([{ name: injected, ne0: 2, sums: [1, 2], counts: [1] }]), 'bad.imatrix')
+        .then((im) => importanceRows(im, [{ name: 'blk.0.attn_q.weight', shape: [4, 2], type: 'Q6_K', outType: 'Q6_K', changed: true }])),
+    ].map((p) => p.then(() => 'read', (e: Error) => e.message)));
+    expect(messages).toEqual([
+      `importance matrix bad.imatrix: "${shown}" has .in_sum2 but no .counts`,
+      `importance matrix bad.imatrix: entry "${shown}" appears twice`,
+      `importance matrix bad.imatrix: entry "${shown}" holds a value that is not finite`,
+      `importance matrix bad.imatrix: its entry "${shown}" is no tensor of this model (was it made for another model?)`,
+    ]);
   });
 
   it.for(refusals)('refuses %s in one line naming the file', async ([, bytes, message]) => {
@@ -359,16 +383,19 @@ describe('loramerge merge --imatrix', () => {
       'good.imatrix.gguf': imatrixGguf(entries(matrices)),
       'other.imatrix.gguf': imatrixGguf(entries([...matrices, 'blk.1.attn_q.weight'])),
       'broken.dat': imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2] }], false).subarray(0, 20),
+      // "GGUF" and then version 0: the GGUF reader's refusal, said of the importance matrix.
+      'version0.imatrix.gguf': imatrixGguf(entries(matrices)).map((b, i) => (i === 4 ? 0 : b)),
     });
-    const cases: [string, RegExp, string[]][] = [
-      ['good.imatrix.gguf', /"blk\.0\.attn_k\.weight" is converted to Q4_K by --dtype without being merged, .*add --dtype-merged-only/, ['--dtype', 'q4_k']],
-      ['other.imatrix.gguf', /its entry "blk\.1\.attn_q\.weight" is no tensor of this model/, []],
-      ['broken.dat', /importance matrix .*broken\.dat: /, []],
+    const cases: [string, RegExp, string[], number][] = [
+      ['good.imatrix.gguf', /"blk\.0\.attn_k\.weight" is converted to Q4_K by --dtype without being merged, .*add --dtype-merged-only/, ['--dtype', 'q4_k'], 2],
+      ['other.imatrix.gguf', /its entry "blk\.1\.attn_q\.weight" is no tensor of this model/, [], 2],
+      ['broken.dat', /importance matrix .*broken\.dat: /, [], 1],
+      ['version0.imatrix.gguf', new RegExp(`^error: importance matrix ${join(dir, 'version0.imatrix.gguf').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: unknown GGUF version 0$`), [], 1],
     ];
-    for (const [file, message, extra] of cases) {
+    for (const [file, message, extra, code] of cases) {
       const out = join(dir, `out-${file}.gguf`);
       const r = await runCli(['merge', '--base', join(dir, 'tiny-llama-Q4_K_M.gguf'), '--adapter', join(dir, 'lora.gguf'), '--imatrix', join(dir, file), '--out', out, '--backend', 'cpu', ...extra]);
-      expect(r.code, file).not.toBe(0);
+      expect(r.code, file).toBe(code);
       const errors = errorLines(r.stderr);
       expect(errors, r.stderr).toHaveLength(1);
       expect(errors[0]).toMatch(message);

@@ -324,7 +324,9 @@ async function run<Out>(
     backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu, options.threads);
     const result = await make(backend, options.signal);
     if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
-    await writeAdapter(output, result.adapter);
+    // A cancel while it writes stops the writing, and one after it keeps the output from being committed.
+    await writeAdapter(output, result.adapter, options.signal);
+    if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     await output.commit();
     return { format, files, modules: result.report, warnings: result.warnings.slice(), grownRows: result.grownRows?.slice() ?? [], blobs: memory?.files() ?? [], backend: backend.description };
   } catch (e) {

@@ -214,7 +214,9 @@ async function produce(
       progress.stop();
       for (const w of result.warnings) log(`warning: ${oneLine(w)}`);
       if (signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
-      await writeAdapter(output, result.adapter);
+      // A signal while it writes stops the writing, and one after it keeps the output from being committed.
+      await writeAdapter(output, result.adapter, signal);
+      if (signal.aborted) throw new MergeError('ABORTED', `${cmd.command} cancelled`);
       await output.commit();
       printReport(result, print);
       const seconds = (performance.now() - started) / 1000;

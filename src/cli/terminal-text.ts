@@ -4,13 +4,13 @@
  * retitle or rewrite the user's terminal, a carriage return would hide what came before it, and a
  * newline would start a line that reads as a message of its own (`error: …` in a warning).
  */
-import { printable } from '../shown-text.js';
+import { inlineText, printable } from '../shown-text.js';
 
 export { MAX_MESSAGE_CHARS, oneLine, printable } from '../shown-text.js';
 
 /** One line of a listing (a tensor or module per line): line breaks in the names it shows escaped like other controls. */
 export function listingLine(text: string): string {
-  return text.replace(/\n/g, '\\u000a');
+  return inlineText(text);
 }
 
 /** Writes one line (or a block of lines) to stdout, printable. */

@@ -9,6 +9,7 @@
  * Each file carries `loramerge_*` metadata saying how the adapter was made.
  */
 import type { DType, FloatDType } from '../dtype.js';
+import { throwIfAborted } from '../errors.js';
 import type { OutputTarget } from '../io/types.js';
 import type { ModuleKind } from './adapter.js';
 import { writeGgufLora } from './gguf/gguf-lora-writer.js';
@@ -73,8 +74,13 @@ const CHUNK = 8 * 1024 * 1024;
 export const PEFT_CONFIG_FILE = 'adapter_config.json';
 export const PEFT_WEIGHTS_FILE = 'adapter_model.safetensors';
 
-export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite): Promise<void> {
-  if (adapter.format === 'gguf') return writeGgufLora(output, adapter);
+/**
+ * Writes `adapter` into `output`, which the caller commits. `signal` is looked at before each
+ * tensor: a cancel while a large adapter is written stops it there (ABORTED); the caller aborts the
+ * output, and looks at the signal again before it commits.
+ */
+export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite, signal?: AbortSignal): Promise<void> {
+  if (adapter.format === 'gguf') return writeGgufLora(output, adapter, signal);
   const factorEntries: { name: string; dtype: FloatDType; shape: number[]; values: Float32Array; module: string; factor: string }[] = [];
   const alphas: SafetensorsWriterEntry[] = [];
   for (const m of adapter.modules) {
@@ -97,10 +103,16 @@ export async function writeAdapter(output: OutputTarget, adapter: AdapterToWrite
   const metadata = adapter.format === 'peft' ? { format: 'pt', ...adapter.metadata } : adapter.metadata;
   const sink = await output.createFile(adapter.format === 'peft' ? PEFT_WEIGHTS_FILE : 'adapter.safetensors');
   const writer = await createSafetensorsWriter(sink, declared, metadata);
-  for (const e of factorEntries) await writer.writeTensor(e.name, encodeFactor(e.values, e.dtype, e.module, e.factor));
+  for (const e of factorEntries) {
+    throwIfAborted(signal);
+    await writer.writeTensor(e.name, encodeFactor(e.values, e.dtype, e.module, e.factor));
+  }
   for (const [i, a] of alphas.entries()) await writer.writeTensor(a.name, new Uint8Array(new Float32Array([adapter.modules[i].alpha]).buffer));
   for (const t of adapter.whole) {
-    for (let at = 0; at < t.byteLength; at += CHUNK) await writer.writeChunk(t.key, await t.read(at, Math.min(CHUNK, t.byteLength - at)));
+    for (let at = 0; at < t.byteLength; at += CHUNK) {
+      throwIfAborted(signal);
+      await writer.writeChunk(t.key, await t.read(at, Math.min(CHUNK, t.byteLength - at)));
+    }
   }
   await writer.finish();
   if (adapter.format === 'peft') {

@@ -15,6 +15,7 @@
  * α_m / r_m is folded into its B and α is written 0, so that every pair applies at its own scale.
  */
 import type { FloatDType } from '../../dtype.js';
+import { throwIfAborted } from '../../errors.js';
 import type { OutputTarget } from '../../io/types.js';
 import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
 import { encodeFactor } from '../written-factors.js';
@@ -42,8 +43,11 @@ export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: numbe
   return uniform ? { alpha: first.alpha, fold: false } : { alpha: 0, fold: true };
 }
 
-/** Writes `adapter` (format `gguf`, its `architecture` set) as one GGUF file to `output`. */
-export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrite): Promise<void> {
+/**
+ * Writes `adapter` (format `gguf`, its `architecture` set) as one GGUF file to `output`; `signal`
+ * is looked at before each tensor (a cancel stops the writing there, ABORTED).
+ */
+export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrite, signal?: AbortSignal): Promise<void> {
   if (adapter.architecture === undefined) throw new Error('a GGUF LoRA needs the architecture of its model');
   const fileType = FILE_TYPE[adapter.dtype];
   // convert_lora_to_gguf writes f32, f16, bf16 or q8_0; the ops choose among the first three.
@@ -78,7 +82,10 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   }
   const sink = await output.createFile('adapter.gguf');
   const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
-  for (const [i, t] of tensors.entries()) await writer.writeChunk(t.name, encoded(data[i], t.type));
+  for (const [i, t] of tensors.entries()) {
+    throwIfAborted(signal);
+    await writer.writeChunk(t.name, encoded(data[i], t.type));
+  }
   await writer.finish();
 }
 

@@ -8,10 +8,12 @@
  *   nval and nval f32 sums; weight = sum / ncall (the sums as they are when ncall ≤ 0); optional
  *   trailing chunk count and dataset name.
  * The file is untrusted: every count and length is checked against what is left before it is
- * used, and every refusal is one line naming the file.
+ * used, and every refusal is one line naming the file as the importance matrix (the GGUF reader's
+ * own included), the names it quotes with their line breaks escaped.
  */
-import { MergeError } from '../../errors.js';
+import { isMergeError, MergeError } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
+import { inlineText, printable } from '../../shown-text.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
 /** Per tensor name, the weights llama-quantize passes for it: ne0 values per expert, expert e's at e·ne0. */
@@ -35,9 +37,17 @@ const MAX_LEGACY_NAME = 1024;
 
 /** Reads an importance matrix (GGUF or legacy `.dat`), refusing anything llama-quantize would not load or would load as something else. */
 export async function readImportanceMatrix(source: ByteSource): Promise<ImportanceMatrix> {
+  try {
+    return await readMatrix(source);
+  } catch (e) {
+    throw asImportanceRefusal(e, source.name);
+  }
+}
+
+async function readMatrix(source: ByteSource): Promise<ImportanceMatrix> {
   const file = source.name;
   const refuse = (why: string): never => {
-    throw new MergeError('UNSUPPORTED_FORMAT', `importance matrix ${file}: ${why}`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${REFUSAL_START}${file}: ${why}`);
   };
   if (source.size > MAX_IMATRIX_BYTES) refuse(`${source.size} bytes, more than the ${MAX_IMATRIX_BYTES} read`);
   if (source.size < 4) refuse('too short to be an importance matrix (GGUF or llama-imatrix .dat)');
@@ -45,15 +55,31 @@ export async function readImportanceMatrix(source: ByteSource): Promise<Importan
   const entries = magic === GGUF_MAGIC ? await readGgufEntries(source, refuse) : readLegacyEntries(await source.read(0, source.size), refuse);
   for (const [name, values] of entries) {
     // llama-quantize stops on these too ("imatrix contains non-finite value").
-    if (!values.every(Number.isFinite)) refuse(`entry "${name}" holds a value that is not finite`);
+    if (!values.every(Number.isFinite)) refuse(`entry "${inlineText(name)}" holds a value that is not finite`);
   }
   return { file, entries };
+}
+
+const REFUSAL_START = 'importance matrix ';
+
+/**
+ * A refusal of the GGUF reader or of the file's reads (`x.gguf: unknown GGUF version 0`) as one of
+ * the importance matrix (`importance matrix x.gguf: …`): it names the file alone, which beside a
+ * GGUF base and GGUF adapters does not say that the --imatrix input is the broken one. Its code
+ * (and so the exit code) is kept; a cancel, this file's own refusals and errors that are no
+ * MergeError are passed on as they are.
+ */
+function asImportanceRefusal(e: unknown, file: string): unknown {
+  if (!isMergeError(e) || e.code === 'ABORTED' || e.message.startsWith(REFUSAL_START)) return e;
+  // The message holds the name as MergeError made it printable.
+  const named = [file, printable(file)].some((f) => e.message.startsWith(`${f}: `));
+  return new MergeError(e.code, `${REFUSAL_START}${named ? e.message : `${file}: ${e.message}`}`, { cause: e });
 }
 
 async function readGgufEntries(source: ByteSource, refuse: (why: string) => never): Promise<Map<string, Float32Array>> {
   const gguf = await openGguf(source);
   const type = gguf.value('general.type')?.value;
-  if (type !== undefined && type !== 'imatrix') refuse(`its general.type is "${String(type)}", not "imatrix" (is it a model?)`);
+  if (type !== undefined && type !== 'imatrix') refuse(`its general.type is "${inlineText(String(type))}", not "imatrix" (is it a model?)`);
   const pairs = new Map<string, { sums?: GgufTensor; counts?: GgufTensor }>();
   for (const t of gguf.tensors) {
     const suffix = t.name.endsWith(SUMS) ? SUMS : t.name.endsWith(COUNTS) ? COUNTS : undefined;
@@ -70,12 +96,12 @@ async function readGgufEntries(source: ByteSource, refuse: (why: string) => neve
   if (missing.length > 0) refuse(`its metadata has no ${missing.join(', ')}, which llama-imatrix writes and llama-quantize requires ("missing imatrix metadata"); make it again with llama-imatrix`);
   const entries = new Map<string, Float32Array>();
   for (const [name, { sums, counts }] of pairs) {
-    if (!sums || !counts) refuse(`"${name}" has ${sums ? SUMS : COUNTS} but no ${sums ? COUNTS : SUMS}`);
-    for (const t of [sums, counts]) if (t.type.name !== 'F32') refuse(`${t.name} is ${t.type.name}, not F32`);
+    if (!sums || !counts) refuse(`"${inlineText(name)}" has ${sums ? SUMS : COUNTS} but no ${sums ? COUNTS : SUMS}`);
+    for (const t of [sums, counts]) if (t.type.name !== 'F32') refuse(`${inlineText(t.name)} is ${t.type.name}, not F32`);
     const [ne0, n = 1, ...rest] = sums.ne;
-    if (rest.some((d) => d !== 1)) refuse(`${sums.name} has ${sums.ne.length} dimensions, not 2`);
+    if (rest.some((d) => d !== 1)) refuse(`${inlineText(sums.name)} has ${sums.ne.length} dimensions, not 2`);
     if (counts.ne[0] !== 1 || counts.ne.slice(2).some((d) => d !== 1) || (counts.ne[1] ?? 1) !== n) {
-      refuse(`${counts.name} has ne [${counts.ne.join(', ')}], not [1, ${n}] to match ${sums.name}`);
+      refuse(`${inlineText(counts.name)} has ne [${counts.ne.join(', ')}], not [1, ${n}] to match ${inlineText(sums.name)}`);
     }
     const sum = await floats(gguf, sums);
     const count = await floats(gguf, counts);
@@ -83,7 +109,7 @@ async function readGgufEntries(source: ByteSource, refuse: (why: string) => neve
     for (let e = 0; e < n; e++) {
       const c = count[e];
       // llama-imatrix writes whole counts; a fractional or negative one is no file it wrote.
-      if (!(c >= 0) || !Number.isInteger(c)) refuse(`${counts.name} holds ${c}, not a count`);
+      if (!(c >= 0) || !Number.isInteger(c)) refuse(`${inlineText(counts.name)} holds ${c}, not a count`);
       for (let i = 0; i < ne0; i++) out[e * ne0 + i] = c > 0 ? sum[e * ne0 + i] / c : 1;
     }
     entries.set(name, out);
@@ -122,10 +148,11 @@ function readLegacyEntries(bytes: Uint8Array, refuse: (why: string) => never): M
       return refuse(`entry ${i + 1}'s name is not UTF-8`);
     }
     at += len;
-    if (entries.has(name)) refuse(`entry "${name}" appears twice`);
-    const ncall = i32(`entry "${name}"`);
-    const nval = i32(`entry "${name}"`);
-    if (nval < 1 || nval > (bytes.length - at) / 4) refuse(`entry "${name}" claims ${nval} values, more than the file holds`);
+    const shown = inlineText(name);
+    if (entries.has(name)) refuse(`entry "${shown}" appears twice`);
+    const ncall = i32(`entry "${shown}"`);
+    const nval = i32(`entry "${shown}"`);
+    if (nval < 1 || nval > (bytes.length - at) / 4) refuse(`entry "${shown}" claims ${nval} values, more than the file holds`);
     const values = new Float32Array(nval);
     // C divides the f32 sum by the int count converted to float.
     const divisor = Math.fround(ncall);
