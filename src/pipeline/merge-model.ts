@@ -176,7 +176,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
-  const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));
+  const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()), slabBytes);
   scaled?.extraUpdates.forEach((u) => updates.set(u.baseKey, u));
   const prepared = scaled?.prepared ?? options.prepared;
   const { base } = prepared;

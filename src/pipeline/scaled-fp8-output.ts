@@ -21,7 +21,10 @@
  *   (fp8OutputBlocker): the output type would convert the scale tensors as if they were weights.
  *
  * Streaming: a weight goes in row slabs that start on its blocks' rows, so every slab holds whole
- * blocks; a per-tensor scale takes one extra pass over the tensor's slabs for its maximum first.
+ * blocks. A per-tensor scale needs max |W'| over the whole tensor before any code can be written,
+ * so its first slab merges every slab for that maximum; W' of those slabs is held until each is
+ * encoded when the tensor's merged values take at most HELD_SLABS slabs' bytes (each merged once),
+ * and merged again slab by slab when larger (memory stays that of a slab).
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
@@ -164,7 +167,7 @@ export interface ScaledSlab {
  * the parsed output dtype; throws (one line) for what cannot be written.
  */
 export function scaledFp8Output(
-  prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
+  prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>, slabBytes: number = DEFAULT_HELD_SLAB_BYTES,
 ): ScaledFp8Output | undefined {
   const scaled = prepared.scaledFp8;
   const base = prepared.base;
@@ -251,6 +254,18 @@ export function scaledFp8Output(
   // A merged nvfp4 weight's new weight_scale_2 and swizzled block scales, until both are written.
   const nvfp4Scales = new Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>();
   const tensorMaxima = new Map<string, Promise<number>>();
+  // W' of a per-tensor-scale weight's slabs from its maximum's pass, by first row, until each is encoded.
+  const heldSlabs = new Map<string, Map<number, Uint8Array>>();
+  const heldLimit = HELD_SLABS * slabBytes;
+  // Where they are held: one buffer reused by every such weight (they are merged one after another),
+  // the backend's shared memory where it has some (its threads encode from it in place). A buffer
+  // per slab, or per weight, was freed only when the garbage collector ran (shared memory): peak
+  // RSS 561 MiB against 224 on two threads for four FLUX-sized layers.
+  let heldMemory: Uint8Array | undefined;
+  const heldBuffer = (bytes: number, backend: MergeBackend): Uint8Array => {
+    if (!heldMemory || heldMemory.byteLength < bytes) heldMemory = new Uint8Array(backend.slabMemory?.(bytes) ?? new ArrayBuffer(bytes));
+    return heldMemory.subarray(0, bytes);
+  };
   // Scales read when their weight is (mxfp8: one per 32 weights), until its last slab.
   const loaded = new Map<string, { scales: Promise<Float64Array>; rowsDone: number }>();
   const gridOf = async (w: ScaledFp8Weight, rowCount: number): Promise<Float64Array> => {
@@ -287,17 +302,30 @@ export function scaledFp8Output(
       }
       const grid = await gridOf(w, slab.rowCount);
       // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
-      const stored = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes;
-      const values = await realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, stored, dequantizeTo ?? quantizerDtype, backend, signal);
-      if (dequantizeTo) return values;
-      // One maximum for the whole tensor: a first pass over its slabs, once.
+      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
+      if (dequantizeTo) return merge();
+      // One maximum for the whole tensor: a first pass over its slabs, once; W' of each slab kept
+      // from it where the whole tensor's fits under heldLimit, so no slab is merged twice.
       let tensorMax: number | undefined;
+      let values: Uint8Array | undefined;
       if (w.blockRows < w.rows || w.rows === slab.rowCount) tensorMax = undefined;
       else {
         let pass = tensorMaxima.get(w.weightKey);
-        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal)));
+        if (!pass) {
+          const bytes = w.rows * w.cols * DTYPE_BYTES[quantizerDtype];
+          const hold = bytes <= heldLimit ? { into: heldBuffer(bytes, backend), slabs: new Map<number, Uint8Array>() } : undefined;
+          if (hold) heldSlabs.set(w.weightKey, hold.slabs);
+          tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal, hold)));
+        }
         tensorMax = await pass;
+        const hold = heldSlabs.get(w.weightKey);
+        values = hold?.get(slab.rowStart);
+        hold?.delete(slab.rowStart);
+        if (hold?.size === 0) heldSlabs.delete(w.weightKey);
+        // Held for other rows than this slab's (slabs cut otherwise): merged here instead.
+        if (values && values.byteLength !== slab.rowCount * w.cols * DTYPE_BYTES[quantizerDtype]) values = undefined;
       }
+      values ??= await merge();
       const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
       if (w.scaleLayout === 'nvfp4') {
         const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
@@ -486,10 +514,25 @@ async function powerOfTwoGridRows(
   return join.done();
 }
 
-/** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
+/**
+ * How many slabs' bytes (mergeModel's slabBytes, 4 MiB by default) of a per-tensor-scale weight's
+ * merged values may be held between its maximum's pass and its codes: 256 MiB by default, which
+ * holds FLUX.1's 3072 × 12288 MLP layers (151 MB in f32) and its 3072 × 15360 linear2 (189 MB),
+ * not its 21504 × 3072 linear1 (264 MB), which is merged twice. Held, a merge of the FLUX-shaped
+ * fp8mixed layers peaks about one layer's W' higher (see the README's fp8 bench).
+ */
+const HELD_SLABS = 64;
+/** The slab size scaledFp8Output assumes when given none: mergeModel's default. */
+const DEFAULT_HELD_SLAB_BYTES = 4 * 1024 * 1024;
+
+/**
+ * max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. With
+ * `hold`, each slab's W' (bytes in `dtype`) is copied into `hold.into` (the whole tensor's) and
+ * its part listed in `hold.slabs` by its first row, for its codes.
+ */
 async function maxOverTensor(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
-  dtype: 'F32' | 'F16' | 'BF16', backend: MergeBackend, signal?: AbortSignal,
+  dtype: 'F32' | 'F16' | 'BF16', backend: MergeBackend, signal?: AbortSignal, hold?: { into: Uint8Array; slabs: Map<number, Uint8Array> },
 ): Promise<number> {
   let max = 0;
   const step = Math.max(slab.rowCount, 1);
@@ -505,6 +548,11 @@ async function maxOverTensor(
     // The rows as one block: their largest magnitude, on the backend's threads where it has them.
     const [m] = await fp8Maxima({ values: v, rowStart: 0, rowCount: n, cols: w.cols, blockRows: n, blockCols: w.cols }, backend, signal);
     max = Math.max(max, m);
+    if (hold) {
+      const part = hold.into.subarray(r0 * w.cols * DTYPE_BYTES[dtype], (r0 + n) * w.cols * DTYPE_BYTES[dtype]);
+      part.set(bytes);
+      hold.slabs.set(r0, part);
+    }
     backend.recycle?.(bytes);
   }
   return max;
