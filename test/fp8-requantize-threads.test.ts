@@ -232,6 +232,28 @@ describe('fp8 re-quantization on the worker threads', () => {
     }
   });
 
+  it('block fp8 on two threads with shared slabs: each slab\'s joined rows and its codes are shared memory the workers use in place, copied through no scratch', async () => {
+    const c = blockCase({ 'model.layers.0.mlp.gate_proj': [1024, 512], 'model.layers.0.mlp.down_proj': [512, 1024] });
+    const { shared, scratch, single } = threads.three();
+    const copies = (pool: typeof threads.sharedPool) => pool.sent.fp8Copies;
+    const [sharedBefore, scratchBefore] = [copies(threads.sharedPool), copies(threads.scratchPool)];
+    const onShared = await mergeOn(c, shared);
+    const onScratch = await mergeOn(c, scratch);
+    expect(copies(threads.sharedPool) - sharedBefore).toBe(0);
+    // A page's pool (no shared slabs) copies them, each pass: the count sees copies where there are some.
+    expect(copies(threads.scratchPool) - scratchBefore).toBeGreaterThan(0);
+    const oneThread = await mergeOn(c, single);
+    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
+    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
+    const written = decodeSafetensors(onShared).tensors;
+    for (const [key, { real, rows, cols }] of c.merged) {
+      const expected = fineGrainedFp8(real, rows, cols);
+      expect(Array.from(written.get(key.replace(/\.weight$/, '.weight_scale_inv'))!.values), key).toEqual(expected.scaleInv);
+      const wrong = written.get(key)!.values.findIndex((got, i) => got !== expected.codes[i]);
+      expect(wrong, `${key}: code ${wrong} is ${written.get(key)!.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
+    }
+  });
+
   it('block fp8 on two threads: a slab\'s per-block-row outputs are given back as they are joined, so shared memory is allocated a few times, not per slab', async () => {
     // A gate_proj of 4096 × 512 in slabs of 1024 rows: 4 slabs of 8 block rows, one op each (on the pool's threads).
     const c = { ...blockCase({ 'model.layers.0.mlp.gate_proj': [4096, 512] }), slabBytes: 512 * 1024 };

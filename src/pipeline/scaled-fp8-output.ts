@@ -49,6 +49,7 @@ import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 import { formatBytes } from '../format.js';
 import { explainNonFinite } from './value-checks.js';
+import { BufferPool } from '../buffer-pool.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
 const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
@@ -276,6 +277,16 @@ export function scaledFp8Output(
     if (entry.rowsDone >= w.rows) loaded.delete(w.weightKey);
     return entry.scales;
   };
+  // A slab's joined rows (RowsJoin) when they are encoded here and read no more after: reused
+  // buffers, shared memory where the backend has some, so its threads read them in place (fresh
+  // ArrayBuffers were copied into the pool's scratch twice a slab, for the maxima and the codes,
+  // and allocated and zeroed each slab: block fp8 on two threads, 0.2 s and 0.4 s of garbage
+  // collection of the main thread's 1.2 s).
+  let joinMemory: { backend: MergeBackend; pool: BufferPool } | undefined;
+  const joinOn = (backend: MergeBackend): BufferPool => {
+    if (joinMemory?.backend !== backend) joinMemory = { backend, pool: new BufferPool(backend.slabMemory?.bind(backend)) };
+    return joinMemory.pool;
+  };
   const reader = { ...prepared, base: view };
   return {
     prepared: { ...reader, modelFolder: folder },
@@ -302,7 +313,9 @@ export function scaledFp8Output(
       }
       const grid = await gridOf(w, slab.rowCount);
       // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
-      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal);
+      // Written dequantized, the rows go to the output (joined into fresh memory); else into joinOn's, given back once encoded.
+      const join = dequantizeTo ? undefined : joinOn(backend);
+      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal, join);
       if (dequantizeTo) return merge();
       // One maximum for the whole tensor: a first pass over its slabs, once; W' of each slab kept
       // from it where the whole tensor's fits under heldLimit, so no slab is merged twice.
@@ -330,6 +343,7 @@ export function scaledFp8Output(
       if (w.scaleLayout === 'nvfp4') {
         const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
         backend.recycle?.(values);
+        join?.recycle(values);
         return codes;
       }
       let state = newScales.get(w.weightKey);
@@ -337,6 +351,7 @@ export function scaledFp8Output(
       const codes = await requantizeSlabOn(backend, w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype }, signal);
       state.rowsDone += slab.rowCount;
       backend.recycle?.(values); // read no more (codes are a buffer of their own)
+      join?.recycle(values);
       return codes;
     },
     rewritesScale: (key) => rewritten.has(key),
@@ -402,7 +417,7 @@ function isRowGrid(w: ScaledFp8Weight): boolean {
  */
 async function realRows(
   w: ScaledFp8Weight, scales: Float64Array, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
-  backend: MergeBackend, signal?: AbortSignal,
+  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
 ): Promise<Uint8Array> {
   const { update } = slab;
   const rowAxis = update.layout === 'out-in' ? 'out' : 'in';
@@ -434,14 +449,14 @@ async function realRows(
     });
     return keepUnreachedRows(merge, merged, reachedRows(update));
   };
-  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
+  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal, joinInto);
   if (isRowGrid(w)) {
     const factors = new Float64Array(w.rows);
     for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
     return op(rowStart, rowCount, rowAxis, factors);
   }
   // Blocks across the columns: one op per row block, its scales one factor per column.
-  const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend);
+  const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend, joinInto);
   for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
     const rb = Math.floor(r0 / w.blockRows);
     r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
@@ -457,20 +472,24 @@ async function realRows(
  * slab's; more are each copied in and given back to the backend as they come, so that it holds one
  * at a time (holding them all, its buffers outnumbered those it keeps, and each slab made fresh
  * shared memory that is freed only when the garbage collector runs: 437 MiB peak on two threads,
- * against 190 MiB on one, for 14 block-wise fp8 projections).
+ * against 190 MiB on one, for 14 block-wise fp8 projections). The slab is taken from `into` where
+ * given (memory its caller gives back when done), else fresh.
  */
 class RowsJoin {
   private whole: Uint8Array | undefined;
   private first: Uint8Array | undefined;
 
-  constructor(private readonly rowStart: number, private readonly rowCount: number, private readonly rowBytes: number, private readonly backend: MergeBackend) {}
+  constructor(
+    private readonly rowStart: number, private readonly rowCount: number, private readonly rowBytes: number, private readonly backend: MergeBackend,
+    private readonly into?: BufferPool,
+  ) {}
 
   add(r0: number, n: number, part: Uint8Array): void {
     if (n === this.rowCount) {
       this.first = part;
       return;
     }
-    this.whole ??= new Uint8Array(this.rowCount * this.rowBytes);
+    this.whole ??= this.into?.take(this.rowCount * this.rowBytes) ?? new Uint8Array(this.rowCount * this.rowBytes);
     this.whole.set(part, (r0 - this.rowStart) * this.rowBytes);
     this.backend.recycle?.(part);
   }
@@ -492,12 +511,12 @@ const POWER_OF_TWO_OP_VALUES = 1 << 20;
  */
 async function powerOfTwoGridRows(
   w: ScaledFp8Weight, scales: Float64Array, slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
-  backend: MergeBackend, signal?: AbortSignal,
+  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
 ): Promise<Uint8Array> {
   const { cols } = w;
   const source = mxfp8RowSource(w, scales, codes, rowStart, rowCount);
   const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
-  const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend);
+  const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend, joinInto);
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
     const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
