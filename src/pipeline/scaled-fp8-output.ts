@@ -43,7 +43,8 @@ import { requantizeSlabOn } from './fp8-requantize.js';
 import { fp8Maxima } from '../formats/fp8-block-codes.js';
 import { blockedScaleShape, checkMxfp8Products, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
-import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
+import { NVFP4_BLOCK, nvfp4TensorScale } from '../formats/comfy-nvfp4.js';
+import { comfyCodes } from '../formats/comfy-requantize.js';
 import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
@@ -341,7 +342,7 @@ export function scaledFp8Output(
       values ??= await merge();
       const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
       if (w.scaleLayout === 'nvfp4') {
-        const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
+        const codes = await nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales, backend, signal);
         backend.recycle?.(values);
         join?.recycle(values);
         return codes;
@@ -385,10 +386,11 @@ export function scaledFp8Output(
  * from the whole tensor's maximum (`tensorMax`, or the slab's own when it is the whole tensor),
  * the block scales written into the weight's swizzled scale tensor as its rows come.
  */
-function nvfp4Codes(
+async function nvfp4Codes(
   w: ScaledFp8Weight, real: Float32Array, slab: ScaledSlab, tensorMax: number | undefined,
   states: Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>,
-): Uint8Array {
+  backend: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
   let state = states.get(w.weightKey);
   if (!state) {
     let amax = tensorMax ?? 0;
@@ -399,9 +401,12 @@ function nvfp4Codes(
       throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged weight's largest magnitude is ${amax}, which gives the nvfp4 weight_scale_2 ${tensorScale} (max |W'| / (448 × 6) in float32), with which ComfyUI's quantizer writes NaN or Inf; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
     }
     const [scaleRows, scaleCols] = blockedScaleShape(w.rows, w.cols / NVFP4_BLOCK);
-    states.set(w.weightKey, (state = { tensorScale, blockScales: new Uint8Array(scaleRows * scaleCols), rowsDone: 0, written: new Set() }));
+    // Shared memory where the backend has some: its threads write the block scales in place.
+    const blockScales = new Uint8Array(backend.slabMemory?.(scaleRows * scaleCols) ?? new ArrayBuffer(scaleRows * scaleCols), 0, scaleRows * scaleCols);
+    states.set(w.weightKey, (state = { tensorScale, blockScales, rowsDone: 0, written: new Set() }));
   }
-  const codes = quantizeNvfp4Rows(real, slab.rowStart, slab.rowCount, w.cols, state.tensorScale, state.blockScales);
+  // On the backend's threads where it has them (formats/comfy-requantize.ts): the same bytes.
+  const codes = await comfyCodes({ format: 'nvfp4', values: real, rowStart: slab.rowStart, rowCount: slab.rowCount, cols: w.cols, tensorScale: state.tensorScale, blockScales: state.blockScales }, backend, signal);
   state.rowsDone += slab.rowCount;
   return codes;
 }

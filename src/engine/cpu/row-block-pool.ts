@@ -30,6 +30,7 @@ import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
 import { packedBytes, packInto } from './packed-arrays.js';
 import { fp8Bands, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows } from '../../formats/fp8-block-codes.js';
+import { comfyRowBytes, comfyRowCodes, type ComfyRows } from '../../formats/comfy-requantize.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -174,9 +175,10 @@ export class RowBlockPool implements CpuMergePool {
    * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared;
    * merge blocks whose listed elements their worker settled, and the term sets shared for that;
    * row pieces of fp8 re-quantization sent for their blocks' maxima, and for their codes, and how
-   * often its values or codes went through the scratch (not shared memory where they lie).
+   * often its values or codes went through the scratch (not shared memory where they lie); row
+   * pieces of ComfyUI's int8 and nvfp4 re-quantization sent for their codes.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0, fp8MaximaPieces: 0, fp8CodePieces: 0, fp8Copies: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0, fp8MaximaPieces: 0, fp8CodePieces: 0, fp8Copies: 0, comfyCodePieces: 0 };
   /** The terms and scales the workers settle listed elements with, and what they were copied from. */
   private sharedFix: { of: readonly unknown[]; buffer: SharedArrayBuffer; fix: SharedFix } | undefined;
   /** Shared memory for those terms and scales, reused from op to op: fresh shared memory is freed only when the garbage collector runs. */
@@ -581,6 +583,55 @@ export class RowBlockPool implements CpuMergePool {
       return codes;
     } finally {
       lent.release();
+    }
+  }
+
+  /**
+   * ComfyUI's int8 or nvfp4 codes of `rows` (formats/comfy-requantize.ts) on every thread, in row
+   * pieces, two per thread, into memory from `takeOutput` (written in place where it is shared
+   * memory); per-row int8 scales and nvfp4 block scales land in the slab's own arrays, as one
+   * thread writes them. What the workers cannot reach where it lies goes through the scratch.
+   */
+  async comfyCodes(rows: ComfyRows, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
+    if (this.broken) throw this.broken;
+    const { rowCount, cols } = rows;
+    const rowBytes = comfyRowBytes(rows);
+    const step = Math.max(Math.ceil(16384 / Math.max(cols, 1)), Math.ceil(rowCount / (this.threads * 2)));
+    const slots = this.workersFor(Math.ceil(rowCount / step));
+    const codes = takeOutput(rowCount * rowBytes);
+    const scales = rows.format === 'int8' ? rows.rowScales : rows.blockScales;
+    const away = (a: ArrayBufferView | undefined) => slots.length > 0 && a !== undefined && !(a.buffer instanceof SharedArrayBuffer);
+    const [copyValues, copyCodes, copyScales] = [away(rows.values), away(codes), away(scales)];
+    const codesAt = align16(copyValues ? rows.values.byteLength : 0);
+    const scalesAt = align16(codesAt + (copyCodes ? codes.byteLength : 0));
+    const lent = slots.length > 0 ? this.scratch.take(scalesAt + (copyScales ? scales!.byteLength : 0)) : undefined;
+    try {
+      const buffer = lent?.buffer;
+      const values = copyValues ? copyInto(rows.values, buffer!, 0) : rows.values;
+      const into = copyCodes ? new Uint8Array(buffer!, codesAt, codes.byteLength) : codes;
+      let shared: ComfyRows = rows;
+      if (copyScales && rows.format === 'int8') shared = { ...rows, values, rowScales: copyInto(rows.rowScales!, buffer!, scalesAt) };
+      else if (copyScales && rows.format === 'nvfp4') {
+        const blockScales = new Uint8Array(buffer!, scalesAt, rows.blockScales.byteLength);
+        blockScales.set(rows.blockScales);
+        shared = { ...rows, values, blockScales };
+      } else shared = { ...rows, values };
+      const piece = (p0: number, n: number) => into.subarray(p0 * rowBytes, (p0 + n) * rowBytes);
+      await this.share({
+        total: rowCount, step, slots, signal,
+        job: (_slot, p0, n) => {
+          this.sent.comfyCodePieces++;
+          return { kind: 'comfy', id: this.nextId++, rows: shared, p0, n, out: piece(p0, n) };
+        },
+        failed: (reply) => workerFailure(reply, `tensor re-quantization: a CPU worker failed`),
+        settle: () => {},
+        here: () => (p0, n) => comfyRowCodes(shared, p0, n, piece(p0, n)),
+      });
+      if (copyCodes) codes.set(into);
+      if (copyScales) scales!.set(shared.format === 'int8' ? shared.rowScales! : shared.blockScales);
+      return codes;
+    } finally {
+      lent?.release();
     }
   }
 
