@@ -9,7 +9,12 @@
  *   projection: each block's scale recomputed.
  * Threads change the time, never the bytes: both outputs' SHA-256 are printed.
  *
- * usage: npm run build:lib && node bench/fp8-run.mjs [reps=1]   (also run by `npm run bench`; `--skip fp8` leaves it out)
+ * With `--baseline DIR` (a copy of another build: its bin/, dist/ and package.json, with
+ * node_modules beside them), each merge is also run on that build, alternating with this one in
+ * the same run, and this build's time, user CPU, main-thread CPU and peak RSS are printed as ratios
+ * to the baseline's, with whether both builds wrote the same bytes.
+ *
+ * usage: npm run build:lib && node bench/fp8-run.mjs [reps=1] [--baseline DIR]   (also run by `npm run bench`; `--skip fp8` leaves it out)
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -122,32 +127,50 @@ async function sha256(path) {
   return hash.digest('hex');
 }
 
-/** Both cases: each written into `dir`, merged with --threads 2 and --threads 1, best of `reps` each. */
-export async function runFp8Bench(dir, { runNode, root, log, reps }) {
+/**
+ * Both cases: each written into `dir`, merged with --threads 2 and --threads 1, best of `reps` each;
+ * with `baselineRoot`, each rep also on that build (alternating), its best kept as `baseline`.
+ */
+export async function runFp8Bench(dir, { runNode, root, log, reps, baselineRoot }) {
   const cases = [];
   for (const [name, write] of [['ComfyUI fp8mixed (per-tensor weight_scale)', writeComfy], ['block fp8 (weight_scale_inv 128×128)', writeBlockFp8]]) {
     const caseDir = join(dir, `fp8-${cases.length}`);
     const files = await write(caseDir);
     const runs = [];
+    const mergeOnce = async (from, threads) => {
+      const outDir = join(caseDir, `out-${threads}`);
+      await rm(outDir, { recursive: true, force: true });
+      await mkdir(outDir, { recursive: true });
+      const out = join(outDir, files.out.split('/')[0]);
+      const r = await runNode(join(from, 'bin', 'loramerge.js'), ['merge', '--base', files.base, '--adapter', files.adapter, '--out', out, '--backend', 'cpu', '--threads', threads], dir);
+      const weights = join(outDir, files.out);
+      return { threads, seconds: r.seconds, userSeconds: r.usage.userSeconds, mainUserSeconds: r.usage.mainUserSeconds, rssMiB: r.rssMiB, bytes: (await stat(weights)).size, sha256: await sha256(weights) };
+    };
     for (const threads of ['2', '1']) {
-      let best;
+      let best, baseline;
       for (let i = 0; i < reps; i++) {
-        const outDir = join(caseDir, `out-${threads}`);
-        await rm(outDir, { recursive: true, force: true });
-        await mkdir(outDir, { recursive: true });
-        const out = join(outDir, files.out.split('/')[0]);
-        const r = await runNode(join(root, 'bin', 'loramerge.js'), ['merge', '--base', files.base, '--adapter', files.adapter, '--out', out, '--backend', 'cpu', '--threads', threads], dir);
-        const weights = join(outDir, files.out);
-        const run = { threads, seconds: r.seconds, userSeconds: r.usage.userSeconds, mainUserSeconds: r.usage.mainUserSeconds, rssMiB: r.rssMiB, bytes: (await stat(weights)).size, sha256: await sha256(weights) };
+        const run = await mergeOnce(root, threads);
         if (!best || run.seconds < best.seconds) best = run;
+        if (baselineRoot) {
+          const old = await mergeOnce(baselineRoot, threads);
+          if (!baseline || old.seconds < baseline.seconds) baseline = old;
+        }
       }
-      runs.push(best);
+      runs.push(baseline ? { ...best, baseline } : best);
       log(`${name} --threads ${threads}: ${best.seconds.toFixed(2)} s, user CPU ${best.userSeconds.toFixed(2)} s${mainCpu(best)}`);
+      if (baseline) log(`  baseline: ${baseline.seconds.toFixed(2)} s, user CPU ${baseline.userSeconds.toFixed(2)} s${mainCpu(baseline)}`);
     }
     await rm(caseDir, { recursive: true, force: true });
     cases.push({ name, baseBytes: files.bytes, tensors: files.tensors, runs, sameBytes: runs[0].sha256 === runs[1].sha256 });
   }
   return cases;
+}
+
+/** This build's run as ratios to the baseline's (below 1: less). */
+function againstBaseline(r) {
+  const b = r.baseline;
+  const ratio = (x, y) => (x === undefined || y === undefined || y === 0 ? 'n/a' : `${(x / y).toFixed(2)}×`);
+  return `    baseline ${b.seconds.toFixed(2)} s, user CPU ${b.userSeconds.toFixed(2)} s${mainCpu(b)}, peak RSS ${b.rssMiB.toFixed(0)} MiB; this build / baseline: time ${ratio(r.seconds, b.seconds)}, user CPU ${ratio(r.userSeconds, b.userSeconds)}, main thread ${ratio(r.mainUserSeconds, b.mainUserSeconds)}, peak RSS ${ratio(r.rssMiB, b.rssMiB)}; bytes ${b.sha256 === r.sha256 ? 'the same' : 'DIFFER'}`;
 }
 
 export function printFp8Table(cases) {
@@ -158,6 +181,10 @@ export function printFp8Table(cases) {
     out.push(`fp8 base, ${c.name}: ${(c.baseBytes / 1e9).toFixed(3)} GB, ${c.tensors} fp8 weights merged with an r=${RANK} LoRA and written as fp8 again, CPU backend:`);
     for (const r of c.runs) {
       out.push(`  --threads ${r.threads}  ${r.seconds.toFixed(2)} s, user CPU ${r.userSeconds.toFixed(2)} s${mainCpu(r)}, peak RSS ${r.rssMiB.toFixed(0)} MiB, ${(r.bytes / 1e9).toFixed(3)} GB, sha256 ${r.sha256.slice(0, 16)}`);
+      if (r.baseline) {
+        out.push(againstBaseline(r));
+        if (r.baseline.sha256 !== r.sha256) status = 1;
+      }
     }
     out.push(`  two threads: ${(one.seconds / two.seconds).toFixed(2)}× faster than one; outputs ${c.sameBytes ? 'byte-identical' : 'DIFFER'}`);
     if (!c.sameBytes) status = 1;
@@ -188,7 +215,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1
   };
   const dir = await mkdtemp(join(tmpdir(), 'loramerge-fp8-bench-'));
   try {
-    const cases = await runFp8Bench(dir, { runNode, root, log: (line) => process.stderr.write(`${line}\n`), reps: Math.max(1, Number(process.argv[2] ?? 1)) });
+    const args = process.argv.slice(2);
+    const at = args.indexOf('--baseline');
+    const baselineRoot = at >= 0 ? resolve(args.splice(at, 2)[1]) : undefined;
+    const cases = await runFp8Bench(dir, { runNode, root, log: (line) => process.stderr.write(`${line}\n`), reps: Math.max(1, Number(args[0] ?? 1)), baselineRoot });
     process.exitCode = printFp8Table(cases);
   } finally {
     await rm(dir, { recursive: true, force: true });

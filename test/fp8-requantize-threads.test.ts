@@ -9,7 +9,9 @@
  *   F8_E4M3 with `<m>.weight_scale` F32 () and `<m>.comfy_quant` U8 `{"format": "float8_e4m3fn"}`),
  *   an ai-toolkit LoRA (PEFT form under `diffusion_model.`, bf16 factors): ComfyUI's ops.py
  *   set_weight with scale "recalculate": s = f32(max |w| / 448), code = e4m3(clamp(f32(w · f32(1 / s)), ±448));
- *   slabs smaller than a layer, so its maximum takes a pass of its own over all its slabs;
+ *   slabs smaller than a layer, so its maximum takes a pass of its own over all its slabs, whose W'
+ *   is kept for the codes where the layer's f32 values fit in 64 slabs (each row merged once) and
+ *   merged again above that (twice);
  * - a Qwen3-FP8 folder (`weight_scale_inv` F32 per 128 × 128 block, quantization_config fp8 with
  *   weight_block_size [128, 128]) and a PEFT LoRA: transformers' FineGrainedFP8 quantizer per block,
  *   q = f32(448 / amax), code = e4m3(clamp(f32(w · q), ±448)), scale_inv = f32(1 / q).
@@ -17,6 +19,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import type { MergeOp } from '../src/engine/merge-op.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { flux2Fp8mixed } from './helpers/comfy-fp8mixed.js';
 import { FLUX2, type Flux2Dims } from './helpers/dit-fixtures.js';
@@ -198,6 +201,56 @@ describe('fp8 re-quantization on the worker threads', () => {
       const codes = written.get(key)!;
       const wrong = codes.values.findIndex((got, i) => got !== expected.codes[i]);
       expect(wrong, `${key}: code ${wrong} is ${codes.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
+    }
+  });
+
+  it.for([
+    // 256 KiB slabs: both layers' W' (2.4 and 1.6 MB of f32) fit in 64 slabs and are held between the passes.
+    { slabBytes: 256 * 1024, twice: [] as string[] },
+    // 32 KiB slabs (2 MiB for 64): linear1's W' (2304 × 256 f32) does not, and is merged again for its codes; img_mlp.0's does.
+    { slabBytes: 32 * 1024, twice: [`${P}single_blocks.0.linear1.weight`] },
+  ])('ComfyUI fp8mixed in slabs of $slabBytes bytes: each row of a layer merged once where its W\' is held (twice where it is too large), on one thread and two; ComfyUI\'s re-quantization of W\'', async ({ slabBytes, twice }) => {
+    const c = { ...comfyCase(), slabBytes };
+    const { shared, single } = threads.three();
+    const outputs: Uint8Array[] = [];
+    for (const backend of [shared, single]) {
+      const rows = new Map<string, number>();
+      // The backend seen with every merge's rows counted by tensor.
+      const counted = Object.create(backend, {
+        merge: { value: (op: MergeOp, signal?: AbortSignal) => (rows.set(op.name, (rows.get(op.name) ?? 0) + (op.rowCount ?? op.rows)), backend.merge(op, signal)) },
+      }) as CpuBackend;
+      outputs.push(await mergeOn(c, counted));
+      for (const [key, { rows: n }] of c.merged) expect(rows.get(key), key).toBe(twice.includes(key) ? 2 * n : n);
+    }
+    expect(Buffer.from(outputs[0]).equals(Buffer.from(outputs[1]))).toBe(true);
+    const written = decodeSafetensors(outputs[0]).tensors;
+    for (const [key, { real }] of c.merged) {
+      const expected = comfyRequantize(real);
+      expect(written.get(key.replace(/\.weight$/, '.weight_scale'))!.values[0], key).toBe(expected.scale);
+      const wrong = written.get(key)!.values.findIndex((got, i) => got !== expected.codes[i]);
+      expect(wrong, `${key}: code ${wrong} is ${written.get(key)!.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
+    }
+  });
+
+  it('block fp8 on two threads with shared slabs: each slab\'s joined rows and its codes are shared memory the workers use in place, copied through no scratch', async () => {
+    const c = blockCase({ 'model.layers.0.mlp.gate_proj': [1024, 512], 'model.layers.0.mlp.down_proj': [512, 1024] });
+    const { shared, scratch, single } = threads.three();
+    const copies = (pool: typeof threads.sharedPool) => pool.sent.fp8Copies;
+    const [sharedBefore, scratchBefore] = [copies(threads.sharedPool), copies(threads.scratchPool)];
+    const onShared = await mergeOn(c, shared);
+    const onScratch = await mergeOn(c, scratch);
+    expect(copies(threads.sharedPool) - sharedBefore).toBe(0);
+    // A page's pool (no shared slabs) copies them, each pass: the count sees copies where there are some.
+    expect(copies(threads.scratchPool) - scratchBefore).toBeGreaterThan(0);
+    const oneThread = await mergeOn(c, single);
+    expect(Buffer.from(onShared).equals(Buffer.from(oneThread))).toBe(true);
+    expect(Buffer.from(onScratch).equals(Buffer.from(oneThread))).toBe(true);
+    const written = decodeSafetensors(onShared).tensors;
+    for (const [key, { real, rows, cols }] of c.merged) {
+      const expected = fineGrainedFp8(real, rows, cols);
+      expect(Array.from(written.get(key.replace(/\.weight$/, '.weight_scale_inv'))!.values), key).toEqual(expected.scaleInv);
+      const wrong = written.get(key)!.values.findIndex((got, i) => got !== expected.codes[i]);
+      expect(wrong, `${key}: code ${wrong} is ${written.get(key)!.values[wrong]}, expected ${expected.codes[wrong]}`).toBe(-1);
     }
   });
 

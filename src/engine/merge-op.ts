@@ -8,6 +8,7 @@ import type { FloatDType } from '../dtype.js';
 import type { UpdateStep } from './update-steps.js';
 import type { RowSource } from '../formats/row-decoders.js';
 import type { Fp8Encoding, Fp8Rows } from '../formats/fp8-block-codes.js';
+import type { ComfyRows } from '../formats/comfy-requantize.js';
 
 /**
  * Importance weights for encoding whole rows (`llama-quantize --imatrix`): `weights` holds `cols`
@@ -177,6 +178,12 @@ export interface MergeBackend {
   fp8Maxima?(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array | undefined>;
   /** The second of those passes: the rows' fp8 codes under `enc`'s block factors, or undefined. */
   fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
+   * ComfyUI's re-quantization of merged int8_tensorwise and nvfp4 rows (formats/comfy-requantize.ts)
+   * on the backend's threads: the rows' codes (their per-row or block scales written into the
+   * slab's arrays), the bytes of the calling thread's; or undefined (the caller encodes them).
+   */
+  comfyCodes?(rows: ComfyRows, signal?: AbortSignal): Promise<Uint8Array | undefined>;
   /**
    * Gives back an output of {@link merge} that has been written and will not be read again: the
    * backend may reuse its memory for a later output. Anything it did not return is ignored.

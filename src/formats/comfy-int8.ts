@@ -87,32 +87,83 @@ export function int8Scale(amax: number): number {
  * largest magnitude for a per-tensor scale.
  */
 export function requantizeInt8Slab(w: ScaledFp8Weight, values: Float32Array, rowStart: number, rowCount: number, scales: Float64Array, tensorMax?: number): Uint8Array {
-  const { cols } = w;
+  const out = new Uint8Array(rowCount * w.cols);
+  const rows = int8Rows(w, values, rowStart, rowCount, tensorMax);
+  int8RowCodes(rows, 0, rowCount, out);
+  int8Scales(rows, scales);
+  return out;
+}
+
+/**
+ * A slab of an int8 weight as {@link int8RowCodes} reads it: its values from row `rowStart`, and
+ * either the tensor's scale `s` (computed and checked here) or `rowScales`, where each row's is
+ * written as its codes are.
+ */
+export interface Int8Rows {
+  /** The weight's key, for messages. */
+  name: string;
+  /** W' of the slab, f32, row-major. */
+  values: Float32Array;
+  /** The weight's row the slab starts at. */
+  rowStart: number;
+  /** Rows of the slab. */
+  rowCount: number;
+  /** Values a row. */
+  cols: number;
+  /** The tensor's scale; NaN with per-row scales. */
+  s: number;
+  /** One scale a row of the slab (per-row scales), written by {@link int8RowCodes}. */
+  rowScales?: Float64Array;
+}
+
+/** The rows of a slab, with the tensor's scale (from `tensorMax`, or the slab's own maximum) or room for a scale per row. */
+export function int8Rows(w: ScaledFp8Weight, values: Float32Array, rowStart: number, rowCount: number, tensorMax?: number): Int8Rows {
   const perRow = w.blockRows === 1 && w.rows > 1;
-  const out = new Uint8Array(rowCount * cols);
-  let s = 0;
+  const rows: Int8Rows = { name: w.weightKey, values, rowStart, rowCount, cols: w.cols, s: NaN, ...(perRow ? { rowScales: new Float64Array(rowCount) } : {}) };
   if (!perRow) {
     let amax = tensorMax ?? 0;
     if (tensorMax === undefined) for (let i = 0; i < values.length; i++) amax = Math.max(amax, Math.abs(values[i]));
-    s = scales[0] = int8Scale(amax);
+    rows.s = int8Scale(amax);
+    if (!Number.isFinite(rows.s)) throw nonFiniteScale(rows, undefined);
   }
-  for (let r = 0; r < rowCount; r++) {
+  return rows;
+}
+
+/** The slab's recalculated scales into the weight's `scales`, once its codes are made. */
+export function int8Scales(rows: Int8Rows, scales: Float64Array): void {
+  if (rows.rowScales) scales.set(rows.rowScales, rows.rowStart);
+  else scales[0] = rows.s;
+}
+
+function nonFiniteScale(rows: Int8Rows, row: number | undefined): MergeError {
+  const s = row === undefined ? rows.s : rows.rowScales![row - rows.rowStart];
+  return new MergeError('NON_FINITE', `tensor "${rows.name}": its merged ${row !== undefined ? `row ${row}` : 'weight'} has the largest magnitude ${s * INT8_MAX}, which no int8 scale holds; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
+}
+
+/**
+ * Codes of the slab's rows [p0, p0 + n) (counted from its first) into `out` (n × cols bytes),
+ * each row's scale into `rowScales` where the slab has one per row. A row's codes depend on its
+ * values and its scale alone, so rows may be cut anywhere and run on any thread (the CPU pool's
+ * workers run them: formats/comfy-requantize.ts).
+ */
+export function int8RowCodes(rows: Int8Rows, p0: number, n: number, out: Uint8Array): void {
+  const { values, cols, rowScales } = rows;
+  let s = rows.s;
+  for (let r = p0; r < p0 + n; r++) {
     const row = values.subarray(r * cols, (r + 1) * cols);
-    if (perRow) {
+    if (rowScales) {
       let amax = 0;
       for (let c = 0; c < cols; c++) amax = Math.max(amax, Math.abs(row[c]));
-      s = scales[rowStart + r] = int8Scale(amax);
+      s = rowScales[r] = int8Scale(amax);
+      if (!Number.isFinite(s)) throw nonFiniteScale(rows, rows.rowStart + r);
     }
-    if (!Number.isFinite(s)) {
-      throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged ${perRow ? `row ${rowStart + r}` : 'weight'} has the largest magnitude ${s * INT8_MAX}, which no int8 scale holds; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
-    }
+    const o = (r - p0) * cols;
     for (let c = 0; c < cols; c++) {
       const q = Math.fround(row[c] / s);
-      if (Number.isNaN(q)) throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged value at row ${rowStart + r}, column ${c} is NaN`);
-      out[r * cols + c] = Math.min(127, Math.max(-128, roundHalfEven(q))) & 0xff;
+      if (Number.isNaN(q)) throw new MergeError('NON_FINITE', `tensor "${rows.name}": its merged value at row ${rows.rowStart + r}, column ${c} is NaN`);
+      out[o + c] = Math.min(127, Math.max(-128, roundHalfEven(q))) & 0xff;
     }
   }
-  return out;
 }
 
 /** torch.round: to the nearest integer, halves to even. */

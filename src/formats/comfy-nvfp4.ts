@@ -135,11 +135,39 @@ const f32Bits = new Uint32Array(f32.buffer);
  * the weight's whole scale tensor in cuBLAS' swizzled layout (its padding left as it is: zeros).
  */
 export function quantizeNvfp4Rows(values: Float32Array, rowStart: number, rowCount: number, cols: number, tensorScale: number, blockScales: Uint8Array): Uint8Array {
-  const blocks = cols / NVFP4_BLOCK;
-  const scaleCols = blockedScaleShape(rowStart + rowCount, blocks)[1];
-  const e4m3 = f8DecodeTable('F8_E4M3');
   const out = new Uint8Array(rowCount * cols / 2);
-  for (let r = 0; r < rowCount; r++) {
+  nvfp4RowCodes({ values, rowStart, rowCount, cols, tensorScale, blockScales }, 0, rowCount, out);
+  return out;
+}
+
+/** A slab of W' to quantize as nvfp4 (see {@link quantizeNvfp4Rows}), as {@link nvfp4RowCodes} reads it. */
+export interface Nvfp4Rows {
+  /** W' of the slab, f32, row-major. */
+  values: Float32Array;
+  /** The weight's row the slab starts at. */
+  rowStart: number;
+  /** Rows of the slab. */
+  rowCount: number;
+  /** Values a row (a multiple of 16). */
+  cols: number;
+  /** weight_scale_2, recalculated from the whole weight's maximum. */
+  tensorScale: number;
+  /** The weight's whole swizzled block-scale tensor, written for the rows quantized. */
+  blockScales: Uint8Array;
+}
+
+/**
+ * Codes of the slab's rows [p0, p0 + n) (counted from its first) into `out` (n × cols/2 bytes),
+ * their block scales into `rows.blockScales`. A block's scale and codes depend on its 16 values and
+ * weight_scale_2 alone, so rows may be cut anywhere and run on any thread (the CPU pool's workers
+ * run them: formats/comfy-requantize.ts).
+ */
+export function nvfp4RowCodes(rows: Nvfp4Rows, p0: number, n: number, out: Uint8Array): void {
+  const { values, rowStart, cols, tensorScale, blockScales } = rows;
+  const blocks = cols / NVFP4_BLOCK;
+  const scaleCols = blockedScaleShape(rowStart + rows.rowCount, blocks)[1];
+  const e4m3 = f8DecodeTable('F8_E4M3');
+  for (let r = p0; r < p0 + n; r++) {
     for (let j = 0; j < blocks; j++) {
       const at = r * cols + j * NVFP4_BLOCK;
       let amax = 0;
@@ -148,14 +176,14 @@ export function quantizeNvfp4Rows(values: Float32Array, rowStart: number, rowCou
       const scaleByte = f32BitsToF8Bits(f32Bits[0], 'F8_E4M3');
       blockScales[swizzledOffset(rowStart + r, j, scaleCols)] = scaleByte;
       const total = Math.fround(tensorScale * e4m3[scaleByte]);
+      const o = (at - p0 * cols) >> 1;
       for (let i = 0; i < NVFP4_BLOCK; i += 2) {
         const hi = total === 0 ? 0 : e2m1Code(Math.fround(values[at + i] / total));
         const lo = total === 0 ? 0 : e2m1Code(Math.fround(values[at + i + 1] / total));
-        out[(at + i) >> 1] = (hi << 4) | lo;
+        out[o + (i >> 1)] = (hi << 4) | lo;
       }
     }
   }
-  return out;
 }
 
 /** The e2m1 code of q to nearest even (ties to the even code), saturated at ±6, its sign bit kept (−0 is 8). */

@@ -10,7 +10,8 @@ import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8, fp8Bands, fp8Codes, fp8Maxima, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows, type Fp8Threads } from '../formats/fp8-block-codes.js';
 import { MergeError } from '../errors.js';
 import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
-import { requantizeInt8Slab } from '../formats/comfy-int8.js';
+import { int8Rows, int8Scales, requantizeInt8Slab } from '../formats/comfy-int8.js';
+import { comfyCodes, type ComfyThreads } from '../formats/comfy-requantize.js';
 
 /** e4m3fn's largest finite magnitude. */
 const E4M3_MAX = 448;
@@ -28,7 +29,7 @@ function slabRows(w: ScaledFp8Weight, values: Float32Array, rowStart: number, ro
 }
 
 /** Where the two passes over the values run (see {@link requantizeSlabOn}). */
-export type RequantizeThreads = Fp8Threads;
+export type RequantizeThreads = Fp8Threads & ComfyThreads;
 
 /** How a slab is encoded: WebAssembly where it compiles (the default) or TypeScript; values per WebAssembly call (tests make it small). */
 export interface RequantizeOptions {
@@ -70,7 +71,13 @@ export async function requantizeSlabOn(
   threads: RequantizeThreads | undefined, w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], values: Float32Array, rowStart: number, rowCount: number,
   scales: Float64Array, tensorMax?: number, options: RequantizeOptions = {}, signal?: AbortSignal,
 ): Promise<Uint8Array> {
-  if (w.scaleLayout === 'int8_tensorwise') return requantizeInt8Slab(w, values, rowStart, rowCount, scales, tensorMax);
+  if (w.scaleLayout === 'int8_tensorwise') {
+    // ComfyUI's int8 rule, its codes on the threads too (formats/comfy-requantize.ts).
+    const int8 = int8Rows(w, values, rowStart, rowCount, tensorMax);
+    const codes = await comfyCodes({ format: 'int8', ...int8 }, threads, signal);
+    int8Scales(int8, scales);
+    return codes;
+  }
   const rows = slabRows(w, values, rowStart, rowCount, options);
   const enc = slabEncoding(w, rule, rows, tensorMax !== undefined ? tensorMax : await fp8Maxima(rows, threads, signal), scales, options);
   if (rule === 'modelopt' && options.quantizerDtype !== undefined && options.quantizerDtype !== 'F32') return quantizerDtypeCodes(rows, enc, options.quantizerDtype);

@@ -173,7 +173,7 @@ function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' |
   const { plan } = options.prepared;
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
-  const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()));
+  const scaled = scaledFp8Output(options.prepared, requested, options.dtypeMergedOnly ?? false, new Set(updates.keys()), slabBytes);
   scaled?.extraUpdates.forEach((u) => updates.set(u.baseKey, u));
   const prepared = scaled?.prepared ?? options.prepared;
   const { base } = prepared;

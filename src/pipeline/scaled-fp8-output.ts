@@ -21,7 +21,10 @@
  *   (fp8OutputBlocker): the output type would convert the scale tensors as if they were weights.
  *
  * Streaming: a weight goes in row slabs that start on its blocks' rows, so every slab holds whole
- * blocks; a per-tensor scale takes one extra pass over the tensor's slabs for its maximum first.
+ * blocks. A per-tensor scale needs max |W'| over the whole tensor before any code can be written,
+ * so its first slab merges every slab for that maximum; W' of those slabs is held until each is
+ * encoded when the tensor's merged values take at most HELD_SLABS slabs' bytes (each merged once),
+ * and merged again slab by slab when larger (memory stays that of a slab).
  * A rewritten scale tensor is written after its weight (the base is seen through a view that
  * orders it so), when all its blocks are known.
  */
@@ -40,12 +43,14 @@ import { requantizeSlabOn } from './fp8-requantize.js';
 import { fp8Maxima } from '../formats/fp8-block-codes.js';
 import { blockedScaleShape, checkMxfp8Products, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
-import { NVFP4_BLOCK, nvfp4TensorScale, quantizeNvfp4Rows } from '../formats/comfy-nvfp4.js';
+import { NVFP4_BLOCK, nvfp4TensorScale } from '../formats/comfy-nvfp4.js';
+import { comfyCodes } from '../formats/comfy-requantize.js';
 import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 import { formatBytes } from '../format.js';
 import { explainNonFinite } from './value-checks.js';
+import { BufferPool } from '../buffer-pool.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
 const DEQUANTIZED_ONLY: Partial<Record<ScaledFp8Base['kind'], { what: string; real: string; format: string }>> = {
@@ -164,7 +169,7 @@ export interface ScaledSlab {
  * the parsed output dtype; throws (one line) for what cannot be written.
  */
 export function scaledFp8Output(
-  prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>,
+  prepared: PreparedMerge, requested: string | undefined, dtypeMergedOnly: boolean, updated: ReadonlySet<string>, slabBytes: number = DEFAULT_HELD_SLAB_BYTES,
 ): ScaledFp8Output | undefined {
   const scaled = prepared.scaledFp8;
   const base = prepared.base;
@@ -251,6 +256,18 @@ export function scaledFp8Output(
   // A merged nvfp4 weight's new weight_scale_2 and swizzled block scales, until both are written.
   const nvfp4Scales = new Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>();
   const tensorMaxima = new Map<string, Promise<number>>();
+  // W' of a per-tensor-scale weight's slabs from its maximum's pass, by first row, until each is encoded.
+  const heldSlabs = new Map<string, Map<number, Uint8Array>>();
+  const heldLimit = HELD_SLABS * slabBytes;
+  // Where they are held: one buffer reused by every such weight (they are merged one after another),
+  // the backend's shared memory where it has some (its threads encode from it in place). A buffer
+  // per slab, or per weight, was freed only when the garbage collector ran (shared memory): peak
+  // RSS 561 MiB against 224 on two threads for four FLUX-sized layers.
+  let heldMemory: Uint8Array | undefined;
+  const heldBuffer = (bytes: number, backend: MergeBackend): Uint8Array => {
+    if (!heldMemory || heldMemory.byteLength < bytes) heldMemory = new Uint8Array(backend.slabMemory?.(bytes) ?? new ArrayBuffer(bytes));
+    return heldMemory.subarray(0, bytes);
+  };
   // Scales read when their weight is (mxfp8: one per 32 weights), until its last slab.
   const loaded = new Map<string, { scales: Promise<Float64Array>; rowsDone: number }>();
   const gridOf = async (w: ScaledFp8Weight, rowCount: number): Promise<Float64Array> => {
@@ -260,6 +277,16 @@ export function scaledFp8Output(
     entry.rowsDone += rowCount;
     if (entry.rowsDone >= w.rows) loaded.delete(w.weightKey);
     return entry.scales;
+  };
+  // A slab's joined rows (RowsJoin) when they are encoded here and read no more after: reused
+  // buffers, shared memory where the backend has some, so its threads read them in place (fresh
+  // ArrayBuffers were copied into the pool's scratch twice a slab, for the maxima and the codes,
+  // and allocated and zeroed each slab: block fp8 on two threads, 0.2 s and 0.4 s of garbage
+  // collection of the main thread's 1.2 s).
+  let joinMemory: { backend: MergeBackend; pool: BufferPool } | undefined;
+  const joinOn = (backend: MergeBackend): BufferPool => {
+    if (joinMemory?.backend !== backend) joinMemory = { backend, pool: new BufferPool(backend.slabMemory?.bind(backend)) };
+    return joinMemory.pool;
   };
   const reader = { ...prepared, base: view };
   return {
@@ -287,21 +314,37 @@ export function scaledFp8Output(
       }
       const grid = await gridOf(w, slab.rowCount);
       // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
-      const stored = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes;
-      const values = await realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, stored, dequantizeTo ?? quantizerDtype, backend, signal);
-      if (dequantizeTo) return values;
-      // One maximum for the whole tensor: a first pass over its slabs, once.
+      // Written dequantized, the rows go to the output (joined into fresh memory); else into joinOn's, given back once encoded.
+      const join = dequantizeTo ? undefined : joinOn(backend);
+      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal, join);
+      if (dequantizeTo) return merge();
+      // One maximum for the whole tensor: a first pass over its slabs, once; W' of each slab kept
+      // from it where the whole tensor's fits under heldLimit, so no slab is merged twice.
       let tensorMax: number | undefined;
+      let values: Uint8Array | undefined;
       if (w.blockRows < w.rows || w.rows === slab.rowCount) tensorMax = undefined;
       else {
         let pass = tensorMaxima.get(w.weightKey);
-        if (!pass) tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal)));
+        if (!pass) {
+          const bytes = w.rows * w.cols * DTYPE_BYTES[quantizerDtype];
+          const hold = bytes <= heldLimit ? { into: heldBuffer(bytes, backend), slabs: new Map<number, Uint8Array>() } : undefined;
+          if (hold) heldSlabs.set(w.weightKey, hold.slabs);
+          tensorMaxima.set(w.weightKey, (pass = maxOverTensor(w, scaled.rule, slab, reader.base.readPart.bind(reader.base), quantizerDtype, backend, signal, hold)));
+        }
         tensorMax = await pass;
+        const hold = heldSlabs.get(w.weightKey);
+        values = hold?.get(slab.rowStart);
+        hold?.delete(slab.rowStart);
+        if (hold?.size === 0) heldSlabs.delete(w.weightKey);
+        // Held for other rows than this slab's (slabs cut otherwise): merged here instead.
+        if (values && values.byteLength !== slab.rowCount * w.cols * DTYPE_BYTES[quantizerDtype]) values = undefined;
       }
+      values ??= await merge();
       const real = quantizerDtype === 'F32' ? new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4) : decodeToF32(values, quantizerDtype);
       if (w.scaleLayout === 'nvfp4') {
-        const codes = nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales);
+        const codes = await nvfp4Codes(w, real, slab, tensorMax, nvfp4Scales, backend, signal);
         backend.recycle?.(values);
+        join?.recycle(values);
         return codes;
       }
       let state = newScales.get(w.weightKey);
@@ -309,6 +352,7 @@ export function scaledFp8Output(
       const codes = await requantizeSlabOn(backend, w, scaled.rule, real, slab.rowStart, slab.rowCount, state.values, tensorMax, { quantizerDtype }, signal);
       state.rowsDone += slab.rowCount;
       backend.recycle?.(values); // read no more (codes are a buffer of their own)
+      join?.recycle(values);
       return codes;
     },
     rewritesScale: (key) => rewritten.has(key),
@@ -342,10 +386,11 @@ export function scaledFp8Output(
  * from the whole tensor's maximum (`tensorMax`, or the slab's own when it is the whole tensor),
  * the block scales written into the weight's swizzled scale tensor as its rows come.
  */
-function nvfp4Codes(
+async function nvfp4Codes(
   w: ScaledFp8Weight, real: Float32Array, slab: ScaledSlab, tensorMax: number | undefined,
   states: Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>,
-): Uint8Array {
+  backend: MergeBackend, signal?: AbortSignal,
+): Promise<Uint8Array> {
   let state = states.get(w.weightKey);
   if (!state) {
     let amax = tensorMax ?? 0;
@@ -356,9 +401,12 @@ function nvfp4Codes(
       throw new MergeError('NON_FINITE', `tensor "${w.weightKey}": its merged weight's largest magnitude is ${amax}, which gives the nvfp4 weight_scale_2 ${tensorScale} (max |W'| / (448 × 6) in float32), with which ComfyUI's quantizer writes NaN or Inf; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
     }
     const [scaleRows, scaleCols] = blockedScaleShape(w.rows, w.cols / NVFP4_BLOCK);
-    states.set(w.weightKey, (state = { tensorScale, blockScales: new Uint8Array(scaleRows * scaleCols), rowsDone: 0, written: new Set() }));
+    // Shared memory where the backend has some: its threads write the block scales in place.
+    const blockScales = new Uint8Array(backend.slabMemory?.(scaleRows * scaleCols) ?? new ArrayBuffer(scaleRows * scaleCols), 0, scaleRows * scaleCols);
+    states.set(w.weightKey, (state = { tensorScale, blockScales, rowsDone: 0, written: new Set() }));
   }
-  const codes = quantizeNvfp4Rows(real, slab.rowStart, slab.rowCount, w.cols, state.tensorScale, state.blockScales);
+  // On the backend's threads where it has them (formats/comfy-requantize.ts): the same bytes.
+  const codes = await comfyCodes({ format: 'nvfp4', values: real, rowStart: slab.rowStart, rowCount: slab.rowCount, cols: w.cols, tensorScale: state.tensorScale, blockScales: state.blockScales }, backend, signal);
   state.rowsDone += slab.rowCount;
   return codes;
 }
@@ -374,7 +422,7 @@ function isRowGrid(w: ScaledFp8Weight): boolean {
  */
 async function realRows(
   w: ScaledFp8Weight, scales: Float64Array, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
-  backend: MergeBackend, signal?: AbortSignal,
+  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
 ): Promise<Uint8Array> {
   const { update } = slab;
   const rowAxis = update.layout === 'out-in' ? 'out' : 'in';
@@ -406,14 +454,14 @@ async function realRows(
     });
     return keepUnreachedRows(merge, merged, reachedRows(update));
   };
-  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal);
+  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal, joinInto);
   if (isRowGrid(w)) {
     const factors = new Float64Array(w.rows);
     for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
     return op(rowStart, rowCount, rowAxis, factors);
   }
   // Blocks across the columns: one op per row block, its scales one factor per column.
-  const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend);
+  const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend, joinInto);
   for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
     const rb = Math.floor(r0 / w.blockRows);
     r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
@@ -429,20 +477,24 @@ async function realRows(
  * slab's; more are each copied in and given back to the backend as they come, so that it holds one
  * at a time (holding them all, its buffers outnumbered those it keeps, and each slab made fresh
  * shared memory that is freed only when the garbage collector runs: 437 MiB peak on two threads,
- * against 190 MiB on one, for 14 block-wise fp8 projections).
+ * against 190 MiB on one, for 14 block-wise fp8 projections). The slab is taken from `into` where
+ * given (memory its caller gives back when done), else fresh.
  */
 class RowsJoin {
   private whole: Uint8Array | undefined;
   private first: Uint8Array | undefined;
 
-  constructor(private readonly rowStart: number, private readonly rowCount: number, private readonly rowBytes: number, private readonly backend: MergeBackend) {}
+  constructor(
+    private readonly rowStart: number, private readonly rowCount: number, private readonly rowBytes: number, private readonly backend: MergeBackend,
+    private readonly into?: BufferPool,
+  ) {}
 
   add(r0: number, n: number, part: Uint8Array): void {
     if (n === this.rowCount) {
       this.first = part;
       return;
     }
-    this.whole ??= new Uint8Array(this.rowCount * this.rowBytes);
+    this.whole ??= this.into?.take(this.rowCount * this.rowBytes) ?? new Uint8Array(this.rowCount * this.rowBytes);
     this.whole.set(part, (r0 - this.rowStart) * this.rowBytes);
     this.backend.recycle?.(part);
   }
@@ -464,12 +516,12 @@ const POWER_OF_TWO_OP_VALUES = 1 << 20;
  */
 async function powerOfTwoGridRows(
   w: ScaledFp8Weight, scales: Float64Array, slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
-  backend: MergeBackend, signal?: AbortSignal,
+  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
 ): Promise<Uint8Array> {
   const { cols } = w;
   const source = mxfp8RowSource(w, scales, codes, rowStart, rowCount);
   const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
-  const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend);
+  const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend, joinInto);
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
     const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
@@ -486,10 +538,25 @@ async function powerOfTwoGridRows(
   return join.done();
 }
 
-/** max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. */
+/**
+ * How many slabs' bytes (mergeModel's slabBytes, 4 MiB by default) of a per-tensor-scale weight's
+ * merged values may be held between its maximum's pass and its codes: 256 MiB by default, which
+ * holds FLUX.1's 3072 × 12288 MLP layers (151 MB in f32) and its 3072 × 15360 linear2 (189 MB),
+ * not its 21504 × 3072 linear1 (264 MB), which is merged twice. Held, a merge of the FLUX-shaped
+ * fp8mixed layers peaks about one layer's W' higher (see the README's fp8 bench).
+ */
+const HELD_SLABS = 64;
+/** The slab size scaledFp8Output assumes when given none: mergeModel's default. */
+const DEFAULT_HELD_SLAB_BYTES = 4 * 1024 * 1024;
+
+/**
+ * max |W'| over the whole tensor (per-tensor scales), slab by slab as the merge reads them. With
+ * `hold`, each slab's W' (bytes in `dtype`) is copied into `hold.into` (the whole tensor's) and
+ * its part listed in `hold.slabs` by its first row, for its codes.
+ */
 async function maxOverTensor(
   w: ScaledFp8Weight, rule: ScaledFp8Base['rule'], slab: ScaledSlab, readPart: (key: string, start: number, length: number) => Promise<Uint8Array>,
-  dtype: 'F32' | 'F16' | 'BF16', backend: MergeBackend, signal?: AbortSignal,
+  dtype: 'F32' | 'F16' | 'BF16', backend: MergeBackend, signal?: AbortSignal, hold?: { into: Uint8Array; slabs: Map<number, Uint8Array> },
 ): Promise<number> {
   let max = 0;
   const step = Math.max(slab.rowCount, 1);
@@ -505,6 +572,11 @@ async function maxOverTensor(
     // The rows as one block: their largest magnitude, on the backend's threads where it has them.
     const [m] = await fp8Maxima({ values: v, rowStart: 0, rowCount: n, cols: w.cols, blockRows: n, blockCols: w.cols }, backend, signal);
     max = Math.max(max, m);
+    if (hold) {
+      const part = hold.into.subarray(r0 * w.cols * DTYPE_BYTES[dtype], (r0 + n) * w.cols * DTYPE_BYTES[dtype]);
+      part.set(bytes);
+      hold.slabs.set(r0, part);
+    }
     backend.recycle?.(bytes);
   }
   return max;

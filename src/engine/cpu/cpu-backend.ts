@@ -20,6 +20,7 @@ import { MergeError } from '../../errors.js';
 import { MAX_ROW_KERNEL_BYTES } from '../../limits.js';
 import type { RowSource } from '../../formats/row-decoders.js';
 import type { Fp8Encoding, Fp8Rows } from '../../formats/fp8-block-codes.js';
+import type { ComfyRows } from '../../formats/comfy-requantize.js';
 
 /** Runs WASM merges somewhere else (worker threads); see cpu-worker-pool.ts. */
 export interface CpuMergePool {
@@ -38,7 +39,9 @@ export interface CpuMergePool {
   /** fp8 re-quantization's block maxima over the rows on the threads (formats/fp8-block-codes.ts), the bytes of one thread. */
   fp8Maxima?(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array>;
   /** fp8 re-quantization's codes of the rows on the threads, the bytes of one thread. */
-  fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array>;
+  fp8Codes?(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
+  /** ComfyUI's int8 or nvfp4 codes of the rows on the threads (formats/comfy-requantize.ts), the bytes and scales of one thread. */
+  comfyCodes?(rows: ComfyRows, signal?: AbortSignal, take?: TakeOutput): Promise<Uint8Array>;
   /** An f32 product L · R of the adapter algebra on the threads (the pool runs it as a merge into zeros); `signal` cancels it between blocks (ABORTED). */
   product?(p: PoolProduct, signal?: AbortSignal): Promise<{ out: Float32Array; finite: boolean }>;
   /** Shared memory the threads read and write in place (see MergeBackend.slabMemory). */
@@ -197,7 +200,15 @@ export class CpuBackend implements MergeBackend {
   /** fp8 re-quantization's codes on the worker threads; undefined without a pool or for a few values (the caller encodes them). */
   async fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined> {
     if (!this.pool?.fp8Codes || rows.rowCount * rows.cols < POOL_MIN_ELEMENTS) return undefined;
-    return this.pool.fp8Codes(rows, enc, signal);
+    // Into this backend's outputs, which the pipeline gives back once written (recycle).
+    return this.pool.fp8Codes(rows, enc, signal, (bytes) => this.outputs.take(bytes));
+  }
+
+  /** ComfyUI's int8 or nvfp4 codes on the worker threads; undefined without a pool or for a few values (the caller encodes them). */
+  async comfyCodes(rows: ComfyRows, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    if (!this.pool?.comfyCodes || rows.rowCount * rows.cols < POOL_MIN_ELEMENTS) return undefined;
+    // Into this backend's outputs, which the pipeline gives back once written (recycle).
+    return this.pool.comfyCodes(rows, signal, (bytes) => this.outputs.take(bytes));
   }
 
   async columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {

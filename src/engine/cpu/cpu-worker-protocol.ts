@@ -8,6 +8,7 @@ import { isMergeError, type MergeErrorCode } from '../../errors.js';
 import { encodeBlocksInto, encodeWeightedRowsInto } from '../../formats/gguf/codecs/encode-blocks.js';
 import { decodeSourceRows, type RowSource } from '../../formats/row-decoders.js';
 import { fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows } from '../../formats/fp8-block-codes.js';
+import { comfyRowCodes, type ComfyRows } from '../../formats/comfy-requantize.js';
 import type { RowJob, WasmKernel } from './wasm-kernel.js';
 import type { MergeOp, WeightedRows } from '../merge-op.js';
 import { runStepsPiece } from './step-rows.js';
@@ -82,8 +83,21 @@ export interface Fp8Job {
   out?: Uint8Array;
 }
 
+/**
+ * Rows [p0, p0 + n) of a slab of ComfyUI's int8 or nvfp4 re-quantization (formats/comfy-requantize.ts):
+ * their codes into `out`, their scales into the slab's scale arrays; all views of shared memory.
+ */
+export interface ComfyJob {
+  kind: 'comfy';
+  id: number;
+  rows: ComfyRows;
+  p0: number;
+  n: number;
+  out: Uint8Array;
+}
+
 /** What the pool posts to a worker. */
-export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob | Fp8Job;
+export type PoolJob = WorkerJob | EncodeJob | StepsJob | DecodeJob | Fp8Job | ComfyJob;
 
 /**
  * A worker's answer to one job: `listed` as RowJob results list them (none for encoding); a steps
@@ -108,6 +122,11 @@ export async function runWorkerJob(kernel: Promise<WasmKernel>, job: PoolJob): P
     if ('kind' in job && job.kind === 'decode') {
       await kernel.catch(() => undefined); // keeps arrival order; decoding does not need it
       decodeSourceRows(job.source, job.r0, job.r1, job.out);
+      return { id: job.id, finite: true, listed: NONE };
+    }
+    if ('kind' in job && job.kind === 'comfy') {
+      await kernel.catch(() => undefined); // keeps arrival order; these codes do not need it
+      comfyRowCodes(job.rows, job.p0, job.n, job.out);
       return { id: job.id, finite: true, listed: NONE };
     }
     if ('kind' in job && job.kind === 'fp8') {

@@ -30,6 +30,7 @@ import { align16, createWasmKernel, type WasmKernel } from './wasm-kernel.js';
 import { listedFixBytes, shareListedFix, workerCanFix, type SharedFix } from './listed-fix.js';
 import { packedBytes, packInto } from './packed-arrays.js';
 import { fp8Bands, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows } from '../../formats/fp8-block-codes.js';
+import { comfyRowBytes, comfyRowCodes, type ComfyRows } from '../../formats/comfy-requantize.js';
 
 const BLOCK_CAP_BYTES = 2 * 1024 * 1024;
 
@@ -173,9 +174,11 @@ export class RowBlockPool implements CpuMergePool {
    * tensor); pieces of GGML blocks sent to be encoded; pieces of ops with general steps; row
    * ranges of quantized weights sent to be decoded, and the weights whose arrays were shared;
    * merge blocks whose listed elements their worker settled, and the term sets shared for that;
-   * row pieces of fp8 re-quantization sent for their blocks' maxima, and for their codes.
+   * row pieces of fp8 re-quantization sent for their blocks' maxima, and for their codes, and how
+   * often its values or codes went through the scratch (not shared memory where they lie); row
+   * pieces of ComfyUI's int8 and nvfp4 re-quantization sent for their codes.
    */
-  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0, fp8MaximaPieces: 0, fp8CodePieces: 0 };
+  readonly sent = { blocks: 0, rightFactors: 0, encodePieces: 0, stepPieces: 0, decodePieces: 0, decodeSources: 0, settlingBlocks: 0, settlingTerms: 0, fp8MaximaPieces: 0, fp8CodePieces: 0, fp8Copies: 0, comfyCodePieces: 0 };
   /** The terms and scales the workers settle listed elements with, and what they were copied from. */
   private sharedFix: { of: readonly unknown[]; buffer: SharedArrayBuffer; fix: SharedFix } | undefined;
   /** Shared memory for those terms and scales, reused from op to op: fresh shared memory is freed only when the garbage collector runs. */
@@ -521,9 +524,13 @@ export class RowBlockPool implements CpuMergePool {
     return amax;
   }
 
-  /** fp8 re-quantization's codes of `rows` on every thread, in row pieces, two per thread (each code depends on its value and its block's factor alone). */
-  async fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array> {
-    return (await this.fp8Rows(rows, enc, signal, () => {}))!;
+  /**
+   * fp8 re-quantization's codes of `rows` on every thread, in row pieces, two per thread (each code
+   * depends on its value and its block's factor alone), into memory from `takeOutput`: written there
+   * in place where it is shared memory, else copied there from the pool's scratch.
+   */
+  async fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
+    return (await this.fp8Rows(rows, enc, signal, () => {}, takeOutput))!;
   }
 
   /**
@@ -531,21 +538,31 @@ export class RowBlockPool implements CpuMergePool {
    * are shared memory (a merge's output taken from slab memory), else copied into the pool's
    * scratch with the factors and the codes.
    */
-  private async fp8Rows(rows: Fp8Rows, enc: Fp8Encoding | undefined, signal: AbortSignal | undefined, done: (p0: number, maxima: Float32Array) => void): Promise<Uint8Array | undefined> {
+  private async fp8Rows(
+    rows: Fp8Rows, enc: Fp8Encoding | undefined, signal: AbortSignal | undefined, done: (p0: number, maxima: Float32Array) => void, takeOutput: TakeOutput = freshOutput,
+  ): Promise<Uint8Array | undefined> {
     if (this.broken) throw this.broken;
     const { rowCount, cols } = rows;
     // Pieces of 16 Ki values at least: a message costs more than encoding fewer.
     const step = Math.max(Math.ceil(16384 / Math.max(cols, 1)), Math.ceil(rowCount / (this.threads * 2)));
     const slots = this.workersFor(Math.ceil(rowCount / step));
     const copyValues = slots.length > 0 && !(rows.values.buffer instanceof SharedArrayBuffer);
+    // The codes go where they are asked for when that is shared memory (a backend's outputs from
+    // slab memory, given back once written), not copied out of the scratch into fresh memory.
+    const codes = enc ? takeOutput(rowCount * cols) : undefined;
+    const codesInPlace = codes !== undefined && codes.buffer instanceof SharedArrayBuffer;
     const factorsAt = copyValues ? align16(rows.values.byteLength) : 0;
     const outAt = align16(factorsAt + (enc ? enc.factors.byteLength : 0));
-    const lent = this.scratch.take(outAt + (enc ? rowCount * cols : 0));
+    const lent = this.scratch.take(outAt + (enc && !codesInPlace ? rowCount * cols : 0));
+    if (copyValues) this.sent.fp8Copies++;
+    if (codes && !codesInPlace) this.sent.fp8Copies++;
     try {
       const buffer = lent.buffer;
       const shared: Fp8Rows = copyValues ? { ...rows, values: copyInto(rows.values, buffer, 0) } : rows;
       const sharedEnc = enc && { ...enc, factors: copyInto(enc.factors, buffer, factorsAt) };
-      const out = (p0: number, n: number) => new Uint8Array(buffer, outAt + p0 * cols, n * cols);
+      const out = codesInPlace
+        ? (p0: number, n: number) => codes.subarray(p0 * cols, (p0 + n) * cols)
+        : (p0: number, n: number) => new Uint8Array(buffer, outAt + p0 * cols, n * cols);
       await this.share({
         total: rowCount, step, slots, signal,
         job: (_slot, p0, n) => {
@@ -562,9 +579,59 @@ export class RowBlockPool implements CpuMergePool {
           else done(p0, fp8RowMaxima(shared, p0, n));
         },
       });
-      return enc ? new Uint8Array(buffer, outAt, rowCount * cols).slice() : undefined;
+      if (codes && !codesInPlace) codes.set(new Uint8Array(buffer, outAt, rowCount * cols));
+      return codes;
     } finally {
       lent.release();
+    }
+  }
+
+  /**
+   * ComfyUI's int8 or nvfp4 codes of `rows` (formats/comfy-requantize.ts) on every thread, in row
+   * pieces, two per thread, into memory from `takeOutput` (written in place where it is shared
+   * memory); per-row int8 scales and nvfp4 block scales land in the slab's own arrays, as one
+   * thread writes them. What the workers cannot reach where it lies goes through the scratch.
+   */
+  async comfyCodes(rows: ComfyRows, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
+    if (this.broken) throw this.broken;
+    const { rowCount, cols } = rows;
+    const rowBytes = comfyRowBytes(rows);
+    const step = Math.max(Math.ceil(16384 / Math.max(cols, 1)), Math.ceil(rowCount / (this.threads * 2)));
+    const slots = this.workersFor(Math.ceil(rowCount / step));
+    const codes = takeOutput(rowCount * rowBytes);
+    const scales = rows.format === 'int8' ? rows.rowScales : rows.blockScales;
+    const away = (a: ArrayBufferView | undefined) => slots.length > 0 && a !== undefined && !(a.buffer instanceof SharedArrayBuffer);
+    const [copyValues, copyCodes, copyScales] = [away(rows.values), away(codes), away(scales)];
+    const codesAt = align16(copyValues ? rows.values.byteLength : 0);
+    const scalesAt = align16(codesAt + (copyCodes ? codes.byteLength : 0));
+    const lent = slots.length > 0 ? this.scratch.take(scalesAt + (copyScales ? scales!.byteLength : 0)) : undefined;
+    try {
+      const buffer = lent?.buffer;
+      const values = copyValues ? copyInto(rows.values, buffer!, 0) : rows.values;
+      const into = copyCodes ? new Uint8Array(buffer!, codesAt, codes.byteLength) : codes;
+      let shared: ComfyRows = rows;
+      if (copyScales && rows.format === 'int8') shared = { ...rows, values, rowScales: copyInto(rows.rowScales!, buffer!, scalesAt) };
+      else if (copyScales && rows.format === 'nvfp4') {
+        const blockScales = new Uint8Array(buffer!, scalesAt, rows.blockScales.byteLength);
+        blockScales.set(rows.blockScales);
+        shared = { ...rows, values, blockScales };
+      } else shared = { ...rows, values };
+      const piece = (p0: number, n: number) => into.subarray(p0 * rowBytes, (p0 + n) * rowBytes);
+      await this.share({
+        total: rowCount, step, slots, signal,
+        job: (_slot, p0, n) => {
+          this.sent.comfyCodePieces++;
+          return { kind: 'comfy', id: this.nextId++, rows: shared, p0, n, out: piece(p0, n) };
+        },
+        failed: (reply) => workerFailure(reply, `tensor re-quantization: a CPU worker failed`),
+        settle: () => {},
+        here: () => (p0, n) => comfyRowCodes(shared, p0, n, piece(p0, n)),
+      });
+      if (copyCodes) codes.set(into);
+      if (copyScales) scales!.set(shared.format === 'int8' ? shared.rowScales! : shared.blockScales);
+      return codes;
+    } finally {
+      lent?.release();
     }
   }
 
