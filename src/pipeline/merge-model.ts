@@ -168,7 +168,8 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
  * the merge changes it; the output types checked against the format, and `importance()` the row
  * weights the importance matrix gives (refused where it does not fit the base).
  */
-function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' | 'dtypeMergedOnly' | 'importance'>) {
+function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' | 'dtypeMergedOnly' | 'importance' | 'slabBytes'>) {
+  const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
   const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
   const { plan } = options.prepared;
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
