@@ -141,6 +141,13 @@ describe('Mistral Small 4 in transformers\' format, FP8: fused experts with one 
     expect(merged.json('config.json').quantization_config).toBeUndefined();
   });
 
+  it('a negative scale_inv is refused naming it and the expert\'s element', async () => {
+    const broken = base.map((t) => (t.name === `${ex}.gate_up_proj_scale_inv` ? { ...t, data: Array.from(t.data as ArrayLike<number>, (x, i) => (i === 1 ? -0.5 : x)) } : t));
+    await expect(prepare(hfModelFolder(broken, config), adapter())).rejects.toThrow(
+      `base: tensor "${ex}.gate_up_proj_scale_inv" holds the scale -0.5 (element 1); scales must be finite and not negative`,
+    );
+  });
+
   it('a scale_inv of another shape than (E, 1, 1) is refused naming it', async () => {
     const broken = base.map((t) => (t.name === `${ex}.down_proj_scale_inv` ? scaleTensor(t.name, [E, 1]) : t));
     await expect(prepare(hfModelFolder(broken, config), adapter())).rejects.toThrow(
