@@ -99,12 +99,12 @@ function f32Bytes(values: number[]): Uint8Array {
 }
 
 describe('Mistral Small 4 in transformers\' format, FP8: fused experts with one scale per expert (gate_up_proj_scale_inv (E, 1, 1))', () => {
-  it.for([1, 2])('a target_parameters LoRA on experts.gate_up_proj, kept fp8: each expert quantized again with its own scale_inv (%i threads)', async (threads) => {
+  // Slabs of a few rows (each still starting on an expert's first row, holding whole experts), or all experts in one.
+  it.for([[1, 64], [2, 64], [1, undefined], [2, undefined]] as const)('a target_parameters LoRA on experts.gate_up_proj, kept fp8: each expert quantized again with its own scale_inv (%i threads, slabs of %s bytes)', async ([threads, slabBytes]) => {
     const prepared = await prepare(hfModelFolder(base, config), adapter());
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.notes).toContain("the base holds 2 block-wise fp8 weights (weight_scale_inv; 2 of them fused expert parameters, <parameter>_scale_inv holding each expert's scales): adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16");
-    // Slabs of a few rows: each still starts on an expert's first row and holds whole experts.
-    const merged = await mergeIntoFolder(prepared, backends.get(threads)!, undefined, 64);
+    const merged = await mergeIntoFolder(prepared, backends.get(threads)!, undefined, slabBytes);
     const values = mergedGateUp().map(Math.fround); // W' rounded once to float32
     const per = INTER2 * HIDDEN;
     const codes = new Uint8Array(E * per);
