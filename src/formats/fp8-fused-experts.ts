@@ -6,6 +6,10 @@
  * (E, ⌈out/bm⌉, ⌈in/bn⌉), one grid of scales per expert (with `weight_block_size: null`, (E, 1, 1):
  * one scale per expert), and a static `<param>_activation_scale` beside them. Expert e's real weight
  * is code × scale_inv[e] of the code's block, as the block-wise fp8 weights of the same checkpoint.
+ * transformers' own quantizer (Fp8Quantize) tiles the last two axes, the leading one kept: with
+ * `weight_block_size: null` the block is a whole expert, one amax per expert; so a merged parameter
+ * is quantized again here block by block of that grid, each expert by its own maximum (the
+ * `reciprocal` rule of scaled-fp8.ts). It requires out and in to be multiples of the block.
  *
  * The merge views such a parameter as (E·out) × in (as it views every fused expert parameter:
  * plan/fused-experts.ts), so its scales are one grid over that matrix when no block crosses from
