@@ -11,16 +11,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { roundForDType, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor, readMergedFolder } from './helpers/hf-folder.js';
+import { mergeFolders } from './helpers/cli.js';
 
 const rand = seededRandom(90731);
 const backends = new Map<number, MergeBackend>();
 beforeAll(async () => {
   for (const threads of [1, 2]) backends.set(threads, await createNodeBackend('cpu', { threads }));
 });
+const temp = tempDirs();
 afterAll(() => {
   for (const b of backends.values()) b.dispose();
+  temp.removeAll();
 });
 
 const r = 2;
@@ -181,5 +186,24 @@ describe('transformers\' FP8 experts with a block grid per expert (weight_block_
     expect(merged.tensors.get(`${ex}.gate_up_proj_scale_inv`)!.bytes).toEqual(f32Bytes(q.map((x) => Math.fround(1 / x))));
     expect(merged.tensors.get(`${ex}.gate_up_proj`)!.bytes).toEqual(codes);
     expect(merged.tensors.get(`${ex}.down_proj`)!.bytes).toEqual(bb.get(`${ex}.down_proj`)!.bytes);
+  });
+});
+
+describe('loramerge merge on transformers\' FP8 experts', () => {
+  it('--dtype bf16: the experts written dequantized, config.json without quantization_config', async () => {
+    const { run, out, lines } = await mergeFolders(temp.make, hfModelFolder(base, config), adapter(), ['--dtype', 'bf16']);
+    expect([run.code, lines]).toEqual([0, []]);
+    const merged = readMergedFolder(new Map(readdirSync(out).map((name) => [name, new Uint8Array(readFileSync(join(out, name)))])));
+    expect(Array.from(merged.tensors.get(`${ex}.gate_up_proj`)!.values)).toEqual(Array.from(mergedGateUp(), (x) => roundForDType(x, 'BF16')));
+    expect(merged.json('config.json').quantization_config).toBeUndefined();
+  });
+
+  it('a LoRA on a parameter whose grid\'s blocks cross experts: one line naming the scale, nothing written', async () => {
+    const blocked = { ...config, quantization_config: { ...config.quantization_config, weight_block_size: [8, 8] } };
+    const crossing = base.map((t) => (t.name.endsWith('_scale_inv') ? scaleTensor(t.name, [E, t.name.includes('gate_up') ? 2 : 1, 1]) : t));
+    const { run, out, lines } = await mergeFolders(temp.make, hfModelFolder(crossing, blocked), adapter(), ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toEqual([expect.stringMatching(new RegExp(`^error: .*adapter: module "${ex}.gate_up_proj": the base tensor ${ex}.gate_up_proj is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv; merging into quantized weights of this kind is not supported: use the unquantized model$`))]);
+    expect(existsSync(out)).toBe(false);
   });
 });
