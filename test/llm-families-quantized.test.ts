@@ -3,7 +3,7 @@
  * it: Llama 4 Maverick FP8 (compressed-tensors, experts one Linear each), Ministral 3 FP8
  * (FineGrainedFP8 per tensor: `weight_block_size: null`, `weight_scale_inv` of shape [] and a
  * static `activation_scale`), Mistral Small 4 FP8 in transformers' format (its fused FP8 experts,
- * `gate_up_proj_scale_inv`, refused), Llama 3.1 405B FP8 (fbgemm_fp8, written dequantized), and Llama 4 as mlx-lm and
+ * `gate_up_proj_scale_inv` per expert: written dequantized here, merged in fp8-fused-experts.test.ts), Llama 3.1 405B FP8 (fbgemm_fp8, written dequantized), and Llama 4 as mlx-lm and
  * mlx-vlm convert it (SwitchGLU named `experts`: `feed_forward.experts.gate_proj.weight`
  * (E, inter, hidden)), with an mlx-lm LoRASwitchLinear adapter and a PEFT LoRA on one expert, and
  * mlx-community's 8-bit Llama 4 (its stacked experts quantized), and Mistral's own FP8 format
@@ -204,18 +204,24 @@ describe('Mistral Small 4 in transformers\' format, FP8: FineGrainedFP8 per tens
   ];
   const folder = () => hfModelFolder(base, config);
 
-  it('a PEFT target_parameters LoRA on the fused experts: refused, naming the scale, not added to the codes as if they were weights', async () => {
-    const adapter = peftFolder({ r, lora_alpha: alpha, target_modules: [], target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' }, [
+  it('a block grid whose blocks cross from one expert into the next (2·inter not a multiple of bm): a target_parameters LoRA and --dtype refused, naming the scale', async () => {
+    const blocked = { ...config, quantization_config: { ...config.quantization_config, weight_block_size: [8, 8] } };
+    const crossing = base.map((t) => (t.name.endsWith('_scale_inv') ? scaleTensor(t.name, t.name.startsWith(ex) ? [E, t.name.includes('gate_up') ? 2 : 1, 1] : [1, 1], 'F32') : t));
+    const adapter = () => peftFolder({ r, lora_alpha: alpha, target_modules: [], target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' }, [
       randomTensor(`base_model.model.${ex}.lora_A.weight`, [r * E, 8], 'F32', rand, 0.5), randomTensor(`base_model.model.${ex}.lora_B.weight`, [12, r * E], 'F32', rand, 0.5),
     ]);
-    const prepared = await prepare(folder(), adapter);
+    const prepared = await prepare(hfModelFolder(crossing, blocked), adapter());
     await prepared.close();
     expect(prepared.plan.problems.map((p) => p.message)).toEqual([
       `adapter1: module "${ex}.gate_up_proj": the base tensor ${ex}.gate_up_proj is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv; merging into quantized weights of this kind is not supported: use the unquantized model`,
     ]);
+    const attention = peftFolder({ r, lora_alpha: alpha, target_modules: ['q_a_proj'] }, peftFactors([[qa, 8, 8]]));
+    await expect(mergeIntoFolder(await prepare(hfModelFolder(crossing, blocked), attention), backend, 'BF16')).rejects.toThrow(
+      `base: tensor "${ex}.gate_up_proj" is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv, in a form not read here (a fused expert parameter with its scale in <parameter>_scale_inv, as transformers' FP8 experts store it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`,
+    );
   });
 
-  it('a LoRA on attention merges as Ministral 3\'s, the experts copied as stored; --dtype bf16 refused, naming the experts\' scale (their codes would be written as weights)', async () => {
+  it('a LoRA on attention merges as Ministral 3\'s, the experts copied as stored; with --dtype bf16 the experts are written code × their expert\'s scale_inv', async () => {
     const factors = peftFactors([[qa, 8, 8]]);
     const adapter = () => peftFolder({ r, lora_alpha: alpha, target_modules: ['q_a_proj'] }, factors);
     const prepared = await prepare(folder(), adapter());
@@ -227,9 +233,13 @@ describe('Mistral Small 4 in transformers\' format, FP8: FineGrainedFP8 per tens
     expect(merged.tensors.get(`${qa}.weight_scale_inv`)!.values[0]).toBe(Math.fround(1 / quant));
     expect(Array.from(merged.tensors.get(`${qa}.weight`)!.values)).toEqual(Array.from(real, (v) => roundForDType(Math.min(448, Math.max(-448, Math.fround(v * quant))), 'F8_E4M3')));
     for (const key of [...base.map((t) => t.name)].filter((k) => k.startsWith(ex))) expect(merged.tensors.get(key)!.bytes, key).toEqual(b.get(key)!.bytes);
-    await expect(mergeIntoFolder(await prepare(folder(), adapter()), backend, 'BF16')).rejects.toThrow(
-      `base: tensor "${ex}.gate_up_proj" is stored quantized, with its scale in ${ex}.gate_up_proj_scale_inv, in a form not read here (a fused expert parameter with its scale in <parameter>_scale_inv, as transformers' FP8 experts store it), so --dtype would write its codes as if they were the weights; leave out --dtype (unchanged tensors are copied as they are)`,
-    );
+    const dequantizedModel = await mergeIntoFolder(await prepare(folder(), adapter()), backend, 'BF16');
+    for (const [param, per] of [['gate_up_proj', 12 * 8], ['down_proj', 8 * 6]] as const) {
+      const codes = b.get(`${ex}.${param}`)!;
+      const scales = b.get(`${ex}.${param}_scale_inv`)!.values;
+      expect(Array.from(dequantizedModel.tensors.get(`${ex}.${param}`)!.values), param).toEqual(Array.from(codes.values, (c, i) => roundForDType(c * scales[Math.floor(i / per)], 'BF16')));
+      expect(dequantizedModel.tensors.has(`${ex}.${param}_scale_inv`) || dequantizedModel.tensors.has(`${ex}.${param}_activation_scale`), param).toBe(false);
+    }
   });
 });
 

@@ -34,6 +34,7 @@ import { findComfyQuant } from './comfy-quant.js';
 import { languageModelField, type ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { product } from '../integers.js';
+import { readFusedFp8Experts } from './fp8-fused-experts.js';
 
 /**
  * How a merged weight gets its scale back (see scaled-fp8-output.ts):
@@ -194,12 +195,15 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     const perTensor = qc.weight_block_size === null;
     const block = qc.weight_block_size === undefined || perTensor ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
+    // Stored as the grid itself, (⌈out/bm⌉, ⌈in/bn⌉): the same count in another shape (transposed, flat) is not read as one.
+    const grids = await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
+      perTensor ? (scaleShape.length <= 2 && product(scaleShape) === 1 ? [rows, cols] : undefined)
+        : scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined));
+    // transformers' FP8 experts: fused parameters with a grid of scales per expert (fp8-fused-experts.ts).
+    const fused = await readFusedFp8Experts(base, perTensor ? undefined : [block[0], block[1]]);
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
-      // Stored as the grid itself, (⌈out/bm⌉, ⌈in/bn⌉): the same count in another shape (transposed, flat) is not read as one.
-      ...(await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
-        perTensor ? (scaleShape.length <= 2 && product(scaleShape) === 1 ? [rows, cols] : undefined)
-          : scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined))),
+      ...grids, weights: new Map([...grids.weights, ...fused.map((w) => [w.weightKey, w] as const)]),
       quantizationOnly: runtimeScales(base),
     };
   }

@@ -85,8 +85,10 @@ function mergedOnlyRefusal(scaled: ScaledFp8Base): string {
 export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   if (scaled.rule === 'keep') return undefined; // merged in place, as before (see ScaleRule)
   const n = scaled.weights.size;
+  // transformers' FP8 experts: fused parameters with a grid of scales per expert (formats/fp8-fused-experts.ts).
+  const fused = [...scaled.weights.keys()].filter((k) => !k.endsWith('.weight')).length;
   const what = scaled.kind === 'block-fp8'
-    ? `${n} block-wise fp8 weights (weight_scale_inv)`
+    ? `${n} block-wise fp8 weights (weight_scale_inv${fused > 0 ? `; ${fused} of them fused expert parameters, <parameter>_scale_inv holding each expert's scales` : ''})`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : DEQUANTIZED_ONLY[scaled.kind] ? `${n} ${DEQUANTIZED_ONLY[scaled.kind]!.what}`
         : scaled.kind === 'comfy-quant-fp8' ? `${n} ComfyUI ${comfyFormats(scaled)} weights (comfy_quant, weight_scale per tensor${[...scaled.weights.values()].some((w) => w.scaleLayout === 'int8_tensorwise' && w.blockRows < w.rows) ? ' or per row' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'mxfp8') ? ' or per 32 inputs' : ''}${[...scaled.weights.values()].some((w) => w.scaleLayout === 'nvfp4') ? ', nvfp4 weight_scale per 16 inputs and weight_scale_2' : ''})`

@@ -34,8 +34,9 @@ function scaleSibling(tensors: ReadonlyMap<string, unknown>, stem: string): stri
  * The scale of a parameter stored under its own name rather than as `<module>.weight`: transformers'
  * FP8 experts (FineGrainedFP8's fused `mlp.experts.gate_up_proj` (E, 2·inter, hidden) as F8_E4M3 codes,
  * `gate_up_proj_scale_inv` (E, ⌈2·inter/bm⌉, ⌈hidden/bn⌉) and a static `gate_up_proj_activation_scale`
- * beside it: Mistral Small 4 and Mistral Large 3 in transformers' format, GLM-5), which no reader here
- * dequantizes.
+ * beside it: Mistral Small 4 and Mistral Large 3 in transformers' format, GLM-5). Those a block-wise
+ * fp8 config describes are read (formats/fp8-fused-experts.ts); the others (no such config, a grid
+ * whose blocks cross from one expert into the next) are refused by this scale.
  */
 function parameterScaleSibling(tensors: ReadonlyMap<string, unknown>, key: string): string | undefined {
   return key.endsWith('.weight') || !tensors.has(`${key}_scale_inv`) ? undefined : `${key}_scale_inv`;
@@ -69,7 +70,7 @@ export function quantizedWeightProblems(
   const configMethod = method !== undefined && !READ_METHODS.has(method) && !scaled ? method : undefined;
   const unread = new Set(scaled?.unread);
   const why = (baseKey: string): string | undefined => {
-    const parameterScale = parameterScaleSibling(tensors, baseKey);
+    const parameterScale = scaled?.weights.has(baseKey) ? undefined : parameterScaleSibling(tensors, baseKey);
     if (parameterScale) {
       return `the base tensor ${baseKey} is stored quantized, with its scale in ${parameterScale}${configMethod ? ` (config.json quantization_config: ${configMethod})` : ''}; merging into quantized weights of this kind is not supported: use the unquantized model`;
     }
@@ -187,7 +188,7 @@ export class KeysUnder {
 export function unreadScaledWeight(tensors: ReadonlyMap<string, unknown>, scaled?: ScaledFp8Base): { key: string; scaleKey: string; form?: string } | undefined {
   const unread = new Set(scaled?.unread ?? []);
   for (const key of tensors.keys()) {
-    const parameterScale = parameterScaleSibling(tensors, key);
+    const parameterScale = scaled?.weights.has(key) ? undefined : parameterScaleSibling(tensors, key);
     if (parameterScale) return { key, scaleKey: parameterScale, form: PARAMETER_SCALE_FORM };
     if (!key.endsWith('.weight') || scaled?.weights.has(key) || unread.has(key)) continue;
     const stem = key.slice(0, -'weight'.length);
