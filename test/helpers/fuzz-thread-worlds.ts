@@ -127,13 +127,15 @@ function bnbFourBit(d: Draw, type: 'nf4' | 'fp4'): FormatPlan {
   const code = type === 'nf4' ? NF4 : FP4;
   return {
     name: `bitsandbytes ${type} blocksize ${blocksize} ${dtype}${nested ? ' double-quantized' : ''}`,
-    cols: [448, 512, 576, 640, 768, 960],
+    // Odd rows of odd columns: a slab's piece may start on a byte's low nibble.
+    cols: [448, 512, 576, 640, 768, 960, 577, 705],
     rowMultiple: 1,
     build(m, rows, cols, scaleKind) {
       const name = `${m}.weight`;
       const n = rows * cols;
       const blocks = Math.ceil(n / blocksize);
-      const packed = Uint8Array.from({ length: n / 2 }, () => d.int(0, 255));
+      // ⌈n/2⌉ bytes: an odd count's last low nibble is padding (zero, as torch packs it).
+      const packed = Uint8Array.from({ length: Math.ceil(n / 2) }, (_, k) => (2 * k + 1 < n ? d.int(0, 255) : d.int(0, 15) << 4));
       const state: Record<string, unknown> = { quant_type: type, blocksize, dtype: dtype === 'BF16' ? 'bfloat16' : 'float16', shape: [rows, cols] };
       const stats: FixtureTensor[] = [];
       let absmax: number[];
@@ -161,7 +163,7 @@ function bnbFourBit(d: Draw, type: 'nf4' | 'fp4'): FormatPlan {
         w[v] = roundForDType(Math.fround(code[nibble] * absmax[Math.floor(v / blocksize)]), dtype);
       }
       const tensors: FixtureTensor[] = [
-        { name, dtype: 'U8', shape: [n / 2, 1], data: packed }, ...stats,
+        { name, dtype: 'U8', shape: [packed.length, 1], data: packed }, ...stats,
         { name: `${name}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(code) },
         { name: `${name}.quant_state.bitsandbytes__${type}`, dtype: 'U8', shape: [jsonBytes(state).length], data: jsonBytes(state) },
       ];
