@@ -1,7 +1,7 @@
 /**
  * The thread fuzzer: quantized bases just above the CPU pool's floor for sending work to threads
  * (helpers/fuzz-thread-worlds.ts: bitsandbytes NF4/FP4/int8, mlx affine, GPTQ, AWQ,
- * compressed-tensors int, ModelOpt and ComfyUI NVFP4, ComfyUI mxfp8), with odd shapes and slab
+ * compressed-tensors int, ModelOpt and ComfyUI NVFP4, ComfyUI mxfp8, gpt-oss MXFP4 experts), with odd shapes and slab
  * sizes and, for some cases, a hostile statistic or shape, merged with a PEFT LoRA on two threads
  * (slabs in shared memory, as the command line reads them), on two threads through the pool's
  * scratch (a page's pool) and on one thread with no pool. For every case:
@@ -21,7 +21,7 @@ import type { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { decodeSafetensors, roundForDType } from './helpers/fixtures.js';
-import { K, Q, THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
+import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
 const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
@@ -65,24 +65,22 @@ const same = (a: number, b: number, unsignedZeros: boolean) => Object.is(a, b) |
 function wrongElement(c: ThreadCase, bytes: Uint8Array): string | undefined {
   const dtype = c.outDtype === 'f16' ? 'F16' : 'BF16';
   const written = decodeSafetensors(bytes).tensors;
-  for (const m of [Q, K]) {
-    const t = written.get(`${m}.weight`);
-    if (!t) return `${m}.weight not written (${[...written.keys()].join(', ')})`;
-    if (t.dtype !== dtype || t.shape.join() !== `${c.rows[m]},${c.cols}`) return `${m}.weight is ${t.dtype} ${JSON.stringify(t.shape)}`;
-    const w = c.real!.get(m)!;
-    const delta = m === Q ? c.delta : undefined;
+  for (const [key, { shape, w, delta }] of c.real!) {
+    const t = written.get(key);
+    if (!t) return `${key} not written (${[...written.keys()].join(', ')})`;
+    if (t.dtype !== dtype || t.shape.join() !== shape.join()) return `${key} is ${t.dtype} ${JSON.stringify(t.shape)}`;
     for (let i = 0; i < w.length; i++) {
       const got = t.values[i];
       if (!delta || !Number.isFinite(w[i])) {
         // Unchanged (or not finite): the dequantized value in the output dtype, NaN and signs kept.
         const want = roundForDType(delta ? w[i] + delta[i] : w[i], dtype);
-        if (!same(got, want, c.unsignedZeros || !!delta)) return `${m}.weight[${i}] is ${got}, expected ${want}`;
+        if (!same(got, want, c.unsignedZeros || !!delta)) return `${key}[${i}] is ${got}, expected ${want}`;
         continue;
       }
       const exact = w[i] + delta[i];
       const bound = tolerance(exact, Math.abs(w[i]) + Math.abs(delta[i]), dtype);
       if (Number.isFinite(roundForDType(exact, dtype)) ? !(Math.abs(got - exact) <= bound) : got !== roundForDType(exact, dtype)) {
-        return `${m}.weight[${i}] is ${got}, expected ${exact} (bound ${bound})`;
+        return `${key}[${i}] is ${got}, expected ${exact} (bound ${bound})`;
       }
     }
   }

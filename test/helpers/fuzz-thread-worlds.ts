@@ -19,7 +19,10 @@
  *   - AWQ GEMM (`dequantize_gemm`): (q[i, o] − z[⌊i/g⌋, o]) · scale[⌊i/g⌋, o], AWQ's nibble order;
  *   - compressed-tensors (`dequantize`): (q[o, i] − z[o, g(i)]) · scale[o, g(i)], packed codes q + 2^(bits−1);
  *   - ModelOpt NVFP4 / ComfyUI nvfp4: f32(e2m1 · f32(e4m3(block scale) · weight_scale_2));
- *   - ComfyUI mxfp8: e4m3(code) · 2^(e − 127).
+ *   - ComfyUI mxfp8: e4m3(code) · 2^(e − 127);
+ *   - gpt-oss MXFP4 experts (transformers' convert_moe_packed_tensors): the parameter (E, in, out) is
+ *     FP4_VALUES[code] · 2^(scale − 127), code 2k of a block in the low nibble of byte k, changed by
+ *     PEFT's target_parameters LoRA (s·Σ_k B[o][k·E + e]·A[e·r + k][i]).
  */
 import { NF4, FP4 } from './bnb-tables.js';
 import { blockedOrder, comfyNvfp4Value, e4m3Value, e8m0Value, modelOptNvfp4Value } from './e4m3-by-hand.js';
@@ -27,7 +30,7 @@ import { buildSafetensors, encodeValues, randomValues, roundForDType, seededRand
 import { AWQ_ORDER, pack, packGptq3 } from './int-packing.js';
 
 export const THREAD_FORMATS = [
-  'bnb-nf4', 'bnb-fp4', 'bnb-int8', 'mlx-affine', 'gptq', 'awq', 'ct-packed', 'ct-int8', 'modelopt-nvfp4', 'comfy-nvfp4', 'comfy-mxfp8',
+  'bnb-nf4', 'bnb-fp4', 'bnb-int8', 'mlx-affine', 'gptq', 'awq', 'ct-packed', 'ct-int8', 'modelopt-nvfp4', 'comfy-nvfp4', 'comfy-mxfp8', 'gpt-oss-mxfp4',
 ] as const;
 export type ThreadFormat = (typeof THREAD_FORMATS)[number];
 
@@ -49,16 +52,25 @@ export interface ThreadCase {
   adapter: Files;
   outDtype: 'f16' | 'bf16';
   slabBytes: number;
+  /** Outputs of each Llama module (q_proj, k_proj); the experts' shapes are in `real`. */
   rows: Record<string, number>;
   cols: number;
-  /** The hostile change, if any, and the module it was made in. */
+  /** The hostile change, if any, and the module it was made in (the refusal names it). */
   hostile?: { kind: Hostility; module: string };
-  /** Per module, W in float64 (the hostile value included); null where the files hold no loadable weight. */
-  real: Map<string, Float64Array> | null;
-  /** ΔW = α/r·B·A of q_proj in float64. */
-  delta: Float64Array;
+  /**
+   * Per written weight, its shape, W in float64 (the hostile value included) and ΔW where the
+   * adapter changes it; null where the files hold no loadable weight.
+   */
+  real: Map<string, Truth> | null;
   /** Zeros compared without sign (a −0 code under a merge's 0 + W). */
   unsignedZeros: boolean;
+}
+
+/** A written weight's truth. */
+export interface Truth {
+  shape: number[];
+  w: Float64Array;
+  delta?: Float64Array;
 }
 
 /** The options that pick what cases are drawn. */
@@ -490,7 +502,7 @@ function mxfp8(d: Draw): FormatPlan {
   };
 }
 
-function planFor(d: Draw, format: ThreadFormat): FormatPlan {
+function planFor(d: Draw, format: Exclude<ThreadFormat, 'gpt-oss-mxfp4'>): FormatPlan {
   switch (format) {
     case 'bnb-nf4': return bnbFourBit(d, 'nf4');
     case 'bnb-fp4': return bnbFourBit(d, 'fp4');
@@ -523,6 +535,7 @@ export function threadCase(seed: number, index: number, options: ThreadWorldOpti
     pick: (xs) => xs[Math.floor(rand() * xs.length)],
   };
   const format = d.pick(options.formats ?? THREAD_FORMATS);
+  if (format === 'gpt-oss-mxfp4') return gptOssCase(d, seed, index, options);
   const plan = planFor(d, format);
   const cols = d.pick(plan.cols);
   // q_proj just above the pool's floor (64 Ki elements) up to 200 Ki; k_proj below it or above.
@@ -532,12 +545,12 @@ export function threadCase(seed: number, index: number, options: ThreadWorldOpti
   const hostileKind: Hostility | undefined = d.rand() < (options.hostileShare ?? 0.3) ? d.pick(['nan', 'inf', 'short-stats', 'short-weight', 'wide-weight'] as const) : undefined;
   const hostileModule = d.rand() < 0.7 ? Q : K;
   const tensors: FixtureTensor[] = [];
-  const real = new Map<string, Float64Array>();
+  const real = new Map<string, Truth>();
   let loadable = true;
   for (const m of [Q, K]) {
     const scaleKind = m === hostileModule && (hostileKind === 'nan' || hostileKind === 'inf') ? hostileKind : undefined;
     const built = plan.build(m, rows[m], cols, scaleKind);
-    real.set(m, built.w);
+    real.set(`${m}.weight`, { shape: [rows[m], cols], w: built.w });
     tensors.push(...built.tensors);
     if (built.refused) loadable = false;
   }
@@ -553,6 +566,7 @@ export function threadCase(seed: number, index: number, options: ThreadWorldOpti
     loadable = false;
   }
   const delta = loraDelta(d, qRows, cols);
+  real.get(`${Q}.weight`)!.delta = delta.delta;
   const outDtype = d.pick(['f16', 'bf16'] as const);
   // A slab of 64 Ki–220 Ki f32 values, odd in bytes now and then: its rows cut where they fall.
   const slabBytes = d.int(65536, 220 * 1024) * 4 + (d.rand() < 0.3 ? d.int(1, 3) : 0);
@@ -564,7 +578,7 @@ export function threadCase(seed: number, index: number, options: ThreadWorldOpti
   return {
     label: `case ${index} (seed ${seed}): ${plan.name}, q_proj ${qRows}×${cols}, k_proj ${kRows}×${cols}, out ${outDtype}, slab ${slabBytes} B${hostile ? `, hostile: ${hostile.kind} in ${hostile.module}` : ''}`,
     format, files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': config, ...plan.extraFiles }, adapter: delta.files, outDtype, slabBytes,
-    rows, cols, hostile, real: loadable ? real : null, delta: delta.delta, unsignedZeros: !!plan.unsignedZeros,
+    rows, cols, hostile, real: loadable ? real : null, unsignedZeros: !!plan.unsignedZeros,
   };
 }
 
@@ -622,5 +636,105 @@ function loraDelta(d: Draw, rows: number, cols: number): { files: Files; delta: 
       'adapter_model.safetensors': buildSafetensors(tensors),
     },
     delta,
+  };
+}
+
+/** transformers' FP4_VALUES: e2m1 by its 4-bit code, sign in bit 3. */
+const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0, -0.5, -1, -1.5, -2, -3, -4, -6];
+const EXPERTS = 'model.layers.0.mlp.experts';
+
+/**
+ * A gpt-oss layer's MXFP4 experts (E of them; hidden H, intermediate I, both multiples of 32),
+ * `gate_up_proj` (E, H, 2I) and `down_proj` (E, I, H) stored as `_blocks` U8 (E, out, in/32, 16)
+ * and `_scales` U8 (E, out, in/32), with a PEFT 0.17 target_parameters LoRA on both.
+ */
+function gptOssCase(d: Draw, seed: number, index: number, options: ThreadWorldOptions): ThreadCase {
+  // Big enough that a slab holds the 64 Ki f32 words (128 Ki bf16 values) the pool wants.
+  const E = d.int(2, 3), H = d.pick([256, 320, 384]), I = d.pick([192, 224, 256]);
+  const r = d.int(1, 4), alpha = d.pick([r, 2 * r, 8]);
+  const hostileKind: Hostility | undefined = d.rand() < (options.hostileShare ?? 0.3) ? d.pick(['nan', 'inf', 'short-stats', 'short-weight', 'wide-weight'] as const) : undefined;
+  const hostileParam = d.pick(['gate_up_proj', 'down_proj'] as const);
+  const tensors: FixtureTensor[] = [
+    { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [40, H], data: randomValues(40 * H, d.rand, 0.1) },
+    { name: `${L}.self_attn.q_proj.weight`, dtype: 'BF16', shape: [64, H], data: randomValues(64 * H, d.rand, 0.1) },
+    { name: `${L}.mlp.router.weight`, dtype: 'BF16', shape: [E, H], data: randomValues(E * H, d.rand, 0.1) },
+  ];
+  const adapter: FixtureTensor[] = [];
+  const real = new Map<string, Truth>();
+  // Scale bytes as trained weights have them (2^-10 … 2^-3), a few tiny ones (bf16 subnormals) and a few large.
+  const scale = () => {
+    const u = d.rand();
+    return u < 0.03 ? d.int(0, 2) : u < 0.05 ? d.int(127, 130) : d.int(117, 124);
+  };
+  let loadable = true;
+  for (const [param, out, inF, wrapper] of [['gate_up_proj', 2 * I, H, `${EXPERTS}.base_layer`], ['down_proj', H, I, EXPERTS]] as const) {
+    const groups = inF / 32;
+    const blocks = Uint8Array.from({ length: E * out * groups * 16 }, () => d.int(0, 255));
+    const scales = Uint8Array.from({ length: E * out * groups }, scale);
+    // E8M0's NaN (255), or a scale whose blocks overflow bf16 (254), both refused by the reader.
+    if (param === hostileParam && (hostileKind === 'nan' || hostileKind === 'inf')) {
+      const at = d.int(0, scales.length - 1);
+      scales[at] = hostileKind === 'nan' ? 255 : 254;
+      // A block of 254 overflows only where a code is 1.5 or more: one is put there.
+      if (hostileKind === 'inf') blocks[at * 16 + d.int(0, 15)] |= 0x07;
+      loadable = false;
+    }
+    const w = new Float64Array(E * inF * out);
+    for (let e = 0; e < E; e++) for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
+      const g = Math.floor(i / 32);
+      const byte = blocks[((e * out + o) * groups + g) * 16 + Math.floor((i % 32) / 2)];
+      w[(e * inF + i) * out + o] = E2M1[i % 2 === 0 ? byte & 15 : byte >> 4] * 2 ** (scales[(e * out + o) * groups + g] - 127);
+    }
+    const a = Array.from(randomValues(r * E * inF, d.rand, 0.3), Math.fround);
+    const b = Array.from(randomValues(out * r * E, d.rand, 0.3), Math.fround);
+    const delta = new Float64Array(E * inF * out);
+    for (let e = 0; e < E; e++) for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) {
+      let sum = 0;
+      for (let k = 0; k < r; k++) sum += b[o * r * E + k * E + e] * a[(e * r + k) * inF + i];
+      delta[(e * inF + i) * out + o] = (alpha / r) * sum;
+    }
+    real.set(`${EXPERTS}.${param}`, { shape: [E, inF, out], w, delta });
+    tensors.push(
+      { name: `${EXPERTS}.${param}_blocks`, dtype: 'U8', shape: [E, out, groups, 16], data: blocks },
+      { name: `${EXPERTS}.${param}_scales`, dtype: 'U8', shape: [E, out, groups], data: scales },
+      { name: `${EXPERTS}.${param}_bias`, dtype: 'BF16', shape: [E, out], data: randomValues(E * out, d.rand, 0.1) },
+    );
+    adapter.push(
+      { name: `base_model.model.${wrapper}.lora_A.weight`, dtype: 'F32', shape: [r * E, inF], data: a },
+      { name: `base_model.model.${wrapper}.lora_B.weight`, dtype: 'F32', shape: [out, r * E], data: b },
+    );
+  }
+  if (hostileKind === 'short-stats' || hostileKind === 'short-weight' || hostileKind === 'wide-weight') {
+    const at = tensors.findIndex((t) => t.name === `${EXPERTS}.${hostileParam}_${hostileKind === 'short-stats' ? 'scales' : 'blocks'}`);
+    // One output fewer (or more) in every expert: the second dimension.
+    const t = tensors[at];
+    const bytes = t.data as Uint8Array;
+    const [e, out] = t.shape;
+    const perOut = bytes.length / (e * out), change = hostileKind === 'wide-weight' ? 1 : -1;
+    const data = new Uint8Array(e * (out + change) * perOut);
+    for (let x = 0; x < e; x++) data.set(bytes.subarray(x * out * perOut, (x * out + Math.min(out, out + change)) * perOut), x * (out + change) * perOut);
+    tensors[at] = { ...t, shape: [e, out + change, ...t.shape.slice(2)], data };
+    loadable = false;
+  }
+  const config = JSON.stringify({
+    architectures: ['GptOssForCausalLM'], model_type: 'gpt_oss', torch_dtype: 'bfloat16', hidden_size: H, intermediate_size: I,
+    num_hidden_layers: 1, num_local_experts: E, experts_per_token: Math.min(2, E), num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
+    vocab_size: 40, tie_word_embeddings: true, swiglu_limit: 7.0, layer_types: ['full_attention'],
+    quantization_config: { quant_method: 'mxfp4', modules_to_not_convert: ['model.layers.*.self_attn', 'model.layers.*.mlp.router', 'model.embed_tokens', 'lm_head'] },
+  });
+  const slabBytes = d.int(140_000, 400_000) * 2 + (d.rand() < 0.3 ? d.int(1, 3) : 0);
+  const hostile = hostileKind ? { kind: hostileKind, module: `${EXPERTS}.${hostileParam}` } : undefined;
+  return {
+    label: `case ${index} (seed ${seed}): gpt-oss MXFP4 experts, E ${E}, H ${H}, I ${I}, rank ${r}, out bf16, slab ${slabBytes} B${hostile ? `, hostile: ${hostile.kind} in ${hostile.module}` : ''}`,
+    format: 'gpt-oss-mxfp4',
+    files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': config },
+    adapter: {
+      'adapter_config.json': JSON.stringify({
+        peft_type: 'LORA', r, lora_alpha: alpha, lora_dropout: 0, bias: 'none', task_type: 'CAUSAL_LM', target_modules: [],
+        target_parameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'], peft_version: '0.17.1',
+      }),
+      'adapter_model.safetensors': buildSafetensors(adapter),
+    },
+    outDtype: 'bf16', slabBytes, rows: {}, cols: 0, hostile, real: loadable ? real : null, unsignedZeros: false,
   };
 }
