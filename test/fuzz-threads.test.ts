@@ -13,7 +13,7 @@
  *     a case whose files hold no loadable weight (a tensor one row short, a weight of another
  *     shape) is refused.
  * Seeded; `npm test` runs a few cases, FUZZ_THREAD_RUNS=<n> many more (FUZZ_SEED picks the seed,
- * FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
+ * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
  * THREAD_FORMATS names them). The pools run the built worker script (`npm run build:lib`).
  */
 import { describe, expect, it } from 'vitest';
@@ -25,6 +25,8 @@ import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from '
 import { threadBackends } from './helpers/thread-backends.js';
 
 const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
+/** The first case's index: a long run may be split into shards that run cases FROM…FROM + RUNS − 1. */
+const FROM = Number(process.env.FUZZ_THREAD_FROM ?? 0);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const ONLY = process.env.FUZZ_THREAD_CASE === undefined ? undefined : Number(process.env.FUZZ_THREAD_CASE);
 const FORMATS = process.env.FUZZ_THREAD_FORMATS?.split(',').map((f) => f.trim()) as ThreadFormat[] | undefined;
@@ -88,7 +90,7 @@ function wrongElement(c: ThreadCase, bytes: Uint8Array): string | undefined {
 }
 
 describe('fuzzing quantized row decoding on the worker threads', () => {
-  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: RUNS }, (_, i) => i);
+  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: RUNS }, (_, i) => FROM + i);
   // Chunks of 25 cases, each its own test: a long run shows its progress and a failure keeps its neighbours' results.
   const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
     .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
@@ -125,6 +127,8 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
       const wrong = wrongElement(c, onShared.bytes);
       expect(wrong, context).toBeUndefined();
     }
+    // Progress of a long run, as each chunk ends.
+    if (chunks.length > 1) console.log(`fuzz threads: seed ${SEED}, cases ${chunk[0]}–${chunk[chunk.length - 1]} passed (${stats.cases} so far: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers)`);
   });
 
   it('reached the worker threads', () => {
