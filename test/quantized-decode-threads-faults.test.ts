@@ -18,6 +18,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { RowBlockPool, type PoolWorker } from '../src/engine/cpu/row-block-pool.js';
 import type { WorkerReply } from '../src/engine/cpu/cpu-worker-protocol.js';
+import type { RowSource } from '../src/formats/row-decoders.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type OutputTarget } from '../src/index.js';
 import { createNodeOutputTarget } from '../src/node.js';
@@ -142,6 +143,38 @@ describe('a worker that dies while it decodes quantized rows', () => {
       expect(readdirSync(dir)).toEqual([]);
     } finally {
       backend.dispose();
+    }
+  });
+});
+
+describe('a worker whose decoder throws', () => {
+  it('the call ends in one line naming the weight, once every piece in flight has settled', async () => {
+    // An LLM.int8 q_proj of 256 × 512 (131 072 values): eight pieces, the worker's answered with an error.
+    const rows = 256, cols = 512;
+    const source: RowSource = {
+      name: 'model.layers.0.self_attn.q_proj.weight', decoder: 'bnb-int8', cols, firstRow: 0,
+      arrays: { q: new Int8Array(rows * cols).fill(3), scb: new Float32Array(rows).fill(0.5) }, params: {},
+    };
+    let posted = 0, answered = 0;
+    let reply: (r: WorkerReply) => void = () => {};
+    const failing: PoolWorker = {
+      post: (job) => {
+        posted++;
+        setTimeout(() => { answered++; reply({ id: job.id, error: 'Cannot read properties of undefined (reading \'length\')' }); }, 20);
+      },
+      listen: (onReply) => { reply = onReply; },
+      hold: () => {},
+      terminate: () => {},
+    };
+    const pool = new RowBlockPool([failing], () => new Promise((r) => setImmediate(r)), true);
+    try {
+      const error = await pool.decodeRows(source, 0, rows).then(() => undefined, (e: unknown) => e);
+      expect((error as Error).message).toBe("model.layers.0.self_attn.q_proj.weight: a CPU worker failed to decode it: Cannot read properties of undefined (reading 'length')");
+      expect(isMergeError(error)).toBe(false);
+      expect(posted).toBeGreaterThan(0);
+      expect(answered).toBe(posted);
+    } finally {
+      pool.dispose();
     }
   });
 });
