@@ -424,6 +424,10 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     ['GPTQ 4-bit tensors under bits 3', withConfig(base, (q) => { q.bits = 3; }), /q_proj\.weight is not a GPTQ weight as it writes them \(.*q_proj\.qweight is I32 \[28, 40\]; expected I32 \(in\/32·3, out\)/],
     ['GPTQ 3-bit with 40 outputs (not whole runs of 32, which AutoGPTQ and GPTQModel do not write)', gptq3Outputs40(), /k_proj\.weight is not a GPTQ weight as it writes them \(.*k_proj\.qweight has 40 outputs; 3-bit GPTQ packs the zero points of 32 outputs into 3 words/, peftLora(gptq3.rows, gptq3.cols)],
     ['AWQ GEMV', withConfig(awqBase, (q) => { q.version = 'gemv'; }), /quantization_config \(awq\): version "gemv" is not read; only the GEMM layout/],
+    // 224 inputs in groups of 36: 7 groups, the last of 8, as the stored scales have them; AutoAWQ's
+    // WQLinear_GEMM asserts in_features % group_size == 0, so such a weight is never loaded.
+    ['AWQ with inputs not whole groups', withConfig(awqBase, (q) => { q.group_size = 36; }),
+      /(q|k|v)_proj\.weight is not a AWQ GEMM weight as it writes them \(.*(q|k|v)_proj\.qweight has 224 inputs, not whole groups of 36/],
     ['compressed-tensors with a sparse format', withConfig(compressedTensorsInt8(), (q) => { q.sparsity_config = { format: 'sparse-24-bitmask' }; }), /sparsity format "sparse-24-bitmask" is not read/],
     // compressed-tensors' decompressor for the config's format reads only that format's tensors.
     ['compressed-tensors int8 weights under format pack-quantized', withConfig(w8a8, (q) => { q.format = 'pack-quantized'; }),

@@ -48,7 +48,9 @@ function awqWeight(
   if (qweight.dtype !== 'I32' || qweight.shape.length !== 2) throw why(`${qweightKey} is ${qweight.dtype} [${qweight.shape.join(', ')}]; expected I32 (in, out/8)`);
   const [cols, words] = qweight.shape;
   const rows = words * 8;
-  const groups = Math.ceil(cols / groupSize);
+  // AutoAWQ's WQLinear_GEMM asserts in_features % group_size == 0: it loads no ragged last group.
+  if (cols % groupSize !== 0) throw why(`${qweightKey} has ${cols} inputs, not whole groups of ${groupSize}; AutoAWQ loads only weights whose inputs are`);
+  const groups = cols / groupSize;
   const dtype = scaleDtype(base.name, scalesKey, scales.dtype);
   if (scales.shape.length !== 2 || scales.shape[0] !== groups || scales.shape[1] !== rows) throw why(`${scalesKey} has shape [${scales.shape.join(', ')}]; expected (${groups}, ${rows}) for ${cols} inputs in groups of ${groupSize}`);
   if (qzeros.dtype !== 'I32' || qzeros.shape.length !== 2 || qzeros.shape[0] !== groups || qzeros.shape[1] !== words) throw why(`${qzerosKey} is ${qzeros.dtype} [${qzeros.shape.join(', ')}]; expected I32 (${groups}, ${words})`);
