@@ -1,7 +1,9 @@
 /**
- * The adapter jobs (combine, resize, extract: LoRA to LoRA in one call) shared by the browser and
+ * The adapter jobs (combine, resize, extract, convert: LoRA to LoRA in one call) shared by the browser and
  * Node entry points: check every option, open the sources, run the adapter algebra, write a PEFT
- * folder or a kohya file into `out` (or Blobs), and release everything; a failure or a cancel
+ * folder or a kohya file into `out` (or Blobs), or, where the entry point's `out` says so (Node's
+ * `.gguf` paths), a llama.cpp LoRA GGUF as the command line does (gguf-base.ts renames PEFT
+ * modules onto a `base`; convert runs no algebra), and release everything; a failure or a cancel
  * leaves nothing at `out`. The rules are the command line's (`loramerge combine`, `resize`,
  * `extract`). The entry points differ only in what a source or an output may be, how the token and
  * the GPU are found (Node adds paths, the Hugging Face token and Dawn), supplied here as hooks.
@@ -195,7 +197,7 @@ export interface AdapterJobHooks<Out> {
   checkOutputPlace?(out: Out): Promise<void>;
   /** Opens a checked source; `signal` cancels its requests where it makes any. */
   openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
-  /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
+  /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract, convert). */
   openOutput(out: Out, format: OutputFormat, command: string): Promise<OutputTarget>;
   /**
    * The algebra's backend for `kind`; `gpu`, where the caller gave one, is the WebGPU to use;
