@@ -96,6 +96,8 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
         rank: spec.rank, energy: spec.energy,
       });
     }
+    // Only a Node path ending in .gguf writes a GGUF: the page's outputs never do.
+    if (outcome.format === 'gguf') throw new Error('the page writes no llama.cpp LoRA GGUF');
     const files: MergedFile[] = [];
     for (const path of outcome.files) {
       const file = await fileAt(job.folder, path);

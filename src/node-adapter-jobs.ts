@@ -3,17 +3,18 @@
  * browser entry's jobs (adapter-ops/one-call-jobs.ts), with the Node entry's merge() contract for
  * sources and the output. A source may also be a path on disk (a file or a folder) and a URL is
  * read with the Hugging Face token (node-sources.ts); `out` may be a path, written as the command
- * line's `combine`, `resize` and `extract` write it (node-output.ts): a name ending in
- * `.safetensors` is a kohya file, anything else a PEFT folder, written under temporary names and
+ * line's `combine`, `resize`, `extract` and `convert` write it (node-output.ts): a name ending in
+ * `.safetensors` is a kohya file, one ending in `.gguf` a llama.cpp LoRA GGUF (combine and resize
+ * of GGUF LoRAs, or of PEFT adapters with a `base`; convertLora), anything else a PEFT folder, written under temporary names and
  * moved into place only when the job succeeded. The algebra runs on Dawn's WebGPU (the optional
  * `webgpu` package) or the CPU on worker threads (as the CPU merge), and is released before the
  * job returns, however it ends, so nothing keeps the process alive after it.
  */
 import {
-  combineLorasJob, extractLoraJob, resizeLoraJob, type AdapterJobHooks, type AdapterJobOptions, type AdapterJobOutcome,
-  type CombineLorasOptions, type ExtractLoraOptions, type ResizeLoraOptions,
+  combineLorasJob, convertLoraJob, extractLoraJob, resizeLoraJob, type AdapterJobHooks, type AdapterJobOptions, type AdapterJobOutcome,
+  type CombineLorasOptions, type ConvertLoraOptions, type ExtractLoraOptions, type ResizeLoraOptions,
 } from './adapter-ops/one-call-jobs.js';
-import { outputFormatFor } from './adapter-ops/module-updates.js';
+import { cliOutputFormat } from './adapter-ops/module-updates.js';
 import { createAlgebraBackend } from './algebra/create-algebra.js';
 import { createNodeAlgebra, nodeCpuAlgebra } from './algebra/node-algebra.js';
 import { badArgument } from './api-arguments.js';
@@ -25,7 +26,8 @@ import { openBrowserDestination, type MergeDestination } from './merge.js';
 export interface NodeAdapterJobOptions extends AdapterJobOptions<MergeDestination | string> {
   /**
    * Where the files go: a path, as the command line's `--out` (a name ending in `.safetensors` is a
-   * kohya file, replaced if it exists; anything else a PEFT folder, new or empty unless `overwrite`),
+   * kohya file, one ending in `.gguf` a llama.cpp LoRA GGUF (combineLoras and resizeLora only: of
+   * GGUF LoRAs, or of PEFT adapters given a `base`), each replaced if it exists; anything else a PEFT folder, new or empty unless `overwrite`),
    * written under temporary names and moved into place only when the job succeeded; an output that
    * is an input, or holds one or lies inside one, is refused. Or a File System Access handle or an
    * OutputTarget, as in the browser; omitted, Blobs come back. A path decides the format: a
@@ -46,6 +48,9 @@ export interface NodeResizeLoraOptions extends NodeAdapterJobOptions, ResizeLora
 
 /** Options of the Node {@link extractLora}: the browser's, and the models and `out` may be paths. */
 export interface NodeExtractLoraOptions extends NodeAdapterJobOptions, ExtractLoraOptions<MergeDestination | string> {}
+
+/** Options of {@link convertLora}: sources may be paths or URLs, `out` is a path ending in `.gguf`. */
+export interface NodeConvertLoraOptions extends ConvertLoraOptions<string> {}
 
 /**
  * Combines several LoRA adapters into one (see the browser entry's `combineLoras` for the methods),
@@ -72,6 +77,19 @@ export function resizeLora(options: NodeResizeLoraOptions): Promise<AdapterJobOu
 }
 
 /**
+ * Writes one PEFT adapter as a llama.cpp LoRA GGUF for the model `base` (a GGUF or a Hugging Face
+ * safetensors folder), as the command line's `convert` does and llama.cpp's convert_lora_to_gguf.py
+ * names it: its factors as they are, each module at its own scale, no algebra run. A failure or a
+ * cancel leaves nothing at `out`.
+ *
+ * @example
+ * await convertLora({ adapter: 'my-lora/', base: 'Llama-3.2-1B-F16.gguf', out: 'my-lora.gguf' });
+ */
+export function convertLora(options: NodeConvertLoraOptions): Promise<AdapterJobOutcome> {
+  return convertLoraJob(options, nodeJobHooks(options, 'convert'));
+}
+
+/**
  * Extracts a LoRA from a fine-tuned model and its base (see the browser entry's `extractLora`),
  * each a path (a file or a folder of shards), a URL of one file or what the browser takes, into an
  * `out` path or any output the browser takes.
@@ -83,7 +101,7 @@ export function extractLora(options: NodeExtractLoraOptions): Promise<AdapterJob
   return extractLoraJob(options, nodeJobHooks(options, 'extract'));
 }
 
-const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', peft: 'a PEFT folder' } as const;
+const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', peft: 'a PEFT folder', gguf: 'a llama.cpp LoRA GGUF (a name ending in .gguf)' } as const;
 
 /**
  * Node's side of one job (`command` names it where an input changed while it was read): sources
@@ -91,32 +109,34 @@ const PATH_FORMATS = { kohya: 'a kohya file (a name ending in .safetensors)', pe
  * or the CPU's worker threads (createNodeAlgebra; `threads` of them where given), or on a GPU given
  * (its CPU on the threads too).
  */
-function nodeJobHooks(options: NodeAdapterJobOptions, command: string): AdapterJobHooks<MergeDestination | string> {
+function nodeJobHooks(options: NodeAdapterJobOptions | NodeConvertLoraOptions, command: string): AdapterJobHooks<MergeDestination | string> {
   // Read only once the options are checked (checkOptions refuses anything but an object).
   const sources = new NodeSources(() => options.hfToken, `the ${command}`);
   const use = (what: string, adapter: boolean) => ({ what, adapter, folderAdvice: NODE_FOLDER_ADVICE });
+  // A GGUF base may be one part of a split model, standing for the set (the command line's --base).
+  const opening = (what: string, signal: AbortSignal | undefined) => ({ signal, splitGguf: what === 'base' && command !== 'extract' });
   return {
     moreOptions: NODE_CALL_OPTIONS,
     checkSource: (source, what, adapter) => sources.check(source, use(what, adapter)),
     checkOutput(out, format) {
       checkNodeOut(out, 'the adapter');
-      // A folder named x.gguf would be a PEFT folder a user took for a llama.cpp file.
-      if (isPath(out) && /\.gguf$/i.test(out)) {
-        throw badArgument(`out "${out}" ends in .gguf, and the library writes PEFT folders and kohya files only; name a folder or a .safetensors file (the command line's combine and resize write a llama.cpp LoRA GGUF of GGUF LoRA inputs)`);
+      // extract reads safetensors models, whose module names are not llama.cpp's tensor names.
+      if (command === 'extract' && isPath(out) && cliOutputFormat(out) === 'gguf') {
+        throw badArgument(`out "${out}": extractLora writes no GGUF (it reads safetensors models, whose module names are not llama.cpp's); name out a folder (PEFT) and convert it with convertLora`);
       }
-      if (!isPath(out) || format === undefined || format === outputFormatFor(out)) return;
-      throw badArgument(`format is ${format}, but out "${out}" names ${PATH_FORMATS[outputFormatFor(out)]}; leave format out, or name ${PATH_FORMATS[format]}`);
+      if (!isPath(out) || format === undefined || format === cliOutputFormat(out)) return;
+      throw badArgument(`format is ${format}, but out "${out}" names ${PATH_FORMATS[cliOutputFormat(out)]}; leave format out, or name ${PATH_FORMATS[format]}`);
     },
     fixedFormat: (out) => (isPath(out)
-      ? { format: outputFormatFor(out), kohyaAdvice: `give out a name ending in .safetensors (a kohya file) instead of "${out}"` }
+      ? { format: cliOutputFormat(out), kohyaAdvice: `give out a name ending in .safetensors (a kohya file) instead of "${out}"` }
       : undefined),
-    openSource: (source, what, adapter, signal) => sources.open(source, use(what, adapter), { signal }),
+    openSource: (source, what, adapter, signal) => sources.open(source, use(what, adapter), opening(what, signal)),
     // A path whose folder cannot take the output is refused before a source is read.
     checkOutputPlace: async (out) => (isPath(out) ? checkOutputFolder(out) : undefined),
     async openOutput(out, format) {
       if (!isPath(out)) return openBrowserDestination(out);
-      return createNodeOutputTarget(out, format === 'kohya' ? 'file' : 'folder', sources.diskPaths(), {
-        overwrite: options.overwrite,
+      return createNodeOutputTarget(out, format === 'peft' ? 'folder' : 'file', sources.diskPaths(), {
+        overwrite: 'overwrite' in options ? options.overwrite : undefined,
         beforeCommit: () => sources.verify(),
       });
     },

@@ -1,12 +1,13 @@
 // `loramerge/node`: everything in `loramerge`, plus files on disk, Dawn's WebGPU (the optional
 // `webgpu` package, loaded only when a GPU backend is asked for) and CPU worker threads.
 export * from './index.js';
+export type { ConvertLoraOptions } from './adapter-ops/one-call-jobs.js';
 export { merge, type NodeMergeOptions } from './node-merge.js';
 // Shadow the browser entry's jobs: from Node they also take paths, write `out` paths, send the
 // Hugging Face token and run on Dawn or the CPU.
 export {
-  combineLoras, extractLora, resizeLora, type NodeAdapterJobOptions, type NodeCombineLorasOptions, type NodeExtractLoraOptions,
-  type NodeResizeLoraOptions,
+  combineLoras, convertLora, extractLora, resizeLora, type NodeAdapterJobOptions, type NodeCombineLorasOptions, type NodeConvertLoraOptions,
+  type NodeExtractLoraOptions, type NodeResizeLoraOptions,
 } from './node-adapter-jobs.js';
 export { createNodeBackend, type NodeBackendOptions } from './engine/node-backend.js';
 export { createCpuWorkerPool, type CpuWorkerPoolOptions } from './engine/cpu/cpu-worker-pool.js';

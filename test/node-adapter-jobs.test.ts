@@ -154,7 +154,8 @@ describe('loramerge/node jobs refuse an out path as the command line does, chang
     const kohyaIntoFolder = await refusal(resizeLora({ adapter: join(dir, 'two.safetensors'), rule: { kind: 'rank', rank: 1 }, out: join(dir, 'resized'), backend: 'cpu' }));
     const gguf = join(dir, 'resized.gguf');
     const ggufOut = await refusal(resizeLora({ adapter: join(dir, 'one'), rule: { kind: 'rank', rank: 1 }, out: gguf, backend: 'cpu' }));
-    expect([ggufOut.code, ggufOut.message]).toEqual(['BAD_ARGUMENT', `out "${gguf}" ends in .gguf, and the library writes PEFT folders and kohya files only; name a folder or a .safetensors file (the command line's combine and resize write a llama.cpp LoRA GGUF of GGUF LoRA inputs)`]);
+    // A PEFT adapter into a llama.cpp LoRA GGUF needs the model it is for (test/node-gguf-lora-jobs.test.ts writes one).
+    expect([ggufOut.code, ggufOut.message]).toEqual(['BAD_ARGUMENT', `${join(dir, 'one')}: a peft adapter's module names are not llama.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as base MODEL.gguf`]);
     expect(kohyaIntoFolder.message).toBe(`${join(dir, 'two.safetensors')}: a kohya adapter's module names (lora_unet_…) cannot be written as a PEFT folder; give out a name ending in .safetensors (a kohya file) instead of "${join(dir, 'resized')}"`);
     expect(snapshot(dir)).toEqual(before);
   });

@@ -31,7 +31,7 @@ const BROWSER = [
   ...LIMITS,
 ];
 
-const NODE_ONLY = ['createNodeBackend', 'createCpuWorkerPool', 'createNodeOutputTarget', 'openNodeByteSource', 'openNodeInputFileSet'];
+const NODE_ONLY = ['convertLora', 'createNodeBackend', 'createCpuWorkerPool', 'createNodeOutputTarget', 'openNodeByteSource', 'openNodeInputFileSet'];
 
 describe('the public surface', () => {
   it('loramerge exports exactly what embedders need', () => {

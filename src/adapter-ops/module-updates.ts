@@ -234,7 +234,11 @@ export function cliOutputFormat(out: string): OutputFormat {
  * counts for the q/k row permutation; the op then runs as `peft` and gguf-lora-names.ts renames);
  * a MoE LoRA's experts would have to be stacked back into 3-D factors, which the writer does not do.
  */
-export function checkFormatFits(adapters: readonly ParsedAdapter[], format: OutputFormat, out: string): void {
+export function checkFormatFits(
+  adapters: readonly ParsedAdapter[], format: OutputFormat, out: string,
+  // How to write a PEFT adapter as a llama.cpp LoRA: the command line's way unless the caller says its own.
+  convertAdvice = (name: string) => `combine --adapter ${name} --method cat --base MODEL.gguf --out ${name}.gguf`,
+): void {
   if (format === 'gguf') {
     const other = adapters.find((a) => a.format !== 'gguf');
     if (other) {
@@ -242,7 +246,7 @@ export function checkFormatFits(adapters: readonly ParsedAdapter[], format: Outp
       let message = `${other.name}: a ${other.format} adapter cannot be written as a GGUF LoRA (its module names are not llama.cpp's tensor names); give --out a .safetensors name`;
       if (other.format === 'peft') {
         message = mixed
-          ? `${other.name}: a peft adapter is not combined with llama.cpp LoRAs; write it as one first (combine --adapter ${other.name} --method cat --base MODEL.gguf --out ${other.name}.gguf), then combine the GGUF LoRAs`
+          ? `${other.name}: a peft adapter is not combined with llama.cpp LoRAs; write it as one first (${convertAdvice(other.name)}), then combine the GGUF LoRAs`
           : `${other.name}: a peft adapter's module names are not llama.cpp's tensor names, and renaming them needs the GGUF model it is for: give it as --base MODEL.gguf`;
       }
       throw new MergeError('BAD_ARGUMENT', message);

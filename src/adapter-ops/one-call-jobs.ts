@@ -1,14 +1,18 @@
 /**
- * The adapter jobs (combine, resize, extract: LoRA to LoRA in one call) shared by the browser and
+ * The adapter jobs (combine, resize, extract, convert: LoRA to LoRA in one call) shared by the browser and
  * Node entry points: check every option, open the sources, run the adapter algebra, write a PEFT
- * folder or a kohya file into `out` (or Blobs), and release everything; a failure or a cancel
+ * folder or a kohya file into `out` (or Blobs), or, where the entry point's `out` says so (Node's
+ * `.gguf` paths), a llama.cpp LoRA GGUF as the command line does (gguf-base.ts renames PEFT
+ * modules onto a `base`; convert runs no algebra), and release everything; a failure or a cancel
  * leaves nothing at `out`. The rules are the command line's (`loramerge combine`, `resize`,
  * `extract`). The entry points differ only in what a source or an output may be, how the token and
  * the GPU are found (Node adds paths, the Hugging Face token and Dawn), supplied here as hooks.
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
-import { kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
+import { convertAdapter } from './convert.js';
+import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
+import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
 import { openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
 import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
@@ -91,6 +95,8 @@ export interface CombineLorasOptions<Out = MergeDestination> extends AdapterJobO
   seed?: number;
   /** Clamps both output factors to ± this quantile of their values, 0 < Q ≤ 1 (kohya's and PEFT's clamp). */
   clampQuantile?: number;
+  /** {@inheritDoc ResizeLoraOptions.base} */
+  base?: MergeSource;
 }
 
 /** Options of `resizeLora`. */
@@ -103,6 +109,30 @@ export interface ResizeLoraOptions<Out = MergeDestination> extends AdapterJobOpt
    * --new_rank beside --dynamic_method); without it a module keeps at most its own rank.
    */
   rule: RankRule;
+  /**
+   * The model a llama.cpp LoRA GGUF of PEFT adapters is for (the command line's `--base`; only with
+   * an `out` ending in `.gguf`, from `loramerge/node`): a GGUF model (one part of a split one
+   * standing for all) or a Hugging Face safetensors folder, read for its tensor names and head
+   * counts only. The output's modules are renamed onto its tensors as llama.cpp's
+   * convert_lora_to_gguf.py names them. GGUF LoRA inputs need none.
+   */
+  base?: MergeSource;
+}
+
+/** Options of `convertLora` (`loramerge/node`): one PEFT adapter written as a llama.cpp LoRA GGUF. */
+export interface ConvertLoraOptions<Out = MergeDestination> {
+  /** The PEFT adapter; a Hugging Face Hub URL of a repository, `tree/` page or weights link is read as its PEFT folder. */
+  adapter: MergeSource;
+  /** {@inheritDoc ResizeLoraOptions.base} */
+  base: MergeSource;
+  /** Where the GGUF goes: a path ending in `.gguf` (the command line's `--out`), replaced if it exists, written only once the job succeeded. */
+  out: Out;
+  /** {@inheritDoc AdapterJobOptions.signal} */
+  signal?: AbortSignal;
+  /** {@inheritDoc AdapterJobOptions.onProgress} */
+  onProgress?: ProgressListener;
+  /** {@inheritDoc AdapterJobOptions.hfToken} */
+  hfToken?: string | false;
 }
 
 /** Options of `extractLora`: exactly one of `rank` and `energy`. */
@@ -121,8 +151,8 @@ export interface ExtractLoraOptions<Out = MergeDestination> extends AdapterJobOp
 
 /** What an adapter job made. */
 export interface AdapterJobOutcome {
-  /** What was written: a PEFT folder or a kohya file. */
-  format: 'peft' | 'kohya';
+  /** What was written: a PEFT folder, a kohya file or (from `loramerge/node`) a llama.cpp LoRA GGUF. */
+  format: 'peft' | 'kohya' | 'gguf';
   /** Files written, relative to `out`. */
   files: string[];
   /** Per module: the rank written, the share of its update kept and the singular values it was chosen from. */
@@ -167,7 +197,7 @@ export interface AdapterJobHooks<Out> {
   checkOutputPlace?(out: Out): Promise<void>;
   /** Opens a checked source; `signal` cancels its requests where it makes any. */
   openSource(source: MergeSource, what: string, adapter: boolean, signal: AbortSignal | undefined): Promise<InputFileSet>;
-  /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract). */
+  /** Opens `out` for `format` (`command` names the job in refusals: combine, resize, extract, convert). */
   openOutput(out: Out, format: OutputFormat, command: string): Promise<OutputTarget>;
   /**
    * The algebra's backend for `kind`; `gpu`, where the caller gave one, is the WebGPU to use;
@@ -180,51 +210,129 @@ export interface AdapterJobHooks<Out> {
 
 /** {@link combineLorasJob}, its messages as the engine words them (the command line's options). */
 async function combineLorasUnworded<Out>(options: CombineLorasOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile'], hooks);
+  checkJobOptions('combineLoras', options, ['adapters', 'method', 'rank', 'density', 'majoritySign', 'seed', 'clampQuantile', 'base'], hooks);
   checkAdapterList(options.adapters, (source, what) => hooks.checkSource(source, what, true));
+  if (options.base !== undefined) hooks.checkSource(options.base, 'base', false);
   const inputs = options.adapters.map((a) => (isWeighted(a) ? { source: a.source, weight: a.weight ?? 1 } : { source: a, weight: 1 }));
   const warnings = checkCombine(options);
   await checkOutputPlace(options, hooks);
   const adapters: ParsedAdapter[] = [];
+  let base: GgufBase | undefined;
   // Opening a large adapter is seconds of header and module parse: the signal is looked at between them.
   const pacer = new Pacer(options.signal);
   try {
     for (const [i, input] of inputs.entries()) adapters.push(await openJobAdapter(await hooks.openSource(input.source, `adapters[${i}]`, true, options.signal), 'combineLoras', pacer));
     const format = adapterFormat(adapters, options, hooks);
-    const outcome = await run('combine', options, hooks, format, (backend, signal) => combineAdapters(
+    base = await openJobBase('combine', options, hooks, format, adapters);
+    const opFormat = base ? 'peft' : format;
+    const renamed = renameFor(base, sourceName(options.base), 'combine');
+    const outcome = await run('combine', options, hooks, format, async (backend, signal) => renamed(await combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: inputs[i].weight })),
       {
         method: options.method, rank: options.rank, density: options.density, majoritySign: options.majoritySign,
-        seed: options.seed, clampQuantile: options.clampQuantile, format,
+        seed: options.seed, clampQuantile: options.clampQuantile, format: opFormat,
       },
-      backend, { signal, onProgress: options.onProgress }));
+      backend, { signal, onProgress: options.onProgress })));
     outcome.warnings.unshift(...warnings);
     return outcome;
   } catch (e) {
     throw explained(e, hooks);
   } finally {
     await Promise.all(adapters.map((a) => a.file.source.close()));
+    await base?.model.close();
   }
 }
 
 /** {@link resizeLoraJob}, its messages as the engine words them. */
 async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  checkJobOptions('resizeLora', options, ['adapter', 'rule'], hooks);
+  checkJobOptions('resizeLora', options, ['adapter', 'rule', 'base'], hooks);
   hooks.checkSource(options.adapter, 'adapter', true);
+  if (options.base !== undefined) hooks.checkSource(options.base, 'base', false);
   checkRule(options.rule);
   await checkOutputPlace(options, hooks);
   let adapter: ParsedAdapter | undefined;
+  let base: GgufBase | undefined;
   // Opening a large adapter is seconds of header and module parse: the signal is looked at between them.
   const pacer = new Pacer(options.signal);
   try {
     adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'resizeLora', pacer);
     const opened = adapter;
     const format = adapterFormat([opened], options, hooks);
-    return await run('resize', options, hooks, format, (backend, signal) => resizeAdapter(opened, options.rule, format, backend, { signal, onProgress: options.onProgress }));
+    base = await openJobBase('resize', options, hooks, format, [opened]);
+    const opFormat = base ? 'peft' : format;
+    const renamed = renameFor(base, sourceName(options.base), 'resize');
+    return await run('resize', options, hooks, format, async (backend, signal) => renamed(await resizeAdapter(opened, options.rule, opFormat, backend, { signal, onProgress: options.onProgress })));
   } catch (e) {
     throw explained(e, hooks);
   } finally {
     await adapter?.file.source.close();
+    await base?.model.close();
+  }
+}
+
+/** {@link convertLoraJob}, its messages as the engine words them. */
+async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  checkOptions('convertLora options', options, ['adapter', 'base', 'out', 'signal', 'onProgress', ...(hooks.moreOptions?.names ?? [])], { outPath: 'did you mean "out"?' });
+  hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
+  if (options.out === undefined) throw badArgument('convertLora needs out, a path ending in .gguf (the llama.cpp LoRA GGUF it writes)');
+  hooks.checkOutput(options.out, undefined);
+  if (fixedFormat(options, hooks)?.format !== 'gguf') throw badArgument(`out ${typeof options.out === 'string' ? `"${options.out}"` : shown(options.out)}: convertLora writes a llama.cpp LoRA GGUF; give out a path ending in .gguf`);
+  checkSignal('signal', options.signal);
+  checkCallback('onProgress', options.onProgress);
+  if (options.signal?.aborted) throw new MergeError('ABORTED', 'convert cancelled', { cause: options.signal.reason });
+  hooks.checkSource(options.adapter, 'adapter', true);
+  if (options.base === undefined) throw badArgument('convertLora needs base, the GGUF model (or Hugging Face safetensors folder) the LoRA is for');
+  hooks.checkSource(options.base, 'base', false);
+  await checkOutputPlace(options, hooks);
+  let adapter: ParsedAdapter | undefined;
+  let base: GgufBase | undefined;
+  const pacer = new Pacer(options.signal);
+  try {
+    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'convert', pacer);
+    const opened = adapter;
+    base = await openJobBase('convert', options, hooks, 'gguf', [opened]);
+    checkFormatFits([opened], 'peft', String(options.out), LIBRARY_CONVERT_ADVICE);
+    const renamed = renameFor(base, sourceName(options.base), 'convert');
+    // convert runs no algebra: its factors are written as they are.
+    return await run('convert', options, hooks, 'gguf', async (_backend, signal) => renamed(await convertAdapter(opened, 'peft', { signal, onProgress: options.onProgress })), false);
+  } catch (e) {
+    throw explained(e, hooks);
+  } finally {
+    await adapter?.file.source.close();
+    await base?.model.close();
+  }
+}
+
+/** checkFormatFits' way to write a PEFT adapter as a llama.cpp LoRA, in calls (the command line's names its options). */
+const LIBRARY_CONVERT_ADVICE = (name: string): string => `convertLora({ adapter: "${name}", base: "MODEL.gguf", out: "${name}.gguf" })`;
+
+/** What a base is called in refusals: a path or URL as given, a File's name. */
+function sourceName(source: unknown): string | undefined {
+  if (source === undefined) return undefined;
+  if (typeof source === 'string') return source;
+  const name = typeof source === 'object' && source !== null ? (source as { name?: unknown }).name : undefined;
+  return typeof name === 'string' ? name : 'base';
+}
+
+/**
+ * A job's `base` (gguf-base.ts, as the command line's `--base`): refused where it cannot serve, else
+ * opened; then the inputs checked against the GGUF output. None without `base`.
+ */
+async function openJobBase<Out>(
+  command: string, options: { base?: MergeSource; out?: Out; signal?: AbortSignal }, hooks: AdapterJobHooks<Out>, format: OutputFormat, adapters: readonly ParsedAdapter[],
+): Promise<GgufBase | undefined> {
+  let base: GgufBase | undefined;
+  if (options.base !== undefined) {
+    const name = sourceName(options.base)!;
+    checkGgufBase({ command, base: name }, format, adapters);
+    base = await openGgufBase(await hooks.openSource(options.base, 'base', false, options.signal), name);
+  }
+  try {
+    if (format === 'gguf') checkFormatFits(adapters, base ? 'peft' : format, String(options.out), LIBRARY_CONVERT_ADVICE);
+    return base;
+  } catch (e) {
+    await base?.model.close();
+    throw e;
   }
 }
 
@@ -274,6 +382,11 @@ export function resizeLoraJob<Out>(options: ResizeLoraOptions<Out>, hooks: Adapt
   return inCallWords(resizeLoraUnworded(options, hooks), 'resize', options);
 }
 
+/** Writes one PEFT adapter as a llama.cpp LoRA GGUF for a base (the Node entry's `convertLora`), through `hooks`, in the call's words. */
+export function convertLoraJob<Out>(options: ConvertLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
+  return inCallWords(convertLoraUnworded(options, hooks), 'convert', options);
+}
+
 /** Extracts a LoRA from a fine-tuned model and its base (the entry points' `extractLora`), through `hooks`, in the call's words. */
 export function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
   return inCallWords(extractLoraUnworded(options, hooks), 'extract', options);
@@ -310,9 +423,10 @@ function fixedFormat<Out>(options: AdapterJobOptions<Out>, hooks: AdapterJobHook
 /** Output, backend, the operation, then the files; a failure or cancel aborts the output. */
 async function run<Out>(
   command: string, options: AdapterJobOptions<Out>, hooks: AdapterJobHooks<Out>, format: OutputFormat,
-  make: (backend: AlgebraBackend, signal: AbortSignal | undefined) => Promise<OpResult>,
+  make: (backend: AlgebraBackend, signal: AbortSignal | undefined) => Promise<OpResult>, algebra = true,
 ): Promise<AdapterJobOutcome> {
-  if (format !== 'peft' && format !== 'kohya') throw badArgument(`format must be peft or kohya, not "${String(format)}"`);
+  // gguf only where the entry point's `out` fixes it (a Node path ending in .gguf).
+  if (format !== 'peft' && format !== 'kohya' && !(format === 'gguf' && fixedFormat(options, hooks)?.format === 'gguf')) throw badArgument(`format must be peft or kohya, not "${String(format)}"`);
   if (format === 'peft' && isFileSystemHandle(options.out, 'file')) {
     throw badArgument('a PEFT adapter is a folder (adapter_config.json + adapter_model.safetensors): give a folder, or ask for the kohya format');
   }
@@ -321,14 +435,15 @@ async function run<Out>(
   const output = recording(memory ?? await hooks.openOutput(options.out!, format, command), files);
   let backend: AlgebraBackend | undefined;
   try {
-    backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu, options.threads);
-    const result = await make(backend, options.signal);
+    if (algebra) backend = await hooks.createAlgebra(options.backend ?? 'auto', options.gpu, options.threads);
+    // No backend only where `algebra` is false, whose `make` (convert's) uses none.
+    const result = await make(backend as AlgebraBackend, options.signal);
     if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     // A cancel while it writes stops the writing, and one after it keeps the output from being committed.
     await writeAdapter(output, result.adapter, options.signal);
     if (options.signal?.aborted) throw new MergeError('ABORTED', `${command} cancelled`, { cause: options.signal.reason });
     await output.commit();
-    return { format, files, modules: result.report, warnings: result.warnings.slice(), grownRows: result.grownRows?.slice() ?? [], blobs: memory?.files() ?? [], backend: backend.description };
+    return { format, files, modules: result.report, warnings: result.warnings.slice(), grownRows: result.grownRows?.slice() ?? [], blobs: memory?.files() ?? [], backend: backend?.description ?? 'none (no algebra runs)' };
   } catch (e) {
     await output.abort();
     // As merge(): a cancel's cause is the signal's reason; another ABORTED keeps the error it came from.

@@ -6,10 +6,8 @@
 import { availableParallelism } from 'node:os';
 import { combineAdapters, optionsWithoutEffect } from '../adapter-ops/combine.js';
 import { extractAdapter, openExtractModel } from '../adapter-ops/extract.js';
-import { checkFormatFits, cliOutputFormat, kohyaNamedAdapter, type OutputFormat } from '../adapter-ops/module-updates.js';
-import { ggufLoraForBase, type GgufNamedBase } from '../adapter-ops/gguf-lora-names.js';
-import { ggufNamesOfHfModel } from '../adapter-ops/hf-gguf-names.js';
-import { openModel } from '../formats/open-model.js';
+import { checkFormatFits, cliOutputFormat, type OutputFormat } from '../adapter-ops/module-updates.js';
+import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from '../adapter-ops/gguf-base.js';
 import { openJobAdapter, type OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
 import { convertAdapter } from '../adapter-ops/convert.js';
@@ -20,7 +18,7 @@ import { cancellable, cancelledMessage } from './cancel-signals.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
-import { modelNameOrPath, readModelConfig } from '../formats/model-config.js';
+import { modelNameOrPath } from '../formats/model-config.js';
 import { stampInputFiles, type InputStamps } from '../io/input-stamps.js';
 import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js';
 import { nodeInputFilePaths } from '../io/node-input-files.js';
@@ -69,16 +67,16 @@ export async function runCombine(cmd: CombineCommand, log: Log = stderrLog, prin
   if (cmd.base !== undefined) named.push(['--base', cmd.base]);
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, named);
   const adapters = await openAdapters(cmd.base !== undefined ? sets.slice(0, -1) : sets, inputs.opened, 'combine');
-  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
+  let base: GgufBase | undefined;
   try {
     const format = cliOutputFormat(cmd.out);
-    base = await openGgufBase(cmd, format, adapters, sets.at(-1)!);
+    base = await openCliGgufBase(cmd, format, adapters, sets.at(-1)!);
     const opFormat = base ? 'peft' : format;
     checkFormatFits(adapters, opFormat, cmd.out);
     for (const { option, why } of optionsWithoutEffect(cmd)) {
       log(`warning: --${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} has no effect with --method ${cmd.method}${why}`);
     }
-    const renamed = renameFor(base, cmd);
+    const renamed = cliRenameFor(base, cmd);
     return await produce(cmd, inputs, log, print, async (backend, run) => renamed(await combineAdapters(
       adapters.map((adapter, i) => ({ adapter, weight: cmd.adapters[i].weight })),
       { method: cmd.method, rank: cmd.rank, density: cmd.density, majoritySign: cmd.majoritySign, seed: cmd.seed, clampQuantile: cmd.clampQuantile, format: opFormat },
@@ -94,13 +92,13 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
   if (cmd.base !== undefined) named.push(['--base', cmd.base]);
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, named);
   const [adapter] = await openAdapters(sets.slice(0, 1), inputs.opened, 'resize');
-  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
+  let base: GgufBase | undefined;
   try {
     const format = cliOutputFormat(cmd.out);
-    base = await openGgufBase(cmd, format, [adapter], sets.at(-1)!);
+    base = await openCliGgufBase(cmd, format, [adapter], sets.at(-1)!);
     const opFormat = base ? 'peft' : format;
     checkFormatFits([adapter], opFormat, cmd.out);
-    const renamed = renameFor(base, cmd);
+    const renamed = cliRenameFor(base, cmd);
     return await produce(cmd, inputs, log, print, async (backend, run) => renamed(await resizeAdapter(adapter, cmd.rule, opFormat, backend, run)));
   } finally {
     await adapter.file.source.close();
@@ -108,47 +106,28 @@ export async function runResize(cmd: ResizeCommand, log: Log = stderrLog, print:
   }
 }
 
-/**
- * combine's, resize's and convert's --base: the model a `.gguf` --out of PEFT adapters is for,
- * opened (headers and config.json only) under llama.cpp's tensor names: a GGUF model as it is, a
- * Hugging Face safetensors folder as convert_hf_to_gguf would name it (hf-gguf-names.ts). Refused
- * where it cannot serve: another --out, inputs that are llama.cpp LoRAs already or kohya-named.
- */
-async function openGgufBase(
+/** combine's, resize's and convert's --base (gguf-base.ts), checked then opened; none without --base. */
+async function openCliGgufBase(
   cmd: { command: string; base?: string; out: string }, format: OutputFormat, adapters: readonly ParsedAdapter[], files: InputFileSet,
-): Promise<{ model: BaseModel; named: GgufNamedBase } | undefined> {
+): Promise<GgufBase | undefined> {
   if (cmd.base === undefined) return undefined;
-  if (format !== 'gguf') {
-    throw new MergeError('BAD_ARGUMENT', `--base ${cmd.base}: ${cmd.command} reads a base only to name a llama.cpp LoRA's tensors; give --out a .gguf name, or leave out --base`);
-  }
-  const gguf = adapters.find((a) => a.format === 'gguf');
-  if (gguf) throw new MergeError('BAD_ARGUMENT', `${gguf.name}: a llama.cpp LoRA already names the GGUF's tensors; leave out --base (it is for PEFT adapters)`);
-  const kohya = kohyaNamedAdapter(adapters);
-  if (kohya) throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…, flattened) are not mapped to llama.cpp's tensor names; give the PEFT adapter`);
-  const model = await openModel(files);
-  try {
-    const metadata = model.metadata;
-    if (metadata && typeof metadata.call(model, 'general.architecture') === 'string') return { model, named: { tensors: model.tensors, metadata: (key) => metadata.call(model, key) } };
-    return { model, named: ggufNamesOfHfModel(model, await readModelConfig(files), cmd.base) };
-  } catch (e) {
-    await model.close();
-    throw e;
-  }
+  checkGgufBase({ command: cmd.command, base: cmd.base }, format, adapters);
+  return openGgufBase(files, cmd.base);
 }
 
-/** The op's PEFT-named result renamed onto `base`'s tensors (gguf-lora-names.ts), or as it is without a base. */
-function renameFor(base: { named: GgufNamedBase } | undefined, cmd: { command: string; base?: string }): (result: OpResult) => OpResult {
-  return (result) => (base ? { ...result, adapter: ggufLoraForBase(result.adapter, base.named, cmd.base!, cmd.command) } : result);
+/** {@link renameFor} of the command's --base. */
+function cliRenameFor(base: GgufBase | undefined, cmd: { command: string; base?: string }): (result: OpResult) => OpResult {
+  return renameFor(base, cmd.base, cmd.command);
 }
 
 export async function runConvert(cmd: ConvertCommand, log: Log = stderrLog, print: Log = stdoutLine): Promise<number> {
   const { sets, inputs } = await listInputs(cmd.command, cmd.out, [['--adapter', cmd.adapter], ['--base', cmd.base]]);
   const [adapter] = await openAdapters(sets.slice(0, 1), inputs.opened, 'convert');
-  let base: { model: BaseModel; named: GgufNamedBase } | undefined;
+  let base: GgufBase | undefined;
   try {
-    base = await openGgufBase(cmd, 'gguf', [adapter], sets[1]);
+    base = await openCliGgufBase(cmd, 'gguf', [adapter], sets[1]);
     checkFormatFits([adapter], 'peft', cmd.out);
-    const renamed = renameFor(base, cmd);
+    const renamed = cliRenameFor(base, cmd);
     return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run)));
   } finally {
     await adapter.file.source.close();
