@@ -90,4 +90,13 @@ describe('a name from a hostile file in a library error is quoted on its line, e
       '  - lora.safetensors: module "lora_unet_b": no matching tensor in the base model',
     ]);
   });
+
+  it('a warning of merge()\'s outcome quoting a base tensor that is copied with NaN in it', async () => {
+    const norm = { name: `model.norm${HOSTILE}.weight`, dtype: 'F32' as const, shape: [d], data: [NaN, ...randomValues(d - 1, rand)] };
+    const outcome = await merge({ base: files({ 'model.safetensors': buildSafetensors([...llamaBase(), norm]) }), adapters: [files(peftAdapter)], backend: 'cpu' });
+    const warning = outcome.warnings.find((w) => w.includes('copied as it is'));
+    expect(warning).toBeDefined();
+    expectOwnLines(warning!);
+    expect(warning).toContain(`model.norm${ESCAPED}.weight (1 value)`);
+  });
 });
