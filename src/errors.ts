@@ -1,4 +1,4 @@
-import { boundedMessage } from './shown-text.js';
+import { boundedMessage, inlineText } from './shown-text.js';
 
 /**
  * Every failure a user can cause is a MergeError: one line that names the file, tensor or module
@@ -52,8 +52,14 @@ export type MergeErrorCode =
  */
 export class MergeError extends Error {
   readonly code: MergeErrorCode;
-  constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown }) {
-    super(boundedMessage(message), options);
+  /**
+   * `options.lines` keeps the message's line breaks: only a list of problems (formatProblemList),
+   * whose entries have theirs escaped, or a message remade from a MergeError's asks for it. Any
+   * other message is one line: a line break in it came from a name it quotes (a tensor "a\nb" of a
+   * hostile file), which would otherwise start a false line of its own, so it is written `\u000a`.
+   */
+  constructor(code: MergeErrorCode, message: string, options?: { cause?: unknown; lines?: boolean }) {
+    super(boundedMessage(options?.lines ? message : inlineText(message)), options && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = code === 'ABORTED' ? 'AbortError' : 'MergeError';
     this.code = code;
   }

@@ -62,5 +62,6 @@ export function inLibraryWords(e: unknown): unknown {
   if (!isMergeError(e)) return e;
   const message = libraryWording(e.message);
   if (message === e.message) return e;
-  return new MergeError(e.code, message, e.cause === undefined ? undefined : { cause: e.cause });
+  // Its line breaks are the list's own: MergeError escaped those of the names it quotes.
+  return new MergeError(e.code, message, e.cause === undefined ? { lines: true } : { cause: e.cause, lines: true });
 }

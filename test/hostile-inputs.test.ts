@@ -358,7 +358,7 @@ describe('names from files are shown, not obeyed', () => {
     ]);
 
     expect(refused.stderr).not.toMatch(raw);
-    expectRefused(refused, /tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj; error: all is well\\u001b\]0;owned\\u0007\\u000d\\u001b\[2K\\u202e\.lora_A\.weight" is neither a LoRA factor/);
+    expectRefused(refused, /tensor "base_model\.model\.model\.layers\.0\.self_attn\.k_proj\\u000aerror: all is well\\u001b\]0;owned\\u0007\\u000d\\u001b\[2K\\u202e\.lora_A\.weight" is neither a LoRA factor/);
 
     expect(copied.code, copied.stderr).toBe(0);
     expect(copied.stderr).not.toMatch(raw);

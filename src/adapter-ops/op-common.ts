@@ -350,6 +350,6 @@ export async function openJobAdapter(files: InputFileSet, job: string, pacer?: P
   } catch (e) {
     if (!(e instanceof MergeError) || !e.message.endsWith(BASE_GIVEN_AS_ADAPTER)) throw e;
     const message = `${e.message.slice(0, -BASE_GIVEN_AS_ADAPTER.length)}${job} takes LoRA adapters only, no model; give the adapter's files`;
-    throw new MergeError(e.code, message, { cause: e });
+    throw new MergeError(e.code, message, { cause: e, lines: true });
   }
 }

@@ -10,6 +10,7 @@ import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
 import { asCancel, throwIfAborted } from '../errors.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
+import { inlineText, printable } from '../shown-text.js';
 import type { BackendChoice } from '../engine/backend-choice.js';
 import type { MergeBackend } from '../engine/merge-op.js';
 import { createBlobOutputTarget, type OutputBlob } from '../io/blob-output.js';
@@ -229,18 +230,23 @@ export async function oneCallMerge<Source, Out>(
   }
 }
 
-/** The outcome's warnings and the plan's notes in the call's words, not the command line's (library-wording.ts). */
+/**
+ * The outcome's warnings and the plan's notes in the call's words, not the command line's
+ * (library-wording.ts), each one printable line: the names they quote come from the files, and a
+ * line break or escape sequence in one is shown escaped, as a MergeError's message shows it.
+ */
 function outcomeInLibraryWords(outcome: MergeOutcome): MergeOutcome {
   const plan = outcome.plan;
+  const words = (text: string) => printable(inlineText(libraryWording(text)));
   return {
     ...outcome,
-    warnings: outcome.warnings.map(libraryWording),
+    warnings: outcome.warnings.map(words),
     plan: {
       ...plan,
-      warnings: plan.warnings.map(libraryWording),
-      notes: plan.notes.map(libraryWording),
-      leftOut: plan.leftOut.map((m) => ({ ...m, reason: libraryWording(m.reason) })),
-      problems: plan.problems.map((p) => ({ ...p, message: libraryWording(p.message) })),
+      warnings: plan.warnings.map(words),
+      notes: plan.notes.map(words),
+      leftOut: plan.leftOut.map((m) => ({ ...m, reason: words(m.reason) })),
+      problems: plan.problems.map((p) => ({ ...p, message: words(p.message) })),
     },
   };
 }

@@ -775,7 +775,7 @@ export function assertPlanValid(plan: MergePlan): void {
   if (plan.problems.length === 0) return;
   const codes = new Set(plan.problems.map((p) => p.code));
   const code = codes.size === 1 ? plan.problems[0].code : 'PLAN_INVALID';
-  throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)));
+  throw new MergeError(code, formatProblemList('the merge plan', plan.problems.map((p) => p.message)), { lines: true });
 }
 
 /** The scale a weight is stored divided by, unless it has none (or only 1s). */

@@ -31,7 +31,7 @@ export interface DequantizedBase {
 export async function dequantizedBaseModel(base: SafetensorsBaseModel, config: ModelConfig | undefined): Promise<DequantizedBase | undefined> {
   const { tensors, problems } = await findQuantizedTensors(base);
   if (problems.length > 0) {
-    throw new MergeError('UNSUPPORTED_FORMAT', formatProblemList(`${base.name} (bitsandbytes weights)`, problems.map((p) => `${base.name}: tensor "${p.tensor}" ${p.message}`)));
+    throw new MergeError('UNSUPPORTED_FORMAT', formatProblemList(`${base.name} (bitsandbytes weights)`, problems.map((p) => `${base.name}: tensor "${p.tensor}" ${p.message}`)), { lines: true });
   }
   if (tensors.length === 0) return undefined;
   const configured = languageModelField(config, 'torch_dtype') ?? languageModelField(config, 'dtype');

@@ -73,7 +73,7 @@ function asImportanceRefusal(e: unknown, file: string): unknown {
   if (!isMergeError(e) || e.code === 'ABORTED' || e.message.startsWith(REFUSAL_START)) return e;
   // The message holds the name as MergeError made it printable.
   const named = [file, printable(file)].some((f) => e.message.startsWith(`${f}: `));
-  return new MergeError(e.code, `${REFUSAL_START}${named ? e.message : `${file}: ${e.message}`}`, { cause: e });
+  return new MergeError(e.code, `${REFUSAL_START}${named ? e.message : `${file}: ${e.message}`}`, { cause: e, lines: true });
 }
 
 async function readGgufEntries(source: ByteSource, refuse: (why: string) => never): Promise<Map<string, Float32Array>> {
