@@ -6,6 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { isMergeError, memoryInputFileSet, merge, prepareMerge } from '../src/index.js';
+import { combineLoras } from '../src/adapter-jobs.js';
+import { kohyaFile } from './helpers/adapter-fixtures.js';
+import { dense } from './helpers/svd-reference.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { buildRawSafetensors, buildSafetensors, randomValues, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -103,6 +106,17 @@ describe('a name from a hostile file in a library error is quoted on its line, e
     } finally {
       await prepared.close();
     }
+  });
+
+  it('a warning of combineLoras quoting a module whose rank grows', async () => {
+    // Rank 2 asked up to 4 by svd: the warning lists the module, its line break escaped.
+    const module = { name: `lora_unet_a${HOSTILE}`, b: dense(d, 2, () => rand() - 0.5), a: dense(2, d, () => rand() - 0.5), alpha: 2 };
+    const source = memoryInputFileSet({ 'one.safetensors': kohyaFile([module]) }, 'one.safetensors');
+    const outcome = await combineLoras({ adapters: [source], method: 'svd', rank: 4, backend: 'cpu' });
+    const warning = outcome.warnings.find((w) => w.includes('zero-filled'));
+    expect(warning, outcome.warnings.join('|')).toBeDefined();
+    expectOwnLines(warning!);
+    expect(warning).toContain(`lora_unet_a${ESCAPED} (rank 2)`);
   });
 
   it('a warning of merge()\'s outcome quoting a base tensor that is copied with NaN in it', async () => {
