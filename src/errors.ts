@@ -31,6 +31,7 @@ export type MergeErrorCode =
   | 'DORA_NORM'
   | 'GPU_UNAVAILABLE'
   | 'GPU_FAILURE'
+  | 'WORKER_FAILED'
   | 'OUTPUT_IS_INPUT'
   | 'OUTPUT_EXISTS'
   | 'OUTPUT_BUSY'

@@ -40,8 +40,10 @@ const RULES: readonly WordingRule[] = [
   rule(`\\bpass it with --adapter${END}`, 'pass it in adapters'),
   rule(`${START}--base${END}`, 'base'),
   rule(`${START}--adapter${END}`, 'adapters'),
+  // --threads 1: the calls' threads option (a worker thread that died asks for it).
+  rule(`${START}--threads 1${END}`, 'threads: 1'),
   // Options named alike in the calls.
-  rule(`${START}--(out|backend|tuned|rank|energy|method|density|seed)${END}`, '$1'),
+  rule(`${START}--(out|backend|tuned|rank|energy|method|density|seed|threads)${END}`, '$1'),
 ];
 
 /**

@@ -5,7 +5,10 @@
  * The only line breaks a message keeps are those between the problems of a list.
  */
 import { describe, expect, it } from 'vitest';
-import { isMergeError, merge } from '../src/index.js';
+import { isMergeError, memoryInputFileSet, merge, prepareMerge } from '../src/index.js';
+import { combineLoras } from '../src/adapter-jobs.js';
+import { kohyaFile } from './helpers/adapter-fixtures.js';
+import { dense } from './helpers/svd-reference.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { buildRawSafetensors, buildSafetensors, randomValues, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 
@@ -89,6 +92,31 @@ describe('a name from a hostile file in a library error is quoted on its line, e
       `  - lora.safetensors: module "lora_unet_a${ESCAPED}": no matching tensor in the base model`,
       '  - lora.safetensors: module "lora_unet_b": no matching tensor in the base model',
     ]);
+  });
+
+  it('prepareMerge\'s plan.problems quoting a kohya module the base does not have', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet({ 'model.safetensors': safetensorsBase['model.safetensors'] as Uint8Array }, 'model'), [
+      { files: memoryInputFileSet({ 'lora.safetensors': buildSafetensors([...kohyaPair(`lora_unet_a${HOSTILE}`), ...kohyaPair('lora_unet_b')]) }, 'adapter') },
+    ]);
+    try {
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual([
+        `adapter: module "lora_unet_a${ESCAPED}": no matching tensor in the base model`,
+        'adapter: module "lora_unet_b": no matching tensor in the base model',
+      ]);
+    } finally {
+      await prepared.close();
+    }
+  });
+
+  it('a warning of combineLoras quoting a module whose rank grows', async () => {
+    // Rank 2 asked up to 4 by svd: the warning lists the module, its line break escaped.
+    const module = { name: `lora_unet_a${HOSTILE}`, b: dense(d, 2, () => rand() - 0.5), a: dense(2, d, () => rand() - 0.5), alpha: 2 };
+    const source = memoryInputFileSet({ 'one.safetensors': kohyaFile([module]) }, 'one.safetensors');
+    const outcome = await combineLoras({ adapters: [source], method: 'svd', rank: 4, backend: 'cpu' });
+    const warning = outcome.warnings.find((w) => w.includes('zero-filled'));
+    expect(warning, outcome.warnings.join('|')).toBeDefined();
+    expectOwnLines(warning!);
+    expect(warning).toContain(`lora_unet_a${ESCAPED} (rank 2)`);
   });
 
   it('a warning of merge()\'s outcome quoting a base tensor that is copied with NaN in it', async () => {

@@ -7,8 +7,9 @@
  *     no slab decoded after it, at most one piece per thread handed out after it, nothing left
  *     at the output (not even a temporary file); and the pool then merges the base to the bytes
  *     of one thread (no piece of the cancelled call still writing into its scratch).
- *   - A worker that dies while it decodes (its thread exits) ends the merge in one line, not a
- *     hang, with nothing at the output.
+ *   - A worker that dies while it decodes or merges (its thread exits) ends the merge in one line,
+ *     not a hang: a WORKER_FAILED MergeError naming the tensor and saying what to do (one thread,
+ *     or fewer threads or more memory), the CLI's exit code for a failed merge, nothing at the output.
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ import { RowBlockPool, type PoolWorker } from '../src/engine/cpu/row-block-pool.
 import type { WorkerReply } from '../src/engine/cpu/cpu-worker-protocol.js';
 import type { RowSource } from '../src/formats/row-decoders.js';
 import { isMergeError } from '../src/errors.js';
+import { EXIT_FAILED, exitCodeFor } from '../src/cli/exit-codes.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type OutputTarget } from '../src/index.js';
 import { createNodeOutputTarget } from '../src/node.js';
 import { tempDirs } from './helpers/fixtures.js';
@@ -102,9 +104,10 @@ describe('cancelling a merge while its quantized rows are decoded on the worker 
 
 /**
  * Node worker threads running the real worker script, of which the first job of kind `dies` makes
- * its thread exit (terminated from outside, as an out-of-memory kill would).
+ * its thread exit (terminated from outside, as an out-of-memory kill would); `merge` is a plain
+ * merge block (a job with no kind). `posted` counts the jobs of that kind the pool sent.
  */
-function dyingWorkers(dies: string): { count: number; start(): PoolWorker } {
+function dyingWorkers(dies: string, posted = { jobs: 0 }): { count: number; start(): PoolWorker } {
   const url = pathToFileURL(join(import.meta.dirname, '..', 'dist/engine/cpu/cpu-worker.js'));
   return {
     count: 1,
@@ -112,8 +115,10 @@ function dyingWorkers(dies: string): { count: number; start(): PoolWorker } {
       const worker = new Worker(url);
       return {
         post(job) {
-          if ('kind' in job && job.kind === dies) void worker.terminate();
-          else worker.postMessage(job);
+          if (('kind' in job ? job.kind : 'merge') === dies) {
+            posted.jobs++;
+            void worker.terminate();
+          } else worker.postMessage(job);
         },
         listen(onReply: (r: WorkerReply) => void, onFail: (e: Error) => void) {
           worker.on('message', onReply);
@@ -130,16 +135,23 @@ function dyingWorkers(dies: string): { count: number; start(): PoolWorker } {
   };
 }
 
-describe('a worker that dies while it decodes quantized rows', () => {
-  it.for(['bnb-int8', 'gptq', 'comfy-nvfp4'] as ThreadFormat[])('%s: the merge ends in one line, nothing at the output', async (format) => {
+describe('a worker that dies while it decodes quantized rows or merges them', () => {
+  it.for([['bnb-int8', 'decode'], ['gptq', 'decode'], ['comfy-nvfp4', 'decode'], ['bnb-int8', 'merge']] as [ThreadFormat, string][])(
+    '%s, dying on a %s job: the merge ends in one line naming the tensor and what to do, nothing at the output', async ([format, dies]) => {
     const c = severalSlabs(format);
-    const pool = new RowBlockPool(dyingWorkers('decode'), () => new Promise((r) => setImmediate(r)), true, { sharedSlabs: true });
+    const posted = { jobs: 0 };
+    const pool = new RowBlockPool(dyingWorkers(dies, posted), () => new Promise((r) => setImmediate(r)), true, { sharedSlabs: true });
     const backend = new CpuBackend('test', { pool });
     try {
       const dir = temp.make();
       const error = await mergeInto(c, backend, await createNodeOutputTarget(join(dir, 'merged'), 'folder', []));
       expect(error, c.label).toBeInstanceOf(Error);
-      expect((error as Error).message).toMatch(/^a CPU worker thread exited \(code \d+\)$/);
+      expect(posted.jobs, c.label).toBe(1);
+      expect(isMergeError(error) && error.code, c.label).toBe('WORKER_FAILED');
+      expect((error as Error).message, c.label).toMatch(new RegExp(
+        '^tensor "model\\.layers\\.\\d+\\.[a-z_]+\\.[a-z_]+(\\.weight)?": a CPU worker thread exited \\(code \\d+\\); the thread was killed, ' +
+        'ran out of memory or crashed: retry with one thread \\(--threads 1\\), or fewer threads or more memory$'));
+      expect(exitCodeFor(error)).toBe(EXIT_FAILED);
       expect(readdirSync(dir)).toEqual([]);
     } finally {
       backend.dispose();

@@ -21,6 +21,7 @@ import type { RankRule } from '../algebra/rank-rules.js';
 import { asCancel, isMergeError, MergeError } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import { inLibraryWords, libraryWording } from '../library-wording.js';
+import { inlineText, printable } from '../shown-text.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import { writeAdapter } from '../formats/adapter-writer.js';
 import type { BaseModel } from '../formats/base-model.js';
@@ -400,7 +401,8 @@ export function extractLoraJob<Out>(options: ExtractLoraOptions<Out>, hooks: Ada
 async function inCallWords(job: Promise<AdapterJobOutcome>, command: string, options: { signal?: unknown }): Promise<AdapterJobOutcome> {
   try {
     const outcome = await job;
-    return { ...outcome, warnings: outcome.warnings.map(libraryWording) };
+    // Each warning one printable line, as merge()'s are: the module names they quote come from the files.
+    return { ...outcome, warnings: outcome.warnings.map((w) => printable(inlineText(libraryWording(w)))) };
   } catch (e) {
     const signal = typeof options === 'object' && options !== null && options.signal instanceof AbortSignal ? options.signal : undefined;
     throw asCancel(inLibraryWords(e), signal, `${command} cancelled`);

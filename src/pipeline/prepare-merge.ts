@@ -25,6 +25,7 @@ import { mlxStackedExpertsView } from '../formats/mlx-stacked-experts.js';
 import { scaledFp8Note } from './scaled-fp8-output.js';
 import { mlxQuantizedWeights } from '../formats/mlx-quantized.js';
 import { asCancel, throwIfAborted } from '../errors.js';
+import { inlineText, printable } from '../shown-text.js';
 import { Pacer } from '../event-turns.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
@@ -212,6 +213,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     if (widened.length > 0) modelFolder.widened = widened;
     // A dequantized base (bitsandbytes, or scaled weights written dequantized) leaves them out with its config.
     const kept = !dequantized && (modelopt !== undefined || config?.raw.quantization_config !== undefined) ? runtimeScales(opened) : [];
+    printableLists(plan);
     return {
       baseFiles, base, adapters, plan, modelFolder, ...(scaledFp8 ? { scaledFp8 } : {}), ...(kept.length > 0 ? { runtimeScales: new Set(kept) } : {}), close,
     };
@@ -219,4 +221,15 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     await close();
     throw asCancel(e, signal);
   }
+}
+
+/**
+ * The plan's problems and warnings, each one printable line, as a MergeError's message is: they
+ * quote names from the files, and a line break or escape sequence in one (a hostile tensor name)
+ * would otherwise start a false line, or rewrite the terminal, of whoever shows them. In place: a
+ * problem is matched by identity later (removeProblems).
+ */
+function printableLists(plan: { problems: { message: string }[]; warnings: string[] }): void {
+  for (const p of plan.problems) p.message = printable(inlineText(p.message));
+  for (let i = 0; i < plan.warnings.length; i++) plan.warnings[i] = printable(inlineText(plan.warnings[i]));
 }

@@ -13,7 +13,7 @@
  * quarter of the model; the calling thread taking blocks keeps it near 200 MiB.
  */
 import { DTYPE_BYTES } from '../../dtype.js';
-import { MergeError } from '../../errors.js';
+import { isMergeError, MergeError } from '../../errors.js';
 import type { MergeOp, WeightedRows } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
 import { normSquare } from '../column-norms.js';
@@ -129,6 +129,16 @@ function workerFailure(reply: WorkerFailure, what: string): Error {
   return reply.code ? new MergeError(reply.code, reply.error) : new Error(`${what}: ${reply.error}`);
 }
 
+/**
+ * The pool's error once a worker thread has died (its thread exited: killed, out of memory, a
+ * crash; or an exception escaped it): the merge cannot go on, but one thread or more memory may do.
+ */
+function workerDied(e: Error): MergeError {
+  if (isMergeError(e)) return e;
+  return new MergeError('WORKER_FAILED', `${e.message}; the thread was killed, ran out of memory or crashed: ` +
+    'retry with one thread (--threads 1), or fewer threads or more memory', { cause: e });
+}
+
 /** Runs the piece [start, start + n) on the calling thread. */
 type PieceRun = (start: number, n: number) => void;
 
@@ -143,6 +153,8 @@ interface Sharing {
   signal: AbortSignal | undefined;
   /** A worker's job for a piece. */
   job(slot: Slot, start: number, n: number): PoolJob;
+  /** What the pieces are of, as an error line names it (`tensor "…"`): a worker thread that dies is reported against it. */
+  what: string;
   /** The error for a worker's failed piece. */
   failed(reply: WorkerFailure): Error;
   /** Takes in a worker's result for a piece. */
@@ -243,8 +255,8 @@ export class RowBlockPool implements CpuMergePool {
   }
 
   private fail(e: Error): void {
-    this.broken ??= e;
-    for (const s of this.slots) for (const p of s.pending.splice(0)) p.reject(e);
+    const broken = (this.broken ??= workerDied(e));
+    for (const s of this.slots) for (const p of s.pending.splice(0)) p.reject(broken);
   }
 
   private run(slot: Slot, job: PoolJob): Promise<WorkerReply> {
@@ -321,6 +333,7 @@ export class RowBlockPool implements CpuMergePool {
       await this.share({
         total: rows, step, slots, signal,
         job: (slot, r0, n) => this.job(plan, shared!.factors, slot, wAt, kAt, r0, n, fix),
+        what: `tensor "${op.name}"`,
         failed: (reply) => workerFailure(reply, `tensor "${op.name}": a CPU worker failed`),
         settle: (reply, r0, n) => {
           if (!reply.finite) finite = false;
@@ -404,6 +417,7 @@ export class RowBlockPool implements CpuMergePool {
         this.sent.stepPieces++;
         return { kind: 'steps', id: this.nextId++, want, op: opRows(op, shape, r0, n) };
       },
+      what: `tensor "${op.name}"`,
       failed: (reply) => workerFailure(reply, `tensor "${op.name}": a CPU worker failed`),
       settle: (reply, r0, n) => done(r0, n, { out: reply.finite ? reply.out : undefined, values: reply.values, exact: reply.exact ?? 0 }),
       here: () => (r0, n) => done(r0, n, runStepsPiece(opRows(op, shape, r0, n), want)),
@@ -451,6 +465,7 @@ export class RowBlockPool implements CpuMergePool {
           };
         },
         // A codec's refusal of the values (IQ3's blocks too large for ggml's quantizer) is the user's, raised as the calling thread's codec raises it.
+        what: `${type} blocks`,
         failed: (reply) => workerFailure(reply, `${type} blocks: a CPU worker failed`),
         settle: () => {},
         here: () => (b0, n) => {
@@ -494,6 +509,7 @@ export class RowBlockPool implements CpuMergePool {
           this.sent.decodePieces++;
           return { kind: 'decode', id: this.nextId++, source: shared, r0: r0 + p0, r1: r0 + p0 + n, out: piece(p0, n) };
         },
+        what: `tensor "${source.name}"`,
         failed: (reply) => workerFailure(reply, `${source.name}: a CPU worker failed to decode it`),
         settle: () => {},
         here: () => (p0, n) => void decodeSourceRows(shared, r0 + p0, r0 + p0 + n, piece(p0, n)),
@@ -570,6 +586,7 @@ export class RowBlockPool implements CpuMergePool {
           else this.sent.fp8MaximaPieces++;
           return { kind: 'fp8', id: this.nextId++, rows: shared, p0, n, ...(sharedEnc ? { enc: sharedEnc, out: out(p0, n) } : {}) };
         },
+        what: 'fp8 re-quantization',
         failed: (reply) => workerFailure(reply, `fp8 re-quantization: a CPU worker failed`),
         settle: (reply, p0) => {
           if (reply.maxima) done(p0, reply.maxima);
@@ -623,6 +640,7 @@ export class RowBlockPool implements CpuMergePool {
           this.sent.comfyCodePieces++;
           return { kind: 'comfy', id: this.nextId++, rows: shared, p0, n, out: piece(p0, n) };
         },
+        what: 'tensor re-quantization',
         failed: (reply) => workerFailure(reply, `tensor re-quantization: a CPU worker failed`),
         settle: () => {},
         here: () => (p0, n) => comfyRowCodes(shared, p0, n, piece(p0, n)),
@@ -694,6 +712,7 @@ export class RowBlockPool implements CpuMergePool {
             wBuffer: buffer, wOffset: outBytes, wLength: n * cols * 4, outBuffer: buffer, outOffset: r0 * cols * 4, outLength: n * cols * 4,
           };
         },
+        what: 'a product of the adapter algebra',
         failed: (reply) => workerFailure(reply, 'a product of the adapter algebra: a CPU worker failed'),
         settle: (reply) => {
           if (!reply.finite) finite = false;
@@ -746,7 +765,9 @@ export class RowBlockPool implements CpuMergePool {
           at = -Infinity;
         }
       } catch (error) {
-        fail(error, at);
+        // A thread that died fails every call in flight with the pool's one error: each names its own work.
+        fail(error === this.broken && isMergeError(error) && error.code === 'WORKER_FAILED'
+          ? new MergeError('WORKER_FAILED', `${s.what}: ${error.message}`, { cause: error.cause }) : error, at);
       }
     };
     const drainHere = async (): Promise<void> => {
