@@ -6,7 +6,7 @@
  * sections. Each rule rewrites one way an option is mentioned into those controls, keeping the
  * sentence's meaning; an option the page has no control for (--out, --overwrite) and other
  * programs' options (llama-quantize --imatrix, --pure) are left as they are. (The "CPU threads" box
- * checks its own entry, so no engine message about --threads reaches the page.)
+ * checks its own entry; a worker thread that died asks for one thread, which names that box.)
  */
 import { applyWordingRules, DTYPE_NAMES, OPTION_END, OPTION_START, type WordingRule } from '../src/wording-rules.js';
 
@@ -42,6 +42,8 @@ const RULES: readonly WordingRule[] = [
   [new RegExp(`\\bpass a base model with --base${END}`, 'g'), 'pick a base model under “Base model”'],
   [new RegExp(`\\bpass it with --adapter${END}`, 'g'), 'pick it under “Adapters”'],
   [new RegExp(`\\bin --adapter order\\b`, 'g'), 'in the order of the adapter list'],
+  // --threads 1, the CPU threads box (a worker thread that died asks for it).
+  [new RegExp(`\\(--threads 1\\)`, 'g'), '(1 in the “CPU threads” box)'],
 ];
 
 /**

@@ -147,6 +147,14 @@ describe('the engine’s messages in the page’s words', () => {
     expectPageWords(engine, 'lower --weight', 'lower the adapter’s weight');
   });
 
+  it('a CPU worker thread that died: one thread in the CPU threads box', () => {
+    // The pool's line (row-block-pool.ts, workerDied) for a worker killed mid-merge.
+    const engine = 'tensor "model.layers.0.mlp.down_proj.weight": a CPU worker thread exited (code 1); the thread was killed, ran out of memory or crashed: '
+      + 'retry with one thread (--threads 1), or fewer threads or more memory';
+    expectPageWords(engine, '(--threads 1)', '(1 in the “CPU threads” box)');
+    expect(pageWording(engine)).not.toMatch(/--threads/);
+  });
+
   it('the plan’s notes on quantized checkpoints: the Output dtype, and what it leaves out', () => {
     const weights = new Map([['model.layers.0.mlp.down_proj.weight', {}]]) as unknown as ScaledFp8Base['weights'];
     const note = (scaled: Partial<ScaledFp8Base>) => scaledFp8Note({ unread: [], ...scaled } as ScaledFp8Base)!;
