@@ -118,9 +118,9 @@ const METHODS = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_pr
 const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
 /** Each command's options, from `loramerge --help`. */
 const OPTIONS: Record<string, string[]> = {
-  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'backend', 'threads', 'dry-run', 'overwrite'],
-  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'out', 'backend', 'threads', 'overwrite'],
-  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'out', 'backend', 'threads', 'overwrite'],
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite'],
+  combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'base', 'out', 'backend', 'threads', 'overwrite'],
+  resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'base', 'out', 'backend', 'threads', 'overwrite'],
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
   inspect: [],
   sample: ['backend'],
@@ -327,7 +327,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       if (!once.length) return faults[2]();
       const o = pick(once, n);
       const fine: Record<string, string> = {
-        base: 'base.safetensors', tuned: 'tuned.safetensors', out: 'x.safetensors', dtype: 'f16', backend: 'cpu', threads: '2', method: 'cat', rank: '1',
+        base: 'base.safetensors', imatrix: 'imatrix.gguf', tuned: 'tuned.safetensors', out: 'x.safetensors', dtype: 'f16', backend: 'cpu', threads: '2', method: 'cat', rank: '1',
         density: '0.5', 'majority-sign': 'total', seed: '1', 'clamp-quantile': '0.5', energy: '0.5', 'sv-ratio': '2', 'sv-fro': '0.5', 'sv-cumulative': '0.5',
       };
       const value = fine[o];
@@ -389,7 +389,8 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         b.positionals = [''];
         return usage(b.command === 'inspect' ? /inspect's PATH is empty/ : /sample's DIR is empty/);
       }
-      const o = pick(own.filter((x) => ['base', 'adapter', 'tuned'].includes(x)), n);
+      // Among the paths the command line holds (combine's and resize's --base is optional).
+      const o = pick(own.filter((x) => ['base', 'adapter', 'tuned'].includes(x) && b.opts.some((y) => y.name === x)), n);
       const at = b.opts.findIndex((x) => x.name === o);
       b.opts[at] = { name: o, value: '', eq: true };
       usage(new RegExp(`--${o} is empty`));
