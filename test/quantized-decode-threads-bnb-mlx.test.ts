@@ -26,7 +26,7 @@ import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
-import { FP4, NF4 } from './helpers/bnb-tables.js';
+import { dynamicMap, FP4, NF4 } from './helpers/bnb-tables.js';
 
 const rand = seededRandom(20261207);
 const L = 'model.layers.0';
@@ -56,23 +56,6 @@ const smolConfig = (fields: object) => JSON.stringify({
   architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: COLS, intermediate_size: 1536, num_attention_heads: 9,
   num_key_value_heads: 3, head_dim: 64, num_hidden_layers: 1, torch_dtype: 'bfloat16', ...fields,
 });
-
-/**
- * functional.py create_dynamic_map(signed=True): for i in 0…6, the midpoints of linspace(0.1, 1,
- * 2^i + 1) times ±10^(i−6), with 0 and 1, sorted (256 values; the double quant's code table).
- */
-function dynamicMap(): number[] {
-  const data: number[] = [0, 1];
-  for (let i = 0; i < 7; i++) {
-    const n = 2 ** i + 1;
-    const bounds = Array.from({ length: n }, (_, k) => 0.1 + (0.9 * k) / (n - 1));
-    for (let k = 0; k + 1 < n; k++) {
-      const mean = (bounds[k] + bounds[k + 1]) / 2;
-      data.push(10 ** (i - 6) * mean, -(10 ** (i - 6)) * mean);
-    }
-  }
-  return data.sort((a, b) => a - b).map(Math.fround);
-}
 
 /**
  * A Linear4bit base: random nibbles per module, block statistics plain or double-quantized; the

@@ -19,7 +19,7 @@
 import { describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { AWQ_ORDER, pack } from './helpers/int-packing.js';
+import { AWQ_ORDER, compressedTensorsConfig, pack } from './helpers/int-packing.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
 
@@ -104,16 +104,6 @@ function awqCase(): Case {
   return { name: 'AWQ GEMM 4-bit group 64', files: { 'model.safetensors': buildSafetensors(tensors), 'config.json': llamaConfig(quantization) }, real };
 }
 
-/** compressed-tensors config.json for one config group of int weights. */
-const compressedTensorsConfig = (format: string, weights: Record<string, unknown>) => ({
-  config_groups: {
-    group_0: {
-      input_activations: null, output_activations: null, targets: ['Linear'],
-      weights: { block_structure: null, dynamic: false, observer: 'minmax', observer_kwargs: {}, type: 'int', ...weights },
-    },
-  },
-  format, global_compression_ratio: 1.9, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
-});
 
 /**
  * compressed-tensors `pack-quantized` W4A16, group 128, asymmetric, act-order (RedHatAI's

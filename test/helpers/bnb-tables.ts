@@ -13,3 +13,20 @@ export const NF4 = [
 
 /** get_4bit_type('fp4'): 1 sign, 2 exponent and 1 mantissa bit, divided by 12 in float32; bit 3 the sign. */
 export const FP4 = [0, 0.0625, 8, 12, 4, 6, 2, 3, -0, -0.0625, -8, -12, -4, -6, -2, -3].map((x) => Math.fround(x / 12));
+
+/**
+ * functional.py create_dynamic_map(signed=True): for i in 0…6, the midpoints of linspace(0.1, 1,
+ * 2^i + 1) times ±10^(i−6), with 0 and 1, sorted (256 values; the double quant's code table).
+ */
+export function dynamicMap(): number[] {
+  const data: number[] = [0, 1];
+  for (let i = 0; i < 7; i++) {
+    const n = 2 ** i + 1;
+    const bounds = Array.from({ length: n }, (_, k) => 0.1 + (0.9 * k) / (n - 1));
+    for (let k = 0; k + 1 < n; k++) {
+      const mean = (bounds[k] + bounds[k + 1]) / 2;
+      data.push(10 ** (i - 6) * mean, -(10 ** (i - 6)) * mean);
+    }
+  }
+  return data.sort((a, b) => a - b).map(Math.fround);
+}

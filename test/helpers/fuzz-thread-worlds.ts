@@ -24,10 +24,10 @@
  *     FP4_VALUES[code] · 2^(scale − 127), code 2k of a block in the low nibble of byte k, changed by
  *     PEFT's target_parameters LoRA (s·Σ_k B[o][k·E + e]·A[e·r + k][i]).
  */
-import { NF4, FP4 } from './bnb-tables.js';
+import { dynamicMap, NF4, FP4 } from './bnb-tables.js';
 import { blockedOrder, comfyNvfp4Value, e4m3Value, e8m0Value, modelOptNvfp4Value } from './e4m3-by-hand.js';
 import { buildSafetensors, encodeValues, randomValues, roundForDType, seededRandom, type FixtureTensor } from './fixtures.js';
-import { AWQ_ORDER, pack, packGptq3 } from './int-packing.js';
+import { AWQ_ORDER, compressedTensorsConfig, pack, packGptq3 } from './int-packing.js';
 
 export const THREAD_FORMATS = [
   'bnb-nf4', 'bnb-fp4', 'bnb-int8', 'mlx-affine', 'gptq', 'awq', 'ct-packed', 'ct-int8', 'modelopt-nvfp4', 'comfy-nvfp4', 'comfy-mxfp8', 'gpt-oss-mxfp4',
@@ -116,20 +116,6 @@ interface FormatPlan {
   config: Record<string, unknown>;
   extraFiles?: Files;
   unsignedZeros?: boolean;
-}
-
-/** functional.py create_dynamic_map(signed=True): bitsandbytes' 256-value table of the double quant. */
-function dynamicMap(): number[] {
-  const data: number[] = [0, 1];
-  for (let i = 0; i < 7; i++) {
-    const n = 2 ** i + 1;
-    const bounds = Array.from({ length: n }, (_, k) => 0.1 + (0.9 * k) / (n - 1));
-    for (let k = 0; k + 1 < n; k++) {
-      const mean = (bounds[k] + bounds[k + 1]) / 2;
-      data.push(10 ** (i - 6) * mean, -(10 ** (i - 6)) * mean);
-    }
-  }
-  return data.sort((a, b) => a - b).map(Math.fround);
 }
 
 function bnbFourBit(d: Draw, type: 'nf4' | 'fp4'): FormatPlan {
@@ -349,15 +335,6 @@ function awq(d: Draw): FormatPlan {
   };
 }
 
-const compressedTensorsConfig = (format: string, weights: Record<string, unknown>) => ({
-  config_groups: {
-    group_0: {
-      input_activations: null, output_activations: null, targets: ['Linear'],
-      weights: { block_structure: null, dynamic: false, observer: 'minmax', observer_kwargs: {}, type: 'int', ...weights },
-    },
-  },
-  format, global_compression_ratio: 1.9, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
-});
 
 function ctPacked(d: Draw): FormatPlan {
   const bits = d.pick([4, 8]);

@@ -48,3 +48,14 @@ export function packGptq3(values: readonly number[], rows: number, cols: number,
   }
   return { shape, data: words.map((w) => (w >= 2 ** 31 ? w - 2 ** 32 : w)) };
 }
+
+/** compressed-tensors config.json for one config group of int weights. */
+export const compressedTensorsConfig = (format: string, weights: Record<string, unknown>) => ({
+  config_groups: {
+    group_0: {
+      input_activations: null, output_activations: null, targets: ['Linear'],
+      weights: { block_structure: null, dynamic: false, observer: 'minmax', observer_kwargs: {}, type: 'int', ...weights },
+    },
+  },
+  format, global_compression_ratio: 1.9, ignore: ['lm_head'], kv_cache_scheme: null, quant_method: 'compressed-tensors', quantization_status: 'compressed',
+});
