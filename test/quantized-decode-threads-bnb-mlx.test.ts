@@ -26,7 +26,7 @@ import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { threadBackends, peftLoraOn } from './helpers/thread-backends.js';
-import { dynamicMap, FP4, NF4 } from './helpers/bnb-tables.js';
+import { FP4, fourBitStats, fourBitTruth, NF4 } from './helpers/bnb-tables.js';
 
 const rand = seededRandom(20261207);
 const L = 'model.layers.0';
@@ -71,35 +71,14 @@ function fourBitCase(type: 'nf4' | 'fp4', blocksize: number, dtype: 'BF16' | 'F1
     const blocks = Math.ceil(n / blocksize);
     const packed = Uint8Array.from({ length: n / 2 }, () => randomInt(0, 255));
     const state: Record<string, unknown> = { quant_type: type, blocksize, dtype: dtype === 'BF16' ? 'bfloat16' : 'float16', shape: [ROWS[m], COLS] };
-    let absmax: number[];
-    const stats: FixtureTensor[] = [];
-    if (nested) {
-      const map = dynamicMap();
-      const q = Array.from({ length: blocks }, () => randomInt(0, 255));
-      const nestedAbsmax = Array.from({ length: Math.ceil(blocks / 256) }, () => Math.fround(0.02 + rand() * 0.05));
-      const offset = Math.fround(0.05 + rand() * 0.02); // the mean absmax, subtracted before the second quantization
-      absmax = q.map((qj, j) => Math.fround(Math.fround(map[qj] * nestedAbsmax[Math.floor(j / 256)]) + offset));
-      Object.assign(state, { nested_blocksize: 256, nested_dtype: 'float32', nested_offset: offset });
-      stats.push(
-        { name: `${name}.absmax`, dtype: 'U8', shape: [blocks], data: q },
-        { name: `${name}.nested_absmax`, dtype: 'F32', shape: [nestedAbsmax.length], data: f32Bytes(nestedAbsmax) },
-        { name: `${name}.nested_quant_map`, dtype: 'F32', shape: [256], data: f32Bytes(map) },
-      );
-    } else {
-      absmax = Array.from({ length: blocks }, () => Math.fround(0.01 + rand() * 0.1));
-      stats.push({ name: `${name}.absmax`, dtype: 'F32', shape: [blocks], data: f32Bytes(absmax) });
-    }
+    const { absmax, stats, state: nestedState } = fourBitStats(name, blocks, nested, { rand, int: randomInt });
+    Object.assign(state, nestedState);
     tensors.push(
       { name, dtype: 'U8', shape: [n / 2, 1], data: packed }, ...stats,
       { name: `${name}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(code) },
       { name: `${name}.quant_state.bitsandbytes__${type}`, dtype: 'U8', shape: [jsonBytes(state).length], data: jsonBytes(state) },
     );
-    const w = new Float64Array(n);
-    for (let v = 0; v < n; v++) {
-      const nibble = v % 2 === 0 ? packed[v >> 1] >> 4 : packed[v >> 1] & 15;
-      w[v] = roundForDType(Math.fround(code[nibble] * absmax[Math.floor(v / blocksize)]), dtype);
-    }
-    real.set(m, w);
+    real.set(m, fourBitTruth(packed, n, code, absmax, blocksize, dtype));
   }
   const quantization = {
     quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: type, bnb_4bit_use_double_quant: nested,

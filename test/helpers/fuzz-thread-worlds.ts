@@ -24,7 +24,7 @@
  *     FP4_VALUES[code] · 2^(scale − 127), code 2k of a block in the low nibble of byte k, changed by
  *     PEFT's target_parameters LoRA (s·Σ_k B[o][k·E + e]·A[e·r + k][i]).
  */
-import { dynamicMap, NF4, FP4 } from './bnb-tables.js';
+import { fourBitStats, fourBitTruth, NF4, FP4 } from './bnb-tables.js';
 import { blockedOrder, comfyNvfp4Value, e4m3Value, e8m0Value, modelOptNvfp4Value } from './e4m3-by-hand.js';
 import { buildSafetensors, encodeValues, randomValues, roundForDType, seededRandom, type FixtureTensor } from './fixtures.js';
 import { AWQ_ORDER, compressedTensorsConfig, pack, packGptq3 } from './int-packing.js';
@@ -135,31 +135,9 @@ function bnbFourBit(d: Draw, type: 'nf4' | 'fp4'): FormatPlan {
       // ⌈n/2⌉ bytes: an odd count's last low nibble is padding (zero, as torch packs it).
       const packed = Uint8Array.from({ length: Math.ceil(n / 2) }, (_, k) => (2 * k + 1 < n ? d.int(0, 255) : d.int(0, 15) << 4));
       const state: Record<string, unknown> = { quant_type: type, blocksize, dtype: dtype === 'BF16' ? 'bfloat16' : 'float16', shape: [rows, cols] };
-      const stats: FixtureTensor[] = [];
-      let absmax: number[];
-      if (nested) {
-        const map = dynamicMap();
-        const q = Array.from({ length: blocks }, () => d.int(0, 255));
-        const nestedAbsmax = Array.from({ length: Math.ceil(blocks / 256) }, () => Math.fround(0.02 + d.rand() * 0.05));
-        if (scaleKind) poison(d, nestedAbsmax, scaleKind);
-        const offset = Math.fround(0.05 + d.rand() * 0.02);
-        absmax = q.map((qj, j) => Math.fround(Math.fround(map[qj] * nestedAbsmax[Math.floor(j / 256)]) + offset));
-        Object.assign(state, { nested_blocksize: 256, nested_dtype: 'float32', nested_offset: offset });
-        stats.push(
-          { name: `${name}.absmax`, dtype: 'U8', shape: [blocks], data: q },
-          { name: `${name}.nested_absmax`, dtype: 'F32', shape: [nestedAbsmax.length], data: f32Bytes(nestedAbsmax) },
-          { name: `${name}.nested_quant_map`, dtype: 'F32', shape: [256], data: f32Bytes(map) },
-        );
-      } else {
-        absmax = Array.from({ length: blocks }, () => Math.fround(0.01 + d.rand() * 0.1));
-        if (scaleKind) poison(d, absmax, scaleKind);
-        stats.push({ name: `${name}.absmax`, dtype: 'F32', shape: [blocks], data: f32Bytes(absmax) });
-      }
-      const w = new Float64Array(n);
-      for (let v = 0; v < n; v++) {
-        const nibble = v % 2 === 0 ? packed[v >> 1] >> 4 : packed[v >> 1] & 15;
-        w[v] = roundForDType(Math.fround(code[nibble] * absmax[Math.floor(v / blocksize)]), dtype);
-      }
+      const { absmax, stats, state: nestedState } = fourBitStats(name, blocks, nested, d, scaleKind ? (values) => poison(d, values, scaleKind) : undefined);
+      Object.assign(state, nestedState);
+      const w = fourBitTruth(packed, n, code, absmax, blocksize, dtype);
       const tensors: FixtureTensor[] = [
         { name, dtype: 'U8', shape: [packed.length, 1], data: packed }, ...stats,
         { name: `${name}.quant_map`, dtype: 'F32', shape: [16], data: f32Bytes(code) },
