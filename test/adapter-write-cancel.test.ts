@@ -16,7 +16,7 @@ import { combineLoras, resizeLora } from '../src/node-adapter-jobs.js';
 import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { errorLines, listDir } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA } from './helpers/gguf-models.js';
+import { twoLlamaCppLoras } from './helpers/gguf-models.js';
 import { dense, gaussian } from './helpers/svd-reference.js';
 
 /** Tensors each writer has written, and what runs after each one. */
@@ -65,16 +65,7 @@ afterEach(() => {
   writes.after = () => {};
 });
 
-const { hidden: h, vocab, ffn } = LLAMA;
-// Two llama.cpp LoRAs for the tiny llama, as convert_lora_to_gguf writes them with --outtype f16.
-const lora1 = ggufLoraAdapter([
-  { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' },
-  { tensor: 'token_embd.weight', rank: 4, in: vocab, out: h, aType: 'F16', bType: 'F16' },
-], 8, 41);
-const lora2 = ggufLoraAdapter([
-  { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F16', bType: 'F16' },
-  { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'F16', bType: 'F16' },
-], 4, 42);
+const [lora1, lora2] = twoLlamaCppLoras();
 
 /** Every file in `dir` and its bytes. */
 function contents(dir: string): Map<string, Buffer> {

@@ -14,7 +14,7 @@ import { errorLines, expectOneLine, listDir, runCli } from './helpers/cli.js';
 import { canMount, runCliWithMounts } from './helpers/cli-faults.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, tensorValues, typeName, type ReadGguf } from './helpers/gguf-builder.js';
-import { ggufLoraAdapter, ggufMoeLoraAdapter, LLAMA, peftLlamaAdapter, splitF16Llama } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, ggufMoeLoraAdapter, LLAMA, peftLlamaAdapter, splitF16Llama, twoLlamaCppLoras } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -22,16 +22,7 @@ afterAll(temp.removeAll);
 const { hidden: h, vocab, ffn } = LLAMA;
 type Factors = { a: Float64Array; b: Float64Array; rank: number };
 
-// Two llama.cpp LoRAs for the tiny llama, as convert_lora_to_gguf writes them with --outtype f16:
-// the first at α 8 on attn_q (r 4) and token_embd (r 4), the second at α 4 on attn_q and ffn_down (r 2).
-const lora1 = ggufLoraAdapter([
-  { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' },
-  { tensor: 'token_embd.weight', rank: 4, in: vocab, out: h, aType: 'F16', bType: 'F16' },
-], 8, 41);
-const lora2 = ggufLoraAdapter([
-  { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F16', bType: 'F16' },
-  { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'F16', bType: 'F16' },
-], 4, 42);
+const [lora1, lora2] = twoLlamaCppLoras();
 // The same second LoRA written with --outtype f32.
 const lora2f32 = ggufLoraAdapter([
   { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F32', bType: 'F32' },

@@ -425,3 +425,21 @@ export function bf16LlamaGguf(s: LlamaSizes, g: () => number): {
   });
   return { specs, values: base.values, bytes };
 }
+
+/**
+ * Two llama.cpp LoRAs for the tiny llama, as convert_lora_to_gguf writes them with --outtype f16:
+ * the first at α 8 on attn_q (r 4) and token_embd (r 4), the second at α 4 on attn_q and ffn_down (r 2).
+ */
+export function twoLlamaCppLoras(): [ReturnType<typeof ggufLoraAdapter>, ReturnType<typeof ggufLoraAdapter>] {
+  const { hidden: h, vocab, ffn } = LLAMA;
+  return [
+    ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F16', bType: 'F16' },
+      { tensor: 'token_embd.weight', rank: 4, in: vocab, out: h, aType: 'F16', bType: 'F16' },
+    ], 8, 41),
+    ggufLoraAdapter([
+      { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'F16', bType: 'F16' },
+      { tensor: 'blk.0.ffn_down.weight', rank: 2, in: ffn, out: h, aType: 'F16', bType: 'F16' },
+    ], 4, 42),
+  ];
+}
