@@ -7,7 +7,6 @@
  * would, the merge is refused, naming the tensor.
  */
 import { MergeError } from '../../errors.js';
-import { inlineText } from '../../shown-text.js';
 import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName } from './ggml-types.js';
 import type { ImportanceMatrix } from './imatrix.js';
@@ -48,7 +47,7 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
   };
   const byName = new Map(tensors.map((t) => [t.name, t]));
   for (const name of im.entries.keys()) {
-    if (!byName.has(name)) refuse(`its entry "${inlineText(name)}" is no tensor of this model (was it made for another model?)`);
+    if (!byName.has(name)) refuse(`its entry "${name}" is no tensor of this model (was it made for another model?)`);
   }
   const rows = new Map<string, RowWeights>();
   for (const t of tensors) {
@@ -63,16 +62,16 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
       // llama-quantize quantizes token_embd.weight without weights then (its entry, where an
       // imatrix has one, never fits); any other mismatch stops it.
       if (t.name === 'token_embd.weight') continue;
-      refuse(`its entry "${inlineText(t.name)}" has ${entry.length} values, but the tensor [${t.shape.join(', ')}] takes ${ne0}${ne2 > 1 ? ` × ${ne2} experts` : ''} (was it made for another model?)`);
+      refuse(`its entry "${t.name}" has ${entry.length} values, but the tensor [${t.shape.join(', ')}] takes ${ne0}${ne2 > 1 ? ` × ${ne2} experts` : ''} (was it made for another model?)`);
     }
     const codec = blockCodec(ggmlTypeByName(t.outType)!);
     if (!codec || codec.ignoresImportance) continue;
     if (!t.changed) {
       if (t.outType === t.type) continue; // byte-copied
-      refuse(`"${inlineText(t.name)}" is converted to ${t.outType} by --dtype without being merged, and loramerge applies the imatrix to merged tensors only; add --dtype-merged-only, or leave out --imatrix`);
+      refuse(`"${t.name}" is converted to ${t.outType} by --dtype without being merged, and loramerge applies the imatrix to merged tensors only; add --dtype-merged-only, or leave out --imatrix`);
     }
     if (!codec.encodeWeighted) {
-      refuse(`"${inlineText(t.name)}" is written as ${t.outType}, which loramerge does not yet quantize with an importance matrix (it does ${WEIGHTED_TYPE_NAMES.join(', ')}); leave out --imatrix to write it as llama-quantize does without one, or write f16 and run llama-quantize --imatrix`);
+      refuse(`"${t.name}" is written as ${t.outType}, which loramerge does not yet quantize with an importance matrix (it does ${WEIGHTED_TYPE_NAMES.join(', ')}); leave out --imatrix to write it as llama-quantize does without one, or write f16 and run llama-quantize --imatrix`);
     }
     rows.set(t.name, { file: im.file, values: entry, cols: ne0, rowsPerExpert: ne1 });
   }

@@ -13,7 +13,7 @@
  */
 import { isMergeError, MergeError } from '../../errors.js';
 import type { ByteSource } from '../../io/types.js';
-import { inlineText, printable } from '../../shown-text.js';
+import { printable } from '../../shown-text.js';
 import { openGguf, type GgufFile, type GgufTensor } from './gguf-reader.js';
 
 /** Per tensor name, the weights llama-quantize passes for it: ne0 values per expert, expert e's at e·ne0. */
@@ -55,7 +55,7 @@ async function readMatrix(source: ByteSource): Promise<ImportanceMatrix> {
   const entries = magic === GGUF_MAGIC ? await readGgufEntries(source, refuse) : readLegacyEntries(await source.read(0, source.size), refuse);
   for (const [name, values] of entries) {
     // llama-quantize stops on these too ("imatrix contains non-finite value").
-    if (!values.every(Number.isFinite)) refuse(`entry "${inlineText(name)}" holds a value that is not finite`);
+    if (!values.every(Number.isFinite)) refuse(`entry "${name}" holds a value that is not finite`);
   }
   return { file, entries };
 }
@@ -79,7 +79,7 @@ function asImportanceRefusal(e: unknown, file: string): unknown {
 async function readGgufEntries(source: ByteSource, refuse: (why: string) => never): Promise<Map<string, Float32Array>> {
   const gguf = await openGguf(source);
   const type = gguf.value('general.type')?.value;
-  if (type !== undefined && type !== 'imatrix') refuse(`its general.type is "${inlineText(String(type))}", not "imatrix" (is it a model?)`);
+  if (type !== undefined && type !== 'imatrix') refuse(`its general.type is "${String(type)}", not "imatrix" (is it a model?)`);
   const pairs = new Map<string, { sums?: GgufTensor; counts?: GgufTensor }>();
   for (const t of gguf.tensors) {
     const suffix = t.name.endsWith(SUMS) ? SUMS : t.name.endsWith(COUNTS) ? COUNTS : undefined;
@@ -96,12 +96,12 @@ async function readGgufEntries(source: ByteSource, refuse: (why: string) => neve
   if (missing.length > 0) refuse(`its metadata has no ${missing.join(', ')}, which llama-imatrix writes and llama-quantize requires ("missing imatrix metadata"); make it again with llama-imatrix`);
   const entries = new Map<string, Float32Array>();
   for (const [name, { sums, counts }] of pairs) {
-    if (!sums || !counts) refuse(`"${inlineText(name)}" has ${sums ? SUMS : COUNTS} but no ${sums ? COUNTS : SUMS}`);
-    for (const t of [sums, counts]) if (t.type.name !== 'F32') refuse(`${inlineText(t.name)} is ${t.type.name}, not F32`);
+    if (!sums || !counts) refuse(`"${name}" has ${sums ? SUMS : COUNTS} but no ${sums ? COUNTS : SUMS}`);
+    for (const t of [sums, counts]) if (t.type.name !== 'F32') refuse(`${t.name} is ${t.type.name}, not F32`);
     const [ne0, n = 1, ...rest] = sums.ne;
-    if (rest.some((d) => d !== 1)) refuse(`${inlineText(sums.name)} has ${sums.ne.length} dimensions, not 2`);
+    if (rest.some((d) => d !== 1)) refuse(`${sums.name} has ${sums.ne.length} dimensions, not 2`);
     if (counts.ne[0] !== 1 || counts.ne.slice(2).some((d) => d !== 1) || (counts.ne[1] ?? 1) !== n) {
-      refuse(`${inlineText(counts.name)} has ne [${counts.ne.join(', ')}], not [1, ${n}] to match ${inlineText(sums.name)}`);
+      refuse(`${counts.name} has ne [${counts.ne.join(', ')}], not [1, ${n}] to match ${sums.name}`);
     }
     const sum = await floats(gguf, sums);
     const count = await floats(gguf, counts);
@@ -109,7 +109,7 @@ async function readGgufEntries(source: ByteSource, refuse: (why: string) => neve
     for (let e = 0; e < n; e++) {
       const c = count[e];
       // llama-imatrix writes whole counts; a fractional or negative one is no file it wrote.
-      if (!(c >= 0) || !Number.isInteger(c)) refuse(`${inlineText(counts.name)} holds ${c}, not a count`);
+      if (!(c >= 0) || !Number.isInteger(c)) refuse(`${counts.name} holds ${c}, not a count`);
       for (let i = 0; i < ne0; i++) out[e * ne0 + i] = c > 0 ? sum[e * ne0 + i] / c : 1;
     }
     entries.set(name, out);
@@ -148,11 +148,10 @@ function readLegacyEntries(bytes: Uint8Array, refuse: (why: string) => never): M
       return refuse(`entry ${i + 1}'s name is not UTF-8`);
     }
     at += len;
-    const shown = inlineText(name);
-    if (entries.has(name)) refuse(`entry "${shown}" appears twice`);
-    const ncall = i32(`entry "${shown}"`);
-    const nval = i32(`entry "${shown}"`);
-    if (nval < 1 || nval > (bytes.length - at) / 4) refuse(`entry "${shown}" claims ${nval} values, more than the file holds`);
+    if (entries.has(name)) refuse(`entry "${name}" appears twice`);
+    const ncall = i32(`entry "${name}"`);
+    const nval = i32(`entry "${name}"`);
+    if (nval < 1 || nval > (bytes.length - at) / 4) refuse(`entry "${name}" claims ${nval} values, more than the file holds`);
     const values = new Float32Array(nval);
     // C divides the f32 sum by the int count converted to float.
     const divisor = Math.fround(ncall);
