@@ -17,7 +17,7 @@ import { peftKaimingUniform, torchUniformFloat32 } from '../src/algorithms/math/
 import { seededRandom } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
-import { expectPeftCliRefusal, fixtureTensor as t, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
+import { expectPeftCliRefusal, fixtureTensor as t, peftFolderOnCli, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 interface KaimingCase {
   seed: number;
@@ -227,4 +227,15 @@ it('refuses such a file where the width of vera_A cannot be told: a module that 
   expect(problems.join('\n')).toMatch(/adapter: saved without vera_A and vera_B \(save_projection: false\), which PEFT draws at the width of the widest layer the adapter wraps, and one of its modules lands on no tensor of this base, so that width is unknown/);
   await expectPeftCliRefusal([t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))], veraConfig({ r: 2, target_modules: ['q_proj'] }), mods.slice(0, 2),
     /VeRA module "model\.layers\.0\.self_attn\.q_proj": the adapter was saved without vera_A and vera_B \(save_projection: false\), which PEFT draws again at the width of the widest layer it wraps; only a merge into the base model tells that width/, 'resize');
+});
+
+it('the CLI merges such a folder (the plan sizes the projections before its workers load them)', async () => {
+  const r = 2;
+  const mods = [
+    t(saved(q, 'vera_lambda_b'), 'F32', [6], vals(6, 'F32')), t(saved(q, 'vera_lambda_d'), 'F32', [r], vals(r, 'F32')),
+    t(saved(v, 'vera_lambda_b'), 'F32', [4], vals(4, 'F32')), t(saved(v, 'vera_lambda_d'), 'F32', [r], vals(r, 'F32')),
+  ];
+  const result = await peftFolderOnCli([t(`${q}.weight`, 'BF16', [6, 5], vals(30, 'BF16')), t(`${v}.weight`, 'BF16', [4, 8], vals(32, 'BF16'))], veraConfig({ r }), mods);
+  expect(result.code, result.stderr).toBe(0);
+  expect(result.listing).toEqual(['adapter', 'base.safetensors', 'out.safetensors']);
 });

@@ -29,6 +29,10 @@ export function torchUniformFloat32(generator: TorchCpuGenerator, out: Float32Ar
     // x has 24 bits and span 24: the product is exact in float64, and so is the sum (its bits lie
     // within 53 of each other for |from| ≤ span), so fround is the fused multiply-add's one rounding.
     out[i] = x * span + lo;
+    // Current torch returns `from` for a value that rounded to `to` (uniform_kernel's clamp); torch
+    // 1.13 has no clamp. Neither matters for PEFT's draws: with from = −to, x·(to − from) + from stays
+    // at least one float32 step below `to`.
+    if (out[i] === hi) out[i] = lo;
   }
   return out;
 }
