@@ -1290,7 +1290,10 @@ function sizeDrawnProjections(updates: Map<string, TensorUpdate>, problems: Plan
       if (!p) continue;
       let s = seen.get(p);
       if (!s) seen.set(p, (s = { inMax: 0, modules: new Set(), term: t }));
-      s.inMax = Math.max(s.inMax, termDeltaDims(update, t).in);
+      // A module whose ΔW leaves its inputs open where it lands (-1) tells no width: it counts as not landed.
+      const inF = termDeltaDims(update, t).in;
+      if (inF < 1) continue;
+      s.inMax = Math.max(s.inMax, inF);
       s.modules.add(t.module);
     }
   }
