@@ -211,11 +211,11 @@ it('PVeRA r = 1 on a GPT-2 Conv1D under fan_in_fan_out: ΔW transposed onto the 
   expectMerged(tensors.get(`${c}.weight`)!.values, w.map((wi, idx) => wi + delta[(idx % out) * inF + Math.floor(idx / out)]), 'F32', c);
 });
 
-it('refuses PVeRA without its saved projections, or with a rank its config does not give', async () => {
+it('refuses PVeRA without its projections whose config does not say save_projection: false, or with a rank its config does not give', async () => {
   const base = [t(`${q}.weight`, 'F32', [4, 5], vals(20, 'F32'))];
   const mod = [t(saved(q, 'pvera_lambda_b'), 'F32', [4], vals(4, 'F32')), t(saved(q, 'pvera_lambda_d'), 'F32', [4], vals(4, 'F32'))];
   const shared = [t('base_model.pvera_A', 'F32', [4, 5], vals(20, 'F32')), t('base_model.pvera_B', 'F32', [4, 2], vals(8, 'F32'))];
-  await expect(preparePeftFolder(base, pveraConfig({ r: 2, save_projection: false }), mod)).rejects.toThrow(/PVeRA adapter without base_model\.pvera_A and pvera_B \(saved with save_projection: false\)/);
+  await expect(preparePeftFolder(base, pveraConfig({ r: 2 }), mod)).rejects.toThrow(/PVeRA adapter without base_model\.pvera_A and pvera_B, and its config does not say save_projection: false \(PEFT refuses to load it\)/);
   await expect(preparePeftFolder(base, pveraConfig({ r: 4 }), [...mod, ...shared])).rejects.toThrow(/q_proj" has rank 2 but the config's r is 4/);
 });
 

@@ -7,6 +7,7 @@ import { MergeError } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
+import type { RegeneratedProjections } from './algorithms/shared-projections.js';
 import type { ModuleAddress } from './module-address.js';
 import { parseGgufAdapter } from './gguf/gguf-adapter.js';
 import { parsePeftAdapter } from './peft.js';
@@ -108,6 +109,8 @@ export interface AdapterModule {
   /** The base stores this weight transposed, (in, out): GPT-2 Conv1D under PEFT's fan_in_fan_out. */
   fanInFanOut: boolean;
   dora?: DoraFactor;
+  /** VeRA's or PVeRA's shared projections where the file has none (save_projection: false): drawn as PEFT draws them, shared by the adapter's modules. */
+  projections?: RegeneratedProjections;
   /** PEFT `lora_bias`, ComfyUI's `diff_b`: the base bias gains user weight · (biasBScale ?? scale) · biasB. */
   biasB?: TensorEntry;
   /** biasB's own scale where it is not the module's: ComfyUI's `diff_b` takes the strength alone (1), not α/r. */

@@ -22,6 +22,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from './adapter.js';
+import type { RegeneratedProjections } from './algorithms/shared-projections.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
 import { PEANUT_ACTIVATION_NAMES, PEANUT_MAX_DEPTH } from './algorithms/peft-peanut.js';
@@ -75,8 +76,12 @@ interface MethodConfig {
   layerCopy?: string;
   /** The endings a module's tensors have, for messages, when not those of its roles in the key-form table. */
   endings?: string;
-  /** Tensors one per adapter, shared by every module (`base_model.vera_A`), by role; and why a file without them is refused. */
-  shared?: { names: Readonly<Record<string, Role>>; missing: string };
+  /**
+   * Tensors one per adapter, shared by every module (`base_model.vera_A`), by role; and why a file
+   * without them is refused. `drawn`: a file saved with save_projection: false has none, and they are
+   * drawn as PEFT draws them when it loads it (A with `drawn`·r rows; shared-projections.ts).
+   */
+  shared?: { names: Readonly<Record<string, Role>>; missing: string; drawn?: { rows: 1 | 2; names: string } };
 }
 
 /** Where most methods fail on a null r: update_layer's first check of it. */
@@ -87,7 +92,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   LOKR: { rNull: R_COMPARED, alphaNull: '`alpha / r` in update_layer raises TypeError', title: 'LoKr', wraps: ['Linear', 'Conv1d', 'Conv2d'], algorithms: ['lokr'], roles: ['lokr_w1', 'lokr_w1_a', 'lokr_w1_b', 'lokr_w2', 'lokr_w2_a', 'lokr_w2_b', 'lokr_t2'], r: 8, alpha: 8 },
   VERA: {
     rNull: R_COMPARED, title: 'VeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['vera'], roles: ['vera_lambda_b', 'vera_lambda_d'], r: 256, alpha: 1,
-    shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s uniform_, whose float32 values differ by the CPU kernel torch ran (with or without FMA), so this tool cannot reproduce them exactly' },
+    shared: { names: { 'base_model.vera_A': 'vera_A', 'base_model.vera_B': 'vera_B' }, missing: 'VeRA adapter without base_model.vera_A and vera_B, and its config does not say save_projection: false (PEFT refuses to load it: "Specified to load vera_A and vera_B from state dictionary however they were not present!"); save it again from PEFT', drawn: { rows: 1, names: 'vera_A and vera_B' } },
   },
   OFT: { rNull: 'OFTLayer.update_layer takes r = None for the rank and fails on `in_features % r`, or OFTConfig refuses it beside an oft_block_size', title: 'OFT', wraps: ['Linear', 'Conv2d', 'Embedding'], algorithms: ['peft-oft', 'peft-oft-legacy'], roles: ['oft_R', 'oft_embedding_R', 'oft_r', 'oft_s'], r: 8, alpha: 1 },
   BOFT: { title: 'BOFT', wraps: ['Linear', 'Conv2d'], algorithms: ['peft-boft'], roles: ['boft_R', 'boft_s'], r: 0, alpha: 1 },
@@ -112,7 +117,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   },
   RANDLORA: {
     rNull: R_COMPARED, alphaNull: '`randlora_alpha / r` in update_layer raises TypeError', title: 'RandLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-randlora'], roles: ['randlora_lambda', 'randlora_gamma'], r: 32, alpha: 640, alphaKey: 'randlora_alpha',
-    shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator and divides them by torch\'s float32 std(), whose values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
+    shared: { names: { 'base_model.randlora_A': 'randlora_A', 'base_model.randlora_B': 'randlora_B' }, missing: 'RandLoRA adapter without base_model.randlora_A and randlora_B (saved with save_projection: false); PEFT regenerates these random bases from projection_prng_key with a PyTorch generator and divides them by torch\'s float32 std(), whose values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly; save it again from PEFT with save_projection: true' },
   },
   DELORA: { rNull: R_COMPARED, title: 'DeLoRA', wraps: ['Linear'], algorithms: ['peft-delora'], roles: ['delora_A', 'delora_B', 'delora_lambda', 'delora_w_norm'], r: 8, alpha: 1 },
   // BEFT trains a bias change alone; Super-Tuning's r is optional (no r: no LoRA pair), its α defaults to 2r (SupertuningConfig.__post_init__).
@@ -120,7 +125,7 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
   SUPERTUNING: { title: 'Super-Tuning', wraps: ['Linear'], algorithms: ['peft-supertuning'], roles: ['supertuning_values', 'supertuning_indices', 'supertuning_lora_A', 'supertuning_lora_B'], r: 0, alpha: 0, alphaKey: 'lora_alpha' },
   PVERA: {
     rNull: R_COMPARED, title: 'PVeRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-pvera'], roles: ['pvera_lambda_b', 'pvera_lambda_d'], r: 256, alpha: 1,
-    shared: { names: { 'base_model.pvera_A': 'pvera_A', 'base_model.pvera_B': 'pvera_B' }, missing: 'PVeRA adapter without base_model.pvera_A and pvera_B (saved with save_projection: false); PEFT regenerates them from projection_prng_key with torch\'s kaiming_uniform_, whose float32 values differ by the CPU kernel torch ran, so this tool cannot reproduce them exactly' },
+    shared: { names: { 'base_model.pvera_A': 'pvera_A', 'base_model.pvera_B': 'pvera_B' }, missing: 'PVeRA adapter without base_model.pvera_A and pvera_B, and its config does not say save_projection: false (PEFT refuses to load it); save it again from PEFT', drawn: { rows: 2, names: 'pvera_A and pvera_B' } },
   },
   UNILORA: {
     rNull: '`self.r <= 0` in UniLoraConfig.__post_init__ raises TypeError', title: 'UniLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-unilora'], roles: ['unilora_indices_A', 'unilora_indices_B', 'unilora_scales_A', 'unilora_scales_B'], r: 4, alpha: 1,
@@ -414,8 +419,20 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
     else if (saved) replacements.push(saved);
     else problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${entry.name}" is neither a ${type} tensor this tool understands nor listed in modules_to_save` });
   }
+  let projections: RegeneratedProjections | undefined;
   if (method.shared && groups.size > 0 && Object.values(method.shared.names).some((role) => !shared.has(role))) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
+    const drawn = method.shared.drawn;
+    if (shared.size > 0) {
+      const [held, lacked] = [Object.keys(method.shared.names).filter((n) => shared.has(method.shared!.names[n])), Object.keys(method.shared.names).filter((n) => !shared.has(method.shared!.names[n]))];
+      throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.title} adapter with ${held.join(', ')} but without ${lacked.join(', ')}, which PEFT saves and loads together; save it again from PEFT`);
+    }
+    if (!drawn || raw.save_projection !== false) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
+    // PEFT seeds torch.Generator("cpu").manual_seed(projection_prng_key), which takes an integer (None raises TypeError).
+    const seed = number('projection_prng_key', 0, 'torch.Generator().manual_seed(None) raises TypeError');
+    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: ${method.title} "projection_prng_key" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
+    projections = { seed, r, rows: drawn.rows * r, inMax: 0, modules: 0, names: drawn.names };
+    // The algorithms build such modules without A and B, at the config's r (the projections' own).
+    options.drawn_projections_r = r;
   }
 
   await checkPeftTargets(peftTargetsFrom(raw, configFile, type), groups.keys(), configFile, fileName, pacer);
@@ -458,6 +475,10 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
     if (!module) {
       if (problems.length === reported) warnings.push(`${name}: module "${path}" has no update left (AdaLoRA pruned every singular value), so its weight stays as it is, as in PEFT`);
       continue;
+    }
+    if (projections) {
+      module.projections = projections;
+      projections.modules++;
     }
     if (algorithm.name === 'peft-oft' && options.older_neumann_series) olderSeriesUsed = true;
     if (algorithm.name === 'loha' || algorithm.name === 'lokr') {

@@ -45,6 +45,8 @@ import { MAX_MIXED_ROWS_BYTES, MAX_ROW_KERNEL_BYTES } from '../limits.js';
 import { leastJobBytes } from '../engine/cpu/kernel-memory.js';
 import { lcm, product } from '../integers.js';
 import { spansOverlap, type RowSpan } from './row-spans.js';
+import { termDeltaDims } from './load-op.js';
+import type { RegeneratedProjections } from '../formats/algorithms/shared-projections.js';
 
 export interface BaseTensorInfo {
   dtype: DType;
@@ -740,6 +742,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     if (started.source && replacements.get(started.baseKey) === started.source) replacements.delete(started.baseKey);
   }
   checkSharedTensors(updates, biases, replacements, rowSets, problems);
+  sizeDrawnProjections(updates, problems);
   checkKernelRows(updates, problems);
   warnings.push(...suspiciousRequestWarnings(adapters));
   const order = [...base.tensors.keys()];
@@ -1270,6 +1273,39 @@ function checkSharedTensors(
       adapter: rep.adapter, module: rep.baseKey, code: 'PLAN_INVALID',
       message: `${rep.adapter}: replaces ${rep.baseKey}, which ${lora.adapter} (module "${lora.moduleName}") also updates with LoRA`,
     });
+  }
+}
+
+/**
+ * VeRA and PVeRA adapters saved without their shared projections (save_projection: false): PEFT
+ * draws A at the width of the widest layer the adapter wraps (VeraModel._find_dim), so that width
+ * is the widest input among the layers the adapter's modules landed on, found here once each has;
+ * an adapter with a module that landed nowhere (left out) cannot be sized, and is refused.
+ */
+function sizeDrawnProjections(updates: Map<string, TensorUpdate>, problems: PlanProblem[]): void {
+  const seen = new Map<RegeneratedProjections, { inMax: number; modules: Set<AdapterModule>; term: PlannedTerm }>();
+  for (const update of updates.values()) {
+    for (const t of update.terms) {
+      const p = t.module.projections;
+      if (!p) continue;
+      let s = seen.get(p);
+      if (!s) seen.set(p, (s = { inMax: 0, modules: new Set(), term: t }));
+      // A module whose ΔW leaves its inputs open where it lands (-1) tells no width: it counts as not landed.
+      const inF = termDeltaDims(update, t).in;
+      if (inF < 1) continue;
+      s.inMax = Math.max(s.inMax, inF);
+      s.modules.add(t.module);
+    }
+  }
+  for (const [p, s] of seen) {
+    p.inMax = s.inMax;
+    if (s.modules.size < p.modules) {
+      const missing = p.modules - s.modules.size;
+      problems.push({
+        adapter: s.term.adapter, module: '', code: 'PLAN_INVALID',
+        message: `${s.term.adapter}: saved without ${p.names} (save_projection: false), which PEFT draws at the width of the widest layer the adapter wraps, and ${missing === 1 ? 'one of its modules lands' : `${missing} of its modules land`} on no tensor of this base, so that width is unknown; merge it into the model it was trained on, whole`,
+      });
+    }
   }
 }
 

@@ -24,6 +24,15 @@ export const peftPvera: Algorithm = {
     }
     const lb = tensors.get('pvera_lambda_b'), ld = tensors.get('pvera_lambda_d');
     const a = tensors.get('pvera_A'), b = tensors.get('pvera_B');
+    if (lb && ld && !a && !b && o.drawn_projections_r !== undefined) {
+      // Saved with save_projection: false: pvera_A (2r, in_max) and pvera_B are drawn at load (shared-projections.ts).
+      const r = o.drawn_projections_r as number;
+      if (lb.shape.length !== 1 || ld.shape.length !== 1 || ld.shape[0] !== 2 * r) {
+        context.report('SHAPE_MISMATCH', `PVeRA pvera_lambda_b ${fmtShape(lb.shape)} and pvera_lambda_d ${fmtShape(ld.shape)} do not fit the config's r ${r} (expected (out) and (2r))`);
+        return null;
+      }
+      return unscaledLowRankModule(context, peftPvera.name, [lb.shape[0], -1], r, { lb, ld });
+    }
     if (!lb || !ld || !a || !b) {
       context.report('UNSUPPORTED_FORMAT', `needs pvera_lambda_b and pvera_lambda_d and the shared pvera_A and pvera_B; ${lb ? 'pvera_lambda_d' : 'pvera_lambda_b'} is missing`);
       return null;

@@ -15,6 +15,15 @@ export const vera: Algorithm = {
   build(tensors, context) {
     const lb = tensors.get('vera_lambda_b'), ld = tensors.get('vera_lambda_d');
     const a = tensors.get('vera_A'), b = tensors.get('vera_B');
+    if (lb && ld && !a && !b && context.options?.drawn_projections_r !== undefined) {
+      // Saved with save_projection: false: vera_A (r, in_max) and vera_B are drawn at load (shared-projections.ts).
+      const r = context.options.drawn_projections_r as number;
+      if (lb.shape.length !== 1 || ld.shape.length !== 1 || ld.shape[0] !== r) {
+        context.report('SHAPE_MISMATCH', `VeRA vera_lambda_b ${fmtShape(lb.shape)} and vera_lambda_d ${fmtShape(ld.shape)} do not fit the config's r ${r} (expected (out) and (r))`);
+        return null;
+      }
+      return unscaledLowRankModule(context, vera.name, [lb.shape[0], -1], r, { lb, ld });
+    }
     if (!lb || !ld || !a || !b) {
       context.report('UNSUPPORTED_FORMAT', 'needs vera_lambda_b, vera_lambda_d and the shared vera_A and vera_B');
       return null;
