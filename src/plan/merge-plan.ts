@@ -516,7 +516,12 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         let view: View | null;
         let widenedFrom: number | undefined;
         let widenedTo: readonly number[] | undefined;
-        if (module.experts) {
+        // PEFT's ParamWrapper on a 3-D parameter saves lora_A (r·E, ·): factors of rank r alone (read
+        // as a 2-D parameter's, no experts) are those of a one-expert stack, which fitExperts checks.
+        const oneExpert = !module.experts && module.address.tensor && adapter.format === 'peft' && ((info.shape.length === 3 && !target.stacked) || target.experts)
+          ? { count: 1, peftVersion: typeof adapter.config.peft_version === 'string' ? adapter.config.peft_version : null } : undefined;
+        if (module.experts || oneExpert) {
+          if (oneExpert) module = { ...module, experts: oneExpert };
           const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
           if (!fit.ok) {
