@@ -188,6 +188,36 @@ describe("a PEFT LoRA on transformers 4's per-expert modules, on a checkpoint wi
     expectMerged(await mergeIntoFolder(prepared, backend), base, tensors, loras, { 'model.layers.0.mlp.gate.weight': gate });
   });
 
+  it.for(['cpu (js)', 'webgpu'] as const)("a PEFT LoKr with both factors full (a dense ΔW read by rows) on expert 2's up_proj and expert 0's down_proj (%s)", async (kind) => {
+    const backend = backends[kind];
+    if (!backend) throw new Error(`no ${kind} backend`);
+    // ΔW = kron(lokr_w1 (a, c), lokr_w2 (b, d)) at α/r = 1, (a·b, c·d).
+    const kron = (l: ExpertLora, [a1, c1, b1, d1]: number[]) => {
+      const w1 = randomTensor(`${P}.${l.path}.lokr_w1`, [a1, c1], 'F32', rand, 0.5);
+      const w2 = randomTensor(`${P}.${l.path}.lokr_w2`, [b1, d1], 'F32', rand, 0.5);
+      const f = decoded([w1, w2]);
+      const [x, y] = [f.get(w1.name)!.values, f.get(w2.name)!.values];
+      const delta = new Float64Array(a1 * b1 * c1 * d1);
+      for (let o1 = 0; o1 < a1; o1++) for (let o2 = 0; o2 < b1; o2++) for (let i1 = 0; i1 < c1; i1++) for (let i2 = 0; i2 < d1; i2++) delta[(o1 * b1 + o2) * c1 * d1 + i1 * d1 + i2] = x[o1 * c1 + i1] * y[o2 * d1 + i2];
+      return { l, tensors: [w1, w2], delta };
+    };
+    const mods = [kron(qwen(0, 2, 'up_proj'), [2, 2, 3, 4]), kron(qwen(0, 0, 'down_proj'), [2, 2, 4, 3])];
+    const base = qwenBase();
+    const files = peftFolder({ peft_type: 'LOKR', task_type: 'CAUSAL_LM', peft_version: '0.15.2', r: 1, alpha: 1, rank_dropout: 0, module_dropout: 0, use_effective_conv2d: false, decompose_both: false, decompose_factor: -1, target_modules: ['up_proj', 'down_proj'] }, mods.flatMap((m) => m.tensors));
+    const prepared = await prepareOne(hfModelFolder(base, qwenConfig), files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.flatMap((u) => u.terms.map((t) => [t.layout, t.module.update.kind]))).toEqual([['fused-expert-rows', 'dense'], ['fused-expert-rows', 'dense']]);
+    const merged = await mergeIntoFolder(prepared, backend, undefined, 4096);
+    const b = decoded(base);
+    for (const m of mods) {
+      const w = b.get(m.l.fused)!;
+      const cols = w.shape[2];
+      const truth = Float64Array.from(w.values);
+      for (let o = 0; o < m.l.out; o++) for (let i = 0; i < cols; i++) truth[(m.l.expert * w.shape[1] + m.l.offset + o) * cols + i] += m.delta[o * cols + i];
+      expect(Array.from(merged.tensors.get(m.l.fused)!.values), m.l.path).toEqual(Array.from(truth, (v) => roundForDType(v, 'BF16')));
+    }
+  });
+
   it('a LoRA on the fused parameter (target_parameters) and one on per-expert modules, in one merge: both land, the tensor seen as the same rows', async () => {
     const base = qwenBase();
     const key = 'model.layers.0.mlp.experts.gate_up_proj';
