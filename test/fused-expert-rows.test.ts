@@ -218,6 +218,53 @@ describe("a PEFT LoRA on transformers 4's per-expert modules, on a checkpoint wi
     }
   });
 
+  it("the same bytes as the adapter PEFT converts it to for transformers 5 (transformers_weight_conversion.py: experts stacked, gate's and up's factors block-diagonal, r and α doubled on gate_up_proj)", async () => {
+    const base = qwenBase();
+    const loras = ALL_QWEN.filter((l) => l.path.startsWith('model.layers.0.'));
+    const { files, tensors } = adapterOf(loras, ['gate_proj', 'up_proj', 'down_proj']);
+    const a = decoded(tensors);
+    const factor = (e: number, proj: string, f: 'A' | 'B') => a.get(`${P}.model.layers.0.mlp.experts.${e}.${proj}.lora_${f}.weight`)!.values;
+    const { E, H, I } = Q;
+    // gate_up_proj (inner wrapper, `base_layer`): lora_A (E·2r, H), expert e's rows [e·2r, e·2r + r) gate's A, then up's;
+    // lora_B (2I, 2r·E), its column k·E + e: gate's B on rows [0, I) for k < r, up's on [I, 2I) for k ≥ r, zeros elsewhere.
+    const gateUpA = new Float64Array(E * 2 * r * H);
+    const gateUpB = new Float64Array(2 * I * 2 * r * E);
+    // down_proj (outer wrapper): lora_A (E·r, I), lora_B (H, r·E), its column k·E + e.
+    const downA = new Float64Array(E * r * I);
+    const downB = new Float64Array(H * r * E);
+    for (let e = 0; e < E; e++) {
+      (['gate_proj', 'up_proj'] as const).forEach((proj, half) => {
+        const A = factor(e, proj, 'A');
+        const B = factor(e, proj, 'B');
+        for (let k = 0; k < r; k++) for (let i = 0; i < H; i++) gateUpA[(e * 2 * r + half * r + k) * H + i] = A[k * H + i];
+        for (let o = 0; o < I; o++) for (let k = 0; k < r; k++) gateUpB[(half * I + o) * 2 * r * E + (half * r + k) * E + e] = B[o * r + k];
+      });
+      const A = factor(e, 'down_proj', 'A');
+      const B = factor(e, 'down_proj', 'B');
+      downA.set(A, e * r * I);
+      for (let o = 0; o < H; o++) for (let k = 0; k < r; k++) downB[o * r * E + k * E + e] = B[o * r + k];
+    }
+    const at = 'base_model.model.model.layers.0.mlp.experts';
+    const converted = peftFolder({
+      r, lora_alpha: alpha, target_modules: [], target_parameters: ['gate_up_proj', 'down_proj'], peft_version: '0.20.0',
+      rank_pattern: { '.*\\.gate_up_proj': 2 * r }, alpha_pattern: { '.*\\.gate_up_proj': 2 * alpha },
+    }, [
+      { name: `${at}.base_layer.lora_A.weight`, dtype: 'F32', shape: [E * 2 * r, H], data: Array.from(gateUpA) },
+      { name: `${at}.base_layer.lora_B.weight`, dtype: 'F32', shape: [2 * I, 2 * r * E], data: Array.from(gateUpB) },
+      { name: `${at}.lora_A.weight`, dtype: 'F32', shape: [E * r, I], data: Array.from(downA) },
+      { name: `${at}.lora_B.weight`, dtype: 'F32', shape: [H, r * E], data: Array.from(downB) },
+    ]);
+    const perExpert = await prepareOne(hfModelFolder(base, qwenConfig), files);
+    const fused = await prepareOne(hfModelFolder(base, qwenConfig), converted);
+    expect([perExpert.plan.problems, fused.plan.problems]).toEqual([[], []]);
+    const one = await mergeIntoFolder(perExpert, backends['cpu (js)']!);
+    const two = await mergeIntoFolder(fused, backends['cpu (js)']!);
+    expectMerged(one, base, tensors, loras);
+    for (const key of ['model.layers.0.mlp.experts.gate_up_proj', 'model.layers.0.mlp.experts.down_proj']) {
+      expect(two.tensors.get(key)!.bytes, key).toEqual(one.tensors.get(key)!.bytes);
+    }
+  });
+
   it('a LoRA on the fused parameter (target_parameters) and one on per-expert modules, in one merge: both land, the tensor seen as the same rows', async () => {
     const base = qwenBase();
     const key = 'model.layers.0.mlp.experts.gate_up_proj';
