@@ -161,6 +161,68 @@ describe('Mistral Small 4 in transformers\' format, FP8: fused experts with one 
   });
 });
 
+describe('a PEFT LoRA on transformers 4\'s per-expert modules (mlp.experts.K.gate_proj / up_proj / down_proj) on the FP8 fused experts', () => {
+  // Expert 1's gate_proj and expert 2's up_proj land on their rows of gate_up_proj (gate's first `inter` of the slab,
+  // up's last), expert 0's down_proj on its slab of down_proj: ΔW added to the real values code · scale_inv[e].
+  const per = [
+    { path: `${ex}.1.gate_proj`, param: `${ex}.gate_up_proj`, expert: 1, offset: 0, out: INTER, inF: HIDDEN, rows: INTER2 },
+    { path: `${ex}.2.up_proj`, param: `${ex}.gate_up_proj`, expert: 2, offset: INTER, out: INTER, inF: HIDDEN, rows: INTER2 },
+    { path: `${ex}.0.down_proj`, param: `${ex}.down_proj`, expert: 0, offset: 0, out: HIDDEN, inF: INTER, rows: HIDDEN },
+  ];
+  const perFactors = per.flatMap((l) => [
+    randomTensor(`base_model.model.${l.path}.lora_A.weight`, [r, l.inF], 'F32', rand, 0.5),
+    randomTensor(`base_model.model.${l.path}.lora_B.weight`, [l.out, r], 'F32', rand, 0.5),
+  ]);
+  const pf = decoded(perFactors);
+  const perAdapter = () => peftFolder({ r, lora_alpha: alpha, target_modules: ['gate_proj', 'up_proj', 'down_proj'], peft_version: '0.15.2' }, perFactors);
+  /** A fused parameter's real values with each module's α/r · B·A added on its rows, in float64. */
+  const mergedReal = (param: string) => {
+    const w = real(param);
+    const cols = b.get(param)!.shape[2];
+    for (const l of per.filter((x) => x.param === param)) {
+      const A = pf.get(`base_model.model.${l.path}.lora_A.weight`)!.values;
+      const B = pf.get(`base_model.model.${l.path}.lora_B.weight`)!.values;
+      for (let o = 0; o < l.out; o++) for (let i = 0; i < cols; i++) {
+        let d = 0;
+        for (let k = 0; k < r; k++) d += B[o * r + k] * A[k * cols + i];
+        w[(l.expert * l.rows + l.offset + o) * cols + i] += (alpha / r) * d;
+      }
+    }
+    return w;
+  };
+
+  it.for([1, 2])('--dtype bf16: the experts\' rows moved, every other value the dequantized base (%i threads)', async (threads) => {
+    const prepared = await prepare(hfModelFolder(base, config), perAdapter());
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => t.layout)])).toEqual([
+      [`${ex}.gate_up_proj`, ['fused-expert-rows', 'fused-expert-rows']], [`${ex}.down_proj`, ['fused-expert-rows']],
+    ]);
+    const merged = await mergeIntoFolder(prepared, backends.get(threads)!, 'BF16', 64);
+    for (const param of [`${ex}.gate_up_proj`, `${ex}.down_proj`]) {
+      const got = merged.tensors.get(param)!;
+      expect([got.dtype, got.shape]).toEqual(['BF16', b.get(param)!.shape]);
+      expect(Array.from(got.values), param).toEqual(Array.from(mergedReal(param), (x) => roundForDType(x, 'BF16')));
+    }
+  });
+
+  it('kept fp8: each expert of gate_up_proj quantized again with its own scale_inv, as for target_parameters', async () => {
+    const merged = await mergeIntoFolder(await prepare(hfModelFolder(base, config), perAdapter()), backends.get(1)!);
+    const values = mergedReal(`${ex}.gate_up_proj`).map(Math.fround);
+    const slab = INTER2 * HIDDEN;
+    const codes = new Uint8Array(E * slab);
+    const scales: number[] = [];
+    for (let e = 0; e < E; e++) {
+      const v = values.subarray(e * slab, (e + 1) * slab);
+      const q = Math.fround(448 / v.reduce((m, x) => Math.max(m, Math.abs(x)), 0));
+      scales.push(Math.fround(1 / q));
+      v.forEach((x, i) => { codes[e * slab + i] = e4m3Byte(Math.min(448, Math.max(-448, Math.fround(x * q)))); });
+    }
+    expect(merged.tensors.get(`${ex}.gate_up_proj`)!.dtype).toBe('F8_E4M3');
+    expect(merged.tensors.get(`${ex}.gate_up_proj_scale_inv`)!.bytes).toEqual(f32Bytes(scales));
+    expect(merged.tensors.get(`${ex}.gate_up_proj`)!.bytes).toEqual(codes);
+  });
+});
+
 describe('transformers\' FP8 experts with a block grid per expert (weight_block_size [4, 4], gate_up_proj_scale_inv (E, 2·inter/4, ⌈hidden/4⌉))', () => {
   const blocked = { ...config, quantization_config: { ...config.quantization_config, weight_block_size: [4, 4] } };
   const blockBase = base.map((t) => (t.name.endsWith('_scale_inv') ? scaleTensor(t.name, t.name.includes('gate_up') ? [E, INTER2 / 4, HIDDEN / 4] : [E, HIDDEN / 4, Math.ceil(INTER / 4)]) : t));

@@ -517,6 +517,26 @@ describe('LoRA on fused expert tensors', () => {
     });
   }
 
+  it('a stack of one expert: lora_A (r, in) and lora_B (out, r), as ParamWrapper saves them for E = 1, merge as W[0] += s·B·A (PEFT 0.20: e o i)', async () => {
+    const key = 'model.layers.0.mlp.experts.gate_up_proj';
+    const base = [randomTensor(key, [1, 12, 8], 'BF16', rand)];
+    const adapter = [
+      randomTensor('base_model.model.model.layers.0.mlp.experts.lora_A.weight', [r, 8], 'F32', rand, 0.5),
+      randomTensor('base_model.model.model.layers.0.mlp.experts.lora_B.weight', [12, r], 'F32', rand, 0.5),
+    ];
+    const prepared = await prepare(hfModelFolder(base, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16' }), [peftFolder(
+      { r, lora_alpha: 2, target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' }, adapter,
+    )]);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared, 'cpu');
+    const a = decoded(adapter);
+    const A = a.get(adapter[0].name)!.values;
+    const B = a.get(adapter[1].name)!.values;
+    const delta = new Float64Array(12 * 8);
+    for (let o = 0; o < 12; o++) for (let i = 0; i < 8; i++) for (let k = 0; k < r; k++) delta[o * 8 + i] += B[o * r + k] * A[k * 8 + i];
+    expectValues(key, merged.tensors.get(key)!, plus(decoded(base).get(key)!, [1, delta]));
+  });
+
   it('a square expert tensor without peft_version is an error naming both layouts', async () => {
     const adapter = [
       randomTensor(`${experts}.lora_A.weight`, [r * E, 8], 'F32', rand),

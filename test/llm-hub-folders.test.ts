@@ -191,7 +191,7 @@ describe('a LoRA on a fused expert parameter (transformers 5) and a checkpoint w
     const second = await prepare(hfModelFolder(qwenBase, qwenConfig), peftFolder(config, four));
     await second.close();
     expect(second.plan.problems.map((p) => p.message)).toEqual([
-      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.0.gate_proj.weight: lora_A (8, 8) holds 4 experts of rank 2; the parameter (2, 12, 8) is not (4, ·, ·)',
+      'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.0.gate_proj.weight: lora_A (8, 8) holds the factors of 4 experts at rank 2, and the parameter (2, 12, 8) holds 2, for which PEFT\'s ParamWrapper saves lora_A (4, ·) and lora_B (·, 4): the adapter was trained on a model with another number of experts; merge it into that one',
     ]);
   });
 });

@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
-import { createNodeBackend } from '../src/node.js';
+import { createNodeBackend, merge } from '../src/node.js';
 import { errorLines, mergeArgs, runCli } from './helpers/cli.js';
 import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, prepareOne as prepare, randomTensor, type Files } from './helpers/hf-folder.js';
@@ -378,6 +378,61 @@ describe('names Mistral\'s format shares with diffusion models', () => {
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.adapters.map((a) => a.format)).not.toEqual(['mistral']);
     expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout])).toEqual([['model.diffusion_model.layers.0.feed_forward.w1.weight', 'dotted-path']]);
+  });
+});
+
+describe('lora.safetensors given as a file path, not its folder: the params.json beside it is read as for the folder', () => {
+  /** The run's folder on disk (lora.safetensors, params.json at lora.scaling 1.5) and a Mistral consolidated base. */
+  function onDisk(withParams: boolean) {
+    const baseTensors = consolidatedTensors();
+    const factors = loraTensors();
+    const baseDir = temp.make({ 'consolidated.safetensors': buildSafetensors(baseTensors), 'params.json': JSON.stringify(MODEL_PARAMS), 'tekken.json': '{}' });
+    const run = finetuneFolder(factors, { enable: true, rank: RANK, dropout: 0, scaling: 1.5 });
+    if (!withParams) delete run['params.json'];
+    const runDir = temp.make(run);
+    return { baseTensors, factors, baseDir, runDir, file: join(runDir, 'lora.safetensors') };
+  }
+  /** consolidated.safetensors merged at `scaling`: W + scaling·(B @ A), each weight rounded once to BF16. */
+  function expectScaling(bytes: Uint8Array, baseTensors: FixtureTensor[], factors: FixtureTensor[], scaling: number) {
+    const merged = decodeSafetensors(bytes).tensors;
+    const f = decoded(factors);
+    const w = decoded(baseTensors);
+    for (const [name] of MODULES) {
+      const delta = product(f.get(`layers.0.${name}.lora_B.weight`)!, f.get(`layers.0.${name}.lora_A.weight`)!);
+      expectValues(name, merged.get(`layers.0.${name}.weight`)!, w.get(`layers.0.${name}.weight`)!.values.map((v, i) => v + scaling * delta[i]));
+    }
+  }
+
+  it('the command line: merged at its lora.scaling 1.5, the warning naming that params.json', async () => {
+    const { baseTensors, factors, baseDir, runDir, file } = onDisk(true);
+    const out = join(temp.make(), 'merged');
+    const run = await runCli(mergeArgs(baseDir, file, out));
+    expect([run.code, errorLines(run.stderr)], run.stderr).toEqual([0, []]);
+    expect(run.stderr).toContain(`merged at lora.scaling 1.5 of ${join(runDir, 'params.json')}, as mistral-finetune trained it`);
+    const bytes = readFileSync(join(out, 'consolidated.safetensors'));
+    expectScaling(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), baseTensors, factors, 1.5);
+  });
+
+  it('the library (merge() from loramerge/node with a path): merged at its lora.scaling 1.5, the warning naming that params.json', async () => {
+    const { baseTensors, factors, baseDir, runDir, file } = onDisk(true);
+    const out = join(temp.make(), 'merged');
+    const outcome = await merge({ base: baseDir, adapters: [file], out, backend: 'cpu' });
+    expect(outcome.plan.warnings.filter((w) => w.includes('lora.scaling'))).toEqual([
+      `${file}: merged at lora.scaling 1.5 of ${join(runDir, 'params.json')}, as mistral-finetune trained it; mistral-chat's --lora_path applies 2 (load_lora's default) whatever the run set, so it runs this LoRA at another strength than the merged model has`,
+    ]);
+    const bytes = readFileSync(join(out, 'consolidated.safetensors'));
+    expectScaling(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), baseTensors, factors, 1.5);
+  });
+
+  it('with no params.json beside it: scaling 2.0, load_lora\'s default, with the warning saying so (the library)', async () => {
+    const { baseTensors, factors, baseDir, file } = onDisk(false);
+    const out = join(temp.make(), 'merged');
+    const outcome = await merge({ base: baseDir, adapters: [file], out, backend: 'cpu' });
+    expect(outcome.plan.warnings.filter((w) => w.includes('scaling'))).toEqual([
+      `${file}: no params.json with lora.scaling beside ${file}: merged at scaling 2, mistral-finetune's default and the one mistral-inference's load_lora applies; if the run set another lora.scaling, give the folder mistral-finetune wrote, with its params.json`,
+    ]);
+    const bytes = readFileSync(join(out, 'consolidated.safetensors'));
+    expectScaling(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), baseTensors, factors, 2);
   });
 });
 

@@ -297,16 +297,26 @@ describe('mlx-lm refusals', () => {
       /an mlx-lm adapter folder without adapters\.safetensors \(it has checkpoints such as 0000100_adapters\.safetensors: copy the one to merge/);
   });
 
-  it('LoRASwitchLinear on a checkpoint that stores its experts fused (gate_up_proj): each expert named with the tensor looked for', async () => {
-    const fused = hfModelFolder([
+  it("LoRASwitchLinear on a checkpoint that stores its experts fused as transformers 5 does (gate_up_proj (E, 2·ffn, hidden)): each expert's slice of LoRASwitchLinear.fuse on its gate rows", async () => {
+    const base = [
       randomTensor('model.layers.0.mlp.experts.gate_up_proj', [3, 2 * FFN, HIDDEN], 'BF16', rand),
       randomTensor('model.layers.0.mlp.experts.down_proj', [3, HIDDEN, FFN], 'BF16', rand),
-    ], { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' });
-    const refusals = await refusalsInMemory({
-      backend: backends.cpu!, base: fused,
-      adapters: [{ files: mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, switchFactors('model.layers.0.mlp.switch_mlp.gate_proj', 3, HIDDEN, FFN, 2)) }],
-    });
-    expect(refusals).toEqual([0, 1, 2].map((e) => `adapter0: module "model.layers.0.mlp.switch_mlp.gate_proj expert ${e} (model.layers.0.mlp.experts.${e}.gate_proj)": no matching tensor in the base model`));
+    ];
+    const factors = switchFactors('model.layers.0.mlp.switch_mlp.gate_proj', 3, HIDDEN, FFN, 2);
+    const prepared = await prepare(hfModelFolder(base, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe' }), [mlxFolder({ lora_parameters: { rank: 2, dropout: 0, scale: 10 } }, factors)]);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await merge(prepared, 'cpu');
+    const a = decoded(factors);
+    const key = 'model.layers.0.mlp.experts.gate_up_proj';
+    const w = decoded(base).get(key)!;
+    // Expert e's gate_proj is rows [e·2·ffn, e·2·ffn + ffn) of the fused tensor (gate's half, then up's).
+    const truth = w.values.slice();
+    for (let e = 0; e < 3; e++) {
+      const slab = { ...w, shape: [FFN, HIDDEN], values: w.values.slice(e * 2 * FFN * HIDDEN, (e * 2 + 1) * FFN * HIDDEN) };
+      truth.set(expertTruth(slab, a.get('model.layers.0.mlp.switch_mlp.gate_proj.lora_a')!, a.get('model.layers.0.mlp.switch_mlp.gate_proj.lora_b')!, e, 10), e * 2 * FFN * HIDDEN);
+    }
+    expectValues(key, merged.tensors.get(key)!, truth);
+    expect(merged.tensors.get('model.layers.0.mlp.experts.down_proj')!.bytes).toEqual(decoded(base).get('model.layers.0.mlp.experts.down_proj')!.bytes);
   });
 
   it('LoRASwitchLinear factors that do not fit, a magnitude on switch_mlp, switch_mlp in a DoRA fine-tune', async () => {

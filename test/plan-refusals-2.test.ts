@@ -237,7 +237,13 @@ describe('plan refusals (2)', () => {
     ]);
     expect(await problems(base, onExperts([4, 8], [12, 4]))).toEqual([]);
     const m = `adapter: module "${experts}.gate_up_proj": on ${experts}.gate_up_proj`;
-    expect(await problems(base, onExperts([6, 8], [12, 6]))).toEqual([`${m}: lora_A (6, 8) holds 3 experts of rank 2; the base tensor (2, 8, 12) is not (3, ·, ·)`]);
+    expect(await problems(base, onExperts([6, 8], [12, 6]))).toEqual([
+      `${m}: lora_A (6, 8) holds the factors of 3 experts at rank 2, and the base tensor (2, 8, 12) holds 2, for which PEFT's ParamWrapper saves lora_A (4, ·) and lora_B (·, 4): the adapter was trained on a model with another number of experts; merge it into that one`,
+    ]);
+    // Factors of one expert's rank (lora_A (r, ·)): PEFT trains every expert of the parameter, none alone.
+    expect(await problems(base, onExperts([2, 8], [12, 2]))).toEqual([
+      `${m}: lora_A (2, 8) holds the factors of 1 expert at rank 2, and the base tensor (2, 8, 12) holds 2, for which PEFT's ParamWrapper saves lora_A (4, ·) and lora_B (·, 4); a LoRA on one expert of a fused parameter is not supported (PEFT's ParamWrapper trains every expert of it, and factors of one say not which expert they are for): merge into the model the adapter was trained on`,
+    ]);
     expect(await problems(base, onExperts([4, 7], [12, 4]))).toEqual([`${m}: lora_A (4, 7) and lora_B (12, 4) fit neither (E, out, in) nor (E, in, out) of the base tensor (2, 8, 12)`]);
   });
 

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { isHttpUrl, schemeOfUrl } from '../api-arguments.js';
 import { MAX_INPUT_FILES } from '../limits.js';
 import { MergeError } from '../errors.js';
-import { isGgufSplitPart, nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet, statOrNotFound } from '../io/node-input-files.js';
+import { isGgufSplitPart, nodeInputFilePaths, openNodeAdapterFileSet, openNodeGgufSplitSet, openNodeInputFileSet, statOrNotFound } from '../io/node-input-files.js';
 import { hfAuthFor } from '../io/hf-token.js';
 import { decodedSegment, explainLoneHubWeights, folderUrlRefusal, isLoneWeightsRefusal, openHubSource, PEFT_WEIGHTS } from '../io/hub-adapters.js';
 import { urlInputFileSetWithAuth } from '../io/url-input-files.js';
@@ -157,7 +157,8 @@ export async function openCliInput(text: string, options: OpenInputOptions): Pro
   }
   let info = options.splitGguf ? await statOrNotFound(text, text) : undefined;
   const split = info !== undefined && info.isFile() && isGgufSplitPart(text);
-  const files = split ? await openNodeGgufSplitSet(text) : await openNodeInputFileSet(text); // refuses what is missing or no file or folder
+  // refuses what is missing or no file or folder; an adapter's lone file comes with what its trainer writes beside it
+  const files = split ? await openNodeGgufSplitSet(text) : options.adapter ? await openNodeAdapterFileSet(text) : await openNodeInputFileSet(text);
   info ??= await stat(text);
   const onDisk = nodeInputFilePaths(files);
   return {

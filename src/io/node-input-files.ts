@@ -31,6 +31,36 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
   return nodeFileSet(path, files);
 }
 
+/**
+ * Files a trainer writes beside an adapter's one weights file, read with it when that file is
+ * given alone: mistral-finetune's params.json (its `lora.scaling`) beside `lora.safetensors`, as
+ * when its folder is given. Only the adapter's format reads it (formats/mistral-finetune.ts).
+ */
+const ADAPTER_COMPANIONS = ['params.json'];
+
+/**
+ * An adapter's path on disk as an InputFileSet: as {@link openNodeInputFileSet}, and for a lone
+ * `.safetensors` file, the companion files its trainer writes beside it (ADAPTER_COMPANIONS) where
+ * they are there, each named in messages by its own path.
+ */
+export async function openNodeAdapterFileSet(path: string): Promise<InputFileSet> {
+  const set = await openNodeInputFileSet(path);
+  const [only] = set.list();
+  if (set.list().length !== 1 || only !== basename(path) || !/\.safetensors$/i.test(only)) return set;
+  const files = new Map([[only, path]]);
+  for (const name of ADAPTER_COMPANIONS) {
+    const beside = join(dirname(path), name);
+    if (name === only) continue;
+    const info = await stat(beside).catch(() => undefined);
+    if (info?.isFile()) files.set(name, beside);
+  }
+  if (files.size === 1) return set;
+  const companions = nodeFileSet(path, files);
+  const named: InputFileSet = { ...companions, fileName: (p) => files.get(p) ?? `${path}/${p}` };
+  pathsOnDisk.set(named, [...files.values()]);
+  return named;
+}
+
 const GGUF_PART = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/i;
 
 /** Is this file one part of a split GGUF (`name-00001-of-00003.gguf`)? */

@@ -14,7 +14,7 @@ import { hfAuthFor } from './hf-token.js';
 import { checkHfTokenOption } from './hf-token-option.js';
 import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './hub-adapters.js';
 import { stampInputFiles, type InputStamps } from './input-stamps.js';
-import { nodeInputFilePaths, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';
+import { nodeInputFilePaths, openNodeAdapterFileSet, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';
 import type { InputFileSet } from './types.js';
 import { urlInputFileSetWithAuth, type HfAuth } from './url-input-files.js';
 
@@ -126,7 +126,8 @@ export class NodeSources {
     if (urls) return urlInputFileSetWithAuth(urls, undefined, { signal }, this.hfAuth());
     // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
     if (!isPath(source)) return openBrowserSource(source, use.adapter ? 'adapter' : 'base', signal, opening.readAhead);
-    const set = opening.splitGguf ? await openNodeGgufSplitSet(source) : await openNodeInputFileSet(source);
+    // An adapter's lone file comes with what its trainer writes beside it (mistral-finetune's params.json).
+    const set = opening.splitGguf ? await openNodeGgufSplitSet(source) : use.adapter ? await openNodeAdapterFileSet(source) : await openNodeInputFileSet(source);
     const files = nodeInputFilePaths(set);
     this.paths.push(source, ...files);
     this.stamps.push(await stampInputFiles(files, this.operation));

@@ -66,8 +66,19 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   const a = module.tensors.down.shape;
   const b = module.tensors.up.shape;
   const param = laidOut?.paramShape ?? shape;
-  if (param.length !== 3 || param[0] !== experts.count) {
-    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} holds ${experts.count} experts of rank ${r}; the ${laidOut ? 'parameter' : 'base tensor'} ${fmt(param)} is not (${experts.count}, ·, ·)` };
+  const what = laidOut ? 'parameter' : 'base tensor';
+  if (param.length !== 3) {
+    return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} holds ${experts.count} experts of rank ${r}; the ${what} ${fmt(param)} is not (${experts.count}, ·, ·)` };
+  }
+  if (param[0] !== experts.count) {
+    // PEFT's ParamWrapper makes lora_A (r·E, ·) for every expert of the parameter; it trains no subset of them.
+    const one = experts.count === 1
+      ? "; a LoRA on one expert of a fused parameter is not supported (PEFT's ParamWrapper trains every expert of it, and factors of one say not which expert they are for): merge into the model the adapter was trained on"
+      : ': the adapter was trained on a model with another number of experts; merge it into that one';
+    return {
+      ok: false, ambiguous: false,
+      message: `lora_A ${fmt(a)} holds the factors of ${experts.count} expert${experts.count === 1 ? '' : 's'} at rank ${r}, and the ${what} ${fmt(param)} holds ${param[0]}, for which PEFT's ParamWrapper saves lora_A (${r * param[0]}, ·) and lora_B (·, ${r * param[0]})${one}`,
+    };
   }
   const [, d1, d2] = param;
   let rowsPerExpert = d1;

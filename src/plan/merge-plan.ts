@@ -409,12 +409,12 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         continue;
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
-      const describe = (target: Placement) => describeTarget(target, base.tensors.get(target.baseKey)?.shape[0]);
+      const describe = (target: Placement) => describeTarget(target, placedRows(target, base.tensors.get(target.baseKey)?.shape));
       const targets = location.targets.map(describe).join(', ');
       // A GGUF llama's q and k hold their rows in another order (permuted for llama.cpp's RoPE).
       const landing = location.targets.every((t) => t.columns && !t.rows) ? 'whose columns the base stores in another order'
         : location.targets.every((t) => t.transposedBlocks?.starts.length === 1) ? 'whose weight the base stores transposed'
-        : location.targets.every((t) => t.rows && isReordering(t.rows, base.tensors.get(t.baseKey)?.shape[0]))
+        : location.targets.every((t) => t.rows && isReordering(t.rows, placedRows(t, base.tensors.get(t.baseKey)?.shape)))
           ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
       const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks || location.targets[0].columns;
       if (module.dora && inParts) {
@@ -518,7 +518,12 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         let view: View | null;
         let widenedFrom: number | undefined;
         let widenedTo: readonly number[] | undefined;
-        if (module.experts) {
+        // PEFT's ParamWrapper on a 3-D parameter saves lora_A (r·E, ·): factors of rank r alone (read
+        // as a 2-D parameter's, no experts) are those of a one-expert stack, which fitExperts checks.
+        const oneExpert = !module.experts && module.address.tensor && adapter.format === 'peft' && ((info.shape.length === 3 && !target.stacked) || target.experts)
+          ? { count: 1, peftVersion: typeof adapter.config.peft_version === 'string' ? adapter.config.peft_version : null } : undefined;
+        if (module.experts || oneExpert) {
+          if (oneExpert) module = { ...module, experts: oneExpert };
           const storedInOut = target.experts?.storedInOut ?? storesExpertsInOut(base.architectures ?? []);
           const fit = fitExperts(module, info.shape, storedInOut, target.experts);
           if (!fit.ok) {
@@ -544,7 +549,13 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} sizes its update for a conv's in·kh² inputs (kernel_size[0] twice), as PEFT builds and merges it; "${baseKey}" has a ${info.shape[2]}×${info.shape[3]} kernel, on which PEFT cannot merge it`);
           continue;
         } else {
-          const widened = widenedShape(module, adapter.format, target, info.shape, base, baseKey, updates.get(baseKey));
+          // One expert's matrix on its rows of a stack of experts (E, out, in): the stack seen as (E·out, in).
+          const seen = target.stacked ? stackedRowsShape(info.shape) : info.shape;
+          if (!seen) {
+            fail('SHAPE_MISMATCH', `ΔW ${fmt(module.deltaShape)} does not fit base ${baseKey} ${fmt(info.shape)}: ${location.layout} places it on rows of a 3-D stack of experts, and the base tensor is not one`);
+            continue;
+          }
+          const widened = widenedShape(module, adapter.format, target, seen, base, baseKey, updates.get(baseKey));
           if (typeof widened === 'string') {
             fail(widened.startsWith('base ') ? 'SHAPE_MISMATCH' : 'UNSUPPORTED_FORMAT', widened);
             continue;
@@ -556,7 +567,8 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
             misfits.push(problems[problems.length - 1]);
           };
           // A shape the base's own metadata gives the tensor (a broken orig_shape) blames the base.
-          view = viewOf(module, target, widened.shape, stored?.shapeNote ? fail : misfit, stored?.shapeNote);
+          const shown = target.stacked ? `${fmt(info.shape)} seen as ${seen[0]} × ${seen[1]}` : undefined;
+          view = viewOf(module, target, widened.shape, stored?.shapeNote ? fail : misfit, stored?.shapeNote, shown);
         }
         if (!view) continue;
         // One tensor is merged in one view: a module seeing it in other rows (an expert's Linear on
@@ -567,7 +579,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           fail('UNSUPPORTED_FORMAT', `lands on ${baseKey} ${fmt(info.shape)} seen as ${view.rows} rows of ${view.cols}, where ${by.adapter} (module "${by.moduleName}") updates it seen as ${earlierView.rows} rows of ${earlierView.cols}: merge the two one after the other`);
           continue;
         }
-        const layer = baseLayerClass(module, info.shape, view);
+        const layer = baseLayerClass(module, target.stacked ? [view.rows, view.cols] : info.shape, view);
         if (module.wraps && !module.wraps.layers.includes(layer)) {
           wrapsRefusal(module.wraps, layer, false);
           continue;
@@ -832,6 +844,16 @@ function describeTarget(target: Placement, tensorRows: number | undefined): stri
   return `rows ${spans.length > 4 ? `${spans.slice(0, 3).join(', ')}, … (${spans.length} runs)` : spans.join(', ')} of ${target.baseKey}`;
 }
 
+/** The rows a placement's segments index: the tensor's first dimension, or a stack of experts' E·out (Placement.stacked). */
+function placedRows(target: Placement, shape: readonly number[] | undefined): number | undefined {
+  return target.stacked ? shape && stackedRowsShape(shape)?.[0] : shape?.[0];
+}
+
+/** A stack of experts (E, out, in) seen as its E·out rows, (E·out, in); undefined for any other shape. */
+function stackedRowsShape(shape: readonly number[]): readonly [number, number] | undefined {
+  return shape.length === 3 ? [shape[0] * shape[1], shape[2]] : undefined;
+}
+
 /** Do the segments move every one of the tensor's rows, and only those, to another row? */
 function isReordering(rows: readonly RowSegment[], tensorRows: number | undefined): boolean {
   const covered = (pick: (g: RowSegment) => number) => {
@@ -915,9 +937,10 @@ function widenedShape(
 /**
  * How ΔW lines up with the stored base tensor, checking every dimension: ΔW (out, in, k...)
  * against (out, in, k...) for linear/conv, (in, out) for fan_in_fan_out and embeddings; with a row
- * placement, ΔW's rows against the rows it names.
+ * placement, ΔW's rows against the rows it names. `shown`: the base's shape as messages give it
+ * (a stack of experts seen as rows: its stored shape and the view).
  */
-function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail, shapeNote?: string): View | null {
+function viewOf(module: AdapterModule, target: Placement, shape: readonly number[], fail: Fail, shapeNote?: string, shown = fmt(shape)): View | null {
   const baseKey = target.baseKey;
   // Stored (in, out) for embeddings and fan_in_fan_out: ΔW's open dims come from the other side.
   const transposed = module.kind === 'embedding' || module.fanInFanOut;
@@ -926,7 +949,7 @@ function viewOf(module: AdapterModule, target: Placement, shape: readonly number
   const deltaIn = delta.slice(1);
   const inFeatures = product(deltaIn);
   const mismatch = (why: string) => {
-    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${fmt(shape)}: ${why}${shapeNote ? `; ${shapeNote}` : ''}`);
+    fail('SHAPE_MISMATCH', `ΔW ${fmt(delta)} does not fit base ${baseKey} ${shown}: ${why}${shapeNote ? `; ${shapeNote}` : ''}`);
     return null;
   };
   if (module.kind === 'embedding' || module.fanInFanOut) {

@@ -14,6 +14,7 @@ import { expertParameterMisses } from './expert-parameter-misses.js';
 import { linearizedExperts } from './linearized-experts.js';
 import { ggufExpertSlices } from './gguf-expert-slices.js';
 import { perExpertTensors } from './per-expert-tensors.js';
+import { fusedExpertRows } from './fused-expert-rows.js';
 import { peftWrappedLayers } from './peft-wrapped-layers.js';
 import { ggufTensorPathMiss, hfToGguf } from './hf-to-gguf.js';
 import { auraflow } from './auraflow.js';
@@ -83,13 +84,14 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
  * Mochi's only on Mochi bases; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
- * the base spells them, for a per-expert name the base stores only stacked. A fused expert
+ * the base spells them, for a per-expert name the base stores only stacked; transformers 5's fused
+ * experts (`experts.gate_up_proj`, no `.weight`) after them, for a per-expert name too. A fused expert
  * parameter stored in another form (MXFP4, one tensor per expert) is only explained, after the
  * names as the base spells them; one expert's Linear layer of experts a trainer split (Unsloth's
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */

@@ -17,6 +17,11 @@ export interface Placement {
   baseKey: string;
   /** Which rows of ΔW go to which rows of the base tensor; absent: all of ΔW's rows, one to one. */
   rows?: readonly RowSegment[];
+  /**
+   * The base tensor stacks experts (E, out, in) and `rows` are rows of it seen as its E·out rows
+   * (E·out, in), as a fused expert parameter is seen (plan/fused-experts.ts).
+   */
+  stacked?: true;
   /** The module names a fused 3-D expert parameter, which this base holds laid out again. */
   experts?: ExpertLayout;
   /** The base holds ΔW's rows in blocks, each block transposed (then `rows` is absent). */
