@@ -13,6 +13,9 @@ import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fi
 import { FLUX, WAN, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, wanDiffusersTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { comfyExtracted, mergePipelineAndCheck, pipelinePlan, type PipelineAdapter } from './helpers/pipeline-merge.js';
 
+/** The CLIP modules a diffusers text encoder LoraConfig targets (target_modules, as its trainers save it in lora_adapter_metadata). */
+const CLIP_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'];
+
 const rand = seededRandom(77);
 const json = (o: object) => JSON.stringify(o, null, 2);
 
@@ -65,7 +68,8 @@ const SDXL_KOHYA: LoraSpec[] = [
   kohya(`lora_te2_text_model_encoder_layers_0_self_attn_q_proj`, 2, 16, 16, [{ key: `text_encoder_2.${TE}.self_attn.q_proj.weight` }], 2),
 ];
 const sdxlDiffusersLora = buildSafetensors(loraTensors(rand, SDXL_DIFFUSERS, 'F16'), {
-  lora_adapter_metadata: json({ 'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2 }),
+  lora_adapter_metadata: json({ 'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2,
+    'text_encoder.target_modules': CLIP_TARGETS, 'text_encoder_2.target_modules': CLIP_TARGETS }),
 });
 const sdxlKohyaLora = buildSafetensors(loraTensors(rand, SDXL_KOHYA, 'F16'), { ss_base_model_version: 'sdxl_base_v1-0' });
 
