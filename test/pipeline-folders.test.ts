@@ -181,3 +181,28 @@ describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them,
     ]);
   });
 });
+
+describe('a pipeline folder whose model_index.json lists a text encoder whose weights are not there', () => {
+  // transformer/ and model_index.json downloaded alone: text_encoder/ holds its config.json and no weights.
+  const transformerOnly = Object.fromEntries(Object.entries(flux).filter(([path]) => !/^text_encoder(_2)?\/model\.safetensors$/.test(path)));
+  transformerOnly['text_encoder/config.json'] = json({ architectures: ['CLIPTextModel'], model_type: 'clip_text_model' });
+  const missing = (module: string) =>
+    `lora.safetensors: module "${module}": names text encoder 1 (CLIP-L), but the base's model_index.json lists text_encoder (CLIPTextModel) and text_encoder/ holds no .safetensors weights ` +
+    '(it holds the transformer (FluxTransformer2DModel), the VAE): give the complete pipeline folder, with text_encoder/\'s weights, ' +
+    'or give the transformer\'s (or UNet\'s) own folder as the base to merge without the text encoder modules (they are then left out with a warning)';
+
+  it('refuses kohya\'s and diffusers\' CLIP-L modules naming the folder and what to do, not leaving them out', async () => {
+    const kohyaTe = FLUX_KOHYA[1];
+    const diffusersTe: LoraSpec = { down: `text_encoder.${TE}.self_attn.q_proj.lora_A.weight`, up: `text_encoder.${TE}.self_attn.q_proj.lora_B.weight`, r: 2, out: 12, in: 12, lands: [], scale: 1 };
+    for (const [spec, module] of [[kohyaTe, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'], [diffusersTe, `text_encoder.${TE}.self_attn.q_proj`]] as const) {
+      const { problems } = await pipelinePlan(transformerOnly, [FLUX_KOHYA[0], spec], rand);
+      expect(problems).toEqual([missing(module)]);
+    }
+  });
+
+  it('merges a LoRA without text encoder modules into the transformer as before', async () => {
+    const { problems, warnings } = await pipelinePlan(transformerOnly, [FLUX_KOHYA[0]], rand);
+    expect(problems).toEqual([]);
+    expect(warnings.filter((w) => w.includes('left out'))).toEqual([]);
+  });
+});
