@@ -159,9 +159,13 @@ describe('ComfyUI-extracted LoRAs with text encoders (`text_encoders.clip_l.` / 
   });
 
   it('land a text_projection LoRA transposed on open_clip\'s bare parameter, ComfyUI- or diffusers-named', async () => {
-    for (const name of ['text_encoders.clip_g.transformer.text_projection', 'text_encoder_2.text_projection']) {
-      await expectLands(sdxlTensors(), lora(name, G, G), [{ key: `${TE2}text_projection`, lora: name, transposed: true }], 0.7);
-    }
+    const projection = 'text_encoders.clip_g.transformer.text_projection';
+    await expectLands(sdxlTensors(), lora(projection, G, G), [{ key: `${TE2}text_projection`, lora: projection, transposed: true }], 0.7);
+    // diffusers reads a CLIP's rank from its q_proj … fc2 modules: a file of its names holds some beside text_projection.
+    const [name, outProj] = ['text_encoder_2.text_projection', 'text_encoder_2.text_model.encoder.layers.0.self_attn.out_proj'];
+    await expectLands(sdxlTensors(), [...lora(name, G, G), ...lora(outProj, G, G)], [
+      { key: `${TE2}text_projection`, lora: name, transposed: true }, { key: `${TE2}transformer.resblocks.0.attn.out_proj.weight`, lora: outProj },
+    ], 0.7);
   });
 
   it('land on an SD1.5 checkpoint\'s CLIP-L (`cond_stage_model.transformer.`)', async () => {

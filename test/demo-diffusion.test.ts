@@ -14,6 +14,9 @@ import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type 
 import { FLUX, fluxBflTensors, loraTensors, rowsAt, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 
+/** The CLIP modules a diffusers text encoder LoraConfig targets (target_modules, as its trainers save it in lora_adapter_metadata). */
+const CLIP_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'];
+
 const rand = seededRandom(4242);
 const { h } = FLUX;
 
@@ -65,7 +68,8 @@ const SDXL_SPECS: LoraSpec[] = [
   peft('text_encoder_2.text_model.encoder.layers.0.self_attn.v_proj', 2, 16, 16, [{ key: `${TE2}.attn.in_proj_weight`, rows: rowsAt(32, 16) }], 1),
 ];
 const sdxlLora = buildSafetensors(loraTensors(rand, SDXL_SPECS, 'F16'), {
-  lora_adapter_metadata: JSON.stringify({ 'unet.r': 4, 'unet.lora_alpha': 16, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2 }),
+  lora_adapter_metadata: JSON.stringify({ 'unet.r': 4, 'unet.lora_alpha': 16, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2,
+    'text_encoder.target_modules': CLIP_TARGETS, 'text_encoder_2.target_modules': CLIP_TARGETS }),
 });
 
 const session = useDemoSession();

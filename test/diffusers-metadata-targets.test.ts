@@ -174,3 +174,78 @@ describe('diffusers lora_adapter_metadata: modules outside a text encoder\'s tar
     );
   });
 });
+
+/**
+ * CLIP text encoder modules in diffusers' names, as diffusers builds their LoraConfig
+ * (_load_lora_into_text_encoder → _create_lora_config): from the metadata's `text_encoder.` fields
+ * as they stand, or, without metadata, inferred from the tensors (get_peft_kwargs).
+ */
+describe('diffusers lora_adapter_metadata: a CLIP text encoder\'s LoraConfig', () => {
+  const Q = `text_encoder.${TE}.self_attn.q_proj`;
+  const PROJECTION = 'text_encoder.text_projection';
+  const transformerOnly = { format: 'pt', lora_adapter_metadata: JSON.stringify(loraConfig('transformer', { r: 4, lora_alpha: 8, target_modules: TRANSFORMER_TARGETS })) };
+  const remedy = 'add the "text_encoder" LoraConfig (text_encoder.target_modules, text_encoder.r, text_encoder.lora_alpha) to the metadata "lora_adapter_metadata", or remove the file\'s text_encoder modules';
+  const specs = [
+    peft('transformer.transformer_blocks.0.attn.to_q', 4, h, h, 'transformer.transformer_blocks.0.attn.to_q.weight', 8 / 4),
+    peft(Q, 2, 12, 12, `${Q}.weight`, 1),
+  ];
+
+  it.for([
+    { what: 'states no text_encoder LoraConfig', metadata: transformerOnly, says: 'states no "text_encoder" LoraConfig' },
+    {
+      what: 'states text_encoder\'s r and lora_alpha without target_modules',
+      metadata: { format: 'pt', lora_adapter_metadata: JSON.stringify({ ...JSON.parse(transformerOnly.lora_adapter_metadata), 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2 }) },
+      says: 'states its "text_encoder" LoraConfig without target_modules',
+    },
+  ])('a file whose metadata $what is refused: PEFT refuses a LoraConfig without target_modules for CLIP, so diffusers cannot load it', async (c) => {
+    await expect(pipelinePlan(flux, specs, rand, 'BF16', c.metadata)).rejects.toThrow(
+      `${FILE}: module "${Q}" is a LoRA on the CLIP text encoder text_encoder, but the file's metadata ${METADATA} ${c.says}: ` +
+      'diffusers loads text_encoder under the LoraConfig those fields make, PEFT finds no target_modules and no default for a CLIP text encoder and refuses it ("Please specify `target_modules`"), ' +
+      `so diffusers cannot load this file; not supported — ${remedy}`,
+    );
+  });
+
+  it('without any metadata every module merges, each at scale 1 whatever its rank (r, rank_pattern and alpha_pattern inferred from the tensors)', async () => {
+    const mixed = [
+      peft(Q, 2, 12, 12, `${Q}.weight`, 1),
+      peft(`text_encoder.${TE}.self_attn.k_proj`, 4, 12, 12, `text_encoder.${TE}.self_attn.k_proj.weight`, 1),
+      peft(FC1, 2, 24, 12, `${FC1}.weight`, 1),
+      peft(FC2, 3, 12, 24, `${FC2}.weight`, 1),
+      peft('transformer.transformer_blocks.0.attn.to_v', 4, h, h, 'transformer.transformer_blocks.0.attn.to_v.weight', 1),
+    ];
+    const bytes = buildSafetensors(loraTensors(rand, mixed, 'BF16'), { format: 'pt' });
+    const { warnings } = await mergePipelineAndCheck(backend, flux, [{ file: 'lora.safetensors', bytes, specs: mixed, weight: 0.9 }], WRITTEN);
+    expect(warnings.filter((w) => w.includes('left out'))).toEqual([]);
+  });
+
+  it('without metadata, a file with no q_proj … fc2 module on the encoder is refused (get_peft_kwargs finds no rank)', async () => {
+    const only = [peft(PROJECTION, 2, 12, 12, undefined, 1)];
+    await expect(pipelinePlan(flux, only, rand)).rejects.toThrow(
+      `${FILE}: module "${PROJECTION}" is a LoRA on the CLIP text encoder text_encoder, and the file has no metadata ${METADATA}: diffusers then reads text_encoder's rank from its modules named q_proj, k_proj, v_proj, out_proj, fc1 and fc2 alone, ` +
+      `of which the file has none, and fails (IndexError in get_peft_kwargs), so diffusers cannot load this file; not supported — ${remedy}`,
+    );
+  });
+
+  it('without metadata, a module other than q_proj … fc2 whose rank is not the most common one of those is refused (built at that rank, size mismatch)', async () => {
+    // Ranks 2, 4, 4 (layer 0's k_proj, v_proj registered before q_proj): the most common is 4.
+    const tied = [
+      peft(Q, 2, 12, 12, `${Q}.weight`, 1),
+      peft(`text_encoder.${TE}.self_attn.k_proj`, 4, 12, 12, `text_encoder.${TE}.self_attn.k_proj.weight`, 1),
+      peft(`text_encoder.${TE}.self_attn.v_proj`, 4, 12, 12, `text_encoder.${TE}.self_attn.v_proj.weight`, 1),
+      peft(PROJECTION, 2, 12, 12, undefined, 1),
+    ];
+    await expect(pipelinePlan(flux, tied, rand)).rejects.toThrow(
+      `${FILE}: module "${PROJECTION}" has rank 2, but the file has no metadata ${METADATA} and diffusers builds each text_encoder module not named q_proj, k_proj, v_proj, out_proj, fc1 or fc2 at the rank most of those have, 4, ` +
+      `so it fails to load this module's tensors (size mismatch) and cannot load this file; not supported — ${remedy}`,
+    );
+  });
+
+  it('without metadata, ties between ranks go to the module CLIP registers first (k_proj before q_proj)', async () => {
+    const tie = [
+      peft(Q, 2, 12, 12, `${Q}.weight`, 1),
+      peft(`text_encoder.${TE}.self_attn.k_proj`, 4, 12, 12, `text_encoder.${TE}.self_attn.k_proj.weight`, 1),
+      peft(PROJECTION, 2, 12, 12, undefined, 1),
+    ];
+    await expect(pipelinePlan(flux, tie, rand)).rejects.toThrow(`${FILE}: module "${PROJECTION}" has rank 2, but`);
+  });
+});

@@ -16,6 +16,9 @@ import {
 import { mergeBackends } from './helpers/merge-backends.js';
 import { mergeAndCheckLoraCase } from './helpers/lora-case.js';
 
+/** The CLIP modules a diffusers text encoder LoraConfig targets (target_modules, as its trainers save it in lora_adapter_metadata). */
+const CLIP_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'];
+
 const rand = seededRandom(31337);
 const { h } = FLUX;
 const alpha = (name: string, value: number, dtype: FixtureTensor['dtype'] = 'F32'): FixtureTensor => ({ name: `${name}.alpha`, dtype, shape: [], data: [value] });
@@ -202,6 +205,7 @@ const sdxlDiffusersMetadata = {
   format: 'pt',
   lora_adapter_metadata: JSON.stringify({
     'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 1, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 3,
+    'text_encoder.target_modules': CLIP_TARGETS, 'text_encoder_2.target_modules': CLIP_TARGETS,
   }),
 };
 const sdxlUnetFolder = {

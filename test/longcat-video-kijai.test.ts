@@ -9,8 +9,12 @@
  * those names were refused as tensors the base lacks; they land on the row thirds of `attn.qkv`
  * (q, k, v in that order, as its attention cuts them), the row halves of `cross_attn.kv_linear`,
  * `attn.proj`, `cross_attn.q_linear` and `cross_attn.proj` (float64 truth). A Wan name whose
- * counterpart in LongCat-Video's DiT is not known (`head.head`, `blocks.N.modulation`) is refused
- * naming the conversion. Shapes cut small (hidden 8, ffn 20, rank 2).
+ * counterpart in LongCat-Video's DiT is not checked (`text_embedding.0`, `patch_embedding`) is refused
+ * naming the conversion. The wrapper's LongCat model keeps LongCat's adaLN and final layer under
+ * Wan's names (a block's `modulation` Sequential, Head_adaLN's `head.modulation` and `head.head`),
+ * so the refinement LoRA's `blocks.N.modulation.1`, `head.modulation.1` and `head.head` land on
+ * `blocks.N.adaLN_modulation.1`, `final_layer.adaLN_modulation.1` and `final_layer.linear`.
+ * Shapes cut small (hidden 8, ffn 20, rank 2).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MergeBackend } from '../src/index.js';
@@ -34,7 +38,9 @@ const dit = buildSafetensors([
   tensor(rand, 'blocks.0.cross_attn.q_linear.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [2 * h, h], 'BF16'),
   tensor(rand, 'blocks.0.cross_attn.proj.weight', [h, h], 'BF16'),
   tensor(rand, 'blocks.0.ffn.w1.weight', [ffn, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w2.weight', [h, ffn], 'BF16'), tensor(rand, 'blocks.0.ffn.w3.weight', [ffn, h], 'BF16'),
-  tensor(rand, 'final_layer.linear.weight', [16, h], 'BF16'),
+  tensor(rand, 'y_embedder.y_proj.0.weight', [h, 12], 'BF16'),
+  tensor(rand, 'final_layer.adaLN_modulation.1.weight', [2 * h, h], 'BF16'), tensor(rand, 'final_layer.adaLN_modulation.1.bias', [2 * h], 'BF16'),
+  tensor(rand, 'final_layer.linear.weight', [16, h], 'BF16'), tensor(rand, 'final_layer.linear.bias', [16], 'BF16'),
 ] satisfies FixtureTensor[]);
 const DIT = 'diffusion_pytorch_model.safetensors';
 
@@ -96,11 +102,35 @@ describe('Kijai\'s LongCat-Video LoRAs (WanVideoWrapper names) on LongCat-Video\
     expect([...after.subarray(0, 2 * h)]).toEqual([...before.subarray(0, 2 * h)]);
   });
 
-  it('a Wan name with no known counterpart in LongCat-Video\'s DiT (its head.head) is refused naming Kijai\'s conversion', async () => {
-    const head = kohyaSpec('diffusion_model.head.head', r, 16, h, [{ key: '' }], alpha);
+  it('the adaLN and final layer (the refinement LoRA\'s blocks.N.modulation.1, head.modulation.1, head.head) land on adaLN_modulation.1, final_layer.adaLN_modulation.1 and final_layer.linear', async () => {
+    const adaLN = (name: string, out: number, key: string) => kohyaSpec(`diffusion_model.${name}`, r, out, h, [{ key }], alpha);
+    const specs = [
+      adaLN('blocks.0.modulation.1', 6 * h, 'blocks.0.adaLN_modulation.1.weight'),
+      adaLN('head.modulation.1', 2 * h, 'final_layer.adaLN_modulation.1.weight'),
+      adaLN('head.head', 16, 'final_layer.linear.weight'),
+    ];
+    expect(await mergeLoneFileChecked(cpu, rand, dit, DIT, specs, 0.6)).toEqual([]);
+  });
+
+  it('a bias change beside head.head (diff_b) lands on final_layer.linear.bias, unscaled by α/r', async () => {
+    const spec = kohyaSpec('diffusion_model.head.head', r, 16, h, [{ key: 'final_layer.linear.weight' }], alpha);
+    const diffB = tensor(rand, 'diffusion_model.head.head.diff_b', [16], 'F32');
+    const lora = buildSafetensors([...loraTensors(rand, [spec], 'BF16'), diffB]);
+    const { tensors } = await mergeInMemory({ backend: cpu, base: { [DIT]: dit }, baseName: DIT, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.7 }] });
+    const before = decodeSafetensors(dit).tensors.get('final_layer.linear.bias')!.values;
+    const after = tensors.get('final_layer.linear.bias')!.values;
+    const delta = decodeSafetensors(lora).tensors.get('diffusion_model.head.head.diff_b')!.values;
+    for (let i = 0; i < 16; i++) {
+      const want = before[i] + 0.7 * delta[i];
+      expect(Math.abs(after[i] - want), `row ${i}`).toBeLessThanOrEqual(Math.max(Math.abs(want), Math.abs(before[i])) * 2 ** -8 + 1e-12);
+    }
+  });
+
+  it('a Wan name with no counterpart checked in LongCat-Video\'s DiT (its text_embedding.0) is refused naming Kijai\'s conversion', async () => {
+    const head = kohyaSpec('diffusion_model.text_embedding.0', r, h, 12, [{ key: '' }], alpha);
     const problems = await planProblemsOf({ [DIT]: dit }, DIT, [head], rand);
     expect(problems).toEqual([
-      `lora.safetensors: module "diffusion_model.head.head": is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`,
+      `lora.safetensors: module "diffusion_model.text_embedding.0": is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`,
     ]);
   });
 });

@@ -13,6 +13,9 @@ import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fi
 import { FLUX, WAN, fluxDiffusersTensors, loraTensors, rowsFrom, tensor, wanDiffusersTensors, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { comfyExtracted, mergePipelineAndCheck, pipelinePlan, type PipelineAdapter } from './helpers/pipeline-merge.js';
 
+/** The CLIP modules a diffusers text encoder LoraConfig targets (target_modules, as its trainers save it in lora_adapter_metadata). */
+const CLIP_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'];
+
 const rand = seededRandom(77);
 const json = (o: object) => JSON.stringify(o, null, 2);
 
@@ -65,7 +68,8 @@ const SDXL_KOHYA: LoraSpec[] = [
   kohya(`lora_te2_text_model_encoder_layers_0_self_attn_q_proj`, 2, 16, 16, [{ key: `text_encoder_2.${TE}.self_attn.q_proj.weight` }], 2),
 ];
 const sdxlDiffusersLora = buildSafetensors(loraTensors(rand, SDXL_DIFFUSERS, 'F16'), {
-  lora_adapter_metadata: json({ 'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2 }),
+  lora_adapter_metadata: json({ 'unet.r': 4, 'unet.lora_alpha': 8, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder_2.r': 2, 'text_encoder_2.lora_alpha': 2,
+    'text_encoder.target_modules': CLIP_TARGETS, 'text_encoder_2.target_modules': CLIP_TARGETS }),
 });
 const sdxlKohyaLora = buildSafetensors(loraTensors(rand, SDXL_KOHYA, 'F16'), { ss_base_model_version: 'sdxl_base_v1-0' });
 
@@ -175,5 +179,30 @@ describe('ComfyUI\'s text encoders on a pipeline whose folders cannot hold them,
     expect(problems).toEqual([
       'lora.safetensors: module "text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj": names ComfyUI\'s qwen25_7b text encoder (text_encoders.qwen25_7b.), and which of the base\'s text encoders holds it cannot be told (text_encoder (Qwen2_5_VLForConditionalGeneration): it has no config.json to say its model_type and hidden_size, which tell ComfyUI\'s qwen25_7b (qwen2_5_vl or qwen2_5_vl_text, hidden_size 3584) from another model of its class): not supported',
     ]);
+  });
+});
+
+describe('a pipeline folder whose model_index.json lists a text encoder whose weights are not there', () => {
+  // transformer/ and model_index.json downloaded alone: text_encoder/ holds its config.json and no weights.
+  const transformerOnly = Object.fromEntries(Object.entries(flux).filter(([path]) => !/^text_encoder(_2)?\/model\.safetensors$/.test(path)));
+  transformerOnly['text_encoder/config.json'] = json({ architectures: ['CLIPTextModel'], model_type: 'clip_text_model' });
+  const missing = (module: string) =>
+    `lora.safetensors: module "${module}": names text encoder 1 (CLIP-L), but the base's model_index.json lists text_encoder (CLIPTextModel) and text_encoder/ holds no .safetensors weights ` +
+    '(it holds the transformer (FluxTransformer2DModel), the VAE): give the complete pipeline folder, with text_encoder/\'s weights, ' +
+    'or give the transformer\'s (or UNet\'s) own folder as the base to merge without the text encoder modules (they are then left out with a warning)';
+
+  it('refuses kohya\'s and diffusers\' CLIP-L modules naming the folder and what to do, not leaving them out', async () => {
+    const kohyaTe = FLUX_KOHYA[1];
+    const diffusersTe: LoraSpec = { down: `text_encoder.${TE}.self_attn.q_proj.lora_A.weight`, up: `text_encoder.${TE}.self_attn.q_proj.lora_B.weight`, r: 2, out: 12, in: 12, lands: [], scale: 1 };
+    for (const [spec, module] of [[kohyaTe, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'], [diffusersTe, `text_encoder.${TE}.self_attn.q_proj`]] as const) {
+      const { problems } = await pipelinePlan(transformerOnly, [FLUX_KOHYA[0], spec], rand);
+      expect(problems).toEqual([missing(module)]);
+    }
+  });
+
+  it('merges a LoRA without text encoder modules into the transformer as before', async () => {
+    const { problems, warnings } = await pipelinePlan(transformerOnly, [FLUX_KOHYA[0]], rand);
+    expect(problems).toEqual([]);
+    expect(warnings.filter((w) => w.includes('left out'))).toEqual([]);
   });
 });

@@ -116,6 +116,7 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     ...(single ? { indexPath: single.path, index: single.fields } : {}),
     ...(inner.components ? { components: inner.components.map((c) => ({ ...c, keys: c.keys.filter((k) => tensors.has(k)) })) } : {}),
     ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
+    ...(inner.weightlessEncoders ? { weightlessEncoders: inner.weightlessEncoders } : {}),
     warnings: inner.warnings,
     ...(inner.planWarnings ? { planWarnings: (plan: MergePlan, dtype?: string) => inner.planWarnings!(plan, dtype) } : {}),
     otherFiles: inner.otherFiles,

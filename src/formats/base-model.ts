@@ -94,6 +94,12 @@ export interface BaseModel {
    * folder's name); otherwise the plan finds them from the key names.
    */
   readonly components?: readonly BaseComponent[];
+  /**
+   * A pipeline's text encoder folders that its model_index.json lists with a class but that hold no
+   * .safetensors weights (a download of transformer/ and model_index.json alone): a module for one
+   * of them is refused naming the folder, not left out as on a base that has no such encoder.
+   */
+  weightlessEncoders?: readonly WeightlessFolder[];
   /** Things the user should know about the base (weight files that will not be written). */
   readonly warnings: readonly string[];
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
@@ -184,6 +190,9 @@ interface ComponentFiles {
   component?: Omit<BaseComponent, 'keys'>;
 }
 
+/** A folder model_index.json lists (`text_encoder`) with its class (`CLIPTextModel`), holding no weights. */
+export interface WeightlessFolder { folder: string; className: string }
+
 /** Opens every shard of every component, checks shards and indexes agree, and builds the model. */
 async function openShards(
   files: InputFileSet, kind: BaseModelKind, parts: ComponentFiles[], otherFiles: string[], warnings: string[],
@@ -254,6 +263,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   const weightFiles = new Set<string>();
   const warnings: string[] = [];
   const clips: ClipFolder[] = [];
+  const weightless: WeightlessFolder[] = [];
   const className = (spec as Record<string, unknown>)._class_name;
   const pipelineClass = typeof className === 'string' && className ? className : undefined;
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
@@ -263,6 +273,8 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     if (!weights.some((p) => SAFETENSORS.test(p))) {
       const pickle = weights.find((p) => PICKLE.test(p));
       if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the ${folder} component to .safetensors first)`);
+      // A text encoder diffusers would load (a class, not [null, null]) but whose weights are not here.
+      if (typeof value[1] === 'string' && value[1] && pipelineComponent(folder, value[1], pipelineClass)?.role === 'text-encoder') weightless.push({ folder, className: value[1] });
       continue; // no weights: its files are copied
     }
     const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`), open: (p) => files.open(`${folder}/${p}`) }, weights);
@@ -306,6 +318,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
   if (planWarnings) model.planWarnings = planWarnings;
+  if (weightless.length > 0) model.weightlessEncoders = weightless;
   return model;
 }
 
@@ -645,6 +658,7 @@ class OpenedBaseModel implements SafetensorsBaseModel {
   private readonly shardOf: Map<string, SafetensorsShard>;
   valueScales?: ReadonlyMap<string, number>;
   components?: readonly BaseComponent[];
+  weightlessEncoders?: readonly WeightlessFolder[];
   readonly indexPath?: string;
   /** The index's fields other than its weight map (see BaseIndexFile). */
   readonly index?: BaseIndexFile['fields'];

@@ -24,9 +24,12 @@ export interface ComponentAlpha {
  * transformers' load_adapter injects the LoraConfig without the state dict, so PEFT puts layers
  * only on the modules target_modules / exclude_modules admit, and the file's other tensors are
  * unexpected keys it warns of and leaves unused. Every other component (transformer, unet,
- * text_conditioner …) goes through load_lora_adapter, which since diffusers 0.35 hands PEFT the
- * state dict, and PEFT then puts a layer on every module the file holds, whatever target_modules
- * says (it only warns of the difference).
+ * text_conditioner …) goes through load_lora_adapter, which since diffusers 0.35 (PR #11999, with
+ * PEFT 0.17's state_dict argument) hands PEFT the state dict, and PEFT then puts a layer on every
+ * module the file holds, whatever target_modules says (it only warns of the difference). diffusers
+ * 0.34, the first to read this metadata, targeted by target_modules alone; the metadata records no
+ * diffusers version (only PEFT's, as peft_version, from PEFT 0.18), so the rule of 0.35 and later,
+ * every release since, is the one followed.
  */
 const TEXT_ENCODER_COMPONENT = /^text_encoder(?:_\d+)?$/;
 
@@ -98,6 +101,16 @@ export class DiffusersLoraMetadata {
     const config = this.configs.get(component)!;
     const from = patternCovers(config.rankPattern, path) ? `${component}.rank_pattern` : config.defaulted.includes('r') ? `PEFT's default r, as ${component}.r is not stated` : `${component}.r`;
     return { rank: lookupPattern(config.rankPattern, path, config.r), from };
+  }
+
+  /**
+   * Whether the metadata states target_modules (or target_parameters) in `component`'s own
+   * LoraConfig: without either, PEFT fills target_modules from its table of model types, which has
+   * no CLIP text encoder, and refuses to build the adapter.
+   */
+  statesTargets(component: string): boolean {
+    const fields = this.statesComponent(component) ? this.fields.get(component)! : undefined;
+    return fields !== undefined && ['target_modules', 'target_parameters'].some((f) => fields[f] !== undefined && fields[f] !== null);
   }
 
   /**

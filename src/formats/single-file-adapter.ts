@@ -147,6 +147,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   }
   const untargeted = metadata ? leaveOutUntargeted(fileName, modules, metadata) : [];
   if (metadata) checkMetadataRanks(fileName, modules, metadata, problems);
+  checkClipTextEncoderConfigs(fileName, modules, metadata, problems);
   throwIfProblems(name, problems);
   checkLoraExtras(fileName, modules, groups, metadata);
   if (modules.length === 0 && replacements.length === 0) {
@@ -266,6 +267,79 @@ function checkMetadataRanks(fileName: string, modules: readonly AdapterModule[],
       code: 'BAD_CONFIG',
       message: `${fileName}: module "${module.key}" has rank ${module.rank} but its metadata "${LORA_ADAPTER_METADATA}" says ${stated.rank} (${stated.from}); diffusers builds the LoRA layer at that rank and fails to load this module's tensors (size mismatch), so the file cannot be merged as diffusers loads it — fix the metadata or remove the module`,
     });
+  }
+}
+
+/** diffusers' text encoders (`text_encoder`, `text_encoder_2` …), which it loads with _load_lora_into_text_encoder. */
+const TEXT_ENCODER = /^text_encoder(?:_\d+)?$/;
+/** A module path of transformers' CLIPTextModel / CLIPTextModelWithProjection. */
+const CLIP_PATH = /^(?:text_model\.|text_projection$)/;
+/**
+ * The CLIP modules _load_lora_into_text_encoder reads ranks from (names ending in these), in the
+ * order CLIPEncoderLayer registers them (k, v, q, out_proj, then the MLP's fc1, fc2): the order of
+ * named_modules(), in which Counter.most_common breaks a tie.
+ */
+const RANKED_CLIP_MODULES = ['k_proj', 'v_proj', 'q_proj', 'out_proj', 'fc1', 'fc2'];
+const RANKED_NAMES = 'q_proj, k_proj, v_proj, out_proj, fc1 and fc2';
+
+/**
+ * LoRA modules on a CLIP text encoder in diffusers' names (`text_encoder.text_model.…`), checked
+ * against the LoraConfig diffusers builds for that encoder (loaders/lora_base.py
+ * _load_lora_into_text_encoder, utils/peft_utils.py _create_lora_config, get_peft_kwargs):
+ * - with lora_adapter_metadata, the encoder's own `<component>.` fields as they stand: without
+ *   target_modules PEFT looks the model type up in its table of defaults, which has no CLIP
+ *   ("Please specify `target_modules`"), so diffusers cannot load the file;
+ * - without metadata, a config inferred from the tensors: every module of the file targeted, r the
+ *   most common rank among the modules named q_proj … fc2 (rank_pattern for the others of them),
+ *   lora_alpha = r with the ranks mirrored into alpha_pattern (scale 1 each). With none of those
+ *   modules get_peft_kwargs fails (IndexError); any other module (text_projection) is built at r,
+ *   and factors of another rank fail to load (size mismatch).
+ * A T5 under the same names (Chroma's, DeepFloyd IF's) has no `text_model.` path and is not checked here.
+ */
+function checkClipTextEncoderConfigs(fileName: string, modules: readonly AdapterModule[], metadata: DiffusersLoraMetadata | null, problems: Problem[]): void {
+  const components = new Map<string, AdapterModule[]>();
+  for (const module of modules) {
+    if (module.algorithm !== 'lora' || module.address.flat || !CLIP_PATH.test(module.address.path)) continue;
+    const component = componentOf(module.key, module.address);
+    if (!TEXT_ENCODER.test(component)) continue;
+    if (!components.has(component)) components.set(component, []);
+    components.get(component)!.push(module);
+  }
+  const remedy = (component: string) => `add the "${component}" LoraConfig (${component}.target_modules, ${component}.r, ${component}.lora_alpha) to the metadata "${LORA_ADAPTER_METADATA}", or remove the file's ${component} modules`;
+  for (const [component, found] of components) {
+    if (metadata) {
+      if (metadata.statesTargets(component)) continue;
+      const stated = metadata.statesComponent(component) ? `states its "${component}" LoraConfig without target_modules` : `states no "${component}" LoraConfig`;
+      problems.push({
+        code: 'UNSUPPORTED_FORMAT',
+        message: `${fileName}: module "${found[0].key}" is a LoRA on the CLIP text encoder ${component}, but the file's metadata "${LORA_ADAPTER_METADATA}" ${stated}: diffusers loads ${component} under the LoraConfig those fields make, PEFT finds no target_modules and no default for a CLIP text encoder and refuses it ("Please specify \`target_modules\`"), so diffusers cannot load this file; not supported — ${remedy(component)}`,
+      });
+      continue;
+    }
+    const order = (m: AdapterModule): [number, number] => {
+      const layer = /\.layers\.(\d+)\./.exec(m.address.path);
+      return [layer ? Number(layer[1]) : -1, RANKED_CLIP_MODULES.indexOf(m.address.path.slice(m.address.path.lastIndexOf('.') + 1))];
+    };
+    const ranked = found.filter((m) => order(m)[1] >= 0).sort((a, b) => order(a)[0] - order(b)[0] || order(a)[1] - order(b)[1]);
+    if (ranked.length === 0) {
+      problems.push({
+        code: 'UNSUPPORTED_FORMAT',
+        message: `${fileName}: module "${found[0].key}" is a LoRA on the CLIP text encoder ${component}, and the file has no metadata "${LORA_ADAPTER_METADATA}": diffusers then reads ${component}'s rank from its modules named ${RANKED_NAMES} alone, of which the file has none, and fails (IndexError in get_peft_kwargs), so diffusers cannot load this file; not supported — ${remedy(component)}`,
+      });
+      continue;
+    }
+    // Counter.most_common: the highest count, the first seen among equal counts.
+    const counts = new Map<number, number>();
+    for (const m of ranked) counts.set(m.rank, (counts.get(m.rank) ?? 0) + 1);
+    let r = ranked[0].rank;
+    for (const [rank, count] of counts) if (count > counts.get(r)!) r = rank;
+    for (const module of found) {
+      if (order(module)[1] >= 0 || module.rank === r) continue;
+      problems.push({
+        code: 'UNSUPPORTED_FORMAT',
+        message: `${fileName}: module "${module.key}" has rank ${module.rank}, but the file has no metadata "${LORA_ADAPTER_METADATA}" and diffusers builds each ${component} module not named ${RANKED_NAMES.replace(' and ', ' or ')} at the rank most of those have, ${r}, so it fails to load this module's tensors (size mismatch) and cannot load this file; not supported — ${remedy(component)}`,
+      });
+    }
   }
 }
 

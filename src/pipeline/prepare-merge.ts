@@ -71,6 +71,7 @@ function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: Sca
   // Scales the file keeps beside its weights (llama.cpp's `.scale`): always merged in place.
   if (base.keptScales) index.valueScales = base.keptScales;
   if (base.components) index.components = base.components;
+  if (base.weightlessEncoders) index.weightlessEncoders = base.weightlessEncoders;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
   return index;
 }

@@ -80,6 +80,8 @@ export interface BaseTensorIndex {
   valueScales?: ReadonlyMap<string, ValueScale>;
   /** The components the base's files name (a pipeline's folders); else found from the keys. */
   components?: readonly BaseComponent[];
+  /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
+  weightlessEncoders?: readonly { folder: string; className: string }[];
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
   /** config.json `model_type`: layers it tells by name (transformers' Conv1D, embeddings; formats/layer-names.ts). */

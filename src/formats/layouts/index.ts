@@ -7,7 +7,7 @@
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
 import { t5Alone, t5BesideClips } from '../t5-beside-clips.js';
 import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
-import type { ModuleAddress } from '../module-address.js';
+import type { ModelPart, ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { expertParameterMisses } from './expert-parameter-misses.js';
@@ -127,6 +127,8 @@ export interface BaseShapes {
   readonly architectures?: readonly string[];
   /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
   readonly components?: readonly BaseComponent[];
+  /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
+  readonly weightlessEncoders?: readonly { folder: string; className: string }[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
   /** The fields of config.json, when the base has one, for layouts that need the model's sizes. */
@@ -144,6 +146,17 @@ export class ModuleLocator {
   constructor(private readonly base: BaseShapes) {
     this.components = base.components ?? baseComponents(base.tensors.keys());
     this.whole = this.view(base.tensors.keys());
+  }
+
+  /**
+   * The weightless text encoder folder a module of `part` names: `text_encoder_N/` for kohya's and
+   * diffusers' N-th encoder (`lora_te_`, `lora_te1_`, `text_encoder.` the first), else the only one.
+   */
+  private weightlessEncoderFor(part: ModelPart | undefined): { folder: string; className: string } | undefined {
+    const weightless = this.base.weightlessEncoders ?? [];
+    if (part === undefined || part === 'unet' || weightless.length === 0) return undefined;
+    const folder = part === 'te' || part === 'te1' ? 'text_encoder' : `text_encoder_${part.slice(2)}`;
+    return weightless.find((w) => w.folder === folder) ?? (weightless.length === 1 ? weightless[0] : undefined);
   }
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
@@ -228,6 +241,14 @@ export class ModuleLocator {
         };
       }
       const held = this.components.map((c) => c.name).join(', ');
+      const weightless = this.weightlessEncoderFor(address.part);
+      if (weightless) {
+        const { folder, className } = weightless;
+        return {
+          found: false, code: 'UNKNOWN_MODULE',
+          message: `names ${partName(address.part, address.path)}, but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${held}): give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`,
+        };
+      }
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
     let result = tryLayouts(address, this.componentView(component));

@@ -14,16 +14,29 @@
  * way), so each split name is those rows of the fused weight here (a bias change on its rows of
  * the fused bias), and `o` is `attn.proj` / `cross_attn.proj`.
  *
- * Other Wan names (`blocks.N.modulation`, `norm3`, `head.head`, `patch_embedding`, …: where Kijai's
- * conversion puts LongCat's adaLN and final layer, which its refinement LoRA adapts) have no known
- * counterpart in LongCat-Video's DiT: on such a base they are refused naming the conversion and what
- * to do. Only on a base that is LongCat-Video's DiT (its `attn.qkv` and `cross_attn.kv_linear`).
+ * The wrapper's WanModel for LongCat (wanvideo/modules/model.py, `is_longcat`) keeps LongCat's
+ * adaLN and final layer as modules of the same shape and use under Wan's names: a block's
+ * `modulation` is LongCat's `adaLN_modulation` (SiLU, then Linear(512, 6·dim), its output cut in six
+ * in the same order: shift, scale, gate of the attention, then of the FFN), and Head_adaLN's
+ * `head.modulation` (Linear(512, 2·dim): shift, scale) and `head.head` (Linear(dim, patch·out), the
+ * same unpatchify order, channels last) are `final_layer.adaLN_modulation` and `final_layer.linear`.
+ * So `blocks.N.modulation.1`, `head.modulation.1` and `head.head` land on those by name.
+ *
+ * Other Wan names (`norm3`, `patch_embedding`, `text_embedding.0`, `time_embedding.…`, …) have no
+ * counterpart checked against both models: on such a base they are refused naming the conversion
+ * and what to do. Only on a base that is LongCat-Video's DiT (its `attn.qkv` and `cross_attn.kv_linear`).
  */
 import { missBecause, type Layout, type BaseView } from './layout.js';
 
 const SPLIT = /^blocks\.(\d+)\.(self_attn|cross_attn)\.(q|k|v|o)$/;
+/** Wan names of the wrapper's LongCat model whose LongCat-Video module is the same Linear, renamed. */
+const RENAMED: readonly [RegExp, string][] = [
+  [/^blocks\.(\d+)\.modulation\.1$/, 'blocks.$1.adaLN_modulation.1'],
+  [/^head\.modulation\.1$/, 'final_layer.adaLN_modulation.1'],
+  [/^head\.head$/, 'final_layer.linear'],
+];
 /** Wan's other module names, as Kijai's conversion of LongCat-Video may carry them. */
-const OTHER_WAN = /^(blocks\.\d+\.(modulation|norm[123]|self_attn\.norm_[qk]|cross_attn\.norm_[qk]|ffn\.[02])|head\.(head|modulation)|patch_embedding|text_embedding\.[02]|time_embedding\.[02]|time_projection\.1)$/;
+const OTHER_WAN = /^(blocks\.\d+\.(modulation|norm[123]|self_attn\.norm_[qk]|cross_attn\.norm_[qk]|ffn\.[02])|head\.modulation|patch_embedding|text_embedding\.[02]|time_embedding\.[02]|time_projection\.1)$/;
 
 /** The prefix under which `base` holds LongCat-Video's DiT (`` for its bare `dit/` files), else undefined. */
 function longCatPrefix(base: BaseView): string | undefined {
@@ -43,9 +56,15 @@ export const longcatVideoKijai: Layout = {
     const path = address.flat ? undefined : address.path;
     if (path === undefined) return undefined;
     const split = SPLIT.exec(path);
-    if (!split && !OTHER_WAN.test(path)) return undefined;
+    const renamed = RENAMED.find(([re]) => re.test(path));
+    if (!split && !renamed && !OTHER_WAN.test(path)) return undefined;
     const prefix = longCatPrefix(base);
     if (prefix === undefined) return undefined;
+    if (renamed) {
+      const module = `${prefix}${path.replace(renamed[0], renamed[1])}`;
+      if (!base.shape(`${module}.weight`)) return missBecause(`is ${CONVERTED}; the base has no ${module}.weight`);
+      return { found: true, targets: [{ baseKey: `${module}.weight` }] };
+    }
     if (!split) {
       return missBecause(`is ${CONVERTED}, whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`);
     }
