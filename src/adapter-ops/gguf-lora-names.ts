@@ -38,6 +38,8 @@ interface Piece {
   rows: readonly RowSegment[];
   /** Tensor column c holds ΔW column columns[c]; absent: the same order. */
   columns?: readonly number[];
+  /** On a stacked expert tensor: the expert whose slice (`rows` within it) this is, of `experts`. */
+  expert?: { index: number; experts: number };
 }
 
 /** A stacked expert tensor (ffn_up_exps, ffn_gate_chexps …): llama.cpp's LoRA of it is a 3-D pair per expert. */
@@ -79,8 +81,20 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     const scale = adapter.useRslora ? m.alpha / Math.sqrt(m.rank) : m.alpha / m.rank;
     for (const t of where.targets) {
       const key = t.baseKey;
-      if (t.experts || EXPERTS_TENSOR.test(key)) {
-        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} lands on ${key}, a stacked expert tensor, whose llama.cpp LoRA is one 3-D pair for all experts, which loramerge does not write yet; merge the adapter into the model instead` });
+      if (t.experts) {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} is a fused expert parameter (PEFT target_parameters) on ${key}, which convert_lora_to_gguf.py does not convert (its LoRA is not one pair per expert); merge the adapter into the model instead` });
+        continue;
+      }
+      if (EXPERTS_TENSOR.test(key)) {
+        // One expert's rows of the stacked tensor (the layout's expert rule): its slice of a 3-D pair.
+        const [rows, cols] = base.tensors.get(key)?.shape ?? [];
+        const seg = t.rows?.length === 1 ? t.rows[0] : undefined;
+        const experts = seg && rows !== undefined ? rows / seg.count : NaN;
+        if (!seg || t.columns || !Number.isInteger(experts) || seg.src !== 0 || seg.count !== out || seg.dst % seg.count !== 0 || cols !== inF) {
+          problems.push({ code: 'SHAPE_MISMATCH', message: `${named}: its update is ${out}×${inF}, which is no expert's slice of ${key} (${rows}×${cols}); the adapter is for another model than ${baseName} (another architecture or size)` });
+          continue;
+        }
+        push(byTensor, key, { module: m, scale, rows: [{ src: 0, dst: 0, count: out }], expert: { index: seg.dst / seg.count, experts } });
         continue;
       }
       if (t.transposedBlocks) {
@@ -104,7 +118,7 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     }
   }
   throwIfProblems(command, problems);
-  const modules = [...byTensor].map(([key, pieces]) => pairFor(key, pieces, base.tensors.get(key)!.shape));
+  const modules = [...byTensor].map(([key, pieces]) => (pieces[0].expert ? stackedPairFor(key, pieces, base.tensors.get(key)!.shape, pieces[0].expert.experts) : pairFor(key, pieces, base.tensors.get(key)!.shape)));
   return { ...adapter, format: 'gguf', modules, architecture: arch, useRslora: false, whole: [], modulesToSave: [] };
 }
 
@@ -152,5 +166,40 @@ function pairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly n
   return {
     name: key, kind: 'linear', up, down, rank, alpha: single ? first.scale * rank : rank,
     upShape: [rows, rank], downShape: [rank, cols],
+  };
+}
+
+/**
+ * The one 3-D pair of a stacked expert tensor `key` (rows = experts × per-expert rows, as the plan
+ * sees it), as convert_hf_to_gguf's MoE converters make it of per-expert PEFT modules (torch.stack
+ * of each expert's A and B, which convert_lora_to_gguf's LoraTorchTensor stacks factor by factor):
+ * lora_a (experts, r, in), lora_b (experts, out, r). Each expert's own pair as {@link pairFor} makes
+ * it of its pieces; where every expert holding an update has one module of one rank and scale (a
+ * PEFT LoRA on the experts), the factors are as they are at α' = s·r, as the script writes them.
+ * Otherwise each expert's scale is folded into its B, its rank padded with zero rows of A and zero
+ * columns of B to the largest, at α' = r. An expert the adapter leaves alone gets zero factors:
+ * no update, as PEFT applies none to it (the script requires every expert).
+ */
+function stackedPairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly number[], experts: number): WrittenModule {
+  const per = rows / experts;
+  const byExpert: Piece[][] = Array.from({ length: experts }, () => []);
+  for (const p of pieces) byExpert[p.expert!.index].push(p);
+  const pairs = byExpert.map((ps) => (ps.length ? pairFor(key, ps, [per, cols]) : undefined));
+  const [first] = pieces;
+  const uniform = byExpert.every((ps) => ps.length === 0 || (ps.length === 1 && ps[0].module.rank === first.module.rank && ps[0].scale === first.scale));
+  const rank = Math.max(...pairs.map((m) => m?.rank ?? 0));
+  const up = new Float32Array(experts * per * rank);
+  const down = new Float32Array(experts * rank * cols);
+  for (const [e, m] of pairs.entries()) {
+    if (!m) continue;
+    const s = uniform ? 1 : m.alpha / m.rank;
+    for (let o = 0; o < per; o++) {
+      for (let k = 0; k < m.rank; k++) up[(e * per + o) * rank + k] = s * m.up[o * m.rank + k];
+    }
+    down.set(m.down, e * rank * cols);
+  }
+  return {
+    name: key, kind: 'linear', up, down, rank, alpha: uniform ? first.scale * rank : rank,
+    upShape: [experts, per, rank], downShape: [experts, rank, cols], experts,
   };
 }

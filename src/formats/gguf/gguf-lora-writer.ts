@@ -4,7 +4,9 @@
  * `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha` (f32) and
  * `general.file_type`; per base tensor `<name>.lora_a` with ne = [in, r] and `<name>.lora_b` with
  * ne = [r, out] (GGML order, fastest first: the row-major A (r, in) and B (out, r) as they are),
- * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
+ * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed). A stacked
+ * expert tensor's pair (`ffn_up_exps`) is 3-D, as convert_lora_to_gguf stacks per-expert modules:
+ * lora_a ne = [in, r, experts], lora_b ne = [r, out, experts].
  *
  * Factors of Q8_0 inputs are written Q8_0 (general.file_type 7), a pair whose rows are not whole
  * 32-value blocks (most lora_b) F16, as convert_lora_to_gguf --outtype q8_0 writes them.
@@ -73,10 +75,14 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   const data: { values: () => Float32Array; module: string; factor: string }[] = [];
   for (const m of adapter.modules) {
     const embedding = m.kind === 'embedding';
-    const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
-    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank];
+    // A stacked expert tensor's pair is 3-D: one (r, in) A and (out, r) B per expert, slowest.
+    const experts = m.experts ?? 1;
+    const [out, vocabOrIn] = [m.upShape[m.upShape.length - 2], m.down.length / m.rank / experts];
+    const stack = m.experts === undefined ? [] : [experts];
+    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank, ...stack];
+    const bNe = [m.rank, out, ...stack];
     tensors.push({ name: `${m.name}.lora_a`, type: typeFor(aNe), ne: aNe });
-    tensors.push({ name: `${m.name}.lora_b`, type: typeFor([m.rank, out]), ne: [m.rank, out] });
+    tensors.push({ name: `${m.name}.lora_b`, type: typeFor(bNe), ne: bNe });
     data.push({ values: () => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down), module: m.name, factor: 'lora_a' });
     data.push({ values: () => (fold ? scaled(m.up, m.alpha / m.rank) : m.up), module: m.name, factor: fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b' });
   }
