@@ -20,6 +20,7 @@
  * a convolution, and tensors saved whole (modules_to_save), which a llama.cpp LoRA cannot hold.
  */
 import { MergeError } from '../errors.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
 import type { AdapterToWrite, WrittenModule } from '../formats/adapter-writer.js';
 import { ModuleLocator, type BaseShapes, type RowSegment } from '../formats/layouts/index.js';
 import { throwIfProblems } from '../plan/problems.js';
@@ -173,21 +174,30 @@ function pairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly n
  * The one 3-D pair of a stacked expert tensor `key` (rows = experts × per-expert rows, as the plan
  * sees it), as convert_hf_to_gguf's MoE converters make it of per-expert PEFT modules (torch.stack
  * of each expert's A and B, which convert_lora_to_gguf's LoraTorchTensor stacks factor by factor):
- * lora_a (experts, r, in), lora_b (experts, out, r). Each expert's own pair as {@link pairFor} makes
- * it of its pieces; where every expert holding an update has one module of one rank and scale (a
- * PEFT LoRA on the experts), the factors are as they are at α' = s·r, as the script writes them.
- * Otherwise each expert's scale is folded into its B, its rank padded with zero rows of A and zero
- * columns of B to the largest, at α' = r. An expert the adapter leaves alone gets zero factors:
- * no update, as PEFT applies none to it (the script requires every expert).
+ * each expert's own pair as {@link pairFor} makes it of its pieces, stacked by
+ * {@link stackExpertPairs}.
  */
 function stackedPairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly number[], experts: number): WrittenModule {
   const per = rows / experts;
   const byExpert: Piece[][] = Array.from({ length: experts }, () => []);
   for (const p of pieces) byExpert[p.expert!.index].push(p);
-  const pairs = byExpert.map((ps) => (ps.length ? pairFor(key, ps, [per, cols]) : undefined));
-  const [first] = pieces;
-  const uniform = byExpert.every((ps) => ps.length === 0 || (ps.length === 1 && ps[0].module.rank === first.module.rank && ps[0].scale === first.scale));
-  const rank = Math.max(...pairs.map((m) => m?.rank ?? 0));
+  return stackExpertPairs(key, byExpert.map((ps) => (ps.length ? pairFor(key, ps, [per, cols]) : undefined)), per, cols);
+}
+
+/**
+ * Per-expert 2-D pairs (`pairs[e]`, out = `per`, in = `cols`; undefined where an expert has no
+ * update) as one 3-D pair named `key`: lora_a (experts, r, in), lora_b (experts, out, r). Where
+ * every pair has one rank and one α the factors are as they are (a PEFT LoRA on the experts, as the
+ * script writes it); otherwise each expert's α/r is folded into its B and its rank padded with zero
+ * rows of A and zero columns of B to the largest, at α' = r. An expert without an update gets zero
+ * factors: no update, as PEFT applies none to it (the script itself requires every expert).
+ */
+export function stackExpertPairs(key: string, pairs: readonly (WrittenModule | undefined)[], per: number, cols: number): WrittenModule {
+  const present = pairs.filter((m): m is WrittenModule => m !== undefined);
+  const [first] = present;
+  const uniform = present.every((m) => m.rank === first.rank && m.alpha === first.alpha);
+  const rank = Math.max(...present.map((m) => m.rank));
+  const experts = pairs.length;
   const up = new Float32Array(experts * per * rank);
   const down = new Float32Array(experts * rank * cols);
   for (const [e, m] of pairs.entries()) {
@@ -199,7 +209,48 @@ function stackedPairFor(key: string, pieces: readonly Piece[], [rows, cols]: rea
     down.set(m.down, e * rank * cols);
   }
   return {
-    name: key, kind: 'linear', up, down, rank, alpha: uniform ? first.scale * rank : rank,
+    name: key, kind: 'linear', up, down, rank, alpha: uniform ? first.alpha : rank,
     upShape: [experts, per, rank], downShape: [experts, rank, cols], experts,
   };
+}
+
+/**
+ * The modules combine or resize made of llama.cpp MoE LoRAs (one per expert, named
+ * `blk.0.ffn_gate_exps.weight[3]` as gguf-adapter.ts reads a 3-D pair) stacked again into one 3-D
+ * pair per tensor ({@link stackExpertPairs}), the expert count that of the input pair
+ * (`[e/experts]` in its address); other modules as they are, in their order.
+ */
+export function stackGgufExperts(adapters: readonly ParsedAdapter[], modules: readonly WrittenModule[]): WrittenModule[] {
+  const counts = new Map<string, number>();
+  for (const a of adapters) {
+    for (const m of a.modules) {
+      const slice = /\[(\d+)\/(\d+)\]$/.exec(m.address.path);
+      if (slice) counts.set(m.key.replace(/\[\d+\]$/, ''), Number(slice[2]));
+    }
+  }
+  if (counts.size === 0) return [...modules];
+  const out: WrittenModule[] = [];
+  const stacks = new Map<string, (WrittenModule | undefined)[]>();
+  for (const m of modules) {
+    const slot = /^(.*)\[(\d+)\]$/.exec(m.name);
+    const experts = slot ? counts.get(slot[1]) : undefined;
+    if (!slot || experts === undefined) {
+      out.push(m);
+      continue;
+    }
+    let pairs = stacks.get(slot[1]);
+    if (!pairs) {
+      pairs = new Array<WrittenModule | undefined>(experts).fill(undefined);
+      stacks.set(slot[1], pairs);
+      // Stands in for the stacked pair, at its first expert's place.
+      out.push({ ...m, name: slot[1] });
+    }
+    pairs[Number(slot[2])] = m;
+  }
+  return out.map((m) => {
+    const pairs = stacks.get(m.name);
+    if (!pairs) return m;
+    const [one] = pairs.filter((p) => p !== undefined);
+    return stackExpertPairs(m.name, pairs, one!.upShape[0], one!.down.length / one!.rank);
+  });
 }

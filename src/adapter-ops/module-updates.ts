@@ -255,10 +255,6 @@ export function checkFormatFits(
     if (architectures.length > 1) {
       throw new MergeError('BAD_ARGUMENT', `the GGUF LoRAs are for different architectures (${architectures.join(', ')}); llama.cpp loads a LoRA only onto a model of its own general.architecture`);
     }
-    const expert = adapters.flatMap((a) => a.modules.filter((m) => m.key.endsWith(']')).map((m) => ({ a, m })))[0];
-    if (expert) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${expert.a.name}: module "${expert.m.key.replace(/\[\d+\]$/, '')}" is a mixture-of-experts LoRA (one pair per expert, 3-D factors), which loramerge does not write as GGUF`);
-    }
     return;
   }
   const kohya = kohyaNamedAdapter(adapters);
