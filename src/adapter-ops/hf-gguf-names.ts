@@ -62,7 +62,7 @@ interface HfClass {
  * output head (the embedding is tied), and Gemma 3's cuts token_embd to the tokenizer's vocabulary,
  * which config.json does not give, so its embedding is not named here.
  */
-export const HF_CLASSES: Readonly<Record<string, HfClass>> = {
+const HF_CLASSES: Readonly<Record<string, HfClass>> = {
   LlamaForCausalLM: { arch: 'llama', names: [...ATTENTION_MLP, HEAD] },
   MistralForCausalLM: { arch: 'llama', names: [...ATTENTION_MLP, HEAD] },
   // LlamaModel: Mixtral's experts w1 (gate), w2 (down), w3 (up) stacked; block_sparse_moe.gate is the router.
