@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MergeError } from '../src/errors.js';
 import { convertLora } from '../src/node.js';
-import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { errorLines, listDir, runCliInProcess as runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
 import { LLAMA, splitF16Llama } from './helpers/gguf-models.js';
