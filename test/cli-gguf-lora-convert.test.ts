@@ -135,7 +135,9 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     expect(kv('general.architecture')).toEqual({ type: 8, value: 'llama' });
     // One α for every pair (down_proj's r 4 is its own lora_b's ne[0]); f32, convert_lora_to_gguf's default --outtype.
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 16 });
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 0 });
+    // No general.file_type: the script's LoRA class writes its own parameters only.
+    expect(kv('general.file_type')).toBeUndefined();
+    expect(kv('general.quantization_version')).toEqual({ type: 4, value: 2 });
     expect(new Set(file.tensors.map((t) => typeName(t.typeId)))).toEqual(new Set(['F32']));
     expect(file.tensors.map((t) => t.name).sort()).toEqual(peft.modules.flatMap((m) => [`${m.tensor}.lora_a`, `${m.tensor}.lora_b`]).sort());
     expectLlamaCppLoads(file, baseNe);

@@ -102,7 +102,8 @@ describe('combine --out *.gguf of llama.cpp LoRAs', () => {
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 0 });
     // Every input factor is f16 (token_embd's A too, stored transposed), so f16 is written, as
     // convert_lora_to_gguf --outtype f16 writes every pair, token_embd's included.
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 1 });
+    expect(kv('general.file_type')).toBeUndefined();
+    expect(kv('general.quantization_version')).toEqual({ type: 4, value: 2 });
     expect(kv('loramerge.command')?.value).toBe('combine');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', [h, 6], 'F16'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F16'],
@@ -151,7 +152,7 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     const file = readGguf(readFileSync(out));
     // kohya's resize keeps α/r: α 4 at r 2 stays α 4 at r 2.
     expect(file.metadata.get('adapter.lora.alpha')).toEqual({ type: 6, value: 4 });
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 0 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.metadata.get('general.architecture')?.value).toBe('llama');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', [h, 2], 'F32'], ['blk.0.attn_q.weight.lora_b', [2, h], 'F32'],
@@ -164,19 +165,19 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     }
   });
 
-  it('writes f16 factors (general.file_type 1) of an f16 input, as convert_lora_to_gguf --outtype f16 does', async () => {
+  it('writes f16 factors of an f16 input, as convert_lora_to_gguf --outtype f16 does', async () => {
     const dir = temp.make({ 'lora.gguf': lora2.bytes });
     const out = join(dir, 'resized.gguf');
     const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
     expect(run.code, run.stderr).toBe(0);
     const file = readGguf(readFileSync(out));
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 1 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.tensors.map((t) => typeName(t.typeId))).toEqual(['F16', 'F16', 'F16', 'F16']);
     const truth = update(h, h, [{ f: lora2.factors.get('blk.0.attn_q.weight')!, c: 4 / 2 }]);
     expect(worstRelative(appliedUpdate(file, 'blk.0.attn_q.weight').delta, truth)).toBeLessThan(2e-3);
   });
 
-  it('writes Q8_0 factors of a Q8_0 input (general.file_type 7), F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
+  it('writes Q8_0 factors of a Q8_0 input, F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
     // As --outtype q8_0 writes it: lora_a (rows of h) Q8_0, lora_b (rows of r = 2) F16, gguf-py's fallback.
     const q8 = ggufLoraAdapter([
       { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'Q8_0', bType: 'F16' },
@@ -187,7 +188,7 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
     expect(run.code, run.stderr).toBe(0);
     const file = readGguf(readFileSync(out));
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 7 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', 'Q8_0'], ['blk.0.attn_q.weight.lora_b', 'F16'],
       ['blk.0.ffn_down.weight.lora_a', 'Q8_0'], ['blk.0.ffn_down.weight.lora_b', 'F16'],

@@ -87,7 +87,9 @@ async function convert(dtype: Dt | ((path: string) => Dt), outtype?: string) {
 describe('convert --outtype, as convert_lora_to_gguf.py writes each type', () => {
   it('f32 by default (the script\'s default), whatever the factors are stored in', async () => {
     const { file, factors, types } = await convert('BF16');
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 0 });
+    // The script's LoRA class writes no general.file_type; every file gets the quantization version.
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
+    expect(file.metadata.get('general.quantization_version')).toEqual({ type: 4, value: 2 });
     for (const f of factors) {
       expect(types[f.tensor], f.tensor).toBe('F32');
       expect(tensorValues('F32', file.tensors.find((t) => t.name === f.tensor)!.data), f.tensor).toEqual(f.values);
@@ -98,9 +100,8 @@ describe('convert --outtype, as convert_lora_to_gguf.py writes each type', () =>
   });
 
   it('f16 and bf16: every factor in that type, its bytes the type\'s rounding of the values', async () => {
-    for (const [outtype, type, fileType] of [['f16', 'F16', 1], ['bf16', 'BF16', 32]] as const) {
+    for (const [outtype, type] of [['f16', 'F16'], ['bf16', 'BF16']] as const) {
       const { file, factors, types } = await convert('F32', outtype);
-      expect(file.metadata.get('general.file_type'), outtype).toEqual({ type: 4, value: fileType });
       for (const f of factors) {
         expect(types[f.tensor], f.tensor).toBe(type);
         expect(Buffer.compare(file.tensors.find((t) => t.name === f.tensor)!.data, tensorData(type, f.values)), `${outtype} ${f.tensor}`).toBe(0);
@@ -110,7 +111,6 @@ describe('convert --outtype, as convert_lora_to_gguf.py writes each type', () =>
 
   it('q8_0: Q8_0 where rows are whole 32-value blocks (every lora_a of a linear, down_proj\'s r-32 lora_b), else F16, as gguf-py falls back', async () => {
     const { file, factors, types } = await convert('BF16', 'q8_0');
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 7 });
     expect(types).toEqual({
       'blk.0.attn_v.weight.lora_a': 'Q8_0', 'blk.0.attn_v.weight.lora_b': 'F16',
       'blk.0.ffn_down.weight.lora_a': 'Q8_0', 'blk.0.ffn_down.weight.lora_b': 'Q8_0',
@@ -134,11 +134,9 @@ describe('convert --outtype, as convert_lora_to_gguf.py writes each type', () =>
     // No 16-bit pair: f16 (the script's "unable to detect" default).
     const f32 = await convert('F32', 'auto');
     expect(new Set(Object.values(f32.types))).toEqual(new Set(['F16']));
-    expect(f32.file.metadata.get('general.file_type')).toEqual({ type: 4, value: 1 });
     // base_model.model.model.embed_tokens… sorts before …model.layers…: its bf16 pair decides.
     const mixed = await convert((path) => (path === 'model.embed_tokens' ? 'BF16' : 'F16'), 'auto');
     expect(new Set(Object.values(mixed.types))).toEqual(new Set(['BF16']));
-    expect(mixed.file.metadata.get('general.file_type')).toEqual({ type: 4, value: 32 });
     // An f32 pair first is passed over: the f16 layers decide.
     const passed = await convert((path) => (path === 'model.embed_tokens' ? 'F32' : 'F16'), 'auto');
     expect(new Set(Object.values(passed.types))).toEqual(new Set(['F16']));
