@@ -220,6 +220,29 @@ describe('convert for more architectures, from the GGUF or its Hugging Face fold
     expect(got.get('blk.0.ffn_gate_exps.weight')!.subarray(FFN * H, 2 * FFN * H)).toEqual(base.subarray(FFN * H, 2 * FFN * H));
   });
 
+  it('Gemma 3 from its folder: an embed_tokens LoRA is refused (the converter cuts token_embd to the tokenizer\'s vocabulary); from its GGUF it is written', async () => {
+    const a = ARCHS.gemma3;
+    const { files } = models(a);
+    const rand = seededRandom(9);
+    const g = () => Math.fround(0.1 * (rand() - 0.5));
+    const dir = temp.make({
+      ...files,
+      'peft/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['embed_tokens'] }),
+      'peft/adapter_model.safetensors': buildSafetensors([
+        { name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [2, VOCAB], data: Float64Array.from({ length: 2 * VOCAB }, g) },
+        { name: 'base_model.model.model.embed_tokens.lora_embedding_B', dtype: 'F32', shape: [H, 2], data: Float64Array.from({ length: H * 2 }, g) },
+      ]),
+    });
+    const before = listDir(dir);
+    const run = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'hf'), '--out', join(dir, 'x.gguf')]);
+    expect(run.code, run.stderr).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([expect.stringMatching(/^error: module "model\.embed_tokens": Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config\.json does not give; give the Gemma 3 GGUF as --base$/)]);
+    expect(listDir(dir)).toEqual(before);
+    await convert(dir, 'base.gguf', 'from-gguf.gguf');
+    const file = readGguf(readFileSync(join(dir, 'from-gguf.gguf')));
+    expect(file.tensors.map((t) => [t.name, t.ne])).toEqual([['token_embd.weight.lora_a', [2, VOCAB]], ['token_embd.weight.lora_b', [2, H]]]);
+  });
+
   it('refuses an HF folder whose experts do not match config.json\'s count, and a class it does not name, in one line', async () => {
     const a = ARCHS.qwen3moe;
     const { files } = models({ ...a, config: { num_experts: E + 1 } });

@@ -29,6 +29,11 @@ import { throwIfProblems } from '../plan/problems.js';
 export interface GgufNamedBase extends BaseShapes {
   /** The GGUF metadata: general.architecture, the block and head counts. */
   metadata(key: string): unknown;
+  /**
+   * Why a module (its Hugging Face path) has no tensor here though the GGUF would have one (a
+   * safetensors base whose GGUF shape config.json does not give); undefined otherwise.
+   */
+  unnamed?(path: string): string | undefined;
 }
 
 /** One module's share of one GGUF tensor: its ΔW rows on the tensor's rows, its columns in the tensor's order. */
@@ -70,6 +75,11 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     }
     if (m.kind === 'conv') {
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} is a convolution, which a llama.cpp LoRA cannot hold` });
+      continue;
+    }
+    const unnamed = base.unnamed?.(m.name);
+    if (unnamed !== undefined) {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named}: ${unnamed}` });
       continue;
     }
     const where = locator.locate({ path: m.name, flat: false });

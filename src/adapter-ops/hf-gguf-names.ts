@@ -54,6 +54,8 @@ interface HfClass {
   experts?: StackedExperts;
   /** transformers 5's fused expert parameters (`mlp.experts.gate_up_proj` (E, 2·ffn, hidden), `down_proj` (E, hidden, ffn)). */
   fusedExperts?: true;
+  /** Modules (HF paths) whose GGUF tensor this folder cannot give, and why. */
+  unnamed?: readonly [RegExp, string][];
 }
 
 /**
@@ -92,7 +94,10 @@ const HF_CLASSES: Readonly<Record<string, HfClass>> = {
   Qwen3MoeForCausalLM: { arch: 'qwen3moe', names: [...ATTENTION_MLP, HEAD, rename(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp')], experts: QWEN_EXPERTS, fusedExperts: true },
   GemmaForCausalLM: { arch: 'gemma', names: ATTENTION_MLP },
   Gemma2ForCausalLM: { arch: 'gemma2', names: ATTENTION_MLP },
-  Gemma3ForCausalLM: { arch: 'gemma3', names: ATTENTION_MLP.slice(1) },
+  Gemma3ForCausalLM: {
+    arch: 'gemma3', names: ATTENTION_MLP.slice(1),
+    unnamed: [[/^model\.embed_tokens$/, "Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base"]],
+  },
   // Phi3MiniModel: the fused qkv_proj and gate_up_proj are written whole (attn_qkv; ffn_up, which llama.cpp splits).
   Phi3ForCausalLM: {
     arch: 'phi3',
@@ -158,7 +163,8 @@ export function ggufNamesOfHfModel(base: BaseModel, config: ModelConfig | undefi
       if (fused) metadata.set(`${arch}.expert_count`, fused[1].shape[0]);
     }
   }
-  return { tensors, metadata: (key) => metadata.get(key) };
+  const unnamed = cls.unnamed ?? [];
+  return { tensors, metadata: (key) => metadata.get(key), unnamed: (path) => unnamed.find(([pattern]) => pattern.test(path))?.[1] };
 }
 
 /**
