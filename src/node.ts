@@ -2,6 +2,7 @@
 // `webgpu` package, loaded only when a GPU backend is asked for) and CPU worker threads.
 export * from './index.js';
 export type { ConvertLoraOptions } from './adapter-ops/one-call-jobs.js';
+export type { GgufOutType } from './adapter-ops/convert.js';
 export { merge, type NodeMergeOptions } from './node-merge.js';
 // Shadow the browser entry's jobs: from Node they also take paths, write `out` paths, send the
 // Hugging Face token and run on Dawn or the CPU.

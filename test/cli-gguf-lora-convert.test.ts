@@ -133,10 +133,12 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     expect(kv('general.type')).toEqual({ type: 8, value: 'adapter' });
     expect(kv('adapter.type')).toEqual({ type: 8, value: 'lora' });
     expect(kv('general.architecture')).toEqual({ type: 8, value: 'llama' });
-    // One α for every pair (down_proj's r 4 is its own lora_b's ne[0]), the factors as stored: bf16.
+    // One α for every pair (down_proj's r 4 is its own lora_b's ne[0]); f32, convert_lora_to_gguf's default --outtype.
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 16 });
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 32 });
-    expect(new Set(file.tensors.map((t) => typeName(t.typeId)))).toEqual(new Set(['BF16']));
+    // No general.file_type: the script's LoRA class writes its own parameters only.
+    expect(kv('general.file_type')).toBeUndefined();
+    expect(kv('general.quantization_version')).toEqual({ type: 4, value: 2 });
+    expect(new Set(file.tensors.map((t) => typeName(t.typeId)))).toEqual(new Set(['F32']));
     expect(file.tensors.map((t) => t.name).sort()).toEqual(peft.modules.flatMap((m) => [`${m.tensor}.lora_a`, `${m.tensor}.lora_b`]).sort());
     expectLlamaCppLoads(file, baseNe);
 
@@ -268,7 +270,7 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small')], dir,
       /^error: --base .*model\.safetensors: resize reads a base only to name a llama\.cpp LoRA's tensors; give --out a \.gguf name, or leave out --base$/);
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small.gguf')], dir,
-      /^error: --base .*model\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM only; give the GGUF model the LoRA is for$/);
+      /^error: --base .*model\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/);
     await expectRefused(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'gpt2'), '--out', join(dir, 'small.gguf')], dir,
       /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for .* only; give the GGUF model the LoRA is for$/);
   });

@@ -102,7 +102,8 @@ describe('combine --out *.gguf of llama.cpp LoRAs', () => {
     expect(kv('adapter.lora.alpha')).toEqual({ type: 6, value: 0 });
     // Every input factor is f16 (token_embd's A too, stored transposed), so f16 is written, as
     // convert_lora_to_gguf --outtype f16 writes every pair, token_embd's included.
-    expect(kv('general.file_type')).toEqual({ type: 4, value: 1 });
+    expect(kv('general.file_type')).toBeUndefined();
+    expect(kv('general.quantization_version')).toEqual({ type: 4, value: 2 });
     expect(kv('loramerge.command')?.value).toBe('combine');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', [h, 6], 'F16'], ['blk.0.attn_q.weight.lora_b', [6, h], 'F16'],
@@ -151,7 +152,7 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     const file = readGguf(readFileSync(out));
     // kohya's resize keeps α/r: α 4 at r 2 stays α 4 at r 2.
     expect(file.metadata.get('adapter.lora.alpha')).toEqual({ type: 6, value: 4 });
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 0 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.metadata.get('general.architecture')?.value).toBe('llama');
     expect(file.tensors.map((t) => [t.name, t.ne, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', [h, 2], 'F32'], ['blk.0.attn_q.weight.lora_b', [2, h], 'F32'],
@@ -164,19 +165,19 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     }
   });
 
-  it('writes f16 factors (general.file_type 1) of an f16 input, as convert_lora_to_gguf --outtype f16 does', async () => {
+  it('writes f16 factors of an f16 input, as convert_lora_to_gguf --outtype f16 does', async () => {
     const dir = temp.make({ 'lora.gguf': lora2.bytes });
     const out = join(dir, 'resized.gguf');
     const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
     expect(run.code, run.stderr).toBe(0);
     const file = readGguf(readFileSync(out));
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 1 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.tensors.map((t) => typeName(t.typeId))).toEqual(['F16', 'F16', 'F16', 'F16']);
     const truth = update(h, h, [{ f: lora2.factors.get('blk.0.attn_q.weight')!, c: 4 / 2 }]);
     expect(worstRelative(appliedUpdate(file, 'blk.0.attn_q.weight').delta, truth)).toBeLessThan(2e-3);
   });
 
-  it('writes Q8_0 factors of a Q8_0 input (general.file_type 7), F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
+  it('writes Q8_0 factors of a Q8_0 input, F16 where rows are not whole blocks, as convert_lora_to_gguf --outtype q8_0 does', async () => {
     // As --outtype q8_0 writes it: lora_a (rows of h) Q8_0, lora_b (rows of r = 2) F16, gguf-py's fallback.
     const q8 = ggufLoraAdapter([
       { tensor: 'blk.0.attn_q.weight', rank: 2, in: h, out: h, aType: 'Q8_0', bType: 'F16' },
@@ -187,7 +188,7 @@ describe('resize --out *.gguf of a llama.cpp LoRA', () => {
     const run = await runCli(['resize', '--adapter', join(dir, 'lora.gguf'), '--rank', '2', '--out', out, '--backend', 'cpu']);
     expect(run.code, run.stderr).toBe(0);
     const file = readGguf(readFileSync(out));
-    expect(file.metadata.get('general.file_type')).toEqual({ type: 4, value: 7 });
+    expect(file.metadata.get('general.file_type')).toBeUndefined();
     expect(file.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([
       ['blk.0.attn_q.weight.lora_a', 'Q8_0'], ['blk.0.attn_q.weight.lora_b', 'F16'],
       ['blk.0.ffn_down.weight.lora_a', 'Q8_0'], ['blk.0.ffn_down.weight.lora_b', 'F16'],
@@ -279,11 +280,55 @@ describe('a .gguf --out that cannot be written', () => {
       /^error: the GGUF LoRAs are for different architectures \(llama, qwen2\); llama\.cpp loads a LoRA only onto a model of its own general\.architecture$/);
   });
 
-  it('refuses a mixture-of-experts LoRA (3-D factors), which it does not write as GGUF', async () => {
-    const moe = ggufMoeLoraAdapter([{ tensor: 'blk.0.ffn_gate_exps.weight', in: 64, out: 32, rank: 2, aType: 'F32', bType: 'F32' }], 4, 4);
-    const dir = temp.make({ 'moe.gguf': moe.bytes });
-    await expectRefused(['resize', '--adapter', join(dir, 'moe.gguf'), '--rank', '1', '--out', join(dir, 'small.gguf')], dir,
-      /^error: .*moe\.gguf: module "blk\.0\.ffn_gate_exps\.weight" is a mixture-of-experts LoRA \(one pair per expert, 3-D factors\), which loramerge does not write as GGUF$/, 1);
+  it('writes mixture-of-experts LoRAs (3-D factors) back as one 3-D pair per tensor: cat is the sum of the experts\' updates, resize to their rank the same update', async () => {
+    const [inF, out, experts] = [64, 32, 4];
+    const moe1 = ggufMoeLoraAdapter([{ tensor: 'blk.0.ffn_gate_exps.weight', in: inF, out, rank: 2, aType: 'F32', bType: 'F32' }], 4, experts, 11);
+    const moe2 = ggufMoeLoraAdapter([{ tensor: 'blk.0.ffn_gate_exps.weight', in: inF, out, rank: 3, aType: 'F32', bType: 'F32' }], 6, experts, 12);
+    const rand = seededRandom(13);
+    const w = Float64Array.from({ length: experts * out * inF }, () => Math.fround(rand() - 0.5));
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.block_count', { type: 'u32', value: 1 }],
+        ['llama.expert_count', { type: 'u32', value: experts }], ['llama.attention.head_count', { type: 'u32', value: 4 }]],
+      tensors: [{ name: 'blk.0.ffn_gate_exps.weight', type: 'F32', ne: [inF, out, experts], data: tensorData('F32', w) }],
+    });
+    const dir = temp.make({ 'moe1.gguf': moe1.bytes, 'moe2.gguf': moe2.bytes, 'base.gguf': base });
+    /** W's expert rows plus Σ s·B_e·A_e of the given LoRAs, in float64. */
+    const truth = (loras: { f: ReturnType<typeof ggufMoeLoraAdapter>; s: number }[]) => {
+      const t = w.slice();
+      for (const { f, s: scale } of loras) {
+        const { a, b, rank } = f.factors.get('blk.0.ffn_gate_exps.weight')!;
+        for (let e = 0; e < experts; e++) {
+          for (let o = 0; o < out; o++) {
+            for (let i = 0; i < inF; i++) {
+              let sum = 0;
+              for (let k = 0; k < rank; k++) sum += b[e][o * rank + k] * a[e][k * inF + i];
+              t[(e * out + o) * inF + i] += scale * sum;
+            }
+          }
+        }
+      }
+      return t;
+    };
+    const merged = async (lora: string) => {
+      const m = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, lora), '--out', join(dir, `merged-${lora}`), '--backend', 'cpu']);
+      expect(m.code, m.stderr).toBe(0);
+      const t = readGguf(readFileSync(join(dir, `merged-${lora}`))).tensors[0];
+      return tensorValues(typeName(t.typeId), t.data);
+    };
+    const cat = await runCli(['combine', '--adapter', join(dir, 'moe1.gguf'), '--adapter', join(dir, 'moe2.gguf'), '--method', 'cat', '--out', join(dir, 'cat.gguf'), '--backend', 'cpu']);
+    expect(cat.code, cat.stderr).toBe(0);
+    const catFile = readGguf(readFileSync(join(dir, 'cat.gguf')));
+    // Ranks 2 and 3 side by side in each expert, cat's scales in B: α' = r = 5, scale 1.
+    expect(catFile.tensors.map((t) => [t.name, t.ne])).toEqual([
+      ['blk.0.ffn_gate_exps.weight.lora_a', [inF, 5, experts]], ['blk.0.ffn_gate_exps.weight.lora_b', [5, out, experts]],
+    ]);
+    expect(catFile.metadata.get('adapter.lora.alpha')).toEqual({ type: 6, value: 5 });
+    expect(worstRelative(await merged('cat.gguf'), truth([{ f: moe1, s: 2 }, { f: moe2, s: 2 }]))).toBeLessThan(1e-6);
+    const resized = await runCli(['resize', '--adapter', join(dir, 'moe2.gguf'), '--rank', '3', '--out', join(dir, 'resized.gguf'), '--backend', 'cpu']);
+    expect(resized.code, resized.stderr).toBe(0);
+    const resizedFile = readGguf(readFileSync(join(dir, 'resized.gguf')));
+    expect(resizedFile.tensors.map((t) => t.ne)).toEqual([[inF, 3, experts], [3, out, experts]]);
+    expect(worstRelative(await merged('resized.gguf'), truth([{ f: moe2, s: 2 }]))).toBeLessThan(1e-5);
   });
 
   it('refuses a folder at --out, and replaces an existing file only once the output is whole', async () => {

@@ -124,6 +124,8 @@ const OPTIONS: Record<string, string[]> = {
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
   inspect: [],
   sample: ['backend'],
+  // Not drawn as a command here (its files are llama.cpp LoRA GGUFs); its options are another command's for the others.
+  convert: ['adapter', 'base', 'out', 'outtype', 'overwrite'],
 };
 const BOOLEANS = new Set(['dtype-merged-only', 'dry-run', 'overwrite']);
 const ALL_OPTIONS = [...new Set(Object.values(OPTIONS).flat())];

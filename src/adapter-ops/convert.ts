@@ -4,6 +4,7 @@
  * rsLoRA, or the algorithm's), for a renaming such as gguf-lora-names.ts's. A module that is no
  * low-rank product, DoRA or a bias change is refused by collectModules, as combine and resize refuse it.
  */
+import type { FloatDType } from '../dtype.js';
 import { throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
@@ -11,9 +12,36 @@ import type { ProgressListener } from '../pipeline/progress.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 
-/** `adapter` written again as `format` names its modules, every update exact. */
+/** convert_lora_to_gguf.py's `--outtype`: the factors' type in the GGUF (default f32, as there). */
+export type GgufOutType = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'auto';
+
+/** The values `--outtype` takes. */
+export const GGUF_OUT_TYPES: readonly GgufOutType[] = ['f32', 'f16', 'bf16', 'q8_0', 'auto'];
+
+/**
+ * What `outtype` writes for `adapter`: a float type, or Q8_0 (each tensor whose rows are not whole
+ * 32-value blocks F16, the writer's fallback as gguf-py's). `auto` is convert_hf_to_gguf's
+ * GUESSED: the first pair, in the order the script reads the adapter's tensors (their names,
+ * sorted, as safetensors lists them), whose A and B are both bf16 (then bf16) or both f16 (then
+ * f16); f16 where none is.
+ */
+export function ggufOutType(adapter: ParsedAdapter, outtype: GgufOutType): { dtype: FloatDType; ggufType?: 'Q8_0' } {
+  if (outtype === 'q8_0') return { dtype: 'F32', ggufType: 'Q8_0' };
+  if (outtype !== 'auto') return { dtype: outtype === 'f32' ? 'F32' : outtype === 'f16' ? 'F16' : 'BF16' };
+  const pairs = adapter.modules.map((m) => Object.values(m.tensors)).map((ts) => ({ first: ts.map((t) => t.name).sort()[0] ?? '', types: new Set(ts.map((t) => t.dtype)) }));
+  pairs.sort((x, y) => (x.first < y.first ? -1 : x.first > y.first ? 1 : 0));
+  for (const { types } of pairs) {
+    if (types.size === 1 && (types.has('BF16') || types.has('F16'))) return { dtype: [...types][0] as FloatDType };
+  }
+  return { dtype: 'F16' };
+}
+
+/**
+ * `adapter` written again as `format` names its modules, every update exact; `outtype`, where
+ * given, the factors' type in a GGUF (else the inputs', as combine and resize keep it).
+ */
 export async function convertAdapter(
-  adapter: ParsedAdapter, format: OutputFormat, run: { signal?: AbortSignal; onProgress?: ProgressListener } = {},
+  adapter: ParsedAdapter, format: OutputFormat, run: { signal?: AbortSignal; onProgress?: ProgressListener } = {}, outtype?: GgufOutType,
 ): Promise<OpResult> {
   const groups = collectModules([adapter], format, 'convert');
   const modules: WrittenModule[] = [];
@@ -33,8 +61,11 @@ export async function convertAdapter(
     bytesDone += factorBytes(ref.module);
   }
   run.onProgress?.({ phase: 'done', tensorsDone: modules.length, tensorsTotal: groups.size, bytesDone, bytesTotal });
-  return finishAdapter([adapter], modules, report, format, {
+  const result = finishAdapter([adapter], modules, report, format, {
     loramerge_command: 'convert',
     loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
   }, 'converted');
+  if (outtype === undefined) return result;
+  const { ggufType: _kept, ...rest } = result.adapter;
+  return { ...result, adapter: { ...rest, ...ggufOutType(adapter, outtype) } };
 }

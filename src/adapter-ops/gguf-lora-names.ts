@@ -20,6 +20,7 @@
  * a convolution, and tensors saved whole (modules_to_save), which a llama.cpp LoRA cannot hold.
  */
 import { MergeError } from '../errors.js';
+import type { ParsedAdapter } from '../formats/adapter.js';
 import type { AdapterToWrite, WrittenModule } from '../formats/adapter-writer.js';
 import { ModuleLocator, type BaseShapes, type RowSegment } from '../formats/layouts/index.js';
 import { throwIfProblems } from '../plan/problems.js';
@@ -28,6 +29,11 @@ import { throwIfProblems } from '../plan/problems.js';
 export interface GgufNamedBase extends BaseShapes {
   /** The GGUF metadata: general.architecture, the block and head counts. */
   metadata(key: string): unknown;
+  /**
+   * Why a module (its Hugging Face path) has no tensor here though the GGUF would have one (a
+   * safetensors base whose GGUF shape config.json does not give); undefined otherwise.
+   */
+  unnamed?(path: string): string | undefined;
 }
 
 /** One module's share of one GGUF tensor: its ΔW rows on the tensor's rows, its columns in the tensor's order. */
@@ -38,6 +44,8 @@ interface Piece {
   rows: readonly RowSegment[];
   /** Tensor column c holds ΔW column columns[c]; absent: the same order. */
   columns?: readonly number[];
+  /** On a stacked expert tensor: the expert whose slice (`rows` within it) this is, of `experts`. */
+  expert?: { index: number; experts: number };
 }
 
 /** A stacked expert tensor (ffn_up_exps, ffn_gate_chexps …): llama.cpp's LoRA of it is a 3-D pair per expert. */
@@ -69,6 +77,11 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
       problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} is a convolution, which a llama.cpp LoRA cannot hold` });
       continue;
     }
+    const unnamed = base.unnamed?.(m.name);
+    if (unnamed !== undefined) {
+      problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named}: ${unnamed}` });
+      continue;
+    }
     const where = locator.locate({ path: m.name, flat: false });
     if (!where.found) {
       problems.push({ code: where.code === 'SHAPE_MISMATCH' ? 'SHAPE_MISMATCH' : 'UNKNOWN_MODULE', message: `${named}: ${where.message} (on the ${arch} GGUF ${baseName})` });
@@ -79,8 +92,20 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     const scale = adapter.useRslora ? m.alpha / Math.sqrt(m.rank) : m.alpha / m.rank;
     for (const t of where.targets) {
       const key = t.baseKey;
-      if (t.experts || EXPERTS_TENSOR.test(key)) {
-        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} lands on ${key}, a stacked expert tensor, whose llama.cpp LoRA is one 3-D pair for all experts, which loramerge does not write yet; merge the adapter into the model instead` });
+      if (t.experts) {
+        problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${named} is a fused expert parameter (PEFT target_parameters) on ${key}, which convert_lora_to_gguf.py does not convert (its LoRA is not one pair per expert); merge the adapter into the model instead` });
+        continue;
+      }
+      if (EXPERTS_TENSOR.test(key)) {
+        // One expert's rows of the stacked tensor (the layout's expert rule): its slice of a 3-D pair.
+        const [rows, cols] = base.tensors.get(key)?.shape ?? [];
+        const seg = t.rows?.length === 1 ? t.rows[0] : undefined;
+        const experts = seg && rows !== undefined ? rows / seg.count : NaN;
+        if (!seg || t.columns || !Number.isInteger(experts) || seg.src !== 0 || seg.count !== out || seg.dst % seg.count !== 0 || cols !== inF) {
+          problems.push({ code: 'SHAPE_MISMATCH', message: `${named}: its update is ${out}×${inF}, which is no expert's slice of ${key} (${rows}×${cols}); the adapter is for another model than ${baseName} (another architecture or size)` });
+          continue;
+        }
+        push(byTensor, key, { module: m, scale, rows: [{ src: 0, dst: 0, count: out }], expert: { index: seg.dst / seg.count, experts } });
         continue;
       }
       if (t.transposedBlocks) {
@@ -104,7 +129,7 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     }
   }
   throwIfProblems(command, problems);
-  const modules = [...byTensor].map(([key, pieces]) => pairFor(key, pieces, base.tensors.get(key)!.shape));
+  const modules = [...byTensor].map(([key, pieces]) => (pieces[0].expert ? stackedPairFor(key, pieces, base.tensors.get(key)!.shape, pieces[0].expert.experts) : pairFor(key, pieces, base.tensors.get(key)!.shape)));
   return { ...adapter, format: 'gguf', modules, architecture: arch, useRslora: false, whole: [], modulesToSave: [] };
 }
 
@@ -153,4 +178,89 @@ function pairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly n
     name: key, kind: 'linear', up, down, rank, alpha: single ? first.scale * rank : rank,
     upShape: [rows, rank], downShape: [rank, cols],
   };
+}
+
+/**
+ * The one 3-D pair of a stacked expert tensor `key` (rows = experts × per-expert rows, as the plan
+ * sees it), as convert_hf_to_gguf's MoE converters make it of per-expert PEFT modules (torch.stack
+ * of each expert's A and B, which convert_lora_to_gguf's LoraTorchTensor stacks factor by factor):
+ * each expert's own pair as {@link pairFor} makes it of its pieces, stacked by
+ * {@link stackExpertPairs}.
+ */
+function stackedPairFor(key: string, pieces: readonly Piece[], [rows, cols]: readonly number[], experts: number): WrittenModule {
+  const per = rows / experts;
+  const byExpert: Piece[][] = Array.from({ length: experts }, () => []);
+  for (const p of pieces) byExpert[p.expert!.index].push(p);
+  return stackExpertPairs(key, byExpert.map((ps) => (ps.length ? pairFor(key, ps, [per, cols]) : undefined)), per, cols);
+}
+
+/**
+ * Per-expert 2-D pairs (`pairs[e]`, out = `per`, in = `cols`; undefined where an expert has no
+ * update) as one 3-D pair named `key`: lora_a (experts, r, in), lora_b (experts, out, r). Where
+ * every pair has one rank and one α the factors are as they are (a PEFT LoRA on the experts, as the
+ * script writes it); otherwise each expert's α/r is folded into its B and its rank padded with zero
+ * rows of A and zero columns of B to the largest, at α' = r. An expert without an update gets zero
+ * factors: no update, as PEFT applies none to it (the script itself requires every expert).
+ */
+export function stackExpertPairs(key: string, pairs: readonly (WrittenModule | undefined)[], per: number, cols: number): WrittenModule {
+  const present = pairs.filter((m): m is WrittenModule => m !== undefined);
+  const [first] = present;
+  const uniform = present.every((m) => m.rank === first.rank && m.alpha === first.alpha);
+  const rank = Math.max(...present.map((m) => m.rank));
+  const experts = pairs.length;
+  const up = new Float32Array(experts * per * rank);
+  const down = new Float32Array(experts * rank * cols);
+  for (const [e, m] of pairs.entries()) {
+    if (!m) continue;
+    const s = uniform ? 1 : m.alpha / m.rank;
+    for (let o = 0; o < per; o++) {
+      for (let k = 0; k < m.rank; k++) up[(e * per + o) * rank + k] = s * m.up[o * m.rank + k];
+    }
+    down.set(m.down, e * rank * cols);
+  }
+  return {
+    name: key, kind: 'linear', up, down, rank, alpha: uniform ? first.alpha : rank,
+    upShape: [experts, per, rank], downShape: [experts, rank, cols], experts,
+  };
+}
+
+/**
+ * The modules combine or resize made of llama.cpp MoE LoRAs (one per expert, named
+ * `blk.0.ffn_gate_exps.weight[3]` as gguf-adapter.ts reads a 3-D pair) stacked again into one 3-D
+ * pair per tensor ({@link stackExpertPairs}), the expert count that of the input pair
+ * (`[e/experts]` in its address); other modules as they are, in their order.
+ */
+export function stackGgufExperts(adapters: readonly ParsedAdapter[], modules: readonly WrittenModule[]): WrittenModule[] {
+  const counts = new Map<string, number>();
+  for (const a of adapters) {
+    for (const m of a.modules) {
+      const slice = /\[(\d+)\/(\d+)\]$/.exec(m.address.path);
+      if (slice) counts.set(m.key.replace(/\[\d+\]$/, ''), Number(slice[2]));
+    }
+  }
+  if (counts.size === 0) return [...modules];
+  const out: WrittenModule[] = [];
+  const stacks = new Map<string, (WrittenModule | undefined)[]>();
+  for (const m of modules) {
+    const slot = /^(.*)\[(\d+)\]$/.exec(m.name);
+    const experts = slot ? counts.get(slot[1]) : undefined;
+    if (!slot || experts === undefined) {
+      out.push(m);
+      continue;
+    }
+    let pairs = stacks.get(slot[1]);
+    if (!pairs) {
+      pairs = new Array<WrittenModule | undefined>(experts).fill(undefined);
+      stacks.set(slot[1], pairs);
+      // Stands in for the stacked pair, at its first expert's place.
+      out.push({ ...m, name: slot[1] });
+    }
+    pairs[Number(slot[2])] = m;
+  }
+  return out.map((m) => {
+    const pairs = stacks.get(m.name);
+    if (!pairs) return m;
+    const [one] = pairs.filter((p) => p !== undefined);
+    return stackExpertPairs(m.name, pairs, one!.upShape[0], one!.down.length / one!.rank);
+  });
 }

@@ -232,7 +232,8 @@ export function cliOutputFormat(out: string): OutputFormat {
  * of `format` gguf takes llama.cpp LoRAs of one architecture only: their modules already carry the
  * base tensors' GGUF names, where a PEFT module needs the GGUF base (--base: its names and head
  * counts for the q/k row permutation; the op then runs as `peft` and gguf-lora-names.ts renames);
- * a MoE LoRA's experts would have to be stacked back into 3-D factors, which the writer does not do.
+ * a MoE LoRA's experts, one module each in the op, are stacked back into 3-D factors by
+ * finishAdapter (gguf-lora-names.ts stackGgufExperts).
  */
 export function checkFormatFits(
   adapters: readonly ParsedAdapter[], format: OutputFormat, out: string,
@@ -254,10 +255,6 @@ export function checkFormatFits(
     const architectures = [...new Set(adapters.map((a) => String(a.config['general.architecture'])))];
     if (architectures.length > 1) {
       throw new MergeError('BAD_ARGUMENT', `the GGUF LoRAs are for different architectures (${architectures.join(', ')}); llama.cpp loads a LoRA only onto a model of its own general.architecture`);
-    }
-    const expert = adapters.flatMap((a) => a.modules.filter((m) => m.key.endsWith(']')).map((m) => ({ a, m })))[0];
-    if (expert) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${expert.a.name}: module "${expert.m.key.replace(/\[\d+\]$/, '')}" is a mixture-of-experts LoRA (one pair per expert, 3-D factors), which loramerge does not write as GGUF`);
     }
     return;
   }

@@ -10,7 +10,7 @@
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
-import { convertAdapter } from './convert.js';
+import { convertAdapter, GGUF_OUT_TYPES, type GgufOutType } from './convert.js';
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
 import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
 import { openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
@@ -134,6 +134,12 @@ export interface ConvertLoraOptions<Out = MergeDestination> {
   onProgress?: ProgressListener;
   /** {@inheritDoc AdapterJobOptions.hfToken} */
   hfToken?: string | false;
+  /**
+   * The factors' type, as convert_lora_to_gguf.py's `--outtype` (the command line's): `f32` (the
+   * default, as there), `f16`, `bf16`, `q8_0` (each tensor whose rows are not whole 32-value
+   * blocks, most lora_b, in f16), or `auto` (bf16 or f16 as the adapter's first 16-bit pair, else f16).
+   */
+  outtype?: GgufOutType;
 }
 
 /** Options of `extractLora`: exactly one of `rank` and `energy`. */
@@ -273,8 +279,16 @@ async function resizeLoraUnworded<Out>(options: ResizeLoraOptions<Out>, hooks: A
 
 /** {@link convertLoraJob}, its messages as the engine words them. */
 async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks: AdapterJobHooks<Out>): Promise<AdapterJobOutcome> {
-  checkOptions('convertLora options', options, ['adapter', 'base', 'out', 'signal', 'onProgress', ...(hooks.moreOptions?.names ?? [])], { outPath: 'did you mean "out"?' });
+  // out is one .gguf file, replaced where one is (only a PEFT folder takes overwrite).
+  const more = (hooks.moreOptions?.names ?? []).filter((n) => n !== 'overwrite');
+  checkOptions('convertLora options', options, ['adapter', 'base', 'out', 'outtype', 'signal', 'onProgress', ...more], {
+    outPath: 'did you mean "out"?',
+    overwrite: 'convertLora writes one .gguf file, which replaces a file already at out once the job succeeded; leave out overwrite (it is for the PEFT folders combineLoras and resizeLora write)',
+    outType: 'did you mean "outtype"?',
+  });
   hooks.moreOptions?.check(options as unknown as Readonly<Record<string, unknown>>);
+  checkChoice('outtype', options.outtype, GGUF_OUT_TYPES);
+  const outtype = options.outtype ?? 'f32';
   if (options.out === undefined) throw badArgument('convertLora needs out, a path ending in .gguf (the llama.cpp LoRA GGUF it writes)');
   hooks.checkOutput(options.out, undefined);
   if (fixedFormat(options, hooks)?.format !== 'gguf') throw badArgument(`out ${typeof options.out === 'string' ? `"${options.out}"` : shown(options.out)}: convertLora writes a llama.cpp LoRA GGUF; give out a path ending in .gguf`);
@@ -295,7 +309,7 @@ async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks:
     checkFormatFits([opened], 'peft', String(options.out), LIBRARY_CONVERT_ADVICE);
     const renamed = renameFor(base, sourceName(options.base), 'convert');
     // convert runs no algebra: its factors are written as they are.
-    return await run('convert', options, hooks, 'gguf', async (_backend, signal) => renamed(await convertAdapter(opened, 'peft', { signal, onProgress: options.onProgress })), false);
+    return await run('convert', options, hooks, 'gguf', async (_backend, signal) => renamed(await convertAdapter(opened, 'peft', { signal, onProgress: options.onProgress }, outtype)), false);
   } catch (e) {
     throw explained(e, hooks);
   } finally {

@@ -10,6 +10,7 @@ import { guessModelFamily, type ModelFamily } from '../plan/model-family.js';
 import { throwIfProblems } from '../plan/problems.js';
 import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 import { checkFormatFits, checkModules, landingKey, moduleShape, outputName, type ModuleRef, type OutputFormat } from './module-updates.js';
+import { stackGgufExperts } from './gguf-lora-names.js';
 
 /** What combine, resize or extract did to one module. */
 export interface ModuleReport {
@@ -271,7 +272,8 @@ export function finishAdapter(
   if (format === 'kohya') Object.assign(fullMetadata, kohyaMetadata(modules, comment, common));
   return {
     adapter: {
-      format, modules, dtype: factorDtype(adapters), whole, modulesToSave,
+      // llama.cpp MoE LoRAs' experts, one module each here, are one 3-D pair per tensor again.
+      format, modules: format === 'gguf' ? stackGgufExperts(adapters, modules) : modules, dtype: factorDtype(adapters), whole, modulesToSave,
       baseModel: common('base_model_name_or_path'), taskType: common('task_type'),
       ...(format === 'gguf' ? { architecture: common('general.architecture') } : {}),
       ...(format === 'gguf' && isQ8File(adapters) ? { ggufType: 'Q8_0' as const } : {}),

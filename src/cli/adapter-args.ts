@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import type { MajoritySign } from '../algebra/merge-rules.js';
 import type { RankRule } from '../algebra/rank-rules.js';
 import type { CombineMethod } from '../adapter-ops/combine.js';
+import { GGUF_OUT_TYPES, type GgufOutType } from '../adapter-ops/convert.js';
 import { bindOptionValues, nonEmptyPath, outOfRange, parseBackend, parseOrExplain, parseThreads, plainDecimal, unexpectedArgument, usageError, weighLastAdapter, wholeNumber, type AdapterArg, type BackendChoice } from './args.js';
 import { THREADS_RANGE } from './threads-option.js';
 
@@ -46,6 +47,8 @@ export interface ConvertCommand {
   /** The GGUF model the LoRA is for (its tensor names and row order). */
   base: string;
   out: string;
+  /** --outtype: the factors' type, as convert_lora_to_gguf.py's (default f32). */
+  outtype: GgufOutType;
   /** No products run: the CPU, on the calling thread. */
   backend: 'cpu';
   threads: 1;
@@ -71,7 +74,7 @@ export const ADAPTER_USAGE = `  loramerge combine --adapter PATH [--weight W] [-
   loramerge resize  --adapter PATH (--rank K | (--sv-ratio X | --sv-fro X | --sv-cumulative X) [--rank MAX])
                     [--base MODEL.gguf] --out PATH
   loramerge extract --base PATH --tuned PATH (--rank K | --energy X) --out PATH
-  loramerge convert --adapter PATH --base MODEL.gguf --out PATH.gguf [--overwrite]
+  loramerge convert --adapter PATH --base MODEL.gguf --out PATH.gguf [--outtype f32|f16|bf16|q8_0|auto] [--overwrite]
     (combine, resize, extract also take [--backend auto|webgpu|cpu] [--threads N] [--overwrite];
      an --out ending in .safetensors is a kohya file, in .gguf a llama.cpp LoRA GGUF (of llama.cpp
      LoRAs, or of PEFT adapters with --base, the GGUF model it is for), any other a PEFT folder)`;
@@ -126,6 +129,7 @@ const VALUES: Readonly<Record<string, string>> = {
   out: 'the output file or folder',
   backend: 'auto, webgpu or cpu',
   threads: THREADS_RANGE,
+  outtype: 'f32, f16, bf16, q8_0 or auto',
 };
 
 const positiveInteger = (name: string, value: string) => wholeNumber(name, value, 1, RANGES.rank);
@@ -260,6 +264,7 @@ export function parseConvert(args: string[]): ConvertCommand {
       overwrite: common.overwrite,
       adapter: { type: 'string', multiple: true },
       base: { type: 'string', multiple: true },
+      outtype: { type: 'string', multiple: true },
     },
   }), 'convert', args);
   if (positionals.length > 0) throw unexpectedArgument(positionals[0], '--adapter ADAPTER --base MODEL.gguf --out OUTPUT.gguf');
@@ -269,8 +274,14 @@ export function parseConvert(args: string[]): ConvertCommand {
     command: 'convert',
     adapter: nonEmptyPath('adapter', single(values.adapter, 'adapter'), VALUES.adapter),
     base: nonEmptyPath('base', single(values.base, 'base'), VALUES.base),
-    out, backend: 'cpu', threads: 1, overwrite: values.overwrite ?? false,
+    out, outtype: values.outtype ? parseOutType(single(values.outtype, 'outtype')) : 'f32', backend: 'cpu', threads: 1, overwrite: values.overwrite ?? false,
   };
+}
+
+function parseOutType(value: string): GgufOutType {
+  const found = GGUF_OUT_TYPES.find((t) => t === value);
+  if (found === undefined) throw usageError(`--outtype must be f32, f16, bf16, q8_0 or auto (convert_lora_to_gguf.py's), not "${value}"`);
+  return found;
 }
 
 export function parseExtract(args: string[]): ExtractCommand {

@@ -128,7 +128,7 @@ export async function runConvert(cmd: ConvertCommand, log: Log = stderrLog, prin
     base = await openCliGgufBase(cmd, 'gguf', [adapter], sets[1]);
     checkFormatFits([adapter], 'peft', cmd.out);
     const renamed = cliRenameFor(base, cmd);
-    return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run)));
+    return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run, cmd.outtype)));
   } finally {
     await adapter.file.source.close();
     await base?.model.close();

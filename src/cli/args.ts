@@ -88,7 +88,8 @@ ${ADAPTER_USAGE}
              of the difference's squared norm
   convert    a PEFT adapter as a llama.cpp LoRA GGUF for the GGUF model --base (as llama.cpp's
              convert_lora_to_gguf.py --base): its tensor names, q/k row order and one pair per
-             tensor, the factors as they are`;
+             tensor, the factors as they are, in --outtype f32 (the default, as the script's),
+             f16, bf16, q8_0 or auto`;
 
 export function usageError(message: string): MergeError {
   return new MergeError('BAD_ARGUMENT', `${message} (see loramerge --help)`);
@@ -235,7 +236,7 @@ export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
   combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'base', 'out', 'backend', 'threads', 'overwrite'],
   resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'base', 'out', 'backend', 'threads', 'overwrite'],
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
-  convert: ['adapter', 'base', 'out', 'overwrite'],
+  convert: ['adapter', 'base', 'out', 'outtype', 'overwrite'],
 };
 
 /**

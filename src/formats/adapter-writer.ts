@@ -31,6 +31,11 @@ export interface WrittenModule {
   alpha: number;
   /** PEFT lora_bias: the bias update (out), written as lora_B.bias. */
   bias?: Float32Array;
+  /**
+   * GGUF only: a stacked expert tensor's pair, one slice per expert: `up` (experts, out, rank),
+   * `down` (experts, rank, in), row-major; upShape/downShape say so.
+   */
+  experts?: number;
 }
 
 /** A tensor copied whole (PEFT modules_to_save), read in pieces. */

@@ -2,12 +2,15 @@
  * Writes a LoRA adapter as a llama.cpp LoRA GGUF, as convert_lora_to_gguf.py writes one and
  * llama.cpp's llama-adapter.cpp loads it: metadata `general.architecture` (the inputs'),
  * `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha` (f32) and
- * `general.file_type`; per base tensor `<name>.lora_a` with ne = [in, r] and `<name>.lora_b` with
- * ne = [r, out] (GGML order, fastest first: the row-major A (r, in) and B (out, r) as they are),
- * except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed).
+ * `general.quantization_version` (2), and no `general.file_type` (the script's LoRA class writes
+ * its own parameters only, where a model's write that key); per base tensor `<name>.lora_a`
+ * with ne = [in, r] and `<name>.lora_b` with ne = [r, out] (GGML order, fastest first: the
+ * row-major A (r, in) and B (out, r) as they are), except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed). A stacked
+ * expert tensor's pair (`ffn_up_exps`) is 3-D, as convert_lora_to_gguf stacks per-expert modules:
+ * lora_a ne = [in, r, experts], lora_b ne = [r, out, experts].
  *
- * Factors of Q8_0 inputs are written Q8_0 (general.file_type 7), a pair whose rows are not whole
- * 32-value blocks (most lora_b) F16, as convert_lora_to_gguf --outtype q8_0 writes them.
+ * Factors of Q8_0 inputs (or convert --outtype q8_0) are written Q8_0, a tensor whose rows are not
+ * whole 32-value blocks (most lora_b) F16, as convert_lora_to_gguf --outtype q8_0 writes them.
  *
  * llama.cpp scales every pair by one α: s = α / r with r = lora_b's ne[0], or 1 where α is 0.
  * Where every module has one α, that α is written and the factors as they are (each pair's rank
@@ -27,10 +30,10 @@ import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
 /** GGUF's default alignment (general.alignment unset), which convert_lora_to_gguf keeps. */
 const ALIGNMENT = 32;
 
-/** gguf-py's LlamaFileType for a file whose matrices are all of one float type. */
-const FILE_TYPE: Partial<Record<FloatDType, number>> = { F32: 0, F16: 1, BF16: 32 };
-/** gguf-py's LlamaFileType.MOSTLY_Q8_0. */
-const FILE_TYPE_Q8_0 = 7;
+/** The float types convert_lora_to_gguf writes (--outtype f32, f16, bf16; q8_0 is `ggufType`). */
+const FLOAT_TYPES: readonly FloatDType[] = ['F32', 'F16', 'BF16'];
+/** gguf-py's GGML_QUANT_VERSION, the block layouts' version. */
+const GGML_QUANT_VERSION = 2;
 
 /**
  * The α the file states, and whether each module's α_m/r_m must be folded into its B (no one α
@@ -49,9 +52,8 @@ export function ggufLoraAlpha(modules: readonly WrittenModule[]): { alpha: numbe
  */
 export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrite, signal?: AbortSignal): Promise<void> {
   if (adapter.architecture === undefined) throw new Error('a GGUF LoRA needs the architecture of its model');
-  const fileType = FILE_TYPE[adapter.dtype];
   // convert_lora_to_gguf writes f32, f16, bf16 or q8_0; the ops choose among the first three.
-  if (fileType === undefined) throw new Error(`a GGUF LoRA is not written in ${adapter.dtype}`);
+  if (!FLOAT_TYPES.includes(adapter.dtype)) throw new Error(`a GGUF LoRA is not written in ${adapter.dtype}`);
   const float = ggmlTypeByName(adapter.dtype)!;
   const q8 = adapter.ggufType === 'Q8_0' ? ggmlTypeByName('Q8_0')! : undefined;
   const f16 = ggmlTypeByName('F16')!;
@@ -64,7 +66,8 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
     { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
     { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
     { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
-    { key: 'general.file_type', type: GGUFValueType.UINT32, value: q8 ? FILE_TYPE_Q8_0 : fileType },
+    // convert_hf_to_gguf's prepare_metadata writes it to every file, LoRAs included (GGML_QUANT_VERSION).
+    { key: 'general.quantization_version', type: GGUFValueType.UINT32, value: GGML_QUANT_VERSION },
     // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
     ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
   ];
@@ -73,10 +76,14 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   const data: { values: () => Float32Array; module: string; factor: string }[] = [];
   for (const m of adapter.modules) {
     const embedding = m.kind === 'embedding';
-    const [out, vocabOrIn] = [m.upShape[0], m.down.length / m.rank];
-    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank];
+    // A stacked expert tensor's pair is 3-D: one (r, in) A and (out, r) B per expert, slowest.
+    const experts = m.experts ?? 1;
+    const [out, vocabOrIn] = [m.upShape[m.upShape.length - 2], m.down.length / m.rank / experts];
+    const stack = m.experts === undefined ? [] : [experts];
+    const aNe = embedding ? [m.rank, vocabOrIn] : [vocabOrIn, m.rank, ...stack];
+    const bNe = [m.rank, out, ...stack];
     tensors.push({ name: `${m.name}.lora_a`, type: typeFor(aNe), ne: aNe });
-    tensors.push({ name: `${m.name}.lora_b`, type: typeFor([m.rank, out]), ne: [m.rank, out] });
+    tensors.push({ name: `${m.name}.lora_b`, type: typeFor(bNe), ne: bNe });
     data.push({ values: () => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down), module: m.name, factor: 'lora_a' });
     data.push({ values: () => (fold ? scaled(m.up, m.alpha / m.rank) : m.up), module: m.name, factor: fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b' });
   }
