@@ -1,7 +1,8 @@
 /**
- * The importance-weighted quantizers (`--imatrix`) of the k-quants (quantize_row_q{2,3,4,5,6}_K_impl)
- * and of the legacy 32-value types (quantize_row_q{4,5}_{0,1}_impl) run in WebAssembly where it
- * compiles and in TypeScript otherwise: the two must write the same bytes.
+ * The importance-weighted quantizers (`--imatrix`) of the k-quants (quantize_row_q{2,3,4,5,6}_K_impl),
+ * of the legacy 32-value types (quantize_row_q{4,5}_{0,1}_impl) and of IQ4_NL and IQ4_XS
+ * (quantize_iq4_nl / quantize_iq4_xs, which also run without weights: tested too) run in
+ * WebAssembly where it compiles and in TypeScript otherwise: the two must write the same bytes.
  * Rows of 1 to 9 super-blocks (legacy types: 1 to 72 blocks of 32), every pairing of a hostile
  * kind of values with a hostile kind of weights, and rows past the WebAssembly encoder's piece, with
  * hostile values and weights: all-zero and constant blocks, values below GROUP_MAX_EPS, huge
@@ -9,7 +10,8 @@
  * The TypeScript path itself is held to ggml's transcription in gguf-imatrix.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeIq4Wasm, encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeNl, encodeXs } from '../src/formats/gguf/codecs/iq4.js';
 import { encodeAffineWeighted } from '../src/formats/gguf/codecs/affine-weighted.js';
 import { encodeQ4_0Weighted } from '../src/formats/gguf/codecs/q4_0.js';
 import { encodeQ5_0Weighted } from '../src/formats/gguf/codecs/q5_0.js';
@@ -21,7 +23,7 @@ import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { seededRandom } from './helpers/fixtures.js';
 
-type Kind = KQuantKind | LegacyKind;
+type Kind = KQuantKind | LegacyKind | 'IQ4_NL' | 'IQ4_XS';
 const TYPESCRIPT: Record<Kind, (src: Float32Array, out: Uint8Array, qw: Float32Array) => void> = {
   Q4_0: (s, o, w) => encodeQ4_0Weighted(s, o, w),
   Q5_0: (s, o, w) => encodeQ5_0Weighted(s, o, w),
@@ -32,12 +34,15 @@ const TYPESCRIPT: Record<Kind, (src: Float32Array, out: Uint8Array, qw: Float32A
   Q4_K: (s, o, w) => encodeScaleMinBlocks(s, o, 15, w),
   Q5_K: (s, o, w) => encodeScaleMinBlocks(s, o, 31, w),
   Q6_K: (s, o, w) => encodeQ6KBlocks(s, o, w),
+  IQ4_NL: (s, o, w) => encodeNl(s, o, w),
+  IQ4_XS: (s, o, w) => encodeXs(s, o, w),
 };
 /** Bytes per block (of 256 values for the k-quants, 32 for the others). */
-const BYTES: Record<Kind, number> = { Q4_0: 18, Q5_0: 22, Q4_1: 20, Q5_1: 24, Q2_K: 84, Q3_K: 110, Q4_K: 144, Q5_K: 176, Q6_K: 210 };
-const size = (kind: Kind): number => (kind.endsWith('_K') ? 256 : 32);
+const BYTES: Record<Kind, number> = { Q4_0: 18, Q5_0: 22, Q4_1: 20, Q5_1: 24, Q2_K: 84, Q3_K: 110, Q4_K: 144, Q5_K: 176, Q6_K: 210, IQ4_NL: 18, IQ4_XS: 136 };
+const size = (kind: Kind): number => (kind.endsWith('_K') || kind === 'IQ4_XS' ? 256 : 32);
 const wasmWeighted = (kind: Kind, s: Float32Array, o: Uint8Array, w: Float32Array): boolean =>
-  kind.endsWith('_K') ? encodeKQuantWeightedWasm(kind as KQuantKind, s, o, w) : encodeLegacyWeightedWasm(kind as LegacyKind, s, o, w);
+  kind === 'IQ4_NL' || kind === 'IQ4_XS' ? encodeIq4Wasm(kind, s, o, w)
+    : kind.endsWith('_K') ? encodeKQuantWeightedWasm(kind as KQuantKind, s, o, w) : encodeLegacyWeightedWasm(kind as LegacyKind, s, o, w);
 const FLT_MAX = 3.4028234663852886e38;
 const VALUE_KINDS = 10;
 const WEIGHT_KINDS = 8;
@@ -139,7 +144,18 @@ describe('importance-weighted quantizers: WebAssembly and TypeScript write the s
     expect(blocks).toBeGreaterThan(24);
   });
 
-  it.for(['Q6_K', 'Q4_1'] as Kind[])('%s over a row longer than the WebAssembly encoder\'s piece (1025 × 256 values), and through the codec', (kind) => {
+  it.for(['IQ4_NL', 'IQ4_XS'] as const)('%s without weights over every kind of hostile values', (kind) => {
+    const rand = seededRandom(99 + BYTES[kind]);
+    const x = new Float32Array(256 * VALUE_KINDS * 3);
+    for (let b = 0; b < VALUE_KINDS * 3; b++) x.set(valuesBlock(b % VALUE_KINDS, rand), 256 * b);
+    const ts = new Uint8Array((x.length / size(kind)) * BYTES[kind]);
+    const wasm = new Uint8Array(ts.length);
+    (kind === 'IQ4_NL' ? encodeNl : encodeXs)(x, ts);
+    expect(encodeIq4Wasm(kind, x, wasm)).toBe(true);
+    expect(firstDifference(kind, ts, wasm, Array.from({ length: VALUE_KINDS * 3 }, (_, b) => `values ${b % VALUE_KINDS}`))).toBeNull();
+  });
+
+  it.for(['Q6_K', 'Q4_1', 'IQ4_XS'] as Kind[])('%s over a row longer than the WebAssembly encoder\'s piece (1025 × 256 values), and through the codec', (kind) => {
     const rand = seededRandom(7);
     const n = 1025;
     const x = new Float32Array(256 * n);

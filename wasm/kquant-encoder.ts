@@ -778,3 +778,135 @@ export function encodeLegacyWeighted(src: usize, qw: usize, dst: usize, n: i32, 
     store<u32>(qs, qh);
   }
 }
+
+// ---- IQ4_NL and IQ4_XS: quantize_iq4_nl / quantize_iq4_xs (quantize_row_iq4_nl_impl, ntry 7) ----
+
+/** kvalues_iq4nl, as i32. */
+const IQ4_LEVELS: usize = memory.data<i32>([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]);
+/** levels[j − 1] + levels[j] (0 for j = 0), as f32: value x takes level j once 2x reaches it. */
+const IQ4_MIDPOINTS: usize = memory.data<f32>([0, -231, -187, -148, -114, -84, -57, -32, -9, 14, 38, 63, 91, 122, 158, 202]);
+/** The 32 weights of the block being fitted. */
+const IQ4_WEIGHTS: usize = memory.data(32 * 4, 16);
+const IQ4_SCALES: usize = memory.data(8 * 4, 16);
+
+// @ts-ignore: decorator
+@inline function iq4Level(j: i32): i32 { return load<i32>(IQ4_LEVELS + (<usize>j << 2)); }
+// @ts-ignore: decorator
+@inline function iq4Mid(j: i32): f32 { return load<f32>(IQ4_MIDPOINTS + (<usize>j << 2)); }
+
+/** best_index_int8 over the 16 levels: a tie takes the upper level, NaN level 0. */
+function iq4Best(x: f32): i32 {
+  const x2: f32 = x + x;
+  let idx = x2 >= iq4Mid(8) ? 8 : 0;
+  if (x2 >= iq4Mid(idx + 4)) idx += 4;
+  if (x2 >= iq4Mid(idx + 2)) idx += 2;
+  if (x2 >= iq4Mid(idx + 1)) idx += 1;
+  return idx;
+}
+
+let iq4SumQX: f32 = 0;
+let iq4SumQ2: f32 = 0;
+
+function iq4Sums(x: usize, id: f32): void {
+  let sumqx: f32 = 0;
+  let sumq2: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const xj = xAt(x, j);
+    const q = <f32>iq4Level(iq4Best(id * xj));
+    const wq: f32 = load<f32>(IQ4_WEIGHTS + (<usize>j << 2)) * q;
+    sumqx += wq * xj;
+    sumq2 += wq * q;
+  }
+  iq4SumQX = sumqx;
+  iq4SumQ2 = sumq2;
+}
+
+/** The scale of 32 values at x: weights x² (qw 0) or qw·sqrtf(σ² + x²); 0 below GROUP_MAX_EPS. */
+function iq4BlockScale(x: usize, qw: usize, sigma2: f32): f32 {
+  let amax: f32 = 0;
+  let max: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const ax = Mathf.abs(xAt(x, j));
+    if (ax > amax) {
+      amax = ax;
+      max = xAt(x, j);
+    }
+  }
+  if (amax < <f32>1e-15) return 0;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    store<f32>(IQ4_WEIGHTS + (<usize>j << 2), qw != 0 ? xAt(qw, j) * Mathf.sqrt(sigma2 + v * v) : v * v);
+  }
+  const v0: f32 = -127;
+  iq4Sums(x, <f32>1 / (-max / v0));
+  let d: f32 = iq4SumQ2 > 0 ? iq4SumQX / iq4SumQ2 : 0;
+  let best: f32 = d * iq4SumQX;
+  for (let itry = -7; itry <= 7; itry++) {
+    iq4Sums(x, <f32>(itry - 127) / max);
+    if (iq4SumQ2 > 0 && iq4SumQX * iq4SumQX > best * iq4SumQ2) {
+      d = iq4SumQX / iq4SumQ2;
+      best = d * iq4SumQX;
+    }
+  }
+  return d;
+}
+
+/** C's `d ? 1/d : 0` (NaN counts as true). */
+// @ts-ignore: decorator
+@inline function iq4Inverse(d: f32): f32 { return d != 0 ? <f32>1 / d : 0; }
+
+/** The 32 values at x as levels for scale inverse id, packed into 16 bytes at q. */
+function iq4Pack(x: usize, id: f32, q: usize): void {
+  for (let j = 0; j < 16; j++) store<u8>(q + j, <u8>(iq4Best(id * xAt(x, j)) | (iq4Best(id * xAt(x, j + 16)) << 4)));
+}
+
+/** quantize_iq4_nl: 18-byte blocks of 32 values; with weights (qw ≠ 0) σ² = 2·Σx²/32 per block. */
+export function encodeIq4Nl(src: usize, qw: usize, dst: usize, nBlocks: i32): void {
+  for (let b = 0; b < nBlocks; b++) {
+    const at = <usize>(32 * b) << 2;
+    const x = src + at;
+    const y = dst + <usize>b * 18;
+    const sigma2: f32 = qw != 0 ? sumSquares(x, 32) * (<f32>2 / <f32>32) : 0;
+    const d = iq4BlockScale(x, qw != 0 ? qw + at : 0, sigma2);
+    store<u16>(y, <u16>toHalf(d));
+    iq4Pack(x, iq4Inverse(d), y + 2);
+  }
+}
+
+/** quantize_iq4_xs: 136-byte blocks of 256 values; with weights σ² = 2·Σx²/256 per block. */
+export function encodeIq4Xs(src: usize, qw: usize, dst: usize, nBlocks: i32): void {
+  for (let b = 0; b < nBlocks; b++) {
+    const at = <usize>(256 * b) << 2;
+    const x = src + at;
+    const w = qw != 0 ? qw + at : 0;
+    const y = dst + <usize>b * 136;
+    const sigma2: f32 = qw != 0 ? sumSquares(x, 256) * (<f32>2 / <f32>256) : 0;
+    let maxScale: f32 = 0;
+    let amaxScale: f32 = 0;
+    for (let ib = 0; ib < 8; ib++) {
+      const off = <usize>(32 * ib) << 2;
+      const d = iq4BlockScale(x + off, w != 0 ? w + off : 0, sigma2);
+      store<f32>(IQ4_SCALES + (<usize>ib << 2), d);
+      if (Mathf.abs(d) > amaxScale) {
+        amaxScale = Mathf.abs(d);
+        maxScale = d;
+      }
+    }
+    const d: f32 = -maxScale / <f32>32;
+    store<u16>(y, <u16>toHalf(d));
+    const id = iq4Inverse(d);
+    let high: u32 = 0;
+    store<u32>(y + 4, 0);
+    for (let ib = 0; ib < 8; ib++) {
+      let l = nearestInt(id * load<f32>(IQ4_SCALES + (<usize>ib << 2)));
+      l = cmax(-32, cmin(31, l));
+      const dl: f32 = d * <f32>l;
+      iq4Pack(x + (<usize>(32 * ib) << 2), iq4Inverse(dl), y + 8 + 16 * ib);
+      l += 32;
+      const sb = y + 4 + (ib >> 1);
+      store<u8>(sb, load<u8>(sb) | <u8>((l & 0xf) << (4 * (ib & 1))));
+      high |= <u32>(l >> 4) << (2 * ib);
+    }
+    store<u16>(y + 2, <u16>high);
+  }
+}

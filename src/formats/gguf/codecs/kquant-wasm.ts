@@ -23,6 +23,8 @@ interface Exports {
   encodeQ2KWeighted(src: number, qw: number, dst: number, nBlocks: number): void;
   encodeQ3KWeighted(src: number, qw: number, dst: number, nBlocks: number): void;
   encodeLegacyWeighted(src: number, qw: number, dst: number, n: number, sigma2: number, bits: number): void;
+  encodeIq4Nl(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeIq4Xs(src: number, qw: number, dst: number, nBlocks: number): void;
 }
 
 /** Blocks per call: 1 MiB of f32 input. */
@@ -124,6 +126,28 @@ export function encodeLegacyWeightedWasm(kind: LegacyKind, src: Float32Array, ou
     new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
     e.encodeLegacyWeighted(at.src, at.qw, at.dst, n, sigma2, bits);
     out.set(new Uint8Array(e.memory.buffer, at.dst, (n / 32) * bytes), (v0 / 32) * bytes);
+  }
+  return true;
+}
+
+/**
+ * IQ4_NL (32-value blocks) or IQ4_XS (256) as llama-quantize writes them (quantize_iq4_nl /
+ * quantize_iq4_xs), with importance weights `qw` where given; false when the encoder is unavailable.
+ */
+export function encodeIq4Wasm(kind: 'IQ4_NL' | 'IQ4_XS', src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const size = kind === 'IQ4_NL' ? 32 : 256;
+  const bytes = kind === 'IQ4_NL' ? 18 : 136;
+  const at = layout(e, (256 / size) * bytes);
+  const piece = PIECE_BLOCKS * 256;
+  for (let v0 = 0; v0 < src.length; v0 += piece) {
+    const n = Math.min(piece, src.length - v0);
+    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
+    if (qw) new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
+    if (kind === 'IQ4_NL') e.encodeIq4Nl(at.src, qw ? at.qw : 0, at.dst, n / size);
+    else e.encodeIq4Xs(at.src, qw ? at.qw : 0, at.dst, n / size);
+    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / size) * bytes), (v0 / size) * bytes);
   }
   return true;
 }
