@@ -1,8 +1,8 @@
 /**
  * The bench's importance-matrix case: one 512×4096 tensor (random normal values, random positive
  * importance weights, as llama-imatrix's mean squared activations are) quantized row by row with
- * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's and
- * legacy type's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
+ * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's, legacy
+ * type's and IQ4's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
  * same run, and beside the same type's encode without weights. Single thread, no I/O.
  *
  * usage: node bench/imatrix-encode.mjs [--reps N]   (also run by bench/run.mjs; `--skip imatrix` leaves it out)
@@ -19,6 +19,7 @@ import { encodeQ6KBlocks } from '../dist/formats/gguf/codecs/q6_k.js';
 import { encodeQ4_0Weighted } from '../dist/formats/gguf/codecs/q4_0.js';
 import { encodeQ5_0Weighted } from '../dist/formats/gguf/codecs/q5_0.js';
 import { encodeAffineWeighted } from '../dist/formats/gguf/codecs/affine-weighted.js';
+import { encodeNl, encodeXs } from '../dist/formats/gguf/codecs/iq4.js';
 
 const ROWS = 512;
 const COLS = 4096;
@@ -34,6 +35,8 @@ const TS_WEIGHTED = {
   Q4_K: (src, out, qw) => encodeScaleMinBlocks(src, out, 15, qw),
   Q5_K: (src, out, qw) => encodeScaleMinBlocks(src, out, 31, qw),
   Q6_K: (src, out, qw) => encodeQ6KBlocks(src, out, qw),
+  IQ4_NL: (src, out, qw) => encodeNl(src, out, qw),
+  IQ4_XS: (src, out, qw) => encodeXs(src, out, qw),
 };
 
 function data(seed) {
