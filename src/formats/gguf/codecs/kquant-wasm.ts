@@ -1,6 +1,9 @@
 /**
  * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
- * scripts/gen-wasm.mjs): the same reference algorithm as the TypeScript codecs, in native f32
+ * scripts/gen-wasm.mjs), with the importance-weighted quantizers of the k-quants and of Q4_0, Q5_0,
+ * Q4_1 and Q5_1, and IQ4_NL and IQ4_XS with or without weights: the same algorithms as the
+ * TypeScript codecs (each function below returns false where the module is unavailable, and the
+ * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
  * workers, where merges run; a page's main thread may refuse modules over 4 KB, and a Content
  * Security Policy may forbid WebAssembly); otherwise the TypeScript path runs. Values (and, with an
