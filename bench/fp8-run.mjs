@@ -4,6 +4,9 @@
  * - ComfyUI "fp8mixed" (a FLUX.1-sized single file, the blocks' MLP Linear layers F8_E4M3 with a
  *   per-tensor `weight_scale` F32 () and a `comfy_quant` U8 config), an ai-toolkit PEFT LoRA on
  *   them: each merged weight written as fp8 again with its scale recalculated from max |W'|;
+ * - ComfyUI int8_tensorwise (the same layers as I8 codes, `weight_scale` F32 per row ([rows, 1]) on
+ *   the img stream's, per tensor ([]) on the txt stream's, `comfy_quant` {"format": "int8_tensorwise"}),
+ *   the same LoRA: each merged weight written as int8 again with its scales recalculated;
  * - transformers' block-wise fp8 (Qwen3-FP8 style: `weight_scale_inv` F32 per 128 × 128 block,
  *   `quantization_config` fp8 with weight_block_size [128, 128]), a PEFT LoRA on every
  *   projection: each block's scale recomputed.
@@ -14,7 +17,9 @@
  * the same run, and this build's time, user CPU, main-thread CPU and peak RSS are printed as ratios
  * to the baseline's, with whether both builds wrote the same bytes.
  *
- * usage: npm run build:lib && node bench/fp8-run.mjs [reps=1] [--baseline DIR]   (also run by `npm run bench`; `--skip fp8` leaves it out)
+ * `--only TEXT`: only the cases whose name holds TEXT (`fp8mixed`, `int8`, `block`).
+ *
+ * usage: npm run build:lib && node bench/fp8-run.mjs [reps=1] [--baseline DIR] [--only TEXT]   (also run by `npm run bench`; `--skip fp8` leaves it out)
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -43,7 +48,7 @@ async function writeTensors(path, tensors, seed, metadata) {
   tensors.sort((a, b) => (a.name < b.name ? -1 : 1));
   const writer = await createSafetensorsWriter(await fileSink(path), tensors.map(({ name, dtype, shape }) => ({ name, dtype, shape })), { format: 'pt', ...(metadata ? { metadata } : {}) });
   const next = createXorshift(seed);
-  const bytesPer = { F8_E4M3: 1, U8: 1, F32: 4, BF16: 2 };
+  const bytesPer = { F8_E4M3: 1, U8: 1, I8: 1, F32: 4, BF16: 2 };
   for (const t of tensors) {
     const n = t.shape.reduce((a, b) => a * b, 1);
     const bytes = new Uint8Array(n * bytesPer[t.dtype]);
@@ -84,6 +89,37 @@ export async function writeComfy(dir) {
   const bytes = await writeTensors(join(dir, 'flux1-dev-fp8mixed.safetensors'), base, 11);
   await writeTensors(join(dir, 'lora.safetensors'), lora, 12);
   return { base: join(dir, 'flux1-dev-fp8mixed.safetensors'), adapter: join(dir, 'lora.safetensors'), bytes, tensors: base.length / 3, out: 'merged.safetensors' };
+}
+
+/** The fp8mixed case's layers as ComfyUI int8_tensorwise: per-row scales on img, per-tensor on txt. */
+export async function writeComfyInt8(dir) {
+  await mkdir(dir, { recursive: true });
+  const h = FLUX_HIDDEN;
+  const base = [], lora = [];
+  const int8Codes = (b, next) => { for (let i = 0; i < b.length; i++) b[i] = next() & 0xff; };
+  const rowScales = (b, next) => { const s = new Float32Array(b.buffer); for (let i = 0; i < s.length; i++) s[i] = 0.0002 + (next() & 0xff) * 2e-6; };
+  for (let b = 0; b < FLUX_BLOCKS; b++) {
+    for (const stream of ['img', 'txt']) {
+      for (const [layer, rows, cols] of [['0', 4 * h, h], ['2', h, 4 * h]]) {
+        const m = `double_blocks.${b}.${stream}_mlp.${layer}`;
+        const key = `model.diffusion_model.${m}`;
+        base.push(
+          { name: `${key}.weight`, dtype: 'I8', shape: [rows, cols], fill: int8Codes },
+          stream === 'img'
+            ? { name: `${key}.weight_scale`, dtype: 'F32', shape: [rows, 1], fill: rowScales }
+            : { name: `${key}.weight_scale`, dtype: 'F32', shape: [], fill: f32s([0.0005]) },
+          { name: `${key}.comfy_quant`, dtype: 'U8', shape: [comfyQuant('int8_tensorwise').length], fill: (x) => x.set(comfyQuant('int8_tensorwise')) },
+        );
+        lora.push(
+          { name: `diffusion_model.${m}.lora_A.weight`, dtype: 'F32', shape: [RANK, cols], fill: smallF32(0.02) },
+          { name: `diffusion_model.${m}.lora_B.weight`, dtype: 'F32', shape: [rows, RANK], fill: smallF32(0.02) },
+        );
+      }
+    }
+  }
+  const bytes = await writeTensors(join(dir, 'flux1-dev-int8.safetensors'), base, 13);
+  await writeTensors(join(dir, 'lora.safetensors'), lora, 14);
+  return { base: join(dir, 'flux1-dev-int8.safetensors'), adapter: join(dir, 'lora.safetensors'), bytes, tensors: base.length / 3, out: 'merged.safetensors' };
 }
 
 export async function writeBlockFp8(dir) {
@@ -131,9 +167,10 @@ async function sha256(path) {
  * Both cases: each written into `dir`, merged with --threads 2 and --threads 1, best of `reps` each;
  * with `baselineRoot`, each rep also on that build (alternating), its best kept as `baseline`.
  */
-export async function runFp8Bench(dir, { runNode, root, log, reps, baselineRoot }) {
+export async function runFp8Bench(dir, { runNode, root, log, reps, baselineRoot, only }) {
   const cases = [];
-  for (const [name, write] of [['ComfyUI fp8mixed (per-tensor weight_scale)', writeComfy], ['block fp8 (weight_scale_inv 128×128)', writeBlockFp8]]) {
+  for (const [name, write] of [['ComfyUI fp8mixed (per-tensor weight_scale)', writeComfy], ['ComfyUI int8_tensorwise (weight_scale per row and per tensor)', writeComfyInt8], ['block fp8 (weight_scale_inv 128×128)', writeBlockFp8]]) {
+    if (only && !name.includes(only)) continue;
     const caseDir = join(dir, `fp8-${cases.length}`);
     const files = await write(caseDir);
     const runs = [];
@@ -178,7 +215,8 @@ export function printFp8Table(cases) {
   let status = 0;
   for (const c of cases) {
     const [two, one] = c.runs;
-    out.push(`fp8 base, ${c.name}: ${(c.baseBytes / 1e9).toFixed(3)} GB, ${c.tensors} fp8 weights merged with an r=${RANK} LoRA and written as fp8 again, CPU backend:`);
+    const kind = c.name.includes('int8') ? 'int8' : 'fp8';
+    out.push(`${kind} base, ${c.name}: ${(c.baseBytes / 1e9).toFixed(3)} GB, ${c.tensors} ${kind} weights merged with an r=${RANK} LoRA and written as ${kind} again, CPU backend:`);
     for (const r of c.runs) {
       out.push(`  --threads ${r.threads}  ${r.seconds.toFixed(2)} s, user CPU ${r.userSeconds.toFixed(2)} s${mainCpu(r)}, peak RSS ${r.rssMiB.toFixed(0)} MiB, ${(r.bytes / 1e9).toFixed(3)} GB, sha256 ${r.sha256.slice(0, 16)}`);
       if (r.baseline) {
@@ -218,7 +256,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1
     const args = process.argv.slice(2);
     const at = args.indexOf('--baseline');
     const baselineRoot = at >= 0 ? resolve(args.splice(at, 2)[1]) : undefined;
-    const cases = await runFp8Bench(dir, { runNode, root, log: (line) => process.stderr.write(`${line}\n`), reps: Math.max(1, Number(args[0] ?? 1)), baselineRoot });
+    const onlyAt = args.indexOf('--only');
+    const only = onlyAt >= 0 ? args.splice(onlyAt, 2)[1] : undefined;
+    const cases = await runFp8Bench(dir, { runNode, root, log: (line) => process.stderr.write(`${line}\n`), reps: Math.max(1, Number(args[0] ?? 1)), baselineRoot, only });
     process.exitCode = printFp8Table(cases);
   } finally {
     await rm(dir, { recursive: true, force: true });

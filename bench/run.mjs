@@ -11,6 +11,10 @@
  * Then the GPTQ case (bench/gptq-run.mjs): six layers' projections as a 4-bit GPTQ base, merged on
  * the CPU backend's threads and on one, with both outputs' hashes.
  *
+ * Then the importance-matrix case (bench/imatrix-encode.mjs): a tensor re-quantized row by row with
+ * importance weights (`--imatrix`) as each k-quant, by the codec (WebAssembly) against the
+ * TypeScript quantizer in the same run, with both outputs compared byte for byte.
+ *
  * Then the fp8 cases (bench/fp8-run.mjs): a ComfyUI fp8mixed file (per-tensor weight_scale) and a
  * block-wise fp8 folder (weight_scale_inv), each merged and written as fp8 again with --threads 2
  * and --threads 1, with both outputs' hashes and the main thread's share of the CPU.
@@ -34,7 +38,7 @@
  * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
  * scale with the model's size.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,gptq,fp8,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,imatrix,gptq,fp8,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -49,6 +53,7 @@ import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 import { printGptqTable, runGptqBench } from './gptq-run.mjs';
 import { printFp8Table, runFp8Bench } from './fp8-run.mjs';
+import { printImatrixTable, runImatrixBench } from './imatrix-encode.mjs';
 import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
 import { gpuBandwidth } from './gpu-bandwidth.mjs';
@@ -340,15 +345,17 @@ async function main() {
     const sample = skip.has('sample') ? undefined : await sampleTimes(dir, Math.max(3, reps), log);
     const kernels = skip.has('kernel') ? [] : await kernelTimes(Math.max(3, reps));
     const gguf = skip.has('gguf') ? undefined : await runGgufBench(dir, BENCH_MODEL, { runNode, runTimed, root, log, reps });
+    const imatrix = skip.has('imatrix') ? undefined : runImatrixBench({ reps: Math.max(2, reps), log });
     const gptq = skip.has('gptq') ? undefined : await runGptqBench(dir, BENCH_MODEL, { runNode, root, log, reps });
     const fp8 = skip.has('fp8') ? undefined : await runFp8Bench(dir, { runNode, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
-    const results = { model, runs, pairs, sample, kernels, gguf, gptq, fp8, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, pairs, sample, kernels, gguf, imatrix, gptq, fp8, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
+    const imatrixFailures = imatrix ? printImatrixTable(imatrix) : 0;
     const gptqFailures = gptq ? printGptqTable(gptq) : 0;
     const fp8Failures = fp8 ? printFp8Table(fp8) : 0;
-    const failures = printTables(results) + gptqFailures + fp8Failures;
+    const failures = printTables(results) + imatrixFailures + gptqFailures + fp8Failures;
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {

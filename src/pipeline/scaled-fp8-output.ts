@@ -543,9 +543,10 @@ async function powerOfTwoGridRows(
 /**
  * How many slabs' bytes (mergeModel's slabBytes, 4 MiB by default) of a per-tensor-scale weight's
  * merged values may be held between its maximum's pass and its codes: 256 MiB by default, which
- * holds FLUX.1's 3072 × 12288 MLP layers (151 MB in f32) and its 3072 × 15360 linear2 (189 MB),
- * not its 21504 × 3072 linear1 (264 MB), which is merged twice. Held, a merge of the FLUX-shaped
- * fp8mixed layers peaks about one layer's W' higher (see the README's fp8 bench).
+ * holds FLUX.1's 3072 × 12288 MLP layers (151 MB in f32), its 3072 × 15360 linear2 (189 MB) and
+ * its 21504 × 3072 linear1 (264 MB: 252 MiB), not Wan2.1-14B's 13824 × 5120 FFN layers (283 MB:
+ * 270 MiB), which are merged twice. Held, a merge of the FLUX-shaped fp8mixed layers peaks about
+ * one layer's W' higher (see the README's fp8 bench).
  */
 const HELD_SLABS = 64;
 /** The slab size scaledFp8Output assumes when given none: mergeModel's default. */

@@ -9,13 +9,15 @@
  * Encoded as llama-quantize writes them: quantize_iq4_nl and
  * quantize_iq4_xs, i.e. quantize_row_iq4_nl_impl with the weights x² (with an imatrix qw·sqrtf(σ² + x²)) and
  * a search over 15 trial scales (ntry = 7) per 32 values. Every float step is C's f32 step
- * (c-float.ts), unfused.
+ * (c-float.ts), unfused; in WebAssembly (wasm/kquant-encoder.ts) where it compiles, with these
+ * functions as its fallback and twin.
  */
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { KVALUES_IQ4NL } from './iq-grids.js';
 import { importanceWeights, sumSquares } from './importance.js';
+import { encodeIq4Wasm } from './kquant-wasm.js';
 
 const { GROUP_MAX_EPS, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
 
@@ -119,15 +121,15 @@ export const IQ4_NL_CODEC: BlockCodec = {
     for (let b = 0, at = 0; at < src.length; b++, at += 18) thirtyTwo(src, at + 2, out, b * 32, half[u16At(src, at)]);
   },
   encode(src, out) {
-    encodeNl(src, out);
+    if (!encodeIq4Wasm('IQ4_NL', src, out)) encodeNl(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeNl(src, out, qw);
+    if (!encodeIq4Wasm('IQ4_NL', src, out, qw)) encodeNl(src, out, qw);
   },
 };
 
-/** quantize_iq4_nl: super-blocks of 32 (so σ² is taken over each 32 values). */
-function encodeNl(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+/** quantize_iq4_nl: super-blocks of 32 (so σ² is taken over each 32 values); in TypeScript, the WebAssembly encoder's fallback and twin. */
+export function encodeNl(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const levels = new Uint8Array(32);
   for (let b = 0, at = 0; b * 32 < src.length; b++, at += 18) {
     const d = blockScale(src, b * 32, qw, qw && f32(sumSquares(src, b * 32, 32) * f32(2 / 32)));
@@ -152,15 +154,15 @@ export const IQ4_XS_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    encodeXs(src, out);
+    if (!encodeIq4Wasm('IQ4_XS', src, out)) encodeXs(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeXs(src, out, qw);
+    if (!encodeIq4Wasm('IQ4_XS', src, out, qw)) encodeXs(src, out, qw);
   },
 };
 
-/** quantize_iq4_xs: super-blocks of 256, σ² over each. */
-function encodeXs(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+/** quantize_iq4_xs: super-blocks of 256, σ² over each; in TypeScript, the WebAssembly encoder's fallback and twin. */
+export function encodeXs(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const levels = new Uint8Array(256);
   const scales = new Float64Array(8);
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 136) {

@@ -1,13 +1,18 @@
 /**
  * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
- * scripts/gen-wasm.mjs): the same reference algorithm as the TypeScript codecs, in native f32
+ * scripts/gen-wasm.mjs), with the importance-weighted quantizers of the k-quants and of Q4_0, Q5_0,
+ * Q4_1 and Q5_1, and IQ4_NL and IQ4_XS with or without weights: the same algorithms as the
+ * TypeScript codecs (each function below returns false where the module is unavailable, and the
+ * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
  * workers, where merges run; a page's main thread may refuse modules over 4 KB, and a Content
- * Security Policy may forbid WebAssembly); otherwise the TypeScript path runs. Values pass through
- * the module's memory in pieces.
+ * Security Policy may forbid WebAssembly); otherwise the TypeScript path runs. Values (and, with an
+ * importance matrix, their weights) pass through the module's memory in pieces.
  */
 import { kquantEncoderWasmBase64 } from './kquant-encoder.generated.js';
 import { instantiateEmbeddedWasm } from '../../../embedded-wasm.js';
+import { f32 } from './c-float.js';
+import { sumSquares } from './importance.js';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -16,6 +21,13 @@ interface Exports {
   encodeQ6K(src: number, dst: number, nBlocks: number): void;
   encodeQ2K(src: number, dst: number, nBlocks: number): void;
   encodeQ3K(src: number, dst: number, nBlocks: number): void;
+  encodeScaleMinWeighted(src: number, qw: number, dst: number, nBlocks: number, nmax: number): void;
+  encodeQ6KWeighted(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeQ2KWeighted(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeQ3KWeighted(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeLegacyWeighted(src: number, qw: number, dst: number, n: number, sigma2: number, bits: number): void;
+  encodeIq4Nl(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeIq4Xs(src: number, qw: number, dst: number, nBlocks: number): void;
 }
 
 /** Blocks per call: 1 MiB of f32 input. */
@@ -33,27 +45,112 @@ export type KQuantKind = 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K';
 
 const BLOCK_BYTES: Record<KQuantKind, number> = { Q2_K: 84, Q3_K: 110, Q4_K: 144, Q5_K: 176, Q6_K: 210 };
 
+/**
+ * The module's memory laid out for a piece: values at `src`, weights at `qw`, blocks at `dst`
+ * (grown to fit once).
+ */
+function layout(e: Exports, blockBytes: number): { src: number; qw: number; dst: number } {
+  const src = e.heapBase();
+  const qw = src + PIECE_BLOCKS * 1024;
+  const dst = qw + PIECE_BLOCKS * 1024;
+  const need = dst + PIECE_BLOCKS * blockBytes;
+  if (e.memory.buffer.byteLength < need) e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
+  return { src, qw, dst };
+}
+
 /** Encodes whole 256-value blocks with the WebAssembly encoder; false when it is unavailable. */
 export function encodeKQuantWasm(kind: KQuantKind, src: Float32Array, out: Uint8Array): boolean {
   const e = encoder();
   if (!e) return false;
   const nBlocks = src.length / 256;
   const blockBytes = BLOCK_BYTES[kind];
-  const base = e.heapBase();
-  const dst = base + PIECE_BLOCKS * 1024;
-  const need = dst + PIECE_BLOCKS * blockBytes;
-  if (e.memory.buffer.byteLength < need) e.memory.grow(Math.ceil((need - e.memory.buffer.byteLength) / 65536));
+  const at = layout(e, blockBytes);
   for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
     const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
-    new Float32Array(e.memory.buffer, base, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
+    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
     switch (kind) {
-      case 'Q2_K': e.encodeQ2K(base, dst, n); break;
-      case 'Q3_K': e.encodeQ3K(base, dst, n); break;
-      case 'Q4_K': e.encodeScaleMin(base, dst, n, 15); break;
-      case 'Q5_K': e.encodeScaleMin(base, dst, n, 31); break;
-      case 'Q6_K': e.encodeQ6K(base, dst, n); break;
+      case 'Q2_K': e.encodeQ2K(at.src, at.dst, n); break;
+      case 'Q3_K': e.encodeQ3K(at.src, at.dst, n); break;
+      case 'Q4_K': e.encodeScaleMin(at.src, at.dst, n, 15); break;
+      case 'Q5_K': e.encodeScaleMin(at.src, at.dst, n, 31); break;
+      case 'Q6_K': e.encodeQ6K(at.src, at.dst, n); break;
     }
-    out.set(new Uint8Array(e.memory.buffer, dst, n * blockBytes), b0 * blockBytes);
+    out.set(new Uint8Array(e.memory.buffer, at.dst, n * blockBytes), b0 * blockBytes);
+  }
+  return true;
+}
+
+/**
+ * Encodes whole 256-value blocks with importance weights `qw` (one per value of `src`), as
+ * quantize_row_q*_K_impl does (the codecs' encodeWeighted); false when the encoder is unavailable.
+ */
+export function encodeKQuantWeightedWasm(kind: KQuantKind, src: Float32Array, out: Uint8Array, qw: Float32Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const nBlocks = src.length / 256;
+  const blockBytes = BLOCK_BYTES[kind];
+  const at = layout(e, blockBytes);
+  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
+    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
+    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
+    new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
+    switch (kind) {
+      case 'Q2_K': e.encodeQ2KWeighted(at.src, at.qw, at.dst, n); break;
+      case 'Q3_K': e.encodeQ3KWeighted(at.src, at.qw, at.dst, n); break;
+      case 'Q4_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, n, 15); break;
+      case 'Q5_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, n, 31); break;
+      case 'Q6_K': e.encodeQ6KWeighted(at.src, at.qw, at.dst, n); break;
+    }
+    out.set(new Uint8Array(e.memory.buffer, at.dst, n * blockBytes), b0 * blockBytes);
+  }
+  return true;
+}
+
+export type LegacyKind = 'Q4_0' | 'Q5_0' | 'Q4_1' | 'Q5_1';
+
+const LEGACY: Record<LegacyKind, { bits: number; bytes: number }> = {
+  Q4_0: { bits: 4, bytes: 18 }, Q5_0: { bits: 5, bytes: 22 }, Q4_1: { bits: 14, bytes: 20 }, Q5_1: { bits: 15, bytes: 24 },
+};
+
+/**
+ * One row of a legacy 32-value type (whole blocks) quantized with importance weights `qw`, as
+ * quantize_row_q{4,5}_{0,1}_impl does (σ² = Σx²/n over the row); false when the encoder is unavailable.
+ */
+export function encodeLegacyWeightedWasm(kind: LegacyKind, src: Float32Array, out: Uint8Array, qw: Float32Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const { bits, bytes } = LEGACY[kind];
+  const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
+  const at = layout(e, (256 / 32) * bytes);
+  const piece = PIECE_BLOCKS * 256;
+  for (let v0 = 0; v0 < src.length; v0 += piece) {
+    const n = Math.min(piece, src.length - v0);
+    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
+    new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
+    e.encodeLegacyWeighted(at.src, at.qw, at.dst, n, sigma2, bits);
+    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / 32) * bytes), (v0 / 32) * bytes);
+  }
+  return true;
+}
+
+/**
+ * IQ4_NL (32-value blocks) or IQ4_XS (256) as llama-quantize writes them (quantize_iq4_nl /
+ * quantize_iq4_xs), with importance weights `qw` where given; false when the encoder is unavailable.
+ */
+export function encodeIq4Wasm(kind: 'IQ4_NL' | 'IQ4_XS', src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const size = kind === 'IQ4_NL' ? 32 : 256;
+  const bytes = kind === 'IQ4_NL' ? 18 : 136;
+  const at = layout(e, (256 / size) * bytes);
+  const piece = PIECE_BLOCKS * 256;
+  for (let v0 = 0; v0 < src.length; v0 += piece) {
+    const n = Math.min(piece, src.length - v0);
+    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
+    if (qw) new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
+    if (kind === 'IQ4_NL') e.encodeIq4Nl(at.src, qw ? at.qw : 0, at.dst, n / size);
+    else e.encodeIq4Xs(at.src, qw ? at.qw : 0, at.dst, n / size);
+    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / size) * bytes), (v0 / size) * bytes);
   }
   return true;
 }

@@ -12,7 +12,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
 import { importanceWeights, sumF32, sumSquares } from './importance.js';
-import { encodeKQuantWasm } from './kquant-wasm.js';
+import { encodeKQuantWasm, encodeKQuantWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
@@ -47,7 +47,7 @@ export const Q2_K_CODEC: BlockCodec = {
     if (!encodeKQuantWasm('Q2_K', src, out)) encodeQ2KBlocks(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeQ2KBlocks(src, out, qw);
+    if (!encodeKQuantWeightedWasm('Q2_K', src, out, qw)) encodeQ2KBlocks(src, out, qw);
   },
 };
 

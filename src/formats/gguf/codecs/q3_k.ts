@@ -13,7 +13,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQ3Quants, makeQxQuantsRmse1 } from './k-quant-search.js';
 import { importanceWeights, sumF32, sumSquares } from './importance.js';
-import { encodeKQuantWasm } from './kquant-wasm.js';
+import { encodeKQuantWasm, encodeKQuantWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, largestMagnitude, nearestInt, putU16, toF16Bits, toInt8, u16At } = cFloat;
@@ -53,7 +53,7 @@ export const Q3_K_CODEC: BlockCodec = {
     if (!encodeKQuantWasm('Q3_K', src, out)) encodeQ3KBlocks(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeQ3KBlocks(src, out, qw);
+    if (!encodeKQuantWeightedWasm('Q3_K', src, out, qw)) encodeQ3KBlocks(src, out, qw);
   },
 };
 

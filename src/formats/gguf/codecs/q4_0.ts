@@ -9,6 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { importanceWeights, sumSquares } from './importance.js';
 import { makeQxQuantsRmse1 } from './k-quant-search.js';
+import { encodeLegacyWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmin, f16Table, f32, largestMagnitude, putU16, toF16Bits, toInt8, u16At } = cFloat;
@@ -55,15 +56,20 @@ export const Q4_0_CODEC: BlockCodec = {
    * and make_qx_quants(32, 8, …, rmse_type 1, weights).
    */
   encodeWeighted(src, out, qw) {
-    const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
-    for (let b = 0; b * QK < src.length; b++) {
-      const at = b * BYTES;
-      importanceWeights(src, b * QK, qw, b * QK, sigma2, QK, weight);
-      putU16(out, at, toF16Bits(makeQxQuantsRmse1(QK, 8, src, b * QK, L, 0, weight)));
-      for (let j = 0; j < QK / 2; j++) out[at + 2 + j] = L[j] | (L[j + QK / 2] << 4);
-    }
+    if (!encodeLegacyWeightedWasm('Q4_0', src, out, qw)) encodeQ4_0Weighted(src, out, qw);
   },
 };
+
+/** Q4_0 with importance weights in TypeScript (the WebAssembly encoder's fallback and twin). */
+export function encodeQ4_0Weighted(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
+  for (let b = 0; b * QK < src.length; b++) {
+    const at = b * BYTES;
+    importanceWeights(src, b * QK, qw, b * QK, sigma2, QK, weight);
+    putU16(out, at, toF16Bits(makeQxQuantsRmse1(QK, 8, src, b * QK, L, 0, weight)));
+    for (let j = 0; j < QK / 2; j++) out[at + 2 + j] = L[j] | (L[j + QK / 2] << 4);
+  }
+}
 
 const weight = new Float32Array(QK);
 const L = new Uint8Array(QK);

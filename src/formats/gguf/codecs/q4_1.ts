@@ -9,6 +9,7 @@ import type { BlockCodec } from './codec.js';
 import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
 import { encodeAffineWeighted } from './affine-weighted.js';
+import { encodeLegacyWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmin, f16Table, f32, toInt8, u16At } = cFloat;
@@ -49,8 +50,8 @@ export const Q4_1_CODEC: BlockCodec = {
       }
     }
   },
-  // quantize_row_q4_1_impl (affine-weighted.ts).
+  // quantize_row_q4_1_impl (affine-weighted.ts; in WebAssembly where it compiles, kquant-wasm.ts).
   encodeWeighted(src, out, qw) {
-    encodeAffineWeighted(src, out, qw, 15);
+    if (!encodeLegacyWeightedWasm('Q4_1', src, out, qw)) encodeAffineWeighted(src, out, qw, 15);
   },
 };

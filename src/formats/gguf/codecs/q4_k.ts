@@ -10,7 +10,7 @@ import * as cFloat from './c-float.js';
 import { kMin, kScale, putKScaleMin } from './k-scales.js';
 import { makeQkx2Quants, makeQpQuants } from './k-quant-search.js';
 import { importanceWeights, sumF32, sumSquares } from './importance.js';
-import { encodeKQuantWasm } from './kquant-wasm.js';
+import { encodeKQuantWasm, encodeKQuantWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, nearestInt, putU16, toF16Bits, u16At } = cFloat;
@@ -45,7 +45,7 @@ export const Q4_K_CODEC: BlockCodec = {
     if (!encodeKQuantWasm('Q4_K', src, out)) encodeScaleMinBlocks(src, out, 15);
   },
   encodeWeighted(src, out, qw) {
-    encodeScaleMinBlocks(src, out, 15, qw);
+    if (!encodeKQuantWeightedWasm('Q4_K', src, out, qw)) encodeScaleMinBlocks(src, out, 15, qw);
   },
 };
 

@@ -9,6 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { importanceWeights, sumSquares } from './importance.js';
 import { makeQxQuantsRmse1 } from './k-quant-search.js';
+import { encodeLegacyWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmin, f16Table, f32, largestMagnitude, putU16, putU32, toF16Bits, toInt8, u16At, u32At } = cFloat;
@@ -62,23 +63,28 @@ export const Q5_0_CODEC: BlockCodec = {
    * and make_qx_quants(32, 16, …, rmse_type 1, weights).
    */
   encodeWeighted(src, out, qw) {
-    const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
-    for (let b = 0; b * QK < src.length; b++) {
-      const at = b * BYTES;
-      importanceWeights(src, b * QK, qw, b * QK, sigma2, QK, weight);
-      putU16(out, at, toF16Bits(makeQxQuantsRmse1(QK, 16, src, b * QK, L, 0, weight)));
-      let qh = 0;
-      for (let j = 0; j < QK / 2; j++) {
-        const q0 = L[j];
-        const q1 = L[j + QK / 2];
-        out[at + 6 + j] = ((q0 & 0x0f) | ((q1 & 0x0f) << 4)) & 0xff;
-        qh |= ((q0 & 0x10) >>> 4) << j;
-        qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
-      }
-      putU32(out, at + 2, qh);
-    }
+    if (!encodeLegacyWeightedWasm('Q5_0', src, out, qw)) encodeQ5_0Weighted(src, out, qw);
   },
 };
+
+/** Q5_0 with importance weights in TypeScript (the WebAssembly encoder's fallback and twin). */
+export function encodeQ5_0Weighted(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
+  for (let b = 0; b * QK < src.length; b++) {
+    const at = b * BYTES;
+    importanceWeights(src, b * QK, qw, b * QK, sigma2, QK, weight);
+    putU16(out, at, toF16Bits(makeQxQuantsRmse1(QK, 16, src, b * QK, L, 0, weight)));
+    let qh = 0;
+    for (let j = 0; j < QK / 2; j++) {
+      const q0 = L[j];
+      const q1 = L[j + QK / 2];
+      out[at + 6 + j] = ((q0 & 0x0f) | ((q1 & 0x0f) << 4)) & 0xff;
+      qh |= ((q0 & 0x10) >>> 4) << j;
+      qh |= ((q1 & 0x10) >>> 4) << (j + QK / 2);
+    }
+    putU32(out, at + 2, qh);
+  }
+}
 
 const weight = new Float32Array(QK);
 const L = new Uint8Array(QK);

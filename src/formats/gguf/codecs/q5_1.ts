@@ -9,6 +9,7 @@ import type { BlockCodec } from './codec.js';
 import { affine, writeAffineHeader } from './affine-header.js';
 import * as cFloat from './c-float.js';
 import { encodeAffineWeighted } from './affine-weighted.js';
+import { encodeLegacyWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { f16Table, f32, putU32, truncToInt, u16At, u32At } = cFloat;
@@ -56,8 +57,8 @@ export const Q5_1_CODEC: BlockCodec = {
       putU32(out, at + 4, qh);
     }
   },
-  // quantize_row_q5_1_impl (affine-weighted.ts).
+  // quantize_row_q5_1_impl (affine-weighted.ts; in WebAssembly where it compiles, kquant-wasm.ts).
   encodeWeighted(src, out, qw) {
-    encodeAffineWeighted(src, out, qw, 31);
+    if (!encodeLegacyWeightedWasm('Q5_1', src, out, qw)) encodeAffineWeighted(src, out, qw, 31);
   },
 };

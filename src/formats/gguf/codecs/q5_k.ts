@@ -9,7 +9,7 @@ import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { kMin, kScale } from './k-scales.js';
 import { encodeScaleMinBlocks } from './q4_k.js';
-import { encodeKQuantWasm } from './kquant-wasm.js';
+import { encodeKQuantWasm, encodeKQuantWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { f16Table, f32, u16At } = cFloat;
@@ -49,6 +49,6 @@ export const Q5_K_CODEC: BlockCodec = {
     if (!encodeKQuantWasm('Q5_K', src, out)) encodeScaleMinBlocks(src, out, 31);
   },
   encodeWeighted(src, out, qw) {
-    encodeScaleMinBlocks(src, out, 31, qw);
+    if (!encodeKQuantWeightedWasm('Q5_K', src, out, qw)) encodeScaleMinBlocks(src, out, 31, qw);
   },
 };

@@ -10,7 +10,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
 import { makeQxQuantsRmse1 } from './k-quant-search.js';
-import { encodeKQuantWasm } from './kquant-wasm.js';
+import { encodeKQuantWasm, encodeKQuantWeightedWasm } from './kquant-wasm.js';
 
 // Bound once: the loops below call these per value (a module binding may be a getter).
 const { cmax, cmin, f16Table, f32, GROUP_MAX_EPS, largestMagnitude, nearestInt, putU16, toF16Bits, u16At } = cFloat;
@@ -58,7 +58,7 @@ export const Q6_K_CODEC: BlockCodec = {
   },
   // quantize_row_q6_K_impl: make_qx_quants takes the importance weights as they are (no σ² term).
   encodeWeighted(src, out, qw) {
-    encodeQ6KBlocks(src, out, qw);
+    if (!encodeKQuantWeightedWasm('Q6_K', src, out, qw)) encodeQ6KBlocks(src, out, qw);
   },
 };
 

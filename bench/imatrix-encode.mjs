@@ -1,0 +1,109 @@
+/**
+ * The bench's importance-matrix case: one 512×4096 tensor (random normal values, random positive
+ * importance weights, as llama-imatrix's mean squared activations are) quantized row by row with
+ * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's, legacy
+ * type's and IQ4's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
+ * same run, and beside the same type's encode without weights. Single thread, no I/O.
+ *
+ * usage: node bench/imatrix-encode.mjs [--reps N]   (also run by bench/run.mjs; `--skip imatrix` leaves it out)
+ */
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import { blockCodec } from '../dist/formats/gguf/codecs/registry.js';
+import { ggmlTypeByName } from '../dist/formats/gguf/ggml-types.js';
+import { encodeScaleMinBlocks } from '../dist/formats/gguf/codecs/q4_k.js';
+import { encodeQ2KBlocks } from '../dist/formats/gguf/codecs/q2_k.js';
+import { encodeQ3KBlocks } from '../dist/formats/gguf/codecs/q3_k.js';
+import { encodeQ6KBlocks } from '../dist/formats/gguf/codecs/q6_k.js';
+import { encodeQ4_0Weighted } from '../dist/formats/gguf/codecs/q4_0.js';
+import { encodeQ5_0Weighted } from '../dist/formats/gguf/codecs/q5_0.js';
+import { encodeAffineWeighted } from '../dist/formats/gguf/codecs/affine-weighted.js';
+import { encodeNl, encodeXs } from '../dist/formats/gguf/codecs/iq4.js';
+
+const ROWS = 512;
+const COLS = 4096;
+
+/** The TypeScript quantizers with importance weights, one row. */
+const TS_WEIGHTED = {
+  Q4_0: (src, out, qw) => encodeQ4_0Weighted(src, out, qw),
+  Q5_0: (src, out, qw) => encodeQ5_0Weighted(src, out, qw),
+  Q4_1: (src, out, qw) => encodeAffineWeighted(src, out, qw, 15),
+  Q5_1: (src, out, qw) => encodeAffineWeighted(src, out, qw, 31),
+  Q2_K: (src, out, qw) => encodeQ2KBlocks(src, out, qw),
+  Q3_K: (src, out, qw) => encodeQ3KBlocks(src, out, qw),
+  Q4_K: (src, out, qw) => encodeScaleMinBlocks(src, out, 15, qw),
+  Q5_K: (src, out, qw) => encodeScaleMinBlocks(src, out, 31, qw),
+  Q6_K: (src, out, qw) => encodeQ6KBlocks(src, out, qw),
+  IQ4_NL: (src, out, qw) => encodeNl(src, out, qw),
+  IQ4_XS: (src, out, qw) => encodeXs(src, out, qw),
+};
+
+function data(seed) {
+  let s = seed >>> 0;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
+  const values = new Float32Array(ROWS * COLS);
+  for (let i = 0; i < values.length; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(rand())), t = 2 * Math.PI * rand();
+    values[i] = 0.02 * r * Math.cos(t);
+    values[i + 1] = 0.02 * r * Math.sin(t);
+  }
+  const qw = new Float32Array(COLS);
+  for (let i = 0; i < COLS; i++) qw[i] = rand() ** 4 * 10;
+  return { values, qw };
+}
+
+function rowsBy(encodeRow, type, values, qw) {
+  const rowBytes = (COLS / type.blockSize) * type.blockBytes;
+  const out = new Uint8Array(ROWS * rowBytes);
+  for (let r = 0; r < ROWS; r++) encodeRow(values.subarray(r * COLS, (r + 1) * COLS), out.subarray(r * rowBytes, (r + 1) * rowBytes), qw);
+  return out;
+}
+
+function best(reps, f) {
+  let seconds = Infinity;
+  let result;
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    result = f();
+    seconds = Math.min(seconds, (performance.now() - t0) / 1000);
+  }
+  return { seconds, result };
+}
+
+export function runImatrixBench({ reps = 3, log = () => {} } = {}) {
+  const { values, qw } = data(20261207);
+  const rows = [];
+  for (const name of Object.keys(TS_WEIGHTED)) {
+    const type = ggmlTypeByName(name);
+    const codec = blockCodec(type);
+    const ts = best(reps, () => rowsBy(TS_WEIGHTED[name], type, values, qw));
+    const codecRun = best(reps, () => rowsBy((s, o, w) => codec.encodeWeighted(s, o, w), type, values, qw));
+    const plain = best(reps, () => {
+      const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+      codec.encode(values, out);
+      return out;
+    });
+    const same = Buffer.from(ts.result).equals(Buffer.from(codecRun.result));
+    rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, plain: plain.seconds, same });
+    log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s, encode ${plain.seconds.toFixed(3)} s`);
+  }
+  return { rows: ROWS, cols: COLS, results: rows };
+}
+
+export function printImatrixTable({ rows, cols, results }) {
+  const out = [`GGUF --imatrix re-quantization: a ${rows}×${cols} tensor, row by row with importance weights, one thread:`, ''];
+  const header = ['type', 'TypeScript s', 'encodeWeighted s', 'vs TypeScript', 'bytes', 'encode (no imatrix) s'];
+  const cells = results.map((r) => [r.type, r.ts.toFixed(3), r.weighted.toFixed(3), `${(r.ts / r.weighted).toFixed(1)}× faster`, r.same ? 'identical' : 'DIFFER', r.plain.toFixed(3)]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
+  out.push(line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line));
+  process.stdout.write(out.join('\n') + '\n\n');
+  return results.filter((r) => !r.same).length;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' } } });
+  const result = runImatrixBench({ reps: Number(values.reps), log: (m) => process.stderr.write(m + '\n') });
+  if (printImatrixTable(result)) process.exitCode = 1;
+}
