@@ -2,7 +2,8 @@
  * What the page reads when a file is picked is not read from disk again by the job that uses it
  * (as the base's headers: demo-base-read-once): an adapter's header, read when it is picked for
  * combine (its card's facts), serves the combination; an importance matrix, read whole when it is
- * picked (how many tensors it covers), serves the merge. Counted as each worker's File.slice calls
+ * picked (how many tensors it covers), serves the merge; the model a conversion is for, read
+ * when it is picked (its summary line), serves the conversion. Counted as each worker's File.slice calls
  * on those files. The same file picked again is another File, and is read again.
  */
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { announced, mergeEnabled, planReady, upload, useDemoSession } from './helpers/demo-session.js';
 import { seededRandom } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 
 const session = useDemoSession();
@@ -102,6 +103,23 @@ describe('inputs read once', PAGE_RETRY, () => {
     await upload(page, 'job-adapter-input', join(dir, 'first', 'adapter_config.json'), join(dir, 'first', WEIGHTS));
     await facts(3);
     expect((await takeSlices(worker)).filter(([start]) => start < headerEnd).length).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('convert: the model read on pick serves the conversion, which reads none of it again', async () => {
+    const model = 'tiny-llama-Q4_K_M.gguf';
+    const dir = session.dirs.make({ ...q4kmLlama().files, ...within('lora', peftLlamaAdapter(43).files) });
+    const { page } = await session.open('?mode=convert');
+    // The adapter starts the job worker; the count begins before the model is picked.
+    await upload(page, 'job-adapter-input', join(dir, 'lora', 'adapter_config.json'), join(dir, 'lora', WEIGHTS));
+    await page.waitForFunction(() => /^PEFT/.test(document.querySelector('[data-testid="job-adapter-facts"]')?.textContent ?? ''), { timeout: 30_000 });
+    const worker = await countSlices(page, /job-worker/, model);
+    await upload(page, 'job-target-input', join(dir, model));
+    await announced(page, /^Model read/);
+    expect((await takeSlices(worker)).length).toBeGreaterThan(0);
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.click('[data-testid="job-run"]');
+    await downloadBytes(page, 'job-download-link');
+    expect(await takeSlices(worker)).toEqual([]);
   }, 120_000);
 
   it('merge: the importance matrix read on pick serves the merge, which reads none of it', async () => {
