@@ -1,6 +1,6 @@
 /**
  * Runs in the merge and job workers: the bytes the base's reading took when it was picked (its headers, its
- * configs), served again to the plan, the checks and the merge that follow, so a base's headers
+ * configs; the same for each adapter a job reads on pick), served again to the plan, the checks and the merge that follow, so a base's headers
  * are read from disk once, not once on pick and again by each plan (hundreds of shards, or a
  * GGUF's metadata of tens of MB, are seconds each time).
  * Only the same file is served: the same File the page picked (a File crosses to the worker as a
@@ -22,8 +22,32 @@ interface KeptFile {
   text?: string;
 }
 
-/** Per slot (the merge's base; extract's base and fine-tuned model), the last model read on pick: what each of its files gave, by path. */
+/** Per slot (the merge's base; extract's base and fine-tuned model; each job adapter), the last model read on pick: what each of its files gave, by path. */
 const kept = new Map<string, { files: Map<string, KeptFile>; bytes: number }>();
+
+/** Adapters' slots (adapterSlot) together keep at most this many bytes: the oldest read go first. */
+const MAX_KEPT_ADAPTER_BYTES = 64 * 1024 * 1024;
+
+/**
+ * The slot of an adapter picked for a job: its Files' keys, so the job reads through what the
+ * reading on pick kept of those very Files (an adapter is its own slot: combine holds several).
+ */
+export function adapterSlot(files: readonly PickedFile[]): string | undefined {
+  return files.every((f) => f.key !== undefined) ? `adapter:${files.map((f) => f.key).join(',')}` : undefined;
+}
+
+/** Keeps `recording` in `slot`; adapters' slots past MAX_KEPT_ADAPTER_BYTES dropped oldest first. */
+function keepIn(slot: string, recording: { files: Map<string, KeptFile>; bytes: number }): void {
+  kept.delete(slot); // (re-inserted last: the newest)
+  kept.set(slot, recording);
+  const adapters = [...kept].filter(([name]) => name.startsWith('adapter:'));
+  let bytes = adapters.reduce((n, [, r]) => n + r.bytes, 0);
+  for (const [name, r] of adapters) {
+    if (bytes <= MAX_KEPT_ADAPTER_BYTES || name === slot) break;
+    kept.delete(name);
+    bytes -= r.bytes;
+  }
+}
 
 /** The kept file for `picked` in `slot`, where it is the very file read on pick and unchanged. */
 function keptFor(slot: string, picked: PickedFile | undefined): KeptFile | undefined {
@@ -68,7 +92,7 @@ export function reusingHeaders(set: InputFileSet, picked: readonly PickedFile[],
     },
     ...(set.fileName ? { fileName: (path: string) => set.fileName!(path) } : {}),
   };
-  return { files, keep: () => { if (record) kept.set(slot, recording); } };
+  return { files, keep: () => { if (record) keepIn(slot, recording); } };
 }
 
 /** `source`, its reads served from (or, recording, kept in) `file`'s. */

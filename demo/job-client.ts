@@ -3,7 +3,7 @@
  * merges never loads it.
  */
 import type { BackendChoice } from '../src/index.js';
-import type { AdapterFacts, JobDone, JobInput, JobRequest, JobResponse, JobSpec } from './job-protocol.js';
+import type { AdapterFacts, JobDone, JobInput, JobRequest, JobResponse, JobSpec, ModelSlot } from './job-protocol.js';
 import type { BaseFacts, ProgressEvent } from './worker-protocol.js';
 import { keyed } from './file-keys.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
@@ -13,11 +13,12 @@ export class JobWorkerClient {
   private readonly rpc = new WorkerRpc<JobRequest, JobResponse>(() => this.start(), outcome);
 
   describe(adapter: JobInput): Promise<AdapterFacts> {
-    return this.rpc.send({ type: 'describe', adapter }).done as Promise<AdapterFacts>;
+    // Keyed: the job then reads through what this reading kept of the very same Files.
+    return this.rpc.send({ type: 'describe', adapter: { ...adapter, files: keyed(adapter.files) } }).done as Promise<AdapterFacts>;
   }
 
-  /** A model's headers read (an extraction's base or fine-tuned model); `cancel()` drops it (another was picked). */
-  readModel(model: JobInput, slot: 'base' | 'tuned'): { done: Promise<BaseFacts>; cancel(): void } {
+  /** A model's headers read (an extraction's base or fine-tuned model, a conversion's model); `cancel()` drops it (another was picked). */
+  readModel(model: JobInput, slot: ModelSlot): { done: Promise<BaseFacts>; cancel(): void } {
     const { id, done } = this.rpc.send({ type: 'read-model', model: { ...model, files: keyed(model.files) }, slot });
     return { done: done as Promise<BaseFacts>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }
@@ -27,8 +28,12 @@ export class JobWorkerClient {
    * `cancel()` aborts it inside the worker (the promise then rejects with CancelledError).
    */
   run(spec: JobSpec, backend: BackendChoice, threads: number | undefined, outName: string, onProgress: (p: ProgressEvent) => void): { done: Promise<JobDone>; cancel(): void } {
-    // Extract's models keyed, so the worker reuses the headers it read when each was picked.
-    const sent = spec.kind === 'extract' ? { ...spec, base: { ...spec.base, files: keyed(spec.base.files) }, tuned: { ...spec.tuned, files: keyed(spec.tuned.files) } } : spec;
+    // Every input keyed, so the worker reuses the headers it read when each was picked.
+    const key = <T extends JobInput>(input: T): T => ({ ...input, files: keyed(input.files) });
+    const sent: JobSpec = spec.kind === 'combine' ? { ...spec, adapters: spec.adapters.map(key) }
+      : spec.kind === 'resize' ? { ...spec, adapter: key(spec.adapter) }
+        : spec.kind === 'convert' ? { ...spec, adapter: key(spec.adapter), base: key(spec.base) }
+          : { ...spec, base: key(spec.base), tuned: key(spec.tuned) };
     const { id, done } = this.rpc.send({ type: 'run', spec: sent, backend, outName, threads }, onProgress);
     return { done: done as Promise<JobDone>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }

@@ -1,11 +1,11 @@
 /**
- * Messages between the page and the adapter-job worker (combine, resize, extract). Like the merge
+ * Messages between the page and the adapter-job worker (combine, resize, extract, convert). Like the merge
  * worker's: Files travel as they are, results come back as plain data and disk-backed Files.
  */
 import type { BackendChoice, CombineMethod, MajoritySign, ModuleReport, RankRule } from '../src/index.js';
 import type { AdapterSummary, BaseFacts, MergedFile, PickedFile, ProgressEvent } from './worker-protocol.js';
 
-export type JobMode = 'combine' | 'resize' | 'extract';
+export type JobMode = 'combine' | 'resize' | 'extract' | 'convert';
 export type OutputKind = 'peft' | 'kohya';
 
 /** A picked adapter or model, by the name the page shows. */
@@ -20,13 +20,15 @@ export type JobSpec =
     majoritySign?: MajoritySign; seed?: number; clampQuantile?: number; format: OutputKind;
   }
   | { kind: 'resize'; adapter: JobInput; rule: RankRule; format: OutputKind }
-  | { kind: 'extract'; base: JobInput; tuned: JobInput; rank?: number; energy?: number; format: OutputKind };
+  | { kind: 'extract'; base: JobInput; tuned: JobInput; rank?: number; energy?: number; format: OutputKind }
+  /** A PEFT adapter written as a llama.cpp LoRA GGUF for `base` (read for its tensor names and head counts), as convertLora does. */
+  | { kind: 'convert'; adapter: JobInput; base: JobInput };
 
 export type JobRequest =
   /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
   | { type: 'describe'; id: number; adapter: JobInput }
-  /** Reads an extraction's base or fine-tuned model's headers as soon as it is picked (a `cancel` drops it). */
-  | { type: 'read-model'; id: number; model: JobInput; slot: 'base' | 'tuned' }
+  /** Reads an extraction's base or fine-tuned model's, or a conversion's model's, headers as soon as it is picked (a `cancel` drops it). */
+  | { type: 'read-model'; id: number; model: JobInput; slot: ModelSlot }
   /**
    * `outName` names the zip of a PEFT folder and the folder inside it; `threads`: the CPU's (the
    * header's "CPU threads", the library's `threads`), undefined for the library's default.
@@ -36,6 +38,9 @@ export type JobRequest =
   /** Deletes a result's files from browser storage. */
   | { type: 'withdraw'; id: number; job: string };
 
+/** The models the jobs read: an extraction's base and fine-tuned model, a conversion's model (`target`, the one the LoRA is for). */
+export type ModelSlot = 'base' | 'tuned' | 'target';
+
 export interface AdapterFacts extends AdapterSummary {
   kohyaNames: boolean;
 }
@@ -43,7 +48,8 @@ export interface AdapterFacts extends AdapterSummary {
 export interface JobDone {
   /** The browser-storage folder holding the files. */
   job: string;
-  format: OutputKind;
+  /** `gguf`: a conversion's llama.cpp LoRA, one `adapter.gguf`. */
+  format: OutputKind | 'gguf';
   files: MergedFile[];
   /** A PEFT folder packed as one stored zip. */
   zip?: MergedFile;

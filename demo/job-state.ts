@@ -1,12 +1,12 @@
 /**
- * The adapter jobs' state (combine, resize, extract), apart from the merge's: which mode the page
+ * The adapter jobs' state (combine, resize, extract, convert), apart from the merge's: which mode the page
  * is in, each mode's inputs, what runs, each mode's last result and the last failure's problems.
  * The same rules as the merge's keep results honest, per mode: changing a mode's input withdraws
  * that mode's result (its files are deleted) and no other; changing a setting marks out of date
  * every result that setting fed (the output format is every mode's).
  */
 import { namedApart, type AdapterEntry, type PickedSet } from './page-state.js';
-import type { AdapterFacts, JobDone, JobMode } from './job-protocol.js';
+import type { AdapterFacts, JobDone, JobMode, ModelSlot } from './job-protocol.js';
 import type { BaseFacts } from './worker-protocol.js';
 import { ResultStore } from './result-store.js';
 
@@ -17,13 +17,13 @@ export type AdapterInfo =
   | { status: 'ready'; facts: AdapterFacts }
   | { status: 'failed'; message: string };
 
-/** An extraction's base or fine-tuned model, read as soon as it is picked. */
+/** An extraction's base or fine-tuned model, or a conversion's model, read as soon as it is picked. */
 export type ModelInfo =
   | { status: 'reading' }
   | { status: 'ready'; facts: BaseFacts }
   | { status: 'failed'; message: string };
 
-export type ModelSlot = 'base' | 'tuned';
+export type { ModelSlot };
 
 export interface JobAdapter extends AdapterEntry {
   info: AdapterInfo;
@@ -44,9 +44,13 @@ export interface JobState {
   adapters: JobAdapter[];
   /** resize's adapter. */
   single?: JobAdapter;
+  /** convert's adapter. */
+  toConvert?: JobAdapter;
   base?: PickedSet;
   tuned?: PickedSet;
-  /** What reading the base's and the fine-tuned model's headers found (set with each pick). */
+  /** convert's model: the one the llama.cpp LoRA is for. */
+  target?: PickedSet;
+  /** What reading the base's, the fine-tuned model's and convert's model's headers found (set with each pick). */
   modelInfo: Partial<Record<ModelSlot, ModelInfo>>;
   busy: boolean;
   /** Each mode's last result: one mode's new inputs or new run leave the others' as they are. */
@@ -98,19 +102,22 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     this.settingsChanged();
   }
 
-  /** combine adds each set; resize keeps the last one picked. Returns the entries made (to be described). */
+  /** combine adds each set; resize and convert keep the last one picked. Returns the entries made (to be described). */
   addAdapters(sets: PickedSet[]): JobAdapter[] {
     if (sets.length === 0) return [];
-    const taken = this.state.mode === 'resize' ? [] : this.state.adapters.map((a) => a.set.name);
+    const one = this.state.mode === 'resize' || this.state.mode === 'convert';
+    const taken = one ? [] : this.state.adapters.map((a) => a.set.name);
     const made = namedApart(sets, taken).map((set) => ({ id: this.nextId++, set, weight: 1, info: { status: 'reading' } as AdapterInfo }));
     if (this.state.mode === 'resize') this.state.single = made[made.length - 1];
+    else if (this.state.mode === 'convert') this.state.toConvert = made[made.length - 1];
     else this.state.adapters.push(...made);
     this.inputsChanged();
-    return this.state.mode === 'resize' ? made.slice(-1) : made;
+    return one ? made.slice(-1) : made;
   }
 
   removeAdapter(id: number): void {
     if (this.state.single?.id === id) this.state.single = undefined;
+    if (this.state.toConvert?.id === id) this.state.toConvert = undefined;
     this.state.adapters = this.state.adapters.filter((a) => a.id !== id);
     this.inputsChanged();
   }
@@ -123,7 +130,7 @@ export class JobStore extends ResultStore<JobState, JobResult> {
   }
 
   setAdapterInfo(id: number, info: AdapterInfo): void {
-    const adapter = this.state.adapters.find((a) => a.id === id) ?? (this.state.single?.id === id ? this.state.single : undefined);
+    const adapter = this.state.adapters.find((a) => a.id === id) ?? [this.state.single, this.state.toConvert].find((a) => a?.id === id);
     if (!adapter) return;
     adapter.info = info;
     this.changed();
@@ -163,6 +170,7 @@ export class JobStore extends ResultStore<JobState, JobResult> {
   modeAdapters(): JobAdapter[] {
     if (this.state.mode === 'combine') return this.state.adapters;
     if (this.state.mode === 'resize') return this.state.single ? [this.state.single] : [];
+    if (this.state.mode === 'convert') return this.state.toConvert ? [this.state.toConvert] : [];
     return [];
   }
 
@@ -174,11 +182,14 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     if (s.mode === 'resize' && !s.single) return 'Pick the adapter to resize.';
     if (s.mode === 'extract' && !s.base) return 'Pick the base model.';
     if (s.mode === 'extract' && !s.tuned) return 'Pick the fine-tuned model.';
-    if (s.mode === 'extract') {
-      const models = (['base', 'tuned'] as const).map((which) => ({ set: s[which]!, info: s.modelInfo[which] }));
+    if (s.mode === 'convert' && !s.toConvert) return 'Pick the PEFT adapter to convert.';
+    if (s.mode === 'convert' && !s.target) return 'Pick the model the LoRA is for.';
+    if (s.mode === 'extract' || s.mode === 'convert') {
+      const slots = s.mode === 'extract' ? (['base', 'tuned'] as const) : (['target'] as const);
+      const models = slots.map((which) => ({ set: s[which]!, info: s.modelInfo[which] }));
       const failed = models.find((m) => m.info?.status === 'failed');
       if (failed) return `${failed.set.name} could not be read: pick another.`;
-      if (models.some((m) => m.info?.status === 'reading')) return 'Reading the models’ headers…';
+      if (models.some((m) => m.info?.status === 'reading')) return s.mode === 'extract' ? 'Reading the models’ headers…' : 'Reading the model’s headers…';
     }
     const adapters = this.modeAdapters();
     if (adapters.some((a) => a.info.status === 'reading')) return 'Reading the adapters…';

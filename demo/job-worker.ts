@@ -1,5 +1,5 @@
 /**
- * The adapter-job worker: combine, resize and extract through the library's one-call functions,
+ * The adapter-job worker: combine, resize, extract and convert through the library's one-call functions,
  * on WebGPU (navigator.gpu) or the CPU as the header's choice says, the CPU on as many threads as
  * its "CPU threads" box says, with progress and cancel.
  * Results go to browser storage like a merge's (a folder per job, held by a Web Lock, deleted
@@ -9,14 +9,16 @@ import {
   combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
 } from '../src/index.js';
 import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
+import { convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
-import { reusingHeaders } from './base-header-cache.js';
+import { adapterSlot, reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
 import { readBaseFacts, summarizeAdapter } from './plan-summary.js';
-import type { MergedFile } from './worker-protocol.js';
+import type { MergedFile, PickedFile } from './worker-protocol.js';
+import type { InputFileSet, OutputTarget } from '../src/index.js';
 
 /** Every answer leaves in the page's words: this is the one way the engine's messages reach the job page. */
 const post = (message: JobResponse): void => self.postMessage(inPageWords(message));
@@ -46,18 +48,45 @@ function errorMessage(error: unknown): string {
   return `unexpected error: ${error instanceof Error ? error.message : String(error)}`;
 }
 
+/** A job's adapter, read through what its reading on pick kept (its header and config, not read again). */
+function adapterSet(name: string, files: readonly PickedFile[]): InputFileSet {
+  const slot = adapterSlot(files);
+  return slot ? reusingHeaders(pickedFileSet(name, files), files, false, slot).files : pickedFileSet(name, files);
+}
+
 async function describe(request: Extract<JobRequest, { type: 'describe' }>): Promise<void> {
   try {
-    // Its header and config only: no windows read ahead.
-    const adapter = await openAdapter(pickedFileSet(request.adapter.name, request.adapter.files, 'plan'));
+    // Its header and config only: no windows read ahead. What it reads is kept for the job.
+    const { files } = request.adapter;
+    const slot = adapterSlot(files);
+    const set = pickedFileSet(request.adapter.name, files, 'plan');
+    const recorded = slot ? reusingHeaders(set, files, true, slot) : { files: set, keep: () => {} };
+    const adapter = await openAdapter(recorded.files);
     try {
       post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined } });
+      recorded.keep();
     } finally {
       await adapter.file.source.close();
     }
   } catch (error) {
     post({ type: 'error', id: request.id, message: errorMessage(error) });
   }
+}
+
+/**
+ * The hooks of a conversion on the page: its sources are the page's picked files, its output the
+ * job's folder in browser storage, written as the llama.cpp LoRA GGUF (`adapter.gguf`) that the
+ * library's Node entry writes for a `.gguf` path. No algebra runs.
+ */
+function pageGgufHooks(out: OutputTarget): AdapterJobHooks<string> {
+  return {
+    checkSource: () => {},
+    checkOutput: () => {},
+    fixedFormat: () => ({ format: 'gguf', kohyaAdvice: 'choose the Combine or Resize mode, saved as a kohya .safetensors file' }),
+    openSource: async (source) => source as InputFileSet,
+    openOutput: async () => out,
+    createAlgebra: () => Promise.reject(new Error('a conversion runs no algebra')),
+  };
 }
 
 async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<void> {
@@ -71,7 +100,7 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
     const { spec } = request;
     const common = {
       out: createOpfsOutputTarget(job.folder),
-      format: spec.format,
+      format: spec.kind === 'convert' ? undefined : spec.format,
       backend: request.backend,
       // The header's count, as merges take it; the library's default where the page gives none.
       ...(request.threads !== undefined ? { threads: request.threads } : {}),
@@ -79,15 +108,25 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
       onProgress: (progress: MergeProgress) => post({ type: 'progress', id: request.id, progress: { ...progress } }),
     };
     let outcome: AdapterJobOutcome;
-    if (spec.kind === 'combine') {
+    if (spec.kind === 'convert') {
+      const folder = job.folder;
+      outcome = await convertLoraJob({
+        adapter: adapterSet(spec.adapter.name, spec.adapter.files),
+        base: reusingHeaders(pickedFileSet(spec.base.name, spec.base.files), spec.base.files, false, 'target').files,
+        // Its name is what the library's messages call the output.
+        out: `${request.outName}.gguf`,
+        signal: controller.signal,
+        onProgress: common.onProgress,
+      }, pageGgufHooks(createOpfsOutputTarget(folder)));
+    } else if (spec.kind === 'combine') {
       outcome = await combineLoras({
         ...common,
-        adapters: spec.adapters.map((a) => ({ source: pickedFileSet(a.name, a.files), weight: a.weight })),
+        adapters: spec.adapters.map((a) => ({ source: adapterSet(a.name, a.files), weight: a.weight })),
         method: spec.method, rank: spec.rank, density: spec.density, majoritySign: spec.majoritySign, seed: spec.seed,
         clampQuantile: spec.clampQuantile,
       });
     } else if (spec.kind === 'resize') {
-      outcome = await resizeLora({ ...common, adapter: pickedFileSet(spec.adapter.name, spec.adapter.files), rule: spec.rule });
+      outcome = await resizeLora({ ...common, adapter: adapterSet(spec.adapter.name, spec.adapter.files), rule: spec.rule });
     } else {
       outcome = await extractLora({
         ...common,
@@ -96,8 +135,8 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
         rank: spec.rank, energy: spec.energy,
       });
     }
-    // Only a Node path ending in .gguf writes a GGUF: the page's outputs never do.
-    if (outcome.format === 'gguf') throw new Error('the page writes no llama.cpp LoRA GGUF');
+    // A GGUF only where the page asked for one (a conversion).
+    if ((outcome.format === 'gguf') !== (spec.kind === 'convert')) throw new Error(`the ${spec.kind} wrote a ${outcome.format} adapter`);
     const files: MergedFile[] = [];
     for (const path of outcome.files) {
       const file = await fileAt(job.folder, path);

@@ -94,11 +94,26 @@ function baseSet(name: string, files: PickedFile[], use: Parameters<typeof picke
   return reusingHeaders(pickedFileSet(name, files, use), files).files;
 }
 
-/** llama-imatrix's file read and checked as the CLI's --imatrix reads it; the file is closed either way. */
-async function readImatrix(picked: PickedFile): Promise<ImportanceMatrix> {
+/**
+ * The importance matrix read when it was picked, for the merge of the very same File (its key, size
+ * and modification time): a matrix is read whole (tens of MB for a large model), once, not again
+ * by the merge. Only the last one read is kept.
+ */
+let keptImatrix: { key: number; size: number; lastModified: number; matrix: ImportanceMatrix } | undefined;
+
+/**
+ * llama-imatrix's file read and checked as the CLI's --imatrix reads it; the file is closed either
+ * way. The matrix read on pick serves the merge of the same File (`keep`: this is the pick's read).
+ */
+async function readImatrix(picked: PickedFile, keep = false): Promise<ImportanceMatrix> {
+  const { key, file } = picked;
+  const kept = keptImatrix;
+  if (kept && key !== undefined && kept.key === key && kept.size === file.size && kept.lastModified === file.lastModified) return kept.matrix;
   const source = await pickedFileSet(picked.path, [picked], 'plan').open(picked.path);
   try {
-    return await readImportanceMatrix(source);
+    const matrix = await readImportanceMatrix(source);
+    if (keep && key !== undefined) keptImatrix = { key, size: file.size, lastModified: file.lastModified, matrix };
+    return matrix;
   } finally {
     await source.close();
   }
@@ -229,7 +244,9 @@ function handle(request: WorkerRequest): void {
       break;
     }
     case 'read-imatrix':
-      readImatrix(request.file).then(
+      // A new pick is read again (another File, or this one changed): what it reads replaces what was kept.
+      keptImatrix = undefined;
+      readImatrix(request.file, true).then(
         (matrix) => post({ type: 'imatrix-read', id: request.id, tensors: matrix.entries.size }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );

@@ -86,7 +86,7 @@ export class MergeWorkerClient {
 
   /** An importance matrix read and checked: how many tensors it covers (or fails saying why). */
   readImatrix(file: PickedFile): Promise<number> {
-    return this.rpc.send({ type: 'read-imatrix', file }).done as Promise<number>;
+    return this.rpc.send({ type: 'read-imatrix', file: keyed([file])[0] }).done as Promise<number>;
   }
 
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
@@ -112,7 +112,8 @@ export class MergeWorkerClient {
   /** Starts a merge; `cancel()` on the returned handle aborts it inside the worker. */
   merge(request: MergeRequest): { done: Promise<MergeDone>; cancel(): void } {
     const { onProgress, ...rest } = request;
-    const { id, done } = this.rpc.send({ type: 'merge', ...rest, base: keyed(rest.base) }, onProgress);
+    // Keyed, so the worker reuses what it read of the very Files it read on pick (the base's headers, the importance matrix).
+    const { id, done } = this.rpc.send({ type: 'merge', ...rest, base: keyed(rest.base), ...(rest.imatrix ? { imatrix: keyed([rest.imatrix])[0] } : {}) }, onProgress);
     return { done: done as Promise<MergeDone>, cancel: () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest) };
   }
 }

@@ -138,10 +138,10 @@ describe('disabled controls, and the count a run takes', PAGE_RETRY, () => {
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('job-cancel');
     await inspect('running', CONTROLS.filter((s) => s !== '#job-cancel'));
     // The mode switch, off, is dashed too.
-    expect(await page.$$eval('.mode-options label', (els) => els.map((e) => getComputedStyle(e).borderTopStyle))).toEqual(['dashed', 'dashed', 'dashed', 'dashed']);
+    expect(await page.$$eval('.mode-options label', (els) => els.map((e) => getComputedStyle(e).borderTopStyle))).toEqual(Array(5).fill('dashed'));
     await release(page);
     await downloadBytes(page, 'job-download-link');
-    expect(await page.$$eval('.mode-options label', (els) => els.map((e) => getComputedStyle(e).borderTopStyle))).toEqual(['solid', 'solid', 'solid', 'solid']);
+    expect(await page.$$eval('.mode-options label', (els) => els.map((e) => getComputedStyle(e).borderTopStyle))).toEqual(Array(5).fill('solid'));
   });
 
   it('a weight slider and a check box off while a merge runs: dashed, grey, not-allowed in both themes; on, the accent and no edge', async () => {

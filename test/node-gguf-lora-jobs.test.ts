@@ -1,6 +1,7 @@
 /**
  * `loramerge/node`'s llama.cpp LoRA GGUFs: combineLoras and resizeLora with an `out` ending in
- * `.gguf` (of GGUF LoRAs, or of PEFT adapters given a `base`) and convertLora write the very bytes
+ * `.gguf` (of GGUF LoRAs, or of PEFT adapters given a `base`: one part of a split GGUF, or a
+ * one-file GGUF) and convertLora write the very bytes
  * the command line's combine, resize and convert write for the same inputs (whose content
  * test/cli-gguf-lora-convert.test.ts checks against llama.cpp's rules and a float64 truth);
  * refusals are one line with the command line's reasons in the call's words; a cancel leaves
@@ -13,7 +14,7 @@ import { MergeError } from '../src/errors.js';
 import { combineLoras, convertLora, extractLora, resizeLora } from '../src/node.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA, splitF16Llama } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, LLAMA, q4kmLlama, splitF16Llama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(temp.removeAll);
@@ -82,6 +83,20 @@ describe('the library writes the command line\'s llama.cpp LoRA GGUF, byte for b
     expect(Buffer.compare(readFileSync(out), want)).toBe(0);
     expect([outcome.format, outcome.files, outcome.modules.length]).toEqual(['gguf', ['adapter.gguf'], 7]);
     expect(events.filter((p) => p === 'merge').length).toBe(7);
+  });
+
+  it('convertLora and resizeLora for a one-file GGUF base (no split part: it is the model)', async () => {
+    // A path that is no split part once reached the split reader and failed with a TypeError.
+    const oneFile = join(temp.make(q4kmLlama().files), 'tiny-llama-Q4_K_M.gguf');
+    const want = await cliBytes(['convert', '--adapter', peft, '--base', oneFile], join(dir, 'cli-convert-one.gguf'));
+    const out = join(dir, 'lib-convert-one.gguf');
+    const outcome = await convertLora({ adapter: peft, base: oneFile, out });
+    expect([outcome.format, outcome.modules.length]).toEqual(['gguf', 7]);
+    expect(Buffer.compare(readFileSync(out), want)).toBe(0);
+    const wantResize = await cliBytes(['resize', '--adapter', peft, '--rank', '2', '--base', oneFile, '--backend', 'cpu'], join(dir, 'cli-resize-one.gguf'));
+    const outResize = join(dir, 'lib-resize-one.gguf');
+    await resizeLora({ adapter: peft, rule: { kind: 'rank', rank: 2 }, base: oneFile, out: outResize, backend: 'cpu' });
+    expect(Buffer.compare(readFileSync(outResize), wantResize)).toBe(0);
   });
 
   it('resizeLora of a PEFT adapter with base, and of a llama.cpp LoRA without', async () => {

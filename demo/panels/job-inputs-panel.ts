@@ -1,6 +1,7 @@
 /**
  * The adapter jobs' inputs: adapter cards for combine (weight slider and number box, as the
- * merge's) and resize (one adapter, no weight), and the base and fine-tuned models for extract.
+ * merge's), resize and convert (one adapter, no weight), the base and fine-tuned models for
+ * extract, and the model a conversion's llama.cpp LoRA is for.
  * Each adapter is read in the worker as soon as it is picked, so its card says what it is; each
  * model too, its summary then saying what it holds, or the library's one line on why it cannot be read.
  */
@@ -28,7 +29,7 @@ function pickerIds(prefix: string) {
 export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdapter[]) => void,
   onError: (message: string) => void, onModel: (which: ModelSlot, set: PickedSet) => void): (state: JobState) => void {
   const adapterPickers = mountInputPanel(pickerIds('job-adapter'), ADAPTER_ACCEPT, (sets) => onAdded(store.addAdapters(adapterSets(sets))), onError);
-  const modelPickers = (['base', 'tuned'] as const).map((which) => mountInputPanel(pickerIds(`job-${which}`), BASE_ACCEPT, (sets) => {
+  const modelPickers = (['base', 'tuned', 'target'] as const).map((which) => mountInputPanel(pickerIds(`job-${which}`), BASE_ACCEPT, (sets) => {
     const set = mergeSets(sets);
     if (!set) return;
     store.setModel(which, set);
@@ -36,20 +37,27 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
   }, onError));
   const adapterBox = byId('job-adapter-box');
   const modelsBox = byId('job-models-box');
+  const targetBox = byId('job-target-box');
   const list = byId<HTMLUListElement>('job-adapter-list');
   const listLabel = byId('job-adapters-heading');
-  const summaries = { base: byId('job-base-summary'), tuned: byId('job-tuned-summary') };
+  const adapterHint = byId('job-adapter-hint');
+  const adapterHintNodes = [...adapterHint.childNodes];
+  const summaries = { base: byId('job-base-summary'), tuned: byId('job-tuned-summary'), target: byId('job-target-summary') };
   const cards = new Map<number, Card>();
   let shownIds = '';
-  const shownModels: { base?: PickedSet; tuned?: PickedSet } = {};
+  const shownModels: Partial<Record<ModelSlot, PickedSet>> = {};
   const shownInfo: Partial<Record<ModelSlot, ModelInfo>> = {};
   const factLines: Partial<Record<ModelSlot, HTMLElement>> = {};
 
   return (state) => {
     const mode = state.mode;
-    adapterBox.hidden = mode !== 'combine' && mode !== 'resize';
+    adapterBox.hidden = mode !== 'combine' && mode !== 'resize' && mode !== 'convert';
     modelsBox.hidden = mode !== 'extract';
-    listLabel.textContent = mode === 'resize' ? 'Adapter to resize' : 'Adapters to combine';
+    targetBox.hidden = mode !== 'convert';
+    listLabel.textContent = mode === 'resize' ? 'Adapter to resize' : mode === 'convert' ? 'PEFT adapter to convert' : 'Adapters to combine';
+    // A conversion takes PEFT's module names only (a kohya file is refused by it).
+    if (mode === 'convert') adapterHint.textContent = 'A PEFT folder (adapter_config.json + adapter_model.safetensors), or its two files.';
+    else if (adapterHint.firstChild !== adapterHintNodes[0]) adapterHint.replaceChildren(...adapterHintNodes);
     const busyWith = state.busy ? 'a job was running' : undefined;
     adapterPickers.setBusy(busyWith);
     for (const pickers of modelPickers) pickers.setBusy(busyWith);
@@ -89,7 +97,7 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
       if (document.activeElement !== card.slider) card.slider.value = String(adapter.weight);
     }
 
-    for (const which of ['base', 'tuned'] as const) {
+    for (const which of ['base', 'tuned', 'target'] as const) {
       const set = state[which];
       if (shownModels[which] !== set) {
         shownModels[which] = set;

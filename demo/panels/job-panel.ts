@@ -1,5 +1,5 @@
 /**
- * The adapter jobs' section: combine, resize or extract, whichever mode the page is in. Inputs
+ * The adapter jobs' section: combine, resize, extract or convert, whichever mode the page is in. Inputs
  * (job-inputs-panel), each mode's options (only those that apply are shown; values are checked as
  * they are typed and the run button says what is wrong), run and cancel, progress, every problem
  * of a failure listed and announced, and the result: downloads and the chart of singular values.
@@ -63,6 +63,20 @@ const TITLES: Record<JobMode, { heading: string; hint: string; run: string; noun
     heading: 'Extract an adapter', run: 'Extract', noun: 'extraction',
     hint: 'Per weight, the best low-rank approximation of fine-tuned − base; changed norms and embeddings are saved whole (PEFT only).',
   },
+  convert: {
+    heading: 'Convert to a llama.cpp LoRA (GGUF)', run: 'Convert', noun: 'conversion',
+    hint: 'A PEFT LoRA for a language model, written as one .gguf that llama.cpp loads with --lora: each module renamed onto the model’s tensors, its factors as they are, at its own scale.',
+  },
+};
+
+/** What the run's line says it did. */
+const DONE: Record<JobMode, string> = { combine: 'Combined', resize: 'Resized', extract: 'Extracted', convert: 'Converted' };
+
+/** How the section names each model slot, in what is said aloud. */
+const SLOT_NAMES: Record<ModelSlot, { title: string; under: string }> = {
+  base: { title: 'Base', under: 'under the base' },
+  tuned: { title: 'Fine-tuned model', under: 'under the fine-tuned model' },
+  target: { title: 'Model', under: 'under the model the LoRA is for' },
 };
 
 const METHOD_HINTS: Record<CombineMethod, string> = {
@@ -123,6 +137,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   const extractRule = byId<HTMLSelectElement>('job-extract-rule');
   const extractValue = byId<HTMLInputElement>('job-extract-value');
   const format = byId<HTMLSelectElement>('job-format');
+  const optionsHeading = byId('job-options-heading');
+  const optionsGroup = byId('job-options');
   const peftOption = format.querySelector<HTMLOptionElement>('option[value="peft"]')!;
   const methodHint = byId('job-method-hint');
   const formatHint = byId('job-format-hint');
@@ -166,7 +182,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     readingModel[which]?.cancel();
     const handle = client.readModel({ name: set.name, files: set.files }, which);
     readingModel[which] = handle;
-    const what = which === 'base' ? 'Base' : 'Fine-tuned model';
+    const what = SLOT_NAMES[which].title;
     handle.done.then(
       (facts) => {
         if (store.state[which] !== set) return;
@@ -176,7 +192,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       (error: Error) => {
         if (store.state[which] !== set || error.name === 'AbortError') return;
         store.setModelInfo(which, set, { status: 'failed', message: error.message });
-        say.error(spokenMessage(error.message, `under the ${which === 'base' ? 'base' : 'fine-tuned model'}`));
+        say.error(spokenMessage(error.message, SLOT_NAMES[which].under));
       },
     );
   }
@@ -241,6 +257,10 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       const adapter = s.single!;
       return { spec: { kind: 'resize', adapter: { name: adapter.set.name, files: adapter.set.files }, rule, format: kind } };
     }
+    if (s.mode === 'convert') {
+      const adapter = s.toConvert!;
+      return { spec: { kind: 'convert', adapter: { name: adapter.set.name, files: adapter.set.files }, base: { name: s.target!.name, files: s.target!.files } } };
+    }
     const byRank = extractRule.value === 'rank';
     const value = byRank ? number(extractValue, 'Rank', positiveInteger, 'a whole number of at least 1')
       : number(extractValue, 'The share', share, 'above 0 and at most 1');
@@ -258,12 +278,15 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       return JSON.stringify(['combine', method.value, rank.value, density.value, majority.value, seed.value, clamp.value, format.value, store.state.adapters.map((a) => a.weight)]);
     }
     if (mode === 'resize') return JSON.stringify(['resize', resizeRule.value, resizeValue.value, resizeRule.value === 'rank' ? '' : resizeMax.value, format.value]);
+    // Nothing to set: a conversion writes the factors as they are, always as a GGUF.
+    if (mode === 'convert') return JSON.stringify(['convert']);
     return JSON.stringify([mode, extractRule.value, extractValue.value, format.value]);
   };
 
   function outName(spec: JobSpec): string {
     if (spec.kind === 'combine') return `${stemOf(spec.adapters[0].name)}-combined`;
     if (spec.kind === 'resize') return `${stemOf(spec.adapter.name)}-resized`;
+    if (spec.kind === 'convert') return `${stemOf(spec.adapter.name)}-converted`;
     return `${stemOf(spec.tuned.name)}-extracted`;
   }
 
@@ -289,14 +312,14 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     running = handle;
     try {
       const done = await handle.done;
-      const message = `${words.run === 'Combine' ? 'Combined' : words.run === 'Resize' ? 'Resized' : 'Extracted'} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
+      const message = `${DONE[mode]} ${done.report.length} module${done.report.length === 1 ? '' : 's'} in ${formatDuration(done.seconds)}.`;
       progress.finish(message);
       store.setBusy(false);
       beforeNewResult();
       store.setResult({ ...done, mode, outName: name, settings, stale: settings !== store.settingsKey(mode) });
       // Its warnings said too (a vocabulary grown past the base's: the adapter loads only on a base resized so).
       const warned = done.warnings.length === 0 ? '' : ` ${done.warnings.length === 1 ? 'Warning' : `${done.warnings.length} warnings, listed with it`}: ${done.warnings.slice(0, 3).join(' · ')}${done.warnings.length > 3 ? ' · …' : ''}`;
-      say.say(`${message} The adapter is under “Your adapter”, with the rank chosen for each module.${warned}`);
+      say.say(`${message} The adapter is under “Your adapter”, with ${mode === 'convert' ? 'each module’s rank' : 'the rank chosen for each module'}.${warned}`);
       results.focus();
     } catch (error) {
       const focusOnCancel = document.activeElement === cancelButton || focusLost();
@@ -340,22 +363,29 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
       field.hidden = !modes.includes(s.mode) || (s.mode === 'combine' && methods !== undefined && !methods.includes(m))
         || (s.mode === 'resize' && rules !== undefined && !rules.includes(resizeRule.value));
     }
+    // A conversion has no options: no empty group to read through.
+    optionsGroup.hidden = optionsHeading.hidden = fields.every((field) => field.hidden);
     for (const control of controls) control.disabled = s.busy;
     methodHint.textContent = s.mode === 'combine' ? METHOD_HINTS[m]
       : s.mode === 'resize' ? RESIZE_RULES[resizeRule.value as RankRule['kind']].hint
-        : EXTRACT_RULES[extractRule.value as 'rank' | 'energy'].hint;
+        : s.mode === 'extract' ? EXTRACT_RULES[extractRule.value as 'rank' | 'energy'].hint
+          : 'Only PEFT adapters (their modules named as the model’s Hugging Face weights) can be renamed onto a GGUF model’s tensors; q and k rows are permuted as llama.cpp’s converter permutes the model’s.';
 
     // Only a kohya file can name a kohya adapter's modules.
-    const kohya = store.modeAdapters().find((a) => a.info.status === 'ready' && a.info.facts.kohyaNames);
-    peftOption.disabled = kohya !== undefined;
-    if (kohya && format.value === 'peft') {
+    // A conversion's format is its own: the menu, hidden then, stays as the other modes left it.
+    const converting = s.mode === 'convert';
+    const kohya = converting ? undefined : store.modeAdapters().find((a) => a.info.status === 'ready' && a.info.facts.kohyaNames);
+    if (!converting) peftOption.disabled = kohya !== undefined;
+    if (!converting && kohya && format.value === 'peft') {
       format.value = 'kohya';
       forcedKohya = true;
-    } else if (!kohya && forcedKohya) {
+    } else if (!converting && !kohya && forcedKohya) {
       format.value = 'peft';
       forcedKohya = false;
     }
-    formatHint.textContent = kohya
+    formatHint.textContent = converting
+      ? 'One .gguf file, a llama.cpp LoRA adapter: load it beside the model with llama.cpp’s --lora.'
+      : kohya
       ? `${kohya.set.name} has kohya module names (lora_unet_…), which only a kohya file can hold.`
       : format.value === 'peft'
         ? 'A zip of a PEFT folder: adapter_config.json and adapter_model.safetensors, as PEFT saves an adapter.'
@@ -376,7 +406,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
 
     const result = store.result();
     results.render(result);
-    spectrum.show(result?.report);
+    spectrum.show(result?.report, result?.mode === 'convert');
   };
   renderInputs(store.state);
   store.subscribe((state) => {

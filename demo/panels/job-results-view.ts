@@ -2,7 +2,7 @@
  * A job's adapter: download links to its disk-backed files in browser storage. A PEFT folder comes
  * first as one zip (`<name>.zip` holding `<name>/adapter_config.json` and
  * `adapter_model.safetensors`), then its files one by one; a kohya adapter is one
- * `<name>.safetensors`. A result made with other settings than the current ones is marked out of
+ * `<name>.safetensors`; a conversion's llama.cpp LoRA one `<name>.gguf`. A result made with other settings than the current ones is marked out of
  * date and its links change test ids, as the merge's do.
  */
 import { byId, el, textNodes } from '../dom.js';
@@ -10,7 +10,7 @@ import { formatBytes, formatDuration } from '../format.js';
 import type { JobResult } from '../job-state.js';
 import { DownloadsView } from './downloads-view.js';
 
-const DONE: Record<JobResult['mode'], string> = { combine: 'Combined', resize: 'Resized', extract: 'Extracted' };
+const DONE: Record<JobResult['mode'], string> = { combine: 'Combined', resize: 'Resized', extract: 'Extracted', convert: 'Converted' };
 
 export class JobResultsView extends DownloadsView<JobResult> {
   private readonly note = byId('job-results-note');
@@ -25,7 +25,8 @@ export class JobResultsView extends DownloadsView<JobResult> {
     const range = ranks.length ? (Math.min(...ranks) === Math.max(...ranks) ? `rank ${ranks[0]}` : `ranks ${Math.min(...ranks)}–${Math.max(...ranks)}`) : '';
     this.note.textContent = result.stale
       ? 'Out of date: a setting or a weight changed after this ran. Run it again to get the current settings. These files are deleted from browser storage when the page makes its next result, of any mode: save them first if you want them.'
-      : `${DONE[result.mode]} on ${result.backend} in ${formatDuration(result.seconds)}: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
+      // A conversion runs no algebra: nothing ran it to name.
+      : `${DONE[result.mode]}${result.mode === 'convert' ? '' : ` on ${result.backend}`} in ${formatDuration(result.seconds)}: ${result.report.length} LoRA module${result.report.length === 1 ? '' : 's'}${range ? `, ${range}` : ''}.`;
   }
 
   protected build(result: JobResult | undefined): void {
@@ -36,8 +37,9 @@ export class JobResultsView extends DownloadsView<JobResult> {
     }
     for (const f of result.files) {
       if (!f.file) continue;
-      const kohya = result.format === 'kohya';
-      this.list.append(this.item(f.file, kohya ? `${result.outName}.safetensors` : f.path, kohya ? 'primary' : 'extra', kohya ? `${result.outName}.safetensors` : f.path));
+      // One file: named after the job, not the library's adapter.safetensors or adapter.gguf.
+      const one = result.format === 'kohya' ? '.safetensors' : result.format === 'gguf' ? '.gguf' : undefined;
+      this.list.append(this.item(f.file, one ? `${result.outName}${one}` : f.path, one ? 'primary' : 'extra', one ? `${result.outName}${one}` : f.path));
     }
   }
 

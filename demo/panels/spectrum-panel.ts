@@ -15,10 +15,12 @@ const CAPTION =
 
 export interface SpectrumPanel {
   /** Shows a job's report (undefined hides it); the same report again keeps the module picked. */
-  show(report: ModuleReport[] | undefined): void;
+  /** `converted`: a conversion's modules, their factors as they were (no singular values were taken). */
+  show(report: ModuleReport[] | undefined, converted?: boolean): void;
 }
 
 export function mountSpectrumPanel(): SpectrumPanel {
+  const heading = byId('spectrum-heading');
   const note = byId('spectrum-note');
   const picker = byId('spectrum-picker');
   const select = byId<HTMLSelectElement>('spectrum-module');
@@ -49,18 +51,22 @@ export function mountSpectrumPanel(): SpectrumPanel {
   select.addEventListener('change', draw);
 
   return {
-    show(report) {
+    show(report, converted = false) {
       if (report === shown) return;
       shown = report;
       if (!report) {
         chart.clear();
         return;
       }
+      // A conversion chose no rank: its modules are listed with the ranks they came with.
+      heading.textContent = converted ? 'Each module’s rank' : 'Singular values and the rank chosen';
       withValues = report.filter((m) => m.singularValues.length > 0);
       const exact = withValues.length === 0;
       // No module at all (an extract whose changes were all saved whole) is no concatenation.
       note.textContent = report.length === 0
         ? 'No low-rank module was made, so there are no singular values to show: the files above hold what changed.'
+        : exact && converted
+        ? 'A conversion keeps every module’s factors as they are: there are no singular values to choose from.'
         : exact
         ? 'An exact concatenation keeps every rank of every adapter: there are no singular values to choose from.'
         : `${withValues.length} module${withValues.length === 1 ? '' : 's'}: pick one to see its singular values and where its rank was cut.`;

@@ -7,6 +7,7 @@
  * call's token, the stamps of the files on disk (checked again before the output is committed) and
  * the Hub adapters it opened (for explaining a refusal of their weights).
  */
+import { stat } from 'node:fs/promises';
 import { badArgument, isHttpUrl, schemeOfUrl, shown } from '../api-arguments.js';
 import { checkBrowserDestination, checkBrowserSource, checkHubSource, openBrowserSource, type MergeSource } from '../merge.js';
 import type { BlobReadOptions } from './browser-input-files.js';
@@ -14,7 +15,7 @@ import { hfAuthFor } from './hf-token.js';
 import { checkHfTokenOption } from './hf-token-option.js';
 import { explainLoneHubWeights, openHubSource, type HubSourceUse, type OpenedHubAdapter } from './hub-adapters.js';
 import { stampInputFiles, type InputStamps } from './input-stamps.js';
-import { nodeInputFilePaths, openNodeAdapterFileSet, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';
+import { isGgufSplitPart, nodeInputFilePaths, openNodeAdapterFileSet, openNodeGgufSplitSet, openNodeInputFileSet } from './node-input-files.js';
 import type { InputFileSet } from './types.js';
 import { urlInputFileSetWithAuth, type HfAuth } from './url-input-files.js';
 
@@ -70,7 +71,10 @@ export interface NodeSourceOpening {
   signal?: AbortSignal;
   /** Blobs and Files read ahead only while it returns true (see BlobReadOptions). */
   readAhead?: BlobReadOptions['readAhead'];
-  /** This path is one part of a split GGUF, standing for the whole set. */
+  /**
+   * A path that is one part of a split GGUF (`-00001-of-00003.gguf`, a file) stands for the whole
+   * set; any other path (a one-file GGUF, a folder) is opened as it is.
+   */
   splitGguf?: boolean;
 }
 
@@ -127,7 +131,9 @@ export class NodeSources {
     // Paths read no windows ahead (node-input-files.ts): only Blobs and Files take `readAhead`.
     if (!isPath(source)) return openBrowserSource(source, use.adapter ? 'adapter' : 'base', signal, opening.readAhead);
     // An adapter's lone file comes with what its trainer writes beside it (mistral-finetune's params.json).
-    const set = opening.splitGguf ? await openNodeGgufSplitSet(source) : use.adapter ? await openNodeAdapterFileSet(source) : await openNodeInputFileSet(source);
+    // (A path that is not there, or no file, is refused by openNodeInputFileSet in its words.)
+    const split = opening.splitGguf && isGgufSplitPart(source) && await stat(source).then((info) => info.isFile(), () => false);
+    const set = split ? await openNodeGgufSplitSet(source) : use.adapter ? await openNodeAdapterFileSet(source) : await openNodeInputFileSet(source);
     const files = nodeInputFilePaths(set);
     this.paths.push(source, ...files);
     this.stamps.push(await stampInputFiles(files, this.operation));

@@ -67,10 +67,28 @@ export function useDemoSession(): DemoSession {
   };
 }
 
-/** Gives files to the file input with this `data-testid`, as a picker would. */
+/**
+ * Gives files to the file input with this `data-testid`, as a picker would, and returns once the
+ * page has taken them. A folder input's files reach it later than the call that gives them:
+ * Chromium lists the folder on its own and fires `change` when done, so two folders given one
+ * after the other could reach the page in either order (or the second replace the first before
+ * the page read it) on a loaded machine; this waits for that `change` (after the page's own
+ * handler, registered first, has run). A file input's `change` fires within the call.
+ */
 export async function upload(page: Page, testid: string, ...paths: string[]): Promise<void> {
   const input = (await page.$(`[data-testid="${testid}"]`)) as ElementHandle<HTMLInputElement>;
+  const folder = await input.evaluate((e) => {
+    const watched = e as HTMLInputElement & { folderTaken?: boolean };
+    if (!e.webkitdirectory) return false;
+    watched.folderTaken = false;
+    e.addEventListener('change', () => { watched.folderTaken = true; }, { once: true });
+    return true;
+  });
   await input.uploadFile(...paths);
+  if (folder) {
+    await page.waitForFunction((e) => (e as HTMLInputElement & { folderTaken?: boolean }).folderTaken === true, { timeout: 30_000 }, input)
+      .catch((e: unknown) => { throw new Error(`${testid}: the page did not take ${paths.join(', ')} (no change event in 30 s)`, { cause: e }); });
+  }
 }
 
 /** Drops files built in the page from these bytes onto the zone, as a file manager's drag of loose files does. */
