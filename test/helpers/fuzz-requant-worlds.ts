@@ -16,17 +16,18 @@
  *     comfy_kitchen's quantize_int8_tensorwise / _rowwise;
  *   - comfy-fp8mixed: Comfy-Org's fp8mixed layers (`<m>.weight` F8_E4M3, `<m>.weight_scale` F32 (),
  *     comfy_quant `{"format": "float8_e4m3fn"}`), re-quantized with the scale recalculated;
- *   - scaled-fp8: ComfyUI's older "scaled fp8" files (`<m>.weight` F8_E4M3, `<m>.scale_weight` F32,
- *     the zero-size `scaled_fp8` marker; llava_llama3_fp8_scaled's Llama names), re-quantized as
- *     current ComfyUI does (the scale recalculated);
+ *   - scaled-fp8: ComfyUI's older "scaled fp8" files (`<m>.weight` F8_E4M3 or F8_E5M2, `<m>.scale_weight`
+ *     F32, the zero-size `scaled_fp8` marker; llava_llama3_fp8_scaled's Llama names): e4m3fn codes
+ *     re-quantized as current ComfyUI does (the scale recalculated), e5m2 ones merged in place by
+ *     their scale (code + ΔW / scale_weight rounded once, saturating), as ComfyUI patched them before;
  *   - block-fp8: Qwen3-FP8 / DeepSeek-V3 folders (`<m>.weight_scale_inv` F32 per 128 × 128 block, the
  *     last ones partial where a dimension is no multiple of 128; quantization_config fp8 with
  *     weight_block_size), re-quantized as transformers' FineGrainedFP8 quantizer per block;
  *   - gguf: a llama GGUF (Q8_0, Q4_0, Q5_1, Q4_K, Q5_K, Q6_K, Q3_K), ffn_up merged and quantized again
  *     to its type by ggml's reference quantizer, ffn_gate copied.
  */
-import { comfyInt8Requantize, comfyRequantize, e4m3Value, fineGrainedFp8 } from './e4m3-by-hand.js';
-import { buildSafetensors, decodeSafetensors, encodeValues, randomValues, seededRandom, type DecodedTensor, type FixtureTensor } from './fixtures.js';
+import { comfyInt8Requantize, comfyRequantize, e4m3Value, e5m2Value, fineGrainedFp8 } from './e4m3-by-hand.js';
+import { buildSafetensors, decodeSafetensors, encodeValues, randomValues, roundF8Saturating, seededRandom, type DecodedTensor, type FixtureTensor } from './fixtures.js';
 import { buildGguf, readGguf, type FixtureTensor as GgufTensor } from './gguf-builder.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './ggml-reference.js';
 import { peftLoraOn } from './thread-backends.js';
@@ -153,19 +154,31 @@ function comfyInt8(d: Draw): SafetensorsPlan {
   };
 }
 
+/** A random e5m2 code's value, never NaN or ±Inf, now and then 0 or ±57344. */
+function e5m2Code(d: Draw): number {
+  const u = d.rand();
+  if (u < 0.01) return 0;
+  if (u < 0.012) return d.rand() < 0.5 ? 57344 : -57344;
+  let b: number;
+  do b = d.int(0, 255); while (((b >> 2) & 0x1f) === 0x1f);
+  return e5m2Value(b);
+}
+
 /** fp8 codes with one per-tensor F32 scale: Comfy-Org's fp8mixed (`weight_scale`, comfy_quant) or ComfyUI's scaled fp8 (`scale_weight`, the marker). */
 function perTensorFp8(d: Draw, kind: 'comfy-fp8mixed' | 'scaled-fp8'): SafetensorsPlan {
   const scaleKey = kind === 'scaled-fp8' ? 'scale_weight' : 'weight_scale';
+  const e5m2 = kind === 'scaled-fp8' && d.rand() < 0.4;
+  const codeDtype = e5m2 ? 'F8_E5M2' : 'F8_E4M3';
   return {
-    name: kind === 'scaled-fp8' ? 'ComfyUI scaled fp8 (scale_weight, scaled_fp8 marker)' : 'Comfy-Org fp8mixed (weight_scale, comfy_quant float8_e4m3fn)',
+    name: kind === 'scaled-fp8' ? `ComfyUI scaled fp8 ${e5m2 ? 'e5m2' : 'e4m3fn'} (scale_weight, scaled_fp8 marker)` : 'Comfy-Org fp8mixed (weight_scale, comfy_quant float8_e4m3fn)',
     cols: [448, 512, 576, 640, 768, 960, 1000],
     build(m, rows, cols, poison) {
-      const codes = Array.from({ length: rows * cols }, () => fp8Code(d));
+      const codes = Array.from({ length: rows * cols }, () => (e5m2 ? e5m2Code(d) : fp8Code(d)));
       const scale = [Math.fround(0.0004 + d.rand() * 0.0004)];
       if (poison) poisonOne(d, scale, poison);
       const w = Float64Array.from(codes, (c) => c * scale[0]);
       const tensors: FixtureTensor[] = [
-        { name: `${m}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes },
+        { name: `${m}.weight`, dtype: codeDtype, shape: [rows, cols], data: codes },
         { name: `${m}.${scaleKey}`, dtype: 'F32', shape: [], data: scale },
       ];
       if (kind === 'comfy-fp8mixed') {
@@ -175,6 +188,16 @@ function perTensorFp8(d: Draw, kind: 'comfy-fp8mixed' | 'scaled-fp8'): Safetenso
       return {
         w, tensors,
         check(written, real) {
+          if (e5m2) {
+            // In place: the scale as it was, each code W' / s = code + ΔW / s rounded once.
+            const s = written.get(`${m}.${scaleKey}`);
+            if (!s || s.values[0] !== scale[0]) return `${m}.${scaleKey} is ${s?.values[0]}, not kept as ${scale[0]}`;
+            const got = written.get(`${m}.weight`)!;
+            if (got.dtype !== 'F8_E5M2') return `${m}.weight is ${got.dtype}`;
+            const want = Float64Array.from(real, (x, i) => roundF8Saturating(codes[i] + (x - codes[i] * scale[0]) / scale[0], 'F8_E5M2'));
+            const c = firstDifference(got.values, want);
+            return c >= 0 ? `${m}.weight[${c}] is ${got.values[c]}, expected ${want[c]} (code ${codes[c]}, W' ${real[c]})` : undefined;
+          }
           const want = comfyRequantize(real);
           const s = written.get(`${m}.${scaleKey}`);
           if (!s || s.dtype !== 'F32' || s.values[0] !== want.scale) return `${m}.${scaleKey} is ${s?.dtype} ${s?.values[0]}, expected ${want.scale}`;
@@ -185,7 +208,7 @@ function perTensorFp8(d: Draw, kind: 'comfy-fp8mixed' | 'scaled-fp8'): Safetenso
         },
       };
     },
-    ...(kind === 'scaled-fp8' ? { extra: [{ name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }] } : {}),
+    ...(kind === 'scaled-fp8' ? { extra: [{ name: 'scaled_fp8', dtype: codeDtype, shape: [0], data: [] }] } : {}),
   };
 }
 
@@ -346,8 +369,8 @@ function ggufCase(d: Draw, seed: number, index: number, hostileKind: RequantHost
     target.data[at + 1] = bits >> 8;
   } else if (hostileKind && hostileKind !== 'huge') cut = true;
   const r = d.int(1, 16);
-  // ΔW of about 0.05·α/r·√r: a huge one from 1e5 (every d an f16) to 1e11 (Q8_0's d = amax/127 past f16 from 8.3e6).
-  const alpha = hostileKind === 'huge' ? r * 10 ** d.int(6, 12) : d.pick([r, 2 * r, 16, 32]);
+  // ΔW of about 0.05·α/r·√r: a huge one from 1e3 (every d an f16) to 1e10 (Q8_0's d = amax/127 past f16 from 8.3e6).
+  const alpha = hostileKind === 'huge' ? r * 10 ** d.int(4, 11) : d.pick([r, 2 * r, 16, 32]);
   const lora = peftLoraOn({ [`${L}.mlp.up_proj`]: ffn }, hidden, r, alpha, d.rand);
   const tensors: GgufTensor[] = [
     { name: 'blk.0.ffn_norm.weight', type: 'F32', ne: [hidden], data: new Uint8Array(Float32Array.from({ length: hidden }, () => 1).buffer) },
