@@ -21,8 +21,12 @@
  * (the quantizers written from the tools' sources in the helpers), every unmerged tensor byte for
  * byte, and it went to the workers; a refusal is one line naming the module and comes only for a
  * hostile case, which is merged only where its change leaves a copied module what the tool loads.
- * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second), FUZZ_THREAD_RUNS=<n>
- * many more (and two fifths as many of the second, or FUZZ_THREAD_REQUANT_RUNS=<m>; FUZZ_SEED picks the seed,
+ * Last, the command line on two threads stopped by SIGINT at a drawn moment (cases of the second
+ * world without a hostile change): exit 130, its one line, nothing at --out or beside it and the
+ * inputs as they were, or, where the merge had finished first, exit 0 and the checked output.
+ * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 Ctrl-C), FUZZ_THREAD_RUNS=<n>
+ * many more (and two fifths as many of the second, or FUZZ_THREAD_REQUANT_RUNS=<m>, a fortieth as
+ * many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
  * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
  * THREAD_FORMATS and REQUANT_FORMATS name them). The pools run the built worker script (`npm run build:lib`).
  */
@@ -57,8 +61,11 @@ const REQUANT_NAMED = NAMED?.filter((f): f is RequantFormat => (REQUANT_FORMATS 
  * FUZZ_THREAD_REQUANT_RUNS; none where only the first's formats are named.
  */
 const REQUANT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_REQUANT_RUNS ?? Math.round(RUNS * 0.4));
-/** Command-line merges on two threads cancelled by Ctrl-C at a drawn moment: 2 in `npm test`, a twelfth of FUZZ_THREAD_RUNS, or FUZZ_THREAD_SIGINT_RUNS. */
-const SIGINT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(2, Math.round(RUNS / 12)));
+/**
+ * Command-line merges on two threads cancelled by Ctrl-C at a drawn moment (a process each, 1 to 9 s):
+ * 2 in `npm test`, a fortieth of FUZZ_THREAD_RUNS (50 in `npm run fuzz`), or FUZZ_THREAD_SIGINT_RUNS.
+ */
+const SIGINT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(2, Math.round(RUNS / 40)));
 /** Threads of the wider pool each case also runs on. */
 const WIDE = 4;
 
