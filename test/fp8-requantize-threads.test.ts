@@ -23,9 +23,9 @@ import type { MergeOp } from '../src/engine/merge-op.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { flux2Fp8mixed } from './helpers/comfy-fp8mixed.js';
 import { FLUX2, type Flux2Dims } from './helpers/dit-fixtures.js';
-import { buildSafetensors, decodeSafetensors, roundF8Saturating, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { mm } from './helpers/dense-f64.js';
-import { comfyRequantize, e4m3Value } from './helpers/e4m3-by-hand.js';
+import { comfyRequantize, e4m3Value, fineGrainedFp8 } from './helpers/e4m3-by-hand.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
 const rand = seededRandom(20261208);
@@ -119,22 +119,6 @@ function blockCase(weights: Record<string, [number, number]> = QWEN_MERGED): Cas
     // Slabs of two block rows (256 × 1024 codes at most): the codes pass runs per slab, on the pool.
     merged, slabBytes: 256 * 1024,
   };
-}
-
-/** transformers' FineGrainedFP8 per 128 × 128 block of f32(W'): codes and scale_inv. */
-function fineGrainedFp8(real: Float64Array, rows: number, cols: number): { codes: Float64Array; scaleInv: number[] } {
-  const w = real.map(Math.fround);
-  const colBlocks = cols / 128;
-  const scaleInv: number[] = [];
-  const codes = new Float64Array(w.length);
-  for (let br = 0; br < rows / 128; br++) for (let bc = 0; bc < colBlocks; bc++) {
-    let amax = 0;
-    for (let r = br * 128; r < (br + 1) * 128; r++) for (let c = bc * 128; c < (bc + 1) * 128; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
-    const q = Math.fround(448 / amax);
-    scaleInv.push(Math.fround(1 / q));
-    for (let r = br * 128; r < (br + 1) * 128; r++) for (let c = bc * 128; c < (bc + 1) * 128; c++) codes[r * cols + c] = roundF8Saturating(Math.fround(w[r * cols + c] * q), 'F8_E4M3');
-  }
-  return { codes, scaleInv };
 }
 
 async function mergeOn(c: Case, backend: CpuBackend): Promise<Uint8Array> {

@@ -23,7 +23,7 @@
  * calling vitest directly: the cases run the built CLI.
  */
 import fc from 'fast-check';
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -35,8 +35,12 @@ import { openNodeInputFileSet } from '../src/io/node-input-files.js';
 import { runCli, snapshot, type CliResult } from './helpers/cli.js';
 import { fuzzSettings } from './helpers/cli-fuzz.js';
 import { buildSafetensors, roundForDType, tempDirs, type FixtureDType } from './helpers/fixtures.js';
+import { buildGguf, readGguf, tensorData, tensorValues, typeName } from './helpers/gguf-builder.js';
+import { ggufRowOf } from './helpers/gguf-models.js';
 
 const settings = fuzzSettings('FUZZ_ARGS_RUNS', 'FUZZ_ARGS_CLI_RUNS', { runs: 200, cliRuns: 3 });
+/** convert's cases (a property of their own, so that the main one's draws for a seed stay as they were): a quarter as many. */
+const CONVERT_RUNS = Math.max(1, Math.ceil(settings.runs / 4));
 /** A case's own time limit (the slowest valid case takes well under a second here). */
 const CASE_MS = 8000;
 /** The worker is ended after this long: the case hung. */
@@ -61,10 +65,35 @@ function model(values: Record<string, Float64Array>): Uint8Array {
   return buildSafetensors(Object.entries(values).map(([name, data]) => ({ name: `${name}.weight`, dtype: 'F32' as const, shape: [N, N], data })));
 }
 
+/** Heads of the GGUF model convert's LoRA is for (its q rows are permuted per head, as convert_hf_to_gguf permutes them). */
+const HEADS = 2;
+/** The GGUF the adapters are converted for: a one-layer llama as convert_hf_to_gguf writes one (q, v and the norm; F32). */
+const GGUF_MODEL = buildGguf({
+  metadata: [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.name', { type: 'string', value: 'Tiny Llama' }],
+    ['llama.block_count', { type: 'u32', value: 1 }],
+    ['llama.context_length', { type: 'u32', value: 256 }],
+    ['llama.embedding_length', { type: 'u32', value: N }],
+    ['llama.feed_forward_length', { type: 'u32', value: 2 * N }],
+    ['llama.attention.head_count', { type: 'u32', value: HEADS }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: HEADS }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+    ['general.file_type', { type: 'u32', value: 0 }],
+  ],
+  tensors: [
+    { name: 'blk.0.attn_norm.weight', type: 'F32', ne: [N], data: tensorData('F32', new Float64Array(N).fill(1)) },
+    { name: 'blk.0.attn_q.weight', type: 'F32', ne: [N, N], data: tensorData('F32', W[Q]) },
+    { name: 'blk.0.attn_v.weight', type: 'F32', ne: [N, N], data: tensorData('F32', W[V]) },
+  ],
+});
+
 const FILES: Record<string, Uint8Array | string> = {
   'base.safetensors': model(W),
   'tuned.safetensors': model(TUNED),
+  'model.gguf': GGUF_MODEL,
   'old.safetensors': 'not written by loramerge: replaced only by a merge that succeeds',
+  'old.gguf': 'not written by loramerge: replaced only by a convert that succeeds',
   'notes/readme.txt': 'a folder with something in it',
 };
 for (const [name, lora] of Object.entries(LORAS)) {
@@ -97,7 +126,9 @@ interface Built {
   tail: string[];
   faults: Fault[];
   /** Where a successful run writes (relative to the case folder), and as what. */
-  output?: { path: string; kind: 'merged' | 'adapter-file' | 'adapter-folder' | 'sample' };
+  output?: { path: string; kind: 'merged' | 'adapter-file' | 'adapter-folder' | 'sample' | 'lora-gguf' };
+  /** convert's adapter, for the factors its GGUF must hold. */
+  convert?: { adapter: string };
   /** Merge adapters and weights, for the float64 reference. */
   merge?: { adapters: { name: string; weight: number }[]; dtype?: string; mergedOnly: boolean; dryRun: boolean };
 }
@@ -115,6 +146,7 @@ const BAD_RANKS = ['0', '-3', '1.0', '1e3', '', 'abc', '99999999999999999999', '
 const BAD_FRACTIONS = ['0', '1.5', '-0.5', '1e400', 'NaN', '', '0x1', '1e-400', 'Infinity'];
 const BAD_SEEDS = ['-1', '1.5', '9007199254740992', '', '1e3', 'x'];
 const METHODS = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
+/** The commands the main property draws (convert has a property of its own: see CONVERT_RUNS). */
 const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
 /** Each command's options, from `loramerge --help`. */
 const OPTIONS: Record<string, string[]> = {
@@ -124,7 +156,6 @@ const OPTIONS: Record<string, string[]> = {
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],
   inspect: [],
   sample: ['backend'],
-  // Not drawn as a command here (its files are llama.cpp LoRA GGUFs); its options are another command's for the others.
   convert: ['adapter', 'base', 'out', 'outtype', 'overwrite'],
 };
 const BOOLEANS = new Set(['dtype-merged-only', 'dry-run', 'overwrite']);
@@ -229,6 +260,17 @@ function build(r: Recipe): Built {
       // A PEFT file without the config beside it is refused (its r and lora_alpha are there).
       if (b.positionals[0].includes('/')) b.faults.push({ kind: 'input', why: /adapter_model\.safetensors: looks like a PEFT adapter but adapter_config\.json is missing/ });
       break;
+    case 'convert': {
+      const a = pick(['adapter', 'adapter2'], p[1]);
+      b.opts.push(opt('adapter', a), opt('base', 'model.gguf'));
+      const out = pick(['lora.gguf', './sub.gguf', 'old.gguf', 'LoRA ü ✓.GGUF', 'new\nline.gguf', '-.gguf', 'newdir/lora.gguf'], p[15]);
+      if (out.startsWith('newdir/')) b.faults.push({ kind: 'early-usage', why: /newdir.*does not exist; create it or choose another --out/, ofOut: true });
+      else b.output = { path: out, kind: 'lora-gguf' };
+      b.opts.push(opt('out', out));
+      if (p[14] % 5 === 0) b.opts.push(opt('overwrite'));
+      b.convert = { adapter: a };
+      break;
+    }
     case 'sample':
       b.positionals.push('smp');
       b.opts.push(opt('backend', 'cpu'));
@@ -348,7 +390,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
     },
     // A required option left out.
     () => {
-      const required: Record<string, string[]> = { merge: ['base', 'adapter', 'out'], combine: ['adapter', 'method', 'out'], resize: ['adapter', 'rank', 'out'], extract: ['base', 'tuned', 'out'], inspect: [], sample: [] };
+      const required: Record<string, string[]> = { merge: ['base', 'adapter', 'out'], combine: ['adapter', 'method', 'out'], resize: ['adapter', 'rank', 'out'], extract: ['base', 'tuned', 'out'], inspect: [], sample: [], convert: ['adapter', 'base', 'out'] };
       const o = pick(required[b.command], n);
       if (!o) return faults[3]();
       if (o === 'out' && b.merge?.dryRun) return faults[2]();
@@ -441,6 +483,13 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         ['emptydir', target.name === 'adapter' ? /emptydir: no adapter found/ : /emptydir: no \.safetensors weights found/],
       ];
       if (target.name === 'adapter') choices.push(['base.safetensors', /base\.safetensors: not a LoRA adapter.*is it the base model/]);
+      // convert's --base a model it cannot name the GGUF tensors of (safetensors with no config.json): exit 2, once it is read.
+      if (b.command === 'convert' && target.name === 'base') {
+        choices.push(['base.safetensors', /base\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for .*; give the GGUF model the LoRA is for/]);
+        const [path, why] = pick(choices, n >> 2);
+        target.value = path;
+        return void b.faults.push({ kind: path === 'base.safetensors' ? 'late-usage' : 'input', why });
+      }
       const [path, why] = pick(choices, n >> 2);
       target.value = path;
       b.faults.push({ kind: 'input', why });
@@ -457,6 +506,22 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const asOut = (p: string): [string, RegExp, FaultKind] => p.startsWith('missing/')
         ? [p, new RegExp(`${escape(p)}: folder .*missing does not exist; create it or choose another --out`), 'early-usage']
         : [p, /would overwrite input/, 'late-usage'];
+      // convert writes only a name ending in .gguf, and says so while parsing, before anything else about --out.
+      const notGguf = (p: string): [string, RegExp, FaultKind] => [p, new RegExp(`--out (.*/)?${escape(p)}: convert writes a llama\\.cpp LoRA GGUF; give --out a name ending in \\.gguf`), 'usage'];
+      const convertOut = (c: [string, RegExp, FaultKind]) => (b.command === 'convert' && !/\.gguf$/i.test(c[0]) ? notGguf(c[0]) : c);
+      if (b.command === 'convert') {
+        const [path, why, kind] = convertOut(pick<[string, RegExp, FaultKind]>([
+          ...(inputs.length ? [asOut(pick(inputs, n))] : []),
+          ['missing/out.gguf', /missing\/out\.gguf: folder .*missing does not exist; create it or choose another --out/, 'early-usage'],
+          ['base.safetensors/x.gguf', /folder .*base\.safetensors is not a folder; create it or choose another --out/, 'early-usage'],
+          ['model.gguf', /would overwrite input (.*\/)?model\.gguf;/, 'late-usage'],
+          ['emptydir', /./, 'usage'],
+        ], n >> 2));
+        out.value = path;
+        b.output = undefined;
+        b.faults = b.faults.filter((f) => !f.ofOut);
+        return void b.faults.push({ kind, why, ofOut: true });
+      }
       const choices: [string, RegExp, FaultKind][] = [
         ...(inputs.length ? [asOut(pick(inputs, n))] : []),
         ['missing/out.safetensors', /missing\/out\.safetensors: folder .*missing does not exist; create it or choose another --out/, 'early-usage'],
@@ -671,7 +736,7 @@ async function checkCase(b: Built, argv: string[], dir: string, before: Map<stri
   for (const l of lines) expect(l, `a line that is not the CLI's report\n${context}`).toMatch(SUCCESS_LINE);
   if (b.faults.some((f) => f.kind === 'help')) {
     expect(result.stdout.startsWith(HELP_START), context).toBe(true);
-    for (const c of ['merge', 'inspect', 'sample', 'combine', 'resize', 'extract']) expect(result.stdout, context).toContain(`loramerge ${c}`);
+    for (const c of ['merge', 'inspect', 'sample', 'combine', 'resize', 'extract', 'convert']) expect(result.stdout, context).toContain(`loramerge ${c}`);
     expect(result.stderr, context).toBe('');
     expect(after, `--help wrote something\n${context}`).toEqual(before);
     return 'help';
@@ -710,7 +775,42 @@ async function checkCase(b: Built, argv: string[], dir: string, before: Map<stri
     case 'sample':
       expect(snapshot(out).has('merged/model.safetensors'), context).toBe(true);
       return 'sample';
+    case 'lora-gguf':
+      expect(result.stdout, context).toMatch(/^module +rank +kept\n/);
+      return checkConverted(out, b.convert!.adapter, context);
   }
+}
+
+/**
+ * convert's GGUF against the PEFT adapter it came from, as convert_lora_to_gguf.py writes one: an
+ * adapter file for llama with PEFT's α, per module llama.cpp's names, lora_a ne [in, r] holding A
+ * and lora_b ne [r, out] holding B (q's rows where convert_hf_to_gguf moves them), the factors as
+ * they are (f32 here, exactly).
+ */
+function checkConverted(path: string, adapter: string, context: string): string {
+  const file = readGguf(readFileSync(path));
+  const lora = LORAS[adapter];
+  expect(file.metadata.get('general.type')?.value, context).toBe('adapter');
+  expect(file.metadata.get('adapter.type')?.value, context).toBe('lora');
+  expect(file.metadata.get('general.architecture')?.value, context).toBe('llama');
+  expect(file.metadata.get('adapter.lora.alpha')?.value, context).toBe(lora.alpha);
+  const tensors = new Map(file.tensors.map((t) => [t.name, t]));
+  const names = Object.keys(lora.modules).map((m) => (m === Q ? 'blk.0.attn_q.weight' : 'blk.0.attn_v.weight'));
+  expect([...tensors.keys()].sort(), context).toEqual(names.flatMap((n) => [`${n}.lora_a`, `${n}.lora_b`]).sort());
+  for (const [m, { A, B }] of Object.entries(lora.modules)) {
+    const name = m === Q ? 'blk.0.attn_q.weight' : 'blk.0.attn_v.weight';
+    const a = tensors.get(`${name}.lora_a`)!, b = tensors.get(`${name}.lora_b`)!;
+    expect([a.ne, b.ne], `${name}'s shapes\n${context}`).toEqual([[N, lora.r], [lora.r, N]]);
+    expect(Array.from(tensorValues(typeName(a.typeId), a.data)), `${name}.lora_a\n${context}`).toEqual(Array.from(A));
+    const stored = tensorValues(typeName(b.typeId), b.data);
+    const want = new Float64Array(N * lora.r);
+    for (let o = 0; o < N; o++) {
+      const row = m === Q ? ggufRowOf(o, N, HEADS) : o;
+      for (let k = 0; k < lora.r; k++) want[row * lora.r + k] = B[o * lora.r + k];
+    }
+    expect(Array.from(stored), `${name}.lora_b\n${context}`).toEqual(Array.from(want));
+  }
+  return 'converted, factors exact';
 }
 
 describe('fuzzing the command line', () => {
@@ -760,6 +860,21 @@ describe('fuzzing the command line', () => {
       expect(total(/re-opened/)).toBeGreaterThan(0);
     }
   }, Math.max(300_000, settings.runs * 2000));
+
+  it(`${CONVERT_RUNS} convert command lines through the CLI's front end in-process`, async () => {
+    let n = 0;
+    const started = performance.now();
+    const before = new Map(counts);
+    // The same recipes (another seed), every one a convert: the main property's draws stay those of its seeds.
+    await fc.assert(fc.asyncProperty(recipe.map((r) => ({ ...r, command: 'convert' })), (r) => runCase(r, 200_000 + n++, (argv) => runner.run(argv))),
+      { seed: settings.seed + 2, numRuns: CONVERT_RUNS, endOnFailure: true });
+    const mine = [...counts].filter(([k]) => k.startsWith('convert:')).map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0);
+    console.log(`argv fuzz: ${n} convert cases in ${((performance.now() - started) / 1000).toFixed(1)} s: ${mine.sort().map(([k, v]) => `${k} ×${v}`).join(', ')}`);
+    const total = (re: RegExp) => mine.filter(([k]) => re.test(k)).reduce((s, [, v]) => s + v, 0);
+    expect(total(/refused 2/)).toBeGreaterThan(CONVERT_RUNS / 5);
+    expect(total(/refused 1/)).toBeGreaterThan(0);
+    expect(total(/converted, factors exact/)).toBeGreaterThan(CONVERT_RUNS / 20);
+  }, Math.max(300_000, CONVERT_RUNS * 2000));
 
   it(`${settings.cliRuns} command lines through the real loramerge process`, async () => {
     let n = 0;

@@ -4,24 +4,44 @@
  * compressed-tensors int, ModelOpt and ComfyUI NVFP4, ComfyUI mxfp8, gpt-oss MXFP4 experts), with odd shapes and slab
  * sizes and, for some cases, a hostile statistic or shape, merged with a PEFT LoRA on two threads
  * (slabs in shared memory, as the command line reads them), on two threads through the pool's
- * scratch (a page's pool) and on one thread with no pool. For every case:
- *   - the three give the same outcome: the same bytes, or the same refusal (code and line);
+ * scratch (a page's pool), on four threads with shared slabs and on one thread with no pool. For
+ * every case:
+ *   - the four give the same outcome: the same bytes, or the same refusal (code and line);
  *   - a merge writes W + ΔW rounded once to the output dtype, W dequantized here in float64 by the
  *     format's published formula (NaN and infinities where the hostile value puts them), every
  *     unchanged weight exactly its dequantized value in that dtype;
  *   - a refusal is one line that names the module it is about, and comes only for a hostile case;
  *     a case whose files hold no loadable weight (a tensor one row short, a weight of another
  *     shape) is refused.
- * Seeded; `npm test` runs a few cases, FUZZ_THREAD_RUNS=<n> many more (FUZZ_SEED picks the seed,
+ * A second world (helpers/fuzz-requant-worlds.ts) holds bases whose merged weights are written
+ * quantized again in their own format: ComfyUI int8_tensorwise (per tensor, per row), Comfy-Org
+ * fp8mixed, ComfyUI scaled fp8 (`scale_weight`), block fp8 (`weight_scale_inv` per 128 × 128) and
+ * llama GGUFs (Q8_0, Q4_0, Q5_1, Q3_K, Q4_K, Q5_K, Q6_K), on the same four backends: the same
+ * outcome; a merge is the format's re-quantization of W' = W + ΔW computed in the test in float64
+ * (the quantizers written from the tools' sources in the helpers), every unmerged tensor byte for
+ * byte, and it went to the workers; a refusal is one line naming the module and comes only for a
+ * hostile case, which is merged only where its change leaves a copied module what the tool loads.
+ * Last, the command line on two threads stopped by SIGINT at a drawn moment (cases of the second
+ * world without a hostile change): exit 130, its one line, nothing at --out or beside it and the
+ * inputs as they were, or, where the merge had finished first, exit 0 and the checked output.
+ * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 Ctrl-C), FUZZ_THREAD_RUNS=<n>
+ * many more (and two fifths as many of the second, or FUZZ_THREAD_REQUANT_RUNS=<m>, a fortieth as
+ * many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
  * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
- * THREAD_FORMATS names them). The pools run the built worker script (`npm run build:lib`).
+ * THREAD_FORMATS and REQUANT_FORMATS name them). The pools run the built worker script (`npm run build:lib`).
  */
-import { describe, expect, it } from 'vitest';
-import type { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { decodeSafetensors, roundForDType } from './helpers/fixtures.js';
+import { decodeSafetensors, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { REQUANT_FORMATS, requantCase, type RequantCase, type RequantFormat } from './helpers/fuzz-requant-worlds.js';
 import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
+import { errorLines, REPO_ROOT, runCliActingAtStart, snapshot } from './helpers/cli.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
 const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
@@ -29,24 +49,55 @@ const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
 const FROM = Number(process.env.FUZZ_THREAD_FROM ?? 0);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const ONLY = process.env.FUZZ_THREAD_CASE === undefined ? undefined : Number(process.env.FUZZ_THREAD_CASE);
-const FORMATS = process.env.FUZZ_THREAD_FORMATS?.split(',').map((f) => f.trim()) as ThreadFormat[] | undefined;
-for (const f of FORMATS ?? []) if (!THREAD_FORMATS.includes(f)) throw new Error(`FUZZ_THREAD_FORMATS: no format "${f}" (${THREAD_FORMATS.join(', ')})`);
+const ALL_FORMATS: readonly string[] = [...THREAD_FORMATS, ...REQUANT_FORMATS];
+const NAMED = process.env.FUZZ_THREAD_FORMATS?.split(',').map((f) => f.trim());
+for (const f of NAMED ?? []) if (!ALL_FORMATS.includes(f)) throw new Error(`FUZZ_THREAD_FORMATS: no format "${f}" (${ALL_FORMATS.join(', ')})`);
+/** The first world's formats asked for (all where none were named). */
+const FORMATS = NAMED?.filter((f): f is ThreadFormat => (THREAD_FORMATS as readonly string[]).includes(f));
+/** The re-quantizing world's. */
+const REQUANT_NAMED = NAMED?.filter((f): f is RequantFormat => (REQUANT_FORMATS as readonly string[]).includes(f));
+/**
+ * The re-quantizing world's cases: two fifths as many as the first's (5 in `npm test`), or
+ * FUZZ_THREAD_REQUANT_RUNS; none where only the first's formats are named.
+ */
+const REQUANT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_REQUANT_RUNS ?? Math.round(RUNS * 0.4));
+/**
+ * Command-line merges on two threads cancelled by Ctrl-C at a drawn moment (a process each, 1 to 9 s):
+ * 2 in `npm test`, a fortieth of FUZZ_THREAD_RUNS (50 in `npm run fuzz`), or FUZZ_THREAD_SIGINT_RUNS.
+ */
+const SIGINT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(2, Math.round(RUNS / 40)));
+/** Threads of the wider pool each case also runs on. */
+const WIDE = 4;
 
 const threads = threadBackends();
+let widePool: CpuWorkerPool | undefined;
+const wideBackends: CpuBackend[] = [];
+beforeAll(() => {
+  widePool = new CpuWorkerPool(pathToFileURL(join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js')), WIDE);
+});
+afterAll(() => wideBackends.forEach((b) => b.dispose()));
+/** A backend on four threads with shared slabs (the command line's pool on a machine of more cores). */
+function wide(): CpuBackend {
+  const b = new CpuBackend('test', { pool: widePool! });
+  wideBackends.push(b);
+  return b;
+}
 
 type Outcome = { kind: 'merged'; bytes: Uint8Array } | { kind: 'refused'; code: string; message: string };
 
-async function mergeOn(c: ThreadCase, backend: CpuBackend): Promise<Outcome> {
+async function mergeOn(c: ThreadCase | RequantCase, backend: CpuBackend): Promise<Outcome> {
   try {
     const prepared = await prepareMerge(memoryInputFileSet(c.files, 'model'), [{ files: memoryInputFileSet(c.adapter, 'adapter') }]);
     const output = createBlobOutputTarget();
     try {
       if (prepared.plan.problems.length) return { kind: 'refused', code: 'PLAN', message: prepared.plan.problems.map((p) => p.message).join('\n') };
-      await mergeModel({ prepared, output, backend, outDtype: c.outDtype, slabBytes: c.slabBytes });
+      await mergeModel({ prepared, output, backend, ...('outDtype' in c ? { outDtype: c.outDtype } : {}), slabBytes: c.slabBytes });
     } finally {
       await prepared.close();
     }
-    const file = output.files().find((f) => f.path === 'model.safetensors')!;
+    const name = 'output' in c ? c.output : 'model.safetensors';
+    const file = output.files().find((f) => f.path === name);
+    if (!file) throw new Error(`no ${name} among the outputs (${output.files().map((f) => f.path).join(', ')})`);
     return { kind: 'merged', bytes: new Uint8Array(await file.blob.arrayBuffer()) };
   } catch (e) {
     if (!isMergeError(e)) throw e;
@@ -90,24 +141,28 @@ function wrongElement(c: ThreadCase, bytes: Uint8Array): string | undefined {
 }
 
 describe('fuzzing quantized row decoding on the worker threads', () => {
-  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: RUNS }, (_, i) => FROM + i);
+  // None where only the re-quantizing world's formats are named.
+  const indices = FORMATS?.length === 0 ? [] : ONLY !== undefined ? [ONLY] : Array.from({ length: RUNS }, (_, i) => FROM + i);
   // Chunks of 25 cases, each its own test: a long run shows its progress and a failure keeps its neighbours' results.
   const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
     .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
   const stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map<string, { merged: number; refused: number }>() };
 
-  it.for(chunks)(`cases $cases (seed ${SEED}): two threads and one give the same outcome, merges equal to the float64 truth, refusals one line naming the module`, { timeout: 120_000 + 25 * 10_000 }, async ({ chunk }) => {
+  it.skipIf(!indices.length).for(chunks)(`cases $cases (seed ${SEED}): two threads and one give the same outcome, merges equal to the float64 truth, refusals one line naming the module`, { timeout: 120_000 + 25 * 10_000 }, async ({ chunk }) => {
     const { shared, scratch, single } = threads.three();
+    const wideBackend = wide();
     for (const index of chunk) {
-      const c = threadCase(SEED, index, FORMATS ? { formats: FORMATS } : {});
+      const c = threadCase(SEED, index, FORMATS?.length ? { formats: FORMATS } : {});
       const pieces = threads.sharedPool.sent.decodePieces;
       const onShared = await mergeOn(c, shared);
       const onWorkers = threads.sharedPool.sent.decodePieces > pieces;
       const onScratch = await mergeOn(c, scratch);
       const onOne = await mergeOn(c, single);
-      const context = `${c.label}\n  two threads, shared: ${show(onShared)}\n  two threads, scratch: ${show(onScratch)}\n  one thread: ${show(onOne)}`;
+      const onWide = await mergeOn(c, wideBackend);
+      const context = `${c.label}\n  two threads, shared: ${show(onShared)}\n  two threads, scratch: ${show(onScratch)}\n  one thread: ${show(onOne)}\n  ${WIDE} threads, shared: ${show(onWide)}`;
       expect(key(onScratch), `two threads through the scratch differ from two on shared slabs\n${context}`).toBe(key(onShared));
       expect(key(onOne), `one thread differs from two\n${context}`).toBe(key(onShared));
+      expect(key(onWide), `${WIDE} threads differ from two\n${context}`).toBe(key(onShared));
       if (onShared.kind === 'merged') expect(Buffer.from(onOne.kind === 'merged' ? onOne.bytes : []).equals(Buffer.from(onShared.bytes)), context).toBe(true);
       const t = stats.byFormat.get(c.format) ?? { merged: 0, refused: 0 };
       stats.byFormat.set(c.format, t);
@@ -131,7 +186,7 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
     if (chunks.length > 1) console.log(`fuzz threads: seed ${SEED}, cases ${chunk[0]}–${chunk[chunk.length - 1]} passed (${stats.cases} so far: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers)`);
   });
 
-  it('reached the worker threads', () => {
+  it.skipIf(!indices.length)('reached the worker threads', () => {
     console.log(`fuzz threads: seed ${SEED}, ${stats.cases} cases: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} decoded on the workers; ${[...stats.byFormat].map(([f, t]) => `${f}: ${t.merged} merged, ${t.refused} refused`).join('; ')}`);
     // Most cases did go to the workers (a hostile one may be refused before any row is decoded).
     if (ONLY === undefined && stats.cases === indices.length) expect(stats.onWorkers).toBeGreaterThan(indices.length / 2);
@@ -151,3 +206,106 @@ function hash(bytes: Uint8Array): string {
   for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193);
   return (h >>> 0).toString(16);
 }
+
+describe('fuzzing re-quantized merges on the worker threads', () => {
+  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: REQUANT_RUNS }, (_, i) => FROM + i);
+  const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
+    .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
+  const stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map<string, { merged: number; refused: number }>() };
+  /** Pieces of any kind the pools sent their workers (the merge's own row blocks too: an e5m2 scaled fp8 weight is merged in place, in its codes' domain). */
+  const sentPieces = (pool: CpuWorkerPool) => pool.sent.blocks + pool.sent.decodePieces + pool.sent.encodePieces + pool.sent.fp8MaximaPieces + pool.sent.fp8CodePieces + pool.sent.comfyCodePieces;
+
+  it.skipIf(!indices.length).for(chunks)(`cases $cases (seed ${SEED}): two threads (shared, scratch), ${WIDE} threads and one give the same outcome, merges the format's re-quantization of the float64 W', refusals one line naming the module`, { timeout: 120_000 + 25 * 20_000 }, async ({ chunk }) => {
+    const { shared, scratch, single } = threads.three();
+    const wideBackend = wide();
+    for (const index of chunk) {
+      const c = requantCase(SEED, index, REQUANT_NAMED ?? REQUANT_FORMATS);
+      const pieces = sentPieces(threads.sharedPool);
+      const onShared = await mergeOn(c, shared);
+      const onWorkers = sentPieces(threads.sharedPool) > pieces;
+      const onScratch = await mergeOn(c, scratch);
+      const onOne = await mergeOn(c, single);
+      const onWide = await mergeOn(c, wideBackend);
+      const context = `${c.label}\n  two threads, shared: ${show(onShared)}\n  two threads, scratch: ${show(onScratch)}\n  one thread: ${show(onOne)}\n  ${WIDE} threads, shared: ${show(onWide)}`;
+      expect(key(onScratch), `two threads through the scratch differ from two on shared slabs\n${context}`).toBe(key(onShared));
+      expect(key(onOne), `one thread differs from two\n${context}`).toBe(key(onShared));
+      expect(key(onWide), `${WIDE} threads differ from two\n${context}`).toBe(key(onShared));
+      if (onShared.kind === 'merged') {
+        for (const other of [onOne, onWide, onScratch]) expect(Buffer.from(other.kind === 'merged' ? other.bytes : []).equals(Buffer.from(onShared.bytes)), context).toBe(true);
+      }
+      const t = stats.byFormat.get(c.format) ?? { merged: 0, refused: 0 };
+      stats.byFormat.set(c.format, t);
+      stats.cases++;
+      if (onWorkers) stats.onWorkers++;
+      if (onShared.kind === 'refused') {
+        t.refused++;
+        stats.refused++;
+        expect(c.hostile, `a case with no hostile change was refused\n${context}`).toBeDefined();
+        expect(onShared.message, `the refusal is not one line\n${context}`).not.toContain('\n');
+        expect(onShared.message, `the refusal does not name the module\n${context}`).toContain(c.hostile!.module.replace(/\.weight$/, ''));
+        continue;
+      }
+      t.merged++;
+      stats.merged++;
+      // Every merged weight is above the pool's floor: its decoding, maxima or codes went to the workers.
+      expect(onWorkers, `merged without the worker threads\n${context}`).toBe(true);
+      // A hostile value in the merged module cannot give its re-quantized W'; anywhere, a weight
+      // the tool would not load cannot be merged (see RequantCase.hostile); a huge ΔW merged is
+      // checked as any other.
+      if (c.hostile) expect(c.hostile.mayMerge, `merged with a hostile change\n${context}`).toBe(true);
+      expect(c.check(onShared.bytes), context).toBeUndefined();
+    }
+    if (chunks.length > 1) console.log(`fuzz threads (re-quantized): seed ${SEED}, cases ${chunk[0]}–${chunk[chunk.length - 1]} passed (${stats.cases} so far: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers)`);
+  });
+
+  it.skipIf(!indices.length)('reached the worker threads', () => {
+    console.log(`fuzz threads (re-quantized): seed ${SEED}, ${stats.cases} cases: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers; ${[...stats.byFormat].map(([f, t]) => `${f}: ${t.merged} merged, ${t.refused} refused`).join('; ')}`);
+    // Each merge went to the workers (checked per case): here, that the run merged something at all.
+    if (ONLY === undefined && stats.cases === indices.length) expect(stats.merged).toBeGreaterThan(0);
+  });
+});
+
+describe('merges on two threads cancelled by Ctrl-C (the command line)', () => {
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: SIGINT_RUNS }, (_, i) => FROM + i);
+  const outcomes = { cancelled: 0, finished: 0 };
+
+  // The re-quantizing world's cases with no hostile change (another draw than its fuzz's), SIGINT
+  // sent 0–400 ms after the command says which backend it runs on: either it stops (exit 130, its one
+  // line, nothing at --out or beside it, the inputs as they were) or it had finished (exit 0, the
+  // format's re-quantization of W').
+  it.skipIf(!indices.length).for(indices.map((index) => ({ index, name: String(index) })))(`case $name (seed ${SEED}): exit 130 and nothing written, or the whole merge`, { timeout: 60_000 }, async ({ index }) => {
+    const c = requantCase(SEED + 1, index, REQUANT_NAMED ?? REQUANT_FORMATS, 0);
+    const prefixed = (prefix: string, files: Record<string, Uint8Array | string>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [prefix + k, v]));
+    const dir = temp.make({ ...prefixed('model/', c.files), ...prefixed('adapter/', c.adapter) });
+    const outDir = temp.make();
+    const gguf = c.output.endsWith('.gguf');
+    const out = join(outDir, gguf ? 'merged.gguf' : 'merged');
+    const delay = Math.floor(seededRandom((SEED * 31 + index) >>> 0)() * 400);
+    const before = snapshot(dir);
+    const run = await runCliActingAtStart(
+      ['merge', '--base', join(dir, 'model', gguf ? c.output : ''), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', '--threads', '2'],
+      (child) => setTimeout(() => child.kill('SIGINT'), delay),
+    );
+    const context = `${c.label}, SIGINT ${delay} ms after the backend line\nexit ${run.code}\n${run.stderr}`;
+    expect(run.stderr, context).toMatch(/backend: CPU \(WebAssembly SIMD, 2 threads/);
+    expect(run.stderr, context).not.toMatch(/\n\s+at |internal error/);
+    expect([...snapshot(dir)].map(([p, b]) => [p, b && b.length]), `the inputs changed\n${context}`).toEqual([...before].map(([p, b]) => [p, b && b.length]));
+    if (run.code === 130) {
+      outcomes.cancelled++;
+      expect(errorLines(run.stderr), context).toEqual([`error: merge cancelled; nothing was written to ${out}`]);
+      expect(readdirSync(outDir), `left in the output's folder\n${context}`).toEqual([]);
+      return;
+    }
+    outcomes.finished++;
+    expect(run.code, context).toBe(0);
+    expect(readdirSync(outDir), context).toEqual([gguf ? 'merged.gguf' : 'merged']);
+    if (!gguf) expect(readdirSync(out).sort(), context).toEqual(['config.json', 'model.safetensors']);
+    expect(c.check(readFileSync(gguf ? out : join(out, 'model.safetensors'))), context).toBeUndefined();
+  });
+
+  it.skipIf(!indices.length)('outcomes', () => {
+    console.log(`fuzz threads (Ctrl-C): seed ${SEED}, ${indices.length} cases: ${outcomes.cancelled} cancelled, ${outcomes.finished} finished first`);
+  });
+});

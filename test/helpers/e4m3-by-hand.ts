@@ -38,6 +38,28 @@ export function comfyRequantize(
 }
 
 /**
+ * transformers' FineGrainedFP8 quantizer per 128 × 128 block of f32(W') (the last blocks of a
+ * dimension no multiple of 128 partial): q = f32(448 / amax), code = e4m3(clamp(f32(w · q), ±448)),
+ * scale_inv = f32(1 / q). A block of zeros has no such q, and is not drawn by the tests.
+ */
+export function fineGrainedFp8(real: Float64Array, rows: number, cols: number): { codes: Float64Array; scaleInv: number[] } {
+  const w = real.map(Math.fround);
+  const rowBlocks = Math.ceil(rows / 128), colBlocks = Math.ceil(cols / 128);
+  const scaleInv: number[] = [];
+  const codes = new Float64Array(w.length);
+  for (let br = 0; br < rowBlocks; br++) for (let bc = 0; bc < colBlocks; bc++) {
+    const r1 = Math.min(rows, (br + 1) * 128), c1 = Math.min(cols, (bc + 1) * 128);
+    let amax = 0;
+    for (let r = br * 128; r < r1; r++) for (let c = bc * 128; c < c1; c++) amax = Math.max(amax, Math.abs(w[r * cols + c]));
+    if (amax === 0) throw new Error(`fineGrainedFp8: block (${br}, ${bc}) is all zeros`);
+    const q = Math.fround(448 / amax);
+    scaleInv.push(Math.fround(1 / q));
+    for (let r = br * 128; r < r1; r++) for (let c = bc * 128; c < c1; c++) codes[r * cols + c] = roundF8Saturating(Math.fround(w[r * cols + c] * q), 'F8_E4M3');
+  }
+  return { codes, scaleInv };
+}
+
+/**
  * cuBLAS' block-scale layout as comfy_kitchen's to_blocked writes it, step by step: the (rows, cols)
  * grid padded with zeros to (⌈rows/128⌉·128, ⌈cols/4⌉·4), viewed (row tiles, 128, col tiles, 4),
  * permuted to (row tiles, col tiles, 128, 4), the 128 split (4, 32) and those two swapped. Entry k of
