@@ -372,7 +372,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const o = pick(once, n);
       const fine: Record<string, string> = {
         base: 'base.safetensors', imatrix: 'imatrix.gguf', tuned: 'tuned.safetensors', out: 'x.safetensors', dtype: 'f16', backend: 'cpu', threads: '2', method: 'cat', rank: '1',
-        density: '0.5', 'majority-sign': 'total', seed: '1', 'clamp-quantile': '0.5', energy: '0.5', 'sv-ratio': '2', 'sv-fro': '0.5', 'sv-cumulative': '0.5',
+        density: '0.5', 'majority-sign': 'total', seed: '1', 'clamp-quantile': '0.5', energy: '0.5', 'sv-ratio': '2', 'sv-fro': '0.5', 'sv-cumulative': '0.5', outtype: 'f32',
       };
       const value = fine[o];
       b.opts.push(opt(o, value), opt(o, value));
