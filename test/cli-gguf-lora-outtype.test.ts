@@ -3,8 +3,8 @@
  * library's `convertLora({ outtype })`: every factor's type and bytes checked against encodings
  * written independently of src/ (the builder's float encoders, ggml's Q8_0 reference quantizer in
  * test/helpers/ggml-reference.ts): Q8_0 where a tensor's rows (ne[0]) are whole 32-value blocks,
- * else F16, as gguf-py falls back (QuantError); `auto` as convert_hf_to_gguf's GUESSED picks (the
- * first pair in the adapter's sorted tensor names that is bf16, or f16, else f16). Also: the
+ * else F16, as gguf-py falls back (QuantError); `auto` as convert_hf_to_gguf's GUESSED picks (f16 where
+ * the first pair in the adapter's sorted tensor names is f16, else bf16). Also: the
  * library refuses `overwrite` (one .gguf file, always replaced) and a bad `outtype`.
  */
 import { readFileSync } from 'node:fs';
@@ -128,18 +128,20 @@ describe('convert --outtype, as convert_lora_to_gguf.py writes each type', () =>
     for (let i = 0; i < want.length; i++) expect(Math.abs(back[i] - want[i])).toBeLessThanOrEqual(0.125 / 127 / 2 + 1e-9);
   });
 
-  it('auto: bf16 or f16 as the first 16-bit pair in sorted tensor names, else f16', async () => {
+  it('auto: f16 where the first pair in sorted tensor names is f16, else bf16 (f32 too), as convert_hf_to_gguf\'s GUESSED', async () => {
     expect(new Set(Object.values((await convert('BF16', 'auto')).types))).toEqual(new Set(['BF16']));
     expect(new Set(Object.values((await convert('F16', 'auto')).types))).toEqual(new Set(['F16']));
-    // No 16-bit pair: f16 (the script's "unable to detect" default).
+    // An f32 adapter: not float16, so bf16 (the script's else branch).
     const f32 = await convert('F32', 'auto');
-    expect(new Set(Object.values(f32.types))).toEqual(new Set(['F16']));
-    // base_model.model.model.embed_tokens… sorts before …model.layers…: its bf16 pair decides.
+    expect(new Set(Object.values(f32.types))).toEqual(new Set(['BF16']));
+    // base_model.model.model.embed_tokens… sorts before …model.layers…: its pair decides.
     const mixed = await convert((path) => (path === 'model.embed_tokens' ? 'BF16' : 'F16'), 'auto');
     expect(new Set(Object.values(mixed.types))).toEqual(new Set(['BF16']));
-    // An f32 pair first is passed over: the f16 layers decide.
-    const passed = await convert((path) => (path === 'model.embed_tokens' ? 'F32' : 'F16'), 'auto');
-    expect(new Set(Object.values(passed.types))).toEqual(new Set(['F16']));
+    const f16First = await convert((path) => (path === 'model.embed_tokens' ? 'F16' : 'BF16'), 'auto');
+    expect(new Set(Object.values(f16First.types))).toEqual(new Set(['F16']));
+    // An f32 pair first decides too: bf16, though every other module is f16.
+    const f32First = await convert((path) => (path === 'model.embed_tokens' ? 'F32' : 'F16'), 'auto');
+    expect(new Set(Object.values(f32First.types))).toEqual(new Set(['BF16']));
   });
 
   it('refuses another --outtype in one line, nothing written; combine and resize take none', async () => {

@@ -5,7 +5,7 @@
  * low-rank product, DoRA or a bias change is refused by collectModules, as combine and resize refuse it.
  */
 import type { FloatDType } from '../dtype.js';
-import { throwIfAborted } from '../errors.js';
+import { MergeError, throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import type { ProgressListener } from '../pipeline/progress.js';
@@ -21,19 +21,24 @@ export const GGUF_OUT_TYPES: readonly GgufOutType[] = ['f32', 'f16', 'bf16', 'q8
 /**
  * What `outtype` writes for `adapter`: a float type, or Q8_0 (each tensor whose rows are not whole
  * 32-value blocks F16, the writer's fallback as gguf-py's). `auto` is convert_hf_to_gguf's
- * GUESSED: the first pair, in the order the script reads the adapter's tensors (their names,
- * sorted, as safetensors lists them), whose A and B are both bf16 (then bf16) or both f16 (then
- * f16); f16 where none is.
+ * GUESSED: the type of the first tensor the script yields, which for a LoRA is the first module's
+ * pair in the order the script reads the adapter's tensors (their names, sorted, as safetensors
+ * lists them): f16 where that pair is f16, bf16 for any other type (f32 included). A pair whose A
+ * and B differ in type stops the script (LoraTorchTensor.dtype asserts they agree): refused.
  */
 export function ggufOutType(adapter: ParsedAdapter, outtype: GgufOutType): { dtype: FloatDType; ggufType?: 'Q8_0' } {
   if (outtype === 'q8_0') return { dtype: 'F32', ggufType: 'Q8_0' };
   if (outtype !== 'auto') return { dtype: outtype === 'f32' ? 'F32' : outtype === 'f16' ? 'F16' : 'BF16' };
-  const pairs = adapter.modules.map((m) => Object.values(m.tensors)).map((ts) => ({ first: ts.map((t) => t.name).sort()[0] ?? '', types: new Set(ts.map((t) => t.dtype)) }));
+  const pairs = adapter.modules.map((m) => ({ path: m.name, tensors: Object.values(m.tensors) }))
+    .map((m) => ({ ...m, first: m.tensors.map((t) => t.name).sort()[0] ?? '' }));
   pairs.sort((x, y) => (x.first < y.first ? -1 : x.first > y.first ? 1 : 0));
-  for (const { types } of pairs) {
-    if (types.size === 1 && (types.has('BF16') || types.has('F16'))) return { dtype: [...types][0] as FloatDType };
+  const first = pairs[0];
+  if (!first) return { dtype: 'BF16' };
+  const types = new Set(first.tensors.map((t) => t.dtype));
+  if (types.size > 1) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: --outtype auto takes the type of the first module's factors, and module "${first.path}" has factors of ${[...types].sort().join(' and ')} (convert_lora_to_gguf.py stops on it): give --outtype f32, f16, bf16 or q8_0`);
   }
-  return { dtype: 'F16' };
+  return { dtype: types.has('F16') ? 'F16' : 'BF16' };
 }
 
 /**
