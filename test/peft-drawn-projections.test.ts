@@ -17,6 +17,7 @@ import { peftKaimingUniform, torchUniformFloat32 } from '../src/algorithms/math/
 import { seededRandom } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { veraTruth } from './helpers/peft-delta-truth.js';
 import { expectPeftCliRefusal, fixtureTensor as t, peftFolderOnCli, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 interface KaimingCase {
@@ -152,18 +153,6 @@ const veraConfig = (fields: object = {}) => ({
   fan_in_fan_out: false, bias: 'none', modules_to_save: null, init_weights: true, layers_to_transform: null, layers_pattern: null, ...fields,
 });
 
-/** W + weight·(λ_b ⊙ B[:out, :r])·(λ_d[:r] ⊙ A[:r, :in]) in float64; A (·, inMax), B (·, r). */
-function truth(w: Float64Array, out: number, inF: number, r: number, a: Float32Array, inMax: number, b: Float32Array, lb: Float64Array, ld: Float64Array, weight = 1) {
-  const res = w.slice();
-  for (let o = 0; o < out; o++) {
-    for (let i = 0; i < inF; i++) {
-      let s = 0;
-      for (let c = 0; c < r; c++) s += lb[o] * b[o * r + c] * ld[c] * a[c * inMax + i];
-      res[o * inF + i] += weight * s;
-    }
-  }
-  return res;
-}
 
 describe.each(['cpu', 'webgpu'])('drawn projections, %s', (name) => {
   it("VeRA saved with save_projection: false: vera_A (4, 24) and vera_B (20, 4) drawn from projection_prng_key 0 as torch draws them, sliced per layer", async (ctx) => {
@@ -181,8 +170,8 @@ describe.each(['cpu', 'webgpu'])('drawn projections, %s', (name) => {
       t(saved(q, 'vera_lambda_b'), 'F32', [20], lbq), t(saved(q, 'vera_lambda_d'), 'F32', [r], ldq),
       t(saved(v, 'vera_lambda_b'), 'F32', [12], lbv), t(saved(v, 'vera_lambda_d'), 'F32', [r], ldv),
     ], 0.5);
-    expectMerged(merged.get(`${q}.weight`)!.values, truth(wq, 20, 24, r, a, 24, b, lbq, ldq, 0.5), 'BF16', q);
-    expectMerged(merged.get(`${v}.weight`)!.values, truth(wv, 12, 16, r, a, 24, b, lbv, ldv, 0.5), 'BF16', v);
+    expectMerged(merged.get(`${q}.weight`)!.values, veraTruth(wq, 20, 24, r, a, 24, b, lbq, ldq, 0.5), 'BF16', q);
+    expectMerged(merged.get(`${v}.weight`)!.values, veraTruth(wv, 12, 16, r, a, 24, b, lbv, ldv, 0.5), 'BF16', v);
   });
 
   it('PVeRA saved with save_projection: false: pvera_A (6, 7) and pvera_B (9, 3) from a seed past 32 bits, the mean half merged', async (ctx) => {
@@ -199,8 +188,8 @@ describe.each(['cpu', 'webgpu'])('drawn projections, %s', (name) => {
       t(saved(q, 'pvera_lambda_b'), 'F32', [9], lbq), t(saved(q, 'pvera_lambda_d'), 'F32', [2 * r], ldq),
       t(saved(v, 'pvera_lambda_b'), 'F32', [5], lbv), t(saved(v, 'pvera_lambda_d'), 'F32', [2 * r], ldv),
     ]);
-    expectMerged(merged.get(`${q}.weight`)!.values, truth(wq, 9, 7, r, a, 7, b, lbq, ldq), 'F32', q);
-    expectMerged(merged.get(`${v}.weight`)!.values, truth(wv, 5, 4, r, a, 7, b, lbv, ldv), 'F32', v);
+    expectMerged(merged.get(`${q}.weight`)!.values, veraTruth(wq, 9, 7, r, a, 7, b, lbq, ldq), 'F32', q);
+    expectMerged(merged.get(`${v}.weight`)!.values, veraTruth(wv, 5, 4, r, a, 7, b, lbv, ldv), 'F32', v);
   });
 });
 

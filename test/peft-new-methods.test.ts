@@ -21,6 +21,7 @@ import { describe, expect, it } from 'vitest';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { veraTruth } from './helpers/peft-delta-truth.js';
 import { expectPeftCliRefusal, fixtureTensor, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -169,18 +170,6 @@ const pveraConfig = (fields: object = {}) => ({
   fan_in_fan_out: false, bias: 'none', modules_to_save: null, init_weights: true, layers_to_transform: null, layers_pattern: null, sample_at_inference: false, generator_seed: null, ...fields,
 });
 
-/** PEFT PVeRA's merge in float64: W + weight·(λ_b ⊙ B[:out, :r])·(λ_d[:r] ⊙ A[:r, :in]), A (2r, inMax), B (outMax, r). */
-function pveraTruth(w: Float64Array, out: number, inF: number, r: number, a: Float64Array, inMax: number, b: Float64Array, lb: Float64Array, ld: Float64Array, weight = 1) {
-  const res = w.slice();
-  for (let o = 0; o < out; o++) {
-    for (let i = 0; i < inF; i++) {
-      let s = 0;
-      for (let c = 0; c < r; c++) s += lb[o] * b[o * r + c] * ld[c] * a[c * inMax + i];
-      res[o * inF + i] += weight * s;
-    }
-  }
-  return res;
-}
 
 describe.each(['cpu', 'webgpu'])('PVeRA (PEFT), %s', (name) => {
   it('the mean half of the shared projections, sliced to each layer (q_proj (8, 6), v_proj (4, 3)), r = 2, with a user weight', async (ctx) => {
@@ -195,8 +184,8 @@ describe.each(['cpu', 'webgpu'])('PVeRA (PEFT), %s', (name) => {
       t(saved(q, 'pvera_lambda_b'), 'F32', [8], lbq), t(saved(q, 'pvera_lambda_d'), 'F32', [2 * r], ldq),
       t(saved(v, 'pvera_lambda_b'), 'F32', [4], lbv), t(saved(v, 'pvera_lambda_d'), 'F32', [2 * r], ldv),
     ], 0.5);
-    expectMerged(tensors.get(`${q}.weight`)!.values, pveraTruth(wq, 8, 6, r, a, inMax, b, lbq, ldq, 0.5), 'BF16', q);
-    expectMerged(tensors.get(`${v}.weight`)!.values, pveraTruth(wv, 4, 3, r, a, inMax, b, lbv, ldv, 0.5), 'BF16', v);
+    expectMerged(tensors.get(`${q}.weight`)!.values, veraTruth(wq, 8, 6, r, a, inMax, b, lbq, ldq, 0.5), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, veraTruth(wv, 4, 3, r, a, inMax, b, lbv, ldv, 0.5), 'BF16', v);
   });
 });
 
@@ -207,7 +196,7 @@ it('PVeRA r = 1 on a GPT-2 Conv1D under fan_in_fan_out: ΔW transposed onto the 
     t('base_model.pvera_A', 'F32', [2, inF], a), t('base_model.pvera_B', 'F32', [out, 1], b),
     t(`base_model.model.${c}.pvera_lambda_b`, 'F32', [out], lb), t(`base_model.model.${c}.pvera_lambda_d`, 'F32', [2], ld),
   ]);
-  const delta = pveraTruth(new Float64Array(out * inF), out, inF, r, a, inF, b, lb, ld);
+  const delta = veraTruth(new Float64Array(out * inF), out, inF, r, a, inF, b, lb, ld);
   expectMerged(tensors.get(`${c}.weight`)!.values, w.map((wi, idx) => wi + delta[(idx % out) * inF + Math.floor(idx / out)]), 'F32', c);
 });
 

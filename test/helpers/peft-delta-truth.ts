@@ -103,3 +103,19 @@ export function tuckerConv1d(core: Float64Array, wa: Float64Array, wb: Float64Ar
   }
   return out;
 }
+
+/**
+ * VeRA's and PVeRA's merge in float64: W + weight·(λ_b ⊙ B[:out, :r])·(λ_d[:r] ⊙ A[:r, :in]), the
+ * shared A (rows, inMax) and B (outMax, r) sliced to the layer (out, in).
+ */
+export function veraTruth(w: Float64Array, out: number, inF: number, r: number, a: ArrayLike<number>, inMax: number, b: ArrayLike<number>, lb: Float64Array, ld: Float64Array, weight = 1): Float64Array {
+  const res = w.slice();
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inF; i++) {
+      let s = 0;
+      for (let c = 0; c < r; c++) s += lb[o] * b[o * r + c] * ld[c] * a[c * inMax + i];
+      res[o * inF + i] += weight * s;
+    }
+  }
+  return res;
+}
