@@ -1,0 +1,188 @@
+/**
+ * Pipeline folders whose model_index.json lists a T5 text encoder (FLUX.1's `text_encoder_2`,
+ * SD3's `text_encoder_3`, Chroma's and DeepFloyd IF's `text_encoder`: T5EncoderModel) whose folder
+ * holds no .safetensors weights (transformer/ and model_index.json downloaded alone, or the folder's
+ * config.json with them). A LoRA's T5 modules are routed as on the complete pipeline (t5-beside-clips.ts:
+ * kohya's `lora_te2_`/`lora_te3_` and OneTrainer's `text_encoder_2.` reach FLUX.1's T5, `lora_te3_` and
+ * `text_encoder_3.` SD3's, `lora_te1_` and `text_encoder.` Chroma's): those that would merge into the
+ * missing folder are refused naming it and what to do, as CLIP modules are, and those the complete
+ * pipeline leaves out or refuses are left out or refused with the same words. All of an adapter's
+ * modules for one such folder are one line (how many, the first), not one line each.
+ */
+import { describe, expect, it } from 'vitest';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { pipelinePlan } from './helpers/pipeline-merge.js';
+import { T5_FEED_FORWARD, T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
+
+const rand = seededRandom(2718);
+const json = (o: object) => JSON.stringify(o, null, 2);
+type Folder = Record<string, Uint8Array | string>;
+
+const TE = 'text_model.encoder.layers.0';
+const SA = T5_SELF_ATTENTION, FF = T5_FEED_FORWARD;
+const flat = (path: string) => path.replaceAll('.', '_');
+const clip = (size: number) => buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [size, size], 'BF16')]);
+const t5 = () => buildSafetensors(t5EncoderTensors(rand, ''));
+const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]);
+const denoiser = (names: string[]) => buildSafetensors(names.map((n) => tensor(rand, n, [8, 8], 'BF16')));
+/** `pipeline` as downloaded without `folder`'s weights (its config.json kept where `keepConfig`). */
+const without = (pipeline: Folder, folder: string, keepConfig = false): Folder =>
+  Object.fromEntries(Object.entries(pipeline).filter(([p]) => !p.startsWith(`${folder}/`) || (keepConfig && p === `${folder}/config.json`)));
+
+/** black-forest-labs/FLUX.1-dev. */
+const flux: Folder = {
+  'model_index.json': json({
+    _class_name: 'FluxPipeline', _diffusers_version: '0.30.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+    text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
+    tokenizer_2: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'FluxTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
+  'text_encoder/model.safetensors': clip(12),
+  'text_encoder_2/config.json': json(t5XxlConfig()),
+  'text_encoder_2/model.safetensors': t5(),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** stabilityai/stable-diffusion-3-medium-diffusers. */
+const sd3: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusion3Pipeline', _diffusers_version: '0.29.0.dev0', transformer: ['diffusers', 'SD3Transformer2DModel'],
+    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_3: ['transformers', 'T5EncoderModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
+    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
+  'text_encoder/model.safetensors': clip(12),
+  'text_encoder_2/model.safetensors': clip(16),
+  'text_encoder_3/config.json': json(t5XxlConfig()),
+  'text_encoder_3/model.safetensors': t5(),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** lodestones/Chroma1-HD. */
+const chroma: Folder = {
+  'model_index.json': json({
+    _class_name: 'ChromaPipeline', _diffusers_version: '0.35.0.dev0', feature_extractor: [null, null], image_encoder: [null, null],
+    scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'], text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5Tokenizer'],
+    transformer: ['diffusers', 'ChromaTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': denoiser(['distilled_guidance_layer.in_proj.weight', 'transformer_blocks.0.attn.to_q.weight']),
+  'text_encoder/config.json': json(t5XxlConfig()),
+  'text_encoder/model.safetensors': t5(),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** DeepFloyd/IF-I-XL-v1.0. */
+const deepFloydIf: Folder = {
+  'model_index.json': json({
+    _class_name: 'IFPipeline', _diffusers_version: '0.16.0', feature_extractor: ['transformers', 'CLIPImageProcessor'], requires_safety_checker: true,
+    safety_checker: ['deepfloyd_if.safety_checker', 'IFSafetyChecker'], scheduler: ['diffusers', 'DDPMScheduler'], text_encoder: ['transformers', 'T5EncoderModel'],
+    tokenizer: ['transformers', 'T5Tokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], watermarker: ['deepfloyd_if.watermark', 'IFWatermarker'],
+  }),
+  'unet/diffusion_pytorch_model.safetensors': denoiser(['down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight']),
+  'text_encoder/config.json': json(t5XxlConfig()),
+  'text_encoder/model.safetensors': t5(),
+};
+
+/** kohya's names (sd-scripts, OneTrainer's kohya format). */
+const kohya = (name: string, out: number, inF: number) => kohyaSpec(name, 2, out, inF, [], 4);
+/** OneTrainer's diffusers-format names. */
+const diffusers = (name: string, out: number, inF: number) => peftSpec(name, 2, out, inF, [], 1);
+const transformerModule = diffusers('transformer.transformer_blocks.0.attn.to_q', 8, 8);
+
+const refused = (folder: string, className: string, held: string, count: number, first: string, names: string) =>
+  `lora.safetensors: ${count === 1 ? `module "${first}": names ${names}, ` : `${count} modules are for ${folder}/ (the first, "${first}", names ${names}), `}` +
+  `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${held}): ` +
+  `give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`;
+
+describe('FLUX.1: text_encoder_2 (T5EncoderModel) listed without its weights', () => {
+  const held = 'text_encoder (CLIPTextModel), the transformer (FluxTransformer2DModel), the VAE';
+  it('refuses the T5 modules kohya\'s sd-scripts (lora_te3_), OneTrainer (lora_te2_) and its diffusers format (text_encoder_2.) name, in one line', async () => {
+    for (const base of [without(flux, 'text_encoder_2'), without(flux, 'text_encoder_2', true)]) {
+      const { problems } = await pipelinePlan(base, [
+        transformerModule,
+        kohya(`lora_te2_${flat(SA)}_q`, 10, 10), kohya(`lora_te3_${flat(FF)}_wi_0`, 16, 10), diffusers(`text_encoder_2.${SA}.k`, 10, 10),
+      ], rand);
+      expect(problems).toEqual([refused('text_encoder_2', 'T5EncoderModel', held, 3, `lora_te2_${flat(SA)}_q`, 'text encoder 2 (T5)')]);
+    }
+  });
+
+  it('one T5 module: the line names it', async () => {
+    const { problems } = await pipelinePlan(without(flux, 'text_encoder_2'), [transformerModule, diffusers(`text_encoder_2.${SA}.q`, 10, 10)], rand);
+    expect(problems).toEqual([refused('text_encoder_2', 'T5EncoderModel', held, 1, `text_encoder_2.${SA}.q`, 'text encoder 2 (T5)')]);
+  });
+
+  it('a T5 name that reaches no encoder of the complete pipeline (text_encoder_3.) is left out with the same warning as there', async () => {
+    const lora = [transformerModule, diffusers(`text_encoder_3.${SA}.q`, 10, 10)];
+    const complete = await pipelinePlan(flux, lora, rand);
+    const partial = await pipelinePlan(without(flux, 'text_encoder_2'), lora, rand);
+    expect(complete.problems).toEqual([]);
+    expect(partial.problems).toEqual([]);
+    const leftOut = (w: string[]) => w.filter((x) => x.includes('left out'));
+    expect(leftOut(complete.warnings)).toHaveLength(1);
+    expect(leftOut(partial.warnings)).toEqual(leftOut(complete.warnings));
+  });
+
+  it('both encoders without weights: one line for each folder, however many modules', async () => {
+    const clips = Array.from({ length: 72 }, (_, i) => kohya(`lora_te1_text_model_encoder_layers_${i % 12}_${['self_attn_q_proj', 'self_attn_k_proj', 'self_attn_v_proj', 'self_attn_out_proj', 'mlp_fc1', 'mlp_fc2'][Math.floor(i / 12)]}`, 12, 12));
+    const t5s = Array.from({ length: 24 }, (_, i) => kohya(`lora_te3_encoder_block_${i}_layer_0_SelfAttention_q`, 10, 10));
+    const base = without(without(flux, 'text_encoder_2'), 'text_encoder');
+    const { problems } = await pipelinePlan(base, [transformerModule, ...clips, ...t5s], rand);
+    const transformerOnly = 'the transformer (FluxTransformer2DModel), the VAE';
+    expect(problems).toEqual([
+      refused('text_encoder', 'CLIPTextModel', transformerOnly, 72, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 'text encoder 1 (CLIP-L)'),
+      refused('text_encoder_2', 'T5EncoderModel', transformerOnly, 24, 'lora_te3_encoder_block_0_layer_0_SelfAttention_q', 'text encoder 3 (T5)'),
+    ]);
+  });
+});
+
+describe('SD3: text_encoder_3 (T5EncoderModel) listed without its weights', () => {
+  const held = 'the transformer (SD3Transformer2DModel), text_encoder (CLIPTextModelWithProjection), text_encoder_2 (CLIPTextModelWithProjection), the VAE';
+  it('refuses lora_te3_ and text_encoder_3. T5 modules; lora_te2_ T5 modules are left out as on the complete pipeline', async () => {
+    const base = without(sd3, 'text_encoder_3', true);
+    const { problems } = await pipelinePlan(base, [transformerModule, kohya(`lora_te3_${flat(SA)}_v`, 10, 10), diffusers(`text_encoder_3.${FF}.wo`, 10, 16)], rand);
+    expect(problems).toEqual([refused('text_encoder_3', 'T5EncoderModel', held, 2, `lora_te3_${flat(SA)}_v`, 'text encoder 3 (T5)')]);
+    const lora = [transformerModule, kohya(`lora_te2_${flat(SA)}_q`, 10, 10)];
+    const complete = await pipelinePlan(sd3, lora, rand);
+    const partial = await pipelinePlan(base, lora, rand);
+    expect(partial.problems).toEqual([]);
+    expect(partial.warnings.filter((w) => w.includes('left out'))).toEqual(complete.warnings.filter((w) => w.includes('left out')));
+    expect(complete.warnings.filter((w) => w.includes('left out'))).toHaveLength(1);
+  });
+});
+
+describe('Chroma: its only text encoder, text_encoder (T5EncoderModel), listed without its weights', () => {
+  const held = 'the transformer (ChromaTransformer2DModel), the VAE';
+  it('refuses the names the tools apply to its T5 (lora_te1_, lora_te3_, text_encoder.), leaves out the others as on the complete pipeline', async () => {
+    const base = without(chroma, 'text_encoder');
+    const { problems } = await pipelinePlan(base, [
+      transformerModule, kohya(`lora_te1_${flat(SA)}_k`, 10, 10), kohya(`lora_te3_${flat(FF)}_wi_1`, 16, 10), diffusers(`text_encoder.${SA}.v`, 10, 10),
+    ], rand);
+    expect(problems).toEqual([refused('text_encoder', 'T5EncoderModel', held, 3, `lora_te1_${flat(SA)}_k`, 'text encoder 1 (T5)')]);
+    // OneTrainer's CLIP-less names: lora_te2_ (no tool applies it to Chroma's T5), a FLUX.1 LoRA's CLIP-L.
+    const lora = [transformerModule, kohya(`lora_te2_${flat(SA)}_q`, 10, 10), kohya('lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 12, 12)];
+    const complete = await pipelinePlan(chroma, lora, rand);
+    const partial = await pipelinePlan(base, lora, rand);
+    expect(partial.problems).toEqual([]);
+    expect(partial.warnings.filter((w) => w.includes('left out'))).toEqual(complete.warnings.filter((w) => w.includes('left out')));
+    expect(complete.warnings.filter((w) => w.includes('left out'))).toHaveLength(2);
+  });
+});
+
+describe('DeepFloyd IF: text_encoder (T5EncoderModel) listed without its weights', () => {
+  it('text_encoder. without the file\'s LoraConfig is refused as on the complete pipeline (diffusers cannot load it)', async () => {
+    const lora = [diffusers('unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q', 8, 8), diffusers(`text_encoder.${SA}.q`, 10, 10)];
+    const complete = await pipelinePlan(deepFloydIf, lora, rand);
+    const partial = await pipelinePlan(without(deepFloydIf, 'text_encoder'), lora, rand);
+    expect(complete.problems).toHaveLength(1);
+    expect(complete.problems[0]).toContain('only under the LoraConfig');
+    expect(partial.problems).toEqual(complete.problems);
+  });
+
+  it('with the file\'s LoraConfig it would merge: refused naming the folder', async () => {
+    const lora = [diffusers('unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q', 8, 8), diffusers(`text_encoder.${SA}.q`, 10, 10)];
+    const metadata = { lora_adapter_metadata: json({ 'unet.r': 2, 'unet.lora_alpha': 2, 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder.target_modules': ['q', 'k', 'v', 'o'] }) };
+    const complete = await pipelinePlan(deepFloydIf, lora, rand, 'BF16', metadata);
+    expect(complete.problems).toEqual([]);
+    const partial = await pipelinePlan(without(deepFloydIf, 'text_encoder'), lora, rand, 'BF16', metadata);
+    expect(partial.problems).toEqual([refused('text_encoder', 'T5EncoderModel', 'the unet (UNet2DConditionModel)', 1, `text_encoder.${SA}.q`, 'text encoder 1 (T5)')]);
+  });
+});
