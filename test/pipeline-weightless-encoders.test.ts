@@ -82,6 +82,17 @@ const deepFloydIf: Folder = {
   'text_encoder/model.safetensors': t5(),
 };
 
+/** Wan-AI/Wan2.1-T2V-1.3B-Diffusers. */
+const wan: Folder = {
+  'model_index.json': json({
+    _class_name: 'WanPipeline', _diffusers_version: '0.33.0.dev0', scheduler: ['diffusers', 'UniPCMultistepScheduler'], text_encoder: ['transformers', 'UMT5EncoderModel'],
+    tokenizer: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'WanTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLWan'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': denoiser(['blocks.0.attn1.to_q.weight']),
+  'text_encoder/model.safetensors': buildSafetensors(t5EncoderTensors(rand, '')),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+
 /** kohya's names (sd-scripts, OneTrainer's kohya format). */
 const kohya = (name: string, out: number, inF: number) => kohyaSpec(name, 2, out, inF, [], 4);
 /** OneTrainer's diffusers-format names. */
@@ -184,5 +195,45 @@ describe('DeepFloyd IF: text_encoder (T5EncoderModel) listed without its weights
     expect(complete.problems).toEqual([]);
     const partial = await pipelinePlan(without(deepFloydIf, 'text_encoder'), lora, rand, 'BF16', metadata);
     expect(partial.problems).toEqual([refused('text_encoder', 'T5EncoderModel', 'the unet (UNet2DConditionModel)', 1, `text_encoder.${SA}.q`, 'text encoder 1 (T5)')]);
+  });
+});
+
+/** ComfyUI's extracted form (lora_down/lora_up, no α: scale 1). */
+const comfy = (name: string, out: number, inF: number): LoraSpec => ({ ...peftSpec(name, 2, out, inF, [], 1), down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight` });
+
+describe('ComfyUI\'s own encoder names (text_encoders.t5xxl., text_encoders.clip_l.) on a folder listed without its weights', () => {
+  it('FLUX.1: refused naming the folder they would land in, as kohya\'s and diffusers\' names are', async () => {
+    const lora = [transformerModule, comfy(`text_encoders.t5xxl.transformer.${SA}.q`, 10, 10), comfy(`text_encoders.t5xxl.transformer.${SA}.k`, 10, 10), comfy(`text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 12, 12)];
+    expect((await pipelinePlan(flux, lora, rand)).problems).toEqual([]);
+    const { problems } = await pipelinePlan(without(without(flux, 'text_encoder_2'), 'text_encoder'), lora, rand);
+    const held = 'the transformer (FluxTransformer2DModel), the VAE';
+    expect(problems).toEqual([
+      refused('text_encoder_2', 'T5EncoderModel', held, 2, `text_encoders.t5xxl.transformer.${SA}.q`, 'text encoder 3 (T5)'),
+      refused('text_encoder', 'CLIPTextModel', held, 1, `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text encoder 1 (CLIP-L)'),
+    ]);
+  });
+
+  it('DeepFloyd IF (which ComfyUI does not run): text_encoders.t5xxl. is left out as on the complete pipeline', async () => {
+    const lora = [diffusers('unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q', 8, 8), comfy(`text_encoders.t5xxl.transformer.${SA}.q`, 10, 10)];
+    const complete = await pipelinePlan(deepFloydIf, lora, rand);
+    const partial = await pipelinePlan(without(deepFloydIf, 'text_encoder'), lora, rand);
+    expect(complete.problems).toEqual([]);
+    expect(partial.problems).toEqual([]);
+    expect(complete.warnings.filter((w) => w.includes('left out'))).toHaveLength(1);
+    expect(partial.warnings.filter((w) => w.includes('left out'))).toEqual(complete.warnings.filter((w) => w.includes('left out')));
+  });
+
+  it('Wan: text_encoders.umt5xxl. refused naming text_encoder/ (UMT5EncoderModel); kohya\'s T5 names left out as on the complete pipeline', async () => {
+    const lora = [diffusers('transformer.blocks.0.attn1.to_q', 8, 8), comfy(`text_encoders.umt5xxl.transformer.${SA}.q`, 10, 10), comfy(`text_encoders.umt5xxl.transformer.${SA}.o`, 10, 10)];
+    expect((await pipelinePlan(wan, lora, rand)).problems).toEqual([]);
+    const base = without(wan, 'text_encoder');
+    const { problems } = await pipelinePlan(base, lora, rand);
+    expect(problems).toEqual([refused('text_encoder', 'UMT5EncoderModel', 'the transformer (WanTransformer3DModel), the VAE', 2, `text_encoders.umt5xxl.transformer.${SA}.q`, 'ComfyUI\'s umt5xxl text encoder (text_encoders.umt5xxl.)')]);
+    const kohyaT5 = [diffusers('transformer.blocks.0.attn1.to_q', 8, 8), kohya(`lora_te1_${flat(SA)}_q`, 10, 10)];
+    const complete = await pipelinePlan(wan, kohyaT5, rand);
+    const partial = await pipelinePlan(base, kohyaT5, rand);
+    expect(partial.problems).toEqual([]);
+    expect(complete.warnings.filter((w) => w.includes('left out'))).toHaveLength(1);
+    expect(partial.warnings.filter((w) => w.includes('left out'))).toEqual(complete.warnings.filter((w) => w.includes('left out')));
   });
 });

@@ -7,7 +7,7 @@
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
 import { t5Alone, t5BesideClips } from '../t5-beside-clips.js';
 import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent, type WeightlessFolder } from '../base-components.js';
-import type { ModelPart, ModuleAddress } from '../module-address.js';
+import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { expertParameterMisses } from './expert-parameter-misses.js';
@@ -249,7 +249,7 @@ export class ModuleLocator {
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
     const weightless = this.weightless.get(component);
-    if (weightless) return this.weightlessMiss(address.part, address.path, weightless);
+    if (weightless) return this.weightlessMiss(partName(address.part, address.path), weightless);
     let result = tryLayouts(address, this.componentView(component));
     // A module the pipeline moved out of the component: found there, or why it is not.
     for (const other of result.found || result.ambiguous ? [] : movedOutOf(component, this.components)) {
@@ -284,8 +284,7 @@ export class ModuleLocator {
    * its weights: refused naming the folder and what to do, one line for all of an adapter's modules
    * there (Location.grouped).
    */
-  private weightlessMiss(part: ModelPart, path: string, { folder, className }: WeightlessFolder): Location {
-    const names = partName(part, path);
+  private weightlessMiss(names: string, { folder, className }: WeightlessFolder): Location {
     const why = `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${this.components.map((c) => c.name).join(', ')}): ` +
       `give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`;
     return {
@@ -348,8 +347,11 @@ export class ModuleLocator {
       return describe(tryLayouts({ path: fileStored, flat: false }, this.whole));
     }
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
-    if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
+    // The one folder of its class that model_index.json lists without weights, where no folder with weights holds it.
+    const listed = holding.length === 0 ? [...this.weightless.keys()].filter((c) => holdsComfyEncoder(c, name) === true) : [];
+    if (listed.length === 1) return this.weightlessMiss(`ComfyUI's ${name} text encoder (${prefix})`, this.weightless.get(listed[0])!);
+    if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     if (holding.length === 1 && rest !== undefined) {
       const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
       if (head) return describe(head.found ? { ...head, layout: comfyLlmHead.name } : head, holding[0]);
