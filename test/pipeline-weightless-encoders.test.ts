@@ -82,6 +82,16 @@ const deepFloydIf: Folder = {
   'text_encoder/model.safetensors': t5(),
 };
 
+/** kandinsky-community/kandinsky-3 (its text_encoder/ FLAN-UL2's encoder). */
+const kandinsky3: Folder = {
+  'model_index.json': json({
+    _class_name: 'Kandinsky3Pipeline', _diffusers_version: '0.24.0.dev0', movq: ['diffusers', 'VQModel'], scheduler: ['diffusers', 'DDPMScheduler'],
+    text_encoder: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'T5TokenizerFast'], unet: ['diffusers', 'Kandinsky3UNet'],
+  }),
+  'unet/diffusion_pytorch_model.safetensors': denoiser(['down_blocks.0.attentions.0.attention.to_q.weight']),
+  'text_encoder/model.safetensors': t5(),
+  'movq/diffusion_pytorch_model.safetensors': vae(),
+};
 /** Wan-AI/Wan2.1-T2V-1.3B-Diffusers. */
 const wan: Folder = {
   'model_index.json': json({
@@ -195,6 +205,16 @@ describe('DeepFloyd IF: text_encoder (T5EncoderModel) listed without its weights
     expect(complete.problems).toEqual([]);
     const partial = await pipelinePlan(without(deepFloydIf, 'text_encoder'), lora, rand, 'BF16', metadata);
     expect(partial.problems).toEqual([refused('text_encoder', 'T5EncoderModel', 'the unet (UNet2DConditionModel)', 1, `text_encoder.${SA}.q`, 'text encoder 1 (T5)')]);
+  });
+});
+
+describe('Kandinsky 3: text_encoder (T5EncoderModel) listed without its weights', () => {
+  it('text_encoder. under the file\'s LoraConfig merges into the complete pipeline, and is refused naming the folder without it', async () => {
+    const lora = [diffusers(`text_encoder.${SA}.q`, 10, 10), diffusers(`text_encoder.${FF}.wi_0`, 16, 10)];
+    const metadata = { lora_adapter_metadata: json({ 'text_encoder.r': 2, 'text_encoder.lora_alpha': 2, 'text_encoder.target_modules': ['q', 'wi_0'] }) };
+    expect((await pipelinePlan(kandinsky3, lora, rand, 'BF16', metadata)).problems).toEqual([]);
+    const { problems } = await pipelinePlan(without(kandinsky3, 'text_encoder'), lora, rand, 'BF16', metadata);
+    expect(problems).toEqual([refused('text_encoder', 'T5EncoderModel', 'the unet (Kandinsky3UNet)', 2, `text_encoder.${SA}.q`, 'text encoder 1 (T5)')]);
   });
 });
 
