@@ -9,9 +9,12 @@
  * pipeline leaves out or refuses are left out or refused with the same words. All of an adapter's
  * modules for one such folder are one line (how many, the first), not one line each.
  */
-import { describe, expect, it } from 'vitest';
-import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
-import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli.js';
+import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { pipelinePlan } from './helpers/pipeline-merge.js';
 import { T5_FEED_FORWARD, T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
 
@@ -152,6 +155,34 @@ describe('FLUX.1: text_encoder_2 (T5EncoderModel) listed without its weights', (
       refused('text_encoder', 'CLIPTextModel', transformerOnly, 72, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 'text encoder 1 (CLIP-L)'),
       refused('text_encoder_2', 'T5EncoderModel', transformerOnly, 24, 'lora_te3_encoder_block_0_layer_0_SelfAttention_q', 'text encoder 3 (T5)'),
     ]);
+  });
+});
+
+describe('the command line', () => {
+  const temp = tempDirs();
+  afterAll(temp.removeAll);
+  it('a FLUX.1 folder of transformer/ and model_index.json alone, a LoRA of 72 CLIP-L and 24 T5 modules: two lines, exit code 1, nothing written', async () => {
+    const layers = ['self_attn_q_proj', 'self_attn_k_proj', 'self_attn_v_proj', 'self_attn_out_proj', 'mlp_fc1', 'mlp_fc2'];
+    const specs = [
+      transformerModule,
+      ...Array.from({ length: 72 }, (_, i) => kohya(`lora_te1_text_model_encoder_layers_${Math.floor(i / 6)}_${layers[i % 6]}`, 12, 12)),
+      ...Array.from({ length: 24 }, (_, i) => kohya(`lora_te3_encoder_block_${i}_layer_0_SelfAttention_q`, 10, 10)),
+    ];
+    const base = Object.fromEntries(Object.entries(flux).filter(([p]) => p === 'model_index.json' || p.startsWith('transformer/')).map(([p, v]) => [`flux/${p}`, v]));
+    const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
+    const dir = temp.make({ ...base, 'lora.safetensors': lora });
+    const out = join(dir, 'merged');
+    const run = await runCli(['merge', '--base', join(dir, 'flux'), '--adapter', join(dir, 'lora.safetensors'), '--out', out, '--backend', 'cpu']);
+    expect(run.code).toBe(1);
+    const held = 'the transformer (FluxTransformer2DModel)';
+    const lines = [
+      refused('text_encoder', 'CLIPTextModel', held, 72, 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 'text encoder 1 (CLIP-L)'),
+      refused('text_encoder_2', 'T5EncoderModel', held, 24, 'lora_te3_encoder_block_0_layer_0_SelfAttention_q', 'text encoder 3 (T5)'),
+    ];
+    const adapter = join(dir, 'lora.safetensors');
+    expect(run.stderr.trim().split('\n')).toEqual([`error: 2 problems in the merge plan: ${lines.map((l) => `- ${adapter}${l.slice('lora.safetensors'.length)}`).join('; ')}`]);
+    expect(existsSync(out)).toBe(false);
+    expect(new Uint8Array(readFileSync(join(dir, 'lora.safetensors')))).toEqual(lora);
   });
 });
 
