@@ -249,6 +249,20 @@ describe('Kandinsky 3: text_encoder (T5EncoderModel) listed without its weights'
   });
 });
 
+/** hunyuanvideo-community/HunyuanVideo: its Llama in text_encoder/, its CLIP-L in text_encoder_2/. */
+const hunyuanVideo: Folder = {
+  'model_index.json': json({
+    _class_name: 'HunyuanVideoPipeline', _diffusers_version: '0.32.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+    text_encoder: ['transformers', 'LlamaModel'], text_encoder_2: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'LlamaTokenizerFast'],
+    tokenizer_2: ['transformers', 'CLIPTokenizer'], transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLHunyuanVideo'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
+  'text_encoder/config.json': json({ architectures: ['LlamaModel'], hidden_size: 4096, model_type: 'llama', num_hidden_layers: 32, torch_dtype: 'float16', vocab_size: 128320 }),
+  'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),
+  'text_encoder_2/model.safetensors': clip(12),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+
 /** ComfyUI's extracted form (lora_down/lora_up, no α: scale 1). */
 const comfy = (name: string, out: number, inF: number): LoraSpec => ({ ...peftSpec(name, 2, out, inF, [], 1), down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight` });
 
@@ -286,5 +300,21 @@ describe('ComfyUI\'s own encoder names (text_encoders.t5xxl., text_encoders.clip
     expect(partial.problems).toEqual([]);
     expect(complete.warnings.filter((w) => w.includes('left out'))).toHaveLength(1);
     expect(partial.warnings.filter((w) => w.includes('left out'))).toEqual(complete.warnings.filter((w) => w.includes('left out')));
+  });
+
+  it('HunyuanVideo: text_encoders.llama. refused naming text_encoder/ (LlamaModel), with or without its config.json', async () => {
+    const lora = [transformerModule, comfy('text_encoders.llama.transformer.model.layers.0.self_attn.q_proj', 8, 8)];
+    expect((await pipelinePlan(hunyuanVideo, lora, rand)).problems).toEqual([]);
+    const held = 'text_encoder_2 (CLIPTextModel), the transformer (HunyuanVideoTransformer3DModel), the VAE';
+    const expected = [refused('text_encoder', 'LlamaModel', held, 1, 'text_encoders.llama.transformer.model.layers.0.self_attn.q_proj', 'ComfyUI\'s llama text encoder (text_encoders.llama.)')];
+    expect((await pipelinePlan(without(hunyuanVideo, 'text_encoder', true), lora, rand)).problems).toEqual(expected);
+    // Without its config.json, which LLM the folder holds is not said: it may be this one, so not left out either.
+    expect((await pipelinePlan(without(hunyuanVideo, 'text_encoder'), lora, rand)).problems).toEqual(expected);
+    // Another LLM's name (Qwen-Image's) on that folder: its class, LlamaModel, rules it out, as on the complete pipeline.
+    const qwen = [transformerModule, comfy('text_encoders.qwen25_7b.transformer.model.layers.0.self_attn.q_proj', 8, 8)];
+    const complete = await pipelinePlan(hunyuanVideo, qwen, rand);
+    const partial = await pipelinePlan(without(hunyuanVideo, 'text_encoder', true), qwen, rand);
+    expect(partial.problems).toEqual(complete.problems);
+    expect(partial.warnings.filter((w) => w.includes('left out')).length).toBe(complete.warnings.filter((w) => w.includes('left out')).length);
   });
 });

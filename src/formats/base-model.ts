@@ -273,8 +273,13 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       // A text encoder diffusers would load (a class, not [null, null]) but whose weights are not here.
       const component = typeof value[1] === 'string' && value[1] ? pipelineComponent(folder, value[1], pipelineClass) : undefined;
       if (component?.role === 'text-encoder') {
-        // Its config.json, where it was downloaded, says a T5's kind (byT5 or not) as on a folder with weights.
-        if (component.encoder === 't5' && inside.includes('config.json')) withT5Config(component, await readConfig(files, `${folder}/config.json`));
+        // Its config.json, where it was downloaded, says which LLM or T5 it is, as on a folder with
+        // weights (a CLIP's kind is then told by its place).
+        if (!CLIP_TEXT_CLASS.test(component.className ?? '') && inside.includes('config.json')) {
+          const config = await readConfig(files, `${folder}/config.json`);
+          withLlmConfig(component, config);
+          withT5Config(component, config);
+        }
         weightless.push({ folder, className: value[1] as string, component });
       }
       continue; // no weights: its files are copied

@@ -348,9 +348,12 @@ export class ModuleLocator {
     }
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
-    // The one folder of its class that model_index.json lists without weights, where no folder with weights holds it.
-    const listed = holding.length === 0 ? [...this.weightless.keys()].filter((c) => holdsComfyEncoder(c, name) === true) : [];
-    if (listed.length === 1) return this.weightlessMiss(`ComfyUI's ${name} text encoder (${prefix})`, this.weightless.get(listed[0])!);
+    // The one folder of its class that model_index.json lists without weights, where no folder with
+    // weights holds it; or the one that may (an LLM's class whose config.json, which says which LLM, did not come either).
+    const unweighed = holding.length === 0 ? [...this.weightless.keys()] : [];
+    const listed = unweighed.filter((c) => holdsComfyEncoder(c, name) === true);
+    const maybe = listed.length === 0 ? unweighed.filter((c) => holdsComfyEncoder(c, name) === undefined) : [];
+    if (listed.length === 1 || maybe.length === 1) return this.weightlessMiss(`ComfyUI's ${name} text encoder (${prefix})`, this.weightless.get(listed[0] ?? maybe[0])!);
     if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     if (holding.length === 1 && rest !== undefined) {
       const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
