@@ -11,6 +11,18 @@ export type ComponentRole = 'denoiser' | 'text-encoder' | 'vae';
 /** What a text encoder is, when its keys say. */
 export type EncoderKind = 'clip_l' | 'clip_g' | 'openclip' | 't5';
 
+/**
+ * A text encoder folder a pipeline's model_index.json lists with its class (`text_encoder`,
+ * `CLIPTextModel`) but that holds no .safetensors weights (transformer/ and model_index.json
+ * downloaded alone): what the folder would hold (`component`, by its name and class, as a folder
+ * with weights is told), so that a module is routed as on the complete pipeline, then refused there.
+ */
+export interface WeightlessFolder {
+  readonly folder: string;
+  readonly className: string;
+  readonly component: Omit<BaseComponent, 'keys'>;
+}
+
 export interface BaseComponent {
   /** For messages: `the UNet/transformer (model.diffusion_model.)`. */
   name: string;

@@ -17,7 +17,7 @@ import type { ParsedAdapter } from './adapter.js';
 import type { RowDecodeRunner } from './row-decoders.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
-import type { BaseComponent, EncoderKind } from './base-components.js';
+import type { BaseComponent, EncoderKind, WeightlessFolder } from './base-components.js';
 import type { ContainerFormat, StoredShard } from './container.js';
 import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -190,9 +190,6 @@ interface ComponentFiles {
   component?: Omit<BaseComponent, 'keys'>;
 }
 
-/** A folder model_index.json lists (`text_encoder`) with its class (`CLIPTextModel`), holding no weights. */
-export interface WeightlessFolder { folder: string; className: string }
-
 /** Opens every shard of every component, checks shards and indexes agree, and builds the model. */
 async function openShards(
   files: InputFileSet, kind: BaseModelKind, parts: ComponentFiles[], otherFiles: string[], warnings: string[],
@@ -274,7 +271,17 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       const pickle = weights.find((p) => PICKLE.test(p));
       if (pickle) throw new MergeError('PICKLE_REFUSED', `${files.name}: ${folder}/${pickle} is a pickle file; loramerge reads weights from .safetensors and .gguf files only (convert the ${folder} component to .safetensors first)`);
       // A text encoder diffusers would load (a class, not [null, null]) but whose weights are not here.
-      if (typeof value[1] === 'string' && value[1] && pipelineComponent(folder, value[1], pipelineClass)?.role === 'text-encoder') weightless.push({ folder, className: value[1] });
+      const component = typeof value[1] === 'string' && value[1] ? pipelineComponent(folder, value[1], pipelineClass) : undefined;
+      if (component?.role === 'text-encoder') {
+        // Its config.json, where it was downloaded, says which LLM or T5 it is, as on a folder with
+        // weights (a CLIP's kind is then told by its place).
+        if (!CLIP_TEXT_CLASS.test(component.className ?? '') && inside.includes('config.json')) {
+          const config = await readConfig(files, `${folder}/config.json`);
+          withLlmConfig(component, config);
+          withT5Config(component, config);
+        }
+        weightless.push({ folder, className: value[1] as string, component });
+      }
       continue; // no weights: its files are copied
     }
     const layout = await detectLayout({ ...files, name: `${files.name}/${folder}`, readText: (p) => files.readText(`${folder}/${p}`), open: (p) => files.open(`${folder}/${p}`) }, weights);

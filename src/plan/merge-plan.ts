@@ -27,7 +27,7 @@ import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
-import type { BaseComponent } from '../formats/base-components.js';
+import type { BaseComponent, WeightlessFolder } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
@@ -81,7 +81,7 @@ export interface BaseTensorIndex {
   /** The components the base's files name (a pipeline's folders); else found from the keys. */
   components?: readonly BaseComponent[];
   /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
-  weightlessEncoders?: readonly { folder: string; className: string }[];
+  weightlessEncoders?: readonly WeightlessFolder[];
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
   /** config.json `model_type`: layers it tells by name (transformers' Conv1D, embeddings; formats/layer-names.ts). */
@@ -380,6 +380,8 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     }
 
     const refusedWhole = new Set<string>();
+    // Refusals alike for many modules (Location.grouped): one line each, counting them.
+    const grouped = new Map<string, { problem: PlanProblem; count: number; first: string }>();
     // Modules no layout placed (the plain "no matching tensor"), and ΔW that does not fit the
     // tensor it names (its size or kind), as their problems; the modules that did land.
     const unmatched: PlanProblem[] = [];
@@ -398,7 +400,16 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       const location = locator.locate(module.address);
       if (!location.found) {
         if (location.missingComponent) leftOut.push({ adapterIndex, adapter: adapter.name, module: moduleName, reason: location.message });
-        else if (!location.module) {
+        else if (location.grouped) {
+          const group = grouped.get(location.grouped.key);
+          if (group) {
+            group.count++;
+            group.problem.message = `${adapter.name}: ${location.grouped.many(group.count, group.first)}`;
+          } else {
+            fail(location.code, location.message);
+            grouped.set(location.grouped.key, { problem: problems[problems.length - 1], count: 1, first: moduleName });
+          }
+        } else if (!location.module) {
           fail(location.code, location.message);
           if (location.unmatched) unmatched.push(problems[problems.length - 1]);
           if (location.pastLastBlock) pastLast.push(problems[problems.length - 1]);

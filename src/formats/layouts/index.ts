@@ -6,8 +6,8 @@
  */
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
 import { t5Alone, t5BesideClips } from '../t5-beside-clips.js';
-import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent } from '../base-components.js';
-import type { ModelPart, ModuleAddress } from '../module-address.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent, type WeightlessFolder } from '../base-components.js';
+import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
 import { expertParameterMisses } from './expert-parameter-misses.js';
@@ -119,6 +119,11 @@ export type Location =
     unmatched?: boolean;
     /** It names a block past the base's last: a tensor the base does not have, as for `unmatched`, with the reason said. */
     pastLastBlock?: boolean;
+    /**
+     * Refusals alike for many modules (a pipeline's text encoder folder without weights): the plan
+     * says them in one line per `key`, `many` giving it for `count` modules, the first named `first`.
+     */
+    grouped?: { key: string; many: (count: number, first: string) => string };
   };
 
 export interface BaseShapes {
@@ -128,7 +133,7 @@ export interface BaseShapes {
   /** The base's components when its files say them (pipelines, component folders); else found from the keys. */
   readonly components?: readonly BaseComponent[];
   /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
-  readonly weightlessEncoders?: readonly { folder: string; className: string }[];
+  readonly weightlessEncoders?: readonly WeightlessFolder[];
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
   /** The fields of config.json, when the base has one, for layouts that need the model's sizes. */
@@ -143,20 +148,19 @@ export class ModuleLocator {
   /** Experts the base holds per expert name with the index left out (expertCountMiss), and where expert 0 lands. */
   private readonly expertCounts = new Map<string, { count: number; first: string }>();
 
+  /**
+   * The components with the text encoder folders a pipeline lists without weights (weightless), by
+   * which a text encoder module is routed as on the complete pipeline: where it would land in one
+   * of those, it is refused naming the folder; where the complete pipeline leaves it out, so does this.
+   */
+  private readonly listed: readonly BaseComponent[];
+  private readonly weightless = new Map<BaseComponent, WeightlessFolder>();
+
   constructor(private readonly base: BaseShapes) {
     this.components = base.components ?? baseComponents(base.tensors.keys());
     this.whole = this.view(base.tensors.keys());
-  }
-
-  /**
-   * The weightless text encoder folder a module of `part` names: `text_encoder_N/` for kohya's and
-   * diffusers' N-th encoder (`lora_te_`, `lora_te1_`, `text_encoder.` the first), else the only one.
-   */
-  private weightlessEncoderFor(part: ModelPart | undefined): { folder: string; className: string } | undefined {
-    const weightless = this.base.weightlessEncoders ?? [];
-    if (part === undefined || part === 'unet' || weightless.length === 0) return undefined;
-    const folder = part === 'te' || part === 'te1' ? 'text_encoder' : `text_encoder_${part.slice(2)}`;
-    return weightless.find((w) => w.folder === folder) ?? (weightless.length === 1 ? weightless[0] : undefined);
+    for (const w of base.weightlessEncoders ?? []) this.weightless.set({ ...w.component, keys: [] }, w);
+    this.listed = this.weightless.size === 0 ? this.components : [...this.components, ...this.weightless.keys()];
   }
 
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
@@ -194,10 +198,11 @@ export class ModuleLocator {
     }
     // A T5 module beside CLIPs (FLUX.1, SD3) or on a model's only T5 (Chroma, PixArt): its part's
     // number reaches the T5 only as the tools that write and apply T5 LoRAs number it (t5-beside-clips.ts).
-    const t5 = t5BesideClips(address, this.components) ?? t5Alone(address, this.components);
+    const listed = this.listed;
+    const t5 = t5BesideClips(address, listed) ?? t5Alone(address, listed);
     if (t5?.leftOut !== undefined) return { found: false, code: 'UNKNOWN_MODULE', missingComponent: true, message: t5.leftOut };
     if (t5?.refused !== undefined) return { found: false, code: 'UNKNOWN_MODULE', message: t5.refused };
-    let component = t5?.component ?? componentForPart(address.part, this.components, address.anyFirstEncoder);
+    let component = t5?.component ?? componentForPart(address.part, listed, address.anyFirstEncoder);
     // ComfyUI's named encoder (`text_encoders.t5xxl.`) only on a folder of a class that holds it:
     // not T5 on a pipeline's UMT5 (Wan), not CLIP-L on its Llama (HunyuanVideo). kohya's T5 modules
     // (`lora_te3_`, OneTrainer's Flux `lora_te2_`) and diffusers' `text_encoder_3.` (SD3's) are its
@@ -205,7 +210,7 @@ export class ModuleLocator {
     const t5xxl = component?.encoder === 't5' && (address.flat || address.part === 'te3');
     const comfy = address.comfyEncoder ?? (t5xxl ? 't5xxl' : undefined);
     if (comfy && component && holdsComfyEncoder(component, comfy) === false) {
-      const others = this.components.filter((c) => c !== component && c.role === 'text-encoder' && holdsComfyEncoder(c, comfy) !== false);
+      const others = listed.filter((c) => c !== component && c.role === 'text-encoder' && holdsComfyEncoder(c, comfy) !== false);
       if (others.length > 0) {
         return {
           found: false, code: 'UNKNOWN_MODULE',
@@ -216,7 +221,7 @@ export class ModuleLocator {
     }
     // kohya's `lora_te2_` is SDXL's second encoder: ComfyUI maps it to a CLIP-G only where a CLIP-L is
     // present, never to the only CLIP of an SDXL refiner or Stable Cascade, where `lora_te_` lands.
-    if (address.part === 'te2' && address.flat && component?.encoder === 'clip_g' && !this.components.some((c) => c.encoder === 'clip_l')) {
+    if (address.part === 'te2' && address.flat && component?.encoder === 'clip_g' && !listed.some((c) => c.encoder === 'clip_l')) {
       return {
         found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
         message: `names ${partName('te2')} as SDXL numbers its encoders, which the base does not hold: its only CLIP, ${component.name}, is its first encoder, as an SDXL refiner's is (ComfyUI maps lora_te_ there, not lora_te2_)`,
@@ -225,7 +230,7 @@ export class ModuleLocator {
     if (!component) {
       // A CLIP-L module where the first encoder is another CLIP (an SDXL refiner's CLIP-G); a T5 module
       // (a T5-only model's lora_te1_) is none of that, and is told what the base holds instead.
-      const first = address.part === 'te1' && !isT5Path(address.path) ? componentForPart('te1', this.components, true) : undefined;
+      const first = address.part === 'te1' && !isT5Path(address.path) ? componentForPart('te1', listed, true) : undefined;
       if (first) {
         return {
           found: false, code: 'UNKNOWN_MODULE', missingComponent: true,
@@ -241,16 +246,10 @@ export class ModuleLocator {
         };
       }
       const held = this.components.map((c) => c.name).join(', ');
-      const weightless = this.weightlessEncoderFor(address.part);
-      if (weightless) {
-        const { folder, className } = weightless;
-        return {
-          found: false, code: 'UNKNOWN_MODULE',
-          message: `names ${partName(address.part, address.path)}, but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${held}): give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`,
-        };
-      }
       return { found: false, code: 'UNKNOWN_MODULE', message: `names ${partName(address.part, address.path)}, which the base does not hold (it holds ${held})`, missingComponent: true };
     }
+    const weightless = this.weightless.get(component);
+    if (weightless) return this.weightlessMiss(partName(address.part, address.path), weightless);
     let result = tryLayouts(address, this.componentView(component));
     // A module the pipeline moved out of the component: found there, or why it is not.
     for (const other of result.found || result.ambiguous ? [] : movedOutOf(component, this.components)) {
@@ -278,6 +277,20 @@ export class ModuleLocator {
       };
     }
     return describe(result, component);
+  }
+
+  /**
+   * A text encoder module that would land in a folder the pipeline's model_index.json lists without
+   * its weights: refused naming the folder and what to do, one line for all of an adapter's modules
+   * there (Location.grouped).
+   */
+  private weightlessMiss(names: string, { folder, className }: WeightlessFolder): Location {
+    const why = `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${this.components.map((c) => c.name).join(', ')}): ` +
+      `give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`;
+    return {
+      found: false, code: 'UNKNOWN_MODULE', message: `names ${names}, ${why}`,
+      grouped: { key: folder, many: (count, first) => `${count} modules are for ${folder}/ (the first, "${first}", names ${names}), ${why}` },
+    };
   }
 
   /**
@@ -334,8 +347,14 @@ export class ModuleLocator {
       return describe(tryLayouts({ path: fileStored, flat: false }, this.whole));
     }
     const encoders = this.components.filter((c) => c.role === 'text-encoder');
-    if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     const holding = encoders.filter((c) => holdsComfyEncoder(c, name) === true);
+    // The one folder of its class that model_index.json lists without weights, where no folder with
+    // weights holds it; or the one that may (an LLM's class whose config.json, which says which LLM, did not come either).
+    const unweighed = holding.length === 0 ? [...this.weightless.keys()] : [];
+    const listed = unweighed.filter((c) => holdsComfyEncoder(c, name) === true);
+    const maybe = listed.length === 0 ? unweighed.filter((c) => holdsComfyEncoder(c, name) === undefined) : [];
+    if (listed.length === 1 || maybe.length === 1) return this.weightlessMiss(`ComfyUI's ${name} text encoder (${prefix})`, this.weightless.get(listed[0] ?? maybe[0])!);
+    if (encoders.length === 0) return this.components.some((c) => c.role === 'denoiser') ? missing : undefined;
     if (holding.length === 1 && rest !== undefined) {
       const head = comfyLlmHead.resolve(address, this.componentView(holding[0]));
       if (head) return describe(head.found ? { ...head, layout: comfyLlmHead.name } : head, holding[0]);
