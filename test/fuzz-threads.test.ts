@@ -146,7 +146,7 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
   // Chunks of 25 cases, each its own test: a long run shows its progress and a failure keeps its neighbours' results.
   const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
     .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
-  const stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map<string, { merged: number; refused: number }>() };
+  const stats: Stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map() };
 
   it.skipIf(!indices.length).for(chunks)(`cases $cases (seed ${SEED}): two threads and one give the same outcome, merges equal to the float64 truth, refusals one line naming the module`, { timeout: 120_000 + 25 * 10_000 }, async ({ chunk }) => {
     const { shared, scratch, single } = threads.three();
@@ -159,25 +159,9 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
       const onScratch = await mergeOn(c, scratch);
       const onOne = await mergeOn(c, single);
       const onWide = await mergeOn(c, wideBackend);
-      const context = `${c.label}\n  two threads, shared: ${show(onShared)}\n  two threads, scratch: ${show(onScratch)}\n  one thread: ${show(onOne)}\n  ${WIDE} threads, shared: ${show(onWide)}`;
-      expect(key(onScratch), `two threads through the scratch differ from two on shared slabs\n${context}`).toBe(key(onShared));
-      expect(key(onOne), `one thread differs from two\n${context}`).toBe(key(onShared));
-      expect(key(onWide), `${WIDE} threads differ from two\n${context}`).toBe(key(onShared));
-      if (onShared.kind === 'merged') expect(Buffer.from(onOne.kind === 'merged' ? onOne.bytes : []).equals(Buffer.from(onShared.bytes)), context).toBe(true);
-      const t = stats.byFormat.get(c.format) ?? { merged: 0, refused: 0 };
-      stats.byFormat.set(c.format, t);
-      stats.cases++;
-      if (onWorkers) stats.onWorkers++;
-      if (onShared.kind === 'refused') {
-        t.refused++;
-        stats.refused++;
-        expect(c.hostile, `a case with no hostile change was refused\n${context}`).toBeDefined();
-        expect(onShared.message, `the refusal is not one line\n${context}`).not.toContain('\n');
-        expect(onShared.message, `the refusal does not name the module\n${context}`).toContain(c.hostile!.module);
-        continue;
-      }
-      t.merged++;
-      stats.merged++;
+      const context = expectOneOutcome(c.label, { onShared, onScratch, onOne, onWide });
+      countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module }, context);
+      if (onShared.kind === 'refused') continue;
       expect(c.real, `files with no loadable weight were merged\n${context}`).not.toBeNull();
       const wrong = wrongElement(c, onShared.bytes);
       expect(wrong, context).toBeUndefined();
@@ -192,6 +176,46 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
     if (ONLY === undefined && stats.cases === indices.length) expect(stats.onWorkers).toBeGreaterThan(indices.length / 2);
   });
 });
+
+type Stats = { merged: number; refused: number; onWorkers: number; cases: number; byFormat: Map<string, { merged: number; refused: number }> };
+
+/**
+ * The one outcome of a case merged on two threads (shared slabs and through the scratch), one
+ * thread and WIDE threads: the same refusal on each, or the same bytes. Returns the context line
+ * that names all four.
+ */
+function expectOneOutcome(label: string, o: { onShared: Outcome; onScratch: Outcome; onOne: Outcome; onWide: Outcome }): string {
+  const context = `${label}\n  two threads, shared: ${show(o.onShared)}\n  two threads, scratch: ${show(o.onScratch)}\n  one thread: ${show(o.onOne)}\n  ${WIDE} threads, shared: ${show(o.onWide)}`;
+  expect(key(o.onScratch), `two threads through the scratch differ from two on shared slabs\n${context}`).toBe(key(o.onShared));
+  expect(key(o.onOne), `one thread differs from two\n${context}`).toBe(key(o.onShared));
+  expect(key(o.onWide), `${WIDE} threads differ from two\n${context}`).toBe(key(o.onShared));
+  if (o.onShared.kind === 'merged') {
+    const bytes = Buffer.from(o.onShared.bytes);
+    for (const other of [o.onOne, o.onWide, o.onScratch]) expect(Buffer.from(other.kind === 'merged' ? other.bytes : []).equals(bytes), context).toBe(true);
+  }
+  return context;
+}
+
+/**
+ * Counts a case's outcome; a refusal must come from a hostile change (`hostile`, the module it is
+ * in) and be one line naming that module.
+ */
+function countOutcome(stats: Stats, format: string, outcome: Outcome, onWorkers: boolean, hostile: { module: string } | undefined, context: string): void {
+  const t = stats.byFormat.get(format) ?? { merged: 0, refused: 0 };
+  stats.byFormat.set(format, t);
+  stats.cases++;
+  if (onWorkers) stats.onWorkers++;
+  if (outcome.kind === 'merged') {
+    t.merged++;
+    stats.merged++;
+    return;
+  }
+  t.refused++;
+  stats.refused++;
+  expect(hostile, `a case with no hostile change was refused\n${context}`).toBeDefined();
+  expect(outcome.message, `the refusal is not one line\n${context}`).not.toContain('\n');
+  expect(outcome.message, `the refusal does not name the module\n${context}`).toContain(hostile!.module);
+}
 
 /** One string per outcome: a merge's size and digest, or a refusal's code and line. */
 const key = (o: Outcome) => (o.kind === 'merged' ? `merged ${o.bytes.length} bytes, ${hash(o.bytes)}` : `refused ${o.code}: ${o.message}`);
@@ -211,7 +235,7 @@ describe('fuzzing re-quantized merges on the worker threads', () => {
   const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: REQUANT_RUNS }, (_, i) => FROM + i);
   const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
     .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
-  const stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map<string, { merged: number; refused: number }>() };
+  const stats: Stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map() };
   /** Pieces of any kind the pools sent their workers (the merge's own row blocks too: an e5m2 scaled fp8 weight is merged in place, in its codes' domain). */
   const sentPieces = (pool: CpuWorkerPool) => pool.sent.blocks + pool.sent.decodePieces + pool.sent.encodePieces + pool.sent.fp8MaximaPieces + pool.sent.fp8CodePieces + pool.sent.comfyCodePieces;
 
@@ -226,27 +250,9 @@ describe('fuzzing re-quantized merges on the worker threads', () => {
       const onScratch = await mergeOn(c, scratch);
       const onOne = await mergeOn(c, single);
       const onWide = await mergeOn(c, wideBackend);
-      const context = `${c.label}\n  two threads, shared: ${show(onShared)}\n  two threads, scratch: ${show(onScratch)}\n  one thread: ${show(onOne)}\n  ${WIDE} threads, shared: ${show(onWide)}`;
-      expect(key(onScratch), `two threads through the scratch differ from two on shared slabs\n${context}`).toBe(key(onShared));
-      expect(key(onOne), `one thread differs from two\n${context}`).toBe(key(onShared));
-      expect(key(onWide), `${WIDE} threads differ from two\n${context}`).toBe(key(onShared));
-      if (onShared.kind === 'merged') {
-        for (const other of [onOne, onWide, onScratch]) expect(Buffer.from(other.kind === 'merged' ? other.bytes : []).equals(Buffer.from(onShared.bytes)), context).toBe(true);
-      }
-      const t = stats.byFormat.get(c.format) ?? { merged: 0, refused: 0 };
-      stats.byFormat.set(c.format, t);
-      stats.cases++;
-      if (onWorkers) stats.onWorkers++;
-      if (onShared.kind === 'refused') {
-        t.refused++;
-        stats.refused++;
-        expect(c.hostile, `a case with no hostile change was refused\n${context}`).toBeDefined();
-        expect(onShared.message, `the refusal is not one line\n${context}`).not.toContain('\n');
-        expect(onShared.message, `the refusal does not name the module\n${context}`).toContain(c.hostile!.module.replace(/\.weight$/, ''));
-        continue;
-      }
-      t.merged++;
-      stats.merged++;
+      const context = expectOneOutcome(c.label, { onShared, onScratch, onOne, onWide });
+      countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module.replace(/\.weight$/, '') }, context);
+      if (onShared.kind === 'refused') continue;
       // Every merged weight is above the pool's floor: its decoding, maxima or codes went to the workers.
       expect(onWorkers, `merged without the worker threads\n${context}`).toBe(true);
       // A hostile value in the merged module cannot give its re-quantized W'; anywhere, a weight
