@@ -9,10 +9,12 @@
  * - IQ2_S (82 bytes): f16 d, 32 bytes of grid indexes' low 8 bits, 32 bytes of sign bytes, 8 bytes
  *   of their top 2 bits (qh), 8 bytes of two 4-bit scales.
  */
+import { MergeError } from '../../../errors.js';
 import { ggmlTypeByName } from '../ggml-types.js';
-import type { BlockDecoder } from './codec.js';
+import type { BlockCodec, BlockDecoder } from './codec.js';
 import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
+import { encodeIq2XxsRow } from './iq2-search.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -25,8 +27,19 @@ function u32At(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
-export const IQ2_XXS_DECODER: BlockDecoder = {
+/**
+ * IQ2_XXS: decoded as dequantize_row_iq2_xxs; written only with importance weights, as
+ * quantize_iq2_xxs (iq2-search.ts), which asserts that it has them.
+ */
+export const IQ2_XXS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_XXS')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', IQ2_XXS_NEEDS_IMATRIX);
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2XxsRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2XXS');
@@ -41,6 +54,10 @@ export const IQ2_XXS_DECODER: BlockDecoder = {
     }
   },
 };
+
+/** Why IQ2_XXS is not written without an importance matrix. */
+export const IQ2_XXS_NEEDS_IMATRIX =
+  'IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give --imatrix FILE (made by llama-imatrix for this model)';
 
 export const IQ2_XS_DECODER: BlockDecoder = {
   type: ggmlTypeByName('IQ2_XS')!,
