@@ -15,7 +15,7 @@ import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
-import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES, writesType } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesType } from './codecs/registry.js';
 import { IQ2_XXS_NEEDS_IMATRIX } from './codecs/iq2.js';
 import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
 import { importanceRows } from './imatrix-rows.js';
@@ -84,7 +84,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${notWritten(type.name)}`);
       if (type && !weighted && blockCodec(type)?.needsImportance) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${IQ2_XXS_NEEDS_IMATRIX}, or choose another --dtype`);
       if (!type || !blockCodec(type)) {
-        const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
+        const names = [...PLAIN_CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
         const meant = closestTypeName(name, names);
         throw new MergeError('BAD_ARGUMENT', `${option} for a GGUF model must be one of ${names.join(', ')}, not "${name}"${meant ? `; did you mean ${meant}?` : ''}`);
       }

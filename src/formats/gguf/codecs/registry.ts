@@ -66,5 +66,11 @@ export function blockDecoder(type: GgmlType): BlockDecoder | undefined {
 /** Names of the types loramerge writes, for messages and `--dtype`. */
 export const CODEC_TYPE_NAMES: readonly string[] = CODECS.map((c) => c.type.name);
 
+/**
+ * Names of the types loramerge writes with or without an importance matrix (all but IQ2_XXS): what
+ * `--dtype` offers on its own, in menus and messages.
+ */
+export const PLAIN_CODEC_TYPE_NAMES: readonly string[] = CODECS.filter((c) => !c.needsImportance).map((c) => c.type.name);
+
 /** Names of the types loramerge reads. */
 export const DECODER_TYPE_NAMES: readonly string[] = DECODERS.map((c) => c.type.name);
