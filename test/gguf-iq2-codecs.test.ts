@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeIq2XxsRow, iq2XxsTables } from '../src/formats/gguf/codecs/iq2-search.js';
+import { encodeIq2XsRow, encodeIq2XxsRow, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
@@ -16,8 +16,8 @@ import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
 
 interface Golden {
-  tables: { IQ2_XXS: number };
-  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null }[];
+  tables: { IQ2_XXS: number; IQ2_XS: number };
+  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null; IQ2_XS: string | null }[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq2-golden.json', import.meta.url), 'utf8')) as Golden;
 
@@ -35,6 +35,43 @@ function fnv(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
   return h;
+}
+
+describe('IQ2_XS golden blocks from ggml-quants.c (with importance weights)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const qw = f32FromHex(b.qw);
+    const encodeXs = () => {
+      const out = new Uint8Array(74);
+      encodeIq2XsRow(x, out, qw);
+      return out;
+    };
+    if (b.IQ2_XS === null) {
+      expect(encodeXs).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block.*llama-quantize cannot write them either; choose --dtype f16/) }));
+    } else {
+      expect(hex(encodeXs())).toBe(b.IQ2_XS);
+    }
+  });
+
+  it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
+    expect(fnv(dump(iq2XsTables(), 512))).toBe(GOLDEN.tables.IQ2_XS);
+  });
+});
+
+/** The harness's `tables` dump of our tables: grid entries as C's uint64 in hex, the map, the neighbour lists. */
+function dump(t: Iq2Tables, size: number): string {
+  const lines: string[] = [];
+  for (let e = 0; e < size; e++) {
+    let v = '';
+    for (let i = 7; i >= 0; i--) v += (2 * t.levels[8 * e + i] + 1).toString(16).padStart(2, '0');
+    lines.push(`g ${e} ${v}`);
+  }
+  for (let u = 0; u < 43692; u++) {
+    const m = t.map[u];
+    if (m >= 0) lines.push(`m ${u} ${m}`);
+    else lines.push(`n ${u} ${Array.from(t.neighbours.subarray(-m - 1, -m + t.neighbours[-m - 1])).join(' ')}`);
+  }
+  return lines.join('\n') + '\n';
 }
 
 describe('IQ2_XXS golden blocks from ggml-quants.c (with importance weights)', () => {
@@ -60,19 +97,7 @@ describe('IQ2_XXS golden blocks from ggml-quants.c (with importance weights)', (
   });
 
   it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
-    const t = iq2XxsTables();
-    const lines: string[] = [];
-    for (let e = 0; e < 256; e++) {
-      let v = '';
-      for (let i = 7; i >= 0; i--) v += (2 * t.levels[8 * e + i] + 1).toString(16).padStart(2, '0');
-      lines.push(`g ${e} ${v}`);
-    }
-    for (let u = 0; u < 43692; u++) {
-      const m = t.map[u];
-      if (m >= 0) lines.push(`m ${u} ${m}`);
-      else lines.push(`n ${u} ${Array.from(t.neighbours.subarray(-m - 1, -m + t.neighbours[-m - 1])).join(' ')}`);
-    }
-    expect(fnv(lines.join('\n') + '\n')).toBe(GOLDEN.tables.IQ2_XXS);
+    expect(fnv(dump(iq2XxsTables(), 256))).toBe(GOLDEN.tables.IQ2_XXS);
   });
 });
 
@@ -135,6 +160,22 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(v))).toBe(false);
     expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
     expect(got.metadata.get('general.file_type')!.value).toBe(19);
+  });
+
+  it('--dtype iq2_xs --dtype-merged-only --imatrix writes the merged tensor as IQ2_XS, as quantize_iq2_xs does with the weights', async () => {
+    const dir = files();
+    const r = await merge(dir, 'xs.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', 'iq2_xs', '--dtype-merged-only');
+    expect(r.code, r.stderr).toBe(0);
+    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
+    expect(f32.code, f32.stderr).toBe(0);
+    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
+    const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
+    const want = new Uint8Array(74 * rows.v);
+    for (let row = 0; row < rows.v; row++) encodeIq2XsRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(74 * row, 74 * (row + 1)), qw);
+    const got = readGguf(readFileSync(join(dir, 'xs.gguf')));
+    expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ2_XS', 'IQ2_XXS']);
+    expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
+    expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
   });
 
   it('refuses --dtype iq2_xxs without --imatrix, and an imatrix without an entry for the merged tensor, in one line, leaving nothing', async () => {

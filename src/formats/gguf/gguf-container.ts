@@ -16,7 +16,7 @@ import type { ContainerFormat, StoredShard, TensorFileWriter } from '../containe
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
 import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesType } from './codecs/registry.js';
-import { IQ2_XXS_NEEDS_IMATRIX } from './codecs/iq2.js';
+import { needsImatrix } from './codecs/iq2.js';
 import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
 import { importanceRows } from './imatrix-rows.js';
 import { convertTensorBytes } from './gguf-convert.js';
@@ -82,7 +82,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       const float = floatDTypeNamed(name);
       const type = ggmlTypeByName(float ?? name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${notWritten(type.name)}`);
-      if (type && !weighted && blockCodec(type)?.needsImportance) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${IQ2_XXS_NEEDS_IMATRIX}, or choose another --dtype`);
+      if (type && !weighted && blockCodec(type)?.needsImportance) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${needsImatrix(type.name)}, or choose another --dtype`);
       if (!type || !blockCodec(type)) {
         const names = [...PLAIN_CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
         const meant = closestTypeName(name, names);
@@ -206,7 +206,7 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
 
 /**
  * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are read but not written
- * (llama-quantize writes them only with an importance matrix; loramerge writes IQ2_XXS when one is
+ * (llama-quantize writes them only with an importance matrix; loramerge writes IQ2_XXS and IQ2_XS when one is
  * given, `weighted`), so a merged tensor of one of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
  * dequantized; every other type is written as itself.
  */

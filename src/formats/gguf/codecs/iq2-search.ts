@@ -1,10 +1,11 @@
 /**
- * ggml's IQ2_XXS quantizer with importance weights (quantize_iq2_xxs → quantize_row_iq2_xxs_impl),
- * what `llama-quantize --imatrix` writes, and the tables it searches (iq2xs_init_impl): each grid
+ * ggml's IQ2_XXS and IQ2_XS quantizers with importance weights (quantize_iq2_xxs →
+ * quantize_row_iq2_xxs_impl, quantize_iq2_xs → quantize_row_iq2_xs_impl), what
+ * `llama-quantize --imatrix` writes, and the tables it searches (iq2xs_init_impl): each grid
  * entry as 8 levels 0…2 (C stores 2·level + 1), a map from any 8 levels (2 bits each, the first
  * lowest) to their grid entry, and for each point off the grid its nearest entries. Every float
- * step is C's f32 step (c-float.ts), unfused, in C's order. ggml has no IQ2_XXS quantizer without
- * importance weights (it asserts that it has them).
+ * step is C's f32 step (c-float.ts), unfused, in C's order. ggml has no IQ2_XXS or IQ2_XS quantizer
+ * without importance weights (they assert that they have them).
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
@@ -68,10 +69,16 @@ function buildTables(levels: Uint8Array, nwant: number): Iq2Tables {
 }
 
 let xxsTables: Iq2Tables | undefined;
+let xsTables: Iq2Tables | undefined;
 
 /** The quantizer's tables of the IQ2_XXS grid (256 entries, 2 nearest distances). */
 export function iq2XxsTables(): Iq2Tables {
   return (xxsTables ??= buildTables(iqGridCodes('IQ2XXS'), 2));
+}
+
+/** The quantizer's tables of the IQ2_XS grid (512 entries, 2 nearest distances). */
+export function iq2XsTables(): Iq2Tables {
+  return (xsTables ??= buildTables(iqGridCodes('IQ2XS'), 2));
 }
 
 const FLT_MAX = 3.4028234663852886e38;
@@ -188,11 +195,11 @@ const blockSigns = new Uint8Array(4);
 const q2 = new Uint32Array(16);
 const scales = new Float32Array(8);
 
-/** Σ w·x·q and Σ w·q² over 32 values with levels `lv` (q = 2l + 1), C's order. */
-function fit(lv: Int8Array): [number, number] {
+/** Σ w·x·q and Σ w·q² over n values with levels `lv` (q = 2l + 1), C's order. */
+function fit(lv: Int8Array, n = 32): [number, number] {
   let sumqx = 0;
   let sumq2 = 0;
-  for (let i = 0; i < 32; i++) {
+  for (let i = 0; i < n; i++) {
     const w = weight[i];
     const q = 2 * lv[i] + 1;
     sumqx = f32(sumqx + f32(f32(w * xval[i]) * q));
@@ -323,5 +330,122 @@ export function encodeIq2XxsRow(src: Float32Array, out: Uint8Array, qw: Float32A
       q2[2 * ib + 1] = (q2[2 * ib + 1] | (l << 28)) >>> 0;
     }
     for (let i = 0; i < 16; i++) putU32(out, at + 2 + 4 * i, q2[i]);
+  }
+}
+
+/** The signs of 8 values at xb + at (7 bits; an odd count of negatives flips the value of least w·x²), and their |x| into xval. */
+function signsOfEight(src: Float32Array, xb: number, at: number): number {
+  let nflip = 0;
+  let s = 0;
+  for (let i = 0; i < 8; i++) {
+    const v = src[xb + at + i];
+    if (v >= 0) xval[at + i] = v;
+    else {
+      xval[at + i] = -v;
+      nflip++;
+      s |= 1 << i;
+    }
+  }
+  if (nflip % 2) {
+    let imin = 0;
+    let min = f32(f32(weight[at] * src[xb + at]) * src[xb + at]);
+    for (let i = 1; i < 8; i++) {
+      const ax = f32(f32(weight[at + i] * src[xb + at + i]) * src[xb + at + i]);
+      if (ax < min) {
+        min = ax;
+        imin = i;
+      }
+    }
+    xval[at + imin] = -xval[at + imin];
+    s ^= 1 << imin;
+  }
+  return s & 127;
+}
+
+const onGrid = [true, true];
+const onGridAux = [true, true];
+const q2xs = new Uint16Array(32);
+const scalesXs = new Float32Array(16);
+
+/**
+ * One row of IQ2_XS blocks (74 bytes: f16 d, 32 u16 of a 9-bit grid index and 7 sign bits, 8 bytes
+ * of two 4-bit scales) from `src` and one importance weight per value, as quantize_row_iq2_xs_impl
+ * writes it: per 16 values 19 trial scales from max/5, groups of 8 off the grid refit.
+ */
+export function encodeIq2XsRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const t = iq2XsTables();
+  const kMaxQ = 3;
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 74) {
+    const x0 = b * 256;
+    q2xs.fill(0);
+    let maxScale = 0;
+    const sigma2 = f32(sumSquares(src, x0, 256) / 256);
+    for (let ib = 0; ib < 16; ib++) {
+      const xb = x0 + 16 * ib;
+      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
+      for (let k = 0; k < 2; k++) blockSigns[k] = signsOfEight(src, xb, 8 * k);
+      let max = xval[0];
+      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
+      L.fill(0, 0, 16);
+      if (max < GROUP_MAX_EPS) {
+        scalesXs[ib] = 0;
+        continue;
+      }
+      let best = 0;
+      let scale = f32(max / (2 * kMaxQ - 1));
+      onGrid[0] = onGrid[1] = true;
+      for (let is = -9; is <= 9; is++) {
+        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+        const thisScale = f32(1 / id);
+        for (let k = 0; k < 2; k++) {
+          const u = packedLevels(id, 8 * k, Laux);
+          onGridAux[k] = t.map[u] >= 0;
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+        }
+        const [sumqx, sumq2] = fit(Laux, 16);
+        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+          scale = f32(sumqx / sumq2);
+          best = f32(scale * sumqx);
+          for (let i = 0; i < 16; i++) L[i] = Laux[i];
+          onGrid[0] = onGridAux[0];
+          onGrid[1] = onGridAux[1];
+        }
+      }
+      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+        const id = f32(1 / scale);
+        for (let k = 0; k < 2; k++) {
+          if (onGrid[k]) continue;
+          const u = packedLevels(id, 8 * k, L);
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
+        }
+        const [sumqx, sumq2] = fit(L, 16);
+        if (sumq2 > 0) scale = f32(sumqx / sumq2);
+      }
+      if (scale < 0) {
+        scale = -scale;
+        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 127;
+      }
+      for (let k = 0; k < 2; k++) {
+        let u = 0;
+        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+        const e = t.map[u];
+        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+        q2xs[2 * ib + k] = e | (blockSigns[k] << 9);
+      }
+      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      scalesXs[ib] = scale;
+      maxScale = cmax(maxScale, scale);
+    }
+    out.fill(0, at, at + 74);
+    if (!maxScale) continue;
+    const d = f32(maxScale / 31);
+    putU16(out, at, toF16Bits(d));
+    const id = f32(1 / d);
+    for (let ib = 0; ib < 16; ib++) {
+      const l = cmax(0, cmin(15, nearestInt(f32(0.5 * f32(f32(id * scalesXs[ib]) - 1)))));
+      out[at + 66 + (ib >> 1)] |= ib % 2 === 0 ? l : l << 4;
+    }
+    for (let i = 0; i < 32; i++) putU16(out, at + 2 + 2 * i, q2xs[i]);
   }
 }

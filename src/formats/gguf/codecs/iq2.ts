@@ -14,7 +14,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
 import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
-import { encodeIq2XxsRow } from './iq2-search.js';
+import { encodeIq2XsRow, encodeIq2XxsRow } from './iq2-search.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -35,7 +35,7 @@ export const IQ2_XXS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_XXS')!,
   needsImportance: true,
   encode() {
-    throw new MergeError('BAD_ARGUMENT', IQ2_XXS_NEEDS_IMATRIX);
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XXS'));
   },
   encodeWeighted(src, out, qw) {
     encodeIq2XxsRow(src, out, qw);
@@ -55,12 +55,24 @@ export const IQ2_XXS_CODEC: BlockCodec = {
   },
 };
 
-/** Why IQ2_XXS is not written without an importance matrix. */
-export const IQ2_XXS_NEEDS_IMATRIX =
-  'IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give --imatrix FILE (made by llama-imatrix for this model)';
+/** Why a type (IQ2_XXS, IQ2_XS) is not written without an importance matrix. */
+export function needsImatrix(name: string): string {
+  return `${name} is written only with an importance matrix: ggml's ${name} quantizer requires one, and llama-quantize refuses ${name} without --imatrix; give --imatrix FILE (made by llama-imatrix for this model)`;
+}
 
-export const IQ2_XS_DECODER: BlockDecoder = {
+/**
+ * IQ2_XS: decoded as dequantize_row_iq2_xs; written only with importance weights, as
+ * quantize_iq2_xs (iq2-search.ts), which asserts that it has them.
+ */
+export const IQ2_XS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_XS')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XS'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2XsRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2XS');
