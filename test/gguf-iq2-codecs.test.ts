@@ -8,7 +8,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { encodeIq2XsRow, encodeIq2XxsRow, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
@@ -16,8 +16,8 @@ import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
 
 interface Golden {
-  tables: { IQ2_XXS: number; IQ2_XS: number };
-  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null; IQ2_XS: string | null }[];
+  tables: { IQ2_XXS: number; IQ2_XS: number; IQ2_S: number };
+  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null }[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq2-golden.json', import.meta.url), 'utf8')) as Golden;
 
@@ -36,6 +36,27 @@ function fnv(text: string): number {
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
   return h;
 }
+
+describe('IQ2_S golden blocks from ggml-quants.c (with importance weights)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const qw = f32FromHex(b.qw);
+    const encodeS = () => {
+      const out = new Uint8Array(82);
+      encodeIq2SRow(x, out, qw);
+      return out;
+    };
+    if (b.IQ2_S === null) {
+      expect(encodeS).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block.*llama-quantize cannot write them either; choose --dtype f16/) }));
+    } else {
+      expect(hex(encodeS())).toBe(b.IQ2_S);
+    }
+  });
+
+  it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
+    expect(fnv(dump(iq2STables(), 1024))).toBe(GOLDEN.tables.IQ2_S);
+  });
+});
 
 describe('IQ2_XS golden blocks from ggml-quants.c (with importance weights)', () => {
   it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
@@ -162,18 +183,18 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     expect(got.metadata.get('general.file_type')!.value).toBe(19);
   });
 
-  it('--dtype iq2_xs --dtype-merged-only --imatrix writes the merged tensor as IQ2_XS, as quantize_iq2_xs does with the weights', async () => {
+  it.each([['IQ2_XS', 74, encodeIq2XsRow], ['IQ2_S', 82, encodeIq2SRow]] as const)('--dtype %s --dtype-merged-only --imatrix writes the merged tensor in that type, as ggml\'s quantizer does with the weights', async (type, bytes, encodeRow) => {
     const dir = files();
-    const r = await merge(dir, 'xs.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', 'iq2_xs', '--dtype-merged-only');
+    const r = await merge(dir, 'xs.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', type.toLowerCase(), '--dtype-merged-only');
     expect(r.code, r.stderr).toBe(0);
     const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);
     const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
     const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
-    const want = new Uint8Array(74 * rows.v);
-    for (let row = 0; row < rows.v; row++) encodeIq2XsRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(74 * row, 74 * (row + 1)), qw);
+    const want = new Uint8Array(bytes * rows.v);
+    for (let row = 0; row < rows.v; row++) encodeRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(bytes * row, bytes * (row + 1)), qw);
     const got = readGguf(readFileSync(join(dir, 'xs.gguf')));
-    expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ2_XS', 'IQ2_XXS']);
+    expect(got.tensors.map((t) => typeName(t.typeId))).toEqual([type, 'IQ2_XXS']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
     expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
   });

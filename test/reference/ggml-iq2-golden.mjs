@@ -1,5 +1,5 @@
 // Writes ggml-iq2-golden.json: 256-value blocks of many kinds, importance weights for them, and the
-// bytes ggml's own quantize_iq2_xxs and quantize_iq2_xs write for them with those weights (llama-quantize --imatrix),
+// bytes ggml's own quantize_iq2_xxs, quantize_iq2_xs and quantize_iq2_s write for them with those weights (llama-quantize --imatrix),
 // through the harness ggml-iq2-harness.c (its header says how to build it), plus an FNV-1a
 // checksum of the tables its iq2xs_init_impl builds (the harness's `tables` dump).
 // Run: node ggml-iq2-golden.mjs ./harness
@@ -70,6 +70,7 @@ const run = (type, size) => {
 };
 const xxs = run('xxs', 66);
 const xs = run('xs', 74);
+const s = run('s', 82);
 const fnv = (text) => {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
@@ -77,9 +78,9 @@ const fnv = (text) => {
 };
 const tables = (t) => fnv(execFileSync(harness, ['tables', t], { maxBuffer: 1 << 28 }).toString());
 writeFileSync(new URL('./ggml-iq2-golden.json', import.meta.url), JSON.stringify({
-  source: 'ggml-quants.c quantize_iq2_xxs / quantize_iq2_xs with quant_weights (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64',
-  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ2_XXS / IQ2_XS: the block ggml writes, hex, or null where ggml aborts; tables: FNV-1a of the harness\'s `tables` dump',
-  tables: { IQ2_XXS: tables('xxs'), IQ2_XS: tables('xs') },
-  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ2_XXS: xxs[i], IQ2_XS: xs[i] })),
+  source: 'ggml-quants.c quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with quant_weights (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64',
+  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ2_XXS / IQ2_XS / IQ2_S: the block ggml writes, hex, or null where ggml aborts; tables: FNV-1a of the harness\'s `tables` dump',
+  tables: { IQ2_XXS: tables('xxs'), IQ2_XS: tables('xs'), IQ2_S: tables('s') },
+  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ2_XXS: xxs[i], IQ2_XS: xs[i], IQ2_S: s[i] })),
 }, null, 1) + '\n');
-console.log('blocks', cases.length, 'aborted (xxs, xs):', xxs.filter((v) => v === null).length, xs.filter((v) => v === null).length);
+console.log('blocks', cases.length, 'aborted (xxs, xs, s):', xxs.filter((v) => v === null).length, xs.filter((v) => v === null).length, s.filter((v) => v === null).length);

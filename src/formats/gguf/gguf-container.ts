@@ -206,7 +206,7 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
 
 /**
  * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are read but not written
- * (llama-quantize writes them only with an importance matrix; loramerge writes IQ2_XXS and IQ2_XS when one is
+ * (llama-quantize writes them only with an importance matrix; loramerge writes the IQ2 types when one is
  * given, `weighted`), so a merged tensor of one of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
  * dequantized; every other type is written as itself.
  */

@@ -338,7 +338,7 @@ class GgufModel implements BaseModel {
     // Merged tensors of a type loramerge reads but does not write (IQ1, IQ2), written as F16.
     const asF16: string[] = [];
     const readOnly = new Map<string, number>();
-    // Merged tensors of a type written only with an importance matrix (IQ2_XXS, IQ2_XS): F16 without one.
+    // Merged tensors of a type written only with an importance matrix (the IQ2 types): F16 without one.
     const needImatrix: string[] = [];
     const needImatrixTypes = new Map<string, number>();
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];

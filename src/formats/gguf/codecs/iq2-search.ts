@@ -70,10 +70,16 @@ function buildTables(levels: Uint8Array, nwant: number): Iq2Tables {
 
 let xxsTables: Iq2Tables | undefined;
 let xsTables: Iq2Tables | undefined;
+let sTables: Iq2Tables | undefined;
 
 /** The quantizer's tables of the IQ2_XXS grid (256 entries, 2 nearest distances). */
 export function iq2XxsTables(): Iq2Tables {
   return (xxsTables ??= buildTables(iqGridCodes('IQ2XXS'), 2));
+}
+
+/** The quantizer's tables of the IQ2_S grid (1024 entries, the nearest distance only). */
+export function iq2STables(): Iq2Tables {
+  return (sTables ??= buildTables(iqGridCodes('IQ2S'), 1));
 }
 
 /** The quantizer's tables of the IQ2_XS grid (512 entries, 2 nearest distances). */
@@ -447,5 +453,106 @@ export function encodeIq2XsRow(src: Float32Array, out: Uint8Array, qw: Float32Ar
       out[at + 66 + (ib >> 1)] |= ib % 2 === 0 ? l : l << 4;
     }
     for (let i = 0; i < 32; i++) putU16(out, at + 2 + 2 * i, q2xs[i]);
+  }
+}
+
+/** GROUP_MAX_EPS_IQ2_S. */
+const EPS_IQ2_S = f32(1e-8);
+const FUDGE_IQ2_S = f32(0.9875);
+
+/**
+ * One row of IQ2_S blocks (82 bytes: f16 d, 32 bytes of grid indexes' low 8 bits, 32 sign bytes,
+ * 8 bytes of the indexes' top 2 bits, 8 bytes of two 4-bit scales) from `src` and one importance
+ * weight per value, as quantize_row_iq2_s_impl writes it with quant_weights: σ² twice the mean
+ * square, all 8 signs stored, the IQ2_XS search over the 1024-entry grid, d stored times 0.9875.
+ */
+export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const t = iq2STables();
+  const kMaxQ = 3;
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 82) {
+    const x0 = b * 256;
+    out.fill(0, at, at + 82);
+    let maxScale = 0;
+    const sigma2 = f32(f32(2 * sumSquares(src, x0, 256)) / 256);
+    for (let ib = 0; ib < 16; ib++) {
+      const xb = x0 + 16 * ib;
+      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
+      for (let k = 0; k < 2; k++) {
+        let s = 0;
+        for (let i = 0; i < 8; i++) {
+          const v = src[xb + 8 * k + i];
+          if (v >= 0) xval[8 * k + i] = v;
+          else {
+            xval[8 * k + i] = -v;
+            s |= 1 << i;
+          }
+        }
+        blockSigns[k] = s;
+      }
+      let max = xval[0];
+      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
+      L.fill(0, 0, 16);
+      if (max < EPS_IQ2_S) {
+        scalesXs[ib] = 0;
+        continue;
+      }
+      let best = 0;
+      let scale = f32(max / (2 * kMaxQ - 1));
+      onGrid[0] = onGrid[1] = true;
+      for (let is = -9; is <= 9; is++) {
+        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+        const thisScale = f32(1 / id);
+        for (let k = 0; k < 2; k++) {
+          const u = packedLevels(id, 8 * k, Laux);
+          onGridAux[k] = t.map[u] >= 0;
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+        }
+        const [sumqx, sumq2] = fit(Laux, 16);
+        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+          scale = f32(sumqx / sumq2);
+          best = f32(scale * sumqx);
+          for (let i = 0; i < 16; i++) L[i] = Laux[i];
+          onGrid[0] = onGridAux[0];
+          onGrid[1] = onGridAux[1];
+        }
+      }
+      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+        const id = f32(1 / scale);
+        for (let k = 0; k < 2; k++) {
+          if (onGrid[k]) continue;
+          const u = packedLevels(id, 8 * k, L);
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
+        }
+        const [sumqx, sumq2] = fit(L, 16);
+        if (sumq2 > 0) scale = f32(sumqx / sumq2);
+      }
+      if (scale < 0) {
+        scale = -scale;
+        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 255;
+      }
+      for (let k = 0; k < 2; k++) {
+        let u = 0;
+        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+        const e = t.map[u];
+        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+        const i8 = 2 * ib + k;
+        out[at + 2 + i8] = e & 255;
+        out[at + 66 + (i8 >> 2)] |= (e >> 8) << (2 * (i8 % 4));
+        out[at + 34 + i8] = blockSigns[k];
+      }
+      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      scalesXs[ib] = scale;
+      maxScale = cmax(maxScale, scale);
+    }
+    // Unlike IQ2_XS, C leaves the entries and signs written when every scale is 0.
+    if (!maxScale) continue;
+    const d = f32(maxScale / 31);
+    putU16(out, at, toF16Bits(f32(d * FUDGE_IQ2_S)));
+    const id = f32(1 / d);
+    for (let ib = 0; ib < 16; ib++) {
+      const l = cmax(0, cmin(15, nearestInt(f32(0.5 * f32(f32(id * scalesXs[ib]) - 1)))));
+      out[at + 74 + (ib >> 1)] |= ib % 2 === 0 ? l : l << 4;
+    }
   }
 }

@@ -1,5 +1,5 @@
 /**
- * IQ2_XXS, IQ2_XS and IQ2_S (decoded only): 256 values per block in groups of 8, each group an
+ * IQ2_XXS, IQ2_XS and IQ2_S (written only with an importance matrix, iq2-search.ts): 256 values per block in groups of 8, each group an
  * entry of a grid (iq-grids.ts) with 8 sign bits, times a 4-bit scale per 32 (or 16) values:
  * x = d·(0.5 + s)·0.25·grid[j]·(±1), as ggml's dequantize_row_iq2_* computes it. Every product is
  * exact in f32, so these are the values llama.cpp computes.
@@ -14,7 +14,7 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
 import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
-import { encodeIq2XsRow, encodeIq2XxsRow } from './iq2-search.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow } from './iq2-search.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -90,8 +90,19 @@ export const IQ2_XS_CODEC: BlockCodec = {
   },
 };
 
-export const IQ2_S_DECODER: BlockDecoder = {
+/**
+ * IQ2_S: decoded as dequantize_row_iq2_s; written only with importance weights, as quantize_iq2_s
+ * (iq2-search.ts) with them (llama-quantize refuses IQ2_S without an imatrix).
+ */
+export const IQ2_S_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_S')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_S'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2SRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2S');
