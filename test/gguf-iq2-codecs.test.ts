@@ -1,8 +1,8 @@
 /**
- * IQ2_XXS written as `llama-quantize --imatrix` writes it (ggml-quants.c quantize_iq2_xxs with
- * importance weights): golden blocks and a checksum of the grid map and neighbour tables from
+ * IQ2_XXS, IQ2_XS and IQ2_S written as `llama-quantize --imatrix` writes them (ggml-quants.c
+ * quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with importance weights): golden blocks and a checksum of the grid map and neighbour tables from
  * ggml's own C (test/reference/ggml-iq2-golden.json, made by ggml-iq2-golden.mjs through
- * ggml-iq2-harness.c); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type,
+ * ggml-iq2-harness.c); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type (or writing IQ2_XS / IQ2_S),
  * and the refusals without an imatrix (or without its entry for the tensor).
  */
 import { existsSync, readFileSync } from 'node:fs';

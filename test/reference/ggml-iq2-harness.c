@@ -1,6 +1,7 @@
 // Reference harness for test/reference/ggml-iq2-golden.json (run by ggml-iq2-golden.mjs): calls
-// ggml's own quantize_iq2_xxs with importance weights (what llama-quantize --imatrix runs), one
-// 256-value block at a time, and prints the tables iq2xs_init_impl builds.
+// ggml's own quantize_iq2_xxs, quantize_iq2_xs or quantize_iq2_s (argument xxs, xs, s) with
+// importance weights (what llama-quantize --imatrix runs), one 256-value block at a time, and prints
+// the tables iq2xs_init_impl builds (`tables xxs|xs|s`).
 // It holds no ggml code: it #includes ggml-quants.c from a ggml or llama.cpp checkout, e.g.
 //   gcc -O2 -DNDEBUG -ffp-contract=off -std=gnu11 -I<ggml>/include -I<ggml>/src -I<ggml>/src/ggml-cpu \
 //       ggml-iq2-harness.c -o harness -lm
