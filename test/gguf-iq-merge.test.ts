@@ -105,7 +105,7 @@ describe('an IQ-quantized GGUF base', () => {
       }
     }
     expect(moved).toBeGreaterThan(64 * 256 * 0.9);
-    expect(planWarnings.join('\n')).toContain("base: the merged tensors (1 IQ2_XXS: blk.0.attn_q.weight) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have it in IQ2_XXS again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)");
+    expect(planWarnings.join('\n')).toContain("base: the merged tensors (1 IQ2_XXS: blk.0.attn_q.weight) are written as F16, as llama.cpp's export-lora writes a merged tensor, unless an importance matrix is given (--imatrix): llama-quantize writes IQ2_XXS only with one, and with one loramerge quantizes it to IQ2_XXS as llama-quantize --imatrix does");
     // IQ2_XXS still holds the most weights: the file keeps its type (LLAMA_FTYPE_MOSTLY_IQ2_XXS).
     expect(out.metadata.get('general.file_type')!.value).toBe(19);
   });

@@ -61,7 +61,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     throw explainUrlInputError(e, inputs);
   }
   try {
-    if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype);
+    if (cmd.dtype !== undefined) prepared.base.format.parseOutputType(cmd.dtype, '--dtype', importance !== undefined);
     for (const warning of prepared.plan.warnings) log(`warning: ${oneLine(warning)}`);
     for (const note of prepared.plan.notes) log(`note: ${oneLine(note)}`);
     if (cmd.dryRun) {

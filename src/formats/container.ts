@@ -49,16 +49,18 @@ export interface ContainerFormat {
   /**
    * Normalises a user's output type, or throws BAD_ARGUMENT naming what this format accepts and
    * `option`, the name the user gave it under (`--dtype` on the command line, the default; `dtype`
-   * in the library).
+   * in the library). `weighted`: an importance matrix is given (a type written only with one,
+   * IQ2_XXS, is refused without it).
    */
-  parseOutputType(name: string, option?: string): string;
+  parseOutputType(name: string, option?: string, weighted?: boolean): string;
   /** The output types a user may choose (every one of them parses), each with what it does; for menus and help. */
   readonly outputChoices: OutputTypeChoices;
   /**
    * The type `tensor` is written in. `changed`: an update, bias or replacement lands on it;
-   * `requested`: the parsed --dtype, if any.
+   * `requested`: the parsed --dtype, if any; `weighted`: an importance matrix is given (a type
+   * written only with one, IQ2_XXS, is then written as itself).
    */
-  outputType(tensor: StoredTensor, changed: boolean, requested: string | undefined): string;
+  outputType(tensor: StoredTensor, changed: boolean, requested: string | undefined, weighted?: boolean): string;
   /**
    * Why `tensor` cannot be written as `type`, or undefined when it can (checked before any work,
    * for every tensor written in another type or computed anew).

@@ -170,7 +170,7 @@ export async function mergeModel(options: MergeModelOptions): Promise<MergeResul
  */
 function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' | 'dtypeMergedOnly' | 'importance' | 'slabBytes'>) {
   const slabBytes = Math.max(options.slabBytes ?? DEFAULT_SLAB_BYTES, 4096);
-  const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype');
+  const requested = options.outDtype === undefined ? undefined : options.prepared.base.format.parseOutputType(options.outDtype, 'outDtype', options.importance !== undefined);
   const { plan } = options.prepared;
   const updates = new Map(plan.updates.map((u) => [u.baseKey, u]));
   // fp8 codes × scales: merged in real values, their scale tensors rewritten or left out (scaled-fp8-output.ts).
@@ -199,7 +199,7 @@ function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' |
     // A kept quantization config's activation and KV-cache scales are read as stored: no output type converts them.
     if (prepared.runtimeScales?.has(key)) return stored.writeType ?? stored.type;
     const touched = changed(key);
-    return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested);
+    return format.outputType(stored, touched, options.dtypeMergedOnly && !touched ? undefined : requested, options.importance !== undefined);
   };
 
   // A scaled fp8 file written dequantized is not held to its fp8 dtype (scaled-fp8-output.ts).

@@ -203,7 +203,7 @@ export async function oneCallMerge<Source, Out>(
       assertPlanValid(prepared.plan);
       // Planned: from here on the files are read front to back.
       merging = true;
-      const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype, 'dtype');
+      const dtype = options.dtype === undefined ? undefined : prepared.base.format.parseOutputType(options.dtype, 'dtype', options.importance !== undefined);
       const memory = options.out === undefined ? createBlobOutputTarget(`${baseFiles.name}-merged`) : undefined;
       const output = memory ?? await hooks.openOutput(options.out as Out, prepared, {
         base: options.base, adapters: adapterSources.map((a) => a.source),

@@ -4,7 +4,7 @@
  */
 import type { MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
-import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES } from './codecs/registry.js';
 import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
 import type { RowWeights } from './imatrix-rows.js';
 import { encodeWeightedRowsInto } from './codecs/encode-blocks.js';
@@ -55,9 +55,9 @@ export async function encodeWeightedBlocks(
 
 /** Why a type is not written, with what to do instead. */
 export function notWritten(name: string): string {
-  const choose = `choose --dtype q4_k (or ${CODEC_TYPE_NAMES.filter((n) => n !== 'Q4_K').map((n) => n.toLowerCase()).join(', ')})`;
+  const choose = `choose --dtype q4_k (or ${PLAIN_CODEC_TYPE_NAMES.filter((n) => n !== 'Q4_K').map((n) => n.toLowerCase()).join(', ')})`;
   if (name.startsWith('IQ')) {
-    return `loramerge reads ${name} but does not write it: llama.cpp's quantizers for it search codebook grids with an importance matrix (llama-imatrix), and llama-quantize refuses to write it without one; loramerge does not write those grids, with --imatrix or without (of the IQ types it writes IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS, as llama-quantize does without an imatrix); ${choose}, or write f16 and run llama-quantize with your imatrix`;
+    return `loramerge reads ${name} but does not write it: llama.cpp's quantizers for it search codebook grids with an importance matrix (llama-imatrix), and llama-quantize refuses to write it without one; loramerge does not write that type's grids, with --imatrix or without (of the IQ types it writes IQ2_XXS, IQ2_XS and IQ2_S with --imatrix, and IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS with or without one); ${choose}, or write f16 and run llama-quantize with your imatrix`;
   }
   if (blockDecoderByName(name)) return `loramerge reads ${name} but does not write it; ${choose}`;
   return `cannot write GGML type ${name}; ${choose}`;

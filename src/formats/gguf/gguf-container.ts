@@ -15,7 +15,8 @@ import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
-import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, DECODER_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesType } from './codecs/registry.js';
+import { needsImatrix } from './codecs/iq2.js';
 import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
 import { importanceRows } from './imatrix-rows.js';
 import { convertTensorBytes } from './gguf-convert.js';
@@ -58,15 +59,18 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
     if (!requested || !llamaQuantizes(tensor.name, tensor.shape)) return tensor.type;
     return fittingType(askedType(requested, tensor), tensor.shape[tensor.shape.length - 1] ?? 1);
   };
-  /** The type a tensor is written in: a changed one whose type is read but not written goes to F16 (readOnlyFallback). */
-  const writtenType = (tensor: { name: string; shape: readonly number[]; type: string }, changed: boolean, requested: string | undefined): string => {
+  /**
+   * The type a tensor is written in: a changed one whose type is read but not written (with the
+   * importance matrix given or not) goes to F16 (readOnlyFallback).
+   */
+  const writtenType = (tensor: { name: string; shape: readonly number[]; type: string }, changed: boolean, requested: string | undefined, weighted = false): string => {
     const type = outputType(tensor, requested);
-    return changed ? readOnlyFallback(type) : type;
+    return changed ? readOnlyFallback(type, weighted) : type;
   };
   return {
     name: 'gguf',
     outputChoices: GGUF_OUTPUT_TYPES,
-    parseOutputType(name, option = '--dtype') {
+    parseOutputType(name, option = '--dtype', weighted = false) {
       const mix = typeMix(name);
       if (mix) return mix.name;
       const refused = REFUSED_MIXES[name.toUpperCase()];
@@ -78,8 +82,9 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       const float = floatDTypeNamed(name);
       const type = ggmlTypeByName(float ?? name);
       if (type && !blockCodec(type) && blockDecoder(type)) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${notWritten(type.name)}`);
+      if (type && !weighted && blockCodec(type)?.needsImportance) throw new MergeError('BAD_ARGUMENT', `${option} ${name}: ${needsImatrix(type.name)}, or choose another --dtype`);
       if (!type || !blockCodec(type)) {
-        const names = [...CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
+        const names = [...PLAIN_CODEC_TYPE_NAMES, ...TYPE_MIXES.map((m) => m.name)].map((n) => n.toLowerCase());
         const meant = closestTypeName(name, names);
         throw new MergeError('BAD_ARGUMENT', `${option} for a GGUF model must be one of ${names.join(', ')}, not "${name}"${meant ? `; did you mean ${meant}?` : ''}`);
       }
@@ -201,11 +206,11 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
 
 /**
  * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are read but not written
- * (llama-quantize writes them only with an importance matrix), so a merged tensor of one of them is
- * written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
+ * (llama-quantize writes them only with an importance matrix; loramerge writes the IQ2 types when one is
+ * given, `weighted`), so a merged tensor of one of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
  * dequantized; every other type is written as itself.
  */
-export function readOnlyFallback(type: string): string {
+export function readOnlyFallback(type: string, weighted = false): string {
   const ggml = ggmlTypeByName(type);
-  return ggml && !blockCodec(ggml) && blockDecoder(ggml) ? 'F16' : type;
+  return ggml && !writesType(ggml, weighted) && blockDecoder(ggml) ? 'F16' : type;
 }

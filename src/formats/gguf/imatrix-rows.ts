@@ -50,9 +50,19 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
     if (!byName.has(name)) refuse(`its entry "${name}" is no tensor of this model (was it made for another model?)`);
   }
   const rows = new Map<string, RowWeights>();
+  /** llama-quantize stops on a tensor of a type it writes only with weights when the imatrix has none for it. */
+  const needsEntry = (t: ImportanceTarget, why: string) => {
+    const written = ggmlTypeByName(t.outType);
+    if (written && blockCodec(written)?.needsImportance && (t.changed || t.outType !== t.type)) {
+      refuse(`"${t.name}" is written as ${t.outType}, which is quantized only with importance weights, and ${why} (llama-quantize stops there too: "Missing importance matrix for tensor"); write it in another type (--dtype, or --dtype-merged-only), or use an imatrix made for this model`);
+    }
+  };
   for (const t of tensors) {
     const entry = im.entries.get(t.name);
-    if (!entry) continue;
+    if (!entry) {
+      needsEntry(t, 'this importance matrix has no entry for it');
+      continue;
+    }
     const d = t.shape.length;
     const ne0 = t.shape[d - 1] ?? 1;
     const ne1 = d >= 2 ? t.shape[d - 2] : 1;
@@ -61,7 +71,10 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
     if (entry.length !== ne0 * ne2 || ne3 !== 1) {
       // llama-quantize quantizes token_embd.weight without weights then (its entry, where an
       // imatrix has one, never fits); any other mismatch stops it.
-      if (t.name === 'token_embd.weight') continue;
+      if (t.name === 'token_embd.weight') {
+        needsEntry(t, `its entry has ${entry.length} values, not the ${ne0} the tensor takes`);
+        continue;
+      }
       refuse(`its entry "${t.name}" has ${entry.length} values, but the tensor [${t.shape.join(', ')}] takes ${ne0}${ne2 > 1 ? ` × ${ne2} experts` : ''} (was it made for another model?)`);
     }
     const codec = blockCodec(ggmlTypeByName(t.outType)!);

@@ -24,4 +24,9 @@ export interface BlockCodec extends BlockDecoder {
   encodeWeighted?(src: Float32Array, out: Uint8Array, qw: Float32Array): void;
   /** ggml's quantizer for the type takes no importance weights: with an imatrix it writes what `encode` writes. */
   readonly ignoresImportance?: boolean;
+  /**
+   * ggml's quantizer for the type asserts that it has importance weights (the IQ2 types): loramerge
+   * writes it only with an imatrix (`encodeWeighted`), and `encode` refuses.
+   */
+  readonly needsImportance?: boolean;
 }

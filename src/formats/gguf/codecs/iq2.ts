@@ -1,5 +1,5 @@
 /**
- * IQ2_XXS, IQ2_XS and IQ2_S (decoded only): 256 values per block in groups of 8, each group an
+ * IQ2_XXS, IQ2_XS and IQ2_S (written only with an importance matrix, iq2-search.ts): 256 values per block in groups of 8, each group an
  * entry of a grid (iq-grids.ts) with 8 sign bits, times a 4-bit scale per 32 (or 16) values:
  * x = d·(0.5 + s)·0.25·grid[j]·(±1), as ggml's dequantize_row_iq2_* computes it. Every product is
  * exact in f32, so these are the values llama.cpp computes.
@@ -9,10 +9,12 @@
  * - IQ2_S (82 bytes): f16 d, 32 bytes of grid indexes' low 8 bits, 32 bytes of sign bytes, 8 bytes
  *   of their top 2 bits (qh), 8 bytes of two 4-bit scales.
  */
+import { MergeError } from '../../../errors.js';
 import { ggmlTypeByName } from '../ggml-types.js';
-import type { BlockDecoder } from './codec.js';
+import type { BlockCodec, BlockDecoder } from './codec.js';
 import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow } from './iq2-search.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -25,8 +27,19 @@ function u32At(b: Uint8Array, at: number): number {
   return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 }
 
-export const IQ2_XXS_DECODER: BlockDecoder = {
+/**
+ * IQ2_XXS: decoded as dequantize_row_iq2_xxs; written only with importance weights, as
+ * quantize_iq2_xxs (iq2-search.ts), which asserts that it has them.
+ */
+export const IQ2_XXS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_XXS')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XXS'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2XxsRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2XXS');
@@ -42,8 +55,24 @@ export const IQ2_XXS_DECODER: BlockDecoder = {
   },
 };
 
-export const IQ2_XS_DECODER: BlockDecoder = {
+/** Why a type (IQ2_XXS, IQ2_XS) is not written without an importance matrix. */
+export function needsImatrix(name: string): string {
+  return `${name} is written only with an importance matrix: ggml's ${name} quantizer requires one, and llama-quantize refuses ${name} without --imatrix; give --imatrix FILE (made by llama-imatrix for this model)`;
+}
+
+/**
+ * IQ2_XS: decoded as dequantize_row_iq2_xs; written only with importance weights, as
+ * quantize_iq2_xs (iq2-search.ts), which asserts that it has them.
+ */
+export const IQ2_XS_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_XS')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XS'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2XsRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2XS');
@@ -61,8 +90,19 @@ export const IQ2_XS_DECODER: BlockDecoder = {
   },
 };
 
-export const IQ2_S_DECODER: BlockDecoder = {
+/**
+ * IQ2_S: decoded as dequantize_row_iq2_s; written only with importance weights, as quantize_iq2_s
+ * (iq2-search.ts) with them (llama-quantize refuses IQ2_S without an imatrix).
+ */
+export const IQ2_S_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_S')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_S'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq2SRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ2S');

@@ -1,0 +1,558 @@
+/**
+ * ggml's IQ2_XXS and IQ2_XS quantizers with importance weights (quantize_iq2_xxs →
+ * quantize_row_iq2_xxs_impl, quantize_iq2_xs → quantize_row_iq2_xs_impl), what
+ * `llama-quantize --imatrix` writes, and the tables it searches (iq2xs_init_impl): each grid
+ * entry as 8 levels 0…2 (C stores 2·level + 1), a map from any 8 levels (2 bits each, the first
+ * lowest) to their grid entry, and for each point off the grid its nearest entries. Every float
+ * step is C's f32 step (c-float.ts), unfused, in C's order. ggml has no IQ2_XXS or IQ2_XS quantizer
+ * without importance weights (they assert that they have them).
+ */
+import { MergeError } from '../../../errors.js';
+import * as cFloat from './c-float.js';
+import { iqGridCodes } from './iq-grids.js';
+import { importanceWeights, sumSquares } from './importance.js';
+
+const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt, putU16, putU32, toF16Bits } = cFloat;
+
+/** An IQ2 grid as the quantizer searches it. */
+export interface Iq2Tables {
+  /** Entry e's 8 levels at 8e … 8e+7. */
+  readonly levels: Uint8Array;
+  /** kmap_q2xs (43 692 entries): entry of 8 packed levels, or −(o + 1) off the grid, `neighbours[o]` counting the list after it. */
+  readonly map: Int32Array;
+  /** Per point off the grid: a count, then the entries at its `nwant` nearest distances (ascending, then by index). */
+  readonly neighbours: Uint16Array;
+}
+
+/** kmap_size in iq2xs_init_impl: 8 levels of 2 bits up to 0xAAAA (all level 2), plus one. */
+const KMAP_SIZE = 43692;
+
+/**
+ * iq2xs_init_impl's tables: for every packed point not on the grid, the entries at its `nwant`
+ * smallest distinct squared distances, in the order C's qsort on (distance, index) leaves them
+ * (found by scanning each distance in turn).
+ */
+function buildTables(levels: Uint8Array, nwant: number): Iq2Tables {
+  const size = levels.length / 8;
+  const map = new Int32Array(KMAP_SIZE).fill(-1);
+  for (let e = 0; e < size; e++) {
+    let u = 0;
+    for (let k = 0; k < 8; k++) u |= levels[8 * e + k] << (2 * k);
+    map[u] = e;
+  }
+  const lists: number[] = [];
+  const d2 = new Int32Array(size);
+  for (let u = 0; u < KMAP_SIZE; u++) {
+    if (map[u] >= 0) continue;
+    for (let e = 0; e < size; e++) {
+      let s = 0;
+      for (let k = 0; k < 8; k++) {
+        const diff = 2 * (levels[8 * e + k] - ((u >> (2 * k)) & 3));
+        s += diff * diff;
+      }
+      d2[e] = s;
+    }
+    const at = lists.length;
+    map[u] = -(at + 1);
+    lists.push(0);
+    let last = -1;
+    for (let have = 0; have < nwant; have++) {
+      let next = Infinity;
+      for (let e = 0; e < size; e++) if (d2[e] > last && d2[e] < next) next = d2[e];
+      if (next === Infinity) break;
+      for (let e = 0; e < size; e++) if (d2[e] === next) lists.push(e);
+      last = next;
+    }
+    lists[at] = lists.length - at - 1;
+  }
+  return { levels, map, neighbours: Uint16Array.from(lists) };
+}
+
+let xxsTables: Iq2Tables | undefined;
+let xsTables: Iq2Tables | undefined;
+let sTables: Iq2Tables | undefined;
+
+/** The quantizer's tables of the IQ2_XXS grid (256 entries, 2 nearest distances). */
+export function iq2XxsTables(): Iq2Tables {
+  return (xxsTables ??= buildTables(iqGridCodes('IQ2XXS'), 2));
+}
+
+/** The quantizer's tables of the IQ2_S grid (1024 entries, the nearest distance only). */
+export function iq2STables(): Iq2Tables {
+  return (sTables ??= buildTables(iqGridCodes('IQ2S'), 1));
+}
+
+/** The quantizer's tables of the IQ2_XS grid (512 entries, 2 nearest distances). */
+export function iq2XsTables(): Iq2Tables {
+  return (xsTables ??= buildTables(iqGridCodes('IQ2XS'), 2));
+}
+
+const FLT_MAX = 3.4028234663852886e38;
+const TENTH = f32(0.1);
+
+/** Why a block cannot be written: ggml's quantizer stops on it. */
+const IQ2_NOT_FINITE =
+  'values too large (or not finite) for an IQ2 block: ggml\'s IQ2 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32';
+
+/**
+ * iq2_find_best_neighbour: of the entries listed at `neighbours[o]`, the one nearest to
+ * xval[at…at+8) at `scale`, by Σ w·diff² (the first on ties); its levels go to dst[at…].
+ */
+function bestNeighbour(t: Iq2Tables, o: number, xval: Float32Array, w: Float32Array, at: number, scale: number, dst: Int8Array): number {
+  const n = t.neighbours[o];
+  if (n <= 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+  let best = FLT_MAX;
+  let index = -1;
+  for (let j = 1; j <= n; j++) {
+    const e = t.neighbours[o + j];
+    let d2 = 0;
+    for (let i = 0; i < 8; i++) {
+      const diff = f32(f32(scale * (2 * t.levels[8 * e + i] + 1)) - xval[at + i]);
+      d2 = f32(d2 + f32(f32(w[at + i] * diff) * diff));
+    }
+    if (d2 < best) {
+      best = d2;
+      index = e;
+    }
+  }
+  if (index < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+  for (let i = 0; i < 8; i++) dst[at + i] = t.levels[8 * index + i];
+  return index;
+}
+
+/**
+ * make_qp_quants(n, nmax, x, L, quant_weights) as C computes it for the IQ2 search: levels 0…nmax
+ * of the non-negative x against one scale (the best of 9 trial scales, then up to 5 passes moving
+ * single levels); 0 when the largest x is below GROUP_MAX_EPS or Σw·l² is 0. L is C's uint8_t: the
+ * IQ2 search hands it values of which one per odd sign count was negated, whose negative levels
+ * wrap to 255, 254, … as they do in C.
+ */
+function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8Array, qw: Float32Array): number {
+  let max = 0;
+  for (let i = 0; i < n; i++) max = cmax(max, x[i]);
+  if (max < GROUP_MAX_EPS) {
+    L.fill(0, 0, n);
+    return 0;
+  }
+  let iscale = f32(nmax / max);
+  for (let i = 0; i < n; i++) L[i] = nearestInt(f32(iscale * x[i]));
+  const scale = f32(1 / iscale);
+  let bestMse = 0;
+  for (let i = 0; i < n; i++) {
+    const diff = f32(x[i] - f32(scale * L[i]));
+    bestMse = f32(bestMse + f32(f32(qw[i] * diff) * diff));
+  }
+  for (let is = -4; is <= 4; is++) {
+    if (is === 0) continue;
+    const iscaleIs = f32(f32(f32(TENTH * is) + nmax) / max);
+    const scaleIs = f32(1 / iscaleIs);
+    let mse = 0;
+    for (let i = 0; i < n; i++) {
+      const l = cmin(nmax, nearestInt(f32(iscaleIs * x[i])));
+      const diff = f32(x[i] - f32(scaleIs * l));
+      mse = f32(mse + f32(f32(qw[i] * diff) * diff));
+    }
+    if (mse < bestMse) {
+      bestMse = mse;
+      iscale = iscaleIs;
+    }
+  }
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const l = cmin(nmax, nearestInt(f32(iscale * x[i])));
+    L[i] = l;
+    sumlx = f32(sumlx + f32(f32(qw[i] * x[i]) * l));
+    suml2 = f32(suml2 + f32(f32(qw[i] * l) * l));
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let changed = 0;
+    for (let i = 0; i < n; i++) {
+      const w = qw[i];
+      let slx = f32(sumlx - f32(f32(w * x[i]) * L[i]));
+      let sl2 = f32(suml2 - f32(f32(w * L[i]) * L[i]));
+      if (slx > 0 && sl2 > 0) {
+        const newL = cmin(nmax, nearestInt(f32(f32(x[i] * sl2) / slx)));
+        if (newL !== L[i]) {
+          slx = f32(slx + f32(f32(w * x[i]) * newL));
+          sl2 = f32(sl2 + f32(f32(w * newL) * newL));
+          if (f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2)) {
+            L[i] = newL;
+            sumlx = slx;
+            suml2 = sl2;
+            changed++;
+          }
+        }
+      }
+    }
+    if (!changed) break;
+  }
+  return suml2 > 0 ? f32(sumlx / suml2) : 0;
+}
+
+const weight = new Float32Array(32);
+const waux = new Float32Array(32);
+const xval = new Float32Array(32);
+const L = new Int8Array(32);
+/** L as make_qp_quants sees it: (uint8_t *)L. */
+const Lu = new Uint8Array(L.buffer);
+const Laux = new Int8Array(32);
+const blockSigns = new Uint8Array(4);
+const q2 = new Uint32Array(16);
+const scales = new Float32Array(8);
+
+/** Σ w·x·q and Σ w·q² over n values with levels `lv` (q = 2l + 1), C's order. */
+function fit(lv: Int8Array, n = 32): [number, number] {
+  let sumqx = 0;
+  let sumq2 = 0;
+  for (let i = 0; i < n; i++) {
+    const w = weight[i];
+    const q = 2 * lv[i] + 1;
+    sumqx = f32(sumqx + f32(f32(w * xval[i]) * q));
+    sumq2 = f32(sumq2 + f32(f32(w * q) * q));
+  }
+  return [sumqx, sumq2];
+}
+
+/** Levels of 8 values at 1/id, clamped to 0…2, packed 2 bits each. */
+function packedLevels(id: number, at: number, into?: Int8Array): number {
+  let u = 0;
+  for (let i = 0; i < 8; i++) {
+    const l = cmax(0, cmin(2, nearestInt(f32(0.5 * f32(f32(id * xval[at + i]) - 1)))));
+    if (into) into[at + i] = l;
+    u |= l << (2 * i);
+  }
+  return u;
+}
+
+/**
+ * One row of IQ2_XXS blocks (66 bytes: f16 d, then per 32 values a u32 of four grid indexes and a
+ * u32 of four 7-bit sign sets with the 4-bit scale on top) from `src` and one importance weight
+ * per value, as quantize_row_iq2_xxs_impl writes it.
+ */
+export function encodeIq2XxsRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const t = iq2XxsTables();
+  const kMaxQ = 3;
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 66) {
+    const x0 = b * 256;
+    q2.fill(0);
+    let maxScale = 0;
+    const sigma2 = f32(sumSquares(src, x0, 256) / 256);
+    for (let ib = 0; ib < 8; ib++) {
+      const xb = x0 + 32 * ib;
+      importanceWeights(src, xb, qw, xb, sigma2, 32, weight);
+      for (let i = 0; i < 32; i++) waux[i] = f32(Math.sqrt(weight[i]));
+      for (let k = 0; k < 4; k++) {
+        let nflip = 0;
+        let s = 0;
+        for (let i = 0; i < 8; i++) {
+          const v = src[xb + 8 * k + i];
+          if (v >= 0) xval[8 * k + i] = v;
+          else {
+            xval[8 * k + i] = -v;
+            nflip++;
+            s |= 1 << i;
+          }
+        }
+        if (nflip % 2) {
+          let imin = 0;
+          let min = f32(f32(weight[8 * k] * src[xb + 8 * k]) * src[xb + 8 * k]);
+          for (let i = 1; i < 8; i++) {
+            const ax = f32(f32(weight[8 * k + i] * src[xb + 8 * k + i]) * src[xb + 8 * k + i]);
+            if (ax < min) {
+              min = ax;
+              imin = i;
+            }
+          }
+          xval[8 * k + imin] = -xval[8 * k + imin];
+          s ^= 1 << imin;
+        }
+        blockSigns[k] = s & 127;
+      }
+      let max = xval[0];
+      for (let i = 1; i < 32; i++) max = cmax(max, xval[i]);
+      if (max < GROUP_MAX_EPS) {
+        scales[ib] = 0;
+        continue;
+      }
+      let scale = makeQpQuants(32, kMaxQ + 1, xval, Lu, weight);
+      const effMax = f32(scale * kMaxQ);
+      if (effMax <= 0) {
+        scales[ib] = 0;
+        continue;
+      }
+      let best = 0;
+      for (let is = -6; is <= 6; is++) {
+        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / effMax);
+        const thisScale = f32(1 / id);
+        for (let k = 0; k < 4; k++) {
+          const u = packedLevels(id, 8 * k, Laux);
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+        }
+        const [sumqx, sumq2] = fit(Laux);
+        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+          scale = f32(sumqx / sumq2);
+          best = f32(scale * sumqx);
+          L.set(Laux);
+        }
+      }
+      if (scale > 0) {
+        const id = f32(1 / scale);
+        for (let k = 0; k < 4; k++) {
+          const u = packedLevels(id, 8 * k);
+          let e = t.map[u];
+          if (e < 0) e = bestNeighbour(t, -e - 1, xval, waux, 8 * k, scale, L);
+          for (let i = 0; i < 8; i++) L[8 * k + i] = t.levels[8 * e + i];
+        }
+        const [sumqx, sumq2] = fit(L);
+        if (sumq2 > 0) scale = f32(sumqx / sumq2);
+      }
+      if (scale < 0) {
+        // C: "should never happen": the scale made positive and the signs flipped.
+        scale = -scale;
+        for (let k = 0; k < 4; k++) blockSigns[k] = ~blockSigns[k] & 127;
+      }
+      for (let k = 0; k < 4; k++) {
+        let u = 0;
+        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+        const e = t.map[u];
+        // C prints "Oops: found point not on grid" and aborts.
+        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+        q2[2 * ib] = (q2[2 * ib] | (e << (8 * k))) >>> 0;
+        q2[2 * ib + 1] = (q2[2 * ib + 1] | (blockSigns[k] << (7 * k))) >>> 0;
+      }
+      // C: GGML_ASSERT(scale >= 0) (false for NaN).
+      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      scales[ib] = scale;
+      maxScale = cmax(maxScale, scale);
+    }
+    out.fill(0, at, at + 66);
+    if (!maxScale) continue;
+    const d = f32(maxScale / 31);
+    putU16(out, at, toF16Bits(d));
+    const id = f32(1 / d);
+    for (let ib = 0; ib < 8; ib++) {
+      const l = cmax(0, cmin(15, nearestInt(f32(0.5 * f32(f32(id * scales[ib]) - 1)))));
+      q2[2 * ib + 1] = (q2[2 * ib + 1] | (l << 28)) >>> 0;
+    }
+    for (let i = 0; i < 16; i++) putU32(out, at + 2 + 4 * i, q2[i]);
+  }
+}
+
+/** The signs of 8 values at xb + at (7 bits; an odd count of negatives flips the value of least w·x²), and their |x| into xval. */
+function signsOfEight(src: Float32Array, xb: number, at: number): number {
+  let nflip = 0;
+  let s = 0;
+  for (let i = 0; i < 8; i++) {
+    const v = src[xb + at + i];
+    if (v >= 0) xval[at + i] = v;
+    else {
+      xval[at + i] = -v;
+      nflip++;
+      s |= 1 << i;
+    }
+  }
+  if (nflip % 2) {
+    let imin = 0;
+    let min = f32(f32(weight[at] * src[xb + at]) * src[xb + at]);
+    for (let i = 1; i < 8; i++) {
+      const ax = f32(f32(weight[at + i] * src[xb + at + i]) * src[xb + at + i]);
+      if (ax < min) {
+        min = ax;
+        imin = i;
+      }
+    }
+    xval[at + imin] = -xval[at + imin];
+    s ^= 1 << imin;
+  }
+  return s & 127;
+}
+
+const onGrid = [true, true];
+const onGridAux = [true, true];
+const q2xs = new Uint16Array(32);
+const scalesXs = new Float32Array(16);
+
+/**
+ * One row of IQ2_XS blocks (74 bytes: f16 d, 32 u16 of a 9-bit grid index and 7 sign bits, 8 bytes
+ * of two 4-bit scales) from `src` and one importance weight per value, as quantize_row_iq2_xs_impl
+ * writes it: per 16 values 19 trial scales from max/5, groups of 8 off the grid refit.
+ */
+export function encodeIq2XsRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const t = iq2XsTables();
+  const kMaxQ = 3;
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 74) {
+    const x0 = b * 256;
+    q2xs.fill(0);
+    let maxScale = 0;
+    const sigma2 = f32(sumSquares(src, x0, 256) / 256);
+    for (let ib = 0; ib < 16; ib++) {
+      const xb = x0 + 16 * ib;
+      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
+      for (let k = 0; k < 2; k++) blockSigns[k] = signsOfEight(src, xb, 8 * k);
+      let max = xval[0];
+      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
+      L.fill(0, 0, 16);
+      if (max < GROUP_MAX_EPS) {
+        scalesXs[ib] = 0;
+        continue;
+      }
+      let best = 0;
+      let scale = f32(max / (2 * kMaxQ - 1));
+      onGrid[0] = onGrid[1] = true;
+      for (let is = -9; is <= 9; is++) {
+        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+        const thisScale = f32(1 / id);
+        for (let k = 0; k < 2; k++) {
+          const u = packedLevels(id, 8 * k, Laux);
+          onGridAux[k] = t.map[u] >= 0;
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+        }
+        const [sumqx, sumq2] = fit(Laux, 16);
+        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+          scale = f32(sumqx / sumq2);
+          best = f32(scale * sumqx);
+          for (let i = 0; i < 16; i++) L[i] = Laux[i];
+          onGrid[0] = onGridAux[0];
+          onGrid[1] = onGridAux[1];
+        }
+      }
+      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+        const id = f32(1 / scale);
+        for (let k = 0; k < 2; k++) {
+          if (onGrid[k]) continue;
+          const u = packedLevels(id, 8 * k, L);
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
+        }
+        const [sumqx, sumq2] = fit(L, 16);
+        if (sumq2 > 0) scale = f32(sumqx / sumq2);
+      }
+      if (scale < 0) {
+        scale = -scale;
+        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 127;
+      }
+      for (let k = 0; k < 2; k++) {
+        let u = 0;
+        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+        const e = t.map[u];
+        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+        q2xs[2 * ib + k] = e | (blockSigns[k] << 9);
+      }
+      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      scalesXs[ib] = scale;
+      maxScale = cmax(maxScale, scale);
+    }
+    out.fill(0, at, at + 74);
+    if (!maxScale) continue;
+    const d = f32(maxScale / 31);
+    putU16(out, at, toF16Bits(d));
+    const id = f32(1 / d);
+    for (let ib = 0; ib < 16; ib++) {
+      const l = cmax(0, cmin(15, nearestInt(f32(0.5 * f32(f32(id * scalesXs[ib]) - 1)))));
+      out[at + 66 + (ib >> 1)] |= ib % 2 === 0 ? l : l << 4;
+    }
+    for (let i = 0; i < 32; i++) putU16(out, at + 2 + 2 * i, q2xs[i]);
+  }
+}
+
+/** GROUP_MAX_EPS_IQ2_S. */
+const EPS_IQ2_S = f32(1e-8);
+const FUDGE_IQ2_S = f32(0.9875);
+
+/**
+ * One row of IQ2_S blocks (82 bytes: f16 d, 32 bytes of grid indexes' low 8 bits, 32 sign bytes,
+ * 8 bytes of the indexes' top 2 bits, 8 bytes of two 4-bit scales) from `src` and one importance
+ * weight per value, as quantize_row_iq2_s_impl writes it with quant_weights: σ² twice the mean
+ * square, all 8 signs stored, the IQ2_XS search over the 1024-entry grid, d stored times 0.9875.
+ */
+export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+  const t = iq2STables();
+  const kMaxQ = 3;
+  for (let b = 0, at = 0; b * 256 < src.length; b++, at += 82) {
+    const x0 = b * 256;
+    out.fill(0, at, at + 82);
+    let maxScale = 0;
+    const sigma2 = f32(f32(2 * sumSquares(src, x0, 256)) / 256);
+    for (let ib = 0; ib < 16; ib++) {
+      const xb = x0 + 16 * ib;
+      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
+      for (let k = 0; k < 2; k++) {
+        let s = 0;
+        for (let i = 0; i < 8; i++) {
+          const v = src[xb + 8 * k + i];
+          if (v >= 0) xval[8 * k + i] = v;
+          else {
+            xval[8 * k + i] = -v;
+            s |= 1 << i;
+          }
+        }
+        blockSigns[k] = s;
+      }
+      let max = xval[0];
+      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
+      L.fill(0, 0, 16);
+      if (max < EPS_IQ2_S) {
+        scalesXs[ib] = 0;
+        continue;
+      }
+      let best = 0;
+      let scale = f32(max / (2 * kMaxQ - 1));
+      onGrid[0] = onGrid[1] = true;
+      for (let is = -9; is <= 9; is++) {
+        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+        const thisScale = f32(1 / id);
+        for (let k = 0; k < 2; k++) {
+          const u = packedLevels(id, 8 * k, Laux);
+          onGridAux[k] = t.map[u] >= 0;
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+        }
+        const [sumqx, sumq2] = fit(Laux, 16);
+        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+          scale = f32(sumqx / sumq2);
+          best = f32(scale * sumqx);
+          for (let i = 0; i < 16; i++) L[i] = Laux[i];
+          onGrid[0] = onGridAux[0];
+          onGrid[1] = onGridAux[1];
+        }
+      }
+      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+        const id = f32(1 / scale);
+        for (let k = 0; k < 2; k++) {
+          if (onGrid[k]) continue;
+          const u = packedLevels(id, 8 * k, L);
+          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
+        }
+        const [sumqx, sumq2] = fit(L, 16);
+        if (sumq2 > 0) scale = f32(sumqx / sumq2);
+      }
+      if (scale < 0) {
+        scale = -scale;
+        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 255;
+      }
+      for (let k = 0; k < 2; k++) {
+        let u = 0;
+        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+        const e = t.map[u];
+        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+        const i8 = 2 * ib + k;
+        out[at + 2 + i8] = e & 255;
+        out[at + 66 + (i8 >> 2)] |= (e >> 8) << (2 * (i8 % 4));
+        out[at + 34 + i8] = blockSigns[k];
+      }
+      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      scalesXs[ib] = scale;
+      maxScale = cmax(maxScale, scale);
+    }
+    // Unlike IQ2_XS, C leaves the entries and signs written when every scale is 0.
+    if (!maxScale) continue;
+    const d = f32(maxScale / 31);
+    putU16(out, at, toF16Bits(f32(d * FUDGE_IQ2_S)));
+    const id = f32(1 / d);
+    for (let ib = 0; ib < 16; ib++) {
+      const l = cmax(0, cmin(15, nearestInt(f32(0.5 * f32(f32(id * scalesXs[ib]) - 1)))));
+      out[at + 74 + (ib >> 1)] |= ib % 2 === 0 ? l : l << 4;
+    }
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * IQ2_XXS, IQ2_XS and IQ2_S written as `llama-quantize --imatrix` writes them (ggml-quants.c
+ * quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with importance weights): golden blocks and a checksum of the grid map and neighbour tables from
+ * ggml's own C (test/reference/ggml-iq2-golden.json, made by ggml-iq2-golden.mjs through
+ * ggml-iq2-harness.c); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type (or writing IQ2_XS / IQ2_S),
+ * and the refusals without an imatrix (or without its entry for the tensor).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
+import { errorLines, runCli } from './helpers/cli.js';
+import { seededRandom, tempDirs } from './helpers/fixtures.js';
+import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
+import { ggufLoraAdapter } from './helpers/gguf-models.js';
+import { gaussian } from './helpers/svd-reference.js';
+
+interface Golden {
+  tables: { IQ2_XXS: number; IQ2_XS: number; IQ2_S: number };
+  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null }[];
+}
+const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq2-golden.json', import.meta.url), 'utf8')) as Golden;
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+const f32FromHex = (h: string) => new Float32Array(new Uint8Array(Buffer.from(h, 'hex')).buffer);
+
+function encode(x: Float32Array, qw: Float32Array): Uint8Array {
+  const out = new Uint8Array((x.length / 256) * 66);
+  encodeIq2XxsRow(x, out, qw);
+  return out;
+}
+
+/** FNV-1a of a text (as the golden script hashes the harness's table dump). */
+function fnv(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+describe('IQ2_S golden blocks from ggml-quants.c (with importance weights)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const qw = f32FromHex(b.qw);
+    const encodeS = () => {
+      const out = new Uint8Array(82);
+      encodeIq2SRow(x, out, qw);
+      return out;
+    };
+    if (b.IQ2_S === null) {
+      expect(encodeS).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block.*llama-quantize cannot write them either; choose --dtype f16/) }));
+    } else {
+      expect(hex(encodeS())).toBe(b.IQ2_S);
+    }
+  });
+
+  it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
+    expect(fnv(dump(iq2STables(), 1024))).toBe(GOLDEN.tables.IQ2_S);
+  });
+});
+
+describe('IQ2_XS golden blocks from ggml-quants.c (with importance weights)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const qw = f32FromHex(b.qw);
+    const encodeXs = () => {
+      const out = new Uint8Array(74);
+      encodeIq2XsRow(x, out, qw);
+      return out;
+    };
+    if (b.IQ2_XS === null) {
+      expect(encodeXs).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block.*llama-quantize cannot write them either; choose --dtype f16/) }));
+    } else {
+      expect(hex(encodeXs())).toBe(b.IQ2_XS);
+    }
+  });
+
+  it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
+    expect(fnv(dump(iq2XsTables(), 512))).toBe(GOLDEN.tables.IQ2_XS);
+  });
+});
+
+/** The harness's `tables` dump of our tables: grid entries as C's uint64 in hex, the map, the neighbour lists. */
+function dump(t: Iq2Tables, size: number): string {
+  const lines: string[] = [];
+  for (let e = 0; e < size; e++) {
+    let v = '';
+    for (let i = 7; i >= 0; i--) v += (2 * t.levels[8 * e + i] + 1).toString(16).padStart(2, '0');
+    lines.push(`g ${e} ${v}`);
+  }
+  for (let u = 0; u < 43692; u++) {
+    const m = t.map[u];
+    if (m >= 0) lines.push(`m ${u} ${m}`);
+    else lines.push(`n ${u} ${Array.from(t.neighbours.subarray(-m - 1, -m + t.neighbours[-m - 1])).join(' ')}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+describe('IQ2_XXS golden blocks from ggml-quants.c (with importance weights)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const qw = f32FromHex(b.qw);
+    if (b.IQ2_XXS === null) {
+      // ggml stops (GGML_ASSERT / GGML_ABORT) on this block; so do we, saying what to do.
+      expect(() => encode(x, qw)).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block.*llama-quantize cannot write them either; choose --dtype f16/) }));
+    } else {
+      expect(hex(encode(x, qw))).toBe(b.IQ2_XXS);
+    }
+  });
+
+  it('a row of many blocks is its blocks one after another (σ² and weights per block)', () => {
+    const ok = GOLDEN.blocks.filter((b) => b.IQ2_XXS !== null).slice(0, 6);
+    const x = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
+    // quantize_iq2_xxs takes one weight per column of the row: here each block's own.
+    const qw = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => qw.set(f32FromHex(b.qw), i * 256));
+    expect(hex(encode(x, qw))).toBe(ok.map((b) => b.IQ2_XXS).join(''));
+  });
+
+  it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
+    expect(fnv(dump(iq2XxsTables(), 256))).toBe(GOLDEN.tables.IQ2_XXS);
+  });
+});
+
+describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const rand = seededRandom(77);
+  const g = () => gaussian(rand);
+  const rows = { v: 32, q: 16 };
+  // A base whose IQ2_XXS blocks come from the quantizer itself (any valid blocks would do).
+  const blocks = (n: number, seed: number) => {
+    const r = seededRandom(seed);
+    const h = () => gaussian(r);
+    const x = Float32Array.from({ length: 256 * n }, () => 0.02 * h());
+    const out = new Uint8Array(66 * n);
+    encodeIq2XxsRow(x, out, new Float32Array(256 * n).fill(1));
+    return out;
+  };
+  const v = blocks(rows.v, 5);
+  const q = blocks(rows.q, 6);
+  const base = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 19 }]],
+    tensors: [
+      { name: 'blk.0.attn_v.weight', type: 'IQ2_XXS', ne: [256, rows.v], data: v },
+      { name: 'blk.0.attn_q.weight', type: 'IQ2_XXS', ne: [256, rows.q], data: q },
+    ],
+  });
+  const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 2, in: 256, out: rows.v, aType: 'F32', bType: 'F32' }], 2, 9);
+  // llama-imatrix's GGUF output: <name>.in_sum2 (ne [256, 1]) and <name>.counts, weights = sum / count.
+  const sums = Array.from({ length: 256 }, () => 40 * Math.exp(2 * g()) * 0.1);
+  const imatrix = (names: string[]) => buildGguf({
+    metadata: [
+      ['general.type', { type: 'string', value: 'imatrix' }],
+      ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }],
+      ['imatrix.chunk_count', { type: 'u32', value: 10 }],
+      ['imatrix.chunk_size', { type: 'u32', value: 512 }],
+    ],
+    tensors: names.flatMap((name) => [
+      { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', sums) },
+      { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [40]) },
+    ]),
+  });
+  const files = () => temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes, 'both.imatrix.gguf': imatrix(['blk.0.attn_v.weight', 'blk.0.attn_q.weight']), 'q-only.imatrix.gguf': imatrix(['blk.0.attn_q.weight']) });
+  const merge = (dir: string, out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+
+  it('quantizes the merged tensor to IQ2_XXS with the weights, as quantize_iq2_xxs does, and copies the rest', async () => {
+    const dir = files();
+    const weighted = await merge(dir, 'weighted.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'));
+    expect(weighted.code, weighted.stderr).toBe(0);
+    // The merged values before quantization: the same merge written as f32 for the merged tensor.
+    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
+    expect(f32.code, f32.stderr).toBe(0);
+    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
+    const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
+    const want = new Uint8Array(66 * rows.v);
+    for (let r = 0; r < rows.v; r++) encodeIq2XxsRow(x.subarray(256 * r, 256 * (r + 1)), want.subarray(66 * r, 66 * (r + 1)), qw);
+    const got = readGguf(readFileSync(join(dir, 'weighted.gguf')));
+    expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ2_XXS', 'IQ2_XXS']);
+    expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
+    expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(v))).toBe(false);
+    expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
+    expect(got.metadata.get('general.file_type')!.value).toBe(19);
+  });
+
+  it.each([['IQ2_XS', 74, encodeIq2XsRow], ['IQ2_S', 82, encodeIq2SRow]] as const)('--dtype %s --dtype-merged-only --imatrix writes the merged tensor in that type, as ggml\'s quantizer does with the weights', async (type, bytes, encodeRow) => {
+    const dir = files();
+    const r = await merge(dir, 'xs.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', type.toLowerCase(), '--dtype-merged-only');
+    expect(r.code, r.stderr).toBe(0);
+    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
+    expect(f32.code, f32.stderr).toBe(0);
+    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
+    const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
+    const want = new Uint8Array(bytes * rows.v);
+    for (let row = 0; row < rows.v; row++) encodeRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(bytes * row, bytes * (row + 1)), qw);
+    const got = readGguf(readFileSync(join(dir, 'xs.gguf')));
+    expect(got.tensors.map((t) => typeName(t.typeId))).toEqual([type, 'IQ2_XXS']);
+    expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
+    expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
+  });
+
+  it('refuses --dtype iq2_xxs without --imatrix, and an imatrix without an entry for the merged tensor, in one line, leaving nothing', async () => {
+    const dir = files();
+    const cases: [string[], RegExp][] = [
+      [['--dtype', 'iq2_xxs'], /^error: --dtype iq2_xxs: IQ2_XXS is written only with an importance matrix: ggml's IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give --imatrix FILE \(made by llama-imatrix for this model\), or choose another --dtype$/],
+      [['--imatrix', join(dir, 'q-only.imatrix.gguf')], /"blk\.0\.attn_v\.weight" is written as IQ2_XXS, which is quantized only with importance weights, and this importance matrix has no entry for it \(llama-quantize stops there too: "Missing importance matrix for tensor"\)/],
+    ];
+    for (const [extra, message] of cases) {
+      const r = await merge(dir, 'out.gguf', ...extra);
+      expect(r.code, r.stderr).toBe(2);
+      const errors = errorLines(r.stderr);
+      expect(errors, r.stderr).toHaveLength(1);
+      expect(errors[0]).toMatch(message);
+      expect(existsSync(join(dir, 'out.gguf'))).toBe(false);
+    }
+  });
+});
