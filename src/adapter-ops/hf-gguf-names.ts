@@ -96,7 +96,7 @@ const HF_CLASSES: Readonly<Record<string, HfClass>> = {
   Gemma2ForCausalLM: { arch: 'gemma2', names: ATTENTION_MLP },
   Gemma3ForCausalLM: {
     arch: 'gemma3', names: ATTENTION_MLP.slice(1),
-    unnamed: [[/^model\.embed_tokens$/, "Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base"]],
+    unnamed: [[/^model\.embed_tokens$/, `Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base`]],
   },
   // Phi3MiniModel: the fused qkv_proj and gate_up_proj are written whole (attn_qkv; ffn_up, which llama.cpp splits).
   Phi3ForCausalLM: {
