@@ -172,6 +172,8 @@ describe.each(['IQ1_S', 'IQ1_M', 'IQ2_XS', 'IQ2_S'])('a merged %s tensor', (type
     try {
       expect(prepared.plan.problems).toEqual([]);
       expect(prepared.plan.warnings.join('\n')).toContain(`the merged tensors (1 ${type}: blk.0.attn_output.weight) are written as F16`);
+      // IQ1 is read only; IQ2 is written when an importance matrix is given, and the warning says which.
+      expect(prepared.plan.warnings.join('\n')).toContain(type.startsWith('IQ1') ? 'loramerge reads the IQ1 types but does not write them' : 'unless an importance matrix is given (--imatrix)');
       const output = createBlobOutputTarget();
       await mergeModel({ prepared, output, backend: cpu });
       const out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));

@@ -335,7 +335,7 @@ class GgufModel implements BaseModel {
       requested = undefined;
     }
     const stored = requested === undefined ? undefined : new Map(this.shards.flatMap((s) => s.tensors.map((t) => [t.name, t] as const)));
-    // Merged tensors of a type loramerge reads but does not write (IQ1, IQ2), written as F16.
+    // Merged tensors of a type loramerge reads but does not write (IQ1), written as F16.
     const asF16: string[] = [];
     const readOnly = new Map<string, number>();
     // Merged tensors of a type written only with an importance matrix (the IQ2 types): F16 without one.
@@ -370,7 +370,7 @@ class GgufModel implements BaseModel {
     warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
     if (readOnly.size > 0) {
       const names = `${asF16.slice(0, 3).join(', ')}${asF16.length > 3 ? ', …' : ''}`;
-      warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 and IQ2 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
+      warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
     }
     if (needImatrixTypes.size > 0) {
       const names = `${needImatrix.slice(0, 3).join(', ')}${needImatrix.length > 3 ? ', …' : ''}`;
