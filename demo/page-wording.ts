@@ -42,6 +42,11 @@ const RULES: readonly WordingRule[] = [
   [new RegExp(`\\bpass a base model with --base${END}`, 'g'), 'pick a base model under “Base model”'],
   [new RegExp(`\\bpass it with --adapter${END}`, 'g'), 'pick it under “Adapters”'],
   [new RegExp(`\\bin --adapter order\\b`, 'g'), 'in the order of the adapter list'],
+  // --imatrix, the Importance matrix picker (llama-quantize's own --imatrix is left as it is).
+  [new RegExp(`\\bgive --imatrix FILE \\(made by llama-imatrix for this model\\)`, 'g'), 'choose an importance matrix (llama-imatrix’s file for this model)'],
+  [new RegExp(`\\bleave out --imatrix${END}`, 'g'), 'remove the importance matrix'],
+  [new RegExp(`\\(--imatrix\\)`, 'g'), '(“Choose an importance matrix…”)'],
+  [new RegExp(`\\bwith --imatrix${END}`, 'g'), 'with an importance matrix'],
   // --threads 1, the CPU threads box (a worker thread that died asks for it).
   [new RegExp(`\\(--threads 1\\)`, 'g'), '(1 in the “CPU threads” box)'],
 ];

@@ -6,7 +6,7 @@
  * `overwrite: true`, `dtype: 'bf16'`, an adapter's `{ source, weight }`, `base`, `adapters`). The
  * one-call entries pass their errors, warnings and notes through here, so a message reads in the
  * words of the call that got it. Other programs' options (llama-quantize --imatrix, --pure) and
- * names the engine quotes are left as they are.
+ * names the engine quotes are left as they are; loramerge's own --imatrix becomes `importance`.
  */
 import { MergeError, isMergeError } from './errors.js';
 import { applyWordingRules, DTYPE_NAME, DTYPE_NAMES, OPTION_END, OPTION_START, type WordingRule } from './wording-rules.js';
@@ -40,6 +40,11 @@ const RULES: readonly WordingRule[] = [
   rule(`\\bpass it with --adapter${END}`, 'pass it in adapters'),
   rule(`${START}--base${END}`, 'base'),
   rule(`${START}--adapter${END}`, 'adapters'),
+  // --imatrix: merge()'s `importance` (llama-quantize's own --imatrix is left as it is).
+  rule(`\\bgive --imatrix FILE \\(made by llama-imatrix for this model\\)`, "give importance (readImportanceMatrix of llama-imatrix's file for this model)"),
+  rule(`\\bleave out --imatrix${END}`, 'leave out importance'),
+  rule(`\\(--imatrix\\)`, '(importance)'),
+  rule(`\\bwith --imatrix${END}`, 'with an importance matrix'),
   // --threads 1: the calls' threads option (a worker thread that died asks for it).
   rule(`${START}--threads 1${END}`, 'threads: 1'),
   // Options named alike in the calls.

@@ -114,9 +114,11 @@ describe('the engine’s messages in the page’s words', () => {
   });
 
   it('GGUF types: not written, kept scales, conversions that fail, the Q8_0 file type', async () => {
-    const iq2 = notWritten('IQ2_XXS');
-    const list = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(iq2)![1];
-    expectPageWords(iq2, `choose --dtype q4_k (or ${list})`, `choose q4_k (or ${list}) as the Output dtype`);
+    // IQ1_S: read, not written (its --imatrix, loramerge's, is the importance matrix picker).
+    const iq1 = notWritten('IQ1_S');
+    const list = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(iq1)![1];
+    expect(pageWording(iq1)).toBe(iq1.replace(`choose --dtype q4_k (or ${list})`, `choose q4_k (or ${list}) as the Output dtype`).replaceAll('with --imatrix', 'with an importance matrix'));
+    expect(pageWording(iq1)).not.toMatch(OPTION);
     expectPageWords(
       keptScaleTypeProblem(new Set(['output.scale']), { name: 'output.weight', type: 'NVFP4' }, 'Q8_0')!,
       'keep it NVFP4 (--dtype nvfp4, or --dtype-merged-only when the head is not merged)',
@@ -209,6 +211,16 @@ describe('the engine’s messages in the page’s words', () => {
       'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',
       'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose f16, bf16 or f32 as the Output dtype',
     ],
+    // loramerge's --imatrix is the importance matrix picker; llama-quantize's --imatrix stays.
+    [
+      'IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give --imatrix FILE (made by llama-imatrix for this model), or choose another --dtype',
+      'IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; choose an importance matrix (llama-imatrix’s file for this model), or choose another Output dtype',
+    ],
+    [
+      'model: the merged tensors (1 IQ2_XS: blk.0.attn_q.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor, unless an importance matrix is given (--imatrix): llama-quantize writes IQ2_XS only with one',
+      'model: the merged tensors (1 IQ2_XS: blk.0.attn_q.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor, unless an importance matrix is given (“Choose an importance matrix…”): llama-quantize writes IQ2_XS only with one',
+    ],
+    ['the importance matrix gives NaN scales: make the importance matrix again, or leave out --imatrix', 'the importance matrix gives NaN scales: make the importance matrix again, or remove the importance matrix'],
   ])('%s', (engine, page) => {
     expect(pageWording(engine)).toBe(page);
   });

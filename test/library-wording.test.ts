@@ -57,7 +57,7 @@ function doraMessage(): string {
   }
   throw new Error('no refusal');
 }
-const codecList = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(notWritten('IQ2_XXS'))![1];
+const codecList = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(notWritten('IQ1_S'))![1];
 
 /** [the engine's sentence, the library's]: every message a library caller can get that names a loramerge option. */
 const SENTENCES: readonly (readonly [string, string])[] = [
@@ -199,8 +199,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose dtype: \'f16\', \'bf16\' or \'f32\'',
   ],
   [
-    notWritten('IQ2_XXS'),
-    notWritten('IQ2_XXS').replace(`choose --dtype q4_k (or ${codecList})`, `choose dtype: 'q4_k' (or ${codecList.split(', ').map((t) => `'${t}'`).join(', ')})`),
+    notWritten('IQ1_S'),
+    notWritten('IQ1_S').replace(`choose --dtype q4_k (or ${codecList})`, `choose dtype: 'q4_k' (or ${codecList.split(', ').map((t) => `'${t}'`).join(', ')})`).replaceAll('with --imatrix', 'with an importance matrix'),
   ],
   [PURE_FILE_TYPES.Q8_0_MIX, PURE_FILE_TYPES.Q8_0_MIX.replace('; --dtype q8_0 writes that file', '; dtype: \'q8_0\' writes that file')],
   [
@@ -223,7 +223,24 @@ const UNTOUCHED = [
   ...GGUF_OUTPUT_TYPES.types.map((t) => t.note),
 ];
 
+/** loramerge's --imatrix is merge()'s `importance`; llama-quantize's own --imatrix stays as it is. */
+const IMATRIX_SENTENCES: readonly (readonly [string, string])[] = [
+  [
+    '--dtype iq2_xxs: IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give --imatrix FILE (made by llama-imatrix for this model), or choose another --dtype',
+    'dtype: \'iq2_xxs\': IQ2_XXS is written only with an importance matrix: ggml\'s IQ2_XXS quantizer requires one, and llama-quantize refuses IQ2_XXS without --imatrix; give importance (readImportanceMatrix of llama-imatrix\'s file for this model), or choose another dtype',
+  ],
+  [
+    'model: the merged tensors (1 IQ2_XS: blk.0.attn_q.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor, unless an importance matrix is given (--imatrix): llama-quantize writes IQ2_XS only with one, and with one loramerge quantizes it to IQ2_XS as llama-quantize --imatrix does',
+    'model: the merged tensors (1 IQ2_XS: blk.0.attn_q.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor, unless an importance matrix is given (importance): llama-quantize writes IQ2_XS only with one, and with one loramerge quantizes it to IQ2_XS as llama-quantize --imatrix does',
+  ],
+  ['the importance matrix gives NaN scales: make the importance matrix again, or leave out --imatrix', 'the importance matrix gives NaN scales: make the importance matrix again, or leave out importance'],
+];
+
 describe('the engine’s messages in the library’s words', () => {
+  it.each(IMATRIX_SENTENCES)('%s', (engine, library) => {
+    expect(libraryWording(engine)).toBe(library);
+  });
+
   it.each(SENTENCES)('%s', (engine, library) => {
     expect(engine).toMatch(CLI_OPTION);
     expect(libraryWording(engine)).toBe(library);
