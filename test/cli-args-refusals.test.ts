@@ -103,6 +103,9 @@ describe("another tool's name for an option points to ours", () => {
     [['merge', '--ratios', '0.8'], 'merge has no option --ratios; did you mean --weight?'],
     [['merge', '--save_precision', 'fp16'], 'merge has no option --save_precision; did you mean --dtype?'],
     [['merge', '--force'], 'merge has no option --force; did you mean --overwrite?'],
+    // convert_hf_to_gguf's --outtype is merge's --dtype, and loramerge convert's own option: both said.
+    [['merge', '--outtype', 'f16'], 'merge has no option --outtype; did you mean --dtype? (--outtype is an option of convert)'],
+    [['combine', '--outtype', 'f16'], 'combine has no option --outtype; it is an option of convert'],
     [['merge', '--device', 'cpu'], 'merge has no option --device; did you mean --backend?'],
     [['combine', '--lora', 'a'], 'combine has no option --lora; did you mean --adapter?'],
     [['extract', '--model', 'b'], 'extract has no option --model; did you mean --base?'],

@@ -330,7 +330,9 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
       const foreign = ALL_OPTIONS.filter((o) => !own.includes(o));
       const o = pick(foreign, n);
       b.opts.push(BOOLEANS.has(o) ? opt(o) : opt(o, 'x'));
-      usage(new RegExp(`${b.command} has no option --${o}; it is an option of`));
+      // Another tool's name for this command's option (convert's --outtype, the --dtype of merge and extract) is offered first.
+      const alias = o === 'outtype' && own.includes('dtype');
+      usage(new RegExp(`${b.command} has no option --${o}; ${alias ? `did you mean --dtype\\? \\(--${o} is an option of` : 'it is an option of'}`));
     },
     // A lone short flag (not -h or -v).
     () => {

@@ -269,14 +269,14 @@ function unknownOption(command: string, arg: string): MergeError {
   const best = scored.sort((x, y) => x.d - y.d)[0];
   const shown = arg.split('=')[0];
   const alias = Object.hasOwn(OTHER_TOOLS_NAMES, wanted) && own.includes(OTHER_TOOLS_NAMES[wanted]) ? OTHER_TOOLS_NAMES[wanted] : undefined;
+  const others = Object.keys(COMMAND_OPTIONS).filter((c) => c !== command && COMMAND_OPTIONS[c].includes(wanted));
+  const ofOthers = `${others.length > 1 ? `${others.slice(0, -1).join(', ')} and ` : ''}${others[others.length - 1]}`;
   let hint = '';
   if (best && (best.d === 0 || (best.d <= 2 && wanted.length >= 3))) hint = `; did you mean --${best.name}?`;
-  else if (alias) hint = `; did you mean --${alias}?`;
-  else {
-    const others = Object.keys(COMMAND_OPTIONS).filter((c) => c !== command && COMMAND_OPTIONS[c].includes(wanted));
-    if (others.length) hint = `; it is an option of ${others.length > 1 ? `${others.slice(0, -1).join(', ')} and ` : ''}${others[others.length - 1]}`;
-    else if (command === 'inspect' || command === 'sample') hint = `; a ${command === 'inspect' ? 'PATH' : 'DIR'} that starts with "-" goes after --`;
-  }
+  // Another tool's name for one of ours that is also another command's option (convert's --outtype on merge): both.
+  else if (alias) hint = `; did you mean --${alias}?${others.length ? ` (--${wanted} is an option of ${ofOthers})` : ''}`;
+  else if (others.length) hint = `; it is an option of ${ofOthers}`;
+  else if (command === 'inspect' || command === 'sample') hint = `; a ${command === 'inspect' ? 'PATH' : 'DIR'} that starts with "-" goes after --`;
   return usageError(`${command} has no option ${shown}${hint}`);
 }
 
