@@ -201,3 +201,60 @@ export const KVALUES_IQ4NL: readonly number[] = [-127, -104, -83, -65, -49, -35,
 
 /** kvalues_mxfp4: e2m1 values doubled (the scale is halved to match). */
 export const KVALUES_MXFP4: readonly number[] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
+
+/** An IQ2 or IQ3 grid as ggml's quantizers search it (iq2xs_init_impl, iq3xs_init_impl). */
+export interface IqSearchTables {
+  /** Entry e's `width` levels at width·e … width·e + width − 1. */
+  readonly levels: Uint8Array;
+  /**
+   * kmap_q2xs / kmap_q3xs: for `width` levels packed `bits` bits each (the first lowest), their
+   * entry; off the grid, −(o + 1) where `neighbours[o]` counts the nearest entries listed after it.
+   */
+  readonly map: Int32Array;
+  /** Per point off the grid: a count, then the entries at its `nwant` nearest distances (ascending, then by index). */
+  readonly neighbours: Uint16Array;
+}
+
+/**
+ * iq2xs_init_impl's and iq3xs_init_impl's tables for grid entries of `width` levels of `bits` bits
+ * (IQ2: 8 of 2, map of 43 692; IQ3: 4 of 3, map of 4096): for every packed point not on the grid,
+ * every entry at one of its `nwant` smallest distinct squared distances, in the order C's qsort on
+ * (distance, index) leaves them; found by scanning for each distance in turn, which gives that
+ * order without sorting. Built once per grid.
+ */
+export function iqSearchTables(levels: Uint8Array, width: number, bits: number, mapSize: number, nwant: number): IqSearchTables {
+  const size = levels.length / width;
+  const mask = (1 << bits) - 1;
+  const map = new Int32Array(mapSize).fill(-1);
+  for (let e = 0; e < size; e++) {
+    let u = 0;
+    for (let k = 0; k < width; k++) u |= levels[width * e + k] << (bits * k);
+    map[u] = e;
+  }
+  const lists: number[] = [];
+  const d2 = new Int32Array(size);
+  for (let u = 0; u < mapSize; u++) {
+    if (map[u] >= 0) continue;
+    for (let e = 0; e < size; e++) {
+      let s = 0;
+      for (let k = 0; k < width; k++) {
+        const diff = 2 * (levels[width * e + k] - ((u >> (bits * k)) & mask));
+        s += diff * diff;
+      }
+      d2[e] = s;
+    }
+    const at = lists.length;
+    map[u] = -(at + 1);
+    lists.push(0);
+    let last = -1;
+    for (let have = 0; have < nwant; have++) {
+      let next = Infinity;
+      for (let e = 0; e < size; e++) if (d2[e] > last && d2[e] < next) next = d2[e];
+      if (next === Infinity) break;
+      for (let e = 0; e < size; e++) if (d2[e] === next) lists.push(e);
+      last = next;
+    }
+    lists[at] = lists.length - at - 1;
+  }
+  return { levels, map, neighbours: Uint16Array.from(lists) };
+}

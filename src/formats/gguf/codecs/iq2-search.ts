@@ -9,64 +9,19 @@
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
-import { iqGridCodes } from './iq-grids.js';
+import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights, sumSquares } from './importance.js';
 
 const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt, putU16, putU32, toF16Bits } = cFloat;
 
-/** An IQ2 grid as the quantizer searches it. */
-export interface Iq2Tables {
-  /** Entry e's 8 levels at 8e … 8e+7. */
-  readonly levels: Uint8Array;
-  /** kmap_q2xs (43 692 entries): entry of 8 packed levels, or −(o + 1) off the grid, `neighbours[o]` counting the list after it. */
-  readonly map: Int32Array;
-  /** Per point off the grid: a count, then the entries at its `nwant` nearest distances (ascending, then by index). */
-  readonly neighbours: Uint16Array;
-}
+/** An IQ2 grid as the quantizer searches it: entries of 8 levels 0…2, kmap_q2xs of 43 692 points. */
+export type Iq2Tables = IqSearchTables;
 
 /** kmap_size in iq2xs_init_impl: 8 levels of 2 bits up to 0xAAAA (all level 2), plus one. */
 const KMAP_SIZE = 43692;
 
-/**
- * iq2xs_init_impl's tables: for every packed point not on the grid, the entries at its `nwant`
- * smallest distinct squared distances, in the order C's qsort on (distance, index) leaves them
- * (found by scanning each distance in turn).
- */
-function buildTables(levels: Uint8Array, nwant: number): Iq2Tables {
-  const size = levels.length / 8;
-  const map = new Int32Array(KMAP_SIZE).fill(-1);
-  for (let e = 0; e < size; e++) {
-    let u = 0;
-    for (let k = 0; k < 8; k++) u |= levels[8 * e + k] << (2 * k);
-    map[u] = e;
-  }
-  const lists: number[] = [];
-  const d2 = new Int32Array(size);
-  for (let u = 0; u < KMAP_SIZE; u++) {
-    if (map[u] >= 0) continue;
-    for (let e = 0; e < size; e++) {
-      let s = 0;
-      for (let k = 0; k < 8; k++) {
-        const diff = 2 * (levels[8 * e + k] - ((u >> (2 * k)) & 3));
-        s += diff * diff;
-      }
-      d2[e] = s;
-    }
-    const at = lists.length;
-    map[u] = -(at + 1);
-    lists.push(0);
-    let last = -1;
-    for (let have = 0; have < nwant; have++) {
-      let next = Infinity;
-      for (let e = 0; e < size; e++) if (d2[e] > last && d2[e] < next) next = d2[e];
-      if (next === Infinity) break;
-      for (let e = 0; e < size; e++) if (d2[e] === next) lists.push(e);
-      last = next;
-    }
-    lists[at] = lists.length - at - 1;
-  }
-  return { levels, map, neighbours: Uint16Array.from(lists) };
-}
+/** iq2xs_init_impl's tables: the entries at each off-grid point's `nwant` smallest distances. */
+const buildTables = (levels: Uint8Array, nwant: number): Iq2Tables => iqSearchTables(levels, 8, 2, KMAP_SIZE, nwant);
 
 let xxsTables: Iq2Tables | undefined;
 let xsTables: Iq2Tables | undefined;

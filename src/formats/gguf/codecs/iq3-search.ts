@@ -8,63 +8,19 @@
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
-import { iqGridCodes } from './iq-grids.js';
+import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights } from './importance.js';
 
 const { cmax, f32, nearestInt } = cFloat;
 
-/** An IQ3 grid as the quantizer searches it. */
-export interface Iq3Tables {
-  /** Entry e's 4 levels (0…7) at 4e … 4e+3. */
-  readonly levels: Uint8Array;
-  /**
-   * kmap_q3xs: for 4 levels packed 3 bits each (the first lowest), their entry; off the grid,
-   * −(o + 1) where `neighbours[o]` counts the nearest entries listed after it.
-   */
-  readonly map: Int32Array;
-  /** Per point off the grid: a count, then the entries at its nearest distances (ascending, then by index). */
-  readonly neighbours: Uint16Array;
-}
+/** An IQ3 grid as the quantizer searches it: entries of 4 levels 0…7, kmap_q3xs of 4096 points. */
+export type Iq3Tables = IqSearchTables;
 
 /**
- * iq3xs_init_impl's tables: the neighbours of a point off the grid are every entry at one of the
- * `nwant` smallest distinct distances (2 for IQ3_XXS's 256 entries, 3 for IQ3_S's 512), in the
- * order C's qsort on (distance, index) leaves them; found here by scanning for each distance in
- * turn, which gives that order without sorting. Built once per grid.
+ * iq3xs_init_impl's tables: the entries at each off-grid point's `nwant` smallest distances (2 for
+ * IQ3_XXS's 256 entries, 3 for IQ3_S's 512).
  */
-function buildTables(levels: Uint8Array, nwant: number): Iq3Tables {
-  const size = levels.length / 4;
-  const map = new Int32Array(4096).fill(-1);
-  for (let e = 0; e < size; e++) {
-    map[levels[4 * e] | (levels[4 * e + 1] << 3) | (levels[4 * e + 2] << 6) | (levels[4 * e + 3] << 9)] = e;
-  }
-  const lists: number[] = [];
-  const d2 = new Int32Array(size);
-  for (let u = 0; u < 4096; u++) {
-    if (map[u] >= 0) continue;
-    for (let e = 0; e < size; e++) {
-      let s = 0;
-      for (let k = 0; k < 4; k++) {
-        const diff = 2 * (levels[4 * e + k] - ((u >> (3 * k)) & 7));
-        s += diff * diff;
-      }
-      d2[e] = s;
-    }
-    const at = lists.length;
-    map[u] = -(at + 1);
-    lists.push(0);
-    let last = -1;
-    for (let have = 0; have < nwant; have++) {
-      let next = Infinity;
-      for (let e = 0; e < size; e++) if (d2[e] > last && d2[e] < next) next = d2[e];
-      if (next === Infinity) break;
-      for (let e = 0; e < size; e++) if (d2[e] === next) lists.push(e);
-      last = next;
-    }
-    lists[at] = lists.length - at - 1;
-  }
-  return { levels, map, neighbours: Uint16Array.from(lists) };
-}
+const buildTables = (levels: Uint8Array, nwant: number): Iq3Tables => iqSearchTables(levels, 4, 3, 4096, nwant);
 
 const tables = new Map<string, Iq3Tables>();
 
