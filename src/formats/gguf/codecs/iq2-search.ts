@@ -325,6 +325,67 @@ function signsOfEight(src: Float32Array, xb: number, at: number): number {
 
 const onGrid = [true, true];
 const onGridAux = [true, true];
+/** The grid entries of the two groups of 8 searchSixteen settled on. */
+const groupEntries = [0, 0];
+
+/**
+ * The search quantize_row_iq2_xs_impl and quantize_row_iq2_s_impl run over 16 values (`xval`, the
+ * magnitudes; `waux`, √weights): 19 trial scales from max/5, each group of 8 snapped to the grid or
+ * its nearest entries, the best by least squares, groups left off the grid fitted again at its
+ * scale, and a negative scale flipped with the groups' signs (`blockSigns`, `signMask` the bits
+ * stored). Leaves the levels in `L` and the entries in `groupEntries`; returns the scale, or
+ * undefined where the largest value is below `eps` (every level 0).
+ */
+function searchSixteen(t: Iq2Tables, eps: number, signMask: number): number | undefined {
+  const kMaxQ = 3;
+  let max = xval[0];
+  for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
+  L.fill(0, 0, 16);
+  if (max < eps) return undefined;
+  let best = 0;
+  let scale = f32(max / (2 * kMaxQ - 1));
+  onGrid[0] = onGrid[1] = true;
+  for (let is = -9; is <= 9; is++) {
+    const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+    const thisScale = f32(1 / id);
+    for (let k = 0; k < 2; k++) {
+      const u = packedLevels(id, 8 * k, Laux);
+      onGridAux[k] = t.map[u] >= 0;
+      if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
+    }
+    const [sumqx, sumq2] = fit(Laux, 16);
+    if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
+      scale = f32(sumqx / sumq2);
+      best = f32(scale * sumqx);
+      for (let i = 0; i < 16; i++) L[i] = Laux[i];
+      onGrid[0] = onGridAux[0];
+      onGrid[1] = onGridAux[1];
+    }
+  }
+  if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+    const id = f32(1 / scale);
+    for (let k = 0; k < 2; k++) {
+      if (onGrid[k]) continue;
+      const u = packedLevels(id, 8 * k, L);
+      if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
+    }
+    const [sumqx, sumq2] = fit(L, 16);
+    if (sumq2 > 0) scale = f32(sumqx / sumq2);
+  }
+  if (scale < 0) {
+    scale = -scale;
+    for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & signMask;
+  }
+  for (let k = 0; k < 2; k++) {
+    let u = 0;
+    for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
+    const e = t.map[u];
+    if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+    groupEntries[k] = e;
+  }
+  if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+  return scale;
+}
 const q2xs = new Uint16Array(32);
 const scalesXs = new Float32Array(16);
 
@@ -335,7 +396,6 @@ const scalesXs = new Float32Array(16);
  */
 export function encodeIq2XsRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
   const t = iq2XsTables();
-  const kMaxQ = 3;
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 74) {
     const x0 = b * 256;
     q2xs.fill(0);
@@ -346,55 +406,12 @@ export function encodeIq2XsRow(src: Float32Array, out: Uint8Array, qw: Float32Ar
       importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
       for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
       for (let k = 0; k < 2; k++) blockSigns[k] = signsOfEight(src, xb, 8 * k);
-      let max = xval[0];
-      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
-      L.fill(0, 0, 16);
-      if (max < GROUP_MAX_EPS) {
+      const scale = searchSixteen(t, GROUP_MAX_EPS, 127);
+      if (scale === undefined) {
         scalesXs[ib] = 0;
         continue;
       }
-      let best = 0;
-      let scale = f32(max / (2 * kMaxQ - 1));
-      onGrid[0] = onGrid[1] = true;
-      for (let is = -9; is <= 9; is++) {
-        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
-        const thisScale = f32(1 / id);
-        for (let k = 0; k < 2; k++) {
-          const u = packedLevels(id, 8 * k, Laux);
-          onGridAux[k] = t.map[u] >= 0;
-          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
-        }
-        const [sumqx, sumq2] = fit(Laux, 16);
-        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
-          scale = f32(sumqx / sumq2);
-          best = f32(scale * sumqx);
-          for (let i = 0; i < 16; i++) L[i] = Laux[i];
-          onGrid[0] = onGridAux[0];
-          onGrid[1] = onGridAux[1];
-        }
-      }
-      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
-        const id = f32(1 / scale);
-        for (let k = 0; k < 2; k++) {
-          if (onGrid[k]) continue;
-          const u = packedLevels(id, 8 * k, L);
-          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
-        }
-        const [sumqx, sumq2] = fit(L, 16);
-        if (sumq2 > 0) scale = f32(sumqx / sumq2);
-      }
-      if (scale < 0) {
-        scale = -scale;
-        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 127;
-      }
-      for (let k = 0; k < 2; k++) {
-        let u = 0;
-        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
-        const e = t.map[u];
-        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
-        q2xs[2 * ib + k] = e | (blockSigns[k] << 9);
-      }
-      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
+      for (let k = 0; k < 2; k++) q2xs[2 * ib + k] = groupEntries[k] | (blockSigns[k] << 9);
       scalesXs[ib] = scale;
       maxScale = cmax(maxScale, scale);
     }
@@ -423,7 +440,6 @@ const FUDGE_IQ2_S = f32(0.9875);
  */
 export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
   const t = iq2STables();
-  const kMaxQ = 3;
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 82) {
     const x0 = b * 256;
     out.fill(0, at, at + 82);
@@ -445,58 +461,17 @@ export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
         }
         blockSigns[k] = s;
       }
-      let max = xval[0];
-      for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
-      L.fill(0, 0, 16);
-      if (max < EPS_IQ2_S) {
+      const scale = searchSixteen(t, EPS_IQ2_S, 255);
+      if (scale === undefined) {
         scalesXs[ib] = 0;
         continue;
       }
-      let best = 0;
-      let scale = f32(max / (2 * kMaxQ - 1));
-      onGrid[0] = onGrid[1] = true;
-      for (let is = -9; is <= 9; is++) {
-        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
-        const thisScale = f32(1 / id);
-        for (let k = 0; k < 2; k++) {
-          const u = packedLevels(id, 8 * k, Laux);
-          onGridAux[k] = t.map[u] >= 0;
-          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
-        }
-        const [sumqx, sumq2] = fit(Laux, 16);
-        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
-          scale = f32(sumqx / sumq2);
-          best = f32(scale * sumqx);
-          for (let i = 0; i < 16; i++) L[i] = Laux[i];
-          onGrid[0] = onGridAux[0];
-          onGrid[1] = onGridAux[1];
-        }
-      }
-      if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
-        const id = f32(1 / scale);
-        for (let k = 0; k < 2; k++) {
-          if (onGrid[k]) continue;
-          const u = packedLevels(id, 8 * k, L);
-          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
-        }
-        const [sumqx, sumq2] = fit(L, 16);
-        if (sumq2 > 0) scale = f32(sumqx / sumq2);
-      }
-      if (scale < 0) {
-        scale = -scale;
-        for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & 255;
-      }
       for (let k = 0; k < 2; k++) {
-        let u = 0;
-        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
-        const e = t.map[u];
-        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
         const i8 = 2 * ib + k;
-        out[at + 2 + i8] = e & 255;
-        out[at + 66 + (i8 >> 2)] |= (e >> 8) << (2 * (i8 % 4));
+        out[at + 2 + i8] = groupEntries[k] & 255;
+        out[at + 66 + (i8 >> 2)] |= (groupEntries[k] >> 8) << (2 * (i8 % 4));
         out[at + 34 + i8] = blockSigns[k];
       }
-      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
       scalesXs[ib] = scale;
       maxScale = cmax(maxScale, scale);
     }
