@@ -6,7 +6,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
-import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
+import { convertedForTransformers5, parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora, loraExtraShapeProblem } from './algorithms/lora.js';
 import { peftBdlora } from './algorithms/peft-bdlora.js';
 import { isModifiedBaseInit, lookupPattern, patternCovers, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
@@ -466,7 +466,10 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
     update: { kind: 'low-rank', rank },
     fanInFanOut: false,
   };
-  if (experts > 1) module.experts = { count: experts, peftVersion: config.peftVersion };
+  if (experts > 1) {
+    module.experts = { count: experts, peftVersion: config.peftVersion };
+    if (convertedForTransformers5(config.raw, config.r, config.loraAlpha, config.peftVersion)) module.experts.converted = true;
+  }
   return module;
 }
 
