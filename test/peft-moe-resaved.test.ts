@@ -243,13 +243,17 @@ describe('a re-saved converted adapter that cannot be merged as PEFT would: refu
     }
   };
 
-  it('on a checkpoint with another number of experts, and with lora_dropout, which ParamWrapper refuses (PEFT cannot have loaded it)', async () => {
+  it('on a checkpoint with another number of experts; with use_rslora (the fused gate and up scaled apart from training); with lora_dropout, which ParamWrapper refuses (PEFT cannot have loaded it)', async () => {
     const mods = trainedAdapter(QWEN);
     const other = { ...QWEN, E: 8, config: { ...QWEN.config, num_experts: 8 } };
     expect(await refusal(hfModelFolder(baseOf(other, true), other.config), resaved(QWEN, mods, '0.15.2', ORIGINAL))).toEqual([
       'adapter1: module "model.layers.0.mlp.gate.weight": ΔW (4, 8) does not fit base model.layers.0.mlp.gate.weight (8, 8): ΔW has 4 rows (outputs), the base 8',
       'adapter1: module "model.layers.0.mlp.experts.gate_up_proj": on model.layers.0.mlp.experts.gate_up_proj: lora_A (16, 8) holds the factors of 4 experts at rank 4, and the base tensor (8, 12, 8) holds 8, for which PEFT\'s ParamWrapper saves lora_A (32, ·) and lora_B (·, 32): the adapter was trained on a model with another number of experts; merge it into that one',
       'adapter1: module "model.layers.0.mlp.experts.down_proj": on model.layers.0.mlp.experts.down_proj: lora_A (8, 6) holds the factors of 4 experts at rank 2, and the base tensor (8, 8, 6) holds 8, for which PEFT\'s ParamWrapper saves lora_A (16, ·) and lora_B (·, 16): the adapter was trained on a model with another number of experts; merge it into that one',
+    ]);
+    // use_rslora: PEFT scales the fused gate and up by 2α/√(2r), √2 times the α/√r each expert was trained with.
+    expect(await refusal(hfModelFolder(baseOf(QWEN, true), QWEN.config), resaved(QWEN, mods, '0.15.2', { ...ORIGINAL, use_rslora: true }))).toEqual([
+      'adapter1: parameter "model.layers.0.mlp.experts.gate_up_proj": use_rslora with the gate and up factors PEFT\'s conversion for transformers 5 fused (rank 4, lora_alpha 12, twice the per-expert r and α): PEFT then scales them by 12/√4, √2 times the α/√r they were trained with per expert, so which scale is the adapter\'s cannot be told; merge the per-expert adapter as saved before that conversion',
     ]);
     const dropout = await refusal(hfModelFolder(baseOf(QWEN, true), QWEN.config), resaved(QWEN, mods, '0.15.2', { ...ORIGINAL, lora_dropout: 0.05 }));
     // One line per parameter PEFT would wrap: the router's and both expert parameters'.
