@@ -43,7 +43,7 @@ export interface NodeMergeOptions extends OneCallMergeOptions<MergeSource, Merge
  * await merge({ base: 'llama/', adapters: ['lora/'], out: 'merged/', dtype: 'bf16' });
  */
 export function merge(options: NodeMergeOptions): Promise<MergeOutcome> {
-  // The paths' files stamped before a byte is read and checked before the output is moved into
+  // The paths' files stamped before a tensor is read and checked before the output is moved into
   // place (a file rewritten meanwhile would give an output that matches neither version); one
   // token for the whole merge; the Hub adapters opened, for explaining a refusal of their weights.
   const sources = new NodeSources(() => options.hfToken);

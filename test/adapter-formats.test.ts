@@ -144,6 +144,12 @@ describe('PEFT adapters', () => {
     expect(unset.warnings).toEqual([]);
   });
 
+  it('an Activated LoRA (alora_invocation_tokens), in one line saying why no merge reproduces it: its change applies only from the invocation tokens on, and PEFT cannot merge it', async () => {
+    // PEFT's ALoraLinearVariant (tuners/lora/variants.py): forward adds B·A·x·s on the masked positions only; merge raises.
+    const message = await expectFailure(peftFiles({ r: 2, lora_alpha: 4, target_modules: ['q'], alora_invocation_tokens: [32, 1001] }, pair('q', 2, 2, 2)), 'UNSUPPORTED_FORMAT', []);
+    expect(message).toBe('my-adapter/adapter_config.json: "alora_invocation_tokens" is set: Activated LoRA applies only from its invocation tokens on (PEFT adds its change to those positions alone and leaves every token before them to the base weights), so no merged weight reproduces it, and PEFT cannot merge it either ("aLoRA does not support merging"): load it at run time with PEFT instead; such adapters are not supported');
+  });
+
   it('names the module when ranks disagree or a factor is missing, all at once', async () => {
     await expectFailure(peftFiles({ r: 8, lora_alpha: 8 }, pair('model.layers.0.q_proj', 4, 6, 6)), 'BAD_CONFIG',
       ['module "model.layers.0.q_proj"', 'rank 4', 'says 8']);

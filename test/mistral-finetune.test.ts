@@ -10,7 +10,7 @@
  * which is written out here as torch's view / transpose / reshape does it. Every merged tensor is
  * compared with float64 truth computed here.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
@@ -433,6 +433,57 @@ describe('lora.safetensors given as a file path, not its folder: the params.json
     ]);
     const bytes = readFileSync(join(out, 'consolidated.safetensors'));
     expectScaling(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), baseTensors, factors, 2);
+  });
+});
+
+describe('a params.json beside a lone file of another trainer: not that adapter\'s, so neither read nor watched', () => {
+  // A kohya-style LoRA (lora_down, lora_up, alpha) in transformers' names on an LLM's q_proj, and beside it the
+  // params.json of a mistral-finetune run (lora.scaling 1.5) that has nothing to do with it.
+  const Q = 'model.layers.0.self_attn.q_proj';
+  const weight = randomTensor(`${Q}.weight`, [8, 8], 'F32', rand);
+  const down = randomTensor(`${Q}.lora_down.weight`, [2, 8], 'F32', rand, 0.5);
+  const up = randomTensor(`${Q}.lora_up.weight`, [8, 2], 'F32', rand, 0.5);
+  const alpha: FixtureTensor = { name: `${Q}.alpha`, dtype: 'F32', shape: [], data: [3] };
+  const params = JSON.stringify({ ...MODEL_PARAMS, lora: { enable: true, rank: RANK, dropout: 0, scaling: 1.5 } });
+
+  it('kohya names: merged at alpha/r as without it, and rewriting it mid-merge changes nothing (the library)', async () => {
+    const baseDir = temp.make({ 'model.safetensors': buildSafetensors([weight]) });
+    const merged: Uint8Array[] = [];
+    for (const beside of [true, false]) {
+      const dir = temp.make({ 'lora.safetensors': buildSafetensors([down, up, alpha]), ...(beside ? { 'params.json': params } : {}) });
+      const out = join(temp.make(), 'merged.safetensors');
+      let rewritten = false;
+      const outcome = await merge({
+        base: join(baseDir, 'model.safetensors'), adapters: [join(dir, 'lora.safetensors')], out, backend: 'cpu',
+        // Another tool rewriting its own file while the merge runs: no input of this merge.
+        onProgress: () => {
+          if (beside && !rewritten) writeFileSync(join(dir, 'params.json'), `${params} `);
+          rewritten = true;
+        },
+      });
+      expect(outcome.plan.warnings).toEqual([]);
+      const bytes = readFileSync(out);
+      merged.push(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+    }
+    const got = decodeSafetensors(merged[0]).tensors.get(`${Q}.weight`)!;
+    const delta = product(decoded([up]).get(up.name)!, decoded([down]).get(down.name)!);
+    expectValues(Q, got, decoded([weight]).get(weight.name)!.values.map((v, i) => v + (3 / 2) * delta[i]));
+    expect(merged[0]).toEqual(merged[1]);
+  });
+
+  it('a PEFT save given without its adapter_config.json: the same one-line refusal as without params.json (the command line)', async () => {
+    const baseDir = temp.make({ 'model.safetensors': buildSafetensors([weight]) });
+    const peft = buildSafetensors([{ ...down, name: `base_model.model.${Q}.lora_A.weight` }, { ...up, name: `base_model.model.${Q}.lora_B.weight` }]);
+    const lines: string[][] = [];
+    for (const beside of [true, false]) {
+      const dir = temp.make({ 'adapter_model.safetensors': peft, ...(beside ? { 'params.json': params } : {}) });
+      const run = await runCli(mergeArgs(join(baseDir, 'model.safetensors'), join(dir, 'adapter_model.safetensors'), join(temp.make(), 'merged.safetensors')));
+      expect(run.code, run.stderr).not.toBe(0);
+      lines.push(errorLines(run.stderr).map((l) => l.replace(dir, 'DIR')));
+    }
+    expect(lines[0]).toEqual(lines[1]);
+    expect(lines[0]).toHaveLength(1);
+    expect(lines[0][0]).toContain('looks like a PEFT adapter but adapter_config.json is missing');
   });
 });
 

@@ -125,9 +125,11 @@ export interface AdapterModule {
   /**
    * PEFT `target_parameters` on a fused 3-D expert tensor (E, d1, d2): `down` is (rank·E, ·),
    * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on
-   * its own slice (the plan decides which axis is which, formats/fused-experts.ts).
+   * its own slice (the plan decides which axis is which, formats/fused-experts.ts). `converted`:
+   * PEFT's conversion of a per-expert adapter for transformers 5 wrote these factors, laid out for
+   * W[e] += up_e·down_e whatever peft_version says (formats/peft-parameters.ts).
    */
-  experts?: { count: number; peftVersion: string | null };
+  experts?: { count: number; peftVersion: string | null; converted?: true };
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
   /**

@@ -80,7 +80,9 @@ const KNOWN_UNSUPPORTED_TYPES = new Map<string, string>([
  */
 const LORA_VARIANTS_NOT_MERGED: readonly { key: string; why: string }[] = [
   { key: 'layer_replication', why: 'it builds a deeper model than the base by repeating layers (each copy with its own LoRA), which a merge into the base cannot hold' },
-  { key: 'alora_invocation_tokens', why: 'Activated LoRA applies only from its invocation tokens on; PEFT cannot merge it either' },
+  // PEFT's ALoraLinearVariant adds B·A·x·s only where its mask is set (the positions from the last
+  // invocation sequence on), and its merge_safe / merge_unsafe raise NotImplementedError.
+  { key: 'alora_invocation_tokens', why: 'Activated LoRA applies only from its invocation tokens on (PEFT adds its change to those positions alone and leaves every token before them to the base weights), so no merged weight reproduces it, and PEFT cannot merge it either ("aLoRA does not support merging"): load it at run time with PEFT instead' },
   { key: 'use_qalora', why: 'QALoRA adapts pooled inputs of a GPTQ model; PEFT cannot merge it either' },
   { key: 'arrow_config', why: 'an Arrow router picks among adapters per token; PEFT cannot merge it either' },
   { key: 'kasa_config', why: 'KaSA truncates the base weight\'s smallest singular values before training, and that truncation is not in the file' },

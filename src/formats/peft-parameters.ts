@@ -6,6 +6,12 @@
  * for the innermost). PEFT wraps a module's parameters in the order the module registers them, so
  * the innermost wrapper holds the first-registered one: the file names no parameter, and which one
  * a wrapper holds follows from the config's targets and that order.
+ *
+ * PEFT matches a target against the parameters each module really has (`module.param` equal to it
+ * or ending with `.` + it). Without the model, a bare name (no dot) of a fused expert parameter
+ * (`down_proj`, as PEFT's conversion of a per-expert adapter for transformers 5 writes it) is taken
+ * for a parameter only of a module named `experts`, which is where transformers keeps them: an
+ * ordinary `mlp.down_proj` or a router `mlp.gate` beside it holds `weight`, not `down_proj`.
  */
 
 /**
@@ -31,8 +37,10 @@ export function parameterTarget(savedPath: string, targets: readonly string[]): 
     depth++;
   }
   const names = new Set<string>();
+  const experts = /(^|\.)experts$/.test(module);
   for (const t of targets) {
     const param = t.slice(t.lastIndexOf('.') + 1);
+    if (!experts && param === t && REGISTRATION_ORDER.includes(param)) continue;
     const key = `${module}.${param}`;
     if (key === t || key.endsWith(`.${t}`)) names.add(param);
   }
@@ -52,4 +60,27 @@ export function parameterTarget(savedPath: string, targets: readonly string[]): 
   }
   // The outermost wrapper (depth 0) holds the last-registered parameter.
   return { kind: 'parameter', path: `${module}.${ordered[ordered.length - 1 - depth]}` };
+}
+
+/**
+ * Whether a config is one PEFT's conversion of a per-expert adapter for transformers 5
+ * (utils/transformers_weight_conversion.py, PEFT ≥ 0.19) rewrote and PEFT saved again. Such a save
+ * keeps the peft_version the adapter was first saved with (PeftConfig fills it only when absent),
+ * yet its fused factors are laid out for the ParamWrapper of the PEFT that converted them: W[e] +=
+ * B_e·A_e on the (E, out, in) parameters of the models it converts (Mixtral, Qwen-MoE and those
+ * mapped to them). Known by what the conversion writes: `.*\.gate_up_proj` in rank_pattern at 2·r
+ * and in alpha_pattern at 2·lora_alpha (gate and up fused), or target_parameters under a
+ * peft_version before 0.17, which had no target_parameters.
+ */
+export function convertedForTransformers5(raw: Readonly<Record<string, unknown>>, r: number, alpha: number, version: string | null): boolean {
+  const key = '.*\\.gate_up_proj';
+  const rank = raw.rank_pattern;
+  const alphas = raw.alpha_pattern;
+  if (isRecord(rank) && isRecord(alphas) && rank[key] === 2 * r && alphas[key] === 2 * alpha) return true;
+  const v = version === null ? null : /^(\d+)\.(\d+)\./.exec(version);
+  return v !== null && Number(v[1]) === 0 && Number(v[2]) < 17;
+}
+
+function isRecord(x: unknown): x is Readonly<Record<string, unknown>> {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
 }

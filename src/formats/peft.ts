@@ -6,7 +6,7 @@ import { MergeError, type MergeErrorCode } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ModuleKind, ParsedAdapter, TensorReplacement, TokenRows } from './adapter.js';
-import { parameterTarget, type ParameterTarget } from './peft-parameters.js';
+import { convertedForTransformers5, parameterTarget, type ParameterTarget } from './peft-parameters.js';
 import { lora, loraExtraShapeProblem } from './algorithms/lora.js';
 import { peftBdlora } from './algorithms/peft-bdlora.js';
 import { isModifiedBaseInit, lookupPattern, patternCovers, loraExtrasProblem, parsePeftConfig, type LoraExtrasFound, type LoraVariantSpec, type PeftLoraConfig } from './peft-config.js';
@@ -466,7 +466,17 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
     update: { kind: 'low-rank', rank },
     fanInFanOut: false,
   };
-  if (experts > 1) module.experts = { count: experts, peftVersion: config.peftVersion };
+  if (experts > 1) {
+    module.experts = { count: experts, peftVersion: config.peftVersion };
+    if (convertedForTransformers5(config.raw, config.r, config.loraAlpha, config.peftVersion)) {
+      module.experts.converted = true;
+      // The conversion doubles r and α on gate_up_proj to keep α/r; under rsLoRA PEFT then scales by
+      // 2α/√(2r), √2 times the α/√r each expert's gate and up were trained with before it.
+      if (config.useRslora && /\.gate_up_proj$/.test(path)) {
+        return fail('UNSUPPORTED_FORMAT', `use_rslora with the gate and up factors PEFT's conversion for transformers 5 fused (rank ${rank}, lora_alpha ${module.alpha}, twice the per-expert r and α): PEFT then scales them by ${module.alpha}/√${rank}, √2 times the α/√r they were trained with per expert, so which scale is the adapter's cannot be told; merge the per-expert adapter as saved before that conversion`);
+      }
+    }
+  }
   return module;
 }
 

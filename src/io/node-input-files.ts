@@ -9,6 +9,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
+import { isMistralLoraFile, MISTRAL_PARAMS } from '../formats/mistral-finetune.js';
 import { errnoOf, inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
@@ -33,26 +34,31 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
 
 /**
  * Files a trainer writes beside an adapter's one weights file, read with it when that file is
- * given alone: mistral-finetune's params.json (its `lora.scaling`) beside `lora.safetensors`, as
- * when its folder is given. Only the adapter's format reads it (formats/mistral-finetune.ts).
+ * given alone, each with the test that the file is that trainer's: mistral-finetune's params.json
+ * (its `lora.scaling`) beside `lora.safetensors`, as when its folder is given, where the file's
+ * tensor names are mistral-finetune's. A params.json beside a PEFT, kohya or other file is left
+ * alone (not read, not watched for changes, not guarded as an input). Only the adapter's format
+ * reads it (formats/mistral-finetune.ts).
  */
-const ADAPTER_COMPANIONS = ['params.json'];
+const ADAPTER_COMPANIONS: readonly { name: string; belongs: (set: InputFileSet, file: string) => Promise<boolean> }[] = [
+  { name: MISTRAL_PARAMS, belongs: isMistralLoraFile },
+];
 
 /**
  * An adapter's path on disk as an InputFileSet: as {@link openNodeInputFileSet}, and for a lone
  * `.safetensors` file, the companion files its trainer writes beside it (ADAPTER_COMPANIONS) where
- * they are there, each named in messages by its own path.
+ * they are there and the file is that trainer's, each named in messages by its own path.
  */
 export async function openNodeAdapterFileSet(path: string): Promise<InputFileSet> {
   const set = await openNodeInputFileSet(path);
   const [only] = set.list();
   if (set.list().length !== 1 || only !== basename(path) || !/\.safetensors$/i.test(only)) return set;
   const files = new Map([[only, path]]);
-  for (const name of ADAPTER_COMPANIONS) {
+  for (const { name, belongs } of ADAPTER_COMPANIONS) {
     const beside = join(dirname(path), name);
     if (name === only) continue;
     const info = await stat(beside).catch(() => undefined);
-    if (info?.isFile()) files.set(name, beside);
+    if (info?.isFile() && await belongs(set, only)) files.set(name, beside);
   }
   if (files.size === 1) return set;
   const companions = nodeFileSet(path, files);

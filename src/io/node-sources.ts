@@ -116,7 +116,8 @@ export class NodeSources {
   }
 
   /**
-   * Opens a checked source: a path as its file or folder (its files stamped before a byte is read),
+   * Opens a checked source: a path as its file or folder (its files stamped before a tensor is read;
+   * only a lone adapter file's header is looked at first, to tell whether a params.json beside it is its trainer's),
    * a URL with the token, an adapter's Hub URL as its PEFT folder, anything else as the browser
    * entry opens it.
    */

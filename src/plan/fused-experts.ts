@@ -7,7 +7,9 @@
  * - `e-i-o`: W[e] += (B_e·A_e)ᵀ, so A is (r·E, d1) and B is (d2, r·E).
  * PEFT before 0.19 always used `e-i-o`; from 0.19.1 it uses `e-o-i` unless the expert module says
  * its tensors are stored (E, in, out) (`is_transposed`, gpt-oss), and 0.19.0 had the two the wrong
- * way round. The factors' shapes decide when d1 ≠ d2; a square tensor needs the version.
+ * way round. The factors' shapes decide when d1 ≠ d2; a square tensor needs the version, except
+ * for factors PEFT's conversion of a per-expert adapter for transformers 5 wrote (`e-o-i` on the
+ * (E, out, in) tensors it converts, whatever peft_version the re-saved config kept).
  *
  * The merge views W as (E·d1) × d2 and adds one rank-r term per expert on its d1 rows: `e-o-i`
  * with B_e and A_e as they are, `e-i-o` with Aᵀ_e as the left factor and Bᵀ_e as the right. A
@@ -100,7 +102,9 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   if (fits.length === 0) {
     return { ok: false, ambiguous: false, message: `lora_A ${fmt(a)} and lora_B ${fmt(b)} fit neither (E, out, in) nor (E, in, out) of the ${laidOut ? 'parameter' : 'base tensor'} ${fmt(param)}` };
   }
-  let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : formByVersion(experts.peftVersion, storedInOut);
+  // PEFT's conversion for transformers 5 lays the factors out as its own ParamWrapper (≥ 0.19.1) reads
+  // them on the (E, out, in) tensors it converts, under the version the adapter was first saved with.
+  let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : experts.converted && !storedInOut ? 'e-o-i' : formByVersion(experts.peftVersion, storedInOut);
   if (form === undefined) {
     return {
       ok: false, ambiguous: true,

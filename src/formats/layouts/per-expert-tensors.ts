@@ -9,10 +9,17 @@
  * hidden, inter) for down_proj, stored (E, out, in); expert e's ΔW lands on its own tensors: gate
  * rows [0, inter) on `experts.e.gate_proj` (`w1`), up rows [inter, 2·inter) on `experts.e.up_proj`
  * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`).
+ *
+ * Mixtral's router, which transformers 5 renames from `block_sparse_moe.gate` to `mlp.gate`
+ * (conversion_mapping.py's WeightRenaming, for mixtral and minimax): a LoRA on its `mlp.gate.weight`
+ * (PEFT's conversion of a per-expert adapter for transformers 5 makes the router's LoRA
+ * target_parameters `gate.weight`) lands on the checkpoint's `block_sparse_moe.gate.weight`, where
+ * that layer's experts are one tensor per expert under `block_sparse_moe.experts`.
  */
 import { missBecause, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj)$/;
+const ROUTER = /^(.+)\.mlp\.gate\.weight$/;
 
 /** The per-expert projections of each fused parameter, by naming: transformers' and Mixtral's. */
 const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
@@ -24,6 +31,8 @@ const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
 export const perExpertTensors: Layout = {
   name: 'per-expert-tensors',
   resolve(address, base) {
+    const router = address.tensor && !address.flat ? ROUTER.exec(address.path) : null;
+    if (router) return routerOf(router[1], address.path, base);
     const m = address.tensor && !address.flat ? FUSED.exec(address.path) : null;
     if (!m || base.index.resolveDotted(address.path).found) return undefined;
     const [, experts, param] = m;
@@ -68,4 +77,13 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
     },
   })));
   return { found: true, targets };
+}
+
+/** Mixtral's router `mlp.gate.weight` on a checkpoint that keeps it as `block_sparse_moe.gate.weight`, beside per-expert tensors. */
+function routerOf(prefix: string, path: string, base: BaseView): LayoutResolution | undefined {
+  if (base.index.resolveDotted(path).found) return undefined;
+  const stem = `${prefix}.block_sparse_moe`;
+  if (!base.index.resolveDotted(`${stem}.experts.0.w1.weight`).found) return undefined;
+  const found = base.index.resolveDotted(`${stem}.gate.weight`);
+  return found.found ? { found: true, targets: [{ baseKey: found.key }] } : undefined;
 }
