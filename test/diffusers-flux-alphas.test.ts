@@ -66,6 +66,8 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
 
   it('divides in the alpha\'s dtype (bf16 16/12 = 1.3359375, f16 1/3 = 0.333251953125) and keeps α = 0 as scale 0', async () => {
     expect((await scales(lora(TO_Q, H, H, 12, 16, 'BF16')))[TO_Q]).toBe(1.3359375);
+    // α stands for that scale (1.3359375 · 12), for the operations that write α back.
+    expect((await parse(lora(TO_Q, H, H, 12, 16, 'BF16'))).modules[0].alpha).toBe(16.03125);
     expect((await scales(lora(TO_Q, H, H, 3, 1, 'F16')))[TO_Q]).toBe(0.333251953125);
     expect((await scales(lora(TO_Q, H, H, 3, 1, 'F32')))[TO_Q]).toBe(Math.fround(1 / 3));
     expect((await scales(lora(TO_Q, H, H, 3, 1, 'F64')))[TO_Q]).toBe(1 / 3);

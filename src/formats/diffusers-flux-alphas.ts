@@ -140,7 +140,9 @@ export async function applyDiffusersFluxAlphas(
       const own = groups.get(module.key)?.get('alpha');
       const from = hit ?? first;
       const scale = scaleInDType(from.value, module.rank, from.dtype);
-      module.alpha = from.value;
+      // α as the scale PEFT computes stands for it (16.03125 for a bf16 16 over r 12), so that the
+      // adapter operations that write α back (convert, resize) keep the scale merged here.
+      module.alpha = scale * module.rank;
       module.scale = scale;
       module.scaleOrigin = { kind: 'alpha', rule: 'α/r', stated: own !== undefined };
     }
