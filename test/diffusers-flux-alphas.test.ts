@@ -13,7 +13,7 @@ import { parseSingleFileAdapter } from '../src/formats/single-file-adapter.js';
 import { bytesSource } from '../src/io/memory-source.js';
 import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
-import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 
 const rand = seededRandom(20261207);
 const H = 3072;
@@ -132,5 +132,19 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     // proj_out: bf16 α 16 over r 12 → 1.3359375 (not 4/3); x_embedder has no .alpha: proj_out's 16 over its r 8 = 2.
     check('proj_out.weight', 'transformer.proj_out', 64, H, 12, 1.3359375);
     check('x_embedder.weight', 'transformer.x_embedder', H, 64, 8, 2);
+  });
+
+  it('refuses those alphas on a HunyuanVideo or FLUX.2 base, which shares the names and whose diffusers loader leaves .alpha unused', async () => {
+    const hunyuan = [tensor(rand, 'proj_out.weight', [64, H], 'BF16'), tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight', [8, 8], 'BF16')];
+    const flux2 = [tensor(rand, 'proj_out.weight', [64, H], 'BF16'), tensor(rand, 'double_stream_modulation_img.linear.weight', [8, 8], 'BF16')];
+    const withAlpha = buildSafetensors(lora('transformer.proj_out', 64, H, 4, 4));
+    for (const [base, model] of [[hunyuan, "HunyuanVideo's \\(or HunyuanImage's\\)"], [flux2, "FLUX\\.2's"]] as const) {
+      const problems = await refusalsInMemory({ backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...base]) }, adapters: [{ files: { 'flux_lora.safetensors': withAlpha }, name: 'flux_lora.safetensors' }] });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(new RegExp(`^flux_lora\\.safetensors: module "transformer\\.proj_out": has an alpha read by diffusers' FLUX\\.1 rule .* but the base is ${model}, .*remove the file's \\.alpha tensors to merge at scale 1, as that loader does$`));
+    }
+    // Without .alpha the same module lands on either (scale 1 by every rule).
+    const plain = buildSafetensors(lora('transformer.proj_out', 64, H, 4));
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...hunyuan]) }, adapters: [{ files: { 'flux_lora.safetensors': plain } }] })).toEqual([]);
   });
 });

@@ -145,6 +145,7 @@ export async function applyDiffusersFluxAlphas(
       module.alpha = scale * module.rank;
       module.scale = scale;
       module.scaleOrigin = { kind: 'alpha', rule: 'α/r', stated: own !== undefined };
+      module.diffusersFluxAlpha = true;
     }
   }
 }
