@@ -56,6 +56,8 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     const message = await refusal([...lora(TO_Q, H, H, 4, 4), ...lora(TO_K, H, H, 4, 4, 'I64')]);
     expect(message).toMatch(/^flux_lora\.safetensors: tensor "transformer\.single_transformer_blocks\.0\.attn\.to_k\.alpha" is an alpha of dtype I64, not a float: diffusers' FluxLoraLoaderMixin\.lora_state_dict takes only float alphas .*store the file's alphas as floats \(F32\)$/);
     expect(message.split('\n')).toHaveLength(1);
+    // A bool one is no number at all: refused once, as any single-file adapter's is.
+    expect(await refusal([...lora(TO_Q, H, H, 4, 4), ...lora(TO_K, H, H, 4, 1, 'BOOL')])).toBe('flux_lora.safetensors: module "transformer.single_transformer_blocks.0.attn.to_k" has an alpha that is not one finite number: transformer.single_transformer_blocks.0.attn.to_k.alpha is BOOL (), not a number type');
   });
 
   it('refuses .alpha beside lora_adapter_metadata, as load_lora_adapter does', async () => {

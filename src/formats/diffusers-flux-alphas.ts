@@ -86,7 +86,6 @@ function byCodePoint(a: string, b: string): number {
   return x.length - y.length;
 }
 
-const FLOAT_ALPHA: ReadonlySet<string> = new Set(['F64', 'F32', 'F16', 'BF16']);
 const F8_ALPHA: ReadonlySet<string> = new Set(['F8_E4M3', 'F8_E5M2']);
 
 /**
@@ -101,7 +100,9 @@ export async function applyDiffusersFluxAlphas(
   const alphas = [...groups.values()].flatMap((roles) => (roles.has('alpha') ? [roles.get('alpha')!] : [])).sort((a, b) => byCodePoint(a.name, b.name));
   if (alphas.length === 0) return;
   const refuse = (message: string) => problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: ${message}` });
-  const notFloat = alphas.find((a) => !FLOAT_ALPHA.has(a.dtype) && !F8_ALPHA.has(a.dtype));
+  // One value of a number type each (any other was reported where its module was built).
+  const integer = (a: TensorEntry) => /^[IU](8|16|32|64)$/.test(a.dtype) && a.shape.every((d) => d === 1);
+  const notFloat = alphas.find(integer);
   if (notFloat) {
     refuse(`tensor "${notFloat.name}" is an alpha of dtype ${notFloat.dtype}, not a float: diffusers' FluxLoraLoaderMixin.lora_state_dict takes only float alphas from a FLUX.1 LoRA in its names and refuses the file ("The alpha key (${notFloat.name}) seems to be incorrect"), so diffusers cannot load it; not supported — store the file's alphas as floats (F32)`);
     return;
