@@ -93,12 +93,15 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
 
   it('takes each component\'s alphas on their own (the CLIP text encoder\'s, the transformer\'s)', async () => {
     const te = 'text_encoder.text_model.encoder.layers.0.self_attn';
+    const t5 = 'text_encoder_2.encoder.block.0.layer.0.SelfAttention';
     const s = await scales([
       ...lora(`${te}.q_proj`, 768, 768, 4, 2), ...lora(`${te}.k_proj`, 768, 768, 4), ...lora(`${te}.v_proj`, 768, 768, 4, 6),
       ...lora(TO_Q, H, H, 4),
+      ...lora(`${t5}.q`, 4096, 4096, 4, 8), ...lora(`${t5}.k`, 4096, 4096, 4),
     ]);
     // text_encoder: k_proj.alpha absent, q_proj first (2); v_proj its own 6. transformer: no alphas, α = r.
-    expect(s).toEqual({ [`${te}.q_proj`]: 2 / 4, [`${te}.k_proj`]: 2 / 4, [`${te}.v_proj`]: 6 / 4, [TO_Q]: 1 });
+    // text_encoder_2 (a T5), which FluxLoraLoaderMixin does not load, keeps the single-file rule (α/r, none: 1).
+    expect(s).toEqual({ [`${te}.q_proj`]: 2 / 4, [`${te}.k_proj`]: 2 / 4, [`${te}.v_proj`]: 6 / 4, [TO_Q]: 1, [`${t5}.q`]: 8 / 4, [`${t5}.k`]: 1 });
   });
 
   it('leaves kohya-named FLUX.1 files and other models\' diffusers names to their own rules', async () => {

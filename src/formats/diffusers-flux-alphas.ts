@@ -9,7 +9,7 @@
  * - load_lora_into_transformer / load_lora_into_text_encoder hand those alphas and the file's
  *   `lora_adapter_metadata` to load_lora_adapter / _load_lora_into_text_encoder, which raise on the pair
  *   ("Both `network_alphas` and `metadata` cannot be specified.").
- * - Per component (`transformer.`, `text_encoder.`), get_peft_kwargs (utils/peft_utils.py) builds the
+ * - Per component it loads (`transformer.`, `text_encoder.`), get_peft_kwargs (utils/peft_utils.py) builds the
  *   LoraConfig: the alphas are tensors, hashed by identity, so Counter.most_common gives the first one
  *   (safetensors lists keys sorted by name) as `lora_alpha`, and every alpha of another value goes to
  *   `alpha_pattern` (`transformer.`: the module path; the text encoder: the name without its last part).
@@ -132,6 +132,8 @@ export async function applyDiffusersFluxAlphas(
     components.get(component)!.push({ name: entry.name, pattern, value, dtype: entry.dtype as DType });
   }
   for (const [component, list] of components) {
+    // FluxLoraLoaderMixin loads these two (_lora_loadable_modules); it leaves any other component unloaded.
+    if (component !== 'transformer' && component !== 'text_encoder') continue;
     const first = list[0];
     const patterns = list.filter((a) => a.value !== first.value);
     for (const module of modules) {
