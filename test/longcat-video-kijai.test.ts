@@ -8,9 +8,11 @@
  * `.alpha`: scale α/r), and the wrapper applies it with ComfyUI's loader. On LongCat-Video's DiT
  * those names were refused as tensors the base lacks; they land on the row thirds of `attn.qkv`
  * (q, k, v in that order, as its attention cuts them), the row halves of `cross_attn.kv_linear`,
- * `attn.proj`, `cross_attn.q_linear` and `cross_attn.proj` (float64 truth). A Wan name whose
- * counterpart in LongCat-Video's DiT is not checked (`text_embedding.0`, `patch_embedding`) is refused
- * naming the conversion. The wrapper's LongCat model keeps LongCat's adaLN and final layer under
+ * `attn.proj`, `cross_attn.q_linear` and `cross_attn.proj` (float64 truth). The wrapper's embedders
+ * are LongCat's renamed: `patch_embedding`, `text_embedding.0`/`.2`, `time_embedding.mlp.0`/`.2` land
+ * on `x_embedder.proj`, `y_embedder.y_proj.0`/`.2`, `t_embedder.mlp.0`/`.2`; Wan's own `time_embedding.0`,
+ * `time_projection.1` and `ffn.0`, which the wrapper's LongCat model does not build, are refused saying
+ * so, and a Wan name whose counterpart is not checked (`norm3`) is refused naming the conversion. The wrapper's LongCat model keeps LongCat's adaLN and final layer under
  * Wan's names (a block's `modulation` Sequential, Head_adaLN's `head.modulation` and `head.head`),
  * so the refinement LoRA's `blocks.N.modulation.1`, `head.modulation.1` and `head.head` land on
  * `blocks.N.adaLN_modulation.1`, `final_layer.adaLN_modulation.1` and `final_layer.linear`.
@@ -38,7 +40,8 @@ const dit = buildSafetensors([
   tensor(rand, 'blocks.0.cross_attn.q_linear.weight', [h, h], 'BF16'), tensor(rand, 'blocks.0.cross_attn.kv_linear.weight', [2 * h, h], 'BF16'),
   tensor(rand, 'blocks.0.cross_attn.proj.weight', [h, h], 'BF16'),
   tensor(rand, 'blocks.0.ffn.w1.weight', [ffn, h], 'BF16'), tensor(rand, 'blocks.0.ffn.w2.weight', [h, ffn], 'BF16'), tensor(rand, 'blocks.0.ffn.w3.weight', [ffn, h], 'BF16'),
-  tensor(rand, 'y_embedder.y_proj.0.weight', [h, 12], 'BF16'),
+  tensor(rand, 'y_embedder.y_proj.0.weight', [h, 12], 'BF16'), tensor(rand, 'y_embedder.y_proj.2.weight', [h, h], 'BF16'),
+  tensor(rand, 't_embedder.mlp.0.weight', [6, 4], 'BF16'), tensor(rand, 't_embedder.mlp.2.weight', [6, 6], 'BF16'),
   tensor(rand, 'final_layer.adaLN_modulation.1.weight', [2 * h, h], 'BF16'), tensor(rand, 'final_layer.adaLN_modulation.1.bias', [2 * h], 'BF16'),
   tensor(rand, 'final_layer.linear.weight', [16, h], 'BF16'), tensor(rand, 'final_layer.linear.bias', [16], 'BF16'),
 ] satisfies FixtureTensor[]);
@@ -126,11 +129,47 @@ describe('Kijai\'s LongCat-Video LoRAs (WanVideoWrapper names) on LongCat-Video\
     }
   });
 
-  it('a Wan name with no counterpart checked in LongCat-Video\'s DiT (its text_embedding.0) is refused naming Kijai\'s conversion', async () => {
-    const head = kohyaSpec('diffusion_model.text_embedding.0', r, h, 12, [{ key: '' }], alpha);
-    const problems = await planProblemsOf({ [DIT]: dit }, DIT, [head], rand);
+  it('the embedders, LongCat\'s own under Wan\'s names (text_embedding.0/.2, time_embedding.mlp.0/.2), land on y_embedder.y_proj.0/.2 and t_embedder.mlp.0/.2', async () => {
+    const embedder = (name: string, out: number, inF: number, key: string) => kohyaSpec(`diffusion_model.${name}`, r, out, inF, [{ key }], alpha);
+    const specs = [
+      embedder('text_embedding.0', h, 12, 'y_embedder.y_proj.0.weight'),
+      embedder('text_embedding.2', h, h, 'y_embedder.y_proj.2.weight'),
+      embedder('time_embedding.mlp.0', 6, 4, 't_embedder.mlp.0.weight'),
+      embedder('time_embedding.mlp.2', 6, 6, 't_embedder.mlp.2.weight'),
+    ];
+    expect(await mergeLoneFileChecked(cpu, rand, dit, DIT, specs, 0.8)).toEqual([]);
+  });
+
+  it('patch_embedding (a full diff of the Conv3d) lands on x_embedder.proj.weight, element for element', async () => {
+    const diff = tensor(rand, 'diffusion_model.patch_embedding.diff', [h, 16, 1, 2, 2], 'F32', 0.1);
+    const lora = buildSafetensors([diff]);
+    const { tensors } = await mergeInMemory({ backend: cpu, base: { [DIT]: dit }, baseName: DIT, adapters: [{ files: { 'lora.safetensors': lora }, name: 'lora.safetensors', weight: 0.5 }] });
+    const before = decodeSafetensors(dit).tensors.get('x_embedder.proj.weight')!.values;
+    const after = tensors.get('x_embedder.proj.weight')!.values;
+    const d = decodeSafetensors(lora).tensors.get('diffusion_model.patch_embedding.diff')!.values;
+    expect(after.length).toBe(h * 64);
+    for (let i = 0; i < h * 64; i++) {
+      const want = before[i] + 0.5 * d[i];
+      expect(Math.abs(after[i] - want), `element ${i}`).toBeLessThanOrEqual(Math.max(Math.abs(want), Math.abs(before[i])) * 2 ** -8 + 1e-12);
+    }
+  });
+
+  it('Wan\'s own time_embedding.0, time_projection.1 and ffn.0, which the wrapper\'s LongCat model does not build, are refused saying the wrapper does not apply them', async () => {
+    const specs = [
+      kohyaSpec('diffusion_model.time_embedding.0', r, 6, 4, [{ key: '' }], alpha),
+      kohyaSpec('diffusion_model.time_projection.1', r, 6 * h, 6, [{ key: '' }], alpha),
+      kohyaSpec('diffusion_model.blocks.0.ffn.0', r, ffn, h, [{ key: '' }], alpha),
+    ];
+    const problems = await planProblemsOf({ [DIT]: dit }, DIT, specs, rand);
+    const why = `is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), but a module of Wan's own that the wrapper's LongCat model does not have (its FFN is LongCat's ffn.w1-w3, its time_embedding LongCat's TimestepEmbedder, time_embedding.mlp.0 and .mlp.2, and it has no time_projection), so the wrapper does not apply it: remove it from the file`;
+    expect(problems.sort()).toEqual(['diffusion_model.blocks.0.ffn.0', 'diffusion_model.time_embedding.0', 'diffusion_model.time_projection.1'].map((m) => `lora.safetensors: module "${m}": ${why}`));
+  });
+
+  it('a Wan name with no counterpart checked in LongCat-Video\'s DiT (a block\'s norm3) is refused naming Kijai\'s conversion', async () => {
+    const norm = kohyaSpec('diffusion_model.blocks.0.norm3', r, h, h, [{ key: '' }], alpha);
+    const problems = await planProblemsOf({ [DIT]: dit }, DIT, [norm], rand);
     expect(problems).toEqual([
-      `lora.safetensors: module "diffusion_model.text_embedding.0": is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`,
+      `lora.safetensors: module "diffusion_model.blocks.0.norm3": is a module name of Kijai's ComfyUI-WanVideoWrapper conversion of LongCat-Video (Wan's names, as Kijai/LongCat-Video_comfy's LoRAs carry them), whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`,
     ]);
   });
 });

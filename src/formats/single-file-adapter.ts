@@ -18,6 +18,7 @@ import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/in
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import { DiffusersLoraMetadata, LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
+import { applyDiffusersFluxAlphas, isDiffusersFluxFile } from './diffusers-flux-alphas.js';
 import { loraExtrasProblem, type LoraExtrasFound } from './peft-config.js';
 import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
@@ -145,6 +146,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     }
     if (module) modules.push(module);
   }
+  // diffusers reads `.alpha` in its own names only for FLUX.1 (FluxLoraLoaderMixin), by its own rule.
+  if (format === 'diffusers' && isDiffusersFluxFile(modules)) await applyDiffusersFluxAlphas(fileName, file, modules, groups, (entry) => readScalar(file, entry), problems);
   const untargeted = metadata ? leaveOutUntargeted(fileName, modules, metadata) : [];
   if (metadata) checkMetadataRanks(fileName, modules, metadata, problems);
   checkClipTextEncoderConfigs(fileName, modules, metadata, problems);
@@ -205,7 +208,8 @@ const BUNDLED_EMBEDDING = /^bundle_emb\.([^.]+)\./;
 /**
  * α as the file states it, in the order kohya and diffusers read it: the module's `.alpha` tensor
  * (float or integer), else diffusers' lora_adapter_metadata for the module's component, else none
- * (scale 1). Null after reporting an unreadable `.alpha`.
+ * (scale 1). Null after reporting an unreadable `.alpha`. A FLUX.1 file in diffusers' names then
+ * takes diffusers' own rule for its `.alpha` tensors (diffusers-flux-alphas.ts).
  */
 async function moduleAlpha(
   key: string, address: ModuleAddress, roles: ReadonlyMap<Role, TensorEntry>, file: SafetensorsFile,

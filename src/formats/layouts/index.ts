@@ -163,6 +163,11 @@ export class ModuleLocator {
     this.listed = this.weightless.size === 0 ? this.components : [...this.components, ...this.weightless.keys()];
   }
 
+  /** Whether the whole base passes `test` (a model's own names: isFlux2, isHunyuanDit). */
+  baseIs(test: (base: BaseView) => boolean): boolean {
+    return test(this.whole);
+  }
+
   /** A full tensor path (PEFT's modules_to_save) among all of the base's keys. */
   resolveTensorPath(path: string): KeyResolution {
     return ggufTensorPathMiss(this.whole, path) ?? resolveConvertedPath(this.whole, path) ?? stackedWeightMiss(this.whole, path) ?? this.whole.index.resolveDotted(path);

@@ -22,9 +22,18 @@
  * same unpatchify order, channels last) are `final_layer.adaLN_modulation` and `final_layer.linear`.
  * So `blocks.N.modulation.1`, `head.modulation.1` and `head.head` land on those by name.
  *
- * Other Wan names (`norm3`, `patch_embedding`, `text_embedding.0`, `time_embedding.…`, …) have no
- * counterpart checked against both models: on such a base they are refused naming the conversion
- * and what to do. Only on a base that is LongCat-Video's DiT (its `attn.qkv` and `cross_attn.kv_linear`).
+ * Its embedders are LongCat's too: `patch_embedding` is Conv3d(16, dim, kernel = stride = (1, 2, 2)),
+ * applied then flattened as LongCat's PatchEmbed3D applies `x_embedder.proj`; `text_embedding` is
+ * Linear(4096, dim), GELU(tanh), Linear(dim, dim), LongCat's CaptionEmbedder `y_embedder.y_proj`; and
+ * for LongCat its `time_embedding` is LongCat's own TimestepEmbedder (LongCat/layers.py: `mlp.0`
+ * Linear(256, 512), SiLU, `mlp.2` Linear(512, 512), on the same [cos, sin] frequencies), LongCat's
+ * `t_embedder`. Each is the same tensor renamed (every other weight of the conversion is, so the hidden
+ * rows keep their order), so they land by name. Wan's own `time_embedding.0` / `.2`, `time_projection.1`
+ * and `ffn.0` / `.2` are no modules of the wrapper's LongCat model (its blocks' FFN is LongCat's
+ * SwiGLU `ffn.w1`-`w3`, it builds no time_projection), so the wrapper does not apply them: refused,
+ * saying so. Other Wan names (`norm3`, the q/k norms, …) have no counterpart checked against both
+ * models: refused naming the conversion and what to do. Only on a base that is LongCat-Video's DiT
+ * (its `attn.qkv` and `cross_attn.kv_linear`).
  */
 import { missBecause, type Layout, type BaseView } from './layout.js';
 
@@ -34,9 +43,14 @@ const RENAMED: readonly [RegExp, string][] = [
   [/^blocks\.(\d+)\.modulation\.1$/, 'blocks.$1.adaLN_modulation.1'],
   [/^head\.modulation\.1$/, 'final_layer.adaLN_modulation.1'],
   [/^head\.head$/, 'final_layer.linear'],
+  [/^patch_embedding$/, 'x_embedder.proj'],
+  [/^text_embedding\.([02])$/, 'y_embedder.y_proj.$1'],
+  [/^time_embedding\.mlp\.([02])$/, 't_embedder.mlp.$1'],
 ];
+/** Wan's module names that the wrapper's LongCat model does not build, so that it applies no LoRA on them. */
+const NOT_IN_WRAPPER = /^(blocks\.\d+\.ffn\.[02]|time_embedding\.[02]|time_projection\.1)$/;
 /** Wan's other module names, as Kijai's conversion of LongCat-Video may carry them. */
-const OTHER_WAN = /^(blocks\.\d+\.(modulation|norm[123]|self_attn\.norm_[qk]|cross_attn\.norm_[qk]|ffn\.[02])|head\.modulation|patch_embedding|text_embedding\.[02]|time_embedding\.[02]|time_projection\.1)$/;
+const OTHER_WAN = /^(blocks\.\d+\.(modulation|norm[123]|self_attn\.norm_[qk]|cross_attn\.norm_[qk])|head\.modulation)$/;
 
 /** The prefix under which `base` holds LongCat-Video's DiT (`` for its bare `dit/` files), else undefined. */
 function longCatPrefix(base: BaseView): string | undefined {
@@ -57,13 +71,16 @@ export const longcatVideoKijai: Layout = {
     if (path === undefined) return undefined;
     const split = SPLIT.exec(path);
     const renamed = RENAMED.find(([re]) => re.test(path));
-    if (!split && !renamed && !OTHER_WAN.test(path)) return undefined;
+    if (!split && !renamed && !OTHER_WAN.test(path) && !NOT_IN_WRAPPER.test(path)) return undefined;
     const prefix = longCatPrefix(base);
     if (prefix === undefined) return undefined;
     if (renamed) {
       const module = `${prefix}${path.replace(renamed[0], renamed[1])}`;
       if (!base.shape(`${module}.weight`)) return missBecause(`is ${CONVERTED}; the base has no ${module}.weight`);
       return { found: true, targets: [{ baseKey: `${module}.weight` }] };
+    }
+    if (NOT_IN_WRAPPER.test(path)) {
+      return missBecause(`is ${CONVERTED}, but a module of Wan's own that the wrapper's LongCat model does not have (its FFN is LongCat's ffn.w1-w3, its time_embedding LongCat's TimestepEmbedder, time_embedding.mlp.0 and .mlp.2, and it has no time_projection), so the wrapper does not apply it: remove it from the file`);
     }
     if (!split) {
       return missBecause(`is ${CONVERTED}, whose counterpart in LongCat-Video's own DiT is not known: merge it into Kijai's converted model (LongCat_TI2V_comfy_*.safetensors), where the wrapper applies it, or use LongCat-Video's own LoRA file`);
