@@ -171,6 +171,9 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     const dir = files();
     const weighted = await merge(dir, 'weighted.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
+    // The imatrix is read before the plan, so its warning says what happens, not "F16 unless".
+    expect(weighted.stderr).toMatch(/^warning: \S*base\.gguf: the merged tensors \(1 IQ2_XXS: blk\.0\.attn_v\.weight\) are re-quantized to IQ2_XXS with the importance matrix \S*both\.imatrix\.gguf, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more \(f16 or q8_0 keep more of the update\)$/m);
+    expect(weighted.stderr).not.toMatch(/written as F16/);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
     const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);
@@ -216,7 +219,7 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
       node.dispose();
     }
   });
-  it.each([['IQ2_XXS', []], ['IQ2_XS', ['--dtype', 'iq2_xs', '--dtype-merged-only']], ['IQ2_S', ['--dtype', 'iq2_s', '--dtype-merged-only']]] as const)('--imatrix on --backend webgpu writes the same %s bytes as on --backend cpu', async (type, extra, ctx) => {
+  it.for([['IQ2_XXS', []], ['IQ2_XS', ['--dtype', 'iq2_xs', '--dtype-merged-only']], ['IQ2_S', ['--dtype', 'iq2_s', '--dtype-merged-only']]] as const)('--imatrix on --backend webgpu writes the same %s bytes as on --backend cpu', async ([type, extra], ctx) => {
     if (!gpu) return ctx.skip();
     const dir = files();
     const imatrixArgs = ['--imatrix', join(dir, 'both.imatrix.gguf'), ...extra];
