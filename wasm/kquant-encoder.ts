@@ -456,8 +456,8 @@ function levelSums(n: i32, nmax: i32, x: usize, iscale: f32, l0: usize, offset: 
 
 /**
  * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw): qw 0 for C's NULL (weights x²). Where Σw·l²
- * is NaN the first scale is 0, as the TypeScript codec has it (C's `suml2 ? … : 0` takes NaN as
- * true); only weights that overflow f32 get there.
+ * is NaN (only weights that overflow f32 get there) the scale is NaN, as in C, whose
+ * `suml2 ? … : 0` takes NaN as true.
  */
 function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
   const max = largest(n, x);
@@ -466,7 +466,7 @@ function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
     return 0;
   }
   levelSums(n, nmax, x, <f32>(-nmax) / max, l0, nmax, qw);
-  let scale: f32 = sumL2 != 0 && sumL2 == sumL2 ? sumLX / sumL2 : 0;
+  let scale: f32 = sumL2 != 0 ? sumLX / sumL2 : 0;
   let best: f32 = scale * sumLX;
   for (let is = -9; is <= 9; is++) {
     if (is == 0) continue;
