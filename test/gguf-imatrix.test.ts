@@ -172,6 +172,21 @@ describe('importance-weighted quantizers', () => {
     }
   });
 
+  it('a merge whose Q4_0 blocks come out NaN that way is refused in one line naming the importance matrix and the tensor (llama-quantize stops on the NaN d too)', async () => {
+    const g = gaussian(29);
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }]],
+      tensors: [{ name: 'blk.0.attn_q.weight', type: 'F32', ne: [256, 8], data: tensorData('F32', Array.from({ length: 256 * 8 }, () => 2 * g())) }],
+    });
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 2, in: 256, out: 8, aType: 'F32', bType: 'F32' }], 2);
+    const importance = { file: 'huge.imatrix.gguf', entries: new Map([['blk.0.attn_q.weight', Float32Array.from({ length: 256 }, (_, i) => (i < 32 ? 3.4e38 : 1))]]) };
+    const run = (extra: object) => browserMerge({
+      base: new File([base as Uint8Array<ArrayBuffer>], 'base.gguf'), adapters: [new File([lora.bytes as Uint8Array<ArrayBuffer>], 'lora.gguf')], backend: 'cpu', dtype: 'q4_0', ...extra,
+    });
+    await expect(run({ importance })).rejects.toThrow(/^importance matrix huge\.imatrix\.gguf: tensor "blk\.0\.attn_q\.weight" quantized to Q4_0 with its weights comes out NaN, Inf or zeroed [^\n]*leave out importance$/);
+    expect((await run({})).blobs).toHaveLength(1);
+  });
+
   it('IQ3_XXS takes the weights through the same grid search as IQ3_S (its bytes change with them)', () => {
     const type = ggmlTypeByName('IQ3_XXS')!;
     const codec = blockCodec(type)!;
@@ -374,6 +389,9 @@ describe('loramerge merge --imatrix', () => {
     const weighted = await run('weighted.gguf', '--imatrix', join(dir, 'llama.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
     expect(weighted.stderr.split('\n')).toContain(`note: ${join(dir, 'llama.imatrix.gguf')}: importance matrix for ${matrices.length} tensors; merged tensors are re-quantized with it`);
+    // The plan knows the imatrix: its warning says the merged tensors are quantized with it, not by the reference rules.
+    expect(weighted.stderr.split('\n')).toContain(`warning: ${join(dir, 'tiny-llama-Q4_K_M.gguf')}: the merged tensors (1 Q6_K, 1 Q4_K: blk.0.attn_v.weight, blk.0.ffn_up.weight) are re-quantized to their own types (Q6_K, Q4_K) with the importance matrix ${join(dir, 'llama.imatrix.gguf')}, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+    expect(weighted.stderr).not.toMatch(/reference rules/);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
     const f32 = await run('f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);

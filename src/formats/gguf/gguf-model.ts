@@ -342,10 +342,15 @@ class GgufModel implements BaseModel {
     // Merged tensors of a type written only with an importance matrix (the IQ2 types): F16 without one.
     const needImatrix: string[] = [];
     const needImatrixTypes = new Map<string, number>();
-    // With the importance matrix given: those it has an entry for, re-quantized with its weights (one
-    // without an entry is refused by the merge, naming it, as llama-quantize stops on it).
+    // With the importance matrix given: the merged tensors re-quantized with its weights, those it has
+    // a fitting entry for (an IQ2 one without is refused by the merge, naming it, as llama-quantize
+    // stops on it; another is quantized without weights, as llama-quantize does).
     const weighted: string[] = [];
     const weightedTypes = new Map<string, number>();
+    const fittingEntry = (t: GgufTensor) => {
+      const entry = importance?.entries.get(t.name);
+      return entry !== undefined && entry.length === (t.ne[0] ?? 1) * (t.ne[2] ?? 1);
+    };
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
     for (const key of new Set(keys)) {
       const type = this.locate(key).tensor.type;
@@ -371,7 +376,13 @@ class GgufModel implements BaseModel {
         continue;
       }
       if (converted) continue;
-      if (type.blockSize > 1 && blockCodec(type)) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+      const codec = blockCodec(type);
+      if (type.blockSize > 1 && codec?.encodeWeighted && !codec.ignoresImportance && fittingEntry(this.locate(key).tensor)) {
+        weightedTypes.set(type.name, (weightedTypes.get(type.name) ?? 0) + 1);
+        weighted.push(this.locate(key).tensor.name);
+        continue;
+      }
+      if (type.blockSize > 1 && codec) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
     }
     const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
     const warnings: string[] = [];
@@ -386,7 +397,9 @@ class GgufModel implements BaseModel {
     }
     if (weightedTypes.size > 0) {
       const names = `${weighted.slice(0, 3).join(', ')}${weighted.length > 3 ? ', …' : ''}`;
-      warnings.push(`${this.name}: the merged tensors (${list(weightedTypes)}: ${names}) are re-quantized to ${[...weightedTypes.keys()].join(' or ')} with the importance matrix ${importance!.file}, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+      const types = [...weightedTypes.keys()];
+      const to = types.length === 1 ? types[0] : `their own types (${types.join(', ')})`;
+      warnings.push(`${this.name}: the merged tensors (${list(weightedTypes)}: ${names}) are re-quantized to ${to} with the importance matrix ${importance!.file}, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
     }
     if (needImatrixTypes.size > 0) {
       const names = `${needImatrix.slice(0, 3).join(', ')}${needImatrix.length > 3 ? ', …' : ''}`;
