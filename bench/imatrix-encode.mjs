@@ -2,10 +2,10 @@
  * The bench's importance-matrix case: one 512×4096 tensor (random normal values, random positive
  * importance weights, as llama-imatrix's mean squared activations are) quantized row by row with
  * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's, legacy
- * type's and IQ4's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
+ * type's, IQ4's and IQ3's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
  * same run, and beside the same type's encode without weights. Single thread, no I/O.
  *
- * usage: node bench/imatrix-encode.mjs [--reps N]   (also run by bench/run.mjs; `--skip imatrix` leaves it out)
+ * usage: node bench/imatrix-encode.mjs [--reps N] [--types IQ3_XXS,IQ3_S]   (also run by bench/run.mjs, every type; `--skip imatrix` leaves it out)
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ import { encodeQ4_0Weighted } from '../dist/formats/gguf/codecs/q4_0.js';
 import { encodeQ5_0Weighted } from '../dist/formats/gguf/codecs/q5_0.js';
 import { encodeAffineWeighted } from '../dist/formats/gguf/codecs/affine-weighted.js';
 import { encodeNl, encodeXs } from '../dist/formats/gguf/codecs/iq4.js';
+import { encodeS as encodeIq3S, encodeXxs as encodeIq3Xxs } from '../dist/formats/gguf/codecs/iq3.js';
 
 const ROWS = 512;
 const COLS = 4096;
@@ -37,6 +38,14 @@ const TS_WEIGHTED = {
   Q6_K: (src, out, qw) => encodeQ6KBlocks(src, out, qw),
   IQ4_NL: (src, out, qw) => encodeNl(src, out, qw),
   IQ4_XS: (src, out, qw) => encodeXs(src, out, qw),
+  IQ3_XXS: (src, out, qw) => encodeIq3Xxs(src, out, qw),
+  IQ3_S: (src, out, qw) => encodeIq3S(src, out, qw),
+};
+
+/** Types whose encode without weights moved to WebAssembly too: their TypeScript twin, timed beside it. */
+const TS_PLAIN = {
+  IQ3_XXS: (src, out) => encodeIq3Xxs(src, out),
+  IQ3_S: (src, out) => encodeIq3S(src, out),
 };
 
 function data(seed) {
@@ -71,10 +80,10 @@ function best(reps, f) {
   return { seconds, result };
 }
 
-export function runImatrixBench({ reps = 3, log = () => {} } = {}) {
+export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(TS_WEIGHTED) } = {}) {
   const { values, qw } = data(20261207);
   const rows = [];
-  for (const name of Object.keys(TS_WEIGHTED)) {
+  for (const name of types) {
     const type = ggmlTypeByName(name);
     const codec = blockCodec(type);
     const ts = best(reps, () => rowsBy(TS_WEIGHTED[name], type, values, qw));
@@ -84,8 +93,13 @@ export function runImatrixBench({ reps = 3, log = () => {} } = {}) {
       codec.encode(values, out);
       return out;
     });
-    const same = Buffer.from(ts.result).equals(Buffer.from(codecRun.result));
-    rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, plain: plain.seconds, same });
+    const plainTs = TS_PLAIN[name] && best(reps, () => {
+      const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+      TS_PLAIN[name](values, out);
+      return out;
+    });
+    const same = Buffer.from(ts.result).equals(Buffer.from(codecRun.result)) && (!plainTs || Buffer.from(plainTs.result).equals(Buffer.from(plain.result)));
+    rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, plain: plain.seconds, ...(plainTs ? { plainTs: plainTs.seconds } : {}), same });
     log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s, encode ${plain.seconds.toFixed(3)} s`);
   }
   return { rows: ROWS, cols: COLS, results: rows };
@@ -98,12 +112,19 @@ export function printImatrixTable({ rows, cols, results }) {
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
   out.push(line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line));
+  const blocks = (rows * cols) / 256;
+  for (const r of results.filter((r) => r.plainTs !== undefined)) {
+    out.push(`${r.type} blocks/s: with weights TypeScript ${Math.round(blocks / r.ts)}, WebAssembly ${Math.round(blocks / r.weighted)}; without TypeScript ${Math.round(blocks / r.plainTs)}, WebAssembly ${Math.round(blocks / r.plain)} (${(r.plainTs / r.plain).toFixed(1)}× faster)`);
+  }
   process.stdout.write(out.join('\n') + '\n\n');
   return results.filter((r) => !r.same).length;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' } } });
-  const result = runImatrixBench({ reps: Number(values.reps), log: (m) => process.stderr.write(m + '\n') });
+  const { values } = parseArgs({ options: { reps: { type: 'string', default: '3' }, types: { type: 'string' } } });
+  const types = values.types?.split(',').map((t) => t.trim().toUpperCase());
+  const unknown = types?.filter((t) => !TS_WEIGHTED[t]);
+  if (unknown?.length) throw new Error(`--types: no weighted quantizer benchmarked for ${unknown.join(', ')} (${Object.keys(TS_WEIGHTED).join(', ')})`);
+  const result = runImatrixBench({ reps: Number(values.reps), log: (m) => process.stderr.write(m + '\n'), ...(types ? { types } : {}) });
   if (printImatrixTable(result)) process.exitCode = 1;
 }

@@ -7,6 +7,7 @@
 import { MergeError } from './errors.js';
 import { MAX_THREADS } from './limits.js';
 import type { InputFileSet, OutputTarget } from './io/types.js';
+import type { ImportanceMatrix } from './formats/gguf/imatrix.js';
 
 /** A MergeError of code BAD_ARGUMENT. */
 export function badArgument(message: string): MergeError {
@@ -186,4 +187,12 @@ export function schemeOfUrl(text: string): string | undefined {
 /** Does this string name a remote file read over HTTP (`http://…`, `https://…`, any case)? A path otherwise, where paths are taken. */
 export function isHttpUrl(text: string): boolean {
   return /^https?:\/\//i.test(text);
+}
+
+/** Refuses an `importance` option that is not what readImportanceMatrix returned (`what` names it). */
+export function checkImportanceArgument(what: string, value: unknown): void {
+  const importance = value as Partial<ImportanceMatrix> | undefined;
+  if (importance !== undefined && (typeof importance !== 'object' || importance === null || !(importance.entries instanceof Map) || typeof importance.file !== 'string')) {
+    throw badArgument(`${what} must be what readImportanceMatrix returned, not ${shown(value)}`);
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * The importance-weighted quantizers (`--imatrix`) of the k-quants (quantize_row_q{2,3,4,5,6}_K_impl),
- * of the legacy 32-value types (quantize_row_q{4,5}_{0,1}_impl) and of IQ4_NL and IQ4_XS
- * (quantize_iq4_nl / quantize_iq4_xs, which also run without weights: tested too) run in
+ * of the legacy 32-value types (quantize_row_q{4,5}_{0,1}_impl), of IQ4_NL and IQ4_XS
+ * (quantize_iq4_nl / quantize_iq4_xs) and of IQ3_XXS and IQ3_S (quantize_iq3_xxs / quantize_iq3_s;
+ * these four also run without weights: tested too) run in
  * WebAssembly where it compiles and in TypeScript otherwise: the two must write the same bytes.
  * Rows of 1 to 9 super-blocks (legacy types: 1 to 72 blocks of 32), every pairing of a hostile
  * kind of values with a hostile kind of weights, and rows past the WebAssembly encoder's piece, with
@@ -10,7 +11,9 @@
  * The TypeScript path itself is held to ggml's transcription in gguf-imatrix.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { encodeIq4Wasm, encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeIq3Wasm, encodeIq4Wasm, encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeS as encodeIq3S, encodeXxs as encodeIq3Xxs } from '../src/formats/gguf/codecs/iq3.js';
+import { iq3Tables } from '../src/formats/gguf/codecs/iq3-search.js';
 import { encodeNl, encodeXs } from '../src/formats/gguf/codecs/iq4.js';
 import { encodeAffineWeighted } from '../src/formats/gguf/codecs/affine-weighted.js';
 import { encodeQ4_0Weighted } from '../src/formats/gguf/codecs/q4_0.js';
@@ -174,5 +177,58 @@ describe('importance-weighted quantizers: WebAssembly and TypeScript write the s
     const plain = new Uint8Array(ts.length);
     codec.encode(x, plain);
     expect(plain).not.toEqual(ts);
+  });
+
+  // IQ3: ggml's grid search aborts on some hostile blocks (values past about 10¹², NaN sums); the
+  // TypeScript codec refuses those, and the WebAssembly encoder gives way to it (returns false).
+  it.for(['IQ3_XXS', 'IQ3_S'] as const)('%s, with and without weights, block by block over every pairing of hostile values and weights, then a row past the piece', (kind) => {
+    const rand = seededRandom(31 + kind.length);
+    const bytes = kind === 'IQ3_XXS' ? 98 : 110;
+    const ts = kind === 'IQ3_XXS' ? encodeIq3Xxs : encodeIq3S;
+    const tables = iq3Tables(kind);
+    let written = 0;
+    let aborted = 0;
+    for (let b = 0; b < VALUE_KINDS * WEIGHT_KINDS; b++) {
+      const x = valuesBlock(b % VALUE_KINDS, rand);
+      const qw = weightsBlock(Math.floor(b / VALUE_KINDS), rand);
+      for (const w of [qw, undefined]) {
+        const want = new Uint8Array(bytes);
+        const got = new Uint8Array(bytes);
+        let refused: unknown;
+        try {
+          ts(x, want, w);
+        } catch (e) {
+          refused = e;
+        }
+        const ok = encodeIq3Wasm(kind, tables, x, got, w);
+        const what = `values ${b % VALUE_KINDS}, weights ${w ? Math.floor(b / VALUE_KINDS) : 'none'}`;
+        if (refused) {
+          expect(ok, what).toBe(false);
+          aborted++;
+        } else {
+          expect(ok, what).toBe(true);
+          expect([...got], what).toEqual([...want]);
+          written++;
+        }
+      }
+    }
+    expect(written).toBeGreaterThan(100);
+    expect(aborted).toBeGreaterThan(0);
+    // A row past the encoder's piece of 1024 blocks, of finite kinds the search takes.
+    const n = 1025;
+    const x = new Float32Array(256 * n);
+    const qw = new Float32Array(256 * n);
+    for (let b = 0; b < n; b++) {
+      x.set(valuesBlock([0, 1, 2, 4, 5, 6, 7, 9][b % 8], rand), 256 * b);
+      qw.set(weightsBlock([1, 4, 5, 7][b % 4], rand), 256 * b);
+    }
+    const want = new Uint8Array(n * bytes);
+    ts(x, want, qw);
+    const got = new Uint8Array(n * bytes);
+    expect(encodeIq3Wasm(kind, tables, x, got, qw)).toBe(true);
+    expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    const viaCodec = new Uint8Array(n * bytes);
+    blockCodec(ggmlTypeByName(kind)!)!.encodeWeighted!(x, viaCodec, qw);
+    expect(Buffer.from(viaCodec).equals(Buffer.from(want))).toBe(true);
   });
 });

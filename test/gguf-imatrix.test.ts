@@ -25,6 +25,10 @@ import { quantizeIq4NlBlock, quantizeIq4XsBlock } from './helpers/ggml-iq4-refer
 import { quantizeIq3sBlock } from './helpers/ggml-iq3s-reference.js';
 import { affineRow, makeQp, q2KBlock, q3KBlock, scaleMinKBlock } from './helpers/ggml-imatrix-reference.js';
 import { makeQpQuants } from '../src/formats/gguf/codecs/k-quant-search.js';
+import { encodeKQuantWeightedWasm, encodeLegacyWeightedWasm } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeQ4_0Weighted } from '../src/formats/gguf/codecs/q4_0.js';
+import { encodeQ5_0Weighted } from '../src/formats/gguf/codecs/q5_0.js';
+import { encodeQ3KBlocks } from '../src/formats/gguf/codecs/q3_k.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
@@ -133,6 +137,54 @@ describe('importance-weighted quantizers', () => {
       if (iscaleLevels.some((l, i) => l !== want.L[i])) moved++;
     }
     expect(moved).toBeGreaterThan(0);
+  });
+
+  // Weights near FLT_MAX times sqrtf(σ² + x²) > 1 overflow to Inf, and Inf·0 (a level 0) makes
+  // make_qx_quants' Σw·l² NaN; C's `suml2 ? sumlx/suml2 : 0.0f` takes NaN as true, so the scale,
+  // and the block's f16 d, are NaN (which llama-quantize's row check then refuses), not 0.
+  it.for([['Q4_0', 18, 32], ['Q5_0', 22, 32], ['Q3_K', 110, 256]] as const)('%s: weights overflowing f32 give the NaN scale make_qx_quants gives (C takes a NaN sum as true), in TypeScript and WebAssembly alike', ([name, bytes, size]) => {
+    const g = gaussian(23);
+    const x = Float32Array.from({ length: 512 }, () => 2 * g());
+    const qw = Float32Array.from({ length: 512 }, (_, i) => (i < 32 ? 3.4e38 : Math.exp(g())));
+    const want = WEIGHTED[name](x, qw);
+    const ts = new Uint8Array(want.length);
+    const wasm = new Uint8Array(want.length);
+    if (name === 'Q3_K') {
+      encodeQ3KBlocks(x, ts, qw);
+      expect(encodeKQuantWeightedWasm('Q3_K', x, wasm, qw)).toBe(true);
+    } else {
+      (name === 'Q4_0' ? encodeQ4_0Weighted : encodeQ5_0Weighted)(x, ts, qw);
+      expect(encodeLegacyWeightedWasm(name, x, wasm, qw)).toBe(true);
+    }
+    // d: Q4_0/Q5_0's first two bytes, Q3_K's last two. Its NaN's sign is the CPU's (x86: 0xfe00).
+    const dAt = name === 'Q3_K' ? bytes - 2 : 0;
+    const d = (b: Uint8Array, block: number) => b[block * bytes + dAt] | (b[block * bytes + dAt + 1] << 8);
+    const isNaN16 = (h: number) => (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+    for (const got of [ts, wasm]) {
+      expect(isNaN16(d(got, 0)), `${name} block 0 d ${d(got, 0).toString(16)}`).toBe(true);
+      expect(isNaN16(d(want, 0))).toBe(true);
+      for (let b = 0; b < want.length / bytes; b++) {
+        const strip = (v: Uint8Array) => { const c = v.slice(b * bytes, (b + 1) * bytes); c[dAt] = c[dAt + 1] = 0; return [...c]; };
+        expect(strip(got), `${name} block ${b}`).toEqual(strip(want));
+        if (b > 0) expect(isNaN16(d(got, b))).toBe(false);
+      }
+      expect(size * (want.length / bytes)).toBe(512);
+    }
+  });
+
+  it('a merge whose Q4_0 blocks come out NaN that way is refused in one line naming the importance matrix and the tensor (llama-quantize stops on the NaN d too)', async () => {
+    const g = gaussian(29);
+    const base = buildGguf({
+      metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }]],
+      tensors: [{ name: 'blk.0.attn_q.weight', type: 'F32', ne: [256, 8], data: tensorData('F32', Array.from({ length: 256 * 8 }, () => 2 * g())) }],
+    });
+    const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 2, in: 256, out: 8, aType: 'F32', bType: 'F32' }], 2);
+    const importance = { file: 'huge.imatrix.gguf', entries: new Map([['blk.0.attn_q.weight', Float32Array.from({ length: 256 }, (_, i) => (i < 32 ? 3.4e38 : 1))]]) };
+    const run = (extra: object) => browserMerge({
+      base: new File([base as Uint8Array<ArrayBuffer>], 'base.gguf'), adapters: [new File([lora.bytes as Uint8Array<ArrayBuffer>], 'lora.gguf')], backend: 'cpu', dtype: 'q4_0', ...extra,
+    });
+    await expect(run({ importance })).rejects.toThrow(/^importance matrix huge\.imatrix\.gguf: tensor "blk\.0\.attn_q\.weight" quantized to Q4_0 with its weights comes out NaN, Inf or zeroed [^\n]*leave out importance$/);
+    expect((await run({})).blobs).toHaveLength(1);
   });
 
   it('IQ3_XXS takes the weights through the same grid search as IQ3_S (its bytes change with them)', () => {
@@ -337,6 +389,9 @@ describe('loramerge merge --imatrix', () => {
     const weighted = await run('weighted.gguf', '--imatrix', join(dir, 'llama.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
     expect(weighted.stderr.split('\n')).toContain(`note: ${join(dir, 'llama.imatrix.gguf')}: importance matrix for ${matrices.length} tensors; merged tensors are re-quantized with it`);
+    // The plan knows the imatrix: its warning says the merged tensors are quantized with it, not by the reference rules.
+    expect(weighted.stderr.split('\n')).toContain(`warning: ${join(dir, 'tiny-llama-Q4_K_M.gguf')}: the merged tensors (1 Q6_K, 1 Q4_K: blk.0.attn_v.weight, blk.0.ffn_up.weight) are re-quantized to their own types (Q6_K, Q4_K) with the importance matrix ${join(dir, 'llama.imatrix.gguf')}, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
+    expect(weighted.stderr).not.toMatch(/reference rules/);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
     const f32 = await run('f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);

@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blockDecoder } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
+import { encodeIq2XxsRow } from '../src/formats/gguf/codecs/iq2-search.js';
+import { createBlobOutputTarget, memoryInputFileSet, merge, mergeModel, prepareMerge, type ImportanceMatrix, type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
@@ -132,6 +133,48 @@ describe('an IQ-quantized GGUF base', () => {
     expect(warnings.join('\n')).toMatch(/tensors already quantized \(2 IQ2_XXS, 1 IQ4_XS\) are quantized again to Q4_K/);
     // Q4_K holds the most weights now: LLAMA_FTYPE_MOSTLY_Q4_K_M (15), as llama.cpp's loader guesses.
     expect(out.metadata.get('general.file_type')!.value).toBe(15);
+  });
+
+  // An importance matrix known to the plan (prepareMerge's importance, merge()'s, the CLI's
+  // --imatrix read first): the warning says what the merge does with it, not "F16 unless".
+  const weights = Float32Array.from({ length: 256 }, (_, i) => 0.5 + ((i * 37) % 11));
+  const withQ: ImportanceMatrix = { file: 'llama.imatrix.gguf', entries: new Map([['blk.0.attn_q.weight', weights]]) };
+  const withoutQ: ImportanceMatrix = { file: 'other.imatrix.gguf', entries: new Map([['blk.0.attn_k.weight', weights]]) };
+
+  it('with an importance matrix given to the plan, the warning says the merged IQ2_XXS tensor is quantized with it, and it is', async () => {
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }], { importance: withQ });
+    try {
+      expect(prepared.plan.problems).toEqual([]);
+      const said = prepared.plan.warnings.filter((w) => w.includes('IQ2_XXS'));
+      expect(said).toEqual(["base: the merged tensors (1 IQ2_XXS: blk.0.attn_q.weight) are re-quantized to IQ2_XXS with the importance matrix llama.imatrix.gguf, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)"]);
+      const output = createBlobOutputTarget();
+      await mergeModel({ prepared, output, backend: cpu, importance: withQ });
+      const out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));
+      const written = out.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!;
+      expect(typeName(written.typeId)).toBe('IQ2_XXS');
+      // The blocks ggml's weighted search gives the merged f32 values (the same merge written as F32).
+      const { out: inF32 } = await run('f32');
+      const x = tensorValues('F32', inF32.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!.data);
+      const want = new Uint8Array(66 * 64);
+      for (let r = 0; r < 64; r++) encodeIq2XxsRow(Float32Array.from(x.subarray(256 * r, 256 * (r + 1))), want.subarray(66 * r, 66 * (r + 1)), weights);
+      expect(Buffer.from(written.data).equals(Buffer.from(want))).toBe(true);
+    } finally {
+      await prepared.close();
+    }
+  });
+
+  it('merge() with importance returns that warning; an importance matrix without the tensor\'s entry draws no F16 warning, and the merge is refused naming it', async () => {
+    const outcome = await merge({ base: memoryInputFileSet(base, 'base'), adapters: [memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora')], importance: withQ, backend: cpu });
+    expect(outcome.plan.warnings.join('\n')).toContain('the merged tensors (1 IQ2_XXS: blk.0.attn_q.weight) are re-quantized to IQ2_XXS with the importance matrix llama.imatrix.gguf');
+    expect(outcome.plan.warnings.join('\n')).not.toMatch(/written as F16|unless an importance matrix/);
+    const prepared = await prepareMerge(memoryInputFileSet(base, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora') }], { importance: withoutQ });
+    try {
+      expect(prepared.plan.warnings.join('\n')).not.toMatch(/IQ2_XXS/);
+      await expect(mergeModel({ prepared, output: createBlobOutputTarget(), backend: cpu, importance: withoutQ })).rejects.toThrow(/"blk\.0\.attn_q\.weight" is written as IQ2_XXS, which is quantized only with importance weights, and this importance matrix has no entry for it/);
+    } finally {
+      await prepared.close();
+    }
+    await expect(prepareMerge(memoryInputFileSet(base, 'base'), [], { importance: 'llama.imatrix' as unknown as ImportanceMatrix })).rejects.toThrow(/^prepareMerge options: importance must be what readImportanceMatrix returned, not the string "llama\.imatrix"$/);
   });
 
   it('with --dtype given (q4_k), the plan does not say F16', async () => {

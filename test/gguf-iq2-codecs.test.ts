@@ -3,11 +3,14 @@
  * quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with importance weights): golden blocks and a checksum of the grid map and neighbour tables from
  * ggml's own C (test/reference/ggml-iq2-golden.json, made by ggml-iq2-golden.mjs through
  * ggml-iq2-harness.c); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type (or writing IQ2_XS / IQ2_S),
- * and the refusals without an imatrix (or without its entry for the tensor).
+ * the same bytes on --backend webgpu (SwiftShader here; skipped where Node's webgpu finds no adapter)
+ * as on --backend cpu, and the refusals without an imatrix (or without its entry for the tensor).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWebGpuBackend } from '../src/engine/create-backend.js';
+import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
@@ -168,6 +171,9 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     const dir = files();
     const weighted = await merge(dir, 'weighted.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
+    // The imatrix is read before the plan, so its warning says what happens, not "F16 unless".
+    expect(weighted.stderr).toMatch(/^warning: \S*base\.gguf: the merged tensors \(1 IQ2_XXS: blk\.0\.attn_v\.weight\) are re-quantized to IQ2_XXS with the importance matrix \S*both\.imatrix\.gguf, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more \(f16 or q8_0 keep more of the update\)$/m);
+    expect(weighted.stderr).not.toMatch(/written as F16/);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
     const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
     expect(f32.code, f32.stderr).toBe(0);
@@ -197,6 +203,36 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual([type, 'IQ2_XXS']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
     expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
+  });
+
+  // The WebGPU backend merges on the GPU and quantizes on the CPU: the merged values, and so the
+  // weighted search's blocks, are the CPU backend's, byte for byte (SwiftShader in Node here).
+  let gpu = false;
+  beforeAll(async () => {
+    const node = await getNodeGpu();
+    try {
+      (await createWebGpuBackend(node.gpu)).dispose();
+      gpu = true;
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'GPU_UNAVAILABLE') throw e;
+    } finally {
+      node.dispose();
+    }
+  });
+  it.for([['IQ2_XXS', []], ['IQ2_XS', ['--dtype', 'iq2_xs', '--dtype-merged-only']], ['IQ2_S', ['--dtype', 'iq2_s', '--dtype-merged-only']]] as const)('--imatrix on --backend webgpu writes the same %s bytes as on --backend cpu', async ([type, extra], ctx) => {
+    if (!gpu) return ctx.skip();
+    const dir = files();
+    const imatrixArgs = ['--imatrix', join(dir, 'both.imatrix.gguf'), ...extra];
+    const onCpu = await merge(dir, 'cpu.gguf', ...imatrixArgs);
+    expect(onCpu.code, onCpu.stderr).toBe(0);
+    const onGpu = await runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, 'gpu.gguf'), '--backend', 'webgpu', ...imatrixArgs]);
+    expect(onGpu.code, onGpu.stderr).toBe(0);
+    expect(onGpu.stderr).toMatch(/^backend: WebGPU: /m);
+    const [c, g] = ['cpu.gguf', 'gpu.gguf'].map((f) => readGguf(readFileSync(join(dir, f))));
+    expect(g.tensors.map((t) => typeName(t.typeId))).toEqual([type, 'IQ2_XXS']);
+    expect(hex(g.tensors[0].data)).toBe(hex(c.tensors[0].data));
+    expect(hex(g.tensors[1].data)).toBe(hex(q));
+    expect(hex(g.tensors[0].data)).not.toBe(hex(v));
   });
 
   it('refuses --dtype iq2_xxs without --imatrix, and an imatrix without an entry for the merged tensor, in one line, leaving nothing', async () => {

@@ -9,7 +9,8 @@
  *
  * With importance weights (`llama-quantize --imatrix`), quantize_row_q{2,3,4,5,6}_K_impl with
  * make_qkx3_quants (make_qkx2_quants' steps, given weights), make_qp_quants and make_qx_quants
- * weighted: the *Weighted exports, twins of the TypeScript codecs' encodeWeighted.
+ * weighted: the *Weighted exports, twins of the TypeScript codecs' encodeWeighted. And IQ4_NL,
+ * IQ4_XS, IQ3_XXS and IQ3_S (quantize_iq4_*, quantize_iq3_*), with or without weights.
  *
  * The caller places n·256 f32 values at `src` (and for the weighted ones n·256 importance weights
  * at `qw`, one per value) and room for n blocks at `dst` (from heapBase()).
@@ -456,8 +457,8 @@ function levelSums(n: i32, nmax: i32, x: usize, iscale: f32, l0: usize, offset: 
 
 /**
  * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw): qw 0 for C's NULL (weights x²). Where Σw·l²
- * is NaN the first scale is 0, as the TypeScript codec has it (C's `suml2 ? … : 0` takes NaN as
- * true); only weights that overflow f32 get there.
+ * is NaN (only weights that overflow f32 get there) the scale is NaN, as in C, whose
+ * `suml2 ? … : 0` takes NaN as true.
  */
 function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
   const max = largest(n, x);
@@ -466,7 +467,7 @@ function makeQxQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
     return 0;
   }
   levelSums(n, nmax, x, <f32>(-nmax) / max, l0, nmax, qw);
-  let scale: f32 = sumL2 != 0 && sumL2 == sumL2 ? sumLX / sumL2 : 0;
+  let scale: f32 = sumL2 != 0 ? sumLX / sumL2 : 0;
   let best: f32 = scale * sumLX;
   for (let is = -9; is <= 9; is++) {
     if (is == 0) continue;
@@ -909,4 +910,277 @@ export function encodeIq4Xs(src: usize, qw: usize, dst: usize, nBlocks: i32): vo
     }
     store<u16>(y + 2, <u16>high);
   }
+}
+
+// ---- IQ3_XXS and IQ3_S: quantize_row_iq3_xxs_impl / quantize_row_iq3_s_impl (the TypeScript
+// twins: src/formats/gguf/codecs/iq3.ts and iq3-search.ts). The grid tables (iq3xs_init_impl's:
+// entries as 4 levels 0…7, a map of the 4096 points of 4 levels, an entry ≥ 0 or −(list offset)−1,
+// and the neighbour lists, each its length then its entries) are built by the TypeScript side and
+// placed in memory by it; their addresses come with each call.
+
+const Q3_W: usize = memory.data(32 * 4, 16);
+const Q3_WAUX: usize = memory.data(32 * 4, 16);
+const Q3_X: usize = memory.data(32 * 4, 16);
+const Q3_SCALES: usize = memory.data(8 * 4, 16);
+const Q3_L: usize = memory.data(32);
+const Q3_LAUX: usize = memory.data(32);
+const Q3_ON: usize = memory.data(8);
+const Q3_ONAUX: usize = memory.data(8);
+const Q3_SIGNS: usize = memory.data(4);
+const Q3_ENTRIES: usize = memory.data(8 * 2, 2);
+
+let q3Levels: usize = 0;
+let q3Map: usize = 0;
+let q3Nb: usize = 0;
+/** Set where ggml's search aborts (GGML_ASSERT: no neighbour within f32, a NaN scale). */
+let q3Failed: bool = false;
+/** Set where the 32 values are skipped (C's scale 0, nothing of them written). */
+let q3Skipped: bool = false;
+let q3SumQX: f32 = 0;
+let q3SumQ2: f32 = 0;
+
+// @ts-ignore: decorator
+@inline function q3At(p: usize, i: i32): f32 { return load<f32>(p + (<usize>i << 2)); }
+
+/** iq3_find_best_neighbour: the listed entry nearest to Q3_X[at…at+4) at `scale` by Σ waux·diff² (first on ties), its levels to dst. */
+function q3BestNeighbour(o: i32, at: i32, scale: f32, dst: usize): i32 {
+  const count = <i32>load<u16>(q3Nb + (<usize>o << 1));
+  let best: f32 = <f32>3.4028234663852886e38;
+  let entry = -1;
+  for (let j = 1; j <= count; j++) {
+    const e = <i32>load<u16>(q3Nb + (<usize>(o + j) << 1));
+    let d2: f32 = 0;
+    for (let i = 0; i < 4; i++) {
+      const qi: i32 = 2 * <i32>load<u8>(q3Levels + <usize>(4 * e + i)) + 1;
+      const q = <f32>qi;
+      const diff: f32 = scale * q - q3At(Q3_X, at + i);
+      d2 += q3At(Q3_WAUX, at + i) * diff * diff;
+    }
+    if (d2 < best) {
+      best = d2;
+      entry = e;
+    }
+  }
+  if (entry < 0) {
+    q3Failed = true;
+    return 0;
+  }
+  for (let i = 0; i < 4; i++) store<u8>(dst + <usize>(at + i), load<u8>(q3Levels + <usize>(4 * entry + i)));
+  return entry;
+}
+
+// @ts-ignore: decorator
+@inline function q3Key(levels: usize, at: i32): i32 {
+  const p = levels + <usize>at;
+  return <i32>load<u8>(p) | (<i32>load<u8>(p + 1) << 3) | (<i32>load<u8>(p + 2) << 6) | (<i32>load<u8>(p + 3) << 9);
+}
+
+// @ts-ignore: decorator
+@inline function q3MapAt(key: i32): i32 { return load<i32>(q3Map + (<usize>key << 2)); }
+
+// @ts-ignore: decorator
+@inline function q3LevelOf(id: f32, x: f32): i32 {
+  const l = nearestInt(<f32>0.5 * (id * x - <f32>1));
+  return l < 0 ? 0 : l > 7 ? 7 : l;
+}
+
+function q3Sums(levels: usize): void {
+  let sumqx: f32 = 0;
+  let sumq2: f32 = 0;
+  for (let i = 0; i < 32; i++) {
+    const w = q3At(Q3_W, i);
+    const qi: i32 = 2 * <i32>load<u8>(levels + <usize>i) + 1;
+    const q = <f32>qi;
+    sumqx += w * q3At(Q3_X, i) * q;
+    sumq2 += w * q * q;
+  }
+  q3SumQX = sumqx;
+  q3SumQ2 = sumq2;
+}
+
+/** The search over x[0…32) (searchThirtyTwo): its scale, signs in Q3_SIGNS, entries in Q3_ENTRIES. */
+function q3Search(x: usize, qw: usize, sigma2: f32, xxs: bool, trials: i32): f32 {
+  q3Skipped = false;
+  for (let i = 0; i < 32; i++) {
+    const v = q3At(x, i);
+    const w: f32 = qw != 0 ? q3At(qw, i) * Mathf.sqrt(sigma2 + v * v) : v * v;
+    store<f32>(Q3_W + (<usize>i << 2), w);
+    store<f32>(Q3_WAUX + (<usize>i << 2), Mathf.sqrt(w));
+  }
+  for (let k = 0; k < 4; k++) {
+    let nflip = 0;
+    let signs = 0;
+    for (let i = 0; i < 8; i++) {
+      const v = q3At(x, 8 * k + i);
+      if (v >= 0) store<f32>(Q3_X + (<usize>(8 * k + i) << 2), v);
+      else {
+        store<f32>(Q3_X + (<usize>(8 * k + i) << 2), -v);
+        nflip++;
+        signs |= 1 << i;
+      }
+    }
+    if (xxs && (nflip & 1) != 0) {
+      let imin = 0;
+      const x0 = q3At(x, 8 * k);
+      let min: f32 = q3At(Q3_W, 8 * k) * x0 * x0;
+      for (let i = 1; i < 8; i++) {
+        const xi = q3At(x, 8 * k + i);
+        const ax: f32 = q3At(Q3_W, 8 * k + i) * xi * xi;
+        if (ax < min) {
+          min = ax;
+          imin = i;
+        }
+      }
+      const p = Q3_X + (<usize>(8 * k + imin) << 2);
+      store<f32>(p, -load<f32>(p));
+      signs ^= 1 << imin;
+    }
+    store<u8>(Q3_SIGNS + <usize>k, <u8>(xxs ? signs & 127 : signs));
+  }
+  let max = q3At(Q3_X, 0);
+  for (let i = 1; i < 32; i++) {
+    const v = q3At(Q3_X, i);
+    max = max > v ? max : v;
+  }
+  memory.fill(Q3_L, 0, 32);
+  if (xxs ? max < <f32>1e-8 : max == 0) {
+    q3Skipped = true;
+    return 0;
+  }
+  let best: f32 = 0;
+  let scale: f32 = max / <f32>15;
+  memory.fill(Q3_ON, xxs ? 1 : 0, 8);
+  for (let is = -trials; is <= trials; is++) {
+    const id: f32 = (<f32>15 + <f32>is * <f32>0.2) / max;
+    const thisScale: f32 = <f32>1 / id;
+    for (let k = 0; k < 8; k++) {
+      for (let i = 0; i < 4; i++) store<u8>(Q3_LAUX + <usize>(4 * k + i), <u8>q3LevelOf(id, q3At(Q3_X, 4 * k + i)));
+      const m = q3MapAt(q3Key(Q3_LAUX, 4 * k));
+      store<u8>(Q3_ONAUX + <usize>k, 1);
+      if (m < 0) {
+        store<u8>(Q3_ONAUX + <usize>k, 0);
+        q3BestNeighbour(-m - 1, 4 * k, thisScale, Q3_LAUX);
+        if (q3Failed) return 0;
+      }
+    }
+    q3Sums(Q3_LAUX);
+    if (q3SumQ2 > 0 && q3SumQX * q3SumQX > best * q3SumQ2) {
+      scale = q3SumQX / q3SumQ2;
+      best = scale * q3SumQX;
+      memory.copy(Q3_L, Q3_LAUX, 32);
+      memory.copy(Q3_ON, Q3_ONAUX, 8);
+    }
+  }
+  let offGrid = 0;
+  for (let k = 0; k < 8; k++) if (load<u8>(Q3_ON + <usize>k) == 0) offGrid++;
+  if (offGrid > 0 && scale > 0) {
+    const id: f32 = <f32>1 / scale;
+    for (let k = 0; k < 8; k++) {
+      if (xxs && load<u8>(Q3_ON + <usize>k) != 0) continue;
+      for (let i = 0; i < 4; i++) store<u8>(Q3_L + <usize>(4 * k + i), <u8>q3LevelOf(id, q3At(Q3_X, 4 * k + i)));
+      let e = q3MapAt(q3Key(Q3_L, 4 * k));
+      if (e < 0) {
+        e = q3BestNeighbour(-e - 1, 4 * k, scale, Q3_L);
+        if (q3Failed) return 0;
+      }
+      for (let i = 0; i < 4; i++) store<u8>(Q3_L + <usize>(4 * k + i), load<u8>(q3Levels + <usize>(4 * e + i)));
+    }
+    q3Sums(Q3_L);
+    if (q3SumQ2 > 0) scale = q3SumQX / q3SumQ2;
+  }
+  if (scale < 0) {
+    scale = -scale;
+    for (let k = 0; k < 4; k++) {
+      const p = Q3_SIGNS + <usize>k;
+      store<u8>(p, <u8>(~<i32>load<u8>(p) & (xxs ? 127 : 255)));
+    }
+  }
+  if (!(scale >= 0)) {
+    q3Failed = true;
+    return 0;
+  }
+  for (let k = 0; k < 8; k++) {
+    const e = q3MapAt(q3Key(Q3_L, 4 * k));
+    if (e < 0) {
+      q3Failed = true;
+      return 0;
+    }
+    store<u16>(Q3_ENTRIES + (<usize>k << 1), <u16>e);
+  }
+  return scale;
+}
+
+// @ts-ignore: decorator
+@inline function q3SubScale(id: f32, scale: f32): i32 {
+  const l = nearestInt(<f32>0.5 * (id * scale - <f32>1));
+  return l < 0 ? 0 : l > 15 ? 15 : l;
+}
+
+/**
+ * quantize_iq3_xxs (xxs ≠ 0: 98-byte blocks) or quantize_iq3_s (110): n blocks of 256 values, with
+ * importance weights (one per value) at qw, or x² where qw is 0. Returns 1 where ggml's search
+ * aborts on a block (the caller then reports it as the TypeScript codec does), else 0.
+ */
+export function encodeIq3(src: usize, qw: usize, dst: usize, nBlocks: i32, xxs: i32, levels: usize, map: usize, neighbours: usize): i32 {
+  q3Levels = levels;
+  q3Map = map;
+  q3Nb = neighbours;
+  q3Failed = false;
+  const isXxs = xxs != 0;
+  const bytes: usize = isXxs ? 98 : 110;
+  const trials = isXxs ? 15 : 9;
+  for (let b = 0; b < nBlocks; b++) {
+    const at = <usize>(256 * b) << 2;
+    const x = src + at;
+    const w: usize = qw != 0 ? qw + at : 0;
+    const y = dst + <usize>b * bytes;
+    memory.fill(y, 0, bytes);
+    const sigma2: f32 = qw != 0 ? <f32>2 * sumSquares(x, 256) / <f32>256 : 0;
+    let maxScale: f32 = 0;
+    let qs = y + 2;
+    let signs = y + 74;
+    for (let ib = 0; ib < 8; ib++) {
+      const off = <usize>(32 * ib) << 2;
+      const scale = q3Search(x + off, w != 0 ? w + off : 0, sigma2, isXxs, trials);
+      if (q3Failed) return 1;
+      store<f32>(Q3_SCALES + (<usize>ib << 2), q3Skipped ? 0 : scale);
+      if (q3Skipped) continue;
+      if (isXxs) {
+        for (let k = 0; k < 8; k++) store<u8>(y + 2 + <usize>(8 * ib + k), <u8>load<u16>(Q3_ENTRIES + (<usize>k << 1)));
+        const s = <u32>load<u8>(Q3_SIGNS) | (<u32>load<u8>(Q3_SIGNS + 1) << 7) | (<u32>load<u8>(Q3_SIGNS + 2) << 14) | (<u32>load<u8>(Q3_SIGNS + 3) << 21);
+        store<u32>(y + 66 + <usize>(4 * ib), s);
+      } else {
+        // C advances these pointers only past 32s it quantizes (iq3.ts says why that matters).
+        let high: u32 = <u32>load<u8>(y + 66 + <usize>ib);
+        for (let k = 0; k < 8; k++) {
+          const e = <u32>load<u16>(Q3_ENTRIES + (<usize>k << 1));
+          store<u8>(qs + <usize>k, <u8>(e & 255));
+          high |= (e >> 8) << k;
+        }
+        store<u8>(y + 66 + <usize>ib, <u8>high);
+        for (let k = 0; k < 4; k++) store<u8>(signs + <usize>k, load<u8>(Q3_SIGNS + <usize>k));
+        qs += 8;
+        signs += 4;
+      }
+      maxScale = maxScale > scale ? maxScale : scale;
+    }
+    if (maxScale == 0) {
+      if (isXxs) memory.fill(y, 0, bytes);
+      continue;
+    }
+    const d: f32 = maxScale / <f32>31;
+    store<u16>(y, <u16>toHalf(d * (isXxs ? <f32>1.0125 : <f32>1.033)));
+    const id: f32 = <f32>1 / d;
+    if (isXxs) {
+      for (let ib = 0; ib < 8; ib++) {
+        const p = y + 66 + <usize>(4 * ib);
+        store<u32>(p, load<u32>(p) | (<u32>q3SubScale(id, q3At(Q3_SCALES, ib)) << 28));
+      }
+    } else {
+      for (let ib = 0; ib < 8; ib += 2) {
+        store<u8>(y + 106 + <usize>(ib >> 1), <u8>(q3SubScale(id, q3At(Q3_SCALES, ib)) | (q3SubScale(id, q3At(Q3_SCALES, ib + 1)) << 4)));
+      }
+    }
+  }
+  return 0;
 }

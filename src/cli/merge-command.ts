@@ -56,7 +56,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
 
   let prepared: PreparedMerge;
   try {
-    prepared = await prepareMerge(baseFiles, adapters, { dtype: cmd.dtype });
+    prepared = await prepareMerge(baseFiles, adapters, { dtype: cmd.dtype, ...(importance ? { importance } : {}) });
   } catch (e) {
     throw explainUrlInputError(e, inputs);
   }

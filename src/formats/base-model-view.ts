@@ -12,6 +12,7 @@ import type { FloatTensorBytes } from '../engine/merge-op.js';
 import { MergeError } from '../errors.js';
 import type { MergePlan } from '../plan/merge-plan.js';
 import type { RowDecodeRunner } from './row-decoders.js';
+import type { ImportanceMatrix } from './gguf/imatrix.js';
 import type { BaseModel, BaseTensor, SafetensorsBaseModel, SafetensorsShard } from './base-model.js';
 import type { StoredTensor } from './container.js';
 import { safetensorsContainer, type BaseIndexFile } from './safetensors-container.js';
@@ -118,7 +119,7 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
     ...(inner.weightlessEncoders ? { weightlessEncoders: inner.weightlessEncoders } : {}),
     warnings: inner.warnings,
-    ...(inner.planWarnings ? { planWarnings: (plan: MergePlan, dtype?: string) => inner.planWarnings!(plan, dtype) } : {}),
+    ...(inner.planWarnings ? { planWarnings: (plan: MergePlan, dtype?: string, importance?: ImportanceMatrix) => inner.planWarnings!(plan, dtype, importance) } : {}),
     otherFiles: inner.otherFiles,
     format,
     read: (name) => readPart(name, 0, tensors.get(name)?.byteLength ?? 0),

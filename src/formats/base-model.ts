@@ -14,6 +14,7 @@ import { MergeError } from '../errors.js';
 import { MAX_TENSORS } from '../limits.js';
 import type { MergePlan, PlanProblem, ValueScale } from '../plan/merge-plan.js';
 import type { ParsedAdapter } from './adapter.js';
+import type { ImportanceMatrix } from './gguf/imatrix.js';
 import type { RowDecodeRunner } from './row-decoders.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
@@ -138,9 +139,10 @@ export interface BaseModel {
   planProblems?(plan: MergePlan, adapters: readonly ParsedAdapter[]): PlanProblem[];
   /**
    * What the user should know about how the file format will store the merge; `dtype`, where the
-   * caller already knows it (the command line's --dtype, merge()'s dtype), the type asked for.
+   * caller already knows it (the command line's --dtype, merge()'s dtype), the type asked for, and
+   * `importance`, the importance matrix the merge will quantize with (--imatrix, merge()'s importance).
    */
-  planWarnings?(plan: MergePlan, dtype?: string): string[];
+  planWarnings?(plan: MergePlan, dtype?: string, importance?: ImportanceMatrix): string[];
   /** Releases the open files. */
   close(): Promise<void>;
 }

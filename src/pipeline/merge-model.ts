@@ -7,7 +7,7 @@
  * adapter saved (a resized embedding, a `base_layer` weight) is read from the adapter's file and
  * written in the shape the plan gives it.
  */
-import { badArgument, checkCallback, checkDtypeName, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
+import { badArgument, checkCallback, checkDtypeName, checkImportanceArgument, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
 import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { asCancel, isMergeError, MergeError, throwIfAborted } from '../errors.js';
@@ -133,10 +133,7 @@ function checkMergeModelOptions(options: MergeModelOptions): void {
   if (options.dtypeMergedOnly !== undefined && typeof options.dtypeMergedOnly !== 'boolean') {
     throw badArgument(`mergeModel: dtypeMergedOnly must be true or false, not ${shown(options.dtypeMergedOnly)}`);
   }
-  const importance = options.importance as Partial<ImportanceMatrix> | undefined;
-  if (importance !== undefined && (typeof importance !== 'object' || importance === null || !(importance.entries instanceof Map) || typeof importance.file !== 'string')) {
-    throw badArgument(`mergeModel: importance must be what readImportanceMatrix returned, not ${shown(options.importance)}`);
-  }
+  checkImportanceArgument('mergeModel: importance', options.importance);
   checkSignal('mergeModel: signal', options.signal);
   checkCallback('mergeModel: onProgress', options.onProgress);
   checkCallback('mergeModel: onWarning', options.onWarning);

@@ -198,7 +198,7 @@ export async function oneCallMerge<Source, Out>(
     const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
     const adapters = [];
     for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
-    const prepared = await prepareMerge(baseFiles, adapters, { dtype: options.dtype, signal: options.signal });
+    const prepared = await prepareMerge(baseFiles, adapters, { dtype: options.dtype, ...(options.importance ? { importance: options.importance } : {}), signal: options.signal });
     try {
       assertPlanValid(prepared.plan);
       // Planned: from here on the files are read front to back.

@@ -15,7 +15,7 @@ import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
-import { badArgument, checkDtypeName, checkSignal, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
+import { badArgument, checkDtypeName, checkImportanceArgument, checkSignal, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { packedModuleProblems, quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -27,6 +27,7 @@ import { mlxQuantizedWeights } from '../formats/mlx-quantized.js';
 import { asCancel, throwIfAborted } from '../errors.js';
 import { inlineText, printable } from '../shown-text.js';
 import { Pacer } from '../event-turns.js';
+import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 
 /** One adapter for {@link prepareMerge}: its files and the weight it is merged at. */
 export interface AdapterInput {
@@ -106,6 +107,12 @@ export interface PrepareMergeOptions {
    */
   dtype?: string;
   /**
+   * The importance matrix the merge will quantize with (mergeModel's `importance`), where it is
+   * chosen already: the plan's warnings then say which merged tensors of a GGUF base are quantized
+   * with it (IQ2 ones are written as F16 without one). Not checked against the base here.
+   */
+  importance?: ImportanceMatrix;
+  /**
    * Cancels the planning: it rejects with a MergeError of code ABORTED, named `'AbortError'`, whose
    * `cause` is the signal's reason. Planning tens of thousands of modules takes seconds; the abort
    * is seen within a fraction of one.
@@ -120,8 +127,9 @@ export interface PrepareMergeOptions {
  * unknown key beside `files` and `weight`) are refused first with a BAD_ARGUMENT MergeError.
  */
 export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: readonly AdapterInput[], options: PrepareMergeOptions = {}): Promise<PreparedMerge> {
-  checkOptions('prepareMerge options', options, ['dtype', 'signal']);
+  checkOptions('prepareMerge options', options, ['dtype', 'importance', 'signal']);
   checkDtypeName('prepareMerge options: dtype', options.dtype);
+  checkImportanceArgument('prepareMerge options: importance', options.importance);
   checkSignal('prepareMerge options: signal', options.signal);
   checkInputFileSet('prepareMerge: baseFiles', baseFiles);
   checkList('prepareMerge: adapters', adapterInputs, 'an adapter as { files, weight }');
@@ -195,7 +203,7 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
       const where = modelopt.file ?? 'config.json quantization_config';
       plan.notes.push(`the base's ModelOpt config (${where}) quantizes only the KV cache${modelopt.kvCache ? ` (kv_cache_quant_algo ${modelopt.kvCache})` : ''}: its weights are floats and merge as any; the config and its KV-cache scales (k_scale, v_scale) are kept as they are, calibrated on the model before the merge`);
     }
-    plan.warnings.push(...(base.planWarnings?.(plan, options.dtype) ?? []));
+    plan.warnings.push(...(base.planWarnings?.(plan, options.dtype, options.importance) ?? []));
     if (dequantized) {
       const counts = [dequantized.fourBit ? `${dequantized.fourBit} 4-bit` : '', dequantized.eightBit ? `${dequantized.eightBit} 8-bit` : ''].filter(Boolean).join(' and ');
       plan.notes.push(`the base holds ${counts} bitsandbytes weights: they are dequantized exactly as bitsandbytes does, merged, and written as floats; config.json drops quantization_config`);

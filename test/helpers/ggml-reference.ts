@@ -158,7 +158,7 @@ export function makeQx(x: number[], nmax: number, qw?: readonly number[]): { L: 
   let l = levels(F(-nmax / max));
   let L = l.map((v) => v + nmax);
   let { sumlx, suml2 } = weightedSums(x, l, qw);
-  let scale = suml2 ? F(sumlx / suml2) : 0;
+  let scale = suml2 !== 0 ? F(sumlx / suml2) : 0; // C's `suml2 ?` takes NaN as true
   let best = F(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;

@@ -19,6 +19,7 @@ import { GGUFValueType } from './gguf-metadata.js';
 import { ggmlRowBytes } from './ggml-types.js';
 import { openGguf, refuseControlVector, type GgufFile, type GgufTensor } from './gguf-reader.js';
 import { readKeptScales } from './kept-scales.js';
+import type { ImportanceMatrix } from './imatrix.js';
 import { gcd, product } from '../../integers.js';
 
 const GGUF = /\.gguf$/i;
@@ -323,7 +324,7 @@ class GgufModel implements BaseModel {
     return problems;
   }
 
-  planWarnings(plan: MergePlan, dtype?: string): string[] {
+  planWarnings(plan: MergePlan, dtype?: string, importance?: ImportanceMatrix): string[] {
     const quantized = new Map<string, number>();
     // With a --dtype, each merged tensor is written in the type it gives that tensor: re-quantized to
     // its own type only where that type is its own (a mix's, or --dtype its type), else converted,
@@ -341,6 +342,15 @@ class GgufModel implements BaseModel {
     // Merged tensors of a type written only with an importance matrix (the IQ2 types): F16 without one.
     const needImatrix: string[] = [];
     const needImatrixTypes = new Map<string, number>();
+    // With the importance matrix given: the merged tensors re-quantized with its weights, those it has
+    // a fitting entry for (an IQ2 one without is refused by the merge, naming it, as llama-quantize
+    // stops on it; another is quantized without weights, as llama-quantize does).
+    const weighted: string[] = [];
+    const weightedTypes = new Map<string, number>();
+    const fittingEntry = (t: GgufTensor) => {
+      const entry = importance?.entries.get(t.name);
+      return entry !== undefined && entry.length === (t.ne[0] ?? 1) * (t.ne[2] ?? 1);
+    };
     const keys = [...plan.updates.map((u) => u.baseKey), ...plan.biasUpdates.map((b) => b.baseKey), ...plan.replacements.map((r) => r.baseKey)];
     for (const key of new Set(keys)) {
       const type = this.locate(key).tensor.type;
@@ -348,6 +358,13 @@ class GgufModel implements BaseModel {
       // Written in another type: not re-quantized to its own (the output's warning reports the
       // conversion); a type loramerge reads only goes to F16 unless --dtype converts it.
       const converted = tensor !== undefined && this.format.outputType(tensor, false, requested) !== type.name;
+      if (!converted && blockCodec(type)?.needsImportance && importance) {
+        const name = this.locate(key).tensor.name;
+        if (!importance.entries.has(name)) continue;
+        weightedTypes.set(type.name, (weightedTypes.get(type.name) ?? 0) + 1);
+        weighted.push(name);
+        continue;
+      }
       if (!converted && blockCodec(type)?.needsImportance) {
         needImatrixTypes.set(type.name, (needImatrixTypes.get(type.name) ?? 0) + 1);
         needImatrix.push(this.locate(key).tensor.name);
@@ -359,7 +376,13 @@ class GgufModel implements BaseModel {
         continue;
       }
       if (converted) continue;
-      if (type.blockSize > 1 && blockCodec(type)) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
+      const codec = blockCodec(type);
+      if (type.blockSize > 1 && codec?.encodeWeighted && !codec.ignoresImportance && fittingEntry(this.locate(key).tensor)) {
+        weightedTypes.set(type.name, (weightedTypes.get(type.name) ?? 0) + 1);
+        weighted.push(this.locate(key).tensor.name);
+        continue;
+      }
+      if (type.blockSize > 1 && codec) quantized.set(type.name, (quantized.get(type.name) ?? 0) + 1);
     }
     const list = (m: Map<string, number>) => [...m].map(([type, n]) => `${n} ${type}`).join(', ');
     const warnings: string[] = [];
@@ -371,6 +394,12 @@ class GgufModel implements BaseModel {
     if (readOnly.size > 0) {
       const names = `${asF16.slice(0, 3).join(', ')}${asF16.length > 3 ? ', …' : ''}`;
       warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
+    }
+    if (weightedTypes.size > 0) {
+      const names = `${weighted.slice(0, 3).join(', ')}${weighted.length > 3 ? ', …' : ''}`;
+      const types = [...weightedTypes.keys()];
+      const to = types.length === 1 ? types[0] : `their own types (${types.join(', ')})`;
+      warnings.push(`${this.name}: the merged tensors (${list(weightedTypes)}: ${names}) are re-quantized to ${to} with the importance matrix ${importance!.file}, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
     }
     if (needImatrixTypes.size > 0) {
       const names = `${needImatrix.slice(0, 3).join(', ')}${needImatrix.length > 3 ? ', …' : ''}`;

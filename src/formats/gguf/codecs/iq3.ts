@@ -8,7 +8,8 @@
  *   32 bytes of signs, 4 bytes of two 4-bit scales: x = d·(1 + 2s)·grid·(±1).
  *
  * Encoded as llama-quantize writes them: quantize_iq3_xxs and quantize_iq3_s, with or without
- * importance weights (the search over 32 values is in iq3-search.ts), then
+ * importance weights (the search over 32 values is in iq3-search.ts; the whole encoder runs in
+ * WebAssembly, kquant-wasm.ts, where it compiles, with the same bytes), then
  * one f16 scale per 256 from the largest scale of 32 (÷ 31, times C's fudge factor 1.0125 or
  * 1.033) and a 4-bit sub-scale each, rounded by nearest_int against the unfudged scale.
  */
@@ -18,6 +19,7 @@ import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
 import { sumSquares } from './importance.js';
 import { iq3Tables, type Iq3Search, searchEntries, searchSigns, searchThirtyTwo } from './iq3-search.js';
+import { encodeIq3Wasm } from './kquant-wasm.js';
 
 const { cmax, f16Table, f32, nearestInt, putU16, putU32, toF16Bits, u16At, u32At } = cFloat;
 
@@ -53,14 +55,15 @@ export const IQ3_XXS_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    encodeXxs(src, out);
+    if (!encodeIq3Wasm('IQ3_XXS', iq3Tables('IQ3_XXS'), src, out)) encodeXxs(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeXxs(src, out, qw);
+    if (!encodeIq3Wasm('IQ3_XXS', iq3Tables('IQ3_XXS'), src, out, qw)) encodeXxs(src, out, qw);
   },
 };
 
-function encodeXxs(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+/** The TypeScript quantizer (the WebAssembly encoder's twin, and where it is unavailable). */
+export function encodeXxs(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const search: Iq3Search = { tables: iq3Tables('IQ3_XXS'), trials: 15, xxs: true };
   const scales = new Float64Array(8);
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 98) {
@@ -113,14 +116,15 @@ export const IQ3_S_CODEC: BlockCodec = {
     }
   },
   encode(src, out) {
-    encodeS(src, out);
+    if (!encodeIq3Wasm('IQ3_S', iq3Tables('IQ3_S'), src, out)) encodeS(src, out);
   },
   encodeWeighted(src, out, qw) {
-    encodeS(src, out, qw);
+    if (!encodeIq3Wasm('IQ3_S', iq3Tables('IQ3_S'), src, out, qw)) encodeS(src, out, qw);
   },
 };
 
-function encodeS(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
+/** The TypeScript quantizer (the WebAssembly encoder's twin, and where it is unavailable). */
+export function encodeS(src: Float32Array, out: Uint8Array, qw?: Float32Array): void {
   const search: Iq3Search = { tables: iq3Tables('IQ3_S'), trials: 9, xxs: false };
   const scales = new Float64Array(8);
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 110) {

@@ -132,7 +132,9 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, x0: 
     return 0;
   }
   levelSums(n, nmax, x, x0, f32(-nmax / max), L, l0, nmax, qw);
-  let scale = sums.l2 ? f32(sums.lx / sums.l2) : 0;
+  // C's `suml2 ? sumlx/suml2 : 0.0f` takes a NaN sum (weights near FLT_MAX: Inf·0) as true, so the
+  // scale is NaN there, not 0: ggml writes a NaN scale, which llama-quantize's check then refuses.
+  let scale = sums.l2 !== 0 ? f32(sums.lx / sums.l2) : 0;
   let best = f32(scale * sums.lx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;

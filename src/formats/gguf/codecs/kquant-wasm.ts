@@ -1,7 +1,7 @@
 /**
  * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
  * scripts/gen-wasm.mjs), with the importance-weighted quantizers of the k-quants and of Q4_0, Q5_0,
- * Q4_1 and Q5_1, and IQ4_NL and IQ4_XS with or without weights: the same algorithms as the
+ * Q4_1 and Q5_1, and IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S with or without weights: the same algorithms as the
  * TypeScript codecs (each function below returns false where the module is unavailable, and the
  * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
@@ -13,6 +13,7 @@ import { kquantEncoderWasmBase64 } from './kquant-encoder.generated.js';
 import { instantiateEmbeddedWasm } from '../../../embedded-wasm.js';
 import { f32 } from './c-float.js';
 import { sumSquares } from './importance.js';
+import type { IqSearchTables } from './iq-grids.js';
 
 interface Exports {
   memory: WebAssembly.Memory;
@@ -28,6 +29,7 @@ interface Exports {
   encodeLegacyWeighted(src: number, qw: number, dst: number, n: number, sigma2: number, bits: number): void;
   encodeIq4Nl(src: number, qw: number, dst: number, nBlocks: number): void;
   encodeIq4Xs(src: number, qw: number, dst: number, nBlocks: number): void;
+  encodeIq3(src: number, qw: number, dst: number, nBlocks: number, xxs: number, levels: number, map: number, neighbours: number): number;
 }
 
 /** Blocks per call: 1 MiB of f32 input. */
@@ -151,6 +153,52 @@ export function encodeIq4Wasm(kind: 'IQ4_NL' | 'IQ4_XS', src: Float32Array, out:
     if (kind === 'IQ4_NL') e.encodeIq4Nl(at.src, qw ? at.qw : 0, at.dst, n / size);
     else e.encodeIq4Xs(at.src, qw ? at.qw : 0, at.dst, n / size);
     out.set(new Uint8Array(e.memory.buffer, at.dst, (n / size) * bytes), (v0 / size) * bytes);
+  }
+  return true;
+}
+
+/** Where each IQ3 grid's tables lie in the module's memory (placed once, past every piece's room). */
+const iq3Placed = new Map<IqSearchTables, { levels: number; map: number; neighbours: number }>();
+/** The end of the room layout() gives a piece (values, weights, blocks of up to 256 bytes), or of the tables placed. */
+let iq3Top = 0;
+
+function placeIq3(e: Exports, t: IqSearchTables): { levels: number; map: number; neighbours: number } {
+  let at = iq3Placed.get(t);
+  if (at) return at;
+  if (iq3Top === 0) iq3Top = e.heapBase() + 2 * PIECE_BLOCKS * 1024 + PIECE_BLOCKS * 256;
+  const levels = iq3Top;
+  const map = (levels + t.levels.length + 15) & ~15;
+  const neighbours = map + 4 * t.map.length;
+  const end = (neighbours + 2 * t.neighbours.length + 15) & ~15;
+  if (e.memory.buffer.byteLength < end) e.memory.grow(Math.ceil((end - e.memory.buffer.byteLength) / 65536));
+  new Uint8Array(e.memory.buffer, levels, t.levels.length).set(t.levels);
+  new Int32Array(e.memory.buffer, map, t.map.length).set(t.map);
+  new Uint16Array(e.memory.buffer, neighbours, t.neighbours.length).set(t.neighbours);
+  iq3Top = end;
+  at = { levels, map, neighbours };
+  iq3Placed.set(t, at);
+  return at;
+}
+
+/**
+ * IQ3_XXS (98-byte blocks) or IQ3_S (110) as llama-quantize writes them (quantize_iq3_xxs /
+ * quantize_iq3_s), searching `tables` (iq3Tables of the type), with importance weights `qw` (one
+ * per value) where given: true when written, false when the encoder is unavailable or ggml's search
+ * aborts on a block (the TypeScript codec then runs, and reports that block as it does).
+ */
+export function encodeIq3Wasm(kind: 'IQ3_XXS' | 'IQ3_S', tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
+  const e = encoder();
+  if (!e) return false;
+  const bytes = kind === 'IQ3_XXS' ? 98 : 110;
+  const t = placeIq3(e, tables);
+  const at = layout(e, bytes);
+  const nBlocks = src.length / 256;
+  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
+    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
+    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
+    if (qw) new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
+    if (e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours) !== 0) return false;
+    out.set(new Uint8Array(e.memory.buffer, at.dst, n * bytes), b0 * bytes);
   }
   return true;
 }
