@@ -58,9 +58,11 @@ export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number 
  * magnitude 1 or more (such a scale is far from f16's underflow, which zeroes only tiny blocks).
  * ggml's quantizers sum squares in f32, which overflow for values past about 1e18: Q3_K and Q6_K
  * then write d = 0 and IQ4_XS −0, a block of zeros where the values are huge (nonFiniteBlockValues
- * sees no NaN there). Undefined where nonFiniteBlockValues is.
+ * sees no NaN there). Undefined where nonFiniteBlockValues is. `atLeast` (default 1) is the
+ * magnitude an input value must reach for its block to count (the importance check passes the
+ * smallest positive number: any block of nonzero values whose scales are all zero).
  */
-export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Float32Array): number | undefined {
+export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Float32Array, atLeast = 1): number | undefined {
   if (type.name === 'MXFP4' || type.name === 'NVFP4') return 0;
   const offsets = F16_SCALES[type.name];
   if ((!offsets && type.name !== 'IQ1_M') || type.blockSize === 1) return undefined;
@@ -70,7 +72,7 @@ export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Floa
     const zero = offsets ? offsets.every((o) => bytes[at + o] === 0 && (bytes[at + o + 1] & 0x7f) === 0) : (iq1mScale(bytes, at) & 0x7fff) === 0;
     if (!zero) continue;
     for (let i = b * type.blockSize; i < (b + 1) * type.blockSize; i++) {
-      if (Math.abs(input[i]) >= 1) {
+      if (Math.abs(input[i]) >= atLeast) {
         zeroed += type.blockSize;
         break;
       }

@@ -157,7 +157,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
-    zeroedInBlocks: (name, bytes, input) => zeroedBlockValues(typeOf(name), bytes, input),
+    zeroedInBlocks: (name, bytes, input, atLeast) => zeroedBlockValues(typeOf(name), bytes, input, atLeast),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
