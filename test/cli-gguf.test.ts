@@ -176,8 +176,10 @@ describe('loramerge with GGUF', () => {
   });
 
   it.each([
-    ['a --dtype of a type GGUF reads but loramerge does not write', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq1_s'], 2,
-      /--dtype iq1_s: loramerge reads IQ1_S but does not write it: llama\.cpp's quantizers for it search codebook grids with an importance matrix \(llama-imatrix\), and llama-quantize refuses to write it without one; loramerge does not write that type's grids, with --imatrix or without \(of the IQ types it writes IQ2_XXS, IQ2_XS and IQ2_S with --imatrix, and IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS with or without one\); choose --dtype q4_k \(or f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q5_k, q6_k, mxfp4, nvfp4, q1_0, q2_0, tq1_0, tq2_0, iq3_xxs, iq3_s, iq4_nl, iq4_xs\), or write f16 and run llama-quantize with your imatrix/],
+    ['--dtype iq1_s without --imatrix (written only with one, as IQ2_XXS is)', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq1_s'], 2,
+      /^error: --dtype iq1_s: IQ1_S is written only with an importance matrix: ggml's IQ1_S quantizer requires one, and llama-quantize refuses IQ1_S without --imatrix; give --imatrix FILE \(made by llama-imatrix for this model\), or choose another --dtype$/m],
+    ['--dtype iq1_m without --imatrix', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq1_m'], 2,
+      /^error: --dtype iq1_m: IQ1_M is written only with an importance matrix: llama-quantize refuses IQ1_M without --imatrix \(but for token_embd\.weight and output\.weight\); give --imatrix FILE \(made by llama-imatrix for this model\), or choose another --dtype$/m],
     ['a --dtype of a type written only with an importance matrix, without --imatrix', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'iq2_xs'], 2,
       /^error: --dtype iq2_xs: IQ2_XS is written only with an importance matrix: ggml's IQ2_XS quantizer requires one, and llama-quantize refuses IQ2_XS without --imatrix; give --imatrix FILE \(made by llama-imatrix for this model\), or choose another --dtype$/m],
     ['a --dtype that is no GGML type', { 'base.gguf': small, 'lora.gguf': smallLora }, ['--dtype', 'q7_k'], 2, /--dtype for a GGUF model must be one of f32, f16, bf16, q8_0/],

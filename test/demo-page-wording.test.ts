@@ -114,11 +114,11 @@ describe('the engine’s messages in the page’s words', () => {
   });
 
   it('GGUF types: not written, kept scales, conversions that fail, the Q8_0 file type', async () => {
-    // IQ1_S: read, not written (its --imatrix, loramerge's, is the importance matrix picker).
-    const iq1 = notWritten('IQ1_S');
-    const list = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(iq1)![1];
-    expect(pageWording(iq1)).toBe(iq1.replace(`choose --dtype q4_k (or ${list})`, `choose q4_k (or ${list}) as the Output dtype`).replaceAll('with --imatrix', 'with an importance matrix'));
-    expect(pageWording(iq1)).not.toMatch(OPTION);
+    // Q8_K: a GGML type not written (every type read is written now, the IQ1 and IQ2 ones with an importance matrix).
+    const q8k = notWritten('Q8_K');
+    const list = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\)$/.exec(q8k)![1];
+    expect(pageWording(q8k)).toBe(q8k.replace(`choose --dtype q4_k (or ${list})`, `choose q4_k (or ${list}) as the Output dtype`));
+    expect(pageWording(q8k)).not.toMatch(OPTION);
     expectPageWords(
       keptScaleTypeProblem(new Set(['output.scale']), { name: 'output.weight', type: 'NVFP4' }, 'Q8_0')!,
       'keep it NVFP4 (--dtype nvfp4, or --dtype-merged-only when the head is not merged)',
@@ -202,10 +202,6 @@ describe('the engine’s messages in the page’s words', () => {
     [
       'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); merge with --dtype bf16 (or f16, f32) to write the weights dequantized',
       'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); choose bf16 (or f16, f32) as the Output dtype to write the weights dequantized',
-    ],
-    [
-      'model: the merged tensors (2 IQ1_S: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ1_S again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)',
-      'model: the merged tensors (2 IQ1_S: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ1_S again, choose f16 as the Output dtype and run llama-quantize --imatrix on the result, or for a smaller file choose q8_0 (or q4_k, …) as the Output dtype',
     ],
     [
       'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',

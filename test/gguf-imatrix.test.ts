@@ -187,6 +187,18 @@ describe('importance-weighted quantizers', () => {
     expect((await run({})).blobs).toHaveLength(1);
   });
 
+  it('make_qp_quants\' guards (ggml d99724f, since b466b4d): scales below GROUP_MAX_EPS give levels 0 and scale 0; weights all 0 give scale 0, not 0/0', () => {
+    const L = new Uint8Array(8).fill(9);
+    const tiny = Float32Array.from({ length: 8 }, (_, i) => F(1e-16 * (i + 1)));
+    expect(makeQpQuants(8, 63, tiny, L, new Float32Array(8).fill(1))).toBe(0);
+    expect([...L]).toEqual(new Array(8).fill(0));
+    const x = Float32Array.from({ length: 8 }, (_, i) => F(0.01 * (i + 1)));
+    expect(makeQpQuants(8, 63, x, L, new Float32Array(8))).toBe(0);
+    // The levels are x at the first trial scale 63/max (no pass moves one without weights).
+    expect([...L]).toEqual(Array.from(x, (_, i) => Math.round((63 * (i + 1)) / 8)));
+    for (const [xs, w] of [[tiny, new Float32Array(8).fill(1)], [x, new Float32Array(8)]] as const) expect(makeQp(Array.from(xs), 63, Array.from(w)).scale).toBe(0);
+  });
+
   it('IQ3_XXS takes the weights through the same grid search as IQ3_S (its bytes change with them)', () => {
     const type = ggmlTypeByName('IQ3_XXS')!;
     const codec = blockCodec(type)!;

@@ -151,10 +151,10 @@ describe('IQ and ternary GGML types', () => {
         const want = Array.from({ length: type.blockSize }, (_, i) => (name === 'IQ2_XS' ? referenceIq2Xs(block, i) : reference(name, block, i)));
         expect([...out.subarray(b * type.blockSize, (b + 1) * type.blockSize)], `${name} block ${b}`).toEqual(want);
       }
-      // The IQ1 types are read only; the IQ2 types (with an imatrix, gguf-iq2-codecs.test.ts),
-      // IQ3 (gguf-iq3-codecs.test.ts), IQ4 (gguf-iq4-codecs.test.ts) and the ternary ones
-      // (gguf-ternary-codecs.test.ts) are written too.
-      expect(blockCodec(type) === undefined).toBe(name.startsWith('IQ1'));
+      // All are written too: the IQ1 and IQ2 types only with an imatrix (gguf-iq1-codecs.test.ts,
+      // gguf-iq2-codecs.test.ts), IQ3 (gguf-iq3-codecs.test.ts), IQ4 (gguf-iq4-codecs.test.ts) and
+      // the ternary ones (gguf-ternary-codecs.test.ts).
+      expect(blockCodec(type)?.needsImportance ?? false).toBe(/^IQ[12]_/.test(name));
     });
   }
 });

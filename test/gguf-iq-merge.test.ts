@@ -1,8 +1,9 @@
 /**
- * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks but writes only IQ3_XXS, IQ3_S,
- * IQ4_NL and IQ4_XS (test/gguf-iq3-codecs.test.ts, test/gguf-iq4-codecs.test.ts). llama-quantize
- * writes IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS and IQ2_S only with an importance matrix, so a merged tensor
- * of one of them is written as F16, as llama.cpp's export-lora writes every merged tensor it
+ * Merging into an IQ-quantized GGUF: loramerge reads IQ blocks and writes IQ3_XXS, IQ3_S, IQ4_NL
+ * and IQ4_XS (test/gguf-iq3-codecs.test.ts, test/gguf-iq4-codecs.test.ts), the IQ1 and IQ2 types
+ * only with an importance matrix (gguf-iq1-codecs.test.ts, gguf-iq2-codecs.test.ts). llama-quantize
+ * writes IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS and IQ2_S only with an importance matrix, so without one a
+ * merged tensor of one of them is written as F16, as llama.cpp's export-lora writes every merged tensor it
  * dequantized (get_out_tensor_type: F32 stays F32, anything else F16), with a warning naming it;
  * untouched ones are byte-copied. With --dtype the merged and the untouched matrices are written in
  * that type (the reference quantizer of the exactly decoded values) and norms stay. */
@@ -215,8 +216,8 @@ describe.each(['IQ1_S', 'IQ1_M', 'IQ2_XS', 'IQ2_S'])('a merged %s tensor', (type
     try {
       expect(prepared.plan.problems).toEqual([]);
       expect(prepared.plan.warnings.join('\n')).toContain(`the merged tensors (1 ${type}: blk.0.attn_output.weight) are written as F16`);
-      // IQ1 is read only; IQ2 is written when an importance matrix is given, and the warning says which.
-      expect(prepared.plan.warnings.join('\n')).toContain(type.startsWith('IQ1') ? 'loramerge reads the IQ1 types but does not write them' : 'unless an importance matrix is given (--imatrix)');
+      // IQ1 and IQ2 are written when an importance matrix is given, and the warning says so.
+      expect(prepared.plan.warnings.join('\n')).toContain(`unless an importance matrix is given (--imatrix): llama-quantize writes ${type} only with one`);
       const output = createBlobOutputTarget();
       await mergeModel({ prepared, output, backend: cpu });
       const out = readGguf(new Uint8Array(await output.files()[0].blob.arrayBuffer()));

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { iq3Tables } from '../src/formats/gguf/codecs/iq3-search.js';
 import { iqGrid, KSIGNS } from '../src/formats/gguf/codecs/iq-grids.js';
-import { blockCodec, blockDecoder, CODEC_TYPE_NAMES } from '../src/formats/gguf/codecs/registry.js';
+import { blockCodec, blockDecoder, CODEC_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { convertTensorBytes } from '../src/formats/gguf/gguf-convert.js';
 import { fittingType } from '../src/formats/gguf/quantize-rule.js';
@@ -165,9 +165,10 @@ describe('what the blocks decode to', () => {
 });
 
 describe('--dtype iq3_xxs and iq3_s', () => {
-  it('both are written and offered; IQ1 is not (the IQ2 types only with an imatrix: gguf-iq2-codecs.test.ts)', () => {
-    for (const name of ['IQ3_XXS', 'IQ3_S']) expect(CODEC_TYPE_NAMES).toContain(name);
-    for (const name of ['IQ1_S', 'IQ1_M']) expect(CODEC_TYPE_NAMES).not.toContain(name);
+  it('both are written and offered (the IQ1 and IQ2 types only with an imatrix: gguf-iq1-codecs.test.ts, gguf-iq2-codecs.test.ts)', () => {
+    for (const name of ['IQ3_XXS', 'IQ3_S']) expect(PLAIN_CODEC_TYPE_NAMES).toContain(name);
+    for (const name of ['IQ1_S', 'IQ1_M', 'IQ2_XXS']) expect(CODEC_TYPE_NAMES).toContain(name);
+    for (const name of ['IQ1_S', 'IQ1_M', 'IQ2_XXS']) expect(PLAIN_CODEC_TYPE_NAMES).not.toContain(name);
   });
 
   it('llama-quantize\'s fallback where a row is not whole blocks: IQ3 → IQ4_NL → F16', () => {
@@ -344,7 +345,7 @@ describe('--dtype iq3_xxs / iq3_s on an F16 base (llama-quantize --pure)', () =>
   });
 });
 
-describe('IQ1 and IQ2 are not written', () => {
+describe('IQ1 and IQ2 are not written without an importance matrix', () => {
   const q = new Uint8Array(82 * 4).map((_, i) => (i % 82 === 1 ? 0x10 : (i * 37) & 255)); // IQ2_S blocks, d ≈ 5e-4
   const base = {
     'iq2_m.gguf': buildGguf({

@@ -4,10 +4,11 @@
  * nothing at the output path and the inputs as they were; or, where the tool it comes from loads
  * it, merged as that tool does.
  * - `--imatrix` whose weights are all 0 over a super-block (an in_sum2 of zeros beside a count
- *   that is not), or too small for f32: ggml's Q2_K/Q4_K/Q5_K quantizers divide by the sum of the
- *   block's weights (make_qp_quants) and write NaN scales, which llama-quantize's check of its
+ *   that is not), or too small for f32: ggml's Q2_K/Q4_K/Q5_K quantizers divided by the sum of the
+ *   block's weights (make_qp_quants) and wrote NaN scales, which llama-quantize's check of its
  *   output (ggml_validate_row_data) stops on; the refusal blamed the merged values ("too large …
- *   lower --weight"). ggml's IQ3 search failing (negative weights, or values past f32 in its
+ *   lower --weight"). Current ggml (b466b4d on) writes zero scales there, a block of zeros for
+ *   values that are not, which is refused the same way. ggml's IQ3 search failing (negative weights, or values past f32 in its
  *   distances) gave a line naming neither the importance matrix nor the tensor.
  * - A GGUF imatrix without llama-imatrix's imatrix.* metadata, which llama-quantize refuses
  *   ("missing imatrix metadata"), was applied.
@@ -76,7 +77,7 @@ describe('--imatrix whose weights make ggml\'s quantizer write NaN scales', () =
   // The Q4_K_M llama's ffn_up is Q4_K: merged, it is re-quantized with the entry's weights.
   const lora = () => ggufLoraAdapter([{ tensor: 'blk.0.ffn_up.weight', rank: 4, in: cols, out: LLAMA.ffn, aType: 'F32', bType: 'F32' }], 8);
   const cases: [string, number[], number][] = [
-    // A count of 40 with every sum 0: weights of 0, whose sum make_qp_quants divides by.
+    // A count of 40 with every sum 0: weights of 0, whose sum make_qp_quants divides by (0 since b466b4d).
     ['in_sum2 all 0 (count 40)', new Array(cols).fill(0), 40],
     // Sums of 1e-44 (f32 subnormals): the weights times sqrt(σ² + x²) are 0 in f32.
     ['in_sum2 of subnormals', new Array(cols).fill(1e-44), 4],

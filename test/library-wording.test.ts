@@ -57,7 +57,7 @@ function doraMessage(): string {
   }
   throw new Error('no refusal');
 }
-const codecList = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\), or write f16/.exec(notWritten('IQ1_S'))![1];
+const codecList = /choose --dtype q4_k \(or ([a-z0-9_, ]+)\)$/.exec(notWritten('Q8_K'))![1];
 
 /** [the engine's sentence, the library's]: every message a library caller can get that names a loramerge option. */
 const SENTENCES: readonly (readonly [string, string])[] = [
@@ -169,10 +169,6 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'tiny-llama-Q4_K_M.gguf: unless dtype chooses another type, the merged tensors (1 Q4_K) are re-quantized to their own types by llama.cpp\'s reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)',
   ],
   [
-    'model: the merged tensors (2 IQ1_S: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ1_S again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)',
-    'model: the merged tensors (2 IQ1_S: blk.0.attn_q.weight, blk.0.attn_k.weight) are written as F16, as llama.cpp\'s export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have them in IQ1_S again, merge with dtype: \'f16\' and run llama-quantize --imatrix on the result, or for a smaller file choose dtype: \'q8_0\' (or \'q4_k\', …)',
-  ],
-  [
     'NOT_A_TYPE cannot be decoded (loramerge reads F32, F16), so it cannot be converted to Q8_0; leave out --dtype to copy it as stored',
     'NOT_A_TYPE cannot be decoded (loramerge reads F32, F16), so it cannot be converted to Q8_0; leave out dtype to copy it as stored',
   ],
@@ -199,8 +195,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose dtype: \'f16\', \'bf16\' or \'f32\'',
   ],
   [
-    notWritten('IQ1_S'),
-    notWritten('IQ1_S').replace(`choose --dtype q4_k (or ${codecList})`, `choose dtype: 'q4_k' (or ${codecList.split(', ').map((t) => `'${t}'`).join(', ')})`).replaceAll('with --imatrix', 'with an importance matrix'),
+    notWritten('Q8_K'),
+    notWritten('Q8_K').replace(`choose --dtype q4_k (or ${codecList})`, `choose dtype: 'q4_k' (or ${codecList.split(', ').map((t) => `'${t}'`).join(', ')})`),
   ],
   [PURE_FILE_TYPES.Q8_0_MIX, PURE_FILE_TYPES.Q8_0_MIX.replace('; --dtype q8_0 writes that file', '; dtype: \'q8_0\' writes that file')],
   [

@@ -199,7 +199,8 @@ function sumWeights(n: i32): f32 {
 /**
  * make_qp_quants(n, nmax, x, L, quant_weights): levels 0…nmax (bytes at l0; a negative level
  * wraps as C's uint8_t does) of the non-negative x[0, n) against one scale, weighted by the f32
- * values at qw: the best of 9 trial scales, then up to 5 passes moving single levels.
+ * values at qw: the best of 9 trial scales, then up to 5 passes moving single levels; 0 where the
+ * largest x is below GROUP_MAX_EPS or Σw·l² is not positive (ggml d99724f; twin of k-quant-search.ts).
  */
 function makeQpQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
   let max: f32 = 0;
@@ -207,7 +208,7 @@ function makeQpQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
     const xi = xAt(x, i);
     max = max > xi ? max : xi;
   }
-  if (max == 0) {
+  if (max < <f32>1e-15) {
     for (let i = 0; i < n; i++) store<u8>(l0 + i, 0);
     return 0;
   }
@@ -273,7 +274,7 @@ function makeQpQuants(n: i32, nmax: i32, x: usize, l0: usize, qw: usize): f32 {
     }
     if (changed == 0) break;
   }
-  return sumlx / suml2;
+  return suml2 > 0 ? sumlx / suml2 : <f32>0;
 }
 
 /** Scale ls and min lm of Q4_K/Q5_K sub-block j into the 12 bytes at sc (bits above 8 dropped, as C's uint8_t). */

@@ -106,9 +106,10 @@ export interface ContainerFormat {
   /**
    * How many values whole blocks of a block type, encoded from the f32 `input`, decode to zeros
    * where the input is not small (the quantizer's f32 sums overflowed: Q3_K, Q6_K, IQ4_XS write a
-   * zero scale); undefined where nonFiniteInBlocks is.
+   * zero scale); undefined where nonFiniteInBlocks is. `atLeast` (default 1) is the magnitude an
+   * input value must reach for its block's zero scales to count.
    */
-  zeroedInBlocks?(type: string, bytes: Uint8Array, input: Float32Array): number | undefined;
+  zeroedInBlocks?(type: string, bytes: Uint8Array, input: Float32Array, atLeast?: number): number | undefined;
   /**
    * Opens the writer of output shard `shardIndex` (the header goes first). `shards` are all output
    * shards, their tensors with their output types; `provenance` is added to the file's metadata.

@@ -53,9 +53,9 @@ function ggufNote(type: string): string {
 }
 
 export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
-  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (weighted by the importance matrix when one is given, as llama-quantize --imatrix does; IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them; a merged IQ1 or IQ2 tensor, which llama-quantize writes only with an importance matrix, is written as F16, as llama.cpp’s export-lora writes it, except the IQ2 types when an importance matrix is given, quantized as llama-quantize --imatrix does); untouched tensors are byte-copied. ${REQUANTIZE}`,
+  keep: `Each merged tensor keeps its own type: a Q4_K tensor is decoded, merged in f32 and requantized to Q4_K by llama.cpp’s reference rules (weighted by the importance matrix when one is given, as llama-quantize --imatrix does; IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS as llama-quantize writes them; a merged IQ1 or IQ2 tensor, which llama-quantize writes only with an importance matrix, is written as F16, as llama.cpp’s export-lora writes it, except when an importance matrix is given, quantized as llama-quantize --imatrix does); untouched tensors are byte-copied. ${REQUANTIZE}`,
   types: [
-    // The IQ2 types are written only with an importance matrix (--dtype iq2_xxs --imatrix FILE): not choices on their own.
+    // The IQ1 and IQ2 types are written only with an importance matrix (--dtype iq2_xxs --imatrix FILE): not choices on their own.
     ...PLAIN_CODEC_TYPE_NAMES.map((name) => ({ name: name.toLowerCase(), note: ggufNote(name) })),
     ...TYPE_MIXES.map((mix) => ({
       name: mix.name.toLowerCase(),

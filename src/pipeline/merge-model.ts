@@ -566,19 +566,27 @@ async function computeUnit(
   /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array, rowStart?: number) => {
     const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
-    const faults = (bytes: Uint8Array) => {
+    const input = () => {
       const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
-      const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2));
+      return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
+    };
+    const faults = (bytes: Uint8Array) => {
+      const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, input());
       return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes), zeroed };
     };
+    /** Blocks of nonzero values written with every scale 0 (weights all 0 over a block, in current ggml). */
+    const silenced = (bytes: Uint8Array) => format.zeroedInBlocks?.(unit.outType, bytes, input(), Number.MIN_VALUE) ?? 0;
     /**
      * The weighted quantizer failed (NaN or Inf scales, zeroed blocks, or ggml's abort): where the
      * same values quantize cleanly without the weights, the importance matrix is the cause and is
      * named (ggml's quantizers divide by sums of the weights: 0 where a block's weights are all 0,
      * Inf where they are huge); llama-quantize's check of its output (ggml_validate_row_data)
-     * stops on the same blocks.
+     * stops on the same blocks. Current ggml (make_qp_quants since b466b4d) writes zero scales
+     * where the weights are all 0, not NaN, and llama-quantize then writes a block of zeros for
+     * values that are not: `silencedWeighted` counts those blocks, refused unless the values give
+     * as many without the weights.
      */
-    const blameImportance = async (rows: RowWeights, cause?: unknown): Promise<void> => {
+    const blameImportance = async (rows: RowWeights, cause?: unknown, silencedWeighted?: number): Promise<void> => {
       let plain: Uint8Array;
       try {
         plain = await format.encodeRows(unit.outType, values, backend, signal);
@@ -587,11 +595,15 @@ async function computeUnit(
       }
       const { nonFinite, zeroed } = faults(plain);
       if (nonFinite || zeroed) return;
+      if (silencedWeighted !== undefined && silenced(plain) >= silencedWeighted) return;
       throw new MergeError(
         'NON_FINITE',
         `importance matrix ${rows.file}: tensor "${name}" quantized to ${unit.outType} with its weights comes out NaN, Inf or zeroed `
-          + '(weights all 0 over a block, or too small or too large for f32), though it quantizes cleanly without them; llama-quantize --imatrix stops on it too '
-          + '("quantized data validation failed"): make the importance matrix again, or leave out --imatrix',
+          + '(weights all 0 over a block, or too small or too large for f32), though it quantizes cleanly without them; '
+          + (silencedWeighted === undefined
+            ? 'llama-quantize --imatrix stops on it too ("quantized data validation failed")'
+            : 'current llama-quantize --imatrix writes such blocks as zeros, older builds stopped on them')
+          + ': make the importance matrix again, or leave out --imatrix',
         cause === undefined ? undefined : { cause },
       );
     };
@@ -607,6 +619,8 @@ async function computeUnit(
     if (out !== values) {
       const { nonFinite, zeroed } = faults(out);
       if (weighted && (nonFinite || zeroed)) await blameImportance(weighted.rows);
+      const quiet = weighted ? silenced(out) : 0;
+      if (weighted && quiet) await blameImportance(weighted.rows, undefined, quiet);
       checkEncodedBlocks(unit.file, name, unit.outType, values, nonFinite, zeroed);
       // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
       // reuse it (the write below only recycles what is written).

@@ -24,11 +24,11 @@ function sumSq(x: ArrayLike<number>, from: number, n: number): number {
 
 const fsum = (w: number[]) => w.reduce((a, b) => F(a + b), 0);
 
-/** make_qp_quants(n, nmax, x, L, quant_weights), L as C's uint8_t. */
+/** make_qp_quants(n, nmax, x, L, quant_weights) of ggml d99724f, L as C's uint8_t. */
 export function makeQp(x: number[], nmax: number, w: number[]): { L: number[]; scale: number } {
   let max = 0;
   for (const v of x) max = max > v ? max : v;
-  if (!max) return { L: x.map(() => 0), scale: 0 };
+  if (max < F(1e-15)) return { L: x.map(() => 0), scale: 0 };
   let iscale = F(nmax / max);
   let L = x.map((v) => u8(nearestInt(F(iscale * v))));
   const scale = F(1 / iscale);
@@ -81,7 +81,7 @@ export function makeQp(x: number[], nmax: number, w: number[]): { L: number[]; s
     }
     if (!nChanged) break;
   }
-  return { L, scale: F(sumlx / suml2) };
+  return { L, scale: suml2 > 0 ? F(sumlx / suml2) : 0 };
 }
 
 /** quantize_row_q4_1_impl / q5_1_impl of one row. */

@@ -19,18 +19,29 @@ const F16_SCALES: Readonly<Record<string, readonly number[]>> = {
 
 /** Whether nonFiniteBlockValues can scan this type. */
 export function scansBlockScales(type: GgmlType): boolean {
-  return Object.hasOwn(F16_SCALES, type.name) || type.name === 'MXFP4' || type.name === 'NVFP4';
+  return Object.hasOwn(F16_SCALES, type.name) || type.name === 'MXFP4' || type.name === 'NVFP4' || type.name === 'IQ1_M';
+}
+
+/** IQ1_M's f16 d: the top nibbles of its four u16 scales (bytes 48–55), the first lowest. */
+function iq1mScale(bytes: Uint8Array, at: number): number {
+  return (bytes[at + 49] >> 4) | (bytes[at + 51] & 0xf0) | ((bytes[at + 53] & 0xf0) << 4) | ((bytes[at + 55] & 0xf0) << 8);
 }
 
 /**
  * How many of the values `bytes` (whole blocks of `type`) decode to are NaN or ±Inf; undefined
- * for types whose scales are not plain f16 words (IQ1_M) or that are not blocks. MXFP4 and NVFP4
+ * for types that are not blocks. IQ1_M's f16 d is spread over
+ * the top nibbles of its scales (iq1mScale). MXFP4 and NVFP4
  * hold no NaN: an NVFP4 value is at most 12·240, and an MXFP4 value level·2^(e−128) overflows
  * only for the largest scale bytes (mxfp4Infinities).
  */
 export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number | undefined {
   if (type.name === 'MXFP4') return mxfp4Infinities(bytes);
   if (type.name === 'NVFP4') return 0;
+  if (type.name === 'IQ1_M') {
+    let bad = 0;
+    for (let at = 0; at + 56 <= bytes.byteLength; at += 56) if ((iq1mScale(bytes, at) & 0x7c00) === 0x7c00) bad++;
+    return bad * 256;
+  }
   const offsets = F16_SCALES[type.name];
   if (!offsets || type.blockSize === 1) return undefined;
   let bad = 0;
@@ -47,18 +58,21 @@ export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number 
  * magnitude 1 or more (such a scale is far from f16's underflow, which zeroes only tiny blocks).
  * ggml's quantizers sum squares in f32, which overflow for values past about 1e18: Q3_K and Q6_K
  * then write d = 0 and IQ4_XS −0, a block of zeros where the values are huge (nonFiniteBlockValues
- * sees no NaN there). Undefined where nonFiniteBlockValues is.
+ * sees no NaN there). Undefined where nonFiniteBlockValues is. `atLeast` (default 1) is the
+ * magnitude an input value must reach for its block to count (the importance check passes the
+ * smallest positive number: any block of nonzero values whose scales are all zero).
  */
-export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Float32Array): number | undefined {
+export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Float32Array, atLeast = 1): number | undefined {
   if (type.name === 'MXFP4' || type.name === 'NVFP4') return 0;
   const offsets = F16_SCALES[type.name];
-  if (!offsets || type.blockSize === 1) return undefined;
+  if ((!offsets && type.name !== 'IQ1_M') || type.blockSize === 1) return undefined;
   let zeroed = 0;
   for (let b = 0; (b + 1) * type.blockBytes <= bytes.byteLength; b++) {
     const at = b * type.blockBytes;
-    if (!offsets.every((o) => bytes[at + o] === 0 && (bytes[at + o + 1] & 0x7f) === 0)) continue;
+    const zero = offsets ? offsets.every((o) => bytes[at + o] === 0 && (bytes[at + o + 1] & 0x7f) === 0) : (iq1mScale(bytes, at) & 0x7fff) === 0;
+    if (!zero) continue;
     for (let i = b * type.blockSize; i < (b + 1) * type.blockSize; i++) {
-      if (Math.abs(input[i]) >= 1) {
+      if (Math.abs(input[i]) >= atLeast) {
         zeroed += type.blockSize;
         break;
       }

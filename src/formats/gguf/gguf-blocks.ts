@@ -56,9 +56,6 @@ export async function encodeWeightedBlocks(
 /** Why a type is not written, with what to do instead. */
 export function notWritten(name: string): string {
   const choose = `choose --dtype q4_k (or ${PLAIN_CODEC_TYPE_NAMES.filter((n) => n !== 'Q4_K').map((n) => n.toLowerCase()).join(', ')})`;
-  if (name.startsWith('IQ')) {
-    return `loramerge reads ${name} but does not write it: llama.cpp's quantizers for it search codebook grids with an importance matrix (llama-imatrix), and llama-quantize refuses to write it without one; loramerge does not write that type's grids, with --imatrix or without (of the IQ types it writes IQ2_XXS, IQ2_XS and IQ2_S with --imatrix, and IQ3_XXS, IQ3_S, IQ4_NL and IQ4_XS with or without one); ${choose}, or write f16 and run llama-quantize with your imatrix`;
-  }
   if (blockDecoderByName(name)) return `loramerge reads ${name} but does not write it; ${choose}`;
   return `cannot write GGML type ${name}; ${choose}`;
 }

@@ -99,7 +99,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
         const type = after[i].tensors[j].type;
         if (type === t.type) return;
         const asked = askedType(requested, t);
-        // A merged IQ1/IQ2 tensor --dtype leaves alone goes to F16, which the plan's warning names.
+        // A merged IQ1/IQ2 tensor --dtype leaves alone goes to F16 without an importance matrix, which the plan's warning names.
         if (type !== asked && outputType(t, requested) !== t.type) {
           const key = `${asked} ${type}`;
           if (!substituted.has(key)) substituted.set(key, { asked, type, names: [] });
@@ -157,7 +157,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
-    zeroedInBlocks: (name, bytes, input) => zeroedBlockValues(typeOf(name), bytes, input),
+    zeroedInBlocks: (name, bytes, input, atLeast) => zeroedBlockValues(typeOf(name), bytes, input, atLeast),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
       const header = inputs[shardIndex];
@@ -205,9 +205,9 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
 }
 
 /**
- * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are read but not written
- * (llama-quantize writes them only with an importance matrix; loramerge writes the IQ2 types when one is
- * given, `weighted`), so a merged tensor of one of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
+ * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are written only with an
+ * importance matrix (`weighted`), as llama-quantize writes them; without one a merged tensor of one
+ * of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
  * dequantized; every other type is written as itself.
  */
 export function readOnlyFallback(type: string, weighted = false): string {

@@ -336,10 +336,7 @@ class GgufModel implements BaseModel {
       requested = undefined;
     }
     const stored = requested === undefined ? undefined : new Map(this.shards.flatMap((s) => s.tensors.map((t) => [t.name, t] as const)));
-    // Merged tensors of a type loramerge reads but does not write (IQ1), written as F16.
-    const asF16: string[] = [];
-    const readOnly = new Map<string, number>();
-    // Merged tensors of a type written only with an importance matrix (the IQ2 types): F16 without one.
+    // Merged tensors of a type written only with an importance matrix (the IQ1 and IQ2 types): F16 without one.
     const needImatrix: string[] = [];
     const needImatrixTypes = new Map<string, number>();
     // With the importance matrix given: the merged tensors re-quantized with its weights, those it has
@@ -356,7 +353,7 @@ class GgufModel implements BaseModel {
       const type = this.locate(key).tensor.type;
       const tensor = stored?.get(this.locate(key).tensor.name);
       // Written in another type: not re-quantized to its own (the output's warning reports the
-      // conversion); a type loramerge reads only goes to F16 unless --dtype converts it.
+      // conversion); a type written only with an importance matrix goes to F16 without one.
       const converted = tensor !== undefined && this.format.outputType(tensor, false, requested) !== type.name;
       if (!converted && blockCodec(type)?.needsImportance && importance) {
         const name = this.locate(key).tensor.name;
@@ -368,11 +365,6 @@ class GgufModel implements BaseModel {
       if (!converted && blockCodec(type)?.needsImportance) {
         needImatrixTypes.set(type.name, (needImatrixTypes.get(type.name) ?? 0) + 1);
         needImatrix.push(this.locate(key).tensor.name);
-        continue;
-      }
-      if (!converted && !blockCodec(type) && blockDecoder(type)) {
-        readOnly.set(type.name, (readOnly.get(type.name) ?? 0) + 1);
-        asF16.push(this.locate(key).tensor.name);
         continue;
       }
       if (converted) continue;
@@ -391,10 +383,6 @@ class GgufModel implements BaseModel {
       warnings.push(`${this.name}: ${when}the merged tensors (${list(quantized)}) are re-quantized to their own types by llama.cpp's reference rules; requantizing adds the quantization error once more (f16 or q8_0 keep more of the update)`);
     }
     warnings.push(...llamaCppAdapterScaleWarnings(plan, this.keptScales));
-    if (readOnly.size > 0) {
-      const names = `${asF16.slice(0, 3).join(', ')}${asF16.length > 3 ? ', …' : ''}`;
-      warnings.push(`${this.name}: the merged tensors (${list(readOnly)}: ${names}) are written as F16, as llama.cpp's export-lora writes a merged tensor: loramerge reads the IQ1 types but does not write them, since llama-quantize writes them only with an importance matrix; to have ${asF16.length === 1 ? 'it' : 'them'} in ${[...readOnly.keys()].join(' or ')} again, merge with --dtype f16 and run llama-quantize --imatrix on the result, or for a smaller file choose --dtype q8_0 (or q4_k, …)`);
-    }
     if (weightedTypes.size > 0) {
       const names = `${weighted.slice(0, 3).join(', ')}${weighted.length > 3 ? ', …' : ''}`;
       const types = [...weightedTypes.keys()];

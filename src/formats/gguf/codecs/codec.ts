@@ -25,7 +25,7 @@ export interface BlockCodec extends BlockDecoder {
   /** ggml's quantizer for the type takes no importance weights: with an imatrix it writes what `encode` writes. */
   readonly ignoresImportance?: boolean;
   /**
-   * ggml's quantizer for the type asserts that it has importance weights (the IQ2 types): loramerge
+   * llama-quantize quantizes the type only with importance weights (the IQ1 and IQ2 types): loramerge
    * writes it only with an imatrix (`encodeWeighted`), and `encode` refuses.
    */
   readonly needsImportance?: boolean;

@@ -233,27 +233,57 @@ export function iqSearchTables(levels: Uint8Array, width: number, bits: number, 
   }
   const lists: number[] = [];
   const d2 = new Int32Array(size);
-  for (let u = 0; u < mapSize; u++) {
-    if (map[u] >= 0) continue;
-    for (let e = 0; e < size; e++) {
+  // The squared distance of two points is the sum over their two halves (width/2 levels each):
+  // a table of every pair of half-points, and each entry's halves, make it two look-ups.
+  const halfBits = (width >> 1) * bits;
+  const halfSize = 1 << halfBits;
+  const halfMask = halfSize - 1;
+  const pair = new Int32Array(halfSize * halfSize);
+  for (let a = 0; a < halfSize; a++) {
+    for (let b = 0; b < halfSize; b++) {
       let s = 0;
-      for (let k = 0; k < width; k++) {
-        const diff = 2 * (levels[width * e + k] - ((u >> (bits * k)) & mask));
+      for (let k = 0; k < width >> 1; k++) {
+        const diff = 2 * (((a >> (bits * k)) & mask) - ((b >> (bits * k)) & mask));
         s += diff * diff;
       }
-      d2[e] = s;
+      pair[a * halfSize + b] = s;
+    }
+  }
+  const lo = new Int32Array(size);
+  const hi = new Int32Array(size);
+  for (let e = 0; e < size; e++) {
+    let u = 0;
+    for (let k = 0; k < width; k++) u |= levels[width * e + k] << (bits * k);
+    lo[e] = u & halfMask;
+    hi[e] = u >> halfBits;
+  }
+  const nearest = new Int32Array(nwant);
+  const found: number[] = [];
+  for (let u = 0; u < mapSize; u++) {
+    if (map[u] >= 0) continue;
+    const rowLo = (u & halfMask) * halfSize;
+    const rowHi = (u >> halfBits) * halfSize;
+    // The nwant smallest distinct distances, ascending (have of them so far).
+    let have = 0;
+    for (let e = 0; e < size; e++) {
+      const d = pair[rowLo + lo[e]] + pair[rowHi + hi[e]];
+      d2[e] = d;
+      if (have === nwant && d >= nearest[have - 1]) continue;
+      let at = have;
+      while (at > 0 && nearest[at - 1] > d) at--;
+      if (at > 0 && nearest[at - 1] === d) continue;
+      for (let j = Math.min(have, nwant - 1); j > at; j--) nearest[j] = nearest[j - 1];
+      nearest[at] = d;
+      if (have < nwant) have++;
     }
     const at = lists.length;
     map[u] = -(at + 1);
     lists.push(0);
-    let last = -1;
-    for (let have = 0; have < nwant; have++) {
-      let next = Infinity;
-      for (let e = 0; e < size; e++) if (d2[e] > last && d2[e] < next) next = d2[e];
-      if (next === Infinity) break;
-      for (let e = 0; e < size; e++) if (d2[e] === next) lists.push(e);
-      last = next;
-    }
+    // Every entry within those distances, by distance, then index (C's qsort on (d², index)).
+    found.length = 0;
+    const last = nearest[have - 1];
+    for (let e = 0; e < size; e++) if (d2[e] <= last) found.push(e);
+    for (let k = 0; k < have; k++) for (const e of found) if (d2[e] === nearest[k]) lists.push(e);
     lists[at] = lists.length - at - 1;
   }
   return { levels, map, neighbours: Uint16Array.from(lists) };

@@ -1,5 +1,5 @@
 /**
- * IQ1_S and IQ1_M (decoded only): 256 values in groups of 8 from a grid of ternary entries
+ * IQ1_S and IQ1_M (written only with an importance matrix, iq1-search.ts): 256 values in groups of 8 from a grid of ternary entries
  * (iq1s_grid: −1, 0, 1), shifted by ±1/8 and scaled: x = d·(2s + 1)·(grid[j] + δ), as ggml's
  * dequantize_row_iq1_* computes it (every product exact in f32).
  * - IQ1_S (50 bytes): f16 d, 32 bytes of grid indexes' low 8 bits, then per 32 values a u16 with
@@ -7,10 +7,13 @@
  * - IQ1_M (56 bytes): 32 bytes of index low bits, 16 bytes (per 16 values: two 3-bit index tops and
  *   two δ signs), then four u16 of 3-bit scales whose top nibbles make the f16 d.
  */
+import { MergeError } from '../../../errors.js';
 import { ggmlTypeByName } from '../ggml-types.js';
-import type { BlockDecoder } from './codec.js';
+import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
+import { encodeIq1MRow, encodeIq1SRow } from './iq1-search.js';
 import { iqGrid } from './iq-grids.js';
+import { needsImatrix } from './iq2.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -21,8 +24,19 @@ function group(out: Float32Array, y: number, dl: number, grid: Uint8Array, entry
   for (let j = 0; j < 8; j++) out[y + j] = f32(dl * f32(((grid[entry * 8 + j] << 24) >> 24) + delta));
 }
 
-export const IQ1_S_DECODER: BlockDecoder = {
+/**
+ * IQ1_S: decoded as dequantize_row_iq1_s; written only with importance weights, as quantize_iq1_s
+ * (iq1-search.ts), which asserts that it has them.
+ */
+export const IQ1_S_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ1_S')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ1_S'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq1SRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ1S');
@@ -40,8 +54,21 @@ export const IQ1_S_DECODER: BlockDecoder = {
   },
 };
 
-export const IQ1_M_DECODER: BlockDecoder = {
+/**
+ * IQ1_M: decoded as dequantize_row_iq1_m; written only with importance weights, as quantize_iq1_m
+ * (iq1-search.ts) with them. ggml's quantize_iq1_m also runs without (weights x²), which
+ * llama-quantize uses only for token_embd.weight and output.weight of an IQ1_M mix; loramerge
+ * writes IQ1_M only with an importance matrix, as llama-quantize does every other tensor.
+ */
+export const IQ1_M_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ1_M')!,
+  needsImportance: true,
+  encode() {
+    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ1_M'));
+  },
+  encodeWeighted(src, out, qw) {
+    encodeIq1MRow(src, out, qw);
+  },
   decode(src, out) {
     const half = f16Table();
     const grid = iqGrid('IQ1S');

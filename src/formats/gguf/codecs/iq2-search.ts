@@ -11,6 +11,7 @@ import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
 import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights, sumSquares } from './importance.js';
+import { makeQpQuants } from './k-quant-search.js';
 
 const { cmax, cmin, f32, GROUP_MAX_EPS, nearestInt, putU16, putU32, toF16Bits } = cFloat;
 
@@ -73,76 +74,6 @@ function bestNeighbour(t: Iq2Tables, o: number, xval: Float32Array, w: Float32Ar
   if (index < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
   for (let i = 0; i < 8; i++) dst[at + i] = t.levels[8 * index + i];
   return index;
-}
-
-/**
- * make_qp_quants(n, nmax, x, L, quant_weights) as C computes it for the IQ2 search: levels 0…nmax
- * of the non-negative x against one scale (the best of 9 trial scales, then up to 5 passes moving
- * single levels); 0 when the largest x is below GROUP_MAX_EPS or Σw·l² is 0. L is C's uint8_t: the
- * IQ2 search hands it values of which one per odd sign count was negated, whose negative levels
- * wrap to 255, 254, … as they do in C.
- */
-function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8Array, qw: Float32Array): number {
-  let max = 0;
-  for (let i = 0; i < n; i++) max = cmax(max, x[i]);
-  if (max < GROUP_MAX_EPS) {
-    L.fill(0, 0, n);
-    return 0;
-  }
-  let iscale = f32(nmax / max);
-  for (let i = 0; i < n; i++) L[i] = nearestInt(f32(iscale * x[i]));
-  const scale = f32(1 / iscale);
-  let bestMse = 0;
-  for (let i = 0; i < n; i++) {
-    const diff = f32(x[i] - f32(scale * L[i]));
-    bestMse = f32(bestMse + f32(f32(qw[i] * diff) * diff));
-  }
-  for (let is = -4; is <= 4; is++) {
-    if (is === 0) continue;
-    const iscaleIs = f32(f32(f32(TENTH * is) + nmax) / max);
-    const scaleIs = f32(1 / iscaleIs);
-    let mse = 0;
-    for (let i = 0; i < n; i++) {
-      const l = cmin(nmax, nearestInt(f32(iscaleIs * x[i])));
-      const diff = f32(x[i] - f32(scaleIs * l));
-      mse = f32(mse + f32(f32(qw[i] * diff) * diff));
-    }
-    if (mse < bestMse) {
-      bestMse = mse;
-      iscale = iscaleIs;
-    }
-  }
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const l = cmin(nmax, nearestInt(f32(iscale * x[i])));
-    L[i] = l;
-    sumlx = f32(sumlx + f32(f32(qw[i] * x[i]) * l));
-    suml2 = f32(suml2 + f32(f32(qw[i] * l) * l));
-  }
-  for (let itry = 0; itry < 5; itry++) {
-    let changed = 0;
-    for (let i = 0; i < n; i++) {
-      const w = qw[i];
-      let slx = f32(sumlx - f32(f32(w * x[i]) * L[i]));
-      let sl2 = f32(suml2 - f32(f32(w * L[i]) * L[i]));
-      if (slx > 0 && sl2 > 0) {
-        const newL = cmin(nmax, nearestInt(f32(f32(x[i] * sl2) / slx)));
-        if (newL !== L[i]) {
-          slx = f32(slx + f32(f32(w * x[i]) * newL));
-          sl2 = f32(sl2 + f32(f32(w * newL) * newL));
-          if (f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2)) {
-            L[i] = newL;
-            sumlx = slx;
-            suml2 = sl2;
-            changed++;
-          }
-        }
-      }
-    }
-    if (!changed) break;
-  }
-  return suml2 > 0 ? f32(sumlx / suml2) : 0;
 }
 
 const weight = new Float32Array(32);

@@ -55,9 +55,14 @@ export const IQ2_XXS_CODEC: BlockCodec = {
   },
 };
 
-/** Why a type (IQ2_XXS, IQ2_XS) is not written without an importance matrix. */
+/** Why a type (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S) is not written without an importance matrix. */
 export function needsImatrix(name: string): string {
-  return `${name} is written only with an importance matrix: ggml's ${name} quantizer requires one, and llama-quantize refuses ${name} without --imatrix; give --imatrix FILE (made by llama-imatrix for this model)`;
+  // ggml's quantize_iq1_m runs without weights too, but llama-quantize refuses IQ1_M without an
+  // imatrix for every tensor but token_embd.weight and output.weight.
+  const why = name === 'IQ1_M'
+    ? `llama-quantize refuses ${name} without --imatrix (but for token_embd.weight and output.weight)`
+    : `ggml's ${name} quantizer requires one, and llama-quantize refuses ${name} without --imatrix`;
+  return `${name} is written only with an importance matrix: ${why}; give --imatrix FILE (made by llama-imatrix for this model)`;
 }
 
 /**

@@ -192,15 +192,20 @@ export function makeQ3Quants(n: number, nmax: number, x: Float32Array, x0: numbe
 }
 
 /**
- * make_qp_quants(n, nmax, x, L, quant_weights): levels 0…nmax of the non-negative x[0 … n) (a
- * super-block's scales or mins) against one scale, weighted by qw: the best of 9 trial scales
- * around nmax/max, then up to 5 passes moving single levels while the weighted fit improves.
- * L is C's uint8_t (a negative level wraps as it does there). Returns the scale Σw·x·l / Σw·l².
+ * make_qp_quants(n, nmax, x, L, quant_weights) as ggml d99724f (August 2026) has it, the one copy
+ * for the k-quants (a super-block's scales or mins: Q2_K, Q4_K, Q5_K) and the IQ2 search (IQ2_XXS's
+ * first scale): levels 0…nmax of the non-negative x[0 … n) against one scale, weighted by qw: the
+ * best of 9 trial scales around nmax/max, then up to 5 passes moving single levels while the
+ * weighted fit improves. L is C's uint8_t: a negative level wraps as it does there (IQ2_XXS hands
+ * it one negated value per odd sign count). Returns the scale Σw·x·l / Σw·l², or 0 where the
+ * largest x is below GROUP_MAX_EPS or Σw·l² is not positive (weights all 0): the guards ggml
+ * b466b4d (llama.cpp #15379, August 2025) added, where before it tested max == 0 and divided
+ * 0 by 0 into a NaN scale.
  */
 export function makeQpQuants(n: number, nmax: number, x: ArrayLike<number>, L: Uint8Array, qw: ArrayLike<number>): number {
   let max = 0;
-  for (let i = 0; i < n; i++) max = max > x[i] ? max : x[i];
-  if (max === 0) {
+  for (let i = 0; i < n; i++) max = cmax(max, x[i]);
+  if (max < GROUP_MAX_EPS) {
     for (let i = 0; i < n; i++) L[i] = 0;
     return 0;
   }
@@ -257,5 +262,5 @@ export function makeQpQuants(n: number, nmax: number, x: ArrayLike<number>, L: U
     }
     if (!changed) break;
   }
-  return f32(sumlx / suml2);
+  return suml2 > 0 ? f32(sumlx / suml2) : 0;
 }

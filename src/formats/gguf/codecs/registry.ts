@@ -1,14 +1,14 @@
 /**
  * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
  * Codecs decode and encode (llama.cpp's reference quantizers; IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S as
- * llama-quantize writes them without an importance matrix; IQ2_XXS, IQ2_XS and IQ2_S only with
- * one, as llama-quantize --imatrix writes them); decoders only decode: the IQ1 types,
- * which llama-quantize writes only with an importance matrix.
+ * llama-quantize writes them without an importance matrix; IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS and IQ2_S
+ * only with one, as llama-quantize --imatrix writes them); decoders only decode (none now: every
+ * type read is also written).
  */
 import type { GgmlType } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
 import { BF16_CODEC, F16_CODEC, F32_CODEC } from './float-codecs.js';
-import { IQ1_M_DECODER, IQ1_S_DECODER } from './iq1.js';
+import { IQ1_M_CODEC, IQ1_S_CODEC } from './iq1.js';
 import { IQ2_S_CODEC, IQ2_XS_CODEC, IQ2_XXS_CODEC } from './iq2.js';
 import { IQ3_S_CODEC, IQ3_XXS_CODEC } from './iq3.js';
 import { IQ4_NL_CODEC, IQ4_XS_CODEC } from './iq4.js';
@@ -33,13 +33,10 @@ const CODECS: readonly BlockCodec[] = [
   Q8_0_CODEC, Q4_0_CODEC, Q4_1_CODEC, Q5_0_CODEC, Q5_1_CODEC,
   Q2_K_CODEC, Q3_K_CODEC, Q4_K_CODEC, Q5_K_CODEC, Q6_K_CODEC,
   MXFP4_CODEC, NVFP4_CODEC, Q1_0_CODEC, Q2_0_CODEC, TQ1_0_CODEC, TQ2_0_CODEC,
-  IQ2_XXS_CODEC, IQ2_XS_CODEC, IQ2_S_CODEC, IQ3_XXS_CODEC, IQ3_S_CODEC, IQ4_NL_CODEC, IQ4_XS_CODEC,
+  IQ1_S_CODEC, IQ1_M_CODEC, IQ2_XXS_CODEC, IQ2_XS_CODEC, IQ2_S_CODEC, IQ3_XXS_CODEC, IQ3_S_CODEC, IQ4_NL_CODEC, IQ4_XS_CODEC,
 ];
 
-const DECODERS: readonly BlockDecoder[] = [
-  ...CODECS,
- IQ1_S_DECODER, IQ1_M_DECODER,
-];
+const DECODERS: readonly BlockDecoder[] = [...CODECS];
 
 const CODEC_BY_NAME = new Map(CODECS.map((c) => [c.type.name, c]));
 const DECODER_BY_NAME = new Map(DECODERS.map((c) => [c.type.name, c]));
@@ -51,7 +48,7 @@ export function blockCodec(type: GgmlType): BlockCodec | undefined {
 
 /**
  * Whether loramerge writes `type` with importance weights `weighted` given or not: a codec, and
- * not one whose quantizer needs an importance matrix (IQ2_XXS, IQ2_XS, IQ2_S) when there is none.
+ * not one whose quantizer needs an importance matrix (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S) when there is none.
  */
 export function writesType(type: GgmlType, weighted: boolean): boolean {
   const codec = CODEC_BY_NAME.get(type.name);
@@ -67,7 +64,7 @@ export function blockDecoder(type: GgmlType): BlockDecoder | undefined {
 export const CODEC_TYPE_NAMES: readonly string[] = CODECS.map((c) => c.type.name);
 
 /**
- * Names of the types loramerge writes with or without an importance matrix (all but IQ2_XXS, IQ2_XS and IQ2_S): what
+ * Names of the types loramerge writes with or without an importance matrix (all but IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS and IQ2_S): what
  * `--dtype` offers on its own, in menus and messages.
  */
 export const PLAIN_CODEC_TYPE_NAMES: readonly string[] = CODECS.filter((c) => !c.needsImportance).map((c) => c.type.name);

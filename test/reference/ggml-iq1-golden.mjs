@@ -1,0 +1,99 @@
+// Writes ggml-iq1-golden.json: 256-value blocks of many kinds, importance weights for them, and the
+// bytes ggml's own quantize_iq1_s and quantize_iq1_m write for them with those weights
+// (llama-quantize --imatrix), through the harness ggml-iq1-harness.c (its header says how to build
+// it), plus an FNV-1a checksum of the tables its iq2xs_init_impl builds for IQ1 (the harness's
+// `tables` dump; IQ1_S and IQ1_M share one grid and one table).
+// Run: node ggml-iq1-golden.mjs ./harness
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+
+const harness = process.argv[2] ?? './harness';
+let state = 20261208;
+const rand = () => {
+  state = (state + 0x6d2b79f5) >>> 0;
+  let t = state;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+};
+const gauss = () => Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
+const block = (f) => Float32Array.from({ length: 256 }, (_, i) => f(i));
+// imatrix values: mean squared activations, positive, spread over a few decades.
+const weights = () => block(() => Math.exp(2 * gauss()) * 0.1);
+const ternary = () => Math.floor(rand() * 3) - 1;
+
+const cases = [
+  ['zeros', block(() => 0), weights()],
+  ['gaussian weights (σ 0.02)', block(() => gauss() * 0.02), weights()],
+  ['gaussian (σ 1)', block(() => gauss()), weights()],
+  ['gaussian (σ 1), all importance 1', block(() => gauss()), block(() => 1)],
+  ['heavy-tailed', block(() => gauss() ** 3 * 0.01), weights()],
+  ['ties: multiples of 1/4', block(() => Math.round(gauss() * 4) / 4), weights()],
+  ['ties: small integers', block(() => Math.round(gauss() * 7)), weights()],
+  ['ties: small integers, equal importance', block(() => Math.round(gauss() * 3)), block(() => 0.5)],
+  ['ties: three values, equal importance', block(() => ternary() * 0.01), block(() => 1)],
+  ['on the grid, shifted up: (t + 1/8) times 0.02', block(() => (ternary() + 0.125) * 0.02), weights()],
+  ['on the grid, shifted down: (t − 1/8) times 0.02', block(() => (ternary() - 0.125) * 0.02), weights()],
+  ['shifted up in the first 8 of 16, down in the second', block((i) => (ternary() + ((i & 15) < 8 ? 0.125 : -0.125)) * 0.5), weights()],
+  ['equal magnitudes of both signs', block(() => (rand() < 0.5 ? -0.125 : 0.125)), weights()],
+  ['all equal and positive', block(() => 0.3), weights()],
+  ['all equal and negative', block(() => -0.3), weights()],
+  ['one 32 all zero', block((i) => (i >> 5 === 2 ? 0 : gauss() * 0.02)), weights()],
+  ['first and fifth 32 all zero', block((i) => (i >> 5 === 0 || i >> 5 === 4 ? 0 : gauss())), weights()],
+  ['one 16 below 1e-7 (GROUP_MAX_EPS_IQ1_M)', block((i) => (i >> 4 === 5 ? gauss() * 1e-9 : gauss() * 0.02)), weights()],
+  ['subnormal', block(() => gauss() * 1e-39), weights()],
+  ['tiny (1e-13, below GROUP_MAX_EPS_IQ1_S)', block(() => gauss() * 1e-13), weights()],
+  ['around GROUP_MAX_EPS_IQ1_S', block(() => gauss() * 5e-13), weights()],
+  ['1e-9 (between the two epsilons)', block(() => gauss() * 1e-9), weights()],
+  ['1e-20 (weights underflow)', block(() => gauss() * 1e-20), weights()],
+  ['scales falling per 32', block((i) => gauss() * 10 ** -(i >> 5)), weights()],
+  ['scales falling per 16', block((i) => gauss() * 2 ** -(i >> 4)), weights()],
+  ['sparse', block(() => (rand() < 0.05 ? gauss() : 0)), weights()],
+  ['all negative', block(() => -Math.abs(gauss())), weights()],
+  ['all positive', block(() => Math.abs(gauss())), weights()],
+  ['large (1e4)', block(() => gauss() * 1e4), weights()],
+  ['1e8 (the f16 scale overflows)', block(() => gauss() * 1e8), weights()],
+  ['1e18 (sums overflow f32)', block(() => gauss() * 1e18), weights()],
+  ['zero importance everywhere', block(() => gauss()), block(() => 0)],
+  ['zero importance on half', block(() => gauss()), block((i) => (i & 1 ? 0 : 1))],
+  ['importance 0 on one 32', block(() => gauss()), block((i) => (i >> 5 === 3 ? 0 : 1))],
+  ['importance 0 on one 8', block(() => gauss()), block((i) => (i >> 3 === 9 ? 0 : 1))],
+  ['huge importance (1e30)', block(() => gauss()), block(() => 1e30)],
+  ['huge importance (1e30), values 1e3', block(() => gauss() * 1e3), block(() => 1e30)],
+  ['subnormal importance', block(() => gauss()), block(() => 1e-42)],
+  ['a NaN', block((i) => (i === 77 ? NaN : gauss())), weights()],
+  ['an Inf', block((i) => (i === 200 ? -Infinity : gauss())), weights()],
+  ['a NaN importance', block(() => gauss()), block((i) => (i === 40 ? NaN : 1))],
+];
+for (let k = 0; k < 16; k++) cases.push([`random ${k}`, block(() => gauss() * 10 ** (rand() * 6 - 4)), weights()]);
+
+const all = new Float32Array(cases.length * 512);
+cases.forEach(([, x, w], i) => {
+  all.set(x, i * 512);
+  all.set(w, i * 512 + 256);
+});
+const hex = (b) => Buffer.from(b).toString('hex');
+const run = (type, size) => {
+  const out = execFileSync(harness, ['q', type], { input: Buffer.from(all.buffer) });
+  return cases.map((_, i) => {
+    const b = out.subarray(i * size, (i + 1) * size);
+    return b.every((v) => v === 0xff) ? null : hex(b);
+  });
+};
+const s = run('s', 50);
+const m = run('m', 56);
+const fnv = (text) => {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+};
+const tables = (t) => fnv(execFileSync(harness, ['tables', t], { maxBuffer: 1 << 28 }).toString());
+const [ts, tm] = [tables('s'), tables('m')];
+if (ts !== tm) throw new Error('IQ1_S and IQ1_M tables differ');
+writeFileSync(new URL('./ggml-iq1-golden.json', import.meta.url), JSON.stringify({
+  source: 'ggml-quants.c quantize_iq1_s / quantize_iq1_m with quant_weights (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64, glibc 2.36',
+  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ1_S / IQ1_M: the block ggml writes, hex, or null where ggml aborts; tables: FNV-1a of the harness\'s `tables` dump (the same for both)',
+  tables: ts,
+  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ1_S: s[i], IQ1_M: m[i] })),
+}, null, 1) + '\n');
+console.log('blocks', cases.length, 'aborted (s, m):', s.filter((v) => v === null).length, m.filter((v) => v === null).length);
