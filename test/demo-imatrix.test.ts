@@ -2,7 +2,8 @@
  * The merge's importance matrix on the page (the CLI's --imatrix): offered only while the base is a
  * GGUF, read as soon as it is picked (a file that is none is refused in one line, under it and
  * aloud, Merge off), and taken by the merge: the Q4_K tensor the merge changes is re-quantized with
- * it, byte for byte as the library's merge with the same matrix writes it, and not as without one.
+ * it, byte for byte as the library's merge with the same matrix writes it, and not as without one;
+ * removed, the next merge is the library's without one.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -123,5 +124,12 @@ describe('the importance matrix on the page', PAGE_RETRY, () => {
     await page.waitForSelector('[data-testid="download-link-stale"]', { timeout: 10_000 });
     expect(await page.$eval('[data-testid="imatrix-picked"]', (e) => (e as HTMLElement).hidden)).toBe(true);
     expect(await page.evaluate(() => document.activeElement?.id)).toBe('imatrix-button');
+    expect(await announced(page, /^Importance matrix removed/)).toBe('Importance matrix removed: the merged tensors are re-quantized without one.');
+
+    // Merged again after Remove: as with none picked (the matrix the worker read is not used, nor kept).
+    await mergeEnabled(page);
+    await page.click('[data-testid="merge-button"]');
+    const again = readGguf(await downloadBytes(page)).tensors.find((t) => t.name === TARGET)!;
+    expect(Buffer.compare(again.data, without.data)).toBe(0);
   }, 180_000);
 });

@@ -19,6 +19,7 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
   button.addEventListener('click', () => input.click());
   remove.addEventListener('click', () => {
     store.setImatrix(undefined);
+    client.forgetImatrix();
     button.focus(); // the Remove button hides with what it removed, under the focus
     announcer.say('Importance matrix removed: the merged tensors are re-quantized without one.');
   });
