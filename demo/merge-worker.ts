@@ -66,6 +66,7 @@ function inPageWords(response: WorkerResponse): WorkerResponse {
             ...plan.output,
             keep: pageWording(plan.output.keep),
             types: plan.output.types.map((t) => ({ ...t, note: pageWording(t.note) })),
+            ...(plan.output.imatrixTypes && { imatrixTypes: plan.output.imatrixTypes.map((t) => ({ ...t, note: pageWording(t.note) })) }),
             refused: Object.fromEntries(Object.entries(plan.output.refused).map(([name, why]) => [name, pageWording(why)])),
           },
         },
