@@ -3,15 +3,16 @@
  * demo-convert-gguf's): a GGUF split in parts as gguf-split writes them, both parts picked together,
  * and a Hugging Face safetensors folder (config.json, two shards and their index) picked as a folder.
  * Picked by keyboard; the page's download is the library's convertLora of the same files, byte for
- * byte, and the same for both models (the folder's tensors named as convert_hf_to_gguf names them).
+ * byte (the folder's tensors named as convert_hf_to_gguf names them); one part alone is refused on
+ * pick, saying to pick all of them. axe finds nothing serious at 390 px in either theme.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { convertLora, memoryInputFileSet } from '../src/node.js';
 import { PAGE_RETRY } from './helpers/browser.js';
-import { announced, openChooser, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { randomTensor, hfModelFolder } from './helpers/hf-folder.js';
 import { LLAMA, peftLlamaAdapter, splitF16Llama } from './helpers/gguf-models.js';
@@ -97,5 +98,13 @@ describe('convert on the page: a split GGUF and a Hugging Face folder as the mod
     const { page } = await session.open('?mode=convert');
     const bytes = await convertOnPage(page, dir, '#job-target-folder-button', [join(dir, 'hf-llama')], 'hf-llama');
     expect(Buffer.compare(Buffer.from(bytes), readFileSync(out))).toBe(0);
+    mkdirSync('test-output', { recursive: true });
+    await page.setViewport({ width: 390, height: 900 });
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      expect(await seriousViolations(page), scheme).toEqual([]);
+      expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
+      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-hf-folder-390px-${scheme}.png` });
+    }
   }, 120_000);
 });
