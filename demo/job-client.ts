@@ -12,9 +12,10 @@ export class JobWorkerClient {
   private worker?: Worker;
   private readonly rpc = new WorkerRpc<JobRequest, JobResponse>(() => this.start(), outcome);
 
-  describe(adapter: JobInput): Promise<AdapterFacts> {
+  /** `check: 'convert'`: picked for a conversion, the facts also say why convert cannot take it (convertRefusal). */
+  describe(adapter: JobInput, check?: 'convert'): Promise<AdapterFacts> {
     // Keyed: the job then reads through what this reading kept of the very same Files.
-    return this.rpc.send({ type: 'describe', adapter: { ...adapter, files: keyed(adapter.files) } }).done as Promise<AdapterFacts>;
+    return this.rpc.send({ type: 'describe', adapter: { ...adapter, files: keyed(adapter.files) }, ...(check && { check }) }).done as Promise<AdapterFacts>;
   }
 
   /** A model's headers read (an extraction's base or fine-tuned model, a conversion's model); `cancel()` drops it (another was picked). */

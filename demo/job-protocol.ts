@@ -25,8 +25,11 @@ export type JobSpec =
   | { kind: 'convert'; adapter: JobInput; base: JobInput };
 
 export type JobRequest =
-  /** Reads one adapter's header: its facts, and whether only a kohya file can name its modules. */
-  | { type: 'describe'; id: number; adapter: JobInput }
+  /**
+   * Reads one adapter's header: its facts, and whether only a kohya file can name its modules;
+   * `check: 'convert'` (picked for a conversion) also says why convert cannot take it, where it cannot.
+   */
+  | { type: 'describe'; id: number; adapter: JobInput; check?: 'convert' }
   /** Reads an extraction's base or fine-tuned model's, or a conversion's model's, headers as soon as it is picked (a `cancel` drops it). */
   | { type: 'read-model'; id: number; model: JobInput; slot: ModelSlot }
   /**
@@ -43,6 +46,8 @@ export type ModelSlot = 'base' | 'tuned' | 'target';
 
 export interface AdapterFacts extends AdapterSummary {
   kohyaNames: boolean;
+  /** Asked for (`check: 'convert'`): the one line convert refuses the adapter with, whatever the model; none where it takes it. */
+  convertRefusal?: string;
 }
 
 export interface JobDone {

@@ -15,7 +15,8 @@ export type PageMode = 'merge' | JobMode;
 export type AdapterInfo =
   | { status: 'reading' }
   | { status: 'ready'; facts: AdapterFacts }
-  | { status: 'failed'; message: string };
+  /** `refused`: read, but the mode's job cannot take it (convert's refusal of a kohya file), not unreadable. */
+  | { status: 'failed'; message: string; refused?: boolean };
 
 /** An extraction's base or fine-tuned model, or a conversion's model, read as soon as it is picked. */
 export type ModelInfo =
@@ -194,6 +195,7 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     const adapters = this.modeAdapters();
     if (adapters.some((a) => a.info.status === 'reading')) return 'Reading the adapters…';
     const failed = adapters.find((a) => a.info.status === 'failed');
+    if (failed?.info.status === 'failed' && failed.info.refused) return `${failed.set.name} cannot be converted: remove it or pick another.`;
     if (failed) return `${failed.set.name} could not be read: remove it or pick another.`;
     return undefined;
   }

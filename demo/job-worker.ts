@@ -9,7 +9,7 @@ import {
   combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
 } from '../src/index.js';
 import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
-import { convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
+import { checkConvertAdapter, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
@@ -29,7 +29,13 @@ function inPageWords(response: JobResponse): JobResponse {
     case 'error':
       return { ...response, message: pageWording(response.message) };
     case 'described':
-      return { ...response, facts: { ...response.facts, facts: response.facts.facts.map(pageWording), warnings: response.facts.warnings.map(pageWording) } };
+      return {
+        ...response,
+        facts: {
+          ...response.facts, facts: response.facts.facts.map(pageWording), warnings: response.facts.warnings.map(pageWording),
+          ...(response.facts.convertRefusal !== undefined && { convertRefusal: pageWording(response.facts.convertRefusal) }),
+        },
+      };
     case 'finished':
       return { ...response, done: { ...response.done, warnings: response.done.warnings.map(pageWording), backend: pageWording(response.done.backend) } };
     case 'progress': case 'withdrawn': case 'cancelled': case 'model-read':
@@ -63,7 +69,16 @@ async function describe(request: Extract<JobRequest, { type: 'describe' }>): Pro
     const recorded = slot ? reusingHeaders(set, files, true, slot) : { files: set, keep: () => {} };
     const adapter = await openAdapter(recorded.files);
     try {
-      post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined } });
+      // What convert refuses whatever the model (kohya names, a llama.cpp LoRA, DoRA …): said on pick, in the line the conversion would end with.
+      let convertRefusal: string | undefined;
+      if (request.check === 'convert') {
+        try {
+          checkConvertAdapter(adapter);
+        } catch (error) {
+          convertRefusal = errorMessage(error);
+        }
+      }
+      post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined, ...(convertRefusal !== undefined && { convertRefusal }) } });
       recorded.keep();
     } finally {
       await adapter.file.source.close();

@@ -66,6 +66,7 @@ function inPageWords(response: WorkerResponse): WorkerResponse {
             ...plan.output,
             keep: pageWording(plan.output.keep),
             types: plan.output.types.map((t) => ({ ...t, note: pageWording(t.note) })),
+            ...(plan.output.imatrixTypes && { imatrixTypes: plan.output.imatrixTypes.map((t) => ({ ...t, note: pageWording(t.note) })) }),
             refused: Object.fromEntries(Object.entries(plan.output.refused).map(([name, why]) => [name, pageWording(why)])),
           },
         },
@@ -100,19 +101,22 @@ function baseSet(name: string, files: PickedFile[], use: Parameters<typeof picke
  * by the merge. Only the last one read is kept.
  */
 let keptImatrix: { key: number; size: number; lastModified: number; matrix: ImportanceMatrix } | undefined;
+/** Counts picks and removals of the importance matrix: a read on pick is kept only while no later one came (a Remove during the read drops it). */
+let imatrixPicks = 0;
 
 /**
  * llama-imatrix's file read and checked as the CLI's --imatrix reads it; the file is closed either
- * way. The matrix read on pick serves the merge of the same File (`keep`: this is the pick's read).
+ * way. The matrix read on pick serves the merge of the same File (`keep`: this is the pick's read,
+ * the imatrixPicks count it was made at; kept only while that count stands).
  */
-async function readImatrix(picked: PickedFile, keep = false): Promise<ImportanceMatrix> {
+async function readImatrix(picked: PickedFile, keep?: number): Promise<ImportanceMatrix> {
   const { key, file } = picked;
   const kept = keptImatrix;
   if (kept && key !== undefined && kept.key === key && kept.size === file.size && kept.lastModified === file.lastModified) return kept.matrix;
   const source = await pickedFileSet(picked.path, [picked], 'plan').open(picked.path);
   try {
     const matrix = await readImportanceMatrix(source);
-    if (keep && key !== undefined) keptImatrix = { key, size: file.size, lastModified: file.lastModified, matrix };
+    if (keep === imatrixPicks && key !== undefined) keptImatrix = { key, size: file.size, lastModified: file.lastModified, matrix };
     return matrix;
   } finally {
     await source.close();
@@ -246,10 +250,15 @@ function handle(request: WorkerRequest): void {
     case 'read-imatrix':
       // A new pick is read again (another File, or this one changed): what it reads replaces what was kept.
       keptImatrix = undefined;
-      readImatrix(request.file, true).then(
+      readImatrix(request.file, ++imatrixPicks).then(
         (matrix) => post({ type: 'imatrix-read', id: request.id, tensors: matrix.entries.size }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );
+      break;
+    case 'forget-imatrix':
+      // Removed on the page: tens of MB for a large model are not held for a matrix no merge takes.
+      imatrixPicks++;
+      keptImatrix = undefined;
       break;
     case 'backend':
       void setBackend(request.id, request.choice, request.threads);

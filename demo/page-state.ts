@@ -3,7 +3,7 @@
  * adapters withdraws an earlier result (its files are deleted); changing a weight or the dtype marks
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
-import type { BackendChoice } from '../src/index.js';
+import type { BackendChoice, OutputTypeChoice } from '../src/index.js';
 import { ResultStore } from './result-store.js';
 import { holdsGgufModel } from '../src/formats/open-model.js';
 import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
@@ -143,17 +143,47 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     return this.state.base !== undefined && holdsGgufModel(this.state.base.files.map((f) => f.path));
   }
 
-  /** An importance matrix picked (undefined: removed); it is read next (setImatrixInfo). */
-  setImatrix(file: PickedFile | undefined): void {
+  /**
+   * An importance matrix picked (undefined: removed); it is read next (setImatrixInfo). Removed, an
+   * output type written only with one goes back to keeping each tensor's type: returns it, for the page to say.
+   */
+  setImatrix(file: PickedFile | undefined): string | undefined {
     this.state.imatrix = file && { file, status: 'reading' };
+    const dropped = this.dropUnoffered();
     this.settingsChanged();
+    if (dropped) this.onCheckSettingsChanged();
+    return dropped;
   }
 
-  /** What reading `file` found; dropped if another was picked meanwhile. */
+  /** What reading `file` found; dropped if another was picked meanwhile. One that failed takes its types with it (setImatrix). */
   setImatrixInfo(info: ImatrixState): void {
     if (this.state.imatrix?.file !== info.file) return;
     this.state.imatrix = info;
+    const dropped = this.dropUnoffered();
+    if (dropped) {
+      this.settingsChanged();
+      this.onCheckSettingsChanged();
+    }
     this.changed();
+  }
+
+  /**
+   * The output types the dtype menu offers: the base container's, and those written only with an
+   * importance matrix (a GGUF's IQ2 types) while one is picked for a GGUF base and not refused.
+   */
+  offeredTypes(): OutputTypeChoice[] {
+    const s = this.state;
+    if (s.plan.status !== 'ready') return [];
+    const { types, imatrixTypes = [] } = s.plan.plan.output;
+    return this.imatrixApplies() && s.imatrix && s.imatrix.status !== 'failed' ? [...types, ...imatrixTypes] : [...types];
+  }
+
+  /** An output dtype the menu no longer offers becomes 'same' (keep each tensor's type); returns it. */
+  private dropUnoffered(): string | undefined {
+    const wanted = this.state.outDtype;
+    if (this.state.plan.status !== 'ready' || wanted === 'same' || this.offeredTypes().some((t) => t.name === wanted)) return undefined;
+    this.state.outDtype = 'same';
+    return wanted;
   }
 
   setBase(set: PickedSet): void {
@@ -266,12 +296,8 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
    */
   setPlan(plan: PlanState): string | undefined {
     this.state.plan = plan;
-    const wanted = this.state.outDtype;
-    let dropped: string | undefined;
-    if (plan.status === 'ready' && wanted !== 'same' && !plan.plan.output.types.some((t) => t.name === wanted)) {
-      dropped = wanted;
-      this.state.outDtype = 'same'; // a new plan means new inputs: no result is left to mark
-    }
+    // A new plan means new inputs: no result is left to mark.
+    const dropped = this.dropUnoffered();
     this.changed();
     return dropped;
   }

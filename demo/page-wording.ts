@@ -52,10 +52,18 @@ const RULES: readonly WordingRule[] = [
 ];
 
 /**
+ * A split GGUF with parts missing: the command line looks beside the part it is given, a page
+ * reads only the files picked, so the advice is to pick them all (the message names no option,
+ * so it is rewritten apart from the option rules).
+ */
+const SPLIT_PARTS_MISSING = /\bsplit GGUF of (\d+) parts but (\d+) found \(incomplete download\?\)/g;
+const SPLIT_PARTS_ADVICE = 'split GGUF of $1 parts but $2 picked: pick all $1 parts together';
+
+/**
  * `message` (an error, a plan's problem, warning or note, an adapter's or a merge's warning, a
  * reason an output type is refused) with each mention of a command-line option the page has a
  * control for rewritten to name that control; everything else, quoted names included, as it was.
  */
 export function pageWording(message: string): string {
-  return applyWordingRules(message, RULES);
+  return applyWordingRules(message.replace(SPLIT_PARTS_MISSING, SPLIT_PARTS_ADVICE), RULES);
 }

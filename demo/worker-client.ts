@@ -89,6 +89,11 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'read-imatrix', file: keyed([file])[0] }).done as Promise<number>;
   }
 
+  /** The importance matrix was removed: the worker no longer holds what it read of it. */
+  forgetImatrix(): void {
+    this.worker.postMessage({ type: 'forget-imatrix', id: 0 } satisfies WorkerRequest);
+  }
+
   /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
   check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
     return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;

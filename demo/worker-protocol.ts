@@ -49,6 +49,8 @@ export type WorkerRequest =
   | { type: 'merge'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; output: OutputChoice; choice: BackendChoice; threads?: number; imatrix?: PickedFile }
   /** An importance matrix read as soon as it is picked: how many tensors it covers, or why it cannot be used. */
   | { type: 'read-imatrix'; id: number; file: PickedFile }
+  /** The importance matrix was removed: the worker lets go of the one it read (and of any read still under way); no answer. */
+  | { type: 'forget-imatrix'; id: number }
   | { type: 'cancel'; id: number }
   /** The base alone, read as soon as it is picked: its headers, so a file that is no model is refused before any adapter is added. */
   | { type: 'read-base'; id: number; baseName: string; base: PickedFile[] }

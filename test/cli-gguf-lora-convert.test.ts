@@ -305,6 +305,9 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     const dir = temp.make({ ...base.files, 'a.gguf': lora.bytes });
     await expectRefused(['resize', '--adapter', join(dir, 'a.gguf'), '--rank', '1', '--base', join(dir, BASE_PART), '--out', join(dir, 'small.gguf')], dir,
       /^error: .*a\.gguf: a llama\.cpp LoRA already names the GGUF's tensors; leave out --base \(it is for PEFT adapters\)$/);
+    // convert's base is not optional: it has nothing to do for one.
+    await expectRefused(['convert', '--adapter', join(dir, 'a.gguf'), '--base', join(dir, BASE_PART), '--out', join(dir, 'small.gguf')], dir,
+      /^error: .*a\.gguf: a llama\.cpp LoRA already names the GGUF's tensors; there is nothing to convert: load it with llama\.cpp's --lora as it is$/);
   });
 });
 

@@ -3,7 +3,8 @@
  * as a llama.cpp LoRA GGUF into browser storage and offered as one download, `<adapter>-converted.gguf`.
  * Its bytes are the library's: convertLora (loramerge/node, run here in Node) of the same files
  * writes the same file byte for byte. The run is labelled, announced, and its result takes the
- * focus; a kohya file is refused in one line, listed and announced, nothing offered. axe-core finds
+ * focus. What convert cannot take whatever the model (a kohya file, a llama.cpp LoRA, DoRA) is refused
+ * when picked, in the library's line, on its card and announced, Convert off. axe-core finds
  * nothing serious in either theme; screenshots at 1280 and 390 px in both (test-output/).
  */
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -15,8 +16,8 @@ import { kohyaFile } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { announced, count, openChooser, seriousViolations, tabTo, text, upload, useDemoSession } from './helpers/demo-session.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
-import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 
 const session = useDemoSession();
 const BASE = 'tiny-llama-Q4_K_M.gguf';
@@ -83,25 +84,70 @@ describe('convert to a llama.cpp LoRA on the page', PAGE_RETRY, () => {
     }
   }, 120_000);
 
-  it('a kohya file: refused in one line, listed and announced, nothing offered', async () => {
+  it('what convert cannot take, refused when picked: one line on its card, announced, Convert off; a PEFT adapter then is taken', async () => {
     const rand = seededRandom(5);
     const g = () => rand() - 0.5;
-    const kohya = kohyaFile([{
-      name: 'lora_te_model_layers_0_self_attn_q_proj', alpha: 2,
-      b: { rows: 256, cols: 2, data: Float64Array.from({ length: 512 }, g) }, a: { rows: 2, cols: 256, data: Float64Array.from({ length: 512 }, g) },
-    }]);
-    const dir = session.dirs.make({ [BASE]: q4kmLlama().files[BASE], 'style.safetensors': kohya });
+    const dense = (rows: number, cols: number) => ({ rows, cols, data: Float64Array.from({ length: rows * cols }, g) });
+    const kohya = kohyaFile([{ name: 'lora_te_model_layers_0_self_attn_q_proj', alpha: 2, b: dense(256, 2), a: dense(2, 256) }]);
+    const gguf = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 2, in: LLAMA.hidden, out: LLAMA.hidden, aType: 'F32', bType: 'F32' }], 4);
+    // PEFT's DoRA: lora_magnitude_vector beside the factors, use_dora in the config.
+    const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+    const dora = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 2, use_dora: true, target_modules: ['q_proj'], base_model_name_or_path: 'tiny-llama' }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `${q}.lora_A.weight`, dtype: 'F32', shape: [2, 256], data: dense(2, 256).data },
+        { name: `${q}.lora_B.weight`, dtype: 'F32', shape: [256, 2], data: dense(256, 2).data },
+        { name: `${q}.lora_magnitude_vector`, dtype: 'F32', shape: [256], data: new Float64Array(256).fill(1) },
+      ]),
+    };
+    const dir = session.dirs.make({
+      [BASE]: q4kmLlama().files[BASE], 'style.safetensors': kohya, 'llama-lora.gguf': gguf.bytes,
+      ...within('dora', dora), ...within('llama-lora', adapter.files),
+    });
     const demo = await session.open('?mode=convert');
     const { page } = demo;
-    await upload(page, 'job-adapter-input', join(dir, 'style.safetensors'));
     await upload(page, 'job-target-input', join(dir, BASE));
+    await announced(page, /^Model read/);
+    const cases: [string[], string, string][] = [
+      [[join(dir, 'style.safetensors')], 'style.safetensors',
+        'style.safetensors: a kohya adapter\'s module names (lora_unet_…, flattened) are not mapped to llama.cpp\'s tensor names; give the PEFT adapter'],
+      [[join(dir, 'llama-lora.gguf')], 'llama-lora.gguf',
+        'llama-lora.gguf: a llama.cpp LoRA already names the GGUF\'s tensors; there is nothing to convert: load it with llama.cpp\'s --lora as it is'],
+      [[join(dir, 'dora')], 'dora',
+        'dora: module "base_model.model.model.layers.0.self_attn.q_proj" is DoRA, whose update depends on the base weights; convert cannot express it as a LoRA'],
+    ];
+    for (const [files, name, line] of cases) {
+      await upload(page, name === 'dora' ? 'job-adapter-folder-input' : 'job-adapter-input', ...files);
+      // Said at once, before Convert is pressed.
+      await page.waitForFunction((want: string) => {
+        const facts = document.querySelector('[data-testid="job-adapter-facts"]')?.textContent;
+        return document.querySelector('[data-testid="job-adapter"] .adapter-name')?.textContent === want && facts !== 'reading…'
+          && document.querySelector('[data-testid="alert"]')!.textContent === facts;
+      }, { timeout: 30_000 }, name);
+      expect(await text(page, '[data-testid="alert"]')).toBe(line);
+      expect(await text(page, '[data-testid="job-adapter"] .adapter-name')).toBe(name);
+      expect(await text(page, '[data-testid="job-adapter-facts"]')).toBe(line);
+      expect(await page.$eval('[data-testid="job-adapter-facts"]', (e) => e.classList.contains('error-text'))).toBe(true);
+      expect(await blockedSays(page)).toBe(`${name} cannot be converted: remove it or pick another.`);
+      expect(await page.$eval('[data-testid="job-run"]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+      expect(await count(page, '#job-error-list li')).toBe(0);
+    }
+    // The line it would have failed with: the library's own, when given the same files.
+    for (const [source, line] of [[join(dir, 'style.safetensors'), cases[0][2]], [join(dir, 'dora'), cases[2][2]]] as const) {
+      await expect(convertLora({ adapter: source, base: join(dir, BASE), out: join(dir, 'never.gguf') })).rejects.toThrow(line.replace(/^[^:]+/, source));
+    }
+    await upload(page, 'job-adapter-input', join(dir, 'llama-lora', 'adapter_config.json'), join(dir, 'llama-lora', 'adapter_model.safetensors'));
     await runEnabled(page);
-    await page.click('[data-testid="job-run"]');
-    await page.waitForFunction(() => !document.getElementById('job-errors')!.hidden, { timeout: 30_000 });
-    const lines = await page.$$eval('#job-error-list li', (items) => items.map((li) => li.textContent));
-    expect(lines).toEqual(['style.safetensors: a kohya adapter\'s module names (lora_unet_…, flattened) are not mapped to llama.cpp\'s tensor names; give the PEFT adapter']);
-    const alert = await (await page.waitForFunction(() => document.querySelector('[data-testid="alert"]')!.textContent || undefined, { timeout: 30_000 })).jsonValue();
-    expect(alert).toBe(`The conversion failed: ${lines[0]}`);
+    expect(await text(page, '[data-testid="job-adapter-facts"]')).toMatch(/^PEFT/);
     expect(await count(page, '[data-testid^="job-download-link"]')).toBe(0);
-  }, 60_000);
+    await page.setViewport({ width: 390, height: 900 });
+    await upload(page, 'job-adapter-input', join(dir, 'style.safetensors'));
+    await page.waitForFunction(() => document.querySelector('[data-testid="job-adapter-facts"]')!.classList.contains('error-text'), { timeout: 30_000 });
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      expect(await seriousViolations(page), scheme).toEqual([]);
+      expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
+      await page.screenshot({ path: `test-output/demo-convert-refused-390px-${scheme}.png`, fullPage: true });
+    }
+  }, 90_000);
 });

@@ -4,8 +4,10 @@
  * combine (its card's facts), serves the combination; an importance matrix, read whole when it is
  * picked (how many tensors it covers), serves the merge; the model a conversion is for, read
  * when it is picked (its summary line), serves the conversion. Counted as each worker's File.slice calls
- * on those files. The same file picked again is another File, and is read again.
+ * on those files. The same file picked again is another File, and is read again. Past the 64 MiB the
+ * job worker keeps of adapters' headers, the oldest pick's are dropped and the run reads them again.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page, WebWorker } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +15,8 @@ import { peftFiles } from './helpers/adapter-fixtures.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { announced, mergeEnabled, planReady, upload, useDemoSession } from './helpers/demo-session.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fixtures.js';
+import { combineLoras } from '../src/node.js';
 import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 import { readStoredZip } from './helpers/stored-zip.js';
 
@@ -39,6 +42,24 @@ async function countSlices(page: Page, pattern: RegExp, name: string): Promise<W
   }, name);
   return worker;
 }
+
+/** The worker whose script matches `pattern`, with File.slice counted on files named `name`: the file's size, start and end of each. */
+async function countSizedSlices(page: Page, pattern: RegExp, name: string): Promise<WebWorker> {
+  const worker = await countSlices(page, pattern, name);
+  await worker.evaluate((wanted: string) => {
+    const scope = self as unknown as { sized: [number, number, number][] };
+    scope.sized = [];
+    const slice = Blob.prototype.slice;
+    Blob.prototype.slice = function (this: Blob, start?: number, end?: number, type?: string) {
+      if (this instanceof File && this.name === wanted) scope.sized.push([this.size, start ?? 0, end ?? this.size]);
+      return slice.call(this, start, end, type);
+    };
+  }, name);
+  return worker;
+}
+
+/** The sized slices counted since the last call, and the count started again. */
+const takeSizedSlices = (worker: WebWorker) => worker.evaluate(() => (self as unknown as { sized: [number, number, number][] }).sized.splice(0));
 
 /** The slices counted since the last call, and the count started again. */
 const takeSlices = (worker: WebWorker) => worker.evaluate(() => (self as unknown as { slices: [number, number][] }).slices.splice(0));
@@ -104,6 +125,66 @@ describe('inputs read once', PAGE_RETRY, () => {
     await facts(3);
     expect((await takeSlices(worker)).filter(([start]) => start < headerEnd).length).toBeGreaterThan(0);
   }, 120_000);
+
+  it('combine past the 64 MiB kept for adapters\' headers: the oldest pick\'s header is dropped and read again by the run, the result the library\'s', async () => {
+    // Three PEFT adapters whose headers are 23 MB each (a long __metadata__ value, as ss_tag_frequency
+    // makes kohya's): 69 MB together, past the 64 MiB the job worker keeps of adapters read on pick.
+    // Told apart by their weights file's size (each one's padding differs).
+    const big = (seed: number, pad: number) => {
+      const files = adapter(seed);
+      const rand = seededRandom(seed);
+      const dense = (rows: number, cols: number) => ({ rows, cols, data: Float64Array.from({ length: rows * cols }, () => Math.fround(rand() - 0.5)) });
+      files[WEIGHTS] = buildSafetensors([
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [2, 32], data: dense(2, 32).data },
+        { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', dtype: 'F32', shape: [32, 2], data: dense(32, 2).data },
+      ], { format: 'pt', notes: 'x'.repeat(23_000_000 + pad) });
+      return files;
+    };
+    const names = ['first', 'second', 'third'];
+    const made = names.map((_, i) => big(11 + i, 1000 * i));
+    const files = Object.assign({}, ...names.map((name, i) => within(name, made[i])), within('starter', adapter(3))) as Record<string, string | Uint8Array>;
+    const sizes = made.map((f) => (f[WEIGHTS] as Uint8Array).byteLength);
+    const headerEnds = made.map((f) => 8 + Number(new DataView((f[WEIGHTS] as Uint8Array).buffer).getBigUint64(0, true)));
+    expect(headerEnds.reduce((a, b) => a + b, 0)).toBeGreaterThan(64 * 1024 * 1024);
+    expect(headerEnds[1] + headerEnds[2]).toBeLessThan(64 * 1024 * 1024);
+    const dir = session.dirs.make(files);
+    const { page } = await session.open('?mode=combine&backend=cpu');
+    const facts = (n: number) => page.waitForFunction((want: number) => {
+      const shown = [...document.querySelectorAll('[data-testid="job-adapter-facts"]')].map((e) => e.textContent ?? '');
+      return shown.length === want && shown.every((f) => /^PEFT/.test(f));
+    }, { timeout: 60_000 }, n);
+    await upload(page, 'job-adapter-input', join(dir, 'starter', 'adapter_config.json'), join(dir, 'starter', WEIGHTS));
+    await facts(1);
+    await page.click('[data-testid="job-adapter"] .remove');
+    const worker = await countSizedSlices(page, /job-worker/, WEIGHTS);
+    const headerReads = (slices: [number, number, number][], i: number) => slices.filter(([size, start]) => size === sizes[i] && start < headerEnds[i]);
+
+    // One at a time, each read on pick before the next (so the oldest is the first).
+    for (const [i, name] of names.entries()) {
+      await upload(page, 'job-adapter-input', join(dir, name, 'adapter_config.json'), join(dir, name, WEIGHTS));
+      await facts(i + 1);
+    }
+    const onPick = await takeSizedSlices(worker);
+    for (const i of [0, 1, 2]) expect(headerReads(onPick, i).length, names[i]).toBeGreaterThan(0);
+
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    await page.click('[data-testid="job-run"]');
+    const zip = readStoredZip(await downloadBytes(page, 'job-download-link'));
+    const inRun = await takeSizedSlices(worker);
+    // The first's header, dropped, is read from its file again; the two kept are not.
+    expect(headerReads(inRun, 0).length, JSON.stringify(inRun)).toBeGreaterThan(0);
+    expect(headerReads(inRun, 1)).toEqual([]);
+    expect(headerReads(inRun, 2)).toEqual([]);
+
+    // And read right: the library's combination of the same three.
+    const out = join(dir, 'library');
+    await combineLoras({ adapters: names.map((name) => join(dir, name)), method: 'cat', out, backend: 'cpu' });
+    const pageWeights = [...zip].find(([path]) => path.endsWith(WEIGHTS))![1];
+    const libraryTensors = decodeSafetensors(readFileSync(join(out, WEIGHTS))).tensors;
+    const pageTensors = decodeSafetensors(pageWeights).tensors;
+    expect([...pageTensors.keys()].sort()).toEqual([...libraryTensors.keys()].sort());
+    for (const [name, t] of libraryTensors) expect(Buffer.compare(Buffer.from(pageTensors.get(name)!.bytes), Buffer.from(t.bytes)), name).toBe(0);
+  }, 180_000);
 
   it('convert: the model read on pick serves the conversion, which reads none of it again', async () => {
     const model = 'tiny-llama-Q4_K_M.gguf';

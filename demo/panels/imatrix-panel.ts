@@ -18,9 +18,10 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
   const facts = byId('imatrix-facts');
   button.addEventListener('click', () => input.click());
   remove.addEventListener('click', () => {
-    store.setImatrix(undefined);
+    const dropped = store.setImatrix(undefined);
+    client.forgetImatrix();
     button.focus(); // the Remove button hides with what it removed, under the focus
-    announcer.say('Importance matrix removed: the merged tensors are re-quantized without one.');
+    announcer.say(`Importance matrix removed: the merged tensors are re-quantized without one.${dropped ? ` ${dropped} is written only with one: the Output dtype is back to “keep each tensor’s type”.` : ''}`);
   });
   input.addEventListener('change', () => {
     const file = input.files?.[0];
@@ -35,7 +36,11 @@ export function mountImatrixPanel(store: PageStore, client: MergeWorkerClient, a
       (tensors) => {
         if (store.state.imatrix?.file !== picked) return;
         store.setImatrixInfo({ file: picked, status: 'ready', tensors });
-        announcer.say(`Importance matrix read: ${file.name}, ${factsLine(tensors)}.`);
+        // The types written only with one join the Output dtype menu: said, as a screen reader would not see them come.
+        const plan = store.state.plan;
+        const added = plan.status === 'ready' ? (plan.plan.output.imatrixTypes ?? []).map((t) => t.name) : [];
+        const offered = added.length ? ` The Output dtype menu also offers ${added.slice(0, -1).join(', ')}${added.length > 1 ? ' and ' : ''}${added[added.length - 1]} with it.` : '';
+        announcer.say(`Importance matrix read: ${file.name}, ${factsLine(tensors)}.${offered}`);
       },
       (error: Error) => {
         if (store.state.imatrix?.file !== picked) return;

@@ -163,9 +163,15 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
   keepResultsOf(store);
 
   function describe(adapters: JobAdapter[]): void {
+    // Picked for a conversion: what convert refuses whatever the model is said now, not when Convert is pressed.
+    const check = store.state.mode === 'convert' ? 'convert' : undefined;
     for (const adapter of adapters) {
-      client.describe({ name: adapter.set.name, files: adapter.set.files }).then(
-        (facts) => store.setAdapterInfo(adapter.id, { status: 'ready', facts }),
+      client.describe({ name: adapter.set.name, files: adapter.set.files }, check).then(
+        (facts) => {
+          if (facts.convertRefusal === undefined) return store.setAdapterInfo(adapter.id, { status: 'ready', facts });
+          store.setAdapterInfo(adapter.id, { status: 'failed', message: facts.convertRefusal, refused: true });
+          say.error(facts.convertRefusal);
+        },
         (error: Error) => {
           store.setAdapterInfo(adapter.id, { status: 'failed', message: error.message });
           say.error(error.message);

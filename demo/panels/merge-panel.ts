@@ -39,6 +39,8 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
   const mergedOnlyBox = byId('dtype-merged-only-box');
   const mergedOnlyHint = byId('dtype-merged-only-hint');
   let shownChoices: PlanSummary['output'] | undefined;
+  /** How many types the menu lists (the IQ2 types come and go with the importance matrix). */
+  let shownCount = 0;
   const destination = byId<HTMLSelectElement>('destination');
   const destinationHint = byId('destination-hint');
   const progress = new ProgressView(byId<HTMLProgressElement>('progress'), byId('progress-text'), 'tensors', () => store.inputsRevision);
@@ -160,21 +162,26 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
       cancelButton.disabled = state.busy !== 'merge';
       if (state.busy === undefined) progress.forgetIfOutdated();
       const plan = state.plan.status === 'ready' ? state.plan.plan : undefined;
-      if (plan && plan.output !== shownChoices) {
+      const offered = store.offeredTypes();
+      if (plan && (plan.output !== shownChoices || offered.length !== shownCount)) {
         shownChoices = plan.output;
+        shownCount = offered.length;
         // One type throughout first, then the mixes under their heading (llama-quantize's file types).
         // A type this model cannot take says so in the menu; chosen, the hint below says why.
         const label = (name: string, text: string) => (plan.output.refused[name] ? `${text} (not for this model)` : text);
         const option = (t: { name: string }) => el('option', { value: t.name, textContent: label(t.name, t.name) });
         const groups = [...new Set(plan.output.types.flatMap((t) => (t.group ? [t.group] : [])))];
+        // Written only with the importance matrix (IQ2_XXS, IQ2_XS, IQ2_S): listed while one is picked, under their own heading.
+        const withMatrix = offered.slice(plan.output.types.length);
         dtype.replaceChildren(
           el('option', { value: 'same', textContent: label('same', 'keep each tensor’s type') }),
           ...plan.output.types.filter((t) => !t.group).map(option),
+          ...(withMatrix.length ? [el('optgroup', { label: 'with the importance matrix' }, ...withMatrix.map(option))] : []),
           ...groups.map((label) => el('optgroup', { label }, ...plan.output.types.filter((t) => t.group === label).map(option))),
         );
       }
       if (dtype.value !== state.outDtype) dtype.value = state.outDtype;
-      const choice = plan?.output.types.find((t) => t.name === state.outDtype);
+      const choice = offered.find((t) => t.name === state.outDtype);
       const refused = plan?.output.refused[state.outDtype];
       dtypeHint.className = refused ? 'error-text small' : 'hint small';
       dtypeHint.textContent = !plan

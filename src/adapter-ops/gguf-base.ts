@@ -30,7 +30,11 @@ export function checkGgufBase(job: { command: string; base: string }, format: Ou
     throw new MergeError('BAD_ARGUMENT', `--base ${job.base}: ${job.command} reads a base only to name a llama.cpp LoRA's tensors; give --out a .gguf name, or leave out --base`);
   }
   const gguf = adapters.find((a) => a.format === 'gguf');
-  if (gguf) throw new MergeError('BAD_ARGUMENT', `${gguf.name}: a llama.cpp LoRA already names the GGUF's tensors; leave out --base (it is for PEFT adapters)`);
+  if (gguf) {
+    // convert has nothing to do for one: its base is not optional.
+    const advice = job.command === 'convert' ? 'there is nothing to convert: load it with llama.cpp\'s --lora as it is' : 'leave out --base (it is for PEFT adapters)';
+    throw new MergeError('BAD_ARGUMENT', `${gguf.name}: a llama.cpp LoRA already names the GGUF's tensors; ${advice}`);
+  }
   const kohya = kohyaNamedAdapter(adapters);
   if (kohya) throw new MergeError('BAD_ARGUMENT', `${kohya.name}: a kohya adapter's module names (lora_unet_…, flattened) are not mapped to llama.cpp's tensor names; give the PEFT adapter`);
 }

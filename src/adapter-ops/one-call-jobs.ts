@@ -13,7 +13,7 @@ import { extractAdapter, openExtractModel } from './extract.js';
 import { convertAdapter, GGUF_OUT_TYPES, type GgufOutType } from './convert.js';
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
 import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
-import { openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
+import { collectModules, openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
 import { resizeAdapter } from './resize.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import type { MajoritySign } from '../algebra/merge-rules.js';
@@ -305,6 +305,8 @@ async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks:
   try {
     adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'convert', pacer);
     const opened = adapter;
+    // What no base could change, said before the base is read (the page says it on pick).
+    convertAdapterProblems(opened);
     base = await openJobBase('convert', options, hooks, 'gguf', [opened]);
     checkFormatFits([opened], 'peft', String(options.out), LIBRARY_CONVERT_ADVICE);
     const renamed = renameFor(base, sourceName(options.base), 'convert');
@@ -315,6 +317,28 @@ async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks:
   } finally {
     await adapter?.file.source.close();
     await base?.model.close();
+  }
+}
+
+/**
+ * Refuses an adapter that convert cannot take whatever the model: a llama.cpp LoRA (nothing to
+ * convert), kohya module names (mapped to no llama.cpp tensor), a module that is no low-rank
+ * product of factors (DoRA, LoHa, OFT, a bias update …). The engine's words.
+ */
+function convertAdapterProblems(adapter: ParsedAdapter): void {
+  checkGgufBase({ command: 'convert', base: 'base' }, 'gguf', [adapter]);
+  collectModules([adapter], 'peft', 'convert');
+}
+
+/**
+ * {@link convertLoraJob}'s refusal of `adapter` where no model could make it convertible, in the
+ * call's words (the same line the job throws); the page runs it when an adapter is picked.
+ */
+export function checkConvertAdapter(adapter: ParsedAdapter): void {
+  try {
+    convertAdapterProblems(adapter);
+  } catch (e) {
+    throw inLibraryWords(e);
   }
 }
 

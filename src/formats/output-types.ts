@@ -3,7 +3,7 @@
  * does in one sentence, so that every front end offers the same choices in the same words. The
  * containers accept exactly these names (tested).
  */
-import { PLAIN_CODEC_TYPE_NAMES } from './gguf/codecs/registry.js';
+import { IMATRIX_CODEC_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES } from './gguf/codecs/registry.js';
 import { ggmlTypeByName } from './gguf/ggml-types.js';
 import { TYPE_MIXES } from './gguf/type-mixes.js';
 
@@ -23,6 +23,11 @@ export interface OutputTypeChoices {
   readonly keep: string;
   /** The choices, in the order a menu lists them. */
   readonly types: readonly OutputTypeChoice[];
+  /**
+   * More choices, written only with an importance matrix (a GGUF's IQ2 types, as llama-quantize
+   * writes them only with --imatrix): offered while one is given, after `types`.
+   */
+  readonly imatrixTypes?: readonly OutputTypeChoice[];
 }
 
 const FP8_RULE =
@@ -63,4 +68,8 @@ export const GGUF_OUTPUT_TYPES: OutputTypeChoices = {
       note: `Matrices requantized to llama-quantize’s ${mix.fileTypeName} mix (${mix.summary}) by llama.cpp’s reference rules; a matrix whose rows are not whole blocks of its type takes llama-quantize’s fallback type, named in a warning. ${REQUANTIZE} Every matrix llama-quantize would quantize is converted, merged or not, as llama-quantize does for this file type; norms, biases and the other tensors it leaves alone keep their types.`,
     })),
   ],
+  imatrixTypes: IMATRIX_CODEC_TYPE_NAMES.map((name) => ({
+    name: name.toLowerCase(),
+    note: `${ggufNote(name)} Written only with the importance matrix, as llama-quantize writes ${name} only with --imatrix.`,
+  })),
 };

@@ -69,5 +69,8 @@ export const CODEC_TYPE_NAMES: readonly string[] = CODECS.map((c) => c.type.name
  */
 export const PLAIN_CODEC_TYPE_NAMES: readonly string[] = CODECS.filter((c) => !c.needsImportance).map((c) => c.type.name);
 
+/** Names of the types loramerge writes only with an importance matrix (IQ2_XXS, IQ2_XS, IQ2_S), as llama-quantize does. */
+export const IMATRIX_CODEC_TYPE_NAMES: readonly string[] = CODECS.filter((c) => c.needsImportance).map((c) => c.type.name);
+
 /** Names of the types loramerge reads. */
 export const DECODER_TYPE_NAMES: readonly string[] = DECODERS.map((c) => c.type.name);
