@@ -99,11 +99,11 @@ describe('the importance matrix on the page', PAGE_RETRY, () => {
     const chooser = await openChooser(page, 'Enter');
     await chooser.accept([join(dir, 'tiny-llama.imatrix.dat')]);
     expect(await imatrixFacts(page)).toEqual({ line: 'tiny-llama.imatrix.dat: importance matrix for 1 tensor; the merged tensors are re-quantized with it', isError: false });
-    expect(await announced(page, /^Importance matrix read/)).toBe('Importance matrix read: tiny-llama.imatrix.dat, importance matrix for 1 tensor; the merged tensors are re-quantized with it. The Output dtype menu also offers iq2_xxs, iq2_xs and iq2_s with it.');
+    expect(await announced(page, /^Importance matrix read/)).toBe('Importance matrix read: tiny-llama.imatrix.dat, importance matrix for 1 tensor; the merged tensors are re-quantized with it. The Output dtype menu also offers iq1_s, iq1_m, iq2_xxs, iq2_xs and iq2_s with it.');
     // Offered now, under their own heading, after the types written without one.
     const offered = await menu(page);
-    expect(offered.filter((o) => o.group === 'with the importance matrix').map((o) => o.value)).toEqual(['iq2_xxs', 'iq2_xs', 'iq2_s']);
-    expect(offered.findIndex((o) => o.value === 'iq2_xxs')).toBeGreaterThan(offered.findIndex((o) => o.value === 'iq4_xs'));
+    expect(offered.filter((o) => o.group === 'with the importance matrix').map((o) => o.value)).toEqual(['iq1_s', 'iq1_m', 'iq2_xxs', 'iq2_xs', 'iq2_s']);
+    expect(offered.findIndex((o) => o.value === 'iq1_s')).toBeGreaterThan(offered.findIndex((o) => o.value === 'iq4_xs'));
     await mergeEnabled(page);
     if (SHOTS) await (await page.$('#merge-section'))!.screenshot({ path: join(SHOTS, 'imatrix-read-390-dark.png') });
     await page.click('[data-testid="merge-button"]');
