@@ -101,6 +101,7 @@ import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
 import { peftNewWorld } from './fuzz-peft-new.js';
+import { drawnProjectionsWorld } from './fuzz-drawn-projections.js';
 import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
@@ -3537,6 +3538,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'fourierft-waveft': { weight: 2, arbitrary: spectrumWorld },
   'dit-namings': { weight: 3, arbitrary: ditNamingsWorld },
   'peft-new': { weight: 3, arbitrary: peftNewWorld },
+  // Weight 0: a property of its own (fuzz-surfaces.test.ts, FUZZ_DRAWN_RUNS), drawn here only where FUZZ_SURFACE_WORLDS names it.
+  'peft-drawn-projections': { weight: 0, arbitrary: drawnProjectionsWorld },
   'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
   'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
   'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
@@ -3679,6 +3682,8 @@ function jsonText(value: unknown): string {
     if (nesting) return '['.repeat(o.deep as number) + ']'.repeat(o.deep as number);
     // Python's json.dump writes a non-finite float so: NaN, Infinity, -Infinity.
     if (Object.keys(o).length === 1 && ['NaN', 'Infinity', '-Infinity'].includes(o.rawJson as string)) return o.rawJson as string;
+    // A number as written (past 2⁵³ exactly, or `1e3`, which Python reads as a float).
+    if (Object.keys(o).length === 1 && typeof o.rawJson === 'string' && /^-?[0-9][0-9.eE+-]*$/.test(o.rawJson)) return o.rawJson;
     return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v)}`).join(',')}}`;
   }
   if (Array.isArray(value)) return `[${value.map(jsonText).join(',')}]`;
