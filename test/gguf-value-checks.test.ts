@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
+import { nonFiniteBlockSpan, nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
@@ -51,6 +51,10 @@ describe('NaN/Inf in GGML blocks, read from their scales', () => {
       for (let b = 0; b < blocks; b++) decoded += referenceDequantizeBlock(type, data.subarray(b * bytes, (b + 1) * bytes)).filter((v) => !Number.isFinite(v)).length;
       expect(decoded).toBeGreaterThan(0);
       expect(nonFiniteBlockValues(ggmlTypeByName(type)!, data)).toBe(decoded);
+      // The first and the last value that decodes to NaN or Inf, by index.
+      const all = Array.from({ length: blocks }, (_, b) => Array.from(referenceDequantizeBlock(type, data.subarray(b * bytes, (b + 1) * bytes)))).flat();
+      const at = [...all.keys()].filter((i) => !Number.isFinite(all[i]));
+      expect(nonFiniteBlockSpan(ggmlTypeByName(type)!, data)).toEqual({ count: decoded, first: at[0], last: at[at.length - 1] });
     });
   }
 
