@@ -4,7 +4,10 @@
  * values, options of another command, near-miss spellings, bad numbers, unknown types and
  * backends, stray arguments, `--`, `-`, `-x`, `--help`) over real paths (a small base, a tuned copy
  * and two PEFT adapters in a folder made for each case), paths that do not exist, a folder where a
- * file is meant, an input as --out, an --out in a folder that does not exist. Each case knows what
+ * file is meant, an input as --out, an --out in a folder that does not exist; convert's --outtype
+ * (each value, values it does not take, given twice) over adapters of f32, f16, bf16 and mixed
+ * factor types and one whose factors are whole Q8_0 rows, each converted tensor's type and bytes
+ * checked against plain f16/bf16 rounding, a plain ggml Q8_0 quantizer and auto's rule. Each case knows what
  * the CLI documents for it (README, "exit code"), worked out here from the faults the case holds:
  *   - a usage fault found while parsing: exit 2 and stderr exactly one line, `error: … (see
  *     loramerge --help)`, naming the option (when the case holds one fault);
