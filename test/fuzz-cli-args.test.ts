@@ -4,7 +4,10 @@
  * values, options of another command, near-miss spellings, bad numbers, unknown types and
  * backends, stray arguments, `--`, `-`, `-x`, `--help`) over real paths (a small base, a tuned copy
  * and two PEFT adapters in a folder made for each case), paths that do not exist, a folder where a
- * file is meant, an input as --out, an --out in a folder that does not exist. Each case knows what
+ * file is meant, an input as --out, an --out in a folder that does not exist; convert's --outtype
+ * (each value, values it does not take, given twice) over adapters of f32, f16, bf16 and mixed
+ * factor types and one whose factors are whole Q8_0 rows, each converted tensor's type and bytes
+ * checked against plain f16/bf16 rounding, a plain ggml Q8_0 quantizer and auto's rule. Each case knows what
  * the CLI documents for it (README, "exit code"), worked out here from the faults the case holds:
  *   - a usage fault found while parsing: exit 2 and stderr exactly one line, `error: … (see
  *     loramerge --help)`, naming the option (when the case holds one fault);
@@ -103,13 +106,101 @@ for (const [name, lora] of Object.entries(LORAS)) {
     { name: `base_model.model.${m}.lora_B.weight`, dtype: 'F32' as const, shape: [N, lora.r], data: B },
   ]));
 }
+
+// --- convert's --outtype: more adapters (factors stored f16, bf16, of mixed types) and a model wide
+// enough that Q8_0 blocks (32 values along ne[0]) fit its factors -------------------------------
+
+/** Width of the wide model and the rank of its adapter: lora_a's rows (in) and lora_b's (r) are whole Q8_0 blocks. */
+const WN = 64, WR = 32, WHEADS = 4;
+/**
+ * A factor of the wide adapter: f32 values with a few blocks made to tell quantizers apart: halves
+ * at d = 1 (round half away from zero, not to even), an all-zero block (d = 0), a block whose d is
+ * below f16's smallest subnormal (stored 0, yet the values quantized by 1/d as ggml does), and
+ * values halfway between f16 and between bf16 neighbours (round to even).
+ */
+function wideFactor(rows: number, cols: number, seed: number, special: boolean): Float64Array {
+  const v = Float64Array.from({ length: rows * cols }, (_, i) => Math.fround(Math.sin(i * 0.37 + seed) * 0.3 * (1 + (i % 7))));
+  if (special) {
+    v.set([127, 2.5, -2.5, 0.5, -0.5, 1.5, -1.5, 126.5, -126.5, 63.5], 0);
+    v.fill(0, 32, 64);
+    for (let j = 64; j < 96; j++) v[j] = Math.fround(Math.sin(j) * 1e-6);
+    v.set([1 + 2 ** -11, 1 + 3 * 2 ** -11, -(1 + 2 ** -8), 1 + 3 * 2 ** -8, 2 ** -24 * 1.5, 2 ** -25, 65504, 65520 - 1, 6.103515625e-5 * (1 - 2 ** -12)], 96);
+  }
+  return v;
+}
+const WQ = 'model.layers.0.self_attn.q_proj', WV = 'model.layers.0.self_attn.v_proj';
+/** The wide model as convert_hf_to_gguf writes one (F32). */
+const WIDE_GGUF = buildGguf({
+  metadata: [
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['general.name', { type: 'string', value: 'Wide Llama' }],
+    ['llama.block_count', { type: 'u32', value: 1 }],
+    ['llama.context_length', { type: 'u32', value: 256 }],
+    ['llama.embedding_length', { type: 'u32', value: WN }],
+    ['llama.feed_forward_length', { type: 'u32', value: 2 * WN }],
+    ['llama.attention.head_count', { type: 'u32', value: WHEADS }],
+    ['llama.attention.head_count_kv', { type: 'u32', value: WHEADS }],
+    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+    ['general.file_type', { type: 'u32', value: 0 }],
+  ],
+  tensors: [
+    { name: 'blk.0.attn_norm.weight', type: 'F32', ne: [WN], data: tensorData('F32', new Float64Array(WN).fill(1)) },
+    { name: 'blk.0.attn_q.weight', type: 'F32', ne: [WN, WN], data: tensorData('F32', grid(WN * WN, 9)) },
+    { name: 'blk.0.attn_v.weight', type: 'F32', ne: [WN, WN], data: tensorData('F32', grid(WN * WN, 10)) },
+  ],
+});
+
+/** An adapter for convert: each module's factors with the safetensors type they are stored in, the values those hold. */
+interface ConvertLora { width: number; heads: number; base: string; r: number; alpha: number; modules: Record<string, { A: Float64Array; B: Float64Array; aType: FixtureDType; bType: FixtureDType }> }
+/** A stored value: `x` rounded to `dtype` (the fixture's writer rounds it so; the reference takes the file's values). */
+const stored = (x: Float64Array, dtype: FixtureDType) => x.map((v) => roundForDType(v, dtype));
+const small = (name: string, aType: FixtureDType, bType: FixtureDType, vType: [FixtureDType, FixtureDType] = [aType, bType]): [string, ConvertLora] => [name, {
+  width: N, heads: HEADS, base: 'model.gguf', r: 2, alpha: 2,
+  modules: {
+    [Q]: { A: stored(grid(2 * N, 11, 3), aType), B: stored(grid(N * 2, 12, 3), bType), aType, bType },
+    [V]: { A: stored(grid(2 * N, 13, 3), vType[0]), B: stored(grid(N * 2, 14, 3), vType[1]), aType: vType[0], bType: vType[1] },
+  },
+}];
+const CONVERT_LORAS: Record<string, ConvertLora> = {
+  ...Object.fromEntries(Object.entries(LORAS).map(([name, l]) => [name, {
+    width: N, heads: HEADS, base: 'model.gguf', r: l.r, alpha: l.alpha,
+    modules: Object.fromEntries(Object.entries(l.modules).map(([m, f]) => [m, { ...f, aType: 'F32' as const, bType: 'F32' as const }])),
+  }])),
+  wide: {
+    width: WN, heads: WHEADS, base: 'wide.gguf', r: WR, alpha: 16,
+    modules: {
+      [WQ]: { A: wideFactor(WR, WN, 1, true), B: wideFactor(WN, WR, 2, false), aType: 'F32', bType: 'F32' },
+      [WV]: { A: wideFactor(WR, WN, 3, false), B: wideFactor(WN, WR, 4, true), aType: 'F32', bType: 'F32' },
+    },
+  },
+  ...Object.fromEntries([
+    small('lora-f16', 'F16', 'F16'),
+    small('lora-bf16', 'BF16', 'BF16'),
+    // The first pair (q's, by sorted name) of mixed types: auto refuses it.
+    small('lora-mixed', 'F16', 'F32'),
+    // Mixed only in the second pair: auto takes the first (f16).
+    small('lora-mixed-late', 'F16', 'F16', ['BF16', 'F32']),
+  ]),
+};
+/** The adapters convert's property draws besides `adapter` and `adapter2`. */
+const MORE_CONVERT = ['wide', 'wide', 'lora-f16', 'lora-bf16', 'lora-mixed', 'lora-mixed-late'];
+FILES['wide.gguf'] = WIDE_GGUF;
+for (const name of new Set(MORE_CONVERT)) {
+  const lora = CONVERT_LORAS[name];
+  FILES[`${name}/adapter_config.json`] = JSON.stringify({ peft_type: 'LORA', r: lora.r, lora_alpha: lora.alpha, target_modules: ['q_proj', 'v_proj'] });
+  FILES[`${name}/adapter_model.safetensors`] = buildSafetensors(Object.entries(lora.modules).flatMap(([m, { A, B, aType, bType }]) => [
+    { name: `base_model.model.${m}.lora_A.weight`, dtype: aType, shape: [lora.r, lora.width], data: A },
+    { name: `base_model.model.${m}.lora_B.weight`, dtype: bType, shape: [lora.width, lora.r], data: B },
+  ]));
+}
+
 /** Folders that exist empty. */
 const EMPTY_FOLDERS = ['emptydir'];
 
 // --- the grammar ------------------------------------------------------------------------------
 
 /** What a fault makes of the case (see the module comment); `why` must be in the error line. */
-type FaultKind = 'usage' | 'help' | 'early-usage' | 'input' | 'dtype-usage' | 'late-usage';
+type FaultKind = 'usage' | 'help' | 'early-usage' | 'input' | 'dtype-usage' | 'late-usage' | 'late-input';
 /** `ofOut`: a fault of the --out value drawn first, gone when a later fault replaces that value. */
 interface Fault { kind: FaultKind; why: RegExp; ofOut?: true }
 
@@ -127,8 +218,8 @@ interface Built {
   faults: Fault[];
   /** Where a successful run writes (relative to the case folder), and as what. */
   output?: { path: string; kind: 'merged' | 'adapter-file' | 'adapter-folder' | 'sample' | 'lora-gguf' };
-  /** convert's adapter, for the factors its GGUF must hold. */
-  convert?: { adapter: string };
+  /** convert's adapter and --outtype, for the factors its GGUF must hold. */
+  convert?: { adapter: string; outtype: string };
   /** Merge adapters and weights, for the float64 reference. */
   merge?: { adapters: { name: string; weight: number }[]; dtype?: string; mergedOnly: boolean; dryRun: boolean };
 }
@@ -145,6 +236,10 @@ const BAD_THREADS = ['0', '-1', '1025', '1.5', '1e2', 'abc', '', '２', '0x4', '
 const BAD_RANKS = ['0', '-3', '1.0', '1e3', '', 'abc', '99999999999999999999', '٢'];
 const BAD_FRACTIONS = ['0', '1.5', '-0.5', '1e400', 'NaN', '', '0x1', '1e-400', 'Infinity'];
 const BAD_SEEDS = ['-1', '1.5', '9007199254740992', '', '1e3', 'x'];
+/** convert's --outtype values (convert_lora_to_gguf.py's). */
+const OUTTYPES = ['f32', 'f16', 'bf16', 'q8_0', 'auto'];
+/** Values it does not take: other spellings, merge's names, other GGUF types, case. */
+const BAD_OUTTYPES = ['F16', 'fp16', 'float16', 'q8', 'Q8_0', 'q4_0', 'f64', '', 'auto ', 'tq1_0', 'bf-16', 'q8_0,f16'];
 const METHODS = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_prune'];
 /** The commands the main property draws (convert has a property of its own: see CONVERT_RUNS). */
 const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
@@ -261,14 +356,37 @@ function build(r: Recipe): Built {
       if (b.positionals[0].includes('/')) b.faults.push({ kind: 'input', why: /adapter_model\.safetensors: looks like a PEFT adapter but adapter_config\.json is missing/ });
       break;
     case 'convert': {
-      const a = pick(['adapter', 'adapter2'], p[1]);
-      b.opts.push(opt('adapter', a), opt('base', 'model.gguf'));
+      // Half the cases one of the adapters made for --outtype (the wide one for Q8_0 blocks, f16,
+      // bf16 and mixed-type factors for auto), from picks the other draws leave alone.
+      const a = p[2] % 2 ? pick(['adapter', 'adapter2'], p[1]) : pick(MORE_CONVERT, p[5]);
+      const lora = CONVERT_LORAS[a];
+      b.opts.push(opt('adapter', a), opt('base', lora.base));
       const out = pick(['lora.gguf', './sub.gguf', 'old.gguf', 'LoRA ü ✓.GGUF', 'new\nline.gguf', '-.gguf', 'newdir/lora.gguf'], p[15]);
       if (out.startsWith('newdir/')) b.faults.push({ kind: 'early-usage', why: /newdir.*does not exist; create it or choose another --out/, ofOut: true });
       else b.output = { path: out, kind: 'lora-gguf' };
       b.opts.push(opt('out', out));
       if (p[14] % 5 === 0) b.opts.push(opt('overwrite'));
-      b.convert = { adapter: a };
+      // --outtype: left out (f32), one of its values, a value it does not take, or given twice.
+      const how = p[3] % 8;
+      let outtype = 'f32';
+      if (how >= 2 && how <= 5) {
+        // (the wide adapter, the one whose factors are whole Q8_0 rows, q8_0 more often)
+        outtype = pick(a === 'wide' ? ['q8_0', ...OUTTYPES] : OUTTYPES, p[4]);
+        b.opts.push(opt('outtype', outtype));
+      } else if (how === 6) {
+        const bad = pick(BAD_OUTTYPES, p[4]);
+        b.opts.push(opt('outtype', bad));
+        b.faults.push({ kind: 'usage', why: new RegExp(`--outtype must be f32, f16, bf16, q8_0 or auto \\(convert_lora_to_gguf\\.py's\\), not "${escape(bad)}"`) });
+      } else if (how === 7) {
+        b.opts.push(opt('outtype', pick(OUTTYPES, p[4])), opt('outtype', pick(OUTTYPES, p[4] >> 3)));
+        b.faults.push({ kind: 'usage', why: /--outtype given twice/ });
+      }
+      // auto takes the first pair's type (sorted names: q's), and refuses a first pair of mixed types.
+      const firstPair = lora.modules[Object.keys(lora.modules).sort()[0]];
+      if (outtype === 'auto' && firstPair.aType !== firstPair.bType) {
+        b.faults.push({ kind: 'late-input', why: new RegExp(`${escape(a)}\\S*: --outtype auto takes the type of the first module's factors, and module "[^"]*${escape(Object.keys(lora.modules).sort()[0])}" has factors of F16 and F32 \\(convert_lora_to_gguf\\.py stops on it\\): give --outtype f32, f16, bf16 or q8_0$`) });
+      }
+      b.convert = { adapter: a, outtype };
       break;
     }
     case 'sample':
@@ -409,6 +527,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
         weight: BAD_WEIGHTS, threads: BAD_THREADS, dtype: MALFORMED_DTYPES, backend: BAD_BACKENDS, rank: BAD_RANKS, density: BAD_FRACTIONS,
         'clamp-quantile': BAD_FRACTIONS, 'sv-fro': BAD_FRACTIONS, 'sv-cumulative': BAD_FRACTIONS, energy: BAD_FRACTIONS, seed: BAD_SEEDS,
         'sv-ratio': ['0', '-1', '1e400', 'abc', '', 'NaN'], method: ['concat', 'SVD', '', 'dare', 'ties '], 'majority-sign': ['sum', 'Total', ''],
+        outtype: BAD_OUTTYPES,
       };
       const o = pick(own.filter((x) => choices[x] && !(b.command === 'resize' && x !== 'rank' && !b.opts.some((y) => y.name === x))), n);
       if (!o) return faults[2]();
@@ -516,7 +635,7 @@ function applyFault(b: Built, which: number, n: number, opt: (name: string, valu
           ...(inputs.length ? [asOut(pick(inputs, n))] : []),
           ['missing/out.gguf', /missing\/out\.gguf: folder .*missing does not exist; create it or choose another --out/, 'early-usage'],
           ['base.safetensors/x.gguf', /folder .*base\.safetensors is not a folder; create it or choose another --out/, 'early-usage'],
-          ['model.gguf', /would overwrite input (.*\/)?model\.gguf;/, 'late-usage'],
+          [b.convert!.adapter === 'wide' ? 'wide.gguf' : 'model.gguf', /would overwrite input (.*\/)?(model|wide)\.gguf;/, 'late-usage'],
           ['emptydir', /./, 'usage'],
         ], n >> 2));
         out.value = path;
@@ -704,6 +823,9 @@ function expectedOutcome(b: Built): { code: number; why?: RegExp; parse: boolean
   if (ref?.failure && /float64/.test(ref.failure.source)) return { code: 1, why: ref.failure, parse: false };
   const late = before('late-usage');
   if (late.length) return { code: 2, why: late.length === 1 ? late[0].why : undefined, parse: false };
+  // What the command meets in the inputs once it runs (convert's auto over a first pair of mixed types).
+  const lateInput = before('late-input');
+  if (lateInput.length) return { code: 1, why: lateInput.length === 1 ? lateInput[0].why : undefined, parse: false };
   if (ref?.failure && !b.merge!.dryRun) return { code: 1, why: ref.failure, parse: false };
   return { code: 0, parse: false };
 }
@@ -779,40 +901,128 @@ async function checkCase(b: Built, argv: string[], dir: string, before: Map<stri
       return 'sample';
     case 'lora-gguf':
       expect(result.stdout, context).toMatch(/^module +rank +kept\n/);
-      return checkConverted(out, b.convert!.adapter, context);
+      return checkConverted(out, b.convert!, context);
   }
+}
+
+/**
+ * A float64 value rounded to a binary float of `mant` stored mantissa bits and exponent bias
+ * `bias` (normals from 2^(1-bias)), to nearest with ties to even, subnormals included; its bits.
+ * Plain on purpose: f16 is (10, 15), bf16 (7, 127).
+ */
+function floatBits(x: number, mant: number, bias: number): number {
+  const expBits = bias === 15 ? 5 : 8;
+  const sign = x < 0 || Object.is(x, -0) ? 1 << (mant + expBits) : 0;
+  const a = Math.abs(x);
+  const inf = ((1 << expBits) - 1) << mant;
+  if (a === Infinity) return sign | inf;
+  if (a === 0) return sign;
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  const minExp = 1 - bias;
+  // The value in units of the last place where it lands (a subnormal's: 2^(minExp - mant)).
+  const q = a / 2 ** (Math.max(e, minExp) - mant);
+  const f = Math.floor(q);
+  const n = q - f > 0.5 || (q - f === 0.5 && f % 2 === 1) ? f + 1 : f;
+  if (e < minExp) return sign | n; // n = 2^mant is the smallest normal's bits
+  const biased = n === 2 ** (mant + 1) ? e + 1 + bias : e + bias;
+  if (biased >= (1 << expBits) - 1) return sign | inf;
+  return sign | (biased << mant) | (n & ((1 << mant) - 1));
+}
+const f16Of = (x: number) => floatBits(x, 10, 15);
+const bf16Of = (x: number) => floatBits(x, 7, 127);
+
+/**
+ * Q8_0 blocks of `values` (whole blocks of 32), as ggml's quantize_row_q8_0_ref and gguf-py's
+ * Q8_0 quantize them in f32: d = amax/127, id = 1/d (0 where d is 0), q = roundf(x·id) (half
+ * away from zero), d stored as f16 (to nearest even); each block d (2 bytes) then 32 int8.
+ */
+function q8_0Bytes(values: ArrayLike<number>): Uint8Array {
+  const out = new Uint8Array((values.length / 32) * 34);
+  const dv = new DataView(out.buffer);
+  for (let b = 0; b < values.length / 32; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(Math.fround(values[b * 32 + j])));
+    const d = Math.fround(amax / 127);
+    const id = d === 0 ? 0 : Math.fround(1 / d);
+    dv.setUint16(b * 34, f16Of(d), true);
+    for (let j = 0; j < 32; j++) {
+      const x = Math.fround(Math.fround(values[b * 32 + j]) * id);
+      dv.setInt8(b * 34 + 2 + j, Math.sign(x) * Math.floor(Math.abs(x) + 0.5));
+    }
+  }
+  return out;
+}
+
+/** GGML type ids (ggml.h) of what convert writes. */
+const GGML_ID: Record<string, number> = { F32: 0, F16: 1, Q8_0: 8, BF16: 30 };
+
+/** `values` as the bytes of `type` (F32, F16, BF16, Q8_0), by the plain rules above. */
+function expectedBytes(values: Float64Array, type: string): Uint8Array {
+  if (type === 'Q8_0') return q8_0Bytes(values);
+  const size = type === 'F32' ? 4 : 2;
+  const out = new Uint8Array(values.length * size);
+  const dv = new DataView(out.buffer);
+  values.forEach((v, i) => (type === 'F32' ? dv.setFloat32(i * 4, v, true) : dv.setUint16(i * 2, type === 'F16' ? f16Of(v) : bf16Of(v), true)));
+  return out;
 }
 
 /**
  * convert's GGUF against the PEFT adapter it came from, as convert_lora_to_gguf.py writes one: an
  * adapter file for llama with PEFT's α, per module llama.cpp's names, lora_a ne [in, r] holding A
- * and lora_b ne [r, out] holding B (q's rows where convert_hf_to_gguf moves them), the factors as
- * they are (f32 here, exactly).
+ * and lora_b ne [r, out] holding B (q's rows where convert_hf_to_gguf moves them), each in the type
+ * --outtype gives it: f32 (the default: the stored values exactly), f16 or bf16 (each value rounded
+ * to nearest even from float64), q8_0 (Q8_0 blocks where a row, ne[0], is whole blocks, else F16,
+ * as gguf-py falls back), auto (f16 where the first pair by sorted tensor name is f16, else bf16).
+ * Every tensor's bytes are compared with the bytes worked out here.
  */
-function checkConverted(path: string, adapter: string, context: string): string {
+function checkConverted(path: string, c: NonNullable<Built['convert']>, context: string): string {
   const file = readGguf(readFileSync(path));
-  const lora = LORAS[adapter];
+  const lora = CONVERT_LORAS[c.adapter];
+  const wide = lora.width;
   expect(file.metadata.get('general.type')?.value, context).toBe('adapter');
   expect(file.metadata.get('adapter.type')?.value, context).toBe('lora');
   expect(file.metadata.get('general.architecture')?.value, context).toBe('llama');
   expect(file.metadata.get('adapter.lora.alpha')?.value, context).toBe(lora.alpha);
   const tensors = new Map(file.tensors.map((t) => [t.name, t]));
-  const names = Object.keys(lora.modules).map((m) => (m === Q ? 'blk.0.attn_q.weight' : 'blk.0.attn_v.weight'));
-  expect([...tensors.keys()].sort(), context).toEqual(names.flatMap((n) => [`${n}.lora_a`, `${n}.lora_b`]).sort());
-  for (const [m, { A, B }] of Object.entries(lora.modules)) {
-    const name = m === Q ? 'blk.0.attn_q.weight' : 'blk.0.attn_v.weight';
-    const a = tensors.get(`${name}.lora_a`)!, b = tensors.get(`${name}.lora_b`)!;
-    expect([a.ne, b.ne], `${name}'s shapes\n${context}`).toEqual([[N, lora.r], [lora.r, N]]);
-    expect(Array.from(tensorValues(typeName(a.typeId), a.data)), `${name}.lora_a\n${context}`).toEqual(Array.from(A));
-    const stored = tensorValues(typeName(b.typeId), b.data);
-    const want = new Float64Array(N * lora.r);
-    for (let o = 0; o < N; o++) {
-      const row = m === Q ? ggufRowOf(o, N, HEADS) : o;
-      for (let k = 0; k < lora.r; k++) want[row * lora.r + k] = B[o * lora.r + k];
+  const ggufName = (m: string) => (m.endsWith('q_proj') ? 'blk.0.attn_q.weight' : 'blk.0.attn_v.weight');
+  expect([...tensors.keys()].sort(), context).toEqual(Object.keys(lora.modules).map(ggufName).flatMap((n) => [`${n}.lora_a`, `${n}.lora_b`]).sort());
+  const first = lora.modules[Object.keys(lora.modules).sort()[0]];
+  const autoType = first.aType === 'F16' && first.bType === 'F16' ? 'F16' : 'BF16';
+  const typeOf = (ne0: number) => {
+    switch (c.outtype) {
+      case 'f32': return 'F32';
+      case 'f16': return 'F16';
+      case 'bf16': return 'BF16';
+      case 'q8_0': return ne0 % 32 === 0 ? 'Q8_0' : 'F16';
+      case 'auto': return autoType;
+      default: throw new Error(`no --outtype ${c.outtype}`);
     }
-    expect(Array.from(stored), `${name}.lora_b\n${context}`).toEqual(Array.from(want));
+  };
+  const seen = new Set<string>();
+  for (const [m, { A, B }] of Object.entries(lora.modules)) {
+    const name = ggufName(m);
+    const a = tensors.get(`${name}.lora_a`)!, b = tensors.get(`${name}.lora_b`)!;
+    expect([a.ne, b.ne], `${name}'s shapes\n${context}`).toEqual([[wide, lora.r], [lora.r, wide]]);
+    const permuted = new Float64Array(wide * lora.r);
+    for (let o = 0; o < wide; o++) {
+      const row = m.endsWith('q_proj') ? ggufRowOf(o, wide, lora.heads) : o;
+      for (let k = 0; k < lora.r; k++) permuted[row * lora.r + k] = B[o * lora.r + k];
+    }
+    for (const [t, want] of [[a, A], [b, permuted]] as const) {
+      const type = typeOf(t.ne[0]);
+      seen.add(type);
+      expect(typeName(t.typeId), `${t.name}'s type (--outtype ${c.outtype})\n${context}`).toBe(type);
+      expect(t.typeId, context).toBe(GGML_ID[type]);
+      const bytes = expectedBytes(want, type);
+      expect(t.data.byteLength, `${t.name}'s size\n${context}`).toBe(bytes.byteLength);
+      const at = t.data.findIndex((x, i) => x !== bytes[i]);
+      const unit = type === 'Q8_0' ? 34 : type === 'F32' ? 4 : 2;
+      expect(at, `${t.name} (${type}): first differing byte ${at} (value or block ${Math.floor(at / unit)}: got ${Array.from(t.data.subarray(at - (at % unit), at - (at % unit) + unit))}, want ${Array.from(bytes.subarray(at - (at % unit), at - (at % unit) + unit))})\n${context}`).toBe(-1);
+    }
   }
-  return 'converted, factors exact';
+  return `converted ${c.outtype} (${[...seen].sort().join('+')}), bytes exact`;
 }
 
 describe('fuzzing the command line', () => {
@@ -839,7 +1049,8 @@ describe('fuzzing the command line', () => {
     try {
       const result = await run(argv);
       if ('hung' in result) throw new Error(`hung for ${HANG_MS} ms: loramerge ${argv.map((a) => JSON.stringify(a)).join(' ')}`);
-      count(`${b.command || '(none)'}: ${await checkCase(b, argv, dir, before, result)}`);
+      const outcome = await checkCase(b, argv, dir, before, result);
+      count(`${b.command || '(none)'}: ${outcome}${outcome === 'refused 1' && b.faults.length === 1 && b.faults[0].kind === 'late-input' ? ' (auto, first pair of mixed types)' : ''}`);
     } finally {
       process.chdir(cwd);
       rmSync(dir, { recursive: true, force: true });
@@ -868,14 +1079,17 @@ describe('fuzzing the command line', () => {
     const started = performance.now();
     const before = new Map(counts);
     // The same recipes (another seed), every one a convert: the main property's draws stay those of its seeds.
-    await fc.assert(fc.asyncProperty(recipe.map((r) => ({ ...r, command: 'convert' })), (r) => runCase(r, 200_000 + n++, (argv) => runner.run(argv))),
+    // A quarter of them without faults (picks[0], which convert leaves alone), for the --outtype values' files.
+    await fc.assert(fc.asyncProperty(recipe.map((r) => ({ ...r, command: 'convert', faults: r.picks[0] % 4 === 0 ? [] : r.faults })), (r) => runCase(r, 200_000 + n++, (argv) => runner.run(argv))),
       { seed: settings.seed + 2, numRuns: CONVERT_RUNS, endOnFailure: true });
     const mine = [...counts].filter(([k]) => k.startsWith('convert:')).map(([k, v]) => [k, v - (before.get(k) ?? 0)] as const).filter(([, v]) => v > 0);
     console.log(`argv fuzz: ${n} convert cases in ${((performance.now() - started) / 1000).toFixed(1)} s: ${mine.sort().map(([k, v]) => `${k} ×${v}`).join(', ')}`);
     const total = (re: RegExp) => mine.filter(([k]) => re.test(k)).reduce((s, [, v]) => s + v, 0);
     expect(total(/refused 2/)).toBeGreaterThan(CONVERT_RUNS / 5);
     expect(total(/refused 1/)).toBeGreaterThan(0);
-    expect(total(/converted, factors exact/)).toBeGreaterThan(CONVERT_RUNS / 20);
+    expect(total(/converted .*, bytes exact/)).toBeGreaterThan(CONVERT_RUNS / 20);
+    // Every --outtype reached, Q8_0 blocks among them, when the run is long enough to.
+    if (CONVERT_RUNS >= 100) for (const t of ['f32 ', 'f16 ', 'bf16 ', 'auto ', 'Q8_0']) expect(total(new RegExp(`converted .*${escape(t)}`)), t).toBeGreaterThan(0);
   }, Math.max(300_000, CONVERT_RUNS * 2000));
 
   it(`${settings.cliRuns} command lines through the real loramerge process`, async () => {

@@ -9,7 +9,9 @@
  * Cascade stage C; fuzz-dit-namings.ts) and PEFT's BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA and
  * BD-LoRA folders (fuzz-peft-new.ts), float stacked MoE experts under mlx-lm's LoRASwitchLinear and
  * PEFT per-expert LoRAs (fuzz-mlx-experts.ts), BFL's FLUX.1 control LoRAs on ComfyUI-GGUF files
- * (fuzz-flux-gguf.ts), llama-quantize's type mixes (fuzz-type-mixes.ts) and sd-scripts' split_qkv
+ * (fuzz-flux-gguf.ts), PEFT VeRA and PVeRA saved with save_projection: false, their projections
+ * drawn as torch draws them (fuzz-drawn-projections.ts: a property of its own, FUZZ_DRAWN_RUNS,
+ * unmutated), llama-quantize's type mixes (fuzz-type-mixes.ts) and sd-scripts' split_qkv
  * and split_dims LoRAs on Flux and SD3.5 (fuzz-split-modules.ts), also with --dtype bf16,
  * mutated, run through the CLI's front end. For every case:
  *   - exit 0, the output equal to the float64 truth (merged tensors within the rounding of their
@@ -26,7 +28,8 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceCommand, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { drawnProjectionCases } from './helpers/fuzz-drawn-projections.js';
 import { readGguf, tensorValues, typeName } from './helpers/gguf-builder.js';
 
 function prepare(c: SurfaceCase): CliCase {
@@ -197,3 +200,22 @@ describeCliFuzz('fuzzing merges quantized again, inputs as written', {
     if (runs) expect(stats.outcomes.get('merged, expected') ?? 0).toBeGreaterThan(runs / 4);
   },
 }, requantizing.length ? requantized : { ...requantized, runs: 0, cliRuns: 0 });
+
+// PEFT VeRA and PVeRA folders saved with save_projection: false (fuzz-drawn-projections.ts): a
+// property of its own, so that the mixed property's draws for a seed stay as they were.
+const drawn = fuzzSettings('FUZZ_DRAWN_RUNS', 'FUZZ_DRAWN_CLI_RUNS', { runs: 60, cliRuns: 1 });
+const drawnWanted = !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes('peft-drawn-projections');
+describeCliFuzz('fuzzing VeRA and PVeRA saved without their projections', {
+  name: 'fuzz drawn projections',
+  cases: drawnProjectionCases(surfaceCommand),
+  prepare,
+  checkOutput,
+  checkRefusal,
+  mergeDetail: (stats) => `${stats.outcomes.get('merged, expected') ?? 0} against the truth`,
+  expectReach(stats, runs) {
+    if (runs < 30) return;
+    expect(stats.outcomes.get('merged, expected') ?? 0).toBeGreaterThan(runs / 5);
+    // Refusals the truth expects, each naming the module or the key.
+    expect(stats.outcomes.get('refused, invalid, naming the module') ?? 0).toBeGreaterThan(0);
+  },
+}, drawnWanted ? drawn : { ...drawn, runs: 0, cliRuns: 0 });

@@ -6,7 +6,7 @@
  * and every scale byte decoded against the same.
  */
 import { describe, expect, it } from 'vitest';
-import { nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
+import { nonFiniteBlockSpan, nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
 import { blockCodec, CODEC_TYPE_NAMES } from '../src/formats/gguf/codecs/registry.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { convertTensorBytes } from '../src/formats/gguf/gguf-convert.js';
@@ -247,6 +247,9 @@ describe('non-finite values', () => {
     expect(infinite).toBeGreaterThan(0);
     expect(values.some(Number.isNaN)).toBe(false);
     expect(nonFiniteBlockValues(ggmlTypeByName('MXFP4')!, src)).toBe(infinite);
+    // Where they lie: the first and the last value index the decoder made infinite.
+    const at = [...values.keys()].filter((i) => !Number.isFinite(values[i]));
+    expect(nonFiniteBlockSpan(ggmlTypeByName('MXFP4')!, src)).toEqual({ count: infinite, first: at[0], last: at[at.length - 1] });
     expect(nonFiniteBlockValues(ggmlTypeByName('NVFP4')!, new Uint8Array(36).fill(0xff))).toBe(0);
   });
 

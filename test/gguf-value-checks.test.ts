@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
+import { nonFiniteBlockSpan, nonFiniteBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
@@ -51,6 +51,10 @@ describe('NaN/Inf in GGML blocks, read from their scales', () => {
       for (let b = 0; b < blocks; b++) decoded += referenceDequantizeBlock(type, data.subarray(b * bytes, (b + 1) * bytes)).filter((v) => !Number.isFinite(v)).length;
       expect(decoded).toBeGreaterThan(0);
       expect(nonFiniteBlockValues(ggmlTypeByName(type)!, data)).toBe(decoded);
+      // The first and the last value that decodes to NaN or Inf, by index.
+      const all = Array.from({ length: blocks }, (_, b) => Array.from(referenceDequantizeBlock(type, data.subarray(b * bytes, (b + 1) * bytes)))).flat();
+      const at = [...all.keys()].filter((i) => !Number.isFinite(all[i]));
+      expect(nonFiniteBlockSpan(ggmlTypeByName(type)!, data)).toEqual({ count: decoded, first: at[0], last: at[at.length - 1] });
     });
   }
 
@@ -123,8 +127,47 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     await expect(merge(backend, lora('blk.0.ffn_down.weight', 0.01))).rejects.toThrow(
-      'base.gguf/base.gguf: tensor "blk.0.ffn_down.weight" already holds 32 NaN or Inf values in the base (rows 0–15), and the merge updates it; the base file is broken: use an intact copy of the base',
+      'base.gguf/base.gguf: tensor "blk.0.ffn_down.weight" already holds 32 NaN or Inf values in the base (row 5), and the merge updates it; the base file is broken: use an intact copy of the base',
     );
+  });
+
+  it('names the rows that hold them, not the row slab\'s: a Q4_K row, Q8_0 blocks two rows apart, F32 values, each in the middle of a slab', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const ROWS = 40;
+    // Q4_K: one block a row; block 21 (row 21) with a NaN d. Q8_0: two blocks a row; block 47
+    // (row 23, its second) with an infinite d, block 60 (row 30, its first) with a NaN d. F32:
+    // a NaN at row 29, column 5, and an Inf at row 33, column 63.
+    const f32 = values(64 * ROWS);
+    f32[29 * 64 + 5] = NaN;
+    f32[33 * 64 + 63] = Infinity;
+    const tensors: FixtureTensor[] = [
+      { name: 'blk.0.ffn_gate.weight', type: 'Q4_K', ne: [256, ROWS], data: breakBlock(tensorData('Q4_K', values(256 * ROWS)), 'Q4_K', 21, 0x7e00) },
+      { name: 'blk.0.attn_v.weight', type: 'Q8_0', ne: [64, ROWS], data: breakBlock(breakBlock(tensorData('Q8_0', values(64 * ROWS)), 'Q8_0', 47, 0xfc00), 'Q8_0', 60, 0x7e01) },
+      { name: 'blk.0.attn_q.weight', type: 'F32', ne: [64, ROWS], data: tensorData('F32', f32) },
+    ];
+    const base = buildGguf({ metadata: [ARCH], tensors });
+    /** A rank-1 llama.cpp LoRA on `tensor` (ROWS × `cols`), factors 0.01. */
+    const loraOn = (tensor: string, cols: number) => buildGguf({
+      metadata: [ARCH, ['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }], ['adapter.lora.alpha', { type: 'f32', value: 0 }]],
+      tensors: [
+        { name: `${tensor}.lora_a`, type: 'F32', ne: [cols, 1], data: tensorData('F32', Array(cols).fill(0.01)) },
+        { name: `${tensor}.lora_b`, type: 'F32', ne: [1, ROWS], data: tensorData('F32', Array(ROWS).fill(0.01)) },
+      ],
+    });
+    const mergeInto = async (tensor: string, cols: number) => {
+      const prepared = await prepareMerge(memoryInputFileSet({ 'base.gguf': base }, 'base.gguf'), [{ files: memoryInputFileSet({ 'lora.gguf': loraOn(tensor, cols) }, 'lora.gguf') }]);
+      try {
+        // Slabs of 8 rows of f32 values for the Q8_0 and F32 tensors (2 KiB), of 2 for the Q4_K one: rows 16–23, 28–35, 20–21.
+        await mergeModel({ prepared, output: createBlobOutputTarget(), backend, slabBytes: 2048 });
+      } finally {
+        await prepared.close();
+      }
+    };
+    const message = (tensor: string, n: number, where: string) => `base.gguf/base.gguf: tensor "${tensor}" already holds ${n} NaN or Inf values in the base (${where}), and the merge updates it; the base file is broken: use an intact copy of the base`;
+    await expect(mergeInto('blk.0.ffn_gate.weight', 256)).rejects.toThrow(message('blk.0.ffn_gate.weight', 256, 'row 21'));
+    await expect(mergeInto('blk.0.attn_v.weight', 64)).rejects.toThrow(message('blk.0.attn_v.weight', 64, 'first in row 23, last in row 30'));
+    await expect(mergeInto('blk.0.attn_q.weight', 64)).rejects.toThrow(message('blk.0.attn_q.weight', 2, 'first in row 29, last in row 33'));
   });
 
   it('refuses merged values too large for Q8_0\'s f16 block scales, and writes them as F32 when asked', async (ctx) => {

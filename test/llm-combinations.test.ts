@@ -239,7 +239,7 @@ describe('value checks on saved, replaced and row-set tensors', () => {
       randomTensor(`${P}.lm_head.base_layer.weight`, [22, 8], 'F32', rand),
     ];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2 }, adapter)]));
-    expect(message).toMatch(/^adapter1: tensor "base_model\.model\.model\.embed_tokens\.base_layer\.weight" \(model\.embed_tokens\.weight saved with the adapter\) holds 1 NaN or Inf value in rows \d+–\d+; the adapter file is broken$/);
+    expect(message).toMatch(/^adapter1: tensor "base_model\.model\.model\.embed_tokens\.base_layer\.weight" \(model\.embed_tokens\.weight saved with the adapter\) holds 1 NaN or Inf value \(row 13\); the adapter file is broken$/);
   });
 
   it('a saved head replacing the base\'s with an Inf is named', async () => {

@@ -14,9 +14,11 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { TorchCpuGenerator } from '../src/algorithms/math/torch-cpu-random.js';
 import { peftKaimingUniform, torchUniformFloat32 } from '../src/algorithms/math/torch-kaiming.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { low32, plainKaiming, plainMt } from './helpers/torch-draws-plain.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
 import { veraTruth } from './helpers/peft-delta-truth.js';
 import { expectPeftCliRefusal, fixtureTensor as t, peftFolderOnCli, gridValues, mergePeftFolder, preparePeftFolder } from './helpers/peft-method-folder.js';
 
@@ -37,49 +39,6 @@ const reference = JSON.parse(readFileSync(new URL('./reference/torch-kaiming-uni
   kernels: { avx2: KaimingCase[]; default: KaimingCase[] };
 };
 
-/** MT19937 as Matsumoto and Nishimura's mt19937ar.c: init_genrand(s), then genrand_int32(). */
-function plainMt(seed: number): () => number {
-  const mt = new Array<number>(624);
-  mt[0] = seed >>> 0;
-  for (let i = 1; i < 624; i++) {
-    const prev = mt[i - 1] ^ (mt[i - 1] >>> 30);
-    // 1812433253·prev + i mod 2³², split in 16-bit halves to stay exact in float64.
-    mt[i] = ((((((prev & 0xffff0000) >>> 16) * 1812433253) << 16) + (prev & 0x0000ffff) * 1812433253) + i) >>> 0;
-  }
-  let mti = 624;
-  return () => {
-    if (mti >= 624) {
-      for (let k = 0; k < 624; k++) {
-        const y = (mt[k] & 0x80000000) | (mt[(k + 1) % 624] & 0x7fffffff);
-        mt[k] = (mt[(k + 397) % 624] ^ (y >>> 1) ^ ((y & 1) === 1 ? 0x9908b0df : 0)) >>> 0;
-      }
-      mti = 0;
-    }
-    let y = mt[mti++];
-    y ^= y >>> 11;
-    y ^= (y << 7) & 0x9d2c5680;
-    y ^= (y << 15) & 0xefc60000;
-    y ^= y >>> 18;
-    return y >>> 0;
-  };
-}
-
-/** torch's seed as the engine takes it: the integer's low 32 bits (a negative one two's complement). */
-const low32 = (seed: number) => Number(BigInt.asUintN(32, BigInt(seed)));
-
-/**
- * PEFT's kaiming-uniform (rows, cols) draw in float64 arithmetic: one rounding to float32 of
- * x·(2·bound_f) − bound_f (fused), or two (`fused` false: the product rounded first).
- */
-function plainKaiming(next: () => number, rows: number, cols: number, fused = true): Float32Array {
-  const bound = Math.fround(Math.sqrt(3) * (Math.sqrt(2) / Math.sqrt(cols)));
-  const out = new Float32Array(rows * cols);
-  for (let i = 0; i < out.length; i++) {
-    const x = (next() % 16777216) / 16777216;
-    out[i] = fused ? x * (2 * bound) - bound : Math.fround(x * (2 * bound)) - bound;
-  }
-  return out;
-}
 const bitsOf = (v: Float32Array) => Array.from(new Uint32Array(Float32Array.from(v).buffer));
 const bitSum = (v: Float32Array) => bitsOf(v).reduce((s, x) => (s + x) % 2 ** 32, 0);
 
@@ -202,6 +161,33 @@ it('refuses a VeRA file without projections whose config does not say save_proje
   await expect(preparePeftFolder(base, veraConfig({ r: 2, projection_prng_key: 1.5 }), mod)).rejects.toThrow(/"projection_prng_key" must be an integer/);
   await expect(preparePeftFolder(base, veraConfig({ r: 2 }), [...mod, t('base_model.vera_A', 'F32', [2, 5], vals(10, 'F32'))]))
     .rejects.toThrow(/VeRA adapter with base_model\.vera_A but without base_model\.vera_B, which PEFT saves and loads together/);
+});
+
+it('projection_prng_key is read from its text, as Python reads it: 2^64 − 1 (past 2^53) seeds torch with its low 32 bits; a float (1e3, 7.0) or a key past torch\'s range refused', async () => {
+  const backend = backends.cpu!;
+  const r = 2;
+  const wq = vals(6 * 5, 'F32');
+  const lb = vals(6, 'F32'), ld = vals(r, 'F32');
+  const mods = [t(saved(q, 'vera_lambda_b'), 'F32', [6], lb), t(saved(q, 'vera_lambda_d'), 'F32', [r], ld)];
+  // The config as PEFT writes it, the key's digits as given (JSON.stringify would round them).
+  const folder = (key: string) => {
+    const files = peftFolder(veraConfig({ r, target_modules: ['q_proj'], projection_prng_key: 1234567 }), mods);
+    return { ...files, 'adapter_config.json': (files['adapter_config.json'] as string).replace('"projection_prng_key":1234567', `"projection_prng_key":${key}`) };
+  };
+  const merge = (key: string) => mergeInMemory({ backend, base: { 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'F32', [6, 5], wq)]) }, adapters: [{ name: 'adapter', files: folder(key), weight: 1 }] });
+  // torch: manual_seed(2**64 - 1) keeps 0xffffffff, as manual_seed(4294967295) and manual_seed(-1) do.
+  const next = plainMt(0xffffffff);
+  const a = plainKaiming(next, r, 5), b = plainKaiming(next, 6, r);
+  const want = veraTruth(wq, 6, 5, r, a, 5, b, lb, ld);
+  for (const key of ['18446744073709551615', '4294967295', '-1']) expectMerged((await merge(key)).tensors.get(`${q}.weight`)!.values, want, 'F32', `key ${key}`);
+  // JSON.parse alone reads 2^64 − 1 as 2^64, whose low 32 bits are 0: not what torch draws from.
+  expect(low32(2 ** 64)).toBe(0);
+  await expect(merge('1e3')).rejects.toThrow(/VeRA "projection_prng_key" must be an integer \(torch\.Generator\(\)\.manual_seed takes one\), got 1e3$/);
+  await expect(merge('7.0')).rejects.toThrow(/must be an integer .*got 7\.0$/);
+  await expect(merge('18446744073709551616')).rejects.toThrow(/VeRA "projection_prng_key" is 18446744073709551616, outside the −2\^63 to 2\^64 − 1 that torch\.Generator\(\)\.manual_seed takes \(PEFT stops on it with a RuntimeError\); give a key within it$/);
+  await expect(merge('-9223372036854775809')).rejects.toThrow(/is -9223372036854775809, outside the −2\^63 to 2\^64 − 1/);
+  // The range's ends are taken.
+  expect((await merge('-9223372036854775808')).tensors.has(`${q}.weight`)).toBe(true);
 });
 
 it('refuses such a file where the width of vera_A cannot be told: a module that lands on no tensor, and resize, which has no base', async () => {

@@ -182,7 +182,15 @@ describe('FourierFT refusals through the CLI: one line, nothing written', () => 
     await expect(open(config({ n_frequency: 8 }))).rejects.toThrow(/q_proj": fourierft_spectrum \(9\) is not \(n_frequency\) for the config's n_frequency 8/);
     await expect(open(config({ n_frequency: 9, random_loc_seed: null }))).rejects.toThrow(/"random_loc_seed" is null, which PEFT cannot load \(torch\.Generator\(\)\.manual_seed\(None\) raises TypeError\)/);
     await expect(open(config({ n_frequency: 9, random_loc_seed: 1.5 }))).rejects.toThrow(/FourierFT "random_loc_seed" must be an integer \(torch\.Generator\(\)\.manual_seed takes one\), got 1\.5/);
-    await expect(open(config({ n_frequency: 9, random_loc_seed: 2 ** 60 }))).rejects.toThrow(/FourierFT "random_loc_seed" must be an integer/);
+    // 2^70 as JSON writes it, 1.1805916207174113e+21: a float to Python's json, which manual_seed refuses (2^60, written whole, it takes).
+    await expect(open(config({ n_frequency: 9, random_loc_seed: 2 ** 70 }))).rejects.toThrow(/FourierFT "random_loc_seed" must be an integer \(torch\.Generator\(\)\.manual_seed takes one\), got 1\.1805916207174113e\+21$/);
+    // JSON writes 2^60 as 1152921504606847000, an int to Python (past 2^53: read from the text, not
+    // as the double 2^60); torch keeps its low 32 bits, so the positions are those of that seed.
+    const merged = async (seed: number) => Array.from((await mergePeftFolder(backends.cpu!, base, config({ n_frequency: 9, random_loc_seed: seed }), [spectrumOf(q, odd)])).tensors.get(`${q}.weight`)!.values);
+    const low = Number(BigInt.asUintN(32, 1152921504606847000n));
+    expect(low).not.toBe(0);
+    expect(await merged(2 ** 60)).toEqual(await merged(low));
+    expect(await merged(2 ** 60)).not.toEqual(await merged(0));
     // The built CLI: one line, nothing written.
     await refuse([t(`${q}.weight`, 'F32', [2, 4], vals(8, 'F32'))], config({ n_frequency: 9 }), [spectrumOf(q, odd)], /FourierFT module "model\.layers\.0\.self_attn\.q_proj": n_frequency 9 is more than the layer's 2·4 = 8 weights/);
   });

@@ -99,10 +99,11 @@ export interface ContainerFormat {
   convert(bytes: Uint8Array, from: string, to: string, backend?: MergeBackend, signal?: AbortSignal): Uint8Array | Promise<Uint8Array>;
   /**
    * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales
-   * without decoding every value; undefined for element types (F16, BF16…), whose bits the value
-   * checks test directly, and for block types it does not know.
+   * without decoding every value, and the index of the first and the last such value (−1 where
+   * none); undefined for element types (F16, BF16…), whose bits the value checks test directly,
+   * and for block types it does not know.
    */
-  nonFiniteInBlocks?(type: string, bytes: Uint8Array): number | undefined;
+  nonFiniteInBlocks?(type: string, bytes: Uint8Array): { count: number; first: number; last: number } | undefined;
   /**
    * How many values whole blocks of a block type, encoded from the f32 `input`, decode to zeros
    * where the input is not small (the quantizer's f32 sums overflowed: Q3_K, Q6_K, IQ4_XS write a

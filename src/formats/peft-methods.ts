@@ -28,6 +28,7 @@ import { adaloraRankPattern } from './algorithms/peft-adalora.js';
 import { PEANUT_ACTIVATION_NAMES, PEANUT_MAX_DEPTH } from './algorithms/peft-peanut.js';
 import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-waveft.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
+import { jsonNumberTexts, jsonPath } from './json-number-texts.js';
 import { splitTensorName, type Role } from './key-forms.js';
 import type { MatchBudget } from './module-pattern.js';
 import { lookupPattern, patternCovers, patternTables } from './peft-config.js';
@@ -347,9 +348,8 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
   }
   if (type === 'FOURIERFT' || type === 'WAVEFT') {
     // update_layer seeds torch.Generator().manual_seed(random_loc_seed), which takes an integer (None raises TypeError).
-    const seed = number('random_loc_seed', 777, 'torch.Generator().manual_seed(None) raises TypeError');
-    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: ${method.title} "random_loc_seed" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
-    options.random_loc_seed = seed;
+    const value = number('random_loc_seed', 777, 'torch.Generator().manual_seed(None) raises TypeError');
+    options.random_loc_seed = raw.random_loc_seed === undefined ? value : projectionSeed(jsonNumberTexts(configText).get(jsonPath(['random_loc_seed'])) ?? String(value), `${configFile}: ${method.title} "random_loc_seed"`);
   }
   if (type === 'WAVEFT') {
     // WaveFTConfig.__post_init__ refuses a wavelet_family WAVELET_REDUCTIONS does not list (None too), whatever use_idwt says.
@@ -428,8 +428,8 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
     }
     if (!drawn || raw.save_projection !== false) throw new MergeError('UNSUPPORTED_FORMAT', `${fileName}: ${method.shared.missing}`);
     // PEFT seeds torch.Generator("cpu").manual_seed(projection_prng_key), which takes an integer (None raises TypeError).
-    const seed = number('projection_prng_key', 0, 'torch.Generator().manual_seed(None) raises TypeError');
-    if (!Number.isSafeInteger(seed)) throw new MergeError('BAD_CONFIG', `${configFile}: ${method.title} "projection_prng_key" must be an integer (torch.Generator().manual_seed takes one), got ${seed}`);
+    const value = number('projection_prng_key', 0, 'torch.Generator().manual_seed(None) raises TypeError');
+    const seed = raw.projection_prng_key === undefined ? 0 : projectionSeed(jsonNumberTexts(configText).get(jsonPath(['projection_prng_key'])) ?? String(value), `${configFile}: ${method.title} "projection_prng_key"`);
     projections = { seed, r, rows: drawn.rows * r, inMax: 0, modules: 0, names: drawn.names };
     // The algorithms build such modules without A and B, at the config's r (the projections' own).
     options.drawn_projections_r = r;
@@ -519,6 +519,23 @@ function storedRank(module: AdapterModule): number | undefined {
   if (t.w1b) return t.w1b.shape[0];
   if (t.w2b) return t.w2b.shape[0];
   return undefined;
+}
+
+/**
+ * The seed torch's CPU generator takes from a seed written as `text` in the config
+ * (projection_prng_key, random_loc_seed):
+ * manual_seed takes a Python int from −2⁶³ to 2⁶⁴ − 1 (a float, `7.0` or `1e3` as Python's json
+ * reads them, raises TypeError; one past that range RuntimeError), turns a negative one into its
+ * two's complement, and mt19937 keeps the low 32 bits. Read from the text: JSON.parse holds a key
+ * past 2⁵³ only rounded (18446744073709551615 as 2⁶⁴) and reads `1e3` as the integer 1000.
+ */
+function projectionSeed(text: string, what: string): number {
+  if (!/^-?(0|[1-9][0-9]*)$/.test(text)) throw new MergeError('BAD_CONFIG', `${what} must be an integer (torch.Generator().manual_seed takes one), got ${text}`);
+  const key = BigInt(text);
+  if (key < -(2n ** 63n) || key >= 2n ** 64n) {
+    throw new MergeError('BAD_CONFIG', `${what} is ${text}, outside the −2^63 to 2^64 − 1 that torch.Generator().manual_seed takes (PEFT stops on it with a RuntimeError); give a key within it`);
+  }
+  return Number(BigInt.asUintN(32, key));
 }
 
 /** Whether a `peft_version` ("0.17.1", "0.18.0.dev0@abc123") is below major.minor; absent: the field came with 0.18. */

@@ -30,7 +30,7 @@ import { runPipelined } from './work-queue.js';
 import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -526,6 +526,38 @@ function startRows(prepared: PreparedMerge, storedType: string, source: PlannedR
   };
 }
 
+/**
+ * The NaN/Inf values W of `update` holds (the base's rows, or the tensor an adapter saved for it),
+ * over the whole tensor: read again in slabs of about `slabRows` rows from the first (whole runs
+ * of its rowBlock rows, as the merge's slabs), tested by their block scales where the container can, else
+ * decoded. Only on the error path, where a slab held some: a merge stops at the first slab it
+ * finds them in, which need be neither the tensor's first such slab (slabs run side by side) nor
+ * its only one, and the refusal names the tensor's first row holding one and how many it holds.
+ */
+async function nonFiniteInTensor(
+  prepared: PreparedMerge, key: string, storedType: string, update: TensorUpdate, slabRows: number, backend: MergeBackend, signal?: AbortSignal,
+): Promise<{ count: number; first: number; last: number }> {
+  const start = updateStart(prepared, storedType, update);
+  const span = { count: 0, first: -1, last: -1 };
+  // Whole runs of rowBlock rows (the slab met may be a tensor's shorter last one).
+  const block = update.rowBlock ?? 1;
+  const step = Math.max(block, Math.floor(slabRows / block) * block);
+  for (let r0 = 0; r0 < update.rows; r0 += step) {
+    throwIfAborted(signal);
+    const bytes = await readStartRows(start, key, r0, Math.min(step, update.rows - r0), update.cols);
+    const blocks = update.source ? undefined : prepared.base.format.nonFiniteInBlocks?.(storedType, bytes);
+    const found = blocks ?? (await (async () => {
+      const decoded = await start.decode(bytes, backend, signal);
+      return nonFiniteSpan(decoded.data, decoded.dtype);
+    })());
+    if (found.count === 0) continue;
+    if (span.count === 0) span.first = r0 * update.cols + found.first;
+    span.count += found.count;
+    span.last = r0 * update.cols + found.last;
+  }
+  return span;
+}
+
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
@@ -572,7 +604,7 @@ async function computeUnit(
     };
     const faults = (bytes: Uint8Array) => {
       const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, input());
-      return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes), zeroed };
+      return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes)?.count, zeroed };
     };
     /** Blocks of nonzero values written with every scale 0 (weights all 0 over a block, in current ggml). */
     const silenced = (bytes: Uint8Array) => format.zeroedInBlocks?.(unit.outType, bytes, input(), Number.MIN_VALUE) ?? 0;
@@ -636,14 +668,16 @@ async function computeUnit(
         return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps }, backend, signal);
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
+      // The whole tensor's NaN/Inf, once a slab shows some (the error path only): the refusal names its first row and count.
+      const inTensor = () => nonFiniteInTensor(prepared, unit.tensor.name, inType, update, rowCount, backend, signal);
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
-      if (broken) throw baseHoldsNonFinite(unit.file, update.baseKey, broken, { rows: update.rows, rowStart, rowCount });
+      if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0);
       const decoded = await updateStart(prepared, inType, update).decode(input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op });
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor });
       });
       return encode(keepUnreachedRows(op, merged, reachedRows(update)), rowStart);
     }
@@ -673,7 +707,7 @@ async function computeUnit(
       // The bytes stay as they are; NaN/Inf the base already holds are reported, not refused.
       if (scaled?.rewritesScale(name)) return scaled.scaleChunk(name, a.start, a.length);
       if (isDType(inType)) copiedNonFinite.scan(unit.file, name, input, inType);
-      else copiedNonFinite.add(unit.file, name, format.nonFiniteInBlocks?.(inType, input) ?? 0);
+      else copiedNonFinite.add(unit.file, name, format.nonFiniteInBlocks?.(inType, input)?.count ?? 0);
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {

@@ -59,23 +59,39 @@ export function hasNonFinite(bytes: Uint8Array, dtype: DType): boolean {
 
 /** How many NaN/Inf values `bytes` holds (only called once hasNonFinite said some). */
 export function countNonFinite(bytes: Uint8Array, dtype: DType): number {
-  if (!EXPONENT_TEST[dtype]) return 0;
+  return nonFiniteSpan(bytes, dtype).count;
+}
+
+/** How many NaN/Inf values `bytes` holds, and the index of the first and the last (−1 where none). */
+export function nonFiniteSpan(bytes: Uint8Array, dtype: DType): { count: number; first: number; last: number } {
+  const span = { count: 0, first: -1, last: -1 };
+  if (!EXPONENT_TEST[dtype]) return span;
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  let n = 0;
+  const hit = (i: number) => {
+    if (span.count++ === 0) span.first = i;
+    span.last = i;
+  };
   if (dtype === 'F8_E4M3' || dtype === 'F8_E5M2') {
     const special = dtype === 'F8_E4M3' ? 0x7f : 0x7c;
-    for (let i = 0; i < bytes.byteLength; i++) if ((bytes[i] & special) === special) n++;
-    return n;
-  }
-  if (dtype === 'F32') {
+    for (let i = 0; i < bytes.byteLength; i++) if ((bytes[i] & special) === special) hit(i);
+  } else if (dtype === 'F32') {
     const u32 = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
-    for (let i = 0; i < u32.length; i++) if ((u32[i] & 0x7f800000) === 0x7f800000) n++;
+    for (let i = 0; i < u32.length; i++) if ((u32[i] & 0x7f800000) === 0x7f800000) hit(i);
   } else {
     const mask = dtype === 'F16' ? 0x7c00 : 0x7f80;
     const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 1);
-    for (let i = 0; i < u16.length; i++) if ((u16[i] & mask) === mask) n++;
+    for (let i = 0; i < u16.length; i++) if ((u16[i] & mask) === mask) hit(i);
   }
-  return n;
+  return span;
+}
+
+/**
+ * The rows of a slab's non-finite values (`span`: value indices from the slab's first value, row
+ * `rowStart` of a matrix of `cols` columns): the one row, or the first and the last holding any.
+ */
+function nonFiniteRowsText(span: { first: number; last: number }, cols: number, rowStart: number): string {
+  const first = rowStart + Math.floor(span.first / cols), last = rowStart + Math.floor(span.last / cols);
+  return first === last ? `row ${first}` : `first in row ${first}, last in row ${last}`;
 }
 
 /** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
@@ -211,6 +227,11 @@ export interface FailedUpdate {
   base: Uint8Array;
   /** The op that failed. */
   op: MergeOp;
+  /**
+   * The NaN/Inf values of the whole tensor W (value indices from its first row), read again where
+   * the slab's base holds some, so that the message names the tensor's first such row and count.
+   */
+  inTensor?: () => Promise<{ count: number; first: number; last: number }>;
 }
 
 /**
@@ -223,9 +244,10 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
   if (hasNonFinite(base, op.base.dtype)) {
-    const n = countNonFinite(base, op.base.dtype);
-    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in rows ${rowRange(op)}; the adapter file is broken`);
-    return baseHoldsNonFinite(file, update.baseKey, n, op);
+    const [span, rowStart] = failed.inTensor ? [await failed.inTensor(), 0] : [nonFiniteSpan(base, op.base.dtype), op.rowStart ?? 0];
+    const n = span.count;
+    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart)}); the adapter file is broken`);
+    return baseHoldsNonFinite(file, update.baseKey, span, op.cols, rowStart);
   }
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
@@ -246,12 +268,15 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
 
 /**
  * The base's own NaN/Inf in rows the merge updates (any merge of them is NaN or Inf): found in the
- * decoded values after a failed merge, or beforehand in GGUF blocks by their scales.
+ * decoded values after a failed merge, or beforehand in GGUF blocks by their scales; `span` holds
+ * their count and the value indices of the first and the last from row `rowStart` on, so the
+ * message names the rows that hold them, not the slab's.
  */
-export function baseHoldsNonFinite(file: string, baseKey: string, n: number, rows: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): MergeError {
+export function baseHoldsNonFinite(file: string, baseKey: string, span: { count: number; first: number; last: number }, cols: number, rowStart: number): MergeError {
+  const n = span.count;
   return new MergeError(
     'NON_FINITE',
-    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (rows ${rowRange(rows)}), and the merge updates it; ` +
+    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (${nonFiniteRowsText(span, cols, rowStart)}), and the merge updates it; ` +
       'the base file is broken: use an intact copy of the base',
   );
 }
@@ -306,8 +331,3 @@ function largestInF32(op: MergeOp): number | undefined {
   return largest;
 }
 
-function rowRange(op: Pick<MergeOp, 'rows' | 'rowStart' | 'rowCount'>): string {
-  const start = op.rowStart ?? 0;
-  const count = op.rowCount ?? op.rows - start;
-  return `${start}–${start + count - 1}`;
-}

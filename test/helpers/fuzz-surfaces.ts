@@ -101,6 +101,7 @@ import { aTimesB, mlxConfig } from './mlx-lm-folder.js';
 import { deltaTruth, reference as torchReference } from './fourierft-truth.js';
 import { ditNamingsWorld } from './fuzz-dit-namings.js';
 import { peftNewWorld } from './fuzz-peft-new.js';
+import { drawnProjectionsWorld } from './fuzz-drawn-projections.js';
 import { mlxExpertsWorld } from './fuzz-mlx-experts.js';
 import { fluxGgufWorld } from './fuzz-flux-gguf.js';
 import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
@@ -3415,7 +3416,8 @@ const spectrumHostile: fc.Arbitrary<SpectrumHostile> = fc.oneof(
  * A PEFT FourierFT or WaveFT folder (its values checked with use_idwt false) on q_proj of a single file or a Llama folder
  * (config.json), on layers whose torch.randperm positions torch computed (test/reference), the seed
  * written as torch's or another with the same low 32 bits; and hostile: a spectrum one longer or
- * shorter than n_frequency, seeds null, fractional, ±2^53, a string or left to the default, n past
+ * shorter than n_frequency, seeds null, fractional, ±2^53 and 2^60 (ints to Python: their low 32
+ * bits seed torch), a string or left to the default, n past
  * the layer's weights, scaling and n_frequency null or strings, use_idwt true, absent or a string,
  * fan_in_fan_out true.
  */
@@ -3483,15 +3485,21 @@ const spectrumWorld: fc.Arbitrary<SurfaceWorld> = fc
         if (typeof nf !== 'number') return nf;
         if (typeof sc !== 'number') return sc;
         if (typeof sd !== 'number') return sd;
-        if (!Number.isSafeInteger(sd)) return invalid(`random_loc_seed ${sd}`);
+        // manual_seed takes a Python int from −2⁶³ to 2⁶⁴ − 1, as the text writes it (JSON writes 2⁶⁰ as
+        // 1152921504606847000, an int); a float (1.5, 1e21) raises. Its low 32 bits seed the generator.
+        const seedText = raw.random_loc_seed === undefined ? '777' : /"random_loc_seed":(-?[0-9.eE+-]+)/.exec(text)?.[1];
+        if (seedText === undefined) return { kind: 'unknown', why: 'random_loc_seed written in another form' };
+        if (!/^-?(0|[1-9][0-9]*)$/.test(seedText)) return invalid(`random_loc_seed ${seedText}, a float`);
+        const seedInt = BigInt(seedText);
+        if (seedInt < -(2n ** 63n) || seedInt >= 2n ** 64n) return invalid(`random_loc_seed ${seedText} past torch's range`);
         const w = d.tensors.get(`${folder}/${Q}.weight`)!;
         const c = d.tensors.get(`adapter/base_model.model.${Q}.${role}`)!;
         if (c.values.length !== nf) return invalid(`a spectrum of ${c.values.length} for n_frequency ${nf}`);
         if (nf > cells) return invalid(`n_frequency ${nf} past the ${cells} weights`);
         // Without a config.json a Linear's weight under fan_in_fan_out is read as stored (in, out): no dense update there.
         if (raw.fan_in_fan_out === true && !withConfig) return invalid('fan_in_fan_out on a weight stored (in, out)');
-        const prefix = TORCH_PREFIXES.get(`${seedLow32(sd)}:${cells}`);
-        if (!prefix || prefix.length < nf) return { kind: 'unknown', why: `torch's positions for seed ${sd} over ${cells} not in the reference` };
+        const prefix = TORCH_PREFIXES.get(`${BigInt.asUintN(32, seedInt)}:${cells}`);
+        if (!prefix || prefix.length < nf) return { kind: 'unknown', why: `torch's positions for seed ${seedText} over ${cells} not in the reference` };
         if (idwt) return { kind: 'unknown', why: 'WaveFT with use_idwt: values checked against torch in peft-waveft-idwt.test.ts' };
         const rows = prefix.slice(0, nf).map((e) => Math.floor(e / layer.in)), cols = prefix.slice(0, nf).map((e) => e % layer.in);
         // ΔW before the scale, handed to the engine in f32 (README, FourierFT row): WaveFT's coefficients as they are.
@@ -3537,6 +3545,8 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'fourierft-waveft': { weight: 2, arbitrary: spectrumWorld },
   'dit-namings': { weight: 3, arbitrary: ditNamingsWorld },
   'peft-new': { weight: 3, arbitrary: peftNewWorld },
+  // Weight 0: a property of its own (fuzz-surfaces.test.ts, FUZZ_DRAWN_RUNS), drawn here only where FUZZ_SURFACE_WORLDS names it.
+  'peft-drawn-projections': { weight: 0, arbitrary: drawnProjectionsWorld },
   'mlx-experts': { weight: 2, arbitrary: mlxExpertsWorld },
   'flux-control-gguf': { weight: 2, arbitrary: fluxGgufWorld },
   'gguf-type-mixes': { weight: 1, arbitrary: typeMixesWorld },
@@ -3679,6 +3689,8 @@ function jsonText(value: unknown): string {
     if (nesting) return '['.repeat(o.deep as number) + ']'.repeat(o.deep as number);
     // Python's json.dump writes a non-finite float so: NaN, Infinity, -Infinity.
     if (Object.keys(o).length === 1 && ['NaN', 'Infinity', '-Infinity'].includes(o.rawJson as string)) return o.rawJson as string;
+    // A number as written (past 2⁵³ exactly, or `1e3`, which Python reads as a float).
+    if (Object.keys(o).length === 1 && typeof o.rawJson === 'string' && /^-?[0-9][0-9.eE+-]*$/.test(o.rawJson)) return o.rawJson;
     return `{${Object.entries(o).map(([k, v]) => `${JSON.stringify(k)}:${jsonText(v)}`).join(',')}}`;
   }
   if (Array.isArray(value)) return `[${value.map(jsonText).join(',')}]`;

@@ -47,7 +47,7 @@ export async function sharedProjectionPiece(file: SafetensorsFile, module: Adapt
  * input among them once each has found its base tensor (0 until then).
  */
 export interface RegeneratedProjections {
-  /** projection_prng_key. */
+  /** projection_prng_key's low 32 bits, all torch's CPU generator keeps of it. */
   seed: number;
   /** The config's r: B's columns. */
   r: number;

@@ -35,21 +35,46 @@ function iq1mScale(bytes: Uint8Array, at: number): number {
  * only for the largest scale bytes (mxfp4Infinities).
  */
 export function nonFiniteBlockValues(type: GgmlType, bytes: Uint8Array): number | undefined {
+  return nonFiniteBlockSpan(type, bytes)?.count;
+}
+
+/** Where the NaN/±Inf values of `bytes` lie: a count, and the first and last value index holding one (−1 where none). */
+export interface NonFiniteSpan {
+  count: number;
+  first: number;
+  last: number;
+}
+
+/**
+ * nonFiniteBlockValues with where they lie: the index of the first and of the last non-finite value
+ * (a bad block's first and last value, whole blocks being non-finite; MXFP4's own values).
+ */
+export function nonFiniteBlockSpan(type: GgmlType, bytes: Uint8Array): NonFiniteSpan | undefined {
   if (type.name === 'MXFP4') return mxfp4Infinities(bytes);
-  if (type.name === 'NVFP4') return 0;
+  if (type.name === 'NVFP4') return { count: 0, first: -1, last: -1 };
   if (type.name === 'IQ1_M') {
-    let bad = 0;
-    for (let at = 0; at + 56 <= bytes.byteLength; at += 56) if ((iq1mScale(bytes, at) & 0x7c00) === 0x7c00) bad++;
-    return bad * 256;
+    let bad = 0, first = -1, last = -1;
+    for (let b = 0; (b + 1) * 56 <= bytes.byteLength; b++) {
+      if ((iq1mScale(bytes, b * 56) & 0x7c00) !== 0x7c00) continue;
+      bad++;
+      if (first < 0) first = b * 256;
+      last = (b + 1) * 256 - 1;
+    }
+    return { count: bad * 256, first, last };
   }
   const offsets = F16_SCALES[type.name];
   if (!offsets || type.blockSize === 1) return undefined;
-  let bad = 0;
-  for (let block = 0; block + type.blockBytes <= bytes.byteLength; block += type.blockBytes) {
+  let bad = 0, first = -1, last = -1;
+  for (let b = 0; (b + 1) * type.blockBytes <= bytes.byteLength; b++) {
+    const block = b * type.blockBytes;
     // An f16 is NaN or infinite when its five exponent bits are all ones (little-endian high byte 0x7c).
-    if (offsets.some((o) => (bytes[block + o + 1] & 0x7c) === 0x7c)) bad++;
+    if (offsets.some((o) => (bytes[block + o + 1] & 0x7c) === 0x7c)) {
+      bad++;
+      if (first < 0) first = b * type.blockSize;
+      last = (b + 1) * type.blockSize - 1;
+    }
   }
-  return bad * type.blockSize;
+  return { count: bad * type.blockSize, first, last };
 }
 
 /**
@@ -85,17 +110,23 @@ export function zeroedBlockValues(type: GgmlType, bytes: Uint8Array, input: Floa
  * Infinite values in MXFP4 blocks: level·2^(e−128) with a doubled e2m1 level of at most 12 reaches
  * 2^128 (f32's overflow) when |level| ≥ 2^(256−e): levels ≥ 8 at e = 253, ≥ 4 at 254, ≥ 2 at 255.
  */
-function mxfp4Infinities(bytes: Uint8Array): number {
-  let bad = 0;
-  for (let at = 0; at + 17 <= bytes.byteLength; at += 17) {
+function mxfp4Infinities(bytes: Uint8Array): NonFiniteSpan {
+  let bad = 0, first = -1, last = -1;
+  for (let b = 0, at = 0; at + 17 <= bytes.byteLength; b++, at += 17) {
     const e = bytes[at];
     if (e < 253) continue;
     // Nibble codes whose |level| (0 1 2 3 4 6 8 12, codes 8–15 the negatives) reaches the bound: 6–7 for ≥ 8, 4–7 for ≥ 4, 2–7 for ≥ 2.
     const lowest = e === 253 ? 6 : e === 254 ? 4 : 2;
+    // Byte j's low nibble is value j − 1 of the block, its high nibble value j + 15 (ggml's qs layout).
     for (let j = 1; j < 17; j++) {
-      if ((bytes[at + j] & 7) >= lowest) bad++;
-      if ((bytes[at + j] >> 4 & 7) >= lowest) bad++;
+      for (const [code, value] of [[bytes[at + j] & 7, j - 1], [bytes[at + j] >> 4 & 7, j + 15]]) {
+        if (code < lowest) continue;
+        bad++;
+        const index = b * 32 + value;
+        if (first < 0 || index < first) first = index;
+        last = Math.max(last, index);
+      }
     }
   }
-  return bad;
+  return { count: bad, first, last };
 }

@@ -14,7 +14,7 @@ import type { FloatTensorBytes, MergeBackend } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
-import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
+import { nonFiniteBlockSpan, zeroedBlockValues } from './block-scales.js';
 import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesType } from './codecs/registry.js';
 import { needsImatrix } from './codecs/iq2.js';
 import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
@@ -156,7 +156,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       if (from === to) return bytes;
       return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal);
     },
-    nonFiniteInBlocks: (name, bytes) => nonFiniteBlockValues(typeOf(name), bytes),
+    nonFiniteInBlocks: (name, bytes) => nonFiniteBlockSpan(typeOf(name), bytes),
     zeroedInBlocks: (name, bytes, input, atLeast) => zeroedBlockValues(typeOf(name), bytes, input, atLeast),
     // No GGUF shard is mirrored: every part gets its own provenance and file type.
     async createWriter(sink, shardIndex, shards, provenance, _mirror, requested): Promise<TensorFileWriter> {
