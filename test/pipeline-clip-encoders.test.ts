@@ -168,7 +168,7 @@ describe('CLIP folders told apart by their config.json', () => {
     await mergeAndCheck(pruned, [comfy(`text_encoders.clip_g.transformer.${TE}.self_attn.q_proj`, 16, 16, `text_encoder.${TE}.self_attn.q_proj.weight`)]);
   });
 
-  it('refuses in one line, naming the folders, where config.json and position make two CLIP-Ls', async () => {
+  it('refuses in one line, naming the folders, where config.json and the pipeline\'s class (or position) make two CLIP-Ls', async () => {
     const twoL = sdxl(clipConfig(CLIP_L_CONFIG, 'CLIPTextModel'), clipConfig(CLIP_L_CONFIG, 'CLIPTextModelWithProjection'));
     const noFirstConfig = Object.fromEntries(Object.entries(sdxl(undefined, clipConfig(CLIP_L_CONFIG, 'CLIPTextModelWithProjection'))).filter(([p]) => p !== 'text_encoder/config.json'));
     const specs = [
@@ -181,7 +181,7 @@ describe('CLIP folders told apart by their config.json', () => {
       'lora.safetensors: module "lora_te1_text_model_encoder_layers_0_mlp_fc1": names text encoder 1 (CLIP-L), but the base\'s text_encoder and text_encoder_2 both read as CLIP-L (text_encoder by its config.json\'s hidden_size 768; text_encoder_2 by its config.json\'s hidden_size 768), so which holds which CLIP cannot be told; give each CLIP folder the config.json its model was saved with',
     ]);
     expect((await planOf(noFirstConfig, specs)).problems).toEqual([
-      expect.stringContaining('both read as CLIP-L (text_encoder by its position (no config.json); text_encoder_2 by its config.json\'s hidden_size 768)'),
+      expect.stringContaining('both read as CLIP-L (text_encoder by its pipeline\'s class (model_index.json\'s _class_name StableDiffusionXLPipeline); text_encoder_2 by its config.json\'s hidden_size 768)'),
       expect.stringContaining('both read as CLIP-L'),
     ]);
   });

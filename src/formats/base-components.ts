@@ -21,6 +21,11 @@ export interface WeightlessFolder {
   readonly folder: string;
   readonly className: string;
   readonly component: Omit<BaseComponent, 'keys'>;
+  /**
+   * A CLIP folder whose kind was judged by its position alone (no config.json, and a pipeline class
+   * not known to say: pipeline-encoders.ts): why, for the refusal to say.
+   */
+  readonly byPosition?: string;
 }
 
 export interface BaseComponent {

@@ -27,7 +27,7 @@ import { product } from '../integers.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { nunchakuSplitFolderRefusal } from './nunchaku-svdquant.js';
 import { namesWan22Expert } from './layouts/wan22-combined-experts.js';
-import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, hasT5EncoderKeys, identifyClipFolders, notByT5Config, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
+import { byT5Config, CLIP_TEXT_CLASS, comfyT5ByShape, hasT5EncoderKeys, identifyClipFolders, notByT5Config, pipelineClip, pipelineClipNeedsDenoiser, type ClipFolder, type ClipIdentity } from './pipeline-encoders.js';
 
 export type { BaseIndexFile, ShardIndex };
 
@@ -265,6 +265,23 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   const weightless: WeightlessFolder[] = [];
   const className = (spec as Record<string, unknown>)._class_name;
   const pipelineClass = typeof className === 'string' && className ? className : undefined;
+  // Which CLIP a folder without a deciding config.json holds, by what its pipeline's class runs there
+  // (pipeline-encoders.ts pipelineClip); SD1's and SD2's class is one, told by its UNet's config.json,
+  // read once and only for that: one that cannot be read says nothing (the folder then goes by its
+  // position, and says so), and is left to whatever else reads it to refuse.
+  let denoiserConfig: Promise<unknown> | undefined;
+  const readDenoiserConfig = () => (denoiserConfig ??= pipelineClipNeedsDenoiser(pipelineClass) && list.includes('unet/config.json')
+    ? readConfig(files, 'unet/config.json').catch((e: unknown) => {
+      if (e instanceof MergeError) return undefined;
+      throw e;
+    })
+    : Promise.resolve(undefined));
+  const clipComponents = new Map<string, Omit<BaseComponent, 'keys'>>();
+  const clipFolder = async (folder: string, component: Omit<BaseComponent, 'keys'>, inside: string[]): Promise<void> => {
+    const byClass = pipelineClip(pipelineClass, folder, await readDenoiserConfig());
+    clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined, byClass });
+    clipComponents.set(folder, component);
+  };
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -275,9 +292,10 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       // A text encoder diffusers would load (a class, not [null, null]) but whose weights are not here.
       const component = typeof value[1] === 'string' && value[1] ? pipelineComponent(folder, value[1], pipelineClass) : undefined;
       if (component?.role === 'text-encoder') {
-        // Its config.json, where it was downloaded, says which LLM or T5 it is, as on a folder with
-        // weights (a CLIP's kind is then told by its place).
-        if (!CLIP_TEXT_CLASS.test(component.className ?? '') && inside.includes('config.json')) {
+        // Its config.json, where it was downloaded, says which LLM, T5 or CLIP it is, as on a folder
+        // with weights (a CLIP's kind is told below, with the others').
+        if (CLIP_TEXT_CLASS.test(component.className ?? '')) await clipFolder(folder, component, inside);
+        else if (inside.includes('config.json')) {
           const config = await readConfig(files, `${folder}/config.json`);
           withLlmConfig(component, config);
           withT5Config(component, config);
@@ -298,7 +316,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     }
     const component = pipelineComponent(folder, folderClass ?? '', pipelineClass);
     if (component?.role === 'text-encoder' && CLIP_TEXT_CLASS.test(component.className ?? '')) {
-      clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined });
+      await clipFolder(folder, component, inside);
     } else if (component?.role === 'text-encoder' && inside.includes('config.json')) {
       const config = await readConfig(files, `${folder}/config.json`);
       withLlmConfig(component, config);
@@ -321,13 +339,18 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
       else warnings.push(leftAsItIs);
     }
   }
-  // Which CLIP each CLIP folder holds, from its config.json (pipeline-encoders.ts).
-  for (const [folder, identity] of identifyClipFolders(clips)) withClipIdentity(parts.find((p) => p.folder === folder)!.component!, identity);
+  // Which CLIP each CLIP folder holds, with weights or without, from its config.json or else its
+  // pipeline's class (pipeline-encoders.ts); a weightless folder judged by its position says so.
+  const byPosition = new Map<string, string>();
+  for (const [folder, identity] of identifyClipFolders(clips)) {
+    withClipIdentity(clipComponents.get(folder)!, identity);
+    if (identity.byPosition !== undefined) byPosition.set(folder, identity.byPosition);
+  }
   const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
   if (planWarnings) model.planWarnings = planWarnings;
-  if (weightless.length > 0) model.weightlessEncoders = weightless;
+  if (weightless.length > 0) model.weightlessEncoders = weightless.map((w) => (byPosition.has(w.folder) ? { ...w, byPosition: byPosition.get(w.folder)! } : w));
   return model;
 }
 
@@ -430,7 +453,8 @@ async function readConfig(files: InputFileSet, path: string): Promise<unknown> {
 
 /**
  * What a pipeline folder holds, from its name and the class model_index.json gives it (a CLIP
- * folder's kind by position here, which its config.json may overrule: pipeline-encoders.ts).
+ * folder's kind by position here, which its config.json or its pipeline's class overrules in a
+ * pipeline: pipeline-encoders.ts).
  */
 function pipelineComponent(folder: string, className: string, pipelineClass?: string): Omit<BaseComponent, 'keys'> | undefined {
   const prefix = `${folder}.`;

@@ -1,13 +1,15 @@
 /**
- * Which CLIP each CLIP text encoder folder of a diffusers pipeline holds. model_index.json says
- * only `CLIPTextModel` or `CLIPTextModelWithProjection` for CLIP-L, CLIP-G and CLIP-H alike, and the
- * folders' order does not say either (HunyuanVideo's `text_encoder_2` is CLIP-L; Stable Cascade's
- * only `text_encoder` is CLIP-G), so each folder's config.json decides: `hidden_size` 768 is CLIP-L,
- * 1280 CLIP-G (OpenCLIP bigG), 1024 CLIP-H (OpenCLIP ViT-H); where it says none of these,
- * `projection_dim` and `num_hidden_layers` do. Only a folder without a deciding config goes by its
- * position (the first CLIP-L, a later one CLIP-G, as SDXL and SD3 number them). Two folders that
- * come out the same CLIP cannot both be it: neither is given a kind, and why is kept for the
- * modules that name one.
+ * Which CLIP each CLIP text encoder folder of a diffusers pipeline holds. model_index.json gives
+ * the folders only `CLIPTextModel` or `CLIPTextModelWithProjection`, for CLIP-L, CLIP-G and CLIP-H
+ * alike, and their order does not say either (HunyuanVideo's `text_encoder_2` is CLIP-L; Stable
+ * Cascade's only `text_encoder` is CLIP-G). So each folder's config.json decides: `hidden_size` 768
+ * is CLIP-L, 1280 CLIP-G (OpenCLIP bigG), 1024 CLIP-H (OpenCLIP ViT-H); where it says none of these,
+ * `projection_dim` and `num_hidden_layers` do. A folder without a deciding config (a
+ * transformer-only download lists its text encoders without their files) goes by what its
+ * pipeline's class (model_index.json `_class_name`) runs there (PIPELINE_CLIPS), and only where
+ * that class is not known here by its position (the first CLIP-L, a later one CLIP-G, as SDXL and
+ * SD3 number them), which the caller is told. Two folders that come out the same CLIP cannot both
+ * be it: neither is given a kind, and why is kept for the modules that name one.
  */
 import type { EncoderKind } from './base-components.js';
 
@@ -16,6 +18,66 @@ export const CLIP_TEXT_CLASS = /^CLIPTextModel(WithProjection)?$/;
 
 const KIND_NAMES: Readonly<Record<ClipKind, string>> = { clip_l: 'CLIP-L', clip_g: 'CLIP-G', openclip: 'CLIP-H' };
 type ClipKind = Extract<EncoderKind, 'clip_l' | 'clip_g' | 'openclip'>;
+
+/**
+ * What one pipeline class runs in its CLIP folders, by folder: a kind, or, for a class that runs
+ * models of two CLIPs (StableDiffusionPipeline: SD1.x's CLIP-L, SD2.x's CLIP-H), the kind its
+ * denoiser's config.json `cross_attention_dim` (the width of the text states the UNet attends to)
+ * says.
+ */
+type PipelineClips = Readonly<Record<string, ClipKind | { crossAttentionDim: Readonly<Record<number, ClipKind>> }>>;
+
+/** SD1.x's openai/clip-vit-large-patch14 (768) or SD2.x's OpenCLIP ViT-H/14 (1024) in text_encoder. */
+const SD: PipelineClips = { text_encoder: { crossAttentionDim: { 768: 'clip_l', 1024: 'openclip' } } };
+/** SDXL's and SD3's clip-vit-large-patch14 first, laion's CLIP-ViT-bigG-14 second (SD3's T5 third is no CLIP). */
+const L_THEN_G: PipelineClips = { text_encoder: 'clip_l', text_encoder_2: 'clip_g' };
+/** FLUX.1's clip-vit-large-patch14 in text_encoder (its T5 in text_encoder_2). */
+const FLUX: PipelineClips = { text_encoder: 'clip_l' };
+/** Stable Cascade's stages B and C condition on CLIP-ViT-bigG-14's text model, their only text encoder. */
+const CASCADE: PipelineClips = { text_encoder: 'clip_g' };
+
+/**
+ * Which CLIP each diffusers pipeline class runs in each CLIP folder, as the pipeline's definition
+ * in diffusers says (its docstring's checkpoint per component and the model it is made for): one
+ * entry per `_class_name`. Consulted only for a folder whose config.json does not say.
+ */
+const PIPELINE_CLIPS: Readonly<Record<string, PipelineClips>> = {
+  StableDiffusionPipeline: SD, StableDiffusionImg2ImgPipeline: SD, StableDiffusionInpaintPipeline: SD,
+  StableDiffusionXLPipeline: L_THEN_G, StableDiffusionXLImg2ImgPipeline: L_THEN_G, StableDiffusionXLInpaintPipeline: L_THEN_G,
+  StableDiffusion3Pipeline: L_THEN_G, StableDiffusion3Img2ImgPipeline: L_THEN_G, StableDiffusion3InpaintPipeline: L_THEN_G,
+  FluxPipeline: FLUX, FluxImg2ImgPipeline: FLUX, FluxInpaintPipeline: FLUX, FluxFillPipeline: FLUX, FluxControlPipeline: FLUX, FluxKontextPipeline: FLUX,
+  // Its Llama (LlamaModel) first, its clip-vit-large-patch14 second.
+  HunyuanVideoPipeline: { text_encoder_2: 'clip_l' },
+  StableCascadePriorPipeline: CASCADE, StableCascadeDecoderPipeline: CASCADE,
+  // Kandinsky 2.1's prior runs CLIP ViT-L/14, 2.2's CLIP-ViT-bigG-14.
+  KandinskyPriorPipeline: { text_encoder: 'clip_l' }, KandinskyV22PriorPipeline: { text_encoder: 'clip_g' },
+};
+
+/** Whether which CLIP `pipelineClass` runs needs its denoiser's config.json (pipelineClip's `denoiserConfig`). */
+export function pipelineClipNeedsDenoiser(pipelineClass: string | undefined): boolean {
+  const entry = pipelineClass !== undefined && Object.hasOwn(PIPELINE_CLIPS, pipelineClass) ? PIPELINE_CLIPS[pipelineClass] : undefined;
+  return entry !== undefined && Object.values(entry).some((v) => typeof v === 'object');
+}
+
+/**
+ * Which CLIP `pipelineClass` runs in `folder` (PIPELINE_CLIPS), and what said so; for a class not
+ * known here, a folder it runs no CLIP in, or a denoiser config.json that does not say, why not
+ * (`silence`, for the caller to say that the folder went by its position instead).
+ */
+export function pipelineClip(pipelineClass: string | undefined, folder: string, denoiserConfig?: unknown): { encoder: ClipKind; by: string; silence?: undefined } | { encoder?: undefined; by?: undefined; silence: string } {
+  const unknown = { silence: `its pipeline's class${pipelineClass === undefined ? ' is not given' : `, ${pipelineClass}, is none whose CLIP folders are known here`}` };
+  if (pipelineClass === undefined || !Object.hasOwn(PIPELINE_CLIPS, pipelineClass)) return unknown;
+  const entry = PIPELINE_CLIPS[pipelineClass];
+  const held = Object.hasOwn(entry, folder) ? entry[folder] : undefined;
+  if (typeof held === 'string') return { encoder: held, by: `its pipeline's class (model_index.json's _class_name ${pipelineClass})` };
+  if (held === undefined) return { silence: `its pipeline's class, ${pipelineClass}, runs no CLIP known here in ${folder}` };
+  const dim = typeof denoiserConfig === 'object' && denoiserConfig !== null ? (denoiserConfig as Record<string, unknown>).cross_attention_dim : undefined;
+  if (typeof dim === 'number' && Object.hasOwn(held.crossAttentionDim, dim)) {
+    return { encoder: held.crossAttentionDim[dim], by: `its pipeline's class (model_index.json's _class_name ${pipelineClass}) and unet/config.json's cross_attention_dim ${dim}` };
+  }
+  const dims = Object.entries(held.crossAttentionDim).map(([d, kind]) => `${d} ${KIND_NAMES[kind]}`).join(', ');
+  return { silence: `its pipeline's class, ${pipelineClass}, runs the CLIP its unet/config.json's cross_attention_dim says (${dims}), and ${typeof dim === 'number' ? `that says ${dim}` : 'no readable unet/config.json says one'}` };
+}
 
 /** The config.json values of each CLIP's text model (openai/clip-vit-large-patch14, laion bigG and ViT-H). */
 const SIGNS: Readonly<Record<'hidden_size' | 'projection_dim' | 'num_hidden_layers', Readonly<Record<number, ClipKind>>>> = {
@@ -31,10 +93,16 @@ export interface ClipFolder {
   ordinal: number;
   /** Its parsed config.json, when the folder has one. */
   config?: unknown;
+  /** What its pipeline's class runs there (pipelineClip), or why that does not say. */
+  byClass?: ReturnType<typeof pipelineClip>;
 }
 
-/** What a folder was found to hold: a kind, or why it cannot be told. */
-export type ClipIdentity = { encoder: ClipKind; doubt?: undefined } | { encoder?: undefined; doubt: string };
+/**
+ * What a folder was found to hold: a kind, or why it cannot be told. `byPosition`: the kind was
+ * judged by the folder's position alone (no config.json says it, nor a known pipeline class), and
+ * how to say so.
+ */
+export type ClipIdentity = { encoder: ClipKind; doubt?: undefined; byPosition?: string } | { encoder?: undefined; doubt: string; byPosition?: undefined };
 
 /** The kind of each CLIP folder (by folder name), or why it cannot be told. */
 export function identifyClipFolders(folders: readonly ClipFolder[]): Map<string, ClipIdentity> {
@@ -53,8 +121,15 @@ export function identifyClipFolders(folders: readonly ClipFolder[]): Map<string,
 }
 
 function identify(f: ClipFolder): { identity: ClipIdentity; by: string } {
-  const byPosition: ClipKind = f.ordinal === 1 ? 'clip_l' : 'clip_g';
   const config = typeof f.config === 'object' && f.config !== null && !Array.isArray(f.config) ? f.config as Record<string, unknown> : undefined;
+  // Where no config.json decides: the pipeline's class, else the position.
+  const positioned: ClipKind = f.ordinal === 1 ? 'clip_l' : 'clip_g';
+  const byClass = f.byClass?.encoder ? f.byClass : undefined;
+  const fallback = byClass ?? { encoder: positioned, by: `its position (${config ? 'its config.json naming no CLIP' : 'no config.json'})` };
+  const fallbackIdentity = (): ClipIdentity => byClass ? { encoder: byClass.encoder } : {
+    encoder: positioned,
+    byPosition: `${config ? 'its config.json names no CLIP' : 'it has no config.json'} and ${f.byClass?.silence ?? 'its pipeline\'s class is not given'}, so it is taken to hold ${KIND_NAMES[positioned]} by its position, as SDXL and SD3 number their CLIPs`,
+  };
   const sign = (field: keyof typeof SIGNS): ClipKind | undefined => {
     const v = config?.[field];
     return typeof v === 'number' && Object.hasOwn(SIGNS[field], v) ? SIGNS[field][v] : undefined;
@@ -68,14 +143,13 @@ function identify(f: ClipFolder): { identity: ClipIdentity; by: string } {
   });
   const kinds = [...new Set(votes.map((v) => v.kind))];
   if (kinds.length === 1) return { identity: { encoder: kinds[0] }, by: `its config.json's ${votes[0].field} ${String(config![votes[0].field])}` };
-  const position = `its position (${config ? 'its config.json naming no CLIP' : 'no config.json'})`;
-  if (kinds.length === 0) return { identity: { encoder: byPosition }, by: position };
-  // The two disagree: the position settles it if it is one of them.
-  if (kinds.includes(byPosition)) return { identity: { encoder: byPosition }, by: position };
+  if (kinds.length === 0) return { identity: fallbackIdentity(), by: fallback.by };
+  // The two disagree: the class (or position) settles it if it is one of them.
+  if (kinds.includes(fallback.encoder)) return { identity: fallbackIdentity(), by: fallback.by };
   const said = votes.map((v) => `${v.field} ${String(config![v.field])} says ${KIND_NAMES[v.kind]}`).join(', ');
   return {
-    identity: { doubt: `${f.folder}/config.json: ${said}, and its position says ${KIND_NAMES[byPosition]}, so which CLIP it holds cannot be told; give it the config.json its model was saved with` },
-    by: position,
+    identity: { doubt: `${f.folder}/config.json: ${said}, and ${byClass ? 'its pipeline\'s class' : 'its position'} says ${KIND_NAMES[fallback.encoder]}, so which CLIP it holds cannot be told; give it the config.json its model was saved with` },
+    by: fallback.by,
   };
 }
 

@@ -289,8 +289,9 @@ export class ModuleLocator {
    * its weights: refused naming the folder and what to do, one line for all of an adapter's modules
    * there (Location.grouped).
    */
-  private weightlessMiss(names: string, { folder, className }: WeightlessFolder): Location {
-    const why = `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${this.components.map((c) => c.name).join(', ')}): ` +
+  private weightlessMiss(names: string, { folder, className, byPosition }: WeightlessFolder): Location {
+    const why = `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${this.components.map((c) => c.name).join(', ')})` +
+      `${byPosition === undefined ? '' : `; which CLIP ${folder}/ holds is not said: ${byPosition}`}: ` +
       `give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`;
     return {
       found: false, code: 'UNKNOWN_MODULE', message: `names ${names}, ${why}`,

@@ -1,0 +1,250 @@
+/**
+ * Which CLIP a CLIP text encoder folder holds when model_index.json lists it without its weights
+ * and without its config.json (transformer/ or unet/ downloaded alone): what the pipeline's class
+ * (`_class_name`) runs there, as diffusers' pipelines define it (SDXL's and SD3's CLIP-L then CLIP-G,
+ * HunyuanVideo's CLIP-L second behind its Llama, Stable Cascade's only CLIP a CLIP-G, SD2's CLIP-H
+ * told from SD1's CLIP-L by its UNet's cross_attention_dim), so that a module is refused naming the
+ * folder it would land in on the complete pipeline, and one the complete pipeline leaves out is
+ * left out. Only a class not known here falls back on the folder's position, and the refusal says
+ * so. A folder's config.json, where it came, still decides. model_index.json contents as the Hub
+ * repositories hold them.
+ */
+import { describe, expect, it } from 'vitest';
+import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { pipelinePlan } from './helpers/pipeline-merge.js';
+
+const rand = seededRandom(9051);
+const json = (o: object) => JSON.stringify(o, null, 2);
+type Folder = Record<string, Uint8Array | string>;
+
+const TE = 'text_model.encoder.layers.0';
+const clip = (size: number) => buildSafetensors([tensor(rand, `${TE}.self_attn.q_proj.weight`, [size, size], 'BF16')]);
+const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4, 3, 3], 'F32')]);
+const unet = () => buildSafetensors([tensor(rand, 'down_blocks.1.attentions.0.proj_in.weight', [8, 8], 'BF16')]);
+const transformer = () => buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]);
+/** `pipeline` without `folder`'s files (its config.json kept where `keepConfig`). */
+const without = (pipeline: Folder, folder: string, keepConfig = false): Folder =>
+  Object.fromEntries(Object.entries(pipeline).filter(([p]) => !p.startsWith(`${folder}/`) || (keepConfig && p === `${folder}/config.json`)));
+
+/** transformers' config.json of each CLIP's text model (clip-vit-large-patch14, laion bigG). */
+const CLIP_L_CONFIG = { architectures: ['CLIPTextModel'], hidden_act: 'quick_gelu', hidden_size: 768, intermediate_size: 3072, model_type: 'clip_text_model', num_attention_heads: 12, num_hidden_layers: 12, projection_dim: 768, vocab_size: 49408 };
+const CLIP_G_CONFIG = { ...CLIP_L_CONFIG, architectures: ['CLIPTextModelWithProjection'], hidden_act: 'gelu', hidden_size: 1280, intermediate_size: 5120, num_attention_heads: 20, num_hidden_layers: 32, projection_dim: 1280 };
+
+/** stabilityai/stable-diffusion-xl-base-1.0. */
+const sdxl: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusionXLPipeline', _diffusers_version: '0.19.0.dev0', force_zeros_for_empty_prompt: true, add_watermarker: null,
+    scheduler: ['diffusers', 'EulerDiscreteScheduler'], text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'unet/diffusion_pytorch_model.safetensors': unet(),
+  'text_encoder/config.json': json(CLIP_L_CONFIG),
+  'text_encoder/model.safetensors': clip(12),
+  'text_encoder_2/config.json': json(CLIP_G_CONFIG),
+  'text_encoder_2/model.safetensors': clip(16),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** stabilityai/stable-diffusion-3-medium-diffusers. */
+const sd3: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusion3Pipeline', _diffusers_version: '0.29.0.dev0', transformer: ['diffusers', 'SD3Transformer2DModel'],
+    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_3: ['transformers', 'T5EncoderModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
+    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': transformer(),
+  'text_encoder/config.json': json({ ...CLIP_L_CONFIG, architectures: ['CLIPTextModelWithProjection'] }),
+  'text_encoder/model.safetensors': clip(12),
+  'text_encoder_2/config.json': json(CLIP_G_CONFIG),
+  'text_encoder_2/model.safetensors': clip(16),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** stabilityai/stable-cascade-prior: its only text encoder CLIP-G. */
+const cascadePrior: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableCascadePriorPipeline', _diffusers_version: '0.27.0.dev0', feature_extractor: ['transformers', 'CLIPImageProcessor'],
+    image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], prior: ['diffusers', 'StableCascadeUNet'], resolution_multiple: 42.67,
+    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizer'],
+  }),
+  'prior/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.0.1.attention.attn.to_q.weight', [8, 8], 'BF16')]),
+  'text_encoder/config.json': json(CLIP_G_CONFIG),
+  'text_encoder/model.safetensors': clip(16),
+};
+/** hunyuanvideo-community/HunyuanVideo: its Llama in text_encoder/, its CLIP-L in text_encoder_2/. */
+const hunyuanVideo: Folder = {
+  'model_index.json': json({
+    _class_name: 'HunyuanVideoPipeline', _diffusers_version: '0.32.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
+    text_encoder: ['transformers', 'LlamaModel'], text_encoder_2: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'LlamaTokenizerFast'],
+    tokenizer_2: ['transformers', 'CLIPTokenizer'], transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLHunyuanVideo'],
+  }),
+  'transformer/diffusion_pytorch_model.safetensors': transformer(),
+  'text_encoder/config.json': json({ architectures: ['LlamaModel'], hidden_size: 4096, model_type: 'llama', num_hidden_layers: 32, vocab_size: 128320 }),
+  'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),
+  'text_encoder_2/config.json': json(CLIP_L_CONFIG),
+  'text_encoder_2/model.safetensors': clip(12),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** SD1.x's and SD2.x's UNet config.json (runwayml/stable-diffusion-v1-5, stabilityai/stable-diffusion-2-1): the text states' width. */
+const unetConfig = (crossAttentionDim: number) => json({
+  _class_name: 'UNet2DConditionModel', act_fn: 'silu', attention_head_dim: crossAttentionDim === 1024 ? [5, 10, 20, 20] : 8, block_out_channels: [320, 640, 1280, 1280],
+  cross_attention_dim: crossAttentionDim, in_channels: 4, layers_per_block: 2, out_channels: 4, sample_size: crossAttentionDim === 1024 ? 96 : 64,
+  ...(crossAttentionDim === 1024 ? { use_linear_projection: true } : {}),
+});
+/** stabilityai/stable-diffusion-2-1: OpenCLIP ViT-H's text model as a CLIPTextModel. */
+const sd2: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.10.0.dev0', feature_extractor: ['transformers', 'CLIPImageProcessor'], requires_safety_checker: false,
+    safety_checker: [null, null], scheduler: ['diffusers', 'DDIMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'unet/config.json': unetConfig(1024),
+  'unet/diffusion_pytorch_model.safetensors': unet(),
+  'text_encoder/config.json': json({ ...CLIP_L_CONFIG, hidden_act: 'gelu', hidden_size: 1024, intermediate_size: 4096, num_attention_heads: 16, num_hidden_layers: 23, projection_dim: 512 }),
+  'text_encoder/model.safetensors': clip(16),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+/** runwayml/stable-diffusion-v1-5: the same class, CLIP-L. */
+const sd15: Folder = {
+  'model_index.json': json({
+    _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.6.0', feature_extractor: ['transformers', 'CLIPImageProcessor'],
+    safety_checker: ['stable_diffusion', 'StableDiffusionSafetyChecker'], scheduler: ['diffusers', 'PNDMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+  }),
+  'unet/config.json': unetConfig(768),
+  'unet/diffusion_pytorch_model.safetensors': unet(),
+  'text_encoder/config.json': json(CLIP_L_CONFIG),
+  'text_encoder/model.safetensors': clip(12),
+  'vae/diffusion_pytorch_model.safetensors': vae(),
+};
+
+const kohya = (name: string, out: number, inF: number) => kohyaSpec(name, 2, out, inF, [], 4);
+/** ComfyUI's extracted form (lora_down/lora_up, no α). */
+const comfy = (name: string, out: number, inF: number): LoraSpec => ({ ...peftSpec(name, 2, out, inF, [], 1), down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight` });
+const kohyaClip = (prefix: string, size: number) => kohya(`${prefix}text_model_encoder_layers_0_self_attn_q_proj`, size, size);
+const comfyClip = (name: string, size: number) => comfy(`text_encoders.${name}.transformer.${TE}.self_attn.q_proj`, size, size);
+
+const refused = (folder: string, className: string, held: string, first: string, names: string, extra = '') =>
+  `lora.safetensors: module "${first}": names ${names}, ` +
+  `but the base's model_index.json lists ${folder} (${className}) and ${folder}/ holds no .safetensors weights (it holds ${held})${extra}: ` +
+  `give the complete pipeline folder, with ${folder}/'s weights, or give the transformer's (or UNet's) own folder as the base to merge without the text encoder modules (they are then left out with a warning)`;
+const leftOut = (warnings: string[]) => warnings.filter((w) => w.includes('left out'));
+
+/** The plan of `lora` on the complete pipeline and on it without `folder`'s files. */
+const both = async (pipeline: Folder, folder: string, lora: LoraSpec[]) => ({
+  complete: await pipelinePlan(pipeline, lora, rand),
+  partial: await pipelinePlan(without(pipeline, folder), lora, rand),
+});
+
+describe('a weightless CLIP folder, its kind told by the pipeline\'s class', () => {
+  it('SDXL: lora_te2_ and ComfyUI\'s clip_g refused naming text_encoder_2 (CLIP-G), lora_te1_ naming text_encoder (CLIP-L)', async () => {
+    const held = 'the unet (UNet2DConditionModel), the VAE';
+    const base = without(without(sdxl, 'text_encoder_2'), 'text_encoder');
+    for (const [spec, first, folder, className, names] of [
+      [kohyaClip('lora_te2_', 16), 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj', 'text_encoder_2', 'CLIPTextModelWithProjection', 'text encoder 2 (CLIP-G)'],
+      [comfyClip('clip_g', 16), `text_encoders.clip_g.transformer.${TE}.self_attn.q_proj`, 'text_encoder_2', 'CLIPTextModelWithProjection', 'text encoder 2 (CLIP-G)'],
+      [kohyaClip('lora_te1_', 12), 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj', 'text_encoder', 'CLIPTextModel', 'text encoder 1 (CLIP-L)'],
+      [comfyClip('clip_l', 12), `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text_encoder', 'CLIPTextModel', 'text encoder 1 (CLIP-L)'],
+    ] as const) {
+      expect((await pipelinePlan(sdxl, [spec], rand)).problems).toEqual([]);
+      expect((await pipelinePlan(base, [spec], rand)).problems).toEqual([refused(folder, className, held, first, names)]);
+    }
+  });
+
+  it('SD3: text_encoder CLIP-L and text_encoder_2 CLIP-G, both CLIPTextModelWithProjection', async () => {
+    const base = without(without(sd3, 'text_encoder_2'), 'text_encoder');
+    const held = 'the transformer (SD3Transformer2DModel), the VAE';
+    const { problems } = await pipelinePlan(base, [kohyaClip('lora_te2_', 16), comfyClip('clip_l', 12)], rand);
+    expect(problems).toEqual([
+      refused('text_encoder_2', 'CLIPTextModelWithProjection', held, 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj', 'text encoder 2 (CLIP-G)'),
+      refused('text_encoder', 'CLIPTextModelWithProjection', held, `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text encoder 1 (CLIP-L)'),
+    ]);
+  });
+
+  it('Stable Cascade prior: its only CLIP is CLIP-G, so clip_g is refused naming text_encoder, and lora_te1_ (CLIP-L) left out as on the complete pipeline', async () => {
+    const held = 'the prior (StableCascadeUNet)';
+    const g = await both(cascadePrior, 'text_encoder', [comfyClip('clip_g', 16)]);
+    expect(g.complete.problems).toEqual([]);
+    expect(g.partial.problems).toEqual([refused('text_encoder', 'CLIPTextModelWithProjection', held, `text_encoders.clip_g.transformer.${TE}.self_attn.q_proj`, 'text encoder 2 (CLIP-G)')]);
+    const l = await both(cascadePrior, 'text_encoder', [kohyaClip('lora_te1_', 16)]);
+    // Nothing else in the LoRA: the one line that none of it lands, the same on both.
+    expect(l.complete.problems).toEqual([expect.stringContaining('they name text encoder 1 (CLIP-L), which the base does not hold')]);
+    expect(l.partial.problems).toEqual(l.complete.problems);
+  });
+
+  it('HunyuanVideo: its CLIP-L is text_encoder_2, so lora_te1_ and clip_l are refused naming it, not sent to the Llama or left out', async () => {
+    const held = 'text_encoder (LlamaModel), the transformer (HunyuanVideoTransformer3DModel), the VAE';
+    for (const [spec, first] of [
+      [kohyaClip('lora_te1_', 12), 'lora_te1_text_model_encoder_layers_0_self_attn_q_proj'],
+      [comfyClip('clip_l', 12), `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`],
+    ] as const) {
+      const { complete, partial } = await both(hunyuanVideo, 'text_encoder_2', [spec]);
+      expect(complete.problems).toEqual([]);
+      expect(partial.problems).toEqual([refused('text_encoder_2', 'CLIPTextModel', held, first, 'text encoder 1 (CLIP-L)')]);
+    }
+  });
+
+  it('SD2 (StableDiffusionPipeline, its UNet\'s cross_attention_dim 1024): CLIP-H, so clip_h is refused naming text_encoder and clip_l left out as on the complete pipeline', async () => {
+    const held = 'the unet (UNet2DConditionModel), the VAE';
+    const h = await both(sd2, 'text_encoder', [comfyClip('clip_h', 16)]);
+    expect(h.complete.problems).toEqual([]);
+    expect(h.partial.problems).toEqual([refused('text_encoder', 'CLIPTextModel', held, `text_encoders.clip_h.transformer.${TE}.self_attn.q_proj`, 'the text encoder')]);
+    const l = await both(sd2, 'text_encoder', [comfyClip('clip_l', 16)]);
+    expect(l.complete.problems).toEqual([expect.stringContaining('they name text encoder 1 (CLIP-L), which the base does not hold')]);
+    expect(l.partial.problems).toEqual(l.complete.problems);
+    // kohya's lora_te_ reaches SD2's only CLIP: refused naming it.
+    expect((await pipelinePlan(without(sd2, 'text_encoder'), [kohyaClip('lora_te_', 16)], rand)).problems)
+      .toEqual([refused('text_encoder', 'CLIPTextModel', held, 'lora_te_text_model_encoder_layers_0_self_attn_q_proj', 'the text encoder')]);
+  });
+
+  it('SD1.5 (the same class, its UNet\'s cross_attention_dim 768): CLIP-L, so clip_l is refused naming text_encoder and clip_h left out', async () => {
+    const held = 'the unet (UNet2DConditionModel), the VAE';
+    const l = await both(sd15, 'text_encoder', [comfyClip('clip_l', 12)]);
+    expect(l.complete.problems).toEqual([]);
+    expect(l.partial.problems).toEqual([refused('text_encoder', 'CLIPTextModel', held, `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text encoder 1 (CLIP-L)')]);
+    const h = await both(sd15, 'text_encoder', [comfyClip('clip_h', 12)]);
+    for (const plan of [h.complete, h.partial]) expect(plan.problems).toEqual([expect.stringContaining('they name the text encoder, which the base does not hold')]);
+  });
+});
+
+describe('where the class does not say', () => {
+  it('a class not known here: the folder is judged by its position, and the refusal says so', async () => {
+    const index = JSON.parse(sdxl['model_index.json'] as string) as Record<string, unknown>;
+    const custom = { ...without(sdxl, 'text_encoder_2'), 'model_index.json': json({ ...index, _class_name: 'MyStudioXLPipeline' }) };
+    const { problems } = await pipelinePlan(custom, [kohyaClip('lora_te2_', 16)], rand);
+    expect(problems).toEqual([refused('text_encoder_2', 'CLIPTextModelWithProjection', 'text_encoder (CLIPTextModel), the unet (UNet2DConditionModel), the VAE', 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj', 'text encoder 2 (CLIP-G)',
+      '; which CLIP text_encoder_2/ holds is not said: it has no config.json and its pipeline\'s class, MyStudioXLPipeline, is none whose CLIP folders are known here, so it is taken to hold CLIP-G by its position, as SDXL and SD3 number their CLIPs')]);
+  });
+
+  it('a StableDiffusionPipeline without a readable unet/config.json: by position (CLIP-L), said so', async () => {
+    const noUnetConfig = Object.fromEntries(Object.entries(without(sd2, 'text_encoder')).filter(([p]) => p !== 'unet/config.json'));
+    // A unet/config.json that is no JSON says nothing either (diffusers, which reads it, refuses the folder).
+    for (const base of [noUnetConfig, { ...noUnetConfig, 'unet/config.json': '{"cross_attention_dim": 1024,' }]) {
+      const { problems } = await pipelinePlan(base, [comfyClip('clip_l', 16)], rand);
+      expect(problems).toEqual([refused('text_encoder', 'CLIPTextModel', 'the unet (UNet2DConditionModel), the VAE', `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text encoder 1 (CLIP-L)',
+        '; which CLIP text_encoder/ holds is not said: it has no config.json and its pipeline\'s class, StableDiffusionPipeline, runs the CLIP its unet/config.json\'s cross_attention_dim says (768 CLIP-L, 1024 CLIP-H), ' +
+        'and no readable unet/config.json says one, so it is taken to hold CLIP-L by its position, as SDXL and SD3 number their CLIPs')]);
+    }
+  });
+});
+
+describe('a folder\'s config.json still decides', () => {
+  it('a weightless folder that kept its config.json: its hidden_size, not the class (no position note either)', async () => {
+    // HunyuanVideo's text_encoder_2/config.json under a class not known here: CLIP-L by its config, though second.
+    const index = JSON.parse(hunyuanVideo['model_index.json'] as string) as Record<string, unknown>;
+    const base = { ...without(hunyuanVideo, 'text_encoder_2', true), 'model_index.json': json({ ...index, _class_name: 'MyVideoPipeline' }) };
+    const { problems } = await pipelinePlan(base, [comfyClip('clip_l', 12)], rand);
+    expect(problems).toEqual([refused('text_encoder_2', 'CLIPTextModel', 'text_encoder (LlamaModel), the transformer (HunyuanVideoTransformer3DModel), the VAE', `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, 'text encoder 1 (CLIP-L)')]);
+  });
+
+  it('a folder with weights whose config.json says otherwise than its class: the config wins, as before', async () => {
+    // A Stable Cascade prior whose text_encoder was swapped for a CLIP-L: clip_l lands, clip_g is left out.
+    const swapped = { ...cascadePrior, 'text_encoder/config.json': json({ ...CLIP_L_CONFIG, architectures: ['CLIPTextModelWithProjection'] }), 'text_encoder/model.safetensors': clip(12) };
+    const l = await pipelinePlan(swapped, [comfyClip('clip_l', 12)], rand);
+    expect(l.problems).toEqual([]);
+    expect(leftOut(l.warnings)).toEqual([]);
+    const g = await pipelinePlan(swapped, [comfyClip('clip_l', 12), comfy(`text_encoders.clip_g.transformer.${TE}.mlp.fc1`, 24, 12)], rand);
+    expect(g.problems).toEqual([]);
+    expect(leftOut(g.warnings)).toHaveLength(1);
+  });
+});
