@@ -243,6 +243,59 @@ describe('convert for more architectures, from the GGUF or its Hugging Face fold
     expect(file.tensors.map((t) => [t.name, t.ne])).toEqual([['token_embd.weight.lora_a', [2, VOCAB]], ['token_embd.weight.lora_b', [2, H]]]);
   });
 
+  // google/gemma-3-4b-it's config.json (Gemma3ForConditionalGeneration: the language model's sizes
+  // under text_config, a SigLIP vision_config), scaled down; its checkpoint names the language model
+  // `language_model.model.` (transformers before 4.52) or `model.language_model.`, the tower `vision_tower.`.
+  for (const [lm, tower] of [['language_model.model', 'vision_tower'], ['model.language_model', 'model.vision_tower']] as const) {
+    it(`Gemma3ForConditionalGeneration's folder (${lm}.…): its language model's LoRA converts as from the Gemma 3 GGUF, byte for byte; the vision tower and the embedding refused in one line`, async () => {
+      const a = ARCHS.gemma3;
+      const { files, values } = models(a);
+      const lmWeights = a.weights.filter((w) => w !== embed);
+      const hf = [
+        { name: `${lm}.embed_tokens.weight`, dtype: 'BF16' as const, shape: [VOCAB + 4, H], data: new Float64Array((VOCAB + 4) * H) },
+        ...lmWeights.map((w) => ({ name: (w.hf as string).replace(/^model\./, `${lm}.`), dtype: 'BF16' as const, shape: [w.out, w.in], data: new Float64Array(w.out * w.in) })),
+        { name: `${tower}.vision_model.encoder.layers.0.self_attn.q_proj.weight`, dtype: 'BF16' as const, shape: [32, 32], data: new Float64Array(32 * 32) },
+      ];
+      const config = {
+        architectures: ['Gemma3ForConditionalGeneration'], model_type: 'gemma3', mm_tokens_per_image: 256,
+        text_config: { model_type: 'gemma3_text', hidden_size: H, intermediate_size: FFN, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, num_hidden_layers: 1, vocab_size: VOCAB + 4 },
+        vision_config: { model_type: 'siglip_vision_model', hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2 },
+      };
+      // The adapter as PEFT names it on the multimodal class since transformers 4.52.
+      const peft = adapter({ ...a, weights: lmWeights.map((w) => ({ ...w, hf: (w.hf as string).replace(/^model\./, 'model.language_model.') })) });
+      for (const m of peft.modules) m.path = m.path.replace(/^model\.language_model\./, 'model.');
+      const dir = temp.make({ ...files, ...peft.files, 'hf/config.json': JSON.stringify(config), 'hf/model.safetensors': buildSafetensors(hf) });
+      await convert(dir, 'base.gguf', 'from-gguf.gguf');
+      await convert(dir, 'hf', 'from-hf.gguf');
+      expect(Buffer.compare(readFileSync(join(dir, 'from-hf.gguf')), readFileSync(join(dir, 'from-gguf.gguf')))).toBe(0);
+      const file = readGguf(readFileSync(join(dir, 'from-hf.gguf')));
+      expect(file.metadata.get('general.architecture')?.value).toBe('gemma3');
+      expect(file.tensors.map((t) => t.name).sort()).toEqual(peft.modules.flatMap((m) => [`${m.tensor}.lora_a`, `${m.tensor}.lora_b`]).sort());
+      const got = await mergedInto(dir, 'from-hf.gguf');
+      for (const [tensor, w] of truth(a, values, peft.modules)) expect(worstRelative(got.get(tensor)!, w), tensor).toBeLessThan(1e-6);
+
+      const rand = seededRandom(11);
+      const g = (n: number) => Float64Array.from({ length: n }, () => Math.fround(0.1 * (rand() - 0.5)));
+      const refused = temp.make({
+        'hf/config.json': JSON.stringify(config), 'hf/model.safetensors': buildSafetensors(hf),
+        'peft/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['q_proj', 'embed_tokens'] }),
+        'peft/adapter_model.safetensors': buildSafetensors([
+          { name: 'base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [2, 32], data: g(64) },
+          { name: 'base_model.model.model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.lora_B.weight', dtype: 'F32', shape: [32, 2], data: g(64) },
+          { name: 'base_model.model.model.language_model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [2, VOCAB + 4], data: g(2 * (VOCAB + 4)) },
+          { name: 'base_model.model.model.language_model.embed_tokens.lora_embedding_B', dtype: 'F32', shape: [H, 2], data: g(2 * H) },
+        ]),
+      });
+      const before = listDir(refused);
+      const run = await runCli(['convert', '--adapter', join(refused, 'peft'), '--base', join(refused, 'hf'), '--out', join(refused, 'x.gguf')]);
+      expect(run.code, run.stderr).not.toBe(0);
+      const lines = errorLines(run.stderr).join('\n');
+      expect(lines).toContain('module "model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj": Gemma 3\'s vision tower and projector go to its mmproj GGUF (convert_hf_to_gguf.py --mmproj), which a llama.cpp LoRA does not address; only the language model\'s modules convert');
+      expect(lines).toContain('module "model.language_model.embed_tokens": Gemma 3\'s converter cuts token_embd to the tokenizer\'s vocabulary');
+      expect(listDir(refused)).toEqual(before);
+    });
+  }
+
   it('refuses an HF folder whose experts do not match config.json\'s count, and a class it does not name, in one line', async () => {
     const a = ARCHS.qwen3moe;
     const { files } = models({ ...a, config: { num_experts: E + 1 } });
@@ -251,7 +304,7 @@ describe('convert for more architectures, from the GGUF or its Hugging Face fold
     const before = listDir(dir);
     for (const [base, line] of [
       ['hf', /^error: --base .*hf: 4 tensors model\.layers\.0\.mlp\.experts\.N\.(gate|up|down)_proj\.weight \(experts numbered 0 to 3\), but config\.json's num_experts is 5: convert_hf_to_gguf stacks experts 0 to E−1, of one shape, into blk\.0\.ffn_(gate|up|down)_exps\.weight; give the GGUF model the LoRA is for$/],
-      ['gpt2', /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for LlamaForCausalLM, .*Gemma3ForCausalLM, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/],
+      ['gpt2', /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for LlamaForCausalLM, .*Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/],
     ] as const) {
       const run = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, base), '--out', join(dir, 'x.gguf')]);
       expect(run.code, run.stderr).not.toBe(0);

@@ -270,7 +270,7 @@ describe('a PEFT adapter written as a llama.cpp LoRA GGUF for a GGUF base (--bas
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small')], dir,
       /^error: --base .*model\.safetensors: resize reads a base only to name a llama\.cpp LoRA's tensors; give --out a \.gguf name, or leave out --base$/);
     await expectRefused(['resize', '--adapter', join(dir, 'peft'), '--rank', '2', '--base', join(dir, 'model.safetensors'), '--out', join(dir, 'small.gguf')], dir,
-      /^error: --base .*model\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/);
+      /^error: --base .*model\.safetensors: a model without config\.json, whose GGUF tensor names loramerge derives for LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/);
     await expectRefused(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, 'gpt2'), '--out', join(dir, 'small.gguf')], dir,
       /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for .* only; give the GGUF model the LoRA is for$/);
   });

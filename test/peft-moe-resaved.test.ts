@@ -264,3 +264,164 @@ describe('a re-saved converted adapter that cannot be merged as PEFT would: refu
     }
   });
 });
+
+/**
+ * PhiMoE (microsoft/Phi-3.5-MoE-instruct): transformers 4 names its MoE block `block_sparse_moe`, router
+ * `gate` (a Linear), experts `experts.K.w1` / `w3` / `w2`; transformers 5 (conversion_mapping.py,
+ * "phimoe") renames the router `.block_sparse_moe.gate` → `.mlp.router` (PhimoeTopKRouter, an
+ * nn.Linear) and stacks the experts into `mlp.experts.gate_up_proj` (w1 rows then w3 rows) and
+ * `mlp.experts.down_proj`. PEFT's conversion of adapters for transformers 5 rewrites the config only for
+ * Mixtral-like and Qwen2-MoE-like models (its _MODEL_TO_CONVERSION_PATTERN has no phimoe), so a PhiMoE
+ * adapter in transformers 5's names is one trained there: a LoRA module on `mlp.router` and
+ * target_parameters on the fused experts (PEFT ≥ 0.19's ParamWrapper: W[e] += α/r·B_e·A_e, A_e rows
+ * [e·r, (e+1)·r) of lora_A, B_e columns k·E + e of lora_B).
+ * Truth in float64 from those factors: expert e's gate_up ΔW (2·inter, hidden) rows [0, inter) on w1,
+ * [inter, 2·inter) on w3; its down ΔW on w2; the router's on `block_sparse_moe.gate.weight`.
+ */
+describe('PhiMoE: its router `mlp.router` (transformers 5) and `block_sparse_moe.gate` (transformers 4), each on the other\'s checkpoint', () => {
+  // microsoft/Phi-3.5-MoE-instruct (hidden 4096, intermediate 6400, 16 experts, bf16) scaled down: hidden 8, intermediate 5, 3 experts.
+  const E = 3, H = 8, I = 5;
+  const CONFIG = { architectures: ['PhiMoEForCausalLM'], model_type: 'phimoe', hidden_size: H, intermediate_size: I, num_local_experts: E, num_experts_per_tok: 2, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, vocab_size: 32, tie_word_embeddings: false, lm_head_bias: false, torch_dtype: 'bfloat16' };
+  const common = () => [
+    randomTensor('model.embed_tokens.weight', [32, H], 'BF16', rand),
+    randomTensor(`${L}.self_attn.q_proj.weight`, [8, H], 'BF16', rand),
+    randomTensor('lm_head.weight', [32, H], 'BF16', rand),
+  ];
+  const v4Base = () => [
+    ...common(),
+    randomTensor(`${L}.block_sparse_moe.gate.weight`, [E, H], 'BF16', rand),
+    ...Array.from({ length: E }, (_, e) => [
+      randomTensor(`${L}.block_sparse_moe.experts.${e}.w1.weight`, [I, H], 'BF16', rand),
+      randomTensor(`${L}.block_sparse_moe.experts.${e}.w2.weight`, [H, I], 'BF16', rand),
+      randomTensor(`${L}.block_sparse_moe.experts.${e}.w3.weight`, [I, H], 'BF16', rand),
+    ]).flat(),
+  ];
+  const v5Base = () => [
+    ...common(),
+    randomTensor(`${L}.mlp.router.weight`, [E, H], 'BF16', rand),
+    randomTensor(`${L}.mlp.experts.gate_up_proj`, [E, 2 * I, H], 'BF16', rand),
+    randomTensor(`${L}.mlp.experts.down_proj`, [E, H, I], 'BF16', rand),
+  ];
+  const factor = (name: string, shape: number[]) => randomTensor(name, shape, 'F32', rand, 0.5);
+  const s = alpha / r;
+
+  /** ΔW (out × in) = s·B·A with A rows [first, first + r) and B's column k at col(k). */
+  const product = (A: Float64Array, B: Float64Array, out: number, inF: number, bCols: number, first: number, col: (k: number) => number) => {
+    const d = new Float64Array(out * inF);
+    for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) for (let k = 0; k < r; k++) d[o * inF + i] += s * B[o * bCols + col(k)] * A[(first + k) * inF + i];
+    return d;
+  };
+
+  /** Every tensor against the truth: `deltas` added to rows [row, row + out) of each key (a 3-D tensor seen as its rows), once rounded; the rest bit for bit. */
+  async function expectMerged(base: FixtureTensor[], adapter: Files, deltas: { key: string; row: number; d: Float64Array; out: number }[]): Promise<void> {
+    const prepared = await prepareOne(hfModelFolder(base, CONFIG), adapter);
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const truths = new Map<string, Float64Array>();
+    for (const x of deltas) {
+      const w = b.get(x.key);
+      expect(w, x.key).toBeDefined();
+      const cols = w!.shape[w!.shape.length - 1];
+      const t = truths.get(x.key) ?? Float64Array.from(w!.values);
+      truths.set(x.key, t);
+      for (let o = 0; o < x.out; o++) for (let i = 0; i < cols; i++) t[(x.row + o) * cols + i] += x.d[o * cols + i];
+    }
+    for (const [key, w] of b) {
+      const got = merged.tensors.get(key)!;
+      expect([got.dtype, got.shape], key).toEqual([w.dtype, w.shape]);
+      const t = truths.get(key);
+      if (!t) {
+        expect(got.bytes, `${key} unchanged`).toEqual(w.bytes);
+        continue;
+      }
+      const want = Array.from(t, (v) => roundForDType(v, 'BF16'));
+      const wrong = want.filter((v, j) => !Object.is(v, got.values[j])).length;
+      expect(wrong, `${key}: ${wrong} of ${want.length} elements differ from the float64 truth`).toBe(0);
+    }
+  }
+
+  /** A LoRA trained on transformers 5's PhiMoE: q_proj and the router `mlp.router` as modules, the fused experts as target_parameters. */
+  function v5Adapter() {
+    const at = `${P}.${L}.mlp`;
+    const t = {
+      qA: factor(`${P}.${L}.self_attn.q_proj.lora_A.weight`, [r, H]), qB: factor(`${P}.${L}.self_attn.q_proj.lora_B.weight`, [8, r]),
+      rA: factor(`${at}.router.lora_A.weight`, [r, H]), rB: factor(`${at}.router.lora_B.weight`, [E, r]),
+      // gate_up_proj is registered first, so its wrapper is the inner one, saved under base_layer.
+      guA: factor(`${at}.experts.base_layer.lora_A.weight`, [E * r, H]), guB: factor(`${at}.experts.base_layer.lora_B.weight`, [2 * I, r * E]),
+      dA: factor(`${at}.experts.lora_A.weight`, [E * r, I]), dB: factor(`${at}.experts.lora_B.weight`, [H, r * E]),
+    };
+    const files = peftFolder({ ...ORIGINAL, peft_version: '0.19.1', target_modules: ['q_proj', 'router'], target_parameters: ['experts.gate_up_proj', 'experts.down_proj'] }, Object.values(t));
+    const v = decoded(Object.values(t));
+    const get = (x: FixtureTensor) => v.get(x.name)!.values;
+    return {
+      files,
+      q: product(get(t.qA), get(t.qB), 8, H, r, 0, (k) => k),
+      router: product(get(t.rA), get(t.rB), E, H, r, 0, (k) => k),
+      gateUp: (e: number) => product(get(t.guA), get(t.guB), 2 * I, H, r * E, e * r, (k) => k * E + e),
+      down: (e: number) => product(get(t.dA), get(t.dB), H, I, r * E, e * r, (k) => k * E + e),
+    };
+  }
+
+  it('a LoRA trained on transformers 5 (router mlp.router, a Linear; experts by target_parameters) on a transformers 4 checkpoint: the router on block_sparse_moe.gate.weight, each expert on its w1 / w3 / w2', async () => {
+    const a = v5Adapter();
+    const deltas = [
+      { key: `${L}.self_attn.q_proj.weight`, row: 0, d: a.q, out: 8 },
+      { key: `${L}.block_sparse_moe.gate.weight`, row: 0, d: a.router, out: E },
+    ];
+    for (let e = 0; e < E; e++) {
+      const gu = a.gateUp(e);
+      deltas.push({ key: `${L}.block_sparse_moe.experts.${e}.w1.weight`, row: 0, d: gu.slice(0, I * H), out: I });
+      deltas.push({ key: `${L}.block_sparse_moe.experts.${e}.w3.weight`, row: 0, d: gu.slice(I * H), out: I });
+      deltas.push({ key: `${L}.block_sparse_moe.experts.${e}.w2.weight`, row: 0, d: a.down(e), out: H });
+    }
+    await expectMerged(v4Base(), a.files, deltas);
+  });
+
+  it('the same adapter on a transformers 5 checkpoint lands by name (mlp.router.weight; expert e on its slab of gate_up_proj and down_proj)', async () => {
+    const a = v5Adapter();
+    const deltas = [
+      { key: `${L}.self_attn.q_proj.weight`, row: 0, d: a.q, out: 8 },
+      { key: `${L}.mlp.router.weight`, row: 0, d: a.router, out: E },
+    ];
+    for (let e = 0; e < E; e++) {
+      deltas.push({ key: `${L}.mlp.experts.gate_up_proj`, row: e * 2 * I, d: a.gateUp(e), out: 2 * I });
+      deltas.push({ key: `${L}.mlp.experts.down_proj`, row: e * H, d: a.down(e), out: H });
+    }
+    await expectMerged(v5Base(), a.files, deltas);
+  });
+
+  it('a LoRA trained on transformers 4 (block_sparse_moe.gate, experts.K.w1 / w3 / w2) on a transformers 5 checkpoint: the router on mlp.router.weight, expert K on its rows', async () => {
+    const mods: { path: string; out: number; inF: number; key: string; row: number }[] = [
+      { path: `${L}.block_sparse_moe.gate`, out: E, inF: H, key: `${L}.mlp.router.weight`, row: 0 },
+    ];
+    for (let e = 0; e < E; e++) {
+      mods.push({ path: `${L}.block_sparse_moe.experts.${e}.w1`, out: I, inF: H, key: `${L}.mlp.experts.gate_up_proj`, row: e * 2 * I });
+      mods.push({ path: `${L}.block_sparse_moe.experts.${e}.w3`, out: I, inF: H, key: `${L}.mlp.experts.gate_up_proj`, row: e * 2 * I + I });
+      mods.push({ path: `${L}.block_sparse_moe.experts.${e}.w2`, out: H, inF: I, key: `${L}.mlp.experts.down_proj`, row: e * H });
+    }
+    const tensors = mods.flatMap((m) => [factor(`${P}.${m.path}.lora_A.weight`, [r, m.inF]), factor(`${P}.${m.path}.lora_B.weight`, [m.out, r])]);
+    const v = decoded(tensors);
+    const deltas = mods.map((m) => ({
+      key: m.key, row: m.row, out: m.out,
+      d: product(v.get(`${P}.${m.path}.lora_A.weight`)!.values, v.get(`${P}.${m.path}.lora_B.weight`)!.values, m.out, m.inF, r, 0, (k) => k),
+    }));
+    await expectMerged(v5Base(), peftFolder({ ...ORIGINAL, peft_version: '0.15.2', target_modules: ['gate', 'w1', 'w2', 'w3'] }, tensors), deltas);
+  });
+
+  it("one model's router name on another's transformers 4 checkpoint is refused, naming both: PhiMoE's mlp.router on Mixtral, Mixtral's mlp.gate.weight on PhiMoE", async () => {
+    const refusal = async (base: Files, adapter: Files) => {
+      const prepared = await prepareOne(base, adapter);
+      await prepared.close();
+      return prepared.plan.problems.map((p) => p.message);
+    };
+    const routerLora = (name: string) => [factor(`${P}.${L}.mlp.${name}.lora_A.weight`, [r, H]), factor(`${P}.${L}.mlp.${name}.lora_B.weight`, [E, r])];
+    const mixtral = hfModelFolder(v4Base(), { ...CONFIG, architectures: ['MixtralForCausalLM'], model_type: 'mixtral' });
+    expect(await refusal(mixtral, peftFolder({ ...ORIGINAL, target_modules: ['router'] }, routerLora('router')))).toEqual([
+      `adapter1: module "${L}.mlp.router": transformers 5 names MixtralForCausalLM's router mlp.gate, not mlp.router, so this is not the router of ${L}.block_sparse_moe.gate.weight: merge into the model the adapter was trained on`,
+    ]);
+    expect(await refusal(hfModelFolder(v4Base(), CONFIG), peftFolder({ ...ORIGINAL, peft_version: '0.20.0', target_modules: [], target_parameters: ['gate.weight'] }, routerLora('gate')))).toEqual([
+      `adapter1: module "${L}.mlp.gate.weight": transformers 5 names PhiMoEForCausalLM's router mlp.router, not mlp.gate, so this is not the router of ${L}.block_sparse_moe.gate.weight: merge into the model the adapter was trained on`,
+    ]);
+  });
+});

@@ -8,6 +8,8 @@ import type { FloatDType } from '../dtype.js';
 import { MergeError, throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
+import { ggufCardProblem, type GgufLoraCard } from '../formats/gguf/gguf-lora-card.js';
+import type { InputFileSet } from '../io/types.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
@@ -46,7 +48,7 @@ export function ggufOutType(adapter: ParsedAdapter, outtype: GgufOutType): { dty
  * given, the factors' type in a GGUF (else the inputs', as combine and resize keep it).
  */
 export async function convertAdapter(
-  adapter: ParsedAdapter, format: OutputFormat, run: { signal?: AbortSignal; onProgress?: ProgressListener } = {}, outtype?: GgufOutType,
+  adapter: ParsedAdapter, format: OutputFormat, run: { signal?: AbortSignal; onProgress?: ProgressListener } = {}, outtype?: GgufOutType, card?: GgufLoraCard,
 ): Promise<OpResult> {
   const groups = collectModules([adapter], format, 'convert');
   const modules: WrittenModule[] = [];
@@ -70,7 +72,31 @@ export async function convertAdapter(
     loramerge_command: 'convert',
     loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
   }, 'converted');
+  if (card) {
+    result.adapter = { ...result.adapter, card };
+    const problem = ggufCardProblem(card.readme);
+    if (problem) result.warnings.push(`${adapter.name}: ${problem}, so the GGUF gets none of the general.* keys convert_lora_to_gguf.py takes from it (only those from the folder's name)`);
+  }
   if (outtype === undefined) return result;
   const { ggufType: _kept, ...rest } = result.adapter;
   return { ...result, adapter: { ...rest, ...ggufOutType(adapter, outtype) } };
+}
+
+/**
+ * The adapter's folder as convert_lora_to_gguf.py reads it for a GGUF's general.* keys
+ * (gguf-lora-card.ts): the folder's name, its README.md and config.json. A lone file, which the
+ * script does not take, is named by its file name less the extension. A README.md or config.json
+ * that cannot be read as text is left out.
+ */
+export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'list' | 'readText'>): Promise<GgufLoraCard> {
+  const listed = files.list();
+  const segments = files.name.split(/[/\\]/).filter((p) => p !== '');
+  const last = segments.at(-1) ?? files.name;
+  const lone = listed.length === 1 && listed[0] === last;
+  const text = async (path: string) => (listed.includes(path) ? files.readText(path).catch(() => undefined) : undefined);
+  return {
+    folder: lone ? last.replace(/\.[^.]*$/, '') : last,
+    readme: lone ? undefined : await text('README.md'),
+    config: lone ? undefined : await text('config.json'),
+  };
 }

@@ -56,6 +56,8 @@ interface HfClass {
   fusedExperts?: true;
   /** Modules (HF paths) whose GGUF tensor this folder cannot give, and why. */
   unnamed?: readonly [RegExp, string][];
+  /** The counts are text_config's (a multimodal class, as convert_hf_to_gguf moves text_config to the top). */
+  textConfig?: true;
 }
 
 /**
@@ -98,6 +100,20 @@ const HF_CLASSES: Readonly<Record<string, HfClass>> = {
     arch: 'gemma3', names: ATTENTION_MLP.slice(1),
     unnamed: [[/^model\.embed_tokens$/, `Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base`]],
   },
+  // Gemma 3's multimodal class: convert_hf_to_gguf.py converts its language model as Gemma3ForCausalLM
+  // (the same Gemma3Model class, hparams from text_config) and its vision tower and projector to a
+  // separate mmproj GGUF; checkpoints name the language model `language_model.model.` (transformers
+  // before 4.52) or `model.language_model.`, adapters either or `model.` (the text class).
+  Gemma3ForConditionalGeneration: {
+    arch: 'gemma3', textConfig: true,
+    names: ATTENTION_MLP.slice(1).flatMap(([pattern, gguf]) => ['language_model\\.model', 'model\\.language_model'].map((prefix): [RegExp, string] => [
+      new RegExp(pattern.source.replace('^model\\.', `^${prefix}\\.`)), gguf,
+    ])),
+    unnamed: [
+      [/^(model\.|language_model\.model\.|model\.language_model\.)embed_tokens$/, `Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base`],
+      [/^(model\.)?(vision_tower|multi_modal_projector)\./, `Gemma 3's vision tower and projector go to its mmproj GGUF (convert_hf_to_gguf.py --mmproj), which a llama.cpp LoRA does not address; only the language model's modules convert`],
+    ],
+  },
   // Phi3MiniModel: the fused qkv_proj and gate_up_proj are written whole (attn_qkv; ffn_up, which llama.cpp splits).
   Phi3ForCausalLM: {
     arch: 'phi3',
@@ -119,7 +135,11 @@ export function ggufNamesOfHfModel(base: BaseModel, config: ModelConfig | undefi
     throw new MergeError('BAD_ARGUMENT', `--base ${baseName}: ${what}, whose GGUF tensor names loramerge derives for ${Object.keys(HF_CLASSES).join(', ')} only; give the GGUF model the LoRA is for`);
   }
   const { arch } = cls;
-  const count = (key: string) => (Number.isSafeInteger(raw[key]) && (raw[key] as number) > 0 ? (raw[key] as number) : undefined);
+  const text = cls.textConfig && typeof raw.text_config === 'object' && raw.text_config !== null ? raw.text_config as Record<string, unknown> : {};
+  const count = (key: string) => {
+    const v = key in text ? text[key] : raw[key];
+    return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : undefined;
+  };
   const heads = count('num_attention_heads');
   const metadata = new Map<string, unknown>([
     ['general.architecture', arch],

@@ -10,7 +10,7 @@
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
-import { convertAdapter, GGUF_OUT_TYPES, type GgufOutType } from './convert.js';
+import { convertAdapter, GGUF_OUT_TYPES, ggufLoraCardOf, type GgufOutType } from './convert.js';
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
 import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
 import { collectModules, openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
@@ -303,15 +303,17 @@ async function convertLoraUnworded<Out>(options: ConvertLoraOptions<Out>, hooks:
   let base: GgufBase | undefined;
   const pacer = new Pacer(options.signal);
   try {
-    adapter = await openJobAdapter(await hooks.openSource(options.adapter, 'adapter', true, options.signal), 'convert', pacer);
+    const files = await hooks.openSource(options.adapter, 'adapter', true, options.signal);
+    adapter = await openJobAdapter(files, 'convert', pacer);
     const opened = adapter;
     // What no base could change, said before the base is read (the page says it on pick).
     convertAdapterProblems(opened);
+    const card = await ggufLoraCardOf(files);
     base = await openJobBase('convert', options, hooks, 'gguf', [opened]);
     checkFormatFits([opened], 'peft', String(options.out), LIBRARY_CONVERT_ADVICE);
     const renamed = renameFor(base, sourceName(options.base), 'convert');
     // convert runs no algebra: its factors are written as they are.
-    return await run('convert', options, hooks, 'gguf', async (_backend, signal) => renamed(await convertAdapter(opened, 'peft', { signal, onProgress: options.onProgress }, outtype)), false);
+    return await run('convert', options, hooks, 'gguf', async (_backend, signal) => renamed(await convertAdapter(opened, 'peft', { signal, onProgress: options.onProgress }, outtype, card)), false);
   } catch (e) {
     throw explained(e, hooks);
   } finally {

@@ -10,7 +10,7 @@ import { checkFormatFits, cliOutputFormat, type OutputFormat } from '../adapter-
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from '../adapter-ops/gguf-base.js';
 import { openJobAdapter, type OpResult } from '../adapter-ops/op-common.js';
 import { resizeAdapter } from '../adapter-ops/resize.js';
-import { convertAdapter } from '../adapter-ops/convert.js';
+import { convertAdapter, ggufLoraCardOf } from '../adapter-ops/convert.js';
 import type { AlgebraBackend } from '../algebra/algebra-backend.js';
 import { createNodeAlgebra } from '../algebra/node-algebra.js';
 import { isMergeError, MergeError } from '../errors.js';
@@ -128,7 +128,8 @@ export async function runConvert(cmd: ConvertCommand, log: Log = stderrLog, prin
     base = await openCliGgufBase(cmd, 'gguf', [adapter], sets[1]);
     checkFormatFits([adapter], 'peft', cmd.out);
     const renamed = cliRenameFor(base, cmd);
-    return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run, cmd.outtype)));
+    const card = await ggufLoraCardOf(sets[0]);
+    return await produce(cmd, inputs, log, print, async (_backend, run) => renamed(await convertAdapter(adapter, 'peft', run, cmd.outtype, card)));
   } finally {
     await adapter.file.source.close();
     await base?.model.close();

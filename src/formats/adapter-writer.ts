@@ -12,6 +12,7 @@ import type { DType, FloatDType } from '../dtype.js';
 import { throwIfAborted } from '../errors.js';
 import type { OutputTarget } from '../io/types.js';
 import type { ModuleKind } from './adapter.js';
+import type { GgufLoraCard } from './gguf/gguf-lora-card.js';
 import { writeGgufLora } from './gguf/gguf-lora-writer.js';
 import { encodeFactor } from './written-factors.js';
 import { createSafetensorsWriter, type SafetensorsWriterEntry } from './safetensors-writer.js';
@@ -65,6 +66,8 @@ export interface AdapterToWrite {
   taskType?: string;
   /** GGUF: the general.architecture of the model the adapter is for. */
   architecture?: string;
+  /** GGUF, convert only: the adapter's folder as convert_lora_to_gguf reads it for general.name and the rest. */
+  card?: GgufLoraCard;
   /**
    * GGUF: factors written Q8_0 instead of `dtype` (inputs all Q8_0), each whose rows are not whole
    * 32-value blocks in F16, as gguf-py falls back.

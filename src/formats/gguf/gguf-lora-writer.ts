@@ -3,7 +3,8 @@
  * llama.cpp's llama-adapter.cpp loads it: metadata `general.architecture` (the inputs'),
  * `general.type = adapter`, `adapter.type = lora`, `adapter.lora.alpha` (f32) and
  * `general.quantization_version` (2), and no `general.file_type` (the script's LoRA class writes
- * its own parameters only, where a model's write that key); per base tensor `<name>.lora_a`
+ * its own parameters only, where a model's write that key); for convert, the `general.*` keys the
+ * script derives from the adapter's folder (gguf-lora-card.ts: general.name and the rest); per base tensor `<name>.lora_a`
  * with ne = [in, r] and `<name>.lora_b` with ne = [r, out] (GGML order, fastest first: the
  * row-major A (r, in) and B (out, r) as they are), except `token_embd.weight`, whose A llama.cpp takes as ne = [r, vocab] (A transposed). A stacked
  * expert tensor's pair (`ffn_up_exps`) is 3-D, as convert_lora_to_gguf stacks per-expert modules:
@@ -24,6 +25,7 @@ import type { AdapterToWrite, WrittenModule } from '../adapter-writer.js';
 import { encodeFactor } from '../written-factors.js';
 import { blockCodec } from './codecs/registry.js';
 import { ggmlTypeByName, type GgmlType } from './ggml-types.js';
+import { ggufLoraGeneral, ggufLoraTotalParams } from './gguf-lora-card.js';
 import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 import { createGgufWriter, type GgufWriterTensor } from './gguf-writer.js';
 
@@ -61,16 +63,6 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
   // (gguf.QuantError) writes it F16: lora_b's rows are r values, most often fewer than 32.
   const typeFor = (ne: number[]) => (q8 ? (ne[0] % q8.blockSize === 0 ? q8 : f16) : float);
   const { alpha, fold } = ggufLoraAlpha(adapter.modules);
-  const metadata: GgufKeyValue[] = [
-    { key: 'general.architecture', type: GGUFValueType.STRING, value: adapter.architecture },
-    { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
-    { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
-    { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
-    // convert_hf_to_gguf's prepare_metadata writes it to every file, LoRAs included (GGML_QUANT_VERSION).
-    { key: 'general.quantization_version', type: GGUFValueType.UINT32, value: GGML_QUANT_VERSION },
-    // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
-    ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
-  ];
   const tensors: GgufWriterTensor[] = [];
   // Each tensor's values, made when written, and what to call it if they overflow its type.
   const data: { values: () => Float32Array; module: string; factor: string }[] = [];
@@ -87,6 +79,21 @@ export async function writeGgufLora(output: OutputTarget, adapter: AdapterToWrit
     data.push({ values: () => (embedding ? transpose(m.down, m.rank, vocabOrIn) : m.down), module: m.name, factor: 'lora_a' });
     data.push({ values: () => (fold ? scaled(m.up, m.alpha / m.rank) : m.up), module: m.name, factor: fold ? `lora_b (α/r = ${m.alpha / m.rank} folded in)` : 'lora_b' });
   }
+  // In convert_lora_to_gguf's order: the writer's architecture, set_type's, set_gguf_meta_model's
+  // general.* (from the adapter's folder, convert only), set_gguf_parameters' alpha, then the quantization version.
+  const pairs = [];
+  for (let i = 0; i < tensors.length; i += 2) pairs.push({ aNe: tensors[i].ne, bNe: tensors[i + 1].ne });
+  const metadata: GgufKeyValue[] = [
+    { key: 'general.architecture', type: GGUFValueType.STRING, value: adapter.architecture },
+    { key: 'general.type', type: GGUFValueType.STRING, value: 'adapter' },
+    { key: 'adapter.type', type: GGUFValueType.STRING, value: 'lora' },
+    ...(adapter.card ? ggufLoraGeneral(adapter.card, ggufLoraTotalParams(pairs)) : []),
+    { key: 'adapter.lora.alpha', type: GGUFValueType.FLOAT32, value: alpha },
+    // convert_hf_to_gguf's prepare_metadata writes it to every file, LoRAs included (GGML_QUANT_VERSION).
+    { key: 'general.quantization_version', type: GGUFValueType.UINT32, value: GGML_QUANT_VERSION },
+    // How the adapter was made: loramerge_command → loramerge.command, GGUF's dotted key style.
+    ...Object.entries(adapter.metadata).map(([k, v]) => ({ key: k.replace(/^loramerge_/, 'loramerge.'), type: GGUFValueType.STRING, value: v })),
+  ];
   const sink = await output.createFile('adapter.gguf');
   const writer = await createGgufWriter(sink, metadata, tensors, ALIGNMENT);
   for (const [i, t] of tensors.entries()) {

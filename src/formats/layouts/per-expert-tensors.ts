@@ -10,16 +10,22 @@
  * rows [0, inter) on `experts.e.gate_proj` (`w1`), up rows [inter, 2·inter) on `experts.e.up_proj`
  * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`).
  *
- * Mixtral's router, which transformers 5 renames from `block_sparse_moe.gate` to `mlp.gate`
- * (conversion_mapping.py's WeightRenaming, for mixtral and minimax): a LoRA on its `mlp.gate.weight`
- * (PEFT's conversion of a per-expert adapter for transformers 5 makes the router's LoRA
- * target_parameters `gate.weight`) lands on the checkpoint's `block_sparse_moe.gate.weight`, where
- * that layer's experts are one tensor per expert under `block_sparse_moe.experts`.
+ * The router, which transformers 5 renames from `block_sparse_moe.gate` (conversion_mapping.py's
+ * WeightRenaming): Mixtral's and MiniMax's to `mlp.gate` (a parameter of MixtralTopKRouter; PEFT's
+ * conversion of a per-expert adapter for transformers 5 makes its LoRA target_parameters
+ * `gate.weight`), PhiMoE's to `mlp.router` (PhimoeTopKRouter, an nn.Linear, so a LoRA module
+ * `mlp.router`, or target_parameters `router.weight`). Either lands on the checkpoint's
+ * `block_sparse_moe.gate.weight` where that layer's experts are one tensor per expert under
+ * `block_sparse_moe.experts`; where config.json names the model, only the name its class has.
  */
 import { missBecause, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
 
 const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj)$/;
-const ROUTER = /^(.+)\.mlp\.gate\.weight$/;
+/** transformers 5's router: Mixtral's (and MiniMax's) `mlp.gate.weight`, PhiMoE's `mlp.router` (module) or `mlp.router.weight`. */
+const ROUTER = /^(.+)\.mlp\.(gate\.weight|router(?:\.weight)?)$/;
+
+/** The model classes whose transformers 5 router has each name. */
+const ROUTER_CLASSES: Readonly<Record<'gate' | 'router', RegExp>> = { gate: /^(Mixtral|MiniMax)/i, router: /^PhiMoE/i };
 
 /** The per-expert projections of each fused parameter, by naming: transformers' and Mixtral's. */
 const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
@@ -31,8 +37,9 @@ const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
 export const perExpertTensors: Layout = {
   name: 'per-expert-tensors',
   resolve(address, base) {
-    const router = address.tensor && !address.flat ? ROUTER.exec(address.path) : null;
-    if (router) return routerOf(router[1], address.path, base);
+    const router = !address.flat ? ROUTER.exec(address.path) : null;
+    // Mixtral's router is a parameter (target_parameters only); PhiMoE's a Linear (a module, or its weight as a parameter).
+    if (router && (router[2] === 'router' ? !address.tensor : address.tensor)) return routerOf(router[1], router[2].startsWith('gate') ? 'gate' : 'router', address.path, base);
     const m = address.tensor && !address.flat ? FUSED.exec(address.path) : null;
     if (!m || base.index.resolveDotted(address.path).found) return undefined;
     const [, experts, param] = m;
@@ -79,11 +86,22 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
   return { found: true, targets };
 }
 
-/** Mixtral's router `mlp.gate.weight` on a checkpoint that keeps it as `block_sparse_moe.gate.weight`, beside per-expert tensors. */
-function routerOf(prefix: string, path: string, base: BaseView): LayoutResolution | undefined {
-  if (base.index.resolveDotted(path).found) return undefined;
+/**
+ * transformers 5's router (`mlp.gate.weight`, or PhiMoE's `mlp.router`) on a checkpoint that keeps
+ * it as `block_sparse_moe.gate.weight`, beside per-expert tensors.
+ */
+function routerOf(prefix: string, name: 'gate' | 'router', path: string, base: BaseView): LayoutResolution | undefined {
+  const weight = name === 'gate' ? path : `${prefix}.mlp.router.weight`;
+  if (base.index.resolveDotted(weight).found) return undefined;
   const stem = `${prefix}.block_sparse_moe`;
   if (!base.index.resolveDotted(`${stem}.experts.0.w1.weight`).found) return undefined;
   const found = base.index.resolveDotted(`${stem}.gate.weight`);
-  return found.found ? { found: true, targets: [{ baseKey: found.key }] } : undefined;
+  if (!found.found) return undefined;
+  // A model config.json names whose transformers 5 class calls its router otherwise: not that router's name.
+  const other = base.architectures.find((a) => Object.values(ROUTER_CLASSES).some((c) => c.test(a)) && !ROUTER_CLASSES[name].test(a));
+  if (other) {
+    const own = ROUTER_CLASSES.gate.test(other) ? 'mlp.gate' : 'mlp.router';
+    return missBecause(`transformers 5 names ${other}'s router ${own}, not mlp.${name}, so this is not the router of ${found.key}: merge into the model the adapter was trained on`);
+  }
+  return { found: true, targets: [{ baseKey: found.key }] };
 }

@@ -1,0 +1,136 @@
+/**
+ * `convert`'s general.* keys: what llama.cpp's convert_lora_to_gguf.py writes to a LoRA GGUF from the
+ * adapter's folder (ModelBase.prepare_metadata with dir_model_card = the LoRA folder; gguf-py's
+ * Metadata.load, get_model_id_components, id_to_title, set_gguf_meta_model; GGUFWriter's
+ * get_total_parameter_count, which counts a LoRA's pairs as out × A's last numpy dim, negated).
+ * Each expectation below is worked out by hand from those functions, written plainly.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { idComponents, idToTitle } from '../src/formats/gguf/gguf-lora-card.js';
+import { runCli } from './helpers/cli.js';
+import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
+import { readGguf } from './helpers/gguf-builder.js';
+import { LLAMA, splitF16Llama } from './helpers/gguf-models.js';
+
+const temp = tempDirs();
+afterAll(temp.removeAll);
+const BASE_PART = 'tiny-llama-F16-00001-of-00002.gguf';
+const { hidden: h, vocab } = LLAMA;
+
+/** A PEFT LoRA of the tiny llama: q_proj (h × h) and the token embedding (lora_embedding_A (8, vocab), B (h, 8)), r 8. */
+function peftFolder(extra: Record<string, string> = {}): Record<string, string | Uint8Array> {
+  const rand = seededRandom(5);
+  const f = (n: number) => Float64Array.from({ length: n }, () => 0.01 * (rand() - 0.5));
+  const config = { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'embed_tokens'] };
+  return {
+    'adapter_config.json': JSON.stringify(config),
+    'adapter_model.safetensors': buildSafetensors([
+      { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', dtype: 'F32', shape: [8, h], data: f(8 * h) },
+      { name: 'base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight', dtype: 'F32', shape: [h, 8], data: f(h * 8) },
+      { name: 'base_model.model.model.embed_tokens.lora_embedding_A', dtype: 'F32', shape: [8, vocab], data: f(8 * vocab) },
+      { name: 'base_model.model.model.embed_tokens.lora_embedding_B', dtype: 'F32', shape: [h, 8], data: f(h * 8) },
+    ]),
+    ...extra,
+  };
+}
+
+/** Converts the adapter folder `folder` (with `extra` files) and returns the GGUF's keys in order, and stderr. */
+async function convert(folder: string, extra: Record<string, string> = {}): Promise<{ keys: [string, unknown][]; stderr: string }> {
+  const base = splitF16Llama();
+  const files = Object.fromEntries(Object.entries(peftFolder(extra)).map(([k, v]) => [`${folder}/${k}`, v]));
+  const dir = temp.make({ ...base.files, ...files });
+  const out = join(dir, 'lora.gguf');
+  const run = await runCli(['convert', '--adapter', join(dir, folder), '--base', join(dir, BASE_PART), '--out', out]);
+  expect(run.code, run.stderr).toBe(0);
+  const file = readGguf(readFileSync(out));
+  return { keys: [...file.metadata].map(([k, v]) => [k, v.value]), stderr: run.stderr };
+}
+
+/** The keys from general.architecture to adapter.lora.alpha. */
+const head = (keys: [string, unknown][]) => keys.slice(0, keys.findIndex(([k]) => k === 'adapter.lora.alpha') + 1);
+
+describe("convert writes convert_lora_to_gguf.py's general.* keys", () => {
+  // This LoRA's size as gguf-py counts it: q_proj's lora_b (h, 8) → (h, A's last h) = h·h; token_embd's
+  // lora_a is written transposed, ne (8, vocab), numpy (vocab, 8): lora_b (h, 8) → (h, 8) = 8·h. Negated.
+  const total = -(h * h + h * 8);
+  it(`the LoRA's counted size is ${total} (|total| // 8 = ${Math.floor(-total / 8)}), which decides 4k (finetune) and 9k (size label) below`, () => {
+    expect(Math.floor(-total / 8)).toBe(8448);
+  });
+
+  it('from the folder name alone (no README.md): general.name title-cased, basename, size label, finetune and version split as a model id', async () => {
+    const { keys } = await convert('Llama-3.2-1B-4k-9k-Instruct-v2-lora');
+    // Parts: Llama · 3.2 (version, kept in the basename) · 1B (size) · 4k (4000 < 8448: a context length, finetune)
+    // · 9k (9000 ≥ 8448: size, 9K) · Instruct (finetune) · v2 (version) · lora (a LoRA's own type, dropped).
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      ['general.name', 'Llama 3.2 1B 4k 9k Instruct v2 Lora'],
+      ['general.version', 'v2'],
+      ['general.finetune', '4k-Instruct'],
+      ['general.basename', 'Llama-3.2'],
+      ['general.size_label', '1B-9K'],
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+
+  it("from PEFT's README.md (base_model, pipeline_tag, tags) and the folder name", async () => {
+    const readme = [
+      '---', 'base_model: meta-llama/Llama-3.2-1B', 'library_name: peft', 'pipeline_tag: text-generation', 'tags:',
+      '- base_model:adapter:meta-llama/Llama-3.2-1B', '- lora', '- transformers', '---', '', '# Model Card for Model ID', '',
+    ].join('\n');
+    const { keys } = await convert('my-adapter', { 'README.md': readme });
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      // "my-adapter": both words basename, no size, finetune or version, so no basename either.
+      ['general.name', 'My Adapter'],
+      ['general.base_model.count', 1],
+      // meta-llama/Llama-3.2-1B: 3.2 is part of the basename, so no version.
+      ['general.base_model.0.name', 'Llama 3.2 1B'],
+      ['general.base_model.0.organization', 'Meta Llama'],
+      ['general.base_model.0.repo_url', 'https://huggingface.co/meta-llama/Llama-3.2-1B'],
+      ['general.tags', ['base_model:adapter:meta-llama/Llama-3.2-1B', 'lora', 'transformers', 'text-generation']],
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+
+  it("TRL's README.md names the model (model_name), taken as it is; license as written", async () => {
+    const readme = [
+      '---', 'base_model: Qwen/Qwen2.5-0.5B', 'library_name: transformers', 'model_name: Llama-3.2-1B-SFT', 'license: apache-2.0',
+      'tags:', '- generated_from_trainer', '- trl', '- sft', 'licence: license', '---', '', '# Model Card for Llama-3.2-1B-SFT',
+    ].join('\n');
+    const { keys } = await convert('outputs', { 'README.md': readme });
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      ['general.name', 'Llama-3.2-1B-SFT'],
+      ['general.license', 'apache-2.0'],
+      ['general.base_model.count', 1],
+      ['general.base_model.0.name', 'Qwen2.5 0.5B'],
+      ['general.base_model.0.organization', 'Qwen'],
+      ['general.base_model.0.repo_url', 'https://huggingface.co/Qwen/Qwen2.5-0.5B'],
+      ['general.tags', ['generated_from_trainer', 'trl', 'sft']],
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+
+  it('a README.md front matter beyond plain keys and strings (a base_model entry that is a mapping): its keys are not written, a warning says so; the folder name still is', async () => {
+    const readme = ['---', 'base_model:', '- name: Llama', '  repo_url: https://example.com', '---'].join('\n');
+    const { keys, stderr } = await convert('my-adapter', { 'README.md': readme });
+    expect(head(keys).filter(([k]) => k.startsWith('general.') && k !== 'general.architecture' && k !== 'general.type')).toEqual([['general.name', 'My Adapter']]);
+    expect(stderr).toMatch(/\nwarning: \S*my-adapter: README\.md front matter "base_model" is not a plain string or list of strings, so the GGUF gets none of the general\.\* keys convert_lora_to_gguf\.py takes from it \(only those from the folder's name\)\n/);
+  });
+});
+
+describe("gguf-py's get_model_id_components and id_to_title", () => {
+  it('an MoE id with total and active parameters (Qwen3-30B-A3B-Instruct-2507), a LoRA of 1M counted parameters', () => {
+    expect(idComponents('Qwen/Qwen3-30B-A3B-Instruct-2507', -1_000_000)).toEqual({
+      full: 'Qwen3-30B-A3B-Instruct-2507', org: 'Qwen', basename: 'Qwen3', finetune: 'Instruct', version: '2507', size_label: '30B-A3B',
+    });
+    expect(idToTitle('Qwen3-30B-A3B-Instruct-2507')).toBe('Qwen3 30B A3B Instruct 2507');
+  });
+
+  it('Mistral-7B-32k-lora: 32k is a context length (32000 < 125000), lora dropped; title-casing keeps versions and numbers, capitalises after digits as str.title()', () => {
+    expect(idComponents('Mistral-7B-32k-lora', -1_000_000)).toEqual({ full: 'Mistral-7B-32k-lora', org: undefined, basename: 'Mistral', finetune: '32k', version: undefined, size_label: '7B' });
+    expect(idToTitle('my-llama3b-v1.2-lora x')).toBe('My Llama3B v1.2 Lora X');
+  });
+});
