@@ -21,14 +21,21 @@
  * (the quantizers written from the tools' sources in the helpers), every unmerged tensor byte for
  * byte, and it went to the workers; a refusal is one line naming the module and comes only for a
  * hostile case, which is merged only where its change leaves a copied module what the tool loads.
- * Last, the command line on two threads stopped by SIGINT at a drawn moment (cases of the second
- * world without a hostile change): exit 130, its one line, nothing at --out or beside it and the
- * inputs as they were, or, where the merge had finished first, exit 0 and the checked output.
- * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 Ctrl-C), FUZZ_THREAD_RUNS=<n>
- * many more (and two fifths as many of the second, or FUZZ_THREAD_REQUANT_RUNS=<m>, a fortieth as
- * many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
+ * Later re-quantizing worlds, drawn by a count and a stream of their own (so that a seed's cases
+ * of the first five formats stay what they were): ComfyUI nvfp4 and mxfp8 layers written as nvfp4
+ * and mxfp8 again, and llama GGUF layers (helpers/fuzz-gguf-layers.ts) whose merged matrix may be
+ * any of a block's, attn_q and attn_k on llama.cpp's permuted rows, with `--dtype` re-typing
+ * (merged-only or not) and `--imatrix` weighted quantizers in the float64 truth.
+ * Last, the command line on 2, 4 and 1 threads in turn stopped by SIGINT at a drawn moment (cases
+ * of the re-quantizing worlds without a hostile change, with their --dtype and --imatrix): exit
+ * 130, its one line, nothing at --out or beside it and the inputs as they were, or, where the merge
+ * had finished first, exit 0 and the checked output.
+ * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 of the later ones,
+ * 3 Ctrl-C), FUZZ_THREAD_RUNS=<n> many more (and two fifths as many of the second, or
+ * FUZZ_THREAD_REQUANT_RUNS=<m>; a sixth as many of the later ones, or FUZZ_THREAD_MORE_RUNS, else
+ * FUZZ_THREAD_REQUANT_RUNS; a fortieth as many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
  * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
- * THREAD_FORMATS and REQUANT_FORMATS name them). The pools run the built worker script (`npm run build:lib`).
+ * THREAD_FORMATS, REQUANT_FORMATS and MORE_REQUANT_FORMATS name them; named formats also pick the Ctrl-C cases). The pools run the built worker script (`npm run build:lib`).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';

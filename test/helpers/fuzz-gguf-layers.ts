@@ -25,7 +25,9 @@
  *     1-D norms always as stored.
  * The base's blocks are random bytes with f16 scales set so that each block's values are about
  * ±0.05 (no reference quantizer pass is needed to make them); hostile changes as the other GGUF
- * world's: a block's f16 d made NaN or ±Inf, the file ending inside its last tensor, a huge ΔW.
+ * world's: a block's f16 d made NaN or ±Inf, the file ending inside its last tensor, a huge ΔW; in
+ * the imatrix world also the merged tensor's entry one value short (refused) or one block of it
+ * all zeros (merged with those weights, or refused where ggml's weighted quantizer gives NaN scales).
  */
 import { buildGguf, readGguf, type FixtureTensor as GgufTensor, type MetaValue } from './gguf-builder.js';
 import { f16BitsFromF64 } from './fixtures.js';
@@ -167,10 +169,17 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
   }
   const weights = new Map<Matrix, Float32Array>();
   let importance: RequantCase['importance'];
+  /**
+   * The imatrix world's own hostile changes, in place of a short or wide weight: the merged
+   * tensor's entry one value short (refused: llama-quantize stops on it), or one block of it all
+   * zeros (in_sum2 of a column no token reached: ggml's weighted k-quants then write NaN scales,
+   * which llama-quantize refuses; the others quantize, with those weights).
+   */
+  const imatrixHostility = world !== 'gguf-imatrix' ? undefined : hostileKind === 'short-stats' ? 'short entry' : hostileKind === 'wide-weight' ? 'zero block of weights' : undefined;
   if (world === 'gguf-imatrix') {
     const entries: { name: string; sums: Float32Array; count: number }[] = [];
     for (const m of [target, partner]) {
-      if (d.rand() < (merged.includes(m) ? 0.85 : 0.5)) {
+      if (d.rand() < (merged.includes(m) ? 0.85 : 0.5) || (imatrixHostility && m === target)) {
         const n = shapeOf(m, dims).cols;
         const count = d.pick([1, 7, 125 * 512]);
         // Mean squared activations spread over orders of magnitude, summed over `count` calls.
@@ -186,6 +195,14 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
       entries.push({ name: `blk.0.${partner}.weight`, sums, count: 1 });
       weights.set(partner, sums);
     }
+    const own = entries.find((e) => e.name === `blk.0.${target}.weight`);
+    if (imatrixHostility === 'short entry') own!.sums = own!.sums.slice(0, own!.sums.length - 1);
+    else if (imatrixHostility) {
+      const size = REF_BLOCK[outType ? fittingType(outType, cols) : type].size;
+      const at = size * d.int(0, cols / size - 1);
+      own!.sums.fill(0, at, at + size);
+      weights.set(target, Float32Array.from(own!.sums, (v) => F(v / own!.count)));
+    }
     importance = { name: 'model.imatrix.gguf', bytes: imatrixGguf(entries) };
   }
 
@@ -199,7 +216,7 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
     w.set(m, blocks.w);
     tensors.push({ name: `blk.0.${m}.weight`, type, ne: [c, rows], data: blocks.data });
   }
-  const hostileMatrix = hostileMerged ? d.pick(merged) : d.pick([target, partner].filter((m) => !merged.includes(m)).concat(merged.length === 2 ? merged : []));
+  const hostileMatrix = imatrixHostility ? target : hostileMerged ? d.pick(merged) : d.pick([target, partner].filter((m) => !merged.includes(m)).concat(merged.length === 2 ? merged : []));
   const hostileName = `blk.0.${hostileMatrix}.weight`;
   let cut = false;
   if (hostileKind === 'nan' || hostileKind === 'inf') {
@@ -209,7 +226,7 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
     const bits = hostileKind === 'nan' ? 0x7e00 : d.rand() < 0.5 ? 0x7c00 : 0xfc00;
     t.data[at] = bits & 0xff;
     t.data[at + 1] = bits >> 8;
-  } else if (hostileKind && hostileKind !== 'huge') cut = true;
+  } else if (hostileKind && hostileKind !== 'huge' && !imatrixHostility) cut = true;
   // The tensor made hostile goes last, so that the file can end inside its data.
   if (cut) tensors.push(tensors.splice(tensors.findIndex((x) => x.name === hostileName), 1)[0]);
 
@@ -251,11 +268,12 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
     return t === type ? undefined : t;
   };
   const hostileDecoded = !cut && hostileKind !== 'huge' && hostileKind !== undefined && convertedType(hostileMatrix) !== undefined;
-  const hostile = hostileKind ? { kind: hostileKind, module: hostileName, mayMerge: hostileKind === 'huge' || (!cut && !hostileDecoded) } : undefined;
+  const mayMerge = imatrixHostility ? imatrixHostility !== 'short entry' : hostileKind === 'huge' || (!cut && !hostileDecoded);
+  const hostile = hostileKind ? { kind: hostileKind, module: hostileName, mayMerge } : undefined;
   const headsText = `${dims.heads} heads, ${dims.kvHeads} kv, head ${dims.headDim}${ownHeadDim ? ' (key_length)' : ''}`;
   const options = `${outType ? `, --dtype ${outType.toLowerCase()}${mergedOnly ? ' --dtype-merged-only' : ''}` : ''}${importance ? `, --imatrix (${[...weights.keys()].join(', ') || 'no entry of these'})` : ''}`;
   return {
-    label: `case ${index} (seed ${seed}): llama GGUF ${type} ${world}, merged ${merged.join(' + ')}, also ${merged.length === 2 ? 'attn_norm' : partner}, hidden ${dims.hidden}, ffn ${dims.ffn}, ${headsText}, rank ${r}${options}, slab ${slabBytes} B${hostile ? `, hostile: ${cut ? 'file ending inside' : hostile.kind} in ${hostile.module}` : ''}`,
+    label: `case ${index} (seed ${seed}): llama GGUF ${type} ${world}, merged ${merged.join(' + ')}, also ${merged.length === 2 ? 'attn_norm' : partner}, hidden ${dims.hidden}, ffn ${dims.ffn}, ${headsText}, rank ${r}${options}, slab ${slabBytes} B${hostile ? `, hostile: ${cut ? 'file ending inside' : imatrixHostility ? `imatrix ${imatrixHostility}` : hostile.kind} in ${hostile.module}` : ''}`,
     format: world, files: { 'model.gguf': file }, adapter: lora.files, output: 'model.gguf', slabBytes, hostile,
     ...(outType ? { outDtype: outType.toLowerCase(), ...(mergedOnly ? { dtypeMergedOnly: true } : {}) } : {}),
     ...(importance ? { importance } : {}),
