@@ -21,14 +21,21 @@
  * (the quantizers written from the tools' sources in the helpers), every unmerged tensor byte for
  * byte, and it went to the workers; a refusal is one line naming the module and comes only for a
  * hostile case, which is merged only where its change leaves a copied module what the tool loads.
- * Last, the command line on two threads stopped by SIGINT at a drawn moment (cases of the second
- * world without a hostile change): exit 130, its one line, nothing at --out or beside it and the
- * inputs as they were, or, where the merge had finished first, exit 0 and the checked output.
- * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 Ctrl-C), FUZZ_THREAD_RUNS=<n>
- * many more (and two fifths as many of the second, or FUZZ_THREAD_REQUANT_RUNS=<m>, a fortieth as
- * many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
+ * Later re-quantizing worlds, drawn by a count and a stream of their own (so that a seed's cases
+ * of the first five formats stay what they were): ComfyUI nvfp4 and mxfp8 layers written as nvfp4
+ * and mxfp8 again, and llama GGUF layers (helpers/fuzz-gguf-layers.ts) whose merged matrix may be
+ * any of a block's, attn_q and attn_k on llama.cpp's permuted rows, with `--dtype` re-typing
+ * (merged-only or not) and `--imatrix` weighted quantizers in the float64 truth.
+ * Last, the command line on 2, 4 and 1 threads in turn stopped by SIGINT at a drawn moment (cases
+ * of the re-quantizing worlds without a hostile change, with their --dtype and --imatrix): exit
+ * 130, its one line, nothing at --out or beside it and the inputs as they were, or, where the merge
+ * had finished first, exit 0 and the checked output.
+ * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 of the later ones,
+ * 3 Ctrl-C), FUZZ_THREAD_RUNS=<n> many more (and two fifths as many of the second, or
+ * FUZZ_THREAD_REQUANT_RUNS=<m>; a sixth as many of the later ones, or FUZZ_THREAD_MORE_RUNS, else
+ * FUZZ_THREAD_REQUANT_RUNS; a fortieth as many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
  * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
- * THREAD_FORMATS and REQUANT_FORMATS name them). The pools run the built worker script (`npm run build:lib`).
+ * THREAD_FORMATS, REQUANT_FORMATS and MORE_REQUANT_FORMATS name them; named formats also pick the Ctrl-C cases). The pools run the built worker script (`npm run build:lib`).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,7 +46,9 @@ import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { isMergeError } from '../src/errors.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { decodeSafetensors, roundForDType, seededRandom, tempDirs } from './helpers/fixtures.js';
-import { REQUANT_FORMATS, requantCase, type RequantCase, type RequantFormat } from './helpers/fuzz-requant-worlds.js';
+import { MORE_REQUANT_FORMATS, REQUANT_FORMATS, requantCase, type RequantCase, type RequantFormat } from './helpers/fuzz-requant-worlds.js';
+import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
+import { bytesSource } from '../src/io/memory-source.js';
 import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
 import { errorLines, REPO_ROOT, runCliActingAtStart, snapshot } from './helpers/cli.js';
 import { threadBackends } from './helpers/thread-backends.js';
@@ -49,23 +58,37 @@ const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
 const FROM = Number(process.env.FUZZ_THREAD_FROM ?? 0);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const ONLY = process.env.FUZZ_THREAD_CASE === undefined ? undefined : Number(process.env.FUZZ_THREAD_CASE);
-const ALL_FORMATS: readonly string[] = [...THREAD_FORMATS, ...REQUANT_FORMATS];
+const ALL_FORMATS: readonly string[] = [...THREAD_FORMATS, ...REQUANT_FORMATS, ...MORE_REQUANT_FORMATS];
 const NAMED = process.env.FUZZ_THREAD_FORMATS?.split(',').map((f) => f.trim());
 for (const f of NAMED ?? []) if (!ALL_FORMATS.includes(f)) throw new Error(`FUZZ_THREAD_FORMATS: no format "${f}" (${ALL_FORMATS.join(', ')})`);
 /** The first world's formats asked for (all where none were named). */
 const FORMATS = NAMED?.filter((f): f is ThreadFormat => (THREAD_FORMATS as readonly string[]).includes(f));
-/** The re-quantizing world's. */
+/** The re-quantizing world's (its first five formats), and those of its worlds added later. */
 const REQUANT_NAMED = NAMED?.filter((f): f is RequantFormat => (REQUANT_FORMATS as readonly string[]).includes(f));
+const MORE_NAMED = NAMED?.filter((f): f is RequantFormat => (MORE_REQUANT_FORMATS as readonly string[]).includes(f));
 /**
  * The re-quantizing world's cases: two fifths as many as the first's (5 in `npm test`), or
  * FUZZ_THREAD_REQUANT_RUNS; none where only the first's formats are named.
  */
 const REQUANT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_REQUANT_RUNS ?? Math.round(RUNS * 0.4));
 /**
- * Command-line merges on two threads cancelled by Ctrl-C at a drawn moment (a process each, 1 to 9 s):
- * 2 in `npm test`, a fortieth of FUZZ_THREAD_RUNS (50 in `npm run fuzz`), or FUZZ_THREAD_SIGINT_RUNS.
+ * The later re-quantizing worlds' cases (ComfyUI nvfp4 and mxfp8 written as such, llama GGUF layers
+ * with q/k permuted, --dtype, --imatrix), drawn by a count and a stream of their own so that a
+ * seed's cases above stay as they were: FUZZ_THREAD_MORE_RUNS, else FUZZ_THREAD_REQUANT_RUNS, else a
+ * sixth of FUZZ_THREAD_RUNS and at least 2 (2 in `npm test`); none where formats are named and
+ * none of these.
  */
-const SIGINT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(2, Math.round(RUNS / 40)));
+const MORE_RUNS = MORE_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_MORE_RUNS ?? process.env.FUZZ_THREAD_REQUANT_RUNS ?? Math.max(2, Math.round(RUNS / 6)));
+/** The formats the Ctrl-C cases draw from: the first five re-quantizing ones, or those named. */
+const SIGINT_FORMATS: readonly RequantFormat[] = NAMED ? [...REQUANT_NAMED!, ...MORE_NAMED!] : REQUANT_FORMATS;
+/**
+ * Command-line merges cancelled by Ctrl-C at a drawn moment (a process each, 1 to 9 s), on 2, 4 and 1
+ * threads in turn: 3 in `npm test`, a fortieth of FUZZ_THREAD_RUNS (50 in `npm run fuzz`), or
+ * FUZZ_THREAD_SIGINT_RUNS.
+ */
+const SIGINT_RUNS = SIGINT_FORMATS.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(3, Math.round(RUNS / 40)));
+/** The Ctrl-C case's thread count: 2 (as all were before), 4, 1 in turn. */
+const sigintThreads = (index: number) => [2, 4, 1][index % 3];
 /** Threads of the wider pool each case also runs on. */
 const WIDE = 4;
 
@@ -91,7 +114,11 @@ async function mergeOn(c: ThreadCase | RequantCase, backend: CpuBackend): Promis
     const output = createBlobOutputTarget();
     try {
       if (prepared.plan.problems.length) return { kind: 'refused', code: 'PLAN', message: prepared.plan.problems.map((p) => p.message).join('\n') };
-      await mergeModel({ prepared, output, backend, ...('outDtype' in c ? { outDtype: c.outDtype } : {}), slabBytes: c.slabBytes });
+      const importance = 'importance' in c && c.importance ? await readImportanceMatrix(bytesSource(c.importance.bytes, c.importance.name)) : undefined;
+      await mergeModel({
+        prepared, output, backend, ...('outDtype' in c ? { outDtype: c.outDtype } : {}), ...('dtypeMergedOnly' in c ? { dtypeMergedOnly: c.dtypeMergedOnly } : {}),
+        ...(importance ? { importance } : {}), slabBytes: c.slabBytes,
+      });
     } finally {
       await prepared.close();
     }
@@ -231,80 +258,97 @@ function hash(bytes: Uint8Array): string {
   return (h >>> 0).toString(16);
 }
 
-describe('fuzzing re-quantized merges on the worker threads', () => {
-  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: REQUANT_RUNS }, (_, i) => FROM + i);
-  const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
-    .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
-  const stats: Stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map() };
-  /** Pieces of any kind the pools sent their workers (the merge's own row blocks too: an e5m2 scaled fp8 weight is merged in place, in its codes' domain). */
-  const sentPieces = (pool: CpuWorkerPool) => pool.sent.blocks + pool.sent.decodePieces + pool.sent.encodePieces + pool.sent.fp8MaximaPieces + pool.sent.fp8CodePieces + pool.sent.comfyCodePieces;
+/**
+ * A re-quantizing world: `runs` cases drawn among `formats` from the stream `seed` (SEED for the
+ * first five formats, another for the later ones), each on the four backends.
+ */
+function requantWorld(title: string, tag: string, seed: number, formats: readonly RequantFormat[], runs: number): void {
+  describe(title, () => {
+    const indices = formats.length === 0 ? [] : ONLY !== undefined ? [ONLY] : Array.from({ length: runs }, (_, i) => FROM + i);
+    const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
+      .map((chunk) => ({ chunk, cases: `${chunk[0]}–${chunk[chunk.length - 1]}` }));
+    const stats: Stats = { merged: 0, refused: 0, onWorkers: 0, cases: 0, byFormat: new Map() };
+    /** Pieces of any kind the pools sent their workers (the merge's own row blocks too: an e5m2 scaled fp8 weight is merged in place, in its codes' domain). */
+    const sentPieces = (pool: CpuWorkerPool) => pool.sent.blocks + pool.sent.decodePieces + pool.sent.encodePieces + pool.sent.fp8MaximaPieces + pool.sent.fp8CodePieces + pool.sent.comfyCodePieces;
 
-  it.skipIf(!indices.length).for(chunks)(`cases $cases (seed ${SEED}): two threads (shared, scratch), ${WIDE} threads and one give the same outcome, merges the format's re-quantization of the float64 W', refusals one line naming the module`, { timeout: 120_000 + 25 * 20_000 }, async ({ chunk }) => {
-    const { shared, scratch, single } = threads.three();
-    const wideBackend = wide();
-    for (const index of chunk) {
-      const c = requantCase(SEED, index, REQUANT_NAMED ?? REQUANT_FORMATS);
-      const pieces = sentPieces(threads.sharedPool);
-      const onShared = await mergeOn(c, shared);
-      const onWorkers = sentPieces(threads.sharedPool) > pieces;
-      const onScratch = await mergeOn(c, scratch);
-      const onOne = await mergeOn(c, single);
-      const onWide = await mergeOn(c, wideBackend);
-      const context = expectOneOutcome(c.label, { onShared, onScratch, onOne, onWide });
-      countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module.replace(/\.weight$/, '') }, context);
-      if (onShared.kind === 'refused') continue;
-      // Every merged weight is above the pool's floor: its decoding, maxima or codes went to the workers.
-      expect(onWorkers, `merged without the worker threads\n${context}`).toBe(true);
-      // A hostile value in the merged module cannot give its re-quantized W'; anywhere, a weight
-      // the tool would not load cannot be merged (see RequantCase.hostile); a huge ΔW merged is
-      // checked as any other.
-      if (c.hostile) expect(c.hostile.mayMerge, `merged with a hostile change\n${context}`).toBe(true);
-      expect(c.check(onShared.bytes), context).toBeUndefined();
-    }
-    if (chunks.length > 1) console.log(`fuzz threads (re-quantized): seed ${SEED}, cases ${chunk[0]}–${chunk[chunk.length - 1]} passed (${stats.cases} so far: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers)`);
+    it.skipIf(!indices.length).for(chunks)(`cases $cases (seed ${SEED}): two threads (shared, scratch), ${WIDE} threads and one give the same outcome, merges the format's re-quantization of the float64 W', refusals one line naming the module`, { timeout: 120_000 + 25 * 20_000 }, async ({ chunk }) => {
+      const { shared, scratch, single } = threads.three();
+      const wideBackend = wide();
+      for (const index of chunk) {
+        const c = requantCase(seed, index, formats);
+        const pieces = sentPieces(threads.sharedPool);
+        const onShared = await mergeOn(c, shared);
+        const onWorkers = sentPieces(threads.sharedPool) > pieces;
+        const onScratch = await mergeOn(c, scratch);
+        const onOne = await mergeOn(c, single);
+        const onWide = await mergeOn(c, wideBackend);
+        const context = expectOneOutcome(c.label, { onShared, onScratch, onOne, onWide });
+        countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module.replace(/\.weight$/, '') }, context);
+        if (onShared.kind === 'refused') continue;
+        // Every merged weight is above the pool's floor: its decoding, maxima or codes went to the workers.
+        expect(onWorkers, `merged without the worker threads\n${context}`).toBe(true);
+        // A hostile value in the merged module cannot give its re-quantized W'; anywhere, a weight
+        // the tool would not load cannot be merged (see RequantCase.hostile); a huge ΔW merged is
+        // checked as any other.
+        if (c.hostile) expect(c.hostile.mayMerge, `merged with a hostile change\n${context}`).toBe(true);
+        expect(c.check(onShared.bytes), context).toBeUndefined();
+      }
+      if (chunks.length > 1) console.log(`fuzz threads (${tag}): seed ${SEED}, cases ${chunk[0]}–${chunk[chunk.length - 1]} passed (${stats.cases} so far: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers)`);
+    });
+
+    it.skipIf(!indices.length)('reached the worker threads', () => {
+      console.log(`fuzz threads (${tag}): seed ${SEED}, ${stats.cases} cases: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers; ${[...stats.byFormat].map(([f, t]) => `${f}: ${t.merged} merged, ${t.refused} refused`).join('; ')}`);
+      // Each merge went to the workers (checked per case): here, that the run merged something at all.
+      if (ONLY === undefined && stats.cases === indices.length) expect(stats.merged).toBeGreaterThan(0);
+    });
   });
+}
 
-  it.skipIf(!indices.length)('reached the worker threads', () => {
-    console.log(`fuzz threads (re-quantized): seed ${SEED}, ${stats.cases} cases: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} on the workers; ${[...stats.byFormat].map(([f, t]) => `${f}: ${t.merged} merged, ${t.refused} refused`).join('; ')}`);
-    // Each merge went to the workers (checked per case): here, that the run merged something at all.
-    if (ONLY === undefined && stats.cases === indices.length) expect(stats.merged).toBeGreaterThan(0);
-  });
-});
+requantWorld('fuzzing re-quantized merges on the worker threads', 're-quantized', SEED, NAMED ? REQUANT_NAMED! : REQUANT_FORMATS, REQUANT_RUNS);
+requantWorld('fuzzing re-quantized merges on the worker threads: nvfp4, mxfp8, GGUF layers, --dtype, --imatrix', 're-quantized, more', SEED + 2, NAMED ? MORE_NAMED! : MORE_REQUANT_FORMATS, MORE_RUNS);
 
-describe('merges on two threads cancelled by Ctrl-C (the command line)', () => {
+describe('merges on 2, 4 and 1 threads cancelled by Ctrl-C (the command line)', () => {
   const temp = tempDirs();
   afterAll(temp.removeAll);
   const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: SIGINT_RUNS }, (_, i) => FROM + i);
-  const outcomes = { cancelled: 0, finished: 0 };
+  const outcomes = { cancelled: 0, finished: 0, byThreads: new Map<number, { cancelled: number; finished: number }>() };
 
   // The re-quantizing world's cases with no hostile change (another draw than its fuzz's), SIGINT
   // sent 0–400 ms after the command says which backend it runs on: either it stops (exit 130, its one
   // line, nothing at --out or beside it, the inputs as they were) or it had finished (exit 0, the
   // format's re-quantization of W').
   it.skipIf(!indices.length).for(indices.map((index) => ({ index, name: String(index) })))(`case $name (seed ${SEED}): exit 130 and nothing written, or the whole merge`, { timeout: 60_000 }, async ({ index }) => {
-    const c = requantCase(SEED + 1, index, REQUANT_NAMED ?? REQUANT_FORMATS, 0);
+    const c = requantCase(SEED + 1, index, SIGINT_FORMATS, 0);
+    const threadCount = sigintThreads(index);
     const prefixed = (prefix: string, files: Record<string, Uint8Array | string>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [prefix + k, v]));
-    const dir = temp.make({ ...prefixed('model/', c.files), ...prefixed('adapter/', c.adapter) });
+    const dir = temp.make({ ...prefixed('model/', c.files), ...prefixed('adapter/', c.adapter), ...(c.importance ? { [`imatrix/${c.importance.name}`]: c.importance.bytes } : {}) });
     const outDir = temp.make();
     const gguf = c.output.endsWith('.gguf');
     const out = join(outDir, gguf ? 'merged.gguf' : 'merged');
     const delay = Math.floor(seededRandom((SEED * 31 + index) >>> 0)() * 400);
     const before = snapshot(dir);
     const run = await runCliActingAtStart(
-      ['merge', '--base', join(dir, 'model', gguf ? c.output : ''), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', '--threads', '2'],
+      [
+        'merge', '--base', join(dir, 'model', gguf ? c.output : ''), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', '--threads', String(threadCount),
+        ...(c.outDtype ? ['--dtype', c.outDtype] : []), ...(c.dtypeMergedOnly ? ['--dtype-merged-only'] : []), ...(c.importance ? ['--imatrix', join(dir, 'imatrix', c.importance.name)] : []),
+      ],
       (child) => setTimeout(() => child.kill('SIGINT'), delay),
     );
-    const context = `${c.label}, SIGINT ${delay} ms after the backend line\nexit ${run.code}\n${run.stderr}`;
-    expect(run.stderr, context).toMatch(/backend: CPU \(WebAssembly SIMD, 2 threads/);
+    const context = `${c.label}, --threads ${threadCount}, SIGINT ${delay} ms after the backend line\nexit ${run.code}\n${run.stderr}`;
+    expect(run.stderr, context).toMatch(threadCount === 1 ? /backend: CPU \(WebAssembly SIMD, 1 thread\b/ : new RegExp(`backend: CPU \\(WebAssembly SIMD, ${threadCount} threads`));
     expect(run.stderr, context).not.toMatch(/\n\s+at |internal error/);
     expect([...snapshot(dir)].map(([p, b]) => [p, b && b.length]), `the inputs changed\n${context}`).toEqual([...before].map(([p, b]) => [p, b && b.length]));
+    const mine = outcomes.byThreads.get(threadCount) ?? { cancelled: 0, finished: 0 };
+    outcomes.byThreads.set(threadCount, mine);
     if (run.code === 130) {
       outcomes.cancelled++;
+      mine.cancelled++;
       expect(errorLines(run.stderr), context).toEqual([`error: merge cancelled; nothing was written to ${out}`]);
       expect(readdirSync(outDir), `left in the output's folder\n${context}`).toEqual([]);
       return;
     }
     outcomes.finished++;
+    mine.finished++;
     expect(run.code, context).toBe(0);
     expect(readdirSync(outDir), context).toEqual([gguf ? 'merged.gguf' : 'merged']);
     if (!gguf) expect(readdirSync(out).sort(), context).toEqual(['config.json', 'model.safetensors']);
@@ -312,6 +356,6 @@ describe('merges on two threads cancelled by Ctrl-C (the command line)', () => {
   });
 
   it.skipIf(!indices.length)('outcomes', () => {
-    console.log(`fuzz threads (Ctrl-C): seed ${SEED}, ${indices.length} cases: ${outcomes.cancelled} cancelled, ${outcomes.finished} finished first`);
+    console.log(`fuzz threads (Ctrl-C): seed ${SEED}, ${indices.length} cases: ${outcomes.cancelled} cancelled, ${outcomes.finished} finished first; ${[...outcomes.byThreads].sort(([a], [b]) => a - b).map(([t, o]) => `${t} thread${t === 1 ? '' : 's'}: ${o.cancelled} cancelled, ${o.finished} finished`).join('; ')}`);
   });
 });

@@ -23,7 +23,7 @@ import { buildGguf, readGguf, tensorData, type MetaValue } from './helpers/gguf-
 import { makeQx, q6_K } from './helpers/ggml-reference.js';
 import { quantizeIq4NlBlock, quantizeIq4XsBlock } from './helpers/ggml-iq4-reference.js';
 import { quantizeIq3sBlock } from './helpers/ggml-iq3s-reference.js';
-import { affineRow, makeQp, q2KBlock, q3KBlock, scaleMinKBlock } from './helpers/ggml-imatrix-reference.js';
+import { affineRow, legacyRow, makeQp, q2KBlock, q3KBlock, scaleMinKBlock } from './helpers/ggml-imatrix-reference.js';
 import { makeQpQuants } from '../src/formats/gguf/codecs/k-quant-search.js';
 import { encodeKQuantWeightedWasm, encodeLegacyWeightedWasm } from '../src/formats/gguf/codecs/kquant-wasm.js';
 import { encodeQ4_0Weighted } from '../src/formats/gguf/codecs/q4_0.js';
@@ -47,39 +47,6 @@ function importance(n: number, seed: number): Float32Array {
   return Float32Array.from({ length: n }, () => Math.exp(2 * g()));
 }
 
-// ---- plain transcriptions of ggml-quants.c's weighted quantizers not in the helpers ----
-
-/** quantize_row_q4_0_impl / quantize_row_q5_0_impl for one row (σ² = Σx²/n over the row). */
-function refLegacyRow(x: Float32Array, qw: Float32Array, bits: 4 | 5): Uint8Array {
-  const n = x.length;
-  let sumX2 = 0;
-  for (let j = 0; j < n; j++) sumX2 = F(sumX2 + F(x[j] * x[j]));
-  const sigma2 = F(sumX2 / n);
-  const bytes = bits === 4 ? 18 : 22;
-  const out = new Uint8Array((n / 32) * bytes);
-  for (let ib = 0; ib < n / 32; ib++) {
-    const xb = Array.from(x.subarray(32 * ib, 32 * ib + 32));
-    const w = xb.map((v, j) => F(qw[32 * ib + j] * F(Math.sqrt(F(sigma2 + F(v * v))))));
-    const { L, scale } = makeQx(xb, bits === 4 ? 8 : 16, w);
-    const at = ib * bytes;
-    const d = f16BitsFromF64(scale);
-    out[at] = d & 0xff;
-    out[at + 1] = d >> 8;
-    if (bits === 4) {
-      for (let j = 0; j < 16; j++) out[at + 2 + j] = L[j] | (L[j + 16] << 4);
-    } else {
-      let qh = 0;
-      for (let j = 0; j < 16; j++) {
-        out[at + 6 + j] = (L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4);
-        qh |= ((L[j] & 0x10) >> 4) << j;
-        qh |= ((L[j + 16] & 0x10) >> 4) << (j + 16);
-      }
-      new DataView(out.buffer).setUint32(at + 2, qh >>> 0, true);
-    }
-  }
-  return out;
-}
-
 /** Super-block references applied along a row: block b takes qw's values at the same positions. */
 function perBlock(size: number, quantize: (x: number[], qw: number[]) => Uint8Array) {
   return (x: Float32Array, qw: Float32Array): Uint8Array =>
@@ -87,8 +54,8 @@ function perBlock(size: number, quantize: (x: number[], qw: number[]) => Uint8Ar
 }
 
 const WEIGHTED: Record<string, (x: Float32Array, qw: Float32Array) => Uint8Array> = {
-  Q4_0: (x, qw) => refLegacyRow(x, qw, 4),
-  Q5_0: (x, qw) => refLegacyRow(x, qw, 5),
+  Q4_0: (x, qw) => legacyRow(x, qw, 4),
+  Q5_0: (x, qw) => legacyRow(x, qw, 5),
   Q4_1: (x, qw) => affineRow(x, qw, 4),
   Q5_1: (x, qw) => affineRow(x, qw, 5),
   Q2_K: perBlock(256, (x, qw) => q2KBlock(x, qw)),

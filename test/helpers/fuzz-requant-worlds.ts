@@ -26,14 +26,22 @@
  *   - gguf: a llama GGUF (Q8_0, Q4_0, Q5_1, Q4_K, Q5_K, Q6_K, Q3_K), ffn_up merged and quantized again
  *     to its type by ggml's reference quantizer, ffn_gate copied.
  */
-import { comfyInt8Requantize, comfyRequantize, e4m3Value, e5m2Value, fineGrainedFp8 } from './e4m3-by-hand.js';
+import { blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyNvfp4Value, comfyRequantize, e4m3Value, e5m2Value, e8m0Value, fineGrainedFp8 } from './e4m3-by-hand.js';
 import { buildSafetensors, decodeSafetensors, encodeValues, randomValues, roundF8Saturating, seededRandom, type DecodedTensor, type FixtureTensor } from './fixtures.js';
 import { buildGguf, readGguf, type FixtureTensor as GgufTensor } from './gguf-builder.js';
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './ggml-reference.js';
 import { peftLoraOn } from './thread-backends.js';
+import { GGUF_LAYER_FORMATS, ggufLayerCase, type GgufLayerFormat } from './fuzz-gguf-layers.js';
 
 export const REQUANT_FORMATS = ['comfy-int8', 'comfy-fp8mixed', 'scaled-fp8', 'block-fp8', 'gguf'] as const;
-export type RequantFormat = (typeof REQUANT_FORMATS)[number];
+/**
+ * The worlds added after the first five, drawn by their own count (so that a seed's cases of the
+ * first five stay what they were): ComfyUI nvfp4 and mxfp8 layers written as nvfp4 / mxfp8 again,
+ * and the llama GGUF layers of fuzz-gguf-layers.ts (any of a layer's matrices, q and k permuted;
+ * `--dtype` re-typing; `--imatrix`).
+ */
+export const MORE_REQUANT_FORMATS = ['comfy-nvfp4-requant', 'comfy-mxfp8-requant', ...GGUF_LAYER_FORMATS] as const;
+export type RequantFormat = (typeof REQUANT_FORMATS)[number] | (typeof MORE_REQUANT_FORMATS)[number];
 
 /** The hostile changes: those of the first world, and 'huge', an adapter whose ΔW is near or past what the format (or f32) can hold. */
 export type RequantHostility = 'nan' | 'inf' | 'short-stats' | 'short-weight' | 'wide-weight' | 'huge';
@@ -49,6 +57,11 @@ export interface RequantCase {
   /** The written file's name among the outputs. */
   output: string;
   slabBytes: number;
+  /** mergeModel's outDtype and dtypeMergedOnly (the command line's --dtype, --dtype-merged-only), where the case gives them. */
+  outDtype?: string;
+  dtypeMergedOnly?: boolean;
+  /** A llama-imatrix file (the command line's --imatrix; mergeModel's importance, read by readImportanceMatrix). */
+  importance?: { name: string; bytes: Uint8Array };
   /**
    * The hostile change, if any: the module it was made in (a refusal names it), and whether the
    * file may still be merged: only where the change is in the module copied as stored and leaves
@@ -61,7 +74,7 @@ export interface RequantCase {
   check(bytes: Uint8Array): string | undefined;
 }
 
-interface Draw {
+export interface Draw {
   rand: () => number;
   int(lo: number, hi: number): number;
   pick<T>(xs: readonly T[]): T;
@@ -110,6 +123,8 @@ interface ModuleOut {
 interface SafetensorsPlan {
   name: string;
   cols: readonly number[];
+  /** Rows come in multiples of this (ComfyUI's nvfp4: 16, mxfp8: 32). */
+  rowMultiple?: number;
   build(m: string, rows: number, cols: number, poison: 'nan' | 'inf' | undefined): ModuleOut;
   /** Tensors of the file outside any module (a marker). */
   extra?: FixtureTensor[];
@@ -246,6 +261,114 @@ function blockFp8(d: Draw): SafetensorsPlan {
   };
 }
 
+/** e4m3 block-scale bytes as trained weights have them (never NaN), now and then 0 or the smallest. */
+function nvfp4ScaleByte(d: Draw): number {
+  const u = d.rand();
+  if (u < 0.02) return 0x00;
+  if (u < 0.04) return 0x01;
+  return 0x28 + Math.floor(d.rand() * 0x30);
+}
+
+/** The tensor's bytes compared with `want`: the first differing byte's line, or undefined. */
+function sameBytes(name: string, t: DecodedTensor | undefined, dtype: string, shape: readonly number[], want: Uint8Array): string | undefined {
+  if (!t || t.dtype !== dtype || t.shape.join() !== shape.join()) return `${name} is ${t?.dtype} ${JSON.stringify(t?.shape)}, not ${dtype} ${JSON.stringify(shape)}`;
+  const at = firstDifference(t.bytes, want);
+  return at >= 0 ? `${name} byte ${at} is ${t.bytes[at]}, expected ${want[at]}` : undefined;
+}
+
+/**
+ * ComfyUI's nvfp4 layers (TensorCoreNVFP4Layout): `<m>.weight` U8 (rows, cols/2), element 2k in the
+ * high nibble; `<m>.weight_scale` F8_E4M3 per 16 inputs in cuBLAS' swizzled layout; `<m>.weight_scale_2`
+ * F32 (); `<m>.comfy_quant` {"format": "nvfp4"}. W as comfy_kitchen's dequantize_nvfp4 gives it;
+ * a merged layer written as nvfp4 again (comfy_kitchen's quantize_nvfp4, nearest even: e4m3-by-hand.ts).
+ * Hostile: a NaN block scale (E4M3FN's 0x7f / 0xff) or a NaN or ±Inf weight_scale_2.
+ */
+function comfyNvfp4(d: Draw): SafetensorsPlan {
+  return {
+    name: 'ComfyUI nvfp4 (comfy_quant), written as nvfp4',
+    cols: [512, 640, 768, 1024],
+    rowMultiple: 16,
+    build(m, rows, cols, poison) {
+      const blocks = cols / 16;
+      const codes = Uint8Array.from({ length: rows * cols }, () => Math.floor(d.rand() * 16));
+      const scales = Array.from({ length: rows * blocks }, () => nvfp4ScaleByte(d));
+      const s2 = [Math.fround(0.000123 + d.rand() * 0.0001)];
+      if (poison === 'nan' && d.rand() < 0.5) scales[d.int(0, scales.length - 1)] = d.pick([0x7f, 0xff]);
+      else if (poison) poisonOne(d, s2, poison);
+      const w = Float64Array.from(codes, (code, i) => comfyNvfp4Value(code, scales[Math.floor(i / cols) * blocks + Math.floor((i % cols) / 16)], s2[0]));
+      const packed = Uint8Array.from({ length: (rows * cols) / 2 }, (_, k) => (codes[2 * k] << 4) | codes[2 * k + 1]);
+      const { order, shape } = blockedOrder(rows, blocks);
+      const config = json('{"format": "nvfp4"}');
+      return {
+        w,
+        tensors: [
+          { name: `${m}.weight`, dtype: 'U8', shape: [rows, cols / 2], data: packed },
+          { name: `${m}.weight_scale`, dtype: 'F8_E4M3', shape, data: Uint8Array.from(order, (at) => (at < 0 ? 0 : scales[at])) },
+          { name: `${m}.weight_scale_2`, dtype: 'F32', shape: [], data: s2 },
+          { name: `${m}.comfy_quant`, dtype: 'U8', shape: [config.length], data: config },
+        ],
+        check(written, real) {
+          const want = comfyNvfp4Requantize(real, rows, cols);
+          const s = written.get(`${m}.weight_scale_2`);
+          if (!s || s.dtype !== 'F32' || s.shape.length || !Object.is(s.values[0], want.s2)) return `${m}.weight_scale_2 is ${s?.dtype} ${s?.values[0]}, expected ${want.s2}`;
+          return sameBytes(`${m}.weight_scale`, written.get(`${m}.weight_scale`), 'F8_E4M3', shape, want.scales)
+            ?? sameBytes(`${m}.weight`, written.get(`${m}.weight`), 'U8', [rows, cols / 2], want.packed);
+        },
+      };
+    },
+  };
+}
+
+/**
+ * ComfyUI's mxfp8 layers (TensorCoreMXFP8Layout): `<m>.weight` F8_E4M3, `<m>.weight_scale` U8 e8m0
+ * per 32 inputs in the swizzled layout, `<m>.comfy_quant` {"format": "mxfp8"}; a merged layer written
+ * as mxfp8 again (comfy/float.py's per-block exponent, nearest even: e4m3-by-hand.ts). Hostile: an
+ * e8m0 byte 255 (NaN), or 254 under a code of 448 (past float32), or E4M3FN's NaN code.
+ */
+function comfyMxfp8(d: Draw): SafetensorsPlan {
+  return {
+    name: 'ComfyUI mxfp8 (comfy_quant), written as mxfp8',
+    cols: [512, 640, 768, 1024],
+    rowMultiple: 32,
+    build(m, rows, cols, poison) {
+      const blocks = cols / 32;
+      const codes = Uint8Array.from({ length: rows * cols }, () => {
+        const b = Math.floor(d.rand() * 254);
+        return b >= 0x7f ? b + 1 : b;
+      });
+      const exponents = Array.from({ length: rows * blocks }, () => (d.rand() < 0.02 ? 0 : 112 + Math.floor(d.rand() * 8)));
+      if (poison === 'nan') {
+        if (d.rand() < 0.5) exponents[d.int(0, exponents.length - 1)] = 255;
+        else codes[d.int(0, codes.length - 1)] = d.pick([0x7f, 0xff]);
+      } else if (poison) {
+        const b = d.int(0, exponents.length - 1);
+        exponents[b] = 254;
+        codes[Math.floor(b / blocks) * cols + (b % blocks) * 32 + d.int(0, 31)] = d.pick([0x7e, 0xfe]);
+      }
+      const w = Float64Array.from(codes, (code, i) => e4m3Value(code) * e8m0Value(exponents[Math.floor(i / cols) * blocks + Math.floor((i % cols) / 32)]));
+      const { order, shape } = blockedOrder(rows, blocks);
+      const config = json('{"format": "mxfp8"}');
+      return {
+        w,
+        tensors: [
+          { name: `${m}.weight`, dtype: 'F8_E4M3', shape: [rows, cols], data: codes },
+          { name: `${m}.weight_scale`, dtype: 'U8', shape, data: Uint8Array.from(order, (at) => (at < 0 ? 0 : exponents[at])) },
+          { name: `${m}.comfy_quant`, dtype: 'U8', shape: [config.length], data: config },
+        ],
+        check(written, real) {
+          const want = comfyMxfp8Requantize(real, rows, cols);
+          const wrong = sameBytes(`${m}.weight_scale`, written.get(`${m}.weight_scale`), 'U8', shape, Uint8Array.from(order, (at) => (at < 0 ? 0 : want.exponents[at])));
+          if (wrong) return wrong;
+          const got = written.get(`${m}.weight`);
+          if (!got || got.dtype !== 'F8_E4M3' || got.shape.join() !== `${rows},${cols}`) return `${m}.weight is ${got?.dtype} ${JSON.stringify(got?.shape)}`;
+          const c = firstDifference(got.values, want.codes);
+          return c >= 0 ? `${m}.weight[${c}] is ${got.values[c]}, expected ${want.codes[c]} (W' ${real[c]})` : undefined;
+        },
+      };
+    },
+  };
+}
+
 /** Case `index` of the run seeded `seed`, among `formats`. */
 export function requantCase(seed: number, index: number, formats: readonly RequantFormat[] = REQUANT_FORMATS, hostileShare = 0.3): RequantCase {
   // Another stream than the first world's cases of the same seed and index.
@@ -256,10 +379,13 @@ export function requantCase(seed: number, index: number, formats: readonly Requa
   // A huge ΔW is the merged module's.
   const hostileMerged = d.rand() < 0.7 || hostileKind === 'huge';
   if (format === 'gguf') return ggufCase(d, seed, index, hostileKind, hostileMerged);
-  const plan = format === 'comfy-int8' ? comfyInt8(d) : format === 'block-fp8' ? blockFp8(d) : perTensorFp8(d, format);
+  if ((GGUF_LAYER_FORMATS as readonly string[]).includes(format)) return ggufLayerCase(d, seed, index, format as GgufLayerFormat, hostileKind, hostileMerged);
+  const plan = format === 'comfy-int8' ? comfyInt8(d) : format === 'block-fp8' ? blockFp8(d) : format === 'comfy-nvfp4-requant' ? comfyNvfp4(d)
+    : format === 'comfy-mxfp8-requant' ? comfyMxfp8(d) : perTensorFp8(d, format as 'comfy-fp8mixed' | 'scaled-fp8');
   const cols = d.pick(plan.cols);
-  const qRows = rowCount(d, cols, 65536 + 1, 160 * 1024);
-  const kRows = d.rand() < 0.5 ? rowCount(d, cols, 8 * cols, 48 * cols) : rowCount(d, cols, 65536 + 1, 120 * 1024);
+  const multiple = (rows: number) => (plan.rowMultiple ? Math.ceil(rows / plan.rowMultiple) * plan.rowMultiple : rows);
+  const qRows = multiple(rowCount(d, cols, 65536 + 1, 160 * 1024));
+  const kRows = multiple(d.rand() < 0.5 ? rowCount(d, cols, 8 * cols, 48 * cols) : rowCount(d, cols, 65536 + 1, 120 * 1024));
   const hostileModule = hostileMerged ? Q : K;
   const tensors: FixtureTensor[] = [...(plan.extra ?? [])];
   const built = new Map<string, ModuleOut>();

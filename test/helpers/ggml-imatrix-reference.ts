@@ -177,3 +177,34 @@ export function q3KBlock(xs: ArrayLike<number>, qw: ArrayLike<number>): Uint8Arr
   const codes = fitScales.L; // l + 32, the 6-bit codes
   return packQ3K(x, L, codes, half(fitScales.scale));
 }
+
+/** quantize_row_q4_0_impl / quantize_row_q5_0_impl for one row (σ² = Σx²/n over the row). */
+export function legacyRow(x: Float32Array, qw: ArrayLike<number>, bits: 4 | 5): Uint8Array {
+  const n = x.length;
+  let sumX2 = 0;
+  for (let j = 0; j < n; j++) sumX2 = F(sumX2 + F(x[j] * x[j]));
+  const sigma2 = F(sumX2 / n);
+  const bytes = bits === 4 ? 18 : 22;
+  const out = new Uint8Array((n / 32) * bytes);
+  for (let ib = 0; ib < n / 32; ib++) {
+    const xb = Array.from(x.subarray(32 * ib, 32 * ib + 32));
+    const w = xb.map((v, j) => F(qw[32 * ib + j] * F(Math.sqrt(F(sigma2 + F(v * v))))));
+    const { L, scale } = makeQx(xb, bits === 4 ? 8 : 16, w);
+    const at = ib * bytes;
+    const d = half(scale).bits;
+    out[at] = d & 0xff;
+    out[at + 1] = d >> 8;
+    if (bits === 4) {
+      for (let j = 0; j < 16; j++) out[at + 2 + j] = L[j] | (L[j + 16] << 4);
+    } else {
+      let qh = 0;
+      for (let j = 0; j < 16; j++) {
+        out[at + 6 + j] = (L[j] & 0x0f) | ((L[j + 16] & 0x0f) << 4);
+        qh |= ((L[j] & 0x10) >> 4) << j;
+        qh |= ((L[j + 16] & 0x10) >> 4) << (j + 16);
+      }
+      new DataView(out.buffer).setUint32(at + 2, qh >>> 0, true);
+    }
+  }
+  return out;
+}
