@@ -6,8 +6,10 @@
  * told from SD1's CLIP-L by its UNet's cross_attention_dim), so that a module is refused naming the
  * folder it would land in on the complete pipeline, and one the complete pipeline leaves out is
  * left out. Only a class not known here falls back on the folder's position, and the refusal says
- * so. A folder's config.json, where it came, still decides. model_index.json contents as the Hub
- * repositories hold them.
+ * so. A folder's config.json, where it came, still decides. HunyuanVideo's model_index.json is the
+ * Hub repository's (a GitHub copy of hunyuanvideo-community/HunyuanVideo's); the others are in the
+ * shape save_pretrained writes from each class's __init__ in diffusers (the folders and their
+ * [library, class] pairs), their `_diffusers_version` and extra fields not checked against the Hub.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -322,5 +324,38 @@ describe('the classes that run their base model\'s CLIPs, each by its own entry'
     const base: Folder = { 'model_index.json': json({ _class_name: className, _diffusers_version: '0.36.0', ...f.index, ...(extra ?? {}) }), ...f.files() };
     const { problems } = await pipelinePlan(base, [f.spec()], rand);
     expect(problems).toEqual([refused(f.folder, f.className, f.held, f.first, f.names)]);
+  });
+});
+
+describe('a combined pipeline whose prior keeps a second CLIP in prior_text_encoder/', () => {
+  /**
+   * StableCascadeCombinedPipeline's components as its register_modules names them (diffusers'
+   * pipeline_stable_cascade_combined.py; scripts/convert_stable_cascade.py saves the one CLIP-G as
+   * both text_encoder and prior_text_encoder). prior_text_encoder/ is no folder name read as a text
+   * encoder here, so a CLIP module would reach the decoder's copy and not the prior's: refused.
+   */
+  const index = json({
+    _class_name: 'StableCascadeCombinedPipeline', _diffusers_version: '0.27.0.dev0', decoder: ['diffusers', 'StableCascadeUNet'],
+    prior_feature_extractor: ['transformers', 'CLIPImageProcessor'], prior_image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], prior_prior: ['diffusers', 'StableCascadeUNet'],
+    prior_scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], prior_text_encoder: ['transformers', 'CLIPTextModelWithProjection'], prior_tokenizer: ['transformers', 'CLIPTokenizer'],
+    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizer'], vqgan: ['diffusers', 'PaellaVQModel'],
+  });
+  const stage = () => buildSafetensors([tensor(rand, 'down_blocks.0.1.attention.attn.to_q.weight', [8, 8], 'BF16')]);
+  const combined: Folder = {
+    'model_index.json': index, 'decoder/diffusion_pytorch_model.safetensors': stage(), 'prior_prior/diffusion_pytorch_model.safetensors': stage(),
+    'text_encoder/config.json': json(CLIP_G_CONFIG), 'text_encoder/model.safetensors': clip(16),
+    'prior_text_encoder/config.json': json(CLIP_G_CONFIG), 'prior_text_encoder/model.safetensors': clip(16),
+  };
+  const why = 'model_index.json also lists prior_text_encoder (CLIPTextModelWithProjection), a second CLIP folder of its StableCascadeCombinedPipeline that is not read as a text encoder here, ' +
+    'so a CLIP module cannot be merged into every copy it would reach; give the prior\'s or the decoder\'s own pipeline folder as the base';
+
+  it('ComfyUI\'s clip_g and kohya\'s lora_te_ are refused naming prior_text_encoder, with the CLIP folders\' weights and without', async () => {
+    for (const base of [combined, without(combined, 'text_encoder')]) {
+      const { problems } = await pipelinePlan(base, [comfyClip('clip_g', 16), kohyaClip('lora_te_', 16)], rand);
+      expect(problems).toEqual([
+        `lora.safetensors: module "text_encoders.clip_g.transformer.${TE}.self_attn.q_proj": names ComfyUI's clip_g text encoder (text_encoders.clip_g.), but the base's ${why}`,
+        `lora.safetensors: module "lora_te_text_model_encoder_layers_0_self_attn_q_proj": names the text encoder, but the base's ${why}`,
+      ]);
+    }
   });
 });

@@ -282,6 +282,10 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined, byClass });
     clipComponents.set(folder, component);
   };
+  // A CLIP folder under a name not read as a text encoder (the combined pipelines' prior copy,
+  // `prior_text_encoder`): a CLIP module would reach one copy and not the other.
+  const unroutedClip = Object.entries(spec as Record<string, unknown>).find(([folder, value]) => !folder.startsWith('_') && Array.isArray(value)
+    && typeof value[1] === 'string' && CLIP_TEXT_CLASS.test(value[1]) && pipelineComponent(folder, value[1]) === undefined);
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -342,7 +346,10 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   // Which CLIP each CLIP folder holds, with weights or without, from its config.json or else its
   // pipeline's class (pipeline-encoders.ts); a weightless folder judged by its position says so.
   const byPosition = new Map<string, string>();
-  for (const [folder, identity] of identifyClipFolders(clips)) {
+  for (const [folder, found] of identifyClipFolders(clips)) {
+    const identity: ClipIdentity = unroutedClip ? {
+      doubt: `model_index.json also lists ${unroutedClip[0]} (${(unroutedClip[1] as string[])[1]}), a second CLIP folder${pipelineClass ? ` of its ${pipelineClass}` : ''} that is not read as a text encoder here, so a CLIP module cannot be merged into every copy it would reach; give the prior's or the decoder's own pipeline folder as the base`,
+    } : found;
     withClipIdentity(clipComponents.get(folder)!, identity);
     if (identity.byPosition !== undefined) byPosition.set(folder, identity.byPosition);
   }
