@@ -6,10 +6,12 @@
  * told from SD1's CLIP-L by its UNet's cross_attention_dim), so that a module is refused naming the
  * folder it would land in on the complete pipeline, and one the complete pipeline leaves out is
  * left out. Only a class not known here falls back on the folder's position, and the refusal says
- * so. A folder's config.json, where it came, still decides. HunyuanVideo's model_index.json is the
- * Hub repository's (a GitHub copy of hunyuanvideo-community/HunyuanVideo's); the others are in the
- * shape save_pretrained writes from each class's __init__ in diffusers (the folders and their
- * [library, class] pairs), their `_diffusers_version` and extra fields not checked against the Hub.
+ * so. A folder's config.json, where it came, still decides. The model_index.json of SDXL base,
+ * SD 1.5 and HunyuanVideo are as copies of the Hub files hold them (diffusers' docs and projects
+ * that embed them); SD3 medium's folders and [library, class] pairs are as copies hold them, its
+ * `_diffusers_version` unchecked; SD 2.1's and the Stable Cascade prior's, and the classes below,
+ * are in the shape save_pretrained writes from each class's __init__ in diffusers, their
+ * `_diffusers_version` and extra fields unchecked against the Hub.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
