@@ -348,8 +348,8 @@ describe('a combined pipeline whose prior keeps a second CLIP in prior_text_enco
     'text_encoder/config.json': json(CLIP_G_CONFIG), 'text_encoder/model.safetensors': clip(16),
     'prior_text_encoder/config.json': json(CLIP_G_CONFIG), 'prior_text_encoder/model.safetensors': clip(16),
   };
-  const why = 'model_index.json also lists prior_text_encoder (CLIPTextModelWithProjection), a second CLIP folder of its StableCascadeCombinedPipeline that is not read as a text encoder here, ' +
-    'so a CLIP module cannot be merged into every copy it would reach; give the prior\'s or the decoder\'s own pipeline folder as the base';
+  const why = 'model_index.json also lists prior_text_encoder (CLIPTextModelWithProjection), a CLIP folder of its StableCascadeCombinedPipeline whose name is not read as a text encoder here, ' +
+    'so which of its CLIP folders a CLIP module would reach cannot be told; give a pipeline folder without it (a combined pipeline\'s prior or decoder pipeline on its own)';
 
   it('ComfyUI\'s clip_g and kohya\'s lora_te_ are refused naming prior_text_encoder, with the CLIP folders\' weights and without', async () => {
     for (const base of [combined, without(combined, 'text_encoder')]) {
