@@ -6,8 +6,12 @@
  * told from SD1's CLIP-L by its UNet's cross_attention_dim), so that a module is refused naming the
  * folder it would land in on the complete pipeline, and one the complete pipeline leaves out is
  * left out. Only a class not known here falls back on the folder's position, and the refusal says
- * so. A folder's config.json, where it came, still decides. model_index.json contents as the Hub
- * repositories hold them.
+ * so. A folder's config.json, where it came, still decides. The model_index.json of SDXL base,
+ * SD 1.5 and HunyuanVideo are as copies of the Hub files hold them (diffusers' docs and projects
+ * that embed them); SD3 medium's folders and [library, class] pairs are as copies hold them, its
+ * `_diffusers_version` unchecked; SD 2.1's and the Stable Cascade prior's, and the classes below,
+ * are in the shape save_pretrained writes from each class's __init__ in diffusers, their
+ * `_diffusers_version` and extra fields unchecked against the Hub.
  */
 import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
@@ -246,5 +250,114 @@ describe('a folder\'s config.json still decides', () => {
     const g = await pipelinePlan(swapped, [comfyClip('clip_l', 12), comfy(`text_encoders.clip_g.transformer.${TE}.mlp.fc1`, 24, 12)], rand);
     expect(g.problems).toEqual([]);
     expect(leftOut(g.warnings)).toHaveLength(1);
+  });
+});
+
+/**
+ * The pipelines built on SD's, SDXL's, SD3's and FLUX.1's text encoders (their ControlNet, PAG and
+ * T2I-Adapter forms, img2img and inpaint) and Kandinsky's priors: model_index.json as save_pretrained
+ * writes it from each class's __init__ (diffusers' pipelines/controlnet, pag, t2i_adapter, flux,
+ * kandinsky, kandinsky2_2), transformer/ or unet/ (or prior/) downloaded alone.
+ */
+describe('the classes that run their base model\'s CLIPs, each by its own entry', () => {
+  const SD_INDEX = {
+    feature_extractor: ['transformers', 'CLIPImageProcessor'], image_encoder: [null, null], requires_safety_checker: true, safety_checker: [null, null],
+    scheduler: ['diffusers', 'PNDMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
+    unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+  };
+  const SDXL_INDEX = {
+    feature_extractor: [null, null], force_zeros_for_empty_prompt: true, image_encoder: [null, null], scheduler: ['diffusers', 'EulerDiscreteScheduler'],
+    text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
+  };
+  const SD3_INDEX = {
+    scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'],
+    text_encoder_3: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
+    transformer: ['diffusers', 'SD3Transformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+  };
+  const FLUX_INDEX = {
+    scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'], text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'T5EncoderModel'],
+    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'FluxTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
+  };
+  const PRIOR_INDEX = {
+    image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], image_processor: ['transformers', 'CLIPImageProcessor'], prior: ['diffusers', 'PriorTransformer'],
+    scheduler: ['diffusers', 'UnCLIPScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizer'],
+  };
+  const controlnet = (cls: string) => ({ controlnet: ['diffusers', cls] });
+  const pag = { pag_applied_layers: ['mid'] };
+  type Family = 'sd' | 'sdxl' | 'sd3' | 'flux' | 'prior21' | 'prior22';
+  const CLASSES: readonly [string, Family, object?][] = [
+    ['StableDiffusionControlNetPipeline', 'sd', controlnet('ControlNetModel')], ['StableDiffusionControlNetImg2ImgPipeline', 'sd', controlnet('ControlNetModel')],
+    ['StableDiffusionControlNetInpaintPipeline', 'sd', controlnet('ControlNetModel')], ['StableDiffusionPAGPipeline', 'sd', pag],
+    ['StableDiffusionPAGImg2ImgPipeline', 'sd', pag], ['StableDiffusionPAGInpaintPipeline', 'sd', pag],
+    ['StableDiffusionControlNetPAGPipeline', 'sd', { ...controlnet('ControlNetModel'), ...pag }], ['StableDiffusionControlNetPAGInpaintPipeline', 'sd', { ...controlnet('ControlNetModel'), ...pag }],
+    ['StableDiffusionAdapterPipeline', 'sd', { adapter: ['diffusers', 'T2IAdapter'] }],
+    ['StableDiffusionXLControlNetPipeline', 'sdxl', controlnet('ControlNetModel')], ['StableDiffusionXLControlNetImg2ImgPipeline', 'sdxl', controlnet('ControlNetModel')],
+    ['StableDiffusionXLControlNetInpaintPipeline', 'sdxl', controlnet('ControlNetModel')], ['StableDiffusionXLControlNetUnionPipeline', 'sdxl', controlnet('ControlNetUnionModel')],
+    ['StableDiffusionXLControlNetUnionImg2ImgPipeline', 'sdxl', controlnet('ControlNetUnionModel')], ['StableDiffusionXLControlNetUnionInpaintPipeline', 'sdxl', controlnet('ControlNetUnionModel')],
+    ['StableDiffusionXLPAGPipeline', 'sdxl', pag], ['StableDiffusionXLPAGImg2ImgPipeline', 'sdxl', pag], ['StableDiffusionXLPAGInpaintPipeline', 'sdxl', pag],
+    ['StableDiffusionXLControlNetPAGPipeline', 'sdxl', { ...controlnet('ControlNetModel'), ...pag }], ['StableDiffusionXLControlNetPAGImg2ImgPipeline', 'sdxl', { ...controlnet('ControlNetModel'), ...pag }],
+    ['StableDiffusionXLAdapterPipeline', 'sdxl', { adapter: ['diffusers', 'T2IAdapter'] }],
+    ['StableDiffusion3ControlNetPipeline', 'sd3', controlnet('SD3ControlNetModel')], ['StableDiffusion3ControlNetInpaintingPipeline', 'sd3', controlnet('SD3ControlNetModel')],
+    ['StableDiffusion3PAGPipeline', 'sd3', pag], ['StableDiffusion3PAGImg2ImgPipeline', 'sd3', pag],
+    ['FluxControlImg2ImgPipeline', 'flux'], ['FluxControlInpaintPipeline', 'flux'], ['FluxKontextInpaintPipeline', 'flux'],
+    ['FluxControlNetPipeline', 'flux', controlnet('FluxControlNetModel')], ['FluxControlNetImg2ImgPipeline', 'flux', controlnet('FluxControlNetModel')],
+    ['FluxControlNetInpaintPipeline', 'flux', controlnet('FluxControlNetModel')],
+    ['KandinskyPriorPipeline', 'prior21'], ['KandinskyV22PriorPipeline', 'prior22'], ['KandinskyV22PriorEmb2EmbPipeline', 'prior22'],
+  ];
+  const prior = () => buildSafetensors([tensor(rand, 'transformer_blocks.0.attn1.to_q.weight', [8, 8], 'BF16')]);
+  const FAMILIES: Readonly<Record<Family, { index: object; files: () => Folder; held: string; spec: () => LoraSpec; first: string; folder: string; className: string; names: string }>> = {
+    sd: { index: SD_INDEX, files: () => ({ 'unet/config.json': unetConfig(768), 'unet/diffusion_pytorch_model.safetensors': unet() }), held: 'the unet (UNet2DConditionModel)',
+      spec: () => comfyClip('clip_l', 12), first: `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, folder: 'text_encoder', className: 'CLIPTextModel', names: 'text encoder 1 (CLIP-L)' },
+    sdxl: { index: SDXL_INDEX, files: () => ({ 'unet/diffusion_pytorch_model.safetensors': unet() }), held: 'the unet (UNet2DConditionModel)',
+      spec: () => kohyaClip('lora_te2_', 16), first: 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj', folder: 'text_encoder_2', className: 'CLIPTextModelWithProjection', names: 'text encoder 2 (CLIP-G)' },
+    sd3: { index: SD3_INDEX, files: () => ({ 'transformer/diffusion_pytorch_model.safetensors': transformer() }), held: 'the transformer (SD3Transformer2DModel)',
+      spec: () => kohyaClip('lora_te2_', 16), first: 'lora_te2_text_model_encoder_layers_0_self_attn_q_proj', folder: 'text_encoder_2', className: 'CLIPTextModelWithProjection', names: 'text encoder 2 (CLIP-G)' },
+    flux: { index: FLUX_INDEX, files: () => ({ 'transformer/diffusion_pytorch_model.safetensors': transformer() }), held: 'the transformer (FluxTransformer2DModel)',
+      spec: () => comfyClip('clip_l', 12), first: `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, folder: 'text_encoder', className: 'CLIPTextModel', names: 'text encoder 1 (CLIP-L)' },
+    prior21: { index: PRIOR_INDEX, files: () => ({ 'prior/diffusion_pytorch_model.safetensors': prior() }), held: 'the prior (PriorTransformer)',
+      spec: () => comfyClip('clip_l', 12), first: `text_encoders.clip_l.transformer.${TE}.self_attn.q_proj`, folder: 'text_encoder', className: 'CLIPTextModelWithProjection', names: 'text encoder 1 (CLIP-L)' },
+    prior22: { index: PRIOR_INDEX, files: () => ({ 'prior/diffusion_pytorch_model.safetensors': prior() }), held: 'the prior (PriorTransformer)',
+      spec: () => comfyClip('clip_g', 16), first: `text_encoders.clip_g.transformer.${TE}.self_attn.q_proj`, folder: 'text_encoder', className: 'CLIPTextModelWithProjection', names: 'text encoder 2 (CLIP-G)' },
+  };
+
+  it.each(CLASSES)('%s (%s): refused naming the folder its class runs that CLIP in, with no note of position', async (className, family, extra) => {
+    const f = FAMILIES[family];
+    const base: Folder = { 'model_index.json': json({ _class_name: className, _diffusers_version: '0.36.0', ...f.index, ...(extra ?? {}) }), ...f.files() };
+    const { problems } = await pipelinePlan(base, [f.spec()], rand);
+    expect(problems).toEqual([refused(f.folder, f.className, f.held, f.first, f.names)]);
+  });
+});
+
+describe('a combined pipeline whose prior keeps a second CLIP in prior_text_encoder/', () => {
+  /**
+   * StableCascadeCombinedPipeline's components as its register_modules names them (diffusers'
+   * pipeline_stable_cascade_combined.py; scripts/convert_stable_cascade.py saves the one CLIP-G as
+   * both text_encoder and prior_text_encoder). prior_text_encoder/ is no folder name read as a text
+   * encoder here, so a CLIP module would reach the decoder's copy and not the prior's: refused.
+   */
+  const index = json({
+    _class_name: 'StableCascadeCombinedPipeline', _diffusers_version: '0.27.0.dev0', decoder: ['diffusers', 'StableCascadeUNet'],
+    prior_feature_extractor: ['transformers', 'CLIPImageProcessor'], prior_image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], prior_prior: ['diffusers', 'StableCascadeUNet'],
+    prior_scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], prior_text_encoder: ['transformers', 'CLIPTextModelWithProjection'], prior_tokenizer: ['transformers', 'CLIPTokenizer'],
+    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizer'], vqgan: ['diffusers', 'PaellaVQModel'],
+  });
+  const stage = () => buildSafetensors([tensor(rand, 'down_blocks.0.1.attention.attn.to_q.weight', [8, 8], 'BF16')]);
+  const combined: Folder = {
+    'model_index.json': index, 'decoder/diffusion_pytorch_model.safetensors': stage(), 'prior_prior/diffusion_pytorch_model.safetensors': stage(),
+    'text_encoder/config.json': json(CLIP_G_CONFIG), 'text_encoder/model.safetensors': clip(16),
+    'prior_text_encoder/config.json': json(CLIP_G_CONFIG), 'prior_text_encoder/model.safetensors': clip(16),
+  };
+  const why = 'model_index.json also lists prior_text_encoder (CLIPTextModelWithProjection), a CLIP folder of its StableCascadeCombinedPipeline whose name is not read as a text encoder here, ' +
+    'so which of its CLIP folders a CLIP module would reach cannot be told; give a pipeline folder without it (a combined pipeline\'s prior or decoder pipeline on its own)';
+
+  it('ComfyUI\'s clip_g and kohya\'s lora_te_ are refused naming prior_text_encoder, with the CLIP folders\' weights and without', async () => {
+    for (const base of [combined, without(combined, 'text_encoder')]) {
+      const { problems } = await pipelinePlan(base, [comfyClip('clip_g', 16), kohyaClip('lora_te_', 16)], rand);
+      expect(problems).toEqual([
+        `lora.safetensors: module "text_encoders.clip_g.transformer.${TE}.self_attn.q_proj": names ComfyUI's clip_g text encoder (text_encoders.clip_g.), but the base's ${why}`,
+        `lora.safetensors: module "lora_te_text_model_encoder_layers_0_self_attn_q_proj": names the text encoder, but the base's ${why}`,
+      ]);
+    }
   });
 });

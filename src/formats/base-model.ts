@@ -282,6 +282,11 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     clips.push({ folder, ordinal: component.ordinal!, config: inside.includes('config.json') ? await readConfig(files, `${folder}/config.json`) : undefined, byClass });
     clipComponents.set(folder, component);
   };
+  // A CLIP folder under a name not read as a text encoder (`prior_text_encoder`: the combined
+  // pipelines' copy of the prior's CLIP, StableUnCLIP's prior CLIP): a CLIP module might be meant
+  // for it, or reach one copy of a CLIP and not the other.
+  const unroutedClip = Object.entries(spec as Record<string, unknown>).find(([folder, value]) => !folder.startsWith('_') && Array.isArray(value)
+    && typeof value[1] === 'string' && CLIP_TEXT_CLASS.test(value[1]) && pipelineComponent(folder, value[1]) === undefined);
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
     if (folder.startsWith('_') || !Array.isArray(value) || !/^[\w.-]+$/.test(folder)) continue;
     const inside = list.filter((p) => p.startsWith(`${folder}/`)).map((p) => p.slice(folder.length + 1));
@@ -342,7 +347,10 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   // Which CLIP each CLIP folder holds, with weights or without, from its config.json or else its
   // pipeline's class (pipeline-encoders.ts); a weightless folder judged by its position says so.
   const byPosition = new Map<string, string>();
-  for (const [folder, identity] of identifyClipFolders(clips)) {
+  for (const [folder, found] of identifyClipFolders(clips)) {
+    const identity: ClipIdentity = unroutedClip ? {
+      doubt: `model_index.json also lists ${unroutedClip[0]} (${(unroutedClip[1] as string[])[1]}), a CLIP folder${pipelineClass ? ` of its ${pipelineClass}` : ''} whose name is not read as a text encoder here, so which of its CLIP folders a CLIP module would reach cannot be told; give a pipeline folder without it (a combined pipeline's prior or decoder pipeline on its own)`,
+    } : found;
     withClipIdentity(clipComponents.get(folder)!, identity);
     if (identity.byPosition !== undefined) byPosition.set(folder, identity.byPosition);
   }

@@ -38,19 +38,38 @@ const CASCADE: PipelineClips = { text_encoder: 'clip_g' };
 
 /**
  * Which CLIP each diffusers pipeline class runs in each CLIP folder, as the pipeline's definition
- * in diffusers says (its docstring's checkpoint per component and the model it is made for): one
- * entry per `_class_name`. Consulted only for a folder whose config.json does not say.
+ * in diffusers says (its __init__'s text encoder classes, and the checkpoints its conversion script
+ * and docs name): one entry per `_class_name`. Consulted only for a folder whose config.json does
+ * not say. The ControlNet, PAG and T2I-Adapter pipelines of SD, SDXL, SD3 and FLUX.1 take their
+ * base model's text encoders under the same folder names, so they share its entry. The combined
+ * pipelines (StableCascadeCombinedPipeline, Kandinsky's) are not listed: they hold a second copy of
+ * a CLIP in `prior_text_encoder/`, a folder name not routed as a text encoder here, and a module
+ * naming a CLIP by kind is refused on them (base-model.ts openPipeline).
  */
 const PIPELINE_CLIPS: Readonly<Record<string, PipelineClips>> = {
   StableDiffusionPipeline: SD, StableDiffusionImg2ImgPipeline: SD, StableDiffusionInpaintPipeline: SD,
+  StableDiffusionControlNetPipeline: SD, StableDiffusionControlNetImg2ImgPipeline: SD, StableDiffusionControlNetInpaintPipeline: SD,
+  StableDiffusionPAGPipeline: SD, StableDiffusionPAGImg2ImgPipeline: SD, StableDiffusionPAGInpaintPipeline: SD,
+  StableDiffusionControlNetPAGPipeline: SD, StableDiffusionControlNetPAGInpaintPipeline: SD, StableDiffusionAdapterPipeline: SD,
   StableDiffusionXLPipeline: L_THEN_G, StableDiffusionXLImg2ImgPipeline: L_THEN_G, StableDiffusionXLInpaintPipeline: L_THEN_G,
+  StableDiffusionXLControlNetPipeline: L_THEN_G, StableDiffusionXLControlNetImg2ImgPipeline: L_THEN_G, StableDiffusionXLControlNetInpaintPipeline: L_THEN_G,
+  StableDiffusionXLControlNetUnionPipeline: L_THEN_G, StableDiffusionXLControlNetUnionImg2ImgPipeline: L_THEN_G, StableDiffusionXLControlNetUnionInpaintPipeline: L_THEN_G,
+  StableDiffusionXLPAGPipeline: L_THEN_G, StableDiffusionXLPAGImg2ImgPipeline: L_THEN_G, StableDiffusionXLPAGInpaintPipeline: L_THEN_G,
+  StableDiffusionXLControlNetPAGPipeline: L_THEN_G, StableDiffusionXLControlNetPAGImg2ImgPipeline: L_THEN_G, StableDiffusionXLAdapterPipeline: L_THEN_G,
   StableDiffusion3Pipeline: L_THEN_G, StableDiffusion3Img2ImgPipeline: L_THEN_G, StableDiffusion3InpaintPipeline: L_THEN_G,
-  FluxPipeline: FLUX, FluxImg2ImgPipeline: FLUX, FluxInpaintPipeline: FLUX, FluxFillPipeline: FLUX, FluxControlPipeline: FLUX, FluxKontextPipeline: FLUX,
+  StableDiffusion3ControlNetPipeline: L_THEN_G, StableDiffusion3ControlNetInpaintingPipeline: L_THEN_G,
+  StableDiffusion3PAGPipeline: L_THEN_G, StableDiffusion3PAGImg2ImgPipeline: L_THEN_G,
+  FluxPipeline: FLUX, FluxImg2ImgPipeline: FLUX, FluxInpaintPipeline: FLUX, FluxFillPipeline: FLUX,
+  FluxControlPipeline: FLUX, FluxControlImg2ImgPipeline: FLUX, FluxControlInpaintPipeline: FLUX,
+  FluxControlNetPipeline: FLUX, FluxControlNetImg2ImgPipeline: FLUX, FluxControlNetInpaintPipeline: FLUX,
+  FluxKontextPipeline: FLUX, FluxKontextInpaintPipeline: FLUX,
   // Its Llama (LlamaModel) first, its clip-vit-large-patch14 second.
   HunyuanVideoPipeline: { text_encoder_2: 'clip_l' },
   StableCascadePriorPipeline: CASCADE, StableCascadeDecoderPipeline: CASCADE,
-  // Kandinsky 2.1's prior runs CLIP ViT-L/14, 2.2's CLIP-ViT-bigG-14.
-  KandinskyPriorPipeline: { text_encoder: 'clip_l' }, KandinskyV22PriorPipeline: { text_encoder: 'clip_g' },
+  // Kandinsky 2.1's prior runs CLIP ViT-L/14 (its conversion reads ViT-L-14's embedding statistics),
+  // 2.2's CLIP-ViT-G (the image encoder 2.2 switched to, whose embeddings its prior predicts).
+  KandinskyPriorPipeline: { text_encoder: 'clip_l' },
+  KandinskyV22PriorPipeline: { text_encoder: 'clip_g' }, KandinskyV22PriorEmb2EmbPipeline: { text_encoder: 'clip_g' },
 };
 
 /** Whether which CLIP `pipelineClass` runs needs its denoiser's config.json (pipelineClip's `denoiserConfig`). */

@@ -193,7 +193,7 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
-    const doubt = clipDoubt(address, this.components);
+    const doubt = clipDoubt(address, this.listed);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
     // ai-toolkit's combined Wan 2.2 LoRA on a pipeline that says which folder is which expert.
     const expert = combinedExpert(address, this.components);
@@ -424,8 +424,9 @@ export class ModuleLocator {
 
 /**
  * Why a module naming a text encoder by which CLIP it is (kohya's `lora_te_`, `lora_te1_`,
- * `lora_te2_`, ComfyUI's `text_encoders.clip_g.`) cannot be placed: a pipeline whose CLIP folders
- * cannot be told apart (pipeline-encoders.ts). Diffusers' `text_encoder.` names the first folder
+ * `lora_te2_`, ComfyUI's `text_encoders.clip_g.`) cannot be placed: a pipeline whose CLIP folders,
+ * with weights or without, cannot be told apart (pipeline-encoders.ts), or that keeps a second copy
+ * of its CLIP in a folder not read as a text encoder (`prior_text_encoder/`). Diffusers' `text_encoder.` names the first folder
  * and T5's parts name no CLIP, so neither is held up.
  */
 function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[]): string | undefined {
