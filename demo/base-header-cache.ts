@@ -78,6 +78,7 @@ export function reusingHeaders(set: InputFileSet, picked: readonly PickedFile[],
   };
   const files: InputFileSet = {
     name: set.name,
+    ...(set.namesFolder && { namesFolder: true }),
     list: () => set.list(),
     open: async (path) => wrapSource(await set.open(path), entry(path), record ? recording : undefined),
     readText: async (path) => {

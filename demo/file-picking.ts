@@ -32,7 +32,8 @@ export function setFromInput(input: HTMLInputElement): PickedSet | undefined {
     file,
     path: folder && relative[i].startsWith(`${folder}/`) ? relative[i].slice(folder.length + 1) : relative[i],
   })).filter((f) => !folder || !hidden(f.path));
-  return { name: folder ?? nameOfLooseFiles(files), files: sortByPath(files), origin: 'user' };
+  if (folder) return { name: folder, files: sortByPath(files), origin: 'user', namesFolder: true };
+  return { name: nameOfLooseFiles(files), files: sortByPath(files), origin: 'user' };
 }
 
 /**
@@ -54,7 +55,7 @@ export async function setsFromDrop(data: DataTransfer): Promise<PickedSet[]> {
       const files = await readFolder(entry as FileSystemDirectoryEntry, '', entry.name, 0, { files: 0 });
       // Taken as it is, an empty folder became a base of 0 files with nothing said.
       if (files.length === 0) throw new MergeError('BAD_ARGUMENT', `${entry.name}: the folder holds no files (dot-files such as .DS_Store are not read); drop the folder that holds the model or adapter`);
-      sets.push({ name: entry.name, files: sortByPath(files), origin: 'user' });
+      sets.push({ name: entry.name, files: sortByPath(files), origin: 'user', namesFolder: true });
     } else {
       sets.push({ name: entry.name, files: [{ path: entry.name, file: await entryFile(entry as FileSystemFileEntry) }], origin: 'user' });
     }

@@ -12,6 +12,8 @@ export type OutputKind = 'peft' | 'kohya';
 export interface JobInput {
   name: string;
   files: PickedFile[];
+  /** `name` is the folder's (PickedSet.namesFolder); a conversion's general.* keys read it. */
+  namesFolder?: boolean;
 }
 
 export type JobSpec =

@@ -55,9 +55,10 @@ function errorMessage(error: unknown): string {
 }
 
 /** A job's adapter, read through what its reading on pick kept (its header and config, not read again). */
-function adapterSet(name: string, files: readonly PickedFile[]): InputFileSet {
+function adapterSet(name: string, files: readonly PickedFile[], namesFolder = false): InputFileSet {
   const slot = adapterSlot(files);
-  return slot ? reusingHeaders(pickedFileSet(name, files), files, false, slot).files : pickedFileSet(name, files);
+  const set = pickedFileSet(name, files, 'merge', namesFolder);
+  return slot ? reusingHeaders(set, files, false, slot).files : set;
 }
 
 async function describe(request: Extract<JobRequest, { type: 'describe' }>): Promise<void> {
@@ -126,7 +127,7 @@ async function runJob(request: Extract<JobRequest, { type: 'run' }>): Promise<vo
     if (spec.kind === 'convert') {
       const folder = job.folder;
       outcome = await convertLoraJob({
-        adapter: adapterSet(spec.adapter.name, spec.adapter.files),
+        adapter: adapterSet(spec.adapter.name, spec.adapter.files, spec.adapter.namesFolder === true),
         base: reusingHeaders(pickedFileSet(spec.base.name, spec.base.files), spec.base.files, false, 'target').files,
         // Its name is what the library's messages call the output.
         out: `${request.outName}.gguf`,

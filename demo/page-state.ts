@@ -13,6 +13,12 @@ export interface PickedSet {
   name: string;
   files: PickedFile[];
   origin: 'user' | 'sample';
+  /**
+   * True where `name` is the folder's the files were picked or dropped as (the library's
+   * InputFileSet.namesFolder): a GGUF conversion takes general.name from it. Loose files are only
+   * labelled (`PEFT adapter`), and a name made apart (`lora #2`) is no folder's.
+   */
+  namesFolder?: boolean;
 }
 
 /**
@@ -31,7 +37,8 @@ export function namedApart(sets: readonly PickedSet[], taken: Iterable<string>):
     let name = '';
     for (let n = 2; names.has((name = `${set.name} #${n}`)); n++);
     names.add(name);
-    return { ...set, name };
+    const { namesFolder: _renamed, ...rest } = set;
+    return { ...rest, name };
   });
 }
 

@@ -18,6 +18,7 @@ import { announced, count, openChooser, seriousViolations, tabTo, text, upload, 
 import { downloadBytes } from './helpers/demo-merge-check.js';
 import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
+import { readGguf } from './helpers/gguf-builder.js';
 
 const session = useDemoSession();
 const BASE = 'tiny-llama-Q4_K_M.gguf';
@@ -26,6 +27,9 @@ const within = (folder: string, files: Record<string, string | Uint8Array>) => O
 
 const runEnabled = (page: Page) => page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
 const blockedSays = (page: Page) => text(page, '[data-testid="job-blocked"]');
+/** A GGUF's general.* keys past architecture and type (those convert_lora_to_gguf.py takes from the adapter's folder). */
+const folderKeys = (bytes: Uint8Array) => [...readGguf(bytes).metadata]
+  .filter(([k]) => k.startsWith('general.') && !['general.architecture', 'general.type', 'general.quantization_version'].includes(k)).map(([k, v]) => [k, v.value]);
 
 describe('convert to a llama.cpp LoRA on the page', PAGE_RETRY, () => {
   it('by keyboard: the page writes the library’s GGUF byte for byte, announced, the result focused; axe clean in both themes, 390 px', async () => {
@@ -66,6 +70,8 @@ describe('convert to a llama.cpp LoRA on the page', PAGE_RETRY, () => {
     await page.waitForFunction(() => document.activeElement?.id === 'job-results', { timeout: 30_000 });
     expect(await announced(page, /^Converted/)).toMatch(/^Converted 7 modules in (<1 s|[\d.]+ s)\. The adapter is under “Your adapter”, with each module’s rank\.$/);
     expect(Buffer.compare(Buffer.from(bytes), readFileSync(out))).toBe(0);
+    // Picked as its folder: the folder's name, as the script takes it.
+    expect(folderKeys(bytes)).toEqual([['general.name', 'Llama Lora']]);
     expect(await page.$$eval('[data-testid="job-download-link"]', (links) => links.map((a) => (a as HTMLAnchorElement).download))).toEqual(['llama-lora-converted.gguf']);
     expect(await text(page, '#job-results-note')).toMatch(/^Converted in (<1 s|[\d.]+ s): 7 LoRA modules, ranks 4–8\.$/);
     expect(await text(page, '#spectrum-heading')).toBe('Each module’s rank');
@@ -149,5 +155,31 @@ describe('convert to a llama.cpp LoRA on the page', PAGE_RETRY, () => {
       expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
       await page.screenshot({ path: `test-output/demo-convert-refused-390px-${scheme}.png`, fullPage: true });
     }
+  }, 90_000);
+
+  it('files picked without their folder: the label "PEFT adapter" gives no general.name; the README.md picked with them is read; the library’s bytes', async () => {
+    const readme = ['---', 'base_model: meta-llama/Llama-3.2-1B', 'license: apache-2.0', '---', '', '# A LoRA'].join('\n');
+    const files = { ...adapter.files, 'README.md': readme };
+    const dir = session.dirs.make({ [BASE]: q4kmLlama().files[BASE], ...within('llama-lora', files) });
+    const out = join(dir, 'library.gguf');
+    // The library on a set named as the page names the pick, which says no folder's name (no namesFolder).
+    const { namesFolder: _folder, ...loose } = memoryInputFileSet(files, 'PEFT adapter');
+    await convertLora({ adapter: loose, base: join(dir, BASE), out });
+
+    const demo = await session.open('?mode=convert');
+    const { page } = demo;
+    await upload(page, 'job-target-input', join(dir, BASE));
+    await announced(page, /^Model read/);
+    await upload(page, 'job-adapter-input', ...Object.keys(files).map((f) => join(dir, 'llama-lora', f)));
+    await page.waitForFunction(() => /^PEFT/.test(document.querySelector('[data-testid="job-adapter-facts"]')?.textContent ?? ''), { timeout: 30_000 });
+    expect(await text(page, '[data-testid="job-adapter"] .adapter-name')).toBe('PEFT adapter');
+    await runEnabled(page);
+    await page.click('[data-testid="job-run"]');
+    const bytes = await downloadBytes(page, 'job-download-link');
+    expect(Buffer.compare(Buffer.from(bytes), readFileSync(out))).toBe(0);
+    expect(folderKeys(bytes)).toEqual([
+      ['general.license', 'apache-2.0'], ['general.base_model.count', 1], ['general.base_model.0.name', 'Llama 3.2 1B'],
+      ['general.base_model.0.organization', 'Meta Llama'], ['general.base_model.0.repo_url', 'https://huggingface.co/meta-llama/Llama-3.2-1B'],
+    ]);
   }, 90_000);
 });

@@ -21,6 +21,8 @@ describe('naming and grouping picked adapter files', () => {
     expect(files.files.map((f) => f.path)).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const folder = setFromInput(input([file('adapter_config.json', 'my-vblora/adapter_config.json'), file('adapter_model.safetensors', 'my-vblora/adapter_model.safetensors')]))!;
     expect(folder.name).toBe('my-vblora');
+    // Only the folder pick's name is a folder's (a conversion's general.name reads it); `PEFT adapter` is a label.
+    expect([folder.namesFolder, files.namesFolder]).toEqual([true, undefined]);
     // One weights file alone keeps its own name; so does a kohya file with a config beside it.
     expect(setFromInput(input([file('adapter_model.safetensors')]))!.name).toBe('adapter_model.safetensors');
     expect(setFromInput(input([file('style.safetensors'), file('adapter_config.json')]))!.name).toBe('style.safetensors');
@@ -32,6 +34,7 @@ describe('naming and grouping picked adapter files', () => {
       ['style.safetensors', ['style.safetensors']],
       ['PEFT adapter', ['adapter_config.json', 'adapter_model.safetensors']],
     ]);
+    expect(sets[1].namesFolder).toBeUndefined();
     const two = [loose('a.safetensors'), loose('b.safetensors')];
     expect(adapterSets(two)).toEqual(two);
   });
@@ -52,6 +55,9 @@ describe('naming and grouping picked adapter files', () => {
   it('same-named sets dropped together or picked after others are named apart: `lora #2`, `lora #3`; a real `lora (2)` keeps its name', () => {
     const folder = (name: string): PickedSet => ({ name, files: [{ path: 'adapter_model.safetensors', file: file('adapter_model.safetensors') }], origin: 'user' });
     expect(namedApart([folder('lora'), folder('lora'), folder('style')], []).map((s) => s.name)).toEqual(['lora', 'lora #2', 'style']);
+    // A made name is no folder's: `lora #2` no longer says it names its folder, the kept `lora` still does.
+    const named = (name: string): PickedSet => ({ ...folder(name), namesFolder: true });
+    expect(namedApart([named('lora'), named('lora')], []).map((s) => [s.name, s.namesFolder])).toEqual([['lora', true], ['lora #2', undefined]]);
     // A folder really named `lora (2)` dropped beside a second `lora`: each keeps what tells it apart.
     expect(namedApart([folder('lora'), folder('lora (2)')], ['lora', 'PEFT adapter']).map((s) => s.name)).toEqual(['lora #2', 'lora (2)']);
     expect(namedApart([folder('lora (2)')], ['lora', 'lora #2']).map((s) => s.name)).toEqual(['lora (2)']);

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idComponents, idToTitle } from '../src/formats/gguf/gguf-lora-card.js';
+import { convertLora } from '../src/node.js';
 import { runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { readGguf } from './helpers/gguf-builder.js';
@@ -118,6 +119,59 @@ describe("convert writes convert_lora_to_gguf.py's general.* keys", () => {
     const { keys, stderr } = await convert('my-adapter', { 'README.md': readme });
     expect(head(keys).filter(([k]) => k.startsWith('general.') && k !== 'general.architecture' && k !== 'general.type')).toEqual([['general.name', 'My Adapter']]);
     expect(stderr).toMatch(/\nwarning: \S*my-adapter: README\.md front matter "base_model" is not a plain string or list of strings, so the GGUF gets none of the general\.\* keys convert_lora_to_gguf\.py takes from it \(only those from the folder's name\)\n/);
+  });
+});
+
+/** The adapter's files as a page's input gives them: loose (no webkitRelativePath), or picked as the folder `folder`. */
+function picked(extra: Record<string, string>, folder?: string): File[] {
+  return Object.entries(peftFolder(extra)).map(([path, content]) => {
+    const file = new File([content as BlobPart], path);
+    if (folder !== undefined) Object.defineProperty(file, 'webkitRelativePath', { value: `${folder}/${path}` });
+    return file;
+  });
+}
+
+/** convertLora (the library, not the CLI) of `adapter` Files; the GGUF's general.* keys past architecture and type, and the warnings. */
+async function convertFiles(adapter: File[]): Promise<{ general: [string, unknown][]; warnings: string[] }> {
+  const base = splitF16Llama();
+  const dir = temp.make(base.files);
+  const out = join(dir, 'lora.gguf');
+  const outcome = await convertLora({ adapter, base: join(dir, BASE_PART), out });
+  const keys = head([...readGguf(readFileSync(out)).metadata].map(([k, v]) => [k, v.value] as [string, unknown]));
+  return { general: keys.filter(([k]) => k.startsWith('general.') && k !== 'general.architecture' && k !== 'general.type'), warnings: outcome.warnings };
+}
+
+describe('convertLora of Files: a folder pick is named by its folder, loose files by nothing', () => {
+  it('picked as the folder Llama-3.2-1B-Instruct-lora (webkitRelativePath): the folder-derived keys, as from that folder on disk', async () => {
+    const { general } = await convertFiles(picked({}, 'Llama-3.2-1B-Instruct-lora'));
+    expect(general).toEqual([
+      ['general.name', 'Llama 3.2 1B Instruct Lora'], ['general.finetune', 'Instruct'], ['general.basename', 'Llama-3.2'], ['general.size_label', '1B'],
+    ]);
+  });
+
+  it('loose files (no folder): no general.* key from the label "selected files"; none at all without README.md or config.json', async () => {
+    const { general } = await convertFiles(picked({}));
+    expect(general).toEqual([]);
+  });
+
+  it('loose files with README.md: its keys, and no name made up from the label; with config.json too: the name from its _name_or_path', async () => {
+    const readme = ['---', 'base_model: meta-llama/Llama-3.2-1B', 'license: apache-2.0', '---', ''].join('\n');
+    const fromReadme = [
+      ['general.license', 'apache-2.0'],
+      ['general.base_model.count', 1],
+      ['general.base_model.0.name', 'Llama 3.2 1B'], ['general.base_model.0.organization', 'Meta Llama'],
+      ['general.base_model.0.repo_url', 'https://huggingface.co/meta-llama/Llama-3.2-1B'],
+    ];
+    const alone = await convertFiles(picked({ 'README.md': readme }));
+    expect(alone.general).toEqual(fromReadme);
+    expect(alone.warnings.filter((w) => /general/.test(w))).toEqual([]);
+    const config = JSON.stringify({ _name_or_path: 'Qwen2.5-0.5B-Instruct' });
+    const both = await convertFiles(picked({ 'README.md': readme, 'config.json': config }));
+    expect(both.general).toEqual([
+      // config.json's _name_or_path, a model id: name, finetune, basename and size label, in the script's order.
+      ['general.name', 'Qwen2.5 0.5B Instruct'], ['general.finetune', 'Instruct'], ['general.basename', 'Qwen2.5'], ['general.size_label', '0.5B'],
+      ...fromReadme,
+    ]);
   });
 });
 

@@ -265,7 +265,8 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     }
     if (s.mode === 'convert') {
       const adapter = s.toConvert!;
-      return { spec: { kind: 'convert', adapter: { name: adapter.set.name, files: adapter.set.files }, base: { name: s.target!.name, files: s.target!.files } } };
+      const { name, files, namesFolder } = adapter.set;
+      return { spec: { kind: 'convert', adapter: { name, files, ...(namesFolder && { namesFolder }) }, base: { name: s.target!.name, files: s.target!.files } } };
     }
     const byRank = extractRule.value === 'rank';
     const value = byRank ? number(extractValue, 'Rank', positiveInteger, 'a whole number of at least 1')

@@ -75,7 +75,7 @@ export async function convertAdapter(
   if (card) {
     result.adapter = { ...result.adapter, card };
     const problem = ggufCardProblem(card.readme);
-    if (problem) result.warnings.push(`${adapter.name}: ${problem}, so the GGUF gets none of the general.* keys convert_lora_to_gguf.py takes from it (only those from the folder's name)`);
+    if (problem) result.warnings.push(`${adapter.name}: ${problem}, so the GGUF gets none of the general.* keys convert_lora_to_gguf.py takes from it (${card.folder !== undefined ? "only those from the folder's name" : 'nor any folder name: the files were given without their folder'})`);
   }
   if (outtype === undefined) return result;
   const { ggufType: _kept, ...rest } = result.adapter;
@@ -85,17 +85,19 @@ export async function convertAdapter(
 /**
  * The adapter's folder as convert_lora_to_gguf.py reads it for a GGUF's general.* keys
  * (gguf-lora-card.ts): the folder's name, its README.md and config.json. A lone file, which the
- * script does not take, is named by its file name less the extension. A README.md or config.json
- * that cannot be read as text is left out.
+ * script does not take, is named by its file name less the extension. Files given without their
+ * folder (a set whose name is only a label, InputFileSet.namesFolder) give no folder name: the
+ * script always has a folder, and a label such as "selected files" names no adapter. A README.md
+ * or config.json that cannot be read as text is left out.
  */
-export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'list' | 'readText'>): Promise<GgufLoraCard> {
+export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFolder' | 'list' | 'readText'>): Promise<GgufLoraCard> {
   const listed = files.list();
   const segments = files.name.split(/[/\\]/).filter((p) => p !== '');
   const last = segments.at(-1) ?? files.name;
   const lone = listed.length === 1 && listed[0] === last;
   const text = async (path: string) => (listed.includes(path) ? files.readText(path).catch(() => undefined) : undefined);
   return {
-    folder: lone ? last.replace(/\.[^.]*$/, '') : last,
+    folder: lone ? last.replace(/\.[^.]*$/, '') : files.namesFolder ? last : undefined,
     readme: lone ? undefined : await text('README.md'),
     config: lone ? undefined : await text('config.json'),
   };

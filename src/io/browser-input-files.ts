@@ -32,7 +32,8 @@ export function inputFileSetFromFiles(files: Iterable<File> | ArrayLike<File>, n
     byPath.set(path, all[i]);
   }
   const setName = name ?? top ?? (all.length === 1 ? all[0].name : 'selected files');
-  return blobInputFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path), options);
+  // Loose files (no folder pick, no name given) are only labelled: no folder's name to take.
+  return namedBlobFileSet(setName, byPath, (path) => (top ? `${top}/${path}` : path), options, name !== undefined || top !== undefined);
 }
 
 /** How a {@link blobInputFileSet} reads its files. */
@@ -64,6 +65,16 @@ export function blobInputFileSet(
   sourceName: (path: string) => string = (path) => `${name}/${path}`,
   options: BlobReadOptions = {},
 ): InputFileSet {
+  return namedBlobFileSet(name, files, sourceName, options, true);
+}
+
+/**
+ * {@link blobInputFileSet}, `namesFolder` saying whether `name` is the files' folder's (or one their
+ * caller gave) or only a label for files picked without their folder (InputFileSet.namesFolder).
+ */
+export function namedBlobFileSet(
+  name: string, files: ReadonlyMap<string, Blob>, sourceName: (path: string) => string, options: BlobReadOptions, namesFolder: boolean,
+): InputFileSet {
   if (typeof name !== 'string') throw badArgument(`blobInputFileSet: name must be a string, not ${shown(name)}`);
   if (!(files instanceof Map)) throw badArgument(`blobInputFileSet: files must be a Map from relative path to Blob, not ${shown(files)}`);
   for (const [path, blob] of files) {
@@ -90,7 +101,7 @@ export function blobInputFileSet(
       }
       return decodeUtf8(new Uint8Array(await blob.arrayBuffer()), sourceName(path));
     },
-  });
+  }, namesFolder);
 }
 
 /** The first path segment when every file lives under the same one (a picked folder). */

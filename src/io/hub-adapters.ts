@@ -141,6 +141,7 @@ export interface OpenedHubAdapter {
 function withTextRead(files: InputFileSet, path: string, text: string, urls: ReadonlyMap<string, string>): InputFileSet {
   return {
     name: files.name,
+    ...(files.namesFolder && { namesFolder: true }),
     list: () => files.list(),
     open: (p) => files.open(p),
     readText: (p) => (p === path ? Promise.resolve(text) : files.readText(p)),

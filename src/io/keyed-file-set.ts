@@ -10,7 +10,8 @@ export interface KeyedFileAccess<T> {
   readText(item: T, path: string): Promise<string>;
 }
 
-export function keyedFileSet<T>(name: string, files: ReadonlyMap<string, T>, access: KeyedFileAccess<T>): InputFileSet {
+/** `namesFolder`: the set's {@link InputFileSet.namesFolder}. */
+export function keyedFileSet<T>(name: string, files: ReadonlyMap<string, T>, access: KeyedFileAccess<T>, namesFolder = true): InputFileSet {
   const sorted = [...files.keys()].sort();
   const get = (path: string): T => {
     const item = files.get(path);
@@ -19,6 +20,7 @@ export function keyedFileSet<T>(name: string, files: ReadonlyMap<string, T>, acc
   };
   return {
     name,
+    ...(namesFolder && { namesFolder }),
     list: () => sorted.slice(),
     open: async (path) => access.open(get(path), path),
     readText: async (path) => access.readText(get(path), path),

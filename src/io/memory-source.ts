@@ -22,8 +22,9 @@ export function bytesSource(bytes: Uint8Array, name: string): ByteSource {
   };
 }
 
-/** Files given as relative '/' paths → contents. */
-export function memoryInputFileSet(files: Record<string, Uint8Array | string>, name = 'memory'): InputFileSet {
+/** Files given as relative '/' paths → contents, named `given` (as their folder), else "memory" (a label, no folder's name). */
+export function memoryInputFileSet(files: Record<string, Uint8Array | string>, given?: string): InputFileSet {
+  const name = given ?? 'memory';
   if (typeof files !== 'object' || files === null || Array.isArray(files)) {
     throw badArgument(`memoryInputFileSet: files must be an object from relative path to bytes or text, not ${shown(files)}`);
   }
@@ -44,5 +45,5 @@ export function memoryInputFileSet(files: Record<string, Uint8Array | string>, n
       }
       return decodeUtf8(bytes, `${name}/${path}`);
     },
-  });
+  }, given !== undefined);
 }

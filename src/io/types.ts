@@ -40,6 +40,13 @@ export interface ByteSink {
 export interface InputFileSet {
   /** The folder or file as the user named it, for messages. */
   readonly name: string;
+  /**
+   * True where `name` (its last path segment) is the name of the folder the files are in, or one
+   * the caller gave them: a folder on disk or picked as a folder, a Hub repository, a name passed
+   * in. Absent for files given without their folder, whose `name` is only a label ("selected
+   * files"): a converted GGUF's general.* keys take no name from it.
+   */
+  readonly namesFolder?: boolean;
   /** Relative paths of every file, sorted. */
   list(): string[];
 /** Opens one of the listed files for reading. */

@@ -21,8 +21,8 @@ import { GGUFValueType, type GgufKeyValue } from './gguf-metadata.js';
 
 /** What convert_lora_to_gguf reads of the adapter's folder for the general.* keys. */
 export interface GgufLoraCard {
-  /** The folder's name (the script's lora_path's last component). */
-  folder: string;
+  /** The folder's name (the script's lora_path's last component); absent for files given without their folder. */
+  folder?: string;
   /** README.md and config.json of the folder, as text, when there. */
   readme?: string;
   config?: string;
@@ -55,7 +55,7 @@ export function ggufLoraGeneral(card: GgufLoraCard, totalParams: number): GgufKe
   const config = parseConfig(card.config);
   const id = config?._name_or_path;
   if (typeof id === 'string' && (id.match(/\//g) ?? []).length <= 1) fromId(m, id, totalParams);
-  fromId(m, card.folder, totalParams);
+  if (card.folder !== undefined) fromId(m, card.folder, totalParams);
   return keyValues(m);
 }
 
