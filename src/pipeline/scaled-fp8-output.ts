@@ -164,6 +164,11 @@ export interface ScaledSlab {
   /** The slab's fp8 codes, rowCount × cols. */
   codes: Uint8Array;
   steps(rowStart: number, rowCount: number): Promise<UpdateStep[]>;
+  /**
+   * The NaN/Inf codes of the whole weight (value indices from its first row), read again on the
+   * error path only, so that a refusal names the weight's first such row and count, not the slab's.
+   */
+  inTensor?: () => Promise<{ count: number; first: number; last: number }>;
 }
 
 /**
@@ -443,7 +448,7 @@ async function realRows(
     const spec = { name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, rowStart: r0, rowCount: n };
     const merge = slabOp({ ...spec, outDtype }, steps);
     const merged = await backend.merge(merge, signal).catch(async (e: unknown) => {
-      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms) throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms) throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
       // The base's own values, its codes × its scales with no update, past float32: the scales are broken.
       const alone = await backend.merge(slabOp({ ...spec, outDtype: 'F32' }, [scale]), signal).then(() => true, (e2: unknown) => {
         if (isMergeError(e2) && e2.code === 'NON_FINITE') return false;
@@ -452,7 +457,7 @@ async function realRows(
       if (!alone) {
         throw new MergeError('NON_FINITE', `${slab.file}: tensor "${w.weightKey}" holds values past float32 in the base (its codes times its scales, ${w.scaleKey}, in rows ${r0}–${r0 + n - 1}), and the merge updates it; the base file is broken: use an intact copy of the base`);
       }
-      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
     });
     return keepUnreachedRows(merge, merged, reachedRows(update));
   };
@@ -532,7 +537,7 @@ async function powerOfTwoGridRows(
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
     const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
     const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op });
+      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op, inTensor: slab.inTensor });
     });
     // Rows no term reaches keep W's values (−0 included) in the output dtype.
     join.add(r0, n, keepUnreachedRows(op, merged, reachedRows(slab.update)));
