@@ -233,10 +233,10 @@ describe('refused, one line naming the tensor', () => {
     expect(await refusals(base, crafted('img_in.lora_A.weight', nan))).toEqual([
       'adapter0 module "diffusion_model.img_in": factor img_in.lora_A.weight holds NaN or Inf; the adapter file is broken (base/flux1-dev.safetensors: tensor "img_in.weight")',
     ]);
-    expect(await refusals(base, crafted('img_in.lora_B.bias', nan))).toEqual(['adapter0 module "diffusion_model.img_in": img_in.lora_B.bias holds NaN or Inf; the adapter file is broken']);
+    expect(await refusals(base, crafted('img_in.lora_B.bias', nan))).toEqual(['adapter0 module "diffusion_model.img_in": img_in.lora_B.bias holds 1 NaN or Inf value (element 1); the adapter file is broken']);
     // A replaced tensor is named as one (it was called a tensor "saved with the adapter").
     expect(await refusals(base, crafted('single_blocks.0.norm.key_norm.scale', nan))).toEqual([
-      'adapter0: tensor "single_blocks.0.norm.key_norm.scale" (replacing single_blocks.0.norm.key_norm.scale, set_weight) holds 1 NaN or Inf value; the adapter file is broken',
+      'adapter0: tensor "single_blocks.0.norm.key_norm.scale" (replacing single_blocks.0.norm.key_norm.scale, set_weight) holds 1 NaN or Inf value (element 1); the adapter file is broken',
     ]);
   });
 
@@ -244,7 +244,7 @@ describe('refused, one line naming the tensor', () => {
     const nan = (t: FixtureTensor): FixtureTensor => ({ ...t, data: (t.data as number[]).map((v, i) => i === 3 ? NaN : v) });
     const base = fluxDevBfl(rand, 'BF16').map((t) => t.name === 'txt_in.bias' ? nan(t) : t);
     expect(await refusals(base, controlLora(rand))).toEqual([
-      'base/flux1-dev.safetensors: tensor "txt_in.bias" already holds NaN or Inf in the base, and the merge updates it; use an intact copy of the base',
+      'base/flux1-dev.safetensors: tensor "txt_in.bias" already holds 1 NaN or Inf value in the base (element 3), and the merge updates it; the base file is broken: use an intact copy of the base',
     ]);
   });
 

@@ -248,13 +248,13 @@ describe('value checks on saved, replaced and row-set tensors', () => {
       poison(randomTensor(`${P}.lm_head.base_layer.weight`, [22, 8], 'F32', rand), 5, Infinity),
     ];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2 }, adapter)]));
-    expect(message).toBe('adapter1: tensor "base_model.model.lm_head.base_layer.weight" (lm_head.weight saved with the adapter) holds 1 NaN or Inf value; the adapter file is broken');
+    expect(message).toBe('adapter1: tensor "base_model.model.lm_head.base_layer.weight" (lm_head.weight saved with the adapter) holds 1 NaN or Inf value (row 0); the adapter file is broken');
   });
 
   it('a trainable-tokens delta holding Inf is named with its token', async () => {
     const adapter = [poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [2, 8], 'F32', rand), 8 + 3, -Infinity)];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [4, 9] }, adapter)]));
-    expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta" (trainable tokens of model.embed_tokens.weight) holds NaN or Inf in the row for token 9; the adapter file is broken');
+    expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta" (trainable tokens of model.embed_tokens.weight) holds 1 NaN or Inf value (the row for token 9); the adapter file is broken');
   });
 
   it('the base\'s own NaN in a tensor only converted (--dtype bf16) is written as NaN and warned about, not refused as an overflow', async () => {
@@ -276,7 +276,7 @@ describe('value checks on saved, replaced and row-set tensors', () => {
       randomTensor(`${P}.lm_head.base_layer.weight`, [22, 8], 'F32', rand),
     ];
     const message = await mergeError(await prepare(hfModelFolder(untied(), UNTIED), [peftFolder({ r: 2, trainable_token_indices: [4] }, adapter)]));
-    expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds NaN or Inf in row 13; the adapter file is broken');
+    expect(message).toBe('adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds 1 NaN or Inf value (row 13); the adapter file is broken');
   });
 
   /** The merge error of a PEFT lora_bias adapter on q_proj (r = 2, PEFT's default lora_alpha 8) over an F16 q_proj bias, with its lora_B.bias and saved tensors. */
@@ -294,7 +294,7 @@ describe('value checks on saved, replaced and row-set tensors', () => {
     const message = await qProjBiasError(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [8], 'F32', rand), [
       poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.base_layer.bias`, [8], 'F32', rand), 3, NaN),
     ]);
-    expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds NaN or Inf; the adapter file is broken');
+    expect(message).toBe('adapter1: tensor "base_model.model.model.layers.0.self_attn.q_proj.base_layer.bias" (model.layers.0.self_attn.q_proj.bias saved with the adapter) holds 1 NaN or Inf value (element 3); the adapter file is broken');
   });
 
   it('a lora_B.bias that takes the F16 bias past 65504 is refused as an overflow of the merged bias, with the fix', async () => {

@@ -663,13 +663,13 @@ async function computeUnit(
   switch (a.kind) {
     case 'update': {
       const { update, rowStart, rowCount } = a;
-      if (scaled?.handles(update.baseKey)) {
-        const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
-        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps }, backend, signal);
-      }
-      // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       // The whole tensor's NaN/Inf, once a slab shows some (the error path only): the refusal names its first row and count.
       const inTensor = () => nonFiniteInTensor(prepared, unit.tensor.name, inType, update, rowCount, backend, signal);
+      if (scaled?.handles(update.baseKey)) {
+        const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
+        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps, inTensor }, backend, signal);
+      }
+      // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
       if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0);
       const decoded = await updateStart(prepared, inType, update).decode(input, backend, signal);
@@ -692,7 +692,7 @@ async function computeUnit(
     }
     case 'replace': {
       const out = convertReplacement(a.replacement, input, outDtype, a.rowStart);
-      checkReplacement(a.replacement, input, out, outDtype);
+      await checkReplacement(a.replacement, input, out, outDtype);
       return encode(out, a.rowStart);
     }
     case 'rows': {
@@ -700,7 +700,7 @@ async function computeUnit(
       const start = await startRows(prepared, inType, rowSet.source).decode(input, backend, signal);
       const values = await a.values();
       const out = setRows(start.data, start.dtype, rowStart, rowSet.shape[1], values, outDtype);
-      checkRowSet(unit.file, rowSet, rowStart, start, values, out, outDtype, copiedNonFinite);
+      await checkRowSet(unit.file, rowSet, rowStart, start, values, out, outDtype, copiedNonFinite);
       return encode(out, rowStart);
     }
     case 'copy': {

@@ -49,7 +49,7 @@ import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 import { formatBytes } from '../format.js';
-import { explainNonFinite } from './value-checks.js';
+import { explainNonFinite, hasNonFinite } from './value-checks.js';
 import { BufferPool } from '../buffer-pool.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
@@ -164,6 +164,11 @@ export interface ScaledSlab {
   /** The slab's fp8 codes, rowCount × cols. */
   codes: Uint8Array;
   steps(rowStart: number, rowCount: number): Promise<UpdateStep[]>;
+  /**
+   * The NaN/Inf codes of the whole weight (value indices from its first row), read again on the
+   * error path only, so that a refusal names the weight's first such row and count, not the slab's.
+   */
+  inTensor?: () => Promise<{ count: number; first: number; last: number }>;
 }
 
 /**
@@ -413,6 +418,22 @@ async function nvfp4Codes(
   return codes;
 }
 
+/**
+ * Which of `codes` (rows × cols, decoded) times its factor (`factor(row, col)`), each product in
+ * float32 as the dequantization makes it, is not finite: how many, and the first and last row.
+ */
+function pastFloat32(codes: Float32Array, rows: number, cols: number, factor: (row: number, col: number) => number): { count: number; first: number; last: number } {
+  const past = { count: 0, first: -1, last: -1 };
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      if (Number.isFinite(Math.fround(codes[r * cols + c] * Math.fround(factor(r, c))))) continue;
+      if (past.count++ === 0) past.first = r;
+      past.last = r;
+    }
+  }
+  return past;
+}
+
 /** A grid whose blocks span all columns (per channel, per tensor): its scales are one factor per row. */
 function isRowGrid(w: ScaledFp8Weight): boolean {
   return w.blockCols >= w.cols;
@@ -443,16 +464,25 @@ async function realRows(
     const spec = { name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, rowStart: r0, rowCount: n };
     const merge = slabOp({ ...spec, outDtype }, steps);
     const merged = await backend.merge(merge, signal).catch(async (e: unknown) => {
-      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms) throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+      // NaN codes are the base's own NaN, whatever the scales: named as such, by the weight's rows.
+      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms || hasNonFinite(base.data, base.dtype)) {
+        throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
+      }
       // The base's own values, its codes × its scales with no update, past float32: the scales are broken.
       const alone = await backend.merge(slabOp({ ...spec, outDtype: 'F32' }, [scale]), signal).then(() => true, (e2: unknown) => {
         if (isMergeError(e2) && e2.code === 'NON_FINITE') return false;
         throw e2;
       });
       if (!alone) {
-        throw new MergeError('NON_FINITE', `${slab.file}: tensor "${w.weightKey}" holds values past float32 in the base (its codes times its scales, ${w.scaleKey}, in rows ${r0}–${r0 + n - 1}), and the merge updates it; the base file is broken: use an intact copy of the base`);
+        const past = pastFloat32(decodeToF32(base.data, base.dtype), n, w.cols, (r, c) => factors[axis === rowAxis ? r0 + r : c]);
+        const where = past.first === past.last ? `row ${r0 + past.first}` : `first in row ${r0 + past.first}, last in row ${r0 + past.last}`;
+        throw new MergeError(
+          'NON_FINITE',
+          `${slab.file}: tensor "${w.weightKey}" holds ${past.count} value${past.count === 1 ? '' : 's'} past float32 in the base (its codes times its scales, ${w.scaleKey}; ` +
+            `of rows ${r0}–${r0 + n - 1}, ${where}), and the merge updates it; the base file is broken: use an intact copy of the base`,
+        );
       }
-      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge });
+      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
     });
     return keepUnreachedRows(merge, merged, reachedRows(update));
   };
@@ -532,7 +562,7 @@ async function powerOfTwoGridRows(
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
     const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
     const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op });
+      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op, inTensor: slab.inTensor });
     });
     // Rows no term reaches keep W's values (−0 included) in the output dtype.
     join.add(r0, n, keepUnreachedRows(op, merged, reachedRows(slab.update)));

@@ -94,6 +94,30 @@ function nonFiniteRowsText(span: { first: number; last: number }, cols: number, 
   return first === last ? `row ${first}` : `first in row ${first}, last in row ${last}`;
 }
 
+/** The elements of a 1-D tensor's non-finite values (`span`: indices from its first): the one, or the first and the last. */
+function nonFiniteElementsText(span: { first: number; last: number }): string {
+  return span.first === span.last ? `element ${span.first}` : `first in element ${span.first}, last in element ${span.last}`;
+}
+
+/** "N NaN or Inf value(s) (where)": how many a tensor holds and where. */
+function nonFiniteCountText(span: { count: number }, where: string): string {
+  return `${span.count} NaN or Inf value${span.count === 1 ? '' : 's'} (${where})`;
+}
+
+/**
+ * The NaN/Inf values of a whole tensor an adapter saved (a replacement, or the start of a row set),
+ * read again from its first row: only on the error path, where a piece of it held some.
+ */
+async function nonFiniteInSaved(rep: PlannedReplacement): Promise<{ count: number; first: number; last: number }> {
+  return nonFiniteSpan(await rep.file.read(rep.tensor), rep.tensor.dtype);
+}
+
+/** Where a saved tensor's NaN/Inf lie: rows of its first dimension, or elements of a vector. */
+function savedWhere(rep: PlannedReplacement, span: { first: number; last: number }): string {
+  if (rep.shape.length < 2) return nonFiniteElementsText(span);
+  return nonFiniteRowsText(span, rep.shape.slice(1).reduce((a, b) => a * b, 1), 0);
+}
+
 /** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
 export class CopiedNonFinite {
   private readonly byFile = new Map<string, Map<string, number>>();
@@ -166,13 +190,18 @@ function savedTensor(rep: PlannedReplacement): string {
   return `${rep.adapter}: tensor "${rep.tensor.name}" (${role})`;
 }
 
-/** A piece of a replacement tensor as written (`source`: the same piece as the adapter stores it): no NaN/Inf, from the adapter or from conversion. */
-export function checkReplacement(rep: PlannedReplacement, source: Uint8Array, output: Uint8Array, outDtype: FloatDType): void {
+/**
+ * A piece of a replacement tensor as written (`source`: the same piece as the adapter stores it): no
+ * NaN/Inf, from the adapter or from conversion. Where the adapter's piece holds some, the whole
+ * tensor is read again (the error path only), and the refusal names how many it holds and the row
+ * of the first (and the last), not the piece's.
+ */
+export async function checkReplacement(rep: PlannedReplacement, source: Uint8Array, output: Uint8Array, outDtype: FloatDType): Promise<void> {
   if (!hasNonFinite(output, outDtype)) return;
   const where = savedTensor(rep);
   if (hasNonFinite(source, rep.tensor.dtype)) {
-    const n = countNonFinite(source, rep.tensor.dtype);
-    throw new MergeError('NON_FINITE', `${where} holds ${n} NaN or Inf value${n === 1 ? '' : 's'}; the adapter file is broken`);
+    const span = await nonFiniteInSaved(rep);
+    throw new MergeError('NON_FINITE', `${where} holds ${nonFiniteCountText(span, savedWhere(rep, span))}; the adapter file is broken`);
   }
   throw new MergeError(
     'NON_FINITE',
@@ -186,10 +215,10 @@ export function checkReplacement(rep: PlannedReplacement, source: Uint8Array, ou
  * NaN/Inf are warned about as for copies, or from a tensor the adapter saved, which must be finite;
  * no value may overflow the output dtype.
  */
-export function checkRowSet(
+export async function checkRowSet(
   file: string, rowSet: PlannedRowSet, rowStart: number, start: FloatTensorBytes, setRows: ReadonlyMap<number, Float32Array>,
   output: Uint8Array, outDtype: FloatDType, copied: CopiedNonFinite,
-): void {
+): Promise<void> {
   if (!hasNonFinite(output, outDtype) && !hasNonFinite(start.data, start.dtype)) return;
   const cols = rowSet.shape[1];
   const before = decodeToF32(start.data, start.dtype);
@@ -201,11 +230,11 @@ export function checkRowSet(
     const set = setRows.get(row);
     const input = set ?? before.subarray(i * cols, (i + 1) * cols);
     const had = nonFinite(input);
-    if (had > 0 && set) {
-      const term = rowSet.terms.find((t) => t.indices.includes(row))!;
-      throw new MergeError('NON_FINITE', `${term.adapter}: tensor "${term.delta.name}" (trainable tokens of ${rowSet.baseKey}) holds NaN or Inf in the row for token ${row}; the adapter file is broken`);
+    if (had > 0 && set) throw brokenTokenRows(rowSet, setRows);
+    if (had > 0 && rowSet.source) {
+      const span = await nonFiniteInSaved(rowSet.source);
+      throw new MergeError('NON_FINITE', `${savedTensor(rowSet.source)} holds ${nonFiniteCountText(span, savedWhere(rowSet.source, span))}; the adapter file is broken`);
     }
-    if (had > 0 && rowSet.source) throw new MergeError('NON_FINITE', `${savedTensor(rowSet.source)} holds NaN or Inf in row ${row}; the adapter file is broken`);
     copiedCount += had;
     if (nonFinite(after.subarray(i * cols, (i + 1) * cols)) > had) {
       throw new MergeError(
@@ -216,6 +245,35 @@ export function checkRowSet(
     }
   }
   copied.add(file, rowSet.baseKey, copiedCount);
+}
+
+/**
+ * A trainable-tokens delta holding NaN/Inf: named by the first adapter tensor that holds some, with
+ * the tokens of its first and last bad rows and how many bad values it holds over all its rows (not
+ * only the slab's that met them: slabs run side by side).
+ */
+function brokenTokenRows(rowSet: PlannedRowSet, setRows: ReadonlyMap<number, Float32Array>): MergeError {
+  for (const term of rowSet.terms) {
+    let count = 0;
+    let first = -1, last = -1;
+    for (const token of term.indices) {
+      const values = setRows.get(token);
+      if (!values) continue;
+      let bad = 0;
+      for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) bad++;
+      if (bad === 0) continue;
+      count += bad;
+      if (first < 0 || token < first) first = token;
+      if (token > last) last = token;
+    }
+    if (count === 0) continue;
+    const where = first === last ? `the row for token ${first}` : `first in the row for token ${first}, last in the row for token ${last}`;
+    return new MergeError(
+      'NON_FINITE',
+      `${term.adapter}: tensor "${term.delta.name}" (trainable tokens of ${rowSet.baseKey}) holds ${count} NaN or Inf value${count === 1 ? '' : 's'} (${where}); the adapter file is broken`,
+    );
+  }
+  return new MergeError('NON_FINITE', `tensor "${rowSet.baseKey}": a trainable-tokens row holds NaN or Inf; the adapter file is broken`);
 }
 
 /** What a failed merged tensor needs for its explanation. */
@@ -244,7 +302,10 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   const { file, update, base, op } = failed;
   const tensor = `tensor "${update.baseKey}"`;
   if (hasNonFinite(base, op.base.dtype)) {
-    const [span, rowStart] = failed.inTensor ? [await failed.inTensor(), 0] : [nonFiniteSpan(base, op.base.dtype), op.rowStart ?? 0];
+    // The whole tensor's, read again; the slab's where that finds none (an fp8 weight's codes are
+    // finite but a decoded scale is not: the slab's values are the only ones known to be bad).
+    const whole = await failed.inTensor?.();
+    const [span, rowStart] = whole?.count ? [whole, 0] : [nonFiniteSpan(base, op.base.dtype), op.rowStart ?? 0];
     const n = span.count;
     if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart)}); the adapter file is broken`);
     return baseHoldsNonFinite(file, update.baseKey, span, op.cols, rowStart);
@@ -284,15 +345,24 @@ export function baseHoldsNonFinite(file: string, baseKey: string, span: { count:
 /** A bias update whose result is not finite: the base bias, or an adapter's lora_B.bias. */
 export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpdate, base: Uint8Array, op: MergeOp): unknown {
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
-  if (bias.source && hasNonFinite(base, bias.dtype)) return new MergeError('NON_FINITE', `${savedTensor(bias.source)} holds NaN or Inf; the adapter file is broken`);
-  if (hasNonFinite(base, bias.dtype)) {
-    return new MergeError('NON_FINITE', `${file}: tensor "${bias.baseKey}" already holds NaN or Inf in the base, and the merge updates it; use an intact copy of the base`);
+  // A bias is read whole: its span is the tensor's, named by element.
+  const span = nonFiniteSpan(base, bias.dtype);
+  if (bias.source && span.count) {
+    return new MergeError('NON_FINITE', `${savedTensor(bias.source)} holds ${nonFiniteCountText(span, nonFiniteElementsText(span))}; the adapter file is broken`);
+  }
+  if (span.count) {
+    return new MergeError(
+      'NON_FINITE',
+      `${file}: tensor "${bias.baseKey}" already holds ${span.count} NaN or Inf value${span.count === 1 ? '' : 's'} in the base (${nonFiniteElementsText(span)}), and the merge updates it; ` +
+        'the base file is broken: use an intact copy of the base',
+    );
   }
   for (let i = 0; i < bias.terms.length; i++) {
     const b = op.terms[i]?.b;
-    if (b && hasNonFinite(b.data, b.dtype)) {
+    const bad = b ? nonFiniteSpan(b.data, b.dtype) : undefined;
+    if (bad?.count) {
       const t = bias.terms[i];
-      return new MergeError('NON_FINITE', `${t.adapter} module "${t.moduleName}": ${t.biasB.name} holds NaN or Inf; the adapter file is broken`);
+      return new MergeError('NON_FINITE', `${t.adapter} module "${t.moduleName}": ${t.biasB.name} holds ${nonFiniteCountText(bad, nonFiniteElementsText(bad))}; the adapter file is broken`);
     }
   }
   return new MergeError(
