@@ -13,7 +13,9 @@
  */
 import { describe, expect, it, vi } from 'vitest';
 import { combineLoras, extractLora, resizeLora } from '../src/adapter-jobs.js';
+import { ggufLoraCardOf } from '../src/adapter-ops/convert.js';
 import { MergeError } from '../src/errors.js';
+import { hubAdapterFolder, openHubAdapter } from '../src/io/hub-adapters.js';
 import { merge as browserMerge } from '../src/merge.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { peftFiles } from './helpers/adapter-fixtures.js';
@@ -84,6 +86,17 @@ describe('combineLoras and resizeLora with Hub adapter URLs', () => {
       'org/one/resolve/main/adapter_config.json', 'org/one/resolve/main/adapter_model.safetensors',
       'org/two/resolve/v2/sub/adapter_config.json', 'org/two/resolve/v2/sub/adapter_model.safetensors',
     ]));
+  });
+
+  // convert_lora_to_gguf.py names a LoRA GGUF (general.name …) by the adapter's folder: a Hub URL's
+  // last segment is that folder only for a repository or a subfolder, not for a revision or a file.
+  it('convert takes a folder name from a repository URL or a tree/REV/SUB page, none from a tree/REV page or a weights link', async () => {
+    const folderOf = async (text: string) => (await ggufLoraCardOf((await openHubAdapter(text, hubAdapterFolder(text, undefined)!, {}, undefined)).files)).folder;
+    expect(await folderOf(hubUrl('org/one'))).toBe('one');
+    expect(await folderOf(hubUrl('org/two/tree/v2/sub'))).toBe('sub');
+    expect(await folderOf(hubUrl('org/one/tree/main'))).toBeUndefined();
+    expect(await folderOf(hubUrl('org/one/tree/main/'))).toBeUndefined();
+    expect(await folderOf(hubUrl('org/one/resolve/main/adapter_model.safetensors'))).toBeUndefined();
   });
 
   it('resizeLora at full rank of a weights link reproduces (α/r)·B·A of the folder it names', async () => {

@@ -138,10 +138,10 @@ export interface OpenedHubAdapter {
  * `files` with `path`'s text already read (the config fetched to find the adapter is not fetched
  * again), each file named in messages by its URL in `urls` (by path), not under the URL given.
  */
-function withTextRead(files: InputFileSet, path: string, text: string, urls: ReadonlyMap<string, string>): InputFileSet {
+function withTextRead(files: InputFileSet, path: string, text: string, urls: ReadonlyMap<string, string>, namesFolder: boolean): InputFileSet {
   return {
     name: files.name,
-    ...(files.namesFolder && { namesFolder: true }),
+    ...(namesFolder && { namesFolder: true }),
     list: () => files.list(),
     open: (p) => files.open(p),
     readText: (p) => (p === path ? Promise.resolve(text) : files.readText(p)),
@@ -171,7 +171,11 @@ export async function openHubAdapter(
     if (hub.weightsLink) return { text, files: urlInputFileSetWithAuth([text], text, options, auth), many: false, absentConfigUrl: configUrl };
     throw new MergeError('NOT_FOUND', `${text}: no PEFT adapter there: looked for ${PEFT_CONFIG} and ${PEFT_WEIGHTS} at ${hub.folder} (${PEFT_CONFIG}: HTTP 404); a single-file LoRA is given by its file's download link, such as ${hub.folder}FILE.safetensors`, { cause: e });
   }
-  return { text, files: withTextRead(files, PEFT_CONFIG, config, new Map([[PEFT_CONFIG, configUrl], [PEFT_WEIGHTS, weightsUrl]])), many: true };
+  // The URL's last segment names the adapter's folder (convert_lora_to_gguf's general.name comes
+  // from it) for a repository (ORG/NAME) or a tree/REV/SUBFOLDER page, not for tree/REV (a
+  // revision) or a weights link.
+  const namesFolder = !hub.weightsLink && !/\/tree\/[^/]+\/?$/.test(new URL(text).pathname);
+  return { text, files: withTextRead(files, PEFT_CONFIG, config, new Map([[PEFT_CONFIG, configUrl], [PEFT_WEIGHTS, weightsUrl]]), namesFolder), many: true };
 }
 
 /** How a caller takes the URL given to {@link openHubSource}. */
