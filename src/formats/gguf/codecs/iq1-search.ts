@@ -104,6 +104,37 @@ function bestNeighbour(t: IqSearchTables, o: number, x: Float32Array, xb: number
   return found;
 }
 
+/**
+ * The split's groups of 8 (L) as grid entries in `index`, a group off the grid as its nearest listed
+ * neighbour at `scale` with the levels `levelsOf(k)` gives it; where any group moved, the scale refit
+ * by weighted least squares over all groups, kept only where both sums are positive (as
+ * quantize_row_iq1_s_impl and quantize_row_iq1_m_impl both do).
+ */
+function snapGroups(t: IqSearchTables, src: Float32Array, xb: number, groups: number, scale: number, levelsOf: (k: number) => readonly number[]): number {
+  let allOnGrid = true;
+  for (let k = 0; k < groups; k++) {
+    let e = t.map[packed(8 * k)];
+    if (e < 0) {
+      allOnGrid = false;
+      e = bestNeighbour(t, -e - 1, src, xb + 8 * k, 8 * k, scale, levelsOf(k));
+    }
+    index[k] = e;
+  }
+  if (allOnGrid) return scale;
+  let sumqx = 0;
+  let sumq2 = 0;
+  for (let k = 0; k < groups; k++) {
+    const xx = levelsOf(k);
+    for (let j = 0; j < 8; j++) {
+      const w = weight[8 * k + j];
+      const q = xx[t.levels[8 * index[k] + j]];
+      sumqx = f32(sumqx + f32(f32(w * q) * src[xb + 8 * k + j]));
+      sumq2 = f32(sumq2 + f32(f32(w * q) * q));
+    }
+  }
+  return sumqx > 0 && sumq2 > 0 ? f32(sumqx / sumq2) : scale;
+}
+
 /** Levels of the 8 values at L[at…] packed 2 bits each (the first lowest): the grid map's key. */
 function packed(at: number): number {
   let u = 0;
@@ -189,28 +220,7 @@ export function encodeIq1SRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
         shift = -shift;
       }
       const xx = shift === 1 ? X_P : X_M;
-      let allOnGrid = true;
-      for (let k = 0; k < 4; k++) {
-        let e = t.map[packed(8 * k)];
-        if (e < 0) {
-          allOnGrid = false;
-          e = bestNeighbour(t, -e - 1, src, xb + 8 * k, 8 * k, scale, xx);
-        }
-        index[k] = e;
-      }
-      if (!allOnGrid) {
-        let sumqx = 0;
-        let sumq2 = 0;
-        for (let k = 0; k < 4; k++) {
-          for (let j = 0; j < 8; j++) {
-            const w = weight[8 * k + j];
-            const q = xx[t.levels[8 * index[k] + j]];
-            sumqx = f32(sumqx + f32(f32(w * q) * src[xb + 8 * k + j]));
-            sumq2 = f32(sumq2 + f32(f32(w * q) * q));
-          }
-        }
-        if (sumqx > 0 && sumq2 > 0) scale = f32(sumqx / sumq2);
-      }
+      scale = snapGroups(t, src, xb, 4, scale, () => xx);
       let h = 0;
       for (let k = 0; k < 4; k++) {
         out[at + 2 + 4 * ib + k] = index[k] & 255;
@@ -340,29 +350,7 @@ export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
         scale = -scale;
         bestK = 3 - bestK;
       }
-      let allOnGrid = true;
-      for (let k = 0; k < 2; k++) {
-        let e = t.map[packed(8 * k)];
-        if (e < 0) {
-          allOnGrid = false;
-          e = bestNeighbour(t, -e - 1, src, xb + 8 * k, 8 * k, scale, shiftOf(bestK, k));
-        }
-        index[k] = e;
-      }
-      if (!allOnGrid) {
-        let sumqx = 0;
-        let sumq2 = 0;
-        for (let k = 0; k < 2; k++) {
-          const xx = shiftOf(bestK, k);
-          for (let j = 0; j < 8; j++) {
-            const w = weight[8 * k + j];
-            const q = xx[t.levels[8 * index[k] + j]];
-            sumqx = f32(sumqx + f32(f32(w * q) * src[xb + 8 * k + j]));
-            sumq2 = f32(sumq2 + f32(f32(w * q) * q));
-          }
-        }
-        if (sumqx > 0 && sumq2 > 0) scale = f32(sumqx / sumq2);
-      }
+      scale = snapGroups(t, src, xb, 2, scale, (k) => shiftOf(bestK, k));
       out[at + 2 * ib] = index[0] & 255;
       out[at + 2 * ib + 1] = index[1] & 255;
       out[at + 32 + ib] = (index[0] >> 8) | ((index[1] >> 8) << 4);
