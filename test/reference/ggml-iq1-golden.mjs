@@ -4,20 +4,11 @@
 // it), plus an FNV-1a checksum of the tables its iq2xs_init_impl builds for IQ1 (the harness's
 // `tables` dump; IQ1_S and IQ1_M share one grid and one table).
 // Run: node ggml-iq1-golden.mjs ./harness
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { block, harnessBlocks, hex, seededRandom, tablesChecksum, valuesAndWeights } from './ggml-golden-common.mjs';
 
 const harness = process.argv[2] ?? './harness';
-let state = 20261208;
-const rand = () => {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-const gauss = () => Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
-const block = (f) => Float32Array.from({ length: 256 }, (_, i) => f(i));
+const { rand, gauss } = seededRandom(20261208);
 // imatrix values: mean squared activations, positive, spread over a few decades.
 const weights = () => block(() => Math.exp(2 * gauss()) * 0.1);
 const ternary = () => Math.floor(rand() * 3) - 1;
@@ -67,27 +58,11 @@ const cases = [
 ];
 for (let k = 0; k < 16; k++) cases.push([`random ${k}`, block(() => gauss() * 10 ** (rand() * 6 - 4)), weights()]);
 
-const all = new Float32Array(cases.length * 512);
-cases.forEach(([, x, w], i) => {
-  all.set(x, i * 512);
-  all.set(w, i * 512 + 256);
-});
-const hex = (b) => Buffer.from(b).toString('hex');
-const run = (type, size) => {
-  const out = execFileSync(harness, ['q', type], { input: Buffer.from(all.buffer) });
-  return cases.map((_, i) => {
-    const b = out.subarray(i * size, (i + 1) * size);
-    return b.every((v) => v === 0xff) ? null : hex(b);
-  });
-};
+const all = valuesAndWeights(cases);
+const run = (type, size) => harnessBlocks(harness, ['q', type], all, cases.length, size);
 const s = run('s', 50);
 const m = run('m', 56);
-const fnv = (text) => {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-};
-const tables = (t) => fnv(execFileSync(harness, ['tables', t], { maxBuffer: 1 << 28 }).toString());
+const tables = (t) => tablesChecksum(harness, t);
 const [ts, tm] = [tables('s'), tables('m')];
 if (ts !== tm) throw new Error('IQ1_S and IQ1_M tables differ');
 writeFileSync(new URL('./ggml-iq1-golden.json', import.meta.url), JSON.stringify({

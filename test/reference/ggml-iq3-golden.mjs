@@ -2,35 +2,19 @@
 // quantize_iq3_xxs / quantize_iq3_s (quant_weights = NULL) write for them, through the harness
 // ggml-iq3-harness.c (its header says how to build it), plus an FNV-1a checksum of the tables its
 // iq3xs_init_impl builds (the harness's `tables` dump). Run: node ggml-iq3-golden.mjs ./harness
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { block, harnessBlocks, hex, seededRandom, tablesChecksum } from './ggml-golden-common.mjs';
 
 const harness = process.argv[2] ?? './harness';
-let state = 20240229;
-const rand = () => {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let t = state;
-  t = Math.imul(t ^ (t >>> 15), t | 1);
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-};
-const gauss = () => Math.sqrt(-2 * Math.log(rand() || 1e-12)) * Math.cos(2 * Math.PI * rand());
-const block = (f) => Float32Array.from({ length: 256 }, (_, i) => f(i));
+const { rand, gauss } = seededRandom(20240229);
 /**
  * 0.02·gaussian values from their own seed: these seeds (found by a search) give blocks whose f16
  * scale d·1.0125 (IQ3_XXS) or d·1.033 (IQ3_S) rounds differently when the factor is not first
  * rounded to f32 as C's 1.0125f is.
  */
 const seeded = (seed) => {
-  let st = seed >>> 0;
-  const r = () => {
-    st = (st + 0x6d2b79f5) >>> 0;
-    let t = st;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return block(() => Math.sqrt(-2 * Math.log(r() || 1e-12)) * Math.cos(2 * Math.PI * r()) * 0.02);
+  const { gauss: g } = seededRandom(seed);
+  return block(() => g() * 0.02);
 };
 
 const cases = [
@@ -66,22 +50,10 @@ const cases = [
 
 const all = new Float32Array(cases.length * 256);
 cases.forEach(([, x], i) => all.set(x, i * 256));
-const hex = (b) => Buffer.from(b).toString('hex');
-const run = (type, size) => {
-  const out = execFileSync(harness, [type], { input: Buffer.from(all.buffer) });
-  return cases.map((_, i) => {
-    const b = out.subarray(i * size, (i + 1) * size);
-    return b.every((v) => v === 0xff) ? null : hex(b);
-  });
-};
+const run = (type, size) => harnessBlocks(harness, [type], all, cases.length, size);
 const xxs = run('xxs', 98);
 const s = run('s', 110);
-const fnv = (text) => {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
-};
-const tables = (gs) => fnv(execFileSync(harness, ['tables', String(gs)], { maxBuffer: 1 << 28 }).toString());
+const tables = (gs) => tablesChecksum(harness, gs);
 writeFileSync(new URL('./ggml-iq3-golden.json', import.meta.url), JSON.stringify({
   source: 'ggml-quants.c quantize_iq3_xxs / quantize_iq3_s, quant_weights = NULL (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64',
   note: 'x: the 256 f32 inputs, little-endian hex; IQ3_XXS / IQ3_S: the block ggml writes, hex, or null where ggml aborts',
