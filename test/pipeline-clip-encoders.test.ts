@@ -12,6 +12,7 @@ import { buildSafetensors, decodeSafetensors, seededRandom } from './helpers/fix
 import { kohyaSpec, loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { comfyExtracted, onePipelineLora } from './helpers/pipeline-merge.js';
+import { HUNYUAN_VIDEO, SD21, STABLE_CASCADE_PRIOR } from './helpers/model-index.js';
 
 const rand = seededRandom(4242);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -81,12 +82,7 @@ const sd3: Record<string, Uint8Array | string> = {
 
 /** hunyuanvideo-community/HunyuanVideo: its Llama first, its CLIP-L second. */
 const hunyuanVideo: Record<string, Uint8Array | string> = {
-  'model_index.json': json({
-    _class_name: 'HunyuanVideoPipeline', _diffusers_version: '0.32.0.dev0', transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'],
-    text_encoder: ['transformers', 'LlamaModel'], text_encoder_2: ['transformers', 'CLIPTextModel'],
-    tokenizer: ['transformers', 'LlamaTokenizerFast'], tokenizer_2: ['transformers', 'CLIPTokenizer'],
-    vae: ['diffusers', 'AutoencoderKLHunyuanVideo'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-  }),
+  'model_index.json': json(HUNYUAN_VIDEO),
   'transformer/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]),
   // A Llama's config says 32 layers, as CLIP-G's does: it is no CLIP, whatever its numbers.
   'text_encoder/config.json': json({
@@ -101,12 +97,7 @@ const hunyuanVideo: Record<string, Uint8Array | string> = {
 
 /** stabilityai/stable-cascade-prior: the prior and CLIP-G, as its only text encoder. */
 const cascadePrior: Record<string, Uint8Array | string> = {
-  'model_index.json': json({
-    _class_name: 'StableCascadePriorPipeline', _diffusers_version: '0.27.0.dev0', prior: ['diffusers', 'StableCascadeUNet'],
-    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizerFast'],
-    image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], feature_extractor: ['transformers', 'CLIPImageProcessor'],
-    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], resolution_multiple: 42.67,
-  }),
+  'model_index.json': json(STABLE_CASCADE_PRIOR),
   'prior/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.0.1.attention.attn.to_q.weight', [8, 8], 'BF16')]),
   'text_encoder/config.json': clipConfig(CLIP_G_CONFIG, 'CLIPTextModelWithProjection'),
   'text_encoder/model.safetensors': clipFolder(16, true),
@@ -214,11 +205,7 @@ describe('a CLIP folder given on its own', () => {
 describe('an SD2 pipeline, whose CLIP-H its config.json tells (hidden_size 1024)', () => {
   /** stabilityai/stable-diffusion-2-1: OpenCLIP ViT-H's text model as a CLIPTextModel of 23 layers, no projection. */
   const sd2: Record<string, Uint8Array | string> = {
-    'model_index.json': json({
-      _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.10.0.dev0', unet: ['diffusers', 'UNet2DConditionModel'],
-      text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'], vae: ['diffusers', 'AutoencoderKL'],
-      scheduler: ['diffusers', 'DDIMScheduler'], safety_checker: [null, null], feature_extractor: ['transformers', 'CLIPImageProcessor'], requires_safety_checker: false,
-    }),
+    'model_index.json': json(SD21),
     'unet/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.1.attentions.0.proj_in.weight', [16, 16], 'F16')]),
     'text_encoder/config.json': clipConfig({ ...CLIP_L_CONFIG, _name_or_path: 'hf-models/stable-diffusion-v2-768x768/text_encoder', hidden_act: 'gelu', hidden_size: 1024, intermediate_size: 4096, num_attention_heads: 16, num_hidden_layers: 23, projection_dim: 512 }, 'CLIPTextModel'),
     'text_encoder/model.safetensors': clipFolder(16, false),

@@ -17,6 +17,7 @@ import { describe, expect, it } from 'vitest';
 import { buildSafetensors, seededRandom } from './helpers/fixtures.js';
 import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { pipelinePlan } from './helpers/pipeline-merge.js';
+import { HUNYUAN_VIDEO, SD21, SD3_MEDIUM, STABLE_CASCADE_PRIOR } from './helpers/model-index.js';
 
 const rand = seededRandom(9051);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -51,12 +52,7 @@ const sdxl: Folder = {
 };
 /** stabilityai/stable-diffusion-3-medium-diffusers. */
 const sd3: Folder = {
-  'model_index.json': json({
-    _class_name: 'StableDiffusion3Pipeline', _diffusers_version: '0.29.0.dev0', transformer: ['diffusers', 'SD3Transformer2DModel'],
-    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_3: ['transformers', 'T5EncoderModel'],
-    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
-    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-  }),
+  'model_index.json': json(SD3_MEDIUM),
   'transformer/diffusion_pytorch_model.safetensors': transformer(),
   'text_encoder/config.json': json({ ...CLIP_L_CONFIG, architectures: ['CLIPTextModelWithProjection'] }),
   'text_encoder/model.safetensors': clip(12),
@@ -66,22 +62,14 @@ const sd3: Folder = {
 };
 /** stabilityai/stable-cascade-prior: its only text encoder CLIP-G. */
 const cascadePrior: Folder = {
-  'model_index.json': json({
-    _class_name: 'StableCascadePriorPipeline', _diffusers_version: '0.27.0.dev0', feature_extractor: ['transformers', 'CLIPImageProcessor'],
-    image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], prior: ['diffusers', 'StableCascadeUNet'], resolution_multiple: 42.67,
-    scheduler: ['diffusers', 'DDPMWuerstchenScheduler'], text_encoder: ['transformers', 'CLIPTextModelWithProjection'], tokenizer: ['transformers', 'CLIPTokenizer'],
-  }),
+  'model_index.json': json(STABLE_CASCADE_PRIOR),
   'prior/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.0.1.attention.attn.to_q.weight', [8, 8], 'BF16')]),
   'text_encoder/config.json': json(CLIP_G_CONFIG),
   'text_encoder/model.safetensors': clip(16),
 };
 /** hunyuanvideo-community/HunyuanVideo: its Llama in text_encoder/, its CLIP-L in text_encoder_2/. */
 const hunyuanVideo: Folder = {
-  'model_index.json': json({
-    _class_name: 'HunyuanVideoPipeline', _diffusers_version: '0.32.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-    text_encoder: ['transformers', 'LlamaModel'], text_encoder_2: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'LlamaTokenizerFast'],
-    tokenizer_2: ['transformers', 'CLIPTokenizer'], transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLHunyuanVideo'],
-  }),
+  'model_index.json': json(HUNYUAN_VIDEO),
   'transformer/diffusion_pytorch_model.safetensors': transformer(),
   'text_encoder/config.json': json({ architectures: ['LlamaModel'], hidden_size: 4096, model_type: 'llama', num_hidden_layers: 32, vocab_size: 128320 }),
   'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),
@@ -97,11 +85,7 @@ const unetConfig = (crossAttentionDim: number) => json({
 });
 /** stabilityai/stable-diffusion-2-1: OpenCLIP ViT-H's text model as a CLIPTextModel. */
 const sd2: Folder = {
-  'model_index.json': json({
-    _class_name: 'StableDiffusionPipeline', _diffusers_version: '0.10.0.dev0', feature_extractor: ['transformers', 'CLIPImageProcessor'], requires_safety_checker: false,
-    safety_checker: [null, null], scheduler: ['diffusers', 'DDIMScheduler'], text_encoder: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
-    unet: ['diffusers', 'UNet2DConditionModel'], vae: ['diffusers', 'AutoencoderKL'],
-  }),
+  'model_index.json': json(SD21),
   'unet/config.json': unetConfig(1024),
   'unet/diffusion_pytorch_model.safetensors': unet(),
   'text_encoder/config.json': json({ ...CLIP_L_CONFIG, hidden_act: 'gelu', hidden_size: 1024, intermediate_size: 4096, num_attention_heads: 16, num_hidden_layers: 23, projection_dim: 512 }),

@@ -17,6 +17,7 @@ import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js'
 import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { pipelinePlan } from './helpers/pipeline-merge.js';
 import { T5_FEED_FORWARD, T5_SELF_ATTENTION, t5EncoderTensors, t5XxlConfig } from './helpers/t5-fixtures.js';
+import { FLUX1_DEV, HUNYUAN_VIDEO, SD3_MEDIUM } from './helpers/model-index.js';
 
 const rand = seededRandom(2718);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -35,11 +36,7 @@ const without = (pipeline: Folder, folder: string, keepConfig = false): Folder =
 
 /** black-forest-labs/FLUX.1-dev. */
 const flux: Folder = {
-  'model_index.json': json({
-    _class_name: 'FluxPipeline', _diffusers_version: '0.30.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-    text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'T5EncoderModel'], tokenizer: ['transformers', 'CLIPTokenizer'],
-    tokenizer_2: ['transformers', 'T5TokenizerFast'], transformer: ['diffusers', 'FluxTransformer2DModel'], vae: ['diffusers', 'AutoencoderKL'],
-  }),
+  'model_index.json': json(FLUX1_DEV),
   'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
   'text_encoder/model.safetensors': clip(12),
   'text_encoder_2/config.json': json(t5XxlConfig()),
@@ -48,12 +45,7 @@ const flux: Folder = {
 };
 /** stabilityai/stable-diffusion-3-medium-diffusers. */
 const sd3: Folder = {
-  'model_index.json': json({
-    _class_name: 'StableDiffusion3Pipeline', _diffusers_version: '0.29.0.dev0', transformer: ['diffusers', 'SD3Transformer2DModel'],
-    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_3: ['transformers', 'T5EncoderModel'],
-    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
-    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-  }),
+  'model_index.json': json(SD3_MEDIUM),
   'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
   'text_encoder/model.safetensors': clip(12),
   'text_encoder_2/model.safetensors': clip(16),
@@ -187,7 +179,8 @@ describe('the command line', () => {
 });
 
 describe('SD3: text_encoder_3 (T5EncoderModel) listed without its weights', () => {
-  const held = 'the transformer (SD3Transformer2DModel), text_encoder (CLIPTextModelWithProjection), text_encoder_2 (CLIPTextModelWithProjection), the VAE';
+  // In model_index.json's order, which save_pretrained sorts by key.
+  const held = 'text_encoder (CLIPTextModelWithProjection), text_encoder_2 (CLIPTextModelWithProjection), the transformer (SD3Transformer2DModel), the VAE';
   it('refuses lora_te3_ and text_encoder_3. T5 modules; lora_te2_ T5 modules are left out as on the complete pipeline', async () => {
     const base = without(sd3, 'text_encoder_3', true);
     const { problems } = await pipelinePlan(base, [transformerModule, kohya(`lora_te3_${flat(SA)}_v`, 10, 10), diffusers(`text_encoder_3.${FF}.wo`, 10, 16)], rand);
@@ -251,11 +244,7 @@ describe('Kandinsky 3: text_encoder (T5EncoderModel) listed without its weights'
 
 /** hunyuanvideo-community/HunyuanVideo: its Llama in text_encoder/, its CLIP-L in text_encoder_2/. */
 const hunyuanVideo: Folder = {
-  'model_index.json': json({
-    _class_name: 'HunyuanVideoPipeline', _diffusers_version: '0.32.0.dev0', scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-    text_encoder: ['transformers', 'LlamaModel'], text_encoder_2: ['transformers', 'CLIPTextModel'], tokenizer: ['transformers', 'LlamaTokenizerFast'],
-    tokenizer_2: ['transformers', 'CLIPTokenizer'], transformer: ['diffusers', 'HunyuanVideoTransformer3DModel'], vae: ['diffusers', 'AutoencoderKLHunyuanVideo'],
-  }),
+  'model_index.json': json(HUNYUAN_VIDEO),
   'transformer/diffusion_pytorch_model.safetensors': denoiser(['transformer_blocks.0.attn.to_q.weight']),
   'text_encoder/config.json': json({ architectures: ['LlamaModel'], hidden_size: 4096, model_type: 'llama', num_hidden_layers: 32, torch_dtype: 'float16', vocab_size: 128320 }),
   'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),

@@ -20,6 +20,7 @@ import { kohyaSpec, loraTensors, peftSpec, tensor, truthTerms, type LoraSpec } f
 import { expectMergedFile } from './helpers/merge-truth.js';
 import { onePipelineLora } from './helpers/pipeline-merge.js';
 import { t5XxlConfig } from './helpers/t5-fixtures.js';
+import { FLUX1_DEV, SD3_MEDIUM } from './helpers/model-index.js';
 
 const rand = seededRandom(4096);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -50,12 +51,7 @@ const vae = () => buildSafetensors([tensor(rand, 'decoder.conv_in.weight', [8, 4
 
 /** stabilityai/stable-diffusion-3-medium-diffusers. */
 const sd3: Record<string, Uint8Array | string> = {
-  'model_index.json': json({
-    _class_name: 'StableDiffusion3Pipeline', _diffusers_version: '0.29.0.dev0', transformer: ['diffusers', 'SD3Transformer2DModel'],
-    text_encoder: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_2: ['transformers', 'CLIPTextModelWithProjection'], text_encoder_3: ['transformers', 'T5EncoderModel'],
-    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'CLIPTokenizer'], tokenizer_3: ['transformers', 'T5TokenizerFast'],
-    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-  }),
+  'model_index.json': json(SD3_MEDIUM),
   'transformer/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]),
   'text_encoder/config.json': json({ ...CLIP_L_CONFIG, architectures: ['CLIPTextModelWithProjection'] }),
   'text_encoder/model.safetensors': clipFolder(12),
@@ -68,12 +64,7 @@ const sd3: Record<string, Uint8Array | string> = {
 
 /** black-forest-labs/FLUX.1-dev. */
 const flux: Record<string, Uint8Array | string> = {
-  'model_index.json': json({
-    _class_name: 'FluxPipeline', _diffusers_version: '0.30.0.dev0', transformer: ['diffusers', 'FluxTransformer2DModel'],
-    text_encoder: ['transformers', 'CLIPTextModel'], text_encoder_2: ['transformers', 'T5EncoderModel'],
-    tokenizer: ['transformers', 'CLIPTokenizer'], tokenizer_2: ['transformers', 'T5TokenizerFast'],
-    vae: ['diffusers', 'AutoencoderKL'], scheduler: ['diffusers', 'FlowMatchEulerDiscreteScheduler'],
-  }),
+  'model_index.json': json(FLUX1_DEV),
   'transformer/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [8, 8], 'BF16')]),
   'text_encoder/config.json': json(CLIP_L_CONFIG),
   'text_encoder/model.safetensors': clipFolder(12),
