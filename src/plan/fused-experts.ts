@@ -59,7 +59,8 @@ export function storesExpertsInOut(architectures: readonly string[]): boolean {
   return architectures.some((a) => TRANSPOSED_EXPERTS.has(a));
 }
 
-export type ExpertFit = { ok: true; split: ExpertSplit } | { ok: false; ambiguous: boolean; message: string };
+/** `note`: what the merge took on trust (a warning for the plan). */
+export type ExpertFit = { ok: true; split: ExpertSplit; note?: string } | { ok: false; ambiguous: boolean; message: string };
 
 /**
  * Which layout a module's factors have on a base tensor of `shape`: the parameter itself (E, d1,
@@ -108,6 +109,7 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   // PEFT's conversion for transformers 5 lays the factors out as its own ParamWrapper (≥ 0.19.1) reads
   // them on the (E, out, in) tensors it converts, under the version the adapter was first saved with.
   let form: ExpertForm;
+  let note: string | undefined;
   if (fits.length === 1) form = fits[0];
   else if (experts.converted && !storedInOut) form = 'e-o-i';
   else {
@@ -122,12 +124,24 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
       };
     }
     form = read;
+    // PEFT ≥ 0.19 takes the layout from the expert module's `is_transposed`, which transformers 4's
+    // gpt-oss lacks, and transformers 5's patch_moe_parameter_targeting (run by its load_adapter on a
+    // model with a conversion mapping) swaps the features of any down_proj / gate_up_proj first, which
+    // PEFT 0.19.0 reads on every expert module and 0.19.1 on transposed ones.
+    const v = experts.peftVersion;
+    const other = form === 'e-o-i' ? '(B_e·A_e)ᵀ' : 'B_e·A_e';
+    const when = storedInOut && atLeast(v, 0, 19)
+      ? `on transformers 4 (no is_transposed)${before019x1(v) ? '' : " or where transformers' patch_moe_parameter_targeting was active in the training process"}`
+      : !storedInOut && atLeast(v, 0, 19) && before019x1(v) ? "where transformers' patch_moe_parameter_targeting was active in the training process" : undefined;
+    if (when) {
+      note = `the base tensor ${fmt(shape)} is square per expert, so the factors do not say their layout: read as PEFT ${v} writes it on transformers 5, W[e] += ${form === 'e-o-i' ? 'B_e·A_e' : '(B_e·A_e)ᵀ'}; that PEFT wrote ${other} ${when}`;
+    }
   }
   const split: ExpertSplit = { count: experts.count, rank: r, form, rowsPerExpert };
   if (laidOut?.transposed) split.transposed = true;
   if (laidOut?.rows) split.rows = laidOut.rows;
   if (laidOut?.expert !== undefined) split.only = laidOut.expert;
-  return { ok: true, split };
+  return note ? { ok: true, split, note } : { ok: true, split };
 }
 
 /**
@@ -155,6 +169,23 @@ function formByVersion(version: string | null, transposed: boolean): ExpertForm 
   if (before(0, 19, 0) || (dev && before(0, 19, 1))) return 'e-i-o';
   if (before(0, 19, 1)) return transposed ? 'e-o-i' : 'e-i-o';
   return transposed ? 'e-i-o' : 'e-o-i';
+}
+
+function versionOf(version: string | null): [number, number, number] | undefined {
+  const v = version === null ? null : /^(\d+)\.(\d+)\.(\d+)/.exec(version);
+  return v ? [Number(v[1]), Number(v[2]), Number(v[3])] : undefined;
+}
+
+/** Whether `version` is major.minor or later (dev builds of major.minor.0 included). */
+function atLeast(version: string | null, major: number, minor: number): boolean {
+  const v = versionOf(version);
+  return v !== undefined && (v[0] > major || (v[0] === major && v[1] >= minor));
+}
+
+/** Whether `version` is 0.19.0 (or a build numbered before 0.19.1). */
+function before019x1(version: string | null): boolean {
+  const v = versionOf(version);
+  return v !== undefined && v[0] === 0 && v[1] === 19 && v[2] < 1;
 }
 
 /**
