@@ -313,3 +313,78 @@ describe('Qwen3-VL-MoE: gate_up_proj and down_proj (nested wrappers) on the chec
     });
   }
 });
+
+/**
+ * Checkpoints that store one tensor per expert, which transformers 5 stacks into the fused
+ * parameters when it loads them (conversion_mapping.py: glm4v_moe and deepseek_v3 map to qwen2_moe's
+ * rules, gate's rows then up's): zai-org/GLM-4.5V (`model.language_model.layers.N.mlp.experts.K.*`)
+ * and deepseek-ai/DeepSeek-V3 in bf16 (`model.layers.N.mlp.experts.K.*`). A LoRA PEFT 0.20.0
+ * trained on transformers 5 with target_parameters on both fused parameters (gate_up_proj inside,
+ * under `experts.base_layer`; down_proj outside, under `experts`): expert e's B_e·A_e of gate_up_proj
+ * (2·inter, hidden) has its first inter rows on experts.e.gate_proj, the rest on up_proj; down_proj's
+ * (hidden, inter) on experts.e.down_proj.
+ */
+describe('GLM-4.5V and DeepSeek-V3 checkpoints with a tensor per expert: a transformers 5 target_parameters LoRA on each expert\'s tensors', () => {
+  const E = 2;
+  const H = 8;
+  const I = 6;
+  for (const [name, cfg, layer] of [
+    ['GLM-4.5V (Glm4vMoeForConditionalGeneration)', { architectures: ['Glm4vMoeForConditionalGeneration'], model_type: 'glm4v_moe', text_config: { model_type: 'glm4v_moe_text', hidden_size: H, moe_intermediate_size: I, n_routed_experts: E }, vision_config: { model_type: 'glm4v_moe' }, tie_word_embeddings: false }, 'model.language_model.layers.1'],
+    ['DeepSeek-V3 in bf16 (DeepseekV3ForCausalLM)', { architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', hidden_size: H, moe_intermediate_size: I, n_routed_experts: E, tie_word_embeddings: false }, 'model.layers.1'],
+  ] as const) {
+    it(`${name}: PEFT 0.20.0, every expert's gate, up and down exactly; the router, shared experts and the rest bit for bit`, async () => {
+      const base = [
+        randomTensor(`${layer}.mlp.gate.weight`, [E, H], 'BF16', rand),
+        randomTensor(`${layer}.mlp.gate.e_score_correction_bias`, [E], 'F32', rand),
+        ...Array.from({ length: E }, (_, e) => [
+          randomTensor(`${layer}.mlp.experts.${e}.gate_proj.weight`, [I, H], 'BF16', rand), randomTensor(`${layer}.mlp.experts.${e}.up_proj.weight`, [I, H], 'BF16', rand),
+          randomTensor(`${layer}.mlp.experts.${e}.down_proj.weight`, [H, I], 'BF16', rand),
+        ]).flat(),
+        randomTensor(`${layer}.mlp.shared_experts.gate_proj.weight`, [I, H], 'BF16', rand),
+        randomTensor('lm_head.weight', [32, H], 'BF16', rand),
+      ];
+      const at2 = `base_model.model.${layer}.mlp.experts`;
+      const adapter = [
+        randomTensor(`${at2}.base_layer.lora_A.weight`, [r * E, H], 'F32', rand, 0.5), randomTensor(`${at2}.base_layer.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5),
+        randomTensor(`${at2}.lora_A.weight`, [r * E, I], 'F32', rand, 0.5), randomTensor(`${at2}.lora_B.weight`, [H, r * E], 'F32', rand, 0.5),
+      ];
+      const peft = { ...config('0.20.0'), target_modules: [], target_parameters: ['mlp.experts.gate_up_proj', 'mlp.experts.down_proj'] };
+      const prepared = await prepareOne(hfModelFolder(base, cfg), peftFolder(peft, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.warnings).toEqual([]);
+      const merged = await mergeIntoFolder(prepared, backend);
+      const f = decoded(adapter);
+      const b = decoded(base);
+      const changed = new Set<string>();
+      for (const [wrapper, outF, inF, parts] of [
+        [`${at2}.base_layer`, 2 * I, H, [['gate_proj', 0], ['up_proj', I]]],
+        [at2, H, I, [['down_proj', 0]]],
+      ] as const) {
+        const A = f.get(`${wrapper}.lora_A.weight`)!.values; // (r·E, in)
+        const B = f.get(`${wrapper}.lora_B.weight`)!.values; // (out, r·E)
+        for (let e = 0; e < E; e++) {
+          for (const [proj, from] of parts) {
+            const key = `${layer}.mlp.experts.${e}.${proj}.weight`;
+            changed.add(key);
+            const w = b.get(key)!;
+            const rows = w.shape[0];
+            const truth = Float64Array.from(w.values);
+            for (let o = 0; o < rows; o++) {
+              for (let i = 0; i < inF; i++) {
+                let s = 0;
+                for (let k = 0; k < r; k++) s += B[(from + o) * r * E + k * E + e] * A[(e * r + k) * inF + i];
+                truth[o * inF + i] += (alpha / r) * s;
+              }
+            }
+            expect(rows + from).toBeLessThanOrEqual(outF);
+            const want = Array.from(truth, (v) => roundForDType(v, 'BF16'));
+            const got = merged.tensors.get(key)!;
+            const wrong = want.filter((v, j) => !Object.is(v, got.values[j])).length;
+            expect(wrong, `${key}: ${wrong} of ${want.length} elements differ from the float64 truth`).toBe(0);
+          }
+        }
+      }
+      for (const [key, t] of b) if (!changed.has(key)) expect(merged.tensors.get(key)?.bytes, `${key} unchanged`).toEqual(t.bytes);
+    });
+  }
+});
