@@ -547,7 +547,8 @@ describe('LoRA on fused expert tensors', () => {
     expect(prepared.plan.problems.map((p) => [p.code, p.message])).toEqual([[
       'AMBIGUOUS_MODULE',
       'adapter1: module "model.layers.0.mlp.experts.down_proj": on model.layers.0.mlp.experts.down_proj: the base tensor (3, 8, 8) is square per expert, ' +
-        'so its factors fit both W[e] += B_e·A_e and W[e] += (B_e·A_e)ᵀ; PEFT chose by its version, which the adapter_config.json does not record (peft_version)',
+        'so its factors fit both W[e] += B_e·A_e and W[e] += (B_e·A_e)ᵀ; PEFT chose by its version, which the adapter_config.json does not record (peft_version; PEFT 0.17 wrote none and used (B_e·A_e)ᵀ): ' +
+        'set peft_version in adapter_config.json to the PEFT release whose layout the one that trained it had',
     ]]);
   });
 });

@@ -296,6 +296,28 @@ const FAMILIES: Family[] = [
     base: mistral3.filter(([k]) => !k.includes('patch_merger') && !k.startsWith('multi_modal_projector.norm')),
     linears: mistral3Modules.filter(([path]) => !path.includes('merger')).map(([path, key]) => [llavaNew(path), key]),
   },
+  ...(['new', 'old'] as const).map((naming): Family => ({
+    // llava-hf/llava-onevision-qwen2-7b-ov-hf: saved in the names before transformers 4.52 (language_model.model., vision_tower.,
+    // multi_modal_projector., image_newline, language_model.lm_head); a Qwen2 language model, a SigLIP tower.
+    title: `LLaVA-OneVision (LlavaOnevisionForConditionalGeneration, Qwen2 + SigLIP), adapter in the ${naming} names: attention with its bias, MLP, vision tower, projector, head`,
+    config: {
+      architectures: ['LlavaOnevisionForConditionalGeneration'], model_type: 'llava_onevision', tie_word_embeddings: false,
+      text_config: { model_type: 'qwen2', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'siglip_vision_model', hidden_size: 12 },
+    },
+    base: [
+      ['language_model.model.embed_tokens.weight', [32, 8]], ['language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]], ['language_model.model.layers.0.self_attn.q_proj.bias', [8]],
+      ['language_model.model.layers.0.mlp.down_proj.weight', [8, 16]], ['language_model.model.norm.weight', [8]], ['language_model.lm_head.weight', [32, 8]],
+      ['vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight', [12, 12]], ['vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight', [24, 12]],
+      ['vision_tower.vision_model.post_layernorm.weight', [12]], ['multi_modal_projector.linear_1.weight', [8, 12]], ['multi_modal_projector.linear_2.weight', [8, 8]],
+      ['image_newline', [8]],
+    ],
+    linears: ([
+      ['language_model.model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'], ['language_model.model.layers.0.mlp.down_proj', 'model.language_model.layers.0.mlp.down_proj'],
+      ['vision_tower.vision_model.encoder.layers.0.self_attn.q_proj', 'model.vision_tower.vision_model.encoder.layers.0.self_attn.q_proj'],
+      ['vision_tower.vision_model.encoder.layers.0.mlp.fc1', 'model.vision_tower.vision_model.encoder.layers.0.mlp.fc1'],
+      ['multi_modal_projector.linear_1', 'model.multi_modal_projector.linear_1'], ['language_model.lm_head', 'lm_head'],
+    ] as const).map(([old, renamed]): Linear => [naming === 'new' ? renamed : old, `${old}.weight`]),
+  })),
   {
     title: "Phi-4-multimodal in transformers' classes (Phi4MultimodalForCausalLM): fused qkv_proj and gate_up_proj, the image encoder",
     config: { architectures: ['Phi4MultimodalForCausalLM'], model_type: 'phi4_multimodal', hidden_size: 8, tie_word_embeddings: true },
@@ -528,6 +550,27 @@ const FAMILIES: Family[] = [
     base: qwen3vl,
     linears: same(['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.mlp.down_proj', 'model.visual.blocks.0.attn.qkv', 'model.visual.blocks.0.mlp.linear_fc1',
       'model.visual.merger.linear_fc1', 'model.visual.deepstack_merger_list.0.linear_fc2']),
+  },
+  {
+    // Qwen/Qwen3-VL-30B-A3B-Instruct ships its experts fused and stored (E, in, out) under the refactored names; a LoRA
+    // trained on transformers 4.57 (router mlp.gate an nn.Linear there) by PEFT 0.17.1: lora_A (r·E, inter), lora_B (hidden, r·E).
+    title: 'Qwen3-VL-MoE 30B-A3B (Qwen3VLMoeForConditionalGeneration, untied head): attention, router, target_parameters on the fused (E, in, out) down_proj, vision blocks, mergers',
+    config: {
+      architectures: ['Qwen3VLMoeForConditionalGeneration'], model_type: 'qwen3_vl_moe', tie_word_embeddings: false,
+      text_config: { model_type: 'qwen3_vl_moe_text', hidden_size: 8, moe_intermediate_size: 6, num_experts: 4, num_experts_per_tok: 2, tie_word_embeddings: false },
+      vision_config: { model_type: 'qwen3_vl_moe', deepstack_visual_indexes: [0] },
+    },
+    base: [
+      ['model.language_model.embed_tokens.weight', [32, 8]], ['model.language_model.layers.0.self_attn.q_proj.weight', [16, 8]], ['model.language_model.layers.0.self_attn.k_norm.weight', [4]],
+      ['model.language_model.layers.0.mlp.gate.weight', [4, 8]],
+      // Qwen3VLMoeTextExperts as the checkpoint stores them: gate_up_proj (E, hidden, 2·inter), down_proj (E, inter, hidden).
+      ['model.language_model.layers.0.mlp.experts.gate_up_proj', [4, 8, 12]], ['model.language_model.layers.0.mlp.experts.down_proj', [4, 6, 8]],
+      ['model.language_model.norm.weight', [8]], ['model.visual.blocks.0.attn.qkv.weight', [24, 8]], ['model.visual.merger.linear_fc1.weight', [32, 32]],
+      ['model.visual.deepstack_merger_list.0.linear_fc2.weight', [8, 32]], ['lm_head.weight', [32, 8]],
+    ],
+    linears: same(['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.mlp.gate', 'model.visual.blocks.0.attn.qkv', 'model.visual.merger.linear_fc1',
+      'model.visual.deepstack_merger_list.0.linear_fc2', 'lm_head']),
+    params: [['model.language_model.layers.0.mlp.experts', 'down_proj', 'model.language_model.layers.0.mlp.experts.down_proj']],
   },
   {
     title: 'Qwen3-VL 2B as mlx-vlm converts it (language_model.model., vision_tower., format mlx), a PEFT LoRA in transformers\' names',

@@ -245,6 +245,8 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   // The text-only class's names (Gemma3nForCausalLM, Llama4ForCausalLM) on the multimodal checkpoint.
   ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Qwen3_5ForConditionalGeneration', 'qwen3_5', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
@@ -344,7 +346,7 @@ describe('a Gemma3ForCausalLM adapter on a Gemma3ForConditionalGeneration checkp
  * lands on the language model; the Llama 4 vision encoder's `vision_model.model.layers.N…`, whose
  * tail is the same, stays untouched.
  */
-describe('a text-only class\'s adapter (Llama4ForCausalLM, Gemma3nForCausalLM) on its multimodal checkpoint', () => {
+describe('a text-only class\'s adapter (Llama4ForCausalLM, Gemma3nForCausalLM, Qwen3_5ForCausalLM) on its multimodal checkpoint', () => {
   const cases: { title: string; config: object; base: FixtureTensor[]; languageModel: string; modules: [path: string, out: number, inF: number, r: number][] }[] = [
     {
       // meta-llama/Llama-4-Scout-17B-16E-Instruct's names; experts fused (E, hidden, 2·inter) as the checkpoint stores them.
@@ -394,6 +396,34 @@ describe('a text-only class\'s adapter (Llama4ForCausalLM, Gemma3nForCausalLM) o
       ],
       languageModel: 'model.language_model.',
       modules: [['model.layers.0.self_attn.q_proj', 8, 8, 2], ['model.layers.0.mlp.down_proj', 8, 12, 1], ['model.layers.0.laurel.linear_left', 2, 8, 2]],
+    },
+    {
+      // Qwen/Qwen3.5-9B's names (saved in the refactored tree): layer 0 a Gated DeltaNet (linear_attn), layer 3 full attention;
+      // its vision blocks share no suffix, but its merger's linear_fc1 ends as a layer's would not. Trained on Qwen3_5ForCausalLM.
+      title: 'Qwen3.5 (Qwen3_5ForConditionalGeneration)',
+      config: {
+        architectures: ['Qwen3_5ForConditionalGeneration'], model_type: 'qwen3_5', torch_dtype: 'bfloat16', tie_word_embeddings: false,
+        text_config: { model_type: 'qwen3_5_text', hidden_size: 8, vocab_size: 32, layer_types: ['linear_attention', 'linear_attention', 'linear_attention', 'full_attention'] },
+        vision_config: { model_type: 'qwen3_5', hidden_size: 8 },
+      },
+      base: [
+        t('model.language_model.embed_tokens.weight', [32, 8]),
+        t('model.language_model.layers.0.linear_attn.in_proj_qkv.weight', [24, 8]),
+        t('model.language_model.layers.0.linear_attn.in_proj_z.weight', [8, 8]),
+        t('model.language_model.layers.0.linear_attn.out_proj.weight', [8, 8]),
+        t('model.language_model.layers.0.mlp.gate_proj.weight', [12, 8]),
+        t('model.language_model.layers.3.self_attn.q_proj.weight', [16, 8]),
+        t('model.language_model.norm.weight', [8]),
+        t('model.visual.blocks.0.attn.qkv.weight', [24, 8]),
+        t('model.visual.blocks.0.mlp.linear_fc1.weight', [16, 8]),
+        t('model.visual.merger.linear_fc1.weight', [32, 32]),
+        t('lm_head.weight', [32, 8]),
+      ],
+      languageModel: 'model.language_model.',
+      modules: [
+        ['model.layers.0.linear_attn.in_proj_qkv', 24, 8, 2], ['model.layers.0.linear_attn.in_proj_z', 8, 8, 1], ['model.layers.0.linear_attn.out_proj', 8, 8, 2],
+        ['model.layers.0.mlp.gate_proj', 12, 8, 3], ['model.layers.3.self_attn.q_proj', 16, 8, 2],
+      ],
     },
   ];
 

@@ -127,9 +127,11 @@ export interface AdapterModule {
    * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on
    * its own slice (the plan decides which axis is which, formats/fused-experts.ts). `converted`:
    * PEFT's conversion of a per-expert adapter for transformers 5 wrote these factors, laid out for
-   * W[e] += up_e·down_e whatever peft_version says (formats/peft-parameters.ts).
+   * W[e] += up_e·down_e whatever peft_version says (formats/peft-parameters.ts). `maybeConverted`:
+   * a `down_proj` named bare in target_parameters, as that conversion writes it, with no other mark
+   * of it, so the factors may be laid out either way where the version says (B_e·A_e)ᵀ.
    */
-  experts?: { count: number; peftVersion: string | null; converted?: true };
+  experts?: { count: number; peftVersion: string | null; converted?: true; maybeConverted?: true };
   /** Settings of the training method that the update depends on (PEFT OFT's Cayley form, …). */
   options?: Readonly<Record<string, number | boolean>>;
   /**

@@ -470,6 +470,11 @@ function buildParameterModule(adapter: string, key: string, path: string, set: F
     module.experts = { count: experts, peftVersion: config.peftVersion };
     if (convertedForTransformers5(config.raw, config.r, config.loraAlpha, config.peftVersion)) {
       module.experts.converted = true;
+    } else if (/(^|\.)experts\.down_proj$/.test(path) && config.targetParameters.includes('down_proj')) {
+      // What PEFT's conversion writes for a per-expert down_proj (w2) alone, with no other mark.
+      module.experts.maybeConverted = true;
+    }
+    if (module.experts.converted) {
       // The conversion doubles r and α on gate_up_proj to keep α/r; under rsLoRA PEFT then scales by
       // 2α/√(2r), √2 times the α/√r each expert's gate and up were trained with before it.
       if (config.useRslora && /\.gate_up_proj$/.test(path)) {

@@ -7,9 +7,12 @@
  * - `e-i-o`: W[e] += (B_e·A_e)ᵀ, so A is (r·E, d1) and B is (d2, r·E).
  * PEFT before 0.19 always used `e-i-o`; from 0.19.1 it uses `e-o-i` unless the expert module says
  * its tensors are stored (E, in, out) (`is_transposed`, gpt-oss), and 0.19.0 had the two the wrong
- * way round. The factors' shapes decide when d1 ≠ d2; a square tensor needs the version, except
- * for factors PEFT's conversion of a per-expert adapter for transformers 5 wrote (`e-o-i` on the
- * (E, out, in) tensors it converts, whatever peft_version the re-saved config kept).
+ * way round (formByVersion: the commits, and the dev builds that do not say which). The factors'
+ * shapes decide when d1 ≠ d2; a square tensor needs the version, except for factors PEFT's
+ * conversion of a per-expert adapter for transformers 5 wrote (`e-o-i` on the (E, out, in) tensors
+ * it converts, whatever peft_version the re-saved config kept); a lone `down_proj` that conversion
+ * may have written (AdapterModule.experts.maybeConverted) under a version that wrote `e-i-o` itself
+ * is refused.
  *
  * The merge views W as (E·d1) × d2 and adds one rank-r term per expert on its d1 rows: `e-o-i`
  * with B_e and A_e as they are, `e-i-o` with Aᵀ_e as the left factor and Bᵀ_e as the right. A
@@ -56,7 +59,8 @@ export function storesExpertsInOut(architectures: readonly string[]): boolean {
   return architectures.some((a) => TRANSPOSED_EXPERTS.has(a));
 }
 
-export type ExpertFit = { ok: true; split: ExpertSplit } | { ok: false; ambiguous: boolean; message: string };
+/** `note`: what the merge took on trust (a warning for the plan). */
+export type ExpertFit = { ok: true; split: ExpertSplit; note?: string } | { ok: false; ambiguous: boolean; message: string };
 
 /**
  * Which layout a module's factors have on a base tensor of `shape`: the parameter itself (E, d1,
@@ -104,29 +108,84 @@ export function fitExperts(module: AdapterModule, shape: readonly number[], stor
   }
   // PEFT's conversion for transformers 5 lays the factors out as its own ParamWrapper (≥ 0.19.1) reads
   // them on the (E, out, in) tensors it converts, under the version the adapter was first saved with.
-  let form: ExpertForm | undefined = fits.length === 1 ? fits[0] : experts.converted && !storedInOut ? 'e-o-i' : formByVersion(experts.peftVersion, storedInOut);
-  if (form === undefined) {
-    return {
-      ok: false, ambiguous: true,
-      message: `the base tensor ${fmt(shape)} is square per expert, so its factors fit both W[e] += B_e·A_e and W[e] += (B_e·A_e)ᵀ; ` +
-        'PEFT chose by its version, which the adapter_config.json does not record (peft_version)',
-    };
+  let form: ExpertForm;
+  let note: string | undefined;
+  if (fits.length === 1) form = fits[0];
+  else if (experts.converted && !storedInOut) form = 'e-o-i';
+  else {
+    const read = formByVersion(experts.peftVersion, storedInOut);
+    const square = `the base tensor ${fmt(shape)} is square per expert, so its factors fit both W[e] += B_e·A_e and W[e] += (B_e·A_e)ᵀ; PEFT chose by its version`;
+    if (typeof read !== 'string') return { ok: false, ambiguous: true, message: `${square}, ${read.why}` };
+    if (read === 'e-i-o' && experts.maybeConverted && !storedInOut) {
+      return {
+        ok: false, ambiguous: true,
+        message: `${square}: PEFT ${experts.peftVersion} wrote (B_e·A_e)ᵀ for a LoRA it trained on this parameter, but PEFT's conversion of a per-expert adapter for transformers 5 writes B_e·A_e and keeps the version the adapter was first saved with, and target_parameters "down_proj" is what that conversion writes: ` +
+          'if PEFT trained the adapter on this parameter, name it "experts.down_proj" in target_parameters; if it was converted, set peft_version to 0.19.1',
+      };
+    }
+    form = read;
+    // PEFT ≥ 0.19 takes the layout from the expert module's `is_transposed`, which transformers 4's
+    // gpt-oss lacks, and transformers 5's patch_moe_parameter_targeting (run by its load_adapter on a
+    // model with a conversion mapping) swaps the features of any down_proj / gate_up_proj first, which
+    // PEFT 0.19.0 reads on every expert module and 0.19.1 on transposed ones.
+    const v = experts.peftVersion;
+    const other = form === 'e-o-i' ? '(B_e·A_e)ᵀ' : 'B_e·A_e';
+    const when = storedInOut && atLeast(v, 0, 19)
+      ? `on transformers 4 (no is_transposed)${before019x1(v) ? '' : " or where transformers' patch_moe_parameter_targeting was active in the training process"}`
+      : !storedInOut && atLeast(v, 0, 19) && before019x1(v) ? "where transformers' patch_moe_parameter_targeting was active in the training process" : undefined;
+    if (when) {
+      note = `the base tensor ${fmt(shape)} is square per expert, so the factors do not say their layout: read as PEFT ${v} writes it on transformers 5, W[e] += ${form === 'e-o-i' ? 'B_e·A_e' : '(B_e·A_e)ᵀ'}; that PEFT wrote ${other} ${when}`;
+    }
   }
   const split: ExpertSplit = { count: experts.count, rank: r, form, rowsPerExpert };
   if (laidOut?.transposed) split.transposed = true;
   if (laidOut?.rows) split.rows = laidOut.rows;
   if (laidOut?.expert !== undefined) split.only = laidOut.expert;
-  return { ok: true, split };
+  return note ? { ok: true, split, note } : { ok: true, split };
 }
 
-function formByVersion(version: string | null, transposed: boolean): ExpertForm | undefined {
-  const v = version === null ? null : /^(\d+)\.(\d+)\.(\d+)/.exec(version);
-  if (!v) return undefined;
+/**
+ * The layout PEFT's ParamWrapper of this `peft_version` writes: (B_e·A_e)ᵀ up to 0.18 (from
+ * target_parameters' start, 0.16.1.dev0); from commit 5356277 (2026-04-01, still 0.18.2.dev0) and in
+ * 0.19.0 B_e·A_e on experts marked `is_transposed`, else (B_e·A_e)ᵀ; from commit e84dd8f (2026-04-16,
+ * 0.19.1.dev0) and 0.19.1 on the other way round. A dev version (`0.19.1.dev0@<commit>`) of a
+ * span in which the layout changed does not say which: `why`, what to do.
+ */
+function formByVersion(version: string | null, transposed: boolean): ExpertForm | { why: string } {
+  const what = 'set peft_version in adapter_config.json to the PEFT release whose layout the one that trained it had';
+  if (version === null) return { why: `which the adapter_config.json does not record (peft_version; PEFT 0.17 wrote none and used (B_e·A_e)ᵀ): ${what}` };
+  const v = /^(\d+)\.(\d+)\.(\d+)(\.?dev\d*)?/.exec(version);
+  if (!v) return { why: `and peft_version "${version}" is no PEFT version: ${what}` };
   const [major, minor, patch] = [Number(v[1]), Number(v[2]), Number(v[3])];
   const before = (m: number, n: number, p: number) => major < m || (major === m && (minor < n || (minor === n && patch < p)));
-  if (before(0, 19, 0)) return 'e-i-o';
+  const dev = v[4] !== undefined;
+  // Dev builds are numbered for the release that follows them: 0.18.2.dev0 led to 0.19.0, 0.19.1.dev0 to 0.19.1.
+  if (dev && !before(0, 18, 2) && before(0, 19, 1) && transposed) {
+    return { why: `and peft_version "${version}" is a development build from before PEFT 0.19.0, in which ParamWrapper turned from (B_e·A_e)ᵀ to B_e·A_e on experts stored (E, in, out) (commit 5356277, 2026-04-01): set peft_version in adapter_config.json to 0.18.1 if the build is older than that commit, else to 0.19.0` };
+  }
+  if (dev && major === 0 && minor === 19 && patch === 1) {
+    return { why: `and peft_version "${version}" is a development build from between PEFT 0.19.0 and 0.19.1, which swapped ParamWrapper's two layouts (commit e84dd8f, 2026-04-16): set peft_version in adapter_config.json to 0.19.0 if the build is older than that commit, else to 0.19.1` };
+  }
+  if (before(0, 19, 0) || (dev && before(0, 19, 1))) return 'e-i-o';
   if (before(0, 19, 1)) return transposed ? 'e-o-i' : 'e-i-o';
   return transposed ? 'e-i-o' : 'e-o-i';
+}
+
+function versionOf(version: string | null): [number, number, number] | undefined {
+  const v = version === null ? null : /^(\d+)\.(\d+)\.(\d+)/.exec(version);
+  return v ? [Number(v[1]), Number(v[2]), Number(v[3])] : undefined;
+}
+
+/** Whether `version` is major.minor or later (dev builds of major.minor.0 included). */
+function atLeast(version: string | null, major: number, minor: number): boolean {
+  const v = versionOf(version);
+  return v !== undefined && (v[0] > major || (v[0] === major && v[1] >= minor));
+}
+
+/** Whether `version` is 0.19.0 (or a build numbered before 0.19.1). */
+function before019x1(version: string | null): boolean {
+  const v = versionOf(version);
+  return v !== undefined && v[0] === 0 && v[1] === 19 && v[2] < 1;
 }
 
 /**

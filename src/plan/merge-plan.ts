@@ -561,6 +561,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
             continue;
           }
           experts = fit.split;
+          if (fit.note) warnings.push(`${adapter.name}: module "${moduleName}": on ${baseKey}: ${fit.note}`);
           const rows = (fit.split.only === undefined ? fit.split.count : 1) * fit.split.rowsPerExpert;
           const cols = info.shape[info.shape.length - 1];
           view = { rows, cols, layout: 'out-in', outFeatures: rows, inFeatures: cols };

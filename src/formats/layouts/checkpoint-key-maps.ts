@@ -100,6 +100,20 @@ const GEMMA3N: CheckpointKeyMap = {
 };
 
 /**
+ * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
+ * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
+ * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
+ * loads that language model into the text class by removing the `language_model` prefix
+ * (conversion_mapping.py, "qwen3_5_text": PrefixChange(prefix_to_remove="language_model"), which
+ * "qwen3_5_moe_text" copies), so an adapter trained on it names `model.layers.N…`; only keys starting
+ * `model.` outside the multimodal model's two parts are rewritten.
+ */
+const QWEN35: CheckpointKeyMap = {
+  family: 'Qwen3.5',
+  rules: [[/^model(?=\.)(?!\.(language_model|visual)(\.|$))/, 'model.language_model']],
+};
+
+/**
  * Not a transformers conversion either: the Thinker class's names on an Omni checkpoint (Qwen2.5-Omni's
  * and Qwen3-Omni's: the thinker under `thinker.` — `thinker.model.layers.N…`, `thinker.visual.`,
  * `thinker.audio_tower.`, `thinker.lm_head` — beside the talker's `talker.model.layers.N…` and the
@@ -115,7 +129,7 @@ const OMNI_THINKER: KeyRule = [/^(?=(model|visual|audio_tower|lm_head)(\.|$))/, 
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, and the multimodal classes whose language model transformers also
- * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4) or whose thinker it loads
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
@@ -184,6 +198,8 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
   Gemma3nForConditionalGeneration: GEMMA3N,
   Llama4ForConditionalGeneration: LLAMA4,
+  Qwen3_5ForConditionalGeneration: QWEN35,
+  Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },
   // The thinker alone (its class's names) on an Omni checkpoint; Qwen2.5-Omni's first releases say Qwen2_5OmniModel.
   Qwen2_5OmniForConditionalGeneration: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
   Qwen2_5OmniModel: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
