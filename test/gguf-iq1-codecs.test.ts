@@ -20,7 +20,7 @@ import { gaussian } from './helpers/svd-reference.js';
 
 interface Golden {
   tables: number;
-  blocks: { name: string; x: string; qw: string; IQ1_S: string | null; IQ1_M: string | null }[];
+  blocks: { name: string; x: string; qw: string; IQ1_S: string | null; IQ1_M: string | null; IQ1_M_unweighted: string | null }[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq1-golden.json', import.meta.url), 'utf8')) as Golden;
 
@@ -64,6 +64,19 @@ describe.each(['IQ1_S', 'IQ1_M'] as const)('%s golden blocks from ggml-quants.c 
       qw.set(f32FromHex(b.qw), i * 256);
     });
     expect(hex(encode(type, x, qw))).toBe(ok.map((b) => b[type]).join(''));
+  });
+});
+
+describe('IQ1_M golden blocks from ggml-quants.c without importance weights (quant_weights NULL: x² weights, what llama-quantize runs for token_embd.weight and output.weight without an importance matrix)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const out = new Uint8Array(56);
+    if (b.IQ1_M_unweighted === null) {
+      expect(() => encodeIq1MRow(x, out, undefined)).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+    } else {
+      encodeIq1MRow(x, out, undefined);
+      expect(hex(out)).toBe(b.IQ1_M_unweighted);
+    }
   });
 });
 
@@ -182,5 +195,52 @@ describe('loramerge merge --imatrix on an IQ1_S llama', () => {
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ1_M', 'IQ1_S']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
     expect(Buffer.from(got.tensors[1].data).equals(Buffer.from(q))).toBe(true);
+  });
+});
+
+describe('loramerge merge without --imatrix on a llama whose token_embd, output and attn_v are IQ1_M', () => {
+  // llama-quant.cpp's tensor_requires_imatrix exempts token_embd.weight and output.weight (and
+  // per_layer_token_embd.weight), and ggml's quantize_iq1_m runs without weights (x²), so
+  // llama-quantize writes those two IQ1_M with no importance matrix; attn_v it refuses
+  // ("Missing importance matrix for tensor"), and loramerge writes the merged attn_v F16.
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const [h, vocab] = [256, 16];
+  const blocks = (n: number, seed: number) => {
+    const r = seededRandom(seed);
+    const x = Float32Array.from({ length: 256 * n }, () => 0.02 * gaussian(r));
+    return encode('IQ1_M', x, new Float32Array(256 * n).fill(1));
+  };
+  const names = ['token_embd.weight', 'blk.0.attn_v.weight', 'output.weight'];
+  const data = names.map((_, i) => blocks(vocab, 40 + i));
+  const base = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 31 }]],
+    tensors: names.map((name, i) => ({ name, type: 'IQ1_M', ne: [h, vocab], data: data[i] })),
+  });
+  const lora = ggufLoraAdapter([
+    { tensor: 'token_embd.weight', rank: 2, in: vocab, out: h, aType: 'F32', bType: 'F32' },
+    { tensor: 'blk.0.attn_v.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+    { tensor: 'output.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+  ], 2, 11);
+
+  it('writes the merged token_embd and output IQ1_M as quantize_iq1_m does without weights, the merged attn_v F16', async () => {
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes });
+    const merge = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+    // The merged values before quantization: the same merge written as f32.
+    const f32 = await merge('f32.gguf', '--dtype', 'f32');
+    expect(f32.code, f32.stderr).toBe(0);
+    const values = readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors;
+    const r = await merge('m.gguf');
+    expect(r.code, r.stderr).toBe(0);
+    const got = readGguf(readFileSync(join(dir, 'm.gguf')));
+    expect(got.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([['token_embd.weight', 'IQ1_M'], ['blk.0.attn_v.weight', 'F16'], ['output.weight', 'IQ1_M']]);
+    for (const i of [0, 2]) {
+      const x = new Float32Array(Uint8Array.from(values[i].data).buffer);
+      const want = new Uint8Array(56 * vocab);
+      encodeIq1MRow(x, want, undefined);
+      expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(want)), names[i]).toBe(true);
+      expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(data[i])), `${names[i]} changed`).toBe(false);
+    }
+    expect(r.stderr).toContain('(1 IQ1_M: blk.0.attn_v.weight) are written as F16');
   });
 });

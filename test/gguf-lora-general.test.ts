@@ -5,12 +5,12 @@
  * get_total_parameter_count, which counts a LoRA's pairs as out × A's last numpy dim, negated).
  * Each expectation below is worked out by hand from those functions, written plainly.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idComponents, idToTitle } from '../src/formats/gguf/gguf-lora-card.js';
 import { convertLora } from '../src/node.js';
-import { runCli } from './helpers/cli.js';
+import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { readGguf } from './helpers/gguf-builder.js';
 import { LLAMA, splitF16Llama } from './helpers/gguf-models.js';
@@ -114,12 +114,117 @@ describe("convert writes convert_lora_to_gguf.py's general.* keys", () => {
     ]);
   });
 
-  it('a README.md front matter beyond plain keys and strings (a base_model entry that is a mapping): its keys are not written, a warning says so; the folder name still is', async () => {
-    const readme = ['---', 'base_model:', '- name: Llama', '  repo_url: https://example.com', '---'].join('\n');
-    const { keys, stderr } = await convert('my-adapter', { 'README.md': readme });
-    expect(head(keys).filter(([k]) => k.startsWith('general.') && k !== 'general.architecture' && k !== 'general.type')).toEqual([['general.name', 'My Adapter']]);
-    expect(stderr).toMatch(/\nwarning: \S*my-adapter: README\.md front matter "base_model" is not a plain string or list of strings, so the GGUF gets none of the general\.\* keys convert_lora_to_gguf\.py takes from it \(only those from the folder's name\)\n/);
+  it("a Llama 3 card's front matter (license other + license_name/link, a folded gated prompt, nested gated fields with a quoted key, base_model as a list, language): its keys, with the folder's", async () => {
+    const readme = [
+      '---', 'license: other', 'license_name: llama3', 'license_link: LICENSE', 'extra_gated_prompt: >-',
+      '  ### META LLAMA 3 COMMUNITY LICENSE AGREEMENT', '', '  Meta Llama 3 Version Release Date: April 18, 2024',
+      'extra_gated_fields:', '  First Name: text', '  Date of birth: date_picker', '  "I accept the terms": checkbox', '  geo: ip_location',
+      'extra_gated_button_content: Submit', 'base_model:', '- meta-llama/Meta-Llama-3-8B', 'language:', '- en',
+      'pipeline_tag: text-generation', '---', '', '# Model card',
+    ].join('\n');
+    const { keys } = await convert('Llama-3-8B-Instruct-lora-v0.2', { 'README.md': readme });
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      // The folder: Llama · 3 (version, in the basename) · 8B (size: 8e9 ≥ 8448) · Instruct (finetune) · lora (dropped) · v0.2 (version).
+      ['general.name', 'Llama 3 8B Instruct Lora v0.2'],
+      ['general.version', 'v0.2'],
+      ['general.finetune', 'Instruct'],
+      ['general.basename', 'Llama-3'],
+      ['general.size_label', '8B'],
+      ['general.license', 'other'],
+      ['general.license.name', 'llama3'],
+      ['general.license.link', 'LICENSE'],
+      ['general.base_model.count', 1],
+      ['general.base_model.0.name', 'Meta Llama 3 8B'],
+      ['general.base_model.0.organization', 'Meta Llama'],
+      ['general.base_model.0.repo_url', 'https://huggingface.co/meta-llama/Meta-Llama-3-8B'],
+      ['general.tags', ['text-generation']],
+      ['general.languages', ['en']],
+      ['adapter.lora.alpha', 16],
+    ]);
   });
+
+  it('base_model entries that are mappings are written as they are (name, author, a block-scalar description, repo_url), beside an id and an entry of no known kind (counted, empty)', async () => {
+    const readme = [
+      '---', 'base_model:', '- name: Llama', '  repo_url: https://example.com', '  author: Meta', '  description: |', '    The base.', '    Two lines.',
+      '- meta-llama/Llama-3.1-8B', '- 42', 'description: |', '  A LoRA.', '  Second line.', '"name": "My LoRA"', "'author': Jane", 'version: v1.2',
+      'license: [mit, apache-2.0]', 'model-index:', '- name: qlora-out', '  results: []', '---',
+    ].join('\n');
+    const { keys } = await convert('my-adapter', { 'README.md': readme });
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      ['general.name', 'My LoRA'],
+      ['general.author', 'Jane'],
+      ['general.version', 'v1.2'],
+      ['general.description', 'A LoRA.\nSecond line.\n'],
+      ['general.license', 'mit,apache-2.0'],
+      ['general.base_model.count', 3],
+      // A mapping's keys in set_gguf_meta_model's order: name, author, version, organization, description, url, doi, uuid, repo_url.
+      ['general.base_model.0.name', 'Llama'],
+      ['general.base_model.0.author', 'Meta'],
+      ['general.base_model.0.description', 'The base.\nTwo lines.\n'],
+      ['general.base_model.0.repo_url', 'https://example.com'],
+      // meta-llama/Llama-3.1-8B: 3.1 stays in the basename, so no version.
+      ['general.base_model.1.name', 'Llama 3.1 8B'],
+      ['general.base_model.1.organization', 'Meta Llama'],
+      ['general.base_model.1.repo_url', 'https://huggingface.co/meta-llama/Llama-3.1-8B'],
+      // 42 is an int: "not in a known format", an empty entry.
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+
+  it('YAML 1.1 values that are no strings but Python-false (version: 0, name: no) write nothing and keep the folder\'s out, as gguf-py does', async () => {
+    const { keys } = await convert('Llama-3-8B-v2', { 'README.md': ['---', 'version: 0', 'name: no', '---'].join('\n') });
+    // No general.name and no general.version: the card's 0 and False are not None, so the folder's "Llama 3 8B v2" and "v2" never fill them.
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      ['general.basename', 'Llama-3'],
+      ['general.size_label', '8B'],
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+
+  it("generation_config.json's sampling settings: general.sampling.* first (float32 and int32 as gguf-py packs them), then the rest", async () => {
+    const generation = JSON.stringify({ do_sample: true, temperature: 0.6, top_p: 0.9, top_k: 20, min_p: 0, bos_token_id: 1, penalty_last_n: null });
+    const { keys } = await convert('my-adapter', { 'generation_config.json': generation });
+    expect(head(keys)).toEqual([
+      ['general.architecture', 'llama'], ['general.type', 'adapter'], ['adapter.type', 'lora'],
+      ['general.sampling.top_k', 20],
+      ['general.sampling.top_p', Math.fround(0.9)],
+      ['general.sampling.min_p', 0],
+      ['general.sampling.temp', Math.fround(0.6)],
+      ['general.name', 'My Adapter'],
+      ['adapter.lora.alpha', 16],
+    ]);
+  });
+});
+
+describe('convert refuses where convert_lora_to_gguf.py stops on the folder', () => {
+  const cases: [string, Record<string, string>, string][] = [
+    ['a YAML 1.1 float as version', { 'README.md': '---\nversion: 1.0\n---\n' },
+      'README.md front matter "version" is the number 1.0, not a string, and convert_lora_to_gguf.py stops on it (gguf-py writes general.version only from a string); fix or remove the file'],
+    ['a mapping entry with a number', { 'README.md': '---\ndatasets:\n- name: Mine\n  version: 2\n---\n' },
+      'README.md front matter "datasets" entry 0\'s "version" is the number 2, not a string, and convert_lora_to_gguf.py stops on it (gguf-py writes general.dataset.0.version only from a string); fix or remove the file'],
+    ['a tag safe_load refuses', { 'README.md': '---\nfoo: !custom bar\n---\n' },
+      "README.md front matter has the tag !custom, which PyYAML's safe_load refuses, and convert_lora_to_gguf.py stops on it; fix or remove the file"],
+    ['top_k written as a float', { 'generation_config.json': '{"top_k": 40.0}' },
+      'generation_config.json "top_k" is 40 written as a float, not an integer, and convert_lora_to_gguf.py stops on it (gguf-py writes general.sampling.top_k as a int32); fix or remove the file'],
+  ];
+  for (const [what, extra, message] of cases) {
+    it(`${what}: one line, nothing written`, async () => {
+      const base = splitF16Llama();
+      const files = Object.fromEntries(Object.entries(peftFolder(extra)).map(([k, v]) => [`my-adapter/${k}`, v]));
+      const dir = temp.make({ ...base.files, ...files });
+      const out = join(dir, 'lora.gguf');
+      const run = await runCli(['convert', '--adapter', join(dir, 'my-adapter'), '--base', join(dir, BASE_PART), '--out', out]);
+      expect(run.code).not.toBe(0);
+      const lines = errorLines(run.stderr);
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(`my-adapter: ${message}`);
+      expect(run.stderr).not.toMatch(/\n\s+at /);
+      expect(existsSync(out)).toBe(false);
+    });
+  }
 });
 
 /** The adapter's files as a page's input gives them: loose (no webkitRelativePath), or picked as the folder `folder`. */

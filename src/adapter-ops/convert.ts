@@ -50,6 +50,9 @@ export function ggufOutType(adapter: ParsedAdapter, outtype: GgufOutType): { dty
 export async function convertAdapter(
   adapter: ParsedAdapter, format: OutputFormat, run: { signal?: AbortSignal; onProgress?: ProgressListener } = {}, outtype?: GgufOutType, card?: GgufLoraCard,
 ): Promise<OpResult> {
+  // Where convert_lora_to_gguf.py stops on the folder's README.md, config.json or generation_config.json, so does this.
+  const problem = card && ggufCardProblem(card);
+  if (problem) throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: ${problem}; fix or remove the file`);
   const groups = collectModules([adapter], format, 'convert');
   const modules: WrittenModule[] = [];
   const report: ModuleReport[] = [];
@@ -72,11 +75,7 @@ export async function convertAdapter(
     loramerge_command: 'convert',
     loramerge_sources: JSON.stringify([{ adapter: adapter.name, format: adapter.format }]),
   }, 'converted');
-  if (card) {
-    result.adapter = { ...result.adapter, card };
-    const problem = ggufCardProblem(card.readme);
-    if (problem) result.warnings.push(`${adapter.name}: ${problem}, so the GGUF gets none of the general.* keys convert_lora_to_gguf.py takes from it (${card.folder !== undefined ? "only those from the folder's name" : 'nor any folder name: the files were given without their folder'})`);
-  }
+  if (card) result.adapter = { ...result.adapter, card };
   if (outtype === undefined) return result;
   const { ggufType: _kept, ...rest } = result.adapter;
   return { ...result, adapter: { ...rest, ...ggufOutType(adapter, outtype) } };
@@ -84,11 +83,11 @@ export async function convertAdapter(
 
 /**
  * The adapter's folder as convert_lora_to_gguf.py reads it for a GGUF's general.* keys
- * (gguf-lora-card.ts): the folder's name, its README.md and config.json. A lone file, which the
+ * (gguf-lora-card.ts): the folder's name, its README.md, config.json and generation_config.json. A lone file, which the
  * script does not take, is named by its file name less the extension. Files given without their
  * folder (a set whose name is only a label, InputFileSet.namesFolder) give no folder name: the
- * script always has a folder, and a label such as "selected files" names no adapter. A README.md
- * or config.json that cannot be read as text is left out.
+ * script always has a folder, and a label such as "selected files" names no adapter. A text file
+ * of these that cannot be read as text is left out.
  */
 export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFolder' | 'list' | 'readText'>): Promise<GgufLoraCard> {
   const listed = files.list();
@@ -100,5 +99,6 @@ export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFo
     folder: lone ? last.replace(/\.[^.]*$/, '') : files.namesFolder ? last : undefined,
     readme: lone ? undefined : await text('README.md'),
     config: lone ? undefined : await text('config.json'),
+    generation: lone ? undefined : await text('generation_config.json'),
   };
 }

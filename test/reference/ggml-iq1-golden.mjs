@@ -62,13 +62,14 @@ const all = valuesAndWeights(cases);
 const run = (type, size) => harnessBlocks(harness, ['q', type], all, cases.length, size);
 const s = run('s', 50);
 const m = run('m', 56);
+const m0 = run('m0', 56);
 const tables = (t) => tablesChecksum(harness, t);
 const [ts, tm] = [tables('s'), tables('m')];
 if (ts !== tm) throw new Error('IQ1_S and IQ1_M tables differ');
 writeFileSync(new URL('./ggml-iq1-golden.json', import.meta.url), JSON.stringify({
-  source: 'ggml-quants.c quantize_iq1_s / quantize_iq1_m with quant_weights (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64, glibc 2.36',
-  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ1_S / IQ1_M: the block ggml writes, hex, or null where ggml aborts; tables: FNV-1a of the harness\'s `tables` dump (the same for both)',
+  source: 'ggml-quants.c quantize_iq1_s / quantize_iq1_m with quant_weights, and quantize_iq1_m without (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64, glibc 2.36',
+  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ1_S / IQ1_M: the block ggml writes, hex, or null where ggml aborts; IQ1_M_unweighted: quantize_iq1_m with quant_weights NULL (x² weights), qw unused; tables: FNV-1a of the harness\'s `tables` dump (the same for both)',
   tables: ts,
-  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ1_S: s[i], IQ1_M: m[i] })),
+  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ1_S: s[i], IQ1_M: m[i], IQ1_M_unweighted: m0[i] })),
 }, null, 1) + '\n');
-console.log('blocks', cases.length, 'aborted (s, m):', s.filter((v) => v === null).length, m.filter((v) => v === null).length);
+console.log('blocks', cases.length, 'aborted (s, m, m0):', s.filter((v) => v === null).length, m.filter((v) => v === null).length, m0.filter((v) => v === null).length);

@@ -1,6 +1,8 @@
 // Reference harness for test/reference/ggml-iq1-golden.json (run by ggml-iq1-golden.mjs): calls
 // ggml's own quantize_iq1_s or quantize_iq1_m (argument s, m) with importance weights (what
-// llama-quantize --imatrix runs), one 256-value block at a time, and prints the tables
+// llama-quantize --imatrix runs), or quantize_iq1_m without them (argument m0: what llama-quantize
+// runs for token_embd.weight or output.weight without an importance matrix), one 256-value block at
+// a time, and prints the tables
 // iq2xs_init_impl builds for IQ1 (`tables s|m`).
 // It holds no ggml code: it #includes ggml-quants.c from a ggml or llama.cpp checkout, e.g.
 //   gcc -O2 -DNDEBUG -ffp-contract=off -std=gnu11 -I<ggml>/include -I<ggml>/src -I<ggml>/src/ggml-cpu \
@@ -23,12 +25,13 @@ const char * ggml_type_name(enum ggml_type t) { (void)t; return "?"; }
 size_t ggml_type_size(enum ggml_type t) { (void)t; return 0; }
 static enum ggml_type type_of(const char * name) {
   if (!strcmp(name, "s")) return GGML_TYPE_IQ1_S;
-  if (!strcmp(name, "m")) return GGML_TYPE_IQ1_M;
+  if (!strcmp(name, "m") || !strcmp(name, "m0")) return GGML_TYPE_IQ1_M;
   exit(2);
 }
 int main(int argc, char ** argv) {
   if (argc < 3) return 2;
   enum ggml_type t = type_of(argv[2]);
+  const int unweighted = !strcmp(argv[2], "m0");
   iq2xs_init_impl(t);
   if (!strcmp(argv[1], "tables")) { // grid levels, map and neighbour lists
     const iq2_entry_t * e = &iq2_data[iq2_data_index(t)];
@@ -55,7 +58,7 @@ int main(int argc, char ** argv) {
     memcpy(xb, x + 512 * b, 256 * 4);
     const float * qw = x + 512 * b + 256;
     if (t == GGML_TYPE_IQ1_S) quantize_iq1_s(xb, y + bs * b, 1, 256, qw);
-    else quantize_iq1_m(xb, y + bs * b, 1, 256, qw);
+    else quantize_iq1_m(xb, y + bs * b, 1, 256, unweighted ? NULL : qw);
   }
   fwrite(y, bs, nb, out); fclose(out);
   fprintf(stderr, "%d aborted\n", aborts);

@@ -15,7 +15,7 @@ import { MergeError } from '../../errors.js';
 import type { ContainerFormat, StoredShard, TensorFileWriter } from '../container.js';
 import { GGUF_OUTPUT_TYPES } from '../output-types.js';
 import { nonFiniteBlockSpan, zeroedBlockValues } from './block-scales.js';
-import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesType } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, PLAIN_CODEC_TYPE_NAMES, writesTypeFor } from './codecs/registry.js';
 import { needsImatrix } from './codecs/iq2.js';
 import { decodeBlocks, encodeBlocks, encodeWeightedBlocks, notWritten } from './gguf-blocks.js';
 import { importanceRows } from './imatrix-rows.js';
@@ -65,7 +65,7 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
    */
   const writtenType = (tensor: { name: string; shape: readonly number[]; type: string }, changed: boolean, requested: string | undefined, weighted = false): string => {
     const type = outputType(tensor, requested);
-    return changed ? readOnlyFallback(type, weighted) : type;
+    return changed ? readOnlyFallback(type, weighted, tensor.name) : type;
   };
   return {
     name: 'gguf',
@@ -208,9 +208,11 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
  * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are written only with an
  * importance matrix (`weighted`), as llama-quantize writes them; without one a merged tensor of one
  * of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
- * dequantized; every other type is written as itself.
+ * dequantized; every other type is written as itself. IQ1_M `tensorName` token_embd.weight,
+ * per_layer_token_embd.weight or output.weight is written as IQ1_M without one, as llama-quantize
+ * writes it (ggml's quantize_iq1_m without weights; needsImportanceFor).
  */
-export function readOnlyFallback(type: string, weighted = false): string {
+export function readOnlyFallback(type: string, weighted = false, tensorName = ''): string {
   const ggml = ggmlTypeByName(type);
-  return ggml && !writesType(ggml, weighted) && blockDecoder(ggml) ? 'F16' : type;
+  return ggml && !writesTypeFor(ggml, weighted, tensorName) && blockDecoder(ggml) ? 'F16' : type;
 }

@@ -13,7 +13,7 @@ import type { MergePlan, PlanProblem, ValueScale } from '../../plan/merge-plan.j
 import type { ParsedAdapter } from '../adapter.js';
 import type { BaseModel, BaseShard, BaseTensor } from '../base-model.js';
 import type { ContainerFormat } from '../container.js';
-import { blockCodec, blockDecoder, DECODER_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, blockDecoder, DECODER_TYPE_NAMES, needsImportanceFor } from './codecs/registry.js';
 import { ggufContainer } from './gguf-container.js';
 import { GGUFValueType } from './gguf-metadata.js';
 import { ggmlRowBytes } from './ggml-types.js';
@@ -355,14 +355,15 @@ class GgufModel implements BaseModel {
       // Written in another type: not re-quantized to its own (the output's warning reports the
       // conversion); a type written only with an importance matrix goes to F16 without one.
       const converted = tensor !== undefined && this.format.outputType(tensor, false, requested) !== type.name;
-      if (!converted && blockCodec(type)?.needsImportance && importance) {
+      const needsImportance = needsImportanceFor(type, this.locate(key).tensor.name);
+      if (!converted && needsImportance && importance) {
         const name = this.locate(key).tensor.name;
         if (!importance.entries.has(name)) continue;
         weightedTypes.set(type.name, (weightedTypes.get(type.name) ?? 0) + 1);
         weighted.push(name);
         continue;
       }
-      if (!converted && blockCodec(type)?.needsImportance) {
+      if (!converted && needsImportance) {
         needImatrixTypes.set(type.name, (needImatrixTypes.get(type.name) ?? 0) + 1);
         needImatrix.push(this.locate(key).tensor.name);
         continue;

@@ -7,7 +7,7 @@
  * would, the merge is refused, naming the tensor.
  */
 import { MergeError } from '../../errors.js';
-import { blockCodec, CODEC_TYPE_NAMES } from './codecs/registry.js';
+import { blockCodec, CODEC_TYPE_NAMES, needsImportanceFor } from './codecs/registry.js';
 import { ggmlTypeByName } from './ggml-types.js';
 import type { ImportanceMatrix } from './imatrix.js';
 
@@ -53,7 +53,7 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
   /** llama-quantize stops on a tensor of a type it writes only with weights when the imatrix has none for it. */
   const needsEntry = (t: ImportanceTarget, why: string) => {
     const written = ggmlTypeByName(t.outType);
-    if (written && blockCodec(written)?.needsImportance && (t.changed || t.outType !== t.type)) {
+    if (written && needsImportanceFor(written, t.name) && (t.changed || t.outType !== t.type)) {
       refuse(`"${t.name}" is written as ${t.outType}, which is quantized only with importance weights, and ${why} (llama-quantize stops there too: "Missing importance matrix for tensor"); write it in another type (--dtype, or --dtype-merged-only), or use an imatrix made for this model`);
     }
   };

@@ -29,4 +29,10 @@ export interface BlockCodec extends BlockDecoder {
    * writes it only with an imatrix (`encodeWeighted`), and `encode` refuses.
    */
   readonly needsImportance?: boolean;
+  /**
+   * With `needsImportance`: ggml's quantizer also runs without weights (IQ1_M: x²), and `encode`
+   * writes that, which llama-quantize runs for the tensors tensor_requires_imatrix exempts
+   * (token_embd.weight, per_layer_token_embd.weight, output.weight) and for no other.
+   */
+  readonly unweightedForEmbeddingAndHead?: boolean;
 }

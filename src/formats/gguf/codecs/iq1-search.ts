@@ -261,9 +261,9 @@ const sumq24 = new Float32Array(4);
  * One row of IQ1_M blocks (56 bytes: 32 bytes of grid indexes' low 8 bits, per 16 values a byte of
  * two 3-bit index tops and two shift signs, four u16 of 3-bit scales whose top nibbles hold the f16
  * d) from `src` and one importance weight per value, as quantize_row_iq1_m_impl writes it with
- * quant_weights.
+ * quant_weights; `qw` undefined: as it writes it with none (token_embd.weight, output.weight).
  */
-export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Array | undefined): void {
   const t = iq1Tables();
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 56) {
     const x0 = b * 256;
@@ -272,7 +272,7 @@ export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
     const sigma2 = f32(f32(2 * sumSquares(src, x0, 256)) / 256);
     for (let ib = 0; ib < 16; ib++) {
       const xb = x0 + 16 * ib;
-      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      iq1MWeights(src, xb, qw, sigma2);
       let max = Math.abs(src[xb]);
       for (let i = 1; i < 16; i++) max = cmax(max, Math.abs(src[xb + i]));
       if (max < EPS_IQ1_M) {
@@ -370,7 +370,7 @@ export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
       sc[ib >> 2] |= l << (3 * (ib % 4));
       out[at + 32 + ib] |= MASKS[shifts[ib]];
       const xb = x0 + 16 * ib;
-      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      iq1MWeights(src, xb, qw, sigma2);
       const qh = out[at + 32 + ib];
       for (let k = 0; k < 2; k++) {
         const xx = shiftOf(shifts[ib], k);
@@ -391,4 +391,10 @@ export function encodeIq1MRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
     sc[3] |= s & 0xf000;
     for (let i = 0; i < 4; i++) putU16(out, at + 48 + 2 * i, sc[i]);
   }
+}
+
+/** quantize_row_iq1_m_impl's weights of the 16 values at `xb`: qw·√(σ² + x²) with importance weights, x² without (its quant_weights NULL). */
+function iq1MWeights(src: Float32Array, xb: number, qw: Float32Array | undefined, sigma2: number): void {
+  if (qw) importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+  else for (let i = 0; i < 16; i++) weight[i] = f32(src[xb + i] * src[xb + i]);
 }

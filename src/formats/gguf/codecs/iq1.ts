@@ -55,16 +55,18 @@ export const IQ1_S_CODEC: BlockCodec = {
 };
 
 /**
- * IQ1_M: decoded as dequantize_row_iq1_m; written only with importance weights, as quantize_iq1_m
- * (iq1-search.ts) with them. ggml's quantize_iq1_m also runs without (weights x²), which
- * llama-quantize uses only for token_embd.weight and output.weight of an IQ1_M mix; loramerge
- * writes IQ1_M only with an importance matrix, as llama-quantize does every other tensor.
+ * IQ1_M: decoded as dequantize_row_iq1_m; written with importance weights, as quantize_iq1_m
+ * (iq1-search.ts) with them. ggml's quantize_iq1_m also runs without (weights x², `encode`), which
+ * llama-quantize runs only for the tensors tensor_requires_imatrix exempts (token_embd.weight,
+ * per_layer_token_embd.weight, output.weight) where it has no weights for them; every other IQ1_M
+ * tensor it (and loramerge) writes only with an importance matrix.
  */
 export const IQ1_M_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ1_M')!,
   needsImportance: true,
-  encode() {
-    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ1_M'));
+  unweightedForEmbeddingAndHead: true,
+  encode(src, out) {
+    encodeIq1MRow(src, out, undefined);
   },
   encodeWeighted(src, out, qw) {
     encodeIq1MRow(src, out, qw);

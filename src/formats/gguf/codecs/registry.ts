@@ -55,6 +55,24 @@ export function writesType(type: GgmlType, weighted: boolean): boolean {
   return codec !== undefined && (weighted || !codec.needsImportance);
 }
 
+/** llama-quant.cpp's tensor_name_match_token_embd and tensor_name_match_output_weight: the tensors tensor_requires_imatrix never holds to an importance matrix. */
+const IMATRIX_EXEMPT_TENSORS: ReadonlySet<string> = new Set(['token_embd.weight', 'per_layer_token_embd.weight', 'output.weight']);
+
+/**
+ * Whether the tensor `tensorName` of `type` needs importance weights to be written, as llama-quantize
+ * holds it to them: a type whose quantizer needs them, unless the tensor is one tensor_requires_imatrix
+ * exempts and ggml's quantizer runs without them (IQ1_M; IQ1_S and IQ2_XXS/XS assert instead).
+ */
+export function needsImportanceFor(type: GgmlType, tensorName: string): boolean {
+  const codec = CODEC_BY_NAME.get(type.name);
+  return codec?.needsImportance === true && !(codec.unweightedForEmbeddingAndHead && IMATRIX_EXEMPT_TENSORS.has(tensorName));
+}
+
+/** {@link writesType} for the tensor `tensorName` ({@link needsImportanceFor}). */
+export function writesTypeFor(type: GgmlType, weighted: boolean, tensorName: string): boolean {
+  return CODEC_BY_NAME.has(type.name) && (weighted || !needsImportanceFor(type, tensorName));
+}
+
 /** The decoder of a type loramerge reads (every type it writes, and more), or undefined. */
 export function blockDecoder(type: GgmlType): BlockDecoder | undefined {
   return DECODER_BY_NAME.get(type.name);
