@@ -30,8 +30,7 @@ import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/resha
 import type { BaseComponent, WeightlessFolder } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
-import { isFlux2 } from '../formats/layouts/flux2-bfl.js';
-import { isHunyuanDit } from '../formats/layouts/hunyuan-video.js';
+import { flux1NamesSharedBy } from '../formats/diffusers-flux-alphas.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -393,6 +392,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     const pastLast: PlanProblem[] = [];
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
+    let sharedFluxNames: { model: string | undefined } | undefined;
     for (const adapterModule of adapter.modules) {
       await pacer.tick();
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
@@ -423,12 +423,11 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         }
         continue;
       }
-      if (module.diffusersFluxAlpha) {
-        const other = locator.baseIs(isHunyuanDit) ? 'HunyuanVideo\'s (or HunyuanImage\'s)' : locator.baseIs(isFlux2) ? 'FLUX.2\'s' : undefined;
-        if (other) {
-          fail('UNSUPPORTED_FORMAT', `has an alpha read by diffusers' FLUX.1 rule (its names are FLUX.1's in diffusers' form, loaded by FluxLoraLoaderMixin), but the base is ${other}, which shares those names and whose diffusers loader leaves .alpha tensors unused; not supported — remove the file's .alpha tensors to merge at scale 1, as that loader does`);
-          continue;
-        }
+      // Names FLUX.1 shares with HunyuanVideo, FLUX.2 and Qwen-Image: on those bases the file is theirs,
+      // and the single-file `.alpha` rule replaces diffusers' FLUX.1 rule read at parse time.
+      if (module.diffusersFluxAlpha && (sharedFluxNames ??= { model: locator.baseIs(flux1NamesSharedBy) }).model) {
+        const { alpha, scale, scaleOrigin } = module.diffusersFluxAlpha;
+        module = { ...module, alpha, scale, scaleOrigin, diffusersFluxAlpha: undefined };
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
       const describe = (target: Placement) => describeTarget(target, placedRows(target, base.tensors.get(target.baseKey)?.shape));

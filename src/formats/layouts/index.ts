@@ -163,8 +163,8 @@ export class ModuleLocator {
     this.listed = this.weightless.size === 0 ? this.components : [...this.components, ...this.weightless.keys()];
   }
 
-  /** Whether the whole base passes `test` (a model's own names: isFlux2, isHunyuanDit). */
-  baseIs(test: (base: BaseView) => boolean): boolean {
+  /** What `test` says of the whole base (a model's own names: isFlux2, isHunyuanDit). */
+  baseIs<T>(test: (base: BaseView) => T): T {
     return test(this.whole);
   }
 
