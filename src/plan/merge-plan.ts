@@ -27,7 +27,7 @@ import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
-import type { BaseComponent, WeightlessFolder } from '../formats/base-components.js';
+import type { BaseComponent, CombinedPrior, WeightlessFolder } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import { flux1NamesSharedBy } from '../formats/diffusers-flux-alphas.js';
@@ -83,6 +83,8 @@ export interface BaseTensorIndex {
   components?: readonly BaseComponent[];
   /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
   weightlessEncoders?: readonly WeightlessFolder[];
+  /** A combined pipeline's prior folders, which no LoRA name routes to (BaseModel.combinedPrior). */
+  combinedPrior?: CombinedPrior;
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
   /** config.json `model_type`: layers it tells by name (transformers' Conv1D, embeddings; formats/layer-names.ts). */
