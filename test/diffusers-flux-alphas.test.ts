@@ -15,6 +15,7 @@ import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor }
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { describePlan } from '../src/cli/plan-report.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 
 const rand = seededRandom(20261207);
 const H = 3072;
@@ -171,16 +172,27 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
       return worst;
     };
     const file = buildSafetensors(tensors);
-    for (const [name, extra, q, k] of [['HunyuanVideo', hunyuan, 16 / 3, 1], ['FLUX.2', flux2, 16 / 3, 1], ['Qwen-Image', qwen, 16 / 3, 1]] as const) {
-      let plan = '';
-      const { tensors: out } = await mergeInMemory({
-        backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...weights, ...extra]) }, adapters: [{ files: { 'flux_lora.safetensors': file } }],
-        slabBytes: 1 << 26, inspect: (prepared) => { plan = describePlan(prepared, false); },
-      });
-      // The plan's line gives the scales merged: to_k without α at α = r (not the first alpha, 16).
-      expect(plan, name).toContain('adapter 1: adapter0 (diffusers, 2 modules, weight 1, α = 16, 1 module without α (α = 2), α/r = 1–5.333)');
-      expect(worstError(out, 'transformer_blocks.0.attn.to_q.weight', Q, 3, q), `${name} to_q`).toBeLessThan(1e-6);
-      expect(worstError(out, 'transformer_blocks.0.attn.to_k.weight', K, 2, k), `${name} to_k`).toBeLessThan(1e-6);
+    const planLine = 'adapter 1: adapter0 (diffusers, 2 modules, weight 1, α = 16, 1 module without α (α = 2), α/r = 1–5.333)';
+    // HunyuanVideo merged end to end; FLUX.2 and Qwen-Image by the plan's terms (the scale each is merged at).
+    let plan = '';
+    const { tensors: out } = await mergeInMemory({
+      backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...weights, ...hunyuan]) }, adapters: [{ files: { 'flux_lora.safetensors': file } }],
+      slabBytes: 1 << 26, inspect: (prepared) => { plan = describePlan(prepared, false); },
+    });
+    // The plan's line gives the scales merged: to_k without α at α = r (not the first alpha, 16).
+    expect(plan).toContain(planLine);
+    expect(worstError(out, 'transformer_blocks.0.attn.to_q.weight', Q, 3, 16 / 3), 'to_q').toBeLessThan(1e-6);
+    expect(worstError(out, 'transformer_blocks.0.attn.to_k.weight', K, 2, 1), 'to_k').toBeLessThan(1e-6);
+    for (const [name, extra] of [['FLUX.2', flux2], ['Qwen-Image', qwen]] as const) {
+      const prepared = await prepareMerge(memoryInputFileSet({ 'transformer.safetensors': buildSafetensors([...weights, ...extra]) }, 'base'),
+        [{ files: memoryInputFileSet({ 'flux_lora.safetensors': file }, 'adapter0'), weight: 1 }]);
+      try {
+        const terms = Object.fromEntries(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => t.scale)]));
+        expect(terms, name).toEqual({ 'transformer_blocks.0.attn.to_q.weight': [16 / 3], 'transformer_blocks.0.attn.to_k.weight': [1] });
+        expect(describePlan(prepared, false), name).toContain(planLine);
+      } finally {
+        await prepared.close();
+      }
     }
   });
 });
