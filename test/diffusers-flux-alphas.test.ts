@@ -7,7 +7,11 @@
  * dtype; α = 0 is scale 0. kohya-named files keep kohya's rule; other models' diffusers names are
  * not read by this rule. Real FLUX.1 [dev] names and widths (3072, 4096, 15360, 64).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runInspect } from '../src/cli/inspect-command.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { parseSingleFileAdapter } from '../src/formats/single-file-adapter.js';
 import { bytesSource } from '../src/io/memory-source.js';
@@ -193,6 +197,24 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
       } finally {
         await prepared.close();
       }
+    }
+  });
+});
+
+describe('inspect of such a file alone', () => {
+  it('says which rule its scales follow, and what a HunyuanVideo, FLUX.2 or Qwen-Image base changes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flux-alphas-'));
+    try {
+      const path = join(dir, 'flux_lora.safetensors');
+      writeFileSync(path, buildSafetensors([...lora('transformer.transformer_blocks.0.attn.to_q', H, H, 3, 16, 'BF16'), ...lora('transformer.transformer_blocks.0.attn.to_k', H, H, 2)]));
+      const lines: string[] = [];
+      expect(await runInspect({ command: 'inspect', path }, (l) => lines.push(l))).toBe(0);
+      expect(lines).toContain('  scales: by diffusers\' FLUX.1 rule (FluxLoraLoaderMixin), taking the file as FLUX.1\'s (or Chroma\'s); merged onto a HunyuanVideo, FLUX.2 or Qwen-Image base, which share these names, each module takes its own .alpha over its rank instead (none: 1)');
+      // FLUX.1's rule: to_q bf16(16/3), to_k the first alpha 16 over its r 2.
+      expect(lines).toContain('    transformer.transformer_blocks.0.attn.to_q  r=3 α=16.03125 scale=5.34375');
+      expect(lines).toContain('    transformer.transformer_blocks.0.attn.to_k  r=2 α=16 scale=8');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
