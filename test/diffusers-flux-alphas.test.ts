@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runInspect } from '../src/cli/inspect-command.js';
+import { summarizePlan } from '../demo/plan-summary.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { parseSingleFileAdapter } from '../src/formats/single-file-adapter.js';
 import { bytesSource } from '../src/io/memory-source.js';
@@ -216,5 +217,18 @@ describe('inspect of such a file alone', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the page\'s adapter card on such a base', () => {
+  it('gives the scale merged on a HunyuanVideo base (16/3), not FLUX.1\'s rule\'s (bf16 5.34375)', async () => {
+    const base = [
+      { name: 'proj_out.weight', dtype: 'F32', shape: [64, H], data: new Uint8Array(64 * H * 4) } as FixtureTensor,
+      tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.norm1.weight', [H], 'F32'),
+    ];
+    const summary = await summarizePlan(memoryInputFileSet({ 'transformer.safetensors': buildSafetensors(base) }, 'hunyuan'),
+      [{ files: memoryInputFileSet({ 'flux_lora.safetensors': buildSafetensors(lora('transformer.proj_out', 64, H, 3, 16, 'BF16')) }, 'flux_lora.safetensors'), weight: 1 }]);
+    expect(summary.adapters[0].facts).toContain('α/r = 5.333');
+    expect(summary.adapters[0].facts).toContain('α = 16');
   });
 });

@@ -3,7 +3,7 @@ import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 import { algorithmNamed } from '../formats/algorithms/index.js';
 import { scaleFacts } from '../formats/scale-facts.js';
-import type { PlannedTerm } from '../plan/merge-plan.js';
+import { modulesAsPlanned, type PlannedTerm } from '../plan/merge-plan.js';
 import { listingLine } from './terminal-text.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
@@ -12,11 +12,9 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
   lines.push(`base: ${prepared.baseFiles.name} (${base.kind}, ${base.tensors.size} tensors in ${base.shards.length} file${base.shards.length === 1 ? '' : 's'})`);
   plan.adapters.forEach((a, i) => {
     const adapter = prepared.adapters[i].adapter;
-    // Each module's scale as the plan merges it, which the base can decide (diffusers-flux-alphas.ts).
-    const planned = new Map(plan.updates.flatMap((u) => u.terms.filter((t) => t.adapterIndex === i).map((t) => [t.moduleName, t.module] as const)));
     lines.push(
       `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} module${a.modules === 1 ? '' : 's'}${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
-        `${[`weight ${a.weight}`, ...scaleFacts(adapter.modules.map((m) => planned.get(m.name) ?? m))].join(', ')})`,
+        `${[`weight ${a.weight}`, ...scaleFacts(modulesAsPlanned(plan, i, adapter.modules))].join(', ')})`,
     );
   });
   const s = plan.summary;

@@ -808,6 +808,15 @@ function removeProblems(problems: PlanProblem[], gone: ReadonlySet<PlanProblem>)
   problems.length = kept;
 }
 
+/**
+ * Adapter `adapterIndex`'s modules as the plan merges them (a module's scale can depend on the base:
+ * diffusers-flux-alphas.ts), each in place of the one read from the file where the plan has a term of it.
+ */
+export function modulesAsPlanned(plan: MergePlan, adapterIndex: number, modules: readonly AdapterModule[]): AdapterModule[] {
+  const planned = new Map(plan.updates.flatMap((u) => u.terms.filter((t) => t.adapterIndex === adapterIndex).map((t) => [t.moduleName, t.module] as const)));
+  return planned.size === 0 ? modules.slice() : modules.map((m) => planned.get(m.name) ?? m);
+}
+
 /** Throws one MergeError listing every problem of the plan (first few in full, then a count). */
 export function assertPlanValid(plan: MergePlan): void {
   if (plan.problems.length === 0) return;
