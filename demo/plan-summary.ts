@@ -16,6 +16,7 @@ import { openAdapter } from '../src/formats/adapter.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
+import { modulesAsPlanned } from '../src/plan/merge-plan.js';
 import { fp8OutputBlocker, SCALED_FP8_KIND_NAME } from '../src/formats/scaled-fp8.js';
 import { decodeToF32, type FloatDType } from '../src/dtype.js';
 import { chartGrouper } from './chart-groups.js';
@@ -58,8 +59,9 @@ function algorithmOf(module: ParsedAdapter['modules'][number]): string {
   return `${moduleTitle(module)}${module.dora ? ' + DoRA' : ''}${module.biasB && module.update.kind !== 'none' ? ' + bias' : ''}`;
 }
 
-export function summarizeAdapter(adapter: ParsedAdapter): AdapterSummary {
-  const m = adapter.modules;
+/** `modules`: the adapter's modules as a plan merges them (modulesAsPlanned), where there is one. */
+export function summarizeAdapter(adapter: ParsedAdapter, modules: ParsedAdapter['modules'] = adapter.modules): AdapterSummary {
+  const m = modules;
   const algorithms = new Map<string, number>();
   for (const x of m) algorithms.set(algorithmOf(x), (algorithms.get(algorithmOf(x)) ?? 0) + 1);
   const algorithmFacts = algorithms.size === 1 ? [...algorithms.keys()] : [...algorithms].map(([name, n]) => `${name} ×${n}`);
@@ -294,7 +296,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
       base: { name: base.name, ...baseFactsOf(model), kind: model.kind },
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },
-      adapters: prepared.adapters.map(({ adapter }) => summarizeAdapter(adapter)),
+      adapters: prepared.adapters.map(({ adapter }, i) => summarizeAdapter(adapter, modulesAsPlanned(plan, i, adapter.modules))),
       modules: [...unit.updates.flatMap((u) => u.terms.map((t) => moduleOf(t, u.baseKey, u.shape, withBias.has(id(t.adapterIndex, t.moduleName))))), ...biasOnlyModules(unit)],
       leftOut: plan.leftOut.map((m) => ({ adapter: m.adapterIndex, module: m.module, reason: m.reason })),
       notes: plan.notes.slice(),

@@ -7,13 +7,20 @@
  * dtype; α = 0 is scale 0. kohya-named files keep kohya's rule; other models' diffusers names are
  * not read by this rule. Real FLUX.1 [dev] names and widths (3072, 4096, 15360, 64).
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { runInspect } from '../src/cli/inspect-command.js';
+import { summarizePlan } from '../demo/plan-summary.js';
 import { openSafetensors } from '../src/formats/safetensors-reader.js';
 import { parseSingleFileAdapter } from '../src/formats/single-file-adapter.js';
 import { bytesSource } from '../src/io/memory-source.js';
 import { buildSafetensors, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { describePlan } from '../src/cli/plan-report.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 
 const rand = seededRandom(20261207);
 const H = 3072;
@@ -139,17 +146,89 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     check('x_embedder.weight', 'transformer.x_embedder', H, 64, 8, 2);
   });
 
-  it('refuses those alphas on a HunyuanVideo or FLUX.2 base, which shares the names and whose diffusers loader leaves .alpha unused', async () => {
-    const hunyuan = [tensor(rand, 'proj_out.weight', [64, H], 'BF16'), tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.attn.to_q.weight', [8, 8], 'BF16')];
-    const flux2 = [tensor(rand, 'proj_out.weight', [64, H], 'BF16'), tensor(rand, 'double_stream_modulation_img.linear.weight', [8, 8], 'BF16')];
-    const withAlpha = buildSafetensors(lora('transformer.proj_out', 64, H, 4, 4));
-    for (const [base, model] of [[hunyuan, "HunyuanVideo's \\(or HunyuanImage's\\)"], [flux2, "FLUX\\.2's"]] as const) {
-      const problems = await refusalsInMemory({ backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...base]) }, adapters: [{ files: { 'flux_lora.safetensors': withAlpha }, name: 'flux_lora.safetensors' }] });
-      expect(problems).toHaveLength(1);
-      expect(problems[0]).toMatch(new RegExp(`^flux_lora\\.safetensors: module "transformer\\.proj_out": has an alpha read by diffusers' FLUX\\.1 rule .* but the base is ${model}, .*remove the file's \\.alpha tensors to merge at scale 1, as that loader does$`));
+  it('on a HunyuanVideo, FLUX.2 [klein] or Qwen-Image base, which share these names, takes each module\'s own .alpha over its rank (none: 1), as on every other model', async () => {
+    // An attention-only file in diffusers' names: HunyuanVideo's, FLUX.2 [klein] 4B's and Qwen-Image's
+    // blocks hold the same `transformer_blocks.N.attn.to_q/to_k`, 3072 wide, as FLUX.1's. None of their
+    // diffusers loaders reads `.alpha` (HunyuanVideo's and FLUX.2's load_lora_weights refuse any key
+    // without "lora", Qwen-Image's converter drops them), so FLUX.1's rule does not hold there: the file
+    // takes the single-file rule (ComfyUI's), as those models' other diffusers-named files do.
+    const Q = 'transformer.transformer_blocks.0.attn.to_q', K = 'transformer.transformer_blocks.0.attn.to_k';
+    const tensors = [...lora(Q, H, H, 3, 16, 'BF16'), ...lora(K, H, H, 2)];
+    // Parsed alone (inspect: no base), FLUX.1's rule: to_q bf16(16/3) = 5.34375, to_k the first alpha 16 over 2.
+    expect(await scales(tensors)).toEqual({ [Q]: 5.34375, [K]: 8 });
+    // Zero weights (raw bytes: 2 × 3072² values are slow to draw), so W' is the scaled ΔW itself.
+    const zeros = (name: string): FixtureTensor => ({ name, dtype: 'F32', shape: [H, H], data: new Uint8Array(H * H * 4) });
+    const weights = [zeros('transformer_blocks.0.attn.to_q.weight'), zeros('transformer_blocks.0.attn.to_k.weight')];
+    // What tells the models apart (their names; the modulations' shapes stand-ins): HunyuanVideo's token
+    // refiner, FLUX.2's shared modulation, Qwen-Image's per-block img_mod. (On a FLUX.1 base FLUX.1's rule
+    // merges: the test above.)
+    const hunyuan = [tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.norm1.weight', [H], 'F32')];
+    const flux2 = [tensor(rand, 'double_stream_modulation_img.linear.weight', [8, H], 'F32')];
+    const qwen = [tensor(rand, 'transformer_blocks.0.img_mod.1.weight', [8, H], 'F32')];
+    const values = (name: string) => Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
+    const worstError = (out: Map<string, { values: ArrayLike<number> }>, key: string, module: string, r: number, scale: number) => {
+      const a = values(`${module}.lora_A.weight`), b = values(`${module}.lora_B.weight`), got = out.get(key)!.values;
+      let worst = 0;
+      for (const o of [0, 1, 1536, H - 1]) for (const i of [0, 5, 2047, H - 1]) {
+        let d = 0;
+        for (let k = 0; k < r; k++) d += b[o * r + k] * a[k * H + i];
+        worst = Math.max(worst, Math.abs(got[o * H + i] - scale * d));
+      }
+      return worst;
+    };
+    const file = buildSafetensors(tensors);
+    const planLine = 'adapter 1: adapter0 (diffusers, 2 modules, weight 1, α = 16, 1 module without α (α = 2), α/r = 1–5.333)';
+    // HunyuanVideo merged end to end; FLUX.2 and Qwen-Image by the plan's terms (the scale each is merged at).
+    let plan = '';
+    const { tensors: out } = await mergeInMemory({
+      backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...weights, ...hunyuan]) }, adapters: [{ files: { 'flux_lora.safetensors': file } }],
+      slabBytes: 1 << 26, inspect: (prepared) => { plan = describePlan(prepared, false); },
+    });
+    // The plan's line gives the scales merged: to_k without α at α = r (not the first alpha, 16).
+    expect(plan).toContain(planLine);
+    expect(worstError(out, 'transformer_blocks.0.attn.to_q.weight', Q, 3, 16 / 3), 'to_q').toBeLessThan(1e-6);
+    expect(worstError(out, 'transformer_blocks.0.attn.to_k.weight', K, 2, 1), 'to_k').toBeLessThan(1e-6);
+    for (const [name, extra] of [['FLUX.2', flux2], ['Qwen-Image', qwen]] as const) {
+      const prepared = await prepareMerge(memoryInputFileSet({ 'transformer.safetensors': buildSafetensors([...weights, ...extra]) }, 'base'),
+        [{ files: memoryInputFileSet({ 'flux_lora.safetensors': file }, 'adapter0'), weight: 1 }]);
+      try {
+        const terms = Object.fromEntries(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => t.scale)]));
+        expect(terms, name).toEqual({ 'transformer_blocks.0.attn.to_q.weight': [16 / 3], 'transformer_blocks.0.attn.to_k.weight': [1] });
+        expect(describePlan(prepared, false), name).toContain(planLine);
+      } finally {
+        await prepared.close();
+      }
     }
-    // Without .alpha the same module lands on either (scale 1 by every rule).
-    const plain = buildSafetensors(lora('transformer.proj_out', 64, H, 4));
-    expect(await refusalsInMemory({ backend: backends.cpu!, base: { 'transformer.safetensors': buildSafetensors([...hunyuan]) }, adapters: [{ files: { 'flux_lora.safetensors': plain } }] })).toEqual([]);
+  });
+});
+
+describe('inspect of such a file alone', () => {
+  it('says which rule its scales follow, and what a HunyuanVideo, FLUX.2 or Qwen-Image base changes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'flux-alphas-'));
+    try {
+      const path = join(dir, 'flux_lora.safetensors');
+      writeFileSync(path, buildSafetensors([...lora('transformer.transformer_blocks.0.attn.to_q', H, H, 3, 16, 'BF16'), ...lora('transformer.transformer_blocks.0.attn.to_k', H, H, 2)]));
+      const lines: string[] = [];
+      expect(await runInspect({ command: 'inspect', path }, (l) => lines.push(l))).toBe(0);
+      expect(lines).toContain('  scales: by diffusers\' FLUX.1 rule (FluxLoraLoaderMixin), taking the file as FLUX.1\'s (or Chroma\'s); merged onto a HunyuanVideo, FLUX.2 or Qwen-Image base, which share these names, each module takes its own .alpha over its rank instead (none: 1)');
+      // FLUX.1's rule: to_q bf16(16/3), to_k the first alpha 16 over its r 2.
+      expect(lines).toContain('    transformer.transformer_blocks.0.attn.to_q  r=3 α=16.03125 scale=5.34375');
+      expect(lines).toContain('    transformer.transformer_blocks.0.attn.to_k  r=2 α=16 scale=8');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the page\'s adapter card on such a base', () => {
+  it('gives the scale merged on a HunyuanVideo base (16/3), not FLUX.1\'s rule\'s (bf16 5.34375)', async () => {
+    const base = [
+      { name: 'proj_out.weight', dtype: 'F32', shape: [64, H], data: new Uint8Array(64 * H * 4) } as FixtureTensor,
+      tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.norm1.weight', [H], 'F32'),
+    ];
+    const summary = await summarizePlan(memoryInputFileSet({ 'transformer.safetensors': buildSafetensors(base) }, 'hunyuan'),
+      [{ files: memoryInputFileSet({ 'flux_lora.safetensors': buildSafetensors(lora('transformer.proj_out', 64, H, 3, 16, 'BF16')) }, 'flux_lora.safetensors'), weight: 1 }]);
+    expect(summary.adapters[0].facts).toContain('α/r = 5.333');
+    expect(summary.adapters[0].facts).toContain('α = 16');
   });
 });

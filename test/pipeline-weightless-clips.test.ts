@@ -345,3 +345,98 @@ describe('a combined pipeline whose prior keeps a second CLIP in prior_text_enco
     }
   });
 });
+
+/**
+ * Kandinsky 2.2's combined pipelines (diffusers' pipeline_kandinsky2_2_combined.py: KandinskyV22CombinedPipeline
+ * registers unet, scheduler, movq and its prior pipeline's components as prior_prior, prior_image_encoder,
+ * prior_text_encoder, prior_tokenizer, prior_scheduler, prior_image_processor; model_index.json in the
+ * shape save_pretrained writes from that __init__). Its only CLIP text model is the prior's CLIP-G, in
+ * prior_text_encoder/; its prior (PriorTransformer) is in prior_prior/, its image encoder in
+ * prior_image_encoder/. None of those folder names is read as a component here, and the combined
+ * pipeline loads no LoRA (it has no LoRA loader), so a module meant for them is refused naming the
+ * folder (or lands there where it names the folder itself), never left out as if the base had no CLIP,
+ * nor placed on the decoder's UNet by the end of its name.
+ */
+describe('Kandinsky 2.2\'s combined pipeline: the prior\'s folders', () => {
+  const index = json({
+    _class_name: 'KandinskyV22CombinedPipeline', _diffusers_version: '0.21.0.dev0', movq: ['diffusers', 'VQModel'],
+    prior_image_encoder: ['transformers', 'CLIPVisionModelWithProjection'], prior_image_processor: ['transformers', 'CLIPImageProcessor'],
+    prior_prior: ['diffusers', 'PriorTransformer'], prior_scheduler: ['diffusers', 'UnCLIPScheduler'], prior_text_encoder: ['transformers', 'CLIPTextModelWithProjection'],
+    prior_tokenizer: ['transformers', 'CLIPTokenizer'], scheduler: ['diffusers', 'DDPMScheduler'], unet: ['diffusers', 'UNet2DConditionModel'],
+  });
+  // The decoder's UNet and the prior's PriorTransformer both hold `…transformer_blocks.0.attn1.to_q`.
+  const combined: Folder = {
+    'model_index.json': index,
+    'unet/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight', [8, 8], 'BF16')]),
+    'prior_prior/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn1.to_q.weight', [8, 8], 'BF16')]),
+    'prior_image_encoder/model.safetensors': buildSafetensors([tensor(rand, 'vision_model.encoder.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),
+    'prior_text_encoder/config.json': json(CLIP_G_CONFIG), 'prior_text_encoder/model.safetensors': clip(16),
+  };
+  const onlyClip = 'only CLIP folder is prior_text_encoder (CLIPTextModelWithProjection), the prior\'s text encoder in its KandinskyV22CombinedPipeline, a folder not read as a text encoder here ' +
+    '(diffusers\' combined pipelines load no LoRA): give the prior pipeline\'s own folder, where it is text_encoder/, as the base';
+  const routedNowhere = (folder: string, className: string) => `${folder}/ (${className}), the prior's in its KandinskyV22CombinedPipeline, a folder no LoRA name routes to here`;
+
+  it('refuses CLIP modules naming prior_text_encoder/ as the base\'s only CLIP, not as a CLIP the base lacks', async () => {
+    const { problems, warnings } = await pipelinePlan(combined, [comfyClip('clip_g', 16), kohyaClip('lora_te_', 16), peftSpec(`text_encoder.${TE}.self_attn.q_proj`, 2, 16, 16, [], 1)], rand);
+    expect(problems).toEqual([
+      `lora.safetensors: module "text_encoders.clip_g.transformer.${TE}.self_attn.q_proj": names ComfyUI's clip_g text encoder (text_encoders.clip_g.), but the base's ${onlyClip}`,
+      `lora.safetensors: module "lora_te_text_model_encoder_layers_0_self_attn_q_proj": names the text encoder, but the base's ${onlyClip}`,
+      `lora.safetensors: module "text_encoder.${TE}.self_attn.q_proj": names text encoder 1 (CLIP-L), but the base's ${onlyClip}`,
+    ]);
+    expect(leftOut(warnings)).toEqual([]);
+  });
+
+  it('refuses modules that reach the prior\'s folders only by the end of their names, or fit both the prior and the UNet', async () => {
+    const { problems } = await pipelinePlan(combined, [
+      peftSpec('vision_model.encoder.layers.0.self_attn.q_proj', 2, 8, 8, [], 1), kohya('lora_prior_unet_transformer_blocks_0_attn1_to_q', 8, 8),
+      peftSpec('transformer_blocks.0.attn1.to_q', 2, 8, 8, [], 1),
+    ], rand);
+    expect(problems).toEqual([
+      `lora.safetensors: module "vision_model.encoder.layers.0.self_attn.q_proj": lands by the end of its name on prior_image_encoder.vision_model.encoder.layers.0.self_attn.q_proj.weight in ${routedNowhere('prior_image_encoder', 'CLIPVisionModelWithProjection')}; ` +
+        'not supported — name the folder (prior_image_encoder.vision_model.encoder.layers.0.self_attn.q_proj) or give the prior pipeline\'s own folder as the base',
+      `lora.safetensors: module "lora_prior_unet_transformer_blocks_0_attn1_to_q": fits prior_prior.transformer_blocks.0.attn1.to_q.weight in ${routedNowhere('prior_prior', 'PriorTransformer')}, ` +
+        'as well as unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight where it would land, so which of the pipeline\'s models it is for cannot be told (diffusers\' combined pipelines load no LoRA); ' +
+        'not supported — give the prior\'s or the decoder\'s own pipeline folder as the base',
+      'lora.safetensors: module "transformer_blocks.0.attn1.to_q": matches 2 base tensors (prior_prior.transformer_blocks.0.attn1.to_q.weight, unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight)',
+    ]);
+  });
+
+  it('merges modules that name a prior folder, and the UNet\'s own, where they name them', async () => {
+    const { problems } = await pipelinePlan(combined, [
+      peftSpec('prior_prior.transformer_blocks.0.attn1.to_q', 2, 8, 8, [], 1), peftSpec(`prior_text_encoder.${TE}.self_attn.q_proj`, 2, 16, 16, [], 1),
+      peftSpec('unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q', 2, 8, 8, [], 1),
+    ], rand);
+    expect(problems).toEqual([]);
+  });
+});
+
+/**
+ * Kandinsky 2.1's combined pipeline (diffusers' pipeline_kandinsky_combined.py: KandinskyCombinedPipeline
+ * registers text_encoder, a MultilingualCLIP (XLM-RoBERTa, no transformers CLIP class), with tokenizer,
+ * unet, scheduler, movq and the prior's components under prior_): its only CLIP is the prior's CLIP-L,
+ * in prior_text_encoder/.
+ */
+describe('Kandinsky 2.1\'s combined pipeline: a CLIP module beside its MultilingualCLIP', () => {
+  const index = json({
+    _class_name: 'KandinskyCombinedPipeline', _diffusers_version: '0.21.0.dev0', movq: ['diffusers', 'VQModel'], prior_image_encoder: ['transformers', 'CLIPVisionModelWithProjection'],
+    prior_image_processor: ['transformers', 'CLIPImageProcessor'], prior_prior: ['diffusers', 'PriorTransformer'], prior_scheduler: ['diffusers', 'UnCLIPScheduler'],
+    prior_text_encoder: ['transformers', 'CLIPTextModelWithProjection'], prior_tokenizer: ['transformers', 'CLIPTokenizer'], scheduler: ['diffusers', 'DDIMScheduler'],
+    text_encoder: ['kandinsky', 'MultilingualCLIP'], tokenizer: ['transformers', 'XLMRobertaTokenizerFast'], unet: ['diffusers', 'UNet2DConditionModel'],
+  });
+  const base: Folder = {
+    'model_index.json': index, 'unet/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight', [8, 8], 'BF16')]),
+    'text_encoder/model.safetensors': buildSafetensors([tensor(rand, 'transformer.encoder.layer.0.attention.self.query.weight', [8, 8], 'BF16')]),
+    'prior_prior/diffusion_pytorch_model.safetensors': buildSafetensors([tensor(rand, 'transformer_blocks.0.attn1.to_q.weight', [8, 8], 'BF16')]),
+    'prior_text_encoder/config.json': json(CLIP_L_CONFIG), 'prior_text_encoder/model.safetensors': clip(12),
+  };
+  const onlyClip = 'only CLIP folder is prior_text_encoder (CLIPTextModelWithProjection), the prior\'s text encoder in its KandinskyCombinedPipeline, a folder not read as a text encoder here ' +
+    '(diffusers\' combined pipelines load no LoRA): give the prior pipeline\'s own folder, where it is text_encoder/, as the base';
+
+  it('refuses modules naming a CLIP by kind as the prior\'s, and lands diffusers\' text_encoder. on the MultilingualCLIP it names', async () => {
+    const { problems } = await pipelinePlan(base, [comfyClip('clip_l', 12), kohyaClip('lora_te_', 12), peftSpec('text_encoder.transformer.encoder.layer.0.attention.self.query', 2, 8, 8, [], 1)], rand);
+    expect(problems).toEqual([
+      `lora.safetensors: module "text_encoders.clip_l.transformer.${TE}.self_attn.q_proj": names ComfyUI's clip_l text encoder (text_encoders.clip_l.), but the base's ${onlyClip}`,
+      `lora.safetensors: module "lora_te_text_model_encoder_layers_0_self_attn_q_proj": names the text encoder, but the base's ${onlyClip}`,
+    ]);
+  });
+});

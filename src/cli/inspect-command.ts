@@ -87,6 +87,10 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
   for (const w of adapter.warnings) lines.push(`  warning: ${oneLine(w)}`);
+  // Without a base, a diffusers-named file on FLUX.1's names is taken as FLUX.1's (diffusers-flux-alphas.ts).
+  if (adapter.modules.some((m) => m.diffusersFluxAlpha)) {
+    lines.push('  scales: by diffusers\' FLUX.1 rule (FluxLoraLoaderMixin), taking the file as FLUX.1\'s (or Chroma\'s); merged onto a HunyuanVideo, FLUX.2 or Qwen-Image base, which share these names, each module takes its own .alpha over its rank instead (none: 1)');
+  }
   lines.push(`  modules (r, ${adapter.modules.some((m) => m.scaleOrigin?.kind === 'alpha') ? 'α, ' : ''}scale):`);
   for (const m of adapter.modules) {
     const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';

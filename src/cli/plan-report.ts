@@ -3,7 +3,7 @@ import type { PreparedMerge } from '../pipeline/prepare-merge.js';
 import { formatBytes, formatScale } from '../format.js';
 import { algorithmNamed } from '../formats/algorithms/index.js';
 import { scaleFacts } from '../formats/scale-facts.js';
-import type { PlannedTerm } from '../plan/merge-plan.js';
+import { modulesAsPlanned, type PlannedTerm } from '../plan/merge-plan.js';
 import { listingLine } from './terminal-text.js';
 
 export function describePlan(prepared: PreparedMerge, detailed: boolean): string {
@@ -14,7 +14,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
     const adapter = prepared.adapters[i].adapter;
     lines.push(
       `adapter ${i + 1}: ${a.name} (${a.format}, ${a.modules} module${a.modules === 1 ? '' : 's'}${a.replacements ? `, ${a.replacements} full tensors` : ''}, ` +
-        `${[`weight ${a.weight}`, ...scaleFacts(adapter.modules)].join(', ')})`,
+        `${[`weight ${a.weight}`, ...scaleFacts(modulesAsPlanned(plan, i, adapter.modules))].join(', ')})`,
     );
   });
   const s = plan.summary;

@@ -142,10 +142,12 @@ export interface AdapterModule {
   weightSquared?: { tool: string; rule: string };
   /**
    * Its α was read by diffusers' FLUX.1 rule (FluxLoraLoaderMixin: the file's names are FLUX.1's in
-   * diffusers' form), which holds only where the base is FLUX.1 (or Chroma): HunyuanVideo and FLUX.2
-   * share those names, and their diffusers loaders leave `.alpha` unused.
+   * diffusers' form), which holds only where the base is FLUX.1 (or Chroma). HunyuanVideo and FLUX.2
+   * share those names, and their diffusers loaders read no `.alpha` (they refuse such a file): on
+   * those bases the module takes the α and scale held here, the single-file rule every other
+   * model's diffusers-named `.alpha` follows (its own `.alpha` over its rank; none: scale 1).
    */
-  diffusersFluxAlpha?: true;
+  diffusersFluxAlpha?: { alpha: number; scale: number; scaleOrigin?: ScaleOrigin };
   /**
    * The layers the method that trained this module can wrap (PEFT's dispatch for it), and the
    * method's name: a base tensor of another kind of layer was not trained so, and is refused.

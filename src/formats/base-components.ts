@@ -28,6 +28,21 @@ export interface WeightlessFolder {
   readonly byPosition?: string;
 }
 
+/**
+ * The prior's folders of a combined pipeline (KandinskyCombinedPipeline, KandinskyV22CombinedPipeline,
+ * WuerstchenCombinedPipeline, StableCascadeCombinedPipeline: `prior_prior/`, `prior_text_encoder/`,
+ * `prior_image_encoder/`), which are no component read here (no LoRA name routes to them); their
+ * tensors are merged only where a module names the folder (`prior_prior.…`).
+ */
+export interface CombinedPrior {
+  /** model_index.json's `_class_name`. */
+  readonly pipelineClass: string;
+  /** Each prior folder with weights, and its class. */
+  readonly folders: readonly { readonly folder: string; readonly className: string }[];
+  /** Why a module naming a CLIP is refused where the pipeline's only CLIP folders are the prior's. */
+  readonly clipDoubt?: string;
+}
+
 export interface BaseComponent {
   /** For messages: `the UNet/transformer (model.diffusion_model.)`. */
   name: string;

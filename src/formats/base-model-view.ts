@@ -118,6 +118,7 @@ export function baseModelView(inner: SafetensorsBaseModel, shards: readonly View
     ...(inner.components ? { components: inner.components.map((c) => ({ ...c, keys: c.keys.filter((k) => tensors.has(k)) })) } : {}),
     ...(inner.valueScales ? { valueScales: inner.valueScales } : {}),
     ...(inner.weightlessEncoders ? { weightlessEncoders: inner.weightlessEncoders } : {}),
+    ...(inner.combinedPrior ? { combinedPrior: inner.combinedPrior } : {}),
     warnings: inner.warnings,
     ...(inner.planWarnings ? { planWarnings: (plan: MergePlan, dtype?: string, importance?: ImportanceMatrix) => inner.planWarnings!(plan, dtype, importance) } : {}),
     otherFiles: inner.otherFiles,

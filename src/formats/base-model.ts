@@ -18,7 +18,7 @@ import type { ImportanceMatrix } from './gguf/imatrix.js';
 import type { RowDecodeRunner } from './row-decoders.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
 import type { InputFileSet } from '../io/types.js';
-import type { BaseComponent, EncoderKind, WeightlessFolder } from './base-components.js';
+import type { BaseComponent, CombinedPrior, EncoderKind, WeightlessFolder } from './base-components.js';
 import type { ContainerFormat, StoredShard } from './container.js';
 import { indexFields, safetensorsContainer, type BaseIndexFile, type ShardIndex } from './safetensors-container.js';
 import { openSafetensors } from './safetensors-reader.js';
@@ -101,6 +101,8 @@ export interface BaseModel {
    * of them is refused naming the folder, not left out as on a base that has no such encoder.
    */
   weightlessEncoders?: readonly WeightlessFolder[];
+  /** A combined pipeline's prior folders, which no LoRA name routes to (CombinedPrior). */
+  combinedPrior?: CombinedPrior;
   /** Things the user should know about the base (weight files that will not be written). */
   readonly warnings: readonly string[];
   /** Small files to copy unchanged into a merged folder: configs, tokenizer, README… */
@@ -283,8 +285,8 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     clipComponents.set(folder, component);
   };
   // A CLIP folder under a name not read as a text encoder (`prior_text_encoder`: the combined
-  // pipelines' copy of the prior's CLIP, StableUnCLIP's prior CLIP): a CLIP module might be meant
-  // for it, or reach one copy of a CLIP and not the other.
+  // pipelines' copy of the prior's CLIP, or Kandinsky's only CLIP; StableUnCLIP's prior CLIP): a CLIP
+  // module might be meant for it, or reach one copy of a CLIP and not the other.
   const unroutedClip = Object.entries(spec as Record<string, unknown>).find(([folder, value]) => !folder.startsWith('_') && Array.isArray(value)
     && typeof value[1] === 'string' && CLIP_TEXT_CLASS.test(value[1]) && pipelineComponent(folder, value[1]) === undefined);
   for (const [folder, value] of Object.entries(spec as Record<string, unknown>)) {
@@ -358,8 +360,29 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
   if (planWarnings) model.planWarnings = planWarnings;
+  const prior = combinedPrior(spec as Record<string, unknown>, parts, pipelineClass, unroutedClip, clips.length > 0);
+  if (prior) model.combinedPrior = prior;
   if (weightless.length > 0) model.weightlessEncoders = weightless.map((w) => (byPosition.has(w.folder) ? { ...w, byPosition: byPosition.get(w.folder)! } : w));
   return model;
+}
+
+/**
+ * A combined pipeline's prior folders with weights (`prior_prior/`, `prior_text_encoder/`,
+ * `prior_image_encoder/`: diffusers' combined pipelines register the prior pipeline's components under
+ * `prior_` + their name), which are no component here; and, where its only CLIP folder is the
+ * prior's (KandinskyV22CombinedPipeline), why a module naming a CLIP is refused.
+ */
+function combinedPrior(
+  spec: Record<string, unknown>, parts: readonly ComponentFiles[], pipelineClass: string | undefined, unroutedClip: [string, unknown] | undefined, routedClips: boolean,
+): CombinedPrior | undefined {
+  const folders = parts.filter((p) => !p.component && p.folder.startsWith('prior_'))
+    .map((p) => ({ folder: p.folder, className: String((spec[p.folder] as unknown[])[1] ?? '') }));
+  if (folders.length === 0 && !unroutedClip) return undefined;
+  const named = pipelineClass ?? 'pipeline';
+  const clipDoubt = unroutedClip && !routedClips
+    ? `only CLIP folder is ${unroutedClip[0]} (${(unroutedClip[1] as string[])[1]}), the prior's text encoder in its ${named}, a folder not read as a text encoder here (diffusers' combined pipelines load no LoRA): give the prior pipeline's own folder, where it is text_encoder/, as the base`
+    : undefined;
+  return { pipelineClass: named, folders, ...(clipDoubt ? { clipDoubt } : {}) };
 }
 
 /**
@@ -700,6 +723,7 @@ class OpenedBaseModel implements SafetensorsBaseModel {
   valueScales?: ReadonlyMap<string, number>;
   components?: readonly BaseComponent[];
   weightlessEncoders?: readonly WeightlessFolder[];
+  combinedPrior?: CombinedPrior;
   readonly indexPath?: string;
   /** The index's fields other than its weight map (see BaseIndexFile). */
   readonly index?: BaseIndexFile['fields'];

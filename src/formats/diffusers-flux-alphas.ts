@@ -24,6 +24,14 @@
  * Which pipeline loads a file is not in the file: this rule is taken for a file whose `transformer.`
  * modules are all FLUX.1's (and Chroma's) in diffusers' names, 3072 wide, within FLUX.1's 19 double and
  * 38 single blocks. kohya-named files keep kohya's rule (diffusers converts them and applies α itself).
+ * Without a base (inspect) such a file is taken as FLUX.1's. HunyuanVideo's, FLUX.2 [klein]'s and
+ * Qwen-Image's transformers hold the same names at that width (an attention-only file on the first
+ * blocks fits them all): on those bases (flux1NamesSharedBy) the plan gives each module back the
+ * single-file rule's α and scale kept here (`diffusersFluxAlpha`), the rule every other model's
+ * diffusers-named `.alpha` follows, as ComfyUI applies it. diffusers' loaders for them do not read
+ * the alphas: HunyuanVideoLoraLoaderMixin's and Flux2LoraLoaderMixin's load_lora_weights refuse any
+ * key without "lora" in it, QwenImageLoraLoaderMixin's converter drops them. The refusals below are made at parse time, before the
+ * base is known, so they hold on those bases too.
  */
 import { decodeToF32, encodeFromF32, type DType } from '../dtype.js';
 import type { MergeErrorCode } from '../errors.js';
@@ -31,6 +39,9 @@ import type { AdapterModule } from './adapter.js';
 import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import type { Role } from './key-forms.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
+import { isFlux2 } from './layouts/flux2-bfl.js';
+import { isHunyuanDit } from './layouts/hunyuan-video.js';
+import type { BaseView } from './layouts/layout.js';
 
 type Problem = { code: MergeErrorCode; message: string };
 
@@ -51,6 +62,21 @@ function isFlux1Module(path: string, deltaShape: readonly number[]): boolean {
   const double = DOUBLE.exec(path), single = SINGLE.exec(path);
   if (double ? Number(double[1]) >= DOUBLE_BLOCKS : single ? Number(single[1]) >= SINGLE_BLOCKS : !OUTER.test(path)) return false;
   return deltaShape.length === 2 && deltaShape.includes(FLUX1_HIDDEN);
+}
+
+/** Qwen-Image's per-block image modulation (`img_mod.1`, in diffusers' and ComfyUI's names alike); FLUX.1 has none. */
+const QWEN_IMAGE_MODULATION = /(^|\.)transformer_blocks\.\d+\.img_mod\.1\.weight$/;
+
+/**
+ * The model whose transformer holds FLUX.1's diffusers names at FLUX.1's width, where `base` is one
+ * (HunyuanVideo or HunyuanImage, FLUX.2, Qwen-Image), so that FLUX.1's `.alpha` rule does not hold
+ * there; undefined for any other base.
+ */
+export function flux1NamesSharedBy(base: BaseView): string | undefined {
+  if (isHunyuanDit(base)) return 'HunyuanVideo';
+  if (isFlux2(base)) return 'FLUX.2';
+  if (base.keys.some((k) => QWEN_IMAGE_MODULATION.test(k))) return 'Qwen-Image';
+  return undefined;
 }
 
 /** `transformer.x.attn.to_q` → `transformer`; the component is the key before the module path. */
@@ -109,7 +135,7 @@ export async function applyDiffusersFluxAlphas(
   }
   const f8 = alphas.find((a) => F8_ALPHA.has(a.dtype));
   if (f8) {
-    refuse(`tensor "${f8.name}" is an alpha of dtype ${f8.dtype}: diffusers' FLUX.1 loader keeps each alpha as the tensor it is and PEFT divides it by the rank in that dtype, which this tool does not reproduce for float8; not supported — store the file's alphas as F32`);
+    refuse(`tensor "${f8.name}" is an alpha of dtype ${f8.dtype}: diffusers' FluxLoraLoaderMixin keeps each alpha as the tensor it is and PEFT divides it by the rank in that dtype (lora_alpha / r), a division torch does not implement for float8 tensors, so diffusers cannot load this file; not supported — store the file's alphas as F32`);
     return;
   }
   const metadata = file.metadata[LORA_ADAPTER_METADATA];
@@ -145,10 +171,11 @@ export async function applyDiffusersFluxAlphas(
       const scale = scaleInDType(from.value, module.rank, from.dtype);
       // α as the scale PEFT computes stands for it (16.03125 for a bf16 16 over r 12), so that the
       // adapter operations that write α back (convert, resize) keep the scale merged here.
+      const ownRule = { alpha: module.alpha, scale: module.scale, scaleOrigin: module.scaleOrigin };
       module.alpha = scale * module.rank;
       module.scale = scale;
       module.scaleOrigin = { kind: 'alpha', rule: 'α/r', stated: own !== undefined };
-      module.diffusersFluxAlpha = true;
+      module.diffusersFluxAlpha = ownRule;
     }
   }
 }

@@ -42,9 +42,10 @@ const CASCADE: PipelineClips = { text_encoder: 'clip_g' };
  * and docs name): one entry per `_class_name`. Consulted only for a folder whose config.json does
  * not say. The ControlNet, PAG and T2I-Adapter pipelines of SD, SDXL, SD3 and FLUX.1 take their
  * base model's text encoders under the same folder names, so they share its entry. The combined
- * pipelines (StableCascadeCombinedPipeline, Kandinsky's) are not listed: they hold a second copy of
- * a CLIP in `prior_text_encoder/`, a folder name not routed as a text encoder here, and a module
- * naming a CLIP by kind is refused on them (base-model.ts openPipeline).
+ * pipelines (StableCascadeCombinedPipeline, Kandinsky's) are not listed: they hold a CLIP in
+ * `prior_text_encoder/`, a folder name not routed as a text encoder here (a second copy of the one in
+ * `text_encoder/` for Stable Cascade; Kandinsky's only CLIP, the prior's), and a module naming a CLIP
+ * by kind is refused on them, saying which (base-model.ts openPipeline, combinedPrior).
  */
 const PIPELINE_CLIPS: Readonly<Record<string, PipelineClips>> = {
   StableDiffusionPipeline: SD, StableDiffusionImg2ImgPipeline: SD, StableDiffusionInpaintPipeline: SD,

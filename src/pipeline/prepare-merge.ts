@@ -73,6 +73,7 @@ function planIndex(base: BaseModel, config: ModelConfig | undefined, scaled: Sca
   if (base.keptScales) index.valueScales = base.keptScales;
   if (base.components) index.components = base.components;
   if (base.weightlessEncoders) index.weightlessEncoders = base.weightlessEncoders;
+  if (base.combinedPrior) index.combinedPrior = base.combinedPrior;
   if (base.metadata) index.metadata = (key) => base.metadata!(key);
   return index;
 }

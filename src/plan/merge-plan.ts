@@ -27,11 +27,10 @@ import type { RowPlacement, RowSegment, WeightLayout } from '../engine/merge-op.
 import { ADAPTER_FORMAT_NAMES, type AdapterFormat, type AdapterModule, type LayerClass, type ParsedAdapter, type TensorReplacement } from '../formats/adapter.js';
 import { moduleTitle } from '../formats/algorithms/index.js';
 import { ggufWideningProblem, reshapeProblem } from '../formats/algorithms/reshape-weight.js';
-import type { BaseComponent, WeightlessFolder } from '../formats/base-components.js';
+import type { BaseComponent, CombinedPrior, WeightlessFolder } from '../formats/base-components.js';
 import { namedLayerClass } from '../formats/layer-names.js';
 import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
-import { isFlux2 } from '../formats/layouts/flux2-bfl.js';
-import { isHunyuanDit } from '../formats/layouts/hunyuan-video.js';
+import { flux1NamesSharedBy } from '../formats/diffusers-flux-alphas.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -84,6 +83,8 @@ export interface BaseTensorIndex {
   components?: readonly BaseComponent[];
   /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
   weightlessEncoders?: readonly WeightlessFolder[];
+  /** A combined pipeline's prior folders, which no LoRA name routes to (BaseModel.combinedPrior). */
+  combinedPrior?: CombinedPrior;
   /** config.json `architectures` (vision-language key maps, fused expert layouts). */
   architectures?: readonly string[];
   /** config.json `model_type`: layers it tells by name (transformers' Conv1D, embeddings; formats/layer-names.ts). */
@@ -393,6 +394,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     const pastLast: PlanProblem[] = [];
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
+    let sharedFluxNames: { model: string | undefined } | undefined;
     for (const adapterModule of adapter.modules) {
       await pacer.tick();
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
@@ -423,12 +425,11 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         }
         continue;
       }
-      if (module.diffusersFluxAlpha) {
-        const other = locator.baseIs(isHunyuanDit) ? 'HunyuanVideo\'s (or HunyuanImage\'s)' : locator.baseIs(isFlux2) ? 'FLUX.2\'s' : undefined;
-        if (other) {
-          fail('UNSUPPORTED_FORMAT', `has an alpha read by diffusers' FLUX.1 rule (its names are FLUX.1's in diffusers' form, loaded by FluxLoraLoaderMixin), but the base is ${other}, which shares those names and whose diffusers loader leaves .alpha tensors unused; not supported — remove the file's .alpha tensors to merge at scale 1, as that loader does`);
-          continue;
-        }
+      // Names FLUX.1 shares with HunyuanVideo, FLUX.2 and Qwen-Image: on those bases the file is theirs,
+      // and the single-file `.alpha` rule replaces diffusers' FLUX.1 rule read at parse time.
+      if (module.diffusersFluxAlpha && (sharedFluxNames ??= { model: locator.baseIs(flux1NamesSharedBy) }).model) {
+        const { alpha, scale, scaleOrigin } = module.diffusersFluxAlpha;
+        module = { ...module, alpha, scale, scaleOrigin, diffusersFluxAlpha: undefined };
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
       const describe = (target: Placement) => describeTarget(target, placedRows(target, base.tensors.get(target.baseKey)?.shape));
@@ -806,6 +807,15 @@ function removeProblems(problems: PlanProblem[], gone: ReadonlySet<PlanProblem>)
   let kept = 0;
   for (const p of problems) if (!gone.has(p)) problems[kept++] = p;
   problems.length = kept;
+}
+
+/**
+ * Adapter `adapterIndex`'s modules as the plan merges them (a module's scale can depend on the base:
+ * diffusers-flux-alphas.ts), each in place of the one read from the file where the plan has a term of it.
+ */
+export function modulesAsPlanned(plan: MergePlan, adapterIndex: number, modules: readonly AdapterModule[]): AdapterModule[] {
+  const planned = new Map(plan.updates.flatMap((u) => u.terms.filter((t) => t.adapterIndex === adapterIndex).map((t) => [t.moduleName, t.module] as const)));
+  return planned.size === 0 ? modules.slice() : modules.map((m) => planned.get(m.name) ?? m);
 }
 
 /** Throws one MergeError listing every problem of the plan (first few in full, then a count). */

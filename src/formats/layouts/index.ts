@@ -6,7 +6,7 @@
  */
 import { loneT5Unreached, otherLoneT5 } from '../pipeline-encoders.js';
 import { t5Alone, t5BesideClips } from '../t5-beside-clips.js';
-import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent, type WeightlessFolder } from '../base-components.js';
+import { baseComponents, comfyEncoderDoubt, comfyEncoderFilePath, comfyEncoderPath, componentForPart, holdsComfyEncoder, isT5Path, movedOutOf, namesT5, partName, type BaseComponent, type CombinedPrior, type WeightlessFolder } from '../base-components.js';
 import type { ModuleAddress } from '../module-address.js';
 import { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
 import { dottedPath } from './dotted-path.js';
@@ -134,6 +134,8 @@ export interface BaseShapes {
   readonly components?: readonly BaseComponent[];
   /** A pipeline's text encoder folders listed in model_index.json without weights (BaseModel.weightlessEncoders). */
   readonly weightlessEncoders?: readonly WeightlessFolder[];
+  /** A combined pipeline's prior folders, which no LoRA name routes to (BaseModel.combinedPrior). */
+  readonly combinedPrior?: CombinedPrior;
   /** The base file's typed metadata (GGUF), for layouts that need it. */
   metadata?(key: string): unknown;
   /** The fields of config.json, when the base has one, for layouts that need the model's sizes. */
@@ -163,8 +165,8 @@ export class ModuleLocator {
     this.listed = this.weightless.size === 0 ? this.components : [...this.components, ...this.weightless.keys()];
   }
 
-  /** Whether the whole base passes `test` (a model's own names: isFlux2, isHunyuanDit). */
-  baseIs(test: (base: BaseView) => boolean): boolean {
+  /** What `test` says of the whole base (a model's own names: isFlux2, isHunyuanDit). */
+  baseIs<T>(test: (base: BaseView) => T): T {
     return test(this.whole);
   }
 
@@ -174,6 +176,48 @@ export class ModuleLocator {
   }
 
   locate(address: ModuleAddress): Location {
+    const location = this.locateAnywhere(address);
+    return this.combinedPriorMiss(address, location) ?? location;
+  }
+
+  /**
+   * A module on a combined pipeline (CombinedPrior) that does not name a prior folder but lands in
+   * one by the end of its name, or fits a tensor there while landing elsewhere or nowhere (a prior's
+   * LoRA in its own names, `transformer_blocks.0.attn1.to_q`, or kohya's `lora_prior_unet_`, against
+   * the decoder's UNet): which of the pipeline's models it is for cannot be told, and diffusers'
+   * combined pipelines load no LoRA: refused naming the folder. A module that names the folder
+   * (`prior_prior.…`) lands there by that name.
+   */
+  private combinedPriorMiss(address: ModuleAddress, location: Location): Location | undefined {
+    const prior = this.base.combinedPrior;
+    if (!prior || prior.folders.length === 0) return undefined;
+    if (!location.found && !location.unmatched && !location.missingComponent) return undefined;
+    if (prior.folders.some((f) => address.path.startsWith(`${f.folder}.`))) return undefined;
+    const flat = (s: string) => s.replaceAll('.', '_');
+    const fits = (rest: string) => {
+      const stem = rest.replace(/\.weight$/, '');
+      return address.flat ? flat(stem) === address.path || flat(stem).endsWith(`_${address.path}`) : stem === address.path || stem.endsWith(`.${address.path}`);
+    };
+    for (const { folder, className } of prior.folders) {
+      const prefix = `${folder}.`;
+      const where = `${folder}/ (${className}), the prior's in its ${prior.pipelineClass}, a folder no LoRA name routes to here`;
+      const landed = location.found ? location.targets.find((t) => t.baseKey.startsWith(prefix))?.baseKey : undefined;
+      if (landed) {
+        return { found: false, code: 'UNKNOWN_MODULE', message: `lands by the end of its name on ${landed} in ${where}; not supported — name the folder (${prefix}${address.flat ? '…' : address.path}) or give the prior pipeline's own folder as the base` };
+      }
+      const key = this.whole.keys.find((k) => k.startsWith(prefix) && fits(k.slice(prefix.length)));
+      if (key) {
+        const elsewhere = location.found ? `, as well as ${location.targets[0].baseKey} where it would land` : '';
+        return {
+          found: false, code: 'UNKNOWN_MODULE',
+          message: `fits ${key} in ${where}${elsewhere}, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
+        };
+      }
+    }
+    return undefined;
+  }
+
+  private locateAnywhere(address: ModuleAddress): Location {
     if (address.experts) {
       const miss = this.expertCountMiss(address, address.experts);
       if (miss) return miss;
@@ -193,7 +237,7 @@ export class ModuleLocator {
       const denoiser = this.locate({ ...address, part: 'unet' });
       return denoiser.found ? denoiser : describe(r);
     }
-    const doubt = clipDoubt(address, this.listed);
+    const doubt = clipDoubt(address, this.listed, this.base.combinedPrior);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
     // ai-toolkit's combined Wan 2.2 LoRA on a pipeline that says which folder is which expert.
     const expert = combinedExpert(address, this.components);
@@ -429,10 +473,13 @@ export class ModuleLocator {
  * of its CLIP in a folder not read as a text encoder (`prior_text_encoder/`). Diffusers' `text_encoder.` names the first folder
  * and T5's parts name no CLIP, so neither is held up.
  */
-function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[]): string | undefined {
+function clipDoubt(address: ModuleAddress, components: readonly BaseComponent[], prior?: CombinedPrior): string | undefined {
   const byKind = address.part === 'te' || address.part === 'te2' || (address.part === 'te1' && !address.anyFirstEncoder);
-  if (!byKind) return undefined;
-  const doubt = components.find((c) => c.role === 'text-encoder' && c.encoderDoubt)?.encoderDoubt;
+  // A combined pipeline whose only CLIP is the prior's (prior_text_encoder/): a module naming a CLIP
+  // by kind, and diffusers' `text_encoder.` where no other text encoder folder takes it.
+  const priorsOnly = prior?.clipDoubt !== undefined && (byKind || !components.some((c) => c.role === 'text-encoder'));
+  if (!byKind && !(priorsOnly && address.part === 'te1' && !isT5Path(address.path))) return undefined;
+  const doubt = components.find((c) => c.role === 'text-encoder' && c.encoderDoubt)?.encoderDoubt ?? (priorsOnly ? prior!.clipDoubt : undefined);
   if (!doubt) return undefined;
   const named = address.comfyEncoder ? `ComfyUI's ${address.comfyEncoder} text encoder (text_encoders.${address.comfyEncoder}.)` : partName(address.part!, address.path);
   return `names ${named}, but the base's ${doubt}`;
