@@ -9,7 +9,8 @@
  * The same for fp8 codes times their scales past float32 (a per-tensor fp8mixed weight_scale, an
  * mxfp8 layer's block scales), counted over the whole weight, and for an adapter's own tensors
  * (a LoRA factor, a DoRA magnitude, an IA3 vector) holding NaN or Inf: the tensor, the count and
- * its first and last row (element, for a vector).
+ * its first and last row (element, for a vector); and in the adapter jobs (resize, extract: a
+ * model's own NaN/Inf, or a difference past float32).
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
@@ -19,6 +20,8 @@ import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, prepareFolders, randomTensor } from './helpers/hf-folder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { blockedOrder, e4m3Value, e8m0Value } from './helpers/e4m3-by-hand.js';
+import { extractLora, resizeLora } from '../src/adapter-jobs.js';
+import { peftFiles } from './helpers/adapter-fixtures.js';
 
 const rand = seededRandom(20261207);
 const backends = mergeBackends({ cpu: 'default' });
@@ -343,6 +346,48 @@ describe.each(['cpu', 'webgpu'])('%s: values past float32 and adapter tensors, o
     expect(await mergeError(await prepareLlama(llama(), { peft_type: 'IA3', target_modules: ['q_proj'], feedforward_modules: [] }, adapter), backend)).toBe(
       `adapter1 module "model.layers.0.self_attn.q_proj": factor ${q}.ia3_l holds 2 NaN or Inf values (first in element 5, last in element 250); ` +
         'the adapter file is broken (base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight")',
+    );
+  });
+});
+
+describe('the adapter jobs: a factor or a model tensor holding NaN or Inf, or a difference past float32, over the whole tensor', () => {
+  /** The one error `job` stops with, as its message (NON_FINITE). */
+  const jobError = async (job: Promise<unknown>): Promise<string> => {
+    const error = await job.then(() => undefined, (e: unknown) => e);
+    expect(isMergeError(error) && error.code, String(error)).toBe('NON_FINITE');
+    return (error as Error).message;
+  };
+  const Q = 'model.layers.0.self_attn.q_proj';
+  const model = (values: Float64Array) => buildSafetensors([{ name: `${Q}.weight`, dtype: 'F32', shape: [64, 64], data: values }]);
+  const values = () => Float64Array.from({ length: 64 * 64 }, () => rand() - 0.5);
+
+  it('resizeLora on a PEFT lora_B (16 × 4) holding NaN in rows 2 and 13: the tensor, its count and both rows', async () => {
+    const b = Float64Array.from({ length: 16 * 4 }, () => rand() - 0.5);
+    for (const i of [2 * 4 + 1, 13 * 4, 13 * 4 + 3]) b[i] = NaN;
+    const adapter = memoryInputFileSet(peftFiles([{ name: Q, b: { rows: 16, cols: 4, data: b }, a: { rows: 4, cols: 16, data: Float64Array.from({ length: 64 }, () => rand() - 0.5) } }]), 'lora');
+    expect(await jobError(resizeLora({ adapter, rule: { kind: 'rank', rank: 2 }, backend: 'cpu' }))).toBe(
+      `lora: tensor "base_model.model.${Q}.lora_B.weight" holds 3 NaN or Inf values (first in row 2, last in row 13); the adapter file is broken`,
+    );
+  });
+
+  it('extractLora from a tuned model whose weight holds NaN in rows 3 and 40: the tuned model, its count and both rows', async () => {
+    const base = values();
+    const tuned = base.map((x) => x + 0.01);
+    tuned[3 * 64 + 9] = NaN;
+    tuned[40 * 64] = Infinity;
+    expect(await jobError(extractLora({ base: memoryInputFileSet({ 'model.safetensors': model(base) }, 'base'), tuned: memoryInputFileSet({ 'model.safetensors': model(tuned) }, 'tuned'), rank: 2, backend: 'cpu' }))).toBe(
+      `tuned: tensor "${Q}.weight" holds 2 NaN or Inf values (first in row 3, last in row 40); the model file is broken`,
+    );
+  });
+
+  it('extractLora where tuned − base passes float32 in rows 5 and 50 (±3e38 on each side): the count and both rows', async () => {
+    const base = values();
+    const tuned = base.map((x) => x + 0.01);
+    for (const i of [5 * 64 + 1, 50 * 64 + 63]) [base[i], tuned[i]] = [-3e38, 3e38];
+    // f32(3e38 − (−3e38)) is Inf, each side finite.
+    expect(Math.fround(Math.fround(3e38) - Math.fround(-3e38))).toBe(Infinity);
+    expect(await jobError(extractLora({ base: memoryInputFileSet({ 'model.safetensors': model(base) }, 'base'), tuned: memoryInputFileSet({ 'model.safetensors': model(tuned) }, 'tuned'), rank: 2, backend: 'cpu' }))).toBe(
+      `tensor "${Q}.weight": the difference tuned − base is past float32 in 2 values (first in row 5, last in row 50); no f32 LoRA can hold it`,
     );
   });
 });

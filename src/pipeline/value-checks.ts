@@ -117,7 +117,7 @@ async function nonFiniteInSaved(rep: PlannedReplacement): Promise<{ count: numbe
  * dimension, or elements of a vector (one with a single dimension past 1 too: an IA3 vector
  * stored (out, 1), a DoRA magnitude (1, in)).
  */
-function nonFiniteWhere(shape: readonly number[], span: { first: number; last: number }): string {
+export function nonFiniteWhere(shape: readonly number[], span: { first: number; last: number }): string {
   if (shape.filter((d) => d !== 1).length < 2) return nonFiniteElementsText(span);
   return nonFiniteRowsText(span, shape.slice(1).reduce((a, b) => a * b, 1), 0);
 }
