@@ -237,6 +237,27 @@ function mxfp8Flux(): { bytes: Uint8Array; codes: number[]; exponents: number[] 
   return { bytes: buildSafetensors(tensors), codes, exponents };
 }
 
+/**
+ * ComfyUI's int8 Flux (comfy_quant `{"format": "int8_tensorwise"}`): the qkv I8 codes (−10…10, but
+ * 127 at rows 12 and 99, −127 at row 99 again) with one F32 weight_scale of 3e37 (10 × 3e37 is
+ * finite, 127 × 3e37 past float32: slabs 0–63 and 64–127 of one byte a code), the rest bf16.
+ */
+function int8Flux(): { bytes: Uint8Array; codes: number[] } {
+  const config = Array.from(new TextEncoder().encode('{"format": "int8_tensorwise"}'));
+  let codes: number[] = [];
+  const tensors = fluxBflTensors(rand, 'BF16', DIMS).flatMap((t): FixtureTensor[] => {
+    if (t.name !== `${QKV}.weight`) return [t];
+    codes = Array.from({ length: 3 * h * h }, () => Math.floor(rand() * 21) - 10);
+    for (const [i, v] of [[12 * h + 1, 127], [99 * h + 2, 127], [99 * h + 60, -127]]) codes[i] = v;
+    return [
+      { name: t.name, dtype: 'I8', shape: t.shape, data: codes },
+      { name: `${QKV}.weight_scale`, dtype: 'F32', shape: [], data: [3e37] },
+      { name: `${QKV}.comfy_quant`, dtype: 'U8', shape: [config.length], data: config },
+    ];
+  });
+  return { bytes: buildSafetensors(tensors), codes };
+}
+
 /** A kohya LoRA on Flux's final_layer.linear (rank 2), bf16: a layer other than the qkv. */
 function finalLayerLora(): Uint8Array {
   const name = 'lora_unet_final_layer_linear';
@@ -283,6 +304,17 @@ describe.each(['cpu', 'webgpu'])('%s: values past float32 and adapter tensors, o
     const past = pastFloat32ByHand(codes, h, () => 3e38);
     expect(await fluxMergeError('flux1-dev-fp8mixed.safetensors', bytes, qkvLora(), backend, 'bf16')).toBe(
       pastFloat32Line('flux1-dev-fp8mixed.safetensors/flux1-dev-fp8mixed.safetensors', `${QKV}.weight`, `${QKV}.weight_scale`, past, 'updates'),
+    );
+  });
+
+  it(`an int8_tensorwise ${QKV} kept int8 whose codes times its weight_scale pass float32 in rows 12 and 99, under a LoRA: the weight's count and both rows`, async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { bytes, codes } = int8Flux();
+    const past = pastFloat32ByHand(codes, h, () => 3e37);
+    expect(past).toEqual({ count: 3, first: 12, last: 99 });
+    expect(await fluxMergeError('flux1-dev-int8.safetensors', bytes, qkvLora(), backend)).toBe(
+      pastFloat32Line('flux1-dev-int8.safetensors/flux1-dev-int8.safetensors', `${QKV}.weight`, `${QKV}.weight_scale`, past, 'updates'),
     );
   });
 
