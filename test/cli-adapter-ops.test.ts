@@ -539,7 +539,7 @@ describe('bad input: one line, nothing left at --out', () => {
     const inputs = command[0] === 'combine' ? ['--adapter', join(dir, 'fine.safetensors'), '--adapter', join(dir, 'broken.safetensors')] : ['--adapter', join(dir, 'broken.safetensors')];
     const r = await runCli([...command, ...inputs, '--out', join(dir, 'out.safetensors')]);
     expect(r.code).toBe(1);
-    expect(errorLines(r.stderr)).toEqual([`error: ${join(dir, 'broken.safetensors')}: tensor "${key}.lora_down.weight" holds NaN or Inf; the adapter file is broken`]);
+    expect(errorLines(r.stderr)).toEqual([`error: ${join(dir, 'broken.safetensors')}: tensor "${key}.lora_down.weight" holds 1 NaN or Inf value (row 0); the adapter file is broken`]);
     expect(listDir(dir)).toEqual(before);
   });
 

@@ -347,7 +347,7 @@ describe('a .gguf --out that cannot be written', () => {
       ],
     }));
     const failed = await runCli(['combine', '--adapter', join(dir, 'a.gguf'), '--adapter', join(dir, 'nan.gguf'), '--method', 'svd', '--out', join(dir, 'old.gguf'), '--backend', 'cpu']);
-    expect(errorLines(failed.stderr)).toEqual([expect.stringMatching(/nan\.gguf: tensor "blk\.0\.attn_q\.weight\.lora_a" holds NaN or Inf/)]);
+    expect(errorLines(failed.stderr)).toEqual([expect.stringMatching(/nan\.gguf: tensor "blk\.0\.attn_q\.weight\.lora_a" holds 1 NaN or Inf value \(row 0\); the adapter file is broken$/)]);
     expect(failed.code, failed.stderr).not.toBe(0);
     expect(readFileSync(join(dir, 'old.gguf'), 'utf8')).toBe('kept until a run succeeds');
     const replaced = await runCli(['resize', '--adapter', join(dir, 'a.gguf'), '--rank', '4', '--out', join(dir, 'old.gguf'), '--backend', 'cpu']);

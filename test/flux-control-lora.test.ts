@@ -231,7 +231,7 @@ describe('refused, one line naming the tensor', () => {
       'adapter0: module "diffusion_model.img_in": ΔW (8, 32, 1) does not fit base img_in.weight (8, 16): 3-D factors fit no layer with a 2-D weight (expected 2-D factors, or a 1×1 conv\'s 4-D ones)',
     ]);
     expect(await refusals(base, crafted('img_in.lora_A.weight', nan))).toEqual([
-      'adapter0 module "diffusion_model.img_in": factor img_in.lora_A.weight holds NaN or Inf; the adapter file is broken (base/flux1-dev.safetensors: tensor "img_in.weight")',
+      'adapter0 module "diffusion_model.img_in": factor img_in.lora_A.weight holds 1 NaN or Inf value (row 0); the adapter file is broken (base/flux1-dev.safetensors: tensor "img_in.weight")',
     ]);
     expect(await refusals(base, crafted('img_in.lora_B.bias', nan))).toEqual(['adapter0 module "diffusion_model.img_in": img_in.lora_B.bias holds 1 NaN or Inf value (element 1); the adapter file is broken']);
     // A replaced tensor is named as one (it was called a tensor "saved with the adapter").

@@ -58,7 +58,8 @@ interface Case {
    */
   unsignedZeros?: boolean;
   /** A copy of the base with one NaN block scale, and the line that refuses it. */
-  hostile: { files: Files; message: string };
+  /** A hostile base and its refusal (UNSUPPORTED_FORMAT unless `code` says otherwise). */
+  hostile: { files: Files; message: string; code?: string };
 }
 
 /** Block-scale bytes as trained weights have them, with e4m3's edges now and then: 0, its smallest subnormal, 448. */
@@ -180,7 +181,9 @@ function mxfp8Case(): Case {
     slabs: 3, sources: 3, unsignedZeros: true,
     hostile: {
       files: files(hostile),
-      message: `tensor "${Q}.weight": row 300, input 70: its code times its block scale (448 × ${2 ** 127}) is beyond float32; its scale "${Q}.weight_scale" holds no usable mxfp8 exponent there`,
+      // The one value past float32 (448 × 2^127), counted over the whole weight: row 300 alone.
+      code: 'NON_FINITE',
+      message: `model/model.safetensors: tensor "${Q}.weight" holds 1 value past float32 in the base (its codes times its scales, ${Q}.weight_scale; row 300), and the merge updates it; the base file is broken: use an intact copy of the base`,
     },
   };
 }
@@ -305,7 +308,7 @@ describe('FP4 base weights decoded on the worker threads', () => {
       for (const on of [threads.backend(threads.sharedPool), threads.backend(threads.scratchPool), threads.backend()]) {
         const refused = await mergeOn(c.hostile.files, c, on).then(() => undefined, (e: unknown) => e);
         expect(refused).toBeInstanceOf(MergeError);
-        expect([(refused as MergeError).code, (refused as MergeError).message]).toEqual(['UNSUPPORTED_FORMAT', c.hostile.message]);
+        expect([(refused as MergeError).code, (refused as MergeError).message]).toEqual([c.hostile.code ?? 'UNSUPPORTED_FORMAT', c.hostile.message]);
       }
     });
   }

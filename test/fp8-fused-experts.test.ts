@@ -153,6 +153,14 @@ describe('Mistral Small 4 in transformers\' format, FP8: fused experts with one 
     );
   });
 
+  it('a scale_inv holding a NaN and a negative scale is refused with their count, the first and the last', async () => {
+    const last = E - 1;
+    const broken = base.map((t) => (t.name === `${ex}.gate_up_proj_scale_inv` ? { ...t, data: Array.from(t.data as ArrayLike<number>, (x, i) => (i === 0 ? NaN : i === last ? -0.25 : x)) } : t));
+    await expect(prepare(hfModelFolder(broken, config), adapter())).rejects.toThrow(
+      `base: tensor "${ex}.gate_up_proj_scale_inv" holds 2 scales that are NaN, Inf or negative (first NaN in element 0, last -0.25 in element ${last}); scales must be finite and not negative`,
+    );
+  });
+
   it('a scale_inv of another shape than (E, 1, 1) is refused naming it', async () => {
     const broken = base.map((t) => (t.name === `${ex}.down_proj_scale_inv` ? scaleTensor(t.name, [E, 1]) : t));
     await expect(prepare(hfModelFolder(broken, config), adapter())).rejects.toThrow(

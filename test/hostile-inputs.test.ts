@@ -130,7 +130,7 @@ describe('every output value is checked', () => {
       { name: `base_model.model.${q}.lora_A.weight`, dtype: 'F32', shape: [r, d], data: a },
       { name: `base_model.model.${q}.lora_B.weight`, dtype: 'F32', shape: [d, r], data: bValues },
     ]);
-    expectRefused(await merge(base(), broken), /module "model\.layers\.0\.self_attn\.q_proj": factor .*lora_A\.weight holds NaN or Inf/);
+    expectRefused(await merge(base(), broken), /module "model\.layers\.0\.self_attn\.q_proj": factor .*lora_A\.weight holds 1 NaN or Inf value \(row 0\); the adapter file is broken/);
     // Finite factors whose update overflows f16 but not f32: the fix is a wider dtype.
     const run = await merge(base(), adapter(), ['--dtype', 'f16', '--weight', '40000']);
     expectRefused(run, /tensor "model\.layers\.0\.self_attn\.q_proj\.weight": merged values up to .* overflow F16.*--dtype bf16 or f32/);

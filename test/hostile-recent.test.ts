@@ -271,6 +271,8 @@ describe('meta-llama/Llama-3.1-405B-Instruct-FP8 (fbgemm_fp8) with weight_scale 
     ['a flat (out,) scale', scale([8], row), /weight_scale" has shape \[8\], which is no grid of scales/],
     ['a NaN scale', scale([8, 1], [0.01, NaN, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]), /weight_scale" holds the scale NaN \(element 1\); scales must be finite and not negative/],
     ['a negative scale', scale([8, 1], [0.01, 0.01, -0.5, 0.01, 0.01, 0.01, 0.01, 0.01]), /weight_scale" holds the scale -0\.5 \(element 2\); scales must be finite and not negative/],
+    ['an Inf scale and a negative one', scale([8, 1], [0.01, Infinity, 0.01, 0.01, 0.01, 0.01, -0.5, 0.01]),
+      /weight_scale" holds 2 scales that are NaN, Inf or negative \(first Infinity in element 1, last -0\.5 in element 6\); scales must be finite and not negative$/],
   ];
   it.for(cases)('%s: refused in one line naming the scale tensor, exit code 1, nothing written', async ([, s, message]) => {
     const dir = temp.make({ ...Object.fromEntries(Object.entries(base(s)).map(([k, v]) => [`base/${k}`, v])), ...Object.fromEntries(Object.entries(adapter).map(([k, v]) => [`adapter/${k}`, v])) });

@@ -480,6 +480,16 @@ describe('what is not read is refused in one line, naming what, and nothing is w
     expect(existsSync(out)).toBe(false);
   });
 
+  it('GPTQ scales holding a NaN and a negative scale: how many, the first and the last, naming the tensor', async () => {
+    const tensors = decodeSafetensors(base.files['model.safetensors'] as Uint8Array).tensors;
+    const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: t.dtype, shape: t.shape, data: name === `${K}.scales` ? Array.from(t.values, (x, i) => (i === 1 ? NaN : i === 5 ? -1 : x)) : Array.from(t.values) }));
+    const { run, out, lines } = await mergeFolders(temp.make, { ...base.files, 'model.safetensors': buildSafetensors(rebuilt) }, adapter, ['--dtype', 'bf16']);
+    expect(run.code).not.toBe(0);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/: tensor "model\.layers\.0\.self_attn\.k_proj\.scales" holds 2 scales that are NaN, Inf or negative \(first NaN in element 1, last -1 in element 5\); scales must be finite and not negative$/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('F32 scales (whose products with the codes may not be exact in f32) are refused naming the tensor', async () => {
     const tensors = decodeSafetensors(awqBase.files['model.safetensors'] as Uint8Array).tensors;
     const rebuilt = [...tensors].map(([name, t]): FixtureTensor => ({ name, dtype: name === `${Q}.scales` ? 'F32' : t.dtype, shape: t.shape, data: Array.from(t.values) }));

@@ -126,6 +126,8 @@ describe('listed elements settled on the worker threads', () => {
     const hugeScale = edited(base.bytes, (name) => (name === `${target}.weight_scale` ? { name, dtype: 'F32', shape: [], data: [3e38] } : undefined));
     const nanFactor = edited(lora.bytes, (name, t) => (name === 'diffusion_model.double_blocks.1.txt_mlp.0.lora_A.weight'
       ? { name, dtype: 'BF16', shape: t.shape, data: Array.from(t.values, (x, i) => (i === 2000 ? NaN : x)) } : undefined));
+    // The NaN's row in lora_A (rank × in).
+    const nanRow = Math.floor(2000 / decodeSafetensors(lora.bytes).tensors.get('diffusion_model.double_blocks.1.txt_mlp.0.lora_A.weight')!.shape[1]);
     const refusal = async (b: Uint8Array, l: Uint8Array, backend: CpuBackend) => {
       const prepared = await prepareMerge(memoryInputFileSet({ [FILE]: b }, FILE), [{ files: memoryInputFileSet({ 'style.safetensors': l }, 'style.safetensors') }]);
       try {
@@ -143,8 +145,8 @@ describe('listed elements settled on the worker threads', () => {
     const file = `${FILE}/${FILE}`.replaceAll('.', '\\.');
     const tensor = `${target}.weight`.replaceAll('.', '\\.');
     for (const [b, l, expected] of [
-      [hugeScale, lora.bytes, new RegExp(`^NON_FINITE: ${file}: tensor "${tensor}" holds \\d+ values? past float32 in the base \\(its codes times its scales, ${tensor}_scale; of rows \\d+–\\d+, (row \\d+|first in row \\d+, last in row \\d+)\\), and the merge updates it; the base file is broken: use an intact copy of the base$`)],
-      [base.bytes, nanFactor, new RegExp(`^NON_FINITE: style\\.safetensors module "diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0": factor diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0\\.lora_A\\.weight holds NaN or Inf; the adapter file is broken \\(${file}: tensor "${tensor}"\\)$`)],
+      [hugeScale, lora.bytes, new RegExp(`^NON_FINITE: ${file}: tensor "${tensor}" holds \\d+ values? past float32 in the base \\(its codes times its scales, ${tensor}_scale; (row \\d+|first in row \\d+, last in row \\d+)\\), and the merge updates it; the base file is broken: use an intact copy of the base$`)],
+      [base.bytes, nanFactor, new RegExp(`^NON_FINITE: style\\.safetensors module "diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0": factor diffusion_model\\.double_blocks\\.1\\.txt_mlp\\.0\\.lora_A\\.weight holds 1 NaN or Inf value \\(row ${nanRow}\\); the adapter file is broken \\(${file}: tensor "${tensor}"\\)$`)],
     ] as const) {
       const lines = [await refusal(b, l, single), await refusal(b, l, shared), await refusal(b, l, scratch)];
       expect(lines[0]).toMatch(expected);

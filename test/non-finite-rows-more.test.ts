@@ -8,44 +8,16 @@
  * 256 f16 ones, 64 of 64 fp8 codes), so a message built from one slab names that slab's values only.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
-import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
-import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
-import { hfModelFolder, peftFolder, prepareFolders, randomTensor } from './helpers/hf-folder.js';
+import { fluxBflTensors } from './helpers/diffusion-fixtures.js';
+import { randomTensor } from './helpers/hf-folder.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { DIMS, H, llama, mergeError, P, poison, prepareLlama, QKV, qkvLora } from './helpers/non-finite-cases.js';
 
 const rand = seededRandom(20261207);
 const backends = mergeBackends({ cpu: 'default' });
-/** mergeModel's smallest slab. */
-const SLAB_BYTES = 4096;
-
-/** The one error a merge of `prepared` on `backend` stops with, as its message. */
-async function mergeError(prepared: PreparedMerge, backend: MergeBackend): Promise<string> {
-  expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
-  let error: unknown;
-  try {
-    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, slabBytes: SLAB_BYTES });
-  } catch (e) {
-    error = e;
-  } finally {
-    await prepared.close();
-  }
-  expect(isMergeError(error) && error.code, String(error)).toBe('NON_FINITE');
-  return (error as Error).message;
-}
-
-/** `t` with `value` at the flat indices `at`. */
-function poison(t: FixtureTensor, at: number[], value: number): FixtureTensor {
-  const data = Float64Array.from(t.data as ArrayLike<number>);
-  for (const i of at) data[i] = value;
-  return { ...t, data };
-}
-
-/** Flux cut to a hidden size of 64: the qkv is 192 × 64. */
-const DIMS = { ...FLUX, h: 64 };
 const { h } = DIMS;
-const QKV = 'double_blocks.0.img_attn.qkv';
 
 /**
  * Comfy-Org's scaled fp8 Flux (flux1-dev-fp8 scaled): 2-D weights F8_E4M3 codes with a F32
@@ -63,35 +35,12 @@ function scaledFp8Flux(): Uint8Array {
   return buildSafetensors([...tensors, ...scales, { name: 'scaled_fp8', dtype: 'F8_E4M3', shape: [0], data: [] }]);
 }
 
-/** A kohya LoRA on the qkv (rank 2, alpha 2), bf16. */
-function qkvLora(): Uint8Array {
-  const name = 'lora_unet_double_blocks_0_img_attn_qkv';
-  return buildSafetensors([
-    randomTensor(`${name}.lora_down.weight`, [2, h], 'BF16', rand, 0.1),
-    randomTensor(`${name}.lora_up.weight`, [3 * h, 2], 'BF16', rand, 0.1),
-    { name: `${name}.alpha`, dtype: 'F32', shape: [], data: [2] },
-  ], { ss_network_module: 'networks.lora_flux' });
-}
-
-// Llama cut small, f16: vocab 20, hidden 256 (so that 20 rows make several slabs).
-const P = 'base_model.model';
-const H = 256;
-const LLAMA = { architectures: ['LlamaForCausalLM'], model_type: 'llama', torch_dtype: 'float16', vocab_size: 20, tie_word_embeddings: false };
-const llama = (): FixtureTensor[] => [
-  randomTensor('model.embed_tokens.weight', [20, H], 'F16', rand),
-  randomTensor('model.layers.0.self_attn.q_proj.weight', [H, H], 'F16', rand),
-  randomTensor('model.layers.0.self_attn.q_proj.bias', [H], 'F16', rand),
-  randomTensor('model.norm.weight', [H], 'F16', rand),
-  randomTensor('lm_head.weight', [20, H], 'F16', rand),
-];
-const prepareLlama = (base: FixtureTensor[], config: object, adapter: FixtureTensor[]) => prepareFolders(hfModelFolder(base, LLAMA), [peftFolder(config, adapter)]);
-
 describe.each(['cpu', 'webgpu'])('%s', (name) => {
   it(`a scaled fp8 Flux ${QKV} (scale_weight) with NaN codes in rows 10 and 100, under a LoRA: the weight's two rows and count`, async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const prepared = await prepareMerge(memoryInputFileSet({ 'flux1-dev-fp8.safetensors': scaledFp8Flux() }, 'flux1-dev-fp8.safetensors'), [
-      { files: memoryInputFileSet({ 'style.safetensors': qkvLora() }, 'style.safetensors') },
+      { files: memoryInputFileSet({ 'style.safetensors': qkvLora(rand) }, 'style.safetensors') },
     ]);
     expect(await mergeError(prepared, backend)).toBe(
       `flux1-dev-fp8.safetensors/flux1-dev-fp8.safetensors: tensor "${QKV}.weight" already holds 2 NaN or Inf values in the base (first in row 10, last in row 100), and the merge updates it; ` +
@@ -102,7 +51,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
   it('a q_proj bias holding NaN at elements 2 and 6 under PEFT lora_bias: the base named, both elements and the count', async (ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
-    const base = llama().map((t) => t.name.endsWith('q_proj.bias') ? poison(t, [2, 6], NaN) : t);
+    const base = llama(rand).map((t) => t.name.endsWith('q_proj.bias') ? poison(t, [2, 6], NaN) : t);
     const adapter = [
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_A.weight`, [2, H], 'F32', rand),
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [H, 2], 'F32', rand),
@@ -122,7 +71,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [H, 2], 'F32', rand),
       poison(randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.bias`, [H], 'F32', rand), [5], Infinity),
     ];
-    expect(await mergeError(await prepareLlama(llama(), { r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter), backend)).toMatch(
+    expect(await mergeError(await prepareLlama(llama(rand), { r: 2, target_modules: ['q_proj'], lora_bias: true }, adapter), backend)).toMatch(
       /^adapter1 module "[^"]*q_proj": base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_B\.bias holds 1 NaN or Inf value \(element 5\); the adapter file is broken$/,
     );
   });
@@ -135,7 +84,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
       randomTensor(`${P}.model.layers.0.self_attn.q_proj.lora_B.weight`, [H, 2], 'F32', rand),
       poison(randomTensor(`${P}.lm_head.modules_to_save.default.weight`, [20, H], 'F32', rand), [3 * H + 1, 12 * H + 7], NaN),
     ];
-    expect(await mergeError(await prepareLlama(llama(), { r: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'] }, adapter), backend)).toBe(
+    expect(await mergeError(await prepareLlama(llama(rand), { r: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'] }, adapter), backend)).toBe(
       'adapter1: tensor "base_model.model.lm_head.modules_to_save.default.weight" (replacing lm_head.weight, modules_to_save) holds 2 NaN or Inf values (first in row 3, last in row 12); the adapter file is broken',
     );
   });
@@ -144,7 +93,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const adapter = [poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [2, H], 'F32', rand), [2, H + 4, H + 5], -Infinity)];
-    expect(await mergeError(await prepareLlama(llama(), { r: 2, trainable_token_indices: [4, 17] }, adapter), backend)).toBe(
+    expect(await mergeError(await prepareLlama(llama(rand), { r: 2, trainable_token_indices: [4, 17] }, adapter), backend)).toBe(
       'adapter1: tensor "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta" (trainable tokens of model.embed_tokens.weight) holds 3 NaN or Inf values ' +
         '(first in the row for token 4, last in the row for token 17); the adapter file is broken',
     );
@@ -158,7 +107,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
       randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [1, H], 'F32', rand),
       randomTensor(`${P}.lm_head.base_layer.weight`, [22, H], 'F32', rand),
     ];
-    expect(await mergeError(await prepareLlama(llama(), { r: 2, trainable_token_indices: [20] }, adapter), backend)).toBe(
+    expect(await mergeError(await prepareLlama(llama(rand), { r: 2, trainable_token_indices: [20] }, adapter), backend)).toBe(
       'adapter1: tensor "base_model.model.model.embed_tokens.base_layer.weight" (model.embed_tokens.weight saved with the adapter) holds 2 NaN or Inf values (first in row 5, last in row 13); the adapter file is broken',
     );
   });

@@ -107,7 +107,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const b2 = vals(inF, 'BF16');
     b2[2] = Infinity;
     const c = glora(b1, b2);
-    expect(await mergeError(backend, c.base, c.adapter, 'glora.safetensors')).toMatch(/b2\.weight holds NaN or Inf; the adapter file is broken/);
+    expect(await mergeError(backend, c.base, c.adapter, 'glora.safetensors')).toMatch(/b2\.weight holds 1 NaN or Inf value \(element 2\); the adapter file is broken/);
   });
 
   it('refuses a LyCORIS dora_scale holding Inf (an f16 70000), naming it', async (ctx) => {
@@ -117,7 +117,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
       const m = ones(inF);
       m[7] = 70000; // stored as f16: Inf
       const c = lycorisDora(m, wDtype, 'F16');
-      expect(await mergeError(backend, c.base, c.adapter, 'dora.safetensors'), wDtype).toMatch(/dora_scale holds NaN or Inf; the adapter file is broken/);
+      expect(await mergeError(backend, c.base, c.adapter, 'dora.safetensors'), wDtype).toMatch(/dora_scale holds 1 NaN or Inf value \(element 7\); the adapter file is broken/);
     }
   });
 
@@ -127,7 +127,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const m = ones(out);
     m[33] = Infinity;
     const c = peftDora(m, 'BF16');
-    expect(await mergeError(backend, c.base, c.adapter, 'peft-dora')).toMatch(/lora_magnitude_vector holds NaN or Inf; the adapter file is broken/);
+    expect(await mergeError(backend, c.base, c.adapter, 'peft-dora')).toMatch(/lora_magnitude_vector holds 1 NaN or Inf value \(element 33\); the adapter file is broken/);
   });
 
   it('merges a module whose scale is past float32 but whose products are all zero (W\' = W), and refuses it when they are not', async (ctx) => {

@@ -25,6 +25,7 @@ import { baseComponents, type BaseComponent } from '../formats/base-components.j
 import { transformersLinearName } from '../formats/layouts/openclip-text.js';
 import { decomposeDense, froKept, moduleFromSvd } from './reduce.js';
 import { product } from '../integers.js';
+import { nonFiniteInTensorText, nonFiniteSpan, nonFiniteWhere } from '../pipeline/value-checks.js';
 
 /**
  * A model extract reads: safetensors only. A GGUF model is refused by name rather than read as a
@@ -364,8 +365,27 @@ async function difference(base: BaseModel, tuned: BaseModel, t: BaseTensor, sign
       total2 += d * d;
     }
   }
-  if (!Number.isFinite(total2)) throw new MergeError('NON_FINITE', `tensor "${t.name}": the difference holds Inf or NaN`);
+  // total2 is NaN or Inf where an input value is; a difference of finite f32 values past float32 is Inf in `values` only.
+  if (!Number.isFinite(total2) || !values.every(Number.isFinite)) throw await nonFiniteDifference(base, tuned, t, values);
   return { values, total2 };
+}
+
+/**
+ * The refusal of a difference T − B that is not finite, with how many values and the first and
+ * last row (element, for a vector): a model's own NaN/Inf (the tuned one's first), read again
+ * whole on the error path only, or a difference of finite values past float32.
+ */
+async function nonFiniteDifference(base: BaseModel, tuned: BaseModel, t: BaseTensor, values: Float32Array): Promise<MergeError> {
+  for (const model of [tuned, base]) {
+    const own = model.tensors.get(t.name)!;
+    const held = nonFiniteInTensorText(await model.read(t.name), own.dtype, own.shape);
+    if (held) return new MergeError('NON_FINITE', `${model.name}: tensor "${t.name}" holds ${held}; the model file is broken`);
+  }
+  const past = nonFiniteSpan(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 'F32');
+  return new MergeError(
+    'NON_FINITE',
+    `tensor "${t.name}": the difference ${tuned.name} − ${base.name} is past float32 in ${past.count} value${past.count === 1 ? '' : 's'} (${nonFiniteWhere(t.shape, past)}); no f32 LoRA can hold it`,
+  );
 }
 
 /** Whether a tensor's bytes (or shape, or dtype) differ between the two models. */

@@ -17,7 +17,7 @@ import { lowRankPiece } from '../formats/algorithms/factor-io.js';
 import { loraSplit } from '../formats/algorithms/lora-split.js';
 import { SPLIT_QKV_PARTS } from '../formats/algorithms/kohya-split-qkv.js';
 import { throwIfProblems } from '../plan/problems.js';
-import { hasNonFinite } from '../pipeline/value-checks.js';
+import { nonFiniteInTensorText } from '../pipeline/value-checks.js';
 
 /** `gguf`: a llama.cpp LoRA GGUF (the CLI's `--out *.gguf`; only of GGUF LoRA inputs, see checkFormatFits). */
 export type OutputFormat = 'peft' | 'kohya' | 'gguf';
@@ -202,9 +202,8 @@ export async function readFactors(adapter: ParsedAdapter, module: AdapterModule)
  */
 async function nonFiniteFactors(adapter: ParsedAdapter, module: AdapterModule): Promise<MergeError> {
   for (const entry of Object.values(module.tensors)) {
-    if (isFloatDType(entry.dtype) && hasNonFinite(await adapter.file.read(entry), entry.dtype)) {
-      return new MergeError('NON_FINITE', `${adapter.name}: tensor "${entry.name}" holds NaN or Inf; the adapter file is broken`);
-    }
+    const bad = isFloatDType(entry.dtype) ? nonFiniteInTensorText(await adapter.file.read(entry), entry.dtype, entry.shape) : undefined;
+    if (bad) return new MergeError('NON_FINITE', `${adapter.name}: tensor "${entry.name}" holds ${bad}; the adapter file is broken`);
   }
   return new MergeError('NON_FINITE', `${adapter.name}: module "${module.key}": its update's factors are too large for f32 (they overflow to Inf); the adapter cannot be combined or resized`);
 }

@@ -125,24 +125,27 @@ export function mxfp8RowSource(w: ScaledFp8Weight, scales: Float64Array, codes: 
 }
 
 /**
- * Refuses the first value of rows [r0, r1) whose code times its block scale is past float32 (no
- * weight ComfyUI could hold), before they are decoded. An e4m3 code is below 2^9, so only blocks
- * of a scale of 2^119 or more can hold one; NaN codes stay NaN (the merge reports them).
+ * The values of rows [r0, r1) whose code times its block scale is past float32 (no weight ComfyUI
+ * could hold): how many, and the first and last row holding one (−1 where none). An e4m3 code is
+ * below 2^9, so only blocks of a scale of 2^119 or more can hold one, and only those are read;
+ * NaN codes stay NaN (the merge reports them), not counted here.
  */
-export function checkMxfp8Products(w: ScaledFp8Weight, source: RowSource, r0: number, r1: number): void {
+export function mxfp8PastFloat32(w: ScaledFp8Weight, source: RowSource, r0: number, r1: number): { count: number; first: number; last: number } {
   const { codes, scales, table } = source.arrays as { codes: Int8Array; scales: Float32Array; table: Float32Array };
   const { blockCols, nColBlocks } = source.params;
+  const past = { count: 0, first: -1, last: -1 };
   for (let r = r0; r < r1; r++) {
     const row = r - source.firstRow;
     for (let j = 0; j < nColBlocks; j++) {
       const scale = scales[row * nColBlocks + j];
       if (scale < 2 ** 119) continue;
       for (let c = j * blockCols; c < Math.min((j + 1) * blockCols, w.cols); c++) {
-        const code = table[codes[row * w.cols + c] & 0xff], exact = code * scale;
-        if (Math.fround(exact) !== exact && !Number.isNaN(exact)) {
-          throw new MergeError('UNSUPPORTED_FORMAT', `tensor "${w.weightKey}": row ${r}, input ${c}: its code times its block scale (${code} × ${scale}) is beyond float32; its scale "${w.scaleKey}" holds no usable mxfp8 exponent there`);
-        }
+        const exact = table[codes[row * w.cols + c] & 0xff] * scale;
+        if (Math.fround(exact) === exact || Number.isNaN(exact)) continue;
+        if (past.count++ === 0) past.first = r;
+        past.last = r;
       }
     }
   }
+  return past;
 }

@@ -19,6 +19,7 @@
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScales } from './bad-scales.js';
 import type { BaseModel } from './base-model.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
@@ -44,8 +45,8 @@ export async function readFusedFp8Experts(base: BaseModel, block: readonly [numb
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" has shape [${scale.shape.join(', ')}], which is no grid of scales over ${key} [${t.shape.join(', ')}] that config.json's quantization_config describes (expected [${expected.join(', ')}], one grid per expert)`);
     }
     const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType));
-    const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
-    if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds the scale ${scales[bad]} (element ${bad}); scales must be finite and not negative`);
+    const bad = badScales(base.name, scaleKey, scales);
+    if (bad) throw bad;
     const entry: ScaledFp8Weight = {
       weightKey: key, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'],
       rows: experts * out, cols: inputs, blockRows: bm, blockCols: bn, scales,

@@ -10,6 +10,7 @@
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScales } from './bad-scales.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import type { ModelConfig } from './model-config.js';
@@ -145,12 +146,17 @@ export function int32s(bytes: Uint8Array): Int32Array {
   return new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
 }
 
-/** A scale table's values, checked finite and not negative; `first` is its first element's index in the tensor. */
+/**
+ * A scale table's values, checked finite and not negative; `first` is its first element's index in
+ * the tensor. A whole table (`first` 0 and every value given) is refused with how many of its scales
+ * are bad (bad-scales.ts); a part of one, by its first bad scale.
+ */
 export function checkedScales(baseName: string, key: string, values: Float32Array, first: number): Float32Array {
   const bad = values.findIndex((s) => !Number.isFinite(s) || s < 0);
   if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds the scale ${values[bad]} (element ${first + bad}); scales must be finite and not negative`);
   return values;
 }
+
 
 /**
  * The checked float32 values of the scale tensor last asked for, decoded once for all of a
@@ -160,7 +166,12 @@ export function checkedScales(baseName: string, key: string, values: Float32Arra
 export function lastScales(baseName: string): (key: string, bytes: Uint8Array, dtype: 'F16' | 'BF16') => Float32Array {
   let last: { key: string; bytes: Uint8Array; values: Float32Array } | undefined;
   return (key, bytes, dtype) => {
-    if (last?.key !== key || last.bytes !== bytes) last = { key, bytes, values: checkedScales(baseName, key, decodeToF32(bytes, dtype), 0) };
+    if (last?.key !== key || last.bytes !== bytes) {
+      const values = decodeToF32(bytes, dtype);
+      const bad = badScales(baseName, key, values);
+      if (bad) throw bad;
+      last = { key, bytes, values };
+    }
     return last.values;
   };
 }

@@ -27,6 +27,7 @@
  */
 import { decodeToF32, type FloatDType } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScales } from './bad-scales.js';
 import { shownValue } from './bounded-json.js';
 import { isScaledFp8Marker, type BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
@@ -305,8 +306,8 @@ async function readGrids(
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" has shape [${scale.shape.join(', ')}], which is no grid of scales over ${weightKey} [${rows}, ${cols}] that config.json's quantization_config describes`);
     }
     const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType));
-    const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
-    if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds the scale ${scales[bad]} (element ${bad}); scales must be finite and not negative`);
+    const bad = badScales(base.name, scaleKey, scales);
+    if (bad) throw bad;
     const entry: ScaledFp8Weight = {
       weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: scale.dtype as ScaledFp8Weight['scaleDtype'], rows, cols, blockRows: grid[0], blockCols: grid[1], scales,
     };

@@ -667,7 +667,8 @@ async function computeUnit(
       const inTensor = () => nonFiniteInTensor(prepared, unit.tensor.name, inType, update, rowCount, backend, signal);
       if (scaled?.handles(update.baseKey)) {
         const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
-        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps, inTensor }, backend, signal);
+        const readCodes = (r0: number, n: number) => readStartRows(updateStart(prepared, inType, update), unit.tensor.name, r0, n, update.cols);
+        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps, inTensor, readCodes }, backend, signal);
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);

@@ -41,7 +41,7 @@ import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlabOn } from './fp8-requantize.js';
 import { fp8Maxima } from '../formats/fp8-block-codes.js';
-import { blockedScaleShape, checkMxfp8Products, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
+import { blockedScaleShape, mxfp8PastFloat32, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
 import { NVFP4_BLOCK, nvfp4TensorScale } from '../formats/comfy-nvfp4.js';
 import { comfyCodes } from '../formats/comfy-requantize.js';
@@ -169,6 +169,11 @@ export interface ScaledSlab {
    * error path only, so that a refusal names the weight's first such row and count, not the slab's.
    */
   inTensor?: () => Promise<{ count: number; first: number; last: number }>;
+  /**
+   * The weight's codes of any rows, as `codes` holds them, read again on the error path only: codes
+   * times scales past float32 are counted over the whole weight, not the slab.
+   */
+  readCodes(rowStart: number, rowCount: number): Promise<Uint8Array>;
 }
 
 /**
@@ -308,8 +313,11 @@ export function scaledFp8Output(
       const w = scaled.weights.get(key);
       return w?.scaleLayout === 'nvfp4' && !dequantizeTo && updated.has(key) ? { type: 'U8', shape: [w.rows, w.cols / 2], rowBytes: w.cols / 2 } : undefined;
     },
-    async mergeSlab(slab, backend, signal) {
-      const w = scaled.weights.get(slab.update.baseKey)!;
+    async mergeSlab(stored, backend, signal) {
+      const w = scaled.weights.get(stored.update.baseKey)!;
+      // An int8 weight kept int8 is read as stored: its codes as the view's bf16, read again (the error path) as well.
+      const int8Kept = w.scaleLayout === 'int8_tensorwise' && !dequantizeTo;
+      const slab: ScaledSlab = int8Kept ? { ...stored, readCodes: async (r0, n) => int8AsBf16(await stored.readCodes(r0, n)) } : stored;
       // ModelOpt's quantizer reads W' in the model's dtype: rounded once to it, here.
       const quantizerDtype = scaled.rule === 'modelopt' ? scaled.quantizerDtype ?? 'BF16' : 'F32';
       // A weight no adapter changes whose view already holds its real values (scale 1: MXFP4 experts,
@@ -320,10 +328,9 @@ export function scaledFp8Output(
         return w.codeDtype === dequantizeTo ? slab.codes.slice() : encodeFromF32(decodeToF32(slab.codes, w.codeDtype), dequantizeTo);
       }
       const grid = await gridOf(w, slab.rowCount);
-      // An int8 weight kept int8 is read as stored: its codes as the view's bf16.
       // Written dequantized, the rows go to the output (joined into fresh memory); else into joinOn's, given back once encoded.
       const join = dequantizeTo ? undefined : joinOn(backend);
-      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, w.scaleLayout === 'int8_tensorwise' && !dequantizeTo ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal, join);
+      const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, int8Kept ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal, join);
       if (dequantizeTo) return merge();
       // One maximum for the whole tensor: a first pass over its slabs, once; W' of each slab kept
       // from it where the whole tensor's fits under heldLimit, so no slab is merged twice.
@@ -419,19 +426,62 @@ async function nvfp4Codes(
 }
 
 /**
- * Which of `codes` (rows × cols, decoded) times its factor (`factor(row, col)`), each product in
- * float32 as the dequantization makes it, is not finite: how many, and the first and last row.
+ * Which of `codes` (rows `rowStart`… of `cols` columns, decoded) times its factor (`factor(row,
+ * col)`, row of the weight), each product in float32 as the dequantization makes it, is past
+ * float32: how many, and the first and last row of the weight holding one. NaN codes are the
+ * base's own NaN, not counted here.
  */
-function pastFloat32(codes: Float32Array, rows: number, cols: number, factor: (row: number, col: number) => number): { count: number; first: number; last: number } {
+function pastFloat32(codes: Float32Array, rowStart: number, cols: number, factor: (row: number, col: number) => number): { count: number; first: number; last: number } {
   const past = { count: 0, first: -1, last: -1 };
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      if (Number.isFinite(Math.fround(codes[r * cols + c] * Math.fround(factor(r, c))))) continue;
-      if (past.count++ === 0) past.first = r;
-      past.last = r;
-    }
+  for (let i = 0; i < codes.length; i++) {
+    const r = rowStart + Math.floor(i / cols);
+    if (Number.isNaN(codes[i]) || Number.isFinite(Math.fround(codes[i] * Math.fround(factor(r, i % cols))))) continue;
+    if (past.count++ === 0) past.first = r;
+    past.last = r;
   }
   return past;
+}
+
+/**
+ * The values of the whole weight past float32 (`count`: those of rows [r0, r0 + n) from their
+ * codes), its codes read again from its first row in runs of the slab's rows: on the error path
+ * only, where one op met some, so that the refusal names the weight's first and last such row and
+ * how many it holds, not the op's (slabs run side by side, and a slab's rows are merged in several
+ * ops).
+ */
+async function pastFloat32InWeight(
+  w: ScaledFp8Weight, slab: ScaledSlab, count: (codes: Uint8Array, r0: number, n: number) => { count: number; first: number; last: number },
+): Promise<{ count: number; first: number; last: number }> {
+  const span = { count: 0, first: -1, last: -1 };
+  const step = Math.max(1, slab.rowCount);
+  for (let r0 = 0; r0 < w.rows; r0 += step) {
+    const n = Math.min(step, w.rows - r0);
+    const found = count(await slab.readCodes(r0, n), r0, n);
+    if (found.count === 0) continue;
+    if (span.count === 0) span.first = found.first;
+    span.count += found.count;
+    span.last = found.last;
+  }
+  return span;
+}
+
+/**
+ * The refusal of a weight whose codes times its scales are past float32 (Inf in the tools'
+ * dequantization): how many over the whole weight (`past`, or the op's where reading it again
+ * found none), and its first and last row holding one.
+ */
+async function pastFloat32Refusal(
+  w: ScaledFp8Weight, slab: ScaledSlab, inOp: { count: number; first: number; last: number },
+  count: (codes: Uint8Array, r0: number, n: number) => { count: number; first: number; last: number },
+): Promise<MergeError> {
+  const whole = await pastFloat32InWeight(w, slab, count);
+  const past = whole.count ? whole : inOp;
+  const where = past.first === past.last ? `row ${past.first}` : `first in row ${past.first}, last in row ${past.last}`;
+  return new MergeError(
+    'NON_FINITE',
+    `${slab.file}: tensor "${w.weightKey}" holds ${past.count} value${past.count === 1 ? '' : 's'} past float32 in the base (its codes times its scales, ${w.scaleKey}; ${where}), ` +
+      `and the merge ${slab.update.terms.length ? 'updates' : 'dequantizes'} it; the base file is broken: use an intact copy of the base`,
+  );
 }
 
 /** A grid whose blocks span all columns (per channel, per tensor): its scales are one factor per row. */
@@ -474,13 +524,10 @@ async function realRows(
         throw e2;
       });
       if (!alone) {
-        const past = pastFloat32(decodeToF32(base.data, base.dtype), n, w.cols, (r, c) => factors[axis === rowAxis ? r0 + r : c]);
-        const where = past.first === past.last ? `row ${r0 + past.first}` : `first in row ${r0 + past.first}, last in row ${r0 + past.last}`;
-        throw new MergeError(
-          'NON_FINITE',
-          `${slab.file}: tensor "${w.weightKey}" holds ${past.count} value${past.count === 1 ? '' : 's'} past float32 in the base (its codes times its scales, ${w.scaleKey}; ` +
-            `of rows ${r0}–${r0 + n - 1}, ${where}), and the merge updates it; the base file is broken: use an intact copy of the base`,
-        );
+        // Any row of the weight's scales: one per row block and column block (one column block for a row grid).
+        const scaleOf = (r: number, c: number) => scales[Math.floor(r / w.blockRows) * nColBlocks + Math.floor(c / w.blockCols)];
+        const inOp = pastFloat32(decodeToF32(base.data, base.dtype), r0, w.cols, (r, c) => factors[axis === rowAxis ? r : c]);
+        throw await pastFloat32Refusal(w, slab, inOp, (codes, from) => pastFloat32(decodeToF32(codes, w.codeDtype), from, w.cols, scaleOf));
       }
       throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
     });
@@ -557,7 +604,8 @@ async function powerOfTwoGridRows(
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
     const n = Math.min(rowsPerOp, rowStart + rowCount - r0);
-    checkMxfp8Products(w, source, r0, r0 + n);
+    const past = mxfp8PastFloat32(w, source, r0, r0 + n);
+    if (past.count) throw await pastFloat32Refusal(w, slab, past, (bytes, from, rows) => mxfp8PastFloat32(w, mxfp8RowSource(w, scales, bytes, from, rows), from, from + rows));
     const real = (await backend.decodeRows?.(source, r0, r0 + n, signal)) ?? decodeSourceRows(source, r0, r0 + n);
     const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
     const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));

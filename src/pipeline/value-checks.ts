@@ -112,10 +112,28 @@ async function nonFiniteInSaved(rep: PlannedReplacement): Promise<{ count: numbe
   return nonFiniteSpan(await rep.file.read(rep.tensor), rep.tensor.dtype);
 }
 
+/**
+ * Where a whole tensor's NaN/Inf lie (`span`: value indices from its first): rows of its first
+ * dimension, or elements of a vector (one with a single dimension past 1 too: an IA3 vector
+ * stored (out, 1), a DoRA magnitude (1, in)).
+ */
+export function nonFiniteWhere(shape: readonly number[], span: { first: number; last: number }): string {
+  if (shape.filter((d) => d !== 1).length < 2) return nonFiniteElementsText(span);
+  return nonFiniteRowsText(span, shape.slice(1).reduce((a, b) => a * b, 1), 0);
+}
+
 /** Where a saved tensor's NaN/Inf lie: rows of its first dimension, or elements of a vector. */
 function savedWhere(rep: PlannedReplacement, span: { first: number; last: number }): string {
-  if (rep.shape.length < 2) return nonFiniteElementsText(span);
-  return nonFiniteRowsText(span, rep.shape.slice(1).reduce((a, b) => a * b, 1), 0);
+  return nonFiniteWhere(rep.shape, span);
+}
+
+/**
+ * "N NaN or Inf value(s) (first in row F, last in row L)" for a whole tensor's bytes (`dtype`,
+ * `shape`), named by rows (elements for a vector); undefined where it holds none.
+ */
+export function nonFiniteInTensorText(bytes: Uint8Array, dtype: DType, shape: readonly number[]): string | undefined {
+  const span = nonFiniteSpan(bytes, dtype);
+  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span)) : undefined;
 }
 
 /** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
@@ -379,9 +397,8 @@ async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undef
     if (t.dora) entries.push({ entry: t.dora.magnitude, what: 'DoRA magnitude' });
     for (const { entry, what } of entries) {
       if (!isFloatDType(entry.dtype)) continue;
-      if (hasNonFinite(await t.file.read(entry), entry.dtype)) {
-        return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds NaN or Inf`;
-      }
+      const bad = nonFiniteInTensorText(await t.file.read(entry), entry.dtype, entry.shape);
+      if (bad) return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds ${bad}`;
     }
   }
   return undefined;
