@@ -9,6 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { savedTensorRefusals } from '../src/pipeline/merge-model.js';
 import { isMergeError } from '../src/errors.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { FLUX, fluxBflTensors } from './helpers/diffusion-fixtures.js';
@@ -20,10 +21,14 @@ const backends = mergeBackends({ cpu: 'default' });
 /** mergeModel's smallest slab. */
 const SLAB_BYTES = 4096;
 
-/** The one error a merge of `prepared` on `backend` stops with, as its message. */
+/**
+ * The one error a merge of `prepared` on `backend` stops with, as its message; where it is about a
+ * tensor an adapter saves or a bias, savedTensorRefusals finds the same line before the merge.
+ */
 async function mergeError(prepared: PreparedMerge, backend: MergeBackend): Promise<string> {
   expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
   let error: unknown;
+  const ahead = await savedTensorRefusals(prepared);
   try {
     await mergeModel({ prepared, output: createBlobOutputTarget(), backend, slabBytes: SLAB_BYTES });
   } catch (e) {
@@ -32,6 +37,8 @@ async function mergeError(prepared: PreparedMerge, backend: MergeBackend): Promi
     await prepared.close();
   }
   expect(isMergeError(error) && error.code, String(error)).toBe('NON_FINITE');
+  const saved = prepared.plan.replacements.length + prepared.plan.rowSets.length + prepared.plan.biasUpdates.length > 0 || prepared.plan.updates.some((u) => u.source);
+  expect(ahead).toEqual(saved ? [(error as Error).message] : []);
   return (error as Error).message;
 }
 
