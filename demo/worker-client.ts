@@ -74,8 +74,9 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'backend', choice, threads }).done as Promise<BackendInfo>;
   }
 
-  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters }).done as Promise<PlanSummary>;
+  /** `imatrix`: the importance matrix read on pick (a GGUF base's), which the plan's warnings then name. */
+  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[], imatrix?: PickedFile): Promise<PlanSummary> {
+    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters, ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanSummary>;
   }
 
   /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
@@ -94,9 +95,10 @@ export class MergeWorkerClient {
     this.worker.postMessage({ type: 'forget-imatrix', id: 0 } satisfies WorkerRequest);
   }
 
-  /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
-  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
-    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;
+  /** The plan's problems again at the adapters' current weights, the chosen output dtype and the importance matrix read (if any). */
+  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], settings: { outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; imatrix?: PickedFile }): Promise<PlanCheck> {
+    const { imatrix, ...rest } = settings;
+    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, ...rest, ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */
