@@ -15,7 +15,7 @@ import { runCli } from './helpers/cli.js';
 import { announced, mergeEnabled, planReady, seriousViolations, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom } from './helpers/fixtures.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
-import { llamaWithPeft } from './helpers/page-fixtures.js';
+import { llamaWithPeft, sdxlPipelineWithTextEncoderLora } from './helpers/page-fixtures.js';
 import { imatrixDat } from './helpers/imatrix-dat.js';
 
 const session = useDemoSession();
@@ -141,4 +141,21 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
     await page.waitForFunction((want: string) => document.querySelector('[data-testid="plan-problems"] li')?.textContent === want, { timeout: 30_000 }, without[0]);
     expect(await problems(page)).toEqual(without);
   }, 180_000);
+
+  it('a language model\'s LoRA on an SDXL pipeline picked as a folder: the base is named a diffusion UNet, not a text encoder', async () => {
+    const { pipeline } = sdxlPipelineWithTextEncoderLora(4403);
+    const fixture = llamaWithPeft(4404);
+    const dir = session.dirs.make({ ...Object.fromEntries(Object.entries(pipeline).map(([path, data]) => [`sdxl/${path}`, data])), ...fixture.files });
+    const { page } = await session.open('?backend=cpu');
+    await page.setViewport({ width: 390, height: 844 });
+    await upload(page, 'base-folder-input', join(dir, 'sdxl'));
+    await upload(page, 'adapter-folder-input', join(dir, 'llama-lora'));
+    await planReady(page);
+    const want = 'error: llama-lora: this adapter is for a language model, but the base is a diffusion UNet: none of its 4 modules has a tensor there (such as "model.layers.0.self_attn.q_proj"); pick the base it was trained on';
+    await page.waitForFunction((line: string) => document.querySelector('[data-testid="plan-problems"] li')?.textContent === line, { timeout: 30_000 }, want);
+    expect(await problems(page)).toEqual([want]);
+    expect(await alertText(page)).toBe(`The plan has 1 error. First: ${want.slice('error: '.length)}`);
+    expect(await mergeDisabled(page)).toBe(true);
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+  }, 120_000);
 });
