@@ -254,6 +254,29 @@ export interface PlanSettings {
   dtype?: string;
   dtypeMergedOnly?: boolean;
   importance?: ImportanceMatrix;
+  /**
+   * Names the very files of the base and the adapters (their keys, sizes and times): where given, the
+   * saved tensors' refusals found for these files at this dtype are kept for the next check, which
+   * a moved slider makes (the weights change none of them); a modules_to_save lm_head of a GB is
+   * then not read again for each.
+   */
+  filesKey?: string;
+}
+
+/** The saved tensors' refusals last found, by the files and the output settings they were found for. */
+let savedRefusals: { key: string; refusals: Promise<string[]> } | undefined;
+
+function savedTensorLines(prepared: PreparedMerge, settings: PlanSettings): Promise<string[]> {
+  const options = { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance };
+  if (settings.filesKey === undefined) return savedTensorRefusals(prepared, options);
+  const key = JSON.stringify([settings.filesKey, settings.dtype ?? null, settings.dtypeMergedOnly ?? false, settings.importance?.file ?? null]);
+  if (savedRefusals?.key !== key) {
+    const refusals = savedTensorRefusals(prepared, { ...options, only: 'saved' });
+    savedRefusals = { key, refusals };
+    // A read that failed is made again by the next check, not kept.
+    refusals.catch(() => { if (savedRefusals?.refusals === refusals) savedRefusals = undefined; });
+  }
+  return savedRefusals.refusals;
 }
 
 /**
@@ -268,7 +291,11 @@ async function checkOf(prepared: PreparedMerge, settings: PlanSettings): Promise
   const { plan } = prepared;
   const errors = plan.problems.map((p) => p.message);
   if (errors.length === 0) {
-    errors.push(...await savedTensorRefusals(prepared, { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance }));
+    errors.push(...await savedTensorLines(prepared, settings));
+    // Kept, the saved tensors' lines leave the biases, whose updates the weights change, to be found again.
+    if (settings.filesKey !== undefined) {
+      errors.push(...await savedTensorRefusals(prepared, { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance, only: 'biases' }));
+    }
     if (settings.importance) {
       try {
         checkImportance(prepared, settings.importance, settings.dtype, settings.dtypeMergedOnly);
@@ -303,8 +330,11 @@ export async function checkPlan(base: InputFileSet, adapters: readonly WeightedF
   }
 }
 
-/** `importance`: the importance matrix read for a GGUF base, which the plan's warnings then name (the CLI's plan with --imatrix). */
-export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[], importance?: ImportanceMatrix): Promise<PlanSummary> {
+/**
+ * `importance`: the importance matrix read for a GGUF base, which the plan's warnings then name (the
+ * CLI's plan with --imatrix); `filesKey` as PlanSettings's.
+ */
+export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[], importance?: ImportanceMatrix, filesKey?: string): Promise<PlanSummary> {
   const prepared = await prepareMerge(base, adapters, importance ? { importance } : {});
   // The same inputs prepared at weight 1 (config.json's key maps, a tied head's decision and all):
   // scales and magnitudes the page multiplies by the sliders.
@@ -320,7 +350,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const heads = tiedHeads(prepared, touched);
     const withBias = modulesChangingBias(unit);
     return {
-      ...await checkOf(prepared, { importance }),
+      ...await checkOf(prepared, { importance, filesKey }),
       base: { name: base.name, ...baseFactsOf(model), kind: model.kind },
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },

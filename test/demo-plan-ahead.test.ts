@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { pageWording } from '../demo/page-wording.js';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { runCli } from './helpers/cli.js';
-import { announced, mergeEnabled, planReady, seriousViolations, text, texts, upload, useDemoSession } from './helpers/demo-session.js';
+import { announced, mergeEnabled, planReady, seriousViolations, text, texts, typeInto, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom } from './helpers/fixtures.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { llamaWithPeft, sdxlPipelineWithTextEncoderLora } from './helpers/page-fixtures.js';
@@ -157,5 +157,65 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
     expect(await alertText(page)).toBe(`The plan has 1 error. First: ${want.slice('error: '.length)}`);
     expect(await mergeDisabled(page)).toBe(true);
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+  }, 120_000);
+
+  it('a slider moved: the tensors an adapter saves whole are read for the plan, not again for each check the weights make', async () => {
+    const rand = seededRandom(4405);
+    const fixture = llamaWithPeft(4406);
+    const lora = fixture.files['llama-lora/adapter_model.safetensors'] as Uint8Array;
+    const loraTensors = [...decodeSafetensors(lora).tensors].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.values }));
+    const SAVED = `${P}.model.embed_tokens.modules_to_save.default.weight`;
+    const weights = buildSafetensors([...loraTensors, { name: SAVED, dtype: 'F32', shape: [50, HIDDEN], data: randomValues(50 * HIDDEN, rand) }]);
+    // Where the saved tensor's bytes lie in the file.
+    const headerLength = Number(new DataView(weights.buffer, weights.byteOffset).getBigUint64(0, true));
+    const header = JSON.parse(new TextDecoder().decode(weights.subarray(8, 8 + headerLength))) as Record<string, { data_offsets: [number, number] }>;
+    const [from, to] = header[SAVED].data_offsets.map((o) => 8 + headerLength + o);
+    const dir = session.dirs.make({
+      'llama.safetensors': fixture.base,
+      'saved/adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 2, lora_alpha: 4, target_modules: ['q_proj', 'down_proj'], modules_to_save: ['embed_tokens'] }),
+      'saved/adapter_model.safetensors': weights,
+    });
+    const { page } = await session.open('?backend=cpu');
+    const find = () => page.workers().find((w) => /merge-worker/.test(w.url()));
+    for (let i = 0; i < 100 && !find(); i++) await new Promise((r) => setTimeout(r, 100));
+    const worker = find();
+    if (!worker) throw new Error('no merge worker');
+    await worker.evaluate(() => {
+      const scope = self as unknown as { slices: [number, number][] };
+      scope.slices = [];
+      const slice = Blob.prototype.slice;
+      Blob.prototype.slice = function (this: Blob, start?: number, end?: number, type?: string) {
+        if (this instanceof File && this.name === 'adapter_model.safetensors') scope.slices.push([start ?? 0, end ?? this.size]);
+        return slice.call(this, start, end, type);
+      };
+    });
+    const savedReads = () => worker.evaluate((a: number, b: number) => {
+      const scope = self as unknown as { slices: [number, number][] };
+      const n = scope.slices.filter(([s, e]) => s < b && e > a).length;
+      scope.slices = [];
+      return n;
+    }, from, to);
+    await upload(page, 'base-input', join(dir, 'llama.safetensors'));
+    await upload(page, 'adapter-folder-input', join(dir, 'saved'));
+    await planReady(page);
+    await mergeEnabled(page);
+    // The plan read it (the count sees the reads it must).
+    expect(await savedReads()).toBeGreaterThan(0);
+    // Weight 0, then 0.5: two checks, each seen by its warning coming and going.
+    await typeInto(page, '[data-testid="adapter-weight-number"]', '0');
+    await page.keyboard.press('Tab');
+    await page.waitForFunction(() => /weight 0 leaves out/.test(document.getElementById('plan-problems')!.textContent ?? ''), { timeout: 30_000 });
+    await typeInto(page, '[data-testid="adapter-weight-number"]', '0.5');
+    await page.keyboard.press('Tab');
+    await page.waitForFunction(() => !/weight 0 leaves out/.test(document.getElementById('plan-problems')!.textContent ?? ''), { timeout: 30_000 });
+    expect(await savedReads()).toBe(0);
+    // Another output dtype: what the saved tensor becomes is checked again, so it is read again.
+    await page.select('[data-testid="out-dtype"]', 'f16');
+    for (let i = 0; i < 100; i++) {
+      const n = await worker.evaluate(() => (self as unknown as { slices: unknown[] }).slices.length);
+      if (n > 0) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(await savedReads()).toBeGreaterThan(0);
   }, 120_000);
 });

@@ -229,7 +229,12 @@ export function checkImportance(prepared: PreparedMerge, importance: ImportanceM
  * caller's to say (the merge refuses it first): none is listed then.
  */
 export async function savedTensorRefusals(
-  prepared: PreparedMerge, options: { outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal } = {},
+  prepared: PreparedMerge,
+  options: {
+    outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
+    /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
+    only?: 'saved' | 'biases';
+  } = {},
 ): Promise<string[]> {
   let layout: ReturnType<typeof outputLayout>;
   try {
@@ -259,6 +264,7 @@ export async function savedTensorRefusals(
     const rowSet = rowSets.get(key);
     const bias = biases.get(key);
     const start = layout.updates.get(key)?.source;
+    if (options.only === 'biases' ? !bias || start || replacement || rowSet : options.only === 'saved' && !start && !replacement && !rowSet) continue;
     if (start) {
       await refused(() => checkSavedStart(start, slabBytes, options.signal));
     } else if (replacement) {
