@@ -86,7 +86,9 @@ const inputs = () => ({
   base: store.state.base!,
   adapters: store.state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
 });
-const checkSettingsKey = () => JSON.stringify([store.state.outDtype, store.state.adapters.map((a) => a.weight)]);
+/** The importance matrix a plan names: one read for a GGUF base (a matrix being read, or refused, is not: the plan is made again when it is read). */
+const readImatrix = () => (store.imatrixApplies() && store.state.imatrix?.status === 'ready' ? store.state.imatrix.file : undefined);
+const checkSettingsKey = () => JSON.stringify([store.state.outDtype, store.state.dtypeMergedOnly, store.state.adapters.map((a) => a.weight), readImatrix()?.path ?? null]);
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** What a new plan says aloud: errors at once; otherwise, politely, what matched, what was left out and each warning's gist. */
@@ -116,13 +118,14 @@ store.onInputsChanged = () => {
   if (!store.state.base || store.state.adapters.length === 0) return;
   const sent = checkSettingsKey();
   const { base, adapters } = inputs();
-  client.plan(base.name, base.files, adapters).then(
+  const imatrix = readImatrix();
+  client.plan(base.name, base.files, adapters, imatrix).then(
     (plan) => {
       if (request !== planRequest) return;
       const dropped = store.setPlan({ status: 'ready', plan });
       announcePlan(plan, dropped);
-      // A slider moved while the plan was made, or a dtype is chosen (the plan is made without one).
-      if (checkSettingsKey() !== sent || store.state.outDtype !== 'same') scheduleCheck();
+      // A slider moved or an importance matrix was read or removed while the plan was made, or a dtype is chosen (the plan is made without one).
+      if (checkSettingsKey() !== sent || store.state.outDtype !== 'same' || readImatrix() !== imatrix) scheduleCheck();
     },
     (error: Error) => {
       if (request !== planRequest) return;
@@ -147,7 +150,7 @@ function runCheck(): void {
   const forPlan = planRequest;
   const before = new Set(store.state.plan.plan.problems.map((p) => p.message));
   const { base, adapters } = inputs();
-  client.check(base.name, base.files, adapters, store.state.outDtype).then(
+  client.check(base.name, base.files, adapters, { outDtype: store.state.outDtype, dtypeMergedOnly: store.state.dtypeMergedOnly, imatrix: readImatrix() }).then(
     (check) => {
       if (request !== checkRequest || forPlan !== planRequest) return;
       store.setCheck(check);

@@ -123,6 +123,24 @@ async function readImatrix(picked: PickedFile, keep?: number): Promise<Importanc
   }
 }
 
+/**
+ * The importance matrix a plan or a check names, read on pick (kept: not read again); one that
+ * cannot be read is said under its picker, and the plan is made without it.
+ */
+async function planImatrix(picked: PickedFile | undefined): Promise<ImportanceMatrix | undefined> {
+  return picked && readImatrix(picked).catch(() => undefined);
+}
+
+/**
+ * The very files of a plan or a check (each File's key, size and time, in order), or undefined
+ * where one came without a key: what the saved tensors' refusals are kept by (plan-summary.ts).
+ */
+function filesKey(request: { base: PickedFile[]; adapters: AdapterInput[] }): string | undefined {
+  const files = [request.base, ...request.adapters.map((a) => a.files)];
+  if (files.some((set) => set.some((f) => f.key === undefined))) return undefined;
+  return JSON.stringify(files.map((set) => set.map((f) => [f.key, f.path, f.file.size, f.file.lastModified])));
+}
+
 function toFiles(path: string, bytes: Uint8Array): PickedFile {
   return { path, file: new File([bytes as Uint8Array<ArrayBuffer>], path.split('/').pop() ?? path) };
 }
@@ -213,14 +231,16 @@ function handle(request: WorkerRequest): void {
   switch (request.type) {
     case 'plan': {
       const adapters = weighted(request.adapters, 'plan');
-      summarizePlan(baseSet(request.baseName, request.base), adapters).then(
+      planImatrix(request.imatrix).then((importance) => summarizePlan(baseSet(request.baseName, request.base), adapters, importance, filesKey(request))).then(
         (plan) => post({ type: 'plan', id: request.id, plan }),
         async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
     }
     case 'check':
-      checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), request.outDtype === 'same' ? undefined : request.outDtype).then(
+      planImatrix(request.imatrix).then((importance) => checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), {
+        dtype: request.outDtype === 'same' ? undefined : request.outDtype, dtypeMergedOnly: request.dtypeMergedOnly, importance, filesKey: filesKey(request),
+      })).then(
         (check) => post({ type: 'checked', id: request.id, check }),
         (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
       );

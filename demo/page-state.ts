@@ -155,10 +155,12 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
    * output type written only with one goes back to keeping each tensor's type: returns it, for the page to say.
    */
   setImatrix(file: PickedFile | undefined): string | undefined {
+    const named = this.state.imatrix?.status === 'ready';
     this.state.imatrix = file && { file, status: 'reading' };
     const dropped = this.dropUnoffered();
     this.settingsChanged();
-    if (dropped) this.onCheckSettingsChanged();
+    // The plan's warnings named the matrix read: they no longer may.
+    if (dropped || named) this.onCheckSettingsChanged();
     return dropped;
   }
 
@@ -167,10 +169,9 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     if (this.state.imatrix?.file !== info.file) return;
     this.state.imatrix = info;
     const dropped = this.dropUnoffered();
-    if (dropped) {
-      this.settingsChanged();
-      this.onCheckSettingsChanged();
-    }
+    if (dropped) this.settingsChanged();
+    // Read, the plan's warnings name it as the CLI's plan with --imatrix does (and its check against the base is made).
+    if (dropped || (info.status === 'ready' && this.imatrixApplies())) this.onCheckSettingsChanged();
     this.changed();
   }
 
@@ -242,6 +243,8 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   setDtypeMergedOnly(only: boolean): void {
     this.state.dtypeMergedOnly = only;
     this.settingsChanged();
+    // Which tensors the output dtype reaches: what the importance matrix and the saved tensors' checks see.
+    if (this.state.outDtype !== 'same') this.onCheckSettingsChanged();
   }
 
   /**

@@ -9,9 +9,10 @@
  * plan's data, so the page needs no list of formats.
  */
 import {
-  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, openModel, prepareMerge, type FloatTensorBytes, type InputFileSet, type MergePlan, type ParsedAdapter,
-  type PlannedTerm, type PreparedMerge,
+  ADAPTER_FORMAT_NAMES, estimateUpdateMagnitudes, isMergeError, openModel, prepareMerge, type FloatTensorBytes, type ImportanceMatrix, type InputFileSet, type MergePlan,
+  type ParsedAdapter, type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
+import { checkImportance, savedTensorRefusals } from '../src/pipeline/merge-model.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
@@ -250,34 +251,93 @@ function quantizedBaseTypes(scaled: PreparedMerge['scaledFp8']): Record<string, 
   return { f8_e4m3: reason, f8_e5m2: reason };
 }
 
-/** Errors first (an adapter for another kind of model is one of them, named as such), then warnings, as the CLI prints them. */
-function checkOf(prepared: PreparedMerge): PlanCheck {
+/** What the merge is asked for besides its inputs: the output dtype (undefined keeps each tensor's type) and the importance matrix read. */
+export interface PlanSettings {
+  dtype?: string;
+  dtypeMergedOnly?: boolean;
+  importance?: ImportanceMatrix;
+  /**
+   * Names the very files of the base and the adapters (their keys, sizes and times): where given, the
+   * saved tensors' refusals found for these files at this dtype are kept for the next check, which
+   * a moved slider makes (the weights change none of them); a modules_to_save lm_head of a GB is
+   * then not read again for each.
+   */
+  filesKey?: string;
+}
+
+/** The saved tensors' refusals last found, by the files and the output settings they were found for. */
+let savedRefusals: { key: string; refusals: Promise<string[]> } | undefined;
+
+function savedTensorLines(prepared: PreparedMerge, settings: PlanSettings): Promise<string[]> {
+  const options = { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance };
+  if (settings.filesKey === undefined) return savedTensorRefusals(prepared, options);
+  const key = JSON.stringify([settings.filesKey, settings.dtype ?? null, settings.dtypeMergedOnly ?? false, settings.importance?.file ?? null]);
+  if (savedRefusals?.key !== key) {
+    const refusals = savedTensorRefusals(prepared, { ...options, only: 'saved' });
+    savedRefusals = { key, refusals };
+    // A read that failed is made again by the next check, not kept.
+    refusals.catch(() => { if (savedRefusals?.refusals === refusals) savedRefusals = undefined; });
+  }
+  return savedRefusals.refusals;
+}
+
+/**
+ * Errors first (an adapter for another kind of model is one of them, named as such), then warnings,
+ * as the CLI prints them. Among the errors, the refusals the merge would stop on before writing
+ * anything that the headers alone do not show: a tensor an adapter saves whole (modules_to_save,
+ * trainable tokens, a saved base_layer weight or bias) holding NaN/Inf or overflowing the output
+ * dtype, in the merge's words (savedTensorRefusals); and with an importance matrix, the dry run's
+ * check of it against the base (checkImportance). So Merge is off for them from the pick on.
+ */
+async function checkOf(prepared: PreparedMerge, settings: PlanSettings): Promise<PlanCheck> {
   const { plan } = prepared;
+  const errors = plan.problems.map((p) => p.message);
+  if (errors.length === 0) {
+    errors.push(...await savedTensorLines(prepared, settings));
+    // Kept, the saved tensors' lines leave the biases, whose updates the weights change, to be found again.
+    if (settings.filesKey !== undefined) {
+      errors.push(...await savedTensorRefusals(prepared, { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance, only: 'biases' }));
+    }
+    if (settings.importance) {
+      try {
+        checkImportance(prepared, settings.importance, settings.dtype, settings.dtypeMergedOnly);
+      } catch (error) {
+        // An output type the base cannot be written in is the dtype menu's to say (output.refused).
+        if (!isMergeError(error)) throw error;
+        if (error.message.startsWith('importance matrix ')) errors.push(error.message);
+      }
+    }
+  }
   return {
     problems: [
-      ...plan.problems.map((p) => ({ severity: 'error' as const, message: p.message })),
+      ...errors.map((message) => ({ severity: 'error' as const, message })),
       ...plan.warnings.map((message) => ({ severity: 'warning' as const, message })),
     ],
-    mergeable: plan.problems.length === 0,
+    mergeable: errors.length === 0,
   };
 }
 
 /**
- * The plan's problems at these weights and this output dtype (a slider moved, another type
- * chosen): headers only, nothing measured. A GGUF base's warnings then say what the chosen type
- * does, not what it would do unless another is chosen.
+ * The plan's problems at these weights, this output dtype and this importance matrix (a slider
+ * moved, another type chosen, a matrix read or removed): headers only, nothing measured but the
+ * tensors adapters save whole. A GGUF base's warnings then say what the chosen type does, not what
+ * it would do unless another is chosen, and name the importance matrix as the CLI's plan does.
  */
-export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[], dtype?: string): Promise<PlanCheck> {
-  const prepared = await prepareMerge(base, adapters, { dtype });
+export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[], settings: PlanSettings = {}): Promise<PlanCheck> {
+  const prepared = await prepareMerge(base, adapters, { dtype: settings.dtype, ...(settings.importance ? { importance: settings.importance } : {}) });
   try {
-    return checkOf(prepared);
+    return await checkOf(prepared, settings);
   } finally {
     await prepared.close();
   }
 }
 
-export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[]): Promise<PlanSummary> {
-  const prepared = await prepareMerge(base, adapters);
+/**
+ * `importance`: the importance matrix read for a GGUF base, which the plan's warnings then name (the
+ * CLI's plan with --imatrix); `filesKey` as PlanSettings's.
+ */
+export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[], importance?: ImportanceMatrix, filesKey?: string): Promise<PlanSummary> {
+  const prepared = await prepareMerge(base, adapters, importance ? { importance } : {});
   // The same inputs prepared at weight 1 (config.json's key maps, a tied head's decision and all):
   // scales and magnitudes the page multiplies by the sliders.
   let atOne: PreparedMerge | undefined;
@@ -292,7 +352,7 @@ export async function summarizePlan(base: InputFileSet, adapters: readonly Weigh
     const heads = tiedHeads(prepared, touched);
     const withBias = modulesChangingBias(unit);
     return {
-      ...checkOf(prepared),
+      ...await checkOf(prepared, { importance, filesKey }),
       base: { name: base.name, ...baseFactsOf(model), kind: model.kind },
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },

@@ -7,6 +7,9 @@ import type {
 import { keyed } from './file-keys.js';
 import { WorkerRpc, type Outcome } from './worker-rpc.js';
 
+/** Adapters with their Files keyed: what a plan found of their saved tensors is kept for the checks of the same Files. */
+const keyedAdapters = (adapters: AdapterInput[]): AdapterInput[] => adapters.map((a) => ({ ...a, files: keyed(a.files) }));
+
 export { CancelledError } from './worker-rpc.js';
 
 /** A plan that could not be made, with each adapter as it reads alone. */
@@ -74,8 +77,9 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'backend', choice, threads }).done as Promise<BackendInfo>;
   }
 
-  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[]): Promise<PlanSummary> {
-    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters }).done as Promise<PlanSummary>;
+  /** `imatrix`: the importance matrix read on pick (a GGUF base's), which the plan's warnings then name. */
+  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[], imatrix?: PickedFile): Promise<PlanSummary> {
+    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanSummary>;
   }
 
   /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
@@ -94,9 +98,10 @@ export class MergeWorkerClient {
     this.worker.postMessage({ type: 'forget-imatrix', id: 0 } satisfies WorkerRequest);
   }
 
-  /** The plan's problems again at the adapters' current weights and the chosen output dtype. */
-  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], outDtype: OutDTypeChoice): Promise<PlanCheck> {
-    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters, outDtype }).done as Promise<PlanCheck>;
+  /** The plan's problems again at the adapters' current weights, the chosen output dtype and the importance matrix read (if any). */
+  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], settings: { outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; imatrix?: PickedFile }): Promise<PlanCheck> {
+    const { imatrix, ...rest } = settings;
+    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...rest, ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */

@@ -36,10 +36,14 @@ export type OutputChoice =
   | { kind: 'directory'; handle: FileSystemDirectoryHandle };
 
 export type WorkerRequest =
-  | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[] }
+  /** imatrix: the importance matrix read for a GGUF base, which the plan's warnings name (the CLI's plan with --imatrix). */
+  | { type: 'plan'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; imatrix?: PickedFile }
   /** The plan's problems again at new weights (weight 0, the same adapter twice… depend on them). */
-  /** outDtype: the Output dtype menu's choice, so the plan's warnings can name it ('same' keeps each tensor's type). */
-  | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice }
+  /**
+   * outDtype: the Output dtype menu's choice, so the plan's warnings can name it ('same' keeps each
+   * tensor's type); dtypeMergedOnly and imatrix as the merge would take them.
+   */
+  | { type: 'check'; id: number; baseName: string; base: PickedFile[]; adapters: AdapterInput[]; outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; imatrix?: PickedFile }
   /**
    * choice: the header's backend as it stood when the merge started (not the worker's last
    * 'backend' request, which may still wait for one before it); threads: the CPU's (the library's

@@ -4,7 +4,7 @@
  * (1) a strict TypeScript Node script under a plain Node tsconfig that merges with the one-call
  * API from paths and from Blobs, and resizes an adapter from a path into a folder path (the Node
  * entry's own job and types), with the mistakes its types refuse (test/embedder/mistakes.ts, each
- * line a compile error), and a CommonJS script under the classic tsconfig (node10 resolution, which
+ * line a compile error) and the README's and TSDoc's examples (test/embedder/examples.ts), and a CommonJS script under the classic tsconfig (node10 resolution, which
  * reads no "exports"), and (2) a Web Worker bundled by Vite that merges Files, then URLs
  * read by the browser's own fetch, on the CPU backend's worker threads in Chromium. Outputs are
  * checked against float64 truth computed here.
@@ -153,6 +153,17 @@ describe('the packed package in a fresh project', () => {
       include: ['mistakes.ts'],
     }));
     expect(tscErrors(project, 'tsconfig.mistakes.json')).toBe('');
+  });
+
+  it('the README\'s library examples and each TSDoc @example compile against the installed package (DOM lib added, as README says)', () => {
+    writeFileSync(join(project, 'tsconfig.examples.json'), JSON.stringify({
+      compilerOptions: {
+        target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', lib: ['ES2022', 'DOM'], types: ['node'],
+        strict: true, skipLibCheck: false, noEmit: true,
+      },
+      include: ['examples.ts'],
+    }));
+    expect(tscErrors(project, 'tsconfig.examples.json')).toBe('');
   });
 
   it('a page that imports two helpers gets two helpers: Vite leaves the engine out (package.json sideEffects)', async () => {

@@ -15,6 +15,7 @@ import { createNodeBackend } from '../src/node.js';
 import { merge as browserMerge } from '../src/merge.js';
 import { merge as nodeMerge } from '../src/node-merge.js';
 import { isMergeError } from '../src/errors.js';
+import { savedTensorRefusals } from '../src/pipeline/merge-model.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, peftFolder, randomTensor, readMergedFolder, type MergedFolder, prepareFolders as prepare, type Files } from './helpers/hf-folder.js';
 import { expectValues, product } from './helpers/merge-truth.js';
@@ -47,11 +48,16 @@ async function merge(prepared: PreparedMerge, kind: 'cpu' | 'webgpu', options: {
   return readMergedFolder(files);
 }
 
-/** The MergeError a merge fails with. */
+/**
+ * The MergeError a merge fails with; the same line, and only it, is what savedTensorRefusals finds
+ * before the merge (the refusal a plan shown ahead of it lists, as the page's does).
+ */
 async function mergeError(prepared: PreparedMerge, options: { outDtype?: string } = {}): Promise<string> {
   expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+  const ahead = await savedTensorRefusals(prepared, options);
   const error = await merge(prepared, 'cpu', options).then(() => undefined, (e: unknown) => e);
   expect(isMergeError(error), String(error)).toBe(true);
+  expect(ahead).toEqual([(error as Error).message]);
   return (error as Error).message;
 }
 

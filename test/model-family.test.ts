@@ -84,6 +84,18 @@ describe('model family of an adapter and a base', () => {
     expect(guessModelFamily(['text_encoders.qwen3_4b.transformer.model.embed_tokens.weight'])).toBe('text encoder');
   });
 
+  it('a pipeline whose text encoders hold more tensors than its UNet or transformer is that denoiser\'s model, not a text encoder; a text encoder alone is one', () => {
+    const te = ['text_encoder.text_model.encoder.layers.0.self_attn.q_proj.weight', 'text_encoder.text_model.encoder.layers.0.mlp.fc1.weight',
+      'text_encoder.text_model.final_layer_norm.weight', 'text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.weight'];
+    const unet = ['unet.down_blocks.1.attentions.0.proj_in.weight', 'unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight'];
+    expect(guessModelFamily([...te, ...unet])).toBe('text encoder');
+    expect(guessBaseFamily([...te, ...unet, 'vae.decoder.conv_in.weight'])).toBe('diffusion UNet');
+    expect(guessBaseFamily([...te, 'transformer.single_transformer_blocks.0.attn.to_q.weight'])).toBe('diffusion transformer');
+    expect(guessBaseFamily(te)).toBe('text encoder');
+    const llamaLora = ['model.layers.0.self_attn.q_proj', 'model.layers.0.mlp.down_proj'];
+    expect(familyMismatch(llamaLora, [...te, ...unet])).toEqual({ adapter: 'language model', base: 'diffusion UNet' });
+  });
+
   it('ComfyUI\'s and kohya\'s diffusion prefixes say "a diffusion model", which fits a UNet or a transformer base but not a language model', () => {
     const zImageLora = ['diffusion_model.layers.0.attention.qkv', 'diffusion_model.layers.1.feed_forward.w1'];
     expect(guessModelFamily(zImageLora)).toBe('diffusion model');

@@ -29,8 +29,9 @@ import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
 import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
+import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -215,6 +216,106 @@ function outputLayout(options: Pick<MergeModelOptions, 'prepared' | 'outDtype' |
  */
 export function checkImportance(prepared: PreparedMerge, importance: ImportanceMatrix, outDtype?: string, dtypeMergedOnly?: boolean): void {
   outputLayout({ prepared, importance, outDtype, dtypeMergedOnly }).importance();
+}
+
+/**
+ * For a plan shown before the merge (the page's): the refusals a merge of `prepared` gives on the
+ * values of the tensors adapters save whole, found ahead of it, in the merge's own words, one line
+ * per tensor, in the base's order: a replacement (modules_to_save, set_weight, a saved base_layer
+ * weight) and the saved tensor rows start from, holding NaN/Inf or overflowing its output dtype;
+ * rows set by trainable tokens likewise; a bias update (a saved bias, lora_B.bias) whose result is
+ * not finite. Only the adapters' tensors are read (and a float bias the merge updates): the base's
+ * other rows are checked by the merge as it copies them. An output type the layout refuses is the
+ * caller's to say (the merge refuses it first): none is listed then.
+ */
+export async function savedTensorRefusals(
+  prepared: PreparedMerge,
+  options: {
+    outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
+    /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
+    only?: 'saved' | 'biases';
+  } = {},
+): Promise<string[]> {
+  let layout: ReturnType<typeof outputLayout>;
+  try {
+    layout = outputLayout({ prepared, ...options });
+  } catch (e) {
+    if (isMergeError(e)) return [];
+    throw e;
+  }
+  const { biases, replacements, rowSets, keyOf, outTypeOf } = layout;
+  const base = layout.prepared.base;
+  const format = base.format;
+  const slabBytes = DEFAULT_SLAB_BYTES;
+  const refusals: string[] = [];
+  const refused = async (check: () => Promise<void>) => {
+    try {
+      await check();
+    } catch (e) {
+      if (!isMergeError(e) || e.code === 'ABORTED') throw e;
+      refusals.push(e.message);
+    }
+  };
+  for (const shard of base.shards) for (const stored of shard.tensors) {
+    throwIfAborted(options.signal);
+    const key = keyOf(shard, stored);
+    const outDtype = format.engineDtype(outTypeOf(shard, stored));
+    const replacement = replacements.get(key);
+    const rowSet = rowSets.get(key);
+    const bias = biases.get(key);
+    const start = layout.updates.get(key)?.source;
+    if (options.only === 'biases' ? !bias || start || replacement || rowSet : options.only === 'saved' && !start && !replacement && !rowSet) continue;
+    if (start) {
+      await refused(() => checkSavedStart(start, slabBytes, options.signal));
+    } else if (replacement) {
+      await refused(async () => {
+        const [rows, cols] = rowsAndCols(replacement.shape);
+        const rowBytes = cols * DTYPE_BYTES[replacement.tensor.dtype];
+        const step = Math.max(replacement.rowBlock ?? 1, Math.floor(slabBytes / Math.max(rowBytes, 1) / (replacement.rowBlock ?? 1)) * (replacement.rowBlock ?? 1));
+        for (const [rowStart, rowCount] of pieces(rows, step)) {
+          throwIfAborted(options.signal);
+          const input = await replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
+          await checkReplacement(replacement, input, convertReplacement(replacement, input, outDtype, rowStart), outDtype);
+        }
+      });
+    } else if (rowSet) {
+      await refused(async () => {
+        const values = await loadRowValues(rowSet);
+        const cols = rowSet.shape[1];
+        const copied = new CopiedNonFinite();
+        const check = async (rowStart: number, start: FloatTensorBytes) =>
+          checkRowSet(shard.sourceName, rowSet, rowStart, start, values, setRows(start.data, start.dtype, rowStart, cols, values, outDtype), outDtype, copied);
+        const source = rowSet.source;
+        if (source) {
+          // The other rows come from the adapter's file too: all of it is the adapter's.
+          const dtype = source.tensor.dtype as FloatDType;
+          const rowBytes = cols * DTYPE_BYTES[dtype];
+          for (const [rowStart, rowCount] of pieces(rowSet.shape[0], Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))))) {
+            throwIfAborted(options.signal);
+            await check(rowStart, { dtype, data: await source.file.readPart(source.tensor, rowStart * rowBytes, rowCount * rowBytes) });
+          }
+          return;
+        }
+        // The set rows alone, each on a row of zeros: a set row replaces the base's whole.
+        const zeros: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(cols * 4) };
+        for (const row of [...values.keys()].sort((x, y) => x - y)) await check(row, zeros);
+      });
+    } else if (bias) {
+      const storedType = base.tensors.get(key)?.storedType ?? stored.type;
+      if (!bias.source && !isFloatDType(storedType)) continue;
+      await refused(async () => {
+        const data = bias.source ? await bias.source.file.read(bias.source.tensor) : await base.read(key);
+        const decoded: FloatTensorBytes = { dtype: (bias.source ? bias.source.tensor.dtype : storedType) as FloatDType, data };
+        const op = await loadBiasUpdate(bias, decoded, outDtype);
+        try {
+          mergeStepsOnCpu(op, options.signal);
+        } catch (e) {
+          throw explainBiasNonFinite(e, shard.sourceName, bias, decoded.data, op);
+        }
+      });
+    }
+  }
+  return refusals;
 }
 
 async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {

@@ -13,10 +13,10 @@
  *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
  *   block's f16 scale can overflow where the f32 values did not.
  */
-import { decodeToF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
-import { MergeError, isMergeError } from '../errors.js';
+import { MergeError, isMergeError, throwIfAborted } from '../errors.js';
 import { shownList } from '../shown-text.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 import type { PlannedRowSet } from '../plan/row-sets.js';
@@ -225,6 +225,29 @@ export async function checkReplacement(rep: PlannedReplacement, source: Uint8Arr
     'NON_FINITE',
     `${where}: values overflow ${outDtype} (largest finite ${LARGEST[outDtype]}) when converted; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}`,
   );
+}
+
+/**
+ * A tensor an adapter saved that an update starts from (a resized embedding under its LoRA), read
+ * whole in pieces of about `slabBytes`: refused as the merge refuses it where it holds NaN/Inf,
+ * naming how many and the first and last row.
+ */
+export async function checkSavedStart(source: PlannedReplacement, slabBytes: number, signal?: AbortSignal): Promise<void> {
+  const rows = source.tensor.shape.length === 0 ? 1 : source.tensor.shape[0];
+  const cols = source.tensor.shape.slice(1).reduce((a, b) => a * b, 1);
+  const rowBytes = cols * DTYPE_BYTES[source.tensor.dtype];
+  const step = Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1)));
+  const span = { count: 0, first: -1, last: -1 };
+  for (let r0 = 0; r0 < rows; r0 += step) {
+    throwIfAborted(signal);
+    const found = nonFiniteSpan(await source.file.readPart(source.tensor, r0 * rowBytes, Math.min(step, rows - r0) * rowBytes), source.tensor.dtype);
+    if (found.count === 0) continue;
+    if (span.count === 0) span.first = r0 * cols + found.first;
+    span.count += found.count;
+    span.last = r0 * cols + found.last;
+  }
+  const n = span.count;
+  if (n) throw new MergeError('NON_FINITE', `${savedTensor(source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, cols, 0)}); the adapter file is broken`);
 }
 
 /**

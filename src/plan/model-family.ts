@@ -41,15 +41,24 @@ export function guessModelFamily(names: Iterable<string>): ModelFamily | undefin
   return best && best[1] * 2 >= total ? best[0] : undefined;
 }
 
+/** A UNet's or a diffusion transformer's tensor name. */
+const DENOISER = RULES.filter((r) => r.family === 'diffusion UNet' || r.family === 'diffusion transformer');
+
 /**
  * A base's family: as guessModelFamily, but a language model only with a token table or head, and
  * one whose language model is named `text_model.` (Idefics3, SmolVLM) beside an output head of its
- * own is no text encoder.
+ * own is no text encoder; nor is a pipeline or an all-in-one checkpoint that holds a UNet or a
+ * diffusion transformer beside its text encoders, whatever their tensor counts (it is that
+ * denoiser's model).
  */
 export function guessBaseFamily(tensorNames: Iterable<string>): ModelFamily | undefined {
   const names = [...tensorNames];
   const family = guessModelFamily(names);
   if (family === 'text encoder' && names.some((n) => /(^|\.)lm_head\.weight$/.test(n) && !TEXT_ENCODER.test(n))) return 'language model';
+  if (family === 'text encoder') {
+    const denoiser = names.filter((n) => !TEXT_ENCODER.test(n) && DENOISER.some((r) => r.pattern.test(n)));
+    if (denoiser.length > 0) return guessModelFamily(denoiser);
+  }
   if (family === 'language model' && !names.some((n) => TOKEN_TABLE.test(n) && !TEXT_ENCODER.test(n))) return undefined;
   return family;
 }

@@ -6,6 +6,7 @@
 import { expect } from 'vitest';
 import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../../src/index.js';
 import { isMergeError } from '../../src/errors.js';
+import { savedTensorRefusals } from '../../src/pipeline/merge-model.js';
 import { buildSafetensors, type FixtureTensor } from './fixtures.js';
 import { FLUX, type Rand } from './diffusion-fixtures.js';
 import { hfModelFolder, peftFolder, prepareFolders, randomTensor } from './hf-folder.js';
@@ -13,10 +14,14 @@ import { hfModelFolder, peftFolder, prepareFolders, randomTensor } from './hf-fo
 /** mergeModel's smallest slab. */
 export const SLAB_BYTES = 4096;
 
-/** The one error a merge of `prepared` on `backend` stops with, as its message. */
+/**
+ * The one error a merge of `prepared` on `backend` stops with, as its message; where it is about a
+ * tensor an adapter saves or a bias, savedTensorRefusals finds the same line before the merge.
+ */
 export async function mergeError(prepared: PreparedMerge, backend: MergeBackend): Promise<string> {
   expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
   let error: unknown;
+  const ahead = await savedTensorRefusals(prepared);
   try {
     await mergeModel({ prepared, output: createBlobOutputTarget(), backend, slabBytes: SLAB_BYTES });
   } catch (e) {
@@ -25,6 +30,9 @@ export async function mergeError(prepared: PreparedMerge, backend: MergeBackend)
     await prepared.close();
   }
   expect(isMergeError(error) && error.code, String(error)).toBe('NON_FINITE');
+  // Where the error is about a tensor an adapter saves or a bias, savedTensorRefusals finds the same line before the merge.
+  const saved = prepared.plan.replacements.length + prepared.plan.rowSets.length + prepared.plan.biasUpdates.length > 0 || prepared.plan.updates.some((u) => u.source);
+  expect(ahead).toEqual(saved ? [(error as Error).message] : []);
   return (error as Error).message;
 }
 
