@@ -398,12 +398,24 @@ export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpd
         'the base file is broken: use an intact copy of the base',
     );
   }
-  for (let i = 0; i < bias.terms.length; i++) {
-    const b = op.terms[i]?.b;
+  // loadBiasUpdate gives each term but a rotation one value vector, in order: an added bias (op.terms,
+  // then 'add' steps) or an IA3 vector's factors (a 'scale' step, where NaN stays at its element).
+  const values: { data: Uint8Array; dtype: DType }[] = op.terms.map((t) => t.b);
+  for (const step of op.steps ?? []) {
+    if (step.kind === 'add') values.push(...step.terms.map((t) => t.b));
+    else if (step.kind === 'scale') values.push(step.factors);
+  }
+  const valued = bias.terms.filter((t) => !t.map);
+  for (let i = 0; i < valued.length; i++) {
+    const b = values[i];
     const bad = b ? nonFiniteSpan(b.data, b.dtype) : undefined;
     if (bad?.count) {
-      const t = bias.terms[i];
-      return new MergeError('NON_FINITE', `${t.adapter} module "${t.moduleName}": ${t.biasB.name} holds ${nonFiniteCountText(bad, nonFiniteElementsText(bad))}; the adapter file is broken`);
+      const t = valued[i];
+      const held = `holds ${nonFiniteCountText(bad, nonFiniteElementsText(bad))}; the adapter file is broken`;
+      // An IA3 vector is the weight's factor too: worded as the weight's refusal, at the bias.
+      return new MergeError('NON_FINITE', t.multiply
+        ? `${t.adapter} module "${t.moduleName}": factor ${t.biasB.name} ${held} (${file}: tensor "${bias.baseKey}")`
+        : `${t.adapter} module "${t.moduleName}": ${t.biasB.name} ${held}`);
     }
   }
   return new MergeError(
