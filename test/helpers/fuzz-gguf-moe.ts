@@ -345,8 +345,10 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   const decodedHostile = poison !== undefined && hostileType !== undefined && (merged.includes(hostileProj) || (hostileType !== 'F16' && hostileType !== 'BF16'));
   const mayMerge = hostileKind === 'huge' || (!!poison && !decodedHostile);
   // A wrong expert count refuses every expert module the adapter has (one problem each), in
-  // each merged tensor: the refusals name `_exps` tensors, the one made hostile only where it is the one merged.
-  const hostile = hostileKind ? { kind: hostileKind, module: wrongCount && merged.length > 1 ? '_exps.weight' : hostileName, mayMerge } : undefined;
+  // each merged tensor, and a huge ΔW overflows each merged tensor (the refusal names the first
+  // met): the refusals name `_exps` tensors, the one made hostile only where it is the one merged.
+  const everyMerged = (wrongCount || hostileKind === 'huge') && merged.length > 1;
+  const hostile = hostileKind ? { kind: hostileKind, module: everyMerged ? '_exps.weight' : hostileName, mayMerge } : undefined;
   const adapterFile = adapterKind === 'llama-lora' ? 'moe-lora.gguf' : undefined;
   const hostileText = !hostile ? '' : `, hostile: ${cut ? 'file ending inside' : wrongCount === 'metadata' ? `${arch}.expert_count ${declared}` : wrongCount ? `adapter for ${adapterExperts} experts` : imatrixHostile ? `imatrix entry of ${imatrixWrong}` : hostile.kind} in ${hostile.module}`;
   return {
