@@ -26,16 +26,23 @@
  * and mxfp8 again, and llama GGUF layers (helpers/fuzz-gguf-layers.ts) whose merged matrix may be
  * any of a block's, attn_q and attn_k on llama.cpp's permuted rows, with `--dtype` re-typing
  * (merged-only or not) and `--imatrix` weighted quantizers in the float64 truth.
+ * The GGUF worlds added last (helpers/fuzz-gguf-moe.ts), by a count and a stream of their own:
+ * mixture-of-experts blocks (stacked 3-D `ffn_{gate,up,down}_exps`, per-expert or fused PEFT
+ * LoRAs, llama.cpp MoE LoRAs, per-expert imatrix entries), IQ4_NL / IQ4_XS / IQ3_S bases and
+ * outputs, the Q4_K_M mix, `--dtype f16` / `bf16`, and the legacy `.dat` imatrix.
  * Last, the command line on 2, 4 and 1 threads in turn stopped by SIGINT at a drawn moment (cases
- * of the re-quantizing worlds without a hostile change, with their --dtype and --imatrix): exit
+ * of the re-quantizing worlds without a hostile change, with their --dtype and --imatrix; a second
+ * group, by a stream of its own, of the worlds added after the first five): exit
  * 130, its one line, nothing at --out or beside it and the inputs as they were, or, where the merge
  * had finished first, exit 0 and the checked output.
  * Seeded; `npm test` runs a few cases (12 of the first world, 5 of the second, 2 of the later ones,
- * 3 Ctrl-C), FUZZ_THREAD_RUNS=<n> many more (and two fifths as many of the second, or
+ * 3 of the last GGUF ones, 3 + 2 Ctrl-C), FUZZ_THREAD_RUNS=<n> many more (and two fifths as many of the second, or
  * FUZZ_THREAD_REQUANT_RUNS=<m>; a sixth as many of the later ones, or FUZZ_THREAD_MORE_RUNS, else
- * FUZZ_THREAD_REQUANT_RUNS; a fortieth as many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>; FUZZ_SEED picks the seed,
+ * FUZZ_THREAD_REQUANT_RUNS; as many of the last GGUF ones, or FUZZ_THREAD_GGUF_RUNS, else FUZZ_THREAD_MORE_RUNS;
+ * a fortieth as many Ctrl-C, or FUZZ_THREAD_SIGINT_RUNS=<k>, and as many of the later worlds, or
+ * FUZZ_THREAD_SIGINT_MORE_RUNS; FUZZ_SEED picks the seed,
  * FUZZ_THREAD_FROM=<i> starts at case i, FUZZ_THREAD_CASE=<i> replays case i alone, FUZZ_THREAD_FORMATS=<f>,<f> only those formats,
- * THREAD_FORMATS, REQUANT_FORMATS and MORE_REQUANT_FORMATS name them; named formats also pick the Ctrl-C cases). The pools run the built worker script (`npm run build:lib`).
+ * THREAD_FORMATS, REQUANT_FORMATS, MORE_REQUANT_FORMATS and GGUF_MORE_FORMATS name them; named formats also pick the Ctrl-C cases). The pools run the built worker script (`npm run build:lib`).
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -49,6 +56,7 @@ import { decodeSafetensors, roundForDType, seededRandom, tempDirs } from './help
 import { MORE_REQUANT_FORMATS, REQUANT_FORMATS, requantCase, type RequantCase, type RequantFormat } from './helpers/fuzz-requant-worlds.js';
 import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { bytesSource } from '../src/io/memory-source.js';
+import { GGUF_MORE_FORMATS, ggufMoreCase, type GgufMoreFormat } from './helpers/fuzz-gguf-moe.js';
 import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
 import { errorLines, REPO_ROOT, runCliActingAtStart, snapshot } from './helpers/cli.js';
 import { threadBackends } from './helpers/thread-backends.js';
@@ -58,7 +66,7 @@ const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
 const FROM = Number(process.env.FUZZ_THREAD_FROM ?? 0);
 const SEED = Number(process.env.FUZZ_SEED ?? 20261201);
 const ONLY = process.env.FUZZ_THREAD_CASE === undefined ? undefined : Number(process.env.FUZZ_THREAD_CASE);
-const ALL_FORMATS: readonly string[] = [...THREAD_FORMATS, ...REQUANT_FORMATS, ...MORE_REQUANT_FORMATS];
+const ALL_FORMATS: readonly string[] = [...THREAD_FORMATS, ...REQUANT_FORMATS, ...MORE_REQUANT_FORMATS, ...GGUF_MORE_FORMATS];
 const NAMED = process.env.FUZZ_THREAD_FORMATS?.split(',').map((f) => f.trim());
 for (const f of NAMED ?? []) if (!ALL_FORMATS.includes(f)) throw new Error(`FUZZ_THREAD_FORMATS: no format "${f}" (${ALL_FORMATS.join(', ')})`);
 /** The first world's formats asked for (all where none were named). */
@@ -66,6 +74,7 @@ const FORMATS = NAMED?.filter((f): f is ThreadFormat => (THREAD_FORMATS as reado
 /** The re-quantizing world's (its first five formats), and those of its worlds added later. */
 const REQUANT_NAMED = NAMED?.filter((f): f is RequantFormat => (REQUANT_FORMATS as readonly string[]).includes(f));
 const MORE_NAMED = NAMED?.filter((f): f is RequantFormat => (MORE_REQUANT_FORMATS as readonly string[]).includes(f));
+const GGUF_MORE_NAMED = NAMED?.filter((f): f is GgufMoreFormat => (GGUF_MORE_FORMATS as readonly string[]).includes(f));
 /**
  * The re-quantizing world's cases: two fifths as many as the first's (5 in `npm test`), or
  * FUZZ_THREAD_REQUANT_RUNS; none where only the first's formats are named.
@@ -79,14 +88,36 @@ const REQUANT_RUNS = REQUANT_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_T
  * none of these.
  */
 const MORE_RUNS = MORE_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_MORE_RUNS ?? process.env.FUZZ_THREAD_REQUANT_RUNS ?? Math.max(2, Math.round(RUNS / 6)));
+/**
+ * The GGUF worlds added last (helpers/fuzz-gguf-moe.ts: MoE expert tensors, IQ, f16 and bf16
+ * re-typing, the Q4_K_M mix, the legacy .dat imatrix), drawn by a count and a stream of their own:
+ * FUZZ_THREAD_GGUF_RUNS, else FUZZ_THREAD_MORE_RUNS, else a sixth of FUZZ_THREAD_RUNS and at least
+ * 3 (3 in `npm test`); none where formats are named and none of these.
+ */
+const GGUF_MORE_RUNS = GGUF_MORE_NAMED?.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_GGUF_RUNS ?? process.env.FUZZ_THREAD_MORE_RUNS ?? Math.max(3, Math.round(RUNS / 6)));
 /** The formats the Ctrl-C cases draw from: the first five re-quantizing ones, or those named. */
 const SIGINT_FORMATS: readonly RequantFormat[] = NAMED ? [...REQUANT_NAMED!, ...MORE_NAMED!] : REQUANT_FORMATS;
+/** The formats the later Ctrl-C cases draw from: the worlds added after the first five, or those of them named. */
+const SIGINT_MORE_FORMATS: readonly string[] = NAMED ? [...MORE_NAMED!, ...GGUF_MORE_NAMED!] : [...MORE_REQUANT_FORMATS, ...GGUF_MORE_FORMATS];
 /**
  * Command-line merges cancelled by Ctrl-C at a drawn moment (a process each, 1 to 9 s), on 2, 4 and 1
  * threads in turn: 3 in `npm test`, a fortieth of FUZZ_THREAD_RUNS (50 in `npm run fuzz`), or
  * FUZZ_THREAD_SIGINT_RUNS.
  */
 const SIGINT_RUNS = SIGINT_FORMATS.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_RUNS ?? Math.max(3, Math.round(RUNS / 40)));
+/**
+ * Ctrl-C cases of the later worlds (their own stream, so that the cases above stay as they were):
+ * 2 in `npm test`, FUZZ_THREAD_SIGINT_MORE_RUNS, else as many as FUZZ_THREAD_SIGINT_RUNS gives.
+ */
+const SIGINT_MORE_RUNS = SIGINT_MORE_FORMATS.length === 0 ? 0 : Number(process.env.FUZZ_THREAD_SIGINT_MORE_RUNS ?? (process.env.FUZZ_THREAD_RUNS || process.env.FUZZ_THREAD_SIGINT_RUNS ? SIGINT_RUNS : 2));
+/** A later world's case from its stream: the re-quantizing worlds' or the last GGUF worlds'. */
+function laterCase(seed: number, index: number, formats: readonly string[], hostileShare?: number): RequantCase {
+  const gguf = formats.filter((f): f is GgufMoreFormat => (GGUF_MORE_FORMATS as readonly string[]).includes(f));
+  const requant = formats.filter((f): f is RequantFormat => (MORE_REQUANT_FORMATS as readonly string[]).includes(f));
+  // The last GGUF worlds by a draw of their own: about half of these cases where both are asked for.
+  const useGguf = gguf.length && (!requant.length || seededRandom((seed * 131 + index * 7 + 5) >>> 0)() < 0.5);
+  return useGguf ? ggufMoreCase(seed, index, gguf, hostileShare) : requantCase(seed, index, requant, hostileShare);
+}
 /** The Ctrl-C case's thread count: 2 (as all were before), 4, 1 in turn. */
 const sigintThreads = (index: number) => [2, 4, 1][index % 3];
 /** Threads of the wider pool each case also runs on. */
@@ -227,7 +258,7 @@ function expectOneOutcome(label: string, o: { onShared: Outcome; onScratch: Outc
  * Counts a case's outcome; a refusal must come from a hostile change (`hostile`, the module it is
  * in) and be one line naming that module.
  */
-function countOutcome(stats: Stats, format: string, outcome: Outcome, onWorkers: boolean, hostile: { module: string } | undefined, context: string): void {
+function countOutcome(stats: Stats, format: string, outcome: Outcome, onWorkers: boolean, hostile: { module: string } | undefined, context: string, planLists = false): void {
   const t = stats.byFormat.get(format) ?? { merged: 0, refused: 0 };
   stats.byFormat.set(format, t);
   stats.cases++;
@@ -240,8 +271,13 @@ function countOutcome(stats: Stats, format: string, outcome: Outcome, onWorkers:
   t.refused++;
   stats.refused++;
   expect(hostile, `a case with no hostile change was refused\n${context}`).toBeDefined();
-  expect(outcome.message, `the refusal is not one line\n${context}`).not.toContain('\n');
-  expect(outcome.message, `the refusal does not name the module\n${context}`).toContain(hostile!.module);
+  // The plan's problems, where a world allows several (one per module: each expert an adapter
+  // names), one line each, every one naming the module.
+  const lines = planLists && outcome.code === 'PLAN' ? outcome.message.split('\n') : [outcome.message];
+  for (const line of lines) {
+    expect(line, `the refusal is not one line\n${context}`).not.toContain('\n');
+    expect(line, `the refusal does not name the module\n${context}`).toContain(hostile!.module);
+  }
 }
 
 /** One string per outcome: a merge's size and digest, or a refusal's code and line. */
@@ -262,7 +298,7 @@ function hash(bytes: Uint8Array): string {
  * A re-quantizing world: `runs` cases drawn among `formats` from the stream `seed` (SEED for the
  * first five formats, another for the later ones), each on the four backends.
  */
-function requantWorld(title: string, tag: string, seed: number, formats: readonly RequantFormat[], runs: number): void {
+function requantWorld(title: string, tag: string, seed: number, formats: readonly string[], runs: number, draw: (seed: number, index: number) => RequantCase = (sd, i) => requantCase(sd, i, formats as readonly RequantFormat[]), planLists = false): void {
   describe(title, () => {
     const indices = formats.length === 0 ? [] : ONLY !== undefined ? [ONLY] : Array.from({ length: runs }, (_, i) => FROM + i);
     const chunks = Array.from({ length: Math.ceil(indices.length / 25) }, (_, k) => indices.slice(25 * k, 25 * k + 25))
@@ -275,7 +311,7 @@ function requantWorld(title: string, tag: string, seed: number, formats: readonl
       const { shared, scratch, single } = threads.three();
       const wideBackend = wide();
       for (const index of chunk) {
-        const c = requantCase(seed, index, formats);
+        const c = draw(seed, index);
         const pieces = sentPieces(threads.sharedPool);
         const onShared = await mergeOn(c, shared);
         const onWorkers = sentPieces(threads.sharedPool) > pieces;
@@ -283,7 +319,7 @@ function requantWorld(title: string, tag: string, seed: number, formats: readonl
         const onOne = await mergeOn(c, single);
         const onWide = await mergeOn(c, wideBackend);
         const context = expectOneOutcome(c.label, { onShared, onScratch, onOne, onWide });
-        countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module.replace(/\.weight$/, '') }, context);
+        countOutcome(stats, c.format, onShared, onWorkers, c.hostile && { module: c.hostile.module.replace(/\.weight$/, '') }, context, planLists);
         if (onShared.kind === 'refused') continue;
         // Every merged weight is above the pool's floor: its decoding, maxima or codes went to the workers.
         expect(onWorkers, `merged without the worker threads\n${context}`).toBe(true);
@@ -306,11 +342,18 @@ function requantWorld(title: string, tag: string, seed: number, formats: readonl
 
 requantWorld('fuzzing re-quantized merges on the worker threads', 're-quantized', SEED, NAMED ? REQUANT_NAMED! : REQUANT_FORMATS, REQUANT_RUNS);
 requantWorld('fuzzing re-quantized merges on the worker threads: nvfp4, mxfp8, GGUF layers, --dtype, --imatrix', 're-quantized, more', SEED + 2, NAMED ? MORE_NAMED! : MORE_REQUANT_FORMATS, MORE_RUNS);
+const GGUF_MORE = NAMED ? GGUF_MORE_NAMED! : GGUF_MORE_FORMATS;
+requantWorld('fuzzing GGUF merges on the worker threads: MoE experts, IQ types, f16/bf16 and Q4_K_M re-typed, legacy .dat imatrix', 'GGUF, last', SEED + 3, GGUF_MORE, GGUF_MORE_RUNS, (sd, i) => ggufMoreCase(sd, i, GGUF_MORE), true);
 
-describe('merges on 2, 4 and 1 threads cancelled by Ctrl-C (the command line)', () => {
+/**
+ * `runs` command-line merges cancelled by Ctrl-C, each `draw(index)`'s case; `delaySeed` seeds the
+ * moment (another for each group, so that the first group's stay as they were).
+ */
+function sigintWorld(title: string, tag: string, runs: number, draw: (index: number) => RequantCase, delaySeed: number): void {
+describe(title, () => {
   const temp = tempDirs();
   afterAll(temp.removeAll);
-  const indices = ONLY !== undefined ? [ONLY] : Array.from({ length: SIGINT_RUNS }, (_, i) => FROM + i);
+  const indices = runs === 0 ? [] : ONLY !== undefined ? [ONLY] : Array.from({ length: runs }, (_, i) => FROM + i);
   const outcomes = { cancelled: 0, finished: 0, byThreads: new Map<number, { cancelled: number; finished: number }>() };
 
   // The re-quantizing world's cases with no hostile change (another draw than its fuzz's), SIGINT
@@ -318,18 +361,18 @@ describe('merges on 2, 4 and 1 threads cancelled by Ctrl-C (the command line)', 
   // line, nothing at --out or beside it, the inputs as they were) or it had finished (exit 0, the
   // format's re-quantization of W').
   it.skipIf(!indices.length).for(indices.map((index) => ({ index, name: String(index) })))(`case $name (seed ${SEED}): exit 130 and nothing written, or the whole merge`, { timeout: 60_000 }, async ({ index }) => {
-    const c = requantCase(SEED + 1, index, SIGINT_FORMATS, 0);
+    const c = draw(index);
     const threadCount = sigintThreads(index);
     const prefixed = (prefix: string, files: Record<string, Uint8Array | string>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [prefix + k, v]));
     const dir = temp.make({ ...prefixed('model/', c.files), ...prefixed('adapter/', c.adapter), ...(c.importance ? { [`imatrix/${c.importance.name}`]: c.importance.bytes } : {}) });
     const outDir = temp.make();
     const gguf = c.output.endsWith('.gguf');
     const out = join(outDir, gguf ? 'merged.gguf' : 'merged');
-    const delay = Math.floor(seededRandom((SEED * 31 + index) >>> 0)() * 400);
+    const delay = Math.floor(seededRandom((delaySeed * 31 + index) >>> 0)() * 400);
     const before = snapshot(dir);
     const run = await runCliActingAtStart(
       [
-        'merge', '--base', join(dir, 'model', gguf ? c.output : ''), '--adapter', join(dir, 'adapter'), '--out', out, '--backend', 'cpu', '--threads', String(threadCount),
+        'merge', '--base', join(dir, 'model', gguf ? c.output : ''), '--adapter', join(dir, 'adapter', c.adapterFile ?? ''), '--out', out, '--backend', 'cpu', '--threads', String(threadCount),
         ...(c.outDtype ? ['--dtype', c.outDtype] : []), ...(c.dtypeMergedOnly ? ['--dtype-merged-only'] : []), ...(c.importance ? ['--imatrix', join(dir, 'imatrix', c.importance.name)] : []),
       ],
       (child) => setTimeout(() => child.kill('SIGINT'), delay),
@@ -356,6 +399,10 @@ describe('merges on 2, 4 and 1 threads cancelled by Ctrl-C (the command line)', 
   });
 
   it.skipIf(!indices.length)('outcomes', () => {
-    console.log(`fuzz threads (Ctrl-C): seed ${SEED}, ${indices.length} cases: ${outcomes.cancelled} cancelled, ${outcomes.finished} finished first; ${[...outcomes.byThreads].sort(([a], [b]) => a - b).map(([t, o]) => `${t} thread${t === 1 ? '' : 's'}: ${o.cancelled} cancelled, ${o.finished} finished`).join('; ')}`);
+    console.log(`fuzz threads (${tag}): seed ${SEED}, ${indices.length} cases: ${outcomes.cancelled} cancelled, ${outcomes.finished} finished first; ${[...outcomes.byThreads].sort(([a], [b]) => a - b).map(([t, o]) => `${t} thread${t === 1 ? '' : 's'}: ${o.cancelled} cancelled, ${o.finished} finished`).join('; ')}`);
   });
 });
+}
+
+sigintWorld('merges on 2, 4 and 1 threads cancelled by Ctrl-C (the command line)', 'Ctrl-C', SIGINT_RUNS, (index) => requantCase(SEED + 1, index, SIGINT_FORMATS, 0), SEED);
+sigintWorld('merges of the later worlds (nvfp4, mxfp8, GGUF layers, MoE experts, IQ, .dat imatrix) on 2, 4 and 1 threads cancelled by Ctrl-C', 'Ctrl-C, later worlds', SIGINT_MORE_RUNS, (index) => laterCase(SEED + 4, index, SIGINT_MORE_FORMATS, 0), SEED + 4);

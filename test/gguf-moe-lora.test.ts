@@ -137,6 +137,9 @@ describe('GGUF LoRA with per-expert factors', () => {
     const messages = prepared.plan.problems.map((p) => p.message);
     await prepared.close();
     expect(messages.join('\n')).toMatch(/two-experts: blk\.0\.ffn_gate_exps\.weight has lora factors for 2 experts, but the base holds 4 \(llama\.expert_count\)/);
+    // Each expert's factors say why they have no place, not that the tensor is missing.
+    expect(messages.filter((m) => /no matching tensor/.test(m))).toEqual([]);
+    expect(messages).toContain('two-experts: module "blk.0.ffn_gate_exps.weight[1]": expert 1 of the adapter\'s 2, but blk.0.ffn_gate_exps.weight holds 4 experts (llama.expert_count); llama.cpp pairs them expert by expert');
 
     const mixed = buildGguf({
       metadata: meta('llama', [['general.type', { type: 'string', value: 'adapter' }], ['adapter.type', { type: 'string', value: 'lora' }]]),

@@ -148,7 +148,7 @@ function drawDims(d: Draw, type: RefType, present: readonly Matrix[], target: Ma
  * A case of the GGUF layer worlds. `hostileMerged`: the hostile change is in a merged tensor (else
  * in a copied one).
  */
-export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufLayerFormat, hostileKind: RequantHostility | undefined, hostileMerged: boolean): RequantCase {
+export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufLayerFormat, hostileKind: RequantHostility | undefined, hostileMerged: boolean, imatrixFormat: 'gguf' | 'dat' = 'gguf'): RequantCase {
   const type = d.pick(TYPES);
   // attn_q and attn_k (permuted) half the time, any other matrix else.
   const target: Matrix = d.rand() < 0.5 ? d.pick(['attn_q', 'attn_k'] as const) : d.pick(MATRICES);
@@ -203,7 +203,7 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
       own!.sums.fill(0, at, at + size);
       weights.set(target, Float32Array.from(own!.sums, (v) => F(v / own!.count)));
     }
-    importance = { name: 'model.imatrix.gguf', bytes: imatrixGguf(entries) };
+    importance = imatrixFormat === 'dat' ? { name: 'imatrix.dat', bytes: imatrixDat(entries) } : { name: 'model.imatrix.gguf', bytes: imatrixGguf(entries) };
   }
 
   const tensors: GgufTensor[] = [
@@ -271,7 +271,7 @@ export function ggufLayerCase(d: Draw, seed: number, index: number, world: GgufL
   const mayMerge = imatrixHostility ? imatrixHostility !== 'short entry' : hostileKind === 'huge' || (!cut && !hostileDecoded);
   const hostile = hostileKind ? { kind: hostileKind, module: hostileName, mayMerge } : undefined;
   const headsText = `${dims.heads} heads, ${dims.kvHeads} kv, head ${dims.headDim}${ownHeadDim ? ' (key_length)' : ''}`;
-  const options = `${outType ? `, --dtype ${outType.toLowerCase()}${mergedOnly ? ' --dtype-merged-only' : ''}` : ''}${importance ? `, --imatrix (${[...weights.keys()].join(', ') || 'no entry of these'})` : ''}`;
+  const options = `${outType ? `, --dtype ${outType.toLowerCase()}${mergedOnly ? ' --dtype-merged-only' : ''}` : ''}${importance ? `, --imatrix ${importance.name} (${[...weights.keys()].join(', ') || 'no entry of these'})` : ''}`;
   return {
     label: `case ${index} (seed ${seed}): llama GGUF ${type} ${world}, merged ${merged.join(' + ')}, also ${merged.length === 2 ? 'attn_norm' : partner}, hidden ${dims.hidden}, ffn ${dims.ffn}, ${headsText}, rank ${r}${options}, slab ${slabBytes} B${hostile ? `, hostile: ${cut ? 'file ending inside' : imatrixHostility ? `imatrix ${imatrixHostility}` : hostile.kind} in ${hostile.module}` : ''}`,
     format: world, files: { 'model.gguf': file }, adapter: lora.files, output: 'model.gguf', slabBytes, hostile,
@@ -340,4 +340,30 @@ function imatrixGguf(entries: readonly { name: string; sums: Float32Array; count
       { name: `${e.name}.counts`, type: 'F32', ne: [1, 1], data: new Uint8Array(Float32Array.of(e.count).buffer) },
     ]),
   });
+}
+
+/**
+ * llama-imatrix's legacy `.dat` (its save_imatrix before the GGUF format, as llama-quantize's
+ * load_imatrix still reads it): i32 entry count; per entry i32 name length, the name, i32 ncall,
+ * i32 nval and nval f32 sums (weight = sum / ncall); then i32 chunk count, i32 dataset name
+ * length and the name. All little-endian.
+ */
+function imatrixDat(entries: readonly { name: string; sums: Float32Array; count: number }[]): Uint8Array {
+  const utf8 = new TextEncoder();
+  const dataset = utf8.encode('calibration_datav3.txt');
+  const parts: number[] = [];
+  const i32 = (v: number) => { const b = new Uint8Array(4); new DataView(b.buffer).setInt32(0, v, true); parts.push(...b); };
+  i32(entries.length);
+  for (const e of entries) {
+    const name = utf8.encode(e.name);
+    i32(name.length);
+    parts.push(...name);
+    i32(e.count);
+    i32(e.sums.length);
+    parts.push(...new Uint8Array(e.sums.buffer.slice(0)));
+  }
+  i32(125);
+  i32(dataset.length);
+  parts.push(...dataset);
+  return Uint8Array.from(parts);
 }

@@ -32,6 +32,7 @@ import { buildGguf, readGguf, type FixtureTensor as GgufTensor } from './gguf-bu
 import { REF_BLOCK, referenceDequantizeBlock, referenceQuantizeBlock, type RefType } from './ggml-reference.js';
 import { peftLoraOn } from './thread-backends.js';
 import { GGUF_LAYER_FORMATS, ggufLayerCase, type GgufLayerFormat } from './fuzz-gguf-layers.js';
+import type { GgufMoreFormat } from './fuzz-gguf-moe.js';
 
 export const REQUANT_FORMATS = ['comfy-int8', 'comfy-fp8mixed', 'scaled-fp8', 'block-fp8', 'gguf'] as const;
 /**
@@ -51,11 +52,13 @@ type Files = Record<string, Uint8Array | string>;
 /** One generated case. */
 export interface RequantCase {
   label: string;
-  format: RequantFormat;
+  format: RequantFormat | GgufMoreFormat;
   files: Files;
   adapter: Files;
   /** The written file's name among the outputs. */
   output: string;
+  /** Where the adapter is one file (a llama.cpp LoRA GGUF), its name among `adapter`: the command line is given that file, not the folder. */
+  adapterFile?: string;
   slabBytes: number;
   /** mergeModel's outDtype and dtypeMergedOnly (the command line's --dtype, --dtype-merged-only), where the case gives them. */
   outDtype?: string;

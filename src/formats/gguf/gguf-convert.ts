@@ -3,8 +3,9 @@
  * and encoded to the target by the reference quantizer (on the backend's threads when it has
  * them), as llama-quantize does from a tensor it dequantizes. Values that were finite and are no
  * longer (past f16's range, or a block's f16 scale) are an error naming the fix; NaN/Inf the base
- * already holds are reported by the copy checks and kept, or refused where the type cannot hold
- * them (MXFP4, NVFP4, IQ3_XXS, IQ3_S, IQ4_NL, IQ4_XS). Values so large that the quantizer's f32
+ * already holds are reported by the copy checks and kept in f16, bf16 or f32, and refused for every
+ * block type (none holds them: MXFP4 and NVFP4 write them as 0, the IQ ones drop them or stop, the
+ * others carry them into a block's scale, which llama-quantize's output check refuses). Values so large that the quantizer's f32
  * sums overflow and it writes zero blocks (Q3_K, Q6_K, IQ4_XS) are an error too.
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../../dtype.js';
@@ -27,13 +28,18 @@ const NO_NON_FINITE = new Set(['MXFP4', 'NVFP4', 'IQ3_XXS', 'IQ3_S', 'IQ4_NL', '
 function nonFiniteFate(type: string): string {
   if (type.startsWith('IQ4')) return "drop them from the block's scale";
   if (type.startsWith('IQ3')) return 'stop on most blocks holding them';
-  return 'write them as 0';
+  if (NO_NON_FINITE.has(type)) return 'write them as 0';
+  // The other block types (Q8_0, Q4_0 … Q6_K, TQ, IQ1/IQ2): a NaN or Inf reaches the block's f16
+  // scale (ggml's MAX keeps a NaN last seen, amax / 127 of an Inf is Inf), and llama-quantize
+  // checks its output (ggml_validate_row_data: every block's d and dmin finite) and stops.
+  return "carry them into a block's scale, and llama-quantize's check of its output stops on that";
 }
 
 export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
   const values = FLOATS.has(from.name) ? decodeToF32(bytes, from.name as FloatDType) : await decodeBlocks(from, bytes, backend, signal);
   const finite = values.every(Number.isFinite);
-  if (!finite && NO_NON_FINITE.has(to.name)) {
+  // A block type holds no NaN or Inf (f16, bf16 and f32 keep them, as a copy does).
+  if (!finite && !FLOATS.has(to.name)) {
     throw new MergeError(
       'NON_FINITE',
       `it holds NaN or Inf, which ${to.name} blocks cannot store (ggml's quantizer would ${nonFiniteFate(to.name)}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,

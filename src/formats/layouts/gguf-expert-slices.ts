@@ -6,7 +6,7 @@
  * base must hold as many experts as the adapter (`<arch>.expert_count`, else its rows divided
  * evenly), or the module is a miss.
  */
-import type { Layout, LayoutResolution } from './layout.js';
+import { missBecause, type Layout, type LayoutResolution } from './layout.js';
 
 const SLICE = /^(.+)\[(\d+)\/(\d+)\]$/;
 const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] };
@@ -22,8 +22,12 @@ export const ggufExpertSlices: Layout = {
     const arch = base.metadata?.('general.architecture');
     const declared = typeof arch === 'string' ? base.metadata?.(`${arch}.expert_count`) : undefined;
     const rows = base.shape(found.key)?.[0];
-    if (declared !== undefined && Number(declared) !== experts) return MISS;
-    if (rows === undefined || rows % experts !== 0 || expert >= experts) return MISS;
+    // The tensor is there: say why this slice has no place in it (not "no matching tensor").
+    if (declared !== undefined && Number(declared) !== experts) {
+      return missBecause(`expert ${expert} of the adapter's ${experts}, but ${found.key} holds ${Number(declared)} experts (${String(arch)}.expert_count); llama.cpp pairs them expert by expert`);
+    }
+    if (rows !== undefined && rows % experts !== 0) return missBecause(`${found.key} has ${rows} rows, which do not split among the adapter's ${experts} experts`);
+    if (rows === undefined || expert >= experts) return MISS;
     const per = rows / experts;
     return { found: true, targets: [{ baseKey: found.key, rows: [{ src: 0, dst: expert * per, count: per }] }] };
   },
