@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { encodeIq1MRow, encodeIq1SRow, iq1Tables } from '../src/formats/gguf/codecs/iq1-search.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
@@ -77,6 +78,35 @@ describe('IQ1_M golden blocks from ggml-quants.c without importance weights (qua
       encodeIq1MRow(x, out, undefined);
       expect(hex(out)).toBe(b.IQ1_M_unweighted);
     }
+  });
+});
+
+describe.each(['IQ1_S', 'IQ1_M'] as const)('%s through its codec (the WebAssembly encoder where it compiles, else the TypeScript one)', (type) => {
+  const codec = blockCodec(ggmlTypeByName(type)!)!;
+  const bytes = ENCODERS[type][1];
+  it('writes each golden block as ggml does, and refuses those ggml aborts on', () => {
+    for (const b of GOLDEN.blocks) {
+      const out = new Uint8Array(bytes);
+      const run = () => codec.encodeWeighted!(f32FromHex(b.x), out, f32FromHex(b.qw));
+      if (b[type] === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ1 block/) }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b[type]);
+      }
+    }
+  });
+
+  it('writes a row of every golden block ggml writes as those blocks', () => {
+    const ok = GOLDEN.blocks.filter((b) => b[type] !== null);
+    const x = new Float32Array(ok.length * 256);
+    const qw = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => {
+      x.set(f32FromHex(b.x), i * 256);
+      qw.set(f32FromHex(b.qw), i * 256);
+    });
+    const out = new Uint8Array(ok.length * bytes);
+    codec.encodeWeighted!(x, out, qw);
+    expect(hex(out)).toBe(ok.map((b) => b[type]).join(''));
   });
 });
 

@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
+import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
@@ -122,6 +124,34 @@ describe('IQ2_XXS golden blocks from ggml-quants.c (with importance weights)', (
 
   it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
     expect(fnv(dump(iq2XxsTables(), 256))).toBe(GOLDEN.tables.IQ2_XXS);
+  });
+});
+
+describe.each([['IQ2_XXS', 66], ['IQ2_XS', 74], ['IQ2_S', 82]] as const)('%s through its codec (the WebAssembly encoder where it compiles, else the TypeScript one)', (type, bytes) => {
+  const codec = blockCodec(ggmlTypeByName(type)!)!;
+  it('writes each golden block as ggml does, and refuses those ggml aborts on', () => {
+    for (const b of GOLDEN.blocks) {
+      const out = new Uint8Array(bytes);
+      const run = () => codec.encodeWeighted!(f32FromHex(b.x), out, f32FromHex(b.qw));
+      if (b[type] === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE', message: expect.stringMatching(/IQ2 block/) }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b[type]);
+      }
+    }
+  });
+
+  it('writes a row of every golden block ggml writes as those blocks', () => {
+    const ok = GOLDEN.blocks.filter((b) => b[type] !== null);
+    const x = new Float32Array(ok.length * 256);
+    const qw = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => {
+      x.set(f32FromHex(b.x), i * 256);
+      qw.set(f32FromHex(b.qw), i * 256);
+    });
+    const out = new Uint8Array(ok.length * bytes);
+    codec.encodeWeighted!(x, out, qw);
+    expect(hex(out)).toBe(ok.map((b) => b[type]).join(''));
   });
 });
 
