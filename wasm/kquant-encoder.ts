@@ -10,7 +10,8 @@
  * With importance weights (`llama-quantize --imatrix`), quantize_row_q{2,3,4,5,6}_K_impl with
  * make_qkx3_quants (make_qkx2_quants' steps, given weights), make_qp_quants and make_qx_quants
  * weighted: the *Weighted exports, twins of the TypeScript codecs' encodeWeighted. And IQ4_NL,
- * IQ4_XS, IQ3_XXS and IQ3_S (quantize_iq4_*, quantize_iq3_*), with or without weights.
+ * IQ4_XS, IQ3_XXS and IQ3_S (quantize_iq4_*, quantize_iq3_*), with or without weights, and IQ2_XXS,
+ * IQ2_XS, IQ2_S, IQ1_S and IQ1_M (quantize_iq2_*, quantize_iq1_*) with them.
  *
  * The caller places n·256 f32 values at `src` (and for the weighted ones n·256 importance weights
  * at `qw`, one per value) and room for n blocks at `dst` (from heapBase()).

@@ -1,7 +1,8 @@
 /**
  * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
  * scripts/gen-wasm.mjs), with the importance-weighted quantizers of the k-quants and of Q4_0, Q5_0,
- * Q4_1 and Q5_1, and IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S with or without weights: the same algorithms as the
+ * Q4_1 and Q5_1, IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S with or without weights, and IQ2_XXS, IQ2_XS, IQ2_S,
+ * IQ1_S and IQ1_M with weights: the same algorithms as the
  * TypeScript codecs (each function below returns false where the module is unavailable, and the
  * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
