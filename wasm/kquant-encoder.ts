@@ -1249,31 +1249,49 @@ function finite(x: usize, qw: usize, n: i32): bool {
   return true;
 }
 
-/** iq2_find_best_neighbour: the listed entry nearest to G_X[at…at+8) at `scale` by Σ waux·diff² (first on ties), its levels to dst. */
-function iq2BestNeighbour(o: i32, at: i32, scale: f32, dst: usize): i32 {
+/** The odd levels 1, 3, 5 (2l + 1) of IQ2's grids. */
+const IQ2_ODD: usize = memory.data<f32>([1, 3, 5]);
+/** scale·values[l] for the three levels, in gridBestNeighbour. */
+const G_SCALED: usize = memory.data(16, 16);
+
+/**
+ * iq2_find_best_neighbour and iq1_find_best_neighbour2: of the entries listed at neighbours[o], the
+ * one nearest to the 8 values at x by Σ w·diff² (the first on ties), diff = scale·values[l] − x for
+ * each level l of the entry (values: IQ2's 2l + 1, IQ1's shifted levels; the three products are C's,
+ * each computed once); its levels to dst. Sets gFailed where none is nearer than FLT_MAX.
+ */
+function gridBestNeighbour(o: i32, x: usize, w: usize, scale: f32, values: usize, dst: usize): i32 {
+  store<f32>(G_SCALED, scale * load<f32>(values));
+  store<f32>(G_SCALED, scale * load<f32>(values, 4), 4);
+  store<f32>(G_SCALED, scale * load<f32>(values, 8), 8);
   const n = gNbAt(o);
   let best: f32 = <f32>3.4028234663852886e38;
-  let index = -1;
+  let found = -1;
   for (let j = 1; j <= n; j++) {
     const e = gNbAt(o + j);
+    const lv = gLevels + <usize>(8 * e);
     let d2: f32 = 0;
     for (let i = 0; i < 8; i++) {
-      const qi: i32 = 2 * gLevel(e, i) + 1;
-      const q = <f32>qi;
-      const diff: f32 = scale * q - fAt(G_X, at + i);
-      d2 += fAt(G_WAUX, at + i) * diff * diff;
+      const diff: f32 = load<f32>(G_SCALED + (<usize>load<u8>(lv + <usize>i) << 2)) - fAt(x, i);
+      d2 += fAt(w, i) * diff * diff;
     }
     if (d2 < best) {
       best = d2;
-      index = e;
+      found = e;
     }
   }
-  if (index < 0) {
+  if (found < 0) {
     gFailed = true;
     return 0;
   }
-  for (let i = 0; i < 8; i++) store<u8>(dst + <usize>(at + i), <u8>gLevel(index, i));
-  return index;
+  memory.copy(dst, gLevels + <usize>(8 * found), 8);
+  return found;
+}
+
+/** IQ2's search: the entry nearest to G_X[at…at+8) at `scale` by Σ waux·diff², its levels to dst + at. */
+// @ts-ignore: decorator
+@inline function iq2BestNeighbour(o: i32, at: i32, scale: f32, dst: usize): i32 {
+  return gridBestNeighbour(o, G_X + (<usize>at << 2), G_WAUX + (<usize>at << 2), scale, IQ2_ODD, dst + <usize>at);
 }
 
 /** Σ w·x·q and Σ w·q² (q = 2l + 1, l the signed bytes at lv) over n values, C's order. */
@@ -1645,31 +1663,6 @@ function iq1MergeSort(x: usize, lo: i32, n: i32): void {
 // @ts-ignore: decorator
 @inline function iq1Order(j: i32): i32 { return load<i32>(IQ1_ORDER + (<usize>j << 2)); }
 
-/** iq1_find_best_neighbour2: the listed entry nearest to x[0…8) at `scale` with the shifted levels at xx, by Σ w·diff² (first on ties); its levels to G_L + at. */
-function iq1BestNeighbour(o: i32, x: usize, at: i32, scale: f32, xx: usize): i32 {
-  const n = gNbAt(o);
-  let best: f32 = <f32>3.4028234663852886e38;
-  let found = -1;
-  for (let j = 1; j <= n; j++) {
-    const e = gNbAt(o + j);
-    let d2: f32 = 0;
-    for (let i = 0; i < 8; i++) {
-      const diff: f32 = scale * fAt(xx, gLevel(e, i)) - fAt(x, i);
-      d2 += fAt(WEIGHTS, at + i) * diff * diff;
-    }
-    if (d2 < best) {
-      best = d2;
-      found = e;
-    }
-  }
-  if (found < 0) {
-    gFailed = true;
-    return 0;
-  }
-  for (let i = 0; i < 8; i++) store<u8>(G_L + <usize>(at + i), <u8>gLevel(found, i));
-  return found;
-}
-
 /** The shifted levels (x_p or x_m) group k (0, 1) of IQ1_M's 16 takes under shift choice k4; IQ1_S passes k4 −1 (x_p) or −2 (x_m). */
 function iq1Levels(k4: i32, k: i32): usize {
   const minus = k4 == -2 || (k4 >= 0 && (k == 0 ? k4 >= 2 : (k4 & 1) == 1));
@@ -1685,7 +1678,7 @@ function iq1SnapGroups(x: usize, groups: i32, scale: f32, k4: i32): f32 {
     let e = gMapAt(u);
     if (e < 0) {
       allOnGrid = false;
-      e = iq1BestNeighbour(-e - 1, x + (<usize>(8 * k) << 2), 8 * k, scale, iq1Levels(k4, k));
+      e = gridBestNeighbour(-e - 1, x + (<usize>(8 * k) << 2), WEIGHTS + (<usize>(8 * k) << 2), scale, iq1Levels(k4, k), G_L + <usize>(8 * k));
       if (gFailed) return 0;
     }
     store<i32>(G_INDEX + (<usize>k << 2), e);

@@ -191,9 +191,21 @@ function placeTables(e: Exports, t: IqSearchTables): { levels: number; map: numb
  * aborts on a block (the TypeScript codec then runs, and reports that block as it does).
  */
 export function encodeIq3Wasm(kind: 'IQ3_XXS' | 'IQ3_S', tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
+  return inPieces(kind === 'IQ3_XXS' ? 98 : 110, tables, src, out, qw, (e, at, n, t) => e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours));
+}
+
+/**
+ * The IQ grid searches' common run: `tables` placed, then whole 256-value blocks of `src` (and
+ * their weights `qw`, where given) through the module PIECE_BLOCKS at a time by `encode`, each
+ * piece's blocks of `bytes` copied to `out`; false where the encoder is unavailable or `encode`
+ * returns non-zero (the TypeScript quantizer then runs the whole row).
+ */
+function inPieces(
+  bytes: number, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined,
+  encode: (e: Exports, at: { src: number; qw: number; dst: number }, n: number, t: { levels: number; map: number; neighbours: number }) => number,
+): boolean {
   const e = encoder();
   if (!e) return false;
-  const bytes = kind === 'IQ3_XXS' ? 98 : 110;
   const t = placeTables(e, tables);
   const at = layout(e, bytes);
   const nBlocks = src.length / 256;
@@ -201,7 +213,7 @@ export function encodeIq3Wasm(kind: 'IQ3_XXS' | 'IQ3_S', tables: IqSearchTables,
     const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
     new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
     if (qw) new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
-    if (e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours) !== 0) return false;
+    if (encode(e, at, n, t) !== 0) return false;
     out.set(new Uint8Array(e.memory.buffer, at.dst, n * bytes), b0 * bytes);
   }
   return true;
@@ -226,19 +238,7 @@ export type IqLowKind = 'IQ2_XXS' | 'IQ2_XS' | 'IQ2_S' | 'IQ1_S' | 'IQ1_M';
  * scale (the TypeScript quantizer then runs the whole row, and writes or refuses it as it does).
  */
 export function encodeIqLowWasm(kind: IqLowKind, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array): boolean {
-  const e = encoder();
-  if (!e) return false;
   const { bytes, kind: k, iq1 } = IQ_LOW[kind];
-  const t = placeTables(e, tables);
-  const at = layout(e, bytes);
-  const nBlocks = src.length / 256;
-  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
-    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
-    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
-    new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
-    const failed = iq1 ? e.encodeIq1(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours);
-    if (failed !== 0) return false;
-    out.set(new Uint8Array(e.memory.buffer, at.dst, n * bytes), b0 * bytes);
-  }
-  return true;
+  return inPieces(bytes, tables, src, out, qw, (e, at, n, t) =>
+    iq1 ? e.encodeIq1(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours));
 }
