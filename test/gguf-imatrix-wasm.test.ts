@@ -300,6 +300,40 @@ describe('importance-weighted quantizers: WebAssembly and TypeScript write the s
     }
   });
 
+  it('IQ1_M without weights (quantize_iq1_m with quant_weights NULL) block by block over every kind of hostile values, and a row of them', () => {
+    const rand = seededRandom(56);
+    let written = 0;
+    const x = new Float32Array(256 * VALUE_KINDS * 3);
+    for (let b = 0; b < VALUE_KINDS * 3; b++) {
+      const block = valuesBlock(b % VALUE_KINDS, rand);
+      x.set(block, 256 * b);
+      const want = new Uint8Array(56);
+      let refused = false;
+      try {
+        encodeIq1MRow(block, want, undefined);
+      } catch {
+        refused = true;
+      }
+      const got = new Uint8Array(56);
+      const ok = encodeIqLowWasm('IQ1_M', iq1Tables(), block, got, undefined);
+      if (refused || ok) expect(ok, `values ${b % VALUE_KINDS}`).toBe(!refused);
+      else expect(nanD(want), `values ${b % VALUE_KINDS}: gave way with d not NaN`).toBe(true);
+      if (ok) {
+        expect([...got], `values ${b % VALUE_KINDS}`).toEqual([...want]);
+        written++;
+      }
+    }
+    expect(written).toBeGreaterThan(20);
+    const finiteRows = x.filter((_, i) => [1, 4, 5, 6, 7, 9].includes(Math.floor(i / 256) % VALUE_KINDS));
+    const want = new Uint8Array((finiteRows.length / 256) * 56);
+    encodeIq1MRow(finiteRows, want, undefined);
+    const got = new Uint8Array(want.length);
+    expect(encodeIqLowWasm('IQ1_M', iq1Tables(), finiteRows, got, undefined)).toBe(true);
+    expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    // The IQ2 and IQ1_S quantizers have no unweighted form: the encoder declines.
+    expect(encodeIqLowWasm('IQ1_S', iq1Tables(), finiteRows, new Uint8Array(want.length), undefined)).toBe(false);
+  });
+
   it.for(['IQ2_S', 'IQ1_S'] as IqLowKind[])('%s over a row past the encoder\'s piece of 1024 blocks, and through the codec', (kind) => {
     const { bytes, tables, ts } = LOW[kind];
     const rand = seededRandom(1025);

@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { encodeIq1MRow, encodeIq1SRow, iq1Tables } from '../src/formats/gguf/codecs/iq1-search.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, typeName } from './helpers/gguf-builder.js';
@@ -70,6 +71,25 @@ describe('IQ1_M golden blocks from ggml-quants.c without importance weights (qua
       encodeIq1MRow(x, out, undefined);
       expect(hex(out)).toBe(b.IQ1_M_unweighted);
     }
+  });
+
+  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
+    const codec = blockCodec(ggmlTypeByName('IQ1_M')!)!;
+    for (const b of GOLDEN.blocks) {
+      const out = new Uint8Array(56);
+      const run = () => codec.encode(f32FromHex(b.x), out);
+      if (b.IQ1_M_unweighted === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b.IQ1_M_unweighted);
+      }
+    }
+    const ok = GOLDEN.blocks.filter((b) => b.IQ1_M_unweighted !== null);
+    const x = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
+    const out = new Uint8Array(ok.length * 56);
+    codec.encode(x, out);
+    expect(hex(out)).toBe(ok.map((b) => b.IQ1_M_unweighted).join(''));
   });
 });
 

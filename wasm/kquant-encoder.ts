@@ -1243,8 +1243,11 @@ let gEntry1: i32 = 0;
 function finite(x: usize, qw: usize, n: i32): bool {
   for (let i = 0; i < n; i++) {
     const v = fAt(x, i);
-    const w = fAt(qw, i);
-    if (v - v != 0 || w - w != 0) return false;
+    if (v - v != 0) return false;
+    if (qw != 0) {
+      const w = fAt(qw, i);
+      if (w - w != 0) return false;
+    }
   }
   return true;
 }
@@ -1819,14 +1822,23 @@ function iq1SBlock(x: usize, qw: usize, y: usize): bool {
   return true;
 }
 
-/** quantize_row_iq1_m_impl's 56-byte block (with quant_weights); false where it aborts or d is NaN. */
+/** IQ1_M's weights of the 16 values at xb: qw·sqrtf(σ² + x²), or x² where qw is 0 (quant_weights NULL). */
+function iq1MWeights(xb: usize, qw: usize, sigma2: f32): void {
+  if (qw != 0) importanceWeights(xb, qw, sigma2, 16);
+  else for (let i = 0; i < 16; i++) {
+    const v = fAt(xb, i);
+    fPut(WEIGHTS, i, v * v);
+  }
+}
+
+/** quantize_row_iq1_m_impl's 56-byte block (with quant_weights, or none where qw is 0); false where it aborts or d is NaN. */
 function iq1MBlock(x: usize, qw: usize, y: usize): bool {
   memory.fill(y, 0, 56);
   let maxScale: f32 = 0;
   const sigma2: f32 = <f32>2 * sumSquares(x, 256) / <f32>256;
   for (let ib = 0; ib < 16; ib++) {
     const xb = x + (<usize>(16 * ib) << 2);
-    importanceWeights(xb, qw + (<usize>(16 * ib) << 2), sigma2, 16);
+    iq1MWeights(xb, qw != 0 ? qw + (<usize>(16 * ib) << 2) : 0, sigma2);
     const max = iq1Max(xb, 16);
     if (max < <f32>1e-7) {
       fPut(G_SCALES, ib, 0);
@@ -1939,7 +1951,7 @@ function iq1MBlock(x: usize, qw: usize, y: usize): bool {
     const hp = y + 32 + <usize>ib;
     store<u8>(hp, load<u8>(hp) | load<u8>(IQ1_MASKS + <usize>k4));
     const xb = x + (<usize>(16 * ib) << 2);
-    importanceWeights(xb, qw + (<usize>(16 * ib) << 2), sigma2, 16);
+    iq1MWeights(xb, qw != 0 ? qw + (<usize>(16 * ib) << 2) : 0, sigma2);
     const qh = <i32>load<u8>(hp);
     const li: i32 = 2 * l + 1;
     const mult = <f32>li;
@@ -1971,7 +1983,7 @@ function iq1MBlock(x: usize, qw: usize, y: usize): bool {
 
 /**
  * quantize_iq1_s (m 0: 50-byte blocks) or quantize_iq1_m (m 1: 56), with importance weights (one
- * per value) at qw: n blocks of 256 values. Returns 1 where the TypeScript quantizer must run the
+ * per value) at qw (IQ1_M also without, qw 0: quant_weights NULL, weights x²): n blocks of 256 values. Returns 1 where the TypeScript quantizer must run the
  * values instead (see above), else 0.
  */
 export function encodeIq1(src: usize, qw: usize, dst: usize, nBlocks: i32, m: i32, levels: usize, map: usize, neighbours: usize): i32 {
@@ -1983,7 +1995,7 @@ export function encodeIq1(src: usize, qw: usize, dst: usize, nBlocks: i32, m: i3
   if (!finite(src, qw, 256 * nBlocks)) return 1;
   for (let b = 0; b < nBlocks; b++) {
     const at = <usize>(256 * b) << 2;
-    const ok = m != 0 ? iq1MBlock(src + at, qw + at, dst + <usize>b * bytes) : iq1SBlock(src + at, qw + at, dst + <usize>b * bytes);
+    const ok = m != 0 ? iq1MBlock(src + at, qw != 0 ? qw + at : 0, dst + <usize>b * bytes) : iq1SBlock(src + at, qw + at, dst + <usize>b * bytes);
     if (!ok || gFailed) return 1;
   }
   return 0;

@@ -67,7 +67,7 @@ export const IQ1_M_CODEC: BlockCodec = {
   needsImportance: true,
   unweightedForEmbeddingAndHead: true,
   encode(src, out) {
-    encodeIq1MRow(src, out, undefined);
+    if (!encodeIqLowWasm('IQ1_M', iq1Tables(), src, out, undefined)) encodeIq1MRow(src, out, undefined);
   },
   encodeWeighted(src, out, qw) {
     if (!encodeIqLowWasm('IQ1_M', iq1Tables(), src, out, qw)) encodeIq1MRow(src, out, qw);
