@@ -2,10 +2,11 @@
  * The bench's importance-matrix case: one 512×4096 tensor (random normal values, random positive
  * importance weights, as llama-imatrix's mean squared activations are) quantized row by row with
  * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's, legacy
- * type's, IQ4's and IQ3's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
- * same run, and beside the same type's encode without weights. Single thread, no I/O.
+ * type's, IQ4's, IQ3's, IQ2's and IQ1's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
+ * same run (the two taking turns, the fastest of each kept), and beside the same type's encode without weights (IQ2 and IQ1 have
+ * none: ggml writes them only with weights). Single thread, no I/O.
  *
- * usage: node bench/imatrix-encode.mjs [--reps N] [--types IQ3_XXS,IQ3_S]   (also run by bench/run.mjs, every type; `--skip imatrix` leaves it out)
+ * usage: node bench/imatrix-encode.mjs [--reps N] [--types IQ3_XXS,IQ1_S]   (also run by bench/run.mjs, every type; `--skip imatrix` leaves it out)
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,8 @@ import { encodeQ5_0Weighted } from '../dist/formats/gguf/codecs/q5_0.js';
 import { encodeAffineWeighted } from '../dist/formats/gguf/codecs/affine-weighted.js';
 import { encodeNl, encodeXs } from '../dist/formats/gguf/codecs/iq4.js';
 import { encodeS as encodeIq3S, encodeXxs as encodeIq3Xxs } from '../dist/formats/gguf/codecs/iq3.js';
+import { encodeIq1MRow, encodeIq1SRow } from '../dist/formats/gguf/codecs/iq1-search.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow } from '../dist/formats/gguf/codecs/iq2-search.js';
 
 const ROWS = 512;
 const COLS = 4096;
@@ -40,6 +43,11 @@ const TS_WEIGHTED = {
   IQ4_XS: (src, out, qw) => encodeXs(src, out, qw),
   IQ3_XXS: (src, out, qw) => encodeIq3Xxs(src, out, qw),
   IQ3_S: (src, out, qw) => encodeIq3S(src, out, qw),
+  IQ2_XXS: (src, out, qw) => encodeIq2XxsRow(src, out, qw),
+  IQ2_XS: (src, out, qw) => encodeIq2XsRow(src, out, qw),
+  IQ2_S: (src, out, qw) => encodeIq2SRow(src, out, qw),
+  IQ1_S: (src, out, qw) => encodeIq1SRow(src, out, qw),
+  IQ1_M: (src, out, qw) => encodeIq1MRow(src, out, qw),
 };
 
 /** Types whose encode without weights moved to WebAssembly too: their TypeScript twin, timed beside it. */
@@ -69,15 +77,21 @@ function rowsBy(encodeRow, type, values, qw) {
   return out;
 }
 
-function best(reps, f) {
-  let seconds = Infinity;
-  let result;
+/**
+ * The fastest of `reps` runs of each function (a falsy entry is left out), the functions taking turns
+ * run by run so that a machine whose load changes slows each of them alike.
+ */
+function bestOfEach(reps, fs) {
+  const runs = fs.map((f) => f && { seconds: Infinity, result: undefined });
   for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    result = f();
-    seconds = Math.min(seconds, (performance.now() - t0) / 1000);
+    fs.forEach((f, k) => {
+      if (!f) return;
+      const t0 = performance.now();
+      runs[k].result = f();
+      runs[k].seconds = Math.min(runs[k].seconds, (performance.now() - t0) / 1000);
+    });
   }
-  return { seconds, result };
+  return runs;
 }
 
 export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(TS_WEIGHTED) } = {}) {
@@ -86,21 +100,29 @@ export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(
   for (const name of types) {
     const type = ggmlTypeByName(name);
     const codec = blockCodec(type);
-    const ts = best(reps, () => rowsBy(TS_WEIGHTED[name], type, values, qw));
-    const codecRun = best(reps, () => rowsBy((s, o, w) => codec.encodeWeighted(s, o, w), type, values, qw));
-    const plain = best(reps, () => {
-      const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
-      codec.encode(values, out);
-      return out;
-    });
-    const plainTs = TS_PLAIN[name] && best(reps, () => {
-      const out = new Uint8Array((values.length / type.blockSize) * type.blockBytes);
-      TS_PLAIN[name](values, out);
-      return out;
-    });
+    const blocksOf = () => new Uint8Array((values.length / type.blockSize) * type.blockBytes);
+    // One row each first: the IQ grids' search tables are built on first use, outside the timing.
+    const rowBytes = (COLS / type.blockSize) * type.blockBytes;
+    TS_WEIGHTED[name](values.subarray(0, COLS), new Uint8Array(rowBytes), qw);
+    codec.encodeWeighted(values.subarray(0, COLS), new Uint8Array(rowBytes), qw);
+    const [ts, codecRun, plain, plainTs] = bestOfEach(reps, [
+      () => rowsBy(TS_WEIGHTED[name], type, values, qw),
+      () => rowsBy((s, o, w) => codec.encodeWeighted(s, o, w), type, values, qw),
+      // IQ1 and IQ2 are written only with importance weights (their encode refuses).
+      !codec.needsImportance && (() => {
+        const out = blocksOf();
+        codec.encode(values, out);
+        return out;
+      }),
+      TS_PLAIN[name] && (() => {
+        const out = blocksOf();
+        TS_PLAIN[name](values, out);
+        return out;
+      }),
+    ]);
     const same = Buffer.from(ts.result).equals(Buffer.from(codecRun.result)) && (!plainTs || Buffer.from(plainTs.result).equals(Buffer.from(plain.result)));
-    rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, plain: plain.seconds, ...(plainTs ? { plainTs: plainTs.seconds } : {}), same });
-    log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s, encode ${plain.seconds.toFixed(3)} s`);
+    rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, ...(plain ? { plain: plain.seconds } : {}), ...(plainTs ? { plainTs: plainTs.seconds } : {}), same });
+    log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s${plain ? `, encode ${plain.seconds.toFixed(3)} s` : ''}`);
   }
   return { rows: ROWS, cols: COLS, results: rows };
 }
@@ -108,11 +130,14 @@ export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(
 export function printImatrixTable({ rows, cols, results }) {
   const out = [`GGUF --imatrix re-quantization: a ${rows}×${cols} tensor, row by row with importance weights, one thread:`, ''];
   const header = ['type', 'TypeScript s', 'encodeWeighted s', 'vs TypeScript', 'bytes', 'encode (no imatrix) s'];
-  const cells = results.map((r) => [r.type, r.ts.toFixed(3), r.weighted.toFixed(3), `${(r.ts / r.weighted).toFixed(1)}× faster`, r.same ? 'identical' : 'DIFFER', r.plain.toFixed(3)]);
+  const cells = results.map((r) => [r.type, r.ts.toFixed(3), r.weighted.toFixed(3), `${(r.ts / r.weighted).toFixed(1)}× faster`, r.same ? 'identical' : 'DIFFER', r.plain === undefined ? '(imatrix only)' : r.plain.toFixed(3)]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
   const line = (c) => c.map((v, i) => (i === 0 ? v.padEnd(widths[i]) : v.padStart(widths[i]))).join('  ');
   out.push(line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line));
   const blocks = (rows * cols) / 256;
+  for (const r of results.filter((r) => r.plain === undefined)) {
+    out.push(`${r.type} blocks/s (importance weights only): TypeScript ${Math.round(blocks / r.ts)}, WebAssembly ${Math.round(blocks / r.weighted)} (${(r.ts / r.weighted).toFixed(1)}× faster)`);
+  }
   for (const r of results.filter((r) => r.plainTs !== undefined)) {
     out.push(`${r.type} blocks/s: with weights TypeScript ${Math.round(blocks / r.ts)}, WebAssembly ${Math.round(blocks / r.weighted)}; without TypeScript ${Math.round(blocks / r.plainTs)}, WebAssembly ${Math.round(blocks / r.plain)} (${(r.plainTs / r.plain).toFixed(1)}× faster)`);
   }

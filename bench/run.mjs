@@ -12,7 +12,7 @@
  * the CPU backend's threads and on one, with both outputs' hashes.
  *
  * Then the importance-matrix case (bench/imatrix-encode.mjs): a tensor re-quantized row by row with
- * importance weights (`--imatrix`) as each k-quant, legacy, IQ4 and IQ3 type, by the codec (WebAssembly) against the
+ * importance weights (`--imatrix`) as each k-quant, legacy, IQ4, IQ3, IQ2 and IQ1 type, by the codec (WebAssembly) against the
  * TypeScript quantizer in the same run, with both outputs compared byte for byte (IQ3 also without weights).
  *
  * Then the fp8 cases (bench/fp8-run.mjs): a ComfyUI fp8mixed file (per-tensor weight_scale) and a

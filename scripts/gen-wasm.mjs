@@ -1,6 +1,6 @@
 // Compiles the WebAssembly modules (wasm/*.ts, AssemblyScript) and embeds each one's bytes, base64,
 // in a TypeScript module, so Node, browsers and Web Workers load them without fetching a file:
-// the CPU merge kernel (SIMD), the GGUF k-quant encoder (k-quants, IQ4, IQ3 and the --imatrix quantizers)
+// the CPU merge kernel (SIMD), the GGUF k-quant encoder (k-quants, IQ4, IQ3 and the --imatrix quantizers, IQ2 and IQ1 among them)
 // and the fp8 re-quantizer (SIMD).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';

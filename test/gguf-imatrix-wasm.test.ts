@@ -10,8 +10,11 @@
  * values, lone outliers, and weights of 0, subnormal, FLT_MAX, negative and a mix of magnitudes.
  * The TypeScript path itself is held to ggml's transcription in gguf-imatrix.test.ts.
  */
-import { describe, expect, it } from 'vitest';
-import { encodeIq3Wasm, encodeIq4Wasm, encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { describe, expect, it, vi } from 'vitest';
+import { encodeIq3Wasm, encodeIq4Wasm, encodeIqLowWasm, encodeKQuantWeightedWasm, encodeLegacyWeightedWasm, type IqLowKind, type KQuantKind, type LegacyKind } from '../src/formats/gguf/codecs/kquant-wasm.js';
+import { encodeIq1MRow, encodeIq1SRow, iq1Tables } from '../src/formats/gguf/codecs/iq1-search.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables } from '../src/formats/gguf/codecs/iq2-search.js';
+import type { IqSearchTables } from '../src/formats/gguf/codecs/iq-grids.js';
 import { encodeS as encodeIq3S, encodeXxs as encodeIq3Xxs } from '../src/formats/gguf/codecs/iq3.js';
 import { iq3Tables } from '../src/formats/gguf/codecs/iq3-search.js';
 import { encodeNl, encodeXs } from '../src/formats/gguf/codecs/iq4.js';
@@ -46,6 +49,19 @@ const size = (kind: Kind): number => (kind.endsWith('_K') || kind === 'IQ4_XS' ?
 const wasmWeighted = (kind: Kind, s: Float32Array, o: Uint8Array, w: Float32Array): boolean =>
   kind === 'IQ4_NL' || kind === 'IQ4_XS' ? encodeIq4Wasm(kind, s, o, w)
     : kind.endsWith('_K') ? encodeKQuantWeightedWasm(kind as KQuantKind, s, o, w) : encodeLegacyWeightedWasm(kind as LegacyKind, s, o, w);
+/** IQ2 and IQ1: bytes per block, the grid tables searched, the TypeScript quantizer of one row. */
+const LOW: Record<IqLowKind, { bytes: number; tables: () => IqSearchTables; ts: (s: Float32Array, o: Uint8Array, w: Float32Array) => void }> = {
+  IQ2_XXS: { bytes: 66, tables: iq2XxsTables, ts: encodeIq2XxsRow },
+  IQ2_XS: { bytes: 74, tables: iq2XsTables, ts: encodeIq2XsRow },
+  IQ2_S: { bytes: 82, tables: iq2STables, ts: encodeIq2SRow },
+  IQ1_S: { bytes: 50, tables: iq1Tables, ts: encodeIq1SRow },
+  IQ1_M: { bytes: 56, tables: iq1Tables, ts: encodeIq1MRow },
+};
+/** Whether an IQ1_M block's f16 d (the top nibbles of its four scale words) is NaN. */
+const nanD = (block: Uint8Array): boolean => {
+  const d = (block[49] >> 4) | (block[51] & 0xf0) | ((block[53] & 0xf0) << 4) | ((block[55] & 0xf0) << 8);
+  return (d & 0x7c00) === 0x7c00 && (d & 0x3ff) !== 0;
+};
 const FLT_MAX = 3.4028234663852886e38;
 const VALUE_KINDS = 10;
 const WEIGHT_KINDS = 8;
@@ -231,4 +247,174 @@ describe('importance-weighted quantizers: WebAssembly and TypeScript write the s
     blockCodec(ggmlTypeByName(kind)!)!.encodeWeighted!(x, viaCodec, qw);
     expect(Buffer.from(viaCodec).equals(Buffer.from(want))).toBe(true);
   });
+
+  // IQ2 and IQ1: the WebAssembly encoder writes a row or gives it to the TypeScript quantizer
+  // (returns false), which then writes or refuses it: where ggml's search aborts, and on a value or
+  // weight that is not finite or an IQ1_M d that comes out NaN, whose bits the two need not agree on.
+  it.for(Object.keys(LOW) as IqLowKind[])('%s block by block over every pairing of hostile values and weights, and rows of random ones', (kind) => {
+    const { bytes, tables, ts } = LOW[kind];
+    const rand = seededRandom(53 + bytes);
+    let written = 0;
+    const aborted: string[] = [];
+    const gaveWay: string[] = [];
+    for (let b = 0; b < VALUE_KINDS * WEIGHT_KINDS; b++) {
+      const x = valuesBlock(b % VALUE_KINDS, rand);
+      const qw = weightsBlock(Math.floor(b / VALUE_KINDS), rand);
+      const what = `values ${b % VALUE_KINDS}, weights ${Math.floor(b / VALUE_KINDS)}`;
+      const want = new Uint8Array(bytes);
+      let refused: unknown;
+      try {
+        ts(x, want, qw);
+      } catch (e) {
+        refused = e;
+      }
+      const got = new Uint8Array(bytes);
+      const ok = encodeIqLowWasm(kind, tables(), x, got, qw);
+      if (refused) {
+        expect(ok, what).toBe(false);
+        aborted.push(what);
+      } else if (ok) {
+        expect([...got], what).toEqual([...want]);
+        written++;
+      } else gaveWay.push(`${what}${kind === 'IQ1_M' && nanD(want) ? ' (d NaN)' : ''}`);
+    }
+    expect(written).toBeGreaterThan(40);
+    expect(aborted.length + written + gaveWay.length).toBe(VALUE_KINDS * WEIGHT_KINDS);
+    // Finite values and weights give way only where ggml aborts, or where IQ1_M's d comes out NaN
+    // (weights of FLT_MAX: its sums overflow).
+    expect(gaveWay.filter((w) => !w.endsWith('(d NaN)'))).toEqual([]);
+    if (kind === 'IQ1_M') expect(gaveWay.length).toBeGreaterThan(0);
+    for (let row = 0; row < 12; row++) {
+      const n = 1 + Math.floor(rand() * 6);
+      const x = new Float32Array(256 * n);
+      const qw = new Float32Array(256 * n);
+      for (let b = 0; b < n; b++) {
+        x.set(valuesBlock([1, 4, 5, 6, 7, 9][Math.floor(rand() * 6)], rand), 256 * b);
+        qw.set(weightsBlock([1, 4, 5, 7][Math.floor(rand() * 4)], rand), 256 * b);
+      }
+      const want = new Uint8Array(n * bytes);
+      ts(x, want, qw);
+      const got = new Uint8Array(n * bytes);
+      expect(encodeIqLowWasm(kind, tables(), x, got, qw)).toBe(true);
+      expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    }
+  });
+
+  it('IQ1_M without weights (quantize_iq1_m with quant_weights NULL) block by block over every kind of hostile values, and a row of them', () => {
+    const rand = seededRandom(56);
+    let written = 0;
+    const x = new Float32Array(256 * VALUE_KINDS * 3);
+    for (let b = 0; b < VALUE_KINDS * 3; b++) {
+      const block = valuesBlock(b % VALUE_KINDS, rand);
+      x.set(block, 256 * b);
+      const want = new Uint8Array(56);
+      let refused = false;
+      try {
+        encodeIq1MRow(block, want, undefined);
+      } catch {
+        refused = true;
+      }
+      const got = new Uint8Array(56);
+      const ok = encodeIqLowWasm('IQ1_M', iq1Tables(), block, got, undefined);
+      if (refused || ok) expect(ok, `values ${b % VALUE_KINDS}`).toBe(!refused);
+      else expect(nanD(want), `values ${b % VALUE_KINDS}: gave way with d not NaN`).toBe(true);
+      if (ok) {
+        expect([...got], `values ${b % VALUE_KINDS}`).toEqual([...want]);
+        written++;
+      }
+    }
+    expect(written).toBeGreaterThan(20);
+    const finiteRows = x.filter((_, i) => [1, 4, 5, 6, 7, 9].includes(Math.floor(i / 256) % VALUE_KINDS));
+    const want = new Uint8Array((finiteRows.length / 256) * 56);
+    encodeIq1MRow(finiteRows, want, undefined);
+    const got = new Uint8Array(want.length);
+    expect(encodeIqLowWasm('IQ1_M', iq1Tables(), finiteRows, got, undefined)).toBe(true);
+    expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    // The IQ2 and IQ1_S quantizers have no unweighted form: the encoder declines.
+    expect(encodeIqLowWasm('IQ1_S', iq1Tables(), finiteRows, new Uint8Array(want.length), undefined)).toBe(false);
+  });
+
+  it.for(['IQ2_S', 'IQ1_S'] as IqLowKind[])('%s over a row past the encoder\'s piece of 1024 blocks, and through the codec', (kind) => {
+    const { bytes, tables, ts } = LOW[kind];
+    const rand = seededRandom(1025);
+    const n = 1025;
+    const x = new Float32Array(256 * n);
+    const qw = new Float32Array(256 * n);
+    for (let b = 0; b < n; b++) {
+      x.set(valuesBlock([0, 1, 4, 5, 6, 7, 9][b % 7], rand), 256 * b);
+      qw.set(weightsBlock([1, 4, 7][b % 3], rand), 256 * b);
+    }
+    const want = new Uint8Array(n * bytes);
+    ts(x, want, qw);
+    const got = new Uint8Array(n * bytes);
+    expect(encodeIqLowWasm(kind, tables(), x, got, qw)).toBe(true);
+    expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    const viaCodec = new Uint8Array(n * bytes);
+    blockCodec(ggmlTypeByName(kind)!)!.encodeWeighted!(x, viaCodec, qw);
+    expect(Buffer.from(viaCodec).equals(Buffer.from(want))).toBe(true);
+  });
+
+  it.for(Object.keys(LOW) as IqLowKind[])('%s through the codec: a NaN value or weight in a row gives the row to TypeScript, which writes or refuses it', (kind) => {
+    const { bytes, tables, ts } = LOW[kind];
+    const rand = seededRandom(77);
+    const x = new Float32Array(256 * 3);
+    const qw = new Float32Array(256 * 3);
+    for (let b = 0; b < 3; b++) {
+      x.set(valuesBlock(9, rand), 256 * b);
+      qw.set(weightsBlock(7, rand), 256 * b);
+    }
+    const outcome = (f: (o: Uint8Array) => void): string => {
+      const o = new Uint8Array(3 * bytes);
+      try {
+        f(o);
+        return Buffer.from(o).toString('hex');
+      } catch (e) {
+        return `refused: ${(e as Error).message}`;
+      }
+    };
+    const codec = blockCodec(ggmlTypeByName(kind)!)!;
+    for (const [where, at] of [['value', 600], ['weight', 700]] as const) {
+      const xs = x.slice();
+      const ws = qw.slice();
+      (where === 'value' ? xs : ws)[at] = NaN;
+      expect(encodeIqLowWasm(kind, tables(), xs, new Uint8Array(3 * bytes), ws), where).toBe(false);
+      expect(outcome((o) => codec.encodeWeighted!(xs, o, ws)), where).toBe(outcome((o) => ts(xs, o, ws)));
+    }
+  });
 });
+
+describe('without WebAssembly (a Content Security Policy without wasm-unsafe-eval, or an engine without it)', () => {
+  it('the IQ1, IQ2 and IQ3 codecs write the TypeScript quantizers\' bytes (IQ1_S, IQ2_XXS and IQ3_S: a fresh module graph builds its grid tables again)', async () => {
+    const rand = seededRandom(404);
+    const x = new Float32Array(256 * 3);
+    const qw = new Float32Array(256 * 3);
+    for (let b = 0; b < 3; b++) {
+      x.set(valuesBlock(9, rand), 256 * b);
+      qw.set(weightsBlock(7, rand), 256 * b);
+    }
+    vi.stubGlobal('WebAssembly', undefined);
+    vi.resetModules();
+    try {
+      const wasm = await import('../src/formats/gguf/codecs/kquant-wasm.js');
+      const registry = await import('../src/formats/gguf/codecs/registry.js');
+      const types = await import('../src/formats/gguf/ggml-types.js');
+      expect(wasm.encodeIqLowWasm('IQ1_S', iq1Tables(), x, new Uint8Array(150), qw)).toBe(false);
+      for (const kind of ['IQ2_XXS', 'IQ1_S'] as const) {
+        const want = new Uint8Array(3 * LOW[kind].bytes);
+        LOW[kind].ts(x, want, qw);
+        const got = new Uint8Array(want.length);
+        registry.blockCodec(types.ggmlTypeByName(kind)!)!.encodeWeighted!(x, got, qw);
+        expect(Buffer.from(got).equals(Buffer.from(want)), kind).toBe(true);
+      }
+      const want = new Uint8Array(3 * 110);
+      encodeIq3S(x, want, qw);
+      const got = new Uint8Array(want.length);
+      registry.blockCodec(types.ggmlTypeByName('IQ3_S')!)!.encodeWeighted!(x, got, qw);
+      expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    } finally {
+      vi.unstubAllGlobals();
+      vi.resetModules();
+    }
+  });
+});
+

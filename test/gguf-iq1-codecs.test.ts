@@ -2,7 +2,8 @@
  * IQ1_S and IQ1_M written as `llama-quantize --imatrix` writes them (ggml-quants.c quantize_iq1_s /
  * quantize_iq1_m with importance weights): golden blocks and a checksum of the grid map and
  * neighbour tables from ggml's own C (test/reference/ggml-iq1-golden.json, made by
- * ggml-iq1-golden.mjs through ggml-iq1-harness.c); `loramerge merge --imatrix` keeping a merged
+ * ggml-iq1-golden.mjs through ggml-iq1-harness.c), met by the TypeScript quantizers and by the codecs (the
+ * WebAssembly encoder where it compiles); `loramerge merge --imatrix` keeping a merged
  * IQ1_S tensor in its type (or writing IQ1_M), F16 without an imatrix, and IQ1_M's f16 d (spread
  * over its scales' top nibbles) checked for overflow like any block scale.
  */
@@ -12,20 +13,20 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { encodeIq1MRow, encodeIq1SRow, iq1Tables } from '../src/formats/gguf/codecs/iq1-search.js';
 import { nonFiniteBlockValues, zeroedBlockValues } from '../src/formats/gguf/block-scales.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
+import { buildGguf, readGguf, typeName } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
+import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
 
 interface Golden {
   tables: number;
-  blocks: { name: string; x: string; qw: string; IQ1_S: string | null; IQ1_M: string | null; IQ1_M_unweighted: string | null }[];
+  blocks: (GoldenBlock & { IQ1_S: string | null; IQ1_M: string | null; IQ1_M_unweighted: string | null })[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq1-golden.json', import.meta.url), 'utf8')) as Golden;
 
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const f32FromHex = (h: string) => new Float32Array(new Uint8Array(Buffer.from(h, 'hex')).buffer);
 const ENCODERS = { IQ1_S: [encodeIq1SRow, 50], IQ1_M: [encodeIq1MRow, 56] } as const;
 
 function encode(type: keyof typeof ENCODERS, x: Float32Array, qw: Float32Array): Uint8Array {
@@ -33,13 +34,6 @@ function encode(type: keyof typeof ENCODERS, x: Float32Array, qw: Float32Array):
   const out = new Uint8Array((x.length / 256) * bytes);
   row(x, out, qw);
   return out;
-}
-
-/** FNV-1a of a text (as the golden script hashes the harness's table dump). */
-function fnv(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
 }
 
 describe.each(['IQ1_S', 'IQ1_M'] as const)('%s golden blocks from ggml-quants.c (with importance weights)', (type) => {
@@ -78,6 +72,29 @@ describe('IQ1_M golden blocks from ggml-quants.c without importance weights (qua
       expect(hex(out)).toBe(b.IQ1_M_unweighted);
     }
   });
+
+  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
+    const codec = blockCodec(ggmlTypeByName('IQ1_M')!)!;
+    for (const b of GOLDEN.blocks) {
+      const out = new Uint8Array(56);
+      const run = () => codec.encode(f32FromHex(b.x), out);
+      if (b.IQ1_M_unweighted === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b.IQ1_M_unweighted);
+      }
+    }
+    const ok = GOLDEN.blocks.filter((b) => b.IQ1_M_unweighted !== null);
+    const x = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
+    const out = new Uint8Array(ok.length * 56);
+    codec.encode(x, out);
+    expect(hex(out)).toBe(ok.map((b) => b.IQ1_M_unweighted).join(''));
+  });
+});
+
+describe.each(['IQ1_S', 'IQ1_M'] as const)('%s through its codec (the WebAssembly encoder where it compiles, else the TypeScript one)', (type) => {
+  codecWritesGolden(type, ENCODERS[type][1], GOLDEN.blocks, 'IQ1');
 });
 
 describe('the IQ1 search tables', () => {
@@ -117,60 +134,15 @@ describe('IQ1_M block scales', () => {
 });
 
 describe('loramerge merge --imatrix on an IQ1_S llama', () => {
-  const temp = tempDirs();
-  afterAll(() => temp.removeAll());
-  const rand = seededRandom(78);
-  const g = () => gaussian(rand);
   const rows = { v: 16, q: 8 };
   // A base whose IQ1_S blocks come from the quantizer itself (any valid blocks would do).
-  const blocks = (n: number, seed: number) => {
-    const r = seededRandom(seed);
-    const x = Float32Array.from({ length: 256 * n }, () => 0.02 * gaussian(r));
-    return encode('IQ1_S', x, new Float32Array(256 * n).fill(1));
-  };
-  const v = blocks(rows.v, 7);
-  const q = blocks(rows.q, 8);
-  const base = buildGguf({
-    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 24 }]],
-    tensors: [
-      { name: 'blk.0.attn_v.weight', type: 'IQ1_S', ne: [256, rows.v], data: v },
-      { name: 'blk.0.attn_q.weight', type: 'IQ1_S', ne: [256, rows.q], data: q },
-    ],
-  });
-  const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 2, in: 256, out: rows.v, aType: 'F32', bType: 'F32' }], 2, 10);
-  // llama-imatrix's GGUF output: <name>.in_sum2 (ne [256, 1]) and <name>.counts, weights = sum / count.
-  const sums = Array.from({ length: 256 }, () => 40 * Math.exp(2 * g()) * 0.1);
-  const imatrix = buildGguf({
-    metadata: [
-      ['general.type', { type: 'string', value: 'imatrix' }],
-      ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }],
-      ['imatrix.chunk_count', { type: 'u32', value: 10 }],
-      ['imatrix.chunk_size', { type: 'u32', value: 512 }],
-    ],
-    tensors: ['blk.0.attn_v.weight', 'blk.0.attn_q.weight'].flatMap((name) => [
-      { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', sums) },
-      { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [40]) },
-    ]),
-  });
-  const files = () => temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes, 'model.imatrix.gguf': imatrix });
-  const merge = (dir: string, out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
-  /** The merged values before quantization (the same merge written as f32, once) and the imatrix's weights. */
-  let merged: Promise<{ x: Float32Array; qw: Float32Array }> | undefined;
-  const mergedValues = () => (merged ??= (async () => {
-    const dir = files();
-    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
-    expect(f32.code, f32.stderr).toBe(0);
-    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
-    return { x, qw: Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40)) };
-  })());
+  const { v, q, files, merge, expected } = iqImatrixLlama({ type: 'IQ1_S', fileType: 24, bytes: 50, encodeRow: encodeIq1SRow, rows, seed: 78, blockSeeds: [7, 8], loraSeed: 10 });
 
   it('quantizes the merged tensor to IQ1_S with the weights, as quantize_iq1_s does, and copies the rest; without --imatrix it is F16', async () => {
     const dir = files();
-    const weighted = await merge(dir, 'weighted.gguf', '--imatrix', join(dir, 'model.imatrix.gguf'));
+    const weighted = await merge(dir, 'weighted.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'));
     expect(weighted.code, weighted.stderr).toBe(0);
-    const { x, qw } = await mergedValues();
-    const want = new Uint8Array(50 * rows.v);
-    for (let r = 0; r < rows.v; r++) encodeIq1SRow(x.subarray(256 * r, 256 * (r + 1)), want.subarray(50 * r, 50 * (r + 1)), qw);
+    const want = await expected(encodeIq1SRow, 50);
     const got = readGguf(readFileSync(join(dir, 'weighted.gguf')));
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ1_S', 'IQ1_S']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
@@ -186,11 +158,9 @@ describe('loramerge merge --imatrix on an IQ1_S llama', () => {
 
   it('--dtype iq1_m --dtype-merged-only --imatrix writes the merged tensor in IQ1_M, as quantize_iq1_m does with the weights', async () => {
     const dir = files();
-    const r = await merge(dir, 'm.gguf', '--imatrix', join(dir, 'model.imatrix.gguf'), '--dtype', 'iq1_m', '--dtype-merged-only');
+    const r = await merge(dir, 'm.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', 'iq1_m', '--dtype-merged-only');
     expect(r.code, r.stderr).toBe(0);
-    const { x, qw } = await mergedValues();
-    const want = new Uint8Array(56 * rows.v);
-    for (let row = 0; row < rows.v; row++) encodeIq1MRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(56 * row, 56 * (row + 1)), qw);
+    const want = await expected(encodeIq1MRow, 56);
     const got = readGguf(readFileSync(join(dir, 'm.gguf')));
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ1_M', 'IQ1_S']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);

@@ -2,42 +2,31 @@
  * IQ2_XXS, IQ2_XS and IQ2_S written as `llama-quantize --imatrix` writes them (ggml-quants.c
  * quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with importance weights): golden blocks and a checksum of the grid map and neighbour tables from
  * ggml's own C (test/reference/ggml-iq2-golden.json, made by ggml-iq2-golden.mjs through
- * ggml-iq2-harness.c); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type (or writing IQ2_XS / IQ2_S),
+ * ggml-iq2-harness.c), met by the TypeScript quantizers and by the codecs (the WebAssembly encoder where it
+ * compiles); `loramerge merge --imatrix` keeping a merged IQ2_XXS tensor in its type (or writing IQ2_XS / IQ2_S),
  * the same bytes on --backend webgpu (SwiftShader here; skipped where Node's webgpu finds no adapter)
  * as on --backend cpu, and the refusals without an imatrix (or without its entry for the tensor).
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
 import { errorLines, runCli } from './helpers/cli.js';
-import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
-import { ggufLoraAdapter } from './helpers/gguf-models.js';
-import { gaussian } from './helpers/svd-reference.js';
+import { readGguf, typeName } from './helpers/gguf-builder.js';
+import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
 
 interface Golden {
   tables: { IQ2_XXS: number; IQ2_XS: number; IQ2_S: number };
-  blocks: { name: string; x: string; qw: string; IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null }[];
+  blocks: (GoldenBlock & { IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null })[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq2-golden.json', import.meta.url), 'utf8')) as Golden;
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
-const f32FromHex = (h: string) => new Float32Array(new Uint8Array(Buffer.from(h, 'hex')).buffer);
 
 function encode(x: Float32Array, qw: Float32Array): Uint8Array {
   const out = new Uint8Array((x.length / 256) * 66);
   encodeIq2XxsRow(x, out, qw);
   return out;
-}
-
-/** FNV-1a of a text (as the golden script hashes the harness's table dump). */
-function fnv(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return h;
 }
 
 describe('IQ2_S golden blocks from ggml-quants.c (with importance weights)', () => {
@@ -125,47 +114,14 @@ describe('IQ2_XXS golden blocks from ggml-quants.c (with importance weights)', (
   });
 });
 
+describe.each([['IQ2_XXS', 66], ['IQ2_XS', 74], ['IQ2_S', 82]] as const)('%s through its codec (the WebAssembly encoder where it compiles, else the TypeScript one)', (type, bytes) => {
+  codecWritesGolden(type, bytes, GOLDEN.blocks, 'IQ2');
+});
+
 describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
-  const temp = tempDirs();
-  afterAll(() => temp.removeAll());
-  const rand = seededRandom(77);
-  const g = () => gaussian(rand);
   const rows = { v: 32, q: 16 };
   // A base whose IQ2_XXS blocks come from the quantizer itself (any valid blocks would do).
-  const blocks = (n: number, seed: number) => {
-    const r = seededRandom(seed);
-    const h = () => gaussian(r);
-    const x = Float32Array.from({ length: 256 * n }, () => 0.02 * h());
-    const out = new Uint8Array(66 * n);
-    encodeIq2XxsRow(x, out, new Float32Array(256 * n).fill(1));
-    return out;
-  };
-  const v = blocks(rows.v, 5);
-  const q = blocks(rows.q, 6);
-  const base = buildGguf({
-    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 19 }]],
-    tensors: [
-      { name: 'blk.0.attn_v.weight', type: 'IQ2_XXS', ne: [256, rows.v], data: v },
-      { name: 'blk.0.attn_q.weight', type: 'IQ2_XXS', ne: [256, rows.q], data: q },
-    ],
-  });
-  const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_v.weight', rank: 2, in: 256, out: rows.v, aType: 'F32', bType: 'F32' }], 2, 9);
-  // llama-imatrix's GGUF output: <name>.in_sum2 (ne [256, 1]) and <name>.counts, weights = sum / count.
-  const sums = Array.from({ length: 256 }, () => 40 * Math.exp(2 * g()) * 0.1);
-  const imatrix = (names: string[]) => buildGguf({
-    metadata: [
-      ['general.type', { type: 'string', value: 'imatrix' }],
-      ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }],
-      ['imatrix.chunk_count', { type: 'u32', value: 10 }],
-      ['imatrix.chunk_size', { type: 'u32', value: 512 }],
-    ],
-    tensors: names.flatMap((name) => [
-      { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', sums) },
-      { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [40]) },
-    ]),
-  });
-  const files = () => temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes, 'both.imatrix.gguf': imatrix(['blk.0.attn_v.weight', 'blk.0.attn_q.weight']), 'q-only.imatrix.gguf': imatrix(['blk.0.attn_q.weight']) });
-  const merge = (dir: string, out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+  const { v, q, files, merge, expected } = iqImatrixLlama({ type: 'IQ2_XXS', fileType: 19, bytes: 66, encodeRow: encodeIq2XxsRow, rows, seed: 77, blockSeeds: [5, 6], loraSeed: 9 });
 
   it('quantizes the merged tensor to IQ2_XXS with the weights, as quantize_iq2_xxs does, and copies the rest', async () => {
     const dir = files();
@@ -175,12 +131,7 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     expect(weighted.stderr).toMatch(/^warning: \S*base\.gguf: the merged tensors \(1 IQ2_XXS: blk\.0\.attn_v\.weight\) are re-quantized to IQ2_XXS with the importance matrix \S*both\.imatrix\.gguf, as llama-quantize --imatrix quantizes them; requantizing adds the quantization error once more \(f16 or q8_0 keep more of the update\)$/m);
     expect(weighted.stderr).not.toMatch(/written as F16/);
     // The merged values before quantization: the same merge written as f32 for the merged tensor.
-    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
-    expect(f32.code, f32.stderr).toBe(0);
-    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
-    const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
-    const want = new Uint8Array(66 * rows.v);
-    for (let r = 0; r < rows.v; r++) encodeIq2XxsRow(x.subarray(256 * r, 256 * (r + 1)), want.subarray(66 * r, 66 * (r + 1)), qw);
+    const want = await expected(encodeIq2XxsRow, 66);
     const got = readGguf(readFileSync(join(dir, 'weighted.gguf')));
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual(['IQ2_XXS', 'IQ2_XXS']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);
@@ -193,12 +144,7 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
     const dir = files();
     const r = await merge(dir, 'xs.gguf', '--imatrix', join(dir, 'both.imatrix.gguf'), '--dtype', type.toLowerCase(), '--dtype-merged-only');
     expect(r.code, r.stderr).toBe(0);
-    const f32 = await merge(dir, 'f32.gguf', '--dtype', 'f32', '--dtype-merged-only');
-    expect(f32.code, f32.stderr).toBe(0);
-    const x = new Float32Array(Uint8Array.from(readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors[0].data).buffer);
-    const qw = Float32Array.from(sums, (s) => Math.fround(Math.fround(s) / 40));
-    const want = new Uint8Array(bytes * rows.v);
-    for (let row = 0; row < rows.v; row++) encodeRow(x.subarray(256 * row, 256 * (row + 1)), want.subarray(bytes * row, bytes * (row + 1)), qw);
+    const want = await expected(encodeRow, bytes);
     const got = readGguf(readFileSync(join(dir, 'xs.gguf')));
     expect(got.tensors.map((t) => typeName(t.typeId))).toEqual([type, 'IQ2_XXS']);
     expect(Buffer.from(got.tensors[0].data).equals(Buffer.from(want))).toBe(true);

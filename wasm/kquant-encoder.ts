@@ -10,7 +10,8 @@
  * With importance weights (`llama-quantize --imatrix`), quantize_row_q{2,3,4,5,6}_K_impl with
  * make_qkx3_quants (make_qkx2_quants' steps, given weights), make_qp_quants and make_qx_quants
  * weighted: the *Weighted exports, twins of the TypeScript codecs' encodeWeighted. And IQ4_NL,
- * IQ4_XS, IQ3_XXS and IQ3_S (quantize_iq4_*, quantize_iq3_*), with or without weights.
+ * IQ4_XS, IQ3_XXS and IQ3_S (quantize_iq4_*, quantize_iq3_*), with or without weights, and IQ2_XXS,
+ * IQ2_XS, IQ2_S, IQ1_S and IQ1_M (quantize_iq2_*, quantize_iq1_*) with them.
  *
  * The caller places n·256 f32 values at `src` (and for the weighted ones n·256 importance weights
  * at `qw`, one per value) and room for n blocks at `dst` (from heapBase()).
@@ -1182,6 +1183,820 @@ export function encodeIq3(src: usize, qw: usize, dst: usize, nBlocks: i32, xxs: 
         store<u8>(y + 106 + <usize>(ib >> 1), <u8>(q3SubScale(id, q3At(Q3_SCALES, ib)) | (q3SubScale(id, q3At(Q3_SCALES, ib + 1)) << 4)));
       }
     }
+  }
+  return 0;
+}
+
+// ---- IQ2_XXS, IQ2_XS, IQ2_S (quantize_row_iq2_{xxs,xs,s}_impl) and IQ1_S, IQ1_M
+// (quantize_row_iq1_{s,m}_impl), with importance weights (the TypeScript twins: iq2-search.ts and
+// iq1-search.ts). Their grid tables (iq2xs_init_impl's: entries as 8 levels 0…2, a map of the 43 692
+// points of 8 levels of 2 bits, an entry ≥ 0 or −(list offset)−1, and the neighbour lists, each its
+// length then its entries) are built by the TypeScript side and placed in memory by it, as IQ3's.
+// Where a block is not finite (a NaN or an infinite value or weight), or ggml's search aborts, or
+// a stored f16 scale would be NaN (whose bits JavaScript and WebAssembly need not agree on), the
+// call returns 1 and the TypeScript quantizer runs the row instead: it writes or refuses it.
+
+const KMAP_SIZE: i32 = 43692;
+const G_WAUX: usize = memory.data(32 * 4, 16);
+const G_X: usize = memory.data(32 * 4, 16);
+const G_L: usize = memory.data(32);
+const G_LAUX: usize = memory.data(32);
+const G_SIGNS: usize = memory.data(4);
+const G_SCALES: usize = memory.data(16 * 4, 16);
+const G_SHIFTS: usize = memory.data(16);
+/** IQ2_XXS's 16 u32 / IQ2_XS's 32 u16 / IQ1_S's 8 u16 of indexes, signs and scales, put together before they are stored. */
+const G_Q: usize = memory.data(64, 16);
+const G_INDEX: usize = memory.data(4 * 4, 16);
+/** x_p then x_m: the levels −1, 0, 1 shifted by +1/8 and by −1/8 (IQ1S_DELTA). */
+const IQ1_SHIFTED: usize = memory.data<f32>([-0.875, 0.125, 1.125, -1.125, -0.125, 0.875]);
+const IQ1_ORDER: usize = memory.data(32 * 4, 16);
+const IQ1_ORDER_TMP: usize = memory.data(32 * 4, 16);
+const IQ1_SUMX: usize = memory.data(33 * 4, 16);
+const IQ1_SUMW: usize = memory.data(33 * 4, 16);
+const IQ1_TERM_X: usize = memory.data(4 * 3 * 16 * 4, 16);
+const IQ1_TERM_Q: usize = memory.data(4 * 3 * 16 * 4, 16);
+/** IQ1_M's masks[best_k]: the shift signs of the two groups of 8. */
+const IQ1_MASKS: usize = memory.data<u8>([0x00, 0x80, 0x08, 0x88]);
+
+let gLevels: usize = 0;
+let gMap: usize = 0;
+let gNb: usize = 0;
+let gFailed: bool = false;
+let gSkipped: bool = false;
+let gSumQX: f32 = 0;
+let gSumQ2: f32 = 0;
+let gEntry0: i32 = 0;
+let gEntry1: i32 = 0;
+
+// @ts-ignore: decorator
+@inline function fAt(p: usize, i: i32): f32 { return load<f32>(p + (<usize>i << 2)); }
+// @ts-ignore: decorator
+@inline function fPut(p: usize, i: i32, v: f32): void { store<f32>(p + (<usize>i << 2), v); }
+// @ts-ignore: decorator
+@inline function gLevel(e: i32, i: i32): i32 { return <i32>load<u8>(gLevels + <usize>(8 * e + i)); }
+// @ts-ignore: decorator
+@inline function gMapAt(u: i32): i32 { return load<i32>(gMap + (<usize>u << 2)); }
+// @ts-ignore: decorator
+@inline function gNbAt(o: i32): i32 { return <i32>load<u16>(gNb + (<usize>o << 1)); }
+
+/** Whether the n values at x and the n weights at qw are all finite (the row then runs here). */
+function finite(x: usize, qw: usize, n: i32): bool {
+  for (let i = 0; i < n; i++) {
+    const v = fAt(x, i);
+    if (v - v != 0) return false;
+    if (qw != 0) {
+      const w = fAt(qw, i);
+      if (w - w != 0) return false;
+    }
+  }
+  return true;
+}
+
+/** The odd levels 1, 3, 5 (2l + 1) of IQ2's grids. */
+const IQ2_ODD: usize = memory.data<f32>([1, 3, 5]);
+/** scale·values[l] for the three levels, in gridBestNeighbour. */
+const G_SCALED: usize = memory.data(16, 16);
+
+/**
+ * iq2_find_best_neighbour and iq1_find_best_neighbour2: of the entries listed at neighbours[o], the
+ * one nearest to the 8 values at x by Σ w·diff² (the first on ties), diff = scale·values[l] − x for
+ * each level l of the entry (values: IQ2's 2l + 1, IQ1's shifted levels; the three products are C's,
+ * each computed once); its levels to dst. Sets gFailed where none is nearer than FLT_MAX.
+ */
+function gridBestNeighbour(o: i32, x: usize, w: usize, scale: f32, values: usize, dst: usize): i32 {
+  store<f32>(G_SCALED, scale * load<f32>(values));
+  store<f32>(G_SCALED, scale * load<f32>(values, 4), 4);
+  store<f32>(G_SCALED, scale * load<f32>(values, 8), 8);
+  const n = gNbAt(o);
+  let best: f32 = <f32>3.4028234663852886e38;
+  let found = -1;
+  for (let j = 1; j <= n; j++) {
+    const e = gNbAt(o + j);
+    const lv = gLevels + <usize>(8 * e);
+    let d2: f32 = 0;
+    for (let i = 0; i < 8; i++) {
+      const diff: f32 = load<f32>(G_SCALED + (<usize>load<u8>(lv + <usize>i) << 2)) - fAt(x, i);
+      d2 += fAt(w, i) * diff * diff;
+    }
+    if (d2 < best) {
+      best = d2;
+      found = e;
+    }
+  }
+  if (found < 0) {
+    gFailed = true;
+    return 0;
+  }
+  memory.copy(dst, gLevels + <usize>(8 * found), 8);
+  return found;
+}
+
+/** IQ2's search: the entry nearest to G_X[at…at+8) at `scale` by Σ waux·diff², its levels to dst + at. */
+// @ts-ignore: decorator
+@inline function iq2BestNeighbour(o: i32, at: i32, scale: f32, dst: usize): i32 {
+  return gridBestNeighbour(o, G_X + (<usize>at << 2), G_WAUX + (<usize>at << 2), scale, IQ2_ODD, dst + <usize>at);
+}
+
+/** Σ w·x·q and Σ w·q² (q = 2l + 1, l the signed bytes at lv) over n values, C's order. */
+function iq2Fit(lv: usize, n: i32): void {
+  let sumqx: f32 = 0;
+  let sumq2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const w = fAt(WEIGHTS, i);
+    const qi: i32 = 2 * <i32>load<i8>(lv + <usize>i) + 1;
+    const q = <f32>qi;
+    sumqx += w * fAt(G_X, i) * q;
+    sumq2 += w * q * q;
+  }
+  gSumQX = sumqx;
+  gSumQ2 = sumq2;
+}
+
+/** Levels 0…2 of G_X[at…at+8) at 1/id packed 2 bits each; written to `into` too where it is not 0. */
+function iq2Packed(id: f32, at: i32, into: usize): i32 {
+  let u = 0;
+  for (let i = 0; i < 8; i++) {
+    const l = cmax(0, cmin(2, nearestInt(<f32>0.5 * (id * fAt(G_X, at + i) - <f32>1))));
+    if (into != 0) store<u8>(into + <usize>(at + i), <u8>l);
+    u |= l << (2 * i);
+  }
+  return u;
+}
+
+/** The key of the 8 signed levels at lv + at, or −1 where it is off the map (the TypeScript twin then decides). */
+function iq2Key(lv: usize, at: i32): i32 {
+  let u = 0;
+  for (let i = 0; i < 8; i++) u |= <i32>load<i8>(lv + <usize>(at + i)) << (2 * i);
+  return u >= 0 && u < KMAP_SIZE ? u : -1;
+}
+
+/** GROUP_MAX_EPS_* checks, the C-order max of the n magnitudes at G_X. */
+function gMax(n: i32): f32 {
+  let max = fAt(G_X, 0);
+  for (let i = 1; i < n; i++) {
+    const v = fAt(G_X, i);
+    max = max > v ? max : v;
+  }
+  return max;
+}
+
+/** The signs of 8 values at x + at (7 bits; an odd count of negatives gives up the sign of the value of least w·x²), |x| to G_X. */
+function iq2SignsOfEight(x: usize, at: i32): u8 {
+  let nflip = 0;
+  let s = 0;
+  for (let i = 0; i < 8; i++) {
+    const v = fAt(x, at + i);
+    if (v >= 0) fPut(G_X, at + i, v);
+    else {
+      fPut(G_X, at + i, -v);
+      nflip++;
+      s |= 1 << i;
+    }
+  }
+  if ((nflip & 1) != 0) {
+    let imin = 0;
+    const x0 = fAt(x, at);
+    let min: f32 = fAt(WEIGHTS, at) * x0 * x0;
+    for (let i = 1; i < 8; i++) {
+      const xi = fAt(x, at + i);
+      const ax: f32 = fAt(WEIGHTS, at + i) * xi * xi;
+      if (ax < min) {
+        min = ax;
+        imin = i;
+      }
+    }
+    fPut(G_X, at + imin, -fAt(G_X, at + imin));
+    s ^= 1 << imin;
+  }
+  return <u8>(s & 127);
+}
+
+/** WEIGHTS (qw·sqrtf(σ² + x²)) and G_WAUX (their square roots) of the n values at x. */
+function iq2Weights(x: usize, qw: usize, sigma2: f32, n: i32): void {
+  importanceWeights(x, qw, sigma2, n);
+  for (let i = 0; i < n; i++) fPut(G_WAUX, i, Mathf.sqrt(fAt(WEIGHTS, i)));
+}
+
+/** quantize_row_iq2_xxs_impl's 66-byte block of the 256 values at x, weights at qw; false where it aborts. */
+function iq2XxsBlock(x: usize, qw: usize, y: usize): bool {
+  memory.fill(G_Q, 0, 64);
+  let maxScale: f32 = 0;
+  const sigma2: f32 = sumSquares(x, 256) / <f32>256;
+  for (let ib = 0; ib < 8; ib++) {
+    const xb = x + (<usize>(32 * ib) << 2);
+    iq2Weights(xb, qw + (<usize>(32 * ib) << 2), sigma2, 32);
+    for (let k = 0; k < 4; k++) store<u8>(G_SIGNS + <usize>k, iq2SignsOfEight(xb, 8 * k));
+    if (gMax(32) < <f32>1e-15) {
+      fPut(G_SCALES, ib, 0);
+      continue;
+    }
+    let scale = makeQpQuants(32, 4, G_X, G_L, WEIGHTS);
+    const effMax: f32 = scale * <f32>3;
+    if (effMax <= 0) {
+      fPut(G_SCALES, ib, 0);
+      continue;
+    }
+    let best: f32 = 0;
+    for (let is = -6; is <= 6; is++) {
+      const id: f32 = (<f32>5 + <f32>is * <f32>0.1) / effMax;
+      const thisScale: f32 = <f32>1 / id;
+      for (let k = 0; k < 4; k++) {
+        const m = gMapAt(iq2Packed(id, 8 * k, G_LAUX));
+        if (m < 0) {
+          iq2BestNeighbour(-m - 1, 8 * k, thisScale, G_LAUX);
+          if (gFailed) return false;
+        }
+      }
+      iq2Fit(G_LAUX, 32);
+      if (gSumQ2 > 0 && gSumQX * gSumQX > best * gSumQ2) {
+        scale = gSumQX / gSumQ2;
+        best = scale * gSumQX;
+        memory.copy(G_L, G_LAUX, 32);
+      }
+    }
+    if (scale > 0) {
+      const id: f32 = <f32>1 / scale;
+      for (let k = 0; k < 4; k++) {
+        let e = gMapAt(iq2Packed(id, 8 * k, 0));
+        if (e < 0) {
+          e = iq2BestNeighbour(-e - 1, 8 * k, scale, G_L);
+          if (gFailed) return false;
+        }
+        for (let i = 0; i < 8; i++) store<u8>(G_L + <usize>(8 * k + i), <u8>gLevel(e, i));
+      }
+      iq2Fit(G_L, 32);
+      if (gSumQ2 > 0) scale = gSumQX / gSumQ2;
+    }
+    if (scale < 0) {
+      scale = -scale;
+      for (let k = 0; k < 4; k++) store<u8>(G_SIGNS + <usize>k, <u8>(~<i32>load<u8>(G_SIGNS + <usize>k) & 127));
+    }
+    for (let k = 0; k < 4; k++) {
+      const u = iq2Key(G_L, 8 * k);
+      if (u < 0) return false;
+      const e = gMapAt(u);
+      if (e < 0) return false;
+      const p0 = G_Q + (<usize>(2 * ib) << 2);
+      store<u32>(p0, load<u32>(p0) | (<u32>e << (8 * k)));
+      store<u32>(p0 + 4, load<u32>(p0 + 4) | (<u32>load<u8>(G_SIGNS + <usize>k) << (7 * k)));
+    }
+    if (!(scale >= 0)) return false;
+    fPut(G_SCALES, ib, scale);
+    maxScale = maxScale > scale ? maxScale : scale;
+  }
+  memory.fill(y, 0, 66);
+  if (maxScale == 0) return true;
+  const d: f32 = maxScale / <f32>31;
+  store<u16>(y, <u16>toHalf(d));
+  const id: f32 = <f32>1 / d;
+  for (let ib = 0; ib < 8; ib++) {
+    const l = cmax(0, cmin(15, nearestInt(<f32>0.5 * (id * fAt(G_SCALES, ib) - <f32>1))));
+    const p = G_Q + (<usize>(2 * ib + 1) << 2);
+    store<u32>(p, load<u32>(p) | (<u32>l << 28));
+  }
+  memory.copy(y + 2, G_Q, 64);
+  return true;
+}
+
+/**
+ * The search of quantize_row_iq2_xs_impl and quantize_row_iq2_s_impl over 16 values (G_X, the
+ * magnitudes; G_WAUX, √weights): 19 trial scales from max/5, groups of 8 off the grid refit at the
+ * best one's scale, a negative scale flipped with the signs (masked by signMask). Leaves the
+ * entries in gEntry0/gEntry1; gSkipped where the largest value is below eps, gFailed where ggml aborts.
+ */
+function iq2SearchSixteen(eps: f32, signMask: i32): f32 {
+  gSkipped = false;
+  const max = gMax(16);
+  memory.fill(G_L, 0, 16);
+  if (max < eps) {
+    gSkipped = true;
+    return 0;
+  }
+  let best: f32 = 0;
+  let scale: f32 = max / <f32>5;
+  let on0 = true;
+  let on1 = true;
+  for (let is = -9; is <= 9; is++) {
+    const id: f32 = (<f32>5 + <f32>is * <f32>0.1) / max;
+    const thisScale: f32 = <f32>1 / id;
+    const m0 = gMapAt(iq2Packed(id, 0, G_LAUX));
+    if (m0 < 0) {
+      iq2BestNeighbour(-m0 - 1, 0, thisScale, G_LAUX);
+      if (gFailed) return 0;
+    }
+    const m1 = gMapAt(iq2Packed(id, 8, G_LAUX));
+    if (m1 < 0) {
+      iq2BestNeighbour(-m1 - 1, 8, thisScale, G_LAUX);
+      if (gFailed) return 0;
+    }
+    iq2Fit(G_LAUX, 16);
+    if (gSumQ2 > 0 && gSumQX * gSumQX > best * gSumQ2) {
+      scale = gSumQX / gSumQ2;
+      best = scale * gSumQX;
+      memory.copy(G_L, G_LAUX, 16);
+      on0 = m0 >= 0;
+      on1 = m1 >= 0;
+    }
+  }
+  if ((!on0 || !on1) && scale > 0) {
+    const id: f32 = <f32>1 / scale;
+    for (let k = 0; k < 2; k++) {
+      if (k == 0 ? on0 : on1) continue;
+      const m = gMapAt(iq2Packed(id, 8 * k, G_L));
+      if (m < 0) {
+        iq2BestNeighbour(-m - 1, 8 * k, scale, G_L);
+        if (gFailed) return 0;
+      }
+    }
+    iq2Fit(G_L, 16);
+    if (gSumQ2 > 0) scale = gSumQX / gSumQ2;
+  }
+  if (scale < 0) {
+    scale = -scale;
+    for (let k = 0; k < 2; k++) store<u8>(G_SIGNS + <usize>k, <u8>(~<i32>load<u8>(G_SIGNS + <usize>k) & signMask));
+  }
+  const u0 = iq2Key(G_L, 0);
+  const u1 = iq2Key(G_L, 8);
+  gEntry0 = u0 < 0 ? -1 : gMapAt(u0);
+  gEntry1 = u1 < 0 ? -1 : gMapAt(u1);
+  if (gEntry0 < 0 || gEntry1 < 0 || !(scale >= 0)) {
+    gFailed = true;
+    return 0;
+  }
+  return scale;
+}
+
+/** quantize_row_iq2_xs_impl's 74-byte block; false where it aborts. */
+function iq2XsBlock(x: usize, qw: usize, y: usize): bool {
+  memory.fill(G_Q, 0, 64);
+  let maxScale: f32 = 0;
+  const sigma2: f32 = sumSquares(x, 256) / <f32>256;
+  for (let ib = 0; ib < 16; ib++) {
+    const xb = x + (<usize>(16 * ib) << 2);
+    iq2Weights(xb, qw + (<usize>(16 * ib) << 2), sigma2, 16);
+    store<u8>(G_SIGNS, iq2SignsOfEight(xb, 0));
+    store<u8>(G_SIGNS + 1, iq2SignsOfEight(xb, 8));
+    const scale = iq2SearchSixteen(<f32>1e-15, 127);
+    if (gFailed) return false;
+    if (gSkipped) {
+      fPut(G_SCALES, ib, 0);
+      continue;
+    }
+    store<u16>(G_Q + (<usize>(2 * ib) << 1), <u16>(gEntry0 | (<i32>load<u8>(G_SIGNS) << 9)));
+    store<u16>(G_Q + (<usize>(2 * ib + 1) << 1), <u16>(gEntry1 | (<i32>load<u8>(G_SIGNS + 1) << 9)));
+    fPut(G_SCALES, ib, scale);
+    maxScale = maxScale > scale ? maxScale : scale;
+  }
+  memory.fill(y, 0, 74);
+  if (maxScale == 0) return true;
+  const d: f32 = maxScale / <f32>31;
+  store<u16>(y, <u16>toHalf(d));
+  const id: f32 = <f32>1 / d;
+  for (let ib = 0; ib < 16; ib++) {
+    const l = cmax(0, cmin(15, nearestInt(<f32>0.5 * (id * fAt(G_SCALES, ib) - <f32>1))));
+    const p = y + 66 + <usize>(ib >> 1);
+    store<u8>(p, load<u8>(p) | <u8>((ib & 1) == 0 ? l : l << 4));
+  }
+  memory.copy(y + 2, G_Q, 64);
+  return true;
+}
+
+/** quantize_row_iq2_s_impl's 82-byte block (σ² twice the mean square, 8 signs stored, d times 0.9875); false where it aborts. */
+function iq2SBlock(x: usize, qw: usize, y: usize): bool {
+  memory.fill(y, 0, 82);
+  let maxScale: f32 = 0;
+  const sigma2: f32 = <f32>2 * sumSquares(x, 256) / <f32>256;
+  for (let ib = 0; ib < 16; ib++) {
+    const xb = x + (<usize>(16 * ib) << 2);
+    iq2Weights(xb, qw + (<usize>(16 * ib) << 2), sigma2, 16);
+    for (let k = 0; k < 2; k++) {
+      let s = 0;
+      for (let i = 0; i < 8; i++) {
+        const v = fAt(xb, 8 * k + i);
+        if (v >= 0) fPut(G_X, 8 * k + i, v);
+        else {
+          fPut(G_X, 8 * k + i, -v);
+          s |= 1 << i;
+        }
+      }
+      store<u8>(G_SIGNS + <usize>k, <u8>s);
+    }
+    const scale = iq2SearchSixteen(<f32>1e-8, 255);
+    if (gFailed) return false;
+    if (gSkipped) {
+      fPut(G_SCALES, ib, 0);
+      continue;
+    }
+    for (let k = 0; k < 2; k++) {
+      const i8 = 2 * ib + k;
+      const e = k == 0 ? gEntry0 : gEntry1;
+      store<u8>(y + 2 + <usize>i8, <u8>(e & 255));
+      const h = y + 66 + <usize>(i8 >> 2);
+      store<u8>(h, load<u8>(h) | <u8>((e >> 8) << (2 * (i8 & 3))));
+      store<u8>(y + 34 + <usize>i8, load<u8>(G_SIGNS + <usize>k));
+    }
+    fPut(G_SCALES, ib, scale);
+    maxScale = maxScale > scale ? maxScale : scale;
+  }
+  if (maxScale == 0) return true;
+  const d: f32 = maxScale / <f32>31;
+  store<u16>(y, <u16>toHalf(d * <f32>0.9875));
+  const id: f32 = <f32>1 / d;
+  for (let ib = 0; ib < 16; ib++) {
+    const l = cmax(0, cmin(15, nearestInt(<f32>0.5 * (id * fAt(G_SCALES, ib) - <f32>1))));
+    const p = y + 74 + <usize>(ib >> 1);
+    store<u8>(p, load<u8>(p) | <u8>((ib & 1) == 0 ? l : l << 4));
+  }
+  return true;
+}
+
+/**
+ * quantize_iq2_xxs (kind 0: 66-byte blocks), quantize_iq2_xs (1: 74) or quantize_iq2_s (2: 82):
+ * n blocks of 256 values with importance weights (one per value) at qw. Returns 1 where the
+ * TypeScript quantizer must run the values instead (see above), else 0.
+ */
+export function encodeIq2(src: usize, qw: usize, dst: usize, nBlocks: i32, kind: i32, levels: usize, map: usize, neighbours: usize): i32 {
+  gLevels = levels;
+  gMap = map;
+  gNb = neighbours;
+  gFailed = false;
+  const bytes: usize = kind == 0 ? 66 : kind == 1 ? 74 : 82;
+  if (!finite(src, qw, 256 * nBlocks)) return 1;
+  for (let b = 0; b < nBlocks; b++) {
+    const at = <usize>(256 * b) << 2;
+    const y = dst + <usize>b * bytes;
+    const ok = kind == 0 ? iq2XxsBlock(src + at, qw + at, y) : kind == 1 ? iq2XsBlock(src + at, qw + at, y) : iq2SBlock(src + at, qw + at, y);
+    if (!ok || gFailed) return 1;
+  }
+  return 0;
+}
+
+/** glibc's qsort of the n values at x by value (top-down merge sort, the first half on ties), their indexes left in IQ1_ORDER[lo…lo+n). */
+function iq1MergeSort(x: usize, lo: i32, n: i32): void {
+  if (n <= 1) return;
+  let n1 = n >> 1;
+  let n2 = n - n1;
+  iq1MergeSort(x, lo, n1);
+  iq1MergeSort(x, lo + n1, n2);
+  let i = lo;
+  let j = lo + n1;
+  let k = 0;
+  while (n1 > 0 && n2 > 0) {
+    const oi = load<i32>(IQ1_ORDER + (<usize>i << 2));
+    const oj = load<i32>(IQ1_ORDER + (<usize>j << 2));
+    if (!(fAt(x, oi) > fAt(x, oj))) {
+      store<i32>(IQ1_ORDER_TMP + (<usize>k << 2), oi);
+      i++;
+      n1--;
+    } else {
+      store<i32>(IQ1_ORDER_TMP + (<usize>k << 2), oj);
+      j++;
+      n2--;
+    }
+    k++;
+  }
+  for (; n1 > 0; n1--) {
+    store<i32>(IQ1_ORDER_TMP + (<usize>k << 2), load<i32>(IQ1_ORDER + (<usize>i << 2)));
+    k++;
+    i++;
+  }
+  memory.copy(IQ1_ORDER + (<usize>lo << 2), IQ1_ORDER_TMP, <usize>k << 2);
+}
+
+// @ts-ignore: decorator
+@inline function iq1Order(j: i32): i32 { return load<i32>(IQ1_ORDER + (<usize>j << 2)); }
+
+/** The shifted levels (x_p or x_m) group k (0, 1) of IQ1_M's 16 takes under shift choice k4; IQ1_S passes k4 −1 (x_p) or −2 (x_m). */
+function iq1Levels(k4: i32, k: i32): usize {
+  const minus = k4 == -2 || (k4 >= 0 && (k == 0 ? k4 >= 2 : (k4 & 1) == 1));
+  return minus ? IQ1_SHIFTED + 12 : IQ1_SHIFTED;
+}
+
+/** The split's groups of 8 in G_L snapped to grid entries (G_INDEX) and the scale refit where any moved (snapGroups). */
+function iq1SnapGroups(x: usize, groups: i32, scale: f32, k4: i32): f32 {
+  let allOnGrid = true;
+  for (let k = 0; k < groups; k++) {
+    let u = 0;
+    for (let j = 0; j < 8; j++) u |= <i32>load<u8>(G_L + <usize>(8 * k + j)) << (2 * j);
+    let e = gMapAt(u);
+    if (e < 0) {
+      allOnGrid = false;
+      e = gridBestNeighbour(-e - 1, x + (<usize>(8 * k) << 2), WEIGHTS + (<usize>(8 * k) << 2), scale, iq1Levels(k4, k), G_L + <usize>(8 * k));
+      if (gFailed) return 0;
+    }
+    store<i32>(G_INDEX + (<usize>k << 2), e);
+  }
+  if (allOnGrid) return scale;
+  let sumqx: f32 = 0;
+  let sumq2: f32 = 0;
+  for (let k = 0; k < groups; k++) {
+    const xx = iq1Levels(k4, k);
+    const e = load<i32>(G_INDEX + (<usize>k << 2));
+    for (let j = 0; j < 8; j++) {
+      const w = fAt(WEIGHTS, 8 * k + j);
+      const q = fAt(xx, gLevel(e, j));
+      sumqx += w * q * fAt(x, 8 * k + j);
+      sumq2 += w * q * q;
+    }
+  }
+  return sumqx > 0 && sumq2 > 0 ? sumqx / sumq2 : scale;
+}
+
+/** The largest |x| of n values, C's order. */
+function iq1Max(x: usize, n: i32): f32 {
+  let max = Mathf.abs(fAt(x, 0));
+  for (let i = 1; i < n; i++) {
+    const v = Mathf.abs(fAt(x, i));
+    max = max > v ? max : v;
+  }
+  return max;
+}
+
+/** The sorted order of n values and G_L from the best split (levels 0 before i1, 1 before i2, 2 after). */
+function iq1Split(n: i32, i1: i32, i2: i32): void {
+  for (let j = 0; j < n; j++) store<u8>(G_L + <usize>iq1Order(j), <u8>(j < i1 ? 0 : j < i2 ? 1 : 2));
+}
+
+function iq1Sort(x: usize, n: i32): void {
+  for (let j = 0; j < n; j++) store<i32>(IQ1_ORDER + (<usize>j << 2), j);
+  iq1MergeSort(x, 0, n);
+}
+
+/** quantize_row_iq1_s_impl's 50-byte block; false where it aborts. */
+function iq1SBlock(x: usize, qw: usize, y: usize): bool {
+  memory.fill(y, 0, 50);
+  memory.fill(G_Q, 0, 16);
+  let maxScale: f32 = 0;
+  const sigma2: f32 = <f32>2 * sumSquares(x, 256) / <f32>256;
+  for (let ib = 0; ib < 8; ib++) {
+    const xb = x + (<usize>(32 * ib) << 2);
+    importanceWeights(xb, qw + (<usize>(32 * ib) << 2), sigma2, 32);
+    const max = iq1Max(xb, 32);
+    if (max < <f32>1e-12) {
+      fPut(G_SCALES, ib, 0);
+      store<i8>(G_SHIFTS + <usize>ib, 1);
+      continue;
+    }
+    iq1Sort(xb, 32);
+    fPut(IQ1_SUMX, 0, 0);
+    fPut(IQ1_SUMW, 0, 0);
+    for (let j = 0; j < 32; j++) {
+      const i = iq1Order(j);
+      const w = fAt(WEIGHTS, i);
+      fPut(IQ1_SUMX, j + 1, fAt(IQ1_SUMX, j) + w * fAt(xb, i));
+      fPut(IQ1_SUMW, j + 1, fAt(IQ1_SUMW, j) + w);
+    }
+    let best: f32 = <f32>-3.4028234663852886e38;
+    let scale: f32 = max;
+    let besti1 = -1;
+    let besti2 = -1;
+    let shift = 0;
+    const sx0 = fAt(IQ1_SUMX, 0);
+    const sw0 = fAt(IQ1_SUMW, 0);
+    const sx32 = fAt(IQ1_SUMX, 32);
+    const sw32 = fAt(IQ1_SUMW, 32);
+    for (let i1 = 0; i1 <= 32; i1++) {
+      const a: f32 = fAt(IQ1_SUMX, i1) - sx0;
+      const wa: f32 = fAt(IQ1_SUMW, i1) - sw0;
+      for (let i2 = i1; i2 <= 32; i2++) {
+        const bx: f32 = fAt(IQ1_SUMX, i2) - fAt(IQ1_SUMX, i1);
+        const c: f32 = sx32 - fAt(IQ1_SUMX, i2);
+        const wb: f32 = fAt(IQ1_SUMW, i2) - fAt(IQ1_SUMW, i1);
+        const wc: f32 = sw32 - fAt(IQ1_SUMW, i2);
+        // Shifted up (x_p, shift 1), then down (x_m, −1), as C tries them.
+        for (let s = 1; s >= -1; s -= 2) {
+          const xx = s == 1 ? IQ1_SHIFTED : IQ1_SHIFTED + 12;
+          const p0 = fAt(xx, 0);
+          const p1 = fAt(xx, 1);
+          const p2 = fAt(xx, 2);
+          const sumqx: f32 = a * p0 + bx * p1 + c * p2;
+          const sumq2: f32 = wa * p0 * p0 + wb * p1 * p1 + wc * p2 * p2;
+          if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+            scale = sumqx / sumq2;
+            best = scale * sumqx;
+            besti1 = i1;
+            besti2 = i2;
+            shift = s;
+          }
+        }
+      }
+    }
+    if (besti1 < 0 || besti2 < 0 || shift == 0) {
+      fPut(G_SCALES, ib, 0);
+      store<i8>(G_SHIFTS + <usize>ib, 1);
+      continue;
+    }
+    iq1Split(32, besti1, besti2);
+    if (scale < 0) {
+      for (let j = 0; j < 32; j++) store<u8>(G_L + <usize>j, <u8>(2 - <i32>load<u8>(G_L + <usize>j)));
+      scale = -scale;
+      shift = -shift;
+    }
+    scale = iq1SnapGroups(xb, 4, scale, shift == 1 ? -1 : -2);
+    if (gFailed) return false;
+    let h = 0;
+    for (let k = 0; k < 4; k++) {
+      const e = load<i32>(G_INDEX + (<usize>k << 2));
+      store<u8>(y + 2 + <usize>(4 * ib + k), <u8>(e & 255));
+      h |= (e >> 8) << (3 * k);
+    }
+    store<u16>(G_Q + (<usize>ib << 1), <u16>h);
+    if (!(scale >= 0)) return false;
+    fPut(G_SCALES, ib, scale);
+    store<i8>(G_SHIFTS + <usize>ib, <i8>shift);
+    maxScale = maxScale > scale ? maxScale : scale;
+  }
+  if (maxScale != 0) {
+    const d: f32 = maxScale / <f32>15;
+    store<u16>(y, <u16>toHalf(d * <f32>1.125));
+    const id: f32 = <f32>1 / d;
+    for (let ib = 0; ib < 8; ib++) {
+      let l = cmax(0, cmin(7, nearestInt(<f32>0.5 * (id * fAt(G_SCALES, ib) - <f32>1))));
+      if (load<i8>(G_SHIFTS + <usize>ib) == -1) l |= 8;
+      const p = G_Q + (<usize>ib << 1);
+      store<u16>(p, <u16>(<i32>load<u16>(p) | (l << 12)));
+    }
+  }
+  // Unlike d, C leaves the grid indexes written when every scale is 0.
+  memory.copy(y + 34, G_Q, 16);
+  return true;
+}
+
+/** IQ1_M's weights of the 16 values at xb: qw·sqrtf(σ² + x²), or x² where qw is 0 (quant_weights NULL). */
+function iq1MWeights(xb: usize, qw: usize, sigma2: f32): void {
+  if (qw != 0) importanceWeights(xb, qw, sigma2, 16);
+  else for (let i = 0; i < 16; i++) {
+    const v = fAt(xb, i);
+    fPut(WEIGHTS, i, v * v);
+  }
+}
+
+/** quantize_row_iq1_m_impl's 56-byte block (with quant_weights, or none where qw is 0); false where it aborts or d is NaN. */
+function iq1MBlock(x: usize, qw: usize, y: usize): bool {
+  memory.fill(y, 0, 56);
+  let maxScale: f32 = 0;
+  const sigma2: f32 = <f32>2 * sumSquares(x, 256) / <f32>256;
+  for (let ib = 0; ib < 16; ib++) {
+    const xb = x + (<usize>(16 * ib) << 2);
+    iq1MWeights(xb, qw != 0 ? qw + (<usize>(16 * ib) << 2) : 0, sigma2);
+    const max = iq1Max(xb, 16);
+    if (max < <f32>1e-7) {
+      fPut(G_SCALES, ib, 0);
+      store<i8>(G_SHIFTS + <usize>ib, 0);
+      continue;
+    }
+    iq1Sort(xb, 16);
+    // Per shift choice k, the j-th sorted value's terms weight·x_±[l]·x and weight·x_±[l]² (iq1-search.ts).
+    for (let j = 0; j < 16; j++) {
+      const i = iq1Order(j);
+      const w = fAt(WEIGHTS, i);
+      const xi = fAt(xb, i);
+      for (let k = 0; k < 4; k++) {
+        const xx = (i < 8 ? k >= 2 : (k & 1) == 1) ? IQ1_SHIFTED + 12 : IQ1_SHIFTED;
+        for (let l = 0; l < 3; l++) {
+          const lv = fAt(xx, l);
+          const wv: f32 = w * lv;
+          fPut(IQ1_TERM_X, (k * 3 + l) * 16 + j, wv * xi);
+          fPut(IQ1_TERM_Q, (k * 3 + l) * 16 + j, wv * lv);
+        }
+      }
+    }
+    let best: f32 = <f32>-3.4028234663852886e38;
+    let scale: f32 = max;
+    let besti1 = -1;
+    let besti2 = -1;
+    let bestK = -1;
+    let x00: f32 = 0, x01: f32 = 0, x02: f32 = 0, x03: f32 = 0;
+    let q00: f32 = 0, q01: f32 = 0, q02: f32 = 0, q03: f32 = 0;
+    for (let i1 = 0; i1 <= 16; i1++) {
+      if (i1 > 0) {
+        x00 += fAt(IQ1_TERM_X, i1 - 1);
+        q00 += fAt(IQ1_TERM_Q, i1 - 1);
+        x01 += fAt(IQ1_TERM_X, 48 + i1 - 1);
+        q01 += fAt(IQ1_TERM_Q, 48 + i1 - 1);
+        x02 += fAt(IQ1_TERM_X, 96 + i1 - 1);
+        q02 += fAt(IQ1_TERM_Q, 96 + i1 - 1);
+        x03 += fAt(IQ1_TERM_X, 144 + i1 - 1);
+        q03 += fAt(IQ1_TERM_Q, 144 + i1 - 1);
+      }
+      let sx0 = x00, sx1 = x01, sx2 = x02, sx3 = x03;
+      let s20 = q00, s21 = q01, s22 = q02, s23 = q03;
+      for (let i2 = i1; i2 <= 16; i2++) {
+        if (i2 > i1) {
+          sx0 += fAt(IQ1_TERM_X, 16 + i2 - 1);
+          s20 += fAt(IQ1_TERM_Q, 16 + i2 - 1);
+          sx1 += fAt(IQ1_TERM_X, 64 + i2 - 1);
+          s21 += fAt(IQ1_TERM_Q, 64 + i2 - 1);
+          sx2 += fAt(IQ1_TERM_X, 112 + i2 - 1);
+          s22 += fAt(IQ1_TERM_Q, 112 + i2 - 1);
+          sx3 += fAt(IQ1_TERM_X, 160 + i2 - 1);
+          s23 += fAt(IQ1_TERM_Q, 160 + i2 - 1);
+        }
+        for (let k = 0; k < 4; k++) {
+          let sx: f32 = k == 0 ? sx0 : k == 1 ? sx1 : k == 2 ? sx2 : sx3;
+          let s2: f32 = k == 0 ? s20 : k == 1 ? s21 : k == 2 ? s22 : s23;
+          const tx = IQ1_TERM_X + (<usize>(k * 48 + 32) << 2);
+          const tq = IQ1_TERM_Q + (<usize>(k * 48 + 32) << 2);
+          for (let j = i2; j < 16; j++) {
+            sx += fAt(tx, j);
+            s2 += fAt(tq, j);
+          }
+          if (s2 > 0 && sx * sx > best * s2) {
+            scale = sx / s2;
+            best = scale * sx;
+            besti1 = i1;
+            besti2 = i2;
+            bestK = k;
+          }
+        }
+      }
+    }
+    if (besti1 < 0 || besti2 < 0 || bestK < 0) {
+      fPut(G_SCALES, ib, 0);
+      store<i8>(G_SHIFTS + <usize>ib, 0);
+      continue;
+    }
+    iq1Split(16, besti1, besti2);
+    if (scale < 0) {
+      for (let j = 0; j < 16; j++) store<u8>(G_L + <usize>j, <u8>(2 - <i32>load<u8>(G_L + <usize>j)));
+      scale = -scale;
+      bestK = 3 - bestK;
+    }
+    scale = iq1SnapGroups(xb, 2, scale, bestK);
+    if (gFailed) return false;
+    const e0 = load<i32>(G_INDEX);
+    const e1 = load<i32>(G_INDEX + 4);
+    store<u8>(y + <usize>(2 * ib), <u8>(e0 & 255));
+    store<u8>(y + <usize>(2 * ib + 1), <u8>(e1 & 255));
+    store<u8>(y + 32 + <usize>ib, <u8>((e0 >> 8) | ((e1 >> 8) << 4)));
+    if (!(scale >= 0)) return false;
+    fPut(G_SCALES, ib, scale);
+    store<i8>(G_SHIFTS + <usize>ib, <i8>bestK);
+    maxScale = maxScale > scale ? maxScale : scale;
+  }
+  if (maxScale == 0) return true;
+  let sc0 = 0, sc1 = 0, sc2 = 0, sc3 = 0;
+  let d: f32 = maxScale / <f32>15;
+  const id: f32 = <f32>1 / d;
+  let sumqx: f32 = 0;
+  let sumq2: f32 = 0;
+  for (let ib = 0; ib < 16; ib++) {
+    const l = cmax(0, cmin(7, nearestInt(<f32>0.5 * (id * fAt(G_SCALES, ib) - <f32>1))));
+    const bits = l << (3 * (ib & 3));
+    if ((ib >> 2) == 0) sc0 |= bits;
+    else if ((ib >> 2) == 1) sc1 |= bits;
+    else if ((ib >> 2) == 2) sc2 |= bits;
+    else sc3 |= bits;
+    const k4 = <i32>load<i8>(G_SHIFTS + <usize>ib);
+    const hp = y + 32 + <usize>ib;
+    store<u8>(hp, load<u8>(hp) | load<u8>(IQ1_MASKS + <usize>k4));
+    const xb = x + (<usize>(16 * ib) << 2);
+    iq1MWeights(xb, qw != 0 ? qw + (<usize>(16 * ib) << 2) : 0, sigma2);
+    const qh = <i32>load<u8>(hp);
+    const li: i32 = 2 * l + 1;
+    const mult = <f32>li;
+    for (let k = 0; k < 2; k++) {
+      const xx = iq1Levels(k4, k);
+      const e = <i32>load<u8>(y + <usize>(2 * ib + k)) + ((qh << (8 - 4 * k)) & 0x700);
+      for (let j = 0; j < 8; j++) {
+        const w = fAt(WEIGHTS, 8 * k + j);
+        const q: f32 = fAt(xx, gLevel(e, j)) * mult;
+        sumqx += w * q * fAt(xb, 8 * k + j);
+        sumq2 += w * q * q;
+      }
+    }
+  }
+  if (sumq2 > 0) d = sumqx / sumq2;
+  const dd: f32 = d * <f32>1.1125;
+  if (dd != dd) return false;
+  const s = <i32>toHalf(dd);
+  sc0 |= (s & 0x000f) << 12;
+  sc1 |= (s & 0x00f0) << 8;
+  sc2 |= (s & 0x0f00) << 4;
+  sc3 |= s & 0xf000;
+  store<u16>(y + 48, <u16>sc0);
+  store<u16>(y + 50, <u16>sc1);
+  store<u16>(y + 52, <u16>sc2);
+  store<u16>(y + 54, <u16>sc3);
+  return true;
+}
+
+/**
+ * quantize_iq1_s (m 0: 50-byte blocks) or quantize_iq1_m (m 1: 56), with importance weights (one
+ * per value) at qw (IQ1_M also without, qw 0: quant_weights NULL, weights x²): n blocks of 256 values. Returns 1 where the TypeScript quantizer must run the
+ * values instead (see above), else 0.
+ */
+export function encodeIq1(src: usize, qw: usize, dst: usize, nBlocks: i32, m: i32, levels: usize, map: usize, neighbours: usize): i32 {
+  gLevels = levels;
+  gMap = map;
+  gNb = neighbours;
+  gFailed = false;
+  const bytes: usize = m != 0 ? 56 : 50;
+  if (!finite(src, qw, 256 * nBlocks)) return 1;
+  for (let b = 0; b < nBlocks; b++) {
+    const at = <usize>(256 * b) << 2;
+    const ok = m != 0 ? iq1MBlock(src + at, qw != 0 ? qw + at : 0, dst + <usize>b * bytes) : iq1SBlock(src + at, qw + at, dst + <usize>b * bytes);
+    if (!ok || gFailed) return 1;
   }
   return 0;
 }

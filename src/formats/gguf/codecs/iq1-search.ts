@@ -7,7 +7,9 @@
  * the best weighted least-squares scale, each group of 8 snapped to the iq1s grid or, off it, to the
  * nearest of its listed neighbours (iq2xs_init_impl's tables for IQ1: the 3 nearest distances),
  * refitted; then a 3-bit scale per 32 (16) under one f16 d (IQ1_M: d refitted over the block).
- * Every float step is C's f32 step (c-float.ts), unfused, in C's order.
+ * Every float step is C's f32 step (c-float.ts), unfused, in C's order. The codecs (iq1.ts) run the
+ * WebAssembly twin of these (wasm/kquant-encoder.ts, kquant-wasm.ts) where it compiles, with the same
+ * bytes; these run where it does not, on the rows it hands back, and as the tests' reference.
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';

@@ -11,9 +11,10 @@ import { MergeError } from '../../../errors.js';
 import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec } from './codec.js';
 import * as cFloat from './c-float.js';
-import { encodeIq1MRow, encodeIq1SRow } from './iq1-search.js';
+import { encodeIq1MRow, encodeIq1SRow, iq1Tables } from './iq1-search.js';
 import { iqGrid } from './iq-grids.js';
 import { needsImatrix } from './iq2.js';
+import { encodeIqLowWasm } from './kquant-wasm.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -35,7 +36,7 @@ export const IQ1_S_CODEC: BlockCodec = {
     throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ1_S'));
   },
   encodeWeighted(src, out, qw) {
-    encodeIq1SRow(src, out, qw);
+    if (!encodeIqLowWasm('IQ1_S', iq1Tables(), src, out, qw)) encodeIq1SRow(src, out, qw);
   },
   decode(src, out) {
     const half = f16Table();
@@ -66,10 +67,10 @@ export const IQ1_M_CODEC: BlockCodec = {
   needsImportance: true,
   unweightedForEmbeddingAndHead: true,
   encode(src, out) {
-    encodeIq1MRow(src, out, undefined);
+    if (!encodeIqLowWasm('IQ1_M', iq1Tables(), src, out, undefined)) encodeIq1MRow(src, out, undefined);
   },
   encodeWeighted(src, out, qw) {
-    encodeIq1MRow(src, out, qw);
+    if (!encodeIqLowWasm('IQ1_M', iq1Tables(), src, out, qw)) encodeIq1MRow(src, out, qw);
   },
   decode(src, out) {
     const half = f16Table();

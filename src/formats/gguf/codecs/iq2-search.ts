@@ -5,7 +5,9 @@
  * entry as 8 levels 0…2 (C stores 2·level + 1), a map from any 8 levels (2 bits each, the first
  * lowest) to their grid entry, and for each point off the grid its nearest entries. Every float
  * step is C's f32 step (c-float.ts), unfused, in C's order. ggml has no IQ2_XXS or IQ2_XS quantizer
- * without importance weights (they assert that they have them).
+ * without importance weights (they assert that they have them). The codecs (iq2.ts) run the
+ * WebAssembly twin of these (wasm/kquant-encoder.ts, kquant-wasm.ts) where it compiles, with the same
+ * bytes; these run where it does not, on the rows it hands back, and as the tests' reference.
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';

@@ -14,7 +14,8 @@ import { ggmlTypeByName } from '../ggml-types.js';
 import type { BlockCodec, BlockDecoder } from './codec.js';
 import * as cFloat from './c-float.js';
 import { iqGrid, KSIGNS } from './iq-grids.js';
-import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow } from './iq2-search.js';
+import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables } from './iq2-search.js';
+import { encodeIqLowWasm } from './kquant-wasm.js';
 
 const { f16Table, f32, u16At } = cFloat;
 
@@ -38,7 +39,7 @@ export const IQ2_XXS_CODEC: BlockCodec = {
     throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XXS'));
   },
   encodeWeighted(src, out, qw) {
-    encodeIq2XxsRow(src, out, qw);
+    if (!encodeIqLowWasm('IQ2_XXS', iq2XxsTables(), src, out, qw)) encodeIq2XxsRow(src, out, qw);
   },
   decode(src, out) {
     const half = f16Table();
@@ -76,7 +77,7 @@ export const IQ2_XS_CODEC: BlockCodec = {
     throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_XS'));
   },
   encodeWeighted(src, out, qw) {
-    encodeIq2XsRow(src, out, qw);
+    if (!encodeIqLowWasm('IQ2_XS', iq2XsTables(), src, out, qw)) encodeIq2XsRow(src, out, qw);
   },
   decode(src, out) {
     const half = f16Table();
@@ -106,7 +107,7 @@ export const IQ2_S_CODEC: BlockCodec = {
     throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_S'));
   },
   encodeWeighted(src, out, qw) {
-    encodeIq2SRow(src, out, qw);
+    if (!encodeIqLowWasm('IQ2_S', iq2STables(), src, out, qw)) encodeIq2SRow(src, out, qw);
   },
   decode(src, out) {
     const half = f16Table();

@@ -1,7 +1,8 @@
 /**
  * The k-quant encoders compiled to WebAssembly (wasm/kquant-encoder.ts, embedded by
  * scripts/gen-wasm.mjs), with the importance-weighted quantizers of the k-quants and of Q4_0, Q5_0,
- * Q4_1 and Q5_1, and IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S with or without weights: the same algorithms as the
+ * Q4_1 and Q5_1, IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S with or without weights, and IQ2_XXS, IQ2_XS, IQ2_S,
+ * IQ1_S and IQ1_M with weights: the same algorithms as the
  * TypeScript codecs (each function below returns false where the module is unavailable, and the
  * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
@@ -30,6 +31,8 @@ interface Exports {
   encodeIq4Nl(src: number, qw: number, dst: number, nBlocks: number): void;
   encodeIq4Xs(src: number, qw: number, dst: number, nBlocks: number): void;
   encodeIq3(src: number, qw: number, dst: number, nBlocks: number, xxs: number, levels: number, map: number, neighbours: number): number;
+  encodeIq2(src: number, qw: number, dst: number, nBlocks: number, kind: number, levels: number, map: number, neighbours: number): number;
+  encodeIq1(src: number, qw: number, dst: number, nBlocks: number, m: number, levels: number, map: number, neighbours: number): number;
 }
 
 /** Blocks per call: 1 MiB of f32 input. */
@@ -157,16 +160,17 @@ export function encodeIq4Wasm(kind: 'IQ4_NL' | 'IQ4_XS', src: Float32Array, out:
   return true;
 }
 
-/** Where each IQ3 grid's tables lie in the module's memory (placed once, past every piece's room). */
-const iq3Placed = new Map<IqSearchTables, { levels: number; map: number; neighbours: number }>();
+/** Where each IQ grid's tables lie in the module's memory (placed once, past every piece's room). */
+const placed = new Map<IqSearchTables, { levels: number; map: number; neighbours: number }>();
 /** The end of the room layout() gives a piece (values, weights, blocks of up to 256 bytes), or of the tables placed. */
-let iq3Top = 0;
+let tablesTop = 0;
 
-function placeIq3(e: Exports, t: IqSearchTables): { levels: number; map: number; neighbours: number } {
-  let at = iq3Placed.get(t);
+/** An IQ grid's search tables (IQ1, IQ2, IQ3) in the module's memory, placed on first use. */
+function placeTables(e: Exports, t: IqSearchTables): { levels: number; map: number; neighbours: number } {
+  let at = placed.get(t);
   if (at) return at;
-  if (iq3Top === 0) iq3Top = e.heapBase() + 2 * PIECE_BLOCKS * 1024 + PIECE_BLOCKS * 256;
-  const levels = iq3Top;
+  if (tablesTop === 0) tablesTop = e.heapBase() + 2 * PIECE_BLOCKS * 1024 + PIECE_BLOCKS * 256;
+  const levels = tablesTop;
   const map = (levels + t.levels.length + 15) & ~15;
   const neighbours = map + 4 * t.map.length;
   const end = (neighbours + 2 * t.neighbours.length + 15) & ~15;
@@ -174,9 +178,9 @@ function placeIq3(e: Exports, t: IqSearchTables): { levels: number; map: number;
   new Uint8Array(e.memory.buffer, levels, t.levels.length).set(t.levels);
   new Int32Array(e.memory.buffer, map, t.map.length).set(t.map);
   new Uint16Array(e.memory.buffer, neighbours, t.neighbours.length).set(t.neighbours);
-  iq3Top = end;
+  tablesTop = end;
   at = { levels, map, neighbours };
-  iq3Placed.set(t, at);
+  placed.set(t, at);
   return at;
 }
 
@@ -187,18 +191,57 @@ function placeIq3(e: Exports, t: IqSearchTables): { levels: number; map: number;
  * aborts on a block (the TypeScript codec then runs, and reports that block as it does).
  */
 export function encodeIq3Wasm(kind: 'IQ3_XXS' | 'IQ3_S', tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
+  return inPieces(kind === 'IQ3_XXS' ? 98 : 110, tables, src, out, qw, (e, at, n, t) => e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours));
+}
+
+/**
+ * The IQ grid searches' common run: `tables` placed, then whole 256-value blocks of `src` (and
+ * their weights `qw`, where given) through the module PIECE_BLOCKS at a time by `encode`, each
+ * piece's blocks of `bytes` copied to `out`; false where the encoder is unavailable or `encode`
+ * returns non-zero (the TypeScript quantizer then runs the whole row).
+ */
+function inPieces(
+  bytes: number, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined,
+  encode: (e: Exports, at: { src: number; qw: number; dst: number }, n: number, t: { levels: number; map: number; neighbours: number }) => number,
+): boolean {
   const e = encoder();
   if (!e) return false;
-  const bytes = kind === 'IQ3_XXS' ? 98 : 110;
-  const t = placeIq3(e, tables);
+  const t = placeTables(e, tables);
   const at = layout(e, bytes);
   const nBlocks = src.length / 256;
   for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
     const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
     new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
     if (qw) new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
-    if (e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours) !== 0) return false;
+    if (encode(e, at, n, t) !== 0) return false;
     out.set(new Uint8Array(e.memory.buffer, at.dst, n * bytes), b0 * bytes);
   }
   return true;
+}
+
+/** Bytes per block of the IQ1 and IQ2 types, and the kind number the module's encodeIq1 / encodeIq2 takes. */
+const IQ_LOW: Record<IqLowKind, { bytes: number; kind: number; iq1: boolean }> = {
+  IQ2_XXS: { bytes: 66, kind: 0, iq1: false },
+  IQ2_XS: { bytes: 74, kind: 1, iq1: false },
+  IQ2_S: { bytes: 82, kind: 2, iq1: false },
+  IQ1_S: { bytes: 50, kind: 0, iq1: true },
+  IQ1_M: { bytes: 56, kind: 1, iq1: true },
+};
+
+export type IqLowKind = 'IQ2_XXS' | 'IQ2_XS' | 'IQ2_S' | 'IQ1_S' | 'IQ1_M';
+
+/**
+ * IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S or IQ1_M as `llama-quantize --imatrix` writes them
+ * (quantize_iq2_* / quantize_iq1_* with importance weights `qw`, one per value; IQ1_M also without,
+ * as quantize_iq1_m with quant_weights NULL writes token_embd.weight and output.weight), searching `tables`
+ * (the type's iq2*Tables / iq1Tables): true when written, false when the encoder is unavailable or
+ * a piece holds a value or weight that is not finite, a block ggml's search aborts on or a NaN
+ * scale (the TypeScript quantizer then runs the whole row, and writes or refuses it as it does).
+ */
+export function encodeIqLowWasm(kind: IqLowKind, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined): boolean {
+  const { bytes, kind: k, iq1 } = IQ_LOW[kind];
+  // Only IQ1_M runs without weights (quantize_iq1_m with quant_weights NULL).
+  if (!qw && kind !== 'IQ1_M') return false;
+  return inPieces(bytes, tables, src, out, qw, (e, at, n, t) =>
+    iq1 ? e.encodeIq1(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours));
 }
