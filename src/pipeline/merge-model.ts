@@ -228,14 +228,7 @@ export function checkImportance(prepared: PreparedMerge, importance: ImportanceM
  * other rows are checked by the merge as it copies them. An output type the layout refuses is the
  * caller's to say (the merge refuses it first): none is listed then.
  */
-export async function savedTensorRefusals(
-  prepared: PreparedMerge,
-  options: {
-    outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
-    /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
-    only?: 'saved' | 'biases';
-  } = {},
-): Promise<string[]> {
+export async function savedTensorRefusals(prepared: PreparedMerge, options: SavedTensorOptions = {}): Promise<string[]> {
   let layout: ReturnType<typeof outputLayout>;
   try {
     layout = outputLayout({ prepared, ...options });
@@ -243,17 +236,40 @@ export async function savedTensorRefusals(
     if (isMergeError(e)) return [];
     throw e;
   }
+  return (await savedTensorErrorsOf(layout, options)).map((e) => e.message);
+}
+
+/** What {@link savedTensorRefusals} is asked for: the merge's output settings, and which tensors. */
+export interface SavedTensorOptions {
+  outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
+  /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
+  only?: 'saved' | 'biases';
+}
+
+/**
+ * For a dry run (the CLI's): the refusals a merge of `prepared` gives before it writes, as the
+ * errors it throws, in its order: an output type the layout refuses or an importance matrix that
+ * does not fit the base is thrown (the merge stops on it first, from the headers); then those of
+ * {@link savedTensorRefusals}, each the MergeError the merge would stop on, returned.
+ */
+export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<SavedTensorOptions, 'only'> = {}): Promise<MergeError[]> {
+  const layout = outputLayout({ prepared, ...options });
+  layout.importance();
+  return savedTensorErrorsOf(layout, options);
+}
+
+async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, options: SavedTensorOptions): Promise<MergeError[]> {
   const { biases, replacements, rowSets, keyOf, outTypeOf } = layout;
   const base = layout.prepared.base;
   const format = base.format;
   const slabBytes = DEFAULT_SLAB_BYTES;
-  const refusals: string[] = [];
+  const refusals: MergeError[] = [];
   const refused = async (check: () => Promise<void>) => {
     try {
       await check();
     } catch (e) {
       if (!isMergeError(e) || e.code === 'ABORTED') throw e;
-      refusals.push(e.message);
+      refusals.push(e);
     }
   };
   for (const shard of base.shards) for (const stored of shard.tensors) {
