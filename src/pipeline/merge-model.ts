@@ -31,7 +31,7 @@ import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, nonFiniteSpanText,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -675,6 +675,34 @@ async function nonFiniteInTensor(
   return span;
 }
 
+/**
+ * "N NaN or Inf values (first in row F, last in row L)" over the whole of a tensor the merge copies
+ * and converts, read again and decoded piece by piece (a conversion's error path only: the piece it
+ * met held some).
+ */
+async function nonFiniteInCopied(
+  prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number, backend: MergeBackend, signal?: AbortSignal,
+): Promise<string | undefined> {
+  const { base } = prepared;
+  const { name, storedType, shape, byteLength } = unit.tensor;
+  const copyUnit = base.format.copyUnit(storedType, unit.outType);
+  const step = Math.max(chunkBytes, copyUnit, Math.floor(DEFAULT_SLAB_BYTES / copyUnit) * copyUnit);
+  const span = { count: 0, first: -1, last: -1 };
+  let at = 0;
+  for (const [start, length] of pieces(byteLength, step)) {
+    throwIfAborted(signal);
+    const decoded = await base.format.decodeRows(storedType, await base.readPart(name, start, length), backend, signal);
+    const found = nonFiniteSpan(decoded.data, decoded.dtype);
+    if (found.count) {
+      if (span.count === 0) span.first = at + found.first;
+      span.count += found.count;
+      span.last = at + found.last;
+    }
+    at += decoded.data.byteLength / DTYPE_BYTES[decoded.dtype];
+  }
+  return nonFiniteSpanText(shape, span);
+}
+
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
@@ -829,7 +857,8 @@ async function computeUnit(
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {
-        out = await format.convert(input, inType, unit.outType, backend, signal);
+        const wholeTensor = () => nonFiniteInCopied(prepared, unit, a.length, backend, signal);
+        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor);
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;
