@@ -71,4 +71,24 @@ describe('merge --dry-run: the tensors an adapter saves whole, refused in the re
     const run = await runCli([...args, '--out', join(temp.make(), 'merged')]);
     expect(run.code, run.stderr).toBe(0);
   });
+  it('two refusals: both problem lines, the error listing both with the real run\'s line first; nothing written', async () => {
+    const delta = poison(randomTensor(`${P}.model.embed_tokens.token_adapter.trainable_tokens_delta`, [2, H], 'F32', rand), [H + 9], 1e6);
+    const base = temp.make(hfModelFolder(llama(seededRandom(20261207)), CONFIG));
+    const lora = temp.make(peftFolder(
+      { r: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'], trainable_token_indices: [4, 17] },
+      [...q, poison(lmHead, [3 * H + 1], NaN), delta],
+    ));
+    const out = join(temp.make(), 'merged');
+    const args = ['merge', '--base', base, '--adapter', lora, '--backend', 'cpu'];
+    const dry = await runCli([...args, '--dry-run']);
+    const run = await runCli([...args, '--out', out]);
+    expect([dry.code, run.code]).toEqual([1, 1]);
+    const first = oneErrorLine(run).slice('error: '.length);
+    const second = `${lora}: tensor "base_model.model.lm_head.modules_to_save.default.weight" (replacing lm_head.weight, modules_to_save) holds 1 NaN or Inf value (row 3); the adapter file is broken`;
+    expect(first).toMatch(/^.*model\.safetensors: tensor "model\.embed_tokens\.weight": values of row 17 \(set by trainable tokens\) overflow F16/);
+    expect(dry.stdout.split('\n').filter((l) => l.startsWith('problem: '))).toEqual([`problem: ${first}`, `problem: ${second}`]);
+    // As the plan's own problems: one line, each after a dash.
+    expect(oneErrorLine(dry)).toBe(`error: 2 problems in the merge: - ${first}; - ${second}`);
+    expect(existsSync(out)).toBe(false);
+  });
 });
