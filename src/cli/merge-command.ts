@@ -7,7 +7,8 @@ import { checkOutputFolder, createNodeOutputTarget } from '../io/node-output.js'
 import { nodeInputFilePaths } from '../io/node-input-files.js';
 import { checkOutputPath, explainUrlInputError, forwardAbort, openCliInput } from './cli-inputs.js';
 import { assertPlanValid } from '../plan/merge-plan.js';
-import { checkImportance, mergeModel } from '../pipeline/merge-model.js';
+import { mergeModel, savedTensorErrors } from '../pipeline/merge-model.js';
+import { throwIfProblems } from '../plan/problems.js';
 import { checkOutputFormatName } from '../pipeline/output-name.js';
 import { prepareMerge, type PreparedMerge } from '../pipeline/prepare-merge.js';
 import { dominantUpdateDtype } from '../pipeline/dominant-dtype.js';
@@ -67,8 +68,13 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
     if (cmd.dryRun) {
       io.out(describePlan(prepared, true)); // every problem on its own line, then the usual error
       assertPlanValid(prepared.plan);
-      // The importance matrix matched to the base as the real run matches it (headers only).
-      if (importance) checkImportance(prepared, importance, cmd.dtype, cmd.dtypeMergedOnly);
+      // The output types and the importance matrix matched to the base as the real run matches them
+      // (headers only), then the tensors adapters save whole and the bias updates read as the merge
+      // reads them: each refusal as a problem line, then the merge's own error (the first's words).
+      const refusals = await savedTensorErrors(prepared, { outDtype: cmd.dtype, dtypeMergedOnly: cmd.dtypeMergedOnly, ...(importance ? { importance } : {}) });
+      for (const e of refusals) io.out(listingLine(`problem: ${oneLine(e.message)}`));
+      if (refusals.length === 1) throw refusals[0];
+      throwIfProblems('the merge', refusals);
       return 0;
     }
     assertPlanValid(prepared.plan);

@@ -94,9 +94,12 @@ export interface ContainerFormat {
   importanceRows?(importance: ImportanceMatrix, tensors: readonly ImportanceTarget[]): ReadonlyMap<string, RowWeights>;
   /**
    * Copied bytes of an unchanged tensor (whole copy units), converted from `from` to `to`;
-   * `backend` may encode on its threads.
+   * `backend` may encode on its threads. A refusal of the NaN/Inf the bytes hold may ask
+   * `nonFiniteText` how many the whole tensor holds and where (read again: the error path only).
    */
-  convert(bytes: Uint8Array, from: string, to: string, backend?: MergeBackend, signal?: AbortSignal): Uint8Array | Promise<Uint8Array>;
+  convert(
+    bytes: Uint8Array, from: string, to: string, backend?: MergeBackend, signal?: AbortSignal, nonFiniteText?: () => Promise<string | undefined>,
+  ): Uint8Array | Promise<Uint8Array>;
   /**
    * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales
    * without decoding every value, and the index of the first and the last such value (−1 where

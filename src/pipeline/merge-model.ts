@@ -31,7 +31,7 @@ import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, nonFiniteSpanText,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -228,14 +228,7 @@ export function checkImportance(prepared: PreparedMerge, importance: ImportanceM
  * other rows are checked by the merge as it copies them. An output type the layout refuses is the
  * caller's to say (the merge refuses it first): none is listed then.
  */
-export async function savedTensorRefusals(
-  prepared: PreparedMerge,
-  options: {
-    outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
-    /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
-    only?: 'saved' | 'biases';
-  } = {},
-): Promise<string[]> {
+export async function savedTensorRefusals(prepared: PreparedMerge, options: SavedTensorOptions = {}): Promise<string[]> {
   let layout: ReturnType<typeof outputLayout>;
   try {
     layout = outputLayout({ prepared, ...options });
@@ -243,17 +236,40 @@ export async function savedTensorRefusals(
     if (isMergeError(e)) return [];
     throw e;
   }
+  return (await savedTensorErrorsOf(layout, options)).map((e) => e.message);
+}
+
+/** What {@link savedTensorRefusals} is asked for: the merge's output settings, and which tensors. */
+export interface SavedTensorOptions {
+  outDtype?: string; dtypeMergedOnly?: boolean; importance?: ImportanceMatrix; signal?: AbortSignal;
+  /** 'saved': the adapters' saved tensors and set rows only (the weights change none of them); 'biases': the bias updates only; default both. */
+  only?: 'saved' | 'biases';
+}
+
+/**
+ * For a dry run (the CLI's): the refusals a merge of `prepared` gives before it writes, as the
+ * errors it throws, in its order: an output type the layout refuses or an importance matrix that
+ * does not fit the base is thrown (the merge stops on it first, from the headers); then those of
+ * {@link savedTensorRefusals}, each the MergeError the merge would stop on, returned.
+ */
+export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<SavedTensorOptions, 'only'> = {}): Promise<MergeError[]> {
+  const layout = outputLayout({ prepared, ...options });
+  layout.importance();
+  return savedTensorErrorsOf(layout, options);
+}
+
+async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, options: SavedTensorOptions): Promise<MergeError[]> {
   const { biases, replacements, rowSets, keyOf, outTypeOf } = layout;
   const base = layout.prepared.base;
   const format = base.format;
   const slabBytes = DEFAULT_SLAB_BYTES;
-  const refusals: string[] = [];
+  const refusals: MergeError[] = [];
   const refused = async (check: () => Promise<void>) => {
     try {
       await check();
     } catch (e) {
       if (!isMergeError(e) || e.code === 'ABORTED') throw e;
-      refusals.push(e.message);
+      refusals.push(e);
     }
   };
   for (const shard of base.shards) for (const stored of shard.tensors) {
@@ -659,6 +675,34 @@ async function nonFiniteInTensor(
   return span;
 }
 
+/**
+ * "N NaN or Inf values (first in row F, last in row L)" over the whole of a tensor the merge copies
+ * and converts, read again and decoded piece by piece (a conversion's error path only: the piece it
+ * met held some).
+ */
+async function nonFiniteInCopied(
+  prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number, backend: MergeBackend, signal?: AbortSignal,
+): Promise<string | undefined> {
+  const { base } = prepared;
+  const { name, storedType, shape, byteLength } = unit.tensor;
+  const copyUnit = base.format.copyUnit(storedType, unit.outType);
+  const step = Math.max(chunkBytes, copyUnit, Math.floor(DEFAULT_SLAB_BYTES / copyUnit) * copyUnit);
+  const span = { count: 0, first: -1, last: -1 };
+  let at = 0;
+  for (const [start, length] of pieces(byteLength, step)) {
+    throwIfAborted(signal);
+    const decoded = await base.format.decodeRows(storedType, await base.readPart(name, start, length), backend, signal);
+    const found = nonFiniteSpan(decoded.data, decoded.dtype);
+    if (found.count) {
+      if (span.count === 0) span.first = at + found.first;
+      span.count += found.count;
+      span.last = at + found.last;
+    }
+    at += decoded.data.byteLength / DTYPE_BYTES[decoded.dtype];
+  }
+  return nonFiniteSpanText(shape, span);
+}
+
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
@@ -813,7 +857,8 @@ async function computeUnit(
       if (inType === unit.outType) return input;
       let out: Uint8Array;
       try {
-        out = await format.convert(input, inType, unit.outType, backend, signal);
+        const wholeTensor = () => nonFiniteInCopied(prepared, unit, a.length, backend, signal);
+        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor);
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;

@@ -136,6 +136,11 @@ export function nonFiniteInTensorText(bytes: Uint8Array, dtype: DType, shape: re
   return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span)) : undefined;
 }
 
+/** "N NaN or Inf value(s) (first in row F, last in row L)" for a whole tensor of `shape` (`span`: value indices from its first); undefined where none. */
+export function nonFiniteSpanText(shape: readonly number[], span: { count: number; first: number; last: number }): string | undefined {
+  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span)) : undefined;
+}
+
 /** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
 export class CopiedNonFinite {
   private readonly byFile = new Map<string, Map<string, number>>();

@@ -35,14 +35,22 @@ function nonFiniteFate(type: string): string {
   return "carry them into a block's scale, and llama-quantize's check of its output stops on that";
 }
 
-export async function convertTensorBytes(bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal): Promise<Uint8Array> {
+/**
+ * `bytes` (whole blocks of `from`) converted to `to`. `nonFiniteText`, asked only on the error path,
+ * says how many NaN/Inf the whole tensor holds and where ("3 NaN or Inf values (first in row 2,
+ * last in row 13)"), for the refusal of a block type; without it the refusal says "NaN or Inf".
+ */
+export async function convertTensorBytes(
+  bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal, nonFiniteText?: () => Promise<string | undefined>,
+): Promise<Uint8Array> {
   const values = FLOATS.has(from.name) ? decodeToF32(bytes, from.name as FloatDType) : await decodeBlocks(from, bytes, backend, signal);
   const finite = values.every(Number.isFinite);
   // A block type holds no NaN or Inf (f16, bf16 and f32 keep them, as a copy does).
   if (!finite && !FLOATS.has(to.name)) {
+    const held = (await nonFiniteText?.()) ?? 'NaN or Inf';
     throw new MergeError(
       'NON_FINITE',
-      `it holds NaN or Inf, which ${to.name} blocks cannot store (ggml's quantizer would ${nonFiniteFate(to.name)}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,
+      `it holds ${held}, which ${to.name} blocks cannot store (ggml's quantizer would ${nonFiniteFate(to.name)}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,
     );
   }
   const out = FLOATS.has(to.name) ? encodeFromF32(values, to.name as FloatDType) : await encodeBlocks(to, values, backend, signal);
