@@ -26,6 +26,11 @@ const HIDDEN = 16;
 const problems = (page: Page) => texts(page, '[data-testid="plan-problems"] li');
 const mergeDisabled = (page: Page) => page.$eval('[data-testid="merge-button"]', (b) => (b as HTMLButtonElement).disabled);
 const alertText = (page: Page) => text(page, '[data-testid="alert"]');
+/** The alert's text once it says `want` (the announcer writes it 50 ms after clearing), or what it says after 30 s. */
+async function alertOnceSaid(page: Page, want: string): Promise<string> {
+  await page.waitForFunction((w: string) => document.querySelector('[data-testid="alert"]')?.textContent === w, { timeout: 30_000 }, want).catch(() => undefined);
+  return alertText(page);
+}
 
 /**
  * The one `error: …` line the command line's merge of `dir`'s `base` and `adapter` stops with, its
@@ -79,7 +84,7 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
     // Listed as the plan's error, before any click; read out; Merge off saying why.
     await page.waitForFunction(() => /^1 error stops the merge/.test(document.getElementById('plan-problems-heading')!.textContent ?? ''), { timeout: 30_000 });
     expect(await problems(page)).toEqual([`error: ${pageWording(nanRefusal)}`]);
-    expect(await alertText(page)).toBe(`The plan has 1 error. First: ${pageWording(nanRefusal)}`);
+    expect(await alertOnceSaid(page, `The plan has 1 error. First: ${pageWording(nanRefusal)}`)).toBe(`The plan has 1 error. First: ${pageWording(nanRefusal)}`);
     expect(await mergeDisabled(page)).toBe(true);
     expect(await text(page, '#merge-blocked')).toBe('The plan has 1 error: fix it first.');
     for (const scheme of ['light', 'dark'] as const) {
@@ -154,7 +159,7 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
     const want = 'error: llama-lora: this adapter is for a language model, but the base is a diffusion UNet: none of its 4 modules has a tensor there (such as "model.layers.0.self_attn.q_proj"); pick the base it was trained on';
     await page.waitForFunction((line: string) => document.querySelector('[data-testid="plan-problems"] li')?.textContent === line, { timeout: 30_000 }, want);
     expect(await problems(page)).toEqual([want]);
-    expect(await alertText(page)).toBe(`The plan has 1 error. First: ${want.slice('error: '.length)}`);
+    expect(await alertOnceSaid(page, `The plan has 1 error. First: ${want.slice('error: '.length)}`)).toBe(`The plan has 1 error. First: ${want.slice('error: '.length)}`);
     expect(await mergeDisabled(page)).toBe(true);
     expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
   }, 120_000);
