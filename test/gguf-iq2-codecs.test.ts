@@ -17,7 +17,8 @@ import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
-import { buildGguf, readGguf, typeName } from './helpers/gguf-builder.js';
+import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
+import { encodeIq1SRow } from '../src/formats/gguf/codecs/iq1-search.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
 import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
@@ -285,5 +286,53 @@ describe('loramerge merge without --imatrix on a llama whose token_embd, output 
       expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(ones)), `${names[i]} weighted`).toBe(false);
     }
     expect(r.stderr).toContain('(1 IQ2_S: blk.0.attn_v.weight) are written as F16');
+  });
+});
+
+describe.each([['IQ2_XXS', 66, encodeIq2XxsRow, 19], ['IQ2_XS', 74, encodeIq2XsRow, 20], ['IQ1_S', 50, encodeIq1SRow, 24]] as const)('loramerge merge on a llama whose token_embd, output and attn_v are %s (no quantizer without weights)', (type, bytes, encodeRow, fileType) => {
+  // tensor_requires_imatrix exempts token_embd.weight and output.weight, so llama-quantize runs
+  // ggml's quantizer on them without weights even with an imatrix that lacks them, and
+  // quantize_iq2_xxs / quantize_iq2_xs / quantize_iq1_s abort there (GGML_ASSERT(quant_weights)).
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const [h, vocab] = [256, 16];
+  const names = ['token_embd.weight', 'blk.0.attn_v.weight', 'output.weight'];
+  const data = names.map((_, i) => {
+    const r = seededRandom(60 + i);
+    const x = Float32Array.from({ length: 256 * vocab }, () => 0.02 * gaussian(r));
+    const out = new Uint8Array(bytes * vocab);
+    encodeRow(x, out, new Float32Array(x.length).fill(1));
+    return out;
+  });
+  const base = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: fileType }]],
+    tensors: names.map((name, i) => ({ name, type, ne: [h, vocab], data: data[i] })),
+  });
+  const lora = ggufLoraAdapter([
+    { tensor: 'token_embd.weight', rank: 2, in: vocab, out: h, aType: 'F32', bType: 'F32' },
+    { tensor: 'blk.0.attn_v.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+    { tensor: 'output.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+  ], 2, 13);
+  // llama-imatrix's file: entries for the matrix multiplications (attn_v, output), none for token_embd (a row lookup).
+  const imatrix = buildGguf({
+    metadata: [['general.type', { type: 'string', value: 'imatrix' }], ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }], ['imatrix.chunk_count', { type: 'u32', value: 10 }], ['imatrix.chunk_size', { type: 'u32', value: 512 }]],
+    tensors: ['blk.0.attn_v.weight', 'output.weight'].flatMap((name) => [
+      { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', Array.from({ length: 256 }, (_, i) => 1 + (i % 7))) },
+      { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [10]) },
+    ]),
+  });
+
+  it('without --imatrix the three merged tensors are F16, as every merged tensor of the type; with an imatrix lacking token_embd the merge is refused naming it, leaving nothing', async () => {
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes, 'im.gguf': imatrix });
+    const merge = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+    const plain = await merge('plain.gguf');
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(readGguf(readFileSync(join(dir, 'plain.gguf'))).tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual(names.map((n) => [n, 'F16']));
+    const r = await merge('out.gguf', '--imatrix', join(dir, 'im.gguf'));
+    expect(r.code, r.stderr).toBe(2);
+    const errors = errorLines(r.stderr);
+    expect(errors, r.stderr).toHaveLength(1);
+    expect(errors[0]).toContain(`"token_embd.weight" is written as ${type}, which is quantized only with importance weights, and this importance matrix has no entry for it (llama-quantize stops there too: it exempts token_embd.weight from its importance matrix check, and ggml's ${type} quantizer then aborts ("missing quantization weights"))`);
+    expect(existsSync(join(dir, 'out.gguf'))).toBe(false);
   });
 });

@@ -59,6 +59,11 @@ export function writesType(type: GgmlType, weighted: boolean): boolean {
 /** llama-quant.cpp's tensor_name_match_token_embd and tensor_name_match_output_weight: the tensors tensor_requires_imatrix never holds to an importance matrix. */
 const IMATRIX_EXEMPT_TENSORS: ReadonlySet<string> = new Set(['token_embd.weight', 'per_layer_token_embd.weight', 'output.weight']);
 
+/** Whether llama-quantize's tensor_requires_imatrix exempts the tensor `tensorName` (it then quantizes it without weights, or ggml asserts). */
+export function imatrixExempt(tensorName: string): boolean {
+  return IMATRIX_EXEMPT_TENSORS.has(tensorName);
+}
+
 /**
  * Whether the tensor `tensorName` of `type` needs importance weights to be written, as llama-quantize
  * holds it to them: a type whose quantizer needs them, unless the tensor is one tensor_requires_imatrix
