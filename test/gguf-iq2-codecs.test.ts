@@ -7,7 +7,7 @@
  * the same bytes on --backend webgpu (SwiftShader here; skipped where Node's webgpu finds no adapter)
  * as on --backend cpu, and the refusals without an imatrix (or without its entry for the tensor).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
@@ -263,7 +263,7 @@ describe('loramerge merge without --imatrix on a llama whose token_embd, output 
     { tensor: 'output.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
   ], 2, 12);
 
-  it('writes the merged token_embd and output IQ2_S as quantize_iq2_s does without weights, the merged attn_v F16', async () => {
+  it('writes the merged token_embd and output IQ2_S as quantize_iq2_s does without weights, the merged attn_v F16; with an imatrix lacking token_embd, token_embd without weights and the others with theirs', async () => {
     const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes });
     const merge = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
     // The merged values before quantization: the same merge written as f32.
@@ -286,6 +286,29 @@ describe('loramerge merge without --imatrix on a llama whose token_embd, output 
       expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(ones)), `${names[i]} weighted`).toBe(false);
     }
     expect(r.stderr).toContain('(1 IQ2_S: blk.0.attn_v.weight) are written as F16');
+
+    // With an imatrix holding attn_v and output but not token_embd (llama-imatrix's usual file):
+    // token_embd without weights (llama-quantize: "did not find weights", then quant_weights NULL),
+    // attn_v and output with the entry's weights (in_sum2 / counts in f32).
+    const sums = Array.from({ length: 256 }, (_, i) => 1 + (i % 7));
+    writeFileSync(join(dir, 'im.gguf'), buildGguf({
+      metadata: [['general.type', { type: 'string', value: 'imatrix' }], ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }], ['imatrix.chunk_count', { type: 'u32', value: 10 }], ['imatrix.chunk_size', { type: 'u32', value: 512 }]],
+      tensors: ['blk.0.attn_v.weight', 'output.weight'].flatMap((name) => [
+        { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', sums) },
+        { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [10]) },
+      ]),
+    }));
+    const w = await merge('w.gguf', '--imatrix', join(dir, 'im.gguf'));
+    expect(w.code, w.stderr).toBe(0);
+    const weighted = readGguf(readFileSync(join(dir, 'w.gguf'))).tensors;
+    expect(weighted.map((t) => typeName(t.typeId))).toEqual(['IQ2_S', 'IQ2_S', 'IQ2_S']);
+    const qw = new Float32Array(256 * vocab).map((_, i) => Math.fround(sums[i % 256] / 10));
+    for (const [i, weights] of [[0, undefined], [1, qw], [2, qw]] as const) {
+      const x = new Float32Array(Uint8Array.from(values[i].data).buffer);
+      const want = new Uint8Array(82 * vocab);
+      encodeIq2SRow(x, want, weights);
+      expect(Buffer.from(weighted[i].data).equals(Buffer.from(want)), names[i]).toBe(true);
+    }
   });
 });
 
