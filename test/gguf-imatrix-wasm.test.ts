@@ -330,8 +330,46 @@ describe('importance-weighted quantizers: WebAssembly and TypeScript write the s
     const got = new Uint8Array(want.length);
     expect(encodeIqLowWasm('IQ1_M', iq1Tables(), finiteRows, got, undefined)).toBe(true);
     expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
-    // The IQ2 and IQ1_S quantizers have no unweighted form: the encoder declines.
+    // IQ1_S, IQ2_XXS and IQ2_XS have no unweighted form (ggml asserts): the encoder declines.
     expect(encodeIqLowWasm('IQ1_S', iq1Tables(), finiteRows, new Uint8Array(want.length), undefined)).toBe(false);
+    expect(encodeIqLowWasm('IQ2_XXS', iq2XxsTables(), finiteRows, new Uint8Array(finiteRows.length / 256 * 66), undefined)).toBe(false);
+    expect(encodeIqLowWasm('IQ2_XS', iq2XsTables(), finiteRows, new Uint8Array(finiteRows.length / 256 * 74), undefined)).toBe(false);
+  });
+
+  it('IQ2_S without weights (quantize_iq2_s with quant_weights NULL) block by block over every kind of hostile values, and a row of them past the piece', () => {
+    const rand = seededRandom(82);
+    let written = 0;
+    for (let b = 0; b < VALUE_KINDS * 3; b++) {
+      const block = valuesBlock(b % VALUE_KINDS, rand);
+      const want = new Uint8Array(82);
+      let refused = false;
+      try {
+        encodeIq2SRow(block, want, undefined);
+      } catch {
+        refused = true;
+      }
+      const got = new Uint8Array(82);
+      const ok = encodeIqLowWasm('IQ2_S', iq2STables(), block, got, undefined);
+      // The encoder writes what TypeScript writes, or gives way where TypeScript refuses.
+      if (ok) {
+        expect(refused, `values ${b % VALUE_KINDS}: written where TypeScript refuses`).toBe(false);
+        expect([...got], `values ${b % VALUE_KINDS}`).toEqual([...want]);
+        written++;
+      } else expect(refused, `values ${b % VALUE_KINDS}: gave way where TypeScript writes`).toBe(true);
+    }
+    expect(written).toBeGreaterThan(20);
+    const n = 1025;
+    const x = new Float32Array(256 * n);
+    for (let b = 0; b < n; b++) x.set(valuesBlock([1, 4, 5, 6, 7, 9][b % 6], rand), 256 * b);
+    const want = new Uint8Array(82 * n);
+    encodeIq2SRow(x, want, undefined);
+    const got = new Uint8Array(want.length);
+    expect(encodeIqLowWasm('IQ2_S', iq2STables(), x, got, undefined)).toBe(true);
+    expect(Buffer.from(got).equals(Buffer.from(want))).toBe(true);
+    // The unweighted weights are not weights of 1.
+    const ones = new Uint8Array(want.length);
+    encodeIq2SRow(x, ones, new Float32Array(x.length).fill(1));
+    expect(Buffer.from(ones).equals(Buffer.from(want))).toBe(false);
   });
 
   it.for(['IQ2_S', 'IQ1_S'] as IqLowKind[])('%s over a row past the encoder\'s piece of 1024 blocks, and through the codec', (kind) => {

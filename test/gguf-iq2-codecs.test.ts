@@ -7,19 +7,25 @@
  * the same bytes on --backend webgpu (SwiftShader here; skipped where Node's webgpu finds no adapter)
  * as on --backend cpu, and the refusals without an imatrix (or without its entry for the tensor).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
+import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
+import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
 import { errorLines, runCli } from './helpers/cli.js';
-import { readGguf, typeName } from './helpers/gguf-builder.js';
+import { seededRandom, tempDirs } from './helpers/fixtures.js';
+import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
+import { encodeIq1SRow } from '../src/formats/gguf/codecs/iq1-search.js';
+import { ggufLoraAdapter } from './helpers/gguf-models.js';
+import { gaussian } from './helpers/svd-reference.js';
 import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
 
 interface Golden {
   tables: { IQ2_XXS: number; IQ2_XS: number; IQ2_S: number };
-  blocks: (GoldenBlock & { IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null })[];
+  blocks: (GoldenBlock & { IQ2_XXS: string | null; IQ2_XS: string | null; IQ2_S: string | null; IQ2_S_unweighted: string | null })[];
 }
 const GOLDEN = JSON.parse(readFileSync(new URL('./reference/ggml-iq2-golden.json', import.meta.url), 'utf8')) as Golden;
 
@@ -47,6 +53,38 @@ describe('IQ2_S golden blocks from ggml-quants.c (with importance weights)', () 
 
   it('the grid map and neighbour lists are those iq2xs_init_impl builds (checksum of its dump)', () => {
     expect(fnv(dump(iq2STables(), 1024))).toBe(GOLDEN.tables.IQ2_S);
+  });
+});
+
+describe('IQ2_S golden blocks from ggml-quants.c without importance weights (quant_weights NULL: weights σ²/4 + x², what llama-quantize runs for token_embd.weight and output.weight without an importance matrix)', () => {
+  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const out = new Uint8Array(82);
+    if (b.IQ2_S_unweighted === null) {
+      expect(() => encodeIq2SRow(x, out, undefined)).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+    } else {
+      encodeIq2SRow(x, out, undefined);
+      expect(hex(out)).toBe(b.IQ2_S_unweighted);
+    }
+  });
+
+  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
+    const codec = blockCodec(ggmlTypeByName('IQ2_S')!)!;
+    for (const b of GOLDEN.blocks) {
+      const out = new Uint8Array(82);
+      const run = () => codec.encode(f32FromHex(b.x), out);
+      if (b.IQ2_S_unweighted === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b.IQ2_S_unweighted);
+      }
+    }
+    const ok = GOLDEN.blocks.filter((b) => b.IQ2_S_unweighted !== null);
+    const x = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
+    const out = new Uint8Array(ok.length * 82);
+    codec.encode(x, out);
+    expect(hex(out)).toBe(ok.map((b) => b.IQ2_S_unweighted).join(''));
   });
 });
 
@@ -195,5 +233,129 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
       expect(errors[0]).toMatch(message);
       expect(existsSync(join(dir, 'out.gguf'))).toBe(false);
     }
+  });
+});
+
+describe('loramerge merge without --imatrix on a llama whose token_embd, output and attn_v are IQ2_S', () => {
+  // llama-quant.cpp's tensor_requires_imatrix exempts token_embd.weight and output.weight (and
+  // per_layer_token_embd.weight), and ggml's quantize_iq2_s runs without weights (σ²/4 + x²), so
+  // llama-quantize writes those two IQ2_S with no importance matrix; attn_v it refuses
+  // ("Missing importance matrix for tensor"), and loramerge writes the merged attn_v F16.
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const [h, vocab] = [256, 16];
+  const blocks = (n: number, seed: number) => {
+    const r = seededRandom(seed);
+    const x = Float32Array.from({ length: 256 * n }, () => 0.02 * gaussian(r));
+    const out = new Uint8Array(82 * n);
+    encodeIq2SRow(x, out, new Float32Array(256 * n).fill(1));
+    return out;
+  };
+  const names = ['token_embd.weight', 'blk.0.attn_v.weight', 'output.weight'];
+  const data = names.map((_, i) => blocks(vocab, 50 + i));
+  const base = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: 28 }]],
+    tensors: names.map((name, i) => ({ name, type: 'IQ2_S', ne: [h, vocab], data: data[i] })),
+  });
+  const lora = ggufLoraAdapter([
+    { tensor: 'token_embd.weight', rank: 2, in: vocab, out: h, aType: 'F32', bType: 'F32' },
+    { tensor: 'blk.0.attn_v.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+    { tensor: 'output.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+  ], 2, 12);
+
+  it('writes the merged token_embd and output IQ2_S as quantize_iq2_s does without weights, the merged attn_v F16; with an imatrix lacking token_embd, token_embd without weights and the others with theirs', async () => {
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes });
+    const merge = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+    // The merged values before quantization: the same merge written as f32.
+    const f32 = await merge('f32.gguf', '--dtype', 'f32');
+    expect(f32.code, f32.stderr).toBe(0);
+    const values = readGguf(readFileSync(join(dir, 'f32.gguf'))).tensors;
+    const r = await merge('m.gguf');
+    expect(r.code, r.stderr).toBe(0);
+    const got = readGguf(readFileSync(join(dir, 'm.gguf')));
+    expect(got.tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual([['token_embd.weight', 'IQ2_S'], ['blk.0.attn_v.weight', 'F16'], ['output.weight', 'IQ2_S']]);
+    for (const i of [0, 2]) {
+      const x = new Float32Array(Uint8Array.from(values[i].data).buffer);
+      const want = new Uint8Array(82 * vocab);
+      encodeIq2SRow(x, want, undefined);
+      expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(want)), names[i]).toBe(true);
+      expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(data[i])), `${names[i]} changed`).toBe(false);
+      // Not the bytes of the weighted search with weights 1 (the unweighted weights are used).
+      const ones = new Uint8Array(82 * vocab);
+      encodeIq2SRow(x, ones, new Float32Array(256 * vocab).fill(1));
+      expect(Buffer.from(got.tensors[i].data).equals(Buffer.from(ones)), `${names[i]} weighted`).toBe(false);
+    }
+    expect(r.stderr).toContain('(1 IQ2_S: blk.0.attn_v.weight) are written as F16');
+
+    // With an imatrix holding attn_v and output but not token_embd (llama-imatrix's usual file):
+    // token_embd without weights (llama-quantize: "did not find weights", then quant_weights NULL),
+    // attn_v and output with the entry's weights (in_sum2 / counts in f32).
+    const sums = Array.from({ length: 256 }, (_, i) => 1 + (i % 7));
+    writeFileSync(join(dir, 'im.gguf'), buildGguf({
+      metadata: [['general.type', { type: 'string', value: 'imatrix' }], ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }], ['imatrix.chunk_count', { type: 'u32', value: 10 }], ['imatrix.chunk_size', { type: 'u32', value: 512 }]],
+      tensors: ['blk.0.attn_v.weight', 'output.weight'].flatMap((name) => [
+        { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', sums) },
+        { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [10]) },
+      ]),
+    }));
+    const w = await merge('w.gguf', '--imatrix', join(dir, 'im.gguf'));
+    expect(w.code, w.stderr).toBe(0);
+    const weighted = readGguf(readFileSync(join(dir, 'w.gguf'))).tensors;
+    expect(weighted.map((t) => typeName(t.typeId))).toEqual(['IQ2_S', 'IQ2_S', 'IQ2_S']);
+    const qw = new Float32Array(256 * vocab).map((_, i) => Math.fround(sums[i % 256] / 10));
+    for (const [i, weights] of [[0, undefined], [1, qw], [2, qw]] as const) {
+      const x = new Float32Array(Uint8Array.from(values[i].data).buffer);
+      const want = new Uint8Array(82 * vocab);
+      encodeIq2SRow(x, want, weights);
+      expect(Buffer.from(weighted[i].data).equals(Buffer.from(want)), names[i]).toBe(true);
+    }
+  });
+});
+
+describe.each([['IQ2_XXS', 66, encodeIq2XxsRow, 19], ['IQ2_XS', 74, encodeIq2XsRow, 20], ['IQ1_S', 50, encodeIq1SRow, 24]] as const)('loramerge merge on a llama whose token_embd, output and attn_v are %s (no quantizer without weights)', (type, bytes, encodeRow, fileType) => {
+  // tensor_requires_imatrix exempts token_embd.weight and output.weight, so llama-quantize runs
+  // ggml's quantizer on them without weights even with an imatrix that lacks them, and
+  // quantize_iq2_xxs / quantize_iq2_xs / quantize_iq1_s abort there (GGML_ASSERT(quant_weights)).
+  const temp = tempDirs();
+  afterAll(() => temp.removeAll());
+  const [h, vocab] = [256, 16];
+  const names = ['token_embd.weight', 'blk.0.attn_v.weight', 'output.weight'];
+  const data = names.map((_, i) => {
+    const r = seededRandom(60 + i);
+    const x = Float32Array.from({ length: 256 * vocab }, () => 0.02 * gaussian(r));
+    const out = new Uint8Array(bytes * vocab);
+    encodeRow(x, out, new Float32Array(x.length).fill(1));
+    return out;
+  });
+  const base = buildGguf({
+    metadata: [['general.architecture', { type: 'string', value: 'llama' }], ['llama.attention.head_count', { type: 'u32', value: 4 }], ['general.file_type', { type: 'u32', value: fileType }]],
+    tensors: names.map((name, i) => ({ name, type, ne: [h, vocab], data: data[i] })),
+  });
+  const lora = ggufLoraAdapter([
+    { tensor: 'token_embd.weight', rank: 2, in: vocab, out: h, aType: 'F32', bType: 'F32' },
+    { tensor: 'blk.0.attn_v.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+    { tensor: 'output.weight', rank: 2, in: h, out: vocab, aType: 'F32', bType: 'F32' },
+  ], 2, 13);
+  // llama-imatrix's file: entries for the matrix multiplications (attn_v, output), none for token_embd (a row lookup).
+  const imatrix = buildGguf({
+    metadata: [['general.type', { type: 'string', value: 'imatrix' }], ['imatrix.datasets', { type: 'array', itemType: 'string', value: ['calibration_datav3.txt'] }], ['imatrix.chunk_count', { type: 'u32', value: 10 }], ['imatrix.chunk_size', { type: 'u32', value: 512 }]],
+    tensors: ['blk.0.attn_v.weight', 'output.weight'].flatMap((name) => [
+      { name: `${name}.in_sum2`, type: 'F32', ne: [256, 1], data: tensorData('F32', Array.from({ length: 256 }, (_, i) => 1 + (i % 7))) },
+      { name: `${name}.counts`, type: 'F32', ne: [1, 1], data: tensorData('F32', [10]) },
+    ]),
+  });
+
+  it('without --imatrix the three merged tensors are F16, as every merged tensor of the type; with an imatrix lacking token_embd the merge is refused naming it, leaving nothing', async () => {
+    const dir = temp.make({ 'base.gguf': base, 'lora.gguf': lora.bytes, 'im.gguf': imatrix });
+    const merge = (out: string, ...extra: string[]) => runCli(['merge', '--base', join(dir, 'base.gguf'), '--adapter', join(dir, 'lora.gguf'), '--out', join(dir, out), '--backend', 'cpu', ...extra]);
+    const plain = await merge('plain.gguf');
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(readGguf(readFileSync(join(dir, 'plain.gguf'))).tensors.map((t) => [t.name, typeName(t.typeId)])).toEqual(names.map((n) => [n, 'F16']));
+    const r = await merge('out.gguf', '--imatrix', join(dir, 'im.gguf'));
+    expect(r.code, r.stderr).toBe(2);
+    const errors = errorLines(r.stderr);
+    expect(errors, r.stderr).toHaveLength(1);
+    expect(errors[0]).toContain(`"token_embd.weight" is written as ${type}, which is quantized only with importance weights, and this importance matrix has no entry for it (llama-quantize stops there too: it exempts token_embd.weight from its importance matrix check, and ggml's ${type} quantizer then aborts ("missing quantization weights"))`);
+    expect(existsSync(join(dir, 'out.gguf'))).toBe(false);
   });
 });

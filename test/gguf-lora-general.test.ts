@@ -21,7 +21,7 @@ const BASE_PART = 'tiny-llama-F16-00001-of-00002.gguf';
 const { hidden: h, vocab } = LLAMA;
 
 /** A PEFT LoRA of the tiny llama: q_proj (h × h) and the token embedding (lora_embedding_A (8, vocab), B (h, 8)), r 8. */
-function peftFolder(extra: Record<string, string> = {}): Record<string, string | Uint8Array> {
+function peftFolder(extra: Record<string, string | Uint8Array> = {}): Record<string, string | Uint8Array> {
   const rand = seededRandom(5);
   const f = (n: number) => Float64Array.from({ length: n }, () => 0.01 * (rand() - 0.5));
   const config = { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'meta-llama/Llama-3.2-1B', r: 8, lora_alpha: 16, target_modules: ['q_proj', 'embed_tokens'] };
@@ -38,7 +38,7 @@ function peftFolder(extra: Record<string, string> = {}): Record<string, string |
 }
 
 /** Converts the adapter folder `folder` (with `extra` files) and returns the GGUF's keys in order, and stderr. */
-async function convert(folder: string, extra: Record<string, string> = {}): Promise<{ keys: [string, unknown][]; stderr: string }> {
+async function convert(folder: string, extra: Record<string, string | Uint8Array> = {}): Promise<{ keys: [string, unknown][]; stderr: string }> {
   const base = splitF16Llama();
   const files = Object.fromEntries(Object.entries(peftFolder(extra)).map(([k, v]) => [`${folder}/${k}`, v]));
   const dir = temp.make({ ...base.files, ...files });
@@ -225,6 +225,60 @@ describe('convert refuses where convert_lora_to_gguf.py stops on the folder', ()
       expect(existsSync(out)).toBe(false);
     });
   }
+});
+
+describe('convert refuses a README.md, config.json or generation_config.json that is not UTF-8, as convert_lora_to_gguf.py stops on it', () => {
+  // gguf-py's Metadata.load opens README.md, config.json and generation_config.json with
+  // encoding="utf-8"; f.read() raises UnicodeDecodeError, which load_generation_config's
+  // except (json.JSONDecodeError, IOError) does not catch either (it is a ValueError).
+  const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+  const cases: { name: string; bytes: Uint8Array; shown: string }[] = [
+    { name: 'README.md', bytes: latin1('---\nlicense: mit\nauthor: Jos\u00e9\n---\n'), shown: 'byte 0xe9 at offset 28' },
+    { name: 'config.json', bytes: latin1('{"_name_or_path": "caf\u00e9"}'), shown: 'byte 0xe9 at offset 22' },
+    { name: 'generation_config.json', bytes: Uint8Array.of(0xff, 0xfe, ...latin1('{"top_k": 40}')), shown: 'byte 0xff at offset 0' },
+    // A sequence cut off at the end (Python: "unexpected end of data").
+    { name: 'generation_config.json', bytes: Uint8Array.of(...latin1('{"top_k": 40} '), 0xe2, 0x82), shown: 'a sequence cut off at the end' },
+  ];
+  it.each(cases)('$name ($shown): one line naming the file, nothing written', async ({ name, bytes, shown }) => {
+    const base = splitF16Llama();
+    const files = Object.fromEntries(Object.entries(peftFolder({ [name]: bytes })).map(([k, v]) => [`my-adapter/${k}`, v]));
+    const dir = temp.make({ ...base.files, ...files });
+    const out = join(dir, 'lora.gguf');
+    const run = await runCli(['convert', '--adapter', join(dir, 'my-adapter'), '--base', join(dir, BASE_PART), '--out', out]);
+    expect(run.code).not.toBe(0);
+    const lines = errorLines(run.stderr);
+    expect(lines, run.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(`my-adapter: ${name} is not UTF-8 (${shown}), and convert_lora_to_gguf.py stops on it (gguf-py opens it with encoding="utf-8" for the general.* keys: UnicodeDecodeError); save it as UTF-8, or remove the file`);
+    expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a byte-order mark is UTF-8 and kept, as Python\'s "utf-8" codec keeps it: README.md\'s front matter is then not read (its first line is not "---"), generation_config.json is none (json.load refuses it, load_generation_config returns {}); config.json\'s is refused as json.load refuses it', async () => {
+    const bom = (text: string) => Uint8Array.of(0xef, 0xbb, 0xbf, ...new TextEncoder().encode(text));
+    const withBom = await convert('my-adapter', { 'README.md': bom('---\nlicense: mit\n---\n'), 'generation_config.json': bom('{"top_k": 40}') });
+    const plain = await convert('my-adapter');
+    expect(withBom.keys.filter(([k]) => k.startsWith('general.'))).toEqual(plain.keys.filter(([k]) => k.startsWith('general.')));
+    expect(withBom.keys.some(([k]) => k === 'general.license' || k.startsWith('general.sampling.'))).toBe(false);
+    const base = splitF16Llama();
+    const files = Object.fromEntries(Object.entries(peftFolder({ 'config.json': bom('{"_name_or_path": "x/y"}') })).map(([k, v]) => [`my-adapter/${k}`, v]));
+    const dir = temp.make({ ...base.files, ...files });
+    const run = await runCli(['convert', '--adapter', join(dir, 'my-adapter'), '--base', join(dir, BASE_PART), '--out', join(dir, 'lora.gguf')]);
+    expect(run.code).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([expect.stringContaining('my-adapter: config.json is not JSON, and convert_lora_to_gguf.py stops on it')]);
+  });
+
+  it('convertLora of picked Files (the page\'s input) refuses the same way', async () => {
+    const base = splitF16Llama();
+    const dir = temp.make(base.files);
+    const adapter = Object.entries(peftFolder({ 'README.md': latin1('---\nauthor: Jos\u00e9\n---\n') })).map(([path, content]) => {
+      const file = new File([content as BlobPart], path);
+      Object.defineProperty(file, 'webkitRelativePath', { value: `my-adapter/${path}` });
+      return file;
+    });
+    const out = join(dir, 'lora.gguf');
+    await expect(convertLora({ adapter, base: join(dir, BASE_PART), out })).rejects.toThrow(/README\.md is not UTF-8 \(byte 0xe9 at offset 15\), and convert_lora_to_gguf\.py stops on it/);
+    expect(existsSync(out)).toBe(false);
+  });
 });
 
 /** The adapter's files as a page's input gives them: loose (no webkitRelativePath), or picked as the folder `folder`. */

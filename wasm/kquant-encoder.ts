@@ -1371,9 +1371,13 @@ function iq2SignsOfEight(x: usize, at: i32): u8 {
   return <u8>(s & 127);
 }
 
-/** WEIGHTS (qw·sqrtf(σ² + x²)) and G_WAUX (their square roots) of the n values at x. */
+/** WEIGHTS (qw·sqrtf(σ² + x²), or σ²/4 + x² where qw is 0: IQ2_S with quant_weights NULL) and G_WAUX (their square roots) of the n values at x. */
 function iq2Weights(x: usize, qw: usize, sigma2: f32, n: i32): void {
-  importanceWeights(x, qw, sigma2, n);
+  if (qw != 0) importanceWeights(x, qw, sigma2, n);
+  else for (let i = 0; i < n; i++) {
+    const v = fAt(x, i);
+    fPut(WEIGHTS, i, <f32>0.25 * sigma2 + v * v);
+  }
   for (let i = 0; i < n; i++) fPut(G_WAUX, i, Mathf.sqrt(fAt(WEIGHTS, i)));
 }
 
@@ -1568,7 +1572,7 @@ function iq2SBlock(x: usize, qw: usize, y: usize): bool {
   const sigma2: f32 = <f32>2 * sumSquares(x, 256) / <f32>256;
   for (let ib = 0; ib < 16; ib++) {
     const xb = x + (<usize>(16 * ib) << 2);
-    iq2Weights(xb, qw + (<usize>(16 * ib) << 2), sigma2, 16);
+    iq2Weights(xb, qw != 0 ? qw + (<usize>(16 * ib) << 2) : 0, sigma2, 16);
     for (let k = 0; k < 2; k++) {
       let s = 0;
       for (let i = 0; i < 8; i++) {
@@ -1612,8 +1616,9 @@ function iq2SBlock(x: usize, qw: usize, y: usize): bool {
 
 /**
  * quantize_iq2_xxs (kind 0: 66-byte blocks), quantize_iq2_xs (1: 74) or quantize_iq2_s (2: 82):
- * n blocks of 256 values with importance weights (one per value) at qw. Returns 1 where the
- * TypeScript quantizer must run the values instead (see above), else 0.
+ * n blocks of 256 values with importance weights (one per value) at qw (IQ2_S also without, qw 0:
+ * quant_weights NULL, weights σ²/4 + x²). Returns 1 where the TypeScript quantizer must run the
+ * values instead (see above), else 0.
  */
 export function encodeIq2(src: usize, qw: usize, dst: usize, nBlocks: i32, kind: i32, levels: usize, map: usize, neighbours: usize): i32 {
   gLevels = levels;
@@ -1625,7 +1630,7 @@ export function encodeIq2(src: usize, qw: usize, dst: usize, nBlocks: i32, kind:
   for (let b = 0; b < nBlocks; b++) {
     const at = <usize>(256 * b) << 2;
     const y = dst + <usize>b * bytes;
-    const ok = kind == 0 ? iq2XxsBlock(src + at, qw + at, y) : kind == 1 ? iq2XsBlock(src + at, qw + at, y) : iq2SBlock(src + at, qw + at, y);
+    const ok = kind == 0 ? iq2XxsBlock(src + at, qw + at, y) : kind == 1 ? iq2XsBlock(src + at, qw + at, y) : iq2SBlock(src + at, qw != 0 ? qw + at : 0, y);
     if (!ok || gFailed) return 1;
   }
   return 0;

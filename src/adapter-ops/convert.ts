@@ -86,19 +86,30 @@ export async function convertAdapter(
  * (gguf-lora-card.ts): the folder's name, its README.md, config.json and generation_config.json. A lone file, which the
  * script does not take, is named by its file name less the extension. Files given without their
  * folder (a set whose name is only a label, InputFileSet.namesFolder) give no folder name: the
- * script always has a folder, and a label such as "selected files" names no adapter. A text file
- * of these that cannot be read as text is left out.
+ * script always has a folder, and a label such as "selected files" names no adapter. One of these
+ * files that is not UTF-8 is refused, naming it: gguf-py opens each with encoding="utf-8" (README.md,
+ * config.json, then generation_config.json) and stops on the UnicodeDecodeError, which even
+ * load_generation_config's except (json.JSONDecodeError, IOError) does not catch; a byte-order mark
+ * is kept, as Python's "utf-8" codec keeps it (README.md's first line is then not "---", and
+ * json.load refuses it). A file that cannot be read for another reason is left out.
  */
 export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFolder' | 'list' | 'readText'>): Promise<GgufLoraCard> {
   const listed = files.list();
   const segments = files.name.split(/[/\\]/).filter((p) => p !== '');
   const last = segments.at(-1) ?? files.name;
   const lone = listed.length === 1 && listed[0] === last;
-  const text = async (path: string) => (listed.includes(path) ? files.readText(path).catch(() => undefined) : undefined);
+  const text = async (path: string) => (listed.includes(path) ? files.readText(path).catch((e: unknown) => notUtf8(e, files.name, path)) : undefined);
   return {
     folder: lone ? last.replace(/\.[^.]*$/, '') : files.namesFolder ? last : undefined,
     readme: lone ? undefined : await text('README.md'),
     config: lone ? undefined : await text('config.json'),
     generation: lone ? undefined : await text('generation_config.json'),
   };
+}
+
+/** readText's refusal of a file that is not UTF-8 (strict-utf8.ts) said as convert_lora_to_gguf.py meets it; any other failure leaves the file out. */
+function notUtf8(e: unknown, adapter: string, path: string): undefined {
+  const bad = e instanceof MergeError ? / is not valid UTF-8 \(([^)]*)\)/.exec(e.message) : null;
+  if (!bad) return undefined;
+  throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${path} is not UTF-8 (${bad[1]}), and convert_lora_to_gguf.py stops on it (gguf-py opens it with encoding="utf-8" for the general.* keys: UnicodeDecodeError); save it as UTF-8, or remove the file`, { cause: e });
 }

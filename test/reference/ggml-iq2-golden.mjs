@@ -51,11 +51,12 @@ const run = (type, size) => harnessBlocks(harness, ['q', type], all, cases.lengt
 const xxs = run('xxs', 66);
 const xs = run('xs', 74);
 const s = run('s', 82);
+const s0 = run('s0', 82);
 const tables = (t) => tablesChecksum(harness, t);
 writeFileSync(new URL('./ggml-iq2-golden.json', import.meta.url), JSON.stringify({
-  source: 'ggml-quants.c quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with quant_weights (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64',
-  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ2_XXS / IQ2_XS / IQ2_S: the block ggml writes, hex, or null where ggml aborts; tables: FNV-1a of the harness\'s `tables` dump',
+  source: 'ggml-quants.c quantize_iq2_xxs / quantize_iq2_xs / quantize_iq2_s with quant_weights, and quantize_iq2_s without (ggml-org/ggml d99724f, August 2026), gcc 12.2 -O2 -DNDEBUG -ffp-contract=off, x86-64',
+  note: 'x, qw: the 256 f32 inputs and importance weights, little-endian hex; IQ2_XXS / IQ2_XS / IQ2_S: the block ggml writes, hex, or null where ggml aborts; IQ2_S_unweighted: quantize_iq2_s with quant_weights NULL (weights σ²/4 + x²), qw unused; tables: FNV-1a of the harness\'s `tables` dump',
   tables: { IQ2_XXS: tables('xxs'), IQ2_XS: tables('xs'), IQ2_S: tables('s') },
-  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ2_XXS: xxs[i], IQ2_XS: xs[i], IQ2_S: s[i] })),
+  blocks: cases.map(([name, x, w], i) => ({ name, x: hex(new Uint8Array(x.buffer)), qw: hex(new Uint8Array(w.buffer)), IQ2_XXS: xxs[i], IQ2_XS: xs[i], IQ2_S: s[i], IQ2_S_unweighted: s0[i] })),
 }, null, 1) + '\n');
-console.log('blocks', cases.length, 'aborted (xxs, xs, s):', xxs.filter((v) => v === null).length, xs.filter((v) => v === null).length, s.filter((v) => v === null).length);
+console.log('blocks', cases.length, 'aborted (xxs, xs, s, s0):', xxs.filter((v) => v === null).length, xs.filter((v) => v === null).length, s.filter((v) => v === null).length, s0.filter((v) => v === null).length);

@@ -208,9 +208,9 @@ function closestTypeName(typed: string, names: readonly string[]): string | unde
  * The type a merged tensor of `type` is written in. The IQ1 and IQ2 types are written only with an
  * importance matrix (`weighted`), as llama-quantize writes them; without one a merged tensor of one
  * of them is written as F16, which is what llama.cpp's export-lora writes for every merged tensor it
- * dequantized; every other type is written as itself. IQ1_M `tensorName` token_embd.weight,
- * per_layer_token_embd.weight or output.weight is written as IQ1_M without one, as llama-quantize
- * writes it (ggml's quantize_iq1_m without weights; needsImportanceFor).
+ * dequantized; every other type is written as itself. An IQ1_M or IQ2_S `tensorName` token_embd.weight,
+ * per_layer_token_embd.weight or output.weight is written in its type without one, as llama-quantize
+ * writes it (ggml's quantize_iq1_m / quantize_iq2_s without weights; needsImportanceFor).
  */
 export function readOnlyFallback(type: string, weighted = false, tensorName = ''): string {
   const ggml = ggmlTypeByName(type);

@@ -7,7 +7,7 @@
  * would, the merge is refused, naming the tensor.
  */
 import { MergeError } from '../../errors.js';
-import { blockCodec, CODEC_TYPE_NAMES, needsImportanceFor } from './codecs/registry.js';
+import { blockCodec, CODEC_TYPE_NAMES, imatrixExempt, needsImportanceFor } from './codecs/registry.js';
 import { ggmlTypeByName } from './ggml-types.js';
 import type { ImportanceMatrix } from './imatrix.js';
 
@@ -54,7 +54,11 @@ export function importanceRows(im: ImportanceMatrix, tensors: readonly Importanc
   const needsEntry = (t: ImportanceTarget, why: string) => {
     const written = ggmlTypeByName(t.outType);
     if (written && needsImportanceFor(written, t.name) && (t.changed || t.outType !== t.type)) {
-      refuse(`"${t.name}" is written as ${t.outType}, which is quantized only with importance weights, and ${why} (llama-quantize stops there too: "Missing importance matrix for tensor"); write it in another type (--dtype, or --dtype-merged-only), or use an imatrix made for this model`);
+      // tensor_requires_imatrix exempts token_embd/output, and ggml's IQ1_S, IQ2_XXS and IQ2_XS quantizers then abort: GGML_ASSERT(quant_weights).
+      const stops = imatrixExempt(t.name)
+        ? `llama-quantize stops there too: it exempts ${t.name} from its importance matrix check, and ggml's ${t.outType} quantizer then aborts ("missing quantization weights")`
+        : 'llama-quantize stops there too: "Missing importance matrix for tensor"';
+      refuse(`"${t.name}" is written as ${t.outType}, which is quantized only with importance weights, and ${why} (${stops}); write it in another type (--dtype, or --dtype-merged-only), or use an imatrix made for this model`);
     }
   };
   for (const t of tensors) {

@@ -30,7 +30,7 @@ export interface BlockCodec extends BlockDecoder {
    */
   readonly needsImportance?: boolean;
   /**
-   * With `needsImportance`: ggml's quantizer also runs without weights (IQ1_M: x²), and `encode`
+   * With `needsImportance`: ggml's quantizer also runs without weights (IQ1_M: x²; IQ2_S: σ²/4 + x²), and `encode`
    * writes that, which llama-quantize runs for the tensors tensor_requires_imatrix exempts
    * (token_embd.weight, per_layer_token_embd.weight, output.weight) and for no other.
    */

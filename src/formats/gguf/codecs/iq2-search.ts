@@ -370,8 +370,9 @@ const FUDGE_IQ2_S = f32(0.9875);
  * 8 bytes of the indexes' top 2 bits, 8 bytes of two 4-bit scales) from `src` and one importance
  * weight per value, as quantize_row_iq2_s_impl writes it with quant_weights: σ² twice the mean
  * square, all 8 signs stored, the IQ2_XS search over the 1024-entry grid, d stored times 0.9875.
+ * `qw` undefined: as it writes it with none (weights σ²/4 + x²; token_embd.weight, output.weight).
  */
-export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
+export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Array | undefined): void {
   const t = iq2STables();
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 82) {
     const x0 = b * 256;
@@ -380,7 +381,8 @@ export function encodeIq2SRow(src: Float32Array, out: Uint8Array, qw: Float32Arr
     const sigma2 = f32(f32(2 * sumSquares(src, x0, 256)) / 256);
     for (let ib = 0; ib < 16; ib++) {
       const xb = x0 + 16 * ib;
-      importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      if (qw) importanceWeights(src, xb, qw, xb, sigma2, 16, weight);
+      else for (let i = 0; i < 16; i++) weight[i] = f32(f32(0.25 * sigma2) + f32(src[xb + i] * src[xb + i]));
       for (let i = 0; i < 16; i++) waux[i] = f32(Math.sqrt(weight[i]));
       for (let k = 0; k < 2; k++) {
         let s = 0;

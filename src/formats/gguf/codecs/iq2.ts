@@ -58,9 +58,9 @@ export const IQ2_XXS_CODEC: BlockCodec = {
 
 /** Why a type (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S) is not written without an importance matrix. */
 export function needsImatrix(name: string): string {
-  // ggml's quantize_iq1_m runs without weights too, but llama-quantize refuses IQ1_M without an
-  // imatrix for every tensor but token_embd.weight and output.weight.
-  const why = name === 'IQ1_M'
+  // ggml's quantize_iq1_m and quantize_iq2_s run without weights too, but llama-quantize refuses
+  // them without an imatrix for every tensor but token_embd.weight and output.weight.
+  const why = name === 'IQ1_M' || name === 'IQ2_S'
     ? `llama-quantize refuses ${name} without --imatrix (but for token_embd.weight and output.weight)`
     : `ggml's ${name} quantizer requires one, and llama-quantize refuses ${name} without --imatrix`;
   return `${name} is written only with an importance matrix: ${why}; give --imatrix FILE (made by llama-imatrix for this model)`;
@@ -97,14 +97,18 @@ export const IQ2_XS_CODEC: BlockCodec = {
 };
 
 /**
- * IQ2_S: decoded as dequantize_row_iq2_s; written only with importance weights, as quantize_iq2_s
- * (iq2-search.ts) with them (llama-quantize refuses IQ2_S without an imatrix).
+ * IQ2_S: decoded as dequantize_row_iq2_s; written with importance weights, as quantize_iq2_s
+ * (iq2-search.ts) with them. ggml's quantize_iq2_s also runs without (weights σ²/4 + x², `encode`),
+ * which llama-quantize runs only for the tensors tensor_requires_imatrix exempts (token_embd.weight,
+ * per_layer_token_embd.weight, output.weight) where it has no weights for them; every other IQ2_S
+ * tensor it (and loramerge) writes only with an importance matrix.
  */
 export const IQ2_S_CODEC: BlockCodec = {
   type: ggmlTypeByName('IQ2_S')!,
   needsImportance: true,
-  encode() {
-    throw new MergeError('BAD_ARGUMENT', needsImatrix('IQ2_S'));
+  unweightedForEmbeddingAndHead: true,
+  encode(src, out) {
+    if (!encodeIqLowWasm('IQ2_S', iq2STables(), src, out, undefined)) encodeIq2SRow(src, out, undefined);
   },
   encodeWeighted(src, out, qw) {
     if (!encodeIqLowWasm('IQ2_S', iq2STables(), src, out, qw)) encodeIq2SRow(src, out, qw);

@@ -232,16 +232,16 @@ export type IqLowKind = 'IQ2_XXS' | 'IQ2_XS' | 'IQ2_S' | 'IQ1_S' | 'IQ1_M';
 
 /**
  * IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S or IQ1_M as `llama-quantize --imatrix` writes them
- * (quantize_iq2_* / quantize_iq1_* with importance weights `qw`, one per value; IQ1_M also without,
- * as quantize_iq1_m with quant_weights NULL writes token_embd.weight and output.weight), searching `tables`
+ * (quantize_iq2_* / quantize_iq1_* with importance weights `qw`, one per value; IQ1_M and IQ2_S also without,
+ * as quantize_iq1_m / quantize_iq2_s with quant_weights NULL write token_embd.weight and output.weight), searching `tables`
  * (the type's iq2*Tables / iq1Tables): true when written, false when the encoder is unavailable or
  * a piece holds a value or weight that is not finite, a block ggml's search aborts on or a NaN
  * scale (the TypeScript quantizer then runs the whole row, and writes or refuses it as it does).
  */
 export function encodeIqLowWasm(kind: IqLowKind, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined): boolean {
   const { bytes, kind: k, iq1 } = IQ_LOW[kind];
-  // Only IQ1_M runs without weights (quantize_iq1_m with quant_weights NULL).
-  if (!qw && kind !== 'IQ1_M') return false;
+  // Only IQ1_M and IQ2_S run without weights (quantize_iq1_m / quantize_iq2_s with quant_weights NULL).
+  if (!qw && kind !== 'IQ1_M' && kind !== 'IQ2_S') return false;
   return inPieces(bytes, tables, src, out, qw, (e, at, n, t) =>
-    iq1 ? e.encodeIq1(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, at.qw, at.dst, n, k, t.levels, t.map, t.neighbours));
+    iq1 ? e.encodeIq1(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours));
 }

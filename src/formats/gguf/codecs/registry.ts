@@ -2,7 +2,8 @@
  * The GGML types loramerge reads and writes, by name: one codec file each (or per family).
  * Codecs decode and encode (llama.cpp's reference quantizers; IQ4_NL, IQ4_XS, IQ3_XXS and IQ3_S as
  * llama-quantize writes them without an importance matrix; IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS and IQ2_S
- * only with one, as llama-quantize --imatrix writes them); decoders only decode (none now: every
+ * only with one, as llama-quantize --imatrix writes them, but IQ1_M and IQ2_S of token_embd.weight,
+ * per_layer_token_embd.weight and output.weight, which it writes without one); decoders only decode (none now: every
  * type read is also written).
  */
 import type { GgmlType } from '../ggml-types.js';
@@ -58,10 +59,15 @@ export function writesType(type: GgmlType, weighted: boolean): boolean {
 /** llama-quant.cpp's tensor_name_match_token_embd and tensor_name_match_output_weight: the tensors tensor_requires_imatrix never holds to an importance matrix. */
 const IMATRIX_EXEMPT_TENSORS: ReadonlySet<string> = new Set(['token_embd.weight', 'per_layer_token_embd.weight', 'output.weight']);
 
+/** Whether llama-quantize's tensor_requires_imatrix exempts the tensor `tensorName` (it then quantizes it without weights, or ggml asserts). */
+export function imatrixExempt(tensorName: string): boolean {
+  return IMATRIX_EXEMPT_TENSORS.has(tensorName);
+}
+
 /**
  * Whether the tensor `tensorName` of `type` needs importance weights to be written, as llama-quantize
  * holds it to them: a type whose quantizer needs them, unless the tensor is one tensor_requires_imatrix
- * exempts and ggml's quantizer runs without them (IQ1_M; IQ1_S and IQ2_XXS/XS assert instead).
+ * exempts and ggml's quantizer runs without them (IQ1_M, IQ2_S; IQ1_S and IQ2_XXS/XS assert instead).
  */
 export function needsImportanceFor(type: GgmlType, tensorName: string): boolean {
   const codec = CODEC_BY_NAME.get(type.name);
