@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idComponents, idToTitle } from '../src/formats/gguf/gguf-lora-card.js';
 import { convertLora } from '../src/node.js';
+import { MAX_CONFIG_BYTES } from '../src/limits.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { readGguf } from './helpers/gguf-builder.js';
@@ -250,6 +251,18 @@ describe('convert refuses a README.md, config.json or generation_config.json tha
     expect(lines, run.stderr).toHaveLength(1);
     expect(lines[0]).toContain(`my-adapter: ${name} is not UTF-8 (${shown}), and convert_lora_to_gguf.py stops on it (gguf-py opens it with encoding="utf-8" for the general.* keys: UnicodeDecodeError); save it as UTF-8, or remove the file`);
     expect(run.stderr).not.toMatch(/\n\s+at /);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('a README.md past the config limit: one line naming it and the limit, nothing written (the script reads it whole; leaving it out would write other general.* keys)', async () => {
+    const base = splitF16Llama();
+    const readme = new Uint8Array(MAX_CONFIG_BYTES + 1).fill(0x20);
+    const files = Object.fromEntries(Object.entries(peftFolder({ 'README.md': readme })).map(([k, v]) => [`my-adapter/${k}`, v]));
+    const dir = temp.make({ ...base.files, ...files });
+    const out = join(dir, 'lora.gguf');
+    const run = await runCli(['convert', '--adapter', join(dir, 'my-adapter'), '--base', join(dir, BASE_PART), '--out', out]);
+    expect(run.code).not.toBe(0);
+    expect(errorLines(run.stderr)).toEqual([expect.stringContaining(`my-adapter: README.md is ${MAX_CONFIG_BYTES + 1} bytes, past the ${MAX_CONFIG_BYTES}-byte limit (MAX_CONFIG_BYTES) for a file convert reads whole for the general.* keys, as convert_lora_to_gguf.py does; shrink it or remove the file`)]);
     expect(existsSync(out)).toBe(false);
   });
 

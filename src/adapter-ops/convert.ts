@@ -10,6 +10,7 @@ import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import { ggufCardProblem, type GgufLoraCard } from '../formats/gguf/gguf-lora-card.js';
 import type { InputFileSet } from '../io/types.js';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import type { ProgressListener } from '../pipeline/progress.js';
 import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
@@ -107,8 +108,17 @@ export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFo
   };
 }
 
-/** readText's refusal of a file that is not UTF-8 (strict-utf8.ts) said as convert_lora_to_gguf.py meets it; any other failure leaves the file out. */
+/**
+ * readText's refusal of a file that is not UTF-8 (strict-utf8.ts) said as convert_lora_to_gguf.py
+ * meets it, and of one past MAX_CONFIG_BYTES (the script reads it whole, so leaving it out would
+ * write other general.* keys than the script); any other failure (not a regular file, which
+ * gguf-py's is_file() passes over) leaves the file out.
+ */
 function notUtf8(e: unknown, adapter: string, path: string): undefined {
+  if (e instanceof MergeError && e.code === 'LIMIT_EXCEEDED') {
+    const size = /: (\d+) bytes is too large/.exec(e.message)?.[1];
+    throw new MergeError('LIMIT_EXCEEDED', `${adapter}: ${path}${size ? ` is ${size} bytes,` : ' is'} past the ${MAX_CONFIG_BYTES}-byte limit (MAX_CONFIG_BYTES) for a file convert reads whole for the general.* keys, as convert_lora_to_gguf.py does; shrink it or remove the file`, { cause: e });
+  }
   const bad = e instanceof MergeError ? / is not valid UTF-8 \(([^)]*)\)/.exec(e.message) : null;
   if (!bad) return undefined;
   throw new MergeError('UNSUPPORTED_FORMAT', `${adapter}: ${path} is not UTF-8 (${bad[1]}), and convert_lora_to_gguf.py stops on it (gguf-py opens it with encoding="utf-8" for the general.* keys: UnicodeDecodeError); save it as UTF-8, or remove the file`, { cause: e });
