@@ -19,7 +19,7 @@ import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, typeName } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
-import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
+import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, unweightedWritesGolden, type GoldenBlock } from './helpers/iq-low-golden.js';
 
 interface Golden {
   tables: number;
@@ -62,35 +62,7 @@ describe.each(['IQ1_S', 'IQ1_M'] as const)('%s golden blocks from ggml-quants.c 
 });
 
 describe('IQ1_M golden blocks from ggml-quants.c without importance weights (quant_weights NULL: x² weights, what llama-quantize runs for token_embd.weight and output.weight without an importance matrix)', () => {
-  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
-    const x = f32FromHex(b.x);
-    const out = new Uint8Array(56);
-    if (b.IQ1_M_unweighted === null) {
-      expect(() => encodeIq1MRow(x, out, undefined)).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
-    } else {
-      encodeIq1MRow(x, out, undefined);
-      expect(hex(out)).toBe(b.IQ1_M_unweighted);
-    }
-  });
-
-  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
-    const codec = blockCodec(ggmlTypeByName('IQ1_M')!)!;
-    for (const b of GOLDEN.blocks) {
-      const out = new Uint8Array(56);
-      const run = () => codec.encode(f32FromHex(b.x), out);
-      if (b.IQ1_M_unweighted === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
-      else {
-        run();
-        expect(hex(out), b.name).toBe(b.IQ1_M_unweighted);
-      }
-    }
-    const ok = GOLDEN.blocks.filter((b) => b.IQ1_M_unweighted !== null);
-    const x = new Float32Array(ok.length * 256);
-    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
-    const out = new Uint8Array(ok.length * 56);
-    codec.encode(x, out);
-    expect(hex(out)).toBe(ok.map((b) => b.IQ1_M_unweighted).join(''));
-  });
+  unweightedWritesGolden('IQ1_M', 56, GOLDEN.blocks, 'IQ1_M_unweighted', encodeIq1MRow);
 });
 
 describe.each(['IQ1_S', 'IQ1_M'] as const)('%s through its codec (the WebAssembly encoder where it compiles, else the TypeScript one)', (type) => {

@@ -21,7 +21,7 @@ import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builde
 import { encodeIq1SRow } from '../src/formats/gguf/codecs/iq1-search.js';
 import { ggufLoraAdapter } from './helpers/gguf-models.js';
 import { gaussian } from './helpers/svd-reference.js';
-import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, type GoldenBlock } from './helpers/iq-low-golden.js';
+import { codecWritesGolden, f32FromHex, fnv, hex, iqImatrixLlama, unweightedWritesGolden, type GoldenBlock } from './helpers/iq-low-golden.js';
 
 interface Golden {
   tables: { IQ2_XXS: number; IQ2_XS: number; IQ2_S: number };
@@ -57,35 +57,7 @@ describe('IQ2_S golden blocks from ggml-quants.c (with importance weights)', () 
 });
 
 describe('IQ2_S golden blocks from ggml-quants.c without importance weights (quant_weights NULL: weights σ²/4 + x², what llama-quantize runs for token_embd.weight and output.weight without an importance matrix)', () => {
-  it.each(GOLDEN.blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
-    const x = f32FromHex(b.x);
-    const out = new Uint8Array(82);
-    if (b.IQ2_S_unweighted === null) {
-      expect(() => encodeIq2SRow(x, out, undefined)).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
-    } else {
-      encodeIq2SRow(x, out, undefined);
-      expect(hex(out)).toBe(b.IQ2_S_unweighted);
-    }
-  });
-
-  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
-    const codec = blockCodec(ggmlTypeByName('IQ2_S')!)!;
-    for (const b of GOLDEN.blocks) {
-      const out = new Uint8Array(82);
-      const run = () => codec.encode(f32FromHex(b.x), out);
-      if (b.IQ2_S_unweighted === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
-      else {
-        run();
-        expect(hex(out), b.name).toBe(b.IQ2_S_unweighted);
-      }
-    }
-    const ok = GOLDEN.blocks.filter((b) => b.IQ2_S_unweighted !== null);
-    const x = new Float32Array(ok.length * 256);
-    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
-    const out = new Uint8Array(ok.length * 82);
-    codec.encode(x, out);
-    expect(hex(out)).toBe(ok.map((b) => b.IQ2_S_unweighted).join(''));
-  });
+  unweightedWritesGolden('IQ2_S', 82, GOLDEN.blocks, 'IQ2_S_unweighted', encodeIq2SRow);
 });
 
 describe('IQ2_XS golden blocks from ggml-quants.c (with importance weights)', () => {

@@ -1,7 +1,7 @@
 /**
  * What the IQ1 and IQ2 codec tests (gguf-iq1-codecs, gguf-iq2-codecs) share: the golden files'
  * hex encodings and the FNV-1a of a table dump; the check of a codec (the WebAssembly encoder where
- * it compiles) against ggml's golden blocks; and a llama GGUF of two IQ1_S or IQ2_XXS tensors
+ * it compiles) against ggml's golden blocks, with importance weights and without; and a llama GGUF of two IQ1_S or IQ2_XXS tensors
  * with a rank-2 LoRA on one of them and llama-imatrix's GGUF output for it, merged through the CLI.
  */
 import { readFileSync } from 'node:fs';
@@ -57,6 +57,44 @@ export function codecWritesGolden(type: string, bytes: number, blocks: readonly 
     const out = new Uint8Array(ok.length * bytes);
     codec.encodeWeighted!(x, out, qw);
     expect(hex(out)).toBe(ok.map((b) => b[type]).join(''));
+  });
+}
+
+/**
+ * Tests that `type`'s quantizer without importance weights (`encodeRow` with none, then the codec's
+ * encode: the WebAssembly encoder where it compiles) writes each golden block's `field` as ggml
+ * does and refuses (NON_FINITE) those it holds null for, block by block and as one row of every
+ * written block.
+ */
+export function unweightedWritesGolden(type: string, bytes: number, blocks: readonly GoldenBlock[], field: string, encodeRow: (x: Float32Array, out: Uint8Array, qw: undefined) => void): void {
+  it.each(blocks.map((b) => [b.name, b] as const))('%s', (_, b) => {
+    const x = f32FromHex(b.x);
+    const out = new Uint8Array(bytes);
+    if (b[field] === null) {
+      expect(() => encodeRow(x, out, undefined)).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+    } else {
+      encodeRow(x, out, undefined);
+      expect(hex(out)).toBe(b[field]);
+    }
+  });
+
+  it('through the codec\'s encode (the WebAssembly encoder where it compiles), block by block and as one row', () => {
+    const codec = blockCodec(ggmlTypeByName(type)!)!;
+    for (const b of blocks) {
+      const out = new Uint8Array(bytes);
+      const run = () => codec.encode(f32FromHex(b.x), out);
+      if (b[field] === null) expect(run, b.name).toThrow(expect.objectContaining({ code: 'NON_FINITE' }));
+      else {
+        run();
+        expect(hex(out), b.name).toBe(b[field]);
+      }
+    }
+    const ok = blocks.filter((b) => b[field] !== null);
+    const x = new Float32Array(ok.length * 256);
+    ok.forEach((b, i) => x.set(f32FromHex(b.x), i * 256));
+    const out = new Uint8Array(ok.length * bytes);
+    codec.encode(x, out);
+    expect(hex(out)).toBe(ok.map((b) => b[field]).join(''));
   });
 }
 
