@@ -258,6 +258,11 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
   return savedTensorErrorsOf(layout, options);
 }
 
+/** Rows of `rowBytes` each in a slab of `slabBytes`: whole runs of `block` rows, at least one run. */
+function rowsPerSlab(slabBytes: number, rowBytes: number, block = 1): number {
+  return Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+}
+
 async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, options: SavedTensorOptions): Promise<MergeError[]> {
   const { biases, replacements, rowSets, keyOf, outTypeOf } = layout;
   const base = layout.prepared.base;
@@ -287,8 +292,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
       await refused(async () => {
         const [rows, cols] = rowsAndCols(replacement.shape);
         const rowBytes = cols * DTYPE_BYTES[replacement.tensor.dtype];
-        const step = Math.max(replacement.rowBlock ?? 1, Math.floor(slabBytes / Math.max(rowBytes, 1) / (replacement.rowBlock ?? 1)) * (replacement.rowBlock ?? 1));
-        for (const [rowStart, rowCount] of pieces(rows, step)) {
+        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock))) {
           throwIfAborted(options.signal);
           const input = await replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
           await checkReplacement(replacement, input, convertReplacement(replacement, input, outDtype, rowStart), outDtype);
@@ -306,7 +310,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
           // The other rows come from the adapter's file too: all of it is the adapter's.
           const dtype = source.tensor.dtype as FloatDType;
           const rowBytes = cols * DTYPE_BYTES[dtype];
-          for (const [rowStart, rowCount] of pieces(rowSet.shape[0], Math.max(1, Math.floor(slabBytes / Math.max(rowBytes, 1))))) {
+          for (const [rowStart, rowCount] of pieces(rowSet.shape[0], rowsPerSlab(slabBytes, rowBytes))) {
             throwIfAborted(options.signal);
             await check(rowStart, { dtype, data: await source.file.readPart(source.tensor, rowStart * rowBytes, rowCount * rowBytes) });
           }
@@ -377,7 +381,7 @@ async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
       const bias = biases.get(key);
       const replacement = replacements.get(key);
       const rowSet = rowSets.get(key);
-      const rowsPerSlabOf = (rowBytes: number, block = 1) => Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+      const rowsPerSlabOf = (rowBytes: number, block = 1) => rowsPerSlab(slabBytes, rowBytes, block);
       if (update) {
         // Factors are read once per tensor, shared by its slabs; DoRA norms across rows take a
         // pass over the slabs of their own first (column-norm-pass.ts), decoded like the merge's.
