@@ -64,6 +64,14 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
     if (missing >= 0) return missBecause(`the base stores this parameter one tensor per expert, but expert ${e} has no ${stem}.${e}.${names[missing]}.weight`);
     keys.push(found.map((f) => (f as { key: string }).key));
   }
+  return placeExpertTensors(keys, param, base);
+}
+
+/**
+ * Expert e's tensors `keys[e]` (one per part, `gate_proj` then `up_proj` for gate_up_proj), placed as
+ * that expert's rows of the fused parameter `param` they stack into; or why they do not stack.
+ */
+export function placeExpertTensors(keys: readonly (readonly string[])[], param: string, base: BaseView): LayoutResolution {
   const shape = base.shape(keys[0][0]);
   if (!shape || shape.length !== 2) return missBecause(`${keys[0][0]} is not a matrix, so it is no expert's part of ${param}`);
   const [out, inDim] = shape;
@@ -74,7 +82,7 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
   if (other) {
     return missBecause(`${other} (${base.shape(other)?.join(' × ')}) and ${keys[0][0]} (${out} × ${inDim}) differ in shape, so the experts' tensors do not stack into ${param}`);
   }
-  const parts = names.length;
+  const parts = keys[0].length;
   const paramShape: [number, number, number] = [keys.length, parts * out, inDim];
   const targets: Placement[] = keys.flatMap((perPart, e) => perPart.map((baseKey, part) => ({
     baseKey,
