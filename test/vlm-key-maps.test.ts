@@ -249,6 +249,7 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['PaddleOCRVLForConditionalGeneration', 'paddleocr_vl', 'model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'],
   ['Ernie4_5_VLMoeForConditionalGeneration', 'ernie4_5_moe_vl', 'model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'],
+  ['NemotronHForCausalLM', 'nemotron_h', 'backbone.layers.0.mixer.q_proj', 'model.layers.0.mixer.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

@@ -166,10 +166,27 @@ const ERNIE45_VL: CheckpointKeyMap = {
 };
 
 /**
+ * Nemotron-H (NemotronHForCausalLM: NVIDIA-Nemotron-Nano-9B-v2, Nemotron 3 Nano 30B-A3B …): the
+ * checkpoints NVIDIA ships, written for its remote code, name the model `backbone.…`
+ * (`backbone.layers.N.mixer.…`, `backbone.embeddings`, `backbone.norm_f`); transformers 5's own
+ * class names it `model.…`, and conversion_mapping.py's "nemotron_h" renames `backbone.` to
+ * `model.` (and an `embedding.weight` to `embeddings.weight`) as it loads them. Adapters trained on
+ * either land on either. (Its per-expert `mixer.experts.K.up_proj` / `down_proj`, which transformers
+ * 5 stacks into `mixer.experts.up_proj` / `down_proj`, are per-expert-tensors.ts's.)
+ */
+const NEMOTRON_H: CheckpointKeyMap = {
+  family: 'Nemotron-H',
+  rules: [
+    [/^backbone\.embedding(?=\.weight$)/, 'model.embeddings'],
+    [/^backbone(?=\.)/, 'model'],
+  ],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
- * InternVL's original format, PaddleOCR-VL's and ERNIE-4.5-VL's remote-code checkpoints (whose
- * names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
+ * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
+ * (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
  * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
@@ -247,6 +264,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Qwen3OmniMoeForConditionalGeneration: { family: 'Qwen3-Omni (thinker)', rules: [OMNI_THINKER] },
   PaddleOCRVLForConditionalGeneration: PADDLEOCR_VL,
   Ernie4_5_VLMoeForConditionalGeneration: ERNIE45_VL,
+  NemotronHForCausalLM: NEMOTRON_H,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*
