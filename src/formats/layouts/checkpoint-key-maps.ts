@@ -183,10 +183,25 @@ const NEMOTRON_H: CheckpointKeyMap = {
 };
 
 /**
+ * ColQwen2 (ColQwen2ForRetrieval; vidore/colqwen2-v1.0-hf, colqwen2.5): its checkpoints hold the
+ * Qwen2-VL model as transformers 4.52's Qwen2VLForConditionalGeneration names it, under `vlm.`
+ * (`vlm.model.language_model.…`, `vlm.model.visual.…`, as convert_colqwen2_weights_to_hf.py writes
+ * them); transformers 5's class holds a Qwen2VLModel there (`vlm.language_model.…`, `vlm.visual.…`),
+ * and conversion_mapping.py's "colqwen2" renames `vlm.model` to `vlm` as it loads them. Its second
+ * rule (`vlm` not followed by `language_model` or `visual` → `vlm.language_model`) serves
+ * checkpoints from before the 4.52 refactor, which no ColQwen2 `-hf` release has, and would also
+ * rename the unused `vlm.lm_head`: left out.
+ */
+const COLQWEN2: CheckpointKeyMap = {
+  family: 'ColQwen2',
+  rules: [[/^vlm\.model(?=\.)/, 'vlm']],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
- * (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
+ * and ColQwen2's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
  * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
@@ -265,6 +280,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   PaddleOCRVLForConditionalGeneration: PADDLEOCR_VL,
   Ernie4_5_VLMoeForConditionalGeneration: ERNIE45_VL,
   NemotronHForCausalLM: NEMOTRON_H,
+  ColQwen2ForRetrieval: COLQWEN2,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*
