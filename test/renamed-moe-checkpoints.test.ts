@@ -4,7 +4,8 @@
  * `backbone.…`, transformers 5's NemotronHForCausalLM `model.…`; its ungated experts, one tensor per
  * expert, become `mixer.experts.up_proj` / `down_proj`), and a Qwen3-Omni thinker's fused experts
  * (Qwen3OmniMoeThinkerForConditionalGeneration's `model.layers.N.mlp.experts.gate_up_proj`) on the
- * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`.
+ * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`; and LFM2-MoE's
+ * `feed_forward.experts.K.w1` / `w3` / `w2`, which transformers 5 fuses as Mixtral's.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
@@ -173,6 +174,50 @@ describe("a Qwen3-Omni thinker's fused experts (target_parameters) on the whole 
         const key = `thinker.model.layers.0.mlp.experts.${e}.${part}.weight`;
         expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, delta.slice(from * H, (from + I) * H)));
       }
+    }
+    for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  });
+});
+
+describe('LFM2-MoE (LiquidAI/LFM2-8B-A1B): feed_forward.experts.K.w1 / w3 / w2 on disk, fused feed_forward.experts.* in transformers 5', () => {
+  const E = 2;
+  const I = 6;
+  const H = 8;
+  const r = 2;
+  const F = 'model.layers.2.feed_forward';
+  const base: FixtureTensor[] = [
+    t('model.embed_tokens.weight', [32, H]),
+    t('model.layers.0.conv.in_proj.weight', [3 * H, H]),
+    t('model.layers.2.self_attn.q_proj.weight', [H, H]),
+    t(`${F}.gate.weight`, [E, H]),
+    t(`${F}.expert_bias`, [E], 'F32'),
+  ];
+  for (let e = 0; e < E; e++) base.push(t(`${F}.experts.${e}.w1.weight`, [I, H]), t(`${F}.experts.${e}.w3.weight`, [I, H]), t(`${F}.experts.${e}.w2.weight`, [H, I]));
+  const config = { architectures: ['Lfm2MoeForCausalLM'], model_type: 'lfm2_moe', torch_dtype: 'bfloat16', hidden_size: H, num_experts: E, moe_intermediate_size: I };
+
+  it("gate_up_proj's gate rows land on experts.e.w1, its up rows on experts.e.w3, down_proj on experts.e.w2, exactly", async () => {
+    const gateUp = `base_model.model.${F}.experts.base_layer`;
+    const down = `base_model.model.${F}.experts`;
+    const adapter = [
+      randomTensor(`${gateUp}.lora_A.weight`, [r * E, H], 'F32', rand, 0.5), randomTensor(`${gateUp}.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5),
+      randomTensor(`${down}.lora_A.weight`, [r * E, I], 'F32', rand, 0.5), randomTensor(`${down}.lora_B.weight`, [H, r * E], 'F32', rand, 0.5),
+    ];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: [], target_parameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    const changed: string[] = [];
+    for (let e = 0; e < E; e++) {
+      const delta = expertDelta(a.get(`${gateUp}.lora_A.weight`)!, a.get(`${gateUp}.lora_B.weight`)!, e, E, r);
+      for (const [part, from] of [['w1', 0], ['w3', I]] as const) {
+        const key = `${F}.experts.${e}.${part}.weight`;
+        changed.push(key);
+        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, delta.slice(from * H, (from + I) * H)));
+      }
+      const key = `${F}.experts.${e}.w2.weight`;
+      changed.push(key);
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, expertDelta(a.get(`${down}.lora_A.weight`)!, a.get(`${down}.lora_B.weight`)!, e, E, r)));
     }
     for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
   });
