@@ -145,8 +145,8 @@ const PADDLEOCR_VL: CheckpointKeyMap = {
 /**
  * ERNIE-4.5-VL MoE (Ernie4_5_VLMoeForConditionalGeneration, baidu/ERNIE-4.5-VL-28B-A3B-PT and -Base-PT,
  * 424B-A47B): transformers 5 loads the checkpoint Baidu ships for its remote code through
- * conversion_mapping.py's "ernie4_5_vl_moe": the tower `vision_model.…` becomes `model.vision_tower.…`
- * (the rename, then the class's `model.` prefix), the resampler's `spatial_linear.0/2/3` and
+ * conversion_mapping.py's "ernie4_5_vl_moe": the tower `vision_model.…` is renamed `vision_tower.…`,
+ * which the class holds at `model.vision_tower.…`, the resampler's `spatial_linear.0/2/3` and
  * `temporal_linear.0/2/3` become `fc1`, `fc2`, `ln`, and the language model's `model.layers`,
  * `model.embed_tokens`, `model.norm` gain `language_model.`. Its experts, one tensor per expert
  * under `mlp.experts.K` (the text experts first, then the vision experts), become the fused
