@@ -159,6 +159,33 @@ const FAMILIES: Family[] = [
     ],
   },
   {
+    // vidore/colqwen2-v1.0-hf (convert_colqwen2_weights_to_hf.py: Qwen2-VL under `vlm.` in 4.52's names), and
+    // transformers 5's ColQwen2ForRetrieval, whose `vlm` is a Qwen2VLModel (conversion_mapping.py "colqwen2").
+    title: 'ColQwen2',
+    config: {
+      architectures: ['ColQwen2ForRetrieval'], model_type: 'colqwen2', torch_dtype: 'bfloat16', embedding_dim: 8,
+      vlm_config: { model_type: 'qwen2_vl', text_config: { model_type: 'qwen2_vl_text', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'qwen2_vl', embed_dim: 4 } },
+    },
+    base: [
+      t('vlm.model.language_model.embed_tokens.weight', [32, 8]),
+      t('vlm.model.language_model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      t('vlm.model.language_model.layers.0.self_attn.q_proj.bias', [8]),
+      t('vlm.model.language_model.layers.0.mlp.down_proj.weight', [8, 12]),
+      t('vlm.model.language_model.norm.weight', [8]),
+      t('vlm.model.visual.blocks.0.attn.qkv.weight', [12, 4]),
+      t('vlm.model.visual.merger.mlp.0.weight', [16, 16]),
+      t('embedding_proj_layer.weight', [8, 8]),
+    ],
+    toNew: (key) => prefix(key, [['vlm.model.', 'vlm.']]),
+    modules: [
+      ['vlm.model.language_model.layers.0.self_attn.q_proj', 'vlm.language_model.layers.0.self_attn.q_proj', 8, 8, 2],
+      ['vlm.model.language_model.layers.0.mlp.down_proj', 'vlm.language_model.layers.0.mlp.down_proj', 8, 12, 3],
+      ['vlm.model.visual.blocks.0.attn.qkv', 'vlm.visual.blocks.0.attn.qkv', 12, 4, 1],
+      ['vlm.model.visual.merger.mlp.0', 'vlm.visual.merger.mlp.0', 16, 16, 2],
+      ['embedding_proj_layer', 'embedding_proj_layer', 8, 8, 2],
+    ],
+  },
+  {
     // A Gemma 3n text model saved by transformers (it writes the multimodal tree's names back),
     // and adapters trained on Gemma3nForCausalLM, whose tree has none.
     title: 'Gemma 3n text',
@@ -247,6 +274,10 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5ForConditionalGeneration', 'qwen3_5', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['PaddleOCRVLForConditionalGeneration', 'paddleocr_vl', 'model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'],
+  ['Ernie4_5_VLMoeForConditionalGeneration', 'ernie4_5_moe_vl', 'model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'],
+  ['ColQwen2ForRetrieval', 'colqwen2', 'vlm.model.language_model.layers.0.self_attn.q_proj', 'vlm.language_model.layers.0.self_attn.q_proj'],
+  ['NemotronHForCausalLM', 'nemotron_h', 'backbone.layers.0.mixer.q_proj', 'model.layers.0.mixer.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

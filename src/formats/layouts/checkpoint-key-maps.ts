@@ -126,9 +126,82 @@ const QWEN35: CheckpointKeyMap = {
 const OMNI_THINKER: KeyRule = [/^(?=(model|visual|audio_tower|lm_head)(\.|$))/, 'thinker.'];
 
 /**
+ * PaddleOCR-VL (PaddleOCRVLForConditionalGeneration): PaddlePaddle/PaddleOCR-VL's checkpoint, written
+ * for its remote code, names the SigLIP tower `visual.vision_model.…`, the projector `mlp_AR.…` and
+ * the ERNIE-4.5 language model `model.layers.N…`; transformers' class (and the `-hf` conversion,
+ * convert_paddleocr_vl_to_hf.py) names them `model.visual.…`, `model.projector.…` and
+ * `model.language_model.…`. The class's `_checkpoint_conversion_mapping` (and conversion_mapping.py's
+ * "paddleocr_vl") renames them so; adapters trained on either are met in either checkpoint.
+ */
+const PADDLEOCR_VL: CheckpointKeyMap = {
+  family: 'PaddleOCR-VL',
+  rules: [
+    [/^visual/, 'model.visual'],
+    [/^mlp_AR/, 'model.projector'],
+    [/^model(?!(\.visual|\.projector|\.language_model))/, 'model.language_model'],
+  ],
+};
+
+/**
+ * ERNIE-4.5-VL MoE (Ernie4_5_VLMoeForConditionalGeneration, baidu/ERNIE-4.5-VL-28B-A3B-PT and -Base-PT,
+ * 424B-A47B): transformers 5 loads the checkpoint Baidu ships for its remote code through
+ * conversion_mapping.py's "ernie4_5_vl_moe": the tower `vision_model.…` is renamed `vision_tower.…`,
+ * which the class holds at `model.vision_tower.…`, the resampler's `spatial_linear.0/2/3` and
+ * `temporal_linear.0/2/3` become `fc1`, `fc2`, `ln`, and the language model's `model.layers`,
+ * `model.embed_tokens`, `model.norm` gain `language_model.`. Its experts, one tensor per expert
+ * under `mlp.experts.K` (the text experts first, then the vision experts), become the fused
+ * `mlp.text_moe.experts.*` and `mlp.vision_moe.experts.*` (ernie-vl-experts.ts), and its routers
+ * `mlp.gate.weight` / `mlp.gate.weight_1`, stored (hidden, E), become `mlp.text_moe.gate.weight` /
+ * `mlp.vision_moe.gate.weight` transposed: those are not renames and are not written here.
+ */
+const ERNIE45_VL: CheckpointKeyMap = {
+  family: 'ERNIE-4.5-VL',
+  rules: [
+    [/^vision_model(?=\.|$)/, 'model.vision_tower'],
+    [/^model\.resampler_model\.(spatial|temporal)_linear\.0(?=\.|$)/, 'model.resampler_model.$1_linear.fc1'],
+    [/^model\.resampler_model\.(spatial|temporal)_linear\.2(?=\.|$)/, 'model.resampler_model.$1_linear.fc2'],
+    [/^model\.resampler_model\.(spatial|temporal)_linear\.3(?=\.|$)/, 'model.resampler_model.$1_linear.ln'],
+    [/^model\.(?!(language_model|resampler_model|vision_tower)(\.|$))/, 'model.language_model.'],
+  ],
+};
+
+/**
+ * Nemotron-H (NemotronHForCausalLM: NVIDIA-Nemotron-Nano-9B-v2, Nemotron 3 Nano 30B-A3B …): the
+ * checkpoints NVIDIA ships, written for its remote code, name the model `backbone.…`
+ * (`backbone.layers.N.mixer.…`, `backbone.embeddings`, `backbone.norm_f`); transformers 5's own
+ * class names it `model.…`, and conversion_mapping.py's "nemotron_h" renames `backbone.` to
+ * `model.` (and an `embedding.weight` to `embeddings.weight`) as it loads them. Adapters trained on
+ * either land on either. (Its per-expert `mixer.experts.K.up_proj` / `down_proj`, which transformers
+ * 5 stacks into `mixer.experts.up_proj` / `down_proj`, are per-expert-tensors.ts's.)
+ */
+const NEMOTRON_H: CheckpointKeyMap = {
+  family: 'Nemotron-H',
+  rules: [
+    [/^backbone\.embedding(?=\.weight$)/, 'model.embeddings'],
+    [/^backbone(?=\.)/, 'model'],
+  ],
+};
+
+/**
+ * ColQwen2 (ColQwen2ForRetrieval; vidore/colqwen2-v1.0-hf, colqwen2.5): its checkpoints hold the
+ * Qwen2-VL model as transformers 4.52's Qwen2VLForConditionalGeneration names it, under `vlm.`
+ * (`vlm.model.language_model.…`, `vlm.model.visual.…`, as convert_colqwen2_weights_to_hf.py writes
+ * them); transformers 5's class holds a Qwen2VLModel there (`vlm.language_model.…`, `vlm.visual.…`),
+ * and conversion_mapping.py's "colqwen2" renames `vlm.model` to `vlm` as it loads them. Its second
+ * rule (`vlm` not followed by `language_model` or `visual` → `vlm.language_model`) serves
+ * checkpoints from before the 4.52 refactor, which no ColQwen2 `-hf` release has, and would also
+ * rename the unused `vlm.lm_head`: left out.
+ */
+const COLQWEN2: CheckpointKeyMap = {
+  family: 'ColQwen2',
+  rules: [[/^vlm\.model(?=\.)/, 'vlm']],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
- * InternVL's original format, and the multimodal classes whose language model transformers also
+ * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
+ * and ColQwen2's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
  * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
@@ -204,6 +277,10 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Qwen2_5OmniForConditionalGeneration: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
   Qwen2_5OmniModel: { family: 'Qwen2.5-Omni (thinker)', rules: [OMNI_THINKER] },
   Qwen3OmniMoeForConditionalGeneration: { family: 'Qwen3-Omni (thinker)', rules: [OMNI_THINKER] },
+  PaddleOCRVLForConditionalGeneration: PADDLEOCR_VL,
+  Ernie4_5_VLMoeForConditionalGeneration: ERNIE45_VL,
+  NemotronHForCausalLM: NEMOTRON_H,
+  ColQwen2ForRetrieval: COLQWEN2,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*

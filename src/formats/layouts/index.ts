@@ -48,6 +48,7 @@ import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { stableCascade } from './stable-cascade.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
+import { ernieVlExperts } from './ernie-vl-experts.js';
 
 export type { BaseView, Layout, LayoutResolution, Placement, RowSegment, TransposedBlocks, TransposedWithin } from './layout.js';
 export { allTransposedBlockSegments, transposedBlockSegments } from './layout.js';
@@ -59,7 +60,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * its name, or one the merge would write untied, is found), then GGUF names (it answers only for a GGUF base, by its
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
- * map, and its answer must not be preempted by a suffix match on the base's own names), then
+ * map, and its answer must not be preempted by a suffix match on the base's own names; ERNIE-4.5-VL's
+ * fused text and vision experts and its routers on its per-expert checkpoint beside it), then
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
  * layout finds the module), then HunyuanDiT's (its two namings share `blocks.N` and swap the names
  * of two norms, so its refusal of those must come before a match by name), then names as the base
@@ -91,7 +93,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */

@@ -8,7 +8,11 @@
  * back split when it saves. So the parameter is (E, 2·inter, hidden) for gate_up_proj and (E,
  * hidden, inter) for down_proj, stored (E, out, in); expert e's ΔW lands on its own tensors: gate
  * rows [0, inter) on `experts.e.gate_proj` (`w1`), up rows [inter, 2·inter) on `experts.e.up_proj`
- * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`).
+ * (`w3`), and the whole matrix on `experts.e.down_proj` (`w2`). Nemotron-H's experts have no gate:
+ * transformers 5 stacks them as `experts.up_proj` (E, inter, hidden) and `down_proj`, each expert's
+ * matrix on its own `experts.e.up_proj` (taken for a parameter only on a NemotronH model). The
+ * expert tensors are looked up through the model's checkpoint key map where it has one
+ * (checkpoint-key-maps.ts: a Qwen3-Omni thinker's, Nemotron-H's `backbone.`).
  *
  * The router, which transformers 5 renames from `block_sparse_moe.gate` (conversion_mapping.py's
  * WeightRenaming): Mixtral's and MiniMax's to `mlp.gate` (a parameter of MixtralTopKRouter; PEFT's
@@ -18,9 +22,13 @@
  * `block_sparse_moe.gate.weight` where that layer's experts are one tensor per expert under
  * `block_sparse_moe.experts`; where config.json names the model, only the name its class has.
  */
+import type { KeyResolution } from './base-key-index.js';
 import { missBecause, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
+import { resolveConvertedPath } from './vlm-checkpoint.js';
 
-const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj)$/;
+const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj|up_proj)$/;
+/** The models whose experts have no gate, so that transformers 5 fuses them as `up_proj` (E, inter, hidden): Nemotron-H's. */
+const UNGATED = /^NemotronH/;
 /** transformers 5's router: Mixtral's (and MiniMax's) `mlp.gate.weight`, PhiMoE's `mlp.router` (module) or `mlp.router.weight`. */
 const ROUTER = /^(.+)\.mlp\.(gate\.weight|router(?:\.weight)?)$/;
 
@@ -31,7 +39,19 @@ const ROUTER_CLASSES: Readonly<Record<'gate' | 'router', RegExp>> = { gate: /^(M
 const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
   gate_up_proj: [['gate_proj', 'up_proj'], ['w1', 'w3']],
   down_proj: [['down_proj'], ['w2']],
+  up_proj: [['up_proj']],
 };
+
+/**
+ * A tensor name in the base: through its model's checkpoint key map where it has one (a Qwen3-Omni
+ * thinker's `model.layers.…` on `thinker.model.layers.…`, Nemotron-H's `model.layers.…` on
+ * `backbone.layers.…`), else as the base spells it.
+ */
+function lookup(base: BaseView, name: string): KeyResolution {
+  const converted = resolveConvertedPath(base, name);
+  if (converted && (converted.found || converted.ambiguous)) return converted;
+  return base.index.resolveDotted(name);
+}
 
 
 export const perExpertTensors: Layout = {
@@ -41,13 +61,14 @@ export const perExpertTensors: Layout = {
     // Mixtral's router is a parameter (target_parameters only); PhiMoE's a Linear (a module, or its weight as a parameter).
     if (router && (router[2] === 'router' ? !address.tensor : address.tensor)) return routerOf(router[1], router[2].startsWith('gate') ? 'gate' : 'router', address.path, base);
     const m = address.tensor && !address.flat ? FUSED.exec(address.path) : null;
-    if (!m || base.index.resolveDotted(address.path).found) return undefined;
+    if (!m || lookup(base, address.path).found) return undefined;
     const [, experts, param] = m;
+    if (param === 'up_proj' && !base.architectures.some((a) => UNGATED.test(a))) return undefined;
     // Mixtral's checkpoints keep the experts under `block_sparse_moe`, which transformers 5 renames `mlp`.
     const stems = [experts, experts.replace(/(^|\.)mlp\.experts$/, '$1block_sparse_moe.experts')];
     for (const stem of stems) {
       for (const names of PER_EXPERT[param]) {
-        if (base.index.resolveDotted(`${stem}.0.${names[0]}.weight`).found) return placeExperts(stem, names, param, base);
+        if (lookup(base, `${stem}.0.${names[0]}.weight`).found) return placeExperts(stem, names, param, base);
       }
     }
     return undefined;
@@ -58,12 +79,20 @@ export const perExpertTensors: Layout = {
 function placeExperts(stem: string, names: readonly string[], param: string, base: BaseView): LayoutResolution {
   const keys: string[][] = [];
   for (let e = 0; ; e++) {
-    const found = names.map((n) => base.index.resolveDotted(`${stem}.${e}.${n}.weight`));
+    const found = names.map((n) => lookup(base, `${stem}.${e}.${n}.weight`));
     if (found.every((f) => !f.found)) break;
     const missing = found.findIndex((f) => !f.found);
     if (missing >= 0) return missBecause(`the base stores this parameter one tensor per expert, but expert ${e} has no ${stem}.${e}.${names[missing]}.weight`);
     keys.push(found.map((f) => (f as { key: string }).key));
   }
+  return placeExpertTensors(keys, param, base);
+}
+
+/**
+ * Expert e's tensors `keys[e]` (one per part, `gate_proj` then `up_proj` for gate_up_proj), placed as
+ * that expert's rows of the fused parameter `param` they stack into; or why they do not stack.
+ */
+export function placeExpertTensors(keys: readonly (readonly string[])[], param: string, base: BaseView): LayoutResolution {
   const shape = base.shape(keys[0][0]);
   if (!shape || shape.length !== 2) return missBecause(`${keys[0][0]} is not a matrix, so it is no expert's part of ${param}`);
   const [out, inDim] = shape;
@@ -74,7 +103,7 @@ function placeExperts(stem: string, names: readonly string[], param: string, bas
   if (other) {
     return missBecause(`${other} (${base.shape(other)?.join(' × ')}) and ${keys[0][0]} (${out} × ${inDim}) differ in shape, so the experts' tensors do not stack into ${param}`);
   }
-  const parts = names.length;
+  const parts = keys[0].length;
   const paramShape: [number, number, number] = [keys.length, parts * out, inDim];
   const targets: Placement[] = keys.flatMap((perPart, e) => perPart.map((baseKey, part) => ({
     baseKey,

@@ -1,0 +1,224 @@
+/**
+ * MoE checkpoints whose names transformers 5 changes as it loads them, with adapters trained on its
+ * classes, end to end against float64 truth: Nemotron-H (NVIDIA's checkpoints name the model
+ * `backbone.…`, transformers 5's NemotronHForCausalLM `model.…`; its ungated experts, one tensor per
+ * expert, become `mixer.experts.up_proj` / `down_proj`), and a Qwen3-Omni thinker's fused experts
+ * (Qwen3OmniMoeThinkerForConditionalGeneration's `model.layers.N.mlp.experts.gate_up_proj`) on the
+ * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`; and LFM2-MoE's
+ * `feed_forward.experts.K.w1` / `w3` / `w2`, which transformers 5 fuses as Mixtral's.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type MergeBackend } from '../src/index.js';
+import { createNodeBackend } from '../src/node.js';
+import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
+import { expectValues, product } from './helpers/merge-truth.js';
+
+const rand = seededRandom(9120);
+let backend: MergeBackend;
+beforeAll(async () => {
+  backend = await createNodeBackend('cpu');
+});
+afterAll(() => backend.dispose());
+
+const t = (name: string, shape: number[], dtype: 'BF16' | 'F32' = 'BF16') => randomTensor(name, shape, dtype, rand);
+
+function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Float64Array {
+  return w.values.map((v, i) => v + s * delta[i]);
+}
+
+/** Expert e's ΔW (out × in) from ParamWrapper's factors on (E, out, in) experts, PEFT ≥ 0.19.1. */
+function expertDelta(A: DecodedTensor, B: DecodedTensor, e: number, E: number, r: number): Float64Array {
+  const cols = A.shape[1];
+  const rows = B.shape[0];
+  const M = new Float64Array(rows * cols);
+  for (let o = 0; o < rows; o++) {
+    for (let i = 0; i < cols; i++) {
+      let sum = 0;
+      for (let k = 0; k < r; k++) sum += B.values[o * r * E + k * E + e] * A.values[(e * r + k) * cols + i];
+      M[o * cols + i] = sum;
+    }
+  }
+  return M;
+}
+
+function lora(path: string, out: number, inF: number, r: number): FixtureTensor[] {
+  return [
+    randomTensor(`base_model.model.${path}.lora_A.weight`, [r, inF], 'F32', rand, 0.5),
+    randomTensor(`base_model.model.${path}.lora_B.weight`, [out, r], 'F32', rand, 0.5),
+  ];
+}
+
+describe('Nemotron-H (nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 names): backbone.… on disk, model.… in transformers 5', () => {
+  // Scaled: hidden 8, Mamba-2 block (layer 0), attention (layer 1), MoE of 4 ungated experts of 6 (layer 2).
+  const E = 4;
+  const I = 6;
+  const H = 8;
+  const base: FixtureTensor[] = [
+    t('backbone.embeddings.weight', [32, H]),
+    t('backbone.layers.0.norm.weight', [H]),
+    t('backbone.layers.0.mixer.in_proj.weight', [30, H]),
+    t('backbone.layers.0.mixer.conv1d.weight', [12, 1, 4]),
+    t('backbone.layers.0.mixer.A_log', [2], 'F32'),
+    t('backbone.layers.0.mixer.D', [2], 'F32'),
+    t('backbone.layers.0.mixer.dt_bias', [2], 'F32'),
+    t('backbone.layers.0.mixer.out_proj.weight', [H, H]),
+    t('backbone.layers.1.mixer.q_proj.weight', [H, H]),
+    t('backbone.layers.1.mixer.k_proj.weight', [4, H]),
+    t('backbone.layers.2.mixer.gate.weight', [E, H], 'F32'),
+    t('backbone.layers.2.mixer.gate.e_score_correction_bias', [E], 'F32'),
+    t('backbone.layers.2.mixer.shared_experts.up_proj.weight', [12, H]),
+    t('backbone.layers.2.mixer.shared_experts.down_proj.weight', [H, 12]),
+    t('backbone.norm_f.weight', [H]),
+    t('lm_head.weight', [32, H]),
+  ];
+  for (let e = 0; e < E; e++) base.push(t(`backbone.layers.2.mixer.experts.${e}.up_proj.weight`, [I, H]), t(`backbone.layers.2.mixer.experts.${e}.down_proj.weight`, [H, I]));
+  const config = {
+    architectures: ['NemotronHForCausalLM'], model_type: 'nemotron_h', torch_dtype: 'bfloat16', hidden_size: H, vocab_size: 32, num_hidden_layers: 3,
+    hybrid_override_pattern: 'M*E', n_routed_experts: E, moe_intermediate_size: I, moe_shared_expert_intermediate_size: 12, tie_word_embeddings: false,
+    auto_map: { AutoConfig: 'configuration_nemotron_h.NemotronHConfig', AutoModelForCausalLM: 'modeling_nemotron_h.NemotronHForCausalLM' },
+  };
+  const r = 2;
+  // [transformers 5's module path, checkpoint key, out, in]
+  const linears: [string, string, number, number][] = [
+    ['model.layers.0.mixer.in_proj', 'backbone.layers.0.mixer.in_proj.weight', 30, H],
+    ['model.layers.0.mixer.out_proj', 'backbone.layers.0.mixer.out_proj.weight', H, H],
+    ['model.layers.1.mixer.q_proj', 'backbone.layers.1.mixer.q_proj.weight', H, H],
+    ['model.layers.2.mixer.shared_experts.down_proj', 'backbone.layers.2.mixer.shared_experts.down_proj.weight', H, 12],
+  ];
+
+  it("transformers 5's names land on backbone.…; its fused up_proj expert by expert on mixer.experts.e.up_proj, exactly", async () => {
+    const experts = 'base_model.model.model.layers.2.mixer.experts';
+    const adapter = [
+      ...linears.flatMap(([path, , out, inF]) => lora(path, out, inF, r)),
+      randomTensor(`${experts}.lora_A.weight`, [r * E, H], 'F32', rand, 0.5),
+      randomTensor(`${experts}.lora_B.weight`, [I, r * E], 'F32', rand, 0.5),
+    ];
+    const prepared = await prepare(
+      hfModelFolder(base, config),
+      peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: ['in_proj', 'out_proj', 'q_proj', 'down_proj'], target_parameters: ['mixer.experts.up_proj'] }, adapter),
+    );
+    expect(prepared.plan.problems).toEqual([]);
+    const expertKeys = Array.from({ length: E }, (_, e) => `backbone.layers.2.mixer.experts.${e}.up_proj.weight`);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual([
+      ...linears.map(([, key]) => [key, 'vlm-checkpoint']), ...expertKeys.map((k) => [k, 'per-expert-tensors']),
+    ].sort());
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    for (const [path, key] of linears) {
+      const name = `base_model.model.${path}`;
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+    }
+    for (let e = 0; e < E; e++) {
+      expectValues(expertKeys[e], merged.tensors.get(expertKeys[e])!, plus(b.get(expertKeys[e])!, 2, expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, E, r)));
+    }
+    const changed = [...linears.map(([, key]) => key), ...expertKeys];
+    for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  });
+
+  it('an adapter trained on the remote code (backbone.…, per-expert Linears) lands by name', async () => {
+    const modules: [string, number, number][] = [['backbone.layers.1.mixer.k_proj', 4, H], ['backbone.layers.2.mixer.experts.3.down_proj', H, I]];
+    const adapter = modules.flatMap(([path, out, inF]) => lora(path, out, inF, r));
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, target_modules: ['k_proj', 'down_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    for (const [path] of modules) {
+      const key = `${path}.weight`;
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!)));
+    }
+  });
+
+  it('a gated model\'s experts.up_proj is no fused parameter: not placed on its per-expert up_proj', async () => {
+    const qwen = [t('model.layers.0.mlp.experts.0.gate_proj.weight', [I, H]), t('model.layers.0.mlp.experts.0.up_proj.weight', [I, H]), t('model.layers.0.mlp.experts.0.down_proj.weight', [H, I])];
+    const experts = 'base_model.model.model.layers.0.mlp.experts';
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [r, H], 'F32', rand), randomTensor(`${experts}.lora_B.weight`, [I, r], 'F32', rand)];
+    const prepared = await prepare(
+      hfModelFolder(qwen, { architectures: ['Qwen3MoeForCausalLM'], model_type: 'qwen3_moe', torch_dtype: 'bfloat16' }),
+      peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: [], target_parameters: ['mlp.experts.up_proj'] }, adapter),
+    );
+    await prepared.close();
+    expect(prepared.plan.updates).toEqual([]);
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.layers.0.mlp.experts.up_proj": no matching tensor in the base model']);
+  });
+});
+
+describe("a Qwen3-Omni thinker's fused experts (target_parameters) on the whole Omni checkpoint", () => {
+  const E = 2;
+  const I = 6;
+  const H = 8;
+  const r = 2;
+  const base: FixtureTensor[] = [t('thinker.model.layers.0.self_attn.q_proj.weight', [H, H]), t('talker.model.layers.0.self_attn.q_proj.weight', [H, H])];
+  for (const part of ['thinker', 'talker']) {
+    for (let e = 0; e < E; e++) {
+      base.push(t(`${part}.model.layers.0.mlp.experts.${e}.gate_proj.weight`, [I, H]), t(`${part}.model.layers.0.mlp.experts.${e}.up_proj.weight`, [I, H]), t(`${part}.model.layers.0.mlp.experts.${e}.down_proj.weight`, [H, I]));
+    }
+  }
+  const config = { architectures: ['Qwen3OmniMoeForConditionalGeneration'], model_type: 'qwen3_omni_moe', torch_dtype: 'bfloat16' };
+
+  it("the thinker class's model.layers.0.mlp.experts.gate_up_proj lands on thinker.model.layers.0.mlp.experts.e.*, never the talker's, exactly", async () => {
+    const experts = 'base_model.model.model.layers.0.mlp.experts';
+    const adapter = [randomTensor(`${experts}.lora_A.weight`, [r * E, H], 'F32', rand, 0.5), randomTensor(`${experts}.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5)];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: [], target_parameters: ['mlp.experts.gate_up_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const changed = Array.from({ length: E }, (_, e) => [`thinker.model.layers.0.mlp.experts.${e}.gate_proj.weight`, `thinker.model.layers.0.mlp.experts.${e}.up_proj.weight`]).flat();
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...changed].sort());
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    for (let e = 0; e < E; e++) {
+      const delta = expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, E, r);
+      for (const [part, from] of [['gate_proj', 0], ['up_proj', I]] as const) {
+        const key = `thinker.model.layers.0.mlp.experts.${e}.${part}.weight`;
+        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, delta.slice(from * H, (from + I) * H)));
+      }
+    }
+    for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  });
+});
+
+describe('LFM2-MoE (LiquidAI/LFM2-8B-A1B): feed_forward.experts.K.w1 / w3 / w2 on disk, fused feed_forward.experts.* in transformers 5', () => {
+  const E = 2;
+  const I = 6;
+  const H = 8;
+  const r = 2;
+  const F = 'model.layers.2.feed_forward';
+  const base: FixtureTensor[] = [
+    t('model.embed_tokens.weight', [32, H]),
+    t('model.layers.0.conv.in_proj.weight', [3 * H, H]),
+    t('model.layers.2.self_attn.q_proj.weight', [H, H]),
+    t(`${F}.gate.weight`, [E, H]),
+    t(`${F}.expert_bias`, [E], 'F32'),
+  ];
+  for (let e = 0; e < E; e++) base.push(t(`${F}.experts.${e}.w1.weight`, [I, H]), t(`${F}.experts.${e}.w3.weight`, [I, H]), t(`${F}.experts.${e}.w2.weight`, [H, I]));
+  const config = { architectures: ['Lfm2MoeForCausalLM'], model_type: 'lfm2_moe', torch_dtype: 'bfloat16', hidden_size: H, num_experts: E, moe_intermediate_size: I };
+
+  it("gate_up_proj's gate rows land on experts.e.w1, its up rows on experts.e.w3, down_proj on experts.e.w2, exactly", async () => {
+    const gateUp = `base_model.model.${F}.experts.base_layer`;
+    const down = `base_model.model.${F}.experts`;
+    const adapter = [
+      randomTensor(`${gateUp}.lora_A.weight`, [r * E, H], 'F32', rand, 0.5), randomTensor(`${gateUp}.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5),
+      randomTensor(`${down}.lora_A.weight`, [r * E, I], 'F32', rand, 0.5), randomTensor(`${down}.lora_B.weight`, [H, r * E], 'F32', rand, 0.5),
+    ];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: [], target_parameters: ['feed_forward.experts.gate_up_proj', 'feed_forward.experts.down_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    const changed: string[] = [];
+    for (let e = 0; e < E; e++) {
+      const delta = expertDelta(a.get(`${gateUp}.lora_A.weight`)!, a.get(`${gateUp}.lora_B.weight`)!, e, E, r);
+      for (const [part, from] of [['w1', 0], ['w3', I]] as const) {
+        const key = `${F}.experts.${e}.${part}.weight`;
+        changed.push(key);
+        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, delta.slice(from * H, (from + I) * H)));
+      }
+      const key = `${F}.experts.${e}.w2.weight`;
+      changed.push(key);
+      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, expertDelta(a.get(`${down}.lora_A.weight`)!, a.get(`${down}.lora_B.weight`)!, e, E, r)));
+    }
+    for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  });
+});
