@@ -453,7 +453,7 @@ describe('ModelOpt NVFP4 bases: a NaN block scale met while merging', () => {
     const scales = new Uint8Array(16).fill(0x38);
     scales[11] = 0x7f; // e4m3 NaN, row 5 (two scales a row)
     const files = nvfp4Base(swapT(nvfp4Tensors(), `${QP}.weight_scale`, { data: scales }));
-    expect(await mergeRefusal(files)).toBe(`llama-int4: tensor "${QP}.weight_scale" holds NaN (row 5)`);
+    expect(await mergeRefusal(files)).toBe(`llama-int4: tensor "${QP}.weight_scale" holds 1 NaN scale (row 5); the base file is broken: use an intact copy of the base`);
   });
 });
 
@@ -529,7 +529,7 @@ describe('mlx affine bases: configs and tensors mlx does not write, refused in o
     const scales = new Array(8).fill(0.01);
     scales[3] = NaN;
     const files = mlxBase(MLX, swapT(mlxTensors(), `${QP}.scales`, { data: scales }));
-    expect(await mergeRefusal(files, 'llama-mlx', 'F16')).toBe(`llama-mlx: tensor "${QP}.scales" holds NaN (element 3); scales and biases must be finite`);
+    expect(await mergeRefusal(files, 'llama-mlx', 'F16')).toBe(`llama-mlx: tensor "${QP}.scales" holds 1 value that is NaN or Inf (row 3); scales and biases must be finite`);
   });
 });
 

@@ -106,7 +106,7 @@ function modelOptCase(): Case {
     name: 'ModelOpt NVFP4 group 16', files: files(tensors), adapter: lora.files, real, outDtype: 'f16',
     // Stored by output: each slab's codes and scales shared (q_proj 3 slabs, k_proj 1, v_proj 2).
     slabs: 6, sources: 6,
-    hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds NaN (row 300)` },
+    hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds 1 NaN scale (row 300); the base file is broken: use an intact copy of the base` },
   };
 }
 
@@ -136,7 +136,7 @@ function comfyCase(): Case {
   const hostile = tensors.map((t) => (t.name === `${Q}.weight_scale` ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (b, k) => (k === nanAt ? 0xff : b)) } : t));
   return {
     name: 'ComfyUI nvfp4 (comfy_quant)', files: files(tensors), adapter: lora.files, real, outDtype: 'f16', slabs: 6, sources: 6,
-    hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds NaN for row 200, inputs 48–63` },
+    hostile: { files: files(hostile), message: `model: tensor "${Q}.weight_scale" holds 1 NaN scale (row 200); the base file is broken: use an intact copy of the base` },
   };
 }
 

@@ -246,9 +246,17 @@ describe('gpt-oss with MXFP4 experts and a LoRA on them (target_parameters)', ()
     const blocksKey = 'model.layers.0.mlp.experts.down_proj_blocks';
     const inf = BASE.map((t) => (t.name === scalesKey ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (v, j) => (j === 5 ? 254 : v)) }
       : t.name === blocksKey ? { ...t, data: Uint8Array.from(t.data as Uint8Array, (v, j) => (j === 5 * 16 ? 0x77 : v)) } : t));
+    // down_proj has one block a row (in 32): block 5 is expert 0's output 5, its code k the value at
+    // [0, k, 5]. Under 2^127 every code of magnitude 2 or more passes bf16: each is counted.
+    const block = (inf.find((t) => t.name === blocksKey)!.data as Uint8Array).subarray(5 * 16, 6 * 16);
+    const codes = Array.from({ length: 32 }, (_, k) => (k % 2 ? block[k >> 1] >> 4 : block[k >> 1] & 15));
+    const past = codes.map((c, k) => [k, Math.abs(FP4[c])]).filter(([, m]) => m * 2 ** 127 > (2 - 2 ** -7) * 2 ** 127);
+    expect(past.slice(0, 2)).toEqual([[0, 6], [1, 6]]);
+    const [first, last] = [past[0], past[past.length - 1]];
     const overflow = await prepareOne(hfModelFolder(inf, CONFIG), files);
     await expect(mergeModel({ prepared: overflow, output: createBlobOutputTarget(), backend: backends.cpu! })).rejects.toThrow(
-      'base: model.layers.0.mlp.experts.down_proj[0, 0, 5] = 6·2^127 overflows bf16 (transformers would decode it to Inf)',
+      `base: model.layers.0.mlp.experts.down_proj holds ${past.length} values that overflow bf16 (first model.layers.0.mlp.experts.down_proj[0, ${first[0]}, 5] = ${first[1]}·2^127, ` +
+        `last model.layers.0.mlp.experts.down_proj[0, ${last[0]}, 5] = ${last[1]}·2^127); transformers would decode them to Inf`,
     );
     await overflow.close();
     const f8 = await prepareOne(BASE_FILES, files);

@@ -121,8 +121,8 @@ describe('ModelOpt NVFP4 weights read through the view', () => {
       const v = await view(l);
       const row = l.cols * 4; // bytes of a row of f32 values
       // Inputs 1–4 of row 4: its NaN block is not among them, but the read is refused all the same.
-      await expect(v.readPart(`${M}.weight`, 4 * row + 4, 16)).rejects.toThrow(`llama-fp4: tensor "${M}.weight_scale" holds NaN (row 4)`);
-      await expect(v.readPart(`${M}.weight`, 3 * row + 4, row)).rejects.toThrow(`llama-fp4: tensor "${M}.weight_scale" holds NaN (row 4)`);
+      await expect(v.readPart(`${M}.weight`, 4 * row + 4, 16)).rejects.toThrow(`llama-fp4: tensor "${M}.weight_scale" holds 1 NaN scale (row 4); the base file is broken: use an intact copy of the base`);
+      await expect(v.readPart(`${M}.weight`, 3 * row + 4, row)).rejects.toThrow(`llama-fp4: tensor "${M}.weight_scale" holds 1 NaN scale (row 4); the base file is broken: use an intact copy of the base`);
       const want = expectedBits(layout(6, 5, 16, [0x38]));
       const got = new Uint32Array((await v.readPart(`${M}.weight`, 4, 4 * row - 8)).slice().buffer);
       expect(got.findIndex((x, i) => x !== want[i + 1])).toBe(-1);

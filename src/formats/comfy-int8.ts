@@ -19,6 +19,7 @@
  */
 import { decodeToF32, f32BitsToBf16Bits } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { countBad, noBad } from './bad-scales.js';
 import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
@@ -52,8 +53,15 @@ export async function readComfyInt8(base: BaseModel, layer: string, from: string
   }
   if (scale.dtype !== 'F32') return `its scale ${scaleKey} is ${scale.dtype}, where ComfyUI's int8 quantizer writes F32`;
   const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), 'F32'));
-  const bad = scales.findIndex((s) => !Number.isFinite(s) || s < 0);
-  if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} holds ${scales[bad]}${perRow ? ` for row ${bad}` : ''}; a scale must be finite and not negative`);
+  // Read whole: every bad scale is counted, named by its row where there is one a row.
+  const bad = noBad();
+  for (let r = 0; r < scales.length; r++) if (!Number.isFinite(scales[r]) || scales[r] < 0) countBad(bad, r);
+  if (bad.count === 1 || (bad.count && !perRow)) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} holds ${scales[bad.first]}${perRow ? ` for row ${bad.first}` : ''}; a scale must be finite and not negative`);
+  }
+  if (bad.count) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${where}: its scale ${scaleKey} holds ${bad.count} scales that are NaN, Inf or negative (first ${scales[bad.first]} for row ${bad.first}, last ${scales[bad.last]} for row ${bad.last}); a scale must be finite and not negative`);
+  }
   return {
     weightKey, codeDtype: 'BF16', scaleKey, scaleDtype: 'F32', rows, cols, blockRows: perRow ? 1 : rows, blockCols: cols, scales,
     scaleLayout: 'int8_tensorwise', view: int8View(base, weightKey, rows, cols),

@@ -15,6 +15,7 @@
  */
 import { f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScaleRows, BROKEN_BASE, countBad, noBad } from './bad-scales.js';
 import type { BaseModel } from './base-model.js';
 import type { RowSource } from './row-decoders.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
@@ -36,22 +37,28 @@ export function swizzledOffset(r: number, j: number, scaleCols: number): number 
   return (Math.floor(r / 128) * (scaleCols / 4) + Math.floor(j / 4)) * 512 + (r % 32) * 16 + Math.floor((r % 128) / 32) * 4 + (j % 4);
 }
 
-/** The weight's block scales, as stored (swizzled e8m0 bytes), → row-major 2^(e − 127) values. */
-export function unswizzleMxfp8Scales(bytes: Uint8Array, rows: number, cols: number, where: string): Float64Array {
+/**
+ * The weight's block scales, as stored (swizzled e8m0 bytes, the whole tensor), → row-major
+ * 2^(e − 127) values; a byte 255 (NaN) where a block's scale is read (not in the padding) is
+ * refused with how many the weight holds and its first and last row.
+ */
+export function unswizzleMxfp8Scales(bytes: Uint8Array, rows: number, cols: number, baseName: string, key: string): Float64Array {
   const blocks = cols / MXFP8_BLOCK;
   const scaleCols = mxfp8ScaleShape(rows, cols)[1];
   // swizzledOffset(r, j) is a part of r plus a part of j: each worked out once, not per scale.
   const colPart = Int32Array.from({ length: blocks }, (_, j) => Math.floor(j / 4) * 512 + (j % 4));
   const value = Float64Array.from({ length: 256 }, (_, e) => (e === 0 ? 0 : 2 ** (e - 127)));
   const out = new Float64Array(rows * blocks);
+  const nan = noBad();
   for (let r = 0; r < rows; r++) {
     const rowPart = swizzledOffset(r, 0, scaleCols);
     for (let j = 0; j < blocks; j++) {
       const e = bytes[rowPart + colPart[j]];
-      if (e === 255) throw new MergeError('UNSUPPORTED_FORMAT', `${where} holds the e8m0 scale 255 (NaN) for row ${r}, inputs ${j * MXFP8_BLOCK}–${j * MXFP8_BLOCK + MXFP8_BLOCK - 1}`);
+      if (e === 255) countBad(nan, r);
       out[r * blocks + j] = value[e];
     }
   }
+  if (nan.count) throw badScaleRows(baseName, key, nan, ['NaN scale', 'NaN scales'], BROKEN_BASE, undefined, 'e8m0 255');
   return out;
 }
 
@@ -99,7 +106,7 @@ export async function readComfyMxfp8(base: BaseModel, layer: string, from: strin
   // A scale per 32 weights: read when the weight is merged or dequantized, not held for the whole model.
   const entry: ScaledFp8Weight = {
     weightKey, codeDtype: 'F8_E4M3', scaleKey, scaleDtype: 'F32', rows, cols, blockRows: 1, blockCols: MXFP8_BLOCK, scales: new Float64Array(0), scaleLayout: 'mxfp8',
-    loadScales: async () => unswizzleMxfp8Scales(await base.read(scaleKey), rows, cols, `${base.name}: tensor "${scaleKey}"`),
+    loadScales: async () => unswizzleMxfp8Scales(await base.read(scaleKey), rows, cols, base.name, scaleKey),
   };
   if (base.tensors.has(`${layer}.input_scale`)) entry.inputScaleKey = `${layer}.input_scale`;
   return entry;

@@ -27,6 +27,7 @@
  */
 import { decodeToF32, f32BitsToF8Bits, f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScaleRows, BROKEN_BASE, countBad, eachRowPiece, noBad } from './bad-scales.js';
 import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
@@ -103,9 +104,7 @@ function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: numbe
       const { nan } = e4m3Bytes();
       for (let r = r0; r < r1; r++) {
         for (let j = 0; j < blocks; j++) {
-          if (nan[tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes]]) {
-            throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" holds NaN for row ${r}, inputs ${j * NVFP4_BLOCK}–${j * NVFP4_BLOCK + NVFP4_BLOCK - 1}`);
-          }
+          if (nan[tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes]]) throw await nanScales(base, scaleKey, rows, cols);
         }
       }
       const source: RowSource = {
@@ -116,6 +115,25 @@ function nvfp4View(base: BaseModel, key: string, scaleKey: string, global: numbe
       return nvfp4ViewRows(source, r0, r1, start - r0 * rowBytes, length, into, decodeOn);
     },
   };
+}
+
+/**
+ * The refusal of a weight whose block scales hold NaN (E4M3's 0x7f, 0xff) where they are read (the
+ * padding is not), met by a slab: the swizzled scales read again whole, a 128-row tile at a time,
+ * so that it names how many the weight holds and its first and last row.
+ */
+async function nanScales(base: BaseModel, scaleKey: string, rows: number, cols: number): Promise<MergeError> {
+  const blocks = cols / NVFP4_BLOCK;
+  const scaleCols = blockedScaleShape(rows, blocks)[1];
+  const tileBytes = 128 * scaleCols;
+  const { nan } = e4m3Bytes();
+  const span = noBad();
+  await eachRowPiece((start, length) => base.readPart(scaleKey, start, length), Math.ceil(rows / 128), tileBytes, (tiles, t0, n) => {
+    for (let r = t0 * 128; r < Math.min(rows, (t0 + n) * 128); r++) {
+      for (let j = 0; j < blocks; j++) if (nan[tiles[swizzledOffset(r, j, scaleCols) - t0 * tileBytes]]) countBad(span, r);
+    }
+  });
+  return badScaleRows(base.name, scaleKey, span, ['NaN scale', 'NaN scales'], BROKEN_BASE);
 }
 
 /** e4m3fn's largest finite magnitude times e2m1's: ComfyUI's divisor for a recalculated weight_scale_2. */

@@ -16,6 +16,7 @@
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScaleRows, countBad, eachRowPiece, noBad } from './bad-scales.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { product } from '../integers.js';
 import type { ModelConfig } from './model-config.js';
@@ -122,9 +123,24 @@ function scaleTable(base: SafetensorsBaseModel, key: string, rows: number, why: 
         const one = decodeToF32(await base.read(key), dtype)[0];
         return checkedScales(base.name, key, new Float32Array(r1 - r0).fill(one), 0);
       }
-      return checkedScales(base.name, key, decodeToF32(await base.readPart(key, r0 * groups * 2, (r1 - r0) * groups * 2), dtype), r0 * groups);
+      const values = decodeToF32(await base.readPart(key, r0 * groups * 2, (r1 - r0) * groups * 2), dtype);
+      if (values.some((v) => !(v >= 0 && v < Infinity))) throw await badScalesOfTable(base, key, dtype, rows, groups);
+      return values;
     },
   };
+}
+
+/**
+ * The refusal of a scale table (rows, groups) holding NaN, Inf or negative scales, met by a slab:
+ * the table read again whole, so that it names how many it holds and its first and last row.
+ */
+async function badScalesOfTable(base: SafetensorsBaseModel, key: string, dtype: 'F16' | 'BF16', rows: number, groups: number): Promise<MergeError> {
+  const span = noBad();
+  await eachRowPiece((start, length) => base.readPart(key, start, length), rows, groups * 2, (bytes, r0) => {
+    const values = decodeToF32(bytes, dtype);
+    for (let j = 0; j < values.length; j++) if (!(values[j] >= 0 && values[j] < Infinity)) countBad(span, r0 + Math.floor(j / groups));
+  });
+  return badScaleRows(base.name, key, span, ['scale that is NaN, Inf or negative', 'scales that are NaN, Inf or negative'], 'scales must be finite and not negative');
 }
 
 async function packedWeight(base: SafetensorsBaseModel, stem: string, scheme: Scheme): Promise<IntWeight> {

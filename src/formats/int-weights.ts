@@ -148,15 +148,14 @@ export function int32s(bytes: Uint8Array): Int32Array {
 
 /**
  * A scale table's values, checked finite and not negative; `first` is its first element's index in
- * the tensor. A whole table (`first` 0 and every value given) is refused with how many of its scales
- * are bad (bad-scales.ts); a part of one, by its first bad scale.
+ * the tensor (a per-tensor scale's one value; a table read a slab at a time is counted whole where
+ * a slab meets a bad scale, and whole tables by {@link lastScales}, both by bad-scales.ts).
  */
 export function checkedScales(baseName: string, key: string, values: Float32Array, first: number): Float32Array {
   const bad = values.findIndex((s) => !Number.isFinite(s) || s < 0);
   if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds the scale ${values[bad]} (element ${first + bad}); scales must be finite and not negative`);
   return values;
 }
-
 
 /**
  * The checked float32 values of the scale tensor last asked for, decoded once for all of a

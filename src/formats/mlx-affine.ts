@@ -18,7 +18,8 @@
  * the CPU backend's threads where it has them) from a slab's arrays read and checked here.
  */
 import { decodeToF32 } from '../dtype.js';
-import { MergeError } from '../errors.js';
+import type { MergeError } from '../errors.js';
+import { badScaleRows, countBad, eachRowPiece, noBad } from './bad-scales.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import type { ModelConfig } from './model-config.js';
 import { configRefusal, int32s, notAsWritten, scaleDtype, type IntWeight, type IntWeights } from './int-weights.js';
@@ -96,8 +97,9 @@ function affineWeight(base: SafetensorsBaseModel, stem: string, { bits, groupSiz
     async rowSource(r0, r1) {
       const q = int32s(await base.readPart(key, r0 * rowBytes, (r1 - r0) * rowBytes));
       // mlx's quantizer makes a group's scale negative where its largest magnitude is its minimum.
-      const s = finiteValues(base.name, scalesKey, decodeToF32(await base.readPart(scalesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), dtype), r0 * groups);
-      const b = finiteValues(base.name, biasesKey, decodeToF32(await base.readPart(biasesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), biasDtype), r0 * groups);
+      const s = decodeToF32(await base.readPart(scalesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), dtype);
+      const b = decodeToF32(await base.readPart(biasesKey, r0 * scaleBytes, (r1 - r0) * scaleBytes), biasDtype);
+      if (!allFinite(s) || !allFinite(b)) throw await notFinite(base, [[scalesKey, dtype], [biasesKey, biasDtype]], rows, groups, lead.length === 1 ? weight.shape[1] : undefined);
       return {
         name: key, model: base.name, decoder: 'mlx-affine', cols, firstRow: r0,
         arrays: { q, scales: s, biases: b, shape }, params: { bits, words, groups, groupSize },
@@ -106,8 +108,27 @@ function affineWeight(base: SafetensorsBaseModel, stem: string, { bits, groupSiz
   };
 }
 
-function finiteValues(baseName: string, key: string, values: Float32Array, first: number): Float32Array {
-  const bad = values.findIndex((v) => !Number.isFinite(v));
-  if (bad >= 0) throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${key}" holds ${values[bad]} (element ${first + bad}); scales and biases must be finite`);
-  return values;
+function allFinite(values: Float32Array): boolean {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) return false;
+  return true;
+}
+
+/**
+ * The refusal of a weight whose scales or biases hold NaN or Inf, met by a slab: each tensor read
+ * again whole (the scales first), so that it names how many the first broken one holds and its
+ * first and last row (of an expert, for switch_mlp's stacked (E, out, groups)).
+ */
+async function notFinite(
+  base: SafetensorsBaseModel, parts: readonly (readonly [string, 'F16' | 'BF16'])[], rows: number, groups: number, perExpert: number | undefined,
+): Promise<MergeError> {
+  const place = perExpert ? (r: number) => `row ${r % perExpert} of expert ${Math.floor(r / perExpert)}` : undefined;
+  for (const [key, dtype] of parts) {
+    const span = noBad();
+    await eachRowPiece((start, length) => base.readPart(key, start, length), rows, groups * 2, (bytes, r0) => {
+      const values = decodeToF32(bytes, dtype);
+      for (let j = 0; j < values.length; j++) if (!Number.isFinite(values[j])) countBad(span, r0 + Math.floor(j / groups));
+    });
+    if (span.count) return badScaleRows(base.name, key, span, ['value that is NaN or Inf', 'values that are NaN or Inf'], 'scales and biases must be finite', place);
+  }
+  throw new Error(`${parts[0][0]}: a NaN or Inf met in a slab is not found again`);
 }

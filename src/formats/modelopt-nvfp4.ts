@@ -17,6 +17,7 @@
  */
 import { decodeToF32 } from '../dtype.js';
 import { MergeError } from '../errors.js';
+import { badScaleRows, BROKEN_BASE, countBad, eachRowPiece, noBad } from './bad-scales.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
 import { modelOptGroupSize, type ModelOptQuantization } from './modelopt-config.js';
@@ -84,6 +85,20 @@ export async function nvfp4BaseModel(base: SafetensorsBaseModel, quantization: M
   };
 }
 
+/**
+ * The refusal of a weight whose block scales hold NaN (E4M3's 0x7f, 0xff), met by a slab: the scale
+ * tensor read again whole, so that it names how many the weight holds and its first and last row.
+ */
+async function nanScales(base: SafetensorsBaseModel, w: Nvfp4Weight): Promise<MergeError> {
+  const groups = w.cols / w.group;
+  const { nan } = e4m3Bytes();
+  const span = noBad();
+  await eachRowPiece((start, length) => base.readPart(w.scaleKey, start, length), w.rows, groups, (bytes, r0) => {
+    for (let j = 0; j < bytes.length; j++) if (nan[bytes[j]]) countBad(span, r0 + Math.floor(j / groups));
+  });
+  return badScaleRows(base.name, w.scaleKey, span, ['NaN scale', 'NaN scales'], BROKEN_BASE);
+}
+
 /** ModelOpt's reading: element 2k in the low nibble, code 8 (−0) read as +0 as its `e2m1_values` table does. */
 const MODELOPT: Nvfp4Reading = { evenHigh: false, negativeZero: false };
 
@@ -105,7 +120,7 @@ function viewTensor(base: SafetensorsBaseModel, w: Nvfp4Weight): ViewTensor {
       const scales = await base.readPart(w.scaleKey, r0 * groups, (r1 - r0) * groups);
       const { nan } = e4m3Bytes();
       for (let j = 0; j < scales.length; j++) {
-        if (nan[scales[j]]) throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds NaN (row ${r0 + Math.floor(j / groups)})`);
+        if (nan[scales[j]]) throw await nanScales(base, w);
       }
       const source: RowSource = {
         name: w.key, decoder: 'nvfp4', cols: w.cols, firstRow: r0,

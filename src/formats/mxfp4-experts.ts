@@ -25,6 +25,7 @@
  * without it only as floats.
  */
 import { MergeError } from '../errors.js';
+import { countBad, eachRowPiece, noBad } from './bad-scales.js';
 import type { AdapterModule } from './adapter.js';
 import type { SafetensorsBaseModel } from './base-model.js';
 import { viewReplacing, type ViewTensor } from './base-model-view.js';
@@ -163,7 +164,7 @@ function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
       base.readPart(p.blocksKey, e * expertBlockBytes, expertBlockBytes),
       base.readPart(p.scalesKey, e * expertScaleBytes, expertScaleBytes),
     ]);
-    for (let j = 0; j < scales.length; j++) if (BAD_SCALE[scales[j]]) badBlock(base.name, p, blocks, scales[j], e, Math.floor(j / p.groups), j % p.groups);
+    for (let j = 0; j < scales.length; j++) if (BAD_SCALE[scales[j]] && badBlock(p, blocks, scales[j], j)) throw await badParameter(base, p);
     const source: RowSource = {
       // Two bf16 values a word of the decoder's output (used only where `out` is even).
       name: p.key, decoder: 'mxfp4', cols: p.out >> 1, firstRow: e * p.in,
@@ -196,18 +197,65 @@ function viewTensor(base: SafetensorsBaseModel, p: Mxfp4Parameter): ViewTensor {
 }
 
 /**
- * The refusal of a block whose scale byte is E8M0's NaN (255: transformers' ldexp multiplies by a
- * float32 2^128, Inf, so its codes become Inf and its zeros NaN) or gives values past bf16's range.
+ * Does the block at `j` (an expert's scale index, o·groups + g) hold a value transformers cannot
+ * decode: its scale byte 255 (E8M0's NaN: transformers' ldexp multiplies by a float32 2^128, Inf,
+ * so its codes become Inf and its zeros NaN), or a code whose value passes bf16's range?
  */
-function badBlock(baseName: string, p: Mxfp4Parameter, blocks: Uint8Array, scale: number, e: number, o: number, g: number): void {
-  if (scale === 255) {
-    throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at [${e}, ${o}, ${g}]; transformers would decode its block to Inf, and its zero codes to NaN`);
+function badBlock(p: Mxfp4Parameter, blocks: Uint8Array, scale: number, j: number): boolean {
+  if (scale === 255) return true;
+  for (let k = 0; k < 32; k++) if (E2M1[codeAt(blocks, j, k) & 7] * 2 ** (scale - 127) > BF16_MAX) return true;
+  return false;
+}
+
+/** Code k (0…31) of the block at `j` of an expert's blocks: code 2k in the low nibble of byte k. */
+function codeAt(blocks: Uint8Array, j: number, k: number): number {
+  const byte = blocks[j * 16 + (k >> 1)];
+  return k & 1 ? byte >> 4 : byte & 0x0f;
+}
+
+/**
+ * The refusal of a parameter a block of which transformers cannot decode (see {@link badBlock}),
+ * met where an expert is read: its scales read again whole (and the blocks of experts with a scale
+ * past bf16's range), so that it names how many scale bytes 255 the parameter holds, or else how
+ * many values past bf16's range, with the first and the last, not the first met alone.
+ */
+async function badParameter(base: SafetensorsBaseModel, p: Mxfp4Parameter): Promise<MergeError> {
+  const expertScales = p.out * p.groups;
+  const at = (i: number) => `[${Math.floor(i / expertScales)}, ${Math.floor((i % expertScales) / p.groups)}, ${i % p.groups}]`;
+  const nan = noBad();
+  const experts = new Set<number>();
+  await eachRowPiece((start, length) => base.readPart(p.scalesKey, start, length), p.experts * p.out, p.groups, (bytes, r0) => {
+    for (let j = 0; j < bytes.length; j++) {
+      const i = r0 * p.groups + j;
+      if (bytes[j] === 255) countBad(nan, i);
+      else if (BAD_SCALE[bytes[j]]) experts.add(Math.floor(i / expertScales));
+    }
+  });
+  if (nan.count === 1) return new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${p.scalesKey}" holds 255 (E8M0's NaN) at ${at(nan.first)}; transformers would decode its block to Inf, and its zero codes to NaN`);
+  if (nan.count > 1) {
+    return new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${p.scalesKey}" holds ${nan.count} scales 255 (E8M0's NaN) (first at ${at(nan.first)}, last at ${at(nan.last)}); transformers would decode their blocks to Inf, and their zero codes to NaN`);
   }
-  for (let j = 0; j < 32; j++) {
-    const byte = blocks[(o * p.groups + g) * 16 + (j >> 1)];
-    const code = j & 1 ? byte >> 4 : byte & 0x0f;
-    if (E2M1[code & 7] * 2 ** (scale - 127) > BF16_MAX) {
-      throw new MergeError('UNSUPPORTED_FORMAT', `${baseName}: ${p.key}[${e}, ${g * 32 + j}, ${o}] = ${E2M1[code & 7]}·2^${scale - 127} overflows bf16 (transformers would decode it to Inf)`);
+  // Values past bf16's range, by their place in the parameter (E, in, out): [e, input, output].
+  let count = 0, first = Infinity, last = -1, firstText = '', lastText = '';
+  for (const e of [...experts].sort((a, b) => a - b)) {
+    const [blocks, scales] = await Promise.all([
+      base.readPart(p.blocksKey, e * expertScales * 16, expertScales * 16),
+      base.readPart(p.scalesKey, e * expertScales, expertScales),
+    ]);
+    for (let j = 0; j < scales.length; j++) {
+      if (!BAD_SCALE[scales[j]]) continue;
+      const o = Math.floor(j / p.groups), g = j % p.groups;
+      for (let k = 0; k < 32; k++) {
+        const magnitude = E2M1[codeAt(blocks, j, k) & 7];
+        if (magnitude * 2 ** (scales[j] - 127) <= BF16_MAX) continue;
+        const flat = (e * p.in + g * 32 + k) * p.out + o;
+        const text = `${p.key}[${e}, ${g * 32 + k}, ${o}] = ${magnitude}·2^${scales[j] - 127}`;
+        count++;
+        if (flat < first) [first, firstText] = [flat, text];
+        if (flat > last) [last, lastText] = [flat, text];
+      }
     }
   }
+  if (count === 1) return new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${firstText} overflows bf16 (transformers would decode it to Inf)`);
+  return new MergeError('UNSUPPORTED_FORMAT', `${base.name}: ${p.key} holds ${count} values that overflow bf16 (first ${firstText}, last ${lastText}); transformers would decode them to Inf`);
 }
