@@ -182,9 +182,19 @@ function sumSquares(x: usize, n: i32): f32 {
   return s;
 }
 
-/** WEIGHTS[0, n) = qw[j]·sqrtf(σ² + x[j]²): the importance weights of quantize_row_*_impl. */
+/**
+ * WEIGHTS[0, n) = qw[j]·sqrtf(σ² + x[j]²): the importance weights of quantize_row_*_impl, four at a
+ * time (each lane C's expression for its value; f32x4.sqrt rounds as sqrtf does).
+ */
 function importanceWeights(x: usize, qw: usize, sigma2: f32, n: i32): void {
-  for (let j = 0; j < n; j++) {
+  const s2 = f32x4.splat(sigma2);
+  let j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const at = <usize>j << 2;
+    const v = v128.load(x + at);
+    v128.store(WEIGHTS + at, f32x4.mul(v128.load(qw + at), f32x4.sqrt(f32x4.add(s2, f32x4.mul(v, v)))));
+  }
+  for (; j < n; j++) {
     const v = xAt(x, j);
     store<f32>(WEIGHTS + (<usize>j << 2), xAt(qw, j) * Mathf.sqrt(sigma2 + v * v));
   }
@@ -1449,11 +1459,15 @@ function iq2SignsOfEight(x: usize, at: i32): u8 {
 /** WEIGHTS (qw·sqrtf(σ² + x²), or σ²/4 + x² where qw is 0: IQ2_S with quant_weights NULL) and G_WAUX (their square roots) of the n values at x. */
 function iq2Weights(x: usize, qw: usize, sigma2: f32, n: i32): void {
   if (qw != 0) importanceWeights(x, qw, sigma2, n);
-  else for (let i = 0; i < n; i++) {
-    const v = fAt(x, i);
-    fPut(WEIGHTS, i, <f32>0.25 * sigma2 + v * v);
+  else {
+    const quarter = f32x4.splat(<f32>0.25 * sigma2);
+    for (let i = 0; i < n; i += 4) {
+      const v = v128.load(x + (<usize>i << 2));
+      v128.store(WEIGHTS + (<usize>i << 2), f32x4.add(quarter, f32x4.mul(v, v)));
+    }
   }
-  for (let i = 0; i < n; i++) fPut(G_WAUX, i, Mathf.sqrt(fAt(WEIGHTS, i)));
+  // n is 16 or 32: four at a time, each lane C's sqrtf.
+  for (let i = 0; i < n; i += 4) v128.store(G_WAUX + (<usize>i << 2), f32x4.sqrt(v128.load(WEIGHTS + (<usize>i << 2))));
 }
 
 /** quantize_row_iq2_xxs_impl's 66-byte block of the 256 values at x, weights at qw; false where it aborts. */
