@@ -1415,7 +1415,10 @@ function iq2Key(lv: usize, at: i32): i32 {
   return u >= 0 && u < KMAP_SIZE ? u : -1;
 }
 
-/** GROUP_MAX_EPS_* checks, the C-order max of the n magnitudes at G_X. */
+/**
+ * GROUP_MAX_EPS_* checks, the C-order max of the n magnitudes at G_X. (A max of finite values is
+ * the same in any order, so lanes could take it; once per 16 or 32 values it is not worth it.)
+ */
 function gMax(n: i32): f32 {
   let max = fAt(G_X, 0);
   for (let i = 1; i < n; i++) {
@@ -1783,6 +1786,7 @@ function iq1SnapGroups(x: usize, groups: i32, scale: f32, k4: i32): f32 {
     store<i32>(G_INDEX + (<usize>k << 2), e);
   }
   if (allOnGrid) return scale;
+  // One Σ over the group's values in C's order: scalar (SIMD would add them in another order).
   let sumqx: f32 = 0;
   let sumq2: f32 = 0;
   for (let k = 0; k < groups; k++) {
@@ -1836,6 +1840,7 @@ function iq1SBlock(x: usize, qw: usize, y: usize): bool {
     iq1Sort(xb, 32);
     fPut(IQ1_SUMX, 0, 0);
     fPut(IQ1_SUMW, 0, 0);
+    // Running sums (each the one before plus a term): a chain C fixes, so scalar.
     for (let j = 0; j < 32; j++) {
       const i = iq1Order(j);
       const w = fAt(WEIGHTS, i);
