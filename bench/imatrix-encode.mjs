@@ -4,7 +4,8 @@
  * importance weights (`llama-quantize --imatrix`'s quantize_row_*_impl) by each k-quant's, legacy
  * type's, IQ4's, IQ3's, IQ2's and IQ1's codec's encodeWeighted (WebAssembly where it compiles), against the TypeScript quantizer it must equal byte for byte, measured in the
  * same run (the two taking turns, the fastest of each kept), and beside the same type's encode without weights (IQ2 and IQ1 have
- * none: ggml writes them only with weights). Single thread, no I/O.
+ * none: ggml writes them only with weights, but for IQ2_S and IQ1_M, which llama-quantize writes without them for
+ * token_embd/output: timed against their TypeScript twin in the same run, as IQ3's). Single thread, no I/O.
  *
  * usage: node bench/imatrix-encode.mjs [--reps N] [--types IQ3_XXS,IQ1_S]   (also run by bench/run.mjs, every type; `--skip imatrix` leaves it out)
  */
@@ -50,11 +51,23 @@ const TS_WEIGHTED = {
   IQ1_M: (src, out, qw) => encodeIq1MRow(src, out, qw),
 };
 
-/** Types whose encode without weights moved to WebAssembly too: their TypeScript twin, timed beside it. */
+/**
+ * Types whose encode without weights moved to WebAssembly too: their TypeScript twin, timed beside it.
+ * IQ2_S and IQ1_M are written without weights only for token_embd.weight, per_layer_token_embd.weight
+ * and output.weight (quantize_iq2_s / quantize_iq1_m with quant_weights NULL), the others of their
+ * kind never.
+ */
 const TS_PLAIN = {
   IQ3_XXS: (src, out) => encodeIq3Xxs(src, out),
   IQ3_S: (src, out) => encodeIq3S(src, out),
+  IQ2_S: (src, out) => encodeIq2SRow(src, out, undefined),
+  IQ1_M: (src, out) => encodeIq1MRow(src, out, undefined),
 };
+
+/** One row at a time, as the TypeScript quantizers run a tensor (IQ2_S's and IQ1_M's take one row). */
+function plainRows(encodeRow, type, values) {
+  return rowsBy((s, o) => encodeRow(s, o), type, values, undefined);
+}
 
 function data(seed) {
   let s = seed >>> 0;
@@ -108,13 +121,15 @@ export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(
     const [ts, codecRun, plain, plainTs] = bestOfEach(reps, [
       () => rowsBy(TS_WEIGHTED[name], type, values, qw),
       () => rowsBy((s, o, w) => codec.encodeWeighted(s, o, w), type, values, qw),
-      // IQ1 and IQ2 are written only with importance weights (their encode refuses).
-      !codec.needsImportance && (() => {
+      // IQ1 and IQ2 are written only with importance weights (their encode refuses), but for IQ2_S
+      // and IQ1_M's token_embd/output (TS_PLAIN lists them), which run row by row as a tensor does.
+      !codec.needsImportance ? (() => {
         const out = blocksOf();
         codec.encode(values, out);
         return out;
-      }),
+      }) : TS_PLAIN[name] && (() => plainRows((s, o) => codec.encode(s, o), type, values)),
       TS_PLAIN[name] && (() => {
+        if (codec.needsImportance) return plainRows(TS_PLAIN[name], type, values);
         const out = blocksOf();
         TS_PLAIN[name](values, out);
         return out;
@@ -122,7 +137,7 @@ export function runImatrixBench({ reps = 3, log = () => {}, types = Object.keys(
     ]);
     const same = Buffer.from(ts.result).equals(Buffer.from(codecRun.result)) && (!plainTs || Buffer.from(plainTs.result).equals(Buffer.from(plain.result)));
     rows.push({ type: name, ts: ts.seconds, weighted: codecRun.seconds, ...(plain ? { plain: plain.seconds } : {}), ...(plainTs ? { plainTs: plainTs.seconds } : {}), same });
-    log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s${plain ? `, encode ${plain.seconds.toFixed(3)} s` : ''}`);
+    log(`imatrix ${name}: TypeScript ${ts.seconds.toFixed(3)} s, encodeWeighted ${codecRun.seconds.toFixed(3)} s${plain ? `, encode ${plain.seconds.toFixed(3)} s` : ''}${plainTs ? ` (TypeScript ${plainTs.seconds.toFixed(3)} s)` : ''}`);
   }
   return { rows: ROWS, cols: COLS, results: rows };
 }

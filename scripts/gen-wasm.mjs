@@ -1,7 +1,7 @@
 // Compiles the WebAssembly modules (wasm/*.ts, AssemblyScript) and embeds each one's bytes, base64,
 // in a TypeScript module, so Node, browsers and Web Workers load them without fetching a file:
-// the CPU merge kernel (SIMD), the GGUF k-quant encoder (k-quants, IQ4, IQ3 and the --imatrix quantizers, IQ2 and IQ1 among them)
-// and the fp8 re-quantizer (SIMD).
+// the CPU merge kernel (SIMD), the GGUF k-quant encoder (k-quants, IQ4, IQ3 and the --imatrix quantizers, IQ2 and IQ1 among them;
+// SIMD, which its IQ2 and IQ1 searches use) and the fp8 re-quantizer (SIMD).
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,7 @@ import asc from 'assemblyscript/asc';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MODULES = [
   { source: 'wasm/merge-kernel.ts', out: 'src/engine/cpu/merge-kernel.generated.ts', name: 'mergeKernelWasmBase64', simd: true },
-  { source: 'wasm/kquant-encoder.ts', out: 'src/formats/gguf/codecs/kquant-encoder.generated.ts', name: 'kquantEncoderWasmBase64', simd: false },
+  { source: 'wasm/kquant-encoder.ts', out: 'src/formats/gguf/codecs/kquant-encoder.generated.ts', name: 'kquantEncoderWasmBase64', simd: true },
   { source: 'wasm/fp8-requantize.ts', out: 'src/pipeline/fp8-requantize.generated.ts', name: 'fp8RequantizeWasmBase64', simd: true },
 ];
 

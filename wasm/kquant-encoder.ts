@@ -182,9 +182,19 @@ function sumSquares(x: usize, n: i32): f32 {
   return s;
 }
 
-/** WEIGHTS[0, n) = qw[j]·sqrtf(σ² + x[j]²): the importance weights of quantize_row_*_impl. */
+/**
+ * WEIGHTS[0, n) = qw[j]·sqrtf(σ² + x[j]²): the importance weights of quantize_row_*_impl, four at a
+ * time (each lane C's expression for its value; f32x4.sqrt rounds as sqrtf does).
+ */
 function importanceWeights(x: usize, qw: usize, sigma2: f32, n: i32): void {
-  for (let j = 0; j < n; j++) {
+  const s2 = f32x4.splat(sigma2);
+  let j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const at = <usize>j << 2;
+    const v = v128.load(x + at);
+    v128.store(WEIGHTS + at, f32x4.mul(v128.load(qw + at), f32x4.sqrt(f32x4.add(s2, f32x4.mul(v, v)))));
+  }
+  for (; j < n; j++) {
     const v = xAt(x, j);
     store<f32>(WEIGHTS + (<usize>j << 2), xAt(qw, j) * Mathf.sqrt(sigma2 + v * v));
   }
@@ -1195,6 +1205,13 @@ export function encodeIq3(src: usize, qw: usize, dst: usize, nBlocks: i32, xxs: 
 // Where a block is not finite (a NaN or an infinite value or weight), or ggml's search aborts, or
 // a stored f16 scale would be NaN (whose bits JavaScript and WebAssembly need not agree on), the
 // call returns 1 and the TypeScript quantizer runs the row instead: it writes or refuses it.
+//
+// SIMD (v128) only where the bytes stay C's: element-wise work (each lane one value's C expression:
+// the levels at a trial scale, the per-level terms of a neighbour search or a fit) and sums that C
+// keeps apart run side by side, one per lane, each in C's order (four neighbour entries' d2, four
+// IQ1_S splits, IQ1_M's four shift choices); the best-so-far comparisons stay one by one in C's
+// order. A single sum over the values (sumSquares, σ², iq2Fit's Σ, the refits) stays scalar: C adds
+// its terms one after another, and f32 addition in another order rounds differently.
 
 const KMAP_SIZE: i32 = 43692;
 const G_WAUX: usize = memory.data(32 * 4, 16);
@@ -1213,6 +1230,8 @@ const IQ1_ORDER: usize = memory.data(32 * 4, 16);
 const IQ1_ORDER_TMP: usize = memory.data(32 * 4, 16);
 const IQ1_SUMX: usize = memory.data(33 * 4, 16);
 const IQ1_SUMW: usize = memory.data(33 * 4, 16);
+/** IQ1_S's Σqx and Σq² of four splits (x_p, then x_m), IQ1_M's of its four shift choices, lane by lane. */
+const IQ1_LANES: usize = memory.data(16 * 4, 16);
 const IQ1_TERM_X: usize = memory.data(4 * 3 * 16 * 4, 16);
 const IQ1_TERM_Q: usize = memory.data(4 * 3 * 16 * 4, 16);
 /** IQ1_M's masks[best_k]: the shift signs of the two groups of 8. */
@@ -1254,30 +1273,65 @@ function finite(x: usize, qw: usize, n: i32): bool {
 
 /** The odd levels 1, 3, 5 (2l + 1) of IQ2's grids. */
 const IQ2_ODD: usize = memory.data<f32>([1, 3, 5]);
-/** scale·values[l] for the three levels, in gridBestNeighbour. */
-const G_SCALED: usize = memory.data(16, 16);
+/**
+ * gridBestNeighbour's terms: for each of the 8 values i, the four f32 lanes at G_TERMS + 16·i hold
+ * w[i]·diff·diff for levels 0, 1, 2 (lane 3 is 0), diff = scale·values[l] − x[i].
+ */
+const G_TERMS: usize = memory.data(8 * 16, 16);
 
 /**
  * iq2_find_best_neighbour and iq1_find_best_neighbour2: of the entries listed at neighbours[o], the
  * one nearest to the 8 values at x by Σ w·diff² (the first on ties), diff = scale·values[l] − x for
- * each level l of the entry (values: IQ2's 2l + 1, IQ1's shifted levels; the three products are C's,
- * each computed once); its levels to dst. Sets gFailed where none is nearer than FLT_MAX.
+ * each level l of the entry (values: IQ2's 2l + 1, IQ1's shifted levels); its levels to dst. Sets
+ * gFailed where none is nearer than FLT_MAX.
+ *
+ * Bit for bit C's arithmetic: each entry's d2 is C's sum, 0 then + w[i]·diff·diff for i = 0…7 in
+ * order, and each of those terms is C's product; an entry's levels are 0, 1 or 2, so the term is one
+ * of three per i, computed once here (f32x4 over the levels, each lane the C expression), then four
+ * entries' sums run side by side, one per lane (each lane's additions in C's order). The comparison
+ * with the best so far stays C's, entry by entry: a group of four is looked at one by one only where
+ * some lane is below the best before it (where none is, C's loop would keep its best through all four).
  */
 function gridBestNeighbour(o: i32, x: usize, w: usize, scale: f32, values: usize, dst: usize): i32 {
-  store<f32>(G_SCALED, scale * load<f32>(values));
-  store<f32>(G_SCALED, scale * load<f32>(values, 4), 4);
-  store<f32>(G_SCALED, scale * load<f32>(values, 8), 8);
+  const scaled = f32x4.mul(f32x4.splat(scale), f32x4.replace_lane(v128.load(values), 3, <f32>0));
+  for (let i = 0; i < 8; i++) {
+    const diff = f32x4.sub(scaled, f32x4.splat(fAt(x, i)));
+    v128.store(G_TERMS + (<usize>i << 4), v128.and(f32x4.mul(f32x4.mul(f32x4.splat(fAt(w, i)), diff), diff), i32x4(-1, -1, -1, 0)));
+  }
+  const t0 = v128.load(G_TERMS), t1 = v128.load(G_TERMS, 16), t2 = v128.load(G_TERMS, 32), t3 = v128.load(G_TERMS, 48);
+  const t4 = v128.load(G_TERMS, 64), t5 = v128.load(G_TERMS, 80), t6 = v128.load(G_TERMS, 96), t7 = v128.load(G_TERMS, 112);
+  // Byte k of lane m's f32 term: 4·level + k.
+  const byteOf = i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
   const n = gNbAt(o);
   let best: f32 = <f32>3.4028234663852886e38;
   let found = -1;
-  for (let j = 1; j <= n; j++) {
+  let j = 1;
+  for (; j + 3 <= n; j += 4) {
+    const e0 = gNbAt(o + j), e1 = gNbAt(o + j + 1), e2 = gNbAt(o + j + 2), e3 = gNbAt(o + j + 3);
+    // Levels ×4: entries 0 and 1 in a's bytes 0…15, entries 2 and 3 in b's.
+    const a = i8x16.shl(v128.load64_lane(gLevels + <usize>(8 * e1), v128.load64_zero(gLevels + <usize>(8 * e0)), 1), 2);
+    const b = i8x16.shl(v128.load64_lane(gLevels + <usize>(8 * e3), v128.load64_zero(gLevels + <usize>(8 * e2)), 1), 2);
+    let d2 = f32x4.splat(0);
+    d2 = f32x4.add(d2, i8x16.swizzle(t0, i8x16.add(i8x16.shuffle(a, b, 0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t1, i8x16.add(i8x16.shuffle(a, b, 1, 1, 1, 1, 9, 9, 9, 9, 17, 17, 17, 17, 25, 25, 25, 25), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t2, i8x16.add(i8x16.shuffle(a, b, 2, 2, 2, 2, 10, 10, 10, 10, 18, 18, 18, 18, 26, 26, 26, 26), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t3, i8x16.add(i8x16.shuffle(a, b, 3, 3, 3, 3, 11, 11, 11, 11, 19, 19, 19, 19, 27, 27, 27, 27), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t4, i8x16.add(i8x16.shuffle(a, b, 4, 4, 4, 4, 12, 12, 12, 12, 20, 20, 20, 20, 28, 28, 28, 28), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t5, i8x16.add(i8x16.shuffle(a, b, 5, 5, 5, 5, 13, 13, 13, 13, 21, 21, 21, 21, 29, 29, 29, 29), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t6, i8x16.add(i8x16.shuffle(a, b, 6, 6, 6, 6, 14, 14, 14, 14, 22, 22, 22, 22, 30, 30, 30, 30), byteOf)));
+    d2 = f32x4.add(d2, i8x16.swizzle(t7, i8x16.add(i8x16.shuffle(a, b, 7, 7, 7, 7, 15, 15, 15, 15, 23, 23, 23, 23, 31, 31, 31, 31), byteOf)));
+    if (!v128.any_true(f32x4.lt(d2, f32x4.splat(best)))) continue;
+    const d0 = f32x4.extract_lane(d2, 0), d1 = f32x4.extract_lane(d2, 1), d2b = f32x4.extract_lane(d2, 2), d3 = f32x4.extract_lane(d2, 3);
+    if (d0 < best) { best = d0; found = e0; }
+    if (d1 < best) { best = d1; found = e1; }
+    if (d2b < best) { best = d2b; found = e2; }
+    if (d3 < best) { best = d3; found = e3; }
+  }
+  for (; j <= n; j++) {
     const e = gNbAt(o + j);
     const lv = gLevels + <usize>(8 * e);
     let d2: f32 = 0;
-    for (let i = 0; i < 8; i++) {
-      const diff: f32 = load<f32>(G_SCALED + (<usize>load<u8>(lv + <usize>i) << 2)) - fAt(x, i);
-      d2 += fAt(w, i) * diff * diff;
-    }
+    for (let i = 0; i < 8; i++) d2 += load<f32>(G_TERMS + (<usize>i << 4) + (<usize>load<u8>(lv + <usize>i) << 2));
     if (d2 < best) {
       best = d2;
       found = e;
@@ -1297,30 +1351,61 @@ function gridBestNeighbour(o: i32, x: usize, w: usize, scale: f32, values: usize
   return gridBestNeighbour(o, G_X + (<usize>at << 2), G_WAUX + (<usize>at << 2), scale, IQ2_ODD, dst + <usize>at);
 }
 
-/** Σ w·x·q and Σ w·q² (q = 2l + 1, l the signed bytes at lv) over n values, C's order. */
+/**
+ * iq2Fit's terms, per value i of G_X: at G_FIT_X + 16·i, (w·x)·q for q = 1, 3, 5 (the levels 0, 1, 2;
+ * lane 3 is 0), at G_FIT_Q + 16·i, (w·q)·q: C's products (w·xval[i]·q, w·q·q), each lane its C
+ * expression, computed once per group of values (f32x4) instead of once per trial scale.
+ */
+const G_FIT_X: usize = memory.data(32 * 16, 16);
+const G_FIT_Q: usize = memory.data(32 * 16, 16);
+
+/** G_FIT_X and G_FIT_Q of the n values of G_X with their weights WEIGHTS (fixed through a group's trial scales). */
+function iq2FitTerms(n: i32): void {
+  const q = f32x4(1, 3, 5, 0);
+  for (let i = 0; i < n; i++) {
+    const w: f32 = fAt(WEIGHTS, i);
+    const wx: f32 = w * fAt(G_X, i);
+    v128.store(G_FIT_X + (<usize>i << 4), f32x4.mul(f32x4.splat(wx), q));
+    v128.store(G_FIT_Q + (<usize>i << 4), f32x4.mul(f32x4.mul(f32x4.splat(w), q), q));
+  }
+}
+
+/**
+ * Σ w·x·q and Σ w·q² (q = 2l + 1, l the signed bytes at lv, 0…2) over n values, C's order: each
+ * term C's product (G_FIT_X / G_FIT_Q, from iq2FitTerms), the sums in index order. The sums stay
+ * scalar: each is one chain of float additions whose order C fixes.
+ */
 function iq2Fit(lv: usize, n: i32): void {
   let sumqx: f32 = 0;
   let sumq2: f32 = 0;
   for (let i = 0; i < n; i++) {
-    const w = fAt(WEIGHTS, i);
-    const qi: i32 = 2 * <i32>load<i8>(lv + <usize>i) + 1;
-    const q = <f32>qi;
-    sumqx += w * fAt(G_X, i) * q;
-    sumq2 += w * q * q;
+    const t = (<usize>i << 4) + (<usize>load<u8>(lv + <usize>i) << 2);
+    sumqx += load<f32>(G_FIT_X + t);
+    sumq2 += load<f32>(G_FIT_Q + t);
   }
   gSumQX = sumqx;
   gSumQ2 = sumq2;
 }
 
+/** Four of the levels 0…2 C's iq2 searches pick at 1/id: max(0, min(2, nearest_int(0.5·(id·x − 1)))), lane by lane as C computes each. */
+// @ts-ignore: decorator
+@inline function iq2Levels4(id: v128, x: v128): v128 {
+  const f = f32x4.mul(f32x4.splat(0.5), f32x4.sub(f32x4.mul(id, x), f32x4.splat(1)));
+  const l = i32x4.sub(v128.and(f32x4.add(f, f32x4.splat(12582912.0)), i32x4.splat(0x007fffff)), i32x4.splat(0x00400000));
+  return i32x4.min_s(i32x4.max_s(l, i32x4.splat(0)), i32x4.splat(2));
+}
+
 /** Levels 0…2 of G_X[at…at+8) at 1/id packed 2 bits each; written to `into` too where it is not 0. */
 function iq2Packed(id: f32, at: i32, into: usize): i32 {
-  let u = 0;
-  for (let i = 0; i < 8; i++) {
-    const l = cmax(0, cmin(2, nearestInt(<f32>0.5 * (id * fAt(G_X, at + i) - <f32>1))));
-    if (into != 0) store<u8>(into + <usize>(at + i), <u8>l);
-    u |= l << (2 * i);
-  }
-  return u;
+  const vid = f32x4.splat(id);
+  const p = G_X + (<usize>at << 2);
+  const lo = iq2Levels4(vid, v128.load(p));
+  const hi = iq2Levels4(vid, v128.load(p, 16));
+  if (into != 0) v128.store64_lane(into + <usize>at, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(lo, hi), i32x4.splat(0)), 0);
+  let u = i32x4.add(i32x4.mul(lo, i32x4(1, 4, 16, 64)), i32x4.mul(hi, i32x4(256, 1024, 4096, 16384)));
+  u = i32x4.add(u, i32x4.shuffle(u, u, 2, 3, 0, 1));
+  u = i32x4.add(u, i32x4.shuffle(u, u, 1, 0, 3, 2));
+  return i32x4.extract_lane(u, 0);
 }
 
 /** The key of the 8 signed levels at lv + at, or −1 where it is off the map (the TypeScript twin then decides). */
@@ -1330,7 +1415,10 @@ function iq2Key(lv: usize, at: i32): i32 {
   return u >= 0 && u < KMAP_SIZE ? u : -1;
 }
 
-/** GROUP_MAX_EPS_* checks, the C-order max of the n magnitudes at G_X. */
+/**
+ * GROUP_MAX_EPS_* checks, the C-order max of the n magnitudes at G_X. (A max of finite values is
+ * the same in any order, so lanes could take it; once per 16 or 32 values it is not worth it.)
+ */
 function gMax(n: i32): f32 {
   let max = fAt(G_X, 0);
   for (let i = 1; i < n; i++) {
@@ -1374,11 +1462,15 @@ function iq2SignsOfEight(x: usize, at: i32): u8 {
 /** WEIGHTS (qw·sqrtf(σ² + x²), or σ²/4 + x² where qw is 0: IQ2_S with quant_weights NULL) and G_WAUX (their square roots) of the n values at x. */
 function iq2Weights(x: usize, qw: usize, sigma2: f32, n: i32): void {
   if (qw != 0) importanceWeights(x, qw, sigma2, n);
-  else for (let i = 0; i < n; i++) {
-    const v = fAt(x, i);
-    fPut(WEIGHTS, i, <f32>0.25 * sigma2 + v * v);
+  else {
+    const quarter = f32x4.splat(<f32>0.25 * sigma2);
+    for (let i = 0; i < n; i += 4) {
+      const v = v128.load(x + (<usize>i << 2));
+      v128.store(WEIGHTS + (<usize>i << 2), f32x4.add(quarter, f32x4.mul(v, v)));
+    }
   }
-  for (let i = 0; i < n; i++) fPut(G_WAUX, i, Mathf.sqrt(fAt(WEIGHTS, i)));
+  // n is 16 or 32: four at a time, each lane C's sqrtf.
+  for (let i = 0; i < n; i += 4) v128.store(G_WAUX + (<usize>i << 2), f32x4.sqrt(v128.load(WEIGHTS + (<usize>i << 2))));
 }
 
 /** quantize_row_iq2_xxs_impl's 66-byte block of the 256 values at x, weights at qw; false where it aborts. */
@@ -1400,6 +1492,7 @@ function iq2XxsBlock(x: usize, qw: usize, y: usize): bool {
       fPut(G_SCALES, ib, 0);
       continue;
     }
+    iq2FitTerms(32);
     let best: f32 = 0;
     for (let is = -6; is <= 6; is++) {
       const id: f32 = (<f32>5 + <f32>is * <f32>0.1) / effMax;
@@ -1476,6 +1569,7 @@ function iq2SearchSixteen(eps: f32, signMask: i32): f32 {
     gSkipped = true;
     return 0;
   }
+  iq2FitTerms(16);
   let best: f32 = 0;
   let scale: f32 = max / <f32>5;
   let on0 = true;
@@ -1692,6 +1786,7 @@ function iq1SnapGroups(x: usize, groups: i32, scale: f32, k4: i32): f32 {
     store<i32>(G_INDEX + (<usize>k << 2), e);
   }
   if (allOnGrid) return scale;
+  // One Σ over the group's values in C's order: scalar (SIMD would add them in another order).
   let sumqx: f32 = 0;
   let sumq2: f32 = 0;
   for (let k = 0; k < groups; k++) {
@@ -1745,6 +1840,7 @@ function iq1SBlock(x: usize, qw: usize, y: usize): bool {
     iq1Sort(xb, 32);
     fPut(IQ1_SUMX, 0, 0);
     fPut(IQ1_SUMW, 0, 0);
+    // Running sums (each the one before plus a term): a chain C fixes, so scalar.
     for (let j = 0; j < 32; j++) {
       const i = iq1Order(j);
       const w = fAt(WEIGHTS, i);
@@ -1760,22 +1856,64 @@ function iq1SBlock(x: usize, qw: usize, y: usize): bool {
     const sw0 = fAt(IQ1_SUMW, 0);
     const sx32 = fAt(IQ1_SUMX, 32);
     const sw32 = fAt(IQ1_SUMW, 32);
+    const p0 = fAt(IQ1_SHIFTED, 0), p1 = fAt(IQ1_SHIFTED, 1), p2 = fAt(IQ1_SHIFTED, 2);
+    const m0 = fAt(IQ1_SHIFTED, 3), m1 = fAt(IQ1_SHIFTED, 4), m2 = fAt(IQ1_SHIFTED, 5);
     for (let i1 = 0; i1 <= 32; i1++) {
       const a: f32 = fAt(IQ1_SUMX, i1) - sx0;
       const wa: f32 = fAt(IQ1_SUMW, i1) - sw0;
-      for (let i2 = i1; i2 <= 32; i2++) {
-        const bx: f32 = fAt(IQ1_SUMX, i2) - fAt(IQ1_SUMX, i1);
+      const sxi1 = fAt(IQ1_SUMX, i1);
+      const swi1 = fAt(IQ1_SUMW, i1);
+      // Four i2 side by side, a lane each: every lane's sums are C's expressions, term by term in
+      // C's order; the four splits are then compared with the best one by one, in C's order (i2,
+      // then x_p before x_m), where any of them beats the best before them (where none does, C keeps its best through all four).
+      let i2 = i1;
+      for (; i2 + 3 <= 32; i2 += 4) {
+        const sx = v128.load(IQ1_SUMX + (<usize>i2 << 2));
+        const sw = v128.load(IQ1_SUMW + (<usize>i2 << 2));
+        const bx = f32x4.sub(sx, f32x4.splat(sxi1));
+        const c = f32x4.sub(f32x4.splat(sx32), sx);
+        const wb = f32x4.sub(sw, f32x4.splat(swi1));
+        const wc = f32x4.sub(f32x4.splat(sw32), sw);
+        const qxP = f32x4.add(f32x4.add(f32x4.splat(a * p0), f32x4.mul(bx, f32x4.splat(p1))), f32x4.mul(c, f32x4.splat(p2)));
+        const q2P = f32x4.add(f32x4.add(f32x4.splat(wa * p0 * p0), f32x4.mul(f32x4.mul(wb, f32x4.splat(p1)), f32x4.splat(p1))), f32x4.mul(f32x4.mul(wc, f32x4.splat(p2)), f32x4.splat(p2)));
+        const qxM = f32x4.add(f32x4.add(f32x4.splat(a * m0), f32x4.mul(bx, f32x4.splat(m1))), f32x4.mul(c, f32x4.splat(m2)));
+        const q2M = f32x4.add(f32x4.add(f32x4.splat(wa * m0 * m0), f32x4.mul(f32x4.mul(wb, f32x4.splat(m1)), f32x4.splat(m1))), f32x4.mul(f32x4.mul(wc, f32x4.splat(m2)), f32x4.splat(m2)));
+        const vbest = f32x4.splat(best);
+        const zero = f32x4.splat(0);
+        const winP = v128.and(f32x4.gt(q2P, zero), f32x4.gt(f32x4.mul(qxP, qxP), f32x4.mul(vbest, q2P)));
+        const winM = v128.and(f32x4.gt(q2M, zero), f32x4.gt(f32x4.mul(qxM, qxM), f32x4.mul(vbest, q2M)));
+        if (!v128.any_true(v128.or(winP, winM))) continue;
+        store<v128>(IQ1_LANES, qxP);
+        store<v128>(IQ1_LANES, q2P, 16);
+        store<v128>(IQ1_LANES, qxM, 32);
+        store<v128>(IQ1_LANES, q2M, 48);
+        for (let lane = 0; lane < 4; lane++) {
+          for (let s = 1; s >= -1; s -= 2) {
+            const sumqx = fAt(IQ1_LANES, (s == 1 ? 0 : 8) + lane);
+            const sumq2 = fAt(IQ1_LANES, (s == 1 ? 4 : 12) + lane);
+            if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+              scale = sumqx / sumq2;
+              best = scale * sumqx;
+              besti1 = i1;
+              besti2 = i2 + lane;
+              shift = s;
+            }
+          }
+        }
+      }
+      for (; i2 <= 32; i2++) {
+        const bx: f32 = fAt(IQ1_SUMX, i2) - sxi1;
         const c: f32 = sx32 - fAt(IQ1_SUMX, i2);
-        const wb: f32 = fAt(IQ1_SUMW, i2) - fAt(IQ1_SUMW, i1);
+        const wb: f32 = fAt(IQ1_SUMW, i2) - swi1;
         const wc: f32 = sw32 - fAt(IQ1_SUMW, i2);
         // Shifted up (x_p, shift 1), then down (x_m, −1), as C tries them.
         for (let s = 1; s >= -1; s -= 2) {
           const xx = s == 1 ? IQ1_SHIFTED : IQ1_SHIFTED + 12;
-          const p0 = fAt(xx, 0);
-          const p1 = fAt(xx, 1);
-          const p2 = fAt(xx, 2);
-          const sumqx: f32 = a * p0 + bx * p1 + c * p2;
-          const sumq2: f32 = wa * p0 * p0 + wb * p1 * p1 + wc * p2 * p2;
+          const q0 = fAt(xx, 0);
+          const q1 = fAt(xx, 1);
+          const q2 = fAt(xx, 2);
+          const sumqx: f32 = a * q0 + bx * q1 + c * q2;
+          const sumq2: f32 = wa * q0 * q0 + wb * q1 * q1 + wc * q2 * q2;
           if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
             scale = sumqx / sumq2;
             best = scale * sumqx;
@@ -1851,7 +1989,7 @@ function iq1MBlock(x: usize, qw: usize, y: usize): bool {
       continue;
     }
     iq1Sort(xb, 16);
-    // Per shift choice k, the j-th sorted value's terms weight·x_±[l]·x and weight·x_±[l]² (iq1-search.ts).
+    // The j-th sorted value's terms weight·x_±[l]·x and weight·x_±[l]² (iq1-search.ts), level l's at 16·l + j, a lane per shift choice k.
     for (let j = 0; j < 16; j++) {
       const i = iq1Order(j);
       const w = fAt(WEIGHTS, i);
@@ -1861,8 +1999,8 @@ function iq1MBlock(x: usize, qw: usize, y: usize): bool {
         for (let l = 0; l < 3; l++) {
           const lv = fAt(xx, l);
           const wv: f32 = w * lv;
-          fPut(IQ1_TERM_X, (k * 3 + l) * 16 + j, wv * xi);
-          fPut(IQ1_TERM_Q, (k * 3 + l) * 16 + j, wv * lv);
+          fPut(IQ1_TERM_X, (l * 16 + j) * 4 + k, wv * xi);
+          fPut(IQ1_TERM_Q, (l * 16 + j) * 4 + k, wv * lv);
         }
       }
     }
@@ -1871,44 +2009,41 @@ function iq1MBlock(x: usize, qw: usize, y: usize): bool {
     let besti1 = -1;
     let besti2 = -1;
     let bestK = -1;
-    let x00: f32 = 0, x01: f32 = 0, x02: f32 = 0, x03: f32 = 0;
-    let q00: f32 = 0, q01: f32 = 0, q02: f32 = 0, q03: f32 = 0;
+    // The four shift choices side by side, a lane each: every lane's two sums run j = 0…15 in C's
+    // order (the level-0 terms before i1, level 1 before i2, level 2 after); the four are then
+    // compared with the best one by one, in C's order (k = 0…3), where any of them beats the best
+    // before them (where none does, C keeps its best through all four).
+    let x0 = f32x4.splat(0);
+    let q0 = f32x4.splat(0);
+    const zero = f32x4.splat(0);
     for (let i1 = 0; i1 <= 16; i1++) {
       if (i1 > 0) {
-        x00 += fAt(IQ1_TERM_X, i1 - 1);
-        q00 += fAt(IQ1_TERM_Q, i1 - 1);
-        x01 += fAt(IQ1_TERM_X, 48 + i1 - 1);
-        q01 += fAt(IQ1_TERM_Q, 48 + i1 - 1);
-        x02 += fAt(IQ1_TERM_X, 96 + i1 - 1);
-        q02 += fAt(IQ1_TERM_Q, 96 + i1 - 1);
-        x03 += fAt(IQ1_TERM_X, 144 + i1 - 1);
-        q03 += fAt(IQ1_TERM_Q, 144 + i1 - 1);
+        x0 = f32x4.add(x0, v128.load(IQ1_TERM_X + (<usize>(i1 - 1) << 4)));
+        q0 = f32x4.add(q0, v128.load(IQ1_TERM_Q + (<usize>(i1 - 1) << 4)));
       }
-      let sx0 = x00, sx1 = x01, sx2 = x02, sx3 = x03;
-      let s20 = q00, s21 = q01, s22 = q02, s23 = q03;
+      let x1 = x0;
+      let q1 = q0;
       for (let i2 = i1; i2 <= 16; i2++) {
         if (i2 > i1) {
-          sx0 += fAt(IQ1_TERM_X, 16 + i2 - 1);
-          s20 += fAt(IQ1_TERM_Q, 16 + i2 - 1);
-          sx1 += fAt(IQ1_TERM_X, 64 + i2 - 1);
-          s21 += fAt(IQ1_TERM_Q, 64 + i2 - 1);
-          sx2 += fAt(IQ1_TERM_X, 112 + i2 - 1);
-          s22 += fAt(IQ1_TERM_Q, 112 + i2 - 1);
-          sx3 += fAt(IQ1_TERM_X, 160 + i2 - 1);
-          s23 += fAt(IQ1_TERM_Q, 160 + i2 - 1);
+          x1 = f32x4.add(x1, v128.load(IQ1_TERM_X + (<usize>(16 + i2 - 1) << 4)));
+          q1 = f32x4.add(q1, v128.load(IQ1_TERM_Q + (<usize>(16 + i2 - 1) << 4)));
         }
+        let sx = x1;
+        let s2 = q1;
+        for (let j = i2; j < 16; j++) {
+          sx = f32x4.add(sx, v128.load(IQ1_TERM_X + (<usize>(32 + j) << 4)));
+          s2 = f32x4.add(s2, v128.load(IQ1_TERM_Q + (<usize>(32 + j) << 4)));
+        }
+        const win = v128.and(f32x4.gt(s2, zero), f32x4.gt(f32x4.mul(sx, sx), f32x4.mul(f32x4.splat(best), s2)));
+        if (!v128.any_true(win)) continue;
+        store<v128>(IQ1_LANES, sx);
+        store<v128>(IQ1_LANES, s2, 16);
         for (let k = 0; k < 4; k++) {
-          let sx: f32 = k == 0 ? sx0 : k == 1 ? sx1 : k == 2 ? sx2 : sx3;
-          let s2: f32 = k == 0 ? s20 : k == 1 ? s21 : k == 2 ? s22 : s23;
-          const tx = IQ1_TERM_X + (<usize>(k * 48 + 32) << 2);
-          const tq = IQ1_TERM_Q + (<usize>(k * 48 + 32) << 2);
-          for (let j = i2; j < 16; j++) {
-            sx += fAt(tx, j);
-            s2 += fAt(tq, j);
-          }
-          if (s2 > 0 && sx * sx > best * s2) {
-            scale = sx / s2;
-            best = scale * sx;
+          const sxk = fAt(IQ1_LANES, k);
+          const s2k = fAt(IQ1_LANES, 4 + k);
+          if (s2k > 0 && sxk * sxk > best * s2k) {
+            scale = sxk / s2k;
+            best = scale * sxk;
             besti1 = i1;
             besti2 = i2;
             bestK = k;

@@ -9,6 +9,7 @@ import { MergeError, throwIfAborted } from '../errors.js';
 import type { ParsedAdapter } from '../formats/adapter.js';
 import type { WrittenModule } from '../formats/adapter-writer.js';
 import { ggufCardProblem, type GgufLoraCard } from '../formats/gguf/gguf-lora-card.js';
+import { hubCardText } from '../io/hub-adapters.js';
 import type { InputFileSet } from '../io/types.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import type { ProgressListener } from '../pipeline/progress.js';
@@ -92,20 +93,34 @@ export async function convertAdapter(
  * config.json, then generation_config.json) and stops on the UnicodeDecodeError, which even
  * load_generation_config's except (json.JSONDecodeError, IOError) does not catch; a byte-order mark
  * is kept, as Python's "utf-8" codec keeps it (README.md's first line is then not "---", and
- * json.load refuses it). A file that cannot be read for another reason is left out.
+ * json.load refuses it). A file that cannot be read for another reason is left out. A Hub adapter's
+ * folder (hub-adapters.ts), which the script reads once downloaded, lists only the adapter's two
+ * files: these three are fetched beside them (hubCardText), one the Hub does not have (HTTP 404)
+ * left out as a folder without it, and one that cannot be fetched (another HTTP error, no answer)
+ * refused naming it, since leaving it out would write other general.* keys than the script.
  */
 export async function ggufLoraCardOf(files: Pick<InputFileSet, 'name' | 'namesFolder' | 'list' | 'readText'>): Promise<GgufLoraCard> {
   const listed = files.list();
   const segments = files.name.split(/[/\\]/).filter((p) => p !== '');
   const last = segments.at(-1) ?? files.name;
   const lone = listed.length === 1 && listed[0] === last;
-  const text = async (path: string) => (listed.includes(path) ? files.readText(path).catch((e: unknown) => notUtf8(e, files.name, path)) : undefined);
+  const fromHub = hubCardText(files);
+  const text = async (path: string) => (fromHub
+    ? fromHub(path).catch((e: unknown) => notUtf8(e, files.name, path) ?? unfetched(e, files.name, path))
+    : listed.includes(path) ? files.readText(path).catch((e: unknown) => notUtf8(e, files.name, path)) : undefined);
   return {
     folder: lone ? last.replace(/\.[^.]*$/, '') : files.namesFolder ? last : undefined,
     readme: lone ? undefined : await text('README.md'),
     config: lone ? undefined : await text('config.json'),
     generation: lone ? undefined : await text('generation_config.json'),
   };
+}
+
+/** A Hub adapter's card file that could not be fetched (an HTTP error other than 404, no answer), refused in one line. */
+function unfetched(e: unknown, adapter: string, path: string): never {
+  // A cancel stays a cancel; anything but the reader's own refusals is thrown as it is.
+  if (!(e instanceof MergeError) || e.code === 'ABORTED') throw e;
+  throw new MergeError(e.code, `${adapter}: ${path} beside the adapter could not be fetched (${e.message}); convert_lora_to_gguf.py reads it from the downloaded folder for the general.* keys, so convert stops rather than write other keys: try again, or download the folder and give its path`, { cause: e });
 }
 
 /**

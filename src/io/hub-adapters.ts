@@ -120,6 +120,25 @@ export function hubAdapterFolder(href: string, endpoint: HfEndpoint | undefined)
   return { folder: `${hub.root}/${org}/${name}/resolve/${inside.join('/')}/`, weightsLink: kind === 'resolve' };
 }
 
+/**
+ * The files convert_lora_to_gguf.py reads beside an adapter for a GGUF's general.* keys
+ * (gguf-lora-card.ts), which a Hub adapter's set (its two files) does not list.
+ */
+export const CARD_FILES: readonly string[] = ['README.md', 'config.json', 'generation_config.json'];
+
+/** The Hub adapters' folders' card files (CARD_FILES), by the adapter's set: see {@link hubCardText}. */
+const cardReaders = new WeakMap<InputFileSet, (path: string) => Promise<string | undefined>>();
+
+/**
+ * For a Hub adapter's set (openHubAdapter, a folder of its two files), the reader of a file of
+ * CARD_FILES at the folder's download link: its text (MAX_CONFIG_BYTES and UTF-8 as any config a URL
+ * gives), or undefined where the Hub has none there (HTTP 404), as a downloaded folder would lack it;
+ * any other failure is thrown. Undefined for any other set (its files are listed).
+ */
+export function hubCardText(files: object): ((path: string) => Promise<string | undefined>) | undefined {
+  return cardReaders.get(files as InputFileSet);
+}
+
 /** A Hub adapter URL, opened (its config read, nothing else). */
 export interface OpenedHubAdapter {
   /** The URL as given: the files' set is named by it. */
@@ -175,7 +194,14 @@ export async function openHubAdapter(
   // from it) for a repository (ORG/NAME) or a tree/REV/SUBFOLDER page, not for tree/REV (a
   // revision) or a weights link.
   const namesFolder = !hub.weightsLink && !/\/tree\/[^/]+\/?$/.test(new URL(text).pathname);
-  return { text, files: withTextRead(files, PEFT_CONFIG, config, new Map([[PEFT_CONFIG, configUrl], [PEFT_WEIGHTS, weightsUrl]]), namesFolder), many: true };
+  const set = withTextRead(files, PEFT_CONFIG, config, new Map([[PEFT_CONFIG, configUrl], [PEFT_WEIGHTS, weightsUrl]]), namesFolder);
+  // Fetched only when asked (convert's general.* keys), through the same requests and token.
+  const card = urlInputFileSetWithAuth(CARD_FILES.map((f) => `${hub.folder}${f}`), text, options, auth);
+  cardReaders.set(set, (path) => card.readText(path).catch((e: unknown) => {
+    if (httpStatusOf(e) === 404) return undefined;
+    throw e;
+  }));
+  return { text, files: set, many: true };
 }
 
 /** How a caller takes the URL given to {@link openHubSource}. */

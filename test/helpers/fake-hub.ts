@@ -83,9 +83,12 @@ export interface FakeHub {
 /**
  * Starts a server that serves `files` by their decoded path (Range requests answered 206), where
  * a path under `gated/` answers 401 unless sent `Bearer ${token}`, and `redirect(path)` (where it
- * gives a Location) answers 302 there instead.
+ * gives a Location) answers 302 there instead, and `status(path)` (where it gives one) answers that
+ * HTTP status with no file.
  */
-export async function startFakeHub(files: ReadonlyMap<string, Uint8Array | string>, token: string, redirect?: (path: string) => string | undefined): Promise<FakeHub> {
+export async function startFakeHub(
+  files: ReadonlyMap<string, Uint8Array | string>, token: string, redirect?: (path: string) => string | undefined, status?: (path: string) => number | undefined,
+): Promise<FakeHub> {
   const seen: HubRequest[] = [];
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
     const raw = new URL(request.url ?? '/', 'http://x').pathname;
@@ -94,6 +97,8 @@ export async function startFakeHub(files: ReadonlyMap<string, Uint8Array | strin
     if (path.startsWith('gated/') && request.headers.authorization !== `Bearer ${token}`) return void response.writeHead(401).end('Invalid credentials');
     const location = redirect?.(path);
     if (location !== undefined) return void response.writeHead(302, { Location: location }).end();
+    const failing = status?.(path);
+    if (failing !== undefined) return void response.writeHead(failing).end('failing');
     const stored = files.get(path);
     if (stored === undefined) return void response.writeHead(404).end('Entry not found');
     const body = typeof stored === 'string' ? new TextEncoder().encode(stored) : stored;
@@ -115,13 +120,13 @@ export async function startFakeHub(files: ReadonlyMap<string, Uint8Array | strin
  * `token`, its host (`localhost:PORT`) pushed onto `tokenHosts` (the array the file's vi.mock gives
  * as HF_TOKEN_HOSTS), the global fetch carried to it (hub-transport.ts) and no Hugging Face token in
  * the environment for each test, its requests counted afresh per test; closed, and `temp` removed,
- * after them. The returned object's `hub` is the server once started.
+ * after them. The returned object's `hub` is the server once started; `status` as startFakeHub's.
  */
 export function useFakeHub(files: ReadonlyMap<string, Uint8Array | string>, token: string, tokenHosts: string[],
-  temp: { make(): string; removeAll(): void }): { readonly hub: FakeHub } {
+  temp: { make(): string; removeAll(): void }, status?: (path: string) => number | undefined): { readonly hub: FakeHub } {
   let hub: FakeHub | undefined;
   beforeAll(async () => {
-    hub = await startFakeHub(files, token);
+    hub = await startFakeHub(files, token, undefined, status);
     tokenHosts.push(`localhost:${hub.port}`);
   });
   afterAll(async () => {

@@ -7,7 +7,8 @@
  * codec then runs its TypeScript twin), in native f32
  * arithmetic, several times faster. Used when the engine can compile it synchronously (Node and
  * workers, where merges run; a page's main thread may refuse modules over 4 KB, and a Content
- * Security Policy may forbid WebAssembly); otherwise the TypeScript path runs. Values (and, with an
+ * Security Policy may forbid WebAssembly) and has WebAssembly SIMD (the IQ2 and IQ1 searches use
+ * it; the merge kernel needs it too); otherwise the TypeScript path runs. Values (and, with an
  * importance matrix, their weights) pass through the module's memory in pieces.
  */
 import { kquantEncoderWasmBase64 } from './kquant-encoder.generated.js';
