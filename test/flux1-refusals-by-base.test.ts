@@ -8,8 +8,7 @@
  * and the page's plan alike; read alone (no base) the file is FLUX.1's and refused at once.
  *
  * Bases are headers over zeros (sparse: nothing is held), with the real names and shapes of each
- * model in diffusers' naming (transformer_hunyuan_video.py, transformer_flux2.py with FLUX.2 [klein]
- * 4B's config: 24 heads of 128, out_channels 128, patch 1; transformer_qwenimage.py; FLUX.1 [dev]).
+ * model in diffusers' naming (helpers/flux-shared-bases.ts).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,68 +17,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { summarizePlan, readEachAdapter } from '../demo/plan-summary.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { memoryInputFileSet, prepareMerge, type InputFileSet } from '../src/index.js';
-import { buildSafetensors, decodeSafetensors, seededRandom, sparseSource, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, decodeSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { tensor } from './helpers/diffusion-fixtures.js';
-import { headerOf, writeHeaderOnly, type Declared } from './helpers/deepseek-v3-headers.js';
+import { writeHeaderOnly, type Declared } from './helpers/deepseek-v3-headers.js';
+import { flux1Base, H, sharedNameBases, sparseBase } from './helpers/flux-shared-bases.js';
 import { mergeArgs, oneErrorLine, runCliInProcess } from './helpers/cli.js';
 
 const rand = seededRandom(20261207);
-const H = 3072;
 const R = 4;
 
 const w = (name: string, shape: number[], dtype: Declared['dtype'] = 'BF16'): Declared => ({ name, dtype, shape });
 const Q = 'transformer_blocks.0.attn.to_q', K = 'transformer_blocks.0.attn.to_k';
-
-/** Each base's transformer (diffusers' names), as many of its tensors as tell it apart and take the LoRA. */
-const BASES: Record<string, { tensors: Declared[]; projOut: number }> = {
-  // HunyuanVideoTransformer3DModel: 24×128, AdaLayerNormZero (6·dim), the token refiner's LayerNorm, proj_out to 1·2·2·16.
-  HunyuanVideo: {
-    projOut: 64,
-    tensors: [
-      w(`${Q}.weight`, [H, H]), w(`${Q}.bias`, [H]), w(`${K}.weight`, [H, H]), w(`${K}.bias`, [H]),
-      w('transformer_blocks.0.norm1.linear.weight', [6 * H, H]),
-      w('context_embedder.token_refiner.refiner_blocks.0.norm1.weight', [H]), w('context_embedder.token_refiner.refiner_blocks.0.norm1.bias', [H]),
-      w('proj_out.weight', [64, H]), w('proj_out.bias', [64]),
-    ],
-  },
-  // Flux2Transformer2DModel (klein 4B): no biases; Flux2Modulation(dim, 2) is dim → 6·dim, (dim, 1) dim → 3·dim; proj_out to 1·1·128.
-  'FLUX.2': {
-    projOut: 128,
-    tensors: [
-      w(`${Q}.weight`, [H, H]), w(`${K}.weight`, [H, H]),
-      w('double_stream_modulation_img.linear.weight', [6 * H, H]), w('double_stream_modulation_txt.linear.weight', [6 * H, H]),
-      w('single_stream_modulation.linear.weight', [3 * H, H]),
-      w('proj_out.weight', [128, H]),
-    ],
-  },
-  // QwenImageTransformer2DModel: img_mod / txt_mod = Sequential(SiLU, Linear(dim, 6·dim)), proj_out to 2·2·16.
-  'Qwen-Image': {
-    projOut: 64,
-    tensors: [
-      w(`${Q}.weight`, [H, H]), w(`${Q}.bias`, [H]), w(`${K}.weight`, [H, H]), w(`${K}.bias`, [H]),
-      w('transformer_blocks.0.img_mod.1.weight', [6 * H, H]), w('transformer_blocks.0.img_mod.1.bias', [6 * H]),
-      w('transformer_blocks.0.txt_mod.1.weight', [6 * H, H]), w('transformer_blocks.0.txt_mod.1.bias', [6 * H]),
-      w('proj_out.weight', [64, H]), w('proj_out.bias', [64]),
-    ],
-  },
-};
-/** FluxTransformer2DModel (FLUX.1 [dev]): AdaLayerNormZero 6·dim, AdaLayerNormZeroSingle 3·dim. */
-const FLUX1: Declared[] = [
-  w(`${Q}.weight`, [H, H]), w(`${Q}.bias`, [H]), w(`${K}.weight`, [H, H]), w(`${K}.bias`, [H]),
-  w('transformer_blocks.0.norm1.linear.weight', [6 * H, H]), w('single_transformer_blocks.0.norm.linear.weight', [3 * H, H]),
-  w('proj_out.weight', [64, H]), w('proj_out.bias', [64]),
-];
-
-/** A base of `tensors` whose values are zeros, served without being held. */
-function sparseBase(name: string, tensors: Declared[]): InputFileSet {
-  const { header, size } = headerOf(tensors);
-  return {
-    name,
-    list: () => ['transformer.safetensors'],
-    open: async () => sparseSource(`${name}/transformer.safetensors`, size, [[0, header]]),
-    readText: async (path) => { throw new Error(`${path} is not text`); },
-  };
-}
+const BASES = sharedNameBases();
+const FLUX1 = flux1Base();
 
 /** E4M3 0x55 = 2^(10-7)·(1 + 5/8) = 13. */
 const E4M3_13 = Uint8Array.of(0x55);
@@ -225,5 +175,66 @@ describe('the command line agrees', () => {
     expect(refused.code).not.toBe(0);
     expect(oneErrorLine(refused)).toMatch(REFUSALS['a float8 alpha']);
     expect(existsSync(refusedOut)).toBe(false);
+  });
+});
+
+describe('LoRAs on the modulations of those models, at their real shapes', () => {
+  /** A diffusers-named module `transformer.<path>` of ΔW (out, H) at rank r, with an `.alpha` where given. */
+  const module = (path: string, out: number, r: number, alpha?: Omit<FixtureTensor, 'name'>): FixtureTensor[] => [
+    tensor(rand, `transformer.${path}.lora_A.weight`, [r, H], 'F32', 0.1), tensor(rand, `transformer.${path}.lora_B.weight`, [out, r], 'F32', 0.1),
+    ...(alpha ? [{ name: `transformer.${path}.alpha`, ...alpha }] : []),
+  ];
+  const f32 = (v: number): Omit<FixtureTensor, 'name'> => ({ dtype: 'F32', shape: [], data: [v] });
+  const i64 = (v: number): Omit<FixtureTensor, 'name'> => ({ dtype: 'I64', shape: [], data: [v] });
+  const f8 = { dtype: 'F8_E4M3', shape: [], data: E4M3_13 } as Omit<FixtureTensor, 'name'>;
+
+  /** The plan's terms (base key → [scale, ΔW shape]), or its problems. */
+  async function plan(base: InputFileSet, tensors: FixtureTensor[]): Promise<Record<string, unknown> | string[]> {
+    const prepared = await prepareMerge(base, [{ files: adapterSet(buildSafetensors(tensors)), weight: 1 }]);
+    try {
+      if (prepared.plan.problems.length > 0) return prepared.plan.problems.map((p) => p.message);
+      return Object.fromEntries(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => [t.scale, u.shape])]));
+    } finally {
+      await prepared.close();
+    }
+  }
+
+  it('FLUX.1\'s per-block norm1.linear (6·3072 × 3072) with a float8 alpha: merged on HunyuanVideo, which has it; refused naming the module on FLUX.2 and Qwen-Image, which have none', async () => {
+    const tensors = [...module('transformer_blocks.0.norm1.linear', 6 * H, 4, f8), ...module('transformer_blocks.0.attn.to_q', H, 4)];
+    expect(await plan(sparseBase('HunyuanVideo', BASES.HunyuanVideo.tensors), tensors)).toEqual({
+      'transformer_blocks.0.norm1.linear.weight': [[13 / 4, [6 * H, H]]], [`${Q}.weight`]: [[1, [H, H]]],
+    });
+    expect(await plan(sparseBase('FLUX.2', BASES['FLUX.2'].tensors), tensors)).toEqual([
+      'flux_lora: module "transformer.transformer_blocks.0.norm1.linear": is a FLUX.1 module; the base is FLUX.2, which has no such tensor (its single blocks fuse q, k, v and a SwiGLU MLP in linear1 / attn.to_qkv_mlp_proj, and its modulations are shared by all blocks): a FLUX.1 LoRA does not fit a FLUX.2 model',
+    ]);
+    expect(await plan(sparseBase('Qwen-Image', BASES['Qwen-Image'].tensors), tensors)).toEqual(['flux_lora: module "transformer.transformer_blocks.0.norm1.linear": no matching tensor in the UNet/transformer']);
+  });
+
+  it('norm_out.linear (2·3072 × 3072, in all four) with an integer alpha: merged at α/r on the three, refused on FLUX.1 as diffusers refuses it', async () => {
+    for (const [model, { tensors, projOut }] of Object.entries(BASES)) {
+      const lora = [...module('norm_out.linear', 2 * H, 8, i64(4)), ...module('proj_out', projOut, 4, f32(8))];
+      expect(await plan(sparseBase(model, tensors), lora), model).toEqual({ 'norm_out.linear.weight': [[4 / 8, [2 * H, H]]], 'proj_out.weight': [[2, [projOut, H]]] });
+    }
+    const refused = await plan(sparseBase('FLUX.1', FLUX1), [...module('norm_out.linear', 2 * H, 8, i64(4)), ...module('proj_out', 64, 4, f32(8))]);
+    expect(refused).toEqual([expect.stringMatching(/^flux_lora\/flux_lora\.safetensors: tensor "transformer\.norm_out\.linear\.alpha" is an alpha of dtype I64, not a float/)]);
+  });
+
+  it('FLUX.2\'s shared modulations and Qwen-Image\'s img_mod / txt_mod: not FLUX.1\'s names, so the single-file rule on any base; refused where the base has none', async () => {
+    const flux2 = [
+      ...module('double_stream_modulation_img.linear', 6 * H, 4, f32(8)), ...module('single_stream_modulation.linear', 3 * H, 4),
+      ...module('transformer_blocks.0.attn.to_q', H, 3, { dtype: 'BF16', shape: [], data: [16] }),
+    ];
+    // Single-file: own α over r (to_q 16/3 unrounded), none: 1; FLUX.1's rule would give single_stream 8/4 and to_q bf16(16/3).
+    expect(await plan(sparseBase('FLUX.2', BASES['FLUX.2'].tensors), flux2)).toEqual({
+      [`${Q}.weight`]: [[16 / 3, [H, H]]], 'double_stream_modulation_img.linear.weight': [[2, [6 * H, H]]], 'single_stream_modulation.linear.weight': [[1, [3 * H, H]]],
+    });
+    const qwen = [...module('transformer_blocks.0.img_mod.1', 6 * H, 4, f8), ...module('transformer_blocks.0.txt_mod.1', 6 * H, 2)];
+    expect(await plan(sparseBase('Qwen-Image', BASES['Qwen-Image'].tensors), qwen)).toEqual({
+      'transformer_blocks.0.img_mod.1.weight': [[13 / 4, [6 * H, H]]], 'transformer_blocks.0.txt_mod.1.weight': [[1, [6 * H, H]]],
+    });
+    const none = (m: string) => `flux_lora: module "transformer.${m}": no matching tensor in the UNet/transformer`;
+    expect(await plan(sparseBase('FLUX.2', BASES['FLUX.2'].tensors), qwen)).toEqual([none('transformer_blocks.0.img_mod.1'), none('transformer_blocks.0.txt_mod.1')]);
+    // to_q lands on Qwen-Image's own to_q; the shared modulations name nothing there.
+    expect(await plan(sparseBase('Qwen-Image', BASES['Qwen-Image'].tensors), flux2)).toEqual([none('double_stream_modulation_img.linear'), none('single_stream_modulation.linear')]);
   });
 });
