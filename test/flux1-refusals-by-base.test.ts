@@ -1,6 +1,6 @@
 /**
  * diffusers' FLUX.1 loader's refusals of a diffusers-named file with `.alpha` tensors (an integer
- * alpha, a float8 alpha, alphas beside lora_adapter_metadata: diffusers-flux-alphas.ts) hold where
+ * alpha, a float8 alpha, alphas beside lora_adapter_metadata with a module lacking one: diffusers-flux-alphas.ts) hold where
  * the base is FLUX.1's. HunyuanVideo's, FLUX.2 [klein] 4B's and Qwen-Image's transformers hold the
  * same names at the same width (3072), and their diffusers loaders do not read `.alpha` at all: on
  * those bases the file merges by the single-file rule (each module's own `.alpha` over its rank, as
@@ -73,7 +73,7 @@ async function aloneRefusal(bytes: Uint8Array): Promise<string> {
 const REFUSALS: Record<Kind, RegExp> = {
   'an integer alpha': /: tensor "transformer\.transformer_blocks\.0\.attn\.to_q\.alpha" is an alpha of dtype I64, not a float: diffusers' FluxLoraLoaderMixin/,
   'a float8 alpha': /: tensor "transformer\.transformer_blocks\.0\.attn\.to_q\.alpha" is an alpha of dtype F8_E4M3: diffusers' FluxLoraLoaderMixin/,
-  'alphas beside lora_adapter_metadata': /: tensor "transformer\.proj_out\.alpha" is an alpha beside the metadata "lora_adapter_metadata": diffusers' FluxLoraLoaderMixin/,
+  'alphas beside lora_adapter_metadata': /: tensor "transformer\.proj_out\.alpha" is an alpha beside the metadata "lora_adapter_metadata", and module "transformer\.transformer_blocks\.0\.attn\.to_k" has no \.alpha: diffusers' FluxLoraLoaderMixin/,
 };
 
 describe('FLUX.1\'s .alpha refusals, decided by the base', () => {

@@ -117,6 +117,41 @@ function byCodePoint(a: string, b: string): number {
 
 const F8_ALPHA: ReadonlySet<string> = new Set(['F8_E4M3', 'F8_E5M2']);
 
+/** The `format` metadata SimpleTuner's scripts/extract_peft_lora.py writes. */
+const SIMPLETUNER_EXTRACT = 'simpletuner-peft-lora-extract';
+
+/**
+ * Whether FluxLoraLoaderMixin is the reader whose rule these `.alpha` tensors follow, for a file in
+ * FLUX.1's diffusers names that holds some. Not for:
+ * - a file with any `.lora_down.weight` key (OneTrainer's internal `transformer.….lora_down.weight`
+ *   with `.alpha`): diffusers takes it as kohya's (lora_state_dict's is_kohya), keeps the `transformer.`
+ *   keys renamed to lora_A/lora_B and reads no alpha; OneTrainer, which writes it, and ComfyUI read
+ *   each module's own `.alpha` over its rank (OneTrainer's load_lora_util: α = r where absent);
+ * - SimpleTuner's extract_peft_lora.py output (metadata `format` simpletuner-peft-lora-extract; one
+ *   α, in the output dtype, on every module, the factors made so that (α/r)·B·A is the extracted
+ *   delta): SimpleTuner's own loader (peft_lora_config_kwargs_from_state_dict) takes each alpha as a
+ *   Python float, α/r unrounded;
+ * - `.alpha` on every LoRA module beside a non-empty lora_adapter_metadata (SimpleTuner's
+ *   `--lora_format comfyui` for FLUX.1, which keeps the `transformer.` prefix and writes each module's
+ *   α from the LoraConfig as an F32 `.alpha`, with that LoraConfig as lora_adapter_metadata):
+ *   diffusers refuses the pair, and the tools that load it, SimpleTuner and ComfyUI, take each
+ *   module's own alpha over its rank.
+ * In each the single-file rule, each module's own `.alpha` over its rank, is the file's meaning.
+ */
+function readByFluxLoader(file: SafetensorsFile, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>): boolean {
+  if (file.tensors.some((t) => t.name.includes('.lora_down.weight'))) return false;
+  if (file.metadata.format === SIMPLETUNER_EXTRACT) return false;
+  const metadata = file.metadata[LORA_ADAPTER_METADATA];
+  const lora = modules.filter((m) => m.algorithm === 'lora' && !m.address.flat);
+  if (metadata && hasFields(metadata) && lora.every((m) => groups.get(m.key)?.has('alpha'))) return false;
+  return true;
+}
+
+/** Whether lora_adapter_metadata's JSON states any field (it was checked to be an object where read). */
+function hasFields(metadata: string): boolean {
+  return Object.keys(JSON.parse(metadata) as object).length > 0;
+}
+
 /**
  * Sets the α and scale of the file's LoRA modules as FluxLoraLoaderMixin gives them (see above), or
  * returns, in one line naming the tensor, why diffusers cannot load the file as FLUX.1's (the modules
@@ -129,6 +164,7 @@ export async function applyDiffusersFluxAlphas(
 ): Promise<Problem | undefined> {
   const alphas = [...groups.values()].flatMap((roles) => (roles.has('alpha') ? [roles.get('alpha')!] : [])).sort((a, b) => byCodePoint(a.name, b.name));
   if (alphas.length === 0) return undefined;
+  if (!readByFluxLoader(file, modules, groups)) return undefined;
   const refuse = (message: string): Problem => ({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: ${message}` });
   // One value of a number type each (any other was reported where its module was built).
   const integer = (a: TensorEntry) => /^[IU](8|16|32|64)$/.test(a.dtype) && a.shape.every((d) => d === 1);
@@ -141,8 +177,9 @@ export async function applyDiffusersFluxAlphas(
     return refuse(`tensor "${f8.name}" is an alpha of dtype ${f8.dtype}: diffusers' FluxLoraLoaderMixin keeps each alpha as the tensor it is and PEFT divides it by the rank in that dtype (lora_alpha / r), a division torch does not implement for float8 tensors, so diffusers cannot load this file; not supported — store the file's alphas as F32`);
   }
   const metadata = file.metadata[LORA_ADAPTER_METADATA];
-  if (metadata && Object.keys(JSON.parse(metadata) as object).length > 0) {
-    return refuse(`tensor "${alphas[0].name}" is an alpha beside the metadata "${LORA_ADAPTER_METADATA}": diffusers' FluxLoraLoaderMixin passes both to load_lora_adapter, which refuses the pair ("Both \`network_alphas\` and \`metadata\` cannot be specified."), so diffusers cannot load this file; not supported — remove the .alpha tensors (the metadata's lora_alpha then applies) or the metadata`);
+  if (metadata && hasFields(metadata)) {
+    const without = modules.find((m) => m.algorithm === 'lora' && !m.address.flat && !groups.get(m.key)?.has('alpha'))!;
+    return refuse(`tensor "${alphas[0].name}" is an alpha beside the metadata "${LORA_ADAPTER_METADATA}", and module "${without.key}" has no .alpha: diffusers' FluxLoraLoaderMixin passes both to load_lora_adapter, which refuses the pair ("Both \`network_alphas\` and \`metadata\` cannot be specified."), and the tools that load such a file (SimpleTuner's --lora_format comfyui writes one .alpha on every module) disagree on a module without one (ComfyUI: α = r; SimpleTuner: the most common alpha); not supported — give every LoRA module its .alpha, or remove the .alpha tensors (the metadata's lora_alpha then applies)`);
   }
 
   const byKey = new Map(modules.map((m) => [m.key, m]));
