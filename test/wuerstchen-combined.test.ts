@@ -64,7 +64,7 @@ describe('Würstchen\'s combined pipeline: the prior\'s folders', () => {
     ], ['prior_prior/diffusion_pytorch_model.safetensors']);
   });
 
-  it('merges kohya\'s lora_prior_unet_ (OneTrainer\'s LEGACY, ComfyUI\'s Stable Cascade prior) into prior_prior/', async () => {
+  it('merges kohya\'s lora_prior_unet_ (the prefix ComfyUI and OneTrainer\'s LEGACY give the prior) over the model\'s own names into prior_prior/', async () => {
     await lora.mergeAndCheck(wuerstchen, [kohyaSpec('lora_prior_unet_blocks_2_attention_to_q', 2, 8, 8, [{ key: `prior_prior.${PRIOR_Q}.weight` }], 1)], ['prior_prior/diffusion_pytorch_model.safetensors']);
   });
 
@@ -99,7 +99,7 @@ describe('Stable Cascade\'s combined pipeline: the prior\'s folders', () => {
     await lora.mergeAndCheck(cascade, [peftSpec(`prior.${STAGE_Q}`, 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1)], STAGES);
   });
 
-  it('merges lora_prior_unet_ and lora_prior_te_ (ComfyUI\'s stage C and its CLIP-G) into prior_prior/ and prior_text_encoder/', async () => {
+  it('merges lora_prior_unet_ and lora_prior_te_ (the prefixes ComfyUI gives stage C and its CLIP-G) over diffusers\' names into prior_prior/ and prior_text_encoder/', async () => {
     await lora.mergeAndCheck(cascade, [
       kohyaSpec('lora_prior_unet_down_blocks_0_1_attention_to_q', 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1),
       kohyaSpec('lora_prior_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 16, 16, [{ key: `prior_text_encoder.${TE}.weight` }], 4),
