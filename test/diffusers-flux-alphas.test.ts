@@ -21,6 +21,7 @@ import { tensor } from './helpers/diffusion-fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { describePlan } from '../src/cli/plan-report.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { sharedNameBases, sparseBase } from './helpers/flux-shared-bases.js';
 
 const rand = seededRandom(20261207);
 const H = 3072;
@@ -67,10 +68,11 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     expect(await refusal([...lora(TO_Q, H, H, 4, 4), ...lora(TO_K, H, H, 4, 1, 'BOOL')])).toBe('flux_lora.safetensors: module "transformer.single_transformer_blocks.0.attn.to_k" has an alpha that is not one finite number: transformer.single_transformer_blocks.0.attn.to_k.alpha is BOOL (), not a number type');
   });
 
-  it('refuses .alpha beside lora_adapter_metadata, as load_lora_adapter does', async () => {
-    const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 4, 'transformer.target_modules': ['to_q'] }) };
-    const message = await refusal(lora(TO_Q, H, H, 4, 2), metadata);
-    expect(message).toMatch(/^flux_lora\.safetensors: tensor "transformer\.single_transformer_blocks\.0\.attn\.to_q\.alpha" is an alpha beside the metadata "lora_adapter_metadata": .*"Both `network_alphas` and `metadata` cannot be specified\."/);
+  it('refuses .alpha beside lora_adapter_metadata where a module has none (load_lora_adapter refuses the pair; the tools that load it disagree there)', async () => {
+    const metadata = { lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 4, 'transformer.target_modules': ['to_q', 'to_k'] }) };
+    const message = await refusal([...lora(TO_Q, H, H, 4, 2), ...lora(TO_K, H, H, 4)], metadata);
+    expect(message).toMatch(/^flux_lora\.safetensors: tensor "transformer\.single_transformer_blocks\.0\.attn\.to_q\.alpha" is an alpha beside the metadata "lora_adapter_metadata", and module "transformer\.single_transformer_blocks\.0\.attn\.to_k" has no \.alpha: .*"Both `network_alphas` and `metadata` cannot be specified\."/);
+    expect(message.split('\n')).toHaveLength(1);
   });
 
   it('divides in the alpha\'s dtype (bf16 16/12 = 1.3359375, f16 1/3 = 0.333251953125) and keeps α = 0 as scale 0', async () => {
@@ -159,12 +161,11 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     // Zero weights (raw bytes: 2 × 3072² values are slow to draw), so W' is the scaled ΔW itself.
     const zeros = (name: string): FixtureTensor => ({ name, dtype: 'F32', shape: [H, H], data: new Uint8Array(H * H * 4) });
     const weights = [zeros('transformer_blocks.0.attn.to_q.weight'), zeros('transformer_blocks.0.attn.to_k.weight')];
-    // What tells the models apart (their names; the modulations' shapes stand-ins): HunyuanVideo's token
-    // refiner, FLUX.2's shared modulation, Qwen-Image's per-block img_mod. (On a FLUX.1 base FLUX.1's rule
-    // merges: the test above.)
+    // What tells the models apart: HunyuanVideo's token refiner; FLUX.2's shared modulations and
+    // Qwen-Image's per-block img_mod, at their real shapes (helpers/flux-shared-bases.ts). (On a FLUX.1
+    // base FLUX.1's rule merges: the test above.)
     const hunyuan = [tensor(rand, 'context_embedder.token_refiner.refiner_blocks.0.norm1.weight', [H], 'F32')];
-    const flux2 = [tensor(rand, 'double_stream_modulation_img.linear.weight', [8, H], 'F32')];
-    const qwen = [tensor(rand, 'transformer_blocks.0.img_mod.1.weight', [8, H], 'F32')];
+    const sharing = sharedNameBases();
     const values = (name: string) => Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
     const worstError = (out: Map<string, { values: ArrayLike<number> }>, key: string, module: string, r: number, scale: number) => {
       const a = values(`${module}.lora_A.weight`), b = values(`${module}.lora_B.weight`), got = out.get(key)!.values;
@@ -188,9 +189,8 @@ describe('diffusers-named FLUX.1 LoRA alphas', () => {
     expect(plan).toContain(planLine);
     expect(worstError(out, 'transformer_blocks.0.attn.to_q.weight', Q, 3, 16 / 3), 'to_q').toBeLessThan(1e-6);
     expect(worstError(out, 'transformer_blocks.0.attn.to_k.weight', K, 2, 1), 'to_k').toBeLessThan(1e-6);
-    for (const [name, extra] of [['FLUX.2', flux2], ['Qwen-Image', qwen]] as const) {
-      const prepared = await prepareMerge(memoryInputFileSet({ 'transformer.safetensors': buildSafetensors([...weights, ...extra]) }, 'base'),
-        [{ files: memoryInputFileSet({ 'flux_lora.safetensors': file }, 'adapter0'), weight: 1 }]);
+    for (const name of ['FLUX.2', 'Qwen-Image'] as const) {
+      const prepared = await prepareMerge(sparseBase(name, sharing[name].tensors), [{ files: memoryInputFileSet({ 'flux_lora.safetensors': file }, 'adapter0'), weight: 1 }]);
       try {
         const terms = Object.fromEntries(prepared.plan.updates.map((u) => [u.baseKey, u.terms.map((t) => t.scale)]));
         expect(terms, name).toEqual({ 'transformer_blocks.0.attn.to_q.weight': [16 / 3], 'transformer_blocks.0.attn.to_k.weight': [1] });

@@ -5,7 +5,8 @@
  * diffusers-named one on any model other than FLUX.1 (the single-file rule, as ComfyUI applies it),
  * merge at scale = α/r with α the float8 value. diffusers' FLUX.1 loader keeps the alpha as a float8
  * tensor and PEFT divides it by the rank (`lora_alpha / r`), which torch does not implement for
- * float8: that file is refused. The alpha bytes are written by hand here (not by the fixture
+ * float8: that file is refused read alone and on a FLUX.1 base (on the bases sharing FLUX.1's names it
+ * takes the single-file rule: flux1-refusals-by-base.test.ts). The alpha bytes are written by hand here (not by the fixture
  * encoder), with their values worked out below.
  */
 import { describe, expect, it } from 'vitest';

@@ -121,8 +121,9 @@ const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('Stable Cascade names', () => {
   it('lora_prior_unet_ names the diffusion model and lora_prior_te_ the text encoder (CLIP-G), as ComfyUI maps them', () => {
-    expect(moduleAddress('lora_prior_unet_down_blocks_0_2_attention_attn_to_q')).toEqual({ part: 'unet', path: 'down_blocks_0_2_attention_attn_to_q', flat: true });
-    expect(moduleAddress('lora_prior_te_text_model_encoder_layers_0_mlp_fc1')).toEqual({ part: 'te', path: 'text_model_encoder_layers_0_mlp_fc1', flat: true });
+    // priorStage: on a combined pipeline, its prior_prior/ and prior_text_encoder/ (wuerstchen-combined.test.ts).
+    expect(moduleAddress('lora_prior_unet_down_blocks_0_2_attention_attn_to_q')).toEqual({ part: 'unet', path: 'down_blocks_0_2_attention_attn_to_q', flat: true, priorStage: true });
+    expect(moduleAddress('lora_prior_te_text_model_encoder_layers_0_mlp_fc1')).toEqual({ part: 'te', path: 'text_model_encoder_layers_0_mlp_fc1', flat: true, priorStage: true });
   });
 
   it('the stable-cascade layout places q, k, v on in_proj_weight, stage C and stage B; without it those are refused', async () => {

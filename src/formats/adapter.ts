@@ -3,7 +3,7 @@
  * (factors still in the file, only their headers read) plus full tensors that replace base tensors.
  */
 import { fromKnownAdapter } from './known-adapter.js';
-import { MergeError } from '../errors.js';
+import { MergeError, type MergeErrorCode } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import type { InputFileSet } from '../io/types.js';
 import type { UpdateShape } from './algorithms/algorithm.js';
@@ -228,6 +228,23 @@ export interface ParsedAdapter {
    * changes their values first (formats/mlx-lm.ts).
    */
   refusedModelTypes?: Readonly<Record<string, string>>;
+  /**
+   * Why diffusers' FLUX.1 loader cannot load this file (an integer or float8 `.alpha`, alphas beside
+   * lora_adapter_metadata: diffusers-flux-alphas.ts), left for the plan when opened with
+   * `baseDecides`: it holds on a FLUX.1 base, not on the bases that share FLUX.1's names
+   * (flux1NamesSharedBy), where the modules take the single-file rule's α they hold.
+   */
+  flux1Refusal?: { code: MergeErrorCode; message: string };
+}
+
+/** How {@link openAdapter} reads an adapter. */
+export interface OpenAdapterOptions {
+  /**
+   * The base is known and the plan will see the adapter: refusals that hold on some bases only
+   * (ParsedAdapter.flux1Refusal) are left to it. Without it (inspect, the adapter jobs) the file is
+   * read as the model its names say first (FLUX.1) and such a refusal is raised here.
+   */
+  baseDecides?: boolean;
 }
 
 // --- opening ---------------------------------------------------------------------------------
@@ -242,7 +259,7 @@ const PICKLE_FILE = /\.(bin|pt|pth|ckpt|pkl)$/i;
  * + adapter_model.safetensors) or one kohya/LyCORIS .safetensors file. The caller owns the result
  * and closes `file.source` when done.
  */
-export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
+export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(), options: OpenAdapterOptions = {}): Promise<ParsedAdapter> {
   const list = files.list();
   const configs = shallowestByBaseName(list, PEFT_CONFIG);
   // A trainer's output folder holds one adapter per checkpoint (checkpoint-500/, checkpoint-1000/):
@@ -316,7 +333,7 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       return parseMistralAdapter(files.name, file, params, pacer).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     if (looksLikeSingleFileAdapter(file)) {
-      return parseSingleFileAdapter(files.name, file, pacer).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      return parseSingleFileAdapter(files.name, file, pacer, options).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
     }
     // The base model picked as an adapter too, or in its place, is the likeliest such file.
     const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));

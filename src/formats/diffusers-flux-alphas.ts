@@ -30,8 +30,11 @@
  * single-file rule's α and scale kept here (`diffusersFluxAlpha`), the rule every other model's
  * diffusers-named `.alpha` follows, as ComfyUI applies it. diffusers' loaders for them do not read
  * the alphas: HunyuanVideoLoraLoaderMixin's and Flux2LoraLoaderMixin's load_lora_weights refuse any
- * key without "lora" in it, QwenImageLoraLoaderMixin's converter drops them. The refusals below are made at parse time, before the
- * base is known, so they hold on those bases too.
+ * key without "lora" in it, QwenImageLoraLoaderMixin's converter drops them. The refusals below
+ * (an integer or float8 alpha, alphas beside lora_adapter_metadata) are diffusers' FLUX.1 loader's:
+ * they are returned, not raised, and the plan makes them only where the base is not one of those
+ * (ParsedAdapter.flux1Refusal); read without a base (inspect, the adapter jobs) the file is FLUX.1's
+ * and they are raised at once. Where one is found the modules keep the single-file rule's α.
  */
 import { decodeToF32, encodeFromF32, type DType } from '../dtype.js';
 import type { MergeErrorCode } from '../errors.js';
@@ -114,34 +117,69 @@ function byCodePoint(a: string, b: string): number {
 
 const F8_ALPHA: ReadonlySet<string> = new Set(['F8_E4M3', 'F8_E5M2']);
 
+/** The `format` metadata SimpleTuner's scripts/extract_peft_lora.py writes. */
+const SIMPLETUNER_EXTRACT = 'simpletuner-peft-lora-extract';
+
+/**
+ * Whether FluxLoraLoaderMixin is the reader whose rule these `.alpha` tensors follow, for a file in
+ * FLUX.1's diffusers names that holds some. Not for:
+ * - a file with any `.lora_down.weight` key (OneTrainer's internal `transformer.….lora_down.weight`
+ *   with `.alpha`): diffusers takes it as kohya's (lora_state_dict's is_kohya), keeps the `transformer.`
+ *   keys renamed to lora_A/lora_B and reads no alpha; OneTrainer, which writes it, and ComfyUI read
+ *   each module's own `.alpha` over its rank (OneTrainer's load_lora_util: α = r where absent);
+ * - SimpleTuner's extract_peft_lora.py output (metadata `format` simpletuner-peft-lora-extract; one
+ *   α, in the output dtype, on every module, the factors made so that (α/r)·B·A is the extracted
+ *   delta): SimpleTuner's own loader (peft_lora_config_kwargs_from_state_dict) takes each alpha as a
+ *   Python float, α/r unrounded;
+ * - `.alpha` on every LoRA module beside a non-empty lora_adapter_metadata (SimpleTuner's
+ *   `--lora_format comfyui` for FLUX.1, which keeps the `transformer.` prefix and writes each module's
+ *   α from the LoraConfig as an F32 `.alpha`, with that LoraConfig as lora_adapter_metadata):
+ *   diffusers refuses the pair, and the tools that load it, SimpleTuner and ComfyUI, take each
+ *   module's own alpha over its rank.
+ * In each the single-file rule, each module's own `.alpha` over its rank, is the file's meaning.
+ */
+function readByFluxLoader(file: SafetensorsFile, modules: readonly AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>): boolean {
+  if (file.tensors.some((t) => t.name.includes('.lora_down.weight'))) return false;
+  if (file.metadata.format === SIMPLETUNER_EXTRACT) return false;
+  const metadata = file.metadata[LORA_ADAPTER_METADATA];
+  const lora = modules.filter((m) => m.algorithm === 'lora' && !m.address.flat);
+  if (metadata && hasFields(metadata) && lora.every((m) => groups.get(m.key)?.has('alpha'))) return false;
+  return true;
+}
+
+/** Whether lora_adapter_metadata's JSON states any field (it was checked to be an object where read). */
+function hasFields(metadata: string): boolean {
+  return Object.keys(JSON.parse(metadata) as object).length > 0;
+}
+
 /**
  * Sets the α and scale of the file's LoRA modules as FluxLoraLoaderMixin gives them (see above), or
- * reports, in one line naming the tensor, why diffusers cannot load the file. `groups`: each module's
- * tensors by role, `readAlpha` the value of an `.alpha` tensor (already checked to be one finite number).
+ * returns, in one line naming the tensor, why diffusers cannot load the file as FLUX.1's (the modules
+ * then left as the single-file rule read them). `groups`: each module's tensors by role, `readAlpha`
+ * the value of an `.alpha` tensor (already checked to be one finite number).
  */
 export async function applyDiffusersFluxAlphas(
   fileName: string, file: SafetensorsFile, modules: AdapterModule[], groups: ReadonlyMap<string, ReadonlyMap<Role, TensorEntry>>,
-  readAlpha: (entry: TensorEntry) => Promise<number | string>, problems: Problem[],
-): Promise<void> {
+  readAlpha: (entry: TensorEntry) => Promise<number | string>,
+): Promise<Problem | undefined> {
   const alphas = [...groups.values()].flatMap((roles) => (roles.has('alpha') ? [roles.get('alpha')!] : [])).sort((a, b) => byCodePoint(a.name, b.name));
-  if (alphas.length === 0) return;
-  const refuse = (message: string) => problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: ${message}` });
+  if (alphas.length === 0) return undefined;
+  if (!readByFluxLoader(file, modules, groups)) return undefined;
+  const refuse = (message: string): Problem => ({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: ${message}` });
   // One value of a number type each (any other was reported where its module was built).
   const integer = (a: TensorEntry) => /^[IU](8|16|32|64)$/.test(a.dtype) && a.shape.every((d) => d === 1);
   const notFloat = alphas.find(integer);
   if (notFloat) {
-    refuse(`tensor "${notFloat.name}" is an alpha of dtype ${notFloat.dtype}, not a float: diffusers' FluxLoraLoaderMixin.lora_state_dict takes only float alphas from a FLUX.1 LoRA in its names and refuses the file ("The alpha key (${notFloat.name}) seems to be incorrect"), so diffusers cannot load it; not supported — store the file's alphas as floats (F32)`);
-    return;
+    return refuse(`tensor "${notFloat.name}" is an alpha of dtype ${notFloat.dtype}, not a float: diffusers' FluxLoraLoaderMixin.lora_state_dict takes only float alphas from a FLUX.1 LoRA in its names and refuses the file ("The alpha key (${notFloat.name}) seems to be incorrect"), so diffusers cannot load it; not supported — store the file's alphas as floats (F32)`);
   }
   const f8 = alphas.find((a) => F8_ALPHA.has(a.dtype));
   if (f8) {
-    refuse(`tensor "${f8.name}" is an alpha of dtype ${f8.dtype}: diffusers' FluxLoraLoaderMixin keeps each alpha as the tensor it is and PEFT divides it by the rank in that dtype (lora_alpha / r), a division torch does not implement for float8 tensors, so diffusers cannot load this file; not supported — store the file's alphas as F32`);
-    return;
+    return refuse(`tensor "${f8.name}" is an alpha of dtype ${f8.dtype}: diffusers' FluxLoraLoaderMixin keeps each alpha as the tensor it is and PEFT divides it by the rank in that dtype (lora_alpha / r), a division torch does not implement for float8 tensors, so diffusers cannot load this file; not supported — store the file's alphas as F32`);
   }
   const metadata = file.metadata[LORA_ADAPTER_METADATA];
-  if (metadata && Object.keys(JSON.parse(metadata) as object).length > 0) {
-    refuse(`tensor "${alphas[0].name}" is an alpha beside the metadata "${LORA_ADAPTER_METADATA}": diffusers' FluxLoraLoaderMixin passes both to load_lora_adapter, which refuses the pair ("Both \`network_alphas\` and \`metadata\` cannot be specified."), so diffusers cannot load this file; not supported — remove the .alpha tensors (the metadata's lora_alpha then applies) or the metadata`);
-    return;
+  if (metadata && hasFields(metadata)) {
+    const without = modules.find((m) => m.algorithm === 'lora' && !m.address.flat && !groups.get(m.key)?.has('alpha'))!;
+    return refuse(`tensor "${alphas[0].name}" is an alpha beside the metadata "${LORA_ADAPTER_METADATA}", and module "${without.key}" has no .alpha: diffusers' FluxLoraLoaderMixin passes both to load_lora_adapter, which refuses the pair ("Both \`network_alphas\` and \`metadata\` cannot be specified."), and the tools that load such a file (SimpleTuner's --lora_format comfyui writes one .alpha on every module) disagree on a module without one (ComfyUI: α = r; SimpleTuner: the most common alpha); not supported — give every LoRA module its .alpha, or remove the .alpha tensors (the metadata's lora_alpha then applies)`);
   }
 
   const byKey = new Map(modules.map((m) => [m.key, m]));
@@ -150,7 +188,7 @@ export async function applyDiffusersFluxAlphas(
     const dot = entry.name.indexOf('.');
     const component = dot < 0 ? '' : entry.name.slice(0, dot);
     const value = await readAlpha(entry);
-    if (typeof value === 'string') return; // reported where the module was built
+    if (typeof value === 'string') return undefined; // reported where the module was built
     const path = entry.name.slice(component.length + 1);
     // get_peft_kwargs' alpha_pattern keys: is_unet for load_lora_adapter (`transformer.`), not for a text encoder.
     const pattern = component === 'transformer' ? path.split('.lora_A.')[0].replaceAll('.alpha', '') : path.split('.down.')[0].split('.').slice(0, -1).join('.');
@@ -178,6 +216,7 @@ export async function applyDiffusersFluxAlphas(
       module.diffusersFluxAlpha = ownRule;
     }
   }
+  return undefined;
 }
 
 /** PEFT's get_pattern_key test: `re.match(rf"(.*\.)?({key})$", path)`, the key a regex. */

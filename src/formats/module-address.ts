@@ -53,6 +53,12 @@ export interface ModuleAddress {
    * so where diffusers is the only tool applying the name, it reaches that encoder only with them.
    */
   componentConfig?: true;
+  /**
+   * The name's prefix says the prior stage of a two-stage pipeline (Stable Cascade's stage C and its
+   * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`): on a combined pipeline its `prior_prior/` and
+   * `prior_text_encoder/` (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
+   */
+  priorStage?: true;
 }
 
 interface Prefix {
@@ -62,6 +68,7 @@ interface Prefix {
   anyFirstEncoder?: true;
   comfyEncoder?: string;
   comfyNaming?: true;
+  priorStage?: true;
 }
 
 /** Longest first, so `lora_te1_` is tried before `lora_te_` and `text_encoder_2.` before `text_encoder.`. */
@@ -75,8 +82,8 @@ const PREFIXES: readonly Prefix[] = ([
   { prefix: 'lora_te3_', part: 'te3', flat: true },
   { prefix: 'lora_te_', part: 'te', flat: true },
   // Stable Cascade's prior (stage C) and its CLIP-G text encoder, as ComfyUI's key maps name them
-  { prefix: 'lora_prior_unet_', part: 'unet', flat: true },
-  { prefix: 'lora_prior_te_', part: 'te', flat: true },
+  { prefix: 'lora_prior_unet_', part: 'unet', flat: true, priorStage: true },
+  { prefix: 'lora_prior_te_', part: 'te', flat: true, priorStage: true },
   // OneTrainer (SD3, Flux)
   { prefix: 'lora_transformer_', part: 'unet', flat: true },
   // SimpleTuner's LyCORIS files (denoiser only)
@@ -119,6 +126,7 @@ export function moduleAddress(name: string): ModuleAddress {
       if (p.anyFirstEncoder) address.anyFirstEncoder = true;
       if (p.comfyEncoder) address.comfyEncoder = p.comfyEncoder;
       if (p.comfyNaming) address.comfyNaming = true;
+      if (p.priorStage) address.priorStage = true;
       return address;
     }
   }

@@ -12,7 +12,7 @@ import { decodeToF32, isFloatDType, type DType } from '../dtype.js';
 import { MergeError, type MergeErrorCode } from '../errors.js';
 import { Pacer } from '../event-turns.js';
 import { throwIfProblems } from '../plan/problems.js';
-import type { AdapterFormat, AdapterModule, ParsedAdapter, TensorReplacement } from './adapter.js';
+import type { AdapterFormat, AdapterModule, OpenAdapterOptions, ParsedAdapter, TensorReplacement } from './adapter.js';
 import { diffusersWidenedColumns, readBflControlLora, readDiffusersControlNorms } from './bfl-control-lora.js';
 import { algorithmsFor, SHARED_ROLES, type ModuleContext } from './algorithms/index.js';
 import { MODULE_PARTS, PART_ROLES } from './algorithms/module-parts.js';
@@ -67,9 +67,9 @@ function formatOf(modules: readonly string[]): AdapterFormat {
 
 /**
  * Parses a single-file adapter (kohya, LyCORIS, diffusers, ComfyUI …). `pacer` is ticked once a
- * tensor and once a module (see parsePeftAdapter).
+ * tensor and once a module (see parsePeftAdapter); `options` as openAdapter's.
  */
-export async function parseSingleFileAdapter(name: string, file: SafetensorsFile, pacer: Pacer = new Pacer()): Promise<ParsedAdapter> {
+export async function parseSingleFileAdapter(name: string, file: SafetensorsFile, pacer: Pacer = new Pacer(), options: OpenAdapterOptions = {}): Promise<ParsedAdapter> {
   const fileName = file.source.name;
   const problems: Problem[] = [];
   const groups = new Map<string, Map<Role, TensorEntry>>();
@@ -147,7 +147,10 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     if (module) modules.push(module);
   }
   // diffusers reads `.alpha` in its own names only for FLUX.1 (FluxLoraLoaderMixin), by its own rule.
-  if (format === 'diffusers' && isDiffusersFluxFile(modules)) await applyDiffusersFluxAlphas(fileName, file, modules, groups, (entry) => readScalar(file, entry), problems);
+  // Its refusals are FLUX.1's loader's: with a base, the plan makes them where the base is FLUX.1's.
+  const flux1Refusal = format === 'diffusers' && isDiffusersFluxFile(modules)
+    ? await applyDiffusersFluxAlphas(fileName, file, modules, groups, (entry) => readScalar(file, entry)) : undefined;
+  if (flux1Refusal && !options.baseDecides) problems.push(flux1Refusal);
   const untargeted = metadata ? leaveOutUntargeted(fileName, modules, metadata) : [];
   if (metadata) checkMetadataRanks(fileName, modules, metadata, problems);
   checkClipTextEncoderConfigs(fileName, modules, metadata, problems);
@@ -168,7 +171,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
-  return { name, format, file, modules, replacements, warnings, config };
+  return { name, format, file, modules, replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}) };
 }
 
 /**

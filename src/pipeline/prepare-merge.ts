@@ -158,7 +158,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     const architectures = modelArchitectures(config);
     for (const input of adapterInputs) {
       await pacer.tick();
-      adapters.push({ adapter: await openAdapter(input.files, pacer), weight: input.weight ?? 1, files: input.files });
+      // The base decides which rule some diffusers-named files follow (ParsedAdapter.flux1Refusal).
+      adapters.push({ adapter: await openAdapter(input.files, pacer, { baseDecides: true }), weight: input.weight ?? 1, files: input.files });
     }
     // An adapter whose config names another model family than the base's config.json: said, not refused.
     const identityWarnings: string[] = [];

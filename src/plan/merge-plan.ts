@@ -280,6 +280,11 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       report('', 'UNSUPPORTED_FORMAT', baseRefusal);
       continue;
     }
+    // diffusers' FLUX.1 loader's refusal, where the base is not one that shares FLUX.1's names.
+    if (adapter.flux1Refusal && !locator.baseIs(flux1NamesSharedBy)) {
+      problems.push({ adapter: adapter.name, module: '', ...adapter.flux1Refusal });
+      continue;
+    }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
     const squared = new Map<string, AdapterModule>(); // modules merged at weight² (AdapterModule.weightSquared), by name

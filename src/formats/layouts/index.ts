@@ -144,6 +144,9 @@ export interface BaseShapes {
   readonly config?: Readonly<Record<string, unknown>>;
 }
 
+/** The combined pipelines whose prior is Stable Cascade's stage C (or Würstchen v2's), which `lora_prior_unet_` / `lora_prior_te_` name. */
+const STAGE_C_PIPELINES: ReadonlySet<string> = new Set(['StableCascadeCombinedPipeline', 'WuerstchenCombinedPipeline']);
+
 /** Finds modules in one base: its components, and an index of keys per component, built once. */
 export class ModuleLocator {
   readonly components: readonly BaseComponent[];
@@ -178,8 +181,37 @@ export class ModuleLocator {
   }
 
   locate(address: ModuleAddress): Location {
+    const prior = this.priorStageAddress(address);
+    if (prior) return this.locateAnywhere(prior);
     const location = this.locateAnywhere(address);
     return this.combinedPriorMiss(address, location) ?? location;
+  }
+
+  /**
+   * A module that names the prior stage of a combined pipeline whose prior is in `prior_prior/`
+   * (WuerstchenCombinedPipeline, StableCascadeCombinedPipeline, Kandinsky's), as the address of that
+   * folder: the prior pipeline's own `prior.` (WuerstchenPriorPipeline.save_lora_weights writes its
+   * LoRAs so, under unet_name "prior", and the combined pipeline's `prior_pipe` is built from
+   * `prior_prior`; OneTrainer's Würstchen and Stable Cascade LoRAs hold `prior.` too), and kohya's
+   * `lora_prior_unet_` / `lora_prior_te_` (ComfyUI's Stable Cascade prior and its CLIP-G, OneTrainer's
+   * LEGACY Stable Cascade form) on `prior_prior/` / `prior_text_encoder/` of Stable Cascade's and
+   * Würstchen's. Undefined elsewhere, and where the base has a `prior.` of its own.
+   */
+  private priorStageAddress(address: ModuleAddress): ModuleAddress | undefined {
+    const folders = this.base.combinedPrior?.folders;
+    if (!folders) return undefined;
+    const onto = (folder: string, path: string): ModuleAddress | undefined =>
+      folders.some((f) => f.folder === folder) ? { path: `${folder}${address.flat ? '_' : '.'}${path}`, flat: address.flat } : undefined;
+    if (address.priorStage) {
+      // Stable Cascade's names (Würstchen v2 its predecessor, OneTrainer's one model for both); a
+      // Kandinsky prior is no model they name.
+      if (!STAGE_C_PIPELINES.has(this.base.combinedPrior!.pipelineClass)) return undefined;
+      return onto(address.part === 'unet' ? 'prior_prior' : 'prior_text_encoder', address.path);
+    }
+    if (address.part === undefined && !address.flat && address.path.startsWith('prior.') && !this.whole.keys.some((k) => k.startsWith('prior.'))) {
+      return onto('prior_prior', address.path.slice('prior.'.length));
+    }
+    return undefined;
   }
 
   /**
