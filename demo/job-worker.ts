@@ -9,7 +9,7 @@ import {
   combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
 } from '../src/index.js';
 import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
-import { checkConvertAdapter, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
+import { checkConvertInputs, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
@@ -70,11 +70,12 @@ async function describe(request: Extract<JobRequest, { type: 'describe' }>): Pro
     const recorded = slot ? reusingHeaders(set, files, true, slot) : { files: set, keep: () => {} };
     const adapter = await openAdapter(recorded.files);
     try {
-      // What convert refuses whatever the model (kohya names, a llama.cpp LoRA, DoRA …): said on pick, in the line the conversion would end with.
+      // What convert refuses whatever the model (kohya names, a llama.cpp LoRA, DoRA …, a README.md
+      // beside it that is not UTF-8): said on pick, in the line the conversion would end with.
       let convertRefusal: string | undefined;
       if (request.check === 'convert') {
         try {
-          checkConvertAdapter(adapter);
+          await checkConvertInputs(adapter, recorded.files);
         } catch (error) {
           convertRefusal = errorMessage(error);
         }

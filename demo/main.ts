@@ -81,6 +81,9 @@ keepResultsOf(store);
 /** Only the newest plan request may update the page, and a check only the plan it was made for. */
 let planRequest = 0;
 let checkRequest = 0;
+/** The plan and the check under way in the worker: newer inputs (or settings) cancel them there, so stale work stops reading. */
+let planWork: AbortController | undefined;
+let checkWork: AbortController | undefined;
 let checkTimer: ReturnType<typeof setTimeout> | undefined;
 const inputs = () => ({
   base: store.state.base!,
@@ -114,12 +117,16 @@ function announcePlan(plan: PlanSummary, droppedDtype: string | undefined): void
 store.onInputsChanged = () => {
   const request = ++planRequest;
   checkRequest++;
+  planWork?.abort();
+  checkWork?.abort();
+  planWork = checkWork = undefined;
   announcer.clearStatus();
   if (!store.state.base || store.state.adapters.length === 0) return;
   const sent = checkSettingsKey();
   const { base, adapters } = inputs();
   const imatrix = readImatrix();
-  client.plan(base.name, base.files, adapters, imatrix).then(
+  planWork = new AbortController();
+  client.plan(base.name, base.files, adapters, imatrix, planWork.signal).then(
     (plan) => {
       if (request !== planRequest) return;
       const dropped = store.setPlan({ status: 'ready', plan });
@@ -150,7 +157,9 @@ function runCheck(): void {
   const forPlan = planRequest;
   const before = new Set(store.state.plan.plan.problems.map((p) => p.message));
   const { base, adapters } = inputs();
-  client.check(base.name, base.files, adapters, { outDtype: store.state.outDtype, dtypeMergedOnly: store.state.dtypeMergedOnly, imatrix: readImatrix() }).then(
+  checkWork?.abort();
+  checkWork = new AbortController();
+  client.check(base.name, base.files, adapters, { outDtype: store.state.outDtype, dtypeMergedOnly: store.state.dtypeMergedOnly, imatrix: readImatrix() }, checkWork.signal).then(
     (check) => {
       if (request !== checkRequest || forPlan !== planRequest) return;
       store.setCheck(check);

@@ -23,6 +23,22 @@ const post = (message: WorkerResponse): void => self.postMessage(inPageWords(mes
 const running = new Map<number, AbortController>();
 /** Bases being read on their own (not merges: `running.size` says whether a merge runs). */
 const reading = new Map<number, AbortController>();
+/** Plans and checks under way: the page cancels one that newer inputs made stale, and it stops reading. */
+const planning = new Map<number, AbortController>();
+
+/**
+ * Runs a plan or a check under a signal of its own, kept by the request's id for a cancel: one
+ * cancelled answers `cancelled`, whatever its work came to (a stale plan is never posted).
+ */
+function planWork<T>(id: number, work: (signal: AbortSignal) => Promise<T>, answer: (result: T) => WorkerResponse, failed: (error: unknown) => Promise<WorkerResponse> | WorkerResponse): void {
+  const controller = new AbortController();
+  const { signal } = controller;
+  planning.set(id, controller);
+  work(signal).then(
+    (result) => post(signal.aborted ? { type: 'cancelled', id } : answer(result)),
+    async (error) => post(signal.aborted ? { type: 'cancelled', id } : await failed(error)),
+  ).finally(() => planning.delete(id));
+}
 /** Browser-storage outputs are written on a worker of their own, so this one keeps the merge fed. */
 const writer = opfsWriterWorker({
   createWorker: () => new Worker(new URL('../src/io/opfs-writer-worker.ts', import.meta.url), { type: 'module', name: 'loramerge-writer' }),
@@ -231,18 +247,23 @@ function handle(request: WorkerRequest): void {
   switch (request.type) {
     case 'plan': {
       const adapters = weighted(request.adapters, 'plan');
-      planImatrix(request.imatrix).then((importance) => summarizePlan(baseSet(request.baseName, request.base), adapters, importance, filesKey(request))).then(
-        (plan) => post({ type: 'plan', id: request.id, plan }),
-        async (error) => post({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
+      planWork(
+        request.id,
+        async (signal) => summarizePlan(baseSet(request.baseName, request.base), adapters, await planImatrix(request.imatrix), filesKey(request), signal),
+        (plan) => ({ type: 'plan', id: request.id, plan }),
+        async (error) => ({ type: 'plan-failed', id: request.id, message: errorMessage(error), adapters: await readEachAdapter(adapters, errorMessage) }),
       );
       break;
     }
     case 'check':
-      planImatrix(request.imatrix).then((importance) => checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), {
-        dtype: request.outDtype === 'same' ? undefined : request.outDtype, dtypeMergedOnly: request.dtypeMergedOnly, importance, filesKey: filesKey(request),
-      })).then(
-        (check) => post({ type: 'checked', id: request.id, check }),
-        (error) => post({ type: 'error', id: request.id, message: errorMessage(error) }),
+      planWork(
+        request.id,
+        async (signal) => checkPlan(baseSet(request.baseName, request.base), weighted(request.adapters, 'plan'), {
+          dtype: request.outDtype === 'same' ? undefined : request.outDtype, dtypeMergedOnly: request.dtypeMergedOnly,
+          importance: await planImatrix(request.imatrix), filesKey: filesKey(request), signal,
+        }),
+        (check) => ({ type: 'checked', id: request.id, check }),
+        (error) => ({ type: 'error', id: request.id, message: errorMessage(error) }),
       );
       break;
     case 'merge':
@@ -251,6 +272,7 @@ function handle(request: WorkerRequest): void {
     case 'cancel':
       running.get(request.id)?.abort();
       reading.get(request.id)?.abort();
+      planning.get(request.id)?.abort();
       break;
     case 'read-base': {
       const controller = new AbortController();

@@ -13,6 +13,7 @@ import {
   type ParsedAdapter, type PlannedTerm, type PreparedMerge,
 } from '../src/index.js';
 import { checkImportance, savedTensorRefusals } from '../src/pipeline/merge-model.js';
+import { throwIfAborted } from '../src/errors.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
@@ -212,10 +213,11 @@ function refusedTypes(model: PreparedMerge['base'], touched: ReadonlySet<string>
  * (ComfyUI nvfp4 through its view), so that a ratio is ‖ΔW‖ / ‖W‖ and not over the codes. Under the
  * `keep` rule the plan's terms are ΔW / scale, measured against the codes as they are.
  */
-function realRowReader(prepared: PreparedMerge): (key: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
+function realRowReader(prepared: PreparedMerge, signal?: AbortSignal): (key: string, rowStart: number, rowCount: number) => Promise<FloatTensorBytes> {
   const { base, scaledFp8: scaled } = prepared;
   const grids = new Map<string, Promise<Float64Array>>();
   return async (key, rowStart, rowCount) => {
+    throwIfAborted(signal); // a cancelled plan reads no more of the base
     const w = scaled?.weights.get(key);
     if (!scaled || !w || scaled.rule === 'keep') return base.readRows(key, rowStart, rowCount);
     const stored = w.view
@@ -263,18 +265,24 @@ export interface PlanSettings {
    * then not read again for each.
    */
   filesKey?: string;
+  /** Cancels the work (newer inputs made it stale): it stops reading, with the library's ABORTED error. */
+  signal?: AbortSignal;
 }
 
-/** The saved tensors' refusals last found, by the files and the output settings they were found for. */
-let savedRefusals: { key: string; refusals: Promise<string[]> } | undefined;
+/**
+ * The saved tensors' refusals last found, by the files and the output settings they were found for,
+ * and the signal of the work that reads them (one cancelled is read again by the next).
+ */
+let savedRefusals: { key: string; refusals: Promise<string[]>; signal?: AbortSignal } | undefined;
 
 function savedTensorLines(prepared: PreparedMerge, settings: PlanSettings): Promise<string[]> {
-  const options = { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance };
+  const { signal } = settings;
+  const options = { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance, signal };
   if (settings.filesKey === undefined) return savedTensorRefusals(prepared, options);
   const key = JSON.stringify([settings.filesKey, settings.dtype ?? null, settings.dtypeMergedOnly ?? false, settings.importance?.file ?? null]);
-  if (savedRefusals?.key !== key) {
+  if (savedRefusals?.key !== key || savedRefusals.signal?.aborted) {
     const refusals = savedTensorRefusals(prepared, { ...options, only: 'saved' });
-    savedRefusals = { key, refusals };
+    savedRefusals = { key, refusals, signal };
     // A read that failed is made again by the next check, not kept.
     refusals.catch(() => { if (savedRefusals?.refusals === refusals) savedRefusals = undefined; });
   }
@@ -296,7 +304,9 @@ async function checkOf(prepared: PreparedMerge, settings: PlanSettings): Promise
     errors.push(...await savedTensorLines(prepared, settings));
     // Kept, the saved tensors' lines leave the biases, whose updates the weights change, to be found again.
     if (settings.filesKey !== undefined) {
-      errors.push(...await savedTensorRefusals(prepared, { outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance, only: 'biases' }));
+      errors.push(...await savedTensorRefusals(prepared, {
+        outDtype: settings.dtype, dtypeMergedOnly: settings.dtypeMergedOnly, importance: settings.importance, signal: settings.signal, only: 'biases',
+      }));
     }
     if (settings.importance) {
       try {
@@ -324,7 +334,7 @@ async function checkOf(prepared: PreparedMerge, settings: PlanSettings): Promise
  * it would do unless another is chosen, and name the importance matrix as the CLI's plan does.
  */
 export async function checkPlan(base: InputFileSet, adapters: readonly WeightedFiles[], settings: PlanSettings = {}): Promise<PlanCheck> {
-  const prepared = await prepareMerge(base, adapters, { dtype: settings.dtype, ...(settings.importance ? { importance: settings.importance } : {}) });
+  const prepared = await prepareMerge(base, adapters, { dtype: settings.dtype, ...(settings.importance ? { importance: settings.importance } : {}), signal: settings.signal });
   try {
     return await checkOf(prepared, settings);
   } finally {
@@ -334,25 +344,27 @@ export async function checkPlan(base: InputFileSet, adapters: readonly WeightedF
 
 /**
  * `importance`: the importance matrix read for a GGUF base, which the plan's warnings then name (the
- * CLI's plan with --imatrix); `filesKey` as PlanSettings's.
+ * CLI's plan with --imatrix); `filesKey` and `signal` as PlanSettings's.
  */
-export async function summarizePlan(base: InputFileSet, adapters: readonly WeightedFiles[], importance?: ImportanceMatrix, filesKey?: string): Promise<PlanSummary> {
-  const prepared = await prepareMerge(base, adapters, importance ? { importance } : {});
+export async function summarizePlan(
+  base: InputFileSet, adapters: readonly WeightedFiles[], importance?: ImportanceMatrix, filesKey?: string, signal?: AbortSignal,
+): Promise<PlanSummary> {
+  const prepared = await prepareMerge(base, adapters, { ...(importance ? { importance } : {}), signal });
   // The same inputs prepared at weight 1 (config.json's key maps, a tied head's decision and all):
   // scales and magnitudes the page multiplies by the sliders.
   let atOne: PreparedMerge | undefined;
   try {
-    atOne = await prepareMerge(base, adapters.map(({ files }) => ({ files, weight: 1 })));
+    atOne = await prepareMerge(base, adapters.map(({ files }) => ({ files, weight: 1 })), { signal });
     const { plan } = prepared;
     const model = prepared.base;
     const unit = atOne.plan;
-    const measured = await estimateUpdateMagnitudes(unit, realRowReader(atOne));
+    const measured = await estimateUpdateMagnitudes(unit, realRowReader(atOne, signal));
     const placeOf = chartGrouper(model.tensors.keys());
     const touched = touchedKeys(plan);
     const heads = tiedHeads(prepared, touched);
     const withBias = modulesChangingBias(unit);
     return {
-      ...await checkOf(prepared, { importance, filesKey }),
+      ...await checkOf(prepared, { importance, filesKey, signal }),
       base: { name: base.name, ...baseFactsOf(model), kind: model.kind },
       // A tensor's own reason (a scaled fp8 file keeps its fp8 type) wins over the base's.
       output: { ...model.format.outputChoices, refused: { ...quantizedBaseTypes(prepared.scaledFp8), ...refusedTypes(model, touched) } },

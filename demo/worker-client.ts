@@ -77,9 +77,23 @@ export class MergeWorkerClient {
     return this.rpc.send({ type: 'backend', choice, threads }).done as Promise<BackendInfo>;
   }
 
-  /** `imatrix`: the importance matrix read on pick (a GGUF base's), which the plan's warnings then name. */
-  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[], imatrix?: PickedFile): Promise<PlanSummary> {
-    return this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanSummary>;
+  /**
+   * `imatrix`: the importance matrix read on pick (a GGUF base's), which the plan's warnings then
+   * name. `signal` cancels the plan inside the worker (newer inputs make it stale): it stops reading
+   * and answers with a cancel, never with the plan.
+   */
+  plan(baseName: string, base: PickedFile[], adapters: AdapterInput[], imatrix?: PickedFile, signal?: AbortSignal): Promise<PlanSummary> {
+    const { id, done } = this.rpc.send({ type: 'plan', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) });
+    this.cancelOn(signal, id);
+    return done as Promise<PlanSummary>;
+  }
+
+  /** Posts a cancel of request `id` when `signal` aborts (at once where it already has). */
+  private cancelOn(signal: AbortSignal | undefined, id: number): void {
+    if (!signal) return;
+    const cancel = () => this.worker.postMessage({ type: 'cancel', id } satisfies WorkerRequest);
+    if (signal.aborted) cancel();
+    else signal.addEventListener('abort', cancel, { once: true });
   }
 
   /** The base alone, its headers read as the plan reads them; `cancel()` drops it (another base was picked). */
@@ -98,10 +112,17 @@ export class MergeWorkerClient {
     this.worker.postMessage({ type: 'forget-imatrix', id: 0 } satisfies WorkerRequest);
   }
 
-  /** The plan's problems again at the adapters' current weights, the chosen output dtype and the importance matrix read (if any). */
-  check(baseName: string, base: PickedFile[], adapters: AdapterInput[], settings: { outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; imatrix?: PickedFile }): Promise<PlanCheck> {
+  /**
+   * The plan's problems again at the adapters' current weights, the chosen output dtype and the
+   * importance matrix read (if any); `signal` cancels the check inside the worker, as a plan's.
+   */
+  check(
+    baseName: string, base: PickedFile[], adapters: AdapterInput[], settings: { outDtype: OutDTypeChoice; dtypeMergedOnly: boolean; imatrix?: PickedFile }, signal?: AbortSignal,
+  ): Promise<PlanCheck> {
     const { imatrix, ...rest } = settings;
-    return this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...rest, ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) }).done as Promise<PlanCheck>;
+    const { id, done } = this.rpc.send({ type: 'check', baseName, base: keyed(base), adapters: keyedAdapters(adapters), ...rest, ...(imatrix ? { imatrix: keyed([imatrix])[0] } : {}) });
+    this.cancelOn(signal, id);
+    return done as Promise<PlanCheck>;
   }
 
   /** The built-in sample as files, generated in the worker so the page stays responsive. */

@@ -12,6 +12,8 @@ import { oneErrorLine, runCli, snapshot } from './helpers/cli.js';
 import { seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, randomTensor } from './helpers/hf-folder.js';
 import { H, llama, P, poison } from './helpers/non-finite-cases.js';
+import { buildSafetensors } from './helpers/fixtures.js';
+import { LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 
 const temp = tempDirs();
 afterAll(() => temp.removeAll());
@@ -90,5 +92,33 @@ describe('merge --dry-run: the tensors an adapter saves whole, refused in the re
     // As the plan's own problems: one line, each after a dash.
     expect(oneErrorLine(dry)).toBe(`error: 2 problems in the merge: - ${first}; - ${second}`);
     expect(existsSync(out)).toBe(false);
+  });
+
+  it('a GGUF base: a modules_to_save head too large for its Q6_K blocks, refused by the dry run as by the real run', async () => {
+    const model = q4kmLlama();
+    const baseDir = temp.make(model.files);
+    const base = join(baseDir, 'tiny-llama-Q4_K_M.gguf');
+    const peft = peftLlamaAdapter();
+    const config = { ...JSON.parse(peft.files['adapter_config.json'] as string), modules_to_save: ['lm_head'] };
+    // Finite in f32 and in the adapter; re-quantized to output.weight's Q6_K, the blocks' f16 scales overflow.
+    const head = Float64Array.from({ length: LLAMA.vocab * LLAMA.hidden }, (_, i) => ((i % 7) - 3) * 1e9);
+    const tensors: FixtureTensor[] = peft.factors.flatMap((f) => [
+      { name: `${P}.${f.module}.lora_A.weight`, dtype: 'BF16' as const, shape: [f.rank, f.in], data: f.a },
+      { name: `${P}.${f.module}.lora_B.weight`, dtype: 'BF16' as const, shape: [f.out, f.rank], data: f.b },
+    ]);
+    tensors.push({ name: `${P}.lm_head.weight`, dtype: 'F32', shape: [LLAMA.vocab, LLAMA.hidden], data: head });
+    const lora = temp.make({ 'adapter_config.json': JSON.stringify(config), 'adapter_model.safetensors': buildSafetensors(tensors) });
+    const out = join(temp.make(), 'merged.gguf');
+    const args = ['merge', '--base', base, '--adapter', lora, '--backend', 'cpu'];
+    const dry = await runCli([...args, '--dry-run']);
+    const run = await runCli([...args, '--out', out]);
+    expect([dry.code, run.code], dry.stderr + run.stderr).toEqual([1, 1]);
+    const line = `error: ${base}: tensor "output.weight": merged values up to 3.00e+9 are too large for Q6_K blocks (16384 values would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight`;
+    expect(oneErrorLine(dry)).toBe(line);
+    expect(oneErrorLine(run)).toBe(line);
+    expect(dry.stdout).toContain(`problem: ${line.slice('error: '.length)}`);
+    expect(existsSync(out)).toBe(false);
+    // f32 holds them: both runs pass.
+    expect((await runCli([...args, '--dtype', 'f32', '--dry-run'])).code).toBe(0);
   });
 });

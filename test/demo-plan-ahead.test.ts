@@ -14,7 +14,7 @@ import { PAGE_RETRY } from './helpers/browser.js';
 import { runCli } from './helpers/cli.js';
 import { announced, mergeEnabled, planReady, seriousViolations, text, texts, typeInto, upload, useDemoSession } from './helpers/demo-session.js';
 import { buildSafetensors, decodeSafetensors, randomValues, seededRandom } from './helpers/fixtures.js';
-import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { ggufLoraAdapter, LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
 import { llamaWithPeft, sdxlPipelineWithTextEncoderLora } from './helpers/page-fixtures.js';
 import { imatrixDat } from './helpers/imatrix-dat.js';
 
@@ -42,6 +42,15 @@ async function cliRefusal(dir: string, base: string, adapter: string): Promise<s
   const line = cli.stderr.split('\n').find((l) => l.startsWith('error: '));
   expect(line, cli.stderr).toBeDefined();
   return line!.slice('error: '.length).replaceAll(`${dir}/`, '');
+}
+
+/** The one `error: …` line of the command line's dry run of `dir`'s files (no --out), named as the page names them. */
+async function cliDryRunRefusal(dir: string, args: string[]): Promise<string> {
+  const cli = await runCli(['merge', ...args.map((a) => (a.startsWith('--') ? a : join(dir, a))), '--backend', 'cpu', '--dry-run']);
+  expect(cli.code, cli.stderr).toBe(1);
+  const lines = cli.stderr.split('\n').filter((l) => l.startsWith('error: '));
+  expect(lines, cli.stderr).toHaveLength(1);
+  return lines[0].slice('error: '.length).replaceAll(`${dir}/`, '');
 }
 
 /** The `warning: …` lines of the command line's dry run (its plan) of `dir`'s files, named as the page names them. */
@@ -146,6 +155,46 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
     await page.waitForFunction((want: string) => document.querySelector('[data-testid="plan-problems"] li')?.textContent === want, { timeout: 30_000 }, without[0]);
     expect(await problems(page)).toEqual(without);
   }, 180_000);
+
+  it('a GGUF base: a modules_to_save head too large for its Q6_K blocks is the dry run\'s error on pick, listed, read out, Merge off', async () => {
+    const model = q4kmLlama();
+    const peft = peftLlamaAdapter();
+    const config = { ...JSON.parse(peft.files['adapter_config.json'] as string), modules_to_save: ['lm_head'] };
+    // Finite in the adapter's f32; re-quantized to output.weight's Q6_K the blocks' f16 scales overflow.
+    const head = Float64Array.from({ length: LLAMA.vocab * LLAMA.hidden }, (_, i) => ((i % 7) - 3) * 1e9);
+    const factors = peft.factors.flatMap((f) => [
+      { name: `${P}.${f.module}.lora_A.weight`, dtype: 'BF16' as const, shape: [f.rank, f.in], data: f.a },
+      { name: `${P}.${f.module}.lora_B.weight`, dtype: 'BF16' as const, shape: [f.out, f.rank], data: f.b },
+    ]);
+    const dir = session.dirs.make({
+      'tiny-llama-Q4_K_M.gguf': model.files['tiny-llama-Q4_K_M.gguf'],
+      'big-head/adapter_config.json': JSON.stringify(config),
+      'big-head/adapter_model.safetensors': buildSafetensors([...factors, { name: `${P}.lm_head.weight`, dtype: 'F32', shape: [LLAMA.vocab, LLAMA.hidden], data: head }]),
+    });
+    const refusal = await cliDryRunRefusal(dir, ['--base', 'tiny-llama-Q4_K_M.gguf', '--adapter', 'big-head']);
+    expect(refusal).toBe("tiny-llama-Q4_K_M.gguf: tensor \"output.weight\": merged values up to 3.00e+9 are too large for Q6_K blocks (16384 values would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight");
+
+    const { page } = await session.open('?backend=cpu');
+    await page.setViewport({ width: 390, height: 844 });
+    await upload(page, 'base-input', join(dir, 'tiny-llama-Q4_K_M.gguf'));
+    await upload(page, 'adapter-folder-input', join(dir, 'big-head'));
+    await planReady(page);
+    const want = `error: ${pageWording(refusal)}`;
+    await page.waitForFunction((line: string) => document.querySelector('[data-testid="plan-problems"] li')?.textContent === line, { timeout: 30_000 }, want);
+    expect((await problems(page)).filter((p) => p.startsWith('error: '))).toEqual([want]);
+    expect(await alertOnceSaid(page, `The plan has 1 error. First: ${pageWording(refusal)}`)).toBe(`The plan has 1 error. First: ${pageWording(refusal)}`);
+    expect(await mergeDisabled(page)).toBe(true);
+    expect(await text(page, '#merge-blocked')).toBe('The plan has 1 error: fix it first.');
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      expect(await seriousViolations(page), scheme).toEqual([]);
+      await (await page.$('#plan-section'))!.screenshot({ path: `test-output/demo-plan-ahead-gguf-blocks-390px-${scheme}.png` });
+    }
+    // f32 holds the values: the error goes and Merge comes on.
+    await page.select('[data-testid="out-dtype"]', 'f32');
+    await mergeEnabled(page);
+  }, 120_000);
 
   it('a language model\'s LoRA on an SDXL pipeline picked as a folder: the base is named a diffusion UNet, not a text encoder', async () => {
     const { pipeline } = sdxlPipelineWithTextEncoderLora(4403);

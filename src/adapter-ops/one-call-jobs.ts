@@ -344,6 +344,22 @@ export function checkConvertAdapter(adapter: ParsedAdapter): void {
   }
 }
 
+/**
+ * {@link convertLoraJob}'s refusals of `adapter` and of the files picked with it where no model
+ * could change them, in its order, before any model is read: {@link checkConvertAdapter}'s, then a
+ * README.md, config.json or generation_config.json beside it that convert reads whole for the
+ * general.* keys and stops on (not UTF-8, past MAX_CONFIG_BYTES). `files`: the adapter's set, as
+ * the conversion is given it. The engine's words.
+ */
+export async function checkConvertInputs(adapter: ParsedAdapter, files: InputFileSet): Promise<void> {
+  checkConvertAdapter(adapter);
+  try {
+    await ggufLoraCardOf(files);
+  } catch (e) {
+    throw inLibraryWords(e);
+  }
+}
+
 /** checkFormatFits' way to write a PEFT adapter as a llama.cpp LoRA, in calls (the command line's names its options). */
 const LIBRARY_CONVERT_ADVICE = (name: string): string => `convertLora({ adapter: "${name}", base: "MODEL.gguf", out: "${name}.gguf" })`;
 

@@ -222,7 +222,8 @@ export function checkImportance(prepared: PreparedMerge, importance: ImportanceM
  * For a plan shown before the merge (the page's): the refusals a merge of `prepared` gives on the
  * values of the tensors adapters save whole, found ahead of it, in the merge's own words, one line
  * per tensor, in the base's order: a replacement (modules_to_save, set_weight, a saved base_layer
- * weight) and the saved tensor rows start from, holding NaN/Inf or overflowing its output dtype;
+ * weight) and the saved tensor rows start from, holding NaN/Inf or overflowing its output dtype
+ * (re-quantized to a GGUF block type: values too large for its blocks' scales);
  * rows set by trainable tokens likewise; a bias update (a saved bias, lora_B.bias) whose result is
  * not finite. Only the adapters' tensors are read (and a float bias the merge updates): the base's
  * other rows are checked by the merge as it copies them. An output type the layout refuses is the
@@ -269,6 +270,13 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
   const format = base.format;
   const slabBytes = DEFAULT_SLAB_BYTES;
   const refusals: MergeError[] = [];
+  // The row weights the merge quantizes with; an importance matrix that does not fit is the caller's to say.
+  let weights: ReadonlyMap<string, RowWeights> | undefined;
+  try {
+    weights = layout.importance();
+  } catch (e) {
+    if (!isMergeError(e)) throw e;
+  }
   const refused = async (check: () => Promise<void>) => {
     try {
       await check();
@@ -280,7 +288,11 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
   for (const shard of base.shards) for (const stored of shard.tensors) {
     throwIfAborted(options.signal);
     const key = keyOf(shard, stored);
-    const outDtype = format.engineDtype(outTypeOf(shard, stored));
+    const outType = outTypeOf(shard, stored);
+    const outDtype = format.engineDtype(outType);
+    // The values as the merge hands them to the block encoder of a quantized output type.
+    const blocks = (values: Uint8Array, rowStart: number) =>
+      checkSavedBlocks(format, shard.sourceName, stored.name, outType, values, weights?.get(stored.name), rowStart, options.signal);
     const replacement = replacements.get(key);
     const rowSet = rowSets.get(key);
     const bias = biases.get(key);
@@ -295,7 +307,9 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
         for (const [rowStart, rowCount] of pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock))) {
           throwIfAborted(options.signal);
           const input = await replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
-          await checkReplacement(replacement, input, convertReplacement(replacement, input, outDtype, rowStart), outDtype);
+          const out = convertReplacement(replacement, input, outDtype, rowStart);
+          await checkReplacement(replacement, input, out, outDtype);
+          await blocks(out, rowStart);
         }
       });
     } else if (rowSet) {
@@ -336,6 +350,49 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
     }
   }
   return refusals;
+}
+
+/**
+ * Below this magnitude no block of any GGUF block type the merge writes has a scale its stored
+ * format cannot hold (an f16 scale is at most about the block's largest |x|; NVFP4's UE4M3 one
+ * amax / 6, at most 448), nor sums that overflow f32 (about 1e18): the plan-time check encodes a
+ * saved tensor's slab only past it, so an ordinary adapter costs one pass over its values.
+ */
+const BLOCK_SAFE_MAGNITUDE = 64;
+
+/**
+ * How many values of `values` (f32, whole rows of the tensor from `rowStart` on) the merge's block
+ * encoder of `outType` makes NaN/Inf or zero, with the importance rows where the merge takes them;
+ * 0 for a float output type and for values too small to fault. A weighted encode that faults where
+ * the plain one does not is the importance matrix's fault, which the merge names itself: 0 here.
+ */
+async function savedBlockFaults(
+  format: ContainerFormat, outType: string, values: Uint8Array, rows: RowWeights | undefined, rowStart: number, signal?: AbortSignal,
+): Promise<{ nonFinite: number; zeroed: number }> {
+  if (isDType(outType) || !format.nonFiniteInBlocks) return { nonFinite: 0, zeroed: 0 };
+  const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
+  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
+  let largest = 0;
+  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+  if (largest <= BLOCK_SAFE_MAGNITUDE) return { nonFinite: 0, zeroed: 0 };
+  const faults = async (weighted?: { rows: RowWeights; rowStart: number }) => {
+    const out = await format.encodeRows(outType, values, undefined, signal, weighted);
+    return { nonFinite: format.nonFiniteInBlocks?.(outType, out)?.count ?? 0, zeroed: format.zeroedInBlocks?.(outType, out, f32) ?? 0 };
+  };
+  const found = await faults(rows && { rows, rowStart });
+  if (rows && (found.nonFinite || found.zeroed)) {
+    const plain = await faults();
+    if (!plain.nonFinite && !plain.zeroed) return { nonFinite: 0, zeroed: 0 };
+  }
+  return found;
+}
+
+/** The merge's refusal of values too large for `outType`'s blocks (checkEncodedBlocks), found before it: see savedBlockFaults. */
+async function checkSavedBlocks(
+  format: ContainerFormat, file: string, tensor: string, outType: string, values: Uint8Array, rows: RowWeights | undefined, rowStart: number, signal?: AbortSignal,
+): Promise<void> {
+  const { nonFinite, zeroed } = await savedBlockFaults(format, outType, values, rows, rowStart, signal);
+  checkEncodedBlocks(file, tensor, outType, values, nonFinite, zeroed);
 }
 
 async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
