@@ -46,10 +46,16 @@ describe('the plan table on a phone', PAGE_RETRY, () => {
     const rows = await page.$$eval('#plan-modules tbody tr', (trs) => trs.map((tr) => {
       const [module, target] = [tr.querySelector('th')!, tr.querySelectorAll('td')[1]];
       const box = (e: Element) => e.getBoundingClientRect();
-      const lineHeight = parseFloat(getComputedStyle(target).lineHeight) || 20;
+      // The lines the text itself takes (a cell's box is as tall as its row's tallest cell).
+      const lines = (e: Element) => {
+        const range = document.createRange();
+        range.selectNodeContents(e);
+        return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
+      };
       return {
         module: [module.textContent, module.getAttribute('title')], target: [target.textContent, target.getAttribute('title')],
-        widest: Math.max(box(module).width, box(target).width), targetLines: Math.round(box(target).height / lineHeight),
+        widest: Math.max(box(module).width, box(target).width), moduleLines: lines(module), targetLines: lines(target),
+        overflowing: [module, target].filter((e) => e.scrollWidth > e.clientWidth).length,
       };
     }));
     expect(rows.map((r) => r.target[0]).sort()).toEqual(TARGETS.map((t) => `${t}.weight`).sort());
@@ -59,6 +65,8 @@ describe('the plan table on a phone', PAGE_RETRY, () => {
       expect(TARGETS.some((t) => r.module[0]!.includes(t)), r.module[0]!).toBe(true);
       // Wrapped: a 58-character name on one line would be wider than the phone; its cell is far narrower.
       expect(r.targetLines, JSON.stringify(r)).toBeGreaterThan(1);
+      expect(r.moduleLines, JSON.stringify(r)).toBeGreaterThan(1);
+      expect(r.overflowing, JSON.stringify(r)).toBe(0);
       expect(r.widest, JSON.stringify(r)).toBeLessThan(390 / 2);
     }
 
