@@ -36,6 +36,7 @@ import {
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
+import { EncodeTally, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -707,6 +708,53 @@ async function nonFiniteInCopied(
   return nonFiniteSpanText(shape, span);
 }
 
+/**
+ * The faults of a whole merged tensor's blocks as written (NaN/Inf or zeroed values, rows the
+ * quantizer stops on): every slab of `unit`'s tensor read, merged and encoded again, nothing
+ * written; the error path only.
+ */
+async function encodeFaultsInTensor(
+  prepared: PreparedMerge, unit: WorkUnit, backend: MergeBackend, signal?: AbortSignal, scaled?: ScaledFp8Output, importance?: RowWeights,
+): Promise<EncodeTally> {
+  const a = unit.action;
+  const again = async (action: Action, tally: EncodeTally) => {
+    const u = { ...unit, action };
+    const input = await readUnit(prepared, u, (bytes) => new Uint8Array(bytes));
+    await computeUnit(prepared, u, input, backend, new CopiedNonFinite(), signal, scaled, importance, tally);
+  };
+  if (a.kind === 'bias') {
+    const tally = new EncodeTally(a.bias.length);
+    await again(a, tally);
+    return tally;
+  }
+  if (a.kind === 'copy') return new EncodeTally(1);
+  const [rows, cols, block] = a.kind === 'update' ? [a.update.rows, a.update.cols, a.update.rowBlock ?? 1]
+    : a.kind === 'replace' ? [...rowsAndCols(a.replacement.shape), a.replacement.rowBlock ?? 1]
+    : [a.rowSet.shape[0], a.rowSet.shape[1], 1];
+  const tally = new EncodeTally(cols);
+  const step = Math.max(block, Math.floor(a.rowCount / block) * block);
+  for (const [rowStart, rowCount] of pieces(rows, step)) {
+    throwIfAborted(signal);
+    await again({ ...a, rowStart, rowCount }, tally);
+  }
+  return tally;
+}
+
+/**
+ * A copied tensor's stored rows (of its last dimension, whole blocks), for a conversion's refusal
+ * to read it again and count over all of them; about `chunkBytes` a read.
+ */
+function copiedRows(prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number): TensorRows {
+  const { name, shape, byteLength } = unit.tensor;
+  const cols = shape.length ? shape[shape.length - 1] : 1;
+  const rows = cols ? product(shape) / cols : 0;
+  const rowBytes = rows ? byteLength / rows : byteLength;
+  return {
+    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes),
+    read: (rowStart, rowCount) => prepared.base.readPart(name, rowStart * rowBytes, rowCount * rowBytes),
+  };
+}
+
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
@@ -737,20 +785,44 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
 
 async function computeUnit(
   prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
-  scaled?: ScaledFp8Output, importance?: RowWeights,
+  scaled?: ScaledFp8Output, importance?: RowWeights, tally?: EncodeTally,
 ): Promise<Uint8Array> {
   const format = prepared.base.format;
   const a = unit.action;
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
+  const asF32 = (values: Uint8Array) => {
+    const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
+    return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
+  };
+  /** The blocks of rows from `rowStart` on, for a tally of their faults. */
+  const encoder: RowEncoder = {
+    encode: async (values, rowStart) => {
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      return format.encodeRows(unit.outType, bytes, backend, signal, importance && a.kind !== 'bias' ? { rows: importance, rowStart } : undefined);
+    },
+    nonFinite: (bytes) => format.nonFiniteInBlocks?.(unit.outType, bytes),
+    zeroed: (bytes, input) => format.zeroedInBlocks?.(unit.outType, bytes, input),
+  };
+  /**
+   * The faults of the whole tensor's blocks, merged and encoded again slab by slab (the error
+   * path only: the slab met need be neither the first nor the only one).
+   */
+  const wholeTally = async (values: Uint8Array, rowStart: number): Promise<EncodeTally> => {
+    const whole = await encodeFaultsInTensor(prepared, unit, backend, signal, scaled, importance);
+    if (!whole.any) await whole.add(asF32(values), rowStart, encoder, signal);
+    return whole;
+  };
   /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array, rowStart?: number) => {
+    if (tally) {
+      // Counting the whole tensor's faults (encodeFaultsInTensor): nothing is written.
+      await tally.add(asF32(values), rowStart ?? 0, encoder, signal);
+      return new Uint8Array(0);
+    }
     const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
-    const input = () => {
-      const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
-      return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
-    };
+    const input = () => asF32(values);
     const faults = (bytes: Uint8Array) => {
       const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, input());
       return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes)?.count, zeroed };
@@ -793,8 +865,12 @@ async function computeUnit(
       out = await format.encodeRows(unit.outType, values, backend, signal, weighted);
     } catch (e) {
       if (weighted && isMergeError(e) && e.code === 'NON_FINITE') await blameImportance(weighted.rows, e);
-      // A quantizer's own refusal (ggml's IQ3 search overflowing) knows no tensor: it is named here.
-      if (isMergeError(e) && e.code === 'NON_FINITE') throw new MergeError('NON_FINITE', `${unit.file}: tensor "${name}": ${e.message}`, { cause: e });
+      // A quantizer's own refusal (ggml's IQ3 search overflowing) knows no tensor: it is named
+      // here, with how many of its rows the quantizer stops on and which.
+      if (isMergeError(e) && e.code === 'NON_FINITE') {
+        checkEncodedBlocks(unit.file, name, unit.outType, await wholeTally(values, rowStart ?? 0));
+        throw new MergeError('NON_FINITE', `${unit.file}: tensor "${name}": ${e.message}`, { cause: e });
+      }
       throw e;
     }
     if (out !== values) {
@@ -802,7 +878,7 @@ async function computeUnit(
       if (weighted && (nonFinite || zeroed)) await blameImportance(weighted.rows);
       const quiet = weighted ? silenced(out) : 0;
       if (weighted && quiet) await blameImportance(weighted.rows, undefined, quiet);
-      checkEncodedBlocks(unit.file, name, unit.outType, values, nonFinite, zeroed);
+      if (nonFinite || zeroed) checkEncodedBlocks(unit.file, name, unit.outType, await wholeTally(values, rowStart ?? 0));
       // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
       // reuse it (the write below only recycles what is written).
       backend.recycle?.(values);
@@ -862,7 +938,7 @@ async function computeUnit(
       let out: Uint8Array;
       try {
         const wholeTensor = () => nonFiniteInCopied(prepared, unit, a.length, backend, signal);
-        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor);
+        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor, copiedRows(prepared, unit, a.length));
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;
