@@ -259,6 +259,22 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
   return savedTensorErrorsOf(layout, options);
 }
 
+/**
+ * Below this magnitude no value fails as a GGML block: a block's f16 scale is at most its largest
+ * |value| (levels are 1 or more), far from 65504, and ggml's quantizers overflow f32 only past
+ * about 1e9 (IQ searches, x⁴ summed) to 1e18 (K-quant sums). A plan encodes a saved tensor's
+ * blocks ahead of the merge only past it (an importance matrix's own faults are the merge's to find).
+ */
+const BLOCK_SAFE_MAGNITUDE = 1024;
+
+/** The largest |value| of f32 bytes. */
+function largestMagnitude(bytes: Uint8Array): number {
+  const f32 = new Float32Array(bytes.byteOffset % 4 === 0 ? bytes.buffer : bytes.slice().buffer, bytes.byteOffset % 4 === 0 ? bytes.byteOffset : 0, bytes.byteLength >>> 2);
+  let largest = 0;
+  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+  return largest;
+}
+
 /** Rows of `rowBytes` each in a slab of `slabBytes`: whole runs of `block` rows, at least one run. */
 function rowsPerSlab(slabBytes: number, rowBytes: number, block = 1): number {
   return Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
@@ -293,11 +309,34 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
       await refused(async () => {
         const [rows, cols] = rowsAndCols(replacement.shape);
         const rowBytes = cols * DTYPE_BYTES[replacement.tensor.dtype];
-        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock))) {
+        const slabs = pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock));
+        const read = (rowStart: number, rowCount: number) => replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
+        let largest = 0;
+        for (const [rowStart, rowCount] of slabs) {
           throwIfAborted(options.signal);
-          const input = await replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
-          await checkReplacement(replacement, input, convertReplacement(replacement, input, outDtype, rowStart), outDtype);
+          const input = await read(rowStart, rowCount);
+          const out = convertReplacement(replacement, input, outDtype, rowStart);
+          await checkReplacement(replacement, input, out, outDtype);
+          if (outDtype === 'F32') largest = Math.max(largest, largestMagnitude(out));
         }
+        // Written as blocks (GGUF): checked as the merge checks them, where a block could fail.
+        const outType = outTypeOf(shard, stored);
+        if (largest < BLOCK_SAFE_MAGNITUDE || format.nonFiniteInBlocks?.(outType, new Uint8Array(0)) === undefined) return;
+        const weights = layout.importance()?.get(stored.name);
+        const tally = new EncodeTally(cols);
+        const encoder: RowEncoder = {
+          encode: async (values, rowStart) => format.encodeRows(
+            outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), undefined, options.signal, weights ? { rows: weights, rowStart } : undefined,
+          ),
+          nonFinite: (bytes) => format.nonFiniteInBlocks?.(outType, bytes),
+          zeroed: (bytes, input) => format.zeroedInBlocks?.(outType, bytes, input),
+        };
+        for (const [rowStart, rowCount] of slabs) {
+          throwIfAborted(options.signal);
+          const out = convertReplacement(replacement, await read(rowStart, rowCount), 'F32', rowStart);
+          await tally.add(new Float32Array(out.slice().buffer), rowStart, encoder, options.signal);
+        }
+        checkEncodedBlocks(shard.sourceName, base.tensors.get(key)?.name ?? key, outType, tally);
       });
     } else if (rowSet) {
       await refused(async () => {
