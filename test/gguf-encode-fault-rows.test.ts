@@ -14,6 +14,7 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { isMergeError } from '../src/errors.js';
+import { mergeBackends } from './helpers/merge-backends.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 
@@ -25,6 +26,7 @@ const LLAMA_Q4KM = q4kmLlama();
 const Q4KM = LLAMA_Q4KM.files['tiny-llama-Q4_K_M.gguf'] as Uint8Array;
 let pool: CpuWorkerPool;
 const backends: Record<string, MergeBackend> = {};
+const gpu = mergeBackends({ cpu: 'default' });
 
 beforeAll(() => {
   const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
@@ -122,5 +124,16 @@ describe.each(['one thread', 'worker threads'])('CPU, %s', (name) => {
   it('--dtype iq3_xxs on a copied F32 ffn_down with 1e16 in rows 2 and 13: how many rows ggml\'s search stops on, and which', async () => {
     const message = await mergeError(llamaWithBigRows(1e16), 1, 'iq3_xxs', backends[name]);
     expect(message).toBe(`tensor "blk.0.ffn_down.weight": values too large (or not finite) for an IQ3 block in 2 rows (first in row 2, last in row 13): ${IQ3}`);
+  });
+});
+
+describe('WebGPU', () => {
+  it('merged values too large for Q8_0\'s f16 scales in rows 2 and 13: the same line as on the CPU', async (ctx) => {
+    const backend = gpu.webgpu;
+    if (!backend) return ctx.skip();
+    const message = await mergeError(Q4KM, 9e6, 'q8_0', backend);
+    expect(message).toBe(
+      `base/tiny-llama.gguf: tensor "blk.0.attn_q.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks: ${2 * H} values (first in row 2, last in row 13) would be NaN or Inf, the blocks' f16 scales overflow; write with --dtype f32 or bf16, or lower --weight`,
+    );
   });
 });
