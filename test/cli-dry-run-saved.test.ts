@@ -113,7 +113,7 @@ describe('merge --dry-run: the tensors an adapter saves whole, refused in the re
     const dry = await runCli([...args, '--dry-run']);
     const run = await runCli([...args, '--out', out]);
     expect([dry.code, run.code], dry.stderr + run.stderr).toEqual([1, 1]);
-    const line = `error: ${base}: tensor "output.weight": merged values up to 3.00e+9 are too large for Q6_K blocks (16384 values would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight`;
+    const line = `error: ${base}: tensor "output.weight": merged values up to 3.00e+9 are too large for Q6_K blocks: 16384 values (first in row 0, last in row 63) would be NaN or Inf, the blocks' f16 scales overflow; write with --dtype f32 or bf16, or lower --weight`;
     expect(oneErrorLine(dry)).toBe(line);
     expect(oneErrorLine(run)).toBe(line);
     expect(dry.stdout).toContain(`problem: ${line.slice('error: '.length)}`);

@@ -204,8 +204,8 @@ describe('the engine’s messages in the page’s words', () => {
       'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); choose bf16 (or f16, f32) as the Output dtype to write the weights dequantized',
     ],
     [
-      'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',
-      'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose f16, bf16 or f32 as the Output dtype',
+      'values too large (or not finite) for an IQ3 block in 2 rows (first in row 2, last in row 13): ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',
+      'values too large (or not finite) for an IQ3 block in 2 rows (first in row 2, last in row 13): ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose f16, bf16 or f32 as the Output dtype',
     ],
     // loramerge's --imatrix is the importance matrix picker; llama-quantize's --imatrix stays.
     [

@@ -172,7 +172,7 @@ describe('the plan says on pick what the merge would stop on', PAGE_RETRY, () =>
       'big-head/adapter_model.safetensors': buildSafetensors([...factors, { name: `${P}.lm_head.weight`, dtype: 'F32', shape: [LLAMA.vocab, LLAMA.hidden], data: head }]),
     });
     const refusal = await cliDryRunRefusal(dir, ['--base', 'tiny-llama-Q4_K_M.gguf', '--adapter', 'big-head']);
-    expect(refusal).toBe("tiny-llama-Q4_K_M.gguf: tensor \"output.weight\": merged values up to 3.00e+9 are too large for Q6_K blocks (16384 values would be NaN or Inf: the blocks' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight");
+    expect(refusal).toBe("tiny-llama-Q4_K_M.gguf: tensor \"output.weight\": merged values up to 3.00e+9 are too large for Q6_K blocks: 16384 values (first in row 0, last in row 63) would be NaN or Inf, the blocks' f16 scales overflow; write with --dtype f32 or bf16, or lower --weight");
 
     const { page } = await session.open('?backend=cpu');
     await page.setViewport({ width: 390, height: 844 });

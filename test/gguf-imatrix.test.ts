@@ -237,15 +237,31 @@ describe('reading importance matrices', () => {
     expect([...im.entries.get('blk.0.ffn_up_exps.weight')!]).toEqual([1, 2, 3, 4, 1, 1, 1, 1, F(9 / 3), 3, 3, 3]);
   });
 
-  it('reads the legacy .dat: sums / ncall (the sums as they are where ncall is 0), with or without its trailer', async () => {
+  it('reads the legacy .dat: sums / ncall (the sums of 0 as they are where ncall is 0), with or without its trailer', async () => {
     for (const trailer of [true, false]) {
       const im = await read(imatrixDat([
         { name: 'blk.0.attn_k.weight', ncall: 3, sums: [1, 2, 3, 4] },
-        { name: 'output.weight', ncall: 0, sums: [5, 6] },
+        { name: 'output.weight', ncall: 0, sums: [0, 0] },
       ], trailer), 'imatrix.dat');
       expect([...im.entries.get('blk.0.attn_k.weight')!]).toEqual([F(1 / 3), F(2 / 3), 1, F(4 / 3)]);
-      expect([...im.entries.get('output.weight')!]).toEqual([5, 6]);
+      expect([...im.entries.get('output.weight')!]).toEqual([0, 0]);
     }
+    // An older llama-imatrix wrote the chunk count alone after the entries.
+    const chunksOnly = concatBytes([imatrixDat([{ name: 'blk.0.attn_k.weight', ncall: 2, sums: [2, 4] }], false), new Uint8Array(new Int32Array([10]).buffer)]);
+    expect([...(await read(chunksOnly, 'imatrix.dat')).entries.get('blk.0.attn_k.weight')!]).toEqual([1, 2]);
+  });
+
+  it('reads a .dat MoE entry (ffn_up_exps: ne0 values per expert under one ncall, as llama-imatrix\'s legacy writer stores them) and gives each expert\'s rows its own', async () => {
+    // 3 experts of ne0 4: llama-imatrix stores each expert's mean times ncall; llama-quantize divides by ncall.
+    const sums = [2, 4, 6, 8, 4, 4, 4, 4, 8, 6, 4, 2];
+    const im = await read(imatrixDat([{ name: 'blk.0.ffn_up_exps.weight', ncall: 2, sums }]), 'imatrix.dat');
+    expect([...im.entries.get('blk.0.ffn_up_exps.weight')!]).toEqual(sums.map((v) => v / 2));
+    const rows = importanceRows(im, [{ name: 'blk.0.ffn_up_exps.weight', shape: [3, 5, 4], type: 'Q4_K', outType: 'Q4_K', changed: true }]);
+    expect(rows.get('blk.0.ffn_up_exps.weight')).toMatchObject({ cols: 4, rowsPerExpert: 5 });
+    // One expert's worth for a stack of 3: refused naming the entry and the experts.
+    const one = await read(imatrixDat([{ name: 'blk.0.ffn_up_exps.weight', ncall: 2, sums: sums.slice(0, 4) }]), 'imatrix.dat');
+    expect(() => importanceRows(one, [{ name: 'blk.0.ffn_up_exps.weight', shape: [3, 5, 4], type: 'Q4_K', outType: 'Q4_K', changed: true }]))
+      .toThrow(/^importance matrix imatrix\.dat: its entry "blk\.0\.ffn_up_exps\.weight" has 4 values, but the tensor \[3, 5, 4\] takes 4 × 3 experts/);
   });
 
   const refusals: [string, () => Uint8Array, RegExp][] = [
@@ -266,6 +282,12 @@ describe('reading importance matrices', () => {
     ['a .dat name length past the end', () => { const b = imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1] }]); new DataView(b.buffer).setInt32(4, 1 << 20, true); return b; }, /entry 1 has a name length of 1048576/],
     ['a .dat value count past the end', () => { const b = imatrixDat([{ name: 'q', ncall: 1, sums: [1, 2] }]); new DataView(b.buffer).setInt32(13, 1 << 28, true); return b; }, /entry "q" claims 268435456 values/],
     ['a .dat cut inside an entry', () => imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2, 3, 4, 5] }], false).subarray(0, 30), /ends inside|claims/],
+    ['a .dat cut inside its dataset name', () => { const b = imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2] }, { name: 'blk.0.ffn_up_exps.weight', ncall: 2, sums: [2, 4, 6, 8] }]); return b.subarray(0, b.length - 5); },
+      /: after its 2 entries, 17 bytes that are not llama-imatrix's trailer \(the chunk count and the dataset's name\): the file is cut short or damaged$/],
+    ['a .dat whose entry count is one short', () => { const b = imatrixDat([{ name: 'blk.0.attn_q.weight', ncall: 1, sums: [1, 2] }, { name: 'blk.0.ffn_up_exps.weight', ncall: 2, sums: [2, 4, 6, 8] }]); new DataView(b.buffer).setInt32(0, 1, true); return b; },
+      /: its entry count is 1, but entry 2 "blk\.0\.ffn_up_exps\.weight" follows: the count is wrong \(llama-quantize would read the first 1 and leave the rest out\)$/],
+    ['a .dat entry with a negative call count', () => imatrixDat([{ name: 'blk.0.attn_k.weight', ncall: -3, sums: [1, 2] }]), /: entry "blk\.0\.attn_k\.weight" has a call count of -3; llama-imatrix writes 0 or more, so the file is damaged$/],
+    ['a .dat entry with a call count of 0 beside sums', () => imatrixDat([{ name: 'blk.0.ffn_down_exps.weight', ncall: 0, sums: [0, 5] }]), /: entry "blk\.0\.ffn_down_exps\.weight" has a call count of 0 but sums that are not 0; /],
     ['a .dat name twice', () => imatrixDat([{ name: 'q', ncall: 1, sums: [1] }, { name: 'q', ncall: 1, sums: [2] }]), /entry "q" appears twice/],
     ['three bytes', () => new Uint8Array(3), /too short/],
     // The GGUF reader's own refusals, which named the file alone (beside a GGUF base and adapters,

@@ -176,7 +176,7 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
     // ΔW = 3000·3000 = 9e6 per value: finite in f32, but 9e6 / 127 overflows the block's f16 scale.
     const huge = lora('blk.0.attn_v.weight', 3000);
     await expect(merge(backend, huge)).rejects.toThrow(
-      /^base\.gguf\/base\.gguf: tensor "blk\.0\.attn_v\.weight": merged values up to 9\.00e\+6 are too large for Q8_0 blocks \(1024 values would be NaN or Inf: the blocks' f16 scales overflow\); write with --dtype f32 or bf16, or lower --weight$/,
+      /^base\.gguf\/base\.gguf: tensor "blk\.0\.attn_v\.weight": merged values up to 9\.00e\+6 are too large for Q8_0 blocks: 1024 values \(first in row 0, last in row 15\) would be NaN or Inf, the blocks' f16 scales overflow; write with --dtype f32 or bf16, or lower --weight$/,
     );
     await expect(merge(backend, huge, 'f16')).rejects.toThrow(/merged values up to 9\.00e\+6 overflow F16 \(largest finite 65504\)/);
     const { files } = await merge(backend, huge, 'f32');
@@ -194,7 +194,7 @@ it('the CLI says so in one line and leaves nothing at --out', async () => {
   expect(bad.code).toBe(1);
   const lines = errorLines(bad.stderr);
   expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/too large for Q8_0 blocks .* write with --dtype f32 or bf16/);
+  expect(lines[0]).toMatch(/too large for Q8_0 blocks: 1024 values \(first in row 0, last in row 15\) would be NaN or Inf.* write with --dtype f32 or bf16/);
   expect(bad.stderr).not.toMatch(/\n\s+at /);
   expect(listDir(dir)).toEqual(['base.gguf', 'huge.gguf', 'small.gguf']);
 

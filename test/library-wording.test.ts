@@ -105,8 +105,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'm.safetensors: tensor "model.norm.weight": values overflow F16 (largest finite 65504) when converted from F32; write with dtype: \'bf16\' or \'f32\', or keep the base\'s dtype',
   ],
   [
-    'm.gguf: tensor "blk.0.attn_v.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks (1024 values would be NaN or Inf: the blocks\' f16 scales overflow); write with --dtype f32 or bf16, or lower --weight',
-    `m.gguf: tensor "blk.0.attn_v.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks (1024 values would be NaN or Inf: the blocks' f16 scales overflow); write with dtype: 'f32' or 'bf16', or lower the adapter's weight ${WEIGHT}`,
+    'm.gguf: tensor "blk.0.attn_v.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks: 1024 values (first in row 0, last in row 15) would be NaN or Inf, the blocks\' f16 scales overflow; write with --dtype f32 or bf16, or lower --weight',
+    `m.gguf: tensor "blk.0.attn_v.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks: 1024 values (first in row 0, last in row 15) would be NaN or Inf, the blocks' f16 scales overflow; write with dtype: 'f32' or 'bf16', or lower the adapter's weight ${WEIGHT}`,
   ],
   [
     'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": the update from lora module "model.layers.0.self_attn.q_proj" (scale 2e+40) makes values too large for any float dtype; check the adapter and --weight',
@@ -183,16 +183,16 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'F32 to IQ4_NL: it holds NaN or Inf, which IQ4_NL blocks cannot store (ggml\'s quantizer would write NaN); leave out dtype to copy it as stored, or choose f16, bf16 or f32',
   ],
   [
-    'converting F32 to Q6_K writes 256 values as zeros (ggml\'s quantizer overflows f32 on values this large); choose --dtype f32 or bf16',
-    'converting F32 to Q6_K writes 256 values as zeros (ggml\'s quantizer overflows f32 on values this large); choose dtype: \'f32\' or \'bf16\'',
+    'converting F32 to Q6_K writes 256 values (row 3) as zeros (ggml\'s quantizer overflows f32 on values this large); choose --dtype f32 or bf16',
+    'converting F32 to Q6_K writes 256 values (row 3) as zeros (ggml\'s quantizer overflows f32 on values this large); choose dtype: \'f32\' or \'bf16\'',
   ],
   [
     'converting F32 to F16 overflows F16 (values finite before); choose --dtype bf16 or f32',
     'converting F32 to F16 overflows F16 (values finite before); choose dtype: \'bf16\' or \'f32\'',
   ],
   [
-    'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',
-    'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose dtype: \'f16\', \'bf16\' or \'f32\'',
+    'values too large (or not finite) for an IQ3 block in 2 rows (first in row 2, last in row 13): ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32',
+    'values too large (or not finite) for an IQ3 block in 2 rows (first in row 2, last in row 13): ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose dtype: \'f16\', \'bf16\' or \'f32\'',
   ],
   [
     notWritten('Q8_K'),

@@ -10,6 +10,7 @@ import type { FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import type { ByteSink, OutputTarget } from '../io/types.js';
 import type { OutputTypeChoices } from './output-types.js';
+import type { TensorRows } from './encode-tally.js';
 
 /** A tensor as a file stores it. */
 export interface StoredTensor {
@@ -95,10 +96,12 @@ export interface ContainerFormat {
   /**
    * Copied bytes of an unchanged tensor (whole copy units), converted from `from` to `to`;
    * `backend` may encode on its threads. A refusal of the NaN/Inf the bytes hold may ask
-   * `nonFiniteText` how many the whole tensor holds and where (read again: the error path only).
+   * `nonFiniteText` how many the whole tensor holds and where, and a refusal of the values written
+   * may read `whole` by rows to count them over all its rows (read again: the error path only).
    */
   convert(
     bytes: Uint8Array, from: string, to: string, backend?: MergeBackend, signal?: AbortSignal, nonFiniteText?: () => Promise<string | undefined>,
+    whole?: TensorRows,
   ): Uint8Array | Promise<Uint8Array>;
   /**
    * How many NaN/±Inf values whole blocks of a block type (`Q4_K`) hold, read from their scales

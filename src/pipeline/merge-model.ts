@@ -36,6 +36,7 @@ import {
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
+import { EncodeTally, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -259,6 +260,22 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
   return savedTensorErrorsOf(layout, options);
 }
 
+/**
+ * Below this magnitude no value fails as a GGML block: a block's f16 scale is at most its largest
+ * |value| (levels are 1 or more), far from 65504, and ggml's quantizers overflow f32 only past
+ * about 1e9 (IQ searches, x⁴ summed) to 1e18 (K-quant sums). A plan encodes a saved tensor's
+ * blocks ahead of the merge only past it (an importance matrix's own faults are the merge's to find).
+ */
+const BLOCK_SAFE_MAGNITUDE = 1024;
+
+/** The largest |value| of f32 bytes. */
+function largestMagnitude(bytes: Uint8Array): number {
+  const f32 = new Float32Array(bytes.byteOffset % 4 === 0 ? bytes.buffer : bytes.slice().buffer, bytes.byteOffset % 4 === 0 ? bytes.byteOffset : 0, bytes.byteLength >>> 2);
+  let largest = 0;
+  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+  return largest;
+}
+
 /** Rows of `rowBytes` each in a slab of `slabBytes`: whole runs of `block` rows, at least one run. */
 function rowsPerSlab(slabBytes: number, rowBytes: number, block = 1): number {
   return Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
@@ -290,9 +307,6 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
     const key = keyOf(shard, stored);
     const outType = outTypeOf(shard, stored);
     const outDtype = format.engineDtype(outType);
-    // The values as the merge hands them to the block encoder of a quantized output type.
-    const blocks = (values: Uint8Array, rowStart: number) =>
-      checkSavedBlocks(format, shard.sourceName, stored.name, outType, values, weights?.get(stored.name), rowStart, options.signal);
     const replacement = replacements.get(key);
     const rowSet = rowSets.get(key);
     const bias = biases.get(key);
@@ -304,13 +318,39 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
       await refused(async () => {
         const [rows, cols] = rowsAndCols(replacement.shape);
         const rowBytes = cols * DTYPE_BYTES[replacement.tensor.dtype];
-        for (const [rowStart, rowCount] of pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock))) {
+        const slabs = pieces(rows, rowsPerSlab(slabBytes, rowBytes, replacement.rowBlock));
+        const read = (rowStart: number, rowCount: number) => replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
+        let largest = 0;
+        for (const [rowStart, rowCount] of slabs) {
           throwIfAborted(options.signal);
-          const input = await replacement.file.readPart(replacement.tensor, rowStart * rowBytes, rowCount * rowBytes);
+          const input = await read(rowStart, rowCount);
           const out = convertReplacement(replacement, input, outDtype, rowStart);
           await checkReplacement(replacement, input, out, outDtype);
-          await blocks(out, rowStart);
+          if (outDtype === 'F32') largest = Math.max(largest, largestMagnitude(out));
         }
+        // Written as blocks (GGUF): checked as the merge checks them, where a block could fail.
+        if (largest < BLOCK_SAFE_MAGNITUDE || format.nonFiniteInBlocks?.(outType, new Uint8Array(0)) === undefined) return;
+        const tallied = async (weightRows: RowWeights | undefined) => {
+          const tally = new EncodeTally(cols);
+          const encoder: RowEncoder = {
+            encode: async (values, rowStart) => format.encodeRows(
+              outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), undefined, options.signal, weightRows ? { rows: weightRows, rowStart } : undefined,
+            ),
+            nonFinite: (bytes) => format.nonFiniteInBlocks?.(outType, bytes),
+            zeroed: (bytes, input) => format.zeroedInBlocks?.(outType, bytes, input),
+          };
+          for (const [rowStart, rowCount] of slabs) {
+            throwIfAborted(options.signal);
+            const out = convertReplacement(replacement, await read(rowStart, rowCount), 'F32', rowStart);
+            await tally.add(new Float32Array(out.slice().buffer), rowStart, encoder, options.signal);
+          }
+          return tally;
+        };
+        const weightRows = weights?.get(stored.name);
+        const tally = await tallied(weightRows);
+        // Faults only the importance weights bring are the matrix's, which the merge names itself.
+        if (weightRows && tally.any && !(await tallied(undefined)).any) return;
+        checkEncodedBlocks(shard.sourceName, base.tensors.get(key)?.name ?? key, outType, tally);
       });
     } else if (rowSet) {
       await refused(async () => {
@@ -350,49 +390,6 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
     }
   }
   return refusals;
-}
-
-/**
- * Below this magnitude no block of any GGUF block type the merge writes has a scale its stored
- * format cannot hold (an f16 scale is at most about the block's largest |x|; NVFP4's UE4M3 one
- * amax / 6, at most 448), nor sums that overflow f32 (about 1e18): the plan-time check encodes a
- * saved tensor's slab only past it, so an ordinary adapter costs one pass over its values.
- */
-const BLOCK_SAFE_MAGNITUDE = 64;
-
-/**
- * How many values of `values` (f32, whole rows of the tensor from `rowStart` on) the merge's block
- * encoder of `outType` makes NaN/Inf or zero, with the importance rows where the merge takes them;
- * 0 for a float output type and for values too small to fault. A weighted encode that faults where
- * the plain one does not is the importance matrix's fault, which the merge names itself: 0 here.
- */
-async function savedBlockFaults(
-  format: ContainerFormat, outType: string, values: Uint8Array, rows: RowWeights | undefined, rowStart: number, signal?: AbortSignal,
-): Promise<{ nonFinite: number; zeroed: number }> {
-  if (isDType(outType) || !format.nonFiniteInBlocks) return { nonFinite: 0, zeroed: 0 };
-  const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
-  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
-  let largest = 0;
-  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
-  if (largest <= BLOCK_SAFE_MAGNITUDE) return { nonFinite: 0, zeroed: 0 };
-  const faults = async (weighted?: { rows: RowWeights; rowStart: number }) => {
-    const out = await format.encodeRows(outType, values, undefined, signal, weighted);
-    return { nonFinite: format.nonFiniteInBlocks?.(outType, out)?.count ?? 0, zeroed: format.zeroedInBlocks?.(outType, out, f32) ?? 0 };
-  };
-  const found = await faults(rows && { rows, rowStart });
-  if (rows && (found.nonFinite || found.zeroed)) {
-    const plain = await faults();
-    if (!plain.nonFinite && !plain.zeroed) return { nonFinite: 0, zeroed: 0 };
-  }
-  return found;
-}
-
-/** The merge's refusal of values too large for `outType`'s blocks (checkEncodedBlocks), found before it: see savedBlockFaults. */
-async function checkSavedBlocks(
-  format: ContainerFormat, file: string, tensor: string, outType: string, values: Uint8Array, rows: RowWeights | undefined, rowStart: number, signal?: AbortSignal,
-): Promise<void> {
-  const { nonFinite, zeroed } = await savedBlockFaults(format, outType, values, rows, rowStart, signal);
-  checkEncodedBlocks(file, tensor, outType, values, nonFinite, zeroed);
 }
 
 async function mergeInto(options: MergeModelOptions): Promise<MergeResult> {
@@ -764,6 +761,53 @@ async function nonFiniteInCopied(
   return nonFiniteSpanText(shape, span);
 }
 
+/**
+ * The faults of a whole merged tensor's blocks as written (NaN/Inf or zeroed values, rows the
+ * quantizer stops on): every slab of `unit`'s tensor read, merged and encoded again, nothing
+ * written; the error path only.
+ */
+async function encodeFaultsInTensor(
+  prepared: PreparedMerge, unit: WorkUnit, backend: MergeBackend, signal?: AbortSignal, scaled?: ScaledFp8Output, importance?: RowWeights,
+): Promise<EncodeTally> {
+  const a = unit.action;
+  const again = async (action: Action, tally: EncodeTally) => {
+    const u = { ...unit, action };
+    const input = await readUnit(prepared, u, (bytes) => new Uint8Array(bytes));
+    await computeUnit(prepared, u, input, backend, new CopiedNonFinite(), signal, scaled, importance, tally);
+  };
+  if (a.kind === 'bias') {
+    const tally = new EncodeTally(a.bias.length);
+    await again(a, tally);
+    return tally;
+  }
+  if (a.kind === 'copy') return new EncodeTally(1);
+  const [rows, cols, block] = a.kind === 'update' ? [a.update.rows, a.update.cols, a.update.rowBlock ?? 1]
+    : a.kind === 'replace' ? [...rowsAndCols(a.replacement.shape), a.replacement.rowBlock ?? 1]
+    : [a.rowSet.shape[0], a.rowSet.shape[1], 1];
+  const tally = new EncodeTally(cols);
+  const step = Math.max(block, Math.floor(a.rowCount / block) * block);
+  for (const [rowStart, rowCount] of pieces(rows, step)) {
+    throwIfAborted(signal);
+    await again({ ...a, rowStart, rowCount }, tally);
+  }
+  return tally;
+}
+
+/**
+ * A copied tensor's stored rows (of its last dimension, whole blocks), for a conversion's refusal
+ * to read it again and count over all of them; about `chunkBytes` a read.
+ */
+function copiedRows(prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number): TensorRows {
+  const { name, shape, byteLength } = unit.tensor;
+  const cols = shape.length ? shape[shape.length - 1] : 1;
+  const rows = cols ? product(shape) / cols : 0;
+  const rowBytes = rows ? byteLength / rows : byteLength;
+  return {
+    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes),
+    read: (rowStart, rowCount) => prepared.base.readPart(name, rowStart * rowBytes, rowCount * rowBytes),
+  };
+}
+
 /** A unit's input; slabs and copied chunks are read into `take`'s buffers where the source can. */
 async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: number) => Uint8Array, decodeOn?: RowDecodeRunner): Promise<Uint8Array> {
   const { base } = prepared;
@@ -794,20 +838,44 @@ async function readUnit(prepared: PreparedMerge, unit: WorkUnit, take: (bytes: n
 
 async function computeUnit(
   prepared: PreparedMerge, unit: WorkUnit, input: Uint8Array, backend: MergeBackend, copiedNonFinite: CopiedNonFinite, signal?: AbortSignal,
-  scaled?: ScaledFp8Output, importance?: RowWeights,
+  scaled?: ScaledFp8Output, importance?: RowWeights, tally?: EncodeTally,
 ): Promise<Uint8Array> {
   const format = prepared.base.format;
   const a = unit.action;
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
+  const asF32 = (values: Uint8Array) => {
+    const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
+    return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
+  };
+  /** The blocks of rows from `rowStart` on, for a tally of their faults. */
+  const encoder: RowEncoder = {
+    encode: async (values, rowStart) => {
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      return format.encodeRows(unit.outType, bytes, backend, signal, importance && a.kind !== 'bias' ? { rows: importance, rowStart } : undefined);
+    },
+    nonFinite: (bytes) => format.nonFiniteInBlocks?.(unit.outType, bytes),
+    zeroed: (bytes, input) => format.zeroedInBlocks?.(unit.outType, bytes, input),
+  };
+  /**
+   * The faults of the whole tensor's blocks, merged and encoded again slab by slab (the error
+   * path only: the slab met need be neither the first nor the only one).
+   */
+  const wholeTally = async (values: Uint8Array, rowStart: number): Promise<EncodeTally> => {
+    const whole = await encodeFaultsInTensor(prepared, unit, backend, signal, scaled, importance);
+    if (!whole.any) await whole.add(asF32(values), rowStart, encoder, signal);
+    return whole;
+  };
   /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array, rowStart?: number) => {
+    if (tally) {
+      // Counting the whole tensor's faults (encodeFaultsInTensor): nothing is written.
+      await tally.add(asF32(values), rowStart ?? 0, encoder, signal);
+      return new Uint8Array(0);
+    }
     const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
-    const input = () => {
-      const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
-      return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
-    };
+    const input = () => asF32(values);
     const faults = (bytes: Uint8Array) => {
       const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, input());
       return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes)?.count, zeroed };
@@ -850,8 +918,12 @@ async function computeUnit(
       out = await format.encodeRows(unit.outType, values, backend, signal, weighted);
     } catch (e) {
       if (weighted && isMergeError(e) && e.code === 'NON_FINITE') await blameImportance(weighted.rows, e);
-      // A quantizer's own refusal (ggml's IQ3 search overflowing) knows no tensor: it is named here.
-      if (isMergeError(e) && e.code === 'NON_FINITE') throw new MergeError('NON_FINITE', `${unit.file}: tensor "${name}": ${e.message}`, { cause: e });
+      // A quantizer's own refusal (ggml's IQ3 search overflowing) knows no tensor: it is named
+      // here, with how many of its rows the quantizer stops on and which.
+      if (isMergeError(e) && e.code === 'NON_FINITE') {
+        checkEncodedBlocks(unit.file, name, unit.outType, await wholeTally(values, rowStart ?? 0));
+        throw new MergeError('NON_FINITE', `${unit.file}: tensor "${name}": ${e.message}`, { cause: e });
+      }
       throw e;
     }
     if (out !== values) {
@@ -859,7 +931,7 @@ async function computeUnit(
       if (weighted && (nonFinite || zeroed)) await blameImportance(weighted.rows);
       const quiet = weighted ? silenced(out) : 0;
       if (weighted && quiet) await blameImportance(weighted.rows, undefined, quiet);
-      checkEncodedBlocks(unit.file, name, unit.outType, values, nonFinite, zeroed);
+      if (nonFinite || zeroed) checkEncodedBlocks(unit.file, name, unit.outType, await wholeTally(values, rowStart ?? 0));
       // Re-encoded (a GGML block type): the engine's output is read no more, so the backend may
       // reuse it (the write below only recycles what is written).
       backend.recycle?.(values);
@@ -919,7 +991,7 @@ async function computeUnit(
       let out: Uint8Array;
       try {
         const wholeTensor = () => nonFiniteInCopied(prepared, unit, a.length, backend, signal);
-        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor);
+        out = await format.convert(input, inType, unit.outType, backend, signal, wholeTensor, copiedRows(prepared, unit, a.length));
       } catch (e) {
         if (e instanceof MergeError) throw new MergeError(e.code, `tensor "${name}": ${e.message}`, { cause: e });
         throw e;

@@ -18,6 +18,7 @@ import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError, throwIfAborted } from '../errors.js';
 import { shownList } from '../shown-text.js';
+import { stoppedRowsText, valuesIn, type EncodeTally } from '../formats/encode-tally.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 import type { PlannedRowSet } from '../plan/row-sets.js';
 
@@ -185,24 +186,24 @@ export function checkConverted(file: string, tensor: string, input: Uint8Array, 
 }
 
 /**
- * Merged f32 values (finite: the backends refuse others) re-encoded as blocks of `type`: a block
- * whose values are too large for its f16 scale (about 65504 × the largest quantized level) would
- * decode to NaN or Inf, or, where ggml's quantizer overflows f32 first (Q3_K, Q6_K, IQ4_XS past
- * about 1e18), to zeros. `nonFinite` and `zeroed` are what the container counted in the encoded blocks.
+ * Merged f32 values (finite: the backends refuse others) re-encoded as blocks of `type`, counted
+ * over the whole tensor (`tally`, the error path only): a block whose values are too large for its
+ * f16 scale (about 65504 × the largest quantized level) would decode to NaN or Inf, or, where
+ * ggml's quantizer overflows f32 first (Q3_K, Q6_K, IQ4_XS past about 1e18), to zeros; ggml's IQ1,
+ * IQ2 and IQ3 quantizers stop on such values. The refusal names how many values (or rows) and the
+ * first and the last row.
  */
-export function checkEncodedBlocks(file: string, tensor: string, type: string, values: Uint8Array, nonFinite: number | undefined, zeroed = 0): void {
-  if (!nonFinite && !zeroed) return;
-  const aligned = values.byteOffset % 4 === 0 ? values : values.slice();
-  const f32 = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
-  let largest = 0;
-  for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
+export function checkEncodedBlocks(file: string, tensor: string, type: string, tally: EncodeTally): void {
+  if (!tally.any) return;
+  const fix = 'write with --dtype f32 or bf16, or lower --weight';
+  const at = `${file}: tensor "${tensor}": `;
+  if (tally.stopped.count) throw new MergeError('NON_FINITE', at + stoppedRowsText(tally));
+  const largest = `merged values up to ${tally.largest.toPrecision(3)} are too large for ${type} blocks: `;
   throw new MergeError(
     'NON_FINITE',
-    `${file}: tensor "${tensor}": merged values up to ${largest.toPrecision(3)} are too large for ${type} blocks ` +
-      (nonFinite
-        ? `(${nonFinite} value${nonFinite === 1 ? '' : 's'} would be NaN or Inf: the blocks' f16 scales overflow); `
-        : `(${zeroed} values would be written as zeros: ggml's quantizer overflows f32 on them); `) +
-      'write with --dtype f32 or bf16, or lower --weight',
+    at + largest + (tally.nonFinite.count
+      ? `${valuesIn(tally.nonFinite, tally.cols)} would be NaN or Inf, the blocks' f16 scales overflow; `
+      : `${valuesIn(tally.zeroed, tally.cols)} would be written as zeros, ggml's quantizer overflows f32 on them; `) + fix,
   );
 }
 

@@ -152,9 +152,9 @@ export function ggufContainer(inputs: readonly GgufShardHeader[], input: readonl
       return encodeBlocks(typeOf(name), f32, backend, signal);
     },
     importanceRows,
-    convert(bytes, from, to, backend, signal, nonFiniteText) {
+    convert(bytes, from, to, backend, signal, nonFiniteText, whole) {
       if (from === to) return bytes;
-      return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal, nonFiniteText);
+      return convertTensorBytes(bytes, typeOf(from), typeOf(to), backend, signal, nonFiniteText, whole);
     },
     nonFiniteInBlocks: (name, bytes) => nonFiniteBlockSpan(typeOf(name), bytes),
     zeroedInBlocks: (name, bytes, input, atLeast) => zeroedBlockValues(typeOf(name), bytes, input, atLeast),

@@ -10,8 +10,9 @@
  */
 import { decodeToF32, encodeFromF32, type FloatDType } from '../../dtype.js';
 import type { MergeBackend } from '../../engine/merge-op.js';
-import { MergeError } from '../../errors.js';
-import { nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
+import { isMergeError, MergeError, throwIfAborted } from '../../errors.js';
+import { EncodeTally, stoppedRowsText, valuesIn, type RowEncoder, type TensorRows, type ValueSpan } from '../encode-tally.js';
+import { nonFiniteBlockSpan, nonFiniteBlockValues, zeroedBlockValues } from './block-scales.js';
 import { decodeBlocks, encodeBlocks } from './gguf-blocks.js';
 import type { GgmlType } from './ggml-types.js';
 
@@ -39,9 +40,13 @@ function nonFiniteFate(type: string): string {
  * `bytes` (whole blocks of `from`) converted to `to`. `nonFiniteText`, asked only on the error path,
  * says how many NaN/Inf the whole tensor holds and where ("3 NaN or Inf values (first in row 2,
  * last in row 13)"), for the refusal of a block type; without it the refusal says "NaN or Inf".
+ * `whole` reads the whole tensor again by rows (the error path only), so that a refusal of the
+ * blocks written (zeroed, NaN or Inf, or rows ggml's quantizer stops on) counts them over all its
+ * rows and names the first and the last; without it, over `bytes`.
  */
 export async function convertTensorBytes(
   bytes: Uint8Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal, nonFiniteText?: () => Promise<string | undefined>,
+  whole?: TensorRows,
 ): Promise<Uint8Array> {
   const values = FLOATS.has(from.name) ? decodeToF32(bytes, from.name as FloatDType) : await decodeBlocks(from, bytes, backend, signal);
   const finite = values.every(Number.isFinite);
@@ -53,22 +58,65 @@ export async function convertTensorBytes(
       `it holds ${held}, which ${to.name} blocks cannot store (ggml's quantizer would ${nonFiniteFate(to.name)}); leave out --dtype to copy it as stored, or choose f16, bf16 or f32`,
     );
   }
-  const out = FLOATS.has(to.name) ? encodeFromF32(values, to.name as FloatDType) : await encodeBlocks(to, values, backend, signal);
-  if (!finite) return out;
-  const broken = FLOATS.has(to.name) ? decodeToF32(out, to.name as FloatDType).some((v) => !Number.isFinite(v)) : nonFiniteBlockValues(to, out);
-  // Values past about 1e18 overflow the quantizer's f32 sums first: Q3_K, Q6_K and IQ4_XS write those blocks as zeros.
-  const zeroed = FLOATS.has(to.name) ? 0 : zeroedBlockValues(to, out, values) ?? 0;
-  if (zeroed && !broken) {
-    throw new MergeError(
-      'NON_FINITE',
-      `converting ${from.name} to ${to.name} writes ${zeroed} values as zeros (ggml's quantizer overflows f32 on values this large); choose --dtype f32 or bf16`,
-    );
-  }
-  if (broken) {
-    throw new MergeError(
-      'NON_FINITE',
-      `converting ${from.name} to ${to.name} overflows ${FLOATS.has(to.name) ? to.name : `a ${to.name} block's f16 scale`} (values finite before); choose --dtype ${to.name === 'F16' ? 'bf16 or f32' : 'f32 or bf16'}`,
-    );
+  if (!FLOATS.has(to.name)) return encodeChecked(values, from, to, backend, signal, whole);
+  const out = encodeFromF32(values, to.name as FloatDType);
+  if (finite && decodeToF32(out, to.name as FloatDType).some((v) => !Number.isFinite(v))) {
+    throw new MergeError('NON_FINITE', `converting ${from.name} to ${to.name} overflows ${to.name} (values finite before); choose --dtype ${to.name === 'F16' ? 'bf16 or f32' : 'f32 or bf16'}`);
   }
   return out;
+}
+
+/**
+ * Finite values encoded as blocks of `to`: refused where blocks come out NaN or Inf (an f16 scale
+ * overflowed), where values past about 1e18 overflow the quantizer's f32 sums first (Q3_K, Q6_K
+ * and IQ4_XS write those blocks as zeros), or where ggml's IQ1/IQ2/IQ3 quantizer stops; counted
+ * over the whole tensor (`whole`), with its first and last row.
+ */
+async function encodeChecked(values: Float32Array, from: GgmlType, to: GgmlType, backend?: MergeBackend, signal?: AbortSignal, whole?: TensorRows): Promise<Uint8Array> {
+  const encoder: RowEncoder = {
+    encode: (v) => encodeBlocks(to, v, backend, signal),
+    nonFinite: (b) => nonFiniteBlockSpan(to, b),
+    zeroed: (b, input) => zeroedBlockValues(to, b, input),
+  };
+  let out: Uint8Array | undefined;
+  try {
+    out = await encodeBlocks(to, values, backend, signal);
+  } catch (e) {
+    if (!isMergeError(e) || e.code !== 'NON_FINITE') throw e;
+  }
+  if (out && !nonFiniteBlockValues(to, out) && !zeroedBlockValues(to, out, values)) return out;
+  const { tally, placed } = await tallyRows(values, from, encoder, signal, whole);
+  // Without the whole tensor the piece's counts are given, and no rows.
+  const count = (span: ValueSpan) => (placed ? valuesIn(span, tally.cols) : `${span.count} value${span.count === 1 ? '' : 's'}`);
+  if (tally.stopped.count) throw new MergeError('NON_FINITE', placed ? stoppedRowsText(tally) : tally.stoppedBy ?? stoppedRowsText(tally));
+  if (tally.nonFinite.count) {
+    throw new MergeError(
+      'NON_FINITE',
+      `converting ${from.name} to ${to.name} makes ${count(tally.nonFinite)} NaN or Inf, finite before: a ${to.name} block's f16 scale overflows; choose --dtype f32 or bf16`,
+    );
+  }
+  throw new MergeError(
+    'NON_FINITE',
+    `converting ${from.name} to ${to.name} writes ${count(tally.zeroed)} as zeros (ggml's quantizer overflows f32 on values this large); choose --dtype f32 or bf16`,
+  );
+}
+
+/** The faults of the whole tensor's blocks (`whole`, read again and decoded), else of `values` alone (rows of one block). */
+async function tallyRows(
+  values: Float32Array, from: GgmlType, encoder: RowEncoder, signal?: AbortSignal, whole?: TensorRows,
+): Promise<{ tally: EncodeTally; placed: boolean }> {
+  if (whole) {
+    const tally = new EncodeTally(whole.cols);
+    for (let r0 = 0; r0 < whole.rows; r0 += whole.rowsPerRead) {
+      throwIfAborted(signal);
+      const n = Math.min(whole.rowsPerRead, whole.rows - r0);
+      const stored = await whole.read(r0, n);
+      const decoded = FLOATS.has(from.name) ? decodeToF32(stored, from.name as FloatDType) : await decodeBlocks(from, stored, undefined, signal);
+      await tally.add(decoded, r0, encoder, signal);
+    }
+    if (tally.any) return { tally, placed: true };
+  }
+  const tally = new EncodeTally(values.length);
+  await tally.add(values, 0, encoder, signal);
+  return { tally, placed: false };
 }

@@ -5,8 +5,10 @@
  *   (n = 1, or the expert count of a stacked expert tensor) and `<name>.counts` of ne = [1, n];
  *   weight = in_sum2 / counts per expert, and 1 where an expert's count is 0 (it never saw input).
  * - The legacy `.dat`: i32 entry count, then per entry i32 name length, the name, i32 ncall, i32
- *   nval and nval f32 sums; weight = sum / ncall (the sums as they are when ncall ≤ 0); optional
- *   trailing chunk count and dataset name.
+ *   nval and nval f32 sums; weight = sum / ncall (ncall 0 only beside sums of 0, a negative one
+ *   refused: llama-quantize would take other sums undivided); then nothing, the chunk count, or
+ *   it and the dataset's name, anything else refused (an entry count too short, a file cut short).
+ *   A stacked expert tensor's entry holds ne0 values per expert under the one ncall.
  * The file is untrusted: every count and length is checked against what is left before it is
  * used, and every refusal is one line naming the file as the importance matrix (the GGUF reader's
  * own included), the names it quotes with their line breaks escaped.
@@ -152,16 +154,49 @@ function readLegacyEntries(bytes: Uint8Array, refuse: (why: string) => never): M
     const ncall = i32(`entry "${name}"`);
     const nval = i32(`entry "${name}"`);
     if (nval < 1 || nval > (bytes.length - at) / 4) refuse(`entry "${name}" claims ${nval} values, more than the file holds`);
+    // llama-imatrix writes the call count as 0 or more, and 0 only beside sums of 0 (a tensor that
+    // saw no input): llama-quantize would take the sums of another count undivided, as weights
+    // ncall times too large (or negative).
+    if (ncall < 0) refuse(`entry "${name}" has a call count of ${ncall}; llama-imatrix writes 0 or more, so the file is damaged`);
     const values = new Float32Array(nval);
     // C divides the f32 sum by the int count converted to float.
     const divisor = Math.fround(ncall);
     for (let j = 0; j < nval; j++, at += 4) {
       const v = view.getFloat32(at, true);
+      if (ncall === 0 && v !== 0) refuse(`entry "${name}" has a call count of 0 but sums that are not 0; llama-imatrix writes sums of 0 where a tensor saw no input, so the file is damaged`);
       values[j] = ncall > 0 ? v / divisor : v;
     }
     entries.set(name, values);
   }
-  // What may follow: the chunk count and the dataset's name (llama.cpp reads them if present, and
-  // ignores what it cannot); nothing else is used.
+  checkLegacyTrailer(bytes, view, at, n, refuse);
   return entries;
+}
+
+/**
+ * What follows a `.dat`'s entries: nothing, the chunk count (i32), or the chunk count and the
+ * dataset's name (i32 length and its bytes) to the file's end, as llama-imatrix's versions wrote
+ * them (none of it is used). Anything else is refused: another entry (the entry count is short,
+ * and llama-quantize would leave that tensor's weights out, unsaid) or a file cut short.
+ */
+function checkLegacyTrailer(bytes: Uint8Array, view: DataView, at: number, n: number, refuse: (why: string) => never): void {
+  const rest = bytes.length - at;
+  if (rest === 0 || rest === 4) return;
+  const i32At = (offset: number) => (offset + 4 <= bytes.length ? view.getInt32(offset, true) : undefined);
+  const datasetLength = i32At(at + 4);
+  if (datasetLength !== undefined && datasetLength >= 0 && at + 8 + datasetLength === bytes.length) return;
+  // An entry where the trailer should be: i32 name length, a UTF-8 name, i32 ncall, i32 nval and its values.
+  const len = i32At(at);
+  if (len !== undefined && len >= 1 && len <= MAX_LEGACY_NAME && at + 4 + len + 8 <= bytes.length) {
+    let name: string | undefined;
+    try {
+      name = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(at + 4, at + 4 + len));
+    } catch {
+      name = undefined;
+    }
+    const nval = i32At(at + 4 + len + 4);
+    if (name !== undefined && nval !== undefined && nval >= 1 && at + 4 + len + 8 + 4 * nval <= bytes.length) {
+      refuse(`its entry count is ${n}, but entry ${n + 1} "${name}" follows: the count is wrong (llama-quantize would read the first ${n} and leave the rest out)`);
+    }
+  }
+  refuse(`after its ${n} entr${n === 1 ? 'y' : 'ies'}, ${rest} bytes that are not llama-imatrix's trailer (the chunk count and the dataset's name): the file is cut short or damaged`);
 }

@@ -13,6 +13,7 @@
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
+import { iqTooLarge } from './iq-too-large.js';
 import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights, sumSquares } from './importance.js';
 
@@ -34,8 +35,7 @@ const EPS_IQ1_M = f32(1e-7);
 const FUDGE_IQ1_M = f32(1.1125);
 
 /** Why a block cannot be written: ggml's quantizer stops on it. */
-const IQ1_NOT_FINITE =
-  'values too large (or not finite) for an IQ1 block: ggml\'s IQ1 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32';
+const IQ1_NOT_FINITE = iqTooLarge('IQ1');
 
 const weight = new Float32Array(32);
 const order = new Int32Array(32);

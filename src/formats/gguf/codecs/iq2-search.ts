@@ -11,6 +11,7 @@
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
+import { iqTooLarge } from './iq-too-large.js';
 import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights, sumSquares } from './importance.js';
 import { makeQpQuants } from './k-quant-search.js';
@@ -49,8 +50,7 @@ const FLT_MAX = 3.4028234663852886e38;
 const TENTH = f32(0.1);
 
 /** Why a block cannot be written: ggml's quantizer stops on it. */
-const IQ2_NOT_FINITE =
-  'values too large (or not finite) for an IQ2 block: ggml\'s IQ2 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32';
+const IQ2_NOT_FINITE = iqTooLarge('IQ2');
 
 /**
  * iq2_find_best_neighbour: of the entries listed at `neighbours[o]`, the one nearest to

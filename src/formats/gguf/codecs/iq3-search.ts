@@ -8,6 +8,7 @@
  */
 import { MergeError } from '../../../errors.js';
 import * as cFloat from './c-float.js';
+import { iqTooLarge } from './iq-too-large.js';
 import { iqGridCodes, iqSearchTables, type IqSearchTables } from './iq-grids.js';
 import { importanceWeights } from './importance.js';
 
@@ -54,8 +55,7 @@ const FIFTH = f32(0.2);
 const FLT_MAX = 3.4028234663852886e38;
 
 /** Why a block cannot be written: ggml's quantizer stops on it. */
-const IQ3_TOO_LARGE =
-  'values too large (or not finite) for an IQ3 block: ggml\'s IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32';
+const IQ3_TOO_LARGE = iqTooLarge('IQ3');
 
 const weight = new Float32Array(32);
 const waux = new Float32Array(32);
