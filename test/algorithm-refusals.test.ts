@@ -272,6 +272,7 @@ it.each<[string, FixtureTensor[]]>([
   ['DeLoRA', [t(`${toQ}.delora_A`, [2, 6]), t(`${toQ}.delora_B`, [8, 2]), t(`${toQ}.delora_lambda`, [1]), t(`${toQ}.delora_w_norm`, [6])]],
   ['FourierFT', [t(`${toQ}.fourierft_spectrum`, [4])]],
   ['GraLoRA', [t(`${toQ}.gralora_A`, [2, 3, 2]), t(`${toQ}.gralora_B`, [2, 2, 4])]],
+  ['GLoRA (PEFT\'s own)', [t(`${toQ}.glora_A.Xd`, [8, 2]), t(`${toQ}.glora_A.Xu`, [2, 6]), t(`${toQ}.glora_B.Xd`, [8, 2]), t(`${toQ}.glora_B.Xu`, [2, 6])]],
   ['HiRA', [t(`${toQ}.hira_A`, [2, 6]), t(`${toQ}.hira_B`, [8, 2])]],
   ['HRA', [t(`${toQ}.hra_u`, [6, 2])]],
   ['MiSS', [t(`${toQ}.miss_block`, [2, 8])]],
