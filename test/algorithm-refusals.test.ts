@@ -291,6 +291,12 @@ it.each<[string, FixtureTensor[]]>([
   expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
 });
 
+it('an oft_R without adapter_config.json (as OneTrainer\'s OFT_2 saves it, its settings in the training config) is refused, naming OneTrainer\'s OFT', async () => {
+  const message = await refusal(base, [t(`${toQ}.oft_R.weight`, [2, 3]), scalar(`${toQ}.alpha`, 1)]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/holds the settings the rotation is formed with \(coft, eps, block_share, use_cayley_neumann\); OneTrainer's OFT \(OFT_2\), which saves oft_R without them, is not supported/);
+});
+
 // Checks no other case here reached (found by disabling each check in turn): without them a file
 // like these crashed the plan with a TypeError or merged an update shaped by a missing tensor.
 it('LyCORIS LoHa: a module without one of its four factors, or with one Tucker core alone (hada_t1 or hada_t2; one factor Tucker, the other not), is refused', async () => {
