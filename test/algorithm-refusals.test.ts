@@ -272,6 +272,7 @@ it.each<[string, FixtureTensor[]]>([
   ['DeLoRA', [t(`${toQ}.delora_A`, [2, 6]), t(`${toQ}.delora_B`, [8, 2]), t(`${toQ}.delora_lambda`, [1]), t(`${toQ}.delora_w_norm`, [6])]],
   ['FourierFT', [t(`${toQ}.fourierft_spectrum`, [4])]],
   ['GraLoRA', [t(`${toQ}.gralora_A`, [2, 3, 2]), t(`${toQ}.gralora_B`, [2, 2, 4])]],
+  ['GLoRA (PEFT\'s own)', [t(`${toQ}.glora_A.Xd`, [8, 2]), t(`${toQ}.glora_A.Xu`, [2, 6]), t(`${toQ}.glora_B.Xd`, [8, 2]), t(`${toQ}.glora_B.Xu`, [2, 6])]],
   ['HiRA', [t(`${toQ}.hira_A`, [2, 6]), t(`${toQ}.hira_B`, [8, 2])]],
   ['HRA', [t(`${toQ}.hra_u`, [6, 2])]],
   ['MiSS', [t(`${toQ}.miss_block`, [2, 8])]],
@@ -288,6 +289,12 @@ it.each<[string, FixtureTensor[]]>([
   const message = await refusal(base, tensors);
   expect(message).toMatch(named(toQ));
   expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
+});
+
+it('an oft_R without adapter_config.json (as OneTrainer\'s OFT_2 saves it, its settings in the training config) is refused, naming OneTrainer\'s OFT', async () => {
+  const message = await refusal(base, [t(`${toQ}.oft_R.weight`, [2, 3]), scalar(`${toQ}.alpha`, 1)]);
+  expect(message).toMatch(named(toQ));
+  expect(message).toMatch(/holds the settings the rotation is formed with \(coft, eps, block_share, use_cayley_neumann\); OneTrainer's OFT \(OFT_2\), which saves oft_R without them, is not supported/);
 });
 
 // Checks no other case here reached (found by disabling each check in turn): without them a file

@@ -166,6 +166,23 @@ export const KEY_FORMS = [
   { suffix: '.gralora_B', role: 'gralora_B' },
   { suffix: '.gralora_A_general.weight', role: 'gralora_A_general' },
   { suffix: '.gralora_B_general.weight', role: 'gralora_B_general' },
+  // PEFT GLoRA: each of its paths A…E is a low-rank pair (Xd, Xu), a vector or constant (X), or a zero buffer.
+  { suffix: '.glora_A.Xd', role: 'glora_A_Xd' },
+  { suffix: '.glora_A.Xu', role: 'glora_A_Xu' },
+  { suffix: '.glora_A.X', role: 'glora_A_X' },
+  { suffix: '.glora_A.zeros', role: 'glora_A_zeros' },
+  { suffix: '.glora_B.Xd', role: 'glora_B_Xd' },
+  { suffix: '.glora_B.Xu', role: 'glora_B_Xu' },
+  { suffix: '.glora_B.X', role: 'glora_B_X' },
+  { suffix: '.glora_B.zeros', role: 'glora_B_zeros' },
+  { suffix: '.glora_C.Xd', role: 'glora_C_Xd' },
+  { suffix: '.glora_C.Xu', role: 'glora_C_Xu' },
+  { suffix: '.glora_C.X', role: 'glora_C_X' },
+  { suffix: '.glora_C.zeros', role: 'glora_C_zeros' },
+  { suffix: '.glora_D.X', role: 'glora_D_X' },
+  { suffix: '.glora_D.zeros', role: 'glora_D_zeros' },
+  { suffix: '.glora_E.X', role: 'glora_E_X' },
+  { suffix: '.glora_E.zeros', role: 'glora_E_zeros' },
   // PEFT BEFT: a trained change of the layer's bias, (1, out).
   { suffix: '.beft_bias', role: 'beft_bias' },
   // PEFT Super-Tuning: trained values at flat positions of the weight, and an optional LoRA pair ("Supra").

@@ -114,7 +114,7 @@ export function peftConfigFrom(raw: unknown, file: string): PeftLoraConfig {
     const name = String(peftType);
     const why = KNOWN_UNSUPPORTED_TYPES.get(name.toUpperCase());
     const what = why === undefined ? `unknown peft_type "${name}"` : `PEFT method ${name}`;
-    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT and PEANUT adapters can be merged)`);
+    throw new MergeError('UNSUPPORTED_FORMAT', `${file}: ${what} is not supported${why ? `: ${why}` : ''} (LORA, LOHA, LOKR, VERA, OFT, BOFT, IA3, ADALORA, LN_TUNING, HRA, HIRA, GLORA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, VBLORA, RANDLORA, DELORA, GRALORA, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT and PEANUT adapters can be merged)`);
   }
   if (peftType === undefined) defaulted.push('peft_type');
   refuseUnmergedVariants(obj, file);

@@ -1,6 +1,6 @@
 /**
  * PEFT adapters of the methods other than LoRA (adapter_config.json `peft_type` LOHA, LOKR, VERA,
- * OFT, BOFT, IA3, ADALORA, HRA, HIRA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT, PEANUT, LN_TUNING): the same tensors as LyCORIS's
+ * OFT, BOFT, IA3, ADALORA, HRA, HIRA, GLORA, ROAD, C3A, MISS, BONE, SHIRA, FOURIERFT, WAVEFT, BEFT, SUPERTUNING, TINYLORA, PVERA, UNILORA, DEFT, PEANUT, LN_TUNING): the same tensors as LyCORIS's
  * (`<module>.hada_w1_a`, `<module>.lokr_w1` …) under PEFT's module paths, VeRA's per-module
  * vera_lambda_b/d with the shared `base_model.vera_A`/`vera_B`, OFT's `<module>.oft_R.weight` (or,
  * before PEFT 0.16, `oft_r`/`oft_s`), BOFT's `boft_R`/`boft_s`, IA3's `ia3_l`, AdaLoRA's
@@ -25,6 +25,7 @@ import type { AdapterModule, LayerClass, ParsedAdapter, TensorReplacement } from
 import type { RegeneratedProjections } from './algorithms/shared-projections.js';
 import { algorithmNamed } from './algorithms/index.js';
 import { adaloraRankPattern } from './algorithms/peft-adalora.js';
+import { GLORA_FORMS, PEFT_GLORA_ROLES } from './algorithms/peft-glora.js';
 import { PEANUT_ACTIVATION_NAMES, PEANUT_MAX_DEPTH } from './algorithms/peft-peanut.js';
 import { peftWaveletFamilyIndex, peftWaveletReduction } from './algorithms/peft-waveft.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
@@ -144,6 +145,8 @@ const METHODS: Readonly<Record<string, MethodConfig>> = {
     rNull: '`self.r <= 0` in PeanutConfig.__post_init__ raises TypeError', alphaNull: '`delta_w * scaling` in _compute_delta_weight raises TypeError', title: 'PEANuT', endings: 'peanut_A.weight, peanut_B.weight, peanut_encoders.<i>.weight, peanut_decoders.<i>.weight', wraps: ['Linear'], algorithms: ['peft-peanut'],
     roles: ['peanut_A', 'peanut_B', ...Array.from({ length: PEANUT_MAX_DEPTH }, (_, i) => [`peanut_enc_${i}`, `peanut_dec_${i}`] as Role[]).flat()], r: 32, alpha: 1, alphaKey: 'scaling',
   },
+  // GLoRA (not LyCORIS's): its config has no alpha and no rank_pattern; r sizes the `lora` paths only.
+  GLORA: { rNull: '`torch.zeros(out_features, r)` in GloraLoraPath raises TypeError', title: 'GLoRA', endings: 'glora_A…glora_E .Xd, .Xu, .X, .zeros', wraps: ['Linear'], algorithms: ['peft-glora'], roles: PEFT_GLORA_ROLES, r: 8, alpha: 1 },
   GRALORA: { rNull: R_COMPARED, alphaNull: '`alpha / (r + hybrid_r)` in update_layer raises TypeError', title: 'GraLoRA', wraps: ['Linear', 'Conv1D'], fanInFanOutByLayer: true, algorithms: ['peft-gralora'], roles: ['gralora_A', 'gralora_B', 'gralora_A_general', 'gralora_B_general'], r: 32, alpha: 64 },
 };
 
@@ -214,7 +217,7 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
   const adalora = type === 'ADALORA' ? adaloraSettings(raw, configFile, r) : undefined;
   // AdaLoRA's rank_pattern is its own (boolean masks), and PEFT does not read alpha_pattern for it.
   // Neither do BEFT, Super-Tuning, TinyLoRA, PVeRA, UniLoRA, DEFT and PEANuT, whose config classes have no such tables (PEFT drops the keys).
-  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA' || type === 'DEFT' || type === 'PEANUT';
+  const noPatterns = adalora !== undefined || type === 'BEFT' || type === 'SUPERTUNING' || type === 'TINYLORA' || type === 'PVERA' || type === 'UNILORA' || type === 'DEFT' || type === 'PEANUT' || type === 'GLORA';
   const [rankPattern, alphaPattern] = noPatterns ? [[], []]
     : patternTables(raw, [{ key: method.rPatternKey ?? 'rank_pattern', integer: true }, { key: 'alpha_pattern', integer: false }], configFile, budget);
   const fanInFanOut = flag('fan_in_fan_out') === true;
@@ -337,6 +340,16 @@ export async function parsePeftMethodAdapter(name: string, configText: string, c
     options.depth = depth;
     options.act_fn = index;
     options.peanut_scaling = alpha;
+  }
+  if (type === 'GLORA') {
+    // GloraConfig.__post_init__ refuses any other value of the three fields (None too).
+    const forms: [string, string, readonly string[]][] = [['config_A_B', 'lora', GLORA_FORMS], ['config_C', 'lora', ['lora', 'vector', 'none']], ['config_D_E', 'constant', ['vector', 'constant', 'none']]];
+    for (const [key, fallback, allowed] of forms) {
+      const v = raw[key] === undefined ? fallback : raw[key];
+      if (typeof v !== 'string' || !allowed.includes(v)) throw new MergeError('BAD_CONFIG', `${configFile}: GLoRA "${key}" must be ${allowed.map((a) => `"${a}"`).join(', ')} (GloraConfig raises ValueError), got ${shownValue(v)}`);
+      options[key === 'config_A_B' ? 'glora_A_B' : key === 'config_C' ? 'glora_C' : 'glora_D_E'] = GLORA_FORMS.indexOf(v as (typeof GLORA_FORMS)[number]);
+    }
+    options.glora_config = true;
   }
   if (type === 'ROAD') {
     // RoadConfig.__post_init__ refuses a null variant (not one of the three) and fails on a null group_size (`group_size <= 0`).

@@ -21,6 +21,7 @@ import { oft } from './oft.js';
 import { peftAdalora } from './peft-adalora.js';
 import { peftBoft } from './peft-boft.js';
 import { peftC3a } from './peft-c3a.js';
+import { peftGlora } from './peft-glora.js';
 import { peftHira } from './peft-hira.js';
 import { peftHra } from './peft-hra.js';
 import { peftIa3 } from './peft-ia3.js';
@@ -48,7 +49,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loraSplit, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loraSplit, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftGlora, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];

@@ -28,7 +28,9 @@ export const peftOft: Algorithm = {
     }
     const options = context.options;
     if (!options) {
-      context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json');
+      // OneTrainer's OFT_2 saves the same oft_R (PEFT's OFT layer, Cayley–Neumann series) with its coft,
+      // coft_eps and block_share kept in the training config, not in the file.
+      context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json, which holds the settings the rotation is formed with (coft, eps, block_share, use_cayley_neumann); OneTrainer\'s OFT (OFT_2), which saves oft_R without them, is not supported');
       return null;
     }
     const [rows, n] = weight.shape;

@@ -1,0 +1,129 @@
+/**
+ * PEFT GLoRA folders (peft_type GLORA, PEFT's own tuners/glora, not LyCORIS's a1/a2/b1/b2): on an
+ * nn.Linear, `<module>.glora_A.Xd` (out, r) and `.Xu` (r, in) (config_A_B "lora"), `glora_A.X`
+ * (out, 1) ("vector") or (1) ("constant"), the same for glora_B, and the zero buffers
+ * `glora_C.zeros` (in, 1), `glora_D.zeros` / `glora_E.zeros` (out) that a layer without a bias
+ * keeps. PEFT merges W' = W + W ⊙ A + B. The truth forms A and B and the sum in float64, element by
+ * element, with a user weight s scaling what is added.
+ */
+import { describe, it } from 'vitest';
+import { seededRandom } from './helpers/fixtures.js';
+import { expectMerged } from './helpers/expect-merged.js';
+import { mergeBackends } from './helpers/merge-backends.js';
+import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
+
+const backends = mergeBackends({ cpu: 'default' });
+
+const rand = seededRandom(71);
+const vals = gridValues(rand);
+const t = fixtureTensor;
+
+/** The fields PEFT writes to a GLoRA adapter_config.json (GloraConfig.to_dict). */
+const config = (fields: object) => ({
+  task_type: 'CAUSAL_LM', peft_type: 'GLORA', auto_mapping: null, base_model_name_or_path: 'meta-llama/Llama-3.2-1B', revision: null,
+  inference_mode: true, peft_version: '0.20.0', r: 3, target_modules: ['q_proj', 'v_proj'], bias: 'none', modules_to_save: null,
+  config_A_B: 'lora', config_C: 'lora', config_D_E: 'constant', init_weights: true, ...fields,
+});
+
+const run = async (...args: Parameters<typeof mergePeftFolder>) => (await mergePeftFolder(...args)).tensors;
+
+/** W[o, i] + s·(W[o, i]·A[o, i] + B[o, i]), A and B given element by element. */
+function truth(w: Float64Array, out: number, inF: number, a: (o: number, i: number) => number, b: (o: number, i: number) => number, s = 1): Float64Array {
+  const res = new Float64Array(out * inF);
+  for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) res[o * inF + i] = w[o * inF + i] + s * (w[o * inF + i] * a(o, i) + b(o, i));
+  return res;
+}
+
+/** (Xd·Xu)[o, i] for Xd (out, r), Xu (r, in). */
+const product = (xd: Float64Array, xu: Float64Array, r: number, inF: number) => (o: number, i: number) => {
+  let m = 0;
+  for (let k = 0; k < r; k++) m += xd[o * r + k] * xu[k * inF + i];
+  return m;
+};
+
+const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
+const p = (key: string, rest: string) => `base_model.model.${key}.${rest}`;
+/** The zero buffers PEFT saves for the bias path of a layer without a bias. */
+const biasZeros = (key: string, out: number, inF: number) => [
+  t(p(key, 'glora_C.zeros'), 'F32', [inF, 1], new Float64Array(inF)), t(p(key, 'glora_D.zeros'), 'F32', [out], new Float64Array(out)), t(p(key, 'glora_E.zeros'), 'F32', [out], new Float64Array(out)),
+];
+const loraPaths = (key: string, dtype: 'F32' | 'BF16' | 'F16', out: number, inF: number, r: number) => {
+  const ad = vals(out * r, dtype), au = vals(r * inF, dtype), bd = vals(out * r, dtype), bu = vals(r * inF, dtype);
+  return {
+    ad, au, bd, bu,
+    tensors: [t(p(key, 'glora_A.Xd'), dtype, [out, r], ad), t(p(key, 'glora_A.Xu'), dtype, [r, inF], au), t(p(key, 'glora_B.Xd'), dtype, [out, r], bd), t(p(key, 'glora_B.Xu'), dtype, [r, inF], bu), ...biasZeros(key, out, inF)],
+  };
+};
+
+describe.each(['cpu', 'webgpu'])('GLoRA (PEFT), %s', (name) => {
+  it('config_A_B "lora": W + W ⊙ (Xd·Xu)_A + (Xd·Xu)_B on two projections (r = 3, f32 paths on a bf16 base, 10 × 7)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 10, inF = 7, r = 3;
+    const wq = vals(out * inF, 'BF16'), wv = vals(out * inF, 'BF16');
+    const fq = loraPaths(q, 'F32', out, inF, r), fv = loraPaths(v, 'F32', out, inF, r);
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], wq), t(`${v}.weight`, 'BF16', [out, inF], wv)], config({ r }), [...fq.tensors, ...fv.tensors]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, truth(wq, out, inF, product(fq.ad, fq.au, r, inF), product(fq.bd, fq.bu, r, inF)), 'BF16', q);
+    expectMerged(tensors.get(`${v}.weight`)!.values, truth(wv, out, inF, product(fv.ad, fv.au, r, inF), product(fv.bd, fv.bu, r, inF)), 'BF16', v);
+  });
+
+  it('r = 1 with bf16 paths on an f32 base (13 × 5), a user weight of 0.5 scaling the added part', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 13, inF = 5, r = 1;
+    const w = vals(out * inF, 'F32'), f = loraPaths(q, 'BF16', out, inF, r);
+    const tensors = await run(backend, [t(`${q}.weight`, 'F32', [out, inF], w)], config({ r, target_modules: ['q_proj'] }), f.tensors, 0.5);
+    expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, out, inF, product(f.ad, f.au, r, inF), product(f.bd, f.bu, r, inF), 0.5), 'F32', q);
+  });
+
+  it('config_A_B "vector": A and B (out, 1), one value per output row over every input (f16 base, 9 × 6)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 9, inF = 6;
+    const w = vals(out * inF, 'F16'), a = vals(out, 'F32'), b = vals(out, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'F16', [out, inF], w)], config({ config_A_B: 'vector', target_modules: ['q_proj'] }),
+      [t(p(q, 'glora_A.X'), 'F32', [out, 1], a), t(p(q, 'glora_B.X'), 'F32', [out, 1], b), ...biasZeros(q, out, inF)]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, out, inF, (o) => a[o], (o) => b[o]), 'F16', q);
+  });
+
+  it('config_A_B "constant": one value each for A and B (bf16 base, 11 × 3), weight 0.75', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 11, inF = 3;
+    const w = vals(out * inF, 'BF16'), a = vals(1, 'F32'), b = vals(1, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], w)], config({ config_A_B: 'constant', config_C: 'none', config_D_E: 'none', target_modules: ['q_proj'] }),
+      [t(p(q, 'glora_A.X'), 'F32', [1], a), t(p(q, 'glora_B.X'), 'F32', [1], b), ...biasZeros(q, out, inF)], 0.75);
+    expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, out, inF, () => a[0], () => b[0], 0.75), 'BF16', q);
+  });
+});
+
+describe('GLoRA (PEFT) refusals through the CLI: one line, nothing written', () => {
+  const refuse = expectPeftCliRefusal;
+  const w = (key: string, shape: number[]) => t(`${key}.weight`, 'F32', shape, vals(shape[0] * shape[1], 'F32'));
+
+  it('a trained bias path (a Qwen2 q_proj with a bias: glora_C, glora_D, glora_E) is refused naming it', async () => {
+    const out = 4, inF = 5, r = 2;
+    const qwen = { ...config({ r, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B' }) };
+    await refuse([w(q, [out, inF]), t(`${q}.bias`, 'F32', [out], vals(out, 'F32'))], qwen, [
+      ...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4),
+      t(p(q, 'glora_C.Xd'), 'F32', [inF, r], vals(inF * r, 'F32')), t(p(q, 'glora_C.Xu'), 'F32', [r, 1], vals(r, 'F32')),
+      t(p(q, 'glora_D.X'), 'F32', [1], vals(1, 'F32')), t(p(q, 'glora_E.X'), 'F32', [1], vals(1, 'F32')),
+    ], /q_proj" has a trained GLoRA bias path \(.*glora_C\.Xd.*config_C "lora", config_D_E "constant"\), which PEFT merges into the layer's bias as b \+ b ⊙ D \+ E \+ W·C; that bias update is not supported/);
+  });
+
+  it('paths that disagree with r or config_A_B, a bad config value, a zero buffer that is not zero', async () => {
+    await refuse([w(q, [4, 5])], config({ r: 3, target_modules: ['q_proj'] }), loraPaths(q, 'F32', 4, 5, 2).tensors, /q_proj": glora_A\.Xd \(4, 2\) has rank 2 but the config's r is 3/);
+    await refuse([w(q, [4, 5])], config({ r: 2, config_A_B: 'vector', target_modules: ['q_proj'] }), loraPaths(q, 'F32', 4, 5, 2).tensors,
+      /config_A_B is "vector", which saves glora_A\.X, but the file lacks glora_A\.X/);
+    await refuse([w(q, [4, 5])], config({ config_D_E: 'lora', target_modules: ['q_proj'] }), loraPaths(q, 'F32', 4, 5, 8).tensors,
+      /GLoRA "config_D_E" must be "vector", "constant", "none" \(GloraConfig raises ValueError\), got "lora"/);
+    const bad = loraPaths(q, 'F32', 4, 5, 2).tensors;
+    bad[6] = t(p(q, 'glora_E.zeros'), 'F32', [4], Float64Array.from([0, 0, 0.5, 0]));
+    await refuse([w(q, [4, 5])], config({ r: 2, target_modules: ['q_proj'] }), bad, /glora_E\.zeros" holds 0\.5 at element 2; PEFT creates it as zeros/);
+  });
+
+  it('resize: a map of W is no low-rank product', async () => {
+    await refuse([w(q, [4, 5])], config({ r: 2, target_modules: ['q_proj'] }), loraPaths(q, 'F32', 4, 5, 2).tensors, /q_proj" is GLoRA \(PEFT\), whose update is not a low-rank product; resize cannot express it/, 'resize');
+  });
+});
+
