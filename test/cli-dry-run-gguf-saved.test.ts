@@ -4,10 +4,9 @@
  * finite in f32 that the output type's blocks cannot hold (their f16 scales overflow), the dry run
  * gives the real run's error line and exit code, and neither writes anything.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { oneErrorLine, runCli, snapshot } from './helpers/cli.js';
+import { expectDryRunRefusesAsMerge } from './helpers/cli.js';
 import { buildSafetensors, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { imatrixDat } from './helpers/imatrix-dat.js';
 import { LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
@@ -38,17 +37,7 @@ async function bothRefuse(adapter: Record<string, Uint8Array | string>, extra: s
   const lora = temp.make(adapter);
   const out = join(temp.make(), 'merged.gguf');
   const args = ['merge', '--base', join(base, 'tiny-llama-Q4_K_M.gguf'), '--adapter', lora, '--backend', 'cpu', ...extra.map((a) => a.replace('IMATRIX', join(base, 'llama.imatrix.dat')))];
-  const before = [snapshot(base), snapshot(lora)];
-  const dry = await runCli([...args, '--dry-run']);
-  const run = await runCli([...args, '--out', out]);
-  for (const r of [dry, run]) {
-    expect(r.stderr).not.toMatch(/\n\s+at |internal error/);
-    expect(r.code, r.stderr).toBe(1);
-  }
-  expect(oneErrorLine(dry)).toBe(oneErrorLine(run));
-  expect(existsSync(out)).toBe(false);
-  expect([snapshot(base), snapshot(lora)]).toEqual(before);
-  return { line: oneErrorLine(dry), stdout: dry.stdout, lora, base };
+  return { ...(await expectDryRunRefusesAsMerge(args, out, [base, lora])), lora, base };
 }
 
 describe('merge --dry-run on a GGUF base: a modules_to_save lm_head the merge refuses, in the real run\'s words', () => {

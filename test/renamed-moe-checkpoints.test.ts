@@ -10,9 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
-import { expectValues, product } from './helpers/merge-truth.js';
+import { expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(9120);
 let backend: MergeBackend;
@@ -22,25 +22,6 @@ beforeAll(async () => {
 afterAll(() => backend.dispose());
 
 const t = (name: string, shape: number[], dtype: 'BF16' | 'F32' = 'BF16') => randomTensor(name, shape, dtype, rand);
-
-function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Float64Array {
-  return w.values.map((v, i) => v + s * delta[i]);
-}
-
-/** Expert e's ΔW (out × in) from ParamWrapper's factors on (E, out, in) experts, PEFT ≥ 0.19.1. */
-function expertDelta(A: DecodedTensor, B: DecodedTensor, e: number, E: number, r: number): Float64Array {
-  const cols = A.shape[1];
-  const rows = B.shape[0];
-  const M = new Float64Array(rows * cols);
-  for (let o = 0; o < rows; o++) {
-    for (let i = 0; i < cols; i++) {
-      let sum = 0;
-      for (let k = 0; k < r; k++) sum += B.values[o * r * E + k * E + e] * A.values[(e * r + k) * cols + i];
-      M[o * cols + i] = sum;
-    }
-  }
-  return M;
-}
 
 function lora(path: string, out: number, inF: number, r: number): FixtureTensor[] {
   return [

@@ -13,9 +13,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor, type MergedFolder } from './helpers/hf-folder.js';
-import { expectValues, product } from './helpers/merge-truth.js';
+import { expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(8451);
 const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
@@ -28,36 +28,11 @@ afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 const merge = (prepared: PreparedMerge, kind: 'cpu' | 'webgpu'): Promise<MergedFolder> => mergeIntoFolder(prepared, backends[kind]!);
 const t = (name: string, shape: number[], dtype: 'BF16' | 'F32' = 'BF16') => randomTensor(name, shape, dtype, rand);
 
-/** W + s·ΔW, as doubles. */
-function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Float64Array {
-  const out = w.values.slice();
-  for (let i = 0; i < out.length; i++) out[i] += s * delta[i];
-  return out;
-}
-
 /** A (rows × cols) matrix transposed. */
 function transpose(m: ArrayLike<number>, rows: number, cols: number): Float64Array {
   const out = new Float64Array(rows * cols);
   for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = m[i * cols + j];
   return out;
-}
-
-/**
- * Expert e's ΔW (out × in) from PEFT's ParamWrapper factors on (E, out, in) experts (PEFT ≥ 0.19.1):
- * lora_A (r·E, in) with expert e's rows [e·r, (e+1)·r), lora_B (out, r·E) with its column k at k·E + e.
- */
-function expertDelta(A: DecodedTensor, B: DecodedTensor, e: number, E: number, r: number): Float64Array {
-  const cols = A.shape[1];
-  const rows = B.shape[0];
-  const M = new Float64Array(rows * cols);
-  for (let o = 0; o < rows; o++) {
-    for (let i = 0; i < cols; i++) {
-      let sum = 0;
-      for (let k = 0; k < r; k++) sum += B.values[o * r * E + k * E + e] * A.values[(e * r + k) * cols + i];
-      M[o * cols + i] = sum;
-    }
-  }
-  return M;
 }
 
 function lora(path: string, out: number, inF: number, r: number): FixtureTensor[] {

@@ -1,6 +1,6 @@
 /** Runs the built CLI (`bin/loramerge.js`) as a user would, capturing its exit code and output. */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
@@ -79,6 +79,25 @@ export function snapshot(dir: string): Map<string, Buffer | null> {
   };
   walk(dir);
   return out;
+}
+
+/**
+ * `args` (a merge without `--out`) run as `--dry-run` and then for real into `out`: both exit 1
+ * with the same one error line and no stack trace, nothing is written at `out`, and no file under
+ * `inputs` changes. Returns the line and the dry run's output.
+ */
+export async function expectDryRunRefusesAsMerge(args: string[], out: string, inputs: string[]): Promise<{ line: string; stdout: string }> {
+  const before = inputs.map(snapshot);
+  const dry = await runCli([...args, '--dry-run']);
+  const run = await runCli([...args, '--out', out]);
+  for (const r of [dry, run]) {
+    expect(r.stderr).not.toMatch(/\n\s+at |internal error/);
+    expect(r.code, r.stderr).toBe(1);
+  }
+  expect(oneErrorLine(dry)).toBe(oneErrorLine(run));
+  expect(existsSync(out)).toBe(false);
+  expect(inputs.map(snapshot)).toEqual(before);
+  return { line: oneErrorLine(dry), stdout: dry.stdout };
 }
 
 /** Everything in a folder, including dot-files (temporary outputs would be dot-files). */

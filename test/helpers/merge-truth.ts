@@ -112,6 +112,29 @@ export function product(b: DecodedTensor, a: DecodedTensor): Float64Array {
   return delta;
 }
 
+/** W + s·ΔW, as doubles. */
+export function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Float64Array {
+  return w.values.map((v, i) => v + s * delta[i]);
+}
+
+/**
+ * Expert e's ΔW (out × in) from PEFT's ParamWrapper factors on (E, out, in) experts (PEFT ≥ 0.19.1):
+ * lora_A (r·E, in) with expert e's rows [e·r, (e+1)·r), lora_B (out, r·E) with its column k at k·E + e.
+ */
+export function expertDelta(A: DecodedTensor, B: DecodedTensor, e: number, E: number, r: number): Float64Array {
+  const cols = A.shape[1];
+  const rows = B.shape[0];
+  const M = new Float64Array(rows * cols);
+  for (let o = 0; o < rows; o++) {
+    for (let i = 0; i < cols; i++) {
+      let sum = 0;
+      for (let k = 0; k < r; k++) sum += B.values[o * r * E + k * E + e] * A.values[(e * r + k) * cols + i];
+      M[o * cols + i] = sum;
+    }
+  }
+  return M;
+}
+
 /**
  * Q8_0 output against the truth: each block of 32 is the reference quantizer's (d = amax/127, q =
  * round(x/d), d stored as f16), so each value lies within 0.5·d (plus d's f16 rounding, 127·d·2^-11).
