@@ -14,7 +14,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { merge as nodeMerge } from '../src/node-merge.js';
-import { runCli } from './helpers/cli.js';
+import { oneErrorLine, runCli } from './helpers/cli.js';
 import { FLUX, fluxBflTensors, fluxDiffusersTensors, kohyaSpec, loraTensors, tensor, truthTerms, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { buildSafetensors, decodeSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { expectMergedFile } from './helpers/merge-truth.js';
@@ -100,6 +100,19 @@ describe('a FLUX.1-dev folder with flux1-dev.safetensors and ae.safetensors besi
     const lines = run.stdout.split('\n');
     expect(lines.filter((l) => l.includes('flux1-dev.safetensors'))).toEqual([`  ${fluxWarning(base)}`]);
     expect(lines.find((l) => l.startsWith('  other files (copied unchanged): '))!.slice('  other files (copied unchanged): '.length).split(', ').sort()).toEqual(Object.keys(FLUX_SMALL).sort());
+  });
+
+  it('refuses weights under diffusers\' own names at the root, a component of a flat (transformers-style) pipeline diffusers loads there, writing nothing', async () => {
+    const dir = dirs.make({
+      ...Object.fromEntries(Object.entries(FLUX_FOLDER).map(([k, v]) => [`base/${k}`, v])),
+      'base/model.safetensors': buildSafetensors([tensor(rand, 'model.layers.0.self_attn.q_proj.weight', [8, 8], 'BF16')]),
+      'flux_lora.safetensors': LORA,
+    });
+    const run = await runCli(['merge', '--base', join(dir, 'base'), '--adapter', join(dir, 'flux_lora.safetensors'), '--out', join(dir, 'merged'), '--backend', 'cpu']);
+    expect(run.code).toBe(1);
+    expect(oneErrorLine(run)).toBe(`error: ${join(dir, 'base')}: model.safetensors at the root of a diffusers pipeline folder is a component diffusers loads from there (a flat, transformers-style layout), `
+      + 'which is not merged here; merge that component on its own (its files in a folder without model_index.json)');
+    expect(readdirSync(dir).sort()).toEqual(['base', 'flux_lora.safetensors']);
   });
 
   it('says so in the dry run too, and writes nothing', async () => {

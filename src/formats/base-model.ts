@@ -367,6 +367,9 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   return model;
 }
 
+/** A weight file name diffusers' download and loading take as a component's (pipeline_loading_utils.py variant_compatible_siblings). */
+const FLAT_COMPONENT = /^(model|diffusion_pytorch_model|pytorch_model)(-\d{5}-of-\d{5})?(\.[\w-]+)?\.(safetensors|bin)(\.index(\.[\w-]+)?\.json)?$/;
+
 /**
  * Weight files of a pipeline folder outside the folders its model_index.json lists: the single-file
  * checkpoints a Hub repository keeps beside its diffusers folders (FLUX.1-dev's `flux1-dev.safetensors`
@@ -375,7 +378,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
  * the listed folders' files and, at the root, only diffusers' own weight names). The merge writes
  * the listed folders' weights; a copy of one of these in the merged folder would be the base
  * unmerged under a name ComfyUI and A1111 load, so they are left out, and the user is told.
- * Returns them; pushes the warnings.
+ * Weights under diffusers' own names at the root are refused (FLAT_COMPONENT). Returns them; pushes the warnings.
  */
 function strayWeights(name: string, spec: Record<string, unknown>, list: readonly string[], weightFiles: ReadonlySet<string>, warnings: string[]): Set<string> {
   const listed = (p: string) => {
@@ -384,6 +387,12 @@ function strayWeights(name: string, spec: Record<string, unknown>, list: readonl
   };
   const stray = list.filter((p) => isWeightFile(p) && !weightFiles.has(p) && !listed(p));
   if (stray.length === 0) return new Set();
+  // Weights under diffusers' or transformers' own names at the root are a component that diffusers
+  // loads from there (a flat, transformers-style pipeline: diffusers PR #14096), not a copy to leave out.
+  const flat = stray.find((p) => FLAT_COMPONENT.test(p));
+  if (flat) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${name}: ${flat} at the root of a diffusers pipeline folder is a component diffusers loads from there (a flat, transformers-style layout), which is not merged here; merge that component on its own (its files in a folder without model_index.json)`);
+  }
   const one = stray.length === 1;
   const readable = stray.some((p) => SAFETENSORS.test(p) || /\.gguf$/i.test(p));
   warnings.push(`${name}: ${stray.join(', ')} not written: ${one ? 'it is' : 'they are'} outside the folders model_index.json lists, which the diffusers pipeline loads and the merge writes, `
