@@ -65,6 +65,8 @@ function describeBase(files: InputFileSet, base: BaseModel): string[] {
   ];
   if (base.kind === 'gguf' && base.metadata) lines.push(ggufIdentity(base.metadata.bind(base)));
   if (base.otherFiles.length) lines.push(`  other files (copied unchanged): ${base.otherFiles.join(', ')}`);
+  // What a merge would leave out (a pipeline's root checkpoints, weight variants): said, not just unlisted.
+  for (const w of base.warnings) lines.push(`  warning: ${oneLine(w)}`);
   const largest = [...tensors].sort((a, b) => b.byteLength - a.byteLength).slice(0, 5);
   lines.push('  largest tensors:');
   for (const t of largest) lines.push(`    ${t.name} [${t.shape.join('×')}] ${t.storedType} ${formatBytes(t.byteLength)}`);

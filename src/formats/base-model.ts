@@ -356,7 +356,8 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     withClipIdentity(clipComponents.get(folder)!, identity);
     if (identity.byPosition !== undefined) byPosition.set(folder, identity.byPosition);
   }
-  const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p)), warnings, (tensors) => parts
+  const leftOut = strayWeights(files.name, spec as Record<string, unknown>, list, weightFiles, warnings);
+  const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p) && !leftOut.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
   if (planWarnings) model.planWarnings = planWarnings;
@@ -364,6 +365,40 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   if (prior) model.combinedPrior = prior;
   if (weightless.length > 0) model.weightlessEncoders = weightless.map((w) => (byPosition.has(w.folder) ? { ...w, byPosition: byPosition.get(w.folder)! } : w));
   return model;
+}
+
+/** A weight file name diffusers' download and loading take as a component's (pipeline_loading_utils.py variant_compatible_siblings). */
+const FLAT_COMPONENT = /^(model|diffusion_pytorch_model|pytorch_model)(-\d{5}-of-\d{5})?(\.[\w-]+)?\.(safetensors|bin)(\.index(\.[\w-]+)?\.json)?$/;
+
+/**
+ * Weight files of a pipeline folder outside the folders its model_index.json lists: the single-file
+ * checkpoints a Hub repository keeps beside its diffusers folders (FLUX.1-dev's `flux1-dev.safetensors`
+ * and `ae.safetensors`, SDXL's `sd_xl_base_1.0.safetensors`, SD3.5's `text_encoders/`), which
+ * diffusers neither downloads nor loads with the pipeline (DiffusionPipeline.download fetches
+ * the listed folders' files and, at the root, only diffusers' own weight names). The merge writes
+ * the listed folders' weights; a copy of one of these in the merged folder would be the base
+ * unmerged under a name ComfyUI and A1111 load, so they are left out, and the user is told.
+ * Weights under diffusers' own names at the root are refused (FLAT_COMPONENT). Returns them; pushes the warnings.
+ */
+function strayWeights(name: string, spec: Record<string, unknown>, list: readonly string[], weightFiles: ReadonlySet<string>, warnings: string[]): Set<string> {
+  const listed = (p: string) => {
+    const slash = p.indexOf('/');
+    return slash > 0 && Array.isArray(spec[p.slice(0, slash)]) && !p.slice(0, slash).startsWith('_');
+  };
+  const stray = list.filter((p) => isWeightFile(p) && !weightFiles.has(p) && !listed(p));
+  if (stray.length === 0) return new Set();
+  // Weights under diffusers' or transformers' own names at the root are a component that diffusers
+  // loads from there (a flat, transformers-style pipeline: diffusers PR #14096), not a copy to leave out.
+  const flat = stray.find((p) => FLAT_COMPONENT.test(p));
+  if (flat) {
+    throw new MergeError('UNSUPPORTED_FORMAT', `${name}: ${flat} at the root of a diffusers pipeline folder is a component diffusers loads from there (a flat, transformers-style layout), which is not merged here; merge that component on its own (its files in a folder without model_index.json)`);
+  }
+  const one = stray.length === 1;
+  const readable = stray.some((p) => SAFETENSORS.test(p) || /\.gguf$/i.test(p));
+  warnings.push(`${name}: ${stray.join(', ')} not written: ${one ? 'it is' : 'they are'} outside the folders model_index.json lists, which the diffusers pipeline loads and the merge writes, `
+    + `and ${one ? 'a copy' : 'copies'} would be left unmerged (a single-file checkpoint beside those folders is the base model as it was), so ${one ? 'it is' : 'they are'} left out of the output`
+    + (readable ? `; to merge ${one ? 'it' : 'one of them'}, give ${one ? 'it' : 'that file'} as the base on its own` : ''));
+  return new Set(stray);
 }
 
 /**
