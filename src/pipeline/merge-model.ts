@@ -31,7 +31,7 @@ import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, nonFiniteSpanText,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, overflowInOp, type OverflowSpan, nonFiniteSpanText,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -734,6 +734,36 @@ async function nonFiniteInTensor(
 }
 
 /**
+ * The merged values of a whole tensor that overflow `outDtype`, and its largest |value|: every slab
+ * read, decoded and merged again in f32 on the CPU (the error path only: the slab met overflowed, and
+ * need be neither the tensor's first nor its only one); undefined where a slab overflows f32 too.
+ */
+async function overflowInMerged(
+  prepared: PreparedMerge, key: string, storedType: string, update: TensorUpdate, outDtype: FloatDType, slabRows: number,
+  steps: () => Promise<LoadedStep[]>, backend: MergeBackend, signal?: AbortSignal,
+): Promise<OverflowSpan | undefined> {
+  const start = updateStart(prepared, storedType, update);
+  const span: OverflowSpan = { count: 0, first: -1, last: -1, largest: 0 };
+  const block = update.rowBlock ?? 1;
+  const step = Math.max(block, Math.floor(slabRows / block) * block);
+  for (const [r0, n] of pieces(update.rows, step)) {
+    throwIfAborted(signal);
+    const decoded = await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal);
+    const op = slabOp({
+      name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart: r0, rowCount: n,
+    }, await slabSteps(await steps(), r0, n));
+    const found = overflowInOp(op);
+    if (!found) return undefined;
+    span.largest = Math.max(span.largest, found.largest);
+    if (found.count === 0) continue;
+    if (span.count === 0) span.first = r0 * update.cols + found.first;
+    span.count += found.count;
+    span.last = r0 * update.cols + found.last;
+  }
+  return span;
+}
+
+/**
  * "N NaN or Inf values (first in row F, last in row L)" over the whole of a tensor the merge copies
  * and converts, read again and decoded piece by piece (a conversion's error path only: the piece it
  * met held some).
@@ -956,7 +986,8 @@ async function computeUnit(
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor });
+        const overflowInTensor = () => overflowInMerged(prepared, unit.tensor.name, inType, update, outDtype, rowCount, () => a.steps(), backend, signal);
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor, overflowInTensor });
       });
       return encode(keepUnreachedRows(op, merged, reachedRows(update)), rowStart);
     }

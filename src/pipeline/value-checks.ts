@@ -13,7 +13,7 @@
  *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
  *   block's f16 scale can overflow where the f32 values did not.
  */
-import { decodeToF32, DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError, throwIfAborted } from '../errors.js';
@@ -337,6 +337,19 @@ export interface FailedUpdate {
    * the slab's base holds some, so that the message names the tensor's first such row and count.
    */
   inTensor?: () => Promise<{ count: number; first: number; last: number }>;
+  /**
+   * The values of the whole tensor that overflow the output dtype (value indices from its first
+   * row) and its largest |value|, every slab merged again in f32 on the CPU, where the slab's do.
+   */
+  overflowInTensor?: () => Promise<OverflowSpan | undefined>;
+}
+
+/** Values that overflow an output dtype: how many, the value index of the first and the last, and the largest |value| merged. */
+export interface OverflowSpan {
+  count: number;
+  first: number;
+  last: number;
+  largest: number;
 }
 
 /**
@@ -360,11 +373,16 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
   const modules = shownList(update.terms, (t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`, ', ', update.terms.length);
-  const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
-  if (largest !== undefined) {
+  const slab = op.outDtype === 'F32' ? undefined : overflowInOp(op);
+  if (slab) {
+    // The whole tensor's, merged again slab by slab (the slab met need be neither the first nor the only one).
+    const whole = slab.count ? await failed.overflowInTensor?.() : undefined;
+    const [span, rowStart] = whole?.count ? [whole, 0] : [slab, op.rowStart ?? 0];
+    const n = span.count;
+    const where = n ? `: ${n} value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart)})` : '';
     return new MergeError(
       'NON_FINITE',
-      `${file}: ${tensor}: merged values up to ${largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]}), ` +
+      `${file}: ${tensor}: merged values up to ${span.largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]})${where}, ` +
         `after the update from ${modules}; write ${op.outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
     );
   }
@@ -445,8 +463,11 @@ async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undef
   return undefined;
 }
 
-/** The largest |value| of the op merged to f32, or undefined when f32 overflows too. */
-function largestInF32(op: MergeOp): number | undefined {
+/**
+ * The op merged to f32 on the CPU: its largest |value| and the values that overflow its output
+ * dtype (value indices from the op's first row); undefined when f32 overflows too.
+ */
+export function overflowInOp(op: MergeOp): OverflowSpan | undefined {
   let out: Uint8Array;
   try {
     out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
@@ -456,6 +477,7 @@ function largestInF32(op: MergeOp): number | undefined {
   const values = new Float32Array(out.buffer, out.byteOffset, out.byteLength / 4);
   let largest = 0;
   for (let i = 0; i < values.length; i++) largest = Math.max(largest, Math.abs(values[i]));
-  return largest;
+  const span = op.outDtype === 'F32' ? { count: 0, first: -1, last: -1 } : nonFiniteSpan(encodeFromF32(values, op.outDtype), op.outDtype);
+  return { ...span, largest };
 }
 
