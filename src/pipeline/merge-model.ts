@@ -36,7 +36,7 @@ import {
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
-import { EncodeTally, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
+import { EncodeTally, expertRowsOf, type ExpertRows, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -331,7 +331,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
         // Written as blocks (GGUF): checked as the merge checks them, where a block could fail.
         if (largest < BLOCK_SAFE_MAGNITUDE || format.nonFiniteInBlocks?.(outType, new Uint8Array(0)) === undefined) return;
         const tallied = async (weightRows: RowWeights | undefined) => {
-          const tally = new EncodeTally(cols);
+          const tally = new EncodeTally(cols, expertsOf(stored));
           const encoder: RowEncoder = {
             encode: async (values, rowStart) => format.encodeRows(
               outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), undefined, options.signal, weightRows ? { rows: weightRows, rowStart } : undefined,
@@ -788,7 +788,7 @@ async function nonFiniteInCopied(
     }
     at += decoded.data.byteLength / DTYPE_BYTES[decoded.dtype];
   }
-  return nonFiniteSpanText(shape, span);
+  return nonFiniteSpanText(shape, span, expertsOf(unit.tensor));
 }
 
 /**
@@ -814,13 +814,19 @@ async function encodeFaultsInTensor(
   const [rows, cols, block] = a.kind === 'update' ? [a.update.rows, a.update.cols, a.update.rowBlock ?? 1]
     : a.kind === 'replace' ? [...rowsAndCols(a.replacement.shape), a.replacement.rowBlock ?? 1]
     : [a.rowSet.shape[0], a.rowSet.shape[1], 1];
-  const tally = new EncodeTally(cols);
+  const tally = new EncodeTally(cols, expertsOf(unit.tensor));
   const step = Math.max(block, Math.floor(a.rowCount / block) * block);
   for (const [rowStart, rowCount] of pieces(rows, step)) {
     throwIfAborted(signal);
     await again({ ...a, rowStart, rowCount }, tally);
   }
   return tally;
+}
+
+/** A stack of experts' rows (E, out, in), where the base tensor is one: messages name its rows by expert and row. */
+function expertsOf(t: Pick<BaseTensor, 'name' | 'shape'> & Partial<Pick<BaseTensor, 'storedShape' | 'experts'>>): ExpertRows | undefined {
+  if (t.experts) return { rows: t.shape[0] / t.experts, cols: t.shape[1] };
+  return expertRowsOf(t.name, t.storedShape ?? t.shape);
 }
 
 /**
@@ -833,7 +839,7 @@ function copiedRows(prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number)
   const rows = cols ? product(shape) / cols : 0;
   const rowBytes = rows ? byteLength / rows : byteLength;
   return {
-    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes),
+    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes), experts: expertsOf(unit.tensor),
     read: (rowStart, rowCount) => prepared.base.readPart(name, rowStart * rowBytes, rowCount * rowBytes),
   };
 }
@@ -980,14 +986,14 @@ async function computeUnit(
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
-      if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0);
+      if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0, expertsOf(unit.tensor));
       const decoded = await updateStart(prepared, inType, update).decode(input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
         const overflowInTensor = () => overflowInMerged(prepared, unit.tensor.name, inType, update, outDtype, rowCount, () => a.steps(), backend, signal);
-        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor, overflowInTensor });
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor, overflowInTensor, experts: expertsOf(unit.tensor) });
       });
       return encode(keepUnreachedRows(op, merged, reachedRows(update)), rowStart);
     }
