@@ -45,7 +45,7 @@ describe('the engine’s messages on the page', PAGE_RETRY, () => {
     await page.click('[data-testid="merge-button"]');
     await page.waitForFunction(() => /overflow F16/.test(document.querySelector('[data-testid="progress-text"]')?.textContent ?? ''), { timeout: 60_000 });
     const failure = await text(page, '[data-testid="progress-text"]');
-    expect(failure).toMatch(/overflow F16 \(largest finite 65504\), after the update from .* module ".*" \(scale 2000000\); choose bf16 or f32 as the Output dtype, or lower the adapter’s weight$/);
+    expect(failure).toMatch(/overflow F16 \(largest finite 65504\): \d+ values? \((row \d+|first in row \d+, last in row \d+)\), after the update from .* module ".*" \(scale 2000000\); choose bf16 or f32 as the Output dtype, or lower the adapter’s weight$/);
     expect(failure).not.toMatch(OPTION);
     await page.waitForFunction(() => /The merge failed/.test(document.querySelector('[data-testid="alert"]')?.textContent ?? ''), { timeout: 30_000 });
     const alert = await text(page, '[data-testid="alert"]');

@@ -93,8 +93,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
   [fsMessage('EXDEV'), 'merged.safetensors: cannot be moved across file systems while writing (EXDEV); choose an out on one file system'],
   // Values out of range (src/pipeline/value-checks.ts, plan/merge-plan.ts, engine/column-norms.ts).
   [
-    'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": merged values up to 3.09e+5 overflow F16 (largest finite 65504), after the update from lora module "model.layers.0.self_attn.q_proj" (scale 2000000); write with --dtype bf16 or f32, or lower --weight',
-    `base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": merged values up to 3.09e+5 overflow F16 (largest finite 65504), after the update from lora module "model.layers.0.self_attn.q_proj" (scale 2000000); write with dtype: 'bf16' or 'f32', or lower the adapter's weight ${WEIGHT}`,
+    'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": merged values up to 3.09e+5 overflow F16 (largest finite 65504): 140 values (first in row 0, last in row 15), after the update from lora module "model.layers.0.self_attn.q_proj" (scale 2000000); write with --dtype bf16 or f32, or lower --weight',
+    `base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": merged values up to 3.09e+5 overflow F16 (largest finite 65504): 140 values (first in row 0, last in row 15), after the update from lora module "model.layers.0.self_attn.q_proj" (scale 2000000); write with dtype: 'bf16' or 'f32', or lower the adapter's weight ${WEIGHT}`,
   ],
   [
     'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.bias": the merged bias overflows BF16 (largest finite 3.39e+38); write with --dtype f32, or lower --weight',
@@ -338,7 +338,7 @@ describe('merge() and the jobs from loramerge/node name the call’s options', (
   it('an f16 result that overflows: dtype and the adapter’s weight; a weight past every float: the adapter and its weight', async () => {
     const overflow = await refusal(merge({ base: base(), adapters: [{ source: adapter(), weight: 1e6 }], backend: 'cpu' }));
     expect(overflow.code).toBe('NON_FINITE');
-    expect(overflow.message).toMatch(/^llama\/llama\.safetensors: tensor "model\.layers\.0\.self_attn\.q_proj\.weight": merged values up to [0-9.e+]+ overflow F16 \(largest finite 65504\), after the update from lora module "model\.layers\.0\.self_attn\.q_proj" \(scale 2000000\); write with dtype: 'bf16' or 'f32', or lower the adapter's weight \(adapters: \[\{ source, weight \}\]\)$/);
+    expect(overflow.message).toMatch(/^llama\/llama\.safetensors: tensor "model\.layers\.0\.self_attn\.q_proj\.weight": merged values up to [0-9.e+]+ overflow F16 \(largest finite 65504\): \d+ values \(first in row \d+, last in row \d+\), after the update from lora module "model\.layers\.0\.self_attn\.q_proj" \(scale 2000000\); write with dtype: 'bf16' or 'f32', or lower the adapter's weight \(adapters: \[\{ source, weight \}\]\)$/);
     expect(overflow.message).not.toContain('--');
     const past = await refusal(merge({ base: base(), adapters: [{ source: adapter(), weight: 1e40 }], backend: 'cpu' }));
     expect(past.message).toMatch(/makes values too large for any float dtype; check the adapter and its weight \(adapters: \[\{ source, weight \}\]\)$/);

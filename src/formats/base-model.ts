@@ -63,6 +63,11 @@ export interface BaseTensor {
    * (a tensor stored reshaped, seen in its real shape): slabs are cut in runs of this many rows.
    */
   rowBlock?: number;
+  /**
+   * A stack of this many experts (E, out, in) the plan sees as its E·out rows (a GGUF `_exps`
+   * tensor): messages name its rows by expert and row.
+   */
+  experts?: number;
 }
 
 /** One weight file of a base, its tensors under the names the file uses. */

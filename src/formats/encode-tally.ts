@@ -19,6 +19,8 @@ export interface ValueSpan {
 export interface TensorRows {
   rows: number;
   cols: number;
+  /** For a stack of experts (E, out, in): its rows are then named by expert (spanRows). */
+  experts?: ExpertRows;
   rowsPerRead: number;
   read(rowStart: number, rowCount: number): Promise<Uint8Array>;
 }
@@ -53,7 +55,8 @@ export class EncodeTally {
   /** The quantizer's refusal of a stopped row. */
   stoppedBy: string | undefined;
 
-  constructor(readonly cols: number) {}
+  /** `experts`: for a stack of experts (E, out, in), its rows are named by expert (spanRows). */
+  constructor(readonly cols: number, readonly experts?: ExpertRows) {}
 
   /** Encodes `values` (whole rows from row `rowStart`) and counts their faults; a piece the quantizer stops on is encoded again row by row. */
   async add(values: Float32Array, rowStart: number, encoder: RowEncoder, signal?: AbortSignal): Promise<void> {
@@ -102,14 +105,40 @@ export class EncodeTally {
 }
 
 /** "row 3", or "first in row 2, last in row 13", for a span of value indices in rows of `cols` values. */
-export function spanRows(span: { first: number; last: number }, cols: number): string {
-  const first = Math.floor(span.first / cols), last = Math.floor(span.last / cols);
-  return first === last ? `row ${first}` : `first in row ${first}, last in row ${last}`;
+export function spanRows(span: { first: number; last: number }, cols: number, experts?: ExpertRows): string {
+  const name = (at: number) => (experts ? expertRowName(at, experts) : `row ${Math.floor(at / cols)}`);
+  const first = name(span.first), last = name(span.last);
+  return first === last ? first : `first in ${first}, last in ${last}`;
+}
+
+/** A stack of experts (E, out, in): `rows` (out) of `cols` (in) values each. */
+export interface ExpertRows {
+  rows: number;
+  cols: number;
+}
+
+/**
+ * "row R of expert E" for the value at flat index `at` of a stack of experts: the same words
+ * whether a refusal counts the tensor by its first dimension, by rows of an E·out view, or by
+ * llama.cpp's rows of ne0 across its experts.
+ */
+export function expertRowName(at: number, experts: ExpertRows): string {
+  const row = Math.floor(at / experts.cols);
+  return `row ${row % experts.rows} of expert ${Math.floor(row / experts.rows)}`;
+}
+
+/**
+ * A tensor's rows per expert (`out`) where it is a stack of experts (E, out, in): 3-D and named as
+ * one (llama.cpp's `_exps`, transformers' `experts.`, mlx-lm's `switch_mlp.`); undefined for any
+ * other tensor (a 3-D conv1d weight (out, in, k) keeps rows of its first dimension).
+ */
+export function expertRowsOf(name: string, shape: readonly number[]): ExpertRows | undefined {
+  return shape.length === 3 && /_exps\b|(^|[._])experts[._]|(^|\.)switch_mlp\./.test(name) ? { rows: shape[1], cols: shape[2] } : undefined;
 }
 
 /** "N value(s) (where)". */
-export function valuesIn(span: ValueSpan, cols: number): string {
-  return `${span.count} value${span.count === 1 ? '' : 's'} (${spanRows(span, cols)})`;
+export function valuesIn(span: ValueSpan, cols: number, experts?: ExpertRows): string {
+  return `${span.count} value${span.count === 1 ? '' : 's'} (${spanRows(span, cols, experts)})`;
 }
 
 /**
@@ -118,7 +147,8 @@ export function valuesIn(span: ValueSpan, cols: number): string {
  */
 export function stoppedRowsText(tally: EncodeTally): string {
   const n = tally.stopped.count;
-  const where = n === 1 ? `in ${spanRows(tally.stopped, tally.cols)}` : `in ${n} rows (${spanRows(tally.stopped, tally.cols)})`;
+  const rows = spanRows(tally.stopped, tally.cols, tally.experts);
+  const where = n === 1 ? `in ${rows}` : `in ${n} rows (${rows})`;
   const message = tally.stoppedBy ?? '';
   const family = iqTooLargeFamily(message);
   return family ? iqTooLarge(family, where) : `${message} (${where})`;

@@ -31,12 +31,12 @@ import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, nonFiniteSpanText,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, overflowInOp, type OverflowSpan, nonFiniteSpanText,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
-import { EncodeTally, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
+import { EncodeTally, expertRowsOf, type ExpertRows, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -331,7 +331,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
         // Written as blocks (GGUF): checked as the merge checks them, where a block could fail.
         if (largest < BLOCK_SAFE_MAGNITUDE || format.nonFiniteInBlocks?.(outType, new Uint8Array(0)) === undefined) return;
         const tallied = async (weightRows: RowWeights | undefined) => {
-          const tally = new EncodeTally(cols);
+          const tally = new EncodeTally(cols, expertsOf(stored));
           const encoder: RowEncoder = {
             encode: async (values, rowStart) => format.encodeRows(
               outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), undefined, options.signal, weightRows ? { rows: weightRows, rowStart } : undefined,
@@ -734,6 +734,36 @@ async function nonFiniteInTensor(
 }
 
 /**
+ * The merged values of a whole tensor that overflow `outDtype`, and its largest |value|: every slab
+ * read, decoded and merged again in f32 on the CPU (the error path only: the slab met overflowed, and
+ * need be neither the tensor's first nor its only one); undefined where a slab overflows f32 too.
+ */
+async function overflowInMerged(
+  prepared: PreparedMerge, key: string, storedType: string, update: TensorUpdate, outDtype: FloatDType, slabRows: number,
+  steps: () => Promise<LoadedStep[]>, backend: MergeBackend, signal?: AbortSignal,
+): Promise<OverflowSpan | undefined> {
+  const start = updateStart(prepared, storedType, update);
+  const span: OverflowSpan = { count: 0, first: -1, last: -1, largest: 0 };
+  const block = update.rowBlock ?? 1;
+  const step = Math.max(block, Math.floor(slabRows / block) * block);
+  for (const [r0, n] of pieces(update.rows, step)) {
+    throwIfAborted(signal);
+    const decoded = await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal);
+    const op = slabOp({
+      name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart: r0, rowCount: n,
+    }, await slabSteps(await steps(), r0, n));
+    const found = overflowInOp(op);
+    if (!found) return undefined;
+    span.largest = Math.max(span.largest, found.largest);
+    if (found.count === 0) continue;
+    if (span.count === 0) span.first = r0 * update.cols + found.first;
+    span.count += found.count;
+    span.last = r0 * update.cols + found.last;
+  }
+  return span;
+}
+
+/**
  * "N NaN or Inf values (first in row F, last in row L)" over the whole of a tensor the merge copies
  * and converts, read again and decoded piece by piece (a conversion's error path only: the piece it
  * met held some).
@@ -758,7 +788,7 @@ async function nonFiniteInCopied(
     }
     at += decoded.data.byteLength / DTYPE_BYTES[decoded.dtype];
   }
-  return nonFiniteSpanText(shape, span);
+  return nonFiniteSpanText(shape, span, expertsOf(unit.tensor));
 }
 
 /**
@@ -784,13 +814,19 @@ async function encodeFaultsInTensor(
   const [rows, cols, block] = a.kind === 'update' ? [a.update.rows, a.update.cols, a.update.rowBlock ?? 1]
     : a.kind === 'replace' ? [...rowsAndCols(a.replacement.shape), a.replacement.rowBlock ?? 1]
     : [a.rowSet.shape[0], a.rowSet.shape[1], 1];
-  const tally = new EncodeTally(cols);
+  const tally = new EncodeTally(cols, expertsOf(unit.tensor));
   const step = Math.max(block, Math.floor(a.rowCount / block) * block);
   for (const [rowStart, rowCount] of pieces(rows, step)) {
     throwIfAborted(signal);
     await again({ ...a, rowStart, rowCount }, tally);
   }
   return tally;
+}
+
+/** A stack of experts' rows (E, out, in), where the base tensor is one: messages name its rows by expert and row. */
+function expertsOf(t: Pick<BaseTensor, 'name' | 'shape'> & Partial<Pick<BaseTensor, 'storedShape' | 'experts'>>): ExpertRows | undefined {
+  if (t.experts) return { rows: t.shape[0] / t.experts, cols: t.shape[1] };
+  return expertRowsOf(t.name, t.storedShape ?? t.shape);
 }
 
 /**
@@ -803,7 +839,7 @@ function copiedRows(prepared: PreparedMerge, unit: WorkUnit, chunkBytes: number)
   const rows = cols ? product(shape) / cols : 0;
   const rowBytes = rows ? byteLength / rows : byteLength;
   return {
-    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes),
+    rows, cols, rowsPerRead: rowsPerSlab(Math.max(chunkBytes, DEFAULT_SLAB_BYTES), rowBytes), experts: expertsOf(unit.tensor),
     read: (rowStart, rowCount) => prepared.base.readPart(name, rowStart * rowBytes, rowCount * rowBytes),
   };
 }
@@ -950,13 +986,14 @@ async function computeUnit(
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);
-      if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0);
+      if (broken?.count) throw baseHoldsNonFinite(unit.file, update.baseKey, await inTensor(), update.cols, 0, expertsOf(unit.tensor));
       const decoded = await updateStart(prepared, inType, update).decode(input, backend, signal);
       const op = slabOp({
         name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart, rowCount,
       }, await slabSteps(await a.steps(), rowStart, rowCount));
       const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor });
+        const overflowInTensor = () => overflowInMerged(prepared, unit.tensor.name, inType, update, outDtype, rowCount, () => a.steps(), backend, signal);
+        throw await explainNonFinite(e, { file: unit.file, update, base: decoded.data, op, inTensor, overflowInTensor, experts: expertsOf(unit.tensor) });
       });
       return encode(keepUnreachedRows(op, merged, reachedRows(update)), rowStart);
     }

@@ -13,12 +13,12 @@
  *   knows which file to blame; merged values re-encoded as GGUF blocks are checked again, since a
  *   block's f16 scale can overflow where the f32 values did not.
  */
-import { decodeToF32, DTYPE_BYTES, isFloatDType, type DType, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, encodeFromF32, isFloatDType, type DType, type FloatDType } from '../dtype.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError, throwIfAborted } from '../errors.js';
 import { shownList } from '../shown-text.js';
-import { stoppedRowsText, valuesIn, type EncodeTally } from '../formats/encode-tally.js';
+import { expertRowName, expertRowsOf, stoppedRowsText, valuesIn, type EncodeTally, type ExpertRows } from '../formats/encode-tally.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 import type { PlannedRowSet } from '../plan/row-sets.js';
 
@@ -90,9 +90,10 @@ export function nonFiniteSpan(bytes: Uint8Array, dtype: DType): { count: number;
  * The rows of a slab's non-finite values (`span`: value indices from the slab's first value, row
  * `rowStart` of a matrix of `cols` columns): the one row, or the first and the last holding any.
  */
-function nonFiniteRowsText(span: { first: number; last: number }, cols: number, rowStart: number): string {
-  const first = rowStart + Math.floor(span.first / cols), last = rowStart + Math.floor(span.last / cols);
-  return first === last ? `row ${first}` : `first in row ${first}, last in row ${last}`;
+function nonFiniteRowsText(span: { first: number; last: number }, cols: number, rowStart: number, experts?: ExpertRows): string {
+  const name = (at: number) => (experts ? expertRowName(rowStart * cols + at, experts) : `row ${rowStart + Math.floor(at / cols)}`);
+  const first = name(span.first), last = name(span.last);
+  return first === last ? first : `first in ${first}, last in ${last}`;
 }
 
 /** The elements of a 1-D tensor's non-finite values (`span`: indices from its first): the one, or the first and the last. */
@@ -118,28 +119,30 @@ async function nonFiniteInSaved(rep: PlannedReplacement): Promise<{ count: numbe
  * dimension, or elements of a vector (one with a single dimension past 1 too: an IA3 vector
  * stored (out, 1), a DoRA magnitude (1, in)).
  */
-export function nonFiniteWhere(shape: readonly number[], span: { first: number; last: number }): string {
+export function nonFiniteWhere(shape: readonly number[], span: { first: number; last: number }, experts?: ExpertRows): string {
   if (shape.filter((d) => d !== 1).length < 2) return nonFiniteElementsText(span);
+  // A stack of experts (E, out, in): its rows named by expert, as the merge's row slabs and GGUF block tallies name them.
+  if (experts) return nonFiniteRowsText(span, experts.cols, 0, experts);
   return nonFiniteRowsText(span, shape.slice(1).reduce((a, b) => a * b, 1), 0);
 }
 
 /** Where a saved tensor's NaN/Inf lie: rows of its first dimension, or elements of a vector. */
 function savedWhere(rep: PlannedReplacement, span: { first: number; last: number }): string {
-  return nonFiniteWhere(rep.shape, span);
+  return nonFiniteWhere(rep.shape, span, expertRowsOf(rep.tensor.name, rep.shape));
 }
 
 /**
  * "N NaN or Inf value(s) (first in row F, last in row L)" for a whole tensor's bytes (`dtype`,
  * `shape`), named by rows (elements for a vector); undefined where it holds none.
  */
-export function nonFiniteInTensorText(bytes: Uint8Array, dtype: DType, shape: readonly number[]): string | undefined {
+export function nonFiniteInTensorText(bytes: Uint8Array, dtype: DType, shape: readonly number[], experts?: ExpertRows): string | undefined {
   const span = nonFiniteSpan(bytes, dtype);
-  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span)) : undefined;
+  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span, experts)) : undefined;
 }
 
 /** "N NaN or Inf value(s) (first in row F, last in row L)" for a whole tensor of `shape` (`span`: value indices from its first); undefined where none. */
-export function nonFiniteSpanText(shape: readonly number[], span: { count: number; first: number; last: number }): string | undefined {
-  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span)) : undefined;
+export function nonFiniteSpanText(shape: readonly number[], span: { count: number; first: number; last: number }, experts?: ExpertRows): string | undefined {
+  return span.count ? nonFiniteCountText(span, nonFiniteWhere(shape, span, experts)) : undefined;
 }
 
 /** Collects the copied tensors that already held NaN/Inf, for one warning at the end. */
@@ -202,8 +205,8 @@ export function checkEncodedBlocks(file: string, tensor: string, type: string, t
   throw new MergeError(
     'NON_FINITE',
     at + largest + (tally.nonFinite.count
-      ? `${valuesIn(tally.nonFinite, tally.cols)} would be NaN or Inf, the blocks' f16 scales overflow; `
-      : `${valuesIn(tally.zeroed, tally.cols)} would be written as zeros, ggml's quantizer overflows f32 on them; `) + fix,
+      ? `${valuesIn(tally.nonFinite, tally.cols, tally.experts)} would be NaN or Inf, the blocks' f16 scales overflow; `
+      : `${valuesIn(tally.zeroed, tally.cols, tally.experts)} would be written as zeros, ggml's quantizer overflows f32 on them; `) + fix,
   );
 }
 
@@ -253,7 +256,12 @@ export async function checkSavedStart(source: PlannedReplacement, slabBytes: num
     span.last = r0 * cols + found.last;
   }
   const n = span.count;
-  if (n) throw new MergeError('NON_FINITE', `${savedTensor(source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, cols, 0)}); the adapter file is broken`);
+  if (n) throw new MergeError('NON_FINITE', `${savedTensor(source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${savedStartRows(source, span, cols)}); the adapter file is broken`);
+}
+
+/** The rows of a saved start's NaN/Inf: of its first dimension, or by expert for a stack of experts. */
+function savedStartRows(source: PlannedReplacement, span: { first: number; last: number }, cols: number): string {
+  return nonFiniteRowsText(span, cols, 0, expertRowsOf(source.tensor.name, source.tensor.shape));
 }
 
 /**
@@ -337,6 +345,21 @@ export interface FailedUpdate {
    * the slab's base holds some, so that the message names the tensor's first such row and count.
    */
   inTensor?: () => Promise<{ count: number; first: number; last: number }>;
+  /**
+   * The values of the whole tensor that overflow the output dtype (value indices from its first
+   * row) and its largest |value|, every slab merged again in f32 on the CPU, where the slab's do.
+   */
+  overflowInTensor?: () => Promise<OverflowSpan | undefined>;
+  /** For a stack of experts (E, out, in): its rows are named by expert. */
+  experts?: ExpertRows;
+}
+
+/** Values that overflow an output dtype: how many, the value index of the first and the last, and the largest |value| merged. */
+export interface OverflowSpan {
+  count: number;
+  first: number;
+  last: number;
+  largest: number;
 }
 
 /**
@@ -346,7 +369,7 @@ export interface FailedUpdate {
  */
 export async function explainNonFinite(error: unknown, failed: FailedUpdate): Promise<unknown> {
   if (!isMergeError(error) || error.code !== 'NON_FINITE') return error;
-  const { file, update, base, op } = failed;
+  const { file, update, base, op, experts } = failed;
   const tensor = `tensor "${update.baseKey}"`;
   if (hasNonFinite(base, op.base.dtype)) {
     // The whole tensor's, read again; the slab's where that finds none (an fp8 weight's codes are
@@ -354,17 +377,22 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
     const whole = await failed.inTensor?.();
     const [span, rowStart] = whole?.count ? [whole, 0] : [nonFiniteSpan(base, op.base.dtype), op.rowStart ?? 0];
     const n = span.count;
-    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart)}); the adapter file is broken`);
-    return baseHoldsNonFinite(file, update.baseKey, span, op.cols, rowStart);
+    if (update.source) return new MergeError('NON_FINITE', `${savedTensor(update.source)} holds ${n} NaN or Inf value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart, experts)}); the adapter file is broken`);
+    return baseHoldsNonFinite(file, update.baseKey, span, op.cols, rowStart, experts);
   }
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
   const modules = shownList(update.terms, (t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`, ', ', update.terms.length);
-  const largest = op.outDtype === 'F32' ? undefined : largestInF32(op);
-  if (largest !== undefined) {
+  const slab = op.outDtype === 'F32' ? undefined : overflowInOp(op);
+  if (slab) {
+    // The whole tensor's, merged again slab by slab (the slab met need be neither the first nor the only one).
+    const whole = slab.count ? await failed.overflowInTensor?.() : undefined;
+    const [span, rowStart] = whole?.count ? [whole, 0] : [slab, op.rowStart ?? 0];
+    const n = span.count;
+    const where = n ? `: ${n} value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart, experts)})` : '';
     return new MergeError(
       'NON_FINITE',
-      `${file}: ${tensor}: merged values up to ${largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]}), ` +
+      `${file}: ${tensor}: merged values up to ${span.largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]})${where}, ` +
         `after the update from ${modules}; write ${op.outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
     );
   }
@@ -380,11 +408,13 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
  * their count and the value indices of the first and the last from row `rowStart` on, so the
  * message names the rows that hold them, not the slab's.
  */
-export function baseHoldsNonFinite(file: string, baseKey: string, span: { count: number; first: number; last: number }, cols: number, rowStart: number): MergeError {
+export function baseHoldsNonFinite(
+  file: string, baseKey: string, span: { count: number; first: number; last: number }, cols: number, rowStart: number, experts?: ExpertRows,
+): MergeError {
   const n = span.count;
   return new MergeError(
     'NON_FINITE',
-    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (${nonFiniteRowsText(span, cols, rowStart)}), and the merge updates it; ` +
+    `${file}: tensor "${baseKey}" already holds ${n} NaN or Inf value${n === 1 ? '' : 's'} in the base (${nonFiniteRowsText(span, cols, rowStart, experts)}), and the merge updates it; ` +
       'the base file is broken: use an intact copy of the base',
   );
 }
@@ -438,15 +468,18 @@ async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undef
     if (t.dora) entries.push({ entry: t.dora.magnitude, what: 'DoRA magnitude' });
     for (const { entry, what } of entries) {
       if (!isFloatDType(entry.dtype)) continue;
-      const bad = nonFiniteInTensorText(await t.file.read(entry), entry.dtype, entry.shape);
+      const bad = nonFiniteInTensorText(await t.file.read(entry), entry.dtype, entry.shape, expertRowsOf(entry.name, entry.shape));
       if (bad) return `${t.adapter} module "${t.moduleName}": ${what} ${entry.name} holds ${bad}`;
     }
   }
   return undefined;
 }
 
-/** The largest |value| of the op merged to f32, or undefined when f32 overflows too. */
-function largestInF32(op: MergeOp): number | undefined {
+/**
+ * The op merged to f32 on the CPU: its largest |value| and the values that overflow its output
+ * dtype (value indices from the op's first row); undefined when f32 overflows too.
+ */
+export function overflowInOp(op: MergeOp): OverflowSpan | undefined {
   let out: Uint8Array;
   try {
     out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
@@ -456,6 +489,7 @@ function largestInF32(op: MergeOp): number | undefined {
   const values = new Float32Array(out.buffer, out.byteOffset, out.byteLength / 4);
   let largest = 0;
   for (let i = 0; i < values.length; i++) largest = Math.max(largest, Math.abs(values[i]));
-  return largest;
+  const span = op.outDtype === 'F32' ? { count: 0, first: -1, last: -1 } : nonFiniteSpan(encodeFromF32(values, op.outDtype), op.outDtype);
+  return { ...span, largest };
 }
 

@@ -87,7 +87,7 @@ async function encodeChecked(values: Float32Array, from: GgmlType, to: GgmlType,
   if (out && !nonFiniteBlockValues(to, out) && !zeroedBlockValues(to, out, values)) return out;
   const { tally, placed } = await tallyRows(values, from, encoder, signal, whole);
   // Without the whole tensor the piece's counts are given, and no rows.
-  const count = (span: ValueSpan) => (placed ? valuesIn(span, tally.cols) : `${span.count} value${span.count === 1 ? '' : 's'}`);
+  const count = (span: ValueSpan) => (placed ? valuesIn(span, tally.cols, tally.experts) : `${span.count} value${span.count === 1 ? '' : 's'}`);
   if (tally.stopped.count) throw new MergeError('NON_FINITE', placed ? stoppedRowsText(tally) : tally.stoppedBy ?? stoppedRowsText(tally));
   if (tally.nonFinite.count) {
     throw new MergeError(
@@ -106,7 +106,7 @@ async function tallyRows(
   values: Float32Array, from: GgmlType, encoder: RowEncoder, signal?: AbortSignal, whole?: TensorRows,
 ): Promise<{ tally: EncodeTally; placed: boolean }> {
   if (whole) {
-    const tally = new EncodeTally(whole.cols);
+    const tally = new EncodeTally(whole.cols, whole.experts);
     for (let r0 = 0; r0 < whole.rows; r0 += whole.rowsPerRead) {
       throwIfAborted(signal);
       const n = Math.min(whole.rowsPerRead, whole.rows - r0);

@@ -4,6 +4,7 @@
  * are presented to the plan in PyTorch order (rows of GGML's ne[0]) and as the float dtype the
  * engine computes them in (F32 for block types).
  */
+import { expertRowsOf } from '../encode-tally.js';
 import type { FloatTensorBytes } from '../../engine/merge-op.js';
 import { MergeError } from '../../errors.js';
 import { Pacer } from '../../event-turns.js';
@@ -167,9 +168,13 @@ async function describeTensors(name: string, parts: { path: string; file: GgufFi
       const dtype = t.type.name === 'F16' || t.type.name === 'BF16' ? t.type.name : 'F32';
       // The plan sees the real shape; the file is written as it is stored (see realShape).
       const real = declared.has(t.name) ? realShape(t, declared.get(t.name), arch) : { shape: t.shape, rowBlock: 1 };
+      const shape = planShape('shape' in real ? real.shape : t.shape, arch);
+      // A stack of experts seen as rows: named by expert and row in messages.
+      const experts = shape.length === 2 && expertRowsOf(t.name, t.shape) ? t.shape[0] : undefined;
       tensors.set(t.name, {
-        name: t.name, dtype, shape: planShape('shape' in real ? real.shape : t.shape, arch), shard: path, storedType: t.type.name, byteLength: t.byteLength,
+        name: t.name, dtype, shape, shard: path, storedType: t.type.name, byteLength: t.byteLength,
         ...('why' in real ? { shapeNote: `${t.name} ${real.why}` } : real.rowBlock > 1 ? { rowBlock: real.rowBlock } : {}),
+        ...(experts ? { experts } : {}),
       });
       located.set(t.name, { file, tensor: t });
     }
