@@ -5,35 +5,23 @@
  * 4096 bytes) whose B is nonzero in rows 10 and 100 only, two slabs apart. On the CPU (one thread and
  * worker threads) and WebGPU, the same line.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { threadBackends } from './helpers/thread-backends.js';
 import { H, llama, mergeError, P, prepareLlama } from './helpers/non-finite-cases.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const rand = seededRandom(20261207);
 const gpu = mergeBackends({ cpu: 'default' });
 const backends: Record<string, MergeBackend> = {};
-let pool: CpuWorkerPool;
 
+// The CPU on one thread and on worker threads (made and disposed by threadBackends).
+const threads = threadBackends();
 beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  pool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  backends['one thread'] = new CpuBackend('test');
-  backends['worker threads'] = new CpuBackend('test', { pool });
+  backends['one thread'] = threads.backend();
+  backends['worker threads'] = threads.backend(threads.sharedPool);
 });
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
 const Q = 'model.layers.0.self_attn.q_proj';
 /** B's rows: 1 at row 10, −2 at row 100 (slabs 8–15 and 96–103), 0 elsewhere. */

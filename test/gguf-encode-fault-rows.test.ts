@@ -5,40 +5,28 @@
  * (gguf-convert-non-finite-rows), not only the slab or chunk met first. The faulty rows, 2 and 13
  * of a 256-column tensor, lie in two slabs of 4 rows (slabBytes 4096 of f32 values).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { isMergeError } from '../src/errors.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { threadBackends } from './helpers/thread-backends.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
 const SLAB_BYTES = 4096;
 const H = LLAMA.hidden;
 const BAD_ROWS = [2, 13];
 const LLAMA_Q4KM = q4kmLlama();
 const Q4KM = LLAMA_Q4KM.files['tiny-llama-Q4_K_M.gguf'] as Uint8Array;
-let pool: CpuWorkerPool;
 const backends: Record<string, MergeBackend> = {};
 const gpu = mergeBackends({ cpu: 'default' });
 
+// The CPU on one thread and on worker threads (made and disposed by threadBackends).
+const threads = threadBackends();
 beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
-  backends['one thread'] = new CpuBackend('test');
-  backends['worker threads'] = new CpuBackend('test', { pool });
+  backends['one thread'] = threads.backend();
+  backends['worker threads'] = threads.backend(threads.sharedPool);
 });
-afterAll(() => Object.values(backends).forEach((b) => b.dispose()));
 
 /** A rank-1 llama.cpp LoRA on attn_q (α 0: the scale is the weight): A all 1, B 1 in rows 2 and 13, 0 elsewhere. */
 function rowsLora(): Uint8Array {
