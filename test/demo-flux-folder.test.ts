@@ -269,6 +269,16 @@ describe('a FLUX.1-dev diffusers folder picked whole', PAGE_RETRY, () => {
 
     // flux1-dev.safetensors and ae.safetensors are not merged, so not written: one warning names them.
     expect((await texts(page, '[data-testid="plan-problems"] li')).filter((m) => m.includes('flux1-dev.safetensors'))).toEqual([`warning: ${ROOT_WARNING}`]);
+    // The long warning wraps at phone width, in both themes.
+    const viewport = page.viewport();
+    await page.setViewport({ width: 390, height: 844 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      await (await page.$('#plan-section'))!.screenshot({ path: `test-output/demo-flux-folder-root-warning-390px-${scheme}.png` });
+    }
+    await page.emulateMediaFeatures([]);
+    if (viewport) await page.setViewport(viewport);
 
     await mergeEnabled(page);
     await page.click('[data-testid="merge-button"]');
