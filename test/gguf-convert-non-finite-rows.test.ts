@@ -6,12 +6,12 @@
  * scale is NaN or Inf (the thread fuzzer's hostile bases).
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
-import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { buildGguf } from './helpers/gguf-builder.js';
 import { ggufLoraAdapter, LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { REF_BLOCK, referenceDequantizeBlock } from './helpers/ggml-reference.js';
 import { mergeBackends } from './helpers/merge-backends.js';
+import { nonFiniteStop } from './helpers/non-finite-cases.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const SLAB_BYTES = 4096;
@@ -31,16 +31,7 @@ async function mergeError(gguf: Uint8Array, backend: NonNullable<(typeof backend
   const h = LLAMA.hidden;
   const lora = ggufLoraAdapter([{ tensor: 'blk.0.attn_q.weight', rank: 4, in: h, out: h, aType: 'F32', bType: 'F32' }], 8);
   const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama.gguf': gguf }, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': lora.bytes }, 'lora'), weight: 1 }]);
-  expect(prepared.plan.problems).toEqual([]);
-  try {
-    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype: 'q8_0', slabBytes: SLAB_BYTES });
-  } catch (e) {
-    expect(isMergeError(e) && e.code, String(e)).toBe('NON_FINITE');
-    return (e as Error).message;
-  } finally {
-    await prepared.close();
-  }
-  throw new Error('merged');
+  return nonFiniteStop(prepared, backend, 'q8_0', SLAB_BYTES);
 }
 
 describe.each(['cpu', 'webgpu'])('%s: --dtype q8_0 on a copied GGUF tensor holding NaN or Inf in two slabs', (name) => {

@@ -6,12 +6,12 @@
  * of a 256-column tensor, lie in two slabs of 4 rows (slabBytes 4096 of f32 values).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { threadBackends } from './helpers/thread-backends.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { nonFiniteStop } from './helpers/non-finite-cases.js';
 
 const SLAB_BYTES = 4096;
 const H = LLAMA.hidden;
@@ -55,16 +55,7 @@ function llamaWithBigRows(big: number): Uint8Array {
 /** The one error a merge of the rows LoRA at `weight` into `gguf`, written as `outDtype`, stops with. */
 async function mergeError(gguf: Uint8Array, weight: number, outDtype: string, backend: MergeBackend): Promise<string> {
   const prepared = await prepareMerge(memoryInputFileSet({ 'tiny-llama.gguf': gguf }, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': rowsLora() }, 'lora'), weight }]);
-  expect(prepared.plan.problems).toEqual([]);
-  try {
-    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype, slabBytes: SLAB_BYTES });
-  } catch (e) {
-    expect(isMergeError(e) && e.code, String(e)).toBe('NON_FINITE');
-    return (e as Error).message;
-  } finally {
-    await prepared.close();
-  }
-  throw new Error('merged');
+  return nonFiniteStop(prepared, backend, outDtype, SLAB_BYTES);
 }
 
 const IQ3 = "ggml's IQ3 quantizer overflows f32 on them and aborts, so llama-quantize cannot write them either; choose --dtype f16, bf16 or f32";

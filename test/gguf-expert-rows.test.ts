@@ -7,11 +7,11 @@
  * row 5 of expert 2 (llama.cpp rows 11 and 21), in two reads of 4096 bytes.
  */
 import { describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
-import { isMergeError } from '../src/errors.js';
+import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { buildGguf, tensorData } from './helpers/gguf-builder.js';
 import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
+import { nonFiniteStop } from './helpers/non-finite-cases.js';
 
 const backends = mergeBackends({ cpu: 'default' });
 const [IN, OUT, EXPERTS] = [64, 8, 4];
@@ -47,16 +47,7 @@ function attnQLora(): Uint8Array {
 
 async function conversionError(gguf: Uint8Array, outDtype: string, backend: MergeBackend): Promise<string> {
   const prepared = await prepareMerge(memoryInputFileSet({ 'moe.gguf': gguf }, 'base'), [{ files: memoryInputFileSet({ 'lora.gguf': attnQLora() }, 'lora') }]);
-  expect(prepared.plan.problems).toEqual([]);
-  try {
-    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype, slabBytes: 4096 });
-  } catch (e) {
-    expect(isMergeError(e) && e.code, String(e)).toBe('NON_FINITE');
-    return (e as Error).message;
-  } finally {
-    await prepared.close();
-  }
-  throw new Error('converted');
+  return nonFiniteStop(prepared, backend, outDtype, 4096);
 }
 
 describe.each(['cpu', 'webgpu'])('%s: a stack of experts converted to Q8_0', (name) => {

@@ -12,7 +12,7 @@ import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
-import { expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
+import { expectPeftLorasByName, expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(9120);
 let backend: MergeBackend;
@@ -104,12 +104,7 @@ describe('Nemotron-H (nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 names): backbon
     const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, target_modules: ['k_proj', 'down_proj'] }, adapter));
     expect(prepared.plan.problems).toEqual([]);
     const merged = await mergeIntoFolder(prepared, backend);
-    const b = decoded(base);
-    const a = decoded(adapter);
-    for (const [path] of modules) {
-      const key = `${path}.weight`;
-      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!)));
-    }
+    expectPeftLorasByName(merged.tensors, decoded(base), decoded(adapter), modules.map(([path]) => path), 2);
   });
 
   it('a gated model\'s experts.up_proj is no fused parameter: not placed on its per-expert up_proj', async () => {

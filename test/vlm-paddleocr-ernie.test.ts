@@ -15,7 +15,7 @@ import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor, type MergedFolder } from './helpers/hf-folder.js';
-import { expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
+import { expectPeftLorasByName, expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(8451);
 const backends: Partial<Record<'cpu' | 'webgpu', MergeBackend>> = {};
@@ -261,12 +261,7 @@ describe('ERNIE-4.5-VL-28B-A3B-PT: an adapter trained on transformers 5\'s class
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([path]) => `${path}.weight`).sort());
     const merged = await merge(prepared, 'cpu');
-    const b = decoded(base);
-    const a = decoded(adapter);
-    for (const [path] of modules) {
-      const key = `${path}.weight`;
-      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!)));
-    }
+    expectPeftLorasByName(merged.tensors, decoded(base), decoded(adapter), modules.map(([path]) => path), 2);
   });
 
   it('refused in one line, naming the tensor: a vision expert without its up_proj, and vision experts of another count than the factors\'', async () => {
@@ -322,12 +317,7 @@ describe('ERNIE-4.5-21B-A3B-PT (Ernie4_5_MoeForCausalLM): adapters of transforme
     const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, target_modules: ['up_proj', 'down_proj', 'gate'] }, adapter));
     expect(prepared.plan.problems).toEqual([]);
     const merged = await merge(prepared, 'cpu');
-    const b = decoded(base);
-    const a = decoded(adapter);
-    for (const [path] of modules) {
-      const key = `${path}.weight`;
-      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!)));
-    }
+    expectPeftLorasByName(merged.tensors, decoded(base), decoded(adapter), modules.map(([path]) => path), 2);
   });
 
   it('transformers 5 fused experts (target_parameters) land expert by expert; its router parameter mlp.gate.weight by name, exactly', async () => {

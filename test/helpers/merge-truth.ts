@@ -118,6 +118,19 @@ export function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Flo
 }
 
 /**
+ * Each PEFT LoRA module at `paths` (its factors `base_model.model.<path>.lora_A/B.weight` in
+ * `adapter`) merged by name onto `<path>.weight`: W + s·B·A, rounded once.
+ */
+export function expectPeftLorasByName(
+  merged: ReadonlyMap<string, DecodedTensor>, base: ReadonlyMap<string, DecodedTensor>, adapter: ReadonlyMap<string, DecodedTensor>, paths: readonly string[], s: number,
+): void {
+  for (const path of paths) {
+    const key = `${path}.weight`;
+    expectValues(key, merged.get(key)!, plus(base.get(key)!, s, product(adapter.get(`base_model.model.${path}.lora_B.weight`)!, adapter.get(`base_model.model.${path}.lora_A.weight`)!)));
+  }
+}
+
+/**
  * Expert e's ΔW (out × in) from PEFT's ParamWrapper factors on (E, out, in) experts (PEFT ≥ 0.19.1):
  * lora_A (r·E, in) with expert e's rows [e·r, (e+1)·r), lora_B (out, r·E) with its column k at k·E + e.
  */

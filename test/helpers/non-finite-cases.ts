@@ -15,6 +15,23 @@ import { hfModelFolder, peftFolder, prepareFolders, randomTensor } from './hf-fo
 export const SLAB_BYTES = 4096;
 
 /**
+ * The NON_FINITE error a merge of `prepared` on `backend` into `outDtype` (a GGUF block type
+ * re-quantizing what it copies) stops with, as its message, in slabs of `slabBytes`; closes `prepared`.
+ */
+export async function nonFiniteStop(prepared: PreparedMerge, backend: MergeBackend, outDtype: string, slabBytes = SLAB_BYTES): Promise<string> {
+  expect(prepared.plan.problems).toEqual([]);
+  try {
+    await mergeModel({ prepared, output: createBlobOutputTarget(), backend, outDtype, slabBytes });
+  } catch (e) {
+    expect(isMergeError(e) && e.code, String(e)).toBe('NON_FINITE');
+    return (e as Error).message;
+  } finally {
+    await prepared.close();
+  }
+  throw new Error('merged without a refusal');
+}
+
+/**
  * The one error a merge of `prepared` on `backend` stops with, as its message; where it is about a
  * tensor an adapter saves or a bias, savedTensorRefusals finds the same line before the merge.
  */
