@@ -35,7 +35,8 @@ export interface RowEncoder {
   zeroed(bytes: Uint8Array, input: Float32Array): number | undefined;
 }
 
-function add(span: ValueSpan, count: number, first: number, last: number): void {
+/** Adds `count` values, the first and last at these value indices, to `span` (spans added in row order). */
+export function addToSpan(span: ValueSpan, count: number, first: number, last: number): void {
   if (count <= 0) return;
   if (span.count === 0) span.first = first;
   span.count += count;
@@ -70,7 +71,7 @@ export class EncodeTally {
       const row = values.subarray(r * cols, (r + 1) * cols);
       const bytes = await this.tryEncode(row, rowStart + r, encoder);
       if (bytes) this.faults(row, rowStart + r, bytes, encoder);
-      else add(this.stopped, 1, (rowStart + r) * cols, (rowStart + r) * cols);
+      else addToSpan(this.stopped, 1, (rowStart + r) * cols, (rowStart + r) * cols);
     }
   }
 
@@ -93,13 +94,13 @@ export class EncodeTally {
     const cols = this.cols;
     const v0 = rowStart * cols;
     const bad = encoder.nonFinite(bytes);
-    if (bad?.count) add(this.nonFinite, bad.count, v0 + bad.first, v0 + bad.last);
+    if (bad?.count) addToSpan(this.nonFinite, bad.count, v0 + bad.first, v0 + bad.last);
     if (!encoder.zeroed(bytes, values)) return;
     // Row by row, for where they lie (each row is whole blocks).
     const rowBytes = bytes.byteLength / Math.max(1, values.length / cols);
     for (let r = 0; r * cols < values.length; r++) {
       const n = encoder.zeroed(bytes.subarray(r * rowBytes, (r + 1) * rowBytes), values.subarray(r * cols, (r + 1) * cols)) ?? 0;
-      add(this.zeroed, n, v0 + r * cols, v0 + r * cols);
+      addToSpan(this.zeroed, n, v0 + r * cols, v0 + r * cols);
     }
   }
 }

@@ -36,7 +36,7 @@ import {
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { ImportanceTarget, RowWeights } from '../formats/gguf/imatrix-rows.js';
-import { EncodeTally, expertRowsOf, type ExpertRows, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
+import { addToSpan, EncodeTally, expertRowsOf, type ExpertRows, type RowEncoder, type TensorRows } from '../formats/encode-tally.js';
 import type { RowDecodeRunner } from '../formats/row-decoders.js';
 
 /** Options of {@link mergeModel}. */
@@ -268,17 +268,39 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
  */
 const BLOCK_SAFE_MAGNITUDE = 1024;
 
+/** f32 bytes as values (copied where they are not 4-byte aligned). */
+function f32View(bytes: Uint8Array): Float32Array {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
+}
+
 /** The largest |value| of f32 bytes. */
 function largestMagnitude(bytes: Uint8Array): number {
-  const f32 = new Float32Array(bytes.byteOffset % 4 === 0 ? bytes.buffer : bytes.slice().buffer, bytes.byteOffset % 4 === 0 ? bytes.byteOffset : 0, bytes.byteLength >>> 2);
+  const f32 = f32View(bytes);
   let largest = 0;
   for (let i = 0; i < f32.length; i++) largest = Math.max(largest, Math.abs(f32[i]));
   return largest;
 }
 
+/** `rows` cut down to whole runs of `block` rows, at least one run. */
+function wholeRuns(rows: number, block: number): number {
+  return Math.max(block, Math.floor(rows / block) * block);
+}
+
 /** Rows of `rowBytes` each in a slab of `slabBytes`: whole runs of `block` rows, at least one run. */
 function rowsPerSlab(slabBytes: number, rowBytes: number, block = 1): number {
-  return Math.max(block, Math.floor(slabBytes / Math.max(rowBytes, 1) / block) * block);
+  return wholeRuns(Math.floor(slabBytes / Math.max(rowBytes, 1)), block);
+}
+
+/** `format`'s blocks of `outType` for a tally of their faults (EncodeTally), quantized with `weights` where given. */
+function blockEncoder(format: ContainerFormat, outType: string, weights: RowWeights | undefined, backend?: MergeBackend, signal?: AbortSignal): RowEncoder {
+  return {
+    encode: async (values, rowStart) => format.encodeRows(
+      outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), backend, signal, weights ? { rows: weights, rowStart } : undefined,
+    ),
+    nonFinite: (bytes) => format.nonFiniteInBlocks?.(outType, bytes),
+    zeroed: (bytes, input) => format.zeroedInBlocks?.(outType, bytes, input),
+  };
 }
 
 async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, options: SavedTensorOptions): Promise<MergeError[]> {
@@ -332,13 +354,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
         if (largest < BLOCK_SAFE_MAGNITUDE || format.nonFiniteInBlocks?.(outType, new Uint8Array(0)) === undefined) return;
         const tallied = async (weightRows: RowWeights | undefined) => {
           const tally = new EncodeTally(cols, expertsOf(stored));
-          const encoder: RowEncoder = {
-            encode: async (values, rowStart) => format.encodeRows(
-              outType, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), undefined, options.signal, weightRows ? { rows: weightRows, rowStart } : undefined,
-            ),
-            nonFinite: (bytes) => format.nonFiniteInBlocks?.(outType, bytes),
-            zeroed: (bytes, input) => format.zeroedInBlocks?.(outType, bytes, input),
-          };
+          const encoder = blockEncoder(format, outType, weightRows, undefined, options.signal);
           for (const [rowStart, rowCount] of slabs) {
             throwIfAborted(options.signal);
             const out = convertReplacement(replacement, await read(rowStart, rowCount), 'F32', rowStart);
@@ -716,7 +732,7 @@ async function nonFiniteInTensor(
   const span = { count: 0, first: -1, last: -1 };
   // Whole runs of rowBlock rows (the slab met may be a tensor's shorter last one).
   const block = update.rowBlock ?? 1;
-  const step = Math.max(block, Math.floor(slabRows / block) * block);
+  const step = wholeRuns(slabRows, block);
   for (let r0 = 0; r0 < update.rows; r0 += step) {
     throwIfAborted(signal);
     const bytes = await readStartRows(start, key, r0, Math.min(step, update.rows - r0), update.cols);
@@ -725,10 +741,7 @@ async function nonFiniteInTensor(
       const decoded = await start.decode(bytes, backend, signal);
       return nonFiniteSpan(decoded.data, decoded.dtype);
     })());
-    if (found.count === 0) continue;
-    if (span.count === 0) span.first = r0 * update.cols + found.first;
-    span.count += found.count;
-    span.last = r0 * update.cols + found.last;
+    addToSpan(span, found.count, r0 * update.cols + found.first, r0 * update.cols + found.last);
   }
   return span;
 }
@@ -745,7 +758,7 @@ async function overflowInMerged(
   const start = updateStart(prepared, storedType, update);
   const span: OverflowSpan = { count: 0, first: -1, last: -1, largest: 0 };
   const block = update.rowBlock ?? 1;
-  const step = Math.max(block, Math.floor(slabRows / block) * block);
+  const step = wholeRuns(slabRows, block);
   for (const [r0, n] of pieces(update.rows, step)) {
     throwIfAborted(signal);
     const decoded = await start.decode(await readStartRows(start, key, r0, n, update.cols), backend, signal);
@@ -755,10 +768,7 @@ async function overflowInMerged(
     const found = overflowInOp(op);
     if (!found) return undefined;
     span.largest = Math.max(span.largest, found.largest);
-    if (found.count === 0) continue;
-    if (span.count === 0) span.first = r0 * update.cols + found.first;
-    span.count += found.count;
-    span.last = r0 * update.cols + found.last;
+    addToSpan(span, found.count, r0 * update.cols + found.first, r0 * update.cols + found.last);
   }
   return span;
 }
@@ -815,7 +825,7 @@ async function encodeFaultsInTensor(
     : a.kind === 'replace' ? [...rowsAndCols(a.replacement.shape), a.replacement.rowBlock ?? 1]
     : [a.rowSet.shape[0], a.rowSet.shape[1], 1];
   const tally = new EncodeTally(cols, expertsOf(unit.tensor));
-  const step = Math.max(block, Math.floor(a.rowCount / block) * block);
+  const step = wholeRuns(a.rowCount, block);
   for (const [rowStart, rowCount] of pieces(rows, step)) {
     throwIfAborted(signal);
     await again({ ...a, rowStart, rowCount }, tally);
@@ -881,37 +891,26 @@ async function computeUnit(
   const name = unit.tensor.name;
   const inType = unit.tensor.storedType;
   const outDtype = format.engineDtype(unit.outType);
-  const asF32 = (values: Uint8Array) => {
-    const f32 = values.byteOffset % 4 === 0 ? values : values.slice();
-    return new Float32Array(f32.buffer, f32.byteOffset, f32.byteLength >>> 2);
-  };
   /** The blocks of rows from `rowStart` on, for a tally of their faults. */
-  const encoder: RowEncoder = {
-    encode: async (values, rowStart) => {
-      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-      return format.encodeRows(unit.outType, bytes, backend, signal, importance && a.kind !== 'bias' ? { rows: importance, rowStart } : undefined);
-    },
-    nonFinite: (bytes) => format.nonFiniteInBlocks?.(unit.outType, bytes),
-    zeroed: (bytes, input) => format.zeroedInBlocks?.(unit.outType, bytes, input),
-  };
+  const encoder = blockEncoder(format, unit.outType, a.kind !== 'bias' ? importance : undefined, backend, signal);
   /**
    * The faults of the whole tensor's blocks, merged and encoded again slab by slab (the error
    * path only: the slab met need be neither the first nor the only one).
    */
   const wholeTally = async (values: Uint8Array, rowStart: number): Promise<EncodeTally> => {
     const whole = await encodeFaultsInTensor(prepared, unit, backend, signal, scaled, importance);
-    if (!whole.any) await whole.add(asF32(values), rowStart, encoder, signal);
+    if (!whole.any) await whole.add(f32View(values), rowStart, encoder, signal);
     return whole;
   };
   /** Engine output (the tensor's rows from `rowStart` on) → stored bytes; block types are checked for scales that overflowed. */
   const encode = async (values: Uint8Array, rowStart?: number) => {
     if (tally) {
       // Counting the whole tensor's faults (encodeFaultsInTensor): nothing is written.
-      await tally.add(asF32(values), rowStart ?? 0, encoder, signal);
+      await tally.add(f32View(values), rowStart ?? 0, encoder, signal);
       return new Uint8Array(0);
     }
     const weighted = importance && rowStart !== undefined ? { rows: importance, rowStart } : undefined;
-    const input = () => asF32(values);
+    const input = () => f32View(values);
     const faults = (bytes: Uint8Array) => {
       const zeroed = format.zeroedInBlocks?.(unit.outType, bytes, input());
       return { nonFinite: format.nonFiniteInBlocks?.(unit.outType, bytes)?.count, zeroed };
