@@ -1209,9 +1209,10 @@ export function encodeIq3(src: usize, qw: usize, dst: usize, nBlocks: i32, xxs: 
 // SIMD (v128) only where the bytes stay C's: element-wise work (each lane one value's C expression:
 // the levels at a trial scale, the per-level terms of a neighbour search or a fit) and sums that C
 // keeps apart run side by side, one per lane, each in C's order (four neighbour entries' d2, four
-// IQ1_S splits, IQ1_M's four shift choices); the best-so-far comparisons stay one by one in C's
-// order. A single sum over the values (sumSquares, σ², iq2Fit's Σ, the refits) stays scalar: C adds
-// its terms one after another, and f32 addition in another order rounds differently.
+// IQ1_S splits, IQ1_M's four shift choices, four IQ2 trial scales' Σ w·x·q and Σ w·q²); the
+// best-so-far comparisons stay one by one in C's order. A single sum over the values (sumSquares,
+// σ², the refit at the chosen scale) stays scalar: C adds its terms one after another, and f32
+// addition in another order rounds differently.
 
 const KMAP_SIZE: i32 = 43692;
 const G_WAUX: usize = memory.data(32 * 4, 16);
@@ -1372,8 +1373,9 @@ function iq2FitTerms(n: i32): void {
 
 /**
  * Σ w·x·q and Σ w·q² (q = 2l + 1, l the signed bytes at lv, 0…2) over n values, C's order: each
- * term C's product (G_FIT_X / G_FIT_Q, from iq2FitTerms), the sums in index order. The sums stay
- * scalar: each is one chain of float additions whose order C fixes.
+ * term C's product (G_FIT_X / G_FIT_Q, from iq2FitTerms), the sums in index order. One chain of
+ * float additions each, whose order C fixes: scalar. (The final refit at the chosen scale; the
+ * trial scales' fits run four at a time in iq2FitTrials.)
  */
 function iq2Fit(lv: usize, n: i32): void {
   let sumqx: f32 = 0;
@@ -1385,6 +1387,76 @@ function iq2Fit(lv: usize, n: i32): void {
   }
   gSumQX = sumqx;
   gSumQ2 = sumq2;
+}
+
+/**
+ * The levels of each trial scale of an IQ2 search (trial t's n levels at G_TRIAL_L + t·n; up to 16
+ * trials of 32 or 20 of 16, the last group of four padded with whatever levels 0…2 are there), the
+ * trials' on-grid flags (IQ2_XS / IQ2_S: two per trial), and their Σ w·x·q and Σ w·q² (iq2FitTrials).
+ */
+const G_TRIAL_L: usize = memory.data(16 * 32, 16);
+const G_TRIAL_ON: usize = memory.data(20 * 2);
+const G_TRIAL_SUMQX: usize = memory.data(20 * 4, 16);
+const G_TRIAL_SUMQ2: usize = memory.data(20 * 4, 16);
+/** The four trials' level bytes transposed by iq2FitFour. */
+const G_TRANSPOSED: usize = memory.data(64, 16);
+
+/**
+ * iq2Fit of the trials t0…t0+3 side by side, one trial per lane, 16 values of each from value `at`,
+ * added to the lanes' running sums (sx, sq) and returned through G_TRIAL_SUMQX/Q2 + 4·t0. Each lane
+ * adds its trial's terms in C's order, value by value, each term the one iq2Fit loads (the f32x4
+ * add rounds each lane as the scalar add does), so each lane's sums are iq2Fit's, bit for bit.
+ * The four trials' 16 level bytes are transposed (values 4g…4g+3 of trials 0…3 in one vector), then
+ * each value's four levels pick its terms by swizzle, as gridBestNeighbour picks its per-level terms.
+ */
+// @ts-ignore: decorator
+@inline function iq2FitFour(lv: usize, n: i32, at: i32, t0: i32): void {
+  const stride = <usize>n;
+  const base = lv + <usize>t0 * stride + <usize>at;
+  const a = v128.load(base), b = v128.load(base + stride), c = v128.load(base + 2 * stride), d = v128.load(base + 3 * stride);
+  const abLo = i8x16.shuffle(a, b, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const abHi = i8x16.shuffle(a, b, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const cdLo = i8x16.shuffle(c, d, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const cdHi = i8x16.shuffle(c, d, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  // Byte 4j + m of group g: value 4g + j's level in trial m, times 4 (its term's byte offset in a row of G_FIT_*).
+  store<v128>(G_TRANSPOSED, i8x16.shl(i8x16.shuffle(abLo, cdLo, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23), 2));
+  store<v128>(G_TRANSPOSED, i8x16.shl(i8x16.shuffle(abLo, cdLo, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), 2), 16);
+  store<v128>(G_TRANSPOSED, i8x16.shl(i8x16.shuffle(abHi, cdHi, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23), 2), 32);
+  store<v128>(G_TRANSPOSED, i8x16.shl(i8x16.shuffle(abHi, cdHi, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31), 2), 48);
+  const byteOf = i8x16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+  const out = <usize>t0 << 2;
+  let sx = v128.load(G_TRIAL_SUMQX + out);
+  let sq = v128.load(G_TRIAL_SUMQ2 + out);
+  for (let g = 0; g < 4; g++) {
+    const v = v128.load(G_TRANSPOSED + (<usize>g << 4));
+    const row = (<usize>(at + 4 * g)) << 4;
+    let idx = i8x16.add(i8x16.shuffle(v, v, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), byteOf);
+    sx = f32x4.add(sx, i8x16.swizzle(v128.load(G_FIT_X + row), idx));
+    sq = f32x4.add(sq, i8x16.swizzle(v128.load(G_FIT_Q + row), idx));
+    idx = i8x16.add(i8x16.shuffle(v, v, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7), byteOf);
+    sx = f32x4.add(sx, i8x16.swizzle(v128.load(G_FIT_X + row, 16), idx));
+    sq = f32x4.add(sq, i8x16.swizzle(v128.load(G_FIT_Q + row, 16), idx));
+    idx = i8x16.add(i8x16.shuffle(v, v, 8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11), byteOf);
+    sx = f32x4.add(sx, i8x16.swizzle(v128.load(G_FIT_X + row, 32), idx));
+    sq = f32x4.add(sq, i8x16.swizzle(v128.load(G_FIT_Q + row, 32), idx));
+    idx = i8x16.add(i8x16.shuffle(v, v, 12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15), byteOf);
+    sx = f32x4.add(sx, i8x16.swizzle(v128.load(G_FIT_X + row, 48), idx));
+    sq = f32x4.add(sq, i8x16.swizzle(v128.load(G_FIT_Q + row, 48), idx));
+  }
+  v128.store(G_TRIAL_SUMQX + out, sx);
+  v128.store(G_TRIAL_SUMQ2 + out, sq);
+}
+
+/**
+ * iq2Fit of each of `trials` trial scales (levels at G_TRIAL_L, n = 16 or 32 each) to
+ * G_TRIAL_SUMQX/Q2, four trials at a time (lanes of a padded last group are ignored).
+ */
+function iq2FitTrials(n: i32, trials: i32): void {
+  for (let t0 = 0; t0 < trials; t0 += 4) {
+    v128.store(G_TRIAL_SUMQX + (<usize>t0 << 2), f32x4.splat(0));
+    v128.store(G_TRIAL_SUMQ2 + (<usize>t0 << 2), f32x4.splat(0));
+    for (let at = 0; at < n; at += 16) iq2FitFour(G_TRIAL_L, n, at, t0);
+  }
 }
 
 /** Four of the levels 0…2 C's iq2 searches pick at 1/id: max(0, min(2, nearest_int(0.5·(id·x − 1)))), lane by lane as C computes each. */
@@ -1493,22 +1565,29 @@ function iq2XxsBlock(x: usize, qw: usize, y: usize): bool {
       continue;
     }
     iq2FitTerms(32);
-    let best: f32 = 0;
-    for (let is = -6; is <= 6; is++) {
-      const id: f32 = (<f32>5 + <f32>is * <f32>0.1) / effMax;
+    // The 13 trial scales' levels first (none depends on the best so far; a failure at any of them
+    // is ggml's abort, which C reaches too), their fits four at a time, then C's comparisons in order.
+    for (let t = 0; t < 13; t++) {
+      const id: f32 = (<f32>5 + <f32>(t - 6) * <f32>0.1) / effMax;
       const thisScale: f32 = <f32>1 / id;
+      const lv = G_TRIAL_L + <usize>(32 * t);
       for (let k = 0; k < 4; k++) {
-        const m = gMapAt(iq2Packed(id, 8 * k, G_LAUX));
+        const m = gMapAt(iq2Packed(id, 8 * k, lv));
         if (m < 0) {
-          iq2BestNeighbour(-m - 1, 8 * k, thisScale, G_LAUX);
+          iq2BestNeighbour(-m - 1, 8 * k, thisScale, lv);
           if (gFailed) return false;
         }
       }
-      iq2Fit(G_LAUX, 32);
-      if (gSumQ2 > 0 && gSumQX * gSumQX > best * gSumQ2) {
-        scale = gSumQX / gSumQ2;
-        best = scale * gSumQX;
-        memory.copy(G_L, G_LAUX, 32);
+    }
+    iq2FitTrials(32, 13);
+    let best: f32 = 0;
+    for (let t = 0; t < 13; t++) {
+      const sumqx = fAt(G_TRIAL_SUMQX, t);
+      const sumq2 = fAt(G_TRIAL_SUMQ2, t);
+      if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+        scale = sumqx / sumq2;
+        best = scale * sumqx;
+        memory.copy(G_L, G_TRIAL_L + <usize>(32 * t), 32);
       }
     }
     if (scale > 0) {
@@ -1574,26 +1653,34 @@ function iq2SearchSixteen(eps: f32, signMask: i32): f32 {
   let scale: f32 = max / <f32>5;
   let on0 = true;
   let on1 = true;
-  for (let is = -9; is <= 9; is++) {
-    const id: f32 = (<f32>5 + <f32>is * <f32>0.1) / max;
+  // The 19 trial scales' levels first (as in iq2XxsBlock), their fits four at a time, then C's comparisons in order.
+  for (let t = 0; t < 19; t++) {
+    const id: f32 = (<f32>5 + <f32>(t - 9) * <f32>0.1) / max;
     const thisScale: f32 = <f32>1 / id;
-    const m0 = gMapAt(iq2Packed(id, 0, G_LAUX));
+    const lv = G_TRIAL_L + <usize>(16 * t);
+    const m0 = gMapAt(iq2Packed(id, 0, lv));
     if (m0 < 0) {
-      iq2BestNeighbour(-m0 - 1, 0, thisScale, G_LAUX);
+      iq2BestNeighbour(-m0 - 1, 0, thisScale, lv);
       if (gFailed) return 0;
     }
-    const m1 = gMapAt(iq2Packed(id, 8, G_LAUX));
+    const m1 = gMapAt(iq2Packed(id, 8, lv));
     if (m1 < 0) {
-      iq2BestNeighbour(-m1 - 1, 8, thisScale, G_LAUX);
+      iq2BestNeighbour(-m1 - 1, 8, thisScale, lv);
       if (gFailed) return 0;
     }
-    iq2Fit(G_LAUX, 16);
-    if (gSumQ2 > 0 && gSumQX * gSumQX > best * gSumQ2) {
-      scale = gSumQX / gSumQ2;
-      best = scale * gSumQX;
-      memory.copy(G_L, G_LAUX, 16);
-      on0 = m0 >= 0;
-      on1 = m1 >= 0;
+    store<u8>(G_TRIAL_ON + <usize>(2 * t), <u8>(m0 >= 0));
+    store<u8>(G_TRIAL_ON + <usize>(2 * t + 1), <u8>(m1 >= 0));
+  }
+  iq2FitTrials(16, 19);
+  for (let t = 0; t < 19; t++) {
+    const sumqx = fAt(G_TRIAL_SUMQX, t);
+    const sumq2 = fAt(G_TRIAL_SUMQ2, t);
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      scale = sumqx / sumq2;
+      best = scale * sumqx;
+      memory.copy(G_L, G_TRIAL_L + <usize>(16 * t), 16);
+      on0 = load<u8>(G_TRIAL_ON + <usize>(2 * t)) != 0;
+      on1 = load<u8>(G_TRIAL_ON + <usize>(2 * t + 1)) != 0;
     }
   }
   if ((!on0 || !on1) && scale > 0) {
