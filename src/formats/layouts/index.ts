@@ -30,6 +30,7 @@ import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
 import { krea2 } from './krea2.js';
 import { ideogram4 } from './ideogram4.js';
+import { aceStep } from './ace-step.js';
 import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import { mlxVlmQwen } from './mlx-vlm-qwen.js';
 import { mistralConsolidated } from './mistral-consolidated.js';
@@ -88,7 +89,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * `vision_encoder.transformer.layers.N.attention.wq`), or as the tensor transformers' conversion renames it to.
  * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks,
  * and on diffusers' StableCascadeUNet only for the ComfyUI names diffusers' conversion renames;
- * Mochi's only on Mochi bases, Krea 2's only on Krea 2 bases, Ideogram 4's only on its diffusers transformer; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
+ * Mochi's only on Mochi bases, Krea 2's only on Krea 2 bases, Ideogram 4's and ACE-Step's only on their diffusers transformers; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked; transformers 5's fused
  * experts (`experts.gate_up_proj`, no `.weight`) after them, for a per-expert name too. A fused expert
@@ -97,7 +98,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, aceStep,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
