@@ -194,6 +194,34 @@ describe('norms under "transformer." twice, as the training script saves them', 
   });
 });
 
+/**
+ * Qwen-Image's QwenImageTransformer2DModel shares the names `transformer_blocks.N.attn.to_q` and
+ * `attn.norm_q` with FLUX.1's diffusers names; its loader (QwenImageLoraLoaderMixin.load_lora_weights)
+ * refuses a file with a key that does not contain "lora", and only FLUX.1's loads q/k norms.
+ */
+describe('diffusers\' FLUX.1 norm weights on a base that shares FLUX.1\'s names', () => {
+  const W = 8;
+  const qwen = {
+    'diffusion_pytorch_model.safetensors': buildSafetensors([
+      tensor(rand, 'transformer_blocks.0.img_mod.1.weight', [6 * W, W], 'BF16'), tensor(rand, 'transformer_blocks.0.attn.to_q.weight', [W, W], 'BF16'),
+      tensor(rand, 'transformer_blocks.0.attn.norm_q.weight', [HEAD], 'BF16'), tensor(rand, 'transformer_blocks.0.attn.norm_k.weight', [HEAD], 'BF16'),
+    ]),
+    'config.json': JSON.stringify({ _class_name: 'QwenImageTransformer2DModel', _diffusers_version: '0.35.0.dev0', attention_head_dim: HEAD, num_layers: 1 }),
+  };
+  const file = (norms: boolean) => buildSafetensors([
+    tensor(rand, 'transformer.transformer_blocks.0.attn.to_q.lora_A.weight', [R, W], 'F32'), tensor(rand, 'transformer.transformer_blocks.0.attn.to_q.lora_B.weight', [W, R], 'F32'),
+    ...(norms ? [tensor(rand, 'transformer.transformer_blocks.0.attn.norm_k.weight', [HEAD], 'BF16'), tensor(rand, 'transformer.transformer_blocks.0.attn.norm_q.weight', [HEAD], 'BF16')] : []),
+  ]);
+
+  it('are refused in one line naming the first (the Qwen-Image loader refuses the file), where FLUX.1\'s base loads them', async () => {
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: { 'pytorch_lora_weights.safetensors': file(true) } }] })).toEqual([
+      'adapter0: tensor "transformer.transformer_blocks.0.attn.norm_k.weight" (and 1 more) is a q/k norm weight in diffusers\' FLUX.1 names, which only diffusers\' FLUX.1 loader loads (FluxControlPipeline\'s _load_norm_into_transformer); '
+        + 'on this Qwen-Image base diffusers\' Qwen-Image loader refuses the file (every key must contain "lora") and ComfyUI reads no patch from a plain weight tensor: not supported — remove the norm tensors to merge the LoRA without them',
+    ]);
+    expect(await refusalsInMemory({ backend: backends.cpu!, base: qwen, adapters: [{ files: { 'pytorch_lora_weights.safetensors': file(false) } }] })).toEqual([]);
+  });
+});
+
 describe('a folder whose transformer diffusers does not widen', () => {
   it('a wider x_embedder lora_A onto a config of another class (FLUX.2\'s loader does not expand) is refused naming the config', async () => {
     expect(await refusalsInMemory({

@@ -106,7 +106,14 @@ describe('Stable Cascade\'s combined pipeline: the prior\'s folders', () => {
     ], [...STAGES, 'prior_text_encoder/model.safetensors']);
   });
 
-  it('refuses a bare stage module, which fits both the decoder and prior_prior/, and a prior LoRA\'s text_encoder., which names the decoder\'s copy of the CLIP-G', async () => {
+  it('merges a prior LoRA\'s text_encoder. (OneTrainer\'s DIFFUSERS form: prior. and the prior\'s CLIP-G) into prior_text_encoder/, not the decoder\'s text_encoder/', async () => {
+    await lora.mergeAndCheck(cascade, [
+      peftSpec(`prior.${STAGE_Q}`, 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1),
+      peftSpec(`text_encoder.${TE}`, 2, 16, 16, [{ key: `prior_text_encoder.${TE}.weight` }], 1),
+    ], [...STAGES, 'prior_text_encoder/model.safetensors']);
+  });
+
+  it('refuses a bare stage module, which fits both the decoder and prior_prior/, and text_encoder. in a file without prior. modules, which names the decoder\'s copy of the CLIP-G', async () => {
     const { problems } = await lora.planOf(cascade, [peftSpec(STAGE_Q, 2, 8, 8, [], 1), peftSpec(`text_encoder.${TE}`, 2, 16, 16, [], 1)]);
     expect(problems).toEqual([
       `lora.safetensors: module "${STAGE_Q}": matches 2 base tensors (decoder.${STAGE_Q}.weight, prior_prior.${STAGE_Q}.weight)`,

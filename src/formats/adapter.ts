@@ -235,6 +235,12 @@ export interface ParsedAdapter {
    * (flux1NamesSharedBy), where the modules take the single-file rule's α they hold.
    */
   flux1Refusal?: { code: MergeErrorCode; message: string };
+  /**
+   * The q/k norm weights in diffusers' FLUX.1 names this file replaces (`transformer.transformer_blocks.0.attn.norm_q.weight`:
+   * bfl-control-lora.ts readDiffusersControlNorms), which only diffusers' FLUX.1 loader loads; the plan
+   * refuses them on the bases that share FLUX.1's names (flux1NamesSharedBy), whose loaders do not.
+   */
+  flux1Norms?: readonly string[];
 }
 
 /** How {@link openAdapter} reads an adapter. */

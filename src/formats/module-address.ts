@@ -55,8 +55,9 @@ export interface ModuleAddress {
   componentConfig?: true;
   /**
    * The name's prefix says the prior stage of a two-stage pipeline (Stable Cascade's stage C and its
-   * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`): on a combined pipeline its `prior_prior/` and
-   * `prior_text_encoder/` (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
+   * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`; a prior pipeline's LoRA's `text_encoder.`,
+   * withPriorPipelineEncoder): on a combined pipeline its `prior_prior/` and `prior_text_encoder/`
+   * (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
    */
   priorStage?: true;
 }
@@ -131,6 +132,19 @@ export function moduleAddress(name: string): ModuleAddress {
     }
   }
   return { path: name, flat: false };
+}
+
+/**
+ * The modules of a prior pipeline's LoRA (Würstchen's, Stable Cascade's), told by its `prior.` modules
+ * (WuerstchenPriorPipeline's and StableCascadePriorPipeline's unet_name; OneTrainer's Würstchen v2 and
+ * Stable Cascade LoRAs in their DIFFUSERS form), with their `text_encoder.` modules marked priorStage:
+ * the prior pipeline's text encoder, as the prior pipeline's load_lora_weights and OneTrainer's loader
+ * (WuerstchenLoRALoader, onto model.prior_text_encoder) load them; on a combined pipeline its
+ * `prior_text_encoder/`, not the decoder's `text_encoder/`. Other files' modules are returned as they are.
+ */
+export function withPriorPipelineEncoder<T extends { address: ModuleAddress }>(modules: readonly T[]): readonly T[] {
+  if (!modules.some((m) => m.address.part === undefined && !m.address.flat && m.address.path.startsWith('prior.'))) return modules;
+  return modules.map((m) => (m.address.part === 'te1' && m.address.anyFirstEncoder && !m.address.flat ? { ...m, address: { ...m.address, priorStage: true } } : m));
 }
 
 /** Is this one of kohya's flat names (`lora_unet_…`, `lora_te1_…`)? Used to recognise kohya files. */

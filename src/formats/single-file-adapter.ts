@@ -25,7 +25,7 @@ import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
 import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
-import { isKohyaModuleName, moduleAddress, type ModuleAddress } from './module-address.js';
+import { isKohyaModuleName, moduleAddress, withPriorPipelineEncoder, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
 import { product } from '../integers.js';
@@ -171,7 +171,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
-  return { name, format, file, modules, replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}) };
+  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}) };
 }
 
 /**

@@ -285,6 +285,14 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       problems.push({ adapter: adapter.name, module: '', ...adapter.flux1Refusal });
       continue;
     }
+    // diffusers' FLUX.1 norm weights (FluxControlPipeline's), which the loaders of the models sharing FLUX.1's names do not load.
+    const sharing = adapter.flux1Norms?.length ? locator.baseIs(flux1NamesSharedBy) : undefined;
+    if (sharing) {
+      const norms = adapter.flux1Norms!;
+      report('', 'UNSUPPORTED_FORMAT', `tensor "${norms[0]}"${norms.length > 1 ? ` (and ${norms.length - 1} more)` : ''} is a q/k norm weight in diffusers' FLUX.1 names, which only diffusers' FLUX.1 loader loads (FluxControlPipeline's _load_norm_into_transformer); `
+        + `on this ${sharing} base diffusers' ${sharing} loader refuses the file (every key must contain "lora") and ComfyUI reads no patch from a plain weight tensor: not supported — remove the norm tensors to merge the LoRA without them`);
+      continue;
+    }
     warnings.push(...adapter.warnings);
     const seen = new Map<string, { module: string; rows: RowSpan[] }[]>(); // base key → modules on it, within this adapter
     const squared = new Map<string, AdapterModule>(); // modules merged at weight² (AdapterModule.weightSquared), by name

@@ -28,6 +28,9 @@ import { lumina2 } from './lumina2.js';
 import { ltxVideo } from './ltx-video.js';
 import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
+import { krea2 } from './krea2.js';
+import { ideogram4 } from './ideogram4.js';
+import { aceStep } from './ace-step.js';
 import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import { mlxVlmQwen } from './mlx-vlm-qwen.js';
 import { mistralConsolidated } from './mistral-consolidated.js';
@@ -47,6 +50,7 @@ import { xlabsFlux } from './xlabs-flux.js';
 import { zImage } from './z-image.js';
 import { sdLdmUnet } from './sd-ldm-unet.js';
 import { stableCascade } from './stable-cascade.js';
+import { stableCascadeDiffusers } from './stable-cascade-diffusers.js';
 import { resolveConvertedPath, vlmCheckpoint } from './vlm-checkpoint.js';
 import { ernieVlExperts } from './ernie-vl-experts.js';
 
@@ -83,8 +87,9 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Mistral's own names (mistral-finetune's `layers.N.attention.wq`), which mistral-inference reads as
  * the decoder's tensor of that exact name, never by a suffix (a Pixtral file's vision encoder has
  * `vision_encoder.transformer.layers.N.attention.wq`), or as the tensor transformers' conversion renames it to.
- * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks;
- * Mochi's only on Mochi bases; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
+ * Stable Cascade's answers only on a stage C or stage B base, for ComfyUI's to_q/to_k/to_v its checkpoint lacks,
+ * and on diffusers' StableCascadeUNet only for the ComfyUI names diffusers' conversion renames;
+ * Mochi's only on Mochi bases, Krea 2's only on Krea 2 bases, Ideogram 4's and ACE-Step's only on their diffusers transformers; Kijai's Wan-named LongCat-Video LoRAs only on LongCat-Video's own DiT. ComfyUI's `single_blocks.N.linear1_qkv` (a name no base holds) only
  * on Flux-family bases. mlx-lm's stacked experts (`switch_mlp`) answer after the names as
  * the base spells them, for a per-expert name the base stores only stacked; transformers 5's fused
  * experts (`experts.gate_up_proj`, no `.weight`) after them, for a per-expert name too. A fused expert
@@ -93,7 +98,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, mochi,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, aceStep,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -239,7 +244,7 @@ export class ModuleLocator {
       if (landed) {
         return { found: false, code: 'UNKNOWN_MODULE', message: `lands by the end of its name on ${landed} in ${where}; not supported — name the folder (${prefix}${address.flat ? '…' : address.path}) or give the prior pipeline's own folder as the base` };
       }
-      const key = this.whole.keys.find((k) => k.startsWith(prefix) && fits(k.slice(prefix.length)));
+      const key = this.whole.keys.find((k) => k.startsWith(prefix) && fits(k.slice(prefix.length))) ?? (location.found ? this.translatedInto(folder, address, location.layout) : undefined);
       if (key) {
         const elsewhere = location.found ? `, as well as ${location.targets[0].baseKey} where it would land` : '';
         return {
@@ -249,6 +254,17 @@ export class ModuleLocator {
       }
     }
     return undefined;
+  }
+
+  /**
+   * Where the layout that placed a module outside a prior folder (ComfyUI's Stable Cascade names on the
+   * decoder's StableCascadeUNet) would place the same name in `folder`: the tensor it fits there too.
+   */
+  private translatedInto(folder: string, address: ModuleAddress, layoutName: string): string | undefined {
+    const layout = LAYOUTS.find((l) => l.name === layoutName);
+    if (!layout || layout === dottedPath) return undefined;
+    const there = layout.resolve({ path: `${folder}${address.flat ? '_' : '.'}${address.path}`, flat: address.flat }, this.whole);
+    return there?.found ? there.targets[0].baseKey : undefined;
   }
 
   private locateAnywhere(address: ModuleAddress): Location {
