@@ -1,10 +1,11 @@
 /**
  * Refusals of merged values past the output dtype count over the whole tensor and name its first
  * and last row (by expert for a stack of experts), whichever slab the merge stopped in: bf16
- * output, values past f32 itself (no float dtype holds them), a ComfyUI scaled fp8
- * weight written dequantized to f16 or quantized again, and transformers 5's fused experts. Each
- * case puts the overflowing values in two slabs of mergeModel's smallest (4096 bytes), so a line
- * built from the slab met counts that slab's only. On one thread and on worker threads.
+ * output, values past f32 itself (no float dtype holds them), a ComfyUI scaled fp8 weight written
+ * dequantized to f16 or quantized again, transformers 5's fused experts in f16 and transformers'
+ * FP8 experts (a scale per expert). Each case puts the overflowing values in two slabs of
+ * mergeModel's smallest (4096 bytes), so a line built from the slab met counts that slab's only.
+ * On one thread and on worker threads.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { memoryInputFileSet, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -189,5 +190,50 @@ describe.each(['one thread', 'worker threads'])('%s', (name) => {
       ? `base/model.safetensors: tensor "${GATE_UP}": merged values up to ${past.largest.toPrecision(3)} overflow F16 (largest finite 65504): ${where}, ` +
         `after the update from ${modules}; write with --dtype bf16 or f32, or lower --weight`
       : `base/model.safetensors: tensor "${GATE_UP}": the update from ${modules} makes ${where} too large for any float dtype; check the adapter and --weight`);
+  });
+  // transformers' FP8 experts (FineGrainedFP8, weight_block_size null, as Mistral Small 4 ships):
+  // gate_up_proj F8_E4M3 codes (E, out, in) with one scale per expert in gate_up_proj_scale_inv
+  // (E, 1, 1); cut to 4 experts of 128 × 64 codes: 64 rows a slab.
+  it('fp8 fused experts (one scale per expert) written dequantized to f16: overflow in expert 0 and expert 2, named by expert and counted over both slabs', async () => {
+    const [FE, OUT, IN] = [4, 128, 64];
+    const ex = 'model.language_model.layers.0.mlp.experts';
+    const config = {
+      architectures: ['Mistral3ForConditionalGeneration'], model_type: 'mistral3', tie_word_embeddings: false,
+      text_config: { model_type: 'mistral4', hidden_size: IN, n_routed_experts: FE, moe_intermediate_size: OUT / 2 }, vision_config: { model_type: 'pixtral', hidden_size: 8 },
+      quantization_config: { activation_scheme: 'static', modules_to_not_convert: ['model.vision_tower', 'model.multi_modal_projector', 'lm_head'], quant_method: 'fp8', weight_block_size: null },
+    };
+    const scales = [0.015625, 0.03125, 0.0078125, 0.0625];
+    const base: FixtureTensor[] = [
+      randomTensor('model.language_model.embed_tokens.weight', [32, IN], 'BF16', rand),
+      { ...randomTensor(`${ex}.gate_up_proj`, [FE, OUT, IN], 'F32', rand, 100), dtype: 'F8_E4M3' },
+      { name: `${ex}.gate_up_proj_scale_inv`, dtype: 'F32', shape: [FE, 1, 1], data: scales },
+      { name: `${ex}.gate_up_proj_activation_scale`, dtype: 'F32', shape: [FE], data: [1, 1, 1, 1] },
+      { ...randomTensor(`${ex}.down_proj`, [FE, IN, OUT / 2], 'F32', rand, 100), dtype: 'F8_E4M3' },
+      { name: `${ex}.down_proj_scale_inv`, dtype: 'F32', shape: [FE, 1, 1], data: scales },
+      { name: `${ex}.down_proj_activation_scale`, dtype: 'F32', shape: [FE], data: [1, 1, 1, 1] },
+      randomTensor('model.language_model.layers.0.mlp.gate.weight', [FE, IN], 'BF16', rand),
+      randomTensor('lm_head.weight', [32, IN], 'BF16', rand),
+    ];
+    // PEFT ParamWrapper on (E, out, in) (0.19.1+): lora_A (r·E, in), expert e's row e; lora_B (out, r·E), its column e.
+    // r = α = 1: expert 0 moved in its row 3, expert 2 in its row 100, by 1e5 on inputs 48 on.
+    const aOf = (e: number) => Array.from({ length: IN }, (_, j) => (e % 2 === 0 && j >= 48 ? 1e5 : 0));
+    const bOf = (row: number, e: number) => (e === 0 && row === 3 ? 1 : e === 2 && row === 100 ? -1 : 0);
+    const factors: FixtureTensor[] = [
+      { name: `base_model.model.${ex}.lora_A.weight`, dtype: 'F32', shape: [FE, IN], data: Array.from({ length: FE }, (_, e) => aOf(e)).flat() },
+      { name: `base_model.model.${ex}.lora_B.weight`, dtype: 'F32', shape: [OUT, FE], data: Array.from({ length: OUT * FE }, (_, i) => bOf(Math.floor(i / FE), i % FE)) },
+    ];
+    const codes = decoded(base).get(`${ex}.gate_up_proj`)!.values;
+    const past = pastOf((row, c) => {
+      const e = Math.floor(row / OUT);
+      return codes[row * IN + c] * scales[e] + bOf(row % OUT, e) * aOf(e)[c];
+    }, FE * OUT, IN, F16_INF_FROM);
+    expect([past.count, past.first, past.last]).toEqual([32, 3, 2 * OUT + 100]);
+    const prepared = await prepareFolders(hfModelFolder(base, config), [
+      peftFolder({ r: 1, lora_alpha: 1, target_modules: [], target_parameters: ['experts.gate_up_proj'], peft_version: '0.20.0' }, factors),
+    ]);
+    expect(await nonFiniteStop(prepared, backends[name], 'F16')).toBe(
+      `base/model.safetensors: tensor "${ex}.gate_up_proj": merged values up to ${past.largest.toPrecision(3)} overflow F16 (largest finite 65504): ${past.count} values ` +
+        `(first in row 3 of expert 0, last in row 100 of expert 2), after the update from adapter1 module "${ex}.gate_up_proj" (scale 1); write with --dtype bf16 or f32, or lower --weight`,
+    );
   });
 });
