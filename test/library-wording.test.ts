@@ -109,8 +109,8 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     `m.gguf: tensor "blk.0.attn_v.weight": merged values up to 9.00e+6 are too large for Q8_0 blocks: 1024 values (first in row 0, last in row 15) would be NaN or Inf, the blocks' f16 scales overflow; write with dtype: 'f32' or 'bf16', or lower the adapter's weight ${WEIGHT}`,
   ],
   [
-    'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": the update from lora module "model.layers.0.self_attn.q_proj" (scale 2e+40) makes values too large for any float dtype; check the adapter and --weight',
-    `base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": the update from lora module "model.layers.0.self_attn.q_proj" (scale 2e+40) makes values too large for any float dtype; check the adapter and its weight ${WEIGHT}`,
+    'base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": the update from lora module "model.layers.0.self_attn.q_proj" (scale 2e+40) makes 189 values (first in row 0, last in row 15) too large for any float dtype; check the adapter and --weight',
+    `base/model.safetensors: tensor "model.layers.0.self_attn.q_proj.weight": the update from lora module "model.layers.0.self_attn.q_proj" (scale 2e+40) makes 189 values (first in row 0, last in row 15) too large for any float dtype; check the adapter and its weight ${WEIGHT}`,
   ],
   [
     'lora: module "model.layers.0.self_attn.q_proj": its scale 2 times the weight 1e+308 is past float64; use a smaller --weight',
@@ -341,7 +341,7 @@ describe('merge() and the jobs from loramerge/node name the call’s options', (
     expect(overflow.message).toMatch(/^llama\/llama\.safetensors: tensor "model\.layers\.0\.self_attn\.q_proj\.weight": merged values up to [0-9.e+]+ overflow F16 \(largest finite 65504\): \d+ values \(first in row \d+, last in row \d+\), after the update from lora module "model\.layers\.0\.self_attn\.q_proj" \(scale 2000000\); write with dtype: 'bf16' or 'f32', or lower the adapter's weight \(adapters: \[\{ source, weight \}\]\)$/);
     expect(overflow.message).not.toContain('--');
     const past = await refusal(merge({ base: base(), adapters: [{ source: adapter(), weight: 1e40 }], backend: 'cpu' }));
-    expect(past.message).toMatch(/makes values too large for any float dtype; check the adapter and its weight \(adapters: \[\{ source, weight \}\]\)$/);
+    expect(past.message).toMatch(/makes \d+ values \(first in row \d+, last in row \d+\) too large for any float dtype; check the adapter and its weight \(adapters: \[\{ source, weight \}\]\)$/);
     expect(past.message).not.toContain('--');
   });
 

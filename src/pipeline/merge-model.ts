@@ -31,7 +31,7 @@ import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
-  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, overflowInOp, type OverflowSpan, nonFiniteSpanText,
+  baseHoldsNonFinite, checkConverted, checkEncodedBlocks, checkReplacement, checkRowSet, checkSavedStart, CopiedNonFinite, explainBiasNonFinite, explainNonFinite, nonFiniteSpan, overflowInOp, addOverflow, noOverflow, type OverflowSpan, nonFiniteSpanText,
 } from './value-checks.js';
 import { product } from '../integers.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
@@ -747,16 +747,17 @@ async function nonFiniteInTensor(
 }
 
 /**
- * The merged values of a whole tensor that overflow `outDtype`, and its largest |value|: every slab
- * read, decoded and merged again in f32 on the CPU (the error path only: the slab met overflowed, and
- * need be neither the tensor's first nor its only one); undefined where a slab overflows f32 too.
+ * The merged values of a whole tensor that overflow `outDtype`, those past f32, and its largest
+ * |value|: every slab read, decoded and merged again in f32 on the CPU (the error path only: the
+ * slab met overflowed, and need be neither the tensor's first nor its only one); undefined where a
+ * slab's merge fails otherwise.
  */
 async function overflowInMerged(
   prepared: PreparedMerge, key: string, storedType: string, update: TensorUpdate, outDtype: FloatDType, slabRows: number,
   steps: () => Promise<LoadedStep[]>, backend: MergeBackend, signal?: AbortSignal,
 ): Promise<OverflowSpan | undefined> {
   const start = updateStart(prepared, storedType, update);
-  const span: OverflowSpan = { count: 0, first: -1, last: -1, largest: 0 };
+  const span = noOverflow();
   const block = update.rowBlock ?? 1;
   const step = wholeRuns(slabRows, block);
   for (const [r0, n] of pieces(update.rows, step)) {
@@ -765,10 +766,7 @@ async function overflowInMerged(
     const op = slabOp({
       name: update.baseKey, rows: update.rows, cols: update.cols, layout: update.layout, base: decoded, outDtype, rowStart: r0, rowCount: n,
     }, await slabSteps(await steps(), r0, n));
-    const found = overflowInOp(op);
-    if (!found) return undefined;
-    span.largest = Math.max(span.largest, found.largest);
-    addToSpan(span, found.count, r0 * update.cols + found.first, r0 * update.cols + found.last);
+    if (!addOverflow(span, overflowInOp(op), r0 * update.cols)) return undefined;
   }
   return span;
 }
@@ -981,7 +979,7 @@ async function computeUnit(
       if (scaled?.handles(update.baseKey)) {
         const steps = async (r0: number, n: number) => slabSteps(await a.steps(), r0, n);
         const readCodes = (r0: number, n: number) => readStartRows(updateStart(prepared, inType, update), unit.tensor.name, r0, n, update.cols);
-        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps, inTensor, readCodes }, backend, signal);
+        return scaled.mergeSlab({ file: unit.file, update, rowStart, rowCount, codes: input, steps, inTensor, readCodes, experts: expertsOf(unit.tensor) }, backend, signal);
       }
       // Blocks with a NaN or infinite scale, told by their scales (whatever a device's decoder makes of them).
       const broken = update.source ? undefined : format.nonFiniteInBlocks?.(inType, input);

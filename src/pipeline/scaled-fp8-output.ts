@@ -29,7 +29,7 @@
  * orders it so), when all its blocks are known.
  */
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
-import type { MergeBackend } from '../engine/merge-op.js';
+import type { MergeBackend, MergeOp } from '../engine/merge-op.js';
 import type { UpdateStep } from '../engine/update-steps.js';
 import { isMergeError, MergeError, throwIfAborted } from '../errors.js';
 import { baseModelView, isSafetensorsModel, type ViewTensor } from '../formats/base-model-view.js';
@@ -49,7 +49,8 @@ import { int8AsBf16 } from '../formats/comfy-int8.js';
 import type { PreparedMerge } from './prepare-merge.js';
 import { lcm } from '../integers.js';
 import { formatBytes } from '../format.js';
-import { explainNonFinite, hasNonFinite } from './value-checks.js';
+import { addOverflow, explainNonFinite, hasNonFinite, noOverflow, overflowInOp, type OverflowSpan } from './value-checks.js';
+import { spanRows, type ExpertRows } from '../formats/encode-tally.js';
 import { BufferPool } from '../buffer-pool.js';
 
 /** Kinds written only dequantized: what the note calls them, their real value, the format not written again. */
@@ -174,6 +175,8 @@ export interface ScaledSlab {
    * times scales past float32 are counted over the whole weight, not the slab.
    */
   readCodes(rowStart: number, rowCount: number): Promise<Uint8Array>;
+  /** For a stack of experts (E, out, in): its rows are named by expert. */
+  experts?: ExpertRows;
 }
 
 /**
@@ -476,7 +479,7 @@ async function pastFloat32Refusal(
 ): Promise<MergeError> {
   const whole = await pastFloat32InWeight(w, slab, count);
   const past = whole.count ? whole : inOp;
-  const where = past.first === past.last ? `row ${past.first}` : `first in row ${past.first}, last in row ${past.last}`;
+  const where = spanRows({ first: past.first * w.cols, last: past.last * w.cols }, w.cols, slab.experts);
   return new MergeError(
     'NON_FINITE',
     `${slab.file}: tensor "${w.weightKey}" holds ${past.count} value${past.count === 1 ? '' : 's'} past float32 in the base (its codes times its scales, ${w.scaleKey}; ${where}), ` +
@@ -489,35 +492,105 @@ function isRowGrid(w: ScaledFp8Weight): boolean {
   return w.blockCols >= w.cols;
 }
 
+/** One op of W' (rows [r0, r0 + n)), with what its refusal needs: its scale step, and the op of its terms alone where no scale applies. */
+interface RealOp {
+  r0: number;
+  n: number;
+  merge: MergeOp;
+  spec: Omit<Parameters<typeof slabOp>[0], 'outDtype'>;
+  scale: UpdateStep;
+  /** No scale step (a scale of 1 everywhere): the op is its terms alone. */
+  termsOnly: boolean;
+  /** The op's scale factors, along `axis`. */
+  factors: Float64Array;
+  axis: 'out' | 'in';
+}
+
 /**
- * W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount), rounded once to `outDtype`. The
- * `keep` rule's terms come from the plan divided by the scale: (code + ΔW / scale) × scale.
+ * The ops of W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount) (`codes`: theirs),
+ * rounded once to `outDtype`: one for a row grid, one per row block for blocks across the columns.
+ * The `keep` rule's terms come from the plan divided by the scale: (code + ΔW / scale) × scale.
  */
-async function realRows(
+async function* realOps(
   w: ScaledFp8Weight, scales: Float64Array, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
-  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
-): Promise<Uint8Array> {
+  signal?: AbortSignal,
+): AsyncGenerator<RealOp> {
   const { update } = slab;
   const rowAxis = update.layout === 'out-in' ? 'out' : 'in';
   const colAxis = rowAxis === 'out' ? 'in' : 'out';
   const nColBlocks = Math.ceil(w.cols / w.blockCols);
-  const op = async (r0: number, n: number, axis: 'out' | 'in', factors: Float64Array) => {
+  const op = async (r0: number, n: number, axis: 'out' | 'in', factors: Float64Array): Promise<RealOp> => {
     throwIfAborted(signal);
     const scale: UpdateStep = { kind: 'scale', axis, factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(factors).buffer) }, exact: factors };
     const terms = await slab.steps(r0, n);
     // A scale of 1 everywhere (gpt-oss's MXFP4 seen as its bf16 values) is no step: the op is its
     // terms alone, whose rows no term reaches keep their bytes (keepUnreachedRows); behind a scale
     // step those rows keep the sign of W's zeros.
-    const steps = factors.every((f) => f === 1) ? terms : rule === 'keep' ? [...terms, scale] : [scale, ...terms];
+    const termsOnly = factors.every((f) => f === 1);
+    const steps = termsOnly ? terms : rule === 'keep' ? [...terms, scale] : [scale, ...terms];
     const b = DTYPE_BYTES[w.codeDtype];
     const base = { dtype: w.codeDtype, data: codes.subarray((r0 - rowStart) * w.cols * b, (r0 - rowStart + n) * w.cols * b) };
     const spec = { name: w.weightKey, rows: w.rows, cols: w.cols, layout: update.layout, base, rowStart: r0, rowCount: n };
-    const merge = slabOp({ ...spec, outDtype }, steps);
+    return { r0, n, merge: slabOp({ ...spec, outDtype }, steps), spec, scale, termsOnly, factors, axis };
+  };
+  if (isRowGrid(w)) {
+    const factors = new Float64Array(w.rows);
+    for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
+    yield await op(rowStart, rowCount, rowAxis, factors);
+    return;
+  }
+  // Blocks across the columns: one op per row block, its scales one factor per column.
+  for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
+    const rb = Math.floor(r0 / w.blockRows);
+    r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
+    const factors = new Float64Array(w.cols);
+    for (let c = 0; c < w.cols; c++) factors[c] = scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
+    yield await op(r0, r1 - r0, colAxis, factors);
+  }
+}
+
+/**
+ * The merged values of the whole weight past `outDtype` (and past f32), its codes read again from
+ * its first row in runs of the slab's rows and each op merged again in f32 on the CPU: on the error
+ * path only, where one op overflowed, so that the refusal counts over the weight (slabs run side by
+ * side, and a slab's rows are merged in several ops), not the op's.
+ */
+async function overflowInWeight(
+  w: ScaledFp8Weight, slab: ScaledSlab, ops: (codes: Uint8Array, r0: number, n: number) => AsyncIterable<MergeOp>,
+): Promise<OverflowSpan | undefined> {
+  const span = noOverflow();
+  const step = Math.max(1, slab.rowCount);
+  for (let r0 = 0; r0 < w.rows; r0 += step) {
+    const n = Math.min(step, w.rows - r0);
+    for await (const op of ops(await slab.readCodes(r0, n), r0, n)) {
+      if (!addOverflow(span, overflowInOp(op), (op.rowStart ?? 0) * w.cols)) return undefined;
+    }
+  }
+  return span;
+}
+
+/**
+ * W' = code × scale + ΔW for rows [rowStart, rowStart + rowCount), rounded once to `outDtype` (the
+ * ops of {@link realOps}, joined).
+ */
+async function realRows(
+  w: ScaledFp8Weight, scales: Float64Array, rule: ScaledFp8Base['rule'], slab: ScaledSlab, rowStart: number, rowCount: number, codes: Uint8Array, outDtype: FloatDType,
+  backend: MergeBackend, signal?: AbortSignal, joinInto?: BufferPool,
+): Promise<Uint8Array> {
+  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal, joinInto);
+  const { update } = slab;
+  const rowAxis = update.layout === 'out-in' ? 'out' : 'in';
+  const nColBlocks = Math.ceil(w.cols / w.blockCols);
+  // The whole weight's overflow, merged again op by op (the error path only).
+  const overflowInTensor = () => overflowInWeight(w, slab, async function* (c, r0, n) {
+    for await (const o of realOps(w, scales, rule, slab, r0, n, c, outDtype, signal)) yield o.merge;
+  });
+  const explain = (e: unknown, merge: MergeOp) => explainNonFinite(e, { file: slab.file, update, base: merge.base.data, op: merge, inTensor: slab.inTensor, overflowInTensor, experts: slab.experts });
+  const mergeOne = async ({ r0, merge, spec, scale, termsOnly, factors, axis }: RealOp): Promise<Uint8Array> => {
     const merged = await backend.merge(merge, signal).catch(async (e: unknown) => {
+      const base = merge.base;
       // NaN codes are the base's own NaN, whatever the scales: named as such, by the weight's rows.
-      if (!isMergeError(e) || e.code !== 'NON_FINITE' || steps === terms || hasNonFinite(base.data, base.dtype)) {
-        throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
-      }
+      if (!isMergeError(e) || e.code !== 'NON_FINITE' || termsOnly || hasNonFinite(base.data, base.dtype)) throw await explain(e, merge);
       // The base's own values, its codes × its scales with no update, past float32: the scales are broken.
       const alone = await backend.merge(slabOp({ ...spec, outDtype: 'F32' }, [scale]), signal).then(() => true, (e2: unknown) => {
         if (isMergeError(e2) && e2.code === 'NON_FINITE') return false;
@@ -529,25 +602,14 @@ async function realRows(
         const inOp = pastFloat32(decodeToF32(base.data, base.dtype), r0, w.cols, (r, c) => factors[axis === rowAxis ? r : c]);
         throw await pastFloat32Refusal(w, slab, inOp, (codes, from) => pastFloat32(decodeToF32(codes, w.codeDtype), from, w.cols, scaleOf));
       }
-      throw await explainNonFinite(e, { file: slab.file, update, base: base.data, op: merge, inTensor: slab.inTensor });
+      throw await explain(e, merge);
     });
     return keepUnreachedRows(merge, merged, reachedRows(update));
   };
-  if (w.scaleLayout === 'mxfp8') return powerOfTwoGridRows(w, scales, slab, rowStart, rowCount, codes, outDtype, backend, signal, joinInto);
-  if (isRowGrid(w)) {
-    const factors = new Float64Array(w.rows);
-    for (let r = 0; r < w.rows; r++) factors[r] = scales[Math.floor(r / w.blockRows)];
-    return op(rowStart, rowCount, rowAxis, factors);
-  }
-  // Blocks across the columns: one op per row block, its scales one factor per column.
+  // A row grid's rows are one op.
+  if (isRowGrid(w)) return mergeOne((await realOps(w, scales, rule, slab, rowStart, rowCount, codes, outDtype, signal).next()).value as RealOp);
   const join = new RowsJoin(rowStart, rowCount, w.cols * DTYPE_BYTES[outDtype], backend, joinInto);
-  for (let r0 = rowStart, r1: number; r0 < rowStart + rowCount; r0 = r1) {
-    const rb = Math.floor(r0 / w.blockRows);
-    r1 = Math.min(rowStart + rowCount, (rb + 1) * w.blockRows);
-    const factors = new Float64Array(w.cols);
-    for (let c = 0; c < w.cols; c++) factors[c] = scales[rb * nColBlocks + Math.floor(c / w.blockCols)];
-    join.add(r0, r1 - r0, await op(r0, r1 - r0, colAxis, factors));
-  }
+  for await (const o of realOps(w, scales, rule, slab, rowStart, rowCount, codes, outDtype, signal)) join.add(o.r0, o.n, await mergeOne(o));
   return join.done();
 }
 
@@ -600,6 +662,14 @@ async function powerOfTwoGridRows(
   const { cols } = w;
   const source = mxfp8RowSource(w, scales, codes, rowStart, rowCount);
   const rowsPerOp = Math.max(1, Math.floor(POWER_OF_TWO_OP_VALUES / cols));
+  // The whole weight's overflow, its rows dequantized and merged again op by op on the CPU (the error path only).
+  const overflowInTensor = () => overflowInWeight(w, slab, async function* (bytes, from, rows) {
+    const whole = mxfp8RowSource(w, scales, bytes, from, rows);
+    for (let r0 = from; r0 < from + rows; r0 += rowsPerOp) {
+      const n = Math.min(rowsPerOp, from + rows - r0);
+      yield await powerOfTwoOp(w, slab, decodeSourceRows(whole, r0, r0 + n), r0, n, outDtype);
+    }
+  });
   const join = new RowsJoin(rowStart, rowCount, cols * DTYPE_BYTES[outDtype], backend, joinInto);
   for (let r0 = rowStart; r0 < rowStart + rowCount; r0 += rowsPerOp) {
     throwIfAborted(signal);
@@ -607,15 +677,20 @@ async function powerOfTwoGridRows(
     const past = mxfp8PastFloat32(w, source, r0, r0 + n);
     if (past.count) throw await pastFloat32Refusal(w, slab, past, (bytes, from, rows) => mxfp8PastFloat32(w, mxfp8RowSource(w, scales, bytes, from, rows), from, from + rows));
     const real = (await backend.decodeRows?.(source, r0, r0 + n, signal)) ?? decodeSourceRows(source, r0, r0 + n);
-    const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
-    const op = slabOp({ name: w.weightKey, rows: w.rows, cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
+    const op = await powerOfTwoOp(w, slab, real, r0, n, outDtype);
     const merged = await backend.merge(op, signal).catch(async (e: unknown) => {
-      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: base.data, op, inTensor: slab.inTensor });
+      throw await explainNonFinite(e, { file: slab.file, update: slab.update, base: op.base.data, op, inTensor: slab.inTensor, overflowInTensor, experts: slab.experts });
     });
     // Rows no term reaches keep W's values (−0 included) in the output dtype.
     join.add(r0, n, keepUnreachedRows(op, merged, reachedRows(slab.update)));
   }
   return join.done();
+}
+
+/** The op of mxfp8 rows [r0, r0 + n) dequantized (`real`, f32) and the adapters' terms on them. */
+async function powerOfTwoOp(w: ScaledFp8Weight, slab: ScaledSlab, real: Float32Array, r0: number, n: number, outDtype: FloatDType): Promise<MergeOp> {
+  const base = { dtype: 'F32' as const, data: new Uint8Array(real.buffer, real.byteOffset, real.byteLength) };
+  return slabOp({ name: w.weightKey, rows: w.rows, cols: w.cols, layout: slab.update.layout, base, outDtype, rowStart: r0, rowCount: n }, await slab.steps(r0, n));
 }
 
 /**

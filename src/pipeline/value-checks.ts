@@ -18,7 +18,7 @@ import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import type { FloatTensorBytes, MergeOp } from '../engine/merge-op.js';
 import { MergeError, isMergeError, throwIfAborted } from '../errors.js';
 import { shownList } from '../shown-text.js';
-import { expertRowName, expertRowsOf, stoppedRowsText, valuesIn, type EncodeTally, type ExpertRows } from '../formats/encode-tally.js';
+import { addToSpan, expertRowName, expertRowsOf, stoppedRowsText, valuesIn, type EncodeTally, type ExpertRows, type ValueSpan } from '../formats/encode-tally.js';
 import type { BiasUpdate, PlannedReplacement, TensorUpdate } from '../plan/merge-plan.js';
 import type { PlannedRowSet } from '../plan/row-sets.js';
 
@@ -354,12 +354,13 @@ export interface FailedUpdate {
   experts?: ExpertRows;
 }
 
-/** Values that overflow an output dtype: how many, the value index of the first and the last, and the largest |value| merged. */
-export interface OverflowSpan {
-  count: number;
-  first: number;
-  last: number;
+/**
+ * Values that overflow an output dtype: how many, the value index of the first and the last, the
+ * largest finite |value| merged, and those past f32 (Inf or NaN merged in f32: past every dtype).
+ */
+export interface OverflowSpan extends ValueSpan {
   largest: number;
+  past: ValueSpan;
 }
 
 /**
@@ -383,22 +384,41 @@ export async function explainNonFinite(error: unknown, failed: FailedUpdate): Pr
   const culprit = await brokenAdapterTensor(update);
   if (culprit) return new MergeError('NON_FINITE', `${culprit}; the adapter file is broken (${file}: ${tensor})`);
   const modules = shownList(update.terms, (t) => `${t.adapter} module "${t.moduleName}" (scale ${+t.scale.toPrecision(4)})`, ', ', update.terms.length);
-  const slab = op.outDtype === 'F32' ? undefined : overflowInOp(op);
-  if (slab) {
+  const slab = overflowInOp(op);
+  if (slab && (slab.count || slab.past.count)) {
     // The whole tensor's, merged again slab by slab (the slab met need be neither the first nor the only one).
-    const whole = slab.count ? await failed.overflowInTensor?.() : undefined;
-    const [span, rowStart] = whole?.count ? [whole, 0] : [slab, op.rowStart ?? 0];
-    const n = span.count;
-    const where = n ? `: ${n} value${n === 1 ? '' : 's'} (${nonFiniteRowsText(span, op.cols, rowStart, experts)})` : '';
-    return new MergeError(
-      'NON_FINITE',
-      `${file}: ${tensor}: merged values up to ${span.largest.toPrecision(3)} overflow ${op.outDtype} (largest finite ${LARGEST[op.outDtype]})${where}, ` +
-        `after the update from ${modules}; write ${op.outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
-    );
+    const whole = await failed.overflowInTensor?.();
+    const [span, rowStart] = whole && (whole.count || whole.past.count) ? [whole, 0] : [slab, op.rowStart ?? 0];
+    // Values past f32 somewhere in the tensor: no output dtype holds them.
+    if (span.past.count) return pastEveryFloat(`${file}: ${tensor}`, modules, span.past, op.cols, rowStart, experts);
+    return overflowError(`${file}: ${tensor}`, op.outDtype, span, modules, `: ${valuesText(span.count)} (${nonFiniteRowsText(span, op.cols, rowStart, experts)})`);
   }
+  if (slab && op.outDtype !== 'F32') return overflowError(`${file}: ${tensor}`, op.outDtype, slab, modules, '');
   return new MergeError(
     'NON_FINITE',
     `${file}: ${tensor}: the update from ${modules} makes values too large for any float dtype; check the adapter and --weight`,
+  );
+}
+
+/** "N value(s)". */
+function valuesText(n: number): string {
+  return `${n} value${n === 1 ? '' : 's'}`;
+}
+
+/** Merged values past the output dtype, with the fix: "merged values up to X overflow F16 (largest finite 65504)`where`, after the update from …". */
+function overflowError(at: string, outDtype: FloatDType, span: OverflowSpan, modules: string, where: string): MergeError {
+  return new MergeError(
+    'NON_FINITE',
+    `${at}: merged values up to ${span.largest.toPrecision(3)} overflow ${outDtype} (largest finite ${LARGEST[outDtype]})${where}, ` +
+      `after the update from ${modules}; write ${outDtype === 'F16' ? 'with --dtype bf16 or f32' : 'with --dtype f32'}, or lower --weight`,
+  );
+}
+
+/** Merged values past f32 (Inf, or NaN from Inf − Inf), which no output dtype holds: how many and their first and last row. */
+function pastEveryFloat(at: string, modules: string, past: ValueSpan, cols: number, rowStart: number, experts?: ExpertRows): MergeError {
+  return new MergeError(
+    'NON_FINITE',
+    `${at}: the update from ${modules} makes ${valuesText(past.count)} (${nonFiniteRowsText(past, cols, rowStart, experts)}) too large for any float dtype; check the adapter and --weight`,
   );
 }
 
@@ -476,20 +496,38 @@ async function brokenAdapterTensor(update: TensorUpdate): Promise<string | undef
 }
 
 /**
- * The op merged to f32 on the CPU: its largest |value| and the values that overflow its output
- * dtype (value indices from the op's first row); undefined when f32 overflows too.
+ * The op merged to f32 on the CPU: its largest finite |value|, the values that overflow its output
+ * dtype and those past f32 itself (value indices from the op's first row); undefined where the
+ * merge fails otherwise.
  */
 export function overflowInOp(op: MergeOp): OverflowSpan | undefined {
   let out: Uint8Array;
   try {
-    out = mergeStepsOnCpu({ ...op, outDtype: 'F32' });
+    out = mergeStepsOnCpu({ ...op, outDtype: 'F32' }, undefined, undefined, true);
   } catch {
     return undefined;
   }
   const values = new Float32Array(out.buffer, out.byteOffset, out.byteLength / 4);
   let largest = 0;
-  for (let i = 0; i < values.length; i++) largest = Math.max(largest, Math.abs(values[i]));
-  const span = op.outDtype === 'F32' ? { count: 0, first: -1, last: -1 } : nonFiniteSpan(encodeFromF32(values, op.outDtype), op.outDtype);
-  return { ...span, largest };
+  for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i])) largest = Math.max(largest, Math.abs(values[i]));
+  const past = nonFiniteSpan(out, 'F32');
+  const span = op.outDtype === 'F32' ? past : nonFiniteSpan(encodeFromF32(values, op.outDtype), op.outDtype);
+  return { count: span.count, first: span.first, last: span.last, largest, past };
 }
 
+/** No values yet: the start of a whole tensor's {@link OverflowSpan}, added op by op with {@link addOverflow}. */
+export function noOverflow(): OverflowSpan {
+  return { count: 0, first: -1, last: -1, largest: 0, past: { count: 0, first: -1, last: -1 } };
+}
+
+/**
+ * Adds an op's overflow (`found`, value indices from its first row, value `at` of the tensor) to
+ * the whole tensor's `span` (ops added in row order); false where the op's merge failed otherwise.
+ */
+export function addOverflow(span: OverflowSpan, found: OverflowSpan | undefined, at: number): boolean {
+  if (!found) return false;
+  span.largest = Math.max(span.largest, found.largest);
+  addToSpan(span, found.count, at + found.first, at + found.last);
+  addToSpan(span.past, found.past.count, at + found.past.first, at + found.past.last);
+  return true;
+}

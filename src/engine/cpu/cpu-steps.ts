@@ -33,7 +33,7 @@
  *   e'_c = e_c + Σ_j |Q_jc|·E_j + (k + 1)·u·Σ_j |t_j·Q_jc| + u|v'_c|.
  * The bounds' own f64 evaluation is covered by a final factor 1 + 2^-20.
  */
-import { decodeToF32, DTYPE_BYTES } from '../../dtype.js';
+import { decodeToF32, DTYPE_BYTES, type FloatDType } from '../../dtype.js';
 import { throwIfAborted } from '../../errors.js';
 import type { FloatTensorBytes, MergeOp } from '../merge-op.js';
 import { checkOp, type OpShape } from '../op-shape.js';
@@ -437,8 +437,15 @@ function scaleAxis(op: MergeOp, shape: OpShape, v: Float64Array, e: Float64Array
   }
 }
 
-/** The op's rows after every step, each element rounded once (correctly) to op.outDtype. */
-export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: CertificationStats = newStats()): Uint8Array {
+/** NaN's bits in each dtype, for an element {@link mergeStepsOnCpu} keeps where it has no value. */
+const NAN_BITS: Record<FloatDType, number> = { F32: 0x7fc00000, F16: 0x7e00, BF16: 0x7fc0, F8_E4M3: 0x7f, F8_E5M2: 0x7e };
+
+/**
+ * The op's rows after every step, each element rounded once (correctly) to op.outDtype. A NaN or
+ * Inf element is refused (NON_FINITE), or, with `keepNonFinite` (a refusal's count, on the error
+ * path only), written as the Inf it rounds to, or NaN where it has no value.
+ */
+export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: CertificationStats = newStats(), keepNonFinite = false): Uint8Array {
   const shape = checkOp(op);
   const ev = evaluateSteps(op, shape, signal);
   const dtype = op.outDtype;
@@ -460,16 +467,17 @@ export function mergeStepsOnCpu(op: MergeOp, signal?: AbortSignal, stats: Certif
       } catch (e) {
         // An input the element depends on is Inf or NaN, though its f64 value came out finite
         // (the f64 pass skips products with a zero factor, and 0 · Inf is NaN): the merge holds NaN.
-        if (e instanceof NoExactValue) throw nonFiniteError(op.name, dtype);
-        throw e;
+        if (!(e instanceof NoExactValue)) throw e;
+        if (!keepNonFinite) throw nonFiniteError(op.name, dtype);
+        bits = NAN_BITS[dtype];
       }
       // Inf or NaN exactly too: the merge is refused, and the other elements need not be recomputed.
-      if (isSpecialBits(bits, dtype)) throw nonFiniteError(op.name, dtype);
+      if (!keepNonFinite && isSpecialBits(bits, dtype)) throw nonFiniteError(op.name, dtype);
     }
     storeBits(out, dtype, i, bits);
   }
   stats.elements += ev.values.length;
-  if (holdsNonFinite(out, dtype)) throw nonFiniteError(op.name, dtype);
+  if (!keepNonFinite && holdsNonFinite(out, dtype)) throw nonFiniteError(op.name, dtype);
   return out;
 }
 
