@@ -24,6 +24,11 @@ export class JobWorkerClient {
     return { done: done as Promise<BaseFacts>, cancel: () => this.start().postMessage({ type: 'cancel', id } satisfies JobRequest) };
   }
 
+  /** Once both are read: the line convert refuses `adapter` with on `model`, or undefined where it takes it. */
+  checkConvert(adapter: JobInput, model: JobInput): Promise<string | undefined> {
+    return this.rpc.send({ type: 'check-convert', adapter: { ...adapter, files: keyed(adapter.files) }, model: { ...model, files: keyed(model.files) } }).done as Promise<string | undefined>;
+  }
+
   /**
    * Starts a job on `backend` with the CPU's `threads` (undefined: the library's default);
    * `cancel()` aborts it inside the worker (the promise then rejects with CancelledError).
@@ -61,6 +66,8 @@ function outcome(message: Exclude<JobResponse, { type: 'progress' | 'cancelled' 
       return { value: message.facts };
     case 'model-read':
       return { value: message.facts };
+    case 'convert-checked':
+      return { value: message.refusal };
     case 'finished':
       return { value: message.done };
     case 'withdrawn':

@@ -35,6 +35,12 @@ export type JobRequest =
   /** Reads an extraction's base or fine-tuned model's, or a conversion's model's, headers as soon as it is picked (a `cancel` drops it). */
   | { type: 'read-model'; id: number; model: JobInput; slot: ModelSlot }
   /**
+   * Once a conversion's adapter and model are both read: what convert refuses of that adapter on
+   * that model (a module the model has no tensor for, an update that does not fit it …), from
+   * their headers, before Convert is pressed.
+   */
+  | { type: 'check-convert'; id: number; adapter: JobInput; model: JobInput }
+  /**
    * `outName` names the zip of a PEFT folder and the folder inside it; `threads`: the CPU's (the
    * header's "CPU threads", the library's `threads`), undefined for the library's default.
    */
@@ -69,6 +75,8 @@ export interface JobDone {
 export type JobResponse =
   | { type: 'described'; id: number; facts: AdapterFacts }
   | { type: 'model-read'; id: number; facts: BaseFacts }
+  /** `refusal`: the one line convert refuses the adapter with on that model; none where it takes it. */
+  | { type: 'convert-checked'; id: number; refusal?: string }
   | { type: 'progress'; id: number; progress: ProgressEvent }
   | { type: 'finished'; id: number; done: JobDone }
   | { type: 'withdrawn'; id: number }

@@ -26,6 +26,9 @@ export type ModelInfo =
 
 export type { ModelSlot };
 
+/** A conversion's adapter (`adapterId`) checked against its model (`target`): under way, or done with convert's refusal or none. */
+export type ConvertCheck = { adapterId: number; target: PickedSet } & ({ status: 'checking' } | { status: 'done'; refusal?: string });
+
 export interface JobAdapter extends AdapterEntry {
   info: AdapterInfo;
 }
@@ -51,6 +54,11 @@ export interface JobState {
   tuned?: PickedSet;
   /** convert's model: the one the llama.cpp LoRA is for. */
   target?: PickedSet;
+  /**
+   * convert's adapter checked against its model once both were read (what convert refuses of that
+   * adapter on that model); it stands for that adapter and model only.
+   */
+  convertCheck?: ConvertCheck;
   /** What reading the base's, the fine-tuned model's and convert's model's headers found (set with each pick). */
   modelInfo: Partial<Record<ModelSlot, ModelInfo>>;
   busy: boolean;
@@ -150,6 +158,24 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     this.changed();
   }
 
+  /** The conversion's check of its adapter against its model: kept only while both are still the ones checked. */
+  setConvertCheck(check: ConvertCheck): void {
+    if (this.state.toConvert?.id !== check.adapterId || this.state.target !== check.target) return;
+    this.state.convertCheck = check;
+    this.changed();
+  }
+
+  /** convert's refusal of its adapter on its model, where both are the ones checked and it was refused. */
+  convertRefusal(): string | undefined {
+    const check = this.currentConvertCheck();
+    return check?.status === 'done' ? check.refusal : undefined;
+  }
+
+  private currentConvertCheck(): ConvertCheck | undefined {
+    const check = this.state.convertCheck;
+    return check && check.adapterId === this.state.toConvert?.id && check.target === this.state.target ? check : undefined;
+  }
+
   setErrors(errors: string[]): void {
     this.state.errors = errors;
     this.changed();
@@ -197,6 +223,11 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     const failed = adapters.find((a) => a.info.status === 'failed');
     if (failed?.info.status === 'failed' && failed.info.refused) return `${failed.set.name} cannot be converted: remove it or pick another.`;
     if (failed) return `${failed.set.name} could not be read: remove it or pick another.`;
+    if (s.mode === 'convert') {
+      const check = this.currentConvertCheck();
+      if (!check || check.status === 'checking') return 'Checking the adapter against the model…';
+      if (check.refusal !== undefined) return `${s.toConvert!.set.name} cannot be converted for ${s.target!.name}: pick another adapter or model.`;
+    }
     return undefined;
   }
 }

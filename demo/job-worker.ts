@@ -9,7 +9,9 @@ import {
   combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
 } from '../src/index.js';
 import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
-import { checkConvertInputs, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
+import { checkConvertInputs, checkConvertOnModel, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
+import { openGgufBase } from '../src/adapter-ops/gguf-base.js';
+import { inLibraryWords } from '../src/library-wording.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
 import type { JobRequest, JobResponse } from './job-protocol.js';
@@ -38,6 +40,8 @@ function inPageWords(response: JobResponse): JobResponse {
       };
     case 'finished':
       return { ...response, done: { ...response.done, warnings: response.done.warnings.map(pageWording), backend: pageWording(response.done.backend) } };
+    case 'convert-checked':
+      return response.refusal === undefined ? response : { ...response, refusal: pageWording(response.refusal) };
     case 'progress': case 'withdrawn': case 'cancelled': case 'model-read':
       return response;
   }
@@ -55,9 +59,9 @@ function errorMessage(error: unknown): string {
 }
 
 /** A job's adapter, read through what its reading on pick kept (its header and config, not read again). */
-function adapterSet(name: string, files: readonly PickedFile[], namesFolder = false): InputFileSet {
+function adapterSet(name: string, files: readonly PickedFile[], namesFolder = false, use: 'merge' | 'plan' = 'merge'): InputFileSet {
   const slot = adapterSlot(files);
-  const set = pickedFileSet(name, files, 'merge', namesFolder);
+  const set = pickedFileSet(name, files, use, namesFolder);
   return slot ? reusingHeaders(set, files, false, slot).files : set;
 }
 
@@ -82,6 +86,38 @@ async function describe(request: Extract<JobRequest, { type: 'describe' }>): Pro
       }
       post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined, ...(convertRefusal !== undefined && { convertRefusal }) } });
       recorded.keep();
+    } finally {
+      await adapter.file.source.close();
+    }
+  } catch (error) {
+    post({ type: 'error', id: request.id, message: errorMessage(error) });
+  }
+}
+
+/**
+ * What convert refuses of a picked adapter on a picked model, both read already: their headers
+ * read again through what their reading on pick kept, the model opened as the conversion opens it.
+ */
+async function checkConvert(request: Extract<JobRequest, { type: 'check-convert' }>): Promise<void> {
+  try {
+    // Headers only: no windows read ahead.
+    const adapter = await openAdapter(adapterSet(request.adapter.name, request.adapter.files, false, 'plan'));
+    try {
+      const model = reusingHeaders(pickedFileSet(request.model.name, request.model.files, 'plan'), request.model.files, false, 'target').files;
+      let refusal: string | undefined;
+      try {
+        // Opened as the conversion opens it: where it cannot be, that is convert's refusal too.
+        const base = await openGgufBase(model, request.model.name).catch((e: unknown) => { throw inLibraryWords(e); });
+        try {
+          checkConvertOnModel(adapter, base, request.model.name);
+        } finally {
+          await base.model.close();
+        }
+      } catch (error) {
+        if (!isMergeError(error)) throw error;
+        refusal = errorMessage(error);
+      }
+      post({ type: 'convert-checked', id: request.id, ...(refusal !== undefined && { refusal }) });
     } finally {
       await adapter.file.source.close();
     }
@@ -182,6 +218,9 @@ self.addEventListener('message', (event: MessageEvent<JobRequest>) => {
   switch (request.type) {
     case 'describe':
       void describe(request);
+      break;
+    case 'check-convert':
+      void checkConvert(request);
       break;
     case 'read-model': {
       // The headers, as the extraction reads them (the library's refusals): a file that is no model is said at once.

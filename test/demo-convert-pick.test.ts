@@ -3,15 +3,18 @@
  * only once Convert is pressed: a README.md beside the adapter that is not UTF-8 (which
  * convert_lora_to_gguf.py reads for the general.* keys and stops on) is refused on the adapter's
  * card in the command line's `convert` line, announced, Convert off; the same adapter without it
- * is taken.
+ * is taken. What convert refuses of the adapter on the model picked with it (an adapter for another
+ * model) is said on the adapter's card as soon as both are read, in whichever order they are
+ * picked, in the command line's line; another model or adapter is checked again.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
 import { describe, expect, it } from 'vitest';
 import { PAGE_RETRY } from './helpers/browser.js';
 import { runCli } from './helpers/cli.js';
-import { announced, seriousViolations, text, upload, useDemoSession } from './helpers/demo-session.js';
-import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+import { announced, count, seriousViolations, text, upload, useDemoSession } from './helpers/demo-session.js';
+import { LLAMA, peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+import { buildSafetensors } from './helpers/fixtures.js';
 import { pageWording } from '../demo/page-wording.js';
 
 const session = useDemoSession();
@@ -54,4 +57,55 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
     expect(await text(page, '[data-testid="job-adapter-facts"]')).toMatch(/^PEFT/);
   }, 60_000);
+
+  it('an adapter for a wider model: convert\'s refusal on that model said on its card once both are read, Convert off; the right adapter is taken', async () => {
+    // A PEFT LoRA on layer 0's q_proj of a llama twice as wide (hidden 512): its update does not fit attn_q (256×256).
+    const wide = 2 * LLAMA.hidden;
+    const q = 'base_model.model.model.layers.0.self_attn.q_proj';
+    const values = (n: number) => Float64Array.from({ length: n }, (_, i) => ((i % 7) - 3) / 64);
+    const wideLora = {
+      'adapter_config.json': JSON.stringify({ peft_type: 'LORA', task_type: 'CAUSAL_LM', r: 2, lora_alpha: 4, target_modules: ['q_proj'], base_model_name_or_path: 'wide-llama' }),
+      'adapter_model.safetensors': buildSafetensors([
+        { name: `${q}.lora_A.weight`, dtype: 'F32', shape: [2, wide], data: values(2 * wide) },
+        { name: `${q}.lora_B.weight`, dtype: 'F32', shape: [wide, 2], data: values(wide * 2) },
+      ]),
+    };
+    const dir = session.dirs.make({ [BASE]: q4kmLlama().files[BASE], ...within('wide-lora', wideLora), ...within('llama-lora', peftLlamaAdapter(44).files) });
+    const cli = await runCli(['convert', '--adapter', join(dir, 'wide-lora'), '--base', join(dir, BASE), '--out', join(dir, 'out.gguf')]);
+    expect(cli.code, cli.stderr).not.toBe(0);
+    const errors = cli.stderr.split('\n').filter((l) => l.startsWith('error: '));
+    expect(errors, cli.stderr).toHaveLength(1);
+    const line = pageWording(errors[0].slice('error: '.length).replaceAll(`${dir}/`, ''));
+    expect(line).toContain(`module "model.layers.0.self_attn.q_proj": its update is ${wide}×${wide}, which does not fit blk.0.attn_q.weight (256×256); the adapter is for another model than ${BASE}`);
+
+    const { page } = await session.open('?mode=convert');
+    // The adapter first: read alone it is a PEFT LoRA like any other.
+    await upload(page, 'job-adapter-folder-input', join(dir, 'wide-lora'));
+    await page.waitForFunction(() => /^PEFT/.test(document.querySelector('[data-testid="job-adapter-facts"]')?.textContent ?? ''), { timeout: 30_000 });
+    expect(await text(page, '[data-testid="job-blocked"]')).toBe('Pick the model the LoRA is for.');
+    // Then the model: once it is read, convert's line on the adapter's card and aloud.
+    await upload(page, 'job-target-input', join(dir, BASE));
+    await page.waitForFunction((want: string) => document.querySelector('[data-testid="job-adapter-facts"]')?.textContent === want
+      && document.querySelector('[data-testid="alert"]')!.textContent === want, { timeout: 30_000 }, line);
+    expect(await page.$eval('[data-testid="job-adapter-facts"]', (e) => e.classList.contains('error-text'))).toBe(true);
+    expect(await text(page, '[data-testid="job-blocked"]')).toBe(`wide-lora cannot be converted for ${BASE}: pick another adapter or model.`);
+    expect(await runDisabled(page)).toBe(true);
+    expect(await count(page, '#job-error-list li')).toBe(0);
+    // The adapter for this model: checked again, taken.
+    await upload(page, 'job-adapter-folder-input', join(dir, 'llama-lora'));
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    expect(await text(page, '[data-testid="job-adapter-facts"]')).toMatch(/^PEFT/);
+    expect(await text(page, '[data-testid="job-blocked"]')).toBe('');
+    // The wide one again, the model already read: said at once, in the same line.
+    await upload(page, 'job-adapter-folder-input', join(dir, 'wide-lora'));
+    await page.waitForFunction((want: string) => document.querySelector('[data-testid="job-adapter-facts"]')?.textContent === want, { timeout: 30_000 }, line);
+    expect(await runDisabled(page)).toBe(true);
+    await page.setViewport({ width: 390, height: 900 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+      expect(await seriousViolations(page), scheme).toEqual([]);
+      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-model-390px-${scheme}.png` });
+    }
+  }, 90_000);
 });

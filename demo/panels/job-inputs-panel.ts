@@ -85,7 +85,13 @@ export function mountJobInputsPanel(store: JobStore, onAdded: (adapters: JobAdap
       const card = cards.get(adapter.id)!;
       card.facts.className = 'adapter-facts';
       const info = adapter.info;
-      if (info.status === 'reading') card.facts.textContent = 'reading…';
+      // convert's refusal of it on the model picked with it, once both were read.
+      const refusal = mode === 'convert' && info.status === 'ready' ? store.convertRefusal() : undefined;
+      if (refusal !== undefined) {
+        // One line, or the list of every module it cannot place.
+        card.facts.replaceChildren(...messageNodes(refusal));
+        card.facts.classList.add('error-text');
+      } else if (info.status === 'reading') card.facts.textContent = 'reading…';
       else if (info.status === 'ready') card.facts.replaceChildren(...factNodes([...info.facts.facts, ...info.facts.warnings.map((w) => `warning: ${w}`)]));
       else {
         card.facts.replaceChildren(...textNodes(info.message));

@@ -168,7 +168,10 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
     for (const adapter of adapters) {
       client.describe({ name: adapter.set.name, files: adapter.set.files }, check).then(
         (facts) => {
-          if (facts.convertRefusal === undefined) return store.setAdapterInfo(adapter.id, { status: 'ready', facts });
+          if (facts.convertRefusal === undefined) {
+            store.setAdapterInfo(adapter.id, { status: 'ready', facts });
+            return checkConvert();
+          }
           store.setAdapterInfo(adapter.id, { status: 'failed', message: facts.convertRefusal, refused: true });
           say.error(facts.convertRefusal);
         },
@@ -178,6 +181,25 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         },
       );
     }
+  }
+
+  /**
+   * Once a conversion's adapter and model are both read: what convert refuses of that adapter on
+   * that model, said on the adapter's card and aloud before Convert is pressed (an adapter for
+   * another model, a module the model has no tensor for). Only the newest pair's answer counts.
+   */
+  function checkConvert(): void {
+    const { toConvert: adapter, target, modelInfo } = store.state;
+    if (!adapter || !target || adapter.info.status !== 'ready' || modelInfo.target?.status !== 'ready') return;
+    store.setConvertCheck({ adapterId: adapter.id, target, status: 'checking' });
+    client.checkConvert({ name: adapter.set.name, files: adapter.set.files }, { name: target.name, files: target.files }).then(
+      (refusal) => {
+        store.setConvertCheck({ adapterId: adapter.id, target, status: 'done', ...(refusal !== undefined && { refusal }) });
+        if (refusal !== undefined && store.state.toConvert === adapter && store.state.target === target) say.error(refusal);
+      },
+      // Not a refusal of this pair (the worker failed): Convert then says what it meets.
+      () => store.setConvertCheck({ adapterId: adapter.id, target, status: 'done' }),
+    );
   }
 
   /**
@@ -194,6 +216,7 @@ export function mountJobPanel(say: { error(m: string): void; say(m: string): voi
         if (store.state[which] !== set) return;
         store.setModelInfo(which, set, { status: 'ready', facts });
         say.say(`${what} read: ${set.name}, ${baseFactsLine(facts).replaceAll(' · ', ', ')}.`);
+        if (which === 'target') checkConvert();
       },
       (error: Error) => {
         if (store.state[which] !== set || error.name === 'AbortError') return;

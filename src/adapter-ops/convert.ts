@@ -13,7 +13,8 @@ import { hubCardText } from '../io/hub-adapters.js';
 import type { InputFileSet } from '../io/types.js';
 import { MAX_CONFIG_BYTES } from '../limits.js';
 import type { ProgressListener } from '../pipeline/progress.js';
-import { factorBytes, readFactors, type OutputFormat } from './module-updates.js';
+import { factorBytes, factorRank, readFactors, type OutputFormat } from './module-updates.js';
+import type { PlacedAdapter } from './gguf-lora-names.js';
 import { collectModules, finishAdapter, type ModuleReport, type OpResult } from './op-common.js';
 
 /** convert_lora_to_gguf.py's `--outtype`: the factors' type in the GGUF (default f32, as there). */
@@ -43,6 +44,21 @@ export function ggufOutType(adapter: ParsedAdapter, outtype: GgufOutType): { dty
     throw new MergeError('UNSUPPORTED_FORMAT', `${adapter.name}: --outtype auto takes the type of the first module's factors, and module "${first.path}" has factors of ${[...types].sort().join(' and ')} (convert_lora_to_gguf.py stops on it): give --outtype f32, f16, bf16 or q8_0`);
   }
   return { dtype: types.has('F16') ? 'F16' : 'BF16' };
+}
+
+/**
+ * The modules {@link convertAdapter} writes for `adapter` (format `peft`) and the tensors it saves
+ * whole, by name, kind and shape, without reading a factor: what renaming them onto a GGUF model
+ * (gguf-lora-names.ts checkGgufLoraForBase) needs to say whether it can. Refusals as convertAdapter's.
+ */
+export function convertedShapes(adapter: ParsedAdapter): PlacedAdapter {
+  const modules = [...collectModules([adapter], 'peft', 'convert')].map(([name, [ref]]) => {
+    const rank = factorRank(ref.module);
+    const { shape } = ref;
+    return { name, kind: shape.kind, rank, alpha: ref.module.scale * rank, upShape: [shape.out, rank, ...shape.upTail], downShape: [rank, ...shape.downTail] };
+  });
+  // As finishAdapter lists them: each tensor saved whole under its PEFT key.
+  return { modules, whole: adapter.replacements.map((r) => ({ key: `base_model.model.${r.path}` })), useRslora: false };
 }
 
 /**

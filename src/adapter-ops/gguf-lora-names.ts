@@ -36,9 +36,22 @@ export interface GgufNamedBase extends BaseShapes {
   unnamed?(path: string): string | undefined;
 }
 
+/**
+ * What the placement needs of a module: its name, kind, shapes and scale, not its factors (a
+ * module as convert will write it, known before its factors are read).
+ */
+export type PlacedModule = Pick<WrittenModule, 'name' | 'kind' | 'rank' | 'alpha' | 'upShape' | 'downShape'> & { bias?: unknown };
+
+/** What the placement needs of an adapter: its modules, the tensors it saves whole, whether it is rsLoRA. */
+export interface PlacedAdapter<M extends PlacedModule = PlacedModule> {
+  modules: readonly M[];
+  whole: readonly { key: string }[];
+  useRslora?: boolean;
+}
+
 /** One module's share of one GGUF tensor: its ΔW rows on the tensor's rows, its columns in the tensor's order. */
-interface Piece {
-  module: WrittenModule;
+interface Piece<M extends PlacedModule = WrittenModule> {
+  module: M;
   scale: number;
   /** ΔW rows → tensor rows. */
   rows: readonly RowSegment[];
@@ -57,6 +70,22 @@ const EXPERTS_TENSOR = /_(ch)?exps\.weight$/;
  * `command` (combine, resize) heads a list of several.
  */
 export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, baseName: string, command: string): AdapterToWrite {
+  const { arch, byTensor } = placeOnGgufBase(adapter, base, baseName, command);
+  const modules = [...byTensor].map(([key, pieces]) => (pieces[0].expert ? stackedPairFor(key, pieces, base.tensors.get(key)!.shape, pieces[0].expert.experts) : pairFor(key, pieces, base.tensors.get(key)!.shape)));
+  return { ...adapter, format: 'gguf', modules, architecture: arch, useRslora: false, whole: [], modulesToSave: [] };
+}
+
+/**
+ * {@link ggufLoraForBase}'s refusals of `adapter` on `base`, from its modules' names and shapes
+ * alone: the same problems in the same words, before any factor is read (the page says them when
+ * both the adapter and the model are picked).
+ */
+export function checkGgufLoraForBase(adapter: PlacedAdapter, base: GgufNamedBase, baseName: string, command: string): void {
+  placeOnGgufBase(adapter, base, baseName, command);
+}
+
+/** Where each module of `adapter` lands on `base`'s tensors; every problem refused at once. */
+function placeOnGgufBase<M extends PlacedModule>(adapter: PlacedAdapter<M>, base: GgufNamedBase, baseName: string, command: string): { arch: string; byTensor: Map<string, Piece<M>[]> } {
   const arch = base.metadata('general.architecture');
   if (typeof arch !== 'string') {
     throw new MergeError('BAD_ARGUMENT', `--base ${baseName}: names no general.architecture, which a llama.cpp LoRA must state; give the GGUF model the LoRA is for`);
@@ -66,7 +95,7 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `"${t.key.replace(/^base_model\.model\./, '')}" is saved whole (modules_to_save), which a llama.cpp LoRA cannot hold (it holds lora_a/lora_b pairs only); merge the adapter into the model instead` });
   }
   const locator = new ModuleLocator(base);
-  const byTensor = new Map<string, Piece[]>();
+  const byTensor = new Map<string, Piece<M>[]>();
   for (const m of adapter.modules) {
     const named = `module "${m.name}"`;
     if (m.bias) {
@@ -88,7 +117,8 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
       continue;
     }
     const out = m.upShape[0];
-    const inF = m.down.length / m.rank;
+    // A's columns: the module's inputs (its factors are not needed for where it lands).
+    const inF = m.downShape.slice(1).reduce((n, x) => n * x, 1);
     const scale = adapter.useRslora ? m.alpha / Math.sqrt(m.rank) : m.alpha / m.rank;
     for (const t of where.targets) {
       const key = t.baseKey;
@@ -129,11 +159,10 @@ export function ggufLoraForBase(adapter: AdapterToWrite, base: GgufNamedBase, ba
     }
   }
   throwIfProblems(command, problems);
-  const modules = [...byTensor].map(([key, pieces]) => (pieces[0].expert ? stackedPairFor(key, pieces, base.tensors.get(key)!.shape, pieces[0].expert.experts) : pairFor(key, pieces, base.tensors.get(key)!.shape)));
-  return { ...adapter, format: 'gguf', modules, architecture: arch, useRslora: false, whole: [], modulesToSave: [] };
+  return { arch, byTensor };
 }
 
-function push(map: Map<string, Piece[]>, key: string, piece: Piece): void {
+function push<M extends PlacedModule>(map: Map<string, Piece<M>[]>, key: string, piece: Piece<M>): void {
   const list = map.get(key);
   if (list) list.push(piece);
   else map.set(key, [piece]);

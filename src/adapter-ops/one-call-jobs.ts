@@ -10,7 +10,8 @@
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
-import { convertAdapter, GGUF_OUT_TYPES, ggufLoraCardOf, type GgufOutType } from './convert.js';
+import { convertAdapter, convertedShapes, GGUF_OUT_TYPES, ggufLoraCardOf, type GgufOutType } from './convert.js';
+import { checkGgufLoraForBase } from './gguf-lora-names.js';
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
 import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
 import { collectModules, openJobAdapter, type GrownRows, type ModuleReport, type OpResult } from './op-common.js';
@@ -355,6 +356,22 @@ export async function checkConvertInputs(adapter: ParsedAdapter, files: InputFil
   checkConvertAdapter(adapter);
   try {
     await ggufLoraCardOf(files);
+  } catch (e) {
+    throw inLibraryWords(e);
+  }
+}
+
+/**
+ * {@link convertLoraJob}'s refusals of `adapter` on the model `base` (opened as the job opens it,
+ * gguf-base.ts openGgufBase; `baseName` names it as the job's base): a module the model has no
+ * tensor for or whose update does not fit it (an adapter for another model), a module or tensor a
+ * llama.cpp LoRA cannot hold there. Known from the adapter's header and the model's, before a
+ * factor is read: the page runs it once both are picked. The library's words, the job's line.
+ */
+export function checkConvertOnModel(adapter: ParsedAdapter, base: GgufBase, baseName: string): void {
+  try {
+    checkConvertAdapter(adapter);
+    checkGgufLoraForBase(convertedShapes(adapter), base.named, baseName, 'convert');
   } catch (e) {
     throw inLibraryWords(e);
   }
