@@ -287,6 +287,9 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['T5Gemma2Encoder', 't5gemma2_encoder', 'layers.0.self_attn.q_proj', 'text_model.layers.0.self_attn.q_proj'],
   // π0 as LeRobot saves it, and transformers' PI0ForConditionalGeneration (conversion_mapping.py "pi0").
   ['PI0ForConditionalGeneration', 'pi0', 'model.paligemma_with_expert.gemma_expert.model.layers.0.self_attn.q_proj', 'model.dit.layers.0.self_attn.q_proj'],
+  // MoE checkpoints whose shared expert transformers renames (conversion_mapping.py "hy_v3", "laguna").
+  ['HYV3ForCausalLM', 'hy_v3', 'model.layers.1.mlp.shared_mlp.gate_proj', 'model.layers.1.mlp.shared_experts.gate_proj'],
+  ['LagunaForCausalLM', 'laguna', 'model.layers.1.mlp.shared_expert.down_proj', 'model.layers.1.mlp.shared_experts.down_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen2_5OmniModel', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

@@ -242,10 +242,41 @@ const PI0: CheckpointKeyMap = {
 };
 
 /**
+ * Hy3 (HYV3ForCausalLM, tencent/Hy3): its checkpoints name each MoE layer's shared expert
+ * `mlp.shared_mlp.{gate,up,down}_proj`, its router `mlp.router.gate.weight` and the router's bias
+ * `mlp.expert_bias`; transformers 5's class names them `mlp.shared_experts.…`, `mlp.gate.weight` and
+ * `mlp.e_score_correction_bias` (conversion_mapping.py's "hy_v3"), and stacks the per-expert
+ * `mlp.experts.K.*` into `mlp.experts.gate_up_proj` / `down_proj` as Qwen2-MoE's (per-expert-tensors.ts).
+ */
+const HY3: CheckpointKeyMap = {
+  family: 'Hy3',
+  rules: [
+    [/\.mlp\.router\.gate\.weight$/, '.mlp.gate.weight'],
+    [/\.mlp\.expert_bias$/, '.mlp.e_score_correction_bias'],
+    [/\.mlp\.shared_mlp(?=\.)/, '.mlp.shared_experts'],
+  ],
+};
+
+/**
+ * Laguna (LagunaForCausalLM): its checkpoints name the shared expert `mlp.shared_expert.…` (and the
+ * router's bias `mlp.experts.e_score_correction_bias`); transformers' class names them
+ * `mlp.shared_experts.…` and `mlp.gate.e_score_correction_bias` (conversion_mapping.py's "laguna"),
+ * and stacks the experts as Qwen2-MoE's. Written with its dots escaped, so that a name already in the
+ * class's form (`shared_experts.`) is left as it is.
+ */
+const LAGUNA: CheckpointKeyMap = {
+  family: 'Laguna',
+  rules: [
+    [/\.mlp\.experts\.e_score_correction_bias$/, '.mlp.gate.e_score_correction_bias'],
+    [/\.mlp\.shared_expert(?=\.)/, '.mlp.shared_experts'],
+  ],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
- * ColQwen2's, T5Gemma 2's and π0's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
+ * ColQwen2's, T5Gemma 2's, π0's, Hy3's and Laguna's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
  * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
@@ -331,6 +362,8 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   T5Gemma2Model: t5gemma2('T5Gemma 2', 'encoder.'),
   T5Gemma2Encoder: t5gemma2('T5Gemma 2 (encoder)', ''),
   PI0ForConditionalGeneration: PI0,
+  HYV3ForCausalLM: HY3,
+  LagunaForCausalLM: LAGUNA,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*
