@@ -100,6 +100,21 @@ const GEMMA3N: CheckpointKeyMap = {
 };
 
 /**
+ * Not a transformers conversion of this class either: Gemma4ForCausalLM's names for the language model
+ * of a Gemma 4 checkpoint (Gemma4ForConditionalGeneration, saved in the refactored names:
+ * `model.language_model.layers.N…`, `model.vision_tower.encoder.layers.N….linear`, `model.embed_vision.…`
+ * and, on E2B/E4B, `model.audio_tower.…`, `model.embed_audio.…`). Gemma4ForCausalLM, the class
+ * trainers fine-tune the language model with text-only, holds it as `model.layers.N…` (vLLM's
+ * Gemma4ForCausalLM maps `model.language_model.` to `model.` as it loads the checkpoint), so its
+ * adapters name `model.layers.N…`; only keys starting `model.` outside the multimodal model's five parts
+ * are rewritten.
+ */
+const GEMMA4: CheckpointKeyMap = {
+  family: 'Gemma 4',
+  rules: [[/^model(?=\.)(?!\.(language_model|vision_tower|audio_tower|embed_vision|embed_audio)(\.|$))/, 'model.language_model']],
+};
+
+/**
  * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
  * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
  * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
@@ -277,7 +292,7 @@ const LAGUNA: CheckpointKeyMap = {
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
  * ColQwen2's, T5Gemma 2's, π0's, Hy3's and Laguna's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
- * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Gemma 4, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
@@ -345,6 +360,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   // Gemma 3n's text model alone, from (or trained on) the multimodal model's tree.
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
   Gemma3nForConditionalGeneration: GEMMA3N,
+  Gemma4ForConditionalGeneration: GEMMA4,
   Llama4ForConditionalGeneration: LLAMA4,
   Qwen3_5ForConditionalGeneration: QWEN35,
   Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },

@@ -1,5 +1,5 @@
 /**
- * Two models whose checkpoints and the module trees adapters are trained on name the same weights
+ * Models whose checkpoints and the module trees adapters are trained on name the same weights
  * differently, end to end against float64 truth:
  *
  * - T5Gemma 2 (google/t5gemma-2-270m-270m): the checkpoint names the encoder's text model
@@ -12,6 +12,8 @@
  *   against adapters trained on transformers' PI0ForConditionalGeneration (`model.vlm.…`, `model.dit.…`,
  *   `embed_action_time.state_proj`, `action_out_proj`; conversion_mapping.py "pi0") or on LeRobot's
  *   policy before its openpi port (PaliGemma's names before transformers' VLM refactor).
+ * - Gemma 4 (Gemma4ForConditionalGeneration: `model.language_model.…`, `model.vision_tower.encoder.…`,
+ *   `model.audio_tower.…`) with an adapter trained text-only on Gemma4ForCausalLM (`model.layers.N…`).
  *
  * Sizes are scaled down; names, dtypes and config.json fields are the repositories'.
  */
@@ -271,5 +273,45 @@ describe('π0 and π0.5 as LeRobot and openpi save them, adapters of transformer
     const file = decodeSafetensors(new Uint8Array(readFileSync(join(out, 'model.safetensors'))));
     expect(file.tensors.size).toBe(base.length);
     expectMerged({ tensors: file.tensors } as MergedFolder, base, adapter, modules);
+  });
+});
+
+// --- Gemma 4 -------------------------------------------------------------------------------------
+
+describe('Gemma 4: an adapter trained on Gemma4ForCausalLM (model.layers.N…) on the multimodal checkpoint', () => {
+  // google/gemma-4-E4B-it: text 2560 wide (8 heads of 256, 2 KV heads), a vision tower whose Linears are
+  // Gemma4ClippableLinear (`….q_proj.linear.weight`), an audio tower (`model.audio_tower.layers.N…`), the
+  // embedders `model.embed_vision.embedding_projection` / `model.embed_audio.…`. Scaled: heads of 4.
+  const H = 8;
+  const base: FixtureTensor[] = [
+    t('model.language_model.embed_tokens.weight', [32, H]),
+    t('model.language_model.layers.0.self_attn.q_proj.weight', [8, H]),
+    t('model.language_model.layers.0.self_attn.k_proj.weight', [4, H]),
+    t('model.language_model.layers.0.self_attn.q_norm.weight', [4]),
+    t('model.language_model.layers.0.mlp.down_proj.weight', [H, 12]),
+    t('model.language_model.norm.weight', [H]),
+    t('model.vision_tower.encoder.layers.0.self_attn.q_proj.linear.weight', [6, 6]),
+    t('model.vision_tower.encoder.layers.0.mlp.gate_proj.linear.weight', [10, 6]),
+    t('model.embed_vision.embedding_projection.weight', [H, 6]),
+    t('model.audio_tower.layers.0.self_attn.q_proj.linear.weight', [6, 6]),
+    t('model.embed_audio.embedding_projection.weight', [H, 6]),
+  ];
+  const config = {
+    architectures: ['Gemma4ForConditionalGeneration'], model_type: 'gemma4', dtype: 'bfloat16', tie_word_embeddings: true,
+    text_config: { model_type: 'gemma4_text', hidden_size: H, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, intermediate_size: 12, vocab_size: 32, num_hidden_layers: 1 },
+    vision_config: { model_type: 'gemma4_vision', hidden_size: 6 }, audio_config: { model_type: 'gemma4_audio', hidden_size: 6 },
+  };
+  const modules: Module[] = [
+    ['model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+    ['model.layers.0.self_attn.k_proj', 'model.language_model.layers.0.self_attn.k_proj.weight', 4, H, 1],
+    ['model.layers.0.mlp.down_proj', 'model.language_model.layers.0.mlp.down_proj.weight', H, 12, 3],
+  ];
+
+  it('each module lands on the language model, never on the towers that end alike, exactly', async () => {
+    const adapter = loraOf(modules);
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(modules), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(modules.map(([, k]) => [k, 'vlm-checkpoint']).sort());
+    expectMerged(await merge(prepared), base, adapter, modules);
   });
 });
