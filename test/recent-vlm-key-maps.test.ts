@@ -134,6 +134,21 @@ describe('T5Gemma 2: the checkpoint\'s model.encoder.layers and transformers\' m
     ]);
   });
 
+  it('one tied embedding: a LoRA on the encoder\'s or decoder\'s embed_tokens or on lm_head.out_proj is refused naming the tie', async () => {
+    // T5Gemma2Model ties model.decoder.embed_tokens, T5Gemma2ForConditionalGeneration lm_head.out_proj, to model.encoder.embed_tokens.
+    const cases: [string, FixtureTensor[], string][] = [
+      ['model.encoder.text_model.embed_tokens', [randomTensor('base_model.model.model.encoder.text_model.embed_tokens.lora_embedding_A', [2, 32], 'F32', rand), randomTensor('base_model.model.model.encoder.text_model.embed_tokens.lora_embedding_B', [H, 2], 'F32', rand)],
+        'adapter1: module "model.encoder.text_model.embed_tokens" lands on model.encoder.embed_tokens.weight, which the model ties to model.decoder.embed_tokens.weight, lm_head.out_proj.weight (one shared tensor), while training applied it to that module alone; a tied tensor cannot hold that, so it is not merged'],
+      ['model.decoder.embed_tokens', [randomTensor('base_model.model.model.decoder.embed_tokens.lora_embedding_A', [2, 32], 'F32', rand), randomTensor('base_model.model.model.decoder.embed_tokens.lora_embedding_B', [H, 2], 'F32', rand)],
+        'adapter1: module "model.decoder.embed_tokens" lands on model.decoder.embed_tokens.weight, which the model ties to model.encoder.embed_tokens.weight, lm_head.out_proj.weight'],
+      ['lm_head.out_proj', loraOf([['lm_head.out_proj', '', 32, H, 2]]),
+        'adapter1: module "lm_head.out_proj" lands on lm_head.out_proj.weight, which the model ties to model.encoder.embed_tokens.weight, model.decoder.embed_tokens.weight'],
+    ];
+    for (const [path, tensors, message] of cases) {
+      await expect(prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 4, target_modules: [path.split('.').pop()] }, tensors))).rejects.toThrow(message);
+    }
+  });
+
   it('an adapter trained on the encoder alone (T5Gemma2Encoder: text_model.layers.N…) lands on the encoder of the whole model', async () => {
     const alone: Module[] = [['text_model.layers.0.self_attn.q_proj', 'model.encoder.layers.0.self_attn.q_proj.weight', 8, H, 2]];
     const adapter = loraOf(alone);
