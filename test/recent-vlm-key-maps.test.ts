@@ -147,6 +147,9 @@ describe('T5Gemma 2: the checkpoint\'s model.encoder.layers and transformers\' m
     for (const [path, tensors, message] of cases) {
       await expect(prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 4, target_modules: [path.split('.').pop()] }, tensors))).rejects.toThrow(message);
     }
+    // "all-linear" leaves out the head get_output_embeddings() returns, T5Gemma 2's lm_head.out_proj.
+    await expect(prepare(hfModelFolder(base, config), peftFolder({ r: 2, lora_alpha: 4, target_modules: 'all-linear' }, loraOf([['lm_head.out_proj', '', 32, H, 2]]))))
+      .rejects.toThrow('adapter1/adapter_config.json: module "lm_head.out_proj" is in adapter1/adapter_model.safetensors but is the output head, which target_modules "all-linear" leaves out');
   });
 
   it('an adapter trained on the encoder alone (T5Gemma2Encoder: text_model.layers.N…) lands on the encoder of the whole model', async () => {
