@@ -4,8 +4,10 @@
  * `backbone.…`, transformers 5's NemotronHForCausalLM `model.…`; its ungated experts, one tensor per
  * expert, become `mixer.experts.up_proj` / `down_proj`), and a Qwen3-Omni thinker's fused experts
  * (Qwen3OmniMoeThinkerForConditionalGeneration's `model.layers.N.mlp.experts.gate_up_proj`) on the
- * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`; and LFM2-MoE's
- * `feed_forward.experts.K.w1` / `w3` / `w2`, which transformers 5 fuses as Mixtral's.
+ * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`; LFM2-MoE's
+ * `feed_forward.experts.K.w1` / `w3` / `w2`, which transformers 5 fuses as Mixtral's; and Hy3's and
+ * Laguna's shared experts (`mlp.shared_mlp.…`, `mlp.shared_expert.…` on disk, `mlp.shared_experts.…` in
+ * transformers 5) beside their per-expert experts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend } from '../src/index.js';
@@ -197,4 +199,77 @@ describe('LFM2-MoE (LiquidAI/LFM2-8B-A1B): feed_forward.experts.K.w1 / w3 / w2 o
     }
     for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
   });
+});
+
+/**
+ * Hy3 (tencent/Hy3: 80 layers, 192 experts of 1536 wide, hidden 4096, layer 0 dense) and Laguna
+ * (LagunaForCausalLM: 256 experts of 512, a shared expert of 512, hidden 2048): the checkpoints keep one
+ * tensor per expert and name the shared expert `mlp.shared_mlp` / `mlp.shared_expert`; an adapter trained
+ * on transformers 5's class names it `mlp.shared_experts` and the experts by `target_parameters`.
+ * Scaled: 4 experts of 6, hidden 8.
+ */
+describe('Hy3 and Laguna: the shared expert under the checkpoint\'s name and transformers 5\'s', () => {
+  const E = 4;
+  const I = 6;
+  const H = 8;
+  const r = 2;
+  for (const [family, arch, modelType, shared, extra] of [
+    ['Hy3', 'HYV3ForCausalLM', 'hy_v3', 'shared_mlp', [t('model.layers.1.mlp.router.gate.weight', [E, H], 'F32'), t('model.layers.1.mlp.expert_bias', [E], 'F32')]],
+    ['Laguna', 'LagunaForCausalLM', 'laguna', 'shared_expert', [t('model.layers.1.mlp.gate.weight', [E, H], 'F32'), t('model.layers.1.mlp.experts.e_score_correction_bias', [E], 'F32')]],
+  ] as const) {
+    const base: FixtureTensor[] = [
+      t('model.embed_tokens.weight', [32, H]),
+      t('model.layers.0.self_attn.q_proj.weight', [H, H]),
+      t('model.layers.0.mlp.gate_proj.weight', [12, H]),
+      t('model.layers.0.mlp.up_proj.weight', [12, H]),
+      t('model.layers.0.mlp.down_proj.weight', [H, 12]),
+      t('model.layers.1.self_attn.q_proj.weight', [H, H]),
+      ...extra,
+      t(`model.layers.1.mlp.${shared}.gate_proj.weight`, [I, H]),
+      t(`model.layers.1.mlp.${shared}.up_proj.weight`, [I, H]),
+      t(`model.layers.1.mlp.${shared}.down_proj.weight`, [H, I]),
+      t('model.norm.weight', [H]),
+      t('lm_head.weight', [32, H]),
+    ];
+    for (let e = 0; e < E; e++) base.push(t(`model.layers.1.mlp.experts.${e}.gate_proj.weight`, [I, H]), t(`model.layers.1.mlp.experts.${e}.up_proj.weight`, [I, H]), t(`model.layers.1.mlp.experts.${e}.down_proj.weight`, [H, I]));
+    const config = {
+      architectures: [arch], model_type: modelType, torch_dtype: 'bfloat16', hidden_size: H, vocab_size: 32, num_hidden_layers: 2,
+      num_experts: E, first_k_dense_replace: 1, tie_word_embeddings: false,
+    };
+    const linears: [string, string, number, number][] = [
+      ['model.layers.1.mlp.shared_experts.gate_proj', `model.layers.1.mlp.${shared}.gate_proj.weight`, I, H],
+      ['model.layers.1.mlp.shared_experts.down_proj', `model.layers.1.mlp.${shared}.down_proj.weight`, H, I],
+      ['model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.q_proj.weight', H, H],
+    ];
+
+    it(`${family}: transformers 5's shared_experts land on mlp.${shared}, its fused gate_up_proj expert by expert, exactly`, async () => {
+      const experts = 'base_model.model.model.layers.1.mlp.experts';
+      const adapter = [
+        ...linears.flatMap(([path, , out, inF]) => lora(path, out, inF, r)),
+        randomTensor(`${experts}.lora_A.weight`, [r * E, H], 'F32', rand, 0.5),
+        randomTensor(`${experts}.lora_B.weight`, [2 * I, r * E], 'F32', rand, 0.5),
+      ];
+      const prepared = await prepare(
+        hfModelFolder(base, config, { shards: 2 }),
+        peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: ['gate_proj', 'down_proj', 'q_proj'], target_parameters: ['mlp.experts.gate_up_proj'] }, adapter),
+      );
+      expect(prepared.plan.problems).toEqual([]);
+      const expertKeys = Array.from({ length: E }, (_, e) => [`model.layers.1.mlp.experts.${e}.gate_proj.weight`, `model.layers.1.mlp.experts.${e}.up_proj.weight`]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([...linears.map(([, key]) => key), ...expertKeys.flat()].sort());
+      const merged = await mergeIntoFolder(prepared, backend);
+      const b = decoded(base);
+      const a = decoded(adapter);
+      for (const [path, key] of linears) {
+        const name = `base_model.model.${path}`;
+        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
+      }
+      for (let e = 0; e < E; e++) {
+        const delta = expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, E, r);
+        for (const [part, from] of [[0, 0], [1, I]] as const) expectValues(expertKeys[e][part], merged.tensors.get(expertKeys[e][part])!, plus(b.get(expertKeys[e][part])!, 2, delta.slice(from * H, (from + I) * H)));
+      }
+      const changed = [...linears.map(([, key]) => key), ...expertKeys.flat()];
+      for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+      expect([...merged.tensors.keys()].sort()).toEqual([...b.keys()].sort());
+    });
+  }
 });

@@ -271,6 +271,7 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['Gemma3nForCausalLM', 'gemma3n_text', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   // The text-only class's names (Gemma3nForCausalLM, Llama4ForCausalLM) on the multimodal checkpoint.
   ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Gemma4ForConditionalGeneration', 'gemma4', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5ForConditionalGeneration', 'qwen3_5', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
@@ -279,6 +280,17 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['ColQwen2ForRetrieval', 'colqwen2', 'vlm.model.language_model.layers.0.self_attn.q_proj', 'vlm.language_model.layers.0.self_attn.q_proj'],
   ['NemotronHForCausalLM', 'nemotron_h', 'backbone.layers.0.mixer.q_proj', 'model.layers.0.mixer.q_proj'],
   ['Sam3Model', 'sam3', 'detector_model.detr_encoder.layers.0.self_attn.q_proj', 'detr_encoder.layers.0.self_attn.q_proj'],
+  // T5Gemma 2's encoder text model before and after transformers' `text_model` (conversion_mapping.py "t5gemma2_encoder").
+  ['T5Gemma2ForConditionalGeneration', 't5gemma2', 'model.encoder.layers.0.self_attn.q_proj', 'model.encoder.text_model.layers.0.self_attn.q_proj'],
+  ['T5Gemma2ForSequenceClassification', 't5gemma2', 'model.encoder.layers.0.mlp.up_proj', 'model.encoder.text_model.layers.0.mlp.up_proj'],
+  ['T5Gemma2ForTokenClassification', 't5gemma2', 'model.encoder.layers.0.self_attn.o_proj', 'model.encoder.text_model.layers.0.self_attn.o_proj'],
+  ['T5Gemma2Model', 't5gemma2', 'encoder.layers.0.self_attn.q_proj', 'encoder.text_model.layers.0.self_attn.q_proj'],
+  ['T5Gemma2Encoder', 't5gemma2_encoder', 'layers.0.self_attn.q_proj', 'text_model.layers.0.self_attn.q_proj'],
+  // π0 as LeRobot saves it, and transformers' PI0ForConditionalGeneration (conversion_mapping.py "pi0").
+  ['PI0ForConditionalGeneration', 'pi0', 'model.paligemma_with_expert.gemma_expert.model.layers.0.self_attn.q_proj', 'model.dit.layers.0.self_attn.q_proj'],
+  // MoE checkpoints whose shared expert transformers renames (conversion_mapping.py "hy_v3", "laguna").
+  ['HYV3ForCausalLM', 'hy_v3', 'model.layers.1.mlp.shared_mlp.gate_proj', 'model.layers.1.mlp.shared_experts.gate_proj'],
+  ['LagunaForCausalLM', 'laguna', 'model.layers.1.mlp.shared_expert.down_proj', 'model.layers.1.mlp.shared_experts.down_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen2_5OmniModel', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

@@ -259,11 +259,11 @@ export const ALL_LINEAR_LAYERS: readonly LayerClass[] = ['Linear', 'Conv1D'];
 /**
  * Output heads named other than `lm_head`, by config.json model_type: the module
  * get_output_embeddings() returns (GPT-NeoX's embed_out, Whisper's proj_out, RWKV's head, XLNet's
- * lm_loss, T5Gemma's lm_head.out_proj; InternLM2's and ChatGLM's own model code name theirs output and output_layer).
+ * lm_loss, T5Gemma's and T5Gemma 2's lm_head.out_proj; InternLM2's and ChatGLM's own model code name theirs output and output_layer).
  */
 const OUTPUT_HEAD_BY_MODEL_TYPE: Readonly<Record<string, string>> = {
   gpt_neox: 'embed_out', gpt_neox_japanese: 'embed_out', whisper: 'proj_out', rwkv: 'head', xlnet: 'lm_loss',
-  t5gemma: 'lm_head.out_proj', internlm2: 'output', chatglm: 'transformer.output_layer',
+  t5gemma: 'lm_head.out_proj', t5gemma2: 'lm_head.out_proj', internlm2: 'output', chatglm: 'transformer.output_layer',
 };
 /**
  * Model types with a …ForConditionalGeneration class and no lm_head: BLIP's captioning head is

@@ -335,22 +335,35 @@ function patternsName(config: Readonly<Record<string, unknown>>): boolean {
 }
 
 /**
+ * T5Gemma 2's one embedding (T5Gemma2ForConditionalGeneration, config.json model_type `t5gemma2`):
+ * transformers ties the decoder's `model.decoder.embed_tokens` (T5Gemma2Model's `_tied_weights_keys`)
+ * and the head `lm_head.out_proj` (T5Gemma2ForConditionalGeneration's) to the encoder's
+ * `model.encoder.embed_tokens`, unless config.json unties them. The tensor first.
+ */
+function t5Gemma2Tie(base: SafetensorsBaseModel, config: ModelConfig | undefined): string[] | undefined {
+  if (config?.raw.model_type !== 't5gemma2' || tiesWordEmbeddings(config) === false || !base.tensors.has('model.encoder.embed_tokens.weight')) return undefined;
+  return ['model.encoder.embed_tokens.weight', 'model.decoder.embed_tokens.weight', 'lm_head.out_proj.weight'];
+}
+
+/**
  * Encoder-decoder models that keep one `shared` embedding (T5, BART: `_tied_weights_keys` ties
  * `encoder.embed_tokens`, `decoder.embed_tokens` and, when tied, `lm_head` to it) are refused
  * where an adapter changes one of those: PEFT wraps each name as a module of its own, training
  * saw each update on its own module only, and merge_and_unload adds every one of them to the one
- * shared tensor, so neither result can be written as one tied tensor. A ComfyUI LoRA on an
+ * shared tensor, so neither result can be written as one tied tensor; T5Gemma 2's likewise
+ * (t5Gemma2Tie). A ComfyUI LoRA on an
  * encoder-only base (a T5 text encoder) is merged: ComfyUI's T5 holds `shared` alone and feeds it
  * to its encoder, so the one tied tensor is what its LoRA changed.
  */
 function refuseSharedEmbeddingChanges(
   base: SafetensorsBaseModel, config: ModelConfig | undefined, adapters: readonly WeightedAdapter[], architectures: readonly string[],
 ): void {
-  const prefix = ['', 'model.'].find((p) => base.tensors.has(`${p}shared.weight`));
+  const t5gemma2 = t5Gemma2Tie(base, config);
+  const prefix = t5gemma2 ? 'model.' : ['', 'model.'].find((p) => base.tensors.has(`${p}shared.weight`));
   if (prefix === undefined) return;
-  const shared = base.tensors.get(`${prefix}shared.weight`)!;
-  const tied = [`${prefix}shared.weight`, `${prefix}encoder.embed_tokens.weight`, `${prefix}decoder.embed_tokens.weight`];
-  if (tiesWordEmbeddings(config) !== false && !base.tensors.has('lm_head.weight')) tied.push('lm_head.weight');
+  const shared = base.tensors.get(t5gemma2 ? t5gemma2[0] : `${prefix}shared.weight`)!;
+  const tied = t5gemma2 ?? [`${prefix}shared.weight`, `${prefix}encoder.embed_tokens.weight`, `${prefix}decoder.embed_tokens.weight`];
+  if (!t5gemma2 && tiesWordEmbeddings(config) !== false && !base.tensors.has('lm_head.weight')) tied.push('lm_head.weight');
   const tensors = new Map<string, { shape: readonly number[] }>(base.tensors);
   for (const key of tied) if (!tensors.has(key)) tensors.set(key, { shape: shared.shape });
   const locator = new ModuleLocator({ tensors, architectures });

@@ -100,6 +100,21 @@ const GEMMA3N: CheckpointKeyMap = {
 };
 
 /**
+ * Not a transformers conversion of this class either: Gemma4ForCausalLM's names for the language model
+ * of a Gemma 4 checkpoint (Gemma4ForConditionalGeneration, saved in the refactored names:
+ * `model.language_model.layers.N…`, `model.vision_tower.encoder.layers.N….linear`, `model.embed_vision.…`
+ * and, on E2B/E4B, `model.audio_tower.…`, `model.embed_audio.…`). Gemma4ForCausalLM, the class
+ * trainers fine-tune the language model with text-only, holds it as `model.layers.N…` (vLLM's
+ * Gemma4ForCausalLM maps `model.language_model.` to `model.` as it loads the checkpoint), so its
+ * adapters name `model.layers.N…`; only keys starting `model.` outside the multimodal model's five parts
+ * are rewritten.
+ */
+const GEMMA4: CheckpointKeyMap = {
+  family: 'Gemma 4',
+  rules: [[/^model(?=\.)(?!\.(language_model|vision_tower|audio_tower|embed_vision|embed_audio)(\.|$))/, 'model.language_model']],
+};
+
+/**
  * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
  * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
  * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
@@ -198,11 +213,86 @@ const COLQWEN2: CheckpointKeyMap = {
 };
 
 /**
+ * T5Gemma 2 (T5Gemma2ForConditionalGeneration, google/t5gemma-2-270m-270m, -1b-1b, -4b-4b): its
+ * checkpoints name the encoder's text model `model.encoder.layers.N…`, `model.encoder.embed_tokens`,
+ * `model.encoder.norm`, beside `model.encoder.vision_tower.…`, `model.encoder.multi_modal_projector.…`
+ * and the decoder's `model.decoder.…`; transformers' later T5Gemma2Encoder holds the text model as
+ * `text_model` (`model.encoder.text_model.layers.N…`), and conversion_mapping.py's "t5gemma2_encoder"
+ * renames the encoder's `layers.`, `embed_tokens.` and `norm.` (never the decoder's, the SigLIP
+ * tower's `vision_model.encoder.layers.`, a layer's `…_layernorm.` or the projector's
+ * `mm_soft_emb_norm.`) so as it loads them. Adapters trained on either land on either. `prefix` is
+ * where the encoder sits: `model.encoder.` in the task classes, `encoder.` in T5Gemma2Model, the
+ * root in the encoder alone (T5Gemma2Encoder, model_type "t5gemma2_encoder").
+ */
+function t5gemma2(family: string, prefix: string): CheckpointKeyMap {
+  return { family, rules: [[new RegExp(`^${prefix.replaceAll('.', '\\.')}(?=(layers|embed_tokens|norm)(\\.|$))`), `${prefix}text_model.`]] };
+}
+
+/**
+ * π0 (pi0) and π0.5 as LeRobot and openpi save them (lerobot/pi0_base, lerobot/pi05_base, a LeRobot
+ * policy's model.safetensors): a PaliGemma under `paligemma_with_expert.paligemma.` (its language model
+ * `model.language_model.layers.N…`, its tower `model.vision_tower.…`; LeRobot's releases before its
+ * openpi port, on transformers before the VLM refactor, `language_model.model.layers.N…`,
+ * `vision_tower.…`), the action expert under `paligemma_with_expert.gemma_expert.model.…`, and the
+ * action projections `action_in_proj`, `action_out_proj`, `state_proj` (π0), `action_time_mlp_in` /
+ * `_out` (π0; π0.5's `time_mlp_in` / `_out`), all at the root of openpi's conversion and under `model.`
+ * in a LeRobot policy's file. transformers' PI0ForConditionalGeneration names them `model.vlm.…`,
+ * `model.dit.…`, `embed_action_time.state_proj` (and the other three) and `action_out_proj`, and
+ * conversion_mapping.py's "pi0" renames the checkpoint's so as it loads them; PEFT adapters trained on
+ * a LeRobot policy name `model.paligemma_with_expert.…`, `model.state_proj`, …. Both go to
+ * transformers' names here. The heads (`paligemma.lm_head`, `gemma_expert.lm_head`), which transformers
+ * loads as the embeddings, keep their names.
+ */
+const PI0_PROJECTIONS = 'state_proj|action_in_proj|action_time_mlp_in|action_time_mlp_out';
+const PI0: CheckpointKeyMap = {
+  family: 'π0',
+  rules: [
+    [/^(?:model\.)?paligemma_with_expert\.paligemma\.model(?=\.)/, 'model.vlm'],
+    [/^(?:model\.)?paligemma_with_expert\.paligemma\.language_model\.model(?=\.)/, 'model.vlm.language_model'],
+    [/^(?:model\.)?paligemma_with_expert\.paligemma\.(vision_tower|multi_modal_projector)(?=\.)/, 'model.vlm.$1'],
+    [/^(?:model\.)?paligemma_with_expert\.gemma_expert\.model(?=\.)/, 'model.dit'],
+    [new RegExp(`^(?:model\\.)?(${PI0_PROJECTIONS})(?=\\.|$)`), 'embed_action_time.$1'],
+    [/^model\.(?=action_out_proj(\.|$)|time_mlp_(in|out)(\.|$))/, ''],
+  ],
+};
+
+/**
+ * Hy3 (HYV3ForCausalLM, tencent/Hy3): its checkpoints name each MoE layer's shared expert
+ * `mlp.shared_mlp.{gate,up,down}_proj`, its router `mlp.router.gate.weight` and the router's bias
+ * `mlp.expert_bias`; transformers 5's class names them `mlp.shared_experts.…`, `mlp.gate.weight` and
+ * `mlp.e_score_correction_bias` (conversion_mapping.py's "hy_v3"), and stacks the per-expert
+ * `mlp.experts.K.*` into `mlp.experts.gate_up_proj` / `down_proj` as Qwen2-MoE's (per-expert-tensors.ts).
+ */
+const HY3: CheckpointKeyMap = {
+  family: 'Hy3',
+  rules: [
+    [/\.mlp\.router\.gate\.weight$/, '.mlp.gate.weight'],
+    [/\.mlp\.expert_bias$/, '.mlp.e_score_correction_bias'],
+    [/\.mlp\.shared_mlp(?=\.)/, '.mlp.shared_experts'],
+  ],
+};
+
+/**
+ * Laguna (LagunaForCausalLM): its checkpoints name the shared expert `mlp.shared_expert.…` (and the
+ * router's bias `mlp.experts.e_score_correction_bias`); transformers' class names them
+ * `mlp.shared_experts.…` and `mlp.gate.e_score_correction_bias` (conversion_mapping.py's "laguna"),
+ * and stacks the experts as Qwen2-MoE's. Written with its dots escaped, so that a name already in the
+ * class's form (`shared_experts.`) is left as it is.
+ */
+const LAGUNA: CheckpointKeyMap = {
+  family: 'Laguna',
+  rules: [
+    [/\.mlp\.experts\.e_score_correction_bias$/, '.mlp.gate.e_score_correction_bias'],
+    [/\.mlp\.shared_expert(?=\.)/, '.mlp.shared_experts'],
+  ],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
- * and ColQwen2's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
- * loads into a text-only class of other names (Gemma 3, Gemma 3n, Llama 4, Qwen3.5) or whose thinker it loads
+ * ColQwen2's, T5Gemma 2's, π0's, Hy3's and Laguna's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Gemma 4, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
@@ -270,6 +360,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   // Gemma 3n's text model alone, from (or trained on) the multimodal model's tree.
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
   Gemma3nForConditionalGeneration: GEMMA3N,
+  Gemma4ForConditionalGeneration: GEMMA4,
   Llama4ForConditionalGeneration: LLAMA4,
   Qwen3_5ForConditionalGeneration: QWEN35,
   Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },
@@ -281,6 +372,14 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Ernie4_5_VLMoeForConditionalGeneration: ERNIE45_VL,
   NemotronHForCausalLM: NEMOTRON_H,
   ColQwen2ForRetrieval: COLQWEN2,
+  T5Gemma2ForConditionalGeneration: t5gemma2('T5Gemma 2', 'model.encoder.'),
+  T5Gemma2ForSequenceClassification: t5gemma2('T5Gemma 2', 'model.encoder.'),
+  T5Gemma2ForTokenClassification: t5gemma2('T5Gemma 2', 'model.encoder.'),
+  T5Gemma2Model: t5gemma2('T5Gemma 2', 'encoder.'),
+  T5Gemma2Encoder: t5gemma2('T5Gemma 2 (encoder)', ''),
+  PI0ForConditionalGeneration: PI0,
+  HYV3ForCausalLM: HY3,
+  LagunaForCausalLM: LAGUNA,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*
@@ -298,6 +397,20 @@ export function checkpointKeyMap(architectures: readonly string[]): CheckpointKe
     if (map) return map;
   }
   return undefined;
+}
+
+/** A key of π0's or π0.5's checkpoint as LeRobot and openpi write it: the two models of `paligemma_with_expert`. */
+const PI0_KEY = /^(?:model\.)?paligemma_with_expert\.(?:paligemma|gemma_expert)\./;
+
+/**
+ * The key map of a base: by its config.json `architectures` where one has a map; else, for a base
+ * whose config.json names no architecture (a LeRobot policy's, `"type": "pi0"`, is no transformers
+ * config), by its keys: π0's and π0.5's (`paligemma_with_expert.…`).
+ */
+export function baseKeyMap(architectures: readonly string[], keys: readonly string[]): CheckpointKeyMap | undefined {
+  const byClass = checkpointKeyMap(architectures);
+  if (byClass || architectures.length > 0) return byClass;
+  return keys.some((k) => PI0_KEY.test(k)) ? PI0 : undefined;
 }
 
 /** The architectures that have a key map, for tests and the README. */

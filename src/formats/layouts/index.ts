@@ -64,7 +64,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * its name, or one the merge would write untied, is found), then GGUF names (it answers only for a GGUF base, by its
  * architecture; then one expert's slice of a llama.cpp MoE LoRA), then a vision-language model's
  * two namings (it answers only for models whose config.json `architectures` has a checkpoint key
- * map, and its answer must not be preempted by a suffix match on the base's own names; ERNIE-4.5-VL's
+ * map, or π0's files known by their keys, and its answer must not be preempted by a suffix match on the base's own names; ERNIE-4.5-VL's
  * fused text and vision experts and its routers on its per-expert checkpoint beside it), then
  * InternVL's refusals of names from its other checkpoint format (a reason, heard unless a later
  * layout finds the module), then HunyuanDiT's (its two namings share `blocks.N` and swap the names

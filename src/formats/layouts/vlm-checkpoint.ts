@@ -8,7 +8,7 @@
  */
 import type { KeyResolution } from './base-key-index.js';
 import { BaseKeyIndex } from './base-key-index.js';
-import { checkpointKeyMap, convertCheckpointKey, type CheckpointKeyMap } from './checkpoint-key-maps.js';
+import { baseKeyMap, convertCheckpointKey, type CheckpointKeyMap } from './checkpoint-key-maps.js';
 import { wholeTensor, type BaseView, type Layout } from './layout.js';
 
 interface ConvertedKeys {
@@ -24,7 +24,7 @@ const converted = new WeakMap<BaseView, ConvertedKeys | null>();
 function convertedKeys(view: BaseView): ConvertedKeys | null {
   let keys = converted.get(view);
   if (keys === undefined) {
-    const map = checkpointKeyMap(view.architectures);
+    const map = baseKeyMap(view.architectures, view.keys);
     if (!map) {
       keys = null;
     } else {
