@@ -37,7 +37,7 @@ export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[
 export function termDeltaDims(update: TensorUpdate, t: PlannedTerm): DeltaDims {
   return t.transposedBlocks
     ? { out: t.module.deltaShape[0], in: t.module.deltaShape[1] }
-    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures };
+    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures, baseDims: update.shape.length };
 }
 
 /** One module's pieces with its scale s folded in, then its DoRA. */
