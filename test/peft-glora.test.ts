@@ -7,8 +7,11 @@
  * `glora_E`) b' = b + b ⊙ D + E + W·C with the original W. The truth forms A, B, C and the sums in
  * float64, element by element, with a user weight s scaling what is added.
  */
-import { describe, it } from 'vitest';
-import { seededRandom } from './helpers/fixtures.js';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
@@ -177,3 +180,22 @@ describe('GLoRA (PEFT) refusals through the CLI: one line, nothing written', () 
   });
 });
 
+describe('GLoRA (PEFT) bias path on the command line', () => {
+  it('inspect names it, and --dry-run plans the bias with it at the weight', async () => {
+    const dirs = tempDirs();
+    try {
+      const out = 4, inF = 5, r = 2;
+      const base = [t(`${q}.weight`, 'F32', [out, inF], vals(out * inF, 'F32')), t(`${q}.bias`, 'F32', [out], vals(out, 'F32'))];
+      const dir = dirs.make({ 'base.safetensors': buildSafetensors(base), ...Object.fromEntries(Object.entries(peftFolder(config({ r, target_modules: ['q_proj'] }), [...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4), ...biasPath(q, 'F32', out, inF, r).tensors])).map(([f, d]) => [`adapter/${f}`, d])) });
+      const inspect = await runCli(['inspect', join(dir, 'adapter')]);
+      expect(inspect.code, inspect.stderr).toBe(0);
+      expect(inspect.stdout).toContain('linear peft-glora+glora bias path ×1');
+      expect(inspect.stdout).toMatch(/model\.layers\.0\.self_attn\.q_proj {2}r=2 scale=1 \+ GLoRA bias path \(b ⊙ D \+ E \+ W·C\)/);
+      const plan = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'adapter'), '--weight', '0.5', '--out', join(dir, 'out.safetensors'), '--dry-run']);
+      expect(plan.code, plan.stderr).toBe(0);
+      expect(plan.stdout + plan.stderr).toMatch(/model\.layers\.0\.self_attn\.q_proj\.bias \(bias\) ← model\.layers\.0\.self_attn\.q_proj GLoRA bias path scale=0\.5\n/);
+    } finally {
+      dirs.removeAll();
+    }
+  });
+});

@@ -67,9 +67,9 @@ export function algorithmNamed(name: string): Algorithm {
   return found;
 }
 
-/** How users know the update a module makes: its algorithm's title, or `bias diff` for a module that changes its bias only. */
+/** How users know the update a module makes: its algorithm's title, or `bias diff` for a module that changes its bias only by an added diff (ComfyUI's `diff_b` alone). */
 export function moduleTitle(module: AdapterModule): string {
-  return module.update.kind === 'none' ? 'bias diff' : algorithmNamed(module.algorithm).title;
+  return module.update.kind === 'none' && !module.gloraBias ? 'bias diff' : algorithmNamed(module.algorithm).title;
 }
 
 /** Reads a module's update for the engine, through the algorithm that built it. */
