@@ -12,9 +12,11 @@
  * a Conv2d rotates its weight, einsum("ork,rkc->orc", W, R): W'[o, kb + c] = Σ_j W[o, kb + j]·R[j][c].
  * A user weight s blends each block, I + s·(R − I).
  */
-import { describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
-import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { ulpOf } from './helpers/merge-truth.js';
 
@@ -211,5 +213,27 @@ describe('refused, naming the module', () => {
   it('PEFT\'s own names (base_model.model.…) without adapter_config.json', async () => {
     const peft = 'base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
     expect((await refusals([tensor(rand, `${peft}.oft_R.weight`, [3, 6], 'F32', 0.1)])).join('\n')).toMatch(/looks like a PEFT adapter but adapter_config\.json is missing/);
+  });
+});
+
+describe('the command line', () => {
+  const dirs = tempDirs();
+  afterAll(() => dirs.removeAll());
+  const BASE = 'v1-5-pruned.safetensors';
+
+  it('--dry-run plans each module as OneTrainer\'s OFT on its tensor', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors(otFile, OT_HEADER) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--weight', '0.5', '--out', join(dir, 'merged.safetensors'), '--dry-run']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/down_blocks\.0\.resnets\.0\.conv1\.weight \[4×2×3×3\] out-in ← lora_unet_down_blocks_0_resnets_0_conv1 OFT \(OneTrainer\) scale=0\.5\n/);
+  });
+
+  it('refuses an alpha beside oft_R in one line, writing nothing', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors([...otFile, { name: `${kohya(TO_Q)}.alpha`, dtype: 'BF16', shape: [], data: [4] }], OT_HEADER) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" has an alpha beside OneTrainer's OFT tensors/)]);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
   });
 });
