@@ -277,7 +277,6 @@ it.each<[string, FixtureTensor[]]>([
   ['HRA', [t(`${toQ}.hra_u`, [6, 2])]],
   ['MiSS', [t(`${toQ}.miss_block`, [2, 8])]],
   ['OFT (PEFT 0.13)', [t(`${toQ}.oft_r`, [4, 2, 2])]],
-  ['OFT', [t(`${toQ}.oft_R.weight`, [4, 1])]],
   ['PVeRA', [t(`${toQ}.pvera_lambda_b`, [8]), t(`${toQ}.pvera_lambda_d`, [4])]],
   ['RandLoRA', [t(`${toQ}.randlora_lambda`, [2, 3]), t(`${toQ}.randlora_gamma`, [3, 6])]],
   ['RoAd', [t(`${toQ}.road_theta`, [8]), t(`${toQ}.road_alpha`, [8])]],
@@ -291,10 +290,9 @@ it.each<[string, FixtureTensor[]]>([
   expect(message).toMatch(/outside a PEFT folder with its adapter_config\.json/);
 });
 
-it('an oft_R without adapter_config.json (as OneTrainer\'s OFT_2 saves it, its settings in the training config) is refused, naming OneTrainer\'s OFT', async () => {
-  const message = await refusal(base, [t(`${toQ}.oft_R.weight`, [2, 3]), scalar(`${toQ}.alpha`, 1)]);
-  expect(message).toMatch(named(toQ));
-  expect(message).toMatch(/holds the settings the rotation is formed with \(coft, eps, block_share, use_cayley_neumann\); OneTrainer's OFT \(OFT_2\), which saves oft_R without them, is not supported/);
+it('an oft_R under PEFT\'s own names without adapter_config.json is refused (OneTrainer\'s OFT, in its own names, merges: onetrainer-oft.test.ts)', async () => {
+  const message = await refusal(base, [t('base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.oft_R.weight', [2, 3])]);
+  expect(message).toMatch(/looks like a PEFT adapter but adapter_config\.json is missing/);
 });
 
 // Checks no other case here reached (found by disabling each check in turn): without them a file

@@ -3,11 +3,15 @@
  * nn.Linear, `<module>.glora_A.Xd` (out, r) and `.Xu` (r, in) (config_A_B "lora"), `glora_A.X`
  * (out, 1) ("vector") or (1) ("constant"), the same for glora_B, and the zero buffers
  * `glora_C.zeros` (in, 1), `glora_D.zeros` / `glora_E.zeros` (out) that a layer without a bias
- * keeps. PEFT merges W' = W + W ⊙ A + B. The truth forms A and B and the sum in float64, element by
- * element, with a user weight s scaling what is added.
+ * keeps. PEFT merges W' = W + W ⊙ A + B, and on a layer with a bias (its trained `glora_C`, `glora_D`,
+ * `glora_E`) b' = b + b ⊙ D + E + W·C with the original W. The truth forms A, B, C and the sums in
+ * float64, element by element, with a user weight s scaling what is added.
  */
-import { describe, it } from 'vitest';
-import { seededRandom } from './helpers/fixtures.js';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runCli } from './helpers/cli.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
 import { mergeBackends } from './helpers/merge-backends.js';
 import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
@@ -41,6 +45,15 @@ const product = (xd: Float64Array, xu: Float64Array, r: number, inF: number) => 
   return m;
 };
 
+/** b[o] + s·(b[o]·D[o] + E[o] + Σ_i W[o, i]·C[i]): GloraLayer.merge's b0 * D + E + W0 @ C. */
+function biasTruth(w: Float64Array, b: Float64Array, out: number, inF: number, c: (i: number) => number, d: (o: number) => number, e: (o: number) => number, s: number): Float64Array {
+  return Float64Array.from({ length: out }, (_, o) => {
+    let wc = 0;
+    for (let i = 0; i < inF; i++) wc += w[o * inF + i] * c(i);
+    return b[o] + s * (b[o] * d(o) + e(o) + wc);
+  });
+}
+
 const q = 'model.layers.0.self_attn.q_proj', v = 'model.layers.0.self_attn.v_proj';
 const p = (key: string, rest: string) => `base_model.model.${key}.${rest}`;
 /** The zero buffers PEFT saves for the bias path of a layer without a bias. */
@@ -53,6 +66,12 @@ const loraPaths = (key: string, dtype: 'F32' | 'BF16' | 'F16', out: number, inF:
     ad, au, bd, bu,
     tensors: [t(p(key, 'glora_A.Xd'), dtype, [out, r], ad), t(p(key, 'glora_A.Xu'), dtype, [r, inF], au), t(p(key, 'glora_B.Xd'), dtype, [out, r], bd), t(p(key, 'glora_B.Xu'), dtype, [r, inF], bu), ...biasZeros(key, out, inF)],
   };
+};
+
+/** A trained bias path as PEFT saves it under config_C "lora", config_D_E "constant": C = Xd (in, r) · Xu (r, 1), D and E one value each. */
+const biasPath = (key: string, dtype: 'F32' | 'BF16', out: number, inF: number, r: number) => {
+  const cd = vals(inF * r, dtype), cu = vals(r, dtype), d = vals(1, dtype), e = vals(1, dtype);
+  return { cd, cu, d, e, tensors: [t(p(key, 'glora_C.Xd'), dtype, [inF, r], cd), t(p(key, 'glora_C.Xu'), dtype, [r, 1], cu), t(p(key, 'glora_D.X'), dtype, [1], d), t(p(key, 'glora_E.X'), dtype, [1], e)] };
 };
 
 describe.each(['cpu', 'webgpu'])('GLoRA (PEFT), %s', (name) => {
@@ -95,20 +114,54 @@ describe.each(['cpu', 'webgpu'])('GLoRA (PEFT), %s', (name) => {
       [t(p(q, 'glora_A.X'), 'F32', [1], a), t(p(q, 'glora_B.X'), 'F32', [1], b), ...biasZeros(q, out, inF)], 0.75);
     expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, out, inF, () => a[0], () => b[0], 0.75), 'BF16', q);
   });
+
+  it.for([1, 0.5])('a trained bias path (Qwen2\'s q_proj has a bias; config_C "lora", config_D_E "constant", the defaults): b + s·(b ⊙ D + E + W·C), W the base weight, at weight %d', async (s, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 6, inF = 5, r = 2;
+    const w = vals(out * inF, 'BF16'), bias = vals(out, 'BF16');
+    const f = loraPaths(q, 'F32', out, inF, r), c = biasPath(q, 'F32', out, inF, r);
+    const tensors = await run(backend, [t(`${q}.weight`, 'BF16', [out, inF], w), t(`${q}.bias`, 'BF16', [out], bias)],
+      config({ r, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B', target_modules: ['q_proj'] }), [...f.tensors.slice(0, 4), ...c.tensors], s);
+    expectMerged(tensors.get(`${q}.weight`)!.values, truth(w, out, inF, product(f.ad, f.au, r, inF), product(f.bd, f.bu, r, inF), s), 'BF16', q);
+    expectMerged(tensors.get(`${q}.bias`)!.values, biasTruth(w, bias, out, inF, (i) => product(c.cd, c.cu, r, 1)(i, 0), () => c.d[0], () => c.e[0], s), 'BF16', `${q}.bias`);
+  });
+
+  it('config_C "vector", config_D_E "vector" on an f16 layer with config_A_B "none" (the weight unchanged, the bias merged)', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const out = 7, inF = 4;
+    const w = vals(out * inF, 'F16'), bias = vals(out, 'F16'), cx = vals(inF, 'F32'), d = vals(out, 'F32'), e = vals(out, 'F32');
+    const tensors = await run(backend, [t(`${q}.weight`, 'F16', [out, inF], w), t(`${q}.bias`, 'F16', [out], bias)],
+      config({ config_A_B: 'none', config_C: 'vector', config_D_E: 'vector', target_modules: ['q_proj'] }), [
+        t(p(q, 'glora_A.zeros'), 'F32', [out, inF], new Float64Array(out * inF)), t(p(q, 'glora_B.zeros'), 'F32', [out, inF], new Float64Array(out * inF)),
+        t(p(q, 'glora_C.X'), 'F32', [inF, 1], cx), t(p(q, 'glora_D.X'), 'F32', [out], d), t(p(q, 'glora_E.X'), 'F32', [out], e),
+      ]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, w, 'F16', q);
+    expectMerged(tensors.get(`${q}.bias`)!.values, biasTruth(w, bias, out, inF, (i) => cx[i], (o) => d[o], (o) => e[o], 1), 'F16', `${q}.bias`);
+  });
 });
 
 describe('GLoRA (PEFT) refusals through the CLI: one line, nothing written', () => {
   const refuse = expectPeftCliRefusal;
   const w = (key: string, shape: number[]) => t(`${key}.weight`, 'F32', shape, vals(shape[0] * shape[1], 'F32'));
 
-  it('a trained bias path (a Qwen2 q_proj with a bias: glora_C, glora_D, glora_E) is refused naming it', async () => {
+  it('a trained bias path on a layer the base holds no bias for (PEFT builds it only on a layer with one)', async () => {
     const out = 4, inF = 5, r = 2;
-    const qwen = { ...config({ r, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B' }) };
-    await refuse([w(q, [out, inF]), t(`${q}.bias`, 'F32', [out], vals(out, 'F32'))], qwen, [
-      ...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4),
-      t(p(q, 'glora_C.Xd'), 'F32', [inF, r], vals(inF * r, 'F32')), t(p(q, 'glora_C.Xu'), 'F32', [r, 1], vals(r, 'F32')),
-      t(p(q, 'glora_D.X'), 'F32', [1], vals(1, 'F32')), t(p(q, 'glora_E.X'), 'F32', [1], vals(1, 'F32')),
-    ], /q_proj" has a trained GLoRA bias path \(.*glora_C\.Xd.*config_C "lora", config_D_E "constant"\), which PEFT merges into the layer's bias as b \+ b ⊙ D \+ E \+ W·C; that bias update is not supported/);
+    await refuse([w(q, [out, inF])], config({ r, target_modules: ['q_proj'] }), [
+      ...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4), ...biasPath(q, 'F32', out, inF, r).tensors,
+    ], /q_proj": has a trained GLoRA bias path \(base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.glora_C\.Xd\), which PEFT creates only on a layer with a bias, but the base has no model\.layers\.0\.self_attn\.q_proj\.bias/);
+  });
+
+  it('a bias path whose C does not fit the layer\'s inputs, or whose D and E disagree with config_D_E', async () => {
+    const out = 4, inF = 5, r = 2;
+    const base = [w(q, [out, inF]), t(`${q}.bias`, 'F32', [out], vals(out, 'F32'))];
+    await refuse(base, config({ r, target_modules: ['q_proj'] }), [
+      ...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4), ...biasPath(q, 'F32', out, inF + 1, r).tensors,
+    ], /q_proj": the GLoRA bias path's C has 6 rows, the layer's inputs are 5/);
+    await refuse(base, config({ r, config_D_E: 'vector', target_modules: ['q_proj'] }), [
+      ...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4), ...biasPath(q, 'F32', out, inF, r).tensors,
+    ], /q_proj": the GLoRA bias path's D and E have 1 values, the weight's A and B 4 rows/);
   });
 
   it('paths that disagree with r or config_A_B, a bad config value, a zero buffer that is not zero', async () => {
@@ -127,3 +180,22 @@ describe('GLoRA (PEFT) refusals through the CLI: one line, nothing written', () 
   });
 });
 
+describe('GLoRA (PEFT) bias path on the command line', () => {
+  it('inspect names it, and --dry-run plans the bias with it at the weight', async () => {
+    const dirs = tempDirs();
+    try {
+      const out = 4, inF = 5, r = 2;
+      const base = [t(`${q}.weight`, 'F32', [out, inF], vals(out * inF, 'F32')), t(`${q}.bias`, 'F32', [out], vals(out, 'F32'))];
+      const dir = dirs.make({ 'base.safetensors': buildSafetensors(base), ...Object.fromEntries(Object.entries(peftFolder(config({ r, target_modules: ['q_proj'] }), [...loraPaths(q, 'F32', out, inF, r).tensors.slice(0, 4), ...biasPath(q, 'F32', out, inF, r).tensors])).map(([f, d]) => [`adapter/${f}`, d])) });
+      const inspect = await runCli(['inspect', join(dir, 'adapter')]);
+      expect(inspect.code, inspect.stderr).toBe(0);
+      expect(inspect.stdout).toContain('linear peft-glora+glora bias path ×1');
+      expect(inspect.stdout).toMatch(/model\.layers\.0\.self_attn\.q_proj {2}r=2 scale=1 \+ GLoRA bias path \(b ⊙ D \+ E \+ W·C\)/);
+      const plan = await runCli(['merge', '--base', join(dir, 'base.safetensors'), '--adapter', join(dir, 'adapter'), '--weight', '0.5', '--out', join(dir, 'out.safetensors'), '--dry-run']);
+      expect(plan.code, plan.stderr).toBe(0);
+      expect(plan.stdout + plan.stderr).toMatch(/model\.layers\.0\.self_attn\.q_proj\.bias \(bias\) ← model\.layers\.0\.self_attn\.q_proj GLoRA bias path scale=0\.5\n/);
+    } finally {
+      dirs.removeAll();
+    }
+  });
+});

@@ -83,8 +83,8 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   if (trained) lines.push(`  trained for: ${trained}`);
   const kinds = new Map<string, number>();
   for (const m of adapter.modules) {
-    const kind = m.update.kind === 'none' ? 'bias only'
-      : `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.options?.[SPLIT_QKV_PARTS] !== undefined ? ' split_qkv' : ''}${m.dora ? '+dora' : ''}${m.biasB ? '+bias' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
+    const kind = m.update.kind === 'none' ? (m.gloraBias ? 'bias only (GLoRA bias path)' : 'bias only')
+      : `${m.kind}${m.algorithm === 'lora' ? '' : ` ${m.algorithm}`}${m.options?.[SPLIT_QKV_PARTS] !== undefined ? ' split_qkv' : ''}${m.dora ? '+dora' : ''}${m.biasB ? '+bias' : ''}${m.gloraBias ? '+glora bias path' : ''}${m.fanInFanOut ? ' (fan_in_fan_out)' : ''}`;
     kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
   }
   lines.push(`  layers: ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
@@ -95,7 +95,8 @@ function describeAdapter(adapter: ParsedAdapter): string[] {
   }
   lines.push(`  modules (r, ${adapter.modules.some((m) => m.scaleOrigin?.kind === 'alpha') ? 'α, ' : ''}scale):`);
   for (const m of adapter.modules) {
-    const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}` : '';
+    const bias = m.biasB ? `${m.update.kind === 'none' ? '' : ' + '}bias ${m.biasB.name.startsWith(`${m.key}.`) ? m.biasB.name.slice(m.key.length + 1) : m.biasB.name} scale=${+(m.biasBScale ?? m.scale).toPrecision(6)}`
+      : m.gloraBias ? `${m.update.kind === 'none' ? '' : ' + '}GLoRA bias path (b ⊙ D + E + W·C)` : '';
     lines.push(`    ${m.key}  ${m.update.kind === 'none' ? '' : `r=${rankText(m)}${m.scaleOrigin?.kind === 'alpha' ? ` α=${m.alpha}` : ''} scale=${+m.scale.toPrecision(6)}${m.scaleOrigin?.kind === 'method' ? ` (${m.scaleOrigin.what})` : ''}`}${bias}`);
   }
   for (const r of adapter.replacements) lines.push(`    ${r.key}  full tensor [${r.tensor.shape.join('×')}]`);

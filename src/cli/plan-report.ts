@@ -33,7 +33,7 @@ export function describePlan(prepared: PreparedMerge, detailed: boolean): string
     }
     for (const b of plan.biasUpdates) {
       const start = b.source ? ` (from ${b.source.adapter}:${b.source.tensor.name})` : '';
-      lines.push(`  ${b.baseKey} (bias)${start} ← ${b.terms.map((t) => `${t.moduleName} ${t.map ? 'rotation' : t.multiply ? 'scaling' : 'scale'}=${formatScale(t.scale)}`).join(', then ')}`);
+      lines.push(`  ${b.baseKey} (bias)${start} ← ${b.terms.map((t) => `${t.moduleName} ${t.map ? 'rotation' : t.glora ? 'GLoRA bias path scale' : t.multiply ? 'scaling' : 'scale'}=${formatScale(t.scale)}`).join(', then ')}`);
     }
     for (const r of plan.replacements) lines.push(`  ${r.baseKey} replaced by ${r.adapter}:${r.tensor.name}`);
     for (const m of plan.leftOut) lines.push(`  left out: ${m.adapter}:${m.module}: ${m.reason}`);

@@ -123,6 +123,12 @@ export interface AdapterModule {
    */
   biasMap?: TensorEntry;
   /**
+   * PEFT GLoRA's bias path: the base bias b becomes b + w·(b ⊙ D + E + W·C) for user weight w, W the
+   * layer's weight before the merge; the tensor named is one of the path's (for messages), the
+   * algorithm forms D, E and C (formats/algorithms/peft-glora.ts gloraBiasPath).
+   */
+  gloraBias?: TensorEntry;
+  /**
    * PEFT `target_parameters` on a fused 3-D expert tensor (E, d1, d2): `down` is (rank·E, ·),
    * grouped by expert, `up` is (·, rank·E), interleaved; each expert's ΔW = up_e·down_e lands on
    * its own slice (the plan decides which axis is which, formats/fused-experts.ts). `converted`:

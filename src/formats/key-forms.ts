@@ -105,6 +105,8 @@ export const KEY_FORMS = [
   // PEFT OFT: each module's skew-symmetric blocks, upper triangles stored row by row; before
   // PEFT 0.16 whole blocks (`oft_r`), with per-output scales (`oft_s`) from 0.14.
   { suffix: '.oft_R.weight', role: 'oft_R' },
+  // OneTrainer's Scaled OFT marks each module with this buffer (torch.tensor(True), or 1 in the saved dtype).
+  { suffix: '.oft_R.scaled_oft', role: 'scaled_oft' },
   { suffix: '.oft_embedding_R.weight', role: 'oft_embedding_R' },
   { suffix: '.oft_r', role: 'oft_r' },
   { suffix: '.oft_s', role: 'oft_s' },

@@ -24,6 +24,7 @@ import { underLycorisBypass } from './algorithms/lycoris-bypass.js';
 import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
 import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
+import { oneTrainerOftOptions } from './algorithms/onetrainer-oft.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
 import { isKohyaModuleName, moduleAddress, withPriorPipelineEncoder, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
@@ -131,9 +132,12 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const modules: AdapterModule[] = [];
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
+  // What the modules are told beside their tensors: blissful-tuner's network flags, OneTrainer's saved OFT settings.
+  const oneTrainer = oneTrainerOftOptions(file.metadata);
+  const moduleOptions = blissful?.options || oneTrainer ? { ...blissful?.options, ...oneTrainer } : undefined;
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, blissful?.options, longCat?.alphas.get(key));
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key));
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
@@ -439,7 +443,7 @@ async function buildModule(
   for (const role of algorithm.scalars ?? []) {
     const tensor = roles.get(role);
     if (!tensor) continue;
-    const value = await readScalar(file, tensor);
+    const value = await readScalar(file, tensor, true);
     if (typeof value === 'string') {
       report('UNSUPPORTED_FORMAT', `has ${/^[aeiou]/.test(role) ? 'an' : 'a'} ${role} that is not one finite number: ${tensor.name} is ${value}`);
       return null;
@@ -486,9 +490,10 @@ async function readIntegers(file: SafetensorsFile, entry: TensorEntry): Promise<
 /**
  * A one-element tensor's value, or what it is instead of one finite number (its dtype and shape, or
  * the value: `F32 () holding Infinity`). Floats and integers are both accepted: diffusers'
- * convert_state_dict_to_kohya writes α as torch.tensor(rank), an I64.
+ * convert_state_dict_to_kohya writes α as torch.tensor(rank), an I64. With `bools`, a bool too (0 or 1,
+ * as torch's item() reads it): the flags algorithms read (OneTrainer's scaled_oft), never an α.
  */
-export async function readScalar(file: SafetensorsFile, entry: TensorEntry): Promise<number | string> {
+export async function readScalar(file: SafetensorsFile, entry: TensorEntry, bools = false): Promise<number | string> {
   const kind = `${entry.dtype} (${entry.shape.join(', ')})`;
   if (product(entry.shape) !== 1) return `${kind} with ${product(entry.shape)} values`;
   const bytes = await file.read(entry);
@@ -497,6 +502,8 @@ export async function readScalar(file: SafetensorsFile, entry: TensorEntry): Pro
   if (entry.dtype === 'F64') value = view.getFloat64(0, true);
   else if (isFloatDType(entry.dtype)) value = decodeToF32(bytes, entry.dtype)[0];
   else if (INTEGER_BYTES[entry.dtype]) value = INTEGER_BYTES[entry.dtype].read(view);
+  // torch reads a bool tensor's item as 0 or 1 (OneTrainer's scaled_oft marker, saved without a dtype).
+  else if (bools && entry.dtype === 'BOOL') value = view.getUint8(0) === 0 ? 0 : 1;
   else return `${kind}, not a number type`;
   return Number.isFinite(value) ? value : `${kind} holding ${value}`;
 }

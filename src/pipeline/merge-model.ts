@@ -269,6 +269,11 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
 const BLOCK_SAFE_MAGNITUDE = 1024;
 
 /** f32 bytes as values (copied where they are not 4-byte aligned). */
+/** A base weight the plan found stored as a plain float tensor (GLoRA's bias path reads W·C of it), whole. */
+function plainWeight(base: PreparedMerge['base']): (key: string) => Promise<FloatTensorBytes> {
+  return async (key) => ({ dtype: base.tensors.get(key)!.dtype as FloatDType, data: await base.read(key) });
+}
+
 function f32View(bytes: Uint8Array): Float32Array {
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
@@ -396,7 +401,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
       await refused(async () => {
         const data = bias.source ? await bias.source.file.read(bias.source.tensor) : await base.read(key);
         const decoded: FloatTensorBytes = { dtype: (bias.source ? bias.source.tensor.dtype : storedType) as FloatDType, data };
-        const op = await loadBiasUpdate(bias, decoded, outDtype);
+        const op = await loadBiasUpdate(bias, decoded, outDtype, plainWeight(base));
         try {
           mergeStepsOnCpu(op, options.signal);
         } catch (e) {
@@ -997,7 +1002,7 @@ async function computeUnit(
     case 'bias': {
       const source = a.bias.source?.tensor;
       const decoded = source ? { dtype: source.dtype as FloatDType, data: input } : await format.decodeRows(inType, input, backend, signal);
-      const op = await loadBiasUpdate(a.bias, decoded, outDtype);
+      const op = await loadBiasUpdate(a.bias, decoded, outDtype, plainWeight(prepared.base));
       const merged = await backend.merge(op, signal).catch((e: unknown) => {
         throw explainBiasNonFinite(e, unit.file, a.bias, decoded.data, op);
       });

@@ -461,7 +461,8 @@ export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpd
     if (step.kind === 'add') values.push(...step.terms.map((t) => t.b));
     else if (step.kind === 'scale') values.push(step.factors);
   }
-  const valued = bias.terms.filter((t) => !t.map);
+  // A GLoRA bias path gives two: its factors 1 + s·D, then E + W·C.
+  const valued = bias.terms.flatMap((t) => (t.map ? [] : t.glora ? [t, t] : [t]));
   for (let i = 0; i < valued.length; i++) {
     const b = values[i];
     const bad = b ? nonFiniteSpan(b.data, b.dtype) : undefined;
@@ -469,6 +470,7 @@ export function explainBiasNonFinite(error: unknown, file: string, bias: BiasUpd
       const t = valued[i];
       const held = `holds ${nonFiniteCountText(bad, nonFiniteElementsText(bad))}; the adapter file is broken`;
       // An IA3 vector is the weight's factor too: worded as the weight's refusal, at the bias.
+      if (t.glora) return new MergeError('NON_FINITE', `${t.adapter} module "${t.moduleName}": its GLoRA bias path (b ⊙ D + E + W·C, ${file}: tensor "${bias.baseKey}") ${held}`);
       return new MergeError('NON_FINITE', t.multiply
         ? `${t.adapter} module "${t.moduleName}": factor ${t.biasB.name} ${held} (${file}: tensor "${bias.baseKey}")`
         : `${t.adapter} module "${t.moduleName}": ${t.biasB.name} ${held}`);

@@ -11,6 +11,7 @@ import type { PermutedBlocksStep, RotateStep, UpdateStep } from '../engine/updat
 import type { DeltaDims, ModulePiece } from '../formats/algorithms/index.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
+import { gloraBiasPath } from '../formats/algorithms/peft-glora.js';
 import { expertTerms } from './fused-experts.js';
 import { transposedBlockTerms } from './transposed-blocks.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
@@ -37,7 +38,7 @@ export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[
 export function termDeltaDims(update: TensorUpdate, t: PlannedTerm): DeltaDims {
   return t.transposedBlocks
     ? { out: t.module.deltaShape[0], in: t.module.deltaShape[1] }
-    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures };
+    : { out: t.placement?.deltaRows ?? update.outFeatures, in: update.inFeatures, baseDims: update.shape.length };
 }
 
 /** One module's pieces with its scale s folded in, then its DoRA. */
@@ -228,12 +229,24 @@ export async function loadMergeOp(
 /**
  * A bias update as an op: the bias is an (out × 1) W, and each lora_B.bias is a rank-1 term with
  * B = bias_B (out × 1), A = [1], so the backends add scale · bias_B and round once like any weight;
- * a multiplying term ((IA)³) is a scale step by 1 + scale·(f − 1), in adapter order.
+ * a multiplying term ((IA)³) is a scale step by 1 + scale·(f − 1), in adapter order. PEFT GLoRA's
+ * bias path is both: b ⊙ (1 + s·D), then s·(E + W·C) added, W read by `readWeight` (its stored bytes).
  */
-export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType): Promise<MergeOp> {
+export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, readWeight?: (key: string) => Promise<FloatTensorBytes>): Promise<MergeOp> {
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
   const steps: UpdateStep[] = [];
   for (const t of update.terms) {
+    if (t.glora) {
+      if (!readWeight) throw new MergeError('PLAN_INVALID', `module "${t.moduleName}": its GLoRA bias path needs ${t.glora.weightKey}, which was not given`);
+      const w = await readWeight(t.glora.weightKey);
+      const { d, added } = await gloraBiasPath(t.file, t.glora.module, update.length, decodeToF32(w.data, w.dtype));
+      const exact = Float64Array.from(d, (x) => 1 + t.scale * x);
+      steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(exact).buffer) }, exact });
+      const b = Float32Array.from(added);
+      const term: LowRankTerm = { a: one, b: { dtype: 'F32', data: new Uint8Array(b.buffer) }, rank: 1, scale: t.scale, exact: { a: new Float64Array([1]), b: added } };
+      steps.push({ kind: 'add', terms: [term] });
+      continue;
+    }
     if (t.map) {
       // The module's rotation of the outputs, applied to the bias as a one-column weight.
       for (const p of await loadModuleUpdate(t.file, t.map, { out: update.length, in: 1 })) {

@@ -174,6 +174,15 @@ export interface TensorUpdate {
 }
 
 /**
+ * PEFT GLoRA's bias path on one bias: b + scale·(b ⊙ D + E + W·C), W the base's `weightKey` (a plain
+ * float tensor, out × in, read whole when the bias is merged).
+ */
+export interface GloraBiasTerm {
+  module: AdapterModule;
+  weightKey: string;
+}
+
+/**
  * PEFT lora_bias, ComfyUI's and LyCORIS's diff_b: bias' = bias + Σ scale · biasB, in adapter order; a `multiply`
  * term (PEFT (IA)³) scales the bias as it stands by 1 + scale·(biasB − 1) instead, and a `map` term
  * (PEFT RoAd) maps it by its module's update of the outputs (R·b).
@@ -182,7 +191,7 @@ export interface BiasUpdate {
   baseKey: string;
   dtype: FloatDType;
   length: number;
-  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean; map?: AdapterModule }[];
+  terms: { adapterIndex: number; adapter: string; moduleName: string; file: SafetensorsFile; biasB: TensorEntry; scale: number; placement?: RowPlacement; multiply?: boolean; map?: AdapterModule; glora?: GloraBiasTerm }[];
   /** The bias it starts from when the adapter saved one (PEFT `bias="lora_only"`/`"all"`). */
   source?: PlannedReplacement;
 }
@@ -717,6 +726,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         if (module.biasB) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'add', target.bias);
         if (module.biasScale) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'multiply', target.bias);
         if (module.biasMap) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'map', target.bias);
+        if (module.gloraBias) planBias(module, term, weight, baseKey, base, biases, fail, ownBase, 'glora', target.bias);
       }
     }
 
@@ -1217,36 +1227,39 @@ function planDora(module: AdapterModule, adapterIndex: number, file: Safetensors
 type BiasSource = Pick<PlannedTerm, 'adapterIndex' | 'adapter' | 'moduleName' | 'file' | 'placement'>;
 
 /**
- * A module that changes its bias only (ComfyUI's `diff_b` alone): the bias beside the one weight
- * its name resolves to, whole; rows of a fused tensor are refused, as no weight term places them.
+ * A module that changes its bias only (ComfyUI's `diff_b` alone, PEFT GLoRA's bias path under
+ * config_A_B "none"): the bias beside the one weight its name resolves to, whole; rows of a fused
+ * tensor are refused, as no weight term places them.
  */
 function planBiasAlone(
   module: AdapterModule, targets: readonly Placement[], source: BiasSource, weight: number, base: BaseTensorIndex,
   biases: Map<string, BiasUpdate>, seen: Map<string, { module: string; rows: RowSpan[] }[]>, fail: Fail,
   ownBase: ReadonlyMap<string, PlannedReplacement>,
 ): void {
+  const named = (module.biasB ?? module.gloraBias)!;
   if (targets.length !== 1 || targets[0].rows) {
     const where = targets.length > 1 ? 'whose rows land on several tensors' : 'that lands on part of a tensor';
-    return fail('UNSUPPORTED_FORMAT', `${module.biasB!.name} on a module ${where} (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
+    return fail('UNSUPPORTED_FORMAT', `${named.name} on a module ${where} (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
   }
   const weightKey = targets[0].baseKey;
   const weightShape = base.tensors.get(weightKey)!.shape;
-  if (module.deltaShape[0] !== weightShape[0]) {
-    return fail('SHAPE_MISMATCH', `${module.biasB!.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${weightShape[0]})`);
+  // GLoRA's constant D and E leave the outputs to the base (-1).
+  if (module.deltaShape[0] !== weightShape[0] && !(module.gloraBias && module.deltaShape[0] === -1)) {
+    return fail('SHAPE_MISMATCH', `${named.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${weightShape[0]})`);
   }
   const clash = seen.get(weightKey)?.[0];
   if (clash) return fail('AMBIGUOUS_MODULE', `targets ${weightKey}, as module "${clash.module}" of the same adapter does`);
   seen.set(weightKey, [{ module: source.moduleName, rows: [[0, Infinity]] }]);
-  planBias(module, source, weight, weightKey, base, biases, fail, ownBase);
+  planBias(module, source, weight, weightKey, base, biases, fail, ownBase, module.gloraBias ? 'glora' : 'add');
 }
 
 function planBias(
   module: AdapterModule, term: BiasSource, weight: number, weightKey: string, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
-  ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' = 'add', at?: Placement['bias'],
+  ownBase: ReadonlyMap<string, PlannedReplacement>, kind: 'add' | 'multiply' | 'map' | 'glora' = 'add', at?: Placement['bias'],
 ): void {
   // Scaling or mapping the bias as it stands (not adding to it): nothing to do without a bias.
-  const mapsBias = kind !== 'add';
-  const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : module.biasB!;
+  const mapsBias = kind === 'multiply' || kind === 'map';
+  const biasB = kind === 'multiply' ? module.biasScale! : kind === 'map' ? module.biasMap! : kind === 'glora' ? module.gloraBias! : module.biasB!;
   const what = biasB.name;
   if (at) return planBiasRows(module, term, weight, at, base, biases, fail, kind, biasB);
   const biasKey = biasKeyOf(weightKey);
@@ -1258,12 +1271,27 @@ function planBias(
   const baseOut = module.fanInFanOut && weightShape.length === 2 ? weightShape[1] : weightShape[0];
   // A layer without a bias has nothing to scale or map (PEFT skips it too).
   if (!info && mapsBias) return;
+  // PEFT builds GLoRA's trained bias path only on a layer with a bias.
+  if (!info && kind === 'glora') return fail('UNKNOWN_MODULE', `has a trained GLoRA bias path (${biasB.name}), which PEFT creates only on a layer with a bias, but the base has no ${biasKey}: the adapter was trained on another model`);
   if (!info) return fail('UNKNOWN_MODULE', `has ${biasB.name}, a change of its bias, but the base has no ${biasKey}`);
   if (!isFloatDType(info.dtype)) return fail('UNSUPPORTED_FORMAT', `base ${biasKey} is ${info.dtype}; only F32, F16, BF16 and fp8 can be merged`);
   if (product(info.shape) !== baseOut) {
     return fail('SHAPE_MISMATCH', `base ${biasKey} ${fmt(info.shape)} does not hold one value per output feature of ${weightKey} (${baseOut}); the base file is broken`);
   }
-  if (kind !== 'map' && product(biasB.shape) !== out) {
+  let glora: GloraBiasTerm | undefined;
+  if (kind === 'glora') {
+    // W·C reads the layer's weight as the base stores it: a plain float (out, in) tensor, the whole layer.
+    const w = base.tensors.get(weightKey)!;
+    const plain = (w.dtype === 'F32' || w.dtype === 'F16' || w.dtype === 'BF16') && w.storedType === w.dtype && w.shape.length === 2;
+    if (!plain || own || ownBase.has(weightKey) || term.placement || w.shape[0] !== baseOut) {
+      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own F32, F16 or BF16 (out, in) tensor (here ${w.storedType} ${fmt(w.shape)}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
+    }
+    if (module.deltaShape[1] !== -1 && module.deltaShape[1] !== w.shape[1]) {
+      return fail('SHAPE_MISMATCH', `GLoRA bias path's C has ${module.deltaShape[1]} rows, ${weightKey} ${fmt(w.shape)} has ${w.shape[1]} inputs`);
+    }
+    glora = { module, weightKey };
+  }
+  if (kind !== 'map' && kind !== 'glora' && product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} does not hold one value per output feature (${out}) of ${biasKey} ${fmt(info.shape)}`);
   }
   if (!checkFloat(biasB.dtype, module, fail, `factor ${biasB.name}`)) return;
@@ -1274,11 +1302,12 @@ function planBias(
     if (own) update.source = own;
   }
   // Biases are stored as they are, even beside a scaled fp8 weight: no value scale here.
-  const scale = weight * (mapsBias ? module.scale : module.biasBScale ?? module.scale);
+  const scale = weight * (mapsBias || glora ? module.scale : module.biasBScale ?? module.scale);
   const biasTerm: BiasUpdate['terms'][number] = { adapterIndex: term.adapterIndex, adapter: term.adapter, moduleName: term.moduleName, file: term.file, biasB, scale };
   if (term.placement) biasTerm.placement = term.placement;
   if (kind === 'multiply') biasTerm.multiply = true;
   if (kind === 'map') biasTerm.map = module;
+  if (glora) biasTerm.glora = glora;
   update.terms.push(biasTerm);
 }
 
@@ -1288,7 +1317,7 @@ function planBias(
  */
 function planBiasRows(
   module: AdapterModule, term: BiasSource, weight: number, at: NonNullable<Placement['bias']>, base: BaseTensorIndex, biases: Map<string, BiasUpdate>, fail: Fail,
-  kind: 'add' | 'multiply' | 'map', biasB: TensorEntry,
+  kind: 'add' | 'multiply' | 'map' | 'glora', biasB: TensorEntry,
 ): void {
   if (kind !== 'add') return fail('UNSUPPORTED_FORMAT', `has ${biasB.name}, which scales or maps its bias, on a layer whose bias is rows of ${at.key}; only an added bias (lora_B.bias) is placed there`);
   const info = base.tensors.get(at.key);

@@ -76,6 +76,8 @@ export type ModuleUpdate = ModulePiece[];
 export interface DeltaDims {
   out: number;
   in: number;
+  /** How many dims the base tensor has (2 for a Linear's weight, 4 for a Conv2d's), where the plan knows it. */
+  baseDims?: number;
 }
 
 /** What an algorithm is told about the module it builds. */

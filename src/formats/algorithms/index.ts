@@ -18,6 +18,7 @@ import { loraSplit } from './lora-split.js';
 import { mlxLora } from './mlx-lora.js';
 import { norm } from './norm.js';
 import { oft } from './oft.js';
+import { onetrainerOft } from './onetrainer-oft.js';
 import { peftAdalora } from './peft-adalora.js';
 import { peftBoft } from './peft-boft.js';
 import { peftC3a } from './peft-c3a.js';
@@ -49,7 +50,7 @@ import { vera } from './vera.js';
 
 export type { Algorithm, DeltaDims, ModuleContext, ModulePiece, ModuleUpdate, UpdateShape } from './algorithm.js';
 
-export const ALGORITHMS: readonly Algorithm[] = [lora, loraSplit, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftGlora, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
+export const ALGORITHMS: readonly Algorithm[] = [lora, loraSplit, loha, lokr, full, norm, ia3, glora, oft, boft, vera, peftOft, onetrainerOft, peftOftLegacy, peftBoft, peftIa3, peftAdalora, peftHra, peftHira, peftGlora, peftRoad, peftC3a, peftMiss, peftShira, peftFourierft, peftWaveft, peftVblora, peftRandlora, peftDelora, peftGralora, peftBeft, peftDeft, peftPeanut, peftSupertuning, peftTinylora, peftPvera, peftUnilora, peftBdlora, mlxLora, set];
 
 /** Roles every algorithm accepts: the parser reads them before building the module. */
 export const SHARED_ROLES: readonly Role[] = ['alpha'];
@@ -66,9 +67,9 @@ export function algorithmNamed(name: string): Algorithm {
   return found;
 }
 
-/** How users know the update a module makes: its algorithm's title, or `bias diff` for a module that changes its bias only. */
+/** How users know the update a module makes: its algorithm's title, or `bias diff` for a module that changes its bias only by an added diff (ComfyUI's `diff_b` alone). */
 export function moduleTitle(module: AdapterModule): string {
-  return module.update.kind === 'none' ? 'bias diff' : algorithmNamed(module.algorithm).title;
+  return module.update.kind === 'none' && !module.gloraBias ? 'bias diff' : algorithmNamed(module.algorithm).title;
 }
 
 /** Reads a module's update for the engine, through the algorithm that built it. */

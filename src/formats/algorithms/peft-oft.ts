@@ -11,12 +11,15 @@ import { MergeError } from '../../errors.js';
 import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
 import { fmtShape, moduleBasics, type Algorithm } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
+import { onetrainerOft } from './onetrainer-oft.js';
 
 export const peftOft: Algorithm = {
   name: 'peft-oft',
   title: 'OFT (PEFT)',
   defines: ['oft_R', 'oft_embedding_R'],
-  roles: ['oft_R', 'oft_embedding_R'],
+  // scaled_oft: OneTrainer's Scaled OFT marker, read for files outside a PEFT folder (./onetrainer-oft.ts).
+  roles: ['oft_R', 'oft_embedding_R', 'scaled_oft'],
+  scalars: ['scaled_oft'],
 
   build(tensors, context) {
     // Embeddings (PEFT ≥ 0.19) keep theirs in `oft_embedding_R`, rotating each embedding vector.
@@ -26,11 +29,16 @@ export const peftOft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'has both oft_R and oft_embedding_R');
       return null;
     }
+    // A module under other names than PEFT's own (base_model.model.…) is OneTrainer's OFT (OFT_2).
+    if (!context.key.startsWith('base_model.model.')) return onetrainerOft.build(tensors, context);
     const options = context.options;
     if (!options) {
-      // OneTrainer's OFT_2 saves the same oft_R (PEFT's OFT layer, Cayley–Neumann series) with its coft,
-      // coft_eps and block_share kept in the training config, not in the file.
-      context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json, which holds the settings the rotation is formed with (coft, eps, block_share, use_cayley_neumann); OneTrainer\'s OFT (OFT_2), which saves oft_R without them, is not supported');
+      // PEFT's own state dict without its config: coft, eps, block_share and the Cayley form are unknown.
+      context.report('UNSUPPORTED_FORMAT', 'has PEFT OFT tensors (oft_R) outside a PEFT folder with its adapter_config.json, which holds the settings the rotation is formed with (coft, eps, block_share, use_cayley_neumann); put the file back beside its adapter_config.json');
+      return null;
+    }
+    if (tensors.has('scaled_oft')) {
+      context.report('UNSUPPORTED_FORMAT', 'has oft_R.scaled_oft, OneTrainer\'s Scaled OFT marker, which PEFT does not write or read');
       return null;
     }
     const [rows, n] = weight.shape;

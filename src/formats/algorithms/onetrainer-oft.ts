@@ -1,0 +1,138 @@
+/**
+ * OneTrainer's OFT (PeftType.OFT_2, modules/module/LoRAModule.py `OFTModule` with
+ * modules/module/oft_utils.py `OFTRotationModule`), saved in a single file beside no config:
+ * `<module>.oft_R.weight` (r, b(b−1)/2) holds each block's upper triangle row by row, r = in/b blocks
+ * (in = a conv's in·kh·kw), or one row shared by all in/b blocks (oft_block_share); Scaled OFT adds
+ * the buffer `<module>.oft_R.scaled_oft` (True, or 1 in the saved dtype). OneTrainer forms each block
+ * Q = skew(row) / (2·√(b − 1)) when scaled (else skew(row)), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its
+ * Cayley–Neumann series, 5 terms, always on), and applies it as its forward does: a Linear rotates its
+ * input, x·R per block, so W' = W·Rᵀ; a Conv2d rotates its weight, W' = W·R per block of in·kh·kw.
+ * The bias is not touched. OneTrainer has no weight for a module; a user weight s ≠ 1 merges the
+ * blocks I + s·(R − I) (as ComfyUI-OFTv2, the loader OneTrainer's OFT author wrote, applies them).
+ * Reached through PEFT's OFT algorithm, which owns `oft_R` and hands files outside a PEFT folder here.
+ *
+ * COFT (`oft_coft`, `coft_eps`: OneTrainer from November 2025 to May 2026) projected each Linear's
+ * skew blocks in place at every forward, ‖Q_k‖ capped at coft_eps/√r (`_project_batch`); its Conv2d
+ * forward formed R from the weight as it stood, unprojected. The setting lives in the training config,
+ * which the file holds only when saved with it (`ot_config`, include_train_config): read from there
+ * (oneTrainerOftOptions), and applied as OneTrainer did, Linear layers alone.
+ */
+import { MergeError } from '../../errors.js';
+import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
+import type { Role } from '../key-forms.js';
+import type { TensorEntry } from '../safetensors-types.js';
+import { fmtShape, moduleBasics, type Algorithm, type ModuleContext } from './algorithm.js';
+import { f32Bytes, readValues } from './factor-io.js';
+
+/** The number of Cayley–Neumann terms OneTrainer's OFTModule builds its rotations with (fixed). */
+const NEUMANN_TERMS = 5;
+
+export const onetrainerOft: Algorithm = {
+  name: 'onetrainer-oft',
+  title: 'OFT (OneTrainer)',
+  // Claimed through `peft-oft` (a module is OneTrainer's when no PEFT config comes with it).
+  defines: [],
+  roles: ['oft_R', 'scaled_oft'],
+  scalars: ['scaled_oft'],
+
+  build(tensors: ReadonlyMap<Role, TensorEntry>, context: ModuleContext) {
+    const weight = tensors.get('oft_R');
+    if (!weight) {
+      context.report('UNSUPPORTED_FORMAT', 'has oft_R.scaled_oft but no oft_R.weight');
+      return null;
+    }
+    if (tensors.has('oft_embedding_R')) {
+      context.report('UNSUPPORTED_FORMAT', 'has oft_embedding_R, which PEFT alone writes (in a folder with its adapter_config.json); OneTrainer\'s OFT wraps Linear and Conv2d layers');
+      return null;
+    }
+    if (context.alpha !== undefined) {
+      context.report('UNSUPPORTED_FORMAT', 'has an alpha beside OneTrainer\'s OFT tensors (oft_R), which OneTrainer neither writes nor reads for OFT; remove the alpha tensor to merge it as OneTrainer applies it');
+      return null;
+    }
+    const scaled = context.scalars?.get('scaled_oft');
+    if (scaled !== undefined && scaled !== 1) {
+      context.report('UNSUPPORTED_FORMAT', `has oft_R.scaled_oft holding ${scaled}: OneTrainer writes that marker as True (1) for Scaled OFT and leaves it out otherwise`);
+      return null;
+    }
+    const [rows, n] = weight.shape;
+    const b = (1 + Math.sqrt(1 + 8 * n)) / 2;
+    if (weight.shape.length !== 2 || !Number.isInteger(b) || b < 2 || rows < 1) {
+      context.report('SHAPE_MISMATCH', `oft_R.weight ${fmtShape(weight.shape)} does not hold b(b−1)/2 values per block, as OneTrainer's OFT saves it`);
+      return null;
+    }
+    return {
+      ...moduleBasics(context),
+      algorithm: onetrainerOft.name,
+      kind: 'linear',
+      // One row is one block shared by every block of the inputs (or the only block): any width b divides.
+      deltaShape: [-1, rows === 1 ? -1 : rows * b],
+      rank: 1,
+      alpha: 1,
+      scale: 1,
+      tensors: { weight },
+      update: { kind: 'transform', cost: b, block: b },
+      fanInFanOut: false,
+      options: { scaled: scaled === 1, ...(context.options?.onetrainer_coft_eps !== undefined ? { coftEps: context.options.onetrainer_coft_eps } : {}) },
+    };
+  },
+
+  async load(file, module, delta) {
+    const { weight } = module.tensors;
+    const [rows, n] = weight.shape;
+    const b = (1 + Math.sqrt(1 + 8 * n)) / 2;
+    const dims = delta?.baseDims ?? 2;
+    if (dims !== 2 && dims !== 4) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `OFT module "${module.name}": OneTrainer's OFT wraps Linear and Conv2d layers, and the base tensor it lands on has ${dims} dims`);
+    }
+    const inF = delta?.in ?? rows * b;
+    if (inF % b !== 0 || (rows !== 1 && rows * b !== inF)) {
+      throw new MergeError('SHAPE_MISMATCH', `OFT module "${module.name}": oft_R.weight ${fmtShape(weight.shape)} holds ${rows} block${rows === 1 ? '' : 's'} of ${b}, which do not cover the layer's ${inF} inputs`);
+    }
+    const blocks = inF / b;
+    const vec = await readValues(file, weight);
+    const f = module.options?.scaled === true ? 1 / (2 * Math.sqrt(b - 1)) : 1;
+    const conv = dims === 4;
+    const eps = module.options?.coftEps;
+    // COFT's projection of every row at once (its ε over √rows), on a Linear only.
+    let rowsQ: Float64Array | undefined;
+    if (typeof eps === 'number' && !conv) {
+      const all = new Float64Array(rows * b * b);
+      for (let k = 0; k < rows; k++) all.set(skewFromUpper(vec.subarray(k * n, (k + 1) * n), b), k * b * b);
+      rowsQ = coftProject(all, b, rows, eps);
+    }
+    const deltaBlocks = new Float32Array(blocks * b * b);
+    let r: Float64Array = new Float64Array(0);
+    for (let k = 0; k < blocks; k++) {
+      const src = rows === 1 ? 0 : k;
+      if (k === 0 || rows !== 1) {
+        const q = (rowsQ ? rowsQ.slice(src * b * b, (src + 1) * b * b) : skewFromUpper(vec.subarray(src * n, (src + 1) * n), b)).map((x) => x * f);
+        r = peftOftRotation(q, b, true, NEUMANN_TERMS);
+      }
+      // The engine maps each block of a row by M = I + s·Δ (W' = W·Mᵀ): M = R for a Linear (W·Rᵀ), Rᵀ for a Conv2d (W·R).
+      for (let i = 0; i < b; i++) {
+        for (let j = 0; j < b; j++) deltaBlocks[k * b * b + i * b + j] = (conv ? r[j * b + i] : r[i * b + j]) - (i === j ? 1 : 0);
+      }
+    }
+    return [{ kind: 'rotate', axis: 'in', blockSize: b, delta: f32Bytes(deltaBlocks) }];
+  },
+};
+
+/**
+ * The module options a OneTrainer file's saved training config (`ot_config`) asks of its OFT modules:
+ * `onetrainer_coft_eps` where it trained OFT_2 with COFT on. Undefined otherwise (no config saved, as by default).
+ */
+export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>): Record<string, number> | undefined {
+  const text = metadata.ot_config;
+  if (typeof text !== 'string') return undefined;
+  let config: unknown;
+  try {
+    config = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof config !== 'object' || config === null) return undefined;
+  const c = config as Record<string, unknown>;
+  if (c.peft_type !== 'OFT_2' || c.oft_coft !== true) return undefined;
+  // OneTrainer's default coft_eps (TrainConfig) where the config leaves it out.
+  return { onetrainer_coft_eps: typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : 1e-4 };
+}

@@ -1,0 +1,239 @@
+/**
+ * OFT files trained by OneTrainer (PeftType.OFT_2: modules/module/LoRAModule.py `OFTModule`,
+ * modules/module/oft_utils.py `OFTRotationModule`), saved in its KOHYA/LEGACY names with no config:
+ * `<module>.oft_R.weight` (r, b(b−1)/2), r = in/b blocks of the layer's inputs (a Conv2d's
+ * in·kh·kw), or one row with oft_block_share; Scaled OFT adds the buffer `<module>.oft_R.scaled_oft`,
+ * torch.tensor(True), which the saver's `.to(dtype)` turns into 1 of the output dtype when one is set.
+ * The header is OneTrainer's (_create_safetensors_header): modelspec.*, ot_branch, ot_revision.
+ *
+ * The truth is OneTrainer's forward written plainly in float64: Q = skew(row) (÷ 2·√(b − 1) when
+ * scaled), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its 5-term Cayley–Neumann series, always on); a Linear
+ * rotates its input, einsum("...rk,rkc->...rc", x, R), so W'[o, kb + i] = Σ_j W[o, kb + j]·R[i][j];
+ * a Conv2d rotates its weight, einsum("ork,rkc->orc", W, R): W'[o, kb + c] = Σ_j W[o, kb + j]·R[j][c].
+ * A user weight s blends each block, I + s·(R − I).
+ */
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { errorLines, listDir, runCli } from './helpers/cli.js';
+import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { ulpOf } from './helpers/merge-truth.js';
+
+const rand = seededRandom(20261207);
+const OT_HEADER = {
+  'modelspec.sai_model_spec': '1.0.0',
+  'modelspec.architecture': 'stable-diffusion-v1/lora',
+  'modelspec.implementation': 'https://github.com/huggingface/diffusers',
+  'modelspec.title': 'Stable Diffusion 1.5 LoRA',
+  'modelspec.date': '2026-12-07',
+  ot_branch: 'master',
+  ot_revision: '23df3832e8f213d64c337e39f9365ba46e99fed0',
+};
+
+// An SD 1.5 UNet's layers (diffusers names, as a plain safetensors file holds them), small.
+const TO_Q = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+const TO_K = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k';
+const CONV = 'down_blocks.0.resnets.0.conv1';
+const PROJ_IN = 'down_blocks.0.attentions.0.proj_in';
+const base: FixtureTensor[] = [
+  tensor(rand, `${TO_Q}.weight`, [8, 12], 'F16'),
+  tensor(rand, `${TO_K}.weight`, [8, 12], 'F16'),
+  tensor(rand, `${CONV}.weight`, [4, 2, 3, 3], 'F16'),
+  tensor(rand, `${CONV}.bias`, [4], 'F16'),
+  tensor(rand, `${PROJ_IN}.weight`, [8, 8, 1, 1], 'F16'),
+  tensor(rand, `${PROJ_IN}.bias`, [8], 'F16'),
+];
+const kohya = (path: string) => `lora_unet_${path.replace(/\./g, '_')}`;
+
+/** One trained module: its rows of b(b−1)/2 values, over a layer of `inF` inputs (in·kh·kw). */
+interface Trained { path: string; rows: number; b: number; inF: number; conv: boolean; scaled?: 'BOOL' | 'BF16'; spread: number }
+const TRAINED: Trained[] = [
+  { path: TO_Q, rows: 3, b: 4, inF: 12, conv: false, spread: 0.3 }, // block size 4, 3 blocks
+  { path: TO_K, rows: 1, b: 3, inF: 12, conv: false, scaled: 'BOOL', spread: 0.4 }, // oft_block_share: one block for all 4, Scaled OFT saved in its own dtype
+  { path: CONV, rows: 3, b: 6, inF: 18, conv: true, scaled: 'BF16', spread: 0.5 }, // a 3×3 conv, 2·9 inputs; the marker saved as bf16 1
+  { path: PROJ_IN, rows: 2, b: 4, inF: 8, conv: true, spread: 0.2 }, // SD 1.5's 1×1 proj_in is a Conv2d
+];
+const otFile: FixtureTensor[] = TRAINED.flatMap((m) => [
+  tensor(rand, `${kohya(m.path)}.oft_R.weight`, [m.rows, (m.b * (m.b - 1)) / 2], 'BF16', m.spread),
+  ...(m.scaled ? [{ name: `${kohya(m.path)}.oft_R.scaled_oft`, dtype: m.scaled, shape: [], data: [1] } as FixtureTensor] : []),
+]);
+const FILE = 'oft_sd15_OneTrainer.safetensors';
+
+const values = (tensors: readonly FixtureTensor[], name: string) => Float64Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
+
+function matmul(x: Float64Array, y: Float64Array, b: number): Float64Array {
+  const z = new Float64Array(b * b);
+  for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) for (let k = 0; k < b; k++) z[i * b + j] += x[i * b + k] * y[k * b + j];
+  return z;
+}
+
+/** OneTrainer's block k: I + 2Q + 2Q² + 2Q³ + Q⁴ from row k's upper triangle, blended to I + s·(R − I). */
+function rotation(row: Float64Array, b: number, scaled: boolean, s: number): Float64Array {
+  const q = new Float64Array(b * b);
+  let at = 0;
+  for (let i = 0; i < b; i++) {
+    for (let j = i + 1; j < b; j++) {
+      const v = scaled ? row[at] / (2 * Math.sqrt(b - 1)) : row[at];
+      q[i * b + j] = v;
+      q[j * b + i] = -v;
+      at++;
+    }
+  }
+  const q2 = matmul(q, q, b), q3 = matmul(q2, q, b), q4 = matmul(q3, q, b);
+  return q.map((_, i) => {
+    const eye = Math.floor(i / b) === i % b ? 1 : 0;
+    const r = eye + 2 * q[i] + 2 * q2[i] + 2 * q3[i] + q4[i];
+    return eye + s * (r - eye);
+  });
+}
+
+function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, weights = base, coftEps?: number): Map<string, Float64Array> {
+  const truth = new Map<string, Float64Array>();
+  for (const m of trained) {
+    let vec = values(file, `${kohya(m.path)}.oft_R.weight`);
+    const n = (m.b * (m.b - 1)) / 2;
+    if (coftEps !== undefined && !m.conv) {
+      // COFT's _project_batch on a Linear: each skew block (‖Q‖² = 2·Σ row²) capped at ε/√rows.
+      const limit = coftEps / Math.sqrt(m.rows);
+      vec = vec.map((x, i) => {
+        const k = Math.floor(i / n);
+        const norm = Math.sqrt(2 * vec.subarray(k * n, (k + 1) * n).reduce((a, y) => a + y * y, 0));
+        return norm > limit ? (x * limit) / norm : x;
+      });
+    }
+    const w = values(weights, `${m.path}.weight`);
+    const out = w.slice();
+    for (let k = 0; k < m.inF / m.b; k++) {
+      const src = m.rows === 1 ? 0 : k;
+      const r = rotation(vec.subarray(src * n, (src + 1) * n), m.b, m.scaled !== undefined, s);
+      for (let o = 0; o < w.length / m.inF; o++) {
+        for (let c = 0; c < m.b; c++) {
+          let sum = 0;
+          for (let j = 0; j < m.b; j++) sum += w[o * m.inF + k * m.b + j] * (m.conv ? r[j * m.b + c] : r[c * m.b + j]);
+          out[o * m.inF + k * m.b + c] = sum;
+        }
+      }
+    }
+    truth.set(`${m.path}.weight`, out);
+  }
+  return truth;
+}
+
+/** Every merged tensor is the truth rounded once (within one ulp of it), the rest copied as they were. */
+function expectMerged(merged: Map<string, DecodedTensor>, truth: Map<string, Float64Array>, weights: readonly FixtureTensor[], what: string): void {
+  expect([...merged.keys()].sort()).toEqual(weights.map((t) => t.name).sort());
+  for (const t of weights) {
+    const got = merged.get(t.name)!;
+    const want = truth.get(t.name);
+    if (!want) {
+      expect([...got.values], `${what}: ${t.name} is copied unchanged`).toEqual([...values(weights, t.name)]);
+      continue;
+    }
+    expect(got.dtype).toBe(t.dtype);
+    let changed = 0;
+    for (let i = 0; i < want.length; i++) {
+      if (got.values[i] !== (t.data as ArrayLike<number>)[i]) changed++;
+      if (got.values[i] === roundForDType(want[i], t.dtype)) continue;
+      expect(Math.abs(got.values[i] - want[i]), `${what}: ${t.name}[${i}]: got ${got.values[i]}, truth ${want[i]}`).toBeLessThanOrEqual(ulpOf(want[i], t.dtype));
+    }
+    expect(changed, `${what}: ${t.name} changed`).toBeGreaterThan(want.length / 2);
+  }
+}
+
+const backends = mergeBackends({ cpu: 'both' });
+const adapter = (tensors: FixtureTensor[], weight = 1, metadata: Record<string, string> = OT_HEADER) => [{ name: FILE, files: { [FILE]: buildSafetensors(tensors, metadata) }, weight }];
+
+describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+  it.for([1, 0.5, -1])('merges OneTrainer OFT (Linear, block share, Scaled OFT, 3×3 and 1×1 Conv2d) at weight %d as OneTrainer applies it', async (weight, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(otFile, weight) });
+    expectMerged(tensors, otTruth(otFile, weight), base, `weight ${weight}`);
+  });
+
+  it('merges a Flux fused qkv module (OneTrainer\'s KOHYA names on the BFL checkpoint) rotating its inputs', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const flux = fluxBflTensors(rand, 'BF16');
+    const trained: Trained[] = [{ path: 'double_blocks.0.img_attn.qkv', rows: 2, b: 4, inF: FLUX.h, conv: false, spread: 0.3 }];
+    const file = [tensor(rand, 'lora_unet_double_blocks_0_img_attn_qkv.oft_R.weight', [2, 6], 'BF16', 0.3)];
+    const { tensors } = await mergeInMemory({ backend, base: { 'flux1-dev.safetensors': buildSafetensors(flux) }, adapters: adapter(file, 1, { ...OT_HEADER, 'modelspec.architecture': 'Flux.1-dev/lora' }) });
+    expectMerged(tensors, otTruth(file, 1, trained, flux), flux, 'flux');
+  });
+});
+
+describe('COFT, from a file saved with its training config (ot_config)', () => {
+  const OT_CONFIG = { __version: 9, training_method: 'LORA', model_type: 'STABLE_DIFFUSION_15', peft_type: 'OFT_2', oft_block_size: 4, oft_coft: true, coft_eps: 0.2, oft_block_share: false };
+  // COFT was removed before Scaled OFT came: its files hold no scaled_oft.
+  const trained = TRAINED.filter((m) => !m.scaled);
+  const file = otFile.filter((x) => trained.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+  it.for(['cpu (js)', 'webgpu'])('%s: projects each Linear\'s blocks as OneTrainer\'s forward did, not its Conv2d\'s', async (name, ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_config: JSON.stringify(OT_CONFIG) }) });
+    const truth = otTruth(file, 1, trained, base, 0.2);
+    expectMerged(tensors, truth, base, 'coft');
+  });
+});
+
+describe('refused, naming the module', () => {
+  const refusals = (tensors: FixtureTensor[]) => refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(tensors) });
+  const q = kohya(TO_Q);
+  const row = (rows: number, n: number) => tensor(rand, `${q}.oft_R.weight`, [rows, n], 'BF16', 0.1);
+
+  it('an alpha beside oft_R, which OneTrainer neither writes nor reads for OFT', async () => {
+    expect(await refusals([row(3, 6), { name: `${q}.alpha`, dtype: 'BF16', shape: [], data: [1] }])).toEqual([
+      expect.stringMatching(new RegExp(`module "${q}" has an alpha beside OneTrainer's OFT tensors \\(oft_R\\), which OneTrainer neither writes nor reads for OFT; remove the alpha tensor`)),
+    ]);
+  });
+  it('a scaled_oft marker holding 0', async () => {
+    expect(await refusals([row(3, 6), { name: `${q}.oft_R.scaled_oft`, dtype: 'BOOL', shape: [], data: [0] }])).toEqual([
+      expect.stringMatching(new RegExp(`module "${q}" has oft_R.scaled_oft holding 0: OneTrainer writes that marker as True \\(1\\) for Scaled OFT`)),
+    ]);
+  });
+  it('blocks that do not cover the layer\'s inputs (2 blocks of 4 on 12 inputs)', async () => {
+    expect(await refusals([row(2, 6)])).toEqual([expect.stringMatching(new RegExp(`module "${q}": ΔW \\(8, 8\\) does not fit base ${TO_Q}\\.weight \\(8, 12\\): ΔW has 8 inputs, the base 12`))]);
+  });
+  it('one shared block whose size does not divide the layer\'s inputs (5 into 12)', async () => {
+    expect(await refusals([row(1, 10)])).toEqual([expect.stringMatching(new RegExp(`OFT module "${q}": oft_R.weight \\(1, 10\\) holds 1 block of 5, which do not cover the layer's 12 inputs`))]);
+  });
+  it.for<[string, FixtureTensor]>([
+    ['dora_scale (DoRA-OFT of forks and ComfyUI-OFTv2)', tensor(rand, `${q}.dora_scale`, [8, 1], 'BF16')],
+    ['oft_R.clipped_oft', { name: `${q}.oft_R.clipped_oft`, dtype: 'BF16', shape: [], data: [1] }],
+    ['oft_R.cans_oft', { name: `${q}.oft_R.cans_oft`, dtype: 'BOOL', shape: [], data: [1] }],
+  ])('another tool\'s OFT variant: %s', async ([, extra]) => {
+    const [line, ...rest] = await refusals([row(3, 6), extra]);
+    expect(rest).toEqual([]);
+    expect(line).toContain(extra.name);
+  });
+  it('a row that holds no b(b−1)/2 values', async () => {
+    expect(await refusals([row(3, 5)])).toEqual([expect.stringMatching(new RegExp(`module "${q}": oft_R.weight \\(3, 5\\) does not hold b\\(b−1\\)/2 values per block, as OneTrainer's OFT saves it`))]);
+  });
+  it('PEFT\'s own names (base_model.model.…) without adapter_config.json', async () => {
+    const peft = 'base_model.model.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+    expect((await refusals([tensor(rand, `${peft}.oft_R.weight`, [3, 6], 'F32', 0.1)])).join('\n')).toMatch(/looks like a PEFT adapter but adapter_config\.json is missing/);
+  });
+});
+
+describe('the command line', () => {
+  const dirs = tempDirs();
+  afterAll(() => dirs.removeAll());
+  const BASE = 'v1-5-pruned.safetensors';
+
+  it('--dry-run plans each module as OneTrainer\'s OFT on its tensor', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors(otFile, OT_HEADER) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--weight', '0.5', '--out', join(dir, 'merged.safetensors'), '--dry-run']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout + result.stderr).toMatch(/down_blocks\.0\.resnets\.0\.conv1\.weight \[4×2×3×3\] out-in ← lora_unet_down_blocks_0_resnets_0_conv1 OFT \(OneTrainer\) scale=0\.5\n/);
+  });
+
+  it('refuses an alpha beside oft_R in one line, writing nothing', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors([...otFile, { name: `${kohya(TO_Q)}.alpha`, dtype: 'BF16', shape: [], data: [4] }], OT_HEADER) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" has an alpha beside OneTrainer's OFT tensors/)]);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
+  });
+});
