@@ -1,0 +1,40 @@
+/**
+ * What a MiniMax-H3 LoRA file in the original checkpoint's names says for itself, as diffusers'
+ * MiniMaxH3LoraLoaderMixin reads it (layouts/minimax-h3.ts places its modules):
+ * - a `__metadata__` `alpha` (lightx2v's files), with no `.alpha` tensor in the file, is every module's α
+ *   (scale α/r); without one an alpha-less module loads at α = r;
+ * - peft's `.default.` infix over these names is DiffSynth-Studio's save, whose fused `qkv_proj` rows
+ *   diffusers reorders from per-head interleaved (`[head0: q k v, …]`, 128-wide heads): refused.
+ */
+import type { MergeErrorCode } from '../errors.js';
+import type { SafetensorsFile } from './safetensors-types.js';
+
+/** A tensor of a module only MiniMax-H3's original names have (dotted, or musubi-tuner's flattened). */
+const H3_TENSOR = /^(diffusion_model\.|lora_unet_)?(token_refiner[._])?blocks[._]\d+[._](attn[._](qkv|out)_proj|adaln_proj[._]linear)\./;
+/** What Python's float() reads (diffusers parses the metadata so), less inf and nan. */
+const FLOAT = /^\s*[+-]?(\d+(_\d+)*\.?(\d+(_\d+)*)?|\.\d+(_\d+)*)([eE][+-]?\d+(_\d+)*)?\s*$/;
+
+type Problem = { code: MergeErrorCode; message: string };
+
+export interface MiniMaxH3File {
+  /** The α of every module (the file's `__metadata__` `alpha`), when it sets one. */
+  alpha?: number;
+}
+
+/** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems`. */
+export function readMiniMaxH3File(fileName: string, file: SafetensorsFile, problems: Problem[]): MiniMaxH3File | undefined {
+  if (!file.tensors.some((t) => H3_TENSOR.test(t.name))) return undefined;
+  const infixed = file.tensors.find((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
+  if (infixed) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${infixed.name}" is MiniMax-H3's original name with peft's ".default." infix, as DiffSynth-Studio saves its LoRAs, which are trained on the checkpoint's fused qkv_proj interleaved per head ([head0: q k v, head1: …]; diffusers reorders those rows on loading); not supported` });
+    return {};
+  }
+  const text = file.metadata.alpha;
+  if (text === undefined || file.tensors.some((t) => t.name.endsWith('.alpha'))) return {};
+  const alpha = FLOAT.test(text) ? Number(text.trim().replaceAll('_', '')) : NaN;
+  if (!Number.isFinite(alpha)) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` });
+    return {};
+  }
+  return { alpha };
+}

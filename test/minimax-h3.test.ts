@@ -1,0 +1,187 @@
+/**
+ * MiniMax-H3 LoRAs in the original checkpoint's names onto diffusers' MiniMaxH3Transformer3DModel:
+ * ai-toolkit's (`diffusion_model.blocks.0.attn.qkv_proj.lora_A.weight`, no α: scale 1), musubi-tuner's
+ * (`lora_unet_blocks_1_attn_qkv_proj.lora_down.weight` with `.alpha`: α/r) and a bare-named file whose
+ * `__metadata__` `alpha` is every module's α (lightx2v's: α/r). Where each module lands is written here by
+ * hand from diffusers' `_convert_non_diffusers_minimax_h3_lora_to_diffusers`: `qkv_proj`'s ΔW rows in three
+ * equal blocks onto `to_q`, `to_k`, `to_v`; `mlp.fc1` (`[gate; value]`) onto `ff.net.0.proj` (`[value; gate]`)
+ * with its halves swapped; `out_proj` → `to_out.0`, `fc2` → `ff.net.2`, `blocks` → `transformer_blocks`,
+ * `token_refiner.blocks` → `token_refiner.refiner_blocks`, `final_layer.video_out` → `proj_out`, … Shapes are
+ * MiniMaxH3Transformer3DModel's (scripts/convert_minimax_h3_to_diffusers.py's key plan) scaled down: hidden
+ * 5376 → 8 (2 heads of 4), ffn 14336 → 12, the AdaLN projection 6·3·hidden rows, bf16 with the embedders and
+ * output projections float32 as the checkpoint ships them. File to file on the CPU and on WebGPU, against
+ * float64 truth. DiffSynth-Studio's files (peft's `.default.` infix: per-head interleaved qkv) and a fused
+ * qkv_proj onto the original checkpoint are refused.
+ */
+import { describe, expect, it } from 'vitest';
+import { minimaxH3 } from '../src/formats/layouts/minimax-h3.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+
+const rand = seededRandom(20261208);
+const H = 8, HD = 4, FF = 12, P = 16, A = 4, TD = 6, F = 4, TEH = 8, TE = 4;
+
+/** The diffusers transformer's tensors: [name, shape, dtype, bias]. */
+function transformer(): FixtureTensor[] {
+  const out: FixtureTensor[] = [];
+  const add = (name: string, shape: number[], dtype: 'BF16' | 'F32', bias = false) => {
+    out.push(tensor(rand, `${name}.weight`, shape, dtype));
+    if (bias) out.push(tensor(rand, `${name}.bias`, [shape[0]], dtype));
+  };
+  add('proj_in', [H, P], 'F32', true);
+  add('audio_proj_in', [H, A], 'F32', true);
+  add('context_embedder', [H, TD], 'BF16', true);
+  add('time_embedder.linear_1', [TEH, F], 'F32', true);
+  add('time_embedder.linear_2', [TE, TEH], 'F32', true);
+  for (const [stack, adaln] of [['transformer_blocks', true], ['token_refiner.refiner_blocks', false]] as const) {
+    for (const i of [0, 1]) {
+      const b = `${stack}.${i}`;
+      add(`${b}.norm1`, [H], 'BF16');
+      add(`${b}.norm2`, [H], 'BF16');
+      for (const p of ['to_q', 'to_k', 'to_v']) add(`${b}.attn.${p}`, [H, H], 'BF16');
+      add(`${b}.attn.norm_q`, [HD], 'BF16');
+      add(`${b}.attn.norm_k`, [HD], 'BF16');
+      add(`${b}.attn.to_out.0`, [H, H], 'BF16');
+      add(`${b}.ff.net.0.proj`, [2 * FF, H], 'BF16');
+      add(`${b}.ff.net.2`, [H, FF], 'BF16');
+      if (adaln) add(`${b}.adaln_proj.linear`, [6 * 3 * H, TE], 'BF16', true);
+    }
+  }
+  add('token_refiner.final_norm', [H], 'BF16');
+  add('norm_out.norm', [H], 'BF16');
+  add('norm_out.linear', [2 * H, TE], 'BF16', true);
+  add('proj_out', [P, H], 'F32', true);
+  add('audio_proj_out', [A, H], 'F32', true);
+  return out;
+}
+
+const folder = {
+  'diffusion_pytorch_model.safetensors': buildSafetensors(transformer()),
+  'config.json': JSON.stringify({
+    _class_name: 'MiniMaxH3Transformer3DModel', _diffusers_version: '0.38.0.dev0', num_attention_heads: 2, attention_head_dim: HD, hidden_size: H, num_layers: 2,
+    num_refiner_layers: 2, ffn_dim: FF, in_channels: 4, audio_in_channels: A, patch_size: [1, 2, 2], text_dim: TD, freq_dim: F, time_embed_hidden_dim: TEH, time_embed_dim: TE,
+    rope_freq_dim: 2, rope_theta: 10000.0, norm_eps: 1e-5, qk_norm_eps: 1e-5, final_norm_eps: 1e-5,
+  }),
+};
+
+/** q, k, v: rows [0, H), [H, 2H), [2H, 3H) of the fused ΔW, each onto its own tensor's rows [0, H). */
+const thirds = (block: string) => ['to_q', 'to_k', 'to_v'].map((p, n) => ({ key: `${block}.attn.${p}.weight`, rows: [{ src: n * H, dst: 0, count: H }] }));
+/** fc1's gate rows [0, FF) onto ff.net.0.proj's second half, its value rows [FF, 2FF) onto the first. */
+const swapped = (block: string) => [{ key: `${block}.ff.net.0.proj.weight`, rows: [{ src: 0, dst: FF, count: FF }, { src: FF, dst: 0, count: FF }] }];
+
+const CASES: LoraCase[] = [
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← ai-toolkit\'s LoRA (diffusion_model.blocks.0.attn.qkv_proj, lora_A/lora_B, scale 1)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-aitoolkit.safetensors', weight: 0.8, specs: [
+        peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 3 * H, H, thirds('transformer_blocks.0'), 1),
+        peftSpec('diffusion_model.blocks.1.attn.out_proj', 2, H, H, [{ key: 'transformer_blocks.1.attn.to_out.0.weight' }], 1),
+        peftSpec('diffusion_model.blocks.0.mlp.fc1', 2, 2 * FF, H, swapped('transformer_blocks.0'), 1),
+        peftSpec('diffusion_model.blocks.1.mlp.fc2', 2, H, FF, [{ key: 'transformer_blocks.1.ff.net.2.weight' }], 1),
+        peftSpec('diffusion_model.blocks.1.adaln_proj.linear', 2, 18 * H, TE, [{ key: 'transformer_blocks.1.adaln_proj.linear.weight' }], 1),
+        peftSpec('diffusion_model.token_refiner.blocks.1.attn.qkv_proj', 2, 3 * H, H, thirds('token_refiner.refiner_blocks.1'), 1),
+        peftSpec('diffusion_model.token_refiner.blocks.0.mlp.fc1', 2, 2 * FF, H, swapped('token_refiner.refiner_blocks.0'), 1),
+        peftSpec('diffusion_model.video_patch_proj', 2, H, P, [{ key: 'proj_in.weight' }], 1),
+        peftSpec('diffusion_model.condition_proj', 2, H, TD, [{ key: 'context_embedder.weight' }], 1),
+        peftSpec('diffusion_model.time_embedder.proj_in', 2, TEH, F, [{ key: 'time_embedder.linear_1.weight' }], 1),
+        peftSpec('diffusion_model.final_layer.adaln_proj.linear', 2, 2 * H, TE, [{ key: 'norm_out.linear.weight' }], 1),
+        peftSpec('diffusion_model.final_layer.video_out', 2, P, H, [{ key: 'proj_out.weight' }], 1),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← musubi-tuner\'s LoRA (lora_unet_blocks_1_attn_qkv_proj, lora_down/lora_up, .alpha: α/r)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-musubi.safetensors', weight: -0.6, specs: [
+        kohyaSpec('lora_unet_blocks_1_attn_qkv_proj', 4, 3 * H, H, thirds('transformer_blocks.1'), 8),
+        kohyaSpec('lora_unet_token_refiner_blocks_0_mlp_fc1', 4, 2 * FF, H, swapped('token_refiner.refiner_blocks.0'), 2),
+        kohyaSpec('lora_unet_token_refiner_blocks_1_attn_out_proj', 4, H, H, [{ key: 'token_refiner.refiner_blocks.1.attn.to_out.0.weight' }], 4),
+        kohyaSpec('lora_unet_final_layer_audio_out', 4, A, H, [{ key: 'audio_proj_out.weight' }], 1),
+        kohyaSpec('lora_unet_time_embedder_proj_out', 4, TE, TEH, [{ key: 'time_embedder.linear_2.weight' }], 4),
+        kohyaSpec('lora_unet_audio_patch_proj', 4, H, A, [{ key: 'audio_proj_in.weight' }], 4),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← bare names with a __metadata__ alpha (every module α/r, mixed ranks)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-metadata-alpha.safetensors', weight: 1, metadata: { format: 'pt', alpha: '16' }, specs: [
+        peftSpec('blocks.0.attn.qkv_proj', 8, 3 * H, H, thirds('transformer_blocks.0'), 2),
+        peftSpec('blocks.0.adaln_proj.linear', 2, 18 * H, TE, [{ key: 'transformer_blocks.0.adaln_proj.linear.weight' }], 8),
+        peftSpec('blocks.1.mlp.fc1', 4, 2 * FF, H, swapped('transformer_blocks.1'), 4),
+      ],
+    }],
+  },
+];
+
+const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
+
+/** The parse's or plan's refusals of one adapter file (tensors and metadata as given). */
+async function refusals(base: Record<string, Uint8Array | string>, baseName: string, tensors: FixtureTensor[], metadata?: Record<string, string>): Promise<string[]> {
+  const bytes = buildSafetensors(tensors, metadata);
+  try {
+    const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'lora.safetensors': bytes }, 'lora.safetensors'), weight: 1 }]);
+    const problems = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return problems;
+  } catch (e) {
+    return [(e as Error).message];
+  }
+}
+
+describe('MiniMax-H3 names', () => {
+  it('the minimax-h3 layout places qkv_proj, fc1 and the renamed modules; without it they are refused', async () => {
+    for (const k of CASES) {
+      const prepared = await prepare(k);
+      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout)))).toEqual(new Set(['minimax-h3']));
+      await prepared.close();
+      await withoutLayout(minimaxH3, async () => {
+        const p = await prepare(k);
+        expect(p.plan.problems.length).toBeGreaterThan(0);
+        await p.close();
+      });
+    }
+  });
+
+  it('a qkv_proj whose rows are not three times the width does not fit', async () => {
+    const problems = await planProblemsOf(folder, 'transformer', [peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 2 * H, H, [], 1)], rand);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": ΔW \(16, 8\) does not fit/);
+  });
+
+  it('DiffSynth-Studio\'s file (peft\'s .default. infix over the original names: per-head interleaved qkv) is refused in one line', async () => {
+    const spec: LoraSpec = { down: 'blocks.0.attn.qkv_proj.lora_A.default.weight', up: 'blocks.0.attn.qkv_proj.lora_B.default.weight', r: 2, out: 3 * H, in: H, lands: [], scale: 1 };
+    const out = await refusals(folder, 'transformer', loraTensors(rand, [spec], 'F32'));
+    expect(out).toHaveLength(1);
+    expect(out[0]).toContain('lora.safetensors: tensor "blocks.0.attn.qkv_proj.lora_A.default.weight" is MiniMax-H3\'s original name with peft\'s ".default." infix, as DiffSynth-Studio saves its LoRAs');
+    expect(out[0]).toMatch(/not supported/);
+  });
+
+  it('a __metadata__ alpha that is not a number is refused in one line', async () => {
+    const out = await refusals(folder, 'transformer', loraTensors(rand, [peftSpec('blocks.0.attn.out_proj', 2, H, H, [], 1)], 'BF16'), { format: 'pt', alpha: 'sixteen' });
+    expect(out).toHaveLength(1);
+    expect(out[0]).toContain('lora.safetensors: metadata "alpha" is "sixteen", not a finite number: diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha');
+  });
+
+  it('on the original checkpoint a fused qkv_proj is refused (its shards interleave q, k, v per head); out_proj lands by name', async () => {
+    const original = { 'minimax_h3.safetensors': buildSafetensors([
+      tensor(rand, 'audio_patch_proj.weight', [H, A], 'F32'),
+      tensor(rand, 'blocks.0.attn.qkv_proj.weight', [3 * H, H], 'BF16'),
+      tensor(rand, 'blocks.0.attn.out_proj.weight', [H, H], 'BF16'),
+      tensor(rand, 'token_refiner.blocks.0.attn.qkv_proj.weight', [3 * H, H], 'BF16'),
+    ]) };
+    const problems = await planProblemsOf(original, 'minimax_h3.safetensors', [
+      peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 3 * H, H, [], 1),
+      peftSpec('diffusion_model.token_refiner.blocks.0.attn.qkv_proj', 2, 3 * H, H, [], 1),
+      peftSpec('diffusion_model.blocks.0.attn.out_proj', 2, H, H, [], 1),
+    ], rand);
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head/);
+    expect(problems[1]).toMatch(/^lora\.safetensors: module "diffusion_model\.token_refiner\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj/);
+  });
+});
