@@ -10,8 +10,8 @@
  * MiniMaxH3Transformer3DModel's (scripts/convert_minimax_h3_to_diffusers.py's key plan) scaled down: hidden
  * 5376 → 8 (2 heads of 4), ffn 14336 → 12, the AdaLN projection 6·3·hidden rows, bf16 with the embedders and
  * output projections float32 as the checkpoint ships them. File to file on the CPU and on WebGPU, against
- * float64 truth. DiffSynth-Studio's files (peft's `.default.` infix: per-head interleaved qkv) and a fused
- * qkv_proj onto the original checkpoint are refused.
+ * float64 truth. DiffSynth-Studio's files (peft's `.default.` infix) have their per-head interleaved qkv_proj
+ * de-interleaved as diffusers does (128-wide heads); a fused qkv_proj onto the original checkpoint is refused.
  */
 import { describe, expect, it } from 'vitest';
 import { minimaxH3 } from '../src/formats/layouts/minimax-h3.js';
@@ -119,6 +119,39 @@ const CASES: LoraCase[] = [
   },
 ];
 
+/**
+ * DiffSynth-Studio's files: peft's `.default.` infix, no prefix, fp32 factors, no α (scale 1); its qkv_proj's
+ * rows are per head `[q k v]` (the raw checkpoint's order), 128 rows a head as in every released H3. Two heads,
+ * so hidden 256 here; head h's q rows [384h, 384h+128) land on to_q rows [128h, 128h+128), k and v after them.
+ */
+const WIDE = 256, HEAD = 128;
+const wideFolder = {
+  'diffusion_pytorch_model.safetensors': buildSafetensors([
+    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => tensor(rand, `transformer_blocks.0.attn.${p}.weight`, [WIDE, WIDE], 'BF16')),
+    tensor(rand, 'transformer_blocks.0.ff.net.0.proj.weight', [2 * FF, WIDE], 'BF16'),
+    tensor(rand, 'transformer_blocks.0.adaln_proj.linear.weight', [18 * WIDE, TE], 'BF16'),
+    tensor(rand, 'audio_proj_in.weight', [WIDE, A], 'F32'),
+    tensor(rand, 'token_refiner.final_norm.weight', [WIDE], 'BF16'),
+  ]),
+  'config.json': JSON.stringify({ _class_name: 'MiniMaxH3Transformer3DModel', _diffusers_version: '0.38.0.dev0', num_attention_heads: 2, attention_head_dim: HEAD, hidden_size: WIDE, num_layers: 1, num_refiner_layers: 0, ffn_dim: FF }),
+};
+const perHead = ['to_q', 'to_k', 'to_v'].map((p, j) => ({
+  key: `transformer_blocks.0.attn.${p}.weight`, rows: [0, 1].map((h) => ({ src: h * 3 * HEAD + j * HEAD, dst: h * HEAD, count: HEAD })),
+}));
+const diffSynth = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands']): LoraSpec =>
+  ({ down: `${name}.lora_A.default.weight`, up: `${name}.lora_B.default.weight`, r, out, in: inF, lands, scale: 1 });
+CASES.push({
+  name: 'diffusers MiniMaxH3Transformer3DModel ← DiffSynth-Studio\'s LoRA (blocks.0.attn.qkv_proj.lora_A.default.weight: per-head interleaved qkv)',
+  base: wideFolder, baseName: 'transformer',
+  adapters: [{
+    file: 'h3-diffsynth.safetensors', weight: 0.5, specs: [
+      diffSynth('blocks.0.attn.qkv_proj', 4, 3 * WIDE, WIDE, perHead),
+      diffSynth('blocks.0.attn.out_proj', 4, WIDE, WIDE, [{ key: 'transformer_blocks.0.attn.to_out.0.weight' }]),
+      diffSynth('blocks.0.mlp.fc1', 4, 2 * FF, WIDE, swapped('transformer_blocks.0')),
+    ],
+  }],
+});
+
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 /** The parse's or plan's refusals of one adapter file (tensors and metadata as given). */
@@ -154,12 +187,10 @@ describe('MiniMax-H3 names', () => {
     expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": ΔW \(16, 8\) does not fit/);
   });
 
-  it('DiffSynth-Studio\'s file (peft\'s .default. infix over the original names: per-head interleaved qkv) is refused in one line', async () => {
+  it('DiffSynth-Studio\'s qkv_proj on a transformer whose heads are not 128 rows wide (as diffusers assumes) is refused in one line', async () => {
     const spec: LoraSpec = { down: 'blocks.0.attn.qkv_proj.lora_A.default.weight', up: 'blocks.0.attn.qkv_proj.lora_B.default.weight', r: 2, out: 3 * H, in: H, lands: [], scale: 1 };
     const out = await refusals(folder, 'transformer', loraTensors(rand, [spec], 'F32'));
-    expect(out).toHaveLength(1);
-    expect(out[0]).toContain('lora.safetensors: tensor "blocks.0.attn.qkv_proj.lora_A.default.weight" is MiniMax-H3\'s original name with peft\'s ".default." infix, as DiffSynth-Studio saves its LoRAs');
-    expect(out[0]).toMatch(/not supported/);
+    expect(out).toEqual(['lora.safetensors: module "blocks.0.attn.qkv_proj": is DiffSynth-Studio\'s per-head interleaved qkv_proj, which diffusers reads in heads of 128 rows, and transformer_blocks.0.attn.to_q.weight has 8 rows, not a multiple of 128; not supported']);
   });
 
   it('a __metadata__ alpha that is not a number is refused in one line', async () => {
@@ -181,7 +212,7 @@ describe('MiniMax-H3 names', () => {
       peftSpec('diffusion_model.blocks.0.attn.out_proj', 2, H, H, [], 1),
     ], rand);
     expect(problems).toHaveLength(2);
-    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head/);
+    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head and the reference reorders to \[q; k; v\] on loading; a LoRA's rows follow its trainer \(DiffSynth-Studio: per head; the others: \[q; k; v\]\).*; not supported: merge onto the diffusers transformer folder/);
     expect(problems[1]).toMatch(/^lora\.safetensors: module "diffusion_model\.token_refiner\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj/);
   });
 });

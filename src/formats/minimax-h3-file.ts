@@ -4,7 +4,8 @@
  * - a `__metadata__` `alpha` (lightx2v's files), with no `.alpha` tensor in the file, is every module's α
  *   (scale α/r); without one an alpha-less module loads at α = r;
  * - peft's `.default.` infix over these names is DiffSynth-Studio's save, whose fused `qkv_proj` rows
- *   diffusers reorders from per-head interleaved (`[head0: q k v, …]`, 128-wide heads): refused.
+ *   diffusers reorders from per-head interleaved (`[head0: q k v, …]`) to `[q; k; v]`, every released
+ *   H3 having 128-wide heads: its `qkv_proj` modules are marked so (ModuleAddress.qkvPerHead).
  */
 import type { MergeErrorCode } from '../errors.js';
 import type { SafetensorsFile } from './safetensors-types.js';
@@ -19,22 +20,26 @@ type Problem = { code: MergeErrorCode; message: string };
 export interface MiniMaxH3File {
   /** The α of every module (the file's `__metadata__` `alpha`), when it sets one. */
   alpha?: number;
+  /** DiffSynth-Studio's file: the width of a head in its per-head interleaved `qkv_proj` rows. */
+  qkvPerHead?: number;
 }
+
+/** A fused qkv_proj of H3's original names (`diffusion_model.` and `lora_unet_` already dropped). */
+export const H3_FUSED_QKV = /^(token_refiner[._])?blocks[._]\d+[._]attn[._]qkv_proj$/;
+/** The head width diffusers assumes for DiffSynth-Studio's files (every released MiniMax-H3 partition's). */
+const DIFFSYNTH_HEAD = 128;
 
 /** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems`. */
 export function readMiniMaxH3File(fileName: string, file: SafetensorsFile, problems: Problem[]): MiniMaxH3File | undefined {
   if (!file.tensors.some((t) => H3_TENSOR.test(t.name))) return undefined;
-  const infixed = file.tensors.find((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
-  if (infixed) {
-    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: tensor "${infixed.name}" is MiniMax-H3's original name with peft's ".default." infix, as DiffSynth-Studio saves its LoRAs, which are trained on the checkpoint's fused qkv_proj interleaved per head ([head0: q k v, head1: …]; diffusers reorders those rows on loading); not supported` });
-    return {};
-  }
+  const diffSynth = file.tensors.some((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
+  const found: MiniMaxH3File = diffSynth ? { qkvPerHead: DIFFSYNTH_HEAD } : {};
   const text = file.metadata.alpha;
-  if (text === undefined || file.tensors.some((t) => t.name.endsWith('.alpha'))) return {};
+  if (text === undefined || file.tensors.some((t) => t.name.endsWith('.alpha'))) return found;
   const alpha = FLOAT.test(text) ? Number(text.trim().replaceAll('_', '')) : NaN;
   if (!Number.isFinite(alpha)) {
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` });
-    return {};
+    return found;
   }
-  return { alpha };
+  return { ...found, alpha };
 }

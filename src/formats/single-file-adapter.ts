@@ -25,7 +25,7 @@ import { convertedSplitQkvWarning } from './algorithms/kohya-split-qkv.js';
 import { readBlissfulNetwork } from './blissful-network.js';
 import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
-import { readMiniMaxH3File } from './minimax-h3-file.js';
+import { H3_FUSED_QKV, readMiniMaxH3File } from './minimax-h3-file.js';
 import { isKohyaModuleName, moduleAddress, withPriorPipelineEncoder, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
@@ -141,6 +141,9 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
       continue;
+    }
+    if (module && minimaxH3?.qkvPerHead !== undefined && H3_FUSED_QKV.test(module.address.path)) {
+      module = { ...module, address: { ...module.address, qkvPerHead: minimaxH3.qkvPerHead } };
     }
     if (module && control?.widened?.module === key) module = { ...module, widenBaseTo: control.widened.columns };
     else if (module && format === 'diffusers') {

@@ -16,13 +16,18 @@
  *   `final_layer.adaln_proj.linear` → `norm_out.linear`, `final_layer.video_out`/`audio_out` →
  *   `proj_out`/`audio_proj_out`.
  *
+ * DiffSynth-Studio's files (peft's `.default.` infix over these names, minimax-h3-file.ts) hold `qkv_proj`'s
+ * rows per head (`[head0: q k v, head1: …]`, the raw checkpoint's order): head h's rows land on rows
+ * [128h, 128h + 128) of `to_q`, `to_k`, `to_v`, as diffusers de-interleaves them with 128-wide heads (a
+ * transformer whose q rows are not a multiple of 128 is refused, as diffusers raises).
+ *
  * It answers only on a diffusers MiniMax-H3 transformer (a block's `adaln_proj.linear` beside
  * `audio_proj_in` and `token_refiner.final_norm`). On the original checkpoint (`blocks.N.attn.qkv_proj`
  * beside `audio_patch_proj`) a fused `qkv_proj` is refused (`minimaxH3Original`): the released shards hold
- * it per head interleaved (`[head0: q k v, head1: …]`), which the reference reorders at load time, and no
- * tool states how a LoRA trained on the reordered rows lands on that file.
+ * it per head interleaved (`[head0: q k v, head1: …]`), which the reference reorders at load time, a
+ * LoRA's rows follow its trainer, and no file says which order it holds.
  */
-import { missBecause, type Layout } from './layout.js';
+import { missBecause, type Layout, type LayoutResolution, type Placement } from './layout.js';
 import { oneToOne, type RenameRule } from './fused-renames.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
@@ -60,7 +65,35 @@ const MINIMAX_H3 = modelPrefix((key, base) => {
  * The MiniMax-H3 layout, in the registry (./index.ts) before the layouts that find a module by its name
  * or a shorter one (`time_embedder.proj_in` would otherwise be taken for `proj_in`).
  */
-export const minimaxH3 = modelLayout('minimax-h3', MINIMAX_H3, MINIMAX_H3_RULES);
+const renamed = modelLayout('minimax-h3', MINIMAX_H3, MINIMAX_H3_RULES);
+export const minimaxH3: Layout & { renames: typeof renamed.renames } = {
+  name: renamed.name,
+  renames: renamed.renames,
+  resolve(address, base) {
+    const width = address.qkvPerHead;
+    const m = width === undefined ? null : /^(token_refiner[._])?blocks[._](\d+)[._]attn[._]qkv_proj$/.exec(address.path);
+    if (!m || width === undefined || (address.part !== undefined && address.part !== 'unet') || MINIMAX_H3.of(base) === null) return renamed.resolve(address, base);
+    return perHeadQkv(`${m[1] ? 'token_refiner.refiner_blocks' : 'transformer_blocks'}.${m[2]}.attn`, width, base);
+  },
+};
+
+/**
+ * A fused qkv whose ΔW rows are grouped per head (`[head0: q k v, head1: …]`, DiffSynth-Studio's files):
+ * head h's q, k, v rows onto rows [h·width, (h+1)·width) of `to_q`, `to_k`, `to_v`, as diffusers
+ * de-interleaves them before splitting in three.
+ */
+function perHeadQkv(attn: string, width: number, base: Parameters<Layout['resolve']>[1]): LayoutResolution {
+  const targets: Placement[] = [];
+  for (const [j, p] of ['to_q', 'to_k', 'to_v'].entries()) {
+    const r = MINIMAX_H3.lookup(base, `${attn}.${p}.weight`);
+    if (!r.found) return r;
+    const rows = base.shape(r.key)?.[0] ?? 0;
+    if (rows % width !== 0) return missBecause(`is DiffSynth-Studio's per-head interleaved qkv_proj, which diffusers reads in heads of ${width} rows, and ${r.key} has ${rows} rows, not a multiple of ${width}; not supported`);
+    const heads = rows / width;
+    targets.push({ baseKey: r.key, rows: Array.from({ length: heads }, (_, h) => ({ src: h * 3 * width + j * width, dst: h * width, count: width })) });
+  }
+  return { found: true, targets };
+}
 
 const ORIGINAL_MARKER = /(^|\.)blocks\.\d+\.attn\.qkv_proj\.weight$/;
 const ORIGINAL = modelPrefix((key, base) => {
@@ -81,7 +114,7 @@ export const minimaxH3Original: Layout = {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
     if (!FUSED_QKV.test(address.path) || ORIGINAL.of(base) === null) return undefined;
     return {
-      ...missBecause('names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head while LoRAs are trained on the reference\'s [q; k; v] rows (diffusers\' MiniMaxH3LoraLoaderMixin loads them only onto MiniMaxH3Transformer3DModel); not supported: merge onto the diffusers transformer folder (scripts/convert_minimax_h3_to_diffusers.py)'),
+      ...missBecause('names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head and the reference reorders to [q; k; v] on loading; a LoRA\'s rows follow its trainer (DiffSynth-Studio: per head; the others: [q; k; v]) and a checkpoint file does not say which order it holds, and diffusers\' MiniMaxH3LoraLoaderMixin loads these LoRAs only onto MiniMaxH3Transformer3DModel; not supported: merge onto the diffusers transformer folder (scripts/convert_minimax_h3_to_diffusers.py)'),
       ambiguous: true,
     };
   },
