@@ -14,6 +14,9 @@
  * de-interleaved as diffusers does (128-wide heads); a fused qkv_proj onto the original checkpoint is refused.
  */
 import { describe, expect, it } from 'vitest';
+import { combineAdapters } from '../src/adapter-ops/combine.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import { openAdapter } from '../src/formats/adapter.js';
 import { minimaxH3 } from '../src/formats/layouts/minimax-h3.js';
 import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
@@ -191,6 +194,13 @@ describe('MiniMax-H3 names', () => {
     const spec: LoraSpec = { down: 'blocks.0.attn.qkv_proj.lora_A.default.weight', up: 'blocks.0.attn.qkv_proj.lora_B.default.weight', r: 2, out: 3 * H, in: H, lands: [], scale: 1 };
     const out = await refusals(folder, 'transformer', loraTensors(rand, [spec], 'F32'));
     expect(out).toEqual(['lora.safetensors: module "blocks.0.attn.qkv_proj": is DiffSynth-Studio\'s per-head interleaved qkv_proj, which diffusers reads in heads of 128 rows, and transformer_blocks.0.attn.to_q.weight has 8 rows, not a multiple of 128; not supported']);
+  });
+
+  it('combine refuses DiffSynth-Studio\'s qkv_proj in one line: no name in a written LoRA says its per-head row order', async () => {
+    const bytes = buildSafetensors(loraTensors(rand, [diffSynth('blocks.0.attn.qkv_proj', 2, 3 * WIDE, WIDE, []), diffSynth('blocks.0.attn.out_proj', 2, WIDE, WIDE, [])], 'F32'));
+    const adapter = await openAdapter(memoryInputFileSet({ 'h3-diffsynth.safetensors': bytes }, 'h3-diffsynth.safetensors'));
+    const err = await combineAdapters([{ adapter, weight: 1 }], { method: 'cat', format: 'peft' }, new CpuAlgebra()).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toBe('h3-diffsynth.safetensors: module "blocks.0.attn.qkv_proj" is DiffSynth-Studio\'s MiniMax-H3 qkv_proj, its rows per head [q k v], which combine cannot write into a LoRA file (no name in it says that order; merge it into the base instead)');
   });
 
   it('a __metadata__ alpha that is not a number is refused in one line', async () => {
