@@ -120,6 +120,17 @@ const CASES: LoraCase[] = [
       ],
     }],
   },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← an MLP and embedder LoRA (no name only H3 has) with a __metadata__ alpha: α/r all the same',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-mlp-alpha.safetensors', weight: 0.6, metadata: { format: 'pt', alpha: '4.0' }, specs: [
+        peftSpec('diffusion_model.blocks.0.mlp.fc2', 8, H, FF, [{ key: 'transformer_blocks.0.ff.net.2.weight' }], 0.5),
+        peftSpec('diffusion_model.token_refiner.blocks.1.mlp.fc1', 2, 2 * FF, H, swapped('token_refiner.refiner_blocks.1'), 2),
+        peftSpec('diffusion_model.final_layer.audio_out', 4, A, H, [{ key: 'audio_proj_out.weight' }], 1),
+      ],
+    }],
+  },
 ];
 
 /**

@@ -12,6 +12,8 @@ import type { SafetensorsFile } from './safetensors-types.js';
 
 /** A tensor of a module only MiniMax-H3's original names have (dotted, or musubi-tuner's flattened). */
 const H3_TENSOR = /^(diffusion_model\.|lora_unet_)?(token_refiner[._])?blocks[._]\d+[._](attn[._](qkv|out)_proj|adaln_proj[._]linear)\./;
+/** A tensor of any module diffusers' H3 converter reads (its MLP and embedders too, which other models' names share). */
+const H3_MODULE = /^(diffusion_model\.|lora_unet_)?((token_refiner[._])?blocks[._]\d+[._](attn[._](qkv|out)_proj|adaln_proj[._]linear|mlp[._]fc[12])|(video|audio)_patch_proj|condition_proj|time_embedder[._]proj_(in|out)|final_layer[._](adaln_proj[._]linear|video_out|audio_out))\./;
 /** What Python's float() reads (diffusers parses the metadata so), less inf and nan. */
 const FLOAT = /^\s*[+-]?(\d+(_\d+)*\.?(\d+(_\d+)*)?|\.\d+(_\d+)*)([eE][+-]?\d+(_\d+)*)?\s*$/;
 
@@ -31,7 +33,8 @@ const DIFFSYNTH_HEAD = 128;
 
 /** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems`. */
 export function readMiniMaxH3File(fileName: string, file: SafetensorsFile, problems: Problem[]): MiniMaxH3File | undefined {
-  if (!file.tensors.some((t) => H3_TENSOR.test(t.name))) return undefined;
+  // A file of H3's names: one only H3 has, or every module one of H3's (an MLP-only LoRA).
+  if (!file.tensors.some((t) => H3_TENSOR.test(t.name)) && !(file.tensors.length > 0 && file.tensors.every((t) => H3_MODULE.test(t.name)))) return undefined;
   const diffSynth = file.tensors.some((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
   const found: MiniMaxH3File = diffSynth ? { qkvPerHead: DIFFSYNTH_HEAD } : {};
   const text = file.metadata.alpha;
