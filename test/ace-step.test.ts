@@ -6,7 +6,8 @@
  * layer's `self_attn` and `cross_attn` onto `to_q`/`to_k`/`to_v`/`to_out.0`, the MLP by name; scale
  * lora_alpha / r from the config, as PEFT applies it. Shapes are AceStepTransformer1DModel's with its
  * ratios kept and sizes scaled down (grouped key/value heads: k and v half of q's rows). File to file on
- * the CPU and on WebGPU, against float64 truth.
+ * the CPU and on WebGPU, against float64 truth. ai-toolkit's lone `base_model.model.` file (no config) merges
+ * at α = r, as diffusers' AceStepLoraLoaderMixin reads it.
  */
 import { describe, expect, it } from 'vitest';
 import { aceStep } from '../src/formats/layouts/ace-step.js';
@@ -50,10 +51,22 @@ const config = JSON.stringify({
   target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj'], base_model_name_or_path: null,
 });
 
+/** ai-toolkit's lone file: the same names, no adapter_config.json, mixed ranks; diffusers reads each module at α = its rank (scale 1). */
+const LONE: LoraSpec[] = [
+  peftSpec('base_model.model.layers.0.cross_attn.q_proj', 4, H, H, [{ key: 'layers.0.cross_attn.to_q.weight' }], 1),
+  peftSpec('base_model.model.layers.1.cross_attn.v_proj', 2, KV, H, [{ key: 'layers.1.cross_attn.to_v.weight' }], 1),
+  peftSpec('base_model.model.layers.1.self_attn.o_proj', 4, H, H, [{ key: 'layers.1.self_attn.to_out.0.weight' }], 1),
+  peftSpec('base_model.model.layers.0.mlp.down_proj', 8, H, FF, [{ key: 'layers.0.mlp.down_proj.weight' }], 1),
+];
+
 const CASES: LoraCase[] = [{
   name: 'diffusers AceStepTransformer1DModel ← ACE-Step\'s PEFT LoRA folder (layers.N.self_attn.q_proj, cross_attn.o_proj, …)',
   base: folder, baseName: 'transformer',
   adapters: [{ file: 'adapter_model.safetensors', specs: SPECS, weight: 0.8, folder: { name: 'ace-step-lora', config } }],
+}, {
+  name: 'diffusers AceStepTransformer1DModel ← ai-toolkit\'s lone base_model.model. file (no adapter_config.json: α = r, as diffusers reads it)',
+  base: folder, baseName: 'transformer',
+  adapters: [{ file: 'ace-step-aitoolkit.safetensors', specs: LONE, weight: -0.7 }],
 }];
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
@@ -68,6 +81,11 @@ describe('ACE-Step names', () => {
       expect(p.plan.problems.length).toBe(16);
       await p.close();
     });
+  });
+
+  it('a lone base_model.model. file without a cross_attn module (any decoder LLM\'s PEFT save has such names) is still refused for its missing config', async () => {
+    await expect(planProblemsOf(folder, 'transformer', [peftSpec('base_model.model.layers.0.self_attn.q_proj', 2, H, H, [], 1)], rand))
+      .rejects.toThrow('lora.safetensors: looks like a PEFT adapter but adapter_config.json is missing (it holds r and lora_alpha)');
   });
 
   it('on the original checkpoint a bare layers.N name fits the DiT (decoder.) and the condition encoder (encoder.): refused as ambiguous', async () => {

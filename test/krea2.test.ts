@@ -73,6 +73,19 @@ const CASES: LoraCase[] = [
     adapters: [{ file: 'krea2-lora.safetensors', specs: specs('diffusion_model.', 'original'), weight: 0.7 }],
   },
   {
+    name: 'diffusers Krea2Transformer2DModel ← ai-toolkit\'s lone base_model.model. file (no adapter_config.json: α = r per module, as diffusers reads it)',
+    base: diffusersFolder, baseName: 'transformer',
+    adapters: [{
+      file: 'krea2-aitoolkit.safetensors', weight: 0.9, specs: [
+        peftSpec('base_model.model.blocks.0.attn.wq', 4, H, H, [{ key: 'transformer_blocks.0.attn.to_q.weight' }], 1),
+        peftSpec('base_model.model.blocks.1.mlp.down', 2, H, FF, [{ key: 'transformer_blocks.1.ff.down.weight' }], 1),
+        peftSpec('base_model.model.txtfusion.refiner_blocks.0.attn.gate', 4, T, T, [{ key: 'text_fusion.refiner_blocks.0.attn.to_gate.weight' }], 1),
+        peftSpec('base_model.model.tmlp.0', 8, H, TEMB, [{ key: 'time_embed.linear_1.weight' }], 1),
+        peftSpec('base_model.model.first', 4, H, IN, [{ key: 'img_in.weight' }], 1),
+      ],
+    }],
+  },
+  {
     name: 'Krea 2 checkpoint in the original naming ← a LoRA in diffusers\' names (transformer.transformer_blocks.0.attn.to_q, …)',
     base: originalFile, baseName: ORIGINAL,
     adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: specs('transformer.', 'diffusers'), weight: -1.2 }],
@@ -105,8 +118,9 @@ describe('Krea 2 names', () => {
     expect(problems[1]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.adaLN": no matching tensor/);
   });
 
-  it('ai-toolkit\'s lone base_model.model. file (no adapter_config.json: its scale is not in the file) is refused in one line, as other lone PEFT files are', async () => {
-    await expect(planProblemsOf(diffusersFolder, 'transformer', [peftSpec('base_model.model.blocks.0.attn.wq', 2, H, H, [], 1)], rand))
+  it('a lone base_model.model. file with a tensor diffusers\' Krea 2 converter does not carry (an .alpha) is still refused for its missing config', async () => {
+    const spec = peftSpec('base_model.model.blocks.0.attn.wq', 2, H, H, [], 1);
+    await expect(planProblemsOf(diffusersFolder, 'transformer', [{ ...spec, extra: [{ name: 'base_model.model.blocks.0.attn.wq.alpha', dtype: 'F32', shape: [], data: [4] }] }], rand))
       .rejects.toThrow('lora.safetensors: looks like a PEFT adapter but adapter_config.json is missing (it holds r and lora_alpha)');
   });
 });

@@ -46,7 +46,7 @@ describe('combine refuses, for every rename in the layout registry, a module nam
   it('the registry lists renames for the diffusion layouts that translate a single-file naming', () => {
     expect(layouts.map((l) => l.name).sort()).toEqual([
       'ace-step', 'auraflow', 'cosmos', 'cosmos1', 'flux-bfl', 'flux2-bfl', 'hunyuan-dit', 'hunyuan-video', 'ideogram4', 'krea2', 'ltx-video', 'ltx2', 'lumina2',
-      'mochi', 'pixart', 'sana', 'sd3-sai', 'stable-cascade', 'stable-cascade-diffusers', 'wan-original', 'z-image',
+      'minimax-h3', 'mochi', 'pixart', 'sana', 'sd3-sai', 'stable-cascade', 'stable-cascade-diffusers', 'wan-original', 'z-image',
     ]);
   });
 

@@ -173,6 +173,8 @@ export function checkModules(adapters: readonly ParsedAdapter[], command: string
       if (m.biasB) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" changes a bias (${m.biasB.name}), which ${command} does not support yet` });
       if (m.reshapeTo !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" pads its base weight to (${m.reshapeTo.join(', ')}) (ComfyUI's reshape_weight), which ${command} cannot write into a LoRA file` });
       else if (m.widenBaseTo !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" widens its base weight to ${m.widenBaseTo} input columns (a FLUX.1 control LoRA's img_in), which ${command} cannot write into a LoRA file` });
+      // Its rows are per head [q k v], which only peft's `.default.` infix over H3's names tells (minimax-h3-file.ts).
+      if (m.address.qkvPerHead !== undefined) problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${adapter.name}: module "${m.key}" is DiffSynth-Studio's MiniMax-H3 qkv_proj, its rows per head [q k v], which ${command} cannot write into a LoRA file (no name in it says that order; merge it into the base instead)` });
     }
     // A set_weight replaces a tensor whatever the weight: no LoRA, and no modules_to_save of PEFT's, holds that.
     for (const r of adapter.replacements) {

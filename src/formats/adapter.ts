@@ -333,7 +333,7 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
     // A PEFT save without its config: α and r are only in adapter_config.json. Diffusion models'
     // are read as diffusers reads them (a lone file, scale 1: see DIFFUSION_PEFT_SAVE).
     const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
-      && !(LORA_ADAPTER_METADATA in file.metadata) && !file.tensors.every((t) => DIFFUSION_PEFT_SAVE.test(t.name));
+      && !(LORA_ADAPTER_METADATA in file.metadata) && !isDiffusionPeftSave(file.tensors.map((t) => t.name));
     if (peftSave || file.tensors.some((t) => /\.lora_embedding_[AB]/.test(t.name))) {
       throw new MergeError('BAD_CONFIG', `${files.name}: looks like a PEFT adapter but ${PEFT_CONFIG} is missing (it holds r and lora_alpha)`);
     }
@@ -362,6 +362,24 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
  * embedders, which no transformers model has at its top level.
  */
 const DIFFUSION_PEFT_SAVE = /^base_model\.model\.(double_blocks|single_blocks|final_layer|img_in|txt_in|time_in|vector_in|guidance_in|double_stream_modulation_(img|txt)|single_stream_modulation)\./;
+
+/**
+ * ai-toolkit's lone `base_model.model.` files of Krea 2 (its original names: `blocks.N.attn.wq`,
+ * `txtfusion.refiner_blocks.N.mlp.up`, `tmlp.0`) and ACE-Step 1.5 (its DiT decoder's:
+ * `layers.N.cross_attn.q_proj`), which diffusers' Krea2LoraLoaderMixin and AceStepLoraLoaderMixin read
+ * without a config, `base_model.model.` dropped, at α = r (no alpha: `get_peft_kwargs` sets each
+ * module's α to its rank). Only lora_A / lora_B, the only tensors those converters carry; an ACE-Step
+ * file only with a `cross_attn` module, as without one its names are any decoder LLM's PEFT save.
+ */
+const KREA2_BLOCK = String.raw`\.\d+\.(attn\.(wq|wk|wv|wo|gate)|mlp\.(gate|up|down))`;
+const KREA2_PEFT_SAVE = new RegExp(String.raw`^base_model\.model\.(blocks${KREA2_BLOCK}|txtfusion\.(layerwise_blocks|refiner_blocks)${KREA2_BLOCK}|first|last\.linear|tmlp\.[02]|tproj\.1|txtmlp\.[13]|txtfusion\.projector)\.lora_[AB]\.weight$`);
+const ACE_STEP_PEFT_SAVE = /^base_model\.model\.layers\.\d+\.((self_attn|cross_attn)\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.lora_[AB]\.weight$/;
+
+/** Whether a lone `base_model.model.` file is one diffusers reads without a config, at scale 1. */
+function isDiffusionPeftSave(names: readonly string[]): boolean {
+  return names.every((n) => DIFFUSION_PEFT_SAVE.test(n)) || names.every((n) => KREA2_PEFT_SAVE.test(n))
+    || (names.every((n) => ACE_STEP_PEFT_SAVE.test(n)) && names.some((n) => n.includes('.cross_attn.')));
+}
 
 /** Opens one file, hands it to `parse`, and closes it again if parsing fails. */
 async function withFile(

@@ -60,6 +60,12 @@ export interface ModuleAddress {
    * (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
    */
   priorStage?: true;
+  /**
+   * The module is a fused q/k/v whose rows are grouped per head (`[head0: q k v, head1: q k v, …]`),
+   * heads this many rows wide (DiffSynth-Studio's MiniMax-H3 LoRAs, minimax-h3-file.ts): a layout that
+   * places it on separate q, k, v tensors takes each head's rows from its group.
+   */
+  qkvPerHead?: number;
 }
 
 interface Prefix {

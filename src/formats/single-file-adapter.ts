@@ -26,6 +26,7 @@ import { readBlissfulNetwork } from './blissful-network.js';
 import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { oneTrainerOftOptions } from './algorithms/onetrainer-oft.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
+import { H3_FUSED_QKV, readMiniMaxH3File } from './minimax-h3-file.js';
 import { isKohyaModuleName, moduleAddress, withPriorPipelineEncoder, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
@@ -79,6 +80,8 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   for (const [module, roles] of longCat?.groups ?? []) groups.set(module, roles);
   const metadata = DiffusersLoraMetadata.parse(fileName, file.metadata);
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
+  // MiniMax-H3's original names: its loader's file-level alpha (minimax-h3-file.ts).
+  const minimaxH3 = readMiniMaxH3File(fileName, file, problems);
   // blissful-tuner's networks: file-level buffers, and what they ask of the modules.
   const blissful = await readBlissfulNetwork(file);
   const bundled = new Set<string>();
@@ -137,11 +140,14 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const moduleOptions = blissful?.options || oneTrainer ? { ...blissful?.options, ...oneTrainer } : undefined;
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key));
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key) ?? minimaxH3?.alpha);
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
       continue;
+    }
+    if (module && minimaxH3?.qkvPerHead !== undefined && H3_FUSED_QKV.test(module.address.path)) {
+      module = { ...module, address: { ...module.address, qkvPerHead: minimaxH3.qkvPerHead } };
     }
     if (module && control?.widened?.module === key) module = { ...module, widenBaseTo: control.widened.columns };
     else if (module && format === 'diffusers') {

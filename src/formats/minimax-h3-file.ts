@@ -1,0 +1,48 @@
+/**
+ * What a MiniMax-H3 LoRA file in the original checkpoint's names says for itself, as diffusers'
+ * MiniMaxH3LoraLoaderMixin reads it (layouts/minimax-h3.ts places its modules):
+ * - a `__metadata__` `alpha` (lightx2v's files), with no `.alpha` tensor in the file, is every module's α
+ *   (scale α/r); without one an alpha-less module loads at α = r;
+ * - peft's `.default.` infix over these names is DiffSynth-Studio's save, whose fused `qkv_proj` rows
+ *   diffusers reorders from per-head interleaved (`[head0: q k v, …]`) to `[q; k; v]`, every released
+ *   H3 having 128-wide heads: its `qkv_proj` modules are marked so (ModuleAddress.qkvPerHead).
+ */
+import type { MergeErrorCode } from '../errors.js';
+import type { SafetensorsFile } from './safetensors-types.js';
+
+/** A tensor of a module only MiniMax-H3's original names have (dotted, or musubi-tuner's flattened). */
+const H3_TENSOR = /^(diffusion_model\.|lora_unet_)?(token_refiner[._])?blocks[._]\d+[._](attn[._](qkv|out)_proj|adaln_proj[._]linear)\./;
+/** A tensor of any module diffusers' H3 converter reads (its MLP and embedders too, which other models' names share). */
+const H3_MODULE = /^(diffusion_model\.|lora_unet_)?((token_refiner[._])?blocks[._]\d+[._](attn[._](qkv|out)_proj|adaln_proj[._]linear|mlp[._]fc[12])|(video|audio)_patch_proj|condition_proj|time_embedder[._]proj_(in|out)|final_layer[._](adaln_proj[._]linear|video_out|audio_out))\./;
+/** What Python's float() reads (diffusers parses the metadata so), less inf and nan. */
+const FLOAT = /^\s*[+-]?(\d+(_\d+)*\.?(\d+(_\d+)*)?|\.\d+(_\d+)*)([eE][+-]?\d+(_\d+)*)?\s*$/;
+
+type Problem = { code: MergeErrorCode; message: string };
+
+export interface MiniMaxH3File {
+  /** The α of every module (the file's `__metadata__` `alpha`), when it sets one. */
+  alpha?: number;
+  /** DiffSynth-Studio's file: the width of a head in its per-head interleaved `qkv_proj` rows. */
+  qkvPerHead?: number;
+}
+
+/** A fused qkv_proj of H3's original names (`diffusion_model.` and `lora_unet_` already dropped). */
+export const H3_FUSED_QKV = /^(token_refiner[._])?blocks[._]\d+[._]attn[._]qkv_proj$/;
+/** The head width diffusers assumes for DiffSynth-Studio's files (every released MiniMax-H3 partition's). */
+const DIFFSYNTH_HEAD = 128;
+
+/** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems`. */
+export function readMiniMaxH3File(fileName: string, file: SafetensorsFile, problems: Problem[]): MiniMaxH3File | undefined {
+  // A file of H3's names: one only H3 has, or every module one of H3's (an MLP-only LoRA).
+  if (!file.tensors.some((t) => H3_TENSOR.test(t.name)) && !(file.tensors.length > 0 && file.tensors.every((t) => H3_MODULE.test(t.name)))) return undefined;
+  const diffSynth = file.tensors.some((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
+  const found: MiniMaxH3File = diffSynth ? { qkvPerHead: DIFFSYNTH_HEAD } : {};
+  const text = file.metadata.alpha;
+  if (text === undefined || file.tensors.some((t) => t.name.endsWith('.alpha'))) return found;
+  const alpha = FLOAT.test(text) ? Number(text.trim().replaceAll('_', '')) : NaN;
+  if (!Number.isFinite(alpha)) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` });
+    return found;
+  }
+  return { ...found, alpha };
+}

@@ -1,0 +1,239 @@
+/**
+ * MiniMax-H3 LoRAs in the original checkpoint's names onto diffusers' MiniMaxH3Transformer3DModel:
+ * ai-toolkit's (`diffusion_model.blocks.0.attn.qkv_proj.lora_A.weight`, no α: scale 1), musubi-tuner's
+ * (`lora_unet_blocks_1_attn_qkv_proj.lora_down.weight` with `.alpha`: α/r) and a bare-named file whose
+ * `__metadata__` `alpha` is every module's α (lightx2v's: α/r). Where each module lands is written here by
+ * hand from diffusers' `_convert_non_diffusers_minimax_h3_lora_to_diffusers`: `qkv_proj`'s ΔW rows in three
+ * equal blocks onto `to_q`, `to_k`, `to_v`; `mlp.fc1` (`[gate; value]`) onto `ff.net.0.proj` (`[value; gate]`)
+ * with its halves swapped; `out_proj` → `to_out.0`, `fc2` → `ff.net.2`, `blocks` → `transformer_blocks`,
+ * `token_refiner.blocks` → `token_refiner.refiner_blocks`, `final_layer.video_out` → `proj_out`, … Shapes are
+ * MiniMaxH3Transformer3DModel's (scripts/convert_minimax_h3_to_diffusers.py's key plan) scaled down: hidden
+ * 5376 → 8 (2 heads of 4), ffn 14336 → 12, the AdaLN projection 6·3·hidden rows, bf16 with the embedders and
+ * output projections float32 as the checkpoint ships them. File to file on the CPU and on WebGPU, against
+ * float64 truth. DiffSynth-Studio's files (peft's `.default.` infix) have their per-head interleaved qkv_proj
+ * de-interleaved as diffusers does (128-wide heads); a fused qkv_proj onto the original checkpoint is refused.
+ */
+import { describe, expect, it } from 'vitest';
+import { combineAdapters } from '../src/adapter-ops/combine.js';
+import { CpuAlgebra } from '../src/algebra/cpu-algebra.js';
+import { openAdapter } from '../src/formats/adapter.js';
+import { minimaxH3 } from '../src/formats/layouts/minimax-h3.js';
+import { memoryInputFileSet, prepareMerge } from '../src/index.js';
+import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
+import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+
+const rand = seededRandom(20261208);
+const H = 8, HD = 4, FF = 12, P = 16, A = 4, TD = 6, F = 4, TEH = 8, TE = 4;
+
+/** The diffusers transformer's tensors: [name, shape, dtype, bias]. */
+function transformer(): FixtureTensor[] {
+  const out: FixtureTensor[] = [];
+  const add = (name: string, shape: number[], dtype: 'BF16' | 'F32', bias = false) => {
+    out.push(tensor(rand, `${name}.weight`, shape, dtype));
+    if (bias) out.push(tensor(rand, `${name}.bias`, [shape[0]], dtype));
+  };
+  add('proj_in', [H, P], 'F32', true);
+  add('audio_proj_in', [H, A], 'F32', true);
+  add('context_embedder', [H, TD], 'BF16', true);
+  add('time_embedder.linear_1', [TEH, F], 'F32', true);
+  add('time_embedder.linear_2', [TE, TEH], 'F32', true);
+  for (const [stack, adaln] of [['transformer_blocks', true], ['token_refiner.refiner_blocks', false]] as const) {
+    for (const i of [0, 1]) {
+      const b = `${stack}.${i}`;
+      add(`${b}.norm1`, [H], 'BF16');
+      add(`${b}.norm2`, [H], 'BF16');
+      for (const p of ['to_q', 'to_k', 'to_v']) add(`${b}.attn.${p}`, [H, H], 'BF16');
+      add(`${b}.attn.norm_q`, [HD], 'BF16');
+      add(`${b}.attn.norm_k`, [HD], 'BF16');
+      add(`${b}.attn.to_out.0`, [H, H], 'BF16');
+      add(`${b}.ff.net.0.proj`, [2 * FF, H], 'BF16');
+      add(`${b}.ff.net.2`, [H, FF], 'BF16');
+      if (adaln) add(`${b}.adaln_proj.linear`, [6 * 3 * H, TE], 'BF16', true);
+    }
+  }
+  add('token_refiner.final_norm', [H], 'BF16');
+  add('norm_out.norm', [H], 'BF16');
+  add('norm_out.linear', [2 * H, TE], 'BF16', true);
+  add('proj_out', [P, H], 'F32', true);
+  add('audio_proj_out', [A, H], 'F32', true);
+  return out;
+}
+
+const folder = {
+  'diffusion_pytorch_model.safetensors': buildSafetensors(transformer()),
+  'config.json': JSON.stringify({
+    _class_name: 'MiniMaxH3Transformer3DModel', _diffusers_version: '0.38.0.dev0', num_attention_heads: 2, attention_head_dim: HD, hidden_size: H, num_layers: 2,
+    num_refiner_layers: 2, ffn_dim: FF, in_channels: 4, audio_in_channels: A, patch_size: [1, 2, 2], text_dim: TD, freq_dim: F, time_embed_hidden_dim: TEH, time_embed_dim: TE,
+    rope_freq_dim: 2, rope_theta: 10000.0, norm_eps: 1e-5, qk_norm_eps: 1e-5, final_norm_eps: 1e-5,
+  }),
+};
+
+/** q, k, v: rows [0, H), [H, 2H), [2H, 3H) of the fused ΔW, each onto its own tensor's rows [0, H). */
+const thirds = (block: string) => ['to_q', 'to_k', 'to_v'].map((p, n) => ({ key: `${block}.attn.${p}.weight`, rows: [{ src: n * H, dst: 0, count: H }] }));
+/** fc1's gate rows [0, FF) onto ff.net.0.proj's second half, its value rows [FF, 2FF) onto the first. */
+const swapped = (block: string) => [{ key: `${block}.ff.net.0.proj.weight`, rows: [{ src: 0, dst: FF, count: FF }, { src: FF, dst: 0, count: FF }] }];
+
+const CASES: LoraCase[] = [
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← ai-toolkit\'s LoRA (diffusion_model.blocks.0.attn.qkv_proj, lora_A/lora_B, scale 1)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-aitoolkit.safetensors', weight: 0.8, specs: [
+        peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 3 * H, H, thirds('transformer_blocks.0'), 1),
+        peftSpec('diffusion_model.blocks.1.attn.out_proj', 2, H, H, [{ key: 'transformer_blocks.1.attn.to_out.0.weight' }], 1),
+        peftSpec('diffusion_model.blocks.0.mlp.fc1', 2, 2 * FF, H, swapped('transformer_blocks.0'), 1),
+        peftSpec('diffusion_model.blocks.1.mlp.fc2', 2, H, FF, [{ key: 'transformer_blocks.1.ff.net.2.weight' }], 1),
+        peftSpec('diffusion_model.blocks.1.adaln_proj.linear', 2, 18 * H, TE, [{ key: 'transformer_blocks.1.adaln_proj.linear.weight' }], 1),
+        peftSpec('diffusion_model.token_refiner.blocks.1.attn.qkv_proj', 2, 3 * H, H, thirds('token_refiner.refiner_blocks.1'), 1),
+        peftSpec('diffusion_model.token_refiner.blocks.0.mlp.fc1', 2, 2 * FF, H, swapped('token_refiner.refiner_blocks.0'), 1),
+        peftSpec('diffusion_model.video_patch_proj', 2, H, P, [{ key: 'proj_in.weight' }], 1),
+        peftSpec('diffusion_model.condition_proj', 2, H, TD, [{ key: 'context_embedder.weight' }], 1),
+        peftSpec('diffusion_model.time_embedder.proj_in', 2, TEH, F, [{ key: 'time_embedder.linear_1.weight' }], 1),
+        peftSpec('diffusion_model.final_layer.adaln_proj.linear', 2, 2 * H, TE, [{ key: 'norm_out.linear.weight' }], 1),
+        peftSpec('diffusion_model.final_layer.video_out', 2, P, H, [{ key: 'proj_out.weight' }], 1),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← musubi-tuner\'s LoRA (lora_unet_blocks_1_attn_qkv_proj, lora_down/lora_up, .alpha: α/r)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-musubi.safetensors', weight: -0.6, specs: [
+        kohyaSpec('lora_unet_blocks_1_attn_qkv_proj', 4, 3 * H, H, thirds('transformer_blocks.1'), 8),
+        kohyaSpec('lora_unet_token_refiner_blocks_0_mlp_fc1', 4, 2 * FF, H, swapped('token_refiner.refiner_blocks.0'), 2),
+        kohyaSpec('lora_unet_token_refiner_blocks_1_attn_out_proj', 4, H, H, [{ key: 'token_refiner.refiner_blocks.1.attn.to_out.0.weight' }], 4),
+        kohyaSpec('lora_unet_final_layer_audio_out', 4, A, H, [{ key: 'audio_proj_out.weight' }], 1),
+        kohyaSpec('lora_unet_time_embedder_proj_out', 4, TE, TEH, [{ key: 'time_embedder.linear_2.weight' }], 4),
+        kohyaSpec('lora_unet_audio_patch_proj', 4, H, A, [{ key: 'audio_proj_in.weight' }], 4),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← bare names with a __metadata__ alpha (every module α/r, mixed ranks)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-metadata-alpha.safetensors', weight: 1, metadata: { format: 'pt', alpha: '16' }, specs: [
+        peftSpec('blocks.0.attn.qkv_proj', 8, 3 * H, H, thirds('transformer_blocks.0'), 2),
+        peftSpec('blocks.0.adaln_proj.linear', 2, 18 * H, TE, [{ key: 'transformer_blocks.0.adaln_proj.linear.weight' }], 8),
+        peftSpec('blocks.1.mlp.fc1', 4, 2 * FF, H, swapped('transformer_blocks.1'), 4),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← an MLP and embedder LoRA (no name only H3 has) with a __metadata__ alpha: α/r all the same',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-mlp-alpha.safetensors', weight: 0.6, metadata: { format: 'pt', alpha: '4.0' }, specs: [
+        peftSpec('diffusion_model.blocks.0.mlp.fc2', 8, H, FF, [{ key: 'transformer_blocks.0.ff.net.2.weight' }], 0.5),
+        peftSpec('diffusion_model.token_refiner.blocks.1.mlp.fc1', 2, 2 * FF, H, swapped('token_refiner.refiner_blocks.1'), 2),
+        peftSpec('diffusion_model.final_layer.audio_out', 4, A, H, [{ key: 'audio_proj_out.weight' }], 1),
+      ],
+    }],
+  },
+];
+
+/**
+ * DiffSynth-Studio's files: peft's `.default.` infix, no prefix, fp32 factors, no α (scale 1); its qkv_proj's
+ * rows are per head `[q k v]` (the raw checkpoint's order), 128 rows a head as in every released H3. Two heads,
+ * so hidden 256 here; head h's q rows [384h, 384h+128) land on to_q rows [128h, 128h+128), k and v after them.
+ */
+const WIDE = 256, HEAD = 128;
+const wideFolder = {
+  'diffusion_pytorch_model.safetensors': buildSafetensors([
+    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => tensor(rand, `transformer_blocks.0.attn.${p}.weight`, [WIDE, WIDE], 'BF16')),
+    tensor(rand, 'transformer_blocks.0.ff.net.0.proj.weight', [2 * FF, WIDE], 'BF16'),
+    tensor(rand, 'transformer_blocks.0.adaln_proj.linear.weight', [18 * WIDE, TE], 'BF16'),
+    tensor(rand, 'audio_proj_in.weight', [WIDE, A], 'F32'),
+    tensor(rand, 'token_refiner.final_norm.weight', [WIDE], 'BF16'),
+  ]),
+  'config.json': JSON.stringify({ _class_name: 'MiniMaxH3Transformer3DModel', _diffusers_version: '0.38.0.dev0', num_attention_heads: 2, attention_head_dim: HEAD, hidden_size: WIDE, num_layers: 1, num_refiner_layers: 0, ffn_dim: FF }),
+};
+const perHead = ['to_q', 'to_k', 'to_v'].map((p, j) => ({
+  key: `transformer_blocks.0.attn.${p}.weight`, rows: [0, 1].map((h) => ({ src: h * 3 * HEAD + j * HEAD, dst: h * HEAD, count: HEAD })),
+}));
+const diffSynth = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands']): LoraSpec =>
+  ({ down: `${name}.lora_A.default.weight`, up: `${name}.lora_B.default.weight`, r, out, in: inF, lands, scale: 1 });
+CASES.push({
+  name: 'diffusers MiniMaxH3Transformer3DModel ← DiffSynth-Studio\'s LoRA (blocks.0.attn.qkv_proj.lora_A.default.weight: per-head interleaved qkv)',
+  base: wideFolder, baseName: 'transformer',
+  adapters: [{
+    file: 'h3-diffsynth.safetensors', weight: 0.5, specs: [
+      diffSynth('blocks.0.attn.qkv_proj', 4, 3 * WIDE, WIDE, perHead),
+      diffSynth('blocks.0.attn.out_proj', 4, WIDE, WIDE, [{ key: 'transformer_blocks.0.attn.to_out.0.weight' }]),
+      diffSynth('blocks.0.mlp.fc1', 4, 2 * FF, WIDE, swapped('transformer_blocks.0')),
+    ],
+  }],
+});
+
+const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
+
+/** The parse's or plan's refusals of one adapter file (tensors and metadata as given). */
+async function refusals(base: Record<string, Uint8Array | string>, baseName: string, tensors: FixtureTensor[], metadata?: Record<string, string>): Promise<string[]> {
+  const bytes = buildSafetensors(tensors, metadata);
+  try {
+    const prepared = await prepareMerge(memoryInputFileSet(base, baseName), [{ files: memoryInputFileSet({ 'lora.safetensors': bytes }, 'lora.safetensors'), weight: 1 }]);
+    const problems = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return problems;
+  } catch (e) {
+    return [(e as Error).message];
+  }
+}
+
+describe('MiniMax-H3 names', () => {
+  it('the minimax-h3 layout places qkv_proj, fc1 and the renamed modules; without it they are refused', async () => {
+    for (const k of CASES) {
+      const prepared = await prepare(k);
+      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout)))).toEqual(new Set(['minimax-h3']));
+      await prepared.close();
+      await withoutLayout(minimaxH3, async () => {
+        const p = await prepare(k);
+        expect(p.plan.problems.length).toBeGreaterThan(0);
+        await p.close();
+      });
+    }
+  });
+
+  it('a qkv_proj whose rows are not three times the width does not fit', async () => {
+    const problems = await planProblemsOf(folder, 'transformer', [peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 2 * H, H, [], 1)], rand);
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": ΔW \(16, 8\) does not fit/);
+  });
+
+  it('DiffSynth-Studio\'s qkv_proj on a transformer whose heads are not 128 rows wide (as diffusers assumes) is refused in one line', async () => {
+    const spec: LoraSpec = { down: 'blocks.0.attn.qkv_proj.lora_A.default.weight', up: 'blocks.0.attn.qkv_proj.lora_B.default.weight', r: 2, out: 3 * H, in: H, lands: [], scale: 1 };
+    const out = await refusals(folder, 'transformer', loraTensors(rand, [spec], 'F32'));
+    expect(out).toEqual(['lora.safetensors: module "blocks.0.attn.qkv_proj": is DiffSynth-Studio\'s per-head interleaved qkv_proj, which diffusers reads in heads of 128 rows, and transformer_blocks.0.attn.to_q.weight has 8 rows, not a multiple of 128; not supported']);
+  });
+
+  it('combine refuses DiffSynth-Studio\'s qkv_proj in one line: no name in a written LoRA says its per-head row order', async () => {
+    const bytes = buildSafetensors(loraTensors(rand, [diffSynth('blocks.0.attn.qkv_proj', 2, 3 * WIDE, WIDE, []), diffSynth('blocks.0.attn.out_proj', 2, WIDE, WIDE, [])], 'F32'));
+    const adapter = await openAdapter(memoryInputFileSet({ 'h3-diffsynth.safetensors': bytes }, 'h3-diffsynth.safetensors'));
+    const err = await combineAdapters([{ adapter, weight: 1 }], { method: 'cat', format: 'peft' }, new CpuAlgebra()).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toBe('h3-diffsynth.safetensors: module "blocks.0.attn.qkv_proj" is DiffSynth-Studio\'s MiniMax-H3 qkv_proj, its rows per head [q k v], which combine cannot write into a LoRA file (no name in it says that order; merge it into the base instead)');
+  });
+
+  it('a __metadata__ alpha that is not a number is refused in one line', async () => {
+    const out = await refusals(folder, 'transformer', loraTensors(rand, [peftSpec('blocks.0.attn.out_proj', 2, H, H, [], 1)], 'BF16'), { format: 'pt', alpha: 'sixteen' });
+    expect(out).toHaveLength(1);
+    expect(out[0]).toContain('lora.safetensors: metadata "alpha" is "sixteen", not a finite number: diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha');
+  });
+
+  it('on the original checkpoint a fused qkv_proj is refused (its shards interleave q, k, v per head); out_proj lands by name', async () => {
+    const original = { 'minimax_h3.safetensors': buildSafetensors([
+      tensor(rand, 'audio_patch_proj.weight', [H, A], 'F32'),
+      tensor(rand, 'blocks.0.attn.qkv_proj.weight', [3 * H, H], 'BF16'),
+      tensor(rand, 'blocks.0.attn.out_proj.weight', [H, H], 'BF16'),
+      tensor(rand, 'token_refiner.blocks.0.attn.qkv_proj.weight', [3 * H, H], 'BF16'),
+    ]) };
+    const problems = await planProblemsOf(original, 'minimax_h3.safetensors', [
+      peftSpec('diffusion_model.blocks.0.attn.qkv_proj', 2, 3 * H, H, [], 1),
+      peftSpec('diffusion_model.token_refiner.blocks.0.attn.qkv_proj', 2, 3 * H, H, [], 1),
+      peftSpec('diffusion_model.blocks.0.attn.out_proj', 2, H, H, [], 1),
+    ], rand);
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head and the reference reorders to \[q; k; v\] on loading; a LoRA's rows follow its trainer \(DiffSynth-Studio: per head; the others: \[q; k; v\]\).*; not supported: merge onto the diffusers transformer folder/);
+    expect(problems[1]).toMatch(/^lora\.safetensors: module "diffusion_model\.token_refiner\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj/);
+  });
+});
