@@ -118,9 +118,11 @@ function setD(type: QType, block: Uint8Array, bits: number): void {
   }
   for (const at of Q[type].halves) { block[at] = bits & 0xff; block[at + 1] = bits >> 8; }
 }
-const BASE_TYPES: readonly QType[] = ['Q8_0', 'Q4_0', 'Q5_1', 'Q4_K', 'Q6_K', 'Q3_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S', 'IQ3_XXS', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S', 'IQ1_S', 'IQ1_M'];
-const DTYPES: readonly OutType[] = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S', 'IQ3_XXS', 'F16', 'BF16'];
-const RETYPES: readonly OutType[] = ['IQ4_NL', 'IQ4_XS', 'IQ3_S', 'IQ3_XXS', 'F16', 'BF16'];
+const BASE_TYPES: readonly QType[] = ['Q8_0', 'Q4_0', 'Q5_1', 'Q4_K', 'Q6_K', 'Q3_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S'];
+const DTYPES: readonly OutType[] = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S', 'F16', 'BF16'];
+const RETYPES: readonly OutType[] = ['IQ4_NL', 'IQ4_XS', 'IQ3_S', 'F16', 'BF16'];
+/** The grid-search IQ types as bases, drawn by a stream of their own (moeCase). */
+const SEARCH_TYPES: readonly IqSearch[] = ['IQ3_XXS', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S', 'IQ1_S', 'IQ1_M'];
 /** `--dtype` types drawn only with `--imatrix`. */
 const WEIGHTED_DTYPES: readonly OutType[] = ['IQ1_S', 'IQ1_M', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S'];
 /** llama-quantize's tensor_type_fallback (llama-quant.cpp) for a row that is not whole blocks. */
@@ -172,11 +174,19 @@ export function ggufMoreCase(seed: number, index: number, formats: readonly Gguf
 }
 
 function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf-retype', hostileKind: RequantHostility | undefined, hostileMerged: boolean): RequantCase {
+  // The grid-search IQ types (IQ3_XXS, IQ2_*, IQ1_*) by a stream of their own, so that a seed's
+  // cases that draw none of them stay what they were.
+  const iq = seededRandom((seed * 613 + index * 31 + 17) >>> 0);
+  const iqPick = <T>(xs: readonly T[]): T => xs[Math.floor(iq() * xs.length)];
   const adapterKind: AdapterKind = d.pick(['peft-mixtral', 'peft-qwen', 'peft-fused', 'llama-lora']);
   const arch = adapterKind === 'peft-qwen' || adapterKind === 'peft-fused' ? 'qwen3moe' : 'llama';
   // Q4_K_M's one-block mix now and then, else one type throughout.
   const mix = d.rand() < 0.2;
-  const typeOf: Record<Proj, QType> = mix ? { gate: 'Q4_K', up: 'Q4_K', down: 'Q6_K' } : (() => { const t = d.pick(BASE_TYPES); return { gate: t, up: t, down: t }; })();
+  const typeOf: Record<Proj, QType> = mix ? { gate: 'Q4_K', up: 'Q4_K', down: 'Q6_K' } : (() => {
+    const drawn = d.pick(BASE_TYPES);
+    const t = iq() < 0.35 ? iqPick(SEARCH_TYPES) : drawn;
+    return { gate: t, up: t, down: t };
+  })();
   const big = [typeOf.gate, typeOf.down].some((t) => Q[t].size === 256);
   // Sizes: each expert tensor's rows whole blocks, just above the pool's floor, at most 256 Ki values.
   let hidden = 0, ffn = 0, experts = 0;
@@ -206,6 +216,7 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   let mergedOnly = false;
   if (world === 'gguf-retype' || d.rand() < 0.4) {
     outType = d.pick(world === 'gguf-retype' ? RETYPES : DTYPES);
+    if (outType !== 'F16' && outType !== 'BF16' && iq() < 0.2) outType = 'IQ3_XXS';
     mergedOnly = d.rand() < 0.4;
   }
   const withImatrix = world === 'gguf-moe' && d.rand() < 0.35 && outType !== 'F16' && outType !== 'BF16';
@@ -213,7 +224,7 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
     mergedOnly = true;
     // The types written only with an importance matrix, now and then (a row not of whole 256-value
     // blocks falls back to IQ4_NL, weighted).
-    if (d.rand() < 0.4) outType = d.pick(WEIGHTED_DTYPES);
+    if (iq() < 0.4) outType = iqPick(WEIGHTED_DTYPES);
   }
 
   // Hostile changes of this world.
