@@ -4,19 +4,13 @@
  * output's rounding boundaries (ties), a hair beside them (where f32 sums cannot tell), or come out
  * of cancelling terms. The truth is exact BigInt arithmetic (helpers/exact-truth.ts).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import type { MergeBackend, MergeOp } from '../src/engine/merge-op.js';
 import { describeAdapter, requestAdapter, requestMergeDevice } from '../src/engine/gpu/gpu-device.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { WebGpuBackend } from '../src/engine/gpu/webgpu-backend.js';
-import { REPO_ROOT } from './helpers/cli.js';
 import { exactMergeBits } from './helpers/exact-truth.js';
 import { tieOps, TIE_DTYPES } from './helpers/tie-cases.js';
 import { decodeF64, encodeValues, outputBits, randomOp, seededRandom, type OpSpec } from './helpers/reference-math.js';
@@ -25,6 +19,7 @@ import { checkOp } from '../src/engine/op-shape.js';
 import type { UpdateStep } from '../src/engine/update-steps.js';
 import { exactStepsBits } from './helpers/exact-steps.js';
 import { randomStepOp, slabOf, type StepOpSpec } from './helpers/step-ops.js';
+import { threadBackends } from './helpers/thread-backends.js';
 import { resolveColumnNorms } from '../src/engine/column-norms.js';
 import { rowGranule } from '../src/engine/update-steps.js';
 
@@ -44,16 +39,16 @@ function expectCorrectlyRounded(op: MergeOp, out: Uint8Array, want = exactMergeB
   expect(`${wrong} of ${want.length} wrong${wrong ? `; ${first}` : ''}`).toBe(`0 of ${want.length} wrong`);
 }
 
-const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+const threads = threadBackends();
 let nodeGpu: NodeGpu | undefined;
 const webgpu = (options: ConstructorParameters<typeof WebGpuBackend>[1]) => async () =>
   new WebGpuBackend(await requestMergeDevice(await requestAdapter(nodeGpu!.gpu)), options);
 const executors: { name: string; backend?: MergeBackend; make: () => MergeBackend | Promise<MergeBackend>; swiftShaderOnly?: boolean }[] = [
   { name: 'WebAssembly, calling thread', make: () => new CpuBackend('test') },
   // As a page runs them: W and the output copied through the pool's scratch memory.
-  { name: 'WebAssembly, worker threads', make: () => new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false }) }) },
+  { name: 'WebAssembly, worker threads', make: () => threads.backend(threads.scratchPool) },
   // As a merge from a file runs in Node: W read into the pool's shared memory (a view inside a larger buffer), used in place, the output written in place.
-  { name: 'WebAssembly, threads, shared W', make: () => baseInSharedMemory(new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) })) },
+  { name: 'WebAssembly, threads, shared W', make: () => baseInSharedMemory(threads.backend(threads.sharedPool)) },
   { name: 'JavaScript', make: () => new CpuBackend('test', { executor: 'js' }) },
   // SwiftShader here: both conversion styles, a small list (overflow → every element settled) and a 2-D workgroup.
   { name: 'WebGPU, bit shifts', make: webgpu({ shiftFree: false }) },
@@ -76,10 +71,6 @@ function baseInSharedMemory(backend: CpuBackend): MergeBackend {
 }
 
 beforeAll(async () => {
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
   nodeGpu = await getNodeGpu();
   const adapter = await requestAdapter(nodeGpu.gpu);
   const swiftShader = /swiftshader/i.test(describeAdapter(adapter));

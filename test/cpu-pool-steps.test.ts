@@ -4,35 +4,23 @@
  * element must equal the exact result rounded once (exact BigInt truth, helpers/exact-steps.ts),
  * and the bytes must be those of one thread.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import { REPO_ROOT } from './helpers/cli.js';
 import { exactStepsBits } from './helpers/exact-steps.js';
 import { outputBits } from './helpers/reference-math.js';
 import { randomStepOp, type StepOpSpec } from './helpers/step-ops.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
-const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+const t = threadBackends();
 let pool: CpuWorkerPool;
 let threads: CpuBackend;
 let one: CpuBackend;
 
 beforeAll(() => {
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  pool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-  threads = new CpuBackend('test', { pool });
-  one = new CpuBackend('test');
-});
-afterAll(() => {
-  threads.dispose();
-  one.dispose();
+  pool = t.sharedPool;
+  threads = t.backend(pool);
+  one = t.backend();
 });
 
 // Large enough for the pool (64 Ki elements at least), odd sizes, every kind of step.

@@ -4,11 +4,11 @@
  * threads (order, reuse of a tensor's factors across slabs, cancellation, non-finite results).
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { FloatDType } from '../src/dtype.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
@@ -18,6 +18,7 @@ import { createWasmKernel, paddedCols, wasmSimdAvailable } from '../src/engine/c
 import type { MergeOp } from '../src/engine/merge-op.js';
 import { REPO_ROOT } from './helpers/cli.js';
 import { compareWithReference, decodeF64, randomOp, roundedBits, seededRandom, type OpSpec } from './helpers/reference-math.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
 const DTYPES: FloatDType[] = ['F32', 'F16', 'BF16'];
 
@@ -162,20 +163,15 @@ describe('WASM merges on the calling thread', () => {
 });
 
 describe('WASM merges on worker threads', () => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  // The workers run the compiled script (npm test builds it first; the helper builds it when it is missing).
+  const threads = threadBackends();
   let pool: CpuWorkerPool;
   let backend: CpuBackend;
 
   beforeAll(() => {
-    // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-    if (!existsSync(workerScript)) {
-      execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-      execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-    }
-    pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
-    backend = new CpuBackend('test', { pool });
+    pool = threads.pool(3);
+    backend = threads.backend(pool);
   });
-  afterAll(() => backend.dispose());
 
   it('slabs of one tensor (the same terms array) and of an interleaved second tensor are all correct', async () => {
     const specs: OpSpec[] = [
@@ -246,7 +242,7 @@ describe('WASM merges on worker threads', () => {
   });
 
   it('after dispose, merges are refused', async () => {
-    const other = new CpuWorkerPool(pathToFileURL(workerScript), 2);
+    const other = threads.pool(2);
     other.dispose();
     await expect(new CpuBackend('test', { pool: other }).merge(randomOp(60, { rows: 300, cols: 300, ranks: [4] }))).rejects.toThrow(/disposed/);
   });

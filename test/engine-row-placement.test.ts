@@ -5,36 +5,28 @@
  * sub-slabs) against float64 truth written plainly in the reference, with row slabs that some terms
  * miss entirely.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MergeBackend, MergeOp, RowPlacement } from '../src/engine/merge-op.js';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
-import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu, type NodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { lowRankFactors } from '../src/engine/low-rank-factors.js';
 import { mergeTensor } from '../src/engine/merge-tensor.js';
 import { checkOp } from '../src/engine/op-shape.js';
 import { isMergeError } from '../src/errors.js';
-import { REPO_ROOT } from './helpers/cli.js';
 import { compareWithReference, randomOp, type OpSpec } from './helpers/reference-math.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
 const MiB = 1024 * 1024;
 let nodeGpu: NodeGpu | undefined;
 const backends: Record<string, MergeBackend | undefined> = {};
 
+const threads = threadBackends();
+
 beforeAll(async () => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
   backends.js = new CpuBackend('test', { executor: 'js' });
   backends.wasm = new CpuBackend('test');
-  backends.pool = new CpuBackend('test', { pool: new CpuWorkerPool(pathToFileURL(workerScript), 2) });
+  backends.pool = threads.backend(threads.sharedPool);
   nodeGpu = await getNodeGpu();
   try {
     backends.webgpu = await createWebGpuBackend(nodeGpu.gpu);

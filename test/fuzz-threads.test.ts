@@ -28,8 +28,8 @@
  * (merged-only or not) and `--imatrix` weighted quantizers in the float64 truth.
  * The GGUF worlds added last (helpers/fuzz-gguf-moe.ts), by a count and a stream of their own:
  * mixture-of-experts blocks (stacked 3-D `ffn_{gate,up,down}_exps`, per-expert or fused PEFT
- * LoRAs, llama.cpp MoE LoRAs, per-expert imatrix entries), IQ4_NL / IQ4_XS / IQ3_S bases and
- * outputs, the Q4_K_M mix, `--dtype f16` / `bf16`, and the legacy `.dat` imatrix.
+ * LoRAs, llama.cpp MoE LoRAs, per-expert imatrix entries), IQ bases and outputs (IQ4_NL, IQ4_XS,
+ * IQ3_S, IQ3_XXS; IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S and IQ1_M written with --imatrix, else F16), the Q4_K_M mix, `--dtype f16` / `bf16`, and the legacy `.dat` imatrix.
  * Last, the command line on 2, 4 and 1 threads in turn stopped by SIGINT at a drawn moment (cases
  * of the re-quantizing worlds without a hostile change, with their --dtype and --imatrix; a second
  * group, by a stream of its own, of the worlds added after the first five): exit
@@ -46,7 +46,6 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
@@ -58,7 +57,7 @@ import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { bytesSource } from '../src/io/memory-source.js';
 import { GGUF_MORE_FORMATS, ggufMoreCase, type GgufMoreFormat } from './helpers/fuzz-gguf-moe.js';
 import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
-import { errorLines, REPO_ROOT, runCliActingAtStart, snapshot } from './helpers/cli.js';
+import { errorLines, runCliActingAtStart, snapshot } from './helpers/cli.js';
 import { threadBackends } from './helpers/thread-backends.js';
 
 const RUNS = Number(process.env.FUZZ_THREAD_RUNS ?? 12);
@@ -125,16 +124,12 @@ const WIDE = 4;
 
 const threads = threadBackends();
 let widePool: CpuWorkerPool | undefined;
-const wideBackends: CpuBackend[] = [];
 beforeAll(() => {
-  widePool = new CpuWorkerPool(pathToFileURL(join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js')), WIDE);
+  widePool = threads.pool(WIDE);
 });
-afterAll(() => wideBackends.forEach((b) => b.dispose()));
 /** A backend on four threads with shared slabs (the command line's pool on a machine of more cores). */
 function wide(): CpuBackend {
-  const b = new CpuBackend('test', { pool: widePool! });
-  wideBackends.push(b);
-  return b;
+  return threads.backend(widePool!);
 }
 
 type Outcome = { kind: 'merged'; bytes: Uint8Array } | { kind: 'refused'; code: string; message: string };

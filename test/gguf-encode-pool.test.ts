@@ -3,11 +3,7 @@
  * on the calling thread (every thread runs the same reference encoder), the work does go to the
  * workers, a whole requantizing merge gives the same file as on one thread, and cancelling stops it.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
 import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
@@ -15,26 +11,17 @@ import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge } from '../src/index.js';
 import { seededRandom } from './helpers/fixtures.js';
 import { peftLlamaAdapter, q4kmLlama } from './helpers/gguf-models.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
-const REPO_ROOT = join(import.meta.dirname, '..');
+const threads = threadBackends();
 let pool: CpuWorkerPool;
 let threaded: CpuBackend;
 let single: CpuBackend;
 
 beforeAll(() => {
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
-  // The workers run the compiled script (npm test builds it first; build it here when it is missing).
-  if (!existsSync(workerScript)) {
-    execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
-    execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
-  }
-  pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
-  threaded = new CpuBackend('test', { pool });
-  single = new CpuBackend('test');
-});
-afterAll(() => {
-  threaded?.dispose();
-  single?.dispose();
+  pool = threads.pool(3);
+  threaded = threads.backend(pool);
+  single = threads.backend();
 });
 
 describe('GGML blocks encoded on the worker threads', () => {

@@ -15,6 +15,7 @@ import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow, iq2STables, iq2XsTables, iq2XxsTables, type Iq2Tables } from '../src/formats/gguf/codecs/iq2-search.js';
 import { ggmlTypeByName } from '../src/formats/gguf/ggml-types.js';
 import { blockCodec } from '../src/formats/gguf/codecs/registry.js';
+import { fittingType } from '../src/formats/gguf/quantize-rule.js';
 import { errorLines, runCli } from './helpers/cli.js';
 import { seededRandom, tempDirs } from './helpers/fixtures.js';
 import { buildGguf, readGguf, tensorData, typeName } from './helpers/gguf-builder.js';
@@ -204,6 +205,16 @@ describe('loramerge merge --imatrix on an IQ2_XXS llama', () => {
       expect(errors, r.stderr).toHaveLength(1);
       expect(errors[0]).toMatch(message);
       expect(existsSync(join(dir, 'out.gguf'))).toBe(false);
+    }
+  });
+});
+
+describe('rows that are not whole 256-value blocks', () => {
+  it("take llama-quantize's fallback (tensor_type_fallback) for the IQ1 and IQ2 types too: IQ4_NL, then F16", () => {
+    for (const name of ['IQ1_S', 'IQ1_M', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S']) {
+      expect(fittingType(name, 512), name).toBe(name);
+      expect(fittingType(name, 160), name).toBe('IQ4_NL');
+      expect(fittingType(name, 100), name).toBe('F16');
     }
   });
 });

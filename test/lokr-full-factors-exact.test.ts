@@ -9,24 +9,21 @@
  * f32's largest was Inf. The truth here is float64, written plainly: every value below is exact in
  * it (products of two f32 values, and sums whose bits span fewer than 53 places).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import { REPO_ROOT } from './helpers/cli.js';
 import { buildSafetensors, roundForDType, type FixtureDType } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory } from './helpers/merge-backends.js';
+import { threadBackends } from './helpers/thread-backends.js';
 
 const backends = mergeBackends({ cpu: 'both' });
 // The CLI's CPU backend: ops with dense terms are cut into row pieces for its worker threads
 // (step-rows.ts), which run the built worker (`npm run build:lib` first, as for cpu-pool-steps.test.ts).
+const threads = threadBackends();
 let pool: CpuWorkerPool;
 beforeAll(() => {
-  pool = new CpuWorkerPool(pathToFileURL(join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js')), 2);
-  backends['cpu (2 threads)'] = new CpuBackend('test', { pool });
+  pool = threads.sharedPool;
+  backends['cpu (2 threads)'] = threads.backend(pool);
 });
-afterAll(() => backends['cpu (2 threads)']?.dispose());
 
 const Q = 'model.layers.0.self_attn.q_proj.weight';
 const PREFIX = 'base_model.model.model.layers.0.self_attn.q_proj';

@@ -16,10 +16,10 @@ import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, t
 import { createNodeBackend } from '../src/node.js';
 import { summarizePlan } from '../demo/plan-summary.js';
 import { peftLoraOn } from './helpers/adapter-fixtures.js';
-import { pathToFileURL } from 'node:url';
 import { CpuBackend } from '../src/engine/cpu/cpu-backend.js';
 import { CpuWorkerPool } from '../src/engine/cpu/cpu-worker-pool.js';
-import { mergeFolders, REPO_ROOT } from './helpers/cli.js';
+import { mergeFolders } from './helpers/cli.js';
+import { threadBackends } from './helpers/thread-backends.js';
 import { compressedTensorsRequantize } from './helpers/e4m3-by-hand.js';
 import { hfModelFolder, readMergedFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, decodeSafetensors, randomValues, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
@@ -292,7 +292,8 @@ for (const kind of KINDS) {
 describe('weights large enough for the CPU worker threads: each 128-row band merged in pieces on every thread, then re-quantized whole', () => {
   // 300 × 600: three row blocks (the last 44 rows) of five column blocks (the last 88 columns).
   const rows = 300, cols = 600;
-  const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
+  // The pools run the built worker script (the helper builds it where it is missing).
+  const threads = threadBackends();
   const folders = (kind: Kind, r: number) => {
     const tensors: FixtureTensor[] = [
       { name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [8, cols], data: Array.from(randomValues(8 * cols, rand), (x) => roundForDType(x, 'BF16')) },
@@ -316,15 +317,12 @@ describe('weights large enough for the CPU worker threads: each 128-row band mer
   };
   const pools: CpuWorkerPool[] = [];
   const made: MergeBackend[] = [];
-  beforeAll(() => {
-    if (!existsSync(workerScript)) throw new Error('build the library first (npm run build:lib)');
-  });
   afterAll(() => made.forEach((b) => b.dispose()));
   const executors = {
     'three threads': () => {
-      const pool = new CpuWorkerPool(pathToFileURL(workerScript), 3);
+      const pool = threads.pool(3);
       pools.push(pool);
-      return new CpuBackend('test', { pool });
+      return threads.backend(pool);
     },
     'plain JavaScript': () => new CpuBackend('test', { executor: 'js' }),
   };

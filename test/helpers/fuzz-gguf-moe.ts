@@ -4,7 +4,8 @@
  * what they were):
  *   - `gguf-moe`: one mixture-of-experts block whose experts are stacked 3-D tensors
  *     `blk.0.ffn_{gate,up,down}_exps.weight` (ne [in, out, experts], experts stacked as rows), of a
- *     quantized type, an IQ type (IQ4_NL, IQ4_XS, IQ3_S), or llama-quantize's Q4_K_M mix for one
+ *     quantized type, an IQ type (IQ4_NL, IQ4_XS, IQ3_S, IQ3_XXS, IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S, IQ1_M),
+ *     or llama-quantize's Q4_K_M mix for one
  *     block (gate and up Q4_K, down Q6_K: its `use_more_bits` gives the last block's ffn_down
  *     Q6_K), with the F32 router `ffn_gate_inp`; the adapter is one of those the README merges onto
  *     them: a PEFT LoRA on per-expert modules (Mixtral's `block_sparse_moe.experts.K.w1`/`w3`/`w2`
@@ -13,7 +14,11 @@
  *     Qwen3-MoE experts (`mlp.experts.gate_up_proj` (E, 2·ffn, hidden), gate rows then up rows,
  *     `down_proj`), or a llama.cpp LoRA GGUF with 3-D factors (lora_a ne [in, r, E], lora_b ne
  *     [r, out, E]); sometimes `--dtype` (a quantized, IQ, f16 or bf16 type, merged-only or not)
- *     and sometimes `--imatrix` with one entry per expert (`in_sum2` ne [in, E], `counts` ne [1, E]);
+ *     and sometimes `--imatrix` with one entry per expert (`in_sum2` ne [in, E], `counts` ne [1, E]),
+ *     then now and then `--dtype` of a type llama-quantize writes only with one (IQ1_S, IQ1_M,
+ *     IQ2_XXS, IQ2_XS, IQ2_S; IQ4_NL, weighted, for rows not of whole 256-value blocks). A merged
+ *     tensor of those types is written in its type with the imatrix (which then has its entry), as
+ *     F16 without one (export-lora's rule);
  *   - `gguf-retype`: the same files, always with `--dtype`, drawn among the IQ types, f16 and bf16;
  *   - `gguf-imatrix-dat`: the llama layer world's `--imatrix` cases (fuzz-gguf-layers.ts) with the
  *     importance matrix in llama-imatrix's legacy `.dat` format instead of its GGUF.
@@ -25,8 +30,9 @@
  *   - llama.cpp LoRA: s·B_e·A_e with s = adapter.lora.alpha / r (ggml_mul_mat_id, slice e);
  * and each written tensor is then the reference quantizer of its type (ggml-reference.ts,
  * ggml-imatrix-reference.ts, ggml-iq4-reference.ts, ggml-iq3s-reference.ts: transcriptions of
- * ggml's C written for the tests) on W' rounded to f32, weighted by expert e's importance for
- * expert e's rows; f16 and bf16 outputs within half an ulp of W' (W exactly where unchanged).
+ * ggml's C written for the tests; for IQ3_XXS and the IQ1 and IQ2 types loramerge's codecs, which
+ * their codec tests hold to ggml's own blocks, see iqSearch) on W' rounded to f32, weighted by expert e's importance for
+ * expert e's rows (W of every IQ base decoded by ggml-iq-decode-reference.ts or the IQ4/IQ3_S references); f16 and bf16 outputs within half an ulp of W' (W exactly where unchanged).
  * Hostile changes: a block's f16 d made NaN or ±Inf (refused where the tensor is decoded, copied
  * as stored where not), the file ending inside a tensor, a wrong expert count (the file's
  * `<arch>.expert_count` not the tensors', or an adapter for more experts than the file holds),
@@ -39,6 +45,9 @@ import { REF_BLOCK, q6_K, referenceDequantizeBlock, referenceQuantizeBlock, type
 import { affineRow, legacyRow, q2KBlock, q3KBlock, scaleMinKBlock } from './ggml-imatrix-reference.js';
 import { dequantizeIq4NlBlock, dequantizeIq4XsBlock, quantizeIq4NlBlock, quantizeIq4XsBlock } from './ggml-iq4-reference.js';
 import { dequantizeIq3sBlock, quantizeIq3sBlock } from './ggml-iq3s-reference.js';
+import { referenceIqBlock } from './ggml-iq-decode-reference.js';
+import { blockCodec } from '../../src/formats/gguf/codecs/registry.js';
+import { ggmlTypeByName } from '../../src/formats/gguf/ggml-types.js';
 import { ggufMoeLoraAdapter } from './gguf-models.js';
 import type { Draw, RequantCase, RequantHostility } from './fuzz-requant-worlds.js';
 import { ggufLayerCase } from './fuzz-gguf-layers.js';
@@ -46,7 +55,9 @@ import { ggufLayerCase } from './fuzz-gguf-layers.js';
 export const GGUF_MORE_FORMATS = ['gguf-moe', 'gguf-retype', 'gguf-imatrix-dat'] as const;
 export type GgufMoreFormat = (typeof GGUF_MORE_FORMATS)[number];
 
-type QType = RefType | 'IQ4_NL' | 'IQ4_XS' | 'IQ3_S';
+/** The IQ types whose quantizers are ggml's grid searches: IQ3_XXS, and those written only with an imatrix. */
+type IqSearch = 'IQ1_S' | 'IQ1_M' | 'IQ2_XXS' | 'IQ2_XS' | 'IQ2_S' | 'IQ3_XXS';
+type QType = RefType | 'IQ4_NL' | 'IQ4_XS' | 'IQ3_S' | IqSearch;
 type OutType = QType | 'F16' | 'BF16';
 
 const F = Math.fround;
@@ -69,12 +80,56 @@ const Q: Record<QType, { size: number; bytes: number; id: number; halves: number
   IQ4_NL: { size: 32, bytes: 18, id: 20, halves: [0], dequantize: dequantizeIq4NlBlock, quantize: (x, qw) => quantizeIq4NlBlock(x, qw) },
   IQ4_XS: { size: 256, bytes: 136, id: 23, halves: [0], dequantize: dequantizeIq4XsBlock, quantize: (x, qw) => quantizeIq4XsBlock(x, qw) },
   IQ3_S: { size: 256, bytes: 110, id: 21, halves: [0], dequantize: dequantizeIq3sBlock, quantize: (x, qw) => quantizeIq3sBlock(x, qw) },
+  IQ3_XXS: iqSearch('IQ3_XXS', 18),
+  IQ2_XXS: iqSearch('IQ2_XXS', 16),
+  IQ2_XS: iqSearch('IQ2_XS', 17),
+  IQ2_S: iqSearch('IQ2_S', 22),
+  IQ1_S: iqSearch('IQ1_S', 19),
+  IQ1_M: iqSearch('IQ1_M', 29),
 };
+/**
+ * An IQ type of ggml's grid searches: decoded by the plain reading of its layout
+ * (ggml-iq-decode-reference.ts); quantized by loramerge's codec, which gguf-iq1-codecs,
+ * gguf-iq2-codecs and gguf-iq3-codecs.test.ts hold to ggml's own blocks (golden files made by its
+ * C), block for block with importance weights and without: here the fuzzer checks what reaches the
+ * quantizer (W' of each row, the expert's weights, the type and its fallback) and what the threads
+ * make of it. IQ1_M has no f16 d of its own: its bits are the top nibbles of the four scale words.
+ */
+function iqSearch(t: IqSearch, id: number): (typeof Q)[QType] {
+  const type = ggmlTypeByName(t)!;
+  return {
+    size: 256, bytes: type.blockBytes, id, halves: t === 'IQ1_M' ? [] : [0],
+    dequantize: (b) => referenceIqBlock(t, b, 256),
+    quantize: (x, qw) => {
+      const codec = blockCodec(type)!, out = new Uint8Array(type.blockBytes);
+      if (qw) codec.encodeWeighted!(x, out, qw);
+      else codec.encode(x, out);
+      return out;
+    },
+  };
+}
+/** Types llama-quantize writes only with an importance matrix (IQ3_XXS is written without one too). */
+const WEIGHTED_ONLY: ReadonlySet<OutType> = new Set<OutType>(['IQ1_S', 'IQ1_M', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S']);
+/** A block's f16 d set to `bits` (IQ1_M: the top nibbles of its four scale words, low nibble first). */
+function setD(type: QType, block: Uint8Array, bits: number): void {
+  if (type === 'IQ1_M') {
+    for (let k = 0; k < 4; k++) block[49 + 2 * k] = (block[49 + 2 * k] & 0x0f) | (((bits >> (4 * k)) & 15) << 4);
+    return;
+  }
+  for (const at of Q[type].halves) { block[at] = bits & 0xff; block[at + 1] = bits >> 8; }
+}
 const BASE_TYPES: readonly QType[] = ['Q8_0', 'Q4_0', 'Q5_1', 'Q4_K', 'Q6_K', 'Q3_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S'];
 const DTYPES: readonly OutType[] = ['Q8_0', 'Q4_0', 'Q4_K', 'Q5_K', 'IQ4_NL', 'IQ4_XS', 'IQ3_S', 'F16', 'BF16'];
 const RETYPES: readonly OutType[] = ['IQ4_NL', 'IQ4_XS', 'IQ3_S', 'F16', 'BF16'];
+/** The grid-search IQ types as bases, drawn by a stream of their own (moeCase). */
+const SEARCH_TYPES: readonly IqSearch[] = ['IQ3_XXS', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S', 'IQ1_S', 'IQ1_M'];
+/** `--dtype` types drawn only with `--imatrix`. */
+const WEIGHTED_DTYPES: readonly OutType[] = ['IQ1_S', 'IQ1_M', 'IQ2_XXS', 'IQ2_XS', 'IQ2_S'];
 /** llama-quantize's tensor_type_fallback (llama-quant.cpp) for a row that is not whole blocks. */
-const FALLBACK: Partial<Record<QType, QType>> = { IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0' };
+const FALLBACK: Partial<Record<QType, QType>> = {
+  IQ1_S: 'IQ4_NL', IQ1_M: 'IQ4_NL', IQ2_XXS: 'IQ4_NL', IQ2_XS: 'IQ4_NL', IQ2_S: 'IQ4_NL', IQ3_XXS: 'IQ4_NL',
+  IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0',
+};
 const fitting = (t: OutType, cols: number): OutType => (t === 'F16' || t === 'BF16' || cols % Q[t].size === 0 ? t : fitting(FALLBACK[t]!, cols));
 const typeId = (t: OutType) => (t === 'F16' ? 1 : t === 'BF16' ? 30 : Q[t].id);
 
@@ -84,17 +139,16 @@ type AdapterKind = 'peft-mixtral' | 'peft-qwen' | 'peft-fused' | 'llama-lora';
 
 /** Random blocks of `type` with f16 scales giving values of about ±0.05; W decoded. */
 function randomBlocks(d: Draw, type: QType, n: number): { data: Uint8Array; w: Float64Array } {
-  const { size, bytes, halves } = Q[type];
+  const { size, bytes } = Q[type];
   const data = new Uint8Array((n / size) * bytes);
   const w = new Float64Array(n);
   const one = f16BitsFromF64(1);
   for (let b = 0; b < n / size; b++) {
     const block = data.subarray(b * bytes, (b + 1) * bytes);
     for (let i = 0; i < bytes; i++) block[i] = d.int(0, 255);
-    for (const at of halves) { block[at] = one & 0xff; block[at + 1] = one >> 8; }
+    setD(type, block, one);
     const amax = Q[type].dequantize(block).reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
-    const bits = f16BitsFromF64((0.02 + 0.06 * d.rand()) / amax);
-    for (const at of halves) { block[at] = bits & 0xff; block[at + 1] = bits >> 8; }
+    setD(type, block, f16BitsFromF64((0.02 + 0.06 * d.rand()) / amax));
     w.set(Q[type].dequantize(block), b * size);
   }
   return { data, w };
@@ -120,11 +174,19 @@ export function ggufMoreCase(seed: number, index: number, formats: readonly Gguf
 }
 
 function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf-retype', hostileKind: RequantHostility | undefined, hostileMerged: boolean): RequantCase {
+  // The grid-search IQ types (IQ3_XXS, IQ2_*, IQ1_*) by a stream of their own, so that a seed's
+  // cases that draw none of them stay what they were.
+  const iq = seededRandom((seed * 613 + index * 31 + 17) >>> 0);
+  const iqPick = <T>(xs: readonly T[]): T => xs[Math.floor(iq() * xs.length)];
   const adapterKind: AdapterKind = d.pick(['peft-mixtral', 'peft-qwen', 'peft-fused', 'llama-lora']);
   const arch = adapterKind === 'peft-qwen' || adapterKind === 'peft-fused' ? 'qwen3moe' : 'llama';
   // Q4_K_M's one-block mix now and then, else one type throughout.
   const mix = d.rand() < 0.2;
-  const typeOf: Record<Proj, QType> = mix ? { gate: 'Q4_K', up: 'Q4_K', down: 'Q6_K' } : (() => { const t = d.pick(BASE_TYPES); return { gate: t, up: t, down: t }; })();
+  const typeOf: Record<Proj, QType> = mix ? { gate: 'Q4_K', up: 'Q4_K', down: 'Q6_K' } : (() => {
+    const drawn = d.pick(BASE_TYPES);
+    const t = iq() < 0.35 ? iqPick(SEARCH_TYPES) : drawn;
+    return { gate: t, up: t, down: t };
+  })();
   const big = [typeOf.gate, typeOf.down].some((t) => Q[t].size === 256);
   // Sizes: each expert tensor's rows whole blocks, just above the pool's floor, at most 256 Ki values.
   let hidden = 0, ffn = 0, experts = 0;
@@ -154,10 +216,16 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   let mergedOnly = false;
   if (world === 'gguf-retype' || d.rand() < 0.4) {
     outType = d.pick(world === 'gguf-retype' ? RETYPES : DTYPES);
+    if (outType !== 'F16' && outType !== 'BF16' && iq() < 0.2) outType = 'IQ3_XXS';
     mergedOnly = d.rand() < 0.4;
   }
   const withImatrix = world === 'gguf-moe' && d.rand() < 0.35 && outType !== 'F16' && outType !== 'BF16';
-  if (withImatrix && outType) mergedOnly = true;
+  if (withImatrix && outType) {
+    mergedOnly = true;
+    // The types written only with an importance matrix, now and then (a row not of whole 256-value
+    // blocks falls back to IQ4_NL, weighted).
+    if (iq() < 0.4) outType = iqPick(WEIGHTED_DTYPES);
+  }
 
   // Hostile changes of this world.
   const imatrixHostile = withImatrix && hostileKind === 'short-stats';
@@ -180,13 +248,11 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   }
   if (poison) {
     const t = tensors.find((x) => x.name === name(hostileProj))!;
-    const { bytes, halves } = Q[typeOf[hostileProj]];
-    const at = d.int(0, t.data.length / bytes - 1) * bytes + halves[0];
+    const { bytes, size } = Q[typeOf[hostileProj]];
+    const b = d.int(0, t.data.length / bytes - 1);
     const bits = poison === 'nan' ? 0x7e00 : d.rand() < 0.5 ? 0x7c00 : 0xfc00;
-    t.data[at] = bits & 0xff;
-    t.data[at + 1] = bits >> 8;
+    setD(typeOf[hostileProj], t.data.subarray(b * bytes, (b + 1) * bytes), bits);
     // W of that block as ggml decodes it now (NaN or ±Inf where d multiplies a code).
-    const b = Math.floor(at / bytes), size = Q[typeOf[hostileProj]].size;
     w.get(hostileProj)!.set(Q[typeOf[hostileProj]].dequantize(t.data.subarray(b * bytes, (b + 1) * bytes)), b * size);
   }
   if (cut) tensors.push(tensors.splice(tensors.findIndex((x) => x.name === name(hostileProj)), 1)[0]);
@@ -274,8 +340,11 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   let imatrixWrong = '';
   if (withImatrix) {
     const entries: GgufTensor[] = [];
+    // A merged tensor written in a type quantized only with weights must have its entry (llama-quantize
+    // stops without it: a refusal the fuzzer keeps for hostile cases).
+    const needed = (p: Proj) => merged.includes(p) && WEIGHTED_ONLY.has(fitting(outType ?? typeOf[p], shape(p).cols));
     for (const p of PROJS) {
-      if (!(d.rand() < (merged.includes(p) ? 0.85 : 0.4) || (imatrixHostile && p === hostileProj))) continue;
+      if (!(d.rand() < (merged.includes(p) ? 0.85 : 0.4) || needed(p) || (imatrixHostile && p === hostileProj))) continue;
       const { cols } = shape(p);
       const counts = Float32Array.from({ length: experts }, () => d.pick([1, 3, 512, 64000]));
       const sums = Float32Array.from({ length: cols * experts }, (_, j) => F(Math.exp(2 * gaussian(d)) * counts[Math.floor(j / cols)]));
@@ -332,7 +401,11 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   /** The type a projection is written in where the merge decodes it (merged, or re-typed by --dtype), else undefined. */
   const writtenType = (p: Proj): OutType | undefined => {
     const cols = shape(p).cols;
-    if (merged.includes(p)) return outType ? fitting(outType, cols) : typeOf[p];
+    if (merged.includes(p)) {
+      // A type written only with weights, where there are none (no --imatrix): F16, as export-lora writes it.
+      const t = outType ? fitting(outType, cols) : typeOf[p];
+      return WEIGHTED_ONLY.has(t) && !weights.has(p) ? 'F16' : t;
+    }
     if (!outType || mergedOnly) return undefined;
     const t = fitting(outType, cols);
     return t === typeOf[p] ? undefined : t;

@@ -2375,8 +2375,8 @@ function gptqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
 
 /**
  * AWQ GEMM as README.md states it: version "gemm" (any case), bits (or w_bit) 4, zero_point not
- * false, group_size (or q_group_size) a positive integer; per `<m>.qweight` I32 (in, out/8) with
- * outputs 8k + 0, 2, 4, 6, 1, 3, 5, 7 in nibbles 0…7 of word k, `qzeros` I32 (⌈in/group_size⌉,
+ * false, group_size (or q_group_size) a positive integer dividing the inputs; per `<m>.qweight` I32 (in, out/8) with
+ * outputs 8k + 0, 2, 4, 6, 1, 3, 5, 7 in nibbles 0…7 of word k, `qzeros` I32 (in/group_size,
  * out/8) likewise, `scales` F16/BF16 (groups, out); W[o, i] = (q − z) × scale of ⌊i / group_size⌋.
  */
 function awqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
@@ -2395,7 +2395,9 @@ function awqReal(d: Decoded, qc: Record<string, unknown>): IntRead | Truth {
     if (!is2d(qw, 'I32')) return invalid(`${stem}.qweight is ${qw!.dtype} [${qw!.shape.join(', ')}]`);
     const [cols, words] = qw!.shape;
     const rows = words * 8;
-    const groups = Math.ceil(cols / groupSize);
+    // AutoAWQ's WQLinear_GEMM asserts in_features % group_size == 0: no ragged last group.
+    if (cols % groupSize !== 0) return invalid(`${stem}.qweight has ${cols} inputs, not whole groups of ${groupSize}`);
+    const groups = cols / groupSize;
     if (!is2d(sc, SCALE_DTYPES, groups, rows) || !is2d(qz, 'I32', groups, words)) return invalid(`${stem}: scales or qzeros not (${groups}, ${rows}) / (${groups}, ${words})`);
     if (badScale(sc.values) !== undefined) return invalid(`${stem}.scales holds ${badScale(sc.values)}`);
     const nibble = (word: number, o: number) => field(word, 4, AWQ_ORDER.indexOf(o % 8));

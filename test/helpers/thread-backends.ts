@@ -15,22 +15,30 @@ import { buildSafetensors, randomValues, type FixtureTensor } from './fixtures.j
 
 const REPO_ROOT = join(import.meta.dirname, '..', '..');
 
-/** The two pools and a maker of backends on them; every backend made is disposed after the file. */
+/** The two pools and a maker of backends on them; every pool and backend made is disposed after the file. */
 export interface ThreadBackends {
-  /** Two threads whose slabs are shared memory. */
+  /** Two threads whose slabs are shared memory (made on first use). */
   readonly sharedPool: CpuWorkerPool;
-  /** Two threads that get copies through the pool's scratch. */
+  /** Two threads that get copies through the pool's scratch (made on first use). */
   readonly scratchPool: CpuWorkerPool;
+  /** A pool of its own of `threads` threads (shared slabs unless `sharedSlabs` is false), for a count or kind the two above are not. */
+  pool(threads: number, options?: { sharedSlabs?: boolean }): CpuWorkerPool;
   /** A backend on `pool`, or on the calling thread alone without one. */
   backend(pool?: CpuWorkerPool): CpuBackend;
   /** One backend of each kind. */
   three(): { shared: CpuBackend; scratch: CpuBackend; single: CpuBackend };
 }
 
-/** Registers the file's beforeAll/afterAll hooks that make the pools and dispose the backends. */
+/**
+ * Registers the file's beforeAll/afterAll hooks: the first builds the worker script where it is
+ * missing (call this before the file's own beforeAll makes backends), the second disposes every
+ * pool and backend made.
+ */
 export function threadBackends(): ThreadBackends {
+  let workerUrl: URL | undefined;
   let sharedPool: CpuWorkerPool | undefined;
   let scratchPool: CpuWorkerPool | undefined;
+  const pools: CpuWorkerPool[] = [];
   const made: CpuBackend[] = [];
   beforeAll(() => {
     const workerScript = join(REPO_ROOT, 'dist/engine/cpu/cpu-worker.js');
@@ -38,17 +46,21 @@ export function threadBackends(): ThreadBackends {
       execFileSync(process.execPath, ['scripts/gen-wasm.mjs'], { cwd: REPO_ROOT });
       execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { cwd: REPO_ROOT });
     }
-    sharedPool = new CpuWorkerPool(pathToFileURL(workerScript), 2);
-    scratchPool = new CpuWorkerPool(pathToFileURL(workerScript), 2, { sharedSlabs: false });
+    workerUrl = pathToFileURL(workerScript);
   });
-  afterAll(() => made.forEach((b) => b.dispose()));
-  const ready = (pool: CpuWorkerPool | undefined): CpuWorkerPool => {
-    if (!pool) throw new Error('threadBackends: the pools are made in beforeAll');
-    return pool;
-  };
+  afterAll(() => {
+    made.forEach((b) => b.dispose());
+    pools.forEach((p) => p.dispose());
+  });
   const result: ThreadBackends = {
-    get sharedPool() { return ready(sharedPool); },
-    get scratchPool() { return ready(scratchPool); },
+    get sharedPool() { return (sharedPool ??= result.pool(2)); },
+    get scratchPool() { return (scratchPool ??= result.pool(2, { sharedSlabs: false })); },
+    pool(threads, options = {}) {
+      if (!workerUrl) throw new Error('threadBackends: pools are made in or after beforeAll');
+      const pool = new CpuWorkerPool(workerUrl, threads, options);
+      pools.push(pool);
+      return pool;
+    },
     backend(pool) {
       const b = new CpuBackend('test', pool ? { pool } : {});
       made.push(b);

@@ -28,6 +28,7 @@ export function llamaQuantizes(name: string, shape: readonly number[]): boolean 
 
 /** tensor_type_fallback: a type whose blocks fit rows of `ne0` values. */
 const FALLBACK: Readonly<Record<string, string>> = {
+  IQ1_S: 'IQ4_NL', IQ1_M: 'IQ4_NL', IQ2_XXS: 'IQ4_NL', IQ2_XS: 'IQ4_NL', IQ2_S: 'IQ4_NL',
   IQ3_XXS: 'IQ4_NL', IQ3_S: 'IQ4_NL', IQ4_XS: 'IQ4_NL', Q2_0: 'Q4_0', TQ1_0: 'Q4_0', TQ2_0: 'Q4_0', Q2_K: 'Q4_0', Q3_K: 'Q4_0', Q4_K: 'Q5_0', Q5_K: 'Q5_1', Q6_K: 'Q8_0',
 };
 
