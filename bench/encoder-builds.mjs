@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { performance } from 'node:perf_hooks';
+import { encodeData } from './encode-data.mjs';
 
 const { values: opts, positionals: dirs } = parseArgs({
   allowPositionals: true,
@@ -29,16 +30,7 @@ for (const d of dirs) {
   builds.push({ name: d, registry: await import(at('formats/gguf/codecs/registry.js')), types: await import(at('formats/gguf/ggml-types.js')) });
 }
 
-let s = 20261207 >>> 0;
-const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
-const values = new Float32Array(ROWS * COLS);
-for (let i = 0; i < values.length; i += 2) {
-  const r = Math.sqrt(-2 * Math.log(rand())), t = 2 * Math.PI * rand();
-  values[i] = 0.02 * r * Math.cos(t);
-  values[i + 1] = 0.02 * r * Math.sin(t);
-}
-const qw = new Float32Array(COLS);
-for (let i = 0; i < COLS; i++) qw[i] = rand() ** 4 * 10;
+const { values, qw } = encodeData(20261207, ROWS, COLS);
 
 /** Row by row, as a tensor is encoded. */
 function rows(codec, type, weighted) {

@@ -25,6 +25,7 @@ import { encodeNl, encodeXs } from '../dist/formats/gguf/codecs/iq4.js';
 import { encodeS as encodeIq3S, encodeXxs as encodeIq3Xxs } from '../dist/formats/gguf/codecs/iq3.js';
 import { encodeIq1MRow, encodeIq1SRow } from '../dist/formats/gguf/codecs/iq1-search.js';
 import { encodeIq2SRow, encodeIq2XsRow, encodeIq2XxsRow } from '../dist/formats/gguf/codecs/iq2-search.js';
+import { encodeData } from './encode-data.mjs';
 
 const ROWS = 512;
 const COLS = 4096;
@@ -69,19 +70,7 @@ function plainRows(encodeRow, type, values) {
   return rowsBy((s, o) => encodeRow(s, o), type, values, undefined);
 }
 
-function data(seed) {
-  let s = seed >>> 0;
-  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 4294967296;
-  const values = new Float32Array(ROWS * COLS);
-  for (let i = 0; i < values.length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(rand())), t = 2 * Math.PI * rand();
-    values[i] = 0.02 * r * Math.cos(t);
-    values[i + 1] = 0.02 * r * Math.sin(t);
-  }
-  const qw = new Float32Array(COLS);
-  for (let i = 0; i < COLS; i++) qw[i] = rand() ** 4 * 10;
-  return { values, qw };
-}
+const data = (seed) => encodeData(seed, ROWS, COLS);
 
 function rowsBy(encodeRow, type, values, qw) {
   const rowBytes = (COLS / type.blockSize) * type.blockBytes;
