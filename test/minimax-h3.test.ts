@@ -22,6 +22,7 @@ import { memoryInputFileSet, prepareMerge } from '../src/index.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { PIXART, pixartOriginalTensors } from './helpers/auraflow-pixart-fixtures.js';
 
 const rand = seededRandom(20261208);
 const H = 8, HD = 4, FF = 12, P = 16, A = 4, TD = 6, F = 4, TEH = 8, TE = 4;
@@ -168,6 +169,42 @@ CASES.push({
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
+/**
+ * A file in names H3 shares with PixArt (ComfyUI's `diffusion_model.blocks.N.mlp.fc1`, lora_down/lora_up, no
+ * `.alpha`) whose `__metadata__` holds `alpha`: ComfyUI, PixArt's loader (diffusers has none for PixArt), reads no
+ * metadata α, so on PixArt's original checkpoint (mlp width 2·FF here, to fit both bases) every module has scale 1,
+ * fc1 row for row; on H3's transformer diffusers' MiniMaxH3LoraLoaderMixin scales each by α/r (8/4, 8/2) and
+ * swaps fc1's halves.
+ */
+const comfy = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], scale: number): LoraSpec =>
+  ({ down: `${name}.lora_down.weight`, up: `${name}.lora_up.weight`, r, out, in: inF, lands, scale });
+const PIXART_FILE = 'PixArt-Sigma-XL-2-1024-MS.safetensors';
+const pixartBase = { [PIXART_FILE]: buildSafetensors(pixartOriginalTensors(rand, 'BF16', { ...PIXART, dim: H, mlp: 2 * FF })) };
+const SHARED_ALPHA = { format: 'pt', alpha: '8' };
+const SHARED: LoraCase[] = [
+  {
+    name: 'PixArt-Σ original checkpoint ← ComfyUI-named MLP LoRA (diffusion_model.blocks.0.mlp.fc1) with a __metadata__ alpha: ignored as ComfyUI does, scale 1',
+    base: pixartBase, baseName: PIXART_FILE,
+    adapters: [{
+      file: 'pixart-mlp.safetensors', weight: 0.7, metadata: SHARED_ALPHA, specs: [
+        comfy('diffusion_model.blocks.0.mlp.fc1', 4, 2 * FF, H, [{ key: 'blocks.0.mlp.fc1.weight' }], 1),
+        comfy('diffusion_model.blocks.1.mlp.fc1', 2, 2 * FF, H, [{ key: 'blocks.1.mlp.fc1.weight' }], 1),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← the same names and __metadata__ alpha: α/r per module, fc1 halves swapped',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'pixart-mlp.safetensors', weight: 0.7, metadata: SHARED_ALPHA, specs: [
+        comfy('diffusion_model.blocks.0.mlp.fc1', 4, 2 * FF, H, swapped('transformer_blocks.0'), 2),
+        comfy('diffusion_model.blocks.1.mlp.fc1', 2, 2 * FF, H, swapped('transformer_blocks.1'), 4),
+      ],
+    }],
+  },
+];
+loraCaseSuite(SHARED, rand, 'BF16');
+
 /** The parse's or plan's refusals of one adapter file (tensors and metadata as given). */
 async function refusals(base: Record<string, Uint8Array | string>, baseName: string, tensors: FixtureTensor[], metadata?: Record<string, string>): Promise<string[]> {
   const bytes = buildSafetensors(tensors, metadata);
@@ -218,6 +255,16 @@ describe('MiniMax-H3 names', () => {
     const out = await refusals(folder, 'transformer', loraTensors(rand, [peftSpec('blocks.0.attn.out_proj', 2, H, H, [], 1)], 'BF16'), { format: 'pt', alpha: 'sixteen' });
     expect(out).toHaveLength(1);
     expect(out[0]).toContain('lora.safetensors: metadata "alpha" is "sixteen", not a finite number: diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha');
+  });
+
+  it('a __metadata__ alpha over names H3 shares with PixArt: refused without a base; a non-number one only on an H3 base', async () => {
+    const shared = buildSafetensors(loraTensors(rand, SHARED[0].adapters[0].specs, 'BF16'), SHARED_ALPHA);
+    const err = await openAdapter(memoryInputFileSet({ 'pixart-mlp.safetensors': shared }, 'pixart-mlp.safetensors')).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toBe('pixart-mlp.safetensors/pixart-mlp.safetensors: metadata "alpha" is "8" and every module\'s name is one MiniMax-H3 shares with other models (PixArt\'s and HunyuanDiT\'s blocks.N.mlp.fc1, mlp.fc2): diffusers\' MiniMaxH3LoraLoaderMixin scales every module by that alpha over its rank, their loaders (ComfyUI) read no metadata alpha, and which model the file is for only its base can tell; not supported without a base — merge it into its base, or remove the entry (alpha = rank) or give each module its .alpha tensor');
+    const tensors = loraTensors(rand, [comfy('diffusion_model.blocks.0.mlp.fc1', 2, 2 * FF, H, [], 1)], 'BF16');
+    expect(await refusals(pixartBase, PIXART_FILE, tensors, { format: 'pt', alpha: 'sixteen' })).toEqual([]);
+    const out = await refusals(folder, 'transformer', tensors, { format: 'pt', alpha: 'sixteen' });
+    expect(out).toEqual(['lora.safetensors/lora.safetensors: metadata "alpha" is "sixteen", not a finite number: diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with']);
   });
 
   it('on the original checkpoint a fused qkv_proj is refused (its shards interleave q, k, v per head); out_proj lands by name', async () => {

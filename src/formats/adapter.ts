@@ -155,6 +155,13 @@ export interface AdapterModule {
    */
   diffusersFluxAlpha?: { alpha: number; scale: number; scaleOrigin?: ScaleOrigin };
   /**
+   * The α and scale diffusers' MiniMaxH3LoraLoaderMixin gives it (the file's `__metadata__` `alpha` over its
+   * rank), where every module of the file has a name MiniMax-H3 shares with other models (PixArt's and
+   * HunyuanDiT's `blocks.N.mlp.fc1`, minimax-h3-file.ts), whose loaders read no metadata α: the module holds the
+   * single-file rule's α and scale, and takes these only where the base is MiniMax-H3's (the plan).
+   */
+  minimaxH3Alpha?: { alpha: number; scale: number; scaleOrigin?: ScaleOrigin };
+  /**
    * The layers the method that trained this module can wrap (PEFT's dispatch for it), and the
    * method's name: a base tensor of another kind of layer was not trained so, and is refused.
    * Absent: the method wraps every kind the plan can tell apart. `fanInFanOutByLayer`: its
@@ -247,6 +254,11 @@ export interface ParsedAdapter {
    * refuses them on the bases that share FLUX.1's names (flux1NamesSharedBy), whose loaders do not.
    */
   flux1Norms?: readonly string[];
+  /**
+   * A file in the names MiniMax-H3 shares with other models whose `__metadata__` `alpha` is no number:
+   * diffusers' MiniMax-H3 loader's refusal, which the plan makes only where the base is MiniMax-H3's.
+   */
+  minimaxH3Refusal?: { code: MergeErrorCode; message: string };
 }
 
 /** How {@link openAdapter} reads an adapter. */
@@ -254,7 +266,8 @@ export interface OpenAdapterOptions {
   /**
    * The base is known and the plan will see the adapter: refusals that hold on some bases only
    * (ParsedAdapter.flux1Refusal) are left to it. Without it (inspect, the adapter jobs) the file is
-   * read as the model its names say first (FLUX.1) and such a refusal is raised here.
+   * read as the model its names say first (FLUX.1) and such a refusal is raised here; a file whose
+   * meaning no name says (a `__metadata__` `alpha` over names MiniMax-H3 shares with other models) is refused.
    */
   baseDecides?: boolean;
 }

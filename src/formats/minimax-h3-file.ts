@@ -6,6 +6,11 @@
  * - peft's `.default.` infix over these names is DiffSynth-Studio's save, whose fused `qkv_proj` rows
  *   diffusers reorders from per-head interleaved (`[head0: q k v, …]`) to `[q; k; v]`, every released
  *   H3 having 128-wide heads: its `qkv_proj` modules are marked so (ModuleAddress.qkvPerHead).
+ *
+ * A file whose every module is one of H3's MLP or embedder modules (`blocks.N.mlp.fc1`, `mlp.fc2`, …) and none
+ * only H3 has is `shared`: PixArt's and HunyuanDiT's original names (ComfyUI's `diffusion_model.blocks.0.mlp.fc1`,
+ * kohya's `lora_unet_blocks_0_mlp_fc1`) are the same, and their loaders (ComfyUI's) read no `__metadata__` α.
+ * Such a file's metadata α is H3's only on an H3 base: the plan decides (AdapterModule.minimaxH3Alpha).
  */
 import type { MergeErrorCode } from '../errors.js';
 import type { SafetensorsFile } from './safetensors-types.js';
@@ -24,6 +29,10 @@ export interface MiniMaxH3File {
   alpha?: number;
   /** DiffSynth-Studio's file: the width of a head in its per-head interleaved `qkv_proj` rows. */
   qkvPerHead?: number;
+  /** No module only H3 has: every one's name is shared with other models, so the base decides whether `alpha` holds. */
+  shared?: true;
+  /** A `shared` file's metadata alpha that is no number: refused only where the base is H3's (the plan). */
+  alphaRefusal?: Problem;
 }
 
 /** A fused qkv_proj of H3's original names (`diffusion_model.` and `lora_unet_` already dropped). */
@@ -31,17 +40,20 @@ export const H3_FUSED_QKV = /^(token_refiner[._])?blocks[._]\d+[._]attn[._]qkv_p
 /** The head width diffusers assumes for DiffSynth-Studio's files (every released MiniMax-H3 partition's). */
 const DIFFSYNTH_HEAD = 128;
 
-/** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems`. */
+/** The file read as MiniMax-H3's (undefined when it is not in H3's original names); refusals go to `problems` (a `shared` file's to `alphaRefusal`). */
 export function readMiniMaxH3File(fileName: string, file: SafetensorsFile, problems: Problem[]): MiniMaxH3File | undefined {
-  // A file of H3's names: one only H3 has, or every module one of H3's (an MLP-only LoRA).
-  if (!file.tensors.some((t) => H3_TENSOR.test(t.name)) && !(file.tensors.length > 0 && file.tensors.every((t) => H3_MODULE.test(t.name)))) return undefined;
+  // A file of H3's names: one only H3 has, or every module one of H3's (an MLP-only LoRA, whose names others share).
+  const own = file.tensors.some((t) => H3_TENSOR.test(t.name));
+  if (!own && !(file.tensors.length > 0 && file.tensors.every((t) => H3_MODULE.test(t.name)))) return undefined;
   const diffSynth = file.tensors.some((t) => /\.lora_[AB]\.default\.weight$/.test(t.name));
-  const found: MiniMaxH3File = diffSynth ? { qkvPerHead: DIFFSYNTH_HEAD } : {};
+  const found: MiniMaxH3File = { ...(diffSynth ? { qkvPerHead: DIFFSYNTH_HEAD } : {}), ...(own ? {} : { shared: true as const }) };
   const text = file.metadata.alpha;
   if (text === undefined || file.tensors.some((t) => t.name.endsWith('.alpha'))) return found;
   const alpha = FLOAT.test(text) ? Number(text.trim().replaceAll('_', '')) : NaN;
   if (!Number.isFinite(alpha)) {
-    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` });
+    const refusal: Problem = { code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` };
+    if (found.shared) return { ...found, alphaRefusal: refusal };
+    problems.push(refusal);
     return found;
   }
   return { ...found, alpha };

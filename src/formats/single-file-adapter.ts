@@ -82,6 +82,11 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const networkArgs = new KohyaNetworkArgs(fileName, file.metadata);
   // MiniMax-H3's original names: its loader's file-level alpha (minimax-h3-file.ts).
   const minimaxH3 = readMiniMaxH3File(fileName, file, problems);
+  // In names other models share, that alpha is H3's only on an H3 base: the plan decides; without a base it cannot be known.
+  const sharedH3 = minimaxH3?.shared && (minimaxH3.alpha !== undefined || minimaxH3.alphaRefusal) ? minimaxH3 : undefined;
+  if (sharedH3 && !options.baseDecides) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(file.metadata.alpha)} and every module's name is one MiniMax-H3 shares with other models (PixArt's and HunyuanDiT's blocks.N.mlp.fc1, mlp.fc2): diffusers' MiniMaxH3LoraLoaderMixin scales every module by that alpha over its rank, their loaders (ComfyUI) read no metadata alpha, and which model the file is for only its base can tell; not supported without a base — merge it into its base, or remove the entry (alpha = rank) or give each module its .alpha tensor` });
+  }
   // blissful-tuner's networks: file-level buffers, and what they ask of the modules.
   const blissful = await readBlissfulNetwork(file);
   const bundled = new Set<string>();
@@ -140,7 +145,12 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const moduleOptions = blissful?.options || oneTrainer ? { ...blissful?.options, ...oneTrainer } : undefined;
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key) ?? minimaxH3?.alpha);
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key) ?? (sharedH3 ? undefined : minimaxH3?.alpha));
+    if (module && sharedH3?.alpha !== undefined) {
+      // The same module as diffusers' H3 loader reads it (its problems are the single-file reading's, already reported).
+      const h3 = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, [], moduleOptions, sharedH3.alpha);
+      if (h3) module = { ...module, minimaxH3Alpha: { alpha: h3.alpha, scale: h3.scale, ...(h3.scaleOrigin ? { scaleOrigin: h3.scaleOrigin } : {}) } };
+    }
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
@@ -181,7 +191,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
-  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}) };
+  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}), ...(sharedH3?.alphaRefusal ? { minimaxH3Refusal: sharedH3.alphaRefusal } : {}) };
 }
 
 /**

@@ -31,6 +31,7 @@ import type { BaseComponent, CombinedPrior, WeightlessFolder } from '../formats/
 import { namedLayerClass } from '../formats/layer-names.js';
 import { allTransposedBlockSegments, ModuleLocator, type KeyResolution, type Placement, type TransposedBlocks } from '../formats/layouts/index.js';
 import { flux1NamesSharedBy } from '../formats/diffusers-flux-alphas.js';
+import { minimaxH3Base } from '../formats/layouts/minimax-h3.js';
 import type { ExpertLayout } from '../formats/layouts/layout.js';
 import type { SafetensorsFile, TensorEntry } from '../formats/safetensors-types.js';
 import { adapterFactorExample } from '../formats/key-forms.js';
@@ -294,6 +295,11 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       problems.push({ adapter: adapter.name, module: '', ...adapter.flux1Refusal });
       continue;
     }
+    // diffusers' MiniMax-H3 loader's refusal of a file in names H3 shares with other models, where the base is H3's.
+    if (adapter.minimaxH3Refusal && locator.baseIs(minimaxH3Base)) {
+      problems.push({ adapter: adapter.name, module: '', ...adapter.minimaxH3Refusal });
+      continue;
+    }
     // diffusers' FLUX.1 norm weights (FluxControlPipeline's), which the loaders of the models sharing FLUX.1's names do not load.
     const sharing = adapter.flux1Norms?.length ? locator.baseIs(flux1NamesSharedBy) : undefined;
     if (sharing) {
@@ -417,6 +423,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
     const landed = new Set<string>();
     const ownProblemsFrom = problems.length;
     let sharedFluxNames: { model: string | undefined } | undefined;
+    let h3Base: { model: string | undefined } | undefined;
     for (const adapterModule of adapter.modules) {
       await pacer.tick();
       // A target may see the module as its training tool built it there (PEFT LoRA on a Conv1D).
@@ -452,6 +459,11 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       if (module.diffusersFluxAlpha && (sharedFluxNames ??= { model: locator.baseIs(flux1NamesSharedBy) }).model) {
         const { alpha, scale, scaleOrigin } = module.diffusersFluxAlpha;
         module = { ...module, alpha, scale, scaleOrigin, diffusersFluxAlpha: undefined };
+      }
+      // Names MiniMax-H3 shares with other models: on an H3 base the file's metadata alpha is every module's (diffusers' H3 loader).
+      if (module.minimaxH3Alpha && (h3Base ??= { model: locator.baseIs(minimaxH3Base) }).model) {
+        const { alpha, scale, scaleOrigin } = module.minimaxH3Alpha;
+        module = { ...module, alpha, scale, scaleOrigin, minimaxH3Alpha: undefined };
       }
       if (!Object.values(module.tensors).every((t) => checkFloat(t.dtype, module, fail, `factor ${t.name}`))) continue;
       const describe = (target: Placement) => describeTarget(target, placedRows(target, base.tensors.get(target.baseKey)?.shape));

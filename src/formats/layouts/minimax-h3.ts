@@ -105,6 +105,14 @@ const ORIGINAL = modelPrefix((key, base) => {
 const FUSED_QKV = /^(token_refiner[._])?blocks[._]\d+[._]attn[._]qkv_proj$/;
 
 /**
+ * 'MiniMax-H3' where `base` is a MiniMax-H3 transformer (diffusers' or the original checkpoint), else undefined:
+ * only there is a `__metadata__` `alpha` of a file in names H3 shares with other models H3's (minimax-h3-file.ts).
+ */
+export function minimaxH3Base(base: Parameters<Layout['resolve']>[1]): string | undefined {
+  return MINIMAX_H3.of(base) !== null || ORIGINAL.of(base) !== null ? 'MiniMax-H3' : undefined;
+}
+
+/**
  * The original MiniMax-H3 checkpoint as a base: a fused `qkv_proj` is refused (see above); other modules
  * land by name. Listed before the layouts that find a module by its name.
  */
