@@ -4,7 +4,8 @@
  * `backbone.…`, transformers 5's NemotronHForCausalLM `model.…`; its ungated experts, one tensor per
  * expert, become `mixer.experts.up_proj` / `down_proj`), and a Qwen3-Omni thinker's fused experts
  * (Qwen3OmniMoeThinkerForConditionalGeneration's `model.layers.N.mlp.experts.gate_up_proj`) on the
- * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`; LFM2-MoE's
+ * whole Omni checkpoint, whose talker repeats the thinker's expert names under `talker.`, and the
+ * thinker's per-expert LoRA of transformers 4 on an Omni checkpoint saved with fused experts; LFM2-MoE's
  * `feed_forward.experts.K.w1` / `w3` / `w2`, which transformers 5 fuses as Mixtral's; and Hy3's and
  * Laguna's shared experts (`mlp.shared_mlp.…`, `mlp.shared_expert.…` on disk, `mlp.shared_experts.…` in
  * transformers 5) beside their per-expert experts.
@@ -153,6 +154,57 @@ describe("a Qwen3-Omni thinker's fused experts (target_parameters) on the whole 
         expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, delta.slice(from * H, (from + I) * H)));
       }
     }
+    for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
+  });
+});
+
+describe("a Qwen3-Omni thinker's per-expert LoRA (transformers 4) on an Omni checkpoint with fused experts (transformers 5's)", () => {
+  // Scaled: hidden 8, 3 experts of 6 in the thinker's layer 0; the talker's layer 0 repeats the same tails under `talker.`.
+  const E = 3;
+  const I = 6;
+  const H = 8;
+  const r = 2;
+  const base: FixtureTensor[] = [];
+  for (const part of ['thinker', 'talker']) {
+    base.push(
+      t(`${part}.model.layers.0.self_attn.q_proj.weight`, [H, H]),
+      t(`${part}.model.layers.0.mlp.gate.weight`, [E, H]),
+      t(`${part}.model.layers.0.mlp.experts.gate_up_proj`, [E, 2 * I, H]),
+      t(`${part}.model.layers.0.mlp.experts.down_proj`, [E, H, I]),
+    );
+  }
+  const config = { architectures: ['Qwen3OmniMoeForConditionalGeneration'], model_type: 'qwen3_omni_moe', torch_dtype: 'bfloat16' };
+  const experts = 'model.layers.0.mlp.experts';
+  // [module path the thinker class names, out, in, fused tensor, first row of the fused tensor seen as its E·rows rows]
+  const modules: [string, number, number, string, number][] = [
+    [`${experts}.1.gate_proj`, I, H, 'thinker.model.layers.0.mlp.experts.gate_up_proj', 1 * 2 * I],
+    [`${experts}.1.up_proj`, I, H, 'thinker.model.layers.0.mlp.experts.gate_up_proj', 1 * 2 * I + I],
+    [`${experts}.2.up_proj`, I, H, 'thinker.model.layers.0.mlp.experts.gate_up_proj', 2 * 2 * I + I],
+    [`${experts}.0.down_proj`, H, I, 'thinker.model.layers.0.mlp.experts.down_proj', 0],
+    [`${experts}.2.down_proj`, H, I, 'thinker.model.layers.0.mlp.experts.down_proj', 2 * H],
+  ];
+
+  it("model.layers.0.mlp.experts.K.gate_proj / up_proj / down_proj land on expert K's rows of thinker.…experts.gate_up_proj / down_proj, never the talker's, exactly", async () => {
+    const adapter = [...lora('model.layers.0.self_attn.q_proj', H, H, r), ...modules.flatMap(([path, out, inF]) => lora(path, out, inF, r))];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r, lora_alpha: 4, peft_version: '0.15.2', target_modules: ['q_proj', 'gate_proj', 'up_proj', 'down_proj'] }, adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    const changed = ['thinker.model.layers.0.self_attn.q_proj.weight', 'thinker.model.layers.0.mlp.experts.gate_up_proj', 'thinker.model.layers.0.mlp.experts.down_proj'];
+    expect([...new Set(prepared.plan.updates.map((u) => u.baseKey))].sort()).toEqual([...changed].sort());
+    const merged = await mergeIntoFolder(prepared, backend);
+    const b = decoded(base);
+    const a = decoded(adapter);
+    const s = 4 / r;
+    // The truth, plainly: each fused tensor as doubles, every module's s·B·A added on its rows.
+    const truth = new Map<string, Float64Array>(changed.map((k) => [k, Float64Array.from(b.get(k)!.values)]));
+    for (const [path, out, inF, key, row] of modules) {
+      const delta = product(a.get(`base_model.model.${path}.lora_B.weight`)!, a.get(`base_model.model.${path}.lora_A.weight`)!);
+      const w = truth.get(key)!;
+      for (let i = 0; i < out * inF; i++) w[row * inF + i] += s * delta[i];
+    }
+    const q = 'thinker.model.layers.0.self_attn.q_proj.weight';
+    const qDelta = product(a.get('base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight')!, a.get('base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight')!);
+    truth.set(q, plus(b.get(q)!, s, qDelta));
+    for (const [key, want] of truth) expectValues(key, merged.tensors.get(key)!, want);
     for (const [key, w] of b) if (!changed.includes(key)) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(w.bytes);
   });
 });

@@ -19,9 +19,12 @@
  * columns; Llama 4 and Qwen3-VL-MoE, halves of the columns), models whose transformers 4 classes had
  * no per-expert modules either: a per-expert name on such a base is refused, naming the tensor.
  * Mixtral's router `block_sparse_moe.gate` is `mlp.gate` on such a base (PhiMoE's `mlp.router`), as
- * transformers renames it.
+ * transformers renames it. The fused tensors are looked up through the model's checkpoint key map
+ * where it has one (checkpoint-key-maps.ts): a Qwen3-Omni thinker's `model.layers.…` lands on
+ * `thinker.model.layers.…`, not between it and the talker's tensors of the same tail.
  */
 import { missBecause, type BaseView, type Layout, type LayoutResolution } from './layout.js';
+import { resolveMappedPath as lookup } from './vlm-checkpoint.js';
 
 const EXPERT = /^(.+)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj|w1|w2|w3)$/;
 const ROUTER = /^(.+)\.block_sparse_moe\.gate$/;
@@ -51,7 +54,7 @@ export const fusedExpertRows: Layout = {
     const { param, half } = FUSED[proj];
     let found: ReturnType<BaseView['index']['resolveDotted']> | undefined;
     for (const stem of stems(prefix)) {
-      found = base.index.resolveDotted(`${stem}.experts.${param}`);
+      found = lookup(base, `${stem}.experts.${param}`);
       if (found.found || found.ambiguous) break;
     }
     if (!found?.found) return found?.ambiguous ? found : undefined;
@@ -77,9 +80,9 @@ export const fusedExpertRows: Layout = {
 /** Mixtral's router on a base converted by transformers 5, whose key is `mlp.gate.weight` (PhiMoE's `mlp.router.weight`). */
 function routerOf(prefix: string, base: BaseView): LayoutResolution | undefined {
   // Only where that layer's experts are fused as transformers 5 holds them: elsewhere not this layout's.
-  if (!base.index.resolveDotted(`${prefix}.mlp.experts.gate_up_proj`).found) return undefined;
+  if (!lookup(base, `${prefix}.mlp.experts.gate_up_proj`).found) return undefined;
   for (const name of ['gate', 'router']) {
-    const found = base.index.resolveDotted(`${prefix}.mlp.${name}.weight`);
+    const found = lookup(base, `${prefix}.mlp.${name}.weight`);
     if (found.found || found.ambiguous) return found.found ? { found: true, targets: [{ baseKey: found.key }] } : found;
   }
   return undefined;

@@ -22,9 +22,8 @@
  * `block_sparse_moe.gate.weight` where that layer's experts are one tensor per expert under
  * `block_sparse_moe.experts`; where config.json names the model, only the name its class has.
  */
-import type { KeyResolution } from './base-key-index.js';
 import { missBecause, type BaseView, type Layout, type LayoutResolution, type Placement } from './layout.js';
-import { resolveConvertedPath } from './vlm-checkpoint.js';
+import { resolveMappedPath } from './vlm-checkpoint.js';
 
 const FUSED = /^(.+\.experts)\.(gate_up_proj|down_proj|up_proj)$/;
 /** The models whose experts have no gate, so that transformers 5 fuses them as `up_proj` (E, inter, hidden): Nemotron-H's. */
@@ -42,17 +41,8 @@ const PER_EXPERT: Readonly<Record<string, readonly (readonly string[])[]>> = {
   up_proj: [['up_proj']],
 };
 
-/**
- * A tensor name in the base: through its model's checkpoint key map where it has one (a Qwen3-Omni
- * thinker's `model.layers.…` on `thinker.model.layers.…`, Nemotron-H's `model.layers.…` on
- * `backbone.layers.…`), else as the base spells it.
- */
-function lookup(base: BaseView, name: string): KeyResolution {
-  const converted = resolveConvertedPath(base, name);
-  if (converted && (converted.found || converted.ambiguous)) return converted;
-  return base.index.resolveDotted(name);
-}
-
+/** A tensor name in the base, through its model's checkpoint key map where it has one. */
+const lookup = resolveMappedPath;
 
 export const perExpertTensors: Layout = {
   name: 'per-expert-tensors',

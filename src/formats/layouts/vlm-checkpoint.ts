@@ -46,6 +46,17 @@ export function resolveConvertedPath(view: BaseView, tensorPath: string): KeyRes
   return { ...r, candidates: r.candidates.map((c) => keys.original.get(c)!).sort() };
 }
 
+/**
+ * A tensor name in the base: through its model's checkpoint key map where that finds it or finds it
+ * ambiguous (a Qwen3-Omni thinker's `model.layers.…` on `thinker.model.layers.…`, never the talker's;
+ * Nemotron-H's `model.layers.…` on `backbone.layers.…`), else as the base spells it.
+ */
+export function resolveMappedPath(view: BaseView, tensorPath: string): KeyResolution {
+  const converted = resolveConvertedPath(view, tensorPath);
+  if (converted && (converted.found || converted.ambiguous)) return converted;
+  return view.index.resolveDotted(tensorPath);
+}
+
 export const vlmCheckpoint: Layout = {
   name: 'vlm-checkpoint',
   resolve(address, base) {
