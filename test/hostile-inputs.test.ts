@@ -662,8 +662,8 @@ describe('malformed files and paths are refused by name', () => {
     const message = (error as MergeError).message;
     expect(message).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/);
     expect(message.startsWith('m/model.safetensors: tensor "model.\\u001b]0;owned\\u0007xxx')).toBe(true);
-    expect(message.endsWith('xxx\\u000d\\u202e.weight": unknown dtype "F33"')).toBe(true);
-    const full = `m/model.safetensors: tensor "${name.replace(/[\x1b\x07\r\u202e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}": unknown dtype "F33"`;
+    expect(message.endsWith('xxx\\u000d\\u202e.weight": unknown dtype "F33", which is no safetensors dtype: the file is damaged or not safetensors; download it again')).toBe(true);
+    const full = `m/model.safetensors: tensor "${name.replace(/[\x1b\x07\r\u202e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)}": unknown dtype "F33", which is no safetensors dtype: the file is damaged or not safetensors; download it again`;
     expect(message).toBe(`${full.slice(0, 3072)} […${full.length - 4096} characters left out…] ${full.slice(-1024)}`);
   });
 });

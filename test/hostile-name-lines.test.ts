@@ -65,7 +65,7 @@ describe('a name from a hostile file in a library error is quoted on its line, e
   it('a safetensors base tensor whose dtype is unknown', async () => {
     const header = { [`${Q}${HOSTILE}.weight`]: { dtype: 'F33', shape: [1], data_offsets: [0, 4] } };
     const message = await refusal({ 'model.safetensors': buildRawSafetensors(JSON.stringify(header), new Uint8Array(4)) }, peftAdapter);
-    expect(expectOwnLines(message)).toEqual([`model.safetensors: tensor "${Q}${ESCAPED}.weight": unknown dtype "F33"`]);
+    expect(expectOwnLines(message)).toEqual([`model.safetensors: tensor "${Q}${ESCAPED}.weight": unknown dtype "F33", which is no safetensors dtype: the file is damaged or not safetensors; download it again`]);
   });
 
   it('a GGUF base tensor declared twice', async () => {

@@ -105,7 +105,16 @@ describe('safetensors header rules', () => {
     const header = { 'up.weight': { dtype: 'F12', shape: [2], data_offsets: [0, 4] } };
     await expectRefused(buildRawSafetensors(header, new Uint8Array(4)), 'INVALID_DTYPE', 'up.weight', 'F12');
     const lower = { 'up.weight': { dtype: 'f32', shape: [1], data_offsets: [0, 4] } };
-    await expectRefused(buildRawSafetensors(lower, new Uint8Array(4)), 'INVALID_DTYPE', 'up.weight');
+    await expectRefused(buildRawSafetensors(lower, new Uint8Array(4)), 'INVALID_DTYPE', 'up.weight', 'no safetensors dtype', 'download it again');
+  });
+
+  it('names a safetensors dtype it does not read as such, with what to use instead', async () => {
+    // DeepSeek-V4's FP8 checkpoints hold their 128×128 block scales as F8_E8M0.
+    const header = { 'layers.0.attn.wq_a.scale': { dtype: 'F8_E8M0', shape: [8, 56], data_offsets: [0, 448] } };
+    const error = await expectRefused(buildRawSafetensors(header, new Uint8Array(448)), 'INVALID_DTYPE', 'layers.0.attn.wq_a.scale');
+    expect(error.message).toMatch(/: dtype "F8_E8M0" \(power-of-two scales \(E8M0\)\) is a safetensors dtype loramerge does not read; use a copy of the file saved in F64, F32, F16, BF16, F8_E4M3, F8_E5M2 or integer tensors$/);
+    const fp4 = { 'w': { dtype: 'F4', shape: [2, 8], data_offsets: [0, 8] } };
+    await expectRefused(buildRawSafetensors(fp4, new Uint8Array(8)), 'INVALID_DTYPE', '"F4" (packed 4-bit floats (FP4))');
   });
 
   it('refuses negative, fractional or non-number dimensions', async () => {

@@ -90,6 +90,28 @@ function parseEntries(file: string, header: ParsedHeader): { entries: RawEntry[]
   return { entries, metadata: header.metadata ?? {} };
 }
 
+/**
+ * Dtypes safetensors 0.6 added that no reader here decodes: the microscaling element and scale
+ * types (DeepSeek-V4's F8_E8M0 block scales, packed FP4/FP6) and complex numbers. Named as such, so
+ * that a user learns the file is sound but not readable here, where an unknown name means damage.
+ */
+const UNREAD_SAFETENSORS_DTYPES: Readonly<Record<string, string>> = {
+  F8_E8M0: 'power-of-two scales (E8M0)',
+  F4: 'packed 4-bit floats (FP4)',
+  F6_E2M3: 'packed 6-bit floats (FP6 E2M3)',
+  F6_E3M2: 'packed 6-bit floats (FP6 E3M2)',
+  C64: 'complex numbers',
+};
+
+const READ_DTYPES = 'F64, F32, F16, BF16, F8_E4M3, F8_E5M2 or integer';
+
+function unreadDtype(dtype: string): string {
+  const known = Object.prototype.hasOwnProperty.call(UNREAD_SAFETENSORS_DTYPES, dtype) ? UNREAD_SAFETENSORS_DTYPES[dtype] : undefined;
+  return known
+    ? `dtype "${dtype}" (${known}) is a safetensors dtype loramerge does not read; use a copy of the file saved in ${READ_DTYPES} tensors`
+    : `unknown dtype "${dtype}", which is no safetensors dtype: the file is damaged or not safetensors; download it again`;
+}
+
 function parseEntry(file: string, name: string, value: unknown): RawEntry {
   const where = `${file}: tensor "${name}"`;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
@@ -101,7 +123,7 @@ function parseEntry(file: string, name: string, value: unknown): RawEntry {
   if (!Array.isArray(offsets) || offsets.length !== 2) {
     throw new MergeError('INVALID_HEADER', `${where}: "data_offsets" is missing or not a [begin, end] pair`);
   }
-  if (!isDType(dtype)) throw new MergeError('INVALID_DTYPE', `${where}: unknown dtype "${dtype}"`);
+  if (!isDType(dtype)) throw new MergeError('INVALID_DTYPE', `${where}: ${unreadDtype(dtype)}`);
   const dims = shape.map((dim) => headerInteger(where, 'shape', 'INVALID_SHAPE', dim));
   const [begin, end] = offsets.map((offset) => headerInteger(where, 'data_offsets', 'INVALID_OFFSET', offset));
   if (end < begin) throw new MergeError('INVALID_OFFSET', `${where}: data_offsets [${begin}, ${end}] end before they begin`);
