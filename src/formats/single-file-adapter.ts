@@ -135,12 +135,14 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const modules: AdapterModule[] = [];
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
-  // What the modules are told beside their tensors: blissful-tuner's network flags, OneTrainer's saved OFT settings.
+  // What the modules are told beside their tensors: blissful-tuner's network flags; OneTrainer's header
+  // (which OneTrainer saved the file, its training config), to its OFT modules alone.
   const oneTrainer = oneTrainerOftOptions(file.metadata);
-  const moduleOptions = blissful?.options || oneTrainer ? { ...blissful?.options, ...oneTrainer } : undefined;
+  const moduleOptions = blissful?.options;
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key) ?? minimaxH3?.alpha);
+    const options = roles.has('oft_R') || roles.has('scaled_oft') ? { ...moduleOptions, ...oneTrainer } : moduleOptions;
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, options, longCat?.alphas.get(key) ?? minimaxH3?.alpha);
     if (module?.algorithm === 'set') {
       const tensor = module.tensors.set_weight;
       replacements.push({ adapter: name, key: tensor.name, tensor, path: module.address.path, address: module.address, origin: 'set_weight' });
