@@ -217,7 +217,7 @@ describe('refused where the file does not say which OneTrainer saved it', () => 
     ['ot_revision "git not installed" (OneTrainer outside a git checkout)', { ...OT_HEADER, ot_revision: 'git not installed' }, 'whose ot_revision metadata names no OneTrainer commit'],
   ])('%s', async ([, metadata, said]) => {
     const lines = await refusals(metadata);
-    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ 2Q⁴ in its commits of 14–16 November 2025 and as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ Q⁴ since, and the file does not say which; add the OneTrainer commit it was trained with`));
+    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ 2Q⁴ in its first OFT commits \\(14–15 November 2025\\) and as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ Q⁴ since b46986d6, and the file does not say which; add the OneTrainer commit it was trained with`));
     expect(lines.join('\n')).toContain(kohya(PROJ_IN));
   });
   it.for([['86ae3811', 'first series'], ['b46986d6', 'current series'], ['3374137f', 'the last with COFT']])('saved by %s (%s, with COFT) without its training config', async ([revision]) => {
@@ -285,6 +285,15 @@ describe('the command line', () => {
     const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--weight', '0.5', '--out', join(dir, 'merged.safetensors'), '--dry-run']);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout + result.stderr).toMatch(/down_blocks\.0\.resnets\.0\.conv1\.weight \[4×2×3×3\] out-in ← lora_unet_down_blocks_0_resnets_0_conv1 OFT \(OneTrainer\) scale=0\.5\n/);
+  });
+
+  it('refuses a file without ot_revision in one line, writing nothing', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors(otFile.filter((x) => x.name.startsWith(kohya(TO_Q))), {}) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" is OneTrainer's OFT in a file without OneTrainer's ot_revision metadata: .* add the OneTrainer commit it was trained with .* as ot_revision to the file's metadata$/)]);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
   });
 
   it('refuses an alpha beside oft_R in one line, writing nothing', async () => {

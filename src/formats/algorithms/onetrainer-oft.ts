@@ -6,7 +6,7 @@
  * the buffer `<module>.oft_R.scaled_oft` (True, or 1 in the saved dtype). OneTrainer forms each block
  * Q = skew(row) / (2·√(b − 1)) when scaled (else skew(row)), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its
  * Cayley–Neumann series, 5 terms, always on; I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its first four OFT commits,
- * 14–16 November 2025, told by the file's `ot_revision`: ./onetrainer-revisions.ts), and applies it as
+ * 14–15 November 2025, told by the file's `ot_revision`: ./onetrainer-revisions.ts), and applies it as
  * its forward does: a Linear rotates its
  * input, x·R per block, so W' = W·Rᵀ; a Conv2d rotates its weight, W' = W·R per block of in·kh·kw.
  * The bias is not touched. OneTrainer has no weight for a module; a user weight s ≠ 1 merges the
@@ -93,7 +93,7 @@ export const onetrainerOft: Algorithm = {
     }
     if (scaled !== 1 && period === UNKNOWN) {
       const said = o?.onetrainer_revision_text === true ? 'whose ot_revision metadata names no OneTrainer commit' : 'without OneTrainer\'s ot_revision metadata';
-      context.report('UNSUPPORTED_FORMAT', `is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its commits of 14–16 November 2025 and as I + 2Q + 2Q² + 2Q³ + Q⁴ since, and the file does not say which; add the OneTrainer commit it was trained with (\`git rev-parse --short HEAD\` in OneTrainer's folder) as ot_revision to the file's metadata`);
+      context.report('UNSUPPORTED_FORMAT', `is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its first OFT commits (14–15 November 2025) and as I + 2Q + 2Q² + 2Q³ + Q⁴ since b46986d6, and the file does not say which; add the OneTrainer commit it was trained with (\`git rev-parse --short HEAD\` in OneTrainer's folder) as ot_revision to the file's metadata`);
       return null;
     }
     if (scaled !== 1 && (period === FIRST_SERIES || period === WITH_COFT) && o?.onetrainer_config !== true) {
