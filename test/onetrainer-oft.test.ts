@@ -4,10 +4,12 @@
  * `<module>.oft_R.weight` (r, b(b−1)/2), r = in/b blocks of the layer's inputs (a Conv2d's
  * in·kh·kw), or one row with oft_block_share; Scaled OFT adds the buffer `<module>.oft_R.scaled_oft`,
  * torch.tensor(True), which the saver's `.to(dtype)` turns into 1 of the output dtype when one is set.
- * The header is OneTrainer's (_create_safetensors_header): modelspec.*, ot_branch, ot_revision.
+ * The header is OneTrainer's (_create_safetensors_header): modelspec.*, ot_branch, ot_revision
+ * (`git rev-parse --short HEAD` of its checkout, or "git not installed").
  *
  * The truth is OneTrainer's forward written plainly in float64: Q = skew(row) (÷ 2·√(b − 1) when
- * scaled), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its 5-term Cayley–Neumann series, always on); a Linear
+ * scaled), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its 5-term Cayley–Neumann series, always on; its first four
+ * OFT commits, 1336b9b8 to 86ae3811 of 14–15 November 2025, summed I + 2Q + 2Q² + 2Q³ + 2Q⁴); a Linear
  * rotates its input, einsum("...rk,rkc->...rc", x, R), so W'[o, kb + i] = Σ_j W[o, kb + j]·R[i][j];
  * a Conv2d rotates its weight, einsum("ork,rkc->orc", W, R): W'[o, kb + c] = Σ_j W[o, kb + j]·R[j][c].
  * A user weight s blends each block, I + s·(R − I).
@@ -28,7 +30,7 @@ const OT_HEADER = {
   'modelspec.title': 'Stable Diffusion 1.5 LoRA',
   'modelspec.date': '2026-12-07',
   ot_branch: 'master',
-  ot_revision: '23df3832e8f213d64c337e39f9365ba46e99fed0',
+  ot_revision: '23df3832',
 };
 
 // An SD 1.5 UNet's layers (diffusers names, as a plain safetensors file holds them), small.
@@ -68,8 +70,11 @@ function matmul(x: Float64Array, y: Float64Array, b: number): Float64Array {
   return z;
 }
 
-/** OneTrainer's block k: I + 2Q + 2Q² + 2Q³ + Q⁴ from row k's upper triangle, blended to I + s·(R − I). */
-function rotation(row: Float64Array, b: number, scaled: boolean, s: number): Float64Array {
+/**
+ * OneTrainer's block k: I + 2Q + 2Q² + 2Q³ + Q⁴ from row k's upper triangle (I + 2Q + 2Q² + 2Q³ + 2Q⁴
+ * from its first commits), blended to I + s·(R − I).
+ */
+function rotation(row: Float64Array, b: number, scaled: boolean, s: number, first = false): Float64Array {
   const q = new Float64Array(b * b);
   let at = 0;
   for (let i = 0; i < b; i++) {
@@ -83,12 +88,12 @@ function rotation(row: Float64Array, b: number, scaled: boolean, s: number): Flo
   const q2 = matmul(q, q, b), q3 = matmul(q2, q, b), q4 = matmul(q3, q, b);
   return q.map((_, i) => {
     const eye = Math.floor(i / b) === i % b ? 1 : 0;
-    const r = eye + 2 * q[i] + 2 * q2[i] + 2 * q3[i] + q4[i];
+    const r = eye + 2 * q[i] + 2 * q2[i] + 2 * q3[i] + (first ? 2 : 1) * q4[i];
     return eye + s * (r - eye);
   });
 }
 
-function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, weights = base, coftEps?: number): Map<string, Float64Array> {
+function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, weights = base, coftEps?: number, first = false): Map<string, Float64Array> {
   const truth = new Map<string, Float64Array>();
   for (const m of trained) {
     let vec = values(file, `${kohya(m.path)}.oft_R.weight`);
@@ -106,7 +111,7 @@ function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, w
     const out = w.slice();
     for (let k = 0; k < m.inF / m.b; k++) {
       const src = m.rows === 1 ? 0 : k;
-      const r = rotation(vec.subarray(src * n, (src + 1) * n), m.b, m.scaled !== undefined, s);
+      const r = rotation(vec.subarray(src * n, (src + 1) * n), m.b, m.scaled !== undefined, s, first);
       for (let o = 0; o < w.length / m.inF; o++) {
         for (let c = 0; c < m.b; c++) {
           let sum = 0;
@@ -171,9 +176,63 @@ describe('COFT, from a file saved with its training config (ot_config)', () => {
   it.for(['cpu (js)', 'webgpu'])('%s: projects each Linear\'s blocks as OneTrainer\'s forward did, not its Conv2d\'s', async (name, ctx) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
-    const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_config: JSON.stringify(OT_CONFIG) }) });
+    // Saved by 7c255ac4 (27 November 2025), a OneTrainer with COFT.
+    const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '7c255ac4', ot_config: JSON.stringify(OT_CONFIG) }) });
     const truth = otTruth(file, 1, trained, base, 0.2);
     expectMerged(tensors, truth, base, 'coft');
+  });
+});
+
+describe('OneTrainer\'s first series, told by the file\'s ot_revision', () => {
+  // OneTrainer's first four OFT commits (14–15 November 2025) had no Scaled OFT, and had COFT.
+  const trained = TRAINED.filter((m) => !m.scaled);
+  const file = otFile.filter((x) => trained.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+  const config = (coft: boolean) => JSON.stringify({ __version: 9, training_method: 'LORA', model_type: 'STABLE_DIFFUSION_15', peft_type: 'OFT_2', oft_block_size: 4, oft_coft: coft, coft_eps: 0.2, oft_block_share: false });
+  it.for(['cpu (js)', 'cpu (wasm)', 'webgpu'].flatMap((name) => [1, -0.5].map((weight) => [name, weight] as const)))('%s, weight %d: saved by 607470f7 (14 November 2025), I + 2Q + 2Q² + 2Q³ + 2Q⁴', async ([name, weight], ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, weight, { ...OT_HEADER, 'modelspec.date': '2025-11-14', ot_revision: '607470f7', ot_config: config(false) }) });
+    expectMerged(tensors, otTruth(file, weight, trained, base, undefined, true), base, `first series, weight ${weight}`);
+  });
+  it('with COFT on (1336b9b8\'s config): each Linear projected, then its first series; a full 40-digit revision is the same commit', async () => {
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '1336b9b894dac621647c49118e58a4009fe3ecef', ot_config: config(true) }) });
+    expectMerged(tensors, otTruth(file, 1, trained, base, 0.2, true), base, 'first series with coft');
+  });
+  it('a Scaled OFT file (OneTrainer from 29 May 2026) says its series by its marker, with no revision', async () => {
+    const scaled = TRAINED.filter((m) => m.scaled);
+    const only = otFile.filter((x) => scaled.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(only, 1, {}) });
+    expectMerged(tensors, otTruth(only, 1, scaled), base, 'scaled, no header');
+  });
+});
+
+describe('refused where the file does not say which OneTrainer saved it', () => {
+  const unscaled = otFile.filter((x) => !x.name.includes(kohya(TO_K)) && !x.name.includes(kohya(CONV)));
+  const refusals = (metadata: Record<string, string>, tensors = unscaled) => refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(tensors, 1, metadata) });
+  const q = kohya(TO_Q);
+  const { ot_revision: _, ...noRevision } = OT_HEADER;
+  it.for<[string, Record<string, string>, string]>([
+    ['no ot_revision (metadata stripped)', noRevision, 'without OneTrainer\'s ot_revision metadata'],
+    ['no metadata at all', {}, 'without OneTrainer\'s ot_revision metadata'],
+    ['ot_revision "git not installed" (OneTrainer outside a git checkout)', { ...OT_HEADER, ot_revision: 'git not installed' }, 'whose ot_revision metadata names no OneTrainer commit'],
+  ])('%s', async ([, metadata, said]) => {
+    const lines = await refusals(metadata);
+    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ 2Q⁴ in its first OFT commits \\(14–15 November 2025\\) and as I \\+ 2Q \\+ 2Q² \\+ 2Q³ \\+ Q⁴ since b46986d6, and the file does not say which; add the OneTrainer commit it was trained with`));
+    expect(lines.join('\n')).toContain(kohya(PROJ_IN));
+  });
+  it.for([['86ae3811', 'first series'], ['b46986d6', 'current series'], ['3374137f', 'the last with COFT']])('saved by %s (%s, with COFT) without its training config', async ([revision]) => {
+    const lines = await refusals({ ...OT_HEADER, ot_revision: revision });
+    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 \\(its ot_revision\\), which had COFT \\(oft_coft, off by default\\), without its training config \\(ot_config\\): whether COFT projected its blocks cannot be told; add ot_config`));
+  });
+  it('merges with e928ddab, which removed COFT, with no config', async () => {
+    expect(await refusals({ ...OT_HEADER, ot_revision: 'e928ddab' })).toEqual([]);
+  });
+  it('a Scaled OFT marker in a file whose ot_revision is from before Scaled OFT', async () => {
+    const lines = await refusals({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: '{"peft_type":"OFT_2","oft_coft":false}' }, otFile);
+    for (const m of [kohya(TO_K), kohya(CONV)]) {
+      expect(lines.join('\n')).toMatch(new RegExp(`module "${m}" has oft_R.scaled_oft \\(Scaled OFT, OneTrainer from 29 May 2026\\), but the file's ot_revision is a OneTrainer commit from before it`));
+    }
+    expect(lines.join('\n')).not.toContain(`"${kohya(TO_Q)}"`);
   });
 });
 
@@ -226,6 +285,15 @@ describe('the command line', () => {
     const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--weight', '0.5', '--out', join(dir, 'merged.safetensors'), '--dry-run']);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stdout + result.stderr).toMatch(/down_blocks\.0\.resnets\.0\.conv1\.weight \[4×2×3×3\] out-in ← lora_unet_down_blocks_0_resnets_0_conv1 OFT \(OneTrainer\) scale=0\.5\n/);
+  });
+
+  it('refuses a file without ot_revision in one line, writing nothing', async () => {
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors(otFile.filter((x) => x.name.startsWith(kohya(TO_Q))), {}) });
+    const result = await runCli(['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu']);
+    expect(result.code).not.toBe(0);
+    expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" is OneTrainer's OFT in a file without OneTrainer's ot_revision metadata: .* add the OneTrainer commit it was trained with .* as ot_revision to the file's metadata$/)]);
+    expect(result.stderr).not.toMatch(/\n\s+at /);
+    expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
   });
 
   it('refuses an alpha beside oft_R in one line, writing nothing', async () => {

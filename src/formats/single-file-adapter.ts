@@ -140,15 +140,17 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const modules: AdapterModule[] = [];
   const replacements: TensorReplacement[] = [];
   const format = formatOf([...groups.keys()]);
-  // What the modules are told beside their tensors: blissful-tuner's network flags, OneTrainer's saved OFT settings.
+  // What the modules are told beside their tensors: blissful-tuner's network flags; OneTrainer's header
+  // (which OneTrainer saved the file, its training config), to its OFT modules alone.
   const oneTrainer = oneTrainerOftOptions(file.metadata);
-  const moduleOptions = blissful?.options || oneTrainer ? { ...blissful?.options, ...oneTrainer } : undefined;
+  const moduleOptions = blissful?.options;
   for (const [key, roles] of groups) {
     await pacer.tick();
-    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, moduleOptions, longCat?.alphas.get(key) ?? (sharedH3 ? undefined : minimaxH3?.alpha));
+    const options = roles.has('oft_R') || roles.has('scaled_oft') ? { ...moduleOptions, ...oneTrainer } : moduleOptions;
+    let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, options, longCat?.alphas.get(key) ?? (sharedH3 ? undefined : minimaxH3?.alpha));
     if (module && sharedH3?.alpha !== undefined) {
       // The same module as diffusers' H3 loader reads it (its problems are the single-file reading's, already reported).
-      const h3 = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, [], moduleOptions, sharedH3.alpha);
+      const h3 = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, [], options, sharedH3.alpha);
       if (h3) module = { ...module, minimaxH3Alpha: { alpha: h3.alpha, scale: h3.scale, ...(h3.scaleOrigin ? { scaleOrigin: h3.scaleOrigin } : {}) } };
     }
     if (module?.algorithm === 'set') {

@@ -5,7 +5,9 @@
  * (in = a conv's in·kh·kw), or one row shared by all in/b blocks (oft_block_share); Scaled OFT adds
  * the buffer `<module>.oft_R.scaled_oft` (True, or 1 in the saved dtype). OneTrainer forms each block
  * Q = skew(row) / (2·√(b − 1)) when scaled (else skew(row)), R = I + 2Q + 2Q² + 2Q³ + Q⁴ (its
- * Cayley–Neumann series, 5 terms, always on), and applies it as its forward does: a Linear rotates its
+ * Cayley–Neumann series, 5 terms, always on; I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its first four OFT commits,
+ * 14–15 November 2025, told by the file's `ot_revision`: ./onetrainer-revisions.ts), and applies it as
+ * its forward does: a Linear rotates its
  * input, x·R per block, so W' = W·Rᵀ; a Conv2d rotates its weight, W' = W·R per block of in·kh·kw.
  * The bias is not touched. OneTrainer has no weight for a module; a user weight s ≠ 1 merges the
  * blocks I + s·(R − I) (as ComfyUI-OFTv2, the loader OneTrainer's OFT author wrote, applies them).
@@ -16,6 +18,12 @@
  * forward formed R from the weight as it stood, unprojected. The setting lives in the training config,
  * which the file holds only when saved with it (`ot_config`, include_train_config): read from there
  * (oneTrainerOftOptions), and applied as OneTrainer did, Linear layers alone.
+ *
+ * What cannot be told is refused, not guessed: a module without the Scaled OFT marker (which proves
+ * OneTrainer from 29 May 2026: current series, no COFT) in a file whose `ot_revision` names no commit
+ * (left out, or "git not installed") could be from either series; one whose revision is a commit that
+ * had COFT (14 November 2025 – 10 May 2026), saved without its config, could have been projected or
+ * not (COFT's default was off, but the file does not say which setting it trained with).
  */
 import { MergeError } from '../../errors.js';
 import { coftProject, peftOftRotation, skewFromUpper } from '../../algorithms/math/oft.js';
@@ -23,9 +31,26 @@ import type { Role } from '../key-forms.js';
 import type { TensorEntry } from '../safetensors-types.js';
 import { fmtShape, moduleBasics, type Algorithm, type ModuleContext } from './algorithm.js';
 import { f32Bytes, readValues } from './factor-io.js';
+import { COFT_COMMITS, FIRST_SERIES_COMMITS } from './onetrainer-revisions.js';
 
 /** The number of Cayley–Neumann terms OneTrainer's OFTModule builds its rotations with (fixed). */
 const NEUMANN_TERMS = 5;
+
+/** Which OneTrainer saved a file (`onetrainer_period`): its ot_revision names no commit; one of its first four OFT commits (first series, COFT); one of the commits with COFT and the current series; any other commit. */
+const UNKNOWN = 0;
+const FIRST_SERIES = 1;
+const WITH_COFT = 2;
+const LATER = 3;
+
+/** The period of OneTrainer's `ot_revision` (`git rev-parse --short HEAD`): a commit's leading hex digits, matched against ./onetrainer-revisions.ts. */
+function revisionPeriod(revision: string): number {
+  const rev = revision.trim().toLowerCase();
+  if (!/^[0-9a-f]{7,40}$/.test(rev)) return UNKNOWN;
+  const known = (list: string) => list.split(' ').some((commit) => (rev.length >= commit.length ? rev.startsWith(commit) : commit.startsWith(rev)));
+  if (known(FIRST_SERIES_COMMITS)) return FIRST_SERIES;
+  if (known(COFT_COMMITS)) return WITH_COFT;
+  return LATER;
+}
 
 export const onetrainerOft: Algorithm = {
   name: 'onetrainer-oft',
@@ -60,6 +85,21 @@ export const onetrainerOft: Algorithm = {
       context.report('SHAPE_MISMATCH', `oft_R.weight ${fmtShape(weight.shape)} does not hold b(b−1)/2 values per block, as OneTrainer's OFT saves it`);
       return null;
     }
+    const o = context.options;
+    const period = typeof o?.onetrainer_period === 'number' ? o.onetrainer_period : UNKNOWN;
+    if (scaled === 1 && (period === FIRST_SERIES || period === WITH_COFT)) {
+      context.report('UNSUPPORTED_FORMAT', 'has oft_R.scaled_oft (Scaled OFT, OneTrainer from 29 May 2026), but the file\'s ot_revision is a OneTrainer commit from before it; the file is not as OneTrainer saves it');
+      return null;
+    }
+    if (scaled !== 1 && period === UNKNOWN) {
+      const said = o?.onetrainer_revision_text === true ? 'whose ot_revision metadata names no OneTrainer commit' : 'without OneTrainer\'s ot_revision metadata';
+      context.report('UNSUPPORTED_FORMAT', `is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its first OFT commits (14–15 November 2025) and as I + 2Q + 2Q² + 2Q³ + Q⁴ since b46986d6, and the file does not say which; add the OneTrainer commit it was trained with (\`git rev-parse --short HEAD\` in OneTrainer's folder) as ot_revision to the file's metadata`);
+      return null;
+    }
+    if (scaled !== 1 && (period === FIRST_SERIES || period === WITH_COFT) && o?.onetrainer_config !== true) {
+      context.report('UNSUPPORTED_FORMAT', 'is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata');
+      return null;
+    }
     return {
       ...moduleBasics(context),
       algorithm: onetrainerOft.name,
@@ -72,7 +112,11 @@ export const onetrainerOft: Algorithm = {
       tensors: { weight },
       update: { kind: 'transform', cost: b, block: b },
       fanInFanOut: false,
-      options: { scaled: scaled === 1, ...(context.options?.onetrainer_coft_eps !== undefined ? { coftEps: context.options.onetrainer_coft_eps } : {}) },
+      options: {
+        scaled: scaled === 1,
+        ...(scaled !== 1 && period === FIRST_SERIES ? { firstSeries: true } : {}),
+        ...(o?.onetrainer_coft_eps !== undefined ? { coftEps: o.onetrainer_coft_eps } : {}),
+      },
     };
   },
 
@@ -106,7 +150,7 @@ export const onetrainerOft: Algorithm = {
       const src = rows === 1 ? 0 : k;
       if (k === 0 || rows !== 1) {
         const q = (rowsQ ? rowsQ.slice(src * b * b, (src + 1) * b * b) : skewFromUpper(vec.subarray(src * n, (src + 1) * n), b)).map((x) => x * f);
-        r = peftOftRotation(q, b, true, NEUMANN_TERMS);
+        r = peftOftRotation(q, b, true, NEUMANN_TERMS, module.options?.firstSeries === true);
       }
       // The engine maps each block of a row by M = I + s·Δ (W' = W·Mᵀ): M = R for a Linear (W·Rᵀ), Rᵀ for a Conv2d (W·R).
       for (let i = 0; i < b; i++) {
@@ -118,21 +162,28 @@ export const onetrainerOft: Algorithm = {
 };
 
 /**
- * The module options a OneTrainer file's saved training config (`ot_config`) asks of its OFT modules:
- * `onetrainer_coft_eps` where it trained OFT_2 with COFT on. Undefined otherwise (no config saved, as by default).
+ * The module options a OneTrainer file's header gives its OFT modules: `onetrainer_period` (which
+ * OneTrainer saved it, from `ot_revision`; `onetrainer_revision_text` where that names no commit),
+ * `onetrainer_config` where its training config (`ot_config`) was saved with it, and
+ * `onetrainer_coft_eps` where that config trained OFT_2 with COFT on.
  */
-export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>): Record<string, number> | undefined {
+export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>): Record<string, number | boolean> {
+  const revision = metadata.ot_revision;
+  const options: Record<string, number | boolean> = { onetrainer_period: typeof revision === 'string' ? revisionPeriod(revision) : UNKNOWN };
+  if (typeof revision === 'string' && options.onetrainer_period === UNKNOWN) options.onetrainer_revision_text = true;
   const text = metadata.ot_config;
-  if (typeof text !== 'string') return undefined;
+  if (typeof text !== 'string') return options;
   let config: unknown;
   try {
     config = JSON.parse(text);
   } catch {
-    return undefined;
+    return options;
   }
-  if (typeof config !== 'object' || config === null) return undefined;
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return options;
+  options.onetrainer_config = true;
   const c = config as Record<string, unknown>;
-  if (c.peft_type !== 'OFT_2' || c.oft_coft !== true) return undefined;
+  if (c.peft_type !== 'OFT_2' || c.oft_coft !== true) return options;
   // OneTrainer's default coft_eps (TrainConfig) where the config leaves it out.
-  return { onetrainer_coft_eps: typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : 1e-4 };
+  options.onetrainer_coft_eps = typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : 1e-4;
+  return options;
 }
