@@ -259,6 +259,15 @@ const DIFFUSERS_NAMED: LoraCase[] = [
     }],
   },
   {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← diffusers names in lora_down/lora_up with a __metadata__ alpha: no lora_B to read ranks from, so no α config, scale 1',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-diffusers-down-up.safetensors', weight: 0.7, metadata: DIFFUSERS_ALPHA, specs: [
+        comfy('transformer.transformer_blocks.1.attn.to_q', 4, H, H, [{ key: 'transformer_blocks.1.attn.to_q.weight' }], 1),
+      ],
+    }],
+  },
+  {
     name: 'diffusers SD3Transformer2DModel ← the same diffusers names with a __metadata__ alpha: no loader but H3\'s reads it, scale 1',
     base: sd3Folder, baseName: 'transformer',
     adapters: [{

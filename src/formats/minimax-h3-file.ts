@@ -75,7 +75,7 @@ const ORIGINAL_PREFIXES = ['diffusion_model.', 'blocks.', 'token_refiner.blocks.
  * every module's α (scale α / the module's rank, from its lora_B): no `.alpha` tensor, no `lora_adapter_metadata`
  * (which diffusers loads instead), no key in H3's original names (readMiniMaxH3File's). The loader applies it to
  * the modules under `transformer.` and `transformer_ref.`, and to a peft dump (`.default.` infix, no such prefix),
- * which it prefixes with `transformer.`. Other loaders read no metadata α: the plan applies it only on an H3
+ * which it prefixes with `transformer.`, and only to lora_A/lora_B modules (it reads the ranks from lora_B). Other loaders read no metadata α: the plan applies it only on an H3
  * base (AdapterModule.minimaxH3Alpha). `applies` says which of the file's modules it reaches.
  */
 export function readDiffusersNamesH3Alpha(fileName: string, file: SafetensorsFile): { alpha?: number; alphaRefusal?: Problem; applies: (module: string) => boolean } | undefined {
@@ -85,8 +85,10 @@ export function readDiffusersNamesH3Alpha(fileName: string, file: SafetensorsFil
   if (names.some((n) => ORIGINAL_PREFIXES.some((p) => n.startsWith(p)))) return undefined;
   const prefixed = (n: string) => n.startsWith('transformer.') || n.startsWith('transformer_ref.');
   const peftDump = names.some((n) => n.includes('.default.weight')) && !names.some(prefixed);
-  const applies = peftDump ? () => true : prefixed;
-  if (!names.some(applies)) return undefined;
+  // Its ranks are read from the lora_B tensors alone: a module saved otherwise (lora_up) gets no α from it.
+  const withB = new Set(names.flatMap((n) => /^(.*)\.lora_B(\.default)?\.weight$/.exec(n)?.[1] ?? []));
+  const applies = (module: string) => withB.has(module) && (peftDump || prefixed(module));
+  if (![...withB].some(applies)) return undefined;
   const alpha = FLOAT.test(text) ? Number(text.trim().replaceAll('_', '')) : NaN;
   if (Number.isFinite(alpha)) return { alpha, applies };
   return { applies, alphaRefusal: { code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(text)}, not a finite number: on a MiniMax-H3 base diffusers' MiniMaxH3LoraLoaderMixin reads it as every module's alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with` } };
