@@ -205,6 +205,81 @@ const SHARED: LoraCase[] = [
 ];
 loraCaseSuite(SHARED, rand, 'BF16');
 
+/**
+ * A file in diffusers' own names (`transformer.transformer_blocks.0.attn.to_q.lora_A.weight`, as diffusers'
+ * save_lora_weights writes for MiniMaxH3Transformer3DModel) whose `__metadata__` holds `alpha` and no
+ * `lora_adapter_metadata`: MiniMaxH3LoraLoaderMixin.lora_state_dict builds a config of lora_alpha = that α for every
+ * module under `transformer.` (scale α / the module's rank, its lora_B's columns); so for peft's unprefixed dump
+ * (`.default.` infix), which it prefixes with `transformer.`. With `lora_adapter_metadata` that config is loaded
+ * instead (its lora_alpha / r). On another model's transformer no loader reads the metadata α: scale 1.
+ */
+const DIFFUSERS_ALPHA = { format: 'pt', alpha: '16' };
+const sd3Folder = {
+  'diffusion_pytorch_model.safetensors': buildSafetensors([
+    ...['to_q', 'to_k', 'to_v', 'to_out.0'].map((p) => tensor(rand, `transformer_blocks.0.attn.${p}.weight`, [H, H], 'BF16')),
+    tensor(rand, 'transformer_blocks.0.ff.net.0.proj.weight', [4 * H, H], 'BF16'),
+    tensor(rand, 'pos_embed.proj.weight', [H, 4, 2, 2], 'BF16'),
+  ]),
+  'config.json': JSON.stringify({ _class_name: 'SD3Transformer2DModel', _diffusers_version: '0.38.0.dev0', num_layers: 1, attention_head_dim: HD, num_attention_heads: 2, joint_attention_dim: H, caption_projection_dim: H, in_channels: 4, patch_size: 2 }),
+};
+const DIFFUSERS_NAMED: LoraCase[] = [
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← diffusers-named LoRA (transformer.transformer_blocks.0.attn.to_q) with a __metadata__ alpha: α/r per module, mixed ranks',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-diffusers-alpha.safetensors', weight: 0.9, metadata: DIFFUSERS_ALPHA, specs: [
+        peftSpec('transformer.transformer_blocks.0.attn.to_q', 8, H, H, [{ key: 'transformer_blocks.0.attn.to_q.weight' }], 2),
+        peftSpec('transformer.transformer_blocks.1.ff.net.0.proj', 4, 2 * FF, H, [{ key: 'transformer_blocks.1.ff.net.0.proj.weight' }], 4),
+        peftSpec('transformer.transformer_blocks.0.adaln_proj.linear', 2, 18 * H, TE, [{ key: 'transformer_blocks.0.adaln_proj.linear.weight' }], 8),
+        peftSpec('transformer.token_refiner.refiner_blocks.1.attn.to_out.0', 4, H, H, [{ key: 'token_refiner.refiner_blocks.1.attn.to_out.0.weight' }], 4),
+        peftSpec('transformer.proj_out', 8, P, H, [{ key: 'proj_out.weight' }], 2),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← peft\'s unprefixed dump in diffusers names (transformer_blocks.0.attn.to_k.lora_A.default.weight) with a __metadata__ alpha: α/r',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-peft-dump-alpha.safetensors', weight: -0.5, metadata: DIFFUSERS_ALPHA, specs: [
+        diffSynth('transformer_blocks.0.attn.to_k', 8, H, H, [{ key: 'transformer_blocks.0.attn.to_k.weight' }]),
+        diffSynth('transformer_blocks.1.ff.net.2', 2, H, FF, [{ key: 'transformer_blocks.1.ff.net.2.weight' }]),
+      ].map((s) => ({ ...s, scale: 16 / s.r })),
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← diffusers-named LoRA with lora_adapter_metadata and a __metadata__ alpha: the config\'s lora_alpha/r (8/4), the alpha entry unread',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-diffusers-config.safetensors', weight: 1,
+      metadata: { ...DIFFUSERS_ALPHA, lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }) },
+      specs: [
+        peftSpec('transformer.transformer_blocks.0.attn.to_v', 4, H, H, [{ key: 'transformer_blocks.0.attn.to_v.weight' }], 2),
+        peftSpec('transformer.transformer_blocks.1.attn.to_out.0', 4, H, H, [{ key: 'transformer_blocks.1.attn.to_out.0.weight' }], 2),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers MiniMaxH3Transformer3DModel ← diffusers names in lora_down/lora_up with a __metadata__ alpha: no lora_B to read ranks from, so no α config, scale 1',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-diffusers-down-up.safetensors', weight: 0.7, metadata: DIFFUSERS_ALPHA, specs: [
+        comfy('transformer.transformer_blocks.1.attn.to_q', 4, H, H, [{ key: 'transformer_blocks.1.attn.to_q.weight' }], 1),
+      ],
+    }],
+  },
+  {
+    name: 'diffusers SD3Transformer2DModel ← the same diffusers names with a __metadata__ alpha: no loader but H3\'s reads it, scale 1',
+    base: sd3Folder, baseName: 'transformer',
+    adapters: [{
+      file: 'h3-diffusers-alpha.safetensors', weight: 0.9, metadata: DIFFUSERS_ALPHA, specs: [
+        peftSpec('transformer.transformer_blocks.0.attn.to_q', 8, H, H, [{ key: 'transformer_blocks.0.attn.to_q.weight' }], 1),
+        peftSpec('transformer.transformer_blocks.0.attn.to_out.0', 4, H, H, [{ key: 'transformer_blocks.0.attn.to_out.0.weight' }], 1),
+      ],
+    }],
+  },
+];
+loraCaseSuite(DIFFUSERS_NAMED, rand, 'BF16');
+
 /** The parse's or plan's refusals of one adapter file (tensors and metadata as given). */
 async function refusals(base: Record<string, Uint8Array | string>, baseName: string, tensors: FixtureTensor[], metadata?: Record<string, string>): Promise<string[]> {
   const bytes = buildSafetensors(tensors, metadata);
@@ -265,6 +340,26 @@ describe('MiniMax-H3 names', () => {
     expect(await refusals(pixartBase, PIXART_FILE, tensors, { format: 'pt', alpha: 'sixteen' })).toEqual([]);
     const out = await refusals(folder, 'transformer', tensors, { format: 'pt', alpha: 'sixteen' });
     expect(out).toEqual(['lora.safetensors/lora.safetensors: metadata "alpha" is "sixteen", not a finite number: diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with']);
+  });
+
+  it('a __metadata__ alpha in diffusers\' names: refused without a base; a non-number one only on an H3 base', async () => {
+    const bytes = buildSafetensors(loraTensors(rand, DIFFUSERS_NAMED[0].adapters[0].specs, 'BF16'), DIFFUSERS_ALPHA);
+    const err = await openAdapter(memoryInputFileSet({ 'h3.safetensors': bytes }, 'h3.safetensors')).then(() => undefined, (e: Error) => e);
+    expect(err?.message).toBe('h3.safetensors/h3.safetensors: metadata "alpha" is "16" in a file of diffusers\' names: diffusers\' MiniMaxH3LoraLoaderMixin scales every module by that alpha over its rank, its other loaders read no metadata alpha, and which model the file is for only its base can tell; not supported without a base — merge it into its base, or remove the entry (alpha = rank)');
+    const tensors = loraTensors(rand, [peftSpec('transformer.transformer_blocks.0.attn.to_q', 2, H, H, [], 1)], 'BF16');
+    expect(await refusals(sd3Folder, 'transformer', tensors, { format: 'pt', alpha: 'sixteen' })).toEqual([]);
+    expect(await refusals(folder, 'transformer', tensors, { format: 'pt', alpha: 'sixteen' })).toEqual(['lora.safetensors/lora.safetensors: metadata "alpha" is "sixteen", not a finite number: on a MiniMax-H3 base diffusers\' MiniMaxH3LoraLoaderMixin reads it as every module\'s alpha (it warns and loads at alpha = rank); not supported — remove the entry or set the alpha the LoRA was trained with']);
+  });
+
+  it('lora_adapter_metadata in H3\'s original names (diffusers loads it for the converted modules) is refused in one line; in shared names only on an H3 base', async () => {
+    const config = { format: 'pt', alpha: '16', lora_adapter_metadata: JSON.stringify({ 'transformer.r': 4, 'transformer.lora_alpha': 8, 'transformer.peft_type': 'LORA', 'transformer.use_dora': false }) };
+    const message = 'metadata in MiniMax-H3\'s original module names: diffusers\' MiniMaxH3LoraLoaderMixin converts the names to its own and scales them by that config\'s lora_alpha over each rank (ignoring any metadata "alpha"), which this tool does not read for these names; not supported — remove the lora_adapter_metadata entry, or save the LoRA in diffusers\' names';
+    const own = await refusals(folder, 'transformer', loraTensors(rand, [peftSpec('diffusion_model.blocks.1.attn.out_proj', 4, H, H, [], 1)], 'BF16'), config);
+    expect(own).toHaveLength(1);
+    expect(own[0]).toContain(`lora.safetensors: holds lora_adapter_${message}`);
+    const shared = loraTensors(rand, [comfy('diffusion_model.blocks.0.mlp.fc1', 2, 2 * FF, H, [], 1)], 'BF16');
+    expect(await refusals(folder, 'transformer', shared, config)).toEqual([`lora.safetensors/lora.safetensors: holds lora_adapter_${message}`]);
+    expect((await refusals(pixartBase, PIXART_FILE, shared, config)).join()).not.toContain('MiniMax');
   });
 
   it('on the original checkpoint a fused qkv_proj is refused (its shards interleave q, k, v per head); out_proj lands by name', async () => {

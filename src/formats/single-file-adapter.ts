@@ -26,7 +26,7 @@ import { readBlissfulNetwork } from './blissful-network.js';
 import { isLongCatVideoLoraTensor, readLongCatVideoLora } from './longcat-video-lora.js';
 import { oneTrainerOftOptions } from './algorithms/onetrainer-oft.js';
 import { KohyaNetworkArgs } from './kohya-network-args.js';
-import { H3_FUSED_QKV, readMiniMaxH3File } from './minimax-h3-file.js';
+import { H3_FUSED_QKV, readDiffusersNamesH3Alpha, readMiniMaxH3File } from './minimax-h3-file.js';
 import { isKohyaModuleName, moduleAddress, withPriorPipelineEncoder, type ModuleAddress } from './module-address.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 import { owningModules, unknownTensorMessage } from './unknown-tensor.js';
@@ -84,8 +84,13 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const minimaxH3 = readMiniMaxH3File(fileName, file, problems);
   // In names other models share, that alpha is H3's only on an H3 base: the plan decides; without a base it cannot be known.
   const sharedH3 = minimaxH3?.shared && (minimaxH3.alpha !== undefined || minimaxH3.alphaRefusal) ? minimaxH3 : undefined;
-  if (sharedH3 && !options.baseDecides) {
+  if (sharedH3 && file.metadata.alpha !== undefined && !options.baseDecides) {
     problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(file.metadata.alpha)} and every module's name is one MiniMax-H3 shares with other models (PixArt's and HunyuanDiT's blocks.N.mlp.fc1, mlp.fc2): diffusers' MiniMaxH3LoraLoaderMixin scales every module by that alpha over its rank, their loaders (ComfyUI) read no metadata alpha, and which model the file is for only its base can tell; not supported without a base — merge it into its base, or remove the entry (alpha = rank) or give each module its .alpha tensor` });
+  }
+  // diffusers' own names: its H3 loader reads the same metadata alpha (its other loaders none); the plan decides by the base.
+  const diffusersH3 = minimaxH3 ? undefined : readDiffusersNamesH3Alpha(fileName, file);
+  if (diffusersH3 && !options.baseDecides) {
+    problems.push({ code: 'UNSUPPORTED_FORMAT', message: `${fileName}: metadata "alpha" is ${JSON.stringify(file.metadata.alpha)} in a file of diffusers' names: diffusers' MiniMaxH3LoraLoaderMixin scales every module by that alpha over its rank, its other loaders read no metadata alpha, and which model the file is for only its base can tell; not supported without a base — merge it into its base, or remove the entry (alpha = rank)` });
   }
   // blissful-tuner's networks: file-level buffers, and what they ask of the modules.
   const blissful = await readBlissfulNetwork(file);
@@ -148,9 +153,10 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
     await pacer.tick();
     const options = roles.has('oft_R') || roles.has('scaled_oft') ? { ...moduleOptions, ...oneTrainer } : moduleOptions;
     let module = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, problems, options, longCat?.alphas.get(key) ?? (sharedH3 ? undefined : minimaxH3?.alpha));
-    if (module && sharedH3?.alpha !== undefined) {
+    const h3Alpha = sharedH3?.alpha ?? (diffusersH3?.applies(key) ? diffusersH3.alpha : undefined);
+    if (module && h3Alpha !== undefined) {
       // The same module as diffusers' H3 loader reads it (its problems are the single-file reading's, already reported).
-      const h3 = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, [], options, sharedH3.alpha);
+      const h3 = await buildModule(name, fileName, key, roles, file, metadata, networkArgs, [], options, h3Alpha);
       if (h3) module = { ...module, minimaxH3Alpha: { alpha: h3.alpha, scale: h3.scale, ...(h3.scaleOrigin ? { scaleOrigin: h3.scaleOrigin } : {}) } };
     }
     if (module?.algorithm === 'set') {
@@ -193,7 +199,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
-  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}), ...(sharedH3?.alphaRefusal ? { minimaxH3Refusal: sharedH3.alphaRefusal } : {}) };
+  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}), ...(sharedH3?.alphaRefusal ?? diffusersH3?.alphaRefusal ? { minimaxH3Refusal: sharedH3?.alphaRefusal ?? diffusersH3!.alphaRefusal! } : {}) };
 }
 
 /**
