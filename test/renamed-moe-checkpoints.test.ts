@@ -15,7 +15,7 @@ import { type MergeBackend } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { decoded, hfModelFolder, mergeIntoFolder, peftFolder, prepareOne as prepare, randomTensor } from './helpers/hf-folder.js';
-import { expectPeftLorasByName, expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
+import { expectPeftLorasAt, expectPeftLorasByName, expectValues, expertDelta, plus, product } from './helpers/merge-truth.js';
 
 const rand = seededRandom(9120);
 let backend: MergeBackend;
@@ -90,10 +90,7 @@ describe('Nemotron-H (nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 names): backbon
     const merged = await mergeIntoFolder(prepared, backend);
     const b = decoded(base);
     const a = decoded(adapter);
-    for (const [path, key] of linears) {
-      const name = `base_model.model.${path}`;
-      expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
-    }
+    expectPeftLorasAt(merged.tensors, b, a, linears.map(([path, key]) => [path, key] as const), 2);
     for (let e = 0; e < E; e++) {
       expectValues(expertKeys[e], merged.tensors.get(expertKeys[e])!, plus(b.get(expertKeys[e])!, 2, expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, E, r)));
     }
@@ -311,10 +308,7 @@ describe('Hy3 and Laguna: the shared expert under the checkpoint\'s name and tra
       const merged = await mergeIntoFolder(prepared, backend);
       const b = decoded(base);
       const a = decoded(adapter);
-      for (const [path, key] of linears) {
-        const name = `base_model.model.${path}`;
-        expectValues(key, merged.tensors.get(key)!, plus(b.get(key)!, 2, product(a.get(`${name}.lora_B.weight`)!, a.get(`${name}.lora_A.weight`)!)));
-      }
+      expectPeftLorasAt(merged.tensors, b, a, linears.map(([path, key]) => [path, key] as const), 2);
       for (let e = 0; e < E; e++) {
         const delta = expertDelta(a.get(`${experts}.lora_A.weight`)!, a.get(`${experts}.lora_B.weight`)!, e, E, r);
         for (const [part, from] of [[0, 0], [1, I]] as const) expectValues(expertKeys[e][part], merged.tensors.get(expertKeys[e][part])!, plus(b.get(expertKeys[e][part])!, 2, delta.slice(from * H, (from + I) * H)));

@@ -124,8 +124,15 @@ export function plus(w: DecodedTensor, s: number, delta: ArrayLike<number>): Flo
 export function expectPeftLorasByName(
   merged: ReadonlyMap<string, DecodedTensor>, base: ReadonlyMap<string, DecodedTensor>, adapter: ReadonlyMap<string, DecodedTensor>, paths: readonly string[], s: number,
 ): void {
-  for (const path of paths) {
-    const key = `${path}.weight`;
+  expectPeftLorasAt(merged, base, adapter, paths.map((path) => [path, `${path}.weight`]), s);
+}
+
+/** As expectPeftLorasByName, for modules whose base tensor a key map renames: [module path, base key] pairs. */
+export function expectPeftLorasAt(
+  merged: ReadonlyMap<string, DecodedTensor>, base: ReadonlyMap<string, DecodedTensor>, adapter: ReadonlyMap<string, DecodedTensor>,
+  pairs: readonly (readonly [path: string, key: string])[], s: number,
+): void {
+  for (const [path, key] of pairs) {
     expectValues(key, merged.get(key)!, plus(base.get(key)!, s, product(adapter.get(`base_model.model.${path}.lora_B.weight`)!, adapter.get(`base_model.model.${path}.lora_A.weight`)!)));
   }
 }
