@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { ideogram4 } from '../src/formats/layouts/ideogram4.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { kohyaSpec, peftSpec, tensor } from './helpers/diffusion-fixtures.js';
-import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, expectLayoutNeeded, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261207);
 const H = 16, FF = 24, ADA = 8, LLM = 12, IN = 4;
@@ -76,16 +76,7 @@ const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('Ideogram 4 names', () => {
   it('the ideogram4 layout places qkv and o; without it those modules are refused', async () => {
-    for (const k of CASES) {
-      const prepared = await prepare(k);
-      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('ideogram4')).toBe(true);
-      await prepared.close();
-      await withoutLayout(ideogram4, async () => {
-        const p = await prepare(k);
-        expect(p.plan.problems.length).toBeGreaterThan(0);
-        await p.close();
-      });
-    }
+    await expectLayoutNeeded(prepare, CASES, ideogram4);
   });
 
   it('a qkv whose rows are not three times the width is refused as not fitting', async () => {

@@ -18,7 +18,7 @@ import { sana } from '../src/formats/layouts/sana.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { rowsAt, rowsFrom, type LoraSpec, kohyaSpec, peftSpec, DIFFUSERS_LORA_METADATA } from './helpers/diffusion-fixtures.js';
 import { SANA, sanaDiffusersTensors, sanaOriginalTensors } from './helpers/sana-fixtures.js';
-import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, expectLayoutNeeded, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261208);
 
@@ -109,16 +109,7 @@ const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('Sana namings', () => {
   it('the sana layout places the other naming\'s modules; without it they are refused', async () => {
-    for (const k of [CASES[0], CASES[2], CASES[3]]) {
-      const prepared = await prepare(k);
-      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('sana')).toBe(true);
-      await prepared.close();
-      await withoutLayout(sana, async () => {
-        const p = await prepare(k);
-        expect(p.plan.problems.length).toBeGreaterThan(0);
-        await p.close();
-      });
-    }
+    await expectLayoutNeeded(prepare, [CASES[0], CASES[2], CASES[3]], sana);
   });
 
   it('refused in one line each: PixArt\'s diffusers names on Sana, the other model\'s timestep names, a block past the last', async () => {

@@ -13,7 +13,7 @@ import { stableCascadeDiffusers } from '../src/formats/layouts/stable-cascade-di
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { kohyaSpec, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { STAGE_B, STAGE_C, stageBTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
-import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, expectLayoutNeeded, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 import { onePipelineLora } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(20261207);
@@ -66,16 +66,7 @@ const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
 
 describe('ComfyUI\'s Stable Cascade names on diffusers\' StableCascadeUNet', () => {
   it('the stable-cascade-diffusers layout places the renamed modules; without it they are refused', async () => {
-    for (const k of CASES) {
-      const prepared = await prepare(k);
-      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('stable-cascade-diffusers')).toBe(true);
-      await prepared.close();
-      await withoutLayout(stableCascadeDiffusers, async () => {
-        const p = await prepare(k);
-        expect(p.plan.problems.length).toBeGreaterThan(0);
-        await p.close();
-      });
-    }
+    await expectLayoutNeeded(prepare, CASES, stableCascadeDiffusers);
   });
 
   it('a q on a level without attention is no matching tensor, as it is on Stability\'s file', async () => {

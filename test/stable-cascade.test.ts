@@ -16,7 +16,7 @@ import { stableCascade } from '../src/formats/layouts/stable-cascade.js';
 import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { rowsAt, type LoraSpec, kohyaSpec } from './helpers/diffusion-fixtures.js';
 import { STAGE_B, STAGE_C, clipGTextTensors, stageBTensors, stageCTensors } from './helpers/stable-cascade-fixtures.js';
-import { loraCaseSuite, planProblemsOf, withoutLayout, type LoraCase } from './helpers/lora-case.js';
+import { loraCaseSuite, expectLayoutNeeded, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 
 const rand = seededRandom(20261204);
 
@@ -127,16 +127,7 @@ describe('Stable Cascade names', () => {
   });
 
   it('the stable-cascade layout places q, k, v on in_proj_weight, stage C and stage B; without it those are refused', async () => {
-    for (const k of [CASES[0], CASES[3]]) {
-      const prepared = await prepare(k);
-      expect(new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout))).has('stable-cascade')).toBe(true);
-      await prepared.close();
-      await withoutLayout(stableCascade, async () => {
-        const p = await prepare(k);
-        expect(p.plan.problems.length).toBeGreaterThan(0);
-        await p.close();
-      });
-    }
+    await expectLayoutNeeded(prepare, [CASES[0], CASES[3]], stableCascade);
   });
 
   it('stage B: an attention on a level that has none, and q rows that do not fit, refused in one line each', async () => {

@@ -97,6 +97,27 @@ export async function withoutLayout<T>(layout: Layout, run: () => Promise<T>): P
   }
 }
 
+/**
+ * For each case: the plan places modules by `layout` (by it alone where `only`), and with `layout` taken
+ * out of the registry the same case has problems: the layout is what makes the case merge.
+ */
+export async function expectLayoutNeeded(
+  prepare: (c: LoraCase) => Promise<PreparedMerge>, cases: readonly LoraCase[], layout: Layout, { only = false } = {},
+): Promise<void> {
+  for (const k of cases) {
+    const prepared = await prepare(k);
+    const used = new Set(prepared.plan.updates.flatMap((u) => u.terms.map((t) => t.layout)));
+    if (only) expect(used, k.name).toEqual(new Set([layout.name]));
+    else expect(used.has(layout.name), k.name).toBe(true);
+    await prepared.close();
+    await withoutLayout(layout, async () => {
+      const p = await prepare(k);
+      expect(p.plan.problems.length, k.name).toBeGreaterThan(0);
+      await p.close();
+    });
+  }
+}
+
 /** The plan's problems for one LoRA of `specs` (random factors in BF16) on `base`. */
 export async function planProblemsOf(base: Record<string, Uint8Array | string>, baseName: string, specs: LoraSpec[], rand: () => number): Promise<string[]> {
   const lora = buildSafetensors(loraTensors(rand, specs, 'BF16'));
