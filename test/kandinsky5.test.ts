@@ -155,12 +155,16 @@ describe('kandinskylab lora.safetensors with its config_lora.json', () => {
     await mergeAndCheckLoraCase(prepared, backends.cpu!, originalFile, [{ bytes, specs: prefixed, weight: 1 }]);
   });
 
-  it('lora.safetensors given by its path: the config_lora.json beside it is read; without it, scale 1 as ComfyUI applies it', async () => {
+  it('lora.safetensors given by its path: the config_lora.json beside it is read; without it, scale 1 as ComfyUI applies it, with a warning saying so', async () => {
     const baseDir = temp.make(diffusersFolder);
     for (const withConfig of [true, false]) {
       const dir = temp.make({ 'lora.safetensors': bareBytes, ...(withConfig ? { 'config_lora.json': CONFIG } : {}) });
       const out = join(temp.make(), 'merged');
-      await merge({ base: baseDir, adapters: [join(dir, 'lora.safetensors')], out, backend: 'cpu' });
+      const file = join(dir, 'lora.safetensors');
+      const outcome = await merge({ base: baseDir, adapters: [file], out, backend: 'cpu' });
+      expect(outcome.plan.warnings.filter((w) => w.includes('Kandinsky 5'))).toEqual(withConfig ? [] : [
+        `${file}: a Kandinsky 5 LoRA in kandinskylab's form without the config_lora.json published beside it: merged at scale 1, as ComfyUI applies it; kandinskylab's load_adapter applies that config's lora_alpha / r, so if it came with one, give its folder (or this file with the config beside it)`,
+      ]);
       const bytes = readFileSync(join(out, 'diffusion_pytorch_model.safetensors'));
       const merged = decodeSafetensors(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)).tensors;
       const base = decodeSafetensors(diffusersFolder['diffusion_pytorch_model.safetensors']).tensors;

@@ -19,7 +19,7 @@ import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, isMlxVlmLegacyConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { looksLikeMistralLora, MISTRAL_PARAMS, parseMistralAdapter } from './mistral-finetune.js';
-import { KANDINSKY5_LORA_CONFIG, looksLikeKandinsky5Lora } from './kandinsky5-lora.js';
+import { isBareKandinsky5Lora, KANDINSKY5_LORA_CONFIG, kandinsky5WithoutConfig, looksLikeKandinsky5Lora } from './kandinsky5-lora.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
@@ -365,7 +365,9 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       return parseMistralAdapter(files.name, file, params, pacer).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     if (looksLikeSingleFileAdapter(file)) {
-      return parseSingleFileAdapter(files.name, file, pacer, options).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      const parsed = await parseSingleFileAdapter(files.name, file, pacer, options).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      if (isBareKandinsky5Lora(file)) parsed.warnings.push(kandinsky5WithoutConfig(files.name));
+      return parsed;
     }
     // The base model picked as an adapter too, or in its place, is the likeliest such file.
     const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));

@@ -10,6 +10,7 @@
  * config beside it) follows kandinskylab's loader.
  */
 import type { InputFileSet } from '../io/types.js';
+import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
 import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile } from './safetensors-types.js';
 
@@ -24,6 +25,19 @@ const BLOCK = /(?:text|visual)_transformer_blocks\.\d+\.(?:self_attention|cross_
 /** Whether every tensor of the file is a PEFT factor of the Kandinsky 5 DiT, one of its attentions among them. */
 export function looksLikeKandinsky5Lora(file: SafetensorsFile): boolean {
   return file.tensors.length > 0 && file.tensors.every((t) => FACTOR.test(t.name)) && file.tensors.some((t) => BLOCK.test(t.name));
+}
+
+/**
+ * A Kandinsky 5 LoRA in kandinskylab's form (bare DiT names, no diffusers metadata) read without its
+ * config_lora.json: its scale is unknown here, so it is merged at ComfyUI's, with a warning.
+ */
+export function isBareKandinsky5Lora(file: SafetensorsFile): boolean {
+  return looksLikeKandinsky5Lora(file) && !(LORA_ADAPTER_METADATA in file.metadata) && file.tensors.every((t) => !/^(base_model\.model|transformer)\./.test(t.name));
+}
+
+/** The warning for {@link isBareKandinsky5Lora}. */
+export function kandinsky5WithoutConfig(name: string): string {
+  return `${name}: a Kandinsky 5 LoRA in kandinskylab's form without the ${KANDINSKY5_LORA_CONFIG} published beside it: merged at scale 1, as ComfyUI applies it; kandinskylab's load_adapter applies that config's lora_alpha / r, so if it came with one, give its folder (or this file with the config beside it)`;
 }
 
 /**
