@@ -400,6 +400,19 @@ const CASES: Case[] = [
     base: file(HD, hiDreamTensors(rand, 'F8_E4M3', HIDREAM, cm)), baseName: HD,
     adapters: [{ file: 'pytorch_lora_weights.safetensors', specs: hiDreamLora(cm), weight: 1, metadata: DIFFUSERS_LORA_METADATA }],
   },
+  {
+    name: 'HiDream-I1, diffusers transformer ← diffusion_model. LoRA (diffusers strips the prefix) and kohya lora_unet_ (ComfyUI\'s key map)',
+    base: diffusersFolder('HiDreamImageTransformer2DModel', hiDreamTensors(rand, 'BF16')), baseName: 'transformer',
+    adapters: [
+      { file: 'hidream-comfy.safetensors', weight: 0.7, specs: hiDreamLora('').map((x) => ({ ...x, down: x.down.replace(/^transformer\./, 'diffusion_model.'), up: x.up.replace(/^transformer\./, 'diffusion_model.'), scale: 1 })) },
+      {
+        file: 'hidream-kohya.safetensors', weight: 1, specs: [
+          kohya('lora_unet_double_stream_blocks_0_block_attn1_to_k_t', 2, hd, hd, [{ key: 'double_stream_blocks.0.block.attn1.to_k_t.weight' }], 1),
+          kohya('lora_unet_single_stream_blocks_0_block_ff_i_shared_experts_w1', 2, HIDREAM.ffn, hd, [{ key: 'single_stream_blocks.0.block.ff_i.shared_experts.w1.weight' }], 4),
+        ],
+      },
+    ],
+  },
 ];
 
 const { prepare } = loraCaseSuite(CASES, rand, 'BF16');

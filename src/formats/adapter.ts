@@ -19,6 +19,7 @@ import { parseBoundedJson } from './bounded-json.js';
 import { hasMlxFactorNames, isMlxConfig, isMlxVlmLegacyConfig, MLX_CHECKPOINT, MLX_WEIGHTS, parseMlxAdapter } from './mlx-lm.js';
 import { archiveRefusal, configFileRefusal, pathIn } from './foreign-file.js';
 import { looksLikeMistralLora, MISTRAL_PARAMS, parseMistralAdapter } from './mistral-finetune.js';
+import { isBareKandinsky5Lora, KANDINSKY5_LORA_CONFIG, kandinsky5WithoutConfig, looksLikeKandinsky5Lora } from './kandinsky5-lora.js';
 
 export type { ModelPart, ModuleAddress } from './module-address.js';
 export type { UpdateShape } from './algorithms/algorithm.js';
@@ -343,6 +344,12 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
     throw new MergeError('BAD_ARGUMENT', `${files.name}: holds ${tensorFiles.length} .safetensors files and no ${PEFT_CONFIG}; name the adapter file itself`);
   }
   return withFile(files, tensorFiles[0], pacer, async (file) => {
+    // kandinskylab's Kandinsky 5 LoRA with the config_lora.json its load_adapter reads (kandinsky5-lora.ts).
+    const kandinskyConfig = tensorFiles[0].slice(0, tensorFiles[0].lastIndexOf('/') + 1) + KANDINSKY5_LORA_CONFIG;
+    if (list.includes(kandinskyConfig) && looksLikeKandinsky5Lora(file)) {
+      const configFile = files.fileName?.(kandinskyConfig) ?? `${files.name}/${kandinskyConfig}`;
+      return parsePeftAdapter(files.name, await files.readText(kandinskyConfig), configFile, file, pacer).catch((e: unknown) => { throw fromKnownAdapter(e); });
+    }
     // A PEFT save without its config: α and r are only in adapter_config.json. Diffusion models'
     // are read as diffusers reads them (a lone file, scale 1: see DIFFUSION_PEFT_SAVE).
     const peftSave = file.tensors.length > 0 && file.tensors.every((t) => t.name.startsWith('base_model.model.'))
@@ -358,7 +365,9 @@ export async function openAdapter(files: InputFileSet, pacer: Pacer = new Pacer(
       return parseMistralAdapter(files.name, file, params, pacer).catch((e: unknown) => { throw fromKnownAdapter(e); });
     }
     if (looksLikeSingleFileAdapter(file)) {
-      return parseSingleFileAdapter(files.name, file, pacer, options).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      const parsed = await parseSingleFileAdapter(files.name, file, pacer, options).catch((e: unknown) => { throw isSingleFileAdapterThroughout(file) ? fromKnownAdapter(e) : e; });
+      if (isBareKandinsky5Lora(file)) parsed.warnings.push(kandinsky5WithoutConfig(files.name));
+      return parsed;
     }
     // The base model picked as an adapter too, or in its place, is the likeliest such file.
     const model = file.tensors.length > 0 && file.tensors.every((t) => /\.(weight|bias)$/.test(t.name));

@@ -10,6 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
 import { isMistralLoraFile, MISTRAL_PARAMS } from '../formats/mistral-finetune.js';
+import { isKandinsky5LoraFile, KANDINSKY5_LORA_CONFIG } from '../formats/kandinsky5-lora.js';
 import { errnoOf, inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
@@ -36,12 +37,14 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
  * Files a trainer writes beside an adapter's one weights file, read with it when that file is
  * given alone, each with the test that the file is that trainer's: mistral-finetune's params.json
  * (its `lora.scaling`) beside `lora.safetensors`, as when its folder is given, where the file's
- * tensor names are mistral-finetune's. A params.json beside a PEFT, kohya or other file is left
+ * tensor names are mistral-finetune's; kandinskylab's config_lora.json (a PEFT LoraConfig) beside a
+ * Kandinsky 5 LoRA's `lora.safetensors`, where its names are the Kandinsky 5 DiT's. A params.json beside a PEFT, kohya or other file is left
  * alone (not read, not watched for changes, not guarded as an input). Only the adapter's format
  * reads it (formats/mistral-finetune.ts).
  */
 const ADAPTER_COMPANIONS: readonly { name: string; belongs: (set: InputFileSet, file: string) => Promise<boolean> }[] = [
   { name: MISTRAL_PARAMS, belongs: isMistralLoraFile },
+  { name: KANDINSKY5_LORA_CONFIG, belongs: isKandinsky5LoraFile },
 ];
 
 /**
