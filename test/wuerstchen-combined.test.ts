@@ -116,7 +116,8 @@ describe('Stable Cascade\'s combined pipeline: the prior\'s folders', () => {
   it('refuses a bare stage module, which fits both the decoder and prior_prior/, and text_encoder. in a file without prior. modules, which names the decoder\'s copy of the CLIP-G', async () => {
     const { problems } = await lora.planOf(cascade, [peftSpec(STAGE_Q, 2, 8, 8, [], 1), peftSpec(`text_encoder.${TE}`, 2, 16, 16, [], 1)]);
     expect(problems).toEqual([
-      `lora.safetensors: module "${STAGE_Q}": matches 2 base tensors (decoder.${STAGE_Q}.weight, prior_prior.${STAGE_Q}.weight)`,
+      `lora.safetensors: module "${STAGE_Q}": fits prior_prior.${STAGE_Q}.weight in prior_prior/ (StableCascadeUNet), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +
+        `as well as decoder.${STAGE_Q}.weight where it would land, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
       `lora.safetensors: module "text_encoder.${TE}": fits prior_text_encoder.${TE}.weight in prior_text_encoder/ (CLIPTextModelWithProjection), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +
         `as well as text_encoder.${TE}.weight where it would land, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
     ]);

@@ -285,8 +285,9 @@ export class ModuleLocator {
       // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
       // and LTX-2, Qwen-Image, Kandinsky 5, DiffSynth-Studio's FLUX.1), and DiffSynth-Studio loads
       // them into its DiT. Diffusers' LTX-2 connectors reuse the transformer's block names.
+      // On a combined pipeline (a prior and a decoder UNet) the denoiser's answer says which folders it fits.
       const denoiser = this.locate({ ...address, part: 'unet' });
-      return denoiser.found ? denoiser : describe(r);
+      return denoiser.found || (this.base.combinedPrior?.folders.length && denoiser.code === 'UNKNOWN_MODULE') ? denoiser : describe(r);
     }
     const doubt = clipDoubt(address, this.listed, this.base.combinedPrior);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };
