@@ -31,7 +31,7 @@ import { mochi } from './mochi.js';
 import { krea2 } from './krea2.js';
 import { ideogram4 } from './ideogram4.js';
 import { aceStep } from './ace-step.js';
-import { minimaxH3, minimaxH3Original } from './minimax-h3.js';
+import { minimaxH3, minimaxH3Original, minimaxH3Ref } from './minimax-h3.js';
 import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import { mlxVlmQwen } from './mlx-vlm-qwen.js';
 import { mistralConsolidated } from './mistral-consolidated.js';
@@ -99,7 +99,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Original, minimaxH3, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, aceStep,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Ref, minimaxH3Original, minimaxH3, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, aceStep,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
