@@ -88,7 +88,7 @@ const ONETRAINER: LoraCase = {
   name: 'diffusers Stable Cascade prior/ ← OneTrainer\'s ORIGINAL / COMFY / KOHYA LoRAs (in_proj.N) and kohya sd-scripts\' lora_unet_ names',
   base: unetFolder(stageCTensors(rand, 'BF16', STAGE_C, '', true)), baseName: 'prior',
   adapters: [
-    { file: 'cascade-ot-original.safetensors', specs: oneTrainerOnPrior, weight: 0.8 },
+    { file: 'cascade-ot-original.safetensors', specs: oneTrainerOnPrior, weight: 0.8, metadata: { 'modelspec.architecture': 'stable-cascade-v1-prior/lora', 'modelspec.title': 'Stable Cascade 1.0 LoRA' } },
     { file: 'cascade-kohya.safetensors', specs: kohyaOnPrior, weight: -0.4 },
   ],
 };
@@ -131,7 +131,7 @@ describe('ComfyUI\'s Stable Cascade names on the combined pipeline', () => {
     ], ['prior_prior/diffusion_pytorch_model.safetensors']);
   });
 
-  it('refuses OneTrainer\'s ORIGINAL in_proj.N (bare, no stage named), which fits both StableCascadeUNets, naming prior_prior/', async () => {
+  it('refuses a bare in_proj.N (OneTrainer\'s ORIGINAL names) in a file without OneTrainer\'s prior header, which fits both StableCascadeUNets, naming prior_prior/', async () => {
     const { problems } = await lora.planOf(cascade, [otSpec('down_blocks.0.1.attention.attn.in_proj.0', 2, 8, 8, [], 1)]);
     expect(problems).toEqual([
       `lora.safetensors: module "down_blocks.0.1.attention.attn.in_proj.0": fits prior_prior.${Q}.weight in prior_prior/ (StableCascadeUNet), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +

@@ -171,15 +171,19 @@ const CASES: LoraCase[] = [
   },
 ];
 
+/** The header OneTrainer writes on its Stable Cascade LoRAs (resources/sd_model_spec/stable_cascade_1.0-lora.json). */
+const OT = {
+  'modelspec.sai_model_spec': '1.0.0', 'modelspec.architecture': 'stable-cascade-v1-prior/lora', 'modelspec.implementation': 'https://github.com/huggingface/diffusers', 'modelspec.title': 'Stable Cascade 1.0 LoRA',
+};
 /** OneTrainer's ORIGINAL / COMFY / KOHYA (`in_proj.N`) and kohya sd-scripts' stage C files. */
 const ONETRAINER_CASES: LoraCase[] = [
   {
     name: 'Stable Cascade stage C, Stability\'s file ← OneTrainer\'s ORIGINAL, COMFY and KOHYA LoRAs (attention.attn.in_proj.0/1/2)', layout: 'stable-cascade',
     base: file(SC, stageCTensors(rand, 'BF16')), baseName: SC,
     adapters: [
-      { file: 'cascade-ot-original.safetensors', specs: oneTrainerOriginal('', ''), weight: 1 },
-      { file: 'cascade-ot-comfy.safetensors', specs: oneTrainerOriginal('diffusion_model.', '').slice(0, 4), weight: -0.5 },
-      { file: 'cascade-ot-kohya.safetensors', specs: oneTrainerKohya(''), weight: 0.7 },
+      { file: 'cascade-ot-original.safetensors', specs: oneTrainerOriginal('', ''), weight: 1, metadata: OT },
+      { file: 'cascade-ot-comfy.safetensors', specs: oneTrainerOriginal('diffusion_model.', '').slice(0, 4), weight: -0.5, metadata: OT },
+      { file: 'cascade-ot-kohya.safetensors', specs: oneTrainerKohya(''), weight: 0.7, metadata: OT },
     ],
   },
   {
@@ -190,12 +194,12 @@ const ONETRAINER_CASES: LoraCase[] = [
   {
     name: 'Stable Cascade stage C, a checkpoint ComfyUI saved (q/k/v split) ← OneTrainer\'s ORIGINAL LoRA (in_proj.N on to_q/to_k/to_v)', layout: 'stable-cascade',
     base: file('stable_cascade_stage_c.safetensors', stageCTensors(rand, 'BF16', STAGE_C, 'model.diffusion_model.', true)), baseName: 'stable_cascade_stage_c.safetensors',
-    adapters: [{ file: 'cascade-ot-original.safetensors', specs: oneTrainerOnComfySaved('model.diffusion_model.'), weight: 0.6 }],
+    adapters: [{ file: 'cascade-ot-original.safetensors', specs: oneTrainerOnComfySaved('model.diffusion_model.'), weight: 0.6, metadata: OT }],
   },
   {
     name: 'Stable Cascade all-in-one ← OneTrainer\'s KOHYA LoRA with its text encoder (lora_unet_…_in_proj_1, lora_te_)', layout: 'stable-cascade',
     base: file(ALL_IN_ONE, [...stageCTensors(rand, 'BF16', STAGE_C, 'model.diffusion_model.', true), ...clipGTextTensors(rand, 'BF16', TE)]), baseName: ALL_IN_ONE,
-    adapters: [{ file: 'cascade-ot-kohya-te.safetensors', specs: oneTrainerKohyaTe, weight: 1 }],
+    adapters: [{ file: 'cascade-ot-kohya-te.safetensors', specs: oneTrainerKohyaTe, weight: 1, metadata: OT }],
   },
 ];
 
