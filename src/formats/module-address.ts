@@ -56,7 +56,8 @@ export interface ModuleAddress {
   /**
    * The name's prefix says the prior stage of a two-stage pipeline (Stable Cascade's stage C and its
    * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`; a prior pipeline's LoRA's `text_encoder.`, and every
-   * module of a file whose OneTrainer header says it is the prior's, withPriorPipelineEncoder): on a combined pipeline its `prior_prior/` and `prior_text_encoder/`
+   * module of a file whose OneTrainer header says it is the prior's, a bare name as its denoiser's,
+   * withPriorPipelineEncoder): on a combined pipeline its `prior_prior/` and `prior_text_encoder/`
    * (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
    */
   priorStage?: true;
@@ -156,7 +157,7 @@ const ONETRAINER_PRIOR = /^(stable-cascade-v1|wuerstchen-v2)-prior\/lora$/;
 function oneTrainerPriorModule<T extends { address: ModuleAddress }>(m: T): T {
   const { part, path, flat } = m.address;
   if (part === undefined && !flat && path.startsWith('prior.')) return m;
-  if (part === undefined || part === 'unet') return { ...m, address: { ...m.address, part: 'unet', priorStage: true } };
+  // A bare name (no part) is the denoiser's: layouts/index.ts routes it to prior_prior/.
   return { ...m, address: { ...m.address, priorStage: true } };
 }
 

@@ -212,7 +212,7 @@ export class ModuleLocator {
       // Stable Cascade's names (Würstchen v2 its predecessor, OneTrainer's one model for both); a
       // Kandinsky prior is no model they name.
       if (!STAGE_C_PIPELINES.has(this.base.combinedPrior!.pipelineClass)) return undefined;
-      return onto(address.part === 'unet' ? 'prior_prior' : 'prior_text_encoder', address.path);
+      return onto(address.part === 'unet' || address.part === undefined ? 'prior_prior' : 'prior_text_encoder', address.path);
     }
     if (address.part === undefined && !address.flat && address.path.startsWith('prior.') && !this.whole.keys.some((k) => k.startsWith('prior.'))) {
       return onto('prior_prior', address.path.slice('prior.'.length));
