@@ -23,6 +23,7 @@ import { buildSafetensors, seededRandom, type FixtureTensor } from './helpers/fi
 import { kohyaSpec, loraTensors, peftSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.js';
 import { loraCaseSuite, expectLayoutNeeded, planProblemsOf, type LoraCase } from './helpers/lora-case.js';
 import { PIXART, pixartOriginalTensors } from './helpers/auraflow-pixart-fixtures.js';
+import { onePipelineLora } from './helpers/pipeline-merge.js';
 
 const rand = seededRandom(20261208);
 const H = 8, HD = 4, FF = 12, P = 16, A = 4, TD = 6, F = 4, TEH = 8, TE = 4;
@@ -368,5 +369,43 @@ describe('MiniMax-H3 names', () => {
     expect(problems).toHaveLength(2);
     expect(problems[0]).toMatch(/^lora\.safetensors: module "diffusion_model\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj of the original MiniMax-H3 checkpoint, whose released shards hold q, k and v interleaved per head and the reference reorders to \[q; k; v\] on loading; a LoRA's rows follow its trainer \(DiffSynth-Studio: per head; the others: \[q; k; v\]\).*; not supported: merge onto the diffusers transformer folder/);
     expect(problems[1]).toMatch(/^lora\.safetensors: module "diffusion_model\.token_refiner\.blocks\.0\.attn\.qkv_proj": names the fused qkv_proj/);
+  });
+});
+
+/**
+ * MiniMax-H3's second partition, `transformer_ref/` (the ref2va workflow's MiniMaxH3Transformer3DModel, the
+ * same config as `transformer/` with other weights): diffusers' MiniMaxH3LoraLoaderMixin loads `transformer_ref.`
+ * modules into it alone (raising where the pipeline holds none) and `transformer.` ones into `transformer/`.
+ */
+describe('MiniMax-H3 transformer_ref (the ref2va partition)', () => {
+  const lora = onePipelineLora(rand, 0.7);
+  const pipeline = {
+    'model_index.json': JSON.stringify({
+      _class_name: 'MiniMaxH3ModularPipeline', _diffusers_version: '0.38.0.dev0',
+      transformer: ['diffusers', 'MiniMaxH3Transformer3DModel'], transformer_ref: ['diffusers', 'MiniMaxH3Transformer3DModel'],
+    }),
+    'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(transformer()), 'transformer/config.json': folder['config.json'],
+    'transformer_ref/diffusion_pytorch_model.safetensors': buildSafetensors(transformer()), 'transformer_ref/config.json': folder['config.json'],
+  };
+
+  it('on a pipeline folder holding both partitions, transformer_ref. modules land on transformer_ref/ and transformer. ones on transformer/, by name', async () => {
+    await lora.mergeAndCheck(pipeline, [
+      peftSpec('transformer_ref.transformer_blocks.0.attn.to_q', 2, H, H, [{ key: 'transformer_ref.transformer_blocks.0.attn.to_q.weight' }], 1),
+      peftSpec('transformer_ref.token_refiner.refiner_blocks.1.ff.net.2', 2, H, FF, [{ key: 'transformer_ref.token_refiner.refiner_blocks.1.ff.net.2.weight' }], 1),
+      peftSpec('transformer.transformer_blocks.1.attn.to_v', 2, H, H, [{ key: 'transformer.transformer_blocks.1.attn.to_v.weight' }], 1),
+    ], ['transformer/diffusion_pytorch_model.safetensors', 'transformer_ref/diffusion_pytorch_model.safetensors']);
+  });
+
+  it('on a lone transformer folder (either partition: they share one config) a transformer_ref. module is refused in one line, not matched by the end of its name', async () => {
+    const problems = await planProblemsOf(folder, 'transformer', [
+      peftSpec('transformer_ref.transformer_blocks.0.attn.to_q', 2, H, H, [], 1),
+      peftSpec('transformer.transformer_blocks.0.attn.to_k', 2, H, H, [{ key: 'transformer_blocks.0.attn.to_k.weight' }], 1),
+    ], rand);
+    expect(problems).toEqual([
+      'lora.safetensors: module "transformer_ref.transformer_blocks.0.attn.to_q": is for MiniMax-H3\'s transformer_ref/ partition (the ref2va workflow\'s), which diffusers\' MiniMaxH3LoraLoaderMixin ' +
+        'loads transformer_ref. modules into and no other, and this base holds no transformer_ref/ and does not say which partition it is (both share one config); not supported — ' +
+        'give a pipeline folder whose model_index.json lists transformer_ref, or, where this base is H3\'s transformer_ref/, rename the file\'s transformer_ref. prefix to transformer. ' +
+        '(diffusers loads that into the one partition a ref2va pipeline holds)',
+    ]);
   });
 });

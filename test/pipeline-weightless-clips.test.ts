@@ -397,7 +397,9 @@ describe('Kandinsky 2.2\'s combined pipeline: the prior\'s folders', () => {
       `lora.safetensors: module "lora_prior_unet_transformer_blocks_0_attn1_to_q": fits prior_prior.transformer_blocks.0.attn1.to_q.weight in ${routedNowhere('prior_prior', 'PriorTransformer')}, ` +
         'as well as unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight where it would land, so which of the pipeline\'s models it is for cannot be told (diffusers\' combined pipelines load no LoRA); ' +
         'not supported — give the prior\'s or the decoder\'s own pipeline folder as the base',
-      'lora.safetensors: module "transformer_blocks.0.attn1.to_q": matches 2 base tensors (prior_prior.transformer_blocks.0.attn1.to_q.weight, unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight)',
+      `lora.safetensors: module "transformer_blocks.0.attn1.to_q": fits prior_prior.transformer_blocks.0.attn1.to_q.weight in ${routedNowhere('prior_prior', 'PriorTransformer')}, ` +
+        'as well as unet.down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight where it would land, so which of the pipeline\'s models it is for cannot be told (diffusers\' combined pipelines load no LoRA); ' +
+        'not supported — give the prior\'s or the decoder\'s own pipeline folder as the base',
     ]);
   });
 

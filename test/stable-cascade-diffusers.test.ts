@@ -39,6 +39,28 @@ const onPrior: LoraSpec[] = [
   kohyaSpec(`${U}down_blocks_1_0_channelwise_0`, 4, 4 * c, c, [{ key: 'down_blocks.1.0.channelwise.0.weight' }], 2),
   kohyaSpec(`${U}clip_txt_pooled_mapper`, 4, 4 * cond, clip, [{ key: 'clip_txt_pooled_mapper.weight' }], 2),
 ];
+/**
+ * Stage C (prior/) ← OneTrainer's ORIGINAL (bare, `lora_A`/`lora_B` + `.alpha`), COMFY (`diffusion_model.`)
+ * and KOHYA (`lora_unet_`, flattened) names: `attention.attn.in_proj.0/1/2` are the diffusers `to_q`,
+ * `to_k`, `to_v` they were renamed from (WuerstchenModel.diffusers_to_original, reversed by its loader);
+ * and kohya sd-scripts' stable-cascade `lora_unet_…_attention_attn_to_q`.
+ */
+const otSpec = (name: string, r: number, out: number, inF: number, lands: LoraSpec['lands'], alpha: number): LoraSpec => ({
+  down: `${name}.lora_A.weight`, up: `${name}.lora_B.weight`, r, out, in: inF, lands,
+  scale: alpha / r, extra: [{ name: `${name}.alpha`, dtype: 'F32', shape: [], data: [alpha] }],
+});
+const oneTrainerOnPrior: LoraSpec[] = [
+  otSpec('down_blocks.0.2.attention.attn.in_proj.0', 4, c, c, [{ key: 'down_blocks.0.2.attention.to_q.weight' }], 2),
+  otSpec('down_blocks.0.2.attention.attn.in_proj.1', 4, c, c, [{ key: 'down_blocks.0.2.attention.to_k.weight' }], 2),
+  otSpec('diffusion_model.up_blocks.1.2.attention.attn.in_proj.2', 4, c, c, [{ key: 'up_blocks.1.2.attention.to_v.weight' }], 2),
+  otSpec('down_blocks.1.2.attention.attn.out_proj', 4, c, c, [{ key: 'down_blocks.1.2.attention.to_out.0.weight' }], 2),
+  otSpec('clip_txt_pooled_mapper', 4, 4 * cond, clip, [{ key: 'clip_txt_pooled_mapper.weight' }], 2),
+];
+const kohyaOnPrior: LoraSpec[] = [
+  kohyaSpec('lora_unet_up_blocks_0_2_attention_attn_in_proj_1', 4, c, c, [{ key: 'up_blocks.0.2.attention.to_k.weight' }], 8),
+  kohyaSpec('lora_unet_down_blocks_1_2_attention_attn_to_v', 4, c, c, [{ key: 'down_blocks.1.2.attention.to_v.weight' }], 8),
+  kohyaSpec('lora_unet_down_blocks_1_1_mapper', 4, 2 * c, STAGE_C.r, [{ key: 'down_blocks.1.1.mapper.weight' }], 8),
+];
 const c2 = STAGE_B.c[2], c3 = STAGE_B.c[3];
 /** Stage B (decoder/) ← ComfyUI's `lora_unet_` and `diffusion_model.` names, clip_mapper onto clip_txt_pooled_mapper. */
 const onDecoder: LoraSpec[] = [
@@ -62,11 +84,20 @@ const CASES: LoraCase[] = [
   },
 ];
 
-const { prepare } = loraCaseSuite(CASES, rand, 'BF16');
+const ONETRAINER: LoraCase = {
+  name: 'diffusers Stable Cascade prior/ ← OneTrainer\'s ORIGINAL / COMFY / KOHYA LoRAs (in_proj.N) and kohya sd-scripts\' lora_unet_ names',
+  base: unetFolder(stageCTensors(rand, 'BF16', STAGE_C, '', true)), baseName: 'prior',
+  adapters: [
+    { file: 'cascade-ot-original.safetensors', specs: oneTrainerOnPrior, weight: 0.8, metadata: { 'modelspec.architecture': 'stable-cascade-v1-prior/lora', 'modelspec.title': 'Stable Cascade 1.0 LoRA' } },
+    { file: 'cascade-kohya.safetensors', specs: kohyaOnPrior, weight: -0.4 },
+  ],
+};
+
+const { prepare } = loraCaseSuite([...CASES, ONETRAINER], rand, 'BF16');
 
 describe('ComfyUI\'s Stable Cascade names on diffusers\' StableCascadeUNet', () => {
   it('the stable-cascade-diffusers layout places the renamed modules; without it they are refused', async () => {
-    await expectLayoutNeeded(prepare, CASES, stableCascadeDiffusers);
+    await expectLayoutNeeded(prepare, [...CASES, ONETRAINER], stableCascadeDiffusers);
   });
 
   it('a q on a level without attention is no matching tensor, as it is on Stability\'s file', async () => {
@@ -98,6 +129,14 @@ describe('ComfyUI\'s Stable Cascade names on the combined pipeline', () => {
       kohyaSpec('lora_prior_unet_down_blocks_0_1_attention_attn_to_q', 2, 8, 8, [{ key: `prior_prior.${Q}.weight` }], 1),
       kohyaSpec('lora_prior_unet_down_blocks_0_1_attention_attn_out_proj', 2, 8, 8, [{ key: 'prior_prior.down_blocks.0.1.attention.to_out.0.weight' }], 2),
     ], ['prior_prior/diffusion_pytorch_model.safetensors']);
+  });
+
+  it('refuses a bare in_proj.N (OneTrainer\'s ORIGINAL names) in a file without OneTrainer\'s prior header, which fits both StableCascadeUNets, naming prior_prior/', async () => {
+    const { problems } = await lora.planOf(cascade, [otSpec('down_blocks.0.1.attention.attn.in_proj.0', 2, 8, 8, [], 1)]);
+    expect(problems).toEqual([
+      `lora.safetensors: module "down_blocks.0.1.attention.attn.in_proj.0": fits prior_prior.${Q}.weight in prior_prior/ (StableCascadeUNet), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +
+        `as well as decoder.${Q}.weight where it would land, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
+    ]);
   });
 
   it('refuses lora_unet_, which fits both StableCascadeUNets, naming prior_prior/', async () => {

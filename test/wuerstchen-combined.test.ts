@@ -46,6 +46,12 @@ const wuerstchen: Folder = {
 };
 
 const lora = onePipelineLora(rand, 1);
+/** The sai model spec header OneTrainer writes on its Würstchen v2 and Stable Cascade LoRAs (resources/sd_model_spec/…-lora.json). */
+const oneTrainerHeader = (architecture: string, title: string) => ({
+  'modelspec.sai_model_spec': '1.0.0', 'modelspec.architecture': architecture, 'modelspec.implementation': 'https://github.com/huggingface/diffusers', 'modelspec.title': title,
+});
+const ONETRAINER_WUERSTCHEN = oneTrainerHeader('wuerstchen-v2-prior/lora', 'Wuerstchen 2.0 LoRA');
+const ONETRAINER_CASCADE = oneTrainerHeader('stable-cascade-v1-prior/lora', 'Stable Cascade 1.0 LoRA');
 const routedNowhere = (folder: string, className: string) => `${folder}/ (${className}), the prior's in its WuerstchenCombinedPipeline, a folder no LoRA name routes to here`;
 
 describe('Würstchen\'s combined pipeline: the prior\'s folders', () => {
@@ -68,6 +74,11 @@ describe('Würstchen\'s combined pipeline: the prior\'s folders', () => {
     await lora.mergeAndCheck(wuerstchen, [kohyaSpec('lora_prior_unet_blocks_2_attention_to_q', 2, 8, 8, [{ key: `prior_prior.${PRIOR_Q}.weight` }], 1)], ['prior_prior/diffusion_pytorch_model.safetensors']);
   });
 
+  it('merges a text_encoder.-only file OneTrainer says is the prior\'s (modelspec.architecture wuerstchen-v2-prior/lora) into prior_text_encoder/', async () => {
+    await lora.mergeAndCheck(wuerstchen, [peftSpec(`text_encoder.${TE}`, 2, 16, 16, [{ key: `prior_text_encoder.${TE}.weight` }], 1)],
+      ['prior_text_encoder/model.safetensors'], 'lora.safetensors', ONETRAINER_WUERSTCHEN);
+  });
+
   it('refuses a module that reaches prior_prior/ only by the end of its name, naming the folder', async () => {
     const { problems } = await lora.planOf(wuerstchen, [peftSpec(PRIOR_Q, 2, 8, 8, [], 1)]);
     expect(problems).toEqual([
@@ -81,7 +92,8 @@ describe('Würstchen\'s combined pipeline: the prior\'s folders', () => {
 describe('Stable Cascade\'s combined pipeline: the prior\'s folders', () => {
   const STAGE_Q = 'down_blocks.0.1.attention.to_q';
   const clipG = json({ architectures: ['CLIPTextModelWithProjection'], hidden_act: 'gelu', hidden_size: 1280, intermediate_size: 5120, model_type: 'clip_text_model', num_attention_heads: 20, num_hidden_layers: 32, projection_dim: 1280, vocab_size: 49408 });
-  const stage = () => buildSafetensors([tensor(rand, `${STAGE_Q}.weight`, [8, 8], 'BF16')]);
+  // clip_txt_pooled_mapper: the key that tells a diffusers StableCascadeUNet (stable-cascade-diffusers.ts).
+  const stage = () => buildSafetensors([tensor(rand, `${STAGE_Q}.weight`, [8, 8], 'BF16'), tensor(rand, 'clip_txt_pooled_mapper.weight', [16, 6], 'BF16')]);
   const cascade: Folder = {
     'model_index.json': json({
       _class_name: 'StableCascadeCombinedPipeline', _diffusers_version: '0.27.0.dev0', decoder: ['diffusers', 'StableCascadeUNet'],
@@ -113,10 +125,23 @@ describe('Stable Cascade\'s combined pipeline: the prior\'s folders', () => {
     ], [...STAGES, 'prior_text_encoder/model.safetensors']);
   });
 
+  it('OneTrainer\'s files, which say they are the prior\'s (modelspec.architecture stable-cascade-v1-prior/lora), land on prior_prior/ and prior_text_encoder/ whatever their names', async () => {
+    // DIFFUSERS form with its text encoder alone (text_encoder., no prior.), ORIGINAL (bare), COMFY (diffusion_model.), KOHYA (lora_unet_, lora_te_).
+    await lora.mergeAndCheck(cascade, [peftSpec(`text_encoder.${TE}`, 2, 16, 16, [{ key: `prior_text_encoder.${TE}.weight` }], 1)],
+      ['prior_text_encoder/model.safetensors'], 'lora.safetensors', ONETRAINER_CASCADE);
+    await lora.mergeAndCheck(cascade, [peftSpec('down_blocks.0.1.attention.attn.in_proj.0', 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1)], STAGES, 'lora.safetensors', ONETRAINER_CASCADE);
+    await lora.mergeAndCheck(cascade, [peftSpec('diffusion_model.down_blocks.0.1.attention.attn.in_proj.0', 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1)], STAGES, 'lora.safetensors', ONETRAINER_CASCADE);
+    await lora.mergeAndCheck(cascade, [
+      kohyaSpec('lora_unet_down_blocks_0_1_attention_attn_in_proj_0', 2, 8, 8, [{ key: `prior_prior.${STAGE_Q}.weight` }], 1),
+      kohyaSpec('lora_te_text_model_encoder_layers_0_self_attn_q_proj', 2, 16, 16, [{ key: `prior_text_encoder.${TE}.weight` }], 4),
+    ], [...STAGES, 'prior_text_encoder/model.safetensors'], 'lora.safetensors', ONETRAINER_CASCADE);
+  });
+
   it('refuses a bare stage module, which fits both the decoder and prior_prior/, and text_encoder. in a file without prior. modules, which names the decoder\'s copy of the CLIP-G', async () => {
     const { problems } = await lora.planOf(cascade, [peftSpec(STAGE_Q, 2, 8, 8, [], 1), peftSpec(`text_encoder.${TE}`, 2, 16, 16, [], 1)]);
     expect(problems).toEqual([
-      `lora.safetensors: module "${STAGE_Q}": matches 2 base tensors (decoder.${STAGE_Q}.weight, prior_prior.${STAGE_Q}.weight)`,
+      `lora.safetensors: module "${STAGE_Q}": fits prior_prior.${STAGE_Q}.weight in prior_prior/ (StableCascadeUNet), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +
+        `as well as decoder.${STAGE_Q}.weight where it would land, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
       `lora.safetensors: module "text_encoder.${TE}": fits prior_text_encoder.${TE}.weight in prior_text_encoder/ (CLIPTextModelWithProjection), the prior's in its StableCascadeCombinedPipeline, a folder no LoRA name routes to here, ` +
         `as well as text_encoder.${TE}.weight where it would land, so which of the pipeline's models it is for cannot be told (diffusers' combined pipelines load no LoRA); not supported — give the prior's or the decoder's own pipeline folder as the base`,
     ]);

@@ -55,7 +55,8 @@ export interface ModuleAddress {
   componentConfig?: true;
   /**
    * The name's prefix says the prior stage of a two-stage pipeline (Stable Cascade's stage C and its
-   * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`; a prior pipeline's LoRA's `text_encoder.`,
+   * CLIP-G: `lora_prior_unet_`, `lora_prior_te_`; a prior pipeline's LoRA's `text_encoder.`, and every
+   * module of a file whose OneTrainer header says it is the prior's, a bare name as its denoiser's,
    * withPriorPipelineEncoder): on a combined pipeline its `prior_prior/` and `prior_text_encoder/`
    * (layouts/index.ts), elsewhere the pipeline's or file's own denoiser and encoder.
    */
@@ -141,6 +142,26 @@ export function moduleAddress(name: string): ModuleAddress {
 }
 
 /**
+ * OneTrainer's header on its Stable Cascade and Würstchen v2 LoRAs (resources/sd_model_spec/
+ * stable_cascade_1.0-lora.json, wuerstchen_2.0-lora.json): the file is the prior stage's, whatever its
+ * names (OneTrainer trains only the prior and its text encoder, WuerstchenModel.prior_prior and
+ * prior_text_encoder, and its loader puts every module there).
+ */
+const ONETRAINER_PRIOR = /^(stable-cascade-v1|wuerstchen-v2)-prior\/lora$/;
+
+/**
+ * A module of a file OneTrainer says is the prior's, marked priorStage: its denoiser's names (bare, as
+ * its ORIGINAL form writes them; `diffusion_model.`, `lora_unet_`) as the prior's, its text encoder's
+ * (`text_encoder.`, `lora_te_`) as the prior's CLIP. Its DIFFUSERS form's `prior.` keeps that name.
+ */
+function oneTrainerPriorModule<T extends { address: ModuleAddress }>(m: T): T {
+  const { part, path, flat } = m.address;
+  if (part === undefined && !flat && path.startsWith('prior.')) return m;
+  // A bare name (no part) is the denoiser's: layouts/index.ts routes it to prior_prior/.
+  return { ...m, address: { ...m.address, priorStage: true } };
+}
+
+/**
  * The modules of a prior pipeline's LoRA (Würstchen's, Stable Cascade's), told by its `prior.` modules
  * (WuerstchenPriorPipeline's and StableCascadePriorPipeline's unet_name; OneTrainer's Würstchen v2 and
  * Stable Cascade LoRAs in their DIFFUSERS form), with their `text_encoder.` modules marked priorStage:
@@ -148,7 +169,8 @@ export function moduleAddress(name: string): ModuleAddress {
  * (WuerstchenLoRALoader, onto model.prior_text_encoder) load them; on a combined pipeline its
  * `prior_text_encoder/`, not the decoder's `text_encoder/`. Other files' modules are returned as they are.
  */
-export function withPriorPipelineEncoder<T extends { address: ModuleAddress }>(modules: readonly T[]): readonly T[] {
+export function withPriorPipelineEncoder<T extends { address: ModuleAddress }>(modules: readonly T[], metadata?: Readonly<Record<string, string>>): readonly T[] {
+  if (ONETRAINER_PRIOR.test(metadata?.['modelspec.architecture'] ?? '')) return modules.map(oneTrainerPriorModule);
   if (!modules.some((m) => m.address.part === undefined && !m.address.flat && m.address.path.startsWith('prior.'))) return modules;
   return modules.map((m) => (m.address.part === 'te1' && m.address.anyFirstEncoder && !m.address.flat ? { ...m, address: { ...m.address, priorStage: true } } : m));
 }

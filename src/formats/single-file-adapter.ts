@@ -199,7 +199,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   warnings.push(...untargeted);
   const converted = convertedSplitQkvWarning(fileName, networkArgs, modules.map((m) => m.key));
   if (converted) warnings.push(converted);
-  return { name, format, file, modules: [...withPriorPipelineEncoder(modules)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}), ...(sharedH3?.alphaRefusal ?? diffusersH3?.alphaRefusal ? { minimaxH3Refusal: sharedH3?.alphaRefusal ?? diffusersH3!.alphaRefusal! } : {}) };
+  return { name, format, file, modules: [...withPriorPipelineEncoder(modules, file.metadata)], replacements, warnings, config, ...(flux1Refusal ? { flux1Refusal } : {}), ...(norms && norms.replaced.size > 0 ? { flux1Norms: [...norms.replaced] } : {}), ...(sharedH3?.alphaRefusal ?? diffusersH3?.alphaRefusal ? { minimaxH3Refusal: sharedH3?.alphaRefusal ?? diffusersH3!.alphaRefusal! } : {}) };
 }
 
 /**

@@ -32,7 +32,7 @@ import { krea2 } from './krea2.js';
 import { hidreamO1 } from './hidream-o1.js';
 import { ideogram4 } from './ideogram4.js';
 import { aceStep } from './ace-step.js';
-import { minimaxH3, minimaxH3Original } from './minimax-h3.js';
+import { minimaxH3, minimaxH3Original, minimaxH3Ref } from './minimax-h3.js';
 import { mlxSwitchExperts, stackedWeightMiss } from './mlx-switch-experts.js';
 import { mlxVlmQwen } from './mlx-vlm-qwen.js';
 import { mistralConsolidated } from './mistral-consolidated.js';
@@ -100,7 +100,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Original, minimaxH3, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, hidreamO1, aceStep,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Ref, minimaxH3Original, minimaxH3, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, hidreamO1, aceStep,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
@@ -213,7 +213,7 @@ export class ModuleLocator {
       // Stable Cascade's names (Würstchen v2 its predecessor, OneTrainer's one model for both); a
       // Kandinsky prior is no model they name.
       if (!STAGE_C_PIPELINES.has(this.base.combinedPrior!.pipelineClass)) return undefined;
-      return onto(address.part === 'unet' ? 'prior_prior' : 'prior_text_encoder', address.path);
+      return onto(address.part === 'unet' || address.part === undefined ? 'prior_prior' : 'prior_text_encoder', address.path);
     }
     if (address.part === undefined && !address.flat && address.path.startsWith('prior.') && !this.whole.keys.some((k) => k.startsWith('prior.'))) {
       return onto('prior_prior', address.path.slice('prior.'.length));
@@ -286,8 +286,9 @@ export class ModuleLocator {
       // to `diffusion_model.` (model_lora_keys_unet, for the models whose LoRAs carry them: LTX-Video
       // and LTX-2, Qwen-Image, Kandinsky 5, DiffSynth-Studio's FLUX.1), and DiffSynth-Studio loads
       // them into its DiT. Diffusers' LTX-2 connectors reuse the transformer's block names.
+      // On a combined pipeline (a prior and a decoder UNet) the denoiser's answer says which folders it fits.
       const denoiser = this.locate({ ...address, part: 'unet' });
-      return denoiser.found ? denoiser : describe(r);
+      return denoiser.found || (this.base.combinedPrior?.folders.length && denoiser.code === 'UNKNOWN_MODULE') ? denoiser : describe(r);
     }
     const doubt = clipDoubt(address, this.listed, this.base.combinedPrior);
     if (doubt) return { found: false, code: 'UNKNOWN_MODULE', message: doubt };

@@ -127,3 +127,31 @@ export const minimaxH3Original: Layout = {
     };
   },
 };
+
+const REF = 'transformer_ref.';
+const holdsRef = new WeakMap<readonly string[], boolean>();
+
+/**
+ * MiniMax-H3's second DiT partition, `transformer_ref/` (the `ref2va` workflow's, the same
+ * MiniMaxH3Transformer3DModel as `transformer/` with other weights): diffusers' MiniMaxH3LoraLoaderMixin
+ * loads a file's `transformer_ref.` modules only into that partition (it raises where the pipeline holds
+ * none), and a lone transformer folder or checkpoint does not say which partition it is (the two share one
+ * config). So a `transformer_ref.` module lands by its name on a pipeline folder that holds
+ * `transformer_ref/`, and on any other base it is refused here, not left to match the end of its name.
+ */
+export const minimaxH3Ref: Layout = {
+  name: 'minimax-h3-ref',
+  resolve(address, base) {
+    if ((address.part !== undefined && address.part !== 'unet') || address.flat || !address.path.startsWith(REF)) return undefined;
+    let holds = holdsRef.get(base.keys);
+    if (holds === undefined) {
+      holds = base.keys.some((k) => k.startsWith(REF));
+      holdsRef.set(base.keys, holds);
+    }
+    if (holds) return undefined;
+    return {
+      ...missBecause('is for MiniMax-H3\'s transformer_ref/ partition (the ref2va workflow\'s), which diffusers\' MiniMaxH3LoraLoaderMixin loads transformer_ref. modules into and no other, and this base holds no transformer_ref/ and does not say which partition it is (both share one config); not supported — give a pipeline folder whose model_index.json lists transformer_ref, or, where this base is H3\'s transformer_ref/, rename the file\'s transformer_ref. prefix to transformer. (diffusers loads that into the one partition a ref2va pipeline holds)'),
+      ambiguous: true,
+    };
+  },
+};

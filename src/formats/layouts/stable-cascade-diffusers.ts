@@ -1,7 +1,9 @@
 /**
  * Layout: Stable Cascade LoRAs in ComfyUI's names (its key map over Stability's stage C and stage B
  * checkpoints: `lora_unet_` / `lora_prior_unet_` / `diffusion_model.` + `down_blocks.0.1.attention.attn.to_q`;
- * OneTrainer's LEGACY Stable Cascade form, `lora_prior_unet_…_attention_attn_to_q`, the same names)
+ * OneTrainer's LEGACY Stable Cascade form, `lora_prior_unet_…_attention_attn_to_q`, the same names;
+ * its ORIGINAL, COMFY and KOHYA forms' `attention.attn.in_proj.0`, `.1`, `.2`, ComfyUI's `to_q`, `to_k`,
+ * `to_v` as stable-cascade.ts reads them)
  * on a diffusers StableCascadeUNet (stabilityai/stable-cascade's `prior/`, `decoder/`, a combined
  * pipeline's `prior_prior/`), whose names differ only where diffusers' conversion renames
  * (single_file_utils.py convert_stable_cascade_unet_single_file_to_diffusers, which
@@ -21,6 +23,7 @@
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { BaseView, Layout, LayoutResolution } from './layout.js';
+import { comfyAttentionName } from './stable-cascade.js';
 
 const LEVELS = [0, 1, 2, 3].flatMap((l) => [`down_blocks.${l}`, `up_blocks.${l}`]);
 
@@ -77,7 +80,7 @@ export const stableCascadeDiffusers: Layout = {
     const spelled = (p: string) => (address.flat ? p.replaceAll('.', '_') : p);
     // The folder the name says (`prior_prior.` on a combined pipeline), else every UNet of the base.
     const named = prefixes.find((p) => p !== '' && address.path.startsWith(spelled(p)));
-    const name = diffusersName(named === undefined ? address.path : address.path.slice(named.length));
+    const name = diffusersName(comfyAttentionName(named === undefined ? address.path : address.path.slice(named.length)));
     if (name === undefined) return undefined;
     const keys = (named === undefined ? prefixes : [named]).map((p) => `${p}${name}.weight`).filter((k) => base.index.has(k));
     if (keys.length === 1) return { found: true, targets: [{ baseKey: keys[0] }] };

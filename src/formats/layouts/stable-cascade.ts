@@ -12,11 +12,20 @@
  * (`attention.attn.out_proj`, `kv_mapper.1`, `channelwise.0/4`, the depthwise conv, the mappers)
  * has its checkpoint name and lands by name.
  *
- * It answers only on a Stable Cascade base: a block's `attention.attn.in_proj_weight` beside stage
- * C's `clip_txt_pooled_mapper` or stage B's `clip_mapper` (the keys ComfyUI's and diffusers' model
+ * OneTrainer's ORIGINAL, COMFY and KOHYA Stable Cascade LoRAs name the three thirds
+ * `attention.attn.in_proj.0`, `.1`, `.2` (WuerstchenModel.diffusers_to_original: diffusers' `to_q`,
+ * `to_k`, `to_v` → `in_proj.0`, `.1`, `.2`; its loader reverses that rename), bare, under
+ * `diffusion_model.` or as `lora_unet_…_attention_attn_in_proj_0`: the same rows as ComfyUI's `to_q`,
+ * `to_k`, `to_v`, read here as those (ComfyUI's key map itself knows no `in_proj.N` and leaves such
+ * modules out; OneTrainer, the tool that trains them, applies them so).
+ *
+ * It answers only on a Stable Cascade base: a block's `attention.attn.in_proj_weight` (Stability's
+ * files) or `attention.attn.to_q.weight` (a checkpoint ComfyUI saved) beside stage C's
+ * `clip_txt_pooled_mapper` or stage B's `clip_mapper` (the keys ComfyUI's and diffusers' model
  * detection tell the two stages by).
  */
 import type { RenameRule } from './fused-renames.js';
+import type { Layout } from './layout.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
 /**
@@ -31,7 +40,7 @@ export const STABLE_CASCADE_RULES: readonly RenameRule[] = LEVELS.map((level) =>
   return { fused: `${A}:in_proj_weight`, parts: [{ name: `${A}.to_q`, units: 1 }, { name: `${A}.to_k`, units: 1 }, { name: `${A}.to_v`, units: 1 }] };
 });
 
-const ATTENTION = /(^|\.)down_blocks\.\d+\.\d+\.attention\.attn\.in_proj_weight$/;
+const ATTENTION = /(^|\.)down_blocks\.\d+\.\d+\.attention\.attn\.(?:in_proj_weight|to_q\.weight)$/;
 const STABLE_CASCADE = modelPrefix((key, base) => {
   const m = ATTENTION.exec(key);
   if (!m) return undefined;
@@ -39,5 +48,23 @@ const STABLE_CASCADE = modelPrefix((key, base) => {
   return base.index.has(`${p}clip_txt_pooled_mapper.weight`) || base.index.has(`${p}clip_mapper.weight`) ? p : undefined;
 });
 
+/** OneTrainer's `attention.attn.in_proj.N` (dotted or flattened), and which of ComfyUI's names it is. */
+const IN_PROJ_PART = /([._])in_proj[._]([012])$/;
+const QKV = ['to_q', 'to_k', 'to_v'];
+
+/**
+ * A module path with OneTrainer's `…attention.attn.in_proj.N` read as ComfyUI's `…attention.attn.to_q`,
+ * `to_k`, `to_v` (N = 0, 1, 2), its separators kept; any other path as it is.
+ */
+export function comfyAttentionName(path: string): string {
+  if (!/attention[._]attn[._]in_proj[._]\d$/.test(path)) return path;
+  return path.replace(IN_PROJ_PART, (_, sep: string, n: string) => `${sep}${QKV[Number(n)]}`);
+}
+
+const table = modelLayout('stable-cascade', STABLE_CASCADE, STABLE_CASCADE_RULES);
+
 /** The Stable Cascade layout (stages C and B), in the registry (./index.ts). */
-export const stableCascade = modelLayout('stable-cascade', STABLE_CASCADE, STABLE_CASCADE_RULES);
+export const stableCascade: Layout & { renames: typeof table.renames } = {
+  ...table,
+  resolve: (address, base) => table.resolve({ ...address, path: comfyAttentionName(address.path) }, base),
+};
