@@ -267,6 +267,19 @@ describe('DeepSeek-V4-Flash (DeepSeek\'s names, fp8 with E8M0 block scales, FP4 
     expect(out.config.quantization_config).toBeUndefined();
   });
 
+  it('an expert stored as F4 (out, in), the dtype safetensors names packed E2M1 by, is read alike and written back F4', async () => {
+    const stem = 'layers.0.ffn.experts.1.w2';
+    const f4 = BASE.map((t) => (t.name === `${stem}.weight` ? { ...t, dtype: 'F4' as FixtureDType, shape: [HIDDEN, INTER] } : t));
+    const out = await merge(await prepare(hfModelFolder(f4, CONFIG), files));
+    const { values, rows, cols } = realValues(stem);
+    const delta = deltas.get(stem)!;
+    const [codes, scales] = fp4Truth(values.map((v, i) => Math.fround(v + S * delta[i])), rows, cols);
+    const got = out.tensors.get(`${stem}.weight`)!;
+    expect([got.dtype, got.shape]).toEqual(['F4', [HIDDEN, INTER]]);
+    expect(got.bytes).toEqual(codes);
+    expect(out.tensors.get(`${stem}.scale`)!.bytes).toEqual(scales);
+  });
+
   it('refuses what it cannot merge exactly, in one line naming the module and the tensor', async () => {
     // DoRA on an FP4 expert's weight (norms over codes), and on an fp8 weight.
     const dora = await prepare(hfModelFolder(BASE, CONFIG), peftFolder({ r, lora_alpha: 4, use_dora: true, target_modules: ['q_a_proj'] }, [
