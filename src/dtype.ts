@@ -12,7 +12,11 @@ export type DType =
   | 'F64' | 'F32' | 'F16' | 'BF16'
   | 'I64' | 'I32' | 'I16' | 'I8'
   | 'U64' | 'U32' | 'U16' | 'U8'
-  | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
+  | 'BOOL' | 'F8_E4M3' | 'F8_E5M2'
+  // The microscaling types (safetensors 0.6): E8M0 power-of-two scales (one byte, 2^(byte − 127),
+  // 255 NaN) and E2M1 4-bit floats packed two to a byte (element 2k in the low nibble). Read and
+  // copied as stored; decoded only where a format reads them (deepseek-v4-fp4.ts).
+  | 'F8_E8M0' | 'F4';
 
 /** The float dtypes the engine reads and writes. */
 export type FloatDType = 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2';
@@ -34,6 +38,8 @@ export const DTYPE_BYTES: Readonly<Record<DType, number>> = {
   I64: 8, I32: 4, I16: 2, I8: 1,
   U64: 8, U32: 4, U16: 2, U8: 1,
   BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+  // Half a byte: a header's shape counts elements, as safetensors' own reader does (bits × elements / 8).
+  F8_E8M0: 1, F4: 0.5,
 };
 
 export function isDType(s: string): s is DType {

@@ -109,12 +109,32 @@ describe('safetensors header rules', () => {
   });
 
   it('names a safetensors dtype it does not read as such, with what to use instead', async () => {
-    // DeepSeek-V4's FP8 checkpoints hold their 128×128 block scales as F8_E8M0.
-    const header = { 'layers.0.attn.wq_a.scale': { dtype: 'F8_E8M0', shape: [8, 56], data_offsets: [0, 448] } };
-    const error = await expectRefused(buildRawSafetensors(header, new Uint8Array(448)), 'INVALID_DTYPE', 'layers.0.attn.wq_a.scale');
-    expect(error.message).toMatch(/: dtype "F8_E8M0" \(power-of-two scales \(E8M0\)\) is a safetensors dtype loramerge does not read; use a copy of the file saved in F64, F32, F16, BF16, F8_E4M3, F8_E5M2 or integer tensors$/);
-    const fp4 = { 'w': { dtype: 'F4', shape: [2, 8], data_offsets: [0, 8] } };
-    await expectRefused(buildRawSafetensors(fp4, new Uint8Array(8)), 'INVALID_DTYPE', '"F4" (packed 4-bit floats (FP4))');
+    const header = { 'w': { dtype: 'F6_E2M3', shape: [4], data_offsets: [0, 3] } };
+    const error = await expectRefused(buildRawSafetensors(header, new Uint8Array(3)), 'INVALID_DTYPE', '"w"');
+    expect(error.message).toMatch(/: dtype "F6_E2M3" \(packed 6-bit floats \(FP6 E2M3\)\) is a safetensors dtype loramerge does not read; use a copy of the file saved in F64, F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, F4 or integer tensors$/);
+    await expectRefused(buildRawSafetensors({ c: { dtype: 'C64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8)), 'INVALID_DTYPE', '"C64" (complex numbers)');
+  });
+
+  it('reads F8_E8M0 (one byte an element) and F4 (two elements a byte, the shape counting elements)', async () => {
+    // DeepSeek-V4-Flash's layout: FP8 wq_a with 128×128 E8M0 block scales; an FP4 expert (out, in/2) with per-32 E8M0 scales.
+    const header = {
+      'layers.0.attn.wq_a.scale': { dtype: 'F8_E8M0', shape: [8, 56], data_offsets: [0, 448] },
+      'w4': { dtype: 'F4', shape: [2, 8], data_offsets: [448, 456] },
+      'w4odd': { dtype: 'F4', shape: [3, 2], data_offsets: [456, 459] },
+    };
+    const data = Uint8Array.from({ length: 459 }, (_, i) => (i * 7) & 255);
+    const parsed = await open(buildRawSafetensors(header, data));
+    expect(parsed.get('layers.0.attn.wq_a.scale')).toMatchObject({ dtype: 'F8_E8M0', shape: [8, 56] });
+    expect(parsed.get('w4')).toMatchObject({ dtype: 'F4', shape: [2, 8] });
+    expect([...(await parsed.read(parsed.get('w4')!))]).toEqual([...data.subarray(448, 456)]);
+    expect([...(await parsed.read(parsed.get('layers.0.attn.wq_a.scale')!))]).toEqual([...data.subarray(0, 448)]);
+  });
+
+  it('refuses F4 and F8_E8M0 spans that do not fit their shapes, and an odd count of F4 elements', async () => {
+    // F4 [2, 8] is 8 bytes, not 16 (a shape counting bytes would give that).
+    await expectRefused(buildRawSafetensors({ w: { dtype: 'F4', shape: [2, 8], data_offsets: [0, 16] } }, new Uint8Array(16)), 'SIZE_MISMATCH', '"w"', 'F4 [2,8] (8 bytes)', 'span 16 bytes');
+    await expectRefused(buildRawSafetensors({ w: { dtype: 'F4', shape: [3], data_offsets: [0, 2] } }, new Uint8Array(2)), 'SIZE_MISMATCH', '"w"', 'odd number of 4-bit elements');
+    await expectRefused(buildRawSafetensors({ s: { dtype: 'F8_E8M0', shape: [2, 3], data_offsets: [0, 5] } }, new Uint8Array(5)), 'SIZE_MISMATCH', '"s"', '(6 bytes)', 'span 5 bytes');
   });
 
   it('refuses negative, fractional or non-number dimensions', async () => {

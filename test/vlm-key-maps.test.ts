@@ -291,6 +291,7 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   // MoE checkpoints whose shared expert transformers renames (conversion_mapping.py "hy_v3", "laguna").
   ['HYV3ForCausalLM', 'hy_v3', 'model.layers.1.mlp.shared_mlp.gate_proj', 'model.layers.1.mlp.shared_experts.gate_proj'],
   ['LagunaForCausalLM', 'laguna', 'model.layers.1.mlp.shared_expert.down_proj', 'model.layers.1.mlp.shared_experts.down_proj'],
+  ['DeepseekV4ForCausalLM', 'deepseek_v4', 'layers.0.attn.wq_a', 'model.layers.0.self_attn.q_a_proj'],
   // The Thinker class's names (base_model_prefix `thinker`) on an Omni checkpoint.
   ['Qwen2_5OmniForConditionalGeneration', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen2_5OmniModel', 'qwen2_5_omni', 'thinker.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

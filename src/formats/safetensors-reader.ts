@@ -91,19 +91,17 @@ function parseEntries(file: string, header: ParsedHeader): { entries: RawEntry[]
 }
 
 /**
- * Dtypes safetensors 0.6 added that no reader here decodes: the microscaling element and scale
- * types (DeepSeek-V4's F8_E8M0 block scales, packed FP4/FP6) and complex numbers. Named as such, so
- * that a user learns the file is sound but not readable here, where an unknown name means damage.
+ * Dtypes safetensors 0.6 added that no reader here takes: packed FP6 (whose elements straddle
+ * bytes) and complex numbers. Named as such, so that a user learns the file is sound but not
+ * readable here, where an unknown name means damage. (F8_E8M0 scales and packed F4 are read.)
  */
 const UNREAD_SAFETENSORS_DTYPES: Readonly<Record<string, string>> = {
-  F8_E8M0: 'power-of-two scales (E8M0)',
-  F4: 'packed 4-bit floats (FP4)',
   F6_E2M3: 'packed 6-bit floats (FP6 E2M3)',
   F6_E3M2: 'packed 6-bit floats (FP6 E3M2)',
   C64: 'complex numbers',
 };
 
-const READ_DTYPES = 'F64, F32, F16, BF16, F8_E4M3, F8_E5M2 or integer';
+const READ_DTYPES = 'F64, F32, F16, BF16, F8_E4M3, F8_E5M2, F8_E8M0, F4 or integer';
 
 function unreadDtype(dtype: string): string {
   const known = Object.prototype.hasOwnProperty.call(UNREAD_SAFETENSORS_DTYPES, dtype) ? UNREAD_SAFETENSORS_DTYPES[dtype] : undefined;
@@ -153,11 +151,16 @@ function headerInteger(where: string, field: string, code: 'INVALID_SHAPE' | 'IN
  * to name the exact size in the error.
  */
 function checkSize(file: string, entry: RawEntry): void {
+  // Packed F4: two elements a byte, so an odd count ends inside a byte, which safetensors' reader refuses too.
+  if (entry.dtype === 'F4' && entry.shape.reduce((n, dim) => n * BigInt(dim), 1n) % 2n === 1n) {
+    throw new MergeError('SIZE_MISMATCH', `${file}: tensor "${entry.name}" is F4 ${JSON.stringify(entry.shape)}, an odd number of 4-bit elements, which fills no whole byte (F4 packs two elements a byte)`);
+  }
   let expected = DTYPE_BYTES[entry.dtype];
   for (const dim of entry.shape) expected *= dim;
   const actual = entry.end - entry.begin;
   if (expected !== actual) {
-    const exact = entry.shape.reduce((n, dim) => n * BigInt(dim), BigInt(DTYPE_BYTES[entry.dtype]));
+    const bits = BigInt(DTYPE_BYTES[entry.dtype] * 8);
+    const exact = entry.shape.reduce((n, dim) => n * BigInt(dim), bits) / 8n;
     throw new MergeError(
       'SIZE_MISMATCH',
       `${file}: tensor "${entry.name}" is ${entry.dtype} ${JSON.stringify(entry.shape)} (${exact} bytes) but its data_offsets span ${actual} bytes`,

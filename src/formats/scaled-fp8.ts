@@ -36,6 +36,7 @@ import { languageModelField, type ModelConfig } from './model-config.js';
 import type { ModelOptQuantization } from './modelopt-config.js';
 import { product } from '../integers.js';
 import { readFusedFp8Experts } from './fp8-fused-experts.js';
+import { e8m0Values, fp4ScaledWeight, fp4WeightOf } from './deepseek-v4-fp4.js';
 
 /**
  * How a merged weight gets its scale back (see scaled-fp8-output.ts):
@@ -95,7 +96,8 @@ export interface ScaledFp8Weight {
   /** The codes' dtype (e4m3fn, or e5m2 in a scaled fp8 file; bf16 for NVFP4 codes times their block scales; f32 for integer weights' (q − zero) × scale). */
   codeDtype: 'F8_E4M3' | 'F8_E5M2' | 'BF16' | 'F32';
   scaleKey: string;
-  scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'>;
+  /** F8_E8M0: DeepSeek-V4's power-of-two scales (deepseek-v4-fp4.ts). */
+  scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'> | 'F8_E8M0';
   /** The weight as rows × cols (a conv's kernel dims folded into cols). */
   rows: number;
   cols: number;
@@ -110,7 +112,7 @@ export interface ScaledFp8Weight {
    * `mxfp8`: ComfyUI's mxfp8 layer (comfy-mxfp8.ts): its scales are e8m0 exponents in a swizzled
    * U8 tensor, re-quantized by that layer's rule; `scales` is then empty and `loadScales` reads them.
    */
-  scaleLayout?: 'mxfp8' | 'nvfp4' | 'int8_tensorwise';
+  scaleLayout?: 'mxfp8' | 'nvfp4' | 'int8_tensorwise' | 'fp4-e8m0';
   loadScales?: () => Promise<Float64Array>;
   /**
    * `nvfp4`: ComfyUI's nvfp4 layer (comfy-nvfp4.ts): `view` is the weight as f32 values (rows,
@@ -122,6 +124,13 @@ export interface ScaledFp8Weight {
    */
   blockScaleKey?: string;
   view?: ViewTensor;
+  /**
+   * `fp4-e8m0`: DeepSeek-V4's packed FP4 weight (deepseek-v4-fp4.ts): `view` its f32 values, `scales`
+   * one 1 per row, `scaleKey` its E8M0 `.scale`; the dtype and shape its codes are stored in, which a
+   * merged one is written in again.
+   */
+  storedDtype?: 'I8' | 'U8' | 'F4';
+  storedShape?: number[];
 }
 
 /** A base whose quantized weights are all read here. */
@@ -196,15 +205,21 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     const perTensor = qc.weight_block_size === null;
     const block = qc.weight_block_size === undefined || perTensor ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
+    // DeepSeek-V4 in DeepSeek's own names: `<m>.scale` F8_E8M0 beside fp8 and packed FP4 weights
+    // (deepseek-v4-fp4.ts); transformers' FP8 quantizer renames them `weight_scale_inv` as it loads them.
+    const suffix = hasE8m0Scales(base) ? '.scale' : '.weight_scale_inv';
+    const fp4 = suffix === '.scale' ? [...base.tensors.keys()].flatMap((k) => fp4WeightOf(base, k) ?? []) : [];
     // Stored as the grid itself, (⌈out/bm⌉, ⌈in/bn⌉): the same count in another shape (transposed, flat) is not read as one.
-    const grids = await readGrids(base, '.weight_scale_inv', (rows, cols, scaleShape) => (
+    const grids = await readGrids(base, suffix, (rows, cols, scaleShape) => (
       perTensor ? (scaleShape.length <= 2 && product(scaleShape) === 1 ? [rows, cols] : undefined)
         : scaleShape.length === 2 && scaleShape[0] === Math.ceil(rows / block[0]) && scaleShape[1] === Math.ceil(cols / block[1]) ? block : undefined));
     // transformers' FP8 experts: fused parameters with a grid of scales per expert (fp8-fused-experts.ts).
     const fused = await readFusedFp8Experts(base, perTensor ? undefined : [block[0], block[1]]);
+    const fp4Keys = new Set(fp4.map((w) => w.key));
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
-      ...grids, weights: new Map([...grids.weights, ...fused.map((w) => [w.weightKey, w] as const)]),
+      ...grids, unread: grids.unread.filter((k) => !fp4Keys.has(k)),
+      weights: new Map([...grids.weights, ...fused.map((w) => [w.weightKey, w] as const), ...fp4.map((w) => [w.key, fp4ScaledWeight(base, w)] as const)]),
       quantizationOnly: runtimeScales(base),
     };
   }
@@ -279,6 +294,12 @@ function blockShape(value: unknown, where: string): [number, number] {
   return [parsed[0], parsed[1]];
 }
 
+/** Does the base hold DeepSeek-V4's `<m>.scale` F8_E8M0 beside a `<m>.weight`? */
+function hasE8m0Scales(base: BaseModel): boolean {
+  for (const [key, t] of base.tensors) if (t.dtype === 'F8_E8M0' && key.endsWith('.scale') && base.tensors.has(`${key.slice(0, -'.scale'.length)}.weight`)) return true;
+  return false;
+}
+
 /**
  * Every `<m>.weight` with a `<m><suffix>` sibling, its grid checked against the scale's shape; and,
  * not read, every F8_E4M3 `<m>.weight` without one: these checkpoints give each fp8 weight its
@@ -294,7 +315,8 @@ async function readGrids(
     const stem = scaleKey.slice(0, -suffix.length);
     const weightKey = `${stem}.weight`;
     const weight = base.tensors.get(weightKey);
-    if (!weight || weight.dtype !== 'F8_E4M3' || weight.shape.length !== 2 || !SCALE_DTYPES.has(scale.dtype)) {
+    const e8m0 = suffix === '.scale' && scale.dtype === 'F8_E8M0';
+    if (!weight || weight.dtype !== 'F8_E4M3' || weight.shape.length !== 2 || !(SCALE_DTYPES.has(scale.dtype) || e8m0)) {
       if (weight) unread.push(weightKey);
       continue;
     }
@@ -305,7 +327,7 @@ async function readGrids(
     if (!grid || !expected || count !== expected[0] * expected[1]) {
       throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${scaleKey}" has shape [${scale.shape.join(', ')}], which is no grid of scales over ${weightKey} [${rows}, ${cols}] that config.json's quantization_config describes`);
     }
-    const scales = Float64Array.from(decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType));
+    const scales = e8m0 ? e8m0Values(await base.read(scaleKey)) : Float64Array.from(decodeToF32(await base.read(scaleKey), scale.dtype as FloatDType));
     const bad = badScales(base.name, scaleKey, scales);
     if (bad) throw bad;
     const entry: ScaledFp8Weight = {

@@ -10,6 +10,7 @@ import type { ScaledFp8Base, ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { fp8, fp8Bands, fp8Codes, fp8Maxima, fp8RowCodes, fp8RowMaxima, type Fp8Encoding, type Fp8Rows, type Fp8Threads } from '../formats/fp8-block-codes.js';
 import { MergeError } from '../errors.js';
 import { mxfp8Exponent } from '../formats/comfy-mxfp8.js';
+import { deepseekPowerOfTwoScale } from '../formats/deepseek-v4-fp4.js';
 import { int8Rows, int8Scales, requantizeInt8Slab } from '../formats/comfy-int8.js';
 import { comfyCodes, type ComfyThreads } from '../formats/comfy-requantize.js';
 
@@ -100,7 +101,12 @@ function slabEncoding(
   for (let i = 0; i < factors.length; i++) {
     const a = typeof amaxOf === 'number' ? Math.fround(amaxOf) : amaxOf[i];
     const at = (band0 + Math.floor(i / colBlocks)) * colBlocks + (i % colBlocks);
-    if (rule === 'reciprocal') {
+    if (rule === 'reciprocal' && w.scaleDtype === 'F8_E8M0') {
+      // DeepSeek-V4's E8M0 block scales, as DeepSeek's act_quant computes them with scale_fmt
+      // "ue8m0": amax floored at 1e-4, s = 2^⌈log2(f32(amax · f32(1/448)))⌉, codes = e4m3(W' / s).
+      scales[at] = deepseekPowerOfTwoScale(a, E4M3_MAX, 1e-4);
+      factors[i] = scales[at];
+    } else if (rule === 'reciprocal') {
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
       if (a !== 0) scales[at] = storedScale(Math.fround(1 / q), w.scaleDtype);
       factors[i] = q;
@@ -135,7 +141,7 @@ function slabEncoding(
     }
   }
 
-  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8';
+  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8' || w.scaleDtype === 'F8_E8M0';
   return { factors, divide, codeDtype };
 }
 
@@ -157,5 +163,6 @@ function quantizerDtypeCodes(rows: Fp8Rows, enc: Fp8Encoding, d: 'F16' | 'BF16')
 
 /** A scale as `dtype` stores it (to nearest even): its tensor's dtype, or the `modelopt` rule's d. */
 function storedScale(s: number, dtype: ScaledFp8Weight['scaleDtype']): number {
+  if (dtype === 'F8_E8M0') return s; // a power of two already (deepseekPowerOfTwoScale)
   return decodeToF32(encodeFromF32(Float32Array.of(s), dtype), dtype)[0];
 }

@@ -40,6 +40,7 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlabOn } from './fp8-requantize.js';
+import { e8m0Byte, FP4_GROUP, fp4Quantize } from '../formats/deepseek-v4-fp4.js';
 import { fp8Maxima } from '../formats/fp8-block-codes.js';
 import { blockedScaleShape, mxfp8PastFloat32, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
@@ -88,7 +89,12 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   const n = scaled.weights.size;
   // transformers' FP8 experts: fused parameters with a grid of scales per expert (formats/fp8-fused-experts.ts).
   const fused = [...scaled.weights.keys()].filter((k) => !k.endsWith('.weight')).length;
-  const what = scaled.kind === 'block-fp8'
+  // DeepSeek-V4 in DeepSeek's names: E8M0 `.scale` grids, and packed FP4 experts (formats/deepseek-v4-fp4.ts).
+  const fp4 = [...scaled.weights.values()].filter((w) => w.scaleLayout === 'fp4-e8m0').length;
+  const e8m0 = [...scaled.weights.values()].some((w) => w.scaleDtype === 'F8_E8M0');
+  const what = scaled.kind === 'block-fp8' && e8m0
+    ? `${n - fp4} block-wise fp8 weights (E8M0 .scale per 128 × 128 block, DeepSeek-V4's)${fp4 > 0 ? ` and ${fp4} packed FP4 weights (E8M0 .scale per 32 inputs)` : ''}`
+    : scaled.kind === 'block-fp8'
     ? `${n} block-wise fp8 weights (weight_scale_inv${fused > 0 ? `; ${fused} of them fused expert parameters, <parameter>_scale_inv holding each expert's scales` : ''})`
     : scaled.kind === 'modelopt-fp8' ? `${n} ModelOpt FP8 weights (weight_scale per tensor)`
       : DEQUANTIZED_ONLY[scaled.kind] ? `${n} ${DEQUANTIZED_ONLY[scaled.kind]!.what}`
@@ -109,6 +115,9 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   }
   if (scaled.kind === 'comfy-scaled-fp8') {
     return `the base holds ${what}: adapters are merged into their real values (code × scale_weight); merged weights are written as fp8 again with scale_weight recalculated from their largest magnitude, as current ComfyUI's LoRA patch does (rounded to nearest even), the marker and scale_input kept; or dequantized with --dtype f32/f16/bf16`;
+  }
+  if (e8m0) {
+    return `the base holds ${what}: adapters are merged into their real values (code × 2^(scale − 127)); merged weights are written in their format again, each block's (or group's) power-of-two scale recomputed as DeepSeek's kernels compute it (2^⌈log2(amax / 448)⌉, or / 6 for FP4), or dequantized with --dtype f32/f16/bf16${kv}`;
   }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }
@@ -221,11 +230,11 @@ export function scaledFp8Output(
   const merged = [...scaled.weights.values()].filter((w) => updated.has(w.weightKey));
   // Kept quantized, a weight read through a view is read and written as stored (int8 always, nvfp4
   // unless merged: a merged nvfp4 weight is read through its view and quantized again).
-  const copiedAsStored = new Set(dequantizeTo ? [] : [...scaled.weights.values()].filter((w) => w.view && !(w.scaleLayout === 'nvfp4' && updated.has(w.weightKey))).map((w) => w.weightKey));
+  const copiedAsStored = new Set(dequantizeTo ? [] : [...scaled.weights.values()].filter((w) => w.view && !((w.scaleLayout === 'nvfp4' || w.scaleLayout === 'fp4-e8m0') && updated.has(w.weightKey))).map((w) => w.weightKey));
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly && requested !== undefined) throw new MergeError('BAD_ARGUMENT', `${base.name}: ${mergedOnlyRefusal(scaled)}`);
-  } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.length > 0) {
+  } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.some((w) => !(scaled.scaleFormat === 'ue8m0' && w.scaleDtype === 'F8_E8M0'))) {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
   }
   if (!isSafetensorsModel(base)) throw new Error(`${base.name}: scaled fp8 weights outside a safetensors model`);
@@ -268,6 +277,8 @@ export function scaledFp8Output(
     : [];
 
   const newScales = new Map<string, { values: Float64Array; rowsDone: number; encoded?: Uint8Array }>();
+  // A merged DeepSeek-V4 FP4 weight's new E8M0 scale bytes, filled as its rows are quantized.
+  const fp4Scales = new Map<string, { bytes: Uint8Array; rowsDone: number }>();
   // A merged nvfp4 weight's new weight_scale_2 and swizzled block scales, until both are written.
   const nvfp4Scales = new Map<string, { tensorScale: number; blockScales: Uint8Array; rowsDone: number; written: Set<string> }>();
   const tensorMaxima = new Map<string, Promise<number>>();
@@ -314,6 +325,7 @@ export function scaledFp8Output(
     },
     storedAs: (key) => {
       const w = scaled.weights.get(key);
+      if (w?.scaleLayout === 'fp4-e8m0' && !dequantizeTo && updated.has(key)) return { type: w.storedDtype!, shape: w.storedShape!.slice(), rowBytes: w.cols / 2 };
       return w?.scaleLayout === 'nvfp4' && !dequantizeTo && updated.has(key) ? { type: 'U8', shape: [w.rows, w.cols / 2], rowBytes: w.cols / 2 } : undefined;
     },
     async mergeSlab(stored, backend, signal) {
@@ -326,7 +338,7 @@ export function scaledFp8Output(
       // A weight no adapter changes whose view already holds its real values (scale 1: MXFP4 experts,
       // integer weights, ComfyUI's nvfp4): those values in the output dtype, rounded once, −0 kept (as
       // transformers and comfy_kitchen keep it; the engine's 0 + W would make it +0).
-      const realView = (scaled.rule === 'dequantize-only' && !w.scaleLayout) || w.scaleLayout === 'nvfp4';
+      const realView = (scaled.rule === 'dequantize-only' && !w.scaleLayout) || w.scaleLayout === 'nvfp4' || w.scaleLayout === 'fp4-e8m0';
       if (realView && dequantizeTo && slab.update.terms.length === 0 && w.scales.length === 1 && w.scales[0] === 1 && !w.loadScales) {
         return w.codeDtype === dequantizeTo ? slab.codes.slice() : encodeFromF32(decodeToF32(slab.codes, w.codeDtype), dequantizeTo);
       }
@@ -335,6 +347,17 @@ export function scaledFp8Output(
       const join = dequantizeTo ? undefined : joinOn(backend);
       const merge = () => realRows(w, grid, scaled.rule, slab, slab.rowStart, slab.rowCount, int8Kept ? int8AsBf16(slab.codes) : slab.codes, dequantizeTo ?? quantizerDtype, backend, signal, join);
       if (dequantizeTo) return merge();
+      if (w.scaleLayout === 'fp4-e8m0') {
+        // DeepSeek-V4's FP4 again: W' in f32, each row's groups of 32 quantized as DeepSeek's kernel does.
+        const values = await merge();
+        let state = fp4Scales.get(w.weightKey);
+        if (!state) fp4Scales.set(w.weightKey, (state = { bytes: new Uint8Array((w.rows * w.cols) / FP4_GROUP), rowsDone: 0 }));
+        const codes = fp4Quantize(w.weightKey, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, w.cols, state.bytes);
+        state.rowsDone += slab.rowCount;
+        backend.recycle?.(values);
+        join?.recycle(values);
+        return codes;
+      }
       // One maximum for the whole tensor: a first pass over its slabs, once; W' of each slab kept
       // from it where the whole tensor's fits under heldLimit, so no slab is merged twice.
       let tensorMax: number | undefined;
@@ -375,6 +398,12 @@ export function scaledFp8Output(
     rewritesScale: (key) => rewritten.has(key),
     scaleChunk(key, start, length) {
       const w = rewritten.get(key)!;
+      if (w.scaleLayout === 'fp4-e8m0') {
+        const state = fp4Scales.get(w.weightKey);
+        if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
+        if (start + length >= state.bytes.byteLength) fp4Scales.delete(w.weightKey); // its last bytes: held no longer
+        return state.bytes.subarray(start, start + length);
+      }
       if (w.scaleLayout === 'nvfp4') {
         const state = nvfp4Scales.get(w.weightKey);
         if (!state || state.rowsDone !== w.rows) throw new Error(`${key} is written before all of ${w.weightKey} was merged`);
@@ -391,7 +420,8 @@ export function scaledFp8Output(
         if (start + length >= state.encoded.byteLength) newScales.delete(w.weightKey); // its last bytes: held no longer
         return chunk;
       }
-      return encodeFromF32(Float32Array.from(state.values), w.scaleDtype).subarray(start, start + length);
+      const scaleBytes = w.scaleDtype === 'F8_E8M0' ? Uint8Array.from(state.values, e8m0Byte) : encodeFromF32(Float32Array.from(state.values), w.scaleDtype);
+      return scaleBytes.subarray(start, start + length);
     },
     // Written in the kind's own dtype unasked (MXFP4 experts in bf16, the model's): config.json's dtype stands.
     configDtype: (written) => (dequantizeTo && requested !== undefined ? written : undefined),

@@ -288,6 +288,53 @@ const LAGUNA: CheckpointKeyMap = {
 };
 
 /**
+ * DeepSeek-V4 (DeepseekV4ForCausalLM: deepseek-ai/DeepSeek-V4-Flash, -Pro): DeepSeek's checkpoints
+ * keep the names of its own inference code (`layers.N.attn.wq_a`, `attn.compressor.wkv`,
+ * `attn.indexer.wq_b`, `ffn.shared_experts.w1`, `ffn.experts.K.w1`, `embed`, `head`); transformers'
+ * class names them as conversion_mapping.py's "deepseek_v4" renames them on load, under the
+ * `model.` its ForCausalLM adds: `attn` → `self_attn`, `ffn` → `mlp`, `wq_a`/`wq_b`/`wkv`/`wo_a`/`wo_b`
+ * → `q_a_proj`/`q_b_proj`/`kv_proj`/`o_a_proj`/`o_b_proj`, the compressors' `wkv`/`wgate` →
+ * `kv_proj`/`gate_proj`, the indexer (and its compressor) under `self_attn.compressor.indexer`, the
+ * shared expert's `w1`/`w3`/`w2` → `gate_proj`/`up_proj`/`down_proj`, `embed` → `model.embed_tokens`,
+ * `head` → `lm_head`. Its routed experts `ffn.experts.K.w1`/`w3`/`w2`, which transformers stacks
+ * into `mlp.experts.gate_up_proj` (w1's rows, then w3's) and `down_proj`, are named here as one
+ * expert's `gate_proj`/`up_proj`/`down_proj`, which per-expert-tensors.ts stacks as transformers
+ * does. Each rule writes a key's whole final name, as the first rule that matches is the only one
+ * applied; `.scale` siblings follow their weights. The MTP block (`mtp.N.…`), which transformers
+ * leaves out, keeps its names (no adapter names it).
+ */
+const DSV4_L = '^layers\\.(\\d+)\\.';
+const dsv4 = (from: string, to: string): KeyRule => [new RegExp(`${DSV4_L}${from}(?=\\.)`), `model.layers.$1.${to}`];
+const DEEPSEEK_V4: CheckpointKeyMap = {
+  family: 'DeepSeek-V4',
+  rules: [
+    [/^embed(?=\.weight$)/, 'model.embed_tokens'],
+    [/^head(?=\.weight$)/, 'lm_head'],
+    [/^norm(?=\.weight$)/, 'model.norm'],
+    dsv4('attn\\.indexer\\.compressor\\.wkv', 'self_attn.compressor.indexer.kv_proj'),
+    dsv4('attn\\.indexer\\.compressor\\.wgate', 'self_attn.compressor.indexer.gate_proj'),
+    dsv4('attn\\.indexer\\.compressor', 'self_attn.compressor.indexer'),
+    dsv4('attn\\.indexer\\.wq_b', 'self_attn.compressor.indexer.q_b_proj'),
+    dsv4('attn\\.indexer', 'self_attn.compressor.indexer'),
+    dsv4('attn\\.compressor\\.wkv', 'self_attn.compressor.kv_proj'),
+    dsv4('attn\\.compressor\\.wgate', 'self_attn.compressor.gate_proj'),
+    dsv4('attn\\.wq_a', 'self_attn.q_a_proj'),
+    dsv4('attn\\.wq_b', 'self_attn.q_b_proj'),
+    dsv4('attn\\.wkv', 'self_attn.kv_proj'),
+    dsv4('attn\\.wo_a', 'self_attn.o_a_proj'),
+    dsv4('attn\\.wo_b', 'self_attn.o_b_proj'),
+    dsv4('attn', 'self_attn'),
+    dsv4('ffn\\.shared_experts\\.w1', 'mlp.shared_experts.gate_proj'),
+    dsv4('ffn\\.shared_experts\\.w3', 'mlp.shared_experts.up_proj'),
+    dsv4('ffn\\.shared_experts\\.w2', 'mlp.shared_experts.down_proj'),
+    dsv4('ffn\\.experts\\.(\\d+)\\.w1', 'mlp.experts.$2.gate_proj'),
+    dsv4('ffn\\.experts\\.(\\d+)\\.w3', 'mlp.experts.$2.up_proj'),
+    dsv4('ffn\\.experts\\.(\\d+)\\.w2', 'mlp.experts.$2.down_proj'),
+    dsv4('ffn', 'mlp'),
+  ],
+};
+
+/**
  * By config.json `architectures`: every transformers model class that defines a non-empty
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
@@ -380,6 +427,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   PI0ForConditionalGeneration: PI0,
   HYV3ForCausalLM: HY3,
   LagunaForCausalLM: LAGUNA,
+  DeepseekV4ForCausalLM: DEEPSEEK_V4,
   // SAM 3's detector alone, from a SAM 3 video checkpoint.
   Sam3Model: { family: 'SAM 3', rules: [[/detector_model.(.+)/, '$1']] },
   /*
