@@ -6,7 +6,7 @@
  * placement when a layout gave one.
  */
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp, RowPlacement, RowSegment } from '../engine/merge-op.js';
 import type { PermutedBlocksStep, RotateStep, UpdateStep } from '../engine/update-steps.js';
 import type { DeltaDims, ModulePiece } from '../formats/algorithms/index.js';
 import { MergeError } from '../errors.js';
@@ -53,6 +53,12 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
     if (t.columns && p.kind !== 'low-rank') {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its columns in another order`);
     }
+    // A map that treats rows apart on the tensors holding a fused module's rows (the plan's splitRows):
+    // maps of the inputs as they are, per-row parts cut to this tensor's rows.
+    const cut = t.placement && t.module.update.kind === 'transform' ? t.placement : undefined;
+    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in'))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its ${p.kind} update of the output rows cannot land on part of ${update.baseKey}`);
+    }
     switch (p.kind) {
       case 'low-rank': {
         if (t.experts) {
@@ -78,13 +84,14 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
         // IA3's 1 + s·w is computed, not read: carried in float64 (as DoRA's factors are), so no f32
         // rounding of it enters the result. Rounded to f32 here, it moved W·(1 + s·w) across a
         // rounding tie of f16 (a fuzz case: 0.00498199… written as 0.00498581…).
-        const exact = perChannel(Float64Array.from(f32(p.w), (w) => 1 + s * (p.factor ? w - 1 : w)), axisLength(p.axis), t);
+        const computed = Float64Array.from(f32(p.w), (w) => 1 + s * (p.factor ? w - 1 : w));
+        const exact = cut && p.axis === 'out' ? placedRowValues(computed, cut, update.outFeatures, t) : perChannel(computed, axisLength(p.axis), t);
         const factors = Float32Array.from(exact);
         out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact } });
         break;
       }
       case 'fixed-scale': {
-        const factors = perChannel(f32(p.factors), axisLength(p.axis), t);
+        const factors = cut && p.axis === 'out' ? placedRowValues(f32(p.factors), cut, update.outFeatures, t) : perChannel(f32(p.factors), axisLength(p.axis), t);
         out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } } });
         break;
       }
@@ -104,7 +111,7 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
         break;
       case 'rotate':
       case 'permuted-rotate':
-        out.push({ kind: 'step', step: rotationStep(p, s) });
+        out.push({ kind: 'step', step: rotationStep(cut && p.kind === 'rotate' && p.axis === 'out' ? placedBlocks(p, cut, update.outFeatures, t) : p, s) });
         break;
     }
   }
@@ -119,6 +126,28 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
 }
 
 const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+/**
+ * One value per row of ΔW (per channel of a conv's, repeated over its kernel) placed on the `rows`
+ * of the tensor the placement lands it on; each row the placement names takes its ΔW row's value.
+ */
+function placedRowValues<T extends Float32Array | Float64Array>(values: T, placement: RowPlacement, rows: number, t: PlannedTerm): T {
+  const own = perChannel(values, placement.deltaRows, t);
+  const out = (own instanceof Float64Array ? new Float64Array(rows) : new Float32Array(rows)).fill(1) as T;
+  for (const g of placement.segments) out.set(own.subarray(g.src, g.src + g.count), g.dst);
+  return out;
+}
+
+/** A rotation of ΔW's output rows in blocks, cut to the blocks the placement lands on the tensor's `rows` (whole blocks: the plan checks). */
+function placedBlocks(p: Extract<ModulePiece, { kind: 'rotate' }>, placement: RowPlacement, rows: number, t: PlannedTerm): Extract<ModulePiece, { kind: 'rotate' }> {
+  const b = p.blockSize, size = b * b;
+  const delta = f32(p.delta);
+  if (delta.length !== (placement.deltaRows / b) * size) throw new MergeError('SHAPE_MISMATCH', `module "${t.moduleName}": ${delta.length / size} blocks of ${b} do not cover its ${placement.deltaRows} output rows`);
+  // Rows the module does not give this tensor are left as they are (Δ = 0).
+  const out = new Float32Array((rows / b) * size);
+  for (const g of placement.segments) out.set(delta.subarray((g.src / b) * size, ((g.src + g.count) / b) * size), (g.dst / b) * size);
+  return { ...p, delta: { dtype: 'F32', data: new Uint8Array(out.buffer) } };
+}
 
 type DenseRowReader = (rowStart: number, rowCount: number) => Promise<DenseRows>;
 

@@ -110,7 +110,7 @@ export const onetrainerOft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: b, block: b },
+      update: { kind: 'transform', cost: b, block: b, splitRows: true },
       fanInFanOut: false,
       options: {
         scaled: scaled === 1,
