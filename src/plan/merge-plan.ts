@@ -1329,11 +1329,17 @@ function planBias(
   }
   let glora: GloraBiasTerm | undefined;
   if (kind === 'glora') {
-    // W·C reads the layer's weight as the base stores it: a plain float (out, in) tensor, the whole layer.
+    // W·C reads the layer's weight, the whole layer, as the weight's merge starts from it: its stored
+    // floats (F32, F16, BF16, fp8 without a scale), or a GGUF block type dequantized as the merge
+    // dequantizes it. Weights whose values are stored times a scale are not read so.
     const w = base.tensors.get(weightKey)!;
-    const plain = (w.dtype === 'F32' || w.dtype === 'F16' || w.dtype === 'BF16') && w.storedType === w.dtype && w.shape.length === 2;
+    const valueScale = scaledWeight(base, weightKey);
+    const storedAs = w.storedType ?? w.dtype;
+    const readable = isFloatDType(storedAs) ? w.dtype === storedAs : !base.quantizedAs?.has(weightKey);
+    const plain = readable && !valueScale && w.shape.length === 2;
     if (!plain || own || ownBase.has(weightKey) || term.placement || w.shape[0] !== baseOut) {
-      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own F32, F16 or BF16 (out, in) tensor (here ${w.storedType} ${fmt(w.shape)}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
+      const stored = valueScale ? valueScale.label : `${storedAs} ${fmt(w.shape)}`;
+      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own (out, in) tensor of floats (F32, F16, BF16, fp8 without a scale) or GGUF blocks (here ${stored}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
     }
     if (module.deltaShape[1] !== -1 && module.deltaShape[1] !== w.shape[1]) {
       return fail('SHAPE_MISMATCH', `GLoRA bias path's C has ${module.deltaShape[1]} rows, ${weightKey} ${fmt(w.shape)} has ${w.shape[1]} inputs`);
