@@ -9,13 +9,15 @@
  * inputs, is rotated by the same R. LyCORIS's diag-OFT rotates the outputs in blocks of b rows,
  * W'_k = (s·R_k − s·I + I)ᵀ·W_k with Q scaled to norm α·out over all the fused module's blocks, then
  * every row times `rescale`: each split tensor takes the blocks and rescale values of its own rows,
- * which is exact where no block straddles two tensors; one that does is refused. The truth is each
+ * which is exact where no block straddles two tensors; one that does is refused. PEFT's OFT and BOFT
+ * rotate the inputs too (W' = (R·Wᵀ)ᵀ, BOFT's times boft_s per output row, cut likewise). The truth is each
  * tool's formula on the fused weight in float64, then cut into the split tensors' rows.
  */
 import { describe, expect, it } from 'vitest';
 import { FLUX, fluxBflTensors, fluxDiffusersTensors, tensor } from './helpers/diffusion-fixtures.js';
 import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { peftFolder } from './helpers/hf-folder.js';
 import { ulpOf } from './helpers/merge-truth.js';
 
 const rand = seededRandom(20261208);
@@ -87,6 +89,30 @@ function oneTrainerTruth(w: Float64Array, rows: Float64Array, b: number): Float6
         let sum = 0;
         for (let j = 0; j < b; j++) sum += w[o * h + k * b + j] * r[c * b + j];
         out[o * h + k * b + c] = sum;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * PEFT's BOFT with one butterfly factor on the fused weight: R_k = (I − S)(I + S)⁻¹, S = ½(A_k − A_kᵀ)
+ * per block of inputs, W' = (R·Wᵀ)ᵀ ⊙ boft_s: W'[o, kb + c] = boft_s[o]·Σ_j W[o, kb + j]·R_k[c][j].
+ */
+function boftTruth(w: Float64Array, blocks: Float64Array, b: number, scales: Float64Array): Float64Array {
+  const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
+  const rotations = Array.from({ length: h / b }, (_, k) => {
+    const a = blocks.subarray(k * b * b, (k + 1) * b * b);
+    const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
+    return matmul(sk.map((x, i) => eye(i) - x), inverse(sk.map((x, i) => eye(i) + x), b), b);
+  });
+  const out = w.slice();
+  for (let o = 0; o < w.length / h; o++) {
+    for (let k = 0; k < h / b; k++) {
+      for (let c = 0; c < b; c++) {
+        let sum = 0;
+        for (let j = 0; j < b; j++) sum += w[o * h + k * b + j] * rotations[k][c * b + j];
+        out[o * h + k * b + c] = sum * scales[o];
       }
     }
   }
@@ -175,6 +201,24 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
       ...cut(lycorisTruth(fused(LINEAR1), values([lyLinear1], lyLinear1.name), 4, 1, weight), LINEAR1),
     ]);
     expectMerged(tensors, truth, `lycoris weight ${weight}`);
+  });
+});
+
+describe('PEFT folders in BFL\'s names (base_model.model.double_blocks.0.img_attn.qkv) on the diffusers base', () => {
+  const peftMerge = (config: object, tensors: FixtureTensor[]) =>
+    mergeInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: [{ name: 'peft', files: peftFolder(config, tensors), weight: 1 }] });
+  const M = 'base_model.model.double_blocks.0.img_attn.qkv';
+  it('OFT (PEFT 0.18, 5 Cayley–Neumann terms): the same input rotation on to_q, to_k and to_v', async () => {
+    const oftR = tensor(rand, `${M}.oft_R.weight`, [2, 6], 'F32', 0.3);
+    const { tensors } = await peftMerge({ peft_type: 'OFT', r: 0, oft_block_size: 4, peft_version: '0.18.0', target_modules: ['qkv'] }, [oftR]);
+    expectMerged(tensors, cut(oneTrainerTruth(fused(QKV), values([oftR], oftR.name), 4), QKV), 'peft oft');
+  });
+  it('BOFT with one butterfly factor: the same rotation on each, boft_s cut into each tensor\'s rows', async () => {
+    const boftR = tensor(rand, `${M}.boft_R`, [1, 2, 4, 4], 'F32', 0.3);
+    const boftS = { ...tensor(rand, `${M}.boft_s`, [24, 1], 'F32', 0.2) };
+    boftS.data = Float32Array.from(boftS.data as ArrayLike<number>, (x) => Math.fround(1 + x));
+    const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: 4, boft_block_num: 0, boft_n_butterfly_factor: 1, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
+    expectMerged(tensors, cut(boftTruth(fused(QKV), values([boftR], boftR.name), 4, values([boftS], boftS.name)), QKV), 'peft boft');
   });
 });
 
