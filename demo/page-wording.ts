@@ -47,6 +47,9 @@ const RULES: readonly WordingRule[] = [
   [new RegExp(`\\bleave out --imatrix${END}`, 'g'), 'remove the importance matrix'],
   [new RegExp(`\\(--imatrix\\)`, 'g'), '(“Choose an importance matrix…”)'],
   [new RegExp(`\\bwith --imatrix${END}`, 'g'), 'with an importance matrix'],
+  // --onetrainer-coft, which the page has no control for: the command line's and the library's settings named.
+  [new RegExp(`\\bmerge it with --onetrainer-coft off, --onetrainer-coft on \\(coft_eps 1e-4, OneTrainer's default\\) or --onetrainer-coft EPS${END}`, 'g'),
+    "merge it with the command line’s --onetrainer-coft off, on or EPS (coft_eps 1e-4, OneTrainer’s default, for on), or the library’s oneTrainerCoft; this page has no setting for it"],
   // --threads 1, the CPU threads box (a worker thread that died asks for it).
   [new RegExp(`\\(--threads 1\\)`, 'g'), '(1 in the “CPU threads” box)'],
 ];

@@ -97,6 +97,12 @@ export function checkWeight(what: string, weight: unknown): void {
   }
 }
 
+/** An adapter's oneTrainerCoft: false, true, a coft_eps above 0, or nothing. */
+export function checkOneTrainerCoft(what: string, coft: unknown): void {
+  if (coft === undefined || typeof coft === 'boolean' || (typeof coft === 'number' && Number.isFinite(coft) && coft > 0)) return;
+  throw badArgument(`${what} must be false (COFT off), true (on at OneTrainer's default coft_eps 1e-4) or a coft_eps above 0, not ${shown(coft)}`);
+}
+
 /** A count (of threads, a limit in bytes): a positive integer, or nothing (then the default). */
 export function checkPositiveInteger(what: string, value: unknown): void {
   if (value !== undefined && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)) {

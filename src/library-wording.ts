@@ -45,6 +45,10 @@ const RULES: readonly WordingRule[] = [
   rule(`\\bleave out --imatrix${END}`, 'leave out importance'),
   rule(`\\(--imatrix\\)`, '(importance)'),
   rule(`\\bwith --imatrix${END}`, 'with an importance matrix'),
+  // --onetrainer-coft: merge()'s per-adapter oneTrainerCoft.
+  rule(`${START}--onetrainer-coft off, --onetrainer-coft on \\(coft_eps 1e-4, OneTrainer's default\\) or --onetrainer-coft EPS${END}`,
+    "oneTrainerCoft: false, true (coft_eps 1e-4, OneTrainer's default) or the run's coft_eps (adapters: [{ source, oneTrainerCoft }])"),
+  rule(`${START}--onetrainer-coft${END}`, "the adapter's oneTrainerCoft (adapters: [{ source, oneTrainerCoft }])"),
   // --threads 1: the calls' threads option (a worker thread that died asks for it).
   rule(`${START}--threads 1${END}`, 'threads: 1'),
   // Options named alike in the calls.

@@ -245,7 +245,7 @@ const METHODS = ['cat', 'svd', 'ties', 'dare_linear', 'dare_ties', 'magnitude_pr
 const COMMANDS = ['merge', 'combine', 'resize', 'extract', 'inspect', 'sample'];
 /** Each command's options, from `loramerge --help`. */
 const OPTIONS: Record<string, string[]> = {
-  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite'],
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite', 'onetrainer-coft'],
   combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'base', 'out', 'backend', 'threads', 'overwrite'],
   resize: ['adapter', 'rank', 'sv-ratio', 'sv-fro', 'sv-cumulative', 'base', 'out', 'backend', 'threads', 'overwrite'],
   extract: ['base', 'tuned', 'rank', 'energy', 'out', 'backend', 'threads', 'overwrite'],

@@ -36,7 +36,7 @@ afterAll(() => dirs.removeAll());
  */
 const CLI_OPTIONS = [
   'adapter', 'backend', 'base', 'clamp-quantile', 'density', 'dry-run', 'dtype', 'dtype-merged-only', 'energy', 'help', 'majority-sign',
-  'method', 'out', 'overwrite', 'rank', 'seed', 'sv-cumulative', 'sv-fro', 'sv-ratio', 'threads', 'tuned', 'version', 'weight',
+  'method', 'onetrainer-coft', 'out', 'overwrite', 'rank', 'seed', 'sv-cumulative', 'sv-fro', 'sv-ratio', 'threads', 'tuned', 'version', 'weight',
 ];
 const CLI_OPTION = new RegExp(`(?<![\\w-])--(${CLI_OPTIONS.join('|')})(?![\\w-])`);
 
@@ -199,6 +199,10 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     notWritten('Q8_K').replace(`choose --dtype q4_k (or ${codecList})`, `choose dtype: 'q4_k' (or ${codecList.split(', ').map((t) => `'${t}'`).join(', ')})`),
   ],
   [PURE_FILE_TYPES.Q8_0_MIX, PURE_FILE_TYPES.Q8_0_MIX.replace('; --dtype q8_0 writes that file', '; dtype: \'q8_0\' writes that file')],
+  [
+    'oft.safetensors: module "lora_unet_x" is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on (coft_eps 1e-4, OneTrainer\'s default) or --onetrainer-coft EPS',
+    'oft.safetensors: module "lora_unet_x" is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata, or, knowing how it was trained, merge it with oneTrainerCoft: false, true (coft_eps 1e-4, OneTrainer\'s default) or the run\'s coft_eps (adapters: [{ source, oneTrainerCoft }])',
+  ],
   [
     'lora.gguf: is a LoRA adapter (general.type = adapter), not a base model; pass it with --adapter',
     'lora.gguf: is a LoRA adapter (general.type = adapter), not a base model; pass it in adapters',

@@ -21,6 +21,8 @@ import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
 import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { ulpOf } from './helpers/merge-truth.js';
+import { libraryWording } from '../src/library-wording.js';
+import { pageWording } from '../demo/page-wording.js';
 
 const rand = seededRandom(20261207);
 const OT_HEADER = {
@@ -183,6 +185,45 @@ describe('COFT, from a file saved with its training config (ot_config)', () => {
   });
 });
 
+describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file saved without its training config', () => {
+  const trained = TRAINED.filter((m) => !m.scaled);
+  const file = otFile.filter((x) => trained.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+  const merge = (metadata: Record<string, string>, oneTrainerCoft: boolean | number, name = 'cpu (js)') =>
+    mergeInMemory({ backend: backends[name]!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: [{ ...adapter(file, 1, metadata)[0], oneTrainerCoft }] });
+  const coftConfig = (extra: Record<string, unknown>) => JSON.stringify({ __version: 9, training_method: 'LORA', model_type: 'STABLE_DIFFUSION_15', peft_type: 'OFT_2', oft_block_size: 4, oft_block_share: false, ...extra });
+  it.for(['cpu (js)', 'webgpu'])('%s: saved by 7c255ac4 (COFT period): 0.2 projects each Linear at coft_eps 0.2, false merges unprojected', async (name, ctx) => {
+    if (!backends[name]) return ctx.skip();
+    const header = { ...OT_HEADER, ot_revision: '7c255ac4' };
+    expectMerged((await merge(header, 0.2, name)).tensors, otTruth(file, 1, trained, base, 0.2), base, 'user coft 0.2');
+    expectMerged((await merge(header, false, name)).tensors, otTruth(file, 1, trained, base), base, 'user coft off');
+  });
+  it('true is COFT at OneTrainer\'s default coft_eps: the same merge as a config with oft_coft and no coft_eps', async () => {
+    const user = await merge({ ...OT_HEADER, ot_revision: 'b46986d6' }, true);
+    const config = await merge({ ...OT_HEADER, ot_revision: 'b46986d6', ot_config: coftConfig({ oft_coft: true }) }, false);
+    const unprojected = await merge({ ...OT_HEADER, ot_revision: 'b46986d6' }, false);
+    const to = `${TO_Q}.weight`;
+    expect([...user.tensors.get(to)!.values]).toEqual([...config.tensors.get(to)!.values]);
+    expect([...user.tensors.get(to)!.values]).not.toEqual([...unprojected.tensors.get(to)!.values]);
+  });
+  it('a first-series file (86ae3811) with false: the first series, unprojected', async () => {
+    expectMerged((await merge({ ...OT_HEADER, ot_revision: '86ae3811' }, false)).tensors, otTruth(file, 1, trained, base, undefined, true), base, 'first series, user off');
+  });
+  it('the file\'s own ot_config wins over the user\'s word, and a file from after COFT ignores it', async () => {
+    expectMerged((await merge({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false, coft_eps: 0.2 }) }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'config off wins');
+    expectMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab' }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'after COFT');
+  });
+  it('does not stand in for a missing ot_revision', async () => {
+    const { ot_revision: _, ...noRevision } = OT_HEADER;
+    const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: [{ ...adapter(file, 1, noRevision)[0], oneTrainerCoft: false }] });
+    expect(lines[0]).toMatch(/is OneTrainer's OFT in a file without OneTrainer's ot_revision metadata/);
+  });
+  it('the refusal without it, in the library\'s and the page\'s words', async () => {
+    const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '7c255ac4' }) });
+    expect(libraryWording(lines[0])).toMatch(/, or, knowing how it was trained, merge it with oneTrainerCoft: false, true \(coft_eps 1e-4, OneTrainer's default\) or the run's coft_eps \(adapters: \[\{ source, oneTrainerCoft \}\]\)$/m);
+    expect(pageWording(lines[0])).toMatch(/, or, knowing how it was trained, merge it with the command line’s --onetrainer-coft off, on or EPS \(coft_eps 1e-4, OneTrainer’s default, for on\), or the library’s oneTrainerCoft; this page has no setting for it$/m);
+  });
+});
+
 describe('OneTrainer\'s first series, told by the file\'s ot_revision', () => {
   // OneTrainer's first four OFT commits (14–15 November 2025) had no Scaled OFT, and had COFT.
   const trained = TRAINED.filter((m) => !m.scaled);
@@ -222,7 +263,7 @@ describe('refused where the file does not say which OneTrainer saved it', () => 
   });
   it.for([['86ae3811', 'first series'], ['b46986d6', 'current series'], ['3374137f', 'the last with COFT']])('saved by %s (%s, with COFT) without its training config', async ([revision]) => {
     const lines = await refusals({ ...OT_HEADER, ot_revision: revision });
-    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 \\(its ot_revision\\), which had COFT \\(oft_coft, off by default\\), without its training config \\(ot_config\\): whether COFT projected its blocks cannot be told; add ot_config`));
+    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 \\(its ot_revision\\), which had COFT \\(oft_coft, off by default\\), without its training config \\(ot_config\\): whether COFT projected its blocks cannot be told; add ot_config .* to the file's metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on \\(coft_eps 1e-4, OneTrainer's default\\) or --onetrainer-coft EPS$`, 'm'));
   });
   it('merges with e928ddab, which removed COFT, with no config', async () => {
     expect(await refusals({ ...OT_HEADER, ot_revision: 'e928ddab' })).toEqual([]);
@@ -294,6 +335,21 @@ describe('the command line', () => {
     expect(errorLines(result.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" is OneTrainer's OFT in a file without OneTrainer's ot_revision metadata: .* add the OneTrainer commit it was trained with .* as ot_revision to the file's metadata$/)]);
     expect(result.stderr).not.toMatch(/\n\s+at /);
     expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
+  });
+
+  it('--onetrainer-coft says how a file of the COFT period without its config was trained', async () => {
+    const unscaled = otFile.filter((x) => x.name.startsWith(kohya(TO_Q)));
+    const dir = dirs.make({ [BASE]: buildSafetensors(base), [FILE]: buildSafetensors(unscaled, { ...OT_HEADER, ot_revision: '7c255ac4' }) });
+    const args = ['merge', '--base', join(dir, BASE), '--adapter', join(dir, FILE), '--out', join(dir, 'merged.safetensors'), '--backend', 'cpu'];
+    const refused = await runCli(args);
+    expect(refused.code).not.toBe(0);
+    expect(errorLines(refused.stderr)).toEqual([expect.stringMatching(/module "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 .* or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on \(coft_eps 1e-4, OneTrainer's default\) or --onetrainer-coft EPS$/)]);
+    expect(listDir(dir).sort()).toEqual([BASE, FILE].sort());
+    const merged = await runCli([...args, '--onetrainer-coft', '0.2']);
+    expect(merged.code, merged.stderr).toBe(0);
+    const bad = await runCli([...args, '--onetrainer-coft', 'yes']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/--onetrainer-coft must be on, off or the run's coft_eps \(a number above 0\), not "yes"/);
   });
 
   it('refuses an alpha beside oft_R in one line, writing nothing', async () => {

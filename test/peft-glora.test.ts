@@ -13,7 +13,9 @@ import { runCli } from './helpers/cli.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { buildSafetensors, seededRandom, tempDirs } from './helpers/fixtures.js';
 import { expectMerged } from './helpers/expect-merged.js';
-import { mergeBackends } from './helpers/merge-backends.js';
+import { mergeBackends, mergeFileInMemory, mergeInMemory } from './helpers/merge-backends.js';
+import { buildGguf, readGguf, tensorData, tensorValues } from './helpers/gguf-builder.js';
+import { LLAMA, q4kmLlama } from './helpers/gguf-models.js';
 import { fixtureTensor, gridValues, mergePeftFolder, expectPeftCliRefusal } from './helpers/peft-method-folder.js';
 
 const backends = mergeBackends({ cpu: 'default' });
@@ -197,5 +199,94 @@ describe('GLoRA (PEFT) bias path on the command line', () => {
     } finally {
       dirs.removeAll();
     }
+  });
+});
+
+/**
+ * Two GLoRA adapters on one layer in one merge: PEFT's GloraLayer.merge (since PR #3098) forms every
+ * adapter's change from the original W0 and b0, not one after the other: W' = W0 + Σ s_k·(W0 ⊙ A_k + B_k),
+ * b' = b0 + Σ s_k·(b0 ⊙ D_k + E_k + W0·C_k), so the second adapter's W ⊙ A, b ⊙ D and W·C read W0 and b0.
+ */
+describe.each(['cpu', 'webgpu'])('two GLoRA (PEFT) adapters on one layer, %s: each from the original W0 and b0, as GloraLayer.merge', (name) => {
+  const out = 6, inF = 5, r = 2;
+  const w = vals(out * inF, 'BF16'), bias = vals(out, 'BF16');
+  const base = { 'model.safetensors': buildSafetensors([t(`${q}.weight`, 'BF16', [out, inF], w), t(`${q}.bias`, 'BF16', [out], bias)]) };
+  const cfg = (fields: object) => config({ r, base_model_name_or_path: 'Qwen/Qwen2.5-0.5B', target_modules: ['q_proj'], ...fields });
+  const f1 = loraPaths(q, 'F32', out, inF, r), c1 = biasPath(q, 'F32', out, inF, r);
+  const f2 = loraPaths(q, 'F32', out, inF, r), c2 = biasPath(q, 'F32', out, inF, r);
+  const a2 = vals(out, 'F32'), b2 = vals(out, 'F32'), cx2 = vals(inF, 'F32'), d2 = vals(out, 'F32'), e2 = vals(out, 'F32');
+  const vector2 = [t(p(q, 'glora_A.X'), 'F32', [out, 1], a2), t(p(q, 'glora_B.X'), 'F32', [out, 1], b2), t(p(q, 'glora_C.X'), 'F32', [inF, 1], cx2), t(p(q, 'glora_D.X'), 'F32', [out], d2), t(p(q, 'glora_E.X'), 'F32', [out], e2)];
+  const first = { files: peftFolder(cfg({}), [...f1.tensors.slice(0, 4), ...c1.tensors]), weight: 1 };
+  /** W0[o, i] + Σ_k s_k·(W0[o, i]·A_k[o, i] + B_k[o, i]). */
+  const weightTruth = (terms: { s: number; a: (o: number, i: number) => number; b: (o: number, i: number) => number }[]) =>
+    Float64Array.from({ length: out * inF }, (_, j) => {
+      const o = Math.floor(j / inF), i = j % inF;
+      return w[j] + terms.reduce((sum, k) => sum + k.s * (w[j] * k.a(o, i) + k.b(o, i)), 0);
+    });
+  /** b0[o] + Σ_k s_k·(b0[o]·D_k[o] + E_k[o] + Σ_i W0[o, i]·C_k[i]). */
+  const biasSum = (terms: { s: number; c: (i: number) => number; d: (o: number) => number; e: (o: number) => number }[]) =>
+    Float64Array.from({ length: out }, (_, o) => bias[o] + terms.reduce((sum, k) => {
+      let wc = 0;
+      for (let i = 0; i < inF; i++) wc += w[o * inF + i] * k.c(i);
+      return sum + k.s * (bias[o] * k.d(o) + k.e(o) + wc);
+    }, 0));
+  const merge = async (adapters: { files: Record<string, Uint8Array | string>; weight: number }[]) =>
+    (await mergeInMemory({ backend: backends[name]!, base, adapters })).tensors;
+
+  it('both config_A_B "lora" with trained bias paths, at weights 1 and 0.5', async (ctx) => {
+    if (!backends[name]) return ctx.skip();
+    const tensors = await merge([first, { files: peftFolder(cfg({}), [...f2.tensors.slice(0, 4), ...c2.tensors]), weight: 0.5 }]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, weightTruth([
+      { s: 1, a: product(f1.ad, f1.au, r, inF), b: product(f1.bd, f1.bu, r, inF) },
+      { s: 0.5, a: product(f2.ad, f2.au, r, inF), b: product(f2.bd, f2.bu, r, inF) },
+    ]), 'BF16', q);
+    expectMerged(tensors.get(`${q}.bias`)!.values, biasSum([
+      { s: 1, c: (i) => product(c1.cd, c1.cu, r, 1)(i, 0), d: () => c1.d[0], e: () => c1.e[0] },
+      { s: 0.5, c: (i) => product(c2.cd, c2.cu, r, 1)(i, 0), d: () => c2.d[0], e: () => c2.e[0] },
+    ]), 'BF16', `${q}.bias`);
+  });
+
+  it('"lora" then "vector" (config_C and config_D_E "vector" too), at weights 1 and -1', async (ctx) => {
+    if (!backends[name]) return ctx.skip();
+    const tensors = await merge([first, { files: peftFolder(cfg({ config_A_B: 'vector', config_C: 'vector', config_D_E: 'vector' }), vector2), weight: -1 }]);
+    expectMerged(tensors.get(`${q}.weight`)!.values, weightTruth([
+      { s: 1, a: product(f1.ad, f1.au, r, inF), b: product(f1.bd, f1.bu, r, inF) },
+      { s: -1, a: (o) => a2[o], b: (o) => b2[o] },
+    ]), 'BF16', q);
+    expectMerged(tensors.get(`${q}.bias`)!.values, biasSum([
+      { s: 1, c: (i) => product(c1.cd, c1.cu, r, 1)(i, 0), d: () => c1.d[0], e: () => c1.e[0] },
+      { s: -1, c: (i) => cx2[i], d: (o) => d2[o], e: (o) => e2[o] },
+    ]), 'BF16', `${q}.bias`);
+  });
+});
+
+/**
+ * A GLoRA bias path on a GGUF model whose weight is stored in blocks (Q6_K, as llama.cpp's Q4_K_M
+ * recipe stores attn_v): W·C reads the weight dequantized, the values the weight's own merge starts
+ * from (the model PEFT's merge would see, loaded from these blocks).
+ */
+describe('GLoRA (PEFT) bias path on a quantized GGUF weight', () => {
+  it('b + s·(b ⊙ D + E + W·C) with W the dequantized Q6_K attn_v, the bias written in F32', async () => {
+    const model = q4kmLlama(31);
+    const kv = (LLAMA.hidden / LLAMA.heads) * LLAMA.kvHeads, inF = LLAMA.hidden;
+    const bias = Float64Array.from({ length: kv }, (_, i) => Math.fround(0.01 * ((i % 7) - 3)));
+    const tensors = [...model.tensors].map(([name, x]) => ({ name, type: x.type, ne: [...x.shape].reverse(), data: x.data }));
+    tensors.push({ name: 'blk.0.attn_v.bias', type: 'F32', ne: [kv], data: tensorData('F32', bias) });
+    const base = buildGguf({ metadata: model.metadata, tensors });
+    const key = 'model.layers.0.self_attn.v_proj';
+    const cx = vals(inF, 'F32'), d = vals(kv, 'F32'), e = vals(kv, 'F32');
+    const folder = peftFolder(config({ config_A_B: 'none', config_C: 'vector', config_D_E: 'vector', target_modules: ['v_proj'] }), [
+      t(p(key, 'glora_A.zeros'), 'F32', [kv, inF], new Float64Array(kv * inF)), t(p(key, 'glora_B.zeros'), 'F32', [kv, inF], new Float64Array(kv * inF)),
+      t(p(key, 'glora_C.X'), 'F32', [inF, 1], cx), t(p(key, 'glora_D.X'), 'F32', [kv], d), t(p(key, 'glora_E.X'), 'F32', [kv], e),
+    ]);
+    const { bytes } = await mergeFileInMemory({ backend: backends.cpu!, base: { 'tiny-llama-Q4_K_M.gguf': base }, adapters: [{ files: folder, weight: 0.5 }] });
+    const out = readGguf(bytes);
+    const w = model.tensors.get('blk.0.attn_v.weight')!;
+    expect(w.type).toBe('Q6_K');
+    const want = biasTruth(w.values, bias, kv, inF, (i) => cx[i], (o) => d[o], (o) => e[o], 0.5);
+    const got = tensorValues('F32', out.tensors.find((x) => x.name === 'blk.0.attn_v.bias')!.data);
+    for (let o = 0; o < kv; o++) expect(Math.abs(got[o] - want[o]), `bias[${o}]`).toBeLessThanOrEqual(2 ** -23 * Math.max(Math.abs(want[o]), 2 ** -10));
+    // The weight, config_A_B "none", is copied as stored.
+    expect(Buffer.from(out.tensors.find((x) => x.name === 'blk.0.attn_v.weight')!.data).equals(Buffer.from(w.data))).toBe(true);
   });
 });

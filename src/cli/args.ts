@@ -29,6 +29,8 @@ export interface MergeCommand {
   dryRun: boolean;
   /** Replace a non-empty output folder (a file at --out is always replaced, on success only). */
   overwrite: boolean;
+  /** --onetrainer-coft, for every adapter (AdapterInput.oneTrainerCoft). */
+  oneTrainerCoft?: boolean | number;
 }
 
 export interface InspectCommand { command: 'inspect'; path: string }
@@ -43,6 +45,7 @@ export const USAGE = `usage:
   loramerge merge --base PATH --adapter PATH [--weight W] [--adapter PATH [--weight W] ...]
                   --out PATH [--dtype TYPE [--dtype-merged-only]] [--imatrix FILE]
                   [--backend auto|webgpu|cpu] [--threads N] [--dry-run] [--overwrite]
+                  [--onetrainer-coft on|off|EPS]
   loramerge inspect PATH
   loramerge sample [DIR] [--backend auto|webgpu|cpu]
 ${ADAPTER_USAGE}
@@ -75,6 +78,10 @@ ${ADAPTER_USAGE}
   --dry-run  print the plan and stop (--out optional; given, its folder is checked)
   --overwrite  replace an existing, non-empty output folder (only once the merge has succeeded);
              an existing output file is replaced without it, also only on success
+  --onetrainer-coft  how OneTrainer OFT files saved without their training config (ot_config) by
+             a OneTrainer of 14 November 2025 – 10 May 2026, which had COFT, were trained: off, on
+             (coft_eps 1e-4, OneTrainer's default) or the run's coft_eps; without it such files are
+             refused. A file's own ot_config wins
   inspect    print what a base model or adapter holds
   sample     write a small generated model and adapter to DIR (default ./loramerge-sample), merge them
   combine    one adapter from several: cat (exact, the ranks added), svd (the best rank --rank K of
@@ -230,7 +237,7 @@ function asksForHelp(args: string[]): boolean {
 
 /** Each command's options, by name without the dashes: what a refusal of an unknown one may point to. */
 export const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
-  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite'],
+  merge: ['base', 'adapter', 'weight', 'out', 'dtype', 'dtype-merged-only', 'imatrix', 'backend', 'threads', 'dry-run', 'overwrite', 'onetrainer-coft'],
   inspect: [],
   sample: ['backend'],
   combine: ['adapter', 'weight', 'method', 'rank', 'density', 'majority-sign', 'seed', 'clamp-quantile', 'base', 'out', 'backend', 'threads', 'overwrite'],
@@ -311,7 +318,17 @@ const MERGE_VALUES: Readonly<Record<string, string>> = {
   imatrix: 'an importance matrix file (llama-imatrix output)',
   backend: 'auto, webgpu or cpu',
   threads: THREADS_RANGE,
+  'onetrainer-coft': 'on, off or a coft_eps',
 };
+
+/** --onetrainer-coft: off, on (OneTrainer's default coft_eps), or a coft_eps above 0. */
+function parseOneTrainerCoft(value: string): boolean | number {
+  if (value === 'on') return true;
+  if (value === 'off') return false;
+  const eps = /^\s*$/.test(value) ? NaN : Number(value);
+  if (Number.isFinite(eps) && eps > 0) return eps;
+  throw usageError(`--onetrainer-coft must be on, off or the run's coft_eps (a number above 0), not "${value}"`);
+}
 
 function parseMerge(rawArgs: string[]): MergeCommand {
   const args = bindOptionValues(rawArgs, MERGE_VALUES);
@@ -333,6 +350,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
         threads: { type: 'string' },
         'dry-run': { type: 'boolean' },
         overwrite: { type: 'boolean' },
+        'onetrainer-coft': { type: 'string' },
       },
     }), 'merge', args,
   );
@@ -346,6 +364,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
   let threads: number | undefined;
   let dryRun = false;
   let overwrite = false;
+  let oneTrainerCoft: boolean | number | undefined;
   const adapters: AdapterArg[] = [];
   for (const token of tokens) {
     if (token.kind !== 'option') continue;
@@ -391,6 +410,10 @@ function parseMerge(rawArgs: string[]): MergeCommand {
       case 'overwrite':
         overwrite = true;
         break;
+      case 'onetrainer-coft':
+        if (oneTrainerCoft !== undefined) throw usageError('--onetrainer-coft given twice');
+        oneTrainerCoft = parseOneTrainerCoft(value);
+        break;
     }
   }
   if (!base) throw usageError('missing --base');
@@ -409,6 +432,7 @@ function parseMerge(rawArgs: string[]): MergeCommand {
     ...(threads !== undefined ? { threads } : {}),
     dryRun,
     overwrite,
+    ...(oneTrainerCoft !== undefined ? { oneTrainerCoft } : {}),
   };
 }
 

@@ -50,7 +50,7 @@ export async function runMerge(cmd: MergeCommand, io: MergeOutput = stdio): Prom
   const inputs = [base];
   for (const a of cmd.adapters) inputs.push(await openCliInput(a.path, { what: '--adapter', adapter: true, signal: urlRequests.signal }));
   const baseFiles = base.files;
-  const adapters = cmd.adapters.map((a, i) => ({ files: inputs[i + 1].files, weight: a.weight }));
+  const adapters = cmd.adapters.map((a, i) => ({ files: inputs[i + 1].files, weight: a.weight, ...(cmd.oneTrainerCoft !== undefined ? { oneTrainerCoft: cmd.oneTrainerCoft } : {}) }));
   // Recorded before any tensor is read, compared again before the output is moved into place.
   const inputFiles = [baseFiles, ...adapters.map((a) => a.files)].flatMap((set) => [...nodeInputFilePaths(set)]);
   const stamps = await stampInputFiles(inputFiles);

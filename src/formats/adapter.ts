@@ -271,6 +271,12 @@ export interface OpenAdapterOptions {
    * meaning no name says (a `__metadata__` `alpha` over names MiniMax-H3 shares with other models) is refused.
    */
   baseDecides?: boolean;
+  /**
+   * How a OneTrainer OFT file saved without its training config (`ot_config`) by a OneTrainer that
+   * had COFT (14 November 2025 – 10 May 2026) was trained: false, COFT off; true, on at OneTrainer's
+   * default coft_eps (1e-4); a number, on at that coft_eps. A file's own `ot_config` wins.
+   */
+  oneTrainerCoft?: boolean | number;
 }
 
 // --- opening ---------------------------------------------------------------------------------

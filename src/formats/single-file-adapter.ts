@@ -147,7 +147,7 @@ export async function parseSingleFileAdapter(name: string, file: SafetensorsFile
   const format = formatOf([...groups.keys()]);
   // What the modules are told beside their tensors: blissful-tuner's network flags; OneTrainer's header
   // (which OneTrainer saved the file, its training config), to its OFT modules alone.
-  const oneTrainer = oneTrainerOftOptions(file.metadata);
+  const oneTrainer = oneTrainerOftOptions(file.metadata, options.oneTrainerCoft);
   const moduleOptions = blissful?.options;
   for (const [key, roles] of groups) {
     await pacer.tick();

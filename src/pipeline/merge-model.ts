@@ -271,7 +271,11 @@ const BLOCK_SAFE_MAGNITUDE = 1024;
 /** f32 bytes as values (copied where they are not 4-byte aligned). */
 /** A base weight the plan found stored as a plain float tensor (GLoRA's bias path reads W·C of it), whole. */
 function plainWeight(base: PreparedMerge['base']): (key: string) => Promise<FloatTensorBytes> {
-  return async (key) => ({ dtype: base.tensors.get(key)!.dtype as FloatDType, data: await base.read(key) });
+  return async (key) => {
+    const { storedType } = base.tensors.get(key)!;
+    // A GGUF block type dequantized as the weight's merge dequantizes it (the plan took no other).
+    return isFloatDType(storedType) ? { dtype: storedType, data: await base.read(key) } : base.format.decodeRows(storedType, await base.read(key));
+  };
 }
 
 function f32View(bytes: Uint8Array): Float32Array {

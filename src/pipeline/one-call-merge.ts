@@ -4,7 +4,7 @@
  * points differ only in what a source or an output may be (Node adds paths), supplied here as hooks.
  */
 import {
-  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkThreadCount, checkWeight, isOutputTarget, shown,
+  badArgument, checkCallback, checkChoice, checkDtypeName, checkList, checkOptions, checkSignal, checkOneTrainerCoft, checkThreadCount, checkWeight, isOutputTarget, shown,
 } from '../api-arguments.js';
 import type { ImportanceMatrix } from '../formats/gguf/imatrix.js';
 import type { FloatDType, OutDTypeName } from '../dtype.js';
@@ -25,6 +25,12 @@ import type { ProgressListener } from './progress.js';
 export interface WeightedSource<Source> {
   source: Source;
   weight?: number;
+  /**
+   * merge() only: how a OneTrainer OFT file saved without its training config by a OneTrainer that
+   * had COFT was trained (AdapterInput.oneTrainerCoft): false off, true on at coft_eps 1e-4, a
+   * number on at that coft_eps.
+   */
+  oneTrainerCoft?: boolean | number;
 }
 
 /**
@@ -135,13 +141,14 @@ export function isWeighted<Source>(x: Source | WeightedSource<Source>): x is Wei
  * `{ source, weight }` (no other key, a source, a finite weight or none), each source passed to
  * `checkSource` with the argument's name (`adapters[1]`); anything else is a BAD_ARGUMENT.
  */
-export function checkAdapterList<Source>(adapters: unknown, checkSource: (source: unknown, what: string) => void): asserts adapters is readonly (Source | WeightedSource<Source>)[] {
+export function checkAdapterList<Source>(adapters: unknown, checkSource: (source: unknown, what: string) => void, merging = false): asserts adapters is readonly (Source | WeightedSource<Source>)[] {
   checkList('adapters', adapters, 'an adapter (a source or { source, weight })');
   adapters.forEach((a, i) => {
     if (isWeighted(a)) {
-      checkOptions(`adapters[${i}]`, a, ['source', 'weight'], { weights: 'did you mean "weight"?', scale: 'did you mean "weight"?' });
+      checkOptions(`adapters[${i}]`, a, merging ? ['source', 'weight', 'oneTrainerCoft'] : ['source', 'weight'], { weights: 'did you mean "weight"?', scale: 'did you mean "weight"?' });
       if (a.source === undefined || a.source === null) throw badArgument(`adapters[${i}].source is ${shown(a.source)}; give the adapter`);
       checkWeight(`adapters[${i}].weight`, a.weight);
+      checkOneTrainerCoft(`adapters[${i}].oneTrainerCoft`, a.oneTrainerCoft);
     }
     checkSource(isWeighted(a) ? a.source : a, `adapters[${i}]`);
   });
@@ -159,7 +166,7 @@ function checkOneCallOptions<Source, Out>(options: OneCallMergeOptions<Source, O
   checkAdapterList(options.adapters, (source, what) => {
     hooks.checkSource(source, what, 'adapter');
     if (source === options.base) throw badArgument(`${what} is the base itself; give the adapter's files (a base given as an adapter merges nothing)`);
-  });
+  }, true);
   checkDtypeName('dtype', options.dtype);
   if (typeof options.backend !== 'object' || options.backend === null) checkChoice('backend', options.backend, ['auto', 'webgpu', 'cpu']);
   else if (typeof (options.backend as MergeBackend).merge !== 'function') {
@@ -197,7 +204,10 @@ export async function oneCallMerge<Source, Out>(
     const readAhead = () => merging;
     const baseFiles = await hooks.openSource(options.base, 'base', options.signal, readAhead);
     const adapters = [];
-    for (const a of adapterSources) adapters.push({ files: await hooks.openSource(a.source, 'adapter', options.signal, readAhead), weight: a.weight ?? 1 });
+    for (const a of adapterSources) {
+      const files = await hooks.openSource(a.source, 'adapter', options.signal, readAhead);
+      adapters.push({ files, weight: a.weight ?? 1, ...(a.oneTrainerCoft !== undefined ? { oneTrainerCoft: a.oneTrainerCoft } : {}) });
+    }
     const prepared = await prepareMerge(baseFiles, adapters, { dtype: options.dtype, ...(options.importance ? { importance: options.importance } : {}), signal: options.signal });
     try {
       assertPlanValid(prepared.plan);

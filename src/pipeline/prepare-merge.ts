@@ -15,7 +15,7 @@ import type { InputFileSet } from '../io/types.js';
 import { buildMergePlan, type BaseTensorIndex, type MergePlan } from '../plan/merge-plan.js';
 import { planModelFolder, planWidenedConfigs, type ModelFolderPlan } from '../plan/model-folder.js';
 import { resolveTiedEmbeddings } from '../plan/tied-embeddings.js';
-import { badArgument, checkDtypeName, checkImportanceArgument, checkSignal, checkInputFileSet, checkList, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
+import { badArgument, checkDtypeName, checkImportanceArgument, checkSignal, checkInputFileSet, checkList, checkOneTrainerCoft, checkOptions, checkWeight, isInputFileSet } from '../api-arguments.js';
 import { repeatedAdapterWarnings } from '../plan/same-adapter.js';
 import { packedModuleProblems, quantizedWeightProblems, widenedScaledProblems } from '../plan/quantized-weights.js';
 import { findScaledFp8, runtimeScales, type ScaledFp8Base } from '../formats/scaled-fp8.js';
@@ -34,6 +34,13 @@ export interface AdapterInput {
   files: InputFileSet;
   /** The user's weight for this adapter (default 1; negative subtracts). */
   weight?: number;
+  /**
+   * For a OneTrainer OFT file saved without its training config by a OneTrainer that had COFT
+   * (14 November 2025 – 10 May 2026), which is refused without it: how it was trained. false, COFT
+   * off; true, on at OneTrainer's default coft_eps (1e-4); a number, on at that coft_eps. A file's
+   * own `ot_config` wins; other files ignore it.
+   */
+  oneTrainerCoft?: boolean | number;
 }
 
 /** The opened inputs and their plan, ready for {@link mergeModel}. */
@@ -137,9 +144,10 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
   adapterInputs.forEach((input, i) => {
     const what = `prepareMerge: adapters[${i}]`;
     if (isInputFileSet(input)) throw badArgument(`${what} is an InputFileSet; give { files: theSet, weight }`);
-    checkOptions(what, input, ['files', 'weight'], { source: 'an adapter here is { files: an InputFileSet, weight }', weights: 'did you mean "weight"?' });
+    checkOptions(what, input, ['files', 'weight', 'oneTrainerCoft'], { source: 'an adapter here is { files: an InputFileSet, weight }', weights: 'did you mean "weight"?' });
     checkInputFileSet(`${what}.files`, input.files);
     checkWeight(`${what}.weight (${input.files.name})`, input.weight);
+    checkOneTrainerCoft(`${what}.oneTrainerCoft (${input.files.name})`, input.oneTrainerCoft);
   });
   const signal = options.signal;
   // Between the phases and the modules, the event loop gets a turn (a Ctrl-C handler, an abort()).
@@ -159,7 +167,8 @@ export async function prepareMerge(baseFiles: InputFileSet, adapterInputs: reado
     for (const input of adapterInputs) {
       await pacer.tick();
       // The base decides which rule some diffusers-named files follow (ParsedAdapter.flux1Refusal).
-      adapters.push({ adapter: await openAdapter(input.files, pacer, { baseDecides: true }), weight: input.weight ?? 1, files: input.files });
+      const coft = input.oneTrainerCoft !== undefined ? { oneTrainerCoft: input.oneTrainerCoft } : {};
+      adapters.push({ adapter: await openAdapter(input.files, pacer, { baseDecides: true, ...coft }), weight: input.weight ?? 1, files: input.files });
     }
     // An adapter whose config names another model family than the base's config.json: said, not refused.
     const identityWarnings: string[] = [];

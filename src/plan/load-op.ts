@@ -6,12 +6,12 @@
  * placement when a layout gave one.
  */
 import { decodeToF32, DTYPE_BYTES, encodeFromF32, type FloatDType } from '../dtype.js';
-import type { FloatTensorBytes, LowRankTerm, MergeOp, RowSegment } from '../engine/merge-op.js';
+import type { FloatTensorBytes, LowRankTerm, MergeOp, RowPlacement, RowSegment } from '../engine/merge-op.js';
 import type { PermutedBlocksStep, RotateStep, UpdateStep } from '../engine/update-steps.js';
 import type { DeltaDims, ModulePiece } from '../formats/algorithms/index.js';
 import { MergeError } from '../errors.js';
 import { loadModuleUpdate } from '../formats/algorithms/index.js';
-import { gloraBiasPath } from '../formats/algorithms/peft-glora.js';
+import { gloraBiasPath, peftGlora } from '../formats/algorithms/peft-glora.js';
 import { expertTerms } from './fused-experts.js';
 import { transposedBlockTerms } from './transposed-blocks.js';
 import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
@@ -27,8 +27,55 @@ export interface RowRange {
 /** The update as the engine's sequence of steps, read once per tensor (see load-steps.ts). */
 export async function loadUpdateSteps(update: TensorUpdate): Promise<LoadedStep[]> {
   const pieces: UpdatePiece[] = [];
-  for (const term of update.terms) pieces.push(...await termPieces(update, term));
+  const gloraTerms = update.terms.filter((t) => t.module.algorithm === peftGlora.name).length;
+  // PEFT GLoRA adapters of one merge: GloraLayer.merge forms each one's W ⊙ A from the same W
+  // (the original W0), not from the weight the one before it changed: their maps become one, at the
+  // place of the first, and their added parts follow.
+  let joint: { at: number; maps: UpdatePiece[] } | undefined;
+  for (const term of update.terms) {
+    const own = await termPieces(update, term);
+    if (gloraTerms < 2 || term.module.algorithm !== peftGlora.name) {
+      pieces.push(...own);
+      continue;
+    }
+    if (!joint) {
+      joint = { at: pieces.length, maps: [] };
+      pieces.push({ kind: 'low-rank', term: { a: { dtype: 'F32', data: new Uint8Array(0) }, b: { dtype: 'F32', data: new Uint8Array(0) }, rank: 0, scale: 0 } });
+    }
+    for (const p of own) (p.kind === 'step' ? joint.maps : pieces).push(p);
+  }
+  if (joint) pieces[joint.at] = { kind: 'step', step: jointHadamard(joint.maps, update) };
   return assembleSteps(pieces);
+}
+
+/**
+ * GLoRA maps of W, each V += s·V ⊙ (B·A) or V ⊙= 1 + s·a per row (a vector or constant A), as one
+ * V += V ⊙ Σ s_k·M_k: the factors stacked, each B scaled by its s, a row scaling as the column s·a
+ * times a row of ones.
+ */
+function jointHadamard(maps: readonly UpdatePiece[], update: TensorUpdate): Extract<UpdateStep, { kind: 'hadamard' }> {
+  const inF = update.inFeatures, out = update.outFeatures;
+  const parts: { a: Float32Array; b: Float32Array; rank: number }[] = [];
+  for (const p of maps) {
+    const step = p.kind === 'step' ? p.step : undefined;
+    if (step?.kind === 'hadamard') {
+      const s = step.scale;
+      parts.push({ a: f32(step.a), b: f32(step.b).map((x) => s * x), rank: step.rank });
+    } else if (step?.kind === 'scale' && step.axis === 'out' && step.exact) {
+      parts.push({ a: new Float32Array(inF).fill(1), b: Float32Array.from(step.exact, (x) => x - 1), rank: 1 });
+    } else {
+      throw new MergeError('PLAN_INVALID', `${update.baseKey}: a GLoRA update of kind ${step?.kind ?? p.kind} cannot join the other GLoRA adapters' maps`);
+    }
+  }
+  const rank = parts.reduce((n, x) => n + x.rank, 0);
+  const a = new Float32Array(rank * inF), b = new Float32Array(out * rank);
+  let at = 0;
+  for (const x of parts) {
+    a.set(x.a, at * inF);
+    for (let o = 0; o < out; o++) b.set(x.b.subarray(o * x.rank, (o + 1) * x.rank), o * rank + at);
+    at += x.rank;
+  }
+  return { kind: 'hadamard', a: { dtype: 'F32', data: new Uint8Array(a.buffer) }, b: { dtype: 'F32', data: new Uint8Array(b.buffer) }, rank, scale: 1 };
 }
 
 /**
@@ -52,6 +99,12 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
     }
     if (t.columns && p.kind !== 'low-rank') {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its columns in another order`);
+    }
+    // A map that treats rows apart on the tensors holding a fused module's rows (the plan's splitRows):
+    // maps of the inputs as they are, per-row parts cut to this tensor's rows.
+    const cut = t.placement && t.module.update.kind === 'transform' ? t.placement : undefined;
+    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in'))) {
+      throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its ${p.kind} update of the output rows cannot land on part of ${update.baseKey}`);
     }
     switch (p.kind) {
       case 'low-rank': {
@@ -78,13 +131,14 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
         // IA3's 1 + s·w is computed, not read: carried in float64 (as DoRA's factors are), so no f32
         // rounding of it enters the result. Rounded to f32 here, it moved W·(1 + s·w) across a
         // rounding tie of f16 (a fuzz case: 0.00498199… written as 0.00498581…).
-        const exact = perChannel(Float64Array.from(f32(p.w), (w) => 1 + s * (p.factor ? w - 1 : w)), axisLength(p.axis), t);
+        const computed = Float64Array.from(f32(p.w), (w) => 1 + s * (p.factor ? w - 1 : w));
+        const exact = cut && p.axis === 'out' ? placedRowValues(computed, cut, update.outFeatures, t) : perChannel(computed, axisLength(p.axis), t);
         const factors = Float32Array.from(exact);
         out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact } });
         break;
       }
       case 'fixed-scale': {
-        const factors = perChannel(f32(p.factors), axisLength(p.axis), t);
+        const factors = cut && p.axis === 'out' ? placedRowValues(f32(p.factors), cut, update.outFeatures, t) : perChannel(f32(p.factors), axisLength(p.axis), t);
         out.push({ kind: 'step', step: { kind: 'scale', axis: p.axis, factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) } } });
         break;
       }
@@ -104,7 +158,7 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
         break;
       case 'rotate':
       case 'permuted-rotate':
-        out.push({ kind: 'step', step: rotationStep(p, s) });
+        out.push({ kind: 'step', step: rotationStep(cut && p.kind === 'rotate' && p.axis === 'out' ? placedBlocks(p, cut, update.outFeatures, t) : p, s) });
         break;
     }
   }
@@ -119,6 +173,28 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
 }
 
 const f32 = (t: FloatTensorBytes): Float32Array => Float32Array.from(decodeToF32(t.data, t.dtype));
+
+/**
+ * One value per row of ΔW (per channel of a conv's, repeated over its kernel) placed on the `rows`
+ * of the tensor the placement lands it on; each row the placement names takes its ΔW row's value.
+ */
+function placedRowValues<T extends Float32Array | Float64Array>(values: T, placement: RowPlacement, rows: number, t: PlannedTerm): T {
+  const own = perChannel(values, placement.deltaRows, t);
+  const out = (own instanceof Float64Array ? new Float64Array(rows) : new Float32Array(rows)).fill(1) as T;
+  for (const g of placement.segments) out.set(own.subarray(g.src, g.src + g.count), g.dst);
+  return out;
+}
+
+/** A rotation of ΔW's output rows in blocks, cut to the blocks the placement lands on the tensor's `rows` (whole blocks: the plan checks). */
+function placedBlocks(p: Extract<ModulePiece, { kind: 'rotate' }>, placement: RowPlacement, rows: number, t: PlannedTerm): Extract<ModulePiece, { kind: 'rotate' }> {
+  const b = p.blockSize, size = b * b;
+  const delta = f32(p.delta);
+  if (delta.length !== (placement.deltaRows / b) * size) throw new MergeError('SHAPE_MISMATCH', `module "${t.moduleName}": ${delta.length / size} blocks of ${b} do not cover its ${placement.deltaRows} output rows`);
+  // Rows the module does not give this tensor are left as they are (Δ = 0).
+  const out = new Float32Array((rows / b) * size);
+  for (const g of placement.segments) out.set(delta.subarray((g.src / b) * size, ((g.src + g.count) / b) * size), (g.dst / b) * size);
+  return { ...p, delta: { dtype: 'F32', data: new Uint8Array(out.buffer) } };
+}
 
 type DenseRowReader = (rowStart: number, rowCount: number) => Promise<DenseRows>;
 
@@ -235,13 +311,22 @@ export async function loadMergeOp(
 export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, readWeight?: (key: string) => Promise<FloatTensorBytes>): Promise<MergeOp> {
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
   const steps: UpdateStep[] = [];
+  // Several GLoRA adapters: GloraLayer.merge adds each one's b0 ⊙ D to the original b0, so their
+  // scalings are one, 1 + Σ s_k·D_k, at the place of the first.
+  let gloraScale: Extract<UpdateStep, { kind: 'scale' }> | undefined;
   for (const t of update.terms) {
     if (t.glora) {
       if (!readWeight) throw new MergeError('PLAN_INVALID', `module "${t.moduleName}": its GLoRA bias path needs ${t.glora.weightKey}, which was not given`);
       const w = await readWeight(t.glora.weightKey);
       const { d, added } = await gloraBiasPath(t.file, t.glora.module, update.length, decodeToF32(w.data, w.dtype));
-      const exact = Float64Array.from(d, (x) => 1 + t.scale * x);
-      steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(exact).buffer) }, exact });
+      if (gloraScale?.exact) {
+        const exact = Float64Array.from(gloraScale.exact, (x, i) => x + t.scale * d[i]);
+        Object.assign(gloraScale, { factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(exact).buffer) }, exact });
+      } else {
+        const exact = Float64Array.from(d, (x) => 1 + t.scale * x);
+        gloraScale = { kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(exact).buffer) }, exact };
+        steps.push(gloraScale);
+      }
       const b = Float32Array.from(added);
       const term: LowRankTerm = { a: one, b: { dtype: 'F32', data: new Uint8Array(b.buffer) }, rank: 1, scale: t.scale, exact: { a: new Float64Array([1]), b: added } };
       steps.push({ kind: 'add', terms: [term] });

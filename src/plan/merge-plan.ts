@@ -492,9 +492,18 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
       // A dense ΔW (a full diff, a kron of full factors) is placed by rows as a low-rank one is, or
       // transposed (load-op.ts placedDenseRows); columns in another order are a low-rank update's alone.
       const denseFits = module.update.kind === 'dense' && !module.experts && location.targets.every((t) => !t.columns);
-      if (module.update.kind !== 'low-rank' && !denseFits && inParts) {
+      // A map that treats rows apart (OFT rotating a fused qkv's inputs) is the same map on each
+      // tensor that holds some of the module's rows, when each holds all its own rows from it.
+      const splitMap = module.update.kind === 'transform' && module.update.splitRows === true && !module.experts
+        && location.targets.every((t) => !t.columns && !t.transposedBlocks && !t.stacked);
+      if (module.update.kind !== 'low-rank' && !denseFits && inParts && !splitMap) {
         fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a module ${landing} (${targets}) is not supported`);
         continue;
+      }
+      if (splitMap && inParts && module.deltaShape[0] === -1 && location.targets.every((t) => t.rows)) {
+        // Rows the module leaves to the base (OneTrainer's and PEFT's OFT): as many as its tensors' placements take.
+        const rows = Math.max(...location.targets.flatMap((t) => t.rows!.map((g) => g.src + g.count)));
+        module = { ...module, deltaShape: [rows, ...module.deltaShape.slice(1)] };
       }
       // Expert parameters are placed per expert (fitExperts checks each target's shape).
       const unplaced = module.experts ? expertRowsProblem(location.targets) : unplacedRows(location.targets, module.deltaShape[0]);
@@ -629,6 +638,14 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
           view = viewOf(module, target, widened.shape, stored?.shapeNote ? fail : misfit, stored?.shapeNote, shown);
         }
         if (!view) continue;
+        if (splitMap && inParts) {
+          const why = splitMapProblem(module, view, baseKey);
+          if (why) {
+            fail('UNSUPPORTED_FORMAT', `${moduleTitle(module)} on a module ${landing} (${targets}): ${why}`);
+            // One line for the module: the merge stops at it.
+            break;
+          }
+        }
         // One tensor is merged in one view: a module seeing it in other rows (an expert's Linear on
         // half of a fused slab, strided rows) cannot join the terms of one seeing it otherwise.
         const earlierView = updates.get(baseKey);
@@ -1137,6 +1154,26 @@ function withBaseDims(delta: readonly number[], shape: readonly number[]): numbe
  * target that is a copy of the others aside): a LoRA whose up factor has more or fewer rows than
  * the slices it names is the wrong shape, not a partial update. Returns why not, or null.
  */
+/**
+ * Why a map that treats rows apart cannot land on `baseKey` through the view's placement, or null:
+ * it maps every row of the tensor, so the module's rows must be all of them; a rotation of runs of
+ * rowBlock output rows must find whole runs on it.
+ */
+function splitMapProblem(module: AdapterModule, view: View, baseKey: string): string | null {
+  const segments = view.placement?.segments ?? [{ src: 0, dst: 0, count: view.outFeatures }];
+  const covered = segments.map((g) => [g.dst, g.dst + g.count]).sort((x, y) => x[0] - y[0]);
+  let next = 0;
+  for (const [from, to] of covered) {
+    if (from !== next) break;
+    next = to;
+  }
+  if (next !== view.rows) return `it maps every row of ${baseKey}, which takes only ${segments.reduce((n, g) => n + g.count, 0)} of its ${view.rows} rows from this module`;
+  const run = module.update.kind === 'transform' ? module.update.rowBlock ?? 1 : 1;
+  const cut = segments.find((g) => g.src % run !== 0 || g.dst % run !== 0 || g.count % run !== 0);
+  if (cut) return `it rotates runs of ${run} output rows, and ${baseKey} takes rows ${cut.src}–${cut.src + cut.count - 1} of it, which cut a run`;
+  return null;
+}
+
 function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
   if (targets.length === 1 && !targets[0].rows && !targets[0].transposedBlocks) return null;
   // A copy of what the other targets hold gets ΔW again.
@@ -1292,11 +1329,17 @@ function planBias(
   }
   let glora: GloraBiasTerm | undefined;
   if (kind === 'glora') {
-    // W·C reads the layer's weight as the base stores it: a plain float (out, in) tensor, the whole layer.
+    // W·C reads the layer's weight, the whole layer, as the weight's merge starts from it: its stored
+    // floats (F32, F16, BF16, fp8 without a scale), or a GGUF block type dequantized as the merge
+    // dequantizes it. Weights whose values are stored times a scale are not read so.
     const w = base.tensors.get(weightKey)!;
-    const plain = (w.dtype === 'F32' || w.dtype === 'F16' || w.dtype === 'BF16') && w.storedType === w.dtype && w.shape.length === 2;
+    const valueScale = scaledWeight(base, weightKey);
+    const storedAs = w.storedType ?? w.dtype;
+    const readable = isFloatDType(storedAs) ? w.dtype === storedAs : !base.quantizedAs?.has(weightKey);
+    const plain = readable && !valueScale && w.shape.length === 2;
     if (!plain || own || ownBase.has(weightKey) || term.placement || w.shape[0] !== baseOut) {
-      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own F32, F16 or BF16 (out, in) tensor (here ${w.storedType} ${fmt(w.shape)}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
+      const stored = valueScale ? valueScale.label : `${storedAs} ${fmt(w.shape)}`;
+      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own (out, in) tensor of floats (F32, F16, BF16, fp8 without a scale) or GGUF blocks (here ${stored}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
     }
     if (module.deltaShape[1] !== -1 && module.deltaShape[1] !== w.shape[1]) {
       return fail('SHAPE_MISMATCH', `GLoRA bias path's C has ${module.deltaShape[1]} rows, ${weightKey} ${fmt(w.shape)} has ${w.shape[1]} inputs`);

@@ -48,6 +48,8 @@ export interface InMemoryAdapter {
   /** Its input's name; `adapter<i>` by default. */
   name?: string;
   weight?: number;
+  /** AdapterInput.oneTrainerCoft. */
+  oneTrainerCoft?: boolean | number;
 }
 
 export interface InMemoryMerge {
@@ -90,7 +92,7 @@ export async function mergeFileInMemory(m: InMemoryMerge): Promise<{ bytes: Uint
 
 function prepareInMemory(m: Pick<InMemoryMerge, 'base' | 'baseName' | 'adapters'>): Promise<PreparedMerge> {
   return prepareMerge(memoryInputFileSet(m.base, m.baseName ?? 'base'),
-    m.adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, a.name ?? `adapter${i}`), weight: a.weight ?? 1 })));
+    m.adapters.map((a, i) => ({ files: memoryInputFileSet(a.files, a.name ?? `adapter${i}`), weight: a.weight ?? 1, ...(a.oneTrainerCoft !== undefined ? { oneTrainerCoft: a.oneTrainerCoft } : {}) })));
 }
 
 /**

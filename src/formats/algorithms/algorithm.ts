@@ -25,14 +25,18 @@ import type { SafetensorsFile, TensorEntry } from '../safetensors-types.js';
  *   (in, out) (scalings and rotations do; GLoRA's W·a1·a2 does not). `block`: the size of the
  *   square blocks it turns into rotations (checked against MAX_ROTATION_BLOCK before any is read).
  *   `squareKernel`: sized, as its tool builds it, for a conv's in·kh² inputs (kernel_size[0] twice),
- *   so refused on a conv whose kh ≠ kw, where that tool cannot run or merge it.
+ *   so refused on a conv whose kh ≠ kw, where that tool cannot run or merge it. `splitRows`: the map
+ *   treats each output row apart (a rotation or scaling of the inputs, a scale per output row) or
+ *   runs of `rowBlock` rows apart (a block rotation of the outputs), so a fused module (`qkv`) on
+ *   several tensors each holding its rows (`to_q`, `to_k`, `to_v`) is the same map on each, its
+ *   per-row parts cut to the rows each holds.
  * - `none`: W is left as it is; the module only patches its bias (ComfyUI's `diff_b` alone).
  */
 export type UpdateShape =
   | { kind: 'none' }
   | { kind: 'low-rank'; rank: number }
   | { kind: 'dense' }
-  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number; squareKernel?: boolean };
+  | { kind: 'transform'; cost: number; rowBlock?: number; anyLayout?: boolean; block?: number; squareKernel?: boolean; splitRows?: boolean };
 
 /**
  * One part of a module's update as loaded for the engine, for a module scale s (user weight · the

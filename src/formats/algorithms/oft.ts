@@ -57,7 +57,7 @@ export const oft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', `has "${rescale.name}" under ComfyUI's key names: ComfyUI, which reads such files, ignores rescale when it merges them (Load LoRA) and applies it in its bypass loader, so the change this file was trained to make cannot be told; remove the tensor to merge it as ComfyUI's Load LoRA applies it`);
       return null;
     }
-    const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b });
+    const module = lycorisOftModule(context, oft.name, blocks, rescale, out, { kind: 'transform', cost: b, rowBlock: b, block: b, splitRows: true });
     return comfy ? { ...module, options: { comfyRule: true }, weightSquared: COMFY_WEIGHT } : module;
   },
 

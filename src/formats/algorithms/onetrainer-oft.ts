@@ -17,7 +17,8 @@
  * skew blocks in place at every forward, ‖Q_k‖ capped at coft_eps/√r (`_project_batch`); its Conv2d
  * forward formed R from the weight as it stood, unprojected. The setting lives in the training config,
  * which the file holds only when saved with it (`ot_config`, include_train_config): read from there
- * (oneTrainerOftOptions), and applied as OneTrainer did, Linear layers alone.
+ * (oneTrainerOftOptions), or, for a file saved without it, from the user (`--onetrainer-coft`,
+ * OpenAdapterOptions.oneTrainerCoft), and applied as OneTrainer did, Linear layers alone.
  *
  * What cannot be told is refused, not guessed: a module without the Scaled OFT marker (which proves
  * OneTrainer from 29 May 2026: current series, no COFT) in a file whose `ot_revision` names no commit
@@ -96,10 +97,14 @@ export const onetrainerOft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', `is OneTrainer's OFT in a file ${said}: OneTrainer built its rotations as I + 2Q + 2Q² + 2Q³ + 2Q⁴ in its first OFT commits (14–15 November 2025) and as I + 2Q + 2Q² + 2Q³ + Q⁴ since b46986d6, and the file does not say which; add the OneTrainer commit it was trained with (\`git rev-parse --short HEAD\` in OneTrainer's folder) as ot_revision to the file's metadata`);
       return null;
     }
-    if (scaled !== 1 && (period === FIRST_SERIES || period === WITH_COFT) && o?.onetrainer_config !== true) {
-      context.report('UNSUPPORTED_FORMAT', 'is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata');
+    const hadCoft = scaled !== 1 && (period === FIRST_SERIES || period === WITH_COFT);
+    // The user's word on COFT stands in for a training config the file was saved without.
+    const userCoft = hadCoft && o?.onetrainer_config !== true && o?.onetrainer_user_coft === true;
+    if (hadCoft && o?.onetrainer_config !== true && !userCoft) {
+      context.report('UNSUPPORTED_FORMAT', 'is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on (coft_eps 1e-4, OneTrainer\'s default) or --onetrainer-coft EPS');
       return null;
     }
+    const coftEps = o?.onetrainer_config === true ? o.onetrainer_coft_eps : userCoft ? o?.onetrainer_user_coft_eps : undefined;
     return {
       ...moduleBasics(context),
       algorithm: onetrainerOft.name,
@@ -110,12 +115,12 @@ export const onetrainerOft: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: b, block: b },
+      update: { kind: 'transform', cost: b, block: b, splitRows: true },
       fanInFanOut: false,
       options: {
         scaled: scaled === 1,
         ...(scaled !== 1 && period === FIRST_SERIES ? { firstSeries: true } : {}),
-        ...(o?.onetrainer_coft_eps !== undefined ? { coftEps: o.onetrainer_coft_eps } : {}),
+        ...(typeof coftEps === 'number' ? { coftEps } : {}),
       },
     };
   },
@@ -161,16 +166,27 @@ export const onetrainerOft: Algorithm = {
   },
 };
 
+/** OneTrainer's default coft_eps (TrainConfig), where a config or the user turns COFT on without one. */
+export const ONETRAINER_COFT_EPS = 1e-4;
+
 /**
  * The module options a OneTrainer file's header gives its OFT modules: `onetrainer_period` (which
  * OneTrainer saved it, from `ot_revision`; `onetrainer_revision_text` where that names no commit),
  * `onetrainer_config` where its training config (`ot_config`) was saved with it, and
- * `onetrainer_coft_eps` where that config trained OFT_2 with COFT on.
+ * `onetrainer_coft_eps` where that config trained OFT_2 with COFT on. `coft`, the user's word on
+ * how a file without its config was trained (OpenAdapterOptions.oneTrainerCoft: false off, true on
+ * at OneTrainer's default ε, a number on at that ε), becomes `onetrainer_user_coft` (and
+ * `onetrainer_user_coft_eps`), read only where the file has no config and was saved by a
+ * OneTrainer that had COFT.
  */
-export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>): Record<string, number | boolean> {
+export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>, coft?: boolean | number): Record<string, number | boolean> {
   const revision = metadata.ot_revision;
   const options: Record<string, number | boolean> = { onetrainer_period: typeof revision === 'string' ? revisionPeriod(revision) : UNKNOWN };
   if (typeof revision === 'string' && options.onetrainer_period === UNKNOWN) options.onetrainer_revision_text = true;
+  if (coft !== undefined) {
+    options.onetrainer_user_coft = true;
+    if (coft !== false) options.onetrainer_user_coft_eps = coft === true ? ONETRAINER_COFT_EPS : coft;
+  }
   const text = metadata.ot_config;
   if (typeof text !== 'string') return options;
   let config: unknown;
@@ -184,6 +200,6 @@ export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>)
   const c = config as Record<string, unknown>;
   if (c.peft_type !== 'OFT_2' || c.oft_coft !== true) return options;
   // OneTrainer's default coft_eps (TrainConfig) where the config leaves it out.
-  options.onetrainer_coft_eps = typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : 1e-4;
+  options.onetrainer_coft_eps = typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : ONETRAINER_COFT_EPS;
   return options;
 }

@@ -54,7 +54,7 @@ export const peftBoft: Algorithm = {
       scale: 1,
       tensors: { r, s },
       // PEFT sizes boft_R for a conv's in·kh² inputs and views the weight so when it merges: square kernels only.
-      update: { kind: 'transform', cost: factors * h, block: h, squareKernel: true },
+      update: { kind: 'transform', cost: factors * h, block: h, squareKernel: true, splitRows: true },
       fanInFanOut: false,
     };
   },

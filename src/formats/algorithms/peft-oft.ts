@@ -65,7 +65,7 @@ export const peftOft: Algorithm = {
       tensors: { weight },
       // PEFT sizes a conv's rotation for in·kh² inputs and views the weight so when it merges, which
       // holds only for a square kernel (shared blocks would otherwise fit any kernel).
-      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : { squareKernel: true }) },
+      update: { kind: 'transform', cost: b, block: b, ...(embedding ? { anyLayout: true } : { squareKernel: true, splitRows: true }) },
       fanInFanOut: false,
       options,
     };

@@ -1,0 +1,247 @@
+/**
+ * OFT modules trained on a fused projection (Flux's `double_blocks.N.img_attn.qkv`, q, k and v
+ * stacked by rows, and `single_blocks.N.linear1`, q, k, v and the MLP's input) merged into a base that
+ * holds those rows as separate tensors (diffusers' `transformer_blocks.N.attn.to_q/to_k/to_v`,
+ * `single_transformer_blocks.N.attn.to_q/…/proj_mlp`).
+ *
+ * OneTrainer's OFT rotates the layer's inputs, W' = W·Rᵀ per block of inputs: every output row is
+ * mapped alike, so each split tensor, which holds some of the fused layer's rows over the same
+ * inputs, is rotated by the same R. LyCORIS's diag-OFT rotates the outputs in blocks of b rows,
+ * W'_k = (s·R_k − s·I + I)ᵀ·W_k with Q scaled to norm α·out over all the fused module's blocks, then
+ * every row times `rescale`: each split tensor takes the blocks and rescale values of its own rows,
+ * which is exact where no block straddles two tensors; one that does is refused. PEFT's OFT and BOFT
+ * rotate the inputs too (W' = (R·Wᵀ)ᵀ, BOFT's times boft_s per output row, cut likewise). The truth is each
+ * tool's formula on the fused weight in float64, then cut into the split tensors' rows.
+ */
+import { describe, expect, it } from 'vitest';
+import { FLUX, fluxBflTensors, fluxDiffusersTensors, tensor } from './helpers/diffusion-fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
+import { peftFolder } from './helpers/hf-folder.js';
+import { ulpOf } from './helpers/merge-truth.js';
+
+const rand = seededRandom(20261208);
+const { h } = FLUX;
+const base = fluxDiffusersTensors(rand, 'BF16');
+const BASE_FILE = 'diffusion_pytorch_model.safetensors';
+const FILE = 'flux_oft.safetensors';
+
+// The split tensors a fused module's rows land on, in the fused order, with their row counts.
+const QKV = ['to_q', 'to_k', 'to_v'].map((p) => ({ key: `transformer_blocks.0.attn.${p}.weight`, rows: h }));
+const LINEAR1 = [...['to_q', 'to_k', 'to_v'].map((p) => ({ key: `single_transformer_blocks.0.attn.${p}.weight`, rows: h })), { key: 'single_transformer_blocks.0.proj_mlp.weight', rows: 4 * h }];
+
+const values = (tensors: readonly FixtureTensor[], name: string) => Float64Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
+
+function matmul(x: Float64Array, y: Float64Array, b: number): Float64Array {
+  const z = new Float64Array(b * b);
+  for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) for (let k = 0; k < b; k++) z[i * b + j] += x[i * b + k] * y[k * b + j];
+  return z;
+}
+
+/** inv(M) for a b × b matrix, by Gauss–Jordan elimination with partial pivoting. */
+function inverse(m: Float64Array, b: number): Float64Array {
+  const a = Array.from({ length: b }, (_, i) => [...m.subarray(i * b, i * b + b), ...Array.from({ length: b }, (_, j) => (i === j ? 1 : 0))]);
+  for (let c = 0; c < b; c++) {
+    let p = c;
+    for (let r = c + 1; r < b; r++) if (Math.abs(a[r][c]) > Math.abs(a[p][c])) p = r;
+    [a[c], a[p]] = [a[p], a[c]];
+    const d = a[c][c];
+    a[c] = a[c].map((x) => x / d);
+    for (let r = 0; r < b; r++) if (r !== c) a[r] = a[r].map((x, j) => x - a[r][c] * a[c][j]);
+  }
+  return Float64Array.from(a.flatMap((row) => row.slice(b)));
+}
+
+/** The fused weight: the split tensors' rows stacked in the fused order. */
+function fused(parts: readonly { key: string }[]): Float64Array {
+  return Float64Array.from(parts.flatMap((p) => [...values(base, p.key)]));
+}
+
+/** The fused truth cut back into the split tensors. */
+function cut(w: Float64Array, parts: readonly { key: string; rows: number }[]): Map<string, Float64Array> {
+  const out = new Map<string, Float64Array>();
+  let at = 0;
+  for (const p of parts) {
+    out.set(p.key, w.slice(at * h, (at + p.rows) * h));
+    at += p.rows;
+  }
+  return out;
+}
+
+/**
+ * OneTrainer's OFT on the fused weight: R_k = I + 2Q + 2Q² + 2Q³ + Q⁴ from row k of oft_R (the one row
+ * for every block when it has one), W'[o, kb + c] = Σ_j W[o, kb + j]·R_k[c][j].
+ */
+function oneTrainerTruth(w: Float64Array, rows: Float64Array, b: number): Float64Array {
+  const n = (b * (b - 1)) / 2;
+  const rotation = (row: Float64Array) => {
+    const q = new Float64Array(b * b);
+    let at = 0;
+    for (let i = 0; i < b; i++) for (let j = i + 1; j < b; j++) { q[i * b + j] = row[at]; q[j * b + i] = -row[at]; at++; }
+    const q2 = matmul(q, q, b), q3 = matmul(q2, q, b), q4 = matmul(q3, q, b);
+    return q.map((_, i) => (Math.floor(i / b) === i % b ? 1 : 0) + 2 * q[i] + 2 * q2[i] + 2 * q3[i] + q4[i]);
+  };
+  const out = w.slice();
+  for (let o = 0; o < w.length / h; o++) {
+    for (let k = 0; k < h / b; k++) {
+      const r = rotation(rows.length === n ? rows : rows.subarray(k * n, (k + 1) * n));
+      for (let c = 0; c < b; c++) {
+        let sum = 0;
+        for (let j = 0; j < b; j++) sum += w[o * h + k * b + j] * r[c * b + j];
+        out[o * h + k * b + c] = sum;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * PEFT's BOFT with one butterfly factor on the fused weight: R_k = (I − S)(I + S)⁻¹, S = ½(A_k − A_kᵀ)
+ * per block of inputs, W' = (R·Wᵀ)ᵀ ⊙ boft_s: W'[o, kb + c] = boft_s[o]·Σ_j W[o, kb + j]·R_k[c][j].
+ */
+function boftTruth(w: Float64Array, blocks: Float64Array, b: number, scales: Float64Array): Float64Array {
+  const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
+  const rotations = Array.from({ length: h / b }, (_, k) => {
+    const a = blocks.subarray(k * b * b, (k + 1) * b * b);
+    const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
+    return matmul(sk.map((x, i) => eye(i) - x), inverse(sk.map((x, i) => eye(i) + x), b), b);
+  });
+  const out = w.slice();
+  for (let o = 0; o < w.length / h; o++) {
+    for (let k = 0; k < h / b; k++) {
+      for (let c = 0; c < b; c++) {
+        let sum = 0;
+        for (let j = 0; j < b; j++) sum += w[o * h + k * b + j] * rotations[k][c * b + j];
+        out[o * h + k * b + c] = sum * scales[o];
+      }
+    }
+  }
+  return out;
+}
+
+/** LyCORIS's diag-OFT on the fused weight: Q = B − Bᵀ scaled to α·out, R = (I + Q)(I − Q)⁻¹, W'_k = (s·R − s·I + I)ᵀ·W_k, then rows × rescale. */
+function lycorisTruth(w: Float64Array, blocks: Float64Array, b: number, alpha: number, s: number, rescale?: Float64Array): Float64Array {
+  const n = blocks.length / (b * b), out = n * b;
+  const q = blocks.map((_, i) => {
+    const k = Math.floor(i / (b * b)), r = Math.floor(i / b) % b, c = i % b;
+    return blocks[i] - blocks[k * b * b + c * b + r];
+  });
+  const norm = Math.sqrt(q.reduce((a, x) => a + x * x, 0)) + 1e-8;
+  const f = norm > alpha * out ? (alpha * out) / norm : 1;
+  const result = new Float64Array(w.length);
+  for (let k = 0; k < n; k++) {
+    const qk = q.subarray(k * b * b, (k + 1) * b * b).map((x) => x * f);
+    const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
+    const r = matmul(qk.map((x, i) => x + eye(i)), inverse(qk.map((x, i) => eye(i) - x), b), b);
+    const m = r.map((x, i) => s * x - s * eye(i) + eye(i));
+    for (let mm = 0; mm < b; mm++) {
+      for (let c = 0; c < h; c++) {
+        let sum = 0;
+        for (let nn = 0; nn < b; nn++) sum += m[nn * b + mm] * w[(k * b + nn) * h + c];
+        result[(k * b + mm) * h + c] = rescale ? sum * rescale[k * b + mm] : sum;
+      }
+    }
+  }
+  return result;
+}
+
+/** Every split tensor is its truth rounded once (within one ulp), every other tensor copied unchanged. */
+function expectMerged(merged: Map<string, DecodedTensor>, truth: Map<string, Float64Array>, what: string): void {
+  expect([...merged.keys()].sort()).toEqual(base.map((t) => t.name).sort());
+  for (const t of base) {
+    const got = merged.get(t.name)!;
+    const want = truth.get(t.name);
+    if (!want) {
+      expect([...got.values], `${what}: ${t.name} is copied unchanged`).toEqual([...values(base, t.name)]);
+      continue;
+    }
+    let changed = 0;
+    for (let i = 0; i < want.length; i++) {
+      if (got.values[i] !== (t.data as ArrayLike<number>)[i]) changed++;
+      if (got.values[i] === roundForDType(want[i], t.dtype)) continue;
+      expect(Math.abs(got.values[i] - want[i]), `${what}: ${t.name}[${i}]: got ${got.values[i]}, truth ${want[i]}`).toBeLessThanOrEqual(ulpOf(want[i], t.dtype));
+    }
+    expect(changed, `${what}: ${t.name} changed`).toBeGreaterThan(want.length / 2);
+  }
+}
+
+const backends = mergeBackends({ cpu: 'both' });
+const OT_HEADER = { 'modelspec.architecture': 'Flux.1-dev/lora', ot_branch: 'master', ot_revision: 'e928ddab' };
+const adapter = (tensors: FixtureTensor[], weight = 1, metadata: Record<string, string> = {}) => [{ name: FILE, files: { [FILE]: buildSafetensors(tensors, metadata) }, weight }];
+const merge = (name: string, tensors: FixtureTensor[], weight = 1, metadata: Record<string, string> = {}) =>
+  mergeInMemory({ backend: backends[name]!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: adapter(tensors, weight, metadata) });
+
+// OneTrainer (KOHYA names): qkv in blocks of 4 (2 rows over h = 8 inputs), linear1 one shared block of 8.
+const otQkv = tensor(rand, 'lora_unet_double_blocks_0_img_attn_qkv.oft_R.weight', [2, 6], 'BF16', 0.3);
+const otLinear1 = tensor(rand, 'lora_unet_single_blocks_0_linear1.oft_R.weight', [1, 28], 'BF16', 0.2);
+// LyCORIS diag-OFT: qkv's 24 rows in 6 blocks of 4 with rescale; linear1's 56 rows in 14 blocks of 4.
+const lyQkv = tensor(rand, 'lycoris_double_blocks_0_img_attn_qkv.oft_blocks', [6, 4, 4], 'BF16', 0.3);
+const lyQkvAlpha: FixtureTensor = { name: 'lycoris_double_blocks_0_img_attn_qkv.alpha', dtype: 'F32', shape: [], data: [0.01] }; // κ = 0.24 < ‖Q‖: capped
+const lyRescale = { ...tensor(rand, 'lycoris_double_blocks_0_img_attn_qkv.rescale', [24, 1], 'BF16', 0.2) };
+lyRescale.data = Float32Array.from(lyRescale.data as ArrayLike<number>, (x) => roundForDType(1 + x, 'BF16'));
+const lyLinear1 = tensor(rand, 'lycoris_single_blocks_0_linear1.oft_blocks', [14, 4, 4], 'BF16', 0.1);
+const lyLinear1Alpha: FixtureTensor = { name: 'lycoris_single_blocks_0_linear1.alpha', dtype: 'F32', shape: [], data: [1] };
+
+describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
+  it('OneTrainer OFT on Flux img_attn.qkv and linear1: the same input rotation on each of to_q/to_k/to_v (and proj_mlp)', async (ctx) => {
+    if (!backends[name]) return ctx.skip();
+    const { tensors } = await merge(name, [otQkv, otLinear1], 1, OT_HEADER);
+    const truth = new Map([
+      ...cut(oneTrainerTruth(fused(QKV), values([otQkv], otQkv.name), 4), QKV),
+      ...cut(oneTrainerTruth(fused(LINEAR1), values([otLinear1], otLinear1.name), 8), LINEAR1),
+    ]);
+    expectMerged(tensors, truth, 'onetrainer');
+  });
+
+  it.for([1, 0.5])('LyCORIS diag-OFT on Flux img_attn.qkv (capped at α·24, rescale cut in thirds) and linear1 at weight %d', async (weight, ctx) => {
+    if (!backends[name]) return ctx.skip();
+    const { tensors } = await merge(name, [lyQkv, lyQkvAlpha, lyRescale, lyLinear1, lyLinear1Alpha], weight);
+    const truth = new Map([
+      ...cut(lycorisTruth(fused(QKV), values([lyQkv], lyQkv.name), 4, 0.01, weight, values([lyRescale], lyRescale.name)), QKV),
+      ...cut(lycorisTruth(fused(LINEAR1), values([lyLinear1], lyLinear1.name), 4, 1, weight), LINEAR1),
+    ]);
+    expectMerged(tensors, truth, `lycoris weight ${weight}`);
+  });
+});
+
+describe('PEFT folders in BFL\'s names (base_model.model.double_blocks.0.img_attn.qkv) on the diffusers base', () => {
+  const peftMerge = (config: object, tensors: FixtureTensor[]) =>
+    mergeInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: [{ name: 'peft', files: peftFolder(config, tensors), weight: 1 }] });
+  const M = 'base_model.model.double_blocks.0.img_attn.qkv';
+  it('OFT (PEFT 0.18, 5 Cayley–Neumann terms): the same input rotation on to_q, to_k and to_v', async () => {
+    const oftR = tensor(rand, `${M}.oft_R.weight`, [2, 6], 'F32', 0.3);
+    const { tensors } = await peftMerge({ peft_type: 'OFT', r: 0, oft_block_size: 4, peft_version: '0.18.0', target_modules: ['qkv'] }, [oftR]);
+    expectMerged(tensors, cut(oneTrainerTruth(fused(QKV), values([oftR], oftR.name), 4), QKV), 'peft oft');
+  });
+  it('BOFT with one butterfly factor: the same rotation on each, boft_s cut into each tensor\'s rows', async () => {
+    const boftR = tensor(rand, `${M}.boft_R`, [1, 2, 4, 4], 'F32', 0.3);
+    const boftS = { ...tensor(rand, `${M}.boft_s`, [24, 1], 'F32', 0.2) };
+    boftS.data = Float32Array.from(boftS.data as ArrayLike<number>, (x) => Math.fround(1 + x));
+    const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: 4, boft_block_num: 0, boft_n_butterfly_factor: 1, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
+    expectMerged(tensors, cut(boftTruth(fused(QKV), values([boftR], boftR.name), 4, values([boftS], boftS.name)), QKV), 'peft boft');
+  });
+});
+
+describe('refused, naming the module', () => {
+  const refusals = (tensors: FixtureTensor[], metadata: Record<string, string> = {}) =>
+    refusalsInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: adapter(tensors, 1, metadata) });
+  it('LyCORIS diag-OFT whose blocks straddle q and k (4 blocks of 6 over 24 rows)', async () => {
+    const blocks = tensor(rand, 'lycoris_double_blocks_0_img_attn_qkv.oft_blocks', [4, 6, 6], 'BF16', 0.1);
+    expect(await refusals([blocks, lyQkvAlpha])).toEqual([
+      `${FILE}: module "lycoris_double_blocks_0_img_attn_qkv": OFT on a module that lands on part of a tensor (rows 0–7 of transformer_blocks.0.attn.to_q.weight, rows 0–7 of transformer_blocks.0.attn.to_k.weight, rows 0–7 of transformer_blocks.0.attn.to_v.weight): it rotates runs of 6 output rows, and transformer_blocks.0.attn.to_q.weight takes rows 0–7 of it, which cut a run`,
+    ]);
+  });
+  it('LyCORIS BOFT, whose butterfly mixes rows across q, k and v (its factors span all 24 rows)', async () => {
+    const blocks = tensor(rand, 'lycoris_double_blocks_0_img_attn_qkv.oft_blocks', [3, 4, 6, 6], 'BF16', 0.1);
+    const [line, ...rest] = await refusals([blocks, lyQkvAlpha]);
+    expect(rest).toEqual([]);
+    expect(line).toMatch(/module "lycoris_double_blocks_0_img_attn_qkv": BOFT on a module that lands on part of a tensor \(rows 0–7 of transformer_blocks\.0\.attn\.to_q\.weight, .*\) is not supported$/);
+  });
+  it('OneTrainer OFT on diffusers\' to_q onto BFL\'s fused qkv: the rotation would turn k and v too', async () => {
+    const bfl = fluxBflTensors(rand, 'BF16');
+    const file = [tensor(rand, 'lora_transformer_transformer_blocks_0_attn_to_q.oft_R.weight', [2, 6], 'BF16', 0.3)];
+    expect(await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'flux1-dev.safetensors': buildSafetensors(bfl) }, adapters: adapter(file, 1, OT_HEADER) })).toEqual([
+      `${FILE}: module "lora_transformer_transformer_blocks_0_attn_to_q": OFT (OneTrainer) on a module that lands on part of a tensor (rows 0–7 of double_blocks.0.img_attn.qkv.weight): it maps every row of double_blocks.0.img_attn.qkv.weight, which takes only 8 of its 24 rows from this module`,
+    ]);
+  });
+});
