@@ -333,3 +333,87 @@ describe('Gemma 4: an adapter trained on Gemma4ForCausalLM (model.layers.N…) o
     expectMerged(await merge(prepared), base, adapter, modules);
   });
 });
+
+// --- Gemma 4 Unified -----------------------------------------------------------------------------
+
+describe('Gemma 4 Unified (gemma4_unified): adapters of its text-only class, of its own class and of Gemma 4\'s', () => {
+  // google/gemma-4-12B (Gemma4UnifiedForConditionalGeneration): the language model `model.language_model.…`
+  // (3840 wide, heads of 256) and no towers; Gemma4UnifiedModel's encoder-free embedders
+  // `model.embed_vision.{patch_ln1, patch_dense, patch_ln2, pos_embedding, pos_norm}` and
+  // `….multimodal_embedder.embedding_projection` (48×48×3 = 6912-wide patches), and
+  // `model.embed_audio.embedding_projection` (640-sample frames). Scaled: text 8 wide, heads of 4,
+  // patches 12 wide, embedder 6 wide, frames 10 wide.
+  const H = 8;
+  const base: FixtureTensor[] = [
+    t('model.language_model.embed_tokens.weight', [32, H]),
+    t('model.language_model.layers.0.self_attn.q_proj.weight', [8, H]),
+    t('model.language_model.layers.0.self_attn.k_proj.weight', [4, H]),
+    t('model.language_model.layers.0.self_attn.v_proj.weight', [4, H]),
+    t('model.language_model.layers.0.self_attn.q_norm.weight', [4]),
+    t('model.language_model.layers.0.mlp.down_proj.weight', [H, 12]),
+    t('model.language_model.norm.weight', [H]),
+    t('model.embed_vision.patch_ln1.weight', [12]),
+    t('model.embed_vision.patch_ln1.bias', [12]),
+    t('model.embed_vision.patch_dense.weight', [6, 12]),
+    t('model.embed_vision.patch_dense.bias', [6]),
+    t('model.embed_vision.patch_ln2.weight', [6]),
+    t('model.embed_vision.pos_embedding', [4, 2, 6]),
+    t('model.embed_vision.pos_norm.weight', [6]),
+    t('model.embed_vision.multimodal_embedder.embedding_projection.weight', [H, 6]),
+    t('model.embed_audio.embedding_projection.weight', [H, 10]),
+  ];
+  const config = {
+    architectures: ['Gemma4UnifiedForConditionalGeneration'], model_type: 'gemma4_unified', dtype: 'bfloat16', tie_word_embeddings: true,
+    text_config: { model_type: 'gemma4_unified_text', hidden_size: H, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, intermediate_size: 12, vocab_size: 32, num_hidden_layers: 1 },
+    vision_config: { model_type: 'gemma4_unified_vision', model_patch_size: 2, mm_embed_dim: 6 }, audio_config: { model_type: 'gemma4_unified_audio', hidden_size: 10 },
+  };
+
+  it('an adapter of Gemma4UnifiedForCausalLM (model.layers.N…) lands on the language model, exactly', async () => {
+    const modules: Module[] = [
+      ['model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.layers.0.self_attn.k_proj', 'model.language_model.layers.0.self_attn.k_proj.weight', 4, H, 1],
+      ['model.layers.0.mlp.down_proj', 'model.language_model.layers.0.mlp.down_proj.weight', H, 12, 3],
+    ];
+    const adapter = loraOf(modules);
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(modules), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(modules.map(([, k]) => [k, 'vlm-checkpoint']).sort());
+    expectMerged(await merge(prepared), base, adapter, modules);
+  });
+
+  it('an adapter of its own class, embedders included, lands by name; one of Gemma4ForConditionalGeneration on the language model, its tower and tower embedder refused by name', async () => {
+    const own: Module[] = [
+      ['model.language_model.layers.0.self_attn.v_proj', 'model.language_model.layers.0.self_attn.v_proj.weight', 4, H, 2],
+      ['model.embed_vision.patch_dense', 'model.embed_vision.patch_dense.weight', 6, 12, 2],
+      ['model.embed_vision.multimodal_embedder.embedding_projection', 'model.embed_vision.multimodal_embedder.embedding_projection.weight', H, 6, 1],
+      ['model.embed_audio.embedding_projection', 'model.embed_audio.embedding_projection.weight', H, 10, 2],
+    ];
+    const adapter = loraOf(own);
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(own), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expectMerged(await merge(prepared), base, adapter, own);
+    // Gemma 4's (E4B, 31B …) tower and its embedder's projection are no module of the unified model.
+    const gemma4: Module[] = [
+      ['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2],
+      ['model.embed_vision.embedding_projection', '', H, 6, 2],
+    ];
+    const refused = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(gemma4), loraOf(gemma4)));
+    await refused.close();
+    expect(refused.plan.problems.map((p) => p.message).sort()).toEqual([
+      'adapter1: module "model.embed_vision.embedding_projection": no matching tensor in the base model',
+      'adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": no matching tensor in the base model',
+    ]);
+    expect(refused.plan.updates.map((u) => u.baseKey)).toEqual(['model.language_model.layers.0.self_attn.q_proj.weight']);
+  });
+
+  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused, naming the module', async () => {
+    const text = base.filter((x) => x.name.startsWith('model.language_model.')).map((x) => ({ ...x, name: x.name.replace('model.language_model.', 'model.') }));
+    const modules: Module[] = [['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2]];
+    for (const [architecture, modelType] of [['Gemma4UnifiedForCausalLM', 'gemma4_unified_text'], ['Gemma4ForCausalLM', 'gemma4_text']]) {
+      const prepared = await prepare(hfModelFolder(text, { ...config.text_config, architectures: [architecture], model_type: modelType, dtype: 'bfloat16' }), peftFolder(peftConfig(modules), loraOf(modules)));
+      await prepared.close();
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.language_model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
+    }
+  });
+});
