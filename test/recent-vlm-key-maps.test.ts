@@ -11,9 +11,13 @@
  *   `"type": "pi0"` and no `architectures`) and openpi's conversion (the same without `model.`),
  *   against adapters trained on transformers' PI0ForConditionalGeneration (`model.vlm.…`, `model.dit.…`,
  *   `embed_action_time.state_proj`, `action_out_proj`; conversion_mapping.py "pi0") or on LeRobot's
- *   policy before its openpi port (PaliGemma's names before transformers' VLM refactor).
+ *   policy before its openpi port (PaliGemma's names before transformers' VLM refactor); every action and
+ *   state head of π0 and π0.5 in transformers', LeRobot's and openpi's names.
  * - Gemma 4 (Gemma4ForConditionalGeneration: `model.language_model.…`, `model.vision_tower.encoder.…`,
  *   `model.audio_tower.…`) with an adapter trained text-only on Gemma4ForCausalLM (`model.layers.N…`).
+ * - Gemma 4 Unified (Gemma4UnifiedForConditionalGeneration: the same language model, encoder-free
+ *   `model.embed_vision.…` / `model.embed_audio.…`, no towers) with adapters of Gemma4UnifiedForCausalLM,
+ *   of its own class and of Gemma4ForConditionalGeneration.
  *
  * Sizes are scaled down; names, dtypes and config.json fields are the repositories'.
  */
@@ -291,6 +295,60 @@ describe('π0 and π0.5 as LeRobot and openpi save them, adapters of transformer
     const file = decodeSafetensors(new Uint8Array(readFileSync(join(out, 'model.safetensors'))));
     expect(file.tensors.size).toBe(base.length);
     expectMerged({ tensors: file.tensors } as MergedFolder, base, adapter, modules);
+  });
+});
+
+describe('π0 and π0.5: every action and state head, in each of its three namings, on LeRobot\'s and openpi\'s files', () => {
+  // lerobot/pi0_base and lerobot/pi05_base heads (max_state_dim = max_action_dim = 32, the expert 1024 wide):
+  // π0 `state_proj` (32 → 1024), `action_in_proj` (32 → 1024), `action_time_mlp_in` (2048 → 1024),
+  // `action_time_mlp_out` (1024 → 1024), `action_out_proj` (1024 → 32); π0.5 `action_in_proj`,
+  // `time_mlp_in` / `time_mlp_out` (1024 → 1024), `action_out_proj`, and no state_proj. Scaled: expert 8 wide,
+  // state and action 4 wide. Each head is named as PEFT saves it on transformers' PI0ForConditionalGeneration
+  // (`embed_action_time.…`, `action_out_proj`), on LeRobot's policy (`model.…`) and on openpi's model (root).
+  const heads = (pi05: boolean): [name: string, out: number, inF: number][] => pi05
+    ? [['action_in_proj', 8, 4], ['time_mlp_in', 8, 8], ['time_mlp_out', 8, 8], ['action_out_proj', 4, 8]]
+    : [['state_proj', 8, 4], ['action_in_proj', 8, 4], ['action_time_mlp_in', 8, 16], ['action_time_mlp_out', 8, 8], ['action_out_proj', 4, 8]];
+  const P = 'model.paligemma_with_expert';
+  const policy = (pi05: boolean, openpi: boolean): FixtureTensor[] => [
+    t(`${P}.paligemma.lm_head.weight`, [32, 16]),
+    t(`${P}.paligemma.model.language_model.layers.0.self_attn.q_proj.weight`, [16, 16]),
+    t(`${P}.gemma_expert.model.layers.0.self_attn.q_proj.weight`, [16, 8]),
+    ...heads(pi05).flatMap(([name, out, inF]) => [t(`model.${name}.weight`, [out, inF], 'F32'), t(`model.${name}.bias`, [out], 'F32')]),
+  ].map((x) => (openpi ? { ...x, name: x.name.slice('model.'.length) } : x));
+  const config = (type: string) => ({ type, chunk_size: 50, n_action_steps: 50, max_state_dim: 32, max_action_dim: 32, dtype: 'bfloat16', input_features: {}, output_features: {} });
+  // transformers' class has π0's embed_action_time; π0.5's time_mlp_* it does not hold, so those are LeRobot's and openpi's only.
+  const transformersName = (name: string) => (name === 'action_out_proj' ? name : `embed_action_time.${name}`);
+
+  for (const pi05 of [false, true]) {
+    for (const openpi of [false, true]) {
+      it(`${pi05 ? 'π0.5' : 'π0'} on ${openpi ? 'openpi\'s' : 'LeRobot\'s'} file: each head lands on its tensor, exactly`, async () => {
+        const base = policy(pi05, openpi);
+        const key = (name: string) => `${openpi ? '' : 'model.'}${name}.weight`;
+        const namings: ((name: string) => string)[] = [(n) => `model.${n}`, (n) => n];
+        if (!pi05) namings.push(transformersName);
+        for (const naming of namings) {
+          const modules: Module[] = heads(pi05).map(([name, out, inF], i) => [naming(name), key(name), out, inF, 1 + (i % 3)]);
+          const adapter = loraOf(modules);
+          const prepared = await prepare(hfModelFolder(base, config(pi05 ? 'pi05' : 'pi0')), peftFolder(peftConfig(modules), adapter));
+          expect(prepared.plan.problems).toEqual([]);
+          expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([, k]) => k).sort());
+          expectMerged(await merge(prepared), base, adapter, modules);
+        }
+      });
+    }
+  }
+
+  it('a head the model does not have is refused, naming it: π0\'s state_proj and action_time_mlp_* on π0.5, π0.5\'s time_mlp_* on π0', async () => {
+    const cases: [boolean, string[]][] = [
+      [true, ['embed_action_time.state_proj', 'model.action_time_mlp_in', 'action_time_mlp_out']],
+      [false, ['model.time_mlp_in', 'time_mlp_out']],
+    ];
+    for (const [pi05, names] of cases) {
+      const modules: Module[] = names.map((n) => [n, '', 8, 8, 2]);
+      const prepared = await prepare(hfModelFolder(policy(pi05, false), config(pi05 ? 'pi05' : 'pi0')), peftFolder(peftConfig(modules), loraOf(modules)));
+      await prepared.close();
+      expect(prepared.plan.problems.map((p) => p.message).sort()).toEqual(names.map((n) => `adapter1: module "${n}": no matching tensor in the base model`).sort());
+    }
   });
 });
 
