@@ -11,9 +11,13 @@
  *   `"type": "pi0"` and no `architectures`) and openpi's conversion (the same without `model.`),
  *   against adapters trained on transformers' PI0ForConditionalGeneration (`model.vlm.…`, `model.dit.…`,
  *   `embed_action_time.state_proj`, `action_out_proj`; conversion_mapping.py "pi0") or on LeRobot's
- *   policy before its openpi port (PaliGemma's names before transformers' VLM refactor).
+ *   policy before its openpi port (PaliGemma's names before transformers' VLM refactor); every action and
+ *   state head of π0 and π0.5 in transformers', LeRobot's and openpi's names.
  * - Gemma 4 (Gemma4ForConditionalGeneration: `model.language_model.…`, `model.vision_tower.encoder.…`,
  *   `model.audio_tower.…`) with an adapter trained text-only on Gemma4ForCausalLM (`model.layers.N…`).
+ * - Gemma 4 Unified (Gemma4UnifiedForConditionalGeneration: the same language model, encoder-free
+ *   `model.embed_vision.…` / `model.embed_audio.…`, no towers) with adapters of Gemma4UnifiedForCausalLM,
+ *   of its own class and of Gemma4ForConditionalGeneration.
  *
  * Sizes are scaled down; names, dtypes and config.json fields are the repositories'.
  */
@@ -294,6 +298,60 @@ describe('π0 and π0.5 as LeRobot and openpi save them, adapters of transformer
   });
 });
 
+describe('π0 and π0.5: every action and state head, in each of its three namings, on LeRobot\'s and openpi\'s files', () => {
+  // lerobot/pi0_base and lerobot/pi05_base heads (max_state_dim = max_action_dim = 32, the expert 1024 wide):
+  // π0 `state_proj` (32 → 1024), `action_in_proj` (32 → 1024), `action_time_mlp_in` (2048 → 1024),
+  // `action_time_mlp_out` (1024 → 1024), `action_out_proj` (1024 → 32); π0.5 `action_in_proj`,
+  // `time_mlp_in` / `time_mlp_out` (1024 → 1024), `action_out_proj`, and no state_proj. Scaled: expert 8 wide,
+  // state and action 4 wide. Each head is named as PEFT saves it on transformers' PI0ForConditionalGeneration
+  // (`embed_action_time.…`, `action_out_proj`), on LeRobot's policy (`model.…`) and on openpi's model (root).
+  const heads = (pi05: boolean): [name: string, out: number, inF: number][] => pi05
+    ? [['action_in_proj', 8, 4], ['time_mlp_in', 8, 8], ['time_mlp_out', 8, 8], ['action_out_proj', 4, 8]]
+    : [['state_proj', 8, 4], ['action_in_proj', 8, 4], ['action_time_mlp_in', 8, 16], ['action_time_mlp_out', 8, 8], ['action_out_proj', 4, 8]];
+  const P = 'model.paligemma_with_expert';
+  const policy = (pi05: boolean, openpi: boolean): FixtureTensor[] => [
+    t(`${P}.paligemma.lm_head.weight`, [32, 16]),
+    t(`${P}.paligemma.model.language_model.layers.0.self_attn.q_proj.weight`, [16, 16]),
+    t(`${P}.gemma_expert.model.layers.0.self_attn.q_proj.weight`, [16, 8]),
+    ...heads(pi05).flatMap(([name, out, inF]) => [t(`model.${name}.weight`, [out, inF], 'F32'), t(`model.${name}.bias`, [out], 'F32')]),
+  ].map((x) => (openpi ? { ...x, name: x.name.slice('model.'.length) } : x));
+  const config = (type: string) => ({ type, chunk_size: 50, n_action_steps: 50, max_state_dim: 32, max_action_dim: 32, dtype: 'bfloat16', input_features: {}, output_features: {} });
+  // transformers' class has π0's embed_action_time; π0.5's time_mlp_* it does not hold, so those are LeRobot's and openpi's only.
+  const transformersName = (name: string) => (name === 'action_out_proj' ? name : `embed_action_time.${name}`);
+
+  for (const pi05 of [false, true]) {
+    for (const openpi of [false, true]) {
+      it(`${pi05 ? 'π0.5' : 'π0'} on ${openpi ? 'openpi\'s' : 'LeRobot\'s'} file: each head lands on its tensor, exactly`, async () => {
+        const base = policy(pi05, openpi);
+        const key = (name: string) => `${openpi ? '' : 'model.'}${name}.weight`;
+        const namings: ((name: string) => string)[] = [(n) => `model.${n}`, (n) => n];
+        if (!pi05) namings.push(transformersName);
+        for (const naming of namings) {
+          const modules: Module[] = heads(pi05).map(([name, out, inF], i) => [naming(name), key(name), out, inF, 1 + (i % 3)]);
+          const adapter = loraOf(modules);
+          const prepared = await prepare(hfModelFolder(base, config(pi05 ? 'pi05' : 'pi0')), peftFolder(peftConfig(modules), adapter));
+          expect(prepared.plan.problems).toEqual([]);
+          expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([, k]) => k).sort());
+          expectMerged(await merge(prepared), base, adapter, modules);
+        }
+      });
+    }
+  }
+
+  it('a head the model does not have is refused, naming it: π0\'s state_proj and action_time_mlp_* on π0.5, π0.5\'s time_mlp_* on π0', async () => {
+    const cases: [boolean, string[]][] = [
+      [true, ['embed_action_time.state_proj', 'model.action_time_mlp_in', 'action_time_mlp_out']],
+      [false, ['model.time_mlp_in', 'time_mlp_out']],
+    ];
+    for (const [pi05, names] of cases) {
+      const modules: Module[] = names.map((n) => [n, '', 8, 8, 2]);
+      const prepared = await prepare(hfModelFolder(policy(pi05, false), config(pi05 ? 'pi05' : 'pi0')), peftFolder(peftConfig(modules), loraOf(modules)));
+      await prepared.close();
+      expect(prepared.plan.problems.map((p) => p.message).sort()).toEqual(names.map((n) => `adapter1: module "${n}": no matching tensor in the base model`).sort());
+    }
+  });
+});
+
 // --- Gemma 4 -------------------------------------------------------------------------------------
 
 describe('Gemma 4: an adapter trained on Gemma4ForCausalLM (model.layers.N…) on the multimodal checkpoint', () => {
@@ -331,5 +389,89 @@ describe('Gemma 4: an adapter trained on Gemma4ForCausalLM (model.layers.N…) o
     expect(prepared.plan.problems).toEqual([]);
     expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(modules.map(([, k]) => [k, 'vlm-checkpoint']).sort());
     expectMerged(await merge(prepared), base, adapter, modules);
+  });
+});
+
+// --- Gemma 4 Unified -----------------------------------------------------------------------------
+
+describe('Gemma 4 Unified (gemma4_unified): adapters of its text-only class, of its own class and of Gemma 4\'s', () => {
+  // google/gemma-4-12B (Gemma4UnifiedForConditionalGeneration): the language model `model.language_model.…`
+  // (3840 wide, heads of 256) and no towers; Gemma4UnifiedModel's encoder-free embedders
+  // `model.embed_vision.{patch_ln1, patch_dense, patch_ln2, pos_embedding, pos_norm}` and
+  // `….multimodal_embedder.embedding_projection` (48×48×3 = 6912-wide patches), and
+  // `model.embed_audio.embedding_projection` (640-sample frames). Scaled: text 8 wide, heads of 4,
+  // patches 12 wide, embedder 6 wide, frames 10 wide.
+  const H = 8;
+  const base: FixtureTensor[] = [
+    t('model.language_model.embed_tokens.weight', [32, H]),
+    t('model.language_model.layers.0.self_attn.q_proj.weight', [8, H]),
+    t('model.language_model.layers.0.self_attn.k_proj.weight', [4, H]),
+    t('model.language_model.layers.0.self_attn.v_proj.weight', [4, H]),
+    t('model.language_model.layers.0.self_attn.q_norm.weight', [4]),
+    t('model.language_model.layers.0.mlp.down_proj.weight', [H, 12]),
+    t('model.language_model.norm.weight', [H]),
+    t('model.embed_vision.patch_ln1.weight', [12]),
+    t('model.embed_vision.patch_ln1.bias', [12]),
+    t('model.embed_vision.patch_dense.weight', [6, 12]),
+    t('model.embed_vision.patch_dense.bias', [6]),
+    t('model.embed_vision.patch_ln2.weight', [6]),
+    t('model.embed_vision.pos_embedding', [4, 2, 6]),
+    t('model.embed_vision.pos_norm.weight', [6]),
+    t('model.embed_vision.multimodal_embedder.embedding_projection.weight', [H, 6]),
+    t('model.embed_audio.embedding_projection.weight', [H, 10]),
+  ];
+  const config = {
+    architectures: ['Gemma4UnifiedForConditionalGeneration'], model_type: 'gemma4_unified', dtype: 'bfloat16', tie_word_embeddings: true,
+    text_config: { model_type: 'gemma4_unified_text', hidden_size: H, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 4, intermediate_size: 12, vocab_size: 32, num_hidden_layers: 1 },
+    vision_config: { model_type: 'gemma4_unified_vision', model_patch_size: 2, mm_embed_dim: 6 }, audio_config: { model_type: 'gemma4_unified_audio', hidden_size: 10 },
+  };
+
+  it('an adapter of Gemma4UnifiedForCausalLM (model.layers.N…) lands on the language model, exactly', async () => {
+    const modules: Module[] = [
+      ['model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.layers.0.self_attn.k_proj', 'model.language_model.layers.0.self_attn.k_proj.weight', 4, H, 1],
+      ['model.layers.0.mlp.down_proj', 'model.language_model.layers.0.mlp.down_proj.weight', H, 12, 3],
+    ];
+    const adapter = loraOf(modules);
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(modules), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => [u.baseKey, u.terms[0].layout]).sort()).toEqual(modules.map(([, k]) => [k, 'vlm-checkpoint']).sort());
+    expectMerged(await merge(prepared), base, adapter, modules);
+  });
+
+  it('an adapter of its own class, embedders included, lands by name; one of Gemma4ForConditionalGeneration on the language model, its tower and tower embedder refused by name', async () => {
+    const own: Module[] = [
+      ['model.language_model.layers.0.self_attn.v_proj', 'model.language_model.layers.0.self_attn.v_proj.weight', 4, H, 2],
+      ['model.embed_vision.patch_dense', 'model.embed_vision.patch_dense.weight', 6, 12, 2],
+      ['model.embed_vision.multimodal_embedder.embedding_projection', 'model.embed_vision.multimodal_embedder.embedding_projection.weight', H, 6, 1],
+      ['model.embed_audio.embedding_projection', 'model.embed_audio.embedding_projection.weight', H, 10, 2],
+    ];
+    const adapter = loraOf(own);
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(own), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expectMerged(await merge(prepared), base, adapter, own);
+    // Gemma 4's (E4B, 31B …) tower and its embedder's projection are no module of the unified model.
+    const gemma4: Module[] = [
+      ['model.language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2],
+      ['model.embed_vision.embedding_projection', '', H, 6, 2],
+    ];
+    const refused = await prepare(hfModelFolder(base, config), peftFolder(peftConfig(gemma4), loraOf(gemma4)));
+    await refused.close();
+    expect(refused.plan.problems.map((p) => p.message).sort()).toEqual([
+      'adapter1: module "model.embed_vision.embedding_projection": no matching tensor in the base model',
+      'adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": no matching tensor in the base model',
+    ]);
+    expect(refused.plan.updates.map((u) => u.baseKey)).toEqual(['model.language_model.layers.0.self_attn.q_proj.weight']);
+  });
+
+  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused, naming the module', async () => {
+    const text = base.filter((x) => x.name.startsWith('model.language_model.')).map((x) => ({ ...x, name: x.name.replace('model.language_model.', 'model.') }));
+    const modules: Module[] = [['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2]];
+    for (const [architecture, modelType] of [['Gemma4UnifiedForCausalLM', 'gemma4_unified_text'], ['Gemma4ForCausalLM', 'gemma4_text']]) {
+      const prepared = await prepare(hfModelFolder(text, { ...config.text_config, architectures: [architecture], model_type: modelType, dtype: 'bfloat16' }), peftFolder(peftConfig(modules), loraOf(modules)));
+      await prepared.close();
+      expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.language_model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
+    }
   });
 });

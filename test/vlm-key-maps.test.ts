@@ -272,6 +272,7 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   // The text-only class's names (Gemma3nForCausalLM, Llama4ForCausalLM) on the multimodal checkpoint.
   ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Gemma4ForConditionalGeneration', 'gemma4', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Gemma4UnifiedForConditionalGeneration', 'gemma4_unified', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5ForConditionalGeneration', 'qwen3_5', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

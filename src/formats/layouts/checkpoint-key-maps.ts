@@ -115,6 +115,17 @@ const GEMMA4: CheckpointKeyMap = {
 };
 
 /**
+ * Gemma 4 Unified (Gemma4UnifiedForConditionalGeneration, model_type `gemma4_unified`: google/gemma-4-12B,
+ * LTX-2.5's text encoder): the same language model, `model.language_model.layers.N…` and `lm_head`, but no
+ * towers; Gemma4UnifiedModel holds an encoder-free `model.embed_vision.…` (`patch_ln1`, `patch_dense`,
+ * `patch_ln2`, `pos_embedding`, `pos_norm`, `multimodal_embedder.embedding_projection`) and
+ * `model.embed_audio.embedding_projection`. Gemma4UnifiedForCausalLM (model_type `gemma4_unified_text`),
+ * whose own docstring loads google/gemma-4-12B-it, holds the language model as `model.layers.N…`, so its
+ * adapters name that; the rule is Gemma 4's (the towers it also leaves alone are absent here).
+ */
+const GEMMA4_UNIFIED: CheckpointKeyMap = { ...GEMMA4, family: 'Gemma 4 Unified' };
+
+/**
  * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
  * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
  * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
@@ -339,7 +350,7 @@ const DEEPSEEK_V4: CheckpointKeyMap = {
  * `_checkpoint_conversion_mapping` (InternVL's with its original projector names added),
  * InternVL's original format, PaddleOCR-VL's, ERNIE-4.5-VL's and Nemotron-H's remote-code checkpoints
  * ColQwen2's, T5Gemma 2's, π0's, Hy3's and Laguna's (whose names transformers' class renames as it loads them), and the multimodal classes whose language model transformers also
- * loads into a text-only class of other names (Gemma 3, Gemma 3n, Gemma 4, Llama 4, Qwen3.5) or whose thinker it loads
+ * loads into a text-only class of other names (Gemma 3, Gemma 3n, Gemma 4 and Gemma 4 Unified, Llama 4, Qwen3.5) or whose thinker it loads
  * into a class of its own (Qwen2.5-Omni, Qwen3-Omni).
  */
 const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
@@ -408,6 +419,7 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3nForCausalLM: { family: 'Gemma 3n (text)', rules: [[/model.language_model/, 'model']] },
   Gemma3nForConditionalGeneration: GEMMA3N,
   Gemma4ForConditionalGeneration: GEMMA4,
+  Gemma4UnifiedForConditionalGeneration: GEMMA4_UNIFIED,
   Llama4ForConditionalGeneration: LLAMA4,
   Qwen3_5ForConditionalGeneration: QWEN35,
   Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },
