@@ -24,6 +24,16 @@ const BASE = 'tiny-llama-Q4_K_M.gguf';
 const within = (folder: string, files: Record<string, string | Uint8Array>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [`${folder}/${k}`, v]));
 const runDisabled = (page: Page) => page.$eval('[data-testid="job-run"]', (b) => (b as HTMLButtonElement).disabled);
 
+/** At 390 px: nothing scrolls sideways, axe finds nothing serious in either theme; the job section shot in each as `demo-convert-pick-NAME-390px-THEME.png`. */
+async function phoneChecks(page: Page, name: string): Promise<void> {
+  expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+    expect(await seriousViolations(page), scheme).toEqual([]);
+    await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-${name}-390px-${scheme}.png` });
+  }
+}
+
 describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () => {
   it('a README.md that is not UTF-8 beside the adapter: the command line\'s line on its card, announced, Convert off', async () => {
     const adapter = peftLlamaAdapter(43);
@@ -48,12 +58,7 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     expect(await page.$eval('[data-testid="job-adapter-facts"]', (e) => e.classList.contains('error-text'))).toBe(true);
     expect(await text(page, '[data-testid="job-blocked"]')).toBe('latin-card cannot be converted: remove it or pick another.');
     expect(await runDisabled(page)).toBe(true);
-    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
-    for (const scheme of ['light', 'dark'] as const) {
-      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
-      expect(await seriousViolations(page), scheme).toEqual([]);
-      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-card-390px-${scheme}.png` });
-    }
+    await phoneChecks(page, 'card');
     // The same adapter without the README is taken.
     await upload(page, 'job-adapter-folder-input', join(dir, 'llama-lora'));
     await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
@@ -103,12 +108,7 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     await page.waitForFunction((want: string) => document.querySelector('[data-testid="job-adapter-facts"]')?.textContent === want, { timeout: 30_000 }, line);
     expect(await runDisabled(page)).toBe(true);
     await page.setViewport({ width: 390, height: 900 });
-    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
-    for (const scheme of ['light', 'dark'] as const) {
-      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
-      expect(await seriousViolations(page), scheme).toEqual([]);
-      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-model-390px-${scheme}.png` });
-    }
+    await phoneChecks(page, 'model');
   }, 90_000);
 
   it('a factor holding NaN and Inf: the command line\'s line on the adapter\'s card on pick, before a model, announced, Convert off', async () => {
@@ -145,12 +145,7 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     await announced(page, /^Model read/);
     expect(await text(page, '[data-testid="job-adapter-facts"]')).toBe(line);
     expect(await runDisabled(page)).toBe(true);
-    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
-    for (const scheme of ['light', 'dark'] as const) {
-      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
-      expect(await seriousViolations(page), scheme).toEqual([]);
-      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-nan-390px-${scheme}.png` });
-    }
+    await phoneChecks(page, 'nan');
     // The same adapter with finite factors is taken.
     await upload(page, 'job-adapter-folder-input', join(dir, 'llama-lora'));
     await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
