@@ -210,6 +210,8 @@ export class JobStore extends ResultStore<JobState, JobResult> {
     if (s.mode === 'extract' && !s.base) return 'Pick the base model.';
     if (s.mode === 'extract' && !s.tuned) return 'Pick the fine-tuned model.';
     if (s.mode === 'convert' && !s.toConvert) return 'Pick the PEFT adapter to convert.';
+    // An adapter convert refuses whatever the model: no model to ask for first.
+    if (s.mode === 'convert' && s.toConvert?.info.status === 'failed' && s.toConvert.info.refused) return `${s.toConvert.set.name} cannot be converted: remove it or pick another.`;
     if (s.mode === 'convert' && !s.target) return 'Pick the model the LoRA is for.';
     if (s.mode === 'extract' || s.mode === 'convert') {
       const slots = s.mode === 'extract' ? (['base', 'tuned'] as const) : (['target'] as const);

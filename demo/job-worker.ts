@@ -8,13 +8,13 @@
 import {
   combineLoras, createOpfsOutputTarget, extractLora, isMergeError, resizeLora, type AdapterJobOutcome, type MergeProgress,
 } from '../src/index.js';
-import { kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
-import { checkConvertInputs, checkConvertOnModel, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
+import { factorBytes, kohyaNamedAdapter } from '../src/adapter-ops/module-updates.js';
+import { checkConvertFactors, checkConvertInputs, checkConvertOnModel, convertLoraJob, type AdapterJobHooks } from '../src/adapter-ops/one-call-jobs.js';
 import { openGgufBase } from '../src/adapter-ops/gguf-base.js';
 import { inLibraryWords } from '../src/library-wording.js';
 import { openAdapter } from '../src/formats/adapter.js';
 import { deleteJob, deleteJobZip, fileAt, hasBrowserStorage, newJobFolder, zipJob } from './browser-storage.js';
-import type { JobRequest, JobResponse } from './job-protocol.js';
+import type { AdapterFacts, JobRequest, JobResponse } from './job-protocol.js';
 import { adapterSlot, reusingHeaders } from './base-header-cache.js';
 import { pageWording } from './page-wording.js';
 import { pickedFileSet } from './picked-file-set.js';
@@ -65,6 +65,13 @@ function adapterSet(name: string, files: readonly PickedFile[], namesFolder = fa
   return slot ? reusingHeaders(set, files, false, slot).files : set;
 }
 
+/**
+ * An adapter picked for a conversion whose factors (all its tensors) are at most this many bytes is
+ * read whole on pick, so that a factor holding NaN or Inf is said then, as convert would say it;
+ * a larger one's factors are first read when Convert is pressed.
+ */
+const MAX_PICK_FACTOR_BYTES = 256 * 1024 * 1024;
+
 async function describe(request: Extract<JobRequest, { type: 'describe' }>): Promise<void> {
   try {
     // Its header and config only: no windows read ahead. What it reads is kept for the job.
@@ -73,6 +80,8 @@ async function describe(request: Extract<JobRequest, { type: 'describe' }>): Pro
     const set = pickedFileSet(request.adapter.name, files, 'plan');
     const recorded = slot ? reusingHeaders(set, files, true, slot) : { files: set, keep: () => {} };
     const adapter = await openAdapter(recorded.files);
+    let facts: AdapterFacts;
+    let readFactors = false;
     try {
       // What convert refuses whatever the model (kohya names, a llama.cpp LoRA, DoRA …, a README.md
       // beside it that is not UTF-8): said on pick, in the line the conversion would end with.
@@ -83,14 +92,37 @@ async function describe(request: Extract<JobRequest, { type: 'describe' }>): Pro
         } catch (error) {
           convertRefusal = errorMessage(error);
         }
+        readFactors = convertRefusal === undefined && adapter.modules.reduce((n, m) => n + factorBytes(m), 0) <= MAX_PICK_FACTOR_BYTES;
       }
-      post({ type: 'described', id: request.id, facts: { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined, ...(convertRefusal !== undefined && { convertRefusal }) } });
+      facts = { ...summarizeAdapter(adapter), kohyaNames: kohyaNamedAdapter([adapter]) !== undefined, ...(convertRefusal !== undefined && { convertRefusal }) };
       recorded.keep();
     } finally {
       await adapter.file.source.close();
     }
+    if (readFactors) {
+      const convertRefusal = await factorRefusal(request.adapter.name, files);
+      if (convertRefusal !== undefined) facts = { ...facts, convertRefusal };
+    }
+    post({ type: 'described', id: request.id, facts });
   } catch (error) {
     post({ type: 'error', id: request.id, message: errorMessage(error) });
+  }
+}
+
+/**
+ * What convert refuses of the adapter's factors (one holding NaN or Inf), read as the conversion
+ * reads them, its headers through what its reading on pick kept; undefined where it takes them.
+ */
+async function factorRefusal(name: string, files: readonly PickedFile[]): Promise<string | undefined> {
+  const adapter = await openAdapter(adapterSet(name, files));
+  try {
+    await checkConvertFactors(adapter);
+    return undefined;
+  } catch (error) {
+    if (!isMergeError(error)) throw error;
+    return errorMessage(error);
+  } finally {
+    await adapter.file.source.close();
   }
 }
 

@@ -5,7 +5,9 @@
  * card in the command line's `convert` line, announced, Convert off; the same adapter without it
  * is taken. What convert refuses of the adapter on the model picked with it (an adapter for another
  * model) is said on the adapter's card as soon as both are read, in whichever order they are
- * picked, in the command line's line; another model or adapter is checked again.
+ * picked, in the command line's line; another model or adapter is checked again. A factor holding
+ * NaN or Inf, which convert meets reading the factors, is said on pick too (the adapter's factors
+ * read then, up to the page's MAX_PICK_FACTOR_BYTES), before any model is picked.
  */
 import { join } from 'node:path';
 import type { Page } from 'puppeteer';
@@ -21,6 +23,16 @@ const session = useDemoSession();
 const BASE = 'tiny-llama-Q4_K_M.gguf';
 const within = (folder: string, files: Record<string, string | Uint8Array>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [`${folder}/${k}`, v]));
 const runDisabled = (page: Page) => page.$eval('[data-testid="job-run"]', (b) => (b as HTMLButtonElement).disabled);
+
+/** At 390 px: nothing scrolls sideways, axe finds nothing serious in either theme; the job section shot in each as `demo-convert-pick-NAME-390px-THEME.png`. */
+async function phoneChecks(page: Page, name: string): Promise<void> {
+  expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
+  for (const scheme of ['light', 'dark'] as const) {
+    await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
+    expect(await seriousViolations(page), scheme).toEqual([]);
+    await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-${name}-390px-${scheme}.png` });
+  }
+}
 
 describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () => {
   it('a README.md that is not UTF-8 beside the adapter: the command line\'s line on its card, announced, Convert off', async () => {
@@ -46,12 +58,7 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     expect(await page.$eval('[data-testid="job-adapter-facts"]', (e) => e.classList.contains('error-text'))).toBe(true);
     expect(await text(page, '[data-testid="job-blocked"]')).toBe('latin-card cannot be converted: remove it or pick another.');
     expect(await runDisabled(page)).toBe(true);
-    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
-    for (const scheme of ['light', 'dark'] as const) {
-      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
-      expect(await seriousViolations(page), scheme).toEqual([]);
-      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-card-390px-${scheme}.png` });
-    }
+    await phoneChecks(page, 'card');
     // The same adapter without the README is taken.
     await upload(page, 'job-adapter-folder-input', join(dir, 'llama-lora'));
     await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
@@ -101,11 +108,47 @@ describe('convert mode: the adapter\'s files refused on pick', PAGE_RETRY, () =>
     await page.waitForFunction((want: string) => document.querySelector('[data-testid="job-adapter-facts"]')?.textContent === want, { timeout: 30_000 }, line);
     expect(await runDisabled(page)).toBe(true);
     await page.setViewport({ width: 390, height: 900 });
-    expect(await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)).toBeLessThanOrEqual(0);
-    for (const scheme of ['light', 'dark'] as const) {
-      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: scheme }]);
-      expect(await seriousViolations(page), scheme).toEqual([]);
-      await (await page.$('#job-section'))!.screenshot({ path: `test-output/demo-convert-pick-model-390px-${scheme}.png` });
-    }
+    await phoneChecks(page, 'model');
   }, 90_000);
+
+  it('a factor holding NaN and Inf: the command line\'s line on the adapter\'s card on pick, before a model, announced, Convert off', async () => {
+    const good = peftLlamaAdapter(45);
+    // The same factors, two values of layer 0's v_proj lora_B made NaN and Inf.
+    const v = 'model.layers.0.self_attn.v_proj';
+    const tensors = good.factors.flatMap((f) => {
+      const b = f.module === v ? Float64Array.from(f.b, (x, i) => (i === 3 ? NaN : i === 40 ? Infinity : x)) : f.b;
+      return [
+        { name: `base_model.model.${f.module}.lora_A.weight`, dtype: 'BF16' as const, shape: [f.rank, f.in], data: f.a },
+        { name: `base_model.model.${f.module}.lora_B.weight`, dtype: 'BF16' as const, shape: [f.out, f.rank], data: b },
+      ];
+    });
+    const broken = { 'adapter_config.json': good.files['adapter_config.json'], 'adapter_model.safetensors': buildSafetensors(tensors) };
+    const dir = session.dirs.make({ [BASE]: q4kmLlama().files[BASE], ...within('nan-lora', broken), ...within('llama-lora', good.files) });
+    const cli = await runCli(['convert', '--adapter', join(dir, 'nan-lora'), '--base', join(dir, BASE), '--out', join(dir, 'out.gguf')]);
+    expect(cli.code, cli.stderr).not.toBe(0);
+    const errors = cli.stderr.split('\n').filter((l) => l.startsWith('error: '));
+    expect(errors, cli.stderr).toHaveLength(1);
+    const line = pageWording(errors[0].slice('error: '.length).replaceAll(`${dir}/`, ''));
+    expect(line).toMatch(new RegExp(`^nan-lora: tensor "base_model\\.model\\.${v.replaceAll('.', '\\.')}\\.lora_B\\.weight" holds 2 NaN or Inf values .*; the adapter file is broken$`));
+
+    const { page } = await session.open('?mode=convert');
+    await page.setViewport({ width: 390, height: 900 });
+    // The adapter alone, no model yet: its factors are read on pick, convert's line said at once.
+    await upload(page, 'job-adapter-folder-input', join(dir, 'nan-lora'));
+    await page.waitForFunction((want: string) => document.querySelector('[data-testid="job-adapter-facts"]')?.textContent === want
+      && document.querySelector('[data-testid="alert"]')!.textContent === want, { timeout: 30_000 }, line);
+    expect(await page.$eval('[data-testid="job-adapter-facts"]', (e) => e.classList.contains('error-text'))).toBe(true);
+    expect(await text(page, '[data-testid="job-blocked"]')).toBe('nan-lora cannot be converted: remove it or pick another.');
+    expect(await runDisabled(page)).toBe(true);
+    // The model picked after it changes nothing: the adapter stays refused.
+    await upload(page, 'job-target-input', join(dir, BASE));
+    await announced(page, /^Model read/);
+    expect(await text(page, '[data-testid="job-adapter-facts"]')).toBe(line);
+    expect(await runDisabled(page)).toBe(true);
+    await phoneChecks(page, 'nan');
+    // The same adapter with finite factors is taken.
+    await upload(page, 'job-adapter-folder-input', join(dir, 'llama-lora'));
+    await page.waitForFunction(() => !document.querySelector<HTMLButtonElement>('[data-testid="job-run"]')!.disabled, { timeout: 30_000 });
+    expect(await text(page, '[data-testid="job-adapter-facts"]')).toMatch(/^PEFT/);
+  }, 60_000);
 });

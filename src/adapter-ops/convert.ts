@@ -62,6 +62,18 @@ export function convertedShapes(adapter: ParsedAdapter): PlacedAdapter {
 }
 
 /**
+ * Reads every factor {@link convertAdapter} writes for `adapter` (format `peft`), as it reads them
+ * and in its order, writing nothing: its refusal of a factor holding NaN or Inf (or of factors too
+ * large for f32), known from the adapter alone, before any model is read. Refusals as convertAdapter's.
+ */
+export async function checkConvertedFactors(adapter: ParsedAdapter, signal?: AbortSignal): Promise<void> {
+  for (const [, [ref]] of collectModules([adapter], 'peft', 'convert')) {
+    throwIfAborted(signal);
+    await readFactors(adapter, ref.module);
+  }
+}
+
+/**
  * `adapter` written again as `format` names its modules, every update exact; `outtype`, where
  * given, the factors' type in a GGUF (else the inputs', as combine and resize keep it).
  */

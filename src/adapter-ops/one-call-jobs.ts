@@ -10,7 +10,7 @@
  */
 import { combineAdapters, optionsWithoutEffect, type CombineMethod } from './combine.js';
 import { extractAdapter, openExtractModel } from './extract.js';
-import { convertAdapter, convertedShapes, GGUF_OUT_TYPES, ggufLoraCardOf, type GgufOutType } from './convert.js';
+import { checkConvertedFactors, convertAdapter, convertedShapes, GGUF_OUT_TYPES, ggufLoraCardOf, type GgufOutType } from './convert.js';
 import { checkGgufLoraForBase } from './gguf-lora-names.js';
 import { checkGgufBase, openGgufBase, renameFor, type GgufBase } from './gguf-base.js';
 import { checkFormatFits, kohyaNamedAdapter, type OutputFormat } from './module-updates.js';
@@ -356,6 +356,19 @@ export async function checkConvertInputs(adapter: ParsedAdapter, files: InputFil
   checkConvertAdapter(adapter);
   try {
     await ggufLoraCardOf(files);
+  } catch (e) {
+    throw inLibraryWords(e);
+  }
+}
+
+/**
+ * {@link convertLoraJob}'s refusal of a factor of `adapter` holding NaN or Inf (or of factors too
+ * large for f32): every factor the conversion writes read as it reads them, no model needed. The
+ * page runs it on pick for an adapter whose factors are small enough to read then. The engine's words.
+ */
+export async function checkConvertFactors(adapter: ParsedAdapter, signal?: AbortSignal): Promise<void> {
+  try {
+    await checkConvertedFactors(adapter, signal);
   } catch (e) {
     throw inLibraryWords(e);
   }

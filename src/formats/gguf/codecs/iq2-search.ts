@@ -47,6 +47,8 @@ export function iq2XsTables(): Iq2Tables {
 }
 
 const FLT_MAX = 3.4028234663852886e38;
+/** kMaxQ of both quantizers: levels 0…2 store 2l + 1 ≤ 5 = 2·kMaxQ − 1. */
+const K_MAX_Q = 3;
 const TENTH = f32(0.1);
 
 /** Why a block cannot be written: ggml's quantizer stops on it. */
@@ -120,7 +122,6 @@ function packedLevels(id: number, at: number, into?: Int8Array): number {
  */
 export function encodeIq2XxsRow(src: Float32Array, out: Uint8Array, qw: Float32Array): void {
   const t = iq2XxsTables();
-  const kMaxQ = 3;
   for (let b = 0, at = 0; b * 256 < src.length; b++, at += 66) {
     const x0 = b * 256;
     q2.fill(0);
@@ -130,87 +131,25 @@ export function encodeIq2XxsRow(src: Float32Array, out: Uint8Array, qw: Float32A
       const xb = x0 + 32 * ib;
       importanceWeights(src, xb, qw, xb, sigma2, 32, weight);
       for (let i = 0; i < 32; i++) waux[i] = f32(Math.sqrt(weight[i]));
-      for (let k = 0; k < 4; k++) {
-        let nflip = 0;
-        let s = 0;
-        for (let i = 0; i < 8; i++) {
-          const v = src[xb + 8 * k + i];
-          if (v >= 0) xval[8 * k + i] = v;
-          else {
-            xval[8 * k + i] = -v;
-            nflip++;
-            s |= 1 << i;
-          }
-        }
-        if (nflip % 2) {
-          let imin = 0;
-          let min = f32(f32(weight[8 * k] * src[xb + 8 * k]) * src[xb + 8 * k]);
-          for (let i = 1; i < 8; i++) {
-            const ax = f32(f32(weight[8 * k + i] * src[xb + 8 * k + i]) * src[xb + 8 * k + i]);
-            if (ax < min) {
-              min = ax;
-              imin = i;
-            }
-          }
-          xval[8 * k + imin] = -xval[8 * k + imin];
-          s ^= 1 << imin;
-        }
-        blockSigns[k] = s & 127;
-      }
+      for (let k = 0; k < 4; k++) blockSigns[k] = signsOfEight(src, xb, 8 * k);
       let max = xval[0];
       for (let i = 1; i < 32; i++) max = cmax(max, xval[i]);
       if (max < GROUP_MAX_EPS) {
         scales[ib] = 0;
         continue;
       }
-      let scale = makeQpQuants(32, kMaxQ + 1, xval, Lu, weight);
-      const effMax = f32(scale * kMaxQ);
+      const start = makeQpQuants(32, K_MAX_Q + 1, xval, Lu, weight);
+      const effMax = f32(start * K_MAX_Q);
       if (effMax <= 0) {
         scales[ib] = 0;
         continue;
       }
-      let best = 0;
-      for (let is = -6; is <= 6; is++) {
-        const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / effMax);
-        const thisScale = f32(1 / id);
-        for (let k = 0; k < 4; k++) {
-          const u = packedLevels(id, 8 * k, Laux);
-          if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
-        }
-        const [sumqx, sumq2] = fit(Laux);
-        if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
-          scale = f32(sumqx / sumq2);
-          best = f32(scale * sumqx);
-          L.set(Laux);
-        }
-      }
-      if (scale > 0) {
-        const id = f32(1 / scale);
-        for (let k = 0; k < 4; k++) {
-          const u = packedLevels(id, 8 * k);
-          let e = t.map[u];
-          if (e < 0) e = bestNeighbour(t, -e - 1, xval, waux, 8 * k, scale, L);
-          for (let i = 0; i < 8; i++) L[8 * k + i] = t.levels[8 * e + i];
-        }
-        const [sumqx, sumq2] = fit(L);
-        if (sumq2 > 0) scale = f32(sumqx / sumq2);
-      }
-      if (scale < 0) {
-        // C: "should never happen": the scale made positive and the signs flipped.
-        scale = -scale;
-        for (let k = 0; k < 4; k++) blockSigns[k] = ~blockSigns[k] & 127;
-      }
+      // 13 trial scales from make_qp_quants' scale; then every group fitted again at the best.
+      const scale = settleGroups(t, 4, bestTrialScale(t, 4, 6, effMax, start), true, 127);
       for (let k = 0; k < 4; k++) {
-        let u = 0;
-        for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
-        const e = t.map[u];
-        // C prints "Oops: found point not on grid" and aborts.
-        if (e < 0) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
-        q2[2 * ib] = (q2[2 * ib] | (e << (8 * k))) >>> 0;
+        q2[2 * ib] = (q2[2 * ib] | (groupEntries[k] << (8 * k))) >>> 0;
         q2[2 * ib + 1] = (q2[2 * ib + 1] | (blockSigns[k] << (7 * k))) >>> 0;
       }
-      // C: GGML_ASSERT(scale >= 0) (false for NaN).
-      if (!(scale >= 0)) throw new MergeError('NON_FINITE', IQ2_NOT_FINITE);
       scales[ib] = scale;
       maxScale = cmax(maxScale, scale);
     }
@@ -256,10 +195,11 @@ function signsOfEight(src: Float32Array, xb: number, at: number): number {
   return s & 127;
 }
 
-const onGrid = [true, true];
-const onGridAux = [true, true];
-/** The grid entries of the two groups of 8 searchSixteen settled on. */
-const groupEntries = [0, 0];
+/** Per group of 8 (4 in IQ2_XXS's 32 values, 2 in IQ2_XS's and IQ2_S's 16): on the grid at the best trial, at the current one. */
+const onGrid = [true, true, true, true];
+const onGridAux = [true, true, true, true];
+/** The grid entries of the groups of 8 settleGroups settled on. */
+const groupEntries = [0, 0, 0, 0];
 
 /**
  * The search quantize_row_iq2_xs_impl and quantize_row_iq2_s_impl run over 16 values (`xval`, the
@@ -270,46 +210,71 @@ const groupEntries = [0, 0];
  * undefined where the largest value is below `eps` (every level 0).
  */
 function searchSixteen(t: Iq2Tables, eps: number, signMask: number): number | undefined {
-  const kMaxQ = 3;
   let max = xval[0];
   for (let i = 1; i < 16; i++) max = cmax(max, xval[i]);
   L.fill(0, 0, 16);
   if (max < eps) return undefined;
+  return settleGroups(t, 2, bestTrialScale(t, 2, 9, max, f32(max / (2 * K_MAX_Q - 1))), false, signMask);
+}
+
+/**
+ * The trial scales both quantizers run over `groups` groups of 8 values (`xval`, the magnitudes;
+ * `waux`, √weights): for is = −span…span, id = (2·kMaxQ − 1 + is/10) / top, each group's levels
+ * at 1/id snapped to the grid or, off it, to the nearest of its listed entries at the trial scale;
+ * the trial of largest (Σ w·x·q)² / Σ w·q² wins (the first on ties), its levels left in `L` and
+ * whether each group was on the grid in `onGrid`. Returns its least-squares scale, or `scale`
+ * where no trial has Σ w·q² > 0 and a positive fit.
+ */
+function bestTrialScale(t: Iq2Tables, groups: number, span: number, top: number, scale: number): number {
+  const n = 8 * groups;
   let best = 0;
-  let scale = f32(max / (2 * kMaxQ - 1));
-  onGrid[0] = onGrid[1] = true;
-  for (let is = -9; is <= 9; is++) {
-    const id = f32(f32(2 * kMaxQ - 1 + f32(is * TENTH)) / max);
+  onGrid.fill(true);
+  for (let is = -span; is <= span; is++) {
+    const id = f32(f32(2 * K_MAX_Q - 1 + f32(is * TENTH)) / top);
     const thisScale = f32(1 / id);
-    for (let k = 0; k < 2; k++) {
+    for (let k = 0; k < groups; k++) {
       const u = packedLevels(id, 8 * k, Laux);
       onGridAux[k] = t.map[u] >= 0;
       if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, thisScale, Laux);
     }
-    const [sumqx, sumq2] = fit(Laux, 16);
+    const [sumqx, sumq2] = fit(Laux, n);
     if (sumq2 > 0 && f32(sumqx * sumqx) > f32(best * sumq2)) {
       scale = f32(sumqx / sumq2);
       best = f32(scale * sumqx);
-      for (let i = 0; i < 16; i++) L[i] = Laux[i];
-      onGrid[0] = onGridAux[0];
-      onGrid[1] = onGridAux[1];
+      for (let i = 0; i < n; i++) L[i] = Laux[i];
+      for (let k = 0; k < groups; k++) onGrid[k] = onGridAux[k];
     }
   }
-  if ((!onGrid[0] || !onGrid[1]) && scale > 0) {
+  return scale;
+}
+
+/**
+ * After {@link bestTrialScale}: at a positive `scale`, the groups fitted again (every group with
+ * `refitAll`, as IQ2_XXS does; else only those the best trial left off the grid, as IQ2_XS and
+ * IQ2_S do: none, no refit) and the scale refit by least squares; a negative scale made positive
+ * with the groups' signs flipped (`blockSigns`, `signMask` the bits stored; C: "should never
+ * happen"). The groups' grid entries go to `groupEntries`; returns the scale. Levels off the grid
+ * (C: "Oops: found point not on grid", an abort) or a scale that is not ≥ 0 (C's
+ * GGML_ASSERT(scale >= 0), false for NaN) are refused.
+ */
+function settleGroups(t: Iq2Tables, groups: number, scale: number, refitAll: boolean, signMask: number): number {
+  let offGrid = refitAll;
+  for (let k = 0; k < groups; k++) offGrid ||= !onGrid[k];
+  if (offGrid && scale > 0) {
     const id = f32(1 / scale);
-    for (let k = 0; k < 2; k++) {
-      if (onGrid[k]) continue;
+    for (let k = 0; k < groups; k++) {
+      if (!refitAll && onGrid[k]) continue;
       const u = packedLevels(id, 8 * k, L);
       if (t.map[u] < 0) bestNeighbour(t, -t.map[u] - 1, xval, waux, 8 * k, scale, L);
     }
-    const [sumqx, sumq2] = fit(L, 16);
+    const [sumqx, sumq2] = fit(L, 8 * groups);
     if (sumq2 > 0) scale = f32(sumqx / sumq2);
   }
   if (scale < 0) {
     scale = -scale;
-    for (let k = 0; k < 2; k++) blockSigns[k] = ~blockSigns[k] & signMask;
+    for (let k = 0; k < groups; k++) blockSigns[k] = ~blockSigns[k] & signMask;
   }
-  for (let k = 0; k < 2; k++) {
+  for (let k = 0; k < groups; k++) {
     let u = 0;
     for (let i = 0; i < 8; i++) u |= L[8 * k + i] << (2 * i);
     const e = t.map[u];

@@ -55,7 +55,7 @@ const BLOCK_BYTES: Record<KQuantKind, number> = { Q2_K: 84, Q3_K: 110, Q4_K: 144
  * The module's memory laid out for a piece: values at `src`, weights at `qw`, blocks at `dst`
  * (grown to fit once).
  */
-function layout(e: Exports, blockBytes: number): { src: number; qw: number; dst: number } {
+function layout(e: Exports, blockBytes: number): PiecePlace {
   const src = e.heapBase();
   const qw = src + PIECE_BLOCKS * 1024;
   const dst = qw + PIECE_BLOCKS * 1024;
@@ -66,24 +66,16 @@ function layout(e: Exports, blockBytes: number): { src: number; qw: number; dst:
 
 /** Encodes whole 256-value blocks with the WebAssembly encoder; false when it is unavailable. */
 export function encodeKQuantWasm(kind: KQuantKind, src: Float32Array, out: Uint8Array): boolean {
-  const e = encoder();
-  if (!e) return false;
-  const nBlocks = src.length / 256;
-  const blockBytes = BLOCK_BYTES[kind];
-  const at = layout(e, blockBytes);
-  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
-    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
-    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
+  return inPieces(256, BLOCK_BYTES[kind], src, out, undefined, (e, at, n) => {
+    const blocks = n / 256;
     switch (kind) {
-      case 'Q2_K': e.encodeQ2K(at.src, at.dst, n); break;
-      case 'Q3_K': e.encodeQ3K(at.src, at.dst, n); break;
-      case 'Q4_K': e.encodeScaleMin(at.src, at.dst, n, 15); break;
-      case 'Q5_K': e.encodeScaleMin(at.src, at.dst, n, 31); break;
-      case 'Q6_K': e.encodeQ6K(at.src, at.dst, n); break;
+      case 'Q2_K': e.encodeQ2K(at.src, at.dst, blocks); break;
+      case 'Q3_K': e.encodeQ3K(at.src, at.dst, blocks); break;
+      case 'Q4_K': e.encodeScaleMin(at.src, at.dst, blocks, 15); break;
+      case 'Q5_K': e.encodeScaleMin(at.src, at.dst, blocks, 31); break;
+      case 'Q6_K': e.encodeQ6K(at.src, at.dst, blocks); break;
     }
-    out.set(new Uint8Array(e.memory.buffer, at.dst, n * blockBytes), b0 * blockBytes);
-  }
-  return true;
+  });
 }
 
 /**
@@ -91,23 +83,47 @@ export function encodeKQuantWasm(kind: KQuantKind, src: Float32Array, out: Uint8
  * quantize_row_q*_K_impl does (the codecs' encodeWeighted); false when the encoder is unavailable.
  */
 export function encodeKQuantWeightedWasm(kind: KQuantKind, src: Float32Array, out: Uint8Array, qw: Float32Array): boolean {
+  return inPieces(256, BLOCK_BYTES[kind], src, out, qw, (e, at, n) => {
+    const blocks = n / 256;
+    switch (kind) {
+      case 'Q2_K': e.encodeQ2KWeighted(at.src, at.qw, at.dst, blocks); break;
+      case 'Q3_K': e.encodeQ3KWeighted(at.src, at.qw, at.dst, blocks); break;
+      case 'Q4_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, blocks, 15); break;
+      case 'Q5_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, blocks, 31); break;
+      case 'Q6_K': e.encodeQ6KWeighted(at.src, at.qw, at.dst, blocks); break;
+    }
+  });
+}
+
+/** Where a piece lies in the module's memory (layout()). */
+interface PiecePlace {
+  src: number;
+  qw: number;
+  dst: number;
+}
+
+/**
+ * Every encoder's run: `src` (whole blocks of `size` values, `bytes` bytes each; whole 256-value
+ * pieces) and its weights `qw`, where given, through the module's memory PIECE_BLOCKS · 256 values
+ * at a time, `encode` called on each piece's `n` values (`prepare` first, once the module is
+ * there), each piece's blocks copied to `out`; false where the encoder is unavailable or `encode`
+ * returns non-zero (the TypeScript quantizer then runs the whole row).
+ */
+function inPieces(
+  size: number, bytes: number, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined,
+  encode: (e: Exports, at: PiecePlace, n: number) => number | void, prepare?: (e: Exports) => void,
+): boolean {
   const e = encoder();
   if (!e) return false;
-  const nBlocks = src.length / 256;
-  const blockBytes = BLOCK_BYTES[kind];
-  const at = layout(e, blockBytes);
-  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
-    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
-    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
-    new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
-    switch (kind) {
-      case 'Q2_K': e.encodeQ2KWeighted(at.src, at.qw, at.dst, n); break;
-      case 'Q3_K': e.encodeQ3KWeighted(at.src, at.qw, at.dst, n); break;
-      case 'Q4_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, n, 15); break;
-      case 'Q5_K': e.encodeScaleMinWeighted(at.src, at.qw, at.dst, n, 31); break;
-      case 'Q6_K': e.encodeQ6KWeighted(at.src, at.qw, at.dst, n); break;
-    }
-    out.set(new Uint8Array(e.memory.buffer, at.dst, n * blockBytes), b0 * blockBytes);
+  prepare?.(e);
+  const at = layout(e, (256 / size) * bytes);
+  const piece = PIECE_BLOCKS * 256;
+  for (let v0 = 0; v0 < src.length; v0 += piece) {
+    const n = Math.min(piece, src.length - v0);
+    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
+    if (qw) new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
+    if ((encode(e, at, n) ?? 0) !== 0) return false;
+    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / size) * bytes), (v0 / size) * bytes);
   }
   return true;
 }
@@ -123,20 +139,9 @@ const LEGACY: Record<LegacyKind, { bits: number; bytes: number }> = {
  * quantize_row_q{4,5}_{0,1}_impl does (σ² = Σx²/n over the row); false when the encoder is unavailable.
  */
 export function encodeLegacyWeightedWasm(kind: LegacyKind, src: Float32Array, out: Uint8Array, qw: Float32Array): boolean {
-  const e = encoder();
-  if (!e) return false;
   const { bits, bytes } = LEGACY[kind];
   const sigma2 = f32(sumSquares(src, 0, src.length) / src.length);
-  const at = layout(e, (256 / 32) * bytes);
-  const piece = PIECE_BLOCKS * 256;
-  for (let v0 = 0; v0 < src.length; v0 += piece) {
-    const n = Math.min(piece, src.length - v0);
-    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
-    new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
-    e.encodeLegacyWeighted(at.src, at.qw, at.dst, n, sigma2, bits);
-    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / 32) * bytes), (v0 / 32) * bytes);
-  }
-  return true;
+  return inPieces(32, bytes, src, out, qw, (e, at, n) => e.encodeLegacyWeighted(at.src, at.qw, at.dst, n, sigma2, bits));
 }
 
 /**
@@ -144,21 +149,11 @@ export function encodeLegacyWeightedWasm(kind: LegacyKind, src: Float32Array, ou
  * quantize_iq4_xs), with importance weights `qw` where given; false when the encoder is unavailable.
  */
 export function encodeIq4Wasm(kind: 'IQ4_NL' | 'IQ4_XS', src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
-  const e = encoder();
-  if (!e) return false;
   const size = kind === 'IQ4_NL' ? 32 : 256;
-  const bytes = kind === 'IQ4_NL' ? 18 : 136;
-  const at = layout(e, (256 / size) * bytes);
-  const piece = PIECE_BLOCKS * 256;
-  for (let v0 = 0; v0 < src.length; v0 += piece) {
-    const n = Math.min(piece, src.length - v0);
-    new Float32Array(e.memory.buffer, at.src, n).set(src.subarray(v0, v0 + n));
-    if (qw) new Float32Array(e.memory.buffer, at.qw, n).set(qw.subarray(v0, v0 + n));
+  return inPieces(size, kind === 'IQ4_NL' ? 18 : 136, src, out, qw, (e, at, n) => {
     if (kind === 'IQ4_NL') e.encodeIq4Nl(at.src, qw ? at.qw : 0, at.dst, n / size);
     else e.encodeIq4Xs(at.src, qw ? at.qw : 0, at.dst, n / size);
-    out.set(new Uint8Array(e.memory.buffer, at.dst, (n / size) * bytes), (v0 / size) * bytes);
-  }
-  return true;
+  });
 }
 
 /** Where each IQ grid's tables lie in the module's memory (placed once, past every piece's room). */
@@ -192,32 +187,19 @@ function placeTables(e: Exports, t: IqSearchTables): { levels: number; map: numb
  * aborts on a block (the TypeScript codec then runs, and reports that block as it does).
  */
 export function encodeIq3Wasm(kind: 'IQ3_XXS' | 'IQ3_S', tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw?: Float32Array): boolean {
-  return inPieces(kind === 'IQ3_XXS' ? 98 : 110, tables, src, out, qw, (e, at, n, t) => e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours));
+  return inGridPieces(kind === 'IQ3_XXS' ? 98 : 110, tables, src, out, qw, (e, at, n, t) => e.encodeIq3(at.src, qw ? at.qw : 0, at.dst, n, kind === 'IQ3_XXS' ? 1 : 0, t.levels, t.map, t.neighbours));
 }
 
 /**
- * The IQ grid searches' common run: `tables` placed, then whole 256-value blocks of `src` (and
- * their weights `qw`, where given) through the module PIECE_BLOCKS at a time by `encode`, each
- * piece's blocks of `bytes` copied to `out`; false where the encoder is unavailable or `encode`
- * returns non-zero (the TypeScript quantizer then runs the whole row).
+ * The IQ grid searches' common run: `tables` placed, then {@link inPieces} over whole 256-value
+ * blocks of `bytes`, `encode` given the piece's number of blocks and where the tables lie.
  */
-function inPieces(
+function inGridPieces(
   bytes: number, tables: IqSearchTables, src: Float32Array, out: Uint8Array, qw: Float32Array | undefined,
-  encode: (e: Exports, at: { src: number; qw: number; dst: number }, n: number, t: { levels: number; map: number; neighbours: number }) => number,
+  encode: (e: Exports, at: PiecePlace, n: number, t: { levels: number; map: number; neighbours: number }) => number,
 ): boolean {
-  const e = encoder();
-  if (!e) return false;
-  const t = placeTables(e, tables);
-  const at = layout(e, bytes);
-  const nBlocks = src.length / 256;
-  for (let b0 = 0; b0 < nBlocks; b0 += PIECE_BLOCKS) {
-    const n = Math.min(PIECE_BLOCKS, nBlocks - b0);
-    new Float32Array(e.memory.buffer, at.src, n * 256).set(src.subarray(b0 * 256, (b0 + n) * 256));
-    if (qw) new Float32Array(e.memory.buffer, at.qw, n * 256).set(qw.subarray(b0 * 256, (b0 + n) * 256));
-    if (encode(e, at, n, t) !== 0) return false;
-    out.set(new Uint8Array(e.memory.buffer, at.dst, n * bytes), b0 * bytes);
-  }
-  return true;
+  let t: { levels: number; map: number; neighbours: number } | undefined;
+  return inPieces(256, bytes, src, out, qw, (e, at, n) => encode(e, at, n / 256, t!), (e) => { t = placeTables(e, tables); });
 }
 
 /** Bytes per block of the IQ1 and IQ2 types, and the kind number the module's encodeIq1 / encodeIq2 takes. */
@@ -243,6 +225,6 @@ export function encodeIqLowWasm(kind: IqLowKind, tables: IqSearchTables, src: Fl
   const { bytes, kind: k, iq1 } = IQ_LOW[kind];
   // Only IQ1_M and IQ2_S run without weights (quantize_iq1_m / quantize_iq2_s with quant_weights NULL).
   if (!qw && kind !== 'IQ1_M' && kind !== 'IQ2_S') return false;
-  return inPieces(bytes, tables, src, out, qw, (e, at, n, t) =>
+  return inGridPieces(bytes, tables, src, out, qw, (e, at, n, t) =>
     iq1 ? e.encodeIq1(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours) : e.encodeIq2(at.src, qw ? at.qw : 0, at.dst, n, k, t.levels, t.map, t.neighbours));
 }
