@@ -864,3 +864,29 @@ describe('vision-language checkpoints whose names need no map', () => {
     expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
   });
 });
+
+describe('a checkpoint storing one tensor under both namings of its key map', () => {
+  it('a module there is refused naming both keys, not merged into whichever the map read last', async () => {
+    const config = {
+      architectures: ['InternVLForConditionalGeneration'], model_type: 'internvl', torch_dtype: 'bfloat16',
+      text_config: { model_type: 'qwen2', hidden_size: 8, vocab_size: 32 }, vision_config: { model_type: 'internvl_vision', hidden_size: 4 }, downsample_ratio: 0.5,
+    };
+    const base = [
+      t('language_model.model.embed_tokens.weight', [32, 8]),
+      t('language_model.model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      t('model.language_model.layers.0.self_attn.q_proj.weight', [8, 8]),
+      t('language_model.model.layers.0.mlp.down_proj.weight', [8, 12]),
+    ];
+    const path = 'model.language_model.layers.0.self_attn.q_proj';
+    const adapter = [
+      randomTensor(`base_model.model.${path}.lora_A.weight`, [2, 8], 'F32', rand), randomTensor(`base_model.model.${path}.lora_B.weight`, [8, 2], 'F32', rand),
+    ];
+    const prepared = await prepare(hfModelFolder(base, config), peftFolder({ r: 2, target_modules: ['q_proj'] }, adapter));
+    await prepared.close();
+    expect(prepared.plan.updates).toEqual([]);
+    expect(prepared.plan.problems).toHaveLength(1);
+    const [problem] = prepared.plan.problems;
+    expect(problem.message).toContain('language_model.model.layers.0.self_attn.q_proj.weight');
+    expect(problem.message).toContain('model.language_model.layers.0.self_attn.q_proj.weight');
+  });
+});

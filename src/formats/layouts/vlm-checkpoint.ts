@@ -16,6 +16,12 @@ interface ConvertedKeys {
   index: BaseKeyIndex;
   /** Converted key → the base's own key. */
   original: Map<string, string>;
+  /**
+   * Converted keys that two or more of the base's keys convert to (a checkpoint storing both
+   * spellings of one tensor), with every such key: a module there is refused naming them all,
+   * never merged into whichever came last.
+   */
+  shared: Map<string, string[]>;
 }
 
 const converted = new WeakMap<BaseView, ConvertedKeys | null>();
@@ -29,8 +35,14 @@ function convertedKeys(view: BaseView): ConvertedKeys | null {
       keys = null;
     } else {
       const original = new Map<string, string>();
-      for (const key of view.keys) original.set(convertCheckpointKey(key, map), key);
-      keys = { map, index: new BaseKeyIndex(original.keys()), original };
+      const shared = new Map<string, string[]>();
+      for (const key of view.keys) {
+        const name = convertCheckpointKey(key, map);
+        const earlier = original.get(name);
+        if (earlier !== undefined) shared.set(name, [...(shared.get(name) ?? [earlier]), key]);
+        else original.set(name, key);
+      }
+      keys = { map, index: new BaseKeyIndex(original.keys()), original, shared };
     }
     converted.set(view, keys);
   }
@@ -42,8 +54,12 @@ export function resolveConvertedPath(view: BaseView, tensorPath: string): KeyRes
   const keys = convertedKeys(view);
   if (!keys) return undefined;
   const r = keys.index.resolveDotted(convertCheckpointKey(tensorPath, keys.map));
-  if (r.found) return { found: true, key: keys.original.get(r.key)! };
-  return { ...r, candidates: r.candidates.map((c) => keys.original.get(c)!).sort() };
+  if (r.found) {
+    const both = keys.shared.get(r.key);
+    if (both) return { found: false, ambiguous: true, candidates: [...both].sort() };
+    return { found: true, key: keys.original.get(r.key)! };
+  }
+  return { ...r, candidates: r.candidates.flatMap((c) => keys.shared.get(c) ?? [keys.original.get(c)!]).sort() };
 }
 
 /**
