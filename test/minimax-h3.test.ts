@@ -490,6 +490,12 @@ describe('MiniMax-H3 repository with modular_model_index.json alone', () => {
       if (name === 'transformer') spec.pretrained_model_name_or_path = null;
     });
     expect(await refusalOf(repository(noRepo))).toMatch(/^pipeline\/modular_model_index\.json: "transformer" names no pretrained_model_name_or_path, so diffusers' ModularPipeline does not load transformer from this repository/);
+    const split = modularIndex((name, spec) => {
+      if (['text_encoder', 'tokenizer', 'processor', 'vae'].includes(name)) spec.pretrained_model_name_or_path = 'someone/MiniMax-H3-fp8';
+      if (name === 'audio_scheduler') spec.pretrained_model_name_or_path = null;
+    });
+    expect(await refusalOf(repository(split))).toBe('pipeline/modular_model_index.json: "transformer" loads from MiniMaxAI/MiniMax-H3, and this index\'s components name 2 repositories equally often '
+      + '(someone/MiniMax-H3-fp8, MiniMaxAI/MiniMax-H3), so which of them this folder is cannot be told; not supported — give a folder whose modular_model_index.json loads transformer from this repository\'s transformer/ folder, or merge the component\'s folder on its own');
     const variant = modularIndex((name, spec) => {
       if (name === 'transformer') spec.variant = 'bf16';
     });
