@@ -409,3 +409,110 @@ describe('MiniMax-H3 transformer_ref (the ref2va partition)', () => {
     ]);
   });
 });
+
+/**
+ * MiniMax-H3's diffusers repository carries modular_model_index.json alone (convert_minimax_h3_to_diffusers.py
+ * write_model_index: every component `[library, class, {type_hint, pretrained_model_name_or_path, subfolder,
+ * variant, revision}]` pointing at the repository's own id and its own name as subfolder); ModularPipeline
+ * loads each component from that repository and subfolder.
+ */
+describe('MiniMax-H3 repository with modular_model_index.json alone', () => {
+  const lora = onePipelineLora(rand, 0.8);
+  const REPO = 'MiniMaxAI/MiniMax-H3';
+  const COMPONENTS: [string, string, string][] = [
+    ['text_encoder', 'transformers', 'Qwen3VLForConditionalGeneration'], ['tokenizer', 'transformers', 'Qwen2TokenizerFast'],
+    ['processor', 'transformers', 'Qwen3VLProcessor'], ['vae', 'diffusers', 'AutoencoderKLMiniMaxH3'],
+    ['audio_vae', 'diffusers', 'AutoencoderKLMiniMaxH3Audio'], ['transformer', 'diffusers', 'MiniMaxH3Transformer3DModel'],
+    ['transformer_ref', 'diffusers', 'MiniMaxH3Transformer3DModel'], ['scheduler', 'diffusers', 'MiniMaxH3Scheduler'],
+    ['audio_scheduler', 'diffusers', 'MiniMaxH3Scheduler'],
+  ];
+  const modularIndex = (edit: (name: string, spec: Record<string, unknown>) => void = () => {}) => {
+    const index: Record<string, unknown> = { _class_name: 'MiniMaxH3ModularPipeline', _diffusers_version: '0.38.0.dev0', _blocks_class_name: 'MiniMaxH3Blocks' };
+    for (const [name, library, className] of COMPONENTS) {
+      const spec: Record<string, unknown> = { type_hint: [library, className], pretrained_model_name_or_path: REPO, subfolder: name, variant: null, revision: null };
+      edit(name, spec);
+      index[name] = [library, className, spec];
+    }
+    return JSON.stringify(index, null, 2);
+  };
+  const repository = (index: string, extra: Record<string, Uint8Array | string> = {}): Record<string, Uint8Array | string> => ({
+    'modular_model_index.json': index,
+    'transformer/diffusion_pytorch_model.safetensors': buildSafetensors(transformer()), 'transformer/config.json': folder['config.json'],
+    'transformer_ref/diffusion_pytorch_model.safetensors': buildSafetensors(transformer()), 'transformer_ref/config.json': folder['config.json'],
+    'scheduler/scheduler_config.json': JSON.stringify({ _class_name: 'MiniMaxH3Scheduler', _diffusers_version: '0.38.0.dev0', shift: 5.0 }),
+    'audio_scheduler/scheduler_config.json': JSON.stringify({ _class_name: 'MiniMaxH3Scheduler', _diffusers_version: '0.38.0.dev0', shift: 3.0 }),
+    'tokenizer/tokenizer_config.json': JSON.stringify({ tokenizer_class: 'Qwen2TokenizerFast' }),
+    'vae/config.json': JSON.stringify({ _class_name: 'AutoencoderKLMiniMaxH3', _diffusers_version: '0.38.0.dev0' }),
+    ...extra,
+  });
+  const specs = [
+    peftSpec('transformer.transformer_blocks.0.attn.to_q', 2, H, H, [{ key: 'transformer.transformer_blocks.0.attn.to_q.weight' }], 1),
+    peftSpec('transformer.token_refiner.refiner_blocks.1.ff.net.2', 2, H, FF, [{ key: 'transformer.token_refiner.refiner_blocks.1.ff.net.2.weight' }], 1),
+    peftSpec('transformer_ref.transformer_blocks.1.attn.to_v', 2, H, H, [{ key: 'transformer_ref.transformer_blocks.1.attn.to_v.weight' }], 1),
+  ];
+  const refusalOf = async (base: Record<string, Uint8Array | string>) => {
+    const problems = await refusals(base, 'pipeline', loraTensors(rand, specs.slice(0, 1), 'BF16'));
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).not.toContain('\n');
+    return problems[0];
+  };
+
+  it('merges into transformer/ and transformer_ref/ as ModularPipeline loads them (float64 truth), the rest copied; says the copied index still points at the repository', async () => {
+    const { warnings } = await lora.mergeAndCheck(repository(modularIndex()), specs,
+      ['transformer/diffusion_pytorch_model.safetensors', 'transformer_ref/diffusion_pytorch_model.safetensors']);
+    expect(warnings.filter((w) => w.includes('modular_model_index.json'))).toEqual([
+      'pipeline: modular_model_index.json is copied as it is, and its components load from MiniMaxAI/MiniMax-H3: diffusers\' ModularPipeline.from_pretrained on the merged folder loads them from there, not the merged weights; '
+      + 'set their pretrained_model_name_or_path in the merged folder\'s copy to that folder\'s path (as save_pretrained writes it), or load the merged components from its subfolders',
+    ]);
+  });
+
+  it('a component in another repository is merged around when its folder is not here, refused by name when it is', async () => {
+    const elsewhere = modularIndex((name, spec) => {
+      if (name === 'text_encoder') spec.pretrained_model_name_or_path = 'Qwen/Qwen3-VL-32B-Instruct';
+    });
+    await lora.mergeAndCheck(repository(elsewhere), specs.slice(0, 1), ['transformer/diffusion_pytorch_model.safetensors']);
+    const moved = modularIndex((name, spec) => {
+      if (name === 'transformer') spec.pretrained_model_name_or_path = 'someone/MiniMax-H3-fp8';
+    });
+    expect(await refusalOf(repository(moved))).toBe('pipeline/modular_model_index.json: "transformer" loads from someone/MiniMax-H3-fp8, another repository than the one this folder\'s other components load from (MiniMaxAI/MiniMax-H3): '
+      + 'diffusers\' ModularPipeline would not load the merged transformer/; not supported — give a folder whose modular_model_index.json loads transformer from this repository\'s transformer/ folder, or merge the component\'s folder on its own');
+  });
+
+  it('a component whose subfolder is not here, or is not its own name, or that names no repository or a variant, is refused by name', async () => {
+    const sub = (to: unknown) => modularIndex((name, spec) => {
+      if (name === 'transformer_ref') spec.subfolder = to;
+    });
+    expect(await refusalOf(repository(sub('transformer_ref_fp8')))).toMatch(/^pipeline\/modular_model_index\.json: "transformer_ref" loads from subfolder transformer_ref_fp8\/, which this folder does not hold with weights, while transformer_ref\/ does; not supported/);
+    expect(await refusalOf(repository(sub(null)))).toMatch(/^pipeline\/modular_model_index\.json: "transformer_ref" loads from subfolder \(none: the repository's root\)/);
+    expect(await refusalOf(repository(sub('transformer'))))
+      .toMatch(/^pipeline\/modular_model_index\.json: "transformer_ref" loads from subfolder transformer\/, not transformer_ref\/ \(a component read from a folder not named after it is not merged here\)/);
+    const noRepo = modularIndex((name, spec) => {
+      if (name === 'transformer') spec.pretrained_model_name_or_path = null;
+    });
+    expect(await refusalOf(repository(noRepo))).toMatch(/^pipeline\/modular_model_index\.json: "transformer" names no pretrained_model_name_or_path, so diffusers' ModularPipeline does not load transformer from this repository/);
+    const split = modularIndex((name, spec) => {
+      if (['text_encoder', 'tokenizer', 'processor', 'vae'].includes(name)) spec.pretrained_model_name_or_path = 'someone/MiniMax-H3-fp8';
+      if (name === 'audio_scheduler') spec.pretrained_model_name_or_path = null;
+    });
+    expect(await refusalOf(repository(split))).toBe('pipeline/modular_model_index.json: "transformer" loads from MiniMaxAI/MiniMax-H3, and this index\'s components name 2 repositories equally often '
+      + '(someone/MiniMax-H3-fp8, MiniMaxAI/MiniMax-H3), so which of them this folder is cannot be told; not supported — give a folder whose modular_model_index.json loads transformer from this repository\'s transformer/ folder, or merge the component\'s folder on its own');
+    const variant = modularIndex((name, spec) => {
+      if (name === 'transformer') spec.variant = 'bf16';
+    });
+    expect(await refusalOf(repository(variant))).toMatch(/^pipeline\/modular_model_index\.json: "transformer" names variant "bf16" \(diffusers loads that variant's weight files\), which is not read here/);
+  });
+
+  it('beside a model_index.json: merged as before where both list the same classes, refused by name where they disagree', async () => {
+    const same = JSON.stringify({
+      _class_name: 'MiniMaxH3ModularPipeline', _diffusers_version: '0.38.0.dev0',
+      transformer: ['diffusers', 'MiniMaxH3Transformer3DModel'], transformer_ref: ['diffusers', 'MiniMaxH3Transformer3DModel'], scheduler: ['diffusers', 'MiniMaxH3Scheduler'],
+    });
+    await lora.mergeAndCheck(repository(modularIndex(), { 'model_index.json': same }), specs,
+      ['transformer/diffusion_pytorch_model.safetensors', 'transformer_ref/diffusion_pytorch_model.safetensors']);
+    const without = JSON.stringify({ _class_name: 'MiniMaxH3ModularPipeline', _diffusers_version: '0.38.0.dev0', transformer: ['diffusers', 'MiniMaxH3Transformer3DModel'] });
+    expect(await refusalOf(repository(modularIndex(), { 'model_index.json': without }))).toBe('pipeline: model_index.json and modular_model_index.json disagree on "transformer_ref" '
+      + '(model_index.json: not listed; modular_model_index.json: "MiniMaxH3Transformer3DModel"), so diffusers\' DiffusionPipeline and ModularPipeline load different pipelines from this folder; not supported — remove the index that does not describe it');
+    const other = JSON.stringify({ _class_name: 'X', transformer: ['diffusers', 'WanTransformer3DModel'], transformer_ref: ['diffusers', 'MiniMaxH3Transformer3DModel'] });
+    expect(await refusalOf(repository(modularIndex(), { 'model_index.json': other }))).toMatch(/^pipeline: model_index\.json and modular_model_index\.json disagree on "transformer" \(model_index\.json: "WanTransformer3DModel"; modular_model_index\.json: "MiniMaxH3Transformer3DModel"\)/);
+  });
+});

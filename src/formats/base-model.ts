@@ -178,7 +178,7 @@ const LAYOUTS: { kind: BaseModelKind; stem: string }[] = [
 
 export async function openBaseModel(files: InputFileSet, pacer: Pacer = new Pacer()): Promise<SafetensorsBaseModel> {
   const list = files.list();
-  if (list.includes(MODEL_INDEX)) return openPipeline(files, list, pacer);
+  if (list.includes(MODEL_INDEX) || list.includes(MODULAR_INDEX)) return openPipeline(files, list, pacer);
   const layout = await detectLayout(files, list);
   const folder = files.name.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? '';
   // A text encoder folder's config.json says its class, and which CLIP a CLIP is.
@@ -253,6 +253,80 @@ async function openShards(
 // --- diffusers pipelines ---------------------------------------------------------------------
 
 const MODEL_INDEX = 'model_index.json';
+/** diffusers' Modular Pipelines index (ModularPipeline.config_name), which some repositories (MiniMax-H3's) carry alone. */
+const MODULAR_INDEX = 'modular_model_index.json';
+
+/** A component entry of modular_model_index.json: `[library, class, loading spec]` (ModularPipeline.__init__ reads a list of three as one). */
+const isModularEntry = (value: unknown): value is [unknown, unknown, unknown] => Array.isArray(value) && value.length === 3;
+
+/**
+ * A modular_model_index.json read as the model_index.json diffusers' DiffusionPipeline would read
+ * for the same folder: each component entry `[library, class, {type_hint, pretrained_model_name_or_path,
+ * subfolder, variant, revision}]` becomes `[library, class]` (the class its spec's type_hint gives,
+ * which ModularPipeline._dict_to_component_spec loads, else the entry's own), every other field
+ * (`_class_name`, config values) is kept. ModularPipeline loads each component from its spec's
+ * repository and subfolder, not from the folder it reads the index in: a component with weights here
+ * is merged only where its spec names the repository the folder's components name (a download of that
+ * repository; save_pretrained writes the one repository or folder into every entry) and its own name
+ * as subfolder, so that the merged folder is the one diffusers loads. Anything else is refused by name.
+ * Returns the model_index.json-shaped spec and the repository its components load from.
+ */
+function modularAsModelIndex(name: string, raw: unknown, list: readonly string[]): { spec: Record<string, unknown>; repository: string | undefined } {
+  const where = `${name}/${MODULAR_INDEX}`;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
+  const entries = Object.entries(raw as Record<string, unknown>).filter(([k, v]) => !k.startsWith('_') && isModularEntry(v));
+  const loading = new Map<string, Record<string, unknown>>();
+  for (const [k, v] of entries) {
+    const spec = (v as unknown[])[2];
+    if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) {
+      throw new MergeError('BAD_CONFIG', `${where}: "${k}" is ${JSON.stringify(v).slice(0, 200)}, whose loading spec is not an object (diffusers reads ${k}'s repository and subfolder from it): fix modular_model_index.json`);
+    }
+    loading.set(k, spec as Record<string, unknown>);
+  }
+  const repositoryOf = (spec: Record<string, unknown>) => {
+    const repo = spec.pretrained_model_name_or_path;
+    return typeof repo === 'string' && repo ? repo : undefined;
+  };
+  // The repository the folder's components load from: the one most entries name (all of them, in a
+  // repository diffusers' save_pretrained or a conversion script wrote); none where two tie.
+  const counts = new Map<string, number>();
+  for (const spec of loading.values()) {
+    const repo = repositoryOf(spec);
+    if (repo !== undefined) counts.set(repo, (counts.get(repo) ?? 0) + 1);
+  }
+  const ranked = [...counts].sort((a, b) => b[1] - a[1]);
+  const repository = ranked.length > 0 && (ranked.length === 1 || ranked[0][1] > ranked[1][1]) ? ranked[0][0] : undefined;
+  const holdsWeights = (folder: string) => list.some((p) => p.startsWith(`${folder}/`) && isWeightFile(p));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    const spec = loading.get(k);
+    if (!spec || !isModularEntry(v)) {
+      out[k] = v;
+      continue;
+    }
+    const hint = spec.type_hint;
+    const [library, className] = Array.isArray(hint) && hint.length === 2 && typeof hint[1] === 'string' ? hint : [v[0], v[1]];
+    out[k] = [library, className];
+    const subfolder = spec.subfolder;
+    const sub = typeof subfolder === 'string' ? subfolder.replace(/\/+$/, '') : '';
+    if (!holdsWeights(k) && !(sub && holdsWeights(sub))) continue; // not in this download: its files, if any, are copied
+    const refuse = (why: string): never => {
+      throw new MergeError('UNSUPPORTED_FORMAT', `${where}: "${k}" ${why}; not supported — give a folder whose modular_model_index.json loads ${k} from this repository's ${k}/ folder, or merge the component's folder on its own`);
+    };
+    const repo = repositoryOf(spec);
+    if (repo === undefined) refuse(`names no pretrained_model_name_or_path, so diffusers' ModularPipeline does not load ${k} from this repository and the merged ${k}/ would not be used`);
+    if (repository === undefined) refuse(`loads from ${repo}, and this index's components name ${ranked.length} repositories equally often (${ranked.map(([r]) => r).join(', ')}), so which of them this folder is cannot be told`);
+    if (repo !== repository) refuse(`loads from ${repo}, another repository than the one this folder's other components load from (${repository}): diffusers' ModularPipeline would not load the merged ${k}/`);
+    if (sub !== k) {
+      refuse(sub && holdsWeights(sub)
+        ? `loads from subfolder ${sub}/, not ${k}/ (a component read from a folder not named after it is not merged here)`
+        : `loads from subfolder ${sub ? `${sub}/` : '(none: the repository\'s root)'}, which this folder does not hold with weights, while ${k}/ does`);
+    }
+    const variant = spec.variant;
+    if (variant !== undefined && variant !== null) refuse(`names variant ${JSON.stringify(variant).slice(0, 80)} (diffusers loads that variant's weight files), which is not read here`);
+  }
+  return { spec: out, repository };
+}
 
 /**
  * A whole diffusers pipeline (model_index.json with unet/, transformer/, text_encoder…/, vae/):
@@ -262,12 +336,25 @@ const MODEL_INDEX = 'model_index.json';
  * variant, a pickle beside the safetensors) are not written, and the user is told.
  */
 async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): Promise<SafetensorsBaseModel> {
-  const where = `${files.name}/${MODEL_INDEX}`;
-  const spec = parseBoundedJson(await files.readText(MODEL_INDEX), where);
+  // A folder with modular_model_index.json alone is read through it; one with both files is read as
+  // before, through model_index.json, once the two are found to agree (DiffusionPipeline reads one,
+  // ModularPipeline the other: a folder where they disagree loads two different pipelines).
+  const modular = list.includes(MODULAR_INDEX)
+    ? modularAsModelIndex(files.name, parseBoundedJson(await files.readText(MODULAR_INDEX), `${files.name}/${MODULAR_INDEX}`), list)
+    : undefined;
+  const indexName = list.includes(MODEL_INDEX) ? MODEL_INDEX : MODULAR_INDEX;
+  const where = `${files.name}/${indexName}`;
+  const spec = indexName === MODEL_INDEX ? parseBoundedJson(await files.readText(MODEL_INDEX), where) : modular!.spec;
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new MergeError('BAD_CONFIG', `${where}: expected a JSON object`);
+  if (modular && indexName === MODEL_INDEX) indexesAgree(files.name, spec as Record<string, unknown>, modular.spec, list);
   const parts: ComponentFiles[] = [];
   const weightFiles = new Set<string>();
   const warnings: string[] = [];
+  if (modular && indexName === MODULAR_INDEX) {
+    warnings.push(`${files.name}: ${MODULAR_INDEX} is copied as it is, and its components load from ${modular.repository ?? 'the repositories it names'}: `
+      + 'diffusers\' ModularPipeline.from_pretrained on the merged folder loads them from there, not the merged weights; '
+      + 'set their pretrained_model_name_or_path in the merged folder\'s copy to that folder\'s path (as save_pretrained writes it), or load the merged components from its subfolders');
+  }
   const clips: ClipFolder[] = [];
   const weightless: WeightlessFolder[] = [];
   const className = (spec as Record<string, unknown>)._class_name;
@@ -336,7 +423,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     }
     parts.push({ folder, layout, component });
   }
-  if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${MODEL_INDEX} names no component with .safetensors weights`);
+  if (parts.length === 0) throw new MergeError('NOT_FOUND', `${files.name}: ${indexName} names no component with .safetensors weights`);
   // Wan 2.2 A14B's low-noise expert beside its high-noise transformer/: diffusers' load_lora_weights
   // loads into transformer/ unless told load_into_transformer_2, and so does the merge. Where the
   // pipeline says which expert is which, ai-toolkit's combined LoRA names each (wan22Experts), and
@@ -361,7 +448,7 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
     withClipIdentity(clipComponents.get(folder)!, identity);
     if (identity.byPosition !== undefined) byPosition.set(folder, identity.byPosition);
   }
-  const leftOut = strayWeights(files.name, spec as Record<string, unknown>, list, weightFiles, warnings);
+  const leftOut = strayWeights(files.name, spec as Record<string, unknown>, list, weightFiles, warnings, indexName);
   const model = await openShards(files, 'pipeline', parts, list.filter((p) => !weightFiles.has(p) && !leftOut.has(p)), warnings, (tensors) => parts
     .filter((p) => p.component)
     .map((p) => ({ ...p.component!, keys: [...tensors.keys()].filter((k) => k.startsWith(`${p.folder}.`)) })), pacer);
@@ -370,6 +457,23 @@ async function openPipeline(files: InputFileSet, list: string[], pacer: Pacer): 
   if (prior) model.combinedPrior = prior;
   if (weightless.length > 0) model.weightlessEncoders = weightless.map((w) => (byPosition.has(w.folder) ? { ...w, byPosition: byPosition.get(w.folder)! } : w));
   return model;
+}
+
+/**
+ * A folder holding both model_index.json and modular_model_index.json: each component with weights
+ * must be listed by both with one class (the modular entry already checked to load from this
+ * folder), or diffusers' DiffusionPipeline and ModularPipeline would load different pipelines from it.
+ */
+function indexesAgree(name: string, index: Record<string, unknown>, modular: Record<string, unknown>, list: readonly string[]): void {
+  const classOf = (value: unknown) => (Array.isArray(value) ? JSON.stringify(value[1] ?? null) : undefined);
+  const folders = new Set([...Object.keys(index), ...Object.keys(modular)].filter((k) => !k.startsWith('_')
+    && (Array.isArray(index[k]) || Array.isArray(modular[k])) && list.some((p) => p.startsWith(`${k}/`) && isWeightFile(p))));
+  for (const k of folders) {
+    const a = classOf(index[k]);
+    const b = classOf(modular[k]);
+    if (a === b) continue;
+    throw new MergeError('UNSUPPORTED_FORMAT', `${name}: ${MODEL_INDEX} and ${MODULAR_INDEX} disagree on "${k}" (${MODEL_INDEX}: ${a ?? 'not listed'}; ${MODULAR_INDEX}: ${b ?? 'not listed'}), so diffusers' DiffusionPipeline and ModularPipeline load different pipelines from this folder; not supported — remove the index that does not describe it`);
+  }
 }
 
 /** A weight file name diffusers' download and loading take as a component's (pipeline_loading_utils.py variant_compatible_siblings). */
@@ -385,7 +489,7 @@ const FLAT_COMPONENT = /^(model|diffusion_pytorch_model|pytorch_model)(-\d{5}-of
  * unmerged under a name ComfyUI and A1111 load, so they are left out, and the user is told.
  * Weights under diffusers' own names at the root are refused (FLAT_COMPONENT). Returns them; pushes the warnings.
  */
-function strayWeights(name: string, spec: Record<string, unknown>, list: readonly string[], weightFiles: ReadonlySet<string>, warnings: string[]): Set<string> {
+function strayWeights(name: string, spec: Record<string, unknown>, list: readonly string[], weightFiles: ReadonlySet<string>, warnings: string[], indexName = MODEL_INDEX): Set<string> {
   const listed = (p: string) => {
     const slash = p.indexOf('/');
     return slash > 0 && Array.isArray(spec[p.slice(0, slash)]) && !p.slice(0, slash).startsWith('_');
@@ -400,7 +504,7 @@ function strayWeights(name: string, spec: Record<string, unknown>, list: readonl
   }
   const one = stray.length === 1;
   const readable = stray.some((p) => SAFETENSORS.test(p) || /\.gguf$/i.test(p));
-  warnings.push(`${name}: ${stray.join(', ')} not written: ${one ? 'it is' : 'they are'} outside the folders model_index.json lists, which the diffusers pipeline loads and the merge writes, `
+  warnings.push(`${name}: ${stray.join(', ')} not written: ${one ? 'it is' : 'they are'} outside the folders ${indexName} lists, which the diffusers pipeline loads and the merge writes, `
     + `and ${one ? 'a copy' : 'copies'} would be left unmerged (a single-file checkpoint beside those folders is the base model as it was), so ${one ? 'it is' : 'they are'} left out of the output`
     + (readable ? `; to merge ${one ? 'it' : 'one of them'}, give ${one ? 'it' : 'that file'} as the base on its own` : ''));
   return new Set(stray);
