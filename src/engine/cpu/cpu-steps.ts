@@ -496,14 +496,14 @@ export function columnSumsOfSquaresOnCpu(op: MergeOp, signal?: AbortSignal): Flo
   return ss;
 }
 
-/**
- * Exact values of elements after a number of steps, computed on demand from the elements they
- * depend on (memoised): only the few elements whose f64 bound cannot decide come here.
- */
 /** ±2^200: past every float dtype (what {@link ExactSteps.final} gives where float64 shows a value past it). */
 const PAST_UP: Dyadic = { m: 1n, e: 200 };
 const PAST_DOWN: Dyadic = { m: -1n, e: 200 };
 
+/**
+ * Exact values of elements after a number of steps, computed on demand from the elements they
+ * depend on (memoised): only the few elements whose f64 bound cannot decide come here.
+ */
 class ExactSteps {
   private readonly memo = new Map<string, Dyadic>();
   private readonly selfMemo = new Map<string, Dyadic[]>();
