@@ -510,12 +510,34 @@ export function overflowInOp(op: MergeOp): OverflowSpan | undefined {
     return undefined;
   }
   const values = new Float32Array(out.buffer, out.byteOffset, out.byteLength / 4);
+  const edge = ROUNDS_TO_INF_FROM[op.outDtype];
   let largest = 0;
-  for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i])) largest = Math.max(largest, Math.abs(values[i]));
+  let onEdge = false;
+  for (let i = 0; i < values.length; i++) {
+    const v = Math.abs(values[i]);
+    if (v === edge) onEdge = true;
+    if (v !== Infinity && v === v) largest = Math.max(largest, v);
+  }
   const past = nonFiniteSpan(out, 'F32');
-  const span = op.outDtype === 'F32' ? past : nonFiniteSpan(encodeFromF32(values, op.outDtype), op.outDtype);
+  if (op.outDtype === 'F32') return { ...past, largest, past };
+  // A value whose f32 rounding is the edge may lie under it (the output dtype rounds it to its
+  // largest finite value): rounded from f32 it would be counted. The op merged to the output dtype
+  // itself then (each value rounded once, as the merge rounds it).
+  let encoded: Uint8Array;
+  try {
+    encoded = onEdge ? mergeStepsOnCpu(op, undefined, undefined, true) : encodeFromF32(values, op.outDtype);
+  } catch {
+    return undefined;
+  }
+  const span = nonFiniteSpan(encoded, op.outDtype);
   return { count: span.count, first: span.first, last: span.last, largest, past };
 }
+
+/**
+ * The f32 magnitude from which values round to Inf in f16 and bf16 (to nearest even: the midpoint
+ * past the largest finite value); fp8 outputs saturate.
+ */
+const ROUNDS_TO_INF_FROM: Partial<Record<FloatDType, number>> = { F16: 65520, BF16: (2 - 2 ** -8) * 2 ** 127 };
 
 /** No values yet: the start of a whole tensor's {@link OverflowSpan}, added op by op with {@link addOverflow}. */
 export function noOverflow(): OverflowSpan {
