@@ -225,8 +225,12 @@ describe('fuzzing quantized row decoding on the worker threads', () => {
 
   it.skipIf(!indices.length)('reached the worker threads', () => {
     console.log(`fuzz threads: seed ${SEED}, ${stats.cases} cases: ${stats.merged} merged, ${stats.refused} refused, ${stats.onWorkers} decoded on the workers; ${[...stats.byFormat].map(([f, t]) => `${f}: ${t.merged} merged, ${t.refused} refused`).join('; ')}`);
-    // Most cases did go to the workers (a hostile one may be refused before any row is decoded).
-    if (ONLY === undefined && stats.cases === indices.length) expect(stats.onWorkers).toBeGreaterThan(indices.length / 2);
+    // The merges did go to the workers: as many cases decoded there as merged, at least one (a hostile
+    // case may be refused before any row is decoded, so a short run can refuse half of its cases).
+    if (ONLY === undefined && stats.cases === indices.length) {
+      expect(stats.onWorkers).toBeGreaterThan(0);
+      expect(stats.onWorkers).toBeGreaterThanOrEqual(stats.merged);
+    }
   });
 });
 
