@@ -48,6 +48,15 @@ import { holdsNonFinite, nonFiniteError } from './plain-merge.js';
 import { scatterOf, type PermutedBlocksStep } from '../permuted-blocks.js';
 
 const f32 = (t: FloatTensorBytes): Float32Array => decodeToF32(t.data, t.dtype);
+
+type AddTerm = Extract<UpdateStep, { kind: 'add' }>['terms'][number];
+
+/** The row of a term's B that stored row `stored` of the weight takes (its placement's segment), or -1 where it takes none. */
+function termRow(term: AddTerm, stored: number): number {
+  if (!term.placement) return stored;
+  for (const g of term.placement.segments) if (stored >= g.dst && stored < g.dst + g.count) return g.src + stored - g.dst;
+  return -1;
+}
 const u = U_F64;
 
 /** The f64 values of the op's rows after every step, with their error bounds and DoRA factors. */
@@ -83,13 +92,8 @@ function addFactors(op: MergeOp, shape: OpShape, step: Extract<UpdateStep, { kin
     const { a, b } = termFactorValues(term, f32);
     const r = term.rank, s = term.scale;
     if (op.layout === 'out-in') {
-      const rowOf = (stored: number): number => {
-        if (!term.placement) return stored;
-        for (const g of term.placement.segments) if (stored >= g.dst && stored < g.dst + g.count) return g.src + stored - g.dst;
-        return -1;
-      };
       for (let i = 0; i < rowCount; i++) {
-        const src = rowOf(rowStart + i);
+        const src = termRow(term, rowStart + i);
         if (src >= 0) for (let k = 0; k < r; k++) left[i * rank + k0 + k] = s * b[src * r + k];
       }
       for (let k = 0; k < r; k++) for (let c = 0; c < cols; c++) right[(k0 + k) * cols + c] = a[k * inF + c];
@@ -556,12 +560,8 @@ class ExactSteps {
     let magnitude = Math.abs(x);
     let addends = 1;
     for (const term of step.terms) {
-      let row = o;
-      if (term.placement) {
-        row = -1;
-        for (const g of term.placement.segments) if (o >= g.dst && o < g.dst + g.count) row = g.src + o - g.dst;
-        if (row < 0) continue;
-      }
+      const row = termRow(term, o);
+      if (row < 0) continue;
       const { a, b } = termFactorValues(term, (t) => this.f32(t));
       let d = 0, dm = 0;
       for (let k = 0; k < term.rank; k++) {
@@ -606,12 +606,8 @@ class ExactSteps {
         const [o, i] = op.layout === 'out-in' ? [stored, c] : [c, stored];
         const inF = op.layout === 'out-in' ? op.cols : op.rows;
         for (const term of step.terms) {
-          let row = o;
-          if (term.placement) {
-            row = -1;
-            for (const g of term.placement.segments) if (o >= g.dst && o < g.dst + g.count) row = g.src + o - g.dst;
-            if (row < 0) continue;
-          }
+          const row = termRow(term, o);
+          if (row < 0) continue;
           const { a, b } = termFactorValues(term, (t) => this.f32(t));
           let d = DYADIC_ZERO;
           for (let k = 0; k < term.rank; k++) d = addDyadic(d, mulDyadic(dyadicOf(b[row * term.rank + k]), dyadicOf(a[k * inF + i])));
