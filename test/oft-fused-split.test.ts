@@ -15,10 +15,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FLUX, fluxBflTensors, fluxDiffusersTensors, tensor } from './helpers/diffusion-fixtures.js';
-import { buildSafetensors, roundForDType, seededRandom, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { peftFolder } from './helpers/hf-folder.js';
-import { ulpOf } from './helpers/merge-truth.js';
+import { expectWeightsMerged } from './helpers/merge-truth.js';
 
 const rand = seededRandom(20261208);
 const { h } = FLUX;
@@ -145,25 +145,6 @@ function lycorisTruth(w: Float64Array, blocks: Float64Array, b: number, alpha: n
   return result;
 }
 
-/** Every split tensor is its truth rounded once (within one ulp), every other tensor copied unchanged. */
-function expectMerged(merged: Map<string, DecodedTensor>, truth: Map<string, Float64Array>, what: string): void {
-  expect([...merged.keys()].sort()).toEqual(base.map((t) => t.name).sort());
-  for (const t of base) {
-    const got = merged.get(t.name)!;
-    const want = truth.get(t.name);
-    if (!want) {
-      expect([...got.values], `${what}: ${t.name} is copied unchanged`).toEqual([...values(base, t.name)]);
-      continue;
-    }
-    let changed = 0;
-    for (let i = 0; i < want.length; i++) {
-      if (got.values[i] !== (t.data as ArrayLike<number>)[i]) changed++;
-      if (got.values[i] === roundForDType(want[i], t.dtype)) continue;
-      expect(Math.abs(got.values[i] - want[i]), `${what}: ${t.name}[${i}]: got ${got.values[i]}, truth ${want[i]}`).toBeLessThanOrEqual(ulpOf(want[i], t.dtype));
-    }
-    expect(changed, `${what}: ${t.name} changed`).toBeGreaterThan(want.length / 2);
-  }
-}
 
 const backends = mergeBackends({ cpu: 'both' });
 const OT_HEADER = { 'modelspec.architecture': 'Flux.1-dev/lora', ot_branch: 'master', ot_revision: 'e928ddab' };
@@ -190,7 +171,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
       ...cut(oneTrainerTruth(fused(QKV), values([otQkv], otQkv.name), 4), QKV),
       ...cut(oneTrainerTruth(fused(LINEAR1), values([otLinear1], otLinear1.name), 8), LINEAR1),
     ]);
-    expectMerged(tensors, truth, 'onetrainer');
+    expectWeightsMerged(tensors, truth, base, 'onetrainer');
   });
 
   it.for([1, 0.5])('LyCORIS diag-OFT on Flux img_attn.qkv (capped at α·24, rescale cut in thirds) and linear1 at weight %d', async (weight, ctx) => {
@@ -200,7 +181,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
       ...cut(lycorisTruth(fused(QKV), values([lyQkv], lyQkv.name), 4, 0.01, weight, values([lyRescale], lyRescale.name)), QKV),
       ...cut(lycorisTruth(fused(LINEAR1), values([lyLinear1], lyLinear1.name), 4, 1, weight), LINEAR1),
     ]);
-    expectMerged(tensors, truth, `lycoris weight ${weight}`);
+    expectWeightsMerged(tensors, truth, base, `lycoris weight ${weight}`);
   });
 });
 
@@ -211,14 +192,14 @@ describe('PEFT folders in BFL\'s names (base_model.model.double_blocks.0.img_att
   it('OFT (PEFT 0.18, 5 Cayley–Neumann terms): the same input rotation on to_q, to_k and to_v', async () => {
     const oftR = tensor(rand, `${M}.oft_R.weight`, [2, 6], 'F32', 0.3);
     const { tensors } = await peftMerge({ peft_type: 'OFT', r: 0, oft_block_size: 4, peft_version: '0.18.0', target_modules: ['qkv'] }, [oftR]);
-    expectMerged(tensors, cut(oneTrainerTruth(fused(QKV), values([oftR], oftR.name), 4), QKV), 'peft oft');
+    expectWeightsMerged(tensors, cut(oneTrainerTruth(fused(QKV), values([oftR], oftR.name), 4), QKV), base, 'peft oft');
   });
   it('BOFT with one butterfly factor: the same rotation on each, boft_s cut into each tensor\'s rows', async () => {
     const boftR = tensor(rand, `${M}.boft_R`, [1, 2, 4, 4], 'F32', 0.3);
     const boftS = { ...tensor(rand, `${M}.boft_s`, [24, 1], 'F32', 0.2) };
     boftS.data = Float32Array.from(boftS.data as ArrayLike<number>, (x) => Math.fround(1 + x));
     const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: 4, boft_block_num: 0, boft_n_butterfly_factor: 1, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
-    expectMerged(tensors, cut(boftTruth(fused(QKV), values([boftR], boftR.name), 4, values([boftS], boftS.name)), QKV), 'peft boft');
+    expectWeightsMerged(tensors, cut(boftTruth(fused(QKV), values([boftR], boftR.name), 4, values([boftS], boftS.name)), QKV), base, 'peft boft');
   });
 });
 

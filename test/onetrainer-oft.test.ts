@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { errorLines, listDir, runCli } from './helpers/cli.js';
 import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
-import { buildSafetensors, roundForDType, seededRandom, tempDirs, type DecodedTensor, type FixtureTensor } from './helpers/fixtures.js';
+import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
-import { ulpOf } from './helpers/merge-truth.js';
+import { expectWeightsMerged } from './helpers/merge-truth.js';
 import { libraryWording } from '../src/library-wording.js';
 import { pageWording } from '../demo/page-wording.js';
 
@@ -127,26 +127,6 @@ function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, w
   return truth;
 }
 
-/** Every merged tensor is the truth rounded once (within one ulp of it), the rest copied as they were. */
-function expectMerged(merged: Map<string, DecodedTensor>, truth: Map<string, Float64Array>, weights: readonly FixtureTensor[], what: string): void {
-  expect([...merged.keys()].sort()).toEqual(weights.map((t) => t.name).sort());
-  for (const t of weights) {
-    const got = merged.get(t.name)!;
-    const want = truth.get(t.name);
-    if (!want) {
-      expect([...got.values], `${what}: ${t.name} is copied unchanged`).toEqual([...values(weights, t.name)]);
-      continue;
-    }
-    expect(got.dtype).toBe(t.dtype);
-    let changed = 0;
-    for (let i = 0; i < want.length; i++) {
-      if (got.values[i] !== (t.data as ArrayLike<number>)[i]) changed++;
-      if (got.values[i] === roundForDType(want[i], t.dtype)) continue;
-      expect(Math.abs(got.values[i] - want[i]), `${what}: ${t.name}[${i}]: got ${got.values[i]}, truth ${want[i]}`).toBeLessThanOrEqual(ulpOf(want[i], t.dtype));
-    }
-    expect(changed, `${what}: ${t.name} changed`).toBeGreaterThan(want.length / 2);
-  }
-}
 
 const backends = mergeBackends({ cpu: 'both' });
 const adapter = (tensors: FixtureTensor[], weight = 1, metadata: Record<string, string> = OT_HEADER) => [{ name: FILE, files: { [FILE]: buildSafetensors(tensors, metadata) }, weight }];
@@ -156,7 +136,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(otFile, weight) });
-    expectMerged(tensors, otTruth(otFile, weight), base, `weight ${weight}`);
+    expectWeightsMerged(tensors, otTruth(otFile, weight), base, `weight ${weight}`);
   });
 
   it('merges a Flux fused qkv module (OneTrainer\'s KOHYA names on the BFL checkpoint) rotating its inputs', async (ctx) => {
@@ -166,7 +146,7 @@ describe.each(['cpu (js)', 'cpu (wasm)', 'webgpu'])('%s', (name) => {
     const trained: Trained[] = [{ path: 'double_blocks.0.img_attn.qkv', rows: 2, b: 4, inF: FLUX.h, conv: false, spread: 0.3 }];
     const file = [tensor(rand, 'lora_unet_double_blocks_0_img_attn_qkv.oft_R.weight', [2, 6], 'BF16', 0.3)];
     const { tensors } = await mergeInMemory({ backend, base: { 'flux1-dev.safetensors': buildSafetensors(flux) }, adapters: adapter(file, 1, { ...OT_HEADER, 'modelspec.architecture': 'Flux.1-dev/lora' }) });
-    expectMerged(tensors, otTruth(file, 1, trained, flux), flux, 'flux');
+    expectWeightsMerged(tensors, otTruth(file, 1, trained, flux), flux, 'flux');
   });
 });
 
@@ -181,7 +161,7 @@ describe('COFT, from a file saved with its training config (ot_config)', () => {
     // Saved by 7c255ac4 (27 November 2025), a OneTrainer with COFT.
     const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '7c255ac4', ot_config: JSON.stringify(OT_CONFIG) }) });
     const truth = otTruth(file, 1, trained, base, 0.2);
-    expectMerged(tensors, truth, base, 'coft');
+    expectWeightsMerged(tensors, truth, base, 'coft');
   });
 });
 
@@ -194,8 +174,8 @@ describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file 
   it.for(['cpu (js)', 'webgpu'])('%s: saved by 7c255ac4 (COFT period): 0.2 projects each Linear at coft_eps 0.2, false merges unprojected', async (name, ctx) => {
     if (!backends[name]) return ctx.skip();
     const header = { ...OT_HEADER, ot_revision: '7c255ac4' };
-    expectMerged((await merge(header, 0.2, name)).tensors, otTruth(file, 1, trained, base, 0.2), base, 'user coft 0.2');
-    expectMerged((await merge(header, false, name)).tensors, otTruth(file, 1, trained, base), base, 'user coft off');
+    expectWeightsMerged((await merge(header, 0.2, name)).tensors, otTruth(file, 1, trained, base, 0.2), base, 'user coft 0.2');
+    expectWeightsMerged((await merge(header, false, name)).tensors, otTruth(file, 1, trained, base), base, 'user coft off');
   });
   it('true is COFT at OneTrainer\'s default coft_eps: the same merge as a config with oft_coft and no coft_eps', async () => {
     const user = await merge({ ...OT_HEADER, ot_revision: 'b46986d6' }, true);
@@ -206,11 +186,11 @@ describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file 
     expect([...user.tensors.get(to)!.values]).not.toEqual([...unprojected.tensors.get(to)!.values]);
   });
   it('a first-series file (86ae3811) with false: the first series, unprojected', async () => {
-    expectMerged((await merge({ ...OT_HEADER, ot_revision: '86ae3811' }, false)).tensors, otTruth(file, 1, trained, base, undefined, true), base, 'first series, user off');
+    expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: '86ae3811' }, false)).tensors, otTruth(file, 1, trained, base, undefined, true), base, 'first series, user off');
   });
   it('the file\'s own ot_config wins over the user\'s word, and a file from after COFT ignores it', async () => {
-    expectMerged((await merge({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false, coft_eps: 0.2 }) }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'config off wins');
-    expectMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab' }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'after COFT');
+    expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false, coft_eps: 0.2 }) }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'config off wins');
+    expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab' }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'after COFT');
   });
   it('does not stand in for a missing ot_revision', async () => {
     const { ot_revision: _, ...noRevision } = OT_HEADER;
@@ -233,17 +213,17 @@ describe('OneTrainer\'s first series, told by the file\'s ot_revision', () => {
     const backend = backends[name];
     if (!backend) return ctx.skip();
     const { tensors } = await mergeInMemory({ backend, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, weight, { ...OT_HEADER, 'modelspec.date': '2025-11-14', ot_revision: '607470f7', ot_config: config(false) }) });
-    expectMerged(tensors, otTruth(file, weight, trained, base, undefined, true), base, `first series, weight ${weight}`);
+    expectWeightsMerged(tensors, otTruth(file, weight, trained, base, undefined, true), base, `first series, weight ${weight}`);
   });
   it('with COFT on (1336b9b8\'s config): each Linear projected, then its first series; a full 40-digit revision is the same commit', async () => {
     const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '1336b9b894dac621647c49118e58a4009fe3ecef', ot_config: config(true) }) });
-    expectMerged(tensors, otTruth(file, 1, trained, base, 0.2, true), base, 'first series with coft');
+    expectWeightsMerged(tensors, otTruth(file, 1, trained, base, 0.2, true), base, 'first series with coft');
   });
   it('a Scaled OFT file (OneTrainer from 29 May 2026) says its series by its marker, with no revision', async () => {
     const scaled = TRAINED.filter((m) => m.scaled);
     const only = otFile.filter((x) => scaled.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
     const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(only, 1, {}) });
-    expectMerged(tensors, otTruth(only, 1, scaled), base, 'scaled, no header');
+    expectWeightsMerged(tensors, otTruth(only, 1, scaled), base, 'scaled, no header');
   });
 });
 

@@ -4,7 +4,7 @@
  * Imports nothing from the library.
  */
 import { expect } from 'vitest';
-import { roundF8Saturating, roundForDType, type DecodedTensor, type FixtureDType } from './fixtures.js';
+import { roundF8Saturating, roundForDType, type DecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 
 export interface TruthTerm {
   baseKey: string;
@@ -168,5 +168,34 @@ export function expectQ8Near(got: Float64Array, want: Float64Array, what: string
     for (let i = b * 32; i < (b + 1) * 32; i++) {
       if (Math.abs(got[i] - want[i]) > bound) expect.fail(`${what}[${i}]: got ${got[i]}, truth ${want[i]} (Q8_0 bound ${bound})`);
     }
+  }
+}
+
+/**
+ * A merged model against its base and the float64 truth of the tensors the merge changes: the same
+ * tensor names; each changed tensor in its base's dtype, every element its truth rounded once
+ * (within one ulp) and, unless `mostChanged` is false, more than half of them moved from the base;
+ * every other tensor copied value for value.
+ */
+export function expectWeightsMerged(
+  merged: Map<string, DecodedTensor>, truth: Map<string, Float64Array>, weights: readonly FixtureTensor[], what: string, { mostChanged = true } = {},
+): void {
+  expect([...merged.keys()].sort()).toEqual(weights.map((t) => t.name).sort());
+  for (const t of weights) {
+    const got = merged.get(t.name)!;
+    const stored = t.data as ArrayLike<number>;
+    const want = truth.get(t.name);
+    if (!want) {
+      expect([...got.values], `${what}: ${t.name} is copied unchanged`).toEqual([...Float64Array.from(stored)]);
+      continue;
+    }
+    expect(got.dtype, `${what}: ${t.name}'s dtype`).toBe(t.dtype);
+    let changed = 0;
+    for (let i = 0; i < want.length; i++) {
+      if (got.values[i] !== stored[i]) changed++;
+      if (got.values[i] === roundForDType(want[i], t.dtype)) continue;
+      expect(Math.abs(got.values[i] - want[i]), `${what}: ${t.name}[${i}]: got ${got.values[i]}, truth ${want[i]}`).toBeLessThanOrEqual(ulpOf(want[i], t.dtype));
+    }
+    if (mostChanged) expect(changed, `${what}: ${t.name} changed`).toBeGreaterThan(want.length / 2);
   }
 }
