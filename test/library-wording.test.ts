@@ -160,6 +160,10 @@ const SENTENCES: readonly (readonly [string, string])[] = [
     'model: quantization_config.scale_fmt "ue8m0" (scales of a special form) is not written here; merge with dtype: \'bf16\' (or \'f16\', \'f32\') to write the merged weights dequantized',
   ],
   [
+    'model: tensor "w.weight_scale_inv" holds 0.0005 (block at row 0, column 128), not a power of two, though config.json\'s quantization_config.scale_fmt is "ue8m0": the file contradicts its config, so the merged w.weight is not written with scales of either form; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized',
+    'model: tensor "w.weight_scale_inv" holds 0.0005 (block at row 0, column 128), not a power of two, though config.json\'s quantization_config.scale_fmt is "ue8m0": the file contradicts its config, so the merged w.weight is not written with scales of either form; merge with dtype: \'bf16\' (or \'f16\', \'f32\') to write the merged weights dequantized',
+  ],
+  [
     'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); merge with --dtype bf16 (or f16, f32) to write the weights dequantized',
     'tensor "w": its merged block at row 0, column 0 (largest magnitude 1e+40) needs a scale that w.weight_scale (F8_E4M3) cannot hold (it would be Infinity, its factor 1); merge with dtype: \'bf16\' (or \'f16\', \'f32\') to write the weights dequantized',
   ],

@@ -495,13 +495,13 @@ describe('what stays refused, by name', () => {
     }
   });
 
-  it('scale_fmt "ue8m0" (DeepSeek-V3.1): refused without --dtype in one line, nothing left beside --out; merged with --dtype bf16', async () => {
+  it('scale_fmt "ue8m0" (DeepSeek-V3.1) over scales that are no powers of two: refused without --dtype in one line naming the scale, nothing left beside --out; merged with --dtype bf16', async () => {
     const cfg = config('block') as { quantization_config: Record<string, unknown> };
     cfg.quantization_config.scale_fmt = 'ue8m0';
     const base = { ...baseFolder('block'), 'config.json': JSON.stringify(cfg) };
     const refused = await cli(base, adapterFolder());
     expect(refused.run.code).not.toBe(0);
-    expect(refused.lines).toEqual([expect.stringMatching(/quantization_config\.scale_fmt "ue8m0" .*is not written here; merge with --dtype bf16/)]);
+    expect(refused.lines).toEqual([expect.stringMatching(new RegExp(`tensor "${Q}\\.weight_scale_inv" holds \\S+ \\(block at row 0, column 0\\), not a power of two, though config\\.json's quantization_config\\.scale_fmt is "ue8m0": the file contradicts its config, .*; merge with --dtype bf16`))]);
     expect(readdirSync(dirname(refused.out)).sort()).toEqual(['adapter', 'base']);
     const dequantized = await cli(base, adapterFolder(), ['--dtype', 'bf16']);
     expect(dequantized.run.code, dequantized.run.stderr).toBe(0);

@@ -98,6 +98,12 @@ export interface ScaledFp8Weight {
   scaleKey: string;
   /** F8_E8M0: DeepSeek-V4's power-of-two scales (deepseek-v4-fp4.ts). */
   scaleDtype: Extract<FloatDType, 'F32' | 'BF16' | 'F16'> | 'F8_E8M0';
+  /**
+   * `ue8m0`: its scales are powers of two stored as floats (DeepSeek-V3.1 / V3.2's F32
+   * `weight_scale_inv` under `quantization_config.scale_fmt: "ue8m0"`), recomputed by the same
+   * power-of-two rule as F8_E8M0 scales when the weight is merged.
+   */
+  scaleFormat?: 'ue8m0';
   /** The weight as rows × cols (a conv's kernel dims folded into cols). */
   rows: number;
   cols: number;
@@ -219,7 +225,9 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     return {
       kind: 'block-fp8', rule: 'reciprocal', ...(scaleFormat ? { scaleFormat } : {}),
       ...grids, unread: grids.unread.filter((k) => !fp4Keys.has(k)),
-      weights: new Map([...grids.weights, ...fused.map((w) => [w.weightKey, w] as const), ...fp4.map((w) => [w.key, fp4ScaledWeight(base, w)] as const)]),
+      weights: new Map([...grids.weights, ...fused.map((w) => [w.weightKey, w] as const), ...fp4.map((w) => [w.key, fp4ScaledWeight(base, w)] as const)]
+        // scale_fmt "ue8m0" over float scales (DeepSeek-V3.1 / V3.2): powers of two, kept so when re-quantized.
+        .map(([k, w]) => [k, scaleFormat === 'ue8m0' && w.scaleDtype !== 'F8_E8M0' ? { ...w, scaleFormat: 'ue8m0' as const } : w] as const)),
       quantizationOnly: runtimeScales(base),
     };
   }

@@ -97,14 +97,16 @@ function slabEncoding(
   const colBlocks = Math.ceil(w.cols / blockCols);
   const band0 = Math.floor(rows.rowStart / blockRows);
   const codeDtype = w.codeDtype === 'F8_E5M2' ? 'F8_E5M2' : 'F8_E4M3';
+  const powerOfTwo = w.scaleDtype === 'F8_E8M0' || w.scaleFormat === 'ue8m0';
   const factors = new Float32Array(fp8Bands(rows, rows.rowStart, rows.rowCount) * colBlocks);
   for (let i = 0; i < factors.length; i++) {
     const a = typeof amaxOf === 'number' ? Math.fround(amaxOf) : amaxOf[i];
     const at = (band0 + Math.floor(i / colBlocks)) * colBlocks + (i % colBlocks);
-    if (rule === 'reciprocal' && w.scaleDtype === 'F8_E8M0') {
-      // DeepSeek-V4's E8M0 block scales, as DeepSeek's act_quant computes them with scale_fmt
-      // "ue8m0": amax floored at 1e-4, s = 2^⌈log2(f32(amax · f32(1/448)))⌉, codes = e4m3(W' / s).
-      scales[at] = deepseekPowerOfTwoScale(a, E4M3_MAX, 1e-4);
+    if (rule === 'reciprocal' && powerOfTwo) {
+      // DeepSeek-V4's E8M0 block scales (and DeepSeek-V3.1 / V3.2's F32 ones under scale_fmt
+      // "ue8m0"), as DeepSeek's act_quant computes them with scale_fmt "ue8m0": amax floored at
+      // 1e-4, s = 2^⌈log2(f32(amax · f32(1/448)))⌉, codes = e4m3(W' / s).
+      scales[at] = storedScale(deepseekPowerOfTwoScale(a, E4M3_MAX, 1e-4), w.scaleDtype);
       factors[i] = scales[at];
     } else if (rule === 'reciprocal') {
       const q = a === 0 ? 0 : Math.fround(E4M3_MAX / a);
@@ -141,7 +143,7 @@ function slabEncoding(
     }
   }
 
-  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8' || w.scaleDtype === 'F8_E8M0';
+  const divide = (rule !== 'reciprocal' && rule !== 'comfy') || w.scaleLayout === 'mxfp8' || powerOfTwo;
   return { factors, divide, codeDtype };
 }
 

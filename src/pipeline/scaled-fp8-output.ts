@@ -119,6 +119,9 @@ export function scaledFp8Note(scaled: ScaledFp8Base): string | undefined {
   if (e8m0) {
     return `the base holds ${what}: adapters are merged into their real values (code × 2^(scale − 127)); merged weights are written in their format again, each block's (or group's) power-of-two scale recomputed as DeepSeek's kernels compute it (2^⌈log2(amax / 448)⌉, or / 6 for FP4), or dequantized with --dtype f32/f16/bf16${kv}`;
   }
+  if ([...scaled.weights.values()].some((w) => w.scaleFormat === 'ue8m0')) {
+    return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's power-of-two scale (scale_fmt "ue8m0") recomputed as DeepSeek's kernels compute it (2^⌈log2(amax / 448)⌉), or dequantized with --dtype f32/f16/bf16${kv}`;
+  }
   return `the base holds ${what}: adapters are merged into their real values (code × scale); they are written as fp8 again with each block's scale recomputed as the quantizer does, or dequantized with --dtype f32/f16/bf16${kv}`;
 }
 
@@ -140,6 +143,14 @@ function mxfp4Note(scaled: ScaledFp8Base): string {
 function comfyFormats(scaled: ScaledFp8Base): string {
   const formats = new Set<string>([...scaled.weights.values()].map(comfyQuantFormat));
   return ['float8_e4m3fn', 'float8_e5m2', 'mxfp8', 'nvfp4', 'int8_tensorwise'].filter((f) => formats.has(f)).join(' and ') || 'fp8';
+}
+
+/** Is `x` a positive power of two (an F32 scale of the form scale_fmt "ue8m0" promises)? */
+function isPowerOfTwo(x: number): boolean {
+  if (!(x > 0) || !Number.isFinite(x)) return false;
+  const bits = new DataView(new Float64Array([x]).buffer);
+  // float64: no mantissa bit set (every f32, subnormal ones included, is a normal f64).
+  return (bits.getUint32(4, true) & 0xfffff) === 0 && bits.getUint32(0, true) === 0;
 }
 
 /** What mergeModel needs to merge into and write a base with scaled fp8 weights. */
@@ -234,8 +245,18 @@ export function scaledFp8Output(
   if (!dequantizeTo && merged.length === 0) return undefined; // every fp8 weight and scale is copied as it is
   if (dequantizeTo) {
     if (dtypeMergedOnly && requested !== undefined) throw new MergeError('BAD_ARGUMENT', `${base.name}: ${mergedOnlyRefusal(scaled)}`);
-  } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && merged.some((w) => !(scaled.scaleFormat === 'ue8m0' && w.scaleDtype === 'F8_E8M0'))) {
+  } else if (scaled.scaleFormat && scaled.scaleFormat !== 'float' && scaled.scaleFormat !== 'ue8m0') {
     throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: quantization_config.scale_fmt "${scaled.scaleFormat}" (scales of a special form) is not written here; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
+  } else {
+    // scale_fmt "ue8m0" over float scales: a merged weight's scales are written as powers of two,
+    // which holds to the file only where its own scales are powers of two.
+    for (const w of merged) {
+      if (w.scaleFormat !== 'ue8m0') continue;
+      const at = w.scales.findIndex((s) => !isPowerOfTwo(s));
+      if (at < 0) continue;
+      const colBlocks = Math.ceil(w.cols / w.blockCols);
+      throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds ${w.scales[at]} (block at row ${Math.floor(at / colBlocks) * w.blockRows}, column ${(at % colBlocks) * w.blockCols}), not a power of two, though config.json's quantization_config.scale_fmt is "ue8m0": the file contradicts its config, so the merged ${w.weightKey} is not written with scales of either form; merge with --dtype bf16 (or f16, f32) to write the merged weights dequantized`);
+    }
   }
   if (!isSafetensorsModel(base)) throw new Error(`${base.name}: scaled fp8 weights outside a safetensors model`);
 

@@ -1400,7 +1400,9 @@ function blockFp8Truth(d: Decoded, folder: string, target: LoraTarget, outDtype:
     }
     if ('scale_fmt' in qc && qc.scale_fmt !== 'float') {
       if (qc.scale_fmt !== 'ue8m0') return { kind: 'unknown', why: `scale_fmt ${jsonKind(qc.scale_fmt)}` };
-      specialScales = true; // DeepSeek-V3.1's power-of-two scales: written back only dequantized
+      // DeepSeek-V3.1's power-of-two scales: this world's scales (0.0004, 0.002, 1/448, 0.01, 0.03) are
+      // none, so the file contradicts its config and is written back only dequantized.
+      specialScales = true;
     }
   }
   const names = [...d.tensors.keys()].filter((k) => k.startsWith(`${folder}/`)).map((k) => k.slice(folder.length + 1));
@@ -1453,7 +1455,7 @@ function blockFp8Truth(d: Decoded, folder: string, target: LoraTarget, outDtype:
     merged.set(key(`${target.layer}.weight`), added(w.values, loraDelta(target), target.scale));
     return { kind: 'expected', merged, json: { [`${folder}/config.json`]: { equals: config } } };
   }
-  if (specialScales) return invalid('scale_fmt ue8m0 written back without --dtype');
+  if (specialScales) return invalid('scale_fmt ue8m0 over scales that are not powers of two, written back without --dtype');
   const w = mergedF32(real(target.layer), target);
   if (!w) return invalid(`${target.layer}.weight: a merged value beyond float32, or an input not finite`);
   const [rows, cols] = tensor(`${target.layer}.weight`)!.shape;
