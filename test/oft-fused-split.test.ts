@@ -10,7 +10,8 @@
  * W'_k = (s·R_k − s·I + I)ᵀ·W_k with Q scaled to norm α·out over all the fused module's blocks, then
  * every row times `rescale`: each split tensor takes the blocks and rescale values of its own rows,
  * which is exact where no block straddles two tensors; one that does is refused. PEFT's OFT and BOFT
- * rotate the inputs too (W' = (R·Wᵀ)ᵀ, BOFT's times boft_s per output row, cut likewise). The truth is each
+ * rotate the inputs too (W' = (R·Wᵀ)ᵀ, BOFT's times boft_s per output row, cut likewise; with several
+ * butterfly factors R's permutations reorder only the inputs, so that holds too). The truth is each
  * tool's formula on the fused weight in float64, then cut into the split tensors' rows.
  */
 import { describe, expect, it } from 'vitest';
@@ -119,6 +120,57 @@ function boftTruth(w: Float64Array, blocks: Float64Array, b: number, scales: Flo
   return out;
 }
 
+/**
+ * PEFT's block_butterfly_perm(n, b, r, factors) as PEFT writes it: the identity for one factor;
+ * otherwise each run of n / b indices is reordered in sub-runs of r, evens first, then odds.
+ */
+function peftButterflyPerm(n: number, b: number, r: number, factors: number): number[] {
+  const indices = Array.from({ length: n }, (_, i) => i);
+  if (factors === 0) return indices;
+  const size = n / b, step = size / r;
+  const seq = [...Array.from({ length: Math.ceil(step / 2) }, (_, i) => 2 * i), ...Array.from({ length: Math.floor(step / 2) }, (_, i) => 2 * i + 1)];
+  const sorted = seq.flatMap((pos) => Array.from({ length: r }, (_, t) => pos * r + t));
+  for (let i = 0; i < n; i += size) {
+    const run = indices.slice(i, i + size);
+    sorted.forEach((from, at) => { indices[i + at] = run[from]; });
+  }
+  return indices;
+}
+
+/**
+ * PEFT's BOFT with N butterfly factors on the fused weight: P_i = perm2mat(block_butterfly_perm(in,
+ * blocks / 2^i, b / 2, N − 1)) (P_i[row, perm[row]] = 1), F_i = P_i·diag(R_i,k)·P_iᵀ with R_i,k the
+ * Cayley rotation of boft_R[i, k], R = F_{N−1}···F_0, W' = (R·Wᵀ)ᵀ ⊙ boft_s.
+ */
+function boftButterflyTruth(w: Float64Array, boftR: Float64Array, factors: number, blocks: number, b: number, scales: Float64Array): Float64Array {
+  const n = blocks * b;
+  const eye = (i: number, m: number) => (Math.floor(i / m) === i % m ? 1 : 0);
+  let r = Float64Array.from({ length: n * n }, (_, i) => eye(i, n));
+  for (let f = 0; f < factors; f++) {
+    const diag = new Float64Array(n * n);
+    for (let k = 0; k < blocks; k++) {
+      const a = boftR.subarray((f * blocks + k) * b * b, (f * blocks + k + 1) * b * b);
+      const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
+      const rot = matmul(sk.map((x, i) => eye(i, b) - x), inverse(sk.map((x, i) => eye(i, b) + x), b), b);
+      for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) diag[(k * b + i) * n + k * b + j] = rot[i * b + j];
+    }
+    const perm = peftButterflyPerm(n, blocks / 2 ** f, b / 2, factors - 1);
+    const p = new Float64Array(n * n);
+    perm.forEach((idx, i) => { p[i * n + idx] = 1; });
+    const pt = p.map((_, i) => p[(i % n) * n + Math.floor(i / n)]);
+    r = matmul(matmul(matmul(p, diag, n), pt, n), r, n);
+  }
+  const out = w.slice();
+  for (let o = 0; o < w.length / n; o++) {
+    for (let c = 0; c < n; c++) {
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += w[o * n + j] * r[c * n + j];
+      out[o * n + c] = sum * scales[o];
+    }
+  }
+  return out;
+}
+
 /** LyCORIS's diag-OFT on the fused weight: Q = B − Bᵀ scaled to α·out, R = (I + Q)(I − Q)⁻¹, W'_k = (s·R − s·I + I)ᵀ·W_k, then rows × rescale. */
 function lycorisTruth(w: Float64Array, blocks: Float64Array, b: number, alpha: number, s: number, rescale?: Float64Array): Float64Array {
   const n = blocks.length / (b * b), out = n * b;
@@ -200,6 +252,14 @@ describe('PEFT folders in BFL\'s names (base_model.model.double_blocks.0.img_att
     boftS.data = Float32Array.from(boftS.data as ArrayLike<number>, (x) => Math.fround(1 + x));
     const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: 4, boft_block_num: 0, boft_n_butterfly_factor: 1, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
     expectWeightsMerged(tensors, cut(boftTruth(fused(QKV), values([boftR], boftR.name), 4, values([boftS], boftS.name)), QKV), base, 'peft boft');
+  });
+  it.for([[2, 2, 4], [3, 4, 2]])('BOFT with %d butterfly factors (%d blocks of %d): the permuted rotations of the inputs on each, boft_s cut into each tensor\'s rows', async ([factors, blocks, b]) => {
+    const boftR = tensor(rand, `${M}.boft_R`, [factors, blocks, b, b], 'F32', 0.3);
+    const boftS = { ...tensor(rand, `${M}.boft_s`, [24, 1], 'F32', 0.2) };
+    boftS.data = Float32Array.from(boftS.data as ArrayLike<number>, (x) => Math.fround(1 + x));
+    const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: b, boft_block_num: 0, boft_n_butterfly_factor: factors, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
+    const truth = boftButterflyTruth(fused(QKV), values([boftR], boftR.name), factors, blocks, b, values([boftS], boftS.name));
+    expectWeightsMerged(tensors, cut(truth, QKV), base, `peft boft ×${factors}`);
   });
 });
 
