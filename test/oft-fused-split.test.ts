@@ -171,6 +171,41 @@ function boftButterflyTruth(w: Float64Array, boftR: Float64Array, factors: numbe
   return out;
 }
 
+/** PEFT's (I − S)(I + S)⁻¹ with S = ½(A − Aᵀ) for one b × b block. */
+function peftCayley(a: Float64Array, b: number): Float64Array {
+  const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
+  const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
+  return matmul(sk.map((x, i) => eye(i) - x), inverse(sk.map((x, i) => eye(i) + x), b), b);
+}
+
+/** PEFT ≤ 0.15's `_project_batch` (COFT): each block's Frobenius norm capped at limit / √(oft_r's first dim). */
+function coft(blocks: Float64Array, b: number, limit: number): Float64Array {
+  const count = blocks.length / (b * b), cap = limit / Math.sqrt(count);
+  const out = blocks.slice();
+  for (let k = 0; k < count; k++) {
+    const m = out.subarray(k * b * b, (k + 1) * b * b);
+    const norm = Math.sqrt(m.reduce((x, y) => x + y * y, 0));
+    if (norm > cap) m.forEach((x, i) => { m[i] = (cap * x) / norm; });
+  }
+  return out;
+}
+
+/** PEFT 0.13's OFT on the fused weight: W' = (Wᵀ·R)ᵀ, R = diag(R_k) over the outputs in blocks of n: W'[kn + m, c] = Σ_i R_k[i][m]·W[kn + i, c]. */
+function peftOft013Truth(w: Float64Array, blocks: Float64Array, n: number): Float64Array {
+  const out = w.slice();
+  for (let k = 0; k < w.length / h / n; k++) {
+    const r = peftCayley(blocks.subarray(k * n * n, (k + 1) * n * n), n);
+    for (let m = 0; m < n; m++) {
+      for (let c = 0; c < h; c++) {
+        let sum = 0;
+        for (let i = 0; i < n; i++) sum += r[i * n + m] * w[(k * n + i) * h + c];
+        out[(k * n + m) * h + c] = sum;
+      }
+    }
+  }
+  return out;
+}
+
 /** LyCORIS's diag-OFT on the fused weight: Q = B − Bᵀ scaled to α·out, R = (I + Q)(I − Q)⁻¹, W'_k = (s·R − s·I + I)ᵀ·W_k, then rows × rescale. */
 function lycorisTruth(w: Float64Array, blocks: Float64Array, b: number, alpha: number, s: number, rescale?: Float64Array): Float64Array {
   const n = blocks.length / (b * b), out = n * b;
@@ -260,6 +295,42 @@ describe('PEFT folders in BFL\'s names (base_model.model.double_blocks.0.img_att
     const { tensors } = await peftMerge({ peft_type: 'BOFT', boft_block_size: b, boft_block_num: 0, boft_n_butterfly_factor: factors, peft_version: '0.18.0', target_modules: ['qkv'] }, [boftR, boftS]);
     const truth = boftButterflyTruth(fused(QKV), values([boftR], boftR.name), factors, blocks, b, values([boftS], boftS.name));
     expectWeightsMerged(tensors, cut(truth, QKV), base, `peft boft ×${factors}`);
+  });
+});
+
+describe('PEFT OFT before 0.16 (oft_r) in BFL\'s names on the diffusers base', () => {
+  const files = (config: object, tensors: FixtureTensor[]) => ({ base: { [BASE_FILE]: buildSafetensors(base) }, adapters: [{ name: 'peft', files: peftFolder(config, tensors), weight: 1 }] });
+  const M = 'base_model.model.double_blocks.0.img_attn.qkv';
+  const common = { peft_type: 'OFT', module_dropout: 0, init_weights: true, target_modules: ['qkv'] };
+  const scales = () => {
+    const t = { ...tensor(rand, `${M}.oft_s`, [24, 1], 'F32', 0.2) };
+    t.data = Float32Array.from(t.data as ArrayLike<number>, (x) => Math.fround(1 + x));
+    return t;
+  };
+  it('0.14–0.15 (oft_r + oft_s, COFT): the input rotation on each of to_q/to_k/to_v, oft_s cut into their rows, COFT\'s eps·⌈24/r⌉² from the fused layer', async () => {
+    const oftR = tensor(rand, `${M}.oft_r`, [2, 4, 4], 'F32', 0.3), oftS = scales();
+    const eps = 0.003; // eps·12² / √2 ≈ 0.31: below the blocks' norms, so the cap binds (with ⌈8/2⌉² it would be 0.034)
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, ...files({ ...common, r: 2, oft_block_size: 0, coft: true, eps, block_share: false }, [oftR, oftS]) });
+    const blocks = coft(values([oftR], oftR.name), 4, eps * 12 * 12);
+    expectWeightsMerged(tensors, cut(boftTruth(fused(QKV), blocks, 4, values([oftS], oftS.name)), QKV), base, 'peft oft 0.15 coft');
+  });
+  it('0.14–0.15 with block_share: the one block on every input block of each tensor', async () => {
+    const oftR = tensor(rand, `${M}.oft_r`, [1, 4, 4], 'F32', 0.3), oftS = scales();
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, ...files({ ...common, r: 2, oft_block_size: 0, coft: false, eps: 6e-5, block_share: true }, [oftR, oftS]) });
+    const one = values([oftR], oftR.name);
+    expectWeightsMerged(tensors, cut(boftTruth(fused(QKV), Float64Array.from([...one, ...one]), 4, values([oftS], oftS.name)), QKV), base, 'peft oft 0.15 block_share');
+  });
+  it('0.13 (oft_r alone, COFT): its 6 blocks of 4 output rows, 2 whole blocks on each of to_q/to_k/to_v', async () => {
+    const oftR = tensor(rand, `${M}.oft_r`, [6, 4, 4], 'F32', 0.3);
+    const eps = 0.03; // eps·4² / √6 ≈ 0.2: the cap binds
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, ...files({ ...common, r: 6, coft: true, eps, block_share: false }, [oftR]) });
+    expectWeightsMerged(tensors, cut(peftOft013Truth(fused(QKV), coft(values([oftR], oftR.name), 4, eps * 16), 4), QKV), base, 'peft oft 0.13');
+  });
+  it('0.13 with blocks of 6 output rows, which straddle q and k: refused, naming the module and why', async () => {
+    const oftR = tensor(rand, `${M}.oft_r`, [4, 6, 6], 'F32', 0.3);
+    expect(await refusalsInMemory({ backend: backends['cpu (js)']!, ...files({ ...common, r: 4, coft: false, eps: 6e-5, block_share: false }, [oftR]) })).toEqual([
+      'peft: module "double_blocks.0.img_attn.qkv": OFT (PEFT before 0.16) on a module that lands on part of a tensor (rows 0–7 of transformer_blocks.0.attn.to_q.weight, rows 0–7 of transformer_blocks.0.attn.to_k.weight, rows 0–7 of transformer_blocks.0.attn.to_v.weight): it rotates runs of 6 output rows, and transformer_blocks.0.attn.to_q.weight takes rows 0–7 of it, which cut a run',
+    ]);
   });
 });
 
