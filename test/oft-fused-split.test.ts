@@ -145,7 +145,7 @@ function peftButterflyPerm(n: number, b: number, r: number, factors: number): nu
 function boftButterflyTruth(w: Float64Array, boftR: Float64Array, factors: number, blocks: number, b: number, scales: Float64Array): Float64Array {
   const n = blocks * b;
   const eye = (i: number, m: number) => (Math.floor(i / m) === i % m ? 1 : 0);
-  let r = Float64Array.from({ length: n * n }, (_, i) => eye(i, n));
+  let r: Float64Array = Float64Array.from({ length: n * n }, (_, i) => eye(i, n));
   for (let f = 0; f < factors; f++) {
     const diag = new Float64Array(n * n);
     for (let k = 0; k < blocks; k++) {
@@ -330,6 +330,30 @@ describe('PEFT OFT before 0.16 (oft_r) in BFL\'s names on the diffusers base', (
     const oftR = tensor(rand, `${M}.oft_r`, [4, 6, 6], 'F32', 0.3);
     expect(await refusalsInMemory({ backend: backends['cpu (js)']!, ...files({ ...common, r: 4, coft: false, eps: 6e-5, block_share: false }, [oftR]) })).toEqual([
       'peft: module "double_blocks.0.img_attn.qkv": OFT (PEFT before 0.16) on a module that lands on part of a tensor (rows 0–7 of transformer_blocks.0.attn.to_q.weight, rows 0–7 of transformer_blocks.0.attn.to_k.weight, rows 0–7 of transformer_blocks.0.attn.to_v.weight): it rotates runs of 6 output rows, and transformer_blocks.0.attn.to_q.weight takes rows 0–7 of it, which cut a run',
+    ]);
+  });
+});
+
+describe('ComfyUI-trained OFT (diffusion_model.double_blocks.0.img_attn.qkv.oft_blocks, .alpha, .diff_b) on the diffusers base with biases', () => {
+  // diffusers' Flux attention has biased to_q/to_k/to_v; the fixture's base leaves them out, so they are added here.
+  const bRand = seededRandom(20261209);
+  const biased = [...base, ...QKV.map((p) => tensor(bRand, p.key.replace(/weight$/, 'bias'), [h], 'BF16'))];
+  const C = 'diffusion_model.double_blocks.0.img_attn.qkv';
+  const blocks = tensor(bRand, `${C}.oft_blocks`, [6, 4, 4], 'BF16', 0.3);
+  const comfyAlpha: FixtureTensor = { name: `${C}.alpha`, dtype: 'BF16', shape: [], data: [1] };
+  const diffB = tensor(bRand, `${C}.diff_b`, [3 * h], 'BF16', 0.1);
+  it.for([1, 0.5])('at weight %d: each tensor takes its two blocks, each bias its third of diff_b', async (s) => {
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(biased) }, adapters: [{ name: 'comfy.safetensors', files: { 'comfy.safetensors': buildSafetensors([blocks, comfyAlpha, diffB]) }, weight: s }] });
+    // ComfyUI: Q capped at norm α = 1 over the fused module's blocks, W' = W + s·(s·R − s·I)ᵀ·W (LyCORIS's form at s², κ = 1).
+    const truth = cut(lycorisTruth(fused(QKV), values([blocks], blocks.name), 4, 1 / 24, s * s), QKV);
+    const bias = Float64Array.from(QKV.flatMap((p) => [...values(biased, p.key.replace(/weight$/, 'bias'))]), (x, i) => x + s * values([diffB], diffB.name)[i]);
+    QKV.forEach((p, k) => truth.set(p.key.replace(/weight$/, 'bias'), bias.slice(k * h, (k + 1) * h)));
+    expectWeightsMerged(tensors, truth, biased, `comfy oft diff_b weight ${s}`);
+  });
+  it('onto split tensors without biases: refused in one line, naming the module, diff_b and the biases missing', async () => {
+    const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: [{ name: 'comfy.safetensors', files: { 'comfy.safetensors': buildSafetensors([blocks, comfyAlpha, diffB]) }, weight: 1 }] });
+    expect(lines).toEqual([
+      'comfy.safetensors: module "diffusion_model.double_blocks.0.img_attn.qkv": has diffusion_model.double_blocks.0.img_attn.qkv.diff_b, a change of its bias, but the base has no transformer_blocks.0.attn.to_q.bias, transformer_blocks.0.attn.to_k.bias or transformer_blocks.0.attn.to_v.bias',
     ]);
   });
 });
