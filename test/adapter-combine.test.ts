@@ -519,3 +519,24 @@ describe("single-file checkpoints' text encoder namings (SD1/SD2 cond_stage_mode
     }
   });
 });
+
+it("refuses svd where Stable Cascade's attention q is named OneTrainer's way (attention.attn.in_proj.0) and ComfyUI's (attn.to_q) or diffusers' (attention.to_q), naming both; cat writes both", async () => {
+  const rand = seededRandom(46);
+  const lora = (name: string) => ({ name, b: randomDense(8, 2, rand), a: randomDense(2, 8, rand) });
+  const oneTrainer = await file('onetrainer_cascade.safetensors', [lora('lora_unet_down_blocks_0_2_attention_attn_in_proj_0')]);
+  const comfy = await file('comfy_cascade.safetensors', [lora('lora_unet_down_blocks_0_2_attention_attn_to_q'), lora('lora_unet_down_blocks_0_2_attention_attn_to_k')]);
+  const diffusers = await peft([lora('down_blocks.0.2.attention.to_q')], { target_modules: ['to_q'], task_type: null });
+  for (const [other, module, tensor] of [
+    [comfy, 'lora_unet_down_blocks_0_2_attention_attn_to_q', 'down_blocks.0.2.attention.attn.to_q.weight'],
+    [diffusers, 'lora_unet_down_blocks_0_2_attention_to_q', 'down_blocks.0.2.attention.to_q.weight'],
+  ] as const) {
+    const inputs = [{ adapter: oneTrainer, weight: 1 }, { adapter: other, weight: 1 }];
+    const refused = await combineAdapters(inputs, { method: 'svd', format: 'kohya' }, backends.cpu!).catch((e: Error) => e);
+    expect((refused as Error).message).toBe(`combine: "lora_unet_down_blocks_0_2_attention_attn_in_proj_0" (${oneTrainer.name}) and "${module}" (${other.name}) name rows of one base weight (${tensor}) in two namings, which only the base places; --method svd would reduce each on its own, not their sum: combine adapters of one naming, or use --method cat (exact)`);
+    const cat = await combineAdapters(inputs, { method: 'cat', format: 'kohya' }, backends.cpu!);
+    expect(cat.adapter.modules.map((m) => m.name)).toContain('lora_unet_down_blocks_0_2_attention_attn_in_proj_0');
+  }
+  // in_proj.1 (k) beside ComfyUI's to_q: other rows, no overlap.
+  const k = await file('onetrainer_k.safetensors', [lora('lora_unet_down_blocks_0_2_attention_attn_in_proj_1')]);
+  await expect(combineAdapters([{ adapter: k, weight: 1 }, { adapter: diffusers, weight: 1 }], { method: 'svd', format: 'kohya' }, backends.cpu!)).resolves.toBeDefined();
+});

@@ -532,6 +532,13 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         fail('UNSUPPORTED_FORMAT', `has ${bias.name}, a change of its bias, but ${biasUnread}`);
         continue;
       }
+      // A bias change of a fused module onto split tensors the base keeps without biases: said once, naming them.
+      const noBias = module.biasB && location.targets.length > 1
+        ? location.targets.filter((t) => !t.bias).map((t) => biasKeyOf(t.baseKey)).filter((k) => !ownBase.has(k) && !base.tensors.has(k)) : [];
+      if (module.biasB && noBias.length > 1) {
+        fail('UNKNOWN_MODULE', `has ${module.biasB.name}, a change of its bias, but the base has no ${noBias.join(', ').replace(/, ([^,]*)$/, ' or $1')}`);
+        continue;
+      }
       for (const target of location.targets) {
         const baseKey = target.baseKey;
         const info = startOf(baseKey);

@@ -69,7 +69,9 @@ export const peftOftLegacy: Algorithm = {
       scale: 1,
       tensors: { r, ...(s ? { s } : {}) },
       // Inputs rotated (0.14–0.15): PEFT sizes a conv's rotation and views its weight as in·kh², square kernels only.
-      update: s ? { kind: 'transform', cost: n, block: n, squareKernel: true } : { kind: 'transform', cost: n, rowBlock: n, block: n },
+      // Both land on split tensors holding a fused layer's rows (splitRows): the input rotation alike on
+      // each, oft_s and COFT's c from the fused layer's outputs; 0.13's output blocks where whole runs land.
+      update: s ? { kind: 'transform', cost: n, block: n, squareKernel: true, splitRows: true } : { kind: 'transform', cost: n, rowBlock: n, block: n, splitRows: true },
       fanInFanOut: false,
       options,
     };

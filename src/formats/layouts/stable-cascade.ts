@@ -24,7 +24,7 @@
  * `clip_txt_pooled_mapper` or stage B's `clip_mapper` (the keys ComfyUI's and diffusers' model
  * detection tell the two stages by).
  */
-import type { RenameRule } from './fused-renames.js';
+import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
 import type { Layout } from './layout.js';
 import { modelLayout, modelPrefix, prefixBefore } from './model-prefix.js';
 
@@ -63,8 +63,19 @@ export function comfyAttentionName(path: string): string {
 
 const table = modelLayout('stable-cascade', STABLE_CASCADE, STABLE_CASCADE_RULES);
 
+/**
+ * OneTrainer's `attention.attn.in_proj.N` beside ComfyUI's `attn.to_q`/`to_k`/`to_v` (the tensors of a
+ * checkpoint ComfyUI saved) and beside diffusers' `attention.to_q`/… (the diffusers UNet's): the same
+ * rows named two ways, for combine's overlap check alone (Layout.renames); `resolve` reads in_proj.N itself.
+ */
+const IN_PROJ_TABLES = [
+  (A: string, p: string) => `${A}.attn.${p}`,
+  (A: string, p: string) => `${A}.${p}`,
+].map((named) => new RenameTable(LEVELS.flatMap((level) => QKV.map((p, n) => oneToOne(named(`${level}.{i}.attention`, p), `${level}.{i}.attention.attn.in_proj.${n}`))), () => false));
+
 /** The Stable Cascade layout (stages C and B), in the registry (./index.ts). */
-export const stableCascade: Layout & { renames: typeof table.renames } = {
+export const stableCascade: Layout & { renames: readonly RenameTable[] } = {
   ...table,
+  renames: [...table.renames, ...IN_PROJ_TABLES],
   resolve: (address, base) => table.resolve({ ...address, path: comfyAttentionName(address.path) }, base),
 };
