@@ -10,7 +10,7 @@
  * Q = B − Bᵀ over all blocks, scaled to norm α when ‖Q‖ + 1e-8 > α (LyCORIS: α·out),
  * R = (I + Q)(I − Q)⁻¹, and the strength s twice: W' = W + s·einsum("k n m, k n … -> k m …",
  * s·R − s·I, W); rescale is never applied. diff_b: bias' = bias + s·diff_b. The truth below is
- * that formula in float64, with the inverse formed by Gauss–Jordan elimination here; the same
+ * that formula in float64, with the inverse formed by Gauss–Jordan elimination (helpers/dense-f64.ts); the same
  * tensors under LyCORIS's names merge by LyCORIS's rule (κ = α·out, s once).
  */
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectWeightsMerged } from './helpers/merge-truth.js';
+import { inverseFlat } from './helpers/dense-f64.js';
 
 const rand = seededRandom(20261206);
 const { h } = FLUX;
@@ -43,19 +44,6 @@ const comfyFile: FixtureTensor[] = TRAINED.flatMap((m) => [
 
 const values = (tensors: readonly FixtureTensor[], name: string) => Float64Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
 
-/** inv(M) for a b × b matrix (row-major), by Gauss–Jordan elimination with partial pivoting. */
-function inverse(m: Float64Array, b: number): Float64Array {
-  const a = Array.from({ length: b }, (_, i) => [...m.subarray(i * b, i * b + b), ...Array.from({ length: b }, (_, j) => (i === j ? 1 : 0))]);
-  for (let c = 0; c < b; c++) {
-    let p = c;
-    for (let r = c + 1; r < b; r++) if (Math.abs(a[r][c]) > Math.abs(a[p][c])) p = r;
-    [a[c], a[p]] = [a[p], a[c]];
-    const d = a[c][c];
-    a[c] = a[c].map((x) => x / d);
-    for (let r = 0; r < b; r++) if (r !== c) a[r] = a[r].map((x, j) => x - a[r][c] * a[c][j]);
-  }
-  return Float64Array.from(a.flatMap((row) => row.slice(b)));
-}
 
 /** The rotation blocks R_k = (I + Q_k)·inv(I − Q_k), Q = B − Bᵀ scaled to norm `cap` when larger. */
 function rotations(blocks: Float64Array, n: number, b: number, cap: number): Float64Array[] {
@@ -68,7 +56,7 @@ function rotations(blocks: Float64Array, n: number, b: number, cap: number): Flo
   return Array.from({ length: n }, (_, k) => {
     const qk = q.subarray(k * b * b, (k + 1) * b * b).map((x) => x * f);
     const plus = qk.map((x, i) => x + (Math.floor(i / b) === i % b ? 1 : 0));
-    const minusInv = inverse(qk.map((x, i) => -x + (Math.floor(i / b) === i % b ? 1 : 0)), b);
+    const minusInv = inverseFlat(qk.map((x, i) => -x + (Math.floor(i / b) === i % b ? 1 : 0)), b);
     const r = new Float64Array(b * b);
     for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) for (let t = 0; t < b; t++) r[i * b + j] += plus[i * b + t] * minusInv[t * b + j];
     return r;

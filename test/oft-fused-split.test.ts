@@ -20,6 +20,7 @@ import { buildSafetensors, roundForDType, seededRandom, type FixtureTensor } fro
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { peftFolder } from './helpers/hf-folder.js';
 import { expectWeightsMerged } from './helpers/merge-truth.js';
+import { inverseFlat } from './helpers/dense-f64.js';
 
 const rand = seededRandom(20261208);
 const { h } = FLUX;
@@ -39,19 +40,6 @@ function matmul(x: Float64Array, y: Float64Array, b: number): Float64Array {
   return z;
 }
 
-/** inv(M) for a b × b matrix, by Gauss–Jordan elimination with partial pivoting. */
-function inverse(m: Float64Array, b: number): Float64Array {
-  const a = Array.from({ length: b }, (_, i) => [...m.subarray(i * b, i * b + b), ...Array.from({ length: b }, (_, j) => (i === j ? 1 : 0))]);
-  for (let c = 0; c < b; c++) {
-    let p = c;
-    for (let r = c + 1; r < b; r++) if (Math.abs(a[r][c]) > Math.abs(a[p][c])) p = r;
-    [a[c], a[p]] = [a[p], a[c]];
-    const d = a[c][c];
-    a[c] = a[c].map((x) => x / d);
-    for (let r = 0; r < b; r++) if (r !== c) a[r] = a[r].map((x, j) => x - a[r][c] * a[c][j]);
-  }
-  return Float64Array.from(a.flatMap((row) => row.slice(b)));
-}
 
 /** The fused weight: the split tensors' rows stacked in the fused order. */
 function fused(parts: readonly { key: string }[]): Float64Array {
@@ -105,7 +93,7 @@ function boftTruth(w: Float64Array, blocks: Float64Array, b: number, scales: Flo
   const rotations = Array.from({ length: h / b }, (_, k) => {
     const a = blocks.subarray(k * b * b, (k + 1) * b * b);
     const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
-    return matmul(sk.map((x, i) => eye(i) - x), inverse(sk.map((x, i) => eye(i) + x), b), b);
+    return matmul(sk.map((x, i) => eye(i) - x), inverseFlat(sk.map((x, i) => eye(i) + x), b), b);
   });
   const out = w.slice();
   for (let o = 0; o < w.length / h; o++) {
@@ -151,7 +139,7 @@ function boftButterflyTruth(w: Float64Array, boftR: Float64Array, factors: numbe
     for (let k = 0; k < blocks; k++) {
       const a = boftR.subarray((f * blocks + k) * b * b, (f * blocks + k + 1) * b * b);
       const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
-      const rot = matmul(sk.map((x, i) => eye(i, b) - x), inverse(sk.map((x, i) => eye(i, b) + x), b), b);
+      const rot = matmul(sk.map((x, i) => eye(i, b) - x), inverseFlat(sk.map((x, i) => eye(i, b) + x), b), b);
       for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) diag[(k * b + i) * n + k * b + j] = rot[i * b + j];
     }
     const perm = peftButterflyPerm(n, blocks / 2 ** f, b / 2, factors - 1);
@@ -175,7 +163,7 @@ function boftButterflyTruth(w: Float64Array, boftR: Float64Array, factors: numbe
 function peftCayley(a: Float64Array, b: number): Float64Array {
   const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
   const sk = a.map((x, i) => 0.5 * (x - a[(i % b) * b + Math.floor(i / b)]));
-  return matmul(sk.map((x, i) => eye(i) - x), inverse(sk.map((x, i) => eye(i) + x), b), b);
+  return matmul(sk.map((x, i) => eye(i) - x), inverseFlat(sk.map((x, i) => eye(i) + x), b), b);
 }
 
 /** PEFT ≤ 0.15's `_project_batch` (COFT): each block's Frobenius norm capped at limit / √(oft_r's first dim). */
@@ -219,7 +207,7 @@ function lycorisTruth(w: Float64Array, blocks: Float64Array, b: number, alpha: n
   for (let k = 0; k < n; k++) {
     const qk = q.subarray(k * b * b, (k + 1) * b * b).map((x) => x * f);
     const eye = (i: number) => (Math.floor(i / b) === i % b ? 1 : 0);
-    const r = matmul(qk.map((x, i) => x + eye(i)), inverse(qk.map((x, i) => eye(i) - x), b), b);
+    const r = matmul(qk.map((x, i) => x + eye(i)), inverseFlat(qk.map((x, i) => eye(i) - x), b), b);
     const m = r.map((x, i) => s * x - s * eye(i) + eye(i));
     for (let mm = 0; mm < b; mm++) {
       for (let c = 0; c < h; c++) {

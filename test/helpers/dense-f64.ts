@@ -53,6 +53,9 @@ export const asMat = (v: ArrayLike<number>, rows: number, cols: number): Mat =>
   Array.from({ length: rows }, (_, i) => Array.from({ length: cols }, (_, j) => v[i * cols + j]));
 export const flat = (a: Mat): Float64Array => Float64Array.from(a.flat());
 
+/** inv(M) of a b × b matrix given as a flat row-major array (its first b·b values), flat row-major. */
+export const inverseFlat = (m: ArrayLike<number>, b: number): Float64Array => flat(inverse(asMat(m, b, b)));
+
 /** (p × r)(r × q) of flat row-major arrays. */
 export function mm(x: ArrayLike<number>, y: ArrayLike<number>, p: number, r: number, q: number): Float64Array {
   const out = new Float64Array(p * q);
