@@ -1157,11 +1157,6 @@ function withBaseDims(delta: readonly number[], shape: readonly number[]): numbe
 }
 
 /**
- * A module placed by rows must have each of its ΔW rows land exactly once across its targets (a
- * target that is a copy of the others aside): a LoRA whose up factor has more or fewer rows than
- * the slices it names is the wrong shape, not a partial update. Returns why not, or null.
- */
-/**
  * Why a map that treats rows apart cannot land on `baseKey` through the view's placement, or null:
  * it maps every row of the tensor, so the module's rows must be all of them; a rotation of runs of
  * rowBlock output rows must find whole runs on it.
@@ -1181,6 +1176,11 @@ function splitMapProblem(module: AdapterModule, view: View, baseKey: string): st
   return null;
 }
 
+/**
+ * A module placed by rows must have each of its ΔW rows land exactly once across its targets (a
+ * target that is a copy of the others aside): a LoRA whose up factor has more or fewer rows than
+ * the slices it names is the wrong shape, not a partial update. Returns why not, or null.
+ */
 function unplacedRows(targets: readonly Placement[], deltaRows: number): string | null {
   if (targets.length === 1 && !targets[0].rows && !targets[0].transposedBlocks) return null;
   // A copy of what the other targets hold gets ΔW again.
