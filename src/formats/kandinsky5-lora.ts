@@ -9,9 +9,7 @@
  * alone here does the same, and read with its config_lora.json (its folder, or a lone file path with the
  * config beside it) follows kandinskylab's loader.
  */
-import type { InputFileSet } from '../io/types.js';
 import { LORA_ADAPTER_METADATA } from './diffusers-metadata.js';
-import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile } from './safetensors-types.js';
 
 /** The LoraConfig kandinskylab writes beside `lora.safetensors`. */
@@ -38,20 +36,4 @@ export function isBareKandinsky5Lora(file: SafetensorsFile): boolean {
 /** The warning for {@link isBareKandinsky5Lora}. */
 export function kandinsky5WithoutConfig(name: string): string {
   return `${name}: a Kandinsky 5 LoRA in kandinskylab's form without the ${KANDINSKY5_LORA_CONFIG} published beside it: merged at scale 1, as ComfyUI applies it; kandinskylab's load_adapter applies that config's lora_alpha / r, so if it came with one, give its folder (or this file with the config beside it)`;
-}
-
-/**
- * Whether `path` of `files` is a Kandinsky 5 PEFT LoRA by its tensor names, so that a config_lora.json
- * beside it is its config. A file that cannot be read as safetensors is not: its own reading refuses it.
- */
-export async function isKandinsky5LoraFile(files: InputFileSet, path: string): Promise<boolean> {
-  const source = await files.open(path).catch(() => undefined);
-  if (!source) return false;
-  try {
-    return looksLikeKandinsky5Lora(await openSafetensors(source));
-  } catch {
-    return false;
-  } finally {
-    await source.close().catch(() => undefined);
-  }
 }

@@ -22,8 +22,6 @@ import { throwIfProblems } from '../plan/problems.js';
 import type { AdapterModule, ParsedAdapter } from './adapter.js';
 import { lora } from './algorithms/lora.js';
 import { parseBoundedJson, shownValue } from './bounded-json.js';
-import type { InputFileSet } from '../io/types.js';
-import { openSafetensors } from './safetensors-reader.js';
 import type { SafetensorsFile, TensorEntry } from './safetensors-types.js';
 
 /** The file beside the LoRA that holds the training's model and LoRA arguments. */
@@ -45,24 +43,6 @@ const ATTENTION_FACTOR = /^layers\.\d+\.attention\.w[qkvo]\.lora_[AB]\.weight$/;
 /** Does the file hold a LoRA factor of an attention projection in Mistral's own names? */
 export function looksLikeMistralLora(file: SafetensorsFile): boolean {
   return file.tensors.some((t) => ATTENTION_FACTOR.test(t.name));
-}
-
-/**
- * Whether `path` of `files` is mistral-finetune's LoRA by its tensor names, so that the params.json
- * beside it is its run's (a lone file given by path takes that params.json only then: beside a
- * PEFT or kohya file it is some other tool's, and no part of that adapter). A file that cannot be
- * read as safetensors is not: its own reading refuses it in its words.
- */
-export async function isMistralLoraFile(files: InputFileSet, path: string): Promise<boolean> {
-  const source = await files.open(path).catch(() => undefined);
-  if (!source) return false;
-  try {
-    return looksLikeMistralLora(await openSafetensors(source));
-  } catch {
-    return false;
-  } finally {
-    await source.close().catch(() => undefined);
-  }
 }
 
 type Problem = { code: MergeErrorCode; message: string };

@@ -9,8 +9,10 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { shown } from '../api-arguments.js';
 import { MergeError } from '../errors.js';
-import { isMistralLoraFile, MISTRAL_PARAMS } from '../formats/mistral-finetune.js';
-import { isKandinsky5LoraFile, KANDINSKY5_LORA_CONFIG } from '../formats/kandinsky5-lora.js';
+import { looksLikeMistralLora, MISTRAL_PARAMS } from '../formats/mistral-finetune.js';
+import { KANDINSKY5_LORA_CONFIG, looksLikeKandinsky5Lora } from '../formats/kandinsky5-lora.js';
+import { openSafetensors } from '../formats/safetensors-reader.js';
+import type { SafetensorsFile } from '../formats/safetensors-types.js';
 import { errnoOf, inputFsError } from './fs-errors.js';
 import { MAX_CONFIG_BYTES, MAX_INPUT_DEPTH, MAX_INPUT_FILES } from '../limits.js';
 import { openNodeByteSource } from './node-byte-source.js';
@@ -42,10 +44,23 @@ export async function openNodeInputFileSet(path: string): Promise<InputFileSet> 
  * alone (not read, not watched for changes, not guarded as an input). Only the adapter's format
  * reads it (formats/mistral-finetune.ts).
  */
-const ADAPTER_COMPANIONS: readonly { name: string; belongs: (set: InputFileSet, file: string) => Promise<boolean> }[] = [
-  { name: MISTRAL_PARAMS, belongs: isMistralLoraFile },
-  { name: KANDINSKY5_LORA_CONFIG, belongs: isKandinsky5LoraFile },
+const ADAPTER_COMPANIONS: readonly { name: string; belongs: (file: SafetensorsFile) => boolean }[] = [
+  { name: MISTRAL_PARAMS, belongs: looksLikeMistralLora },
+  { name: KANDINSKY5_LORA_CONFIG, belongs: looksLikeKandinsky5Lora },
 ];
+
+/** The header of `path` in `set`, or undefined where it cannot be read as safetensors (its own reading refuses it in its words). */
+async function safetensorsHeader(set: InputFileSet, path: string): Promise<SafetensorsFile | undefined> {
+  const source = await set.open(path).catch(() => undefined);
+  if (!source) return undefined;
+  try {
+    return await openSafetensors(source);
+  } catch {
+    return undefined;
+  } finally {
+    await source.close().catch(() => undefined);
+  }
+}
 
 /**
  * An adapter's path on disk as an InputFileSet: as {@link openNodeInputFileSet}, and for a lone
@@ -57,11 +72,14 @@ export async function openNodeAdapterFileSet(path: string): Promise<InputFileSet
   const [only] = set.list();
   if (set.list().length !== 1 || only !== basename(path) || !/\.safetensors$/i.test(only)) return set;
   const files = new Map([[only, path]]);
+  let header: Promise<SafetensorsFile | undefined> | undefined;
   for (const { name, belongs } of ADAPTER_COMPANIONS) {
     const beside = join(dirname(path), name);
     if (name === only) continue;
     const info = await stat(beside).catch(() => undefined);
-    if (info?.isFile() && await belongs(set, only)) files.set(name, beside);
+    if (!info?.isFile()) continue;
+    const file = await (header ??= safetensorsHeader(set, only));
+    if (file && belongs(file)) files.set(name, beside);
   }
   if (files.size === 1) return set;
   const companions = nodeFileSet(path, files);
