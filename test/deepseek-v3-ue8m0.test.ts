@@ -14,6 +14,7 @@ import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMer
 import { createNodeBackend } from '../src/node.js';
 import { decodeValues, encodeValues, f8BitsSaturating, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
+import { fp8CheckpointFixtures } from './helpers/fp8-checkpoint-fixtures.js';
 
 const rand = seededRandom(3108);
 let backend: MergeBackend;
@@ -26,8 +27,7 @@ const HIDDEN = 256, Q_RANK = 192, KV = 96, O_IN = 200, INTER = 64, VOCAB = 16, r
 const L = 'model.layers.0';
 
 const f32Bytes = (values: number[]) => new Uint8Array(Float32Array.from(values).buffer);
-/** Finite e4m3fn codes (not 0x7f / 0xff). */
-const e4m3Code = () => { const c = Math.floor(rand() * 254); return c >= 0x7f ? c + 1 : c; };
+const { e4m3Code, bf16 } = fp8CheckpointFixtures(rand);
 /** An fp8 weight and its (⌈out/128⌉, ⌈in/128⌉) F32 grid of powers of two 2^-12 … 2^-7, as V3.1 stores them. */
 const fp8 = (m: string, out: number, inF: number): FixtureTensor[] => {
   const grid = [Math.ceil(out / 128), Math.ceil(inF / 128)];
@@ -36,7 +36,6 @@ const fp8 = (m: string, out: number, inF: number): FixtureTensor[] => {
     { name: `${m}.weight_scale_inv`, dtype: 'F32', shape: grid, data: f32Bytes(Array.from({ length: grid[0] * grid[1] }, () => 2 ** (-12 + Math.floor(rand() * 6)))) },
   ];
 };
-const bf16 = (name: string, shape: number[]): FixtureTensor => ({ name, dtype: 'BF16', shape, data: Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.round((rand() * 2 - 1) * 256) / 256) });
 
 const BASE: FixtureTensor[] = [
   bf16('model.embed_tokens.weight', [VOCAB, HIDDEN]),

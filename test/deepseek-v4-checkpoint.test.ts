@@ -13,6 +13,7 @@ import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMer
 import { createNodeBackend } from '../src/node.js';
 import { decodeValues, roundForDType, seededRandom, f8BitsSaturating, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
+import { fp8CheckpointFixtures } from './helpers/fp8-checkpoint-fixtures.js';
 
 const rand = seededRandom(4404);
 let backend: MergeBackend;
@@ -30,9 +31,7 @@ const e8m0 = (byte: number) => 2 ** (byte - 127);
 /** A plain raw tensor (dtypes the fixtures do not encode are given as bytes). */
 const raw = (name: string, dtype: string, shape: number[], data: Uint8Array): FixtureTensor => ({ name, dtype: dtype as FixtureDType, shape, data });
 const randomBytes = (n: number, pick: () => number) => Uint8Array.from({ length: n }, pick);
-const bf16 = (name: string, shape: number[]): FixtureTensor => ({ name, dtype: 'BF16', shape, data: Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => Math.round((rand() * 2 - 1) * 256) / 256) });
-/** Finite e4m3fn codes (not 0x7f / 0xff). */
-const e4m3Code = () => { const c = Math.floor(rand() * 254); return c >= 0x7f ? c + 1 : c; };
+const { e4m3Code, bf16 } = fp8CheckpointFixtures(rand);
 /** fp8 weight + its (⌈out/128⌉, ⌈in/128⌉) E8M0 grid, scales 2^-10 … 2^-5. */
 const fp8 = (stem: string, out: number, inF: number): FixtureTensor[] => [
   raw(`${stem}.weight`, 'F8_E4M3', [out, inF], randomBytes(out * inF, e4m3Code)),
