@@ -10,11 +10,11 @@
  * other tensors byte for byte. A scale that is no power of two under scale_fmt "ue8m0" is refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { decodeValues, encodeValues, f8BitsSaturating, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
-import { fp8CheckpointFixtures } from './helpers/fp8-checkpoint-fixtures.js';
+import { fp8CheckpointFixtures, mergeRaw } from './helpers/fp8-checkpoint-fixtures.js';
 
 const rand = seededRandom(3108);
 let backend: MergeBackend;
@@ -22,6 +22,7 @@ beforeAll(async () => {
   backend = await createNodeBackend('cpu');
 });
 afterAll(() => backend.dispose());
+const merge = (prepared: PreparedMerge) => mergeRaw(prepared, backend);
 
 const HIDDEN = 256, Q_RANK = 192, KV = 96, O_IN = 200, INTER = 64, VOCAB = 16, r = 2;
 const L = 'model.layers.0';
@@ -111,27 +112,6 @@ function adapter() {
   }
   const files = peftFolder({ r, lora_alpha: 4, peft_version: '0.17.1', target_modules: ['q_a_proj', 'o_proj', 'down_proj'], base_model_name_or_path: 'deepseek-ai/DeepSeek-V3.1' }, tensors);
   return { files, deltas };
-}
-
-/** The tensors of a written safetensors file, raw. */
-function rawTensors(bytes: Uint8Array): Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }> {
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  const out = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
-  for (const [name, t] of Object.entries(header)) if (name !== '__metadata__') out.set(name, { dtype: t.dtype, shape: t.shape, bytes: bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]) });
-  return out;
-}
-
-async function merge(prepared: PreparedMerge) {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend, slabBytes: 4096 });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return { tensors: rawTensors(files.get('model.safetensors')!), config: JSON.parse(new TextDecoder().decode(files.get('config.json')!)) as Record<string, unknown> };
 }
 
 describe('DeepSeek-V3.1 (F32 weight_scale_inv, scale_fmt "ue8m0") with a PEFT LoRA, written back as fp8', () => {

@@ -9,11 +9,11 @@
  * dequantized with --dtype; untouched tensors copied byte for byte.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBlobOutputTarget, mergeModel, type MergeBackend, type PreparedMerge } from '../src/index.js';
+import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
 import { decodeValues, roundForDType, seededRandom, f8BitsSaturating, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
-import { fp8CheckpointFixtures } from './helpers/fp8-checkpoint-fixtures.js';
+import { fp8CheckpointFixtures, mergeRaw, rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
 
 const rand = seededRandom(4404);
 let backend: MergeBackend;
@@ -21,6 +21,7 @@ beforeAll(async () => {
   backend = await createNodeBackend('cpu');
 });
 afterAll(() => backend.dispose());
+const merge = (prepared: PreparedMerge, outDtype?: 'BF16' | 'F32') => mergeRaw(prepared, backend, outDtype);
 
 const HIDDEN = 256, Q_RANK = 192, KV = 64, VOCAB = 16, E = 2, INTER = 64, r = 2;
 const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
@@ -147,27 +148,6 @@ function ba(B: Float64Array, A: Float64Array, out: number, inF: number, rank: nu
   return d;
 }
 const factor = (n: number) => Float64Array.from({ length: n }, () => Math.round((rand() * 2 - 1) * 64) / 1024);
-
-/** The tensors of a written safetensors file, raw. */
-function rawTensors(bytes: Uint8Array): Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }> {
-  const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
-  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  const out = new Map<string, { dtype: string; shape: number[]; bytes: Uint8Array }>();
-  for (const [name, t] of Object.entries(header)) if (name !== '__metadata__') out.set(name, { dtype: t.dtype, shape: t.shape, bytes: bytes.slice(8 + n + t.data_offsets[0], 8 + n + t.data_offsets[1]) });
-  return out;
-}
-
-async function merge(prepared: PreparedMerge, outDtype?: 'BF16' | 'F32'): Promise<{ tensors: ReturnType<typeof rawTensors>; config: Record<string, unknown> }> {
-  const output = createBlobOutputTarget();
-  try {
-    await mergeModel({ prepared, output, backend, ...(outDtype ? { outDtype } : {}), slabBytes: 4096 });
-  } finally {
-    await prepared.close();
-  }
-  const files = new Map<string, Uint8Array>();
-  for (const f of output.files()) files.set(f.path, new Uint8Array(await f.blob.arrayBuffer()));
-  return { tensors: rawTensors(files.get('model.safetensors')!), config: JSON.parse(new TextDecoder().decode(files.get('config.json')!)) };
-}
 
 /** [transformers 5 module path, DeepSeek's stem, out, in]. */
 const LINEARS: [string, string, number, number][] = [
