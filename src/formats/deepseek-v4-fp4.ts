@@ -19,7 +19,7 @@
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
-import { E2M1 } from './nvfp4-values.js';
+import { E2M1, e2m1CodeValues } from './nvfp4-values.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
 /** Inputs per FP4 scale. */
@@ -87,7 +87,7 @@ export function fp4WeightOf(base: BaseModel, scaleKey: string): Fp4Weight | unde
 }
 
 /** The signed value of each 4-bit code (code 8, −0, read as +0, as DeepSeek's FP4_TABLE). */
-const CODE_VALUES = Float32Array.from({ length: 16 }, (_, c) => (c & 8 ? (c === 8 ? 0 : -E2M1[c & 7]) : E2M1[c]));
+const CODE_VALUES = e2m1CodeValues(false);
 
 /**
  * The weight as f32 values (rows, cols), a row range at a time: the codes and scales of those rows

@@ -28,6 +28,11 @@ export function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
   return (e4m3Table = { values, nan: Uint8Array.from(values, (v) => (Number.isNaN(v) ? 1 : 0)) });
 }
 
+/** The signed value of each 4-bit E2M1 code (sign in bit 3); code 8 is −0 where `negativeZero`, else +0. */
+export function e2m1CodeValues(negativeZero: boolean): Float64Array {
+  return Float64Array.from({ length: 16 }, (_, code) => (code === 8 && !negativeZero ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
+}
+
 /**
  * For one global scale, every value a code can take: `values[s·16 + code]` = f32(e2m1(code) ×
  * f32(e4m3(s) × global)), each step rounded to float32 (a Float32Array store rounds as a float32
@@ -41,7 +46,7 @@ export function nvfp4CodeValues(global: number, reading: Nvfp4Reading): { values
   const kept = last.get(key);
   if (kept && Object.is(kept.global, global)) return kept;
   const scales = e4m3Bytes().values;
-  const codes = Float64Array.from({ length: 16 }, (_, code) => (code === 8 && !reading.negativeZero ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
+  const codes = e2m1CodeValues(reading.negativeZero);
   const values = new Float32Array(256 * 16);
   for (let s = 0; s < 256; s++) {
     const block = Math.fround(scales[s] * global);
