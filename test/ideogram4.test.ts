@@ -85,6 +85,16 @@ const CASES: LoraCase[] = [
     }],
   },
   {
+    name: 'diffusers Ideogram4Transformer2DModel ← OneTrainer\'s KOHYA form (lora_unet_layers_N_attention_qkv: the original\'s fused names flattened, .alpha)',
+    base: folder, baseName: 'transformer',
+    adapters: [{
+      file: 'ideogram4-onetrainer-kohya.safetensors', weight: 1.1, metadata: { 'modelspec.sai_model_spec': '1.0.0', 'modelspec.architecture': 'Ideogram/lora', 'modelspec.implementation': 'https://github.com/huggingface/diffusers', 'modelspec.title': 'Ideogram 4 LoRA' }, specs: [
+        kohyaSpec('lora_unet_layers_0_attention_qkv', 4, 3 * H, H, thirds('layers.0'), 4),
+        kohyaSpec('lora_unet_layers_1_attention_o', 4, H, H, [{ key: 'layers.1.attention.to_out.0.weight' }], 4),
+      ],
+    }],
+  },
+  {
     name: 'Ideogram 4 original checkpoint ← a diffusers-named LoRA (transformer.layers.N.attention.to_q, to_k, to_v onto thirds of qkv; to_out.0 onto o)',
     base: original, baseName: ORIGINAL,
     adapters: [{
@@ -136,7 +146,7 @@ describe('Ideogram 4 names', () => {
   it('the ideogram4 layout places qkv and o; without it those modules are refused', async () => {
     // On the original checkpoint its own names land by name (the conditional_transformer. ones by their tail).
     const renamed = CASES.filter((c) => c.base !== original || c.adapters.some((a) => a.file === 'pytorch_lora_weights.safetensors'));
-    expect(renamed).toHaveLength(4);
+    expect(renamed).toHaveLength(5);
     await expectLayoutNeeded(prepare, renamed, ideogram4);
   });
 
