@@ -9,7 +9,9 @@
  * (Llama 3.1 8B Instruct) (HiDreamModelLoader); ComfyUI reads `transformer.` alone on HiDream
  * (model_lora_keys_unet) and leaves the rest unloaded. So on the pipeline folder every module merges
  * (float64 truth, each in its folder), and on ComfyUI's transformer-only file the transformer's merge
- * and the text encoders' are left out with a warning. Shapes cut small: CLIP-L 768 → 12, CLIP-G
+ * and the text encoders' are left out with a warning. Its LEGACY form (flat: `lora_transformer_…`,
+ * `lora_te1_` … `lora_te4_`, convert_to_legacy_diffusers over the same key sets) merges on the pipeline
+ * too, `lora_te4_` (the Llama, a number no other tool writes) in text_encoder_4/. Shapes cut small: CLIP-L 768 → 12, CLIP-G
  * 1280 → 16, T5 4096 → 10, Llama 4096 → 16 with its 8 of 32 heads for k/v → 4, vocabulary → 20.
  */
 import { describe, expect, it } from 'vitest';
@@ -18,7 +20,7 @@ import { kohyaSpec, tensor, type LoraSpec } from './helpers/diffusion-fixtures.j
 import { HIDREAM, hiDreamTensors } from './helpers/dit-fixtures.js';
 import { mergeLoneFileChecked, onePipelineLora } from './helpers/pipeline-merge.js';
 import { withoutLayout } from './helpers/lora-case.js';
-import { hidreamOmi } from '../src/formats/layouts/hidream-omi.js';
+import { hidreamOneTrainer } from '../src/formats/layouts/hidream-onetrainer.js';
 
 const rand = seededRandom(20251501);
 const json = (o: object) => JSON.stringify(o, null, 2);
@@ -96,8 +98,8 @@ describe("OneTrainer's OMI-format HiDream LoRAs", () => {
     ], 'hidream-lora.safetensors', OT_HEADER);
   });
 
-  it('without the hidream-omi layout the text encoder modules are refused', async () => {
-    await withoutLayout(hidreamOmi, async () => {
+  it('without the hidream-onetrainer layout the text encoder modules are refused', async () => {
+    await withoutLayout(hidreamOneTrainer, async () => {
       const { problems } = await lora.planOf(pipeline, specs, OT_HEADER);
       expect(problems).toHaveLength(6);
     });
@@ -117,5 +119,20 @@ describe("OneTrainer's OMI-format HiDream LoRAs", () => {
     expect(problems).toEqual([
       'lora.safetensors: module "llama.model.layers.7.self_attn.q_proj": names HiDream-I1\'s Llama 3.1 8B Instruct as OneTrainer\'s OMI-format LoRAs do (llama.), which OneTrainer loads into the pipeline\'s text_encoder_4/; that folder holds no model.layers.7.self_attn.q_proj.weight',
     ]);
+  });
+
+  it("OneTrainer's LEGACY form (lora_transformer_, lora_te1_ … lora_te4_) merges on the pipeline folder, lora_te4_ in text_encoder_4/", async () => {
+    const flat = (path: string) => path.replaceAll('.', '_');
+    await lora.mergeAndCheck(pipeline, [
+      omi('lora_transformer_double_stream_blocks_0_block_attn1_to_q_t', hd, hd, 'transformer.double_stream_blocks.0.block.attn1.to_q_t.weight'),
+      omi(`lora_te1_${flat(CLIP)}_self_attn_q_proj`, CL, CL, `text_encoder.${CLIP}.self_attn.q_proj.weight`),
+      omi(`lora_te2_${flat(CLIP)}_mlp_fc1`, 4 * CG, CG, `text_encoder_2.${CLIP}.mlp.fc1.weight`),
+      omi(`lora_te3_${flat(SA)}_o`, T5, T5, `text_encoder_3.${SA}.o.weight`),
+      omi('lora_te4_model_layers_0_self_attn_k_proj', KV, LL, 'text_encoder_4.model.layers.0.self_attn.k_proj.weight'),
+      omi('lora_te4_lm_head', VOCAB, LL, 'text_encoder_4.lm_head.weight'),
+    ], [
+      'transformer/diffusion_pytorch_model.safetensors', 'text_encoder/model.safetensors', 'text_encoder_2/model.safetensors',
+      'text_encoder_3/model.safetensors', 'text_encoder_4/model.safetensors',
+    ], 'hidream-legacy.safetensors', OT_HEADER);
   });
 });

@@ -27,22 +27,36 @@ const ENCODERS: Readonly<Record<string, { folder: string; name: string }>> = {
 };
 
 const OMI_ENCODER = /^(clip_l|clip_g|t5|llama)\.(.+)$/;
+/** The Llama in OneTrainer's LEGACY (kohya-like, flattened) HiDream names. */
+const LEGACY_LLAMA = /^lora_te4_(.+)$/;
 /** HiDream-I1's transformer, bare, under `model.diffusion_model.` or in a pipeline's `transformer.`. */
 const HIDREAM = /(^|\.)double_stream_blocks\.\d+\.block\.attn1\.to_q_t\.weight$/;
 
-const isHiDream = (base: BaseView) => base.keys.some((k) => HIDREAM.test(k));
+const seen = new WeakMap<readonly string[], boolean>();
+/** Whether the base is HiDream-I1's (once per base). */
+function isHiDream(base: BaseView): boolean {
+  let is = seen.get(base.keys);
+  if (is === undefined) seen.set(base.keys, is = base.keys.some((k) => HIDREAM.test(k)));
+  return is;
+}
 
-export const hidreamOmi: Layout = {
-  name: 'hidream-omi',
+export const hidreamOneTrainer: Layout = {
+  name: 'hidream-onetrainer',
   resolve(address, base) {
     if (address.part !== undefined || address.flat) return undefined;
     const m = OMI_ENCODER.exec(address.path);
-    if (!m || !isHiDream(base)) return undefined;
-    const { folder, name } = ENCODERS[m[1]];
-    const key = `${folder}.${m[2]}.weight`;
-    if (base.index.has(key)) return { found: true, targets: [{ baseKey: key }] };
-    const said = `names HiDream-I1's ${name} as OneTrainer's OMI-format LoRAs do (${m[1]}.), which OneTrainer loads into the pipeline's ${folder}/`;
-    if (base.keys.some((k) => k.startsWith(`${folder}.`))) return missBecause(`${said}; that folder holds no ${m[2]}.weight`);
+    const legacy = m ? undefined : LEGACY_LLAMA.exec(address.path);
+    if ((!m && !legacy) || !isHiDream(base)) return undefined;
+    const { folder, name } = ENCODERS[m ? m[1] : 'llama'];
+    const inFolder = base.keys.filter((k) => k.startsWith(`${folder}.`));
+    const key = m
+      ? `${folder}.${m[2]}.weight`
+      : inFolder.find((k) => k.endsWith('.weight') && k.slice(folder.length + 1, -'.weight'.length).replaceAll('.', '_') === legacy![1]);
+    if (key !== undefined && base.index.has(key)) return { found: true, targets: [{ baseKey: key }] };
+    const said = m
+      ? `names HiDream-I1's ${name} as OneTrainer's OMI-format LoRAs do (${m[1]}.), which OneTrainer loads into the pipeline's ${folder}/`
+      : `names HiDream-I1's ${name} as OneTrainer's LEGACY LoRAs do (lora_te4_), which OneTrainer loads into the pipeline's ${folder}/`;
+    if (inFolder.length > 0) return missBecause(`${said}; that folder holds no ${m ? `${m[2]}.weight` : `tensor named ${legacy![1]}`}`);
     return {
       found: false, ambiguous: true, candidates: [], leftOut: true,
       why: `${said}; the base holds no ${folder}/ (ComfyUI and diffusers leave these names unloaded): to merge it, give the HiDream pipeline folder with ${folder}/ as the base`,
