@@ -30,6 +30,7 @@ import { ltx2 } from './ltx2.js';
 import { mochi } from './mochi.js';
 import { krea2 } from './krea2.js';
 import { hidreamO1 } from './hidream-o1.js';
+import { hidreamOneTrainer } from './hidream-onetrainer.js';
 import { ideogram4 } from './ideogram4.js';
 import { aceStep } from './ace-step.js';
 import { minimaxH3, minimaxH3Original, minimaxH3Ref } from './minimax-h3.js';
@@ -81,6 +82,8 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * Anima's file holds its LLM adapter's `llm_adapter.blocks.0.self_attn.q_proj` beside the DiT's
  * `blocks.0.self_attn.q_proj`, so its own LoRAs' names must be looked up exactly, never by suffix;
  * Cosmos 1.0's beside it, exactly too, each only on its own model (diffusers names both alike).
+ * OneTrainer's HiDream text encoder names (OMI's `clip_l.`, `llama.`; LEGACY's `lora_te4_`) before it as well, only on
+ * HiDream-I1 bases, each in the pipeline folder OneTrainer loads that encoder from.
  * A checkpoint saved with PEFT LoRA layers in place (Phi-4-multimodal's `base_layer.weight`) is read
  * before `dotted-path` too, so that a module naming one of its built-in LoRA layers is refused, not
  * matched by name; so is ai-toolkit's combined LoRA of Wan 2.2's two experts, whose
@@ -100,7 +103,7 @@ export { BaseKeyIndex, type KeyResolution } from './base-key-index.js';
  * gpt-oss, axolotl's Llama 4) lands there too, transposed on its slab of a base that stores them fused.
  */
 export const LAYOUTS: readonly Layout[] = [
-  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Ref, minimaxH3Original, minimaxH3, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, hidreamO1, aceStep,
+  comfyLlmHead, hfToGguf, ggufExpertSlices, vlmCheckpoint, ernieVlExperts, mlxVlmQwen, internvlOriginal, hunyuanDit, cosmos, cosmos1, peftWrappedLayers, wan22CombinedExperts, mistralConsolidated, minimaxH3Ref, minimaxH3Original, minimaxH3, hidreamOneTrainer, dottedPath, perExpertTensors, expertParameterMisses, linearizedExperts, mlxSwitchExperts, fusedExpertRows, kohyaFlat, sdLdmUnet, openclipText, hunyuanVideo, zImage, lumina2, auraflow, sana, pixart, flux2Bfl, fluxBfl, sd3Sai, xlabsFlux, comfyLinear1Qkv, wanOriginal, longcatVideoKijai, ltx2, ltxVideo, stableCascade, stableCascadeDiffusers, mochi, krea2, ideogram4, hidreamO1, aceStep,
 ];
 
 /** Experts counted at most, per expert name (the largest MoE models have a few hundred). */
