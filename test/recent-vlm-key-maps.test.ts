@@ -281,6 +281,45 @@ describe('π0 and π0.5 as LeRobot and openpi save them, adapters of transformer
   });
 
 
+  // The PaliGemma's embedding is stored only as `paligemma.lm_head.weight` (tied to the head, one name kept
+  // by safetensors; LeRobot copies it into embed_tokens on loading, transformers' "pi0" mapping renames it
+  // model.vlm.language_model.embed_tokens). A PEFT Embedding LoRA: lora_embedding_A (r, vocab),
+  // lora_embedding_B (hidden, r), W[v][h] += (α/r)·Σk B[h][k]·A[k][v].
+  for (const [title, name, pi05, onOpenpi] of [
+    ['LeRobot\'s policy (its names)', `${P}.paligemma.model.language_model.embed_tokens`, false, false],
+    ['transformers\' PI0ForConditionalGeneration', 'model.vlm.language_model.embed_tokens', false, true],
+    ['LeRobot\'s policy before its openpi port', `${P}.paligemma.language_model.model.embed_tokens`, true, true],
+  ] as const) {
+    it(`${pi05 ? 'π0.5' : 'π0'} on ${onOpenpi ? 'openpi\'s' : 'LeRobot\'s'} file: an embed_tokens LoRA of ${title} lands on the stored paligemma.lm_head, exactly`, async () => {
+      const base = onOpenpi ? openpi(lerobot(pi05)) : lerobot(pi05);
+      const head = `${onOpenpi ? '' : 'model.'}paligemma_with_expert.paligemma.lm_head.weight`;
+      const q = `${onOpenpi ? '' : 'model.'}paligemma_with_expert.gemma_expert.model.layers.0.self_attn.q_proj.weight`;
+      const m = `base_model.model.${name}`;
+      const A = randomTensor(`${m}.lora_embedding_A`, [2, 32], 'F32', rand, 0.5);
+      const B = randomTensor(`${m}.lora_embedding_B`, [16, 2], 'F32', rand, 0.5);
+      const qModule: Module = [`${P}.gemma_expert.model.layers.0.self_attn.q_proj`, q, 16, 8, 2];
+      const adapter = [A, B, ...loraOf([qModule])];
+      const prepared = await prepare(hfModelFolder(base, lerobotConfig(pi05 ? 'pi05' : 'pi0')), peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens', 'q_proj'] }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([head, q].sort());
+      const merged = await merge(prepared);
+      const b = decoded(base);
+      const a = decoded(adapter);
+      const w = b.get(head)!.values;
+      const av = a.get(A.name)!.values;
+      const bv = a.get(B.name)!.values;
+      const truth = new Float64Array(32 * 16);
+      for (let v = 0; v < 32; v++) {
+        for (let h = 0; h < 16; h++) truth[v * 16 + h] = w[v * 16 + h] + 2 * (bv[h * 2] * av[v] + bv[h * 2 + 1] * av[32 + v]);
+      }
+      expectValues(head, merged.tensors.get(head)!, truth);
+      expectValues(q, merged.tensors.get(q)!, plus(b.get(q)!, 2, product(a.get(`base_model.model.${qModule[0]}.lora_B.weight`)!, a.get(`base_model.model.${qModule[0]}.lora_A.weight`)!)));
+      for (const [key, x] of b) if (key !== head && key !== q) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(x.bytes);
+      // No embed_tokens tensor is added: LeRobot, openpi and transformers all read the embedding from the head.
+      expect([...merged.tensors.keys()].sort()).toEqual([...b.keys()].sort());
+    });
+  }
+
   it('the command line: a LeRobot π0 policy folder and an adapter of transformers\' class, merged exactly', async () => {
     const base = lerobot(false);
     const modules = pi0Modules((k) => k);

@@ -251,8 +251,12 @@ function t5gemma2(family: string, prefix: string): CheckpointKeyMap {
  * `model.dit.…`, `embed_action_time.state_proj` (and the other three) and `action_out_proj`, and
  * conversion_mapping.py's "pi0" renames the checkpoint's so as it loads them; PEFT adapters trained on
  * a LeRobot policy name `model.paligemma_with_expert.…`, `model.state_proj`, …. Both go to
- * transformers' names here. The heads (`paligemma.lm_head`, `gemma_expert.lm_head`), which transformers
- * loads as the embeddings, keep their names.
+ * transformers' names here. The heads (`paligemma.lm_head`, `gemma_expert.lm_head`) are the files' only
+ * copy of the embeddings: the PaliGemma ties its embedding to its head and safetensors keeps one name
+ * (openpi's conversion writes the Gemma embedding there, LeRobot copies it into `embed_tokens` when it
+ * loads a policy), and conversion_mapping.py's "pi0" loads them as `model.vlm.language_model.embed_tokens`
+ * and `model.dit.embed_tokens`, so an embedding LoRA in any naming lands on them. Neither head runs in
+ * π0's or π0.5's forward (the VLM only fills the expert's cache), so the tie needs no untying.
  */
 const PI0_PROJECTIONS = 'state_proj|action_in_proj|action_time_mlp_in|action_time_mlp_out';
 const PI0: CheckpointKeyMap = {
@@ -264,6 +268,8 @@ const PI0: CheckpointKeyMap = {
     [/^(?:model\.)?paligemma_with_expert\.gemma_expert\.model(?=\.)/, 'model.dit'],
     [new RegExp(`^(?:model\\.)?(${PI0_PROJECTIONS})(?=\\.|$)`), 'embed_action_time.$1'],
     [/^model\.(?=action_out_proj(\.|$)|time_mlp_(in|out)(\.|$))/, ''],
+    [/^(?:model\.)?paligemma_with_expert\.paligemma\.lm_head(?=\.|$)/, 'model.vlm.language_model.embed_tokens'],
+    [/^(?:model\.)?paligemma_with_expert\.gemma_expert\.lm_head(?=\.|$)/, 'model.dit.embed_tokens'],
   ],
 };
 
