@@ -504,13 +504,46 @@ describe('Gemma 4 Unified (gemma4_unified): adapters of its text-only class, of 
     expect(refused.plan.updates.map((u) => u.baseKey)).toEqual(['model.language_model.layers.0.self_attn.q_proj.weight']);
   });
 
-  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused, naming the module', async () => {
+  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused module by module, saying PEFT cannot load it there', async () => {
     const text = base.filter((x) => x.name.startsWith('model.language_model.')).map((x) => ({ ...x, name: x.name.replace('model.language_model.', 'model.') }));
-    const modules: Module[] = [['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2]];
+    const modules: Module[] = [
+      ['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2],
+      ['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2],
+      ['model.embed_audio.embedding_projection', '', H, 10, 2],
+    ];
     for (const [architecture, modelType] of [['Gemma4UnifiedForCausalLM', 'gemma4_unified_text'], ['Gemma4ForCausalLM', 'gemma4_text']]) {
       const prepared = await prepare(hfModelFolder(text, { ...config.text_config, architectures: [architecture], model_type: modelType, dtype: 'bfloat16' }), peftFolder(peftConfig(modules), loraOf(modules)));
       await prepared.close();
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.language_model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
+      expect(prepared.plan.updates).toEqual([]);
+      expect(prepared.plan.problems.map((p) => p.message).sort()).toEqual([
+      `adapter1: module "model.embed_audio.embedding_projection": Gemma 4's model.embed_audio is no part of a text-only ${architecture} checkpoint, which holds the language model alone: merge it into the multimodal checkpoint`,
+      `adapter1: module "model.language_model.layers.0.self_attn.q_proj": a module of Gemma 4's multimodal class (model.language_model.…) on a text-only ${architecture} checkpoint (model.layers.N…), where PEFT cannot load it (the class has no _checkpoint_conversion_mapping and transformers' conversion_mapping.py no Gemma 4 entry, so the key stays unloaded): merge it into the multimodal checkpoint`,
+      `adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": Gemma 4's model.vision_tower is no part of a text-only ${architecture} checkpoint, which holds the language model alone: merge it into the multimodal checkpoint`,
+      ]);
     }
+  });
+
+  it('the bare Gemma4UnifiedModel (language_model.…, embed_vision.… at the root): adapters of the text class, of the multimodal class and of its own land, exactly; a tower and the head are refused', async () => {
+    const bare = base.map((x) => ({ ...x, name: x.name.slice('model.'.length) }));
+    const bareConfig = { ...config, architectures: ['Gemma4UnifiedModel'] };
+    const modules: Module[] = [
+      ['model.layers.0.self_attn.q_proj', 'language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.language_model.layers.0.self_attn.k_proj', 'language_model.layers.0.self_attn.k_proj.weight', 4, H, 1],
+      ['language_model.layers.0.mlp.down_proj', 'language_model.layers.0.mlp.down_proj.weight', H, 12, 3],
+      ['model.embed_vision.patch_dense', 'embed_vision.patch_dense.weight', 6, 12, 2],
+      ['embed_audio.embedding_projection', 'embed_audio.embedding_projection.weight', H, 10, 2],
+    ];
+    const adapter = loraOf(modules);
+    const prepared = await prepare(hfModelFolder(bare, bareConfig), peftFolder(peftConfig(modules), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([, k]) => k).sort());
+    expectMerged(await merge(prepared), bare, adapter, modules);
+    const refusedModules: Module[] = [['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2], ['lm_head', '', 32, H, 2]];
+    const refused = await prepare(hfModelFolder(bare, bareConfig), peftFolder(peftConfig(refusedModules), loraOf(refusedModules)));
+    await refused.close();
+    expect(refused.plan.problems.map((p) => p.message).sort()).toEqual([
+      'adapter1: module "lm_head": no matching tensor in the base model',
+      'adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": no matching tensor in the base model',
+    ]);
   });
 });

@@ -126,6 +126,24 @@ const GEMMA4: CheckpointKeyMap = {
 const GEMMA4_UNIFIED: CheckpointKeyMap = { ...GEMMA4, family: 'Gemma 4 Unified' };
 
 /**
+ * The bare Gemma4Model and Gemma4UnifiedModel (the ForConditionalGeneration classes without the head)
+ * keep those parts at the root: `language_model.layers.N…`, `embed_vision.…`, `vision_tower.…`.
+ * transformers loads either checkpoint into the other class through `base_model_prefix` (`model`), so an
+ * adapter of the multimodal class (`model.language_model.…`, `model.embed_vision.…`) names the same
+ * tensors, and one of the text class (`model.layers.N…`) the language model as above. `lm_head`, which
+ * the bare model has none of, stays as it is and is refused as no tensor.
+ */
+function gemma4Bare(family: string): CheckpointKeyMap {
+  return {
+    family,
+    rules: [
+      [/^model\.(?=(language_model|vision_tower|audio_tower|embed_vision|embed_audio)(\.|$))/, ''],
+      [/^model(?=\.)/, 'language_model'],
+    ],
+  };
+}
+
+/**
  * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
  * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
  * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
@@ -426,6 +444,8 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3nForConditionalGeneration: GEMMA3N,
   Gemma4ForConditionalGeneration: GEMMA4,
   Gemma4UnifiedForConditionalGeneration: GEMMA4_UNIFIED,
+  Gemma4Model: gemma4Bare('Gemma 4 (Gemma4Model)'),
+  Gemma4UnifiedModel: gemma4Bare('Gemma 4 Unified (Gemma4UnifiedModel)'),
   Llama4ForConditionalGeneration: LLAMA4,
   Qwen3_5ForConditionalGeneration: QWEN35,
   Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },
