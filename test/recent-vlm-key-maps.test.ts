@@ -281,6 +281,45 @@ describe('π0 and π0.5 as LeRobot and openpi save them, adapters of transformer
   });
 
 
+  // The PaliGemma's embedding is stored only as `paligemma.lm_head.weight` (tied to the head, one name kept
+  // by safetensors; LeRobot copies it into embed_tokens on loading, transformers' "pi0" mapping renames it
+  // model.vlm.language_model.embed_tokens). A PEFT Embedding LoRA: lora_embedding_A (r, vocab),
+  // lora_embedding_B (hidden, r), W[v][h] += (α/r)·Σk B[h][k]·A[k][v].
+  for (const [title, name, pi05, onOpenpi] of [
+    ['LeRobot\'s policy (its names)', `${P}.paligemma.model.language_model.embed_tokens`, false, false],
+    ['transformers\' PI0ForConditionalGeneration', 'model.vlm.language_model.embed_tokens', false, true],
+    ['LeRobot\'s policy before its openpi port', `${P}.paligemma.language_model.model.embed_tokens`, true, true],
+  ] as const) {
+    it(`${pi05 ? 'π0.5' : 'π0'} on ${onOpenpi ? 'openpi\'s' : 'LeRobot\'s'} file: an embed_tokens LoRA of ${title} lands on the stored paligemma.lm_head, exactly`, async () => {
+      const base = onOpenpi ? openpi(lerobot(pi05)) : lerobot(pi05);
+      const head = `${onOpenpi ? '' : 'model.'}paligemma_with_expert.paligemma.lm_head.weight`;
+      const q = `${onOpenpi ? '' : 'model.'}paligemma_with_expert.gemma_expert.model.layers.0.self_attn.q_proj.weight`;
+      const m = `base_model.model.${name}`;
+      const A = randomTensor(`${m}.lora_embedding_A`, [2, 32], 'F32', rand, 0.5);
+      const B = randomTensor(`${m}.lora_embedding_B`, [16, 2], 'F32', rand, 0.5);
+      const qModule: Module = [`${P}.gemma_expert.model.layers.0.self_attn.q_proj`, q, 16, 8, 2];
+      const adapter = [A, B, ...loraOf([qModule])];
+      const prepared = await prepare(hfModelFolder(base, lerobotConfig(pi05 ? 'pi05' : 'pi0')), peftFolder({ r: 2, lora_alpha: 4, target_modules: ['embed_tokens', 'q_proj'] }, adapter));
+      expect(prepared.plan.problems).toEqual([]);
+      expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual([head, q].sort());
+      const merged = await merge(prepared);
+      const b = decoded(base);
+      const a = decoded(adapter);
+      const w = b.get(head)!.values;
+      const av = a.get(A.name)!.values;
+      const bv = a.get(B.name)!.values;
+      const truth = new Float64Array(32 * 16);
+      for (let v = 0; v < 32; v++) {
+        for (let h = 0; h < 16; h++) truth[v * 16 + h] = w[v * 16 + h] + 2 * (bv[h * 2] * av[v] + bv[h * 2 + 1] * av[32 + v]);
+      }
+      expectValues(head, merged.tensors.get(head)!, truth);
+      expectValues(q, merged.tensors.get(q)!, plus(b.get(q)!, 2, product(a.get(`base_model.model.${qModule[0]}.lora_B.weight`)!, a.get(`base_model.model.${qModule[0]}.lora_A.weight`)!)));
+      for (const [key, x] of b) if (key !== head && key !== q) expect(merged.tensors.get(key)?.bytes, `${key} is copied unchanged`).toEqual(x.bytes);
+      // No embed_tokens tensor is added: LeRobot, openpi and transformers all read the embedding from the head.
+      expect([...merged.tensors.keys()].sort()).toEqual([...b.keys()].sort());
+    });
+  }
+
   it('the command line: a LeRobot π0 policy folder and an adapter of transformers\' class, merged exactly', async () => {
     const base = lerobot(false);
     const modules = pi0Modules((k) => k);
@@ -465,13 +504,46 @@ describe('Gemma 4 Unified (gemma4_unified): adapters of its text-only class, of 
     expect(refused.plan.updates.map((u) => u.baseKey)).toEqual(['model.language_model.layers.0.self_attn.q_proj.weight']);
   });
 
-  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused, naming the module', async () => {
+  it('an adapter of the multimodal class on a text-only checkpoint (model.layers.N…) is refused module by module, saying PEFT cannot load it there', async () => {
     const text = base.filter((x) => x.name.startsWith('model.language_model.')).map((x) => ({ ...x, name: x.name.replace('model.language_model.', 'model.') }));
-    const modules: Module[] = [['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2]];
+    const modules: Module[] = [
+      ['model.language_model.layers.0.self_attn.q_proj', '', 8, H, 2],
+      ['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2],
+      ['model.embed_audio.embedding_projection', '', H, 10, 2],
+    ];
     for (const [architecture, modelType] of [['Gemma4UnifiedForCausalLM', 'gemma4_unified_text'], ['Gemma4ForCausalLM', 'gemma4_text']]) {
       const prepared = await prepare(hfModelFolder(text, { ...config.text_config, architectures: [architecture], model_type: modelType, dtype: 'bfloat16' }), peftFolder(peftConfig(modules), loraOf(modules)));
       await prepared.close();
-      expect(prepared.plan.problems.map((p) => p.message)).toEqual(['adapter1: module "model.language_model.layers.0.self_attn.q_proj": no matching tensor in the base model']);
+      expect(prepared.plan.updates).toEqual([]);
+      expect(prepared.plan.problems.map((p) => p.message).sort()).toEqual([
+      `adapter1: module "model.embed_audio.embedding_projection": Gemma 4's model.embed_audio is no part of a text-only ${architecture} checkpoint, which holds the language model alone: merge it into the multimodal checkpoint`,
+      `adapter1: module "model.language_model.layers.0.self_attn.q_proj": a module of Gemma 4's multimodal class (model.language_model.…) on a text-only ${architecture} checkpoint (model.layers.N…), where PEFT cannot load it (the class has no _checkpoint_conversion_mapping and transformers' conversion_mapping.py no Gemma 4 entry, so the key stays unloaded): merge it into the multimodal checkpoint`,
+      `adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": Gemma 4's model.vision_tower is no part of a text-only ${architecture} checkpoint, which holds the language model alone: merge it into the multimodal checkpoint`,
+      ]);
     }
+  });
+
+  it('the bare Gemma4UnifiedModel (language_model.…, embed_vision.… at the root): adapters of the text class, of the multimodal class and of its own land, exactly; a tower and the head are refused', async () => {
+    const bare = base.map((x) => ({ ...x, name: x.name.slice('model.'.length) }));
+    const bareConfig = { ...config, architectures: ['Gemma4UnifiedModel'] };
+    const modules: Module[] = [
+      ['model.layers.0.self_attn.q_proj', 'language_model.layers.0.self_attn.q_proj.weight', 8, H, 2],
+      ['model.language_model.layers.0.self_attn.k_proj', 'language_model.layers.0.self_attn.k_proj.weight', 4, H, 1],
+      ['language_model.layers.0.mlp.down_proj', 'language_model.layers.0.mlp.down_proj.weight', H, 12, 3],
+      ['model.embed_vision.patch_dense', 'embed_vision.patch_dense.weight', 6, 12, 2],
+      ['embed_audio.embedding_projection', 'embed_audio.embedding_projection.weight', H, 10, 2],
+    ];
+    const adapter = loraOf(modules);
+    const prepared = await prepare(hfModelFolder(bare, bareConfig), peftFolder(peftConfig(modules), adapter));
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.updates.map((u) => u.baseKey).sort()).toEqual(modules.map(([, k]) => k).sort());
+    expectMerged(await merge(prepared), bare, adapter, modules);
+    const refusedModules: Module[] = [['model.vision_tower.encoder.layers.0.self_attn.q_proj.linear', '', 6, 6, 2], ['lm_head', '', 32, H, 2]];
+    const refused = await prepare(hfModelFolder(bare, bareConfig), peftFolder(peftConfig(refusedModules), loraOf(refusedModules)));
+    await refused.close();
+    expect(refused.plan.problems.map((p) => p.message).sort()).toEqual([
+      'adapter1: module "lm_head": no matching tensor in the base model',
+      'adapter1: module "model.vision_tower.encoder.layers.0.self_attn.q_proj.linear": no matching tensor in the base model',
+    ]);
   });
 });

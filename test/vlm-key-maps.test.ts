@@ -273,6 +273,8 @@ const EVERY_MAP: [architecture: string, modelType: string, oldPath: string, newP
   ['Gemma3nForConditionalGeneration', 'gemma3n', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Gemma4ForConditionalGeneration', 'gemma4', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Gemma4UnifiedForConditionalGeneration', 'gemma4_unified', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Gemma4Model', 'gemma4', 'language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
+  ['Gemma4UnifiedModel', 'gemma4_unified', 'language_model.layers.0.self_attn.q_proj', 'model.language_model.layers.0.self_attn.q_proj'],
   ['Llama4ForConditionalGeneration', 'llama4', 'language_model.model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5ForConditionalGeneration', 'qwen3_5', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],
   ['Qwen3_5MoeForConditionalGeneration', 'qwen3_5_moe', 'model.language_model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.q_proj'],

@@ -126,6 +126,24 @@ const GEMMA4: CheckpointKeyMap = {
 const GEMMA4_UNIFIED: CheckpointKeyMap = { ...GEMMA4, family: 'Gemma 4 Unified' };
 
 /**
+ * The bare Gemma4Model and Gemma4UnifiedModel (the ForConditionalGeneration classes without the head)
+ * keep those parts at the root: `language_model.layers.N…`, `embed_vision.…`, `vision_tower.…`.
+ * transformers loads either checkpoint into the other class through `base_model_prefix` (`model`), so an
+ * adapter of the multimodal class (`model.language_model.…`, `model.embed_vision.…`) names the same
+ * tensors, and one of the text class (`model.layers.N…`) the language model as above. `lm_head`, which
+ * the bare model has none of, stays as it is and is refused as no tensor.
+ */
+function gemma4Bare(family: string): CheckpointKeyMap {
+  return {
+    family,
+    rules: [
+      [/^model\.(?=(language_model|vision_tower|audio_tower|embed_vision|embed_audio)(\.|$))/, ''],
+      [/^model(?=\.)/, 'language_model'],
+    ],
+  };
+}
+
+/**
  * Not a transformers conversion of this class either: Qwen3_5ForCausalLM's (and Qwen3_5MoeForCausalLM's)
  * names for the language model of a Qwen3.5 checkpoint (Qwen3_5ForConditionalGeneration, saved in the
  * refactored names: `model.language_model.layers.N…`, `model.visual.…`, `lm_head`). transformers 5
@@ -251,8 +269,12 @@ function t5gemma2(family: string, prefix: string): CheckpointKeyMap {
  * `model.dit.…`, `embed_action_time.state_proj` (and the other three) and `action_out_proj`, and
  * conversion_mapping.py's "pi0" renames the checkpoint's so as it loads them; PEFT adapters trained on
  * a LeRobot policy name `model.paligemma_with_expert.…`, `model.state_proj`, …. Both go to
- * transformers' names here. The heads (`paligemma.lm_head`, `gemma_expert.lm_head`), which transformers
- * loads as the embeddings, keep their names.
+ * transformers' names here. The heads (`paligemma.lm_head`, `gemma_expert.lm_head`) are the files' only
+ * copy of the embeddings: the PaliGemma ties its embedding to its head and safetensors keeps one name
+ * (openpi's conversion writes the Gemma embedding there, LeRobot copies it into `embed_tokens` when it
+ * loads a policy), and conversion_mapping.py's "pi0" loads them as `model.vlm.language_model.embed_tokens`
+ * and `model.dit.embed_tokens`, so an embedding LoRA in any naming lands on them. Neither head runs in
+ * π0's or π0.5's forward (the VLM only fills the expert's cache), so the tie needs no untying.
  */
 const PI0_PROJECTIONS = 'state_proj|action_in_proj|action_time_mlp_in|action_time_mlp_out';
 const PI0: CheckpointKeyMap = {
@@ -264,6 +286,8 @@ const PI0: CheckpointKeyMap = {
     [/^(?:model\.)?paligemma_with_expert\.gemma_expert\.model(?=\.)/, 'model.dit'],
     [new RegExp(`^(?:model\\.)?(${PI0_PROJECTIONS})(?=\\.|$)`), 'embed_action_time.$1'],
     [/^model\.(?=action_out_proj(\.|$)|time_mlp_(in|out)(\.|$))/, ''],
+    [/^(?:model\.)?paligemma_with_expert\.paligemma\.lm_head(?=\.|$)/, 'model.vlm.language_model.embed_tokens'],
+    [/^(?:model\.)?paligemma_with_expert\.gemma_expert\.lm_head(?=\.|$)/, 'model.dit.embed_tokens'],
   ],
 };
 
@@ -420,6 +444,8 @@ const BY_ARCHITECTURE: Readonly<Record<string, CheckpointKeyMap>> = {
   Gemma3nForConditionalGeneration: GEMMA3N,
   Gemma4ForConditionalGeneration: GEMMA4,
   Gemma4UnifiedForConditionalGeneration: GEMMA4_UNIFIED,
+  Gemma4Model: gemma4Bare('Gemma 4 (Gemma4Model)'),
+  Gemma4UnifiedModel: gemma4Bare('Gemma 4 Unified (Gemma4UnifiedModel)'),
   Llama4ForConditionalGeneration: LLAMA4,
   Qwen3_5ForConditionalGeneration: QWEN35,
   Qwen3_5MoeForConditionalGeneration: { ...QWEN35, family: 'Qwen3.5-MoE' },
