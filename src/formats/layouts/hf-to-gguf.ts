@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, Hy3, Laguna, Nanbeige, PaddleOCR-VL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, Hy3, Laguna, Nanbeige, PaddleOCR-VL's language model, openPangu-Embedded, the diffusion LMs Dream, LLaDA and RND1, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,7 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `nanbeige`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
+ *   `smollm3`, `nanbeige`, `llada`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
  *   fused query_key_value split into attn_q, attn_k, attn_v first), the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
@@ -163,6 +163,24 @@ const LAGUNA: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.g_proj`, 'blk.$1.attn_gate'),
   rule(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'),
   ...expertsAndShared('shared_experts?'),
+];
+/**
+ * LLaDA (LLaDAModel: the checkpoint's own `model.transformer.…` names, which tensor_mapping.py maps):
+ * `wte` and the head `ff_out`, each block's `q_proj`/`k_proj` (permuted as LlamaModel.permute does,
+ * q by the heads, k by the kv heads: LLaDAModel.permute, undo_permute), `v_proj`, `attn_out`, and its
+ * MLP `ff_proj` (gate), `up_proj` (up), `ff_out` (down).
+ */
+const LLADA_BLOCKS = 'model\\.transformer\\.blocks\\.(\\d+)';
+const LLADA: readonly Rule[] = [
+  rule('model\\.transformer\\.wte', 'token_embd'),
+  rule('model\\.transformer\\.ff_out', 'output'),
+  rule(`${LLADA_BLOCKS}\\.q_proj`, 'blk.$1.attn_q', { permute: 'q' }),
+  rule(`${LLADA_BLOCKS}\\.k_proj`, 'blk.$1.attn_k', { permute: 'k' }),
+  rule(`${LLADA_BLOCKS}\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${LLADA_BLOCKS}\\.attn_out`, 'blk.$1.attn_output'),
+  rule(`${LLADA_BLOCKS}\\.ff_proj`, 'blk.$1.ffn_gate'),
+  rule(`${LLADA_BLOCKS}\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${LLADA_BLOCKS}\\.ff_out`, 'blk.$1.ffn_down'),
 ];
 /** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
 const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
@@ -844,6 +862,13 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // Laguna (LagunaModel): q and k as they are (per-layer head counts, which no rule here needs),
   // the leading dense blocks' MLP, the gate and MoE as LAGUNA (fused in transformers 5 as Qwen's).
   laguna: [...COMMON, ...QK, ...LAGUNA, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Diffusion LMs: Dream (DreamModel: Qwen2's names, q and k as they are), RND1 (RND1Model, a
+  // Qwen2MoeModel: Qwen3-MoE's names and experts), LLaDA (see LLADA: q and k permuted).
+  dream: [...COMMON, ...QK],
+  rnd1: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  llada: LLADA,
+  // openPangu-Embedded (PanguEmbeddedModel): TextModel's plain name mapping, q and k as they are.
+  'pangu-embedded': [...COMMON, ...QK],
   // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
   // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
   // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as

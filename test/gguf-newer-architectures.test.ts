@@ -12,6 +12,9 @@
  *   `mlp.shared_experts`), experts stacked as rows.
  * - Nanbeige (`nanbeige`, NanbeigeModel: a LlamaModel with undo_permute): q's and k's rows permuted
  *   as LlamaModel.permute does (reshape (heads, 2, d/2, in), swap axes 1 and 2), written out here.
+ * - the diffusion LMs LLaDA (`llada`: its own `model.transformer.blocks.N.q_proj` … `ff_out` names, q and k
+ *   permuted as LlamaModel.permute does, by LLaDAModel.permute), Dream (`dream`: Qwen2's names) and RND1
+ *   (`rnd1`: Qwen3-MoE's), and openPangu-Embedded (`pangu-embedded`): plain names.
  * - PaddleOCR-VL's language model (`paddleocr`, PaddleOCRModel: an Ernie4_5Model), adapters in
  *   transformers' `model.language_model.…` names; its tower and its projector (`mlp_AR`, the
  *   remote-code name) refused as the mmproj file's.
@@ -181,6 +184,80 @@ const CASES: Case[] = [
       { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
       { module: 'model.layers.1.mlp.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.1.ffn_up.weight') },
       { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // LLaDA-8B-like (LLaDAModel): the checkpoint's own model.transformer.… names; q by the heads and
+    // k by the kv heads permuted (LLaDAModel.permute, LlamaModel's order), the rest by name.
+    name: 'llada (LLaDA)', arch: 'llada', hfModel: 'GSAI-ML/LLaDA-8B-Base', rank: 2, alpha: 4,
+    tensors: [
+      ['token_embd.weight', [HIDDEN, VOCAB]],
+      ...[0, 1].flatMap((b): Tensors => [
+        [`blk.${b}.attn_norm.weight`, [HIDDEN]], [`blk.${b}.attn_q.weight`, [HIDDEN, Q]], [`blk.${b}.attn_k.weight`, [HIDDEN, KV]],
+        [`blk.${b}.attn_v.weight`, [HIDDEN, KV]], [`blk.${b}.attn_output.weight`, [Q, HIDDEN]], ...denseMlp(b),
+      ]),
+      ...head,
+    ],
+    metadata: [
+      ['llada.block_count', u32(2)], ['llada.attention.head_count', u32(HEADS)], ['llada.attention.head_count_kv', u32(KV_HEADS)],
+      ['llada.rope.dimension_count', u32(HEAD_DIM)], ['llada.vocab_size', u32(VOCAB)], ['llada.attention.causal', { type: 'bool', value: false }],
+      ['diffusion.shift_logits', { type: 'bool', value: false }],
+    ],
+    targets: [
+      { module: 'model.transformer.wte', out: HIDDEN, in: VOCAB, lands: transposedWhole('token_embd.weight'), embedding: true },
+      { module: 'model.transformer.blocks.0.q_proj', out: Q, in: HIDDEN, lands: ropePermuted('blk.0.attn_q.weight', HEADS, Q) },
+      { module: 'model.transformer.blocks.0.k_proj', out: KV, in: HIDDEN, lands: ropePermuted('blk.0.attn_k.weight', KV_HEADS, KV) },
+      { module: 'model.transformer.blocks.0.v_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_v.weight') },
+      { module: 'model.transformer.blocks.1.attn_out', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.transformer.blocks.1.ff_proj', out: FFN, in: HIDDEN, lands: whole('blk.1.ffn_gate.weight') },
+      { module: 'model.transformer.blocks.1.up_proj', out: FFN, in: HIDDEN, lands: whole('blk.1.ffn_up.weight') },
+      { module: 'model.transformer.blocks.0.ff_out', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+      { module: 'model.transformer.ff_out', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // Dream-v0-7B-like (DreamModel): Qwen2's names, q and k as they are.
+    name: 'dream (Dream)', arch: 'dream', hfModel: 'Dream-org/Dream-v0-Base-7B', rank: 2, alpha: 4,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...attention(0).filter(([n]) => !/attn_[qk]_norm/.test(n)), ...denseMlp(0), ...head],
+    metadata: [
+      ['dream.block_count', u32(1)], ['dream.attention.head_count', u32(HEADS)], ['dream.attention.head_count_kv', u32(KV_HEADS)],
+      ['dream.rope.dimension_count', u32(HEAD_DIM)], ['dream.attention.causal', { type: 'bool', value: false }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.mlp.gate_proj', out: FFN, in: HIDDEN, lands: whole('blk.0.ffn_gate.weight') },
+      { module: 'lm_head', out: VOCAB, in: HIDDEN, lands: whole('output.weight') },
+    ],
+  },
+  {
+    // RND1-30B-like (RND1Model, a Qwen2MoeModel on Qwen3-MoE's names): router and stacked experts.
+    name: 'rnd1 (RND1)', arch: 'rnd1', hfModel: 'radicalnumerics/RND1-Base-0910', rank: 2, alpha: 4,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...attention(0), ...moe(0).filter(([n]) => !/shexp|exp_probs_b/.test(n)), ...head],
+    metadata: [
+      ['rnd1.block_count', u32(1)], ['rnd1.attention.head_count', u32(HEADS)], ['rnd1.attention.head_count_kv', u32(KV_HEADS)],
+      ['rnd1.rope.dimension_count', u32(HEAD_DIM)], ['rnd1.expert_count', u32(EXPERTS)], ['rnd1.expert_used_count', u32(2)],
+      ['rnd1.expert_feed_forward_length', u32(EXPERT_FFN)], ['rnd1.attention.causal', { type: 'bool', value: false }],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.q_proj', out: Q, in: HIDDEN, lands: whole('blk.0.attn_q.weight') },
+      { module: 'model.layers.0.mlp.gate', out: EXPERTS, in: HIDDEN, lands: whole('blk.0.ffn_gate_inp.weight') },
+      { module: 'model.layers.0.mlp.experts.3.down_proj', out: HIDDEN, in: EXPERT_FFN, lands: expert('blk.0.ffn_down_exps.weight', 3, HIDDEN) },
+    ],
+  },
+  {
+    // openPangu-Embedded-1B-like (PanguEmbeddedModel): TextModel's plain names.
+    name: 'pangu-embedded (openPangu-Embedded)', arch: 'pangu-embedded', hfModel: 'FreedomIntelligence/openPangu-Embedded-1B', rank: 2, alpha: 4,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...attention(0).filter(([n]) => !/attn_[qk]_norm/.test(n)), ...denseMlp(0), ...head],
+    metadata: [
+      ['pangu-embedded.block_count', u32(1)], ['pangu-embedded.attention.head_count', u32(HEADS)],
+      ['pangu-embedded.attention.head_count_kv', u32(KV_HEADS)], ['pangu-embedded.rope.dimension_count', u32(HEAD_DIM)],
+      ['pangu-embedded.vocab_size', u32(VOCAB)],
+    ],
+    targets: [
+      { module: 'model.layers.0.self_attn.k_proj', out: KV, in: HIDDEN, lands: whole('blk.0.attn_k.weight') },
+      { module: 'model.layers.0.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.0.attn_output.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
     ],
   },
   {
