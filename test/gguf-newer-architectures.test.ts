@@ -25,7 +25,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { MetaValue } from './helpers/gguf-builder.js';
-import { tempDirs } from './helpers/fixtures.js';
+import { buildSafetensors, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import {
   cellBaseGguf, cellPeftAdapter, describeCellCases, expectCellsMerged, expert, transposedWhole, whole, type CellCase, type Landing, type Target,
 } from './helpers/gguf-cell-truth.js';
@@ -318,5 +318,43 @@ describe('PaddleOCR-VL: the vision side goes to the mmproj file', () => {
       expect(messages[i]).toContain(`module "${t.module}"`);
       expect(messages[i]).toContain('separate mmproj GGUF');
     }
+  });
+});
+
+describe('Hy3 from its Hugging Face folder: the MTP block the converter keeps as the last block', () => {
+  it('converts a LoRA on the MTP block (eh_proj, its attention and experts) as from the hy_v3 GGUF, byte for byte', async () => {
+    const c = CASES[0];
+    // The checkpoint's weights (out, in), bf16 zeros: config.json and the shapes are all --base reads.
+    const hf: FixtureTensor[] = [];
+    const t = (name: string, out: number, inF: number) => hf.push({ name: `${name}.weight`, dtype: 'BF16', shape: [out, inF], data: new Float64Array(out * inF) });
+    t('model.embed_tokens', VOCAB, HIDDEN);
+    t('lm_head', VOCAB, HIDDEN);
+    for (const b of [0, 1, 2]) {
+      t(`model.layers.${b}.self_attn.q_proj`, Q, HIDDEN); t(`model.layers.${b}.self_attn.k_proj`, KV, HIDDEN);
+      t(`model.layers.${b}.self_attn.v_proj`, KV, HIDDEN); t(`model.layers.${b}.self_attn.o_proj`, HIDDEN, Q);
+    }
+    t('model.layers.0.mlp.gate_proj', FFN, HIDDEN); t('model.layers.0.mlp.up_proj', FFN, HIDDEN); t('model.layers.0.mlp.down_proj', HIDDEN, FFN);
+    for (const b of [1, 2]) {
+      t(`model.layers.${b}.mlp.router.gate`, EXPERTS, HIDDEN);
+      for (let e = 0; e < EXPERTS; e++) {
+        t(`model.layers.${b}.mlp.experts.${e}.gate_proj`, EXPERT_FFN, HIDDEN); t(`model.layers.${b}.mlp.experts.${e}.up_proj`, EXPERT_FFN, HIDDEN);
+        t(`model.layers.${b}.mlp.experts.${e}.down_proj`, HIDDEN, EXPERT_FFN);
+      }
+      t(`model.layers.${b}.mlp.shared_mlp.gate_proj`, SHARED, HIDDEN); t(`model.layers.${b}.mlp.shared_mlp.up_proj`, SHARED, HIDDEN);
+      t(`model.layers.${b}.mlp.shared_mlp.down_proj`, HIDDEN, SHARED);
+    }
+    t('model.layers.2.eh_proj', HIDDEN, 2 * HIDDEN);
+    const config = {
+      architectures: ['HYV3ForCausalLM'], model_type: 'hy_v3', hidden_size: HIDDEN, num_hidden_layers: 2, num_nextn_predict_layers: 1,
+      num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, head_dim: HEAD_DIM, num_experts: EXPERTS, vocab_size: VOCAB, first_k_dense_replace: 1,
+    };
+    const dir = temp.make({ 'hf/config.json': JSON.stringify(config), 'hf/model.safetensors': buildSafetensors(hf), 'base.gguf': baseGguf(c).bytes });
+    mkdirSync(join(dir, 'peft'));
+    for (const [name, data] of Object.entries(cellPeftAdapter(c).files)) writeFileSync(join(dir, 'peft', name), data);
+    await convertLora({ adapter: join(dir, 'peft'), base: join(dir, 'base.gguf'), out: join(dir, 'from-gguf.gguf') });
+    await convertLora({ adapter: join(dir, 'peft'), base: join(dir, 'hf'), out: join(dir, 'from-hf.gguf') });
+    const [fromGguf, fromHf] = ['from-gguf.gguf', 'from-hf.gguf'].map((f) => readFileSync(join(dir, f)));
+    expect(fromHf.length).toBeGreaterThan(0);
+    expect(Buffer.compare(fromHf, fromGguf)).toBe(0);
   });
 });
