@@ -3,7 +3,9 @@
  * GGUF base and from the Hugging Face folder it was converted from (config.json and tensor shapes,
  * as the script's --base reads them): Gemma 2 and 3 (no q/k permutation, no output head), Phi-3
  * (fused qkv_proj on attn_qkv, gate_up_proj on ffn_up), Mixtral (llama: q/k permuted, experts
- * w1/w2/w3 stacked) and Qwen2-MoE / Qwen3-MoE (experts, shared expert, routers). A PEFT LoRA on the
+ * w1/w2/w3 stacked), Qwen2-MoE / Qwen3-MoE (experts, shared expert, routers), Nanbeige and SmolLM3
+ * (q/k permuted as llama's), OLMo 3 (olmo2), Seed-OSS, Dream, Hy3 (router mlp.router.gate, shared
+ * expert mlp.shared_mlp) and Laguna (attention gate g_proj, shared expert mlp.shared_expert). A PEFT LoRA on the
  * experts becomes one 3-D pair per stacked tensor, as the script's torch.stack of LoraTorchTensors
  * writes it: lora_a ne [in, r, experts], lora_b ne [r, out, experts]; merged into the GGUF base,
  * expert e's rows are W_e + (α/r)·B_e·A_e, checked against float64 truth written here.
@@ -72,6 +74,29 @@ const ARCHS: Record<string, Arch> = {
       { hf: 'model.layers.0.mlp.shared_expert_gate.weight', gguf: 'blk.0.ffn_gate_inp_shexp.weight', out: 1, in: H }],
   },
   qwen3moe: { cls: 'Qwen3MoeForCausalLM', arch: 'qwen3moe', config: { num_experts: E }, weights: [embed, head, ...attention(), ...qwenExperts] },
+  // LlamaModel's subclasses (q and k permuted) and TextModel's plain mapping.
+  nanbeige: { cls: 'NanbeigeForCausalLM', arch: 'nanbeige', permuted: true, weights: [embed, head, ...attention(), ...mlp] },
+  smollm3: { cls: 'SmolLM3ForCausalLM', arch: 'smollm3', permuted: true, weights: [embed, head, ...attention(), ...mlp] },
+  olmo3: { cls: 'Olmo3ForCausalLM', arch: 'olmo2', weights: [embed, head, ...attention(), ...mlp] },
+  seed_oss: { cls: 'SeedOssForCausalLM', arch: 'seed_oss', weights: [embed, head, ...attention(), ...mlp] },
+  dream: { cls: 'DreamModel', arch: 'dream', weights: [embed, head, ...attention(), ...mlp] },
+  // Hy3's checkpoint names: router mlp.router.gate, shared expert mlp.shared_mlp.
+  hy_v3: {
+    cls: 'HYV3ForCausalLM', arch: 'hy_v3', config: { num_experts: E },
+    weights: [embed, head, ...attention(),
+      { hf: 'model.layers.0.mlp.router.gate.weight', gguf: 'blk.0.ffn_gate_inp.weight', out: E, in: H }, ...qwenExperts.slice(1),
+      ...(['gate', 'up', 'down'] as const).map((p): Weight => ({
+        hf: `model.layers.0.mlp.shared_mlp.${p}_proj.weight`, gguf: `blk.0.ffn_${p}_shexp.weight`, out: p === 'down' ? H : FFN, in: p === 'down' ? FFN : H,
+      }))],
+  },
+  // Laguna: the per-head attention output gate g_proj, router mlp.gate, shared expert mlp.shared_expert.
+  laguna: {
+    cls: 'LagunaForCausalLM', arch: 'laguna', config: { num_experts: E },
+    weights: [embed, head, ...attention(), { hf: 'model.layers.0.self_attn.g_proj.weight', gguf: 'blk.0.attn_gate.weight', out: HEADS, in: H }, ...qwenExperts,
+      ...(['gate', 'up', 'down'] as const).map((p): Weight => ({
+        hf: `model.layers.0.mlp.shared_expert.${p}_proj.weight`, gguf: `blk.0.ffn_${p}_shexp.weight`, out: p === 'down' ? H : FFN, in: p === 'down' ? FFN : H,
+      }))],
+  },
 };
 
 /** The GGUF base (F32, random values) and the HF folder (config.json, bf16 zeros of each HF shape) of `a`. */
@@ -126,7 +151,7 @@ function adapter(a: Arch, options: { only?: number[]; ranks?: Record<string, num
     { name: `base_model.model.${m.path}.lora_A.weight`, dtype: 'F32' as const, shape: [m.rank, m.in], data: m.a },
     { name: `base_model.model.${m.path}.lora_B.weight`, dtype: 'F32' as const, shape: [m.out, m.rank], data: m.b },
   ]);
-  const config = { peft_type: 'LORA', r: 4, lora_alpha: 16, rank_pattern: options.ranks ?? {}, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'qkv_proj', 'gate_proj', 'up_proj', 'down_proj', 'gate_up_proj', 'w1', 'w2', 'w3'] };
+  const config = { peft_type: 'LORA', r: 4, lora_alpha: 16, rank_pattern: options.ranks ?? {}, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'qkv_proj', 'gate_proj', 'up_proj', 'down_proj', 'gate_up_proj', 'w1', 'w2', 'w3', 'g_proj'] };
   return { modules, files: { 'peft/adapter_config.json': JSON.stringify(config), 'peft/adapter_model.safetensors': buildSafetensors(tensors) } };
 }
 
@@ -304,7 +329,7 @@ describe('convert for more architectures, from the GGUF or its Hugging Face fold
     const before = listDir(dir);
     for (const [base, line] of [
       ['hf', /^error: --base .*hf: 4 tensors model\.layers\.0\.mlp\.experts\.N\.(gate|up|down)_proj\.weight \(experts numbered 0 to 3\), but config\.json's num_experts is 5: convert_hf_to_gguf stacks experts 0 to E−1, of one shape, into blk\.0\.ffn_(gate|up|down)_exps\.weight; give the GGUF model the LoRA is for$/],
-      ['gpt2', /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for LlamaForCausalLM, .*Gemma3ForCausalLM, Gemma3ForConditionalGeneration, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/],
+      ['gpt2', /^error: --base .*gpt2: a GPT2LMHeadModel, whose GGUF tensor names loramerge derives for LlamaForCausalLM, .*Gemma3ForConditionalGeneration, .*LagunaForCausalLM, Phi3ForCausalLM only; give the GGUF model the LoRA is for$/],
     ] as const) {
       const run = await runCli(['convert', '--adapter', join(dir, 'peft'), '--base', join(dir, base), '--out', join(dir, 'x.gguf')]);
       expect(run.code, run.stderr).not.toBe(0);

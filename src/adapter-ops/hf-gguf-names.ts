@@ -31,6 +31,10 @@ const HEAD = rename('lm_head', 'output');
  * Per-expert Linears the converter stacks (torch.stack over the experts, in index order) into one
  * tensor: the pattern's groups are the block and the expert.
  */
+/** A shared expert's gate/up/down under `mlp.<name>` (a regex source) on ffn_*_shexp. */
+const sharedExpert = (name: string): [RegExp, string][] => (['gate', 'up', 'down'] as const)
+  .map((p) => rename(`${L}\\.mlp\\.${name}\\.${p}_proj`, `blk.$1.ffn_${p}_shexp`));
+
 interface StackedExperts {
   /** config.json's expert count (num_local_experts, num_experts). */
   countKey: string;
@@ -113,6 +117,34 @@ const HF_CLASSES: Readonly<Record<string, HfClass>> = {
       [/^(model\.|language_model\.model\.|model\.language_model\.)embed_tokens$/, `Gemma 3's converter cuts token_embd to the tokenizer's vocabulary, a shape the Hugging Face folder's config.json does not give; give the Gemma 3 GGUF as --base`],
       [/^(model\.)?(vision_tower|multi_modal_projector)\./, `Gemma 3's vision tower and projector go to its mmproj GGUF (convert_hf_to_gguf.py --mmproj), which a llama.cpp LoRA does not address; only the language model's modules convert`],
     ],
+  },
+  // LlamaModel's subclasses (q and k permuted as llama's, by the layout from the head counts) and
+  // TextModel's plain mapping (Olmo2Model for OLMo 2 and 3, SeedOssModel, DreamModel: Qwen2's names).
+  NanbeigeForCausalLM: { arch: 'nanbeige', names: [...ATTENTION_MLP, HEAD] },
+  SmolLM3ForCausalLM: { arch: 'smollm3', names: [...ATTENTION_MLP, HEAD] },
+  Olmo2ForCausalLM: { arch: 'olmo2', names: [...ATTENTION_MLP, HEAD] },
+  Olmo3ForCausalLM: { arch: 'olmo2', names: [...ATTENTION_MLP, HEAD] },
+  SeedOssForCausalLM: { arch: 'seed_oss', names: [...ATTENTION_MLP, HEAD] },
+  DreamModel: { arch: 'dream', names: [...ATTENTION_MLP, HEAD] },
+  // HYV3Model: the checkpoint's router `mlp.router.gate`, shared expert `mlp.shared_mlp` (transformers
+  // 5's `mlp.gate`, `mlp.shared_experts`), experts stacked; the MTP layers (`model.layers.N` past
+  // num_hidden_layers) kept as the last blocks, their `eh_proj` on nextn.eh_proj.
+  HYV3ForCausalLM: {
+    arch: 'hy_v3',
+    names: [
+      ...ATTENTION_MLP, HEAD, rename(`${L}\\.mlp\\.(?:router\\.)?gate`, 'blk.$1.ffn_gate_inp'),
+      ...sharedExpert('(?:shared_mlp|shared_experts)'), rename(`${L}\\.eh_proj`, 'blk.$1.nextn.eh_proj'),
+    ],
+    experts: QWEN_EXPERTS, fusedExperts: true,
+  },
+  // LagunaModel: the attention output gate g_proj, router mlp.gate, shared expert (transformers: shared_experts).
+  LagunaForCausalLM: {
+    arch: 'laguna',
+    names: [
+      ...ATTENTION_MLP, HEAD, rename(`${L}\\.self_attn\\.g_proj`, 'blk.$1.attn_gate'), rename(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'),
+      ...sharedExpert('shared_experts?'),
+    ],
+    experts: QWEN_EXPERTS, fusedExperts: true,
   },
   // Phi3MiniModel: the fused qkv_proj and gate_up_proj are written whole (attn_qkv; ffn_up, which llama.cpp splits).
   Phi3ForCausalLM: {

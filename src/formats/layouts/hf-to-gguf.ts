@@ -5,7 +5,7 @@
  * architectures in {@link HF_TO_GGUF_RULES} (llama with Mistral, Mixtral and LLaVA's language model;
  * the Qwen, Gemma, Phi, OLMo, GLM, Granite (with Granite 4.0 H), Cohere, ERNIE, EXAONE, Nemotron-H,
  * InternLM2, LFM2, DeepSeek (V1's MoE, V2 to V4), Mistral 4, MiniMax-M2, Hunyuan, PhiMoE, dots.llm1, DBRX,
- * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
+ * Jamba, MiniCPM3, Ling 1 and 2.0, Snowflake Arctic, PLaMo 2 and 3, Step 3.5, GroveMoE, Kimi Linear, HunyuanVL's language model, Hy3, Laguna, Nanbeige, PaddleOCR-VL's language model, openPangu-Embedded, the diffusion LMs Dream, LLaDA and RND1, K-EXAONE, Arcee Trinity (AFMoE), Cohere's North MoE, SmallThinker, Qwen3-Next and Qwen3.5 families, Llama 4's language model and others):
  * - attention q/k/v/o, fused qkv (phi3; DBRX's Wqkv, Ling 2.0's query_key_value), MLP
  *   gate/up/down (or an architecture's own names: Phi-2's fc1/fc2, StarCoder2's c_fc/c_proj,
  *   EXAONE's c_fc_0/c_fc_1/c_proj, LFM2's short-conv projections and w1/w3/w2, Jamba's Mamba-1
@@ -32,7 +32,7 @@
  * - a weight the converter multiplies by a config value the GGUF does not record (Falcon-H1's
  *   multipliers) is refused saying so;
  * - for `llama`, `mistral3`, `granite`, `granitemoe`, `granitehybrid`, `nemotron_h`(`_moe`),
- *   `smollm3`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
+ *   `smollm3`, `nanbeige`, `llada`, `arcee`, `minicpm`, `olmo`, `internlm2`, `deepseek`, `arctic` and `bailingmoe` (its
  *   fused query_key_value split into attn_q, attn_k, attn_v first), the converter permutes the rows of q and k (reshape
  *   (heads, 2, d/heads/2, in), swap axes 1 and 2) for llama.cpp's RoPE; ΔW's rows get the same
  *   permutation, which convert_lora_to_gguf applies to B.
@@ -143,6 +143,45 @@ const QWEN_MOE: readonly Rule[] = [
  * (tensor_mapping.py maps `mlp.shared_mlp.*` to ffn_*_shexp).
  */
 const HUNYUAN_MOE: readonly Rule[] = [rule(`${L}\\.mlp\\.gate\\.wg`, 'blk.$1.ffn_gate_inp'), ...expertsAndShared('shared_mlp')];
+/**
+ * Hy3 (HYV3Model: TextModel's name mapping, experts stacked as rows by MOE_HF_MLP): its checkpoint's
+ * router `mlp.router.gate` and shared expert `mlp.shared_mlp`, which transformers 5's class names
+ * `mlp.gate` and `mlp.shared_experts` (its conversion_mapping.py's "hy_v3"): both namings land on the
+ * same tensors. The router's `expert_bias` (exp_probs_b) is no Linear.
+ */
+const HY_V3_MOE: readonly Rule[] = [
+  rule(`${L}\\.mlp\\.(?:router\\.)?gate`, 'blk.$1.ffn_gate_inp'),
+  ...expertsAndShared('(?:shared_mlp|shared_experts)'),
+];
+/**
+ * Laguna (LagunaModel: TextModel's name mapping, experts stacked as rows by MOE_HF_MLP): the
+ * attention output gate `self_attn.g_proj` (per head or per element) on attn_gate, the router
+ * `mlp.gate`, the shared expert `mlp.shared_expert` in its checkpoint and `mlp.shared_experts` in
+ * transformers' class (conversion_mapping.py's "laguna"), both on ffn_*_shexp.
+ */
+const LAGUNA: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.g_proj`, 'blk.$1.attn_gate'),
+  rule(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp'),
+  ...expertsAndShared('shared_experts?'),
+];
+/**
+ * LLaDA (LLaDAModel: the checkpoint's own `model.transformer.…` names, which tensor_mapping.py maps):
+ * `wte` and the head `ff_out`, each block's `q_proj`/`k_proj` (permuted as LlamaModel.permute does,
+ * q by the heads, k by the kv heads: LLaDAModel.permute, undo_permute), `v_proj`, `attn_out`, and its
+ * MLP `ff_proj` (gate), `up_proj` (up), `ff_out` (down).
+ */
+const LLADA_BLOCKS = 'model\\.transformer\\.blocks\\.(\\d+)';
+const LLADA: readonly Rule[] = [
+  rule('model\\.transformer\\.wte', 'token_embd'),
+  rule('model\\.transformer\\.ff_out', 'output'),
+  rule(`${LLADA_BLOCKS}\\.q_proj`, 'blk.$1.attn_q', { permute: 'q' }),
+  rule(`${LLADA_BLOCKS}\\.k_proj`, 'blk.$1.attn_k', { permute: 'k' }),
+  rule(`${LLADA_BLOCKS}\\.v_proj`, 'blk.$1.attn_v'),
+  rule(`${LLADA_BLOCKS}\\.attn_out`, 'blk.$1.attn_output'),
+  rule(`${LLADA_BLOCKS}\\.ff_proj`, 'blk.$1.ffn_gate'),
+  rule(`${LLADA_BLOCKS}\\.up_proj`, 'blk.$1.ffn_up'),
+  rule(`${LLADA_BLOCKS}\\.ff_out`, 'blk.$1.ffn_down'),
+];
 /** GLM-4.5/4.6 (Glm4MoeModel): experts as Qwen's, the shared experts under a plural name; its router is not a Linear. */
 const GLM4_MOE: readonly Rule[] = expertsAndShared('shared_experts');
 /**
@@ -733,6 +772,9 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // permuted, undo_permute kept), Granite's shared MLP and experts, Bamba's feed_forward MLP.
   granitehybrid: [...COMMON, ...QK_PERMUTED, ...GRANITE_SHARED_MLP, ...GRANITE_MOE, ...BAMBA_MLP, ...mamba2(`${L}\\.mamba`)],
   smollm3: [...COMMON, ...QK_PERMUTED],
+  // Nanbeige (NanbeigeModel, a LlamaModel subclass with undo_permute): q and k permuted as llama's;
+  // its num_loops reruns the same blocks and changes no weight.
+  nanbeige: [...COMMON, ...QK_PERMUTED],
   // Apertus (ApertusModel): a LlamaModel subclass that sets undo_permute = False.
   apertus: [...COMMON, ...QK],
   // Mistral 3 (Mistral Small 3.x's language model, Ministral 3): LlamaModel's subclass, q and k
@@ -767,6 +809,10 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   stablelm: [...COMMON, ...QK],
   nemotron: [...COMMON, ...QK],
   ernie4_5: [...COMMON, ...QK],
+  // PaddleOCR-VL's language model (PaddleOCRModel, an Ernie4_5Model): ERNIE 4.5's names, under
+  // `model.` in its own checkpoint and `model.language_model.` in transformers'; its SigLIP tower
+  // (`visual.`) and projector (`mlp_AR.`, transformers' `projector.`) go to the mmproj file.
+  paddleocr: [...COMMON, ...QK],
   // ERNIE 4.5 MoE (Ernie4_5MoeModel): as ERNIE 4.5, with the router, experts and shared experts.
   'ernie4_5-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
   exaone4: [...COMMON, ...QK],
@@ -809,6 +855,20 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   // HunyuanVL's language model (HunyuanVLTextModel, a HunYuanModel): as hunyuan-dense, under
   // transformers' `model.language_model.`; XD-RoPE changes no weight, and the `vit` goes to the mmproj.
   hunyuan_vl: [...COMMON, ...QK],
+  // Hy3 (HYV3Model): q and k as they are, the leading dense blocks' MLP, the MoE as HY_V3_MOE
+  // (fused in transformers 5 as Qwen's), the MTP block(s) kept past num_hidden_layers as the last
+  // blocks (nextn.eh_proj beside their attention and MLP).
+  hy_v3: [...COMMON, ...QK, ...HY_V3_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...NEXTN],
+  // Laguna (LagunaModel): q and k as they are (per-layer head counts, which no rule here needs),
+  // the leading dense blocks' MLP, the gate and MoE as LAGUNA (fused in transformers 5 as Qwen's).
+  laguna: [...COMMON, ...QK, ...LAGUNA, ...fusedExperts(CHUNKED_EXPERTS)],
+  // Diffusion LMs: Dream (DreamModel: Qwen2's names, q and k as they are), RND1 (RND1Model, a
+  // Qwen2MoeModel: Qwen3-MoE's names and experts), LLaDA (see LLADA: q and k permuted).
+  dream: [...COMMON, ...QK],
+  rnd1: [...COMMON, ...QK, ...QWEN_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  llada: LLADA,
+  // openPangu-Embedded (PanguEmbeddedModel): TextModel's plain name mapping, q and k as they are.
+  'pangu-embedded': [...COMMON, ...QK],
   // MiniMax-M2, M2.1 and M2.5 (MiniMaxM2Model: TextModel's name mapping, experts stacked as
   // MOE_BLOCK_SPARSE says): q and k as they are. The checkpoint's own modeling code names the MoE
   // `block_sparse_moe` (the router a Linear `gate`, experts `w1` gate, `w3` up, `w2` down, as
@@ -923,9 +983,10 @@ const MISS: LayoutResolution = { found: false, ambiguous: false, candidates: [] 
 /**
  * Module trees of a VLM's vision side, in either naming (transformers' VLM refactor added `model.`);
  * DeepSeek-OCR's are `sam_model`, `vision_model`, `projector` (and its `view_seperator`); Granite 4
- * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`; HunyuanVL's tower is `vit`.
+ * Vision's Q-Former projectors are `layerwise_projectors` and `spatial_projectors`; HunyuanVL's tower is `vit`;
+ * PaddleOCR-VL's own checkpoint names its projector `mlp_AR`.
  */
-const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors|vit)(\.|$)/;
+const VISION_TOWER = /^(model\.)?(visual|vision_tower|vision_model|multi_modal_projector|vision_resampler|image_newline|sam_model|projector|view_seperator|layerwise_projectors|spatial_projectors|vit|mlp_AR)(\.|$)/;
 /** Hugging Face names of a language model's modules and parameters (after `normalise`; Nemotron-H's tree is `backbone`). */
 const HF_NAME = /^(model\.|backbone\.|lm_head$|lm_head\.)/;
 /** Hugging Face module paths of a language model (after `normalise`). */
