@@ -6,14 +6,18 @@
  * `previousQuantize`) and of a float64 reference written plainly here, on random codes and values
  * with every scale byte (subnormal values from scale bytes 0–3, the largest finite 250–254), ties
  * between E2M1 values, −0, f32 subnormals, groups at the quantizer's floor, and values past f32
- * (Inf, NaN) refused in the same line.
+ * (Inf, NaN) refused in the same line. Then one expert in DeepSeek's names with a PEFT LoRA
+ * (`target_parameters`), merged through the pipeline on each kind of backend: float64 truth's bytes.
  */
 import { describe, expect, it } from 'vitest';
 import { deepseekPowerOfTwoScale, e8m0Byte, e8m0Value, fp4Quantize, fp4QuantizeOn, fp4ViewTensor, type Fp4Weight } from '../src/formats/deepseek-v4-fp4.js';
 import { decodeSourceRows, type RowSource } from '../src/formats/row-decoders.js';
 import { MergeError } from '../src/errors.js';
-import { seededRandom } from './helpers/fixtures.js';
+import { seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { threadBackends } from './helpers/thread-backends.js';
+import { hfModelFolder, peftFolder, prepareOne } from './helpers/hf-folder.js';
+import { rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
+import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
 
 const threads = threadBackends();
 const rand = seededRandom(20261208);
@@ -243,5 +247,54 @@ describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the valu
       }
     }
     expect(e8m0Value(255)).toBeNaN();
+  });
+
+  it('an expert merged through the pipeline on two threads (shared slabs, the pool\'s scratch) and on one: float64 truth\'s codes and scales each way', async () => {
+    // One routed expert's w2 (hidden 512, moe_intermediate 256) in DeepSeek's names, slabs of 75 000 values (above the pool's floor).
+    const HIDDEN = 512, INTER = 256, r = 2;
+    const { packed, scales } = randomFp4(HIDDEN, INTER, () => 119 + Math.floor(rand() * 5));
+    const stem = 'layers.0.ffn.experts.0.w2';
+    const base: FixtureTensor[] = [
+      { name: `${stem}.weight`, dtype: 'I8', shape: [HIDDEN, INTER / 2], data: packed },
+      { name: `${stem}.scale`, dtype: 'F8_E8M0' as FixtureDType, shape: [HIDDEN, INTER / 32], data: scales },
+    ];
+    const config = {
+      architectures: ['DeepseekV4ForCausalLM'], model_type: 'deepseek_v4', torch_dtype: 'bfloat16', hidden_size: HIDDEN, num_hidden_layers: 1, n_routed_experts: 1,
+      moe_intermediate_size: INTER, vocab_size: 16, expert_dtype: 'fp4',
+      quantization_config: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', scale_fmt: 'ue8m0', weight_block_size: [128, 128] },
+    };
+    const A = Float64Array.from({ length: r * INTER }, () => Math.round((rand() * 2 - 1) * 64) / 1024);
+    const B = Float64Array.from({ length: HIDDEN * r }, () => Math.round((rand() * 2 - 1) * 64) / 1024);
+    const adapter = peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_modules: [], target_parameters: ['mlp.experts.down_proj'] }, [
+      { name: 'base_model.model.model.layers.0.mlp.experts.lora_A.weight', dtype: 'F32', shape: [r, INTER], data: A },
+      { name: 'base_model.model.model.layers.0.mlp.experts.lora_B.weight', dtype: 'F32', shape: [HIDDEN, r], data: B },
+    ]);
+    // W' = code × 2^(s − 127) + 2·B·A in float64, rounded once to f32, quantized as DeepSeek's kernel.
+    const real = truth(packed, scales);
+    const merged = Float32Array.from(real, (v, i) => {
+      const o = Math.floor(i / INTER), c = i % INTER;
+      let d = 0;
+      for (let k = 0; k < r; k++) d += B[o * r + k] * A[k * INTER + c];
+      return v + 2 * d;
+    });
+    const [wantCodes, wantScales] = quantizeTruth(merged);
+    const mergeOn = async (backend: MergeBackend) => {
+      const prepared = await prepareOne(hfModelFolder(base, config), adapter);
+      const output = createBlobOutputTarget();
+      try {
+        expect(prepared.plan.problems).toEqual([]);
+        await mergeModel({ prepared, output, backend, slabBytes: 300_000 });
+      } finally {
+        await prepared.close();
+      }
+      const file = output.files().find((f) => f.path === 'model.safetensors')!;
+      return rawTensors(new Uint8Array(await file.blob.arrayBuffer()));
+    };
+    const { shared, scratch, single } = threads.three();
+    for (const backend of [shared, scratch, single]) {
+      const out = await mergeOn(backend);
+      sameBits(out.get(`${stem}.weight`)!.bytes, wantCodes);
+      sameBits(out.get(`${stem}.scale`)!.bytes, wantScales);
+    }
   });
 });
