@@ -19,6 +19,10 @@
  * block-wise fp8 folder (weight_scale_inv), each merged and written as fp8 again with --threads 2
  * and --threads 1, with both outputs' hashes and the main thread's share of the CPU.
  *
+ * Then the DeepSeek-V4 FP4 case (bench/fp4-run.mjs): routed experts as packed E2M1 codes with E8M0
+ * scales per 32 inputs, merged and written as FP4 again with --threads 2 and --threads 1, against a
+ * stream copy of the same file and the same merge on BF16 experts of the same shape.
+ *
  * Also: the CPU and auto merges against a plain Node stream copy of the same file, and the
  * start-up of `loramerge sample` against Node's own.
  *
@@ -38,7 +42,7 @@
  * `--layers N`: the bench model with N layers instead of 8 (20: 2.02 GB), to see how the timings
  * scale with the model's size.
  *
- * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,imatrix,gptq,fp8,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
+ * usage: node bench/run.mjs [--reps N] [--skip js,numpy,gguf,imatrix,gptq,fp8,fp4,sample,stream-copy,big,extract,…] [--settle-ms MS] [--pairs N [--threads]] [--layers N] [--gpu [--gpu-bandwidth GBPS]] [--json FILE]
  */
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -53,6 +57,7 @@ import { printTables } from './report.mjs';
 import { printGgufTables, runGgufBench } from './gguf-run.mjs';
 import { printGptqTable, runGptqBench } from './gptq-run.mjs';
 import { printFp8Table, runFp8Bench } from './fp8-run.mjs';
+import { printFp4Table, runFp4Bench } from './fp4-run.mjs';
 import { printImatrixTable, runImatrixBench } from './imatrix-encode.mjs';
 import { launchBenchBrowser, mergeInPage, pieceHashes, serveDemo } from './page-merge.mjs';
 import { BIG_MODEL, ensureBigModel } from './big-model.mjs';
@@ -348,14 +353,16 @@ async function main() {
     const imatrix = skip.has('imatrix') ? undefined : runImatrixBench({ reps: Math.max(2, reps), log });
     const gptq = skip.has('gptq') ? undefined : await runGptqBench(dir, BENCH_MODEL, { runNode, root, log, reps });
     const fp8 = skip.has('fp8') ? undefined : await runFp8Bench(dir, { runNode, root, log, reps });
+    const fp4 = skip.has('fp4') ? undefined : await runFp4Bench(dir, { runNode, root, log, reps });
     const big = skip.has('big') ? undefined : await bigModelRuns(dir, reps, log, settle);
     const gpu = values.gpu ? await gpuBandwidth({ peakGBps, reps: Math.max(3, reps), log }) : undefined;
-    const results = { model, runs, pairs, sample, kernels, gguf, imatrix, gptq, fp8, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
+    const results = { model, runs, pairs, sample, kernels, gguf, imatrix, gptq, fp8, fp4, big, gpu, totalSeconds: (performance.now() - started) / 1000 };
     if (gguf) printGgufTables(gguf);
     const imatrixFailures = imatrix ? printImatrixTable(imatrix) : 0;
     const gptqFailures = gptq ? printGptqTable(gptq) : 0;
     const fp8Failures = fp8 ? printFp8Table(fp8) : 0;
-    const failures = printTables(results) + imatrixFailures + gptqFailures + fp8Failures;
+    const fp4Failures = fp4 ? printFp4Table(fp4) : 0;
+    const failures = printTables(results) + imatrixFailures + gptqFailures + fp8Failures + fp4Failures;
     if (values.json) await writeFile(values.json, JSON.stringify(results, null, 2) + '\n');
     process.exitCode = failures ? 1 : 0;
   } finally {

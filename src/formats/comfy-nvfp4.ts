@@ -28,6 +28,7 @@
 import { decodeToF32, f32BitsToF8Bits, f8DecodeTable } from '../dtype.js';
 import { MergeError } from '../errors.js';
 import { badScaleRows, BROKEN_BASE, countBad, eachRowPiece, noBad } from './bad-scales.js';
+import { e2m1Code } from './e2m1.js';
 import { product } from '../integers.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
@@ -202,11 +203,4 @@ export function nvfp4RowCodes(rows: Nvfp4Rows, p0: number, n: number, out: Uint8
       }
     }
   }
-}
-
-/** The e2m1 code of q to nearest even (ties to the even code), saturated at ±6, its sign bit kept (−0 is 8). */
-function e2m1Code(q: number): number {
-  const a = Math.abs(q);
-  const magnitude = a <= 0.25 ? 0 : a < 0.75 ? 1 : a <= 1.25 ? 2 : a < 1.75 ? 3 : a <= 2.5 ? 4 : a < 3.5 ? 5 : a <= 5 ? 6 : 7;
-  return q < 0 || Object.is(q, -0) ? magnitude | 8 : magnitude;
 }

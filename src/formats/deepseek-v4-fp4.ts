@@ -19,7 +19,11 @@
 import { MergeError } from '../errors.js';
 import type { BaseModel } from './base-model.js';
 import type { ViewTensor } from './base-model-view.js';
-import { E2M1, e2m1CodeValues } from './nvfp4-values.js';
+import { e2m1CodeValues } from './e2m1.js';
+import { deepseekFp4RowCodes, FP4_BAD_GROUP } from './deepseek-fp4-codes.js';
+import { comfyCodes, type ComfyThreads } from './comfy-requantize.js';
+import { sourceBytes } from './nvfp4-values.js';
+import { decodeSourceRows, DEEPSEEK_FP4_FIRST_UNSAFE_SCALE, type RowDecodeRunner, type RowSource } from './row-decoders.js';
 import type { ScaledFp8Weight } from './scaled-fp8.js';
 
 /** Inputs per FP4 scale. */
@@ -91,8 +95,10 @@ const CODE_VALUES = e2m1CodeValues(false);
 
 /**
  * The weight as f32 values (rows, cols), a row range at a time: the codes and scales of those rows
- * read, a scale byte 255 (E8M0's NaN) or a value past f32 (a scale of 2^127 with a code of 2 or more)
- * refused by name.
+ * read and decoded by the row decoder (row-decoders.ts `deepseek-fp4`), on `decodeOn`'s threads
+ * where it takes them; rows holding a scale byte from which a value can pass f32 (253 up: 255 is
+ * E8M0's NaN, 6·2^126 is past f32) decoded here instead, value by value, the first value past f32
+ * (or NaN) refused by name.
  */
 export function fp4ViewTensor(base: BaseModel & { readPart(key: string, start: number, length: number): Promise<Uint8Array> }, w: Fp4Weight): ViewTensor {
   const rowBytes = w.cols * 4;
@@ -100,7 +106,7 @@ export function fp4ViewTensor(base: BaseModel & { readPart(key: string, start: n
   return {
     name: w.key, dtype: 'F32', shape: [w.rows, w.cols], byteLength: w.rows * rowBytes,
     decodedFrom: `decoded from DeepSeek-V4's packed FP4 ${w.key} (${w.storedDtype} [${w.storedShape.join(', ')}]) and its E8M0 scales ${w.scaleKey}`,
-    async readPart(start, length, into) {
+    async readPart(start, length, into, decodeOn) {
       if (start % 4 !== 0 || length % 4 !== 0) throw new RangeError(`${w.key}: bytes ${start}+${length} are not whole f32 values`);
       const r0 = Math.floor(start / rowBytes);
       const r1 = Math.ceil((start + length) / rowBytes);
@@ -108,19 +114,20 @@ export function fp4ViewTensor(base: BaseModel & { readPart(key: string, start: n
         base.readPart(w.key, r0 * (w.cols / 2), (r1 - r0) * (w.cols / 2)),
         base.readPart(w.scaleKey, r0 * groups, (r1 - r0) * groups),
       ]);
-      const values = new Float32Array((r1 - r0) * w.cols);
-      for (let i = 0; i < values.length; i++) {
-        const byte = packed[i >> 1];
-        const code = i & 1 ? byte >> 4 : byte & 0x0f;
-        const s = scales[Math.floor(i / FP4_GROUP)];
-        const v = Math.fround(CODE_VALUES[code] * e8m0Value(s));
-        if (!Number.isFinite(v)) {
-          const row = r0 + Math.floor(i / w.cols), col = i % w.cols;
-          throw new MergeError('UNSUPPORTED_FORMAT', `${base.name}: tensor "${w.scaleKey}" holds ${s === 255 ? "255 (E8M0's NaN)" : `the scale 2^${s - 127}`} for row ${row}, inputs ${col - (col % FP4_GROUP)}–${col - (col % FP4_GROUP) + FP4_GROUP - 1} of ${w.key}, whose value there is ${v}, not a finite float32 weight`);
-        }
-        values[i] = v;
-      }
-      const bytes = new Uint8Array(values.buffer, start - r0 * rowBytes, length);
+      const offset = start - r0 * rowBytes;
+      let unsafe = false;
+      for (let i = 0; i < scales.length && !unsafe; i++) unsafe = scales[i] >= DEEPSEEK_FP4_FIRST_UNSAFE_SCALE;
+      if (unsafe) return fp4CheckedRows(base.name, w, packed, scales, r0, offset, length, into);
+      const source: RowSource = {
+        name: w.key, model: base.name, decoder: 'deepseek-fp4', cols: w.cols, firstRow: r0,
+        arrays: { codes: sourceBytes(packed), scales: sourceBytes(scales) }, params: {},
+      };
+      // Whole rows straight into `into` where it is offered (the pipeline's slab memory, which the threads then write in place).
+      const whole = offset === 0 && length === (r1 - r0) * rowBytes && into?.byteLength === length && into.byteOffset % 4 === 0;
+      const out = whole ? new Float32Array(into.buffer, into.byteOffset, length / 4) : undefined;
+      const values = (await decodeOn?.(source, r0, r1, out)) ?? decodeSourceRows(source, r0, r1, out);
+      if (whole) return into;
+      const bytes = new Uint8Array(values.buffer, values.byteOffset + offset, length);
       if (into && into.byteLength === length) {
         into.set(bytes);
         return into;
@@ -128,6 +135,28 @@ export function fp4ViewTensor(base: BaseModel & { readPart(key: string, start: n
       return bytes.slice();
     },
   };
+}
+
+/** Rows from `r0` decoded value by value, the first value past f32 (or NaN) refused, naming its row, group and scale; bytes [offset, offset + length) of them returned. */
+function fp4CheckedRows(model: string, w: Fp4Weight, packed: Uint8Array, scales: Uint8Array, r0: number, offset: number, length: number, into?: Uint8Array): Uint8Array {
+  const values = new Float32Array((packed.length * 2));
+  for (let i = 0; i < values.length; i++) {
+    const byte = packed[i >> 1];
+    const code = i & 1 ? byte >> 4 : byte & 0x0f;
+    const s = scales[Math.floor(i / FP4_GROUP)];
+    const v = Math.fround(CODE_VALUES[code] * e8m0Value(s));
+    if (!Number.isFinite(v)) {
+      const row = r0 + Math.floor(i / w.cols), col = i % w.cols;
+      throw new MergeError('UNSUPPORTED_FORMAT', `${model}: tensor "${w.scaleKey}" holds ${s === 255 ? "255 (E8M0's NaN)" : `the scale 2^${s - 127}`} for row ${row}, inputs ${col - (col % FP4_GROUP)}–${col - (col % FP4_GROUP) + FP4_GROUP - 1} of ${w.key}, whose value there is ${v}, not a finite float32 weight`);
+    }
+    values[i] = v;
+  }
+  const bytes = new Uint8Array(values.buffer, offset, length);
+  if (into && into.byteLength === length) {
+    into.set(bytes);
+    return into;
+  }
+  return bytes.slice();
 }
 
 /** The entry scaled-fp8.ts lists for an FP4 weight: its view's values with one scale of 1. */
@@ -139,42 +168,35 @@ export function fp4ScaledWeight(base: Parameters<typeof fp4ViewTensor>[0], w: Fp
   };
 }
 
-/** The 4-bit code of x / s (s a power of two): clamped to ±6, rounded to the nearest E2M1 value, ties to the even code; a negative value rounding to 0 gives −0 (code 8). */
-function e2m1Code(q: number): number {
-  const sign = q < 0 || Object.is(q, -0) ? 8 : 0;
-  const a = Math.min(Math.abs(q), 6);
-  let best = 0;
-  for (let c = 1; c < 8; c++) {
-    const d = Math.abs(E2M1[c] - a), db = Math.abs(E2M1[best] - a);
-    if (d < db || (d === db && (c & 1) === 0)) best = c;
-  }
-  return sign | best;
-}
-
 /**
  * Rows of merged f32 values W' (rows × cols) quantized as DeepSeek's FP4 quantizer (see the file's
- * note): the packed codes (rows × cols/2 bytes) and each group's E8M0 scale byte into `scaleBytes`
- * from row `rowStart`. A group whose scale passes E8M0's range (a W' past 6·2^127, or NaN) throws.
+ * note; deepseek-fp4-codes.ts): the packed codes (rows × cols/2 bytes) and each group's E8M0 scale
+ * byte into `scaleBytes` from row `rowStart`, on the calling thread. A group whose scale passes
+ * E8M0's range (a W' past 6·2^127, or NaN) throws, naming the first such.
  */
 export function fp4Quantize(weightKey: string, values: Float32Array, rowStart: number, cols: number, scaleBytes: Uint8Array): Uint8Array {
-  const rows = values.length / cols;
-  const groups = cols / FP4_GROUP;
-  const out = new Uint8Array((rows * cols) / 2);
-  for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < groups; g++) {
-      const at = r * cols + g * FP4_GROUP;
-      let amax = 0;
-      for (let k = 0; k < FP4_GROUP; k++) amax = Math.max(amax, Math.abs(values[at + k]));
-      const s = deepseekPowerOfTwoScale(amax, 6, 6 * 2 ** -126);
-      if (!(s >= 2 ** -127 && s <= 2 ** 127)) {
-        throw new MergeError('NON_FINITE', `tensor "${weightKey}": its merged row ${rowStart + r}, inputs ${g * FP4_GROUP}–${g * FP4_GROUP + FP4_GROUP - 1} (largest magnitude ${amax}) needs an FP4 scale past E8M0's range; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
-      }
-      scaleBytes[(rowStart + r) * groups + g] = e8m0Byte(s);
-      for (let k = 0; k < FP4_GROUP; k += 2) {
-        const lo = e2m1Code(values[at + k] / s), hi = e2m1Code(values[at + k + 1] / s);
-        out[(at + k) >> 1] = lo | (hi << 4);
-      }
-    }
-  }
+  const rowCount = values.length / cols;
+  const out = new Uint8Array((rowCount * cols) / 2);
+  deepseekFp4RowCodes({ values, rowStart, rowCount, cols, blockScales: scaleBytes }, 0, rowCount, out);
+  checkFp4Scales(weightKey, values, rowStart, cols, scaleBytes);
   return out;
+}
+
+/** {@link fp4Quantize} with its rows on `threads` where they take them (the CPU backend's worker pool): the same bytes and refusal. `scaleBytes` is best shared memory (the threads then write it in place). */
+export async function fp4QuantizeOn(threads: ComfyThreads | undefined, weightKey: string, values: Float32Array, rowStart: number, cols: number, scaleBytes: Uint8Array, signal?: AbortSignal): Promise<Uint8Array> {
+  const codes = await comfyCodes({ format: 'fp4-e8m0', values, rowStart, rowCount: values.length / cols, cols, blockScales: scaleBytes }, threads, signal);
+  checkFp4Scales(weightKey, values, rowStart, cols, scaleBytes);
+  return codes;
+}
+
+/** Throws for the first group of the slab whose scale the quantizer could not write ({@link FP4_BAD_GROUP}), naming its row, inputs and largest magnitude. */
+function checkFp4Scales(weightKey: string, values: Float32Array, rowStart: number, cols: number, scaleBytes: Uint8Array): void {
+  const groups = cols / FP4_GROUP;
+  const from = rowStart * groups, to = from + values.length / FP4_GROUP;
+  const bad = scaleBytes.subarray(from, to).indexOf(FP4_BAD_GROUP);
+  if (bad < 0) return;
+  const r = Math.floor(bad / groups), g = bad % groups;
+  let amax = 0;
+  for (let k = 0; k < FP4_GROUP; k++) amax = Math.max(amax, Math.abs(values[r * cols + g * FP4_GROUP + k]));
+  throw new MergeError('NON_FINITE', `tensor "${weightKey}": its merged row ${rowStart + r}, inputs ${g * FP4_GROUP}–${g * FP4_GROUP + FP4_GROUP - 1} (largest magnitude ${amax}) needs an FP4 scale past E8M0's range; merge with --dtype bf16 (or f16, f32) to write the weights dequantized`);
 }

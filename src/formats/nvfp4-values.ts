@@ -7,10 +7,10 @@
  * `nvfp4`, run on the CPU backend's threads where it has them).
  */
 import { decodeToF32 } from '../dtype.js';
+import { e2m1CodeValues } from './e2m1.js';
 import { decodeSourceRows, type RowDecodeRunner, type RowSource } from './row-decoders.js';
 
-/** e2m1 magnitudes by the code's low three bits. */
-export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6] as const;
+export { E2M1, e2m1CodeValues } from './e2m1.js';
 
 /** How a tool packs and reads e2m1 codes. */
 export interface Nvfp4Reading {
@@ -26,11 +26,6 @@ export function e4m3Bytes(): { values: Float32Array; nan: Uint8Array } {
   if (e4m3Table) return e4m3Table;
   const values = decodeToF32(Uint8Array.from({ length: 256 }, (_, b) => b), 'F8_E4M3');
   return (e4m3Table = { values, nan: Uint8Array.from(values, (v) => (Number.isNaN(v) ? 1 : 0)) });
-}
-
-/** The signed value of each 4-bit E2M1 code (sign in bit 3); code 8 is −0 where `negativeZero`, else +0. */
-export function e2m1CodeValues(negativeZero: boolean): Float64Array {
-  return Float64Array.from({ length: 16 }, (_, code) => (code === 8 && !negativeZero ? 0 : (code & 8 ? -1 : 1) * E2M1[code & 7]));
 }
 
 /**

@@ -6,9 +6,11 @@
  * {@link RowSource} that names its decoder here (once per weight where a slab of rows needs every
  * stored row, as GPTQ's and AWQ's transposed codes do; else once per slab); the decoder is then a pure function of those arrays, so a row's
  * values are the same whichever thread decodes it and however a slab is cut. This module imports
- * nothing but errors.ts (a decoder's refusal of a value is a MergeError): it is loaded by every worker.
+ * nothing but errors.ts (a decoder's refusal of a value is a MergeError) and e2m1.ts (the FP4
+ * values): it is loaded by every worker.
  */
 import { MergeError } from '../errors.js';
+import { E2M1, e2m1CodeValues } from './e2m1.js';
 
 /** A quantized weight's inputs to its decoder, read and checked on the calling thread. */
 export interface RowSource {
@@ -374,8 +376,7 @@ let mxfp4Table: Uint32Array | undefined;
 export function mxfp4Pairs(): Uint32Array {
   if (mxfp4Table) return mxfp4Table;
   const f32 = new Float32Array(256 * 16);
-  const magnitudes = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
-  for (let s = 0; s < 256; s++) for (let code = 0; code < 16; code++) f32[s * 16 + code] = (code & 8 ? -1 : 1) * magnitudes[code & 7] * 2 ** (s - 127);
+  for (let s = 0; s < 256; s++) for (let code = 0; code < 16; code++) f32[s * 16 + code] = (code & 8 ? -1 : 1) * E2M1[code & 7] * 2 ** (s - 127);
   const bits = new Uint32Array(f32.buffer);
   const table = new Uint32Array(256 * 256);
   for (let s = 0; s < 256; s++) {
@@ -464,11 +465,73 @@ function mxfp8Rows(src: RowSource, r0: number, r1: number, out: Float32Array): v
   }
 }
 
+/** DeepSeek-V4's FP4 scale bytes from which some code's value passes float32 (6·2^126 does) or is NaN (255): the reader decodes rows holding one itself, and refuses the value by name. */
+export const DEEPSEEK_FP4_FIRST_UNSAFE_SCALE = 253;
+
+/**
+ * DeepSeek-V4's FP4 pairs: entry s·256 + b the f32 bits of byte b's two values f32(code × 2^(s − 127))
+ * (the low nibble's, the even element's, in the word's low half; code 8 read as +0, as DeepSeek's
+ * FP4_TABLE), for the scale bytes below {@link DEEPSEEK_FP4_FIRST_UNSAFE_SCALE}, whose values are
+ * finite (so no pair is a double NaN, whose bits a Float64Array could change). Made once per thread (512 KiB).
+ */
+let deepseekFp4Table: Float64Array | undefined;
+function deepseekFp4Pairs(): Float64Array {
+  if (deepseekFp4Table) return deepseekFp4Table;
+  const codes = e2m1CodeValues(false);
+  const pairs = new Float64Array(256 * 256);
+  const halves = new Float32Array(pairs.buffer);
+  for (let s = 0; s < DEEPSEEK_FP4_FIRST_UNSAFE_SCALE; s++) {
+    for (let byte = 0; byte < 256; byte++) {
+      halves[(s * 256 + byte) * 2] = codes[byte & 0x0f] * 2 ** (s - 127);
+      halves[(s * 256 + byte) * 2 + 1] = codes[byte >> 4] * 2 ** (s - 127);
+    }
+  }
+  return (deepseekFp4Table = pairs);
+}
+
+/**
+ * DeepSeek-V4's packed FP4 experts (deepseek-v4-fp4.ts): W[o, c] = e2m1(nibble c of row o) ×
+ * 2^(scale[o, ⌊c/32⌋] − 127), element 2k in the low nibble of byte k. Arrays `codes` (the
+ * source's rows, cols/2 bytes each) and `scales` (cols/32 bytes a row), bytes as Int8Array, every
+ * scale byte below {@link DEEPSEEK_FP4_FIRST_UNSAFE_SCALE} (the reader checks). A group's 16 bytes
+ * go as 16 table loads of two values each.
+ */
+function deepseekFp4Rows(src: RowSource, r0: number, r1: number, out: Float32Array): void {
+  const { codes, scales } = src.arrays as { codes: Int8Array; scales: Int8Array };
+  const cols = src.cols, groups = cols >> 5, half = cols >> 1;
+  const pairs = deepseekFp4Pairs();
+  if (out.byteOffset % 8 === 0) {
+    const words = new Float64Array(out.buffer, out.byteOffset, out.length >> 1);
+    for (let o = r0; o < r1; o++) {
+      const r = o - src.firstRow;
+      for (let g = 0, from = r * half, to = (o - r0) * half; g < groups; g++) {
+        const at = (scales[r * groups + g] & 0xff) << 8;
+        for (const stop = from + 16; from < stop; from++, to++) words[to] = pairs[at | (codes[from] & 0xff)];
+      }
+    }
+    return;
+  }
+  // Output not on an 8-byte boundary: each pair as its two f32 words.
+  const halves = new Uint32Array(pairs.buffer);
+  const dst = new Uint32Array(out.buffer, out.byteOffset, out.length);
+  for (let o = r0; o < r1; o++) {
+    const r = o - src.firstRow;
+    for (let g = 0, from = r * half, to = (o - r0) * cols; g < groups; g++) {
+      const at = (scales[r * groups + g] & 0xff) << 8;
+      for (const stop = from + 16; from < stop; from++, to += 2) {
+        const pair = (at | (codes[from] & 0xff)) << 1;
+        dst[to] = halves[pair];
+        dst[to + 1] = halves[pair + 1];
+      }
+    }
+  }
+}
+
 /** The decoders by name: a format that decodes on the threads adds its entry here. */
 export const ROW_DECODERS = {
   gptq: gptqRows, awq: awqRows, 'compressed-tensors-packed': compressedTensorsPackedRows, 'compressed-tensors-int8': compressedTensorsInt8Rows,
   'bnb-4bit': bnbFourBitRows, 'bnb-int8': bnbInt8Rows, 'mlx-affine': mlxAffineRows,
-  nvfp4: nvfp4Rows, mxfp4: mxfp4Rows, mxfp8: mxfp8Rows,
+  nvfp4: nvfp4Rows, mxfp4: mxfp4Rows, mxfp8: mxfp8Rows, 'deepseek-fp4': deepseekFp4Rows,
 } satisfies Record<string, RowDecoder>;
 
 /** A decoder's name in {@link ROW_DECODERS}. */

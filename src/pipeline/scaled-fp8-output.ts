@@ -40,7 +40,7 @@ import { slabOp } from '../plan/load-steps.js';
 import type { TensorUpdate } from '../plan/merge-plan.js';
 import { unreadScaledWeight } from '../plan/quantized-weights.js';
 import { requantizeSlabOn } from './fp8-requantize.js';
-import { e8m0Byte, FP4_GROUP, fp4Quantize } from '../formats/deepseek-v4-fp4.js';
+import { e8m0Byte, FP4_GROUP, fp4QuantizeOn } from '../formats/deepseek-v4-fp4.js';
 import { fp8Maxima } from '../formats/fp8-block-codes.js';
 import { blockedScaleShape, mxfp8PastFloat32, mxfp8RowSource, swizzleMxfp8Scales } from '../formats/comfy-mxfp8.js';
 import { decodeSourceRows } from '../formats/row-decoders.js';
@@ -372,8 +372,12 @@ export function scaledFp8Output(
         // DeepSeek-V4's FP4 again: W' in f32, each row's groups of 32 quantized as DeepSeek's kernel does.
         const values = await merge();
         let state = fp4Scales.get(w.weightKey);
-        if (!state) fp4Scales.set(w.weightKey, (state = { bytes: new Uint8Array((w.rows * w.cols) / FP4_GROUP), rowsDone: 0 }));
-        const codes = fp4Quantize(w.weightKey, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, w.cols, state.bytes);
+        if (!state) {
+          // Shared memory where the backend has some: its threads write the scales in place.
+          const n = (w.rows * w.cols) / FP4_GROUP;
+          fp4Scales.set(w.weightKey, (state = { bytes: new Uint8Array(backend.slabMemory?.(n) ?? new ArrayBuffer(n), 0, n), rowsDone: 0 }));
+        }
+        const codes = await fp4QuantizeOn(backend, w.weightKey, new Float32Array(values.buffer, values.byteOffset, values.byteLength / 4), slab.rowStart, w.cols, state.bytes, signal);
         state.rowsDone += slab.rowCount;
         backend.recycle?.(values);
         join?.recycle(values);

@@ -604,9 +604,9 @@ export class RowBlockPool implements CpuMergePool {
   }
 
   /**
-   * ComfyUI's int8 or nvfp4 codes of `rows` (formats/comfy-requantize.ts) on every thread, in row
-   * pieces, two per thread, into memory from `takeOutput` (written in place where it is shared
-   * memory); per-row int8 scales and nvfp4 block scales land in the slab's own arrays, as one
+   * ComfyUI's int8 or nvfp4 codes, or DeepSeek-V4's FP4 ones, of `rows` (formats/comfy-requantize.ts)
+   * on every thread, in row pieces, two per thread, into memory from `takeOutput` (written in place
+   * where it is shared memory); per-row int8 scales and nvfp4 and FP4 block scales land in the slab's own arrays, as one
    * thread writes them. What the workers cannot reach where it lies goes through the scratch.
    */
   async comfyCodes(rows: ComfyRows, signal?: AbortSignal, takeOutput: TakeOutput = freshOutput): Promise<Uint8Array> {
@@ -628,7 +628,7 @@ export class RowBlockPool implements CpuMergePool {
       const into = copyCodes ? new Uint8Array(buffer!, codesAt, codes.byteLength) : codes;
       let shared: ComfyRows = rows;
       if (copyScales && rows.format === 'int8') shared = { ...rows, values, rowScales: copyInto(rows.rowScales!, buffer!, scalesAt) };
-      else if (copyScales && rows.format === 'nvfp4') {
+      else if (copyScales && rows.format !== 'int8') {
         const blockScales = new Uint8Array(buffer!, scalesAt, rows.blockScales.byteLength);
         blockScales.set(rows.blockScales);
         shared = { ...rows, values, blockScales };
