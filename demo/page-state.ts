@@ -64,8 +64,10 @@ export type PlanState =
   | { status: 'failed'; message: string; adapters?: AdapterReading[] };
 
 /**
- * When adapters cannot be read: which, and what to do, in one sentence. The plan is not made
- * without them (that would be a merge of other adapters than the ones picked).
+ * When adapters cannot be read: which, and what to do, a sentence for each way out: a OneTrainer
+ * OFT file whose COFT setting is not said yet (`adapters`: the page's entries, in the plan's order)
+ * is read once it is said on its card; any other is removed, or fixed and picked again. The plan
+ * is not made without them (that would be a merge of other adapters than the ones picked).
  */
 export function blockedBy(plan: PlanState, adapters: readonly Pick<AdapterEntry, 'oneTrainerCoft'>[] = []): string | undefined {
   if (plan.status !== 'failed') return undefined;
