@@ -87,7 +87,7 @@ let checkWork: AbortController | undefined;
 let checkTimer: ReturnType<typeof setTimeout> | undefined;
 const inputs = () => ({
   base: store.state.base!,
-  adapters: store.state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
+  adapters: store.state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight, ...(a.oneTrainerCoft !== undefined ? { oneTrainerCoft: a.oneTrainerCoft } : {}) })),
 });
 /** The importance matrix a plan names: one read for a GGUF base (a matrix being read, or refused, is not: the plan is made again when it is read). */
 const readImatrix = () => (store.imatrixApplies() && store.state.imatrix?.status === 'ready' ? store.state.imatrix.file : undefined);
@@ -138,7 +138,7 @@ store.onInputsChanged = () => {
       if (request !== planRequest) return;
       const plan = { status: 'failed', message: error.message, ...(error instanceof PlanFailedError ? { adapters: error.adapters } : {}) } as const;
       store.setPlan(plan);
-      const blocked = blockedBy(plan);
+      const blocked = blockedBy(plan, store.state.adapters);
       announcer.error(blocked ? `${spokenMessage(error.message)} ${blocked}` : spokenMessage(error.message));
     },
   );

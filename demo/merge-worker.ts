@@ -103,7 +103,7 @@ function errorMessage(error: unknown): string {
 
 /** `use`: 'plan' for plans and checks, which read no long sequential runs (picked-file-set.ts). */
 function weighted(adapters: readonly AdapterInput[], use: Parameters<typeof pickedFileSet>[2] = 'merge'): WeightedFiles[] {
-  return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight }));
+  return adapters.map((a) => ({ files: pickedFileSet(a.name, a.files, use), weight: a.weight, ...(a.oneTrainerCoft !== undefined ? { oneTrainerCoft: a.oneTrainerCoft } : {}) }));
 }
 
 /** The base's files, their headers served from the read made when the base was picked where it is the same File. */

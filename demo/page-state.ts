@@ -4,6 +4,7 @@
  * it out of date. Panels read the state and call the actions; the store tells them to redraw.
  */
 import type { BackendChoice, OutputTypeChoice } from '../src/index.js';
+import { COFT_LABEL } from './page-wording.js';
 import { ResultStore } from './result-store.js';
 import { holdsGgufModel } from '../src/formats/open-model.js';
 import type { AdapterReading, BackendInfo, MergedFile, PickedFile, PlanCheck, PlanSummary } from './worker-protocol.js';
@@ -47,6 +48,12 @@ export interface AdapterEntry {
   id: number;
   set: PickedSet;
   weight: number;
+  /**
+   * The card's "OneTrainer COFT", offered where the plan says the file asks for it (a OneTrainer
+   * OFT file of the COFT commits saved without its training config): false off, true on at
+   * OneTrainer's default coft_eps, a number on at that coft_eps; undefined, not said (refused).
+   */
+  oneTrainerCoft?: boolean | number;
 }
 
 export type PlanState =
@@ -57,15 +64,28 @@ export type PlanState =
   | { status: 'failed'; message: string; adapters?: AdapterReading[] };
 
 /**
- * When adapters cannot be read: which, and what to do, in one sentence. The plan is not made
- * without them (that would be a merge of other adapters than the ones picked).
+ * When adapters cannot be read: which, and what to do, a sentence for each way out: a OneTrainer
+ * OFT file whose COFT setting is not said yet (`adapters`: the page's entries, in the plan's order)
+ * is read once it is said on its card; any other is removed, or fixed and picked again. The plan
+ * is not made without them (that would be a merge of other adapters than the ones picked).
  */
-export function blockedBy(plan: PlanState): string | undefined {
+export function blockedBy(plan: PlanState, adapters: readonly Pick<AdapterEntry, 'oneTrainerCoft'>[] = []): string | undefined {
   if (plan.status !== 'failed') return undefined;
-  const names = (plan.adapters ?? []).filter((a) => 'error' in a).map((a) => a.name);
-  if (names.length === 0) return undefined;
-  const them = names.length === 1 ? 'it' : 'them';
-  return `The plan is blocked by ${names.join(', ')}, which cannot be read: remove ${them}, or fix ${them} and pick ${them} again.`;
+  const unread = (plan.adapters ?? []).map((a, i) => ({ a, i })).filter(({ a }) => 'error' in a);
+  if (unread.length === 0) return undefined;
+  // A OneTrainer OFT file whose COFT setting is not said yet: its card has the setting that reads it.
+  const asks = unread.filter(({ a, i }) => 'asksCoft' in a && a.asksCoft === true && adapters[i]?.oneTrainerCoft === undefined).map(({ a }) => a.name);
+  const others = unread.map(({ a }) => a.name).filter((name) => !asks.includes(name));
+  const sentences: string[] = [];
+  if (asks.length) {
+    const its = asks.length === 1 ? 'its card' : 'their cards';
+    sentences.push(`The plan is blocked by ${asks.join(', ')}, which cannot be read until you say how ${asks.length === 1 ? 'it was' : 'they were'} trained: choose under “${COFT_LABEL}” on ${its}, or remove ${asks.length === 1 ? 'it' : 'them'}.`);
+  }
+  if (others.length) {
+    const them = others.length === 1 ? 'it' : 'them';
+    sentences.push(`The plan is blocked by ${others.join(', ')}, which cannot be read: remove ${them}, or fix ${them} and pick ${them} again.`);
+  }
+  return sentences.join(' ');
 }
 
 export interface MergeResultState {
@@ -142,7 +162,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
   settingsKey(): string {
     const s = this.state;
     const imatrix = this.imatrixApplies() && s.imatrix ? [s.imatrix.file.path, s.imatrix.file.file.size, s.imatrix.file.file.lastModified] : null;
-    return JSON.stringify([s.outDtype, s.outDtype !== 'same' && s.dtypeMergedOnly, s.adapters.map((a) => a.weight), imatrix]);
+    return JSON.stringify([s.outDtype, s.outDtype !== 'same' && s.dtypeMergedOnly, s.adapters.map((a) => a.weight), imatrix, s.adapters.map((a) => a.oneTrainerCoft ?? null)]);
   }
 
   /** Whether the base is a GGUF, the one container an importance matrix is for (open-model.ts's rule). */
@@ -231,6 +251,22 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     adapter.weight = weight;
     this.settingsChanged();
     this.onCheckSettingsChanged();
+  }
+
+  /**
+   * The card's "OneTrainer COFT": how the file's modules are read, so the plan is made again (the
+   * refusal goes, or comes back); a result made with another setting is out of date, as after a
+   * weight changed (its files stay until the next merge).
+   */
+  setOneTrainerCoft(id: number, coft: boolean | number | undefined): void {
+    const adapter = this.state.adapters.find((a) => a.id === id);
+    if (!adapter || adapter.oneTrainerCoft === coft) return;
+    if (coft === undefined) delete adapter.oneTrainerCoft;
+    else adapter.oneTrainerCoft = coft;
+    this.settingsChanged();
+    this.state.plan = { status: 'planning' };
+    this.changed();
+    this.onInputsChanged();
   }
 
   setOutDtype(dtype: string): void {
@@ -340,7 +376,7 @@ export class PageStore extends ResultStore<PageState, MergeResultState> {
     if (!s.base) return 'Pick a base model first.';
     if (s.adapters.length === 0) return 'Add at least one adapter.';
     if (s.plan.status === 'planning') return 'Checking the plan…';
-    if (s.plan.status === 'failed') return blockedBy(s.plan) ?? 'The inputs could not be read: see the plan.';
+    if (s.plan.status === 'failed') return blockedBy(s.plan, s.adapters) ?? 'The inputs could not be read: see the plan.';
     if (s.plan.status === 'ready' && !s.plan.plan.mergeable) {
       const n = s.plan.plan.problems.filter((p) => p.severity === 'error').length;
       return `The plan has ${n} error${n === 1 ? '' : 's'}: fix ${n === 1 ? 'it' : 'them'} first.`;

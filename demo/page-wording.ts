@@ -10,6 +10,18 @@
  */
 import { applyWordingRules, DTYPE_NAMES, OPTION_END, OPTION_START, type WordingRule } from '../src/wording-rules.js';
 
+/**
+ * The adapter card's setting for a OneTrainer OFT file of the COFT commits saved without its
+ * training config (the CLI's --onetrainer-coft, the library's oneTrainerCoft), and its choices.
+ */
+export const COFT_LABEL = 'OneTrainer COFT';
+export const COFT_CHOICES = {
+  unsaid: 'not said (the file is refused)',
+  off: 'off',
+  on: 'on, coft_eps 1e-4 (OneTrainer’s default)',
+  eps: 'on, the run’s coft_eps',
+} as const;
+
 /** The Output dtype menu's first choice: no conversion. */
 const KEEP_TYPES = '“keep each tensor’s type”';
 /** The label of the box under the Output dtype menu (the CLI's --dtype-merged-only). */
@@ -47,9 +59,10 @@ const RULES: readonly WordingRule[] = [
   [new RegExp(`\\bleave out --imatrix${END}`, 'g'), 'remove the importance matrix'],
   [new RegExp(`\\(--imatrix\\)`, 'g'), '(“Choose an importance matrix…”)'],
   [new RegExp(`\\bwith --imatrix${END}`, 'g'), 'with an importance matrix'],
-  // --onetrainer-coft, which the page has no control for: the command line's and the library's settings named.
+  // --onetrainer-coft, the "OneTrainer COFT" setting on the adapter's card (offered where the file asks for it).
   [new RegExp(`\\bmerge it with --onetrainer-coft off, --onetrainer-coft on \\(coft_eps 1e-4, OneTrainer's default\\) or --onetrainer-coft EPS${END}`, 'g'),
-    "merge it with the command line’s --onetrainer-coft off, on or EPS (coft_eps 1e-4, OneTrainer’s default, for on), or the library’s oneTrainerCoft; this page has no setting for it"],
+    `choose “${COFT_CHOICES.off}”, “${COFT_CHOICES.on}” or “${COFT_CHOICES.eps}” under “${COFT_LABEL}” on the adapter’s card`],
+  [new RegExp(`${START}--onetrainer-coft${END}`, 'g'), `the adapter’s “${COFT_LABEL}”`],
   // --threads 1, the CPU threads box (a worker thread that died asks for it).
   [new RegExp(`\\(--threads 1\\)`, 'g'), '(1 in the “CPU threads” box)'],
 ];

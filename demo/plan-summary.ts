@@ -15,6 +15,9 @@ import {
 import { checkImportance, savedTensorRefusals } from '../src/pipeline/merge-model.js';
 import { throwIfAborted } from '../src/errors.js';
 import { openAdapter } from '../src/formats/adapter.js';
+import { asksOneTrainerCoft } from '../src/formats/algorithms/onetrainer-oft.js';
+import { openSafetensors } from '../src/formats/safetensors-reader.js';
+import type { SafetensorsFile } from '../src/formats/safetensors-types.js';
 import { algorithmNamed, moduleTitle } from '../src/formats/algorithms/index.js';
 import { scaleFacts, valueRange } from '../src/formats/scale-facts.js';
 import { tiedPair } from '../src/plan/tied-embeddings.js';
@@ -54,6 +57,8 @@ export async function readBaseFacts(base: InputFileSet, signal: AbortSignal): Pr
 export interface WeightedFiles {
   files: InputFileSet;
   weight: number;
+  /** The adapter card's "OneTrainer COFT" (prepareMerge's oneTrainerCoft), where the user said it. */
+  oneTrainerCoft?: boolean | number;
 }
 
 /** `LoRA`, `LoKr + DoRA`, `LoRA + bias`: how a module's tensors make its update. */
@@ -83,7 +88,34 @@ export function summarizeAdapter(adapter: ParsedAdapter, modules: ParsedAdapter[
       ...(replaced ? [`${replaced} tensor${replaced === 1 ? '' : 's'} replaced`] : []),
     ],
     warnings: adapter.warnings.slice(),
+    ...(adapter.format !== 'peft' && asksCoft(adapter.file) ? { asksCoft: true } : {}),
   };
+}
+
+/** A lone file's header (a PEFT folder's OFT is PEFT's, never OneTrainer's): whether it asks for the user's word on COFT. */
+function asksCoft(file: Pick<SafetensorsFile, 'metadata' | 'tensors'>): boolean {
+  return asksOneTrainerCoft(file.metadata, file.tensors.map((t) => t.name));
+}
+
+/**
+ * Whether an adapter that cannot be read is a OneTrainer OFT file asking for the user's word on
+ * COFT, read from its lone .safetensors file's header (it is refused, so no reading of it is at
+ * hand); false for anything else, or a header that cannot be read.
+ */
+async function readingAsksCoft(files: InputFileSet): Promise<boolean> {
+  const list = files.list();
+  const lone = list.filter((p) => p.toLowerCase().endsWith('.safetensors'));
+  if (lone.length !== 1 || list.some((p) => p === 'adapter_config.json' || p.endsWith('/adapter_config.json'))) return false;
+  try {
+    const source = await files.open(lone[0]);
+    try {
+      return asksCoft(await openSafetensors(source));
+    } finally {
+      await source.close();
+    }
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -92,16 +124,16 @@ export function summarizeAdapter(adapter: ParsedAdapter, modules: ParsedAdapter[
  * plan rather than merging the others without it.
  */
 export async function readEachAdapter(adapters: readonly WeightedFiles[], message: (error: unknown) => string): Promise<AdapterReading[]> {
-  return Promise.all(adapters.map(async ({ files }) => {
+  return Promise.all(adapters.map(async ({ files, oneTrainerCoft }) => {
     try {
-      const adapter = await openAdapter(files);
+      const adapter = await openAdapter(files, undefined, oneTrainerCoft !== undefined ? { oneTrainerCoft } : {});
       try {
         return summarizeAdapter(adapter);
       } finally {
         await adapter.file.source.close();
       }
     } catch (error) {
-      return { name: files.name, error: message(error) };
+      return { name: files.name, error: message(error), ...(await readingAsksCoft(files) ? { asksCoft: true } : {}) };
     }
   }));
 }
@@ -354,7 +386,7 @@ export async function summarizePlan(
   // scales and magnitudes the page multiplies by the sliders.
   let atOne: PreparedMerge | undefined;
   try {
-    atOne = await prepareMerge(base, adapters.map(({ files }) => ({ files, weight: 1 })), { signal });
+    atOne = await prepareMerge(base, adapters.map(({ files, oneTrainerCoft }) => ({ files, weight: 1, ...(oneTrainerCoft !== undefined ? { oneTrainerCoft } : {}) })), { signal });
     const { plan } = prepared;
     const model = prepared.base;
     const unit = atOne.plan;

@@ -20,6 +20,12 @@ export interface AdapterInput {
   name: string;
   files: PickedFile[];
   weight: number;
+  /**
+   * How a OneTrainer OFT file saved without its training config by a OneTrainer that had COFT was
+   * trained (the adapter card's "OneTrainer COFT", the CLI's --onetrainer-coft, the library's
+   * oneTrainerCoft): false off, true on at coft_eps 1e-4, a number on at that coft_eps; absent, not said.
+   */
+  oneTrainerCoft?: boolean | number;
 }
 
 /** `same` keeps each tensor's type; anything else is one of the base container's output types (`f8_e4m3`, `q4_k`…). */
@@ -71,13 +77,15 @@ export interface AdapterSummary {
   name: string;
   facts: string[];
   warnings: string[];
+  /** A OneTrainer OFT file whose COFT setting only the user can say (asksOneTrainerCoft): its card offers it. */
+  asksCoft?: boolean;
 }
 
 /**
  * One adapter read alone, when the plan could not be made: its facts, or why it cannot be read, so
  * that each card says its own and the plan names the adapter that blocks it.
  */
-export type AdapterReading = AdapterSummary | { name: string; error: string };
+export type AdapterReading = AdapterSummary | { name: string; error: string; asksCoft?: boolean };
 
 export interface PlannedModule {
   adapter: number;

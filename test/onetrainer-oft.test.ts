@@ -22,6 +22,7 @@ import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectWeightsMerged } from './helpers/merge-truth.js';
 import { libraryWording } from '../src/library-wording.js';
+import { asksOneTrainerCoft } from '../src/formats/algorithms/onetrainer-oft.js';
 import { pageWording } from '../demo/page-wording.js';
 
 const rand = seededRandom(20261207);
@@ -197,10 +198,29 @@ describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file 
     const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: [{ ...adapter(file, 1, noRevision)[0], oneTrainerCoft: false }] });
     expect(lines[0]).toMatch(/is OneTrainer's OFT in a file without OneTrainer's ot_revision metadata/);
   });
+  it('asksOneTrainerCoft (the page\'s card offers the setting by it) says so exactly where the refusal asks for it', async () => {
+    const names = otFile.map((t) => t.name);
+    const header = (extra: Record<string, string>) => ({ ...OT_HEADER, ...extra });
+    const unscaled = names.filter((n) => !n.endsWith('scaled_oft')).filter((n) => !TRAINED.some((m) => m.scaled && n.startsWith(kohya(m.path))));
+    const cases: [Record<string, string>, readonly string[], boolean][] = [
+      [header({ ot_revision: '7c255ac4' }), unscaled, true], // COFT's time, no config: asks
+      [header({ ot_revision: '86ae3811' }), unscaled, true], // the first series had COFT too
+      [header({ ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false }) }), unscaled, false], // its config says
+      [header({ ot_revision: '7c255ac4', ot_config: 'not json' }), unscaled, true], // a config that is none says nothing
+      [header({ ot_revision: 'e928ddab' }), unscaled, false], // after COFT
+      [header({ ot_revision: 'git not installed' }), unscaled, false], // refused for its revision, which no setting helps
+      [header({ ot_revision: '7c255ac4' }), names.filter((n) => TRAINED.some((m) => m.scaled && n.startsWith(kohya(m.path)))), false], // Scaled OFT modules only
+      [header({ ot_revision: '7c255ac4' }), ['lora_unet_x.lora_down.weight', 'lora_unet_x.lora_up.weight'], false], // no OFT
+    ];
+    for (const [metadata, tensorNames, asks] of cases) expect(asksOneTrainerCoft(metadata, tensorNames), JSON.stringify([metadata.ot_revision, metadata.ot_config, tensorNames.length])).toBe(asks);
+    // Each case that asks is refused without the setting and merged with it.
+    const asked = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(otFile.filter((t) => unscaled.includes(t.name)), 1, header({ ot_revision: '7c255ac4', ot_config: 'not json' })) });
+    expect(asked[0]).toMatch(/--onetrainer-coft EPS$/m);
+  });
   it('the refusal without it, in the library\'s and the page\'s words', async () => {
     const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(file, 1, { ...OT_HEADER, ot_revision: '7c255ac4' }) });
     expect(libraryWording(lines[0])).toMatch(/, or, knowing how it was trained, merge it with oneTrainerCoft: false, true \(coft_eps 1e-4, OneTrainer's default\) or the run's coft_eps \(adapters: \[\{ source, oneTrainerCoft \}\]\)$/m);
-    expect(pageWording(lines[0])).toMatch(/, or, knowing how it was trained, merge it with the command line’s --onetrainer-coft off, on or EPS \(coft_eps 1e-4, OneTrainer’s default, for on\), or the library’s oneTrainerCoft; this page has no setting for it$/m);
+    expect(pageWording(lines[0])).toMatch(/, or, knowing how it was trained, choose “off”, “on, coft_eps 1e-4 \(OneTrainer’s default\)” or “on, the run’s coft_eps” under “OneTrainer COFT” on the adapter’s card$/m);
   });
 });
 

@@ -7,6 +7,7 @@ import { ADAPTER_ACCEPT } from '../accepted-files.js';
 import { byId, el, factNodes, messageNodes, nameNodes, shown, textNodes } from '../dom.js';
 import { adapterSets } from '../file-picking.js';
 import { busyWith, type AdapterEntry, type PageState, type PageStore } from '../page-state.js';
+import { makeCoftField, type CoftField } from './coft-field.js';
 import { mountInputPanel } from './input-panel.js';
 
 export interface Card {
@@ -26,6 +27,7 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
   );
   const list = byId<HTMLUListElement>('adapter-list');
   const cards = new Map<number, Card>();
+  const coftFields = new Map<number, CoftField>();
   let shownIds = '';
 
   return (state) => {
@@ -36,9 +38,15 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
       shownIds = ids;
       const focusedId = [...cards].find(([, c]) => c.item.contains(document.activeElement))?.[0];
       cards.clear();
+      // A card kept keeps its COFT field (what it showed, what was typed in it); a new one starts hidden.
+      const fields = new Map(coftFields);
+      coftFields.clear();
       list.replaceChildren(...state.adapters.map((adapter) => {
         const card = makeCard(adapter, store);
+        const field = fields.get(adapter.id) ?? makeCoftField(adapter, store);
+        card.item.append(field.box);
         cards.set(adapter.id, card);
+        coftFields.set(adapter.id, field);
         return card.item;
       }));
       // A removed card's focus goes to the adapters heading rather than to the page's start.
@@ -58,6 +66,10 @@ export function mountAdaptersPanel(store: PageStore, onError: (message: string) 
           card.facts.classList.add('error-text');
         }
       } else card.facts.textContent = '';
+      // The plan's word on whether the file asks for its COFT setting (undefined while a plan is made).
+      const asks = state.plan.status === 'ready' ? state.plan.plan.adapters[index]?.asksCoft === true
+        : state.plan.status === 'failed' ? state.plan.adapters?.[index]?.asksCoft === true : undefined;
+      coftFields.get(adapter.id)!.render(adapter, asks, busy);
       for (const input of [card.slider, card.number]) input.disabled = busy;
       card.remove.disabled = busy;
       if (document.activeElement !== card.number) card.number.value = String(adapter.weight);

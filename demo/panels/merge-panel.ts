@@ -110,7 +110,7 @@ export function mountMergePanel(store: PageStore, client: MergeWorkerClient, say
     const handle = client.merge({
       baseName: base.name,
       base: base.files,
-      adapters: state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight })),
+      adapters: state.adapters.map((a) => ({ name: a.set.name, files: a.set.files, weight: a.weight, ...(a.oneTrainerCoft !== undefined ? { oneTrainerCoft: a.oneTrainerCoft } : {}) })),
       outDtype: state.outDtype,
       dtypeMergedOnly: state.outDtype !== 'same' && state.dtypeMergedOnly,
       output: picked?.output ?? { kind: 'browser-storage' },

@@ -93,7 +93,7 @@ export function mountPlanPanel(): (state: PageState) => void {
       status.className = 'error-text';
       status.replaceChildren(...messageNodes(state.plan.message));
     }
-    const blocker = blockedBy(state.plan);
+    const blocker = blockedBy(state.plan, state.adapters);
     blocked.hidden = !blocker;
     blocked.textContent = blocker ?? '';
     if (!plan) {

@@ -166,6 +166,23 @@ export const onetrainerOft: Algorithm = {
   },
 };
 
+/**
+ * Whether a single file asks for the user's word on COFT (OpenAdapterOptions.oneTrainerCoft, the
+ * CLI's --onetrainer-coft): OneTrainer OFT modules without the Scaled OFT marker, in a file whose
+ * ot_revision is a commit that had COFT and which holds no training config (ot_config) to say how
+ * it was trained. The same reading as the refusal that asks (build), made from the header alone,
+ * so a front end can offer the setting beside the file whether or not it was given.
+ */
+export function asksOneTrainerCoft(metadata: Readonly<Record<string, string>>, tensorNames: readonly string[]): boolean {
+  const options = oneTrainerOftOptions(metadata);
+  if (options.onetrainer_config === true) return false;
+  if (options.onetrainer_period !== FIRST_SERIES && options.onetrainer_period !== WITH_COFT) return false;
+  const names = new Set(tensorNames);
+  return tensorNames.some((name) => name.endsWith(OFT_WEIGHT) && !names.has(`${name.slice(0, -OFT_WEIGHT.length)}.oft_R.scaled_oft`));
+}
+
+const OFT_WEIGHT = '.oft_R.weight';
+
 /** OneTrainer's default coft_eps (TrainConfig), where a config or the user turns COFT on without one. */
 export const ONETRAINER_COFT_EPS = 1e-4;
 
