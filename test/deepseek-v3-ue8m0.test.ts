@@ -156,3 +156,19 @@ describe('DeepSeek-V3.1 (F32 weight_scale_inv, scale_fmt "ue8m0") with a PEFT Lo
     );
   });
 });
+
+describe('DeepSeek-V3.1 whose quantization_config.scale_fmt is no string', () => {
+  const { files } = adapter();
+  // It read as no scale_fmt at all: the merged weights written with float scales, silently, where
+  // DeepSeek's kernels round to powers of two for any scale_fmt that is not None.
+  it.for<[string, unknown]>([['true', true], ['a number', 8], ['a list', ['ue8m0']], ['an object', { fmt: 'ue8m0' }]])('scale_fmt %s is refused, naming it', async ([, value]) => {
+    await expect(prepare(hfModelFolder(BASE, { ...CONFIG, quantization_config: { ...QUANT, scale_fmt: value } }), files)).rejects.toThrow(
+      `config.json quantization_config.scale_fmt is ${JSON.stringify(value)}, not a string (DeepSeek writes "ue8m0"): fix config.json`,
+    );
+  });
+  it('scale_fmt null is none (DeepSeek-V3\'s own config has none): float scales', async () => {
+    const prepared = await prepare(hfModelFolder(BASE, { ...CONFIG, quantization_config: { ...QUANT, scale_fmt: null } }), files);
+    expect(prepared.plan.problems).toEqual([]);
+    expect(prepared.plan.notes.join('|')).not.toContain('ue8m0');
+  });
+});

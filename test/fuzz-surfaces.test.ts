@@ -28,7 +28,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { describeCliFuzz, filesUnder, fuzzSettings, type CliCase } from './helpers/cli-fuzz.js';
-import { decodeFiles, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceCommand, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
+import { decodeFiles, NEW_SURFACE_WORLDS, REQUANTIZING_WORLDS, requantizedCases, surfaceCases, surfaceCommand, surfaceTruth, writeSurfaceCase, type GgufExpected, type SurfaceCase } from './helpers/fuzz-surfaces.js';
 import { drawnProjectionCases } from './helpers/fuzz-drawn-projections.js';
 import { readGguf, tensorValues, typeName } from './helpers/gguf-builder.js';
 
@@ -219,3 +219,22 @@ describeCliFuzz('fuzzing VeRA and PVeRA saved without their projections', {
     expect(stats.outcomes.get('refused, invalid, naming the module') ?? 0).toBeGreaterThan(0);
   },
 }, drawnWanted ? drawn : { ...drawn, runs: 0, cliRuns: 0 });
+
+// The newest surfaces (fuzz-new-surfaces.ts: modular_model_index.json pipelines, kandinskylab's
+// config_lora.json, DeepSeek-V4's E8M0 scales and packed FP4 experts): a property of their own,
+// FUZZ_NEW_RUNS, so that the mixed property's draws for a seed stay as they were.
+const newWanted = NEW_SURFACE_WORLDS.filter((k) => !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes(k));
+const fresh = fuzzSettings('FUZZ_NEW_RUNS', 'FUZZ_NEW_CLI_RUNS', { runs: 90, cliRuns: 2 });
+describeCliFuzz('fuzzing modular pipeline indexes, Kandinsky 5 LoRA configs and DeepSeek-V4 FP4 checkpoints', {
+  name: 'fuzz new surfaces',
+  cases: surfaceCases((newWanted.length ? newWanted : NEW_SURFACE_WORLDS).join(',')),
+  prepare,
+  checkOutput,
+  checkRefusal,
+  mergeDetail: (stats) => `${stats.outcomes.get('merged, expected') ?? 0} against the truth`,
+  expectReach(stats, runs) {
+    if (runs < 30) return;
+    expect(stats.outcomes.get('merged, expected') ?? 0).toBeGreaterThan(runs / 10);
+    expect(stats.outcomes.get('refused, invalid, naming the module') ?? 0).toBeGreaterThan(0);
+  },
+}, newWanted.length ? fresh : { ...fresh, runs: 0, cliRuns: 0 });

@@ -55,7 +55,7 @@ import { decodeSafetensors, roundForDType, seededRandom, tempDirs } from './help
 import { MORE_REQUANT_FORMATS, REQUANT_FORMATS, requantCase, type RequantCase, type RequantFormat } from './helpers/fuzz-requant-worlds.js';
 import { readImportanceMatrix } from '../src/formats/gguf/imatrix.js';
 import { bytesSource } from '../src/io/memory-source.js';
-import { GGUF_MORE_FORMATS, ggufMoreCase, type GgufMoreFormat } from './helpers/fuzz-gguf-moe.js';
+import { GGUF_MORE_FORMATS, ggufMoreCase, iqSearchCase, type GgufMoreFormat } from './helpers/fuzz-gguf-moe.js';
 import { THREAD_FORMATS, threadCase, type ThreadCase, type ThreadFormat } from './helpers/fuzz-thread-worlds.js';
 import { errorLines, runCliActingAtStart, snapshot } from './helpers/cli.js';
 import { threadBackends } from './helpers/thread-backends.js';
@@ -343,6 +343,15 @@ requantWorld('fuzzing re-quantized merges on the worker threads', 're-quantized'
 requantWorld('fuzzing re-quantized merges on the worker threads: nvfp4, mxfp8, GGUF layers, --dtype, --imatrix', 're-quantized, more', SEED + 2, NAMED ? MORE_NAMED! : MORE_REQUANT_FORMATS, MORE_RUNS);
 const GGUF_MORE = NAMED ? GGUF_MORE_NAMED! : GGUF_MORE_FORMATS;
 requantWorld('fuzzing GGUF merges on the worker threads: MoE experts, IQ types, f16/bf16 and Q4_K_M re-typed, legacy .dat imatrix', 'GGUF, last', SEED + 3, GGUF_MORE, GGUF_MORE_RUNS, (sd, i) => ggufMoreCase(sd, i, GGUF_MORE), true);
+/**
+ * The grid-search IQ types (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ3_XXS) in turn, as the base's MoE type
+ * and as the written one (helpers/fuzz-gguf-moe.ts iqSearchCase), by a count and a stream of their
+ * own, so that `npm test` draws each where the cases above, few, may draw none:
+ * FUZZ_THREAD_IQ_RUNS, else a twentieth of FUZZ_THREAD_RUNS and at least 5 (5 in `npm test`); none
+ * where formats are named and gguf-moe is not.
+ */
+const IQ_RUNS = NAMED && !NAMED.includes('gguf-moe') ? 0 : Number(process.env.FUZZ_THREAD_IQ_RUNS ?? Math.max(5, Math.round(RUNS / 20)));
+requantWorld('fuzzing GGUF merges on the worker threads: each grid-search IQ type, read and written', 'GGUF, IQ searches', SEED + 4, ['gguf-moe'], IQ_RUNS, (sd, i) => iqSearchCase(sd, i), true);
 
 /**
  * `runs` command-line merges cancelled by Ctrl-C, each `draw(index)`'s case; `delaySeed` seeds the

@@ -265,6 +265,26 @@ describe('refused where the file does not say which OneTrainer saved it', () => 
     const lines = await refusals({ ...OT_HEADER, ot_revision: revision });
     expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 \\(its ot_revision\\), which had COFT \\(oft_coft, off by default\\), without its training config \\(ot_config\\): whether COFT projected its blocks cannot be told; add ot_config .* to the file's metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on \\(coft_eps 1e-4, OneTrainer's default\\) or --onetrainer-coft EPS$`, 'm'));
   });
+  // A training config OneTrainer cannot have written (hand-edited, cut, or json.dumps' NaN) is no
+  // config and no COFT default: the merge would guess (it read such a file as saved without one, or
+  // at coft_eps 1e-4 where it said "0.2", or unprojected where oft_coft was "true").
+  it.for<[string, string, string]>([
+    ['cut short', '{"peft_type": "OFT_2", "oft_coft": tr', 'is not JSON'],
+    ['coft_eps NaN as json.dumps writes it', '{"peft_type": "OFT_2", "oft_coft": true, "coft_eps": NaN}', 'is not JSON'],
+    ['an array', '[{"peft_type": "OFT_2", "oft_coft": true}]', 'is not a JSON object'],
+    ['a LoRA run\'s config', '{"peft_type": "LORA", "oft_coft": false}', 'does not name peft_type "OFT_2"'],
+    ['oft_coft a string', '{"peft_type": "OFT_2", "oft_coft": "true"}', 'holds an oft_coft that is not true or false'],
+    ['coft_eps a string', '{"peft_type": "OFT_2", "oft_coft": true, "coft_eps": "0.2"}', 'turns oft_coft on with a coft_eps that is not a positive number'],
+    ['coft_eps negative', '{"peft_type": "OFT_2", "oft_coft": true, "coft_eps": -0.2}', 'turns oft_coft on with a coft_eps that is not a positive number'],
+  ])('an unreadable ot_config (%s) in a file from the COFT period is refused, naming it', async ([, config, why]) => {
+    const lines = await refusals({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: config });
+    expect(lines[0]).toMatch(new RegExp(`module "${q}" is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 \\(its ot_revision\\), which had COFT, and the file's training config \\(ot_config metadata\\) ${why.replace(/[()"]/g, '\\$&')}.*: whether and how COFT projected its blocks cannot be told; fix ot_config`, 'm'));
+  });
+  it('an unreadable ot_config does not matter in a file saved after COFT, and the user\'s word stands in for it', async () => {
+    expect(await refusals({ ...OT_HEADER, ot_revision: 'e928ddab', ot_config: '{"peft_type": "OFT_2", "oft_coft": "yes"' })).toEqual([]);
+    const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: [{ ...adapter(unscaled, 1, { ...OT_HEADER, ot_revision: '7c255ac4', ot_config: '[]' })[0], oneTrainerCoft: false }] });
+    expect(lines).toEqual([]);
+  });
   it('merges with e928ddab, which removed COFT, with no config', async () => {
     expect(await refusals({ ...OT_HEADER, ot_revision: 'e928ddab' })).toEqual([]);
   });

@@ -210,6 +210,11 @@ export async function findScaledFp8(base: BaseModel, config: ModelConfig | undef
     // FP8Linear gives a grid of one block and the quantizer saves squeezed (shape []).
     const perTensor = qc.weight_block_size === null;
     const block = qc.weight_block_size === undefined || perTensor ? [128, 128] : blockShape(qc.weight_block_size, `${where}.weight_block_size`);
+    // DeepSeek's kernels round scales to powers of two for any scale_fmt that is not None: one of
+    // another JSON type is no form this tool can name, and is refused rather than read as unset.
+    if (qc.scale_fmt !== undefined && qc.scale_fmt !== null && typeof qc.scale_fmt !== 'string') {
+      throw new MergeError('BAD_CONFIG', `${where}.scale_fmt is ${JSON.stringify(qc.scale_fmt).slice(0, 80)}, not a string (DeepSeek writes "ue8m0"): fix config.json`);
+    }
     const scaleFormat = typeof qc.scale_fmt === 'string' ? qc.scale_fmt : undefined;
     // DeepSeek-V4 in DeepSeek's own names: `<m>.scale` F8_E8M0 beside fp8 and packed FP4 weights
     // (deepseek-v4-fp4.ts); transformers' FP8 quantizer renames them `weight_scale_inv` as it loads them.

@@ -23,6 +23,12 @@ export const FIXTURE_DTYPE_BYTES: Readonly<Record<FixtureDType, number>> = {
   BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
 };
 
+/** Bytes per element of every stored dtype the plain readers decode: the fixture dtypes, E8M0 and packed E2M1 (half a byte). */
+export const STORED_DTYPE_BYTES: Readonly<Record<string, number>> = { ...FIXTURE_DTYPE_BYTES, F8_E8M0: 1, F4: 0.5 };
+
+/** An E2M1 code's value: magnitude index into 0, ½, 1, 1½, 2, 3, 4, 6, sign bit 8 (code 8 is −0). */
+export const e2m1CodeValue = (code: number) => (code & 8 ? -1 : 1) * [0, 0.5, 1, 1.5, 2, 3, 4, 6][code & 7];
+
 export const ALL_FIXTURE_DTYPES = Object.keys(FIXTURE_DTYPE_BYTES) as FixtureDType[];
 
 // --- rounding from float64 -------------------------------------------------------------------
@@ -187,6 +193,10 @@ export function encodeValues(values: ArrayLike<number>, dtype: FixtureDType): Ui
 
 /** Little-endian bytes of `dtype` → the exact values as doubles (64-bit ints may lose precision). */
 export function decodeValues(bytes: Uint8Array, dtype: FixtureDType): Float64Array {
+  // Two stored dtypes no fixture is written in, read for DeepSeek-V4's checkpoints: E8M0 (2^(b − 127),
+  // 255 NaN) and packed E2M1 (two codes a byte, low nibble first; sign bit 8).
+  if ((dtype as string) === 'F8_E8M0') return Float64Array.from(bytes, (b) => (b === 255 ? NaN : 2 ** (b - 127)));
+  if ((dtype as string) === 'F4') return Float64Array.from({ length: bytes.byteLength * 2 }, (_, i) => e2m1CodeValue(i & 1 ? bytes[i >> 1] >> 4 : bytes[i >> 1] & 15));
   const width = FIXTURE_DTYPE_BYTES[dtype];
   if (bytes.byteLength % width !== 0) throw new Error(`${bytes.byteLength} bytes is not a whole number of ${dtype}`);
   const n = bytes.byteLength / width;

@@ -159,7 +159,7 @@ function gaussian(d: Draw): number {
 }
 
 /** Case `index` of the stream `seed` among `formats`. */
-export function ggufMoreCase(seed: number, index: number, formats: readonly GgufMoreFormat[], hostileShare = 0.3): RequantCase {
+export function ggufMoreCase(seed: number, index: number, formats: readonly GgufMoreFormat[], hostileShare = 0.3, iqType?: IqDrawn): RequantCase {
   const rand = seededRandom((seed * 7919 + index * 104729 + 29) >>> 0);
   const d: Draw = { rand, int: (lo, hi) => lo + Math.floor(rand() * (hi - lo + 1)), pick: (xs) => xs[Math.floor(rand() * xs.length)] };
   // The formats in turn (so that the few cases of `npm test` reach each), the rest drawn.
@@ -170,10 +170,27 @@ export function ggufMoreCase(seed: number, index: number, formats: readonly Gguf
     const c = ggufLayerCase(d, seed, index, 'gguf-imatrix', hostileKind, hostileMerged, 'dat');
     return { ...c, format };
   }
-  return moeCase(d, seed, index, format, hostileKind, hostileMerged);
+  return moeCase(d, seed, index, format, hostileKind, hostileMerged, iqType);
 }
 
-function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf-retype', hostileKind: RequantHostility | undefined, hostileMerged: boolean): RequantCase {
+/** The grid-search IQ types a seed's few `npm test` cases may never draw: drawn in turn by {@link iqSearchCase}. */
+export const IQ_DRAWN = ['IQ1_S', 'IQ1_M', 'IQ2_XXS', 'IQ2_XS', 'IQ3_XXS'] as const;
+export type IqDrawn = (typeof IQ_DRAWN)[number];
+
+/**
+ * Case `index` of the stream `seed`: a `gguf-moe` case whose MoE tensors are all of IQ_DRAWN's type
+ * number `index` (in turn), or, every other case, whose merge is written in it (`--dtype`; IQ1 and
+ * IQ2 with the `--imatrix` llama-quantize needs for them); the rest drawn as the other cases draw it.
+ */
+export function iqSearchCase(seed: number, index: number): RequantCase {
+  const type = IQ_DRAWN[index % IQ_DRAWN.length];
+  return ggufMoreCase(seed, index, ['gguf-moe'], 0.3, type);
+}
+
+function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf-retype', hostileKind: RequantHostility | undefined, hostileMerged: boolean, iqType?: IqDrawn): RequantCase {
+  // A forced IQ type: the base's tensors of it on even cases, the written type on odd ones.
+  const forceBase = iqType !== undefined && index % 2 === 0 ? iqType : undefined;
+  const forceOut = iqType !== undefined && index % 2 === 1 ? iqType : undefined;
   // The grid-search IQ types (IQ3_XXS, IQ2_*, IQ1_*) by a stream of their own, so that a seed's
   // cases that draw none of them stay what they were.
   const iq = seededRandom((seed * 613 + index * 31 + 17) >>> 0);
@@ -181,13 +198,14 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
   const adapterKind: AdapterKind = d.pick(['peft-mixtral', 'peft-qwen', 'peft-fused', 'llama-lora']);
   const arch = adapterKind === 'peft-qwen' || adapterKind === 'peft-fused' ? 'qwen3moe' : 'llama';
   // Q4_K_M's one-block mix now and then, else one type throughout.
-  const mix = d.rand() < 0.2;
+  const mix = !forceBase && d.rand() < 0.2;
   const typeOf: Record<Proj, QType> = mix ? { gate: 'Q4_K', up: 'Q4_K', down: 'Q6_K' } : (() => {
     const drawn = d.pick(BASE_TYPES);
-    const t = iq() < 0.35 ? iqPick(SEARCH_TYPES) : drawn;
+    const t = forceBase ?? (iq() < 0.35 ? iqPick(SEARCH_TYPES) : drawn);
     return { gate: t, up: t, down: t };
   })();
-  const big = [typeOf.gate, typeOf.down].some((t) => Q[t].size === 256);
+  // A forced written IQ type needs rows of whole 256-value blocks too, or it falls back.
+  const big = forceOut !== undefined || [typeOf.gate, typeOf.down].some((t) => Q[t].size === 256);
   // Sizes: each expert tensor's rows whole blocks, just above the pool's floor, at most 256 Ki values.
   let hidden = 0, ffn = 0, experts = 0;
   for (let tries = 0; ; tries++) {
@@ -219,12 +237,13 @@ function moeCase(d: Draw, seed: number, index: number, world: 'gguf-moe' | 'gguf
     if (outType !== 'F16' && outType !== 'BF16' && iq() < 0.2) outType = 'IQ3_XXS';
     mergedOnly = d.rand() < 0.4;
   }
-  const withImatrix = world === 'gguf-moe' && d.rand() < 0.35 && outType !== 'F16' && outType !== 'BF16';
+  if (forceOut) outType = forceOut;
+  const withImatrix = world === 'gguf-moe' && (forceOut ? WEIGHTED_ONLY.has(forceOut) : d.rand() < 0.35) && outType !== undefined && outType !== 'F16' && outType !== 'BF16';
   if (withImatrix && outType) {
     mergedOnly = true;
     // The types written only with an importance matrix, now and then (a row not of whole 256-value
     // blocks falls back to IQ4_NL, weighted).
-    if (iq() < 0.4) outType = iqPick(WEIGHTED_DTYPES);
+    if (!forceOut && iq() < 0.4) outType = iqPick(WEIGHTED_DTYPES);
   }
 
   // Hostile changes of this world.

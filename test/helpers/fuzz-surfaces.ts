@@ -85,7 +85,7 @@
  * behind). The fp8 worlds' truths also decide refusals: a merge they expect must not be refused.
  */
 import fc from 'fast-check';
-import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor as FixtureDecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
+import { buildSafetensors, decodeSafetensors, decodeValues, FIXTURE_DTYPE_BYTES, STORED_DTYPE_BYTES, roundF8Saturating, roundForDType, seededRandom, type DecodedTensor as FixtureDecodedTensor, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import {
   blockedOrder, comfyInt8Requantize, comfyMxfp8Requantize, comfyNvfp4Requantize, comfyNvfp4Value, comfyRequantize, compressedTensorsRequantize, e2m1Value, e4m3Value, e5m2Value, e8m0Value,
   modelOptNvfp4Value, modelOptRequantize, unswizzled,
@@ -108,6 +108,7 @@ import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
 import { splitModulesWorld } from './fuzz-split-modules.js';
 import { splitExpertsWorld } from './fuzz-split-experts.js';
 import { t5AloneWorld } from './fuzz-t5-alone.js';
+import { deepseekV4World, kandinskyConfigWorld, modularIndexWorld } from './fuzz-new-surfaces.js';
 import { editedText, safetensorsHeaderProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -263,7 +264,7 @@ function f32TieSlack(delta: Float64Array, scale: number): Float64Array {
   });
 }
 
-function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
+export function added(w: Float64Array, delta: Float64Array, scale: number): ExpectedMerge {
   return { values: w.map((x, i) => x + scale * delta[i]), magnitude: maxAbs(w) + Math.abs(scale) * maxAbs(delta) };
 }
 
@@ -734,10 +735,10 @@ const bnbWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 // --- fp8 bases: W' rounded once to f32 before quantizing ------------------------------------------------
 
-type DecodedTensor = Decoded['tensors'] extends Map<string, infer T> ? T : never;
+export type DecodedTensor = Decoded['tensors'] extends Map<string, infer T> ? T : never;
 
 /** A LoRA module on a layer (OUT × IN unless given): its factors as stored, rank and whole scale (weight · α/r). */
-interface LoraTarget {
+export interface LoraTarget {
   layer: string;
   a: DecodedTensor;
   b: DecodedTensor;
@@ -755,7 +756,7 @@ const loraDelta = (t: LoraTarget) => mm(t.b.values, t.a.values, t.rows ?? OUT, t
  * ulp moves a block's maximum, its scale, and codes on ties. W alone where `t` is undefined. Null
  * where an input or W' is not finite.
  */
-function mergedF32(w: Float64Array, t: LoraTarget | undefined, dtype: 'F32' | 'F16' | 'BF16' = 'F32', rows = t?.rows ?? OUT, cols = t?.cols ?? IN): Float64Array | null {
+export function mergedF32(w: Float64Array, t: LoraTarget | undefined, dtype: 'F32' | 'F16' | 'BF16' = 'F32', rows = t?.rows ?? OUT, cols = t?.cols ?? IN): Float64Array | null {
   if (![w, ...(t ? [t.a.values, t.b.values] : [])].every((v) => v.every(Number.isFinite)) || (t && !Number.isFinite(t.scale))) return null;
   const bits = exactMergeBitsOf({
     name: t?.layer ?? 'W', rows, cols, layout: 'out-in', outDtype: dtype,
@@ -3559,7 +3560,15 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   't5-alone': { weight: 2, arbitrary: t5AloneWorld },
   // Weight 0: drawn only where FUZZ_SURFACE_WORLDS names it (each case takes seconds).
   'gguf-type-mixes-70b': { weight: 0, arbitrary: seventyBWorld },
+  // Weight 0: a property of their own (fuzz-surfaces.test.ts, FUZZ_NEW_RUNS, NEW_SURFACE_WORLDS), so that
+  // the mixed property's draws for a seed stay as they were; drawn here only where FUZZ_SURFACE_WORLDS names them.
+  'modular-index': { weight: 0, arbitrary: modularIndexWorld },
+  'kandinsky-config': { weight: 0, arbitrary: kandinskyConfigWorld },
+  'deepseek-v4': { weight: 0, arbitrary: deepseekV4World },
 };
+
+/** The newest surfaces' worlds (fuzz-new-surfaces.ts), fuzzed by a property of their own. */
+export const NEW_SURFACE_WORLDS = ['modular-index', 'kandinsky-config', 'deepseek-v4'];
 
 /**
  * The worlds drawn from: all of weight above 0, or those named in `only` (comma-separated keys of
@@ -3938,7 +3947,7 @@ export function decodeFiles(files: Map<string, Uint8Array>): Decoded | null {
         if (file.dataEnd !== bytes.byteLength) return null;
         headers.set(path, file.metadata);
         for (const [name, t] of file.tensors) {
-          if (t.bytes.byteLength !== t.shape.reduce((a, b) => a * b, 1) * (FIXTURE_DTYPE_BYTES[t.dtype] ?? NaN)) return null;
+          if (t.bytes.byteLength !== t.shape.reduce((a, b) => a * b, 1) * (STORED_DTYPE_BYTES[t.dtype] ?? NaN)) return null;
           tensors.set(`${component}/${name}`, t);
         }
       } else if (path.endsWith('.gguf')) {

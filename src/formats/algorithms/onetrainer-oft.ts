@@ -98,8 +98,13 @@ export const onetrainerOft: Algorithm = {
       return null;
     }
     const hadCoft = scaled !== 1 && (period === FIRST_SERIES || period === WITH_COFT);
-    // The user's word on COFT stands in for a training config the file was saved without.
+    // The user's word on COFT stands in for a training config the file was saved without, or holds unreadable.
     const userCoft = hadCoft && o?.onetrainer_config !== true && o?.onetrainer_user_coft === true;
+    const configProblem = typeof o?.onetrainer_config_problem === 'number' ? CONFIG_PROBLEMS[o.onetrainer_config_problem] : undefined;
+    if (hadCoft && configProblem && !userCoft) {
+      context.report('UNSUPPORTED_FORMAT', `is OneTrainer's OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT, and the file's training config (ot_config metadata) ${configProblem}: whether and how COFT projected its blocks cannot be told; fix ot_config as OneTrainer writes it (peft_type "OFT_2", oft_coft true or false, coft_eps a positive number), or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on (coft_eps 1e-4, OneTrainer's default) or --onetrainer-coft EPS`);
+      return null;
+    }
     if (hadCoft && o?.onetrainer_config !== true && !userCoft) {
       context.report('UNSUPPORTED_FORMAT', 'is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on (coft_eps 1e-4, OneTrainer\'s default) or --onetrainer-coft EPS');
       return null;
@@ -206,17 +211,37 @@ export function oneTrainerOftOptions(metadata: Readonly<Record<string, string>>,
   }
   const text = metadata.ot_config;
   if (typeof text !== 'string') return options;
+  // A config that cannot be read as OneTrainer writes it is kept as its problem, reported only where
+  // the merge depends on it (a file from the COFT period), never taken as no config or as COFT's default.
+  const problem = (code: number) => ({ ...options, onetrainer_config_problem: code });
   let config: unknown;
   try {
     config = JSON.parse(text);
   } catch {
-    return options;
+    return problem(CONFIG_NOT_JSON);
   }
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) return options;
-  options.onetrainer_config = true;
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return problem(CONFIG_NOT_OBJECT);
   const c = config as Record<string, unknown>;
-  if (c.peft_type !== 'OFT_2' || c.oft_coft !== true) return options;
-  // OneTrainer's default coft_eps (TrainConfig) where the config leaves it out.
-  options.onetrainer_coft_eps = typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) ? c.coft_eps : ONETRAINER_COFT_EPS;
+  if (c.peft_type !== 'OFT_2') return problem(CONFIG_NOT_OFT);
+  if (c.oft_coft !== undefined && typeof c.oft_coft !== 'boolean') return problem(CONFIG_COFT_TYPE);
+  options.onetrainer_config = true;
+  if (c.oft_coft !== true) return options;
+  // OneTrainer's default coft_eps (TrainConfig) where the config leaves it out; one it cannot have trained with is refused.
+  if (c.coft_eps !== undefined && !(typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) && c.coft_eps > 0)) return problem(CONFIG_EPS);
+  options.onetrainer_coft_eps = typeof c.coft_eps === 'number' ? c.coft_eps : ONETRAINER_COFT_EPS;
   return options;
 }
+
+/** Why a file's ot_config is not read (oneTrainerOftOptions' `onetrainer_config_problem`). */
+const CONFIG_NOT_JSON = 1;
+const CONFIG_NOT_OBJECT = 2;
+const CONFIG_NOT_OFT = 3;
+const CONFIG_COFT_TYPE = 4;
+const CONFIG_EPS = 5;
+const CONFIG_PROBLEMS: Record<number, string> = {
+  [CONFIG_NOT_JSON]: 'is not JSON',
+  [CONFIG_NOT_OBJECT]: 'is not a JSON object',
+  [CONFIG_NOT_OFT]: 'does not name peft_type "OFT_2" (OneTrainer\'s OFT), which the file\'s oft_R tensors are',
+  [CONFIG_COFT_TYPE]: 'holds an oft_coft that is not true or false',
+  [CONFIG_EPS]: 'turns oft_coft on with a coft_eps that is not a positive number',
+};
