@@ -345,7 +345,10 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
     const values = await readFloat(t.file, t.biasB);
     if (t.multiply) {
       // In float64, as a weight's IA3 factors (loadMergeOp).
-      const exact = Float64Array.from(f32(values), (f) => 1 + t.scale * (f - 1));
+      const own = Float64Array.from(f32(values), (f) => 1 + t.scale * (f - 1));
+      // A fused module's factors on a split tensor's bias: its own rows' (1 elsewhere).
+      const exact = t.placement ? new Float64Array(update.length).fill(1) : own;
+      if (t.placement) for (const g of t.placement.segments) exact.set(own.subarray(g.src, g.src + g.count), g.dst);
       const factors = Float32Array.from(exact);
       steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact });
       continue;
