@@ -101,9 +101,9 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its columns in another order`);
     }
     // A map that treats rows apart on the tensors holding a fused module's rows (the plan's splitRows):
-    // maps of the inputs as they are, per-row parts cut to this tensor's rows.
+    // maps of the inputs as they are (GLoRA's V·P·Q), per-row parts cut to this tensor's rows (its b1·b2 placed).
     const cut = t.placement && t.module.update.kind === 'transform' ? t.placement : undefined;
-    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in'))) {
+    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in') || p.kind === 'project' || p.kind === 'low-rank')) {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its ${p.kind} update of the output rows cannot land on part of ${update.baseKey}`);
     }
     switch (p.kind) {

@@ -5,7 +5,8 @@
  * `single_transformer_blocks.N.attn.to_q/…/proj_mlp`). on_input 0: one factor per output row of the
  * fused weight, so each split tensor takes its own rows' factors; on_input 1: one factor per input,
  * the same for every row, so every split tensor is scaled alike. The truth forms W ⊙ (1 + s·w) on the
- * fused weight in float64 and cuts it into the split tensors' rows.
+ * fused weight in float64 and cuts it into the split tensors' rows. PEFT's (IA)³ likewise, biases
+ * included, and LyCORIS GLoRA, whose change of each row reads that row alone.
  */
 import { describe, expect, it } from 'vitest';
 import { FLUX, fluxDiffusersTensors, tensor } from './helpers/diffusion-fixtures.js';
@@ -81,5 +82,36 @@ describe('LyCORIS (IA)³ on a split module onto a fused tensor', () => {
       expect(lines).toHaveLength(1);
       expect(lines[0]).toMatch(/lycoris_transformer_blocks_0_attn_to_q": \(IA\)³ on a module that lands on part of a tensor \(rows 0–7 of double_blocks\.0\.img_attn\.qkv\.weight\): it maps every row of double_blocks\.0\.img_attn\.qkv\.weight, which takes only 8 of its 24 rows from this module$/);
     }
+  });
+});
+
+/**
+ * LyCORIS GLoRA (modules/glora.py: W' = W + s·(α/r)·(W·a1·a2 + b1·b2)) on BFL's fused qkv onto
+ * diffusers' split tensors: each output row's change reads that row alone, so each split tensor takes
+ * W·a1·a2 of its own rows and its rows of b1·b2. Truth on the fused weight, cut.
+ */
+describe.each(['cpu', 'webgpu'])('LyCORIS GLoRA on a fused Flux qkv onto diffusers split tensors, %s', (name) => {
+  it('W + s·(α/r)·(W·a1·a2 + b1·b2) on the fused weight, cut into to_q, to_k, to_v', async (ctx) => {
+    const backend = backends[name];
+    if (!backend) return ctx.skip();
+    const r = 2, alpha = 1, s = 0.5, n = 'lycoris_double_blocks_0_img_attn_qkv';
+    const a1 = tensor(rand, `${n}.a1.weight`, [h, r], 'F32', 0.3), a2 = tensor(rand, `${n}.a2.weight`, [r, h], 'F32', 0.3);
+    const b1 = tensor(rand, `${n}.b1.weight`, [3 * h, r], 'F32', 0.3), b2 = tensor(rand, `${n}.b2.weight`, [r, h], 'F32', 0.3);
+    const file = buildSafetensors([a1, a2, b1, b2, { name: `${n}.alpha`, dtype: 'F32', shape: [], data: [alpha] }]);
+    const { tensors } = await mergeInMemory({ backend, base: { [BASE_FILE]: buildSafetensors(base) }, adapters: [{ name: FILE, files: { [FILE]: file }, weight: s }] });
+    const w = Float64Array.from(QKV.flatMap((p) => [...values(base, p.key)]));
+    const A1 = values([a1], a1.name), A2 = values([a2], a2.name), B1 = values([b1], b1.name), B2 = values([b2], b2.name);
+    const fusedTruth = Float64Array.from(w, (x, j) => {
+      const o = Math.floor(j / h), c = j % h;
+      let delta = 0;
+      for (let k = 0; k < r; k++) {
+        let wa = 0;
+        for (let i = 0; i < h; i++) wa += w[o * h + i] * A1[i * r + k];
+        delta += wa * A2[k * h + c] + B1[o * r + k] * B2[k * h + c];
+      }
+      return x + s * (alpha / r) * delta;
+    });
+    const want = new Map(QKV.map((p, k) => [p.key, fusedTruth.slice(k * h * h, (k + 1) * h * h)]));
+    expectWeightsMerged(tensors, want, base, 'glora fused→split');
   });
 });
