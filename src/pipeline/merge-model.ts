@@ -8,7 +8,7 @@
  * written in the shape the plan gives it.
  */
 import { badArgument, checkCallback, checkDtypeName, checkImportanceArgument, checkOptions, checkSignal, isOutputTarget, shown } from '../api-arguments.js';
-import { DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
+import { decodeToF32, DTYPE_BYTES, isDType, isFloatDType, type FloatDType } from '../dtype.js';
 import type { FloatTensorBytes, MergeBackend } from '../engine/merge-op.js';
 import { asCancel, isMergeError, MergeError, throwIfAborted } from '../errors.js';
 import type { BaseShard, BaseTensor } from '../formats/base-model.js';
@@ -28,6 +28,7 @@ import type { PreparedMerge } from './prepare-merge.js';
 import type { ProgressListener } from './progress.js';
 import { runPipelined } from './work-queue.js';
 import { scaledFp8Output, type ScaledFp8Output } from './scaled-fp8-output.js';
+import type { ScaledFp8Weight } from '../formats/scaled-fp8.js';
 import { BufferPool } from '../buffer-pool.js';
 import { mergeStepsOnCpu } from '../engine/cpu/cpu-steps.js';
 import {
@@ -268,16 +269,39 @@ export async function savedTensorErrors(prepared: PreparedMerge, options: Omit<S
  */
 const BLOCK_SAFE_MAGNITUDE = 1024;
 
-/** f32 bytes as values (copied where they are not 4-byte aligned). */
-/** A base weight the plan found stored as a plain float tensor (GLoRA's bias path reads W·C of it), whole. */
-function plainWeight(base: PreparedMerge['base']): (key: string) => Promise<FloatTensorBytes> {
+/**
+ * The values a GLoRA bias path's W·C reads of a base weight, whole, in float64, as the weight's own
+ * merge starts from them: its stored floats, a GGUF block type dequantized (the plan took no other),
+ * or fp8 codes times their grid of scales (block-wise fp8, compressed-tensors, ModelOpt, fbgemm,
+ * ComfyUI's fp8 layers: formats/scaled-fp8.ts). A scale the plan merges in place (a scaled fp8
+ * `scale_weight` kept, a GGUF's `.scale`) is applied by the plan's term (GloraBiasTerm.valueScale).
+ */
+function weightValues(prepared: PreparedMerge): (key: string) => Promise<Float64Array> {
+  const { base, scaledFp8: scaled } = prepared;
   return async (key) => {
+    const grid = scaled && scaled.rule !== 'keep' ? scaled.weights.get(key) : undefined;
+    if (grid) return codesTimesScales(grid, await base.read(key));
     const { storedType } = base.tensors.get(key)!;
-    // A GGUF block type dequantized as the weight's merge dequantizes it (the plan took no other).
-    return isFloatDType(storedType) ? { dtype: storedType, data: await base.read(key) } : base.format.decodeRows(storedType, await base.read(key));
+    const bytes = isFloatDType(storedType) ? { dtype: storedType, data: await base.read(key) } : await base.format.decodeRows(storedType, await base.read(key));
+    return Float64Array.from(decodeToF32(bytes.data, bytes.dtype));
   };
 }
 
+/** W = code × the scale of its block, each product exact in float64 (an fp8 code has 4 significant bits, a scale at most 24). */
+function codesTimesScales(w: ScaledFp8Weight, codes: Uint8Array): Float64Array {
+  // The plan refuses the others (plan/quantized-weights.ts): their codes are read through a view or their scales packed.
+  if (w.view || w.loadScales || w.scaleLayout) throw new MergeError('PLAN_INVALID', `${w.weightKey}: its codes and scales are not read as a grid here`);
+  const values = decodeToF32(codes, w.codeDtype);
+  const colBlocks = Math.ceil(w.cols / w.blockCols);
+  const out = new Float64Array(w.rows * w.cols);
+  for (let r = 0; r < w.rows; r++) {
+    const band = Math.floor(r / w.blockRows) * colBlocks;
+    for (let c = 0; c < w.cols; c++) out[r * w.cols + c] = values[r * w.cols + c] * w.scales[band + Math.floor(c / w.blockCols)];
+  }
+  return out;
+}
+
+/** f32 bytes as values (copied where they are not 4-byte aligned). */
 function f32View(bytes: Uint8Array): Float32Array {
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >>> 2);
@@ -405,7 +429,7 @@ async function savedTensorErrorsOf(layout: ReturnType<typeof outputLayout>, opti
       await refused(async () => {
         const data = bias.source ? await bias.source.file.read(bias.source.tensor) : await base.read(key);
         const decoded: FloatTensorBytes = { dtype: (bias.source ? bias.source.tensor.dtype : storedType) as FloatDType, data };
-        const op = await loadBiasUpdate(bias, decoded, outDtype, plainWeight(base));
+        const op = await loadBiasUpdate(bias, decoded, outDtype, weightValues(layout.prepared));
         try {
           mergeStepsOnCpu(op, options.signal);
         } catch (e) {
@@ -1006,7 +1030,7 @@ async function computeUnit(
     case 'bias': {
       const source = a.bias.source?.tensor;
       const decoded = source ? { dtype: source.dtype as FloatDType, data: input } : await format.decodeRows(inType, input, backend, signal);
-      const op = await loadBiasUpdate(a.bias, decoded, outDtype, plainWeight(prepared.base));
+      const op = await loadBiasUpdate(a.bias, decoded, outDtype, weightValues(prepared));
       const merged = await backend.merge(op, signal).catch((e: unknown) => {
         throw explainBiasNonFinite(e, unit.file, a.bias, decoded.data, op);
       });

@@ -14,7 +14,7 @@ import { loadModuleUpdate } from '../formats/algorithms/index.js';
 import { gloraBiasPath, peftGlora } from '../formats/algorithms/peft-glora.js';
 import { expertTerms } from './fused-experts.js';
 import { transposedBlockTerms } from './transposed-blocks.js';
-import type { BiasUpdate, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
+import type { BiasUpdate, GloraBiasTerm, PlannedReplacement, PlannedTerm, TensorUpdate } from './merge-plan.js';
 import { readFloat } from './module-factors.js';
 import { assembleSteps, slabOp, slabSteps, type DenseRows, type LoadedStep, type UpdatePiece } from './load-steps.js';
 import { product } from '../integers.js';
@@ -101,9 +101,9 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": only a low-rank update can land on ${update.baseKey}, which holds its columns in another order`);
     }
     // A map that treats rows apart on the tensors holding a fused module's rows (the plan's splitRows):
-    // maps of the inputs as they are, per-row parts cut to this tensor's rows.
+    // maps of the inputs as they are (GLoRA's V·P·Q), per-row parts cut to this tensor's rows (its b1·b2 placed).
     const cut = t.placement && t.module.update.kind === 'transform' ? t.placement : undefined;
-    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in'))) {
+    if (cut && !(p.kind === 'scale' || p.kind === 'fixed-scale' || p.kind === 'rotate' || (p.kind === 'permuted-rotate' && p.axis === 'in') || p.kind === 'project' || p.kind === 'low-rank')) {
       throw new MergeError('UNSUPPORTED_FORMAT', `module "${t.moduleName}": its ${p.kind} update of the output rows cannot land on part of ${update.baseKey}`);
     }
     switch (p.kind) {
@@ -306,9 +306,10 @@ export async function loadMergeOp(
  * A bias update as an op: the bias is an (out × 1) W, and each lora_B.bias is a rank-1 term with
  * B = bias_B (out × 1), A = [1], so the backends add scale · bias_B and round once like any weight;
  * a multiplying term ((IA)³) is a scale step by 1 + scale·(f − 1), in adapter order. PEFT GLoRA's
- * bias path is both: b ⊙ (1 + s·D), then s·(E + W·C) added, W read by `readWeight` (its stored bytes).
+ * bias path is both: b ⊙ (1 + s·D), then s·(E + W·C) added, W read by `readWeight` (the weight's
+ * values as the pipeline reads them: floats, GGUF blocks dequantized, fp8 codes times their scales).
  */
-export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, readWeight?: (key: string) => Promise<FloatTensorBytes>): Promise<MergeOp> {
+export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorBytes, outDtype: FloatDType, readWeight?: (key: string) => Promise<Float64Array>): Promise<MergeOp> {
   const one: FloatTensorBytes = { dtype: 'F32', data: new Uint8Array(new Float32Array([1]).buffer) };
   const steps: UpdateStep[] = [];
   // Several GLoRA adapters: GloraLayer.merge adds each one's b0 ⊙ D to the original b0, so their
@@ -317,8 +318,7 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
   for (const t of update.terms) {
     if (t.glora) {
       if (!readWeight) throw new MergeError('PLAN_INVALID', `module "${t.moduleName}": its GLoRA bias path needs ${t.glora.weightKey}, which was not given`);
-      const w = await readWeight(t.glora.weightKey);
-      const { d, added } = await gloraBiasPath(t.file, t.glora.module, update.length, decodeToF32(w.data, w.dtype));
+      const { d, added } = await placedGloraBiasPath(t, t.glora, update.length, await readWeight(t.glora.weightKey));
       if (gloraScale?.exact) {
         const exact = Float64Array.from(gloraScale.exact, (x, i) => x + t.scale * d[i]);
         Object.assign(gloraScale, { factors: { dtype: 'F32', data: new Uint8Array(Float32Array.from(exact).buffer) }, exact });
@@ -345,7 +345,10 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
     const values = await readFloat(t.file, t.biasB);
     if (t.multiply) {
       // In float64, as a weight's IA3 factors (loadMergeOp).
-      const exact = Float64Array.from(f32(values), (f) => 1 + t.scale * (f - 1));
+      const own = Float64Array.from(f32(values), (f) => 1 + t.scale * (f - 1));
+      // A fused module's factors on a split tensor's bias: its own rows' (1 elsewhere).
+      const exact = t.placement ? new Float64Array(update.length).fill(1) : own;
+      if (t.placement) for (const g of t.placement.segments) exact.set(own.subarray(g.src, g.src + g.count), g.dst);
       const factors = Float32Array.from(exact);
       steps.push({ kind: 'scale', axis: 'out', factors: { dtype: 'F32', data: new Uint8Array(factors.buffer) }, exact });
       continue;
@@ -357,6 +360,40 @@ export async function loadBiasUpdate(update: BiasUpdate, baseBytes: FloatTensorB
     else steps.push({ kind: 'add', terms: [term] });
   }
   return slabOp({ name: update.baseKey, rows: update.length, cols: 1, layout: 'out-in', base: baseBytes, outDtype }, steps);
+}
+
+/**
+ * A GLoRA bias path's D and E + W·C over the whole bias of `length` values: W the stored values
+ * times the plan's value scale (one per equal run of rows), the module's rows of it where the term
+ * is placed on a fused tensor; rows the module does not reach get D = 0 and nothing added.
+ */
+async function placedGloraBiasPath(
+  t: BiasUpdate['terms'][number], glora: GloraBiasTerm, length: number, stored: Float64Array,
+): Promise<{ d: Float64Array; added: Float64Array }> {
+  const cols = stored.length / length;
+  const scales = glora.valueScale;
+  const rowScale = (r: number) => (scales ? scales[Math.floor(r / (length / scales.length))] : 1);
+  const placement = t.placement;
+  const rows = placement?.deltaRows ?? length;
+  // Row o of the module's W: the tensor's row it lands on (unplaced rows are never read back).
+  const tensorRow = new Int32Array(rows).fill(-1);
+  if (placement) for (const g of placement.segments) for (let k = 0; k < g.count; k++) tensorRow[g.src + k] = g.dst + k;
+  else tensorRow.forEach((_, o) => (tensorRow[o] = o));
+  const w = new Float64Array(rows * cols);
+  for (let o = 0; o < rows; o++) {
+    const r = tensorRow[o];
+    if (r < 0) continue;
+    const s = rowScale(r);
+    for (let c = 0; c < cols; c++) w[o * cols + c] = stored[r * cols + c] * s;
+  }
+  const own = await gloraBiasPath(t.file, glora.module, rows, w);
+  if (!placement) return own;
+  const d = new Float64Array(length), added = new Float64Array(length);
+  for (const g of placement.segments) {
+    d.set(own.d.subarray(g.src, g.src + g.count), g.dst);
+    added.set(own.added.subarray(g.src, g.src + g.count), g.dst);
+  }
+  return { d, added };
 }
 
 /** A replacement tensor's bytes in the output dtype (rounded once; same dtype → as stored). */

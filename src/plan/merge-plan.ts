@@ -175,12 +175,18 @@ export interface TensorUpdate {
 }
 
 /**
- * PEFT GLoRA's bias path on one bias: b + scale·(b ⊙ D + E + W·C), W the base's `weightKey` (a plain
- * float tensor, out × in, read whole when the bias is merged).
+ * PEFT GLoRA's bias path on one bias: b + scale·(b ⊙ D + E + W·C), W the real values of the base's
+ * `weightKey` (out × in, read whole when the bias is merged: floats, GGUF blocks dequantized, or fp8
+ * codes times their scales), its module's rows where the bias term has a placement (a fused tensor).
  */
 export interface GloraBiasTerm {
   module: AdapterModule;
   weightKey: string;
+  /**
+   * The scale the stored values are multiplied by to give W (a scaled fp8 `scale_weight` merged in
+   * place, a GGUF's kept `.scale`): one, or one per equal run of rows (experts).
+   */
+  valueScale?: readonly number[];
 }
 
 /**
@@ -1284,8 +1290,9 @@ type BiasSource = Pick<PlannedTerm, 'adapterIndex' | 'adapter' | 'moduleName' | 
 
 /**
  * A module that changes its bias only (ComfyUI's `diff_b` alone, PEFT GLoRA's bias path under
- * config_A_B "none"): the bias beside the one weight its name resolves to, whole; rows of a fused
- * tensor are refused, as no weight term places them.
+ * config_A_B "none"): the bias beside the one weight its name resolves to, whole, or for GLoRA the
+ * module's rows of a fused tensor (its W·C reads those rows of the weight); other row placements
+ * are refused, as no weight term places them.
  */
 function planBiasAlone(
   module: AdapterModule, targets: readonly Placement[], source: BiasSource, weight: number, base: BaseTensorIndex,
@@ -1293,20 +1300,30 @@ function planBiasAlone(
   ownBase: ReadonlyMap<string, PlannedReplacement>,
 ): void {
   const named = (module.biasB ?? module.gloraBias)!;
-  if (targets.length !== 1 || targets[0].rows) {
+  const target = targets[0];
+  const plainRows = target?.rows && module.gloraBias && !target.stacked && !target.experts && !target.transposedBlocks && !target.columns && !target.bias;
+  if (targets.length !== 1 || (target.rows && !plainRows)) {
     const where = targets.length > 1 ? 'whose rows land on several tensors' : 'that lands on part of a tensor';
     return fail('UNSUPPORTED_FORMAT', `${named.name} on a module ${where} (${targets.map((t) => t.baseKey).join(', ')}) without a weight update is not supported`);
   }
-  const weightKey = targets[0].baseKey;
+  const weightKey = target.baseKey;
   const weightShape = base.tensors.get(weightKey)!.shape;
+  // The module's outputs: all of them on its rows of the fused tensor, or the weight's.
+  const segments = target.rows;
+  const deltaRows = segments ? Math.max(...segments.map((g) => g.src + g.count)) : weightShape[0];
+  const placedRows = segments?.reduce((n, g) => n + g.count, 0);
   // GLoRA's constant D and E leave the outputs to the base (-1).
-  if (module.deltaShape[0] !== weightShape[0] && !(module.gloraBias && module.deltaShape[0] === -1)) {
-    return fail('SHAPE_MISMATCH', `${named.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${weightShape[0]})`);
+  if ((module.deltaShape[0] !== deltaRows && !(module.gloraBias && module.deltaShape[0] === -1))
+    || (segments && (placedRows !== deltaRows || segments.some((g) => g.dst + g.count > weightShape[0])))) {
+    return fail('SHAPE_MISMATCH', `${named.name} ${fmt(module.deltaShape)} does not fit base ${weightKey} ${fmt(weightShape)}: it should hold one value per output feature (${segments ? `its ${deltaRows} rows of the tensor` : weightShape[0]})`);
   }
-  const clash = seen.get(weightKey)?.[0];
+  const rows: RowSpan[] = segments ? segments.map((g) => [g.dst, g.dst + g.count]) : [[0, Infinity]];
+  const onTensor = seen.get(weightKey) ?? [];
+  const clash = onTensor.find((other) => spansOverlap(other.rows, rows));
   if (clash) return fail('AMBIGUOUS_MODULE', `targets ${weightKey}, as module "${clash.module}" of the same adapter does`);
-  seen.set(weightKey, [{ module: source.moduleName, rows: [[0, Infinity]] }]);
-  planBias(module, source, weight, weightKey, base, biases, fail, ownBase, module.gloraBias ? 'glora' : 'add');
+  seen.set(weightKey, [...onTensor, { module: source.moduleName, rows }]);
+  const placed: BiasSource = segments ? { ...source, placement: { deltaRows, segments } } : source;
+  planBias(module, placed, weight, weightKey, base, biases, fail, ownBase, module.gloraBias ? 'glora' : 'add');
 }
 
 function planBias(
@@ -1336,22 +1353,25 @@ function planBias(
   }
   let glora: GloraBiasTerm | undefined;
   if (kind === 'glora') {
-    // W·C reads the layer's weight, the whole layer, as the weight's merge starts from it: its stored
-    // floats (F32, F16, BF16, fp8 without a scale), or a GGUF block type dequantized as the merge
-    // dequantizes it. Weights whose values are stored times a scale are not read so.
+    // W·C reads the layer's real weight, as the weight's merge starts from it: its stored floats, a
+    // GGUF block type dequantized, values stored divided by a scale (scaled fp8 merged in place, a
+    // GGUF's kept `.scale`) times that scale, fp8 codes times their grid of scales (the pipeline,
+    // formats/scaled-fp8.ts), or the module's rows of a fused tensor.
     const w = base.tensors.get(weightKey)!;
     const valueScale = scaledWeight(base, weightKey);
     const storedAs = w.storedType ?? w.dtype;
-    const readable = isFloatDType(storedAs) ? w.dtype === storedAs : !base.quantizedAs?.has(weightKey);
-    const plain = readable && !valueScale && w.shape.length === 2;
-    if (!plain || own || ownBase.has(weightKey) || term.placement || w.shape[0] !== baseOut) {
-      const stored = valueScale ? valueScale.label : `${storedAs} ${fmt(w.shape)}`;
-      return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C reads the layer's weight; that is supported only on a base whose ${weightKey} is the layer's own (out, in) tensor of floats (F32, F16, BF16, fp8 without a scale) or GGUF blocks (here ${stored}${term.placement ? ', rows of a fused tensor' : ''}${own || ownBase.has(weightKey) ? ', saved by the adapter' : ''})`);
-    }
+    const known = isFloatDType(storedAs) ? w.dtype === storedAs : !base.quantizedAs?.has(weightKey);
+    const why = !known ? `${weightKey} is stored as ${storedAs}, which is not read here`
+      : own || ownBase.has(weightKey) ? `the adapter saves its own ${weightKey}, which PEFT's GLoRA layer does not wrap`
+        : w.shape.length !== 2 || w.shape[0] !== baseOut || module.fanInFanOut ? `${weightKey} ${fmt(w.shape)} is not the layer's (out, in) weight`
+          : valueScale && w.shape[0] % valueScale.values.length !== 0 ? `${valueScale.label} has ${valueScale.values.length} scales, which do not split its ${w.shape[0]} rows into equal runs`
+            : undefined;
+    if (why) return fail('UNSUPPORTED_FORMAT', `has a trained GLoRA bias path (${biasB.name}), whose b ⊙ D + E + W·C needs the layer's real weight W, which cannot be read here: ${why}`);
     if (module.deltaShape[1] !== -1 && module.deltaShape[1] !== w.shape[1]) {
       return fail('SHAPE_MISMATCH', `GLoRA bias path's C has ${module.deltaShape[1]} rows, ${weightKey} ${fmt(w.shape)} has ${w.shape[1]} inputs`);
     }
     glora = { module, weightKey };
+    if (valueScale) glora.valueScale = valueScale.values;
   }
   if (kind !== 'map' && kind !== 'glora' && product(biasB.shape) !== out) {
     return fail('SHAPE_MISMATCH', `${what} ${fmt(biasB.shape)} does not hold one value per output feature (${out}) of ${biasKey} ${fmt(info.shape)}`);

@@ -103,6 +103,8 @@ export function quantizedWeightProblems(
   for (const u of plan.updates) for (const t of u.terms) add(u.baseKey, t.adapter, t.moduleName);
   for (const r of plan.replacements) add(r.baseKey, r.adapter, r.baseKey);
   for (const s of plan.rowSets) for (const t of s.terms) add(s.baseKey, t.adapter, s.baseKey);
+  // A GLoRA bias path reads W·C of the weight beside its bias, even where it leaves the weight as it is.
+  for (const b of plan.biasUpdates) for (const t of b.terms) if (t.glora) add(t.glora.weightKey, t.adapter, t.moduleName);
   // Under the in-place `keep` rule the plan itself refuses what does not add to W (merge-plan.ts).
   if (scaled && scaled.rule !== 'keep') problems.push(...scaledFp8Problems(plan, scaled));
   return problems;
@@ -213,6 +215,15 @@ function scaledFp8Problems(plan: MergePlan, scaled: ScaledFp8Base): PlanProblem[
       else if (t.module.update.kind === 'transform') refuse(t.adapter, t.moduleName, `${moduleTitle(t.module)} maps the weight itself; on the ${kindOf(u.baseKey)} weight ${u.baseKey} it is not supported`);
     }
     if (u.source) refuse(u.terms[0].adapter, u.terms[0].moduleName, `the adapter saves its own ${u.baseKey}, which is a ${kindOf(u.baseKey)} weight here; this is not supported`);
+  }
+  // W·C reads the real weight: codes times a grid of scales (merge-model.ts), not codes read through a view or packed scales.
+  for (const b of plan.biasUpdates) {
+    for (const t of b.terms) {
+      const w = t.glora && scaled.weights.get(t.glora.weightKey);
+      if (w && (w.view || w.loadScales || w.scaleLayout)) {
+        refuse(t.adapter, t.moduleName, `its trained GLoRA bias path (b ⊙ D + E + W·C) needs the real values of the ${kindOf(w.weightKey)} weight ${w.weightKey}, which are not read whole here; this is not supported`);
+      }
+    }
   }
   for (const r of plan.replacements) {
     if (scaled.weights.has(r.baseKey)) refuse(r.adapter, r.baseKey, `replacing the ${kindOf(r.baseKey)} weight ${r.baseKey} (and its ${scaled.weights.get(r.baseKey)!.scaleKey}) is not supported`);

@@ -54,7 +54,9 @@ export const glora: Algorithm = {
       // LyCORIS's GLoRA stores α itself, so rs_lora's α/√r is known only from the training metadata.
       ...alphaScale(context.alpha, r, context.rsLora || (context.networkArgs?.lycorisRsLora() ?? false)),
       tensors: { a1, a2, b1, b2, ...(bm ? { bm } : {}) },
-      update: { kind: 'transform', cost: 2 * r * kernel + r },
+      // Each output row's change reads that row alone (w_o·a1·a2 + b1_o·b2): a fused module on split
+      // tensors is the same map on each, with its rows of b1 (splitRows).
+      update: { kind: 'transform', cost: 2 * r * kernel + r, splitRows: true },
       fanInFanOut: false,
     };
   },

@@ -40,7 +40,9 @@ export const ia3: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { weight },
-      update: { kind: 'transform', cost: 0 },
+      // A fused module's scaling on split tensors: each takes its own rows' factors (on the
+      // outputs) or the same factors (on the inputs), as on the fused weight (splitRows).
+      update: { kind: 'transform', cost: 0, splitRows: true },
       fanInFanOut: false,
     };
   },
@@ -53,6 +55,7 @@ export const ia3: Algorithm = {
   },
 
   async load(file, module) {
-    return [{ kind: 'scale', axis: module.deltaShape[0] === -1 ? 'in' : 'out', w: await readFloat(file, module.tensors.weight) }];
+    // Outputs where the inputs are the base's (-1): the plan fills in a split tensor's rows, never the inputs.
+    return [{ kind: 'scale', axis: module.deltaShape[1] === -1 ? 'out' : 'in', w: await readFloat(file, module.tensors.weight) }];
   },
 };

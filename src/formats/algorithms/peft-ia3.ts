@@ -43,7 +43,8 @@ export const peftIa3: Algorithm = {
       alpha: 1,
       scale: 1,
       tensors: { l },
-      update: { kind: 'transform', cost: 0, anyLayout: true },
+      // On split tensors holding a fused module's rows: each its own rows' factors, or the inputs' alike (splitRows).
+      update: { kind: 'transform', cost: 0, anyLayout: true, splitRows: true },
       // Conv1D weights are stored (in, out); convolutions never are.
       fanInFanOut: !conv && context.options?.fan_in_fan_out === true,
       // The output side also scales the layer's bias.
@@ -52,6 +53,7 @@ export const peftIa3: Algorithm = {
   },
 
   async load(file, module) {
-    return [{ kind: 'scale', axis: module.deltaShape[0] === -1 ? 'in' : 'out', w: f32Bytes(await readValues(file, module.tensors.l)), factor: true }];
+    // Outputs where the inputs are the base's (-1): the plan fills in a split tensor's rows, never the inputs.
+    return [{ kind: 'scale', axis: module.deltaShape[1] === -1 ? 'out' : 'in', w: f32Bytes(await readValues(file, module.tensors.l)), factor: true }];
   },
 };
