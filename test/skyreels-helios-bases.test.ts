@@ -164,12 +164,14 @@ describe('SkyReels-V2 and Helios names', () => {
     await expectLayoutNeeded(prepare, renamed, wanOriginal);
   });
 
-  it('Helios: a Wan head.modulation diff has no place (Helios keeps its output table as norm_out.scale_shift_table) and is refused in one line', async () => {
-    const lora = [{ name: 'diffusion_model.head.modulation.diff', shape: [1, 2, D], dtype: 'F32' as const, data: Array.from({ length: 2 * D }, () => rand() - 0.5) }];
-    const problems = await problemsOfTensors(helios, lora);
-    expect(problems).toHaveLength(1);
-    expect(problems[0]).toMatch(/^diff\.safetensors: module "diffusion_model\.head\.modulation": is Wan's output adaLN table .*which Helios does not have/);
-  });
+  for (const name of ['diffusion_model.head.modulation.diff', 'diffusion_model.head.diff_m']) {
+    it(`Helios: a Wan head table diff (${name}) has no place (Helios keeps its output table as norm_out.scale_shift_table) and is refused in one line`, async () => {
+      const lora = [{ name, shape: [1, 2, D], dtype: 'F32' as const, data: Array.from({ length: 2 * D }, () => rand() - 0.5) }];
+      const problems = await problemsOfTensors(helios, lora);
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/^diff\.safetensors: module "diffusion_model\.head\.(modulation|diff_m)": is Wan's output adaLN table .*which Helios does not have/);
+    });
+  }
 
   it('Helios: a module only SkyReels-V2 has (fps_projection.0) is refused in one line, not skipped', async () => {
     const problems = await planProblemsOf(helios, 'transformer', [peftSpec('diffusion_model.fps_projection.0', 2, D, D, [], 1)], rand);
