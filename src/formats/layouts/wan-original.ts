@@ -19,9 +19,14 @@
  * (1, 2, dim) the model's top-level `scale_shift_table`. Only full diffs change them (LightX2V's
  * `<block>.diff_m`, ComfyUI-named `<block>.modulation.diff`; key-forms.ts); they land by their full
  * name in either naming, the base's own included.
+ *
+ * SkyReels-V2 and Helios, Wan 2.1 derivatives whose diffusers LoRA loaders use the same Wan
+ * converter, share these names; SkyReels-V2 adds `fps_projection` (renamed as its conversion script
+ * does). Helios keeps its output table as `norm_out.scale_shift_table`, so a `head.modulation`
+ * change finds no tensor there and is refused.
  */
 import { oneToOne, RenameTable, type RenameRule } from './fused-renames.js';
-import type { Layout } from './layout.js';
+import type { BaseView, Layout, LayoutResolution } from './layout.js';
 
 
 /** The renames inside one attention/FFN block, for the main blocks and VACE's. */
@@ -68,6 +73,11 @@ export const WAN_RULES: readonly RenameRule[] = [
   oneToOne('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
   oneToOne('img_emb.proj.4', 'condition_embedder.image_embedder.norm2'),
   oneToOne('head.head', 'proj_out'),
+  // SkyReels-V2 (a Wan 2.1 fine-tune; convert_skyreelsv2_to_diffusers.py): its frame-rate
+  // conditioning's MLP, Sequential(Linear, SiLU, Linear) in Skywork's files, diffusers' FeedForward.
+  // `fps_embedding` has one name in both.
+  oneToOne('fps_projection.0', 'fps_projection.net.0.proj'),
+  oneToOne('fps_projection.2', 'fps_projection.net.2'),
   // The output head's adaLN table (1, 2, dim).
   oneToOne('head.modulation:', 'scale_shift_table:'),
 ];
@@ -79,6 +89,22 @@ export const wanOriginal: Layout = {
   renames: [table],
   resolve(address, base) {
     if (address.part !== undefined && address.part !== 'unet') return undefined;
+    if (HEAD_TABLE.test(address.path) && isHelios(base)) return HELIOS_HEAD_MISS;
     return table.resolve(address.path, base);
   },
+};
+
+/** Wan's output head adaLN table, dotted or flattened. */
+const HEAD_TABLE = /^head[._]modulation$/;
+
+/** Helios (HeliosTransformer3DModel): its output table is HeliosOutputNorm's, with no top-level one. */
+function isHelios(base: BaseView): boolean {
+  return base.index.has('norm_out.scale_shift_table') && !base.index.has('scale_shift_table');
+}
+
+// ambiguous: stops the search, so that no other layout lands it on a table by its tail.
+const HELIOS_HEAD_MISS: LayoutResolution = {
+  found: false, ambiguous: true, candidates: [],
+  why: "is Wan's output adaLN table (head.modulation, diffusers' top-level scale_shift_table), which Helios does not have "
+    + "(its output norm's table, norm_out.scale_shift_table, is Helios' own, and diffusers' Wan LoRA converter does not load a change of it): merge it into a Wan model",
 };
