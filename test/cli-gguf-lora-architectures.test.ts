@@ -4,7 +4,8 @@
  * as the script's --base reads them): Gemma 2 and 3 (no q/k permutation, no output head), Phi-3
  * (fused qkv_proj on attn_qkv, gate_up_proj on ffn_up), Mixtral (llama: q/k permuted, experts
  * w1/w2/w3 stacked), Qwen2-MoE / Qwen3-MoE (experts, shared expert, routers), Nanbeige and SmolLM3
- * (q/k permuted as llama's), OLMo 3 (olmo2), Seed-OSS, Dream, Hy3 (router mlp.router.gate, shared
+ * (q/k permuted as llama's), OLMo 3 (olmo2), Seed-OSS, Dream, openPangu-Embedded, RND1 (Qwen3-MoE's
+ * names), LLaDA (its own model.transformer.… names, q/k permuted as llama's), Hy3 (router mlp.router.gate, shared
  * expert mlp.shared_mlp) and Laguna (attention gate g_proj, shared expert mlp.shared_expert). A PEFT LoRA on the
  * experts becomes one 3-D pair per stacked tensor, as the script's torch.stack of LoraTorchTensors
  * writes it: lora_a ne [in, r, experts], lora_b ne [r, out, experts]; merged into the GGUF base,
@@ -80,6 +81,18 @@ const ARCHS: Record<string, Arch> = {
   olmo3: { cls: 'Olmo3ForCausalLM', arch: 'olmo2', weights: [embed, head, ...attention(), ...mlp] },
   seed_oss: { cls: 'SeedOssForCausalLM', arch: 'seed_oss', weights: [embed, head, ...attention(), ...mlp] },
   dream: { cls: 'DreamModel', arch: 'dream', weights: [embed, head, ...attention(), ...mlp] },
+  pangu_embedded: { cls: 'PanguEmbeddedForCausalLM', arch: 'pangu-embedded', weights: [embed, head, ...attention(), ...mlp] },
+  // RND1 (a Qwen2MoeModel): Qwen3-MoE's names, router mlp.gate, experts stacked.
+  rnd1: { cls: 'RND1', arch: 'rnd1', config: { num_experts: E }, weights: [embed, head, ...attention(), ...qwenExperts] },
+  // LLaDA: its own model.transformer.… names, q and k permuted (LLaDAModel.permute, llama's order).
+  llada: {
+    cls: 'LLaDAModelLM', arch: 'llada', permuted: true,
+    weights: [
+      { hf: 'model.transformer.wte.weight', gguf: 'token_embd.weight', out: VOCAB, in: H }, { hf: 'model.transformer.ff_out.weight', gguf: 'output.weight', out: VOCAB, in: H },
+      ...attention().map((w): Weight => ({ ...w, hf: (w.hf as string).replace('model.layers.0.self_attn.', 'model.transformer.blocks.0.').replace('o_proj', 'attn_out') })),
+      ...mlp.map((w, i): Weight => ({ ...w, hf: `model.transformer.blocks.0.${['ff_proj', 'up_proj', 'ff_out'][i]}.weight` })),
+    ],
+  },
   // Hy3's checkpoint names: router mlp.router.gate, shared expert mlp.shared_mlp.
   hy_v3: {
     cls: 'HYV3ForCausalLM', arch: 'hy_v3', config: { num_experts: E },
@@ -140,7 +153,7 @@ function adapter(a: Arch, options: { only?: number[]; ranks?: Record<string, num
   const g = () => Math.fround(0.1 * (rand() - 0.5));
   const modules: Module[] = [];
   for (const w of a.weights) {
-    if (w === embed || w === head || w.gguf.includes('gate_inp')) continue;
+    if (w.gguf === 'token_embd.weight' || w.gguf === 'output.weight' || w.gguf.includes('gate_inp')) continue;
     for (const e of w.experts ? options.only ?? [0, 1, 2, 3] : [undefined]) {
       const path = (typeof w.hf === 'string' ? w.hf : w.hf(e!)).replace(/\.weight$/, '');
       const rank = options.ranks?.[path] ?? 4;
@@ -151,7 +164,7 @@ function adapter(a: Arch, options: { only?: number[]; ranks?: Record<string, num
     { name: `base_model.model.${m.path}.lora_A.weight`, dtype: 'F32' as const, shape: [m.rank, m.in], data: m.a },
     { name: `base_model.model.${m.path}.lora_B.weight`, dtype: 'F32' as const, shape: [m.out, m.rank], data: m.b },
   ]);
-  const config = { peft_type: 'LORA', r: 4, lora_alpha: 16, rank_pattern: options.ranks ?? {}, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'qkv_proj', 'gate_proj', 'up_proj', 'down_proj', 'gate_up_proj', 'w1', 'w2', 'w3', 'g_proj'] };
+  const config = { peft_type: 'LORA', r: 4, lora_alpha: 16, rank_pattern: options.ranks ?? {}, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'qkv_proj', 'gate_proj', 'up_proj', 'down_proj', 'gate_up_proj', 'w1', 'w2', 'w3', 'g_proj', 'attn_out', 'ff_proj', 'ff_out'] };
   return { modules, files: { 'peft/adapter_config.json': JSON.stringify(config), 'peft/adapter_model.safetensors': buildSafetensors(tensors) } };
 }
 

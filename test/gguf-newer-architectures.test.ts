@@ -103,6 +103,28 @@ const lagunaMetadata: [string, MetaValue][] = [
   ['laguna.leading_dense_block_count', u32(1)], ['laguna.attention.sliding_window', u32(512)],
 ];
 
+/**
+ * Ernie4_5Model's split of a fused qkv_proj ((heads + 2·kv heads)·head_dim rows: q, then k, then
+ * v), written out: attn_q row g is qkv row g, attn_k row g is row Q + g, attn_v row g is row
+ * Q + KV + g; nothing permuted.
+ */
+const ernieQkv = (b: number): Landing[] => [
+  { tensor: `blk.${b}.attn_q.weight`, cell: (g, col) => [g, col] },
+  { tensor: `blk.${b}.attn_k.weight`, cell: (g, col) => [Q + g, col] },
+  { tensor: `blk.${b}.attn_v.weight`, cell: (g, col) => [Q + KV + g, col] },
+];
+/** Its split of up_gate_proj (2·FFN rows): the first FFN rows are ffn_gate's, the last FFN ffn_up's. */
+const ernieUpGate = (b: number): Landing[] => [
+  { tensor: `blk.${b}.ffn_gate.weight`, cell: (g, col) => [g, col] },
+  { tensor: `blk.${b}.ffn_up.weight`, cell: (g, col) => [FFN + g, col] },
+];
+/** ERNIE 4.5's dense blocks as the converter writes them: no q/k norms. */
+const ernieBlock = (b: number): Tensors => [...attention(b).filter(([n]) => !/attn_[qk]_norm/.test(n)), ...denseMlp(b)];
+const ernieMetadata = (arch: string, blocks: number): [string, MetaValue][] => [
+  [`${arch}.block_count`, u32(blocks)], [`${arch}.attention.head_count`, u32(HEADS)], [`${arch}.attention.head_count_kv`, u32(KV_HEADS)],
+  [`${arch}.rope.dimension_count`, u32(HEAD_DIM)], [`${arch}.vocab_size`, u32(VOCAB)],
+];
+
 const CASES: Case[] = [
   {
     // tencent/Hy3's own checkpoint names (remote code): mlp.router.gate, mlp.shared_mlp.
@@ -275,6 +297,32 @@ const CASES: Case[] = [
       { module: 'model.language_model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
     ],
   },
+  {
+    // ERNIE-4.5-0.3B's original fused modules (tied head: no output tensor), split by
+    // Ernie4_5Model.modify_tensors into attn_q/attn_k/attn_v and ffn_gate/ffn_up by rows.
+    name: 'ernie4_5 (ERNIE 4.5, fused qkv_proj and up_gate_proj)', arch: 'ernie4_5', hfModel: 'baidu/ERNIE-4.5-0.3B-PT', rank: 2, alpha: 4,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...ernieBlock(0), ...ernieBlock(1), ['output_norm.weight', [HIDDEN]]],
+    metadata: ernieMetadata('ernie4_5', 2),
+    targets: [
+      { module: 'model.layers.0.self_attn.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: ernieQkv(0) },
+      { module: 'model.layers.1.self_attn.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: ernieQkv(1) },
+      { module: 'model.layers.0.mlp.up_gate_proj', out: 2 * FFN, in: HIDDEN, lands: ernieUpGate(0) },
+      { module: 'model.layers.1.mlp.up_gate_proj', out: 2 * FFN, in: HIDDEN, lands: ernieUpGate(1) },
+      { module: 'model.layers.1.self_attn.o_proj', out: HIDDEN, in: Q, lands: whole('blk.1.attn_output.weight') },
+      { module: 'model.layers.0.mlp.down_proj', out: HIDDEN, in: FFN, lands: whole('blk.0.ffn_down.weight') },
+    ],
+  },
+  {
+    // PaddleOCR-VL's language model with the fused modules under its checkpoint's `model.` names:
+    // PaddleOCRModel inherits Ernie4_5Model's split.
+    name: 'paddleocr (PaddleOCR-VL, fused qkv_proj and up_gate_proj)', arch: 'paddleocr', hfModel: 'PaddlePaddle/PaddleOCR-VL', rank: 2, alpha: 4,
+    tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...ernieBlock(0), ['output_norm.weight', [HIDDEN]]],
+    metadata: ernieMetadata('paddleocr', 1),
+    targets: [
+      { module: 'model.layers.0.self_attn.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: ernieQkv(0) },
+      { module: 'model.layers.0.mlp.up_gate_proj', out: 2 * FFN, in: HIDDEN, lands: ernieUpGate(0) },
+    ],
+  },
 ];
 
 const baseGguf = (c: Case) => cellBaseGguf(c, [
@@ -349,6 +397,93 @@ describe('Hy3 from its Hugging Face folder: the MTP block the converter keeps as
       num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, head_dim: HEAD_DIM, num_experts: EXPERTS, vocab_size: VOCAB, first_k_dense_replace: 1,
     };
     const dir = temp.make({ 'hf/config.json': JSON.stringify(config), 'hf/model.safetensors': buildSafetensors(hf), 'base.gguf': baseGguf(c).bytes });
+    mkdirSync(join(dir, 'peft'));
+    for (const [name, data] of Object.entries(cellPeftAdapter(c).files)) writeFileSync(join(dir, 'peft', name), data);
+    await convertLora({ adapter: join(dir, 'peft'), base: join(dir, 'base.gguf'), out: join(dir, 'from-gguf.gguf') });
+    await convertLora({ adapter: join(dir, 'peft'), base: join(dir, 'hf'), out: join(dir, 'from-hf.gguf') });
+    const [fromGguf, fromHf] = ['from-gguf.gguf', 'from-hf.gguf'].map((f) => readFileSync(join(dir, f)));
+    expect(fromHf.length).toBeGreaterThan(0);
+    expect(Buffer.compare(fromHf, fromGguf)).toBe(0);
+  });
+});
+
+describe('ERNIE 4.5 fused modules the converter does not split, or whose rows do not fit, are refused', () => {
+  const dense = CASES.find((x) => x.arch === 'ernie4_5')!;
+  const problemsOf = async (c: CellCase, targets: Target[]) => {
+    const prepared = await prepareMerge(memoryInputFileSet({ [`${c.arch}-tiny-BF16.gguf`]: baseGguf(c as Case).bytes }, 'base'), [{ files: memoryInputFileSet(cellPeftAdapter(c, targets).files, 'lora') }]);
+    const messages = prepared.plan.problems.map((p) => p.message);
+    await prepared.close();
+    return messages;
+  };
+
+  it('refuses qkv_proj and up_gate_proj on an ernie4_5-moe GGUF (Ernie4_5MoeModel does not split them), one line each', async () => {
+    const moeCase: Case = {
+      name: 'ernie4_5-moe', arch: 'ernie4_5-moe', hfModel: 'baidu/ERNIE-4.5-21B-A3B-PT', rank: 2, alpha: 4,
+      tensors: [['token_embd.weight', [HIDDEN, VOCAB]], ...ernieBlock(0), ...attention(1).filter(([n]) => !/attn_[qk]_norm/.test(n)), ...moe(1), ...head],
+      metadata: [
+        ...ernieMetadata('ernie4_5-moe', 2), ['ernie4_5-moe.expert_count', u32(EXPERTS)], ['ernie4_5-moe.expert_used_count', u32(2)],
+        ['ernie4_5-moe.leading_dense_block_count', u32(1)], ['ernie4_5-moe.interleave_moe_layer_step', u32(1)],
+      ],
+      targets: [],
+    };
+    const targets: Target[] = [
+      { module: 'model.layers.0.self_attn.qkv_proj', out: Q + 2 * KV, in: HIDDEN, lands: [] },
+      { module: 'model.layers.0.mlp.up_gate_proj', out: 2 * FFN, in: HIDDEN, lands: [] },
+    ];
+    const messages = await problemsOf(moeCase, targets);
+    expect(messages).toHaveLength(2);
+    for (const [i, t] of targets.entries()) {
+      expect(messages[i]).toContain(`module "${t.module}"`);
+      expect(messages[i]).toContain('Ernie4_5MoeModel');
+    }
+  });
+
+  it('refuses a fused qkv_proj or up_gate_proj whose rows are not the GGUF tensors\' together, naming the module', async () => {
+    const targets: Target[] = [
+      { module: 'model.layers.0.self_attn.qkv_proj', out: Q + 2 * KV + HEAD_DIM, in: HIDDEN, lands: [] },
+      { module: 'model.layers.1.mlp.up_gate_proj', out: 2 * FFN - 2, in: HIDDEN, lands: [] },
+    ];
+    const messages = await problemsOf(dense, targets);
+    expect(messages).toHaveLength(2);
+    for (const [i, t] of targets.entries()) expect(messages[i]).toContain(`module "${t.module}"`);
+    expect(messages[0]).toContain('ΔW rows 64–71 land nowhere');
+    expect(messages[1]).toContain('the placement needs 96 ΔW rows, ΔW has 94');
+  });
+});
+
+describe('convert --base <Hugging Face folder> for LLaDA, RND1 and openPangu-Embedded: the GGUF base\'s names and row order', () => {
+  const folderCases: [string, string, Record<string, unknown>, [string, number, number][]][] = [
+    ['llada', 'LLaDAModelLM', { model_type: 'llada', n_layers: 2, n_heads: HEADS, n_kv_heads: KV_HEADS, d_model: HIDDEN, vocab_size: VOCAB, mlp_hidden_size: FFN }, [
+      ['model.transformer.wte', VOCAB, HIDDEN], ['model.transformer.ff_out', VOCAB, HIDDEN],
+      ...[0, 1].flatMap((b): [string, number, number][] => [
+        [`model.transformer.blocks.${b}.q_proj`, Q, HIDDEN], [`model.transformer.blocks.${b}.k_proj`, KV, HIDDEN], [`model.transformer.blocks.${b}.v_proj`, KV, HIDDEN],
+        [`model.transformer.blocks.${b}.attn_out`, HIDDEN, Q], [`model.transformer.blocks.${b}.ff_proj`, FFN, HIDDEN],
+        [`model.transformer.blocks.${b}.up_proj`, FFN, HIDDEN], [`model.transformer.blocks.${b}.ff_out`, HIDDEN, FFN],
+      ]),
+    ]],
+    ['rnd1', 'RND1', { model_type: 'rnd1', num_hidden_layers: 1, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, hidden_size: HIDDEN, num_experts: EXPERTS, vocab_size: VOCAB }, [
+      ['model.embed_tokens', VOCAB, HIDDEN], ['lm_head', VOCAB, HIDDEN],
+      ['model.layers.0.self_attn.q_proj', Q, HIDDEN], ['model.layers.0.self_attn.k_proj', KV, HIDDEN], ['model.layers.0.self_attn.v_proj', KV, HIDDEN],
+      ['model.layers.0.self_attn.o_proj', HIDDEN, Q], ['model.layers.0.mlp.gate', EXPERTS, HIDDEN],
+      ...Array.from({ length: EXPERTS }, (_, e): [string, number, number][] => [
+        [`model.layers.0.mlp.experts.${e}.gate_proj`, EXPERT_FFN, HIDDEN], [`model.layers.0.mlp.experts.${e}.up_proj`, EXPERT_FFN, HIDDEN],
+        [`model.layers.0.mlp.experts.${e}.down_proj`, HIDDEN, EXPERT_FFN],
+      ]).flat(),
+    ]],
+    ['pangu-embedded', 'PanguEmbeddedForCausalLM', { model_type: 'PanguEmbedded', num_hidden_layers: 1, num_attention_heads: HEADS, num_key_value_heads: KV_HEADS, hidden_size: HIDDEN, vocab_size: VOCAB }, [
+      ['model.embed_tokens', VOCAB, HIDDEN], ['lm_head', VOCAB, HIDDEN],
+      ['model.layers.0.self_attn.q_proj', Q, HIDDEN], ['model.layers.0.self_attn.k_proj', KV, HIDDEN], ['model.layers.0.self_attn.v_proj', KV, HIDDEN],
+      ['model.layers.0.self_attn.o_proj', HIDDEN, Q], ['model.layers.0.mlp.gate_proj', FFN, HIDDEN], ['model.layers.0.mlp.up_proj', FFN, HIDDEN],
+      ['model.layers.0.mlp.down_proj', HIDDEN, FFN],
+    ]],
+  ];
+  it.each(folderCases)('%s (%s): the LoRA converted against the folder is the one converted against the GGUF, byte for byte', async (arch, cls, config, shapes) => {
+    const c = CASES.find((x) => x.arch === arch)!;
+    // The checkpoint's weights (out, in), bf16 zeros: config.json and the shapes are all --base reads.
+    const hf: FixtureTensor[] = shapes.map(([name, out, inF]) => ({ name: `${name}.weight`, dtype: 'BF16', shape: [out, inF], data: new Float64Array(out * inF) }));
+    const dir = temp.make({
+      'hf/config.json': JSON.stringify({ architectures: [cls], ...config }), 'hf/model.safetensors': buildSafetensors(hf), 'base.gguf': baseGguf(c).bytes,
+    });
     mkdirSync(join(dir, 'peft'));
     for (const [name, data] of Object.entries(cellPeftAdapter(c).files)) writeFileSync(join(dir, 'peft', name), data);
     await convertLora({ adapter: join(dir, 'peft'), base: join(dir, 'base.gguf'), out: join(dir, 'from-gguf.gguf') });

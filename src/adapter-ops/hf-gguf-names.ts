@@ -126,6 +126,22 @@ const HF_CLASSES: Readonly<Record<string, HfClass>> = {
   Olmo3ForCausalLM: { arch: 'olmo2', names: [...ATTENTION_MLP, HEAD] },
   SeedOssForCausalLM: { arch: 'seed_oss', names: [...ATTENTION_MLP, HEAD] },
   DreamModel: { arch: 'dream', names: [...ATTENTION_MLP, HEAD] },
+  // PanguEmbeddedModel: TextModel's plain mapping (the head left out when tied, as the folder then has none).
+  PanguEmbeddedForCausalLM: { arch: 'pangu-embedded', names: [...ATTENTION_MLP, HEAD] },
+  // RND1Model, a Qwen2MoeModel: Qwen3-MoE's names, router mlp.gate, experts stacked (num_experts).
+  RND1: { arch: 'rnd1', names: [...ATTENTION_MLP, HEAD, rename(`${L}\\.mlp\\.gate`, 'blk.$1.ffn_gate_inp')], experts: QWEN_EXPERTS, fusedExperts: true },
+  // LLaDAModel: the checkpoint's own names (tensor_mapping.py), its counts under OLMo's keys
+  // (n_layers, n_heads, n_kv_heads); q and k permuted by the layout as LLaDAModel.permute does.
+  LLaDAModelLM: {
+    arch: 'llada',
+    names: [
+      rename('model\\.transformer\\.wte', 'token_embd'), rename('model\\.transformer\\.ff_out', 'output'),
+      ...([
+        ['q_proj', 'attn_q'], ['k_proj', 'attn_k'], ['v_proj', 'attn_v'], ['attn_out', 'attn_output'],
+        ['ff_proj', 'ffn_gate'], ['up_proj', 'ffn_up'], ['ff_out', 'ffn_down'],
+      ] as const).map(([hf, gguf]) => rename(`model\\.transformer\\.blocks\\.(\\d+)\\.${hf}`, `blk.$1.${gguf}`)),
+    ],
+  },
   // HYV3Model: the checkpoint's router `mlp.router.gate`, shared expert `mlp.shared_mlp` (transformers
   // 5's `mlp.gate`, `mlp.shared_experts`), experts stacked; the MTP layers (`model.layers.N` past
   // num_hidden_layers) kept as the last blocks, their `eh_proj` on nextn.eh_proj.
@@ -172,12 +188,13 @@ export function ggufNamesOfHfModel(base: BaseModel, config: ModelConfig | undefi
     const v = key in text ? text[key] : raw[key];
     return Number.isSafeInteger(v) && (v as number) > 0 ? (v as number) : undefined;
   };
-  const heads = count('num_attention_heads');
+  // In the converter's find_hparam order (LLaDA's config.json has OLMo's n_layers, n_heads, n_kv_heads).
+  const heads = count('num_attention_heads') ?? count('n_heads');
   const metadata = new Map<string, unknown>([
     ['general.architecture', arch],
-    [`${arch}.block_count`, count('num_hidden_layers')],
+    [`${arch}.block_count`, count('n_layers') ?? count('num_hidden_layers')],
     [`${arch}.attention.head_count`, heads],
-    [`${arch}.attention.head_count_kv`, count('num_key_value_heads') ?? heads],
+    [`${arch}.attention.head_count_kv`, count('num_key_value_heads') ?? count('n_kv_heads') ?? heads],
   ]);
   const tensors = new Map<string, { shape: readonly number[] }>();
   // Stacked expert tensors: each expert's (out, in) by index, stacked once all are read.

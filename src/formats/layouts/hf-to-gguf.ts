@@ -17,7 +17,8 @@
  *   the converter lays it out;
  * - a module the converter splits by rows lands on each part: Granite's shared MLP `input_linear`
  *   (gate, then up) on ffn_gate_shexp/ffn_up_shexp (ffn_gate/ffn_up without experts), InternLM2's
- *   grouped `wqkv` on attn_q, attn_k and attn_v, DeepSeek's MLA `kv_b_proj` on attn_k_b (each
+ *   grouped `wqkv` on attn_q, attn_k and attn_v, ERNIE 4.5's and PaddleOCR-VL's fused `qkv_proj`
+ *   (in order) on attn_q, attn_k, attn_v and `up_gate_proj` (gate, then up) on ffn_gate/ffn_up, DeepSeek's MLA `kv_b_proj` on attn_k_b (each
  *   head's key rows transposed) and attn_v_b (also for DeepSeek-V3.2 and GLM-5, with their
  *   sparse attention's indexer by name);
  * - multi-token-prediction (nextn) layers where the converter keeps them, as the last blocks, their
@@ -82,10 +83,11 @@ interface Rule {
   /** InternLM2's grouped wqkv, which the converter splits into attn_q, attn_k, attn_v and permutes. */
   groupedQkv?: true;
   /**
-   * A fused qkv (all q rows, then k, then v) the converter splits into attn_q, attn_k and attn_v,
-   * permuting q and k as LlamaModel.permute does (BailingMoeModel).
+   * A fused qkv (all q rows, then k, then v) the converter splits into attn_q, attn_k and attn_v:
+   * `permuted` permutes q and k as LlamaModel.permute does (BailingMoeModel), `plain` keeps every
+   * row's order (Ernie4_5Model).
    */
-  splitQkv?: true;
+  splitQkv?: 'permuted' | 'plain';
   /** DeepSeek's MLA kv_b_proj, which the converter splits per head into attn_k_b (transposed) and attn_v_b. */
   mlaKvB?: true;
   /**
@@ -232,6 +234,26 @@ const PHI3: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_qkv'),
   rule(`${L}\\.mlp\\.gate_up_proj`, 'blk.$1.ffn_up'),
 ];
+/**
+ * ERNIE 4.5's fused `self_attn.qkv_proj` and `mlp.up_gate_proj` (its original checkpoints; the
+ * transformers port has q/k/v and gate/up) on what Ernie4_5Model.modify_tensors splits them into:
+ * qkv's rows in order into attn_q, attn_k and attn_v (`split([q, k, v], dim=0)`, nothing
+ * permuted), up_gate's first half into ffn_gate and its second half into ffn_up (the converter's
+ * order, whatever the name says).
+ */
+const ERNIE_FUSED: readonly Rule[] = [
+  rule(`${L}\\.self_attn\\.qkv_proj`, 'blk.$1.attn_q', { splitQkv: 'plain' }),
+  rule(`${L}\\.mlp\\.up_gate_proj`, 'blk.$1.ffn_gate', { upperHalf: { tensor: 'blk.$1.ffn_up' } }),
+];
+/**
+ * Ernie4_5MoeModel.modify_tensors bypasses that split (ModelBase.modify_tensors) and ernie4_5-moe
+ * has no attn_qkv, so convert_hf_to_gguf cannot convert a checkpoint holding these modules; where
+ * their rows would go is not the converter's to say.
+ */
+const ERNIE_MOE_FUSED: readonly Rule[] = ERNIE_FUSED.map((r) => ({
+  ...r,
+  refuse: 'names a fused ERNIE 4.5 module, which convert_hf_to_gguf splits for dense ERNIE 4.5 (Ernie4_5Model) but not for the MoE (Ernie4_5MoeModel, whose ernie4_5-moe GGUF is converted from separate q_proj/k_proj/v_proj and gate_proj/up_proj): train the adapter on the checkpoint with separate projections',
+}));
 /** Phi-2 (PhiForCausalLM): the attention output is `dense`, the MLP `fc1` (up) and `fc2` (down), no gate. */
 const PHI2: readonly Rule[] = [
   rule(`${L}\\.self_attn\\.dense`, 'blk.$1.attn_output'),
@@ -428,7 +450,7 @@ const BAILINGMOE2: readonly Rule[] = [
  */
 const BAILINGMOE: readonly Rule[] = [
   rule('model\\.word_embeddings', 'token_embd'),
-  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_q', { splitQkv: true }),
+  rule(`${L}\\.attention\\.query_key_value`, 'blk.$1.attn_q', { splitQkv: 'permuted' }),
   rule(`${L}\\.attention\\.dense`, 'blk.$1.attn_output'),
   rule('lm_head', 'output', {
     refuse: "convert_hf_to_gguf (BailingMoeModel) divides each column of lm_head by its L2 norm when the config's norm_head is set, which the GGUF does not record, so ΔW cannot be matched: merge into the safetensors model and convert that",
@@ -802,19 +824,21 @@ export const HF_TO_GGUF_RULES: Readonly<Record<string, readonly Rule[]>> = {
   phi2: [...COMMON, ...QK, ...PHI2],
   // Command R / Aya (CommandR2Model), Command R7B / Aya Expanse (Cohere2Model), StableLM
   // (StableLMModel), Nemotron-4 / Minitron (NemotronModel), ERNIE 4.5 (Ernie4_5Model; transformers'
-  // separate q/k/v and gate/up, which its converter also splits the original fused ones into),
+  // separate q/k/v and gate/up; the original fused qkv_proj and up_gate_proj by rows, ERNIE_FUSED),
   // EXAONE 4 (Exaone4Model) and StarCoder2: TextModel's plain mapping, q and k as they are.
   'command-r': [...COMMON, ...QK],
   cohere2: [...COMMON, ...QK],
   stablelm: [...COMMON, ...QK],
   nemotron: [...COMMON, ...QK],
-  ernie4_5: [...COMMON, ...QK],
+  ernie4_5: [...COMMON, ...QK, ...ERNIE_FUSED],
   // PaddleOCR-VL's language model (PaddleOCRModel, an Ernie4_5Model): ERNIE 4.5's names, under
   // `model.` in its own checkpoint and `model.language_model.` in transformers'; its SigLIP tower
-  // (`visual.`) and projector (`mlp_AR.`, transformers' `projector.`) go to the mmproj file.
-  paddleocr: [...COMMON, ...QK],
-  // ERNIE 4.5 MoE (Ernie4_5MoeModel): as ERNIE 4.5, with the router, experts and shared experts.
-  'ernie4_5-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS)],
+  // (`visual.`) and projector (`mlp_AR.`, transformers' `projector.`) go to the mmproj file; fused
+  // qkv_proj and up_gate_proj split as ERNIE 4.5's (PaddleOCRModel inherits the split).
+  paddleocr: [...COMMON, ...QK, ...ERNIE_FUSED],
+  // ERNIE 4.5 MoE (Ernie4_5MoeModel): as ERNIE 4.5, with the router, experts and shared experts;
+  // fused qkv_proj and up_gate_proj refused (ERNIE_MOE_FUSED).
+  'ernie4_5-moe': [...COMMON, ...QK, ...SHARED_EXPERTS_MOE, ...fusedExperts(CHUNKED_EXPERTS), ...ERNIE_MOE_FUSED],
   exaone4: [...COMMON, ...QK],
   starcoder2: [...COMMON, ...QK, ...STARCODER2],
   exaone: EXAONE,
@@ -1183,15 +1207,26 @@ function resolveGroupedQkv(block: string, arch: string, base: BaseView): LayoutR
 }
 
 /**
- * A fused qkv (q rows, then k, then v) on the tensors BailingMoeModel.modify_tensors splits it
- * into: attn_q and attn_k permuted as LlamaModel.permute does (q by the heads, k by the kv heads),
- * attn_v as it is. The parts' sizes are the tensors' rows.
+ * A fused qkv (q rows, then k, then v) on the tensors a converter splits it into, the parts' sizes
+ * being the tensors' rows: BailingMoeModel.modify_tensors permutes attn_q and attn_k as
+ * LlamaModel.permute does (q by the heads, k by the kv heads; `permute`), Ernie4_5Model's
+ * `split([q, k, v], dim=0)` keeps the rows in order; attn_v is as it is in both.
  */
-function resolveSplitQkv(block: string, arch: string, base: BaseView): LayoutResolution {
+function resolveSplitQkv(block: string, arch: string, base: BaseView, permute: boolean): LayoutResolution {
   const split = splitQkvTensors(block, arch, base);
   if ('miss' in split) return split.miss;
   const { q, k, v, counts: { heads, kvHeads, headsKey, kvKey } } = split;
   const [qRows, kRows, vRows] = [q, k, v].map((key) => base.shape(key)![0]);
+  if (!permute) {
+    return {
+      found: true,
+      targets: [
+        { baseKey: q, rows: [{ src: 0, dst: 0, count: qRows }] },
+        { baseKey: k, rows: [{ src: qRows, dst: 0, count: kRows }] },
+        { baseKey: v, rows: [{ src: qRows + kRows, dst: 0, count: vRows }] },
+      ],
+    };
+  }
   const qPermuted = ropeRows(q, qRows, heads, headsKey);
   if (!Array.isArray(qPermuted)) return qPermuted;
   const kPermuted = ropeRows(k, kRows, kvHeads, kvKey);
@@ -1386,7 +1421,7 @@ function resolveRule(r: Rule, m: RegExpExecArray, arch: string, base: BaseView):
   if (r.fused) return resolveFusedExperts(r.fused, m[1], arch, base);
   if (r.upperHalf) return resolveHalves(r, m[1], base);
   if (r.groupedQkv) return resolveGroupedQkv(m[1], arch, base);
-  if (r.splitQkv) return resolveSplitQkv(m[1], arch, base);
+  if (r.splitQkv) return resolveSplitQkv(m[1], arch, base, r.splitQkv === 'permuted');
   const name = r.tensor.replace('$1', m[1]);
   if (r.expert !== undefined) {
     const expert = Number(m[r.expert]);
