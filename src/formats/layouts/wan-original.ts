@@ -10,7 +10,8 @@
  * diffusers' `norm2` (the script swaps norm2 and norm3: Wan calls them in the order norm1, norm3,
  * norm2); the q/k RMSNorms (`self_attn.norm_q` → `attn1.norm_q`, `cross_attn.norm_k_img` →
  * `attn2.norm_added_k`, one weight of `dim` across the heads in both); the image embedder's
- * LayerNorms (`img_emb.proj.0`, `.4` → `image_embedder.norm1`, `norm2`). The values are the same
+ * LayerNorms (`img_emb.proj.0`, `.4` → `image_embedder.norm1`, `norm2`), and FLF2V's position embedding of its
+ * image tokens (`img_emb.emb_pos` → `image_embedder.pos_embed`, (1, 514, 1280) in both). The values are the same
  * tensors under other names. A module named `norm2` can only mean diffusers' norm: Wan's norm2 (and
  * diffusers' norm3) has no parameters, so no file holds a change of it.
  *
@@ -72,6 +73,9 @@ export const WAN_RULES: readonly RenameRule[] = [
   oneToOne('img_emb.proj.1', 'condition_embedder.image_embedder.ff.net.0.proj'),
   oneToOne('img_emb.proj.3', 'condition_embedder.image_embedder.ff.net.2'),
   oneToOne('img_emb.proj.4', 'condition_embedder.image_embedder.norm2'),
+  // FLF2V's (and SkyReels-V2's) learned position embedding of the two frames' CLIP tokens, a
+  // parameter (1, 514, 1280) in both namings, renamed whole (convert_wan_to_diffusers.py).
+  oneToOne('img_emb.emb_pos:', 'condition_embedder.image_embedder.pos_embed:'),
   oneToOne('head.head', 'proj_out'),
   // SkyReels-V2 (a Wan 2.1 fine-tune; convert_skyreelsv2_to_diffusers.py): its frame-rate
   // conditioning's MLP, Sequential(Linear, SiLU, Linear) in Skywork's files, diffusers' FeedForward.
