@@ -137,7 +137,7 @@ beforeAll(async () => {
   browser = await puppeteer.launch({
     executablePath: chromiumPath(),
     headless: true,
-    args: ['--no-sandbox', '--headless=new', '--disable-background-networking', '--disable-component-update',
+    args: ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--no-sandbox', '--headless=new', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-quic'],
   });
 }, 60_000);
@@ -173,15 +173,15 @@ async function openPage(isolated: boolean): Promise<{ page: Page; errors: string
 interface PageMerge { isolated: boolean; pool: boolean; unavailable: string | null; description: string; problems: string[]; jobs: string[]; files: Record<string, string> }
 
 /** Merges the base and adapter in the page with the library on the CPU (its worker pool where the page may have one). */
-async function mergeInPage(page: Page): Promise<PageMerge> {
+async function mergeInPage(page: Page, kind: 'cpu' | 'webgpu' = 'cpu'): Promise<PageMerge> {
   const b64 = (files: Record<string, string | Uint8Array>) => Object.fromEntries(Object.entries(files).map(([k, v]) => [k, typeof v === 'string' ? v : Buffer.from(v).toString('base64')]));
   // A string, not a function: the test runner rewrites import() inside functions it compiles.
-  const script = `(async (base, adapter) => {
+  const script = `(async (base, adapter, kind) => {
     const lib = await import('/src/index.ts');
     const bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
     const files = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, k.endsWith('.json') ? v : bytes(v)]));
     const pool = lib.createBrowserCpuWorkerPool({ threads: 2 });
-    const backend = await lib.createBackend({ kind: 'cpu', cpuPool: () => pool });
+    const backend = await lib.createBackend({ kind, cpuPool: () => pool });
     const prepared = await lib.prepareMerge(lib.memoryInputFileSet(files(base), 'base'), [{ files: lib.memoryInputFileSet(files(adapter), 'adapter1'), weight: 1 }]);
     const problems = prepared.plan.problems.map(String);
     const output = lib.createBlobOutputTarget();
@@ -201,7 +201,7 @@ async function mergeInPage(page: Page): Promise<PageMerge> {
       out[f.path] = btoa(s);
     }
     return { isolated: crossOriginIsolated, pool: pool !== undefined, unavailable: lib.browserCpuPoolUnavailable() ?? null, description, problems, jobs: window.postedJobs, files: out };
-  })(${JSON.stringify(b64(hfModelFolder(BASE, CONFIG)))}, ${JSON.stringify(b64(ADAPTER))})`;
+  })(${JSON.stringify(b64(hfModelFolder(BASE, CONFIG)))}, ${JSON.stringify(b64(ADAPTER))}, '${kind}')`;
   return (await page.evaluate(script)) as PageMerge;
 }
 
@@ -248,6 +248,20 @@ describe("DeepSeek-V4's FP4 experts merged in Chromium on the CPU backend", () =
       expect(result.pool).toBe(false);
       expect(result.unavailable).toMatch(/cross-origin isolat/);
       expect(result.jobs).toEqual([]);
+      expectTruth(result);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+    }
+  }, 60_000);
+
+  it('on the WebGPU backend: its CPU executor\'s Web Workers decode and re-quantize them, the same bytes', async () => {
+    const { page, errors } = await openPage(true);
+    try {
+      const result = await mergeInPage(page, 'webgpu');
+      expect(result.description).toMatch(/^WebGPU: .*, with 2 CPU threads for what the GPU leaves to the CPU$/);
+      expect(result.jobs.filter((j) => j === 'decode:deepseek-fp4').length).toBeGreaterThan(0);
+      expect(result.jobs.filter((j) => j === 'comfy:fp4-e8m0').length).toBeGreaterThan(0);
       expectTruth(result);
       expect(errors).toEqual([]);
     } finally {
