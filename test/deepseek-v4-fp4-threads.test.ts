@@ -7,7 +7,8 @@
  * with every scale byte (subnormal values from scale bytes 0–3, the largest finite 250–254), ties
  * between E2M1 values, −0, f32 subnormals, groups at the quantizer's floor, and values past f32
  * (Inf, NaN) refused in the same line. Then one expert in DeepSeek's names with a PEFT LoRA
- * (`target_parameters`), merged through the pipeline on each kind of backend: float64 truth's bytes.
+ * (`target_parameters`), merged through the pipeline on each kind of backend (WebGPU too, its CPU
+ * executor's threads doing the FP4 rows): float64 truth's bytes.
  */
 import { describe, expect, it } from 'vitest';
 import { deepseekPowerOfTwoScale, e8m0Byte, e8m0Value, fp4Quantize, fp4QuantizeOn, fp4ViewTensor, type Fp4Weight } from '../src/formats/deepseek-v4-fp4.js';
@@ -18,6 +19,8 @@ import { threadBackends } from './helpers/thread-backends.js';
 import { hfModelFolder, peftFolder, prepareOne } from './helpers/hf-folder.js';
 import { rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
 import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
+import { createWebGpuBackend } from '../src/engine/create-backend.js';
+import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
 
 const threads = threadBackends();
 const rand = seededRandom(20261208);
@@ -249,7 +252,7 @@ describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the valu
     expect(e8m0Value(255)).toBeNaN();
   });
 
-  it('an expert merged through the pipeline on two threads (shared slabs, the pool\'s scratch) and on one: float64 truth\'s codes and scales each way', async () => {
+  it('an expert merged through the pipeline on two threads (shared slabs, the pool\'s scratch), on one and on WebGPU: float64 truth\'s codes and scales each way', async () => {
     // One routed expert's w2 (hidden 512, moe_intermediate 256) in DeepSeek's names, slabs of 75 000 values (above the pool's floor).
     const HIDDEN = 512, INTER = 256, r = 2;
     const { packed, scales } = randomFp4(HIDDEN, INTER, () => 119 + Math.floor(rand() * 5));
@@ -295,6 +298,23 @@ describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the valu
       const out = await mergeOn(backend);
       sameBits(out.get(`${stem}.weight`)!.bytes, wantCodes);
       sameBits(out.get(`${stem}.scale`)!.bytes, wantScales);
+    }
+    // WebGPU hands the FP4 rows to its CPU executor's threads (Dawn's adapter here; none: nothing to check).
+    const nodeGpu = await getNodeGpu();
+    const pool = threads.pool(2, { sharedSlabs: false });
+    const gpu = await createWebGpuBackend(nodeGpu.gpu, undefined, () => pool).catch((e: unknown) => {
+      if ((e as { code?: string }).code === 'GPU_UNAVAILABLE') return undefined;
+      throw e;
+    });
+    if (gpu) {
+      try {
+        const out = await mergeOn(gpu);
+        sameBits(out.get(`${stem}.weight`)!.bytes, wantCodes);
+        sameBits(out.get(`${stem}.scale`)!.bytes, wantScales);
+        expect([pool.sent.decodePieces > 0, pool.sent.comfyCodePieces > 0]).toEqual([true, true]);
+      } finally {
+        gpu.dispose();
+      }
     }
   });
 });

@@ -15,6 +15,9 @@ import { BufferPool } from '../../buffer-pool.js';
 import { DTYPE_BYTES } from '../../dtype.js';
 import { MergeError, throwIfAborted } from '../../errors.js';
 import type { MergeBackend, MergeOp } from '../merge-op.js';
+import type { RowSource } from '../../formats/row-decoders.js';
+import type { Fp8Encoding, Fp8Rows } from '../../formats/fp8-block-codes.js';
+import type { ComfyRows } from '../../formats/comfy-requantize.js';
 import { checkOp } from '../op-shape.js';
 import { hasColumnNorms, resolveWholeOp } from '../column-norms.js';
 import { f32KernelBound, U_WGSL } from '../exact/error-bounds.js';
@@ -172,6 +175,24 @@ export class WebGpuBackend implements MergeBackend {
    */
   columnSumsOfSquares(op: MergeOp, signal?: AbortSignal): Promise<Float64Array> {
     return this.enqueue(() => this.cpu().columnSumsOfSquares!(op, signal));
+  }
+
+  // Quantized rows decoded and re-quantized on the CPU executor's worker threads (none of it is GPU
+  // work): without these the pipeline runs them on the calling thread, same bytes, one core.
+  decodeRows(source: RowSource, r0: number, r1: number, signal?: AbortSignal, out?: Float32Array): Promise<Float32Array | undefined> {
+    return this.cpuBackend.decodeRows?.(source, r0, r1, signal, out) ?? Promise.resolve(undefined);
+  }
+
+  fp8Maxima(rows: Fp8Rows, signal?: AbortSignal): Promise<Float32Array | undefined> {
+    return this.cpuBackend.fp8Maxima?.(rows, signal) ?? Promise.resolve(undefined);
+  }
+
+  fp8Codes(rows: Fp8Rows, enc: Fp8Encoding, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    return this.cpuBackend.fp8Codes?.(rows, enc, signal) ?? Promise.resolve(undefined);
+  }
+
+  comfyCodes(rows: ComfyRows, signal?: AbortSignal): Promise<Uint8Array | undefined> {
+    return this.cpuBackend.comfyCodes?.(rows, signal) ?? Promise.resolve(undefined);
   }
 
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
