@@ -17,16 +17,14 @@
  *
  * usage: npm run build:lib && node bench/fp4-run.mjs [reps=1] [--baseline DIR]   (also run by `npm run bench`; `--skip fp4` leaves it out)
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { createSafetensorsWriter } from '../dist/formats/safetensors-writer.js';
 import { createXorshift } from './fill-random.mjs';
 import { fileSink } from './file-sink.mjs';
+import { sha256, standaloneRunNode } from './standalone-child.mjs';
 
 /** DeepSeek-V4-Flash's hidden size and routed experts' width; routed experts merged. */
 const HIDDEN = 7168, INTER = 2048, EXPERTS = 4, RANK = 16;
@@ -92,11 +90,6 @@ async function writeAdapter(dir) {
   return dir;
 }
 
-async function sha256(path) {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk);
-  return hash.digest('hex');
-}
 
 /** The main thread's share of the user CPU, where /proc gave it. */
 const mainCpu = (r) => (r.mainUserSeconds === undefined ? '' : ` (main thread ${r.mainUserSeconds.toFixed(2)} s)`);
@@ -177,24 +170,7 @@ export function printFp4Table(c) {
 /** Run alone: `node bench/fp4-run.mjs [reps=1] [--baseline DIR]` (after `npm run build:lib`), in a temporary folder. */
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const preload = pathToFileURL(join(root, 'bench', 'rss-preload.mjs')).href;
-  const runNode = async (script, args, cwd) => {
-    const tag = Math.random().toString(36).slice(2);
-    const rssFile = join(cwd, `rss-${tag}`), usageFile = join(cwd, `usage-${tag}`);
-    const t0 = performance.now();
-    const stderr = await new Promise((done, fail) => {
-      const child = spawn(process.execPath, ['--import', preload, script, ...args], { cwd, env: { ...process.env, LORAMERGE_BENCH_RSS_FILE: rssFile, LORAMERGE_BENCH_USAGE_FILE: usageFile }, stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      child.stderr.on('data', (d) => (err += d));
-      child.on('close', (code) => (code === 0 ? done(err) : fail(new Error(`${script} exited ${code}: ${err}`))));
-    });
-    const seconds = (performance.now() - t0) / 1000;
-    const rssMiB = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) / 1024;
-    const usage = JSON.parse(await readFile(usageFile, 'utf8'));
-    await rm(rssFile, { force: true });
-    await rm(usageFile, { force: true });
-    return { seconds, rssMiB, usage, stderr };
-  };
+  const runNode = standaloneRunNode(root);
   const dir = await mkdtemp(join(tmpdir(), 'loramerge-fp4-bench-'));
   try {
     const args = process.argv.slice(2);

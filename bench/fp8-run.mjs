@@ -21,16 +21,14 @@
  *
  * usage: npm run build:lib && node bench/fp8-run.mjs [reps=1] [--baseline DIR] [--only TEXT]   (also run by `npm run bench`; `--skip fp8` leaves it out)
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { createSafetensorsWriter } from '../dist/formats/safetensors-writer.js';
 import { createXorshift } from './fill-random.mjs';
 import { fileSink } from './file-sink.mjs';
+import { sha256, standaloneRunNode } from './standalone-child.mjs';
 
 /** FLUX.1's hidden size; its double blocks' MLPs are hidden × 4·hidden. */
 const FLUX_HIDDEN = 3072;
@@ -157,11 +155,6 @@ export async function writeBlockFp8(dir) {
 /** The main thread's share of the user CPU, where /proc gave it. */
 const mainCpu = (r) => (r.mainUserSeconds === undefined ? '' : ` (main thread ${r.mainUserSeconds.toFixed(2)} s)`);
 
-async function sha256(path) {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk);
-  return hash.digest('hex');
-}
 
 /**
  * Both cases: each written into `dir`, merged with --threads 2 and --threads 1, best of `reps` each;
@@ -234,23 +227,7 @@ export function printFp8Table(cases) {
 /** Run alone: `node bench/fp8-run.mjs [reps=1]` (after `npm run build:lib`), in a temporary folder. */
 if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const preload = pathToFileURL(join(root, 'bench', 'rss-preload.mjs')).href;
-  const runNode = async (script, args, cwd) => {
-    const rssFile = join(cwd, 'rss'), usageFile = join(cwd, 'usage');
-    const t0 = performance.now();
-    const stderr = await new Promise((done, fail) => {
-      const child = spawn(process.execPath, ['--import', preload, script, ...args], { cwd, env: { ...process.env, LORAMERGE_BENCH_RSS_FILE: rssFile, LORAMERGE_BENCH_USAGE_FILE: usageFile }, stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      child.stderr.on('data', (d) => (err += d));
-      child.on('close', (code) => (code === 0 ? done(err) : fail(new Error(`${script} exited ${code}: ${err}`))));
-    });
-    const seconds = (performance.now() - t0) / 1000;
-    const rssMiB = Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) / 1024;
-    const usage = JSON.parse(await readFile(usageFile, 'utf8'));
-    await rm(rssFile, { force: true });
-    await rm(usageFile, { force: true });
-    return { seconds, rssMiB, usage, stderr };
-  };
+  const runNode = standaloneRunNode(root);
   const dir = await mkdtemp(join(tmpdir(), 'loramerge-fp8-bench-'));
   try {
     const args = process.argv.slice(2);
