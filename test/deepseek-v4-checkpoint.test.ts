@@ -14,6 +14,7 @@ import { createNodeBackend } from '../src/node.js';
 import { decodeValues, roundForDType, seededRandom, f8BitsSaturating, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { fp8CheckpointFixtures, mergeRaw, rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
+import { fp4QuantizeTruth, fp4Value, log2Ceil } from './helpers/deepseek-fp4-truth.js';
 
 const rand = seededRandom(4404);
 let backend: MergeBackend;
@@ -24,9 +25,6 @@ afterAll(() => backend.dispose());
 const merge = (prepared: PreparedMerge, outDtype?: 'BF16' | 'F32') => mergeRaw(prepared, backend, outDtype);
 
 const HIDDEN = 256, Q_RANK = 192, KV = 64, VOCAB = 16, E = 2, INTER = 64, r = 2;
-const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
-/** DeepSeek's convert.py FP4_TABLE: code 8 (−0) is +0. */
-const fp4Value = (code: number) => (code & 8 ? (code === 8 ? 0 : -E2M1[code & 7]) : E2M1[code]);
 const e8m0 = (byte: number) => 2 ** (byte - 127);
 
 /** A plain raw tensor (dtypes the fixtures do not encode are given as bytes). */
@@ -92,11 +90,6 @@ function realValues(stem: string): { values: Float64Array; rows: number; cols: n
   return { rows, cols, values };
 }
 
-/** ⌈log2 x⌉ of an f32 by its bits, as DeepSeek's fast_log2_ceil. */
-function log2Ceil(x: number): number {
-  const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-  return ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-}
 /** DeepSeek's scale for a block of largest magnitude amax: 2^⌈log2(f32(max(amax, floor) · f32(1/max)))⌉. */
 const powerOfTwo = (amax: number, max: number, floor: number) => 2 ** log2Ceil(Math.fround(Math.max(Math.fround(amax), Math.fround(floor)) * Math.fround(1 / max)));
 
@@ -117,29 +110,6 @@ function fp8Truth(w: Float64Array, rows: number, cols: number): [Uint8Array, Uin
   return [codes, scales];
 }
 
-/** The nearest E2M1 code of q (clamped to ±6), ties to the even code, −0 for negatives rounding to 0. */
-function e2m1(q: number): number {
-  const a = Math.min(Math.abs(q), 6);
-  let best = 0;
-  for (let c = 1; c < 8; c++) {
-    const d = Math.abs(E2M1[c] - a) - Math.abs(E2M1[best] - a);
-    if (d < 0 || (d === 0 && c % 2 === 0)) best = c;
-  }
-  return (q < 0 ? 8 : 0) | best;
-}
-/** W' (f32) quantized to FP4 groups of 32 with E8M0 scales: [packed codes, scale bytes]. */
-function fp4Truth(w: Float64Array, rows: number, cols: number): [Uint8Array, Uint8Array] {
-  const scales = new Uint8Array((rows * cols) / 32);
-  const packed = new Uint8Array((rows * cols) / 2);
-  for (let g = 0; g < scales.length; g++) {
-    let amax = 0;
-    for (let k = 0; k < 32; k++) amax = Math.max(amax, Math.abs(w[g * 32 + k]));
-    const s = powerOfTwo(amax, 6, 6 * 2 ** -126);
-    scales[g] = Math.log2(s) + 127;
-    for (let k = 0; k < 32; k++) packed[(g * 32 + k) >> 1] |= e2m1(w[g * 32 + k] / s) << (k & 1 ? 4 : 0);
-  }
-  return [packed, scales];
-}
 
 /** B·A (out × in) of PEFT factors given as values. */
 function ba(B: Float64Array, A: Float64Array, out: number, inF: number, rank: number): Float64Array {
@@ -199,7 +169,7 @@ describe('DeepSeek-V4-Flash (DeepSeek\'s names, fp8 with E8M0 block scales, FP4 
       if (w.dtype === 'BF16') continue; // the head: checked below
       const { values, rows, cols } = realValues(stem);
       const truth = values.map((v, i) => Math.fround(v + S * delta[i]));
-      const [codes, scales] = w.dtype === 'I8' ? fp4Truth(truth, rows, cols) : fp8Truth(truth, rows, cols);
+      const [codes, scales] = w.dtype === 'I8' ? fp4QuantizeTruth(truth) : fp8Truth(truth, rows, cols);
       expect(got.bytes, `${stem}.weight`).toEqual(codes);
       expect(out.tensors.get(`${stem}.scale`)!.bytes, `${stem}.scale`).toEqual(scales);
       expect(out.tensors.get(`${stem}.scale`)!.dtype).toBe('F8_E8M0');
@@ -252,7 +222,7 @@ describe('DeepSeek-V4-Flash (DeepSeek\'s names, fp8 with E8M0 block scales, FP4 
     const out = await merge(await prepare(hfModelFolder(f4, CONFIG), files));
     const { values, rows, cols } = realValues(stem);
     const delta = deltas.get(stem)!;
-    const [codes, scales] = fp4Truth(values.map((v, i) => Math.fround(v + S * delta[i])), rows, cols);
+    const [codes, scales] = fp4QuantizeTruth(values.map((v, i) => Math.fround(v + S * delta[i])));
     const got = out.tensors.get(`${stem}.weight`)!;
     expect([got.dtype, got.shape]).toEqual(['F4', [HIDDEN, INTER]]);
     expect(got.bytes).toEqual(codes);

@@ -18,13 +18,11 @@ import { REPO_ROOT } from './helpers/cli.js';
 import { seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder } from './helpers/hf-folder.js';
 import { rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
+import { fp4QuantizeTruth, fp4Value } from './helpers/deepseek-fp4-truth.js';
 
 const rand = seededRandom(20261209);
 // moe_intermediate 256 × hidden 512: 131 072 values a weight, above the size the CPU cuts among its threads.
 const HIDDEN = 512, INTER = 256, E = 2, r = 2, S = 2; // lora_alpha 4 / r 2
-const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
-/** DeepSeek's convert.py FP4_TABLE: code 8 (−0) is +0. */
-const fp4Value = (code: number) => (code & 8 ? (code === 8 ? 0 : -E2M1[code & 7]) : E2M1[code]);
 
 const raw = (name: string, dtype: string, shape: number[], data: Uint8Array): FixtureTensor => ({ name, dtype: dtype as FixtureDType, shape, data });
 const randomBytes = (n: number, pick: () => number) => Uint8Array.from({ length: n }, pick);
@@ -51,22 +49,6 @@ const ADAPTER = peftFolder({ r, lora_alpha: 4, peft_version: '0.19.1', target_mo
   { name: 'base_model.model.model.layers.0.mlp.experts.lora_B.weight', dtype: 'F32', shape: [HIDDEN, r * E], data: B },
 ]);
 
-/** ⌈log2 x⌉ of an f32 by its bits, as DeepSeek's fast_log2_ceil. */
-function log2Ceil(x: number): number {
-  const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-  return ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-}
-/** The nearest E2M1 code of q (clamped to ±6), ties to the even code, −0 for negatives rounding to 0. */
-function e2m1(q: number): number {
-  const a = Math.min(Math.abs(q), 6);
-  let best = 0;
-  for (let c = 1; c < 8; c++) {
-    const d = Math.abs(E2M1[c] - a) - Math.abs(E2M1[best] - a);
-    if (d < 0 || (d === 0 && c % 2 === 0)) best = c;
-  }
-  return (q < 0 ? 8 : 0) | best;
-}
-
 /**
  * Expert e's w2 merged in float64 (code × 2^(s − 127) + S·B_e·A_e, PEFT's interleaved experts:
  * A_e = rows e·r … of A, B_e[o][k] = B[o][k·E + e]), rounded once to f32, then quantized as
@@ -84,15 +66,7 @@ function w2Truth(e: number): [Uint8Array, Uint8Array] {
       w[at] = fp4Value(at & 1 ? packed[at >> 1] >> 4 : packed[at >> 1] & 15) * 2 ** (scale[Math.floor(at / 32)] - 127) + S * d;
     }
   }
-  const codes = new Uint8Array(w.length / 2), scales = new Uint8Array(w.length / 32);
-  for (let g = 0; g < scales.length; g++) {
-    let amax = 0;
-    for (let k = 0; k < 32; k++) amax = Math.max(amax, Math.abs(w[g * 32 + k]));
-    const x = log2Ceil(Math.fround(Math.max(amax, Math.fround(6 * 2 ** -126)) * Math.fround(1 / 6)));
-    scales[g] = x + 127;
-    for (let k = 0; k < 32; k++) codes[(g * 32 + k) >> 1] |= e2m1(w[g * 32 + k] / 2 ** x) << (k & 1 ? 4 : 0);
-  }
-  return [codes, scales];
+  return fp4QuantizeTruth(w);
 }
 
 /** The index of the first differing byte, or −1 (a plain loop: toEqual on 10⁵ bytes is slow). */

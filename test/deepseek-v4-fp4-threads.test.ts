@@ -18,6 +18,7 @@ import { seededRandom, type FixtureDType, type FixtureTensor } from './helpers/f
 import { threadBackends } from './helpers/thread-backends.js';
 import { hfModelFolder, peftFolder, prepareOne } from './helpers/hf-folder.js';
 import { rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
+import { fp4QuantizeTruth } from './helpers/deepseek-fp4-truth.js';
 import { createBlobOutputTarget, mergeModel, type MergeBackend } from '../src/index.js';
 import { createWebGpuBackend } from '../src/engine/create-backend.js';
 import { getNodeGpu } from '../src/engine/gpu/node-gpu.js';
@@ -139,30 +140,6 @@ function mergedValues(rows: number, cols: number): Float32Array {
   return values;
 }
 
-/** The float64 truth of DeepSeek's quantizer (kernel.py fp4_quant_kernel), written plainly: [codes, scale bytes]. */
-function quantizeTruth(values: Float32Array): [Uint8Array, Uint8Array] {
-  const codes = new Uint8Array(values.length / 2), scales = new Uint8Array(values.length / 32);
-  for (let g = 0; g < scales.length; g++) {
-    let amax = 0;
-    for (let k = 0; k < 32; k++) amax = Math.max(amax, Math.abs(values[g * 32 + k]));
-    const x = Math.fround(Math.max(amax, Math.fround(6 * 2 ** -126)) * Math.fround(1 / 6));
-    const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-    const e = ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-    scales[g] = e + 127;
-    for (let k = 0; k < 32; k++) {
-      const q = values[g * 32 + k] / 2 ** e;
-      const a = Math.min(Math.abs(q), 6);
-      let best = 0;
-      for (let c = 1; c < 8; c++) {
-        const d = Math.abs(MAGNITUDES[c] - a) - Math.abs(MAGNITUDES[best] - a);
-        if (d < 0 || (d === 0 && c % 2 === 0)) best = c;
-      }
-      codes[(g * 32 + k) >> 1] |= ((q < 0 || Object.is(q, -0) ? 8 : 0) | best) << (k & 1 ? 4 : 0);
-    }
-  }
-  return [codes, scales];
-}
-
 describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the value-by-value code and of float64 truth", () => {
   it('decodes every code with every finite scale byte as the previous decoder and float64 do, on any thread and for any byte range', async () => {
     const rows = 96, cols = 2048; // 196 Ki values: above the pool's floor
@@ -214,7 +191,7 @@ describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the valu
   it('quantizes W\' as the previous quantizer and float64 truth do (ties, −0, subnormals, the floor, the largest f32), on any thread, rows cut anywhere', async () => {
     const rows = 80, cols = 1024; // 80 Ki values: above the pool's floor
     const values = mergedValues(rows, cols);
-    const [wantCodes, wantScales] = quantizeTruth(values);
+    const [wantCodes, wantScales] = fp4QuantizeTruth(values);
     const previousScales = new Uint8Array(rows * cols / 32);
     sameBits(previousQuantize('e.weight', values, 0, cols, previousScales), wantCodes);
     sameBits(previousScales, wantScales);
@@ -280,7 +257,7 @@ describe("DeepSeek-V4's FP4 experts on the worker threads: the bytes of the valu
       for (let k = 0; k < r; k++) d += B[o * r + k] * A[k * INTER + c];
       return v + 2 * d;
     });
-    const [wantCodes, wantScales] = quantizeTruth(merged);
+    const [wantCodes, wantScales] = fp4QuantizeTruth(merged);
     const mergeOn = async (backend: MergeBackend) => {
       const prepared = await prepareOne(hfModelFolder(base, config), adapter);
       const output = createBlobOutputTarget();
