@@ -163,7 +163,10 @@ async function termPieces(update: TensorUpdate, t: PlannedTerm): Promise<UpdateP
     }
   }
   if (t.dora) {
-    const magnitude = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
+    const read = await readFloat(t.dora.file, t.dora.magnitude); // any shape → its values as a vector
+    // One norm per output row of a fused module on a tensor holding some of its rows: the tensor's
+    // rows of the magnitude (the plan's doraByOwnRows: the placement covers every row of it).
+    const magnitude = t.placement && t.dora.axis === 'out' ? placedMagnitude(read, t.placement, update.outFeatures, t) : read;
     const group = t.dora.group ? { group: t.dora.group } : {};
     const strength = t.dora.strength !== undefined ? { strength: t.dora.strength } : {};
     const floor = t.dora.normFloor !== undefined ? { normFloor: t.dora.normFloor } : {};
@@ -183,6 +186,16 @@ function placedRowValues<T extends Float32Array | Float64Array>(values: T, place
   const out = (own instanceof Float64Array ? new Float64Array(rows) : new Float32Array(rows)).fill(1) as T;
   for (const g of placement.segments) out.set(own.subarray(g.src, g.src + g.count), g.dst);
   return out;
+}
+
+/** Row dst of the tensor takes the magnitude of ΔW row src, each placed row once; its bytes as stored. */
+function placedMagnitude(m: FloatTensorBytes, placement: RowPlacement, rows: number, t: PlannedTerm): FloatTensorBytes {
+  const width = m.data.byteLength / placement.deltaRows;
+  const placed = placement.segments.reduce((n, g) => n + g.count, 0);
+  if (!Number.isInteger(width) || placed !== rows) throw new MergeError('PLAN_INVALID', `module "${t.moduleName}": its DoRA magnitude cannot be cut to the ${rows} rows of the tensor it lands on`);
+  const out = new Uint8Array(rows * width);
+  for (const g of placement.segments) out.set(m.data.subarray(g.src * width, (g.src + g.count) * width), g.dst * width);
+  return { dtype: m.dtype, data: out };
 }
 
 /** A rotation of ΔW's output rows in blocks, cut to the blocks the placement lands on the tensor's `rows` (whole blocks: the plan checks). */

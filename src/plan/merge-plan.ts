@@ -480,7 +480,7 @@ export async function buildMergePlan(base: BaseTensorIndex, adapters: readonly W
         : location.targets.every((t) => t.rows && isReordering(t.rows, placedRows(t, base.tensors.get(t.baseKey)?.shape)))
           ? 'whose rows the base stores in another order' : 'that lands on part of a tensor';
       const inParts = location.targets.length > 1 || location.targets[0].rows || location.targets[0].transposedBlocks || location.targets[0].columns;
-      if (module.dora && inParts) {
+      if (module.dora && inParts && !doraByOwnRows(module, location.targets, base)) {
         fail('UNSUPPORTED_FORMAT', `DoRA on a module ${landing} (${targets}) is not supported`);
         continue;
       }
@@ -1265,12 +1265,39 @@ function replacementShapeProblem(key: string, base: readonly number[], rep: read
   return true;
 }
 
+/**
+ * Can a DoRA module whose rows land on several tensors (a fused qkv onto split q, k, v) merge there
+ * exactly? Only with one norm per output row (PEFT, blissful-tuner, LyCORIS's `wd_on_output`): each
+ * row's norm reads that row alone, so each tensor takes its rows of ΔW and of the magnitude. Every
+ * tensor must take all its rows from the module, since DoRA rescales every row of the tensor it is
+ * merged on. A norm per input column runs over all the fused rows, which no split tensor holds.
+ * A module on one tensor, its rows reordered (a GGUF llama's q), is not taken here.
+ */
+function doraByOwnRows(module: AdapterModule, targets: readonly Placement[], base: BaseTensorIndex): boolean {
+  if (module.dora?.axis !== 'out' || module.experts || targets.length < 2) return false;
+  const keys = new Set(targets.map((t) => t.baseKey));
+  if (keys.size !== targets.length) return false;
+  // Each tensor one run of ΔW's rows, in order, filling it (rows a converter reorders stay refused).
+  return targets.every((t) => {
+    if (!t.rows || t.columns || t.transposedBlocks || t.stacked || t.experts || t.copy) return false;
+    const tensorRows = base.tensors.get(t.baseKey)?.shape[0];
+    const spans = [...t.rows].sort((x, y) => x.dst - y.dst);
+    let next = 0;
+    for (const g of spans) {
+      if (g.dst !== next || g.src - g.dst !== spans[0].src) return false;
+      next += g.count;
+    }
+    return next === tensorRows;
+  });
+}
+
 function planDora(module: AdapterModule, adapterIndex: number, file: SafetensorsFile, view: View, baseShape: readonly number[], fail: Fail): PlannedDora | null {
   const dora = module.dora!;
   // LyCORIS normalises a conv per input channel over (out, kh, kw): groups of kh·kw columns.
   const group = dora.axis === 'in' && view.inFeatures % Math.max(1, product(dora.magnitude.shape)) === 0
     ? view.inFeatures / Math.max(1, product(dora.magnitude.shape)) : 1;
-  const want = dora.axis === 'out' ? view.outFeatures : view.inFeatures / group;
+  // Placed by rows (a fused module onto split tensors: doraByOwnRows), the magnitude is ΔW's, one per row of it.
+  const want = dora.axis === 'out' ? view.placement?.deltaRows ?? view.outFeatures : view.inFeatures / group;
   if (product(dora.magnitude.shape) !== want) {
     fail('SHAPE_MISMATCH', `DoRA magnitude ${fmt(dora.magnitude.shape)} should have ${want} values (one per ${dora.axis === 'out' ? 'output' : 'input'} feature)`);
     return null;
