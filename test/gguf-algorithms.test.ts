@@ -6,7 +6,8 @@
  * the algorithms' definitions (W being the base's decoded values), merged in f32 and with the
  * types kept (blocks then equal the reference quantizer's for the f32 merge: requantized once), on
  * the CPU and on WebGPU. LoHa lands on llama's permuted q rows like a LoRA, a full diff on the
- * permuted k rows likewise, and so does a PEFT C3A block-circulant update; IA3 and DoRA there are refused by name.
+ * permuted k rows likewise, and so does a PEFT C3A block-circulant update; IA3 per output row there
+ * takes each row's factor to the row's GGUF place, and DoRA there is refused by name.
  */
 import { describe, expect, it } from 'vitest';
 import { createBlobOutputTarget, memoryInputFileSet, mergeModel, prepareMerge, type MergeBackend } from '../src/index.js';
@@ -182,9 +183,8 @@ describe.each(['cpu', 'webgpu'])('%s', (name) => {
   });
 });
 
-it('refuses IA3 and DoRA on llama\'s q rows (permuted for RoPE), naming the module in one short line', async () => {
+it('refuses DoRA on llama\'s q rows (permuted for RoPE), naming the module in one short line', async () => {
   const q = 'model.layers.0.self_attn.q_proj';
-  const ia3 = buildSafetensors([{ name: `${q}.weight`, dtype: 'F32', shape: [h], data: vals(h) }, { name: `${q}.on_input`, dtype: 'I64' as FixtureDType, shape: [], data: [0] }]);
   const doraPeft = {
     'adapter_config.json': JSON.stringify({ peft_type: 'LORA', r: 1, lora_alpha: 1, use_dora: true, target_modules: ['q_proj'] }),
     'adapter_model.safetensors': buildSafetensors([
@@ -193,12 +193,37 @@ it('refuses IA3 and DoRA on llama\'s q rows (permuted for RoPE), naming the modu
       { name: `base_model.model.${q}.lora_magnitude_vector`, dtype: 'F32', shape: [h], data: vals(h) },
     ]),
   };
-  for (const files of [{ 'ia3.safetensors': ia3 }, doraPeft]) {
-    const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(files, 'a') }]);
-    const messages = prepared.plan.problems.map((p) => p.message);
+  const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet(doraPeft, 'a') }]);
+  const messages = prepared.plan.problems.map((p) => p.message);
+  await prepared.close();
+  expect(messages).toHaveLength(1);
+  expect(messages[0]).toMatch(/^a: module "model\.layers\.0\.self_attn\.q_proj": DoRA on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported$/);
+});
+
+it('merges IA3 per output row on llama\'s q rows (permuted for RoPE): Hugging Face row o\'s factor scales GGUF row ggufRowOf(o), against float64 truth', async (ctx) => {
+  if (!backends.cpu) return ctx.skip();
+  const q = 'model.layers.0.self_attn.q_proj';
+  const s = 0.7;
+  const factors = vals(h, 'F32', 0.5);
+  const ia3 = buildSafetensors([{ name: `${q}.weight`, dtype: 'F32', shape: [h], data: factors }, { name: `${q}.on_input`, dtype: 'I64' as FixtureDType, shape: [], data: [0] }]);
+  const prepared = await prepareMerge(memoryInputFileSet(base.files, 'base'), [{ files: memoryInputFileSet({ 'ia3.safetensors': ia3 }, 'a'), weight: s }]);
+  try {
+    expect(prepared.plan.problems.map((p) => p.message)).toEqual([]);
+    const output = createBlobOutputTarget();
+    await mergeModel({ prepared, output, backend: backends.cpu, outDtype: 'f32' });
+    const [file] = output.files();
+    const out = readGguf(new Uint8Array(await file.blob.arrayBuffer()));
+    const got = tensorValues('F32', out.tensors.find((t) => t.name === Q)!.data);
+    const w = W(Q), want = w.slice();
+    for (let o = 0; o < h; o++) {
+      const row = ggufRowOf(o, h, heads);
+      for (let c = 0; c < h; c++) want[row * h + c] = w[row * h + c] * (1 + s * factors[o]);
+    }
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - Math.fround(want[i])));
+    expect(worst).toBe(0);
+  } finally {
     await prepared.close();
-    expect(messages).toHaveLength(1);
-    expect(messages[0]).toMatch(/^a: module "model\.layers\.0\.self_attn\.q_proj": (\(IA\)³|DoRA) on a module whose rows the base stores in another order \(blk\.0\.attn_q\.weight, its rows reordered\) is not supported$/);
   }
 });
 
