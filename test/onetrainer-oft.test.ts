@@ -193,6 +193,14 @@ describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file 
     expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false, coft_eps: 0.2 }) }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'config off wins');
     expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab' }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'after COFT');
   });
+  it('a file from after COFT (or with Scaled OFT) whose ot_config says oft_coft true merges unprojected: OneTrainer\'s forward there has no COFT', async () => {
+    const config = coftConfig({ oft_coft: true, coft_eps: 0.2 });
+    expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab', ot_config: config }, false)).tensors, otTruth(file, 1, trained, base), base, 'after COFT, config on');
+    const scaledOnly = TRAINED.filter((m) => m.scaled);
+    const scaledFile = otFile.filter((x) => scaledOnly.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(scaledFile, 1, { ...OT_HEADER, ot_revision: '23df3832', ot_config: config }) });
+    expectWeightsMerged(tensors, otTruth(scaledFile, 1, scaledOnly), base, 'Scaled OFT, config on');
+  });
   it('does not stand in for a missing ot_revision', async () => {
     const { ot_revision: _, ...noRevision } = OT_HEADER;
     const lines = await refusalsInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: [{ ...adapter(file, 1, noRevision)[0], oneTrainerCoft: false }] });
