@@ -12,7 +12,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { decodeValues, encodeValues, f8BitsSaturating, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { decodeValues, encodeValues, seededRandom, type FixtureTensor } from './helpers/fixtures.js';
+import { quantizeUe8m0Blocks } from './helpers/deepseek-ue8m0-truth.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { fp8CheckpointFixtures, mergeRaw } from './helpers/fp8-checkpoint-fixtures.js';
 
@@ -73,26 +74,9 @@ function realValues(m: string): { values: Float64Array; rows: number; cols: numb
   return { rows, cols, values: Float64Array.from(codes, (v, i) => v * scales[Math.floor(Math.floor(i / cols) / 128) * gc + Math.floor((i % cols) / 128)]) };
 }
 
-/** ⌈log2 x⌉ of an f32 from its bits (exponent, plus one if a mantissa bit is set). */
-function log2Ceil(x: number): number {
-  const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-  return ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-}
-
 /** W' (f32 values) re-quantized block by block: [e4m3 codes, F32 scale bytes]. */
 function quantize(w: Float64Array, rows: number, cols: number): [Uint8Array, Uint8Array] {
-  const gr = Math.ceil(rows / 128), gc = Math.ceil(cols / 128);
-  const scales: number[] = [];
-  const codes = new Uint8Array(rows * cols);
-  for (let br = 0; br < gr; br++) {
-    for (let bc = 0; bc < gc; bc++) {
-      let amax = 0;
-      for (let i = br * 128; i < Math.min(rows, br * 128 + 128); i++) for (let j = bc * 128; j < Math.min(cols, bc * 128 + 128); j++) amax = Math.max(amax, Math.abs(w[i * cols + j]));
-      const s = 2 ** log2Ceil(Math.fround(Math.max(amax, Math.fround(1e-4)) * Math.fround(1 / 448)));
-      scales.push(s);
-      for (let i = br * 128; i < Math.min(rows, br * 128 + 128); i++) for (let j = bc * 128; j < Math.min(cols, bc * 128 + 128); j++) codes[i * cols + j] = f8BitsSaturating(w[i * cols + j] / s, 'F8_E4M3');
-    }
-  }
+  const { codes, scales } = quantizeUe8m0Blocks(w, rows, cols);
   return [codes, f32Bytes(scales)];
 }
 

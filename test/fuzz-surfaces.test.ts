@@ -221,11 +221,12 @@ describeCliFuzz('fuzzing VeRA and PVeRA saved without their projections', {
 }, drawnWanted ? drawn : { ...drawn, runs: 0, cliRuns: 0 });
 
 // The newest surfaces (fuzz-new-surfaces.ts: modular_model_index.json pipelines, kandinskylab's
-// config_lora.json, DeepSeek-V4's E8M0 scales and packed FP4 experts): a property of their own,
+// config_lora.json, DeepSeek-V4's E8M0 scales and packed FP4 experts, OneTrainer OFT headers, DeepSeek-V3.1's
+// F32 ue8m0 scales): a property of their own,
 // FUZZ_NEW_RUNS, so that the mixed property's draws for a seed stay as they were.
 const newWanted = NEW_SURFACE_WORLDS.filter((k) => !process.env.FUZZ_SURFACE_WORLDS || process.env.FUZZ_SURFACE_WORLDS.split(',').map((w) => w.trim()).includes(k));
 const fresh = fuzzSettings('FUZZ_NEW_RUNS', 'FUZZ_NEW_CLI_RUNS', { runs: 90, cliRuns: 2 });
-describeCliFuzz('fuzzing modular pipeline indexes, Kandinsky 5 LoRA configs and DeepSeek-V4 FP4 checkpoints', {
+describeCliFuzz('fuzzing modular pipeline indexes, Kandinsky 5 LoRA configs, DeepSeek-V4 FP4 and V3.1 ue8m0 checkpoints and OneTrainer OFT headers', {
   name: 'fuzz new surfaces',
   cases: surfaceCases((newWanted.length ? newWanted : NEW_SURFACE_WORLDS).join(',')),
   prepare,

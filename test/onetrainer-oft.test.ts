@@ -21,6 +21,7 @@ import { FLUX, fluxBflTensors, tensor } from './helpers/diffusion-fixtures.js';
 import { buildSafetensors, seededRandom, tempDirs, type FixtureTensor } from './helpers/fixtures.js';
 import { mergeBackends, mergeInMemory, refusalsInMemory } from './helpers/merge-backends.js';
 import { expectWeightsMerged } from './helpers/merge-truth.js';
+import { otRotated } from './helpers/onetrainer-oft-truth.js';
 import { libraryWording } from '../src/library-wording.js';
 import { asksOneTrainerCoft } from '../src/formats/algorithms/onetrainer-oft.js';
 import { pageWording } from '../demo/page-wording.js';
@@ -67,62 +68,11 @@ const FILE = 'oft_sd15_OneTrainer.safetensors';
 
 const values = (tensors: readonly FixtureTensor[], name: string) => Float64Array.from(tensors.find((t) => t.name === name)!.data as ArrayLike<number>);
 
-function matmul(x: Float64Array, y: Float64Array, b: number): Float64Array {
-  const z = new Float64Array(b * b);
-  for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) for (let k = 0; k < b; k++) z[i * b + j] += x[i * b + k] * y[k * b + j];
-  return z;
-}
-
-/**
- * OneTrainer's block k: I + 2Q + 2Q² + 2Q³ + Q⁴ from row k's upper triangle (I + 2Q + 2Q² + 2Q³ + 2Q⁴
- * from its first commits), blended to I + s·(R − I).
- */
-function rotation(row: Float64Array, b: number, scaled: boolean, s: number, first = false): Float64Array {
-  const q = new Float64Array(b * b);
-  let at = 0;
-  for (let i = 0; i < b; i++) {
-    for (let j = i + 1; j < b; j++) {
-      const v = scaled ? row[at] / (2 * Math.sqrt(b - 1)) : row[at];
-      q[i * b + j] = v;
-      q[j * b + i] = -v;
-      at++;
-    }
-  }
-  const q2 = matmul(q, q, b), q3 = matmul(q2, q, b), q4 = matmul(q3, q, b);
-  return q.map((_, i) => {
-    const eye = Math.floor(i / b) === i % b ? 1 : 0;
-    const r = eye + 2 * q[i] + 2 * q2[i] + 2 * q3[i] + (first ? 2 : 1) * q4[i];
-    return eye + s * (r - eye);
-  });
-}
-
 function otTruth(file: readonly FixtureTensor[], s: number, trained = TRAINED, weights = base, coftEps?: number, first = false): Map<string, Float64Array> {
   const truth = new Map<string, Float64Array>();
   for (const m of trained) {
-    let vec = values(file, `${kohya(m.path)}.oft_R.weight`);
-    const n = (m.b * (m.b - 1)) / 2;
-    if (coftEps !== undefined && !m.conv) {
-      // COFT's _project_batch on a Linear: each skew block (‖Q‖² = 2·Σ row²) capped at ε/√rows.
-      const limit = coftEps / Math.sqrt(m.rows);
-      vec = vec.map((x, i) => {
-        const k = Math.floor(i / n);
-        const norm = Math.sqrt(2 * vec.subarray(k * n, (k + 1) * n).reduce((a, y) => a + y * y, 0));
-        return norm > limit ? (x * limit) / norm : x;
-      });
-    }
-    const w = values(weights, `${m.path}.weight`);
-    const out = w.slice();
-    for (let k = 0; k < m.inF / m.b; k++) {
-      const src = m.rows === 1 ? 0 : k;
-      const r = rotation(vec.subarray(src * n, (src + 1) * n), m.b, m.scaled !== undefined, s, first);
-      for (let o = 0; o < w.length / m.inF; o++) {
-        for (let c = 0; c < m.b; c++) {
-          let sum = 0;
-          for (let j = 0; j < m.b; j++) sum += w[o * m.inF + k * m.b + j] * (m.conv ? r[j * m.b + c] : r[c * m.b + j]);
-          out[o * m.inF + k * m.b + c] = sum;
-        }
-      }
-    }
+    const vec = values(file, `${kohya(m.path)}.oft_R.weight`);
+    const out = otRotated(values(weights, `${m.path}.weight`), vec, { ...m, scaled: m.scaled !== undefined }, s, coftEps, first);
     truth.set(`${m.path}.weight`, out);
   }
   return truth;
@@ -192,6 +142,14 @@ describe('COFT as the user says (oneTrainerCoft, --onetrainer-coft), for a file 
   it('the file\'s own ot_config wins over the user\'s word, and a file from after COFT ignores it', async () => {
     expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: '7c255ac4', ot_config: coftConfig({ oft_coft: false, coft_eps: 0.2 }) }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'config off wins');
     expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab' }, 0.2)).tensors, otTruth(file, 1, trained, base), base, 'after COFT');
+  });
+  it('a file from after COFT (or with Scaled OFT) whose ot_config says oft_coft true merges unprojected: OneTrainer\'s forward there has no COFT', async () => {
+    const config = coftConfig({ oft_coft: true, coft_eps: 0.2 });
+    expectWeightsMerged((await merge({ ...OT_HEADER, ot_revision: 'e928ddab', ot_config: config }, false)).tensors, otTruth(file, 1, trained, base), base, 'after COFT, config on');
+    const scaledOnly = TRAINED.filter((m) => m.scaled);
+    const scaledFile = otFile.filter((x) => scaledOnly.some((m) => x.name.startsWith(`${kohya(m.path)}.`)));
+    const { tensors } = await mergeInMemory({ backend: backends['cpu (js)']!, base: { 'v1-5-pruned.safetensors': buildSafetensors(base) }, adapters: adapter(scaledFile, 1, { ...OT_HEADER, ot_revision: '23df3832', ot_config: config }) });
+    expectWeightsMerged(tensors, otTruth(scaledFile, 1, scaledOnly), base, 'Scaled OFT, config on');
   });
   it('does not stand in for a missing ot_revision', async () => {
     const { ot_revision: _, ...noRevision } = OT_HEADER;

@@ -17,14 +17,22 @@
  *     inputs, and a PEFT LoRA in transformers 5's names (q_a_proj; the fused experts' down_proj by
  *     target_parameters), merged and written back as fp8 / FP4 (scales as DeepSeek's kernels compute
  *     them); hostile: a merged group's scale 255 (E8M0's NaN) or 2^127 under a code of 2 or more, a
- *     scale grid of the wrong shape, a zero-size tensor beside them.
+ *     scale grid of the wrong shape, a zero-size tensor beside them;
+ *   - `onetrainer-oft`: OneTrainer's OFT file (`<module>.oft_R.weight`, optional `.oft_R.scaled_oft`) on an
+ *     SD 1.5 UNet, its header's `ot_revision` (first-series, COFT-period, later commits; texts naming no
+ *     commit) and `ot_config` (COFT on, off, default ε; hostile: not JSON, an array, null, another
+ *     peft_type, oft_coft a string, coft_eps negative, 0 or a string), the marker absent, 1, or stray;
+ *   - `deepseek-v3-ue8m0`: DeepSeek-V3.1 (F32 weight_scale_inv under scale_fmt "ue8m0") with a PEFT LoRA;
+ *     hostile: a merged weight's scale no power of two, NaN, Inf or negative, its grid transposed.
  * The truth is float64 math from each tool's rule (kohya α/r; PEFT α/r or α/√r, alpha_pattern by the
- * module's name; DeepSeek's dequantization code × 2^(byte − 127), the merge rounded once to f32 and
- * quantized as DeepSeek's kernels do). Nothing here imports the library under test.
+ * module's name; DeepSeek's dequantization code × 2^(byte − 127) or × its F32 scale, the merge rounded once
+ * to f32 and quantized as DeepSeek's kernels do; OneTrainer's Cayley–Neumann series and COFT projection). Nothing here imports the library under test.
  */
 import fc from 'fast-check';
 import { e2m1CodeValue, f8BitsSaturating, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './fixtures.js';
 import { mm } from './dense-f64.js';
+import { otRotated } from './onetrainer-oft-truth.js';
+import { powerOfTwo, quantizeUe8m0Blocks } from './deepseek-ue8m0-truth.js';
 import { added, configScale, mergedF32, type Decoded, type DecodedTensor, type ExpectedMerge, type SpecFile, type SurfaceWorld, type Truth } from './fuzz-surfaces.js';
 
 const st = (name: string, dtype: FixtureDType, shape: number[], data: ArrayLike<number> | Uint8Array): FixtureTensor => ({ name, dtype, shape, data });
@@ -176,13 +184,6 @@ export const kandinskyConfigWorld: fc.Arbitrary<SurfaceWorld> = fc
 
 const D_H = 64, D_Q = 32, D_I = 32, D_E = 2, D_V = 8;
 const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
-/** ⌈log2 x⌉ of an f32 by its bits (DeepSeek's fast_log2_ceil). */
-function log2Ceil(x: number): number {
-  const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-  return ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-}
-/** DeepSeek's power-of-two scale of a block whose largest magnitude is amax. */
-const powerOfTwo = (amax: number, max: number, floor: number) => 2 ** log2Ceil(Math.fround(Math.max(Math.fround(amax), Math.fround(floor)) * Math.fround(1 / max)));
 /** The nearest E2M1 code of q clamped to ±6, ties to the even code, −0 (8) for a negative rounding to 0. */
 function e2m1Code(q: number): number {
   const a = Math.min(Math.abs(q), 6);
@@ -328,3 +329,206 @@ function f8Value(byte: number): number {
   if (e === 15 && m === 7) return NaN;
   return sign * (e === 0 ? m / 8 * 2 ** -6 : (1 + m / 8) * 2 ** (e - 7));
 }
+
+// --- OneTrainer OFT: ot_revision, ot_config, the Scaled OFT marker ---------------------------------
+
+const OT_Q = 'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q';
+const OT_CONV = 'down_blocks.0.resnets.0.conv1';
+const kohyaName = (path: string) => `lora_unet_${path.replace(/\./g, '_')}`;
+/** [module, base shape, in·kh·kw, block size, a Conv2d] of the SD 1.5 UNet layers the OFT file trains. */
+const OT_MODULES: [string, number[], number, number, boolean][] = [[OT_Q, [8, 12], 12, 4, false], [OT_CONV, [4, 2, 3, 3], 18, 6, true]];
+/** OneTrainer commits by period (onetrainer-revisions' lists) and revision texts that name no commit. */
+const FIRST_SERIES = ['1336b9b8', '607470f7', '75ee0917', '86ae3811'];
+const WITH_COFT = ['b46986d6', '7c255ac4', '7c255ac4afac', '3374137f'];
+const LATER = ['e928ddab', '23df3832', 'deadbeef0'];
+const NOT_COMMITS = ['git not installed', '', 'master', 'v1.0', '7c255ac4-dirty', '7c25', 'zzzzzzzz', '7c255ac4 7c255ac4'];
+type OtConfig = 'none' | 'coft-on' | 'coft-default' | 'coft-off' | 'no-coft' | 'not-json' | 'array' | 'null' | 'lora' | 'coft-string' | 'eps-negative' | 'eps-zero' | 'eps-string';
+
+const otConfigText = (c: OtConfig, eps: number): string | undefined => {
+  const base = { __version: 9, training_method: 'LORA', model_type: 'STABLE_DIFFUSION_15', peft_type: 'OFT_2', oft_block_size: 4, oft_block_share: false };
+  switch (c) {
+    case 'none': return undefined;
+    case 'coft-on': return JSON.stringify({ ...base, oft_coft: true, coft_eps: eps });
+    case 'coft-default': return JSON.stringify({ ...base, oft_coft: true });
+    case 'coft-off': return JSON.stringify({ ...base, oft_coft: false, coft_eps: eps });
+    case 'no-coft': return JSON.stringify(base);
+    case 'not-json': return '{"peft_type": "OFT_2", oft_coft: true';
+    case 'array': return JSON.stringify([{ ...base, oft_coft: true }]);
+    case 'null': return 'null';
+    case 'lora': return JSON.stringify({ ...base, peft_type: 'LORA', oft_coft: true });
+    case 'coft-string': return JSON.stringify({ ...base, oft_coft: 'true' });
+    case 'eps-negative': return JSON.stringify({ ...base, oft_coft: true, coft_eps: -eps });
+    case 'eps-zero': return JSON.stringify({ ...base, oft_coft: true, coft_eps: 0 });
+    case 'eps-string': return JSON.stringify({ ...base, oft_coft: true, coft_eps: String(eps) });
+  }
+};
+
+export const onetrainerOftWorld: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    revision: fc.oneof(
+      { arbitrary: fc.constantFrom(...FIRST_SERIES), weight: 3 }, { arbitrary: fc.constantFrom(...WITH_COFT), weight: 3 }, { arbitrary: fc.constantFrom(...LATER), weight: 2 },
+      { arbitrary: fc.constantFrom(...NOT_COMMITS, undefined), weight: 2 }, { arbitrary: fc.constantFrom('7C255AC4', ' 86ae3811\n'), weight: 1 },
+    ),
+    config: fc.oneof(
+      { arbitrary: fc.constantFrom<OtConfig>('none', 'coft-on', 'coft-default', 'coft-off', 'no-coft'), weight: 3 },
+      { arbitrary: fc.constantFrom<OtConfig>('not-json', 'array', 'null', 'lora', 'coft-string', 'eps-negative', 'eps-zero', 'eps-string'), weight: 1 },
+    ),
+    eps: fc.constantFrom(0.05, 0.2, 1),
+    // The Scaled OFT marker on every module (its value: OneTrainer's True, or a stray one).
+    scaled: fc.constantFrom<number | undefined>(undefined, undefined, undefined, undefined, 1, 1, 0, 2),
+    share: fc.boolean(), spread: fc.constantFrom(0.05, 0.3), seed: fc.integer(),
+  })
+  .map(({ revision, config, eps, scaled, share, spread, seed }) => {
+    const rand = seededRandom(seed);
+    const base: FixtureTensor[] = OT_MODULES.flatMap(([m, shape]) => [st(`${m}.weight`, 'F16', shape, vals(rand, shape.reduce((a, b) => a * b, 1), 'F16')), st(`${m}.bias`, 'F16', [shape[0]], vals(rand, shape[0], 'F16'))]);
+    const oft: FixtureTensor[] = OT_MODULES.flatMap(([m, , inF, b]) => {
+      const rows = share ? 1 : inF / b, n = (b * (b - 1)) / 2;
+      return [
+        st(`${kohyaName(m)}.oft_R.weight`, 'BF16', [rows, n], Array.from({ length: rows * n }, () => roundForDType((rand() * 2 - 1) * spread, 'BF16'))),
+        ...(scaled === undefined ? [] : [st(`${kohyaName(m)}.oft_R.scaled_oft`, 'BOOL' as FixtureDType, [], [scaled])]),
+      ];
+    });
+    const metadata: Record<string, string> = {
+      'modelspec.sai_model_spec': '1.0.0', 'modelspec.architecture': 'stable-diffusion-v1/lora', 'modelspec.implementation': 'https://github.com/huggingface/diffusers',
+      'modelspec.title': 'Stable Diffusion 1.5 LoRA', 'modelspec.date': '2026-12-07', ot_branch: 'master',
+    };
+    if (revision !== undefined) metadata.ot_revision = revision;
+    const configText = otConfigText(config, eps);
+    if (configText !== undefined) metadata.ot_config = configText;
+    // BOOL holds 0 or 1: a stray marker value is saved as bf16 (the saver's .to(dtype) writes it so).
+    if (scaled !== undefined && scaled !== 1) for (const t of oft) if (t.name.endsWith('scaled_oft')) t.dtype = 'BF16';
+    const files: Record<string, SpecFile> = {
+      'v1-5-pruned.safetensors': { kind: 'safetensors', tensors: base },
+      'ot/oft_sd15_OneTrainer.safetensors': { kind: 'safetensors', tensors: oft, metadata },
+    };
+    return {
+      name: `onetrainer-oft: ot_revision ${JSON.stringify(revision)}, ot_config ${config}${scaled === undefined ? '' : `, scaled_oft ${scaled}`}${share ? ', block share' : ''}`,
+      files, base: 'v1-5-pruned.safetensors', adapter: 'ot/oft_sd15_OneTrainer.safetensors', out: 'merged.safetensors', refusalsChecked: true,
+      truth: (d: Decoded, w: number): Truth => otTruth(d, w),
+    };
+  });
+
+/** OneTrainer's reading of its own header, from the rules its code followed (oft_utils.py across its history). */
+function otTruth(d: Decoded, w: number): Truth {
+  const header = d.headers.get('ot/oft_sd15_OneTrainer.safetensors') ?? {};
+  const first = kohyaName(OT_MODULES[0][0]);
+  const markers = OT_MODULES.map(([m]) => d.tensors.get(`ot/${kohyaName(m)}.oft_R.scaled_oft`)?.values[0]);
+  if (markers.some((v) => v !== undefined && v !== 1)) return { kind: 'invalid', why: 'a scaled_oft marker that is not True', names: first };
+  const scaled = markers.some((v) => v === 1);
+  if (scaled && markers.some((v) => v === undefined)) return { kind: 'unknown', why: 'a marker on some modules only (a mutation)' };
+  // `git rev-parse --short HEAD` writes lowercase hex; a commit's leading 7–40 digits, case and surrounding blanks aside.
+  const raw = header.ot_revision;
+  const rev = raw?.trim().toLowerCase();
+  const isCommit = rev !== undefined && /^[0-9a-f]{7,40}$/.test(rev);
+  const of = (list: string[]) => isCommit && list.some((c) => c.startsWith(rev) || rev.startsWith(c.slice(0, 8)));
+  if (isCommit && !of(FIRST_SERIES) && !of(WITH_COFT) && !of(LATER)) return { kind: 'unknown', why: `a revision not drawn: ${raw}` };
+  const firstSeries = of(FIRST_SERIES), hadCoft = firstSeries || of(WITH_COFT);
+  // Scaled OFT (29 May 2026) proves the current series, COFT gone; a commit from before it contradicts it.
+  if (scaled && hadCoft) return { kind: 'invalid', why: 'scaled_oft from a OneTrainer before Scaled OFT', names: first };
+  if (!scaled && !isCommit) return { kind: 'invalid', why: `ot_revision ${JSON.stringify(raw)} names no commit: which series cannot be told`, names: first };
+  let coftEps: number | undefined;
+  if (hadCoft && !scaled) {
+    const text = header.ot_config;
+    if (text === undefined) return { kind: 'invalid', why: 'COFT period, no ot_config', names: first };
+    let c: unknown;
+    try {
+      c = JSON.parse(text);
+    } catch {
+      return { kind: 'invalid', why: 'ot_config not JSON', names: first };
+    }
+    if (!isObject(c) || c.peft_type !== 'OFT_2' || (c.oft_coft !== undefined && typeof c.oft_coft !== 'boolean')) return { kind: 'invalid', why: 'ot_config not OneTrainer\'s OFT_2 config', names: first };
+    if (c.oft_coft === true) {
+      if (c.coft_eps === undefined) coftEps = 1e-4; // TrainConfig's default
+      else if (typeof c.coft_eps === 'number' && Number.isFinite(c.coft_eps) && c.coft_eps > 0) coftEps = c.coft_eps;
+      else return { kind: 'invalid', why: `coft_eps ${JSON.stringify(c.coft_eps)}`, names: first };
+    }
+  }
+  const merged = new Map<string, ExpectedMerge>();
+  for (const [m, shape, inF, b, conv] of OT_MODULES) {
+    const W = d.tensors.get(`/${m}.weight`)!.values, R = d.tensors.get(`ot/${kohyaName(m)}.oft_R.weight`)!;
+    if (R.shape.length !== 2 || R.shape[1] !== (b * (b - 1)) / 2 || (R.shape[0] !== 1 && R.shape[0] !== inF / b) || W.length !== shape.reduce((a, x) => a * x, 1)) return { kind: 'unknown', why: 'shapes mutated' };
+    const values = otRotated(W, R.values, { rows: R.shape[0], b, inF, conv, scaled }, w, coftEps, firstSeries);
+    let magnitude = 0;
+    for (const x of W) magnitude = Math.max(magnitude, Math.abs(x) * b * 4);
+    merged.set(`/${m}.weight`, { values, magnitude });
+  }
+  return { kind: 'expected', merged };
+}
+
+// --- DeepSeek-V3.1 / V3.2: F32 weight_scale_inv under scale_fmt "ue8m0" -----------------------------
+
+const V3_H = 160, V3_Q = 48, V3_I = 24;
+/** [module, out, in] of the fp8 weights a PEFT LoRA in transformers' DeepseekV3 names lands on. */
+const V3_TARGETS: [string, number, number][] = [['model.layers.0.self_attn.q_a_proj', V3_Q, V3_H], ['model.layers.0.mlp.experts.0.down_proj', V3_H, V3_I]];
+type V3Hostile = 'not-pow2' | 'nan' | 'inf' | 'negative' | 'grid-shape' | 'grid-dtype';
+
+export const deepseekV3Ue8m0World: fc.Arbitrary<SurfaceWorld> = fc
+  .record({
+    r: fc.integer({ min: 1, max: 3 }), alpha: fc.constantFrom(1, 2, 4), seed: fc.integer(), untouched: fc.boolean(),
+    hostile: fc.option(fc.record({ what: fc.constantFrom<V3Hostile>('not-pow2', 'nan', 'inf', 'negative', 'grid-shape', 'grid-dtype'), on: fc.nat(V3_TARGETS.length - 1), block: fc.nat(3) }), { freq: 2 }),
+  })
+  .map(({ r, alpha, seed, untouched, hostile }) => {
+    const rand = seededRandom(seed);
+    const e4m3 = () => { const b = Math.floor(rand() * 256); return (b & 0x78) === 0x78 ? b & 0xb7 : b; };
+    const fp8 = (m: string, out: number, inF: number, bad?: { what: V3Hostile; block: number }): FixtureTensor[] => {
+      let grid = [Math.ceil(out / 128), Math.ceil(inF / 128)];
+      const scales = Array.from({ length: grid[0] * grid[1] }, () => 2 ** (-12 + Math.floor(rand() * 6)));
+      const at = (bad?.block ?? 0) % scales.length;
+      if (bad?.what === 'not-pow2') scales[at] = 0.0005;
+      if (bad?.what === 'nan') scales[at] = NaN;
+      if (bad?.what === 'inf') scales[at] = Infinity;
+      if (bad?.what === 'negative') scales[at] = -scales[at];
+      if (bad?.what === 'grid-shape') grid = [grid[1], grid[0]];
+      return [
+        st(`${m}.weight`, 'F8_E4M3', [out, inF], Uint8Array.from({ length: out * inF }, e4m3)),
+        bad?.what === 'grid-dtype' ? st(`${m}.weight_scale_inv`, 'BF16', grid, scales) : st(`${m}.weight_scale_inv`, 'F32', grid, new Uint8Array(Float32Array.from(scales).buffer)),
+      ];
+    };
+    const base: FixtureTensor[] = [
+      st('model.embed_tokens.weight', 'BF16', [8, V3_H], vals(rand, 8 * V3_H)),
+      ...V3_TARGETS.flatMap(([m, out, inF], k) => fp8(m, out, inF, hostile?.on === k ? hostile : undefined)),
+      // An fp8 weight no module lands on, its scale no power of two where drawn: copied as stored.
+      ...fp8('model.layers.0.self_attn.o_proj', V3_H, 40, untouched ? { what: 'not-pow2', block: 0 } : undefined),
+      st('model.layers.0.mlp.gate.e_score_correction_bias', 'F32', [2], [0.125, -0.5]),
+      st('lm_head.weight', 'BF16', [8, V3_H], vals(rand, 8 * V3_H)),
+    ];
+    const factor = (n: number) => Array.from({ length: n }, () => Math.round((rand() * 2 - 1) * 64) / 1024);
+    const adapter = V3_TARGETS.flatMap(([m, out, inF]) => [st(`base_model.model.${m}.lora_A.weight`, 'F32', [r, inF], factor(r * inF)), st(`base_model.model.${m}.lora_B.weight`, 'F32', [out, r], factor(out * r))]);
+    const files: Record<string, SpecFile> = {
+      'v31/config.json': {
+        kind: 'json', value: {
+          architectures: ['DeepseekV3ForCausalLM'], model_type: 'deepseek_v3', torch_dtype: 'bfloat16', hidden_size: V3_H, q_lora_rank: V3_Q, num_hidden_layers: 1,
+          n_routed_experts: 1, moe_intermediate_size: V3_I, vocab_size: 8,
+          quantization_config: { activation_scheme: 'dynamic', fmt: 'e4m3', quant_method: 'fp8', scale_fmt: 'ue8m0', weight_block_size: [128, 128] },
+        },
+      },
+      'v31/model.safetensors': { kind: 'safetensors', tensors: base },
+      'peft/adapter_config.json': { kind: 'json', value: { peft_type: 'LORA', task_type: 'CAUSAL_LM', base_model_name_or_path: 'deepseek-ai/DeepSeek-V3.1', peft_version: '0.17.1', r, lora_alpha: alpha, target_modules: ['q_a_proj', 'down_proj'] } },
+      'peft/adapter_model.safetensors': { kind: 'safetensors', tensors: adapter },
+    };
+    return {
+      name: `deepseek-v3-ue8m0: F32 weight_scale_inv${untouched ? ', an untouched one no power of two' : ''}${hostile ? `, ${V3_TARGETS[hostile.on][0].split('.').pop()} ${hostile.what}` : ''}`,
+      files, base: 'v31', adapter: 'peft', out: 'merged', refusalsChecked: true,
+      truth: (d: Decoded, w: number): Truth => {
+        const scale = configScale(d, 'peft/adapter_config.json', 'lora_alpha', r, true);
+        if (typeof scale !== 'number') return scale;
+        const merged = new Map<string, ExpectedMerge>();
+        for (const [m, out, inF] of V3_TARGETS) {
+          const wt = d.tensors.get(`v31/${m}.weight`)!, sc = d.tensors.get(`v31/${m}.weight_scale_inv`)!;
+          const gr = Math.ceil(out / 128), gc = Math.ceil(inF / 128);
+          if ((sc.dtype !== 'F32' && sc.dtype !== 'BF16') || sc.shape.length !== 2 || sc.shape[0] !== gr || sc.shape[1] !== gc) return { kind: 'invalid', why: `${m}: a scale grid not (⌈out/128⌉, ⌈in/128⌉)`, names: `${m}.weight_scale_inv` };
+          // scale_fmt "ue8m0": every scale 2^k (DeepSeek's kernels compute no other); NaN, ±Inf, negatives and others contradict the config.
+          if (!sc.values.every((x) => x > 0 && Number.isFinite(x) && 2 ** Math.round(Math.log2(x)) === x)) return { kind: 'invalid', why: `${m}: a scale no power of two under ue8m0`, names: `${m}.weight_scale_inv` };
+          const W = wt.values.map((c, i) => c * sc.values[Math.floor(Math.floor(i / inF) / 128) * gc + Math.floor((i % inF) / 128)]);
+          const a = d.tensors.get(`peft/base_model.model.${m}.lora_A.weight`)!, b = d.tensors.get(`peft/base_model.model.${m}.lora_B.weight`)!;
+          const v = mergedF32(W, { layer: m, a, b, rank: r, scale: w * scale, rows: out, cols: inF });
+          if (!v) return { kind: 'invalid', why: `${m}: a merged value past f32` };
+          const { codes, scales } = quantizeUe8m0Blocks(v, out, inF);
+          if (!scales.every((q) => q >= 2 ** -126 && q <= 2 ** 127)) return { kind: 'unknown', why: `${m}: a scale past f32's normals` };
+          merged.set(`v31/${m}.weight`, { values: Float64Array.from(codes, (c) => f8Value(c)), magnitude: 0, exact: true });
+          merged.set(`v31/${m}.weight_scale_inv`, { values: Float64Array.from(scales), magnitude: 0, exact: true });
+        }
+        return { kind: 'expected', merged };
+      },
+    };
+  });

@@ -108,7 +108,7 @@ import { seventyBWorld, typeMixesWorld } from './fuzz-type-mixes.js';
 import { splitModulesWorld } from './fuzz-split-modules.js';
 import { splitExpertsWorld } from './fuzz-split-experts.js';
 import { t5AloneWorld } from './fuzz-t5-alone.js';
-import { deepseekV4World, kandinskyConfigWorld, modularIndexWorld } from './fuzz-new-surfaces.js';
+import { deepseekV3Ue8m0World, deepseekV4World, kandinskyConfigWorld, modularIndexWorld, onetrainerOftWorld } from './fuzz-new-surfaces.js';
 import { editedText, safetensorsHeaderProblem, textEdit, wellFormedUtf8, type TextEdit } from './json-text-edits.js';
 import {
   controlLora, diffusersNorm, diffusersRows, DOUBLE as FLUX_DOUBLE, fluxDevBfl, fluxDevDiffusers, fluxNorms, HEAD as FLUX_HEAD, identity, IN as FLUX_IN, R as FLUX_R,
@@ -3565,10 +3565,12 @@ export const SURFACE_WORLDS: Record<string, { weight: number; arbitrary: fc.Arbi
   'modular-index': { weight: 0, arbitrary: modularIndexWorld },
   'kandinsky-config': { weight: 0, arbitrary: kandinskyConfigWorld },
   'deepseek-v4': { weight: 0, arbitrary: deepseekV4World },
+  'onetrainer-oft': { weight: 0, arbitrary: onetrainerOftWorld },
+  'deepseek-v3-ue8m0': { weight: 0, arbitrary: deepseekV3Ue8m0World },
 };
 
 /** The newest surfaces' worlds (fuzz-new-surfaces.ts), fuzzed by a property of their own. */
-export const NEW_SURFACE_WORLDS = ['modular-index', 'kandinsky-config', 'deepseek-v4'];
+export const NEW_SURFACE_WORLDS = ['modular-index', 'kandinsky-config', 'deepseek-v4', 'onetrainer-oft', 'deepseek-v3-ue8m0'];
 
 /**
  * The worlds drawn from: all of weight above 0, or those named in `only` (comma-separated keys of

@@ -109,7 +109,8 @@ export const onetrainerOft: Algorithm = {
       context.report('UNSUPPORTED_FORMAT', 'is OneTrainer\'s OFT saved by a OneTrainer of 14 November 2025 – 10 May 2026 (its ot_revision), which had COFT (oft_coft, off by default), without its training config (ot_config): whether COFT projected its blocks cannot be told; add ot_config with the run\'s peft_type "OFT_2", oft_coft and coft_eps (as OneTrainer writes it with include_train_config) to the file\'s metadata, or, knowing how it was trained, merge it with --onetrainer-coft off, --onetrainer-coft on (coft_eps 1e-4, OneTrainer\'s default) or --onetrainer-coft EPS');
       return null;
     }
-    const coftEps = o?.onetrainer_config === true ? o.onetrainer_coft_eps : userCoft ? o?.onetrainer_user_coft_eps : undefined;
+    // Only a OneTrainer that had COFT projected: a later one (or a Scaled OFT module) ignores an ot_config that says oft_coft.
+    const coftEps = !hadCoft ? undefined : o?.onetrainer_config === true ? o.onetrainer_coft_eps : userCoft ? o?.onetrainer_user_coft_eps : undefined;
     return {
       ...moduleBasics(context),
       algorithm: onetrainerOft.name,
