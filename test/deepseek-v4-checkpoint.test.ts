@@ -11,10 +11,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type MergeBackend, type PreparedMerge } from '../src/index.js';
 import { createNodeBackend } from '../src/node.js';
-import { decodeValues, roundForDType, seededRandom, f8BitsSaturating, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
+import { decodeValues, roundForDType, seededRandom, type FixtureDType, type FixtureTensor } from './helpers/fixtures.js';
 import { hfModelFolder, peftFolder, prepareOne as prepare } from './helpers/hf-folder.js';
 import { fp8CheckpointFixtures, mergeRaw, rawTensors } from './helpers/fp8-checkpoint-fixtures.js';
-import { fp4QuantizeTruth, fp4Value, log2Ceil } from './helpers/deepseek-fp4-truth.js';
+import { fp4QuantizeTruth, fp4Value } from './helpers/deepseek-fp4-truth.js';
+import { log2Ceil, quantizeUe8m0Blocks } from './helpers/deepseek-ue8m0-truth.js';
 
 const rand = seededRandom(4404);
 let backend: MergeBackend;
@@ -90,24 +91,10 @@ function realValues(stem: string): { values: Float64Array; rows: number; cols: n
   return { rows, cols, values };
 }
 
-/** DeepSeek's scale for a block of largest magnitude amax: 2^⌈log2(f32(max(amax, floor) · f32(1/max)))⌉. */
-const powerOfTwo = (amax: number, max: number, floor: number) => 2 ** log2Ceil(Math.fround(Math.max(Math.fround(amax), Math.fround(floor)) * Math.fround(1 / max)));
-
 /** W' (f32) quantized to e4m3 blocks of 128 × 128 with E8M0 scales: [codes, scale bytes]. */
 function fp8Truth(w: Float64Array, rows: number, cols: number): [Uint8Array, Uint8Array] {
-  const gr = Math.ceil(rows / 128), gc = Math.ceil(cols / 128);
-  const scales = new Uint8Array(gr * gc);
-  const codes = new Uint8Array(rows * cols);
-  for (let br = 0; br < gr; br++) {
-    for (let bc = 0; bc < gc; bc++) {
-      let amax = 0;
-      for (let i = br * 128; i < Math.min(rows, br * 128 + 128); i++) for (let j = bc * 128; j < Math.min(cols, bc * 128 + 128); j++) amax = Math.max(amax, Math.abs(w[i * cols + j]));
-      const s = powerOfTwo(amax, 448, 1e-4);
-      scales[br * gc + bc] = Math.log2(s) + 127;
-      for (let i = br * 128; i < Math.min(rows, br * 128 + 128); i++) for (let j = bc * 128; j < Math.min(cols, bc * 128 + 128); j++) codes[i * cols + j] = f8BitsSaturating(w[i * cols + j] / s, 'F8_E4M3');
-    }
-  }
-  return [codes, scales];
+  const { codes, scales } = quantizeUe8m0Blocks(w, rows, cols);
+  return [codes, Uint8Array.from(scales, (x) => Math.log2(x) + 127)];
 }
 
 

@@ -3,18 +3,13 @@
  * plainly from its reference code (convert.py's FP4_TABLE, kernel.py's fp4 quantizer), in float64,
  * for tests to compare the merge's bytes against.
  */
+import { log2Ceil } from './deepseek-ue8m0-truth.js';
 
 /** E2M1's eight magnitudes, codes 0–7 (bit 3 is the sign). */
 export const E2M1 = [0, 0.5, 1, 1.5, 2, 3, 4, 6];
 
 /** A code's value, as convert.py's FP4_TABLE: code 8 (−0) is +0. */
 export const fp4Value = (code: number) => (code & 8 ? (code === 8 ? 0 : -E2M1[code & 7]) : E2M1[code]);
-
-/** ⌈log2 x⌉ of an f32 by its bits, as DeepSeek's fast_log2_ceil. */
-export function log2Ceil(x: number): number {
-  const bits = new Uint32Array(Float32Array.of(x).buffer)[0];
-  return ((bits >>> 23) & 255) - 127 + ((bits & 0x7fffff) ? 1 : 0);
-}
 
 /** The nearest E2M1 code of q (clamped to ±6), ties to the even code, the sign kept (−0 and negatives rounding to 0 give code 8). */
 export function e2m1(q: number): number {
